@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian packages ChainFS builds, tests and benchmarks with.
+# Idempotent: packages already present are not fetched again, and apt-get
+# update runs only when something is missing. Run as root (or with sudo).
+set -euo pipefail
+
+# Build and libraries (the README says why each one is there).
+PKGS=(
+  build-essential cmake pkg-config clang libclang-rt-dev
+  libssl-dev          # HMAC handshake (libcrypto)
+  libinih-dev         # config files
+  liblmdb-dev         # embedded KV backend + chunk metadata
+  liburing-dev        # O_DIRECT data I/O on storage targets
+  libcurl4-openssl-dev libjansson-dev  # etcd v3 JSON gateway client
+  libfuse3-dev fuse3  # FUSE mount
+  libcmocka-dev       # unit tests
+  etcd-server etcd-client  # distributed KV backend, started by tests
+  fio                 # benchmark baselines and verify runs
+  procps psmisc iproute2 git sqlite3
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && { echo "install-deps: all packages present"; exit 0; }
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+# etcd-server's package starts a system etcd on 127.0.0.1:2379; our tests
+# start their own members on other ports, so the system one is left alone.

@@ -1,0 +1,22 @@
+/* cli.h - the chainfs subcommands. Each returns the process exit status
+ * (0 success, 1 failure, 2 usage error) and owns nothing past its return. */
+#ifndef CFS_CLI_CLI_H
+#define CFS_CLI_CLI_H
+
+struct cli_cmd {
+	const char *name;
+	int (*run)(int argc, char **argv); /* argv[0] is the subcommand name */
+	const char *help;                  /* one line for chainfs --help */
+};
+
+int cli_version(int argc, char **argv);
+int cli_bench(int argc, char **argv);
+
+/* Bench groups, dispatched by cli_bench (cmd_bench.c). */
+struct cli_bench_cmd {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *help;
+};
+
+#endif

@@ -1,0 +1,26 @@
+/* cmd_bench.c - chainfs bench <group>: built-in load generators. Each group
+ * lives in its own bench_<group>.c; add a row below to register one. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static const struct cli_bench_cmd groups[] = {
+	{ NULL, NULL, NULL },
+};
+
+int cli_bench(int argc, char **argv)
+{
+	if (argc >= 2) {
+		for (size_t i = 0; groups[i].name; i++)
+			if (!strcmp(argv[1], groups[i].name))
+				return groups[i].run(argc - 1, argv + 1);
+	}
+	FILE *out = argc >= 2 && strcmp(argv[1], "--help") ? stderr : stdout;
+	if (argc >= 2 && strcmp(argv[1], "--help"))
+		fprintf(stderr, "chainfs bench: unknown group '%s'\n", argv[1]);
+	fprintf(out, "usage: chainfs bench <group> [options]\n\ngroups:\n");
+	for (size_t i = 0; groups[i].name; i++)
+		fprintf(out, "  %-8s %s\n", groups[i].name, groups[i].help);
+	return out == stdout ? 0 : 2;
+}

@@ -1,0 +1,15 @@
+/* clock.h - monotonic and wall time. */
+#ifndef CFS_COMMON_CLOCK_H
+#define CFS_COMMON_CLOCK_H
+
+#include <stdint.h>
+
+/* Monotonic nanoseconds (CLOCK_MONOTONIC); for deadlines and intervals. */
+uint64_t clock_mono_ns(void);
+static inline uint64_t clock_mono_ms(void) { return clock_mono_ns() / 1000000u; }
+/* Wall-clock nanoseconds since the epoch; for timestamps only. */
+uint64_t clock_wall_ns(void);
+/* Sleeps for MS milliseconds, resuming after signals. */
+void clock_sleep_ms(uint64_t ms);
+
+#endif

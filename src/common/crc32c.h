@@ -1,0 +1,17 @@
+/* crc32c.h - CRC-32C (Castagnoli), the checksum of every frame header,
+ * bulk payload and chunk. Uses the SSE4.2 instruction when the CPU has it
+ * (checked once), a table otherwise; both give identical results. */
+#ifndef CFS_COMMON_CRC32C_H
+#define CFS_COMMON_CRC32C_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Extends CRC (0 to start) over LEN bytes at DATA. Thread-safe. */
+uint32_t crc32c(uint32_t crc, const void *data, size_t len);
+/* Same result, always the portable table path (for tests and benches). */
+uint32_t crc32c_sw(uint32_t crc, const void *data, size_t len);
+/* 1 if the hardware path is in use. */
+int crc32c_hw_available(void);
+
+#endif

@@ -1,0 +1,106 @@
+/* wire.h - bounds-checked little-endian encoding over a cursor.
+ *
+ * A wire_reader walks [p, end). Every get checks the remaining length; the
+ * first failure latches r->err = -CFS_EPROTO and every later get returns the
+ * same error without reading, so a decoder can read a whole message and check
+ * once. Structs are never memcpy'd to or from the wire.
+ *
+ * A wire_writer appends into a struct buf (buf.h); out-of-memory latches
+ * -ENOMEM the same way.
+ */
+#ifndef CFS_COMMON_WIRE_H
+#define CFS_COMMON_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "common/buf.h"
+
+struct wire_reader {
+	const uint8_t *p;   /* next byte to read */
+	const uint8_t *end; /* one past the last readable byte */
+	int err;            /* 0, or the first error (negative) */
+};
+
+static inline void wire_reader_init(struct wire_reader *r, const void *p, size_t n)
+{
+	r->p = (const uint8_t *)p;
+	r->end = r->p + n;
+	r->err = 0;
+}
+
+static inline size_t wire_left(const struct wire_reader *r) { return (size_t)(r->end - r->p); }
+
+/* Each returns 0 or the latched negative error; *out is 0 on error. */
+int wire_get_u8(struct wire_reader *r, uint8_t *out);
+int wire_get_u16(struct wire_reader *r, uint16_t *out);
+int wire_get_u32(struct wire_reader *r, uint32_t *out);
+int wire_get_u64(struct wire_reader *r, uint64_t *out);
+int wire_get_i32(struct wire_reader *r, int32_t *out);
+int wire_get_i64(struct wire_reader *r, int64_t *out);
+/* Copies N raw bytes into OUT. */
+int wire_get_bytes(struct wire_reader *r, void *out, size_t n);
+/* Borrows N raw bytes: *out points into the reader's buffer. */
+int wire_get_ref(struct wire_reader *r, size_t n, const uint8_t **out);
+/* Length-prefixed (u32) byte string, borrowed; fails if longer than MAX. */
+int wire_get_blob(struct wire_reader *r, size_t max, const uint8_t **out, uint32_t *len);
+/* Fails the reader with ERR (negative) unless it already failed; returns r->err. */
+int wire_fail(struct wire_reader *r, int err);
+
+struct wire_writer {
+	struct buf *b; /* borrowed destination */
+	int err;       /* 0 or -ENOMEM */
+};
+
+static inline void wire_writer_init(struct wire_writer *w, struct buf *b) { w->b = b; w->err = 0; }
+void wire_put_u8(struct wire_writer *w, uint8_t v);
+void wire_put_u16(struct wire_writer *w, uint16_t v);
+void wire_put_u32(struct wire_writer *w, uint32_t v);
+void wire_put_u64(struct wire_writer *w, uint64_t v);
+void wire_put_i32(struct wire_writer *w, int32_t v);
+void wire_put_i64(struct wire_writer *w, int64_t v);
+void wire_put_bytes(struct wire_writer *w, const void *p, size_t n);
+/* u32 length then the bytes. */
+void wire_put_blob(struct wire_writer *w, const void *p, uint32_t n);
+
+/* Fixed-position helpers for headers: no bounds check, caller guarantees room. */
+static inline void wire_store_u16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static inline void wire_store_u32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void wire_store_u64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline uint16_t wire_load_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static inline uint32_t wire_load_u32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline uint64_t wire_load_u64(const uint8_t *p)
+{
+	return (uint64_t)wire_load_u32(p) | (uint64_t)wire_load_u32(p + 4) << 32;
+}
+/* Big-endian, for keys whose byte order must follow numeric order. */
+static inline void wire_store_be64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+static inline uint64_t wire_load_be64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++) v = v << 8 | p[i];
+	return v;
+}
+static inline void wire_store_be32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (24 - 8 * i));
+}
+static inline uint32_t wire_load_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+#endif

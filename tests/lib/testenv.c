@@ -1,0 +1,210 @@
+/* testenv.c - process, port and directory helpers for tests (testenv.h).
+ *
+ * Children are tracked in a small table; testenv_cleanup() (registered with
+ * atexit on first use) SIGKILLs any still running, so a failing assertion
+ * that longjmps out of a test cannot leave servers behind. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "testenv.h"
+
+#define MAX_CHILDREN 256
+#define MAX_DIRS 64
+
+static pid_t children[MAX_CHILDREN];
+static int nchildren;
+static char *dirs[MAX_DIRS];
+static int ndirs;
+static int registered;
+
+static void ensure_registered(void)
+{
+	if (!registered) {
+		registered = 1;
+		atexit(testenv_cleanup);
+	}
+}
+
+static void die(const char *what)
+{
+	fprintf(stderr, "testenv: %s: %s\n", what, strerror(errno));
+	abort();
+}
+
+char *testenv_tmpdir(const char *tag)
+{
+	ensure_registered();
+	const char *base = getenv("TMPDIR");
+	char tmpl[512];
+	snprintf(tmpl, sizeof(tmpl), "%s/cfs-%s-XXXXXX", base && *base ? base : "/tmp", tag);
+	if (!mkdtemp(tmpl))
+		die("mkdtemp");
+	char *p = strdup(tmpl);
+	if (!p)
+		die("strdup");
+	if (ndirs < MAX_DIRS)
+		dirs[ndirs++] = strdup(p);
+	return p;
+}
+
+uint16_t testenv_free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		die("socket");
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sa);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&sa, &len) < 0)
+		die("bind");
+	close(fd);
+	return ntohs(sa.sin_port);
+}
+
+const char *testenv_chainfs(void)
+{
+	const char *p = getenv("CFS_BIN");
+	return p && *p ? p : "./chainfs";
+}
+
+pid_t testenv_spawn(char *const argv[], const char *logpath)
+{
+	ensure_registered();
+	if (nchildren >= MAX_CHILDREN) {
+		fprintf(stderr, "testenv: too many children\n");
+		abort();
+	}
+	pid_t pid = fork();
+	if (pid < 0)
+		die("fork");
+	if (pid == 0) {
+		if (logpath) {
+			int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0644);
+			if (fd >= 0) {
+				dup2(fd, 1);
+				dup2(fd, 2);
+				close(fd);
+			}
+		}
+		execvp(argv[0], argv);
+		fprintf(stderr, "testenv: exec %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	children[nchildren++] = pid;
+	return pid;
+}
+
+static int forget(pid_t pid)
+{
+	for (int i = 0; i < nchildren; i++) {
+		if (children[i] == pid) {
+			children[i] = children[--nchildren];
+			return 1;
+		}
+	}
+	return 0;
+}
+
+int testenv_alive(pid_t pid)
+{
+	for (int i = 0; i < nchildren; i++) {
+		if (children[i] != pid)
+			continue;
+		int st;
+		pid_t r = waitpid(pid, &st, WNOHANG);
+		if (r == 0)
+			return 1;
+		forget(pid);
+		return 0;
+	}
+	return 0;
+}
+
+int testenv_kill(pid_t pid, int sig)
+{
+	int ours = 0;
+	for (int i = 0; i < nchildren; i++)
+		ours |= children[i] == pid;
+	if (!ours)
+		return -1;
+	kill(pid, sig);
+	if (sig != SIGKILL && sig != SIGTERM && sig != SIGINT)
+		return 0;
+	uint64_t deadline = clock_mono_ms() + 10000;
+	int st = 0;
+	for (;;) {
+		pid_t r = waitpid(pid, &st, WNOHANG);
+		if (r == pid || (r < 0 && errno == ECHILD))
+			break;
+		if (clock_mono_ms() > deadline) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			break;
+		}
+		clock_sleep_ms(10);
+	}
+	forget(pid);
+	return st;
+}
+
+int testenv_wait(int (*cond)(void *arg), void *arg, int timeout_ms)
+{
+	uint64_t deadline = clock_mono_ms() + (uint64_t)timeout_ms;
+	for (;;) {
+		if (cond(arg))
+			return 1;
+		if (clock_mono_ms() >= deadline)
+			return 0;
+		clock_sleep_ms(20);
+	}
+}
+
+int testenv_port_open(uint16_t port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return 0;
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port),
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	close(fd);
+	return ok;
+}
+
+static void rm_rf(const char *path)
+{
+	char cmd[4200];
+	if (strchr(path, '\'') || strncmp(path, "/", 1))
+		return;
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", path);
+	int rc = system(cmd);
+	(void)rc;
+}
+
+void testenv_cleanup(void)
+{
+	while (nchildren > 0) {
+		pid_t pid = children[--nchildren];
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+	}
+	const char *keep = getenv("CFS_KEEP_TMP");
+	for (int i = 0; i < ndirs; i++) {
+		if (!keep || !*keep)
+			rm_rf(dirs[i]);
+		free(dirs[i]);
+	}
+	ndirs = 0;
+}

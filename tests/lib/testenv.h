@@ -1,0 +1,42 @@
+/* testenv.h - shared helpers for unit and integration tests.
+ *
+ * Tests are cmocka binaries (include <cmocka.h> after the usual
+ * <stdarg.h>/<stddef.h>/<setjmp.h>/<stdint.h>). These helpers give each test
+ * a private work directory, free loopback ports, child processes started by
+ * exec and stopped by pid, and polling waits instead of sleeps.
+ * Every process a test starts is recorded and killed by testenv_cleanup()
+ * (also registered with atexit), so nothing outlives a failed test.
+ */
+#ifndef CFS_TESTS_TESTENV_H
+#define CFS_TESTS_TESTENV_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Creates a fresh directory under $TMPDIR (or /tmp) named after TAG and
+ * returns its path (static storage per call is not kept: caller frees).
+ * Removed by testenv_cleanup() unless CFS_KEEP_TMP is set. Aborts on error. */
+char *testenv_tmpdir(const char *tag);
+/* Returns a port on 127.0.0.1 that was free a moment ago (bind to port 0,
+ * read it, close). Aborts on error. */
+uint16_t testenv_free_port(void);
+/* Path of the chainfs binary under test ($CFS_BIN, else ./chainfs). */
+const char *testenv_chainfs(void);
+/* Starts ARGV[0] with ARGV, stdout+stderr appended to LOGPATH (may be NULL
+ * for inherit). Returns the pid; aborts when fork/exec fails. The pid is
+ * recorded for cleanup. */
+pid_t testenv_spawn(char *const argv[], const char *logpath);
+/* Sends SIG to PID and, for SIGKILL/SIGTERM, reaps it (waits up to 10 s).
+ * Returns the wait status, or -1 when the process was not ours. */
+int testenv_kill(pid_t pid, int sig);
+/* 1 while PID is a live child of ours (not yet reaped). */
+int testenv_alive(pid_t pid);
+/* Polls COND(ARG) every 20 ms until it returns nonzero or TIMEOUT_MS passes.
+ * Returns 1 if the condition became true, 0 on timeout. */
+int testenv_wait(int (*cond)(void *arg), void *arg, int timeout_ms);
+/* 1 when something accepts TCP connections on 127.0.0.1:PORT. */
+int testenv_port_open(uint16_t port);
+/* Kills every recorded child (SIGKILL) and removes temp dirs. */
+void testenv_cleanup(void);
+
+#endif
