@@ -11,6 +11,7 @@ struct cli_cmd {
 
 int cli_version(int argc, char **argv);
 int cli_bench(int argc, char **argv);
+int cli_admin(int argc, char **argv); /* cmd_admin.c; commands in admin.h */
 
 /* Bench groups, dispatched by cli_bench (cmd_bench.c). */
 struct cli_bench_cmd {

@@ -9,6 +9,7 @@
 static const struct cli_cmd commands[] = {
 	{ "version", cli_version, "print the version and build features" },
 	{ "bench", cli_bench, "built-in load generators (chainfs bench --help)" },
+	{ "admin", cli_admin, "cluster administration (chainfs admin --help)" },
 };
 
 static void usage(FILE *out)

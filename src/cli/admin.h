@@ -1,0 +1,16 @@
+/* admin.h - `chainfs admin <command>`: the admin commands, dispatched by
+ * cli_admin (cmd_admin.c). Each returns the process exit status (0 success,
+ * 1 failure, 2 usage error). Add a command: write it in its own
+ * cmd_admin_<x>.c, declare it here, add a row to the table in cmd_admin.c. */
+#ifndef CFS_CLI_ADMIN_H
+#define CFS_CLI_ADMIN_H
+
+struct cli_admin_cmd {
+	const char *name;
+	int (*run)(int argc, char **argv); /* argv[0] is the command name */
+	const char *help;
+};
+
+int cli_admin_gen_chain_table(int argc, char **argv); /* cmd_admin_chaintable.c */
+
+#endif

@@ -1,0 +1,30 @@
+/* cmd_admin.c - chainfs admin <command>: cluster administration. Each
+ * command lives in its own cmd_admin_<x>.c; add a row below to register one. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/admin.h"
+#include "cli/cli.h"
+
+static const struct cli_admin_cmd commands[] = {
+    {"gen-chain-table", cli_admin_gen_chain_table,
+     "generate a balanced chain table offline and print its balance figures"},
+    {NULL, NULL, NULL},
+};
+
+int cli_admin(int argc, char **argv)
+{
+	if (argc >= 2) {
+		for (size_t i = 0; commands[i].name; i++)
+			if (!strcmp(argv[1], commands[i].name))
+				return commands[i].run(argc - 1, argv + 1);
+	}
+	int help = argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"));
+	FILE *out = help ? stdout : stderr;
+	if (argc >= 2 && !help)
+		fprintf(stderr, "chainfs admin: unknown command '%s'\n", argv[1]);
+	fprintf(out, "usage: chainfs admin <command> [options]\n\ncommands:\n");
+	for (size_t i = 0; commands[i].name; i++)
+		fprintf(out, "  %-16s %s\n", commands[i].name, commands[i].help);
+	return help ? 0 : 2;
+}
