@@ -6,6 +6,7 @@
 #include "cli/cli.h"
 
 static const struct cli_bench_cmd groups[] = {
+	{ "rpc", cli_bench_rpc, "RPC round trips and bulk vs raw loopback TCP; --serve runs the echo server" },
 	{ NULL, NULL, NULL },
 };
 

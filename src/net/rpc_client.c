@@ -1,0 +1,780 @@
+/* rpc_client.c - the RPC client: peers, connection pools, calls.
+ *
+ * SHAPE. A client owns N loop threads. A peer (one server address) owns
+ * conns_per_peer slots; each slot is bound to one loop for life and holds
+ * at most one live connection plus a wait list of requests that arrived
+ * while it was connecting. A call picks a slot round robin; if the caller
+ * is not that slot's loop thread, the request travels there by message.
+ *
+ * A REQUEST (struct pend) moves NEW -> WAIT (slot not ready) -> QUEUED (frame
+ * in the connection's send queue, id in its table) -> SENT -> finished.
+ * Request ids are (generation << 32 | table index): the index finds the
+ * entry in O(1) and the generation makes a late reply to a recycled index
+ * miss, so it is dropped. Each request has a deadline timer on its loop;
+ * pend_finish is the only way out of every state, and it runs done() once
+ * and frees the request.
+ *
+ * CONNECTING. slot_connect starts a non-blocking connect; on success the
+ * client sends HELLO, answers CHALLENGE with AUTH, and checks the server's
+ * AUTH_OK proof (mutual authentication) before the slot's wait list is
+ * issued. A failure before CONN_READY fails the wait list with its reason
+ * and doubles the slot's backoff (100 ms .. 5 s); the next request after
+ * the backoff retries. A connection that was ready and then dropped
+ * reconnects at once on the next request.
+ *
+ * INVARIANTS. Slots, connections and requests are touched only by their
+ * loop thread. A pend is in exactly one of: the caller's hands (NEW), the
+ * slot wait list (WAIT), the connection table (QUEUED/SENT).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "common/clock.h"
+#include "common/crc32c.h"
+#include "common/log.h"
+#include "common/status.h"
+#include "common/xalloc.h"
+#include "net/auth.h"
+#include "net/rpc_int.h"
+#include "net/rpc_proto.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+
+enum pend_where { PEND_NEW, PEND_WAIT, PEND_QUEUED, PEND_SENT };
+
+struct cli_loop {
+	struct loop *l;
+	struct rpc_client *cl;
+	struct loop_msg stop_msg;
+};
+
+struct cli_conn;
+
+struct cslot {
+	struct rpc_peer *p;
+	struct cli_loop *lp;
+	struct cli_conn *conn;        /* live connection or NULL */
+	struct pend *wait_head, *wait_tail;
+	uint32_t nwait;
+	uint32_t backoff_ms;          /* 0 after a successful handshake */
+	uint64_t next_try;            /* monotonic ns before which no connect starts */
+	struct loop_timer retry;
+};
+
+struct rpc_peer {
+	struct rpc_peer *next;        /* client's list, under cl->mu */
+	struct rpc_client *cl;
+	struct sockaddr_in addr;
+	char name[XPORT_ADDRSTRLEN];
+	int nslots;
+	struct cslot *slots;
+	atomic_uint rr;
+};
+
+struct rpc_client {
+	struct rpc_opts o;
+	uint8_t secret[AUTH_SECRET_MAX];
+	char cluster_id[RPC_CLUSTER_ID_MAX + 1];
+	size_t cluster_id_len;
+	int nloops;
+	struct cli_loop *loops;
+	pthread_mutex_t mu;           /* guards peers */
+	struct rpc_peer *peers;
+	unsigned next_loop;           /* loop of the next new slot, under mu */
+	atomic_bool closing;
+	struct rpc_counters ctr;
+};
+
+struct cli_conn {
+	struct rpc_conn c;
+	struct cslot *slot;
+	int hs_step;                  /* 0: await CHALLENGE, 1: await AUTH_OK, 2: ready */
+	uint8_t cnonce[RPC_NONCE_LEN], snonce[RPC_NONCE_LEN];
+	struct pend **tab;            /* in-flight requests by index */
+	uint32_t *freeidx;            /* stack of free indexes */
+	uint32_t nfree, cap;
+	uint32_t gen;
+	struct pend *cur;             /* request whose reply is being received */
+	int cur_status;
+};
+
+struct pend {
+	struct rpc_out out;
+	struct loop_msg msg;
+	struct loop_timer timer;
+	struct cslot *slot;
+	struct cli_conn *cc;          /* set while QUEUED/SENT */
+	struct pend *next;            /* wait list */
+	enum pend_where where;
+	int timed_out;                /* deadline passed while half-written */
+	int oneway;
+	uint64_t id;
+	uint32_t idx;
+	uint64_t deadline;
+	uint32_t flags;
+	uint16_t type;
+	const uint8_t *bulk;
+	uint64_t blen;
+	uint32_t bulk_crc;
+	uint8_t *resp_bulk;
+	uint64_t resp_cap;
+	rpc_done_fn done;
+	void *arg;
+	uint32_t plen;
+	uint8_t payload[];
+};
+
+static void slot_connect(struct cslot *s);
+
+/* ---- completion ---- */
+
+static void pend_finish(struct pend *p, int status, const uint8_t *payload, uint32_t plen,
+			uint64_t bulk_len)
+{
+	struct loop *l = p->slot->lp->l;
+	loop_timer_cancel(l, &p->timer);
+	if (p->cc && !p->oneway) {
+		struct cli_conn *cc = p->cc;
+		cc->tab[p->idx] = NULL;
+		cc->freeidx[cc->nfree++] = p->idx;
+	}
+	if (p->done) {
+		struct rpc_result res = { status, payload, plen, bulk_len };
+		p->done(p->arg, &res);
+	}
+	free(p);
+}
+
+/* Fails every request waiting on S. The list is detached first: a done()
+ * that retries adds to a fresh list instead of being failed again here. */
+static void fail_wait(struct cslot *s, int err)
+{
+	struct pend *p = s->wait_head;
+	s->wait_head = s->wait_tail = NULL;
+	s->nwait = 0;
+	while (p) {
+		struct pend *next = p->next;
+		pend_finish(p, err, NULL, 0, 0);
+		p = next;
+	}
+}
+
+/* ---- issuing ---- */
+
+static void req_out_done(struct rpc_out *o, int status)
+{
+	struct pend *p = container_of(o, struct pend, out);
+	if (p->oneway) {
+		loop_timer_cancel(p->slot->lp->l, &p->timer);
+		free(p);
+		return;
+	}
+	/* On failure the connection is closing; on_close finishes the request. */
+	if (!status)
+		p->where = PEND_SENT;
+}
+
+static void conn_issue(struct cli_conn *cc, struct pend *p)
+{
+	uint16_t flags = p->oneway ? FRAME_F_ONEWAY : 0;
+
+	if (!p->oneway) {
+		if (!cc->nfree) {
+			pend_finish(p, -CFS_EUNAVAIL, NULL, 0, 0);
+			return;
+		}
+		p->idx = cc->freeidx[--cc->nfree];
+		if (++cc->gen == 0)
+			cc->gen = 1;
+		p->id = (uint64_t)cc->gen << 32 | p->idx;
+		cc->tab[p->idx] = p;
+	}
+	if (p->flags & RPC_CALL_BULK_CRC)
+		flags |= FRAME_F_BULK_CRC;
+	p->cc = cc;
+	p->where = PEND_QUEUED;
+	p->out.payload = p->payload;
+	p->out.plen = p->plen;
+	p->out.bulk = p->bulk;
+	p->out.blen = p->blen;
+	p->out.done = req_out_done;
+	conn_out_hdr(&p->out, p->type, flags, p->oneway ? 0 : p->id, 0,
+		     p->blen && (flags & FRAME_F_BULK_CRC) ? p->bulk_crc : 0);
+	conn_send(&cc->c, &p->out);
+}
+
+static void pend_timeout(struct loop_timer *t)
+{
+	struct pend *p = t->arg;
+	struct cslot *s = p->slot;
+
+	switch (p->where) {
+	case PEND_NEW:
+		break;
+	case PEND_WAIT: {
+		struct pend **pp = &s->wait_head, *prev = NULL;
+		while (*pp && *pp != p) {
+			prev = *pp;
+			pp = &(*pp)->next;
+		}
+		if (*pp) {
+			*pp = p->next;
+			if (s->wait_tail == p)
+				s->wait_tail = prev;
+			s->nwait--;
+		}
+		pend_finish(p, -CFS_ETIMEDOUT, NULL, 0, 0);
+		return;
+	}
+	case PEND_QUEUED: {
+		int rc = conn_unqueue(&p->cc->c, &p->out);
+		if (rc == -EBUSY) {
+			p->timed_out = 1;
+			conn_close(&p->cc->c, -CFS_ECLOSED, LOG_LVL_WARN,
+				   "request deadline passed while its frame was being written");
+			return;
+		}
+		if (p->oneway) {
+			free(p);
+			return;
+		}
+		pend_finish(p, -CFS_ETIMEDOUT, NULL, 0, 0);
+		return;
+	}
+	case PEND_SENT:
+		if (p->cc->cur == p) {
+			/* The rest of its reply is read and dropped: the caller's
+			 * buffer is theirs again once done() runs. */
+			p->cc->cur = NULL;
+			p->cc->c.dest = NULL;
+		}
+		pend_finish(p, -CFS_ETIMEDOUT, NULL, 0, 0);
+		return;
+	}
+}
+
+static void pend_start(struct pend *p)
+{
+	struct cslot *s = p->slot;
+	struct rpc_client *cl = s->p->cl;
+
+	if (atomic_load_explicit(&cl->closing, memory_order_acquire)) {
+		if (p->oneway)
+			free(p);
+		else
+			pend_finish(p, -CFS_ECLOSED, NULL, 0, 0);
+		return;
+	}
+	loop_timer_arm(s->lp->l, &p->timer, p->deadline);
+	if (s->conn && s->conn->c.state == CONN_READY) {
+		conn_issue(s->conn, p);
+		return;
+	}
+	if (s->nwait >= cl->o.max_inflight) {
+		pend_finish(p, -CFS_EUNAVAIL, NULL, 0, 0);
+		return;
+	}
+	p->where = PEND_WAIT;
+	p->next = NULL;
+	if (s->wait_tail)
+		s->wait_tail->next = p;
+	else
+		s->wait_head = p;
+	s->wait_tail = p;
+	s->nwait++;
+	if (!s->conn)
+		slot_connect(s);
+}
+
+static void pend_start_msg(struct loop_msg *m) { pend_start(m->arg); }
+
+/* ---- connection role ---- */
+
+static int send_msg(struct cli_conn *cc, uint16_t type, uint64_t id,
+		    int (*enc)(struct buf *, const void *), const void *m)
+{
+	struct buf b = BUF_INIT;
+	int rc = enc(&b, m);
+	if (!rc)
+		rc = conn_send_copy(&cc->c, type, 0, id, 0, b.data, (uint32_t)b.len);
+	buf_fini(&b);
+	if (rc)
+		conn_close(&cc->c, rc, LOG_LVL_WARN, "no memory in handshake");
+	return rc;
+}
+
+static int enc_hello(struct buf *b, const void *m) { return rpc_hello_encode(b, m); }
+static int enc_proof(struct buf *b, const void *m) { return rpc_proof_encode(b, m); }
+
+static void cli_on_connected(struct rpc_conn *c, int err)
+{
+	struct cli_conn *cc = container_of(c, struct cli_conn, c);
+	struct rpc_client *cl = cc->slot->p->cl;
+
+	if (err) {
+		conn_close(c, err, LOG_LVL_INFO, "connect failed");
+		return;
+	}
+	struct rpc_hello h = { RPC_PROTO_MAJOR, RPC_PROTO_MINOR, RPC_FEATURES_ALL,
+			       (const uint8_t *)cl->cluster_id, (uint32_t)cl->cluster_id_len, { 0 } };
+	if (auth_nonce(cc->cnonce)) {
+		conn_close(c, -EIO, LOG_LVL_ERR, "no random bytes for a nonce");
+		return;
+	}
+	memcpy(h.nonce, cc->cnonce, RPC_NONCE_LEN);
+	send_msg(cc, RPC_MSG_HELLO, 1, enc_hello, &h);
+}
+
+static int hs_fail(struct cli_conn *cc, int err, const char *why)
+{
+	LOG_WARN("rpc", "handshake failed: peer=%s reason=%s", cc->c.peer, why);
+	conn_close(&cc->c, err, LOG_LVL_INFO, why);
+	return -1;
+}
+
+static int hs_frame(struct cli_conn *cc, const uint8_t *p, uint32_t len)
+{
+	struct rpc_conn *c = &cc->c;
+	struct rpc_client *cl = cc->slot->p->cl;
+	struct cslot *s = cc->slot;
+
+	if (c->h.status) {
+		struct rpc_error e;
+		char why[160];
+		int st = c->h.status;
+		if (st >= 0 || st < -4095)
+			st = -CFS_EPROTO;
+		if (rpc_error_decode(p, len, &e))
+			e.text_len = 0;
+		snprintf(why, sizeof(why), "server refused: %s: %.*s", cfs_errname(st),
+			 (int)(e.text_len > 100 ? 100 : e.text_len), e.text_len ? (const char *)e.text : "");
+		return hs_fail(cc, st, why);
+	}
+	if (cc->hs_step == 0) {
+		struct rpc_challenge ch;
+		if (c->h.type != RPC_MSG_CHALLENGE || rpc_challenge_decode(p, len, &ch))
+			return hs_fail(cc, -CFS_EPROTO, "bad CHALLENGE");
+		if (ch.major != RPC_PROTO_MAJOR)
+			return hs_fail(cc, -CFS_EVERSION, "server speaks another protocol major");
+		memcpy(cc->snonce, ch.nonce, RPC_NONCE_LEN);
+		struct rpc_proof pr;
+		if (auth_proof(cl->secret, cl->o.secret_len, AUTH_ROLE_CLIENT, cl->cluster_id,
+			       cl->cluster_id_len, cc->cnonce, cc->snonce, pr.mac))
+			return hs_fail(cc, -EIO, "cannot compute proof");
+		cc->hs_step = 1;
+		return send_msg(cc, RPC_MSG_AUTH, 2, enc_proof, &pr);
+	}
+	struct rpc_proof pr;
+	if (c->h.type != RPC_MSG_AUTH_OK || rpc_proof_decode(p, len, &pr))
+		return hs_fail(cc, -CFS_EPROTO, "bad AUTH_OK");
+	if (auth_verify(cl->secret, cl->o.secret_len, AUTH_ROLE_SERVER, cl->cluster_id,
+			cl->cluster_id_len, cc->cnonce, cc->snonce, pr.mac))
+		return hs_fail(cc, -CFS_EAUTH, "server failed to prove the cluster secret");
+	c->state = CONN_READY;
+	cc->hs_step = 2;
+	c->lim.max_payload = cl->o.max_payload;
+	c->lim.max_bulk = cl->o.max_bulk;
+	loop_timer_cancel(c->loop, &c->timer);
+	s->backoff_ms = 0;
+	s->next_try = 0;
+	LOG_DEBUG("rpc", "connected: peer=%s", c->peer);
+	while (s->wait_head && c->state == CONN_READY) {
+		struct pend *w = s->wait_head;
+		s->wait_head = w->next;
+		if (!s->wait_head)
+			s->wait_tail = NULL;
+		s->nwait--;
+		conn_issue(cc, w);
+	}
+	return 0;
+}
+
+static int cli_on_header(struct rpc_conn *c, const struct frame_hdr *h)
+{
+	struct cli_conn *cc = container_of(c, struct cli_conn, c);
+
+	if (!(h->flags & FRAME_F_RESPONSE)) {
+		conn_bad_input(c, -CFS_EPROTO, "request sent to a client");
+		return -1;
+	}
+	cc->cur = NULL;
+	cc->cur_status = 0;
+	if (c->state != CONN_READY)
+		return 0;
+	uint32_t idx = (uint32_t)h->req_id;
+	struct pend *p = idx < cc->cap ? cc->tab[idx] : NULL;
+	if (p && p->id != h->req_id)
+		p = NULL;
+	if (p && p->where != PEND_SENT) {
+		conn_bad_input(c, -CFS_EPROTO, "reply before its request was written");
+		return -1;
+	}
+	cc->cur = p;
+	if (p && h->bulk_len && (!p->resp_bulk || h->bulk_len > p->resp_cap))
+		cc->cur_status = -EMSGSIZE;
+	return 0;
+}
+
+static int cli_on_payload(struct rpc_conn *c, const uint8_t *p, uint32_t len)
+{
+	struct cli_conn *cc = container_of(c, struct cli_conn, c);
+	if (cc->cur && !cc->cur_status && c->h.bulk_len)
+		c->dest = cc->cur->resp_bulk;
+	return 0;
+}
+
+static int cli_on_frame(struct rpc_conn *c, const uint8_t *p, uint32_t len, int bulk_status)
+{
+	struct cli_conn *cc = container_of(c, struct cli_conn, c);
+
+	if (c->state != CONN_READY)
+		return hs_frame(cc, p, len);
+	struct pend *pd = cc->cur;
+	cc->cur = NULL;
+	if (!pd)
+		return 0; /* reply to a request that already timed out */
+	int st = cc->cur_status ? cc->cur_status : bulk_status ? bulk_status : c->h.status;
+	pend_finish(pd, st, p, len, cc->cur_status ? 0 : c->h.bulk_len);
+	/* The server closes a connection after answering -CFS_EPROTO or
+	 * -CFS_EBADMSG_TYPE; closing now sends the caller's next request over
+	 * a fresh one. */
+	if (c->h.status == -CFS_EPROTO || c->h.status == -CFS_EBADMSG_TYPE)
+		conn_close(c, -CFS_ECLOSED, LOG_LVL_INFO, "server reported a malformed request");
+	return c->state == CONN_CLOSED ? -CFS_ECLOSED : 0;
+}
+
+static void cli_on_close(struct rpc_conn *c, int err)
+{
+	struct cli_conn *cc = container_of(c, struct cli_conn, c);
+	struct cslot *s = cc->slot;
+	int was_ready = c->state == CONN_CLOSED && cc->hs_step == 2;
+
+	/* Detach first, so requests that done() callbacks issue below go to a
+	 * new connection (after the backoff) rather than to this dead one. */
+	cc->cur = NULL;
+	if (s->conn == cc)
+		s->conn = NULL;
+	if (!was_ready) {
+		s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_MIN_MS;
+		if (s->backoff_ms > BACKOFF_MAX_MS)
+			s->backoff_ms = BACKOFF_MAX_MS;
+		s->next_try = clock_mono_ns() + (uint64_t)s->backoff_ms * 1000000u;
+	}
+	fail_wait(s, err);
+	for (uint32_t i = 0; i < cc->cap; i++) {
+		struct pend *p = cc->tab[i];
+		if (p)
+			pend_finish(p, p->timed_out ? -CFS_ETIMEDOUT : -CFS_ECLOSED, NULL, 0, 0);
+	}
+}
+
+static void cli_on_drain(struct rpc_conn *c) {}
+
+static void cli_on_free(struct rpc_conn *c)
+{
+	struct cli_conn *cc = container_of(c, struct cli_conn, c);
+	conn_fini(c);
+	free(cc->tab);
+	free(cc->freeidx);
+	free(cc);
+}
+
+static const struct conn_ops cli_ops = {
+	.on_connected = cli_on_connected,
+	.on_header = cli_on_header,
+	.on_payload = cli_on_payload,
+	.on_frame = cli_on_frame,
+	.on_close = cli_on_close,
+	.on_drain = cli_on_drain,
+	.on_free = cli_on_free,
+};
+
+static void slot_retry(struct loop_timer *t)
+{
+	struct cslot *s = t->arg;
+	if (!s->conn && s->wait_head)
+		slot_connect(s);
+}
+
+static void slot_connect(struct cslot *s)
+{
+	struct rpc_client *cl = s->p->cl;
+	struct loop *l = s->lp->l;
+	uint64_t now = clock_mono_ns();
+
+	if (now < s->next_try) {
+		if (!loop_timer_armed(&s->retry))
+			loop_timer_arm(l, &s->retry, s->next_try);
+		return;
+	}
+	struct xport *x = NULL;
+	int rc = xport_tcp.connect(&s->p->addr, &x);
+	if (rc && rc != -EINPROGRESS) {
+		LOG_INFO("rpc", "connect failed: peer=%s err=%s", s->p->name, cfs_errname(rc));
+		s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_MIN_MS;
+		if (s->backoff_ms > BACKOFF_MAX_MS)
+			s->backoff_ms = BACKOFF_MAX_MS;
+		s->next_try = now + (uint64_t)s->backoff_ms * 1000000u;
+		fail_wait(s, rc);
+		return;
+	}
+	struct cli_conn *cc = xcalloc(1, sizeof(*cc));
+	cc->slot = s;
+	cc->cap = cl->o.max_inflight;
+	cc->tab = xcalloc(cc->cap, sizeof(*cc->tab));
+	cc->freeidx = xmalloc(cc->cap * sizeof(*cc->freeidx));
+	for (uint32_t i = 0; i < cc->cap; i++)
+		cc->freeidx[i] = cc->cap - 1 - i;
+	cc->nfree = cc->cap;
+	rc = conn_init(&cc->c, l, x, rc ? CONN_CONNECTING : CONN_HANDSHAKE, &cli_ops, &cl->ctr,
+		       s->p->name);
+	if (rc) {
+		free(cc->tab);
+		free(cc->freeidx);
+		free(cc);
+		fail_wait(s, rc);
+		return;
+	}
+	s->conn = cc;
+	loop_timer_arm(l, &cc->c.timer, now + (uint64_t)cl->o.handshake_ms * 1000000u);
+	if (cc->c.state == CONN_HANDSHAKE)
+		cli_on_connected(&cc->c, 0);
+}
+
+/* ---- public API ---- */
+
+int rpc_client_new(const struct rpc_opts *opts, struct rpc_client **out)
+{
+	struct rpc_opts o;
+	if (rpc_opts_init(&o, opts))
+		return -EINVAL;
+	struct rpc_client *cl = xcalloc(1, sizeof(*cl));
+	cl->o = o;
+	memcpy(cl->secret, opts->secret, opts->secret_len);
+	cl->cluster_id_len = strlen(opts->cluster_id);
+	memcpy(cl->cluster_id, opts->cluster_id, cl->cluster_id_len);
+	cl->o.secret = cl->secret;
+	cl->o.cluster_id = cl->cluster_id;
+	pthread_mutex_init(&cl->mu, NULL);
+	cl->loops = xcalloc((size_t)o.nthreads, sizeof(*cl->loops));
+	int rc = 0;
+	for (int i = 0; i < o.nthreads && !rc; i++) {
+		cl->loops[i].cl = cl;
+		rc = loop_new(&cl->loops[i].l);
+		if (!rc) {
+			rc = loop_thread_start(cl->loops[i].l, "rpc-cli");
+			if (rc) {
+				loop_free(cl->loops[i].l);
+				cl->loops[i].l = NULL;
+			}
+		}
+		if (!rc)
+			cl->nloops = i + 1;
+	}
+	if (rc) {
+		rpc_client_free(cl);
+		return rc;
+	}
+	*out = cl;
+	return 0;
+}
+
+static void cli_stop_on_loop(struct loop_msg *m)
+{
+	struct cli_loop *lp = m->arg;
+	struct rpc_client *cl = lp->cl;
+	/* Peers are only ever prepended, so the chain from a snapshot of the
+	 * head is immutable; walking it unlocked lets done() callbacks run
+	 * without cl->mu held. */
+	pthread_mutex_lock(&cl->mu);
+	struct rpc_peer *head = cl->peers;
+	pthread_mutex_unlock(&cl->mu);
+	for (struct rpc_peer *p = head; p; p = p->next) {
+		for (int i = 0; i < p->nslots; i++) {
+			struct cslot *s = &p->slots[i];
+			if (s->lp != lp)
+				continue;
+			loop_timer_cancel(lp->l, &s->retry);
+			if (s->conn)
+				conn_close(&s->conn->c, -CFS_ECLOSED, LOG_LVL_DEBUG, "client shutting down");
+			fail_wait(s, -CFS_ECLOSED);
+		}
+	}
+}
+
+void rpc_client_free(struct rpc_client *cl)
+{
+	if (!cl)
+		return;
+	atomic_store_explicit(&cl->closing, true, memory_order_release);
+	for (int i = 0; i < cl->nloops; i++) {
+		struct cli_loop *lp = &cl->loops[i];
+		lp->stop_msg.fn = cli_stop_on_loop;
+		lp->stop_msg.arg = lp;
+		loop_post(lp->l, &lp->stop_msg);
+		loop_thread_stop(lp->l);
+		loop_free(lp->l);
+	}
+	while (cl->peers) {
+		struct rpc_peer *p = cl->peers;
+		cl->peers = p->next;
+		free(p->slots);
+		free(p);
+	}
+	free(cl->loops);
+	pthread_mutex_destroy(&cl->mu);
+	OPENSSL_cleanse(cl->secret, sizeof(cl->secret));
+	free(cl);
+}
+
+int rpc_client_peer(struct rpc_client *cl, const char *addr, struct rpc_peer **out,
+		    char *err, size_t errlen)
+{
+	struct sockaddr_in sa;
+	int rc = xport_addr_parse(addr, &sa, err, errlen);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&cl->mu);
+	struct rpc_peer *p;
+	for (p = cl->peers; p; p = p->next)
+		if (p->addr.sin_addr.s_addr == sa.sin_addr.s_addr && p->addr.sin_port == sa.sin_port)
+			break;
+	if (!p) {
+		p = xcalloc(1, sizeof(*p));
+		p->cl = cl;
+		p->addr = sa;
+		xport_addr_str(&sa, p->name);
+		p->nslots = cl->o.conns_per_peer;
+		p->slots = xcalloc((size_t)p->nslots, sizeof(*p->slots));
+		for (int i = 0; i < p->nslots; i++) {
+			struct cslot *s = &p->slots[i];
+			s->p = p;
+			/* Spread a peer's slots, and successive peers, over the loops. */
+			s->lp = &cl->loops[cl->next_loop++ % (unsigned)cl->nloops];
+			s->retry = (struct loop_timer)LOOP_TIMER_INIT(slot_retry, s);
+		}
+		p->next = cl->peers;
+		cl->peers = p;
+	}
+	pthread_mutex_unlock(&cl->mu);
+	*out = p;
+	return 0;
+}
+
+static int submit(struct rpc_peer *peer, const struct rpc_call *call, int oneway)
+{
+	struct rpc_client *cl = peer->cl;
+
+	/* Refusing here, not through done(), keeps a callback that retries on
+	 * -CFS_ECLOSED from recursing while the client shuts down. */
+	if (atomic_load_explicit(&cl->closing, memory_order_acquire))
+		return -CFS_ECLOSED;
+	if (call->payload_len > cl->o.max_payload || call->bulk_len > cl->o.max_bulk ||
+	    (call->payload_len && !call->payload) || (call->bulk_len && !call->bulk) ||
+	    (!oneway && !call->done))
+		return -EINVAL;
+	struct pend *p = malloc(sizeof(*p) + call->payload_len);
+	if (!p)
+		return -ENOMEM;
+	memset(p, 0, sizeof(*p));
+	if (call->payload_len)
+		memcpy(p->payload, call->payload, call->payload_len);
+	p->plen = call->payload_len;
+	p->type = call->type;
+	p->flags = call->flags;
+	p->oneway = oneway;
+	p->bulk = call->bulk;
+	p->blen = call->bulk_len;
+	if (p->blen && (p->flags & RPC_CALL_BULK_CRC))
+		p->bulk_crc = crc32c(0, p->bulk, p->blen);
+	p->resp_bulk = call->resp_bulk;
+	p->resp_cap = call->resp_bulk_cap;
+	p->done = oneway ? NULL : call->done;
+	p->arg = call->arg;
+	uint32_t tmo = call->timeout_ms ? call->timeout_ms : cl->o.timeout_ms;
+	p->deadline = clock_mono_ns() + (uint64_t)tmo * 1000000u;
+	p->timer = (struct loop_timer)LOOP_TIMER_INIT(pend_timeout, p);
+	unsigned k = atomic_fetch_add_explicit(&peer->rr, 1, memory_order_relaxed);
+	p->slot = &peer->slots[k % (unsigned)peer->nslots];
+	struct loop *l = p->slot->lp->l;
+	if (loop_in_thread(l)) {
+		pend_start(p);
+	} else {
+		p->msg.fn = pend_start_msg;
+		p->msg.arg = p;
+		loop_post(l, &p->msg);
+	}
+	return 0;
+}
+
+int rpc_call_async(struct rpc_peer *peer, const struct rpc_call *call)
+{
+	return submit(peer, call, 0);
+}
+
+int rpc_notify(struct rpc_peer *peer, uint16_t type, const void *payload, uint32_t len)
+{
+	struct rpc_call c = { .type = type, .payload = payload, .payload_len = len };
+	return submit(peer, &c, 1);
+}
+
+struct sync_call {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int done;
+	int status;
+	struct buf *resp;
+	uint64_t bulk_len;
+};
+
+static void sync_done(void *arg, const struct rpc_result *res)
+{
+	struct sync_call *sc = arg;
+	pthread_mutex_lock(&sc->mu);
+	sc->status = res->status;
+	sc->bulk_len = res->bulk_len;
+	if (sc->resp) {
+		buf_reset(sc->resp);
+		if (res->payload_len && buf_append(sc->resp, res->payload, res->payload_len) &&
+		    !sc->status)
+			sc->status = -ENOMEM;
+	}
+	sc->done = 1;
+	pthread_cond_signal(&sc->cv);
+	pthread_mutex_unlock(&sc->mu);
+}
+
+int rpc_call(struct rpc_peer *peer, const struct rpc_call *call, struct buf *resp,
+	     uint64_t *bulk_len)
+{
+	struct rpc_client *cl = peer->cl;
+	for (int i = 0; i < cl->nloops; i++)
+		if (loop_in_thread(cl->loops[i].l))
+			return -EDEADLK;
+	struct sync_call sc = { .resp = resp };
+	pthread_mutex_init(&sc.mu, NULL);
+	pthread_cond_init(&sc.cv, NULL);
+	struct rpc_call c = *call;
+	c.done = sync_done;
+	c.arg = &sc;
+	int rc = rpc_call_async(peer, &c);
+	if (!rc) {
+		pthread_mutex_lock(&sc.mu);
+		while (!sc.done)
+			pthread_cond_wait(&sc.cv, &sc.mu);
+		pthread_mutex_unlock(&sc.mu);
+		rc = sc.status;
+		if (bulk_len)
+			*bulk_len = sc.bulk_len;
+	}
+	pthread_mutex_destroy(&sc.mu);
+	pthread_cond_destroy(&sc.cv);
+	return rc;
+}

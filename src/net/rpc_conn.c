@@ -1,0 +1,611 @@
+/* rpc_conn.c - the framing engine of one RPC connection (rpc_int.h).
+ *
+ * RECEIVE. A state machine per connection: RX_HDR (48 bytes) -> RX_PAYLOAD
+ * (payload_len bytes) -> RX_BULK (bulk_len bytes) -> RX_HDR. Small frames
+ * are parsed in place from a 64 KiB receive buffer, so one read() can carry
+ * many of them. A payload larger than the buffer grows it (never beyond the
+ * negotiated max_payload). Bulk goes where the role points c->dest: once the
+ * bytes already read ahead are used, it is read with readv() straight into
+ * the destination, the receive buffer as a second iovec to catch the next
+ * frame's start. So at most one read-ahead's worth (< 64 KiB) of a bulk is
+ * copied; everything else lands in place. A frame with FRAME_F_BULK_CRC has
+ * its bulk CRC32C computed as it arrives.
+ *
+ * SEND. Frames queue as struct rpc_out (header copy, payload, bulk, all
+ * borrowed until done()). Queueing posts one flush message to the owner
+ * loop, which runs at the end of the iteration, so frames produced by a
+ * batch of events leave in one writev of up to 64 iovecs.
+ *
+ * CLOSE. conn_close runs once: it removes the fd, fails queued frames with
+ * -CFS_ECLOSED, lets the role fail what it holds, and drops the "open"
+ * reference. The memory is freed when the last reference goes, from a
+ * message the loop runs after the current batch of fd events, so no event
+ * of the same epoll batch can name freed memory.
+ *
+ * INVARIANTS. Only the loop thread touches a connection. rpos <= rlen <=
+ * rcap. In RX_BULK, got < h.bulk_len. outq_bytes is the unwritten byte
+ * count of the queue.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#include "common/cfs_assert.h"
+#include "common/clock.h"
+#include "common/crc32c.h"
+#include "common/log.h"
+#include "common/status.h"
+#include "common/wire.h"
+#include "net/auth.h"
+#include "net/rpc_int.h"
+#include "net/rpc_proto.h"
+
+#define IOV_MAX_BATCH 64
+#define READS_PER_EVENT 16
+
+static void conn_io(struct loop_io *io, uint32_t events);
+
+int rpc_opts_init(struct rpc_opts *o, const struct rpc_opts *src)
+{
+	if (!src->cluster_id || strlen(src->cluster_id) > RPC_CLUSTER_ID_MAX)
+		return -EINVAL;
+	if (!src->secret || src->secret_len < AUTH_SECRET_MIN || src->secret_len > AUTH_SECRET_MAX)
+		return -EINVAL;
+	*o = *src;
+	if (o->nthreads <= 0)
+		o->nthreads = 1;
+	if (!o->max_payload)
+		o->max_payload = 16u << 20;
+	if (!o->max_bulk)
+		o->max_bulk = 64ull << 20;
+	if (!o->max_outq)
+		o->max_outq = 64ull << 20;
+	if (!o->max_inflight)
+		o->max_inflight = 4096;
+	if (!o->timeout_ms)
+		o->timeout_ms = 10000;
+	if (!o->handshake_ms)
+		o->handshake_ms = 5000;
+	if (o->conns_per_peer <= 0)
+		o->conns_per_peer = 1;
+	return 0;
+}
+
+void conn_ref(struct rpc_conn *c) { c->refs++; }
+
+static void conn_free_msg(struct loop_msg *m)
+{
+	struct rpc_conn *c = m->arg;
+	c->ops->on_free(c);
+}
+
+void conn_unref(struct rpc_conn *c)
+{
+	ASSERT(c->refs > 0);
+	if (--c->refs)
+		return;
+	c->free_msg.fn = conn_free_msg;
+	c->free_msg.arg = c;
+	loop_post(c->loop, &c->free_msg);
+}
+
+void conn_fini(struct rpc_conn *c)
+{
+	free(c->rbuf);
+	c->rbuf = NULL;
+	buf_fini(&c->pcopy);
+}
+
+static void conn_timer_fire(struct loop_timer *t)
+{
+	struct rpc_conn *c = t->arg;
+	if (c->closing)
+		conn_close(c, c->close_err, LOG_LVL_INFO, "refused peer did not read the refusal");
+	else if (c->state == CONN_CONNECTING)
+		conn_close(c, -CFS_ETIMEDOUT, LOG_LVL_WARN, "connect timed out");
+	else
+		conn_close(c, -CFS_ETIMEDOUT, LOG_LVL_WARN, "handshake timed out");
+}
+
+int conn_init(struct rpc_conn *c, struct loop *loop, struct xport *x, enum conn_state state,
+	      const struct conn_ops *ops, struct rpc_counters *ctr, const char *peer)
+{
+	c->loop = loop;
+	c->x = x;
+	c->fd = x->ops->fd(x);
+	c->io.fn = conn_io;
+	c->io.arg = c;
+	c->ops = ops;
+	c->ctr = ctr;
+	c->state = state;
+	c->refs = 1;
+	snprintf(c->peer, sizeof(c->peer), "%s", peer);
+	c->lim.max_payload = RPC_HS_MAX_PAYLOAD;
+	c->lim.max_bulk = 0;
+	c->rbuf = malloc(RPC_RBUF_LEN);
+	c->rcap = RPC_RBUF_LEN;
+	c->phase = RX_HDR;
+	buf_init(&c->pcopy);
+	c->timer = (struct loop_timer)LOOP_TIMER_INIT(conn_timer_fire, c);
+	c->events = state == CONN_CONNECTING ? LOOP_OUT : LOOP_IN;
+	int rc = c->rbuf ? loop_fd_add(loop, c->fd, c->events, &c->io) : -ENOMEM;
+	if (rc) {
+		x->ops->close(x);
+		c->x = NULL;
+		c->state = CONN_CLOSED;
+		conn_fini(c);
+	}
+	return rc;
+}
+
+void conn_update_events(struct rpc_conn *c)
+{
+	if (c->state == CONN_CLOSED)
+		return;
+	uint32_t want;
+	if (c->state == CONN_CONNECTING)
+		want = LOOP_OUT;
+	else
+		want = (c->read_paused || c->closing ? 0 : LOOP_IN) |
+		       (c->out_blocked && c->oq_head ? LOOP_OUT : 0);
+	if (want == c->events)
+		return;
+	c->events = want;
+	int rc = loop_fd_mod(c->loop, c->fd, want, &c->io);
+	if (rc)
+		conn_close(c, rc, LOG_LVL_ERR, "epoll_ctl failed");
+}
+
+void conn_close(struct rpc_conn *c, int err, int lvl, const char *why)
+{
+	if (c->state == CONN_CLOSED)
+		return;
+	LOG(lvl, "rpc", "close: peer=%s reason=%s err=%s", c->peer, why, cfs_errname(err));
+	c->state = CONN_CLOSED;
+	loop_fd_del(c->loop, c->fd);
+	c->x->ops->close(c->x);
+	c->x = NULL;
+	loop_timer_cancel(c->loop, &c->timer);
+	conn_ref(c);
+	while (c->oq_head) {
+		struct rpc_out *o = c->oq_head;
+		c->oq_head = o->next;
+		o->done(o, -CFS_ECLOSED);
+	}
+	c->oq_tail = NULL;
+	c->outq_bytes = 0;
+	c->ops->on_close(c, err);
+	conn_unref(c);
+	conn_unref(c); /* the "open" reference */
+}
+
+void conn_bad_input(struct rpc_conn *c, int err, const char *why)
+{
+	if (c->state == CONN_CLOSED)
+		return;
+	atomic_fetch_add_explicit(&c->ctr->bad_input, 1, memory_order_relaxed);
+	LOG_WARN("rpc", "bad input: peer=%s type=%s reason=%s err=%s", c->peer,
+		 rpc_msg_name(c->h.type), why, cfs_errname(err));
+	conn_close(c, err, LOG_LVL_INFO, "bad input");
+}
+
+void conn_out_hdr(struct rpc_out *o, uint16_t type, uint16_t flags, uint64_t req_id,
+		  int32_t status, uint32_t bulk_crc)
+{
+	struct frame_hdr h = {
+		.flags = flags, .type = type, .req_id = req_id, .status = status,
+		.payload_len = o->plen, .bulk_len = o->blen, .bulk_crc = bulk_crc,
+	};
+	frame_encode(&h, o->hdr);
+	o->off = 0;
+	o->next = NULL;
+}
+
+static void flush(struct rpc_conn *c);
+
+static void flush_msg(struct loop_msg *m)
+{
+	struct rpc_conn *c = m->arg;
+	c->flush_posted = 0;
+	if (c->state != CONN_CLOSED && c->state != CONN_CONNECTING)
+		flush(c);
+	conn_unref(c);
+}
+
+void conn_send(struct rpc_conn *c, struct rpc_out *o)
+{
+	if (c->state == CONN_CLOSED) {
+		o->done(o, -CFS_ECLOSED);
+		return;
+	}
+	o->next = NULL;
+	if (c->oq_tail)
+		c->oq_tail->next = o;
+	else
+		c->oq_head = o;
+	c->oq_tail = o;
+	c->outq_bytes += rpc_out_len(o) - o->off;
+	if (!c->flush_posted && !c->out_blocked) {
+		c->flush_posted = 1;
+		conn_ref(c);
+		c->flush_msg.fn = flush_msg;
+		c->flush_msg.arg = c;
+		loop_post(c->loop, &c->flush_msg);
+	}
+}
+
+int conn_unqueue(struct rpc_conn *c, struct rpc_out *o)
+{
+	struct rpc_out *prev = NULL;
+	for (struct rpc_out *it = c->oq_head; it; prev = it, it = it->next) {
+		if (it != o)
+			continue;
+		if (o->off)
+			return -EBUSY;
+		if (prev)
+			prev->next = o->next;
+		else
+			c->oq_head = o->next;
+		if (c->oq_tail == o)
+			c->oq_tail = prev;
+		c->outq_bytes -= rpc_out_len(o);
+		o->next = NULL;
+		return 0;
+	}
+	return -ENOENT;
+}
+
+struct copy_out {
+	struct rpc_out o;
+	uint8_t payload[];
+};
+
+static void copy_out_done(struct rpc_out *o, int status)
+{
+	free(container_of(o, struct copy_out, o));
+}
+
+int conn_send_copy(struct rpc_conn *c, uint16_t type, uint16_t flags, uint64_t req_id,
+		   int32_t status, const void *payload, uint32_t plen)
+{
+	struct copy_out *co = malloc(sizeof(*co) + plen);
+	if (!co)
+		return -ENOMEM;
+	if (plen)
+		memcpy(co->payload, payload, plen);
+	co->o.payload = co->payload;
+	co->o.plen = plen;
+	co->o.bulk = NULL;
+	co->o.blen = 0;
+	co->o.done = copy_out_done;
+	conn_out_hdr(&co->o, type, flags, req_id, status, 0);
+	conn_send(c, &co->o);
+	return 0;
+}
+
+void conn_refuse(struct rpc_conn *c, uint64_t req_id, uint16_t type, int status,
+		 const char *text)
+{
+	struct buf b = BUF_INIT;
+	struct rpc_error e = { (const uint8_t *)text, (uint32_t)strlen(text) };
+
+	if (c->state == CONN_CLOSED || c->closing)
+		return;
+	LOG_DEBUG("rpc", "refused: peer=%s type=%s status=%s reason=%s", c->peer,
+		  rpc_msg_name(type), cfs_errname(status), text);
+	if (rpc_error_encode(&b, &e) ||
+	    conn_send_copy(c, type, FRAME_F_RESPONSE, req_id, status, b.data, (uint32_t)b.len)) {
+		buf_fini(&b);
+		conn_close(c, -ENOMEM, LOG_LVL_WARN, "no memory for a refusal");
+		return;
+	}
+	buf_fini(&b);
+	c->closing = 1;
+	c->close_err = status;
+	loop_timer_arm(c->loop, &c->timer, clock_mono_ns() + 1000000000ull);
+	conn_update_events(c);
+}
+
+/* Consumes N written bytes from the head of the queue. */
+static void advance(struct rpc_conn *c, uint64_t n)
+{
+	c->outq_bytes -= n;
+	while (n) {
+		struct rpc_out *o = c->oq_head;
+		uint64_t left = rpc_out_len(o) - o->off;
+		if (n < left) {
+			o->off += n;
+			return;
+		}
+		n -= left;
+		c->oq_head = o->next;
+		if (!c->oq_head)
+			c->oq_tail = NULL;
+		o->done(o, 0);
+	}
+}
+
+static int fill_iov(const struct rpc_out *o, struct iovec *iov, int room)
+{
+	const void *base[3] = { o->hdr, o->payload, o->bulk };
+	uint64_t len[3] = { FRAME_HDR_LEN, o->plen, o->blen };
+	uint64_t skip = o->off;
+	int n = 0;
+	for (int i = 0; i < 3 && n < room; i++) {
+		if (skip >= len[i]) {
+			skip -= len[i];
+			continue;
+		}
+		iov[n].iov_base = (uint8_t *)base[i] + skip;
+		iov[n].iov_len = len[i] - skip;
+		skip = 0;
+		n++;
+	}
+	return n;
+}
+
+static void flush(struct rpc_conn *c)
+{
+	struct iovec iov[IOV_MAX_BATCH];
+
+	conn_ref(c);
+	c->out_blocked = 0;
+	while (c->oq_head && c->state != CONN_CLOSED) {
+		int n = 0;
+		uint64_t total = 0;
+		for (struct rpc_out *o = c->oq_head; o && n + 3 <= IOV_MAX_BATCH; o = o->next) {
+			int k = fill_iov(o, iov + n, IOV_MAX_BATCH - n);
+			for (int i = n; i < n + k; i++)
+				total += iov[i].iov_len;
+			n += k;
+		}
+		ssize_t w = c->x->ops->writev(c->x, iov, n);
+		if (w == -EAGAIN) {
+			c->out_blocked = 1;
+			break;
+		}
+		if (w < 0) {
+			conn_close(c, -CFS_ECLOSED, LOG_LVL_INFO, "write failed");
+			break;
+		}
+		advance(c, (uint64_t)w);
+		if ((uint64_t)w < total) {
+			c->out_blocked = 1;
+			break;
+		}
+	}
+	if (c->state != CONN_CLOSED) {
+		if (!c->oq_head && c->closing)
+			conn_close(c, c->close_err, LOG_LVL_INFO, "refused");
+		else {
+			conn_update_events(c);
+			c->ops->on_drain(c);
+		}
+	}
+	conn_unref(c);
+}
+
+/* Makes room for LEN contiguous unparsed bytes at rbuf. 0 or -ENOMEM. */
+static int rbuf_room(struct rpc_conn *c, size_t len)
+{
+	if (c->rpos) {
+		memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+		c->rlen -= c->rpos;
+		c->rpos = 0;
+	}
+	if (len <= c->rcap)
+		return 0;
+	uint8_t *n = realloc(c->rbuf, len);
+	if (!n)
+		return -ENOMEM;
+	c->rbuf = n;
+	c->rcap = len;
+	return 0;
+}
+
+/* Back to the default buffer after a large payload, when nothing is pending. */
+static void rbuf_shrink(struct rpc_conn *c)
+{
+	if (c->rcap <= RPC_RBUF_LEN || c->rlen - c->rpos > RPC_RBUF_LEN)
+		return;
+	if (rbuf_room(c, 0))
+		return;
+	uint8_t *n = realloc(c->rbuf, RPC_RBUF_LEN);
+	if (n) {
+		c->rbuf = n;
+		c->rcap = RPC_RBUF_LEN;
+	}
+}
+
+static void bulk_take(struct rpc_conn *c, const uint8_t *src, uint64_t n, int copy)
+{
+	if (c->dest) {
+		if (copy)
+			memcpy(c->dest + c->got, src, n);
+		if (c->h.flags & FRAME_F_BULK_CRC)
+			c->crc = crc32c(c->crc, c->dest + c->got, n);
+	}
+	c->got += n;
+}
+
+static int frame_done(struct rpc_conn *c, const uint8_t *p, uint32_t len)
+{
+	int bulk_status = 0;
+	if ((c->h.flags & FRAME_F_BULK_CRC) && c->dest && c->crc != c->h.bulk_crc)
+		bulk_status = -CFS_ECHECKSUM;
+	c->phase = RX_HDR;
+	c->dest = NULL;
+	int rc = c->ops->on_frame(c, p, len, bulk_status);
+	/* A big payload copy is not kept around between frames. */
+	if (c->pcopy.cap > RPC_RBUF_LEN)
+		buf_fini(&c->pcopy);
+	return rc;
+}
+
+/* Parses what is buffered. Returns 0, or <0 once the connection closed. */
+static int parse(struct rpc_conn *c)
+{
+	for (;;) {
+		if (c->state == CONN_CLOSED)
+			return -CFS_ECLOSED;
+		size_t avail = c->rlen - c->rpos;
+		const uint8_t *p = c->rbuf + c->rpos;
+		int rc;
+
+		switch (c->phase) {
+		case RX_HDR:
+			if (c->read_paused || c->closing || avail < FRAME_HDR_LEN)
+				return 0;
+			rc = frame_decode(p, avail, &c->lim, &c->h);
+			if (rc) {
+				c->h.type = wire_load_u16(p + 8);
+				conn_bad_input(c, rc, rc == -CFS_EPROTO ? "bad magic or flags"
+						: rc == -CFS_EVERSION ? "unsupported frame version"
+						: rc == -CFS_ECHECKSUM ? "header checksum mismatch"
+						: "payload or bulk over the limit");
+				return rc;
+			}
+			c->rpos += FRAME_HDR_LEN;
+			c->phase = RX_PAYLOAD;
+			c->dest = NULL;
+			c->got = 0;
+			c->crc = 0;
+			rc = c->ops->on_header(c, &c->h);
+			if (rc)
+				return rc;
+			break;
+		case RX_PAYLOAD:
+			if (avail < c->h.payload_len) {
+				if (rbuf_room(c, c->h.payload_len)) {
+					conn_close(c, -ENOMEM, LOG_LVL_WARN, "no memory for a payload");
+					return -ENOMEM;
+				}
+				return 0;
+			}
+			c->rpos += c->h.payload_len;
+			rc = c->ops->on_payload(c, p, c->h.payload_len);
+			if (rc)
+				return rc;
+			if (!c->h.bulk_len) {
+				rc = frame_done(c, p, c->h.payload_len);
+				if (rc)
+					return rc;
+				rbuf_shrink(c);
+				break;
+			}
+			buf_reset(&c->pcopy);
+			if (buf_append(&c->pcopy, p, c->h.payload_len)) {
+				conn_close(c, -ENOMEM, LOG_LVL_WARN, "no memory for a payload");
+				return -ENOMEM;
+			}
+			c->phase = RX_BULK;
+			break;
+		case RX_BULK: {
+			uint64_t take = c->h.bulk_len - c->got;
+			if (take > avail)
+				take = avail;
+			bulk_take(c, p, take, 1);
+			c->rpos += take;
+			if (c->got < c->h.bulk_len)
+				return 0;
+			rc = frame_done(c, c->pcopy.data, c->h.payload_len);
+			if (rc)
+				return rc;
+			break;
+		}
+		}
+	}
+}
+
+/* One read: straight into the bulk destination when in RX_BULK with
+ * nothing buffered, else into the receive buffer. >0, 0 (EOF), <0.
+ * *SHORT is set when fewer bytes came than there was room for: the socket
+ * is drained, and level-triggered epoll reports anything that comes later,
+ * so the caller can skip the read that would only return EAGAIN. */
+static ssize_t read_some(struct rpc_conn *c, int *short_read)
+{
+	struct iovec iov[2];
+	if (c->phase == RX_BULK && c->dest && c->rpos == c->rlen) {
+		uint64_t want = c->h.bulk_len - c->got;
+		c->rpos = c->rlen = 0;
+		iov[0].iov_base = c->dest + c->got;
+		iov[0].iov_len = want;
+		iov[1].iov_base = c->rbuf;
+		iov[1].iov_len = c->rcap;
+		ssize_t n = c->x->ops->readv(c->x, iov, 2);
+		*short_read = n > 0 && (uint64_t)n < want + c->rcap;
+		if (n > 0) {
+			uint64_t in_place = (uint64_t)n < want ? (uint64_t)n : want;
+			bulk_take(c, NULL, in_place, 0);
+			c->rlen = (size_t)((uint64_t)n - in_place);
+		}
+		return n;
+	}
+	if (c->rpos == c->rlen)
+		c->rpos = c->rlen = 0;
+	if (c->rlen == c->rcap && rbuf_room(c, 0))
+		return -ENOMEM;
+	iov[0].iov_base = c->rbuf + c->rlen;
+	iov[0].iov_len = c->rcap - c->rlen;
+	ssize_t n = c->x->ops->readv(c->x, iov, 1);
+	*short_read = n > 0 && (size_t)n < iov[0].iov_len;
+	if (n > 0)
+		c->rlen += (size_t)n;
+	return n;
+}
+
+static void on_readable(struct rpc_conn *c)
+{
+	for (int i = 0; i < READS_PER_EVENT; i++) {
+		if (c->state == CONN_CLOSED || c->read_paused || c->closing)
+			return;
+		int short_read = 0;
+		ssize_t n = read_some(c, &short_read);
+		if (n == -EAGAIN)
+			return;
+		if (n == 0) {
+			conn_close(c, -CFS_ECLOSED, LOG_LVL_DEBUG, "peer closed the connection");
+			return;
+		}
+		if (n < 0) {
+			conn_close(c, -CFS_ECLOSED, LOG_LVL_INFO, "read failed");
+			return;
+		}
+		if (parse(c) || short_read)
+			return;
+	}
+}
+
+static void conn_io(struct loop_io *io, uint32_t events)
+{
+	struct rpc_conn *c = io->arg;
+
+	if (c->state == CONN_CLOSED)
+		return;
+	conn_ref(c);
+	if (c->state == CONN_CONNECTING) {
+		if (events & (LOOP_OUT | LOOP_ERR)) {
+			int rc = c->x->ops->connect_finish(c->x);
+			if (!rc) {
+				c->state = CONN_HANDSHAKE;
+				conn_update_events(c);
+			}
+			c->ops->on_connected(c, rc);
+		}
+		conn_unref(c);
+		return;
+	}
+	if ((events & LOOP_ERR) && (c->closing || c->read_paused)) {
+		conn_close(c, c->closing ? c->close_err : -CFS_ECLOSED, LOG_LVL_INFO,
+			   "peer hung up");
+		conn_unref(c);
+		return;
+	}
+	if (events & LOOP_OUT)
+		flush(c);
+	if (events & (LOOP_IN | LOOP_ERR))
+		on_readable(c);
+	conn_unref(c);
+}

@@ -1,0 +1,181 @@
+/* rpc_proto.h - the ChainFS RPC protocol: changelog and message catalog.
+ *
+ * PROTOCOL CHANGELOG (major.minor, negotiated in HELLO/CHALLENGE)
+ *   1.0  frame header v1 (frame.h), handshake HELLO/CHALLENGE/AUTH/AUTH_OK
+ *        with HMAC-SHA256 mutual proof, error payload, ECHO.
+ * Rules: a new field is appended to a message and bumps the minor; decoders
+ * skip unknown trailing bytes, so old peers ignore it. A peer never infers a
+ * version from a message length. A change older peers cannot ignore bumps
+ * the major; peers with different majors refuse each other at HELLO.
+ *
+ * MESSAGE CATALOG (type: name, direction: payload layout; u8/u16/u32/u64 are
+ * little-endian, blob = u32 length + bytes, n[32] = 32 raw bytes)
+ *    1 HELLO      c->s: u16 major, u16 minor, u64 features, blob cluster_id(<=255), n[32] client_nonce
+ *    2 CHALLENGE  s->c: u16 major, u16 minor, u64 features, n[32] server_nonce
+ *    3 AUTH       c->s: n[32] proof = HMAC(secret, "chainfs-auth-c" cluster_id cnonce snonce)
+ *    4 AUTH_OK    s->c: n[32] proof = HMAC(secret, "chainfs-auth-s" cluster_id cnonce snonce)
+ *   16 ECHO       req:  u32 delay_ms, u32 flags(RPC_ECHO_F_*), blob data
+ *                 resp: blob data, u64 bulk_len_received
+ *   --- mgmtd (codecs in src/mgmtd/mgmtd_proto.{h,c}; tgt = u32 slot, u8 local state,
+ *       u64 capacity, u64 used) ---
+ *  100 MGMTD_REGISTER     req:  u8 node type, u32 node id (0: assign), blob addr, u32 n, n x tgt
+ *                         resp: u32 node id, u64 routing version
+ *  101 MGMTD_HEARTBEAT    req:  u32 node id, u64 seq, u32 n, n x tgt
+ *                         resp: u64 routing version
+ *  102 MGMTD_GET_ROUTING  req:  u64 known version, u32 wait ms
+ *                         resp: u64 version, u8 changed, blob routing info (routing.h; empty
+ *                               unless changed)
+ *  103 MGMTD_INIT_CLUSTER req:  u32 flags (0)
+ *                         resp: u8 created (0: was already initialised)
+ *  104 MGMTD_CREATE_TABLE req:  u32 replicas, u64 seed
+ *                         resp: u32 table id, u32 chains, blob report (balance figures, text)
+ *  105 MGMTD_SET_TARGET   req:  u32 target id, u8 admin offline (1) / online (0)
+ *                         resp: u64 routing version
+ *   A non-primary mgmtd answers every mgmtd request with -CFS_ENOT_PRIMARY
+ *   and an ERROR payload whose text is the primary's "ip:port" (empty when
+ *   it does not know one).
+ *   --- meta (codecs in src/meta/meta_proto.{h,c}, enum meta_rpc_type there).
+ *       Every request starts with hdr = u32 uid, u32 gid, u32 ngroups(<=256),
+ *       ngroups x u32, u64 client id, u64 seq (mutations; 0 = untracked).
+ *       name = blob(<=255); inode = u64 ino, u8 type, u32 mode, u32 uid, u32 gid,
+ *       u32 nlink, u64 size, i64 atime, i64 mtime, i64 ctime, u64 truncate_ver,
+ *       u32 chains_used, u64 parent, u8 has_layout, [layout], blob target(<=4095);
+ *       layout = u32 chunk_size, u32 stripe, u32 table, u64 seed, u32 n(<=256), n x u32;
+ *       len = u8 present, u64 length, u64 truncate_ver. Errors: status -errno and
+ *       an ERROR payload "OP: message". ---
+ *  200 META_INFO        req: hdr                                  resp: u64 instance id, u32 workers
+ *  201 META_LOOKUP      req: hdr, u64 parent, name                resp: inode
+ *  202 META_GETATTR     req: hdr, u64 ino                         resp: inode
+ *  203 META_SETATTR     req: hdr, u64 ino, u32 valid, u32 mode, u32 uid, u32 gid, u64 size,
+ *                            i64 atime, i64 mtime, i64 ctime      resp: inode
+ *  204 META_CREATE      req: hdr, u64 parent, name, u32 mode, u32 flags  resp: inode, u64 session
+ *  205 META_OPEN        req: hdr, u64 ino, u32 flags              resp: inode, u64 session
+ *  206 META_CLOSE       req: hdr, u64 ino, u64 session, len       resp: -
+ *  207 META_MKDIR       req: hdr, u64 parent, name, u32 mode      resp: inode
+ *  208 META_RMDIR       req: hdr, u64 parent, name                resp: -
+ *  209 META_UNLINK      req: hdr, u64 parent, name                resp: -
+ *  210 META_RENAME      req: hdr, u64 sparent, name, u64 dparent, name, u32 flags  resp: -
+ *  211 META_LINK        req: hdr, u64 ino, u64 parent, name       resp: inode
+ *  212 META_SYMLINK     req: hdr, u64 parent, name, blob target(<=4095)  resp: inode
+ *  213 META_READLINK    req: hdr, u64 ino                         resp: blob target
+ *  214 META_READDIR     req: hdr, u64 dir, name cursor (may be empty), u32 max(1..1024)
+ *                       resp: u8 eof, u32 n, n x (u64 ino, u8 type, name)
+ *  215 META_GETXATTR    req: hdr, u64 ino, name, u32 cap          resp: u64 size, blob value
+ *  216 META_SETXATTR    req: hdr, u64 ino, name, blob value(<=65536), u32 flags  resp: -
+ *  217 META_LISTXATTR   req: hdr, u64 ino, u32 cap                resp: u64 size, blob names
+ *  218 META_REMOVEXATTR req: hdr, u64 ino, name                   resp: -
+ *  219 META_STATFS      req: hdr                                  resp: u64 total, u64 free, u64 ids
+ *  220 META_SYNC        req: hdr, u64 ino, len, u8 query          resp: u64 size
+ *  221 META_LAYOUT_GET  req: hdr, u64 ino                         resp: u8 has, [layout]
+ *  222 META_LAYOUT_SET  req: hdr, u64 dir, u32 chunk_size, u32 stripe, u32 table  resp: -
+ *  223 META_ACCESS      req: hdr, u64 ino, u32 mask               resp: -
+ *   A meta instance also answers ECHO (16), the transport baseline of bench meta.
+ *   Any reply with status != 0 may carry the ERROR payload: blob text(<=1024).
+ *   The handshake messages are sent with request ids and replied to like any
+ *   request; a refusal is a reply with status -CFS_EAUTH or -CFS_EVERSION.
+ *
+ * Type ranges, so services can append without colliding:
+ *   1..15 handshake, 16..63 net test/bench, 100..199 mgmtd, 200..299 meta,
+ *   300..399 storage, 400..499 kv.
+ *
+ * Codecs: *_encode appends to a struct buf and returns 0 or -ENOMEM.
+ * *_decode reads N bytes at P and returns 0 or -CFS_EPROTO (truncated or over
+ * a field limit); pointers it stores borrow from P. All are thread-safe.
+ */
+#ifndef CFS_NET_RPC_PROTO_H
+#define CFS_NET_RPC_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+
+#define RPC_PROTO_MAJOR 1
+#define RPC_PROTO_MINOR 0
+#define RPC_NONCE_LEN 32
+#define RPC_PROOF_LEN 32
+#define RPC_CLUSTER_ID_MAX 255
+#define RPC_ERROR_TEXT_MAX 1024
+
+enum rpc_msg_type {
+	RPC_MSG_HELLO = 1,
+	RPC_MSG_CHALLENGE = 2,
+	RPC_MSG_AUTH = 3,
+	RPC_MSG_AUTH_OK = 4,
+	RPC_MSG_ECHO = 16,
+	/* mgmtd */
+	RPC_MSG_MGMTD_REGISTER = 100,
+	RPC_MSG_MGMTD_HEARTBEAT = 101,
+	RPC_MSG_MGMTD_GET_ROUTING = 102,
+	RPC_MSG_MGMTD_INIT_CLUSTER = 103,
+	RPC_MSG_MGMTD_CREATE_TABLE = 104,
+	RPC_MSG_MGMTD_SET_TARGET = 105,
+	/* meta: 200..223, enum meta_rpc_type in meta/meta_proto.h */
+};
+
+/* Feature bits offered in HELLO and accepted in CHALLENGE (intersection). */
+enum rpc_feature {
+	RPC_FEAT_BULK_CRC = 1 << 0, /* peer verifies FRAME_F_BULK_CRC */
+};
+#define RPC_FEATURES_ALL ((uint64_t)RPC_FEAT_BULK_CRC)
+
+struct rpc_hello {
+	uint16_t major, minor;
+	uint64_t features;
+	const uint8_t *cluster_id; /* borrowed; not NUL-terminated */
+	uint32_t cluster_id_len;
+	uint8_t nonce[RPC_NONCE_LEN];
+};
+
+struct rpc_challenge {
+	uint16_t major, minor;
+	uint64_t features;
+	uint8_t nonce[RPC_NONCE_LEN];
+};
+
+struct rpc_proof {
+	uint8_t mac[RPC_PROOF_LEN];
+};
+
+struct rpc_error {
+	const uint8_t *text; /* borrowed; not NUL-terminated */
+	uint32_t text_len;
+};
+
+enum rpc_echo_flags {
+	RPC_ECHO_F_BULK = 1 << 0, /* send the request bulk back as the reply bulk */
+};
+
+struct rpc_echo_req {
+	uint32_t delay_ms; /* server waits this long before replying */
+	uint32_t flags;    /* RPC_ECHO_F_* */
+	const uint8_t *data;
+	uint32_t data_len;
+};
+
+struct rpc_echo_resp {
+	const uint8_t *data;
+	uint32_t data_len;
+	uint64_t bulk_len; /* bulk bytes the server received with the request */
+};
+
+/* Name of a message type for log lines ("HELLO", "type-300"): static or
+ * thread-local storage, never NULL. */
+const char *rpc_msg_name(uint16_t type);
+
+int rpc_hello_encode(struct buf *b, const struct rpc_hello *m);
+int rpc_hello_decode(const void *p, size_t n, struct rpc_hello *m);
+int rpc_challenge_encode(struct buf *b, const struct rpc_challenge *m);
+int rpc_challenge_decode(const void *p, size_t n, struct rpc_challenge *m);
+/* AUTH and AUTH_OK share this layout. */
+int rpc_proof_encode(struct buf *b, const struct rpc_proof *m);
+int rpc_proof_decode(const void *p, size_t n, struct rpc_proof *m);
+/* Text longer than RPC_ERROR_TEXT_MAX is cut on encode. */
+int rpc_error_encode(struct buf *b, const struct rpc_error *m);
+int rpc_error_decode(const void *p, size_t n, struct rpc_error *m);
+int rpc_echo_req_encode(struct buf *b, const struct rpc_echo_req *m);
+int rpc_echo_req_decode(const void *p, size_t n, struct rpc_echo_req *m);
+int rpc_echo_resp_encode(struct buf *b, const struct rpc_echo_resp *m);
+int rpc_echo_resp_decode(const void *p, size_t n, struct rpc_echo_resp *m);
+
+#endif

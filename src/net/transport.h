@@ -1,0 +1,56 @@
+/* transport.h - the byte-stream transport under the RPC layer.
+ *
+ * A transport is a small vtable so an RDMA transport can sit beside TCP:
+ * the RPC code only listens, accepts, connects, moves bytes with
+ * readv/writev-style calls and polls the fd. Every endpoint is non-blocking.
+ * An xport belongs to one thread at a time (the loop that polls it).
+ * Addresses are IPv4 "host:port" for now.
+ */
+#ifndef CFS_NET_TRANSPORT_H
+#define CFS_NET_TRANSPORT_H
+
+#include <netinet/in.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+struct xport;
+
+struct transport_ops {
+	const char *name;
+	/* Binds and listens on ADDR (port 0 picks one). 0 or -errno. */
+	int (*listen)(const struct sockaddr_in *addr, int backlog, struct xport **out);
+	/* Accepts one connection. 0, -EAGAIN when none is pending, or -errno. */
+	int (*accept)(struct xport *lst, struct xport **out, struct sockaddr_in *peer);
+	/* Starts a connect. 0 (connected) or -EINPROGRESS (poll for writable,
+	 * then call connect_finish), *out set in both cases; or -errno. */
+	int (*connect)(const struct sockaddr_in *addr, struct xport **out);
+	/* Result of an in-progress connect: 0 or -errno. */
+	int (*connect_finish)(struct xport *x);
+	/* Bytes moved (>0), 0 on EOF (readv only), -EAGAIN, or -errno. */
+	ssize_t (*readv)(struct xport *x, const struct iovec *iov, int iovcnt);
+	ssize_t (*writev)(struct xport *x, const struct iovec *iov, int iovcnt);
+	/* The fd to poll for readiness. */
+	int (*fd)(const struct xport *x);
+	/* Local address (for a listener: the bound port). 0 or -errno. */
+	int (*local_addr)(const struct xport *x, struct sockaddr_in *out);
+	/* Closes and frees. NULL-safe. */
+	void (*close)(struct xport *x);
+};
+
+/* Every transport's endpoint starts with this. */
+struct xport {
+	const struct transport_ops *ops;
+};
+
+/* TCP: non-blocking, TCP_NODELAY, SO_KEEPALIVE, close-on-exec. */
+extern const struct transport_ops xport_tcp;
+
+/* Parses IPv4 "a.b.c.d:port" or "localhost:port" into OUT. 0, or -EINVAL
+ * with the reason in ERR ("missing ':port'", "bad port", "bad IPv4 address"). */
+int xport_addr_parse(const char *s, struct sockaddr_in *out, char *err, size_t errlen);
+/* Formats "a.b.c.d:port" into OUT (XPORT_ADDRSTRLEN bytes); returns OUT. */
+#define XPORT_ADDRSTRLEN 24
+char *xport_addr_str(const struct sockaddr_in *a, char *out);
+
+#endif
