@@ -5,6 +5,7 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/crc32c.h"
@@ -42,11 +43,35 @@ static void test_paths_agree(void **state)
 	assert_int_equal(whole, part);
 }
 
+/* Lengths past the three-stream thresholds (3 x 256 and 3 x 8192 bytes)
+ * exercise the stream join; the table path is the reference. */
+static void test_long_buffers(void **state)
+{
+	(void)state;
+	size_t n = 200000;
+	uint8_t *data = malloc(n);
+	assert_non_null(data);
+	uint64_t x = 88172645463325252ull;
+	for (size_t i = 0; i < n; i++) {
+		x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+		data[i] = (uint8_t)x;
+	}
+	static const size_t lens[] = { 767, 768, 769, 24575, 24576, 24577, 24576 + 768,
+				       65536, 131072 + 5, 200000 };
+	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++)
+		for (size_t off = 0; off < 3; off++)
+			if (lens[i] + off <= n)
+				assert_int_equal(crc32c(7, data + off, lens[i]),
+						 crc32c_sw(7, data + off, lens[i]));
+	free(data);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_vectors),
 		cmocka_unit_test(test_paths_agree),
+		cmocka_unit_test(test_long_buffers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
