@@ -7,6 +7,7 @@
 
 static const struct cli_bench_cmd groups[] = {
 	{ "rpc", cli_bench_rpc, "RPC round trips and bulk vs raw loopback TCP; --serve runs the echo server" },
+	{ "chunk", cli_bench_chunk, "chunk engine vs fio: 1 MiB sequential write/read, 4 KiB random read" },
 	{ NULL, NULL, NULL },
 };
 

@@ -1,0 +1,85 @@
+/* chunk_alloc.h - block allocator of one target: 11 size classes, each with
+ * up to 256 data files carved into groups of 256 blocks.
+ *
+ * State is in memory only and is rebuilt at open from the chunk metadata
+ * (chunk_alloc_mark for each chunk, then chunk_alloc_open_done), so it can
+ * never disagree with what is committed. Blocks carry reader reference
+ * counts: releasing a block a reader still holds only marks it, and it is
+ * freed when the last reference goes.
+ *
+ * Not thread-safe: the engine calls everything under its mutex. Functions
+ * that return an fd borrow it for as long as the allocator is open.
+ */
+#ifndef CFS_STORAGE_CHUNK_ALLOC_H
+#define CFS_STORAGE_CHUNK_ALLOC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "storage/chunk_format.h"
+
+struct chunk_alloc;
+
+struct chunk_alloc_stat {
+	uint64_t reserved_bytes;              /* fallocated data-file bytes */
+	uint64_t used_blocks[CHUNK_NCLASS];   /* allocated blocks per class */
+	uint64_t groups[CHUNK_NCLASS];        /* reserved groups per class */
+	uint64_t punched_groups;              /* groups given back so far */
+};
+
+/* Opens the allocator over DIR/data (created if absent). CAPACITY caps the
+ * reserved bytes (0: no cap beyond the filesystem). 0 or -errno. */
+int chunk_alloc_open(const char *dir, uint64_t capacity, struct chunk_alloc **out);
+/* Closes the files. NULL-safe. */
+void chunk_alloc_close(struct chunk_alloc *a);
+
+/* Rebuild at open: records that ID's committed metadata uses POS.
+ * 0; -EEXIST if POS is already taken (two chunks claim it); -CFS_ECORRUPT
+ * when POS is outside any data file; -errno opening the file. */
+int chunk_alloc_mark(struct chunk_alloc *a, struct chunk_pos pos, struct chunk_id id);
+/* Ends the rebuild: gives back (punch-hole) space of groups that hold no
+ * chunk, left over from writes a crash cut short. 0 or -errno. */
+int chunk_alloc_open_done(struct chunk_alloc *a);
+
+/* Allocates a block of class CLS for a new version of chunk ID (recorded as
+ * the block's owner), preferring
+ * the fullest non-frozen group with a free block; reserves a new group (or,
+ * for classes above 1 MiB, the block) with fallocate when none has one.
+ * 0, or -ENOSPC (capacity or filesystem full), -EMFILE (all files' groups
+ * in use), -errno. */
+int chunk_alloc_get(struct chunk_alloc *a, unsigned cls, struct chunk_id id, struct chunk_pos *out);
+/* 1 if POS is allocated to chunk ID. Metadata that fails this (its data
+ * file was missing at open, or another chunk claimed the block first) must
+ * not be used to touch the block. */
+int chunk_alloc_owns(struct chunk_alloc *a, struct chunk_pos pos, struct chunk_id id);
+/* The block at POS is no longer referenced by metadata (or a failed write
+ * gives it back): freed now, or when its last reader reference drops.
+ * Punches the group (or large block) once nothing in it is left. */
+void chunk_alloc_release(struct chunk_alloc *a, struct chunk_pos pos);
+/* Reader references on an allocated block. */
+void chunk_alloc_ref(struct chunk_alloc *a, struct chunk_pos pos);
+void chunk_alloc_unref(struct chunk_alloc *a, struct chunk_pos pos);
+
+/* File descriptor (O_DIRECT) and byte offset of POS's block. */
+int chunk_alloc_fd(struct chunk_alloc *a, struct chunk_pos pos, uint64_t *off);
+/* 1 if POS's block is allocated. */
+int chunk_alloc_is_used(struct chunk_alloc *a, struct chunk_pos pos);
+/* Total allocated blocks over all classes. */
+uint64_t chunk_alloc_used_total(struct chunk_alloc *a);
+void chunk_alloc_get_stat(struct chunk_alloc *a, struct chunk_alloc_stat *out);
+/* Opened data files' fds, for a sync pass: fills up to MAX, returns count. */
+size_t chunk_alloc_fds(struct chunk_alloc *a, int *fds, size_t max);
+
+/* Compaction: if class occupancy (used blocks / blocks of non-empty
+ * groups) is below THRESHOLD and at least two groups are non-empty, freezes
+ * the emptiest group (no more allocations from it) and returns 1 with its
+ * class and number; 0 when nothing is sparse enough. */
+int chunk_alloc_pick_sparse(struct chunk_alloc *a, double threshold, unsigned *cls, uint32_t *gid);
+/* Live blocks of a frozen group: fills up to MAX positions and owners,
+ * returns the count. */
+size_t chunk_alloc_group_live(struct chunk_alloc *a, unsigned cls, uint32_t gid,
+			      struct chunk_pos *pos, struct chunk_id *ids, size_t max);
+/* Makes the group allocatable again. */
+void chunk_alloc_unfreeze(struct chunk_alloc *a, unsigned cls, uint32_t gid);
+
+#endif

@@ -1,0 +1,1475 @@
+/* chunk_engine.c - one target's chunk engine: request state machines over
+ * io_uring, group commit of metadata, block lifetimes, compaction.
+ *
+ * Threads (per engine):
+ *   I/O thread     owns the io_uring. Takes requests from the inbox, looks
+ *                  up metadata, allocates blocks, submits O_DIRECT reads and
+ *                  writes (many in flight), verifies CRCs, completes reads.
+ *   commit thread  takes every write/remove whose data I/O is done (with
+ *                  cfg.sync the data writes carry RWF_DSYNC, so that data
+ *                  is durable), applies all their metadata changes in ONE
+ *                  LMDB transaction (synced), then releases old blocks,
+ *                  unlocks chunks and calls back. While it commits, the
+ *                  I/O thread keeps submitting: group commit.
+ *   compactor      optional; wakes every compact_interval_ms and moves live
+ *                  chunks out of sparse groups through ordinary requests,
+ *                  one chunk at a time, sleeping to hold its byte rate.
+ *
+ * Request life (write):
+ *
+ *   submit -> inbox -> LOCK --(chunk busy)--> parked on the chunk lock
+ *                        |                        | (previous holder done)
+ *                        v                        v
+ *                      PREPARE: lookup base meta, version checks, pick
+ *                        |  in-place append or copy-on-write, allocate
+ *                        v
+ *                      [READ_OLD: read the old pages the new image keeps]
+ *                        v
+ *                      WRITE: write the new image -> commit queue
+ *                        v
+ *                      COMMIT (commit thread): one LMDB txn for the batch;
+ *                      release the old block, unlock, callback
+ *
+ * Invariants:
+ *   - Committed metadata only ever points at blocks whose data write has
+ *     completed (and, with sync, is durable: RWF_DSYNC). Allocation is in
+ *     memory; the allocator is rebuilt from metadata at open, so a crash
+ *     anywhere loses at most the uncommitted blocks, which are then free.
+ *   - A chunk has at most one mutation (write, remove, move) in flight:
+ *     the per-chunk lock table, under mu.
+ *   - A block is reused only after metadata stopped pointing at it AND its
+ *     reader references dropped (chunk_alloc pfree); readers take their
+ *     reference under mu in the same critical section as the metadata
+ *     lookup, and the commit thread releases old blocks under mu only after
+ *     the new metadata is committed, so a reader either sees the new
+ *     metadata or pins the old block before it can be freed.
+ *   - In-place append writes only at and after the committed length: it
+ *     rewrites the partial last page with the same bytes it already holds
+ *     and leaves the metadata (length, CRCs) as they were until the commit,
+ *     so a crash or a concurrent reader sees exactly the old chunk.
+ *
+ * Locks: mu guards the allocator, the lock table and the store reader;
+ * qmu the inbox and the request count; cmu the commit queue. Never two at
+ * once except mu -> qmu (a chunk unlock queues the next waiter).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "common/cfs_assert.h"
+#include "common/clock.h"
+#include "common/crc32c.h"
+#include "common/log.h"
+#include "common/status.h"
+#include "common/xalloc.h"
+#include "storage/chunk_alloc.h"
+#include "storage/chunk_buf.h"
+#include "storage/chunk_crc.h"
+#include "storage/chunk_engine.h"
+#include "storage/chunk_store.h"
+
+#define LOCK_BUCKETS 1024
+#define ALIGN_UP(x) (((uint64_t)(x) + CHUNK_PAGE - 1) & ~(uint64_t)(CHUNK_PAGE - 1))
+#define ALIGN_DOWN(x) ((uint64_t)(x) & ~(uint64_t)(CHUNK_PAGE - 1))
+
+enum req_kind { RQ_WRITE, RQ_READ, RQ_REMOVE, RQ_QUERY, RQ_QUERY_LAST, RQ_MOVE };
+enum req_state { RS_START, RS_LOCKING, RS_READ_OLD, RS_WRITE, RS_COMMIT };
+
+struct req;
+
+/* One I/O in flight; user_data of its SQE. */
+struct iox {
+	struct req *r;    /* owning request */
+	size_t idx;       /* range index for reads */
+	uint64_t want;    /* bytes expected */
+	int write;        /* a mutation's data write (counted in data_writes) */
+};
+
+/* One metadata change of a commit. */
+struct centry {
+	struct chunk_id id;
+	int exists;              /* the chunk had metadata when locked (base) */
+	int has_base;            /* ... and owns base.pos, which is ref'ed */
+	int bad_meta;            /* remove only: the value does not decode */
+	struct chunk_meta base;  /* metadata the change was computed from */
+	int has_new;             /* 0: delete */
+	struct chunk_meta nmeta; /* the new metadata */
+	int alloc_new;           /* nmeta.pos was allocated for this change */
+	int result;              /* 0 or why this change was not applied */
+};
+
+/* Per range of a read. */
+struct rsub {
+	struct iox io;
+	struct chunk_meta meta; /* owned while the read is in flight */
+	int pinned;             /* meta.pos ref'ed */
+	uint8_t *buf;           /* read target */
+	int pooled;             /* buf is from the pool (else the caller's dst) */
+	uint64_t rd_off;        /* chunk offset of buf[0] */
+	uint64_t rd_len;        /* bytes read */
+	uint32_t n;             /* bytes for the caller */
+};
+
+struct req {
+	enum req_kind kind;
+	enum req_state state;
+	struct chunk_op *op;    /* caller's op; NULL for compaction moves */
+	struct req *next;       /* inbox, lock waiters, commit queue */
+	int err;                /* first error */
+	int nio;                /* I/Os in flight */
+	/* mutations */
+	struct centry *ces;     /* changes (1 for write/move, n for remove) */
+	size_t nce;
+	size_t nlocked;         /* chunk locks held: ces[0..nlocked) */
+	/* write / move */
+	struct iox io;
+	uint8_t *buf;           /* image buffer */
+	size_t buf_size;        /* its pool size; 0 when it is the caller's data */
+	uint64_t img_start;     /* chunk offset of buf[0] */
+	uint64_t img_end;       /* aligned end of the image */
+	int need_old;           /* image keeps old bytes: read them first */
+	int in_place;           /* append inside the current block */
+	/* move */
+	struct chunk_pos move_from; /* where the compactor saw the chunk */
+	/* read */
+	struct rsub *subs;
+};
+
+struct lock_ent {
+	struct chunk_id id;
+	struct lock_ent *next;     /* bucket chain */
+	struct req *wait_head;     /* requests waiting for the chunk, FIFO */
+	struct req *wait_tail;
+};
+
+struct chunk_engine {
+	struct chunk_engine_cfg cfg;
+	char *dir;                          /* owned copy of cfg.dir */
+	struct chunk_store *store;
+	struct chunk_alloc *alloc;          /* under mu */
+	struct chunk_store_reader *reader;  /* under mu */
+	struct chunk_bufpool *pool;
+	pthread_mutex_t mu;
+	struct lock_ent *locks[LOCK_BUCKETS]; /* under mu */
+
+	pthread_mutex_t qmu;
+	pthread_cond_t idle_cv;             /* nreqs reached 0 */
+	struct req *inbox_head, *inbox_tail;/* under qmu */
+	uint64_t nreqs;                     /* submitted, not yet called back; under qmu */
+	int efd;                            /* eventfd waking the I/O thread */
+	uint64_t efd_val;                   /* read target of the armed eventfd read */
+	struct io_uring ring;               /* I/O thread only */
+	pthread_t io_tid;
+	atomic_int io_stop;
+
+	pthread_mutex_t cmu;
+	pthread_cond_t ccv;
+	struct req *commit_head, *commit_tail; /* under cmu */
+	int commit_stop;                       /* under cmu */
+	atomic_int data_writes;                /* mutation data writes in flight */
+	pthread_t commit_tid;
+
+	pthread_t comp_tid;
+	int comp_started;
+	pthread_mutex_t compmu;
+	pthread_cond_t compcv;
+	int comp_stop;                      /* under compmu */
+
+	atomic_int failed;                  /* ERROR state: -errno after a failed sync */
+	atomic_uint_fast64_t corrupt_reads, compact_moves, open_errors;
+};
+
+static void advance(struct chunk_engine *e, struct req *r);
+
+/* The engine whose I/O thread this is (NULL on other threads): a push from
+ * the I/O thread itself needs no wake-up, its loop drains the inbox next. */
+static __thread struct chunk_engine *tls_io_engine;
+
+/* ---- inbox and completion ---------------------------------------------- */
+
+static void inbox_push(struct chunk_engine *e, struct req *r)
+{
+	pthread_mutex_lock(&e->qmu);
+	int was_empty = !e->inbox_head;
+	r->next = NULL;
+	if (e->inbox_tail)
+		e->inbox_tail->next = r;
+	else
+		e->inbox_head = r;
+	e->inbox_tail = r;
+	pthread_mutex_unlock(&e->qmu);
+	/* The I/O thread drains the inbox before it waits again. */
+	if (was_empty && tls_io_engine != e) {
+		uint64_t one = 1;
+		if (write(e->efd, &one, sizeof(one)) < 0)
+			LOG_WARN("chunk", "eventfd write failed: err=%s", cfs_strerror(errno));
+	}
+}
+
+static void req_free(struct chunk_engine *e, struct req *r)
+{
+	for (size_t i = 0; i < r->nce; i++) {
+		chunk_meta_fini(&r->ces[i].base);
+		chunk_meta_fini(&r->ces[i].nmeta);
+	}
+	free(r->ces);
+	if (r->buf_size)
+		chunk_buf_put(e->pool, r->buf, r->buf_size);
+	free(r->subs);
+	free(r);
+}
+
+/* Calls back and forgets R. Any engine thread; no engine lock held. */
+static void complete(struct chunk_engine *e, struct req *r, int result)
+{
+	struct chunk_op *op = r->op;
+	req_free(e, r);
+	op->result = result;
+	op->done(op);
+	pthread_mutex_lock(&e->qmu);
+	if (--e->nreqs == 0)
+		pthread_cond_broadcast(&e->idle_cv);
+	pthread_mutex_unlock(&e->qmu);
+}
+
+/* ---- chunk locks (under mu) ------------------------------------------ */
+
+static unsigned lock_bucket(struct chunk_id id)
+{
+	uint64_t h = (id.ino * 0x9e3779b97f4a7c15ull) ^ (id.idx * 0xc2b2ae3d27d4eb4full);
+	return (unsigned)(h >> 40) % LOCK_BUCKETS;
+}
+
+/* 1: R now holds ID's lock. 0: R is queued and will come back through the
+ * inbox holding it. */
+static int lock_try(struct chunk_engine *e, struct chunk_id id, struct req *r)
+{
+	unsigned b = lock_bucket(id);
+	for (struct lock_ent *l = e->locks[b]; l; l = l->next) {
+		if (!chunk_id_cmp(l->id, id)) {
+			r->next = NULL;
+			if (l->wait_tail)
+				l->wait_tail->next = r;
+			else
+				l->wait_head = r;
+			l->wait_tail = r;
+			return 0;
+		}
+	}
+	struct lock_ent *l = xcalloc(1, sizeof(*l));
+	l->id = id;
+	l->next = e->locks[b];
+	e->locks[b] = l;
+	return 1;
+}
+
+static void unlock_chunk(struct chunk_engine *e, struct chunk_id id)
+{
+	unsigned b = lock_bucket(id);
+	for (struct lock_ent **pp = &e->locks[b]; *pp; pp = &(*pp)->next) {
+		struct lock_ent *l = *pp;
+		if (chunk_id_cmp(l->id, id))
+			continue;
+		struct req *w = l->wait_head;
+		if (w) {
+			l->wait_head = w->next;
+			if (!l->wait_head)
+				l->wait_tail = NULL;
+			inbox_push(e, w);
+		} else {
+			*pp = l->next;
+			free(l);
+		}
+		return;
+	}
+	ASSERT(!"unlock of an unlocked chunk");
+}
+
+/* ---- I/O submission ---------------------------------------------------- */
+
+static struct io_uring_sqe *get_sqe(struct chunk_engine *e)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&e->ring);
+	while (!sqe) {
+		io_uring_submit(&e->ring);
+		sqe = io_uring_get_sqe(&e->ring);
+	}
+	return sqe;
+}
+
+static void submit_io(struct chunk_engine *e, struct iox *io, int write, int fd, void *buf,
+		      uint64_t len, uint64_t off)
+{
+	struct io_uring_sqe *sqe = get_sqe(e);
+	if (write) {
+		io_uring_prep_write(sqe, fd, buf, (unsigned)len, off);
+		/* Durable data before the metadata commit: per write, so the
+		 * device flushes overlap other I/O instead of serialising in
+		 * the commit thread. */
+		if (e->cfg.sync)
+			sqe->rw_flags = RWF_DSYNC;
+	} else
+		io_uring_prep_read(sqe, fd, buf, (unsigned)len, off);
+	io_uring_sqe_set_data(sqe, io);
+	io->want = len;
+	io->write = write;
+	io->r->nio++;
+	if (write)
+		atomic_fetch_add_explicit(&e->data_writes, 1, memory_order_relaxed);
+}
+
+static void log_corrupt(struct chunk_engine *e, struct chunk_id id, uint32_t page, const char *what)
+{
+	atomic_fetch_add_explicit(&e->corrupt_reads, 1, memory_order_relaxed);
+	LOG_ERR("chunk", "corrupt data: target=%s chunk=%llu:%u page=%u during=%s", e->dir,
+		(unsigned long long)id.ino, id.idx, page, what);
+}
+
+/* Checks pages [first, first + count) of M held in BUF (BUF = page first). */
+static int verify_pages(struct chunk_engine *e, struct chunk_id id, const struct chunk_meta *m,
+			const uint8_t *buf, uint32_t first, uint32_t count, const char *what)
+{
+	for (uint32_t p = first; p < first + count; p++) {
+		uint64_t start = (uint64_t)p * CHUNK_PAGE;
+		size_t n = m->len - start < CHUNK_PAGE ? m->len - start : CHUNK_PAGE;
+		if (crc32c(0, buf + (start - (uint64_t)first * CHUNK_PAGE), n) != m->page_crc[p]) {
+			log_corrupt(e, id, p, what);
+			return -CFS_ECORRUPT;
+		}
+	}
+	return 0;
+}
+
+static void fill_info(struct chunk_info *info, const struct chunk_meta *m)
+{
+	info->len = m->len;
+	info->crc = m->crc;
+	info->chain_ver = m->chain_ver;
+	info->commit_ver = m->commit_ver;
+	info->pending_ver = m->pending_ver;
+	info->pos = m->pos;
+}
+
+/* ---- reads --------------------------------------------------------------- */
+
+static void read_range_done(struct chunk_engine *e, struct req *r, struct rsub *s, int res)
+{
+	struct chunk_read_range *rr = &r->op->ranges[s->io.idx];
+	if (res < 0 || (uint64_t)res != s->rd_len) {
+		LOG_ERR("chunk", "read failed: target=%s chunk=%llu:%u res=%d", e->dir,
+			(unsigned long long)rr->id.ino, rr->id.idx, res);
+		rr->result = res < 0 ? res : -EIO;
+	} else {
+		uint32_t first = (uint32_t)(s->rd_off / CHUNK_PAGE);
+		int err = verify_pages(e, rr->id, &s->meta, s->buf, first,
+				       (uint32_t)(s->rd_len / CHUNK_PAGE), "read");
+		if (err) {
+			rr->result = err;
+		} else {
+			if (s->pooled)
+				memcpy(rr->dst, s->buf + (rr->off - s->rd_off), s->n);
+			rr->result = (int)s->n;
+		}
+	}
+	if (s->pooled)
+		chunk_buf_put(e->pool, s->buf, s->rd_len);
+	s->buf = NULL;
+	pthread_mutex_lock(&e->mu);
+	chunk_alloc_unref(e->alloc, s->meta.pos);
+	pthread_mutex_unlock(&e->mu);
+	s->pinned = 0;
+	chunk_meta_fini(&s->meta);
+}
+
+static void start_read(struct chunk_engine *e, struct req *r)
+{
+	struct chunk_op *op = r->op;
+	r->subs = xcalloc(op->nranges, sizeof(*r->subs));
+	for (size_t i = 0; i < op->nranges; i++) {
+		struct chunk_read_range *rr = &op->ranges[i];
+		struct rsub *s = &r->subs[i];
+		s->io.r = r;
+		s->io.idx = i;
+		pthread_mutex_lock(&e->mu);
+		int err = chunk_store_reader_get(e->reader, rr->id, &s->meta);
+		if (!err && chunk_alloc_owns(e->alloc, s->meta.pos, rr->id)) {
+			chunk_alloc_ref(e->alloc, s->meta.pos);
+			s->pinned = 1;
+		} else if (!err) {
+			chunk_meta_fini(&s->meta);
+			err = -CFS_ECORRUPT;
+		}
+		pthread_mutex_unlock(&e->mu);
+		if (err) {
+			if (err == -CFS_ECORRUPT)
+				log_corrupt(e, rr->id, 0, "metadata");
+			rr->result = err;
+			continue;
+		}
+		fill_info(&rr->info, &s->meta);
+		if (rr->off >= s->meta.len || rr->len == 0) {
+			rr->result = 0;
+			read_range_done(e, r, s, 0);
+			rr->result = 0;
+			continue;
+		}
+		s->n = s->meta.len - rr->off < rr->len ? s->meta.len - rr->off : rr->len;
+		s->rd_off = ALIGN_DOWN(rr->off);
+		s->rd_len = ALIGN_UP((uint64_t)rr->off + s->n) - s->rd_off;
+		if (rr->off % CHUNK_PAGE == 0 && s->n % CHUNK_PAGE == 0 &&
+		    (uintptr_t)rr->dst % CHUNK_PAGE == 0) {
+			s->buf = rr->dst;
+		} else {
+			s->buf = chunk_buf_get(e->pool, s->rd_len);
+			s->pooled = 1;
+			if (!s->buf) {
+				rr->result = -ENOMEM;
+				s->pooled = 0;
+				pthread_mutex_lock(&e->mu);
+				chunk_alloc_unref(e->alloc, s->meta.pos);
+				pthread_mutex_unlock(&e->mu);
+				s->pinned = 0;
+				chunk_meta_fini(&s->meta);
+				continue;
+			}
+		}
+		uint64_t boff;
+		int fd = chunk_alloc_fd(e->alloc, s->meta.pos, &boff);
+		submit_io(e, &s->io, 0, fd, s->buf, s->rd_len, boff + s->rd_off);
+	}
+	if (r->nio == 0)
+		complete(e, r, 0);
+}
+
+/* ---- mutations ------------------------------------------------------------ */
+
+/* Undoes what a mutation holds before its commit, then calls back. */
+static void fail_mutation(struct chunk_engine *e, struct req *r, int err)
+{
+	pthread_mutex_lock(&e->mu);
+	for (size_t i = 0; i < r->nce; i++) {
+		struct centry *c = &r->ces[i];
+		if (c->alloc_new) {
+			chunk_alloc_release(e->alloc, c->nmeta.pos);
+			c->alloc_new = 0;
+		}
+		if (c->has_base) {
+			chunk_alloc_unref(e->alloc, c->base.pos);
+			c->has_base = 0;
+		}
+	}
+	for (size_t i = 0; i < r->nlocked; i++)
+		unlock_chunk(e, r->ces[i].id);
+	pthread_mutex_unlock(&e->mu);
+	complete(e, r, err);
+}
+
+static void to_commit(struct chunk_engine *e, struct req *r)
+{
+	r->state = RS_COMMIT;
+	r->next = NULL;
+	pthread_mutex_lock(&e->cmu);
+	if (e->commit_tail)
+		e->commit_tail->next = r;
+	else
+		e->commit_head = r;
+	e->commit_tail = r;
+	pthread_cond_signal(&e->ccv);
+	pthread_mutex_unlock(&e->cmu);
+}
+
+/* Looks up the base of ces[i] (its lock held) and pins its block. */
+static int load_base(struct chunk_engine *e, struct centry *c)
+{
+	pthread_mutex_lock(&e->mu);
+	int err = chunk_store_reader_get(e->reader, c->id, &c->base);
+	int owned = !err && chunk_alloc_owns(e->alloc, c->base.pos, c->id);
+	if (owned)
+		chunk_alloc_ref(e->alloc, c->base.pos);
+	pthread_mutex_unlock(&e->mu);
+	c->exists = !err;
+	c->has_base = owned;
+	if (err == -CFS_ECORRUPT)
+		log_corrupt(e, c->id, 0, "metadata");
+	else if (!err && !owned)
+		log_corrupt(e, c->id, 0, "block ownership");
+	return err == -ENOENT ? 0 : err;
+}
+
+static int alloc_block(struct chunk_engine *e, struct centry *c, uint64_t len)
+{
+	pthread_mutex_lock(&e->mu);
+	int err = chunk_alloc_get(e->alloc, chunk_class_for(len), c->id, &c->nmeta.pos);
+	pthread_mutex_unlock(&e->mu);
+	if (!err)
+		c->alloc_new = 1;
+	return err;
+}
+
+static int get_buf(struct chunk_engine *e, struct req *r, uint64_t n)
+{
+	r->buf = chunk_buf_get(e->pool, n);
+	if (!r->buf)
+		return -ENOMEM;
+	r->buf_size = n;
+	return 0;
+}
+
+/* Write prepare: the chunk lock is held. */
+static void write_prepare(struct chunk_engine *e, struct req *r)
+{
+	struct chunk_op *op = r->op;
+	struct centry *c = &r->ces[0];
+	int err = atomic_load(&e->failed);
+	if (err || (err = load_base(e, c)))
+		goto fail;
+	uint64_t old_len = c->exists ? c->base.len : 0;
+	if (c->exists && op->chain_ver < c->base.chain_ver) {
+		err = -CFS_ECHAIN_VERSION;
+		goto fail;
+	}
+	uint64_t ver = (c->exists ? c->base.commit_ver : 0) + 1;
+	if (op->update_ver && op->update_ver != ver) {
+		err = -CFS_ECONFLICT;
+		goto fail;
+	}
+	uint64_t end = (uint64_t)op->off + op->len;
+	uint64_t new_len = end > old_len ? end : old_len;
+	if (c->exists && !c->has_base && (op->off > 0 || end < old_len)) {
+		/* The old block is not trustworthy: only a full rewrite helps. */
+		err = -CFS_ECORRUPT;
+		goto fail;
+	}
+	c->has_new = 1;
+	c->nmeta.len = (uint32_t)new_len;
+	c->nmeta.chain_ver = op->chain_ver;
+	c->nmeta.commit_ver = c->nmeta.pending_ver = ver;
+	r->in_place = c->has_base && op->off >= old_len &&
+		      new_len <= chunk_class_size(c->base.pos.cls);
+	if (r->in_place) {
+		c->nmeta.pos = c->base.pos;
+		r->img_start = ALIGN_DOWN(old_len);
+		r->need_old = old_len % CHUNK_PAGE != 0;
+	} else {
+		if ((err = alloc_block(e, c, new_len)))
+			goto fail;
+		r->img_start = 0;
+		r->need_old = c->has_base && (op->off > 0 || end < old_len);
+	}
+	r->img_end = ALIGN_UP(new_len);
+	int zero_copy = !r->need_old && op->off == r->img_start && end == new_len &&
+			op->len % CHUNK_PAGE == 0 && (uintptr_t)op->data % CHUNK_PAGE == 0;
+	if (zero_copy) {
+		r->buf = (uint8_t *)op->data;
+	} else if ((err = get_buf(e, r, r->img_end - r->img_start))) {
+		goto fail;
+	}
+	if (r->need_old) {
+		uint64_t boff;
+		int fd = chunk_alloc_fd(e->alloc, c->base.pos, &boff);
+		uint64_t rd_len = r->in_place ? CHUNK_PAGE : ALIGN_UP(old_len);
+		r->state = RS_READ_OLD;
+		r->io.r = r;
+		submit_io(e, &r->io, 0, fd, r->buf, rd_len, boff + r->img_start);
+		return;
+	}
+	advance(e, r);
+	return;
+fail:
+	fail_mutation(e, r, err);
+}
+
+/* Builds the new image and metadata, then submits the data write. */
+static void write_image(struct chunk_engine *e, struct req *r)
+{
+	struct chunk_op *op = r->op;
+	struct centry *c = &r->ces[0];
+	uint64_t old_len = c->has_base ? c->base.len : 0;
+	uint64_t new_len = c->nmeta.len;
+	int err;
+	if (r->need_old) {
+		uint32_t first = (uint32_t)(r->img_start / CHUNK_PAGE);
+		uint32_t count = r->in_place ? 1 : chunk_npages(old_len);
+		if ((err = verify_pages(e, c->id, &c->base, r->buf, first, count, "write")))
+			goto fail;
+	}
+	if (r->buf != op->data) {
+		uint64_t keep = r->need_old ? old_len - r->img_start : 0;
+		memset(r->buf + keep, 0, r->img_end - r->img_start - keep);
+		memcpy(r->buf + (op->off - r->img_start), op->data, op->len);
+	}
+	c->nmeta.npages = chunk_npages(new_len);
+	c->nmeta.page_crc = malloc(4 * (size_t)c->nmeta.npages);
+	if (!c->nmeta.page_crc) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	uint32_t first = (uint32_t)(r->img_start / CHUNK_PAGE);
+	if (r->in_place) {
+		memcpy(c->nmeta.page_crc, c->base.page_crc, 4 * (size_t)first);
+		chunk_crc_pages(r->buf, new_len - r->img_start, c->nmeta.page_crc + first);
+		c->nmeta.crc = crc32c(c->base.crc, r->buf + (old_len - r->img_start), new_len - old_len);
+	} else {
+		c->nmeta.crc = chunk_crc_pages(r->buf, new_len, c->nmeta.page_crc);
+	}
+	uint64_t boff;
+	int fd = chunk_alloc_fd(e->alloc, c->nmeta.pos, &boff);
+	r->state = RS_WRITE;
+	r->io.r = r;
+	submit_io(e, &r->io, 1, fd, r->buf, r->img_end - r->img_start, boff + r->img_start);
+	return;
+fail:
+	fail_mutation(e, r, err);
+}
+
+/* Compaction move prepare: the chunk lock is held. */
+static void move_prepare(struct chunk_engine *e, struct req *r)
+{
+	struct centry *c = &r->ces[0];
+	int err = atomic_load(&e->failed);
+	if (err || (err = load_base(e, c)))
+		goto fail;
+	if (!c->has_base || !chunk_pos_eq(c->base.pos, r->move_from)) {
+		fail_mutation(e, r, 1); /* already moved, rewritten or removed: skip */
+		return;
+	}
+	if ((err = chunk_meta_copy(&c->nmeta, &c->base)) || (err = alloc_block(e, c, c->base.len)))
+		goto fail;
+	c->has_new = 1;
+	r->img_start = 0;
+	r->img_end = ALIGN_UP(c->base.len);
+	if ((err = get_buf(e, r, r->img_end ? r->img_end : CHUNK_PAGE)))
+		goto fail;
+	uint64_t boff;
+	int fd = chunk_alloc_fd(e->alloc, c->base.pos, &boff);
+	r->state = RS_READ_OLD;
+	r->io.r = r;
+	submit_io(e, &r->io, 0, fd, r->buf, r->img_end, boff);
+	return;
+fail:
+	fail_mutation(e, r, err);
+}
+
+static void move_write(struct chunk_engine *e, struct req *r)
+{
+	struct centry *c = &r->ces[0];
+	int err = verify_pages(e, c->id, &c->base, r->buf, 0, c->base.npages, "compaction");
+	if (err) {
+		fail_mutation(e, r, err);
+		return;
+	}
+	uint64_t boff;
+	int fd = chunk_alloc_fd(e->alloc, c->nmeta.pos, &boff);
+	r->state = RS_WRITE;
+	submit_io(e, &r->io, 1, fd, r->buf, r->img_end, boff);
+}
+
+/* Remove: collects the chunks of the range, then locks them in order. */
+static int collect_cb(void *arg, struct chunk_id id, const struct chunk_meta *m, int derr)
+{
+	struct req *r = arg;
+	if ((r->nce & (r->nce - 1)) == 0 || r->nce == 0)
+		r->ces = xrealloc(r->ces, (r->nce ? r->nce * 2 : 1) * sizeof(*r->ces));
+	memset(&r->ces[r->nce], 0, sizeof(r->ces[0]));
+	r->ces[r->nce].id = id;
+	r->nce++;
+	return 0;
+}
+
+static void remove_lock_next(struct chunk_engine *e, struct req *r)
+{
+	while (r->nlocked < r->nce) {
+		pthread_mutex_lock(&e->mu);
+		int got = lock_try(e, r->ces[r->nlocked].id, r);
+		pthread_mutex_unlock(&e->mu);
+		if (!got)
+			return; /* comes back through the inbox holding it */
+		r->nlocked++;
+	}
+	for (size_t i = 0; i < r->nce; i++) {
+		struct centry *c = &r->ces[i];
+		int err = load_base(e, c);
+		if (err == -CFS_ECORRUPT) {
+			/* Undecodable metadata can still be removed (its block, if
+			 * any, was never marked in use). */
+			c->exists = c->bad_meta = 1;
+		} else if (err) {
+			fail_mutation(e, r, err);
+			return;
+		}
+	}
+	to_commit(e, r);
+}
+
+static void start_query(struct chunk_engine *e, struct req *r)
+{
+	struct chunk_op *op = r->op;
+	struct chunk_meta m;
+	int err;
+	if (r->kind == RQ_QUERY) {
+		pthread_mutex_lock(&e->mu);
+		err = chunk_store_reader_get(e->reader, op->id, &m);
+		pthread_mutex_unlock(&e->mu);
+	} else {
+		err = chunk_store_last(e->store, op->id.ino, &op->id, &m);
+	}
+	if (!err) {
+		fill_info(&op->info, &m);
+		chunk_meta_fini(&m);
+	}
+	complete(e, r, err);
+}
+
+/* Runs R's next step on the I/O thread. */
+static void advance(struct chunk_engine *e, struct req *r)
+{
+	switch (r->kind) {
+	case RQ_READ:
+		start_read(e, r);
+		return;
+	case RQ_QUERY:
+	case RQ_QUERY_LAST:
+		start_query(e, r);
+		return;
+	case RQ_REMOVE:
+		if (r->state == RS_START) {
+			r->state = RS_LOCKING;
+			struct chunk_id to = { r->op->id.ino, r->op->end_idx };
+			int err = chunk_store_scan(e->store, r->op->id, to, collect_cb, r);
+			if (err) {
+				fail_mutation(e, r, err);
+				return;
+			}
+		} else {
+			r->nlocked++; /* woken holding ces[nlocked]'s lock */
+		}
+		remove_lock_next(e, r);
+		return;
+	case RQ_WRITE:
+	case RQ_MOVE:
+		break;
+	}
+	switch (r->state) {
+	case RS_START:
+		r->state = RS_LOCKING;
+		pthread_mutex_lock(&e->mu);
+		int got = lock_try(e, r->ces[0].id, r);
+		pthread_mutex_unlock(&e->mu);
+		if (!got)
+			return;
+		/* fall through */
+	case RS_LOCKING:
+		r->nlocked = 1;
+		r->state = RS_READ_OLD;
+		if (r->kind == RQ_WRITE)
+			write_prepare(e, r);
+		else
+			move_prepare(e, r);
+		return;
+	case RS_READ_OLD:
+		if (r->kind == RQ_WRITE)
+			write_image(e, r);
+		else
+			move_write(e, r);
+		return;
+	case RS_WRITE:
+		to_commit(e, r);
+		return;
+	case RS_COMMIT:
+		break;
+	}
+	ASSERT(!"bad request state");
+}
+
+static void handle_cqe(struct chunk_engine *e, struct io_uring_cqe *cqe)
+{
+	struct iox *io = io_uring_cqe_get_data(cqe);
+	struct req *r = io->r;
+	r->nio--;
+	if (io->write && atomic_fetch_sub_explicit(&e->data_writes, 1, memory_order_relaxed) == 1) {
+		/* The commit thread may be holding a batch open for us. */
+		pthread_mutex_lock(&e->cmu);
+		pthread_cond_signal(&e->ccv);
+		pthread_mutex_unlock(&e->cmu);
+	}
+	if (r->kind == RQ_READ) {
+		read_range_done(e, r, &r->subs[io->idx], cqe->res);
+		if (r->nio == 0)
+			complete(e, r, 0);
+		return;
+	}
+	if (cqe->res < 0 || (uint64_t)cqe->res != io->want) {
+		int err = cqe->res < 0 ? cqe->res : -EIO;
+		LOG_ERR("chunk", "data I/O failed: target=%s chunk=%llu:%u state=%d err=%s", e->dir,
+			(unsigned long long)r->ces[0].id.ino, r->ces[0].id.idx, r->state,
+			cfs_strerror(err));
+		fail_mutation(e, r, err);
+		return;
+	}
+	advance(e, r);
+}
+
+static void *io_main(void *arg)
+{
+	struct chunk_engine *e = arg;
+	int armed = 0;
+	tls_io_engine = e;
+	for (;;) {
+		if (!armed) {
+			struct io_uring_sqe *sqe = get_sqe(e);
+			io_uring_prep_read(sqe, e->efd, &e->efd_val, sizeof(e->efd_val), 0);
+			io_uring_sqe_set_data(sqe, NULL);
+			armed = 1;
+		}
+		pthread_mutex_lock(&e->qmu);
+		struct req *list = e->inbox_head;
+		e->inbox_head = e->inbox_tail = NULL;
+		pthread_mutex_unlock(&e->qmu);
+		while (list) {
+			struct req *r = list;
+			list = r->next;
+			advance(e, r);
+		}
+		if (atomic_load(&e->io_stop))
+			break;
+		pthread_mutex_lock(&e->qmu);
+		int more = e->inbox_head != NULL;
+		pthread_mutex_unlock(&e->qmu);
+		int rc = more ? io_uring_submit(&e->ring) : io_uring_submit_and_wait(&e->ring, 1);
+		if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
+			LOG_ERR("chunk", "io_uring submit failed: target=%s err=%s", e->dir, cfs_strerror(rc));
+		struct io_uring_cqe *cqe;
+		unsigned head, n = 0;
+		io_uring_for_each_cqe(&e->ring, head, cqe) {
+			n++;
+			if (!io_uring_cqe_get_data(cqe))
+				armed = 0;
+			else
+				handle_cqe(e, cqe);
+		}
+		io_uring_cq_advance(&e->ring, n);
+	}
+	return NULL;
+}
+
+/* ---- commit thread ------------------------------------------------------ */
+
+static int same_meta(const struct chunk_meta *a, const struct chunk_meta *b)
+{
+	return chunk_pos_eq(a->pos, b->pos) && a->len == b->len &&
+	       a->commit_ver == b->commit_ver;
+}
+
+static int apply_batch(struct chunk_engine *e, struct req *list)
+{
+	struct chunk_batch *b;
+	int err = chunk_store_batch_begin(e->store, &b);
+	if (err)
+		return err;
+	for (struct req *r = list; r; r = r->next) {
+		for (size_t i = 0; i < r->nce; i++) {
+			struct centry *c = &r->ces[i];
+			struct chunk_meta cur;
+			int gerr = chunk_store_batch_get(b, c->id, &cur);
+			int match = gerr == -ENOENT ? !c->exists
+						    : !gerr && c->exists && same_meta(&cur, &c->base);
+			if (c->bad_meta)
+				match = gerr == -CFS_ECORRUPT;
+			if (!gerr)
+				chunk_meta_fini(&cur);
+			if (!match) {
+				/* Cannot happen while every mutation holds the chunk lock;
+				 * refuse rather than leak or double-use a block. */
+				LOG_ERR("chunk", "commit conflict: target=%s chunk=%llu:%u", e->dir,
+					(unsigned long long)c->id.ino, c->id.idx);
+				c->result = -CFS_ECONFLICT;
+				continue;
+			}
+			if (c->has_new)
+				err = chunk_store_batch_put(b, c->id, &c->nmeta);
+			else if (c->exists)
+				err = chunk_store_batch_del(b, c->id);
+			if (err) {
+				chunk_store_batch_abort(b);
+				return err;
+			}
+		}
+	}
+	return chunk_store_batch_commit(b);
+}
+
+/* After the commit (ERR = its outcome): block bookkeeping and unlocks. */
+static int finalize(struct chunk_engine *e, struct req *r, int err)
+{
+	int result = 0, removed = 0;
+	for (size_t i = 0; i < r->nce; i++) {
+		struct centry *c = &r->ces[i];
+		int ok = !err && !c->result;
+		if (ok && c->has_new) {
+			if (c->has_base && c->alloc_new)
+				chunk_alloc_release(e->alloc, c->base.pos);
+		} else if (ok && c->exists) {
+			if (c->has_base)
+				chunk_alloc_release(e->alloc, c->base.pos);
+			removed++;
+		} else if (c->alloc_new) {
+			chunk_alloc_release(e->alloc, c->nmeta.pos);
+		}
+		if (c->has_base)
+			chunk_alloc_unref(e->alloc, c->base.pos);
+		c->has_base = c->alloc_new = 0;
+		if (!ok && !result)
+			result = err ? err : c->result;
+	}
+	for (size_t i = 0; i < r->nlocked; i++)
+		unlock_chunk(e, r->ces[i].id);
+	if (r->kind == RQ_REMOVE)
+		return err ? err : removed;
+	if (!result && r->kind == RQ_WRITE)
+		fill_info(&r->op->info, &r->ces[0].nmeta);
+	if (!result && r->kind == RQ_MOVE)
+		atomic_fetch_add_explicit(&e->compact_moves, 1, memory_order_relaxed);
+	return result;
+}
+
+static void *commit_main(void *arg)
+{
+	struct chunk_engine *e = arg;
+	for (;;) {
+		pthread_mutex_lock(&e->cmu);
+		while (!e->commit_head && !e->commit_stop)
+			pthread_cond_wait(&e->ccv, &e->cmu);
+		/* Group commit window: while other data writes are still in
+		 * flight, wait (bounded) so they share this commit's syncs rather
+		 * than each paying for one behind a disk queue full of data. */
+		if (e->commit_head && e->cfg.commit_window_us && atomic_load(&e->data_writes) > 0) {
+			struct timespec ts;
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)e->cfg.commit_window_us * 1000;
+			ts.tv_sec += (time_t)(ns / 1000000000);
+			ts.tv_nsec = (long)(ns % 1000000000);
+			while (atomic_load(&e->data_writes) > 0 && !e->commit_stop &&
+			       pthread_cond_timedwait(&e->ccv, &e->cmu, &ts) != ETIMEDOUT)
+				;
+		}
+		struct req *list = e->commit_head;
+		e->commit_head = e->commit_tail = NULL;
+		int stop = e->commit_stop;
+		pthread_mutex_unlock(&e->cmu);
+		if (!list && stop)
+			break;
+		int err = atomic_load(&e->failed);
+		if (!err)
+			err = apply_batch(e, list);
+		if (err && err != -ENOSPC && !atomic_load(&e->failed)) {
+			/* The data or metadata state on disk is now uncertain. */
+			LOG_ERR("chunk", "commit failed, target enters ERROR state: target=%s err=%s",
+				e->dir, cfs_strerror(err));
+			atomic_store(&e->failed, err);
+		}
+		int results[64];
+		struct req *r = list;
+		while (r) {
+			struct req *chunk_head = r;
+			size_t n = 0;
+			pthread_mutex_lock(&e->mu);
+			for (; r && n < 64; r = r->next)
+				results[n++] = finalize(e, r, err);
+			pthread_mutex_unlock(&e->mu);
+			struct req *q = chunk_head;
+			for (size_t i = 0; i < n; i++) {
+				struct req *next = q->next;
+				complete(e, q, results[i]);
+				q = next;
+			}
+		}
+	}
+	return NULL;
+}
+
+/* ---- public ------------------------------------------------------------- */
+
+void chunk_engine_cfg_default(struct chunk_engine_cfg *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->meta_map_bytes = UINT64_C(64) << 30;
+	cfg->sync = 1;
+	cfg->ring_entries = 256;
+	cfg->commit_window_us = 10000;
+	cfg->compact_threshold = 0.5;
+	cfg->compact_interval_ms = 1000;
+	cfg->compact_bytes_per_sec = UINT64_C(64) << 20;
+	cfg->buf_cache_bytes = (size_t)256 << 20;
+}
+
+static void op_fail_now(struct chunk_op *op, int err)
+{
+	op->result = err;
+	op->done(op);
+}
+
+void chunk_engine_submit(struct chunk_engine *e, struct chunk_op *op)
+{
+	struct req *r = xcalloc(1, sizeof(*r));
+	r->op = op;
+	r->state = RS_START;
+	switch (op->type) {
+	case CHUNK_OP_WRITE:
+		if (!op->len || !op->data || (uint64_t)op->off + op->len > CHUNK_MAX_SIZE) {
+			free(r);
+			op_fail_now(op, -EINVAL);
+			return;
+		}
+		r->kind = RQ_WRITE;
+		break;
+	case CHUNK_OP_READ:
+		r->kind = RQ_READ;
+		break;
+	case CHUNK_OP_REMOVE:
+		r->kind = RQ_REMOVE;
+		if (op->end_idx <= op->id.idx) {
+			free(r);
+			op_fail_now(op, 0);
+			return;
+		}
+		break;
+	case CHUNK_OP_QUERY:
+		r->kind = RQ_QUERY;
+		break;
+	case CHUNK_OP_QUERY_LAST:
+		r->kind = RQ_QUERY_LAST;
+		break;
+	default:
+		free(r);
+		op_fail_now(op, -EINVAL);
+		return;
+	}
+	if (r->kind == RQ_WRITE) {
+		r->ces = xcalloc(1, sizeof(*r->ces));
+		r->nce = 1;
+		r->ces[0].id = op->id;
+	}
+	pthread_mutex_lock(&e->qmu);
+	int stopping = atomic_load(&e->io_stop);
+	if (!stopping)
+		e->nreqs++;
+	pthread_mutex_unlock(&e->qmu);
+	if (stopping) {
+		req_free(e, r);
+		op_fail_now(op, -ESHUTDOWN);
+		return;
+	}
+	inbox_push(e, r);
+}
+
+struct waiter {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int done;
+};
+
+static void waiter_done(struct chunk_op *op)
+{
+	struct waiter *w = op->arg;
+	pthread_mutex_lock(&w->mu);
+	w->done = 1;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+static int run_sync(struct chunk_engine *e, struct chunk_op *op)
+{
+	struct waiter w = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
+	op->done = waiter_done;
+	op->arg = &w;
+	chunk_engine_submit(e, op);
+	pthread_mutex_lock(&w.mu);
+	while (!w.done)
+		pthread_cond_wait(&w.cv, &w.mu);
+	pthread_mutex_unlock(&w.mu);
+	pthread_cond_destroy(&w.cv);
+	pthread_mutex_destroy(&w.mu);
+	return op->result;
+}
+
+int chunk_engine_write(struct chunk_engine *e, struct chunk_id id, uint32_t off, uint32_t len,
+		       const void *data, uint64_t update_ver, uint32_t chain_ver,
+		       struct chunk_info *info)
+{
+	struct chunk_op op = { .type = CHUNK_OP_WRITE, .id = id, .off = off, .len = len,
+			       .data = data, .update_ver = update_ver, .chain_ver = chain_ver };
+	int rc = run_sync(e, &op);
+	if (!rc && info)
+		*info = op.info;
+	return rc;
+}
+
+int chunk_engine_read(struct chunk_engine *e, struct chunk_read_range *ranges, size_t n)
+{
+	struct chunk_op op = { .type = CHUNK_OP_READ, .ranges = ranges, .nranges = n };
+	return run_sync(e, &op);
+}
+
+int chunk_engine_remove(struct chunk_engine *e, uint64_t ino, uint32_t begin, uint32_t end)
+{
+	struct chunk_op op = { .type = CHUNK_OP_REMOVE, .id = { ino, begin }, .end_idx = end };
+	return run_sync(e, &op);
+}
+
+int chunk_engine_query(struct chunk_engine *e, struct chunk_id id, struct chunk_info *info)
+{
+	struct chunk_op op = { .type = CHUNK_OP_QUERY, .id = id };
+	int rc = run_sync(e, &op);
+	if (!rc)
+		*info = op.info;
+	return rc;
+}
+
+int chunk_engine_query_last(struct chunk_engine *e, uint64_t ino, uint32_t *idx,
+			    struct chunk_info *info)
+{
+	struct chunk_op op = { .type = CHUNK_OP_QUERY_LAST, .id = { ino, 0 } };
+	int rc = run_sync(e, &op);
+	if (!rc) {
+		*idx = op.id.idx;
+		*info = op.info;
+	}
+	return rc;
+}
+
+void chunk_engine_get_stat(struct chunk_engine *e, struct chunk_engine_stat *out)
+{
+	struct chunk_alloc_stat as;
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&e->mu);
+	chunk_alloc_get_stat(e->alloc, &as);
+	pthread_mutex_unlock(&e->mu);
+	out->capacity = e->cfg.capacity;
+	if (!out->capacity) {
+		struct statvfs sv;
+		if (!statvfs(e->dir, &sv))
+			out->capacity = (uint64_t)sv.f_blocks * sv.f_frsize;
+	}
+	out->used = as.reserved_bytes;
+	out->chunks = chunk_store_count(e->store);
+	for (unsigned i = 0; i < CHUNK_NCLASS; i++)
+		out->used_blocks += as.used_blocks[i];
+	out->punched_groups = as.punched_groups;
+	out->corrupt_reads = atomic_load(&e->corrupt_reads);
+	out->open_errors = atomic_load(&e->open_errors);
+	out->compact_moves = atomic_load(&e->compact_moves);
+}
+
+struct iter_ctx {
+	chunk_engine_iter_fn fn;
+	void *arg;
+};
+
+static int iter_cb(void *arg, struct chunk_id id, const struct chunk_meta *m, int derr)
+{
+	struct iter_ctx *c = arg;
+	if (derr)
+		return 0; /* counted and logged at open; unreadable, not dumpable */
+	struct chunk_info info;
+	fill_info(&info, m);
+	return c->fn(c->arg, id, &info);
+}
+
+int chunk_engine_iterate(struct chunk_engine *e, struct chunk_id from, struct chunk_id to,
+			 chunk_engine_iter_fn fn, void *arg)
+{
+	struct iter_ctx c = { fn, arg };
+	return chunk_store_scan(e->store, from, to, iter_cb, &c);
+}
+
+static void move_done(struct chunk_op *op)
+{
+	waiter_done(op);
+}
+
+int chunk_engine_compact(struct chunk_engine *e)
+{
+	unsigned cls;
+	uint32_t gid;
+	struct chunk_pos pos[CHUNK_GROUP_BLOCKS];
+	struct chunk_id ids[CHUNK_GROUP_BLOCKS];
+	pthread_mutex_lock(&e->mu);
+	int found = chunk_alloc_pick_sparse(e->alloc, e->cfg.compact_threshold, &cls, &gid);
+	size_t n = found ? chunk_alloc_group_live(e->alloc, cls, gid, pos, ids, CHUNK_GROUP_BLOCKS) : 0;
+	pthread_mutex_unlock(&e->mu);
+	if (!found)
+		return 0;
+	int moved = 0, err = 0;
+	for (size_t i = 0; i < n && !err; i++) {
+		uint64_t t0 = clock_mono_ns();
+		struct req *r = xcalloc(1, sizeof(*r));
+		struct waiter w = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
+		r->kind = RQ_MOVE;
+		r->state = RS_START;
+		struct chunk_op *op = xcalloc(1, sizeof(*op));
+		r->op = op;
+		op->done = move_done;
+		op->arg = &w;
+		r->move_from = pos[i];
+		r->ces = xcalloc(1, sizeof(*r->ces));
+		r->nce = 1;
+		r->ces[0].id = ids[i];
+		pthread_mutex_lock(&e->qmu);
+		e->nreqs++;
+		pthread_mutex_unlock(&e->qmu);
+		inbox_push(e, r);
+		pthread_mutex_lock(&w.mu);
+		while (!w.done)
+			pthread_cond_wait(&w.cv, &w.mu);
+		pthread_mutex_unlock(&w.mu);
+		if (op->result < 0 && op->result != -CFS_ECORRUPT)
+			err = op->result;
+		else if (op->result == 0)
+			moved++;
+		free(op);
+		/* Throttle: hold the configured byte rate over the block size. */
+		uint64_t bytes = chunk_class_size(cls);
+		if (e->cfg.compact_bytes_per_sec) {
+			uint64_t want_ns = bytes * 1000000000ull / e->cfg.compact_bytes_per_sec;
+			uint64_t took = clock_mono_ns() - t0;
+			if (took < want_ns)
+				clock_sleep_ms((want_ns - took) / 1000000 + 1);
+		}
+	}
+	pthread_mutex_lock(&e->mu);
+	chunk_alloc_unfreeze(e->alloc, cls, gid);
+	pthread_mutex_unlock(&e->mu);
+	if (moved)
+		LOG_INFO("chunk", "compacted group: target=%s class=%u group=%u moved=%d", e->dir, cls,
+			 gid, moved);
+	return err ? err : moved;
+}
+
+static void *compact_main(void *arg)
+{
+	struct chunk_engine *e = arg;
+	pthread_mutex_lock(&e->compmu);
+	while (!e->comp_stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)e->cfg.compact_interval_ms * 1000000;
+		ts.tv_sec += (time_t)(ns / 1000000000);
+		ts.tv_nsec = (long)(ns % 1000000000);
+		pthread_cond_timedwait(&e->compcv, &e->compmu, &ts);
+		if (e->comp_stop)
+			break;
+		pthread_mutex_unlock(&e->compmu);
+		int rc = chunk_engine_compact(e);
+		if (rc < 0)
+			LOG_WARN("chunk", "compaction step failed: target=%s err=%s", e->dir, cfs_strerror(rc));
+		pthread_mutex_lock(&e->compmu);
+	}
+	pthread_mutex_unlock(&e->compmu);
+	return NULL;
+}
+
+struct check_ctx {
+	struct chunk_engine *e;
+	uint64_t *keys; /* encoded positions */
+	size_t n, cap;
+	uint64_t missing;
+};
+
+static uint64_t pos_key(struct chunk_pos p)
+{
+	return (uint64_t)p.cls << 56 | (uint64_t)p.file << 40 | p.block;
+}
+
+static int check_cb(void *arg, struct chunk_id id, const struct chunk_meta *m, int derr)
+{
+	struct check_ctx *c = arg;
+	if (derr)
+		return 0;
+	if (c->n == c->cap) {
+		c->cap = c->cap ? c->cap * 2 : 1024;
+		c->keys = xrealloc(c->keys, c->cap * sizeof(*c->keys));
+	}
+	c->keys[c->n++] = pos_key(m->pos);
+	if (!chunk_alloc_owns(c->e->alloc, m->pos, id))
+		c->missing++;
+	return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+int chunk_engine_check(struct chunk_engine *e, uint64_t *chunks, uint64_t *leaked, uint64_t *doubled)
+{
+	struct check_ctx c = { .e = e };
+	pthread_mutex_lock(&e->mu);
+	int err = chunk_store_scan(e->store, (struct chunk_id){ 0, 0 },
+				   (struct chunk_id){ UINT64_MAX, UINT32_MAX }, check_cb, &c);
+	uint64_t used = chunk_alloc_used_total(e->alloc);
+	pthread_mutex_unlock(&e->mu);
+	if (err) {
+		free(c.keys);
+		return err;
+	}
+	if (c.n)
+		qsort(c.keys, c.n, sizeof(*c.keys), cmp_u64);
+	uint64_t dup = 0;
+	for (size_t i = 1; i < c.n; i++)
+		dup += c.keys[i] == c.keys[i - 1];
+	free(c.keys);
+	*chunks = c.n;
+	*doubled = dup + c.missing;
+	uint64_t distinct = c.n - dup - c.missing;
+	*leaked = used > distinct ? used - distinct : 0;
+	return 0;
+}
+
+static int open_cb(void *arg, struct chunk_id id, const struct chunk_meta *m, int derr)
+{
+	struct chunk_engine *e = arg;
+	int err = derr ? derr : chunk_alloc_mark(e->alloc, m->pos, id);
+	if (err) {
+		atomic_fetch_add_explicit(&e->open_errors, 1, memory_order_relaxed);
+		LOG_ERR("chunk", "bad chunk metadata at open: target=%s chunk=%llu:%u err=%s", e->dir,
+			(unsigned long long)id.ino, id.idx,
+			err == -EEXIST ? "block claimed twice" : cfs_strerror(err));
+		if (err != -EEXIST && err != -CFS_ECORRUPT)
+			return err;
+	}
+	return 0;
+}
+
+int chunk_engine_open(const struct chunk_engine_cfg *cfg, struct chunk_engine **out)
+{
+	char path[PATH_MAX];
+	if (!cfg->dir || (mkdir(cfg->dir, 0755) && errno != EEXIST))
+		return cfg->dir ? -errno : -EINVAL;
+	snprintf(path, sizeof(path), "%s/meta", cfg->dir);
+	if (mkdir(path, 0755) && errno != EEXIST)
+		return -errno;
+	struct chunk_engine *e = xcalloc(1, sizeof(*e));
+	e->cfg = *cfg;
+	e->dir = xstrdup(cfg->dir);
+	e->cfg.dir = e->dir;
+	if (!e->cfg.ring_entries)
+		e->cfg.ring_entries = 256;
+	e->efd = -1;
+	pthread_mutex_init(&e->mu, NULL);
+	pthread_mutex_init(&e->qmu, NULL);
+	pthread_cond_init(&e->idle_cv, NULL);
+	pthread_mutex_init(&e->cmu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&e->ccv, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_mutex_init(&e->compmu, NULL);
+	pthread_cond_init(&e->compcv, NULL);
+	int err = chunk_store_open(path, cfg->meta_map_bytes, cfg->sync, &e->store);
+	if (err)
+		goto fail;
+	if ((err = chunk_alloc_open(cfg->dir, cfg->capacity, &e->alloc)))
+		goto fail;
+	err = chunk_store_scan(e->store, (struct chunk_id){ 0, 0 },
+			       (struct chunk_id){ UINT64_MAX, UINT32_MAX }, open_cb, e);
+	if (err || (err = chunk_alloc_open_done(e->alloc)))
+		goto fail;
+	if ((err = chunk_store_reader_new(e->store, &e->reader)))
+		goto fail;
+	e->pool = chunk_bufpool_new(cfg->buf_cache_bytes);
+	e->efd = eventfd(0, EFD_CLOEXEC);
+	if (e->efd < 0) {
+		err = -errno;
+		goto fail;
+	}
+	if ((err = io_uring_queue_init(e->cfg.ring_entries, &e->ring, 0)))
+		goto fail;
+	if ((err = -pthread_create(&e->commit_tid, NULL, commit_main, e))) {
+		io_uring_queue_exit(&e->ring);
+		goto fail;
+	}
+	if ((err = -pthread_create(&e->io_tid, NULL, io_main, e))) {
+		pthread_mutex_lock(&e->cmu);
+		e->commit_stop = 1;
+		pthread_cond_signal(&e->ccv);
+		pthread_mutex_unlock(&e->cmu);
+		pthread_join(e->commit_tid, NULL);
+		io_uring_queue_exit(&e->ring);
+		goto fail;
+	}
+	if (cfg->compact_interval_ms && cfg->compact_threshold > 0 &&
+	    !pthread_create(&e->comp_tid, NULL, compact_main, e))
+		e->comp_started = 1;
+	LOG_INFO("chunk", "target open: dir=%s chunks=%llu open_errors=%llu", e->dir,
+		 (unsigned long long)chunk_store_count(e->store),
+		 (unsigned long long)atomic_load(&e->open_errors));
+	*out = e;
+	return 0;
+fail:
+	LOG_ERR("chunk", "target open failed: dir=%s err=%s", cfg->dir, cfs_strerror(err));
+	if (e->efd >= 0)
+		close(e->efd);
+	chunk_bufpool_free(e->pool);
+	chunk_store_reader_free(e->reader);
+	chunk_alloc_close(e->alloc);
+	chunk_store_close(e->store);
+	free(e->dir);
+	free(e);
+	return err;
+}
+
+void chunk_engine_close(struct chunk_engine *e)
+{
+	if (!e)
+		return;
+	if (e->comp_started) {
+		pthread_mutex_lock(&e->compmu);
+		e->comp_stop = 1;
+		pthread_cond_signal(&e->compcv);
+		pthread_mutex_unlock(&e->compmu);
+		pthread_join(e->comp_tid, NULL);
+	}
+	pthread_mutex_lock(&e->qmu);
+	while (e->nreqs)
+		pthread_cond_wait(&e->idle_cv, &e->qmu);
+	atomic_store(&e->io_stop, 1);
+	pthread_mutex_unlock(&e->qmu);
+	uint64_t one = 1;
+	if (write(e->efd, &one, sizeof(one)) < 0)
+		LOG_WARN("chunk", "eventfd write failed: err=%s", cfs_strerror(errno));
+	pthread_join(e->io_tid, NULL);
+	pthread_mutex_lock(&e->cmu);
+	e->commit_stop = 1;
+	pthread_cond_signal(&e->ccv);
+	pthread_mutex_unlock(&e->cmu);
+	pthread_join(e->commit_tid, NULL);
+	io_uring_queue_exit(&e->ring);
+	close(e->efd);
+	for (unsigned b = 0; b < LOCK_BUCKETS; b++)
+		ASSERT(!e->locks[b]);
+	chunk_store_reader_free(e->reader);
+	chunk_alloc_close(e->alloc);
+	chunk_store_close(e->store);
+	chunk_bufpool_free(e->pool);
+	pthread_mutex_destroy(&e->mu);
+	pthread_mutex_destroy(&e->qmu);
+	pthread_cond_destroy(&e->idle_cv);
+	pthread_mutex_destroy(&e->cmu);
+	pthread_cond_destroy(&e->ccv);
+	pthread_mutex_destroy(&e->compmu);
+	pthread_cond_destroy(&e->compcv);
+	free(e->dir);
+	free(e);
+}

@@ -1,0 +1,158 @@
+/* chunk_engine.h - the chunk engine of one storage target (a directory on
+ * one disk): chunk data in size-class block files, metadata in LMDB.
+ *
+ * Asynchronous interface for servers: fill a struct chunk_op, call
+ * chunk_engine_submit, and op->done(op) is called exactly once with
+ * op->result set. The callback runs on one of the engine's own threads
+ * (the I/O thread for reads, queries and requests failed before any I/O;
+ * the commit thread for writes and removes that reached the metadata
+ * commit). It must not block: a server posts the result to its event loop.
+ * chunk_engine_submit itself never blocks on I/O (it queues and wakes the
+ * I/O thread), so event-loop threads may call it, and so may callbacks.
+ *
+ * Synchronous wrappers (chunk_engine_write/read/...) submit and wait; they
+ * are for tools and tests and must not be called from a callback.
+ *
+ * Semantics: a write to a chunk is applied copy-on-write (or, for an
+ * append that fits the block, in place past the committed end) and is
+ * durable when it completes (with cfg.sync). Mutations of one chunk are
+ * serialised in submission order per chunk; reads see the last completed
+ * write. Data is verified against per-page CRC32C on every read; a mismatch
+ * fails that range with -CFS_ECORRUPT, is logged and counted.
+ */
+#ifndef CFS_STORAGE_CHUNK_ENGINE_H
+#define CFS_STORAGE_CHUNK_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "storage/chunk_format.h"
+
+struct chunk_engine;
+
+struct chunk_engine_cfg {
+	const char *dir;                  /* target directory (created if absent) */
+	uint64_t capacity;                /* bytes of data files allowed; 0 = the filesystem's */
+	uint64_t meta_map_bytes;          /* LMDB map size (sparse) */
+	int sync;                         /* 1: fdatasync data and sync metadata before acking */
+	unsigned ring_entries;            /* io_uring depth: I/Os in flight */
+	unsigned commit_window_us;        /* max wait for in-flight writes to join a commit */
+	double compact_threshold;         /* compact a class whose occupancy is below this */
+	unsigned compact_interval_ms;     /* background compactor period; 0 = off */
+	uint64_t compact_bytes_per_sec;   /* compactor data rate cap */
+	size_t buf_cache_bytes;           /* idle aligned buffers kept */
+};
+
+/* Fills defaults: sync on, 64 GiB map, 256 ring entries, 10 ms commit
+ * window, compaction below
+ * 50% every 1000 ms at up to 64 MiB/s, 256 MiB buffer cache. */
+void chunk_engine_cfg_default(struct chunk_engine_cfg *cfg);
+
+/* Opens the target, rebuilding the allocator from the metadata (and giving
+ * back space of groups that a crash left reserved but empty). 0, -errno,
+ * or -CFS_ECORRUPT (a data file or the store is not ours). */
+int chunk_engine_open(const struct chunk_engine_cfg *cfg, struct chunk_engine **out);
+/* Waits for submitted operations to complete, stops the threads, closes.
+ * NULL-safe. Not from a callback. */
+void chunk_engine_close(struct chunk_engine *e);
+
+/* What a chunk's metadata says (for replies, queries and resync). */
+struct chunk_info {
+	uint32_t len;          /* bytes */
+	uint32_t crc;          /* CRC32C of the whole chunk */
+	uint32_t chain_ver;    /* chain version of the last update */
+	uint64_t commit_ver;   /* committed version */
+	uint64_t pending_ver;  /* pending version (== commit_ver when none) */
+	struct chunk_pos pos;  /* where the block lives (admin tools, tests) */
+};
+
+/* One range of a batched read. DST receives min(len, chunk_len - off)
+ * bytes; RESULT is that count (0 past the end), -ENOENT (no such chunk) or
+ * -CFS_ECORRUPT. A DST aligned to 4 KiB with OFF and the count multiples
+ * of 4 KiB is filled by the disk directly, without a bounce copy. */
+struct chunk_read_range {
+	struct chunk_id id;     /* in */
+	uint32_t off;           /* in: offset in the chunk */
+	uint32_t len;           /* in: bytes wanted */
+	void *dst;              /* in: borrowed, >= len bytes, until done */
+	int result;             /* out */
+	struct chunk_info info; /* out: the chunk's metadata when result >= 0 */
+};
+
+enum chunk_op_type {
+	CHUNK_OP_WRITE,      /* id, off, len, data, update_ver, chain_ver -> info */
+	CHUNK_OP_READ,       /* ranges, nranges -> per-range results */
+	CHUNK_OP_REMOVE,     /* chunks id.ino, indexes [id.idx, end_idx) -> result = count */
+	CHUNK_OP_QUERY,      /* id -> info (-ENOENT if absent) */
+	CHUNK_OP_QUERY_LAST, /* id.ino -> id.idx and info of its last chunk, or -ENOENT */
+};
+
+struct chunk_op {
+	enum chunk_op_type type;
+	void (*done)(struct chunk_op *op); /* called once, engine thread */
+	void *arg;                         /* caller's, untouched */
+	struct chunk_id id;
+	uint32_t off;                      /* WRITE: offset in the chunk */
+	uint32_t len;                      /* WRITE: bytes, > 0, off + len <= 64 MiB */
+	const void *data;                  /* WRITE: borrowed until done */
+	uint64_t update_ver;               /* WRITE: 0 = commit_ver + 1, else must equal it */
+	uint32_t chain_ver;                /* WRITE: rejected if below the chunk's */
+	uint32_t end_idx;                  /* REMOVE: one past the last index */
+	struct chunk_read_range *ranges;   /* READ: borrowed until done */
+	size_t nranges;                    /* READ */
+	int result;                        /* out: >= 0 or -errno / -CFS_E* */
+	struct chunk_info info;            /* out: WRITE, QUERY, QUERY_LAST */
+};
+
+/* Queues OP (borrowed until done). Errors of the operation arrive through
+ * op->done: -EINVAL (bad arguments), -ENOSPC (no block or metadata space),
+ * -CFS_ECHAIN_VERSION (stale chain version), -CFS_ECONFLICT (update_ver is
+ * not commit_ver + 1), -CFS_ECORRUPT (old data needed by a partial write
+ * failed its CRC), -EIO, -ESHUTDOWN (engine closing or in ERROR state after
+ * a failed sync). Any thread. */
+void chunk_engine_submit(struct chunk_engine *e, struct chunk_op *op);
+
+/* Synchronous helpers: results as the op's. Any thread except callbacks. */
+int chunk_engine_write(struct chunk_engine *e, struct chunk_id id, uint32_t off, uint32_t len,
+		       const void *data, uint64_t update_ver, uint32_t chain_ver,
+		       struct chunk_info *info);
+/* Returns 0 (each range has its own result) or an op-level error. */
+int chunk_engine_read(struct chunk_engine *e, struct chunk_read_range *ranges, size_t n);
+/* Returns the number of chunks removed. */
+int chunk_engine_remove(struct chunk_engine *e, uint64_t ino, uint32_t begin, uint32_t end);
+int chunk_engine_query(struct chunk_engine *e, struct chunk_id id, struct chunk_info *info);
+int chunk_engine_query_last(struct chunk_engine *e, uint64_t ino, uint32_t *idx,
+			    struct chunk_info *info);
+
+struct chunk_engine_stat {
+	uint64_t capacity;        /* configured, else the filesystem's size */
+	uint64_t used;            /* bytes reserved in data files */
+	uint64_t chunks;          /* chunks in the metadata */
+	uint64_t used_blocks;     /* allocated blocks (chunks + writes in flight + pinned) */
+	uint64_t corrupt_reads;   /* ranges failed with -CFS_ECORRUPT */
+	uint64_t open_errors;     /* metadata records skipped at open */
+	uint64_t compact_moves;   /* chunks moved by compaction */
+	uint64_t punched_groups;  /* groups given back with punch-hole */
+};
+/* Counters and sizes; cheap, no I/O. Any thread. */
+void chunk_engine_get_stat(struct chunk_engine *e, struct chunk_engine_stat *out);
+
+/* Calls FN for each chunk with FROM <= id < TO from one metadata snapshot
+ * (a dump for resync). FN returns nonzero to stop. Reads metadata only, may
+ * touch the disk: not from an event loop. 0, FN's value, or -errno. */
+typedef int (*chunk_engine_iter_fn)(void *arg, struct chunk_id id, const struct chunk_info *info);
+int chunk_engine_iterate(struct chunk_engine *e, struct chunk_id from, struct chunk_id to,
+			 chunk_engine_iter_fn fn, void *arg);
+
+/* One compaction step, synchronously: if a class is sparser than the
+ * threshold, moves the live chunks out of its emptiest group. Returns the
+ * number of chunks moved (0: nothing to do) or -errno. Not from callbacks. */
+int chunk_engine_compact(struct chunk_engine *e);
+
+/* Consistency check for tests and admin tools, with no operation in
+ * flight: *CHUNKS = chunks in the metadata; *DOUBLED = blocks claimed by
+ * two chunks, or claimed by a chunk the allocator does not give them to;
+ * *LEAKED = allocated blocks no chunk claims. 0 or -errno. */
+int chunk_engine_check(struct chunk_engine *e, uint64_t *chunks, uint64_t *leaked, uint64_t *doubled);
+
+#endif

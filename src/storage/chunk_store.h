@@ -1,0 +1,74 @@
+/* chunk_store.h - the per-target chunk metadata store (LMDB).
+ *
+ * Maps struct chunk_id -> struct chunk_meta. Writes go through a batch (one
+ * LMDB write transaction) so a group of chunk updates, and with them the
+ * allocator state that is derived from them, commit atomically and durably
+ * with one sync. Reads use short read-only transactions and never block on
+ * writers.
+ *
+ * Threads: any thread may call the read functions concurrently. One batch
+ * at a time may be open (LMDB has a single writer); the batch belongs to the
+ * thread that began it.
+ */
+#ifndef CFS_STORAGE_CHUNK_STORE_H
+#define CFS_STORAGE_CHUNK_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "storage/chunk_format.h"
+
+struct chunk_store;
+struct chunk_batch;
+
+/* Opens (creating) the store in directory DIR (must exist). MAP_BYTES caps
+ * its size; SYNC 0 skips fsync at commit (tests only: a machine crash may
+ * then lose recent commits, a process crash loses nothing).
+ * Returns 0, -errno, or -CFS_ECORRUPT when the files are not a store. */
+int chunk_store_open(const char *dir, uint64_t map_bytes, int sync, struct chunk_store **out);
+/* NULL-safe. No batch may be open. */
+void chunk_store_close(struct chunk_store *s);
+
+/* Looks up ID. 0 with *OUT filled (caller runs chunk_meta_fini), -ENOENT,
+ * -CFS_ECORRUPT (value does not decode), -ENOMEM or -EIO. */
+int chunk_store_get(struct chunk_store *s, struct chunk_id id, struct chunk_meta *out);
+/* A reusable read handle for one thread's many point lookups (saves the
+ * transaction setup of chunk_store_get). Owned by one thread at a time. */
+struct chunk_store_reader;
+/* 0 or -errno. */
+int chunk_store_reader_new(struct chunk_store *s, struct chunk_store_reader **out);
+void chunk_store_reader_free(struct chunk_store_reader *r); /* NULL-safe */
+/* As chunk_store_get, on a fresh snapshot. */
+int chunk_store_reader_get(struct chunk_store_reader *r, struct chunk_id id, struct chunk_meta *out);
+
+/* Last chunk (highest index) of inode INO: 0 with *ID and *OUT filled,
+ * -ENOENT when the inode has no chunk, or an error as chunk_store_get. */
+int chunk_store_last(struct chunk_store *s, uint64_t ino, struct chunk_id *id, struct chunk_meta *out);
+
+/* Called per chunk by chunk_store_scan; the meta is borrowed for the call.
+ * DECODE_ERR is 0 or -CFS_ECORRUPT (then META is zeroed). Return nonzero to
+ * stop the scan (that value is returned by chunk_store_scan). */
+typedef int (*chunk_store_scan_fn)(void *arg, struct chunk_id id, const struct chunk_meta *meta,
+				   int decode_err);
+/* Calls FN for every chunk with FROM <= id < TO, in id order, inside one
+ * read snapshot. Returns 0, FN's nonzero value, or -errno. */
+int chunk_store_scan(struct chunk_store *s, struct chunk_id from, struct chunk_id to,
+		     chunk_store_scan_fn fn, void *arg);
+/* Number of chunks in the store. */
+uint64_t chunk_store_count(struct chunk_store *s);
+
+/* Opens the write batch. 0 or -errno. */
+int chunk_store_batch_begin(struct chunk_store *s, struct chunk_batch **out);
+/* Reads ID as the batch sees it (its own puts included). As chunk_store_get. */
+int chunk_store_batch_get(struct chunk_batch *b, struct chunk_id id, struct chunk_meta *out);
+/* 0, -ENOSPC (store full: abort the batch), -ENOMEM or -EIO. */
+int chunk_store_batch_put(struct chunk_batch *b, struct chunk_id id, const struct chunk_meta *m);
+/* Deleting an absent id is not an error. Errors as batch_put. */
+int chunk_store_batch_del(struct chunk_batch *b, struct chunk_id id);
+/* Commits and frees B. 0, -ENOSPC or -EIO; B is gone either way, and on
+ * error nothing of it was applied. */
+int chunk_store_batch_commit(struct chunk_batch *b);
+/* Discards B. NULL-safe. */
+void chunk_store_batch_abort(struct chunk_batch *b);
+
+#endif
