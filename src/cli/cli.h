@@ -14,6 +14,7 @@ int cli_bench(int argc, char **argv);
 int cli_admin(int argc, char **argv); /* cmd_admin.c; commands in admin.h */
 int cli_bench_rpc(int argc, char **argv); /* bench_rpc.c */
 int cli_bench_chunk(int argc, char **argv); /* bench_chunk.c */
+int cli_bench_kv(int argc, char **argv); /* bench_kv.c */
 
 /* Bench groups, dispatched by cli_bench (cmd_bench.c). */
 struct cli_bench_cmd {

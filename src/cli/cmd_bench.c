@@ -8,6 +8,7 @@
 static const struct cli_bench_cmd groups[] = {
 	{ "rpc", cli_bench_rpc, "RPC round trips and bulk vs raw loopback TCP; --serve runs the echo server" },
 	{ "chunk", cli_bench_chunk, "chunk engine vs fio: 1 MiB sequential write/read, 4 KiB random read" },
+	{ "kv", cli_bench_kv, "KV engine: 3FS-style creates (1/8/64 clients), lookups, 10k scans vs fdatasync" },
 	{ NULL, NULL, NULL },
 };
 

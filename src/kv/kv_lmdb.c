@@ -1,0 +1,825 @@
+/* kv_lmdb.c - the embedded LMDB backend (lmdb:///path), with group commit.
+ *
+ * Reads. Every txn reads from its own LMDB read-only txn (a snapshot; the
+ * environment uses MDB_NOTLS so a snapshot is tied to the handle, not the
+ * thread, and one thread may hold several). Reset read handles are pooled
+ * and renewed, which keeps begin cheap. Returned values point into the map
+ * and stay valid while the snapshot is open, i.e. until kv_txn_free.
+ *
+ * Writes and serializability. Writes are buffered by kv.c. At commit the
+ * txn joins a queue; one committing thread at a time becomes the leader,
+ * takes the whole queue, and applies it in ONE LMDB write txn: each member
+ * in a nested txn (so one member failing does not spoil the others), then
+ * one commit, i.e. one sync for the batch. Everyone else sleeps on a futex
+ * in its own request until the leader finishes; then the oldest queued
+ * thread leads. Concurrent committers thus share fsyncs. Before taking
+ * the queue the leader may briefly gather (see gather()) so that many
+ * committers form one batch instead of two alternating ones.
+ *
+ * Validation is value-based: each non-snapshot read records exactly what
+ * it saw (a key's value or absence, a range's pairs over the part
+ * examined). Inside the nested write txn the leader re-reads those keys and
+ * ranges and compares bytes; any difference (update, insert, delete) means
+ * the txn's reads are not what the database holds now, and it fails with
+ * -CFS_ECONFLICT. If the reads are all unchanged, executing the txn at the
+ * commit point gives the same reads and writes, so the history is
+ * serializable in commit order, phantoms included. Value comparison (rather
+ * than per-key versions) needs no extra bytes on disk, sees range deletes,
+ * and works when several PROCESSES share the environment: LMDB's writer
+ * lock is process-shared, so every batch of every process validates
+ * against the latest state. If no write txn committed since the txn's
+ * snapshot (LMDB txn ids are global) and no earlier member of the batch
+ * wrote, validation is skipped.
+ *
+ * Invariants: a recorded conflict never points at memory freed before the
+ * txn (keys are arena copies or map pointers of the txn's own snapshot);
+ * only the leader thread touches the write txn; at most one thread leads
+ * (e->leading, set from becoming leader until it hands over or finds the
+ * queue empty); queue, counters and leading are guarded by gc_mu.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <linux/futex.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/status.h"
+#include "kv/kv.h"
+#include "kv/kv_int.h"
+
+#define LMDB_DEFAULT_MAP ((uint64_t)64 << 30)
+#define LMDB_DEFAULT_READERS 1024
+#define LMDB_POOL_MAX 256   /* reset read handles kept for reuse */
+#define LMDB_BATCH_MAX 1024 /* txns per write txn */
+
+enum lmdb_sync { LMDB_SYNC_FULL, LMDB_SYNC_NOMETA, LMDB_SYNC_NONE };
+
+enum { REQ_WAIT, REQ_DONE, REQ_LEAD };
+
+/* A queued commit, on its committer's stack. After state leaves REQ_WAIT
+ * the committer may return at once, so the leader touches nothing of it
+ * after storing state except the futex wake (harmless on a stale address). */
+struct lmdb_req {
+	struct kv_txn *t;
+	int rc;
+	int64_t version;
+	_Atomic uint32_t state;  /* REQ_*; futex word */
+	struct lmdb_req *next;
+};
+
+struct lmdb_engine {
+	struct kv_engine base;
+	MDB_env *env;
+	MDB_dbi dbi;
+	char *path;
+	enum lmdb_sync sync;
+
+	pthread_mutex_t pool_mu;        /* guards pool, npool */
+	MDB_txn *pool[LMDB_POOL_MAX];   /* reset read-only handles */
+	int npool;
+
+	pthread_mutex_t gc_mu;          /* guards the fields down to last_ns */
+	struct lmdb_req *q_head, *q_tail;
+	int qlen;
+	int leading;                    /* a thread is gathering or applying a batch */
+	int open_rw;                    /* read-write txns begun, not yet queued or freed */
+	int gathering;                  /* the leader waits on lead_cv */
+	pthread_cond_t lead_cv;         /* signalled when gathering may stop */
+	int target;                     /* committers seen at the previous batch's end */
+	uint64_t last_ns;               /* how long the previous batch took */
+	uint64_t wait_max_ns;           /* cap on gathering (group_wait_us) */
+
+	atomic_ullong nbatches, ntxns;  /* group-commit statistics */
+};
+
+enum lrec_kind { LREC_KEY, LREC_RANGE };
+
+/* One recorded read: what must still hold at commit. */
+struct lrec {
+	enum lrec_kind kind;
+	struct kv_slice b, e;   /* KEY: b is the key; RANGE: [b, e), e.n==0 unbounded */
+	int found;              /* KEY */
+	struct kv_slice val;    /* KEY, when found */
+	const struct kv_pair *kvs; /* RANGE: pairs seen, in scan order */
+	int n;
+	int reverse;
+};
+
+struct lmdb_txn {
+	MDB_txn *r;          /* read snapshot */
+	MDB_cursor *cur;     /* lazily opened on r */
+	int64_t rid;         /* snapshot's txn id */
+	int counted;         /* counted in open_rw */
+	struct lrec *rec;    /* KV_MAX_READ_CONFLICTS entries, lazily in arena */
+	int nrec;
+};
+
+static int lmdb_err(int rc)
+{
+	switch (rc) {
+	case 0:
+		return 0;
+	case MDB_MAP_FULL:
+		return -ENOSPC;
+	case MDB_READERS_FULL:
+	case MDB_MAP_RESIZED:
+		return -CFS_EUNAVAIL;
+	case MDB_TXN_FULL:
+	case MDB_BAD_VALSIZE:
+		return -CFS_ETOOLARGE;
+	case MDB_CORRUPTED:
+	case MDB_PAGE_NOTFOUND:
+	case MDB_PANIC:
+	case MDB_VERSION_MISMATCH:
+	case MDB_INVALID:
+	case MDB_BAD_TXN:
+		return -EIO;
+	default:
+		return rc > 0 ? -rc : -EIO;
+	}
+}
+
+static MDB_val mv(struct kv_slice s)
+{
+	return (MDB_val){ s.n, (void *)s.p };
+}
+
+static struct kv_slice sl(MDB_val v)
+{
+	return (struct kv_slice){ v.mv_data, v.mv_size };
+}
+
+/* ---- open / close ------------------------------------------------------- */
+
+static void lmdb_close(struct kv_engine *base)
+{
+	struct lmdb_engine *e = (struct lmdb_engine *)base;
+
+	for (int i = 0; i < e->npool; i++)
+		mdb_txn_abort(e->pool[i]);
+	if (e->env)
+		mdb_env_close(e->env);
+	pthread_mutex_destroy(&e->pool_mu);
+	pthread_mutex_destroy(&e->gc_mu);
+	pthread_cond_destroy(&e->lead_cv);
+	free(e->path);
+	free(e);
+}
+
+static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, size_t errlen)
+{
+	static const char *const allowed[] = { "sync", "map_size", "max_readers", "group_wait_us",
+					       NULL };
+	struct lmdb_engine *e;
+	uint64_t map = LMDB_DEFAULT_MAP, readers = LMDB_DEFAULT_READERS, wait_us = 2000;
+	const char *sync;
+	unsigned flags = MDB_NOTLS;
+	MDB_txn *txn = NULL;
+	int rc, dead = 0;
+
+	if (u->authority[0])
+		return kv_errf(err, errlen, -EINVAL,
+			       "kv: lmdb URL needs an absolute path (lmdb:///dir), got host '%s'",
+			       u->authority);
+	if (u->path[0] != '/')
+		return kv_errf(err, errlen, -EINVAL, "kv: lmdb URL has no path (lmdb:///dir)");
+	if ((rc = kv_url_check_opts(u, allowed, err, errlen)) ||
+	    (rc = kv_url_opt_size(u, "map_size", &map, err, errlen)) ||
+	    (rc = kv_url_opt_size(u, "max_readers", &readers, err, errlen)) ||
+	    (rc = kv_url_opt_size(u, "group_wait_us", &wait_us, err, errlen)))
+		return rc;
+	if (wait_us > 1000000)
+		return kv_errf(err, errlen, -EINVAL, "kv: lmdb group_wait_us must be <= 1000000");
+	if (readers < 1 || readers > 1 << 20 || map < (1 << 20))
+		return kv_errf(err, errlen, -EINVAL,
+			       "kv: lmdb max_readers must be 1..1048576 and map_size >= 1M");
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	pthread_mutex_init(&e->pool_mu, NULL);
+	pthread_mutex_init(&e->gc_mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&e->lead_cv, &ca);
+	pthread_condattr_destroy(&ca);
+	e->wait_max_ns = wait_us * 1000;
+	sync = kv_url_opt(u, "sync");
+	if (!sync || !strcmp(sync, "full")) {
+		e->sync = LMDB_SYNC_FULL;
+	} else if (!strcmp(sync, "nometa")) {
+		e->sync = LMDB_SYNC_NOMETA;
+		flags |= MDB_NOMETASYNC;
+	} else if (!strcmp(sync, "none") || !strcmp(sync, "relaxed")) {
+		e->sync = LMDB_SYNC_NONE;
+		flags |= MDB_NOSYNC;
+	} else {
+		rc = kv_errf(err, errlen, -EINVAL,
+			     "kv: lmdb sync=%s: want full, nometa or none (alias relaxed)", sync);
+		goto fail;
+	}
+	e->path = strdup(u->path);
+	if (!e->path) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	if (mkdir(e->path, 0755) && errno != EEXIST) {
+		rc = kv_errf(err, errlen, -errno, "kv: lmdb: cannot create %s: %s", e->path,
+			     cfs_strerror(-errno));
+		goto fail;
+	}
+	if ((rc = mdb_env_create(&e->env))) {
+		rc = kv_errf(err, errlen, lmdb_err(rc), "kv: lmdb: %s", mdb_strerror(rc));
+		goto fail;
+	}
+	if ((rc = mdb_env_set_mapsize(e->env, (size_t)map)) ||
+	    (rc = mdb_env_set_maxreaders(e->env, (unsigned)readers)) ||
+	    (rc = mdb_env_open(e->env, e->path, flags, 0644))) {
+		rc = kv_errf(err, errlen, lmdb_err(rc), "kv: lmdb: open %s: %s", e->path,
+			     mdb_strerror(rc));
+		goto fail;
+	}
+	/* Slots of crashed processes would otherwise pin old pages forever. */
+	mdb_reader_check(e->env, &dead);
+	if (dead)
+		LOG_NOTICE("kv", "lmdb: cleared stale readers: path=%s count=%d", e->path, dead);
+	if ((rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, &txn)) ||
+	    (rc = mdb_dbi_open(txn, NULL, 0, &e->dbi))) {
+		if (txn)
+			mdb_txn_abort(txn);
+		rc = kv_errf(err, errlen, lmdb_err(rc), "kv: lmdb: %s: %s", e->path,
+			     mdb_strerror(rc));
+		goto fail;
+	}
+	mdb_txn_commit(txn);
+	*out = &e->base;
+	return 0;
+fail:
+	lmdb_close(&e->base);
+	return rc;
+}
+
+/* ---- txn ---------------------------------------------------------------- */
+
+static int lmdb_txn_begin(struct kv_txn *t)
+{
+	struct lmdb_engine *e = (struct lmdb_engine *)t->eng;
+	struct lmdb_txn *p = kv_txn_priv(t);
+	MDB_txn *r = NULL;
+	int rc, tries;
+
+	pthread_mutex_lock(&e->pool_mu);
+	if (e->npool)
+		r = e->pool[--e->npool];
+	pthread_mutex_unlock(&e->pool_mu);
+	for (tries = 0;; tries++) {
+		rc = r ? mdb_txn_renew(r) : mdb_txn_begin(e->env, NULL, MDB_RDONLY, &r);
+		if (rc != MDB_READERS_FULL || tries)
+			break;
+		int dead = 0;
+		mdb_reader_check(e->env, &dead);
+		LOG_WARN("kv", "lmdb: reader table full: path=%s stale_cleared=%d", e->path, dead);
+	}
+	if (rc) {
+		if (rc == MDB_MAP_RESIZED)
+			LOG_ERR("kv", "lmdb: map grown by another process: path=%s: reopen with a larger map_size",
+				e->path);
+		if (r)
+			mdb_txn_abort(r);
+		return lmdb_err(rc);
+	}
+	p->r = r;
+	p->rid = (int64_t)mdb_txn_id(r);
+	if (!(t->flags & KV_RDONLY)) {
+		pthread_mutex_lock(&e->gc_mu);
+		e->open_rw++;
+		pthread_mutex_unlock(&e->gc_mu);
+		p->counted = 1;
+	}
+	return 0;
+}
+
+/* Caller holds gc_mu: one fewer txn may still join the batch. */
+static void uncount(struct lmdb_engine *e, struct lmdb_txn *p)
+{
+	if (!p->counted)
+		return;
+	p->counted = 0;
+	e->open_rw--;
+	if (e->gathering &&
+	    ((e->open_rw == 0 && e->qlen >= e->target) || e->qlen >= LMDB_BATCH_MAX))
+		pthread_cond_signal(&e->lead_cv);
+}
+
+static void lmdb_txn_free(struct kv_txn *t)
+{
+	struct lmdb_engine *e = (struct lmdb_engine *)t->eng;
+	struct lmdb_txn *p = kv_txn_priv(t);
+
+	if (p->counted) {
+		pthread_mutex_lock(&e->gc_mu);
+		uncount(e, p);
+		pthread_mutex_unlock(&e->gc_mu);
+	}
+	if (p->cur)
+		mdb_cursor_close(p->cur);
+	if (!p->r)
+		return;
+	mdb_txn_reset(p->r);
+	pthread_mutex_lock(&e->pool_mu);
+	if (e->npool < LMDB_POOL_MAX) {
+		e->pool[e->npool++] = p->r;
+		p->r = NULL;
+	}
+	pthread_mutex_unlock(&e->pool_mu);
+	if (p->r)
+		mdb_txn_abort(p->r);
+}
+
+static int lmdb_read_version(struct kv_txn *t, int64_t *v)
+{
+	*v = ((struct lmdb_txn *)kv_txn_priv(t))->rid;
+	return 0;
+}
+
+static struct lrec *rec_new(struct kv_txn *t)
+{
+	struct lmdb_txn *p = kv_txn_priv(t);
+
+	if (!p->rec) {
+		p->rec = kv_arena_alloc(&t->arena, sizeof(*p->rec) * KV_MAX_READ_CONFLICTS);
+		if (!p->rec)
+			return NULL;
+	}
+	/* kv.c caps entries at KV_MAX_READ_CONFLICTS; each makes <= 1 record. */
+	if (p->nrec == KV_MAX_READ_CONFLICTS)
+		return NULL;
+	return &p->rec[p->nrec++];
+}
+
+static int lmdb_get(struct kv_txn *t, struct kv_slice key, int conflict, struct kv_slice *val)
+{
+	struct lmdb_engine *e = (struct lmdb_engine *)t->eng;
+	struct lmdb_txn *p = kv_txn_priv(t);
+	MDB_val k = mv(key), v;
+	int rc = mdb_get(p->r, e->dbi, &k, &v);
+
+	if (rc && rc != MDB_NOTFOUND)
+		return lmdb_err(rc);
+	*val = rc ? (struct kv_slice){ NULL, 0 } : sl(v);
+	if (conflict) {
+		struct lrec *r = rec_new(t);
+		if (!r)
+			return -CFS_ETOOLARGE;
+		r->kind = LREC_KEY;
+		if (kv_arena_dup(&t->arena, key, &r->b))
+			return -ENOMEM;
+		r->found = !rc;
+		r->val = *val;
+	}
+	return !rc;
+}
+
+/* Scans [b, e) of snapshot/txn TXN with cursor C: up to LIMIT pairs into
+ * *out (arena), ascending or descending. */
+static int scan(struct kv_txn *t, MDB_cursor *c, struct kv_slice b, struct kv_slice e,
+		int limit, int reverse, struct kv_range *out)
+{
+	struct kv_pair *kvs = NULL;
+	int n = 0, cap = 0, rc;
+	MDB_val k, v;
+
+	out->has_more = 0;
+	if (!reverse) {
+		k = mv(b);
+		rc = b.n ? mdb_cursor_get(c, &k, &v, MDB_SET_RANGE) : mdb_cursor_get(c, &k, &v, MDB_FIRST);
+	} else if (e.n) {
+		k = mv(e);
+		rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+		if (!rc)
+			rc = mdb_cursor_get(c, &k, &v, MDB_PREV);
+		else if (rc == MDB_NOTFOUND)
+			rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+	} else {
+		rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+	}
+	while (!rc) {
+		if (reverse ? (b.n && kv_key_cmp(sl(k), b) < 0) : (e.n && kv_key_cmp(sl(k), e) >= 0))
+			break;
+		if (n == limit) {
+			out->has_more = 1;
+			break;
+		}
+		if (n == cap) {
+			int ncap = cap ? cap * 2 : 16;
+			struct kv_pair *nk = kv_arena_grow(&t->arena, kvs, sizeof(*kvs) * (size_t)cap,
+							   sizeof(*kvs) * (size_t)ncap);
+			if (!nk)
+				return -ENOMEM;
+			kvs = nk;
+			cap = ncap;
+		}
+		kvs[n].key = sl(k);
+		kvs[n].val = sl(v);
+		n++;
+		rc = mdb_cursor_get(c, &k, &v, reverse ? MDB_PREV : MDB_NEXT);
+	}
+	if (rc && rc != MDB_NOTFOUND)
+		return lmdb_err(rc);
+	out->kvs = kvs;
+	out->n = n;
+	return 0;
+}
+
+static int read_cursor(struct kv_txn *t, MDB_cursor **c)
+{
+	struct lmdb_engine *e = (struct lmdb_engine *)t->eng;
+	struct lmdb_txn *p = kv_txn_priv(t);
+	int rc;
+
+	if (!p->cur && (rc = mdb_cursor_open(p->r, e->dbi, &p->cur)))
+		return lmdb_err(rc);
+	*c = p->cur;
+	return 0;
+}
+
+/* Records that [b, e) held exactly R's pairs (scan order per REVERSE). */
+static int rec_range(struct kv_txn *t, struct kv_slice b, struct kv_slice e,
+		     const struct kv_range *r, int reverse)
+{
+	struct lrec *x = rec_new(t);
+
+	if (!x)
+		return -CFS_ETOOLARGE;
+	x->kind = LREC_RANGE;
+	x->kvs = r->kvs;
+	x->n = r->n;
+	x->reverse = reverse;
+	if (r->has_more && reverse) {
+		x->b = r->kvs[r->n - 1].key; /* map memory of our snapshot */
+		if (kv_arena_dup(&t->arena, e, &x->e))
+			return -ENOMEM;
+	} else if (r->has_more) {
+		struct kv_slice last = r->kvs[r->n - 1].key;
+		char *a = kv_arena_alloc(&t->arena, last.n + 1);
+		if (!a || kv_arena_dup(&t->arena, b, &x->b))
+			return -ENOMEM;
+		memcpy(a, last.p, last.n);
+		a[last.n] = 0;
+		x->e = (struct kv_slice){ a, last.n + 1 };
+	} else if (kv_arena_dup(&t->arena, b, &x->b) || kv_arena_dup(&t->arena, e, &x->e)) {
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static int lmdb_get_range(struct kv_txn *t, struct kv_slice b, struct kv_slice e, int limit,
+			  int reverse, int conflict, struct kv_range *out)
+{
+	MDB_cursor *c = NULL;
+	int rc = read_cursor(t, &c);
+
+	if (rc || (rc = scan(t, c, b, e, limit, reverse, out)))
+		return rc;
+	return conflict ? rec_range(t, b, e, out, reverse) : 0;
+}
+
+static int lmdb_add_conflict(struct kv_txn *t, struct kv_slice b, struct kv_slice e, int single)
+{
+	struct kv_range r;
+	struct kv_slice v;
+	MDB_cursor *c = NULL;
+	int rc;
+
+	if (single)
+		return (rc = lmdb_get(t, b, 1, &v)) < 0 ? rc : 0;
+	if ((rc = read_cursor(t, &c)) || (rc = scan(t, c, b, e, INT_MAX, 0, &r)))
+		return rc;
+	return rec_range(t, b, e, &r, 0);
+}
+
+/* ---- commit ------------------------------------------------------------- */
+
+static int same(struct kv_slice a, struct kv_slice b)
+{
+	return a.n == b.n && (!a.n || !memcmp(a.p, b.p, a.n));
+}
+
+/* 0 if range record X matches [x->b, x->e) in write txn cursor C now:
+ * the same pairs, none more (an insert), none fewer (a delete). */
+static int validate_range(MDB_cursor *c, const struct lrec *x)
+{
+	MDB_val k = mv(x->b), v;
+	int rc, j = 0;
+
+	rc = x->b.n ? mdb_cursor_get(c, &k, &v, MDB_SET_RANGE) : mdb_cursor_get(c, &k, &v, MDB_FIRST);
+	while (!rc && (!x->e.n || kv_key_cmp(sl(k), x->e) < 0)) {
+		const struct kv_pair *a;
+		if (j == x->n)
+			return -CFS_ECONFLICT;
+		a = &x->kvs[x->reverse ? x->n - 1 - j : j];
+		if (!same(a->key, sl(k)) || !same(a->val, sl(v)))
+			return -CFS_ECONFLICT;
+		j++;
+		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	}
+	if (rc && rc != MDB_NOTFOUND)
+		return lmdb_err(rc);
+	return j == x->n ? 0 : -CFS_ECONFLICT;
+}
+
+/* 0 if every recorded read of T still holds in write txn W, else
+ * -CFS_ECONFLICT (or an LMDB error). */
+static int validate(struct lmdb_engine *e, MDB_txn *w, struct kv_txn *t)
+{
+	struct lmdb_txn *p = kv_txn_priv(t);
+	MDB_cursor *c = NULL;
+	int rc = 0;
+
+	for (int i = 0; i < p->nrec && !rc; i++) {
+		const struct lrec *x = &p->rec[i];
+		if (x->kind == LREC_KEY) {
+			MDB_val k = mv(x->b), v;
+			int g = mdb_get(w, e->dbi, &k, &v);
+			if (g && g != MDB_NOTFOUND)
+				rc = lmdb_err(g);
+			else if ((!g) != x->found || (x->found && !same(sl(v), x->val)))
+				rc = -CFS_ECONFLICT;
+			continue;
+		}
+		if (!c && (rc = mdb_cursor_open(w, e->dbi, &c))) {
+			rc = lmdb_err(rc);
+			break;
+		}
+		rc = validate_range(c, x);
+	}
+	if (c)
+		mdb_cursor_close(c);
+	return rc;
+}
+
+static int apply(struct lmdb_engine *e, MDB_txn *w, const struct kv_wbuf *wb)
+{
+	MDB_cursor *c = NULL;
+	int rc = 0;
+
+	for (int i = 0; i < wb->nranges && !rc; i++) {
+		const struct kv_wrange *r = &wb->ranges[i];
+		MDB_val k, v;
+		if (!c && (rc = mdb_cursor_open(w, e->dbi, &c)))
+			break;
+		for (;;) {
+			k = mv(r->begin);
+			rc = r->begin.n ? mdb_cursor_get(c, &k, &v, MDB_SET_RANGE)
+					: mdb_cursor_get(c, &k, &v, MDB_FIRST);
+			if (rc || (r->end.n && kv_key_cmp(sl(k), r->end) >= 0))
+				break;
+			if ((rc = mdb_cursor_del(c, 0)))
+				break;
+		}
+		if (rc == MDB_NOTFOUND)
+			rc = 0;
+	}
+	if (c)
+		mdb_cursor_close(c);
+	for (int i = 0; i < wb->npts && !rc; i++) {
+		const struct kv_wpoint *pt = &wb->pts[i];
+		MDB_val k = mv(pt->key), v;
+		uint8_t sum[8];
+		switch (pt->op) {
+		case KV_WOP_SET:
+			v = mv(pt->val);
+			rc = mdb_put(w, e->dbi, &k, &v, 0);
+			break;
+		case KV_WOP_CLEAR:
+			rc = mdb_del(w, e->dbi, &k, NULL);
+			if (rc == MDB_NOTFOUND)
+				rc = 0;
+			break;
+		case KV_WOP_ADD:
+			rc = mdb_get(w, e->dbi, &k, &v);
+			if (rc && rc != MDB_NOTFOUND)
+				break;
+			kv_add_apply(v.mv_data, rc ? 0 : v.mv_size, !rc, pt->delta, sum);
+			v = (MDB_val){ 8, sum };
+			rc = mdb_put(w, e->dbi, &k, &v, 0);
+			break;
+		}
+	}
+	return rc ? lmdb_err(rc) : 0;
+}
+
+/* Applies the batch B (N requests) in one write txn; fills each rc/version. */
+static void run_batch(struct lmdb_engine *e, struct lmdb_req **b, int n)
+{
+	MDB_txn *w = NULL;
+	int rc, dirty = 0, applied = 0;
+	int64_t id;
+
+	rc = mdb_txn_begin(e->env, NULL, 0, &w);
+	if (rc) {
+		LOG_ERR("kv", "lmdb: write txn: path=%s: %s", e->path, mdb_strerror(rc));
+		for (int i = 0; i < n; i++)
+			b[i]->rc = lmdb_err(rc);
+		return;
+	}
+	id = (int64_t)mdb_txn_id(w);
+	for (int i = 0; i < n; i++) {
+		struct kv_txn *t = b[i]->t;
+		struct lmdb_txn *p = kv_txn_priv(t);
+		MDB_txn *c = NULL;
+
+		rc = mdb_txn_begin(e->env, w, 0, &c);
+		if (rc) {
+			b[i]->rc = lmdb_err(rc);
+			continue;
+		}
+		rc = 0;
+		if (dirty || id != p->rid + 1)
+			rc = validate(e, c, t);
+		if (!rc)
+			rc = apply(e, c, &t->wb);
+		if (!rc) {
+			rc = lmdb_err(mdb_txn_commit(c));
+		} else {
+			mdb_txn_abort(c);
+		}
+		if (rc == -ENOSPC)
+			LOG_ERR("kv", "lmdb: database full: path=%s: raise map_size (URL option)",
+				e->path);
+		b[i]->rc = rc;
+		if (!rc) {
+			dirty = 1;
+			applied++;
+		}
+	}
+	if (!applied) {
+		mdb_txn_abort(w);
+		return;
+	}
+	rc = mdb_txn_commit(w);
+	if (rc) {
+		/* LMDB restores the old meta page on a failed commit, but a
+		 * failed sync may still have reached the disk in part: the
+		 * outcome is unknown, the environment is unusable (MDB_PANIC)
+		 * until reopened. */
+		int code = rc == MDB_MAP_FULL ? -ENOSPC : -CFS_EMAYBE;
+		LOG_ERR("kv", "lmdb: commit: path=%s: %s", e->path, mdb_strerror(rc));
+		for (int i = 0; i < n; i++)
+			if (!b[i]->rc)
+				b[i]->rc = code;
+		return;
+	}
+	atomic_fetch_add_explicit(&e->nbatches, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&e->ntxns, (unsigned long long)applied, memory_order_relaxed);
+	for (int i = 0; i < n; i++)
+		b[i]->version = id;
+}
+
+/* Caller is the leader and holds gc_mu. Waits, up to half the previous
+ * batch's duration (capped by group_wait_us), while the queue is shorter
+ * than the number of committers seen last time (those in the previous
+ * batch plus those queued behind it) or other read-write txns are still
+ * open: their commits are coming and can share this batch's sync. Without
+ * the wait, many committers split into two cohorts that alternate, each
+ * paying a full sync for half of them. A lone committer never waits; one
+ * next to a long-open read-write txn waits at most half a batch time. */
+static void gather(struct lmdb_engine *e)
+{
+	uint64_t wait = e->last_ns / 2 < e->wait_max_ns ? e->last_ns / 2 : e->wait_max_ns;
+	struct timespec ts;
+	uint64_t until;
+
+	if (!wait || e->qlen >= LMDB_BATCH_MAX || (e->open_rw == 0 && e->qlen >= e->target))
+		return;
+	until = clock_mono_ns() + wait;
+	ts.tv_sec = (time_t)(until / 1000000000u);
+	ts.tv_nsec = (long)(until % 1000000000u);
+	e->gathering = 1;
+	while (e->qlen < LMDB_BATCH_MAX && (e->open_rw > 0 || e->qlen < e->target)) {
+		if (pthread_cond_timedwait(&e->lead_cv, &e->gc_mu, &ts) == ETIMEDOUT)
+			break;
+	}
+	e->gathering = 0;
+}
+
+static void req_wake(_Atomic uint32_t *w, uint32_t v)
+{
+	atomic_store_explicit(w, v, memory_order_release);
+	syscall(SYS_futex, w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+static uint32_t req_wait(_Atomic uint32_t *w)
+{
+	uint32_t v;
+
+	while ((v = atomic_load_explicit(w, memory_order_acquire)) == REQ_WAIT)
+		syscall(SYS_futex, w, FUTEX_WAIT_PRIVATE, REQ_WAIT, NULL, NULL, 0);
+	return v;
+}
+
+/* Queues T; the first committer to find no leader leads: it gathers and
+ * applies a batch, then hands leadership to the oldest queued committer
+ * (whose request is not in its batch) and wakes its batch. Followers sleep
+ * on a futex of their own, not on the queue mutex, so waking a batch costs
+ * one syscall per member and no mutex convoy. */
+static int lmdb_commit(struct kv_txn *t, int64_t *version)
+{
+	struct lmdb_engine *e = (struct lmdb_engine *)t->eng;
+	struct lmdb_txn *p = kv_txn_priv(t);
+	struct lmdb_req req = { .t = t };
+	struct lmdb_req *batch[LMDB_BATCH_MAX];
+	int lead;
+
+	atomic_init(&req.state, REQ_WAIT);
+	pthread_mutex_lock(&e->gc_mu);
+	if (e->q_tail)
+		e->q_tail->next = &req;
+	else
+		e->q_head = &req;
+	e->q_tail = &req;
+	e->qlen++;
+	uncount(e, p);
+	lead = !e->leading;
+	e->leading = 1;
+	pthread_mutex_unlock(&e->gc_mu);
+	if (!lead && req_wait(&req.state) == REQ_DONE)
+		goto out;
+	/* We lead (e->leading is ours) and our request is still queued. */
+	for (;;) {
+		struct lmdb_req *next = NULL;
+		uint64_t t0;
+		int n = 0, mine = 0;
+
+		pthread_mutex_lock(&e->gc_mu);
+		gather(e);
+		while (e->q_head && n < LMDB_BATCH_MAX) {
+			mine |= e->q_head == &req;
+			batch[n++] = e->q_head;
+			e->q_head = e->q_head->next;
+		}
+		e->qlen -= n;
+		if (!e->q_head)
+			e->q_tail = NULL;
+		pthread_mutex_unlock(&e->gc_mu);
+		t0 = clock_mono_ns();
+		run_batch(e, batch, n);
+		t0 = clock_mono_ns() - t0;
+		pthread_mutex_lock(&e->gc_mu);
+		e->target = n + e->qlen;
+		e->last_ns = t0;
+		if (mine) {
+			next = e->q_head; /* it leads next; leading stays set */
+			if (!next)
+				e->leading = 0;
+		}
+		pthread_mutex_unlock(&e->gc_mu);
+		for (int i = 0; i < n; i++)
+			if (batch[i] != &req)
+				req_wake(&batch[i]->state, REQ_DONE);
+		if (mine) {
+			if (next)
+				req_wake(&next->state, REQ_LEAD);
+			break;
+		}
+		/* More than a batch was queued before us: lead again. */
+	}
+out:
+	*version = req.version;
+	return req.rc;
+}
+
+void kv_lmdb_stats(kv_engine *base, uint64_t *batches, uint64_t *txns)
+{
+	struct lmdb_engine *e = (struct lmdb_engine *)base;
+
+	*batches = *txns = 0;
+	if (base->ops != &kv_lmdb_ops)
+		return;
+	*batches = atomic_load_explicit(&e->nbatches, memory_order_relaxed);
+	*txns = atomic_load_explicit(&e->ntxns, memory_order_relaxed);
+}
+
+const struct kv_backend_ops kv_lmdb_ops = {
+	.scheme = "lmdb",
+	.txn_priv_size = sizeof(struct lmdb_txn),
+	.open = lmdb_open,
+	.close = lmdb_close,
+	.txn_begin = lmdb_txn_begin,
+	.txn_free = lmdb_txn_free,
+	.read_version = lmdb_read_version,
+	.get = lmdb_get,
+	.get_range = lmdb_get_range,
+	.add_conflict = lmdb_add_conflict,
+	.commit = lmdb_commit,
+};

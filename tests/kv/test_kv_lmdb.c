@@ -1,0 +1,524 @@
+/* test_kv_lmdb.c - what only the LMDB backend promises.
+ *
+ * - Group commit: 64 threads committing at once share write txns (fewer
+ *   batches than txns) and every commit is present afterwards.
+ * - Durability: a child process runs committing threads and reports each
+ *   key through a pipe only after kv_commit returned 0; the parent kills it
+ *   with SIGKILL at a random moment, reopens the environment and finds every
+ *   reported key.
+ * - Several processes share one environment: transfers from two child
+ *   processes and the parent keep the total constant (conflicts are
+ *   validated across processes).
+ * - A full map gives -ENOSPC for that txn only; the engine stays usable.
+ * - A full reader table gives -CFS_EUNAVAIL; stale slots of a killed
+ *   process are reclaimed.
+ * - URL and option errors are reported, not crashed on.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/clock.h"
+#include "common/status.h"
+#include "kv/kv.h"
+#include "kv/kv_int.h"
+#include "testenv.h"
+
+static char *dir;
+static int ndir;
+
+/* Children forked by a test; killed by pid if the test fails midway. */
+static pid_t children[4];
+
+static pid_t child_fork(void)
+{
+	pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	for (int i = 0; pid > 0 && i < 4; i++)
+		if (!children[i]) {
+			children[i] = pid;
+			break;
+		}
+	return pid;
+}
+
+/* SIGKILL and reap; returns the wait status. */
+static int child_kill(pid_t pid)
+{
+	int st = 0;
+
+	kill(pid, SIGKILL);
+	waitpid(pid, &st, 0);
+	for (int i = 0; i < 4; i++)
+		if (children[i] == pid)
+			children[i] = 0;
+	return st;
+}
+
+static int reap_children(void **state)
+{
+	for (int i = 0; i < 4; i++)
+		if (children[i])
+			child_kill(children[i]);
+	return 0;
+}
+
+static void fresh_url(char *buf, size_t len, const char *opts)
+{
+	snprintf(buf, len, "lmdb://%s/e%d%s", dir, ndir++, opts ? opts : "");
+}
+
+static kv_engine *open_ok(const char *url)
+{
+	char err[256];
+	kv_engine *e = NULL;
+
+	if (kv_open(url, &e, err, sizeof(err)))
+		fail_msg("kv_open %s: %s", url, err);
+	return e;
+}
+
+/* ---- group commit ------------------------------------------------------- */
+
+#define GC_THREADS 64
+#define GC_PER_THREAD 20
+
+struct gc_arg {
+	kv_engine *e;
+	int id, failed;
+};
+
+static int gc_body(kv_txn *t, void *arg)
+{
+	int *ki = arg;
+	char k[32], v[32];
+	struct kv_slice old;
+	int rc;
+
+	snprintf(k, sizeof(k), "gc/%02d/%03d", ki[0], ki[1]);
+	snprintf(v, sizeof(v), "value-%d-%d", ki[0], ki[1]);
+	/* A conflict read as the meta service's create does. */
+	if ((rc = kv_get(t, kv_str(k), 0, &old)) < 0)
+		return rc;
+	return kv_set(t, kv_str(k), kv_str(v));
+}
+
+static void *gc_thread(void *p)
+{
+	struct gc_arg *a = p;
+
+	for (int i = 0; i < GC_PER_THREAD; i++) {
+		int ki[2] = { a->id, i };
+		if (kv_run(a->e, NULL, gc_body, ki, NULL))
+			a->failed++;
+	}
+	return NULL;
+}
+
+static void t_group_commit_64(void **state)
+{
+	char url[512];
+	kv_engine *e;
+	pthread_t tid[GC_THREADS];
+	struct gc_arg a[GC_THREADS];
+	uint64_t batches = 0, txns = 0;
+	struct kv_range r;
+	kv_txn *t;
+
+	fresh_url(url, sizeof(url), NULL);
+	e = open_ok(url);
+	for (int i = 0; i < GC_THREADS; i++) {
+		a[i] = (struct gc_arg){ e, i, 0 };
+		assert_int_equal(pthread_create(&tid[i], NULL, gc_thread, &a[i]), 0);
+	}
+	for (int i = 0; i < GC_THREADS; i++) {
+		pthread_join(tid[i], NULL);
+		assert_int_equal(a[i].failed, 0);
+	}
+	kv_lmdb_stats(e, &batches, &txns);
+	print_message("group commit: %llu txns in %llu write txns (%.1f per sync)\n",
+		      (unsigned long long)txns, (unsigned long long)batches,
+		      batches ? (double)txns / (double)batches : 0.0);
+	assert_int_equal(txns, GC_THREADS * GC_PER_THREAD);
+	assert_true(batches < txns); /* 64 concurrent committers shared syncs */
+	assert_int_equal(kv_begin(e, KV_RDONLY, &t), 0);
+	assert_int_equal(kv_get_range(t, kv_str("gc/"), kv_str("gc0"), 0, 1, 0, &r), 0);
+	assert_int_equal(r.n, GC_THREADS * GC_PER_THREAD);
+	kv_txn_free(t);
+	kv_close(e);
+}
+
+/* ---- durability across kill -9 ------------------------------------------ */
+
+#define DUR_THREADS 16
+
+struct dur_arg {
+	kv_engine *e;
+	int id, fd;
+};
+
+static int dur_body(kv_txn *t, void *arg)
+{
+	uint32_t *id = arg;
+	char k[32];
+
+	snprintf(k, sizeof(k), "dur/%08x", *id);
+	return kv_set(t, kv_str(k), kv_str("acked"));
+}
+
+static void *dur_thread(void *p)
+{
+	struct dur_arg *a = p;
+
+	for (uint32_t i = 0;; i++) {
+		uint32_t id = (uint32_t)a->id << 24 | i;
+		if (kv_run(a->e, NULL, dur_body, &id, NULL))
+			_exit(3);
+		/* Only now is the commit acknowledged; 4-byte pipe writes are
+		 * atomic, so the parent never sees half an id. */
+		if (write(a->fd, &id, sizeof(id)) != sizeof(id))
+			_exit(4);
+	}
+	return NULL;
+}
+
+static void dur_child(const char *url, int fd)
+{
+	pthread_t tid[DUR_THREADS];
+	struct dur_arg a[DUR_THREADS];
+	char err[256];
+	kv_engine *e;
+
+	if (kv_open(url, &e, err, sizeof(err)))
+		_exit(2);
+	for (int i = 0; i < DUR_THREADS; i++) {
+		a[i] = (struct dur_arg){ e, i, fd };
+		pthread_create(&tid[i], NULL, dur_thread, &a[i]);
+	}
+	pause();
+	_exit(0);
+}
+
+static void t_durable_after_kill9(void **state)
+{
+	char url[512];
+	int pfd[2];
+	pid_t pid;
+	uint32_t *acked = NULL;
+	size_t nacked = 0, cap = 0;
+	uint64_t deadline, kill_at;
+	kv_engine *e;
+	kv_txn *t;
+
+	fresh_url(url, sizeof(url), NULL);
+	assert_int_equal(pipe(pfd), 0);
+	pid = child_fork();
+	if (pid == 0) {
+		close(pfd[0]);
+		dur_child(url, pfd[1]);
+	}
+	close(pfd[1]);
+	srand((unsigned)time(NULL));
+	kill_at = 0; /* set once the first commit is acknowledged */
+	deadline = clock_mono_ms() + 20000;
+	fcntl(pfd[0], F_SETFL, O_NONBLOCK);
+	for (int killed = 0;;) {
+		uint32_t buf[256];
+		ssize_t n = read(pfd[0], buf, sizeof(buf));
+		if (n > 0) {
+			assert_int_equal(n % 4, 0);
+			if (nacked + (size_t)n / 4 > cap) {
+				cap = (cap + (size_t)n / 4) * 2;
+				acked = realloc(acked, cap * sizeof(*acked));
+				assert_non_null(acked);
+			}
+			memcpy(acked + nacked, buf, (size_t)n);
+			nacked += (size_t)n / 4;
+			if (!kill_at) /* kill mid-stream, 50..550 ms after the first ack */
+				kill_at = clock_mono_ms() + 50 + (uint64_t)(rand() % 500);
+			continue;
+		}
+		if (n == 0)
+			break; /* child gone and pipe drained */
+		assert_int_equal(errno, EAGAIN);
+		if (!killed && kill_at && clock_mono_ms() >= kill_at) {
+			assert_int_equal(kill(pid, SIGKILL), 0);
+			killed = 1;
+		}
+		assert_true(clock_mono_ms() < deadline);
+		usleep(1000);
+	}
+	close(pfd[0]);
+	{
+		int st = child_kill(pid); /* already dead: just reaps it */
+		assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	}
+	print_message("durability: %zu commits acknowledged before kill -9\n", nacked);
+	assert_true(nacked > 0);
+	e = open_ok(url);
+	assert_int_equal(kv_begin(e, KV_RDONLY, &t), 0);
+	for (size_t i = 0; i < nacked; i++) {
+		char k[32];
+		struct kv_slice v;
+		snprintf(k, sizeof(k), "dur/%08x", acked[i]);
+		if (kv_get(t, kv_str(k), 1, &v) != 1)
+			fail_msg("acknowledged commit %s lost", k);
+	}
+	kv_txn_free(t);
+	kv_close(e);
+	free(acked);
+}
+
+/* ---- several processes -------------------------------------------------- */
+
+#define MP_ACCTS 6
+#define MP_ROUNDS 150
+
+static int64_t rd64(struct kv_slice v)
+{
+	int64_t x = 0;
+
+	if (v.n == 8)
+		memcpy(&x, v.p, 8);
+	return x;
+}
+
+static int mp_body(kv_txn *t, void *arg)
+{
+	int *ft = arg;
+	char ka[16], kb[16];
+	struct kv_slice va, vb;
+	int64_t a, b;
+	int rc;
+
+	snprintf(ka, sizeof(ka), "mp/%d", ft[0]);
+	snprintf(kb, sizeof(kb), "mp/%d", ft[1]);
+	if ((rc = kv_get(t, kv_str(ka), 0, &va)) < 0 || (rc = kv_get(t, kv_str(kb), 0, &vb)) < 0)
+		return rc;
+	a = rd64(va) - 7;
+	b = rd64(vb) + 7;
+	if ((rc = kv_set(t, kv_str(ka), kv_mem(&a, 8))))
+		return rc;
+	return kv_set(t, kv_str(kb), kv_mem(&b, 8));
+}
+
+static int mp_run(const char *url, int seed)
+{
+	struct kv_run_opts o = { .max_retries = 1000, .backoff_max_us = 5000 };
+	char err[256];
+	kv_engine *e;
+	int bad = 0;
+
+	if (kv_open(url, &e, err, sizeof(err)))
+		return 1;
+	for (int i = 0; i < MP_ROUNDS; i++) {
+		int ft[2] = { (i + seed) % MP_ACCTS, (i * 7 + seed * 3 + 1) % MP_ACCTS };
+		if (ft[0] == ft[1])
+			ft[1] = (ft[1] + 1) % MP_ACCTS;
+		if (kv_run(e, &o, mp_body, ft, NULL))
+			bad++;
+	}
+	kv_close(e);
+	return bad ? 1 : 0;
+}
+
+static int mp_init(kv_txn *t, void *arg)
+{
+	int64_t v = 1000;
+	char k[16];
+	int rc;
+
+	for (int i = 0; i < MP_ACCTS; i++) {
+		snprintf(k, sizeof(k), "mp/%d", i);
+		if ((rc = kv_set(t, kv_str(k), kv_mem(&v, 8))))
+			return rc;
+	}
+	return 0;
+}
+
+static void t_multi_process(void **state)
+{
+	char url[512];
+	pid_t pids[2];
+	kv_engine *e;
+	kv_txn *t;
+	struct kv_range r;
+	int64_t sum = 0;
+
+	fresh_url(url, sizeof(url), "?sync=nometa");
+	e = open_ok(url);
+	assert_int_equal(kv_run(e, NULL, mp_init, NULL, NULL), 0);
+	kv_close(e);
+	for (int i = 0; i < 2; i++) {
+		pids[i] = child_fork();
+		if (pids[i] == 0)
+			_exit(mp_run(url, i + 1));
+	}
+	assert_int_equal(mp_run(url, 0), 0);
+	for (int i = 0; i < 2; i++) {
+		int st;
+		assert_int_equal(waitpid(pids[i], &st, 0), pids[i]);
+		for (int j = 0; j < 4; j++)
+			if (children[j] == pids[i])
+				children[j] = 0;
+		assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	e = open_ok(url);
+	assert_int_equal(kv_begin(e, KV_RDONLY, &t), 0);
+	assert_int_equal(kv_get_range(t, kv_str("mp/"), kv_str("mp0"), 0, 1, 0, &r), 0);
+	assert_int_equal(r.n, MP_ACCTS);
+	for (int i = 0; i < r.n; i++)
+		sum += rd64(r.kvs[i].val);
+	assert_int_equal(sum, MP_ACCTS * 1000);
+	kv_txn_free(t);
+	kv_close(e);
+}
+
+/* ---- full map, options -------------------------------------------------- */
+
+static int fill_body(kv_txn *t, void *arg)
+{
+	int *i = arg;
+	static char big[60000];
+	char k[32];
+
+	snprintf(k, sizeof(k), "fill/%06d", *i);
+	return kv_set(t, kv_str(k), kv_mem(big, sizeof(big)));
+}
+
+static void t_map_full(void **state)
+{
+	char url[512];
+	kv_engine *e;
+	kv_txn *t;
+	struct kv_slice v;
+	int rc = 0, i;
+
+	fresh_url(url, sizeof(url), "?map_size=2m&sync=none");
+	e = open_ok(url);
+	for (i = 0; i < 200 && !rc; i++)
+		rc = kv_run(e, NULL, fill_body, &i, NULL);
+	assert_int_equal(rc, -ENOSPC);
+	assert_true(i > 3);
+	/* Reads still work; reopening with a larger map_size grows it. */
+	assert_int_equal(kv_begin(e, KV_RDONLY, &t), 0);
+	assert_int_equal(kv_get(t, kv_str("fill/000000"), 0, &v), 1);
+	kv_txn_free(t);
+	kv_close(e);
+	snprintf(strrchr(url, '?'), 32, "?map_size=16m&sync=none");
+	e = open_ok(url);
+	rc = kv_run(e, NULL, fill_body, &i, NULL);
+	assert_int_equal(rc, 0);
+	assert_int_equal(kv_begin(e, KV_RDONLY, &t), 0);
+	assert_int_equal(kv_get(t, kv_str("fill/000000"), 0, &v), 1);
+	assert_int_equal(v.n, 60000);
+	kv_txn_free(t);
+	kv_close(e);
+}
+
+/* A full reader table is -CFS_EUNAVAIL, not a crash; slots of a process
+ * killed with -9 are reclaimed when the table fills up. */
+static void t_readers_full(void **state)
+{
+	char url[512];
+	int pfd[2];
+	kv_engine *e;
+	kv_txn *t[3] = { NULL, NULL, NULL };
+	pid_t pid;
+	char c;
+
+	fresh_url(url, sizeof(url), "?max_readers=2");
+	e = open_ok(url);
+	assert_int_equal(kv_begin(e, KV_RDONLY, &t[0]), 0);
+	assert_int_equal(kv_begin(e, KV_RDONLY, &t[1]), 0);
+	assert_int_equal(kv_begin(e, KV_RDONLY, &t[2]), -CFS_EUNAVAIL);
+	kv_txn_free(t[0]);
+	assert_int_equal(kv_begin(e, 0, &t[0]), 0);
+	kv_txn_free(t[0]);
+	kv_txn_free(t[1]);
+	kv_close(e);
+
+	/* A child takes both slots and dies holding them. */
+	e = open_ok(url);
+	assert_int_equal(pipe(pfd), 0);
+	pid = child_fork();
+	if (pid == 0) {
+		char err[256];
+		kv_engine *ce;
+		kv_txn *a, *b;
+		if (kv_open(url, &ce, err, sizeof(err)) || kv_begin(ce, KV_RDONLY, &a) ||
+		    kv_begin(ce, KV_RDONLY, &b))
+			_exit(2);
+		if (write(pfd[1], "r", 1) != 1)
+			_exit(3);
+		pause();
+		_exit(0);
+	}
+	close(pfd[1]);
+	assert_int_equal(read(pfd[0], &c, 1), 1);
+	close(pfd[0]);
+	/* While it lives, nothing is stale: opening needs a slot too. */
+	{
+		char err[256];
+		kv_engine *e2 = NULL;
+		assert_int_equal(kv_open(url, &e2, err, sizeof(err)), -CFS_EUNAVAIL);
+		assert_int_equal(kv_begin(e, KV_RDONLY, &t[0]), -CFS_EUNAVAIL);
+	}
+	child_kill(pid);
+	assert_int_equal(kv_begin(e, KV_RDONLY, &t[0]), 0);
+	kv_txn_free(t[0]);
+	kv_close(e);
+}
+
+static void t_bad_urls(void **state)
+{
+	const char *bad[] = {
+		"lmdb://relative/path", "lmdb://", "lmdb:///tmp/x?sync=maybe",
+		"lmdb:///tmp/x?bogus=1", "lmdb:///tmp/x?map_size=12q", "nosuch:///x",
+		"no-scheme", "mem://host", "mem://?faults=2", "mem://?faults=abc",
+		"lmdb:///tmp/x%zz", "lmdb:///proc/no/such/dir",
+	};
+	char err[256];
+	kv_engine *e = NULL;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = 0;
+		int rc = kv_open(bad[i], &e, err, sizeof(err));
+		assert_true(rc < 0);
+		assert_true(err[0] != 0);
+		assert_null(e);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_teardown(t_group_commit_64, reap_children),
+		cmocka_unit_test_teardown(t_durable_after_kill9, reap_children),
+		cmocka_unit_test_teardown(t_multi_process, reap_children),
+		cmocka_unit_test_teardown(t_map_full, reap_children),
+		cmocka_unit_test_teardown(t_readers_full, reap_children),
+		cmocka_unit_test_teardown(t_bad_urls, reap_children),
+	};
+	int rc;
+
+	dir = testenv_tmpdir("kv-lmdb");
+	rc = cmocka_run_group_tests(tests, NULL, NULL);
+	free(dir);
+	testenv_cleanup();
+	return rc;
+}
