@@ -1,0 +1,340 @@
+/* meta.h - the metadata service's file-system operations over the KV store.
+ *
+ * A meta_ctx is one meta instance: it holds no file-system state of its
+ * own beyond an inode-id range and a chain round-robin cursor, so any number
+ * of instances (threads or processes) may serve one KV store at once. Every
+ * operation is one KV transaction (kv_run, retried on conflict); length
+ * updates, truncation and GC add storage calls before or between
+ * transactions, as documented per call.
+ *
+ * Callers name entries by (parent inode, name); path resolution is the
+ * client's. Names are counted byte strings (struct meta_name).
+ *
+ * Idempotency. Every mutation takes a struct meta_req {client, seq}. With
+ * seq != 0 the transaction first looks for the record IDEM(client, seq)
+ * and, if present, returns the recorded result without applying anything;
+ * otherwise it writes that record in the same transaction as the change.
+ * So a request retried after -CFS_EMAYBE (kv_run retries it itself) or
+ * resent to another instance after a failover is applied once and answers
+ * as the first time. req NULL or seq 0: not tracked, and a maybe-committed
+ * outcome is returned to the caller as -CFS_EMAYBE. Records are pruned by
+ * meta_idem_prune after META_IDEM_TTL_NS (30 min): far longer than any
+ * client keeps retrying one request (clients give up after their request
+ * deadline, seconds), so a record is never needed after pruning.
+ *
+ * Directories: nlink is always 2 and mtime/ctime of a directory do not
+ * change when entries are added or removed (create, link, unlink and
+ * rename only put the parent inode in the read-conflict set, never write it,
+ * so operations in one directory do not conflict with each other).
+ *
+ * Errors: 0 or a negative errno / CFS_E* code. Besides the POSIX codes
+ * listed per call, any call may return KV errors that outlived kv_run's
+ * retries (-CFS_ECONFLICT, -CFS_EUNAVAIL, -CFS_ETOOOLD, -CFS_EMAYBE), -EIO,
+ * -ENOMEM, and -CFS_ECORRUPT when a stored record fails its checks.
+ * Threads: every call is thread-safe (meta_gc_step: one thread per
+ * instance) and blocks (KV and storage I/O); keep it off event-loop threads.
+ */
+#ifndef CFS_META_META_H
+#define CFS_META_META_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kv/kv.h"
+#include "meta/layout.h"
+#include "meta/schema.h"
+
+typedef struct meta_ctx meta_ctx;
+
+#define META_IDEM_TTL_NS (30LL * 60 * 1000000000LL)
+#define META_MAX_DEPTH 48     /* ancestors one rename may read for its loop check */
+
+/* The storage service as the meta service needs it; the daemon fills it
+ * with RPCs, tests with a fake. Every function returns 0 or <0 and must be
+ * thread-safe. */
+struct meta_storage {
+	void *arg;
+	/* Removes every chunk of INO with index >= FIRST on CHAIN (absent
+	 * chunks are not an error). */
+	int (*remove_chunks)(void *arg, uint32_t chain, uint64_t ino, uint32_t first);
+	/* Shortens chunk (INO, INDEX) on CHAIN to LEN bytes (absent: 0). */
+	int (*truncate_chunk)(void *arg, uint32_t chain, uint64_t ino, uint32_t index,
+			      uint32_t len);
+	/* The highest-indexed chunk of INO on CHAIN: 1 with *index and *len,
+	 * or 0 when the chain holds none. */
+	int (*query_last_chunk)(void *arg, uint32_t chain, uint64_t ino, uint32_t *index,
+				uint32_t *len);
+	/* Cluster capacity and free bytes. */
+	int (*capacity)(void *arg, uint64_t *total, uint64_t *free);
+};
+
+struct meta_opts {
+	uint64_t instance_id;           /* != 0; owner of GC claims */
+	uint32_t id_batch;              /* inode ids taken per allocator txn; 0: 1024 */
+	struct meta_layout root_layout; /* default layout given to the root at format */
+	struct meta_storage storage;
+	struct meta_chain_view chains;
+	int64_t gc_claim_ns;            /* GC claim lease; 0: 60 s */
+	int64_t (*now_ns)(void);        /* wall clock; NULL: clock_wall_ns */
+};
+
+/* Caller credentials. groups: supplementary gids (borrowed for the call). */
+struct meta_cred {
+	uint32_t uid, gid;
+	uint32_t ngroups;
+	const uint32_t *groups;
+};
+
+struct meta_req {
+	uint64_t client;  /* client id (unique per client process) */
+	uint64_t seq;     /* request sequence within the client; 0: untracked */
+};
+
+struct meta_name {
+	const char *p;
+	size_t n;
+};
+
+/* A name from a C string (no copy). */
+static inline struct meta_name meta_name_c(const char *s)
+{
+	struct meta_name n = { s, 0 };
+	while (s[n.n])
+		n.n++;
+	return n;
+}
+
+/* ---- lifecycle ---- */
+
+/* Creates an instance over KV (borrowed; must outlive the ctx). -EINVAL for
+ * bad options (instance_id 0, invalid root layout). */
+int meta_new(kv_engine *kv, const struct meta_opts *o, meta_ctx **out);
+void meta_free(meta_ctx *m);
+/* Creates the root directory (mode 0755, uid/gid 0, default layout from
+ * opts) unless it exists. Idempotent; 0 or <0. */
+int meta_format(meta_ctx *m);
+
+/* Counters since meta_new, for metrics. */
+struct meta_stats {
+	uint64_t txns;      /* kv_run calls */
+	uint64_t retries;   /* attempts after the first, summed */
+	uint64_t failures;  /* kv_run calls that returned an error (POSIX errors included) */
+};
+void meta_get_stats(meta_ctx *m, struct meta_stats *out);
+
+/* ---- attributes ---- */
+
+enum meta_setattr_valid {
+	META_SET_MODE = 1 << 0,
+	META_SET_UID = 1 << 1,
+	META_SET_GID = 1 << 2,
+	META_SET_SIZE = 1 << 3,
+	META_SET_ATIME = 1 << 4,     /* to atime below */
+	META_SET_MTIME = 1 << 5,     /* to mtime below */
+	META_SET_ATIME_NOW = 1 << 6,
+	META_SET_MTIME_NOW = 1 << 7,
+	META_SET_CTIME = 1 << 8,     /* to ctime below (root or owner) */
+};
+
+struct meta_setattr {
+	unsigned valid;   /* META_SET_* */
+	uint32_t mode, uid, gid;
+	uint64_t size;
+	int64_t atime, mtime, ctime;
+};
+
+/* Looks NAME up in PARENT ("." and ".." included). -ENOENT, -ENOTDIR
+ * (parent not a directory), -EACCES (no search permission), -EINVAL /
+ * -ENAMETOOLONG (bad name). */
+int meta_lookup(meta_ctx *m, const struct meta_cred *c, uint64_t parent, struct meta_name name,
+		struct meta_inode *out);
+int meta_getattr(meta_ctx *m, uint64_t ino, struct meta_inode *out);
+/* access(2): MASK of 4 (read), 2 (write), 1 (execute/search). Root passes
+ * read and write, and execute only on directories or when some x bit is
+ * set. -EACCES, -ENOENT, -EINVAL (bad mask). */
+int meta_access(meta_ctx *m, const struct meta_cred *c, uint64_t ino, int mask);
+/* POSIX setattr: chmod (owner or root; sgid dropped when the caller is not
+ * in the group), chown (uid: root; gid: owner to a group of theirs, or
+ * root; drops suid/sgid on non-directories), times (explicit: owner or
+ * root; _NOW: also anyone with write permission), size (files only:
+ * -EISDIR / -EINVAL; write permission; shrinking first removes and
+ * shortens chunks on storage, then bumps truncate_ver). -EPERM, -EACCES,
+ * -ENOENT, -EINVAL. OUT (may be NULL) gets the new attributes. The storage
+ * step of a truncate runs before the idempotency check, so a replayed
+ * truncate shortens storage again (harmless: its client has not written
+ * since it sent the request). */
+int meta_setattr(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+		 uint64_t ino, const struct meta_setattr *sa, struct meta_inode *out);
+
+struct meta_statfs {
+	uint64_t total_bytes, free_bytes;
+	uint64_t ids_allocated;  /* inode ids handed out so far (upper bound of files) */
+};
+int meta_statfs(meta_ctx *m, struct meta_statfs *out);
+
+/* ---- files ---- */
+
+enum meta_open_flags {
+	META_O_WRITE = 1 << 0,  /* open for writing: records a session */
+	META_O_EXCL = 1 << 1,   /* create: fail with -EEXIST if NAME exists */
+	META_O_TRUNC = 1 << 2,  /* truncate to 0 (needs write) */
+	META_O_READ = 1 << 3,   /* open for reading (permission check) */
+};
+
+/* Creates a regular file NAME in PARENT with permission bits MODE (umask
+ * already applied by the client) or, without META_O_EXCL, opens it if it
+ * exists. The layout comes from PARENT's default. With META_O_WRITE a
+ * session is recorded and *session set (else 0). -EEXIST, -EISDIR (exists
+ * as a directory), -ENOENT (parent gone), -ENOTDIR, -EACCES, -EINVAL,
+ * -ENAMETOOLONG. */
+int meta_create(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+		uint64_t parent, struct meta_name name, uint32_t mode, unsigned flags,
+		struct meta_inode *out, uint64_t *session);
+/* Opens INO: checks permission; META_O_WRITE records a session (*session),
+ * META_O_TRUNC truncates. Read-only opens write nothing. -ENOENT (no inode
+ * or no links left), -EISDIR (write on a directory), -EACCES, -ELOOP
+ * (symlink). */
+int meta_open(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq, uint64_t ino,
+	      unsigned flags, struct meta_inode *out, uint64_t *session);
+
+/* A client's view of the length it wrote. */
+struct meta_length {
+	uint64_t length;        /* max written end offset */
+	uint64_t truncate_ver;  /* inode truncate_ver the client wrote under */
+};
+
+/* Updates INO's length: LEN (may be NULL) is adopted if it is larger and
+ * its truncate_ver is current; with QUERY the length is also computed from
+ * storage (last chunk on each chain the chains-used hint allows). The
+ * length only grows here (truncate shrinks it). *size (may be NULL) gets
+ * the result. -ENOENT, -EIO from storage. */
+int meta_sync(meta_ctx *m, uint64_t ino, const struct meta_length *len, int query,
+	      uint64_t *size);
+/* Closes write session SESSION of client rq->client on INO (session 0:
+ * read open, nothing to do), first syncing the length as meta_sync(len,
+ * query = 1). Closing an unknown session is not an error. */
+int meta_close(meta_ctx *m, const struct meta_req *rq, uint64_t ino, uint64_t session,
+	       const struct meta_length *len);
+
+/* ---- namespace ---- */
+
+int meta_mkdir(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+	       uint64_t parent, struct meta_name name, uint32_t mode, struct meta_inode *out);
+/* -ENOTEMPTY, -ENOTDIR (not a directory), -EBUSY (root), -EPERM (sticky). */
+int meta_rmdir(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+	       uint64_t parent, struct meta_name name);
+/* -EISDIR for directories; the last link of a file goes to the GC queue. */
+int meta_unlink(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+		uint64_t parent, struct meta_name name);
+
+enum meta_rename_flags {
+	META_RENAME_NOREPLACE = 1 << 0, /* Linux RENAME_NOREPLACE */
+	META_RENAME_EXCHANGE = 1 << 1,  /* Linux RENAME_EXCHANGE */
+};
+/* Atomic rename with POSIX replace rules: -EEXIST (NOREPLACE), -ENOENT,
+ * -EISDIR (file over dir), -ENOTDIR (dir over file), -ENOTEMPTY, -EINVAL
+ * (directory into its own subtree; bad flags; "." or ".."), -ELOOP (deeper
+ * than META_MAX_DEPTH), -EPERM (sticky), -EACCES. */
+int meta_rename(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+		uint64_t sparent, struct meta_name sname, uint64_t dparent, struct meta_name dname,
+		unsigned flags);
+/* Hard link. -EPERM (directory), -EEXIST, -ENOENT, -EMLINK. */
+int meta_link(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq, uint64_t ino,
+	      uint64_t parent, struct meta_name name, struct meta_inode *out);
+/* TARGET: 1..META_SYMLINK_MAX bytes without NUL (else -ENOENT / -ENAMETOOLONG). */
+int meta_symlink(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+		 uint64_t parent, struct meta_name name, struct meta_name target,
+		 struct meta_inode *out);
+/* Copies the target (NUL-terminated when it fits) and returns its length;
+ * -EINVAL (not a symlink), -ENOENT. */
+int meta_readlink(meta_ctx *m, uint64_t ino, char *buf, size_t cap);
+
+struct meta_dirent {
+	uint64_t ino;
+	uint8_t type;
+	uint8_t name_len;
+	char name[META_NAME_MAX + 1]; /* NUL-terminated */
+};
+/* Lists DIR's entries after name CURSOR (empty: from the start) in name
+ * byte order, up to MAX into ENTS. *n gets the count; *eof is 1 when the
+ * listing is complete. Resume with the last name returned: entries present
+ * for the whole listing are returned exactly once, whatever is inserted or
+ * removed meanwhile. "." and ".." are not listed. -ENOTDIR, -EACCES. */
+int meta_readdir(meta_ctx *m, const struct meta_cred *c, uint64_t dir, struct meta_name cursor,
+		 struct meta_dirent *ents, int max, int *n, int *eof);
+
+/* Sets directory DIR's default layout (owner or root). -EINVAL with a
+ * message in err for a bad layout, -ENOTDIR. */
+int meta_set_dir_layout(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+			uint64_t dir, uint32_t chunk_size, uint32_t stripe, uint32_t table_id,
+			char *err, size_t errlen);
+
+/* ---- xattrs ---- */
+
+enum meta_xattr_flags { META_XATTR_CREATE = 1, META_XATTR_REPLACE = 2 };
+/* Names: "user.", "trusted." (root only) or "security." namespaces, at most
+ * META_NAME_MAX bytes; values at most META_XATTR_VALUE_MAX bytes.
+ * -EOPNOTSUPP (other namespace), -ERANGE / -E2BIG (too long), -EEXIST
+ * (CREATE), -ENODATA (REPLACE on a missing name), -EPERM, -EACCES. */
+int meta_setxattr(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+		  uint64_t ino, struct meta_name name, const void *val, size_t len,
+		  unsigned flags);
+/* Returns the value size; copies it when cap > 0 (-ERANGE when it does not
+ * fit). -ENODATA. */
+int meta_getxattr(meta_ctx *m, const struct meta_cred *c, uint64_t ino, struct meta_name name,
+		  void *buf, size_t cap);
+/* NUL-separated names; returns the total size, copies when cap > 0
+ * (-ERANGE when it does not fit). trusted.* hidden from non-root. */
+int meta_listxattr(meta_ctx *m, const struct meta_cred *c, uint64_t ino, char *buf, size_t cap);
+int meta_removexattr(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+		     uint64_t ino, struct meta_name name);
+
+/* Rendezvous hashing: which of N live meta instances (ids) owns length
+ * updates of INO, so they do not conflict across instances. Weight of
+ * instance x: splitmix64 step (layout.h) from state x ^ (ino *
+ * 0x9E3779B97F4A7C15); the highest weight wins, ties to the lower id.
+ * 0 when n == 0. Pure; the daemon forwards sync/close to the owner. */
+uint64_t meta_rendezvous(uint64_t ino, const uint64_t *instances, size_t n);
+
+/* ---- background work ---- */
+
+/* Claims one GC queue entry whose inode has no write session (a claim is a
+ * lease in the entry, set in a txn, so two instances never both take it),
+ * removes its chunks from every chain of its layout, then deletes the
+ * inode, its xattrs and the entry. Returns 1 when an inode was reclaimed,
+ * 0 when nothing was eligible, <0 on error (the entry stays claimed: this
+ * instance retries it at its next step, others once the lease of
+ * opts.gc_claim_ns expires). Call it from one thread per instance (an
+ * instance may retake its own claims). */
+int meta_gc_step(meta_ctx *m);
+/* Drops write sessions of clients not in LIVE (n ids), syncing each
+ * affected file's length from storage first. Returns the number dropped. */
+int meta_session_prune(meta_ctx *m, const uint64_t *live, size_t n);
+/* Deletes idempotency records written before NOW - TTL_NS (callers use
+ * META_IDEM_TTL_NS), in batches of 48 per txn. Returns the number deleted
+ * (short by a batch when a maybe-committed batch had applied). */
+int meta_idem_prune(meta_ctx *m, int64_t ttl_ns);
+
+struct meta_chunk_ref {
+	uint64_t ino;
+	uint32_t index;
+};
+struct meta_fsck_report {
+	uint64_t inodes, dentries;
+	uint64_t dangling_dentries; /* dentry to a missing inode or of the wrong type */
+	uint64_t nlink_mismatch;    /* nlink != number of dentries (files, symlinks) */
+	uint64_t orphan_inodes;     /* no dentry and not queued for GC */
+	uint64_t bad_parent;        /* directory whose parent field disagrees with its dentry */
+	uint64_t unreachable_dirs;  /* parent chain does not reach the root (a cycle) */
+	uint64_t orphan_chunks;     /* chunk of an inode that does not exist */
+	uint64_t corrupt_records;   /* records that failed their checks */
+	uint64_t gc_pending;        /* inodes in the GC queue */
+	uint64_t sessions;
+};
+/* Scans the whole namespace in one snapshot and counts inconsistencies
+ * (each also logged at WARN). CHUNKS (n refs, may be NULL) is the storage's
+ * chunk list for the orphan-chunk check. 0 or <0. */
+int meta_fsck(meta_ctx *m, const struct meta_chunk_ref *chunks, size_t nchunks,
+	      struct meta_fsck_report *r);
+
+#endif

@@ -1,0 +1,477 @@
+/* meta_attr.c - setattr (incl. truncate), directory layouts and xattrs.
+ *
+ * Truncate runs in three steps because storage is not transactional with
+ * the KV store: (1) a read-only txn checks the caller may write the file
+ * and fetches its layout; (2) chunks past the new length are removed and
+ * the new last chunk shortened on every chain of the layout; (3) the
+ * setattr txn writes the size and bumps truncate_ver (invalidating length
+ * reports made under the old version). If (2) fails nothing is committed
+ * and the caller sees the storage error; a crash between (2) and (3) leaves
+ * the old length over shortened data, which reads as zeros: the same
+ * outcome 3FS's client-driven truncate accepts.
+ *
+ * Xattrs live under XATR + ino + name, one record each, so set/remove are
+ * single-key writes; the inode is rewritten only for its ctime.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/status.h"
+#include "meta/meta_int.h"
+
+/* ---- setattr ---- */
+
+struct setattr_arg {
+	meta_ctx *m;
+	const struct meta_cred *c;
+	const struct meta_req *rq;
+	uint64_t ino;
+	const struct meta_setattr *sa;
+	struct meta_inode in;
+};
+
+static int setattr_apply(struct setattr_arg *a, int64_t now)
+{
+	const struct meta_setattr *sa = a->sa;
+	const struct meta_cred *c = a->c;
+	struct meta_inode *in = &a->in;
+	int owner = c->uid == 0 || c->uid == in->uid;
+	int rc;
+
+	if (sa->valid & META_SET_MODE) {
+		if (!owner)
+			return -EPERM;
+		in->mode = sa->mode & 07777;
+		if (c->uid != 0 && !meta_in_group(c, in->gid))
+			in->mode &= ~02000u;
+	}
+	if (sa->valid & (META_SET_UID | META_SET_GID)) {
+		uint32_t uid = (sa->valid & META_SET_UID) ? sa->uid : in->uid;
+		uint32_t gid = (sa->valid & META_SET_GID) ? sa->gid : in->gid;
+		if (uid != in->uid && c->uid != 0)
+			return -EPERM;
+		if (gid != in->gid && c->uid != 0 &&
+		    !(c->uid == in->uid && meta_in_group(c, gid)))
+			return -EPERM;
+		if ((uid != in->uid || gid != in->gid) && in->type != META_T_DIR) {
+			in->mode &= ~04000u;
+			if (in->mode & 0010)
+				in->mode &= ~02000u;
+		}
+		in->uid = uid;
+		in->gid = gid;
+	}
+	if (sa->valid & (META_SET_ATIME | META_SET_MTIME | META_SET_CTIME)) {
+		if (!owner)
+			return -EPERM;
+	} else if (sa->valid & (META_SET_ATIME_NOW | META_SET_MTIME_NOW)) {
+		if (!owner && (rc = meta_may(in, c, 2)))
+			return rc;
+	}
+	if (sa->valid & META_SET_ATIME)
+		in->atime = sa->atime;
+	if (sa->valid & META_SET_ATIME_NOW)
+		in->atime = now;
+	if (sa->valid & META_SET_MTIME)
+		in->mtime = sa->mtime;
+	if (sa->valid & META_SET_MTIME_NOW)
+		in->mtime = now;
+	if (sa->valid & META_SET_SIZE) {
+		if (in->type == META_T_DIR)
+			return -EISDIR;
+		if (in->type != META_T_FILE)
+			return -EINVAL;
+		if ((rc = meta_may(in, c, 2)))
+			return rc;
+		if (sa->size < in->size)
+			in->truncate_ver++;
+		in->size = sa->size;
+		in->chains_used = meta_chains_hint(in, sa->size);
+		if (!(sa->valid & META_SET_MTIME))
+			in->mtime = now;
+	}
+	in->ctime = (sa->valid & META_SET_CTIME) ? sa->ctime : now;
+	return 0;
+}
+
+static int setattr_body(kv_txn *t, void *arg)
+{
+	struct setattr_arg *a = arg;
+	struct meta_idem_rec rec;
+	int rc = meta_idem_check(t, a->rq, META_OP_SETATTR, &rec);
+	if (rc < 0)
+		return rc;
+	if (rc == 1) {
+		rc = meta_get_inode(t, a->ino, 1, &a->in);
+		return rc == -ENOENT ? 0 : rc;
+	}
+	if ((rc = meta_get_inode(t, a->ino, 0, &a->in)))
+		return rc;
+	if ((rc = setattr_apply(a, meta_now(a->m))))
+		return rc;
+	if ((rc = meta_put_inode(t, &a->in)))
+		return rc;
+	return meta_idem_put(a->m, t, a->rq, META_OP_SETATTR, 0, a->ino, 0);
+}
+
+/* Removes chunks past SIZE and shortens the one it ends in, on every chain
+ * of the layout (chains_used is only a hint; truncation must be complete). */
+static int truncate_storage(meta_ctx *m, const struct meta_inode *in, uint64_t size)
+{
+	const struct meta_storage *s = &m->o.storage;
+	const struct meta_layout *l = &in->layout;
+	uint32_t perm[META_MAX_STRIPE];
+	uint64_t first = (size + l->chunk_size - 1) / l->chunk_size;
+	if (first > UINT32_MAX)
+		return -EFBIG;
+	if (!s->remove_chunks || !s->truncate_chunk)
+		return -EOPNOTSUPP;
+	for (uint32_t i = 0; i < l->nchains; i++) {
+		int rc = s->remove_chunks(s->arg, l->chains[i], in->ino, (uint32_t)first);
+		if (rc < 0) {
+			LOG_WARN("meta", "truncate: remove chunks failed: ino=%llu chain=%u: %s",
+				 (unsigned long long)in->ino, l->chains[i], cfs_strerror(rc));
+			return rc;
+		}
+	}
+	if (size % l->chunk_size) {
+		uint32_t idx = (uint32_t)(size / l->chunk_size);
+		meta_layout_perm(l->seed, l->stripe, perm);
+		int rc = s->truncate_chunk(s->arg, meta_layout_chain(l, perm, idx), in->ino, idx,
+					   (uint32_t)(size % l->chunk_size));
+		if (rc < 0) {
+			LOG_WARN("meta", "truncate: shorten chunk failed: ino=%llu index=%u: %s",
+				 (unsigned long long)in->ino, idx, cfs_strerror(rc));
+			return rc;
+		}
+	}
+	return 0;
+}
+
+struct trunc_check_arg {
+	const struct meta_cred *c;
+	uint64_t ino;
+	struct meta_inode in;
+};
+
+static int trunc_check_body(kv_txn *t, void *arg)
+{
+	struct trunc_check_arg *a = arg;
+	int rc = meta_get_inode(t, a->ino, 1, &a->in);
+	if (rc)
+		return rc;
+	if (a->in.type == META_T_DIR)
+		return -EISDIR;
+	if (a->in.type != META_T_FILE)
+		return -EINVAL;
+	return meta_may(&a->in, a->c, 2);
+}
+
+int meta_setattr(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+		 uint64_t ino, const struct meta_setattr *sa, struct meta_inode *out)
+{
+	int rc;
+	if (sa->valid & META_SET_SIZE) {
+		struct trunc_check_arg *ta = malloc(sizeof(*ta));
+		if (!ta)
+			return -ENOMEM;
+		ta->c = c;
+		ta->ino = ino;
+		rc = meta_run_ro(m, trunc_check_body, ta);
+		if (rc == 0 && sa->size / ta->in.layout.chunk_size > UINT32_MAX)
+			rc = -EFBIG;
+		if (rc == 0)
+			rc = truncate_storage(m, &ta->in, sa->size);
+		free(ta);
+		if (rc)
+			return rc;
+	}
+	struct setattr_arg *a = malloc(sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	*a = (struct setattr_arg){ .m = m, .c = c, .rq = rq, .ino = ino, .sa = sa };
+	if (rq && rq->seq) {
+		rc = meta_run_rw(m, rq, setattr_body, a);
+	} else {
+		/* Untracked setattr is still safe to retry after a maybe-commit:
+		 * it sets absolute values (only truncate_ver may step twice). */
+		struct kv_run_opts o = { .idempotent = 1, .max_retries = 40 };
+		rc = meta_run(m, &o, setattr_body, a);
+	}
+	if (rc == 0 && out)
+		*out = a->in;
+	free(a);
+	return rc;
+}
+
+/* ---- directory default layout ---- */
+
+struct layout_arg {
+	meta_ctx *m;
+	const struct meta_cred *c;
+	const struct meta_req *rq;
+	uint64_t dir;
+	struct meta_layout l;
+	struct meta_inode in;
+};
+
+static int layout_body(kv_txn *t, void *arg)
+{
+	struct layout_arg *a = arg;
+	struct meta_idem_rec rec;
+	int rc = meta_idem_check(t, a->rq, META_OP_SETLAYOUT, &rec);
+	if (rc)
+		return rc < 0 ? rc : 0;
+	if ((rc = meta_get_inode(t, a->dir, 0, &a->in)))
+		return rc;
+	if (a->in.type != META_T_DIR)
+		return -ENOTDIR;
+	if (a->c->uid != 0 && a->c->uid != a->in.uid)
+		return -EPERM;
+	a->in.has_layout = 1;
+	a->in.layout = a->l;
+	a->in.ctime = meta_now(a->m);
+	if ((rc = meta_put_inode(t, &a->in)))
+		return rc;
+	return meta_idem_put(a->m, t, a->rq, META_OP_SETLAYOUT, 0, a->dir, 0);
+}
+
+int meta_set_dir_layout(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+			uint64_t dir, uint32_t chunk_size, uint32_t stripe, uint32_t table_id,
+			char *err, size_t errlen)
+{
+	struct layout_arg *a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	*a = (struct layout_arg){ .m = m, .c = c, .rq = rq, .dir = dir };
+	a->l.chunk_size = chunk_size;
+	a->l.stripe = stripe;
+	a->l.table_id = table_id;
+	int rc = meta_layout_validate(&a->l, &m->o.chains, err, errlen);
+	if (rc == 0)
+		rc = meta_run_rw(m, rq, layout_body, a);
+	free(a);
+	return rc;
+}
+
+/* ---- xattrs ---- */
+
+enum xns { XNS_USER, XNS_TRUSTED, XNS_SECURITY };
+
+static int xattr_ns(struct meta_name name, enum xns *ns)
+{
+	static const struct { const char *p; size_t n; enum xns ns; } tab[] = {
+		{ "user.", 5, XNS_USER },
+		{ "trusted.", 8, XNS_TRUSTED },
+		{ "security.", 9, XNS_SECURITY },
+	};
+	if (name.n > META_NAME_MAX)
+		return -ERANGE;
+	if (name.n == 0 || memchr(name.p, 0, name.n))
+		return -EINVAL;
+	for (size_t i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
+		if (name.n > tab[i].n && memcmp(name.p, tab[i].p, tab[i].n) == 0) {
+			*ns = tab[i].ns;
+			return 0;
+		}
+	}
+	return -EOPNOTSUPP;
+}
+
+/* Linux xattr_permission: trusted.* is root's; user.* exists only on files
+ * and directories and on sticky directories only the owner may write it. */
+static int xattr_perm(const struct meta_inode *in, const struct meta_cred *c, enum xns ns,
+		      int write)
+{
+	if (ns == XNS_TRUSTED)
+		return c->uid == 0 ? 0 : -EPERM;
+	if (ns == XNS_USER) {
+		if (in->type != META_T_FILE && in->type != META_T_DIR)
+			return write ? -EPERM : -ENODATA;
+		if (write && in->type == META_T_DIR && (in->mode & 01000) && c->uid != 0 &&
+		    c->uid != in->uid)
+			return -EPERM;
+	}
+	return meta_may(in, c, write ? 2 : 4);
+}
+
+struct xattr_arg {
+	meta_ctx *m;
+	const struct meta_cred *c;
+	const struct meta_req *rq;
+	uint64_t ino;
+	struct meta_name name;
+	enum xns ns;
+	const void *val;
+	size_t len;
+	unsigned flags;
+	int remove;
+	void *buf;
+	size_t cap;
+	int result;
+	struct meta_inode in;
+};
+
+static int setx_body(kv_txn *t, void *arg)
+{
+	struct xattr_arg *a = arg;
+	struct meta_idem_rec rec;
+	struct meta_key k;
+	struct kv_slice v;
+	uint32_t op = a->remove ? META_OP_REMOVEXATTR : META_OP_SETXATTR;
+	int rc = meta_idem_check(t, a->rq, op, &rec);
+	if (rc)
+		return rc < 0 ? rc : 0;
+	if ((rc = meta_get_inode(t, a->ino, 0, &a->in)))
+		return rc;
+	if ((rc = xattr_perm(&a->in, a->c, a->ns, 1)))
+		return rc;
+	meta_key_xattr(&k, a->ino, a->name.p, a->name.n);
+	int exists = kv_get(t, kv_mem(k.b, k.n), 0, &v);
+	if (exists < 0)
+		return exists;
+	if (a->remove) {
+		if (!exists)
+			return -ENODATA;
+		rc = kv_clear(t, kv_mem(k.b, k.n));
+	} else {
+		if (exists && (a->flags & META_XATTR_CREATE))
+			return -EEXIST;
+		if (!exists && (a->flags & META_XATTR_REPLACE))
+			return -ENODATA;
+		struct buf b = BUF_INIT;
+		rc = meta_xattr_encode(a->val, a->len, &b);
+		if (rc == 0)
+			rc = kv_set(t, kv_mem(k.b, k.n), kv_mem(b.data, b.len));
+		buf_fini(&b);
+	}
+	if (rc)
+		return rc;
+	a->in.ctime = meta_now(a->m);
+	if ((rc = meta_put_inode(t, &a->in)))
+		return rc;
+	return meta_idem_put(a->m, t, a->rq, op, 0, a->ino, 0);
+}
+
+static int run_setx(struct xattr_arg *a)
+{
+	int rc = xattr_ns(a->name, &a->ns);
+	if (rc)
+		return rc;
+	struct xattr_arg *h = malloc(sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	*h = *a;
+	rc = meta_run_rw(a->m, a->rq, setx_body, h);
+	free(h);
+	return rc;
+}
+
+int meta_setxattr(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+		  uint64_t ino, struct meta_name name, const void *val, size_t len,
+		  unsigned flags)
+{
+	if (len > META_XATTR_VALUE_MAX)
+		return -E2BIG;
+	if ((flags & ~3u) || flags == 3)
+		return -EINVAL;
+	struct xattr_arg a = { .m = m, .c = c, .rq = rq, .ino = ino, .name = name, .val = val,
+			       .len = len, .flags = flags };
+	return run_setx(&a);
+}
+
+int meta_removexattr(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+		     uint64_t ino, struct meta_name name)
+{
+	struct xattr_arg a = { .m = m, .c = c, .rq = rq, .ino = ino, .name = name, .remove = 1 };
+	return run_setx(&a);
+}
+
+static int getx_body(kv_txn *t, void *arg)
+{
+	struct xattr_arg *a = arg;
+	struct meta_key k;
+	struct kv_slice v;
+	const uint8_t *val;
+	uint32_t len;
+	int rc = meta_get_inode(t, a->ino, 1, &a->in);
+	if (rc)
+		return rc;
+	if ((rc = xattr_perm(&a->in, a->c, a->ns, 0)))
+		return rc;
+	meta_key_xattr(&k, a->ino, a->name.p, a->name.n);
+	rc = kv_get(t, kv_mem(k.b, k.n), 1, &v);
+	if (rc <= 0)
+		return rc < 0 ? rc : -ENODATA;
+	if ((rc = meta_xattr_decode(v.p, v.n, &val, &len)))
+		return rc;
+	a->result = (int)len;
+	if (a->cap == 0)
+		return 0;
+	if (len > a->cap)
+		return -ERANGE;
+	memcpy(a->buf, val, len);
+	return 0;
+}
+
+int meta_getxattr(meta_ctx *m, const struct meta_cred *c, uint64_t ino, struct meta_name name,
+		  void *buf, size_t cap)
+{
+	struct xattr_arg *a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	*a = (struct xattr_arg){ .m = m, .c = c, .ino = ino, .name = name, .buf = buf,
+				 .cap = cap };
+	int rc = xattr_ns(name, &a->ns);
+	if (rc == 0)
+		rc = meta_run_ro(m, getx_body, a);
+	if (rc == 0)
+		rc = a->result;
+	free(a);
+	return rc;
+}
+
+static int listx_body(kv_txn *t, void *arg)
+{
+	struct xattr_arg *a = arg;
+	struct meta_key b, e;
+	struct kv_range r;
+	size_t total = 0;
+	int rc = meta_get_inode(t, a->ino, 1, &a->in);
+	if (rc)
+		return rc;
+	meta_key_xattr_range(&b, &e, a->ino);
+	rc = kv_get_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n), 0, 1, 0, &r);
+	if (rc < 0)
+		return rc;
+	for (int i = 0; i < r.n; i++) {
+		const char *name = (const char *)r.kvs[i].key.p + 12;
+		size_t n = r.kvs[i].key.n - 12;
+		if (a->c->uid != 0 && n >= 8 && memcmp(name, "trusted.", 8) == 0)
+			continue;
+		if (a->cap) {
+			if (total + n + 1 > a->cap)
+				return -ERANGE;
+			memcpy((char *)a->buf + total, name, n);
+			((char *)a->buf)[total + n] = 0;
+		}
+		total += n + 1;
+	}
+	a->result = (int)total;
+	return 0;
+}
+
+int meta_listxattr(meta_ctx *m, const struct meta_cred *c, uint64_t ino, char *buf, size_t cap)
+{
+	struct xattr_arg *a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	*a = (struct xattr_arg){ .m = m, .c = c, .ino = ino, .buf = buf, .cap = cap };
+	int rc = meta_run_ro(m, listx_body, a);
+	if (rc == 0)
+		rc = a->result;
+	free(a);
+	return rc;
+}

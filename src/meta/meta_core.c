@@ -1,0 +1,516 @@
+/* meta_core.c - the meta instance: ids, transactions, idempotency, records,
+ * permission rules and name rules shared by every operation.
+ *
+ * Inode ids. The allocator record IDAL holds the next unallocated id. An
+ * instance takes id_batch ids at once in its own transaction (retried even
+ * after a maybe-committed outcome: a range taken twice just leaves a gap,
+ * never a duplicate) and hands them out under a local mutex, so the
+ * allocator key is written once per batch, not once per create.
+ *
+ * Idempotency records are keyed IDEM + client + seq and written in the same
+ * transaction as the change they record; the check is a conflict read, so a
+ * retry racing its own first attempt is serialized behind it.
+ *
+ * Permission rules follow POSIX (and Linux where POSIX leaves room): the
+ * owner class, then the group class (primary or supplementary gid), then
+ * other; uid 0 passes read and write checks, and execute only on
+ * directories or when some execute bit is set.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/status.h"
+#include "meta/meta_int.h"
+
+static const struct kv_run_opts RUN_RO = { .flags = KV_RDONLY, .max_retries = 40 };
+
+int64_t meta_now(meta_ctx *m)
+{
+	return m->o.now_ns ? m->o.now_ns() : (int64_t)clock_wall_ns();
+}
+
+uint64_t meta_random(meta_ctx *m)
+{
+	uint64_t s = atomic_fetch_add_explicit(&m->rng, 0x9E3779B97F4A7C15ULL,
+					       memory_order_relaxed);
+	return meta_splitmix64(&s);
+}
+
+int meta_new(kv_engine *kv, const struct meta_opts *o, meta_ctx **out)
+{
+	const struct meta_layout *l = &o->root_layout;
+	if (!kv || o->instance_id == 0)
+		return -EINVAL;
+	if (!meta_layout_chunk_ok(l->chunk_size) || l->stripe == 0 ||
+	    l->stripe > META_MAX_STRIPE) {
+		LOG_ERR("meta", "bad root layout: chunk=%u stripe=%u", l->chunk_size, l->stripe);
+		return -EINVAL;
+	}
+	meta_ctx *m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	m->kv = kv;
+	m->o = *o;
+	m->o.root_layout.nchains = 0;
+	if (!m->o.id_batch)
+		m->o.id_batch = 1024;
+	if (!m->o.gc_claim_ns)
+		m->o.gc_claim_ns = 60LL * 1000000000LL;
+	pthread_mutex_init(&m->id_lock, NULL);
+	uint64_t seed = clock_mono_ns() ^ (o->instance_id * 0xD1B54A32D192ED03ULL) ^
+			(uint64_t)(uintptr_t)m;
+	atomic_init(&m->rng, seed);
+	atomic_init(&m->chain_cursor, meta_splitmix64(&seed));
+	atomic_init(&m->txns, 0);
+	atomic_init(&m->retries, 0);
+	atomic_init(&m->failures, 0);
+	*out = m;
+	return 0;
+}
+
+void meta_free(meta_ctx *m)
+{
+	if (!m)
+		return;
+	pthread_mutex_destroy(&m->id_lock);
+	free(m);
+}
+
+int meta_run(meta_ctx *m, const struct kv_run_opts *o, kv_txn_fn fn, void *arg)
+{
+	struct kv_run_stats st = { 0, -1 };
+	int rc = kv_run(m->kv, o, fn, arg, &st);
+	atomic_fetch_add_explicit(&m->txns, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&m->retries, (uint64_t)st.retries, memory_order_relaxed);
+	if (rc < 0)
+		atomic_fetch_add_explicit(&m->failures, 1, memory_order_relaxed);
+	return rc;
+}
+
+void meta_get_stats(meta_ctx *m, struct meta_stats *out)
+{
+	out->txns = atomic_load_explicit(&m->txns, memory_order_relaxed);
+	out->retries = atomic_load_explicit(&m->retries, memory_order_relaxed);
+	out->failures = atomic_load_explicit(&m->failures, memory_order_relaxed);
+}
+
+int meta_run_rw(meta_ctx *m, const struct meta_req *rq, kv_txn_fn fn, void *arg)
+{
+	struct kv_run_opts o = { .idempotent = rq && rq->seq, .max_retries = 40 };
+	return meta_run(m, &o, fn, arg);
+}
+
+int meta_run_ro(meta_ctx *m, kv_txn_fn fn, void *arg)
+{
+	return meta_run(m, &RUN_RO, fn, arg);
+}
+
+/* ---- records ---- */
+
+int meta_get_inode(kv_txn *t, uint64_t ino, int snapshot, struct meta_inode *out)
+{
+	struct meta_key k;
+	struct kv_slice v;
+	if (ino == 0)
+		return -ENOENT;
+	meta_key_inode(&k, ino);
+	int rc = kv_get(t, kv_mem(k.b, k.n), snapshot, &v);
+	if (rc < 0)
+		return rc;
+	if (rc == 0)
+		return -ENOENT;
+	rc = meta_inode_decode(v.p, v.n, out);
+	if (rc == 0 && out->ino != ino)
+		rc = -CFS_ECORRUPT;
+	if (rc)
+		LOG_WARN("meta", "corrupt inode record: ino=%llu len=%zu",
+			 (unsigned long long)ino, v.n);
+	return rc;
+}
+
+int meta_put_inode(kv_txn *t, const struct meta_inode *in)
+{
+	struct meta_key k;
+	struct buf b = BUF_INIT;
+	meta_key_inode(&k, in->ino);
+	int rc = meta_inode_encode(in, &b);
+	if (rc == 0)
+		rc = kv_set(t, kv_mem(k.b, k.n), kv_mem(b.data, b.len));
+	buf_fini(&b);
+	return rc;
+}
+
+int meta_get_dentry(kv_txn *t, uint64_t parent, struct meta_name name, int snapshot,
+		    struct meta_dentry *out)
+{
+	struct meta_key k;
+	struct kv_slice v;
+	meta_key_dentry(&k, parent, name.p, name.n);
+	int rc = kv_get(t, kv_mem(k.b, k.n), snapshot, &v);
+	if (rc <= 0)
+		return rc;
+	rc = meta_dentry_decode(v.p, v.n, out);
+	if (rc) {
+		LOG_WARN("meta", "corrupt dentry record: parent=%llu name=%.*s",
+			 (unsigned long long)parent, (int)name.n, name.p);
+		return rc;
+	}
+	return 1;
+}
+
+int meta_put_dentry(kv_txn *t, uint64_t parent, struct meta_name name, uint64_t ino,
+		    uint8_t type)
+{
+	struct meta_key k;
+	struct buf b = BUF_INIT;
+	struct meta_dentry d = { .ino = ino, .type = type };
+	meta_key_dentry(&k, parent, name.p, name.n);
+	int rc = meta_dentry_encode(&d, &b);
+	if (rc == 0)
+		rc = kv_set(t, kv_mem(k.b, k.n), kv_mem(b.data, b.len));
+	buf_fini(&b);
+	return rc;
+}
+
+int meta_del_dentry(kv_txn *t, uint64_t parent, struct meta_name name)
+{
+	struct meta_key k;
+	meta_key_dentry(&k, parent, name.p, name.n);
+	return kv_clear(t, kv_mem(k.b, k.n));
+}
+
+int meta_dir_nonempty(kv_txn *t, uint64_t dir)
+{
+	struct meta_key b, e;
+	struct kv_range r;
+	meta_key_dir_range(&b, &e, dir);
+	int rc = kv_get_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n), 1, 0, 0, &r);
+	if (rc < 0)
+		return rc;
+	return r.n > 0;
+}
+
+int meta_gc_enqueue(meta_ctx *m, kv_txn *t, uint64_t ino)
+{
+	struct meta_key k;
+	struct buf b = BUF_INIT;
+	struct meta_gc_rec g = { .ino = ino, .enqueued = meta_now(m) };
+	meta_key_gc(&k, ino);
+	int rc = meta_gc_encode(&g, &b);
+	if (rc == 0)
+		rc = kv_set(t, kv_mem(k.b, k.n), kv_mem(b.data, b.len));
+	buf_fini(&b);
+	return rc;
+}
+
+/* ---- idempotency ---- */
+
+int meta_idem_check(kv_txn *t, const struct meta_req *rq, uint32_t op,
+		    struct meta_idem_rec *rec)
+{
+	struct meta_key k;
+	struct kv_slice v;
+	if (!rq || !rq->seq)
+		return 0;
+	meta_key_idem(&k, rq->client, rq->seq);
+	int rc = kv_get(t, kv_mem(k.b, k.n), 0, &v);
+	if (rc <= 0)
+		return rc;
+	rc = meta_idem_decode(v.p, v.n, rec);
+	if (rc)
+		return rc;
+	if (rec->op != op) {
+		/* The client reused a sequence number for another request. */
+		LOG_WARN("meta", "request id reused: client=%llu seq=%llu op=%u was=%u",
+			 (unsigned long long)rq->client, (unsigned long long)rq->seq, op,
+			 rec->op);
+		return -EINVAL;
+	}
+	return 1;
+}
+
+int meta_idem_put(meta_ctx *m, kv_txn *t, const struct meta_req *rq, uint32_t op, int result,
+		  uint64_t ino, uint64_t aux)
+{
+	struct meta_key k;
+	struct buf b = BUF_INIT;
+	if (!rq || !rq->seq)
+		return 0;
+	struct meta_idem_rec r = { .op = op, .result = result, .ino = ino, .aux = aux,
+				   .written = meta_now(m) };
+	meta_key_idem(&k, rq->client, rq->seq);
+	int rc = meta_idem_encode(&r, &b);
+	if (rc == 0)
+		rc = kv_set(t, kv_mem(k.b, k.n), kv_mem(b.data, b.len));
+	buf_fini(&b);
+	return rc;
+}
+
+struct prune_arg {
+	meta_ctx *m;
+	int64_t cutoff;
+	struct meta_key from;   /* resume point of this batch */
+	struct meta_key next;   /* resume point after it: set by the body, adopted
+				 * only once the batch committed */
+	int done, deleted;
+};
+
+/* One batch: scan up to 48 records from the resume point, delete the
+ * expired ones. Deleting an expired record needs no conflict: nobody
+ * reads a record that old. */
+static int prune_body(kv_txn *t, void *arg)
+{
+	struct prune_arg *a = arg;
+	struct meta_key b, e;
+	struct kv_range r;
+	meta_key_prefix_range(&b, &e, "IDEM");
+	struct kv_slice begin = a->from.n ? kv_mem(a->from.b, a->from.n) : kv_mem(b.b, b.n);
+	a->deleted = 0;
+	int rc = kv_get_range(t, begin, kv_mem(e.b, e.n), 48, 1, 0, &r);
+	if (rc < 0)
+		return rc;
+	for (int i = 0; i < r.n; i++) {
+		struct meta_idem_rec rec;
+		if (meta_idem_decode(r.kvs[i].val.p, r.kvs[i].val.n, &rec) == 0 &&
+		    rec.written >= a->cutoff)
+			continue;
+		rc = kv_clear(t, r.kvs[i].key);
+		if (rc < 0)
+			return rc;
+		a->deleted++;
+	}
+	a->done = !r.has_more;
+	a->next = a->from;
+	if (r.n > 0) {
+		struct kv_slice last = r.kvs[r.n - 1].key;
+		if (last.n + 1 > sizeof(a->next.b))
+			return -CFS_ECORRUPT;
+		memcpy(a->next.b, last.p, last.n);
+		a->next.b[last.n] = 0;
+		a->next.n = (uint32_t)last.n + 1;
+	}
+	return 0;
+}
+
+int meta_idem_prune(meta_ctx *m, int64_t ttl_ns)
+{
+	struct prune_arg a = { .m = m, .cutoff = meta_now(m) - ttl_ns };
+	int total = 0;
+	struct kv_run_opts o = { .idempotent = 1, .max_retries = 40 };
+	while (!a.done) {
+		int rc = meta_run(m, &o, prune_body, &a);
+		if (rc < 0)
+			return rc;
+		total += a.deleted;
+		a.from = a.next;
+	}
+	return total;
+}
+
+/* ---- inode ids ---- */
+
+struct idal_arg {
+	uint32_t batch;
+	uint64_t first;
+};
+
+static int idal_body(kv_txn *t, void *arg)
+{
+	struct idal_arg *a = arg;
+	struct meta_key k;
+	struct kv_slice v;
+	struct buf b = BUF_INIT;
+	uint64_t next = META_FIRST_INO;
+	meta_key_idalloc(&k);
+	int rc = kv_get(t, kv_mem(k.b, k.n), 0, &v);
+	if (rc < 0)
+		return rc;
+	if (rc == 1 && (rc = meta_idalloc_decode(v.p, v.n, &next)) < 0) {
+		LOG_ERR("meta", "corrupt inode id allocator record");
+		return rc;
+	}
+	a->first = next;
+	rc = meta_idalloc_encode(next + a->batch, &b);
+	if (rc == 0)
+		rc = kv_set(t, kv_mem(k.b, k.n), kv_mem(b.data, b.len));
+	buf_fini(&b);
+	return rc;
+}
+
+int meta_alloc_ino(meta_ctx *m, uint64_t *ino)
+{
+	int rc = 0;
+	pthread_mutex_lock(&m->id_lock);
+	if (m->id_next == m->id_end) {
+		struct idal_arg a = { .batch = m->o.id_batch };
+		struct kv_run_opts o = { .idempotent = 1, .max_retries = 40 };
+		rc = meta_run(m, &o, idal_body, &a);
+		if (rc == 0) {
+			m->id_next = a.first;
+			m->id_end = a.first + a.batch;
+		}
+	}
+	if (rc == 0)
+		*ino = m->id_next++;
+	pthread_mutex_unlock(&m->id_lock);
+	return rc;
+}
+
+struct statfs_arg {
+	uint64_t next;
+};
+
+static int statfs_body(kv_txn *t, void *arg)
+{
+	struct statfs_arg *a = arg;
+	struct meta_key k;
+	struct kv_slice v;
+	meta_key_idalloc(&k);
+	a->next = META_FIRST_INO;
+	int rc = kv_get(t, kv_mem(k.b, k.n), 1, &v);
+	if (rc == 1)
+		rc = meta_idalloc_decode(v.p, v.n, &a->next);
+	return rc < 0 ? rc : 0;
+}
+
+int meta_statfs(meta_ctx *m, struct meta_statfs *out)
+{
+	struct statfs_arg a;
+	memset(out, 0, sizeof(*out));
+	if (m->o.storage.capacity) {
+		int rc = m->o.storage.capacity(m->o.storage.arg, &out->total_bytes,
+					       &out->free_bytes);
+		if (rc < 0)
+			return rc;
+	}
+	int rc = meta_run_ro(m, statfs_body, &a);
+	if (rc < 0)
+		return rc;
+	out->ids_allocated = a.next - META_FIRST_INO;
+	return 0;
+}
+
+/* ---- format ---- */
+
+struct format_arg {
+	meta_ctx *m;
+};
+
+static int format_body(kv_txn *t, void *arg)
+{
+	struct format_arg *a = arg;
+	struct meta_inode root;
+	int rc = meta_get_inode(t, META_ROOT_INO, 0, &root);
+	if (rc != -ENOENT)
+		return rc;
+	int64_t now = meta_now(a->m);
+	memset(&root, 0, offsetof(struct meta_inode, layout));
+	root.ino = META_ROOT_INO;
+	root.type = META_T_DIR;
+	root.mode = 0755;
+	root.nlink = 2;
+	root.parent = META_ROOT_INO;
+	root.atime = root.mtime = root.ctime = now;
+	root.has_layout = 1;
+	root.layout = a->m->o.root_layout;
+	root.layout.nchains = 0;
+	root.target_len = 0;
+	return meta_put_inode(t, &root);
+}
+
+int meta_format(meta_ctx *m)
+{
+	struct format_arg a = { m };
+	struct kv_run_opts o = { .idempotent = 1, .max_retries = 40 };
+	return meta_run(m, &o, format_body, &a);
+}
+
+uint32_t meta_chains_hint(const struct meta_inode *in, uint64_t size)
+{
+	uint64_t chunks = (size + in->layout.chunk_size - 1) / in->layout.chunk_size;
+	uint64_t h = in->chains_used ? in->chains_used : 1;
+	while (h < chunks && h < in->layout.stripe)
+		h *= 2;
+	return (uint32_t)(h < in->layout.stripe ? h : in->layout.stripe);
+}
+
+uint64_t meta_rendezvous(uint64_t ino, const uint64_t *instances, size_t n)
+{
+	uint64_t best = 0, best_w = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t s = instances[i] ^ (ino * 0x9E3779B97F4A7C15ULL);
+		uint64_t w = meta_splitmix64(&s);
+		if (i == 0 || w > best_w || (w == best_w && instances[i] < best)) {
+			best = instances[i];
+			best_w = w;
+		}
+	}
+	return best;
+}
+
+/* ---- permissions and names ---- */
+
+int meta_in_group(const struct meta_cred *c, uint32_t gid)
+{
+	if (c->gid == gid)
+		return 1;
+	for (uint32_t i = 0; i < c->ngroups; i++)
+		if (c->groups[i] == gid)
+			return 1;
+	return 0;
+}
+
+int meta_may(const struct meta_inode *in, const struct meta_cred *c, int mask)
+{
+	if (c->uid == 0) {
+		if (!(mask & 1) || in->type == META_T_DIR || (in->mode & 0111))
+			return 0;
+		return -EACCES;
+	}
+	unsigned bits;
+	if (c->uid == in->uid)
+		bits = (in->mode >> 6) & 7;
+	else if (meta_in_group(c, in->gid))
+		bits = (in->mode >> 3) & 7;
+	else
+		bits = in->mode & 7;
+	return ((unsigned)mask & ~bits) ? -EACCES : 0;
+}
+
+int meta_sticky_ok(const struct meta_inode *dir, const struct meta_inode *victim,
+		   const struct meta_cred *c)
+{
+	if (!(dir->mode & 01000) || c->uid == 0 || c->uid == victim->uid || c->uid == dir->uid)
+		return 0;
+	return -EPERM;
+}
+
+int meta_check_parent(const struct meta_inode *dir, const struct meta_cred *c, int mask)
+{
+	if (dir->type != META_T_DIR)
+		return -ENOTDIR;
+	if (dir->nlink == 0)
+		return -ENOENT;
+	return meta_may(dir, c, mask);
+}
+
+int meta_check_name(struct meta_name name, enum meta_name_use use)
+{
+	if (name.n == 0 || !name.p)
+		return -EINVAL;
+	if (name.n > META_NAME_MAX)
+		return -ENAMETOOLONG;
+	if (memchr(name.p, '/', name.n) || memchr(name.p, 0, name.n))
+		return -EINVAL;
+	int dots = (name.n == 1 && name.p[0] == '.') ||
+		   (name.n == 2 && name.p[0] == '.' && name.p[1] == '.');
+	if (dots && use == META_NAME_NEW)
+		return -EEXIST;
+	if (dots && use == META_NAME_REMOVE)
+		return -EINVAL;
+	return 0;
+}

@@ -1,0 +1,709 @@
+/* meta_file.c - open/close, write sessions, file length, GC and fsck.
+ *
+ * Sessions. A write open stores SESS + ino + client + session; close
+ * deletes it. A file whose last link goes stays in the GC queue until no
+ * session of it is left, so writers keep a valid inode and layout.
+ *
+ *   session:  (none) --open(W)/create(W)--> OPEN --close--> (none)
+ *                                            |--session_prune(client dead)--> (none)
+ *   gc entry: QUEUED --gc claim txn--> CLAIMED(owner, lease) --chunks removed,
+ *             delete txn--> (gone);  CLAIMED --lease expires--> QUEUED
+ *
+ * Length. The inode's size only grows through meta_sync (max of the stored
+ * size, a client report made under the current truncate_ver, and, when
+ * asked, what storage holds: for each of the first chains_used stripe slots,
+ * the end of the last chunk there). The storage answer is gathered outside
+ * the txn; the txn then checks truncate_ver did not move meanwhile (a
+ * truncate in between would make the answer stale) and otherwise starts
+ * over. chains_used doubles as reported lengths grow, bounding the query:
+ * clients report a length before writing chunks past the hint (3FS's
+ * dynamic stripe). GC and truncate ignore the hint and visit every chain.
+ *
+ * fsck reads the whole namespace in one read-only snapshot, so what it
+ * reports is a consistent state, not a mix of before and after some op.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/status.h"
+#include "common/wire.h"
+#include "meta/meta_int.h"
+
+/* ---- open ---- */
+
+struct open_arg {
+	meta_ctx *m;
+	const struct meta_cred *c;
+	const struct meta_req *rq;
+	uint64_t ino;
+	unsigned flags;
+	uint64_t session;
+	struct meta_inode in;
+};
+
+static int open_check(struct open_arg *a)
+{
+	if (a->in.nlink == 0)
+		return -ENOENT;
+	if (a->in.type == META_T_SYMLINK)
+		return -ELOOP;
+	if (a->in.type == META_T_DIR && (a->flags & (META_O_WRITE | META_O_TRUNC)))
+		return -EISDIR;
+	int mask = ((a->flags & META_O_READ) ? 4 : 0) |
+		   ((a->flags & (META_O_WRITE | META_O_TRUNC)) ? 2 : 0);
+	return mask ? meta_may(&a->in, a->c, mask) : 0;
+}
+
+static int open_ro_body(kv_txn *t, void *arg)
+{
+	struct open_arg *a = arg;
+	int rc = meta_get_inode(t, a->ino, 1, &a->in);
+	return rc ? rc : open_check(a);
+}
+
+static int open_rw_body(kv_txn *t, void *arg)
+{
+	struct open_arg *a = arg;
+	struct meta_idem_rec rec;
+	struct meta_key k;
+	struct buf b = BUF_INIT;
+	a->session = 0;
+	int rc = meta_idem_check(t, a->rq, META_OP_OPEN, &rec);
+	if (rc < 0)
+		return rc;
+	if (rc == 1) {
+		a->session = rec.aux;
+		rc = meta_get_inode(t, a->ino, 1, &a->in);
+		return rc == -ENOENT ? 0 : rc;
+	}
+	/* conflict read: an unlink racing this open either commits first
+	 * (we see nlink 0) or aborts us */
+	if ((rc = meta_get_inode(t, a->ino, 0, &a->in)))
+		return rc;
+	if ((rc = open_check(a)))
+		return rc;
+	struct meta_session_rec s = { .client = a->rq ? a->rq->client : 0,
+				      .opened = meta_now(a->m) };
+	do
+		s.session = meta_random(a->m);
+	while (s.session == 0);
+	meta_key_session(&k, a->ino, s.client, s.session);
+	rc = meta_session_encode(&s, &b);
+	if (rc == 0)
+		rc = kv_set(t, kv_mem(k.b, k.n), kv_mem(b.data, b.len));
+	buf_fini(&b);
+	if (rc)
+		return rc;
+	a->session = s.session;
+	return meta_idem_put(a->m, t, a->rq, META_OP_OPEN, 0, a->ino, s.session);
+}
+
+int meta_open(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq, uint64_t ino,
+	      unsigned flags, struct meta_inode *out, uint64_t *session)
+{
+	struct open_arg *a = calloc(1, sizeof(*a));
+	int rc;
+	if (!a)
+		return -ENOMEM;
+	*a = (struct open_arg){ .m = m, .c = c, .rq = rq, .ino = ino, .flags = flags };
+	if (flags & META_O_WRITE)
+		rc = meta_run_rw(m, rq, open_rw_body, a);
+	else
+		rc = meta_run_ro(m, open_ro_body, a);
+	if (rc == 0 && (flags & META_O_TRUNC) && a->in.type == META_T_FILE) {
+		struct meta_setattr sa = { .valid = META_SET_SIZE, .size = 0 };
+		rc = meta_setattr(m, c, NULL, ino, &sa, &a->in);
+		if (rc && a->session)
+			meta_close(m, rq, ino, a->session, NULL);
+	}
+	if (rc == 0 && out)
+		*out = a->in;
+	if (session)
+		*session = rc == 0 ? a->session : 0;
+	free(a);
+	return rc;
+}
+
+/* ---- length ---- */
+
+struct sync_arg {
+	meta_ctx *m;
+	uint64_t ino;
+	const struct meta_length *len;
+	int query;
+	uint64_t storage_len;
+	uint64_t seen_tv;     /* truncate_ver the storage answer was taken under */
+	int stale;
+	struct meta_inode in;
+};
+
+static int sync_read_body(kv_txn *t, void *arg)
+{
+	struct sync_arg *a = arg;
+	return meta_get_inode(t, a->ino, 1, &a->in);
+}
+
+static int sync_body(kv_txn *t, void *arg)
+{
+	struct sync_arg *a = arg;
+	a->stale = 0;
+	int rc = meta_get_inode(t, a->ino, 0, &a->in);
+	if (rc)
+		return rc;
+	if (a->in.type != META_T_FILE)
+		return 0;
+	if (a->query && a->in.truncate_ver != a->seen_tv) {
+		a->stale = 1;
+		return 0;
+	}
+	uint64_t size = a->in.size;
+	if (a->query && a->storage_len > size)
+		size = a->storage_len;
+	if (a->len && a->len->truncate_ver == a->in.truncate_ver && a->len->length > size)
+		size = a->len->length;
+	uint32_t hint = meta_chains_hint(&a->in, size);
+	if (size == a->in.size && hint == a->in.chains_used)
+		return 0;
+	int64_t now = meta_now(a->m);
+	if (size != a->in.size)
+		a->in.mtime = a->in.ctime = now;
+	a->in.size = size;
+	a->in.chains_used = hint;
+	return meta_put_inode(t, &a->in);
+}
+
+static int query_storage(meta_ctx *m, const struct meta_inode *in, uint64_t *len)
+{
+	const struct meta_storage *s = &m->o.storage;
+	const struct meta_layout *l = &in->layout;
+	uint32_t perm[META_MAX_STRIPE];
+	uint32_t slots = in->chains_used < l->stripe ? in->chains_used : l->stripe;
+	*len = 0;
+	if (!s->query_last_chunk)
+		return -EOPNOTSUPP;
+	meta_layout_perm(l->seed, l->stripe, perm);
+	for (uint32_t i = 0; i < (slots ? slots : 1); i++) {
+		uint32_t idx, clen;
+		uint32_t chain = l->chains[perm[i]];
+		int rc = s->query_last_chunk(s->arg, chain, in->ino, &idx, &clen);
+		if (rc < 0) {
+			LOG_WARN("meta", "length query failed: ino=%llu chain=%u: %s",
+				 (unsigned long long)in->ino, chain, cfs_strerror(rc));
+			return rc;
+		}
+		if (rc == 1 && clen <= l->chunk_size) {
+			uint64_t end = (uint64_t)idx * l->chunk_size + clen;
+			if (end > *len)
+				*len = end;
+		}
+	}
+	return 0;
+}
+
+int meta_sync(meta_ctx *m, uint64_t ino, const struct meta_length *len, int query,
+	      uint64_t *size)
+{
+	struct sync_arg *a = calloc(1, sizeof(*a));
+	int rc = 0;
+	if (!a)
+		return -ENOMEM;
+	*a = (struct sync_arg){ .m = m, .ino = ino, .len = len, .query = query };
+	struct kv_run_opts o = { .idempotent = 1, .max_retries = 40 };
+	for (int attempt = 0; attempt < 8; attempt++) {
+		if (query) {
+			rc = meta_run_ro(m, sync_read_body, a);
+			if (rc == 0 && a->in.type == META_T_FILE)
+				rc = query_storage(m, &a->in, &a->storage_len);
+			if (rc)
+				break;
+			a->seen_tv = a->in.truncate_ver;
+		}
+		rc = meta_run(m, &o, sync_body, a);
+		if (rc || !a->stale)
+			break;
+		rc = -CFS_ECONFLICT;
+	}
+	if (rc == 0 && size)
+		*size = a->in.size;
+	free(a);
+	return rc;
+}
+
+/* ---- close ---- */
+
+struct close_arg {
+	uint64_t ino, client, session;
+};
+
+static int close_body(kv_txn *t, void *arg)
+{
+	struct close_arg *a = arg;
+	struct meta_key k;
+	meta_key_session(&k, a->ino, a->client, a->session);
+	return kv_clear(t, kv_mem(k.b, k.n));
+}
+
+int meta_close(meta_ctx *m, const struct meta_req *rq, uint64_t ino, uint64_t session,
+	       const struct meta_length *len)
+{
+	if (session == 0)
+		return 0;
+	int rc = meta_sync(m, ino, len, 1, NULL);
+	if (rc && rc != -ENOENT)
+		return rc;
+	struct close_arg a = { ino, rq ? rq->client : 0, session };
+	struct kv_run_opts o = { .idempotent = 1, .max_retries = 40 };
+	return meta_run(m, &o, close_body, &a);
+}
+
+/* ---- GC ---- */
+
+struct gc_arg {
+	meta_ctx *m;
+	int64_t now;
+	uint64_t ino;       /* claimed entry, 0: none */
+	int done;           /* finish txn: 1 deleted, 0 lost the claim */
+	struct meta_inode in;
+};
+
+static int has_sessions(kv_txn *t, uint64_t ino, int snapshot)
+{
+	struct meta_key b, e;
+	struct kv_range r;
+	meta_key_session_range(&b, &e, ino);
+	int rc = kv_get_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n), 1, snapshot, 0, &r);
+	return rc < 0 ? rc : r.n > 0;
+}
+
+/* The id after a key's 4-byte prefix, or 0 for a key too short to hold
+ * one (never written by us; treated as absent). */
+static uint64_t key_id(struct kv_slice key)
+{
+	return key.n >= 12 ? wire_load_be64((const uint8_t *)key.p + 4) : 0;
+}
+
+#define GC_SCAN_PAGE 64
+#define GC_SCAN_PAGES 64
+
+/* Claims queue entry KV if eligible: 1 claimed, 0 skipped, <0. */
+static int gc_try_claim(struct gc_arg *a, kv_txn *t, const struct kv_pair *kv)
+{
+	struct meta_gc_rec g;
+	struct meta_key k;
+	struct kv_slice v;
+	struct buf buf = BUF_INIT;
+	if (meta_gc_decode(kv->val.p, kv->val.n, &g)) {
+		LOG_WARN("meta", "gc: corrupt queue entry skipped");
+		return 0;
+	}
+	if (g.claim_owner && g.claim_owner != a->m->o.instance_id && g.claim_until > a->now)
+		return 0;
+	/* Conflict reads: a concurrent claim of this entry, or a session
+	 * appearing, aborts one of us. */
+	meta_key_gc(&k, g.ino);
+	int rc = kv_get(t, kv_mem(k.b, k.n), 0, &v);
+	if (rc <= 0)
+		return rc;
+	if ((rc = has_sessions(t, g.ino, 0)) != 0)
+		return rc < 0 ? rc : 0;
+	g.claim_owner = a->m->o.instance_id;
+	g.claim_until = a->now + a->m->o.gc_claim_ns;
+	rc = meta_gc_encode(&g, &buf);
+	if (rc == 0)
+		rc = kv_set(t, kv_mem(k.b, k.n), kv_mem(buf.data, buf.len));
+	buf_fini(&buf);
+	if (rc)
+		return rc;
+	a->ino = g.ino;
+	return 1;
+}
+
+/* Pages through the queue with snapshot reads (no conflicts) until an
+ * eligible entry turns up, so files still open for write at the head of
+ * the queue cannot starve the rest; at most GC_SCAN_PAGES pages a step. */
+static int gc_claim_body(kv_txn *t, void *arg)
+{
+	struct gc_arg *a = arg;
+	struct meta_key b, e;
+	struct kv_range r;
+	a->ino = 0;
+	meta_key_prefix_range(&b, &e, "GCQU");
+	struct kv_slice begin = kv_mem(b.b, b.n), end = kv_mem(e.b, e.n);
+	for (int page = 0; page < GC_SCAN_PAGES; page++) {
+		struct kv_range sr;
+		struct meta_key sb, se, unused;
+		int rc = kv_get_range(t, begin, end, GC_SCAN_PAGE, 1, 0, &r);
+		if (rc < 0)
+			return rc;
+		if (r.n == 0)
+			break;
+		/* One snapshot read finds which inodes of the page have write
+		 * sessions: both ranges are in inode order, so merge them. */
+		uint64_t lo = key_id(r.kvs[0].key), hi = key_id(r.kvs[r.n - 1].key);
+		meta_key_session_range(&sb, &unused, lo);
+		meta_key_session_range(&unused, &se, hi);
+		if ((rc = kv_get_range(t, kv_mem(sb.b, sb.n), kv_mem(se.b, se.n), 0, 1, 0, &sr)) < 0)
+			return rc;
+		int j = 0;
+		for (int i = 0; i < r.n; i++) {
+			uint64_t ino = key_id(r.kvs[i].key);
+			while (j < sr.n && key_id(sr.kvs[j].key) < ino)
+				j++;
+			if (ino == 0 || (j < sr.n && key_id(sr.kvs[j].key) == ino))
+				continue;
+			rc = gc_try_claim(a, t, &r.kvs[i]);
+			if (rc)
+				return rc < 0 ? rc : 0;
+		}
+		if (!r.has_more)
+			break;
+		if ((rc = kv_range_continue(t, &r, 0, &begin, &end)))
+			return rc;
+	}
+	return 0;
+}
+
+static int gc_read_body(kv_txn *t, void *arg)
+{
+	struct gc_arg *a = arg;
+	return meta_get_inode(t, a->ino, 1, &a->in);
+}
+
+static int gc_finish_body(kv_txn *t, void *arg)
+{
+	struct gc_arg *a = arg;
+	struct meta_key k, b, e;
+	struct kv_slice v;
+	struct meta_gc_rec g;
+	a->done = 0;
+	meta_key_gc(&k, a->ino);
+	int rc = kv_get(t, kv_mem(k.b, k.n), 0, &v);
+	if (rc < 0)
+		return rc;
+	if (rc == 0) {
+		/* Only the claim holder deletes the entry: this is our own
+		 * earlier attempt that committed with an unknown outcome. */
+		a->done = 1;
+		return 0;
+	}
+	if ((rc = meta_gc_decode(v.p, v.n, &g)))
+		return rc;
+	if (g.claim_owner != a->m->o.instance_id)
+		return 0;
+	if ((rc = kv_clear(t, kv_mem(k.b, k.n))))
+		return rc;
+	meta_key_inode(&k, a->ino);
+	if ((rc = kv_clear(t, kv_mem(k.b, k.n))))
+		return rc;
+	meta_key_xattr_range(&b, &e, a->ino);
+	if ((rc = kv_clear_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n))))
+		return rc;
+	a->done = 1;
+	return 0;
+}
+
+int meta_gc_step(meta_ctx *m)
+{
+	struct gc_arg *a = calloc(1, sizeof(*a));
+	struct kv_run_opts o = { .idempotent = 1, .max_retries = 40 };
+	const struct meta_storage *s = &m->o.storage;
+	if (!a)
+		return -ENOMEM;
+	a->m = m;
+	a->now = meta_now(m);
+	int rc = meta_run(m, &o, gc_claim_body, a);
+	if (rc || a->ino == 0)
+		goto out;
+	rc = meta_run_ro(m, gc_read_body, a);
+	if (rc == 0 && a->in.type == META_T_FILE) {
+		if (!s->remove_chunks) {
+			rc = -EOPNOTSUPP;
+			goto out;
+		}
+		for (uint32_t i = 0; i < a->in.layout.nchains && rc == 0; i++) {
+			rc = s->remove_chunks(s->arg, a->in.layout.chains[i], a->ino, 0);
+			if (rc < 0)
+				LOG_WARN("meta", "gc: remove chunks failed: ino=%llu chain=%u: %s",
+					 (unsigned long long)a->ino, a->in.layout.chains[i],
+					 cfs_strerror(rc));
+		}
+		if (rc)
+			goto out;
+	} else if (rc && rc != -ENOENT) {
+		goto out;
+	}
+	rc = meta_run(m, &o, gc_finish_body, a);
+	if (rc == 0)
+		rc = a->done;
+out:
+	free(a);
+	return rc;
+}
+
+/* ---- session cleanup ---- */
+
+struct sess_ref {
+	uint64_t ino, client, session;
+};
+
+struct prune_arg {
+	const uint64_t *live;
+	size_t nlive;
+	struct sess_ref *dead;
+	size_t ndead, cap;
+	size_t from, to; /* delete batch [from, to) */
+};
+
+static int is_live(const struct prune_arg *a, uint64_t client)
+{
+	for (size_t i = 0; i < a->nlive; i++)
+		if (a->live[i] == client)
+			return 1;
+	return 0;
+}
+
+static int sess_scan_body(kv_txn *t, void *arg)
+{
+	struct prune_arg *a = arg;
+	struct meta_key b, e;
+	struct kv_range r;
+	a->ndead = 0;
+	meta_key_prefix_range(&b, &e, "SESS");
+	int rc = kv_get_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n), 0, 1, 0, &r);
+	if (rc < 0)
+		return rc;
+	for (int i = 0; i < r.n; i++) {
+		const uint8_t *key = r.kvs[i].key.p;
+		if (r.kvs[i].key.n != 28)
+			continue;
+		struct sess_ref s = { wire_load_be64(key + 4), wire_load_be64(key + 12),
+				      wire_load_be64(key + 20) };
+		if (is_live(a, s.client))
+			continue;
+		if (a->ndead == a->cap) {
+			size_t nc = a->cap ? a->cap * 2 : 64;
+			struct sess_ref *n = realloc(a->dead, nc * sizeof(*n));
+			if (!n)
+				return -ENOMEM;
+			a->dead = n;
+			a->cap = nc;
+		}
+		a->dead[a->ndead++] = s;
+	}
+	return 0;
+}
+
+static int sess_del_body(kv_txn *t, void *arg)
+{
+	struct prune_arg *a = arg;
+	for (size_t i = a->from; i < a->to; i++) {
+		struct meta_key k;
+		meta_key_session(&k, a->dead[i].ino, a->dead[i].client, a->dead[i].session);
+		int rc = kv_clear(t, kv_mem(k.b, k.n));
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int meta_session_prune(meta_ctx *m, const uint64_t *live, size_t n)
+{
+	struct prune_arg a = { .live = live, .nlive = n };
+	struct kv_run_opts o = { .idempotent = 1, .max_retries = 40 };
+	int rc = meta_run_ro(m, sess_scan_body, &a);
+	for (size_t i = 0; rc == 0 && i < a.ndead; i++) {
+		if (i > 0 && a.dead[i].ino == a.dead[i - 1].ino)
+			continue;
+		int src = meta_sync(m, a.dead[i].ino, NULL, 1, NULL);
+		if (src && src != -ENOENT)
+			LOG_WARN("meta", "session prune: length sync failed: ino=%llu: %s",
+				 (unsigned long long)a.dead[i].ino, cfs_strerror(src));
+	}
+	for (a.from = 0; rc == 0 && a.from < a.ndead; a.from = a.to) {
+		a.to = a.from + 48 < a.ndead ? a.from + 48 : a.ndead;
+		rc = meta_run(m, &o, sess_del_body, &a);
+	}
+	size_t dropped = a.ndead;
+	free(a.dead);
+	return rc ? rc : (int)dropped;
+}
+
+/* ---- fsck ---- */
+
+struct fsck_ino {
+	uint64_t ino, parent;
+	uint32_t nlink, links;
+	uint8_t type, in_gc;
+	uint64_t dent_parent;  /* parent named by the (first) dentry */
+};
+
+struct fsck_arg {
+	struct fsck_ino *v;
+	size_t n, cap;
+	struct meta_fsck_report r;
+};
+
+static struct fsck_ino *fsck_find(struct fsck_arg *a, uint64_t ino)
+{
+	size_t lo = 0, hi = a->n;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (a->v[mid].ino < ino)
+			lo = mid + 1;
+		else if (a->v[mid].ino > ino)
+			hi = mid;
+		else
+			return &a->v[mid];
+	}
+	return NULL;
+}
+
+static int scan_prefix(kv_txn *t, const char *pfx, struct kv_range *r)
+{
+	struct meta_key b, e;
+	meta_key_prefix_range(&b, &e, pfx);
+	return kv_get_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n), 0, 1, 0, r);
+}
+
+static int fsck_body(kv_txn *t, void *arg)
+{
+	struct fsck_arg *a = arg;
+	struct kv_range r;
+	struct meta_inode *in = malloc(sizeof(*in));
+	if (!in)
+		return -ENOMEM;
+	a->n = 0;
+	memset(&a->r, 0, sizeof(a->r));
+	int rc = scan_prefix(t, "INOD", &r);
+	for (int i = 0; rc == 0 && i < r.n; i++) {
+		if (meta_inode_decode(r.kvs[i].val.p, r.kvs[i].val.n, in)) {
+			LOG_WARN("meta", "fsck: corrupt inode record");
+			a->r.corrupt_records++;
+			continue;
+		}
+		if (a->n == a->cap) {
+			size_t nc = a->cap ? a->cap * 2 : 1024;
+			struct fsck_ino *nv = realloc(a->v, nc * sizeof(*nv));
+			if (!nv) {
+				rc = -ENOMEM;
+				break;
+			}
+			a->v = nv;
+			a->cap = nc;
+		}
+		a->v[a->n++] = (struct fsck_ino){ .ino = in->ino, .parent = in->parent,
+						  .nlink = in->nlink, .type = in->type };
+	}
+	free(in);
+	a->r.inodes = a->n;
+	if (rc == 0)
+		rc = scan_prefix(t, "GCQU", &r);
+	for (int i = 0; rc == 0 && i < r.n; i++) {
+		if (r.kvs[i].key.n != 12)
+			continue;
+		struct fsck_ino *f = fsck_find(a, wire_load_be64((const uint8_t *)r.kvs[i].key.p + 4));
+		if (f)
+			f->in_gc = 1;
+		a->r.gc_pending++;
+	}
+	if (rc == 0)
+		rc = scan_prefix(t, "SESS", &r);
+	if (rc == 0)
+		a->r.sessions = (uint64_t)r.n;
+	if (rc == 0)
+		rc = scan_prefix(t, "DENT", &r);
+	for (int i = 0; rc == 0 && i < r.n; i++) {
+		struct meta_dentry d;
+		const uint8_t *key = r.kvs[i].key.p;
+		a->r.dentries++;
+		if (r.kvs[i].key.n <= 12 ||
+		    meta_dentry_decode(r.kvs[i].val.p, r.kvs[i].val.n, &d)) {
+			a->r.corrupt_records++;
+			continue;
+		}
+		uint64_t parent = wire_load_be64(key + 4);
+		struct fsck_ino *f = fsck_find(a, d.ino);
+		if (!f || f->type != d.type) {
+			LOG_WARN("meta", "fsck: dangling dentry: parent=%llu name=%.*s ino=%llu",
+				 (unsigned long long)parent, (int)(r.kvs[i].key.n - 12),
+				 (const char *)key + 12, (unsigned long long)d.ino);
+			a->r.dangling_dentries++;
+			continue;
+		}
+		if (f->links++ == 0)
+			f->dent_parent = parent;
+	}
+	return rc;
+}
+
+/* 1 when DIR's parent chain reaches the root. */
+static int fsck_reaches_root(struct fsck_arg *a, struct fsck_ino *dir)
+{
+	struct fsck_ino *cur = dir;
+	for (size_t steps = 0; steps <= a->n && steps <= 4 * META_MAX_DEPTH; steps++) {
+		if (cur->ino == META_ROOT_INO)
+			return 1;
+		cur = fsck_find(a, cur->parent);
+		if (!cur || cur->type != META_T_DIR)
+			return 0;
+	}
+	return 0;
+}
+
+int meta_fsck(meta_ctx *m, const struct meta_chunk_ref *chunks, size_t nchunks,
+	      struct meta_fsck_report *out)
+{
+	struct fsck_arg a = { 0 };
+	int rc = meta_run_ro(m, fsck_body, &a);
+	if (rc) {
+		free(a.v);
+		return rc;
+	}
+	for (size_t i = 0; i < a.n; i++) {
+		struct fsck_ino *f = &a.v[i];
+		if (f->ino == META_ROOT_INO)
+			continue;
+		if (f->links == 0) {
+			if (!(f->in_gc && f->nlink == 0)) {
+				LOG_WARN("meta", "fsck: orphan inode: ino=%llu nlink=%u",
+					 (unsigned long long)f->ino, f->nlink);
+				a.r.orphan_inodes++;
+			}
+			continue;
+		}
+		if (f->type == META_T_DIR) {
+			if (f->links != 1) {
+				LOG_WARN("meta", "fsck: directory with %u dentries: ino=%llu",
+					 f->links, (unsigned long long)f->ino);
+				a.r.nlink_mismatch++;
+			}
+			if (f->dent_parent != f->parent) {
+				LOG_WARN("meta", "fsck: bad parent: ino=%llu parent=%llu dentry in %llu",
+					 (unsigned long long)f->ino, (unsigned long long)f->parent,
+					 (unsigned long long)f->dent_parent);
+				a.r.bad_parent++;
+			}
+			if (!fsck_reaches_root(&a, f)) {
+				LOG_WARN("meta", "fsck: directory not reachable from root: ino=%llu",
+					 (unsigned long long)f->ino);
+				a.r.unreachable_dirs++;
+			}
+		} else if (f->links != f->nlink) {
+			LOG_WARN("meta", "fsck: nlink mismatch: ino=%llu nlink=%u dentries=%u",
+				 (unsigned long long)f->ino, f->nlink, f->links);
+			a.r.nlink_mismatch++;
+		}
+	}
+	for (size_t i = 0; i < nchunks; i++) {
+		if (!fsck_find(&a, chunks[i].ino)) {
+			LOG_WARN("meta", "fsck: orphan chunk: ino=%llu index=%u",
+				 (unsigned long long)chunks[i].ino, chunks[i].index);
+			a.r.orphan_chunks++;
+		}
+	}
+	*out = a.r;
+	free(a.v);
+	return 0;
+}

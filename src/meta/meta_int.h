@@ -1,0 +1,85 @@
+/* meta_int.h - internals shared by the meta_*.c files (not for callers).
+ *
+ * Transaction helpers all take the txn and return 0 / 1 (found) / <0; a
+ * KV error poisons the txn, so bodies may return the first error they see
+ * and kv_run decides whether to retry.
+ */
+#ifndef CFS_META_META_INT_H
+#define CFS_META_META_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "common/buf.h"
+#include "meta/meta.h"
+
+struct meta_ctx {
+	kv_engine *kv;                 /* borrowed */
+	struct meta_opts o;            /* copy of the options */
+	pthread_mutex_t id_lock;       /* guards id_next, id_end */
+	uint64_t id_next, id_end;      /* local inode-id range [next, end) */
+	_Atomic uint64_t chain_cursor; /* round-robin position in chain tables */
+	_Atomic uint64_t rng;          /* splitmix64 state for seeds and session ids */
+	_Atomic uint64_t txns, retries, failures; /* meta_stats counters */
+};
+
+/* Operation codes stored in idempotency records (checked on replay). */
+enum meta_op {
+	META_OP_CREATE = 1, META_OP_MKDIR, META_OP_SYMLINK, META_OP_LINK, META_OP_UNLINK,
+	META_OP_RMDIR, META_OP_RENAME, META_OP_SETATTR, META_OP_OPEN, META_OP_CLOSE,
+	META_OP_SETXATTR, META_OP_REMOVEXATTR, META_OP_SETLAYOUT,
+};
+
+int64_t meta_now(meta_ctx *m);
+uint64_t meta_random(meta_ctx *m);
+/* Next inode id of this instance's range (a new range from the allocator
+ * when it runs out). 0 or <0. */
+int meta_alloc_ino(meta_ctx *m, uint64_t *ino);
+
+/* Stripe slots a file of SIZE bytes may use: the inode's hint doubled until
+ * it covers every chunk, capped at the stripe. */
+uint32_t meta_chains_hint(const struct meta_inode *in, uint64_t size);
+
+/* kv_run on the instance's engine, counted in its stats. */
+int meta_run(meta_ctx *m, const struct kv_run_opts *o, kv_txn_fn fn, void *arg);
+/* Runs FN read-write (idempotent when rq tracks the request) or read-only. */
+int meta_run_rw(meta_ctx *m, const struct meta_req *rq, kv_txn_fn fn, void *arg);
+int meta_run_ro(meta_ctx *m, kv_txn_fn fn, void *arg);
+
+/* Idempotency: 1 and *rec when RQ was already applied, 0 when not (or rq
+ * untracked), <0. The read is a conflict read, so two racing retries of one
+ * request cannot both apply. */
+int meta_idem_check(kv_txn *t, const struct meta_req *rq, uint32_t op,
+		    struct meta_idem_rec *rec);
+int meta_idem_put(meta_ctx *m, kv_txn *t, const struct meta_req *rq, uint32_t op, int result,
+		  uint64_t ino, uint64_t aux);
+
+/* Inode I/O. get: 0, -ENOENT, -CFS_ECORRUPT or a KV error. */
+int meta_get_inode(kv_txn *t, uint64_t ino, int snapshot, struct meta_inode *out);
+int meta_put_inode(kv_txn *t, const struct meta_inode *in);
+/* Dentry: 1 found, 0 absent, <0. */
+int meta_get_dentry(kv_txn *t, uint64_t parent, struct meta_name name, int snapshot,
+		    struct meta_dentry *out);
+int meta_put_dentry(kv_txn *t, uint64_t parent, struct meta_name name, uint64_t ino,
+		    uint8_t type);
+int meta_del_dentry(kv_txn *t, uint64_t parent, struct meta_name name);
+/* 1 when directory DIR has an entry (a conflict read of at most one key). */
+int meta_dir_nonempty(kv_txn *t, uint64_t dir);
+/* Queues a file whose last link went for GC. */
+int meta_gc_enqueue(meta_ctx *m, kv_txn *t, uint64_t ino);
+
+/* Permission: MASK of 4 (read), 2 (write), 1 (search/execute). 0 or -EACCES. */
+int meta_may(const struct meta_inode *in, const struct meta_cred *c, int mask);
+int meta_in_group(const struct meta_cred *c, uint32_t gid);
+/* Sticky-directory rule for removing or replacing VICTIM in DIR: 0 or -EPERM. */
+int meta_sticky_ok(const struct meta_inode *dir, const struct meta_inode *victim,
+		   const struct meta_cred *c);
+/* Parent checks for adding/removing entries: directory, write + search. */
+int meta_check_parent(const struct meta_inode *dir, const struct meta_cred *c, int mask);
+
+enum meta_name_use { META_NAME_LOOKUP, META_NAME_NEW, META_NAME_REMOVE };
+/* -ENAMETOOLONG, -EINVAL ('/', NUL, empty, or "."/".." to remove/rename),
+ * -EEXIST ("."/".." as a new name). */
+int meta_check_name(struct meta_name name, enum meta_name_use use);
+
+#endif

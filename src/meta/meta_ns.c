@@ -1,0 +1,760 @@
+/* meta_ns.c - namespace operations: lookup, create/mkdir/symlink, link,
+ * unlink, rmdir, rename, readdir, readlink.
+ *
+ * Each operation is one transaction body (run by kv_run, possibly several
+ * times: bodies reset their outputs and keep no state between attempts).
+ * Conflict discipline, after 3FS:
+ *   - the parent directory inode is read without the snapshot flag (so it
+ *     is in the read-conflict set: a concurrent rmdir, chmod or rename of
+ *     the parent aborts us) but never written, so entry operations in one
+ *     directory do not conflict with each other;
+ *   - the dentry key is read without the snapshot flag, so two creates of
+ *     one name serialize;
+ *   - the target inode is read and written when its nlink or parent field
+ *     changes (link, unlink, rename);
+ *   - rename of a directory to another parent reads every ancestor of the
+ *     destination (conflict reads) and refuses if the source is among them.
+ *     A racing rename that moves one of those ancestors writes that
+ *     ancestor's inode (its parent field), so one of the two aborts and
+ *     retries: no cycle can commit.
+ * Every transaction stays within KV_MAX_WRITES (at most 6 writes here) and
+ * KV_MAX_READ_CONFLICTS (at most 10 + META_MAX_DEPTH reads).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/status.h"
+#include "meta/meta_int.h"
+
+/* ---- lookup, getattr, readlink ---- */
+
+struct lookup_arg {
+	const struct meta_cred *c;
+	uint64_t parent, ino;
+	struct meta_name name;
+	struct meta_inode *out;
+};
+
+static int lookup_body(kv_txn *t, void *arg)
+{
+	struct lookup_arg *a = arg;
+	struct meta_inode *dir = a->out;
+	struct meta_dentry d;
+	int rc = meta_get_inode(t, a->parent, 1, dir);
+	if (rc)
+		return rc;
+	if (dir->type != META_T_DIR)
+		return -ENOTDIR;
+	if ((rc = meta_may(dir, a->c, 1)))
+		return rc;
+	if (a->name.n == 1 && a->name.p[0] == '.')
+		return 0;
+	if (a->name.n == 2 && a->name.p[0] == '.' && a->name.p[1] == '.')
+		return meta_get_inode(t, dir->parent, 1, a->out);
+	rc = meta_get_dentry(t, a->parent, a->name, 1, &d);
+	if (rc < 0)
+		return rc;
+	if (rc == 0)
+		return -ENOENT;
+	return meta_get_inode(t, d.ino, 1, a->out);
+}
+
+int meta_lookup(meta_ctx *m, const struct meta_cred *c, uint64_t parent, struct meta_name name,
+		struct meta_inode *out)
+{
+	int rc = meta_check_name(name, META_NAME_LOOKUP);
+	if (rc)
+		return rc;
+	struct lookup_arg a = { .c = c, .parent = parent, .name = name, .out = out };
+	return meta_run_ro(m, lookup_body, &a);
+}
+
+struct getattr_arg {
+	uint64_t ino;
+	struct meta_inode *out;
+};
+
+static int getattr_body(kv_txn *t, void *arg)
+{
+	struct getattr_arg *a = arg;
+	return meta_get_inode(t, a->ino, 1, a->out);
+}
+
+int meta_getattr(meta_ctx *m, uint64_t ino, struct meta_inode *out)
+{
+	struct getattr_arg a = { ino, out };
+	return meta_run_ro(m, getattr_body, &a);
+}
+
+struct access_arg {
+	const struct meta_cred *c;
+	uint64_t ino;
+	int mask;
+	struct meta_inode in;
+};
+
+static int access_body(kv_txn *t, void *arg)
+{
+	struct access_arg *a = arg;
+	int rc = meta_get_inode(t, a->ino, 1, &a->in);
+	return rc ? rc : meta_may(&a->in, a->c, a->mask);
+}
+
+int meta_access(meta_ctx *m, const struct meta_cred *c, uint64_t ino, int mask)
+{
+	if (mask & ~7)
+		return -EINVAL;
+	struct access_arg *a = malloc(sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	*a = (struct access_arg){ .c = c, .ino = ino, .mask = mask };
+	int rc = meta_run_ro(m, access_body, a);
+	free(a);
+	return rc;
+}
+
+int meta_readlink(meta_ctx *m, uint64_t ino, char *buf, size_t cap)
+{
+	struct meta_inode *in = malloc(sizeof(*in));
+	if (!in)
+		return -ENOMEM;
+	int rc = meta_getattr(m, ino, in);
+	if (rc == 0 && in->type != META_T_SYMLINK)
+		rc = -EINVAL;
+	if (rc == 0) {
+		size_t n = in->target_len < cap ? in->target_len : cap;
+		memcpy(buf, in->target, n);
+		if (n < cap)
+			buf[n] = 0;
+		rc = (int)in->target_len;
+	}
+	free(in);
+	return rc;
+}
+
+/* ---- create, mkdir, symlink ---- */
+
+struct new_arg {
+	meta_ctx *m;
+	const struct meta_cred *c;
+	const struct meta_req *rq;
+	uint64_t parent;
+	struct meta_name name;
+	uint32_t mode;
+	unsigned flags;
+	uint8_t type;
+	struct meta_name target;
+	uint64_t ino;           /* preallocated id for a new inode */
+	struct meta_inode *out; /* result (also scratch) */
+	struct meta_inode *dir; /* scratch: the parent */
+	uint64_t session;       /* out */
+};
+
+static uint32_t new_op(uint8_t type)
+{
+	return type == META_T_DIR ? META_OP_MKDIR :
+	       type == META_T_SYMLINK ? META_OP_SYMLINK : META_OP_CREATE;
+}
+
+static int put_session(meta_ctx *m, kv_txn *t, uint64_t ino, uint64_t client,
+		       uint64_t *session)
+{
+	struct meta_key k;
+	struct buf b = BUF_INIT;
+	struct meta_session_rec s = { .client = client, .opened = meta_now(m) };
+	do
+		s.session = meta_random(m);
+	while (s.session == 0);
+	meta_key_session(&k, ino, client, s.session);
+	int rc = meta_session_encode(&s, &b);
+	if (rc == 0)
+		rc = kv_set(t, kv_mem(k.b, k.n), kv_mem(b.data, b.len));
+	buf_fini(&b);
+	if (rc == 0)
+		*session = s.session;
+	return rc;
+}
+
+/* Opens an existing inode found by create without O_EXCL. */
+static int new_open_existing(struct new_arg *a, kv_txn *t, const struct meta_dentry *d)
+{
+	int rc;
+	if (a->type != META_T_FILE)
+		return -EEXIST;
+	if (d->type == META_T_DIR)
+		return -EISDIR;
+	if (d->type == META_T_SYMLINK)
+		return -ELOOP;
+	if ((rc = meta_get_inode(t, d->ino, 0, a->out)))
+		return rc;
+	if ((rc = meta_may(a->out, a->c, (a->flags & META_O_WRITE) ? 2 : 4)))
+		return rc;
+	if (a->flags & META_O_WRITE)
+		rc = put_session(a->m, t, d->ino, a->rq ? a->rq->client : 0, &a->session);
+	return rc;
+}
+
+static int new_body(kv_txn *t, void *arg)
+{
+	struct new_arg *a = arg;
+	struct meta_inode *dir = a->dir, *in = a->out;
+	struct meta_idem_rec rec;
+	struct meta_dentry d;
+	int64_t now = meta_now(a->m);
+	uint32_t op = new_op(a->type);
+
+	a->session = 0;
+	int rc = meta_idem_check(t, a->rq, op, &rec);
+	if (rc < 0)
+		return rc;
+	if (rc == 1) {
+		a->session = rec.aux;
+		rc = meta_get_inode(t, rec.ino, 1, in);
+		return rc == -ENOENT ? 0 : rc;
+	}
+	if ((rc = meta_get_inode(t, a->parent, 0, dir)))
+		return rc;
+	if ((rc = meta_check_parent(dir, a->c, 1)))
+		return rc;
+	rc = meta_get_dentry(t, a->parent, a->name, 0, &d);
+	if (rc < 0)
+		return rc;
+	if (rc == 1) {
+		if (a->flags & META_O_EXCL || a->type != META_T_FILE)
+			return -EEXIST;
+		rc = new_open_existing(a, t, &d);
+		if (rc == 0)
+			rc = meta_idem_put(a->m, t, a->rq, op, 0, d.ino, a->session);
+		return rc;
+	}
+	if ((rc = meta_may(dir, a->c, 3)))
+		return rc;
+
+	memset(in, 0, offsetof(struct meta_inode, layout));
+	in->has_layout = 0;
+	in->target_len = 0;
+	in->target[0] = 0;
+	in->ino = a->ino;
+	in->type = a->type;
+	in->mode = a->mode & 07777;
+	in->uid = a->c->uid;
+	in->gid = a->c->gid;
+	in->atime = in->mtime = in->ctime = now;
+	if (dir->mode & 02000) {
+		/* setgid directory: children take its group, subdirectories
+		 * also the bit */
+		in->gid = dir->gid;
+		if (a->type == META_T_DIR)
+			in->mode |= 02000;
+	}
+	if (a->type != META_T_DIR && (in->mode & 02000) && a->c->uid != 0 &&
+	    !meta_in_group(a->c, in->gid))
+		in->mode &= ~02000u; /* as Linux inode_init_owner */
+	const struct meta_layout *def = dir->has_layout ? &dir->layout : &a->m->o.root_layout;
+	switch (a->type) {
+	case META_T_DIR:
+		in->nlink = 2;
+		in->parent = a->parent;
+		in->has_layout = 1;
+		in->layout = *def;
+		in->layout.nchains = 0;
+		break;
+	case META_T_SYMLINK:
+		in->nlink = 1;
+		in->mode = 0777;
+		in->size = a->target.n;
+		memcpy(in->target, a->target.p, a->target.n);
+		in->target[a->target.n] = 0;
+		in->target_len = (uint32_t)a->target.n;
+		break;
+	default: {
+		char err[128];
+		uint64_t cursor = atomic_fetch_add_explicit(&a->m->chain_cursor, def->stripe,
+							    memory_order_relaxed);
+		in->nlink = 1;
+		in->has_layout = 1;
+		rc = meta_layout_assign(def, &a->m->o.chains, cursor, meta_random(a->m),
+					&in->layout, err, sizeof(err));
+		if (rc) {
+			LOG_WARN("meta", "create: bad layout: parent=%llu: %s",
+				 (unsigned long long)a->parent, err);
+			return rc;
+		}
+		in->chains_used = 1;
+		break;
+	}
+	}
+	if ((rc = meta_put_inode(t, in)))
+		return rc;
+	if ((rc = meta_put_dentry(t, a->parent, a->name, in->ino, in->type)))
+		return rc;
+	if (a->type == META_T_FILE && (a->flags & META_O_WRITE) &&
+	    (rc = put_session(a->m, t, in->ino, a->rq ? a->rq->client : 0, &a->session)))
+		return rc;
+	return meta_idem_put(a->m, t, a->rq, op, 0, in->ino, a->session);
+}
+
+static int run_new(meta_ctx *m, struct new_arg *a, struct meta_inode *out)
+{
+	int rc = meta_check_name(a->name, META_NAME_NEW);
+	if (rc)
+		return rc;
+	if ((rc = meta_alloc_ino(m, &a->ino)))
+		return rc;
+	struct meta_inode *scratch = malloc(2 * sizeof(struct meta_inode));
+	if (!scratch)
+		return -ENOMEM;
+	a->m = m;
+	a->out = scratch;
+	a->dir = scratch + 1;
+	rc = meta_run_rw(m, a->rq, new_body, a);
+	if (rc == 0 && out)
+		*out = *scratch;
+	free(scratch);
+	return rc;
+}
+
+int meta_create(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+		uint64_t parent, struct meta_name name, uint32_t mode, unsigned flags,
+		struct meta_inode *out, uint64_t *session)
+{
+	struct new_arg a = { .c = c, .rq = rq, .parent = parent, .name = name, .mode = mode,
+			     .flags = flags, .type = META_T_FILE };
+	int rc = run_new(m, &a, out);
+	if (session)
+		*session = rc == 0 ? a.session : 0;
+	return rc;
+}
+
+int meta_mkdir(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+	       uint64_t parent, struct meta_name name, uint32_t mode, struct meta_inode *out)
+{
+	struct new_arg a = { .c = c, .rq = rq, .parent = parent, .name = name, .mode = mode,
+			     .flags = META_O_EXCL, .type = META_T_DIR };
+	return run_new(m, &a, out);
+}
+
+int meta_symlink(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+		 uint64_t parent, struct meta_name name, struct meta_name target,
+		 struct meta_inode *out)
+{
+	if (target.n == 0)
+		return -ENOENT;
+	if (target.n > META_SYMLINK_MAX)
+		return -ENAMETOOLONG;
+	if (memchr(target.p, 0, target.n))
+		return -EINVAL;
+	struct new_arg a = { .c = c, .rq = rq, .parent = parent, .name = name,
+			     .flags = META_O_EXCL, .type = META_T_SYMLINK, .target = target };
+	return run_new(m, &a, out);
+}
+
+/* ---- link ---- */
+
+struct link_arg {
+	meta_ctx *m;
+	const struct meta_cred *c;
+	const struct meta_req *rq;
+	uint64_t ino, parent;
+	struct meta_name name;
+	struct meta_inode in, dir;
+};
+
+static int link_body(kv_txn *t, void *arg)
+{
+	struct link_arg *a = arg;
+	struct meta_idem_rec rec;
+	struct meta_dentry d;
+	int rc = meta_idem_check(t, a->rq, META_OP_LINK, &rec);
+	if (rc < 0)
+		return rc;
+	if (rc == 1) {
+		rc = meta_get_inode(t, a->ino, 1, &a->in);
+		return rc == -ENOENT ? 0 : rc;
+	}
+	if ((rc = meta_get_inode(t, a->ino, 0, &a->in)))
+		return rc;
+	if (a->in.type == META_T_DIR)
+		return -EPERM;
+	if (a->in.nlink == 0)
+		return -ENOENT;
+	if (a->in.nlink >= 65000)
+		return -EMLINK;
+	if ((rc = meta_get_inode(t, a->parent, 0, &a->dir)))
+		return rc;
+	if ((rc = meta_check_parent(&a->dir, a->c, 3)))
+		return rc;
+	rc = meta_get_dentry(t, a->parent, a->name, 0, &d);
+	if (rc < 0)
+		return rc;
+	if (rc == 1)
+		return -EEXIST;
+	a->in.nlink++;
+	a->in.ctime = meta_now(a->m);
+	if ((rc = meta_put_inode(t, &a->in)))
+		return rc;
+	if ((rc = meta_put_dentry(t, a->parent, a->name, a->ino, a->in.type)))
+		return rc;
+	return meta_idem_put(a->m, t, a->rq, META_OP_LINK, 0, a->ino, 0);
+}
+
+int meta_link(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq, uint64_t ino,
+	      uint64_t parent, struct meta_name name, struct meta_inode *out)
+{
+	int rc = meta_check_name(name, META_NAME_NEW);
+	if (rc)
+		return rc;
+	struct link_arg *a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	*a = (struct link_arg){ .m = m, .c = c, .rq = rq, .ino = ino, .parent = parent,
+				.name = name };
+	rc = meta_run_rw(m, rq, link_body, a);
+	if (rc == 0 && out)
+		*out = a->in;
+	free(a);
+	return rc;
+}
+
+/* ---- unlink, rmdir ---- */
+
+/* Drops one link of IN (already read with conflict): deletes it outright
+ * (directories, symlinks) or, for a file's last link, queues it for GC. */
+static int drop_link(meta_ctx *m, kv_txn *t, struct meta_inode *in, int64_t now)
+{
+	struct meta_key k, b, e;
+	if (in->type == META_T_DIR || in->nlink <= 1) {
+		in->nlink = 0;
+		if (in->type != META_T_FILE) {
+			meta_key_inode(&k, in->ino);
+			meta_key_xattr_range(&b, &e, in->ino);
+			int rc = kv_clear(t, kv_mem(k.b, k.n));
+			if (rc == 0)
+				rc = kv_clear_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n));
+			return rc;
+		}
+		in->ctime = now;
+		int rc = meta_put_inode(t, in);
+		if (rc == 0)
+			rc = meta_gc_enqueue(m, t, in->ino);
+		return rc;
+	}
+	in->nlink--;
+	in->ctime = now;
+	return meta_put_inode(t, in);
+}
+
+struct remove_arg {
+	meta_ctx *m;
+	const struct meta_cred *c;
+	const struct meta_req *rq;
+	uint64_t parent;
+	struct meta_name name;
+	int dir_op;             /* rmdir */
+	struct meta_inode dir, in;
+};
+
+static int remove_body(kv_txn *t, void *arg)
+{
+	struct remove_arg *a = arg;
+	struct meta_idem_rec rec;
+	struct meta_dentry d;
+	uint32_t op = a->dir_op ? META_OP_RMDIR : META_OP_UNLINK;
+	int rc = meta_idem_check(t, a->rq, op, &rec);
+	if (rc)
+		return rc < 0 ? rc : 0;
+	if ((rc = meta_get_inode(t, a->parent, 0, &a->dir)))
+		return rc;
+	if ((rc = meta_check_parent(&a->dir, a->c, 3)))
+		return rc;
+	rc = meta_get_dentry(t, a->parent, a->name, 0, &d);
+	if (rc < 0)
+		return rc;
+	if (rc == 0)
+		return -ENOENT;
+	rc = meta_get_inode(t, d.ino, 0, &a->in);
+	if (rc == -ENOENT) {
+		LOG_WARN("meta", "removing dangling dentry: parent=%llu name=%.*s ino=%llu",
+			 (unsigned long long)a->parent, (int)a->name.n, a->name.p,
+			 (unsigned long long)d.ino);
+		if ((rc = meta_del_dentry(t, a->parent, a->name)))
+			return rc;
+		return meta_idem_put(a->m, t, a->rq, op, 0, d.ino, 0);
+	}
+	if (rc)
+		return rc;
+	if (a->dir_op && a->in.type != META_T_DIR)
+		return -ENOTDIR;
+	if (!a->dir_op && a->in.type == META_T_DIR)
+		return -EISDIR;
+	if ((rc = meta_sticky_ok(&a->dir, &a->in, a->c)))
+		return rc;
+	if (a->dir_op) {
+		rc = meta_dir_nonempty(t, d.ino);
+		if (rc)
+			return rc < 0 ? rc : -ENOTEMPTY;
+	}
+	if ((rc = meta_del_dentry(t, a->parent, a->name)))
+		return rc;
+	if ((rc = drop_link(a->m, t, &a->in, meta_now(a->m))))
+		return rc;
+	return meta_idem_put(a->m, t, a->rq, op, 0, d.ino, 0);
+}
+
+static int run_remove(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+		      uint64_t parent, struct meta_name name, int dir_op)
+{
+	int rc = meta_check_name(name, META_NAME_REMOVE);
+	if (rc) {
+		if (dir_op && name.n == 2 && name.p[0] == '.' && name.p[1] == '.')
+			return -ENOTEMPTY;
+		return rc;
+	}
+	struct remove_arg *a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	*a = (struct remove_arg){ .m = m, .c = c, .rq = rq, .parent = parent, .name = name,
+				  .dir_op = dir_op };
+	rc = meta_run_rw(m, rq, remove_body, a);
+	free(a);
+	return rc;
+}
+
+int meta_unlink(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+		uint64_t parent, struct meta_name name)
+{
+	return run_remove(m, c, rq, parent, name, 0);
+}
+
+int meta_rmdir(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+	       uint64_t parent, struct meta_name name)
+{
+	return run_remove(m, c, rq, parent, name, 1);
+}
+
+/* ---- rename ---- */
+
+struct rename_arg {
+	meta_ctx *m;
+	const struct meta_cred *c;
+	const struct meta_req *rq;
+	uint64_t sparent, dparent;
+	struct meta_name sname, dname;
+	unsigned flags;
+	int walked;             /* ancestor reads so far (both walks share META_MAX_DEPTH) */
+	struct meta_inode sp, dp, si, di, walk;
+};
+
+/* Refuses (-EINVAL) when VICTIM is START or one of its ancestors. Every
+ * ancestor read is a conflict read (see the file comment). */
+static int loop_check(struct rename_arg *a, kv_txn *t, uint64_t start, uint64_t victim)
+{
+	uint64_t cur = start;
+	while (cur != META_ROOT_INO) {
+		if (cur == victim)
+			return -EINVAL;
+		if (a->walked++ >= META_MAX_DEPTH)
+			return -ELOOP;
+		int rc = meta_get_inode(t, cur, 0, &a->walk);
+		if (rc)
+			return rc == -ENOENT ? -ENOENT : rc;
+		cur = a->walk.parent;
+	}
+	return victim == META_ROOT_INO ? -EINVAL : 0;
+}
+
+static int rename_body(kv_txn *t, void *arg)
+{
+	struct rename_arg *a = arg;
+	struct meta_idem_rec rec;
+	struct meta_dentry sd, dd;
+	int exch = (a->flags & META_RENAME_EXCHANGE) != 0;
+	int64_t now = meta_now(a->m);
+	a->walked = 0;
+	int rc = meta_idem_check(t, a->rq, META_OP_RENAME, &rec);
+	if (rc)
+		return rc < 0 ? rc : 0;
+	if ((rc = meta_get_inode(t, a->sparent, 0, &a->sp)))
+		return rc;
+	if ((rc = meta_check_parent(&a->sp, a->c, 3)))
+		return rc;
+	if (a->dparent == a->sparent) {
+		a->dp = a->sp;
+	} else {
+		if ((rc = meta_get_inode(t, a->dparent, 0, &a->dp)))
+			return rc;
+		if ((rc = meta_check_parent(&a->dp, a->c, 3)))
+			return rc;
+	}
+	rc = meta_get_dentry(t, a->sparent, a->sname, 0, &sd);
+	if (rc <= 0)
+		return rc < 0 ? rc : -ENOENT;
+	int exists = meta_get_dentry(t, a->dparent, a->dname, 0, &dd);
+	if (exists < 0)
+		return exists;
+	if (exists && dd.ino == sd.ino)
+		return meta_idem_put(a->m, t, a->rq, META_OP_RENAME, 0, sd.ino, 0);
+	if ((a->flags & META_RENAME_NOREPLACE) && exists)
+		return -EEXIST;
+	if (exch && !exists)
+		return -ENOENT;
+	if ((rc = meta_get_inode(t, sd.ino, 0, &a->si)))
+		return rc;
+	if ((rc = meta_sticky_ok(&a->sp, &a->si, a->c)))
+		return rc;
+	int sdir = a->si.type == META_T_DIR, ddir = 0;
+	if (exists) {
+		if ((rc = meta_get_inode(t, dd.ino, 0, &a->di)))
+			return rc;
+		if ((rc = meta_sticky_ok(&a->dp, &a->di, a->c)))
+			return rc;
+		ddir = a->di.type == META_T_DIR;
+	}
+	int moved = a->sparent != a->dparent;
+	/* A directory changing parent gets a new "..": write permission on it. */
+	if (sdir && moved && (rc = meta_may(&a->si, a->c, 2)))
+		return rc;
+	if (exch && ddir && moved && (rc = meta_may(&a->di, a->c, 2)))
+		return rc;
+	if (exists && !exch) {
+		if (sdir && !ddir)
+			return -ENOTDIR;
+		if (!sdir && ddir)
+			return -EISDIR;
+		if (ddir) {
+			rc = meta_dir_nonempty(t, dd.ino);
+			if (rc)
+				return rc < 0 ? rc : -ENOTEMPTY;
+		}
+	}
+	if (sdir && moved && (rc = loop_check(a, t, a->dparent, a->si.ino)))
+		return rc;
+	if (exch && ddir && moved && (rc = loop_check(a, t, a->sparent, a->di.ino)))
+		return rc;
+
+	if (exch) {
+		if ((rc = meta_put_dentry(t, a->sparent, a->sname, a->di.ino, a->di.type)))
+			return rc;
+		if ((rc = meta_put_dentry(t, a->dparent, a->dname, a->si.ino, a->si.type)))
+			return rc;
+		if (ddir)
+			a->di.parent = a->sparent;
+		a->di.ctime = now;
+		if ((rc = meta_put_inode(t, &a->di)))
+			return rc;
+	} else {
+		if ((rc = meta_del_dentry(t, a->sparent, a->sname)))
+			return rc;
+		if ((rc = meta_put_dentry(t, a->dparent, a->dname, a->si.ino, a->si.type)))
+			return rc;
+		if (exists && (rc = drop_link(a->m, t, &a->di, now)))
+			return rc;
+	}
+	if (sdir)
+		a->si.parent = a->dparent;
+	a->si.ctime = now;
+	if ((rc = meta_put_inode(t, &a->si)))
+		return rc;
+	return meta_idem_put(a->m, t, a->rq, META_OP_RENAME, 0, sd.ino, 0);
+}
+
+int meta_rename(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+		uint64_t sparent, struct meta_name sname, uint64_t dparent, struct meta_name dname,
+		unsigned flags)
+{
+	if ((flags & ~(unsigned)(META_RENAME_NOREPLACE | META_RENAME_EXCHANGE)) ||
+	    ((flags & META_RENAME_NOREPLACE) && (flags & META_RENAME_EXCHANGE)))
+		return -EINVAL;
+	int rc = meta_check_name(sname, META_NAME_REMOVE);
+	if (rc == 0)
+		rc = meta_check_name(dname, META_NAME_REMOVE);
+	if (rc)
+		return rc;
+	struct rename_arg *a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	*a = (struct rename_arg){ .m = m, .c = c, .rq = rq, .sparent = sparent,
+				  .dparent = dparent, .sname = sname, .dname = dname,
+				  .flags = flags };
+	rc = meta_run_rw(m, rq, rename_body, a);
+	free(a);
+	return rc;
+}
+
+/* ---- readdir ---- */
+
+struct readdir_arg {
+	const struct meta_cred *c;
+	uint64_t dir;
+	struct meta_name cursor;
+	struct meta_dirent *ents;
+	int max, n, eof;
+	struct meta_inode in;
+};
+
+static int readdir_body(kv_txn *t, void *arg)
+{
+	struct readdir_arg *a = arg;
+	struct meta_key b, e, cur;
+	struct kv_range r;
+	a->n = 0;
+	a->eof = 0;
+	int rc = meta_get_inode(t, a->dir, 1, &a->in);
+	if (rc)
+		return rc;
+	if (a->in.type != META_T_DIR)
+		return -ENOTDIR;
+	if ((rc = meta_may(&a->in, a->c, 4)))
+		return rc;
+	meta_key_dir_range(&b, &e, a->dir);
+	struct kv_slice begin = kv_mem(b.b, b.n);
+	if (a->cursor.n) {
+		meta_key_dentry(&cur, a->dir, a->cursor.p, a->cursor.n);
+		begin = kv_key_after(t, kv_mem(cur.b, cur.n));
+		if (!begin.p)
+			return -ENOMEM;
+	}
+	rc = kv_get_range(t, begin, kv_mem(e.b, e.n), a->max, 1, 0, &r);
+	if (rc < 0)
+		return rc;
+	for (int i = 0; i < r.n; i++) {
+		struct meta_dirent *de = &a->ents[a->n];
+		struct meta_dentry d;
+		size_t nl = r.kvs[i].key.n > 12 ? r.kvs[i].key.n - 12 : 0;
+		if (nl == 0 || nl > META_NAME_MAX ||
+		    meta_dentry_decode(r.kvs[i].val.p, r.kvs[i].val.n, &d)) {
+			LOG_WARN("meta", "readdir: corrupt dentry in dir=%llu",
+				 (unsigned long long)a->dir);
+			return -CFS_ECORRUPT;
+		}
+		de->ino = d.ino;
+		de->type = d.type;
+		de->name_len = (uint8_t)nl;
+		memcpy(de->name, (const uint8_t *)r.kvs[i].key.p + 12, nl);
+		de->name[nl] = 0;
+		a->n++;
+	}
+	a->eof = !r.has_more;
+	return 0;
+}
+
+int meta_readdir(meta_ctx *m, const struct meta_cred *c, uint64_t dir, struct meta_name cursor,
+		 struct meta_dirent *ents, int max, int *n, int *eof)
+{
+	if (max <= 0)
+		return -EINVAL;
+	if (cursor.n > META_NAME_MAX)
+		return -ENAMETOOLONG;
+	struct readdir_arg *a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	*a = (struct readdir_arg){ .c = c, .dir = dir, .cursor = cursor, .ents = ents,
+				   .max = max };
+	int rc = meta_run_ro(m, readdir_body, a);
+	*n = rc == 0 ? a->n : 0;
+	*eof = rc == 0 ? a->eof : 0;
+	free(a);
+	return rc;
+}

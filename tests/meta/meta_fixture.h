@@ -1,0 +1,64 @@
+/* meta_fixture.h - shared setup for the meta tests: a KV engine per test
+ * from a URL, a fake storage service that records calls and holds chunk
+ * lengths, a fake chain-table view, and meta instances over them.
+ *
+ * KV URL: argv[1] if given, else $CFS_META_KV, else each of "mem://" and
+ * "lmdb://" (a fresh private directory per test). "lmdb://" alone means a
+ * fresh temp dir; an etcd:// URL gets a unique suffix on its prefix per
+ * test so tests never see each other's keys.
+ */
+#ifndef CFS_TESTS_META_FIXTURE_H
+#define CFS_TESTS_META_FIXTURE_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "meta/meta.h"
+
+#define FX_TABLE_CHAINS 8     /* table 1: chains 101..108; table 2: 201..202 */
+#define FX_MAX_CHUNKS 4096
+
+struct fx_chunk {
+	uint32_t chain;
+	uint64_t ino;
+	uint32_t index, len;
+};
+
+struct fx_storage {
+	pthread_mutex_t mu;
+	struct fx_chunk chunks[FX_MAX_CHUNKS];
+	int nchunks;
+	int remove_calls, truncate_calls, query_calls;
+	uint64_t removed_inos[FX_MAX_CHUNKS]; /* ino of each remove call with first == 0 */
+	int nremoved;
+	int fail_remove;  /* != 0: remove_chunks returns -EIO */
+};
+
+struct fx {
+	kv_engine *kv;
+	struct fx_storage st;
+	char url[512];
+};
+
+/* The URLs this run covers (see the file comment); n set to the count. */
+const char *const *fx_urls(int argc, char **argv, int *n);
+/* The URL tests currently use (set by the runner). */
+extern const char *fx_url;
+
+/* Opens a fresh engine for fx_url into F and clears the fake storage. */
+void fx_setup(struct fx *f);
+void fx_teardown(struct fx *f);
+/* A meta instance over F with INSTANCE id; formats the root. */
+meta_ctx *fx_meta(struct fx *f, uint64_t instance);
+
+/* Fake storage: a client wrote chunk (ino, index) with LEN bytes on CHAIN. */
+void fx_put_chunk(struct fx_storage *s, uint32_t chain, uint64_t ino, uint32_t index,
+		  uint32_t len);
+int fx_count_chunks(struct fx_storage *s, uint64_t ino);
+
+/* Request ids: a fresh (client, seq) per call. */
+struct meta_req *fx_req(uint64_t client);
+
+extern const struct meta_cred FX_ROOT;
+
+#endif

@@ -1,0 +1,932 @@
+/* test_meta_ops.c - every meta operation and its errors, against each KV
+ * URL of the run (meta_fixture.h: argv[1], $CFS_META_KV, or mem:// and
+ * lmdb://). With mem://?faults=R the same assertions must hold exactly:
+ * kv_run retries the injected conflicts and idempotency records make a
+ * maybe-committed retry return the first result. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "common/buf.h"
+#include "common/status.h"
+#include "kv/kv.h"
+#include "meta_fixture.h"
+
+#define N(s) meta_name_c(s)
+#define RQ fx_req(7)
+#define R1 META_ROOT_INO
+
+static struct fx F;
+static meta_ctx *M;
+
+static const struct meta_cred ALICE = { 1000, 1000, 0, NULL };
+static const struct meta_cred BOB = { 1001, 1001, 0, NULL };
+static const uint32_t CAROL_GROUPS[] = { 1000, 500 };
+static const struct meta_cred CAROL = { 1002, 2000, 2, CAROL_GROUPS };
+
+static int setup(void **state)
+{
+	fx_setup(&F);
+	M = fx_meta(&F, 1);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	meta_free(M);
+	M = NULL;
+	fx_teardown(&F);
+	return 0;
+}
+
+static uint64_t mkfile(const struct meta_cred *c, uint64_t dir, const char *name, uint32_t mode)
+{
+	struct meta_inode in;
+	int rc = meta_create(M, c, RQ, dir, N(name), mode, META_O_EXCL, &in, NULL);
+	assert_int_equal(rc, 0);
+	return in.ino;
+}
+
+static uint64_t mkdirp(const struct meta_cred *c, uint64_t dir, const char *name, uint32_t mode)
+{
+	struct meta_inode in;
+	assert_int_equal(meta_mkdir(M, c, RQ, dir, N(name), mode, &in), 0);
+	return in.ino;
+}
+
+static void chmod_(const struct meta_cred *c, uint64_t ino, uint32_t mode)
+{
+	struct meta_setattr sa = { .valid = META_SET_MODE, .mode = mode };
+	assert_int_equal(meta_setattr(M, c, RQ, ino, &sa, NULL), 0);
+}
+
+static void chown_(uint64_t ino, uint32_t uid, uint32_t gid)
+{
+	struct meta_setattr sa = { .valid = META_SET_UID | META_SET_GID, .uid = uid, .gid = gid };
+	assert_int_equal(meta_setattr(M, &FX_ROOT, RQ, ino, &sa, NULL), 0);
+}
+
+static void assert_clean(void)
+{
+	struct meta_fsck_report r;
+	assert_int_equal(meta_fsck(M, NULL, 0, &r), 0);
+	assert_int_equal(r.dangling_dentries, 0);
+	assert_int_equal(r.nlink_mismatch, 0);
+	assert_int_equal(r.orphan_inodes, 0);
+	assert_int_equal(r.bad_parent, 0);
+	assert_int_equal(r.unreachable_dirs, 0);
+	assert_int_equal(r.corrupt_records, 0);
+}
+
+static void test_create_lookup(void **state)
+{
+	struct meta_inode in, in2;
+	uint64_t ino = mkfile(&FX_ROOT, R1, "f", 0644);
+	assert_true(ino >= META_FIRST_INO);
+	assert_int_equal(meta_lookup(M, &FX_ROOT, R1, N("f"), &in), 0);
+	assert_int_equal(in.ino, ino);
+	assert_int_equal(in.type, META_T_FILE);
+	assert_int_equal(in.mode, 0644);
+	assert_int_equal(in.nlink, 1);
+	assert_int_equal(in.size, 0);
+	/* layout from the root default: table 1, stripe 4, 1 MiB chunks */
+	assert_int_equal(in.layout.stripe, 4);
+	assert_int_equal(in.layout.nchains, 4);
+	assert_int_equal(in.layout.chunk_size, 1 << 20);
+	for (int i = 0; i < 4; i++)
+		assert_true(in.layout.chains[i] >= 101 && in.layout.chains[i] <= 108);
+	assert_int_equal(in.chains_used, 1);
+	assert_int_equal(meta_getattr(M, ino, &in2), 0);
+	assert_int_equal(in2.ino, ino);
+
+	assert_int_equal(meta_create(M, &FX_ROOT, RQ, R1, N("f"), 0644, META_O_EXCL, &in, NULL),
+			 -EEXIST);
+	/* without O_EXCL an existing file is opened */
+	assert_int_equal(meta_create(M, &FX_ROOT, RQ, R1, N("f"), 0600, 0, &in, NULL), 0);
+	assert_int_equal(in.ino, ino);
+	assert_int_equal(in.mode, 0644);
+	assert_int_equal(meta_lookup(M, &FX_ROOT, R1, N("nope"), &in), -ENOENT);
+	assert_int_equal(meta_lookup(M, &FX_ROOT, R1, N("."), &in), 0);
+	assert_int_equal(in.ino, R1);
+	uint64_t d = mkdirp(&FX_ROOT, R1, "d", 0755);
+	assert_int_equal(meta_lookup(M, &FX_ROOT, d, N(".."), &in), 0);
+	assert_int_equal(in.ino, R1);
+	assert_int_equal(meta_create(M, &FX_ROOT, RQ, R1, N("d"), 0644, 0, &in, NULL), -EISDIR);
+	/* parent not a directory, parent missing */
+	assert_int_equal(meta_create(M, &FX_ROOT, RQ, ino, N("x"), 0644, 0, &in, NULL), -ENOTDIR);
+	assert_int_equal(meta_lookup(M, &FX_ROOT, ino, N("x"), &in), -ENOTDIR);
+	assert_int_equal(meta_create(M, &FX_ROOT, RQ, 999999, N("x"), 0644, 0, &in, NULL), -ENOENT);
+	assert_int_equal(meta_getattr(M, 999999, &in), -ENOENT);
+	/* distinct ids */
+	uint64_t ino2 = mkfile(&FX_ROOT, R1, "g", 0600);
+	assert_true(ino2 != ino && ino2 != d);
+	assert_clean();
+}
+
+static void test_names(void **state)
+{
+	struct meta_inode in;
+	char name[300];
+	memset(name, 'a', sizeof(name));
+	name[255] = 0;
+	assert_int_equal(meta_create(M, &FX_ROOT, RQ, R1, N(name), 0644, 0, &in, NULL), 0);
+	assert_int_equal(meta_lookup(M, &FX_ROOT, R1, N(name), &in), 0);
+	name[255] = 'a';
+	name[256] = 0;
+	assert_int_equal(meta_create(M, &FX_ROOT, RQ, R1, N(name), 0644, 0, &in, NULL),
+			 -ENAMETOOLONG);
+	assert_int_equal(meta_lookup(M, &FX_ROOT, R1, N(name), &in), -ENAMETOOLONG);
+	assert_int_equal(meta_mkdir(M, &FX_ROOT, RQ, R1, N("a/b"), 0755, &in), -EINVAL);
+	struct meta_name nul = { "a\0b", 3 };
+	assert_int_equal(meta_create(M, &FX_ROOT, RQ, R1, nul, 0644, 0, &in, NULL), -EINVAL);
+	struct meta_name empty = { "", 0 };
+	assert_int_equal(meta_create(M, &FX_ROOT, RQ, R1, empty, 0644, 0, &in, NULL), -EINVAL);
+	assert_int_equal(meta_create(M, &FX_ROOT, RQ, R1, N("."), 0644, 0, &in, NULL), -EEXIST);
+	assert_int_equal(meta_mkdir(M, &FX_ROOT, RQ, R1, N(".."), 0755, &in), -EEXIST);
+	assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, R1, N(".")), -EINVAL);
+	assert_int_equal(meta_rmdir(M, &FX_ROOT, RQ, R1, N(".")), -EINVAL);
+	assert_int_equal(meta_rmdir(M, &FX_ROOT, RQ, R1, N("..")), -ENOTEMPTY);
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, R1, N("aaa"), R1, N(".."), 0), -EINVAL);
+	assert_int_equal(meta_symlink(M, &FX_ROOT, RQ, R1, N("s/"), N("t"), &in), -EINVAL);
+	assert_int_equal(meta_link(M, &FX_ROOT, RQ, R1, R1, N("."), &in), -EEXIST);
+}
+
+static void test_mkdir_rmdir(void **state)
+{
+	struct meta_inode in;
+	uint64_t d = mkdirp(&FX_ROOT, R1, "d", 0755);
+	assert_int_equal(meta_getattr(M, d, &in), 0);
+	assert_int_equal(in.type, META_T_DIR);
+	assert_int_equal(in.nlink, 2);
+	assert_int_equal(in.parent, R1);
+	assert_int_equal(meta_mkdir(M, &FX_ROOT, RQ, R1, N("d"), 0755, &in), -EEXIST);
+	uint64_t e = mkdirp(&FX_ROOT, d, "e", 0700);
+	mkfile(&FX_ROOT, e, "f", 0644);
+	assert_int_equal(meta_rmdir(M, &FX_ROOT, RQ, R1, N("d")), -ENOTEMPTY);
+	assert_int_equal(meta_rmdir(M, &FX_ROOT, RQ, e, N("f")), -ENOTDIR);
+	assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, R1, N("d")), -EISDIR);
+	assert_int_equal(meta_rmdir(M, &FX_ROOT, RQ, R1, N("zz")), -ENOENT);
+	assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, e, N("f")), 0);
+	assert_int_equal(meta_rmdir(M, &FX_ROOT, RQ, d, N("e")), 0);
+	assert_int_equal(meta_getattr(M, e, &in), -ENOENT);
+	assert_int_equal(meta_create(M, &FX_ROOT, RQ, e, N("g"), 0644, 0, &in, NULL), -ENOENT);
+	assert_int_equal(meta_rmdir(M, &FX_ROOT, RQ, R1, N("d")), 0);
+	assert_int_equal(meta_lookup(M, &FX_ROOT, R1, N("d"), &in), -ENOENT);
+	/* the unlinked f waits in the GC queue; reclaim it */
+	assert_int_equal(meta_gc_step(M), 1);
+	assert_int_equal(meta_gc_step(M), 0);
+	assert_clean();
+}
+
+static void test_link_unlink(void **state)
+{
+	struct meta_inode in;
+	uint64_t d = mkdirp(&FX_ROOT, R1, "d", 0755);
+	uint64_t f = mkfile(&FX_ROOT, R1, "f", 0644);
+	assert_int_equal(meta_link(M, &FX_ROOT, RQ, f, d, N("f2"), &in), 0);
+	assert_int_equal(in.nlink, 2);
+	assert_int_equal(meta_link(M, &FX_ROOT, RQ, f, d, N("f2"), &in), -EEXIST);
+	assert_int_equal(meta_link(M, &FX_ROOT, RQ, d, R1, N("d2"), &in), -EPERM);
+	assert_int_equal(meta_link(M, &FX_ROOT, RQ, 424242, R1, N("x"), &in), -ENOENT);
+	assert_int_equal(meta_link(M, &FX_ROOT, RQ, f, f, N("x"), &in), -ENOTDIR);
+	assert_int_equal(meta_lookup(M, &FX_ROOT, d, N("f2"), &in), 0);
+	assert_int_equal(in.ino, f);
+	assert_clean();
+	assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, R1, N("f")), 0);
+	assert_int_equal(meta_getattr(M, f, &in), 0);
+	assert_int_equal(in.nlink, 1);
+	assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, R1, N("f")), -ENOENT);
+	assert_int_equal(meta_gc_step(M), 0);
+	assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, d, N("f2")), 0);
+	/* last link gone: the inode is queued, not yet deleted */
+	assert_int_equal(meta_getattr(M, f, &in), 0);
+	assert_int_equal(in.nlink, 0);
+	assert_int_equal(meta_link(M, &FX_ROOT, RQ, f, R1, N("back"), &in), -ENOENT);
+	struct meta_fsck_report r;
+	assert_int_equal(meta_fsck(M, NULL, 0, &r), 0);
+	assert_int_equal(r.gc_pending, 1);
+	assert_int_equal(r.orphan_inodes, 0);
+	assert_int_equal(meta_gc_step(M), 1);
+	assert_int_equal(meta_getattr(M, f, &in), -ENOENT);
+	assert_clean();
+}
+
+static void test_symlink(void **state)
+{
+	struct meta_inode in;
+	char buf[64], big[META_SYMLINK_MAX + 2];
+	assert_int_equal(meta_symlink(M, &ALICE, RQ, R1, N("s"), N("../x/y"), &in), -EACCES);
+	assert_int_equal(meta_symlink(M, &FX_ROOT, RQ, R1, N("s"), N("../x/y"), &in), 0);
+	uint64_t s = in.ino;
+	assert_int_equal(in.type, META_T_SYMLINK);
+	assert_int_equal(in.size, 6);
+	assert_int_equal(meta_readlink(M, s, buf, sizeof(buf)), 6);
+	assert_string_equal(buf, "../x/y");
+	assert_int_equal(meta_readlink(M, R1, buf, sizeof(buf)), -EINVAL);
+	assert_int_equal(meta_symlink(M, &FX_ROOT, RQ, R1, N("s"), N("z"), &in), -EEXIST);
+	assert_int_equal(meta_symlink(M, &FX_ROOT, RQ, R1, N("e"), N(""), &in), -ENOENT);
+	memset(big, 'x', sizeof(big));
+	big[META_SYMLINK_MAX + 1] = 0;
+	assert_int_equal(meta_symlink(M, &FX_ROOT, RQ, R1, N("b"), N(big), &in), -ENAMETOOLONG);
+	big[META_SYMLINK_MAX] = 0;
+	assert_int_equal(meta_symlink(M, &FX_ROOT, RQ, R1, N("b"), N(big), &in), 0);
+	assert_int_equal(meta_open(M, &FX_ROOT, NULL, s, META_O_READ, &in, NULL), -ELOOP);
+	assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, R1, N("s")), 0);
+	/* symlinks are deleted at once, not queued */
+	assert_int_equal(meta_getattr(M, s, &in), -ENOENT);
+	assert_int_equal(meta_gc_step(M), 0);
+	assert_clean();
+}
+
+static void test_rename(void **state)
+{
+	struct meta_inode in;
+	uint64_t a = mkdirp(&FX_ROOT, R1, "a", 0755);
+	uint64_t b = mkdirp(&FX_ROOT, R1, "b", 0755);
+	uint64_t f = mkfile(&FX_ROOT, a, "f", 0644);
+	/* same directory, then across directories */
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, a, N("f"), a, N("g"), 0), 0);
+	assert_int_equal(meta_lookup(M, &FX_ROOT, a, N("f"), &in), -ENOENT);
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, a, N("g"), b, N("f"), 0), 0);
+	assert_int_equal(meta_lookup(M, &FX_ROOT, b, N("f"), &in), 0);
+	assert_int_equal(in.ino, f);
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, a, N("g"), b, N("x"), 0), -ENOENT);
+	/* onto itself and onto another link of itself: no-op */
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, b, N("f"), b, N("f"), 0), 0);
+	assert_int_equal(meta_link(M, &FX_ROOT, RQ, f, b, N("f2"), &in), 0);
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, b, N("f"), b, N("f2"), 0), 0);
+	assert_int_equal(meta_lookup(M, &FX_ROOT, b, N("f"), &in), 0);
+	assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, b, N("f2")), 0);
+	/* file over file: the victim's last link goes to GC */
+	uint64_t v = mkfile(&FX_ROOT, a, "v", 0644);
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, b, N("f"), a, N("v"), 0), 0);
+	assert_int_equal(meta_lookup(M, &FX_ROOT, a, N("v"), &in), 0);
+	assert_int_equal(in.ino, f);
+	assert_int_equal(meta_getattr(M, v, &in), 0);
+	assert_int_equal(in.nlink, 0);
+	assert_int_equal(meta_gc_step(M), 1);
+	/* dir rules */
+	uint64_t d1 = mkdirp(&FX_ROOT, a, "d1", 0755);
+	uint64_t d2 = mkdirp(&FX_ROOT, b, "d2", 0755);
+	mkfile(&FX_ROOT, d2, "inside", 0644);
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, a, N("d1"), b, N("d2"), 0), -ENOTEMPTY);
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, a, N("v"), b, N("d2"), 0), -EISDIR);
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, b, N("d2"), a, N("v"), 0), -ENOTDIR);
+	uint64_t d3 = mkdirp(&FX_ROOT, b, "d3", 0755);
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, a, N("d1"), b, N("d3"), 0), 0);
+	assert_int_equal(meta_getattr(M, d3, &in), -ENOENT);
+	assert_int_equal(meta_getattr(M, d1, &in), 0);
+	assert_int_equal(in.parent, b);
+	/* into its own subtree, or itself */
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, R1, N("b"), d2, N("loop"), 0), -EINVAL);
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, R1, N("b"), b, N("loop"), 0), -EINVAL);
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, R1, N("b"), a, N("b"), 0), 0);
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, R1, N("a"), d1, N("a"), 0), -EINVAL);
+	/* flags */
+	mkfile(&FX_ROOT, R1, "p", 0644);
+	mkfile(&FX_ROOT, R1, "q", 0644);
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, R1, N("p"), R1, N("q"),
+				     META_RENAME_NOREPLACE), -EEXIST);
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, R1, N("p"), R1, N("r"),
+				     META_RENAME_NOREPLACE), 0);
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, R1, N("r"), R1, N("zz"),
+				     META_RENAME_EXCHANGE), -ENOENT);
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, R1, N("r"), R1, N("q"),
+				     META_RENAME_EXCHANGE | META_RENAME_NOREPLACE), -EINVAL);
+	/* exchange a file with a directory in another directory */
+	struct meta_inode r0, d10;
+	assert_int_equal(meta_lookup(M, &FX_ROOT, R1, N("r"), &r0), 0);
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, R1, N("r"), b, N("d3"),
+				     META_RENAME_EXCHANGE), 0);
+	assert_int_equal(meta_lookup(M, &FX_ROOT, R1, N("r"), &d10), 0);
+	assert_int_equal(d10.ino, d1);
+	assert_int_equal(d10.parent, R1);
+	assert_int_equal(meta_lookup(M, &FX_ROOT, b, N("d3"), &in), 0);
+	assert_int_equal(in.ino, r0.ino);
+	/* exchange would put b under its own child: refused */
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, a, N("b"), d2, N("inside"),
+				     META_RENAME_EXCHANGE), -EINVAL);
+	assert_clean();
+}
+
+static void test_readdir(void **state)
+{
+	struct meta_dirent ents[7];
+	char name[32];
+	int n, eof, total = 0, seen[60] = { 0 };
+	uint64_t d = mkdirp(&FX_ROOT, R1, "d", 0755);
+	for (int i = 0; i < 40; i++) {
+		snprintf(name, sizeof(name), "n%03d", i * 2);
+		mkfile(&FX_ROOT, d, name, 0644);
+	}
+	mkdirp(&FX_ROOT, d, "sub", 0755);
+	char cursor[META_NAME_MAX + 1] = "";
+	for (int round = 0; round < 100; round++) {
+		assert_int_equal(meta_readdir(M, &FX_ROOT, d, N(cursor), ents, 7, &n, &eof), 0);
+		for (int i = 0; i < n; i++) {
+			int k;
+			if (i > 0)
+				assert_true(strcmp(ents[i - 1].name, ents[i].name) < 0);
+			else if (cursor[0])
+				assert_true(strcmp(cursor, ents[0].name) < 0);
+			if (strcmp(ents[i].name, "sub") == 0) {
+				assert_int_equal(ents[i].type, META_T_DIR);
+				continue;
+			}
+			assert_int_equal(ents[i].type, META_T_FILE);
+			assert_int_equal(sscanf(ents[i].name, "n%d", &k), 1);
+			if (k % 2 == 0) {
+				assert_int_equal(seen[k / 2], 0);
+				seen[k / 2] = 1;
+				total++;
+			}
+		}
+		if (n)
+			snprintf(cursor, sizeof(cursor), "%s", ents[n - 1].name);
+		/* inserts around the cursor between pages */
+		snprintf(name, sizeof(name), "n%03d", round * 2 + 1);
+		if (round < 40)
+			mkfile(&FX_ROOT, d, name, 0644);
+		if (eof)
+			break;
+	}
+	assert_int_equal(eof, 1);
+	assert_int_equal(total, 40);
+	uint64_t f = mkfile(&FX_ROOT, R1, "file", 0644);
+	assert_int_equal(meta_readdir(M, &FX_ROOT, f, N(""), ents, 7, &n, &eof), -ENOTDIR);
+	assert_int_equal(meta_readdir(M, &FX_ROOT, 4242424, N(""), ents, 7, &n, &eof), -ENOENT);
+	chmod_(&FX_ROOT, d, 0711);
+	assert_int_equal(meta_readdir(M, &ALICE, d, N(""), ents, 7, &n, &eof), -EACCES);
+}
+
+static void test_permissions(void **state)
+{
+	struct meta_inode in;
+	uint64_t s;
+	uint64_t home = mkdirp(&FX_ROOT, R1, "home", 0755);
+	assert_int_equal(meta_create(M, &ALICE, RQ, home, N("x"), 0644, 0, &in, NULL), -EACCES);
+	assert_int_equal(meta_mkdir(M, &ALICE, RQ, home, N("x"), 0755, &in), -EACCES);
+	chown_(home, 1000, 1000);
+	uint64_t af = mkfile(&ALICE, home, "af", 0640);
+	assert_int_equal(meta_getattr(M, af, &in), 0);
+	assert_int_equal(in.uid, 1000);
+	assert_int_equal(in.gid, 1000);
+	/* bob: other class; carol: group class through a supplementary gid */
+	assert_int_equal(meta_open(M, &BOB, NULL, af, META_O_READ, &in, NULL), -EACCES);
+	assert_int_equal(meta_open(M, &CAROL, NULL, af, META_O_READ, &in, NULL), 0);
+	assert_int_equal(meta_open(M, &CAROL, RQ, af, META_O_WRITE, &in, &s), -EACCES);
+	assert_int_equal(meta_open(M, &ALICE, RQ, af, META_O_WRITE | META_O_READ, &in, &s), 0);
+	assert_true(s != 0);
+	assert_int_equal(meta_close(M, fx_req(7), af, s, NULL), 0);
+	/* root reads and writes anything */
+	chmod_(&ALICE, af, 0);
+	assert_int_equal(meta_open(M, &FX_ROOT, RQ, af, META_O_WRITE | META_O_READ, &in, &s), 0);
+	assert_int_equal(meta_close(M, fx_req(7), af, s, NULL), 0);
+	assert_int_equal(meta_open(M, &ALICE, NULL, af, META_O_READ, &in, NULL), -EACCES);
+	/* root executes only what has an x bit; searches any directory */
+	assert_int_equal(meta_access(M, &FX_ROOT, af, 1), -EACCES);
+	assert_int_equal(meta_access(M, &FX_ROOT, af, 6), 0);
+	chmod_(&ALICE, af, 0010);
+	assert_int_equal(meta_access(M, &FX_ROOT, af, 1), 0);
+	assert_int_equal(meta_access(M, &ALICE, af, 1), -EACCES);
+	assert_int_equal(meta_access(M, &CAROL, af, 1), 0);
+	chmod_(&ALICE, af, 0);
+	assert_int_equal(meta_access(M, &FX_ROOT, home, 1), 0);
+	assert_int_equal(meta_access(M, &FX_ROOT, af, 8), -EINVAL);
+	/* search permission on the parent */
+	chmod_(&ALICE, home, 0700);
+	assert_int_equal(meta_lookup(M, &BOB, home, N("af"), &in), -EACCES);
+	assert_int_equal(meta_lookup(M, &FX_ROOT, home, N("af"), &in), 0);
+	assert_int_equal(meta_unlink(M, &BOB, RQ, home, N("af")), -EACCES);
+	/* chmod / chown rules */
+	struct meta_setattr sa = { .valid = META_SET_MODE, .mode = 0777 };
+	assert_int_equal(meta_setattr(M, &BOB, RQ, af, &sa, NULL), -EPERM);
+	sa = (struct meta_setattr){ .valid = META_SET_UID, .uid = 1001 };
+	assert_int_equal(meta_setattr(M, &ALICE, RQ, af, &sa, NULL), -EPERM);
+	sa = (struct meta_setattr){ .valid = META_SET_GID, .gid = 1001 };
+	assert_int_equal(meta_setattr(M, &ALICE, RQ, af, &sa, NULL), -EPERM);
+	const uint32_t ag[] = { 777 };
+	const struct meta_cred alice2 = { 1000, 1000, 1, ag };
+	chmod_(&ALICE, af, 06755);
+	sa = (struct meta_setattr){ .valid = META_SET_GID, .gid = 777 };
+	assert_int_equal(meta_setattr(M, &alice2, RQ, af, &sa, &in), 0);
+	assert_int_equal(in.gid, 777);
+	assert_int_equal(in.mode, 0755); /* chown drops suid and (group-exec) sgid */
+	/* chmod g+s by a non-member drops the bit */
+	sa = (struct meta_setattr){ .valid = META_SET_MODE, .mode = 02755 };
+	assert_int_equal(meta_setattr(M, &ALICE, RQ, af, &sa, &in), 0);
+	assert_int_equal(in.mode, 0755);
+	assert_int_equal(meta_setattr(M, &alice2, RQ, af, &sa, &in), 0);
+	assert_int_equal(in.mode, 02755);
+	/* times: explicit needs the owner; "now" needs owner or write */
+	chmod_(&ALICE, home, 0777);
+	chmod_(&ALICE, af, 0666);
+	sa = (struct meta_setattr){ .valid = META_SET_MTIME, .mtime = 5 };
+	assert_int_equal(meta_setattr(M, &BOB, RQ, af, &sa, NULL), -EPERM);
+	assert_int_equal(meta_setattr(M, &ALICE, RQ, af, &sa, &in), 0);
+	assert_true(in.mtime == 5);
+	sa = (struct meta_setattr){ .valid = META_SET_MTIME_NOW | META_SET_ATIME_NOW };
+	assert_int_equal(meta_setattr(M, &BOB, RQ, af, &sa, &in), 0);
+	assert_true(in.mtime > 5);
+	chmod_(&ALICE, af, 0644);
+	assert_int_equal(meta_setattr(M, &BOB, RQ, af, &sa, NULL), -EACCES);
+
+	/* sticky directory */
+	uint64_t tmp = mkdirp(&FX_ROOT, R1, "tmp", 01777);
+	mkfile(&ALICE, tmp, "mine", 0666);
+	assert_int_equal(meta_unlink(M, &BOB, RQ, tmp, N("mine")), -EPERM);
+	assert_int_equal(meta_rename(M, &BOB, RQ, tmp, N("mine"), tmp, N("yours"), 0), -EPERM);
+	mkfile(&BOB, tmp, "bobs", 0666);
+	assert_int_equal(meta_rename(M, &BOB, RQ, tmp, N("bobs"), tmp, N("mine"), 0), -EPERM);
+	assert_int_equal(meta_unlink(M, &ALICE, RQ, tmp, N("mine")), 0);
+	assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, tmp, N("bobs")), 0);
+
+	/* setgid directory: group and (for subdirectories) the bit inherited */
+	uint64_t sg = mkdirp(&FX_ROOT, R1, "sg", 0777);
+	chown_(sg, 0, 500);
+	chmod_(&FX_ROOT, sg, 02777);
+	uint64_t sf = mkfile(&ALICE, sg, "f", 0644);
+	assert_int_equal(meta_getattr(M, sf, &in), 0);
+	assert_int_equal(in.gid, 500);
+	assert_int_equal(in.mode, 0644);
+	assert_int_equal(meta_mkdir(M, &ALICE, RQ, sg, N("sub"), 0755, &in), 0);
+	assert_int_equal(in.gid, 500);
+	assert_int_equal(in.mode, 02755);
+	/* directory moves need write permission on the moved directory */
+	uint64_t rd = mkdirp(&FX_ROOT, tmp, "rootdir", 0755);
+	(void)rd;
+	uint64_t other = mkdirp(&ALICE, home, "other", 0777);
+	assert_int_equal(meta_rename(M, &ALICE, RQ, tmp, N("rootdir"), other, N("x"), 0), -EPERM);
+	assert_int_equal(meta_gc_step(M) >= 0, 1);
+}
+
+static void test_truncate_and_length(void **state)
+{
+	struct meta_inode in;
+	uint64_t sess, size;
+	const uint32_t C = 1 << 20;
+	assert_int_equal(meta_create(M, &ALICE, RQ, R1, N("f"), 0644, 0, &in, &sess), -EACCES);
+	chmod_(&FX_ROOT, R1, 0777);
+	assert_int_equal(meta_create(M, &ALICE, RQ, R1, N("f"), 0644, META_O_WRITE, &in, &sess), 0);
+	assert_true(sess != 0);
+	uint64_t ino = in.ino;
+	uint32_t perm[4];
+	meta_layout_perm(in.layout.seed, 4, perm);
+	/* the client writes 2.5 chunks and reports 2.5 MiB */
+	for (uint32_t i = 0; i < 3; i++)
+		fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, i), ino, i,
+			     i == 2 ? C / 2 : C);
+	struct meta_length len = { .length = 2 * C + C / 2, .truncate_ver = 0 };
+	assert_int_equal(meta_sync(M, ino, &len, 0, &size), 0);
+	assert_true(size == 2ULL * C + C / 2);
+	assert_int_equal(meta_getattr(M, ino, &in), 0);
+	assert_int_equal(in.chains_used, 4); /* hint doubled 1 -> 2 -> 4 for 3 chunks */
+	/* storage knows more than reported: a fourth chunk */
+	fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, 3), ino, 3, 100);
+	assert_int_equal(meta_sync(M, ino, NULL, 1, &size), 0);
+	assert_true(size == 3ULL * C + 100);
+	/* truncate to 1.5 chunks: chunks 2, 3 removed, chunk 1 shortened */
+	int rm0 = F.st.remove_calls, tr0 = F.st.truncate_calls;
+	struct meta_setattr sa = { .valid = META_SET_SIZE, .size = C + C / 2 };
+	assert_int_equal(meta_setattr(M, &BOB, RQ, ino, &sa, &in), -EACCES);
+	assert_int_equal(meta_setattr(M, &ALICE, RQ, ino, &sa, &in), 0);
+	assert_true(in.size == C + C / 2);
+	assert_int_equal(in.truncate_ver, 1);
+	assert_int_equal(F.st.remove_calls - rm0, 4);
+	assert_int_equal(F.st.truncate_calls - tr0, 1);
+	assert_int_equal(fx_count_chunks(&F.st, ino), 2);
+	assert_int_equal(meta_sync(M, ino, NULL, 1, &size), 0);
+	assert_true(size == C + C / 2);
+	/* a stale report (old truncate_ver) does not regrow the file */
+	len.length = 10ULL * C;
+	assert_int_equal(meta_sync(M, ino, &len, 0, &size), 0);
+	assert_true(size == C + C / 2);
+	len.truncate_ver = 1;
+	len.length = 2ULL * C;
+	assert_int_equal(meta_close(M, fx_req(7), ino, sess, &len), 0);
+	assert_int_equal(meta_getattr(M, ino, &in), 0);
+	assert_true(in.size == 2ULL * C);
+	/* truncate up: no chunk removed past the old data */
+	sa.size = 100ULL * C;
+	assert_int_equal(meta_setattr(M, &ALICE, RQ, ino, &sa, &in), 0);
+	assert_true(in.size == 100ULL * C);
+	assert_int_equal(fx_count_chunks(&F.st, ino), 2);
+	/* O_TRUNC */
+	assert_int_equal(meta_open(M, &ALICE, RQ, ino, META_O_WRITE | META_O_TRUNC, &in, &sess), 0);
+	assert_int_equal(in.size, 0);
+	assert_int_equal(fx_count_chunks(&F.st, ino), 0);
+	assert_int_equal(meta_close(M, fx_req(7), ino, sess, NULL), 0);
+	/* wrong types */
+	sa.size = 0;
+	assert_int_equal(meta_setattr(M, &FX_ROOT, RQ, R1, &sa, NULL), -EISDIR);
+	assert_int_equal(meta_symlink(M, &FX_ROOT, RQ, R1, N("s"), N("f"), &in), 0);
+	assert_int_equal(meta_setattr(M, &FX_ROOT, RQ, in.ino, &sa, NULL), -EINVAL);
+	assert_int_equal(meta_open(M, &FX_ROOT, RQ, R1, META_O_WRITE, &in, &sess), -EISDIR);
+	/* storage failure during truncate leaves the size alone */
+	sa.size = 5;
+	assert_int_equal(meta_setattr(M, &ALICE, RQ, ino, &(struct meta_setattr){
+				.valid = META_SET_SIZE, .size = 3 * C }, NULL), 0);
+	F.st.fail_remove = 1;
+	assert_int_equal(meta_setattr(M, &ALICE, RQ, ino, &sa, NULL), -EIO);
+	F.st.fail_remove = 0;
+	assert_int_equal(meta_getattr(M, ino, &in), 0);
+	assert_true(in.size == 3ULL * C);
+}
+
+static void test_xattr(void **state)
+{
+	char buf[256];
+	uint64_t f = mkfile(&FX_ROOT, R1, "f", 0644);
+	assert_int_equal(meta_setxattr(M, &FX_ROOT, RQ, f, N("user.a"), "1", 1, 0), 0);
+	assert_int_equal(meta_setxattr(M, &FX_ROOT, RQ, f, N("user.b"), "22", 2, 0), 0);
+	assert_int_equal(meta_setxattr(M, &FX_ROOT, RQ, f, N("user.a"), "x", 1, META_XATTR_CREATE),
+			 -EEXIST);
+	assert_int_equal(meta_setxattr(M, &FX_ROOT, RQ, f, N("user.c"), "x", 1,
+				       META_XATTR_REPLACE), -ENODATA);
+	assert_int_equal(meta_setxattr(M, &FX_ROOT, RQ, f, N("user.a"), "333", 3,
+				       META_XATTR_REPLACE), 0);
+	assert_int_equal(meta_getxattr(M, &FX_ROOT, f, N("user.a"), NULL, 0), 3);
+	assert_int_equal(meta_getxattr(M, &FX_ROOT, f, N("user.a"), buf, 2), -ERANGE);
+	assert_int_equal(meta_getxattr(M, &FX_ROOT, f, N("user.a"), buf, sizeof(buf)), 3);
+	assert_memory_equal(buf, "333", 3);
+	assert_int_equal(meta_getxattr(M, &FX_ROOT, f, N("user.zz"), buf, sizeof(buf)), -ENODATA);
+	assert_int_equal(meta_setxattr(M, &FX_ROOT, RQ, f, N("trusted.t"), "", 0, 0), 0);
+	assert_int_equal(meta_listxattr(M, &FX_ROOT, f, NULL, 0), 24);
+	assert_int_equal(meta_listxattr(M, &FX_ROOT, f, buf, sizeof(buf)), 24);
+	assert_memory_equal(buf, "trusted.t\0user.a\0user.b\0", 24);
+	assert_int_equal(meta_listxattr(M, &ALICE, f, buf, sizeof(buf)), 14);
+	assert_int_equal(meta_listxattr(M, &FX_ROOT, f, buf, 5), -ERANGE);
+	/* namespaces, limits, permissions */
+	assert_int_equal(meta_setxattr(M, &FX_ROOT, RQ, f, N("os2.x"), "1", 1, 0), -EOPNOTSUPP);
+	assert_int_equal(meta_setxattr(M, &FX_ROOT, RQ, f, N("user."), "1", 1, 0), -EOPNOTSUPP);
+	assert_int_equal(meta_setxattr(M, &ALICE, RQ, f, N("trusted.x"), "1", 1, 0), -EPERM);
+	assert_int_equal(meta_getxattr(M, &ALICE, f, N("trusted.t"), buf, sizeof(buf)), -EPERM);
+	assert_int_equal(meta_setxattr(M, &ALICE, RQ, f, N("user.x"), "1", 1, 0), -EACCES);
+	assert_int_equal(meta_getxattr(M, &ALICE, f, N("user.b"), buf, sizeof(buf)), 2);
+	char *big = calloc(1, META_XATTR_VALUE_MAX + 1);
+	assert_int_equal(meta_setxattr(M, &FX_ROOT, RQ, f, N("user.big"), big,
+				       META_XATTR_VALUE_MAX + 1, 0), -E2BIG);
+	assert_int_equal(meta_setxattr(M, &FX_ROOT, RQ, f, N("user.big"), big,
+				       META_XATTR_VALUE_MAX, 0), 0);
+	assert_int_equal(meta_getxattr(M, &FX_ROOT, f, N("user.big"), NULL, 0),
+			 META_XATTR_VALUE_MAX);
+	free(big);
+	char lname[300];
+	memset(lname, 'n', sizeof(lname));
+	memcpy(lname, "user.", 5);
+	lname[256] = 0;
+	assert_int_equal(meta_setxattr(M, &FX_ROOT, RQ, f, N(lname), "1", 1, 0), -ERANGE);
+	struct meta_inode in;
+	assert_int_equal(meta_symlink(M, &FX_ROOT, RQ, R1, N("s"), N("f"), &in), 0);
+	assert_int_equal(meta_setxattr(M, &FX_ROOT, RQ, in.ino, N("user.x"), "1", 1, 0), -EPERM);
+	assert_int_equal(meta_removexattr(M, &FX_ROOT, RQ, f, N("user.b")), 0);
+	assert_int_equal(meta_removexattr(M, &FX_ROOT, RQ, f, N("user.b")), -ENODATA);
+	assert_int_equal(meta_getxattr(M, &FX_ROOT, f, N("user.b"), buf, sizeof(buf)), -ENODATA);
+	assert_int_equal(meta_getxattr(M, &FX_ROOT, 777777, N("user.b"), buf, sizeof(buf)), -ENOENT);
+	/* xattrs go with the inode */
+	assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, R1, N("f")), 0);
+	assert_int_equal(meta_gc_step(M), 1);
+	assert_int_equal(meta_listxattr(M, &FX_ROOT, f, NULL, 0), -ENOENT);
+}
+
+/* A request replayed with the same id returns its first result and is
+ * applied once. */
+static void test_idempotency(void **state)
+{
+	struct meta_inode in, in2;
+	struct meta_req rq = { 42, 1000001 };
+	assert_int_equal(meta_create(M, &FX_ROOT, &rq, R1, N("f"), 0644, META_O_EXCL, &in, NULL), 0);
+	assert_int_equal(meta_create(M, &FX_ROOT, &rq, R1, N("f"), 0644, META_O_EXCL, &in2, NULL), 0);
+	assert_int_equal(in2.ino, in.ino);
+	rq.seq++;
+	assert_int_equal(meta_link(M, &FX_ROOT, &rq, in.ino, R1, N("l"), &in2), 0);
+	assert_int_equal(meta_link(M, &FX_ROOT, &rq, in.ino, R1, N("l"), &in2), 0);
+	assert_int_equal(meta_getattr(M, in.ino, &in2), 0);
+	assert_int_equal(in2.nlink, 2);
+	rq.seq++;
+	assert_int_equal(meta_unlink(M, &FX_ROOT, &rq, R1, N("l")), 0);
+	assert_int_equal(meta_unlink(M, &FX_ROOT, &rq, R1, N("l")), 0);
+	assert_int_equal(meta_getattr(M, in.ino, &in2), 0);
+	assert_int_equal(in2.nlink, 1);
+	rq.seq++;
+	assert_int_equal(meta_rename(M, &FX_ROOT, &rq, R1, N("f"), R1, N("g"), 0), 0);
+	assert_int_equal(meta_rename(M, &FX_ROOT, &rq, R1, N("f"), R1, N("g"), 0), 0);
+	rq.seq++;
+	assert_int_equal(meta_mkdir(M, &FX_ROOT, &rq, R1, N("d"), 0755, &in), 0);
+	assert_int_equal(meta_mkdir(M, &FX_ROOT, &rq, R1, N("d"), 0755, &in2), 0);
+	assert_int_equal(in.ino, in2.ino);
+	/* a sequence number reused for another operation is refused */
+	assert_int_equal(meta_unlink(M, &FX_ROOT, &rq, R1, N("g")), -EINVAL);
+	/* another client's identical sequence is independent */
+	struct meta_req other = { 43, rq.seq };
+	assert_int_equal(meta_unlink(M, &FX_ROOT, &other, R1, N("g")), 0);
+	/* pruning old records: afterwards a replay is a new request (the
+	 * count may be short after a maybe-committed batch, so only >= 0) */
+	assert_true(meta_idem_prune(M, 0) >= 0);
+	rq.seq = 1000003;
+	assert_int_equal(meta_unlink(M, &FX_ROOT, &rq, R1, N("l")), -ENOENT);
+	assert_int_equal(meta_gc_step(M), 1);
+	assert_clean();
+}
+
+static void test_gc_sessions(void **state)
+{
+	struct meta_inode in;
+	uint64_t s1, s2;
+	char name[16];
+	struct meta_req *rq = fx_req(7);
+	assert_int_equal(meta_create(M, &FX_ROOT, rq, R1, N("f"), 0644, META_O_WRITE, &in, &s1), 0);
+	uint64_t ino = in.ino;
+	uint32_t perm[4];
+	meta_layout_perm(in.layout.seed, 4, perm);
+	for (uint32_t i = 0; i < 6; i++)
+		fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, i), ino, i, 1 << 20);
+	assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, R1, N("f")), 0);
+	/* open for write: not reclaimed */
+	assert_int_equal(meta_gc_step(M), 0);
+	assert_int_equal(fx_count_chunks(&F.st, ino), 6);
+	assert_int_equal(meta_getattr(M, ino, &in), 0);
+	/* an unlinked file cannot be opened again */
+	assert_int_equal(meta_open(M, &FX_ROOT, RQ, ino, META_O_WRITE, &in, &s2), -ENOENT);
+	/* the client reports what it wrote; close also asks storage */
+	struct meta_length wl = { 6ULL << 20, 0 };
+	assert_int_equal(meta_close(M, fx_req(7), ino, s1, &wl), 0);
+	assert_int_equal(meta_getattr(M, ino, &in), 0);
+	assert_true(in.size == 6ULL << 20);
+	assert_int_equal(meta_gc_step(M), 1);
+	assert_int_equal(fx_count_chunks(&F.st, ino), 0);
+	assert_int_equal(meta_getattr(M, ino, &in), -ENOENT);
+	int removed_for_ino = 0;
+	for (int i = 0; i < F.st.nremoved; i++)
+		removed_for_ino += F.st.removed_inos[i] == ino;
+	assert_int_equal(removed_for_ino, 4); /* every chain of the stripe */
+
+	/* a dead client's session is dropped by session_prune */
+	struct meta_req dead = { 99, 5 };
+	assert_int_equal(meta_create(M, &FX_ROOT, &dead, R1, N("g"), 0644, META_O_WRITE, &in, &s2), 0);
+	assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, R1, N("g")), 0);
+	assert_int_equal(meta_gc_step(M), 0);
+	uint64_t live[] = { 7, 8 };
+	assert_int_equal(meta_session_prune(M, live, 2), 1);
+	assert_int_equal(meta_session_prune(M, live, 2), 0);
+	assert_int_equal(meta_gc_step(M), 1);
+
+	/* storage failure keeps the entry; the next step finishes it */
+	uint64_t h = mkfile(&FX_ROOT, R1, "h", 0644);
+	assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, R1, N("h")), 0);
+	F.st.fail_remove = 1;
+	assert_int_equal(meta_gc_step(M), -EIO);
+	F.st.fail_remove = 0;
+	assert_int_equal(meta_getattr(M, h, &in), 0);
+	/* another instance must not take our unexpired claim */
+	meta_ctx *m2 = fx_meta(&F, 2);
+	assert_int_equal(meta_gc_step(m2), 0);
+	assert_int_equal(meta_gc_step(M), 1);
+	meta_free(m2);
+
+	/* many busy entries at the head of the queue do not starve the rest */
+	uint64_t busy[70];
+	struct meta_req brq = { 7, 0 };
+	for (int i = 0; i < 70; i++) {
+		snprintf(name, sizeof(name), "b%d", i);
+		brq.seq = 5000 + (uint64_t)i;
+		assert_int_equal(meta_create(M, &FX_ROOT, &brq, R1, N(name), 0644, META_O_WRITE,
+					     &in, &busy[i]), 0);
+		assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, R1, N(name)), 0);
+	}
+	uint64_t last = mkfile(&FX_ROOT, R1, "last", 0644);
+	assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, R1, N("last")), 0);
+	assert_int_equal(meta_gc_step(M), 1);
+	assert_int_equal(meta_getattr(M, last, &in), -ENOENT);
+	assert_int_equal(meta_gc_step(M), 0);
+	/* client 7 dies: all 70 sessions go, and the files can be reclaimed */
+	assert_int_equal(meta_session_prune(M, NULL, 0), 70);
+	for (int i = 0; i < 70; i++)
+		assert_int_equal(meta_gc_step(M), 1);
+	assert_int_equal(meta_gc_step(M), 0);
+
+	/* two instances share the queue: each entry reclaimed exactly once */
+	m2 = fx_meta(&F, 2);
+	for (int i = 0; i < 6; i++) {
+		snprintf(name, sizeof(name), "x%d", i);
+		mkfile(&FX_ROOT, R1, name, 0644);
+		assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, R1, N(name)), 0);
+	}
+	int got = 0;
+	for (int i = 0; i < 20; i++) {
+		int r1 = meta_gc_step(i % 2 ? M : m2);
+		assert_true(r1 >= 0);
+		got += r1;
+	}
+	assert_int_equal(got, 6);
+	meta_free(m2);
+	struct meta_fsck_report r;
+	assert_int_equal(meta_fsck(M, NULL, 0, &r), 0);
+	assert_int_equal(r.gc_pending, 0);
+	assert_int_equal(r.sessions, 0);
+	assert_clean();
+}
+
+static void test_statfs_layout(void **state)
+{
+	struct meta_statfs sf;
+	struct meta_inode in;
+	char err[128];
+	mkfile(&FX_ROOT, R1, "a", 0644);
+	chmod_(&FX_ROOT, R1, 0777);
+	assert_int_equal(meta_statfs(M, &sf), 0);
+	assert_true(sf.total_bytes == 1ULL << 40);
+	assert_true(sf.free_bytes == 1ULL << 39);
+	assert_true(sf.ids_allocated >= 1);
+	uint64_t d = mkdirp(&ALICE, R1, "d", 0755);
+	(void)d;
+	assert_int_equal(meta_set_dir_layout(M, &FX_ROOT, RQ, R1, 3 << 20, 2, 2, err, sizeof(err)),
+			 -EINVAL);
+	assert_non_null(strstr(err, "power of two"));
+	assert_int_equal(meta_set_dir_layout(M, &FX_ROOT, RQ, R1, 1 << 16, 3, 2, err, sizeof(err)),
+			 -EINVAL);
+	assert_non_null(strstr(err, "larger than chain table"));
+	assert_int_equal(meta_set_dir_layout(M, &FX_ROOT, RQ, R1, 1 << 16, 1, 9, err, sizeof(err)),
+			 -EINVAL);
+	assert_non_null(strstr(err, "unknown chain table"));
+	assert_int_equal(meta_set_dir_layout(M, &FX_ROOT, RQ, R1, 1 << 16, 0, 1, err, sizeof(err)),
+			 -EINVAL);
+	assert_int_equal(meta_set_dir_layout(M, &BOB, RQ, d, 1 << 16, 2, 2, err, sizeof(err)),
+			 -EPERM);
+	uint64_t f = mkfile(&FX_ROOT, R1, "f", 0644);
+	assert_int_equal(meta_set_dir_layout(M, &FX_ROOT, RQ, f, 1 << 16, 2, 2, err, sizeof(err)),
+			 -ENOTDIR);
+	assert_int_equal(meta_set_dir_layout(M, &ALICE, RQ, d, 1 << 16, 2, 2, err, sizeof(err)), 0);
+	/* new files and subdirectories inherit it */
+	uint64_t sub = mkdirp(&ALICE, d, "sub", 0755);
+	assert_int_equal(meta_create(M, &ALICE, RQ, sub, N("g"), 0644, 0, &in, NULL), 0);
+	assert_int_equal(in.layout.chunk_size, 1 << 16);
+	assert_int_equal(in.layout.stripe, 2);
+	assert_int_equal(in.layout.table_id, 2);
+	assert_true((in.layout.chains[0] == 201 && in.layout.chains[1] == 202) ||
+		    (in.layout.chains[0] == 202 && in.layout.chains[1] == 201));
+	/* files in the root keep the old default */
+	assert_int_equal(meta_getattr(M, f, &in), 0);
+	assert_int_equal(in.layout.table_id, 1);
+}
+
+/* fsck finds damage written behind the service's back. */
+struct raw_arg {
+	int step;
+};
+
+static int raw_body(kv_txn *t, void *arg)
+{
+	struct buf b = BUF_INIT;
+	struct meta_key k;
+	struct meta_dentry d = { 888888, META_T_FILE };
+	int rc = meta_dentry_encode(&d, &b);
+	meta_key_dentry(&k, META_ROOT_INO, "dangling", 8);
+	if (rc == 0)
+		rc = kv_set(t, kv_mem(k.b, k.n), kv_mem(b.data, b.len));
+	meta_key_inode(&k, 555555);
+	if (rc == 0)
+		rc = kv_set(t, kv_mem(k.b, k.n), kv_mem("garbage", 7));
+	buf_fini(&b);
+	return rc;
+}
+
+static void test_fsck_detects(void **state)
+{
+	struct meta_fsck_report r;
+	struct meta_inode in;
+	uint64_t f = mkfile(&FX_ROOT, R1, "f", 0644);
+	uint64_t g = mkfile(&FX_ROOT, R1, "g", 0644);
+	struct raw_arg a = { 0 };
+	struct kv_run_opts o = { .idempotent = 1 };
+	assert_int_equal(kv_run(F.kv, &o, raw_body, &a, NULL), 0);
+	/* an inode whose only dentry is removed by hand is an orphan */
+	struct meta_chunk_ref chunks[] = { { f, 0 }, { 999999, 3 }, { g, 1 } };
+	assert_int_equal(meta_fsck(M, chunks, 3, &r), 0);
+	assert_int_equal(r.dangling_dentries, 1);
+	assert_int_equal(r.corrupt_records, 1);
+	assert_int_equal(r.orphan_chunks, 1);
+	assert_int_equal(r.orphan_inodes, 0);
+	/* the service itself refuses the corrupt record with an error */
+	assert_int_equal(meta_getattr(M, 555555, &in), -CFS_ECORRUPT);
+	/* unlink of a dangling dentry heals it */
+	assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, R1, N("dangling")), 0);
+	assert_int_equal(meta_fsck(M, NULL, 0, &r), 0);
+	assert_int_equal(r.dangling_dentries, 0);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Instances take disjoint id ranges; the allocator is read once per
+ * batch (64 here), not per create. */
+static void test_ids(void **state)
+{
+	meta_ctx *m2 = fx_meta(&F, 2);
+	uint64_t ids[200];
+	struct meta_inode in;
+	char name[16];
+	for (int i = 0; i < 200; i++) {
+		snprintf(name, sizeof(name), "f%d", i);
+		assert_int_equal(meta_create(i % 2 ? m2 : M, &FX_ROOT, RQ, R1, N(name), 0644,
+					     META_O_EXCL, &in, NULL), 0);
+		ids[i] = in.ino;
+	}
+	qsort(ids, 200, sizeof(ids[0]), cmp_u64);
+	for (int i = 1; i < 200; i++)
+		assert_true(ids[i] != ids[i - 1]);
+	struct meta_statfs sf;
+	assert_int_equal(meta_statfs(M, &sf), 0);
+	/* two instances, 100 ids each: two batches of 64 per instance (a
+	 * maybe-committed batch under injected faults may waste one more) */
+	if (strstr(fx_url, "faults="))
+		assert_true(sf.ids_allocated >= 4 * 64);
+	else
+		assert_int_equal(sf.ids_allocated, 4 * 64);
+	meta_free(m2);
+}
+
+/* A rename whose loop check would need more ancestor reads than the txn
+ * allows is refused with ELOOP, never a KV limit error. */
+static void test_deep_rename(void **state)
+{
+	uint64_t cur = R1, level[60];
+	char name[16];
+	/* ~55 reads in one txn cannot get through a fault injected into 5-30%
+	 * of reads within the retry budget; the fault-free runs cover this. */
+	if (strstr(fx_url, "faults="))
+		skip();
+	for (int i = 0; i < 60; i++) {
+		snprintf(name, sizeof(name), "l%d", i);
+		level[i] = cur = mkdirp(&FX_ROOT, cur, name, 0755);
+	}
+	uint64_t x = mkdirp(&FX_ROOT, R1, "x", 0755);
+	(void)x;
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, R1, N("x"), level[59], N("x"), 0), -ELOOP);
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, R1, N("x"), level[30], N("x"), 0), 0);
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, level[30], N("x"), level[10], N("x"), 0), 0);
+	/* a file moves anywhere: no loop check needed */
+	mkfile(&FX_ROOT, R1, "f", 0644);
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, R1, N("f"), level[59], N("f"), 0), 0);
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, R1, N("l0"), level[40], N("y"), 0), -EINVAL);
+	assert_clean();
+}
+
+static void test_rendezvous(void **state)
+{
+	const uint64_t inst[] = { 11, 22, 33 };
+	int owned[3] = { 0 };
+	for (uint64_t ino = 16; ino < 16 + 3000; ino++) {
+		uint64_t o = meta_rendezvous(ino, inst, 3);
+		int k = o == 11 ? 0 : o == 22 ? 1 : o == 33 ? 2 : -1;
+		assert_true(k >= 0);
+		owned[k]++;
+		/* removing a non-owner never moves the inode */
+		const uint64_t two[] = { o, inst[(k + 1) % 3] };
+		assert_int_equal(meta_rendezvous(ino, two, 2), o);
+	}
+	for (int k = 0; k < 3; k++)
+		assert_true(owned[k] > 800 && owned[k] < 1200);
+	assert_int_equal(meta_rendezvous(5, NULL, 0), 0);
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_create_lookup, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_names, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mkdir_rmdir, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_link_unlink, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_symlink, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rename, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_readdir, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_permissions, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_truncate_and_length, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_xattr, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gc_sessions, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_statfs_layout, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fsck_detects, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ids, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deep_rename, setup, teardown),
+		cmocka_unit_test(test_rendezvous),
+	};
+	int n, fails = 0;
+	const char *const *urls = fx_urls(argc, argv, &n);
+	for (int i = 0; i < n; i++) {
+		char group[256];
+		fx_url = urls[i];
+		snprintf(group, sizeof(group), "meta ops on %s", fx_url);
+		fails += cmocka_run_group_tests_name(group, tests, NULL, NULL);
+	}
+	return fails ? 1 : 0;
+}
