@@ -12,5 +12,15 @@ struct cli_admin_cmd {
 };
 
 int cli_admin_gen_chain_table(int argc, char **argv); /* cmd_admin_chaintable.c */
+/* cmd_admin_mgmtd.c: commands served by mgmtd */
+int cli_admin_init_cluster(int argc, char **argv);
+int cli_admin_routing_version(int argc, char **argv);
+int cli_admin_list_nodes(int argc, char **argv);
+int cli_admin_list_targets(int argc, char **argv);
+int cli_admin_list_chains(int argc, char **argv);
+int cli_admin_list_chain_tables(int argc, char **argv);
+int cli_admin_create_chain_table(int argc, char **argv);
+int cli_admin_set_target_offline(int argc, char **argv);
+int cli_admin_set_target_online(int argc, char **argv);
 
 #endif

@@ -9,6 +9,18 @@
 static const struct cli_admin_cmd commands[] = {
     {"gen-chain-table", cli_admin_gen_chain_table,
      "generate a balanced chain table offline and print its balance figures"},
+    {"init-cluster", cli_admin_init_cluster, "bind the KV store to the cluster id (mgmtd)"},
+    {"routing-version", cli_admin_routing_version, "print the routing info version (mgmtd)"},
+    {"list-nodes", cli_admin_list_nodes, "list registered nodes and their state (mgmtd)"},
+    {"list-targets", cli_admin_list_targets, "list storage targets and their states (mgmtd)"},
+    {"list-chains", cli_admin_list_chains, "list chains, versions and members (mgmtd)"},
+    {"list-chain-tables", cli_admin_list_chain_tables, "list chain tables (mgmtd)"},
+    {"create-chain-table", cli_admin_create_chain_table,
+     "build a chain table over the free storage targets (mgmtd)"},
+    {"set-target-offline", cli_admin_set_target_offline,
+     "take a target out of service for maintenance (mgmtd)"},
+    {"set-target-online", cli_admin_set_target_online,
+     "undo set-target-offline (mgmtd)"},
     {NULL, NULL, NULL},
 };
 

@@ -10,6 +10,7 @@ static const struct cli_cmd commands[] = {
 	{ "version", cli_version, "print the version and build features" },
 	{ "bench", cli_bench, "built-in load generators (chainfs bench --help)" },
 	{ "admin", cli_admin, "cluster administration (chainfs admin --help)" },
+	{ "mgmtd", cli_mgmtd, "run the cluster manager (chainfs mgmtd --help)" },
 };
 
 static void usage(FILE *out)

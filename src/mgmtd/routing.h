@@ -238,6 +238,11 @@ enum route_rec {
 	ROUTE_REC_TARGET = 2,
 	ROUTE_REC_CHAIN = 3,
 	ROUTE_REC_TABLE = 4,
+	/* mgmtd's own records (mgmtd_store.h gives their layouts) */
+	ROUTE_REC_LEASE = 16,
+	ROUTE_REC_CLUSTER = 17,
+	ROUTE_REC_VERSION = 18,
+	ROUTE_REC_ADMIN = 19,
 };
 #define ROUTE_SEAL_LEN 12
 
