@@ -13,9 +13,11 @@ int cli_version(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 int cli_admin(int argc, char **argv); /* cmd_admin.c; commands in admin.h */
 int cli_mgmtd(int argc, char **argv); /* cmd_mgmtd.c */
+int cli_meta(int argc, char **argv); /* cmd_meta.c */
 int cli_bench_rpc(int argc, char **argv); /* bench_rpc.c */
 int cli_bench_chunk(int argc, char **argv); /* bench_chunk.c */
 int cli_bench_kv(int argc, char **argv); /* bench_kv.c */
+int cli_bench_meta(int argc, char **argv); /* bench_meta.c */
 
 /* Bench groups, dispatched by cli_bench (cmd_bench.c). */
 struct cli_bench_cmd {

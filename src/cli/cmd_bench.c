@@ -9,6 +9,7 @@ static const struct cli_bench_cmd groups[] = {
 	{ "rpc", cli_bench_rpc, "RPC round trips and bulk vs raw loopback TCP; --serve runs the echo server" },
 	{ "chunk", cli_bench_chunk, "chunk engine vs fio: 1 MiB sequential write/read, 4 KiB random read" },
 	{ "kv", cli_bench_kv, "KV engine: 3FS-style creates (1/8/64 clients), lookups, 10k scans vs fdatasync" },
+	{ "meta", cli_bench_meta, "meta service over RPC: create/stat/readdir/unlink per second vs RPC ping, 1/2 instances, 1/8 clients" },
 	{ NULL, NULL, NULL },
 };
 

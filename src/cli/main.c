@@ -11,6 +11,7 @@ static const struct cli_cmd commands[] = {
 	{ "bench", cli_bench, "built-in load generators (chainfs bench --help)" },
 	{ "admin", cli_admin, "cluster administration (chainfs admin --help)" },
 	{ "mgmtd", cli_mgmtd, "run the cluster manager (chainfs mgmtd --help)" },
+	{ "meta", cli_meta, "run a metadata-service instance (chainfs meta --help)" },
 };
 
 static void usage(FILE *out)

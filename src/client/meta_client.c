@@ -1,0 +1,666 @@
+/* meta_client.c - blocking metadata-service client with failover
+ * (meta_client.h).
+ *
+ * One call:
+ *   1. fill the request (credentials, request id: mutations take the next
+ *      seq of this client once, before any attempt) and encode it once;
+ *   2. order the instances: routed calls (sync, close) put the rendezvous
+ *      owner of the inode first; others start at a round-robin position.
+ *      Instances marked down are tried last;
+ *   3. send with rpc_call; a reply (success or an operation error) ends the
+ *      call; a failover error marks the instance down for down_ms and moves
+ *      on; when a whole round failed, back off (10 ms doubling to 200 ms)
+ *      and start again until retry_ms is spent.
+ * Because the request id is fixed in step 1, a resend after the first
+ * instance committed and died finds the idempotency record and returns the
+ * recorded result.
+ *
+ * State: the instance table is fixed at meta_client_new; per instance only
+ * down_until (atomic) and id (learned with INFO, atomic) change. The
+ * counters are atomics. Nothing else is shared between calling threads.
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "client/meta_client.h"
+#include "common/buf.h"
+#include "common/clock.h"
+#include "common/status.h"
+#include "meta/meta_proto.h"
+#include "net/rpc.h"
+#include "net/rpc_proto.h"
+
+#define NAME_SEND_MAX 4096 /* longer names fail locally: no server would take them */
+#define INFO_TIMEOUT_MS 1000
+#define BACKOFF_MIN_MS 10
+#define BACKOFF_MAX_MS 200
+
+struct instance {
+	struct rpc_peer *peer;          /* owned by the rpc client */
+	_Atomic uint64_t id;            /* instance id from INFO; 0: unknown */
+	_Atomic uint64_t down_until;    /* mono ns; 0: up */
+	_Atomic uint32_t fails;         /* consecutive failovers away from it */
+};
+
+struct meta_client {
+	struct rpc_client *rpc;
+	uint64_t client_id;
+	uint32_t timeout_ms, retry_ms, down_ms;
+	size_t n;
+	struct instance inst[META_CLIENT_MAX_ADDRS];
+	_Atomic uint64_t seq;
+	_Atomic uint64_t rr;
+	_Atomic uint64_t calls, resends, failovers;
+};
+
+static __thread char last_err[RPC_ERROR_TEXT_MAX + 1];
+
+const char *meta_client_last_error(void) { return last_err; }
+
+uint64_t meta_client_id(const meta_client *c) { return c->client_id; }
+
+void meta_client_get_stats(meta_client *c, struct meta_client_stats *out)
+{
+	out->calls = atomic_load_explicit(&c->calls, memory_order_relaxed);
+	out->resends = atomic_load_explicit(&c->resends, memory_order_relaxed);
+	out->failovers = atomic_load_explicit(&c->failovers, memory_order_relaxed);
+}
+
+int meta_client_new(const struct meta_client_opts *o, meta_client **out, char *err,
+		    size_t errlen)
+{
+	meta_client *c = NULL;
+	int rc;
+
+	if (!o->addrs || o->naddrs == 0 || o->naddrs > META_CLIENT_MAX_ADDRS) {
+		snprintf(err, errlen, "need 1..%d meta addresses", META_CLIENT_MAX_ADDRS);
+		return -EINVAL;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->timeout_ms = o->timeout_ms ? o->timeout_ms : 5000;
+	c->retry_ms = o->retry_ms ? o->retry_ms : 30000;
+	c->down_ms = o->down_ms ? o->down_ms : 1000;
+	c->client_id = o->client_id;
+	while (!c->client_id) {
+		if (getrandom(&c->client_id, sizeof(c->client_id), 0) != sizeof(c->client_id)) {
+			snprintf(err, errlen, "no entropy for a client id");
+			rc = -EIO;
+			goto fail;
+		}
+	}
+	atomic_init(&c->seq, 0);
+	atomic_init(&c->rr, 0);
+	struct rpc_opts ro = { .cluster_id = o->cluster_id, .secret = o->secret,
+			       .secret_len = o->secret_len,
+			       .nthreads = o->loop_threads > 0 ? o->loop_threads : 1,
+			       .timeout_ms = c->timeout_ms,
+			       .conns_per_peer = o->conns_per_peer > 0 ? o->conns_per_peer : 1 };
+	rc = rpc_client_new(&ro, &c->rpc);
+	if (rc) {
+		snprintf(err, errlen, "rpc client: %s", cfs_strerror(rc));
+		goto fail;
+	}
+	for (size_t i = 0; i < o->naddrs; i++) {
+		rc = rpc_client_peer(c->rpc, o->addrs[i], &c->inst[i].peer, err, errlen);
+		if (rc)
+			goto fail;
+		atomic_init(&c->inst[i].id, 0);
+		atomic_init(&c->inst[i].down_until, 0);
+		atomic_init(&c->inst[i].fails, 0);
+	}
+	c->n = o->naddrs;
+	*out = c;
+	return 0;
+fail:
+	meta_client_free(c);
+	return rc;
+}
+
+void meta_client_free(meta_client *c)
+{
+	if (!c)
+		return;
+	rpc_client_free(c->rpc);
+	free(c);
+}
+
+/* Errors after which the same request may go to another instance. */
+static int failover_error(int rc)
+{
+	switch (rc) {
+	case -CFS_ETIMEDOUT: case -CFS_ECLOSED: case -CFS_EUNAVAIL: case -CFS_EFENCED:
+	case -CFS_ECONFLICT: case -CFS_ETOOOLD: case -ECONNREFUSED: case -ECONNRESET:
+	case -ECONNABORTED: case -EPIPE: case -ETIMEDOUT: case -EHOSTUNREACH:
+	case -ENETUNREACH: case -EHOSTDOWN: case -ENOTCONN:
+		return 1;
+	}
+	return 0;
+}
+
+static void note_error(int rc, const struct buf *resp)
+{
+	struct rpc_error e;
+	last_err[0] = 0;
+	if (resp->len && rpc_error_decode(resp->data, resp->len, &e) == 0) {
+		size_t n = e.text_len < RPC_ERROR_TEXT_MAX ? e.text_len : RPC_ERROR_TEXT_MAX;
+		memcpy(last_err, e.text, n);
+		last_err[n] = 0;
+	} else if (rc) {
+		snprintf(last_err, sizeof(last_err), "%s", cfs_strerror(rc));
+	}
+}
+
+static int is_down(meta_client *c, size_t i, uint64_t now)
+{
+	return atomic_load_explicit(&c->inst[i].down_until, memory_order_relaxed) > now;
+}
+
+/* The skip period doubles with consecutive failures (down_ms .. 16x), so a
+ * dead instance costs a probe now and then, not one per call. */
+static void mark_down(meta_client *c, size_t i)
+{
+	uint32_t f = atomic_fetch_add_explicit(&c->inst[i].fails, 1, memory_order_relaxed);
+	uint64_t ms = (uint64_t)c->down_ms << (f < 4 ? f : 4);
+	atomic_store_explicit(&c->inst[i].down_until, clock_mono_ns() + ms * 1000000u,
+			      memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->failovers, 1, memory_order_relaxed);
+}
+
+/* Learns the ids of instances that do not have one yet (routed calls). */
+static void learn_ids(meta_client *c)
+{
+	uint64_t now = clock_mono_ns();
+	for (size_t i = 0; i < c->n; i++) {
+		if (atomic_load_explicit(&c->inst[i].id, memory_order_relaxed) || is_down(c, i, now))
+			continue;
+		struct meta_rpc_req *m = calloc(1, sizeof(*m));
+		struct buf req = BUF_INIT, resp = BUF_INIT;
+		if (!m)
+			return;
+		m->type = META_RPC_INFO;
+		if (meta_rpc_req_encode(&req, m) == 0) {
+			struct rpc_call call = { .type = META_RPC_INFO, .timeout_ms = INFO_TIMEOUT_MS,
+						 .payload = req.data, .payload_len = (uint32_t)req.len };
+			int rc = rpc_call(c->inst[i].peer, &call, &resp, NULL);
+			struct meta_rpc_resp r = { .type = META_RPC_INFO };
+			if (rc == 0 && meta_rpc_resp_decode(resp.data, resp.len, &r) == 0 &&
+			    r.instance_id)
+				atomic_store_explicit(&c->inst[i].id, r.instance_id,
+						      memory_order_relaxed);
+			else if (failover_error(rc))
+				mark_down(c, i);
+		}
+		buf_fini(&req);
+		buf_fini(&resp);
+		free(m);
+	}
+}
+
+/* Fills ORDER with every instance index: the rendezvous owner of ROUTE (if
+ * nonzero and known) first, then round robin, down instances last. */
+static void order_instances(meta_client *c, uint64_t route, size_t *order)
+{
+	uint64_t now = clock_mono_ns();
+	size_t k = 0, first = c->n;
+	if (route) {
+		uint64_t ids[META_CLIENT_MAX_ADDRS];
+		size_t idx[META_CLIENT_MAX_ADDRS], m = 0;
+		for (size_t i = 0; i < c->n; i++) {
+			uint64_t id = atomic_load_explicit(&c->inst[i].id, memory_order_relaxed);
+			if (id && !is_down(c, i, now)) {
+				ids[m] = id;
+				idx[m++] = i;
+			}
+		}
+		uint64_t owner = meta_rendezvous(route, ids, m);
+		for (size_t j = 0; j < m; j++)
+			if (ids[j] == owner)
+				first = idx[j];
+		if (first < c->n)
+			order[k++] = first;
+	}
+	size_t start = (size_t)(atomic_fetch_add_explicit(&c->rr, 1, memory_order_relaxed) % c->n);
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t j = 0; j < c->n; j++) {
+			size_t i = (start + j) % c->n;
+			if (i == first || is_down(c, i, now) != pass)
+				continue;
+			order[k++] = i;
+		}
+	}
+}
+
+/* Sends the encoded request of TYPE with failover; on success the reply
+ * payload is in RESP. Returns 0 or the final error. */
+static int send_with_failover(meta_client *c, uint16_t type, const struct buf *req,
+			      uint64_t route, struct buf *resp)
+{
+	uint64_t deadline = clock_mono_ns() + (uint64_t)c->retry_ms * 1000000u;
+	uint32_t backoff = BACKOFF_MIN_MS;
+	size_t order[META_CLIENT_MAX_ADDRS];
+	int rc = -CFS_EUNAVAIL, attempts = 0;
+
+	atomic_fetch_add_explicit(&c->calls, 1, memory_order_relaxed);
+	if (route)
+		learn_ids(c);
+	for (;;) {
+		order_instances(c, route, order);
+		for (size_t j = 0; j < c->n; j++) {
+			size_t i = order[j];
+			struct rpc_call call = { .type = type, .payload = req->data,
+						 .payload_len = (uint32_t)req->len };
+			if (attempts++)
+				atomic_fetch_add_explicit(&c->resends, 1, memory_order_relaxed);
+			buf_reset(resp);
+			rc = rpc_call(c->inst[i].peer, &call, resp, NULL);
+			if (!failover_error(rc)) {
+				if (atomic_load_explicit(&c->inst[i].fails, memory_order_relaxed))
+					atomic_store_explicit(&c->inst[i].fails, 0,
+							      memory_order_relaxed);
+				if (rc)
+					note_error(rc, resp);
+				return rc;
+			}
+			mark_down(c, i);
+			if (clock_mono_ns() >= deadline)
+				goto out;
+		}
+		if (clock_mono_ns() + (uint64_t)backoff * 1000000u >= deadline)
+			break;
+		clock_sleep_ms(backoff);
+		backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+	}
+out:
+	note_error(rc, resp);
+	return rc;
+}
+
+/* The whole call: header, encode, send, decode into R (whose caller
+ * pointers are set). KEEP (may be NULL) takes the reply buffer, so that
+ * R's borrowed data stays valid until the caller frees KEEP. */
+static int call_keep(meta_client *c, const struct meta_cred *cr, struct meta_rpc_req *m,
+		     struct meta_rpc_resp *r, uint64_t route, struct buf *keep)
+{
+	struct buf req = BUF_INIT, resp = BUF_INIT;
+	int rc;
+
+	if (m->name.n > NAME_SEND_MAX || m->name2.n > NAME_SEND_MAX)
+		return -ENAMETOOLONG;
+	if (cr) {
+		if (cr->ngroups > META_RPC_GROUPS_MAX)
+			return -EINVAL;
+		m->uid = cr->uid;
+		m->gid = cr->gid;
+		m->ngroups = cr->ngroups;
+		if (cr->ngroups)
+			memcpy(m->groups, cr->groups, cr->ngroups * sizeof(uint32_t));
+	}
+	m->client = c->client_id;
+	m->seq = meta_rpc_is_mutation(m->type)
+			 ? atomic_fetch_add_explicit(&c->seq, 1, memory_order_relaxed) + 1 : 0;
+	rc = meta_rpc_req_encode(&req, m);
+	if (rc == 0)
+		rc = send_with_failover(c, m->type, &req, route, &resp);
+	if (rc == 0) {
+		r->type = m->type;
+		rc = meta_rpc_resp_decode(resp.data, resp.len, r);
+		if (rc && rc != -ENOMEM)
+			rc = -CFS_EPROTO;
+	}
+	buf_fini(&req);
+	if (keep)
+		*keep = resp;
+	else
+		buf_fini(&resp);
+	return rc;
+}
+
+static int call(meta_client *c, const struct meta_cred *cr, struct meta_rpc_req *m,
+		struct meta_rpc_resp *r, uint64_t route)
+{
+	return call_keep(c, cr, m, r, route, NULL);
+}
+
+/* Copies reply data into the caller's buffer (NUL-terminated when it fits
+ * and TERMINATE); returns SIZE. */
+static int copy_out(const struct meta_rpc_resp *r, uint64_t size, void *buf, size_t cap,
+		    int terminate)
+{
+	if (cap && r->data_len > cap)
+		return -ERANGE;
+	if (cap && r->data_len)
+		memcpy(buf, r->data, r->data_len);
+	if (terminate && r->data_len < cap)
+		((char *)buf)[r->data_len] = 0;
+	return size > INT32_MAX ? -E2BIG : (int)size;
+}
+
+/* A zeroed request of TYPE on the heap (it holds the group array). */
+static struct meta_rpc_req *req_new(uint16_t type)
+{
+	struct meta_rpc_req *m = calloc(1, sizeof(*m));
+	if (m)
+		m->type = type;
+	return m;
+}
+
+#define REQ(m, type)                          \
+	struct meta_rpc_req *m = req_new(type); \
+	if (!m)                                 \
+		return -ENOMEM
+
+int meta_client_ping(meta_client *c)
+{
+	struct buf req = BUF_INIT, resp = BUF_INIT;
+	struct rpc_echo_req e = { 0, 0, (const uint8_t *)"ping", 4 };
+	int rc = rpc_echo_req_encode(&req, &e);
+	if (rc == 0)
+		rc = send_with_failover(c, RPC_MSG_ECHO, &req, 0, &resp);
+	buf_fini(&req);
+	buf_fini(&resp);
+	return rc;
+}
+
+/* Calls returning an inode (OUT may be NULL: a scratch inode is used). */
+static int call_inode(meta_client *c, const struct meta_cred *cr, struct meta_rpc_req *m,
+		      struct meta_inode *out, uint64_t *session)
+{
+	struct meta_rpc_resp r = { .inode = out };
+	int rc = call(c, cr, m, &r, 0);
+	if (rc == 0 && session)
+		*session = r.session;
+	free(m);
+	return rc;
+}
+
+static int call_plain(meta_client *c, const struct meta_cred *cr, struct meta_rpc_req *m,
+		      struct meta_rpc_resp *r, uint64_t route)
+{
+	struct meta_rpc_resp tmp = { 0 };
+	int rc = call(c, cr, m, r ? r : &tmp, route);
+	free(m);
+	return rc;
+}
+
+int meta_client_lookup(meta_client *c, const struct meta_cred *cr, uint64_t parent,
+		       struct meta_name name, struct meta_inode *out)
+{
+	REQ(m, META_RPC_LOOKUP);
+	m->ino = parent;
+	m->name = name;
+	return call_inode(c, cr, m, out, NULL);
+}
+
+int meta_client_getattr(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+			struct meta_inode *out)
+{
+	REQ(m, META_RPC_GETATTR);
+	m->ino = ino;
+	return call_inode(c, cr, m, out, NULL);
+}
+
+int meta_client_access(meta_client *c, const struct meta_cred *cr, uint64_t ino, int mask)
+{
+	REQ(m, META_RPC_ACCESS);
+	m->ino = ino;
+	m->flags = (uint32_t)mask;
+	return call_plain(c, cr, m, NULL, 0);
+}
+
+int meta_client_setattr(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+			const struct meta_setattr *sa, struct meta_inode *out)
+{
+	REQ(m, META_RPC_SETATTR);
+	m->ino = ino;
+	m->sa = *sa;
+	return call_inode(c, cr, m, out, NULL);
+}
+
+int meta_client_statfs(meta_client *c, const struct meta_cred *cr, struct meta_statfs *out)
+{
+	struct meta_rpc_resp r = { 0 };
+	REQ(m, META_RPC_STATFS);
+	int rc = call_plain(c, cr, m, &r, 0);
+	if (rc == 0)
+		*out = r.statfs;
+	return rc;
+}
+
+int meta_client_create(meta_client *c, const struct meta_cred *cr, uint64_t parent,
+		       struct meta_name name, uint32_t mode, unsigned flags,
+		       struct meta_inode *out, uint64_t *session)
+{
+	REQ(m, META_RPC_CREATE);
+	m->ino = parent;
+	m->name = name;
+	m->mode = mode;
+	m->flags = flags;
+	return call_inode(c, cr, m, out, session);
+}
+
+int meta_client_open(meta_client *c, const struct meta_cred *cr, uint64_t ino, unsigned flags,
+		     struct meta_inode *out, uint64_t *session)
+{
+	REQ(m, META_RPC_OPEN);
+	m->ino = ino;
+	m->flags = flags;
+	return call_inode(c, cr, m, out, session);
+}
+
+int meta_client_sync(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+		     const struct meta_length *len, int query, uint64_t *size)
+{
+	struct meta_rpc_resp r = { 0 };
+	REQ(m, META_RPC_SYNC);
+	m->ino = ino;
+	m->has_len = len != NULL;
+	if (len)
+		m->len = *len;
+	m->query = query ? 1 : 0;
+	int rc = call_plain(c, cr, m, &r, ino);
+	if (rc == 0 && size)
+		*size = r.size;
+	return rc;
+}
+
+int meta_client_close(meta_client *c, const struct meta_cred *cr, uint64_t ino, uint64_t session,
+		      const struct meta_length *len)
+{
+	REQ(m, META_RPC_CLOSE);
+	m->ino = ino;
+	m->ino2 = session;
+	m->has_len = len != NULL;
+	if (len)
+		m->len = *len;
+	return call_plain(c, cr, m, NULL, ino);
+}
+
+int meta_client_mkdir(meta_client *c, const struct meta_cred *cr, uint64_t parent,
+		      struct meta_name name, uint32_t mode, struct meta_inode *out)
+{
+	REQ(m, META_RPC_MKDIR);
+	m->ino = parent;
+	m->name = name;
+	m->mode = mode;
+	return call_inode(c, cr, m, out, NULL);
+}
+
+int meta_client_rmdir(meta_client *c, const struct meta_cred *cr, uint64_t parent,
+		      struct meta_name name)
+{
+	REQ(m, META_RPC_RMDIR);
+	m->ino = parent;
+	m->name = name;
+	return call_plain(c, cr, m, NULL, 0);
+}
+
+int meta_client_unlink(meta_client *c, const struct meta_cred *cr, uint64_t parent,
+		       struct meta_name name)
+{
+	REQ(m, META_RPC_UNLINK);
+	m->ino = parent;
+	m->name = name;
+	return call_plain(c, cr, m, NULL, 0);
+}
+
+int meta_client_rename(meta_client *c, const struct meta_cred *cr, uint64_t sparent,
+		       struct meta_name sname, uint64_t dparent, struct meta_name dname,
+		       unsigned flags)
+{
+	REQ(m, META_RPC_RENAME);
+	m->ino = sparent;
+	m->name = sname;
+	m->ino2 = dparent;
+	m->name2 = dname;
+	m->flags = flags;
+	return call_plain(c, cr, m, NULL, 0);
+}
+
+int meta_client_link(meta_client *c, const struct meta_cred *cr, uint64_t ino, uint64_t parent,
+		     struct meta_name name, struct meta_inode *out)
+{
+	REQ(m, META_RPC_LINK);
+	m->ino = ino;
+	m->ino2 = parent;
+	m->name = name;
+	return call_inode(c, cr, m, out, NULL);
+}
+
+int meta_client_symlink(meta_client *c, const struct meta_cred *cr, uint64_t parent,
+			struct meta_name name, struct meta_name target, struct meta_inode *out)
+{
+	if (target.n > NAME_SEND_MAX)
+		return -ENAMETOOLONG;
+	REQ(m, META_RPC_SYMLINK);
+	m->ino = parent;
+	m->name = name;
+	m->data = (const uint8_t *)target.p;
+	m->data_len = (uint32_t)target.n;
+	return call_inode(c, cr, m, out, NULL);
+}
+
+int meta_client_readlink(meta_client *c, const struct meta_cred *cr, uint64_t ino, char *buf,
+			 size_t cap)
+{
+	struct meta_rpc_resp r = { 0 };
+	struct buf keep = BUF_INIT;
+	REQ(m, META_RPC_READLINK);
+	m->ino = ino;
+	int rc = call_keep(c, cr, m, &r, 0, &keep);
+	free(m);
+	if (rc == 0) {
+		size_t n = r.data_len < cap ? r.data_len : cap;
+		if (n)
+			memcpy(buf, r.data, n);
+		if (r.data_len < cap)
+			buf[r.data_len] = 0;
+		rc = (int)r.data_len;
+	}
+	buf_fini(&keep);
+	return rc;
+}
+
+int meta_client_readdir(meta_client *c, const struct meta_cred *cr, uint64_t dir,
+			struct meta_name cursor, struct meta_dirent *ents, int max, int *n,
+			int *eof)
+{
+	if (max <= 0)
+		return -EINVAL;
+	struct meta_rpc_resp r = { .ents = ents, .ents_cap = max };
+	REQ(m, META_RPC_READDIR);
+	m->ino = dir;
+	m->name = cursor;
+	m->count = (uint32_t)(max > META_RPC_READDIR_MAX ? META_RPC_READDIR_MAX : max);
+	int rc = call_plain(c, cr, m, &r, 0);
+	if (rc == 0) {
+		*n = r.n;
+		*eof = r.eof;
+	}
+	return rc;
+}
+
+int meta_client_setxattr(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+			 struct meta_name name, const void *val, size_t len, unsigned flags)
+{
+	if (len > UINT32_MAX)
+		return -E2BIG;
+	REQ(m, META_RPC_SETXATTR);
+	m->ino = ino;
+	m->name = name;
+	m->data = val;
+	m->data_len = (uint32_t)len;
+	m->flags = flags;
+	return call_plain(c, cr, m, NULL, 0);
+}
+
+int meta_client_getxattr(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+			 struct meta_name name, void *buf, size_t cap)
+{
+	struct meta_rpc_resp r = { 0 };
+	struct buf keep = BUF_INIT;
+	REQ(m, META_RPC_GETXATTR);
+	m->ino = ino;
+	m->name = name;
+	m->count = cap > META_XATTR_VALUE_MAX ? META_XATTR_VALUE_MAX : (uint32_t)cap;
+	int rc = call_keep(c, cr, m, &r, 0, &keep);
+	free(m);
+	if (rc == 0)
+		rc = copy_out(&r, r.size, buf, cap, 0);
+	buf_fini(&keep);
+	return rc;
+}
+
+int meta_client_listxattr(meta_client *c, const struct meta_cred *cr, uint64_t ino, char *buf,
+			  size_t cap)
+{
+	struct meta_rpc_resp r = { 0 };
+	struct buf keep = BUF_INIT;
+	REQ(m, META_RPC_LISTXATTR);
+	m->ino = ino;
+	m->count = cap > META_RPC_LIST_MAX ? META_RPC_LIST_MAX : (uint32_t)cap;
+	int rc = call_keep(c, cr, m, &r, 0, &keep);
+	free(m);
+	if (rc == 0)
+		rc = copy_out(&r, r.size, buf, cap, 0);
+	buf_fini(&keep);
+	return rc;
+}
+
+int meta_client_removexattr(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+			    struct meta_name name)
+{
+	REQ(m, META_RPC_REMOVEXATTR);
+	m->ino = ino;
+	m->name = name;
+	return call_plain(c, cr, m, NULL, 0);
+}
+
+int meta_client_layout_get(meta_client *c, const struct meta_cred *cr, uint64_t ino, int *has,
+			   struct meta_layout *out)
+{
+	struct meta_rpc_resp r = { .layout = out };
+	REQ(m, META_RPC_LAYOUT_GET);
+	m->ino = ino;
+	int rc = call_plain(c, cr, m, &r, 0);
+	if (rc == 0)
+		*has = r.has_layout;
+	return rc;
+}
+
+int meta_client_layout_set(meta_client *c, const struct meta_cred *cr, uint64_t dir,
+			   uint32_t chunk_size, uint32_t stripe, uint32_t table_id)
+{
+	REQ(m, META_RPC_LAYOUT_SET);
+	m->ino = dir;
+	m->chunk_size = chunk_size;
+	m->stripe = stripe;
+	m->table_id = table_id;
+	return call_plain(c, cr, m, NULL, 0);
+}

@@ -1,0 +1,140 @@
+/* meta_client.h - blocking client of the metadata service, with failover.
+ *
+ * A meta_client knows a list of meta instances (any of them serves any
+ * request: they share one KV store). Each call picks an instance (round
+ * robin over those not marked down), and on a transport failure (connect
+ * refused, connection closed, deadline passed) or a busy / unavailable
+ * reply (-CFS_EUNAVAIL, -CFS_EFENCED, a KV conflict that outlived the
+ * server's retries) marks it down for a while and resends to the next one,
+ * until the call's retry budget is spent. Mutations carry a request id
+ * (client id, seq) fixed before the first attempt and reused on every
+ * resend, so a request whose first instance died after committing is
+ * applied once and answers as the first time (meta.h "Idempotency").
+ *
+ * Length updates (sync, close) of one inode go first to the instance that
+ * meta_rendezvous() names among the live instances whose ids the client
+ * learned (INFO), so they do not conflict across instances.
+ *
+ * The calls mirror meta.h (same arguments and error codes) plus the caller's
+ * credentials. Besides the operation's own errors they return the last
+ * transport error when every instance failed (-CFS_ECLOSED,
+ * -CFS_ETIMEDOUT, -ECONNREFUSED, ...), -CFS_EPROTO when a reply did not
+ * decode, -ENAMETOOLONG for a name longer than the wire allows.
+ *
+ * Threads: every call is thread-safe and blocks; do not call from an RPC
+ * loop thread. The library never aborts and logs nothing unless a log sink
+ * is installed.
+ */
+#ifndef CFS_CLIENT_META_CLIENT_H
+#define CFS_CLIENT_META_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "meta/meta.h"
+
+#define META_CLIENT_MAX_ADDRS 64
+
+typedef struct meta_client meta_client;
+
+/* Zero fields take the defaults in brackets. */
+struct meta_client_opts {
+	const char *const *addrs;   /* 1..META_CLIENT_MAX_ADDRS "ip:port"; copied */
+	size_t naddrs;
+	const char *cluster_id;     /* copied */
+	const uint8_t *secret;      /* >= 16 bytes; copied */
+	size_t secret_len;
+	uint64_t client_id;         /* request-id namespace [random] */
+	uint32_t timeout_ms;        /* per attempt [5000] */
+	uint32_t retry_ms;          /* budget of one call over all attempts [30000] */
+	uint32_t down_ms;           /* how long a failed instance is skipped, doubling
+	                               per consecutive failure up to 16x [1000] */
+	int loop_threads;           /* RPC loop threads [1] */
+	int conns_per_peer;         /* connections per instance [1] */
+};
+
+/* 0, or -EINVAL (bad option; message in ERR) / -ENOMEM / -errno. */
+int meta_client_new(const struct meta_client_opts *o, meta_client **out, char *err,
+		    size_t errlen);
+/* Fails calls in flight with -CFS_ECLOSED and frees. NULL-safe. */
+void meta_client_free(meta_client *c);
+uint64_t meta_client_id(const meta_client *c);
+
+/* The server's message for this thread's last failed call ("CREATE: File
+ * exists"), or "" when it gave none. Thread-local storage. */
+const char *meta_client_last_error(void);
+
+/* Failover counters since meta_client_new. */
+struct meta_client_stats {
+	uint64_t calls;     /* calls made */
+	uint64_t resends;   /* attempts after a call's first */
+	uint64_t failovers; /* instances marked down */
+};
+void meta_client_get_stats(meta_client *c, struct meta_client_stats *out);
+
+/* An ECHO round trip through the same path as every call (the transport
+ * baseline of `chainfs bench meta`). 0 or an error. */
+int meta_client_ping(meta_client *c);
+
+int meta_client_lookup(meta_client *c, const struct meta_cred *cr, uint64_t parent,
+		       struct meta_name name, struct meta_inode *out);
+int meta_client_getattr(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+			struct meta_inode *out);
+int meta_client_access(meta_client *c, const struct meta_cred *cr, uint64_t ino, int mask);
+/* OUT may be NULL. */
+int meta_client_setattr(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+			const struct meta_setattr *sa, struct meta_inode *out);
+int meta_client_statfs(meta_client *c, const struct meta_cred *cr, struct meta_statfs *out);
+
+/* OUT and SESSION may be NULL. */
+int meta_client_create(meta_client *c, const struct meta_cred *cr, uint64_t parent,
+		       struct meta_name name, uint32_t mode, unsigned flags,
+		       struct meta_inode *out, uint64_t *session);
+int meta_client_open(meta_client *c, const struct meta_cred *cr, uint64_t ino, unsigned flags,
+		     struct meta_inode *out, uint64_t *session);
+/* LEN may be NULL. */
+int meta_client_sync(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+		     const struct meta_length *len, int query, uint64_t *size);
+int meta_client_close(meta_client *c, const struct meta_cred *cr, uint64_t ino, uint64_t session,
+		      const struct meta_length *len);
+
+int meta_client_mkdir(meta_client *c, const struct meta_cred *cr, uint64_t parent,
+		      struct meta_name name, uint32_t mode, struct meta_inode *out);
+int meta_client_rmdir(meta_client *c, const struct meta_cred *cr, uint64_t parent,
+		      struct meta_name name);
+int meta_client_unlink(meta_client *c, const struct meta_cred *cr, uint64_t parent,
+		       struct meta_name name);
+int meta_client_rename(meta_client *c, const struct meta_cred *cr, uint64_t sparent,
+		       struct meta_name sname, uint64_t dparent, struct meta_name dname,
+		       unsigned flags);
+int meta_client_link(meta_client *c, const struct meta_cred *cr, uint64_t ino, uint64_t parent,
+		     struct meta_name name, struct meta_inode *out);
+int meta_client_symlink(meta_client *c, const struct meta_cred *cr, uint64_t parent,
+			struct meta_name name, struct meta_name target, struct meta_inode *out);
+/* Copies the target (NUL-terminated when it fits) and returns its length. */
+int meta_client_readlink(meta_client *c, const struct meta_cred *cr, uint64_t ino, char *buf,
+			 size_t cap);
+/* As meta_readdir; MAX is capped at 1024 per call. */
+int meta_client_readdir(meta_client *c, const struct meta_cred *cr, uint64_t dir,
+			struct meta_name cursor, struct meta_dirent *ents, int max, int *n,
+			int *eof);
+
+int meta_client_setxattr(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+			 struct meta_name name, const void *val, size_t len, unsigned flags);
+/* As meta_getxattr / meta_listxattr: the full size; copies when cap > 0. */
+int meta_client_getxattr(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+			 struct meta_name name, void *buf, size_t cap);
+int meta_client_listxattr(meta_client *c, const struct meta_cred *cr, uint64_t ino, char *buf,
+			  size_t cap);
+int meta_client_removexattr(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+			    struct meta_name name);
+
+/* *has gets whether INO has a layout (files always; directories when a
+ * default is set); OUT (may be NULL) gets it. */
+int meta_client_layout_get(meta_client *c, const struct meta_cred *cr, uint64_t ino, int *has,
+			   struct meta_layout *out);
+/* -EINVAL with the server's reason in meta_client_last_error(). */
+int meta_client_layout_set(meta_client *c, const struct meta_cred *cr, uint64_t dir,
+			   uint32_t chunk_size, uint32_t stripe, uint32_t table_id);
+
+#endif

@@ -1,0 +1,136 @@
+/* meta_proto.h - codecs of the metadata-service messages (types 200..223).
+ *
+ * The one-line layouts are in the catalog in net/rpc_proto.h. Every request
+ * starts with the same header: the caller's credentials and the client
+ * request id (client, seq) that makes mutations idempotent (seq 0 for
+ * reads). Requests of all types decode into one struct meta_rpc_req and
+ * replies into one struct meta_rpc_resp; which fields a type uses is in the
+ * catalog. One codec for the family keeps the field rules (name bounds,
+ * group count, value sizes) in one place.
+ *
+ * Decoders read N bytes at P, skip unknown trailing bytes, and return 0 or
+ * a negative code: -CFS_EPROTO for a truncated or malformed payload (the
+ * server answers it as a protocol error), and for a well-formed payload
+ * whose field is over its POSIX limit the POSIX error the operation would
+ * give (-ENAMETOOLONG: a name over META_NAME_MAX bytes or a symlink target
+ * over META_SYMLINK_MAX; -E2BIG: an xattr value over META_XATTR_VALUE_MAX;
+ * -EINVAL: more than META_RPC_GROUPS_MAX groups or a readdir count out of
+ * range), which the server answers as a normal error. Pointers a decoder
+ * stores borrow from P. Encoders append to a struct buf and return 0 or
+ * -ENOMEM; they do not validate (the server does). Thread-safe.
+ */
+#ifndef CFS_META_META_PROTO_H
+#define CFS_META_META_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "meta/meta.h"
+
+#define META_RPC_GROUPS_MAX 256     /* supplementary groups per request */
+#define META_RPC_READDIR_MAX 1024   /* entries per readdir reply */
+#define META_RPC_LIST_MAX (1u << 20) /* bytes of a listxattr reply */
+
+/* Message types; the numbers are the catalog's (net/rpc_proto.h). */
+enum meta_rpc_type {
+	META_RPC_INFO = 200,
+	META_RPC_LOOKUP = 201,
+	META_RPC_GETATTR = 202,
+	META_RPC_SETATTR = 203,
+	META_RPC_CREATE = 204,
+	META_RPC_OPEN = 205,
+	META_RPC_CLOSE = 206,
+	META_RPC_MKDIR = 207,
+	META_RPC_RMDIR = 208,
+	META_RPC_UNLINK = 209,
+	META_RPC_RENAME = 210,
+	META_RPC_LINK = 211,
+	META_RPC_SYMLINK = 212,
+	META_RPC_READLINK = 213,
+	META_RPC_READDIR = 214,
+	META_RPC_GETXATTR = 215,
+	META_RPC_SETXATTR = 216,
+	META_RPC_LISTXATTR = 217,
+	META_RPC_REMOVEXATTR = 218,
+	META_RPC_STATFS = 219,
+	META_RPC_SYNC = 220,
+	META_RPC_LAYOUT_GET = 221,
+	META_RPC_LAYOUT_SET = 222,
+	META_RPC_ACCESS = 223,
+};
+#define META_RPC_FIRST META_RPC_INFO
+#define META_RPC_LAST META_RPC_ACCESS
+
+/* "LOOKUP", ... for a meta type; NULL for any other type. */
+const char *meta_rpc_name(uint16_t type);
+/* 1 when TYPE changes state and so carries a tracked request id. */
+int meta_rpc_is_mutation(uint16_t type);
+
+/* A decoded (or to-be-encoded) request. Field use per type:
+ *   ino     ino, parent, dir, or rename's source parent
+ *   ino2    rename: destination parent; link: new parent; close: session
+ *   name    the entry name, xattr name or readdir cursor
+ *   name2   rename: destination name
+ *   mode    create, mkdir
+ *   flags   create/open (META_O_*), rename (META_RENAME_*), setxattr
+ *           (META_XATTR_*), access (mask)
+ *   count   readdir: max entries; getxattr/listxattr: buffer capacity
+ *   data    symlink target, xattr value
+ *   len     close, sync (has_len: len present); query: sync only
+ *   sa      setattr
+ *   layout  layout_set: chunk_size, stripe, table_id */
+struct meta_rpc_req {
+	uint16_t type;
+	uint32_t uid, gid;
+	uint32_t ngroups;                      /* <= META_RPC_GROUPS_MAX */
+	uint32_t groups[META_RPC_GROUPS_MAX];
+	uint64_t client, seq;                  /* request id; seq 0: untracked */
+	uint64_t ino, ino2;
+	struct meta_name name, name2;          /* borrowed */
+	uint32_t mode, flags, count;
+	const uint8_t *data;                   /* borrowed */
+	uint32_t data_len;
+	int has_len;
+	struct meta_length len;
+	int query;
+	struct meta_setattr sa;
+	uint32_t chunk_size, stripe, table_id;
+};
+
+/* A decoded reply of a successful call. Field use per type:
+ *   inode     lookup, getattr, setattr, create, open, mkdir, link,
+ *             symlink: points to caller memory the decoder fills
+ *   session   create, open
+ *   size      sync: the length; getxattr, listxattr: the full size
+ *   data      readlink target, xattr value, xattr name list (borrowed)
+ *   ents      readdir: caller array of ents_cap entries; n, eof
+ *   statfs    statfs
+ *   layout    layout_get (has_layout) into caller memory
+ *   instance_id, threads   info */
+struct meta_rpc_resp {
+	uint16_t type;
+	struct meta_inode *inode;
+	uint64_t session;
+	uint64_t size;
+	const uint8_t *data;
+	uint32_t data_len;
+	struct meta_dirent *ents;
+	int ents_cap, n, eof;
+	struct meta_statfs statfs;
+	int has_layout;
+	struct meta_layout *layout;
+	uint64_t instance_id;
+	uint32_t threads;
+};
+
+int meta_rpc_req_encode(struct buf *b, const struct meta_rpc_req *m);
+/* TYPE is the frame's message type; M is zeroed first. */
+int meta_rpc_req_decode(uint16_t type, const void *p, size_t n, struct meta_rpc_req *m);
+int meta_rpc_resp_encode(struct buf *b, const struct meta_rpc_resp *m);
+/* The caller sets m->type, and m->inode / m->ents (+ ents_cap) /
+ * m->layout where the type returns them (NULL: the decoder skips the
+ * field's content but still checks it). Other fields are overwritten. */
+int meta_rpc_resp_decode(const void *p, size_t n, struct meta_rpc_resp *m);
+
+#endif

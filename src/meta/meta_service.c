@@ -1,0 +1,675 @@
+/* meta_service.c - the metadata-service instance: RPC handlers, worker
+ * pool, background thread (meta_service.h).
+ *
+ * Request path:
+ *
+ *   loop thread: handler() ---push---> queue ---pop---> worker thread:
+ *                (no decode, no KV)                      decode, meta_*() op,
+ *                                                        encode, rpc_reply()
+ *
+ * The queue is a bounded ring guarded by mu; a full queue or a stopping
+ * service answers -CFS_EUNAVAIL at once, which clients treat as "try another
+ * instance". Workers own per-thread scratch (an inode, a readdir array, an
+ * xattr buffer, the reply buffer), so the steady state allocates nothing
+ * per request except the RPC layer's own. INFO and ECHO need no KV and are
+ * answered on the loop thread (ECHO is the transport baseline of `chainfs
+ * bench meta`).
+ *
+ * Errors: a payload that does not decode is answered -CFS_EPROTO with a
+ * message naming the message type (the RPC layer then closes that
+ * connection, as for any protocol error); a field over its POSIX limit is
+ * answered with that errno; every operation error goes back as -errno /
+ * -CFS_E* with the operation's name and cfs_strerror text. The process
+ * never exits on a request.
+ *
+ * Invariants: every request popped by a worker or rejected by a handler is
+ * replied to exactly once; rpc_server_free runs only after the workers
+ * have drained the queue and exited (handlers reject once `stopping` is
+ * set, under mu).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/status.h"
+#include "common/xalloc.h"
+#include "kv/kv.h"
+#include "meta/meta.h"
+#include "meta/meta_proto.h"
+#include "meta/meta_service.h"
+#include "mgmtd/mgmtd_client.h"
+#include "mgmtd/routing.h"
+#include "net/rpc.h"
+#include "net/rpc_proto.h"
+
+#define MAX_TABLES 16
+#define IDEM_PRUNE_EVERY_NS (60LL * 1000000000LL)
+#define GC_STEPS_PER_PASS 256
+
+struct chain_table_spec {
+	uint32_t id, first, count;
+};
+
+struct worker {
+	struct meta_service *svc;
+	pthread_t th;
+	struct meta_rpc_req req;                        /* decoded request */
+	struct meta_inode inode;                        /* reply scratch */
+	struct meta_dirent ents[META_RPC_READDIR_MAX];  /* readdir scratch */
+	uint8_t xval[META_XATTR_VALUE_MAX];             /* getxattr scratch */
+	char link[META_SYMLINK_MAX + 1];                /* readlink scratch */
+	char *list;                                     /* listxattr names, one request */
+	struct buf out;                                 /* reply encoding */
+};
+
+struct meta_service {
+	kv_engine *kv;
+	meta_ctx *meta;
+	struct rpc_server *rpc;
+	uint64_t instance_id;
+	int nworkers;
+	struct worker **workers;
+
+	pthread_mutex_t mu;        /* guards the queue fields and stopping */
+	pthread_cond_t cv;         /* workers wait for requests */
+	struct rpc_req **ring;     /* queue_max slots */
+	uint32_t cap, head, len;
+	int idle;                  /* workers waiting on cv */
+	int stopping;
+
+	pthread_t bg;              /* background thread */
+	pthread_mutex_t bg_mu;     /* guards bg_stop */
+	pthread_cond_t bg_cv;
+	int bg_stop;
+	int bg_started;
+	uint32_t bg_interval_ms;
+	int gc_enabled;            /* a storage service is wired */
+
+	struct chain_table_spec tables[MAX_TABLES];
+	int ntables;
+	struct mgmtd_client *mgmtd; /* NULL: static tables, never fenced */
+
+	_Atomic uint64_t bad_requests; /* payloads that failed to decode */
+};
+
+/* ---- chain-table view: routing from mgmtd, else static ---- */
+
+static int routing_table(struct meta_service *s, uint32_t table_id, uint32_t *chains,
+			 uint32_t cap)
+{
+	struct mgmtd_routing *snap = mgmtd_client_routing(s->mgmtd);
+	const struct route_table *t;
+	int rc = -ENOENT;
+	if (!snap)
+		return -ENOENT;
+	t = route_find_table(mgmtd_routing_info(snap), table_id);
+	if (t && t->n <= INT32_MAX) {
+		for (uint32_t k = 0; k < t->n && k < cap; k++)
+			chains[k] = t->chains[k];
+		rc = (int)t->n;
+	}
+	mgmtd_routing_put(snap);
+	return rc;
+}
+
+static int view_table(void *arg, uint32_t table_id, uint32_t *chains, uint32_t cap)
+{
+	struct meta_service *s = arg;
+	if (s->mgmtd)
+		return routing_table(s, table_id, chains, cap);
+	for (int i = 0; i < s->ntables; i++) {
+		const struct chain_table_spec *t = &s->tables[i];
+		if (t->id != table_id)
+			continue;
+		for (uint32_t k = 0; k < t->count && k < cap; k++)
+			chains[k] = t->first + k;
+		return (int)t->count;
+	}
+	return -ENOENT;
+}
+
+/* "ID:FIRST-LAST[,ID:FIRST-LAST...]" */
+static int parse_tables(struct meta_service *s, const char *spec, char *err, size_t errlen)
+{
+	const char *p = spec;
+	s->ntables = 0;
+	while (*p) {
+		unsigned id, first, last;
+		int used = 0;
+		if (s->ntables == MAX_TABLES ||
+		    sscanf(p, "%u:%u-%u%n", &id, &first, &last, &used) != 3 || last < first ||
+		    last - first >= 65536 || id == 0 || first == 0) {
+			snprintf(err, errlen, "bad --chain-tables '%s': want ID:FIRST-LAST[,...] "
+				 "(at most %d tables, ids > 0)", spec, MAX_TABLES);
+			return -EINVAL;
+		}
+		s->tables[s->ntables++] = (struct chain_table_spec){ id, first, last - first + 1 };
+		p += used;
+		if (*p == ',')
+			p++;
+		else if (*p) {
+			snprintf(err, errlen, "bad --chain-tables '%s': junk at '%s'", spec, p);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* ---- storage hook ----
+ * Without a storage service every storage call fails with -EOPNOTSUPP (not
+ * -CFS_EUNAVAIL, which clients would take as "try another instance"). */
+
+static int none_remove(void *arg, uint32_t chain, uint64_t ino, uint32_t first)
+{
+	return -EOPNOTSUPP;
+}
+
+static int none_truncate(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t len)
+{
+	return -EOPNOTSUPP;
+}
+
+static int none_query(void *arg, uint32_t chain, uint64_t ino, uint32_t *index, uint32_t *len)
+{
+	return -EOPNOTSUPP;
+}
+
+static int none_capacity(void *arg, uint64_t *total, uint64_t *free_bytes)
+{
+	return -EOPNOTSUPP;
+}
+
+/* The storage service of KIND; *gc gets whether GC can make progress. The
+ * storage client plugs in here. */
+static struct meta_storage storage_for(enum meta_storage_kind kind, int *gc)
+{
+	switch (kind) {
+	case META_STORAGE_NONE:
+		break;
+	}
+	*gc = 0;
+	return (struct meta_storage){ NULL, none_remove, none_truncate, none_query,
+				      none_capacity };
+}
+
+/* ---- request execution (worker threads) ---- */
+
+static void reply_err(struct rpc_req *req, const char *op, int rc, const char *detail)
+{
+	char text[RPC_ERROR_TEXT_MAX];
+	snprintf(text, sizeof(text), "%s: %s%s%s", op, cfs_strerror(rc), detail ? ": " : "",
+		 detail ? detail : "");
+	rpc_reply_error(req, rc, text);
+}
+
+/* Runs M on W's scratch; fills R. Returns 0 or the operation's error; a
+ * layout refusal leaves its reason in err. */
+static int run_op(struct worker *w, const struct meta_rpc_req *m, struct meta_rpc_resp *r,
+		  char *err, size_t errlen)
+{
+	meta_ctx *mc = w->svc->meta;
+	struct meta_cred c = { m->uid, m->gid, m->ngroups, m->groups };
+	struct meta_req rq = { m->client, m->seq };
+	const struct meta_length *len = m->has_len ? &m->len : NULL;
+	int rc;
+
+	r->inode = &w->inode;
+	switch (m->type) {
+	case META_RPC_LOOKUP:
+		return meta_lookup(mc, &c, m->ino, m->name, &w->inode);
+	case META_RPC_GETATTR:
+		return meta_getattr(mc, m->ino, &w->inode);
+	case META_RPC_SETATTR:
+		return meta_setattr(mc, &c, &rq, m->ino, &m->sa, &w->inode);
+	case META_RPC_CREATE:
+		return meta_create(mc, &c, &rq, m->ino, m->name, m->mode, m->flags, &w->inode,
+				   &r->session);
+	case META_RPC_OPEN:
+		return meta_open(mc, &c, &rq, m->ino, m->flags, &w->inode, &r->session);
+	case META_RPC_CLOSE:
+		return meta_close(mc, &rq, m->ino, m->ino2, len);
+	case META_RPC_MKDIR:
+		return meta_mkdir(mc, &c, &rq, m->ino, m->name, m->mode, &w->inode);
+	case META_RPC_RMDIR:
+		return meta_rmdir(mc, &c, &rq, m->ino, m->name);
+	case META_RPC_UNLINK:
+		return meta_unlink(mc, &c, &rq, m->ino, m->name);
+	case META_RPC_RENAME:
+		return meta_rename(mc, &c, &rq, m->ino, m->name, m->ino2, m->name2, m->flags);
+	case META_RPC_LINK:
+		return meta_link(mc, &c, &rq, m->ino, m->ino2, m->name, &w->inode);
+	case META_RPC_SYMLINK:
+		return meta_symlink(mc, &c, &rq, m->ino, m->name,
+				    (struct meta_name){ (const char *)m->data, m->data_len },
+				    &w->inode);
+	case META_RPC_READLINK:
+		rc = meta_readlink(mc, m->ino, w->link, sizeof(w->link));
+		if (rc < 0)
+			return rc;
+		r->data = (const uint8_t *)w->link;
+		r->data_len = (uint32_t)rc;
+		return 0;
+	case META_RPC_READDIR:
+		r->ents = w->ents;
+		return meta_readdir(mc, &c, m->ino, m->name, w->ents, (int)m->count, &r->n, &r->eof);
+	case META_RPC_GETXATTR: {
+		size_t cap = m->count < sizeof(w->xval) ? m->count : sizeof(w->xval);
+		rc = meta_getxattr(mc, &c, m->ino, m->name, w->xval, cap);
+		if (rc < 0)
+			return rc;
+		r->size = (uint64_t)rc;
+		r->data = w->xval;
+		r->data_len = cap ? (uint32_t)rc : 0;
+		return 0;
+	}
+	case META_RPC_SETXATTR:
+		return meta_setxattr(mc, &c, &rq, m->ino, m->name, m->data, m->data_len, m->flags);
+	case META_RPC_LISTXATTR: {
+		size_t cap = m->count < META_RPC_LIST_MAX ? m->count : META_RPC_LIST_MAX;
+		if (cap && !(w->list = malloc(cap)))
+			return -ENOMEM;
+		rc = meta_listxattr(mc, &c, m->ino, w->list, cap);
+		if (rc < 0)
+			return rc;
+		r->size = (uint64_t)rc;
+		r->data = (const uint8_t *)w->list;
+		r->data_len = cap ? (uint32_t)rc : 0;
+		return 0;
+	}
+	case META_RPC_REMOVEXATTR:
+		return meta_removexattr(mc, &c, &rq, m->ino, m->name);
+	case META_RPC_STATFS:
+		return meta_statfs(mc, &r->statfs);
+	case META_RPC_SYNC:
+		return meta_sync(mc, m->ino, len, m->query, &r->size);
+	case META_RPC_LAYOUT_GET:
+		rc = meta_getattr(mc, m->ino, &w->inode);
+		if (rc < 0)
+			return rc;
+		r->has_layout = w->inode.has_layout;
+		r->layout = &w->inode.layout;
+		return 0;
+	case META_RPC_LAYOUT_SET:
+		return meta_set_dir_layout(mc, &c, &rq, m->ino, m->chunk_size, m->stripe,
+					   m->table_id, err, errlen);
+	case META_RPC_ACCESS:
+		return meta_access(mc, &c, m->ino, (int)m->flags);
+	}
+	return -CFS_EBADMSG_TYPE;
+}
+
+static void serve(struct worker *w, struct rpc_req *req)
+{
+	struct meta_rpc_req *m = &w->req;
+	struct meta_rpc_resp r;
+	char err[256] = "";
+	uint16_t type = rpc_req_type(req);
+	const char *op = meta_rpc_name(type);
+	uint32_t plen;
+	const uint8_t *p = rpc_req_payload(req, &plen);
+	int rc;
+
+	if (!op) {
+		reply_err(req, "meta", -CFS_EBADMSG_TYPE, NULL);
+		return;
+	}
+	rc = meta_rpc_req_decode(type, p, plen, m);
+	if (rc == -CFS_EPROTO) {
+		atomic_fetch_add_explicit(&w->svc->bad_requests, 1, memory_order_relaxed);
+		LOG_WARN("meta", "malformed request: peer=%s type=%s len=%u", rpc_req_peer(req),
+			 op, plen);
+		reply_err(req, op, rc, "malformed payload");
+		return;
+	}
+	if (rc) {
+		reply_err(req, op, rc, "field over its limit");
+		return;
+	}
+	memset(&r, 0, sizeof(r));
+	r.type = type;
+	buf_reset(&w->out);
+	w->list = NULL;
+	rc = run_op(w, m, &r, err, sizeof(err));
+	if (rc < 0) {
+		reply_err(req, op, rc, *err ? err : NULL);
+		goto out;
+	}
+	rc = meta_rpc_resp_encode(&w->out, &r);
+	if (rc == 0)
+		rpc_reply(req, 0, w->out.data, (uint32_t)w->out.len);
+	if (rc)
+		reply_err(req, op, rc, "encoding the reply");
+out:
+	free(w->list);
+	w->list = NULL;
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct meta_service *s = w->svc;
+	pthread_mutex_lock(&s->mu);
+	for (;;) {
+		while (!s->len && !s->stopping) {
+			s->idle++;
+			pthread_cond_wait(&s->cv, &s->mu);
+			s->idle--;
+		}
+		if (!s->len)
+			break;
+		struct rpc_req *req = s->ring[s->head];
+		s->head = (s->head + 1) % s->cap;
+		s->len--;
+		pthread_mutex_unlock(&s->mu);
+		serve(w, req);
+		pthread_mutex_lock(&s->mu);
+	}
+	pthread_mutex_unlock(&s->mu);
+	return NULL;
+}
+
+/* ---- loop-thread handlers ---- */
+
+static void queue_handler(struct rpc_req *req, void *arg)
+{
+	struct meta_service *s = arg;
+	if (s->mgmtd && mgmtd_client_fenced(s->mgmtd)) {
+		rpc_reply_error(req, -CFS_EFENCED, "meta: fenced (no recent mgmtd heartbeat)");
+		return;
+	}
+	pthread_mutex_lock(&s->mu);
+	if (s->stopping || s->len == s->cap) {
+		int stopping = s->stopping;
+		pthread_mutex_unlock(&s->mu);
+		rpc_reply_error(req, -CFS_EUNAVAIL, stopping ? "meta: instance stopping"
+							     : "meta: request queue full");
+		return;
+	}
+	s->ring[(s->head + s->len) % s->cap] = req;
+	s->len++;
+	if (s->idle)
+		pthread_cond_signal(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+}
+
+static void info_handler(struct rpc_req *req, void *arg)
+{
+	struct meta_service *s = arg;
+	struct meta_rpc_resp r = { .type = META_RPC_INFO, .instance_id = s->instance_id,
+				   .threads = (uint32_t)s->nworkers };
+	struct buf b = BUF_INIT;
+	if (meta_rpc_resp_encode(&b, &r))
+		rpc_reply_error(req, -ENOMEM, "INFO: out of memory");
+	else
+		rpc_reply(req, 0, b.data, (uint32_t)b.len);
+	buf_fini(&b);
+}
+
+static void echo_handler(struct rpc_req *req, void *arg)
+{
+	uint32_t plen;
+	const uint8_t *p = rpc_req_payload(req, &plen);
+	struct rpc_echo_req m;
+	struct buf b = BUF_INIT;
+	uint64_t blen = 0;
+	if (rpc_echo_req_decode(p, plen, &m)) {
+		rpc_reply_error(req, -CFS_EPROTO, "ECHO: malformed payload");
+		return;
+	}
+	rpc_req_bulk(req, &blen);
+	struct rpc_echo_resp r = { m.data, m.data_len, blen };
+	if (rpc_echo_resp_encode(&b, &r))
+		rpc_reply_error(req, -ENOMEM, "ECHO: out of memory");
+	else
+		rpc_reply(req, 0, b.data, (uint32_t)b.len);
+	buf_fini(&b);
+}
+
+/* ---- background thread ---- */
+
+static void *bg_main(void *arg)
+{
+	struct meta_service *s = arg;
+	uint64_t last_prune = clock_mono_ns();
+	pthread_mutex_lock(&s->bg_mu);
+	while (!s->bg_stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)s->bg_interval_ms * 1000000u;
+		ts.tv_sec += (time_t)(ns / 1000000000u);
+		ts.tv_nsec = (long)(ns % 1000000000u);
+		pthread_cond_timedwait(&s->bg_cv, &s->bg_mu, &ts);
+		if (s->bg_stop)
+			break;
+		pthread_mutex_unlock(&s->bg_mu);
+		for (int i = 0; s->gc_enabled && i < GC_STEPS_PER_PASS; i++) {
+			int rc = meta_gc_step(s->meta);
+			if (rc < 0)
+				LOG_WARN("meta", "gc step failed: %s", cfs_strerror(rc));
+			if (rc <= 0)
+				break;
+		}
+		if (clock_mono_ns() - last_prune >= (uint64_t)IDEM_PRUNE_EVERY_NS) {
+			int rc = meta_idem_prune(s->meta, META_IDEM_TTL_NS);
+			if (rc < 0)
+				LOG_WARN("meta", "idempotency prune failed: %s", cfs_strerror(rc));
+			else if (rc > 0)
+				LOG_INFO("meta", "idempotency prune: deleted=%d", rc);
+			last_prune = clock_mono_ns();
+		}
+		pthread_mutex_lock(&s->bg_mu);
+	}
+	pthread_mutex_unlock(&s->bg_mu);
+	return NULL;
+}
+
+/* ---- lifecycle ---- */
+
+#define MGMTD_WAIT_MS 10000
+
+/* Registers with mgmtd and waits (bounded) for the first routing info, so
+ * the root layout can be checked against real chain tables. The advertised
+ * address needs the bound port, so with port 0 and no --advertise the
+ * listen port must be given explicitly. */
+static int start_mgmtd(struct meta_service *s, const struct meta_service_opts *o, char *err,
+		       size_t errlen)
+{
+	const char *addrs[16];
+	char list[1024], *save = NULL;
+	size_t n = 0;
+	const char *adv = o->advertise && *o->advertise ? o->advertise : o->listen;
+	const char *colon = strrchr(adv, ':');
+	if (!colon || !strcmp(colon, ":0")) {
+		snprintf(err, errlen, "with --mgmtd, give --listen a fixed port or --advertise "
+			 "ip:port (got '%s')", adv);
+		return -EINVAL;
+	}
+	snprintf(list, sizeof(list), "%s", o->mgmtd);
+	for (char *t = strtok_r(list, ",", &save); t && n < 16; t = strtok_r(NULL, ",", &save))
+		addrs[n++] = t;
+	struct mgmtd_client_opts mo = {
+		.mgmtd_addrs = addrs, .n_mgmtd = n, .cluster_id = o->cluster_id,
+		.secret = o->secret, .secret_len = o->secret_len, .type = ROUTE_NODE_META,
+		.addr = adv, .fence_ms = o->fence_ms, .heartbeat_ms = o->heartbeat_ms,
+	};
+	int rc = mgmtd_client_new(&mo, &s->mgmtd, err, errlen);
+	if (rc)
+		return rc;
+	if (mgmtd_client_wait_registered(s->mgmtd, MGMTD_WAIT_MS) ||
+	    mgmtd_client_wait_routing(s->mgmtd, 1, MGMTD_WAIT_MS)) {
+		snprintf(err, errlen, "mgmtd %s: no registration or routing within %d ms",
+			 o->mgmtd, MGMTD_WAIT_MS);
+		return -CFS_ETIMEDOUT;
+	}
+	LOG_NOTICE("meta", "registered with mgmtd: node=%u addr=%s",
+		   mgmtd_client_node_id(s->mgmtd), adv);
+	return 0;
+}
+
+uint16_t meta_service_port(const struct meta_service *s) { return rpc_server_port(s->rpc); }
+uint64_t meta_service_instance(const struct meta_service *s) { return s->instance_id; }
+
+int meta_service_start(const struct meta_service_opts *o, struct meta_service **out,
+		       char *err, size_t errlen)
+{
+	struct meta_service *s = NULL;
+	int rc;
+
+	if (!o->kv_url || !o->listen || !o->cluster_id || !o->secret) {
+		snprintf(err, errlen, "kv url, listen address, cluster id and secret are required");
+		return -EINVAL;
+	}
+	s = xcalloc(1, sizeof(*s));
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->cv, NULL);
+	pthread_mutex_init(&s->bg_mu, NULL);
+	pthread_cond_init(&s->bg_cv, NULL);
+	s->cap = o->queue_max ? o->queue_max : 65536;
+	s->ring = xcalloc(s->cap, sizeof(*s->ring));
+	s->bg_interval_ms = o->bg_interval_ms ? o->bg_interval_ms : 1000;
+	s->instance_id = o->instance_id;
+	while (!s->instance_id) {
+		if (getrandom(&s->instance_id, sizeof(s->instance_id), 0) !=
+		    (ssize_t)sizeof(s->instance_id)) {
+			snprintf(err, errlen, "no entropy for an instance id");
+			rc = -EIO;
+			goto fail;
+		}
+	}
+	rc = parse_tables(s, o->chain_tables ? o->chain_tables : "", err, errlen);
+	if (rc)
+		goto fail;
+
+	rc = kv_open(o->kv_url, &s->kv, err, errlen);
+	if (rc)
+		goto fail;
+	struct meta_opts mo = {
+		.instance_id = s->instance_id,
+		.root_layout = { .chunk_size = o->chunk_size, .stripe = o->stripe,
+				 .table_id = o->table_id },
+		.storage = storage_for(o->storage, &s->gc_enabled),
+		.chains = { s, view_table },
+	};
+	char lerr[256];
+	if (o->mgmtd && *o->mgmtd) {
+		rc = start_mgmtd(s, o, err, errlen);
+		if (rc)
+			goto fail;
+	}
+	if (meta_layout_validate(&mo.root_layout, &mo.chains, lerr, sizeof(lerr))) {
+		snprintf(err, errlen, "bad root layout: %s", lerr);
+		rc = -EINVAL;
+		goto fail;
+	}
+	rc = meta_new(s->kv, &mo, &s->meta);
+	if (rc) {
+		snprintf(err, errlen, "meta instance: %s", cfs_strerror(rc));
+		goto fail;
+	}
+	rc = meta_format(s->meta);
+	if (rc) {
+		snprintf(err, errlen, "formatting the root on %s: %s", o->kv_url, cfs_strerror(rc));
+		goto fail;
+	}
+
+	struct rpc_opts ro = { .cluster_id = o->cluster_id, .secret = o->secret,
+			       .secret_len = o->secret_len,
+			       .nthreads = o->loop_threads > 0 ? o->loop_threads : 1 };
+	rc = rpc_server_new(&ro, &s->rpc);
+	if (rc) {
+		snprintf(err, errlen, "rpc server: %s", cfs_strerror(rc));
+		goto fail;
+	}
+	struct rpc_handler hq = { .fn = queue_handler, .arg = s };
+	struct rpc_handler hi = { .fn = info_handler, .arg = s };
+	struct rpc_handler he = { .fn = echo_handler, .arg = s };
+	rpc_server_handle(s->rpc, RPC_MSG_ECHO, &he);
+	rpc_server_handle(s->rpc, META_RPC_INFO, &hi);
+	for (uint16_t t = META_RPC_FIRST + 1; t <= META_RPC_LAST; t++)
+		rpc_server_handle(s->rpc, t, &hq);
+
+	s->nworkers = o->workers > 0 ? o->workers : 16;
+	s->workers = xcalloc((size_t)s->nworkers, sizeof(*s->workers));
+	for (int i = 0; i < s->nworkers; i++) {
+		struct worker *w = xcalloc(1, sizeof(*w));
+		w->svc = s;
+		buf_init(&w->out);
+		s->workers[i] = w;
+		if (pthread_create(&w->th, NULL, worker_main, w)) {
+			free(w);
+			s->workers[i] = NULL;
+			snprintf(err, errlen, "cannot start worker threads");
+			rc = -EAGAIN;
+			goto fail;
+		}
+	}
+	if (pthread_create(&s->bg, NULL, bg_main, s)) {
+		snprintf(err, errlen, "cannot start the background thread");
+		rc = -EAGAIN;
+		goto fail;
+	}
+	s->bg_started = 1;
+	rc = rpc_server_start(s->rpc, o->listen, err, errlen);
+	if (rc)
+		goto fail;
+	if (!s->gc_enabled)
+		LOG_NOTICE("meta", "storage: none: chunk removal, truncate, length queries and "
+			   "capacity fail with EOPNOTSUPP; unlinked files wait in the GC queue");
+	LOG_NOTICE("meta", "serving: instance=%016" PRIx64 " kv=%s port=%u workers=%d",
+		   s->instance_id, kv_engine_name(s->kv), rpc_server_port(s->rpc), s->nworkers);
+	*out = s;
+	return 0;
+fail:
+	meta_service_stop(s);
+	return rc;
+}
+
+void meta_service_stop(struct meta_service *s)
+{
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->mu);
+	s->stopping = 1;
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+	if (s->meta) {
+		struct meta_stats ms;
+		meta_get_stats(s->meta, &ms);
+		LOG_NOTICE("meta", "stopping: txns=%" PRIu64 " retries=%" PRIu64 " failures=%" PRIu64
+			   " malformed=%" PRIu64, ms.txns, ms.retries, ms.failures,
+			   atomic_load_explicit(&s->bad_requests, memory_order_relaxed));
+	}
+	for (int i = 0; s->workers && i < s->nworkers; i++) {
+		if (!s->workers[i])
+			continue;
+		pthread_join(s->workers[i]->th, NULL);
+		buf_fini(&s->workers[i]->out);
+		free(s->workers[i]);
+	}
+	free(s->workers);
+	if (s->bg_started) {
+		pthread_mutex_lock(&s->bg_mu);
+		s->bg_stop = 1;
+		pthread_cond_signal(&s->bg_cv);
+		pthread_mutex_unlock(&s->bg_mu);
+		pthread_join(s->bg, NULL);
+	}
+	rpc_server_free(s->rpc);
+	mgmtd_client_free(s->mgmtd);
+	meta_free(s->meta);
+	kv_close(s->kv);
+	free(s->ring);
+	pthread_mutex_destroy(&s->mu);
+	pthread_cond_destroy(&s->cv);
+	pthread_mutex_destroy(&s->bg_mu);
+	pthread_cond_destroy(&s->bg_cv);
+	free(s);
+}
