@@ -14,6 +14,8 @@ int cli_bench(int argc, char **argv);
 int cli_admin(int argc, char **argv); /* cmd_admin.c; commands in admin.h */
 int cli_mgmtd(int argc, char **argv); /* cmd_mgmtd.c */
 int cli_meta(int argc, char **argv); /* cmd_meta.c */
+int cli_storage(int argc, char **argv); /* cmd_storage.c */
+int cli_bench_storage(int argc, char **argv); /* bench_storage.c */
 int cli_bench_rpc(int argc, char **argv); /* bench_rpc.c */
 int cli_bench_chunk(int argc, char **argv); /* bench_chunk.c */
 int cli_bench_kv(int argc, char **argv); /* bench_kv.c */

@@ -10,6 +10,7 @@ static const struct cli_bench_cmd groups[] = {
 	{ "chunk", cli_bench_chunk, "chunk engine vs fio: 1 MiB sequential write/read, 4 KiB random read" },
 	{ "kv", cli_bench_kv, "KV engine: 3FS-style creates (1/8/64 clients), lookups, 10k scans vs fdatasync" },
 	{ "meta", cli_bench_meta, "meta service over RPC: create/stat/readdir/unlink per second vs RPC ping, 1/2 instances, 1/8 clients" },
+	{ "storage", cli_bench_storage, "storage server over loopback vs fio: 1 MiB seq write/read, 4 KiB random read QD 32" },
 	{ NULL, NULL, NULL },
 };
 

@@ -12,6 +12,7 @@ static const struct cli_cmd commands[] = {
 	{ "admin", cli_admin, "cluster administration (chainfs admin --help)" },
 	{ "mgmtd", cli_mgmtd, "run the cluster manager (chainfs mgmtd --help)" },
 	{ "meta", cli_meta, "run a metadata-service instance (chainfs meta --help)" },
+	{ "storage", cli_storage, "run a storage service (chainfs storage --help)" },
 };
 
 static void usage(FILE *out)

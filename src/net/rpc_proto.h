@@ -71,6 +71,26 @@
  *  223 META_ACCESS      req: hdr, u64 ino, u32 mask               resp: -
  *   A meta instance also answers ECHO (16), the transport baseline of bench meta.
  *   Any reply with status != 0 may carry the ERROR payload: blob text(<=1024).
+ *   --- storage (codecs in src/storage/storage_proto.{h,c}, enum sto_msg_type
+ *       there). tgt = u32 target id, u32 chain id (0: direct), u32 chain version;
+ *       eo = u64 client id, u64 channel, u64 seq (exactly-once key, seq 0 = none);
+ *       flags STO_WF_* (1 replace, 2 forwarded by the predecessor, 4 resync). ---
+ *  300 STO_WRITE      req:  tgt, u64 ino, u32 idx, u32 off, u32 len, u32 crc32c(data),
+ *                           u64 update_ver (0: head assigns), u32 flags, eo; bulk = data
+ *                     resp: u64 commit_ver, u32 chunk len, u32 chunk crc32c
+ *  301 STO_READ       req:  u32 flags (1 relaxed), u32 n(<=1024), n x (tgt, u64 ino, u32 idx,
+ *                           u32 off, u32 len)
+ *                     resp: u32 n, n x (i32 bytes or -err, u32 crc32c(bytes), u64 commit_ver);
+ *                           bulk = the returned bytes of every range, in order
+ *  302 STO_REMOVE     req:  tgt, u64 ino, u32 begin, u32 end, u32 flags, eo  resp: u32 removed
+ *  303 STO_QUERY      req:  u32 target, u32 chain, u64 ino, u32 idx, u8 last
+ *                     resp: u32 idx, u32 len, u32 crc, u32 chain_ver, u64 commit_ver,
+ *                           u64 pending_ver
+ *  304 STO_STAT       req:  u32 target  resp: u64 capacity, u64 used, u64 chunks, u64 corrupt_reads
+ *  305 STO_DUMP       req:  u32 target, u32 chain, u64 from_ino, u32 from_idx, u32 max(1..4096)
+ *                     resp: u8 more, u32 n, n x (u64 ino, u32 idx, u32 len, u32 crc,
+ *                           u32 chain_ver, u64 commit_ver)
+ *  306 STO_SYNC_DONE  req:  tgt  resp: -   (predecessor -> syncing target: now up to date)
  *   The handshake messages are sent with request ids and replied to like any
  *   request; a refusal is a reply with status -CFS_EAUTH or -CFS_EVERSION.
  *
@@ -111,6 +131,7 @@ enum rpc_msg_type {
 	RPC_MSG_MGMTD_CREATE_TABLE = 104,
 	RPC_MSG_MGMTD_SET_TARGET = 105,
 	/* meta: 200..223, enum meta_rpc_type in meta/meta_proto.h */
+	/* storage: 300..306, enum sto_msg_type in storage/storage_proto.h */
 };
 
 /* Feature bits offered in HELLO and accepted in CHALLENGE (intersection). */

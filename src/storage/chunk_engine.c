@@ -533,19 +533,26 @@ static void write_prepare(struct chunk_engine *e, struct req *r)
 	int err = atomic_load(&e->failed);
 	if (err || (err = load_base(e, c)))
 		goto fail;
-	uint64_t old_len = c->exists ? c->base.len : 0;
+	int replace = (op->flags & CHUNK_WF_REPLACE) != 0;
+	if (replace && op->off) {
+		err = -EINVAL;
+		goto fail;
+	}
+	uint64_t old_len = c->exists && !replace ? c->base.len : 0;
 	if (c->exists && op->chain_ver < c->base.chain_ver) {
 		err = -CFS_ECHAIN_VERSION;
 		goto fail;
 	}
 	uint64_t ver = (c->exists ? c->base.commit_ver : 0) + 1;
+	if (replace && op->update_ver)
+		ver = op->update_ver;
 	if (op->update_ver && op->update_ver != ver) {
 		err = -CFS_ECONFLICT;
 		goto fail;
 	}
 	uint64_t end = (uint64_t)op->off + op->len;
 	uint64_t new_len = end > old_len ? end : old_len;
-	if (c->exists && !c->has_base && (op->off > 0 || end < old_len)) {
+	if (c->exists && !c->has_base && !replace && (op->off > 0 || end < old_len)) {
 		/* The old block is not trustworthy: only a full rewrite helps. */
 		err = -CFS_ECORRUPT;
 		goto fail;
@@ -554,7 +561,7 @@ static void write_prepare(struct chunk_engine *e, struct req *r)
 	c->nmeta.len = (uint32_t)new_len;
 	c->nmeta.chain_ver = op->chain_ver;
 	c->nmeta.commit_ver = c->nmeta.pending_ver = ver;
-	r->in_place = c->has_base && op->off >= old_len &&
+	r->in_place = !replace && c->has_base && op->off >= old_len &&
 		      new_len <= chunk_class_size(c->base.pos.cls);
 	if (r->in_place) {
 		c->nmeta.pos = c->base.pos;
@@ -564,7 +571,7 @@ static void write_prepare(struct chunk_engine *e, struct req *r)
 		if ((err = alloc_block(e, c, new_len)))
 			goto fail;
 		r->img_start = 0;
-		r->need_old = c->has_base && (op->off > 0 || end < old_len);
+		r->need_old = !replace && c->has_base && (op->off > 0 || end < old_len);
 	}
 	r->img_end = ALIGN_UP(new_len);
 	int zero_copy = !r->need_old && op->off == r->img_start && end == new_len &&

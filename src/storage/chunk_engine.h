@@ -102,6 +102,14 @@ struct chunk_op {
 	size_t nranges;                    /* READ */
 	int result;                        /* out: >= 0 or -errno / -CFS_E* */
 	struct chunk_info info;            /* out: WRITE, QUERY, QUERY_LAST */
+	uint32_t flags;                    /* WRITE: CHUNK_WF_* */
+};
+
+enum chunk_write_flags {
+	/* The chunk becomes exactly [0, len) = data (off must be 0), whatever
+	 * it held; a nonzero update_ver is taken as the new version as is.
+	 * For CRAQ resync and writes widened for a syncing replica. */
+	CHUNK_WF_REPLACE = 1 << 0,
 };
 
 /* Queues OP (borrowed until done). Errors of the operation arrive through

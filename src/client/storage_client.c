@@ -1,0 +1,666 @@
+/* storage_client.c - the storage client (storage_client.h).
+ *
+ * Each call resolves its location to (server address, target id, chain
+ * version) from the routing cache (a mgmtd_client that does not register)
+ * or takes it as given, sends one RPC per server and retries retryable
+ * failures with backoff inside the caller's budget. After an error that
+ * means "your routing is old" the retry first waits (bounded by the
+ * backoff) for a newer routing version.
+ *
+ * Exactly-once writes: each calling thread gets its own channel number (so
+ * a channel never has two writes in flight) and numbers its writes; a
+ * retried write keeps its (channel, seq) and the chain head answers a
+ * repeat from its cache.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "client/storage_client.h"
+#include "common/clock.h"
+#include "common/crc32c.h"
+#include "common/status.h"
+#include "mgmtd/mgmtd_client.h"
+#include "net/rpc.h"
+
+#define BACKOFF_MIN_MS 20
+#define BACKOFF_MAX_MS 500
+
+struct storage_client {
+	struct rpc_client *rpc;
+	struct mgmtd_client *mc; /* NULL without mgmtd addresses */
+	uint32_t timeout_ms;
+	uint32_t budget_ms;
+	uint64_t client_id;
+	_Atomic uint64_t rr;     /* replica rotation for reads */
+};
+
+static _Atomic uint64_t next_channel = 1;
+static __thread const struct storage_client *tl_client;
+static __thread uint64_t tl_channel, tl_seq;
+
+static void next_seq(const struct storage_client *c, uint64_t *channel, uint64_t *seq)
+{
+	if (tl_client != c || !tl_channel) {
+		tl_client = c;
+		tl_channel = atomic_fetch_add(&next_channel, 1);
+		tl_seq = 0;
+	}
+	*channel = tl_channel;
+	*seq = ++tl_seq;
+}
+
+int storage_client_new(const struct storage_client_opts *o, struct storage_client **out,
+		       char *err, size_t errlen)
+{
+	struct storage_client *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->timeout_ms = o->timeout_ms ? o->timeout_ms : 10000;
+	c->budget_ms = o->retry_budget_ms ? o->retry_budget_ms : 30000;
+	c->client_id = o->client_id;
+	while (!c->client_id)
+		if (getrandom(&c->client_id, sizeof(c->client_id), 0) != sizeof(c->client_id))
+			c->client_id = clock_wall_ns();
+	struct rpc_opts ro = { .cluster_id = o->cluster_id, .secret = o->secret,
+			       .secret_len = o->secret_len,
+			       .nthreads = o->threads > 0 ? o->threads : 2,
+			       .max_bulk = 256u << 20, .timeout_ms = c->timeout_ms,
+			       .conns_per_peer = o->conns_per_peer > 0 ? o->conns_per_peer : 2 };
+	int rc = rpc_client_new(&ro, &c->rpc);
+	if (rc) {
+		snprintf(err, errlen, "rpc client: %s", cfs_strerror(rc));
+		goto fail;
+	}
+	if (o->n_mgmtd) {
+		struct mgmtd_client_opts mo = { .mgmtd_addrs = o->mgmtd_addrs,
+						.n_mgmtd = o->n_mgmtd,
+						.cluster_id = o->cluster_id, .secret = o->secret,
+						.secret_len = o->secret_len, .poll_wait_ms = 2000 };
+		if ((rc = mgmtd_client_new(&mo, &c->mc, err, errlen)))
+			goto fail;
+	}
+	*out = c;
+	return 0;
+fail:
+	storage_client_free(c);
+	return rc;
+}
+
+void storage_client_free(struct storage_client *c)
+{
+	if (!c)
+		return;
+	mgmtd_client_free(c->mc);
+	rpc_client_free(c->rpc);
+	free(c);
+}
+
+uint64_t storage_client_routing_version(struct storage_client *c)
+{
+	struct mgmtd_routing *snap = c->mc ? mgmtd_client_routing(c->mc) : NULL;
+	uint64_t v = snap ? mgmtd_routing_version(snap) : 0;
+	mgmtd_routing_put(snap);
+	return v;
+}
+
+int storage_client_wait_routing(struct storage_client *c, uint64_t v, uint32_t timeout_ms)
+{
+	if (!c->mc)
+		return -EINVAL;
+	return mgmtd_client_wait_routing(c->mc, v, timeout_ms);
+}
+
+/* Where to send a request for LOC now. */
+struct dest {
+	char addr[ROUTE_ADDR_MAX + 1];
+	uint32_t target, chain, chain_ver;
+	uint64_t routing_ver; /* the routing it came from (0: direct) */
+};
+
+static int resolve(struct storage_client *c, const struct storage_loc *loc, bool write,
+		   struct dest *d)
+{
+	memset(d, 0, sizeof(*d));
+	if (!loc->chain) {
+		if (!loc->addr)
+			return -EINVAL;
+		snprintf(d->addr, sizeof(d->addr), "%s", loc->addr);
+		d->target = loc->target;
+		return 0;
+	}
+	if (!c->mc)
+		return -EINVAL;
+	if (loc->addr && loc->target && !write) {
+		/* Pinned to one replica (checks, tools): any version will do. */
+		snprintf(d->addr, sizeof(d->addr), "%s", loc->addr);
+		d->target = loc->target;
+		d->chain = loc->chain;
+		return 0;
+	}
+	struct mgmtd_routing *snap = mgmtd_client_routing(c->mc);
+	if (!snap) {
+		mgmtd_client_wait_routing(c->mc, 1, 1000);
+		snap = mgmtd_client_routing(c->mc);
+		if (!snap)
+			return -CFS_EUNAVAIL;
+	}
+	const struct route_info *ri = mgmtd_routing_info(snap);
+	const struct route_chain *ch = route_find_chain(ri, loc->chain);
+	int rc = 0;
+	d->routing_ver = mgmtd_routing_version(snap);
+	if (!ch) {
+		rc = -ENOENT;
+		goto out;
+	}
+	uint32_t pick = UINT32_MAX;
+	if (write) {
+		if (ch->m[0].state == CHAIN_PS_SERVING)
+			pick = 0;
+	} else {
+		uint32_t serving[CHAIN_MAX_TARGETS], ns = 0;
+		for (uint32_t i = 0; i < ch->n; i++)
+			if (ch->m[i].state == CHAIN_PS_SERVING)
+				serving[ns++] = i;
+		if (ns)
+			pick = serving[atomic_fetch_add(&c->rr, 1) % ns];
+	}
+	if (pick == UINT32_MAX) {
+		rc = -CFS_EUNAVAIL; /* no serving target: wait for recovery */
+		goto out;
+	}
+	const struct route_target *t = route_find_target(ri, ch->m[pick].target_id);
+	const struct route_node *n = t ? route_find_node(ri, t->node_id) : NULL;
+	if (!n) {
+		rc = -CFS_EUNAVAIL;
+		goto out;
+	}
+	snprintf(d->addr, sizeof(d->addr), "%s", n->addr);
+	d->target = t->id;
+	d->chain = ch->id;
+	d->chain_ver = ch->version;
+out:
+	mgmtd_routing_put(snap);
+	return rc;
+}
+
+static bool routing_error(int err)
+{
+	return err == -CFS_ECHAIN_VERSION || err == -CFS_ENOT_HEAD || err == -ENODEV ||
+	       err == -ENOENT;
+}
+
+static bool retryable(int err, bool chain)
+{
+	switch (err) {
+	case -CFS_ENOT_COMMITTED:
+	case -CFS_ETIMEDOUT:
+	case -CFS_ECLOSED:
+	case -CFS_EUNAVAIL:
+	case -CFS_EFENCED:
+	case -CFS_ECHECKSUM:
+	case -ECONNREFUSED:
+	case -ECONNRESET:
+	case -EPIPE:
+	case -EHOSTUNREACH:
+	case -ENOTCONN:
+		return true;
+	case -CFS_ECHAIN_VERSION:
+	case -CFS_ENOT_HEAD:
+	case -ENODEV:
+		return chain;
+	default:
+		return false;
+	}
+}
+
+/* Sleeps before attempt ATTEMPT (1, 2, ...), waiting for newer routing
+ * instead when ERR says ours is stale. false when the budget is spent. */
+static bool backoff(struct storage_client *c, uint64_t start_ms, int attempt, int err,
+		    uint64_t routing_ver)
+{
+	uint64_t ms = BACKOFF_MIN_MS;
+	for (int i = 1; i < attempt && ms < BACKOFF_MAX_MS; i++)
+		ms *= 2;
+	if (ms > BACKOFF_MAX_MS)
+		ms = BACKOFF_MAX_MS;
+	uint64_t now = clock_mono_ms();
+	if (now + ms > start_ms + c->budget_ms)
+		return false;
+	if (c->mc && routing_ver && routing_error(err))
+		mgmtd_client_wait_routing(c->mc, routing_ver + 1, (uint32_t)ms);
+	else
+		clock_sleep_ms(ms);
+	return true;
+}
+
+static int call(struct storage_client *c, const char *addr, uint16_t type, const struct buf *pl,
+		const void *bulk, uint64_t bulk_len, struct buf *resp)
+{
+	struct rpc_peer *p;
+	char err[128];
+	int rc = rpc_client_peer(c->rpc, addr, &p, err, sizeof(err));
+	if (rc)
+		return rc;
+	struct rpc_call cl = { .type = type, .payload = pl->data, .payload_len = (uint32_t)pl->len,
+			       .bulk = bulk, .bulk_len = bulk_len };
+	buf_reset(resp);
+	return rpc_call(p, &cl, resp, NULL);
+}
+
+int storage_client_write(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
+			 uint32_t idx, uint32_t off, uint32_t len, const void *data,
+			 uint32_t flags, struct sto_write_resp *out)
+{
+	if (!len || !data || (flags & ~(uint32_t)STO_WF_REPLACE))
+		return -EINVAL;
+	struct sto_write_req m = { .ino = ino, .idx = idx, .off = off, .len = len,
+				   .crc = crc32c(0, data, len), .flags = flags,
+				   .client = c->client_id };
+	next_seq(c, &m.channel, &m.seq);
+	struct buf pl, resp;
+	buf_init(&pl);
+	buf_init(&resp);
+	uint64_t start = clock_mono_ms();
+	int rc;
+	for (int attempt = 1;; attempt++) {
+		struct dest d;
+		rc = resolve(c, loc, true, &d);
+		if (!rc) {
+			m.target = d.target;
+			m.chain = d.chain;
+			m.chain_ver = d.chain_ver;
+			buf_reset(&pl);
+			if ((rc = sto_write_req_encode(&pl, &m)))
+				break;
+			rc = call(c, d.addr, STO_MSG_WRITE, &pl, data, len, &resp);
+		}
+		if (!rc) {
+			struct sto_write_resp r;
+			rc = sto_write_resp_decode(resp.data, resp.len, &r);
+			if (!rc && out)
+				*out = r;
+			break;
+		}
+		if (!retryable(rc, loc->chain != 0) || !backoff(c, start, attempt, rc, d.routing_ver))
+			break;
+	}
+	buf_fini(&pl);
+	buf_fini(&resp);
+	return rc;
+}
+
+int storage_client_remove(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
+			  uint32_t begin, uint32_t end, uint32_t *removed)
+{
+	struct sto_remove_req m = { .ino = ino, .begin = begin, .end = end,
+				    .client = c->client_id };
+	next_seq(c, &m.channel, &m.seq);
+	struct buf pl, resp;
+	buf_init(&pl);
+	buf_init(&resp);
+	uint64_t start = clock_mono_ms();
+	int rc;
+	for (int attempt = 1;; attempt++) {
+		struct dest d;
+		rc = resolve(c, loc, true, &d);
+		if (!rc) {
+			m.target = d.target;
+			m.chain = d.chain;
+			m.chain_ver = d.chain_ver;
+			buf_reset(&pl);
+			if ((rc = sto_remove_req_encode(&pl, &m)))
+				break;
+			rc = call(c, d.addr, STO_MSG_REMOVE, &pl, NULL, 0, &resp);
+		}
+		if (!rc) {
+			struct sto_remove_resp r;
+			rc = sto_remove_resp_decode(resp.data, resp.len, &r);
+			if (!rc && removed)
+				*removed = r.removed;
+			break;
+		}
+		if (!retryable(rc, loc->chain != 0) || !backoff(c, start, attempt, rc, d.routing_ver))
+			break;
+	}
+	buf_fini(&pl);
+	buf_fini(&resp);
+	return rc;
+}
+
+int storage_client_truncate(struct storage_client *c, const struct storage_loc *loc,
+			    uint64_t ino, uint32_t idx, uint32_t len)
+{
+	if (len == 0) {
+		uint32_t removed = 0;
+		int rc = storage_client_remove(c, loc, ino, idx, idx + 1, &removed);
+		return rc ? rc : removed ? 0 : -ENOENT;
+	}
+	void *buf = malloc(len);
+	if (!buf)
+		return -ENOMEM;
+	struct storage_read r = { .loc = *loc, .ino = ino, .idx = idx, .len = len, .dst = buf };
+	if (loc->chain)
+		r.loc.addr = NULL, r.loc.target = 0; /* any serving replica */
+	int rc = storage_client_read(c, &r, 1, 0);
+	if (!rc && r.result < 0)
+		rc = r.result;
+	if (!rc && (uint32_t)r.result == len) {
+		struct sto_query_resp q;
+		rc = storage_client_query(c, &r.loc, ino, idx, 0, &q);
+		if (!rc && q.len > len)
+			rc = storage_client_write(c, loc, ino, idx, 0, len, buf, STO_WF_REPLACE, NULL);
+	}
+	free(buf);
+	return rc;
+}
+
+int storage_client_query(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
+			 uint32_t idx, int last, struct sto_query_resp *out)
+{
+	struct sto_query_req m = { .ino = ino, .idx = idx, .last = last ? 1 : 0 };
+	struct buf pl, resp;
+	buf_init(&pl);
+	buf_init(&resp);
+	uint64_t start = clock_mono_ms();
+	int rc;
+	for (int attempt = 1;; attempt++) {
+		struct dest d;
+		rc = resolve(c, loc, false, &d);
+		if (!rc) {
+			m.target = d.target;
+			m.chain = d.chain;
+			buf_reset(&pl);
+			if ((rc = sto_query_req_encode(&pl, &m)))
+				break;
+			rc = call(c, d.addr, STO_MSG_QUERY, &pl, NULL, 0, &resp);
+		}
+		if (!rc) {
+			rc = sto_query_resp_decode(resp.data, resp.len, out);
+			break;
+		}
+		if (!retryable(rc, loc->chain != 0) || !backoff(c, start, attempt, rc, d.routing_ver))
+			break;
+	}
+	buf_fini(&pl);
+	buf_fini(&resp);
+	return rc;
+}
+
+int storage_client_stat(struct storage_client *c, const char *addr, uint32_t target,
+			struct sto_stat_resp *out)
+{
+	struct sto_stat_req m = { .target = target };
+	struct buf pl, resp;
+	buf_init(&pl);
+	buf_init(&resp);
+	int rc = sto_stat_req_encode(&pl, &m);
+	if (!rc)
+		rc = call(c, addr, STO_MSG_STAT, &pl, NULL, 0, &resp);
+	if (!rc)
+		rc = sto_stat_resp_decode(resp.data, resp.len, out);
+	buf_fini(&pl);
+	buf_fini(&resp);
+	return rc;
+}
+
+/* ---- batched reads ---- */
+
+struct read_group {
+	struct storage_client *c;
+	char addr[ROUTE_ADDR_MAX + 1];
+	size_t *idx;                /* indexes into the caller's array */
+	size_t n;
+	struct sto_read_range *rr;
+	uint8_t *bounce;            /* NULL when the reply lands in the caller's memory */
+	uint64_t cap;
+	uint64_t routing_ver;
+	int status;
+	uint8_t *resp;              /* copy of the reply payload */
+	uint32_t resp_len;
+	uint64_t bulk_len;
+	struct read_batch *batch;
+};
+
+struct read_batch {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	size_t left;
+};
+
+static void read_group_done(void *arg, const struct rpc_result *res)
+{
+	struct read_group *g = arg;
+	g->status = res->status;
+	g->bulk_len = res->bulk_len;
+	if (!res->status && res->payload_len) {
+		g->resp = malloc(res->payload_len);
+		if (g->resp) {
+			memcpy(g->resp, res->payload, res->payload_len);
+			g->resp_len = res->payload_len;
+		} else {
+			g->status = -ENOMEM;
+		}
+	}
+	struct read_batch *b = g->batch;
+	pthread_mutex_lock(&b->mu);
+	if (--b->left == 0)
+		pthread_cond_signal(&b->cv);
+	pthread_mutex_unlock(&b->mu);
+}
+
+/* Places group G's reply into the callers' buffers and sets results. */
+static void read_group_finish(struct read_group *g, struct storage_read *r)
+{
+	if (g->status) {
+		for (size_t k = 0; k < g->n; k++)
+			r[g->idx[k]].result = g->status;
+		return;
+	}
+	struct sto_read_res *res = calloc(g->n, sizeof(*res));
+	struct sto_read_resp resp;
+	int rc = res ? sto_read_resp_decode(g->resp, g->resp_len, &resp, res, g->n) : -ENOMEM;
+	if (!rc && resp.n != g->n)
+		rc = -CFS_EPROTO;
+	/* Compact offsets of each range's bytes in the bulk. */
+	uint64_t pos = 0;
+	for (size_t k = 0; !rc && k < g->n; k++) {
+		int32_t got = res[k].result;
+		if (got > 0 && ((uint32_t)got > g->rr[k].len || pos + (uint64_t)got > g->bulk_len))
+			rc = -CFS_EPROTO;
+		if (got > 0)
+			pos += (uint64_t)got;
+	}
+	if (rc) {
+		for (size_t k = 0; k < g->n; k++)
+			r[g->idx[k]].result = rc;
+		free(res);
+		return;
+	}
+	/* Back to front: with the caller's contiguous memory as the bulk
+	 * buffer, range k's compact bytes sit at or before its dst and after
+	 * every earlier range's, so moving the last first never clobbers. */
+	for (size_t k = g->n; k-- > 0;) {
+		struct storage_read *x = &r[g->idx[k]];
+		int32_t got = res[k].result;
+		if (got <= 0) {
+			x->result = got;
+			continue;
+		}
+		pos -= (uint64_t)got;
+		const uint8_t *src = (g->bounce ? g->bounce : (uint8_t *)r[g->idx[0]].dst) + pos;
+		if (src != x->dst)
+			memmove(x->dst, src, (size_t)got);
+		x->result = crc32c(0, x->dst, (size_t)got) == res[k].crc ? got : -CFS_ECHECKSUM;
+		x->commit_ver = res[k].commit_ver;
+	}
+	free(res);
+}
+
+int storage_client_read(struct storage_client *c, struct storage_read *r, size_t n,
+			uint32_t flags)
+{
+	if (n == 0)
+		return 0;
+	if (!r)
+		return -EINVAL;
+	uint8_t *todo = calloc(n, sizeof(*todo)); /* 0 done, 1 send, 2 retry later */
+	struct read_group *g = calloc(n, sizeof(*g));
+	size_t *idx = calloc(n, sizeof(*idx));
+	struct sto_read_range *rr = calloc(n, sizeof(*rr));
+	if (!todo || !g || !idx || !rr) {
+		free(todo);
+		free(g);
+		free(idx);
+		free(rr);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++)
+		todo[i] = true;
+	uint64_t start = clock_mono_ms();
+	struct read_batch batch = { .left = 0 };
+	pthread_mutex_init(&batch.mu, NULL);
+	pthread_cond_init(&batch.cv, NULL);
+	for (int attempt = 1;; attempt++) {
+		/* Resolve and group by server, keeping caller order inside a group. */
+		size_t ng = 0, used = 0;
+		int last_err = 0;
+		uint64_t rv = 0;
+		struct dest *dd = calloc(n, sizeof(*dd));
+		if (!dd)
+			break;
+		for (size_t i = 0; i < n; i++) {
+			if (!todo[i])
+				continue;
+			int rc = resolve(c, &r[i].loc, false, &dd[i]);
+			if (rc) {
+				r[i].result = rc;
+				last_err = rc;
+				if (dd[i].routing_ver > rv)
+					rv = dd[i].routing_ver;
+				todo[i] = retryable(rc, r[i].loc.chain != 0) ? 2 : 0;
+			}
+		}
+		for (size_t i = 0; i < n; i++) {
+			if (todo[i] != 1 || dd[i].addr[0] == 0)
+				continue;
+			size_t k = 0;
+			while (k < ng && strcmp(g[k].addr, dd[i].addr))
+				k++;
+			if (k == ng) {
+				memset(&g[ng], 0, sizeof(g[ng]));
+				snprintf(g[ng].addr, sizeof(g[ng].addr), "%s", dd[i].addr);
+				ng++;
+			}
+		}
+		/* Lay out each group's index and range arrays in one pass each. */
+		for (size_t k = 0; k < ng; k++) {
+			g[k].idx = idx + used;
+			g[k].rr = rr + used;
+			for (size_t i = 0; i < n; i++) {
+				if (todo[i] != 1 || dd[i].addr[0] == 0 || strcmp(g[k].addr, dd[i].addr))
+					continue;
+				g[k].idx[g[k].n] = i;
+				g[k].rr[g[k].n] = (struct sto_read_range){
+					.target = dd[i].target, .chain = dd[i].chain,
+					.chain_ver = dd[i].chain_ver, .ino = r[i].ino,
+					.idx = r[i].idx, .off = r[i].off, .len = r[i].len };
+				if (dd[i].routing_ver > g[k].routing_ver)
+					g[k].routing_ver = dd[i].routing_ver;
+				g[k].n++;
+				used++;
+			}
+		}
+		free(dd);
+		/* Send: groups of at most STO_MAX_BATCH ranges (split further). */
+		batch.left = ng;
+		for (size_t k = 0; k < ng; k++) {
+			struct read_group *x = &g[k];
+			x->c = c;
+			x->batch = &batch;
+			bool contig = true;
+			x->cap = 0;
+			for (size_t q = 0; q < x->n; q++) {
+				x->cap += x->rr[q].len;
+				if (q && (uint8_t *)r[x->idx[q]].dst !=
+						 (uint8_t *)r[x->idx[q - 1]].dst + x->rr[q - 1].len)
+					contig = false;
+			}
+			x->bounce = NULL;
+			x->status = 0;
+			/* Local failures go to x->status here; once rpc_call_async
+			 * accepted the call, x->status belongs to read_group_done,
+			 * which may run on the loop thread before it returns. */
+			int rc = 0;
+			if (!contig && !(x->bounce = malloc(x->cap ? x->cap : 1)))
+				rc = -ENOMEM;
+			struct buf pl;
+			buf_init(&pl);
+			struct sto_read_req m = { .flags = flags, .n = (uint32_t)x->n, .r = x->rr };
+			if (!rc && x->n > STO_MAX_BATCH)
+				rc = -EINVAL;
+			if (!rc)
+				rc = sto_read_req_encode(&pl, &m);
+			struct rpc_peer *p = NULL;
+			char err[128];
+			if (!rc)
+				rc = rpc_client_peer(c->rpc, x->addr, &p, err, sizeof(err));
+			if (!rc) {
+				struct rpc_call cl = { .type = STO_MSG_READ, .payload = pl.data,
+						       .payload_len = (uint32_t)pl.len,
+						       .resp_bulk = x->bounce ? x->bounce
+									      : r[x->idx[0]].dst,
+						       .resp_bulk_cap = x->cap,
+						       .done = read_group_done, .arg = x };
+				rc = rpc_call_async(p, &cl);
+			}
+			buf_fini(&pl);
+			if (rc) {
+				x->status = rc;
+				pthread_mutex_lock(&batch.mu);
+				batch.left--;
+				pthread_mutex_unlock(&batch.mu);
+			}
+		}
+		pthread_mutex_lock(&batch.mu);
+		while (batch.left)
+			pthread_cond_wait(&batch.cv, &batch.mu);
+		pthread_mutex_unlock(&batch.mu);
+		bool again = false;
+		for (size_t k = 0; k < ng; k++) {
+			read_group_finish(&g[k], r);
+			free(g[k].bounce);
+			free(g[k].resp);
+			g[k].resp = NULL;
+			for (size_t q = 0; q < g[k].n; q++) {
+				size_t i = g[k].idx[q];
+				int res = r[i].result;
+				todo[i] = res < 0 && retryable(res, r[i].loc.chain != 0);
+				if (todo[i]) {
+					last_err = res;
+					if (g[k].routing_ver > rv)
+						rv = g[k].routing_ver;
+				}
+			}
+		}
+		for (size_t i = 0; i < n; i++) {
+			if (todo[i] == 2)
+				todo[i] = 1;
+			again |= todo[i] != 0;
+		}
+		if (!again || !backoff(c, start, attempt, last_err, rv))
+			break;
+	}
+	pthread_mutex_destroy(&batch.mu);
+	pthread_cond_destroy(&batch.cv);
+	free(todo);
+	free(g);
+	free(idx);
+	free(rr);
+	return 0;
+}

@@ -1,0 +1,103 @@
+/* storage_client.h - client of the storage service: chunk reads, writes,
+ * removes, queries and target stats, with retries and end-to-end CRC32C.
+ *
+ * A chunk is addressed by a struct storage_loc: either a chain (chain !=
+ * 0; needs mgmtd addresses, the client keeps a routing cache) or, for a
+ * standalone storage service, a target id at an address. Chain writes go
+ * to the chain head with the chain version; reads go to a SERVING replica,
+ * rotating over them to spread load. Retries (same request, so writes stay
+ * exactly-once through (client id, channel, seq)) on: stale chain version
+ * or not-the-head (after the routing cache moved on), not committed,
+ * timeouts, closed connections, -CFS_EUNAVAIL, -CFS_EFENCED and CRC
+ * mismatches, with backoff 20 ms doubling to 500 ms, until the retry budget
+ * is spent; the last error is returned then.
+ *
+ * Read data arrives straight in the caller's buffer when the ranges sent to
+ * one server are adjacent in memory (dst[i+1] == dst[i] + len[i]); otherwise
+ * through one bounce buffer. Every returned byte is checked against the
+ * server's CRC32C of it.
+ *
+ * Threads: every function may be called from any number of threads at
+ * once, except from the client's own callbacks (none are exposed). The
+ * client never aborts on allocation failure and logs nothing by itself.
+ */
+#ifndef CFS_CLIENT_STORAGE_CLIENT_H
+#define CFS_CLIENT_STORAGE_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "storage/storage_proto.h"
+
+struct storage_client;
+
+struct storage_client_opts {
+	const char *cluster_id;
+	const uint8_t *secret;          /* >= 16 bytes; copied */
+	size_t secret_len;
+	const char *const *mgmtd_addrs; /* needed for chain addressing; copied */
+	size_t n_mgmtd;
+	uint32_t timeout_ms;            /* per RPC [10000] */
+	uint32_t retry_budget_ms;       /* total time spent retrying one call [30000] */
+	int threads;                    /* RPC loop threads [2] */
+	int conns_per_peer;             /* [2] */
+	uint64_t client_id;             /* 0: random */
+};
+
+/* 0, or -EINVAL / -errno with a message in ERR. */
+int storage_client_new(const struct storage_client_opts *o, struct storage_client **out,
+		       char *err, size_t errlen);
+/* NULL-safe. No call may be in progress. */
+void storage_client_free(struct storage_client *c);
+
+/* Reads and queries with a chain AND an address and target go to that
+ * replica only (it must be SERVING in the chain): for checks and tools. */
+struct storage_loc {
+	uint32_t chain;   /* != 0: a chain (routing decides the target) */
+	const char *addr; /* chain == 0: "ip:port" of the storage service; borrowed */
+	uint32_t target;  /* chain == 0: target id on it */
+};
+
+struct storage_read {
+	struct storage_loc loc; /* in */
+	uint64_t ino;           /* in */
+	uint32_t idx, off, len; /* in: chunk index, offset and length wanted */
+	void *dst;              /* in: >= len bytes; borrowed for the call */
+	int result;             /* out: bytes read (short at the chunk end), or -ENOENT,
+				   -CFS_ECORRUPT, -CFS_ECHECKSUM, other -errno / -CFS_E* */
+	uint64_t commit_ver;    /* out: the version read */
+};
+
+/* Reads N ranges (any mix of locations), in parallel per server, with
+ * retries. FLAGS: STO_RF_*. Returns 0 (see each result) or -EINVAL/-ENOMEM. */
+int storage_client_read(struct storage_client *c, struct storage_read *r, size_t n,
+			uint32_t flags);
+
+/* Writes LEN bytes at OFF of chunk (INO, IDX). FLAGS: STO_WF_REPLACE or 0.
+ * OUT (may be NULL) gets the chunk's new version, length and CRC. */
+int storage_client_write(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
+			 uint32_t idx, uint32_t off, uint32_t len, const void *data,
+			 uint32_t flags, struct sto_write_resp *out);
+/* Cuts chunk (INO, IDX) to LEN bytes (0 removes it): reads the prefix and
+ * writes it back as a replace, so it travels the chain like a write. Not
+ * atomic against concurrent writers of the same chunk (the metadata
+ * service serialises truncates of a file). -ENOENT if the chunk is absent;
+ * a chunk already shorter is left alone. */
+int storage_client_truncate(struct storage_client *c, const struct storage_loc *loc,
+			    uint64_t ino, uint32_t idx, uint32_t len);
+/* Removes chunks [BEGIN, END) of INO; *REMOVED (may be NULL) the count. */
+int storage_client_remove(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
+			  uint32_t begin, uint32_t end, uint32_t *removed);
+/* Chunk metadata of (INO, IDX), or of INO's last chunk when LAST. */
+int storage_client_query(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
+			 uint32_t idx, int last, struct sto_query_resp *out);
+/* Capacity, usage and chunk count of TARGET at ADDR. */
+int storage_client_stat(struct storage_client *c, const char *addr, uint32_t target,
+			struct sto_stat_resp *out);
+
+/* The current routing version (0 without mgmtd or before the first). */
+uint64_t storage_client_routing_version(struct storage_client *c);
+/* Waits until the routing cache holds version >= V. 0 or -CFS_ETIMEDOUT. */
+int storage_client_wait_routing(struct storage_client *c, uint64_t v, uint32_t timeout_ms);
+
+#endif

@@ -1,0 +1,350 @@
+/* craq_resync.c - bringing a SYNCING successor up to date, and the two
+ * messages a syncing target answers (DUMP, SYNC_DONE).
+ *
+ * The predecessor of a SYNCING target (the last SERVING one) runs a pass
+ * on its mgmtd link thread, blocking calls allowed:
+ *   1. DUMP: page through the successor's chunk metadata of the chain.
+ *   2. Walk our own metadata (one snapshot) and merge by chunk id:
+ *        ours only, or (length, crc, committed version) differ
+ *                                -> send the whole chunk as a replace
+ *                                   write carrying our version
+ *        theirs only             -> remove it there
+ *      Each chunk is handled under its chunk lock, re-reading our copy,
+ *      so a client write racing with the pass is either before (we send
+ *      its result) or after (it reaches the successor as a full replace,
+ *      because writes to a SYNCING successor are widened).
+ *   3. SYNC_DONE: the successor reports UPTODATE; mgmtd makes it SERVING.
+ * A failure aborts the pass; the next link tick starts a new one.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/crc32c.h"
+#include "common/log.h"
+#include "common/status.h"
+#include "common/xalloc.h"
+#include "storage/storage_int.h"
+
+#define SYNC_CALL_MS 10000
+
+struct ent_vec {
+	struct sto_dump_ent *e;
+	size_t n, cap;
+};
+
+static void vec_push(struct ent_vec *v, const struct sto_dump_ent *e)
+{
+	if (v->n == v->cap) {
+		v->cap = v->cap ? v->cap * 2 : 256;
+		v->e = xrealloc(v->e, v->cap * sizeof(*v->e));
+	}
+	v->e[v->n++] = *e;
+}
+
+static int collect_local(void *arg, struct chunk_id id, const struct chunk_info *info)
+{
+	struct sto_dump_ent e = { .ino = id.ino, .idx = id.idx, .len = info->len,
+				  .crc = info->crc, .chain_ver = info->chain_ver,
+				  .commit_ver = info->commit_ver };
+	vec_push(arg, &e);
+	return 0;
+}
+
+static int call(struct storage_service *s, const char *addr, uint16_t type, struct buf *payload,
+		const void *bulk, uint64_t bulk_len, struct buf *resp)
+{
+	struct rpc_peer *p;
+	char err[128];
+	int rc = rpc_client_peer(s->cli, addr, &p, err, sizeof(err));
+	if (rc)
+		return rc;
+	struct rpc_call c = { .type = type, .timeout_ms = SYNC_CALL_MS, .payload = payload->data,
+			      .payload_len = (uint32_t)payload->len, .bulk = bulk,
+			      .bulk_len = bulk_len };
+	return rpc_call(p, &c, resp, NULL);
+}
+
+static int dump_remote(struct storage_service *s, const char *addr, uint32_t target,
+		       uint32_t chain, struct ent_vec *out)
+{
+	struct sto_dump_req q = { .target = target, .chain = chain, .max = STO_MAX_DUMP };
+	struct sto_dump_ent *ents = xcalloc(STO_MAX_DUMP, sizeof(*ents));
+	struct buf pl, resp;
+	buf_init(&pl);
+	buf_init(&resp);
+	int rc;
+	for (;;) {
+		buf_reset(&pl);
+		buf_reset(&resp);
+		sto_dump_req_encode(&pl, &q);
+		if ((rc = call(s, addr, STO_MSG_DUMP, &pl, NULL, 0, &resp)))
+			break;
+		struct sto_dump_resp r;
+		if ((rc = sto_dump_resp_decode(resp.data, resp.len, &r, ents, STO_MAX_DUMP)))
+			break;
+		for (uint32_t i = 0; i < r.n; i++)
+			vec_push(out, &ents[i]);
+		if (!r.more || r.n == 0)
+			break;
+		q.from_ino = ents[r.n - 1].ino;
+		q.from_idx = ents[r.n - 1].idx + 1;
+		if (q.from_idx == 0)
+			q.from_ino++;
+	}
+	buf_fini(&pl);
+	buf_fini(&resp);
+	free(ents);
+	return rc;
+}
+
+/* Makes the successor's copy of ID equal ours (under the chunk lock). */
+static int sync_chunk(struct storage_service *s, struct stor_target *t, const char *addr,
+		      uint32_t succ, uint32_t chain, uint32_t chain_ver, struct chunk_id id)
+{
+	struct buf pl, resp;
+	buf_init(&pl);
+	buf_init(&resp);
+	void *data = NULL;
+	craq_lock_wait(t->locks, id);
+	struct chunk_info info;
+	int rc = chunk_engine_query(t->eng, id, &info);
+	if (rc == -ENOENT || (rc == 0 && info.len == 0)) {
+		struct sto_remove_req m = { .target = succ, .chain = chain, .chain_ver = chain_ver,
+					    .ino = id.ino, .begin = id.idx, .end = id.idx + 1,
+					    .flags = STO_WF_FORWARDED | STO_WF_SYNC };
+		sto_remove_req_encode(&pl, &m);
+		rc = call(s, addr, STO_MSG_REMOVE, &pl, NULL, 0, &resp);
+		goto out;
+	}
+	if (rc)
+		goto out;
+	data = stor_alloc_aligned(info.len);
+	if (!data) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	struct chunk_read_range rr = { .id = id, .off = 0, .len = info.len, .dst = data };
+	if ((rc = chunk_engine_read(t->eng, &rr, 1)) || (rc = rr.result) < 0)
+		goto out;
+	struct sto_write_req m = { .target = succ, .chain = chain, .chain_ver = chain_ver,
+				   .ino = id.ino, .idx = id.idx, .off = 0, .len = (uint32_t)rr.result,
+				   .crc = crc32c(0, data, (size_t)rr.result),
+				   .update_ver = info.commit_ver,
+				   .flags = STO_WF_FORWARDED | STO_WF_REPLACE | STO_WF_SYNC };
+	sto_write_req_encode(&pl, &m);
+	rc = call(s, addr, STO_MSG_WRITE, &pl, data, m.len, &resp);
+out:
+	craq_unlock(t->locks, id);
+	free(data);
+	buf_fini(&pl);
+	buf_fini(&resp);
+	return rc;
+}
+
+/* Whether two copies agree. The stored chain version is not compared: it
+ * records the routing version the forward carried, which may differ
+ * between replicas of one update when routing changed in flight; equal
+ * version, length and CRC mean equal contents. */
+static bool same(const struct sto_dump_ent *a, const struct sto_dump_ent *b)
+{
+	return a->len == b->len && a->crc == b->crc && a->commit_ver == b->commit_ver;
+}
+
+static int cmp_ent(const struct sto_dump_ent *a, const struct sto_dump_ent *b)
+{
+	return chunk_id_cmp((struct chunk_id){ a->ino, a->idx }, (struct chunk_id){ b->ino, b->idx });
+}
+
+static int sync_one(struct storage_service *s, struct stor_target *t, const struct route_info *ri,
+		    const struct route_chain *c, uint32_t succ)
+{
+	const struct route_target *st = route_find_target(ri, succ);
+	const char *a = st ? stor_node_addr(ri, st->node_id) : NULL;
+	if (!a)
+		return -CFS_EUNAVAIL;
+	char addr[ROUTE_ADDR_MAX + 1];
+	snprintf(addr, sizeof(addr), "%s", a);
+	uint64_t t0 = clock_mono_ms();
+	struct ent_vec remote = { 0 }, local = { 0 };
+	int rc = dump_remote(s, addr, succ, c->id, &remote);
+	if (!rc)
+		rc = chunk_engine_iterate(t->eng, (struct chunk_id){ 0, 0 },
+					  (struct chunk_id){ UINT64_MAX, UINT32_MAX }, collect_local,
+					  &local);
+	size_t i = 0, j = 0, sent = 0, removed = 0;
+	while (!rc && !atomic_load(&s->stopping) && (i < local.n || j < remote.n)) {
+		int d = i >= local.n ? 1 : j >= remote.n ? -1 : cmp_ent(&local.e[i], &remote.e[j]);
+		const struct sto_dump_ent *e = d <= 0 ? &local.e[i] : &remote.e[j];
+		if (d != 0 || !same(&local.e[i], &remote.e[j])) {
+			rc = sync_chunk(s, t, addr, succ, c->id, c->version,
+					(struct chunk_id){ e->ino, e->idx });
+			if (d > 0)
+				removed++;
+			else
+				sent++;
+		}
+		if (d <= 0)
+			i++;
+		if (d >= 0)
+			j++;
+	}
+	if (!rc && atomic_load(&s->stopping))
+		rc = -CFS_EUNAVAIL;
+	if (!rc) {
+		struct buf pl, resp;
+		buf_init(&pl);
+		buf_init(&resp);
+		struct sto_sync_done_req m = { .target = succ, .chain = c->id,
+					       .chain_ver = c->version };
+		sto_sync_done_req_encode(&pl, &m);
+		rc = call(s, addr, STO_MSG_SYNC_DONE, &pl, NULL, 0, &resp);
+		buf_fini(&pl);
+		buf_fini(&resp);
+	}
+	if (rc)
+		LOG_INFO("craq", "resync aborted: chain=%u target=%u err=%s", c->id, succ,
+			 cfs_strerror(rc));
+	else
+		LOG_NOTICE("craq",
+			   "resync done: chain=%u target=%u local=%zu remote=%zu sent=%zu "
+			   "removed=%zu ms=%llu",
+			   c->id, succ, local.n, remote.n, sent, removed,
+			   (unsigned long long)(clock_mono_ms() - t0));
+	free(remote.e);
+	free(local.e);
+	return rc;
+}
+
+void craq_resync_pass(struct storage_service *s, struct mgmtd_routing *snap)
+{
+	const struct route_info *ri = mgmtd_routing_info(snap);
+	for (size_t k = 0; k < s->nt; k++) {
+		struct stor_target *t = &s->t[k];
+		if (!atomic_load(&t->started))
+			continue;
+		const struct route_target *rt = route_find_target(ri, stor_target_id(s, t));
+		const struct route_chain *c = rt && rt->chain_id ? route_find_chain(ri, rt->chain_id)
+								 : NULL;
+		if (!c)
+			continue;
+		for (uint32_t i = 0; i + 1 < c->n; i++) {
+			if (c->m[i].target_id != rt->id || c->m[i].state != CHAIN_PS_SERVING)
+				continue;
+			uint32_t j = i + 1;
+			while (j < c->n && c->m[j].state != CHAIN_PS_SERVING &&
+			       c->m[j].state != CHAIN_PS_SYNCING)
+				j++;
+			if (j >= c->n || c->m[j].state != CHAIN_PS_SYNCING)
+				continue;
+			/* Done at this version already: mgmtd has not yet turned
+			 * the successor's UPTODATE into SERVING. */
+			if (t->synced_target == c->m[j].target_id &&
+			    t->synced_chain_ver == c->version)
+				continue;
+			if (!sync_one(s, t, ri, c, c->m[j].target_id)) {
+				t->synced_target = c->m[j].target_id;
+				t->synced_chain_ver = c->version;
+			}
+		}
+	}
+}
+
+/* ---- the syncing side ---- */
+
+struct dump_job {
+	struct storage_service *s;
+	struct rpc_req *req;
+	struct stor_target *t;
+	struct sto_dump_req m;
+	struct ent_vec v;
+	bool more;
+};
+
+static int dump_collect(void *arg, struct chunk_id id, const struct chunk_info *info)
+{
+	struct dump_job *j = arg;
+	if (j->v.n == j->m.max) {
+		j->more = true;
+		return 1;
+	}
+	return collect_local(&j->v, id, info);
+}
+
+static void dump_run(void *arg)
+{
+	struct dump_job *j = arg;
+	int rc = chunk_engine_iterate(j->t->eng, (struct chunk_id){ j->m.from_ino, j->m.from_idx },
+				      (struct chunk_id){ UINT64_MAX, UINT32_MAX }, dump_collect, j);
+	if (rc < 0) {
+		rpc_reply_error(j->req, rc, "dump: metadata scan failed");
+	} else {
+		struct sto_dump_resp r = { .more = j->more, .n = (uint32_t)j->v.n, .e = j->v.e };
+		struct buf b;
+		buf_init(&b);
+		sto_dump_resp_encode(&b, &r);
+		rpc_reply(j->req, 0, b.data, (uint32_t)b.len);
+		buf_fini(&b);
+	}
+	stor_end(j->s);
+	free(j->v.e);
+	free(j);
+}
+
+void craq_dump_handle(struct storage_service *s, struct rpc_req *req)
+{
+	struct sto_dump_req m;
+	uint32_t plen;
+	const uint8_t *p = rpc_req_payload(req, &plen);
+	if (sto_dump_req_decode(p, plen, &m)) {
+		rpc_reply_error(req, -CFS_EPROTO, "dump: malformed request");
+		return;
+	}
+	struct stor_target *t = stor_target_by_id(s, m.target);
+	if (!t) {
+		rpc_reply_error(req, -ENODEV, "dump: no such target");
+		return;
+	}
+	int err = stor_begin(s);
+	if (err) {
+		rpc_reply_error(req, err, "dump: not serving");
+		return;
+	}
+	struct dump_job *j = xcalloc(1, sizeof(*j));
+	j->s = s;
+	j->req = req;
+	j->t = t;
+	j->m = m;
+	/* The scan reads LMDB: off the loop, on the scheduler thread. */
+	craq_sched_after(s->sched, 0, dump_run, j);
+}
+
+void craq_sync_done_handle(struct storage_service *s, struct rpc_req *req)
+{
+	struct sto_sync_done_req m;
+	uint32_t plen;
+	const uint8_t *p = rpc_req_payload(req, &plen);
+	if (sto_sync_done_req_decode(p, plen, &m)) {
+		rpc_reply_error(req, -CFS_EPROTO, "sync-done: malformed request");
+		return;
+	}
+	struct stor_target *t = stor_target_by_id(s, m.target);
+	struct mgmtd_routing *snap = s->mc ? mgmtd_client_routing(s->mc) : NULL;
+	const struct route_chain *c = snap ? route_find_chain(mgmtd_routing_info(snap), m.chain)
+					   : NULL;
+	int err = -CFS_ECHAIN_VERSION;
+	for (uint32_t i = 0; t && c && i < c->n; i++)
+		if (c->m[i].target_id == m.target && c->m[i].state == CHAIN_PS_SYNCING)
+			err = 0;
+	mgmtd_routing_put(snap);
+	if (err) {
+		rpc_reply_error(req, err, "sync-done: target is not syncing in that chain");
+		return;
+	}
+	atomic_store(&t->local_state, CHAIN_LS_UPTODATE);
+	LOG_NOTICE("craq", "sync done: target=%u chain=%u", m.target, m.chain);
+	mgmtd_link_report(s);
+	rpc_reply(req, 0, NULL, 0);
+}

@@ -1,0 +1,475 @@
+/* craq_write.c - chain replication of writes and removes (3FS's CRAQ).
+ *
+ * A chain op walks head -> ... -> tail (-> the SYNCING target, if any):
+ *
+ *   receive ─ check fenced, chain version, role (head: first SERVING;
+ *      │      others: SERVING or SYNCING and sent by the predecessor)
+ *      │      head only: exactly-once cache hit -> answer the cached reply
+ *      v
+ *   LOCK the chunk (FIFO; writes to one chunk are serialised at the head
+ *      │      and, in the same order, at every replica)
+ *      v
+ *   APPLY in the engine: the head lets it assign u = v + 1; the others
+ *      │      apply exactly version u (a replica that already holds u from
+ *      │      an earlier attempt of the same forward answers success)
+ *      v
+ *   FORWARD to the successor read from the newest routing; a SYNCING
+ *      │      successor gets the whole chunk as a replace (it may lack the
+ *      │      old bytes); a successor that answers "conflict" too. Any
+ *      │      failure retries every 100 ms, re-reading routing, until the
+ *      │      forward deadline: the client is answered only once the tail
+ *      │      has applied, so an acknowledged write is on every replica.
+ *      v
+ *   ANSWER, cache the reply (head, seq != 0), UNLOCK.
+ *
+ * Pending versions: the engine commits each apply durably at once; the
+ * "pending" window of CRAQ is the chunk lock held from APPLY until the
+ * successor's answer. A read of a locked chunk, or one whose lock was
+ * granted while it read, answers -CFS_ENOT_COMMITTED (storage_service.c),
+ * so no reader sees a version the tail has not applied. After a crash the
+ * target comes back through resync (startup fencing), which replaces any
+ * chunk whose version differs from its predecessor's.
+ *
+ * Removes travel the same way, locking the first chunk of their range.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/crc32c.h"
+#include "common/log.h"
+#include "common/status.h"
+#include "common/xalloc.h"
+#include "storage/storage_int.h"
+
+#define FORWARD_DEADLINE_MS 30000
+#define FORWARD_RETRY_MS 100
+#define FORWARD_TIMEOUT_MS 5000
+
+enum craq_kind { CRAQ_WRITE, CRAQ_REMOVE };
+
+struct craq_op {
+	struct storage_service *s;
+	struct stor_target *t;
+	struct rpc_req *req;
+	enum craq_kind kind;
+	struct sto_write_req w;      /* WRITE */
+	struct sto_remove_req rm;    /* REMOVE */
+	struct chunk_id id;          /* the locked chunk */
+	void *data;                  /* WRITE: stor_buf of w.len bytes */
+	void *full;                  /* whole chunk for a replace forward: stor_buf */
+	uint32_t full_cap;           /* its stor_buf size */
+	uint32_t full_len;
+	bool want_full;
+	bool head;
+	bool locked;
+	uint64_t client, channel, seq;
+	uint32_t chain;
+	struct chunk_op op;
+	struct chunk_read_range rr;
+	struct craq_waiter waiter;
+	struct sto_write_resp wresp;
+	uint32_t removed;
+	uint64_t deadline_ms;
+	int attempts;
+};
+
+static void forward(void *arg);
+
+/* Finds TARGET in CHAIN of SNAP. Returns its index or -1. */
+static int member_pos(const struct route_chain *c, uint32_t target)
+{
+	for (uint32_t i = 0; i < c->n; i++)
+		if (c->m[i].target_id == target)
+			return (int)i;
+	return -1;
+}
+
+static bool receives_writes(enum chain_pub_state ps)
+{
+	return ps == CHAIN_PS_SERVING || ps == CHAIN_PS_SYNCING;
+}
+
+static void reply_err(struct rpc_req *req, int err, const char *what)
+{
+	char text[160];
+	snprintf(text, sizeof(text), "%s: %s", what, cfs_strerror(err));
+	rpc_reply_error(req, err, text);
+}
+
+static void encode_reply(struct craq_op *o, uint8_t *out, uint32_t *len)
+{
+	struct buf b;
+	buf_init(&b);
+	if (o->kind == CRAQ_WRITE)
+		sto_write_resp_encode(&b, &o->wresp);
+	else
+		sto_remove_resp_encode(&b, &(struct sto_remove_resp){ .removed = o->removed });
+	*len = b.len > 64 ? 64 : (uint32_t)b.len;
+	memcpy(out, b.data, *len);
+	buf_fini(&b);
+}
+
+static void op_free(struct craq_op *o)
+{
+	if (o->data)
+		stor_buf_put(o->s, o->data, o->w.len);
+	if (o->full)
+		stor_buf_put(o->s, o->full, o->full_cap);
+	free(o);
+}
+
+static void finish(struct craq_op *o, int err)
+{
+	struct storage_service *s = o->s;
+	if (err) {
+		if (err != -CFS_ECHAIN_VERSION && err != -CFS_ENOT_HEAD)
+			LOG_WARN("craq", "op failed: chain=%u ino=%llu idx=%u err=%s", o->chain,
+				 (unsigned long long)o->id.ino, o->id.idx, cfs_strerror(err));
+		reply_err(o->req, err, o->kind == CRAQ_WRITE ? "write" : "remove");
+	} else {
+		uint8_t resp[64];
+		uint32_t len;
+		encode_reply(o, resp, &len);
+		if (o->head && o->seq)
+			craq_dedup_put(s->dedup, o->client, o->chain, o->channel, o->seq, 0, resp, len);
+		rpc_reply(o->req, 0, resp, len);
+	}
+	if (o->locked)
+		craq_unlock(o->t->locks, o->id);
+	op_free(o);
+	stor_end(s);
+}
+
+/* Answers from the exactly-once cache; true if it did (O is finished). */
+static bool dedup_answer(struct craq_op *o)
+{
+	if (!o->head || !o->seq)
+		return false;
+	int status;
+	uint8_t resp[64];
+	uint32_t len;
+	if (!craq_dedup_get(o->s->dedup, o->client, o->chain, o->channel, o->seq, &status, resp,
+			    &len))
+		return false;
+	struct storage_service *s = o->s;
+	rpc_reply(o->req, status, resp, len);
+	if (o->locked)
+		craq_unlock(o->t->locks, o->id);
+	op_free(o);
+	stor_end(s);
+	return true;
+}
+
+static void retry_later(struct craq_op *o)
+{
+	if (atomic_load(&o->s->stopping)) {
+		finish(o, -CFS_EUNAVAIL);
+		return;
+	}
+	if (clock_mono_ms() > o->deadline_ms) {
+		finish(o, -CFS_EUNAVAIL);
+		return;
+	}
+	craq_sched_after(o->s->sched, FORWARD_RETRY_MS, forward, o);
+}
+
+static void fwd_done(void *arg, const struct rpc_result *res)
+{
+	struct craq_op *o = arg;
+	if (res->status == 0) {
+		finish(o, 0);
+		return;
+	}
+	o->attempts++;
+	if (o->kind == CRAQ_WRITE && res->status == -CFS_ECONFLICT && !o->want_full) {
+		/* The successor lacks the version before ours: send it all. */
+		o->want_full = true;
+		forward(o);
+		return;
+	}
+	if (o->attempts == 1 || o->attempts % 50 == 0)
+		LOG_INFO("craq", "forward retry: chain=%u ino=%llu idx=%u attempt=%d err=%s",
+			 o->chain, (unsigned long long)o->id.ino, o->id.idx, o->attempts,
+			 cfs_strerror(res->status));
+	retry_later(o);
+}
+
+static void full_read_done(struct chunk_op *op)
+{
+	struct craq_op *o = op->arg;
+	int r = op->result < 0 ? op->result : o->rr.result;
+	if (r < 0) {
+		finish(o, r);
+		return;
+	}
+	o->full_len = (uint32_t)r;
+	forward(o);
+}
+
+/* Sends O to its successor, or finishes it when we are the tail. Runs on
+ * engine, RPC-client or scheduler threads; never blocks. */
+static void forward(void *arg)
+{
+	struct craq_op *o = arg;
+	struct storage_service *s = o->s;
+	if (atomic_load(&s->stopping)) {
+		finish(o, -CFS_EUNAVAIL);
+		return;
+	}
+	struct mgmtd_routing *snap = mgmtd_client_routing(s->mc);
+	const struct route_info *ri = snap ? mgmtd_routing_info(snap) : NULL;
+	const struct route_chain *c = ri ? route_find_chain(ri, o->chain) : NULL;
+	uint32_t me = stor_target_id(s, o->t);
+	int pos = c ? member_pos(c, me) : -1;
+	if (pos < 0 || !receives_writes(c->m[pos].state)) {
+		/* We left the write path: this op cannot complete through us. */
+		mgmtd_routing_put(snap);
+		finish(o, -CFS_ECHAIN_VERSION);
+		return;
+	}
+	int succ = -1;
+	for (uint32_t i = (uint32_t)pos + 1; i < c->n; i++)
+		if (receives_writes(c->m[i].state)) {
+			succ = (int)i;
+			break;
+		}
+	if (succ < 0) {
+		mgmtd_routing_put(snap);
+		finish(o, 0);
+		return;
+	}
+	const struct route_target *st = route_find_target(ri, c->m[succ].target_id);
+	const char *addr = st ? stor_node_addr(ri, st->node_id) : NULL;
+	if (!addr) {
+		mgmtd_routing_put(snap);
+		retry_later(o);
+		return;
+	}
+	if (o->kind == CRAQ_WRITE && c->m[succ].state == CHAIN_PS_SYNCING &&
+	    !(o->w.flags & STO_WF_REPLACE))
+		o->want_full = true;
+	if (o->kind == CRAQ_WRITE && o->want_full && !o->full) {
+		mgmtd_routing_put(snap);
+		o->full_cap = o->wresp.len;
+		o->full = stor_buf_get(s, o->full_cap);
+		if (!o->full) {
+			finish(o, -ENOMEM);
+			return;
+		}
+		o->rr = (struct chunk_read_range){ .id = o->id, .off = 0, .len = o->wresp.len,
+						   .dst = o->full };
+		o->op = (struct chunk_op){ .type = CHUNK_OP_READ, .done = full_read_done, .arg = o,
+					   .ranges = &o->rr, .nranges = 1 };
+		chunk_engine_submit(o->t->eng, &o->op);
+		return;
+	}
+	struct buf b;
+	buf_init(&b);
+	struct rpc_call call = { .timeout_ms = FORWARD_TIMEOUT_MS, .done = fwd_done, .arg = o };
+	if (o->kind == CRAQ_WRITE) {
+		struct sto_write_req f = o->w;
+		f.target = st->id;
+		f.chain_ver = c->version;
+		f.update_ver = o->wresp.commit_ver;
+		f.flags |= STO_WF_FORWARDED;
+		call.bulk = o->data;
+		if (o->want_full) {
+			f.flags |= STO_WF_REPLACE;
+			f.off = 0;
+			f.len = o->full_len;
+			f.crc = crc32c(0, o->full, o->full_len);
+			call.bulk = o->full;
+		}
+		call.bulk_len = f.len;
+		call.type = STO_MSG_WRITE;
+		sto_write_req_encode(&b, &f);
+	} else {
+		struct sto_remove_req f = o->rm;
+		f.target = st->id;
+		f.chain_ver = c->version;
+		f.flags |= STO_WF_FORWARDED;
+		call.type = STO_MSG_REMOVE;
+		sto_remove_req_encode(&b, &f);
+	}
+	mgmtd_routing_put(snap);
+	call.payload = b.data;
+	call.payload_len = (uint32_t)b.len;
+	struct rpc_peer *peer;
+	char err[128];
+	int rc = rpc_client_peer(s->cli, addr, &peer, err, sizeof(err));
+	if (!rc)
+		rc = rpc_call_async(peer, &call);
+	buf_fini(&b);
+	if (rc) {
+		o->attempts++;
+		retry_later(o);
+	}
+}
+
+static void query_done(struct chunk_op *op)
+{
+	struct craq_op *o = op->arg;
+	if (op->result < 0 || op->info.commit_ver < o->w.update_ver) {
+		finish(o, -CFS_ECONFLICT);
+		return;
+	}
+	/* A repeated forward of a version we already applied. */
+	o->wresp = (struct sto_write_resp){ .commit_ver = o->w.update_ver, .len = op->info.len,
+					    .crc = op->info.crc };
+	forward(o);
+}
+
+static void applied(struct chunk_op *op)
+{
+	struct craq_op *o = op->arg;
+	if (o->kind == CRAQ_REMOVE) {
+		if (op->result < 0) {
+			finish(o, op->result);
+			return;
+		}
+		o->removed = (uint32_t)op->result;
+		forward(o);
+		return;
+	}
+	if (op->result == -CFS_ECONFLICT && !o->head) {
+		o->op = (struct chunk_op){ .type = CHUNK_OP_QUERY, .done = query_done, .arg = o,
+					   .id = o->id };
+		chunk_engine_submit(o->t->eng, &o->op);
+		return;
+	}
+	if (op->result < 0) {
+		finish(o, op->result);
+		return;
+	}
+	o->wresp = (struct sto_write_resp){ .commit_ver = op->info.commit_ver,
+					    .len = op->info.len, .crc = op->info.crc };
+	forward(o);
+}
+
+static void locked(void *arg)
+{
+	struct craq_op *o = arg;
+	o->locked = true;
+	if (dedup_answer(o))
+		return;
+	if (o->kind == CRAQ_WRITE) {
+		uint32_t fl = (o->w.flags & STO_WF_REPLACE) ? CHUNK_WF_REPLACE : 0;
+		o->op = (struct chunk_op){ .type = CHUNK_OP_WRITE, .done = applied, .arg = o,
+					   .id = o->id, .off = o->w.off, .len = o->w.len,
+					   .data = o->data,
+					   .update_ver = o->head ? 0 : o->w.update_ver,
+					   .chain_ver = o->w.chain_ver, .flags = fl };
+	} else {
+		o->op = (struct chunk_op){ .type = CHUNK_OP_REMOVE, .done = applied, .arg = o,
+					   .id = { o->rm.ino, o->rm.begin }, .end_idx = o->rm.end };
+	}
+	chunk_engine_submit(o->t->eng, &o->op);
+}
+
+/* Role and version checks against our routing: 0 or the error to answer. */
+static int check_role(struct storage_service *s, struct stor_target *t, uint32_t chain,
+		      uint32_t chain_ver, bool forwarded)
+{
+	if (!atomic_load(&t->started))
+		return -CFS_EUNAVAIL;
+	struct mgmtd_routing *snap = mgmtd_client_routing(s->mc);
+	if (!snap)
+		return -CFS_EUNAVAIL;
+	const struct route_chain *c = route_find_chain(mgmtd_routing_info(snap), chain);
+	int err = 0;
+	int pos = c ? member_pos(c, stor_target_id(s, t)) : -1;
+	if (!c || pos < 0 || c->version != chain_ver)
+		err = -CFS_ECHAIN_VERSION;
+	else if (!forwarded && (pos != 0 || c->m[0].state != CHAIN_PS_SERVING))
+		err = -CFS_ENOT_HEAD;
+	else if (forwarded && !receives_writes(c->m[pos].state))
+		err = -CFS_ECHAIN_VERSION;
+	mgmtd_routing_put(snap);
+	return err;
+}
+
+static void start(struct craq_op *o)
+{
+	o->deadline_ms = clock_mono_ms() + FORWARD_DEADLINE_MS;
+	if (dedup_answer(o))
+		return;
+	o->waiter = (struct craq_waiter){ .fn = locked, .arg = o };
+	if (craq_lock(o->t->locks, o->id, &o->waiter))
+		locked(o);
+}
+
+void craq_write_handle(struct storage_service *s, struct rpc_req *req,
+		       const struct sto_write_req *m, void *data)
+{
+	struct stor_target *t = stor_target_by_id(s, m->target);
+	int err = !s->mc ? -EINVAL : !t ? -ENODEV : 0;
+	if (!err)
+		err = check_role(s, t, m->chain, m->chain_ver, (m->flags & STO_WF_FORWARDED) != 0);
+	if (err) {
+		stor_buf_put(s, data, m->len);
+		reply_err(req, err, "write");
+		stor_end(s);
+		return;
+	}
+	struct craq_op *o = xcalloc(1, sizeof(*o));
+	o->s = s;
+	o->t = t;
+	o->req = req;
+	o->kind = CRAQ_WRITE;
+	o->w = *m;
+	o->data = data;
+	o->id = (struct chunk_id){ m->ino, m->idx };
+	o->head = !(m->flags & STO_WF_FORWARDED);
+	o->client = m->client;
+	o->channel = m->channel;
+	o->seq = m->seq;
+	o->chain = m->chain;
+	start(o);
+}
+
+void craq_remove_handle(struct storage_service *s, struct rpc_req *req,
+			const struct sto_remove_req *m)
+{
+	struct stor_target *t = stor_target_by_id(s, m->target);
+	int err = !s->mc ? -EINVAL : !t ? -ENODEV : 0;
+	if (!err)
+		err = check_role(s, t, m->chain, m->chain_ver, (m->flags & STO_WF_FORWARDED) != 0);
+	if (err) {
+		reply_err(req, err, "remove");
+		stor_end(s);
+		return;
+	}
+	struct craq_op *o = xcalloc(1, sizeof(*o));
+	o->s = s;
+	o->t = t;
+	o->req = req;
+	o->kind = CRAQ_REMOVE;
+	o->rm = *m;
+	o->id = (struct chunk_id){ m->ino, m->begin };
+	o->head = !(m->flags & STO_WF_FORWARDED);
+	o->client = m->client;
+	o->channel = m->channel;
+	o->seq = m->seq;
+	o->chain = m->chain;
+	start(o);
+}
+
+int craq_read_check(struct storage_service *s, uint32_t target, uint32_t chain)
+{
+	struct stor_target *t = stor_target_by_id(s, target);
+	if (!s->mc || !t)
+		return -ENODEV;
+	if (!atomic_load(&t->started))
+		return -CFS_EUNAVAIL;
+	struct mgmtd_routing *snap = mgmtd_client_routing(s->mc);
+	if (!snap)
+		return -CFS_EUNAVAIL;
+	const struct route_chain *c = route_find_chain(mgmtd_routing_info(snap), chain);
+	int pos = c ? member_pos(c, target) : -1;
+	int err = (pos >= 0 && c->m[pos].state == CHAIN_PS_SERVING) ? 0 : -CFS_ECHAIN_VERSION;
+	mgmtd_routing_put(snap);
+	return err;
+}

@@ -1,0 +1,218 @@
+/* mgmtd_link.c - the storage service's link to mgmtd: registration (node
+ * id persisted in every target directory), target local states, startup
+ * fencing, and the thread that reacts to routing changes.
+ *
+ * Local state of each target, as this file drives it:
+ *
+ *   start ──> OFFLINE ──(routing shows it not SERVING/SYNCING)──> ONLINE
+ *                                  (startup fencing passed: "started")
+ *   ONLINE ──(public SERVING)──> UPTODATE     (e.g. a new chain, LASTSRV back)
+ *   ONLINE ──(SYNC_DONE from the predecessor, craq_resync.c)──> UPTODATE
+ *   UPTODATE ──(public OFFLINE or WAITING: we missed writes)──> ONLINE
+ *
+ * So a restarted service never serves from a state mgmtd still thinks is
+ * current: it waits until mgmtd took its targets out, then comes back
+ * through SYNCING. The link thread wakes on every routing change (and
+ * every 200 ms), updates states, reports changes, then runs a resync pass
+ * for any SYNCING successor of our targets.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/status.h"
+#include "storage/storage_int.h"
+
+#define LINK_TICK_MS 200
+
+static uint32_t read_node_id(const struct storage_service *s)
+{
+	for (size_t i = 0; i < s->nt; i++) {
+		char path[4096];
+		snprintf(path, sizeof(path), "%s/node_id", s->t[i].dir);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		unsigned long v = 0;
+		int ok = fscanf(f, "%lu", &v) == 1 && v > 0 && v <= ROUTE_NODE_ID_MAX;
+		fclose(f);
+		if (ok)
+			return (uint32_t)v;
+	}
+	return 0;
+}
+
+/* Writes the node id into every target directory (tmp + rename). */
+static void persist_node_id(const struct storage_service *s, uint32_t id)
+{
+	for (size_t i = 0; i < s->nt; i++) {
+		char path[4096], tmp[4200];
+		snprintf(path, sizeof(path), "%s/node_id", s->t[i].dir);
+		snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+		FILE *f = fopen(tmp, "w");
+		if (!f) {
+			LOG_ERR("storage", "cannot persist node id: path=%s", tmp);
+			continue;
+		}
+		fprintf(f, "%u\n", id);
+		fflush(f);
+		fsync(fileno(f));
+		fclose(f);
+		if (rename(tmp, path))
+			LOG_ERR("storage", "cannot persist node id: path=%s", path);
+	}
+}
+
+static size_t build_reports(struct storage_service *s, struct mgmtd_target_report *r)
+{
+	for (size_t i = 0; i < s->nt; i++) {
+		struct chunk_engine_stat st;
+		chunk_engine_get_stat(s->t[i].eng, &st);
+		r[i] = (struct mgmtd_target_report){ .slot = s->t[i].slot,
+						     .local_state = atomic_load(&s->t[i].local_state),
+						     .capacity = st.capacity, .used = st.used };
+	}
+	return s->nt;
+}
+
+void mgmtd_link_report(struct storage_service *s)
+{
+	struct mgmtd_target_report r[MGMTD_MAX_NODE_TARGETS];
+	size_t n = build_reports(s, r);
+	if (s->mc)
+		mgmtd_client_set_targets(s->mc, r, n);
+}
+
+void mgmtd_link_kick(struct storage_service *s)
+{
+	pthread_mutex_lock(&s->link_mu);
+	s->link_kick++;
+	pthread_cond_signal(&s->link_cv);
+	pthread_mutex_unlock(&s->link_mu);
+}
+
+static void on_routing(void *arg, struct mgmtd_routing *snap)
+{
+	(void)snap;
+	mgmtd_link_kick(arg);
+}
+
+static void on_fence(void *arg, bool fenced)
+{
+	struct storage_service *s = arg;
+	LOG_NOTICE("storage", "%s", fenced ? "fenced: mgmtd unreachable, not serving"
+					   : "unfenced: serving again");
+	mgmtd_link_kick(s);
+}
+
+/* Applies the state rules above; true if a report must go out. */
+static bool update_states(struct storage_service *s, const struct route_info *ri)
+{
+	bool changed = false;
+	for (size_t i = 0; i < s->nt; i++) {
+		struct stor_target *t = &s->t[i];
+		const struct route_target *rt = route_find_target(ri, stor_target_id(s, t));
+		int ps = rt ? (int)rt->pub_state : CHAIN_PS_OFFLINE;
+		int ls = atomic_load(&t->local_state), nls = ls;
+		if (!atomic_load(&t->started)) {
+			/* rt == NULL: mgmtd has not seen the target yet; wait for it. */
+			if (!rt || ps == CHAIN_PS_SERVING || ps == CHAIN_PS_SYNCING)
+				continue;
+			atomic_store(&t->started, 1);
+			nls = CHAIN_LS_ONLINE;
+			LOG_NOTICE("storage", "target %u: startup fencing passed (public %s)",
+				   stor_target_id(s, t), chain_pub_state_name((unsigned)ps));
+		} else if (ps == CHAIN_PS_SERVING) {
+			nls = CHAIN_LS_UPTODATE;
+		} else if (ps == CHAIN_PS_OFFLINE || ps == CHAIN_PS_WAITING) {
+			nls = CHAIN_LS_ONLINE;
+		}
+		if (nls != ls) {
+			atomic_store(&t->local_state, nls);
+			changed = true;
+		}
+	}
+	return changed;
+}
+
+static void *link_main(void *arg)
+{
+	struct storage_service *s = arg;
+	bool persisted = read_node_id(s) != 0;
+	uint32_t persisted_id = read_node_id(s);
+	pthread_mutex_lock(&s->link_mu);
+	while (!atomic_load(&s->stopping)) {
+		uint64_t kick = s->link_kick;
+		pthread_mutex_unlock(&s->link_mu);
+		uint32_t id = mgmtd_client_node_id(s->mc);
+		if (id && (!persisted || id != persisted_id)) {
+			persist_node_id(s, id);
+			persisted = true;
+			persisted_id = id;
+		}
+		struct mgmtd_routing *snap = id ? mgmtd_client_routing(s->mc) : NULL;
+		if (snap && !mgmtd_client_fenced(s->mc)) {
+			if (update_states(s, mgmtd_routing_info(snap)))
+				mgmtd_link_report(s);
+			craq_resync_pass(s, snap);
+		}
+		mgmtd_routing_put(snap);
+		pthread_mutex_lock(&s->link_mu);
+		if (kick == s->link_kick && !atomic_load(&s->stopping)) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += LINK_TICK_MS * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&s->link_cv, &s->link_mu, &ts);
+		}
+	}
+	pthread_mutex_unlock(&s->link_mu);
+	return NULL;
+}
+
+int mgmtd_link_start(struct storage_service *s, const struct storage_service_opts *o, char *err,
+		     size_t errlen)
+{
+	struct mgmtd_target_report r[MGMTD_MAX_NODE_TARGETS];
+	if (s->nt > MGMTD_MAX_NODE_TARGETS) {
+		snprintf(err, errlen, "at most %d targets per node with mgmtd",
+			 MGMTD_MAX_NODE_TARGETS);
+		return -EINVAL;
+	}
+	size_t n = build_reports(s, r);
+	struct mgmtd_client_opts mo = {
+		.mgmtd_addrs = o->mgmtd_addrs, .n_mgmtd = o->n_mgmtd, .cluster_id = o->cluster_id,
+		.secret = o->secret, .secret_len = o->secret_len, .type = ROUTE_NODE_STORAGE,
+		.node_id = read_node_id(s), .addr = s->advertise,
+		.heartbeat_ms = o->heartbeat_ms, .fence_ms = o->fence_ms,
+		.poll_wait_ms = 2000, .targets = r, .n_targets = n,
+		.on_routing = on_routing, .on_fence = on_fence, .cb_arg = s,
+	};
+	int rc = mgmtd_client_new(&mo, &s->mc, err, errlen);
+	if (rc)
+		return rc;
+	if (pthread_create(&s->link_thr, NULL, link_main, s)) {
+		snprintf(err, errlen, "cannot start the mgmtd link thread");
+		return -EAGAIN;
+	}
+	s->link_started = true;
+	return 0;
+}
+
+void mgmtd_link_stop(struct storage_service *s)
+{
+	if (!s->link_started)
+		return;
+	mgmtd_link_kick(s);
+	pthread_join(s->link_thr, NULL);
+	s->link_started = false;
+}

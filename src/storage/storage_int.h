@@ -1,0 +1,131 @@
+/* storage_int.h - internals shared by the storage service's files:
+ * storage_service.c (RPC handlers, direct I/O), craq_lock.c (chunk locks,
+ * exactly-once cache, delayed-retry scheduler), craq_write.c (chain writes
+ * and removes), craq_resync.c (resync of a returning successor) and
+ * mgmtd_link.c (registration, target states, routing). Not a public API.
+ */
+#ifndef CFS_STORAGE_STORAGE_INT_H
+#define CFS_STORAGE_STORAGE_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "mgmtd/mgmtd_client.h"
+#include "net/rpc.h"
+#include "storage/chunk_engine.h"
+#include "storage/storage_proto.h"
+#include "storage/storage_service.h"
+
+/* ---- per-chunk locks (craq_lock.c) ----
+ * A chain write holds its chunk's lock from before the local apply until
+ * its successor acknowledged; reads of a locked chunk answer "not
+ * committed". Waiters are queued FIFO; release hands the lock to the first
+ * waiter by calling its fn on the releasing thread (which must not block). */
+struct craq_waiter {
+	void (*fn)(void *arg);
+	void *arg;
+	struct craq_waiter *next;
+};
+struct craq_locks;
+struct craq_locks *craq_locks_new(void);
+void craq_locks_free(struct craq_locks *l);
+/* true: acquired now (W unused); false: queued, W->fn runs when granted. */
+bool craq_lock(struct craq_locks *l, struct chunk_id id, struct craq_waiter *w);
+void craq_unlock(struct craq_locks *l, struct chunk_id id);
+/* Whether ID is locked now; *GEN counts grants of ID's lock (0 if never). */
+bool craq_lock_peek(struct craq_locks *l, struct chunk_id id, uint64_t *gen);
+/* Blocking acquire for worker threads (resync). */
+void craq_lock_wait(struct craq_locks *l, struct chunk_id id);
+
+/* ---- exactly-once cache: last result per (client, chain, channel) ---- */
+struct craq_dedup;
+struct craq_dedup *craq_dedup_new(void);
+void craq_dedup_free(struct craq_dedup *d);
+/* true when SEQ is the cached one: *STATUS and RESP (<= 64 bytes) filled. */
+bool craq_dedup_get(struct craq_dedup *d, uint64_t client, uint32_t chain, uint64_t channel,
+		    uint64_t seq, int *status, uint8_t *resp, uint32_t *resp_len);
+void craq_dedup_put(struct craq_dedup *d, uint64_t client, uint32_t chain, uint64_t channel,
+		    uint64_t seq, int status, const uint8_t *resp, uint32_t resp_len);
+
+/* ---- delayed calls (one thread) ---- */
+struct craq_sched;
+struct craq_sched *craq_sched_new(void);
+/* Runs every pending call at once (so nothing leaks), then joins. */
+void craq_sched_free(struct craq_sched *s);
+void craq_sched_after(struct craq_sched *s, uint32_t ms, void (*fn)(void *arg), void *arg);
+
+/* ---- the service ---- */
+struct stor_target {
+	uint32_t slot;                 /* 1..n in --targets order */
+	char *dir;                     /* owned */
+	struct chunk_engine *eng;
+	struct craq_locks *locks;
+	_Atomic int local_state;       /* enum chain_local_state reported to mgmtd */
+	_Atomic int started;           /* startup fencing passed (reported ONLINE) */
+	uint32_t synced_target;        /* link thread: the successor last synced ... */
+	uint32_t synced_chain_ver;     /* ... at this chain version (skip repeats) */
+};
+
+struct storage_service {
+	struct rpc_server *srv;
+	struct rpc_client *cli;        /* forwards and resync (NULL standalone) */
+	struct mgmtd_client *mc;       /* NULL standalone */
+	struct craq_dedup *dedup;
+	struct craq_sched *sched;
+	struct chunk_bufpool *pool;    /* request data buffers (stor_buf_*) */
+	struct stor_target *t;         /* nt targets */
+	size_t nt;
+	char advertise[64];
+	_Atomic int stopping;
+	_Atomic uint64_t inflight;     /* chain ops in flight (free waits for 0) */
+	/* mgmtd link thread: target states and resync */
+	pthread_t link_thr;
+	bool link_started;
+	pthread_mutex_t link_mu;
+	pthread_cond_t link_cv;        /* routing changed or stopping */
+	uint64_t link_kick;            /* under link_mu */
+};
+
+/* Admission: 0 and one count of s->inflight (drop it with stor_end once
+ * replied), or the error to answer (-CFS_EFENCED, -CFS_EUNAVAIL). */
+int stor_begin(struct storage_service *s);
+void stor_end(struct storage_service *s);
+/* The target for ID on this node, or NULL. */
+struct stor_target *stor_target_by_id(struct storage_service *s, uint32_t id);
+uint32_t stor_target_id(struct storage_service *s, const struct stor_target *t);
+/* Address of NODE from SNAP (borrowed from it), NULL if unknown. */
+const char *stor_node_addr(const struct route_info *ri, uint32_t node_id);
+/* An aligned buffer of ceil4k(n) bytes (at least one page), or NULL. */
+void *stor_alloc_aligned(uint64_t n);
+/* Request data buffers: 4 KiB-aligned, from the pool when N fits one
+ * (no page faults per request), else the heap; NULL on -ENOMEM. Put back
+ * with the same N. Any thread. */
+void *stor_buf_get(struct storage_service *s, uint64_t n);
+void stor_buf_put(struct storage_service *s, void *p, uint64_t n);
+
+/* mgmtd_link.c */
+int mgmtd_link_start(struct storage_service *s, const struct storage_service_opts *o, char *err,
+		     size_t errlen);
+void mgmtd_link_stop(struct storage_service *s);
+void mgmtd_link_kick(struct storage_service *s);
+/* Pushes the targets' local states and sizes to mgmtd. */
+void mgmtd_link_report(struct storage_service *s);
+
+/* craq_write.c: chain WRITE / REMOVE (chain != 0). Take REQ and DATA (the
+ * aligned bulk buffer, freed by them). */
+void craq_write_handle(struct storage_service *s, struct rpc_req *req,
+		       const struct sto_write_req *m, void *data);
+void craq_remove_handle(struct storage_service *s, struct rpc_req *req,
+			const struct sto_remove_req *m);
+/* Checks that TARGET may serve a read of CHAIN now: 0 or -CFS_E*. */
+int craq_read_check(struct storage_service *s, uint32_t target, uint32_t chain);
+
+/* craq_resync.c: run from the link thread. Syncs every SYNCING successor
+ * of our targets; returns when each is done or failed. */
+void craq_resync_pass(struct storage_service *s, struct mgmtd_routing *snap);
+void craq_sync_done_handle(struct storage_service *s, struct rpc_req *req);
+void craq_dump_handle(struct storage_service *s, struct rpc_req *req);
+
+#endif

@@ -1,0 +1,741 @@
+/* storage_service.c - the storage service's RPC front: target table,
+ * handlers for the storage messages, and the standalone (chain 0) paths.
+ *
+ * Handlers run on RPC loop threads and never block: each decodes, checks,
+ * submits one engine op and returns; the engine's completion callback
+ * (an engine thread) encodes the reply and calls rpc_reply. Write bulk is
+ * received straight into a 4 KiB-aligned buffer (bulk_dest) that the
+ * engine then writes without a copy; read replies are sent from the
+ * aligned buffer the engine filled (rpc_reply_bulk frees it when sent).
+ *
+ * Requests naming a chain (chain != 0) go to craq_write.c; reads of a
+ * chain check with craq that the target serves it and that the chunk has
+ * no update in flight (before and after the disk read: a write granted
+ * the chunk lock in between makes the answer "not committed").
+ *
+ * Invariants: every request is replied to exactly once; a buffer given by
+ * bulk_dest is freed by whoever ends the request (handler path or
+ * bulk_drop). A fenced service (mgmtd unreachable for fence_ms) answers
+ * every storage request with -CFS_EFENCED.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/crc32c.h"
+#include "common/log.h"
+#include "common/status.h"
+#include "common/xalloc.h"
+#include "storage/chunk_buf.h"
+#include "storage/storage_int.h"
+
+#define PAGE 4096u
+#define ALIGN4K(x) (((uint64_t)(x) + PAGE - 1) & ~(uint64_t)(PAGE - 1))
+
+void *stor_alloc_aligned(uint64_t n)
+{
+	void *p = NULL;
+	uint64_t sz = ALIGN4K(n ? n : 1);
+	if (posix_memalign(&p, PAGE, sz))
+		return NULL;
+	return p;
+}
+
+void *stor_buf_get(struct storage_service *s, uint64_t n)
+{
+	if (n <= CHUNK_MAX_SIZE)
+		return chunk_buf_get(s->pool, (size_t)(n ? n : 1));
+	return stor_alloc_aligned(n);
+}
+
+void stor_buf_put(struct storage_service *s, void *p, uint64_t n)
+{
+	if (n <= CHUNK_MAX_SIZE)
+		chunk_buf_put(s->pool, p, (size_t)(n ? n : 1));
+	else
+		free(p);
+}
+
+uint32_t stor_target_id(struct storage_service *s, const struct stor_target *t)
+{
+	uint32_t node = s->mc ? mgmtd_client_node_id(s->mc) : 0;
+	return node * 1000 + t->slot;
+}
+
+struct stor_target *stor_target_by_id(struct storage_service *s, uint32_t id)
+{
+	uint32_t node = s->mc ? mgmtd_client_node_id(s->mc) : 0;
+	if (id / 1000 != node || id % 1000 == 0 || id % 1000 > s->nt)
+		return NULL;
+	return &s->t[id % 1000 - 1];
+}
+
+const char *stor_node_addr(const struct route_info *ri, uint32_t node_id)
+{
+	const struct route_node *n = route_find_node(ri, node_id);
+	return n ? n->addr : NULL;
+}
+
+/* Admits a request: 0 (the caller now holds one count of s->inflight,
+ * dropped with stor_end after its reply) or the error to answer now. */
+int stor_begin(struct storage_service *s)
+{
+	atomic_fetch_add(&s->inflight, 1);
+	int err = 0;
+	if (atomic_load(&s->stopping))
+		err = -CFS_EUNAVAIL;
+	else if (s->mc && mgmtd_client_fenced(s->mc))
+		err = -CFS_EFENCED;
+	if (err)
+		atomic_fetch_sub(&s->inflight, 1);
+	return err;
+}
+
+void stor_end(struct storage_service *s) { atomic_fetch_sub(&s->inflight, 1); }
+
+static void reply_err(struct rpc_req *req, int err, const char *what)
+{
+	char text[160];
+	snprintf(text, sizeof(text), "%s: %s", what, cfs_strerror(err));
+	rpc_reply_error(req, err, text);
+}
+
+/* ---- WRITE ---- */
+
+static void *write_bulk_dest(struct rpc_req *req, uint64_t bulk_len, void *arg)
+{
+	(void)req;
+	if (bulk_len > CHUNK_MAX_SIZE)
+		return NULL;
+	return stor_buf_get(arg, bulk_len);
+}
+
+static void write_bulk_drop(struct rpc_req *req, void *mem, void *arg)
+{
+	uint64_t len;
+	rpc_req_bulk(req, &len);
+	stor_buf_put(arg, mem, len);
+}
+
+/* The request's bulk, a buffer of ours (stor_buf_put with *LEN), or NULL:
+ * none came, or it did not fit one of ours (oversize, out of memory) and
+ * the server's own buffer is dropped here. */
+static void *own_bulk(struct rpc_req *req, uint64_t *len)
+{
+	void *theirs = rpc_req_take_bulk(req, len);
+	if (theirs) {
+		free(theirs);
+		*len = 0;
+		return NULL;
+	}
+	void *mine = (void *)rpc_req_bulk(req, len);
+	if (!mine)
+		*len = 0;
+	return mine;
+}
+
+struct direct_write {
+	struct chunk_op op;
+	struct storage_service *s;
+	struct rpc_req *req;
+	void *data;      /* stor_buf of len bytes */
+	uint64_t len;
+};
+
+static void direct_write_done(struct chunk_op *op)
+{
+	struct direct_write *w = op->arg;
+	if (op->result < 0) {
+		reply_err(w->req, op->result, "write");
+	} else {
+		struct sto_write_resp r = { .commit_ver = op->info.commit_ver,
+					    .len = op->info.len, .crc = op->info.crc };
+		uint8_t tmp[32];
+		struct buf b = { tmp, 0, sizeof(tmp) };
+		sto_write_resp_encode(&b, &r);
+		rpc_reply(w->req, 0, b.data, (uint32_t)b.len);
+		if (b.data != tmp)
+			buf_fini(&b);
+	}
+	struct storage_service *s = w->s;
+	stor_buf_put(s, w->data, w->len);
+	free(w);
+	stor_end(s);
+}
+
+/* Checks shared by direct and chain writes: 0 or the error to answer. */
+static int write_check(const struct sto_write_req *m, const void *data, uint64_t bulk_len)
+{
+	if (m->len == 0 || m->len != bulk_len || !data)
+		return -EINVAL;
+	if ((uint64_t)m->off + m->len > CHUNK_MAX_SIZE)
+		return -EINVAL;
+	if ((m->flags & STO_WF_REPLACE) && m->off != 0)
+		return -EINVAL;
+	if (crc32c(0, data, m->len) != m->crc)
+		return -CFS_ECHECKSUM;
+	return 0;
+}
+
+static void handle_write(struct rpc_req *req, void *arg)
+{
+	struct storage_service *s = arg;
+	struct sto_write_req m;
+	uint32_t plen;
+	uint64_t blen;
+	const uint8_t *p = rpc_req_payload(req, &plen);
+	void *data = own_bulk(req, &blen);
+	int err = sto_write_req_decode(p, plen, &m);
+	if (err) {
+		stor_buf_put(s, data, blen);
+		reply_err(req, -CFS_EPROTO, "write: malformed request");
+		return;
+	}
+	if ((err = stor_begin(s))) {
+		stor_buf_put(s, data, blen);
+		reply_err(req, err, "write");
+		return;
+	}
+	if ((err = write_check(&m, data, blen))) {
+		stor_buf_put(s, data, blen);
+		reply_err(req, err, "write");
+		stor_end(s);
+		return;
+	}
+	if (m.chain) {
+		craq_write_handle(s, req, &m, data);
+		return;
+	}
+	struct stor_target *t = stor_target_by_id(s, m.target);
+	if (!t || s->mc) {
+		stor_buf_put(s, data, blen);
+		reply_err(req, t ? -CFS_ECHAIN_VERSION : -ENODEV, "write: target");
+		stor_end(s);
+		return;
+	}
+	struct direct_write *w = xcalloc(1, sizeof(*w));
+	w->s = s;
+	w->req = req;
+	w->data = data;
+	w->len = blen;
+	w->op = (struct chunk_op){ .type = CHUNK_OP_WRITE, .done = direct_write_done, .arg = w,
+				   .id = { m.ino, m.idx }, .off = m.off, .len = m.len,
+				   .data = data, .update_ver = m.update_ver,
+				   .chain_ver = m.chain_ver,
+				   .flags = (m.flags & STO_WF_REPLACE) ? CHUNK_WF_REPLACE : 0 };
+	chunk_engine_submit(t->eng, &w->op);
+}
+
+/* ---- READ ---- */
+
+struct read_ctx {
+	struct storage_service *s;
+	struct rpc_req *req;
+	uint32_t flags;
+	uint32_t n;
+	struct sto_read_range *rr;     /* n, decoded */
+	struct chunk_read_range *cr;   /* n, engine ranges */
+	struct stor_target **tgt;      /* n */
+	uint64_t *gen;                 /* n: lock grants seen before the read */
+	struct chunk_op *ops;          /* one per run of ranges on one target */
+	size_t nops;
+	_Atomic size_t pending;
+	uint8_t *buf;                  /* stor_buf of buf_size; range i at off[i] before compaction */
+	uint64_t buf_size;
+	uint64_t *off;
+	int32_t *pre;                  /* n: error decided before the read (0: read it) */
+};
+
+static void read_ctx_free(struct read_ctx *c)
+{
+	free(c->rr);
+	free(c->cr);
+	free(c->tgt);
+	free(c->gen);
+	free(c->ops);
+	free(c->off);
+	free(c->pre);
+	if (c->buf)
+		stor_buf_put(c->s, c->buf, c->buf_size);
+	free(c);
+}
+
+/* A sent read reply's buffer, given back when the bytes left. */
+struct sent_buf {
+	struct storage_service *s;
+	void *p;
+	uint64_t n;
+};
+
+static void read_bulk_free(void *arg)
+{
+	struct sent_buf *b = arg;
+	stor_buf_put(b->s, b->p, b->n);
+	free(b);
+}
+
+static void read_finish(struct read_ctx *c)
+{
+	struct sto_read_res *res = xcalloc(c->n, sizeof(*res));
+	uint64_t out = 0;
+	for (uint32_t i = 0; i < c->n; i++) {
+		int r = c->pre[i] ? c->pre[i] : c->cr[i].result;
+		if (r >= 0 && c->rr[i].chain && !(c->flags & STO_RF_RELAXED)) {
+			uint64_t gen;
+			if (craq_lock_peek(c->tgt[i]->locks, c->cr[i].id, &gen) || gen != c->gen[i])
+				r = -CFS_ENOT_COMMITTED;
+		}
+		res[i].result = r;
+		if (r > 0) {
+			if (out != c->off[i])
+				memmove(c->buf + out, c->buf + c->off[i], (size_t)r);
+			res[i].crc = crc32c(0, c->buf + out, (size_t)r);
+			res[i].commit_ver = c->cr[i].info.commit_ver;
+			out += (uint64_t)r;
+		}
+	}
+	struct sto_read_resp resp = { .n = c->n, .r = res };
+	struct buf b;
+	buf_init(&b);
+	int err = sto_read_resp_encode(&b, &resp);
+	free(res);
+	if (err) {
+		reply_err(c->req, err, "read");
+	} else {
+		struct sent_buf *sb = xmalloc(sizeof(*sb));
+		*sb = (struct sent_buf){ c->s, c->buf, c->buf_size };
+		c->buf = NULL;
+		rpc_reply_bulk(c->req, 0, b.data, (uint32_t)b.len, sb->p, out, read_bulk_free, sb);
+	}
+	buf_fini(&b);
+	struct storage_service *s = c->s;
+	read_ctx_free(c);
+	stor_end(s);
+}
+
+static void read_op_done(struct chunk_op *op)
+{
+	struct read_ctx *c = op->arg;
+	if (op->result < 0)
+		for (size_t i = 0; i < op->nranges; i++)
+			if (op->ranges[i].result >= 0)
+				op->ranges[i].result = op->result;
+	if (atomic_fetch_sub(&c->pending, 1) == 1)
+		read_finish(c);
+}
+
+static void handle_read(struct rpc_req *req, void *arg)
+{
+	struct storage_service *s = arg;
+	uint32_t plen;
+	const uint8_t *p = rpc_req_payload(req, &plen);
+	struct read_ctx *c = xcalloc(1, sizeof(*c));
+	struct sto_read_req m;
+	c->s = s;
+	c->req = req;
+	/* A range takes 32 bytes on the wire: no more fit the payload. */
+	size_t cap = plen >= 8 ? (plen - 8) / 32 : 0;
+	if (cap > STO_MAX_BATCH)
+		cap = STO_MAX_BATCH;
+	c->rr = xcalloc(cap ? cap : 1, sizeof(*c->rr));
+	if (sto_read_req_decode(p, plen, &m, c->rr, cap) || m.n == 0) {
+		read_ctx_free(c);
+		reply_err(req, -CFS_EPROTO, "read: malformed request");
+		return;
+	}
+	int err = stor_begin(s);
+	if (err) {
+		read_ctx_free(c);
+		reply_err(req, err, "read");
+		return;
+	}
+	err = 0;
+	c->n = m.n;
+	c->flags = m.flags;
+	c->cr = xcalloc(m.n, sizeof(*c->cr));
+	c->tgt = xcalloc(m.n, sizeof(*c->tgt));
+	c->gen = xcalloc(m.n, sizeof(*c->gen));
+	c->off = xcalloc(m.n, sizeof(*c->off));
+	c->pre = xcalloc(m.n, sizeof(*c->pre));
+	/* Lay ranges out page-aligned so the engine fills them directly. */
+	uint64_t total = 0;
+	for (uint32_t i = 0; i < m.n; i++) {
+		const struct sto_read_range *r = &c->rr[i];
+		c->tgt[i] = stor_target_by_id(s, r->target);
+		if (!c->tgt[i])
+			c->pre[i] = -ENODEV;
+		else if ((uint64_t)r->off + r->len > CHUNK_MAX_SIZE)
+			c->pre[i] = -EINVAL;
+		else if (r->chain && (err = craq_read_check(s, r->target, r->chain)))
+			c->pre[i] = err;
+		else if (!r->chain && s->mc)
+			c->pre[i] = -CFS_ECHAIN_VERSION;
+		c->off[i] = total;
+		if (!c->pre[i])
+			total += ALIGN4K(r->len);
+		if (total > (256u << 20)) {
+			read_ctx_free(c);
+			reply_err(req, -EMSGSIZE, "read: batch over 256 MiB");
+			stor_end(s);
+			return;
+		}
+	}
+	c->buf_size = total;
+	c->buf = stor_buf_get(s, total);
+	if (!c->buf) {
+		read_ctx_free(c);
+		reply_err(req, -ENOMEM, "read");
+		stor_end(s);
+		return;
+	}
+	for (uint32_t i = 0; i < m.n; i++) {
+		c->cr[i].id = (struct chunk_id){ c->rr[i].ino, c->rr[i].idx };
+		c->cr[i].off = c->rr[i].off;
+		c->cr[i].len = c->rr[i].len;
+		c->cr[i].dst = c->buf + c->off[i];
+		if (!c->pre[i] && c->rr[i].chain) {
+			if (craq_lock_peek(c->tgt[i]->locks, c->cr[i].id, &c->gen[i]) &&
+			    !(m.flags & STO_RF_RELAXED))
+				c->pre[i] = -CFS_ENOT_COMMITTED;
+		}
+	}
+	/* One engine op per run of consecutive ranges on one target. All ops
+	 * are built before the first submit: the last completion frees c. */
+	c->ops = xcalloc(m.n, sizeof(*c->ops));
+	struct stor_target **tg = xcalloc(m.n, sizeof(*tg));
+	size_t nops = 0;
+	for (uint32_t i = 0; i < m.n;) {
+		if (c->pre[i]) {
+			i++;
+			continue;
+		}
+		uint32_t j = i + 1;
+		while (j < m.n && !c->pre[j] && c->tgt[j] == c->tgt[i])
+			j++;
+		c->ops[nops] = (struct chunk_op){ .type = CHUNK_OP_READ, .done = read_op_done,
+						  .arg = c, .ranges = &c->cr[i], .nranges = j - i };
+		tg[nops++] = c->tgt[i];
+		i = j;
+	}
+	c->nops = nops;
+	struct chunk_op *ops = c->ops;
+	if (nops == 0) {
+		free(tg);
+		read_finish(c);
+		return;
+	}
+	atomic_store(&c->pending, nops);
+	for (size_t q = 0; q < nops; q++)
+		chunk_engine_submit(tg[q]->eng, &ops[q]);
+	free(tg);
+}
+
+/* ---- REMOVE ---- */
+
+struct direct_remove {
+	struct chunk_op op;
+	struct storage_service *s;
+	struct rpc_req *req;
+};
+
+static void direct_remove_done(struct chunk_op *op)
+{
+	struct direct_remove *r = op->arg;
+	if (op->result < 0) {
+		reply_err(r->req, op->result, "remove");
+	} else {
+		struct sto_remove_resp resp = { .removed = (uint32_t)op->result };
+		struct buf b;
+		buf_init(&b);
+		sto_remove_resp_encode(&b, &resp);
+		rpc_reply(r->req, 0, b.data, (uint32_t)b.len);
+		buf_fini(&b);
+	}
+	struct storage_service *s = r->s;
+	free(r);
+	stor_end(s);
+}
+
+static void handle_remove(struct rpc_req *req, void *arg)
+{
+	struct storage_service *s = arg;
+	struct sto_remove_req m;
+	uint32_t plen;
+	const uint8_t *p = rpc_req_payload(req, &plen);
+	if (sto_remove_req_decode(p, plen, &m)) {
+		reply_err(req, -CFS_EPROTO, "remove: malformed request");
+		return;
+	}
+	int err = m.begin >= m.end ? -EINVAL : stor_begin(s);
+	if (err) {
+		reply_err(req, err, "remove");
+		return;
+	}
+	if (m.chain) {
+		craq_remove_handle(s, req, &m);
+		return;
+	}
+	struct stor_target *t = stor_target_by_id(s, m.target);
+	if (!t || s->mc) {
+		reply_err(req, t ? -CFS_ECHAIN_VERSION : -ENODEV, "remove: target");
+		stor_end(s);
+		return;
+	}
+	struct direct_remove *r = xcalloc(1, sizeof(*r));
+	r->s = s;
+	r->req = req;
+	r->op = (struct chunk_op){ .type = CHUNK_OP_REMOVE, .done = direct_remove_done, .arg = r,
+				   .id = { m.ino, m.begin }, .end_idx = m.end };
+	chunk_engine_submit(t->eng, &r->op);
+}
+
+/* ---- QUERY ---- */
+
+struct query_ctx {
+	struct chunk_op op;
+	struct storage_service *s;
+	struct rpc_req *req;
+};
+
+static void query_done(struct chunk_op *op)
+{
+	struct query_ctx *q = op->arg;
+	if (op->result < 0) {
+		reply_err(q->req, op->result, "query");
+	} else {
+		struct sto_query_resp r = { .idx = op->id.idx, .len = op->info.len,
+					    .crc = op->info.crc, .chain_ver = op->info.chain_ver,
+					    .commit_ver = op->info.commit_ver,
+					    .pending_ver = op->info.pending_ver };
+		struct buf b;
+		buf_init(&b);
+		sto_query_resp_encode(&b, &r);
+		rpc_reply(q->req, 0, b.data, (uint32_t)b.len);
+		buf_fini(&b);
+	}
+	struct storage_service *s = q->s;
+	free(q);
+	stor_end(s);
+}
+
+static void handle_query(struct rpc_req *req, void *arg)
+{
+	struct storage_service *s = arg;
+	struct sto_query_req m;
+	uint32_t plen;
+	const uint8_t *p = rpc_req_payload(req, &plen);
+	if (sto_query_req_decode(p, plen, &m)) {
+		reply_err(req, -CFS_EPROTO, "query: malformed request");
+		return;
+	}
+	struct stor_target *t = stor_target_by_id(s, m.target);
+	int err = !t ? -ENODEV : m.chain ? craq_read_check(s, m.target, m.chain) : 0;
+	if (err || (err = stor_begin(s))) {
+		reply_err(req, err, "query");
+		return;
+	}
+	struct query_ctx *q = xcalloc(1, sizeof(*q));
+	q->s = s;
+	q->req = req;
+	q->op = (struct chunk_op){ .type = m.last ? CHUNK_OP_QUERY_LAST : CHUNK_OP_QUERY,
+				   .done = query_done, .arg = q, .id = { m.ino, m.idx } };
+	chunk_engine_submit(t->eng, &q->op);
+}
+
+/* ---- STAT ---- */
+
+static void handle_stat(struct rpc_req *req, void *arg)
+{
+	struct storage_service *s = arg;
+	struct sto_stat_req m;
+	uint32_t plen;
+	const uint8_t *p = rpc_req_payload(req, &plen);
+	if (sto_stat_req_decode(p, plen, &m)) {
+		reply_err(req, -CFS_EPROTO, "stat: malformed request");
+		return;
+	}
+	struct stor_target *t = stor_target_by_id(s, m.target);
+	if (!t) {
+		reply_err(req, -ENODEV, "stat: target");
+		return;
+	}
+	struct chunk_engine_stat st;
+	chunk_engine_get_stat(t->eng, &st);
+	struct sto_stat_resp r = { .capacity = st.capacity, .used = st.used, .chunks = st.chunks,
+				   .corrupt_reads = st.corrupt_reads };
+	struct buf b;
+	buf_init(&b);
+	sto_stat_resp_encode(&b, &r);
+	rpc_reply(req, 0, b.data, (uint32_t)b.len);
+	buf_fini(&b);
+}
+
+static void handle_dump(struct rpc_req *req, void *arg) { craq_dump_handle(arg, req); }
+static void handle_sync_done(struct rpc_req *req, void *arg) { craq_sync_done_handle(arg, req); }
+
+/* ---- lifecycle ---- */
+
+/* A target's id is node * 1000 + its position in --targets: the position
+ * is recorded in DIR/slot at first start, and a directory listed at
+ * another position later is refused (its chunks belong to the other id). */
+static int check_slot(const struct stor_target *t, char *err, size_t errlen)
+{
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/slot", t->dir);
+	FILE *f = fopen(path, "r");
+	if (f) {
+		unsigned v = 0;
+		int ok = fscanf(f, "%u", &v) == 1;
+		fclose(f);
+		if (!ok || v != t->slot) {
+			snprintf(err, errlen,
+				 "target %s was number %u in --targets, now %u: keep the order",
+				 t->dir, v, t->slot);
+			return -EINVAL;
+		}
+		return 0;
+	}
+	f = fopen(path, "w");
+	if (!f || fprintf(f, "%u\n", t->slot) < 0 || fflush(f) || fsync(fileno(f))) {
+		int e = errno;
+		if (f)
+			fclose(f);
+		snprintf(err, errlen, "target %s: cannot record its slot: %s", t->dir, strerror(e));
+		return -e;
+	}
+	fclose(f);
+	return 0;
+}
+
+uint16_t storage_service_port(const struct storage_service *s) { return rpc_server_port(s->srv); }
+
+int storage_service_new(const struct storage_service_opts *o, struct storage_service **out,
+			char *err, size_t errlen)
+{
+	struct storage_service *s = xcalloc(1, sizeof(*s));
+	int rc;
+	if (o->n_targets == 0 || o->n_targets > 999) {
+		snprintf(err, errlen, "need 1..999 target directories");
+		rc = -EINVAL;
+		goto fail;
+	}
+	pthread_mutex_init(&s->link_mu, NULL);
+	pthread_cond_init(&s->link_cv, NULL);
+	s->dedup = craq_dedup_new();
+	s->sched = craq_sched_new();
+	s->pool = chunk_bufpool_new(512u << 20);
+	s->t = xcalloc(o->n_targets, sizeof(*s->t));
+	for (size_t i = 0; i < o->n_targets; i++) {
+		struct stor_target *t = &s->t[i];
+		struct chunk_engine_cfg cfg;
+		chunk_engine_cfg_default(&cfg);
+		cfg.dir = o->target_dirs[i];
+		cfg.capacity = o->capacity;
+		if (o->sync < 0)
+			cfg.sync = 0;
+		t->slot = (uint32_t)i + 1;
+		t->dir = xstrdup(o->target_dirs[i]);
+		t->locks = craq_locks_new();
+		atomic_store(&t->local_state, CHAIN_LS_OFFLINE);
+		s->nt = i + 1;
+		if ((rc = chunk_engine_open(&cfg, &t->eng))) {
+			snprintf(err, errlen, "target %s: %s", t->dir, cfs_strerror(rc));
+			goto fail;
+		}
+		if ((rc = check_slot(t, err, errlen)))
+			goto fail;
+	}
+	struct rpc_opts ro = { .cluster_id = o->cluster_id, .secret = o->secret,
+			       .secret_len = o->secret_len,
+			       .nthreads = o->rpc_threads > 0 ? o->rpc_threads : 2,
+			       .max_bulk = (uint64_t)CHUNK_MAX_SIZE + PAGE,
+			       .max_outq = 256u << 20 };
+	if ((rc = rpc_server_new(&ro, &s->srv))) {
+		snprintf(err, errlen, "rpc server: %s", cfs_strerror(rc));
+		goto fail;
+	}
+	struct rpc_handler h = { .arg = s };
+	h.fn = handle_read;
+	rpc_server_handle(s->srv, STO_MSG_READ, &h);
+	h.fn = handle_remove;
+	rpc_server_handle(s->srv, STO_MSG_REMOVE, &h);
+	h.fn = handle_query;
+	rpc_server_handle(s->srv, STO_MSG_QUERY, &h);
+	h.fn = handle_stat;
+	rpc_server_handle(s->srv, STO_MSG_STAT, &h);
+	h.fn = handle_dump;
+	rpc_server_handle(s->srv, STO_MSG_DUMP, &h);
+	h.fn = handle_sync_done;
+	rpc_server_handle(s->srv, STO_MSG_SYNC_DONE, &h);
+	h.fn = handle_write;
+	h.bulk_dest = write_bulk_dest;
+	h.bulk_drop = write_bulk_drop;
+	rpc_server_handle(s->srv, STO_MSG_WRITE, &h);
+	if ((rc = rpc_server_start(s->srv, o->listen, err, errlen)))
+		goto fail;
+	if (o->advertise && *o->advertise) {
+		snprintf(s->advertise, sizeof(s->advertise), "%s", o->advertise);
+	} else {
+		char host[48];
+		snprintf(host, sizeof(host), "%.47s", o->listen);
+		char *colon = strrchr(host, ':');
+		if (colon)
+			*colon = 0;
+		snprintf(s->advertise, sizeof(s->advertise), "%s:%u", host,
+			 (unsigned)rpc_server_port(s->srv));
+	}
+	if (o->n_mgmtd) {
+		ro.nthreads = 1;
+		ro.conns_per_peer = 2;
+		if ((rc = rpc_client_new(&ro, &s->cli))) {
+			snprintf(err, errlen, "rpc client: %s", cfs_strerror(rc));
+			goto fail;
+		}
+		if ((rc = mgmtd_link_start(s, o, err, errlen)))
+			goto fail;
+	} else {
+		for (size_t i = 0; i < s->nt; i++)
+			atomic_store(&s->t[i].started, 1);
+	}
+	LOG_NOTICE("storage", "serving: addr=%s targets=%zu mgmtd=%zu", s->advertise, s->nt,
+		   o->n_mgmtd);
+	*out = s;
+	return 0;
+fail:
+	storage_service_free(s);
+	return rc;
+}
+
+void storage_service_free(struct storage_service *s)
+{
+	if (!s)
+		return;
+	atomic_store(&s->stopping, 1);
+	mgmtd_link_stop(s);
+	/* Requests in flight end quickly once stopping is set (chain retries
+	 * give up); wait for them, bounded, before tearing down what their
+	 * callbacks use. */
+	for (int i = 0; i < 1000 && atomic_load(&s->inflight); i++)
+		clock_sleep_ms(10);
+	if (atomic_load(&s->inflight))
+		LOG_WARN("storage", "stopping with requests in flight: n=%llu",
+			 (unsigned long long)atomic_load(&s->inflight));
+	rpc_client_free(s->cli);
+	craq_sched_free(s->sched);
+	rpc_server_free(s->srv);
+	mgmtd_client_free(s->mc);
+	for (size_t i = 0; i < s->nt; i++) {
+		chunk_engine_close(s->t[i].eng);
+		craq_locks_free(s->t[i].locks);
+		free(s->t[i].dir);
+	}
+	free(s->t);
+	craq_dedup_free(s->dedup);
+	chunk_bufpool_free(s->pool);
+	pthread_mutex_destroy(&s->link_mu);
+	pthread_cond_destroy(&s->link_cv);
+	free(s);
+}

@@ -1,0 +1,108 @@
+/* fuzz_storage_proto.c - every storage message decoder (storage_proto.h)
+ * over arbitrary bytes. The first byte picks the decoder; a successful
+ * decode is re-encoded and decoded again, and must give the same fields. */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/buf.h"
+#include "storage/storage_proto.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void check(int cond)
+{
+	if (!cond)
+		abort();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (size < 1)
+		return 0;
+	const uint8_t *p = data + 1;
+	size_t n = size - 1;
+	struct buf b;
+	buf_init(&b);
+	switch (data[0] % 11) {
+	case 0: {
+		struct sto_write_req m, m2;
+		if (!sto_write_req_decode(p, n, &m)) {
+			check(!sto_write_req_encode(&b, &m));
+			check(!sto_write_req_decode(b.data, b.len, &m2));
+			check(m.ino == m2.ino && m.len == m2.len && m.seq == m2.seq && m.flags == m2.flags);
+		}
+		break;
+	}
+	case 1: {
+		struct sto_write_resp m;
+		sto_write_resp_decode(p, n, &m);
+		break;
+	}
+	case 2: {
+		static struct sto_read_range r[STO_MAX_BATCH], r2[STO_MAX_BATCH];
+		struct sto_read_req m, m2;
+		if (!sto_read_req_decode(p, n, &m, r, STO_MAX_BATCH)) {
+			check(!sto_read_req_encode(&b, &m));
+			check(!sto_read_req_decode(b.data, b.len, &m2, r2, STO_MAX_BATCH));
+			check(m.n == m2.n);
+			for (uint32_t i = 0; i < m.n; i++)
+				check(r[i].ino == r2[i].ino && r[i].len == r2[i].len);
+		}
+		break;
+	}
+	case 3: {
+		static struct sto_read_res r[STO_MAX_BATCH];
+		struct sto_read_resp m;
+		sto_read_resp_decode(p, n, &m, r, 16);
+		break;
+	}
+	case 4: {
+		struct sto_remove_req m;
+		sto_remove_req_decode(p, n, &m);
+		break;
+	}
+	case 5: {
+		struct sto_remove_resp m;
+		sto_remove_resp_decode(p, n, &m);
+		break;
+	}
+	case 6: {
+		struct sto_query_req m;
+		struct sto_query_resp r;
+		sto_query_req_decode(p, n, &m);
+		sto_query_resp_decode(p, n, &r);
+		break;
+	}
+	case 7: {
+		struct sto_stat_req m;
+		struct sto_stat_resp r;
+		sto_stat_req_decode(p, n, &m);
+		sto_stat_resp_decode(p, n, &r);
+		break;
+	}
+	case 8: {
+		struct sto_dump_req m;
+		if (!sto_dump_req_decode(p, n, &m))
+			check(m.max >= 1 && m.max <= STO_MAX_DUMP);
+		break;
+	}
+	case 9: {
+		static struct sto_dump_ent e[STO_MAX_DUMP];
+		struct sto_dump_resp m;
+		if (!sto_dump_resp_decode(p, n, &m, e, STO_MAX_DUMP)) {
+			check(m.n <= STO_MAX_DUMP);
+			check(!sto_dump_resp_encode(&b, &m));
+		}
+		break;
+	}
+	default: {
+		struct sto_sync_done_req m;
+		sto_sync_done_req_decode(p, n, &m);
+		break;
+	}
+	}
+	buf_fini(&b);
+	return 0;
+}

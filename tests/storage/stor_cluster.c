@@ -1,0 +1,192 @@
+/* stor_cluster.c - the test cluster helper (stor_cluster.h). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "stor_cluster.h"
+#include "testenv.h"
+
+void stor_cluster_init(struct stor_cluster *c, const char *tag, int nodes, int targets_per_node,
+		       uint32_t hb_timeout_ms)
+{
+	memset(c, 0, sizeof(*c));
+	assert_true(nodes >= 1 && nodes <= SC_MAX_NODES);
+	c->dir = testenv_tmpdir(tag);
+	c->n = nodes;
+	c->targets_per_node = targets_per_node;
+	c->hb_timeout_ms = hb_timeout_ms;
+	snprintf(c->secret_path, sizeof(c->secret_path), "%s/secret", c->dir);
+	FILE *f = fopen(c->secret_path, "w");
+	assert_non_null(f);
+	fputs(SC_SECRET "\n", f);
+	fclose(f);
+	snprintf(c->kv_url, sizeof(c->kv_url), "lmdb://%s/kv", c->dir);
+	for (int i = 0; i < nodes; i++) {
+		struct sc_node *n = &c->node[i];
+		n->port = testenv_free_port();
+		snprintf(n->addr, sizeof(n->addr), "127.0.0.1:%u", n->port);
+		for (int k = 0; k < targets_per_node; k++)
+			snprintf(n->dirs[k], sizeof(n->dirs[k]), "%s/n%d-t%d", c->dir, i, k);
+		snprintf(n->log, sizeof(n->log), "%s/storage-%d.log", c->dir, i);
+	}
+}
+
+static void wait_port(uint16_t port)
+{
+	uint64_t deadline = clock_mono_ms() + 15000;
+	while (!testenv_port_open(port) && clock_mono_ms() < deadline)
+		clock_sleep_ms(20);
+	assert_true(testenv_port_open(port));
+}
+
+void stor_cluster_start_mgmtd(struct stor_cluster *c)
+{
+	char hb[32];
+	if (!c->mgmtd_port) {
+		c->mgmtd_port = testenv_free_port();
+		snprintf(c->mgmtd_addr, sizeof(c->mgmtd_addr), "127.0.0.1:%u", c->mgmtd_port);
+		snprintf(c->mgmtd_log, sizeof(c->mgmtd_log), "%s/mgmtd.log", c->dir);
+	}
+	snprintf(hb, sizeof(hb), "%ums", c->hb_timeout_ms);
+	char *argv[] = { (char *)testenv_chainfs(), "mgmtd", "--kv", c->kv_url, "--listen",
+			 c->mgmtd_addr, "--cluster-id", SC_CLUSTER, "--secret-file",
+			 c->secret_path, "--heartbeat-timeout", hb, "--lease", "1s",
+			 "--log-level", "info", NULL };
+	c->mgmtd_pid = testenv_spawn(argv, c->mgmtd_log);
+	wait_port(c->mgmtd_port);
+}
+
+void stor_cluster_start_storage(struct stor_cluster *c, int i)
+{
+	struct sc_node *n = &c->node[i];
+	char targets[1500], fence[32];
+	if (c->targets_per_node == 2)
+		snprintf(targets, sizeof(targets), "%s,%s", n->dirs[0], n->dirs[1]);
+	else
+		snprintf(targets, sizeof(targets), "%s", n->dirs[0]);
+	snprintf(fence, sizeof(fence), "%u", c->hb_timeout_ms / 2);
+	char *argv[24];
+	int k = 0;
+	argv[k++] = (char *)testenv_chainfs();
+	argv[k++] = "storage";
+	argv[k++] = "--targets";
+	argv[k++] = targets;
+	argv[k++] = "--listen";
+	argv[k++] = n->addr;
+	argv[k++] = "--cluster-id";
+	argv[k++] = SC_CLUSTER;
+	argv[k++] = "--secret-file";
+	argv[k++] = c->secret_path;
+	argv[k++] = "--log-level";
+	argv[k++] = "info";
+	argv[k++] = "--sync=0";
+	if (c->mgmtd_port) {
+		argv[k++] = "--mgmtd";
+		argv[k++] = c->mgmtd_addr;
+		argv[k++] = "--fence-ms";
+		argv[k++] = fence;
+		argv[k++] = "--heartbeat-ms";
+		argv[k++] = "200";
+	}
+	argv[k] = NULL;
+	n->pid = testenv_spawn(argv, n->log);
+	wait_port(n->port);
+}
+
+void stor_cluster_signal(struct stor_cluster *c, int i, int sig)
+{
+	struct sc_node *n = &c->node[i];
+	if (n->pid <= 0)
+		return;
+	int st = testenv_kill(n->pid, sig);
+	if (sig == SIGKILL || sig == SIGTERM)
+		n->pid = 0;
+	if (sig == SIGTERM) {
+		/* A clean stop exits 0: no sanitizer report, nothing stuck. */
+		if (!WIFEXITED(st) || WEXITSTATUS(st))
+			print_message("storage %d exit status %d; log %s\n", i, st, n->log);
+		assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+}
+
+int stor_cluster_admin(struct stor_cluster *c, char *out, size_t outlen, const char *cmd, ...)
+{
+	char path[700];
+	char *argv[32];
+	int n = 0;
+	va_list ap;
+	snprintf(path, sizeof(path), "%s/admin.out", c->dir);
+	argv[n++] = (char *)testenv_chainfs();
+	argv[n++] = "admin";
+	argv[n++] = (char *)cmd;
+	argv[n++] = "--mgmtd";
+	argv[n++] = c->mgmtd_addr;
+	argv[n++] = "--cluster-id";
+	argv[n++] = SC_CLUSTER;
+	argv[n++] = "--secret-file";
+	argv[n++] = c->secret_path;
+	va_start(ap, cmd);
+	for (const char *a; (a = va_arg(ap, const char *)) && n < 31;)
+		argv[n++] = (char *)a;
+	va_end(ap);
+	argv[n] = NULL;
+	unlink(path);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	int st = 0;
+	uint64_t deadline = clock_mono_ms() + 20000;
+	for (;;) {
+		if (waitpid(pid, &st, WNOHANG) == pid)
+			break;
+		if (clock_mono_ms() > deadline) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			return -1;
+		}
+		clock_sleep_ms(10);
+	}
+	if (out && outlen) {
+		out[0] = 0;
+		FILE *f = fopen(path, "r");
+		if (f) {
+			size_t r = fread(out, 1, outlen - 1, f);
+			out[r] = 0;
+			fclose(f);
+		}
+	}
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+void stor_cluster_fini(struct stor_cluster *c)
+{
+	for (int i = 0; i < c->n; i++)
+		if (c->node[i].pid > 0) {
+			testenv_kill(c->node[i].pid, SIGKILL);
+			c->node[i].pid = 0;
+		}
+	if (c->mgmtd_pid > 0)
+		testenv_kill(c->mgmtd_pid, SIGKILL);
+	c->mgmtd_pid = 0;
+	free(c->dir);
+	c->dir = NULL;
+}

@@ -1,0 +1,748 @@
+/* test_craq.c - CRAQ chain replication with failures (issue 5), on real
+ * processes: mgmtd (heartbeat timeout T = 2 s, services fence at T/2) and
+ * three `chainfs storage` services with one target each, one chain of 3.
+ *
+ * A writer thread keeps writing whole 64 KiB chunks whose bytes derive
+ * from a unique seed stored in their first 8 bytes, and reads chunks back
+ * through the chain between writes. It fails the test when a read returns
+ * bytes that are not exactly some seed's pattern, or a seed other than the
+ * last acknowledged one or one whose write failed after it (those may or
+ * may not have been applied). At the end every SERVING replica is read
+ * directly: all must hold the same seed per chunk, and it must be one the
+ * writer may accept, so no acknowledged write was lost.
+ *   kill_middle / kill_head / kill_tail
+ *                 kill -9 that target's service during writes; writes go
+ *                 on once mgmtd moved it out; restart it: it reports
+ *                 OFFLINE, then ONLINE, is resynced while writes go on,
+ *                 and becomes SERVING again
+ *   kill_two      kill -9 two of three: writes go on with the last one;
+ *                 both come back through resync
+ *   lastsrv       then kill the last too: it becomes LASTSRV; the stale
+ *                 two return first and wait; the LASTSRV one returns,
+ *                 serves first, and the others resync from it
+ *   stale         a write with an old chain version is rejected with
+ *                 -CFS_ECHAIN_VERSION, one sent to a non-head with
+ *                 -CFS_ENOT_HEAD; a repeated (client, channel, seq) is
+ *                 applied once (same version on every replica); truncate
+ *                 and remove go through the chain; with mgmtd stopped (SIGSTOP) a
+ *                 service answers -CFS_EFENCED after T/2, and serves
+ *                 again after SIGCONT
+ *   full_restart  kill -9 every storage service and mgmtd, restart all:
+ *                 every acknowledged write is back on all three replicas
+ *   concurrent    four writers replace one chunk concurrently: every
+ *                 replica ends with the same single writer's contents
+ * Every wait is bounded.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/storage_client.h"
+#include "common/clock.h"
+#include "common/crc32c.h"
+#include "common/status.h"
+#include "common/wire.h"
+#include "mgmtd/mgmtd_client.h"
+#include "net/rpc.h"
+#include "stor_cluster.h"
+#include "testenv.h"
+
+#define T_MS 2000
+#define NIDX 8
+#define CLEN 65536
+#define INO 500
+#define MAXCAND 64
+
+struct env {
+	struct stor_cluster sc;
+	struct mgmtd_client *obs;
+	struct storage_client *cli;
+	uint32_t chain;
+};
+
+static const char *const *one_addr(const char *a)
+{
+	static __thread const char *arr[1];
+	arr[0] = a;
+	return arr;
+}
+
+static bool get_chain(struct env *e, struct route_chain *out)
+{
+	struct mgmtd_routing *snap = mgmtd_client_routing(e->obs);
+	const struct route_chain *c = snap ? route_find_chain(mgmtd_routing_info(snap), e->chain) : NULL;
+	if (c)
+		*out = *c;
+	mgmtd_routing_put(snap);
+	return c != NULL;
+}
+
+/* Index in sc.node of the service holding TARGET, or -1. */
+static int node_of(struct env *e, uint32_t target)
+{
+	struct mgmtd_routing *snap = mgmtd_client_routing(e->obs);
+	int idx = -1;
+	if (snap) {
+		const struct route_info *ri = mgmtd_routing_info(snap);
+		const struct route_target *t = route_find_target(ri, target);
+		const struct route_node *n = t ? route_find_node(ri, t->node_id) : NULL;
+		for (int i = 0; n && i < e->sc.n; i++)
+			if (!strcmp(n->addr, e->sc.node[i].addr))
+				idx = i;
+	}
+	mgmtd_routing_put(snap);
+	return idx;
+}
+
+static int count_state(const struct route_chain *c, enum chain_pub_state ps)
+{
+	int n = 0;
+	for (uint32_t i = 0; i < c->n; i++)
+		n += c->m[i].state == ps;
+	return n;
+}
+
+/* Waits until the chain has NSERV serving targets (and TARGET, if not 0,
+ * has state PS). */
+static bool wait_chain(struct env *e, int nserv, uint32_t target, enum chain_pub_state ps,
+		       int timeout_ms)
+{
+	uint64_t deadline = clock_mono_ms() + (uint64_t)timeout_ms;
+	while (clock_mono_ms() < deadline) {
+		struct route_chain c;
+		if (get_chain(e, &c) && count_state(&c, CHAIN_PS_SERVING) == nserv) {
+			bool ok = !target;
+			for (uint32_t i = 0; i < c.n; i++)
+				if (c.m[i].target_id == target && c.m[i].state == ps)
+					ok = true;
+			if (ok)
+				return true;
+		}
+		clock_sleep_ms(50);
+	}
+	return false;
+}
+
+static int count_targets(struct env *e)
+{
+	struct mgmtd_routing *snap = mgmtd_client_routing(e->obs);
+	int n = snap ? (int)mgmtd_routing_info(snap)->n_targets : 0;
+	mgmtd_routing_put(snap);
+	return n;
+}
+
+static void env_up(struct env *e, const char *tag)
+{
+	memset(e, 0, sizeof(*e));
+	stor_cluster_init(&e->sc, tag, 3, 1, T_MS);
+	stor_cluster_start_mgmtd(&e->sc);
+	char out[4096];
+	assert_int_equal(stor_cluster_admin(&e->sc, out, sizeof(out), "init-cluster", NULL), 0);
+	for (int i = 0; i < 3; i++)
+		stor_cluster_start_storage(&e->sc, i);
+	struct mgmtd_client_opts mo = { .mgmtd_addrs = one_addr(e->sc.mgmtd_addr), .n_mgmtd = 1,
+					.cluster_id = SC_CLUSTER, .secret = (const uint8_t *)SC_SECRET,
+					.secret_len = strlen(SC_SECRET), .poll_wait_ms = 1000 };
+	char err[256];
+	assert_int_equal(mgmtd_client_new(&mo, &e->obs, err, sizeof(err)), 0);
+	uint64_t deadline = clock_mono_ms() + 15000;
+	while (count_targets(e) < 3 && clock_mono_ms() < deadline)
+		clock_sleep_ms(50);
+	assert_int_equal(count_targets(e), 3);
+	int rc = stor_cluster_admin(&e->sc, out, sizeof(out), "create-chain-table", "--replicas", "3",
+				    NULL);
+	if (rc)
+		print_message("create-chain-table: %s\n", out);
+	assert_int_equal(rc, 0);
+	e->chain = 1000001;
+	assert_true(wait_chain(e, 3, 0, 0, 15000));
+	struct storage_client_opts co = { .cluster_id = SC_CLUSTER,
+					  .secret = (const uint8_t *)SC_SECRET,
+					  .secret_len = strlen(SC_SECRET),
+					  .mgmtd_addrs = one_addr(e->sc.mgmtd_addr), .n_mgmtd = 1,
+					  .timeout_ms = 5000, .retry_budget_ms = 30000 };
+	assert_int_equal(storage_client_new(&co, &e->cli, err, sizeof(err)), 0);
+	/* Every target has left startup fencing once a write goes through. */
+	uint8_t b[16] = { 0 };
+	struct storage_loc loc = { .chain = e->chain };
+	assert_int_equal(storage_client_write(e->cli, &loc, 1, 0, 0, sizeof(b), b, 0, NULL), 0);
+}
+
+static void env_down(struct env *e)
+{
+	storage_client_free(e->cli);
+	mgmtd_client_free(e->obs);
+	for (int i = 0; i < e->sc.n; i++)
+		stor_cluster_signal(&e->sc, i, SIGTERM);
+	stor_cluster_fini(&e->sc);
+}
+
+/* ---- checksummed contents ---- */
+
+static void gen(uint64_t seed, uint8_t *p, size_t n)
+{
+	uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+	wire_store_u64(p, seed);
+	for (size_t i = 8; i < n; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		p[i] = (uint8_t)x;
+	}
+}
+
+/* The seed whose pattern P is, or 0 when P is no pattern (a mix). */
+static uint64_t seed_of(const uint8_t *p, size_t n)
+{
+	uint64_t seed = wire_load_u64(p);
+	if (!seed)
+		return 0;
+	uint8_t *tmp = malloc(n);
+	gen(seed, tmp, n);
+	bool ok = !memcmp(tmp, p, n);
+	free(tmp);
+	return ok ? seed : 0;
+}
+
+struct writer {
+	struct env *e;
+	pthread_t th;
+	atomic_int stop;
+	pthread_mutex_t mu;
+	uint64_t acked[NIDX];
+	uint64_t cand[NIDX][MAXCAND];
+	int ncand[NIDX];
+	atomic_uint_fast64_t writes, errors, reads;
+	atomic_int failed;
+	uint64_t base; /* seeds are base + 1, base + 2, ... */
+	char why[256];
+};
+
+static bool acceptable(struct writer *w, uint32_t idx, uint64_t seed)
+{
+	if (seed == w->acked[idx])
+		return true;
+	for (int k = 0; k < w->ncand[idx]; k++)
+		if (w->cand[idx][k] == seed)
+			return true;
+	return false;
+}
+
+__attribute__((format(printf, 2, 0))) static void writer_fail(struct writer *w,
+							   const char *fmt, uint64_t a,
+							   uint64_t b)
+{
+	if (atomic_exchange(&w->failed, 1))
+		return;
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+	snprintf(w->why, sizeof(w->why), fmt, (unsigned long long)a, (unsigned long long)b);
+#pragma GCC diagnostic pop
+}
+
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+	uint8_t *buf = malloc(CLEN), *rd = malloc(CLEN);
+	struct storage_loc loc = { .chain = w->e->chain };
+	uint64_t seq = w->base;
+	while (!atomic_load(&w->stop) && !atomic_load(&w->failed)) {
+		uint64_t seed = ++seq;
+		uint32_t idx = (uint32_t)(seed % NIDX);
+		gen(seed, buf, CLEN);
+		int rc = storage_client_write(w->e->cli, &loc, INO, idx, 0, CLEN, buf, 0, NULL);
+		pthread_mutex_lock(&w->mu);
+		if (!rc) {
+			w->acked[idx] = seed;
+			w->ncand[idx] = 0;
+			atomic_fetch_add(&w->writes, 1);
+		} else {
+			if (w->ncand[idx] < MAXCAND)
+				w->cand[idx][w->ncand[idx]++] = seed;
+			atomic_fetch_add(&w->errors, 1);
+		}
+		pthread_mutex_unlock(&w->mu);
+		if (seed % 3)
+			continue;
+		uint32_t ridx = (uint32_t)((seed / 3) % NIDX);
+		struct storage_read r = { .loc = loc, .ino = INO, .idx = ridx, .len = CLEN, .dst = rd };
+		storage_client_read(w->e->cli, &r, 1, 0);
+		pthread_mutex_lock(&w->mu);
+		if (r.result == CLEN) {
+			uint64_t got = seed_of(rd, CLEN);
+			if (!got)
+				writer_fail(w, "chunk %llu: read bytes of no single write (first seed %llu)",
+					    ridx, wire_load_u64(rd));
+			else if (!acceptable(w, ridx, got))
+				writer_fail(w, "chunk %llu: read seed %llu, never acknowledged or lost",
+					    ridx, got);
+			atomic_fetch_add(&w->reads, 1);
+		} else if (r.result == -ENOENT && w->acked[ridx]) {
+			writer_fail(w, "chunk %llu: acknowledged seed %llu is gone", ridx,
+				    w->acked[ridx]);
+		}
+		pthread_mutex_unlock(&w->mu);
+	}
+	free(buf);
+	free(rd);
+	return NULL;
+}
+
+static void writer_start(struct writer *w, struct env *e, const struct writer *prev)
+{
+	memset(w, 0, sizeof(*w));
+	w->e = e;
+	if (prev) {
+		memcpy(w->acked, prev->acked, sizeof(w->acked));
+		memcpy(w->cand, prev->cand, sizeof(w->cand));
+		memcpy(w->ncand, prev->ncand, sizeof(w->ncand));
+		w->base = prev->base + 1000000;
+	}
+	pthread_mutex_init(&w->mu, NULL);
+	assert_int_equal(pthread_create(&w->th, NULL, writer_main, w), 0);
+}
+
+static void writer_stop(struct writer *w)
+{
+	atomic_store(&w->stop, 1);
+	pthread_join(w->th, NULL);
+	if (atomic_load(&w->failed))
+		print_message("writer: %s\n", w->why);
+	assert_false(atomic_load(&w->failed));
+	print_message("writer: %llu writes, %llu errors, %llu reads\n",
+		      (unsigned long long)atomic_load(&w->writes),
+		      (unsigned long long)atomic_load(&w->errors),
+		      (unsigned long long)atomic_load(&w->reads));
+}
+
+/* Waits until N more writes were acknowledged. */
+static bool writes_progress(struct writer *w, uint64_t n, int timeout_ms)
+{
+	uint64_t target = atomic_load(&w->writes) + n;
+	uint64_t deadline = clock_mono_ms() + (uint64_t)timeout_ms;
+	while (clock_mono_ms() < deadline && !atomic_load(&w->failed)) {
+		if (atomic_load(&w->writes) >= target)
+			return true;
+		clock_sleep_ms(20);
+	}
+	return false;
+}
+
+/* Reads every chunk from every SERVING replica directly. */
+static void verify_replicas(struct env *e, struct writer *w)
+{
+	struct route_chain c;
+	assert_true(get_chain(e, &c));
+	uint8_t *rd = malloc(CLEN);
+	for (uint32_t idx = 0; idx < NIDX; idx++) {
+		uint64_t first = 0;
+		int nrep = 0;
+		for (uint32_t k = 0; k < c.n; k++) {
+			if (c.m[k].state != CHAIN_PS_SERVING)
+				continue;
+			int ni = node_of(e, c.m[k].target_id);
+			assert_true(ni >= 0);
+			struct storage_read r = { .loc = { .chain = e->chain, .addr = e->sc.node[ni].addr,
+							   .target = c.m[k].target_id },
+						  .ino = INO, .idx = idx, .len = CLEN, .dst = rd };
+			assert_int_equal(storage_client_read(e->cli, &r, 1, 0), 0);
+			if (w->acked[idx] == 0 && w->ncand[idx] == 0) {
+				assert_int_equal(r.result, -ENOENT);
+				continue;
+			}
+			if (r.result != CLEN)
+				print_message("chunk %u on target %u: %s\n", idx, c.m[k].target_id,
+					      r.result < 0 ? cfs_strerror(r.result) : "short");
+			assert_int_equal(r.result, CLEN);
+			uint64_t s = seed_of(rd, CLEN);
+			if (!s || !acceptable(w, idx, s))
+				print_message("chunk %u on target %u: seed %llu, acked %llu\n", idx,
+					      c.m[k].target_id, (unsigned long long)wire_load_u64(rd),
+					      (unsigned long long)w->acked[idx]);
+			assert_true(s && acceptable(w, idx, s));
+			if (nrep++ == 0)
+				first = s;
+			assert_int_equal(s, first);
+		}
+		assert_true(nrep == 0 || nrep == (int)count_state(&c, CHAIN_PS_SERVING));
+	}
+	free(rd);
+}
+
+/* Kills the services of the chain members at positions POS[0..n), checks
+ * writes go on, restarts them and waits for all to serve again. */
+static void kill_and_recover(const char *tag, const int *pos, int n)
+{
+	struct env e;
+	env_up(&e, tag);
+	struct writer w;
+	writer_start(&w, &e, NULL);
+	assert_true(writes_progress(&w, 20, 20000));
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	uint32_t victims[3];
+	int nodes[3];
+	for (int i = 0; i < n; i++) {
+		victims[i] = c.m[pos[i]].target_id;
+		nodes[i] = node_of(&e, victims[i]);
+		assert_true(nodes[i] >= 0);
+	}
+	for (int i = 0; i < n; i++)
+		stor_cluster_signal(&e.sc, nodes[i], SIGKILL);
+	/* mgmtd notices after T and moves them out; writes continue. */
+	assert_true(wait_chain(&e, 3 - n, victims[0], CHAIN_PS_OFFLINE, 20000));
+	assert_true(writes_progress(&w, 20, 20000));
+	for (int i = 0; i < n; i++)
+		stor_cluster_start_storage(&e.sc, nodes[i]);
+	if (!wait_chain(&e, 3, 0, 0, 60000)) {
+		struct route_chain now;
+		get_chain(&e, &now);
+		for (uint32_t k = 0; k < now.n; k++)
+			print_message("member %u: %s\n", now.m[k].target_id,
+				      chain_pub_state_name(now.m[k].state));
+		fail_msg("chain did not recover");
+	}
+	assert_true(writes_progress(&w, 20, 20000));
+	writer_stop(&w);
+	verify_replicas(&e, &w);
+	env_down(&e);
+}
+
+static void test_kill_middle(void **state)
+{
+	(void)state;
+	int pos[] = { 1 };
+	kill_and_recover("craq-mid", pos, 1);
+}
+
+static void test_kill_head(void **state)
+{
+	(void)state;
+	int pos[] = { 0 };
+	kill_and_recover("craq-head", pos, 1);
+}
+
+static void test_kill_tail(void **state)
+{
+	(void)state;
+	int pos[] = { 2 };
+	kill_and_recover("craq-tail", pos, 1);
+}
+
+static void test_kill_two(void **state)
+{
+	(void)state;
+	int pos[] = { 1, 2 };
+	kill_and_recover("craq-two", pos, 2);
+}
+
+static void test_stale(void **state)
+{
+	(void)state;
+	struct env e;
+	env_up(&e, "craq-stale");
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	struct rpc_opts ro = { .cluster_id = SC_CLUSTER, .secret = (const uint8_t *)SC_SECRET,
+			       .secret_len = strlen(SC_SECRET) };
+	struct rpc_client *rc;
+	assert_int_equal(rpc_client_new(&ro, &rc), 0);
+	uint8_t data[4096];
+	gen(99, data, sizeof(data));
+	struct sto_write_req m = { .target = c.m[0].target_id, .chain = e.chain,
+				   .chain_ver = c.version + 1, .ino = 9, .idx = 0,
+				   .len = sizeof(data), .crc = crc32c(0, data, sizeof(data)) };
+	for (int k = 0; k < 3; k++) {
+		if (k == 1)
+			m.chain_ver = c.version - 1 ? c.version - 1 : 0;
+		if (k == 2) {
+			m.chain_ver = c.version;
+			m.target = c.m[1].target_id;
+		}
+		struct buf pl, resp;
+		buf_init(&pl);
+		buf_init(&resp);
+		sto_write_req_encode(&pl, &m);
+		int ni = node_of(&e, m.target);
+		struct rpc_peer *p;
+		char err[128];
+		assert_int_equal(rpc_client_peer(rc, e.sc.node[ni].addr, &p, err, sizeof(err)), 0);
+		struct rpc_call call = { .type = STO_MSG_WRITE, .payload = pl.data,
+					 .payload_len = (uint32_t)pl.len, .bulk = data,
+					 .bulk_len = sizeof(data), .timeout_ms = 5000 };
+		int r = rpc_call(p, &call, &resp, NULL);
+		assert_int_equal(r, k == 2 ? -CFS_ENOT_HEAD : -CFS_ECHAIN_VERSION);
+		buf_fini(&pl);
+		buf_fini(&resp);
+	}
+	/* Exactly-once: the same (client, channel, seq) twice is applied once. */
+	m.target = c.m[0].target_id;
+	m.client = 777;
+	m.channel = 1;
+	uint64_t vers[3];
+	for (int k = 0; k < 3; k++) {
+		m.seq = k < 2 ? 5 : 6;
+		struct buf pl, resp;
+		buf_init(&pl);
+		buf_init(&resp);
+		sto_write_req_encode(&pl, &m);
+		struct rpc_peer *p;
+		char err[128];
+		int ni = node_of(&e, m.target);
+		assert_int_equal(rpc_client_peer(rc, e.sc.node[ni].addr, &p, err, sizeof(err)), 0);
+		struct rpc_call call = { .type = STO_MSG_WRITE, .payload = pl.data,
+					 .payload_len = (uint32_t)pl.len, .bulk = data,
+					 .bulk_len = sizeof(data), .timeout_ms = 5000 };
+		assert_int_equal(rpc_call(p, &call, &resp, NULL), 0);
+		struct sto_write_resp wr;
+		assert_int_equal(sto_write_resp_decode(resp.data, resp.len, &wr), 0);
+		vers[k] = wr.commit_ver;
+		buf_fini(&pl);
+		buf_fini(&resp);
+	}
+	assert_int_equal(vers[1], vers[0]);
+	assert_int_equal(vers[2], vers[0] + 1);
+	struct sto_query_resp q;
+	for (uint32_t k = 0; k < 3; k++) {
+		int ni = node_of(&e, c.m[k].target_id);
+		struct storage_loc pin = { .chain = e.chain, .addr = e.sc.node[ni].addr,
+					   .target = c.m[k].target_id };
+		assert_int_equal(storage_client_query(e.cli, &pin, 9, 0, 0, &q), 0);
+		assert_int_equal(q.commit_ver, vers[2]);
+	}
+	rpc_client_free(rc);
+	/* The client refreshes and goes through; the data is on all three. */
+	struct storage_loc loc = { .chain = e.chain };
+	assert_int_equal(storage_client_write(e.cli, &loc, 9, 0, 0, sizeof(data), data, 0, NULL), 0);
+	for (uint32_t k = 0; k < 3; k++) {
+		uint8_t out[4096];
+		int ni = node_of(&e, c.m[k].target_id);
+		struct storage_read r = { .loc = { .chain = e.chain, .addr = e.sc.node[ni].addr,
+						   .target = c.m[k].target_id },
+					  .ino = 9, .idx = 0, .len = sizeof(out), .dst = out };
+		assert_int_equal(storage_client_read(e.cli, &r, 1, 0), 0);
+		assert_int_equal(r.result, (int)sizeof(out));
+		assert_memory_equal(out, data, sizeof(out));
+	}
+	/* Truncate goes through the chain as a replace. */
+	assert_int_equal(storage_client_truncate(e.cli, &loc, 9, 0, 1000), 0);
+	for (uint32_t k = 0; k < 3; k++) {
+		int ni = node_of(&e, c.m[k].target_id);
+		struct storage_loc pin = { .chain = e.chain, .addr = e.sc.node[ni].addr,
+					   .target = c.m[k].target_id };
+		assert_int_equal(storage_client_query(e.cli, &pin, 9, 0, 0, &q), 0);
+		assert_int_equal(q.len, 1000);
+		assert_int_equal(q.crc, crc32c(0, data, 1000));
+	}
+	/* Remove goes through the chain too. */
+	uint32_t removed = 0;
+	assert_int_equal(storage_client_remove(e.cli, &loc, 9, 0, 10, &removed), 0);
+	assert_int_equal(removed, 1);
+	for (uint32_t k = 0; k < 3; k++) {
+		int ni = node_of(&e, c.m[k].target_id);
+		struct storage_loc pin = { .chain = e.chain, .addr = e.sc.node[ni].addr,
+					   .target = c.m[k].target_id };
+		assert_int_equal(storage_client_query(e.cli, &pin, 9, 0, 0, &q), -ENOENT);
+	}
+	/* Fencing: mgmtd stopped, a service answers -CFS_EFENCED after T/2;
+	 * once mgmtd is back it serves again. */
+	assert_int_equal(kill(e.sc.mgmtd_pid, SIGSTOP), 0);
+	clock_sleep_ms(T_MS / 2 + 600);
+	assert_int_equal(rpc_client_new(&ro, &rc), 0);
+	{
+		struct sto_read_range rr = { .target = c.m[0].target_id, .chain = e.chain,
+					     .chain_ver = c.version, .ino = 1, .idx = 0, .len = 16 };
+		struct sto_read_req rq = { .n = 1, .r = &rr };
+		struct buf pl, resp;
+		buf_init(&pl);
+		buf_init(&resp);
+		sto_read_req_encode(&pl, &rq);
+		struct rpc_peer *p;
+		char err[128];
+		int ni = node_of(&e, c.m[0].target_id);
+		assert_int_equal(rpc_client_peer(rc, e.sc.node[ni].addr, &p, err, sizeof(err)), 0);
+		uint8_t got[16];
+		struct rpc_call call = { .type = STO_MSG_READ, .payload = pl.data,
+					 .payload_len = (uint32_t)pl.len, .timeout_ms = 5000,
+					 .resp_bulk = got, .resp_bulk_cap = sizeof(got) };
+		assert_int_equal(rpc_call(p, &call, &resp, NULL), -CFS_EFENCED);
+		assert_int_equal(kill(e.sc.mgmtd_pid, SIGCONT), 0);
+		uint64_t deadline = clock_mono_ms() + 10000;
+		int r;
+		do {
+			clock_sleep_ms(100);
+			buf_reset(&resp);
+			r = rpc_call(p, &call, &resp, NULL);
+		} while (r == -CFS_EFENCED && clock_mono_ms() < deadline);
+		assert_int_equal(r, 0);
+		buf_fini(&pl);
+		buf_fini(&resp);
+	}
+	rpc_client_free(rc);
+	env_down(&e);
+}
+
+/* Kill two of three, then the last: it becomes LASTSRV. The two stale
+ * ones come back first and must wait (no serving copy); when the LASTSRV
+ * one returns it serves first and the others resync from it. */
+static void test_lastsrv(void **state)
+{
+	(void)state;
+	struct env e;
+	env_up(&e, "craq-last");
+	struct writer w;
+	writer_start(&w, &e, NULL);
+	assert_true(writes_progress(&w, 20, 20000));
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	int n0 = node_of(&e, c.m[0].target_id), n1 = node_of(&e, c.m[1].target_id),
+	    n2 = node_of(&e, c.m[2].target_id);
+	stor_cluster_signal(&e.sc, n1, SIGKILL);
+	stor_cluster_signal(&e.sc, n2, SIGKILL);
+	assert_true(wait_chain(&e, 1, c.m[0].target_id, CHAIN_PS_SERVING, 20000));
+	assert_true(writes_progress(&w, 20, 20000));
+	stor_cluster_signal(&e.sc, n0, SIGKILL);
+	assert_true(wait_chain(&e, 0, c.m[0].target_id, CHAIN_PS_LASTSRV, 20000));
+	stor_cluster_start_storage(&e.sc, n1);
+	stor_cluster_start_storage(&e.sc, n2);
+	/* They are up but hold stale data: they must not serve. */
+	assert_true(wait_chain(&e, 0, c.m[1].target_id, CHAIN_PS_WAITING, 20000));
+	clock_sleep_ms(1000);
+	struct route_chain now;
+	assert_true(get_chain(&e, &now));
+	assert_int_equal(count_state(&now, CHAIN_PS_SERVING), 0);
+	stor_cluster_start_storage(&e.sc, n0);
+	assert_true(wait_chain(&e, 3, c.m[0].target_id, CHAIN_PS_SERVING, 60000));
+	assert_true(writes_progress(&w, 20, 30000));
+	writer_stop(&w);
+	verify_replicas(&e, &w);
+	env_down(&e);
+}
+
+/* The whole cluster dies (kill -9 of every storage service and mgmtd)
+ * and comes back: mgmtd recovers its state from the KV store, every
+ * target passes startup fencing, one serves first and the others resync;
+ * every acknowledged write is there. */
+static void test_full_restart(void **state)
+{
+	(void)state;
+	struct env e;
+	env_up(&e, "craq-full");
+	struct writer w;
+	writer_start(&w, &e, NULL);
+	assert_true(writes_progress(&w, 30, 20000));
+	writer_stop(&w);
+	/* The observer's routing from before the crash says "all serving":
+	 * wait for a newer version before believing it again. */
+	struct mgmtd_routing *snap = mgmtd_client_routing(e.obs);
+	uint64_t before = mgmtd_routing_version(snap);
+	mgmtd_routing_put(snap);
+	for (int i = 0; i < 3; i++)
+		stor_cluster_signal(&e.sc, i, SIGKILL);
+	testenv_kill(e.sc.mgmtd_pid, SIGKILL);
+	e.sc.mgmtd_pid = 0;
+	stor_cluster_start_mgmtd(&e.sc);
+	for (int i = 0; i < 3; i++)
+		stor_cluster_start_storage(&e.sc, i);
+	assert_int_equal(mgmtd_client_wait_routing(e.obs, before + 1, 30000), 0);
+	if (!wait_chain(&e, 3, 0, 0, 90000)) {
+		struct route_chain now;
+		get_chain(&e, &now);
+		for (uint32_t k = 0; k < now.n; k++)
+			print_message("member %u: %s\n", now.m[k].target_id,
+				      chain_pub_state_name(now.m[k].state));
+		fail_msg("chain did not recover");
+	}
+	verify_replicas(&e, &w);
+	struct writer w2;
+	writer_start(&w2, &e, &w);
+	assert_true(writes_progress(&w2, 20, 30000));
+	writer_stop(&w2);
+	verify_replicas(&e, &w2);
+	env_down(&e);
+}
+
+struct cw {
+	struct env *e;
+	int id;
+	pthread_t th;
+	int errors;
+};
+
+static void *cw_main(void *arg)
+{
+	struct cw *x = arg;
+	uint8_t *buf = malloc(4 * CLEN);
+	struct storage_loc loc = { .chain = x->e->chain };
+	for (int k = 0; k < 15; k++) {
+		gen((uint64_t)(x->id + 1) * 1000 + (uint64_t)k, buf, 4 * CLEN);
+		if (storage_client_write(x->e->cli, &loc, INO + 1, 0, 0, 4 * CLEN, buf, 0, NULL))
+			x->errors++;
+	}
+	free(buf);
+	return NULL;
+}
+
+static void test_concurrent(void **state)
+{
+	(void)state;
+	struct env e;
+	env_up(&e, "craq-conc");
+	struct cw w[4];
+	for (int i = 0; i < 4; i++) {
+		w[i] = (struct cw){ .e = &e, .id = i };
+		assert_int_equal(pthread_create(&w[i].th, NULL, cw_main, &w[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(w[i].th, NULL);
+		assert_int_equal(w[i].errors, 0);
+	}
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	uint8_t *out = malloc(4 * CLEN);
+	uint64_t first = 0;
+	for (uint32_t k = 0; k < c.n; k++) {
+		int ni = node_of(&e, c.m[k].target_id);
+		struct storage_read r = { .loc = { .chain = e.chain, .addr = e.sc.node[ni].addr,
+						   .target = c.m[k].target_id },
+					  .ino = INO + 1, .idx = 0, .len = 4 * CLEN, .dst = out };
+		assert_int_equal(storage_client_read(e.cli, &r, 1, 0), 0);
+		assert_int_equal(r.result, 4 * CLEN);
+		uint64_t s = seed_of(out, 4 * CLEN);
+		assert_true(s != 0); /* one writer's whole contents, not a mix */
+		if (k == 0)
+			first = s;
+		assert_int_equal(s, first);
+	}
+	free(out);
+	env_down(&e);
+}
+
+int main(int argc, char **argv)
+{
+	signal(SIGPIPE, SIG_IGN);
+	if (argc > 1)
+		cmocka_set_test_filter(argv[1]); /* e.g. test_craq 'test_kill_*' */
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_stale),
+		cmocka_unit_test(test_concurrent),
+		cmocka_unit_test(test_kill_middle),
+		cmocka_unit_test(test_kill_head),
+		cmocka_unit_test(test_kill_tail),
+		cmocka_unit_test(test_kill_two),
+		cmocka_unit_test(test_lastsrv),
+		cmocka_unit_test(test_full_restart),
+	};
+	int rc = cmocka_run_group_tests(tests, NULL, NULL);
+	testenv_cleanup();
+	return rc;
+}

@@ -1,0 +1,427 @@
+/* test_storage_server.c - `chainfs storage` standalone (issue 4), as a
+ * real process on 127.0.0.1, driven by the storage client over real RPC.
+ *   rw_model     random writes (new chunks, appends, partial overwrites,
+ *                replaces) mirrored in memory; every chunk read back byte
+ *                for byte, singly and in one batch (adjacent buffers, so
+ *                straight into the caller's memory, and scattered ones)
+ *   remove_query query last chunk / length, remove one and a range, stat
+ *   corrupt      flip a byte of a block on disk: the read fails with
+ *                -CFS_ECORRUPT at the client, the server counts it
+ *   bad_input    garbage bytes on a raw socket, malformed and inconsistent
+ *                storage requests (clear errors), a bad data CRC: the
+ *                server stays up and keeps serving
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "client/storage_client.h"
+#include "common/crc32c.h"
+#include "common/status.h"
+#include "net/rpc.h"
+#include "stor_cluster.h"
+#include "testenv.h"
+
+#define NCHUNK 12
+#define MAXLEN (3u << 20)
+
+static struct storage_client *new_client(void)
+{
+	struct storage_client_opts o = { .cluster_id = SC_CLUSTER, .secret = (const uint8_t *)SC_SECRET,
+					 .secret_len = strlen(SC_SECRET), .timeout_ms = 5000,
+					 .retry_budget_ms = 3000 };
+	struct storage_client *c = NULL;
+	char err[256];
+	int rc = storage_client_new(&o, &c, err, sizeof(err));
+	if (rc)
+		print_message("client: %s\n", err);
+	assert_int_equal(rc, 0);
+	return c;
+}
+
+static uint64_t rnd_state = 88172645463325252ull;
+static uint64_t rnd(void)
+{
+	rnd_state ^= rnd_state << 13;
+	rnd_state ^= rnd_state >> 7;
+	rnd_state ^= rnd_state << 17;
+	return rnd_state;
+}
+
+static void fill(uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (uint8_t)rnd();
+}
+
+struct model {
+	uint8_t *data[NCHUNK];
+	uint32_t len[NCHUNK];
+};
+
+static void test_rw_model(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	stor_cluster_init(&sc, "stor-rw", 1, 2, 4000);
+	stor_cluster_start_storage(&sc, 0);
+	struct storage_client *c = new_client();
+	struct model m = { 0 };
+	uint8_t *buf = malloc(MAXLEN);
+	for (int i = 0; i < NCHUNK; i++)
+		m.data[i] = calloc(1, MAXLEN);
+	for (int step = 0; step < 120; step++) {
+		int i = (int)(rnd() % NCHUNK);
+		struct storage_loc loc = { .addr = sc.node[0].addr, .target = 1 + (uint32_t)(i % 2) };
+		uint32_t off, len, flags = 0;
+		switch (rnd() % 4) {
+		case 0: /* append */
+			off = m.len[i];
+			len = 1 + (uint32_t)(rnd() % 200000);
+			break;
+		case 1: /* replace */
+			off = 0;
+			len = 1 + (uint32_t)(rnd() % (1u << 20));
+			flags = STO_WF_REPLACE;
+			break;
+		default: /* overwrite inside or across the end */
+			off = m.len[i] ? (uint32_t)(rnd() % m.len[i]) : 0;
+			len = 1 + (uint32_t)(rnd() % 300000);
+			break;
+		}
+		if (off + len > MAXLEN)
+			len = MAXLEN - off;
+		if (!len)
+			continue;
+		fill(buf, len);
+		struct sto_write_resp wr;
+		int rc = storage_client_write(c, &loc, 7, (uint32_t)i, off, len, buf, flags, &wr);
+		assert_int_equal(rc, 0);
+		if (flags & STO_WF_REPLACE) {
+			memset(m.data[i], 0, MAXLEN);
+			m.len[i] = 0;
+		}
+		memcpy(m.data[i] + off, buf, len);
+		if (off + len > m.len[i])
+			m.len[i] = off + len;
+		assert_int_equal(wr.len, m.len[i]);
+		assert_int_equal(wr.crc, crc32c(0, m.data[i], m.len[i]));
+	}
+	/* One at a time, with an offset and a length past the end. */
+	for (int i = 0; i < NCHUNK; i++) {
+		struct storage_read r = { .loc = { .addr = sc.node[0].addr, .target = 1 + (uint32_t)(i % 2) },
+					  .ino = 7, .idx = (uint32_t)i, .off = 1, .len = MAXLEN - 1,
+					  .dst = buf };
+		assert_int_equal(storage_client_read(c, &r, 1, 0), 0);
+		if (!m.len[i]) {
+			assert_int_equal(r.result, -ENOENT);
+			continue;
+		}
+		assert_int_equal(r.result, (int)m.len[i] - 1);
+		assert_memory_equal(buf, m.data[i] + 1, m.len[i] - 1);
+	}
+	/* One batch of every chunk over both targets, adjacent buffers sized
+	 * exactly: data lands in place. Then scattered buffers. */
+	uint64_t total = 0;
+	for (int i = 0; i < NCHUNK; i++)
+		total += m.len[i];
+	uint8_t *big = malloc(total + 1);
+	struct storage_read rs[NCHUNK];
+	uint64_t pos = 0;
+	for (int i = 0; i < NCHUNK; i++) {
+		rs[i] = (struct storage_read){ .loc = { .addr = sc.node[0].addr, .target = 1 + (uint32_t)(i % 2) },
+					       .ino = 7, .idx = (uint32_t)i, .len = m.len[i] ? m.len[i] : 1,
+					       .dst = big + pos };
+		pos += m.len[i];
+	}
+	assert_int_equal(storage_client_read(c, rs, NCHUNK, 0), 0);
+	for (int i = 0; i < NCHUNK; i++) {
+		if (!m.len[i])
+			continue;
+		assert_int_equal(rs[i].result, (int)m.len[i]);
+		assert_memory_equal(rs[i].dst, m.data[i], m.len[i]);
+	}
+	uint8_t *scat[NCHUNK];
+	for (int i = 0; i < NCHUNK; i++) {
+		scat[i] = malloc(MAXLEN);
+		rs[i].dst = scat[i];
+		rs[i].len = MAXLEN; /* short reads at the chunk ends */
+		rs[i].off = 0;
+	}
+	assert_int_equal(storage_client_read(c, rs, NCHUNK, 0), 0);
+	for (int i = 0; i < NCHUNK; i++) {
+		if (m.len[i]) {
+			assert_int_equal(rs[i].result, (int)m.len[i]);
+			assert_memory_equal(scat[i], m.data[i], m.len[i]);
+		}
+		free(scat[i]);
+	}
+	free(big);
+	for (int i = 0; i < NCHUNK; i++)
+		free(m.data[i]);
+	free(buf);
+	storage_client_free(c);
+	stor_cluster_signal(&sc, 0, SIGTERM);
+	stor_cluster_fini(&sc);
+}
+
+static void test_remove_query(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	stor_cluster_init(&sc, "stor-rq", 1, 1, 4000);
+	stor_cluster_start_storage(&sc, 0);
+	struct storage_client *c = new_client();
+	struct storage_loc loc = { .addr = sc.node[0].addr, .target = 1 };
+	uint8_t data[10000];
+	fill(data, sizeof(data));
+	for (uint32_t i = 0; i < 6; i++)
+		assert_int_equal(storage_client_write(c, &loc, 42, i, 0, 1000 + i, data, 0, NULL), 0);
+	struct sto_query_resp q;
+	assert_int_equal(storage_client_query(c, &loc, 42, 0, 1, &q), 0);
+	assert_int_equal(q.idx, 5);
+	assert_int_equal(q.len, 1005);
+	assert_int_equal(q.crc, crc32c(0, data, 1005));
+	assert_int_equal(storage_client_query(c, &loc, 42, 2, 0, &q), 0);
+	assert_int_equal(q.len, 1002);
+	assert_int_equal(q.commit_ver, 1);
+	assert_int_equal(storage_client_query(c, &loc, 43, 0, 1, &q), -ENOENT);
+	struct sto_stat_resp st;
+	assert_int_equal(storage_client_stat(c, loc.addr, 1, &st), 0);
+	assert_int_equal(st.chunks, 6);
+	assert_true(st.used > 0);
+	assert_true(st.capacity > st.used);
+	uint32_t removed = 0;
+	assert_int_equal(storage_client_remove(c, &loc, 42, 5, 6, &removed), 0);
+	assert_int_equal(removed, 1);
+	assert_int_equal(storage_client_query(c, &loc, 42, 0, 1, &q), 0);
+	assert_int_equal(q.idx, 4);
+	assert_int_equal(storage_client_remove(c, &loc, 42, 1, 100, &removed), 0);
+	assert_int_equal(removed, 4);
+	uint8_t out[2000];
+	struct storage_read r = { .loc = loc, .ino = 42, .idx = 3, .len = 100, .dst = out };
+	assert_int_equal(storage_client_read(c, &r, 1, 0), 0);
+	assert_int_equal(r.result, -ENOENT);
+	r.idx = 0;
+	assert_int_equal(storage_client_read(c, &r, 1, 0), 0);
+	assert_int_equal(r.result, 100);
+	assert_memory_equal(out, data, 100);
+	assert_int_equal(storage_client_stat(c, loc.addr, 1, &st), 0);
+	assert_int_equal(st.chunks, 1);
+	assert_int_equal(storage_client_stat(c, loc.addr, 9, &st), -ENODEV);
+	storage_client_free(c);
+	stor_cluster_signal(&sc, 0, SIGTERM);
+	stor_cluster_fini(&sc);
+}
+
+/* Flips one byte at OFF in every data file under DIR/data. */
+static int flip_data_files(const char *dir, long off)
+{
+	int n = 0;
+	char path[1024];
+	for (int cls = 0; cls < 11; cls++) {
+		snprintf(path, sizeof(path), "%s/data/c%02d", dir, cls);
+		DIR *d = opendir(path);
+		if (!d)
+			continue;
+		for (struct dirent *e; (e = readdir(d));) {
+			if (e->d_name[0] != 'f')
+				continue;
+			char fp[1300];
+			snprintf(fp, sizeof(fp), "%s/%s", path, e->d_name);
+			int fd = open(fp, O_RDWR);
+			if (fd < 0)
+				continue;
+			uint8_t b;
+			if (pread(fd, &b, 1, off) == 1) {
+				b ^= 0xff;
+				if (pwrite(fd, &b, 1, off) == 1)
+					n++;
+			}
+			fsync(fd);
+			close(fd);
+		}
+		closedir(d);
+	}
+	return n;
+}
+
+static void test_corrupt(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	stor_cluster_init(&sc, "stor-crc", 1, 1, 4000);
+	stor_cluster_start_storage(&sc, 0);
+	struct storage_client *c = new_client();
+	struct storage_loc loc = { .addr = sc.node[0].addr, .target = 1 };
+	uint8_t data[20000], out[20000];
+	fill(data, sizeof(data));
+	assert_int_equal(storage_client_write(c, &loc, 5, 0, 0, sizeof(data), data, 0, NULL), 0);
+	/* The only chunk is block 0 of its class: just past the file header. */
+	assert_true(flip_data_files(sc.node[0].dirs[0], 4096 + 5000) >= 1);
+	struct storage_read r = { .loc = loc, .ino = 5, .idx = 0, .len = sizeof(out), .dst = out };
+	assert_int_equal(storage_client_read(c, &r, 1, 0), 0);
+	assert_int_equal(r.result, -CFS_ECORRUPT);
+	/* A range of pages that are intact still reads. */
+	r = (struct storage_read){ .loc = loc, .ino = 5, .idx = 0, .off = 12288, .len = 4096, .dst = out };
+	assert_int_equal(storage_client_read(c, &r, 1, 0), 0);
+	assert_int_equal(r.result, 4096);
+	assert_memory_equal(out, data + 12288, 4096);
+	struct sto_stat_resp st;
+	assert_int_equal(storage_client_stat(c, loc.addr, 1, &st), 0);
+	assert_true(st.corrupt_reads >= 1);
+	/* A full rewrite heals the chunk. */
+	assert_int_equal(storage_client_write(c, &loc, 5, 0, 0, sizeof(data), data, STO_WF_REPLACE, NULL), 0);
+	r = (struct storage_read){ .loc = loc, .ino = 5, .idx = 0, .len = sizeof(out), .dst = out };
+	assert_int_equal(storage_client_read(c, &r, 1, 0), 0);
+	assert_int_equal(r.result, (int)sizeof(data));
+	storage_client_free(c);
+	stor_cluster_signal(&sc, 0, SIGTERM);
+	stor_cluster_fini(&sc);
+}
+
+static int raw_call(struct rpc_client *rc, const char *addr, uint16_t type, const void *pl,
+		    uint32_t plen, const void *bulk, uint64_t blen)
+{
+	struct rpc_peer *p;
+	char err[128];
+	assert_int_equal(rpc_client_peer(rc, addr, &p, err, sizeof(err)), 0);
+	struct rpc_call call = { .type = type, .payload = pl, .payload_len = plen, .bulk = bulk,
+				 .bulk_len = blen, .timeout_ms = 5000 };
+	struct buf resp;
+	buf_init(&resp);
+	int r = rpc_call(p, &call, &resp, NULL);
+	buf_fini(&resp);
+	return r;
+}
+
+static void test_bad_input(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	stor_cluster_init(&sc, "stor-bad", 1, 1, 4000);
+	stor_cluster_start_storage(&sc, 0);
+	/* Garbage on a raw socket, several times. */
+	for (int k = 0; k < 5; k++) {
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(sc.node[0].port) };
+		inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+		assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+		uint8_t junk[4096];
+		fill(junk, sizeof(junk));
+		ssize_t w = write(fd, junk, sizeof(junk));
+		(void)w;
+		close(fd);
+	}
+	struct rpc_opts ro = { .cluster_id = SC_CLUSTER, .secret = (const uint8_t *)SC_SECRET,
+			       .secret_len = strlen(SC_SECRET) };
+	struct rpc_client *rc;
+	assert_int_equal(rpc_client_new(&ro, &rc), 0);
+	const char *addr = sc.node[0].addr;
+	uint8_t junk[7] = { 1, 2, 3, 4, 5, 6, 7 };
+	assert_int_equal(raw_call(rc, addr, STO_MSG_WRITE, junk, sizeof(junk), NULL, 0), -CFS_EPROTO);
+	assert_int_equal(raw_call(rc, addr, STO_MSG_READ, junk, sizeof(junk), NULL, 0), -CFS_EPROTO);
+	assert_int_equal(raw_call(rc, addr, STO_MSG_REMOVE, junk, 3, NULL, 0), -CFS_EPROTO);
+	assert_int_equal(raw_call(rc, addr, STO_MSG_QUERY, junk, 2, NULL, 0), -CFS_EPROTO);
+	assert_int_equal(raw_call(rc, addr, 399, junk, 2, NULL, 0), -CFS_EBADMSG_TYPE);
+	/* Well-formed but wrong: bad CRC, length mismatch, off past 64 MiB,
+	 * unknown target, a batch naming too many ranges. */
+	uint8_t data[4096];
+	fill(data, sizeof(data));
+	struct sto_write_req w = { .target = 1, .ino = 1, .idx = 0, .off = 0, .len = sizeof(data),
+				   .crc = crc32c(0, data, sizeof(data)) ^ 1 };
+	struct buf b;
+	buf_init(&b);
+	sto_write_req_encode(&b, &w);
+	assert_int_equal(raw_call(rc, addr, STO_MSG_WRITE, b.data, (uint32_t)b.len, data, sizeof(data)),
+			 -CFS_ECHECKSUM);
+	w.crc ^= 1;
+	w.len = 100;
+	buf_reset(&b);
+	sto_write_req_encode(&b, &w);
+	assert_int_equal(raw_call(rc, addr, STO_MSG_WRITE, b.data, (uint32_t)b.len, data, sizeof(data)),
+			 -EINVAL);
+	w.len = sizeof(data);
+	w.off = (64u << 20) - 10;
+	buf_reset(&b);
+	sto_write_req_encode(&b, &w);
+	assert_int_equal(raw_call(rc, addr, STO_MSG_WRITE, b.data, (uint32_t)b.len, data, sizeof(data)),
+			 -EINVAL);
+	w.off = 0;
+	w.target = 77;
+	buf_reset(&b);
+	sto_write_req_encode(&b, &w);
+	assert_int_equal(raw_call(rc, addr, STO_MSG_WRITE, b.data, (uint32_t)b.len, data, sizeof(data)),
+			 -ENODEV);
+	uint8_t many[8] = { 0, 0, 0, 0, 0xff, 0xff, 0, 0 }; /* flags 0, n = 65535 */
+	assert_int_equal(raw_call(rc, addr, STO_MSG_READ, many, sizeof(many), NULL, 0), -CFS_EPROTO);
+	buf_fini(&b);
+	rpc_client_free(rc);
+	/* Still up and serving. */
+	assert_true(testenv_alive(sc.node[0].pid));
+	struct storage_client *c = new_client();
+	struct storage_loc loc = { .addr = addr, .target = 1 };
+	assert_int_equal(storage_client_write(c, &loc, 1, 1, 0, sizeof(data), data, 0, NULL), 0);
+	uint8_t out[4096];
+	struct storage_read r = { .loc = loc, .ino = 1, .idx = 1, .len = sizeof(out), .dst = out };
+	assert_int_equal(storage_client_read(c, &r, 1, 0), 0);
+	assert_int_equal(r.result, (int)sizeof(out));
+	assert_memory_equal(out, data, sizeof(out));
+	storage_client_free(c);
+	stor_cluster_signal(&sc, 0, SIGTERM);
+	stor_cluster_fini(&sc);
+}
+
+static int exited(void *arg) { return !testenv_alive(*(pid_t *)arg); }
+
+/* Target ids follow the --targets order; a restart with the directories
+ * swapped would serve each target's chunks under the other's id, so the
+ * service refuses to start. */
+static void test_target_order(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	stor_cluster_init(&sc, "stor-order", 1, 2, 4000);
+	stor_cluster_start_storage(&sc, 0);
+	stor_cluster_signal(&sc, 0, SIGTERM);
+	char targets[1500];
+	snprintf(targets, sizeof(targets), "%s,%s", sc.node[0].dirs[1], sc.node[0].dirs[0]);
+	char *argv[] = { (char *)testenv_chainfs(), "storage", "--targets", targets, "--listen",
+			 sc.node[0].addr, "--cluster-id", SC_CLUSTER, "--secret-file",
+			 sc.secret_path, NULL };
+	pid_t pid = testenv_spawn(argv, sc.node[0].log);
+	assert_true(testenv_wait(exited, &pid, 10000));
+	assert_false(testenv_port_open(sc.node[0].port));
+	/* The right order still starts. */
+	stor_cluster_start_storage(&sc, 0);
+	stor_cluster_signal(&sc, 0, SIGTERM);
+	stor_cluster_fini(&sc);
+}
+
+int main(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_rw_model),
+		cmocka_unit_test(test_remove_query),
+		cmocka_unit_test(test_corrupt),
+		cmocka_unit_test(test_bad_input),
+		cmocka_unit_test(test_target_order),
+	};
+	int rc = cmocka_run_group_tests(tests, NULL, NULL);
+	testenv_cleanup();
+	return rc;
+}
