@@ -3,15 +3,18 @@
  *   chainfs meta --kv URL --listen IP:PORT --cluster-id ID --secret-file F
  *                [--threads N] [--loop-threads N] [--instance-id X]
  *                [--chain-tables 1:1-8] [--chunk-size 1M] [--stripe 1]
- *                [--table 1] [--storage none] [--mgmtd IP:PORT[,...]]
+ *                [--table 1] [--storage auto|chains|none] [--mgmtd IP:PORT[,...]]
  *                [--advertise IP:PORT]
  *
  * The instance is stateless (meta_service.h): start as many as you like over
  * one KV store. It prints "listening on IP:PORT" once serving and runs until
  * SIGTERM or SIGINT. With --mgmtd it registers as a meta node, refuses
  * requests while fenced and takes chain tables from routing info; without,
- * the chain-table view is static (--chain-tables). --storage none is the
- * only storage kind until the storage client exists, and says so in the log.
+ * the chain-table view is static (--chain-tables). --storage chains (the
+ * default with --mgmtd) reaches the storage chains of routing for chunk
+ * removal, truncate, length queries, capacity and GC; --storage none (the
+ * default without --mgmtd) makes those fail with EOPNOTSUPP and says so in
+ * the log.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -73,8 +76,9 @@ static const struct cfg_opt opts[] = {
 	  "root directory default stripe (chains per file)" },
 	{ "table", CFG_INT, "1", 1, UINT32_MAX, offsetof(struct meta_conf, table),
 	  "root directory default chain table" },
-	{ "storage", CFG_STR, "none", 0, 0, offsetof(struct meta_conf, storage),
-	  "storage service: none (chunk removal, truncate, length queries fail with EOPNOTSUPP)" },
+	{ "storage", CFG_STR, "auto", 0, 0, offsetof(struct meta_conf, storage),
+	  "storage service: chains (from mgmtd routing; needs --mgmtd), none (chunk removal, "
+	  "truncate, length queries fail with EOPNOTSUPP), auto (chains with --mgmtd, else none)" },
 	{ "queue", CFG_INT, "65536", 16, 1 << 24, offsetof(struct meta_conf, queue),
 	  "requests queued for workers before answering EUNAVAIL" },
 	{ "log-level", CFG_STR, "notice", 0, 0, offsetof(struct meta_conf, log_level),
@@ -120,9 +124,17 @@ int cli_meta(int argc, char **argv)
 		goto out;
 	}
 	log_set_level(lvl);
-	if (strcmp(mc.storage, "none")) {
-		fprintf(stderr, "chainfs meta: unknown --storage '%s' (supported: none)\n",
+	enum meta_storage_kind storage = META_STORAGE_NONE;
+	if (!strcmp(mc.storage, "chains") || (!strcmp(mc.storage, "auto") && *mc.mgmtd)) {
+		storage = META_STORAGE_CHAINS;
+	} else if (strcmp(mc.storage, "none") && strcmp(mc.storage, "auto")) {
+		fprintf(stderr, "chainfs meta: unknown --storage '%s' (auto, chains or none)\n",
 			mc.storage);
+		ret = 2;
+		goto out;
+	}
+	if (storage == META_STORAGE_CHAINS && !*mc.mgmtd) {
+		fprintf(stderr, "chainfs meta: --storage chains needs --mgmtd\n");
 		ret = 2;
 		goto out;
 	}
@@ -159,7 +171,7 @@ int cli_meta(int argc, char **argv)
 		.loop_threads = (int)mc.loop_threads, .workers = (int)mc.threads,
 		.queue_max = (uint32_t)mc.queue, .chain_tables = mc.chain_tables,
 		.chunk_size = (uint32_t)mc.chunk_size, .stripe = (uint32_t)mc.stripe,
-		.table_id = (uint32_t)mc.table, .storage = META_STORAGE_NONE,
+		.table_id = (uint32_t)mc.table, .storage = storage,
 		.mgmtd = mc.mgmtd, .advertise = mc.advertise, .fence_ms = (uint32_t)mc.fence_ms,
 		.heartbeat_ms = (uint32_t)mc.heartbeat_ms,
 	};

@@ -13,6 +13,9 @@ static const struct cli_cmd commands[] = {
 	{ "mgmtd", cli_mgmtd, "run the cluster manager (chainfs mgmtd --help)" },
 	{ "meta", cli_meta, "run a metadata-service instance (chainfs meta --help)" },
 	{ "storage", cli_storage, "run a storage service (chainfs storage --help)" },
+	{ "mount", cli_mount, "mount the file system with FUSE (chainfs mount --help)" },
+	{ "up", cli_up, "start a local cluster and mount it (chainfs up --help)" },
+	{ "down", cli_down, "stop what chainfs up started (chainfs down --help)" },
 };
 
 static void usage(FILE *out)

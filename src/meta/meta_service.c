@@ -45,6 +45,7 @@
 #include "meta/meta.h"
 #include "meta/meta_proto.h"
 #include "meta/meta_service.h"
+#include "meta/meta_storage.h"
 #include "mgmtd/mgmtd_client.h"
 #include "mgmtd/routing.h"
 #include "net/rpc.h"
@@ -92,6 +93,7 @@ struct meta_service {
 	int bg_started;
 	uint32_t bg_interval_ms;
 	int gc_enabled;            /* a storage service is wired */
+	struct meta_chains *chains_store; /* META_STORAGE_CHAINS; freed after bg and workers */
 
 	struct chain_table_spec tables[MAX_TABLES];
 	int ntables;
@@ -187,17 +189,40 @@ static int none_capacity(void *arg, uint64_t *total, uint64_t *free_bytes)
 	return -EOPNOTSUPP;
 }
 
-/* The storage service of KIND; *gc gets whether GC can make progress. The
- * storage client plugs in here. */
-static struct meta_storage storage_for(enum meta_storage_kind kind, int *gc)
+/* Fills *ST with the storage service of O->storage and sets s->gc_enabled
+ * when GC can make progress. Chains need the mgmtd client (start_mgmtd
+ * first). 0 or <0 with a message in ERR. */
+static int storage_for(struct meta_service *s, const struct meta_service_opts *o,
+		       struct meta_storage *st, char *err, size_t errlen)
 {
-	switch (kind) {
-	case META_STORAGE_NONE:
-		break;
+	if (o->storage == META_STORAGE_CHAINS) {
+		const char *addrs[16];
+		char list[1024], *save = NULL;
+		size_t n = 0;
+		if (!s->mgmtd) {
+			snprintf(err, errlen, "storage chains needs mgmtd addresses");
+			return -EINVAL;
+		}
+		snprintf(list, sizeof(list), "%s", o->mgmtd);
+		for (char *t = strtok_r(list, ",", &save); t && n < 16;
+		     t = strtok_r(NULL, ",", &save))
+			addrs[n++] = t;
+		struct meta_chains_opts co = {
+			.cluster_id = o->cluster_id, .secret = o->secret,
+			.secret_len = o->secret_len, .mgmtd_addrs = addrs, .n_mgmtd = n,
+			.mgmtd = s->mgmtd,
+		};
+		int rc = meta_chains_new(&co, &s->chains_store, err, errlen);
+		if (rc)
+			return rc;
+		*st = meta_chains_storage(s->chains_store);
+		s->gc_enabled = 1;
+		return 0;
 	}
-	*gc = 0;
-	return (struct meta_storage){ NULL, none_remove, none_truncate, none_query,
-				      none_capacity };
+	s->gc_enabled = 0;
+	*st = (struct meta_storage){ NULL, none_remove, none_truncate, none_query,
+				     none_capacity };
+	return 0;
 }
 
 /* ---- request execution (worker threads) ---- */
@@ -435,6 +460,16 @@ static void echo_handler(struct rpc_req *req, void *arg)
 
 /* ---- background thread ---- */
 
+/* Checked between GC steps: each may wait on storage, and stop must not
+ * wait for a whole pass. */
+static int bg_stopping(struct meta_service *s)
+{
+	pthread_mutex_lock(&s->bg_mu);
+	int stop = s->bg_stop;
+	pthread_mutex_unlock(&s->bg_mu);
+	return stop;
+}
+
 static void *bg_main(void *arg)
 {
 	struct meta_service *s = arg;
@@ -450,7 +485,7 @@ static void *bg_main(void *arg)
 		if (s->bg_stop)
 			break;
 		pthread_mutex_unlock(&s->bg_mu);
-		for (int i = 0; s->gc_enabled && i < GC_STEPS_PER_PASS; i++) {
+		for (int i = 0; s->gc_enabled && i < GC_STEPS_PER_PASS && !bg_stopping(s); i++) {
 			int rc = meta_gc_step(s->meta);
 			if (rc < 0)
 				LOG_WARN("meta", "gc step failed: %s", cfs_strerror(rc));
@@ -555,7 +590,6 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 		.instance_id = s->instance_id,
 		.root_layout = { .chunk_size = o->chunk_size, .stripe = o->stripe,
 				 .table_id = o->table_id },
-		.storage = storage_for(o->storage, &s->gc_enabled),
 		.chains = { s, view_table },
 	};
 	char lerr[256];
@@ -564,6 +598,9 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 		if (rc)
 			goto fail;
 	}
+	rc = storage_for(s, o, &mo.storage, err, errlen);
+	if (rc)
+		goto fail;
 	if (meta_layout_validate(&mo.root_layout, &mo.chains, lerr, sizeof(lerr))) {
 		snprintf(err, errlen, "bad root layout: %s", lerr);
 		rc = -EINVAL;
@@ -623,6 +660,9 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 	if (!s->gc_enabled)
 		LOG_NOTICE("meta", "storage: none: chunk removal, truncate, length queries and "
 			   "capacity fail with EOPNOTSUPP; unlinked files wait in the GC queue");
+	else
+		LOG_NOTICE("meta", "storage: chains from mgmtd routing; GC every %u ms",
+			   s->bg_interval_ms);
 	LOG_NOTICE("meta", "serving: instance=%016" PRIx64 " kv=%s port=%u workers=%d",
 		   s->instance_id, kv_engine_name(s->kv), rpc_server_port(s->rpc), s->nworkers);
 	*out = s;
@@ -663,8 +703,9 @@ void meta_service_stop(struct meta_service *s)
 		pthread_join(s->bg, NULL);
 	}
 	rpc_server_free(s->rpc);
-	mgmtd_client_free(s->mgmtd);
 	meta_free(s->meta);
+	meta_chains_free(s->chains_store);
+	mgmtd_client_free(s->mgmtd);
 	kv_close(s->kv);
 	free(s->ring);
 	pthread_mutex_destroy(&s->mu);

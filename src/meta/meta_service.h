@@ -22,12 +22,13 @@
 /* Which storage service the instance talks to for chunk removal, truncate,
  * length queries and capacity. */
 enum meta_storage_kind {
-	/* No storage service yet: chunk removal, truncate, length queries
-	 * and capacity fail with -EOPNOTSUPP, so unlinked files stay in the
-	 * GC queue as pending work (GC does not run) and nothing pretends. The
-	 * storage client of the next issue adds a kind here and fills the
-	 * struct meta_storage in meta_service.c (storage_for()). */
+	/* No storage service: chunk removal, truncate, length queries and
+	 * capacity fail with -EOPNOTSUPP, so unlinked files stay in the GC
+	 * queue as pending work (GC does not run) and nothing pretends. */
 	META_STORAGE_NONE = 0,
+	/* Storage chains from mgmtd routing (meta_storage.h); needs mgmtd.
+	 * GC runs in the background thread. */
+	META_STORAGE_CHAINS = 1,
 };
 
 struct meta_service_opts {

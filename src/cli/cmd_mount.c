@@ -1,0 +1,370 @@
+/* cmd_mount.c - `chainfs mount`: the FUSE client.
+ *
+ *   chainfs mount --mgmtd IP:PORT[,...] --cluster-id ID --secret-file F
+ *                 [--meta IP:PORT[,...]] [-o OPTS] [--attr-timeout S] ...
+ *                 MOUNTPOINT
+ *
+ * Starts a mgmtd_client registered as a client node (its lease lets the
+ * cluster clean up after a client that died) whose routing cache gives the
+ * meta instances (unless --meta names them), a meta_client over those, the
+ * data path (file_io over a storage_client, chunks addressed by chain), and
+ * serves the mount in the foreground until it is unmounted or the process
+ * gets SIGTERM / SIGINT (then it unmounts itself). It prints "mounting on
+ * MOUNTPOINT" when it is about to mount; callers that need the mount ready
+ * poll it (chainfs up does).
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "client/file_io.h"
+#include "client/meta_client.h"
+#include "client/storage_client.h"
+#include "common/cfg.h"
+#include "common/log.h"
+#include "common/status.h"
+#include "fuse/fuse_fs.h"
+#include "mgmtd/mgmtd_client.h"
+#include "net/auth.h"
+
+#define MOUNT_MAX_ADDRS 16
+
+struct mount_conf {
+	char *mgmtd;
+	char *meta;
+	char *cluster_id;
+	char *secret_file;
+	char *o;
+	char *attr_timeout;
+	char *entry_timeout;
+	char *negative_timeout;
+	int keep_cache_ro;
+	int64_t threads;
+	int64_t io_threads;
+	int allow_other;
+	int64_t sync_interval_ms;
+	int64_t timeout_ms;
+	int64_t wait_ms;
+	char *log_level;
+	char *log_file;
+	int debug;
+};
+
+static const struct cfg_opt opts[] = {
+    {"mgmtd", CFG_STR, "", 0, 0, offsetof(struct mount_conf, mgmtd),
+     "mgmtd ip:port[,ip:port...]; required"},
+    {"meta", CFG_STR, "", 0, 0, offsetof(struct mount_conf, meta),
+     "meta instances ip:port[,...] (default: the active meta nodes in routing info)"},
+    {"cluster-id", CFG_STR, "", 0, 0, offsetof(struct mount_conf, cluster_id),
+     "cluster id; required"},
+    {"secret-file", CFG_STR, "", 0, 0, offsetof(struct mount_conf, secret_file),
+     "file holding the cluster secret; required"},
+    {"o", CFG_STR, "", 0, 0, offsetof(struct mount_conf, o),
+     "extra FUSE mount options, comma-separated (e.g. ro,noatime)"},
+    {"attr-timeout", CFG_STR, "1", 0, 0, offsetof(struct mount_conf, attr_timeout),
+     "seconds the kernel caches file attributes"},
+    {"entry-timeout", CFG_STR, "1", 0, 0, offsetof(struct mount_conf, entry_timeout),
+     "seconds the kernel caches names"},
+    {"negative-timeout", CFG_STR, "0", 0, 0, offsetof(struct mount_conf, negative_timeout),
+     "seconds the kernel caches 'no such file' answers (0: not at all)"},
+    {"keep-cache-ro", CFG_BOOL, "false", 0, 0, offsetof(struct mount_conf, keep_cache_ro),
+     "keep the kernel page cache for files opened read-only (default: direct I/O)"},
+    {"threads", CFG_INT, "16", 1, 256, offsetof(struct mount_conf, threads),
+     "FUSE request threads"},
+    {"io-threads", CFG_INT, "8", 1, 256, offsetof(struct mount_conf, io_threads),
+     "threads issuing chunk requests in parallel under one read or write"},
+    {"allow-other", CFG_BOOL, "true", 0, 0, offsetof(struct mount_conf, allow_other),
+     "let every user use the mount (when running as root)"},
+    {"sync-interval-ms", CFG_INT, "5000", 100, 3600000,
+     offsetof(struct mount_conf, sync_interval_ms),
+     "how often lengths of files being written are reported to meta"},
+    {"timeout-ms", CFG_INT, "5000", 100, 600000, offsetof(struct mount_conf, timeout_ms),
+     "per-attempt RPC timeout"},
+    {"wait-ms", CFG_INT, "30000", 100, 3600000, offsetof(struct mount_conf, wait_ms),
+     "how long to wait for mgmtd and a meta instance at start"},
+    {"log-level", CFG_STR, "notice", 0, 0, offsetof(struct mount_conf, log_level),
+     "err|warn|notice|info|debug"},
+    {"log-file", CFG_STR, "", 0, 0, offsetof(struct mount_conf, log_file),
+     "append log lines here instead of stderr"},
+    {"debug", CFG_BOOL, "false", 0, 0, offsetof(struct mount_conf, debug),
+     "trace every FUSE request to stderr"},
+    CFG_END};
+
+/* Splits a comma list in place into ADDRS; returns the count or -1. */
+static int split_addrs(char *s, const char **addrs, int max)
+{
+	int n = 0;
+	for (char *save = NULL, *t = strtok_r(s, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		if (n == max)
+			return -1;
+		addrs[n++] = t;
+	}
+	return n;
+}
+
+static int parse_seconds(const char *s, double *out)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || end == s || *end || v < 0 || v > 86400)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+/* Copies the addresses of active meta nodes in routing into BUF (a comma
+ * list). Returns the count. */
+static int meta_from_routing(struct mgmtd_client *mc, char *buf, size_t cap)
+{
+	struct mgmtd_routing *snap = mgmtd_client_routing(mc);
+	int n = 0;
+	size_t used = 0;
+	buf[0] = 0;
+	if (!snap)
+		return 0;
+	const struct route_info *ri = mgmtd_routing_info(snap);
+	for (size_t i = 0; i < ri->n_nodes && n < MOUNT_MAX_ADDRS; i++) {
+		const struct route_node *nd = &ri->nodes[i];
+		if (nd->type != ROUTE_NODE_META || nd->state != ROUTE_NODE_ACTIVE)
+			continue;
+		int w = snprintf(buf + used, cap - used, "%s%s", n ? "," : "", nd->addr);
+		if (w < 0 || (size_t)w >= cap - used)
+			break;
+		used += (size_t)w;
+		n++;
+	}
+	mgmtd_routing_put(snap);
+	return n;
+}
+
+/* file_io's chunk backend over the storage client: chunks by chain. */
+static int sto_read(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t off,
+                    uint32_t len, void *buf)
+{
+	struct storage_read r = {
+	    .loc = {.chain = chain},
+	    .ino = ino,
+	    .idx = index,
+	    .off = off,
+	    .len = len,
+	    .dst = buf,
+	};
+	int rc = storage_client_read(arg, &r, 1, 0);
+	if (rc < 0)
+		return rc;
+	return r.result == -ENOENT ? 0 : r.result;
+}
+
+static int sto_write(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t off,
+                     uint32_t len, const void *buf, uint32_t chunk_size)
+{
+	struct storage_loc loc = {.chain = chain};
+	return storage_client_write(arg, &loc, ino, index, off, len, buf, 0, NULL);
+}
+
+/* The data path: file_io over a storage client. 0 or <0 with a message in
+ * ERR. */
+static int data_path_new(const struct storage_client_opts *so, meta_client *meta, int io_threads,
+                         uint32_t sync_ms, struct storage_client **sc, file_io **out, char *err,
+                         size_t errlen)
+{
+	int rc = storage_client_new(so, sc, err, errlen);
+	if (rc)
+		return rc;
+	struct file_io_opts fo = {
+	    .backend = {.arg = *sc, .read = sto_read, .write = sto_write},
+	    .meta = meta,
+	    .workers = io_threads,
+	    .sync_interval_ms = sync_ms,
+	};
+	return file_io_new(&fo, out, err, errlen);
+}
+
+int cli_mount(int argc, char **argv)
+{
+	struct mount_conf mc;
+	struct mgmtd_client *mg = NULL;
+	meta_client *meta = NULL;
+	file_io *fio = NULL;
+	struct storage_client *sc = NULL;
+	uint8_t secret[AUTH_SECRET_MAX];
+	char err[512], self[128], metabuf[MOUNT_MAX_ADDRS * (ROUTE_ADDR_MAX + 1)];
+	const char *maddrs[MOUNT_MAX_ADDRS], *metas[MOUNT_MAX_ADDRS];
+	int npos = 0, ret = 1, rc;
+	enum log_level lvl;
+	double attr_to, entry_to, neg_to;
+
+	memset(&mc, 0, sizeof(mc));
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--help"))
+			printf("usage: chainfs mount --mgmtd ADDR --cluster-id ID --secret-file F "
+			       "[options] MOUNTPOINT\n\n");
+	rc = cfg_parse(opts, &mc, argc, argv, &npos, err, sizeof(err));
+	if (rc == 1)
+		return 0;
+	if (rc < 0) {
+		fprintf(stderr, "chainfs mount: %s\n", err);
+		return 2;
+	}
+	ret = 2;
+	if (npos != 1) {
+		fprintf(stderr, "chainfs mount: exactly one MOUNTPOINT argument is needed\n");
+		goto out;
+	}
+	const char *mountpoint = argv[0];
+	if (!*mc.mgmtd || !*mc.cluster_id || !*mc.secret_file) {
+		fprintf(stderr,
+		        "chainfs mount: --mgmtd, --cluster-id and --secret-file are required\n");
+		goto out;
+	}
+	if (parse_seconds(mc.attr_timeout, &attr_to) ||
+	    parse_seconds(mc.entry_timeout, &entry_to) ||
+	    parse_seconds(mc.negative_timeout, &neg_to)) {
+		fprintf(stderr, "chainfs mount: timeouts are seconds in 0..86400\n");
+		goto out;
+	}
+	if (log_parse_level(mc.log_level, &lvl)) {
+		fprintf(stderr, "chainfs mount: bad --log-level '%s'\n", mc.log_level);
+		goto out;
+	}
+	int nmg = split_addrs(mc.mgmtd, maddrs, MOUNT_MAX_ADDRS);
+	if (nmg <= 0) {
+		fprintf(stderr, "chainfs mount: --mgmtd: 1..%d addresses\n", MOUNT_MAX_ADDRS);
+		goto out;
+	}
+	ret = 1;
+	log_set_level(lvl);
+	if (*mc.log_file && (rc = log_open_file(mc.log_file))) {
+		fprintf(stderr, "chainfs mount: --log-file %s: %s\n", mc.log_file,
+		        cfs_strerror(rc));
+		goto out;
+	}
+	if (access("/dev/fuse", R_OK | W_OK) < 0) {
+		fprintf(stderr,
+		        "chainfs mount: FUSE is not available: /dev/fuse: %s (load the fuse kernel "
+		        "module; in a container, pass --device /dev/fuse and CAP_SYS_ADMIN)\n",
+		        strerror(errno));
+		goto out;
+	}
+	rc = auth_load_secret(mc.secret_file, secret, err, sizeof(err));
+	if (rc < 0) {
+		fprintf(stderr, "chainfs mount: %s\n", err);
+		goto out;
+	}
+	size_t secret_len = (size_t)rc;
+
+	/* Stop signals stay blocked in every thread the clients start; the
+	 * session loop unblocks them in this thread only (fuse_fs.h). */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	char host[64];
+	if (gethostname(host, sizeof(host)) < 0)
+		snprintf(host, sizeof(host), "localhost");
+	host[sizeof(host) - 1] = 0;
+	/* A client serves nothing: its "address" only names it in listings. */
+	snprintf(self, sizeof(self), "%s/mount-pid%d", host, (int)getpid());
+	struct mgmtd_client_opts mo = {
+	    .mgmtd_addrs = maddrs,
+	    .n_mgmtd = (size_t)nmg,
+	    .cluster_id = mc.cluster_id,
+	    .secret = secret,
+	    .secret_len = secret_len,
+	    .type = ROUTE_NODE_CLIENT,
+	    .addr = self,
+	    .poll_wait_ms = 5000,
+	};
+	rc = mgmtd_client_new(&mo, &mg, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "chainfs mount: %s\n", err);
+		goto out;
+	}
+	if (mgmtd_client_wait_routing(mg, 1, (uint32_t)mc.wait_ms)) {
+		fprintf(stderr, "chainfs mount: no routing info from mgmtd %s within %lld ms\n",
+		        maddrs[0], (long long)mc.wait_ms);
+		goto out;
+	}
+	int nmeta;
+	if (*mc.meta) {
+		snprintf(metabuf, sizeof(metabuf), "%s", mc.meta);
+	} else {
+		/* Meta instances register shortly after mgmtd starts. */
+		for (int waited = 0;
+		     !meta_from_routing(mg, metabuf, sizeof(metabuf)) && waited < mc.wait_ms;
+		     waited += 100)
+			usleep(100 * 1000);
+	}
+	nmeta = split_addrs(metabuf, metas, MOUNT_MAX_ADDRS);
+	if (nmeta <= 0) {
+		fprintf(stderr, "chainfs mount: no meta instance (none active in routing info; "
+		                "start `chainfs meta --mgmtd ...` or pass --meta)\n");
+		goto out;
+	}
+	struct meta_client_opts co = {
+	    .addrs = metas,
+	    .naddrs = (size_t)nmeta,
+	    .cluster_id = mc.cluster_id,
+	    .secret = secret,
+	    .secret_len = secret_len,
+	    .timeout_ms = (uint32_t)mc.timeout_ms,
+	    .loop_threads = 2,
+	    .conns_per_peer = 2,
+	};
+	rc = meta_client_new(&co, &meta, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "chainfs mount: %s\n", err);
+		goto out;
+	}
+	struct storage_client_opts so = {
+	    .cluster_id = mc.cluster_id,
+	    .secret = secret,
+	    .secret_len = secret_len,
+	    .mgmtd_addrs = maddrs,
+	    .n_mgmtd = (size_t)nmg,
+	    .timeout_ms = (uint32_t)mc.timeout_ms,
+	};
+	rc = data_path_new(&so, meta, (int)mc.io_threads, (uint32_t)mc.sync_interval_ms, &sc, &fio,
+	                   err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "chainfs mount: %s\n", err);
+		goto out;
+	}
+	struct fusefs_opts fo = {
+	    .meta = meta,
+	    .fio = fio,
+	    .attr_timeout = attr_to,
+	    .entry_timeout = entry_to,
+	    .negative_timeout = neg_to,
+	    .keep_cache_ro = mc.keep_cache_ro,
+	    .threads = (int)mc.threads,
+	    .allow_other = mc.allow_other && geteuid() == 0,
+	    .extra_opts = mc.o,
+	    .debug = mc.debug,
+	};
+	printf("mounting on %s (meta %s)\n", mountpoint, metabuf);
+	fflush(stdout);
+	rc = fusefs_run(mountpoint, &fo, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "chainfs mount: %s\n", err);
+		goto out;
+	}
+	ret = 0;
+out:
+	file_io_free(fio);
+	storage_client_free(sc);
+	meta_client_free(meta);
+	mgmtd_client_free(mg);
+	cfg_free(opts, &mc);
+	return ret;
+}

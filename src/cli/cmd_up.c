@@ -1,0 +1,856 @@
+/* cmd_up.c - `chainfs up` / `chainfs down`: a whole cluster on one machine.
+ *
+ *   chainfs up --dir D --mount M      start (or restart) the cluster in D
+ *   chainfs down --dir D              unmount and stop exactly what up started
+ *
+ * `up` runs every role as a background process of this same binary, on
+ * 127.0.0.1, with its output in D/logs/<role>.log and its pid in
+ * D/pids/<role>.pid:
+ *
+ *   mgmtd      lmdb store in D/mgmtd
+ *   storageN   N = 1..3, targets D/storageN/target1, target2
+ *   meta       lmdb store in D/meta, registered with mgmtd; started after
+ *              the chain table exists, because its first start formats
+ *              the root directory with chain table 1 as default layout
+ *   mount      the FUSE mount at M
+ *
+ * D/cluster.conf records what a restart needs: cluster id, ports, mount
+ * point, and which one-time steps are done (one "key = value" per line);
+ * D/secret holds the cluster secret (mode 0600). On a fresh D, up
+ * generates both, runs `admin init-cluster` and, once the storage targets
+ * registered, `admin create-chain-table --replicas 3`, recording each step
+ * so that an interrupted first `up` resumes where it stopped. On a D that
+ * holds a cluster it starts the same roles on the recorded ports over the
+ * existing data, keeping those still running (so after one storage service
+ * died, `up` starts just that one). Each start waits, polling with a
+ * bound, for the role's port (or the mount) to come up; a process that
+ * exits first fails `up` with its exit status and the tail of its log,
+ * after stopping what this run started (c->started).
+ *
+ * A pid file holds "pid starttime" (field 22 of /proc/PID/stat), so down
+ * never signals a process that merely reuses a recorded pid. down sends
+ * SIGTERM, waits up to --stop-ms, then SIGKILLs.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <limits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "common/cfg.h"
+#include "fuse/fuse_fs.h"
+
+#define UP_STORAGE  3
+#define UP_TARGETS  2
+#define UP_REPLICAS 3
+
+struct up_conf {
+	char *dir;
+	char *mount;
+	int64_t timeout_ms;
+	int64_t stop_ms;
+	char *log_level;
+	char *mount_opts;
+};
+
+static const struct cfg_opt up_opts[] = {
+    {"dir", CFG_STR, "./chainfs-data", 0, 0, offsetof(struct up_conf, dir),
+     "directory holding the cluster's data, logs, pids and config"},
+    {"mount", CFG_STR, "", 0, 0, offsetof(struct up_conf, mount),
+     "mount point (default: the one recorded in DIR, else ./mnt)"},
+    {"timeout-ms", CFG_INT, "60000", 1000, 3600000, offsetof(struct up_conf, timeout_ms),
+     "how long each role may take to come up"},
+    {"stop-ms", CFG_INT, "10000", 100, 600000, offsetof(struct up_conf, stop_ms),
+     "how long a stopping role gets after SIGTERM before SIGKILL"},
+    {"log-level", CFG_STR, "info", 0, 0, offsetof(struct up_conf, log_level),
+     "log level of the started roles"},
+    {"mount-opts", CFG_STR, "", 0, 0, offsetof(struct up_conf, mount_opts),
+     "extra arguments for chainfs mount, space-separated (e.g. --keep-cache-ro)"},
+    CFG_END};
+
+/* What D/cluster.conf records. */
+struct cluster {
+	char dir[PATH_MAX];
+	char cluster_id[64];
+	char mount[PATH_MAX];
+	unsigned mgmtd_port, meta_port;
+	unsigned storage_port[UP_STORAGE];
+	int nstorage;           /* storage services (UP_STORAGE) */
+	int initialised;        /* admin init-cluster succeeded */
+	int table_created;      /* admin create-chain-table succeeded */
+	const char *started[8]; /* roles this run started, to undo on failure */
+	int nstarted;
+};
+
+static char self_exe[PATH_MAX];
+
+static void pathf(char *out, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void pathf(char *out, size_t cap, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(out, cap, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= cap)
+		out[cap - 1] = 0;
+}
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char tmp[PATH_MAX];
+	pathf(tmp, sizeof(tmp), "%s", path);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = 0;
+		if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static unsigned free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+	unsigned port = 0;
+	if (fd < 0)
+		return 0;
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+		port = ntohs(a.sin_port);
+	close(fd);
+	return port;
+}
+
+static int port_open(unsigned port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET,
+	                        .sin_port = htons((uint16_t)port),
+	                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	if (fd < 0)
+		return 0;
+	int ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+	close(fd);
+	return ok;
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+	nanosleep(&ts, NULL);
+}
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Start time (clock ticks since boot) and state letter of PID; 0 or -1. */
+static int proc_stat(pid_t pid, unsigned long long *start, char *state)
+{
+	char path[64], buf[1024];
+	pathf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	char *p = strrchr(buf, ')'); /* comm may hold spaces */
+	if (!p || p[1] != ' ')
+		return -1;
+	*state = p[2];
+	p += 2;
+	for (int field = 3; field < 22 && p; field++) {
+		p = strchr(p, ' ');
+		if (p)
+			p++;
+	}
+	if (!p)
+		return -1;
+	*start = strtoull(p, NULL, 10);
+	return 0;
+}
+
+/* 1 while PID is the live process started at START (not a zombie). */
+static int proc_alive(pid_t pid, unsigned long long start)
+{
+	unsigned long long s;
+	char st;
+	if (proc_stat(pid, &s, &st) < 0 || s != start)
+		return 0;
+	return st != 'Z' && st != 'X';
+}
+
+/* The pid of ROLE recorded under DIR while that process lives, else 0. */
+static int role_pid(const char *dir, const char *role)
+{
+	char pidf[PATH_MAX];
+	int pid = 0;
+	unsigned long long start = 0;
+	pathf(pidf, sizeof(pidf), "%s/pids/%s.pid", dir, role);
+	FILE *f = fopen(pidf, "r");
+	if (!f)
+		return 0;
+	int ok = fscanf(f, "%d %llu", &pid, &start) == 2;
+	fclose(f);
+	return ok && pid > 1 && proc_alive(pid, start) ? pid : 0;
+}
+
+static void print_log_tail(const char *log)
+{
+	char line[1024];
+	char *ring[15] = {0};
+	int n = 0;
+	FILE *f = fopen(log, "r");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		free(ring[n % 15]);
+		ring[n % 15] = strdup(line);
+		n++;
+	}
+	fclose(f);
+	fprintf(stderr, "---- last lines of %s ----\n", log);
+	for (int i = n > 15 ? n - 15 : 0; i < n; i++)
+		fputs(ring[i % 15] ? ring[i % 15] : "", stderr);
+	fprintf(stderr, "----\n");
+	for (int i = 0; i < 15; i++)
+		free(ring[i]);
+}
+
+/* Starts ROLE (argv[0] is the subcommand) in the background with its
+ * output appended to D/logs/ROLE.log and its pid in D/pids/ROLE.pid. */
+static pid_t spawn_role(struct cluster *c, const char *role, char *const args[])
+{
+	char log[PATH_MAX], pidf[PATH_MAX];
+	char *argv[48];
+	int n = 0;
+	argv[n++] = self_exe;
+	for (int i = 0; args[i] && n < 47; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
+	pathf(log, sizeof(log), "%s/logs/%s.log", c->dir, role);
+	pathf(pidf, sizeof(pidf), "%s/pids/%s.pid", c->dir, role);
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		setsid();
+		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		int nul = open("/dev/null", O_RDONLY);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		if (nul >= 0)
+			dup2(nul, 0);
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		execv(self_exe, argv);
+		_exit(127);
+	}
+	unsigned long long start = 0;
+	char st;
+	for (int i = 0; i < 100 && proc_stat(pid, &start, &st) < 0; i++)
+		sleep_ms(1);
+	if (c->nstarted < (int)(sizeof(c->started) / sizeof(c->started[0])))
+		c->started[c->nstarted++] = role;
+	FILE *f = fopen(pidf, "w");
+	if (f) {
+		fprintf(f, "%d %llu\n", (int)pid, start);
+		fclose(f);
+	}
+	return pid;
+}
+
+/* Our direct child has exited (reaps it; *status gets the wait status). */
+static int child_exited(pid_t pid, int *status)
+{
+	return waitpid(pid, status, WNOHANG) == pid;
+}
+
+/* Waits until COND holds or PID exits or the bound passes. 0, or -1 with
+ * the reason and the log tail printed. */
+static int wait_up(const struct cluster *c, const char *role, pid_t pid, long long timeout_ms,
+                   int (*cond)(const void *arg), const void *arg)
+{
+	char log[PATH_MAX];
+	long long deadline = now_ms() + timeout_ms;
+	pathf(log, sizeof(log), "%s/logs/%s.log", c->dir, role);
+	for (;;) {
+		if (cond(arg))
+			return 0;
+		int st;
+		if (child_exited(pid, &st)) {
+			if (WIFSIGNALED(st))
+				fprintf(
+				    stderr,
+				    "chainfs up: %s was killed by signal %d (%s) during start\n",
+				    role, WTERMSIG(st), strsignal(WTERMSIG(st)));
+			else
+				fprintf(stderr,
+				        "chainfs up: %s exited with status %d during start\n", role,
+				        WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+			print_log_tail(log);
+			return -1;
+		}
+		if (now_ms() > deadline) {
+			fprintf(stderr, "chainfs up: %s did not come up within %lld ms\n", role,
+			        timeout_ms);
+			print_log_tail(log);
+			return -1;
+		}
+		sleep_ms(50);
+	}
+}
+
+static int cond_port(const void *arg)
+{
+	return port_open(*(const unsigned *)arg);
+}
+
+static int cond_mounted(const void *arg)
+{
+	struct stat st;
+	const char *m = arg;
+	return fusefs_is_mountpoint(m) == 1 && stat(m, &st) == 0 && st.st_ino == 1;
+}
+
+/* Runs `chainfs ARGS...` in the foreground, output to OUT (may be NULL:
+ * inherit). Returns its exit status, or -1. */
+static int run_cmd(const char *out, char *const args[])
+{
+	char *argv[48];
+	int n = 0;
+	argv[n++] = self_exe;
+	for (int i = 0; args[i] && n < 47; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		if (out) {
+			int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+			if (fd >= 0) {
+				dup2(fd, 1);
+				dup2(fd, 2);
+			}
+		}
+		execv(self_exe, argv);
+		_exit(127);
+	}
+	int st;
+	if (waitpid(pid, &st, 0) != pid)
+		return -1;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int conf_save(const struct cluster *c)
+{
+	char path[PATH_MAX], tmp[PATH_MAX];
+	pathf(path, sizeof(path), "%s/cluster.conf", c->dir);
+	pathf(tmp, sizeof(tmp), "%s/cluster.conf.tmp", c->dir);
+	FILE *f = fopen(tmp, "w");
+	if (!f)
+		return -errno;
+	fprintf(f, "# written by chainfs up; read by chainfs up and down\n");
+	fprintf(f, "cluster_id = %s\nmount = %s\nmgmtd_port = %u\nmeta_port = %u\n", c->cluster_id,
+	        c->mount, c->mgmtd_port, c->meta_port);
+	fprintf(f, "storage = %d\n", c->nstorage);
+	for (int i = 0; i < c->nstorage; i++)
+		fprintf(f, "storage%d_port = %u\n", i + 1, c->storage_port[i]);
+	fprintf(f, "initialised = %d\n", c->initialised);
+	fprintf(f, "table_created = %d\n", c->table_created);
+	if (fclose(f) != 0)
+		return -EIO;
+	return rename(tmp, path) < 0 ? -errno : 0;
+}
+
+/* 1 loaded, 0 no cluster in DIR, <0 unreadable. */
+static int conf_load(struct cluster *c)
+{
+	char path[PATH_MAX], line[PATH_MAX + 64];
+	pathf(path, sizeof(path), "%s/cluster.conf", c->dir);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return errno == ENOENT ? 0 : -errno;
+	while (fgets(line, sizeof(line), f)) {
+		char key[64], val[PATH_MAX];
+		if (line[0] == '#' || sscanf(line, "%63s = %4095[^\n]", key, val) != 2)
+			continue;
+		int idx;
+		if (!strcmp(key, "cluster_id"))
+			pathf(c->cluster_id, sizeof(c->cluster_id), "%s", val);
+		else if (!strcmp(key, "mount"))
+			pathf(c->mount, sizeof(c->mount), "%s", val);
+		else if (!strcmp(key, "mgmtd_port"))
+			c->mgmtd_port = (unsigned)atoi(val);
+		else if (!strcmp(key, "meta_port"))
+			c->meta_port = (unsigned)atoi(val);
+		else if (!strcmp(key, "storage"))
+			c->nstorage = atoi(val);
+		else if (!strcmp(key, "initialised"))
+			c->initialised = atoi(val);
+		else if (!strcmp(key, "table_created"))
+			c->table_created = atoi(val);
+		else if (sscanf(key, "storage%d_port", &idx) == 1 && idx >= 1 && idx <= UP_STORAGE)
+			c->storage_port[idx - 1] = (unsigned)atoi(val);
+	}
+	fclose(f);
+	if (c->nstorage < 0 || c->nstorage > UP_STORAGE)
+		c->nstorage = 0;
+	return *c->cluster_id && c->mgmtd_port && c->meta_port ? 1 : -EINVAL;
+}
+
+static int write_secret(const char *dir)
+{
+	char path[PATH_MAX];
+	uint8_t raw[32];
+	pathf(path, sizeof(path), "%s/secret", dir);
+	if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw))
+		return -EIO;
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	if (fd < 0 && errno == EEXIST)
+		return 0; /* left by an `up` that failed before cluster.conf: keep it */
+	if (fd < 0)
+		return -errno;
+	char hex[65];
+	for (int i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+	dprintf(fd, "%s\n", hex);
+	return close(fd) < 0 ? -errno : 0;
+}
+
+/* Stops the process recorded in D/pids/ROLE.pid: SIGTERM, then SIGKILL
+ * after STOP_MS. Returns 1 when one was stopped, 0 when none was running. */
+static int stop_role(const char *dir, const char *role, long long stop_ms)
+{
+	char pidf[PATH_MAX];
+	int pid = 0;
+	unsigned long long start = 0;
+	pathf(pidf, sizeof(pidf), "%s/pids/%s.pid", dir, role);
+	FILE *f = fopen(pidf, "r");
+	if (!f)
+		return 0;
+	int ok = fscanf(f, "%d %llu", &pid, &start) == 2;
+	fclose(f);
+	int stopped = 0;
+	if (ok && pid > 1 && proc_alive(pid, start)) {
+		kill(pid, SIGTERM);
+		long long deadline = now_ms() + stop_ms;
+		while (proc_alive(pid, start) && now_ms() < deadline) {
+			waitpid(pid, NULL, WNOHANG);
+			sleep_ms(20);
+		}
+		if (proc_alive(pid, start)) {
+			fprintf(stderr,
+			        "chainfs down: %s (pid %d) ignored SIGTERM for %lld ms: "
+			        "SIGKILL\n",
+			        role, pid, stop_ms);
+			kill(pid, SIGKILL);
+			for (int i = 0; i < 250 && proc_alive(pid, start); i++)
+				sleep_ms(20);
+		}
+		waitpid(pid, NULL, WNOHANG);
+		stopped = 1;
+	}
+	unlink(pidf);
+	return stopped;
+}
+
+static void unmount_at(const char *mnt)
+{
+	if (!*mnt || fusefs_is_mountpoint(mnt) == 0)
+		return; /* 1: mounted; <0: maybe a stale FUSE mount (ENOTCONN) */
+	pid_t pid = fork();
+	if (pid == 0) {
+		int nul = open("/dev/null", O_WRONLY);
+		if (nul >= 0)
+			dup2(nul, 2);
+		execlp("fusermount3", "fusermount3", "-u", "-z", mnt, (char *)NULL);
+		execlp("umount", "umount", "-l", mnt, (char *)NULL);
+		_exit(127);
+	}
+	if (pid > 0)
+		waitpid(pid, NULL, 0);
+}
+
+/* Stops every role recorded under DIR, mount first, mgmtd last; meta
+ * before storage, since its GC and truncates call storage. */
+static int stop_all(const char *dir, const char *mnt, long long stop_ms)
+{
+	static const char *const order[] = {"mount",    "meta",     "storage1",
+	                                    "storage2", "storage3", "mgmtd"};
+	int n = 0;
+	/* The mount process exits by itself once unmounted; count it too. */
+	char pidf[PATH_MAX];
+	int pid = 0;
+	unsigned long long start = 0;
+	pathf(pidf, sizeof(pidf), "%s/pids/mount.pid", dir);
+	FILE *f = fopen(pidf, "r");
+	if (f) {
+		if (fscanf(f, "%d %llu", &pid, &start) == 2 && pid > 1 && proc_alive(pid, start))
+			n++;
+		fclose(f);
+	}
+	unmount_at(mnt);
+	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
+		if (stop_role(dir, order[i], stop_ms) && i > 0)
+			n++;
+	return n;
+}
+
+static int start_cluster(struct cluster *c, const struct up_conf *uc)
+{
+	char mg_addr[64], listen[64], secret[PATH_MAX], kv[PATH_MAX + 16], out[PATH_MAX];
+	pathf(secret, sizeof(secret), "%s/secret", c->dir);
+	pathf(mg_addr, sizeof(mg_addr), "127.0.0.1:%u", c->mgmtd_port);
+
+	/* mgmtd */
+	pathf(kv, sizeof(kv), "lmdb://%s/mgmtd", c->dir);
+	if (role_pid(c->dir, "mgmtd")) {
+		printf("  mgmtd     %-21s already running (pid %d)\n", mg_addr,
+		       role_pid(c->dir, "mgmtd"));
+	} else {
+		char *a[] = {"mgmtd",       "--kv",          kv,
+		             "--listen",    mg_addr,         "--cluster-id",
+		             c->cluster_id, "--secret-file", secret,
+		             "--log-level", uc->log_level,   NULL};
+		pid_t pid = spawn_role(c, "mgmtd", a);
+		if (pid < 0 || wait_up(c, "mgmtd", pid, uc->timeout_ms, cond_port, &c->mgmtd_port))
+			return -1;
+		printf("  mgmtd     %-21s pid %d  log %s/logs/mgmtd.log\n", mg_addr, (int)pid,
+		       c->dir);
+	}
+	if (!c->initialised) {
+		pathf(out, sizeof(out), "%s/logs/admin.log", c->dir);
+		char *a[] = {"admin",       "init-cluster",  "--mgmtd", mg_addr, "--cluster-id",
+		             c->cluster_id, "--secret-file", secret,    NULL};
+		if (run_cmd(out, a) != 0) {
+			fprintf(stderr, "chainfs up: admin init-cluster failed\n");
+			print_log_tail(out);
+			return -1;
+		}
+		c->initialised = 1;
+		conf_save(c);
+	}
+
+	/* storage */
+	static const char *const storage_roles[UP_STORAGE] = {"storage1", "storage2", "storage3"};
+	for (int i = 0; i < c->nstorage; i++) {
+		char t1[PATH_MAX], t2[PATH_MAX], targets[2 * PATH_MAX + 2];
+		const char *role = storage_roles[i];
+		pathf(t1, sizeof(t1), "%s/%s/target1", c->dir, role);
+		pathf(t2, sizeof(t2), "%s/%s/target2", c->dir, role);
+		if (mkdir_p(t1, 0755) < 0 || mkdir_p(t2, 0755) < 0) {
+			fprintf(stderr, "chainfs up: cannot create %s: %s\n", t1, strerror(errno));
+			return -1;
+		}
+		pathf(targets, sizeof(targets), "%s,%s", t1, t2);
+		pathf(listen, sizeof(listen), "127.0.0.1:%u", c->storage_port[i]);
+		if (role_pid(c->dir, role)) {
+			printf("  %-9s %-21s already running (pid %d)\n", role, listen,
+			       role_pid(c->dir, role));
+			continue;
+		}
+		char *a[] = {"storage",      "--targets",   targets,         "--listen", listen,
+		             "--cluster-id", c->cluster_id, "--secret-file", secret,     "--mgmtd",
+		             mg_addr,        "--log-level", uc->log_level,   NULL};
+		pid_t pid = spawn_role(c, role, a);
+		if (pid < 0 ||
+		    wait_up(c, role, pid, uc->timeout_ms, cond_port, &c->storage_port[i]))
+			return -1;
+		printf("  %-9s %-21s pid %d  log %s/logs/%s.log\n", role, listen, (int)pid, c->dir,
+		       role);
+	}
+	if (!c->table_created) {
+		/* The targets register with mgmtd in the background: retry until
+		 * all of them are there to build the chains from. */
+		pathf(out, sizeof(out), "%s/logs/admin.log", c->dir);
+		char *a[] = {"admin",
+		             "create-chain-table",
+		             "--replicas",
+		             "3",
+		             "--mgmtd",
+		             mg_addr,
+		             "--cluster-id",
+		             c->cluster_id,
+		             "--secret-file",
+		             secret,
+		             NULL};
+		long long deadline = now_ms() + uc->timeout_ms;
+		int rc;
+		while ((rc = run_cmd(out, a)) != 0 && now_ms() < deadline)
+			sleep_ms(500);
+		if (rc != 0) {
+			fprintf(stderr,
+			        "chainfs up: admin create-chain-table --replicas 3 failed\n");
+			print_log_tail(out);
+			return -1;
+		}
+		c->table_created = 1;
+		conf_save(c);
+		printf("  chain table 1: replication %d over %d storage targets\n", UP_REPLICAS,
+		       c->nstorage * UP_TARGETS);
+	}
+
+	/* meta */
+	pathf(kv, sizeof(kv), "lmdb://%s/meta", c->dir);
+	pathf(listen, sizeof(listen), "127.0.0.1:%u", c->meta_port);
+	if (role_pid(c->dir, "meta")) {
+		printf("  meta      %-21s already running (pid %d)\n", listen,
+		       role_pid(c->dir, "meta"));
+	} else {
+		/* Files spread over every chain of the table by default. */
+		char stripe[16];
+		pathf(stripe, sizeof(stripe), "%d", c->nstorage * UP_TARGETS / UP_REPLICAS);
+		char *a[] = {"meta",        "--kv",          kv,
+		             "--listen",    listen,          "--cluster-id",
+		             c->cluster_id, "--secret-file", secret,
+		             "--mgmtd",     mg_addr,         "--stripe",
+		             stripe,        "--log-level",   uc->log_level,
+		             "--storage",   "chains",        NULL};
+		pid_t pid = spawn_role(c, "meta", a);
+		if (pid < 0 || wait_up(c, "meta", pid, uc->timeout_ms, cond_port, &c->meta_port))
+			return -1;
+		printf("  meta      %-21s pid %d  log %s/logs/meta.log\n", listen, (int)pid,
+		       c->dir);
+	}
+
+	/* mount */
+	if (role_pid(c->dir, "mount")) {
+		printf("  mount     %-21s already running (pid %d)\n", c->mount,
+		       role_pid(c->dir, "mount"));
+	} else {
+		char logf[PATH_MAX];
+		char *a[40];
+		int n = 0;
+		pathf(logf, sizeof(logf), "%s/logs/mount.log", c->dir);
+		a[n++] = "mount";
+		a[n++] = "--mgmtd";
+		a[n++] = mg_addr;
+		a[n++] = "--cluster-id";
+		a[n++] = c->cluster_id;
+		a[n++] = "--secret-file";
+		a[n++] = secret;
+		a[n++] = "--log-level";
+		a[n++] = uc->log_level;
+		char extra[1024];
+		pathf(extra, sizeof(extra), "%s", uc->mount_opts);
+		for (char *save = NULL, *t = strtok_r(extra, " ", &save); t && n < 36;
+		     t = strtok_r(NULL, " ", &save))
+			a[n++] = t;
+		a[n++] = c->mount;
+		a[n] = NULL;
+		pid_t pid = spawn_role(c, "mount", a);
+		if (pid < 0 || wait_up(c, "mount", pid, uc->timeout_ms, cond_mounted, c->mount))
+			return -1;
+		printf("  mount     %-21s pid %d  log %s\n", c->mount, (int)pid, logf);
+	}
+	return 0;
+}
+
+int cli_up(int argc, char **argv)
+{
+	struct up_conf uc;
+	struct cluster c;
+	char err[512];
+	int npos = 0, ret = 2;
+
+	memset(&uc, 0, sizeof(uc));
+	memset(&c, 0, sizeof(c));
+	int rc = cfg_parse(up_opts, &uc, argc, argv, &npos, err, sizeof(err));
+	if (rc == 1)
+		return 0;
+	if (rc < 0) {
+		fprintf(stderr, "chainfs up: %s\n", err);
+		return 2;
+	}
+	if (npos) {
+		fprintf(stderr, "chainfs up: unexpected argument '%s'\n", argv[0]);
+		goto out;
+	}
+	ret = 1;
+	setvbuf(stdout, NULL, _IOLBF, 0); /* progress lines interleave with errors */
+	ssize_t sl = readlink("/proc/self/exe", self_exe, sizeof(self_exe) - 1);
+	if (sl <= 0) {
+		fprintf(stderr, "chainfs up: cannot find my own executable: %s\n", strerror(errno));
+		goto out;
+	}
+	self_exe[sl] = 0;
+	if (access("/dev/fuse", R_OK | W_OK) < 0) {
+		fprintf(
+		    stderr,
+		    "chainfs up: FUSE is not available: /dev/fuse: %s (load the fuse "
+		    "kernel module; in a container, pass --device /dev/fuse and CAP_SYS_ADMIN)\n",
+		    strerror(errno));
+		goto out;
+	}
+	if ((rc = mkdir_p(uc.dir, 0755)) < 0 || !realpath(uc.dir, c.dir)) {
+		fprintf(stderr, "chainfs up: --dir %s: %s\n", uc.dir,
+		        strerror(rc < 0 ? -rc : errno));
+		goto out;
+	}
+	rc = conf_load(&c);
+	if (rc < 0) {
+		fprintf(stderr, "chainfs up: %s/cluster.conf is unreadable or incomplete: %s\n",
+		        c.dir, strerror(-rc));
+		goto out;
+	}
+	int fresh = rc == 0;
+	const char *mnt = *uc.mount ? uc.mount : (*c.mount ? c.mount : "./mnt");
+	char mabs[PATH_MAX];
+	if (!realpath(mnt, mabs) && errno == ENOTCONN)
+		unmount_at(mnt); /* a FUSE mount whose process died */
+	if ((rc = mkdir_p(mnt, 0755)) < 0 || !realpath(mnt, mabs)) {
+		fprintf(stderr, "chainfs up: --mount %s: %s\n", mnt,
+		        strerror(rc < 0 ? -rc : errno));
+		goto out;
+	}
+	pathf(c.mount, sizeof(c.mount), "%s", mabs);
+	int mounted = fusefs_is_mountpoint(c.mount) == 1;
+	int mount_pid = fresh ? 0 : role_pid(c.dir, "mount");
+	if (mounted && !mount_pid) {
+		fprintf(stderr,
+		        "chainfs up: mount point %s is busy: something else is mounted "
+		        "there (fusermount3 -u %s)\n",
+		        c.mount, c.mount);
+		goto out;
+	}
+	char sub[PATH_MAX];
+	pathf(sub, sizeof(sub), "%s/pids", c.dir);
+	mkdir_p(sub, 0755);
+	pathf(sub, sizeof(sub), "%s/logs", c.dir);
+	mkdir_p(sub, 0755);
+	/* A mount process whose mount is gone (unmounted by hand) is
+	 * stopped and started again; every other role still running is
+	 * kept, and only the missing ones are started. */
+	if (mount_pid && !mounted)
+		stop_role(c.dir, "mount", uc.stop_ms);
+	if (fresh) {
+		uint8_t r[6];
+		if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
+			fprintf(stderr, "chainfs up: getrandom failed\n");
+			goto out;
+		}
+		pathf(c.cluster_id, sizeof(c.cluster_id), "cfs-%02x%02x%02x%02x%02x%02x", r[0],
+		      r[1], r[2], r[3], r[4], r[5]);
+		if ((rc = write_secret(c.dir)) < 0) {
+			fprintf(stderr, "chainfs up: cannot write %s/secret: %s\n", c.dir,
+			        strerror(-rc));
+			goto out;
+		}
+		c.mgmtd_port = free_port();
+		c.meta_port = free_port();
+		c.nstorage = UP_STORAGE;
+		for (int i = 0; i < c.nstorage; i++)
+			c.storage_port[i] = free_port();
+	} else if (c.nstorage != UP_STORAGE) {
+		fprintf(stderr, "chainfs up: %s/cluster.conf records %d storage services, not %d\n",
+		        c.dir, c.nstorage, UP_STORAGE);
+		goto out;
+	}
+	if ((rc = conf_save(&c)) < 0) {
+		fprintf(stderr, "chainfs up: cannot write %s/cluster.conf: %s\n", c.dir,
+		        strerror(-rc));
+		goto out;
+	}
+	printf("%s cluster %s in %s:\n", fresh ? "starting new" : "restarting", c.cluster_id,
+	       c.dir);
+	if (start_cluster(&c, &uc) < 0) {
+		fprintf(stderr, "chainfs up: stopping what this run started\n");
+		for (int i = c.nstarted - 1; i >= 0; i--) {
+			if (!strcmp(c.started[i], "mount"))
+				unmount_at(c.mount);
+			stop_role(c.dir, c.started[i], uc.stop_ms);
+		}
+		goto out;
+	}
+	printf("ChainFS is mounted on %s\n", c.mount);
+	printf("stop it with: chainfs down --dir %s\n", c.dir);
+	ret = 0;
+out:
+	cfg_free(up_opts, &uc);
+	return ret;
+}
+
+struct down_conf {
+	char *dir;
+	int64_t stop_ms;
+};
+
+static const struct cfg_opt down_opts[] = {
+    {"dir", CFG_STR, "./chainfs-data", 0, 0, offsetof(struct down_conf, dir),
+     "the directory chainfs up ran in"},
+    {"stop-ms", CFG_INT, "10000", 100, 600000, offsetof(struct down_conf, stop_ms),
+     "how long to wait after SIGTERM before SIGKILL"},
+    CFG_END};
+
+int cli_down(int argc, char **argv)
+{
+	struct down_conf dc;
+	struct cluster c;
+	char err[512];
+	int npos = 0, ret = 2;
+
+	memset(&dc, 0, sizeof(dc));
+	memset(&c, 0, sizeof(c));
+	int rc = cfg_parse(down_opts, &dc, argc, argv, &npos, err, sizeof(err));
+	if (rc == 1)
+		return 0;
+	if (rc < 0) {
+		fprintf(stderr, "chainfs down: %s\n", err);
+		return 2;
+	}
+	if (npos) {
+		fprintf(stderr, "chainfs down: unexpected argument '%s'\n", argv[0]);
+		goto out;
+	}
+	ret = 1;
+	if (!realpath(dc.dir, c.dir)) {
+		fprintf(stderr, "chainfs down: --dir %s: %s\n", dc.dir, strerror(errno));
+		goto out;
+	}
+	rc = conf_load(&c);
+	if (rc <= 0) {
+		fprintf(stderr, "chainfs down: no cluster in %s (no cluster.conf)\n", c.dir);
+		goto out;
+	}
+	int n = stop_all(c.dir, c.mount, dc.stop_ms);
+	printf("unmounted %s; stopped %d process%s of cluster %s\n", c.mount, n, n == 1 ? "" : "es",
+	       c.cluster_id);
+	ret = 0;
+out:
+	cfg_free(down_opts, &dc);
+	return ret;
+}

@@ -1,0 +1,111 @@
+/* file_io.h - file data I/O for the client: file ranges to chunk requests.
+ *
+ * A file_io turns a read or write of a byte range of one file into chunk
+ * requests: the range is cut at chunk boundaries of the file's layout
+ * (layout.h: chunk i on chains[perm[i % stripe]], chunk id (ino, i)), the
+ * pieces run in parallel on a worker pool (the calling thread takes one
+ * piece itself), and the call returns when every piece finished. Where a
+ * chunk is absent or shorter than the range, a read returns zeros (sparse
+ * files), and reads stop at the file size the client knows.
+ *
+ * The chunk requests go through a backend (struct file_io_backend): the
+ * storage client in the mount, an in-memory fake in tests. Chain heads,
+ * replica choice, retries and checksums are the backend's business.
+ *
+ * OPEN-FILE STATE. Each inode open through this file_io has one
+ * file_io_inode (refcounted: file_io_open / file_io_release) with its
+ * layout, the size meta last reported, and the highest end offset written
+ * through this client under the inode's current truncate version. The
+ * client reports that length to meta (meta_client_sync, query 0) from a
+ * background thread every sync_interval_ms while it changed, and callers
+ * report it on fsync and close (file_io_length). file_io_size is what stat
+ * should show while the file is open here: max(meta size, written end).
+ *
+ * Threads: every call is thread-safe; reads and writes of one inode run
+ * concurrently (disjoint ranges of one file are not serialized here). The
+ * library never aborts and logs nothing unless a log sink is installed.
+ */
+#ifndef CFS_CLIENT_FILE_IO_H
+#define CFS_CLIENT_FILE_IO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "client/meta_client.h"
+#include "meta/layout.h"
+#include "meta/schema.h"
+
+typedef struct file_io file_io;
+typedef struct file_io_inode file_io_inode;
+
+/* Chunk storage as file_io needs it. Both calls must be thread-safe and
+ * may block; they return <0 (-errno or -CFS_E*) on failure. */
+struct file_io_backend {
+	void *arg;
+	/* Reads bytes [OFF, OFF+LEN) of chunk (INO, INDEX) on CHAIN into BUF.
+	 * Returns how many bytes from OFF the chunk holds (0..LEN: 0 when the
+	 * chunk is absent or ends before OFF); file_io zero-fills the rest. */
+	int (*read)(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t off,
+	            uint32_t len, void *buf);
+	/* Writes BUF to bytes [OFF, OFF+LEN) of chunk (INO, INDEX) on CHAIN
+	 * (chunks are at most CHUNK_SIZE bytes; a write past a chunk's end
+	 * extends it, with zeros in any gap). 0 when the write is durable on
+	 * the chain. */
+	int (*write)(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t off,
+	             uint32_t len, const void *buf, uint32_t chunk_size);
+};
+
+/* Zero fields take the defaults in brackets. */
+struct file_io_opts {
+	struct file_io_backend backend;
+	meta_client *meta;         /* borrowed, for periodic length reports; may be NULL */
+	int workers;               /* chunk-request threads [8] */
+	uint32_t sync_interval_ms; /* periodic length report [5000] */
+};
+
+/* 0, -EINVAL (no backend; message in ERR), -ENOMEM, -errno. */
+int file_io_new(const struct file_io_opts *o, file_io **out, char *err, size_t errlen);
+/* Stops the workers and the sync thread (reporting dirty lengths once
+ * more) and frees. Every inode must have been released. NULL-safe. */
+void file_io_free(file_io *f);
+
+/* Takes a reference on the open state of IN (a file with a layout),
+ * creating it or refreshing it from IN: the meta size, and when IN's
+ * truncate_ver is newer than the state's, the written end is dropped (a
+ * truncate by anyone invalidates it). 0, -EINVAL (not a file or bad
+ * layout), -ENOMEM. */
+int file_io_open(file_io *f, const struct meta_inode *in, file_io_inode **out);
+/* Drops the reference. NULL-safe. */
+void file_io_release(file_io *f, file_io_inode *fi);
+/* The state of INO if some open holds it (a new reference), else NULL. */
+file_io_inode *file_io_find(file_io *f, uint64_t ino);
+
+/* Reads up to LEN bytes at OFF into BUF, stopping at file_io_size.
+ * Returns the bytes read (0 at or past the end) or <0 from the backend;
+ * -EFBIG when the range goes past chunk index 2^32-1. */
+ssize_t file_io_read(file_io *f, file_io_inode *fi, uint64_t off, size_t len, void *buf);
+/* Writes LEN bytes of BUF at OFF and raises the written end. Returns LEN
+ * or <0 (-EFBIG as above; a backend error leaves the written end where it
+ * was: pieces that did land are not reported until a later write covers
+ * them). */
+ssize_t file_io_write(file_io *f, file_io_inode *fi, uint64_t off, size_t len, const void *buf);
+
+/* max(meta size, written end). */
+uint64_t file_io_size(file_io_inode *fi);
+/* The length to report to meta: {written end, truncate_ver}; 1 when
+ * anything was written since the state was created or truncated, else 0.
+ * Clears the periodic-sync dirty mark. */
+int file_io_length(file_io_inode *fi, struct meta_length *out);
+/* Records attributes meta returned (getattr, setattr, sync): a newer
+ * truncate_ver drops the written end; the meta size is taken as is. */
+void file_io_update(file_io_inode *fi, const struct meta_inode *in);
+/* The file's layout (borrowed while the reference is held). */
+const struct meta_layout *file_io_layout(file_io_inode *fi);
+
+/* Serialises appends of one inode: hold it from reading file_io_size to
+ * the end of the write. */
+void file_io_append_lock(file_io_inode *fi);
+void file_io_append_unlock(file_io_inode *fi);
+
+#endif

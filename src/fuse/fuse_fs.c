@@ -1,0 +1,1253 @@
+/* fuse_fs.c - libfuse3 low-level operations over meta_client and file_io.
+ *
+ * HOW IT WORKS. Each operation handler builds the caller's credentials
+ * (fuse_req_ctx, plus fuse_req_getgroups for non-root callers), makes one
+ * blocking meta_client call and replies. Meta checks permissions with
+ * those credentials, and the kernel checks them as well (mount option
+ * default_permissions): without it, a path walk through names the kernel
+ * cached for another user would skip the search-permission check.
+ * Kernel inode numbers are meta
+ * inode ids; nothing is kept per lookup, so forget is a no-op. Attributes
+ * carry attr_timeout, names entry_timeout, and ENOENT lookups are answered
+ * as negative entries cached negative_timeout.
+ *
+ * Files: open/create make a struct fusefs_file (fi->fh) holding the meta
+ * write session (0 for read-only opens) and a reference on the inode's
+ * file_io state, which all opens of that inode share. Files are opened
+ * direct_io (no page cache; each read or write is one request of up to
+ * 1 MiB) unless keep_cache_ro and the open is read-only. The written length
+ * goes to meta on flush (every close(2)), fsync, periodically (file_io) and
+ * in the session close at release. O_APPEND writes take the inode's append
+ * lock and write at file_io_size.
+ *
+ * Directories: opendir makes a struct fusefs_dir that accumulates the
+ * listing page by page (meta readdir resumes after a name; kernel readdir
+ * offsets are positions: 0 ".", 1 "..", k+2 the k-th entry). readdirplus
+ * gives the first readdirplus_attrs entries of a handle full attributes;
+ * the rest go without (nodeid 0), so huge directories cost one meta call
+ * per 1024 names, not one per name.
+ *
+ * Directory st_nlink is reported as 1: meta keeps it fixed at 2, which
+ * would make find(1) and others skip subdirectories (the "nlink - 2
+ * subdirectories" leaf optimisation); 1 means "unknown" to them.
+ */
+#define FUSE_USE_VERSION 312
+#include "fuse/fuse_fs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse3/fuse_lowlevel.h>
+#include <linux/fuse.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/uio.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/status.h"
+
+#define FUSEFS_MAX_IO  (1u << 20) /* max_read / max_write */
+#define FUSEFS_NGROUPS 64
+#define FUSEFS_PAGE    1024 /* meta readdir page */
+
+struct fusefs_file;
+struct fusefs_dir;
+
+struct fusefs {
+	struct fusefs_opts o;
+	pthread_mutex_t lock;      /* guards the two handle lists */
+	struct fusefs_file *files; /* open file handles, for cleanup at unmount */
+	struct fusefs_dir *dirs;   /* open directory handles, likewise */
+};
+
+struct fusefs_file {
+	struct fusefs_file *prev, *next; /* fusefs.files; guarded by fusefs.lock */
+	uint64_t ino;
+	uint64_t session;  /* meta write session; 0 for read-only opens */
+	int flags;         /* open(2) flags */
+	file_io_inode *fi; /* shared open state; NULL without file_io */
+};
+
+struct fusefs_dirent {
+	uint64_t ino;
+	uint8_t type;
+	char *name;
+};
+
+struct fusefs_dir {
+	struct fusefs_dir *prev, *next; /* fusefs.dirs; guarded by fusefs.lock */
+	pthread_mutex_t lock;           /* the kernel may read one handle from two threads */
+	uint64_t ino;
+	uint64_t parent;
+	struct fusefs_dirent *e;
+	size_t n, cap;
+	int eof;
+};
+
+struct cred_buf {
+	struct meta_cred c;
+	uint32_t g[FUSEFS_NGROUPS];
+};
+
+static struct fusefs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static void req_cred(fuse_req_t req, struct cred_buf *cb)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	cb->c.uid = ctx->uid;
+	cb->c.gid = ctx->gid;
+	cb->c.ngroups = 0;
+	cb->c.groups = cb->g;
+	if (ctx->uid == 0)
+		return; /* root passes every check meta makes with groups */
+	gid_t gids[FUSEFS_NGROUPS];
+	int n = fuse_req_getgroups(req, FUSEFS_NGROUPS, gids);
+	if (n > FUSEFS_NGROUPS)
+		n = FUSEFS_NGROUPS;
+	for (int i = 0; i < n; i++)
+		cb->g[i] = gids[i];
+	cb->c.ngroups = n > 0 ? (uint32_t)n : 0;
+}
+
+/* A meta / storage status as the errno an application should see. */
+static int to_errno(int rc)
+{
+	int e = rc < 0 ? -rc : rc;
+	if (e == 0)
+		return 0;
+	if (e < CFS_EBASE)
+		return e;
+	switch (e) {
+	case CFS_ETIMEDOUT:
+		return ETIMEDOUT;
+	case CFS_ELAYOUT:
+		return EINVAL;
+	case CFS_ETOOLARGE:
+		return EFBIG;
+	case CFS_EAUTH:
+		return EACCES;
+	default: /* unavailable, fenced, closed, corrupt: the retries ran out */
+		return EIO;
+	}
+}
+
+static void reply_err(fuse_req_t req, int rc)
+{
+	fuse_reply_err(req, to_errno(rc));
+}
+
+static mode_t type_bits(uint8_t type)
+{
+	switch (type) {
+	case META_T_DIR:
+		return S_IFDIR;
+	case META_T_SYMLINK:
+		return S_IFLNK;
+	default:
+		return S_IFREG;
+	}
+}
+
+static void fill_stat(struct fusefs *fs, const struct meta_inode *in, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = in->ino;
+	st->st_mode = type_bits(in->type) | (in->mode & 07777);
+	st->st_nlink = in->type == META_T_DIR ? 1 : in->nlink;
+	st->st_uid = in->uid;
+	st->st_gid = in->gid;
+	st->st_size = (off_t)in->size;
+	if (in->type == META_T_FILE && fs->o.fio) {
+		file_io_inode *fi = file_io_find(fs->o.fio, in->ino);
+		if (fi) {
+			uint64_t s = file_io_size(fi);
+			if (s > in->size)
+				st->st_size = (off_t)s;
+			file_io_release(fs->o.fio, fi);
+		}
+	}
+	st->st_blksize = 1 << 20;
+	if (in->type == META_T_FILE && in->has_layout && in->layout.chunk_size < (1u << 20))
+		st->st_blksize = in->layout.chunk_size;
+	st->st_blocks = (blkcnt_t)(((uint64_t)st->st_size + 511) / 512);
+	st->st_atim.tv_sec = in->atime / 1000000000;
+	st->st_atim.tv_nsec = in->atime % 1000000000;
+	st->st_mtim.tv_sec = in->mtime / 1000000000;
+	st->st_mtim.tv_nsec = in->mtime % 1000000000;
+	st->st_ctim.tv_sec = in->ctime / 1000000000;
+	st->st_ctim.tv_nsec = in->ctime % 1000000000;
+}
+
+static void fill_entry(struct fusefs *fs, const struct meta_inode *in, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->ino = in->ino;
+	e->generation = 1;
+	e->attr_timeout = fs->o.attr_timeout;
+	e->entry_timeout = fs->o.entry_timeout;
+	fill_stat(fs, in, &e->attr);
+}
+
+static void reply_entry(fuse_req_t req, const struct meta_inode *in)
+{
+	struct fuse_entry_param e;
+	fill_entry(fs_of(req), in, &e);
+	fuse_reply_entry(req, &e);
+}
+
+/* Handlers allocate the (5 KiB) inode record rather than keep it on the
+ * stack of libfuse's worker threads. */
+static struct meta_inode *inode_new(fuse_req_t req)
+{
+	struct meta_inode *in = malloc(sizeof(*in));
+	if (!in)
+		fuse_reply_err(req, ENOMEM);
+	return in;
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS;
+	conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
+	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	if (conn->capable & FUSE_CAP_ASYNC_DIO)
+		conn->want |= FUSE_CAP_ASYNC_DIO;
+	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+	conn->max_write = FUSEFS_MAX_IO;
+	conn->max_read = FUSEFS_MAX_IO; /* must match the max_read mount option */
+	conn->max_readahead = FUSEFS_MAX_IO;
+	conn->max_background = 64;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fusefs *fs = fs_of(req);
+	struct cred_buf cb;
+	struct meta_inode *in = inode_new(req);
+	if (!in)
+		return;
+	req_cred(req, &cb);
+	int rc = meta_client_lookup(fs->o.meta, &cb.c, parent, meta_name_c(name), in);
+	if (rc == -ENOENT && fs->o.negative_timeout > 0) {
+		struct fuse_entry_param e;
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = fs->o.negative_timeout;
+		fuse_reply_entry(req, &e);
+	} else if (rc < 0) {
+		reply_err(req, rc);
+	} else {
+		reply_entry(req, in);
+	}
+	free(in);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
+{
+	struct fusefs *fs = fs_of(req);
+	struct cred_buf cb;
+	struct meta_inode *in = inode_new(req);
+	if (!in)
+		return;
+	req_cred(req, &cb);
+	int rc = meta_client_getattr(fs->o.meta, &cb.c, ino, in);
+	if (rc < 0) {
+		reply_err(req, rc);
+	} else {
+		struct stat st;
+		fill_stat(fs, in, &st);
+		fuse_reply_attr(req, &st, fs->o.attr_timeout);
+	}
+	free(in);
+}
+
+/* Hands this client's written length to meta (query 0: our hint is exact
+ * for what we wrote; storage acks are durable). 0 when nothing to say. */
+static int report_length(struct fusefs *fs, uint64_t ino)
+{
+	if (!fs->o.fio)
+		return 0;
+	file_io_inode *fi = file_io_find(fs->o.fio, ino);
+	if (!fi)
+		return 0;
+	struct meta_length len;
+	int rc = 0;
+	if (file_io_length(fi, &len)) {
+		struct meta_cred cr = {0, 0, 0, NULL};
+		uint64_t size = 0;
+		rc = meta_client_sync(fs->o.meta, &cr, ino, &len, 0, &size);
+	}
+	file_io_release(fs->o.fio, fi);
+	return rc;
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+                       struct fuse_file_info *ffi)
+{
+	struct fusefs *fs = fs_of(req);
+	struct cred_buf cb;
+	struct meta_setattr sa;
+	memset(&sa, 0, sizeof(sa));
+	if (to_set & FUSE_SET_ATTR_MODE) {
+		sa.valid |= META_SET_MODE;
+		sa.mode = attr->st_mode & 07777;
+	}
+	if (to_set & FUSE_SET_ATTR_UID) {
+		sa.valid |= META_SET_UID;
+		sa.uid = attr->st_uid;
+	}
+	if (to_set & FUSE_SET_ATTR_GID) {
+		sa.valid |= META_SET_GID;
+		sa.gid = attr->st_gid;
+	}
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		if (attr->st_size < 0) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+		sa.valid |= META_SET_SIZE;
+		sa.size = (uint64_t)attr->st_size;
+	}
+	if (to_set & FUSE_SET_ATTR_ATIME_NOW) {
+		sa.valid |= META_SET_ATIME_NOW;
+	} else if (to_set & FUSE_SET_ATTR_ATIME) {
+		sa.valid |= META_SET_ATIME;
+		sa.atime = (int64_t)attr->st_atim.tv_sec * 1000000000 + attr->st_atim.tv_nsec;
+	}
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW) {
+		sa.valid |= META_SET_MTIME_NOW;
+	} else if (to_set & FUSE_SET_ATTR_MTIME) {
+		sa.valid |= META_SET_MTIME;
+		sa.mtime = (int64_t)attr->st_mtim.tv_sec * 1000000000 + attr->st_mtim.tv_nsec;
+	}
+	if (to_set & FUSE_SET_ATTR_CTIME) {
+		sa.valid |= META_SET_CTIME;
+		sa.ctime = (int64_t)attr->st_ctim.tv_sec * 1000000000 + attr->st_ctim.tv_nsec;
+	}
+	struct meta_inode *in = inode_new(req);
+	if (!in)
+		return;
+	req_cred(req, &cb);
+	int rc = 0;
+	/* Meta must know how far we wrote before it decides whether a new
+	 * size shrinks the file (and removes chunks) or extends it. */
+	if (sa.valid & META_SET_SIZE)
+		rc = report_length(fs, ino);
+	if (rc == 0)
+		rc = meta_client_setattr(fs->o.meta, &cb.c, ino, &sa, in);
+	if (rc < 0) {
+		reply_err(req, rc);
+	} else {
+		if (fs->o.fio && in->type == META_T_FILE) {
+			file_io_inode *fi = file_io_find(fs->o.fio, ino);
+			if (fi) {
+				file_io_update(fi, in);
+				file_io_release(fs->o.fio, fi);
+			}
+		}
+		struct stat st;
+		fill_stat(fs, in, &st);
+		fuse_reply_attr(req, &st, fs->o.attr_timeout);
+	}
+	free(in);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct fusefs *fs = fs_of(req);
+	struct cred_buf cb;
+	char buf[META_SYMLINK_MAX + 1];
+	req_cred(req, &cb);
+	int rc = meta_client_readlink(fs->o.meta, &cb.c, ino, buf, sizeof(buf));
+	if (rc < 0) {
+		reply_err(req, rc);
+		return;
+	}
+	buf[rc < (int)sizeof(buf) ? rc : (int)sizeof(buf) - 1] = 0;
+	fuse_reply_readlink(req, buf);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	struct fusefs *fs = fs_of(req);
+	struct cred_buf cb;
+	if (!S_ISREG(mode)) {
+		fuse_reply_err(req, EPERM); /* no device, fifo or socket nodes */
+		return;
+	}
+	struct meta_inode *in = inode_new(req);
+	if (!in)
+		return;
+	req_cred(req, &cb);
+	int rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), mode & 07777,
+	                            META_O_EXCL, in, NULL);
+	if (rc < 0)
+		reply_err(req, rc);
+	else
+		reply_entry(req, in);
+	free(in);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	struct fusefs *fs = fs_of(req);
+	struct cred_buf cb;
+	struct meta_inode *in = inode_new(req);
+	if (!in)
+		return;
+	req_cred(req, &cb);
+	int rc = meta_client_mkdir(fs->o.meta, &cb.c, parent, meta_name_c(name), mode & 07777, in);
+	if (rc < 0)
+		reply_err(req, rc);
+	else
+		reply_entry(req, in);
+	free(in);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fusefs *fs = fs_of(req);
+	struct cred_buf cb;
+	req_cred(req, &cb);
+	fuse_reply_err(req,
+	               to_errno(meta_client_unlink(fs->o.meta, &cb.c, parent, meta_name_c(name))));
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fusefs *fs = fs_of(req);
+	struct cred_buf cb;
+	req_cred(req, &cb);
+	fuse_reply_err(req,
+	               to_errno(meta_client_rmdir(fs->o.meta, &cb.c, parent, meta_name_c(name))));
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	struct fusefs *fs = fs_of(req);
+	struct cred_buf cb;
+	struct meta_inode *in = inode_new(req);
+	if (!in)
+		return;
+	req_cred(req, &cb);
+	int rc = meta_client_symlink(fs->o.meta, &cb.c, parent, meta_name_c(name),
+	                             meta_name_c(link), in);
+	if (rc < 0)
+		reply_err(req, rc);
+	else
+		reply_entry(req, in);
+	free(in);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                      const char *newname, unsigned int flags)
+{
+	struct fusefs *fs = fs_of(req);
+	struct cred_buf cb;
+	unsigned mf = 0;
+	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
+		fuse_reply_err(req, EINVAL); /* RENAME_WHITEOUT: no overlay support */
+		return;
+	}
+	if (flags & RENAME_NOREPLACE)
+		mf |= META_RENAME_NOREPLACE;
+	if (flags & RENAME_EXCHANGE)
+		mf |= META_RENAME_EXCHANGE;
+	req_cred(req, &cb);
+	fuse_reply_err(req,
+	               to_errno(meta_client_rename(fs->o.meta, &cb.c, parent, meta_name_c(name),
+	                                           newparent, meta_name_c(newname), mf)));
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct fusefs *fs = fs_of(req);
+	struct cred_buf cb;
+	struct meta_inode *in = inode_new(req);
+	if (!in)
+		return;
+	req_cred(req, &cb);
+	int rc = meta_client_link(fs->o.meta, &cb.c, ino, newparent, meta_name_c(newname), in);
+	if (rc < 0)
+		reply_err(req, rc);
+	else
+		reply_entry(req, in);
+	free(in);
+}
+
+static unsigned open_flags(int flags)
+{
+	unsigned f = 0;
+	int acc = flags & O_ACCMODE;
+	if (acc != O_WRONLY)
+		f |= META_O_READ;
+	if (acc != O_RDONLY)
+		f |= META_O_WRITE;
+	if ((flags & O_TRUNC) && acc != O_RDONLY)
+		f |= META_O_TRUNC;
+	return f;
+}
+
+/* Closes F's meta session (reporting the written length), drops its
+ * file_io reference, unlinks and frees it. CR: whose close it is. */
+static void file_drop(struct fusefs *fs, struct fusefs_file *f, const struct meta_cred *cr)
+{
+	if (f->session) {
+		struct meta_length len;
+		int wrote = f->fi ? file_io_length(f->fi, &len) : 0;
+		int rc = meta_client_close(fs->o.meta, cr, f->ino, f->session, wrote ? &len : NULL);
+		if (rc < 0) {
+			/* The session stays until meta prunes it; the length still
+			 * has to land. */
+			LOG_WARN("fuse", "close failed: ino=%llu: %s", (unsigned long long)f->ino,
+			         cfs_strerror(rc));
+			if (wrote)
+				meta_client_sync(fs->o.meta, cr, f->ino, &len, 0, NULL);
+		}
+	}
+	pthread_mutex_lock(&fs->lock);
+	if (f->prev)
+		f->prev->next = f->next;
+	else
+		fs->files = f->next;
+	if (f->next)
+		f->next->prev = f->prev;
+	pthread_mutex_unlock(&fs->lock);
+	file_io_release(fs->o.fio, f->fi);
+	free(f);
+}
+
+/* Builds the handle for an opened IN and sets the open flags the kernel
+ * gets. 0 or -errno (then the caller closes the session). */
+static int file_setup(struct fusefs *fs, const struct meta_inode *in, uint64_t session,
+                      struct fuse_file_info *ffi)
+{
+	struct fusefs_file *f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	f->ino = in->ino;
+	f->session = session;
+	f->flags = ffi->flags;
+	if (fs->o.fio) {
+		int rc = file_io_open(fs->o.fio, in, &f->fi);
+		if (rc < 0) {
+			free(f);
+			return rc;
+		}
+	}
+	pthread_mutex_lock(&fs->lock);
+	f->next = fs->files;
+	if (fs->files)
+		fs->files->prev = f;
+	fs->files = f;
+	pthread_mutex_unlock(&fs->lock);
+	ffi->fh = (uint64_t)(uintptr_t)f;
+	if (fs->o.keep_cache_ro && (ffi->flags & O_ACCMODE) == O_RDONLY) {
+		ffi->direct_io = 0;
+		ffi->keep_cache = 1;
+	} else {
+		ffi->direct_io = 1;
+	}
+	return 0;
+}
+
+/* PARALLEL DIRECT WRITES. Without FOPEN_PARALLEL_DIRECT_WRITES in the open
+ * reply the kernel takes the inode lock exclusively around every direct
+ * write, so threads writing disjoint ranges of one file queue behind each
+ * other. libfuse >= 3.15 sets the flag from fi->parallel_direct_writes;
+ * older libfuse (Debian 12 has 3.14) drops unknown open flags, so there the
+ * open and create replies are built here from the kernel ABI
+ * (<linux/fuse.h>) and sent with fuse_reply_iov, exactly as libfuse lays
+ * them out for protocol 7.9 and later. */
+#if FUSE_VERSION >= FUSE_MAKE_VERSION(3, 15)
+static int reply_open(fuse_req_t req, struct fuse_file_info *ffi)
+{
+	if (ffi->direct_io)
+		ffi->parallel_direct_writes = 1;
+	return fuse_reply_open(req, ffi);
+}
+
+static int reply_create(fuse_req_t req, const struct fuse_entry_param *e,
+                        struct fuse_file_info *ffi)
+{
+	if (ffi->direct_io)
+		ffi->parallel_direct_writes = 1;
+	return fuse_reply_create(req, e, ffi);
+}
+#else
+static void open_out(const struct fuse_file_info *ffi, struct fuse_open_out *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->fh = ffi->fh;
+	if (ffi->direct_io)
+		o->open_flags |= FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES;
+	if (ffi->keep_cache)
+		o->open_flags |= FOPEN_KEEP_CACHE;
+}
+
+static void timeout_split(double t, uint64_t *sec, uint32_t *nsec)
+{
+	if (t <= 0) {
+		*sec = 0;
+		*nsec = 0;
+		return;
+	}
+	*sec = (uint64_t)t;
+	*nsec = (uint32_t)((t - (double)*sec) * 1e9);
+}
+
+static int reply_open(fuse_req_t req, struct fuse_file_info *ffi)
+{
+	struct fuse_open_out o;
+	open_out(ffi, &o);
+	struct iovec iov = {&o, sizeof(o)};
+	return fuse_reply_iov(req, &iov, 1);
+}
+
+static int reply_create(fuse_req_t req, const struct fuse_entry_param *e,
+                        struct fuse_file_info *ffi)
+{
+	struct fuse_entry_out eo;
+	struct fuse_open_out o;
+	const struct stat *st = &e->attr;
+	memset(&eo, 0, sizeof(eo));
+	eo.nodeid = e->ino;
+	eo.generation = e->generation;
+	timeout_split(e->entry_timeout, &eo.entry_valid, &eo.entry_valid_nsec);
+	timeout_split(e->attr_timeout, &eo.attr_valid, &eo.attr_valid_nsec);
+	eo.attr.ino = st->st_ino;
+	eo.attr.mode = st->st_mode;
+	eo.attr.nlink = (uint32_t)st->st_nlink;
+	eo.attr.uid = st->st_uid;
+	eo.attr.gid = st->st_gid;
+	eo.attr.rdev = (uint32_t)st->st_rdev;
+	eo.attr.size = (uint64_t)st->st_size;
+	eo.attr.blksize = (uint32_t)st->st_blksize;
+	eo.attr.blocks = (uint64_t)st->st_blocks;
+	eo.attr.atime = (uint64_t)st->st_atim.tv_sec;
+	eo.attr.mtime = (uint64_t)st->st_mtim.tv_sec;
+	eo.attr.ctime = (uint64_t)st->st_ctim.tv_sec;
+	eo.attr.atimensec = (uint32_t)st->st_atim.tv_nsec;
+	eo.attr.mtimensec = (uint32_t)st->st_mtim.tv_nsec;
+	eo.attr.ctimensec = (uint32_t)st->st_ctim.tv_nsec;
+	open_out(ffi, &o);
+	struct iovec iov[2] = {{&eo, sizeof(eo)}, {&o, sizeof(o)}};
+	return fuse_reply_iov(req, iov, 2);
+}
+#endif
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                      struct fuse_file_info *ffi)
+{
+	struct fusefs *fs = fs_of(req);
+	struct cred_buf cb;
+	uint64_t session = 0;
+	unsigned mf = open_flags(ffi->flags);
+	if (ffi->flags & O_EXCL)
+		mf |= META_O_EXCL;
+	struct meta_inode *in = inode_new(req);
+	if (!in)
+		return;
+	req_cred(req, &cb);
+	int rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), mode & 07777, mf,
+	                            in, &session);
+	if (rc == 0) {
+		rc = file_setup(fs, in, session, ffi);
+		if (rc < 0 && session)
+			meta_client_close(fs->o.meta, &cb.c, in->ino, session, NULL);
+	}
+	if (rc < 0) {
+		reply_err(req, rc);
+	} else {
+		struct fuse_entry_param e;
+		fill_entry(fs, in, &e);
+		/* An interrupted open gets no release from the kernel. */
+		if (reply_create(req, &e, ffi) == -ENOENT)
+			file_drop(fs, (struct fusefs_file *)(uintptr_t)ffi->fh, &cb.c);
+	}
+	free(in);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
+{
+	struct fusefs *fs = fs_of(req);
+	struct cred_buf cb;
+	uint64_t session = 0;
+	struct meta_inode *in = inode_new(req);
+	if (!in)
+		return;
+	req_cred(req, &cb);
+	unsigned mf = open_flags(ffi->flags);
+	if (mf & META_O_TRUNC) {
+		int r = report_length(fs, ino);
+		if (r < 0) {
+			reply_err(req, r);
+			free(in);
+			return;
+		}
+	}
+	int rc = meta_client_open(fs->o.meta, &cb.c, ino, mf, in, &session);
+	if (rc == 0) {
+		rc = file_setup(fs, in, session, ffi);
+		if (rc < 0 && session)
+			meta_client_close(fs->o.meta, &cb.c, ino, session, NULL);
+	}
+	if (rc < 0) {
+		reply_err(req, rc);
+	} else if (reply_open(req, ffi) == -ENOENT) {
+		file_drop(fs, (struct fusefs_file *)(uintptr_t)ffi->fh, &cb.c);
+	}
+	free(in);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    struct fuse_file_info *ffi)
+{
+	struct fusefs *fs = fs_of(req);
+	struct fusefs_file *f = (struct fusefs_file *)(uintptr_t)ffi->fh;
+	if (!f->fi) {
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (size > FUSEFS_MAX_IO)
+		size = FUSEFS_MAX_IO;
+	/* Another client may have made the file longer: ask meta before
+	 * cutting a read short at the size we know. */
+	if ((uint64_t)off + size > file_io_size(f->fi)) {
+		struct meta_inode *in = malloc(sizeof(*in));
+		struct meta_cred cr = {0, 0, 0, NULL};
+		if (in && meta_client_getattr(fs->o.meta, &cr, ino, in) == 0)
+			file_io_update(f->fi, in);
+		free(in);
+	}
+	char *buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ssize_t n = file_io_read(fs->o.fio, f->fi, (uint64_t)off, size, buf);
+	if (n < 0)
+		reply_err(req, (int)n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	free(buf);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+                     struct fuse_file_info *ffi)
+{
+	struct fusefs *fs = fs_of(req);
+	struct fusefs_file *f = (struct fusefs_file *)(uintptr_t)ffi->fh;
+	ssize_t n;
+	if (!f->fi) {
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (f->flags & O_APPEND) {
+		file_io_append_lock(f->fi);
+		n = file_io_write(fs->o.fio, f->fi, file_io_size(f->fi), size, buf);
+		file_io_append_unlock(f->fi);
+	} else {
+		n = file_io_write(fs->o.fio, f->fi, (uint64_t)off, size, buf);
+	}
+	if (n < 0)
+		reply_err(req, (int)n);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
+{
+	/* close(2) returns after this: make the length visible to every
+	 * client now, not when the asynchronous release arrives. */
+	fuse_reply_err(req, to_errno(report_length(fs_of(req), ino)));
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *ffi)
+{
+	fuse_reply_err(req, to_errno(report_length(fs_of(req), ino)));
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
+{
+	struct meta_cred cr = {0, 0, 0, NULL};
+	file_drop(fs_of(req), (struct fusefs_file *)(uintptr_t)ffi->fh, &cr);
+	fuse_reply_err(req, 0);
+}
+
+static void dir_unlink(struct fusefs *fs, struct fusefs_dir *d)
+{
+	pthread_mutex_lock(&fs->lock);
+	if (d->prev)
+		d->prev->next = d->next;
+	else
+		fs->dirs = d->next;
+	if (d->next)
+		d->next->prev = d->prev;
+	pthread_mutex_unlock(&fs->lock);
+}
+
+static void dir_free(struct fusefs_dir *d)
+{
+	if (!d)
+		return;
+	for (size_t i = 0; i < d->n; i++)
+		free(d->e[i].name);
+	free(d->e);
+	pthread_mutex_destroy(&d->lock);
+	free(d);
+}
+
+/* Fetches the next page of D's listing; caller holds d->lock. */
+static int dir_fill(struct fusefs *fs, const struct meta_cred *cr, struct fusefs_dir *d)
+{
+	struct meta_dirent *ents = malloc(FUSEFS_PAGE * sizeof(*ents));
+	int n = 0, eof = 0;
+	if (!ents)
+		return -ENOMEM;
+	struct meta_name cursor = {"", 0};
+	if (d->n)
+		cursor = meta_name_c(d->e[d->n - 1].name);
+	int rc = meta_client_readdir(fs->o.meta, cr, d->ino, cursor, ents, FUSEFS_PAGE, &n, &eof);
+	if (rc == 0 && d->n + (size_t)n > d->cap) {
+		size_t cap = d->cap ? d->cap * 2 : 64;
+		while (cap < d->n + (size_t)n)
+			cap *= 2;
+		struct fusefs_dirent *e = realloc(d->e, cap * sizeof(*e));
+		if (!e)
+			rc = -ENOMEM;
+		else {
+			d->e = e;
+			d->cap = cap;
+		}
+	}
+	for (int i = 0; rc == 0 && i < n; i++) {
+		char *name = strdup(ents[i].name);
+		if (!name) {
+			rc = -ENOMEM;
+			break;
+		}
+		d->e[d->n++] = (struct fusefs_dirent){ents[i].ino, ents[i].type, name};
+	}
+	if (rc == 0)
+		d->eof = eof || n == 0;
+	free(ents);
+	return rc;
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
+{
+	struct fusefs *fs = fs_of(req);
+	struct cred_buf cb;
+	struct fusefs_dir *d = calloc(1, sizeof(*d));
+	struct meta_inode *in = inode_new(req);
+	if (!in || !d) {
+		if (in)
+			fuse_reply_err(req, ENOMEM);
+		free(in);
+		free(d);
+		return;
+	}
+	pthread_mutex_init(&d->lock, NULL);
+	d->ino = ino;
+	req_cred(req, &cb);
+	int rc = meta_client_getattr(fs->o.meta, &cb.c, ino, in);
+	if (rc == 0 && in->type != META_T_DIR)
+		rc = -ENOTDIR;
+	d->parent = rc == 0 ? in->parent : ino;
+	/* The first page now, so that a permission error fails opendir. */
+	if (rc == 0)
+		rc = dir_fill(fs, &cb.c, d);
+	free(in);
+	if (rc < 0) {
+		dir_free(d);
+		reply_err(req, rc);
+		return;
+	}
+	pthread_mutex_lock(&fs->lock);
+	d->next = fs->dirs;
+	if (fs->dirs)
+		fs->dirs->prev = d;
+	fs->dirs = d;
+	pthread_mutex_unlock(&fs->lock);
+	ffi->fh = (uint64_t)(uintptr_t)d;
+	if (fuse_reply_open(req, ffi) == -ENOENT) {
+		dir_unlink(fs, d);
+		dir_free(d);
+	}
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *ffi, int plus)
+{
+	struct fusefs *fs = fs_of(req);
+	struct fusefs_dir *d = (struct fusefs_dir *)(uintptr_t)ffi->fh;
+	struct cred_buf cb;
+	struct meta_inode *in = NULL;
+	char *buf = malloc(size);
+	size_t used = 0;
+	int rc = 0;
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	req_cred(req, &cb);
+	pthread_mutex_lock(&d->lock);
+	for (off_t pos = off < 0 ? 0 : off;; pos++) {
+		const char *name;
+		struct fuse_entry_param e;
+		memset(&e, 0, sizeof(e));
+		if (pos == 0 || pos == 1) {
+			name = pos == 0 ? "." : "..";
+			e.attr.st_ino = pos == 0 ? d->ino : d->parent;
+			e.attr.st_mode = S_IFDIR;
+		} else {
+			size_t k = (size_t)(pos - 2);
+			while (k >= d->n && !d->eof && rc == 0)
+				rc = dir_fill(fs, &cb.c, d);
+			if (rc < 0 || k >= d->n)
+				break;
+			name = d->e[k].name;
+			e.attr.st_ino = d->e[k].ino;
+			e.attr.st_mode = type_bits(d->e[k].type);
+			if (plus && k < (size_t)fs->o.readdirplus_attrs) {
+				if (!in && !(in = malloc(sizeof(*in)))) {
+					rc = -ENOMEM;
+					break;
+				}
+				/* Gone since the listing: list it without attributes. */
+				if (meta_client_getattr(fs->o.meta, &cb.c, d->e[k].ino, in) == 0)
+					fill_entry(fs, in, &e);
+			}
+		}
+		size_t need;
+		if (plus)
+			need =
+			    fuse_add_direntry_plus(req, buf + used, size - used, name, &e, pos + 1);
+		else
+			need =
+			    fuse_add_direntry(req, buf + used, size - used, name, &e.attr, pos + 1);
+		if (need > size - used)
+			break;
+		used += need;
+	}
+	pthread_mutex_unlock(&d->lock);
+	free(in);
+	if (rc < 0 && used == 0)
+		reply_err(req, rc);
+	else
+		fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *ffi)
+{
+	do_readdir(req, ino, size, off, ffi, 0);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                           struct fuse_file_info *ffi)
+{
+	do_readdir(req, ino, size, off, ffi, 1);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
+{
+	struct fusefs_dir *d = (struct fusefs_dir *)(uintptr_t)ffi->fh;
+	dir_unlink(fs_of(req), d);
+	dir_free(d);
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *ffi)
+{
+	fuse_reply_err(req, 0); /* every namespace change is committed when it returns */
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct fusefs *fs = fs_of(req);
+	struct cred_buf cb;
+	struct meta_statfs sf;
+	req_cred(req, &cb);
+	int rc = meta_client_statfs(fs->o.meta, &cb.c, &sf);
+	if (rc < 0) {
+		reply_err(req, rc);
+		return;
+	}
+	struct statvfs st;
+	memset(&st, 0, sizeof(st));
+	st.f_bsize = 1 << 20;
+	st.f_frsize = 4096;
+	st.f_blocks = sf.total_bytes / 4096;
+	st.f_bfree = sf.free_bytes / 4096;
+	st.f_bavail = st.f_bfree;
+	st.f_files = sf.ids_allocated + (1ull << 32);
+	st.f_ffree = 1ull << 32;
+	st.f_favail = st.f_ffree;
+	st.f_namemax = META_NAME_MAX;
+	fuse_reply_statfs(req, &st);
+}
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+                        size_t size, int flags)
+{
+	struct fusefs *fs = fs_of(req);
+	struct cred_buf cb;
+	unsigned mf = 0;
+	if (flags & XATTR_CREATE)
+		mf |= META_XATTR_CREATE;
+	if (flags & XATTR_REPLACE)
+		mf |= META_XATTR_REPLACE;
+	req_cred(req, &cb);
+	fuse_reply_err(req, to_errno(meta_client_setxattr(fs->o.meta, &cb.c, ino, meta_name_c(name),
+	                                                  value, size, mf)));
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct fusefs *fs = fs_of(req);
+	struct cred_buf cb;
+	char *buf = NULL;
+	if (size && !(buf = malloc(size))) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	req_cred(req, &cb);
+	int rc = meta_client_getxattr(fs->o.meta, &cb.c, ino, meta_name_c(name), buf, size);
+	if (rc < 0)
+		reply_err(req, rc);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)rc);
+	else
+		fuse_reply_buf(req, buf, (size_t)rc);
+	free(buf);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct fusefs *fs = fs_of(req);
+	struct cred_buf cb;
+	char *buf = NULL;
+	if (size && !(buf = malloc(size))) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	req_cred(req, &cb);
+	int rc = meta_client_listxattr(fs->o.meta, &cb.c, ino, buf, size);
+	if (rc < 0)
+		reply_err(req, rc);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)rc);
+	else
+		fuse_reply_buf(req, buf, (size_t)rc);
+	free(buf);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	struct fusefs *fs = fs_of(req);
+	struct cred_buf cb;
+	req_cred(req, &cb);
+	fuse_reply_err(
+	    req, to_errno(meta_client_removexattr(fs->o.meta, &cb.c, ino, meta_name_c(name))));
+}
+
+static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	struct fusefs *fs = fs_of(req);
+	struct cred_buf cb;
+	int rc;
+	req_cred(req, &cb);
+	if (mask == F_OK) {
+		struct meta_inode *in = inode_new(req);
+		if (!in)
+			return;
+		rc = meta_client_getattr(fs->o.meta, &cb.c, ino, in);
+		free(in);
+	} else {
+		rc = meta_client_access(fs->o.meta, &cb.c, ino, mask & (R_OK | W_OK | X_OK));
+	}
+	fuse_reply_err(req, to_errno(rc));
+}
+
+static const struct fuse_lowlevel_ops fusefs_ops = {
+    .init = op_init,
+    .lookup = op_lookup,
+    .forget = op_forget,
+    .forget_multi = op_forget_multi,
+    .getattr = op_getattr,
+    .setattr = op_setattr,
+    .readlink = op_readlink,
+    .mknod = op_mknod,
+    .mkdir = op_mkdir,
+    .unlink = op_unlink,
+    .rmdir = op_rmdir,
+    .symlink = op_symlink,
+    .rename = op_rename,
+    .link = op_link,
+    .open = op_open,
+    .read = op_read,
+    .write = op_write,
+    .flush = op_flush,
+    .release = op_release,
+    .fsync = op_fsync,
+    .opendir = op_opendir,
+    .readdir = op_readdir,
+    .readdirplus = op_readdirplus,
+    .releasedir = op_releasedir,
+    .fsyncdir = op_fsyncdir,
+    .statfs = op_statfs,
+    .setxattr = op_setxattr,
+    .getxattr = op_getxattr,
+    .listxattr = op_listxattr,
+    .removexattr = op_removexattr,
+    .access = op_access,
+    .create = op_create,
+};
+
+int fusefs_is_mountpoint(const char *path)
+{
+	struct stat a, b;
+	char parent[PATH_MAX];
+	if (stat(path, &a) < 0)
+		return -errno;
+	if (snprintf(parent, sizeof(parent), "%s/..", path) >= (int)sizeof(parent))
+		return -ENAMETOOLONG;
+	if (stat(parent, &b) < 0)
+		return -errno;
+	return a.st_dev != b.st_dev || a.st_ino == b.st_ino;
+}
+
+int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, size_t errlen)
+{
+	struct fusefs fs = {.o = *o};
+	struct fuse_session *se = NULL;
+	struct fuse_loop_config *lc = NULL;
+	char mopts[1024];
+	int rc;
+
+	if (!fs.o.threads)
+		fs.o.threads = 16;
+	if (!fs.o.readdirplus_attrs)
+		fs.o.readdirplus_attrs = 1024;
+	if (access("/dev/fuse", R_OK | W_OK) < 0) {
+		rc = errno;
+		snprintf(err, errlen,
+		         "FUSE is not available: /dev/fuse: %s (load the fuse kernel module; in a "
+		         "container, pass --device /dev/fuse and CAP_SYS_ADMIN)",
+		         strerror(rc));
+		return -ENODEV;
+	}
+	rc = fusefs_is_mountpoint(mountpoint);
+	if (rc < 0) {
+		snprintf(err, errlen, "mount point %s: %s", mountpoint, strerror(-rc));
+		return -EINVAL;
+	}
+	if (rc == 1) {
+		snprintf(err, errlen,
+		         "mount point %s is busy: something is already mounted there "
+		         "(fusermount3 -u %s)",
+		         mountpoint, mountpoint);
+		return -EBUSY;
+	}
+	snprintf(mopts, sizeof(mopts),
+	         "fsname=chainfs,subtype=chainfs,default_permissions,max_read=%u%s%s%s",
+	         FUSEFS_MAX_IO, fs.o.allow_other ? ",allow_other" : "",
+	         fs.o.extra_opts && *fs.o.extra_opts ? "," : "",
+	         fs.o.extra_opts ? fs.o.extra_opts : "");
+	char *argv[] = {"chainfs", "-o", mopts, fs.o.debug ? "-d" : NULL, NULL};
+	struct fuse_args args = FUSE_ARGS_INIT(fs.o.debug ? 4 : 3, argv);
+	pthread_mutex_init(&fs.lock, NULL);
+	se = fuse_session_new(&args, &fusefs_ops, sizeof(fusefs_ops), &fs);
+	fuse_opt_free_args(&args); /* the session may have added to them */
+	if (!se) {
+		snprintf(err, errlen, "cannot start a FUSE session (bad -o options '%s'?)",
+		         fs.o.extra_opts ? fs.o.extra_opts : "");
+		pthread_mutex_destroy(&fs.lock);
+		return -EINVAL;
+	}
+	if (fuse_set_signal_handlers(se) != 0) {
+		snprintf(err, errlen, "cannot install signal handlers");
+		rc = -EIO;
+		goto out;
+	}
+	if (fuse_session_mount(se, mountpoint) != 0) {
+		snprintf(err, errlen, "mounting %s failed (see the message above)", mountpoint);
+		rc = -EIO;
+		goto out_sig;
+	}
+	LOG_NOTICE("fuse", "mounted: mountpoint=%s threads=%d", mountpoint, fs.o.threads);
+	lc = fuse_loop_cfg_create();
+	if (!lc) {
+		rc = -ENOMEM;
+		goto out_unmount;
+	}
+	fuse_loop_cfg_set_max_threads(lc, (unsigned)fs.o.threads);
+	fuse_loop_cfg_set_idle_threads(lc, (unsigned)(fs.o.threads / 2 ? fs.o.threads / 2 : 1));
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	rc = fuse_session_loop_mt(se, lc);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	if (rc > 0) /* the signal that stopped the loop: a clean stop */
+		rc = 0;
+	if (rc < 0)
+		snprintf(err, errlen, "session loop failed: %s", strerror(-rc));
+	LOG_NOTICE("fuse", "unmounting: mountpoint=%s", mountpoint);
+out_unmount:
+	fuse_session_unmount(se);
+out_sig:
+	fuse_remove_signal_handlers(se);
+out:
+	/* Handles the kernel never released (a lazy unmount with files still
+	 * open): close their sessions so lengths land, and free them. */
+	while (fs.files) {
+		struct meta_cred cr = {0, 0, 0, NULL};
+		file_drop(&fs, fs.files, &cr);
+	}
+	while (fs.dirs) {
+		struct fusefs_dir *d = fs.dirs;
+		dir_unlink(&fs, d);
+		dir_free(d);
+	}
+	fuse_loop_cfg_destroy(lc);
+	fuse_session_destroy(se);
+	pthread_mutex_destroy(&fs.lock);
+	return rc;
+}

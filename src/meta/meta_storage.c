@@ -1,0 +1,137 @@
+/* meta_storage.c - struct meta_storage over storage chains (meta_storage.h).
+ *
+ * Each meta.h storage call maps onto one or a few storage_client calls with
+ * chain addressing, so writes and removes go through the chain head and
+ * replicate like client writes, and queries go to a serving replica:
+ *
+ *   remove_chunks(chain, ino, first)  STO_REMOVE [first, UINT32_MAX) at the head
+ *   truncate_chunk(chain, ino, i, n)  storage_client_truncate: read the prefix,
+ *                                     write it back as a full-chunk replace
+ *                                     (the protocol has no shorten message)
+ *   query_last_chunk(chain, ino)      STO_QUERY with last = 1
+ *   capacity                          mgmtd routing: per chain the smallest
+ *                                     member's capacity and free bytes (a
+ *                                     chain holds one copy per member), summed
+ *
+ * Absent chunks are success everywhere: a remove of nothing removes 0, a
+ * truncate of an absent chunk (-ENOENT) is 0, and a query that finds no
+ * chunk of the inode (-ENOENT) reports "none" (0). This makes GC and
+ * truncate retries idempotent. The remove range stops short of chunk index
+ * UINT32_MAX, which no file reaches (meta refuses lengths whose chunk index
+ * does not fit in u32 before it gets there).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "client/storage_client.h"
+#include "common/status.h"
+#include "meta/meta_storage.h"
+#include "mgmtd/routing.h"
+
+struct meta_chains {
+	struct storage_client *sc;
+	struct mgmtd_client *mgmtd;
+};
+
+int meta_chains_new(const struct meta_chains_opts *o, struct meta_chains **out, char *err,
+		    size_t errlen)
+{
+	if (!o->mgmtd || !o->n_mgmtd) {
+		snprintf(err, errlen, "chain storage needs mgmtd (routing gives the chains)");
+		return -EINVAL;
+	}
+	struct meta_chains *c = calloc(1, sizeof(*c));
+	if (!c) {
+		snprintf(err, errlen, "chain storage: out of memory");
+		return -ENOMEM;
+	}
+	struct storage_client_opts so = {
+		.cluster_id = o->cluster_id, .secret = o->secret, .secret_len = o->secret_len,
+		.mgmtd_addrs = o->mgmtd_addrs, .n_mgmtd = o->n_mgmtd,
+		.timeout_ms = o->timeout_ms ? o->timeout_ms : 5000,
+		.retry_budget_ms = o->retry_budget_ms ? o->retry_budget_ms : 15000,
+	};
+	int rc = storage_client_new(&so, &c->sc, err, errlen);
+	if (rc) {
+		free(c);
+		return rc;
+	}
+	c->mgmtd = o->mgmtd;
+	*out = c;
+	return 0;
+}
+
+void meta_chains_free(struct meta_chains *c)
+{
+	if (!c)
+		return;
+	storage_client_free(c->sc);
+	free(c);
+}
+
+static int chains_remove(void *arg, uint32_t chain, uint64_t ino, uint32_t first)
+{
+	struct meta_chains *c = arg;
+	struct storage_loc loc = { .chain = chain };
+	if (first == UINT32_MAX)
+		return 0;
+	return storage_client_remove(c->sc, &loc, ino, first, UINT32_MAX, NULL);
+}
+
+static int chains_truncate(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t len)
+{
+	struct meta_chains *c = arg;
+	struct storage_loc loc = { .chain = chain };
+	int rc = storage_client_truncate(c->sc, &loc, ino, index, len);
+	return rc == -ENOENT ? 0 : rc;
+}
+
+static int chains_query(void *arg, uint32_t chain, uint64_t ino, uint32_t *index, uint32_t *len)
+{
+	struct meta_chains *c = arg;
+	struct storage_loc loc = { .chain = chain };
+	struct sto_query_resp q;
+	int rc = storage_client_query(c->sc, &loc, ino, 0, 1, &q);
+	if (rc == -ENOENT)
+		return 0;
+	if (rc < 0)
+		return rc;
+	*index = q.idx;
+	*len = q.len;
+	return 1;
+}
+
+static int chains_capacity(void *arg, uint64_t *total, uint64_t *free_bytes)
+{
+	struct meta_chains *c = arg;
+	struct mgmtd_routing *snap = mgmtd_client_routing(c->mgmtd);
+	*total = *free_bytes = 0;
+	if (!snap)
+		return -CFS_EUNAVAIL;
+	const struct route_info *ri = mgmtd_routing_info(snap);
+	for (size_t i = 0; i < ri->n_chains; i++) {
+		const struct route_chain *ch = &ri->chains[i];
+		uint64_t cap = UINT64_MAX, fr = UINT64_MAX;
+		for (uint32_t k = 0; k < ch->n; k++) {
+			const struct route_target *t = route_find_target(ri, ch->m[k].target_id);
+			if (!t)
+				continue;
+			uint64_t f = t->capacity > t->used ? t->capacity - t->used : 0;
+			cap = t->capacity < cap ? t->capacity : cap;
+			fr = f < fr ? f : fr;
+		}
+		if (cap != UINT64_MAX) {
+			*total += cap;
+			*free_bytes += fr;
+		}
+	}
+	mgmtd_routing_put(snap);
+	return 0;
+}
+
+struct meta_storage meta_chains_storage(struct meta_chains *c)
+{
+	return (struct meta_storage){ c, chains_remove, chains_truncate, chains_query,
+				      chains_capacity };
+}

@@ -1,0 +1,280 @@
+/* integ_env.c - chainfs up / down around integration tests (integ_env.h).
+ *
+ * Processes are found through the pid files `chainfs up` writes
+ * (DATA/pids/ROLE.pid: "pid starttime"); a process counts as alive when
+ * /proc/PID/stat still shows that start time and it is not a zombie.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/crc32c.h"
+#include "integ_env.h"
+#include "testenv.h"
+
+#define INTEG_MAX_PROCS 16
+
+static struct integ *live; /* the cluster the atexit hook brings down */
+
+void integ_require_fuse(void)
+{
+	if (access("/dev/fuse", F_OK) < 0) {
+		fprintf(stderr, "skip: /dev/fuse is missing\n");
+		exit(77);
+	}
+}
+
+void integ_init(struct integ *e, const char *tag)
+{
+	memset(e, 0, sizeof(*e));
+	e->dir = testenv_tmpdir(tag);
+	chmod(e->dir, 0755);
+	snprintf(e->data, sizeof(e->data), "%s/data", e->dir);
+	snprintf(e->mnt, sizeof(e->mnt), "%s/mnt", e->dir);
+}
+
+void integ_path(const struct integ *e, const char *rel, char *out, size_t cap)
+{
+	snprintf(out, cap, "%s/%s", e->mnt, rel);
+}
+
+int integ_run(char *const argv[], const char *cwd, const char *log, int timeout_ms)
+{
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (log) {
+			int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+			if (fd >= 0) {
+				dup2(fd, 1);
+				dup2(fd, 2);
+			}
+		}
+		if (cwd && chdir(cwd) < 0)
+			_exit(126);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	int st = 0;
+	uint64_t deadline = clock_mono_ms() + (uint64_t)timeout_ms;
+	for (;;) {
+		if (waitpid(pid, &st, WNOHANG) == pid)
+			break;
+		if (clock_mono_ms() > deadline) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			fprintf(stderr, "%s: killed after %d ms\n", argv[0], timeout_ms);
+			return -1;
+		}
+		clock_sleep_ms(10);
+	}
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void print_file(const char *path)
+{
+	char buf[4096];
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return;
+	size_t n;
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		fwrite(buf, 1, n, stderr);
+	fclose(f);
+}
+
+void integ_teardown(struct integ *e)
+{
+	if (e && e->up) {
+		char *argv[] = {(char *)testenv_chainfs(), "down", "--dir", e->data, NULL};
+		integ_run(argv, NULL, NULL, 60000);
+		e->up = 0;
+	}
+}
+
+static void down_at_exit(void)
+{
+	integ_teardown(live);
+}
+
+void integ_up(struct integ *e)
+{
+	static int hooked;
+	char log[600];
+	snprintf(log, sizeof(log), "%s/up.out", e->dir);
+	char *argv[] = {(char *)testenv_chainfs(),
+	                "up",
+	                "--dir",
+	                e->data,
+	                "--mount",
+	                e->mnt,
+	                "--timeout-ms",
+	                "60000",
+	                NULL};
+	if (!hooked) {
+		atexit(down_at_exit);
+		hooked = 1;
+	}
+	live = e;
+	e->up = 1;
+	int rc = integ_run(argv, NULL, log, 180000);
+	if (rc != 0)
+		print_file(log);
+	assert_int_equal(rc, 0);
+	struct stat st;
+	assert_int_equal(stat(e->mnt, &st), 0);
+	assert_int_equal((int)st.st_ino, 1);
+}
+
+struct proc {
+	int pid;
+	unsigned long long start;
+	char role[300];
+};
+
+static int proc_alive(const struct proc *p)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", p->pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	char *s = strrchr(buf, ')');
+	if (!s || !s[1] || !s[2])
+		return 0;
+	char state = s[2];
+	s += 2;
+	for (int field = 3; field < 22 && s; field++) {
+		s = strchr(s, ' ');
+		if (s)
+			s++;
+	}
+	if (!s || strtoull(s, NULL, 10) != p->start)
+		return 0;
+	return state != 'Z' && state != 'X';
+}
+
+static size_t read_pids(const struct integ *e, struct proc *ps, size_t cap)
+{
+	char dir[600], path[900];
+	size_t n = 0;
+	snprintf(dir, sizeof(dir), "%s/pids", e->data);
+	DIR *d = opendir(dir);
+	if (!d)
+		return 0;
+	for (struct dirent *de; (de = readdir(d)) && n < cap;) {
+		if (!strstr(de->d_name, ".pid"))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fscanf(f, "%d %llu", &ps[n].pid, &ps[n].start) == 2) {
+			snprintf(ps[n].role, sizeof(ps[n].role), "%s", de->d_name);
+			n++;
+		}
+		fclose(f);
+	}
+	closedir(d);
+	return n;
+}
+
+void integ_down(struct integ *e)
+{
+	struct proc ps[INTEG_MAX_PROCS];
+	char log[600];
+	size_t n = read_pids(e, ps, INTEG_MAX_PROCS);
+	/* mgmtd, meta, 3 storage services and the mount. */
+	assert_true(n >= 3);
+	snprintf(log, sizeof(log), "%s/down.out", e->dir);
+	char *argv[] = {(char *)testenv_chainfs(), "down", "--dir", e->data, NULL};
+	int rc = integ_run(argv, NULL, log, 120000);
+	if (rc != 0)
+		print_file(log);
+	assert_int_equal(rc, 0);
+	e->up = 0;
+	/* Every role stopped on SIGTERM, none needed SIGKILL. */
+	char out[8192] = {0};
+	FILE *df = fopen(log, "r");
+	assert_non_null(df);
+	size_t got = fread(out, 1, sizeof(out) - 1, df);
+	fclose(df);
+	out[got] = 0;
+	if (strstr(out, "SIGKILL"))
+		fprintf(stderr, "%s", out);
+	assert_null(strstr(out, "SIGKILL"));
+	for (size_t i = 0; i < n; i++) {
+		if (proc_alive(&ps[i]))
+			fprintf(stderr, "still alive after down: %s pid %d\n", ps[i].role,
+			        ps[i].pid);
+		assert_false(proc_alive(&ps[i]));
+	}
+	/* Every role stopped cleanly: no sanitizer report in any log. */
+	char logs[600];
+	snprintf(logs, sizeof(logs), "%s/logs", e->data);
+	DIR *d = opendir(logs);
+	assert_non_null(d);
+	for (struct dirent *de; (de = readdir(d));) {
+		char path[900], line[1024];
+		if (!strstr(de->d_name, ".log"))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", logs, de->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		int bad = 0;
+		while (fgets(line, sizeof(line), f))
+			if (strstr(line, "Sanitizer") || strstr(line, "runtime error:"))
+				bad = 1;
+		fclose(f);
+		if (bad) {
+			fprintf(stderr, "sanitizer report in %s:\n", path);
+			print_file(path);
+		}
+		assert_false(bad);
+	}
+	closedir(d);
+	struct stat a, b;
+	char parent[600];
+	snprintf(parent, sizeof(parent), "%s/..", e->mnt);
+	assert_int_equal(stat(e->mnt, &a), 0);
+	assert_int_equal(stat(parent, &b), 0);
+	assert_int_equal(a.st_dev, b.st_dev); /* no longer a mount point */
+}
+
+int64_t integ_file_crc(const char *path)
+{
+	char buf[1 << 16];
+	uint32_t crc = 0;
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+		if (n < 0) {
+			close(fd);
+			return -1;
+		}
+		if (n == 0)
+			break;
+		crc = crc32c(crc, buf, (size_t)n);
+	}
+	close(fd);
+	return crc;
+}

@@ -1,0 +1,49 @@
+/* integ_env.h - a whole ChainFS cluster for integration tests, through
+ * `chainfs up` / `chainfs down` in a private temp dir.
+ *
+ * integ_up starts the cluster (data in DIR/data, mount at DIR/mnt) and
+ * returns once the mount is usable; integ_down runs `chainfs down` and
+ * asserts that the mount is gone and that no process recorded by up (pid
+ * files read before down) is still alive, and that no role's log holds a
+ * sanitizer report (ASan builds). An atexit hook brings a cluster
+ * that is still up down, so a failed test leaves no mount or process.
+ * Tests call integ_require_fuse first: it exits 77 when /dev/fuse is
+ * missing (the only reason these tests skip).
+ */
+#ifndef CFS_TESTS_INTEG_ENV_H
+#define CFS_TESTS_INTEG_ENV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct integ {
+	char *dir;      /* private temp dir (owned) */
+	char data[512]; /* DIR/data: chainfs up --dir */
+	char mnt[512];  /* DIR/mnt: the mount point */
+	int up;
+};
+
+/* Exits 77 when /dev/fuse does not exist. */
+void integ_require_fuse(void);
+/* Creates the temp dir (mode 0755, so other uids reach the mount). */
+void integ_init(struct integ *e, const char *tag);
+/* `chainfs up`; asserts it succeeded and the mount answers. */
+void integ_up(struct integ *e);
+/* `chainfs down`; asserts the mount and every recorded process are gone
+ * and the logs are free of sanitizer reports. Call it from a test (the last
+ * of the group), not from a group teardown: cmocka does not count teardown
+ * failures in its exit status. */
+void integ_down(struct integ *e);
+/* Group teardown: `chainfs down` without checks when a failed test left
+ * the cluster up. */
+void integ_teardown(struct integ *e);
+/* Runs ARGV (argv[0] a path or a name on $PATH) with stdout+stderr to
+ * LOG (may be NULL: inherit) and CWD (may be NULL); kills it after
+ * TIMEOUT_MS. Returns the exit status, or -1 (killed, or not exited). */
+int integ_run(char *const argv[], const char *cwd, const char *log, int timeout_ms);
+/* "DIR/mnt/REL" in OUT. */
+void integ_path(const struct integ *e, const char *rel, char *out, size_t cap);
+/* CRC32C of a whole file; -1 on error. */
+int64_t integ_file_crc(const char *path);
+
+#endif

@@ -1,0 +1,196 @@
+/* test_integ_failover.c - kill -9 of a storage service under a fio verify run.
+ *
+ * With the cluster up, fio writes two 48 MiB files through the mount with
+ * --verify=crc32c; shortly after it starts, storage2 (one replica of both
+ * chains) is killed with SIGKILL. Writes stall until mgmtd fails the node
+ * and takes its targets out of the chains, then go on with the other two
+ * replicas: fio must finish without a verify error. `chainfs up` then
+ * starts just the missing storage service; its targets must resync and
+ * every chain member be serving again (polled via `chainfs admin
+ * list-chains`, bounded), after which a read-only fio verify pass over the
+ * same files must succeed too.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "integ_env.h"
+#include "testenv.h"
+
+static struct integ env;
+
+static void conf_get(const char *key, char *out, size_t cap)
+{
+	char path[700], line[1024], k[64], v[900];
+	snprintf(path, sizeof(path), "%s/cluster.conf", env.data);
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	out[0] = 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%63s = %899[^\n]", k, v) == 2 && !strcmp(k, key)) {
+			size_t l = strlen(v) < cap - 1 ? strlen(v) : cap - 1;
+			memcpy(out, v, l);
+			out[l] = 0;
+		}
+	fclose(f);
+	assert_true(out[0] != 0);
+}
+
+/* 1 when list-chains shows chains and every member serving. */
+static int all_serving(void)
+{
+	char port[32], id[128], mg[64], secret[700], log[700], out[8192];
+	conf_get("mgmtd_port", port, sizeof(port));
+	conf_get("cluster_id", id, sizeof(id));
+	snprintf(mg, sizeof(mg), "127.0.0.1:%s", port);
+	snprintf(secret, sizeof(secret), "%s/secret", env.data);
+	snprintf(log, sizeof(log), "%s/chains.out", env.dir);
+	unlink(log);
+	char *argv[] = {
+	    (char *)testenv_chainfs(), "admin", "list-chains", "--mgmtd", mg, "--cluster-id", id,
+	    "--secret-file",           secret,  NULL};
+	if (integ_run(argv, NULL, log, 30000) != 0)
+		return 0;
+	FILE *f = fopen(log, "r");
+	if (!f)
+		return 0;
+	size_t n = fread(out, 1, sizeof(out) - 1, f);
+	fclose(f);
+	out[n] = 0;
+	return strstr(out, "(serving)") && !strstr(out, "(offline)") && !strstr(out, "(syncing)") &&
+	       !strstr(out, "(waiting)") && !strstr(out, "(lastsrv)");
+}
+
+static void test_kill9_storage_during_fio(void **state)
+{
+	char dir[1024], dirarg[1100], log[700], pidf[700];
+	integ_path(&env, "fio", dir, sizeof(dir));
+	assert_int_equal(mkdir(dir, 0755), 0);
+	snprintf(dirarg, sizeof(dirarg), "--directory=%s", dir);
+	snprintf(log, sizeof(log), "%s/fio.out", env.dir);
+	char *fio[] = {"fio",
+	               "--name=kill",
+	               dirarg,
+	               "--nrfiles=1",
+	               "--numjobs=2",
+	               "--size=48M",
+	               "--bs=1M",
+	               "--rw=write",
+	               "--ioengine=psync",
+	               "--direct=1",
+	               "--verify=crc32c",
+	               "--do_verify=1",
+	               "--verify_fatal=1",
+	               NULL};
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		execvp("fio", fio);
+		_exit(127);
+	}
+	clock_sleep_ms(400);
+	int spid = 0;
+	unsigned long long start = 0;
+	snprintf(pidf, sizeof(pidf), "%s/pids/storage2.pid", env.data);
+	FILE *f = fopen(pidf, "r");
+	assert_non_null(f);
+	assert_int_equal(fscanf(f, "%d %llu", &spid, &start), 2);
+	fclose(f);
+	assert_int_equal(kill(spid, SIGKILL), 0);
+	int st = 0;
+	uint64_t deadline = clock_mono_ms() + 180000;
+	while (waitpid(pid, &st, WNOHANG) != pid) {
+		if (clock_mono_ms() > deadline) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			fail_msg("fio did not finish within 180 s after the kill");
+		}
+		clock_sleep_ms(50);
+	}
+	if (!WIFEXITED(st) || WEXITSTATUS(st)) {
+		char buf[8192] = {0};
+		FILE *lf = fopen(log, "r");
+		if (lf) {
+			size_t n = fread(buf, 1, sizeof(buf) - 1, lf);
+			buf[n] = 0;
+			fclose(lf);
+		}
+		fprintf(stderr, "fio failed:\n%s\n", buf);
+	}
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
+	/* Bring the dead service back: `up` starts just what is missing. */
+	char uplog[700];
+	snprintf(uplog, sizeof(uplog), "%s/up-again.out", env.dir);
+	char *up[] = {(char *)testenv_chainfs(), "up", "--dir", env.data, NULL};
+	assert_int_equal(integ_run(up, NULL, uplog, 120000), 0);
+	int ok = 0;
+	deadline = clock_mono_ms() + 120000;
+	while (!(ok = all_serving()) && clock_mono_ms() < deadline)
+		clock_sleep_ms(500);
+	assert_true(ok);
+
+	char *verify[] = {"fio",
+	                  "--name=kill",
+	                  dirarg,
+	                  "--nrfiles=1",
+	                  "--numjobs=2",
+	                  "--size=48M",
+	                  "--bs=1M",
+	                  "--rw=read",
+	                  "--ioengine=psync",
+	                  "--direct=1",
+	                  "--verify=crc32c",
+	                  "--verify_only",
+	                  "--verify_fatal=1",
+	                  NULL};
+	snprintf(log, sizeof(log), "%s/fio-verify.out", env.dir);
+	assert_int_equal(integ_run(verify, NULL, log, 120000), 0);
+}
+
+static int setup(void **state)
+{
+	integ_init(&env, "integ-failover");
+	integ_up(&env);
+	return 0;
+}
+
+/* Last test: `chainfs down` and its checks (cmocka ignores teardown
+ * failures, so they must run in a test). */
+static void test_down(void **state)
+{
+	integ_down(&env);
+}
+
+static int teardown(void **state)
+{
+	integ_teardown(&env);
+	return 0;
+}
+
+int main(void)
+{
+	integ_require_fuse();
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_kill9_storage_during_fio),
+	    cmocka_unit_test(test_down),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,644 @@
+/* test_integ_posix.c - POSIX behaviour through a real mount.
+ *
+ * One cluster (`chainfs up`: mgmtd, meta, 3 storage services with 2
+ * targets each, a replication-3 chain table, the FUSE mount) serves every
+ * test of this file; the group teardown runs `chainfs down` and checks
+ * that nothing it started is left. Each test works in its own directory.
+ * Covered: names (ENAMETOOLONG, EEXIST, ENOENT, ENOTEMPTY, EISDIR),
+ * permissions as a non-root uid with a supplementary group (a child that
+ * setresuid()s), rename cases (replace, RENAME_NOREPLACE, RENAME_EXCHANGE,
+ * into own subtree, type mismatches), hard links and symlinks, O_APPEND through two descriptors,
+ * xattrs (flags and errors), directory st_nlink, a directory of thousands
+ * of entries listed completely, sparse writes, threads writing disjoint
+ * ranges of one file, concurrent writers on different files, and a large
+ * file spanning many chunks and both chains, read back at odd offsets.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "integ_env.h"
+
+static struct integ env;
+
+static void p(const char *rel, char *out)
+{
+	integ_path(&env, rel, out, 1024);
+}
+
+static void write_file(const char *path, const void *data, size_t n)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, data, n), (ssize_t)n);
+	assert_int_equal(close(fd), 0);
+}
+
+/* A new file with DATA (replacing any: unlink, not O_TRUNC, which
+ * test_integ_truncate covers). */
+static void write_new(const char *path, const void *data, size_t n)
+{
+	if (unlink(path) < 0)
+		assert_int_equal(errno, ENOENT);
+	write_file(path, data, n);
+}
+
+static size_t read_file(const char *path, void *buf, size_t cap)
+{
+	int fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	size_t got = 0;
+	for (;;) {
+		ssize_t n = read(fd, (char *)buf + got, cap - got);
+		assert_true(n >= 0);
+		if (n == 0 || got + (size_t)n == cap) {
+			got += (size_t)n;
+			break;
+		}
+		got += (size_t)n;
+	}
+	close(fd);
+	return got;
+}
+
+static void fill_pattern(uint8_t *b, size_t n, uint64_t seed)
+{
+	uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+	for (size_t i = 0; i < n; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		b[i] = (uint8_t)x;
+	}
+}
+
+static void test_names(void **state)
+{
+	char d[1024], f[1600], name[300];
+	p("names", d);
+	assert_int_equal(mkdir(d, 0755), 0);
+	assert_int_equal(mkdir(d, 0755), -1);
+	assert_int_equal(errno, EEXIST);
+	memset(name, 'n', 255);
+	name[255] = 0;
+	snprintf(f, sizeof(f), "%s/%s", d, name);
+	write_file(f, "x", 1);
+	struct stat st;
+	assert_int_equal(stat(f, &st), 0);
+	name[255] = 'n';
+	name[256] = 0;
+	snprintf(f, sizeof(f), "%s/%s", d, name);
+	assert_int_equal(open(f, O_CREAT | O_WRONLY, 0644), -1);
+	assert_int_equal(errno, ENAMETOOLONG);
+	assert_int_equal(stat(f, &st), -1);
+	assert_int_equal(errno, ENAMETOOLONG);
+	snprintf(f, sizeof(f), "%s/sp ace \xc3\xa9t\xc3\xa9", d);
+	write_file(f, "u", 1);
+	assert_int_equal(stat(f, &st), 0);
+	int fd = open(f, O_CREAT | O_EXCL | O_WRONLY, 0644);
+	assert_int_equal(fd, -1);
+	assert_int_equal(errno, EEXIST);
+	snprintf(f, sizeof(f), "%s/missing", d);
+	assert_int_equal(stat(f, &st), -1);
+	assert_int_equal(errno, ENOENT);
+	assert_int_equal(rmdir(d), -1);
+	assert_int_equal(errno, ENOTEMPTY);
+	assert_int_equal(unlink(d), -1);
+	assert_int_equal(errno, EISDIR);
+	snprintf(f, sizeof(f), "%s/sp ace \xc3\xa9t\xc3\xa9/x", d);
+	assert_int_equal(open(f, O_CREAT | O_WRONLY, 0644), -1);
+	assert_int_equal(errno, ENOTDIR);
+	/* Directories report st_nlink 1 ("unknown"), see fuse_fs.c. */
+	assert_int_equal(stat(d, &st), 0);
+	assert_int_equal((int)st.st_nlink, 1);
+	assert_true(S_ISDIR(st.st_mode));
+}
+
+/* Runs in a child as uid/gid 4321; returns the number of the first
+ * failed step, 0 when all behaved. */
+static int as_user(const char *base)
+{
+	char path[1200];
+	struct stat st;
+	gid_t groups[1] = {5555};
+	if (setgroups(1, groups) || setresgid(4321, 4321, 4321) || setresuid(4321, 4321, 4321))
+		return 1;
+	snprintf(path, sizeof(path), "%s/rootdir/new", base);
+	if (open(path, O_CREAT | O_WRONLY, 0644) != -1 || errno != EACCES)
+		return 2;
+	snprintf(path, sizeof(path), "%s/rootdir/secret", base);
+	if (open(path, O_RDONLY) != -1 || errno != EACCES)
+		return 3;
+	if (chmod(path, 0666) != -1 || errno != EPERM)
+		return 4;
+	if (chown(path, 4321, 4321) != -1 || errno != EPERM)
+		return 5;
+	snprintf(path, sizeof(path), "%s/rootdir/public", base);
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return 6;
+	close(fd);
+	if (open(path, O_WRONLY) != -1 || errno != EACCES)
+		return 7;
+	snprintf(path, sizeof(path), "%s/open/mine", base);
+	fd = open(path, O_CREAT | O_RDWR, 0600);
+	if (fd < 0 || write(fd, "abc", 3) != 3 || pread(fd, path + 1100, 3, 0) != 3)
+		return 8;
+	close(fd);
+	if (stat(path, &st) || st.st_uid != 4321 || st.st_gid != 4321 || st.st_size != 3)
+		return 9;
+	if (chmod(path, 0640) || stat(path, &st) || (st.st_mode & 07777) != 0640)
+		return 10;
+	snprintf(path, sizeof(path), "%s/sticky/roots", base);
+	if (unlink(path) != -1 || errno != EPERM)
+		return 11;
+	snprintf(path, sizeof(path), "%s/rootdir/secret", base);
+	if (setxattr(path, "user.x", "1", 1, 0) != -1 || (errno != EACCES && errno != EPERM))
+		return 12;
+	snprintf(path, sizeof(path), "%s/closed/x", base);
+	if (stat(path, &st) != -1 || errno != EACCES)
+		return 13;
+	/* Supplementary group 5555 grants read (fuse_req_getgroups reaches
+	 * meta), not write. */
+	snprintf(path, sizeof(path), "%s/rootdir/group", base);
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return 14;
+	close(fd);
+	if (open(path, O_WRONLY) != -1 || errno != EACCES)
+		return 15;
+	return 0;
+}
+
+static void test_permissions(void **state)
+{
+	char base[1024], path[1200];
+	p("perm", base);
+	assert_int_equal(mkdir(base, 0755), 0);
+	snprintf(path, sizeof(path), "%s/rootdir", base);
+	assert_int_equal(mkdir(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/rootdir/secret", base);
+	write_file(path, "s", 1);
+	assert_int_equal(chmod(path, 0600), 0);
+	snprintf(path, sizeof(path), "%s/rootdir/public", base);
+	write_file(path, "p", 1);
+	snprintf(path, sizeof(path), "%s/rootdir/group", base);
+	write_file(path, "g", 1);
+	assert_int_equal(chown(path, 0, 5555), 0);
+	assert_int_equal(chmod(path, 0640), 0);
+	snprintf(path, sizeof(path), "%s/open", base);
+	assert_int_equal(mkdir(path, 0777), 0);
+	assert_int_equal(chmod(path, 0777), 0);
+	snprintf(path, sizeof(path), "%s/sticky", base);
+	assert_int_equal(mkdir(path, 0777), 0);
+	assert_int_equal(chmod(path, 01777), 0);
+	snprintf(path, sizeof(path), "%s/sticky/roots", base);
+	write_file(path, "r", 1);
+	snprintf(path, sizeof(path), "%s/closed", base);
+	assert_int_equal(mkdir(path, 0700), 0);
+	snprintf(path, sizeof(path), "%s/closed/x", base);
+	write_file(path, "x", 1);
+
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(as_user(base));
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	if (WEXITSTATUS(st))
+		fprintf(stderr, "permission step %d failed\n", WEXITSTATUS(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static void test_rename(void **state)
+{
+	char d[1024], a[1200], b[1200], c[1200], buf[16];
+	struct stat sa, sb;
+	p("ren", d);
+	assert_int_equal(mkdir(d, 0755), 0);
+	snprintf(a, sizeof(a), "%s/a", d);
+	snprintf(b, sizeof(b), "%s/b", d);
+	write_new(a, "A", 1);
+	write_new(b, "B", 1);
+	/* Replace. */
+	assert_int_equal(stat(a, &sa), 0);
+	assert_int_equal(rename(a, b), 0);
+	assert_int_equal(stat(b, &sb), 0);
+	assert_int_equal(sa.st_ino, sb.st_ino);
+	assert_int_equal(access(a, F_OK), -1);
+	write_new(a, "A", 1);
+	/* NOREPLACE. */
+	assert_int_equal(renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_NOREPLACE), -1);
+	assert_int_equal(errno, EEXIST);
+	snprintf(c, sizeof(c), "%s/c", d);
+	assert_int_equal(renameat2(AT_FDCWD, a, AT_FDCWD, c, RENAME_NOREPLACE), 0);
+	/* EXCHANGE: c holds "A", b holds "A" from the first rename: make b "B". */
+	write_new(b, "B", 1);
+	assert_int_equal(renameat2(AT_FDCWD, b, AT_FDCWD, c, RENAME_EXCHANGE), 0);
+	assert_int_equal(read_file(b, buf, sizeof(buf)), 1);
+	assert_int_equal(buf[0], 'A');
+	assert_int_equal(read_file(c, buf, sizeof(buf)), 1);
+	assert_int_equal(buf[0], 'B');
+	assert_int_equal(renameat2(AT_FDCWD, b, AT_FDCWD, a, RENAME_EXCHANGE), -1);
+	assert_int_equal(errno, ENOENT);
+	/* Directories. */
+	char d1[1200], d2[1200], sub[1300];
+	snprintf(d1, sizeof(d1), "%s/d1", d);
+	snprintf(d2, sizeof(d2), "%s/d2", d);
+	assert_int_equal(mkdir(d1, 0755), 0);
+	assert_int_equal(mkdir(d2, 0755), 0);
+	snprintf(sub, sizeof(sub), "%s/inner", d1);
+	assert_int_equal(mkdir(sub, 0755), 0);
+	snprintf(sub, sizeof(sub), "%s/inner/moved", d1);
+	assert_int_equal(rename(d1, sub), -1);
+	assert_int_equal(errno, EINVAL);
+	assert_int_equal(rename(d2, d1), -1);
+	assert_int_equal(errno, ENOTEMPTY);
+	assert_int_equal(rename(c, d2), -1);
+	assert_int_equal(errno, EISDIR);
+	assert_int_equal(rename(d2, c), -1);
+	assert_int_equal(errno, ENOTDIR);
+	/* Across directories, then the moved tree is reachable. */
+	snprintf(sub, sizeof(sub), "%s/d1moved", d2);
+	assert_int_equal(rename(d1, sub), 0);
+	snprintf(sub, sizeof(sub), "%s/d1moved/inner", d2);
+	assert_int_equal(stat(sub, &sa), 0);
+	assert_true(S_ISDIR(sa.st_mode));
+}
+
+static void test_links(void **state)
+{
+	char d[1024], f[1200], h[1200], s[1200], buf[64];
+	struct stat a, b;
+	p("links", d);
+	assert_int_equal(mkdir(d, 0755), 0);
+	snprintf(f, sizeof(f), "%s/file", d);
+	snprintf(h, sizeof(h), "%s/hard", d);
+	snprintf(s, sizeof(s), "%s/sym", d);
+	write_file(f, "linked", 6);
+	assert_int_equal(link(f, h), 0);
+	assert_int_equal(stat(f, &a), 0);
+	assert_int_equal(stat(h, &b), 0);
+	assert_int_equal(a.st_ino, b.st_ino);
+	assert_int_equal((int)a.st_nlink, 2);
+	assert_int_equal(link(d, s), -1);
+	assert_int_equal(errno, EPERM);
+	assert_int_equal(unlink(f), 0);
+	assert_int_equal(stat(h, &b), 0);
+	assert_int_equal((int)b.st_nlink, 1);
+	assert_int_equal(read_file(h, buf, sizeof(buf)), 6);
+	assert_memory_equal(buf, "linked", 6);
+	assert_int_equal(symlink("hard", s), 0);
+	assert_int_equal(readlink(s, buf, sizeof(buf)), 4);
+	assert_memory_equal(buf, "hard", 4);
+	assert_int_equal(lstat(s, &a), 0);
+	assert_true(S_ISLNK(a.st_mode));
+	assert_int_equal((int)a.st_size, 4);
+	assert_int_equal(stat(s, &a), 0);
+	assert_int_equal(a.st_ino, b.st_ino);
+	assert_int_equal(read_file(s, buf, sizeof(buf)), 6);
+	snprintf(s, sizeof(s), "%s/dangling", d);
+	assert_int_equal(symlink("nowhere", s), 0);
+	assert_int_equal(open(s, O_RDONLY), -1);
+	assert_int_equal(errno, ENOENT);
+	assert_int_equal(readlink(f, buf, sizeof(buf)), -1);
+	assert_int_equal(errno, ENOENT);
+	assert_int_equal(readlink(h, buf, sizeof(buf)), -1);
+	assert_int_equal(errno, EINVAL);
+}
+
+static void test_append(void **state)
+{
+	char f[1024], buf[64];
+	p("append", f);
+	int a = open(f, O_CREAT | O_WRONLY | O_APPEND, 0644);
+	int b = open(f, O_WRONLY | O_APPEND);
+	assert_true(a >= 0 && b >= 0);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(write(a, "aa", 2), 2);
+		assert_int_equal(write(b, "b", 1), 1);
+	}
+	close(a);
+	close(b);
+	assert_int_equal(read_file(f, buf, sizeof(buf)), 12);
+	assert_memory_equal(buf, "aabaabaabaab", 12);
+	/* O_APPEND ignores the offset of pwrite on Linux. */
+	a = open(f, O_WRONLY | O_APPEND);
+	assert_true(a >= 0);
+	assert_int_equal(pwrite(a, "Z", 1, 0), 1);
+	close(a);
+	assert_int_equal(read_file(f, buf, sizeof(buf)), 13);
+	assert_int_equal(buf[0], 'a');
+	assert_int_equal(buf[12], 'Z');
+}
+
+static void test_xattrs(void **state)
+{
+	char f[1024], buf[256];
+	p("xattr", f);
+	write_file(f, "x", 1);
+	assert_int_equal(setxattr(f, "user.color", "blue", 4, 0), 0);
+	assert_int_equal(getxattr(f, "user.color", NULL, 0), 4);
+	assert_int_equal(getxattr(f, "user.color", buf, sizeof(buf)), 4);
+	assert_memory_equal(buf, "blue", 4);
+	assert_int_equal(getxattr(f, "user.color", buf, 2), -1);
+	assert_int_equal(errno, ERANGE);
+	assert_int_equal(setxattr(f, "user.color", "red", 3, XATTR_CREATE), -1);
+	assert_int_equal(errno, EEXIST);
+	assert_int_equal(setxattr(f, "user.size", "1", 1, XATTR_REPLACE), -1);
+	assert_int_equal(errno, ENODATA);
+	assert_int_equal(setxattr(f, "user.size", "1", 1, XATTR_CREATE), 0);
+	ssize_t n = listxattr(f, buf, sizeof(buf));
+	assert_int_equal(n, (ssize_t)sizeof("user.color") + (ssize_t)sizeof("user.size"));
+	assert_true(memmem(buf, (size_t)n, "user.color", sizeof("user.color")) != NULL);
+	assert_true(memmem(buf, (size_t)n, "user.size", sizeof("user.size")) != NULL);
+	assert_int_equal(removexattr(f, "user.color"), 0);
+	assert_int_equal(getxattr(f, "user.color", buf, sizeof(buf)), -1);
+	assert_int_equal(errno, ENODATA);
+	assert_int_equal(removexattr(f, "user.color"), -1);
+	assert_int_equal(errno, ENODATA);
+	assert_int_equal(setxattr(f, "bogus.ns", "1", 1, 0), -1);
+	assert_int_equal(errno, EOPNOTSUPP);
+}
+
+static void test_bigdir(void **state)
+{
+	char d[1024], f[1200];
+	int want = 3000;
+	const char *env_n = getenv("CFS_INTEG_BIGDIR");
+	if (env_n && atoi(env_n) > 0)
+		want = atoi(env_n);
+	p("bigdir", d);
+	assert_int_equal(mkdir(d, 0755), 0);
+	for (int i = 0; i < want; i++) {
+		snprintf(f, sizeof(f), "%s/entry-%06d", d, i);
+		int fd = open(f, O_CREAT | O_EXCL | O_WRONLY, 0644);
+		assert_true(fd >= 0);
+		close(fd);
+	}
+	uint8_t *seen = calloc((size_t)want, 1);
+	assert_non_null(seen);
+	DIR *dir = opendir(d);
+	assert_non_null(dir);
+	int n = 0, dots = 0;
+	for (struct dirent *de; (de = readdir(dir));) {
+		int k;
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) {
+			dots++;
+			continue;
+		}
+		assert_int_equal(sscanf(de->d_name, "entry-%d", &k), 1);
+		assert_true(k >= 0 && k < want);
+		assert_int_equal(seen[k], 0);
+		seen[k] = 1;
+		assert_int_equal(de->d_type, DT_REG);
+		n++;
+	}
+	closedir(dir);
+	free(seen);
+	assert_int_equal(dots, 2);
+	assert_int_equal(n, want);
+}
+
+static void test_sparse_write(void **state)
+{
+	char f[1024];
+	uint8_t buf[4096];
+	p("sparse", f);
+	int fd = open(f, O_CREAT | O_RDWR, 0644);
+	assert_true(fd >= 0);
+	/* A hole of several chunks (1 MiB each) before the data. */
+	assert_int_equal(pwrite(fd, "end", 3, 5 * 1024 * 1024 + 7), 3);
+	struct stat st;
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal((long long)st.st_size, 5 * 1024 * 1024 + 10);
+	memset(buf, 0xAA, sizeof(buf));
+	assert_int_equal(pread(fd, buf, sizeof(buf), 3 * 1024 * 1024 - 100), (ssize_t)sizeof(buf));
+	for (size_t i = 0; i < sizeof(buf); i++)
+		assert_int_equal(buf[i], 0);
+	assert_int_equal(pread(fd, buf, sizeof(buf), 5 * 1024 * 1024), 10);
+	assert_int_equal(buf[6], 0);
+	assert_memory_equal(buf + 7, "end", 3);
+	assert_int_equal(pread(fd, buf, sizeof(buf), 6 * 1024 * 1024), 0);
+	close(fd);
+	/* The length reached meta at close: a fresh stat sees it. */
+	assert_int_equal(stat(f, &st), 0);
+	assert_int_equal((long long)st.st_size, 5 * 1024 * 1024 + 10);
+}
+
+#define PW_THREADS 4
+#define PW_SPAN    (3 * 1024 * 1024 + 4096) /* not chunk aligned */
+#define PW_BS      (192 * 1024)
+
+struct pw_arg {
+	int fd;
+	int idx;
+	int err;
+};
+
+static void *pw_main(void *v)
+{
+	struct pw_arg *a = v;
+	uint8_t *buf = malloc(PW_SPAN);
+	if (!buf) {
+		a->err = ENOMEM;
+		return NULL;
+	}
+	fill_pattern(buf, PW_SPAN, (uint64_t)a->idx + 100);
+	off_t base = (off_t)a->idx * PW_SPAN;
+	for (size_t off = 0; off < PW_SPAN; off += PW_BS) {
+		size_t n = PW_SPAN - off < PW_BS ? PW_SPAN - off : PW_BS;
+		if (pwrite(a->fd, buf + off, n, base + (off_t)off) != (ssize_t)n) {
+			a->err = errno ? errno : EIO;
+			break;
+		}
+	}
+	free(buf);
+	return NULL;
+}
+
+static void test_parallel_one_file(void **state)
+{
+	char f[1024];
+	p("parallel-one", f);
+	int fd = open(f, O_CREAT | O_RDWR, 0644);
+	assert_true(fd >= 0);
+	pthread_t t[PW_THREADS];
+	struct pw_arg a[PW_THREADS];
+	for (int i = 0; i < PW_THREADS; i++) {
+		a[i] = (struct pw_arg){fd, i, 0};
+		assert_int_equal(pthread_create(&t[i], NULL, pw_main, &a[i]), 0);
+	}
+	for (int i = 0; i < PW_THREADS; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(a[i].err, 0);
+	}
+	assert_int_equal(fsync(fd), 0);
+	close(fd);
+	struct stat st;
+	assert_int_equal(stat(f, &st), 0);
+	assert_int_equal((long long)st.st_size, (long long)PW_THREADS * PW_SPAN);
+	uint8_t *want = malloc(PW_SPAN), *got = malloc(PW_SPAN);
+	assert_true(want && got);
+	fd = open(f, O_RDONLY);
+	assert_true(fd >= 0);
+	for (int i = 0; i < PW_THREADS; i++) {
+		fill_pattern(want, PW_SPAN, (uint64_t)i + 100);
+		assert_int_equal(pread(fd, got, PW_SPAN, (off_t)i * PW_SPAN), PW_SPAN);
+		assert_memory_equal(got, want, PW_SPAN);
+	}
+	close(fd);
+	free(want);
+	free(got);
+}
+
+static void *pf_main(void *v)
+{
+	struct pw_arg *a = v;
+	char f[1024], name[64];
+	snprintf(name, sizeof(name), "parallel-files/f%d", a->idx);
+	integ_path(&env, name, f, sizeof(f));
+	int fd = open(f, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+	if (fd < 0) {
+		a->err = errno;
+		return NULL;
+	}
+	uint8_t *buf = malloc(PW_SPAN);
+	if (!buf) {
+		a->err = ENOMEM;
+		close(fd);
+		return NULL;
+	}
+	fill_pattern(buf, PW_SPAN, (uint64_t)a->idx + 200);
+	for (size_t off = 0; off < PW_SPAN && !a->err; off += PW_BS) {
+		size_t n = PW_SPAN - off < PW_BS ? PW_SPAN - off : PW_BS;
+		if (write(fd, buf + off, n) != (ssize_t)n)
+			a->err = errno ? errno : EIO;
+	}
+	free(buf);
+	if (close(fd) && !a->err)
+		a->err = errno;
+	return NULL;
+}
+
+static void test_parallel_files(void **state)
+{
+	char d[1024], f[1200];
+	p("parallel-files", d);
+	assert_int_equal(mkdir(d, 0755), 0);
+	pthread_t t[PW_THREADS];
+	struct pw_arg a[PW_THREADS];
+	for (int i = 0; i < PW_THREADS; i++) {
+		a[i] = (struct pw_arg){-1, i, 0};
+		assert_int_equal(pthread_create(&t[i], NULL, pf_main, &a[i]), 0);
+	}
+	for (int i = 0; i < PW_THREADS; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(a[i].err, 0);
+	}
+	uint8_t *want = malloc(PW_SPAN), *got = malloc(PW_SPAN + 1);
+	assert_true(want && got);
+	for (int i = 0; i < PW_THREADS; i++) {
+		snprintf(f, sizeof(f), "%s/f%d", d, i);
+		fill_pattern(want, PW_SPAN, (uint64_t)i + 200);
+		assert_int_equal(read_file(f, got, PW_SPAN + 1), PW_SPAN);
+		assert_memory_equal(got, want, PW_SPAN);
+	}
+	free(want);
+	free(got);
+}
+
+static void test_large_file(void **state)
+{
+	char f[1024];
+	const size_t size = 40u * 1024 * 1024 + 12345; /* 41 chunks of 1 MiB over 2 chains */
+	uint8_t *data = malloc(size), *back = malloc(size);
+	assert_true(data && back);
+	fill_pattern(data, size, 7);
+	p("large", f);
+	int fd = open(f, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+	assert_true(fd >= 0);
+	/* Writes of odd sizes, each straddling chunk boundaries. */
+	for (size_t off = 0; off < size;) {
+		size_t n = 777777;
+		if (n > size - off)
+			n = size - off;
+		assert_int_equal(pwrite(fd, data + off, n, (off_t)off), (ssize_t)n);
+		off += n;
+	}
+	assert_int_equal(close(fd), 0);
+	struct stat st;
+	assert_int_equal(stat(f, &st), 0);
+	assert_int_equal((long long)st.st_size, (long long)size);
+	fd = open(f, O_RDONLY);
+	assert_true(fd >= 0);
+	memset(back, 0, size);
+	for (size_t off = 0; off < size;) {
+		size_t n = 1000003;
+		if (n > size - off)
+			n = size - off;
+		ssize_t got = pread(fd, back + off, n, (off_t)off);
+		assert_true(got > 0);
+		off += (size_t)got;
+	}
+	assert_memory_equal(back, data, size);
+	/* Reads at odd places across a chunk boundary and at the end. */
+	uint8_t small[4096];
+	assert_int_equal(pread(fd, small, sizeof(small), (off_t)(7u << 20) - 2000),
+	                 (ssize_t)sizeof(small));
+	assert_memory_equal(small, data + (7u << 20) - 2000, sizeof(small));
+	assert_int_equal(pread(fd, small, sizeof(small), (off_t)size - 100), 100);
+	assert_memory_equal(small, data + size - 100, 100);
+	close(fd);
+	free(data);
+	free(back);
+}
+
+static int setup(void **state)
+{
+	integ_init(&env, "integ-posix");
+	integ_up(&env);
+	return 0;
+}
+
+/* Last test: `chainfs down` and its checks (cmocka ignores teardown
+ * failures, so they must run in a test). */
+static void test_down(void **state)
+{
+	integ_down(&env);
+}
+
+static int teardown(void **state)
+{
+	integ_teardown(&env);
+	return 0;
+}
+
+int main(void)
+{
+	integ_require_fuse();
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_names),          cmocka_unit_test(test_permissions),
+	    cmocka_unit_test(test_rename),         cmocka_unit_test(test_links),
+	    cmocka_unit_test(test_append),         cmocka_unit_test(test_xattrs),
+	    cmocka_unit_test(test_sparse_write),   cmocka_unit_test(test_parallel_one_file),
+	    cmocka_unit_test(test_parallel_files), cmocka_unit_test(test_large_file),
+	    cmocka_unit_test(test_bigdir),         cmocka_unit_test(test_down),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
