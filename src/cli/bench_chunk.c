@@ -26,6 +26,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cli/bench_fio.h"
 #include "cli/cli.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -155,90 +156,11 @@ static double run_engine_phase(struct driver *d, enum phase ph, unsigned qd, uns
 
 /* ---- fio ---------------------------------------------------------------- */
 
-/* Runs fio with ARGV (NULL-terminated), returns its JSON output (malloc'd)
- * or NULL. */
-static char *run_capture(char *const argv[])
-{
-	int pfd[2];
-	if (pipe(pfd))
-		return NULL;
-	pid_t pid = fork();
-	if (pid < 0) {
-		close(pfd[0]);
-		close(pfd[1]);
-		return NULL;
-	}
-	if (pid == 0) {
-		dup2(pfd[1], 1);
-		close(pfd[0]);
-		close(pfd[1]);
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	close(pfd[1]);
-	size_t len = 0, cap = 65536;
-	char *out = malloc(cap);
-	ssize_t n;
-	while (out && (n = read(pfd[0], out + len, cap - len - 1)) > 0) {
-		len += (size_t)n;
-		if (cap - len < 4096) {
-			char *bigger = realloc(out, cap * 2);
-			if (!bigger) {
-				free(out);
-				out = NULL;
-				break;
-			}
-			out = bigger;
-			cap *= 2;
-		}
-	}
-	close(pfd[0]);
-	int st;
-	waitpid(pid, &st, 0);
-	if (!out || !WIFEXITED(st) || WEXITSTATUS(st)) {
-		free(out);
-		return NULL;
-	}
-	out[len] = 0;
-	return out;
-}
-
-/* IOPS of the "read" or "write" section of fio's JSON. */
-static double fio_iops(const char *json, const char *section)
-{
-	char key[32];
-	snprintf(key, sizeof(key), "\"%s\" : {", section);
-	const char *p = strstr(json, key);
-	if (!p || !(p = strstr(p, "\"iops\" : ")))
-		return -1;
-	return strtod(p + 9, NULL);
-}
-
 /* EXTRA: one more fio argument or NULL. */
 static double run_fio(const struct bench_opts *o, const char *rw, const char *bs, unsigned qd,
 		      const char *extra)
 {
-	char filename[4200], size[32], depth[16], runtime[32];
-	snprintf(filename, sizeof(filename), "--filename=%s/fio.dat", o->dir);
-	snprintf(size, sizeof(size), "--size=%um", o->size_mb);
-	snprintf(depth, sizeof(depth), "--iodepth=%u", qd);
-	snprintf(runtime, sizeof(runtime), "--runtime=%u", o->seconds);
-	int timed = !strcmp(rw, "randread");
-	char rwarg[32], bsarg[32];
-	snprintf(rwarg, sizeof(rwarg), "--rw=%s", rw);
-	snprintf(bsarg, sizeof(bsarg), "--bs=%s", bs);
-	char *argv[] = { "fio", "--name=cfsbench", filename, size, rwarg, bsarg, depth,
-			 "--ioengine=io_uring", "--direct=1", "--output-format=json",
-			 timed ? "--time_based" : "--randrepeat=0", timed ? runtime : "--randrepeat=0",
-			 (char *)extra, NULL };
-	char *json = run_capture(argv);
-	if (!json) {
-		fprintf(stderr, "bench chunk: fio failed (is it installed?)\n");
-		return -1;
-	}
-	double iops = fio_iops(json, strstr(rw, "write") ? "write" : "read");
-	free(json);
-	return iops;
+	return bench_fio_iops("bench chunk", o->dir, o->size_mb, o->seconds, rw, bs, qd, extra);
 }
 
 /* ---- main --------------------------------------------------------------- */
@@ -246,7 +168,7 @@ static double run_fio(const struct bench_opts *o, const char *rw, const char *bs
 static int rm_rf(const char *path)
 {
 	char *argv[] = { "rm", "-rf", (char *)path, NULL };
-	char *out = run_capture(argv);
+	char *out = bench_run_capture(argv);
 	free(out);
 	return out ? 0 : -1;
 }

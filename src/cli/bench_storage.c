@@ -35,6 +35,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cli/bench_fio.h"
 #include "cli/cli.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -65,85 +66,11 @@ struct sbench_opts {
 
 /* ---- child processes ---- */
 
-static char *run_capture(char *const argv[])
-{
-	int pfd[2];
-	if (pipe(pfd))
-		return NULL;
-	pid_t pid = fork();
-	if (pid < 0) {
-		close(pfd[0]);
-		close(pfd[1]);
-		return NULL;
-	}
-	if (pid == 0) {
-		dup2(pfd[1], 1);
-		close(pfd[0]);
-		close(pfd[1]);
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	close(pfd[1]);
-	size_t len = 0, cap = 65536;
-	char *out = malloc(cap);
-	ssize_t n;
-	while (out && (n = read(pfd[0], out + len, cap - len - 1)) > 0) {
-		len += (size_t)n;
-		if (cap - len < 4096) {
-			char *bigger = realloc(out, cap * 2);
-			if (!bigger) {
-				free(out);
-				out = NULL;
-				break;
-			}
-			out = bigger;
-			cap *= 2;
-		}
-	}
-	close(pfd[0]);
-	int st;
-	waitpid(pid, &st, 0);
-	if (!out || !WIFEXITED(st) || WEXITSTATUS(st)) {
-		free(out);
-		return NULL;
-	}
-	out[len] = 0;
-	return out;
-}
-
-static double fio_iops(const char *json, const char *section)
-{
-	char key[32];
-	snprintf(key, sizeof(key), "\"%s\" : {", section);
-	const char *p = strstr(json, key);
-	if (!p || !(p = strstr(p, "\"iops\" : ")))
-		return -1;
-	return strtod(p + 9, NULL);
-}
-
+/* EXTRA: one more fio argument or NULL. */
 static double run_fio(const struct sbench_opts *o, const char *rw, const char *bs, unsigned qd,
 		      const char *extra)
 {
-	char filename[4200], size[32], depth[16], runtime[32], rwarg[32], bsarg[32];
-	snprintf(filename, sizeof(filename), "--filename=%s/fio.dat", o->dir);
-	snprintf(size, sizeof(size), "--size=%um", o->size_mb);
-	snprintf(depth, sizeof(depth), "--iodepth=%u", qd);
-	snprintf(runtime, sizeof(runtime), "--runtime=%u", o->seconds);
-	snprintf(rwarg, sizeof(rwarg), "--rw=%s", rw);
-	snprintf(bsarg, sizeof(bsarg), "--bs=%s", bs);
-	int timed = !strcmp(rw, "randread");
-	char *argv[] = { "fio", "--name=cfsbench", filename, size, rwarg, bsarg, depth,
-			 "--ioengine=io_uring", "--direct=1", "--output-format=json",
-			 timed ? "--time_based" : "--randrepeat=0", timed ? runtime : "--randrepeat=0",
-			 (char *)extra, NULL };
-	char *json = run_capture(argv);
-	if (!json) {
-		fprintf(stderr, "bench storage: fio failed (is it installed?)\n");
-		return -1;
-	}
-	double iops = fio_iops(json, strstr(rw, "write") ? "write" : "read");
-	free(json);
-	return iops;
+	return bench_fio_iops("bench storage", o->dir, o->size_mb, o->seconds, rw, bs, qd, extra);
 }
 
 static pid_t start_server(const struct sbench_opts *o, uint16_t *port)

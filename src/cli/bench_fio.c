@@ -1,0 +1,95 @@
+/* bench_fio.c - fio as the baseline of the disk-facing benches (bench_fio.h).
+ *
+ * fio prints JSON; we pick the "iops" of the read or write section with a
+ * string search rather than a JSON parser, because fio's layout of those
+ * two keys has been stable for years and the bench only needs one number.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli/bench_fio.h"
+
+char *bench_run_capture(char *const argv[])
+{
+	int pfd[2];
+	if (pipe(pfd))
+		return NULL;
+	pid_t pid = fork();
+	if (pid < 0) {
+		close(pfd[0]);
+		close(pfd[1]);
+		return NULL;
+	}
+	if (pid == 0) {
+		dup2(pfd[1], 1);
+		close(pfd[0]);
+		close(pfd[1]);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	close(pfd[1]);
+	size_t len = 0, cap = 65536;
+	char *out = malloc(cap);
+	ssize_t n;
+	while (out && (n = read(pfd[0], out + len, cap - len - 1)) > 0) {
+		len += (size_t)n;
+		if (cap - len < 4096) {
+			char *bigger = realloc(out, cap * 2);
+			if (!bigger) {
+				free(out);
+				out = NULL;
+				break;
+			}
+			out = bigger;
+			cap *= 2;
+		}
+	}
+	close(pfd[0]);
+	int st;
+	waitpid(pid, &st, 0);
+	if (!out || !WIFEXITED(st) || WEXITSTATUS(st)) {
+		free(out);
+		return NULL;
+	}
+	out[len] = 0;
+	return out;
+}
+
+/* IOPS of the "read" or "write" section of fio's JSON. */
+static double fio_iops(const char *json, const char *section)
+{
+	char key[32];
+	snprintf(key, sizeof(key), "\"%s\" : {", section);
+	const char *p = strstr(json, key);
+	if (!p || !(p = strstr(p, "\"iops\" : ")))
+		return -1;
+	return strtod(p + 9, NULL);
+}
+
+double bench_fio_iops(const char *who, const char *dir, unsigned size_mb, unsigned seconds,
+		      const char *rw, const char *bs, unsigned qd, const char *extra)
+{
+	char filename[4200], size[32], depth[16], runtime[32], rwarg[32], bsarg[32];
+	snprintf(filename, sizeof(filename), "--filename=%s/fio.dat", dir);
+	snprintf(size, sizeof(size), "--size=%um", size_mb);
+	snprintf(depth, sizeof(depth), "--iodepth=%u", qd);
+	snprintf(runtime, sizeof(runtime), "--runtime=%u", seconds);
+	snprintf(rwarg, sizeof(rwarg), "--rw=%s", rw);
+	snprintf(bsarg, sizeof(bsarg), "--bs=%s", bs);
+	int timed = !strcmp(rw, "randread");
+	char *argv[] = { "fio", "--name=cfsbench", filename, size, rwarg, bsarg, depth,
+			 "--ioengine=io_uring", "--direct=1", "--output-format=json",
+			 timed ? "--time_based" : "--randrepeat=0", timed ? runtime : "--randrepeat=0",
+			 (char *)extra, NULL };
+	char *json = bench_run_capture(argv);
+	if (!json) {
+		fprintf(stderr, "%s: fio failed (is it installed?)\n", who);
+		return -1;
+	}
+	double iops = fio_iops(json, strstr(rw, "write") ? "write" : "read");
+	free(json);
+	return iops;
+}
