@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/daemon.h"
 #include "common/cfg.h"
 #include "common/log.h"
 #include "common/status.h"
@@ -155,15 +156,8 @@ int cli_meta(int argc, char **argv)
 		goto out;
 	}
 
-	/* Block the stop signals before any thread starts so that only sigwait
-	 * below takes them. */
 	sigset_t set;
-	int sig;
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	cli_daemon_block_signals(&set);
 
 	struct meta_service_opts so = {
 		.kv_url = mc.kv, .listen = mc.listen, .cluster_id = mc.cluster_id,
@@ -184,8 +178,7 @@ int cli_meta(int argc, char **argv)
 	       (int)strcspn(mc.listen, ":"), mc.listen, meta_service_port(svc),
 	       meta_service_instance(svc));
 	fflush(stdout);
-	sigwait(&set, &sig);
-	LOG_NOTICE("meta", "stopping: signal=%d", sig);
+	cli_daemon_wait_stop(&set, "meta");
 	meta_service_stop(svc);
 	ret = 0;
 out:

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/daemon.h"
 #include "common/cfg.h"
 #include "common/log.h"
 #include "common/status.h"
@@ -149,22 +150,14 @@ int cli_mgmtd(int argc, char **argv)
 	    .rpc_threads = (int)mc.threads,
 	};
 
-	/* Block the stop signals before any thread starts, so only sigwait
-	 * below receives them. */
 	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	cli_daemon_block_signals(&set);
 	rc = mgmtd_service_new(&so, &m, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "chainfs mgmtd: %s\n", err);
 		goto out;
 	}
-	int sig = 0;
-	sigwait(&set, &sig);
-	LOG_NOTICE("mgmtd", "stopping: signal=%d", sig);
+	cli_daemon_wait_stop(&set, "mgmtd");
 	mgmtd_service_free(m);
 	status = 0;
 out:

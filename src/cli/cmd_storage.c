@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/daemon.h"
 #include "common/cfg.h"
 #include "common/log.h"
 #include "common/status.h"
@@ -137,22 +138,14 @@ int cli_storage(int argc, char **argv)
 		.rpc_threads = (int)sc.threads, .sync = sc.sync ? 1 : -1,
 		.capacity = (uint64_t)sc.capacity,
 	};
-	/* Block the stop signals before any thread starts, so only sigwait
-	 * below receives them. */
 	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	cli_daemon_block_signals(&set);
 	rc = storage_service_new(&so, &s, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "chainfs storage: %s\n", err);
 		goto out;
 	}
-	int sig = 0;
-	sigwait(&set, &sig);
-	LOG_NOTICE("storage", "stopping: signal=%d", sig);
+	cli_daemon_wait_stop(&set, "storage");
 	storage_service_free(s);
 	status = 0;
 out:
