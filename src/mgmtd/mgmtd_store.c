@@ -12,6 +12,13 @@
  * Loading reads every "MGMT/" range in one read-only txn (no limits apply
  * to reads there), rebuilds the routing info, derives each target's chain
  * and public state from the chains, and checks it with route_info_check.
+ *
+ * A new chain table is larger than one txn (a 6x5 R=3 table writes 30
+ * targets, 10 chains and the table). The diff puts the table record after
+ * its chains and targets, so a primary that dies half way leaves chains
+ * that no table names: loading ignores them (and targets take their chain
+ * from the chains that are loaded), so the half-made table is not there,
+ * and creating it again overwrites the leftovers.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -487,6 +494,15 @@ static int corrupt(struct load_ctx *c, const struct kv_slice *key, const char *w
 	return -CFS_ECORRUPT;
 }
 
+static bool in_a_table(const struct route_info *ri, uint32_t chain)
+{
+	for (size_t i = 0; i < ri->n_tables; i++)
+		for (uint32_t k = 0; k < ri->tables[i].n; k++)
+			if (ri->tables[i].chains[k] == chain)
+				return true;
+	return false;
+}
+
 static int load_fn(kv_txn *t, void *arg)
 {
 	struct load_ctx *c = arg;
@@ -550,22 +566,6 @@ static int load_fn(kv_txn *t, void *arg)
 		if (route_info_add_target(&s->ri, &x))
 			return corrupt(c, &r.kvs[i].key, "target");
 	}
-	if ((rc = range_of(t, P_CHAIN, &r)))
-		return rc;
-	for (int i = 0; i < r.n; i++) {
-		struct route_chain ch;
-		if (route_unseal(r.kvs[i].val.p, r.kvs[i].val.n, ROUTE_REC_CHAIN, &rec, &len) ||
-		    route_chain_decode(rec, len, &ch) || route_info_add_chain(&s->ri, &ch))
-			return corrupt(c, &r.kvs[i].key, "chain");
-		for (uint32_t m = 0; m < ch.n; m++) {
-			struct route_target *x =
-			    (struct route_target *)route_find_target(&s->ri, ch.m[m].target_id);
-			if (!x)
-				return corrupt(c, &r.kvs[i].key, "chain (missing target)");
-			x->chain_id = ch.id;
-			x->pub_state = ch.m[m].state;
-		}
-	}
 	if ((rc = range_of(t, P_TABLE, &r)))
 		return rc;
 	for (int i = 0; i < r.n; i++) {
@@ -577,6 +577,26 @@ static int load_fn(kv_txn *t, void *arg)
 		route_table_fini(&tb);
 		if (rc)
 			return corrupt(c, &r.kvs[i].key, "table");
+	}
+	if ((rc = range_of(t, P_CHAIN, &r)))
+		return rc;
+	for (int i = 0; i < r.n; i++) {
+		struct route_chain ch;
+		if (route_unseal(r.kvs[i].val.p, r.kvs[i].val.n, ROUTE_REC_CHAIN, &rec, &len) ||
+		    route_chain_decode(rec, len, &ch))
+			return corrupt(c, &r.kvs[i].key, "chain");
+		if (!in_a_table(&s->ri, ch.id))
+			continue; /* a table creation that did not finish */
+		if (route_info_add_chain(&s->ri, &ch))
+			return corrupt(c, &r.kvs[i].key, "chain");
+		for (uint32_t m = 0; m < ch.n; m++) {
+			struct route_target *x =
+			    (struct route_target *)route_find_target(&s->ri, ch.m[m].target_id);
+			if (!x)
+				return corrupt(c, &r.kvs[i].key, "chain (missing target)");
+			x->chain_id = ch.id;
+			x->pub_state = ch.m[m].state;
+		}
 	}
 	if ((rc = range_of(t, P_ADMIN, &r)))
 		return rc;
