@@ -55,6 +55,7 @@ struct mgmtd_client {
 	uint32_t node_id;              /* mu */
 	bool registered;               /* mu: mgmtd knows us (else register) */
 	uint64_t last_ok_ms;           /* mu: send time of the last success; 0: none */
+	uint64_t last_reply_ms;        /* mu: arrival time of that success's reply */
 	struct mgmtd_target_report *t; /* mu */
 	size_t n_t;                    /* mu */
 	struct mgmtd_routing *snap;    /* mu: newest, one reference held */
@@ -159,8 +160,10 @@ static int heartbeat_once(struct mgmtd_client *c, uint64_t seq)
 	} else if (!rc && reg) {
 		rc = -CFS_EPROTO;
 	}
-	if (!rc)
+	if (!rc) {
 		c->last_ok_ms = start;
+		c->last_reply_ms = clock_mono_ms();
+	}
 	if (rc == -ENOENT && !reg) {
 		/* mgmtd lost the node (a wiped store): register again. */
 		c->registered = false;
@@ -389,6 +392,19 @@ bool mgmtd_client_fenced(struct mgmtd_client *c)
 	bool f = fenced_locked(c, clock_mono_ms());
 	pthread_mutex_unlock(&c->mu);
 	return f;
+}
+
+void mgmtd_client_contact(struct mgmtd_client *c, uint64_t *sent_ms, uint64_t *reply_ms)
+{
+	pthread_mutex_lock(&c->mu);
+	*sent_ms = c->last_ok_ms;
+	*reply_ms = c->last_reply_ms;
+	pthread_mutex_unlock(&c->mu);
+}
+
+uint32_t mgmtd_client_fence_ms(const struct mgmtd_client *c)
+{
+	return c->fence_ms;
 }
 
 static int wait_changed(struct mgmtd_client *c, bool (*ok)(struct mgmtd_client *, uint64_t),

@@ -91,6 +91,8 @@
  *                     resp: u8 more, u32 n, n x (u64 ino, u32 idx, u32 len, u32 crc,
  *                           u32 chain_ver, u64 commit_ver)
  *  306 STO_SYNC_DONE  req:  tgt  resp: -   (predecessor -> syncing target: now up to date)
+ *  307 STO_WITNESS    req:  u32 asker node, u64 routing version
+ *                     resp: u64 mgmtd contact age ms, u64 routing version, u32 promise ms
  *   The handshake messages are sent with request ids and replied to like any
  *   request; a refusal is a reply with status -CFS_EAUTH or -CFS_EVERSION.
  *
@@ -131,7 +133,7 @@ enum rpc_msg_type {
 	RPC_MSG_MGMTD_CREATE_TABLE = 104,
 	RPC_MSG_MGMTD_SET_TARGET = 105,
 	/* meta: 200..223, enum meta_rpc_type in meta/meta_proto.h */
-	/* storage: 300..306, enum sto_msg_type in storage/storage_proto.h */
+	/* storage: 300..307, enum sto_msg_type in storage/storage_proto.h */
 };
 
 /* Feature bits offered in HELLO and accepted in CHALLENGE (intersection). */

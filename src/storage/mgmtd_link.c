@@ -106,8 +106,9 @@ static void on_routing(void *arg, struct mgmtd_routing *snap)
 static void on_fence(void *arg, bool fenced)
 {
 	struct storage_service *s = arg;
-	LOG_NOTICE("storage", "%s", fenced ? "fenced: mgmtd unreachable, not serving"
-					   : "unfenced: serving again");
+	LOG_NOTICE("storage", "%s", fenced ? "mgmtd unreachable for T/2: serving only while "
+						     "the chain peers lost it too"
+					   : "mgmtd reachable: serving");
 	mgmtd_link_kick(s);
 }
 

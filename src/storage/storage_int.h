@@ -56,6 +56,21 @@ struct craq_sched *craq_sched_new(void);
 void craq_sched_free(struct craq_sched *s);
 void craq_sched_after(struct craq_sched *s, uint32_t ms, void (*fn)(void *arg), void *arg);
 
+/* ---- serving without mgmtd (fence_witness.c) ---- */
+struct fence_witness {
+	uint32_t fence_ms;               /* the mgmtd client's: T/2 */
+	uint32_t permit_ms;              /* W: how long one round of answers holds */
+	_Atomic uint64_t permit_until;   /* clock_mono_ms: may serve without mgmtd until */
+	_Atomic uint64_t permit_version; /* ... on this routing version only */
+	_Atomic uint64_t promise_made;   /* when we last promised a peer */
+	_Atomic uint64_t promise_until;  /* ... and until when */
+	_Atomic uint64_t promise_version;/* ... on which routing version */
+	pthread_t thr;
+	bool inited, started;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+};
+
 /* ---- the service ---- */
 struct stor_target {
 	uint32_t slot;                 /* 1..n in --targets order */
@@ -86,6 +101,7 @@ struct storage_service {
 	pthread_mutex_t link_mu;
 	pthread_cond_t link_cv;        /* routing changed or stopping */
 	uint64_t link_kick;            /* under link_mu */
+	struct fence_witness fw;       /* NULL mc: unused */
 };
 
 /* Admission: 0 and one count of s->inflight (drop it with stor_end once
@@ -112,6 +128,16 @@ void mgmtd_link_stop(struct storage_service *s);
 void mgmtd_link_kick(struct storage_service *s);
 /* Pushes the targets' local states and sizes to mgmtd. */
 void mgmtd_link_report(struct storage_service *s);
+
+/* fence_witness.c. Whether the service must refuse requests now (the
+ * rule is in fence_witness.c's header comment); false without mgmtd. */
+bool fence_witness_fenced(struct storage_service *s);
+/* Answers a peer's WITNESS request; on a loop thread, never blocks. */
+void fence_witness_handle(struct storage_service *s, struct rpc_req *req);
+/* Starts / stops the thread that asks the peers while mgmtd is silent.
+ * Start after mgmtd_link_start; 0 or -EAGAIN. Stop is idempotent. */
+int fence_witness_start(struct storage_service *s, uint32_t heartbeat_ms);
+void fence_witness_stop(struct storage_service *s);
 
 /* craq_write.c: chain WRITE / REMOVE (chain != 0). Take REQ and DATA (the
  * aligned bulk buffer, freed by them). */

@@ -366,3 +366,41 @@ int sto_sync_done_req_decode(const void *p, size_t n, struct sto_sync_done_req *
 	wire_get_u32(&r, &m->chain_ver);
 	return rdone(&r);
 }
+
+int sto_witness_req_encode(struct buf *b, const struct sto_witness_req *m)
+{
+	struct wire_writer w;
+	wire_writer_init(&w, b);
+	wire_put_u32(&w, m->node);
+	wire_put_u64(&w, m->routing_version);
+	return wdone(&w);
+}
+
+int sto_witness_req_decode(const void *p, size_t n, struct sto_witness_req *m)
+{
+	struct wire_reader r;
+	wire_reader_init(&r, p, n);
+	wire_get_u32(&r, &m->node);
+	wire_get_u64(&r, &m->routing_version);
+	return rdone(&r);
+}
+
+int sto_witness_resp_encode(struct buf *b, const struct sto_witness_resp *m)
+{
+	struct wire_writer w;
+	wire_writer_init(&w, b);
+	wire_put_u64(&w, m->contact_age_ms);
+	wire_put_u64(&w, m->routing_version);
+	wire_put_u32(&w, m->promise_ms);
+	return wdone(&w);
+}
+
+int sto_witness_resp_decode(const void *p, size_t n, struct sto_witness_resp *m)
+{
+	struct wire_reader r;
+	wire_reader_init(&r, p, n);
+	wire_get_u64(&r, &m->contact_age_ms);
+	wire_get_u64(&r, &m->routing_version);
+	wire_get_u32(&r, &m->promise_ms);
+	return rdone(&r);
+}

@@ -30,6 +30,7 @@ enum sto_msg_type {
 	STO_MSG_STAT = 304,
 	STO_MSG_DUMP = 305,
 	STO_MSG_SYNC_DONE = 306,
+	STO_MSG_WITNESS = 307,
 };
 
 #define STO_MAX_BATCH 1024   /* ranges in one READ */
@@ -131,6 +132,18 @@ struct sto_sync_done_req {
 	uint32_t target, chain, chain_ver;
 };
 
+/* WITNESS: a service that lost mgmtd asks a chain peer whether it lost
+ * mgmtd too (fence_witness.h). */
+struct sto_witness_req {
+	uint32_t node;            /* the asker's node id (for logs) */
+	uint64_t routing_version; /* the asker's routing version */
+};
+struct sto_witness_resp {
+	uint64_t contact_age_ms;  /* since the peer last heard from mgmtd; UINT64_MAX: never */
+	uint64_t routing_version; /* the peer's routing version */
+	uint32_t promise_ms;      /* > 0: lost too; the peer serves nothing newer for this long */
+};
+
 int sto_write_req_encode(struct buf *b, const struct sto_write_req *m);
 int sto_write_req_decode(const void *p, size_t n, struct sto_write_req *m);
 int sto_write_resp_encode(struct buf *b, const struct sto_write_resp *m);
@@ -161,5 +174,9 @@ int sto_dump_resp_decode(const void *p, size_t n, struct sto_dump_resp *m,
 			 struct sto_dump_ent *out, size_t cap);
 int sto_sync_done_req_encode(struct buf *b, const struct sto_sync_done_req *m);
 int sto_sync_done_req_decode(const void *p, size_t n, struct sto_sync_done_req *m);
+int sto_witness_req_encode(struct buf *b, const struct sto_witness_req *m);
+int sto_witness_req_decode(const void *p, size_t n, struct sto_witness_req *m);
+int sto_witness_resp_encode(struct buf *b, const struct sto_witness_resp *m);
+int sto_witness_resp_decode(const void *p, size_t n, struct sto_witness_resp *m);
 
 #endif

@@ -15,8 +15,9 @@
  *
  * Invariants: every request is replied to exactly once; a buffer given by
  * bulk_dest is freed by whoever ends the request (handler path or
- * bulk_drop). A fenced service (mgmtd unreachable for fence_ms) answers
- * every storage request with -CFS_EFENCED.
+ * bulk_drop). A fenced service (mgmtd unreachable for fence_ms, and a
+ * chain peer that still reaches it or cannot be asked: fence_witness.c)
+ * answers every storage request with -CFS_EFENCED.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -87,7 +88,7 @@ int stor_begin(struct storage_service *s)
 	int err = 0;
 	if (atomic_load(&s->stopping))
 		err = -CFS_EUNAVAIL;
-	else if (s->mc && mgmtd_client_fenced(s->mc))
+	else if (fence_witness_fenced(s))
 		err = -CFS_EFENCED;
 	if (err)
 		atomic_fetch_sub(&s->inflight, 1);
@@ -575,6 +576,7 @@ static void handle_stat(struct rpc_req *req, void *arg)
 
 static void handle_dump(struct rpc_req *req, void *arg) { craq_dump_handle(arg, req); }
 static void handle_sync_done(struct rpc_req *req, void *arg) { craq_sync_done_handle(arg, req); }
+static void handle_witness(struct rpc_req *req, void *arg) { fence_witness_handle(arg, req); }
 
 /* ---- lifecycle ---- */
 
@@ -670,6 +672,8 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 	rpc_server_handle(s->srv, STO_MSG_DUMP, &h);
 	h.fn = handle_sync_done;
 	rpc_server_handle(s->srv, STO_MSG_SYNC_DONE, &h);
+	h.fn = handle_witness;
+	rpc_server_handle(s->srv, STO_MSG_WITNESS, &h);
 	h.fn = handle_write;
 	h.bulk_dest = write_bulk_dest;
 	h.bulk_drop = write_bulk_drop;
@@ -696,6 +700,10 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 		}
 		if ((rc = mgmtd_link_start(s, o, err, errlen)))
 			goto fail;
+		if ((rc = fence_witness_start(s, o->heartbeat_ms))) {
+			snprintf(err, errlen, "cannot start the fencing witness thread");
+			goto fail;
+		}
 	} else {
 		for (size_t i = 0; i < s->nt; i++)
 			atomic_store(&s->t[i].started, 1);
@@ -714,6 +722,7 @@ void storage_service_free(struct storage_service *s)
 	if (!s)
 		return;
 	atomic_store(&s->stopping, 1);
+	fence_witness_stop(s);
 	mgmtd_link_stop(s);
 	/* Requests in flight end quickly once stopping is set (chain retries
 	 * give up); wait for them, bounded, before tearing down what their

@@ -25,7 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t n = size - 1;
 	struct buf b;
 	buf_init(&b);
-	switch (data[0] % 11) {
+	switch (data[0] % 12) {
 	case 0: {
 		struct sto_write_req m, m2;
 		if (!sto_write_req_decode(p, n, &m)) {
@@ -95,6 +95,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			check(m.n <= STO_MAX_DUMP);
 			check(!sto_dump_resp_encode(&b, &m));
 		}
+		break;
+	}
+	case 10: {
+		struct sto_witness_req m, m2;
+		struct sto_witness_resp r;
+		if (!sto_witness_req_decode(p, n, &m)) {
+			check(!sto_witness_req_encode(&b, &m));
+			check(!sto_witness_req_decode(b.data, b.len, &m2));
+			check(m.node == m2.node && m.routing_version == m2.routing_version);
+		}
+		sto_witness_resp_decode(p, n, &r);
 		break;
 	}
 	default: {

@@ -93,7 +93,7 @@ void stor_cluster_start_storage(struct stor_cluster *c, int i)
 	argv[k++] = "--sync=0";
 	if (c->mgmtd_port) {
 		argv[k++] = "--mgmtd";
-		argv[k++] = c->mgmtd_addr;
+		argv[k++] = n->mgmtd_via[0] ? n->mgmtd_via : c->mgmtd_addr;
 		argv[k++] = "--fence-ms";
 		argv[k++] = fence;
 		argv[k++] = "--heartbeat-ms";

@@ -21,6 +21,7 @@ struct sc_node {
 	char addr[32];
 	char dirs[2][700];
 	char log[700];
+	char mgmtd_via[32]; /* "" or the address to use for mgmtd (a tcp_proxy) */
 };
 
 struct stor_cluster {

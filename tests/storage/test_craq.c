@@ -24,9 +24,16 @@
  *                 -CFS_ECHAIN_VERSION, one sent to a non-head with
  *                 -CFS_ENOT_HEAD; a repeated (client, channel, seq) is
  *                 applied once (same version on every replica); truncate
- *                 and remove go through the chain; with mgmtd stopped (SIGSTOP) a
- *                 service answers -CFS_EFENCED after T/2, and serves
- *                 again after SIGCONT
+ *                 and remove go through the chain
+ *   mgmtd_down    kill -9 mgmtd during writes: for 2T every service keeps
+ *                 serving (its chain peers confirm they lost mgmtd too),
+ *                 no write fails; a restarted mgmtd recovers the chain
+ *                 from the KV store and writes go on
+ *   partition     one storage service's mgmtd connection goes through a
+ *                 relay that the test cuts: that service answers
+ *                 -CFS_EFENCED after T/2, before mgmtd moves its target
+ *                 out; writes go on over the other two; healed, it
+ *                 resyncs and serves again
  *   full_restart  kill -9 every storage service and mgmtd, restart all:
  *                 every acknowledged write is back on all three replicas
  *   concurrent    four writers replace one chunk concurrently: every
@@ -54,6 +61,7 @@
 #include "mgmtd/mgmtd_client.h"
 #include "net/rpc.h"
 #include "stor_cluster.h"
+#include "tcp_proxy.h"
 #include "testenv.h"
 
 #define T_MS 2000
@@ -64,6 +72,7 @@
 
 struct env {
 	struct stor_cluster sc;
+	struct tcp_proxy *proxy; /* node 0's way to mgmtd, or NULL */
 	struct mgmtd_client *obs;
 	struct storage_client *cli;
 	uint32_t chain;
@@ -140,11 +149,18 @@ static int count_targets(struct env *e)
 	return n;
 }
 
-static void env_up(struct env *e, const char *tag)
+/* PROXIED: node 0 reaches mgmtd through e->proxy. */
+static void env_up_with(struct env *e, const char *tag, bool proxied)
 {
 	memset(e, 0, sizeof(*e));
 	stor_cluster_init(&e->sc, tag, 3, 1, T_MS);
 	stor_cluster_start_mgmtd(&e->sc);
+	if (proxied) {
+		e->proxy = tcp_proxy_start(e->sc.mgmtd_port);
+		assert_non_null(e->proxy);
+		snprintf(e->sc.node[0].mgmtd_via, sizeof(e->sc.node[0].mgmtd_via),
+			 "127.0.0.1:%u", (unsigned)tcp_proxy_port(e->proxy));
+	}
 	char out[4096];
 	assert_int_equal(stor_cluster_admin(&e->sc, out, sizeof(out), "init-cluster", NULL), 0);
 	for (int i = 0; i < 3; i++)
@@ -177,6 +193,11 @@ static void env_up(struct env *e, const char *tag)
 	assert_int_equal(storage_client_write(e->cli, &loc, 1, 0, 0, sizeof(b), b, 0, NULL), 0);
 }
 
+static void env_up(struct env *e, const char *tag)
+{
+	env_up_with(e, tag, false);
+}
+
 static void env_down(struct env *e)
 {
 	storage_client_free(e->cli);
@@ -184,6 +205,7 @@ static void env_down(struct env *e)
 	for (int i = 0; i < e->sc.n; i++)
 		stor_cluster_signal(&e->sc, i, SIGTERM);
 	stor_cluster_fini(&e->sc);
+	tcp_proxy_free(e->proxy);
 }
 
 /* ---- checksummed contents ---- */
@@ -553,41 +575,127 @@ static void test_stale(void **state)
 					   .target = c.m[k].target_id };
 		assert_int_equal(storage_client_query(e.cli, &pin, 9, 0, 0, &q), -ENOENT);
 	}
-	/* Fencing: mgmtd stopped, a service answers -CFS_EFENCED after T/2;
-	 * once mgmtd is back it serves again. */
-	assert_int_equal(kill(e.sc.mgmtd_pid, SIGSTOP), 0);
-	clock_sleep_ms(T_MS / 2 + 600);
+	env_down(&e);
+}
+
+/* A one-range READ of a missing chunk sent straight to TARGET: the RPC
+ * status (0: served, -CFS_EFENCED: fenced, ...). */
+static int raw_read(struct env *e, uint32_t target, uint32_t chain_ver)
+{
+	struct rpc_opts ro = { .cluster_id = SC_CLUSTER, .secret = (const uint8_t *)SC_SECRET,
+			       .secret_len = strlen(SC_SECRET) };
+	struct rpc_client *rc;
 	assert_int_equal(rpc_client_new(&ro, &rc), 0);
-	{
-		struct sto_read_range rr = { .target = c.m[0].target_id, .chain = e.chain,
-					     .chain_ver = c.version, .ino = 1, .idx = 0, .len = 16 };
-		struct sto_read_req rq = { .n = 1, .r = &rr };
-		struct buf pl, resp;
-		buf_init(&pl);
-		buf_init(&resp);
-		sto_read_req_encode(&pl, &rq);
-		struct rpc_peer *p;
-		char err[128];
-		int ni = node_of(&e, c.m[0].target_id);
-		assert_int_equal(rpc_client_peer(rc, e.sc.node[ni].addr, &p, err, sizeof(err)), 0);
-		uint8_t got[16];
-		struct rpc_call call = { .type = STO_MSG_READ, .payload = pl.data,
-					 .payload_len = (uint32_t)pl.len, .timeout_ms = 5000,
-					 .resp_bulk = got, .resp_bulk_cap = sizeof(got) };
-		assert_int_equal(rpc_call(p, &call, &resp, NULL), -CFS_EFENCED);
-		assert_int_equal(kill(e.sc.mgmtd_pid, SIGCONT), 0);
-		uint64_t deadline = clock_mono_ms() + 10000;
-		int r;
-		do {
-			clock_sleep_ms(100);
-			buf_reset(&resp);
-			r = rpc_call(p, &call, &resp, NULL);
-		} while (r == -CFS_EFENCED && clock_mono_ms() < deadline);
-		assert_int_equal(r, 0);
-		buf_fini(&pl);
-		buf_fini(&resp);
-	}
+	struct sto_read_range rr = { .target = target, .chain = e->chain, .chain_ver = chain_ver,
+				     .ino = 1, .idx = 7, .len = 16 };
+	struct sto_read_req rq = { .n = 1, .r = &rr };
+	struct buf pl, resp;
+	buf_init(&pl);
+	buf_init(&resp);
+	sto_read_req_encode(&pl, &rq);
+	struct rpc_peer *p;
+	char err[128];
+	int ni = node_of(e, target);
+	assert_true(ni >= 0);
+	int r = rpc_client_peer(rc, e->sc.node[ni].addr, &p, err, sizeof(err));
+	uint8_t got[16];
+	struct rpc_call call = { .type = STO_MSG_READ, .payload = pl.data,
+				 .payload_len = (uint32_t)pl.len, .timeout_ms = 3000,
+				 .resp_bulk = got, .resp_bulk_cap = sizeof(got) };
+	if (!r)
+		r = rpc_call(p, &call, &resp, NULL);
+	buf_fini(&pl);
+	buf_fini(&resp);
 	rpc_client_free(rc);
+	return r;
+}
+
+/* mgmtd dies for good (kill -9): nobody can change routing, so the chain
+ * peers vouch for each other and the data path goes on, well past T/2
+ * and T. Then a new mgmtd process recovers the state from the KV store. */
+static void test_mgmtd_down(void **state)
+{
+	(void)state;
+	struct env e;
+	env_up(&e, "craq-mgmtd");
+	struct writer w;
+	writer_start(&w, &e, NULL);
+	assert_true(writes_progress(&w, 20, 20000));
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	struct mgmtd_routing *snap = mgmtd_client_routing(e.obs);
+	uint64_t before = mgmtd_routing_version(snap);
+	mgmtd_routing_put(snap);
+	testenv_kill(e.sc.mgmtd_pid, SIGKILL);
+	e.sc.mgmtd_pid = 0;
+	clock_sleep_ms(2 * T_MS);
+	uint64_t reads = atomic_load(&w.reads);
+	assert_true(writes_progress(&w, 30, 10000));
+	assert_true(atomic_load(&w.reads) > reads);
+	for (uint32_t k = 0; k < c.n; k++)
+		assert_int_equal(raw_read(&e, c.m[k].target_id, c.version), 0);
+	assert_int_equal(atomic_load(&w.errors), 0);
+	stor_cluster_start_mgmtd(&e.sc);
+	assert_int_equal(mgmtd_client_wait_routing(e.obs, before + 1, 20000), 0);
+	assert_true(wait_chain(&e, 3, 0, 0, 20000));
+	assert_true(writes_progress(&w, 20, 20000));
+	writer_stop(&w);
+	assert_int_equal(atomic_load(&w.errors), 0);
+	verify_replicas(&e, &w);
+	env_down(&e);
+}
+
+static bool target_serving(struct env *e, uint32_t target)
+{
+	struct route_chain c;
+	if (!get_chain(e, &c))
+		return true;
+	for (uint32_t k = 0; k < c.n; k++)
+		if (c.m[k].target_id == target)
+			return c.m[k].state == CHAIN_PS_SERVING;
+	return false;
+}
+
+/* One storage service loses mgmtd while mgmtd and its peers are fine:
+ * the peers say so, and it fences before mgmtd hands its place on. */
+static void test_partition(void **state)
+{
+	(void)state;
+	struct env e;
+	env_up_with(&e, "craq-part", true);
+	struct writer w;
+	writer_start(&w, &e, NULL);
+	assert_true(writes_progress(&w, 20, 20000));
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	uint32_t x = 0;
+	for (uint32_t k = 0; k < c.n; k++)
+		if (node_of(&e, c.m[k].target_id) == 0)
+			x = c.m[k].target_id;
+	assert_true(x != 0);
+	assert_int_equal(raw_read(&e, x, c.version), 0);
+	uint64_t cut = clock_mono_ms();
+	tcp_proxy_cut(e.proxy, true);
+	int st = 0;
+	while (clock_mono_ms() < cut + 4 * T_MS) {
+		st = raw_read(&e, x, c.version);
+		if (st == -CFS_EFENCED)
+			break;
+		if (!target_serving(&e, x))
+			fail_msg("mgmtd moved target %u out before it fenced itself", x);
+		clock_sleep_ms(50);
+	}
+	assert_int_equal(st, -CFS_EFENCED);
+	print_message("fenced %llu ms after the cut (T/2 = %d ms)\n",
+		      (unsigned long long)(clock_mono_ms() - cut), T_MS / 2);
+	assert_true(wait_chain(&e, 2, x, CHAIN_PS_OFFLINE, 20000));
+	assert_true(writes_progress(&w, 20, 20000));
+	assert_int_equal(raw_read(&e, x, c.version), -CFS_EFENCED);
+	tcp_proxy_cut(e.proxy, false);
+	assert_true(wait_chain(&e, 3, 0, 0, 60000));
+	assert_true(writes_progress(&w, 20, 20000));
+	writer_stop(&w);
+	verify_replicas(&e, &w);
 	env_down(&e);
 }
 
@@ -741,6 +849,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_kill_two),
 		cmocka_unit_test(test_lastsrv),
 		cmocka_unit_test(test_full_restart),
+		cmocka_unit_test(test_mgmtd_down),
+		cmocka_unit_test(test_partition),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	testenv_cleanup();
