@@ -22,5 +22,6 @@ int cli_admin_list_chain_tables(int argc, char **argv);
 int cli_admin_create_chain_table(int argc, char **argv);
 int cli_admin_set_target_offline(int argc, char **argv);
 int cli_admin_set_target_online(int argc, char **argv);
+int cli_admin_layout(int argc, char **argv); /* cmd_admin_layout.c: get|set DIR (meta) */
 
 #endif

@@ -66,6 +66,7 @@ struct bm_conf {
 	int64_t dirs;
 	int64_t server_threads;
 	int64_t server_loops;
+	char *server_inline;
 	int64_t client_loops;
 	int64_t conns;
 	char *log_level;
@@ -98,6 +99,9 @@ static const struct cfg_opt opts[] = {
 	  "worker threads of each instance it starts" },
 	{ "server-loops", CFG_INT, "1", 1, 16, offsetof(struct bm_conf, server_loops),
 	  "RPC loop threads of each instance it starts" },
+	{ "server-inline-reads", CFG_STR, "auto", 0, 0, offsetof(struct bm_conf, server_inline),
+	  "--inline-reads of each instance it starts: auto (lmdb reads on the loop thread) "
+	  "or off" },
 	{ "client-loops", CFG_INT, "1", 1, 16, offsetof(struct bm_conf, client_loops),
 	  "RPC loop threads of the bench client" },
 	{ "conns", CFG_INT, "1", 1, 16, offsetof(struct bm_conf, conns),
@@ -198,7 +202,8 @@ static int own_start(struct own *o, const struct bm_conf *bc, char *addrs, size_
 		snprintf(log, sizeof(log), "%s/meta%d.log", o->tmp, i);
 		char *argv[] = { "chainfs", "meta", "--kv", kv, "--listen", listen, "--cluster-id",
 				 "bench", "--secret-file", o->secret_path, "--threads", threads,
-				 "--loop-threads", loops, "--log-level", "warn", NULL };
+				 "--loop-threads", loops, "--inline-reads", bc->server_inline,
+				 "--log-level", "warn", NULL };
 		posix_spawn_file_actions_t fa;
 		posix_spawn_file_actions_init(&fa);
 		posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0644);

@@ -21,6 +21,7 @@ static const struct cli_admin_cmd commands[] = {
      "take a target out of service for maintenance (mgmtd)"},
     {"set-target-online", cli_admin_set_target_online,
      "undo set-target-offline (mgmtd)"},
+    {"layout", cli_admin_layout, "get|set DIR: a directory's default file layout (meta)"},
     {NULL, NULL, NULL},
 };
 

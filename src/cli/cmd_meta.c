@@ -8,8 +8,9 @@
  *
  * The instance is stateless (meta_service.h): start as many as you like over
  * one KV store. It prints "listening on IP:PORT" once serving and runs until
- * SIGTERM or SIGINT. With --mgmtd it registers as a meta node, refuses
- * requests while fenced and takes chain tables from routing info; without,
+ * SIGTERM or SIGINT. With --mgmtd it registers as a meta node, takes chain
+ * tables from routing info and drops the write sessions of clients whose
+ * node failed (it keeps serving when mgmtd is unreachable); without,
  * the chain-table view is static (--chain-tables). --storage chains (the
  * default with --mgmtd) reaches the storage chains of routing for chunk
  * removal, truncate, length queries, capacity and GC; --storage none (the
@@ -52,6 +53,8 @@ struct meta_conf {
 	char *advertise;
 	int64_t fence_ms;
 	int64_t heartbeat_ms;
+	int64_t session_check_ms;
+	char *inline_reads;
 };
 
 static const struct cfg_opt opts[] = {
@@ -85,13 +88,21 @@ static const struct cfg_opt opts[] = {
 	{ "log-level", CFG_STR, "notice", 0, 0, offsetof(struct meta_conf, log_level),
 	  "err|warn|notice|info|debug" },
 	{ "mgmtd", CFG_STR, "", 0, 0, offsetof(struct meta_conf, mgmtd),
-	  "mgmtd ip:port[,ip:port]: register (type meta), fence, chain tables from routing" },
+	  "mgmtd ip:port[,ip:port]: register (type meta), chain tables and client liveness "
+	  "from routing" },
 	{ "advertise", CFG_STR, "", 0, 0, offsetof(struct meta_conf, advertise),
 	  "ip:port registered with mgmtd (default: --listen, which then needs a fixed port)" },
 	{ "fence-ms", CFG_INT, "5000", 100, 600000, offsetof(struct meta_conf, fence_ms),
-	  "with --mgmtd: refuse requests this long after the last good heartbeat (T/2)" },
+	  "with --mgmtd: routing counts as stale (no session pruning) this long after the "
+	  "last good heartbeat (T/2); requests are served regardless" },
 	{ "heartbeat-ms", CFG_INT, "1000", 50, 60000, offsetof(struct meta_conf, heartbeat_ms),
 	  "with --mgmtd: heartbeat period" },
+	{ "session-check-ms", CFG_INT, "5000", 100, 3600000,
+	  offsetof(struct meta_conf, session_check_ms),
+	  "with --mgmtd: how often write sessions of clients whose node failed are dropped" },
+	{ "inline-reads", CFG_STR, "auto", 0, 0, offsetof(struct meta_conf, inline_reads),
+	  "auto: read-only operations run on the RPC loop thread when --kv is lmdb; off: "
+	  "always on the worker threads" },
 	CFG_END
 };
 
@@ -134,6 +145,15 @@ int cli_meta(int argc, char **argv)
 		ret = 2;
 		goto out;
 	}
+	enum meta_inline_reads inl = META_INLINE_AUTO;
+	if (!strcmp(mc.inline_reads, "off")) {
+		inl = META_INLINE_OFF;
+	} else if (strcmp(mc.inline_reads, "auto")) {
+		fprintf(stderr, "chainfs meta: unknown --inline-reads '%s' (auto or off)\n",
+			mc.inline_reads);
+		ret = 2;
+		goto out;
+	}
 	if (storage == META_STORAGE_CHAINS && !*mc.mgmtd) {
 		fprintf(stderr, "chainfs meta: --storage chains needs --mgmtd\n");
 		ret = 2;
@@ -168,6 +188,7 @@ int cli_meta(int argc, char **argv)
 		.table_id = (uint32_t)mc.table, .storage = storage,
 		.mgmtd = mc.mgmtd, .advertise = mc.advertise, .fence_ms = (uint32_t)mc.fence_ms,
 		.heartbeat_ms = (uint32_t)mc.heartbeat_ms,
+		.session_check_ms = (uint32_t)mc.session_check_ms, .inline_reads = inl,
 	};
 	rc = meta_service_start(&so, &svc, err, sizeof(err));
 	if (rc) {

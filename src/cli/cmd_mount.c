@@ -290,6 +290,13 @@ int cli_mount(int argc, char **argv)
 		fprintf(stderr, "chainfs mount: %s\n", err);
 		goto out;
 	}
+	/* The node id is the meta client id, so meta drops this mount's write
+	 * sessions once mgmtd declares the node failed (meta.h). */
+	if (mgmtd_client_wait_registered(mg, (uint32_t)mc.wait_ms)) {
+		fprintf(stderr, "chainfs mount: not registered with mgmtd %s within %lld ms\n",
+		        maddrs[0], (long long)mc.wait_ms);
+		goto out;
+	}
 	if (mgmtd_client_wait_routing(mg, 1, (uint32_t)mc.wait_ms)) {
 		fprintf(stderr, "chainfs mount: no routing info from mgmtd %s within %lld ms\n",
 		        maddrs[0], (long long)mc.wait_ms);
@@ -317,6 +324,7 @@ int cli_mount(int argc, char **argv)
 	    .cluster_id = mc.cluster_id,
 	    .secret = secret,
 	    .secret_len = secret_len,
+	    .client_id = mgmtd_client_node_id(mg),
 	    .timeout_ms = (uint32_t)mc.timeout_ms,
 	    .loop_threads = 2,
 	    .conns_per_peer = 2,

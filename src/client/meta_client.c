@@ -88,14 +88,26 @@ int meta_client_new(const struct meta_client_opts *o, meta_client **out, char *e
 	c->retry_ms = o->retry_ms ? o->retry_ms : 30000;
 	c->down_ms = o->down_ms ? o->down_ms : 1000;
 	c->client_id = o->client_id;
-	while (!c->client_id) {
+	if (!c->client_id) {
 		if (getrandom(&c->client_id, sizeof(c->client_id), 0) != sizeof(c->client_id)) {
 			snprintf(err, errlen, "no entropy for a client id");
 			rc = -EIO;
 			goto fail;
 		}
+		/* Above every node id: an unmanaged client (meta.h). */
+		c->client_id |= META_CLIENT_NODE_MAX + 1;
 	}
-	atomic_init(&c->seq, 0);
+	/* Sequences start at a random point, so a request id (client, seq)
+	 * stays unique even if a client id comes back (a wiped mgmtd store
+	 * hands node ids out anew while meta keeps the old holder's
+	 * idempotency records for 30 min). */
+	uint64_t seq0;
+	if (getrandom(&seq0, sizeof(seq0), 0) != sizeof(seq0)) {
+		snprintf(err, errlen, "no entropy for a request sequence");
+		rc = -EIO;
+		goto fail;
+	}
+	atomic_init(&c->seq, seq0 >> 2);
 	atomic_init(&c->rr, 0);
 	struct rpc_opts ro = { .cluster_id = o->cluster_id, .secret = o->secret,
 			       .secret_len = o->secret_len,

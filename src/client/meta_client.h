@@ -44,7 +44,11 @@ struct meta_client_opts {
 	const char *cluster_id;     /* copied */
 	const uint8_t *secret;      /* >= 16 bytes; copied */
 	size_t secret_len;
-	uint64_t client_id;         /* request-id namespace [random] */
+	/* Request-id namespace and session owner. A client registered with
+	 * mgmtd passes its node id, so the service drops its write sessions
+	 * when the node fails. 0: a random id above META_CLIENT_NODE_MAX, an
+	 * unmanaged client whose sessions only its closes end (meta.h). */
+	uint64_t client_id;
 	uint32_t timeout_ms;        /* per attempt [5000] */
 	uint32_t retry_ms;          /* budget of one call over all attempts [30000] */
 	uint32_t down_ms;           /* how long a failed instance is skipped, doubling

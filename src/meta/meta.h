@@ -42,6 +42,7 @@
 
 #include "kv/kv.h"
 #include "meta/layout.h"
+#include "meta/rendezvous.h"
 #include "meta/schema.h"
 
 typedef struct meta_ctx meta_ctx;
@@ -289,13 +290,6 @@ int meta_listxattr(meta_ctx *m, const struct meta_cred *c, uint64_t ino, char *b
 int meta_removexattr(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
 		     uint64_t ino, struct meta_name name);
 
-/* Rendezvous hashing: which of N live meta instances (ids) owns length
- * updates of INO, so they do not conflict across instances. Weight of
- * instance x: splitmix64 step (layout.h) from state x ^ (ino *
- * 0x9E3779B97F4A7C15); the highest weight wins, ties to the lower id.
- * 0 when n == 0. Pure; the daemon forwards sync/close to the owner. */
-uint64_t meta_rendezvous(uint64_t ino, const uint64_t *instances, size_t n);
-
 /* ---- background work ---- */
 
 /* Claims one GC queue entry whose inode has no write session (a claim is a
@@ -307,9 +301,26 @@ uint64_t meta_rendezvous(uint64_t ino, const uint64_t *instances, size_t n);
  * opts.gc_claim_ns expires). Call it from one thread per instance (an
  * instance may retake its own claims). */
 int meta_gc_step(meta_ctx *m);
-/* Drops write sessions of clients not in LIVE (n ids), syncing each
+/* Client ids (struct meta_req.client) come in two ranges:
+ *   1..META_CLIENT_NODE_MAX  managed: the client's mgmtd node id. A client
+ *                            that registers with mgmtd (the FUSE mount, as
+ *                            node type CLIENT) uses its node id, and the
+ *                            service drops its write sessions once routing
+ *                            shows the node failed (meta_service.h).
+ *   > META_CLIENT_NODE_MAX   unmanaged: meta_client draws a random one when
+ *                            given none. Nothing says whether such a client
+ *                            lives, so its sessions are never pruned: only
+ *                            its close ends them (a crashed unmanaged writer
+ *                            keeps an unlinked file from GC).
+ * Node ids are below 2^32 (routing.h ROUTE_NODE_ID_MAX). */
+#define META_CLIENT_NODE_MAX 0xFFFFFFFFull
+
+/* 1 when CLIENT is dead (drop its sessions), else 0. Called on the
+ * caller's thread, possibly several times for one client in one prune. */
+typedef int (*meta_client_dead_fn)(void *arg, uint64_t client);
+/* Drops the write sessions of the clients IS_DEAD calls dead, syncing each
  * affected file's length from storage first. Returns the number dropped. */
-int meta_session_prune(meta_ctx *m, const uint64_t *live, size_t n);
+int meta_session_prune(meta_ctx *m, meta_client_dead_fn is_dead, void *arg);
 /* Deletes idempotency records written before NOW - TTL_NS (callers use
  * META_IDEM_TTL_NS), in batches of 48 per txn. Returns the number deleted
  * (short by a batch when a maybe-committed batch had applied). */

@@ -438,20 +438,6 @@ uint32_t meta_chains_hint(const struct meta_inode *in, uint64_t size)
 	return (uint32_t)(h < in->layout.stripe ? h : in->layout.stripe);
 }
 
-uint64_t meta_rendezvous(uint64_t ino, const uint64_t *instances, size_t n)
-{
-	uint64_t best = 0, best_w = 0;
-	for (size_t i = 0; i < n; i++) {
-		uint64_t s = instances[i] ^ (ino * 0x9E3779B97F4A7C15ULL);
-		uint64_t w = meta_splitmix64(&s);
-		if (i == 0 || w > best_w || (w == best_w && instances[i] < best)) {
-			best = instances[i];
-			best_w = w;
-		}
-	}
-	return best;
-}
-
 /* ---- permissions and names ---- */
 
 int meta_in_group(const struct meta_cred *c, uint32_t gid)

@@ -449,20 +449,12 @@ struct sess_ref {
 };
 
 struct prune_arg {
-	const uint64_t *live;
-	size_t nlive;
+	meta_client_dead_fn is_dead;
+	void *dead_arg;
 	struct sess_ref *dead;
 	size_t ndead, cap;
 	size_t from, to; /* delete batch [from, to) */
 };
-
-static int is_live(const struct prune_arg *a, uint64_t client)
-{
-	for (size_t i = 0; i < a->nlive; i++)
-		if (a->live[i] == client)
-			return 1;
-	return 0;
-}
 
 static int sess_scan_body(kv_txn *t, void *arg)
 {
@@ -480,7 +472,7 @@ static int sess_scan_body(kv_txn *t, void *arg)
 			continue;
 		struct sess_ref s = { wire_load_be64(key + 4), wire_load_be64(key + 12),
 				      wire_load_be64(key + 20) };
-		if (is_live(a, s.client))
+		if (!a->is_dead(a->dead_arg, s.client))
 			continue;
 		if (a->ndead == a->cap) {
 			size_t nc = a->cap ? a->cap * 2 : 64;
@@ -508,9 +500,9 @@ static int sess_del_body(kv_txn *t, void *arg)
 	return 0;
 }
 
-int meta_session_prune(meta_ctx *m, const uint64_t *live, size_t n)
+int meta_session_prune(meta_ctx *m, meta_client_dead_fn is_dead, void *arg)
 {
-	struct prune_arg a = { .live = live, .nlive = n };
+	struct prune_arg a = { .is_dead = is_dead, .dead_arg = arg };
 	struct kv_run_opts o = { .idempotent = 1, .max_retries = 40 };
 	int rc = meta_run_ro(m, sess_scan_body, &a);
 	for (size_t i = 0; rc == 0 && i < a.ndead; i++) {

@@ -15,6 +15,17 @@
  * answered on the loop thread (ECHO is the transport baseline of `chainfs
  * bench meta`).
  *
+ * Inline reads. On a KV engine whose reads never wait on anything but the
+ * memory map (lmdb: a read txn is a snapshot of the map, no lock held
+ * against writers), read-only operations (lookup, getattr, access,
+ * readlink, readdir, getxattr, listxattr, layout get) run on the loop
+ * thread itself, with scratch taken from a small pool (one per loop
+ * thread): that saves the two thread hand-offs (loop -> worker -> loop) of
+ * the queued path, which dominate a stat. Mutations, statfs and sync (they
+ * commit or call storage) and every operation on etcd (reads are HTTP
+ * calls) keep going through the queue. A request that finds the pool
+ * empty is queued.
+ *
  * Errors: a payload that does not decode is answered -CFS_EPROTO with a
  * message naming the message type (the RPC layer then closes that
  * connection, as for any protocol error); a field over its POSIX limit is
@@ -54,9 +65,18 @@
 #define MAX_TABLES 16
 #define IDEM_PRUNE_EVERY_NS (60LL * 1000000000LL)
 #define GC_STEPS_PER_PASS 256
+#define SUSPECTS_MAX 4096 /* clients with sessions whose node routing does not list */
 
 struct chain_table_spec {
 	uint32_t id, first, count;
+};
+
+/* A managed client id with sessions that routing did not list (see
+ * "Dead clients" at prune_sessions). */
+struct suspect {
+	uint64_t client;
+	uint64_t since_ms; /* mono ms of the first pass that missed it */
+	int seen;          /* met in the current pass */
 };
 
 struct worker {
@@ -79,6 +99,10 @@ struct meta_service {
 	int nworkers;
 	struct worker **workers;
 
+	pthread_mutex_t inline_mu; /* guards inline_free, inline_nfree */
+	struct worker **inline_free; /* scratch of loop threads running inline reads */
+	int ninline, inline_nfree;   /* pool size (0: inline reads off), free count */
+
 	pthread_mutex_t mu;        /* guards the queue fields and stopping */
 	pthread_cond_t cv;         /* workers wait for requests */
 	struct rpc_req **ring;     /* queue_max slots */
@@ -97,7 +121,15 @@ struct meta_service {
 
 	struct chain_table_spec tables[MAX_TABLES];
 	int ntables;
-	struct mgmtd_client *mgmtd; /* NULL: static tables, never fenced */
+	struct mgmtd_client *mgmtd; /* NULL: static tables, no session pruning */
+
+	/* Dead-client session pruning; bg thread only. */
+	uint32_t session_check_ms;  /* period of a check */
+	uint32_t absent_grace_ms;   /* an unlisted node counts dead after this */
+	uint64_t last_check_ms;     /* mono ms of the last check */
+	struct suspect *suspects;   /* SUSPECTS_MAX slots */
+	size_t nsuspects;
+	int suspects_full_warned;
 
 	_Atomic uint64_t bad_requests; /* payloads that failed to decode */
 };
@@ -406,10 +438,6 @@ static void *worker_main(void *arg)
 static void queue_handler(struct rpc_req *req, void *arg)
 {
 	struct meta_service *s = arg;
-	if (s->mgmtd && mgmtd_client_fenced(s->mgmtd)) {
-		rpc_reply_error(req, -CFS_EFENCED, "meta: fenced (no recent mgmtd heartbeat)");
-		return;
-	}
 	pthread_mutex_lock(&s->mu);
 	if (s->stopping || s->len == s->cap) {
 		int stopping = s->stopping;
@@ -423,6 +451,36 @@ static void queue_handler(struct rpc_req *req, void *arg)
 	if (s->idle)
 		pthread_cond_signal(&s->cv);
 	pthread_mutex_unlock(&s->mu);
+}
+
+/* Read-only operations on the loop thread (see "Inline reads"). */
+static void read_handler(struct rpc_req *req, void *arg)
+{
+	struct meta_service *s = arg;
+	struct worker *w = NULL;
+	pthread_mutex_lock(&s->inline_mu);
+	if (s->inline_nfree)
+		w = s->inline_free[--s->inline_nfree];
+	pthread_mutex_unlock(&s->inline_mu);
+	if (!w) {
+		queue_handler(req, arg);
+		return;
+	}
+	serve(w, req);
+	pthread_mutex_lock(&s->inline_mu);
+	s->inline_free[s->inline_nfree++] = w;
+	pthread_mutex_unlock(&s->inline_mu);
+}
+
+static int read_only_type(uint16_t t)
+{
+	switch (t) {
+	case META_RPC_LOOKUP: case META_RPC_GETATTR: case META_RPC_ACCESS:
+	case META_RPC_READLINK: case META_RPC_READDIR: case META_RPC_GETXATTR:
+	case META_RPC_LISTXATTR: case META_RPC_LAYOUT_GET:
+		return 1;
+	}
+	return 0;
 }
 
 static void info_handler(struct rpc_req *req, void *arg)
@@ -458,6 +516,88 @@ static void echo_handler(struct rpc_req *req, void *arg)
 	buf_fini(&b);
 }
 
+/* ---- dead clients' write sessions (background thread) ----
+ *
+ * Dead clients. A managed client (id <= META_CLIENT_NODE_MAX, its mgmtd
+ * node id) is dead when the routing snapshot shows its node FAILED: mgmtd
+ * has then seen no heartbeat for its timeout T. A node routing does not
+ * list at all is either one mgmtd lost or one that registered after our
+ * snapshot was taken (a mount opens files right after registering, and our
+ * long-poll trails mgmtd by up to a round trip). So an unlisted node counts
+ * dead only after every check for absent_grace_ms (2 x fence_ms, i.e. T by
+ * the fence_ms = T/2 convention) missed it; a listed node clears it. Checks
+ * run only while the instance is not fenced (its snapshot is fresh): a
+ * fenced instance does not prune and forgets its suspects, so the grace
+ * starts again from the first fresh snapshot. Unmanaged ids are never dead.
+ * As in 3FS, a client cut off from mgmtd for longer than T is treated as
+ * dead even if it still runs: its sessions go, and a file it had open and
+ * that was unlinked may be reclaimed under it (its later close is a no-op).
+ */
+
+struct prune_ctx {
+	struct meta_service *s;
+	const struct route_info *ri;
+	uint64_t now_ms;
+};
+
+static int client_dead(void *arg, uint64_t client)
+{
+	struct prune_ctx *p = arg;
+	struct meta_service *s = p->s;
+	if (client == 0 || client > META_CLIENT_NODE_MAX)
+		return 0;
+	const struct route_node *n = route_find_node(p->ri, (uint32_t)client);
+	if (n)
+		return n->state == ROUTE_NODE_FAILED;
+	struct suspect *x = NULL;
+	for (size_t i = 0; i < s->nsuspects && !x; i++)
+		if (s->suspects[i].client == client)
+			x = &s->suspects[i];
+	if (!x) {
+		if (s->nsuspects == SUSPECTS_MAX) {
+			if (!s->suspects_full_warned++)
+				LOG_WARN("meta", "session prune: more than %d unlisted clients hold "
+					 "sessions; the rest wait", SUSPECTS_MAX);
+			return 0;
+		}
+		x = &s->suspects[s->nsuspects++];
+		*x = (struct suspect){ client, p->now_ms, 0 };
+	}
+	x->seen = 1;
+	return p->now_ms - x->since_ms >= s->absent_grace_ms;
+}
+
+static void prune_sessions(struct meta_service *s)
+{
+	uint64_t now = clock_mono_ms();
+	if (!s->mgmtd || now - s->last_check_ms < s->session_check_ms)
+		return;
+	s->last_check_ms = now;
+	struct mgmtd_routing *snap = mgmtd_client_fenced(s->mgmtd) ? NULL
+								     : mgmtd_client_routing(s->mgmtd);
+	if (!snap) {
+		s->nsuspects = 0;
+		return;
+	}
+	struct prune_ctx p = { s, mgmtd_routing_info(snap), now };
+	int rc = meta_session_prune(s->meta, client_dead, &p);
+	if (rc < 0)
+		LOG_WARN("meta", "session prune failed: %s", cfs_strerror(rc));
+	else if (rc > 0)
+		LOG_NOTICE("meta", "session prune: dropped=%d routing_version=%" PRIu64, rc,
+			   mgmtd_routing_version(snap));
+	mgmtd_routing_put(snap);
+	/* Keep only suspects met in this pass (the others got a node or lost
+	 * their sessions). */
+	size_t k = 0;
+	for (size_t i = 0; i < s->nsuspects; i++)
+		if (s->suspects[i].seen) {
+			s->suspects[k] = s->suspects[i];
+			s->suspects[k++].seen = 0;
+		}
+	s->nsuspects = k;
+}
+
 /* ---- background thread ---- */
 
 /* Checked between GC steps: each may wait on storage, and stop must not
@@ -485,6 +625,7 @@ static void *bg_main(void *arg)
 		if (s->bg_stop)
 			break;
 		pthread_mutex_unlock(&s->bg_mu);
+		prune_sessions(s);
 		for (int i = 0; s->gc_enabled && i < GC_STEPS_PER_PASS && !bg_stopping(s); i++) {
 			int rc = meta_gc_step(s->meta);
 			if (rc < 0)
@@ -567,9 +708,14 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 	pthread_cond_init(&s->cv, NULL);
 	pthread_mutex_init(&s->bg_mu, NULL);
 	pthread_cond_init(&s->bg_cv, NULL);
+	pthread_mutex_init(&s->inline_mu, NULL);
 	s->cap = o->queue_max ? o->queue_max : 65536;
 	s->ring = xcalloc(s->cap, sizeof(*s->ring));
 	s->bg_interval_ms = o->bg_interval_ms ? o->bg_interval_ms : 1000;
+	s->session_check_ms = o->session_check_ms ? o->session_check_ms : 5000;
+	s->absent_grace_ms = 2 * (o->fence_ms ? o->fence_ms : 5000);
+	s->last_check_ms = clock_mono_ms();
+	s->suspects = xcalloc(SUSPECTS_MAX, sizeof(*s->suspects));
 	s->instance_id = o->instance_id;
 	while (!s->instance_id) {
 		if (getrandom(&s->instance_id, sizeof(s->instance_id), 0) !=
@@ -626,12 +772,23 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 		goto fail;
 	}
 	struct rpc_handler hq = { .fn = queue_handler, .arg = s };
+	struct rpc_handler hr = { .fn = read_handler, .arg = s };
 	struct rpc_handler hi = { .fn = info_handler, .arg = s };
 	struct rpc_handler he = { .fn = echo_handler, .arg = s };
+	if (o->inline_reads == META_INLINE_AUTO && !strcmp(kv_engine_name(s->kv), "lmdb")) {
+		s->ninline = ro.nthreads;
+		s->inline_free = xcalloc((size_t)s->ninline, sizeof(*s->inline_free));
+		for (int i = 0; i < s->ninline; i++) {
+			struct worker *w = xcalloc(1, sizeof(*w));
+			w->svc = s;
+			buf_init(&w->out);
+			s->inline_free[s->inline_nfree++] = w;
+		}
+	}
 	rpc_server_handle(s->rpc, RPC_MSG_ECHO, &he);
 	rpc_server_handle(s->rpc, META_RPC_INFO, &hi);
 	for (uint16_t t = META_RPC_FIRST + 1; t <= META_RPC_LAST; t++)
-		rpc_server_handle(s->rpc, t, &hq);
+		rpc_server_handle(s->rpc, t, s->ninline && read_only_type(t) ? &hr : &hq);
 
 	s->nworkers = o->workers > 0 ? o->workers : 16;
 	s->workers = xcalloc((size_t)s->nworkers, sizeof(*s->workers));
@@ -663,8 +820,9 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 	else
 		LOG_NOTICE("meta", "storage: chains from mgmtd routing; GC every %u ms",
 			   s->bg_interval_ms);
-	LOG_NOTICE("meta", "serving: instance=%016" PRIx64 " kv=%s port=%u workers=%d",
-		   s->instance_id, kv_engine_name(s->kv), rpc_server_port(s->rpc), s->nworkers);
+	LOG_NOTICE("meta", "serving: instance=%016" PRIx64 " kv=%s port=%u workers=%d "
+		   "inline_reads=%s", s->instance_id, kv_engine_name(s->kv),
+		   rpc_server_port(s->rpc), s->nworkers, s->ninline ? "on" : "off");
 	*out = s;
 	return 0;
 fail:
@@ -703,14 +861,22 @@ void meta_service_stop(struct meta_service *s)
 		pthread_join(s->bg, NULL);
 	}
 	rpc_server_free(s->rpc);
+	/* Loop threads are gone: the whole pool is back. */
+	for (int i = 0; i < s->inline_nfree; i++) {
+		buf_fini(&s->inline_free[i]->out);
+		free(s->inline_free[i]);
+	}
+	free(s->inline_free);
 	meta_free(s->meta);
 	meta_chains_free(s->chains_store);
 	mgmtd_client_free(s->mgmtd);
 	kv_close(s->kv);
 	free(s->ring);
+	free(s->suspects);
 	pthread_mutex_destroy(&s->mu);
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->bg_mu);
 	pthread_cond_destroy(&s->bg_cv);
+	pthread_mutex_destroy(&s->inline_mu);
 	free(s);
 }

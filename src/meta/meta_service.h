@@ -2,13 +2,20 @@
  * a meta_ctx (meta.h), with its worker pool and background thread.
  *
  * Stateless like the ctx: any number of instances (processes) may serve one
- * KV store. RPC handlers run on loop threads and only queue the request; a
- * pool of workers decodes it, runs the meta.h operation (which blocks on the
- * KV store) and replies. A background thread prunes idempotency records and,
- * when a storage service is wired, runs GC steps.
+ * KV store. RPC handlers run on loop threads and queue the request; a pool
+ * of workers decodes it, runs the meta.h operation (which blocks on the KV
+ * store) and replies. On lmdb, read-only operations run on the loop thread
+ * instead (meta_inline_reads). A background thread prunes idempotency records,
+ * drops the write sessions of dead clients (with mgmtd) and, when a storage
+ * service is wired, runs GC steps.
  *
  * With mgmtd addresses the instance also registers with mgmtd (node type
- * meta), refuses requests while fenced, and reads chain tables from routing.
+ * meta), heartbeats, and reads chain tables and client liveness from
+ * routing. It does NOT fence: all its state is in the KV store and every
+ * operation is one KV transaction, so an instance cut off from mgmtd still
+ * answers correctly (at worst with chain tables as of its last routing),
+ * and the file system keeps working while mgmtd is down. Losing mgmtd only
+ * pauses dead-client session pruning (its liveness view is stale).
  *
  * Threads: meta_service_start/stop from one controlling thread; the rest is
  * internal.
@@ -31,6 +38,12 @@ enum meta_storage_kind {
 	META_STORAGE_CHAINS = 1,
 };
 
+/* Where read-only operations run (meta_service.c "Inline reads"). */
+enum meta_inline_reads {
+	META_INLINE_AUTO = 0, /* on the RPC loop thread when the KV engine is lmdb */
+	META_INLINE_OFF = 1,  /* always through the worker queue */
+};
+
 struct meta_service_opts {
 	const char *kv_url;          /* required: kv_open URL */
 	const char *listen;          /* required: "ip:port" (port 0: any) */
@@ -48,13 +61,22 @@ struct meta_service_opts {
 	enum meta_storage_kind storage;
 	uint32_t bg_interval_ms;     /* background pass period [1000] */
 	/* mgmtd "ip:port[,ip:port...]" (NULL or empty: none). With mgmtd the
-	 * instance registers as a meta node, answers -CFS_EFENCED while it is
-	 * fenced (mgmtd_client.h), and takes chain tables from routing info
-	 * instead of chain_tables. */
+	 * instance registers as a meta node, takes chain tables from routing
+	 * info instead of chain_tables, and prunes dead clients' sessions. */
 	const char *mgmtd;
 	const char *advertise;       /* address registered [the listen ip:bound port] */
-	uint32_t fence_ms;           /* mgmtd_client fence_ms [its default] */
+	/* mgmtd_client fence_ms [5000], by convention T/2 of mgmtd's heartbeat
+	 * timeout T. The instance keeps serving when "fenced"; it only stops
+	 * pruning sessions (routing may be stale), and a node routing does not
+	 * list counts dead after 2 x fence_ms of absence. */
+	uint32_t fence_ms;
 	uint32_t heartbeat_ms;       /* mgmtd_client heartbeat_ms [its default] */
+	/* Period of the dead-client session check [5000]. A client (id = its
+	 * mgmtd node id, meta.h META_CLIENT_NODE_MAX) whose node routing shows
+	 * FAILED loses its write sessions at the next check, so files it had
+	 * open and that were unlinked become reclaimable by GC. */
+	uint32_t session_check_ms;
+	enum meta_inline_reads inline_reads;
 };
 
 struct meta_service;

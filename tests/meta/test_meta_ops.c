@@ -45,6 +45,15 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* meta_session_prune callback: dead unless in ARG, a 0-terminated id list. */
+static int not_in_list(void *arg, uint64_t client)
+{
+	for (const uint64_t *p = arg; *p; p++)
+		if (*p == client)
+			return 0;
+	return 1;
+}
+
 static uint64_t mkfile(const struct meta_cred *c, uint64_t dir, const char *name, uint32_t mode)
 {
 	struct meta_inode in;
@@ -672,9 +681,9 @@ static void test_gc_sessions(void **state)
 	assert_int_equal(meta_create(M, &FX_ROOT, &dead, R1, N("g"), 0644, META_O_WRITE, &in, &s2), 0);
 	assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, R1, N("g")), 0);
 	assert_int_equal(meta_gc_step(M), 0);
-	uint64_t live[] = { 7, 8 };
-	assert_int_equal(meta_session_prune(M, live, 2), 1);
-	assert_int_equal(meta_session_prune(M, live, 2), 0);
+	uint64_t live[] = { 7, 8, 0 };
+	assert_int_equal(meta_session_prune(M, not_in_list, live), 1);
+	assert_int_equal(meta_session_prune(M, not_in_list, live), 0);
 	assert_int_equal(meta_gc_step(M), 1);
 
 	/* storage failure keeps the entry; the next step finishes it */
@@ -706,7 +715,8 @@ static void test_gc_sessions(void **state)
 	assert_int_equal(meta_getattr(M, last, &in), -ENOENT);
 	assert_int_equal(meta_gc_step(M), 0);
 	/* client 7 dies: all 70 sessions go, and the files can be reclaimed */
-	assert_int_equal(meta_session_prune(M, NULL, 0), 70);
+	uint64_t none[] = { 0 };
+	assert_int_equal(meta_session_prune(M, not_in_list, none), 70);
 	for (int i = 0; i < 70; i++)
 		assert_int_equal(meta_gc_step(M), 1);
 	assert_int_equal(meta_gc_step(M), 0);

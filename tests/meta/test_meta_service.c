@@ -17,6 +17,11 @@
  *               create exists exactly once, and meta_fsck over the store is
  *               clean.
  *
+ * Instance 0 runs read-only operations on its RPC loop thread when the
+ * store is lmdb (--inline-reads auto), instance 1 always on its workers
+ * (off); the client alternates between them, so every case covers both
+ * paths.
+ *
  * KV URL: argv[1] or $CFS_META_SVC_KV, else a fresh lmdb:// directory.
  * Built with META_SVC_TEST_ETCD (test_meta_service_etcd) it starts a
  * one-member etcd (tests/kv/etcd_cluster.h) and runs the same suite on it;
@@ -76,9 +81,24 @@ static void start_instance(int i)
 	snprintf(log, sizeof(log), "%s/meta%d.log", dir, i);
 	char *argv[] = { (char *)testenv_chainfs(), "meta", "--kv", kv_url, "--listen", listen,
 			 "--cluster-id", (char *)CLUSTER, "--secret-file", secret_path,
-			 "--threads", "8", "--log-level", "info", NULL };
+			 "--threads", "8", "--log-level", "info",
+			 "--inline-reads", i == 0 ? "auto" : "off", NULL };
 	procs[i] = testenv_spawn(argv, log);
 	assert_true(testenv_wait(port_open, &ports[i], 20000));
+}
+
+/* 1 when instance I's log has a line containing NEEDLE. */
+static int log_has(int i, const char *needle)
+{
+	char path[600], line[1024];
+	int found = 0;
+	snprintf(path, sizeof(path), "%s/meta%d.log", dir, i);
+	FILE *f = fopen(path, "r");
+	while (f && !found && fgets(line, sizeof(line), f))
+		found = strstr(line, needle) != NULL;
+	if (f)
+		fclose(f);
+	return found;
 }
 
 static meta_client *new_client(size_t n, const char *const *a)
@@ -162,6 +182,9 @@ static void test_ops(void **state)
 	int rc;
 
 	assert_int_equal(meta_client_ping(mc), 0);
+	int lmdb = !strncmp(kv_url, "lmdb:", 5);
+	assert_int_equal(log_has(0, "inline_reads=on"), lmdb);
+	assert_int_equal(log_has(1, "inline_reads=off"), 1);
 	assert_int_equal(meta_client_mkdir(mc, &ROOT, META_ROOT_INO, N("ops"), 0755, &d), 0);
 	assert_int_equal(d.type, META_T_DIR);
 	assert_int_equal(meta_client_mkdir(mc, &ROOT, META_ROOT_INO, N("ops"), 0755, NULL), -EEXIST);
