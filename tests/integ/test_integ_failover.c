@@ -9,6 +9,10 @@
  * every chain member be serving again (polled via `chainfs admin
  * list-chains`, bounded), after which a read-only fio verify pass over the
  * same files must succeed too.
+ *
+ * Then mgmtd is killed with SIGKILL: files are created, written and read
+ * through the mount for longer than mgmtd's heartbeat timeout, and `up`
+ * brings mgmtd back (test_kill9_mgmtd).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -165,6 +169,90 @@ static void test_kill9_storage_during_fio(void **state)
 	assert_int_equal(integ_run(verify, NULL, log, 120000), 0);
 }
 
+static int read_pid(const char *role)
+{
+	char pidf[700];
+	int pid = 0;
+	unsigned long long start = 0;
+	snprintf(pidf, sizeof(pidf), "%s/pids/%s.pid", env.data, role);
+	FILE *f = fopen(pidf, "r");
+	assert_non_null(f);
+	assert_int_equal(fscanf(f, "%d %llu", &pid, &start), 2);
+	fclose(f);
+	return pid;
+}
+
+static void pattern(uint8_t *buf, uint32_t seed, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		buf[i] = (uint8_t)(seed * 131 + i * 7 + (i >> 12));
+}
+
+/* PATH holds exactly the N bytes of SEED's pattern. */
+static void read_check(const char *path, uint32_t seed, size_t n)
+{
+	uint8_t *buf = malloc(n), *got = malloc(n + 1);
+	pattern(buf, seed, n);
+	int fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(read(fd, got, n + 1), (ssize_t)n);
+	close(fd);
+	assert_memory_equal(buf, got, n);
+	free(buf);
+	free(got);
+}
+
+/* Writes SEED's pattern to PATH through the mount, fsyncs, reads back. */
+static void write_check(const char *path, uint32_t seed, size_t n)
+{
+	uint8_t *buf = malloc(n);
+	pattern(buf, seed, n);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, buf, n), (ssize_t)n);
+	assert_int_equal(fsync(fd), 0);
+	assert_int_equal(close(fd), 0);
+	free(buf);
+	read_check(path, seed, n);
+}
+
+/* kill -9 mgmtd: the mount goes on creating, writing and reading files
+ * for longer than mgmtd's heartbeat timeout T (10 s; services would have
+ * fenced at T/2 without their peers' word); `chainfs up` restarts mgmtd,
+ * which recovers the cluster from its KV store, and every file written
+ * meanwhile reads back. */
+static void test_kill9_mgmtd(void **state)
+{
+	char dir[1024], path[1200];
+	integ_path(&env, "no-mgmtd", dir, sizeof(dir));
+	assert_int_equal(mkdir(dir, 0755), 0);
+	assert_int_equal(kill(read_pid("mgmtd"), SIGKILL), 0);
+	uint64_t start = clock_mono_ms();
+	uint32_t n = 0;
+	while (clock_mono_ms() < start + 13000) {
+		snprintf(path, sizeof(path), "%s/f%u", dir, n);
+		write_check(path, n, (size_t)3 << 20);
+		n++;
+		clock_sleep_ms(200);
+	}
+	assert_true(n >= 5);
+	char uplog[700];
+	snprintf(uplog, sizeof(uplog), "%s/up-mgmtd.out", env.dir);
+	char *up[] = {(char *)testenv_chainfs(), "up", "--dir", env.data, NULL};
+	assert_int_equal(integ_run(up, NULL, uplog, 120000), 0);
+	int ok = 0;
+	uint64_t deadline = clock_mono_ms() + 60000;
+	while (!(ok = all_serving()) && clock_mono_ms() < deadline)
+		clock_sleep_ms(500);
+	assert_true(ok);
+	for (uint32_t i = 0; i < n; i++) {
+		snprintf(path, sizeof(path), "%s/f%u", dir, i);
+		read_check(path, i, (size_t)3 << 20);
+	}
+	snprintf(path, sizeof(path), "%s/after", dir);
+	write_check(path, 7, (size_t)1 << 20);
+}
+
 static int setup(void **state)
 {
 	integ_init(&env, "integ-failover");
@@ -190,6 +278,7 @@ int main(void)
 	integ_require_fuse();
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_kill9_storage_during_fio),
+	    cmocka_unit_test(test_kill9_mgmtd),
 	    cmocka_unit_test(test_down),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
