@@ -11,6 +11,7 @@ static const struct cli_bench_cmd groups[] = {
 	{ "kv", cli_bench_kv, "KV engine: 3FS-style creates (1/8/64 clients), lookups, 10k scans vs fdatasync" },
 	{ "meta", cli_bench_meta, "meta service over RPC: create/stat/readdir/unlink per second vs RPC ping, 1/2 instances, 1/8 clients" },
 	{ "storage", cli_bench_storage, "storage server over loopback vs fio: 1 MiB seq write/read, 4 KiB random read QD 32" },
+	{ "fuse", cli_bench_fuse, "fio through a ChainFS mount vs a local directory: 1 MiB seq write/read (1, 4 jobs), 4 KiB random read, create/stat/unlink" },
 	{ NULL, NULL, NULL },
 };
 

@@ -46,6 +46,10 @@ struct mount_conf {
 	int keep_cache_ro;
 	int64_t threads;
 	int64_t io_threads;
+	int64_t read_piece;
+	int64_t write_behind;
+	int64_t storage_conns;
+	int64_t storage_threads;
 	int allow_other;
 	int64_t sync_interval_ms;
 	int64_t timeout_ms;
@@ -74,10 +78,20 @@ static const struct cfg_opt opts[] = {
      "seconds the kernel caches 'no such file' answers (0: not at all)"},
     {"keep-cache-ro", CFG_BOOL, "false", 0, 0, offsetof(struct mount_conf, keep_cache_ro),
      "keep the kernel page cache for files opened read-only (default: direct I/O)"},
-    {"threads", CFG_INT, "16", 1, 256, offsetof(struct mount_conf, threads),
-     "FUSE request threads"},
+    {"threads", CFG_INT, "64", 1, 256, offsetof(struct mount_conf, threads),
+     "FUSE request threads (each serves one request at a time)"},
     {"io-threads", CFG_INT, "8", 1, 256, offsetof(struct mount_conf, io_threads),
      "threads issuing chunk requests in parallel under one read or write"},
+    {"read-piece", CFG_SIZE, "256K", 4096, 64 << 20, offsetof(struct mount_conf, read_piece),
+     "reads are cut into pieces of this size inside a chunk, read from replicas in parallel"},
+    {"write-behind", CFG_SIZE, "0", 0, 256 << 20, offsetof(struct mount_conf, write_behind),
+     "bytes per file a write may leave in flight after it returns (0: write through, "
+     "every write durable on all replicas when it returns); close and fsync wait for "
+     "them and report their errors; 16M about doubles one sequential writer"},
+    {"storage-conns", CFG_INT, "2", 1, 64, offsetof(struct mount_conf, storage_conns),
+     "connections to each storage service"},
+    {"storage-threads", CFG_INT, "2", 1, 64, offsetof(struct mount_conf, storage_threads),
+     "RPC loop threads for the storage connections"},
     {"allow-other", CFG_BOOL, "true", 0, 0, offsetof(struct mount_conf, allow_other),
      "let every user use the mount (when running as root)"},
     {"sync-interval-ms", CFG_INT, "5000", 100, 3600000,
@@ -161,6 +175,31 @@ static int sto_read(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uin
 	return r.result == -ENOENT ? 0 : r.result;
 }
 
+/* All pieces of one read in one storage_client_read: it spreads them over
+ * the serving replicas and has every server's share in flight at once. */
+static int sto_read_batch(void *arg, struct file_io_piece *p, size_t n)
+{
+	struct storage_read stack[16];
+	struct storage_read *r = n <= 16 ? stack : calloc(n, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		r[i] = (struct storage_read){
+		    .loc = {.chain = p[i].chain},
+		    .ino = p[i].ino,
+		    .idx = p[i].index,
+		    .off = p[i].off,
+		    .len = p[i].len,
+		    .dst = p[i].buf,
+		};
+	int rc = storage_client_read(arg, r, n, 0);
+	for (size_t i = 0; rc == 0 && i < n; i++)
+		p[i].result = r[i].result == -ENOENT ? 0 : r[i].result;
+	if (r != stack)
+		free(r);
+	return rc;
+}
+
 static int sto_write(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t off,
                      uint32_t len, const void *buf, uint32_t chunk_size)
 {
@@ -171,17 +210,20 @@ static int sto_write(void *arg, uint32_t chain, uint64_t ino, uint32_t index, ui
 /* The data path: file_io over a storage client. 0 or <0 with a message in
  * ERR. */
 static int data_path_new(const struct storage_client_opts *so, meta_client *meta, int io_threads,
-                         uint32_t sync_ms, struct storage_client **sc, file_io **out, char *err,
-                         size_t errlen)
+                         uint32_t sync_ms, uint32_t read_piece, uint32_t write_behind,
+                         struct storage_client **sc, file_io **out, char *err, size_t errlen)
 {
 	int rc = storage_client_new(so, sc, err, errlen);
 	if (rc)
 		return rc;
 	struct file_io_opts fo = {
-	    .backend = {.arg = *sc, .read = sto_read, .write = sto_write},
+	    .backend = {.arg = *sc, .read = sto_read, .write = sto_write,
+	                .read_batch = sto_read_batch},
 	    .meta = meta,
 	    .workers = io_threads,
 	    .sync_interval_ms = sync_ms,
+	    .read_piece = read_piece,
+	    .write_behind = write_behind,
 	};
 	return file_io_new(&fo, out, err, errlen);
 }
@@ -341,9 +383,12 @@ int cli_mount(int argc, char **argv)
 	    .mgmtd_addrs = maddrs,
 	    .n_mgmtd = (size_t)nmg,
 	    .timeout_ms = (uint32_t)mc.timeout_ms,
+	    .threads = (int)mc.storage_threads,
+	    .conns_per_peer = (int)mc.storage_conns,
 	};
-	rc = data_path_new(&so, meta, (int)mc.io_threads, (uint32_t)mc.sync_interval_ms, &sc, &fio,
-	                   err, sizeof(err));
+	rc = data_path_new(&so, meta, (int)mc.io_threads, (uint32_t)mc.sync_interval_ms,
+	                   (uint32_t)mc.read_piece, (uint32_t)mc.write_behind, &sc, &fio, err,
+	                   sizeof(err));
 	if (rc) {
 		fprintf(stderr, "chainfs mount: %s\n", err);
 		goto out;

@@ -1,6 +1,18 @@
 /* file_io.c - file ranges to parallel chunk requests, and open-file state.
  *
- * HOW IT WORKS. A read or write is cut into pieces at chunk boundaries.
+ * HOW IT WORKS. A read or write is cut into pieces at chunk boundaries,
+ * and a read also every read_piece bytes inside a chunk: the pieces of one
+ * chunk then go to different replicas at once (storage_client rotates
+ * over the serving ones), so a 1 MiB read overlaps three disks' reads and
+ * the transfers instead of waiting for one replica. Writes are not cut
+ * inside a chunk: the chain head takes a per-chunk lock, so pieces of one
+ * chunk would only queue there, each paying the whole chain's latency.
+ * Reads are cut inside chunks only while fewer than FIO_SPLIT_BUSY reads
+ * are in progress: measured on 2 cores, the extra requests cost more CPU
+ * than the overlap gains once several readers keep the replicas busy.
+ * With a read_batch backend the pieces of one read go out in one call
+ * from the calling thread; otherwise the pieces but the first are queued
+ * to the worker pool.
  * Each piece is a job {chain, chunk id, offset in chunk, length, buffer
  * slice} of one call's group. The calling thread queues every piece but the
  * first on the shared worker queue, runs the first itself, then waits on
@@ -15,6 +27,17 @@
  * guards size, written, truncate_ver and dirty; the layout and perm never
  * change after creation (a file's layout is fixed at create).
  *
+ * WRITE-BEHIND (file_io_write_behind). The data is copied into a struct
+ * fio_wb, its pieces go to the worker queue, and the call returns; the
+ * worker that finishes the last piece runs wb_done, which raises written
+ * (or keeps the error in wb_err), unlinks it from fi->wb and wakes waiters
+ * on fi->wb_cond. A wb holds a reference on its inode. Ordering: a write
+ * waits while a queued one touches the same chunks (the head applies
+ * writes of a chunk in arrival order, so two in flight could land in
+ * either order); a read waits while a queued one overlaps its bytes.
+ * Budget: write_behind bytes per inode and write_behind_total in all
+ * (f->wb_lock), taken before fi->lock and never while holding it.
+ *
  * INVARIANTS. written only grows between truncates, and only after every
  * piece of a write succeeded. A state with refs == 0 is unlinked and freed
  * at once. The sync thread holds a reference while it reports an inode.
@@ -23,6 +46,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +56,7 @@
 #include "common/status.h"
 
 #define FIO_BUCKETS 1024
+#define FIO_SPLIT_BUSY 2 /* reads are cut at read_piece while fewer are in flight */
 
 struct file_io_inode {
 	uint64_t ino;
@@ -43,6 +68,11 @@ struct file_io_inode {
 	uint64_t truncate_ver;
 	int dirty;                      /* written moved since the last report */
 	int wrote;                      /* anything written under truncate_ver */
+	struct fio_wb *wb;              /* write-behind writes in flight; under lock */
+	uint64_t wb_bytes;              /* their bytes; under lock */
+	int wb_err;                     /* first failed write-behind not yet reported */
+	uint64_t wb_seq;                /* write-behind writes queued so far; under lock */
+	pthread_cond_t wb_cond;         /* with lock: a write-behind write finished */
 	pthread_mutex_t append_lock;    /* see file_io_append_lock */
 	struct meta_layout layout;      /* immutable */
 	uint32_t perm[META_MAX_STRIPE]; /* immutable: meta_layout_perm of layout */
@@ -53,6 +83,19 @@ struct fio_group {
 	pthread_cond_t done;
 	int pending;
 	int err;
+	struct fio_wb *wb; /* a write-behind write: finished by wb_done, not waited for */
+};
+
+/* One write-behind write: a private copy of the data and its pieces. */
+struct fio_wb {
+	struct fio_wb *next;     /* file_io_inode.wb */
+	struct file_io_inode *fi; /* holds a reference */
+	uint64_t off, len;
+	uint64_t truncate_ver;   /* fi's when queued: a later truncate voids it */
+	uint64_t seq;            /* fi->wb_seq when queued */
+	struct fio_group g;
+	struct fio_job *jobs;
+	char *data;
 };
 
 struct fio_job {
@@ -77,7 +120,14 @@ struct file_io {
 	pthread_t syncer;
 	int syncer_started;
 	pthread_cond_t sync_cond; /* with qlock: wakes the syncer to stop */
+	_Atomic int reads;        /* file_io_read calls in progress */
+	pthread_mutex_t wb_lock;  /* guards wb_total */
+	pthread_cond_t wb_cond;   /* wb_total went down */
+	uint64_t wb_total;        /* write-behind bytes in flight, all inodes */
 };
+
+static void wb_done(struct file_io *f, struct fio_wb *w);
+static void wb_wait_overlap(struct file_io_inode *fi, uint64_t off, uint64_t end, int chunks);
 
 static void job_run(struct file_io *f, struct fio_job *j)
 {
@@ -98,9 +148,14 @@ static void job_run(struct file_io *f, struct fio_job *j)
 	pthread_mutex_lock(&g->lock);
 	if (rc < 0 && !g->err)
 		g->err = rc;
-	if (--g->pending == 0)
+	int last = --g->pending == 0;
+	if (last && !g->wb)
 		pthread_cond_signal(&g->done);
 	pthread_mutex_unlock(&g->lock);
+	/* Nobody waits on a write-behind group: its last piece finishes it
+	 * (and frees the group with it). */
+	if (last && g->wb)
+		wb_done(f, g->wb);
 }
 
 static void *worker_main(void *arg)
@@ -194,6 +249,12 @@ int file_io_new(const struct file_io_opts *o, file_io **out, char *err, size_t e
 		f->o.workers = 8;
 	if (!f->o.sync_interval_ms)
 		f->o.sync_interval_ms = 5000;
+	if (!f->o.read_piece)
+		f->o.read_piece = 256u << 10;
+	if (f->o.write_behind && !f->o.write_behind_total)
+		f->o.write_behind_total = 64u << 20;
+	pthread_mutex_init(&f->wb_lock, NULL);
+	pthread_cond_init(&f->wb_cond, NULL);
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_mutex_init(&f->qlock, NULL);
 	pthread_cond_init(&f->qcond, NULL);
@@ -251,12 +312,15 @@ void file_io_free(file_io *f)
 			LOG_WARN("client", "file_io_free: inode still open: ino=%llu refs=%d",
 			         (unsigned long long)fi->ino, fi->refs);
 			f->tab[b] = fi->next;
+			pthread_cond_destroy(&fi->wb_cond);
 			pthread_mutex_destroy(&fi->lock);
 			pthread_mutex_destroy(&fi->append_lock);
 			free(fi);
 		}
 	}
 	free(f->workers);
+	pthread_cond_destroy(&f->wb_cond);
+	pthread_mutex_destroy(&f->wb_lock);
 	pthread_cond_destroy(&f->sync_cond);
 	pthread_cond_destroy(&f->qcond);
 	pthread_mutex_destroy(&f->qlock);
@@ -308,6 +372,7 @@ int file_io_open(file_io *f, const struct meta_inode *in, file_io_inode **out)
 	fi->ino = in->ino;
 	fi->refs = 1;
 	pthread_mutex_init(&fi->lock, NULL);
+	pthread_cond_init(&fi->wb_cond, NULL);
 	pthread_mutex_init(&fi->append_lock, NULL);
 	fi->size = in->size;
 	fi->truncate_ver = in->truncate_ver;
@@ -347,6 +412,7 @@ void file_io_release(file_io *f, file_io_inode *fi)
 		pp = &(*pp)->next;
 	*pp = fi->next;
 	pthread_mutex_unlock(&f->lock);
+	pthread_cond_destroy(&fi->wb_cond);
 	pthread_mutex_destroy(&fi->lock);
 	pthread_mutex_destroy(&fi->append_lock);
 	free(fi);
@@ -356,6 +422,9 @@ uint64_t file_io_size(file_io_inode *fi)
 {
 	pthread_mutex_lock(&fi->lock);
 	uint64_t s = fi->size > fi->written ? fi->size : fi->written;
+	for (struct fio_wb *w = fi->wb; w; w = w->next)
+		if (w->off + w->len > s)
+			s = w->off + w->len;
 	pthread_mutex_unlock(&fi->lock);
 	return s;
 }
@@ -386,15 +455,74 @@ void file_io_append_unlock(file_io_inode *fi)
 	pthread_mutex_unlock(&fi->append_lock);
 }
 
-/* Cuts [off, off+len) into chunk pieces and runs them; 0 or the first error. */
-static int run_range(struct file_io *f, struct file_io_inode *fi, int write, uint64_t off,
-                     size_t len, char *buf)
+/* The end of the piece that starts at POS: the chunk's end, and when
+ * SPLIT also the next read_piece boundary inside the chunk, capped at END. */
+static uint64_t piece_end(const struct file_io *f, const struct file_io_inode *fi, int split,
+                          uint64_t pos, uint64_t end)
+{
+	uint64_t cs = fi->layout.chunk_size;
+	uint64_t e = (pos / cs + 1) * cs;
+	uint64_t rp = f->o.read_piece;
+	if (split && rp < cs) {
+		uint64_t in = pos % cs;
+		uint64_t pe = pos - in + (in / rp + 1) * rp;
+		if (pe < e)
+			e = pe;
+	}
+	return e < end ? e : end;
+}
+
+/* Reads the N pieces of [OFF, END) with one backend read_batch call. */
+static int run_batch(struct file_io *f, struct file_io_inode *fi, int split, uint64_t off,
+                     uint64_t end, size_t n, char *buf)
+{
+	struct file_io_piece stackp[16];
+	struct file_io_piece *p = n <= 16 ? stackp : calloc(n, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	uint32_t cs = fi->layout.chunk_size;
+	uint64_t pos = off;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t index = (uint32_t)(pos / cs);
+		uint64_t pend = piece_end(f, fi, split, pos, end);
+		p[i] = (struct file_io_piece){
+		    .chain = meta_layout_chain(&fi->layout, fi->perm, index),
+		    .index = index,
+		    .off = (uint32_t)(pos % cs),
+		    .len = (uint32_t)(pend - pos),
+		    .ino = fi->ino,
+		    .buf = buf + (pos - off),
+		};
+		pos = pend;
+	}
+	int err = f->o.backend.read_batch(f->o.backend.arg, p, n);
+	for (size_t i = 0; err == 0 && i < n; i++) {
+		if (p[i].result < 0) {
+			err = p[i].result;
+			break;
+		}
+		uint32_t got = (uint32_t)p[i].result > p[i].len ? p[i].len : (uint32_t)p[i].result;
+		memset((char *)p[i].buf + got, 0, p[i].len - got);
+	}
+	if (p != stackp)
+		free(p);
+	return err;
+}
+
+/* Cuts [off, off+len) into pieces and runs them; 0 or the first error.
+ * SPLIT (reads only): cut at read_piece boundaries too. */
+static int run_range(struct file_io *f, struct file_io_inode *fi, int write, int split,
+                     uint64_t off, size_t len, char *buf)
 {
 	uint32_t cs = fi->layout.chunk_size;
-	uint64_t first = off / cs, last = (off + len - 1) / cs;
-	if (last > UINT32_MAX)
+	uint64_t end = off + len;
+	if ((end - 1) / cs > UINT32_MAX)
 		return -EFBIG;
-	size_t n = (size_t)(last - first + 1);
+	size_t n = 0;
+	for (uint64_t pos = off; pos < end; pos = piece_end(f, fi, split, pos, end))
+		n++;
+	if (!write && n > 1 && f->o.backend.read_batch)
+		return run_batch(f, fi, split, off, end, n, buf);
 	struct fio_job stackjobs[16];
 	struct fio_job *jobs = n <= 16 ? stackjobs : calloc(n, sizeof(*jobs));
 	if (!jobs)
@@ -404,23 +532,20 @@ static int run_range(struct file_io *f, struct file_io_inode *fi, int write, uin
 	pthread_cond_init(&g.done, NULL);
 	uint64_t pos = off;
 	for (size_t i = 0; i < n; i++) {
-		uint32_t index = (uint32_t)(first + i);
-		uint32_t in_off = (uint32_t)(pos % cs);
-		uint64_t end = (uint64_t)index * cs + cs;
-		if (end > off + len)
-			end = off + len;
+		uint32_t index = (uint32_t)(pos / cs);
+		uint64_t pend = piece_end(f, fi, split, pos, end);
 		jobs[i] = (struct fio_job){
 		    .g = &g,
 		    .write = write,
 		    .chain = meta_layout_chain(&fi->layout, fi->perm, index),
 		    .index = index,
-		    .off = in_off,
-		    .len = (uint32_t)(end - pos),
+		    .off = (uint32_t)(pos % cs),
+		    .len = (uint32_t)(pend - pos),
 		    .chunk_size = cs,
 		    .ino = fi->ino,
 		    .buf = buf + (pos - off),
 		};
-		pos = end;
+		pos = pend;
 	}
 	if (n > 1) {
 		pthread_mutex_lock(&f->qlock);
@@ -432,7 +557,10 @@ static int run_range(struct file_io *f, struct file_io_inode *fi, int write, uin
 				f->qhead = &jobs[i];
 			f->qtail = &jobs[i];
 		}
-		pthread_cond_broadcast(&f->qcond);
+		if (n > 2)
+			pthread_cond_broadcast(&f->qcond);
+		else
+			pthread_cond_signal(&f->qcond);
 		pthread_mutex_unlock(&f->qlock);
 	}
 	job_run(f, &jobs[0]);
@@ -450,12 +578,25 @@ static int run_range(struct file_io *f, struct file_io_inode *fi, int write, uin
 
 ssize_t file_io_read(file_io *f, file_io_inode *fi, uint64_t off, size_t len, void *buf)
 {
+	if (len == 0)
+		return 0;
+	/* Read what this mount wrote: wait out write-behind writes of the
+	 * range (the size below then counts only what landed or failed). */
+	pthread_mutex_lock(&fi->lock);
+	if (fi->wb)
+		wb_wait_overlap(fi, off, off + len < off ? UINT64_MAX : off + len, 0);
+	pthread_mutex_unlock(&fi->lock);
 	uint64_t size = file_io_size(fi);
-	if (off >= size || len == 0)
+	if (off >= size)
 		return 0;
 	if (len > size - off)
 		len = (size_t)(size - off);
-	int rc = run_range(f, fi, 0, off, len, buf);
+	/* Splitting pays when the mount is otherwise idle (one reader
+	 * waiting on one replica); with several reads in flight the replicas
+	 * and CPUs are busy already and extra requests only cost. */
+	int busy = atomic_fetch_add_explicit(&f->reads, 1, memory_order_relaxed);
+	int rc = run_range(f, fi, 0, busy < FIO_SPLIT_BUSY, off, len, buf);
+	atomic_fetch_sub_explicit(&f->reads, 1, memory_order_relaxed);
 	return rc < 0 ? rc : (ssize_t)len;
 }
 
@@ -465,7 +606,11 @@ ssize_t file_io_write(file_io *f, file_io_inode *fi, uint64_t off, size_t len, c
 		return 0;
 	if (off + len < off)
 		return -EFBIG;
-	int rc = run_range(f, fi, 1, off, len, (char *)buf);
+	pthread_mutex_lock(&fi->lock);
+	if (fi->wb)
+		wb_wait_overlap(fi, off, off + len, 1);
+	pthread_mutex_unlock(&fi->lock);
+	int rc = run_range(f, fi, 1, 0, off, len, (char *)buf);
 	if (rc < 0)
 		return rc;
 	pthread_mutex_lock(&fi->lock);
@@ -475,4 +620,191 @@ ssize_t file_io_write(file_io *f, file_io_inode *fi, uint64_t off, size_t len, c
 	fi->dirty = 1;
 	pthread_mutex_unlock(&fi->lock);
 	return (ssize_t)len;
+}
+
+/* ---- write-behind ---- */
+
+static int wb_overlaps(const struct file_io_inode *fi, uint64_t off, uint64_t end, int chunks)
+{
+	uint64_t cs = fi->layout.chunk_size;
+	if (chunks) { /* writes: same chunk at all, as the head orders per chunk */
+		off = off / cs * cs;
+		end = (end + cs - 1) / cs * cs;
+	}
+	for (const struct fio_wb *w = fi->wb; w; w = w->next) {
+		uint64_t wo = w->off, we = w->off + w->len;
+		if (chunks) {
+			wo = wo / cs * cs;
+			we = (we + cs - 1) / cs * cs;
+		}
+		if (wo < end && off < we)
+			return 1;
+	}
+	return 0;
+}
+
+static void wb_done(struct file_io *f, struct fio_wb *w)
+{
+	struct file_io_inode *fi = w->fi;
+	pthread_mutex_lock(&fi->lock);
+	if (w->g.err) {
+		if (!fi->wb_err)
+			fi->wb_err = w->g.err;
+	} else if (w->truncate_ver == fi->truncate_ver) {
+		if (w->off + w->len > fi->written)
+			fi->written = w->off + w->len;
+		fi->wrote = 1;
+		fi->dirty = 1;
+	}
+	struct fio_wb **pp = &fi->wb;
+	while (*pp != w)
+		pp = &(*pp)->next;
+	*pp = w->next;
+	fi->wb_bytes -= w->len;
+	pthread_cond_broadcast(&fi->wb_cond);
+	pthread_mutex_unlock(&fi->lock);
+	pthread_mutex_lock(&f->wb_lock);
+	f->wb_total -= w->len;
+	pthread_cond_broadcast(&f->wb_cond);
+	pthread_mutex_unlock(&f->wb_lock);
+	if (w->g.err)
+		LOG_INFO("client", "write-behind failed: ino=%llu off=%llu len=%llu: %s",
+		         (unsigned long long)fi->ino, (unsigned long long)w->off,
+		         (unsigned long long)w->len, cfs_strerror(w->g.err));
+	pthread_mutex_destroy(&w->g.lock);
+	pthread_cond_destroy(&w->g.done);
+	free(w->jobs);
+	free(w->data);
+	free(w);
+	file_io_release(f, fi);
+}
+
+/* Waits until no write-behind write of FI touches [OFF, END) (CHUNKS:
+ * the chunks of that range). Caller holds fi->lock. */
+static void wb_wait_overlap(struct file_io_inode *fi, uint64_t off, uint64_t end, int chunks)
+{
+	while (wb_overlaps(fi, off, end, chunks))
+		pthread_cond_wait(&fi->wb_cond, &fi->lock);
+}
+
+ssize_t file_io_write_behind(file_io *f, file_io_inode *fi, uint64_t off, size_t len,
+                             const void *buf)
+{
+	if (!f->o.write_behind || len > f->o.write_behind)
+		return file_io_write(f, fi, off, len, buf);
+	if (len == 0)
+		return 0;
+	if (off + len < off)
+		return -EFBIG;
+	uint32_t cs = fi->layout.chunk_size;
+	uint64_t end = off + len;
+	if ((end - 1) / cs > UINT32_MAX)
+		return -EFBIG;
+	size_t n = (size_t)((end - 1) / cs - off / cs + 1);
+	struct fio_wb *w = calloc(1, sizeof(*w));
+	char *data = malloc(len);
+	struct fio_job *jobs = calloc(n, sizeof(*jobs));
+	if (!w || !data || !jobs) { /* no memory to hold it: write it now */
+		free(w);
+		free(data);
+		free(jobs);
+		return file_io_write(f, fi, off, len, buf);
+	}
+	memcpy(data, buf, len);
+	/* Room in the mount-wide budget first (never with fi->lock held: the
+	 * writes that free it may belong to this inode). */
+	pthread_mutex_lock(&f->wb_lock);
+	while (f->wb_total && f->wb_total + len > f->o.write_behind_total)
+		pthread_cond_wait(&f->wb_cond, &f->wb_lock);
+	f->wb_total += len;
+	pthread_mutex_unlock(&f->wb_lock);
+	pthread_mutex_lock(&fi->lock);
+	while (fi->wb_bytes && fi->wb_bytes + len > f->o.write_behind)
+		pthread_cond_wait(&fi->wb_cond, &fi->lock);
+	wb_wait_overlap(fi, off, end, 1);
+	int err = fi->wb_err;
+	if (err) {
+		pthread_mutex_unlock(&fi->lock);
+		pthread_mutex_lock(&f->wb_lock);
+		f->wb_total -= len;
+		pthread_cond_broadcast(&f->wb_cond);
+		pthread_mutex_unlock(&f->wb_lock);
+		free(w);
+		free(data);
+		free(jobs);
+		return err;
+	}
+	w->off = off;
+	w->len = len;
+	w->truncate_ver = fi->truncate_ver;
+	w->seq = fi->wb_seq++;
+	w->fi = fi;
+	w->data = data;
+	w->jobs = jobs;
+	w->next = fi->wb;
+	fi->wb = w;
+	fi->wb_bytes += len;
+	pthread_mutex_unlock(&fi->lock);
+	pthread_mutex_lock(&f->lock);
+	fi->refs++;
+	pthread_mutex_unlock(&f->lock);
+	pthread_mutex_init(&w->g.lock, NULL);
+	pthread_cond_init(&w->g.done, NULL);
+	w->g.pending = (int)n;
+	w->g.wb = w;
+	uint64_t pos = off;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t index = (uint32_t)(pos / cs);
+		uint64_t pend = piece_end(f, fi, 0, pos, end);
+		jobs[i] = (struct fio_job){
+		    .g = &w->g,
+		    .write = 1,
+		    .chain = meta_layout_chain(&fi->layout, fi->perm, index),
+		    .index = index,
+		    .off = (uint32_t)(pos % cs),
+		    .len = (uint32_t)(pend - pos),
+		    .chunk_size = cs,
+		    .ino = fi->ino,
+		    .buf = data + (pos - off),
+		};
+		pos = pend;
+	}
+	pthread_mutex_lock(&f->qlock);
+	for (size_t i = 0; i < n; i++) {
+		if (f->qtail)
+			f->qtail->next = &jobs[i];
+		else
+			f->qhead = &jobs[i];
+		f->qtail = &jobs[i];
+	}
+	if (n > 1)
+		pthread_cond_broadcast(&f->qcond);
+	else
+		pthread_cond_signal(&f->qcond);
+	pthread_mutex_unlock(&f->qlock);
+	return (ssize_t)len;
+}
+
+/* 1 while a write-behind write queued before sequence number SEQ is in
+ * flight. Caller holds fi->lock. */
+static int wb_before(const struct file_io_inode *fi, uint64_t seq)
+{
+	for (const struct fio_wb *w = fi->wb; w; w = w->next)
+		if (w->seq < seq)
+			return 1;
+	return 0;
+}
+
+int file_io_drain(file_io_inode *fi)
+{
+	pthread_mutex_lock(&fi->lock);
+	/* Only what was queued before: writers that keep going on other
+	 * handles must not hold a close or fsync here forever. */
+	uint64_t seq = fi->wb_seq;
+	while (wb_before(fi, seq))
+		pthread_cond_wait(&fi->wb_cond, &fi->lock);
+	int err = fi->wb_err;
+	fi->wb_err = 0;
+	pthread_mutex_unlock(&fi->lock);
+	return err;
 }

@@ -1,7 +1,8 @@
 /* file_io.h - file data I/O for the client: file ranges to chunk requests.
  *
  * A file_io turns a read or write of a byte range of one file into chunk
- * requests: the range is cut at chunk boundaries of the file's layout
+ * requests: the range is cut at chunk boundaries of the file's layout (reads
+ * of an otherwise idle file_io also every read_piece bytes inside a chunk)
  * (layout.h: chunk i on chains[perm[i % stripe]], chunk id (ino, i)), the
  * pieces run in parallel on a worker pool (the calling thread takes one
  * piece itself), and the call returns when every piece finished. Where a
@@ -39,7 +40,15 @@
 typedef struct file_io file_io;
 typedef struct file_io_inode file_io_inode;
 
-/* Chunk storage as file_io needs it. Both calls must be thread-safe and
+/* One piece of a batched read (file_io_backend.read_batch). */
+struct file_io_piece {
+	uint32_t chain, index, off, len; /* in: as for read */
+	uint64_t ino;                    /* in */
+	void *buf;                       /* in: len bytes */
+	int result;                      /* out: as read's return value */
+};
+
+/* Chunk storage as file_io needs it. Every call must be thread-safe and
  * may block; they return <0 (-errno or -CFS_E*) on failure. */
 struct file_io_backend {
 	void *arg;
@@ -54,6 +63,11 @@ struct file_io_backend {
 	 * the chain. */
 	int (*write)(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t off,
 	             uint32_t len, const void *buf, uint32_t chunk_size);
+	/* Optional: reads N pieces at once, each as read does (P[i].result).
+	 * 0, or <0 when the whole call failed. With it, a read's pieces go
+	 * out together from the calling thread (the backend overlaps them)
+	 * instead of through the worker pool. */
+	int (*read_batch)(void *arg, struct file_io_piece *p, size_t n);
 };
 
 /* Zero fields take the defaults in brackets. */
@@ -62,6 +76,13 @@ struct file_io_opts {
 	meta_client *meta;         /* borrowed, for periodic length reports; may be NULL */
 	int workers;               /* chunk-request threads [8] */
 	uint32_t sync_interval_ms; /* periodic length report [5000] */
+	uint32_t read_piece;       /* while fewer than 2 reads are in progress, reads are
+	                              also cut every this many bytes inside a chunk and
+	                              the pieces run in parallel [256 KiB]; a value >=
+	                              the chunk size cuts at chunk boundaries only */
+	uint32_t write_behind;     /* file_io_write_behind keeps up to this many bytes
+	                              per inode in flight; 0: it writes synchronously */
+	uint64_t write_behind_total; /* ... and this many over all inodes [64 MiB] */
 };
 
 /* 0, -EINVAL (no backend; message in ERR), -ENOMEM, -errno. */
@@ -91,7 +112,25 @@ ssize_t file_io_read(file_io *f, file_io_inode *fi, uint64_t off, size_t len, vo
  * them). */
 ssize_t file_io_write(file_io *f, file_io_inode *fi, uint64_t off, size_t len, const void *buf);
 
-/* max(meta size, written end). */
+/* WRITE-BEHIND. Like file_io_write, but returns once a private copy of
+ * BUF is queued (up to opts.write_behind bytes per inode and
+ * write_behind_total overall in flight; beyond that it waits for room).
+ * Writes touching the same chunks as a queued one wait for it, so the
+ * chain heads see them in order; reads wait for queued writes of their
+ * range; file_io_size counts queued writes; the written end (what
+ * file_io_length reports) moves only when a write landed. A queued write
+ * that fails is kept as the inode's error: returned by every later
+ * write-behind call and once by file_io_drain. Returns LEN, or <0: the
+ * kept error, -EFBIG. Falls back to file_io_write when write_behind is 0,
+ * LEN is larger, or memory for the copy is short. */
+ssize_t file_io_write_behind(file_io *f, file_io_inode *fi, uint64_t off, size_t len,
+                             const void *buf);
+/* Waits for every write-behind write of FI queued before the call, then
+ * returns and clears the kept error (0 when none). Call before reporting
+ * the length (close, fsync, truncate). */
+int file_io_drain(file_io_inode *fi);
+
+/* max(meta size, written end, end of queued write-behind writes). */
 uint64_t file_io_size(file_io_inode *fi);
 /* The length to report to meta: {written end, truncate_ver}; 1 when
  * anything was written since the state was created or truncated, else 0.

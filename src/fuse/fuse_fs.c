@@ -15,10 +15,17 @@
  * write session (0 for read-only opens) and a reference on the inode's
  * file_io state, which all opens of that inode share. Files are opened
  * direct_io (no page cache; each read or write is one request of up to
- * 1 MiB) unless keep_cache_ro and the open is read-only. The written length
- * goes to meta on flush (every close(2)), fsync, periodically (file_io) and
- * in the session close at release. O_APPEND writes take the inode's append
- * lock and write at file_io_size.
+ * 1 MiB) unless keep_cache_ro and the open is read-only. A write is
+ * answered once every replica has it durable, unless the mount enables
+ * write-behind (--write-behind, off by default, because a write(2) that
+ * returned must survive a crash of the mount process): then the reply
+ * comes once the data is copied and queued, so one writer keeps several
+ * chunk writes in flight; flush (every close(2)) and fsync wait for them
+ * and return a failed one's error, as NFS does. O_SYNC / O_DSYNC handles
+ * always write through.
+ * The written length goes to meta on flush, fsync, periodically (file_io)
+ * and in the session close at release. O_APPEND writes take the inode's
+ * append lock and write at file_io_size, synchronously.
  *
  * Directories: opendir makes a struct fusefs_dir that accumulates the
  * listing page by page (meta readdir resumes after a name; kernel readdir
@@ -284,8 +291,10 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ff
 	free(in);
 }
 
-/* Hands this client's written length to meta (query 0: our hint is exact
- * for what we wrote; storage acks are durable). 0 when nothing to say. */
+/* Waits for the inode's write-behind writes, then hands this client's
+ * written length to meta (query 0: our hint is exact for what we wrote;
+ * storage acks are durable). 0 when nothing to say; a write-behind
+ * failure comes back here (close, fsync) as the write's error. */
 static int report_length(struct fusefs *fs, uint64_t ino)
 {
 	if (!fs->o.fio)
@@ -293,6 +302,7 @@ static int report_length(struct fusefs *fs, uint64_t ino)
 	file_io_inode *fi = file_io_find(fs->o.fio, ino);
 	if (!fi)
 		return 0;
+	int werr = file_io_drain(fi);
 	struct meta_length len;
 	int rc = 0;
 	if (file_io_length(fi, &len)) {
@@ -301,7 +311,7 @@ static int report_length(struct fusefs *fs, uint64_t ino)
 		rc = meta_client_sync(fs->o.meta, &cr, ino, &len, 0, &size);
 	}
 	file_io_release(fs->o.fio, fi);
-	return rc;
+	return werr ? werr : rc;
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
@@ -515,6 +525,8 @@ static unsigned open_flags(int flags)
  * file_io reference, unlinks and frees it. CR: whose close it is. */
 static void file_drop(struct fusefs *fs, struct fusefs_file *f, const struct meta_cred *cr)
 {
+	if (f->fi)
+		file_io_drain(f->fi); /* flush (close) reported any error already */
 	if (f->session) {
 		struct meta_length len;
 		int wrote = f->fi ? file_io_length(f->fi, &len) : 0;
@@ -778,8 +790,10 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		file_io_append_lock(f->fi);
 		n = file_io_write(fs->o.fio, f->fi, file_io_size(f->fi), size, buf);
 		file_io_append_unlock(f->fi);
-	} else {
+	} else if (f->flags & O_DSYNC) { /* O_SYNC and O_DSYNC: durable on return */
 		n = file_io_write(fs->o.fio, f->fi, (uint64_t)off, size, buf);
+	} else {
+		n = file_io_write_behind(fs->o.fio, f->fi, (uint64_t)off, size, buf);
 	}
 	if (n < 0)
 		reply_err(req, (int)n);
@@ -1160,7 +1174,7 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	int rc;
 
 	if (!fs.o.threads)
-		fs.o.threads = 16;
+		fs.o.threads = 64;
 	if (!fs.o.readdirplus_attrs)
 		fs.o.readdirplus_attrs = 1024;
 	if (access("/dev/fuse", R_OK | W_OK) < 0) {

@@ -29,7 +29,9 @@ struct fusefs_opts {
 	double entry_timeout;    /* seconds the kernel caches names */
 	double negative_timeout; /* seconds the kernel caches "no such name" */
 	int keep_cache_ro;       /* files opened read-only keep the kernel page cache */
-	int threads;             /* max session-loop threads [16] */
+	int threads;             /* max session-loop threads [64]: each blocks on its request's
+	                            RPCs, so this bounds the requests in flight (4 KiB random
+	                            reads at depth 64 need 64) */
 	int allow_other;        /* let other users use the mount (needs root or user_allow_other) */
 	int readdirplus_attrs;  /* entries per directory listing given full attributes [1024] */
 	const char *extra_opts; /* more -o mount options (comma-separated); may be NULL */

@@ -8,7 +8,10 @@
  * byte; reads zero-fill holes and short chunks; reads stop at the known
  * size; a backend error fails the call and leaves the written end alone;
  * a newer truncate_ver drops the written end; -EFBIG past chunk 2^32-1;
- * several threads writing disjoint ranges of one file.
+ * several threads writing disjoint ranges of one file; reads cut at
+ * read_piece inside chunks (through the worker pool and through a
+ * read_batch backend), with holes, short chunks and a failing piece;
+ * write-behind (order per chunk, reads after it, errors at drain).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -33,6 +36,8 @@ struct fake {
 	uint32_t chain[NCH]; /* chain the last request for the chunk named */
 	int fail_index;      /* index whose requests fail with -EIO; -1 none */
 	int requests;
+	int hold;            /* writes wait while set (write-behind tests) */
+	pthread_cond_t cv;   /* hold cleared */
 };
 
 static int fake_read(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t off,
@@ -64,6 +69,8 @@ static int fake_write(void *arg, uint32_t chain, uint64_t ino, uint32_t index, u
 	if (index >= NCH || chunk_size != CS || off + len > CS)
 		return -EINVAL;
 	pthread_mutex_lock(&f->lock);
+	while (f->hold)
+		pthread_cond_wait(&f->cv, &f->lock);
 	f->requests++;
 	f->chain[index] = chain;
 	if (!f->data[index])
@@ -72,6 +79,19 @@ static int fake_write(void *arg, uint32_t chain, uint64_t ino, uint32_t index, u
 	if (off + len > f->len[index])
 		f->len[index] = off + len;
 	pthread_mutex_unlock(&f->lock);
+	return 0;
+}
+
+/* read_batch over fake_read, counting calls and pieces. */
+static int batch_calls, batch_pieces;
+
+static int fake_read_batch(void *arg, struct file_io_piece *p, size_t n)
+{
+	batch_calls++;
+	batch_pieces += (int)n;
+	for (size_t i = 0; i < n; i++)
+		p[i].result = fake_read(arg, p[i].chain, p[i].ino, p[i].index, p[i].off, p[i].len,
+		                        p[i].buf);
 	return 0;
 }
 
@@ -86,6 +106,7 @@ static int setup(void **state)
 	struct ctx *c = calloc(1, sizeof(*c));
 	char err[256];
 	pthread_mutex_init(&c->fk.lock, NULL);
+	pthread_cond_init(&c->fk.cv, NULL);
 	c->fk.fail_index = -1;
 	struct file_io_opts o = {
 	    .backend = {.arg = &c->fk, .read = fake_read, .write = fake_write},
@@ -111,6 +132,7 @@ static int teardown(void **state)
 	file_io_free(c->fio);
 	for (int i = 0; i < NCH; i++)
 		free(c->fk.data[i]);
+	pthread_cond_destroy(&c->fk.cv);
 	pthread_mutex_destroy(&c->fk.lock);
 	free(c);
 	return 0;
@@ -237,12 +259,145 @@ static void test_threads(void **state)
 	file_io_release(c->fio, fi);
 }
 
+/* Reads of an idle file_io are cut every read_piece bytes inside a chunk;
+ * each piece zero-fills past the chunk's end on its own. */
+static void test_read_pieces(void **state)
+{
+	struct ctx *c = *state;
+	char err[256];
+	for (int batched = 0; batched < 2; batched++) {
+		file_io *fio;
+		file_io_inode *fi;
+		struct file_io_opts o = {
+		    .backend = {.arg = &c->fk, .read = fake_read, .write = fake_write},
+		    .workers = 3,
+		    .read_piece = CS / 4,
+		};
+		if (batched)
+			o.backend.read_batch = fake_read_batch;
+		assert_int_equal(file_io_new(&o, &fio, err, sizeof(err)), 0);
+		c->in.ino = 90 + (uint64_t)batched;
+		c->in.size = 0;
+		assert_int_equal(file_io_open(fio, &c->in, &fi), 0);
+		/* Chunk 0 whole, chunk 1 absent (a hole), chunk 2 ends 100 bytes
+		 * into its third piece. */
+		static uint8_t w[3 * CS], r[3 * CS];
+		pattern(w, sizeof(w), 5 + (unsigned)batched);
+		memset(w + CS, 0, CS);
+		memset(w + 2 * CS + CS / 2 + 100, 0, CS / 2 - 100);
+		assert_int_equal(file_io_write(fio, fi, 0, CS, w), CS);
+		assert_int_equal(file_io_write(fio, fi, 2 * CS, CS / 2 + 100, w + 2 * CS),
+		                 CS / 2 + 100);
+		struct meta_inode in2 = c->in;
+		in2.size = 3 * CS; /* another client wrote the rest: a short chunk */
+		file_io_update(fi, &in2);
+		batch_calls = batch_pieces = 0;
+		int before = c->fk.requests;
+		memset(r, 0xEE, sizeof(r));
+		assert_int_equal(file_io_read(fio, fi, 0, sizeof(r), r), (ssize_t)sizeof(r));
+		assert_memory_equal(r, w, sizeof(r));
+		/* 4 pieces per chunk; the hole's pieces still ask (and get 0). */
+		assert_int_equal(c->fk.requests - before, 12);
+		assert_int_equal(batch_calls, batched ? 1 : 0);
+		assert_int_equal(batch_pieces, batched ? 12 : 0);
+		/* An unaligned read inside one chunk: pieces end on boundaries. */
+		memset(r, 0xEE, sizeof(r));
+		assert_int_equal(file_io_read(fio, fi, CS / 4 - 3, CS / 2, r), CS / 2);
+		assert_memory_equal(r, w + CS / 4 - 3, CS / 2);
+		/* One failing piece fails the read. */
+		c->fk.fail_index = 2;
+		assert_int_equal(file_io_read(fio, fi, 0, sizeof(r), r), -EIO);
+		c->fk.fail_index = -1;
+		file_io_release(fio, fi);
+		file_io_free(fio);
+	}
+}
+
+static void hold_writes(struct fake *f, int on)
+{
+	pthread_mutex_lock(&f->lock);
+	f->hold = on;
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->lock);
+}
+
+struct wb_th {
+	file_io *fio;
+	file_io_inode *fi;
+	const uint8_t *buf;
+	ssize_t rc;
+};
+
+static void *wb_writer(void *v)
+{
+	struct wb_th *t = v;
+	t->rc = file_io_write_behind(t->fio, t->fi, 100, CS / 2, t->buf);
+	return NULL;
+}
+
+/* Write-behind returns before the data lands; size counts it, the reported
+ * length does not; a second write of the same chunk waits for the first
+ * (the chain head must see them in order); reads wait for it; a failure
+ * comes back from later writes and once from drain. */
+static void test_write_behind(void **state)
+{
+	struct ctx *c = *state;
+	char err[256];
+	file_io *fio;
+	file_io_inode *fi;
+	struct file_io_opts o = {
+	    .backend = {.arg = &c->fk, .read = fake_read, .write = fake_write},
+	    .workers = 3,
+	    .write_behind = 2 * CS,
+	};
+	assert_int_equal(file_io_new(&o, &fio, err, sizeof(err)), 0);
+	c->in.ino = 95;
+	assert_int_equal(file_io_open(fio, &c->in, &fi), 0);
+	static uint8_t a[CS], b[CS], r[CS];
+	pattern(a, sizeof(a), 1);
+	pattern(b, sizeof(b), 2);
+	hold_writes(&c->fk, 1);
+	assert_int_equal(file_io_write_behind(fio, fi, 100, CS / 2, a), CS / 2);
+	assert_int_equal(file_io_size(fi), 100 + CS / 2);
+	struct meta_length len;
+	assert_int_equal(file_io_length(fi, &len), 0); /* nothing landed yet */
+	assert_null(c->fk.data[0]);
+	struct wb_th t = {fio, fi, b, 0};
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, wb_writer, &t), 0);
+	hold_writes(&c->fk, 0);
+	pthread_join(th, NULL);
+	assert_int_equal(t.rc, CS / 2);
+	assert_int_equal(file_io_read(fio, fi, 100, CS / 2, r), CS / 2);
+	assert_memory_equal(r, b, CS / 2); /* the later write won */
+	assert_int_equal(file_io_drain(fi), 0);
+	assert_int_equal(file_io_length(fi, &len), 1);
+	assert_int_equal(len.length, 100 + CS / 2);
+	/* A failing write-behind write: a read of its range waits for it; it
+	 * never counts in the size; later write-behind calls return its error
+	 * until a drain reports it, once. */
+	c->fk.fail_index = 3;
+	assert_int_equal(file_io_write_behind(fio, fi, 3 * CS, 10, a), 10);
+	assert_int_equal(file_io_read(fio, fi, 3 * CS, 10, r), 0);
+	assert_int_equal(file_io_size(fi), 100 + CS / 2);
+	assert_int_equal(file_io_write_behind(fio, fi, 0, 10, a), -EIO);
+	assert_int_equal(file_io_drain(fi), -EIO);
+	assert_int_equal(file_io_drain(fi), 0);
+	c->fk.fail_index = -1;
+	assert_int_equal(file_io_write_behind(fio, fi, 0, 10, a), 10);
+	assert_int_equal(file_io_drain(fi), 0);
+	file_io_release(fio, fi);
+	file_io_free(fio);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_mapping_and_roundtrip, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_errors_and_truncate, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_read_pieces, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_write_behind, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

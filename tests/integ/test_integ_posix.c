@@ -376,6 +376,11 @@ static void test_xattrs(void **state)
 	assert_int_equal(errno, EOPNOTSUPP);
 }
 
+/* A directory of 3,000 entries by default; CFS_INTEG_BIGDIR=100000 gives
+ * the issue's 100k. Measured 2026-11-21 (2 cores, shared): the whole suite
+ * took 143 s with 100k against 8 s with 3,000, about 1.35 ms per entry,
+ * almost all of it the create (lookup, create and session close, two of
+ * them durable meta transactions), so 100k stays opt-in. */
 static void test_bigdir(void **state)
 {
 	char d[1024], f[1200];
