@@ -129,7 +129,7 @@ static int meta_from_mgmtd(const struct layout_conf *lc, const uint8_t *secret, 
 		if (*tok && n < MGMTD_CONN_MAX_ADDRS)
 			addrs[n++] = tok;
 	struct mgmtd_conn_opts co = {addrs, n, lc->cluster_id, secret, slen,
-	                             (uint32_t)lc->timeout_ms};
+	                             (uint32_t)lc->timeout_ms, 0};
 	if (mgmtd_conn_new(&co, &conn, err, sizeof(err))) {
 		fprintf(stderr, "chainfs admin layout: %s\n", err);
 		return -1;

@@ -104,7 +104,7 @@ static int admin_open(struct admin_ctx *x, int argc, char **argv, int want_pos)
 		return 1;
 	}
 	struct mgmtd_conn_opts co = {addrs,  n,          x->ac.cluster_id,
-	                             secret, (size_t)rc, (uint32_t)x->ac.timeout_ms};
+	                             secret, (size_t)rc, (uint32_t)x->ac.timeout_ms, 0};
 	rc = mgmtd_conn_new(&co, &x->conn, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "chainfs admin %s: %s\n", x->cmd, err);

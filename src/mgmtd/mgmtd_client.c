@@ -309,8 +309,12 @@ int mgmtd_client_new(const struct mgmtd_client_opts *o, struct mgmtd_client **ou
 		return -EINVAL;
 	}
 	struct mgmtd_client *c = xcalloc(1, sizeof(*c));
+	/* Reconnect to a mgmtd that comes back within a heartbeat period: the
+	 * default backoff (up to 5 s) could outlast a short heartbeat timeout
+	 * and get every node failed by a restarted mgmtd. */
 	struct mgmtd_conn_opts co = {o->mgmtd_addrs, o->n_mgmtd,    o->cluster_id,
-	                             o->secret,      o->secret_len, 0};
+	                             o->secret,      o->secret_len, 0,
+	                             o->heartbeat_ms ? o->heartbeat_ms : 1000};
 	int rc = mgmtd_conn_new(&co, &c->conn, err, errlen);
 	if (rc) {
 		free(c);

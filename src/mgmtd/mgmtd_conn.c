@@ -49,7 +49,8 @@ int mgmtd_conn_new(const struct mgmtd_conn_opts *o, struct mgmtd_conn **out, cha
 	struct rpc_opts ro = {.cluster_id = o->cluster_id,
 	                      .secret = o->secret,
 	                      .secret_len = o->secret_len,
-	                      .nthreads = 1};
+	                      .nthreads = 1,
+	                      .max_backoff_ms = o->max_backoff_ms};
 	c->timeout_ms = o->timeout_ms ? o->timeout_ms : 3000;
 	pthread_mutex_init(&c->mu, NULL);
 	pthread_cond_init(&c->cv, NULL);

@@ -28,6 +28,7 @@ struct mgmtd_conn_opts {
 	const uint8_t *secret;  /* >= 16 bytes; copied */
 	size_t secret_len;
 	uint32_t timeout_ms; /* default per-attempt deadline [3000] */
+	uint32_t max_backoff_ms; /* longest pause between reconnects to a mgmtd [5000] */
 };
 
 /* 0, or -EINVAL (bad option or address; message in ERR) / -errno. */

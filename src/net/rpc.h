@@ -73,6 +73,8 @@ struct rpc_opts {
 	uint32_t timeout_ms;        /* client: default request deadline [10000] */
 	uint32_t handshake_ms;      /* connect + handshake deadline [5000] */
 	int conns_per_peer;         /* client: pool size per peer [1] */
+	uint32_t max_backoff_ms;    /* client: longest pause between connect attempts
+	                               to a peer that refuses [5000] */
 };
 
 /* Counters, all monotonically increasing; read with rpc_server_stats. */

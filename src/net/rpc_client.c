@@ -18,7 +18,8 @@
  * client sends HELLO, answers CHALLENGE with AUTH, and checks the server's
  * AUTH_OK proof (mutual authentication) before the slot's wait list is
  * issued. A failure before CONN_READY fails the wait list with its reason
- * and doubles the slot's backoff (100 ms .. 5 s); the next request after
+ * and doubles the slot's backoff (100 ms .. max_backoff_ms, 5 s by
+ * default); the next request after
  * the backoff retries. A connection that was ready and then dropped
  * reconnects at once on the next request.
  *
@@ -91,6 +92,16 @@ struct rpc_client {
 	atomic_bool closing;
 	struct rpc_counters ctr;
 };
+
+/* Doubles the slot's pause before the next connect, within
+ * [BACKOFF_MIN_MS, the client's max_backoff_ms]. */
+static void back_off(struct cslot *s)
+{
+	uint32_t max = s->p->cl->o.max_backoff_ms ? s->p->cl->o.max_backoff_ms : BACKOFF_MAX_MS;
+	s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_MIN_MS;
+	if (s->backoff_ms > max)
+		s->backoff_ms = max > BACKOFF_MIN_MS ? max : BACKOFF_MIN_MS;
+}
 
 struct cli_conn {
 	struct rpc_conn c;
@@ -462,9 +473,7 @@ static void cli_on_close(struct rpc_conn *c, int err)
 	if (s->conn == cc)
 		s->conn = NULL;
 	if (!was_ready) {
-		s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_MIN_MS;
-		if (s->backoff_ms > BACKOFF_MAX_MS)
-			s->backoff_ms = BACKOFF_MAX_MS;
+		back_off(s);
 		s->next_try = clock_mono_ns() + (uint64_t)s->backoff_ms * 1000000u;
 	}
 	fail_wait(s, err);
@@ -518,9 +527,7 @@ static void slot_connect(struct cslot *s)
 	int rc = xport_tcp.connect(&s->p->addr, &x);
 	if (rc && rc != -EINPROGRESS) {
 		LOG_INFO("rpc", "connect failed: peer=%s err=%s", s->p->name, cfs_errname(rc));
-		s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_MIN_MS;
-		if (s->backoff_ms > BACKOFF_MAX_MS)
-			s->backoff_ms = BACKOFF_MAX_MS;
+		back_off(s);
 		s->next_try = now + (uint64_t)s->backoff_ms * 1000000u;
 		fail_wait(s, rc);
 		return;

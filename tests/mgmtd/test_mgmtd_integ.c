@@ -546,7 +546,7 @@ struct conn_call {
 static struct mgmtd_conn *conn_new(const char *const *addrs, size_t n)
 {
 	struct mgmtd_conn_opts o = {addrs,          n,  CLUSTER, (const uint8_t *)SECRET,
-	                            strlen(SECRET), 500};
+	                            strlen(SECRET), 500, 0};
 	struct mgmtd_conn *c = NULL;
 	char err[256];
 	assert_int_equal(mgmtd_conn_new(&o, &c, err, sizeof(err)), 0);

@@ -104,6 +104,24 @@ void stor_cluster_start_storage(struct stor_cluster *c, int i)
 	wait_port(n->port);
 }
 
+/* The last LINES lines of PATH on stdout (the temp dir is gone after a
+ * failed run, and CI keeps only the test's output). */
+static void print_log_tail(const char *path, int lines)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return;
+	static char ring[60][512];
+	int n = 0;
+	while (fgets(ring[n % 60], sizeof(ring[0]), f))
+		n++;
+	fclose(f);
+	if (lines > 60)
+		lines = 60;
+	for (int k = n > lines ? n - lines : 0; k < n; k++)
+		print_message("  | %s", ring[k % 60]);
+}
+
 void stor_cluster_signal(struct stor_cluster *c, int i, int sig)
 {
 	struct sc_node *n = &c->node[i];
@@ -114,8 +132,10 @@ void stor_cluster_signal(struct stor_cluster *c, int i, int sig)
 		n->pid = 0;
 	if (sig == SIGTERM) {
 		/* A clean stop exits 0: no sanitizer report, nothing stuck. */
-		if (!WIFEXITED(st) || WEXITSTATUS(st))
-			print_message("storage %d exit status %d; log %s\n", i, st, n->log);
+		if (!WIFEXITED(st) || WEXITSTATUS(st)) {
+			print_message("storage %d exit status %d; log %s ends:\n", i, st, n->log);
+			print_log_tail(n->log, 60);
+		}
 		assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	}
 }
