@@ -278,3 +278,46 @@ int64_t integ_file_crc(const char *path)
 	close(fd);
 	return crc;
 }
+
+/* ---- integ_main: one cluster per test program ---- */
+
+static struct integ *group_env;
+static const char *group_tag;
+
+static int group_setup(void **state)
+{
+	(void)state;
+	integ_init(group_env, group_tag);
+	integ_up(group_env);
+	return 0;
+}
+
+/* A test, not the group teardown: cmocka does not count teardown
+ * failures in its exit status, and down's checks must count. */
+static void group_down(void **state)
+{
+	(void)state;
+	integ_down(group_env);
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	integ_teardown(group_env);
+	return 0;
+}
+
+int integ_main(struct integ *e, const char *tag, const struct CMUnitTest *tests, size_t n)
+{
+	integ_require_fuse();
+	group_env = e;
+	group_tag = tag;
+	struct CMUnitTest *all = calloc(n + 1, sizeof(*all));
+	if (!all)
+		return 1;
+	memcpy(all, tests, n * sizeof(*all));
+	all[n] = (struct CMUnitTest)cmocka_unit_test(group_down);
+	int rc = _cmocka_run_group_tests(tag, all, n + 1, group_setup, group_teardown);
+	free(all);
+	return rc;
+}

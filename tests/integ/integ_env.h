@@ -37,6 +37,13 @@ void integ_down(struct integ *e);
 /* Group teardown: `chainfs down` without checks when a failed test left
  * the cluster up. */
 void integ_teardown(struct integ *e);
+struct CMUnitTest;
+/* The whole main of an integration test program: exits 77 without FUSE,
+ * then runs TESTS (N) as one cmocka group over a cluster in E (temp dir
+ * tagged TAG, `chainfs up` before the first test), plus a last test that
+ * runs integ_down and its checks, and integ_teardown after the group.
+ * Returns cmocka's status. One group per process. */
+int integ_main(struct integ *e, const char *tag, const struct CMUnitTest *tests, size_t n);
 /* Runs ARGV (argv[0] a path or a name on $PATH) with stdout+stderr to
  * LOG (may be NULL: inherit) and CWD (may be NULL); kills it after
  * TIMEOUT_MS. Returns the exit status, or -1 (killed, or not exited). */

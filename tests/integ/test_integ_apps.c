@@ -179,34 +179,12 @@ static void test_sqlite(void **state)
 	assert_int_equal(atoi(buf), 714);
 }
 
-static int setup(void **state)
-{
-	integ_init(&env, "integ-apps");
-	integ_up(&env);
-	return 0;
-}
-
-/* Last test: `chainfs down` and its checks (cmocka ignores teardown
- * failures, so they must run in a test). */
-static void test_down(void **state)
-{
-	integ_down(&env);
-}
-
-static int teardown(void **state)
-{
-	integ_teardown(&env);
-	return 0;
-}
-
 int main(void)
 {
-	integ_require_fuse();
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_fio_verify),
 	    cmocka_unit_test(test_git_clone),
 	    cmocka_unit_test(test_sqlite),
-	    cmocka_unit_test(test_down),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return integ_main(&env, "integ-apps", tests, sizeof(tests) / sizeof(tests[0]));
 }

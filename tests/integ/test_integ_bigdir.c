@@ -108,32 +108,10 @@ static void test_bigdir(void **state)
 	assert_int_equal(n, want);
 }
 
-static int setup(void **state)
-{
-	integ_init(&env, "integ-bigdir");
-	integ_up(&env);
-	return 0;
-}
-
-/* Last test: `chainfs down` and its checks (cmocka ignores teardown
- * failures, so they must run in a test). */
-static void test_down(void **state)
-{
-	integ_down(&env);
-}
-
-static int teardown(void **state)
-{
-	integ_teardown(&env);
-	return 0;
-}
-
 int main(void)
 {
-	integ_require_fuse();
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_bigdir),
-	    cmocka_unit_test(test_down),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return integ_main(&env, "integ-bigdir", tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -253,33 +253,11 @@ static void test_kill9_mgmtd(void **state)
 	write_check(path, 7, (size_t)1 << 20);
 }
 
-static int setup(void **state)
-{
-	integ_init(&env, "integ-failover");
-	integ_up(&env);
-	return 0;
-}
-
-/* Last test: `chainfs down` and its checks (cmocka ignores teardown
- * failures, so they must run in a test). */
-static void test_down(void **state)
-{
-	integ_down(&env);
-}
-
-static int teardown(void **state)
-{
-	integ_teardown(&env);
-	return 0;
-}
-
 int main(void)
 {
-	integ_require_fuse();
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_kill9_storage_during_fio),
 	    cmocka_unit_test(test_kill9_mgmtd),
-	    cmocka_unit_test(test_down),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return integ_main(&env, "integ-failover", tests, sizeof(tests) / sizeof(tests[0]));
 }

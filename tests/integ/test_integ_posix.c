@@ -570,36 +570,14 @@ static void test_large_file(void **state)
 	free(back);
 }
 
-static int setup(void **state)
-{
-	integ_init(&env, "integ-posix");
-	integ_up(&env);
-	return 0;
-}
-
-/* Last test: `chainfs down` and its checks (cmocka ignores teardown
- * failures, so they must run in a test). */
-static void test_down(void **state)
-{
-	integ_down(&env);
-}
-
-static int teardown(void **state)
-{
-	integ_teardown(&env);
-	return 0;
-}
-
 int main(void)
 {
-	integ_require_fuse();
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_names),          cmocka_unit_test(test_permissions),
 	    cmocka_unit_test(test_rename),         cmocka_unit_test(test_links),
 	    cmocka_unit_test(test_append),         cmocka_unit_test(test_xattrs),
 	    cmocka_unit_test(test_sparse_write),   cmocka_unit_test(test_parallel_one_file),
 	    cmocka_unit_test(test_parallel_files), cmocka_unit_test(test_large_file),
-	    cmocka_unit_test(test_down),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return integ_main(&env, "integ-posix", tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -194,34 +194,12 @@ static void test_mount_sigterm(void **state)
 	assert_true(gone);
 }
 
-static int setup(void **state)
-{
-	integ_init(&env, "integ-restart");
-	integ_up(&env);
-	return 0;
-}
-
-/* Last test: `chainfs down` and its checks (cmocka ignores teardown
- * failures, so they must run in a test). */
-static void test_down(void **state)
-{
-	integ_down(&env);
-}
-
-static int teardown(void **state)
-{
-	integ_teardown(&env);
-	return 0;
-}
-
 int main(void)
 {
-	integ_require_fuse();
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_restart),
 	    cmocka_unit_test(test_up_again_and_busy),
 	    cmocka_unit_test(test_mount_sigterm),
-	    cmocka_unit_test(test_down),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return integ_main(&env, "integ-restart", tests, sizeof(tests) / sizeof(tests[0]));
 }

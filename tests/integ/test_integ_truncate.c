@@ -111,34 +111,12 @@ static void test_statfs(void **state)
 	assert_int_equal((int)sv.f_namemax, 255);
 }
 
-static int setup(void **state)
-{
-	integ_init(&env, "integ-trunc");
-	integ_up(&env);
-	return 0;
-}
-
-/* Last test: `chainfs down` and its checks (cmocka ignores teardown
- * failures, so they must run in a test). */
-static void test_down(void **state)
-{
-	integ_down(&env);
-}
-
-static int teardown(void **state)
-{
-	integ_teardown(&env);
-	return 0;
-}
-
 int main(void)
 {
-	integ_require_fuse();
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_ftruncate),
 	    cmocka_unit_test(test_o_trunc),
 	    cmocka_unit_test(test_statfs),
-	    cmocka_unit_test(test_down),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return integ_main(&env, "integ-trunc", tests, sizeof(tests) / sizeof(tests[0]));
 }
