@@ -129,6 +129,25 @@ struct file_io {
 static void wb_done(struct file_io *f, struct fio_wb *w);
 static void wb_wait_overlap(struct file_io_inode *fi, uint64_t off, uint64_t end, int chunks);
 
+/* Appends JOBS (N >= 1) to the worker queue and wakes as many workers. */
+static void queue_jobs(file_io *f, struct fio_job *jobs, size_t n)
+{
+	pthread_mutex_lock(&f->qlock);
+	for (size_t i = 0; i < n; i++) {
+		jobs[i].next = NULL;
+		if (f->qtail)
+			f->qtail->next = &jobs[i];
+		else
+			f->qhead = &jobs[i];
+		f->qtail = &jobs[i];
+	}
+	if (n > 1)
+		pthread_cond_broadcast(&f->qcond);
+	else
+		pthread_cond_signal(&f->qcond);
+	pthread_mutex_unlock(&f->qlock);
+}
+
 static void job_run(struct file_io *f, struct fio_job *j)
 {
 	int rc;
@@ -547,22 +566,8 @@ static int run_range(struct file_io *f, struct file_io_inode *fi, int write, int
 		};
 		pos = pend;
 	}
-	if (n > 1) {
-		pthread_mutex_lock(&f->qlock);
-		for (size_t i = 1; i < n; i++) {
-			jobs[i].next = NULL;
-			if (f->qtail)
-				f->qtail->next = &jobs[i];
-			else
-				f->qhead = &jobs[i];
-			f->qtail = &jobs[i];
-		}
-		if (n > 2)
-			pthread_cond_broadcast(&f->qcond);
-		else
-			pthread_cond_signal(&f->qcond);
-		pthread_mutex_unlock(&f->qlock);
-	}
+	if (n > 1)
+		queue_jobs(f, jobs + 1, n - 1);
 	job_run(f, &jobs[0]);
 	pthread_mutex_lock(&g.lock);
 	while (g.pending > 0)
@@ -769,19 +774,7 @@ ssize_t file_io_write_behind(file_io *f, file_io_inode *fi, uint64_t off, size_t
 		};
 		pos = pend;
 	}
-	pthread_mutex_lock(&f->qlock);
-	for (size_t i = 0; i < n; i++) {
-		if (f->qtail)
-			f->qtail->next = &jobs[i];
-		else
-			f->qhead = &jobs[i];
-		f->qtail = &jobs[i];
-	}
-	if (n > 1)
-		pthread_cond_broadcast(&f->qcond);
-	else
-		pthread_cond_signal(&f->qcond);
-	pthread_mutex_unlock(&f->qlock);
+	queue_jobs(f, jobs, n);
 	return (ssize_t)len;
 }
 
