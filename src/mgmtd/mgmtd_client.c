@@ -398,12 +398,12 @@ bool mgmtd_client_fenced(struct mgmtd_client *c)
 	return f;
 }
 
-void mgmtd_client_contact(struct mgmtd_client *c, uint64_t *sent_ms, uint64_t *reply_ms)
+uint64_t mgmtd_client_last_reply_ms(struct mgmtd_client *c)
 {
 	pthread_mutex_lock(&c->mu);
-	*sent_ms = c->last_ok_ms;
-	*reply_ms = c->last_reply_ms;
+	uint64_t ms = c->last_reply_ms;
 	pthread_mutex_unlock(&c->mu);
+	return ms;
 }
 
 uint32_t mgmtd_client_fence_ms(const struct mgmtd_client *c)

@@ -97,10 +97,9 @@ void mgmtd_client_free(struct mgmtd_client *c);
 uint32_t mgmtd_client_node_id(struct mgmtd_client *c);
 /* See FENCING above. Any thread. */
 bool mgmtd_client_fenced(struct mgmtd_client *c);
-/* The last successful heartbeat (or registration): when it was sent and
- * when its reply arrived, clock_mono_ms(); both 0 before the first. mgmtd
- * heard from the node somewhere between the two. Any thread. */
-void mgmtd_client_contact(struct mgmtd_client *c, uint64_t *sent_ms, uint64_t *reply_ms);
+/* When the reply of the last successful heartbeat (or registration)
+ * arrived, clock_mono_ms(); 0 before the first. Any thread. */
+uint64_t mgmtd_client_last_reply_ms(struct mgmtd_client *c);
 /* The fence_ms in force (the option or its default). Any thread. */
 uint32_t mgmtd_client_fence_ms(const struct mgmtd_client *c);
 /* Waits until registered. 0 or -CFS_ETIMEDOUT. Any thread but the

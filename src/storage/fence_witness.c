@@ -46,12 +46,10 @@
 
 #define MIN_PERMIT_MS 400u
 
-static uint64_t contact_age(struct storage_service *s, uint64_t now, uint64_t *reply_ms)
+/* Since mgmtd last answered us; UINT64_MAX: never. */
+static uint64_t contact_age(uint64_t reply_ms, uint64_t now)
 {
-	uint64_t sent, reply;
-	mgmtd_client_contact(s->mc, &sent, &reply);
-	*reply_ms = reply;
-	return reply ? (now > reply ? now - reply : 0) : UINT64_MAX;
+	return reply_ms ? (now > reply_ms ? now - reply_ms : 0) : UINT64_MAX;
 }
 
 static uint64_t routing_version(struct storage_service *s)
@@ -73,9 +71,7 @@ bool fence_witness_fenced(struct storage_service *s)
 			return false;
 		/* We promised a peer not to serve anything newer than the
 		 * routing it holds: heard from mgmtd since, we might. */
-		uint64_t reply;
-		contact_age(s, now, &reply);
-		return reply > atomic_load(&w->promise_made) ||
+		return mgmtd_client_last_reply_ms(s->mc) > atomic_load(&w->promise_made) ||
 		       routing_version(s) > atomic_load(&w->promise_version);
 	}
 	if (now >= atomic_load(&w->permit_until))
@@ -97,8 +93,9 @@ void fence_witness_handle(struct storage_service *s, struct rpc_req *req)
 		return;
 	}
 	struct fence_witness *w = &s->fw;
-	uint64_t now = clock_mono_ms(), reply;
-	struct sto_witness_resp r = { .contact_age_ms = contact_age(s, now, &reply),
+	uint64_t now = clock_mono_ms();
+	struct sto_witness_resp r = { .contact_age_ms =
+					      contact_age(mgmtd_client_last_reply_ms(s->mc), now),
 				      .routing_version = routing_version(s) };
 	if (r.contact_age_ms >= w->fence_ms / 2 && r.routing_version == q.routing_version) {
 		r.promise_ms = w->permit_ms;
@@ -200,9 +197,10 @@ static void *witness_main(void *arg)
 	struct fence_witness *w = &s->fw;
 	enum { IN_CONTACT, PERMITTED, REFUSED } mode = IN_CONTACT; /* for the log only */
 	while (!atomic_load(&s->stopping)) {
-		uint64_t start = clock_mono_ms(), reply;
+		uint64_t start = clock_mono_ms();
 		struct mgmtd_routing *snap = mgmtd_client_routing(s->mc);
-		if (snap && contact_age(s, start, &reply) >= w->fence_ms / 2) {
+		if (snap && contact_age(mgmtd_client_last_reply_ms(s->mc), start) >=
+				    w->fence_ms / 2) {
 			char why[256] = "";
 			uint32_t permit = ask_peers(s, snap, why, sizeof(why));
 			atomic_store(&w->permit_version, mgmtd_routing_version(snap));
