@@ -65,6 +65,7 @@ struct up_conf {
 	int64_t stop_ms;
 	char *log_level;
 	char *mount_opts;
+	char *meta_sync;
 };
 
 static const struct cfg_opt up_opts[] = {
@@ -80,6 +81,10 @@ static const struct cfg_opt up_opts[] = {
      "log level of the started roles"},
     {"mount-opts", CFG_STR, "", 0, 0, offsetof(struct up_conf, mount_opts),
      "extra arguments for chainfs mount, space-separated (e.g. --keep-cache-ro)"},
+    {"meta-sync", CFG_STR, "window", 0, 0, offsetof(struct up_conf, meta_sync),
+     "metadata durability: window (each change survives a crash of any process at once, "
+     "and power loss once synced: within 100 ms, or when fsync returns) or full (a disk "
+     "sync before every change returns)"},
     CFG_END};
 
 /* What D/cluster.conf records. */
@@ -625,7 +630,11 @@ static int start_cluster(struct cluster *c, const struct up_conf *uc)
 	}
 
 	/* meta */
-	pathf(kv, sizeof(kv), "lmdb://%s/meta", c->dir);
+	if (strcmp(uc->meta_sync, "window") && strcmp(uc->meta_sync, "full")) {
+		fprintf(stderr, "chainfs up: --meta-sync must be window or full\n");
+		return -1;
+	}
+	pathf(kv, sizeof(kv), "lmdb://%s/meta?sync=%s", c->dir, uc->meta_sync);
 	pathf(listen, sizeof(listen), "127.0.0.1:%u", c->meta_port);
 	if (role_pid(c->dir, "meta")) {
 		printf("  meta      %-21s already running (pid %d)\n", listen,

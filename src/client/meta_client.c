@@ -494,6 +494,34 @@ int meta_client_close(meta_client *c, const struct meta_cred *cr, uint64_t ino, 
 	return call_plain(c, cr, m, NULL, ino);
 }
 
+int meta_client_close_known(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+			    uint64_t session, const struct meta_length *len)
+{
+	REQ(m, META_RPC_CLOSE);
+	m->ino = ino;
+	m->ino2 = session;
+	m->flags = META_CLOSE_LEN_KNOWN;
+	m->has_len = len != NULL;
+	if (len)
+		m->len = *len;
+	return call_plain(c, cr, m, NULL, ino);
+}
+
+int meta_client_fsync(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+		      const struct meta_length *len, uint64_t *size)
+{
+	struct meta_rpc_resp r = { 0 };
+	REQ(m, META_RPC_FSYNC);
+	m->ino = ino;
+	m->has_len = len != NULL;
+	if (len)
+		m->len = *len;
+	int rc = call_plain(c, cr, m, &r, ino);
+	if (rc == 0 && size)
+		*size = r.size;
+	return rc;
+}
+
 int meta_client_mkdir(meta_client *c, const struct meta_cred *cr, uint64_t parent,
 		      struct meta_name name, uint32_t mode, struct meta_inode *out)
 {

@@ -101,6 +101,15 @@ int meta_client_sync(meta_client *c, const struct meta_cred *cr, uint64_t ino,
 		     const struct meta_length *len, int query, uint64_t *size);
 int meta_client_close(meta_client *c, const struct meta_cred *cr, uint64_t ino, uint64_t session,
 		      const struct meta_length *len);
+/* Close when LEN (NULL: nothing written) covers everything this session
+ * wrote: one meta txn, no storage query (meta_close_known). */
+int meta_client_close_known(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+			    uint64_t session, const struct meta_length *len);
+/* fsync(2): settles LEN (may be NULL) and returns once every metadata
+ * change committed before it is durable (meta_fsync). INO: the file, or
+ * the directory for fsyncdir. */
+int meta_client_fsync(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+		      const struct meta_length *len, uint64_t *size);
 
 int meta_client_mkdir(meta_client *c, const struct meta_cred *cr, uint64_t parent,
 		      struct meta_name name, uint32_t mode, struct meta_inode *out);

@@ -295,23 +295,28 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ff
  * written length to meta (query 0: our hint is exact for what we wrote;
  * storage acks are durable). 0 when nothing to say; a write-behind
  * failure comes back here (close, fsync) as the write's error. */
-static int report_length(struct fusefs *fs, uint64_t ino)
+static int report_length_how(struct fusefs *fs, uint64_t ino, int durable)
 {
-	if (!fs->o.fio)
-		return 0;
-	file_io_inode *fi = file_io_find(fs->o.fio, ino);
+	struct meta_cred cr = {0, 0, 0, NULL};
+	file_io_inode *fi = fs->o.fio ? file_io_find(fs->o.fio, ino) : NULL;
 	if (!fi)
-		return 0;
+		return durable ? meta_client_fsync(fs->o.meta, &cr, ino, NULL, NULL) : 0;
 	int werr = file_io_drain(fi);
 	struct meta_length len;
 	int rc = 0;
-	if (file_io_length(fi, &len)) {
-		struct meta_cred cr = {0, 0, 0, NULL};
-		uint64_t size = 0;
+	int wrote = file_io_length(fi, &len);
+	uint64_t size = 0;
+	if (durable)
+		rc = meta_client_fsync(fs->o.meta, &cr, ino, wrote ? &len : NULL, &size);
+	else if (wrote)
 		rc = meta_client_sync(fs->o.meta, &cr, ino, &len, 0, &size);
-	}
 	file_io_release(fs->o.fio, fi);
 	return werr ? werr : rc;
+}
+
+static int report_length(struct fusefs *fs, uint64_t ino)
+{
+	return report_length_how(fs, ino, 0);
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
@@ -530,7 +535,10 @@ static void file_drop(struct fusefs *fs, struct fusefs_file *f, const struct met
 	if (f->session) {
 		struct meta_length len;
 		int wrote = f->fi ? file_io_length(f->fi, &len) : 0;
-		int rc = meta_client_close(fs->o.meta, cr, f->ino, f->session, wrote ? &len : NULL);
+		/* Our length report is exact for what this mount wrote: one
+		 * meta txn ends the session, no storage query. */
+		int rc = meta_client_close_known(fs->o.meta, cr, f->ino, f->session,
+		                                 wrote ? &len : NULL);
 		if (rc < 0) {
 			/* The session stays until meta prunes it; the length still
 			 * has to land. */
@@ -808,9 +816,13 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 	fuse_reply_err(req, to_errno(report_length(fs_of(req), ino)));
 }
 
+/* fsync and fdatasync: the data is durable on every replica when a write
+ * is acknowledged; the length and every metadata change committed so far
+ * must be durable too before we answer (meta may commit without a sync
+ * and sync in the background, as ext4 does: README "Durability"). */
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *ffi)
 {
-	fuse_reply_err(req, to_errno(report_length(fs_of(req), ino)));
+	fuse_reply_err(req, to_errno(report_length_how(fs_of(req), ino, 1)));
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
@@ -1007,7 +1019,11 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 
 static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *ffi)
 {
-	fuse_reply_err(req, 0); /* every namespace change is committed when it returns */
+	/* entries are committed when their call returns; fsync makes them
+	 * durable (see op_fsync) */
+	struct fusefs *fs = fs_of(req);
+	struct meta_cred cr = {0, 0, 0, NULL};
+	fuse_reply_err(req, to_errno(meta_client_fsync(fs->o.meta, &cr, ino, NULL, NULL)));
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)

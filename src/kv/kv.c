@@ -400,6 +400,11 @@ void kv_close(kv_engine *e)
 		e->ops->close(e);
 }
 
+int kv_flush(kv_engine *e)
+{
+	return e->ops->flush ? e->ops->flush(e) : 0;
+}
+
 const char *kv_engine_name(const kv_engine *e)
 {
 	return e->ops->scheme;

@@ -17,7 +17,11 @@
  *   lmdb:///abs/path[?opt=v&...]   embedded LMDB environment in directory
  *        path (created if missing). Options: sync=full (default: durable,
  *        group commit) | nometa (one fsync; power loss may undo the last
- *        batch) | none (no fsync; survives a process crash, not an OS crash),
+ *        batch) | window (no fsync in commit; a background fdatasync every
+ *        sync_ms=N milliseconds, default 100, and at kv_flush: a commit
+ *        survives a process crash at once and an OS crash or power loss
+ *        once synced, i.e. within sync_ms or after kv_flush returns) |
+ *        none (no fsync; survives a process crash, not an OS crash),
  *        map_size=BYTES (default 64 GiB, sparse; the database cannot grow
  *        past it: commits then fail with -ENOSPC; reopen with a larger
  *        map_size to grow it), max_readers=N (default 1024; a full table
@@ -146,6 +150,12 @@ int kv_open(const char *url, kv_engine **out, char *err, size_t errlen);
 
 /* Closes the engine. Every txn must have been freed before; NULL-safe. */
 void kv_close(kv_engine *e);
+
+/* Makes every txn committed before the call durable (on disk / on a
+ * quorum) before it returns: a no-op where each commit already is (lmdb
+ * sync=full, etcd, mem), an fdatasync for lmdb sync=window (shared by
+ * concurrent callers) and nometa. 0 or -EIO. Thread-safe; blocks. */
+int kv_flush(kv_engine *e);
 
 /* Backend name: "lmdb", "etcd" or "mem". Static string. */
 const char *kv_engine_name(const kv_engine *e);

@@ -207,11 +207,18 @@ struct kv_backend_ops {
 	/* Atomically validates the read-conflict set and applies t->wb
 	 * (non-empty; read-write txn). *version = commit version. */
 	int (*commit)(struct kv_txn *t, int64_t *version);
+
+	/* Makes every commit so far durable (kv_flush). NULL: commits are
+	 * durable when they return. */
+	int (*flush)(struct kv_engine *e);
 };
 
 /* Group-commit counters of an lmdb engine: write txns committed and the
  * txns they carried (tests, bench). Both 0 for other backends. */
 void kv_lmdb_stats(kv_engine *e, uint64_t *batches, uint64_t *txns);
+/* sync=window state of an lmdb engine (tests): the newest committed and
+ * the newest synced write txn id, and the fdatasyncs done. 0 for others. */
+void kv_lmdb_sync_stats(kv_engine *e, int64_t *committed, int64_t *synced, uint64_t *syncs);
 
 extern const struct kv_backend_ops kv_lmdb_ops;
 extern const struct kv_backend_ops kv_mem_ops;

@@ -62,7 +62,7 @@
 #define LMDB_POOL_MAX 256   /* reset read handles kept for reuse */
 #define LMDB_BATCH_MAX 1024 /* txns per write txn */
 
-enum lmdb_sync { LMDB_SYNC_FULL, LMDB_SYNC_NOMETA, LMDB_SYNC_NONE };
+enum lmdb_sync { LMDB_SYNC_FULL, LMDB_SYNC_NOMETA, LMDB_SYNC_NONE, LMDB_SYNC_WINDOW };
 
 enum { REQ_WAIT, REQ_DONE, REQ_LEAD };
 
@@ -100,6 +100,16 @@ struct lmdb_engine {
 	uint64_t wait_max_ns;           /* cap on gathering (group_wait_us) */
 
 	atomic_ullong nbatches, ntxns;  /* group-commit statistics */
+
+	/* sync=window (see "Windowed sync" below). */
+	_Atomic int64_t committed_id;   /* newest write txn id committed (page cache) */
+	_Atomic int64_t synced_id;      /* newest write txn id known on disk */
+	pthread_mutex_t sync_mu;        /* one fdatasync at a time; guards sync_stop */
+	pthread_cond_t sync_cv;         /* wakes the sync thread early (stop) */
+	pthread_t sync_th;
+	int sync_started, sync_stop;
+	uint32_t sync_ms;               /* background sync period */
+	atomic_ullong nsyncs;           /* fdatasyncs done by flush or the sync thread */
 };
 
 enum lrec_kind { LREC_KEY, LREC_RANGE };
@@ -159,19 +169,117 @@ static struct kv_slice sl(MDB_val v)
 	return (struct kv_slice){ v.mv_data, v.mv_size };
 }
 
+/* ---- windowed sync ------------------------------------------------------ */
+
+/* sync=window. Commits write their pages with pwrite and no fdatasync
+ * (MDB_NOSYNC), so a committed txn is in the kernel's page cache: it
+ * survives the death of this process (kill -9), not an OS crash or power
+ * loss. A background thread makes every commit durable within sync_ms
+ * (one fdatasync of the data file per period, only when something was
+ * committed), and kv_flush makes everything committed so far durable
+ * before it returns (fsync(2) through the mount). As LMDB documents for
+ * MDB_NOSYNC, what a power loss inside the window keeps is the state of
+ * some earlier commit only if the file system preserves write order;
+ * sync=full (a sync per group commit) is the mode without that caveat.
+ *
+ * committed_id/synced_id are LMDB write txn ids: a flush that finds
+ * synced_id >= the id committed when it started has nothing to do, so
+ * concurrent flushes queued on sync_mu share one fdatasync. */
+static int window_sync(struct lmdb_engine *e)
+{
+	int64_t target = atomic_load_explicit(&e->committed_id, memory_order_acquire);
+	int rc = 0;
+
+	if (atomic_load_explicit(&e->synced_id, memory_order_acquire) >= target)
+		return 0;
+	pthread_mutex_lock(&e->sync_mu);
+	if (atomic_load_explicit(&e->synced_id, memory_order_acquire) < target) {
+		/* What was committed when the sync starts is covered by it. */
+		target = atomic_load_explicit(&e->committed_id, memory_order_acquire);
+		rc = mdb_env_sync(e->env, 1);
+		if (rc == 0) {
+			atomic_store_explicit(&e->synced_id, target, memory_order_release);
+			atomic_fetch_add_explicit(&e->nsyncs, 1, memory_order_relaxed);
+		} else {
+			LOG_ERR("kv", "lmdb: sync: path=%s: %s", e->path, mdb_strerror(rc));
+			rc = lmdb_err(rc);
+		}
+	}
+	pthread_mutex_unlock(&e->sync_mu);
+	return rc;
+}
+
+static void *sync_main(void *arg)
+{
+	struct lmdb_engine *e = arg;
+
+	pthread_mutex_lock(&e->sync_mu);
+	while (!e->sync_stop) {
+		struct timespec ts;
+		uint64_t until = clock_mono_ns() + (uint64_t)e->sync_ms * 1000000u;
+		ts.tv_sec = (time_t)(until / 1000000000u);
+		ts.tv_nsec = (long)(until % 1000000000u);
+		pthread_cond_timedwait(&e->sync_cv, &e->sync_mu, &ts);
+		if (e->sync_stop)
+			break;
+		pthread_mutex_unlock(&e->sync_mu);
+		window_sync(e);
+		pthread_mutex_lock(&e->sync_mu);
+	}
+	pthread_mutex_unlock(&e->sync_mu);
+	return NULL;
+}
+
+static int lmdb_flush(struct kv_engine *base)
+{
+	struct lmdb_engine *e = (struct lmdb_engine *)base;
+
+	switch (e->sync) {
+	case LMDB_SYNC_FULL:
+		return 0; /* every commit was durable when it returned */
+	case LMDB_SYNC_NOMETA:
+		return lmdb_err(mdb_env_sync(e->env, 1));
+	default:
+		return window_sync(e);
+	}
+}
+
+void kv_lmdb_sync_stats(kv_engine *base, int64_t *committed, int64_t *synced, uint64_t *syncs)
+{
+	struct lmdb_engine *e = (struct lmdb_engine *)base;
+
+	*committed = *synced = 0;
+	*syncs = 0;
+	if (base->ops != &kv_lmdb_ops)
+		return;
+	*committed = atomic_load_explicit(&e->committed_id, memory_order_acquire);
+	*synced = atomic_load_explicit(&e->synced_id, memory_order_acquire);
+	*syncs = atomic_load_explicit(&e->nsyncs, memory_order_relaxed);
+}
+
 /* ---- open / close ------------------------------------------------------- */
 
 static void lmdb_close(struct kv_engine *base)
 {
 	struct lmdb_engine *e = (struct lmdb_engine *)base;
 
+	if (e->sync_started) {
+		pthread_mutex_lock(&e->sync_mu);
+		e->sync_stop = 1;
+		pthread_cond_signal(&e->sync_cv);
+		pthread_mutex_unlock(&e->sync_mu);
+		pthread_join(e->sync_th, NULL);
+		window_sync(e);
+	}
 	for (int i = 0; i < e->npool; i++)
 		mdb_txn_abort(e->pool[i]);
 	if (e->env)
 		mdb_env_close(e->env);
 	pthread_mutex_destroy(&e->pool_mu);
 	pthread_mutex_destroy(&e->gc_mu);
+	pthread_mutex_destroy(&e->sync_mu);
 	pthread_cond_destroy(&e->lead_cv);
+	pthread_cond_destroy(&e->sync_cv);
 	free(e->path);
 	free(e);
 }
@@ -179,9 +287,10 @@ static void lmdb_close(struct kv_engine *base)
 static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, size_t errlen)
 {
 	static const char *const allowed[] = { "sync", "map_size", "max_readers", "group_wait_us",
-					       NULL };
+					       "sync_ms", NULL };
 	struct lmdb_engine *e;
 	uint64_t map = LMDB_DEFAULT_MAP, readers = LMDB_DEFAULT_READERS, wait_us = 2000;
+	uint64_t sync_ms = 100;
 	const char *sync;
 	unsigned flags = MDB_NOTLS;
 	MDB_txn *txn = NULL;
@@ -196,8 +305,11 @@ static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, 
 	if ((rc = kv_url_check_opts(u, allowed, err, errlen)) ||
 	    (rc = kv_url_opt_size(u, "map_size", &map, err, errlen)) ||
 	    (rc = kv_url_opt_size(u, "max_readers", &readers, err, errlen)) ||
-	    (rc = kv_url_opt_size(u, "group_wait_us", &wait_us, err, errlen)))
+	    (rc = kv_url_opt_size(u, "group_wait_us", &wait_us, err, errlen)) ||
+	    (rc = kv_url_opt_size(u, "sync_ms", &sync_ms, err, errlen)))
 		return rc;
+	if (sync_ms < 1 || sync_ms > 60000)
+		return kv_errf(err, errlen, -EINVAL, "kv: lmdb sync_ms must be 1..60000");
 	if (wait_us > 1000000)
 		return kv_errf(err, errlen, -EINVAL, "kv: lmdb group_wait_us must be <= 1000000");
 	if (readers < 1 || readers > 1 << 20 || map < (1 << 20))
@@ -208,12 +320,15 @@ static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, 
 		return -ENOMEM;
 	pthread_mutex_init(&e->pool_mu, NULL);
 	pthread_mutex_init(&e->gc_mu, NULL);
+	pthread_mutex_init(&e->sync_mu, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&e->lead_cv, &ca);
+	pthread_cond_init(&e->sync_cv, &ca);
 	pthread_condattr_destroy(&ca);
 	e->wait_max_ns = wait_us * 1000;
+	e->sync_ms = (uint32_t)sync_ms;
 	sync = kv_url_opt(u, "sync");
 	if (!sync || !strcmp(sync, "full")) {
 		e->sync = LMDB_SYNC_FULL;
@@ -223,9 +338,13 @@ static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, 
 	} else if (!strcmp(sync, "none") || !strcmp(sync, "relaxed")) {
 		e->sync = LMDB_SYNC_NONE;
 		flags |= MDB_NOSYNC;
+	} else if (!strcmp(sync, "window")) {
+		e->sync = LMDB_SYNC_WINDOW;
+		flags |= MDB_NOSYNC;
 	} else {
 		rc = kv_errf(err, errlen, -EINVAL,
-			     "kv: lmdb sync=%s: want full, nometa or none (alias relaxed)", sync);
+			     "kv: lmdb sync=%s: want full, window, nometa or none (alias relaxed)",
+			     sync);
 		goto fail;
 	}
 	e->path = strdup(u->path);
@@ -262,6 +381,14 @@ static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, 
 		goto fail;
 	}
 	mdb_txn_commit(txn);
+	if (e->sync == LMDB_SYNC_WINDOW) {
+		if ((rc = pthread_create(&e->sync_th, NULL, sync_main, e))) {
+			rc = kv_errf(err, errlen, -rc, "kv: lmdb: sync thread: %s",
+				     cfs_strerror(-rc));
+			goto fail;
+		}
+		e->sync_started = 1;
+	}
 	*out = &e->base;
 	return 0;
 fail:
@@ -680,6 +807,7 @@ static void run_batch(struct lmdb_engine *e, struct lmdb_req **b, int n)
 				b[i]->rc = code;
 		return;
 	}
+	atomic_store_explicit(&e->committed_id, id, memory_order_release);
 	atomic_fetch_add_explicit(&e->nbatches, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&e->ntxns, (unsigned long long)applied, memory_order_relaxed);
 	for (int i = 0; i < n; i++)
@@ -822,4 +950,5 @@ const struct kv_backend_ops kv_lmdb_ops = {
 	.get_range = lmdb_get_range,
 	.add_conflict = lmdb_add_conflict,
 	.commit = lmdb_commit,
+	.flush = lmdb_flush,
 };

@@ -217,6 +217,19 @@ int meta_sync(meta_ctx *m, uint64_t ino, const struct meta_length *len, int quer
 int meta_close(meta_ctx *m, const struct meta_req *rq, uint64_t ino, uint64_t session,
 	       const struct meta_length *len);
 
+/* Closes SESSION like meta_close, when LEN (may be NULL: nothing
+ * written) is everything this session wrote: no storage query, and the
+ * length update and the session's removal are ONE txn (so a create, a
+ * write and this close cost two durable steps, not four). */
+int meta_close_known(meta_ctx *m, const struct meta_req *rq, uint64_t ino, uint64_t session,
+		     const struct meta_length *len);
+/* fsync(2): meta_sync(len, query) when LEN or QUERY says there is a
+ * length to settle (INO 0 or a directory: none), then makes every
+ * metadata change committed so far durable (kv_flush) before returning.
+ * *size (may be NULL) as for meta_sync. */
+int meta_fsync(meta_ctx *m, uint64_t ino, const struct meta_length *len, int query,
+	       uint64_t *size);
+
 /* ---- namespace ---- */
 
 int meta_mkdir(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,

@@ -258,6 +258,73 @@ int meta_close(meta_ctx *m, const struct meta_req *rq, uint64_t ino, uint64_t se
 	return meta_run(m, &o, close_body, &a);
 }
 
+/* One txn: the length a closing client knows (no storage query) and the
+ * session's removal. The inode read is a conflict read, so a truncate
+ * racing this close either lands first (truncate_ver moved: the report is
+ * dropped) or aborts us. */
+struct close_known_arg {
+	meta_ctx *m;
+	uint64_t ino, client, session;
+	const struct meta_length *len;
+	struct meta_inode in;
+};
+
+static int close_known_body(kv_txn *t, void *arg)
+{
+	struct close_known_arg *a = arg;
+	struct meta_key k;
+	meta_key_session(&k, a->ino, a->client, a->session);
+	int rc = kv_clear(t, kv_mem(k.b, k.n));
+	if (rc || !a->len)
+		return rc;
+	rc = meta_get_inode(t, a->ino, 0, &a->in);
+	if (rc == -ENOENT)
+		return 0;
+	if (rc || a->in.type != META_T_FILE)
+		return rc;
+	uint64_t size = a->in.size;
+	if (a->len->truncate_ver == a->in.truncate_ver && a->len->length > size)
+		size = a->len->length;
+	uint32_t hint = meta_chains_hint(&a->in, size);
+	if (size == a->in.size && hint == a->in.chains_used)
+		return 0;
+	if (size != a->in.size)
+		a->in.mtime = a->in.ctime = meta_now(a->m);
+	a->in.size = size;
+	a->in.chains_used = hint;
+	return meta_put_inode(t, &a->in);
+}
+
+int meta_close_known(meta_ctx *m, const struct meta_req *rq, uint64_t ino, uint64_t session,
+		     const struct meta_length *len)
+{
+	if (session == 0)
+		return len ? meta_sync(m, ino, len, 0, NULL) : 0;
+	struct close_known_arg *a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	*a = (struct close_known_arg){ .m = m, .ino = ino, .client = rq ? rq->client : 0,
+				       .session = session, .len = len };
+	struct kv_run_opts o = { .idempotent = 1, .max_retries = 40 };
+	int rc = meta_run(m, &o, close_known_body, a);
+	free(a);
+	return rc;
+}
+
+int meta_fsync(meta_ctx *m, uint64_t ino, const struct meta_length *len, int query,
+	       uint64_t *size)
+{
+	int rc = 0;
+	if (size)
+		*size = 0;
+	if (ino && (len || query)) {
+		rc = meta_sync(m, ino, len, query, size);
+		if (rc)
+			return rc;
+	}
+	return kv_flush(m->kv);
+}
+
 /* ---- GC ---- */
 
 struct gc_arg {

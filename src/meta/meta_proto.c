@@ -27,8 +27,13 @@ static const char *const names[] = {
 	"ACCESS",
 };
 
+/* Types of the 240..249 block (metadata speed), from META_RPC_FSYNC. */
+static const char *const names_240[] = { "FSYNC" };
+
 const char *meta_rpc_name(uint16_t type)
 {
+	if (type >= META_RPC_FSYNC && type <= META_RPC_LAST_240)
+		return names_240[type - META_RPC_FSYNC];
 	if (type < META_RPC_FIRST || type > META_RPC_LAST)
 		return NULL;
 	return names[type - META_RPC_FIRST];
@@ -246,6 +251,7 @@ int meta_rpc_req_encode(struct buf *b, const struct meta_rpc_req *m)
 		wire_put_u64(&w, m->ino);
 		wire_put_u64(&w, m->ino2);
 		put_len(&w, m->has_len, &m->len);
+		wire_put_u32(&w, m->flags);
 		break;
 	case META_RPC_MKDIR:
 		wire_put_u64(&w, m->ino);
@@ -290,6 +296,7 @@ int meta_rpc_req_encode(struct buf *b, const struct meta_rpc_req *m)
 		put_name(&w, m->name);
 		break;
 	case META_RPC_SYNC:
+	case META_RPC_FSYNC:
 		wire_put_u64(&w, m->ino);
 		put_len(&w, m->has_len, &m->len);
 		wire_put_u8(&w, m->query ? 1 : 0);
@@ -374,6 +381,9 @@ int meta_rpc_req_decode(uint16_t type, const void *p, size_t n, struct meta_rpc_
 		wire_get_u64(&r, &m->ino);
 		wire_get_u64(&r, &m->ino2);
 		get_len(&r, &m->has_len, &m->len);
+		/* flags came later: a request without them is an old client's */
+		if (!r.err && wire_left(&r) >= 4)
+			wire_get_u32(&r, &m->flags);
 		break;
 	case META_RPC_MKDIR:
 		wire_get_u64(&r, &m->ino);
@@ -417,6 +427,7 @@ int meta_rpc_req_decode(uint16_t type, const void *p, size_t n, struct meta_rpc_
 		wire_get_u32(&r, &m->count);
 		break;
 	case META_RPC_SYNC:
+	case META_RPC_FSYNC:
 		wire_get_u64(&r, &m->ino);
 		get_len(&r, &m->has_len, &m->len);
 		wire_get_u8(&r, &q);
@@ -488,6 +499,7 @@ int meta_rpc_resp_encode(struct buf *b, const struct meta_rpc_resp *m)
 		wire_put_u64(&w, m->statfs.ids_allocated);
 		break;
 	case META_RPC_SYNC:
+	case META_RPC_FSYNC:
 		wire_put_u64(&w, m->size);
 		break;
 	case META_RPC_LAYOUT_GET:
@@ -583,6 +595,7 @@ int meta_rpc_resp_decode(const void *p, size_t n, struct meta_rpc_resp *m)
 		wire_get_u64(&r, &m->statfs.ids_allocated);
 		break;
 	case META_RPC_SYNC:
+	case META_RPC_FSYNC:
 		wire_get_u64(&r, &m->size);
 		break;
 	case META_RPC_LAYOUT_GET:

@@ -62,6 +62,21 @@ enum meta_rpc_type {
 #define META_RPC_FIRST META_RPC_INFO
 #define META_RPC_LAST META_RPC_ACCESS
 
+/* Block 240..249 (metadata speed). FSYNC: as SYNC (len, query), then
+ * every metadata change committed so far is made durable (kv_flush)
+ * before the reply; fsync(2) and fsyncdir through the mount send it. */
+enum meta_rpc_type_240 {
+	META_RPC_FSYNC = 240,
+};
+#define META_RPC_LAST_240 META_RPC_FSYNC
+
+/* CLOSE flags (the request's trailing u32; absent: 0). */
+enum meta_close_flags {
+	/* The client's length report covers everything it wrote through
+	 * this session: no storage query, one txn (meta_close_known). */
+	META_CLOSE_LEN_KNOWN = 1 << 0,
+};
+
 /* "LOOKUP", ... for a meta type; NULL for any other type. */
 const char *meta_rpc_name(uint16_t type);
 /* 1 when TYPE changes state and so carries a tracked request id. */
@@ -73,11 +88,11 @@ int meta_rpc_is_mutation(uint16_t type);
  *   name    the entry name, xattr name or readdir cursor
  *   name2   rename: destination name
  *   mode    create, mkdir
- *   flags   create/open (META_O_*), rename (META_RENAME_*), setxattr
+ *   flags   create/open (META_O_*), close (META_CLOSE_*), rename (META_RENAME_*), setxattr
  *           (META_XATTR_*), access (mask)
  *   count   readdir: max entries; getxattr/listxattr: buffer capacity
  *   data    symlink target, xattr value
- *   len     close, sync (has_len: len present); query: sync only
+ *   len     close, sync, fsync (has_len: len present); query: sync, fsync
  *   sa      setattr
  *   layout  layout_set: chunk_size, stripe, table_id */
 struct meta_rpc_req {

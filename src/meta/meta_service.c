@@ -292,6 +292,8 @@ static int run_op(struct worker *w, const struct meta_rpc_req *m, struct meta_rp
 	case META_RPC_OPEN:
 		return meta_open(mc, &c, &rq, m->ino, m->flags, &w->inode, &r->session);
 	case META_RPC_CLOSE:
+		if (m->flags & META_CLOSE_LEN_KNOWN)
+			return meta_close_known(mc, &rq, m->ino, m->ino2, len);
 		return meta_close(mc, &rq, m->ino, m->ino2, len);
 	case META_RPC_MKDIR:
 		return meta_mkdir(mc, &c, &rq, m->ino, m->name, m->mode, &w->inode);
@@ -347,6 +349,8 @@ static int run_op(struct worker *w, const struct meta_rpc_req *m, struct meta_rp
 		return meta_statfs(mc, &r->statfs);
 	case META_RPC_SYNC:
 		return meta_sync(mc, m->ino, len, m->query, &r->size);
+	case META_RPC_FSYNC:
+		return meta_fsync(mc, m->ino, len, m->query, &r->size);
 	case META_RPC_LAYOUT_GET:
 		rc = meta_getattr(mc, m->ino, &w->inode);
 		if (rc < 0)
@@ -789,6 +793,8 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 	rpc_server_handle(s->rpc, META_RPC_INFO, &hi);
 	for (uint16_t t = META_RPC_FIRST + 1; t <= META_RPC_LAST; t++)
 		rpc_server_handle(s->rpc, t, s->ninline && read_only_type(t) ? &hr : &hq);
+	for (uint16_t t = META_RPC_FSYNC; t <= META_RPC_LAST_240; t++)
+		rpc_server_handle(s->rpc, t, &hq);
 
 	s->nworkers = o->workers > 0 ? o->workers : 16;
 	s->workers = xcalloc((size_t)s->nworkers, sizeof(*s->workers));

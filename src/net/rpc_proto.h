@@ -3,6 +3,8 @@
  * PROTOCOL CHANGELOG (major.minor, negotiated in HELLO/CHALLENGE)
  *   1.0  frame header v1 (frame.h), handshake HELLO/CHALLENGE/AUTH/AUTH_OK
  *        with HMAC-SHA256 mutual proof, error payload, ECHO.
+ *        Later additions old peers ignore: META_CLOSE's trailing u32 flags
+ *        (absent = 0); META_FSYNC (240; an old meta answers "bad type").
  * Rules: a new field is appended to a message and bumps the minor; decoders
  * skip unknown trailing bytes, so old peers ignore it. A peer never infers a
  * version from a message length. A change older peers cannot ignore bumps
@@ -50,7 +52,7 @@
  *                            i64 atime, i64 mtime, i64 ctime      resp: inode
  *  204 META_CREATE      req: hdr, u64 parent, name, u32 mode, u32 flags  resp: inode, u64 session
  *  205 META_OPEN        req: hdr, u64 ino, u32 flags              resp: inode, u64 session
- *  206 META_CLOSE       req: hdr, u64 ino, u64 session, len       resp: -
+ *  206 META_CLOSE       req: hdr, u64 ino, u64 session, len, [u32 flags]  resp: -
  *  207 META_MKDIR       req: hdr, u64 parent, name, u32 mode      resp: inode
  *  208 META_RMDIR       req: hdr, u64 parent, name                resp: -
  *  209 META_UNLINK      req: hdr, u64 parent, name                resp: -
@@ -69,6 +71,8 @@
  *  221 META_LAYOUT_GET  req: hdr, u64 ino                         resp: u8 has, [layout]
  *  222 META_LAYOUT_SET  req: hdr, u64 dir, u32 chunk_size, u32 stripe, u32 table  resp: -
  *  223 META_ACCESS      req: hdr, u64 ino, u32 mask               resp: -
+ *  240 META_FSYNC       req: hdr, u64 ino, len, u8 query          resp: u64 size
+ *                       (as SYNC, then all committed metadata made durable)
  *   A meta instance also answers ECHO (16), the transport baseline of bench meta.
  *   Any reply with status != 0 may carry the ERROR payload: blob text(<=1024).
  *   --- storage (codecs in src/storage/storage_proto.{h,c}, enum sto_msg_type

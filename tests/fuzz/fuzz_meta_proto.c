@@ -69,6 +69,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 2)
 		return 0;
 	uint16_t type = (uint16_t)(META_RPC_FIRST + data[0] % (META_RPC_LAST - META_RPC_FIRST + 1));
+	if (data[0] >= 250) /* the 240..249 block */
+		type = (uint16_t)(META_RPC_FSYNC + data[0] % (META_RPC_LAST_240 - META_RPC_FSYNC + 1));
 	if (data[1] & 1)
 		check_resp(type, data + 2, size - 2);
 	else

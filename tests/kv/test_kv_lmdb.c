@@ -12,6 +12,9 @@
  * - A full map gives -ENOSPC for that txn only; the engine stays usable.
  * - A full reader table gives -CFS_EUNAVAIL; stale slots of a killed
  *   process are reclaimed.
+ * - sync=window: commits survive kill -9 at once; kv_flush and the
+ *   background sync make them durable (a copy of the files right after
+ *   kv_flush holds them).
  * - URL and option errors are reported, not crashed on.
  */
 #include <errno.h>
@@ -25,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -213,7 +217,7 @@ static void dur_child(const char *url, int fd)
 	_exit(0);
 }
 
-static void t_durable_after_kill9(void **state)
+static void durable_after_kill9(const char *opts)
 {
 	char url[512];
 	int pfd[2];
@@ -224,7 +228,7 @@ static void t_durable_after_kill9(void **state)
 	kv_engine *e;
 	kv_txn *t;
 
-	fresh_url(url, sizeof(url), NULL);
+	fresh_url(url, sizeof(url), opts);
 	assert_int_equal(pipe(pfd), 0);
 	pid = child_fork();
 	if (pid == 0) {
@@ -348,6 +352,104 @@ static int mp_init(kv_txn *t, void *arg)
 			return rc;
 	}
 	return 0;
+}
+
+static void t_durable_after_kill9(void **state)
+{
+	durable_after_kill9(NULL);
+}
+
+/* sync=window: commits skip the fdatasync, yet a commit that returned is
+ * in the page cache and survives the kill of the process at once. */
+static void t_window_after_kill9(void **state)
+{
+	durable_after_kill9("?sync=window");
+}
+
+static int win_body(kv_txn *t, void *arg)
+{
+	return kv_set(t, kv_str((const char *)arg), kv_str("v"));
+}
+
+static int win_has(kv_engine *e, const char *key)
+{
+	kv_txn *t = NULL;
+	struct kv_slice v;
+	assert_int_equal(kv_begin(e, KV_RDONLY, &t), 0);
+	int rc = kv_get(t, kv_str(key), 1, &v);
+	kv_txn_free(t);
+	return rc;
+}
+
+static void copy_file(const char *from, const char *to)
+{
+	char buf[65536];
+	int in = open(from, O_RDONLY), out = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	ssize_t n;
+	assert_true(in >= 0 && out >= 0);
+	while ((n = read(in, buf, sizeof(buf))) > 0)
+		assert_int_equal(write(out, buf, (size_t)n), n);
+	assert_int_equal(n, 0);
+	close(in);
+	close(out);
+}
+
+/* sync=window: a commit is not synced until the period passes or kv_flush
+ * runs; kv_flush syncs what was committed before it (one fdatasync for
+ * several commits, none when nothing is new); the background sync makes a
+ * commit durable within sync_ms; and a copy of the files taken right
+ * after kv_flush opens with the flushed keys in it. */
+static void t_window_sync(void **state)
+{
+	char url[1000], path[1000], copy[1100], from[1200], to[1200];
+	int64_t committed, synced;
+	uint64_t syncs, syncs2;
+	kv_engine *e;
+
+	fresh_url(url, sizeof(url), "?sync=window&sync_ms=60000");
+	e = open_ok(url);
+	assert_int_equal(kv_run(e, NULL, win_body, "w/1", NULL), 0);
+	assert_int_equal(kv_run(e, NULL, win_body, "w/2", NULL), 0);
+	kv_lmdb_sync_stats(e, &committed, &synced, &syncs);
+	assert_true(committed > synced);
+	assert_int_equal(syncs, 0);
+	assert_int_equal(kv_flush(e), 0);
+	kv_lmdb_sync_stats(e, &committed, &synced, &syncs);
+	assert_true(synced >= committed);
+	assert_int_equal(syncs, 1);
+	assert_int_equal(kv_flush(e), 0); /* nothing new: no second sync */
+	kv_lmdb_sync_stats(e, &committed, &synced, &syncs2);
+	assert_int_equal(syncs2, syncs);
+
+	/* The copy: what a power loss right after the flush would leave. */
+	snprintf(path, sizeof(path), "%s", url + strlen("lmdb://"));
+	*strchr(path, '?') = 0;
+	snprintf(copy, sizeof(copy), "%s-copy", path);
+	assert_int_equal(mkdir(copy, 0755), 0);
+	snprintf(from, sizeof(from), "%s/data.mdb", path);
+	snprintf(to, sizeof(to), "%s/data.mdb", copy);
+	copy_file(from, to);
+	kv_close(e);
+	if (snprintf(url, sizeof(url), "lmdb://%s", copy) >= (int)sizeof(url))
+		fail_msg("path too long");
+	e = open_ok(url);
+	assert_int_equal(win_has(e, "w/1"), 1);
+	assert_int_equal(win_has(e, "w/2"), 1);
+	kv_close(e);
+
+	/* The background sync bounds the window. */
+	fresh_url(url, sizeof(url), "?sync=window&sync_ms=20");
+	e = open_ok(url);
+	assert_int_equal(kv_run(e, NULL, win_body, "w/3", NULL), 0);
+	kv_lmdb_sync_stats(e, &committed, &synced, &syncs);
+	uint64_t until = clock_mono_ms() + 5000;
+	while (synced < committed && clock_mono_ms() < until) {
+		usleep(5000);
+		kv_lmdb_sync_stats(e, &committed, &synced, &syncs);
+	}
+	assert_true(synced >= committed);
+	assert_true(syncs >= 1);
+	kv_close(e);
 }
 
 static void t_multi_process(void **state)
@@ -488,7 +590,7 @@ static void t_bad_urls(void **state)
 {
 	const char *bad[] = {
 		"lmdb://relative/path", "lmdb://", "lmdb:///tmp/x?sync=maybe",
-		"lmdb:///tmp/x?bogus=1", "lmdb:///tmp/x?map_size=12q", "nosuch:///x",
+		"lmdb:///tmp/x?bogus=1", "lmdb:///tmp/x?sync=window&sync_ms=0", "lmdb:///tmp/x?map_size=12q", "nosuch:///x",
 		"no-scheme", "mem://host", "mem://?faults=2", "mem://?faults=abc",
 		"lmdb:///tmp/x%zz", "lmdb:///proc/no/such/dir",
 	};
@@ -509,6 +611,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(t_group_commit_64, reap_children),
 		cmocka_unit_test_teardown(t_durable_after_kill9, reap_children),
+		cmocka_unit_test_teardown(t_window_after_kill9, reap_children),
+		cmocka_unit_test_teardown(t_window_sync, reap_children),
 		cmocka_unit_test_teardown(t_multi_process, reap_children),
 		cmocka_unit_test_teardown(t_map_full, reap_children),
 		cmocka_unit_test_teardown(t_readers_full, reap_children),
