@@ -1,0 +1,347 @@
+/* test_integ_metadur.c - the metadata durability rule and two-mount
+ * coherence, on a `chainfs up` cluster (meta on lmdb sync=window, the
+ * default; README "Durability of metadata").
+ *
+ * - kill -9 of meta right after creates, a 16 KiB write + close, a mkdir
+ *   and a rename returned: after `chainfs up` restarts meta, every entry
+ *   and the file's bytes are there (a commit is in the page cache when it
+ *   returns, whatever the sync window).
+ * - fsync of a directory forces its entries durable: right after fsync
+ *   returns, the LMDB file is copied and the copy, opened as a KV store,
+ *   holds every dentry of the directory.
+ * - A second `chainfs mount` process on the same cluster sees a rename,
+ *   an unlink and a chmod done through the first mount within the stated
+ *   bound (entry/attr timeout, 1 s by default) plus a small margin.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <dirent.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "integ_env.h"
+#include "kv/kv.h"
+#include "meta/schema.h"
+#include "testenv.h"
+
+#define COHERENCE_BOUND_MS 1000 /* the mount's default entry and attr timeout */
+#define COHERENCE_SLACK_MS 700  /* one poll, one meta round trip, a loaded CI host */
+
+static struct integ env;
+static pid_t mount2_pid;
+static char mnt2[600];
+
+static void conf_get(const char *key, char *out, size_t cap)
+{
+	char path[700], line[1024], k[64], v[900];
+	snprintf(path, sizeof(path), "%s/cluster.conf", env.data);
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	out[0] = 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%63s = %899[^\n]", k, v) == 2 && !strcmp(k, key)) {
+			size_t l = strlen(v) < cap - 1 ? strlen(v) : cap - 1;
+			memcpy(out, v, l);
+			out[l] = 0;
+		}
+	fclose(f);
+	assert_true(out[0] != 0);
+}
+
+static int read_pid(const char *role)
+{
+	char pidf[700];
+	int pid = 0;
+	unsigned long long start = 0;
+	snprintf(pidf, sizeof(pidf), "%s/pids/%s.pid", env.data, role);
+	FILE *f = fopen(pidf, "r");
+	assert_non_null(f);
+	assert_int_equal(fscanf(f, "%d %llu", &pid, &start), 2);
+	fclose(f);
+	return pid;
+}
+
+static void pattern(uint8_t *buf, uint32_t seed, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		buf[i] = (uint8_t)(seed * 131 + i * 7 + (i >> 12));
+}
+
+static void touch(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(close(fd), 0);
+}
+
+static int count_entries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	assert_non_null(d);
+	int n = 0;
+	struct dirent *de;
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			n++;
+	closedir(d);
+	return n;
+}
+
+/* Creates, a written file, a mkdir and a rename return; meta is killed at
+ * once; after the restart all of it is there. */
+static void test_kill9_meta_after_create(void **state)
+{
+	char dir[1024], path[1200], path2[1200];
+	uint8_t buf[16384], got[16385];
+	integ_path(&env, "k9", dir, sizeof(dir));
+	assert_int_equal(mkdir(dir, 0755), 0);
+	for (int i = 0; i < 20; i++) {
+		snprintf(path, sizeof(path), "%s/f%02d", dir, i);
+		touch(path);
+	}
+	snprintf(path, sizeof(path), "%s/data16k", dir);
+	pattern(buf, 7, sizeof(buf));
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+	assert_int_equal(close(fd), 0);
+	snprintf(path, sizeof(path), "%s/sub", dir);
+	assert_int_equal(mkdir(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/f00", dir);
+	snprintf(path2, sizeof(path2), "%s/renamed", dir);
+	assert_int_equal(rename(path, path2), 0);
+	snprintf(path, sizeof(path), "%s/last", dir);
+	touch(path);
+	assert_int_equal(kill(read_pid("meta"), SIGKILL), 0);
+
+	char uplog[700];
+	snprintf(uplog, sizeof(uplog), "%s/up-meta.out", env.dir);
+	char *up[] = {(char *)testenv_chainfs(), "up", "--dir", env.data, NULL};
+	assert_int_equal(integ_run(up, NULL, uplog, 120000), 0);
+	clock_sleep_ms(COHERENCE_BOUND_MS + 100); /* the kernel's cached names expire */
+	/* 19 files + renamed + data16k + sub + last */
+	assert_int_equal(count_entries(dir), 23);
+	struct stat st;
+	snprintf(path, sizeof(path), "%s/f00", dir);
+	assert_int_equal(stat(path, &st), -1);
+	assert_int_equal(stat(path2, &st), 0);
+	snprintf(path, sizeof(path), "%s/last", dir);
+	assert_int_equal(stat(path, &st), 0);
+	snprintf(path, sizeof(path), "%s/sub", dir);
+	assert_int_equal(stat(path, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+	snprintf(path, sizeof(path), "%s/data16k", dir);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, (off_t)sizeof(buf));
+	fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(read(fd, got, sizeof(got)), (ssize_t)sizeof(buf));
+	close(fd);
+	assert_memory_equal(buf, got, sizeof(buf));
+}
+
+static void copy_file(const char *from, const char *to)
+{
+	static char buf[1 << 16];
+	int in = open(from, O_RDONLY), out = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	ssize_t n;
+	assert_true(in >= 0 && out >= 0);
+	while ((n = read(in, buf, sizeof(buf))) > 0)
+		assert_int_equal(write(out, buf, (size_t)n), n);
+	assert_int_equal(n, 0);
+	close(in);
+	close(out);
+}
+
+/* fsync(dir) returns -> copy the LMDB file at once -> the copy has the
+ * directory's entries. */
+static void test_fsync_dir_then_copy(void **state)
+{
+	char dir[1024], path[1200], copy[800], from[1000], to[1000], url[1000];
+	integ_path(&env, "fs", dir, sizeof(dir));
+	assert_int_equal(mkdir(dir, 0755), 0);
+	for (int i = 0; i < 50; i++) {
+		snprintf(path, sizeof(path), "%s/e%02d", dir, i);
+		touch(path);
+	}
+	struct stat st;
+	assert_int_equal(stat(dir, &st), 0);
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+	assert_true(dfd >= 0);
+	assert_int_equal(fsync(dfd), 0);
+	snprintf(copy, sizeof(copy), "%s/meta-copy", env.dir);
+	assert_int_equal(mkdir(copy, 0755), 0);
+	snprintf(from, sizeof(from), "%s/meta/data.mdb", env.data);
+	snprintf(to, sizeof(to), "%s/data.mdb", copy);
+	copy_file(from, to);
+	close(dfd);
+
+	snprintf(url, sizeof(url), "lmdb://%s", copy);
+	char err[256];
+	kv_engine *e = NULL;
+	if (kv_open(url, &e, err, sizeof(err)))
+		fail_msg("open the copy: %s", err);
+	kv_txn *t = NULL;
+	assert_int_equal(kv_begin(e, KV_RDONLY, &t), 0);
+	for (int i = 0; i < 50; i++) {
+		char name[16];
+		struct meta_key k;
+		struct kv_slice v;
+		snprintf(name, sizeof(name), "e%02d", i);
+		meta_key_dentry(&k, (uint64_t)st.st_ino, name, strlen(name));
+		assert_int_equal(kv_get(t, kv_mem(k.b, k.n), 1, &v), 1);
+	}
+	kv_txn_free(t);
+	kv_close(e);
+}
+
+static int mounted(const char *mnt)
+{
+	struct stat a, b;
+	char parent[700];
+	snprintf(parent, sizeof(parent), "%s/..", mnt);
+	return stat(mnt, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
+}
+
+static void start_mount2(void)
+{
+	char port[32], addr[64], cid[128], secret[700], log[700];
+	conf_get("mgmtd_port", port, sizeof(port));
+	conf_get("cluster_id", cid, sizeof(cid));
+	snprintf(addr, sizeof(addr), "127.0.0.1:%s", port);
+	snprintf(secret, sizeof(secret), "%s/secret", env.data);
+	snprintf(mnt2, sizeof(mnt2), "%s/mnt2", env.dir);
+	snprintf(log, sizeof(log), "%s/mount2.log", env.dir);
+	assert_int_equal(mkdir(mnt2, 0755), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		execl(testenv_chainfs(), "chainfs", "mount", "--mgmtd", addr, "--cluster-id", cid,
+		      "--secret-file", secret, mnt2, (char *)NULL);
+		_exit(127);
+	}
+	mount2_pid = pid;
+	for (int i = 0; i < 1500 && !mounted(mnt2); i++)
+		clock_sleep_ms(20);
+	assert_true(mounted(mnt2));
+}
+
+static void stop_mount2(void)
+{
+	if (mount2_pid <= 0)
+		return;
+	kill(mount2_pid, SIGTERM);
+	int st = 0;
+	for (int i = 0; i < 500; i++) {
+		if (waitpid(mount2_pid, &st, WNOHANG) == mount2_pid) {
+			mount2_pid = 0;
+			return;
+		}
+		clock_sleep_ms(20);
+	}
+	kill(mount2_pid, SIGKILL);
+	waitpid(mount2_pid, &st, 0);
+	mount2_pid = 0;
+}
+
+typedef int (*seen_fn)(const char *path, const void *arg);
+
+/* Polls SEEN on PATH until true; returns the ms it took (-1: never, 5 s). */
+static int64_t wait_seen(const char *path, seen_fn seen, const void *arg)
+{
+	uint64_t t0 = clock_mono_ms();
+	while (clock_mono_ms() - t0 < 5000) {
+		if (seen(path, arg))
+			return (int64_t)(clock_mono_ms() - t0);
+		clock_sleep_ms(10);
+	}
+	return -1;
+}
+
+static int seen_exists(const char *path, const void *arg)
+{
+	struct stat st;
+	return stat(path, &st) == 0;
+}
+
+static int seen_gone(const char *path, const void *arg)
+{
+	struct stat st;
+	return stat(path, &st) == -1 && errno == ENOENT;
+}
+
+static int seen_mode(const char *path, const void *arg)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && (st.st_mode & 07777) == *(const mode_t *)arg;
+}
+
+/* Mount 2 caches names and attributes (it stats them first), mount 1
+ * changes them; mount 2 must see each change within the bound. */
+static void test_two_mounts_coherent(void **state)
+{
+	char a[1200], b[1200], a2[1200], b2[1200], c[1200], c2[1200];
+	integ_path(&env, "coh", a, sizeof(a));
+	assert_int_equal(mkdir(a, 0755), 0);
+	start_mount2();
+	snprintf(a, sizeof(a), "%s/coh/x", env.mnt);
+	snprintf(b, sizeof(b), "%s/coh/y", env.mnt);
+	snprintf(c, sizeof(c), "%s/coh/z", env.mnt);
+	snprintf(a2, sizeof(a2), "%s/coh/x", mnt2);
+	snprintf(b2, sizeof(b2), "%s/coh/y", mnt2);
+	snprintf(c2, sizeof(c2), "%s/coh/z", mnt2);
+	touch(a);
+	touch(c);
+	/* a name created on mount 1 is there on mount 2 at once (no
+	 * negative entries are cached) */
+	struct stat st;
+	assert_int_equal(stat(a2, &st), 0);
+	assert_int_equal(stat(c2, &st), 0);
+	assert_int_equal(stat(b2, &st), -1); /* looked up: absent */
+
+	assert_int_equal(rename(a, b), 0);
+	int64_t t_new = wait_seen(b2, seen_exists, NULL);
+	int64_t t_old = wait_seen(a2, seen_gone, NULL);
+	assert_int_equal(unlink(c), 0);
+	int64_t t_unlink = wait_seen(c2, seen_gone, NULL);
+	mode_t mode = 0600;
+	assert_int_equal(chmod(b, mode), 0);
+	int64_t t_chmod = wait_seen(b2, seen_mode, &mode);
+	print_message("coherence ms: rename new=%lld old=%lld unlink=%lld chmod=%lld\n",
+	              (long long)t_new, (long long)t_old, (long long)t_unlink,
+	              (long long)t_chmod);
+	int64_t bound = COHERENCE_BOUND_MS + COHERENCE_SLACK_MS;
+	assert_true(t_new >= 0 && t_new <= bound);
+	assert_true(t_old >= 0 && t_old <= bound);
+	assert_true(t_unlink >= 0 && t_unlink <= bound);
+	assert_true(t_chmod >= 0 && t_chmod <= bound);
+	stop_mount2();
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_kill9_meta_after_create),
+	    cmocka_unit_test(test_fsync_dir_then_copy),
+	    cmocka_unit_test(test_two_mounts_coherent),
+	};
+	int rc = integ_main(&env, "metadur", tests, sizeof(tests) / sizeof(tests[0]));
+	stop_mount2();
+	return rc;
+}
