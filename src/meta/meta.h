@@ -67,6 +67,9 @@ struct meta_storage {
 				uint32_t *len);
 	/* Cluster capacity and free bytes. */
 	int (*capacity)(void *arg, uint64_t *total, uint64_t *free);
+	/* GC's remove_chunks (NULL: remove_chunks), allowed to give up
+	 * sooner: GC retries a failed removal at its next pass. */
+	int (*gc_remove_chunks)(void *arg, uint32_t chain, uint64_t ino, uint32_t first);
 };
 
 struct meta_opts {
@@ -314,6 +317,13 @@ int meta_removexattr(meta_ctx *m, const struct meta_cred *c, const struct meta_r
  * opts.gc_claim_ns expires). Call it from one thread per instance (an
  * instance may retake its own claims). */
 int meta_gc_step(meta_ctx *m);
+/* meta_gc_step for up to MAX entries (capped at 16) at once: one claim
+ * txn, their chunk removals in parallel (up to 8 storage calls in
+ * flight), one txn deleting them. Returns the number reclaimed, 0 when
+ * nothing was eligible, <0 when nothing could be reclaimed for an error
+ * (entries whose removal failed stay claimed, as in meta_gc_step). Same
+ * thread rule as meta_gc_step. */
+int meta_gc_batch(meta_ctx *m, int max);
 /* Client ids (struct meta_req.client) come in two ranges:
  *   1..META_CLIENT_NODE_MAX  managed: the client's mgmtd node id. A client
  *                            that registers with mgmtd (the FUSE mount, as

@@ -23,6 +23,8 @@
  * reports is a consistent state, not a mix of before and after some op.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -327,12 +329,27 @@ int meta_fsync(meta_ctx *m, uint64_t ino, const struct meta_length *len, int que
 
 /* ---- GC ---- */
 
+/* GC works in batches: one txn claims up to GC_BATCH queue entries, one
+ * read txn loads their inodes, the chunk removals of the whole batch (one
+ * per chain of each layout) run on up to GC_THREADS threads at once, and
+ * one txn deletes every inode whose removals all succeeded. So a queue of
+ * N files costs ~N/GC_BATCH * 3 txns and N * chains storage calls, with
+ * GC_THREADS of them in flight. Batch limits: a claim writes one key and
+ * reads two conflicts per entry, a finish writes three keys and reads one
+ * (KV_MAX_WRITES 64, KV_MAX_READ_CONFLICTS 64). */
+#define GC_BATCH 16
+#define GC_THREADS 8
+
 struct gc_arg {
 	meta_ctx *m;
 	int64_t now;
-	uint64_t ino;       /* claimed entry, 0: none */
-	int done;           /* finish txn: 1 deleted, 0 lost the claim */
-	struct meta_inode in;
+	int max;                    /* entries to claim */
+	int n;                      /* claimed */
+	uint64_t ino[GC_BATCH];     /* claimed entries */
+	int ok[GC_BATCH];           /* chunks removed (or no chunks to remove) */
+	int done[GC_BATCH];         /* finish txn: 1 deleted, 0 lost the claim */
+	int found[GC_BATCH];        /* inode present */
+	struct meta_inode in[GC_BATCH];
 };
 
 static int has_sessions(kv_txn *t, uint64_t ino, int snapshot)
@@ -383,19 +400,19 @@ static int gc_try_claim(struct gc_arg *a, kv_txn *t, const struct kv_pair *kv)
 	buf_fini(&buf);
 	if (rc)
 		return rc;
-	a->ino = g.ino;
+	a->ino[a->n++] = g.ino;
 	return 1;
 }
 
-/* Pages through the queue with snapshot reads (no conflicts) until an
- * eligible entry turns up, so files still open for write at the head of
+/* Pages through the queue with snapshot reads (no conflicts) until MAX
+ * eligible entries turn up, so files still open for write at the head of
  * the queue cannot starve the rest; at most GC_SCAN_PAGES pages a step. */
 static int gc_claim_body(kv_txn *t, void *arg)
 {
 	struct gc_arg *a = arg;
 	struct meta_key b, e;
 	struct kv_range r;
-	a->ino = 0;
+	a->n = 0;
 	meta_key_prefix_range(&b, &e, "GCQU");
 	struct kv_slice begin = kv_mem(b.b, b.n), end = kv_mem(e.b, e.n);
 	for (int page = 0; page < GC_SCAN_PAGES; page++) {
@@ -421,8 +438,10 @@ static int gc_claim_body(kv_txn *t, void *arg)
 			if (ino == 0 || (j < sr.n && key_id(sr.kvs[j].key) == ino))
 				continue;
 			rc = gc_try_claim(a, t, &r.kvs[i]);
-			if (rc)
-				return rc < 0 ? rc : 0;
+			if (rc < 0)
+				return rc;
+			if (a->n == a->max)
+				return 0;
 		}
 		if (!r.has_more)
 			break;
@@ -435,78 +454,161 @@ static int gc_claim_body(kv_txn *t, void *arg)
 static int gc_read_body(kv_txn *t, void *arg)
 {
 	struct gc_arg *a = arg;
-	return meta_get_inode(t, a->ino, 1, &a->in);
+	for (int i = 0; i < a->n; i++) {
+		int rc = meta_get_inode(t, a->ino[i], 1, &a->in[i]);
+		if (rc && rc != -ENOENT)
+			return rc;
+		a->found[i] = rc == 0;
+	}
+	return 0;
 }
 
 static int gc_finish_body(kv_txn *t, void *arg)
 {
 	struct gc_arg *a = arg;
-	struct meta_key k, b, e;
-	struct kv_slice v;
-	struct meta_gc_rec g;
-	a->done = 0;
-	meta_key_gc(&k, a->ino);
-	int rc = kv_get(t, kv_mem(k.b, k.n), 0, &v);
-	if (rc < 0)
-		return rc;
-	if (rc == 0) {
-		/* Only the claim holder deletes the entry: this is our own
-		 * earlier attempt that committed with an unknown outcome. */
-		a->done = 1;
-		return 0;
+	for (int i = 0; i < a->n; i++) {
+		struct meta_key k, b, e;
+		struct kv_slice v;
+		struct meta_gc_rec g;
+		a->done[i] = 0;
+		if (!a->ok[i])
+			continue;
+		meta_key_gc(&k, a->ino[i]);
+		int rc = kv_get(t, kv_mem(k.b, k.n), 0, &v);
+		if (rc < 0)
+			return rc;
+		if (rc == 0) {
+			/* Only the claim holder deletes the entry: this is our
+			 * own earlier attempt that committed with an unknown
+			 * outcome. */
+			a->done[i] = 1;
+			continue;
+		}
+		if ((rc = meta_gc_decode(v.p, v.n, &g)))
+			return rc;
+		if (g.claim_owner != a->m->o.instance_id)
+			continue;
+		if ((rc = kv_clear(t, kv_mem(k.b, k.n))))
+			return rc;
+		meta_key_inode(&k, a->ino[i]);
+		if ((rc = kv_clear(t, kv_mem(k.b, k.n))))
+			return rc;
+		meta_key_xattr_range(&b, &e, a->ino[i]);
+		if ((rc = kv_clear_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n))))
+			return rc;
+		a->done[i] = 1;
 	}
-	if ((rc = meta_gc_decode(v.p, v.n, &g)))
-		return rc;
-	if (g.claim_owner != a->m->o.instance_id)
-		return 0;
-	if ((rc = kv_clear(t, kv_mem(k.b, k.n))))
-		return rc;
-	meta_key_inode(&k, a->ino);
-	if ((rc = kv_clear(t, kv_mem(k.b, k.n))))
-		return rc;
-	meta_key_xattr_range(&b, &e, a->ino);
-	if ((rc = kv_clear_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n))))
-		return rc;
-	a->done = 1;
 	return 0;
 }
 
-int meta_gc_step(meta_ctx *m)
+/* The removals of one batch: task k is (entry, chain) in order. */
+struct gc_removals {
+	struct gc_arg *a;
+	const struct meta_storage *s;
+	int ntasks;
+	int entry[GC_BATCH * META_MAX_STRIPE];
+	uint32_t chain[GC_BATCH * META_MAX_STRIPE];
+	int rc[GC_BATCH * META_MAX_STRIPE];
+	_Atomic int next;
+};
+
+static void *gc_remove_thread(void *arg)
+{
+	struct gc_removals *w = arg;
+	for (;;) {
+		int k = atomic_fetch_add_explicit(&w->next, 1, memory_order_relaxed);
+		if (k >= w->ntasks)
+			return NULL;
+		uint64_t ino = w->a->ino[w->entry[k]];
+		w->rc[k] = w->s->gc_remove_chunks
+				   ? w->s->gc_remove_chunks(w->s->arg, w->chain[k], ino, 0)
+				   : w->s->remove_chunks(w->s->arg, w->chain[k], ino, 0);
+		if (w->rc[k] < 0)
+			LOG_WARN("meta", "gc: remove chunks failed: ino=%llu chain=%u: %s",
+				 (unsigned long long)ino, w->chain[k], cfs_strerror(w->rc[k]));
+	}
+}
+
+/* Removes the chunks of every claimed file; sets a->ok per entry. 0, or
+ * -EOPNOTSUPP without a storage service. */
+static int gc_remove_all(struct gc_arg *a)
+{
+	const struct meta_storage *s = &a->m->o.storage;
+	struct gc_removals *w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->a = a;
+	w->s = s;
+	for (int i = 0; i < a->n; i++) {
+		a->ok[i] = 1;
+		if (!a->found[i] || a->in[i].type != META_T_FILE)
+			continue;
+		for (uint32_t c = 0; c < a->in[i].layout.nchains; c++) {
+			w->entry[w->ntasks] = i;
+			w->chain[w->ntasks] = a->in[i].layout.chains[c];
+			w->ntasks++;
+		}
+	}
+	if (w->ntasks && !s->remove_chunks && !s->gc_remove_chunks) {
+		free(w);
+		return -EOPNOTSUPP;
+	}
+	pthread_t th[GC_THREADS];
+	int nth = 0;
+	int want = w->ntasks < GC_THREADS ? w->ntasks : GC_THREADS;
+	/* this thread works too; helpers only when there is more than one task */
+	for (int i = 1; i < want; i++)
+		if (pthread_create(&th[nth], NULL, gc_remove_thread, w) == 0)
+			nth++;
+	gc_remove_thread(w);
+	for (int i = 0; i < nth; i++)
+		pthread_join(th[i], NULL);
+	for (int k = 0; k < w->ntasks; k++)
+		if (w->rc[k] < 0)
+			a->ok[w->entry[k]] = 0;
+	int rc = 0;
+	for (int k = 0; k < w->ntasks && !rc; k++)
+		if (w->rc[k] < 0)
+			rc = w->rc[k];
+	free(w);
+	return rc;
+}
+
+int meta_gc_batch(meta_ctx *m, int max)
 {
 	struct gc_arg *a = calloc(1, sizeof(*a));
 	struct kv_run_opts o = { .idempotent = 1, .max_retries = 40 };
-	const struct meta_storage *s = &m->o.storage;
+	int rc, removed = 0, removal_err = 0;
 	if (!a)
 		return -ENOMEM;
 	a->m = m;
 	a->now = meta_now(m);
-	int rc = meta_run(m, &o, gc_claim_body, a);
-	if (rc || a->ino == 0)
+	a->max = max < 1 ? 1 : max > GC_BATCH ? GC_BATCH : max;
+	rc = meta_run(m, &o, gc_claim_body, a);
+	if (rc || a->n == 0)
 		goto out;
-	rc = meta_run_ro(m, gc_read_body, a);
-	if (rc == 0 && a->in.type == META_T_FILE) {
-		if (!s->remove_chunks) {
-			rc = -EOPNOTSUPP;
-			goto out;
-		}
-		for (uint32_t i = 0; i < a->in.layout.nchains && rc == 0; i++) {
-			rc = s->remove_chunks(s->arg, a->in.layout.chains[i], a->ino, 0);
-			if (rc < 0)
-				LOG_WARN("meta", "gc: remove chunks failed: ino=%llu chain=%u: %s",
-					 (unsigned long long)a->ino, a->in.layout.chains[i],
-					 cfs_strerror(rc));
-		}
-		if (rc)
-			goto out;
-	} else if (rc && rc != -ENOENT) {
+	if ((rc = meta_run_ro(m, gc_read_body, a)))
+		goto out;
+	removal_err = gc_remove_all(a);
+	if (removal_err == -EOPNOTSUPP || removal_err == -ENOMEM) {
+		rc = removal_err;
 		goto out;
 	}
 	rc = meta_run(m, &o, gc_finish_body, a);
-	if (rc == 0)
-		rc = a->done;
+	for (int i = 0; rc == 0 && i < a->n; i++)
+		removed += a->done[i];
+	/* Entries whose removals failed stay claimed: retried at our next
+	 * step, by others once the lease expires. */
+	if (rc == 0 && removal_err && removed == 0)
+		rc = removal_err;
 out:
 	free(a);
-	return rc;
+	return rc ? rc : removed;
+}
+
+int meta_gc_step(meta_ctx *m)
+{
+	return meta_gc_batch(m, 1);
 }
 
 /* ---- session cleanup ---- */

@@ -64,7 +64,8 @@
 
 #define MAX_TABLES 16
 #define IDEM_PRUNE_EVERY_NS (60LL * 1000000000LL)
-#define GC_STEPS_PER_PASS 256
+#define GC_STEPS_PER_PASS 256 /* GC batches per pass (each up to GC_BATCH files) */
+#define GC_BATCH 16
 #define SUSPECTS_MAX 4096 /* clients with sessions whose node routing does not list */
 
 struct chain_table_spec {
@@ -111,9 +112,10 @@ struct meta_service {
 	int stopping;
 
 	pthread_t bg;              /* background thread */
-	pthread_mutex_t bg_mu;     /* guards bg_stop */
+	pthread_mutex_t bg_mu;     /* guards bg_stop, gc_kicked */
 	pthread_cond_t bg_cv;
 	int bg_stop;
+	int gc_kicked;             /* an op may have queued a file for GC */
 	int bg_started;
 	uint32_t bg_interval_ms;
 	int gc_enabled;            /* a storage service is wired */
@@ -253,7 +255,7 @@ static int storage_for(struct meta_service *s, const struct meta_service_opts *o
 	}
 	s->gc_enabled = 0;
 	*st = (struct meta_storage){ NULL, none_remove, none_truncate, none_query,
-				     none_capacity };
+				     none_capacity, NULL };
 	return 0;
 }
 
@@ -367,6 +369,23 @@ static int run_op(struct worker *w, const struct meta_rpc_req *m, struct meta_rp
 	return -CFS_EBADMSG_TYPE;
 }
 
+/* Wakes the background thread for GC after an operation that can queue a
+ * file or end the session that held one back (unlink, rename over a
+ * file, close), so space comes back within a GC batch's time instead of
+ * at the next pass. Cheap when GC is already awake: one flag. */
+static void gc_kick(struct meta_service *s, uint16_t type)
+{
+	if (!s->gc_enabled ||
+	    (type != META_RPC_UNLINK && type != META_RPC_RENAME && type != META_RPC_CLOSE))
+		return;
+	pthread_mutex_lock(&s->bg_mu);
+	if (!s->gc_kicked) {
+		s->gc_kicked = 1;
+		pthread_cond_signal(&s->bg_cv);
+	}
+	pthread_mutex_unlock(&s->bg_mu);
+}
+
 static void serve(struct worker *w, struct rpc_req *req)
 {
 	struct meta_rpc_req *m = &w->req;
@@ -408,6 +427,7 @@ static void serve(struct worker *w, struct rpc_req *req)
 		rpc_reply(req, 0, w->out.data, (uint32_t)w->out.len);
 	if (rc)
 		reply_err(req, op, rc, "encoding the reply");
+	gc_kick(w->svc, type);
 out:
 	free(w->list);
 	w->list = NULL;
@@ -614,30 +634,49 @@ static int bg_stopping(struct meta_service *s)
 	return stop;
 }
 
+/* Runs GC batches until the queue has nothing eligible or a pass's cap is
+ * reached; 1 when it stopped at the cap (more work is waiting). */
+static int gc_pass(struct meta_service *s)
+{
+	for (int i = 0; s->gc_enabled && i < GC_STEPS_PER_PASS && !bg_stopping(s); i++) {
+		int rc = meta_gc_batch(s->meta, GC_BATCH);
+		if (rc < 0)
+			LOG_WARN("meta", "gc step failed: %s", cfs_strerror(rc));
+		if (rc <= 0)
+			return 0;
+	}
+	return s->gc_enabled;
+}
+
+/* Every bg_interval_ms: session prune, GC, idempotency prune. In between,
+ * a kick (gc_kick) or a GC pass that hit its cap runs GC again at once. */
 static void *bg_main(void *arg)
 {
 	struct meta_service *s = arg;
 	uint64_t last_prune = clock_mono_ns();
+	uint64_t last_pass = clock_mono_ns();
+	int more = 0;
 	pthread_mutex_lock(&s->bg_mu);
 	while (!s->bg_stop) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)s->bg_interval_ms * 1000000u;
-		ts.tv_sec += (time_t)(ns / 1000000000u);
-		ts.tv_nsec = (long)(ns % 1000000000u);
-		pthread_cond_timedwait(&s->bg_cv, &s->bg_mu, &ts);
+		if (!more && !s->gc_kicked) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)s->bg_interval_ms * 1000000u;
+			ts.tv_sec += (time_t)(ns / 1000000000u);
+			ts.tv_nsec = (long)(ns % 1000000000u);
+			pthread_cond_timedwait(&s->bg_cv, &s->bg_mu, &ts);
+		}
 		if (s->bg_stop)
 			break;
+		s->gc_kicked = 0;
 		pthread_mutex_unlock(&s->bg_mu);
-		prune_sessions(s);
-		for (int i = 0; s->gc_enabled && i < GC_STEPS_PER_PASS && !bg_stopping(s); i++) {
-			int rc = meta_gc_step(s->meta);
-			if (rc < 0)
-				LOG_WARN("meta", "gc step failed: %s", cfs_strerror(rc));
-			if (rc <= 0)
-				break;
+		int full = clock_mono_ns() - last_pass >= (uint64_t)s->bg_interval_ms * 1000000u;
+		if (full) {
+			prune_sessions(s);
+			last_pass = clock_mono_ns();
 		}
-		if (clock_mono_ns() - last_prune >= (uint64_t)IDEM_PRUNE_EVERY_NS) {
+		more = gc_pass(s);
+		if (full && clock_mono_ns() - last_prune >= (uint64_t)IDEM_PRUNE_EVERY_NS) {
 			int rc = meta_idem_prune(s->meta, META_IDEM_TTL_NS);
 			if (rc < 0)
 				LOG_WARN("meta", "idempotency prune failed: %s", cfs_strerror(rc));

@@ -5,6 +5,8 @@
  * replicate like client writes, and queries go to a serving replica:
  *
  *   remove_chunks(chain, ino, first)  STO_REMOVE [first, UINT32_MAX) at the head
+ *   gc_remove_chunks                  the same on a client of its own with a 2 s
+ *                                     timeout and budget
  *   truncate_chunk(chain, ino, i, n)  storage_client_truncate: read the prefix,
  *                                     write it back as a full-chunk replace
  *                                     (the protocol has no shorten message)
@@ -31,8 +33,16 @@
 
 struct meta_chains {
 	struct storage_client *sc;
+	/* GC's removals: short per-attempt timeout and retry budget, since a
+	 * failed removal is retried at the next GC pass anyway, and a service
+	 * stopping must not wait out a long budget behind an unreachable
+	 * chain. */
+	struct storage_client *gc_sc;
 	struct mgmtd_client *mgmtd;
 };
+
+#define GC_TIMEOUT_MS 2000
+#define GC_RETRY_BUDGET_MS 2000
 
 int meta_chains_new(const struct meta_chains_opts *o, struct meta_chains **out, char *err,
 		    size_t errlen)
@@ -57,6 +67,14 @@ int meta_chains_new(const struct meta_chains_opts *o, struct meta_chains **out, 
 		free(c);
 		return rc;
 	}
+	so.timeout_ms = so.timeout_ms < GC_TIMEOUT_MS ? so.timeout_ms : GC_TIMEOUT_MS;
+	so.retry_budget_ms = GC_RETRY_BUDGET_MS;
+	rc = storage_client_new(&so, &c->gc_sc, err, errlen);
+	if (rc) {
+		storage_client_free(c->sc);
+		free(c);
+		return rc;
+	}
 	c->mgmtd = o->mgmtd;
 	*out = c;
 	return 0;
@@ -67,6 +85,7 @@ void meta_chains_free(struct meta_chains *c)
 	if (!c)
 		return;
 	storage_client_free(c->sc);
+	storage_client_free(c->gc_sc);
 	free(c);
 }
 
@@ -77,6 +96,15 @@ static int chains_remove(void *arg, uint32_t chain, uint64_t ino, uint32_t first
 	if (first == UINT32_MAX)
 		return 0;
 	return storage_client_remove(c->sc, &loc, ino, first, UINT32_MAX, NULL);
+}
+
+static int chains_gc_remove(void *arg, uint32_t chain, uint64_t ino, uint32_t first)
+{
+	struct meta_chains *c = arg;
+	struct storage_loc loc = { .chain = chain };
+	if (first == UINT32_MAX)
+		return 0;
+	return storage_client_remove(c->gc_sc, &loc, ino, first, UINT32_MAX, NULL);
 }
 
 static int chains_truncate(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t len)
@@ -133,5 +161,5 @@ static int chains_capacity(void *arg, uint64_t *total, uint64_t *free_bytes)
 struct meta_storage meta_chains_storage(struct meta_chains *c)
 {
 	return (struct meta_storage){ c, chains_remove, chains_truncate, chains_query,
-				      chains_capacity };
+				      chains_capacity, chains_gc_remove };
 }

@@ -170,7 +170,7 @@ meta_ctx *fx_meta(struct fx *f, uint64_t instance)
 	o.root_layout.chunk_size = 1 << 20;
 	o.root_layout.stripe = 4;
 	o.root_layout.table_id = 1;
-	o.storage = (struct meta_storage){ &f->st, fx_remove, fx_truncate, fx_query, fx_capacity };
+	o.storage = (struct meta_storage){ &f->st, fx_remove, fx_truncate, fx_query, fx_capacity, NULL };
 	o.chains = (struct meta_chain_view){ NULL, fx_table };
 	if (meta_new(f->kv, &o, &m) || meta_format(m)) {
 		fprintf(stderr, "meta instance setup failed\n");

@@ -909,6 +909,60 @@ static void test_rendezvous(void **state)
 	assert_int_equal(meta_rendezvous(5, NULL, 0), 0);
 }
 
+/* meta_gc_batch: files queued by unlink are reclaimed up to 16 per call,
+ * every chunk removed; files still open for write wait for their close;
+ * meta_close_known settles the length and ends the session in one call. */
+static void test_gc_batch_and_close_known(void **state)
+{
+	struct meta_inode in;
+	char name[32];
+	uint64_t ino[40], busy[3], sess[3];
+	uint32_t perm[META_MAX_STRIPE];
+	/* A 16-entry claim reads ~35 keys and ranges in one txn: under the
+	 * heavy fault rate few attempts get through (as test_deep_rename). */
+	if (strstr(fx_url, "faults=0.3"))
+		skip();
+	for (int i = 0; i < 40; i++) {
+		snprintf(name, sizeof(name), "g%d", i);
+		ino[i] = mkfile(&FX_ROOT, R1, name, 0644);
+		assert_int_equal(meta_getattr(M, ino[i], &in), 0);
+		meta_layout_perm(in.layout.seed, in.layout.stripe, perm);
+		fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, 0), ino[i], 0, 100);
+		assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, R1, N(name)), 0);
+	}
+	for (int i = 0; i < 3; i++) {
+		snprintf(name, sizeof(name), "busy%d", i);
+		assert_int_equal(meta_create(M, &FX_ROOT, RQ, R1, N(name), 0644, META_O_WRITE, &in,
+					     &sess[i]), 0);
+		busy[i] = in.ino;
+		assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, R1, N(name)), 0);
+	}
+	assert_int_equal(meta_gc_batch(M, 16), 16);
+	assert_int_equal(meta_gc_batch(M, 100), 16); /* capped at 16 */
+	assert_int_equal(meta_gc_batch(M, 16), 8);
+	assert_int_equal(meta_gc_batch(M, 16), 0);  /* the busy three wait */
+	for (int i = 0; i < 40; i++) {
+		assert_int_equal(fx_count_chunks(&F.st, ino[i]), 0);
+		assert_int_equal(meta_getattr(M, ino[i], &in), -ENOENT);
+	}
+	struct meta_length len = { .length = 5000, .truncate_ver = 0 };
+	struct meta_req crq = { 7, 0 };
+	int q0 = F.st.query_calls;
+	assert_int_equal(meta_close_known(M, &crq, busy[0], sess[0], &len), 0);
+	assert_int_equal(meta_close_known(M, &crq, busy[1], sess[1], NULL), 0);
+	assert_int_equal(F.st.query_calls, q0); /* no storage query */
+	assert_int_equal(meta_getattr(M, busy[0], &in), 0);
+	assert_int_equal(in.size, 5000);
+	assert_int_equal(meta_gc_batch(M, 16), 2);
+	assert_int_equal(meta_close(M, &crq, busy[2], sess[2], NULL), 0);
+	assert_int_equal(meta_gc_batch(M, 16), 1);
+	struct meta_fsck_report r;
+	assert_int_equal(meta_fsck(M, NULL, 0, &r), 0);
+	assert_int_equal(r.sessions, 0);
+	assert_int_equal(r.gc_pending, 0);
+	assert_clean();
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -916,6 +970,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_names, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mkdir_rmdir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_link_unlink, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gc_batch_and_close_known, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_symlink, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rename, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_readdir, setup, teardown),
