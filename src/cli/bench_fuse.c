@@ -16,6 +16,13 @@
  *                    engines report per-file latency poorly and need a
  *                    job per directory; a plain loop is what tools like
  *                    mdtest do)
+ *   space            (--data-dir D, the `chainfs up --dir`) N files of 16 KiB
+ *                    over 100 directories are written, then removed with a
+ *                    recursive unlink (rm -rf); the bench then polls df on
+ *                    the mount and the disk usage of D/storage* every 100 ms
+ *                    and reports how long each took to come back to its
+ *                    value before the files were written (within 1% +
+ *                    64 MiB: other activity moves both a little)
  * fio runs with direct=1 (the mount opens files direct_io anyway; on the
  * raw side it keeps the page cache out of the baseline), fallocate=none
  * (the mount has no fallocate) and, for writes, end_fsync=1 (a mount with
@@ -28,13 +35,16 @@
  * 0.60x raw/R, random 4 KiB reads >= 0.40x raw IOPS. Everything the bench
  * writes is removed at the end, also after a failed phase.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "cli/bench_fio.h"
@@ -52,6 +62,8 @@ struct bf_conf {
 	int64_t seconds;  /* random-read phase */
 	int64_t replicas; /* R in the write goal */
 	char *only;       /* comma list of workloads; empty: all */
+	char *data_dir;   /* chainfs up --dir: targets' disk usage (space phase) */
+	int64_t space_files; /* files written then removed by the space phase */
 };
 
 static const struct cfg_opt opts[] = {
@@ -68,7 +80,12 @@ static const struct cfg_opt opts[] = {
     {"replicas", CFG_INT, "3", 1, 16, offsetof(struct bf_conf, replicas),
      "replication factor of the mount's chains (the write goal is raw/R)"},
     {"only", CFG_STR, "", 0, 0, offsetof(struct bf_conf, only),
-     "run only these workloads: seqwr1,seqrd1,seqwr4,seqrd4,randrd,meta"},
+     "run only these workloads: seqwr1,seqrd1,seqwr4,seqrd4,randrd,meta,space"},
+    {"data-dir", CFG_STR, "", 0, 0, offsetof(struct bf_conf, data_dir),
+     "the cluster's chainfs up --dir: enables the space phase (how long after rm -rf "
+     "df and the targets' disk usage come back)"},
+    {"space-files", CFG_INT, "20000", 1, 10000000, offsetof(struct bf_conf, space_files),
+     "16 KiB files the space phase writes and removes"},
     CFG_END};
 
 enum bf_goal { GOAL_NONE, GOAL_READ, GOAL_WRITE, GOAL_RAND };
@@ -229,6 +246,114 @@ static int run_meta(const char *dir, long long files, double out[MP_N])
 	return rc;
 }
 
+/* ---- space phase ---- */
+
+static uint64_t du_total;
+
+static int du_visit(const char *path, const struct stat *st, int flag, struct FTW *f)
+{
+	if (flag == FTW_F)
+		du_total += (uint64_t)st->st_blocks * 512;
+	return 0;
+}
+
+/* Bytes allocated under DATA/storage* (the targets), or 0. */
+static uint64_t targets_du(const char *data)
+{
+	DIR *d = opendir(data);
+	struct dirent *de;
+	char path[4300];
+	du_total = 0;
+	if (!d)
+		return 0;
+	while ((de = readdir(d)))
+		if (!strncmp(de->d_name, "storage", 7)) {
+			snprintf(path, sizeof(path), "%s/%s", data, de->d_name);
+			nftw(path, du_visit, 16, FTW_PHYS);
+		}
+	closedir(d);
+	return du_total;
+}
+
+static uint64_t df_used(const char *mount)
+{
+	struct statvfs v;
+	if (statvfs(mount, &v) < 0)
+		return 0;
+	return (uint64_t)(v.f_blocks - v.f_bfree) * v.f_frsize;
+}
+
+static int rm_visit(const char *path, const struct stat *st, int flag, struct FTW *f)
+{
+	return flag == FTW_DP ? rmdir(path) : unlink(path);
+}
+
+static int back_to(uint64_t now, uint64_t before)
+{
+	return now <= before + before / 100 + (64ull << 20);
+}
+
+/* Writes FILES files of 16 KiB in DIR/space/dNN, removes the tree, and
+ * reports the seconds until df and the targets' usage are back. */
+static int run_space(const struct bf_conf *bc, const char *dir)
+{
+	char d[4200], path[4400];
+	static char buf[16384];
+	memset(buf, 0x5a, sizeof(buf));
+	snprintf(d, sizeof(d), "%s/space", dir);
+	uint64_t df0 = df_used(bc->mount), du0 = targets_du(bc->data_dir);
+	if (mkdir(d, 0755) < 0 && errno != EEXIST)
+		return -errno;
+	for (int k = 0; k < 100; k++) {
+		snprintf(path, sizeof(path), "%s/d%02d", d, k);
+		if (mkdir(path, 0755) < 0 && errno != EEXIST)
+			return -errno;
+	}
+	uint64_t t0 = clock_mono_ns();
+	for (long long i = 0; i < bc->space_files; i++) {
+		snprintf(path, sizeof(path), "%s/d%02lld/f%08lld", d, i % 100, i);
+		int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+		if (fd < 0 || write(fd, buf, sizeof(buf)) != (ssize_t)sizeof(buf)) {
+			int e = errno;
+			fprintf(stderr, "chainfs bench fuse: space: write %s: %s\n", path, strerror(e));
+			if (fd >= 0)
+				close(fd);
+			nftw(d, rm_visit, 16, FTW_DEPTH | FTW_PHYS);
+			return -e;
+		}
+		close(fd);
+	}
+	double wsec = (double)(clock_mono_ns() - t0) / 1e9;
+	clock_sleep_ms(2000); /* usage reports reach mgmtd (heartbeats) */
+	uint64_t df1 = df_used(bc->mount), du1 = targets_du(bc->data_dir);
+	t0 = clock_mono_ns();
+	nftw(d, rm_visit, 16, FTW_DEPTH | FTW_PHYS);
+	double rmsec = (double)(clock_mono_ns() - t0) / 1e9;
+	double df_back = -1, du_back = -1;
+	uint64_t df2 = 0, du2 = 0;
+	while ((df_back < 0 || du_back < 0) && clock_mono_ns() - t0 < 600ull * 1000000000u) {
+		double s = (double)(clock_mono_ns() - t0) / 1e9;
+		df2 = df_used(bc->mount);
+		du2 = targets_du(bc->data_dir);
+		if (df_back < 0 && back_to(df2, df0))
+			df_back = s;
+		if (du_back < 0 && back_to(du2, du0))
+			du_back = s;
+		clock_sleep_ms(100);
+	}
+	printf("space: %lld files of 16 KiB written in %.1f s (%.0f/s); df used %.0f -> %.0f MiB, "
+	       "targets %.0f -> %.0f MiB\n",
+	       (long long)bc->space_files, wsec, wsec > 0 ? (double)bc->space_files / wsec : 0,
+	       df0 / 1048576.0, df1 / 1048576.0, du0 / 1048576.0, du1 / 1048576.0);
+	printf("space: rm -rf took %.1f s; df back after %s%.1f s, targets' usage back after "
+	       "%s%.1f s (from the start of rm -rf; last df %.0f MiB, targets %.0f MiB)\n",
+	       rmsec, df_back < 0 ? "NOT within 600 s: " : "", df_back < 0 ? 600.0 : df_back,
+	       du_back < 0 ? "NOT within 600 s: " : "", du_back < 0 ? 600.0 : du_back,
+	       df2 / 1048576.0, du2 / 1048576.0);
+	fflush(stdout);
+	return df_back < 0 || du_back < 0 ? -ETIMEDOUT : 0;
+}
+
 /* Removes the files fio left in DIR and DIR itself. */
 static void cleanup_dir(const char *dir)
 {
@@ -351,6 +476,8 @@ int cli_bench_fuse(int argc, char **argv)
 			print_row(meta_names[ph], "ops/s", &r, GOAL_NONE, 0);
 		}
 	}
+	if (*bc.data_dir && want(&bc, "space"))
+		failed |= run_space(&bc, mdir) < 0;
 	ret = failed ? 1 : 0;
 out:
 	if (*mdir)

@@ -370,13 +370,14 @@ static int run_op(struct worker *w, const struct meta_rpc_req *m, struct meta_rp
 }
 
 /* Wakes the background thread for GC after an operation that can queue a
- * file or end the session that held one back (unlink, rename over a
- * file, close), so space comes back within a GC batch's time instead of
- * at the next pass. Cheap when GC is already awake: one flag. */
+ * file (unlink, rename over a file), so space comes back within a GC
+ * batch's time instead of at the next pass. Cheap when GC is already
+ * awake: one flag. A close that lets an unlinked file go is left to the
+ * next pass (bg_interval_ms): waking GC at every close costs a claim
+ * scan per file written. */
 static void gc_kick(struct meta_service *s, uint16_t type)
 {
-	if (!s->gc_enabled ||
-	    (type != META_RPC_UNLINK && type != META_RPC_RENAME && type != META_RPC_CLOSE))
+	if (!s->gc_enabled || (type != META_RPC_UNLINK && type != META_RPC_RENAME))
 		return;
 	pthread_mutex_lock(&s->bg_mu);
 	if (!s->gc_kicked) {
