@@ -57,6 +57,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/status.h"
 
@@ -80,6 +81,7 @@ struct fusefs_file {
 	uint64_t session;  /* meta write session; 0 for read-only opens */
 	int flags;         /* open(2) flags */
 	file_io_inode *fi; /* shared open state; NULL without file_io */
+	uint64_t size_ns;  /* mono ns the size last came from meta (open, read at EOF) */
 };
 
 struct fusefs_dirent {
@@ -571,6 +573,7 @@ static int file_setup(struct fusefs *fs, const struct meta_inode *in, uint64_t s
 	f->ino = in->ino;
 	f->session = session;
 	f->flags = ffi->flags;
+	f->size_ns = clock_mono_ns();
 	if (fs->o.fio) {
 		int rc = file_io_open(fs->o.fio, in, &f->fi);
 		if (rc < 0) {
@@ -759,12 +762,18 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	if (size > FUSEFS_MAX_IO)
 		size = FUSEFS_MAX_IO;
 	/* Another client may have made the file longer: ask meta before
-	 * cutting a read short at the size we know. */
-	if ((uint64_t)off + size > file_io_size(f->fi)) {
+	 * cutting a read short at the size we know, unless that size came
+	 * from meta within attr_timeout (the bound the kernel's attribute
+	 * cache gives every other client too): a small file read to its end
+	 * right after open costs no extra round trip. */
+	if ((uint64_t)off + size > file_io_size(f->fi) &&
+	    (double)(clock_mono_ns() - f->size_ns) / 1e9 >= fs->o.attr_timeout) {
 		struct meta_inode *in = malloc(sizeof(*in));
 		struct meta_cred cr = {0, 0, 0, NULL};
-		if (in && meta_client_getattr(fs->o.meta, &cr, ino, in) == 0)
+		if (in && meta_client_getattr(fs->o.meta, &cr, ino, in) == 0) {
 			file_io_update(f->fi, in);
+			f->size_ns = clock_mono_ns();
+		}
 		free(in);
 	}
 	char *buf = malloc(size ? size : 1);

@@ -16,7 +16,10 @@ static int write_case(const char *dir, int resp, uint16_t type, const struct buf
 	FILE *f = fopen(path, "wb");
 	if (!f)
 		return -1;
-	uint8_t hdr[2] = { (uint8_t)(type - META_RPC_FIRST), (uint8_t)resp };
+	/* the fuzz target maps bytes >= 250 to the 240..249 block */
+	uint8_t hdr[2] = { type >= META_RPC_FSYNC ? (uint8_t)(250 + type - META_RPC_FSYNC)
+						  : (uint8_t)(type - META_RPC_FIRST),
+			   (uint8_t)resp };
 	fwrite(hdr, 1, 2, f);
 	fwrite(b->data, 1, b->len, f);
 	return fclose(f);
@@ -45,7 +48,9 @@ int main(int argc, char **argv)
 		ents[i].type = META_T_FILE;
 		ents[i].name_len = (uint8_t)snprintf(ents[i].name, sizeof(ents[i].name), "e%d", i);
 	}
-	for (uint16_t t = META_RPC_FIRST; t <= META_RPC_LAST; t++) {
+	for (uint16_t t = META_RPC_FIRST; t <= META_RPC_LAST_240; t++) {
+		if (t == META_RPC_LAST + 1)
+			t = META_RPC_FSYNC;
 		struct buf b = BUF_INIT;
 		memset(&m, 0, sizeof(m));
 		m.type = t;
