@@ -84,7 +84,7 @@ static const struct cfg_opt opts[] = {
 	{ "dir", CFG_STR, "/var/tmp", 0, 0, offsetof(struct bm_conf, dir),
 	  "where the fresh LMDB environment goes" },
 	{ "lmdb-sync", CFG_STR, "full", 0, 0, offsetof(struct bm_conf, lmdb_sync),
-	  "durability of the fresh LMDB environment: full, nometa or none" },
+	  "durability of the fresh LMDB environment: full, window (sync every 100 ms and at fsync), nometa or none" },
 	{ "seconds", CFG_INT, "2", 1, 600, offsetof(struct bm_conf, seconds),
 	  "seconds per phase" },
 	{ "rounds", CFG_INT, "1", 1, 20, offsetof(struct bm_conf, rounds),
@@ -484,7 +484,7 @@ int cli_bench_meta(int argc, char **argv)
 	nin = parse_list(bc.instances, insts, 4, 1, META_CLIENT_MAX_ADDRS);
 	if (npos || ncl <= 0 || nin <= 0 || log_parse_level(bc.log_level, &lvl) ||
 	    (strcmp(bc.lmdb_sync, "full") && strcmp(bc.lmdb_sync, "nometa") &&
-	     strcmp(bc.lmdb_sync, "none"))) {
+	     strcmp(bc.lmdb_sync, "none") && strcmp(bc.lmdb_sync, "window"))) {
 		fprintf(stderr, "chainfs bench meta: bad --clients, --instances, --log-level or "
 			"--lmdb-sync (see --help)\n");
 		ret = 2;
