@@ -324,8 +324,7 @@ static void test_two_mounts_coherent(void **state)
 	assert_int_equal(chmod(b, mode), 0);
 	int64_t t_chmod = wait_seen(b2, seen_mode, &mode);
 	print_message("coherence ms: rename new=%lld old=%lld unlink=%lld chmod=%lld\n",
-	              (long long)t_new, (long long)t_old, (long long)t_unlink,
-	              (long long)t_chmod);
+	              (long long)t_new, (long long)t_old, (long long)t_unlink, (long long)t_chmod);
 	int64_t bound = COHERENCE_BOUND_MS + COHERENCE_SLACK_MS;
 	assert_true(t_new >= 0 && t_new <= bound);
 	assert_true(t_old >= 0 && t_old <= bound);
