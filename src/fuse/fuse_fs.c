@@ -53,6 +53,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/file.h>
 #include <sys/uio.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -72,6 +73,7 @@ struct fusefs {
 	pthread_mutex_t lock;      /* guards the two handle lists */
 	struct fusefs_file *files; /* open file handles, for cleanup at unmount */
 	struct fusefs_dir *dirs;   /* open directory handles, likewise */
+	size_t nlk_files;          /* files with lk_owners recorded; guarded by lock */
 };
 
 struct fusefs_file {
@@ -80,6 +82,10 @@ struct fusefs_file {
 	uint64_t session;  /* meta write session; 0 for read-only opens */
 	int flags;         /* open(2) flags */
 	file_io_inode *fi; /* shared open state; NULL without file_io */
+	/* Lock owners that took locks through this handle (see "Locks");
+	 * guarded by fusefs.lock. */
+	uint64_t *lk_owners;
+	size_t nlk, lk_cap;
 };
 
 struct fusefs_dirent {
@@ -234,6 +240,11 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_ASYNC_DIO)
 		conn->want |= FUSE_CAP_ASYNC_DIO;
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+	/* Locks are meta's, shared by every mount ("Locks"). */
+	if (conn->capable & FUSE_CAP_POSIX_LOCKS)
+		conn->want |= FUSE_CAP_POSIX_LOCKS;
+	if (conn->capable & FUSE_CAP_FLOCK_LOCKS)
+		conn->want |= FUSE_CAP_FLOCK_LOCKS;
 	conn->max_write = FUSEFS_MAX_IO;
 	conn->max_read = FUSEFS_MAX_IO; /* must match the max_read mount option */
 	conn->max_readahead = FUSEFS_MAX_IO;
@@ -523,8 +534,11 @@ static unsigned open_flags(int flags)
 
 /* Closes F's meta session (reporting the written length), drops its
  * file_io reference, unlinks and frees it. CR: whose close it is. */
+static void lock_drop_file(struct fusefs *fs, struct fusefs_file *f);
+
 static void file_drop(struct fusefs *fs, struct fusefs_file *f, const struct meta_cred *cr)
 {
+	lock_drop_file(fs, f);
 	if (f->fi)
 		file_io_drain(f->fi); /* flush (close) reported any error already */
 	if (f->session) {
@@ -801,8 +815,12 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		fuse_reply_write(req, (size_t)n);
 }
 
+static void lock_flush(struct fusefs *fs, uint64_t ino, uint64_t owner);
+
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 {
+	/* close(2) drops the process's POSIX locks on the file. */
+	lock_flush(fs_of(req), ino, ffi->lock_owner);
 	/* close(2) returns after this: make the length visible to every
 	 * client now, not when the asynchronous release arrives. */
 	fuse_reply_err(req, to_errno(report_length(fs_of(req), ino)));
@@ -813,10 +831,17 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 	fuse_reply_err(req, to_errno(report_length(fs_of(req), ino)));
 }
 
+static int lock_note(struct fusefs *fs, struct fusefs_file *f, uint64_t owner);
+
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 {
 	struct meta_cred cr = {0, 0, 0, NULL};
-	file_drop(fs_of(req), (struct fusefs_file *)(uintptr_t)ffi->fh, &cr);
+	struct fusefs_file *f = (struct fusefs_file *)(uintptr_t)ffi->fh;
+	/* The flock owner the kernel names here is the file's own id; drop
+	 * its locks with the others recorded on the handle. */
+	if (ffi->flock_release)
+		lock_note(fs_of(req), f, ffi->lock_owner);
+	file_drop(fs_of(req), f, &cr);
 	fuse_reply_err(req, 0);
 }
 
@@ -1117,6 +1142,209 @@ static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
 	fuse_reply_err(req, to_errno(rc));
 }
 
+/* ---- Locks ----
+ *
+ * flock(2), POSIX record locks and OFD locks live in meta (meta_lock.h),
+ * so they hold across mounts: this mount is the holder's client (its meta
+ * client id = its mgmtd node id) and the kernel's lock_owner the owner.
+ * POSIX locks come with the process's files table as owner, OFD and flock
+ * locks with the open file description's; the kernel hands both range
+ * kinds to setlk, and flock(2) to flock.
+ *
+ * Release. Each handle records the owners that took locks through it.
+ * flush (every close(2)) names the closing process's owner: its POSIX
+ * locks on the file go (POSIX: closing any descriptor of a file drops all
+ * of the process's locks on it), and the owner leaves every handle's
+ * record. At release (the last close of the open file description) any
+ * owner still recorded is the description's own (OFD or flock locks):
+ * they go too. A mount that dies loses its locks when meta prunes its
+ * client (meta_service.c). Nothing is sent on close for files never
+ * locked through this mount.
+ *
+ * Waiting. F_SETLKW and flock without LOCK_NB retry on -EAGAIN with a
+ * backoff of 1 ms doubling to 100 ms, until the lock is granted or the
+ * kernel interrupts the request (a signal: EINTR). No deadlock detection
+ * across mounts, and no fairness between waiters (docs/posix.md). */
+
+#define LOCK_WAIT_MIN_US 1000
+#define LOCK_WAIT_MAX_US 100000
+
+/* Records OWNER on F (idempotent). 0 or -ENOMEM. */
+static int lock_note(struct fusefs *fs, struct fusefs_file *f, uint64_t owner)
+{
+	int rc = 0;
+	pthread_mutex_lock(&fs->lock);
+	for (size_t i = 0; i < f->nlk; i++)
+		if (f->lk_owners[i] == owner)
+			goto out;
+	if (f->nlk == f->lk_cap) {
+		size_t nc = f->lk_cap ? 2 * f->lk_cap : 4;
+		uint64_t *v = realloc(f->lk_owners, nc * sizeof(*v));
+		if (!v) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		f->lk_owners = v;
+		f->lk_cap = nc;
+	}
+	if (f->nlk++ == 0)
+		fs->nlk_files++;
+	f->lk_owners[f->nlk - 1] = owner;
+out:
+	pthread_mutex_unlock(&fs->lock);
+	return rc;
+}
+
+/* Removes OWNER from F's record; 1 when it was there. fs->lock held. */
+static int lock_forget(struct fusefs *fs, struct fusefs_file *f, uint64_t owner)
+{
+	for (size_t i = 0; i < f->nlk; i++)
+		if (f->lk_owners[i] == owner) {
+			f->lk_owners[i] = f->lk_owners[--f->nlk];
+			if (f->nlk == 0)
+				fs->nlk_files--;
+			return 1;
+		}
+	return 0;
+}
+
+static void lock_flush(struct fusefs *fs, uint64_t ino, uint64_t owner)
+{
+	int found = 0;
+	pthread_mutex_lock(&fs->lock);
+	if (fs->nlk_files)
+		for (struct fusefs_file *f = fs->files; f; f = f->next)
+			if (f->ino == ino)
+				found |= lock_forget(fs, f, owner);
+	pthread_mutex_unlock(&fs->lock);
+	if (!found)
+		return;
+	int rc = meta_client_lock_release(fs->o.meta, ino, owner,
+	                                  META_LOCK_KIND_BIT(META_LOCK_POSIX));
+	if (rc < 0) /* meta prunes them with the mount at worst */
+		LOG_WARN("fuse", "lock release at close failed: ino=%llu: %s",
+		         (unsigned long long)ino, cfs_strerror(rc));
+}
+
+static void lock_drop_file(struct fusefs *fs, struct fusefs_file *f)
+{
+	for (;;) {
+		uint64_t owner;
+		pthread_mutex_lock(&fs->lock);
+		if (f->nlk == 0) {
+			pthread_mutex_unlock(&fs->lock);
+			break;
+		}
+		owner = f->lk_owners[f->nlk - 1];
+		lock_forget(fs, f, owner);
+		pthread_mutex_unlock(&fs->lock);
+		int rc = meta_client_lock_release(fs->o.meta, f->ino, owner, META_LOCK_ALL_KINDS);
+		if (rc < 0)
+			LOG_WARN("fuse", "lock release failed: ino=%llu: %s",
+			         (unsigned long long)f->ino, cfs_strerror(rc));
+	}
+	free(f->lk_owners);
+	f->lk_owners = NULL;
+	f->lk_cap = 0;
+}
+
+/* struct flock (SEEK_SET, as libfuse hands it) to a meta lock. */
+static int lock_from_flock(const struct flock *fl, uint64_t owner, struct meta_lock *l)
+{
+	memset(l, 0, sizeof(*l));
+	l->owner = owner;
+	l->pid = (uint32_t)fl->l_pid;
+	l->kind = META_LOCK_POSIX;
+	switch (fl->l_type) {
+	case F_RDLCK: l->type = META_LOCK_RD; break;
+	case F_WRLCK: l->type = META_LOCK_WR; break;
+	case F_UNLCK: l->type = META_LOCK_UN; break;
+	default: return -EINVAL;
+	}
+	if (fl->l_start < 0 || fl->l_len < 0)
+		return -EINVAL;
+	l->start = (uint64_t)fl->l_start;
+	/* libfuse turns the kernel's OFFSET_MAX end into l_len 0. */
+	l->end = fl->l_len == 0 ? META_LOCK_EOF : (uint64_t)fl->l_start + (uint64_t)fl->l_len - 1;
+	return 0;
+}
+
+/* Sets L, waiting while it conflicts when WAIT. */
+static int lock_set_wait(fuse_req_t req, struct fusefs *fs, uint64_t ino,
+                         const struct meta_lock *l, int wait)
+{
+	unsigned us = LOCK_WAIT_MIN_US;
+	for (;;) {
+		int rc = meta_client_lock_set(fs->o.meta, ino, l);
+		if (rc != -EAGAIN || !wait)
+			return rc;
+		if (fuse_req_interrupted(req))
+			return -EINTR;
+		usleep(us);
+		us = us * 2 < LOCK_WAIT_MAX_US ? us * 2 : LOCK_WAIT_MAX_US;
+	}
+}
+
+static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi,
+                     struct flock *fl)
+{
+	struct fusefs *fs = fs_of(req);
+	struct meta_lock l, held;
+	int rc = lock_from_flock(fl, ffi->lock_owner, &l);
+	if (rc == 0)
+		rc = meta_client_lock_get(fs->o.meta, ino, &l, &held);
+	if (rc < 0) {
+		reply_err(req, rc);
+		return;
+	}
+	struct flock out = *fl;
+	if (rc == 0) {
+		out.l_type = F_UNLCK;
+	} else {
+		out.l_type = held.type == META_LOCK_WR ? F_WRLCK : F_RDLCK;
+		out.l_whence = SEEK_SET;
+		out.l_start = (off_t)held.start;
+		out.l_len = held.end == META_LOCK_EOF ? 0 : (off_t)(held.end - held.start + 1);
+		out.l_pid = (pid_t)held.pid;
+	}
+	fuse_reply_lock(req, &out);
+}
+
+static void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi,
+                     struct flock *fl, int sleep)
+{
+	struct fusefs *fs = fs_of(req);
+	struct fusefs_file *f = (struct fusefs_file *)(uintptr_t)ffi->fh;
+	struct meta_lock l;
+	int rc = lock_from_flock(fl, ffi->lock_owner, &l);
+	/* Record first, so a close racing with the grant still drops it. */
+	if (rc == 0 && l.type != META_LOCK_UN)
+		rc = lock_note(fs, f, l.owner);
+	if (rc == 0)
+		rc = lock_set_wait(req, fs, ino, &l, sleep);
+	fuse_reply_err(req, to_errno(rc));
+}
+
+static void op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi, int op)
+{
+	struct fusefs *fs = fs_of(req);
+	struct fusefs_file *f = (struct fusefs_file *)(uintptr_t)ffi->fh;
+	struct meta_lock l = {.owner = ffi->lock_owner, .pid = (uint32_t)fuse_req_ctx(req)->pid,
+	                      .kind = META_LOCK_FLOCK, .start = 0, .end = META_LOCK_EOF};
+	int rc = 0;
+	switch (op & ~LOCK_NB) {
+	case LOCK_SH: l.type = META_LOCK_RD; break;
+	case LOCK_EX: l.type = META_LOCK_WR; break;
+	case LOCK_UN: l.type = META_LOCK_UN; break;
+	default: rc = -EINVAL;
+	}
+	if (rc == 0 && l.type != META_LOCK_UN)
+		rc = lock_note(fs, f, l.owner);
+	if (rc == 0)
+		rc = lock_set_wait(req, fs, ino, &l, !(op & LOCK_NB));
+	fuse_reply_err(req, to_errno(rc));
+}
+
 static const struct fuse_lowlevel_ops fusefs_ops = {
     .init = op_init,
     .lookup = op_lookup,
@@ -1150,6 +1378,9 @@ static const struct fuse_lowlevel_ops fusefs_ops = {
     .removexattr = op_removexattr,
     .access = op_access,
     .create = op_create,
+    .getlk = op_getlk,
+    .setlk = op_setlk,
+    .flock = op_flock,
 };
 
 int fusefs_is_mountpoint(const char *path)

@@ -9,6 +9,7 @@
 
 #include "common/buf.h"
 #include "common/cfs_assert.h"
+#include "meta/meta_lock.h"
 #include "meta/schema.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -19,7 +20,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	const uint8_t *p = data + 1;
 	size_t n = size - 1;
-	switch (data[0] % 7) {
+	switch (data[0] % 8) {
 	case 0:
 		if (meta_inode_decode(p, n, &in) == 0) {
 			ASSERT(in.ino != 0);
@@ -59,6 +60,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		struct meta_idem_rec r;
 		if (meta_idem_decode(p, n, &r) == 0)
 			ASSERT(r.result <= 0);
+		break;
+	}
+	case 7: { /* lock table (meta_lock.h) */
+		struct meta_lock_table t = { 0 }, t2 = { 0 };
+		if (meta_lock_decode(p, n, &t) == 0) {
+			ASSERT(t.n <= META_LOCK_MAX);
+			ASSERT(meta_lock_encode(&t, &b) == 0);
+			ASSERT(meta_lock_decode(b.data, b.len, &t2) == 0);
+			ASSERT(t2.n == t.n && (!t.n || !memcmp(t.v, t2.v, t.n * sizeof(*t.v))));
+		}
+		meta_lock_table_free(&t);
+		meta_lock_table_free(&t2);
 		break;
 	}
 	default: {
