@@ -60,6 +60,7 @@
 
 #include "common/log.h"
 #include "common/status.h"
+#include "meta/acl.h"
 
 #define FUSEFS_MAX_IO  (1u << 20) /* max_read / max_write */
 #define FUSEFS_NGROUPS 64
@@ -74,6 +75,7 @@ struct fusefs {
 	struct fusefs_file *files; /* open file handles, for cleanup at unmount */
 	struct fusefs_dir *dirs;   /* open directory handles, likewise */
 	size_t nlk_files;          /* files with lk_owners recorded; guarded by lock */
+	int acl;                   /* the kernel enforces POSIX ACLs ("ACLs") */
 };
 
 struct fusefs_file {
@@ -230,6 +232,13 @@ static struct meta_inode *inode_new(fuse_req_t req)
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
+	struct fusefs *fs = userdata;
+	/* POSIX ACLs: the kernel enforces them; umask and default ACLs at
+	 * create are ours ("ACLs"). */
+	if ((conn->capable & FUSE_CAP_POSIX_ACL) && (conn->capable & FUSE_CAP_DONT_MASK)) {
+		conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+		fs->acl = 1;
+	}
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
 		conn->want |= FUSE_CAP_READDIRPLUS;
 	conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
@@ -411,6 +420,111 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_readlink(req, buf);
 }
 
+/* ---- ACLs ----
+ *
+ * With FUSE_CAP_POSIX_ACL the kernel checks permissions against the
+ * system.posix_acl_access xattr (which meta keeps with the mode in step,
+ * meta_acl.c) and, with FUSE_CAP_DONT_MASK, hands creates the mode before
+ * the umask together with the umask. So a create here does what the
+ * kernel's posix_acl_create does for a local disk: if the parent has a
+ * default ACL, the new node's mode is masked by it (the umask is ignored),
+ * and the node gets it as its access ACL (unless the mode says it all) and,
+ * for a directory, as its default ACL; otherwise the umask applies. This
+ * costs one xattr read of the parent per create. The ACLs are set right
+ * after the node is created, in separate meta calls: a mount that dies in
+ * between leaves the node with the masked mode but without the named
+ * entries (docs/posix.md, "ACLs"). */
+
+struct acl_inherit {
+	uint8_t *acc, *def; /* access ACL and default ACL to set; NULL: none */
+	size_t acc_len, def_len;
+};
+
+/* Reads NAME of INO into a new buffer: length, 0 when absent, or <0. */
+static int xattr_fetch(struct fusefs *fs, const struct meta_cred *c, uint64_t ino,
+                       const char *name, uint8_t **out)
+{
+	size_t cap = 1024;
+	*out = NULL;
+	for (int tries = 0; tries < 3; tries++) {
+		uint8_t *b = malloc(cap);
+		if (!b)
+			return -ENOMEM;
+		int rc = meta_client_getxattr(fs->o.meta, c, ino, meta_name_c(name), b, cap);
+		if (rc >= 0) {
+			*out = b;
+			return rc;
+		}
+		free(b);
+		if (rc == -ENODATA)
+			return 0;
+		if (rc != -ERANGE)
+			return rc;
+		rc = meta_client_getxattr(fs->o.meta, c, ino, meta_name_c(name), NULL, 0);
+		if (rc < 0)
+			return rc == -ENODATA ? 0 : rc;
+		cap = (size_t)rc + 1;
+	}
+	return -EAGAIN;
+}
+
+/* Turns the kernel's create MODE for a node (IS_DIR) in PARENT into the
+ * mode to create with, and fills AI with the ACLs to give it. */
+static int acl_prepare(fuse_req_t req, struct fusefs *fs, const struct meta_cred *c,
+                       uint64_t parent, int is_dir, uint32_t *mode, struct acl_inherit *ai)
+{
+	memset(ai, 0, sizeof(*ai));
+	if (!fs->acl)
+		return 0; /* the kernel applied the umask */
+	uint8_t *def;
+	int n = xattr_fetch(fs, c, parent, META_ACL_DEFAULT, &def);
+	if (n < 0)
+		return n;
+	if (n == 0 || meta_acl_check(def, (size_t)n)) {
+		free(def);
+		*mode &= ~(uint32_t)fuse_req_ctx(req)->umask;
+		return 0;
+	}
+	uint8_t *acc = malloc((size_t)n);
+	if (!acc) {
+		free(def);
+		return -ENOMEM;
+	}
+	memcpy(acc, def, (size_t)n);
+	if (meta_acl_create(acc, (size_t)n, mode)) {
+		ai->acc = acc;
+		ai->acc_len = (size_t)n;
+	} else {
+		free(acc);
+	}
+	if (is_dir) {
+		ai->def = def;
+		ai->def_len = (size_t)n;
+	} else {
+		free(def);
+	}
+	return 0;
+}
+
+/* Gives the new node INO the ACLs of AI (and frees them). */
+static void acl_apply(struct fusefs *fs, const struct meta_cred *c, uint64_t ino,
+                      struct acl_inherit *ai)
+{
+	int rc = 0;
+	if (ai->acc)
+		rc = meta_client_setxattr(fs->o.meta, c, ino, meta_name_c(META_ACL_ACCESS), ai->acc,
+		                          ai->acc_len, 0);
+	if (rc == 0 && ai->def)
+		rc = meta_client_setxattr(fs->o.meta, c, ino, meta_name_c(META_ACL_DEFAULT), ai->def,
+		                          ai->def_len, 0);
+	if (rc < 0)
+		LOG_WARN("fuse", "inheriting the default ACL failed: ino=%llu: %s",
+		         (unsigned long long)ino, cfs_strerror(rc));
+	free(ai->acc);
+	free(ai->def);
+	memset(ai, 0, sizeof(*ai));
+}
+
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
 	struct fusefs *fs = fs_of(req);
@@ -423,8 +537,16 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	if (!in)
 		return;
 	req_cred(req, &cb);
-	int rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), mode & 07777,
-	                            META_O_EXCL, in, NULL);
+	uint32_t m = mode & 07777;
+	struct acl_inherit ai;
+	int rc = acl_prepare(req, fs, &cb.c, parent, 0, &m, &ai);
+	if (rc == 0)
+		rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), m, META_O_EXCL,
+		                        in, NULL);
+	if (rc == 0)
+		acl_apply(fs, &cb.c, in->ino, &ai);
+	free(ai.acc);
+	free(ai.def);
 	if (rc < 0)
 		reply_err(req, rc);
 	else
@@ -440,7 +562,15 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	if (!in)
 		return;
 	req_cred(req, &cb);
-	int rc = meta_client_mkdir(fs->o.meta, &cb.c, parent, meta_name_c(name), mode & 07777, in);
+	uint32_t m = mode & 07777;
+	struct acl_inherit ai;
+	int rc = acl_prepare(req, fs, &cb.c, parent, 1, &m, &ai);
+	if (rc == 0)
+		rc = meta_client_mkdir(fs->o.meta, &cb.c, parent, meta_name_c(name), m, in);
+	if (rc == 0)
+		acl_apply(fs, &cb.c, in->ino, &ai);
+	free(ai.acc);
+	free(ai.def);
 	if (rc < 0)
 		reply_err(req, rc);
 	else
@@ -698,8 +828,24 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	if (!in)
 		return;
 	req_cred(req, &cb);
-	int rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), mode & 07777, mf,
-	                            in, &session);
+	uint32_t m = mode & 07777;
+	struct acl_inherit ai;
+	int rc = acl_prepare(req, fs, &cb.c, parent, 0, &m, &ai);
+	/* Only a node this call makes gets the ACLs, and O_CREAT of an
+	 * existing file opens it: try exclusively first. */
+	int inherit = ai.acc || ai.def;
+	if (rc == 0)
+		rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), m,
+		                        inherit ? mf | META_O_EXCL : mf, in, &session);
+	if (rc == -EEXIST && inherit && !(mf & META_O_EXCL)) {
+		inherit = 0;
+		rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), m, mf, in,
+		                        &session);
+	}
+	if (rc == 0 && inherit)
+		acl_apply(fs, &cb.c, in->ino, &ai);
+	free(ai.acc);
+	free(ai.def);
 	if (rc == 0) {
 		rc = file_setup(fs, in, session, ffi);
 		if (rc < 0 && session)
