@@ -9,6 +9,7 @@
 
 #include "common/buf.h"
 #include "common/cfs_assert.h"
+#include "meta/acl.h"
 #include "meta/meta_lock.h"
 #include "meta/schema.h"
 
@@ -20,7 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	const uint8_t *p = data + 1;
 	size_t n = size - 1;
-	switch (data[0] % 8) {
+	switch (data[0] % 9) {
 	case 0:
 		if (meta_inode_decode(p, n, &in) == 0) {
 			ASSERT(in.ino != 0);
@@ -72,6 +73,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		meta_lock_table_free(&t);
 		meta_lock_table_free(&t2);
+		break;
+	}
+	case 8: { /* POSIX ACL xattr value (acl.h) */
+		uint8_t *c = malloc(n ? n : 1);
+		ASSERT(c != NULL);
+		if (meta_acl_check(p, n) == 0) {
+			uint32_t mode = 0777;
+			ASSERT(meta_acl_mode(p, n) <= 0777);
+			memcpy(c, p, n);
+			meta_acl_chmod(c, n, 0750);
+			ASSERT(meta_acl_check(c, n) == 0 && meta_acl_mode(c, n) == 0750);
+			memcpy(c, p, n);
+			meta_acl_create(c, n, &mode);
+			ASSERT(meta_acl_check(c, n) == 0 && (mode & ~0777u) == 0);
+			ASSERT(meta_acl_mode(c, n) == mode);
+		}
+		free(c);
 		break;
 	}
 	default: {
