@@ -58,6 +58,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/status.h"
 #include "meta/acl.h"
@@ -76,6 +77,11 @@ struct fusefs {
 	struct fusefs_dir *dirs;   /* open directory handles, likewise */
 	size_t nlk_files;          /* files with lk_owners recorded; guarded by lock */
 	int acl;                   /* the kernel enforces POSIX ACLs ("ACLs") */
+	pthread_mutex_t acl_lock;  /* guards acl_none */
+	struct acl_none_slot {     /* directories known to have no default ACL */
+		uint64_t ino;
+		uint64_t until_ns; /* mono clock */
+	} acl_none[256];
 };
 
 struct fusefs_file {
@@ -429,8 +435,9 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
  * kernel's posix_acl_create does for a local disk: if the parent has a
  * default ACL, the new node's mode is masked by it (the umask is ignored),
  * and the node gets it as its access ACL (unless the mode says it all) and,
- * for a directory, as its default ACL; otherwise the umask applies. This
- * costs one xattr read of the parent per create. The ACLs are set right
+ * for a directory, as its default ACL; otherwise the umask applies. The
+ * parent's default ACL is read once per attr_timeout when it has none
+ * (acl_none_cached). The ACLs are set right
  * after the node is created, in separate meta calls: a mount that dies in
  * between leaves the node with the masked mode but without the named
  * entries (docs/posix.md, "ACLs"). */
@@ -468,6 +475,40 @@ static int xattr_fetch(struct fusefs *fs, const struct meta_cred *c, uint64_t in
 	return -EAGAIN;
 }
 
+/* The "no default ACL" cache: a directory whose default ACL read came back
+ * empty is not asked again for attr_timeout (the time the kernel trusts
+ * its attributes anyway), so a stream of creates in one directory costs no
+ * extra meta call. Setting or removing a default ACL through this mount
+ * drops the entry; one set through another mount applies here within
+ * attr_timeout. */
+static struct acl_none_slot *acl_slot(struct fusefs *fs, uint64_t ino)
+{
+	return &fs->acl_none[(ino * 0x9E3779B97F4A7C15ull) >> 56];
+}
+
+static int acl_none_cached(struct fusefs *fs, uint64_t ino)
+{
+	pthread_mutex_lock(&fs->acl_lock);
+	struct acl_none_slot *sl = acl_slot(fs, ino);
+	int hit = sl->ino == ino && sl->until_ns > clock_mono_ns();
+	pthread_mutex_unlock(&fs->acl_lock);
+	return hit;
+}
+
+static void acl_none_set(struct fusefs *fs, uint64_t ino, int none)
+{
+	uint64_t ttl = fs->o.attr_timeout > 0 ? (uint64_t)(fs->o.attr_timeout * 1e9) : 0;
+	pthread_mutex_lock(&fs->acl_lock);
+	struct acl_none_slot *sl = acl_slot(fs, ino);
+	if (none && ttl) {
+		sl->ino = ino;
+		sl->until_ns = clock_mono_ns() + ttl;
+	} else if (sl->ino == ino) {
+		sl->ino = 0;
+	}
+	pthread_mutex_unlock(&fs->acl_lock);
+}
+
 /* Turns the kernel's create MODE for a node (IS_DIR) in PARENT into the
  * mode to create with, and fills AI with the ACLs to give it. */
 static int acl_prepare(fuse_req_t req, struct fusefs *fs, const struct meta_cred *c,
@@ -476,10 +517,12 @@ static int acl_prepare(fuse_req_t req, struct fusefs *fs, const struct meta_cred
 	memset(ai, 0, sizeof(*ai));
 	if (!fs->acl)
 		return 0; /* the kernel applied the umask */
-	uint8_t *def;
-	int n = xattr_fetch(fs, c, parent, META_ACL_DEFAULT, &def);
+	uint8_t *def = NULL;
+	int n = acl_none_cached(fs, parent) ? 0 : xattr_fetch(fs, c, parent, META_ACL_DEFAULT, &def);
 	if (n < 0)
 		return n;
+	if (n == 0)
+		acl_none_set(fs, parent, 1);
 	if (n == 0 || meta_acl_check(def, (size_t)n)) {
 		free(def);
 		*mode &= ~(uint32_t)fuse_req_ctx(req)->umask;
@@ -1217,8 +1260,10 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 	if (flags & XATTR_REPLACE)
 		mf |= META_XATTR_REPLACE;
 	req_cred(req, &cb);
-	fuse_reply_err(req, to_errno(meta_client_setxattr(fs->o.meta, &cb.c, ino, meta_name_c(name),
-	                                                  value, size, mf)));
+	int rc = meta_client_setxattr(fs->o.meta, &cb.c, ino, meta_name_c(name), value, size, mf);
+	if (!strcmp(name, META_ACL_DEFAULT))
+		acl_none_set(fs, ino, 0);
+	fuse_reply_err(req, to_errno(rc));
 }
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
@@ -1266,8 +1311,10 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	req_cred(req, &cb);
-	fuse_reply_err(
-	    req, to_errno(meta_client_removexattr(fs->o.meta, &cb.c, ino, meta_name_c(name))));
+	int rc = meta_client_removexattr(fs->o.meta, &cb.c, ino, meta_name_c(name));
+	if (!strcmp(name, META_ACL_DEFAULT))
+		acl_none_set(fs, ino, 0);
+	fuse_reply_err(req, to_errno(rc));
 }
 
 static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
@@ -1582,12 +1629,14 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	char *argv[] = {"chainfs", "-o", mopts, fs.o.debug ? "-d" : NULL, NULL};
 	struct fuse_args args = FUSE_ARGS_INIT(fs.o.debug ? 4 : 3, argv);
 	pthread_mutex_init(&fs.lock, NULL);
+	pthread_mutex_init(&fs.acl_lock, NULL);
 	se = fuse_session_new(&args, &fusefs_ops, sizeof(fusefs_ops), &fs);
 	fuse_opt_free_args(&args); /* the session may have added to them */
 	if (!se) {
 		snprintf(err, errlen, "cannot start a FUSE session (bad -o options '%s'?)",
 		         fs.o.extra_opts ? fs.o.extra_opts : "");
 		pthread_mutex_destroy(&fs.lock);
+		pthread_mutex_destroy(&fs.acl_lock);
 		return -EINVAL;
 	}
 	if (fuse_set_signal_handlers(se) != 0) {
@@ -1640,5 +1689,6 @@ out:
 	fuse_loop_cfg_destroy(lc);
 	fuse_session_destroy(se);
 	pthread_mutex_destroy(&fs.lock);
+	pthread_mutex_destroy(&fs.acl_lock);
 	return rc;
 }
