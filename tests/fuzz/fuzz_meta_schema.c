@@ -69,7 +69,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			ASSERT(t.n <= META_LOCK_MAX);
 			ASSERT(meta_lock_encode(&t, &b) == 0);
 			ASSERT(meta_lock_decode(b.data, b.len, &t2) == 0);
-			ASSERT(t2.n == t.n && (!t.n || !memcmp(t.v, t2.v, t.n * sizeof(*t.v))));
+			ASSERT(t2.n == t.n);
+			for (size_t i = 0; i < t.n; i++) {
+				const struct meta_lock *x = &t.v[i], *y = &t2.v[i];
+				ASSERT(x->client == y->client && x->owner == y->owner &&
+				       x->pid == y->pid && x->kind == y->kind && x->type == y->type &&
+				       x->start == y->start && x->end == y->end);
+			}
 		}
 		meta_lock_table_free(&t);
 		meta_lock_table_free(&t2);
