@@ -448,8 +448,8 @@ struct acl_inherit {
 };
 
 /* Reads NAME of INO into a new buffer: length, 0 when absent, or <0. */
-static int xattr_fetch(struct fusefs *fs, const struct meta_cred *c, uint64_t ino,
-                       const char *name, uint8_t **out)
+static int xattr_fetch(struct fusefs *fs, const struct meta_cred *c, uint64_t ino, const char *name,
+                       uint8_t **out)
 {
 	size_t cap = 1024;
 	*out = NULL;
@@ -518,7 +518,8 @@ static int acl_prepare(fuse_req_t req, struct fusefs *fs, const struct meta_cred
 	if (!fs->acl)
 		return 0; /* the kernel applied the umask */
 	uint8_t *def = NULL;
-	int n = acl_none_cached(fs, parent) ? 0 : xattr_fetch(fs, c, parent, META_ACL_DEFAULT, &def);
+	int n =
+	    acl_none_cached(fs, parent) ? 0 : xattr_fetch(fs, c, parent, META_ACL_DEFAULT, &def);
 	if (n < 0)
 		return n;
 	if (n == 0)
@@ -558,8 +559,8 @@ static void acl_apply(struct fusefs *fs, const struct meta_cred *c, uint64_t ino
 		rc = meta_client_setxattr(fs->o.meta, c, ino, meta_name_c(META_ACL_ACCESS), ai->acc,
 		                          ai->acc_len, 0);
 	if (rc == 0 && ai->def)
-		rc = meta_client_setxattr(fs->o.meta, c, ino, meta_name_c(META_ACL_DEFAULT), ai->def,
-		                          ai->def_len, 0);
+		rc = meta_client_setxattr(fs->o.meta, c, ino, meta_name_c(META_ACL_DEFAULT),
+		                          ai->def, ai->def_len, 0);
 	if (rc < 0)
 		LOG_WARN("fuse", "inheriting the default ACL failed: ino=%llu: %s",
 		         (unsigned long long)ino, cfs_strerror(rc));
@@ -584,8 +585,8 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	struct acl_inherit ai;
 	int rc = acl_prepare(req, fs, &cb.c, parent, 0, &m, &ai);
 	if (rc == 0)
-		rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), m, META_O_EXCL,
-		                        in, NULL);
+		rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), m,
+		                        META_O_EXCL, in, NULL);
 	if (rc == 0)
 		acl_apply(fs, &cb.c, in->ino, &ai);
 	free(ai.acc);
@@ -1412,8 +1413,8 @@ static void lock_flush(struct fusefs *fs, uint64_t ino, uint64_t owner)
 	pthread_mutex_unlock(&fs->lock);
 	if (!found)
 		return;
-	int rc = meta_client_lock_release(fs->o.meta, ino, owner,
-	                                  META_LOCK_KIND_BIT(META_LOCK_POSIX));
+	int rc =
+	    meta_client_lock_release(fs->o.meta, ino, owner, META_LOCK_KIND_BIT(META_LOCK_POSIX));
 	if (rc < 0) /* meta prunes them with the mount at worst */
 		LOG_WARN("fuse", "lock release at close failed: ino=%llu: %s",
 		         (unsigned long long)ino, cfs_strerror(rc));
@@ -1449,10 +1450,17 @@ static int lock_from_flock(const struct flock *fl, uint64_t owner, struct meta_l
 	l->pid = (uint32_t)fl->l_pid;
 	l->kind = META_LOCK_POSIX;
 	switch (fl->l_type) {
-	case F_RDLCK: l->type = META_LOCK_RD; break;
-	case F_WRLCK: l->type = META_LOCK_WR; break;
-	case F_UNLCK: l->type = META_LOCK_UN; break;
-	default: return -EINVAL;
+	case F_RDLCK:
+		l->type = META_LOCK_RD;
+		break;
+	case F_WRLCK:
+		l->type = META_LOCK_WR;
+		break;
+	case F_UNLCK:
+		l->type = META_LOCK_UN;
+		break;
+	default:
+		return -EINVAL;
 	}
 	if (fl->l_start < 0 || fl->l_len < 0)
 		return -EINVAL;
@@ -1463,8 +1471,8 @@ static int lock_from_flock(const struct flock *fl, uint64_t owner, struct meta_l
 }
 
 /* Sets L, waiting while it conflicts when WAIT. */
-static int lock_set_wait(fuse_req_t req, struct fusefs *fs, uint64_t ino,
-                         const struct meta_lock *l, int wait)
+static int lock_set_wait(fuse_req_t req, struct fusefs *fs, uint64_t ino, const struct meta_lock *l,
+                         int wait)
 {
 	unsigned us = LOCK_WAIT_MIN_US;
 	for (;;) {
@@ -1478,8 +1486,7 @@ static int lock_set_wait(fuse_req_t req, struct fusefs *fs, uint64_t ino,
 	}
 }
 
-static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi,
-                     struct flock *fl)
+static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi, struct flock *fl)
 {
 	struct fusefs *fs = fs_of(req);
 	struct meta_lock l, held;
@@ -1503,8 +1510,8 @@ static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi,
 	fuse_reply_lock(req, &out);
 }
 
-static void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi,
-                     struct flock *fl, int sleep)
+static void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi, struct flock *fl,
+                     int sleep)
 {
 	struct fusefs *fs = fs_of(req);
 	struct fusefs_file *f = (struct fusefs_file *)(uintptr_t)ffi->fh;
@@ -1522,14 +1529,24 @@ static void op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi,
 {
 	struct fusefs *fs = fs_of(req);
 	struct fusefs_file *f = (struct fusefs_file *)(uintptr_t)ffi->fh;
-	struct meta_lock l = {.owner = ffi->lock_owner, .pid = (uint32_t)fuse_req_ctx(req)->pid,
-	                      .kind = META_LOCK_FLOCK, .start = 0, .end = META_LOCK_EOF};
+	struct meta_lock l = {.owner = ffi->lock_owner,
+	                      .pid = (uint32_t)fuse_req_ctx(req)->pid,
+	                      .kind = META_LOCK_FLOCK,
+	                      .start = 0,
+	                      .end = META_LOCK_EOF};
 	int rc = 0;
 	switch (op & ~LOCK_NB) {
-	case LOCK_SH: l.type = META_LOCK_RD; break;
-	case LOCK_EX: l.type = META_LOCK_WR; break;
-	case LOCK_UN: l.type = META_LOCK_UN; break;
-	default: rc = -EINVAL;
+	case LOCK_SH:
+		l.type = META_LOCK_RD;
+		break;
+	case LOCK_EX:
+		l.type = META_LOCK_WR;
+		break;
+	case LOCK_UN:
+		l.type = META_LOCK_UN;
+		break;
+	default:
+		rc = -EINVAL;
 	}
 	if (rc == 0 && l.type != META_LOCK_UN)
 		rc = lock_note(fs, f, l.owner);

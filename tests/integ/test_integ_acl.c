@@ -63,7 +63,8 @@ static const char SCRIPT[] =
     "echo '# not owner'; " AS_USER "setfacl -m u:1234:rw e/secret || echo refused\n"
     "echo '# default on a file'; setfacl -d -m u:4321:r e/g || echo refused\n"
     "mkdir e/w; chmod 700 e/w; setfacl -m u:4321:rwx e/w\n"
-    "echo '# create through a named entry'; " AS_USER "touch e/w/mine && stat -c '%A %U %n' e/w/mine\n"
+    "echo '# create through a named entry'; " AS_USER
+    "touch e/w/mine && stat -c '%A %U %n' e/w/mine\n"
     "getfacl -n e/w/mine\n";
 
 static void run_script(const char *dir, const char *out)

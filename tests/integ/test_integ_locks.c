@@ -53,8 +53,7 @@ static int is_mounted(const char *m)
 	struct stat a, b;
 	char parent[700];
 	snprintf(parent, sizeof(parent), "%s/..", m);
-	return stat(m, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev &&
-	       a.st_ino == 1;
+	return stat(m, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev && a.st_ino == 1;
 }
 
 /* ---- mount B ---- */
@@ -94,12 +93,12 @@ static pid_t start_mount(const char *name, char *mnt, int zero_cache)
 	if (pid == 0) {
 		setpgid(0, 0);
 		if (zero_cache)
-			execl(testenv_chainfs(), "chainfs", "mount", "--mgmtd", mg, "--cluster-id", cid,
-			      "--secret-file", secret, "--log-file", log, "--entry-timeout", "0",
-			      "--attr-timeout", "0", mnt, (char *)NULL);
+			execl(testenv_chainfs(), "chainfs", "mount", "--mgmtd", mg, "--cluster-id",
+			      cid, "--secret-file", secret, "--log-file", log, "--entry-timeout",
+			      "0", "--attr-timeout", "0", mnt, (char *)NULL);
 		else
-			execl(testenv_chainfs(), "chainfs", "mount", "--mgmtd", mg, "--cluster-id", cid,
-			      "--secret-file", secret, "--log-file", log, mnt, (char *)NULL);
+			execl(testenv_chainfs(), "chainfs", "mount", "--mgmtd", mg, "--cluster-id",
+			      cid, "--secret-file", secret, "--log-file", log, mnt, (char *)NULL);
 		_exit(127);
 	}
 	long long deadline = now_ms() + 60000;
@@ -150,13 +149,29 @@ static void stop_mount_b(void)
 	stop_mount(mnt_b, &mount_b_pid);
 }
 
-static void pa(const char *rel, char *out) { integ_path(&env, rel, out, 700); }
-static void pb(const char *rel, char *out) { snprintf(out, 700, "%s/%s", mnt_b, rel); }
+static void pa(const char *rel, char *out)
+{
+	integ_path(&env, rel, out, 700);
+}
+static void pb(const char *rel, char *out)
+{
+	snprintf(out, 700, "%s/%s", mnt_b, rel);
+}
 
 /* ---- lock agents: child processes that run lock commands ---- */
 
-enum { C_OPEN, C_OPEN2, C_CLOSE2, C_SETLK, C_SETLKW, C_GETLK, C_OFD_SETLK, C_OFD_GETLK,
-       C_FLOCK, C_QUIT };
+enum {
+	C_OPEN,
+	C_OPEN2,
+	C_CLOSE2,
+	C_SETLK,
+	C_SETLKW,
+	C_GETLK,
+	C_OFD_SETLK,
+	C_OFD_GETLK,
+	C_FLOCK,
+	C_QUIT
+};
 
 struct cmd {
 	int op, type; /* type: F_RDLCK.. or LOCK_* for flock */
@@ -165,10 +180,10 @@ struct cmd {
 };
 
 struct res {
-	int rc, err;         /* return value, errno */
-	int type;            /* GETLK: l_type */
+	int rc, err; /* return value, errno */
+	int type;    /* GETLK: l_type */
 	long long start, len;
-	int pid;             /* GETLK: l_pid */
+	int pid; /* GETLK: l_pid */
 	int self_pid;
 };
 
@@ -184,8 +199,10 @@ static void agent_loop(int in, int out)
 	signal(SIGALRM, SIG_IGN);
 	while (read(in, &c, sizeof(c)) == (ssize_t)sizeof(c)) {
 		struct res r = {0};
-		struct flock fl = {.l_type = (short)c.type, .l_whence = SEEK_SET,
-		                   .l_start = c.start, .l_len = c.len};
+		struct flock fl = {.l_type = (short)c.type,
+		                   .l_whence = SEEK_SET,
+		                   .l_start = c.start,
+		                   .l_len = c.len};
 		r.self_pid = getpid();
 		switch (c.op) {
 		case C_OPEN:
@@ -356,8 +373,7 @@ static void test_lock_blocks_other_mount(void **state)
 	 * RELEASE the kernel sends asynchronously after the last close:
 	 * allow it a moment (docs/posix.md, "Locks"). */
 	long long t0 = now_ms();
-	while (agent_do(&x, C_FLOCK, LOCK_EX | LOCK_NB, 0, 0, NULL).rc != 0 &&
-	       now_ms() - t0 < 5000)
+	while (agent_do(&x, C_FLOCK, LOCK_EX | LOCK_NB, 0, 0, NULL).rc != 0 && now_ms() - t0 < 5000)
 		usleep(10000);
 	assert_int_equal(agent_do(&x, C_FLOCK, LOCK_EX | LOCK_NB, 0, 0, NULL).rc, 0);
 	/* (an OFD lock conflicts with the process's own POSIX lock) */
@@ -377,38 +393,38 @@ struct step {
 static const struct step SCRIPT[] = {
     {0, C_SETLK, F_WRLCK, 0, 100, 0},
     {1, C_GETLK, F_RDLCK, 10, 1, 1},
-    {0, C_SETLK, F_UNLCK, 40, 20, 0},          /* split */
-    {1, C_GETLK, F_WRLCK, 30, 40, 1},          /* first piece */
-    {1, C_SETLK, F_WRLCK, 45, 10, 0},          /* in the hole */
+    {0, C_SETLK, F_UNLCK, 40, 20, 0}, /* split */
+    {1, C_GETLK, F_WRLCK, 30, 40, 1}, /* first piece */
+    {1, C_SETLK, F_WRLCK, 45, 10, 0}, /* in the hole */
     {1, C_GETLK, F_WRLCK, 61, 1, 1},
-    {0, C_SETLK, F_RDLCK, 0, 40, 0},           /* downgrade */
+    {0, C_SETLK, F_RDLCK, 0, 40, 0}, /* downgrade */
     {1, C_SETLK, F_RDLCK, 0, 10, 0},
-    {0, C_SETLK, F_WRLCK, 5, 1, 0},            /* upgrade against a reader */
-    {0, C_SETLK, F_WRLCK, 60, 0, 0},           /* to EOF, merges with [60,99] */
+    {0, C_SETLK, F_WRLCK, 5, 1, 0},  /* upgrade against a reader */
+    {0, C_SETLK, F_WRLCK, 60, 0, 0}, /* to EOF, merges with [60,99] */
     {1, C_GETLK, F_RDLCK, 200, 5, 1},
-    {1, C_GETLK, F_WRLCK, 0, 0, 1},            /* first conflicting in order */
-    {0, C_SETLK, F_RDLCK, 40, 5, 0},           /* conflicts with 1's [45,54]? no */
-    {0, C_SETLK, F_RDLCK, 50, 5, 0},           /* conflicts */
+    {1, C_GETLK, F_WRLCK, 0, 0, 1},  /* first conflicting in order */
+    {0, C_SETLK, F_RDLCK, 40, 5, 0}, /* conflicts with 1's [45,54]? no */
+    {0, C_SETLK, F_RDLCK, 50, 5, 0}, /* conflicts */
     {1, C_SETLK, F_UNLCK, 0, 0, 0},
-    {0, C_SETLK, F_WRLCK, 40, 20, 0},          /* now fills the hole: one lock */
+    {0, C_SETLK, F_WRLCK, 40, 20, 0}, /* now fills the hole: one lock */
     {1, C_GETLK, F_WRLCK, 1, 1, 1},
     {1, C_GETLK, F_RDLCK, 10, 0, 1},
     {0, C_OPEN2, 0, 0, 0, 0},
-    {0, C_CLOSE2, 0, 0, 0, 0},                 /* close of any fd drops POSIX locks */
+    {0, C_CLOSE2, 0, 0, 0, 0}, /* close of any fd drops POSIX locks */
     {1, C_GETLK, F_WRLCK, 0, 0, 1},
     {0, C_OFD_SETLK, F_WRLCK, 10, 10, 0},
     {1, C_OFD_SETLK, F_RDLCK, 15, 1, 0},
     {1, C_OFD_GETLK, F_RDLCK, 0, 0, 0},
     {0, C_OPEN2, 0, 0, 0, 0},
-    {0, C_CLOSE2, 0, 0, 0, 0},                 /* OFD locks survive it */
+    {0, C_CLOSE2, 0, 0, 0, 0}, /* OFD locks survive it */
     {1, C_OFD_GETLK, F_WRLCK, 0, 0, 0},
-    {1, C_SETLK, F_WRLCK, 12, 1, 0},           /* POSIX vs OFD conflict */
+    {1, C_SETLK, F_WRLCK, 12, 1, 0}, /* POSIX vs OFD conflict */
     {0, C_OFD_SETLK, F_UNLCK, 0, 0, 0},
     {0, C_FLOCK, LOCK_SH | LOCK_NB, 0, 0, 0},
     {1, C_FLOCK, LOCK_SH | LOCK_NB, 0, 0, 0},
-    {0, C_FLOCK, LOCK_EX | LOCK_NB, 0, 0, 0},  /* fails, and drops 0's lock */
-    {1, C_FLOCK, LOCK_EX | LOCK_NB, 0, 0, 0},  /* so this succeeds */
-    {1, C_SETLK, F_WRLCK, 0, 0, 0},            /* flock and POSIX are independent */
+    {0, C_FLOCK, LOCK_EX | LOCK_NB, 0, 0, 0}, /* fails, and drops 0's lock */
+    {1, C_FLOCK, LOCK_EX | LOCK_NB, 0, 0, 0}, /* so this succeeds */
+    {1, C_SETLK, F_WRLCK, 0, 0, 0},           /* flock and POSIX are independent */
     {0, C_FLOCK, LOCK_SH | LOCK_NB, 0, 0, 0},
 };
 #define NSTEPS (sizeof(SCRIPT) / sizeof(SCRIPT[0]))
@@ -457,9 +473,9 @@ static void test_semantics_match_local(void **state)
 			fprintf(stderr,
 			        "step %zu: local rc=%d err=%d type=%d [%lld,+%lld] pid=%d; "
 			        "chainfs rc=%d err=%d type=%d [%lld,+%lld] pid=%d\n",
-			        i, want[i].rc, want[i].err, want[i].type, want[i].start, want[i].len,
-			        want[i].pid, got[i].rc, got[i].err, got[i].type, got[i].start,
-			        got[i].len, got[i].pid);
+			        i, want[i].rc, want[i].err, want[i].type, want[i].start,
+			        want[i].len, want[i].pid, got[i].rc, got[i].err, got[i].type,
+			        got[i].start, got[i].len, got[i].pid);
 		assert_int_equal(want[i].rc, got[i].rc);
 		assert_int_equal(want[i].err, got[i].err);
 		assert_int_equal(want[i].type, got[i].type);
@@ -469,7 +485,10 @@ static void test_semantics_match_local(void **state)
 	}
 }
 
-static void on_alarm(int sig) { (void)sig; }
+static void on_alarm(int sig)
+{
+	(void)sig;
+}
 
 static void test_setlkw_interrupted(void **state)
 {
@@ -502,7 +521,7 @@ static void test_setlkw_interrupted(void **state)
 
 /* Writers on both mounts increment one counter through sqlite3. */
 #define SQL_WRITERS_PER_MOUNT 2
-#define SQL_INCREMENTS 15
+#define SQL_INCREMENTS        15
 
 static char mnt_c[600], mnt_d[600];
 static pid_t mount_c_pid, mount_d_pid;
@@ -522,11 +541,12 @@ static void test_sqlite_two_mounts(void **state)
 	pid_t w[2 * SQL_WRITERS_PER_MOUNT];
 	for (int i = 0; i < 2 * SQL_WRITERS_PER_MOUNT; i++) {
 		snprintf(log, sizeof(log), "%s/sql-writer-%d", env.dir, i);
-		snprintf(cmd, sizeof(cmd),
-		         "for i in $(seq %d); do sqlite3 -cmd '.timeout 60000' '%s' "
-		         "'BEGIN IMMEDIATE; UPDATE c SET n = n + 1; COMMIT;' && echo ok; done > '%s' "
-		         "2>&1",
-		         SQL_INCREMENTS, i % 2 ? db : da, log);
+		snprintf(
+		    cmd, sizeof(cmd),
+		    "for i in $(seq %d); do sqlite3 -cmd '.timeout 60000' '%s' "
+		    "'BEGIN IMMEDIATE; UPDATE c SET n = n + 1; COMMIT;' && echo ok; done > '%s' "
+		    "2>&1",
+		    SQL_INCREMENTS, i % 2 ? db : da, log);
 		w[i] = fork();
 		assert_true(w[i] >= 0);
 		if (w[i] == 0) {
@@ -556,8 +576,8 @@ static void test_sqlite_two_mounts(void **state)
 	/* Read back through both mounts. */
 	for (int m = 0; m < 2; m++) {
 		char out[256] = "";
-		snprintf(cmd, sizeof(cmd), "sqlite3 '%s' 'PRAGMA integrity_check; SELECT n FROM c;'",
-		         m ? db : da);
+		snprintf(cmd, sizeof(cmd),
+		         "sqlite3 '%s' 'PRAGMA integrity_check; SELECT n FROM c;'", m ? db : da);
 		FILE *f = popen(cmd, "r");
 		assert_non_null(f);
 		size_t n = fread(out, 1, sizeof(out) - 1, f);
