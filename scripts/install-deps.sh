@@ -17,6 +17,7 @@ PKGS=(
   etcd-server etcd-client  # distributed KV backend, started by tests
   fio                 # benchmark baselines and verify runs
   procps psmisc iproute2 git sqlite3
+  acl                 # setfacl / getfacl for the POSIX ACL tests
 )
 
 missing=()

@@ -704,3 +704,37 @@ int meta_client_layout_set(meta_client *c, const struct meta_cred *cr, uint64_t 
 	m->table_id = table_id;
 	return call_plain(c, cr, m, NULL, 0);
 }
+
+/* ---- file locks ---- */
+
+int meta_client_lock_set(meta_client *c, uint64_t ino, const struct meta_lock *l)
+{
+	REQ(m, META_RPC_LOCK_SET);
+	m->ino = ino;
+	m->lock = *l;
+	return call_plain(c, NULL, m, NULL, 0);
+}
+
+int meta_client_lock_get(meta_client *c, uint64_t ino, const struct meta_lock *l,
+			 struct meta_lock *out)
+{
+	struct meta_rpc_resp r = { 0 };
+	REQ(m, META_RPC_LOCK_GET);
+	m->ino = ino;
+	m->lock = *l;
+	int rc = call_plain(c, NULL, m, &r, 0);
+	if (rc < 0)
+		return rc;
+	if (r.has_lock && out)
+		*out = r.lock;
+	return r.has_lock;
+}
+
+int meta_client_lock_release(meta_client *c, uint64_t ino, uint64_t owner, unsigned kinds)
+{
+	REQ(m, META_RPC_LOCK_RELEASE);
+	m->ino = ino;
+	m->lock.owner = owner;
+	m->flags = kinds;
+	return call_plain(c, NULL, m, NULL, 0);
+}

@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #include "meta/meta.h"
+#include "meta/meta_lock.h"
 
 #define META_CLIENT_MAX_ADDRS 64
 
@@ -149,5 +150,16 @@ int meta_client_layout_get(meta_client *c, const struct meta_cred *cr, uint64_t 
 /* -EINVAL with the server's reason in meta_client_last_error(). */
 int meta_client_layout_set(meta_client *c, const struct meta_cred *cr, uint64_t dir,
 			   uint32_t chunk_size, uint32_t stripe, uint32_t table_id);
+
+/* File locks (meta_lock.h); the holder's client is this client's id.
+ * lock_set: 0 or -EAGAIN on a conflict (it does not wait: callers that
+ * must wait retry). lock_get: 1 and *out (the conflicting lock), 0 when
+ * none conflicts. lock_release: drops the locks of OWNER (any owner of
+ * this client with META_RPC_LOCK_ANY_OWNER in KINDS) of the kinds in the
+ * KINDS mask on INO. */
+int meta_client_lock_set(meta_client *c, uint64_t ino, const struct meta_lock *l);
+int meta_client_lock_get(meta_client *c, uint64_t ino, const struct meta_lock *l,
+			 struct meta_lock *out);
+int meta_client_lock_release(meta_client *c, uint64_t ino, uint64_t owner, unsigned kinds);
 
 #endif

@@ -53,6 +53,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/file.h>
 #include <sys/uio.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -60,6 +61,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/status.h"
+#include "meta/acl.h"
 
 #define FUSEFS_MAX_IO  (1u << 20) /* max_read / max_write */
 #define FUSEFS_NGROUPS 64
@@ -73,6 +75,13 @@ struct fusefs {
 	pthread_mutex_t lock;      /* guards the two handle lists */
 	struct fusefs_file *files; /* open file handles, for cleanup at unmount */
 	struct fusefs_dir *dirs;   /* open directory handles, likewise */
+	size_t nlk_files;          /* files with lk_owners recorded; guarded by lock */
+	int acl;                   /* the kernel enforces POSIX ACLs ("ACLs") */
+	pthread_mutex_t acl_lock;  /* guards acl_none */
+	struct acl_none_slot {     /* directories known to have no default ACL */
+		uint64_t ino;
+		uint64_t until_ns; /* mono clock */
+	} acl_none[256];
 };
 
 struct fusefs_file {
@@ -82,6 +91,10 @@ struct fusefs_file {
 	int flags;         /* open(2) flags */
 	file_io_inode *fi; /* shared open state; NULL without file_io */
 	uint64_t size_ns;  /* mono ns the size last came from meta (open, read at EOF) */
+	/* Lock owners that took locks through this handle (see "Locks");
+	 * guarded by fusefs.lock. */
+	uint64_t *lk_owners;
+	size_t nlk, lk_cap;
 };
 
 struct fusefs_dirent {
@@ -226,6 +239,13 @@ static struct meta_inode *inode_new(fuse_req_t req)
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
+	struct fusefs *fs = userdata;
+	/* POSIX ACLs: the kernel enforces them; umask and default ACLs at
+	 * create are ours ("ACLs"). */
+	if ((conn->capable & FUSE_CAP_POSIX_ACL) && (conn->capable & FUSE_CAP_DONT_MASK)) {
+		conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+		fs->acl = 1;
+	}
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
 		conn->want |= FUSE_CAP_READDIRPLUS;
 	conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
@@ -236,6 +256,11 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_ASYNC_DIO)
 		conn->want |= FUSE_CAP_ASYNC_DIO;
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+	/* Locks are meta's, shared by every mount ("Locks"). */
+	if (conn->capable & FUSE_CAP_POSIX_LOCKS)
+		conn->want |= FUSE_CAP_POSIX_LOCKS;
+	if (conn->capable & FUSE_CAP_FLOCK_LOCKS)
+		conn->want |= FUSE_CAP_FLOCK_LOCKS;
 	conn->max_write = FUSEFS_MAX_IO;
 	conn->max_read = FUSEFS_MAX_IO; /* must match the max_read mount option */
 	conn->max_readahead = FUSEFS_MAX_IO;
@@ -407,6 +432,149 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_readlink(req, buf);
 }
 
+/* ---- ACLs ----
+ *
+ * With FUSE_CAP_POSIX_ACL the kernel checks permissions against the
+ * system.posix_acl_access xattr (which meta keeps with the mode in step,
+ * meta_acl.c) and, with FUSE_CAP_DONT_MASK, hands creates the mode before
+ * the umask together with the umask. So a create here does what the
+ * kernel's posix_acl_create does for a local disk: if the parent has a
+ * default ACL, the new node's mode is masked by it (the umask is ignored),
+ * and the node gets it as its access ACL (unless the mode says it all) and,
+ * for a directory, as its default ACL; otherwise the umask applies. The
+ * parent's default ACL is read once per attr_timeout when it has none
+ * (acl_none_cached). The ACLs are set right
+ * after the node is created, in separate meta calls: a mount that dies in
+ * between leaves the node with the masked mode but without the named
+ * entries (docs/posix.md, "ACLs"). */
+
+struct acl_inherit {
+	uint8_t *acc, *def; /* access ACL and default ACL to set; NULL: none */
+	size_t acc_len, def_len;
+};
+
+/* Reads NAME of INO into a new buffer: length, 0 when absent, or <0. */
+static int xattr_fetch(struct fusefs *fs, const struct meta_cred *c, uint64_t ino, const char *name,
+                       uint8_t **out)
+{
+	size_t cap = 1024;
+	*out = NULL;
+	for (int tries = 0; tries < 3; tries++) {
+		uint8_t *b = malloc(cap);
+		if (!b)
+			return -ENOMEM;
+		int rc = meta_client_getxattr(fs->o.meta, c, ino, meta_name_c(name), b, cap);
+		if (rc >= 0) {
+			*out = b;
+			return rc;
+		}
+		free(b);
+		if (rc == -ENODATA)
+			return 0;
+		if (rc != -ERANGE)
+			return rc;
+		rc = meta_client_getxattr(fs->o.meta, c, ino, meta_name_c(name), NULL, 0);
+		if (rc < 0)
+			return rc == -ENODATA ? 0 : rc;
+		cap = (size_t)rc + 1;
+	}
+	return -EAGAIN;
+}
+
+/* The "no default ACL" cache: a directory whose default ACL read came back
+ * empty is not asked again for attr_timeout (the time the kernel trusts
+ * its attributes anyway), so a stream of creates in one directory costs no
+ * extra meta call. Setting or removing a default ACL through this mount
+ * drops the entry; one set through another mount applies here within
+ * attr_timeout. */
+static struct acl_none_slot *acl_slot(struct fusefs *fs, uint64_t ino)
+{
+	return &fs->acl_none[(ino * 0x9E3779B97F4A7C15ull) >> 56];
+}
+
+static int acl_none_cached(struct fusefs *fs, uint64_t ino)
+{
+	pthread_mutex_lock(&fs->acl_lock);
+	struct acl_none_slot *sl = acl_slot(fs, ino);
+	int hit = sl->ino == ino && sl->until_ns > clock_mono_ns();
+	pthread_mutex_unlock(&fs->acl_lock);
+	return hit;
+}
+
+static void acl_none_set(struct fusefs *fs, uint64_t ino, int none)
+{
+	uint64_t ttl = fs->o.attr_timeout > 0 ? (uint64_t)(fs->o.attr_timeout * 1e9) : 0;
+	pthread_mutex_lock(&fs->acl_lock);
+	struct acl_none_slot *sl = acl_slot(fs, ino);
+	if (none && ttl) {
+		sl->ino = ino;
+		sl->until_ns = clock_mono_ns() + ttl;
+	} else if (sl->ino == ino) {
+		sl->ino = 0;
+	}
+	pthread_mutex_unlock(&fs->acl_lock);
+}
+
+/* Turns the kernel's create MODE for a node (IS_DIR) in PARENT into the
+ * mode to create with, and fills AI with the ACLs to give it. */
+static int acl_prepare(fuse_req_t req, struct fusefs *fs, const struct meta_cred *c,
+                       uint64_t parent, int is_dir, uint32_t *mode, struct acl_inherit *ai)
+{
+	memset(ai, 0, sizeof(*ai));
+	if (!fs->acl)
+		return 0; /* the kernel applied the umask */
+	uint8_t *def = NULL;
+	int n =
+	    acl_none_cached(fs, parent) ? 0 : xattr_fetch(fs, c, parent, META_ACL_DEFAULT, &def);
+	if (n < 0)
+		return n;
+	if (n == 0)
+		acl_none_set(fs, parent, 1);
+	if (n == 0 || meta_acl_check(def, (size_t)n)) {
+		free(def);
+		*mode &= ~(uint32_t)fuse_req_ctx(req)->umask;
+		return 0;
+	}
+	uint8_t *acc = malloc((size_t)n);
+	if (!acc) {
+		free(def);
+		return -ENOMEM;
+	}
+	memcpy(acc, def, (size_t)n);
+	if (meta_acl_create(acc, (size_t)n, mode)) {
+		ai->acc = acc;
+		ai->acc_len = (size_t)n;
+	} else {
+		free(acc);
+	}
+	if (is_dir) {
+		ai->def = def;
+		ai->def_len = (size_t)n;
+	} else {
+		free(def);
+	}
+	return 0;
+}
+
+/* Gives the new node INO the ACLs of AI (and frees them). */
+static void acl_apply(struct fusefs *fs, const struct meta_cred *c, uint64_t ino,
+                      struct acl_inherit *ai)
+{
+	int rc = 0;
+	if (ai->acc)
+		rc = meta_client_setxattr(fs->o.meta, c, ino, meta_name_c(META_ACL_ACCESS), ai->acc,
+		                          ai->acc_len, 0);
+	if (rc == 0 && ai->def)
+		rc = meta_client_setxattr(fs->o.meta, c, ino, meta_name_c(META_ACL_DEFAULT),
+		                          ai->def, ai->def_len, 0);
+	if (rc < 0)
+		LOG_WARN("fuse", "inheriting the default ACL failed: ino=%llu: %s",
+		         (unsigned long long)ino, cfs_strerror(rc));
+	free(ai->acc);
+	free(ai->def);
+	memset(ai, 0, sizeof(*ai));
+}
+
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
 	struct fusefs *fs = fs_of(req);
@@ -419,8 +587,16 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	if (!in)
 		return;
 	req_cred(req, &cb);
-	int rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), mode & 07777,
-	                            META_O_EXCL, in, NULL);
+	uint32_t m = mode & 07777;
+	struct acl_inherit ai;
+	int rc = acl_prepare(req, fs, &cb.c, parent, 0, &m, &ai);
+	if (rc == 0)
+		rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), m,
+		                        META_O_EXCL, in, NULL);
+	if (rc == 0)
+		acl_apply(fs, &cb.c, in->ino, &ai);
+	free(ai.acc);
+	free(ai.def);
 	if (rc < 0)
 		reply_err(req, rc);
 	else
@@ -436,7 +612,15 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	if (!in)
 		return;
 	req_cred(req, &cb);
-	int rc = meta_client_mkdir(fs->o.meta, &cb.c, parent, meta_name_c(name), mode & 07777, in);
+	uint32_t m = mode & 07777;
+	struct acl_inherit ai;
+	int rc = acl_prepare(req, fs, &cb.c, parent, 1, &m, &ai);
+	if (rc == 0)
+		rc = meta_client_mkdir(fs->o.meta, &cb.c, parent, meta_name_c(name), m, in);
+	if (rc == 0)
+		acl_apply(fs, &cb.c, in->ino, &ai);
+	free(ai.acc);
+	free(ai.def);
 	if (rc < 0)
 		reply_err(req, rc);
 	else
@@ -530,8 +714,11 @@ static unsigned open_flags(int flags)
 
 /* Closes F's meta session (reporting the written length), drops its
  * file_io reference, unlinks and frees it. CR: whose close it is. */
+static void lock_drop_file(struct fusefs *fs, struct fusefs_file *f);
+
 static void file_drop(struct fusefs *fs, struct fusefs_file *f, const struct meta_cred *cr)
 {
+	lock_drop_file(fs, f);
 	if (f->fi)
 		file_io_drain(f->fi); /* flush (close) reported any error already */
 	if (f->session) {
@@ -695,8 +882,24 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	if (!in)
 		return;
 	req_cred(req, &cb);
-	int rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), mode & 07777, mf,
-	                            in, &session);
+	uint32_t m = mode & 07777;
+	struct acl_inherit ai;
+	int rc = acl_prepare(req, fs, &cb.c, parent, 0, &m, &ai);
+	/* Only a node this call makes gets the ACLs, and O_CREAT of an
+	 * existing file opens it: try exclusively first. */
+	int inherit = ai.acc || ai.def;
+	if (rc == 0)
+		rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), m,
+		                        inherit ? mf | META_O_EXCL : mf, in, &session);
+	if (rc == -EEXIST && inherit && !(mf & META_O_EXCL)) {
+		inherit = 0;
+		rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), m, mf, in,
+		                        &session);
+	}
+	if (rc == 0 && inherit)
+		acl_apply(fs, &cb.c, in->ino, &ai);
+	free(ai.acc);
+	free(ai.def);
 	if (rc == 0) {
 		rc = file_setup(fs, in, session, ffi);
 		if (rc < 0 && session)
@@ -818,8 +1021,12 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		fuse_reply_write(req, (size_t)n);
 }
 
+static void lock_flush(struct fusefs *fs, uint64_t ino, uint64_t owner);
+
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 {
+	/* close(2) drops the process's POSIX locks on the file. */
+	lock_flush(fs_of(req), ino, ffi->lock_owner);
 	/* close(2) returns after this: make the length visible to every
 	 * client now, not when the asynchronous release arrives. */
 	fuse_reply_err(req, to_errno(report_length(fs_of(req), ino)));
@@ -834,10 +1041,17 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 	fuse_reply_err(req, to_errno(report_length_how(fs_of(req), ino, 1)));
 }
 
+static int lock_note(struct fusefs *fs, struct fusefs_file *f, uint64_t owner);
+
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 {
 	struct meta_cred cr = {0, 0, 0, NULL};
-	file_drop(fs_of(req), (struct fusefs_file *)(uintptr_t)ffi->fh, &cr);
+	struct fusefs_file *f = (struct fusefs_file *)(uintptr_t)ffi->fh;
+	/* The flock owner the kernel names here is the file's own id; drop
+	 * its locks with the others recorded on the handle. */
+	if (ffi->flock_release)
+		lock_note(fs_of(req), f, ffi->lock_owner);
+	file_drop(fs_of(req), f, &cr);
 	fuse_reply_err(req, 0);
 }
 
@@ -1071,8 +1285,10 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 	if (flags & XATTR_REPLACE)
 		mf |= META_XATTR_REPLACE;
 	req_cred(req, &cb);
-	fuse_reply_err(req, to_errno(meta_client_setxattr(fs->o.meta, &cb.c, ino, meta_name_c(name),
-	                                                  value, size, mf)));
+	int rc = meta_client_setxattr(fs->o.meta, &cb.c, ino, meta_name_c(name), value, size, mf);
+	if (!strcmp(name, META_ACL_DEFAULT))
+		acl_none_set(fs, ino, 0);
+	fuse_reply_err(req, to_errno(rc));
 }
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
@@ -1120,8 +1336,10 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	req_cred(req, &cb);
-	fuse_reply_err(
-	    req, to_errno(meta_client_removexattr(fs->o.meta, &cb.c, ino, meta_name_c(name))));
+	int rc = meta_client_removexattr(fs->o.meta, &cb.c, ino, meta_name_c(name));
+	if (!strcmp(name, META_ACL_DEFAULT))
+		acl_none_set(fs, ino, 0);
+	fuse_reply_err(req, to_errno(rc));
 }
 
 static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
@@ -1139,6 +1357,225 @@ static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
 	} else {
 		rc = meta_client_access(fs->o.meta, &cb.c, ino, mask & (R_OK | W_OK | X_OK));
 	}
+	fuse_reply_err(req, to_errno(rc));
+}
+
+/* ---- Locks ----
+ *
+ * flock(2), POSIX record locks and OFD locks live in meta (meta_lock.h),
+ * so they hold across mounts: this mount is the holder's client (its meta
+ * client id = its mgmtd node id) and the kernel's lock_owner the owner.
+ * POSIX locks come with the process's files table as owner, OFD and flock
+ * locks with the open file description's; the kernel hands both range
+ * kinds to setlk, and flock(2) to flock.
+ *
+ * Release. Each handle records the owners that took locks through it.
+ * flush (every close(2)) names the closing process's owner: its POSIX
+ * locks on the file go (POSIX: closing any descriptor of a file drops all
+ * of the process's locks on it), and the owner leaves every handle's
+ * record. At release (the last close of the open file description) any
+ * owner still recorded is the description's own (OFD or flock locks):
+ * they go too. A mount that dies loses its locks when meta prunes its
+ * client (meta_service.c). Nothing is sent on close for files never
+ * locked through this mount.
+ *
+ * Waiting. F_SETLKW and flock without LOCK_NB retry on -EAGAIN with a
+ * backoff of 1 ms doubling to 100 ms, until the lock is granted or the
+ * kernel interrupts the request (a signal: EINTR). No deadlock detection
+ * across mounts, and no fairness between waiters (docs/posix.md). */
+
+#define LOCK_WAIT_MIN_US 1000
+#define LOCK_WAIT_MAX_US 100000
+
+/* Records OWNER on F (idempotent). 0 or -ENOMEM. */
+static int lock_note(struct fusefs *fs, struct fusefs_file *f, uint64_t owner)
+{
+	int rc = 0;
+	pthread_mutex_lock(&fs->lock);
+	for (size_t i = 0; i < f->nlk; i++)
+		if (f->lk_owners[i] == owner)
+			goto out;
+	if (f->nlk == f->lk_cap) {
+		size_t nc = f->lk_cap ? 2 * f->lk_cap : 4;
+		uint64_t *v = realloc(f->lk_owners, nc * sizeof(*v));
+		if (!v) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		f->lk_owners = v;
+		f->lk_cap = nc;
+	}
+	if (f->nlk++ == 0)
+		fs->nlk_files++;
+	f->lk_owners[f->nlk - 1] = owner;
+out:
+	pthread_mutex_unlock(&fs->lock);
+	return rc;
+}
+
+/* Removes OWNER from F's record; 1 when it was there. fs->lock held. */
+static int lock_forget(struct fusefs *fs, struct fusefs_file *f, uint64_t owner)
+{
+	for (size_t i = 0; i < f->nlk; i++)
+		if (f->lk_owners[i] == owner) {
+			f->lk_owners[i] = f->lk_owners[--f->nlk];
+			if (f->nlk == 0)
+				fs->nlk_files--;
+			return 1;
+		}
+	return 0;
+}
+
+static void lock_flush(struct fusefs *fs, uint64_t ino, uint64_t owner)
+{
+	int found = 0;
+	pthread_mutex_lock(&fs->lock);
+	if (fs->nlk_files)
+		for (struct fusefs_file *f = fs->files; f; f = f->next)
+			if (f->ino == ino)
+				found |= lock_forget(fs, f, owner);
+	pthread_mutex_unlock(&fs->lock);
+	if (!found)
+		return;
+	int rc =
+	    meta_client_lock_release(fs->o.meta, ino, owner, META_LOCK_KIND_BIT(META_LOCK_POSIX));
+	if (rc < 0) /* meta prunes them with the mount at worst */
+		LOG_WARN("fuse", "lock release at close failed: ino=%llu: %s",
+		         (unsigned long long)ino, cfs_strerror(rc));
+}
+
+static void lock_drop_file(struct fusefs *fs, struct fusefs_file *f)
+{
+	for (;;) {
+		uint64_t owner;
+		pthread_mutex_lock(&fs->lock);
+		if (f->nlk == 0) {
+			pthread_mutex_unlock(&fs->lock);
+			break;
+		}
+		owner = f->lk_owners[f->nlk - 1];
+		lock_forget(fs, f, owner);
+		pthread_mutex_unlock(&fs->lock);
+		int rc = meta_client_lock_release(fs->o.meta, f->ino, owner, META_LOCK_ALL_KINDS);
+		if (rc < 0)
+			LOG_WARN("fuse", "lock release failed: ino=%llu: %s",
+			         (unsigned long long)f->ino, cfs_strerror(rc));
+	}
+	free(f->lk_owners);
+	f->lk_owners = NULL;
+	f->lk_cap = 0;
+}
+
+/* struct flock (SEEK_SET, as libfuse hands it) to a meta lock. */
+static int lock_from_flock(const struct flock *fl, uint64_t owner, struct meta_lock *l)
+{
+	memset(l, 0, sizeof(*l));
+	l->owner = owner;
+	l->pid = (uint32_t)fl->l_pid;
+	l->kind = META_LOCK_POSIX;
+	switch (fl->l_type) {
+	case F_RDLCK:
+		l->type = META_LOCK_RD;
+		break;
+	case F_WRLCK:
+		l->type = META_LOCK_WR;
+		break;
+	case F_UNLCK:
+		l->type = META_LOCK_UN;
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (fl->l_start < 0 || fl->l_len < 0)
+		return -EINVAL;
+	l->start = (uint64_t)fl->l_start;
+	/* libfuse turns the kernel's OFFSET_MAX end into l_len 0. */
+	l->end = fl->l_len == 0 ? META_LOCK_EOF : (uint64_t)fl->l_start + (uint64_t)fl->l_len - 1;
+	return 0;
+}
+
+/* Sets L, waiting while it conflicts when WAIT. */
+static int lock_set_wait(fuse_req_t req, struct fusefs *fs, uint64_t ino, const struct meta_lock *l,
+                         int wait)
+{
+	unsigned us = LOCK_WAIT_MIN_US;
+	for (;;) {
+		int rc = meta_client_lock_set(fs->o.meta, ino, l);
+		if (rc != -EAGAIN || !wait)
+			return rc;
+		if (fuse_req_interrupted(req))
+			return -EINTR;
+		usleep(us);
+		us = us * 2 < LOCK_WAIT_MAX_US ? us * 2 : LOCK_WAIT_MAX_US;
+	}
+}
+
+static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi, struct flock *fl)
+{
+	struct fusefs *fs = fs_of(req);
+	struct meta_lock l, held;
+	int rc = lock_from_flock(fl, ffi->lock_owner, &l);
+	if (rc == 0)
+		rc = meta_client_lock_get(fs->o.meta, ino, &l, &held);
+	if (rc < 0) {
+		reply_err(req, rc);
+		return;
+	}
+	struct flock out = *fl;
+	if (rc == 0) {
+		out.l_type = F_UNLCK;
+	} else {
+		out.l_type = held.type == META_LOCK_WR ? F_WRLCK : F_RDLCK;
+		out.l_whence = SEEK_SET;
+		out.l_start = (off_t)held.start;
+		out.l_len = held.end == META_LOCK_EOF ? 0 : (off_t)(held.end - held.start + 1);
+		out.l_pid = (pid_t)held.pid;
+	}
+	fuse_reply_lock(req, &out);
+}
+
+static void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi, struct flock *fl,
+                     int sleep)
+{
+	struct fusefs *fs = fs_of(req);
+	struct fusefs_file *f = (struct fusefs_file *)(uintptr_t)ffi->fh;
+	struct meta_lock l;
+	int rc = lock_from_flock(fl, ffi->lock_owner, &l);
+	/* Record first, so a close racing with the grant still drops it. */
+	if (rc == 0 && l.type != META_LOCK_UN)
+		rc = lock_note(fs, f, l.owner);
+	if (rc == 0)
+		rc = lock_set_wait(req, fs, ino, &l, sleep);
+	fuse_reply_err(req, to_errno(rc));
+}
+
+static void op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi, int op)
+{
+	struct fusefs *fs = fs_of(req);
+	struct fusefs_file *f = (struct fusefs_file *)(uintptr_t)ffi->fh;
+	struct meta_lock l = {.owner = ffi->lock_owner,
+	                      .pid = (uint32_t)fuse_req_ctx(req)->pid,
+	                      .kind = META_LOCK_FLOCK,
+	                      .start = 0,
+	                      .end = META_LOCK_EOF};
+	int rc = 0;
+	switch (op & ~LOCK_NB) {
+	case LOCK_SH:
+		l.type = META_LOCK_RD;
+		break;
+	case LOCK_EX:
+		l.type = META_LOCK_WR;
+		break;
+	case LOCK_UN:
+		l.type = META_LOCK_UN;
+		break;
+	default:
+		rc = -EINVAL;
+	}
+	if (rc == 0 && l.type != META_LOCK_UN)
+		rc = lock_note(fs, f, l.owner);
+	if (rc == 0)
+		rc = lock_set_wait(req, fs, ino, &l, !(op & LOCK_NB));
 	fuse_reply_err(req, to_errno(rc));
 }
 
@@ -1175,6 +1612,9 @@ static const struct fuse_lowlevel_ops fusefs_ops = {
     .removexattr = op_removexattr,
     .access = op_access,
     .create = op_create,
+    .getlk = op_getlk,
+    .setlk = op_setlk,
+    .flock = op_flock,
 };
 
 int fusefs_is_mountpoint(const char *path)
@@ -1230,12 +1670,14 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	char *argv[] = {"chainfs", "-o", mopts, fs.o.debug ? "-d" : NULL, NULL};
 	struct fuse_args args = FUSE_ARGS_INIT(fs.o.debug ? 4 : 3, argv);
 	pthread_mutex_init(&fs.lock, NULL);
+	pthread_mutex_init(&fs.acl_lock, NULL);
 	se = fuse_session_new(&args, &fusefs_ops, sizeof(fusefs_ops), &fs);
 	fuse_opt_free_args(&args); /* the session may have added to them */
 	if (!se) {
 		snprintf(err, errlen, "cannot start a FUSE session (bad -o options '%s'?)",
 		         fs.o.extra_opts ? fs.o.extra_opts : "");
 		pthread_mutex_destroy(&fs.lock);
+		pthread_mutex_destroy(&fs.acl_lock);
 		return -EINVAL;
 	}
 	if (fuse_set_signal_handlers(se) != 0) {
@@ -1288,5 +1730,6 @@ out:
 	fuse_loop_cfg_destroy(lc);
 	fuse_session_destroy(se);
 	pthread_mutex_destroy(&fs.lock);
+	pthread_mutex_destroy(&fs.acl_lock);
 	return rc;
 }

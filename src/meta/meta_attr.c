@@ -19,6 +19,7 @@
 
 #include "common/log.h"
 #include "common/status.h"
+#include "meta/acl.h"
 #include "meta/meta_int.h"
 
 /* ---- setattr ---- */
@@ -110,6 +111,8 @@ static int setattr_body(kv_txn *t, void *arg)
 	if ((rc = meta_get_inode(t, a->ino, 0, &a->in)))
 		return rc;
 	if ((rc = setattr_apply(a, meta_now(a->m))))
+		return rc;
+	if ((a->sa->valid & META_SET_MODE) && (rc = meta_acl_chmod_txn(t, &a->in)))
 		return rc;
 	if ((rc = meta_put_inode(t, &a->in)))
 		return rc;
@@ -258,7 +261,7 @@ int meta_set_dir_layout(meta_ctx *m, const struct meta_cred *c, const struct met
 
 /* ---- xattrs ---- */
 
-enum xns { XNS_USER, XNS_TRUSTED, XNS_SECURITY };
+enum xns { XNS_USER, XNS_TRUSTED, XNS_SECURITY, XNS_ACL_ACCESS, XNS_ACL_DEFAULT };
 
 static int xattr_ns(struct meta_name name, enum xns *ns)
 {
@@ -271,6 +274,15 @@ static int xattr_ns(struct meta_name name, enum xns *ns)
 		return -ERANGE;
 	if (name.n == 0 || memchr(name.p, 0, name.n))
 		return -EINVAL;
+	/* POSIX ACLs (acl.h): two exact names of the system namespace. */
+	if (name.n == sizeof(META_ACL_ACCESS) - 1 && !memcmp(name.p, META_ACL_ACCESS, name.n)) {
+		*ns = XNS_ACL_ACCESS;
+		return 0;
+	}
+	if (name.n == sizeof(META_ACL_DEFAULT) - 1 && !memcmp(name.p, META_ACL_DEFAULT, name.n)) {
+		*ns = XNS_ACL_DEFAULT;
+		return 0;
+	}
 	for (size_t i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
 		if (name.n > tab[i].n && memcmp(name.p, tab[i].p, tab[i].n) == 0) {
 			*ns = tab[i].ns;
@@ -287,6 +299,8 @@ static int xattr_perm(const struct meta_inode *in, const struct meta_cred *c, en
 {
 	if (ns == XNS_TRUSTED)
 		return c->uid == 0 ? 0 : -EPERM;
+	if (ns == XNS_ACL_ACCESS || ns == XNS_ACL_DEFAULT) /* as chmod; anyone reads */
+		return !write || c->uid == 0 || c->uid == in->uid ? 0 : -EPERM;
 	if (ns == XNS_USER) {
 		if (in->type != META_T_FILE && in->type != META_T_DIR)
 			return write ? -EPERM : -ENODATA;
@@ -332,6 +346,12 @@ static int setx_body(kv_txn *t, void *arg)
 	int exists = kv_get(t, kv_mem(k.b, k.n), 0, &v);
 	if (exists < 0)
 		return exists;
+	if (a->ns == XNS_ACL_ACCESS || a->ns == XNS_ACL_DEFAULT) {
+		if ((rc = meta_acl_setx(a->m, t, &a->in, a->ns == XNS_ACL_DEFAULT, &k, exists,
+					a->remove ? NULL : a->val, a->len)))
+			return rc;
+		goto done;
+	}
 	if (a->remove) {
 		if (!exists)
 			return -ENODATA;
@@ -349,6 +369,7 @@ static int setx_body(kv_txn *t, void *arg)
 	}
 	if (rc)
 		return rc;
+done:
 	a->in.ctime = meta_now(a->m);
 	if ((rc = meta_put_inode(t, &a->in)))
 		return rc;

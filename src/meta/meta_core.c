@@ -80,10 +80,30 @@ void meta_free(meta_ctx *m)
 	free(m);
 }
 
+/* The txn the calling thread's body runs in, so that meta_may can read
+ * an ACL on its slow path without every caller passing the txn. */
+static __thread kv_txn *cur_txn;
+
+struct run_tramp {
+	kv_txn_fn fn;
+	void *arg;
+};
+
+static int run_tramp_body(kv_txn *t, void *arg)
+{
+	struct run_tramp *r = arg;
+	kv_txn *prev = cur_txn;
+	cur_txn = t;
+	int rc = r->fn(t, r->arg);
+	cur_txn = prev;
+	return rc;
+}
+
 int meta_run(meta_ctx *m, const struct kv_run_opts *o, kv_txn_fn fn, void *arg)
 {
 	struct kv_run_stats st = { 0, -1 };
-	int rc = kv_run(m->kv, o, fn, arg, &st);
+	struct run_tramp tr = { fn, arg };
+	int rc = kv_run(m->kv, o, run_tramp_body, &tr, &st);
 	atomic_fetch_add_explicit(&m->txns, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&m->retries, (uint64_t)st.retries, memory_order_relaxed);
 	if (rc < 0)
@@ -464,7 +484,11 @@ int meta_may(const struct meta_inode *in, const struct meta_cred *c, int mask)
 		bits = (in->mode >> 3) & 7;
 	else
 		bits = in->mode & 7;
-	return ((unsigned)mask & ~bits) ? -EACCES : 0;
+	if (!((unsigned)mask & ~bits))
+		return 0;
+	/* Denied by the mode: an access ACL may still grant it (named users
+	 * and groups; meta_acl.c). Read only on this slow path. */
+	return cur_txn ? meta_acl_may(cur_txn, in, c, mask) : -EACCES;
 }
 
 int meta_sticky_ok(const struct meta_inode *dir, const struct meta_inode *victim,

@@ -82,4 +82,15 @@ enum meta_name_use { META_NAME_LOOKUP, META_NAME_NEW, META_NAME_REMOVE };
  * -EEXIST ("."/".." as a new name). */
 int meta_check_name(struct meta_name name, enum meta_name_use use);
 
+/* POSIX ACL xattrs (meta_acl.c). setx: sets (VAL) or removes (VAL NULL)
+ * the access (DEFLT 0) or default ACL of IN at key K (EXISTS: the key is
+ * present), keeping IN's mode in step (the caller writes IN). chmod_txn:
+ * rewrites IN's access ACL, if any, after a chmod to IN->mode. */
+int meta_acl_setx(meta_ctx *m, kv_txn *t, struct meta_inode *in, int deflt,
+		  const struct meta_key *k, int exists, const void *val, size_t len);
+int meta_acl_chmod_txn(kv_txn *t, const struct meta_inode *in);
+/* Permission by IN's access ACL for a non-root caller (the mode already
+ * denied it): 0 or -EACCES (also without an ACL). */
+int meta_acl_may(kv_txn *t, const struct meta_inode *in, const struct meta_cred *c, int mask);
+
 #endif

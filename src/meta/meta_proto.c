@@ -29,11 +29,14 @@ static const char *const names[] = {
 
 /* Types of the 240..249 block (metadata speed), from META_RPC_FSYNC. */
 static const char *const names_240[] = { "FSYNC" };
+static const char *const lock_names[] = { "LOCK_SET", "LOCK_GET", "LOCK_RELEASE" };
 
 const char *meta_rpc_name(uint16_t type)
 {
 	if (type >= META_RPC_FSYNC && type <= META_RPC_LAST_240)
 		return names_240[type - META_RPC_FSYNC];
+	if (type >= META_RPC_LOCK_FIRST && type <= META_RPC_LOCK_LAST)
+		return lock_names[type - META_RPC_LOCK_FIRST];
 	if (type < META_RPC_FIRST || type > META_RPC_LAST)
 		return NULL;
 	return names[type - META_RPC_FIRST];
@@ -197,6 +200,27 @@ static void get_inode(struct wire_reader *r, struct meta_inode *in)
 	in->target_len = tl;
 }
 
+/* A lock request: the holder's owner and the lock (client: the header). */
+static void put_lock_req(struct wire_writer *w, const struct meta_lock *l)
+{
+	wire_put_u64(w, l->owner);
+	wire_put_u32(w, l->pid);
+	wire_put_u8(w, l->kind);
+	wire_put_u8(w, l->type);
+	wire_put_u64(w, l->start);
+	wire_put_u64(w, l->end);
+}
+
+static void get_lock_req(struct wire_reader *r, struct meta_lock *l)
+{
+	wire_get_u64(r, &l->owner);
+	wire_get_u32(r, &l->pid);
+	wire_get_u8(r, &l->kind);
+	wire_get_u8(r, &l->type);
+	wire_get_u64(r, &l->start);
+	wire_get_u64(r, &l->end);
+}
+
 /* ---- requests ---- */
 
 int meta_rpc_req_encode(struct buf *b, const struct meta_rpc_req *m)
@@ -306,6 +330,16 @@ int meta_rpc_req_encode(struct buf *b, const struct meta_rpc_req *m)
 		wire_put_u32(&w, m->chunk_size);
 		wire_put_u32(&w, m->stripe);
 		wire_put_u32(&w, m->table_id);
+		break;
+	case META_RPC_LOCK_SET:
+	case META_RPC_LOCK_GET:
+		wire_put_u64(&w, m->ino);
+		put_lock_req(&w, &m->lock);
+		break;
+	case META_RPC_LOCK_RELEASE:
+		wire_put_u64(&w, m->ino);
+		wire_put_u64(&w, m->lock.owner);
+		wire_put_u32(&w, m->flags);
 		break;
 	default:
 		return -EINVAL;
@@ -441,6 +475,20 @@ int meta_rpc_req_decode(uint16_t type, const void *p, size_t n, struct meta_rpc_
 		wire_get_u32(&r, &m->stripe);
 		wire_get_u32(&r, &m->table_id);
 		break;
+	case META_RPC_LOCK_SET:
+	case META_RPC_LOCK_GET:
+		wire_get_u64(&r, &m->ino);
+		get_lock_req(&r, &m->lock);
+		m->lock.client = m->client;
+		if (!r.err && meta_lock_check(&m->lock))
+			wire_fail(&r, -EINVAL);
+		break;
+	case META_RPC_LOCK_RELEASE:
+		wire_get_u64(&r, &m->ino);
+		wire_get_u64(&r, &m->lock.owner);
+		wire_get_u32(&r, &m->flags);
+		m->lock.client = m->client;
+		break;
 	}
 	return r.err;
 }
@@ -506,6 +554,13 @@ int meta_rpc_resp_encode(struct buf *b, const struct meta_rpc_resp *m)
 		wire_put_u8(&w, m->has_layout ? 1 : 0);
 		if (m->has_layout)
 			put_layout(&w, m->layout);
+		break;
+	case META_RPC_LOCK_GET:
+		wire_put_u8(&w, m->has_lock ? 1 : 0);
+		if (m->has_lock) {
+			wire_put_u64(&w, m->lock.client);
+			put_lock_req(&w, &m->lock);
+		}
 		break;
 	}
 	return w.err;
@@ -606,6 +661,18 @@ int meta_rpc_resp_decode(const void *p, size_t n, struct meta_rpc_resp *m)
 		if (u8) {
 			struct meta_layout tmp;
 			get_layout(&r, lay ? lay : &tmp);
+		}
+		break;
+	case META_RPC_LOCK_GET:
+		wire_get_u8(&r, &u8);
+		if (!r.err && u8 > 1)
+			wire_fail(&r, -CFS_EPROTO);
+		m->has_lock = u8;
+		if (u8) {
+			wire_get_u64(&r, &m->lock.client);
+			get_lock_req(&r, &m->lock);
+			if (!r.err && (meta_lock_check(&m->lock) || m->lock.type == META_LOCK_UN))
+				wire_fail(&r, -CFS_EPROTO);
 		}
 		break;
 	}

@@ -27,6 +27,7 @@
 
 #include "common/buf.h"
 #include "meta/meta.h"
+#include "meta/meta_lock.h"
 
 #define META_RPC_GROUPS_MAX 256     /* supplementary groups per request */
 #define META_RPC_READDIR_MAX 1024   /* entries per readdir reply */
@@ -62,6 +63,17 @@ enum meta_rpc_type {
 #define META_RPC_FIRST META_RPC_INFO
 #define META_RPC_LAST META_RPC_ACCESS
 
+/* File locks (meta_lock.h), a range of their own. */
+enum meta_rpc_lock_type {
+	META_RPC_LOCK_SET = 230,     /* set or clear one lock; -EAGAIN on a conflict */
+	META_RPC_LOCK_GET = 231,     /* F_GETLK */
+	META_RPC_LOCK_RELEASE = 232, /* drop a holder's locks on an inode */
+};
+#define META_RPC_LOCK_FIRST META_RPC_LOCK_SET
+#define META_RPC_LOCK_LAST META_RPC_LOCK_RELEASE
+/* LOCK_RELEASE flags: kind bits (META_LOCK_KIND_BIT) plus this one. */
+#define META_RPC_LOCK_ANY_OWNER (1u << 31)
+
 /* Block 240..249 (metadata speed). FSYNC: as SYNC (len, query), then
  * every metadata change committed so far is made durable (kv_flush)
  * before the reply; fsync(2) and fsyncdir through the mount send it. */
@@ -94,7 +106,10 @@ int meta_rpc_is_mutation(uint16_t type);
  *   data    symlink target, xattr value
  *   len     close, sync, fsync (has_len: len present); query: sync, fsync
  *   sa      setattr
- *   layout  layout_set: chunk_size, stripe, table_id */
+ *   layout  layout_set: chunk_size, stripe, table_id
+ *   lock    lock_set, lock_get: owner, pid, kind, type, start, end (the
+ *           client is the header's); lock_release: owner, with flags the
+ *           kinds and META_RPC_LOCK_ANY_OWNER */
 struct meta_rpc_req {
 	uint16_t type;
 	uint32_t uid, gid;
@@ -111,6 +126,7 @@ struct meta_rpc_req {
 	int query;
 	struct meta_setattr sa;
 	uint32_t chunk_size, stripe, table_id;
+	struct meta_lock lock;
 };
 
 /* A decoded reply of a successful call. Field use per type:
@@ -122,7 +138,8 @@ struct meta_rpc_req {
  *   ents      readdir: caller array of ents_cap entries; n, eof
  *   statfs    statfs
  *   layout    layout_get (has_layout) into caller memory
- *   instance_id, threads   info */
+ *   instance_id, threads   info
+ *   has_lock, lock  lock_get: the conflicting lock (has_lock 0: none) */
 struct meta_rpc_resp {
 	uint16_t type;
 	struct meta_inode *inode;
@@ -137,6 +154,8 @@ struct meta_rpc_resp {
 	struct meta_layout *layout;
 	uint64_t instance_id;
 	uint32_t threads;
+	int has_lock;
+	struct meta_lock lock;
 };
 
 int meta_rpc_req_encode(struct buf *b, const struct meta_rpc_req *m);

@@ -54,6 +54,7 @@
 #include "common/xalloc.h"
 #include "kv/kv.h"
 #include "meta/meta.h"
+#include "meta/meta_lock.h"
 #include "meta/meta_proto.h"
 #include "meta/meta_service.h"
 #include "meta/meta_storage.h"
@@ -365,6 +366,16 @@ static int run_op(struct worker *w, const struct meta_rpc_req *m, struct meta_rp
 					   m->table_id, err, errlen);
 	case META_RPC_ACCESS:
 		return meta_access(mc, &c, m->ino, (int)m->flags);
+	case META_RPC_LOCK_SET:
+		return meta_lock_set(mc, m->ino, &m->lock, NULL);
+	case META_RPC_LOCK_GET:
+		rc = meta_lock_get(mc, m->ino, &m->lock, &r->lock);
+		r->has_lock = rc == 1;
+		return rc < 0 ? rc : 0;
+	case META_RPC_LOCK_RELEASE:
+		rc = meta_lock_release(mc, m->ino, m->client, m->lock.owner,
+				       (m->flags & META_RPC_LOCK_ANY_OWNER) != 0, m->flags);
+		return rc < 0 ? rc : 0;
 	}
 	return -CFS_EBADMSG_TYPE;
 }
@@ -611,6 +622,13 @@ static void prune_sessions(struct meta_service *s)
 	else if (rc > 0)
 		LOG_NOTICE("meta", "session prune: dropped=%d routing_version=%" PRIu64, rc,
 			   mgmtd_routing_version(snap));
+	/* A dead client's file locks go with its sessions (meta_lock.h). */
+	rc = meta_lock_prune(s->meta, client_dead, &p);
+	if (rc < 0)
+		LOG_WARN("meta", "lock prune failed: %s", cfs_strerror(rc));
+	else if (rc > 0)
+		LOG_NOTICE("meta", "lock prune: dropped=%d routing_version=%" PRIu64, rc,
+			   mgmtd_routing_version(snap));
 	mgmtd_routing_put(snap);
 	/* Keep only suspects met in this pass (the others got a node or lost
 	 * their sessions). */
@@ -836,6 +854,8 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 	for (uint16_t t = META_RPC_FIRST + 1; t <= META_RPC_LAST; t++)
 		rpc_server_handle(s->rpc, t, s->ninline && read_only_type(t) ? &hr : &hq);
 	for (uint16_t t = META_RPC_FSYNC; t <= META_RPC_LAST_240; t++)
+		rpc_server_handle(s->rpc, t, &hq);
+	for (uint16_t t = META_RPC_LOCK_FIRST; t <= META_RPC_LOCK_LAST; t++)
 		rpc_server_handle(s->rpc, t, &hq);
 
 	s->nworkers = o->workers > 0 ? o->workers : 16;

@@ -71,6 +71,12 @@
  *  221 META_LAYOUT_GET  req: hdr, u64 ino                         resp: u8 has, [layout]
  *  222 META_LAYOUT_SET  req: hdr, u64 dir, u32 chunk_size, u32 stripe, u32 table  resp: -
  *  223 META_ACCESS      req: hdr, u64 ino, u32 mask               resp: -
+ *  230 META_LOCK_SET    req: hdr, u64 ino, lock                   resp: - (-EAGAIN: conflict)
+ *  231 META_LOCK_GET    req: hdr, u64 ino, lock                   resp: u8 has, [u64 client, lock]
+ *  232 META_LOCK_RELEASE req: hdr, u64 ino, u64 owner, u32 kinds  resp: -
+ *       lock = u64 owner, u32 pid, u8 kind (1 posix, 2 flock), u8 type (0 unlock,
+ *       1 read, 2 write), u64 start, u64 end (inclusive; 2^64-1: to EOF); the holder's
+ *       client is hdr's client id (meta/meta_lock.h).
  *  240 META_FSYNC       req: hdr, u64 ino, len, u8 query          resp: u64 size
  *                       (as SYNC, then all committed metadata made durable)
  *   A meta instance also answers ECHO (16), the transport baseline of bench meta.
@@ -136,7 +142,8 @@ enum rpc_msg_type {
 	RPC_MSG_MGMTD_INIT_CLUSTER = 103,
 	RPC_MSG_MGMTD_CREATE_TABLE = 104,
 	RPC_MSG_MGMTD_SET_TARGET = 105,
-	/* meta: 200..223, enum meta_rpc_type in meta/meta_proto.h */
+	/* meta: 200..223, enum meta_rpc_type in meta/meta_proto.h; locks 230..232,
+	 * enum meta_rpc_lock_type there */
 	/* storage: 300..307, enum sto_msg_type in storage/storage_proto.h */
 };
 

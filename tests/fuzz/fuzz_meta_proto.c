@@ -1,6 +1,7 @@
 /* fuzz_meta_proto.c - libFuzzer target for every metadata-service codec
- * (meta/meta_proto.h): requests and replies of all types 200..223.
- * Input: byte 0 picks the type (META_RPC_FIRST + b % count), byte 1 bit 0
+ * (meta/meta_proto.h): requests and replies of all types 200..223 and the
+ * lock types 230..232. Input: byte 0 picks the type (META_RPC_FIRST + b %
+ * count; from 0xE0 the lock types), byte 1 bit 0
  * picks request (0) or reply (1); the rest is the payload.
  * Properties: decoding never reads out of bounds or fails with a code
  * outside its contract; whatever decodes re-encodes to a canonical form
@@ -68,9 +69,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 2)
 		return 0;
-	uint16_t type = (uint16_t)(META_RPC_FIRST + data[0] % (META_RPC_LAST - META_RPC_FIRST + 1));
-	if (data[0] >= 250) /* the 240..249 block */
+	/* The first byte picks the type: from 250 the 240..249 block, from
+	 * 0xE0 the lock types (230..), below the main range, so that seeds keep
+	 * their type when any range grows. */
+	uint16_t type;
+	if (data[0] >= 250)
 		type = (uint16_t)(META_RPC_FSYNC + data[0] % (META_RPC_LAST_240 - META_RPC_FSYNC + 1));
+	else if (data[0] >= 0xE0)
+		type = (uint16_t)(META_RPC_LOCK_FIRST +
+				  (data[0] - 0xE0) % (META_RPC_LOCK_LAST - META_RPC_LOCK_FIRST + 1));
+	else
+		type = (uint16_t)(META_RPC_FIRST + data[0] % (META_RPC_LAST - META_RPC_FIRST + 1));
 	if (data[1] & 1)
 		check_resp(type, data + 2, size - 2);
 	else

@@ -9,6 +9,8 @@
 
 #include "common/buf.h"
 #include "common/cfs_assert.h"
+#include "meta/acl.h"
+#include "meta/meta_lock.h"
 #include "meta/schema.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -19,7 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	const uint8_t *p = data + 1;
 	size_t n = size - 1;
-	switch (data[0] % 7) {
+	switch (data[0] % 9) {
 	case 0:
 		if (meta_inode_decode(p, n, &in) == 0) {
 			ASSERT(in.ino != 0);
@@ -59,6 +61,41 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		struct meta_idem_rec r;
 		if (meta_idem_decode(p, n, &r) == 0)
 			ASSERT(r.result <= 0);
+		break;
+	}
+	case 7: { /* lock table (meta_lock.h) */
+		struct meta_lock_table t = { 0 }, t2 = { 0 };
+		if (meta_lock_decode(p, n, &t) == 0) {
+			ASSERT(t.n <= META_LOCK_MAX);
+			ASSERT(meta_lock_encode(&t, &b) == 0);
+			ASSERT(meta_lock_decode(b.data, b.len, &t2) == 0);
+			ASSERT(t2.n == t.n);
+			for (size_t i = 0; i < t.n; i++) {
+				const struct meta_lock *x = &t.v[i], *y = &t2.v[i];
+				ASSERT(x->client == y->client && x->owner == y->owner &&
+				       x->pid == y->pid && x->kind == y->kind && x->type == y->type &&
+				       x->start == y->start && x->end == y->end);
+			}
+		}
+		meta_lock_table_free(&t);
+		meta_lock_table_free(&t2);
+		break;
+	}
+	case 8: { /* POSIX ACL xattr value (acl.h) */
+		uint8_t *c = malloc(n ? n : 1);
+		ASSERT(c != NULL);
+		if (meta_acl_check(p, n) == 0) {
+			uint32_t mode = 0777;
+			ASSERT(meta_acl_mode(p, n) <= 0777);
+			memcpy(c, p, n);
+			meta_acl_chmod(c, n, 0750);
+			ASSERT(meta_acl_check(c, n) == 0 && meta_acl_mode(c, n) == 0750);
+			memcpy(c, p, n);
+			meta_acl_create(c, n, &mode);
+			ASSERT(meta_acl_check(c, n) == 0 && (mode & ~0777u) == 0);
+			ASSERT(meta_acl_mode(c, n) == mode);
+		}
+		free(c);
 		break;
 	}
 	default: {

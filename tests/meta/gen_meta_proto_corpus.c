@@ -16,10 +16,13 @@ static int write_case(const char *dir, int resp, uint16_t type, const struct buf
 	FILE *f = fopen(path, "wb");
 	if (!f)
 		return -1;
-	/* the fuzz target maps bytes >= 250 to the 240..249 block */
-	uint8_t hdr[2] = { type >= META_RPC_FSYNC ? (uint8_t)(250 + type - META_RPC_FSYNC)
-						  : (uint8_t)(type - META_RPC_FIRST),
-			   (uint8_t)resp };
+	/* The type byte as fuzz_meta_proto.c reads it: from 250 the 240..249
+	 * block, from 0xE0 the lock types, below the main range. */
+	uint8_t t0 = type >= META_RPC_FSYNC ? (uint8_t)(250 + type - META_RPC_FSYNC)
+		     : type >= META_RPC_LOCK_FIRST && type <= META_RPC_LOCK_LAST
+			     ? (uint8_t)(0xE0 + type - META_RPC_LOCK_FIRST)
+			     : (uint8_t)(type - META_RPC_FIRST);
+	uint8_t hdr[2] = { t0, (uint8_t)resp };
 	fwrite(hdr, 1, 2, f);
 	fwrite(b->data, 1, b->len, f);
 	return fclose(f);
@@ -49,9 +52,9 @@ int main(int argc, char **argv)
 		ents[i].name_len = (uint8_t)snprintf(ents[i].name, sizeof(ents[i].name), "e%d", i);
 	}
 	for (uint16_t t = META_RPC_FIRST; t <= META_RPC_LAST_240; t++) {
-		if (t == META_RPC_LAST + 1)
-			t = META_RPC_FSYNC;
 		struct buf b = BUF_INIT;
+		if (!meta_rpc_name(t))
+			continue;
 		memset(&m, 0, sizeof(m));
 		m.type = t;
 		m.uid = 1000;
@@ -74,13 +77,17 @@ int main(int argc, char **argv)
 		m.chunk_size = 1 << 20;
 		m.stripe = 1;
 		m.table_id = 1;
+		m.lock = (struct meta_lock){ 7, 0x1234, 99, META_LOCK_POSIX, META_LOCK_WR, 10, 19 };
+		if (t == META_RPC_LOCK_RELEASE)
+			m.flags = META_LOCK_ALL_KINDS;
 		if (meta_rpc_req_encode(&b, &m) || write_case(argv[1], 0, t, &b))
 			return 1;
 		buf_reset(&b);
 		struct meta_rpc_resp r = { .type = t, .inode = &in, .session = 5, .size = 5,
 					   .data = (const uint8_t *)"value", .data_len = 5,
 					   .ents = ents, .n = 3, .eof = 1, .has_layout = 1,
-					   .layout = &in.layout, .instance_id = 9, .threads = 4 };
+					   .layout = &in.layout, .instance_id = 9, .threads = 4,
+					   .has_lock = 1, .lock = m.lock };
 		if (meta_rpc_resp_encode(&b, &r) || write_case(argv[1], 1, t, &b))
 			return 1;
 		buf_fini(&b);
