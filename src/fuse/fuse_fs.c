@@ -160,6 +160,14 @@ static mode_t type_bits(uint8_t type)
 		return S_IFDIR;
 	case META_T_SYMLINK:
 		return S_IFLNK;
+	case META_T_FIFO:
+		return S_IFIFO;
+	case META_T_CHR:
+		return S_IFCHR;
+	case META_T_BLK:
+		return S_IFBLK;
+	case META_T_SOCK:
+		return S_IFSOCK;
 	default:
 		return S_IFREG;
 	}
@@ -173,6 +181,7 @@ static void fill_stat(struct fusefs *fs, const struct meta_inode *in, struct sta
 	st->st_nlink = in->type == META_T_DIR ? 1 : in->nlink;
 	st->st_uid = in->uid;
 	st->st_gid = in->gid;
+	st->st_rdev = (dev_t)in->rdev;
 	st->st_size = (off_t)in->size;
 	if (in->type == META_T_FILE && fs->o.fio) {
 		file_io_inode *fi = file_io_find(fs->o.fio, in->ino);
@@ -400,20 +409,24 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_readlink(req, buf);
 }
 
+/* FIFOs, sockets and devices are nodes in meta; the kernel serves them
+ * (pipes, bind, device drivers) once the attributes say what they are, and
+ * checks CAP_MKNOD for devices before the request comes here. */
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
-	if (!S_ISREG(mode)) {
-		fuse_reply_err(req, EPERM); /* no device, fifo or socket nodes */
-		return;
-	}
 	struct meta_inode *in = inode_new(req);
 	if (!in)
 		return;
 	req_cred(req, &cb);
-	int rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), mode & 07777,
-	                            META_O_EXCL, in, NULL);
+	int rc;
+	if (S_ISREG(mode))
+		rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), mode & 07777,
+		                        META_O_EXCL, in, NULL);
+	else
+		rc = meta_client_mknod(fs->o.meta, &cb.c, parent, meta_name_c(name),
+		                       (uint32_t)mode & (S_IFMT | 07777), (uint64_t)rdev, in);
 	if (rc < 0)
 		reply_err(req, rc);
 	else

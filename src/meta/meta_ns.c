@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "common/log.h"
 #include "common/status.h"
@@ -146,6 +147,7 @@ struct new_arg {
 	unsigned flags;
 	uint8_t type;
 	struct meta_name target;
+	uint64_t rdev;          /* special files */
 	uint64_t ino;           /* preallocated id for a new inode */
 	struct meta_inode *out; /* result (also scratch) */
 	struct meta_inode *dir; /* scratch: the parent */
@@ -155,7 +157,8 @@ struct new_arg {
 static uint32_t new_op(uint8_t type)
 {
 	return type == META_T_DIR ? META_OP_MKDIR :
-	       type == META_T_SYMLINK ? META_OP_SYMLINK : META_OP_CREATE;
+	       type == META_T_SYMLINK ? META_OP_SYMLINK :
+	       meta_type_special(type) ? META_OP_MKNOD : META_OP_CREATE;
 }
 
 static int put_session(meta_ctx *m, kv_txn *t, uint64_t ino, uint64_t client,
@@ -236,6 +239,7 @@ static int new_body(kv_txn *t, void *arg)
 	in->has_layout = 0;
 	in->target_len = 0;
 	in->target[0] = 0;
+	in->rdev = 0;
 	in->ino = a->ino;
 	in->type = a->type;
 	in->mode = a->mode & 07777;
@@ -268,6 +272,14 @@ static int new_body(kv_txn *t, void *arg)
 		memcpy(in->target, a->target.p, a->target.n);
 		in->target[a->target.n] = 0;
 		in->target_len = (uint32_t)a->target.n;
+		break;
+	case META_T_FIFO:
+	case META_T_CHR:
+	case META_T_BLK:
+	case META_T_SOCK:
+		in->nlink = 1;
+		if (a->type == META_T_CHR || a->type == META_T_BLK)
+			in->rdev = a->rdev;
 		break;
 	default: {
 		char err[128];
@@ -348,6 +360,30 @@ int meta_symlink(meta_ctx *m, const struct meta_cred *c, const struct meta_req *
 		return -EINVAL;
 	struct new_arg a = { .c = c, .rq = rq, .parent = parent, .name = name,
 			     .flags = META_O_EXCL, .type = META_T_SYMLINK, .target = target };
+	return run_new(m, &a, out);
+}
+
+int meta_mknod(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+	       uint64_t parent, struct meta_name name, uint32_t mode, uint64_t rdev,
+	       struct meta_inode *out)
+{
+	uint8_t type;
+	switch (mode & S_IFMT) {
+	case 0:
+	case S_IFREG:
+		return meta_create(m, c, rq, parent, name, mode & 07777, META_O_EXCL, out, NULL);
+	case S_IFIFO: type = META_T_FIFO; break;
+	case S_IFCHR: type = META_T_CHR; break;
+	case S_IFBLK: type = META_T_BLK; break;
+	case S_IFSOCK: type = META_T_SOCK; break;
+	default:
+		return -EINVAL;
+	}
+	if ((type == META_T_CHR || type == META_T_BLK) && c->uid != 0)
+		return -EPERM;
+	struct new_arg a = { .c = c, .rq = rq, .parent = parent, .name = name,
+			     .mode = mode & 07777, .flags = META_O_EXCL, .type = type,
+			     .rdev = rdev };
 	return run_new(m, &a, out);
 }
 

@@ -58,9 +58,10 @@ enum meta_rpc_type {
 	META_RPC_LAYOUT_GET = 221,
 	META_RPC_LAYOUT_SET = 222,
 	META_RPC_ACCESS = 223,
+	META_RPC_MKNOD = 224,
 };
 #define META_RPC_FIRST META_RPC_INFO
-#define META_RPC_LAST META_RPC_ACCESS
+#define META_RPC_LAST META_RPC_MKNOD
 
 /* "LOOKUP", ... for a meta type; NULL for any other type. */
 const char *meta_rpc_name(uint16_t type);
@@ -72,7 +73,8 @@ int meta_rpc_is_mutation(uint16_t type);
  *   ino2    rename: destination parent; link: new parent; close: session
  *   name    the entry name, xattr name or readdir cursor
  *   name2   rename: destination name
- *   mode    create, mkdir
+ *   mode    create, mkdir; mknod: file type bits (S_IFMT) | permissions
+ *   rdev    mknod: device number
  *   flags   create/open (META_O_*), rename (META_RENAME_*), setxattr
  *           (META_XATTR_*), access (mask)
  *   count   readdir: max entries; getxattr/listxattr: buffer capacity
@@ -89,6 +91,7 @@ struct meta_rpc_req {
 	uint64_t ino, ino2;
 	struct meta_name name, name2;          /* borrowed */
 	uint32_t mode, flags, count;
+	uint64_t rdev;
 	const uint8_t *data;                   /* borrowed */
 	uint32_t data_len;
 	int has_len;
@@ -100,7 +103,9 @@ struct meta_rpc_req {
 
 /* A decoded reply of a successful call. Field use per type:
  *   inode     lookup, getattr, setattr, create, open, mkdir, link,
- *             symlink: points to caller memory the decoder fills
+ *             symlink, mknod: points to caller memory the decoder fills
+ *             (its rdev travels after the type's other fields, so
+ *             replies of older servers decode with rdev 0)
  *   session   create, open
  *   size      sync: the length; getxattr, listxattr: the full size
  *   data      readlink target, xattr value, xattr name list (borrowed)

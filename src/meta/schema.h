@@ -31,8 +31,9 @@
  * truncate_ver u64, chains_used u32, parent u64 (directories; 0 otherwise),
  * then if flags bit 0: layout = chunk_size u32, stripe u32, table_id u32,
  * seed u64, nchains u32, chains u32[nchains]; then for symlinks a u32
- * length and the target bytes.
- * Dentry body: ino u64, type u8, 3 zero bytes.
+ * length and the target bytes; then for special files (types 4..7,
+ * added later: older records never hold them) rdev u64 (Linux dev_t).
+ * Dentry body: ino u64, type u8 (enum meta_type), 3 zero bytes.
  * Xattr body: u32 length, value bytes.
  * Session body: client u64, session u64, opened i64.
  * Gc body: ino u64, enqueued i64, claim_owner u64, claim_until i64.
@@ -59,7 +60,18 @@
 #define META_ROOT_INO 1ULL           /* the root directory */
 #define META_FIRST_INO 16ULL         /* first id the allocator hands out */
 
-enum meta_type { META_T_FILE = 1, META_T_DIR = 2, META_T_SYMLINK = 3 };
+/* Special files (FIFO, devices, sockets) are nodes only: the kernel serves
+ * them once it sees the type; they have no layout and no data. */
+enum meta_type {
+	META_T_FILE = 1, META_T_DIR = 2, META_T_SYMLINK = 3,
+	META_T_FIFO = 4, META_T_CHR = 5, META_T_BLK = 6, META_T_SOCK = 7,
+};
+#define META_T_MAX META_T_SOCK
+/* 1 for the node-only types (FIFO, CHR, BLK, SOCK). */
+static inline int meta_type_special(uint8_t t)
+{
+	return t >= META_T_FIFO && t <= META_T_SOCK;
+}
 
 /* A file's placement; directories keep a default (nchains == 0). */
 struct meta_layout {
@@ -87,6 +99,7 @@ struct meta_inode {
 	struct meta_layout layout;
 	uint32_t target_len;    /* symlinks */
 	char target[META_SYMLINK_MAX + 1]; /* NUL-terminated symlink target */
+	uint64_t rdev;          /* special files: device number (Linux dev_t); else 0 */
 };
 
 struct meta_dentry {

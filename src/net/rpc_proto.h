@@ -69,6 +69,10 @@
  *  221 META_LAYOUT_GET  req: hdr, u64 ino                         resp: u8 has, [layout]
  *  222 META_LAYOUT_SET  req: hdr, u64 dir, u32 chunk_size, u32 stripe, u32 table  resp: -
  *  223 META_ACCESS      req: hdr, u64 ino, u32 mask               resp: -
+ *  224 META_MKNOD       req: hdr, u64 parent, name, u32 mode (S_IFMT | perms), u64 rdev
+ *                       resp: inode
+ *   Replies that carry an inode end with u64 rdev (after every field above;
+ *   absent from older servers: 0).
  *   A meta instance also answers ECHO (16), the transport baseline of bench meta.
  *   Any reply with status != 0 may carry the ERROR payload: blob text(<=1024).
  *   --- storage (codecs in src/storage/storage_proto.{h,c}, enum sto_msg_type

@@ -23,7 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case 0:
 		if (meta_inode_decode(p, n, &in) == 0) {
 			ASSERT(in.ino != 0);
-			ASSERT(in.type >= META_T_FILE && in.type <= META_T_SYMLINK);
+			ASSERT(in.type >= META_T_FILE && in.type <= META_T_MAX);
 			ASSERT(!in.has_layout || in.layout.nchains <= META_MAX_STRIPE);
 			ASSERT(in.target_len <= META_SYMLINK_MAX);
 			ASSERT(meta_inode_encode(&in, &b) == 0);
