@@ -34,9 +34,10 @@
  * the rest go without (nodeid 0), so huge directories cost one meta call
  * per 1024 names, not one per name.
  *
- * Directory st_nlink is reported as 1: meta keeps it fixed at 2, which
- * would make find(1) and others skip subdirectories (the "nlink - 2
- * subdirectories" leaf optimisation); 1 means "unknown" to them.
+ * Directory st_nlink is meta's: 2 + the number of subdirectories, kept
+ * exact by mkdir, rmdir and rename (find(1)'s leaf optimisation relies on
+ * it). The kernel drops its cached attributes of a parent on every entry
+ * change it makes, so the parent's new nlink and times are fetched again.
  */
 #define FUSE_USE_VERSION 312
 #include "fuse/fuse_fs.h"
@@ -69,6 +70,7 @@ struct fusefs_dir;
 
 struct fusefs {
 	struct fusefs_opts o;
+	struct fuse_session *se;   /* for attribute invalidations */
 	pthread_mutex_t lock;      /* guards the two handle lists */
 	struct fusefs_file *files; /* open file handles, for cleanup at unmount */
 	struct fusefs_dir *dirs;   /* open directory handles, likewise */
@@ -79,6 +81,8 @@ struct fusefs_file {
 	uint64_t ino;
 	uint64_t session;  /* meta write session; 0 for read-only opens */
 	int flags;         /* open(2) flags */
+	uint32_t mode;     /* permission bits at open (set-id bits to drop on write) */
+	int privs_killed;  /* set-id bits dropped through this handle */
 	file_io_inode *fi; /* shared open state; NULL without file_io */
 };
 
@@ -178,7 +182,7 @@ static void fill_stat(struct fusefs *fs, const struct meta_inode *in, struct sta
 	memset(st, 0, sizeof(*st));
 	st->st_ino = in->ino;
 	st->st_mode = type_bits(in->type) | (in->mode & 07777);
-	st->st_nlink = in->type == META_T_DIR ? 1 : in->nlink;
+	st->st_nlink = in->nlink;
 	st->st_uid = in->uid;
 	st->st_gid = in->gid;
 	st->st_rdev = (dev_t)in->rdev;
@@ -365,6 +369,22 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	if (to_set & FUSE_SET_ATTR_CTIME) {
 		sa.valid |= META_SET_CTIME;
 		sa.ctime = (int64_t)attr->st_ctim.tv_sec * 1000000000 + attr->st_ctim.tv_nsec;
+	}
+	/* The kernel drops set-id bits of a truncated or chowned file by
+	 * sending the reduced mode with the size or owner (or, with
+	 * HANDLE_KILLPRIV_V2, a kill flag): meta applies the kill itself, so
+	 * a caller who may truncate but not chmod is not refused. */
+	if (((to_set & FUSE_SET_ATTR_MODE) &&
+	     (to_set & (FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) ||
+	    (to_set & FUSE_SET_ATTR_KILL_SUID)) {
+		sa.valid &= ~(unsigned)META_SET_MODE;
+		sa.valid |= META_SET_KILL_SUIDGID;
+	}
+	/* ftruncate: permission was checked when the fd was opened for write. */
+	if (ffi && ffi->fh) {
+		struct fusefs_file *hf = (struct fusefs_file *)(uintptr_t)ffi->fh;
+		if ((hf->flags & O_ACCMODE) != O_RDONLY)
+			sa.valid |= META_SET_FD_WRITE;
 	}
 	struct meta_inode *in = inode_new(req);
 	if (!in)
@@ -576,6 +596,7 @@ static int file_setup(struct fusefs *fs, const struct meta_inode *in, uint64_t s
 	f->ino = in->ino;
 	f->session = session;
 	f->flags = ffi->flags;
+	f->mode = in->mode;
 	if (fs->o.fio) {
 		int rc = file_io_open(fs->o.fio, in, &f->fi);
 		if (rc < 0) {
@@ -785,6 +806,29 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	free(buf);
 }
 
+/* A write by a caller without CAP_FSETID drops the file's set-id bits
+ * (the kernel leaves this to the file system for direct I/O): once per
+ * handle that saw them at open, before the first write lands. */
+static int kill_privs(fuse_req_t req, struct fusefs *fs, struct fusefs_file *f)
+{
+	struct cred_buf cb;
+	req_cred(req, &cb);
+	f->privs_killed = 1;
+	if (cb.c.uid == 0)
+		return 0;
+	struct meta_setattr sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.valid = META_SET_KILL_SUIDGID | META_SET_FD_WRITE;
+	struct meta_inode *in = malloc(sizeof(*in));
+	if (!in)
+		return -ENOMEM;
+	int rc = meta_client_setattr(fs->o.meta, &cb.c, f->ino, &sa, in);
+	free(in);
+	if (rc == 0 && fs->se)
+		fuse_lowlevel_notify_inval_inode(fs->se, f->ino, -1, 0);
+	return rc;
+}
+
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
                      struct fuse_file_info *ffi)
 {
@@ -794,6 +838,13 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	if (!f->fi) {
 		fuse_reply_err(req, EIO);
 		return;
+	}
+	if ((f->mode & 06000) && !f->privs_killed) {
+		int rc = kill_privs(req, fs, f);
+		if (rc < 0) {
+			reply_err(req, rc);
+			return;
+		}
 	}
 	if (off < 0) {
 		fuse_reply_err(req, EINVAL);
@@ -1219,6 +1270,7 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	struct fuse_args args = FUSE_ARGS_INIT(fs.o.debug ? 4 : 3, argv);
 	pthread_mutex_init(&fs.lock, NULL);
 	se = fuse_session_new(&args, &fusefs_ops, sizeof(fusefs_ops), &fs);
+	fs.se = se;
 	fuse_opt_free_args(&args); /* the session may have added to them */
 	if (!se) {
 		snprintf(err, errlen, "cannot start a FUSE session (bad -o options '%s'?)",

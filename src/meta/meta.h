@@ -135,6 +135,14 @@ enum meta_setattr_valid {
 	META_SET_ATIME_NOW = 1 << 6,
 	META_SET_MTIME_NOW = 1 << 7,
 	META_SET_CTIME = 1 << 8,     /* to ctime below (root or owner) */
+	/* The caller wrote or truncated the file: drop S_ISUID, and S_ISGID
+	 * when group-execute is set or the caller is not in the file's group
+	 * (Linux should_remove_suid); nothing for uid 0 (CAP_FSETID). Needs
+	 * write permission (or META_SET_FD_WRITE), not ownership. */
+	META_SET_KILL_SUIDGID = 1 << 9,
+	/* The caller holds the file open for writing (ftruncate): write
+	 * permission was checked at open, so SIZE and KILL_SUIDGID skip it. */
+	META_SET_FD_WRITE = 1 << 10,
 };
 
 struct meta_setattr {

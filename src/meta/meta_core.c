@@ -194,6 +194,72 @@ int meta_dir_nonempty(kv_txn *t, uint64_t dir)
 	return r.n > 0;
 }
 
+int meta_dir_changed(kv_txn *t, uint64_t dir, int64_t now, int subdirs)
+{
+	struct meta_key k;
+	meta_key_dirstat(&k, dir, META_DSTA_TIME);
+	int rc = kv_atomic_max(t, kv_mem(k.b, k.n), now);
+	if (rc == 0 && subdirs) {
+		meta_key_dirstat(&k, dir, META_DSTA_LINKS);
+		rc = kv_atomic_add(t, kv_mem(k.b, k.n), subdirs);
+	}
+	return rc;
+}
+
+static int64_t dirstat_val(struct kv_slice v)
+{
+	uint64_t x = 0;
+	for (size_t i = 0; i < v.n && i < 8; i++)
+		x |= (uint64_t)((const uint8_t *)v.p)[i] << (8 * i);
+	return (int64_t)x;
+}
+
+int meta_dir_stat(kv_txn *t, struct meta_inode *in)
+{
+	struct meta_key b, e;
+	struct kv_range r;
+	if (in->type != META_T_DIR)
+		return 0;
+	meta_key_dirstat_range(&b, &e, in->ino);
+	int rc = kv_get_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n), 4, 1, 0, &r);
+	if (rc < 0)
+		return rc;
+	for (int i = 0; i < r.n; i++) {
+		struct kv_slice k = r.kvs[i].key;
+		int64_t v = dirstat_val(r.kvs[i].val);
+		if (k.n != 13)
+			continue;
+		switch (((const uint8_t *)k.p)[12]) {
+		case META_DSTA_LINKS: {
+			int64_t n = (int64_t)in->nlink + v;
+			in->nlink = n < 2 ? 2 : n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+			break;
+		}
+		case META_DSTA_TIME:
+			if (v > in->mtime)
+				in->mtime = v;
+			if (v > in->ctime)
+				in->ctime = v;
+			break;
+		}
+	}
+	return 0;
+}
+
+int meta_dir_stat_clear(kv_txn *t, uint64_t dir)
+{
+	struct meta_key b, e;
+	meta_key_dirstat_range(&b, &e, dir);
+	return kv_clear_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n));
+}
+
+int meta_dir_time_clear(kv_txn *t, uint64_t dir)
+{
+	struct meta_key k;
+	meta_key_dirstat(&k, dir, META_DSTA_TIME);
+	return kv_clear(t, kv_mem(k.b, k.n));
+}
+
 int meta_gc_enqueue(meta_ctx *m, kv_txn *t, uint64_t ino)
 {
 	struct meta_key k;

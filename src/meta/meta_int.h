@@ -63,6 +63,17 @@ int meta_get_dentry(kv_txn *t, uint64_t parent, struct meta_name name, int snaps
 int meta_put_dentry(kv_txn *t, uint64_t parent, struct meta_name name, uint64_t ino,
 		    uint8_t type);
 int meta_del_dentry(kv_txn *t, uint64_t parent, struct meta_name name);
+/* Directory counters (schema.h, DSTA). meta_dir_changed records an entry
+ * change in DIR at NOW and adds SUBDIRS (-1, 0, +1) to its subdirectory
+ * count, with commutative writes only (no read, so no conflict on lmdb).
+ * meta_dir_stat folds the counters into IN when it is a directory: nlink
+ * and mtime/ctime as callers see them (snapshot reads; never write IN
+ * back afterwards). meta_dir_stat_clear drops them with the directory;
+ * meta_dir_time_clear drops the time (an explicit mtime replaces it). */
+int meta_dir_changed(kv_txn *t, uint64_t dir, int64_t now, int subdirs);
+int meta_dir_stat(kv_txn *t, struct meta_inode *in);
+int meta_dir_stat_clear(kv_txn *t, uint64_t dir);
+int meta_dir_time_clear(kv_txn *t, uint64_t dir);
 /* 1 when directory DIR has an entry (a conflict read of at most one key). */
 int meta_dir_nonempty(kv_txn *t, uint64_t dir);
 /* Queues a file whose last link went for GC. */

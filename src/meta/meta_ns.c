@@ -7,7 +7,12 @@
  *   - the parent directory inode is read without the snapshot flag (so it
  *     is in the read-conflict set: a concurrent rmdir, chmod or rename of
  *     the parent aborts us) but never written, so entry operations in one
- *     directory do not conflict with each other;
+ *     directory do not conflict with each other; what they change in the
+ *     parent (its mtime/ctime, and its link count when the entry is a
+ *     directory) goes to the parent's counters with commutative KV writes
+ *     (meta_dir_changed: an atomic max and an atomic add, schema.h DSTA),
+ *     which add no read conflict on lmdb (on etcd they do: etcd has no
+ *     server-side add or max, so it compares the key's revision);
  *   - the dentry key is read without the snapshot flag, so two creates of
  *     one name serialize;
  *   - the target inode is read and written when its nlink or parent field
@@ -17,7 +22,7 @@
  *     A racing rename that moves one of those ancestors writes that
  *     ancestor's inode (its parent field), so one of the two aborts and
  *     retries: no cycle can commit.
- * Every transaction stays within KV_MAX_WRITES (at most 6 writes here) and
+ * Every transaction stays within KV_MAX_WRITES (at most 10 writes here) and
  * KV_MAX_READ_CONFLICTS (at most 10 + META_MAX_DEPTH reads).
  */
 #include <errno.h>
@@ -51,15 +56,18 @@ static int lookup_body(kv_txn *t, void *arg)
 	if ((rc = meta_may(dir, a->c, 1)))
 		return rc;
 	if (a->name.n == 1 && a->name.p[0] == '.')
-		return 0;
-	if (a->name.n == 2 && a->name.p[0] == '.' && a->name.p[1] == '.')
-		return meta_get_inode(t, dir->parent, 1, a->out);
-	rc = meta_get_dentry(t, a->parent, a->name, 1, &d);
-	if (rc < 0)
-		return rc;
-	if (rc == 0)
-		return -ENOENT;
-	return meta_get_inode(t, d.ino, 1, a->out);
+		return meta_dir_stat(t, a->out);
+	if (a->name.n == 2 && a->name.p[0] == '.' && a->name.p[1] == '.') {
+		rc = meta_get_inode(t, dir->parent, 1, a->out);
+	} else {
+		rc = meta_get_dentry(t, a->parent, a->name, 1, &d);
+		if (rc < 0)
+			return rc;
+		if (rc == 0)
+			return -ENOENT;
+		rc = meta_get_inode(t, d.ino, 1, a->out);
+	}
+	return rc ? rc : meta_dir_stat(t, a->out);
 }
 
 int meta_lookup(meta_ctx *m, const struct meta_cred *c, uint64_t parent, struct meta_name name,
@@ -80,7 +88,8 @@ struct getattr_arg {
 static int getattr_body(kv_txn *t, void *arg)
 {
 	struct getattr_arg *a = arg;
-	return meta_get_inode(t, a->ino, 1, a->out);
+	int rc = meta_get_inode(t, a->ino, 1, a->out);
+	return rc ? rc : meta_dir_stat(t, a->out);
 }
 
 int meta_getattr(meta_ctx *m, uint64_t ino, struct meta_inode *out)
@@ -302,6 +311,8 @@ static int new_body(kv_txn *t, void *arg)
 		return rc;
 	if ((rc = meta_put_dentry(t, a->parent, a->name, in->ino, in->type)))
 		return rc;
+	if ((rc = meta_dir_changed(t, a->parent, now, a->type == META_T_DIR)))
+		return rc;
 	if (a->type == META_T_FILE && (a->flags & META_O_WRITE) &&
 	    (rc = put_session(a->m, t, in->ino, a->rq ? a->rq->client : 0, &a->session)))
 		return rc;
@@ -433,6 +444,8 @@ static int link_body(kv_txn *t, void *arg)
 		return rc;
 	if ((rc = meta_put_dentry(t, a->parent, a->name, a->ino, a->in.type)))
 		return rc;
+	if ((rc = meta_dir_changed(t, a->parent, a->in.ctime, 0)))
+		return rc;
 	return meta_idem_put(a->m, t, a->rq, META_OP_LINK, 0, a->ino, 0);
 }
 
@@ -469,6 +482,8 @@ static int drop_link(meta_ctx *m, kv_txn *t, struct meta_inode *in, int64_t now)
 			int rc = kv_clear(t, kv_mem(k.b, k.n));
 			if (rc == 0)
 				rc = kv_clear_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n));
+			if (rc == 0 && in->type == META_T_DIR)
+				rc = meta_dir_stat_clear(t, in->ino);
 			return rc;
 		}
 		in->ctime = now;
@@ -517,6 +532,8 @@ static int remove_body(kv_txn *t, void *arg)
 			 (unsigned long long)d.ino);
 		if ((rc = meta_del_dentry(t, a->parent, a->name)))
 			return rc;
+		if ((rc = meta_dir_changed(t, a->parent, meta_now(a->m), 0)))
+			return rc;
 		return meta_idem_put(a->m, t, a->rq, op, 0, d.ino, 0);
 	}
 	if (rc)
@@ -532,9 +549,12 @@ static int remove_body(kv_txn *t, void *arg)
 		if (rc)
 			return rc < 0 ? rc : -ENOTEMPTY;
 	}
+	int64_t now = meta_now(a->m);
 	if ((rc = meta_del_dentry(t, a->parent, a->name)))
 		return rc;
-	if ((rc = drop_link(a->m, t, &a->in, meta_now(a->m))))
+	if ((rc = drop_link(a->m, t, &a->in, now)))
+		return rc;
+	if ((rc = meta_dir_changed(t, a->parent, now, a->dir_op ? -1 : 0)))
 		return rc;
 	return meta_idem_put(a->m, t, a->rq, op, 0, d.ino, 0);
 }
@@ -693,6 +713,29 @@ static int rename_body(kv_txn *t, void *arg)
 	a->si.ctime = now;
 	if ((rc = meta_put_inode(t, &a->si)))
 		return rc;
+	/* Subdirectory counts: a directory leaving sparent for dparent, the
+	 * other way for an exchange, and a replaced directory gone. */
+	int nsrc = 0, ndst = 0;
+	if (exch) {
+		if (moved) {
+			nsrc = ddir - sdir;
+			ndst = sdir - ddir;
+		}
+	} else {
+		if (moved && sdir) {
+			nsrc--;
+			ndst++;
+		}
+		if (exists && ddir)
+			ndst--;
+	}
+	if (moved) {
+		if ((rc = meta_dir_changed(t, a->sparent, now, nsrc)) ||
+		    (rc = meta_dir_changed(t, a->dparent, now, ndst)))
+			return rc;
+	} else if ((rc = meta_dir_changed(t, a->sparent, now, nsrc + ndst))) {
+		return rc;
+	}
 	return meta_idem_put(a->m, t, a->rq, META_OP_RENAME, 0, sd.ino, 0);
 }
 

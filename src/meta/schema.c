@@ -120,6 +120,18 @@ void meta_key_idalloc(struct meta_key *k)
 	key_prefix(k, "IDAL");
 }
 
+void meta_key_dirstat(struct meta_key *k, uint64_t dir, enum meta_dirstat_kind kind)
+{
+	key_prefix(k, "DSTA");
+	key_u64(k, dir);
+	k->b[k->n++] = (uint8_t)kind;
+}
+
+void meta_key_dirstat_range(struct meta_key *b, struct meta_key *e, uint64_t dir)
+{
+	id_range(b, e, "DSTA", dir);
+}
+
 void meta_key_prefix_range(struct meta_key *b, struct meta_key *e, const char prefix[4])
 {
 	memcpy(b->b, prefix, 4);

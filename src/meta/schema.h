@@ -13,6 +13,17 @@
  *                                                     waiting for chunk removal)
  *   IDEM    "IDEM" client(8) seq(8)                   idempotency record
  *   IDAL    "IDAL"                                    id allocator record
+ *   DSTA    "DSTA" dir(8) kind(1)                     directory counter (below)
+ *
+ * Directory counters are what entry operations change in their parent
+ * without writing its inode record (so creates in one directory do not
+ * conflict): kind 'L' holds the number of subdirectories as an offset to
+ * the record's nlink (kv_atomic_add: mkdir +1, rmdir -1, a directory
+ * renamed between parents -1 / +1), kind 'T' the time of the last entry
+ * change (kv_atomic_max of the wall clock in ns), which the directory's
+ * mtime and ctime report when it is later than the record's. Values are
+ * raw 8-byte little-endian integers (the KV atomic ops' format, no header
+ * or CRC); an absent key is 0. They go away with the directory.
  *
  * Records. Every value starts with an 8-byte header and ends with a
  * CRC32C (Castagnoli) of all bytes before it; integers are little-endian:
@@ -143,6 +154,10 @@ void meta_key_session_range(struct meta_key *b, struct meta_key *e, uint64_t ino
 void meta_key_gc(struct meta_key *k, uint64_t ino);
 void meta_key_idem(struct meta_key *k, uint64_t client, uint64_t seq);
 void meta_key_idalloc(struct meta_key *k);
+enum meta_dirstat_kind { META_DSTA_LINKS = 'L', META_DSTA_TIME = 'T' };
+void meta_key_dirstat(struct meta_key *k, uint64_t dir, enum meta_dirstat_kind kind);
+/* [begin, end) covering every counter of directory DIR. */
+void meta_key_dirstat_range(struct meta_key *b, struct meta_key *e, uint64_t dir);
 /* [begin, end) covering every key with a 4-byte prefix, e.g. "INOD". */
 void meta_key_prefix_range(struct meta_key *b, struct meta_key *e, const char prefix[4]);
 

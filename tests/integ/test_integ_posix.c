@@ -125,9 +125,9 @@ static void test_names(void **state)
 	snprintf(f, sizeof(f), "%s/sp ace \xc3\xa9t\xc3\xa9/x", d);
 	assert_int_equal(open(f, O_CREAT | O_WRONLY, 0644), -1);
 	assert_int_equal(errno, ENOTDIR);
-	/* Directories report st_nlink 1 ("unknown"), see fuse_fs.c. */
+	/* 2 + subdirectories (test_dir_nlink has the moves). */
 	assert_int_equal(stat(d, &st), 0);
-	assert_int_equal((int)st.st_nlink, 1);
+	assert_int_equal((int)st.st_nlink, 2);
 	assert_true(S_ISDIR(st.st_mode));
 }
 
@@ -605,11 +605,15 @@ static void rec(struct obs *o, const char *what, long long v)
 #define RC(o, what, call) rec((o), (what), (call) < 0 ? -errno : 0)
 
 typedef void (*probe_fn)(struct obs *o, int root);
+/* Runs as root in the probe's directory before the probe (files owned by
+ * someone else, for the non-root run). */
+typedef void (*prep_fn)(void);
 
 #define TEST_UID 4321
 
-/* Runs FN in DIR in a child (as TEST_UID unless ROOT) into *O. */
-static void probe_run(const char *dir, probe_fn fn, int root, struct obs *o)
+/* Runs PREP (may be NULL) as root, then FN, in DIR in a child (FN as
+ * TEST_UID unless ROOT) into *O. */
+static void probe_run(const char *dir, prep_fn prep, probe_fn fn, int root, struct obs *o)
 {
 	int pfd[2];
 	assert_int_equal(pipe(pfd), 0);
@@ -619,6 +623,11 @@ static void probe_run(const char *dir, probe_fn fn, int root, struct obs *o)
 		static struct obs co;
 		close(pfd[0]);
 		umask(022);
+		if (prep) {
+			if (chdir(dir) < 0)
+				_exit(3);
+			prep();
+		}
 		if (!root) {
 			gid_t g[1] = {5555};
 			if (setgroups(1, g) || setresgid(TEST_UID, TEST_UID, TEST_UID) ||
@@ -656,7 +665,7 @@ static void probe_run(const char *dir, probe_fn fn, int root, struct obs *o)
 	assert_int_equal(got, sizeof(*o));
 }
 
-static void oracle_one(const char *name, probe_fn fn, int root)
+static void oracle_one(const char *name, prep_fn prep, probe_fn fn, int root)
 {
 	char mdir[1024], ldir[1200], rel[256];
 	static struct obs om, ol;
@@ -672,8 +681,8 @@ static void oracle_one(const char *name, probe_fn fn, int root)
 	assert_int_equal(chmod(ldir, 0777), 0);
 	memset(&om, 0, sizeof(om));
 	memset(&ol, 0, sizeof(ol));
-	probe_run(mdir, fn, root, &om);
-	probe_run(ldir, fn, root, &ol);
+	probe_run(mdir, prep, fn, root, &om);
+	probe_run(ldir, prep, fn, root, &ol);
 	int bad = om.n != ol.n;
 	if (getenv("CFS_ORACLE_DUMP"))
 		for (int i = 0; i < om.n; i++)
@@ -692,10 +701,15 @@ static void oracle_one(const char *name, probe_fn fn, int root)
 	assert_true(om.n > 0);
 }
 
+static void oracle_check_prep(const char *name, prep_fn prep, probe_fn fn)
+{
+	oracle_one(name, prep, fn, 1);
+	oracle_one(name, prep, fn, 0);
+}
+
 static void oracle_check(const char *name, probe_fn fn)
 {
-	oracle_one(name, fn, 1);
-	oracle_one(name, fn, 0);
+	oracle_check_prep(name, NULL, fn);
 }
 
 /* Type, permission bits and link count of PATH (lstat), or -errno. */
@@ -809,6 +823,260 @@ static void test_special_files(void **state)
 	oracle_check("special", probe_special);
 }
 
+static long long nlink_of(const char *path)
+{
+	struct stat st;
+	return lstat(path, &st) < 0 ? -errno : (long long)st.st_nlink;
+}
+
+/* Item 2: directory st_nlink = 2 + subdirectories through mkdir, rmdir,
+ * rename between parents (plain, replacing, exchanging). */
+static void probe_nlink(struct obs *o, int root)
+{
+	int fd;
+	rec(o, "base", nlink_of("."));
+	RC(o, "mkdir d", mkdir("d", 0755));
+	RC(o, "mkdir e", mkdir("e", 0755));
+	rec(o, "base 2 subdirs", nlink_of("."));
+	rec(o, "d empty", nlink_of("d"));
+	RC(o, "mkdir d/a", mkdir("d/a", 0755));
+	RC(o, "mkdir d/b", mkdir("d/b", 0755));
+	fd = open("d/f", O_CREAT | O_WRONLY, 0644);
+	close(fd);
+	rec(o, "d 2 subdirs + file", nlink_of("d"));
+	RC(o, "rmdir d/a", rmdir("d/a"));
+	rec(o, "d after rmdir", nlink_of("d"));
+	RC(o, "rename d/b e/b", rename("d/b", "e/b"));
+	rec(o, "d after move out", nlink_of("d"));
+	rec(o, "e after move in", nlink_of("e"));
+	rec(o, "e/b", nlink_of("e/b"));
+	RC(o, "mkdir d/x", mkdir("d/x", 0755));
+	RC(o, "rename d/x over e/b", rename("d/x", "e/b"));
+	rec(o, "d after replace", nlink_of("d"));
+	rec(o, "e after replace", nlink_of("e"));
+	RC(o, "mkdir d/y", mkdir("d/y", 0755));
+	RC(o, "mkdir d/z", mkdir("d/z", 0755));
+	RC(o, "rename d/y over d/z", rename("d/y", "d/z"));
+	rec(o, "d after local replace", nlink_of("d"));
+	RC(o, "exchange e/b d/f", renameat2(AT_FDCWD, "e/b", AT_FDCWD, "d/f", RENAME_EXCHANGE));
+	rec(o, "d after exchange", nlink_of("d"));
+	rec(o, "e after exchange", nlink_of("e"));
+	RC(o, "rename d e/d", rename("d", "e/d"));
+	rec(o, "base after nest", nlink_of("."));
+	rec(o, "e after nest", nlink_of("e"));
+	RC(o, "rename e/d/z e/z", rename("e/d/z", "e/z"));
+	rec(o, "e/d after", nlink_of("e/d"));
+	rec(o, "e after", nlink_of("e"));
+}
+
+static void test_dir_nlink(void **state)
+{
+	oracle_check("nlink", probe_nlink);
+}
+
+static int ts_later(struct timespec a, struct timespec b)
+{
+	return a.tv_sec > b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec > b.tv_nsec);
+}
+
+struct tsnap {
+	const char *path;
+	struct stat st;
+};
+
+/* Records whether the mtime and ctime of each of the N snapshots' paths
+ * moved since the snapshot was taken. */
+static void rec_moved(struct obs *o, const char *what, struct tsnap *s, int n)
+{
+	char w[48];
+	for (int i = 0; i < n; i++) {
+		struct stat now;
+		if (lstat(s[i].path, &now) < 0) {
+			snprintf(w, sizeof(w), "%s %s gone", what, s[i].path);
+			rec(o, w, -errno);
+			continue;
+		}
+		snprintf(w, sizeof(w), "%s %s mtime", what, s[i].path);
+		rec(o, w, ts_later(now.st_mtim, s[i].st.st_mtim));
+		snprintf(w, sizeof(w), "%s %s ctime", what, s[i].path);
+		rec(o, w, ts_later(now.st_ctim, s[i].st.st_ctim));
+	}
+}
+
+/* Snapshots P and Q, waits past the local disk's timestamp granularity,
+ * runs CALL, records the result and which times moved. */
+#define TIMED(o, what, P, Q, call)                                                  \
+	do {                                                                          \
+		struct tsnap s_[2] = {{P, {0}}, {Q, {0}}};                              \
+		lstat(P, &s_[0].st);                                                    \
+		lstat(Q, &s_[1].st);                                                    \
+		usleep(12000);                                                          \
+		RC(o, what, call);                                                      \
+		rec_moved(o, what, s_, 2);                                              \
+	} while (0)
+
+static int creat_close(const char *path)
+{
+	int fd = open(path, O_CREAT | O_WRONLY, 0644);
+	if (fd < 0)
+		return -1;
+	return close(fd);
+}
+
+/* Item 3: a directory's mtime and ctime move with every entry change
+ * (create, mkdir, mknod, symlink, link, unlink, rmdir, rename within and
+ * between directories), ctime alone with chmod, and an explicit mtime
+ * sticks until the next entry change. */
+static void probe_parent_times(struct obs *o, int root)
+{
+	struct stat st;
+	RC(o, "mkdir P", mkdir("P", 0777));
+	RC(o, "mkdir Q", mkdir("Q", 0777));
+	TIMED(o, "create", "P", "Q", creat_close("P/f"));
+	TIMED(o, "create existing", "P", "Q", creat_close("P/f"));
+	TIMED(o, "mkdir", "P", "Q", mkdir("P/sub", 0755));
+	TIMED(o, "mkfifo", "P", "Q", mkfifo("P/fifo", 0644));
+	TIMED(o, "symlink", "P", "Q", symlink("f", "P/sym"));
+	TIMED(o, "link", "P", "P/f", link("P/f", "P/hard"));
+	TIMED(o, "rename in P", "P", "Q", rename("P/hard", "P/hard2"));
+	TIMED(o, "rename P to Q", "P", "Q", rename("P/hard2", "Q/hard"));
+	TIMED(o, "rename dir P to Q", "P", "Q", rename("P/sub", "Q/sub"));
+	TIMED(o, "moved dir", "Q/sub", "Q", rename("Q/sub", "P/sub"));
+	TIMED(o, "link again", "Q", "Q/hard", link("Q/hard", "Q/hard3"));
+	TIMED(o, "rename onto link", "Q", "Q/hard", rename("Q/hard", "Q/hard3"));
+	rec(o, "both names", (access("Q/hard", F_OK) == 0) * 2 + (access("Q/hard3", F_OK) == 0));
+	TIMED(o, "unlink", "P", "Q", unlink("P/sym"));
+	TIMED(o, "rmdir", "P", "Q", rmdir("P/sub"));
+	TIMED(o, "failed rmdir", "P", "Q", rmdir("P/none"));
+	TIMED(o, "chmod dir", "P", "Q", chmod("P", 0775));
+	struct timespec ts[2] = {{1000, 0}, {2000, 0}};
+	TIMED(o, "utimens dir", "P", "Q", utimensat(AT_FDCWD, "P", ts, 0));
+	if (lstat("P", &st) == 0)
+		rec(o, "explicit mtime", (long long)st.st_mtim.tv_sec);
+	TIMED(o, "create after utimens", "P", "Q", creat_close("P/g"));
+	if (lstat("P", &st) == 0)
+		rec(o, "mtime after create", st.st_mtim.tv_sec > 2000);
+}
+
+static void test_parent_times(void **state)
+{
+	oracle_check("ptimes", probe_parent_times);
+}
+
+static void mkfile_mode(const char *path, mode_t mode, uid_t uid, gid_t gid)
+{
+	int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0600);
+	if (fd < 0 || write(fd, "0123456789", 10) != 10 || close(fd) || chown(path, uid, gid) ||
+	    chmod(path, mode))
+		_exit(5);
+}
+
+static void prep_setid(void)
+{
+	mkfile_mode("w_suid", 06777, 0, 0);
+	mkfile_mode("w_sgid_nox", 02666, 0, 0);
+	mkfile_mode("t_suid", 06777, 0, 0);
+	mkfile_mode("ft_suid", 06777, 0, 0);
+	mkfile_mode("own", 06755, TEST_UID, TEST_UID);
+	mkfile_mode("own_g0", 0755, TEST_UID, 0);
+	mkfile_mode("own_ng", 06755, TEST_UID, TEST_UID);
+	mkfile_mode("own_st", 0644, TEST_UID, TEST_UID);
+	mkfile_mode("rw_other", 0666, 0, 0);
+	mkfile_mode("ro_other", 0644, 0, 0);
+	mkfile_mode("own_t", 0644, TEST_UID, TEST_UID);
+}
+
+static long long mode_of(const char *path)
+{
+	struct stat st;
+	return lstat(path, &st) < 0 ? -errno : (long long)(st.st_mode & 07777);
+}
+
+static int write_one(const char *path)
+{
+	int fd = open(path, O_WRONLY);
+	if (fd < 0)
+		return -1;
+	int rc = write(fd, "w", 1) == 1 ? 0 : -1;
+	close(fd);
+	return rc;
+}
+
+/* Items 4, 5 and 9: set-id bits on write, truncate and chown; chmod's
+ * S_ISGID and sticky rules; operations on an open fd regardless of mode
+ * bits; utimensat's NOW/OMIT permission rules; rename onto another link
+ * of the same inode. */
+static void probe_setid(struct obs *o, int root)
+{
+	RC(o, "write suid", write_one("w_suid"));
+	rec(o, "mode after write", mode_of("w_suid"));
+	RC(o, "write sgid no g+x", write_one("w_sgid_nox"));
+	rec(o, "mode after write sgid", mode_of("w_sgid_nox"));
+	RC(o, "truncate suid", truncate("t_suid", 3));
+	rec(o, "mode after truncate", mode_of("t_suid"));
+	int fd = open("ft_suid", O_WRONLY);
+	RC(o, "ftruncate suid", ftruncate(fd, 2));
+	close(fd);
+	rec(o, "mode after ftruncate", mode_of("ft_suid"));
+	RC(o, "chown own group", chown("own", (uid_t)-1, root ? 0 : 5555));
+	rec(o, "mode after chown", mode_of("own"));
+	RC(o, "chown same", chown("own_ng", (uid_t)-1, (gid_t)-1));
+	rec(o, "mode after chown -1", mode_of("own_ng"));
+	RC(o, "chmod g+s other group", chmod("own_g0", 02755));
+	rec(o, "mode g+s", mode_of("own_g0"));
+	RC(o, "chmod +t file", chmod("own_st", 01644));
+	rec(o, "mode +t", mode_of("own_st"));
+
+	/* utimensat */
+	struct timespec now2[2] = {{0, UTIME_NOW}, {0, UTIME_NOW}};
+	struct timespec omit2[2] = {{0, UTIME_OMIT}, {0, UTIME_OMIT}};
+	struct timespec expl[2] = {{1000, 0}, {2000, 0}};
+	struct timespec now_omit[2] = {{0, UTIME_NOW}, {0, UTIME_OMIT}};
+	RC(o, "utimens NULL rw", utimensat(AT_FDCWD, "rw_other", NULL, 0));
+	RC(o, "utimens NOW rw", utimensat(AT_FDCWD, "rw_other", now2, 0));
+	RC(o, "utimens explicit rw", utimensat(AT_FDCWD, "rw_other", expl, 0));
+	RC(o, "utimens NOW ro", utimensat(AT_FDCWD, "ro_other", now2, 0));
+	RC(o, "utimens OMIT ro", utimensat(AT_FDCWD, "ro_other", omit2, 0));
+	RC(o, "utimens NOW/OMIT ro", utimensat(AT_FDCWD, "ro_other", now_omit, 0));
+	RC(o, "utimens explicit own", utimensat(AT_FDCWD, "own_t", expl, 0));
+	struct stat st;
+	if (stat("own_t", &st) == 0) {
+		rec(o, "own_t atime", (long long)st.st_atim.tv_sec);
+		rec(o, "own_t mtime", (long long)st.st_mtim.tv_sec);
+	}
+
+	/* fd operations on a file created with mode 0 */
+	fd = open("m0", O_CREAT | O_RDWR | O_EXCL, 0);
+	rec(o, "open mode 0", fd >= 0);
+	RC(o, "ftruncate mode 0", ftruncate(fd, 100));
+	rec(o, "write mode 0", write(fd, "abc", 3));
+	RC(o, "futimens mode 0", futimens(fd, NULL));
+	RC(o, "fchmod", fchmod(fd, 0640));
+	RC(o, "fchown", fchown(fd, (uid_t)-1, root ? 0 : 5555));
+	if (fstat(fd, &st) == 0) {
+		rec(o, "m0 size", (long long)st.st_size);
+		rec(o, "m0 mode", (long long)(st.st_mode & 07777));
+	}
+	close(fd);
+	fd = open("rw_other", O_RDWR);
+	RC(o, "fchmod not owner", fchmod(fd, 0600));
+	RC(o, "futimens not owner", futimens(fd, NULL));
+	RC(o, "futimens explicit not owner", futimens(fd, expl));
+	close(fd);
+
+	/* rename onto another hard link of the same inode: nothing happens */
+	RC(o, "link", link("m0", "m0b"));
+	RC(o, "rename onto own link", rename("m0", "m0b"));
+	rec(o, "m0", access("m0", F_OK) == 0);
+	rec(o, "m0b", access("m0b", F_OK) == 0);
+	rec(o, "m0 nlink", nlink_of("m0b"));
+}
+
+static void test_setid_and_fd_ops(void **state)
+{
+	oracle_check_prep("setid", prep_setid, probe_setid);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -817,7 +1085,8 @@ int main(void)
 	    cmocka_unit_test(test_append),         cmocka_unit_test(test_xattrs),
 	    cmocka_unit_test(test_sparse_write),   cmocka_unit_test(test_parallel_one_file),
 	    cmocka_unit_test(test_parallel_files), cmocka_unit_test(test_large_file),
-	    cmocka_unit_test(test_special_files),
+	    cmocka_unit_test(test_special_files),  cmocka_unit_test(test_dir_nlink),
+	    cmocka_unit_test(test_parent_times),   cmocka_unit_test(test_setid_and_fd_ops),
 	};
 	return integ_main(&env, "integ-posix", tests, sizeof(tests) / sizeof(tests[0]));
 }
