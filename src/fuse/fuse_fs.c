@@ -45,6 +45,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse3/fuse_lowlevel.h>
+#include <linux/falloc.h>
 #include <linux/fuse.h>
 #include <limits.h>
 #include <pthread.h>
@@ -865,6 +866,79 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		fuse_reply_write(req, (size_t)n);
 }
 
+/* Writes zeros over [OFF, END) in pieces of at most FUSEFS_MAX_IO. */
+static int zero_fill(struct fusefs *fs, struct fusefs_file *f, uint64_t off, uint64_t end)
+{
+	char *z = calloc(1, FUSEFS_MAX_IO);
+	int rc = 0;
+	if (!z)
+		return -ENOMEM;
+	while (off < end && rc == 0) {
+		size_t n = end - off < FUSEFS_MAX_IO ? (size_t)(end - off) : FUSEFS_MAX_IO;
+		ssize_t w = file_io_write(fs->o.fio, f->fi, off, n, z);
+		if (w < 0)
+			rc = (int)w;
+		off += n;
+	}
+	free(z);
+	return rc;
+}
+
+/* fallocate(2). Storage allocates chunk space when data is written, so
+ * there is nothing to reserve: mode 0 only extends the size, KEEP_SIZE
+ * alone does nothing. PUNCH_HOLE and ZERO_RANGE write zeros over the
+ * range inside the file (reads then return zeros, as required; punched
+ * space is not given back: docs/posix.md). COLLAPSE_RANGE, INSERT_RANGE
+ * and UNSHARE_RANGE would move data between chunks: EOPNOTSUPP. */
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+                         struct fuse_file_info *ffi)
+{
+	struct fusefs *fs = fs_of(req);
+	struct fusefs_file *f = (struct fusefs_file *)(uintptr_t)ffi->fh;
+	const int known = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;
+	int rc = 0;
+	if (!f || !f->fi) {
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	if (mode & ~known) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	if (off < 0 || len <= 0 || (uint64_t)off + (uint64_t)len < (uint64_t)off) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if ((f->mode & 06000) && !f->privs_killed)
+		rc = kill_privs(req, fs, f);
+	if (rc == 0)
+		rc = file_io_drain(f->fi); /* zeros land after queued writes */
+	uint64_t end = (uint64_t)off + (uint64_t)len;
+	if (rc == 0 && (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))) {
+		uint64_t zend = end, size = file_io_size(f->fi);
+		if ((mode & FALLOC_FL_KEEP_SIZE) && zend > size)
+			zend = size; /* nothing to zero past the end */
+		if ((uint64_t)off < zend)
+			rc = zero_fill(fs, f, (uint64_t)off, zend);
+	}
+	if (rc == 0 && !(mode & FALLOC_FL_KEEP_SIZE) && end > file_io_size(f->fi)) {
+		struct cred_buf cb;
+		struct meta_setattr sa;
+		struct meta_inode *in = malloc(sizeof(*in));
+		memset(&sa, 0, sizeof(sa));
+		sa.valid = META_SET_SIZE | META_SET_FD_WRITE;
+		sa.size = end;
+		req_cred(req, &cb);
+		rc = in ? report_length(fs, ino) : -ENOMEM;
+		if (rc == 0)
+			rc = meta_client_setattr(fs->o.meta, &cb.c, ino, &sa, in);
+		if (rc == 0)
+			file_io_update(f->fi, in);
+		free(in);
+	}
+	fuse_reply_err(req, to_errno(rc));
+}
+
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 {
 	/* close(2) returns after this: make the length visible to every
@@ -1214,6 +1288,7 @@ static const struct fuse_lowlevel_ops fusefs_ops = {
     .removexattr = op_removexattr,
     .access = op_access,
     .create = op_create,
+    .fallocate = op_fallocate,
 };
 
 int fusefs_is_mountpoint(const char *path)

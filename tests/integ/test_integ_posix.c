@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/falloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1077,6 +1078,86 @@ static void test_setid_and_fd_ops(void **state)
 	oracle_check_prep("setid", prep_setid, probe_setid);
 }
 
+static unsigned long long sum_file(int fd)
+{
+	static uint8_t b[1 << 16];
+	unsigned long long h = 1469598103934665603ull;
+	off_t off = 0;
+	for (;;) {
+		ssize_t n = pread(fd, b, sizeof(b), off);
+		if (n <= 0)
+			break;
+		for (ssize_t i = 0; i < n; i++)
+			h = (h ^ b[i]) * 1099511628211ull;
+		off += n;
+	}
+	return h & 0x7fffffffffffffffull;
+}
+
+static long long fsize(int fd)
+{
+	struct stat st;
+	return fstat(fd, &st) < 0 ? -errno : (long long)st.st_size;
+}
+
+/* Item 7: fallocate modes (data and size compared with the local disk;
+ * st_blocks are not, see docs/posix.md). */
+static void probe_fallocate(struct obs *o, int root)
+{
+	const size_t n = 2621440 + 777; /* 2.5 MiB + a bit: spans three 1 MiB chunks */
+	uint8_t *d = malloc(n);
+	fill_pattern(d, n, 42);
+	int fd = open("fa", O_CREAT | O_RDWR, 0644);
+	rec(o, "write", write(fd, d, n) == (ssize_t)n);
+	free(d);
+	RC(o, "alloc inside", fallocate(fd, 0, 0, 4096));
+	rec(o, "size", fsize(fd));
+	RC(o, "alloc extends", fallocate(fd, 0, (off_t)n, 100000));
+	rec(o, "size extended", fsize(fd));
+	RC(o, "keep size", fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, 8 << 20));
+	rec(o, "size kept", fsize(fd));
+	RC(o, "punch", fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 1000000, 200000));
+	rec(o, "size after punch", fsize(fd));
+	RC(o, "punch without keep", fallocate(fd, FALLOC_FL_PUNCH_HOLE, 0, 10));
+	RC(o, "zero range", fallocate(fd, FALLOC_FL_ZERO_RANGE, 2000001, 3333));
+	RC(o, "zero range past end", fallocate(fd, FALLOC_FL_ZERO_RANGE, (off_t)n + 50000, 100000));
+	rec(o, "size after zero", fsize(fd));
+	RC(o, "zero keep past end",
+	   fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, fsize(fd) - 10, 1000));
+	rec(o, "size after zero keep", fsize(fd));
+	RC(o, "bad len", fallocate(fd, 0, 0, 0));
+	RC(o, "bad off", fallocate(fd, 0, -1, 10));
+	rec(o, "content", (long long)sum_file(fd));
+	close(fd);
+	fd = open("fa", O_RDONLY);
+	RC(o, "read-only fd", fallocate(fd, 0, 0, 10));
+	close(fd);
+}
+
+static void test_fallocate(void **state)
+{
+	oracle_check("falloc", probe_fallocate);
+}
+
+/* Item 9 leftovers that cannot be compared with the local disk (it
+ * supports them): O_TMPFILE is refused cleanly (libfuse 3.14 has no
+ * tmpfile op), and statx does not claim a birth time it cannot give
+ * (docs/posix.md). */
+static void test_tmpfile_statx(void **state)
+{
+	char d[1024];
+	p("tmpfile", d);
+	assert_int_equal(mkdir(d, 0755), 0);
+	int fd = open(d, O_TMPFILE | O_RDWR, 0600);
+	assert_int_equal(fd, -1);
+	assert_int_equal(errno, EOPNOTSUPP);
+	struct statx sx;
+	assert_int_equal(statx(AT_FDCWD, d, 0, STATX_BASIC_STATS | STATX_BTIME, &sx), 0);
+	assert_true((sx.stx_mask & STATX_BASIC_STATS) == STATX_BASIC_STATS);
+	assert_false(sx.stx_mask & STATX_BTIME);
+	assert_int_equal(sx.stx_nlink, 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1087,6 +1168,7 @@ int main(void)
 	    cmocka_unit_test(test_parallel_files), cmocka_unit_test(test_large_file),
 	    cmocka_unit_test(test_special_files),  cmocka_unit_test(test_dir_nlink),
 	    cmocka_unit_test(test_parent_times),   cmocka_unit_test(test_setid_and_fd_ops),
+	    cmocka_unit_test(test_fallocate),      cmocka_unit_test(test_tmpfile_statx),
 	};
 	return integ_main(&env, "integ-posix", tests, sizeof(tests) / sizeof(tests[0]));
 }
