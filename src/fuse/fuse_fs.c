@@ -50,6 +50,8 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +74,7 @@ struct fusefs_dir;
 struct fusefs {
 	struct fusefs_opts o;
 	struct fuse_session *se;   /* for attribute invalidations */
+	_Atomic uint64_t init_unique; /* request id of the kernel's INIT (mmap_io_*) */
 	pthread_mutex_t lock;      /* guards the two handle lists */
 	struct fusefs_file *files; /* open file handles, for cleanup at unmount */
 	struct fusefs_dir *dirs;   /* open directory handles, likewise */
@@ -1291,6 +1294,47 @@ static const struct fuse_lowlevel_ops fusefs_ops = {
     .fallocate = op_fallocate,
 };
 
+/* SHARED MMAP. Files are opened direct_io, and the kernel refuses
+ * mmap(MAP_SHARED) of a direct_io file (ENODEV) unless the INIT reply
+ * carries FUSE_DIRECT_IO_ALLOW_MMAP (protocol 7.39, kernel 6.6); then it
+ * serves mappings through the page cache (page faults read with FUSE_READ,
+ * dirty pages go back as FUSE_WRITE on msync, fsync, close and writeback)
+ * and keeps direct I/O coherent with them. libfuse 3.14 has no flag for it
+ * (3.16 has FUSE_CAP_DIRECT_IO_ALLOW_MMAP), so the session's I/O goes
+ * through these two hooks: read notes the INIT request's id, writev sets
+ * the bit in that one reply. Kernels that do not know the bit ignore it
+ * (mmap then fails with ENODEV as before). */
+#define CFS_FUSE_DIRECT_IO_ALLOW_MMAP (1ULL << 36)
+
+static ssize_t mmap_io_read(int fd, void *buf, size_t len, void *userdata)
+{
+	struct fusefs *fs = userdata;
+	ssize_t n = read(fd, buf, len);
+	if (n >= (ssize_t)sizeof(struct fuse_in_header)) {
+		const struct fuse_in_header *h = buf;
+		if (h->opcode == FUSE_INIT)
+			atomic_store(&fs->init_unique, h->unique);
+	}
+	return n;
+}
+
+static ssize_t mmap_io_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+	struct fusefs *fs = userdata;
+	if (count >= 2 && iov[0].iov_len == sizeof(struct fuse_out_header) &&
+	    iov[1].iov_len >= offsetof(struct fuse_init_out, flags2) + sizeof(uint32_t)) {
+		const struct fuse_out_header *h = iov[0].iov_base;
+		uint64_t want = atomic_load(&fs->init_unique);
+		if (want && h->unique == want && h->error == 0) {
+			struct fuse_init_out *o = iov[1].iov_base;
+			o->flags |= FUSE_INIT_EXT;
+			o->flags2 |= (uint32_t)(CFS_FUSE_DIRECT_IO_ALLOW_MMAP >> 32);
+			atomic_store(&fs->init_unique, 0);
+		}
+	}
+	return writev(fd, iov, count);
+}
+
 int fusefs_is_mountpoint(const char *path)
 {
 	struct stat a, b;
@@ -1363,6 +1407,10 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 		rc = -EIO;
 		goto out_sig;
 	}
+	static const struct fuse_custom_io mmap_io = {.writev = mmap_io_writev,
+	                                              .read = mmap_io_read};
+	if (fuse_session_custom_io(se, &mmap_io, fuse_session_fd(se)) != 0)
+		LOG_WARN("fuse", "custom session I/O refused: shared mmap stays unavailable");
 	LOG_NOTICE("fuse", "mounted: mountpoint=%s threads=%d", mountpoint, fs.o.threads);
 	lc = fuse_loop_cfg_create();
 	if (!lc) {

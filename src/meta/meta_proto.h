@@ -1,4 +1,4 @@
-/* meta_proto.h - codecs of the metadata-service messages (types 200..223).
+/* meta_proto.h - codecs of the metadata-service messages (types 200..224).
  *
  * The one-line layouts are in the catalog in net/rpc_proto.h. Every request
  * starts with the same header: the caller's credentials and the client

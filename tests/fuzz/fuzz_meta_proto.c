@@ -1,5 +1,5 @@
 /* fuzz_meta_proto.c - libFuzzer target for every metadata-service codec
- * (meta/meta_proto.h): requests and replies of all types 200..223.
+ * (meta/meta_proto.h): requests and replies of all types 200..224.
  * Input: byte 0 picks the type (META_RPC_FIRST + b % count), byte 1 bit 0
  * picks request (0) or reply (1); the rest is the payload.
  * Properties: decoding never reads out of bounds or fails with a code

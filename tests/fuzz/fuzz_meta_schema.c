@@ -30,6 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			ASSERT(meta_inode_decode(b.data, b.len, &in2) == 0);
 			ASSERT(in2.ino == in.ino && in2.size == in.size && in2.mode == in.mode);
 			ASSERT(in2.target_len == in.target_len);
+			ASSERT(in2.type == in.type && in2.rdev == in.rdev);
 		}
 		break;
 	case 1: {

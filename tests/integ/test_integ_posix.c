@@ -23,6 +23,10 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/falloc.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1158,6 +1162,94 @@ static void test_tmpfile_statx(void **state)
 	assert_int_equal(sx.stx_nlink, 2);
 }
 
+/* Item 0: mmap(MAP_SHARED) reads and writes, msync / fsync / munmap +
+ * close reach the file (read back through another descriptor, which on
+ * the mount reads storage), MAP_PRIVATE writes do not, and a write(2)
+ * is seen through an existing mapping. */
+static void probe_mmap(struct obs *o, int root)
+{
+	const size_t n = 3u * 1048576 + 100;
+	uint8_t *d = malloc(n);
+	fill_pattern(d, n, 9);
+	int fd = open("mm", O_CREAT | O_RDWR, 0644);
+	rec(o, "write", write(fd, d, n) == (ssize_t)n);
+	uint8_t *m = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	rec(o, "mmap shared", m != MAP_FAILED);
+	if (m == MAP_FAILED) {
+		free(d);
+		close(fd);
+		return;
+	}
+	rec(o, "mapped equals written", memcmp(m, d, n) == 0);
+	m[10] = 'a';
+	m[1048576 - 1] = 'b';
+	m[1048576] = 'c';
+	m[n - 1] = 'd';
+	RC(o, "msync", msync(m, n, MS_SYNC));
+	int rd = open("mm", O_RDONLY);
+	char c[4] = {0};
+	rec(o, "pread 10", pread(rd, &c[0], 1, 10));
+	rec(o, "pread 1M-1", pread(rd, &c[1], 1, 1048576 - 1));
+	rec(o, "pread 1M", pread(rd, &c[2], 1, 1048576));
+	rec(o, "pread end", pread(rd, &c[3], 1, (off_t)n - 1));
+	rec(o, "bytes", (long long)c[0] << 24 | (long long)c[1] << 16 | c[2] << 8 | c[3]);
+	/* write(2) into a mapped range, seen through the mapping */
+	rec(o, "pwrite", pwrite(fd, "Z", 1, 20));
+	rec(o, "seen in map", m[20]);
+	/* a store then fsync */
+	m[2 * 1048576 + 7] = 'e';
+	RC(o, "fsync", fsync(fd));
+	rec(o, "pread after fsync", pread(rd, &c[0], 1, 2 * 1048576 + 7) == 1 ? c[0] : -1);
+	/* a store, then munmap and close only */
+	m[3 * 1048576 + 1] = 'f';
+	RC(o, "munmap", munmap(m, n));
+	RC(o, "close", close(fd));
+	close(rd);
+	fd = open("mm", O_RDONLY);
+	rec(o, "content after close", (long long)sum_file(fd));
+	close(fd);
+	/* MAP_PRIVATE: copy on write, the file keeps its bytes */
+	fd = open("mm", O_RDWR);
+	m = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+	rec(o, "mmap private", m != MAP_FAILED);
+	if (m != MAP_FAILED) {
+		m[5] = 'p';
+		munmap(m, n);
+	}
+	rec(o, "content after private", (long long)sum_file(fd));
+	/* read-only shared mapping of a read-only descriptor */
+	close(fd);
+	fd = open("mm", O_RDONLY);
+	m = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
+	rec(o, "mmap ro shared", m != MAP_FAILED && m[10] == 'a');
+	if (m != MAP_FAILED)
+		munmap(m, 4096);
+	rec(o, "mmap rw of ro fd", mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) ==
+	                               MAP_FAILED ? -errno : 0);
+	close(fd);
+	free(d);
+}
+
+static void test_mmap(void **state)
+{
+	oracle_check("mmap", probe_mmap);
+	/* FIEMAP: a clean EOPNOTSUPP (the local disk answers it) */
+	char f[1024];
+	p("mmap-root/mm", f);
+	int fd = open(f, O_RDONLY);
+	assert_true(fd >= 0);
+	union {
+		struct fiemap fm;
+		char b[sizeof(struct fiemap) + 4 * sizeof(struct fiemap_extent)];
+	} u;
+	memset(&u, 0, sizeof(u));
+	u.fm.fm_length = ~0ull;
+	u.fm.fm_extent_count = 4;
+	assert_int_equal(ioctl(fd, FS_IOC_FIEMAP, &u.fm), -1);
+	assert_int_equal(errno, EOPNOTSUPP);
+	close(fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1169,6 +1261,7 @@ int main(void)
 	    cmocka_unit_test(test_special_files),  cmocka_unit_test(test_dir_nlink),
 	    cmocka_unit_test(test_parent_times),   cmocka_unit_test(test_setid_and_fd_ops),
 	    cmocka_unit_test(test_fallocate),      cmocka_unit_test(test_tmpfile_statx),
+	    cmocka_unit_test(test_mmap),
 	};
 	return integ_main(&env, "integ-posix", tests, sizeof(tests) / sizeof(tests[0]));
 }
