@@ -21,6 +21,7 @@ struct meta_ctx {
 	_Atomic uint64_t chain_cursor; /* round-robin position in chain tables */
 	_Atomic uint64_t rng;          /* splitmix64 state for seeds and session ids */
 	_Atomic uint64_t txns, retries, failures; /* meta_stats counters */
+	int dsta_shards;               /* directory-counter shards written (schema.h) */
 };
 
 /* Operation codes stored in idempotency records (checked on replay). */
@@ -70,7 +71,11 @@ int meta_del_dentry(kv_txn *t, uint64_t parent, struct meta_name name);
  * and mtime/ctime as callers see them (snapshot reads; never write IN
  * back afterwards). meta_dir_stat_clear drops them with the directory;
  * meta_dir_time_clear drops the time (an explicit mtime replaces it). */
-int meta_dir_changed(kv_txn *t, uint64_t dir, int64_t now, int subdirs);
+int meta_dir_changed(meta_ctx *m, kv_txn *t, uint64_t dir, int64_t now, int subdirs);
+/* Entry changes within this long of the last recorded one leave the
+ * directory's time as it is (a 250 Hz kernel tick, the granularity of a
+ * local disk's timestamps). */
+#define META_DIR_TIME_GRAIN_NS (4LL * 1000 * 1000)
 int meta_dir_stat(kv_txn *t, struct meta_inode *in);
 int meta_dir_stat_clear(kv_txn *t, uint64_t dir);
 int meta_dir_time_clear(kv_txn *t, uint64_t dir);

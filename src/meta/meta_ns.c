@@ -12,7 +12,8 @@
  *     directory) goes to the parent's counters with commutative KV writes
  *     (meta_dir_changed: an atomic max and an atomic add, schema.h DSTA),
  *     which add no read conflict on lmdb (on etcd they do: etcd has no
- *     server-side add or max, so it compares the key's revision);
+ *     server-side add or max, so it compares the key's revision; the
+ *     counters are sharded there so that such conflicts are rare);
  *   - the dentry key is read without the snapshot flag, so two creates of
  *     one name serialize;
  *   - the target inode is read and written when its nlink or parent field
@@ -311,7 +312,7 @@ static int new_body(kv_txn *t, void *arg)
 		return rc;
 	if ((rc = meta_put_dentry(t, a->parent, a->name, in->ino, in->type)))
 		return rc;
-	if ((rc = meta_dir_changed(t, a->parent, now, a->type == META_T_DIR)))
+	if ((rc = meta_dir_changed(a->m, t, a->parent, now, a->type == META_T_DIR)))
 		return rc;
 	if (a->type == META_T_FILE && (a->flags & META_O_WRITE) &&
 	    (rc = put_session(a->m, t, in->ino, a->rq ? a->rq->client : 0, &a->session)))
@@ -444,7 +445,7 @@ static int link_body(kv_txn *t, void *arg)
 		return rc;
 	if ((rc = meta_put_dentry(t, a->parent, a->name, a->ino, a->in.type)))
 		return rc;
-	if ((rc = meta_dir_changed(t, a->parent, a->in.ctime, 0)))
+	if ((rc = meta_dir_changed(a->m, t, a->parent, a->in.ctime, 0)))
 		return rc;
 	return meta_idem_put(a->m, t, a->rq, META_OP_LINK, 0, a->ino, 0);
 }
@@ -532,7 +533,7 @@ static int remove_body(kv_txn *t, void *arg)
 			 (unsigned long long)d.ino);
 		if ((rc = meta_del_dentry(t, a->parent, a->name)))
 			return rc;
-		if ((rc = meta_dir_changed(t, a->parent, meta_now(a->m), 0)))
+		if ((rc = meta_dir_changed(a->m, t, a->parent, meta_now(a->m), 0)))
 			return rc;
 		return meta_idem_put(a->m, t, a->rq, op, 0, d.ino, 0);
 	}
@@ -554,7 +555,7 @@ static int remove_body(kv_txn *t, void *arg)
 		return rc;
 	if ((rc = drop_link(a->m, t, &a->in, now)))
 		return rc;
-	if ((rc = meta_dir_changed(t, a->parent, now, a->dir_op ? -1 : 0)))
+	if ((rc = meta_dir_changed(a->m, t, a->parent, now, a->dir_op ? -1 : 0)))
 		return rc;
 	return meta_idem_put(a->m, t, a->rq, op, 0, d.ino, 0);
 }
@@ -730,10 +731,10 @@ static int rename_body(kv_txn *t, void *arg)
 			ndst--;
 	}
 	if (moved) {
-		if ((rc = meta_dir_changed(t, a->sparent, now, nsrc)) ||
-		    (rc = meta_dir_changed(t, a->dparent, now, ndst)))
+		if ((rc = meta_dir_changed(a->m, t, a->sparent, now, nsrc)) ||
+		    (rc = meta_dir_changed(a->m, t, a->dparent, now, ndst)))
 			return rc;
-	} else if ((rc = meta_dir_changed(t, a->sparent, now, nsrc + ndst))) {
+	} else if ((rc = meta_dir_changed(a->m, t, a->sparent, now, nsrc + ndst))) {
 		return rc;
 	}
 	return meta_idem_put(a->m, t, a->rq, META_OP_RENAME, 0, sd.ino, 0);

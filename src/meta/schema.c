@@ -120,11 +120,24 @@ void meta_key_idalloc(struct meta_key *k)
 	key_prefix(k, "IDAL");
 }
 
-void meta_key_dirstat(struct meta_key *k, uint64_t dir, enum meta_dirstat_kind kind)
+void meta_key_dirstat(struct meta_key *k, uint64_t dir, enum meta_dirstat_kind kind,
+		      uint8_t shard)
 {
 	key_prefix(k, "DSTA");
 	key_u64(k, dir);
 	k->b[k->n++] = (uint8_t)kind;
+	k->b[k->n++] = shard;
+}
+
+void meta_key_dirstat_kind_range(struct meta_key *b, struct meta_key *e, uint64_t dir,
+				 enum meta_dirstat_kind kind)
+{
+	key_prefix(b, "DSTA");
+	key_u64(b, dir);
+	b->b[b->n++] = (uint8_t)kind;
+	key_prefix(e, "DSTA");
+	key_u64(e, dir);
+	e->b[e->n++] = (uint8_t)(kind + 1);
 }
 
 void meta_key_dirstat_range(struct meta_key *b, struct meta_key *e, uint64_t dir)

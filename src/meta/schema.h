@@ -13,7 +13,7 @@
  *                                                     waiting for chunk removal)
  *   IDEM    "IDEM" client(8) seq(8)                   idempotency record
  *   IDAL    "IDAL"                                    id allocator record
- *   DSTA    "DSTA" dir(8) kind(1)                     directory counter (below)
+ *   DSTA    "DSTA" dir(8) kind(1) shard(1)            directory counter (below)
  *
  * Directory counters are what entry operations change in their parent
  * without writing its inode record (so creates in one directory do not
@@ -23,7 +23,12 @@
  * change (kv_atomic_max of the wall clock in ns), which the directory's
  * mtime and ctime report when it is later than the record's. Values are
  * raw 8-byte little-endian integers (the KV atomic ops' format, no header
- * or CRC); an absent key is 0. They go away with the directory.
+ * or CRC); an absent key is 0. They go away with the directory. A counter
+ * may be split over shards 0..META_DSTA_SHARDS-1 (its value is the sum,
+ * or the max, over them): on etcd, where an atomic op compares the key's
+ * revision, each write picks a shard at random so that concurrent entry
+ * changes in one directory rarely touch the same key; lmdb and mem add no
+ * conflict for atomic ops and always use shard 0.
  *
  * Records. Every value starts with an 8-byte header and ends with a
  * CRC32C (Castagnoli) of all bytes before it; integers are little-endian:
@@ -155,9 +160,14 @@ void meta_key_gc(struct meta_key *k, uint64_t ino);
 void meta_key_idem(struct meta_key *k, uint64_t client, uint64_t seq);
 void meta_key_idalloc(struct meta_key *k);
 enum meta_dirstat_kind { META_DSTA_LINKS = 'L', META_DSTA_TIME = 'T' };
-void meta_key_dirstat(struct meta_key *k, uint64_t dir, enum meta_dirstat_kind kind);
+#define META_DSTA_SHARDS 16
+void meta_key_dirstat(struct meta_key *k, uint64_t dir, enum meta_dirstat_kind kind,
+		      uint8_t shard);
 /* [begin, end) covering every counter of directory DIR. */
 void meta_key_dirstat_range(struct meta_key *b, struct meta_key *e, uint64_t dir);
+/* [begin, end) covering every shard of DIR's counter KIND. */
+void meta_key_dirstat_kind_range(struct meta_key *b, struct meta_key *e, uint64_t dir,
+				 enum meta_dirstat_kind kind);
 /* [begin, end) covering every key with a 4-byte prefix, e.g. "INOD". */
 void meta_key_prefix_range(struct meta_key *b, struct meta_key *e, const char prefix[4]);
 
