@@ -532,6 +532,17 @@ int meta_client_mkdir(meta_client *c, const struct meta_cred *cr, uint64_t paren
 	return call_inode(c, cr, m, out, NULL);
 }
 
+int meta_client_mknod(meta_client *c, const struct meta_cred *cr, uint64_t parent,
+		      struct meta_name name, uint32_t mode, uint64_t rdev, struct meta_inode *out)
+{
+	REQ(m, META_RPC_MKNOD);
+	m->ino = parent;
+	m->name = name;
+	m->mode = mode;
+	m->rdev = rdev;
+	return call_inode(c, cr, m, out, NULL);
+}
+
 int meta_client_rmdir(meta_client *c, const struct meta_cred *cr, uint64_t parent,
 		      struct meta_name name)
 {

@@ -114,6 +114,9 @@ int meta_client_fsync(meta_client *c, const struct meta_cred *cr, uint64_t ino,
 
 int meta_client_mkdir(meta_client *c, const struct meta_cred *cr, uint64_t parent,
 		      struct meta_name name, uint32_t mode, struct meta_inode *out);
+/* meta_mknod over RPC (type 224): MODE carries the S_IFMT type bits. */
+int meta_client_mknod(meta_client *c, const struct meta_cred *cr, uint64_t parent,
+		      struct meta_name name, uint32_t mode, uint64_t rdev, struct meta_inode *out);
 int meta_client_rmdir(meta_client *c, const struct meta_cred *cr, uint64_t parent,
 		      struct meta_name name);
 int meta_client_unlink(meta_client *c, const struct meta_cred *cr, uint64_t parent,

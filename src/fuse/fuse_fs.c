@@ -34,9 +34,10 @@
  * the rest go without (nodeid 0), so huge directories cost one meta call
  * per 1024 names, not one per name.
  *
- * Directory st_nlink is reported as 1: meta keeps it fixed at 2, which
- * would make find(1) and others skip subdirectories (the "nlink - 2
- * subdirectories" leaf optimisation); 1 means "unknown" to them.
+ * Directory st_nlink is meta's: 2 + the number of subdirectories, kept
+ * exact by mkdir, rmdir and rename (find(1)'s leaf optimisation relies on
+ * it). The kernel drops its cached attributes of a parent on every entry
+ * change it makes, so the parent's new nlink and times are fetched again.
  */
 #define FUSE_USE_VERSION 312
 #include "fuse/fuse_fs.h"
@@ -44,10 +45,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse3/fuse_lowlevel.h>
+#include <linux/falloc.h>
 #include <linux/fuse.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +76,8 @@ struct fusefs_dir;
 
 struct fusefs {
 	struct fusefs_opts o;
+	struct fuse_session *se;   /* for attribute invalidations */
+	_Atomic uint64_t init_unique; /* request id of the kernel's INIT (mmap_io_*) */
 	pthread_mutex_t lock;      /* guards the two handle lists */
 	struct fusefs_file *files; /* open file handles, for cleanup at unmount */
 	struct fusefs_dir *dirs;   /* open directory handles, likewise */
@@ -89,6 +95,8 @@ struct fusefs_file {
 	uint64_t ino;
 	uint64_t session;  /* meta write session; 0 for read-only opens */
 	int flags;         /* open(2) flags */
+	uint32_t mode;     /* permission bits at open (set-id bits to drop on write) */
+	int privs_killed;  /* set-id bits dropped through this handle */
 	file_io_inode *fi; /* shared open state; NULL without file_io */
 	uint64_t size_ns;  /* mono ns the size last came from meta (open, read at EOF) */
 	/* Lock owners that took locks through this handle (see "Locks");
@@ -175,6 +183,14 @@ static mode_t type_bits(uint8_t type)
 		return S_IFDIR;
 	case META_T_SYMLINK:
 		return S_IFLNK;
+	case META_T_FIFO:
+		return S_IFIFO;
+	case META_T_CHR:
+		return S_IFCHR;
+	case META_T_BLK:
+		return S_IFBLK;
+	case META_T_SOCK:
+		return S_IFSOCK;
 	default:
 		return S_IFREG;
 	}
@@ -185,9 +201,10 @@ static void fill_stat(struct fusefs *fs, const struct meta_inode *in, struct sta
 	memset(st, 0, sizeof(*st));
 	st->st_ino = in->ino;
 	st->st_mode = type_bits(in->type) | (in->mode & 07777);
-	st->st_nlink = in->type == META_T_DIR ? 1 : in->nlink;
+	st->st_nlink = in->nlink;
 	st->st_uid = in->uid;
 	st->st_gid = in->gid;
+	st->st_rdev = (dev_t)in->rdev;
 	st->st_size = (off_t)in->size;
 	if (in->type == META_T_FILE && fs->o.fio) {
 		file_io_inode *fi = file_io_find(fs->o.fio, in->ino);
@@ -389,6 +406,22 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		sa.valid |= META_SET_CTIME;
 		sa.ctime = (int64_t)attr->st_ctim.tv_sec * 1000000000 + attr->st_ctim.tv_nsec;
 	}
+	/* The kernel drops set-id bits of a truncated or chowned file by
+	 * sending the reduced mode with the size or owner (or, with
+	 * HANDLE_KILLPRIV_V2, a kill flag): meta applies the kill itself, so
+	 * a caller who may truncate but not chmod is not refused. */
+	if (((to_set & FUSE_SET_ATTR_MODE) &&
+	     (to_set & (FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))) ||
+	    (to_set & FUSE_SET_ATTR_KILL_SUID)) {
+		sa.valid &= ~(unsigned)META_SET_MODE;
+		sa.valid |= META_SET_KILL_SUIDGID;
+	}
+	/* ftruncate: permission was checked when the fd was opened for write. */
+	if (ffi && ffi->fh) {
+		struct fusefs_file *hf = (struct fusefs_file *)(uintptr_t)ffi->fh;
+		if ((hf->flags & O_ACCMODE) != O_RDONLY)
+			sa.valid |= META_SET_FD_WRITE;
+	}
 	struct meta_inode *in = inode_new(req);
 	if (!in)
 		return;
@@ -575,14 +608,13 @@ static void acl_apply(struct fusefs *fs, const struct meta_cred *c, uint64_t ino
 	memset(ai, 0, sizeof(*ai));
 }
 
+/* FIFOs, sockets and devices are nodes in meta; the kernel serves them
+ * (pipes, bind, device drivers) once the attributes say what they are, and
+ * checks CAP_MKNOD for devices before the request comes here. */
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
-	if (!S_ISREG(mode)) {
-		fuse_reply_err(req, EPERM); /* no device, fifo or socket nodes */
-		return;
-	}
 	struct meta_inode *in = inode_new(req);
 	if (!in)
 		return;
@@ -590,9 +622,12 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	uint32_t m = mode & 07777;
 	struct acl_inherit ai;
 	int rc = acl_prepare(req, fs, &cb.c, parent, 0, &m, &ai);
-	if (rc == 0)
+	if (rc == 0 && S_ISREG(mode))
 		rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), m,
 		                        META_O_EXCL, in, NULL);
+	else if (rc == 0)
+		rc = meta_client_mknod(fs->o.meta, &cb.c, parent, meta_name_c(name),
+		                       ((uint32_t)mode & S_IFMT) | m, (uint64_t)rdev, in);
 	if (rc == 0)
 		acl_apply(fs, &cb.c, in->ino, &ai);
 	free(ai.acc);
@@ -761,6 +796,7 @@ static int file_setup(struct fusefs *fs, const struct meta_inode *in, uint64_t s
 	f->session = session;
 	f->flags = ffi->flags;
 	f->size_ns = clock_mono_ns();
+	f->mode = in->mode;
 	if (fs->o.fio) {
 		int rc = file_io_open(fs->o.fio, in, &f->fi);
 		if (rc < 0) {
@@ -992,6 +1028,29 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	free(buf);
 }
 
+/* A write by a caller without CAP_FSETID drops the file's set-id bits
+ * (the kernel leaves this to the file system for direct I/O): once per
+ * handle that saw them at open, before the first write lands. */
+static int kill_privs(fuse_req_t req, struct fusefs *fs, struct fusefs_file *f)
+{
+	struct cred_buf cb;
+	req_cred(req, &cb);
+	f->privs_killed = 1;
+	if (cb.c.uid == 0)
+		return 0;
+	struct meta_setattr sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.valid = META_SET_KILL_SUIDGID | META_SET_FD_WRITE;
+	struct meta_inode *in = malloc(sizeof(*in));
+	if (!in)
+		return -ENOMEM;
+	int rc = meta_client_setattr(fs->o.meta, &cb.c, f->ino, &sa, in);
+	free(in);
+	if (rc == 0 && fs->se)
+		fuse_lowlevel_notify_inval_inode(fs->se, f->ino, -1, 0);
+	return rc;
+}
+
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
                      struct fuse_file_info *ffi)
 {
@@ -1001,6 +1060,13 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	if (!f->fi) {
 		fuse_reply_err(req, EIO);
 		return;
+	}
+	if ((f->mode & 06000) && !f->privs_killed) {
+		int rc = kill_privs(req, fs, f);
+		if (rc < 0) {
+			reply_err(req, rc);
+			return;
+		}
 	}
 	if (off < 0) {
 		fuse_reply_err(req, EINVAL);
@@ -1022,6 +1088,79 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 }
 
 static void lock_flush(struct fusefs *fs, uint64_t ino, uint64_t owner);
+
+/* Writes zeros over [OFF, END) in pieces of at most FUSEFS_MAX_IO. */
+static int zero_fill(struct fusefs *fs, struct fusefs_file *f, uint64_t off, uint64_t end)
+{
+	char *z = calloc(1, FUSEFS_MAX_IO);
+	int rc = 0;
+	if (!z)
+		return -ENOMEM;
+	while (off < end && rc == 0) {
+		size_t n = end - off < FUSEFS_MAX_IO ? (size_t)(end - off) : FUSEFS_MAX_IO;
+		ssize_t w = file_io_write(fs->o.fio, f->fi, off, n, z);
+		if (w < 0)
+			rc = (int)w;
+		off += n;
+	}
+	free(z);
+	return rc;
+}
+
+/* fallocate(2). Storage allocates chunk space when data is written, so
+ * there is nothing to reserve: mode 0 only extends the size, KEEP_SIZE
+ * alone does nothing. PUNCH_HOLE and ZERO_RANGE write zeros over the
+ * range inside the file (reads then return zeros, as required; punched
+ * space is not given back: docs/posix.md). COLLAPSE_RANGE, INSERT_RANGE
+ * and UNSHARE_RANGE would move data between chunks: EOPNOTSUPP. */
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+                         struct fuse_file_info *ffi)
+{
+	struct fusefs *fs = fs_of(req);
+	struct fusefs_file *f = (struct fusefs_file *)(uintptr_t)ffi->fh;
+	const int known = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;
+	int rc = 0;
+	if (!f || !f->fi) {
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	if (mode & ~known) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	if (off < 0 || len <= 0 || (uint64_t)off + (uint64_t)len < (uint64_t)off) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if ((f->mode & 06000) && !f->privs_killed)
+		rc = kill_privs(req, fs, f);
+	if (rc == 0)
+		rc = file_io_drain(f->fi); /* zeros land after queued writes */
+	uint64_t end = (uint64_t)off + (uint64_t)len;
+	if (rc == 0 && (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))) {
+		uint64_t zend = end, size = file_io_size(f->fi);
+		if ((mode & FALLOC_FL_KEEP_SIZE) && zend > size)
+			zend = size; /* nothing to zero past the end */
+		if ((uint64_t)off < zend)
+			rc = zero_fill(fs, f, (uint64_t)off, zend);
+	}
+	if (rc == 0 && !(mode & FALLOC_FL_KEEP_SIZE) && end > file_io_size(f->fi)) {
+		struct cred_buf cb;
+		struct meta_setattr sa;
+		struct meta_inode *in = malloc(sizeof(*in));
+		memset(&sa, 0, sizeof(sa));
+		sa.valid = META_SET_SIZE | META_SET_FD_WRITE;
+		sa.size = end;
+		req_cred(req, &cb);
+		rc = in ? report_length(fs, ino) : -ENOMEM;
+		if (rc == 0)
+			rc = meta_client_setattr(fs->o.meta, &cb.c, ino, &sa, in);
+		if (rc == 0)
+			file_io_update(f->fi, in);
+		free(in);
+	}
+	fuse_reply_err(req, to_errno(rc));
+}
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 {
@@ -1615,7 +1754,49 @@ static const struct fuse_lowlevel_ops fusefs_ops = {
     .getlk = op_getlk,
     .setlk = op_setlk,
     .flock = op_flock,
+    .fallocate = op_fallocate,
 };
+
+/* SHARED MMAP. Files are opened direct_io, and the kernel refuses
+ * mmap(MAP_SHARED) of a direct_io file (ENODEV) unless the INIT reply
+ * carries FUSE_DIRECT_IO_ALLOW_MMAP (protocol 7.39, kernel 6.6); then it
+ * serves mappings through the page cache (page faults read with FUSE_READ,
+ * dirty pages go back as FUSE_WRITE on msync, fsync, close and writeback)
+ * and keeps direct I/O coherent with them. libfuse 3.14 has no flag for it
+ * (3.16 has FUSE_CAP_DIRECT_IO_ALLOW_MMAP), so the session's I/O goes
+ * through these two hooks: read notes the INIT request's id, writev sets
+ * the bit in that one reply. Kernels that do not know the bit ignore it
+ * (mmap then fails with ENODEV as before). */
+#define CFS_FUSE_DIRECT_IO_ALLOW_MMAP (1ULL << 36)
+
+static ssize_t mmap_io_read(int fd, void *buf, size_t len, void *userdata)
+{
+	struct fusefs *fs = userdata;
+	ssize_t n = read(fd, buf, len);
+	if (n >= (ssize_t)sizeof(struct fuse_in_header)) {
+		const struct fuse_in_header *h = buf;
+		if (h->opcode == FUSE_INIT)
+			atomic_store(&fs->init_unique, h->unique);
+	}
+	return n;
+}
+
+static ssize_t mmap_io_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+	struct fusefs *fs = userdata;
+	if (count >= 2 && iov[0].iov_len == sizeof(struct fuse_out_header) &&
+	    iov[1].iov_len >= offsetof(struct fuse_init_out, flags2) + sizeof(uint32_t)) {
+		const struct fuse_out_header *h = iov[0].iov_base;
+		uint64_t want = atomic_load(&fs->init_unique);
+		if (want && h->unique == want && h->error == 0) {
+			struct fuse_init_out *o = iov[1].iov_base;
+			o->flags |= FUSE_INIT_EXT;
+			o->flags2 |= (uint32_t)(CFS_FUSE_DIRECT_IO_ALLOW_MMAP >> 32);
+			atomic_store(&fs->init_unique, 0);
+		}
+	}
+	return writev(fd, iov, count);
+}
 
 int fusefs_is_mountpoint(const char *path)
 {
@@ -1672,6 +1853,7 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	pthread_mutex_init(&fs.lock, NULL);
 	pthread_mutex_init(&fs.acl_lock, NULL);
 	se = fuse_session_new(&args, &fusefs_ops, sizeof(fusefs_ops), &fs);
+	fs.se = se;
 	fuse_opt_free_args(&args); /* the session may have added to them */
 	if (!se) {
 		snprintf(err, errlen, "cannot start a FUSE session (bad -o options '%s'?)",
@@ -1690,6 +1872,10 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 		rc = -EIO;
 		goto out_sig;
 	}
+	static const struct fuse_custom_io mmap_io = {.writev = mmap_io_writev,
+	                                              .read = mmap_io_read};
+	if (fuse_session_custom_io(se, &mmap_io, fuse_session_fd(se)) != 0)
+		LOG_WARN("fuse", "custom session I/O refused: shared mmap stays unavailable");
 	LOG_NOTICE("fuse", "mounted: mountpoint=%s threads=%d", mountpoint, fs.o.threads);
 	lc = fuse_loop_cfg_create();
 	if (!lc) {

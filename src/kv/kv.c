@@ -353,6 +353,24 @@ int kv_wbuf_cleared(const struct kv_wbuf *w, struct kv_slice key)
 	return 0;
 }
 
+void kv_point_apply(enum kv_wop op, const void *base, size_t n, int found, int64_t operand,
+		    uint8_t out8[8])
+{
+	uint64_t v = 0;
+
+	if (op == KV_WOP_ADD) {
+		kv_add_apply(base, n, found, operand, out8);
+		return;
+	}
+	if (found)
+		for (size_t i = 0; i < n && i < 8; i++)
+			v |= (uint64_t)((const uint8_t *)base)[i] << (8 * i);
+	if (!found || (int64_t)v < operand)
+		v = (uint64_t)operand;
+	for (int i = 0; i < 8; i++)
+		out8[i] = (uint8_t)(v >> (8 * i));
+}
+
 void kv_add_apply(const void *base, size_t n, int found, int64_t delta, uint8_t out8[8])
 {
 	uint64_t v = 0;
@@ -517,7 +535,7 @@ struct kv_slice kv_key_after(kv_txn *t, struct kv_slice key)
 	return (struct kv_slice){ p, key.n + 1 };
 }
 
-/* The value of pending ADD point PT over stored value BASE, in the arena. */
+/* The value of pending ADD or MAX point PT over stored value BASE, in the arena. */
 static int add_value(struct kv_txn *t, const struct kv_wpoint *pt, struct kv_slice base,
 		     int found, struct kv_slice *val)
 {
@@ -525,7 +543,7 @@ static int add_value(struct kv_txn *t, const struct kv_wpoint *pt, struct kv_sli
 
 	if (!v)
 		return -ENOMEM;
-	kv_add_apply(base.p, base.n, found, pt->delta, v);
+	kv_point_apply(pt->op, base.p, base.n, found, pt->delta, v);
 	*val = (struct kv_slice){ v, 8 };
 	return 0;
 }
@@ -885,7 +903,8 @@ int kv_clear_range(kv_txn *t, struct kv_slice begin, struct kv_slice end)
 	return 0;
 }
 
-int kv_atomic_add(kv_txn *t, struct kv_slice key, int64_t delta)
+/* kv_atomic_add and kv_atomic_max: OP with OPERAND on KEY. */
+static int atomic_op(kv_txn *t, struct kv_slice key, enum kv_wop op, int64_t operand)
 {
 	int rc = write_check(t, key.n + 8), idx;
 	struct kv_wpoint *pt;
@@ -895,19 +914,34 @@ int kv_atomic_add(kv_txn *t, struct kv_slice key, int64_t delta)
 		return rc;
 	if (!key_ok(key))
 		return poison(t, -EINVAL);
-	t->wb.bytes += key.n + 8;
 	idx = kv_wbuf_find(&t->wb, key);
 	pt = idx >= 0 ? &t->wb.pts[idx] : NULL;
-	if (pt && pt->op == KV_WOP_ADD)
-		return put_point(t, key, KV_WOP_ADD, (struct kv_slice){ NULL, 0 },
-				 (int64_t)((uint64_t)pt->delta + (uint64_t)delta));
+	if (pt && (pt->op == KV_WOP_ADD || pt->op == KV_WOP_MAX) && pt->op != op)
+		return poison(t, -EINVAL); /* add then max (or back): not one op */
+	t->wb.bytes += key.n + 8;
+	if (pt && pt->op == op) {
+		int64_t c = op == KV_WOP_ADD ? (int64_t)((uint64_t)pt->delta + (uint64_t)operand)
+					     : (pt->delta > operand ? pt->delta : operand);
+		return put_point(t, key, op, (struct kv_slice){ NULL, 0 }, c);
+	}
 	if (pt || kv_wbuf_cleared(&t->wb, key)) {
 		/* The base is known inside the txn: fold into a SET. */
 		int found = pt && pt->op == KV_WOP_SET;
-		kv_add_apply(found ? pt->val.p : NULL, found ? pt->val.n : 0, found, delta, v);
+		kv_point_apply(op, found ? pt->val.p : NULL, found ? pt->val.n : 0, found, operand,
+			       v);
 		return put_point(t, key, KV_WOP_SET, kv_mem(v, 8), 0);
 	}
-	return put_point(t, key, KV_WOP_ADD, (struct kv_slice){ NULL, 0 }, delta);
+	return put_point(t, key, op, (struct kv_slice){ NULL, 0 }, operand);
+}
+
+int kv_atomic_add(kv_txn *t, struct kv_slice key, int64_t delta)
+{
+	return atomic_op(t, key, KV_WOP_ADD, delta);
+}
+
+int kv_atomic_max(kv_txn *t, struct kv_slice key, int64_t value)
+{
+	return atomic_op(t, key, KV_WOP_MAX, value);
 }
 
 int kv_commit(kv_txn *t, int64_t *version)

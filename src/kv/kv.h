@@ -44,7 +44,8 @@
  *   - keys are 1..KV_MAX_KEY bytes; range bounds may be one byte longer
  *     (kv_key_after appends a 0 byte); values are 0..KV_MAX_VALUE bytes;
  *   - at most KV_MAX_WRITES write calls per txn: each kv_set, kv_clear,
- *     kv_clear_range and kv_atomic_add counts one, even on the same key;
+ *     kv_clear_range, kv_atomic_add and kv_atomic_max counts one, even on
+ *     the same key;
  *   - at most KV_MAX_READ_CONFLICTS read-conflict entries per read-write
  *     txn: a non-snapshot kv_get counts 1 (0 when the txn's own write
  *     answers it), kv_add_read_conflict and kv_add_read_conflict_range
@@ -226,6 +227,12 @@ int kv_clear_range(kv_txn *t, struct kv_slice begin, struct kv_slice end);
  * overflow. Adds no read conflict on lmdb and mem (etcd records one, which
  * is stricter). */
 int kv_atomic_add(kv_txn *t, struct kv_slice key, int64_t delta);
+/* Stores max(stored value, VALUE) at KEY, both read as signed 64-bit
+ * little-endian integers as kv_atomic_add reads them (absent: VALUE).
+ * Conflicts as kv_atomic_add: none on lmdb and mem, one on etcd. Mixing
+ * kv_atomic_add and kv_atomic_max on one key in one txn is -EINVAL.
+ * Counts as one write call. */
+int kv_atomic_max(kv_txn *t, struct kv_slice key, int64_t value);
 
 /* Commits. A read-only txn, or a read-write txn with no writes, commits
  * without I/O (returns 0, *version = -1): its reads were a consistent

@@ -20,7 +20,7 @@
  *        key is no longer in the range and cannot fail a range compare;
  *      explicit key / range conflicts are read (keys only) at R and
  *        recorded the same way, so deletions are caught there too;
- *      an atomic add reads its key at R at commit: MOD(k) == m.
+ *      an atomic add or max reads its key at R at commit: MOD(k) == m.
  *  - Commit. One /v3/kv/txn: compare = the conflict set, success = the
  *    write buffer (cleared ranges as delete_range, merged and split around
  *    points written in them, because etcd rejects a put inside a deleted
@@ -546,7 +546,8 @@ static int emit_points(struct kv_txn *t, struct etcdc_op *ops, size_t *nops)
 		case KV_WOP_CLEAR:
 			op.type = ETCDC_OP_DELETE;
 			break;
-		case KV_WOP_ADD: {
+		case KV_WOP_ADD:
+		case KV_WOP_MAX: {
 			struct etcdc_range_res res;
 			uint8_t *v8 = kv_arena_alloc(&t->arena, 8);
 			if (!v8)
@@ -554,8 +555,8 @@ static int emit_points(struct kv_txn *t, struct etcdc_op *ops, size_t *nops)
 			rc = read_at(t, pk, NULL, 0, false, false, &res);
 			if (rc)
 				return rc;
-			kv_add_apply(res.n ? res.kvs[0].val : NULL, res.n ? res.kvs[0].val_len : 0,
-				     res.n != 0, p->delta, v8);
+			kv_point_apply(p->op, res.n ? res.kvs[0].val : NULL,
+				       res.n ? res.kvs[0].val_len : 0, res.n != 0, p->delta, v8);
 			rc = cmp_key(t, pk.p, pk.n, res.n ? res.kvs[0].mod_rev : 0);
 			etcdc_range_res_fini(&res);
 			if (rc)

@@ -95,13 +95,14 @@ enum kv_wop {
 	KV_WOP_SET,   /* store val */
 	KV_WOP_CLEAR, /* delete the key */
 	KV_WOP_ADD,   /* stored value (as in kv_atomic_add) + delta */
+	KV_WOP_MAX,   /* max(stored value, delta) as signed (kv_atomic_max) */
 };
 
 struct kv_wpoint {
 	struct kv_slice key; /* arena copy */
 	enum kv_wop op;
 	struct kv_slice val; /* SET only; arena copy */
-	int64_t delta;       /* ADD only */
+	int64_t delta;       /* ADD: the delta; MAX: the operand */
 };
 
 struct kv_wrange {
@@ -131,6 +132,9 @@ int kv_wbuf_cleared(const struct kv_wbuf *w, struct kv_slice key);
 /* Applies an atomic add: BASE (found != 0) or absent, plus delta, into the
  * 8 bytes at out8. */
 void kv_add_apply(const void *base, size_t n, int found, int64_t delta, uint8_t out8[8]);
+/* Applies an ADD or MAX point op with OPERAND over BASE likewise. */
+void kv_point_apply(enum kv_wop op, const void *base, size_t n, int found, int64_t operand,
+		    uint8_t out8[8]);
 
 /* ---- engine and txn ----------------------------------------------------- */
 

@@ -734,10 +734,11 @@ static int apply(struct lmdb_engine *e, MDB_txn *w, const struct kv_wbuf *wb)
 				rc = 0;
 			break;
 		case KV_WOP_ADD:
+		case KV_WOP_MAX:
 			rc = mdb_get(w, e->dbi, &k, &v);
 			if (rc && rc != MDB_NOTFOUND)
 				break;
-			kv_add_apply(v.mv_data, rc ? 0 : v.mv_size, !rc, pt->delta, sum);
+			kv_point_apply(pt->op, v.mv_data, rc ? 0 : v.mv_size, !rc, pt->delta, sum);
 			v = (MDB_val){ 8, sum };
 			rc = mdb_put(w, e->dbi, &k, &v, 0);
 			break;

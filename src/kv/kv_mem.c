@@ -426,7 +426,7 @@ static struct mem_snap *apply(const struct mem_snap *s, const struct kv_wbuf *w)
 		} else {
 			/* No ADD point lies in a cleared range (kv_int.h). */
 			struct kv_slice base = c == 0 ? ent_val(old) : (struct kv_slice){ NULL, 0 };
-			kv_add_apply(base.p, base.n, c == 0, pt->delta, sum);
+			kv_point_apply(pt->op, base.p, base.n, c == 0, pt->delta, sum);
 			x = ent_new(pt->key, kv_mem(sum, 8));
 		}
 		if (!x) {

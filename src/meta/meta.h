@@ -138,6 +138,14 @@ enum meta_setattr_valid {
 	META_SET_ATIME_NOW = 1 << 6,
 	META_SET_MTIME_NOW = 1 << 7,
 	META_SET_CTIME = 1 << 8,     /* to ctime below (root or owner) */
+	/* The caller wrote or truncated the file: drop S_ISUID, and S_ISGID
+	 * when group-execute is set or the caller is not in the file's group
+	 * (Linux should_remove_suid); nothing for uid 0 (CAP_FSETID). Needs
+	 * write permission (or META_SET_FD_WRITE), not ownership. */
+	META_SET_KILL_SUIDGID = 1 << 9,
+	/* The caller holds the file open for writing (ftruncate): write
+	 * permission was checked at open, so SIZE and KILL_SUIDGID skip it. */
+	META_SET_FD_WRITE = 1 << 10,
 };
 
 struct meta_setattr {
@@ -255,6 +263,14 @@ enum meta_rename_flags {
 int meta_rename(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
 		uint64_t sparent, struct meta_name sname, uint64_t dparent, struct meta_name dname,
 		unsigned flags);
+/* mknod(2): MODE holds the file type (S_IFIFO, S_IFCHR, S_IFBLK, S_IFSOCK,
+ * or S_IFREG / 0 for an empty regular file) and the permission bits (umask
+ * applied by the client); RDEV is kept for devices. Devices need uid 0
+ * (CAP_MKNOD), as on a local disk: -EPERM. -EINVAL (other types), and the
+ * errors of meta_create with META_O_EXCL. */
+int meta_mknod(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+	       uint64_t parent, struct meta_name name, uint32_t mode, uint64_t rdev,
+	       struct meta_inode *out);
 /* Hard link. -EPERM (directory), -EEXIST, -ENOENT, -EMLINK. */
 int meta_link(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq, uint64_t ino,
 	      uint64_t parent, struct meta_name name, struct meta_inode *out);

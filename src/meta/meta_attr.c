@@ -22,7 +22,13 @@
 #include "meta/acl.h"
 #include "meta/meta_int.h"
 
-/* ---- setattr ---- */
+/* ---- setattr ----
+ *
+ * Set-id bits follow Linux: chmod by a non-root caller outside the file's
+ * group drops S_ISGID; chown of a non-directory drops S_ISUID and, with
+ * group-execute, S_ISGID; a write or truncate by a caller without
+ * CAP_FSETID drops them (META_SET_KILL_SUIDGID, sent by the client, which
+ * sees the writes). The sticky bit on a file is kept, as Linux does. */
 
 struct setattr_arg {
 	meta_ctx *m;
@@ -46,6 +52,14 @@ static int setattr_apply(struct setattr_arg *a, int64_t now)
 			return -EPERM;
 		in->mode = sa->mode & 07777;
 		if (c->uid != 0 && !meta_in_group(c, in->gid))
+			in->mode &= ~02000u;
+	}
+	if ((sa->valid & META_SET_KILL_SUIDGID) && in->type == META_T_FILE && c->uid != 0 &&
+	    (in->mode & 06000)) {
+		if (!(sa->valid & META_SET_FD_WRITE) && !owner && (rc = meta_may(in, c, 2)))
+			return rc;
+		in->mode &= ~04000u;
+		if ((in->mode & 02010) == 02010 || !meta_in_group(c, in->gid))
 			in->mode &= ~02000u;
 	}
 	if (sa->valid & (META_SET_UID | META_SET_GID)) {
@@ -84,7 +98,7 @@ static int setattr_apply(struct setattr_arg *a, int64_t now)
 			return -EISDIR;
 		if (in->type != META_T_FILE)
 			return -EINVAL;
-		if ((rc = meta_may(in, c, 2)))
+		if (!(sa->valid & META_SET_FD_WRITE) && (rc = meta_may(in, c, 2)))
 			return rc;
 		if (sa->size < in->size)
 			in->truncate_ver++;
@@ -116,7 +130,13 @@ static int setattr_body(kv_txn *t, void *arg)
 		return rc;
 	if ((rc = meta_put_inode(t, &a->in)))
 		return rc;
-	return meta_idem_put(a->m, t, a->rq, META_OP_SETATTR, 0, a->ino, 0);
+	/* An explicit mtime on a directory replaces the entry-change time. */
+	if (a->in.type == META_T_DIR && (a->sa->valid & META_SET_MTIME) &&
+	    (rc = meta_dir_time_clear(t, a->ino)))
+		return rc;
+	if ((rc = meta_idem_put(a->m, t, a->rq, META_OP_SETATTR, 0, a->ino, 0)))
+		return rc;
+	return meta_dir_stat(t, &a->in);
 }
 
 /* Removes chunks past SIZE and shortens the one it ends in, on every chain
@@ -156,6 +176,7 @@ static int truncate_storage(meta_ctx *m, const struct meta_inode *in, uint64_t s
 struct trunc_check_arg {
 	const struct meta_cred *c;
 	uint64_t ino;
+	int fd_write;
 	struct meta_inode in;
 };
 
@@ -169,7 +190,7 @@ static int trunc_check_body(kv_txn *t, void *arg)
 		return -EISDIR;
 	if (a->in.type != META_T_FILE)
 		return -EINVAL;
-	return meta_may(&a->in, a->c, 2);
+	return a->fd_write ? 0 : meta_may(&a->in, a->c, 2);
 }
 
 int meta_setattr(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
@@ -182,6 +203,7 @@ int meta_setattr(meta_ctx *m, const struct meta_cred *c, const struct meta_req *
 			return -ENOMEM;
 		ta->c = c;
 		ta->ino = ino;
+		ta->fd_write = (sa->valid & META_SET_FD_WRITE) != 0;
 		rc = meta_run_ro(m, trunc_check_body, ta);
 		if (rc == 0 && sa->size / ta->in.layout.chunk_size > UINT32_MAX)
 			rc = -EFBIG;

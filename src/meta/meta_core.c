@@ -68,6 +68,8 @@ int meta_new(kv_engine *kv, const struct meta_opts *o, meta_ctx **out)
 	atomic_init(&m->txns, 0);
 	atomic_init(&m->retries, 0);
 	atomic_init(&m->failures, 0);
+	/* Shards only where atomic ops conflict (schema.h, DSTA). */
+	m->dsta_shards = strcmp(kv_engine_name(kv), "etcd") ? 1 : META_DSTA_SHARDS;
 	*out = m;
 	return 0;
 }
@@ -212,6 +214,104 @@ int meta_dir_nonempty(kv_txn *t, uint64_t dir)
 	if (rc < 0)
 		return rc;
 	return r.n > 0;
+}
+
+static int64_t dirstat_val(struct kv_slice v);
+
+/* The latest entry-change time of DIR (0: none), a snapshot read. */
+static int dir_time(kv_txn *t, uint64_t dir, int64_t *out)
+{
+	struct meta_key b, e;
+	struct kv_range r;
+	meta_key_dirstat_kind_range(&b, &e, dir, META_DSTA_TIME);
+	int rc = kv_get_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n), META_DSTA_SHARDS, 1, 0, &r);
+	*out = 0;
+	for (int i = 0; rc == 0 && i < r.n; i++) {
+		int64_t v = dirstat_val(r.kvs[i].val);
+		if (v > *out)
+			*out = v;
+	}
+	return rc;
+}
+
+int meta_dir_changed(meta_ctx *m, kv_txn *t, uint64_t dir, int64_t now, int subdirs)
+{
+	struct meta_key k;
+	int64_t last;
+	uint8_t shard = m->dsta_shards > 1 ? (uint8_t)(meta_random(m) % m->dsta_shards) : 0;
+	/* Directory times are as fine as the kernel's own file timestamps,
+	 * which come from the coarse clock (one tick): when an entry change
+	 * of the last META_DIR_TIME_GRAIN_NS already set the time, a busy
+	 * directory's creates skip the write (the single LMDB writer, etcd's
+	 * compare) and read the time only. */
+	int rc = dir_time(t, dir, &last);
+	if (rc == 0 && last < now - META_DIR_TIME_GRAIN_NS) {
+		meta_key_dirstat(&k, dir, META_DSTA_TIME, shard);
+		rc = kv_atomic_max(t, kv_mem(k.b, k.n), now);
+	}
+	if (rc == 0 && subdirs) {
+		meta_key_dirstat(&k, dir, META_DSTA_LINKS, shard);
+		rc = kv_atomic_add(t, kv_mem(k.b, k.n), subdirs);
+	}
+	return rc;
+}
+
+static int64_t dirstat_val(struct kv_slice v)
+{
+	uint64_t x = 0;
+	for (size_t i = 0; i < v.n && i < 8; i++)
+		x |= (uint64_t)((const uint8_t *)v.p)[i] << (8 * i);
+	return (int64_t)x;
+}
+
+int meta_dir_stat(kv_txn *t, struct meta_inode *in)
+{
+	struct meta_key b, e;
+	struct kv_range r;
+	if (in->type != META_T_DIR)
+		return 0;
+	meta_key_dirstat_range(&b, &e, in->ino);
+	int rc = kv_get_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n), 2 * META_DSTA_SHARDS, 1, 0,
+			      &r);
+	if (rc < 0)
+		return rc;
+	int64_t links = 0;
+	for (int i = 0; i < r.n; i++) {
+		struct kv_slice k = r.kvs[i].key;
+		int64_t v = dirstat_val(r.kvs[i].val);
+		if (k.n != 14)
+			continue;
+		switch (((const uint8_t *)k.p)[12]) {
+		case META_DSTA_LINKS:
+			links += v;
+			break;
+		case META_DSTA_TIME:
+			if (v > in->mtime)
+				in->mtime = v;
+			if (v > in->ctime)
+				in->ctime = v;
+			break;
+		}
+	}
+	if (links) {
+		int64_t n = (int64_t)in->nlink + links;
+		in->nlink = n < 2 ? 2 : n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+	}
+	return 0;
+}
+
+int meta_dir_stat_clear(kv_txn *t, uint64_t dir)
+{
+	struct meta_key b, e;
+	meta_key_dirstat_range(&b, &e, dir);
+	return kv_clear_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n));
+}
+
+int meta_dir_time_clear(kv_txn *t, uint64_t dir)
+{
+	struct meta_key b, e;
+	meta_key_dirstat_kind_range(&b, &e, dir, META_DSTA_TIME);
+	return kv_clear_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n));
 }
 
 int meta_gc_enqueue(meta_ctx *m, kv_txn *t, uint64_t ino)

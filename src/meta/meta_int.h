@@ -21,13 +21,14 @@ struct meta_ctx {
 	_Atomic uint64_t chain_cursor; /* round-robin position in chain tables */
 	_Atomic uint64_t rng;          /* splitmix64 state for seeds and session ids */
 	_Atomic uint64_t txns, retries, failures; /* meta_stats counters */
+	int dsta_shards;               /* directory-counter shards written (schema.h) */
 };
 
 /* Operation codes stored in idempotency records (checked on replay). */
 enum meta_op {
 	META_OP_CREATE = 1, META_OP_MKDIR, META_OP_SYMLINK, META_OP_LINK, META_OP_UNLINK,
 	META_OP_RMDIR, META_OP_RENAME, META_OP_SETATTR, META_OP_OPEN, META_OP_CLOSE,
-	META_OP_SETXATTR, META_OP_REMOVEXATTR, META_OP_SETLAYOUT,
+	META_OP_SETXATTR, META_OP_REMOVEXATTR, META_OP_SETLAYOUT, META_OP_MKNOD,
 };
 
 int64_t meta_now(meta_ctx *m);
@@ -63,6 +64,21 @@ int meta_get_dentry(kv_txn *t, uint64_t parent, struct meta_name name, int snaps
 int meta_put_dentry(kv_txn *t, uint64_t parent, struct meta_name name, uint64_t ino,
 		    uint8_t type);
 int meta_del_dentry(kv_txn *t, uint64_t parent, struct meta_name name);
+/* Directory counters (schema.h, DSTA). meta_dir_changed records an entry
+ * change in DIR at NOW and adds SUBDIRS (-1, 0, +1) to its subdirectory
+ * count, with commutative writes only (no read, so no conflict on lmdb).
+ * meta_dir_stat folds the counters into IN when it is a directory: nlink
+ * and mtime/ctime as callers see them (snapshot reads; never write IN
+ * back afterwards). meta_dir_stat_clear drops them with the directory;
+ * meta_dir_time_clear drops the time (an explicit mtime replaces it). */
+int meta_dir_changed(meta_ctx *m, kv_txn *t, uint64_t dir, int64_t now, int subdirs);
+/* Entry changes within this long of the last recorded one leave the
+ * directory's time as it is (a 250 Hz kernel tick, the granularity of a
+ * local disk's timestamps). */
+#define META_DIR_TIME_GRAIN_NS (4LL * 1000 * 1000)
+int meta_dir_stat(kv_txn *t, struct meta_inode *in);
+int meta_dir_stat_clear(kv_txn *t, uint64_t dir);
+int meta_dir_time_clear(kv_txn *t, uint64_t dir);
 /* 1 when directory DIR has an entry (a conflict read of at most one key). */
 int meta_dir_nonempty(kv_txn *t, uint64_t dir);
 /* Queues a file whose last link went for GC. */

@@ -7,7 +7,13 @@
  *   - the parent directory inode is read without the snapshot flag (so it
  *     is in the read-conflict set: a concurrent rmdir, chmod or rename of
  *     the parent aborts us) but never written, so entry operations in one
- *     directory do not conflict with each other;
+ *     directory do not conflict with each other; what they change in the
+ *     parent (its mtime/ctime, and its link count when the entry is a
+ *     directory) goes to the parent's counters with commutative KV writes
+ *     (meta_dir_changed: an atomic max and an atomic add, schema.h DSTA),
+ *     which add no read conflict on lmdb (on etcd they do: etcd has no
+ *     server-side add or max, so it compares the key's revision; the
+ *     counters are sharded there so that such conflicts are rare);
  *   - the dentry key is read without the snapshot flag, so two creates of
  *     one name serialize;
  *   - the target inode is read and written when its nlink or parent field
@@ -17,12 +23,13 @@
  *     A racing rename that moves one of those ancestors writes that
  *     ancestor's inode (its parent field), so one of the two aborts and
  *     retries: no cycle can commit.
- * Every transaction stays within KV_MAX_WRITES (at most 6 writes here) and
+ * Every transaction stays within KV_MAX_WRITES (at most 10 writes here) and
  * KV_MAX_READ_CONFLICTS (at most 10 + META_MAX_DEPTH reads).
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "common/log.h"
 #include "common/status.h"
@@ -50,15 +57,18 @@ static int lookup_body(kv_txn *t, void *arg)
 	if ((rc = meta_may(dir, a->c, 1)))
 		return rc;
 	if (a->name.n == 1 && a->name.p[0] == '.')
-		return 0;
-	if (a->name.n == 2 && a->name.p[0] == '.' && a->name.p[1] == '.')
-		return meta_get_inode(t, dir->parent, 1, a->out);
-	rc = meta_get_dentry(t, a->parent, a->name, 1, &d);
-	if (rc < 0)
-		return rc;
-	if (rc == 0)
-		return -ENOENT;
-	return meta_get_inode(t, d.ino, 1, a->out);
+		return meta_dir_stat(t, a->out);
+	if (a->name.n == 2 && a->name.p[0] == '.' && a->name.p[1] == '.') {
+		rc = meta_get_inode(t, dir->parent, 1, a->out);
+	} else {
+		rc = meta_get_dentry(t, a->parent, a->name, 1, &d);
+		if (rc < 0)
+			return rc;
+		if (rc == 0)
+			return -ENOENT;
+		rc = meta_get_inode(t, d.ino, 1, a->out);
+	}
+	return rc ? rc : meta_dir_stat(t, a->out);
 }
 
 int meta_lookup(meta_ctx *m, const struct meta_cred *c, uint64_t parent, struct meta_name name,
@@ -79,7 +89,8 @@ struct getattr_arg {
 static int getattr_body(kv_txn *t, void *arg)
 {
 	struct getattr_arg *a = arg;
-	return meta_get_inode(t, a->ino, 1, a->out);
+	int rc = meta_get_inode(t, a->ino, 1, a->out);
+	return rc ? rc : meta_dir_stat(t, a->out);
 }
 
 int meta_getattr(meta_ctx *m, uint64_t ino, struct meta_inode *out)
@@ -146,6 +157,7 @@ struct new_arg {
 	unsigned flags;
 	uint8_t type;
 	struct meta_name target;
+	uint64_t rdev;          /* special files */
 	uint64_t ino;           /* preallocated id for a new inode */
 	struct meta_inode *out; /* result (also scratch) */
 	struct meta_inode *dir; /* scratch: the parent */
@@ -155,7 +167,8 @@ struct new_arg {
 static uint32_t new_op(uint8_t type)
 {
 	return type == META_T_DIR ? META_OP_MKDIR :
-	       type == META_T_SYMLINK ? META_OP_SYMLINK : META_OP_CREATE;
+	       type == META_T_SYMLINK ? META_OP_SYMLINK :
+	       meta_type_special(type) ? META_OP_MKNOD : META_OP_CREATE;
 }
 
 static int put_session(meta_ctx *m, kv_txn *t, uint64_t ino, uint64_t client,
@@ -236,6 +249,7 @@ static int new_body(kv_txn *t, void *arg)
 	in->has_layout = 0;
 	in->target_len = 0;
 	in->target[0] = 0;
+	in->rdev = 0;
 	in->ino = a->ino;
 	in->type = a->type;
 	in->mode = a->mode & 07777;
@@ -269,6 +283,14 @@ static int new_body(kv_txn *t, void *arg)
 		in->target[a->target.n] = 0;
 		in->target_len = (uint32_t)a->target.n;
 		break;
+	case META_T_FIFO:
+	case META_T_CHR:
+	case META_T_BLK:
+	case META_T_SOCK:
+		in->nlink = 1;
+		if (a->type == META_T_CHR || a->type == META_T_BLK)
+			in->rdev = a->rdev;
+		break;
 	default: {
 		char err[128];
 		uint64_t cursor = atomic_fetch_add_explicit(&a->m->chain_cursor, def->stripe,
@@ -289,6 +311,8 @@ static int new_body(kv_txn *t, void *arg)
 	if ((rc = meta_put_inode(t, in)))
 		return rc;
 	if ((rc = meta_put_dentry(t, a->parent, a->name, in->ino, in->type)))
+		return rc;
+	if ((rc = meta_dir_changed(a->m, t, a->parent, now, a->type == META_T_DIR)))
 		return rc;
 	if (a->type == META_T_FILE && (a->flags & META_O_WRITE) &&
 	    (rc = put_session(a->m, t, in->ino, a->rq ? a->rq->client : 0, &a->session)))
@@ -351,6 +375,30 @@ int meta_symlink(meta_ctx *m, const struct meta_cred *c, const struct meta_req *
 	return run_new(m, &a, out);
 }
 
+int meta_mknod(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+	       uint64_t parent, struct meta_name name, uint32_t mode, uint64_t rdev,
+	       struct meta_inode *out)
+{
+	uint8_t type;
+	switch (mode & S_IFMT) {
+	case 0:
+	case S_IFREG:
+		return meta_create(m, c, rq, parent, name, mode & 07777, META_O_EXCL, out, NULL);
+	case S_IFIFO: type = META_T_FIFO; break;
+	case S_IFCHR: type = META_T_CHR; break;
+	case S_IFBLK: type = META_T_BLK; break;
+	case S_IFSOCK: type = META_T_SOCK; break;
+	default:
+		return -EINVAL;
+	}
+	if ((type == META_T_CHR || type == META_T_BLK) && c->uid != 0)
+		return -EPERM;
+	struct new_arg a = { .c = c, .rq = rq, .parent = parent, .name = name,
+			     .mode = mode & 07777, .flags = META_O_EXCL, .type = type,
+			     .rdev = rdev };
+	return run_new(m, &a, out);
+}
+
 /* ---- link ---- */
 
 struct link_arg {
@@ -397,6 +445,8 @@ static int link_body(kv_txn *t, void *arg)
 		return rc;
 	if ((rc = meta_put_dentry(t, a->parent, a->name, a->ino, a->in.type)))
 		return rc;
+	if ((rc = meta_dir_changed(a->m, t, a->parent, a->in.ctime, 0)))
+		return rc;
 	return meta_idem_put(a->m, t, a->rq, META_OP_LINK, 0, a->ino, 0);
 }
 
@@ -433,6 +483,8 @@ static int drop_link(meta_ctx *m, kv_txn *t, struct meta_inode *in, int64_t now)
 			int rc = kv_clear(t, kv_mem(k.b, k.n));
 			if (rc == 0)
 				rc = kv_clear_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n));
+			if (rc == 0 && in->type == META_T_DIR)
+				rc = meta_dir_stat_clear(t, in->ino);
 			return rc;
 		}
 		in->ctime = now;
@@ -481,6 +533,8 @@ static int remove_body(kv_txn *t, void *arg)
 			 (unsigned long long)d.ino);
 		if ((rc = meta_del_dentry(t, a->parent, a->name)))
 			return rc;
+		if ((rc = meta_dir_changed(a->m, t, a->parent, meta_now(a->m), 0)))
+			return rc;
 		return meta_idem_put(a->m, t, a->rq, op, 0, d.ino, 0);
 	}
 	if (rc)
@@ -496,9 +550,12 @@ static int remove_body(kv_txn *t, void *arg)
 		if (rc)
 			return rc < 0 ? rc : -ENOTEMPTY;
 	}
+	int64_t now = meta_now(a->m);
 	if ((rc = meta_del_dentry(t, a->parent, a->name)))
 		return rc;
-	if ((rc = drop_link(a->m, t, &a->in, meta_now(a->m))))
+	if ((rc = drop_link(a->m, t, &a->in, now)))
+		return rc;
+	if ((rc = meta_dir_changed(a->m, t, a->parent, now, a->dir_op ? -1 : 0)))
 		return rc;
 	return meta_idem_put(a->m, t, a->rq, op, 0, d.ino, 0);
 }
@@ -657,6 +714,29 @@ static int rename_body(kv_txn *t, void *arg)
 	a->si.ctime = now;
 	if ((rc = meta_put_inode(t, &a->si)))
 		return rc;
+	/* Subdirectory counts: a directory leaving sparent for dparent, the
+	 * other way for an exchange, and a replaced directory gone. */
+	int nsrc = 0, ndst = 0;
+	if (exch) {
+		if (moved) {
+			nsrc = ddir - sdir;
+			ndst = sdir - ddir;
+		}
+	} else {
+		if (moved && sdir) {
+			nsrc--;
+			ndst++;
+		}
+		if (exists && ddir)
+			ndst--;
+	}
+	if (moved) {
+		if ((rc = meta_dir_changed(a->m, t, a->sparent, now, nsrc)) ||
+		    (rc = meta_dir_changed(a->m, t, a->dparent, now, ndst)))
+			return rc;
+	} else if ((rc = meta_dir_changed(a->m, t, a->sparent, now, nsrc + ndst))) {
+		return rc;
+	}
 	return meta_idem_put(a->m, t, a->rq, META_OP_RENAME, 0, sd.ino, 0);
 }
 

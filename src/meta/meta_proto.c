@@ -24,7 +24,7 @@ static const char *const names[] = {
 	"INFO", "LOOKUP", "GETATTR", "SETATTR", "CREATE", "OPEN", "CLOSE", "MKDIR",
 	"RMDIR", "UNLINK", "RENAME", "LINK", "SYMLINK", "READLINK", "READDIR", "GETXATTR",
 	"SETXATTR", "LISTXATTR", "REMOVEXATTR", "STATFS", "SYNC", "LAYOUT_GET", "LAYOUT_SET",
-	"ACCESS",
+	"ACCESS", "MKNOD",
 };
 
 /* Types of the 240..249 block (metadata speed), from META_RPC_FSYNC. */
@@ -48,7 +48,7 @@ int meta_rpc_is_mutation(uint16_t type)
 	case META_RPC_SETATTR: case META_RPC_CREATE: case META_RPC_OPEN: case META_RPC_CLOSE:
 	case META_RPC_MKDIR: case META_RPC_RMDIR: case META_RPC_UNLINK: case META_RPC_RENAME:
 	case META_RPC_LINK: case META_RPC_SYMLINK: case META_RPC_SETXATTR:
-	case META_RPC_REMOVEXATTR: case META_RPC_LAYOUT_SET:
+	case META_RPC_REMOVEXATTR: case META_RPC_LAYOUT_SET: case META_RPC_MKNOD:
 		return 1;
 	}
 	return 0;
@@ -183,7 +183,7 @@ static void get_inode(struct wire_reader *r, struct meta_inode *in)
 	wire_get_u32(r, &in->chains_used);
 	wire_get_u64(r, &in->parent);
 	wire_get_u8(r, &hl);
-	if (!r->err && (hl > 1 || in->type < META_T_FILE || in->type > META_T_SYMLINK)) {
+	if (!r->err && (hl > 1 || in->type < META_T_FILE || in->type > META_T_MAX)) {
 		wire_fail(r, -CFS_EPROTO);
 		return;
 	}
@@ -198,6 +198,7 @@ static void get_inode(struct wire_reader *r, struct meta_inode *in)
 	memcpy(in->target, t, tl);
 	in->target[tl] = 0;
 	in->target_len = tl;
+	in->rdev = 0; /* from the reply's tail (meta_rpc_resp_decode) */
 }
 
 /* A lock request: the holder's owner and the lock (client: the header). */
@@ -281,6 +282,12 @@ int meta_rpc_req_encode(struct buf *b, const struct meta_rpc_req *m)
 		wire_put_u64(&w, m->ino);
 		put_name(&w, m->name);
 		wire_put_u32(&w, m->mode);
+		break;
+	case META_RPC_MKNOD:
+		wire_put_u64(&w, m->ino);
+		put_name(&w, m->name);
+		wire_put_u32(&w, m->mode);
+		wire_put_u64(&w, m->rdev);
 		break;
 	case META_RPC_RENAME:
 		wire_put_u64(&w, m->ino);
@@ -424,6 +431,12 @@ int meta_rpc_req_decode(uint16_t type, const void *p, size_t n, struct meta_rpc_
 		get_name(&r, &m->name);
 		wire_get_u32(&r, &m->mode);
 		break;
+	case META_RPC_MKNOD:
+		wire_get_u64(&r, &m->ino);
+		get_name(&r, &m->name);
+		wire_get_u32(&r, &m->mode);
+		wire_get_u64(&r, &m->rdev);
+		break;
 	case META_RPC_RENAME:
 		wire_get_u64(&r, &m->ino);
 		get_name(&r, &m->name);
@@ -500,7 +513,7 @@ static int returns_inode(uint16_t type)
 	switch (type) {
 	case META_RPC_LOOKUP: case META_RPC_GETATTR: case META_RPC_SETATTR:
 	case META_RPC_CREATE: case META_RPC_OPEN: case META_RPC_MKDIR: case META_RPC_LINK:
-	case META_RPC_SYMLINK:
+	case META_RPC_SYMLINK: case META_RPC_MKNOD:
 		return 1;
 	}
 	return 0;
@@ -563,6 +576,8 @@ int meta_rpc_resp_encode(struct buf *b, const struct meta_rpc_resp *m)
 		}
 		break;
 	}
+	if (returns_inode(m->type))
+		wire_put_u64(&w, m->inode->rdev); /* inode tail, see meta_proto.h */
 	return w.err;
 }
 
@@ -675,6 +690,12 @@ int meta_rpc_resp_decode(const void *p, size_t n, struct meta_rpc_resp *m)
 				wire_fail(&r, -CFS_EPROTO);
 		}
 		break;
+	}
+	if (returns_inode(type) && !r.err && wire_left(&r) >= 8) {
+		uint64_t rdev = 0;
+		wire_get_u64(&r, &rdev);
+		if (in)
+			in->rdev = rdev;
 	}
 	return r.err;
 }

@@ -1,4 +1,4 @@
-/* meta_proto.h - codecs of the metadata-service messages (types 200..223).
+/* meta_proto.h - codecs of the metadata-service messages (types 200..224).
  *
  * The one-line layouts are in the catalog in net/rpc_proto.h. Every request
  * starts with the same header: the caller's credentials and the client
@@ -59,9 +59,10 @@ enum meta_rpc_type {
 	META_RPC_LAYOUT_GET = 221,
 	META_RPC_LAYOUT_SET = 222,
 	META_RPC_ACCESS = 223,
+	META_RPC_MKNOD = 224,
 };
 #define META_RPC_FIRST META_RPC_INFO
-#define META_RPC_LAST META_RPC_ACCESS
+#define META_RPC_LAST META_RPC_MKNOD
 
 /* File locks (meta_lock.h), a range of their own. */
 enum meta_rpc_lock_type {
@@ -99,7 +100,8 @@ int meta_rpc_is_mutation(uint16_t type);
  *   ino2    rename: destination parent; link: new parent; close: session
  *   name    the entry name, xattr name or readdir cursor
  *   name2   rename: destination name
- *   mode    create, mkdir
+ *   mode    create, mkdir; mknod: file type bits (S_IFMT) | permissions
+ *   rdev    mknod: device number
  *   flags   create/open (META_O_*), close (META_CLOSE_*), rename (META_RENAME_*), setxattr
  *           (META_XATTR_*), access (mask)
  *   count   readdir: max entries; getxattr/listxattr: buffer capacity
@@ -119,6 +121,7 @@ struct meta_rpc_req {
 	uint64_t ino, ino2;
 	struct meta_name name, name2;          /* borrowed */
 	uint32_t mode, flags, count;
+	uint64_t rdev;
 	const uint8_t *data;                   /* borrowed */
 	uint32_t data_len;
 	int has_len;
@@ -131,7 +134,9 @@ struct meta_rpc_req {
 
 /* A decoded reply of a successful call. Field use per type:
  *   inode     lookup, getattr, setattr, create, open, mkdir, link,
- *             symlink: points to caller memory the decoder fills
+ *             symlink, mknod: points to caller memory the decoder fills
+ *             (its rdev travels after the type's other fields, so
+ *             replies of older servers decode with rdev 0)
  *   session   create, open
  *   size      sync: the length; getxattr, listxattr: the full size
  *   data      readlink target, xattr value, xattr name list (borrowed)

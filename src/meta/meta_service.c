@@ -300,6 +300,8 @@ static int run_op(struct worker *w, const struct meta_rpc_req *m, struct meta_rp
 		return meta_close(mc, &rq, m->ino, m->ino2, len);
 	case META_RPC_MKDIR:
 		return meta_mkdir(mc, &c, &rq, m->ino, m->name, m->mode, &w->inode);
+	case META_RPC_MKNOD:
+		return meta_mknod(mc, &c, &rq, m->ino, m->name, m->mode, m->rdev, &w->inode);
 	case META_RPC_RMDIR:
 		return meta_rmdir(mc, &c, &rq, m->ino, m->name);
 	case META_RPC_UNLINK:

@@ -120,6 +120,31 @@ void meta_key_idalloc(struct meta_key *k)
 	key_prefix(k, "IDAL");
 }
 
+void meta_key_dirstat(struct meta_key *k, uint64_t dir, enum meta_dirstat_kind kind,
+		      uint8_t shard)
+{
+	key_prefix(k, "DSTA");
+	key_u64(k, dir);
+	k->b[k->n++] = (uint8_t)kind;
+	k->b[k->n++] = shard;
+}
+
+void meta_key_dirstat_kind_range(struct meta_key *b, struct meta_key *e, uint64_t dir,
+				 enum meta_dirstat_kind kind)
+{
+	key_prefix(b, "DSTA");
+	key_u64(b, dir);
+	b->b[b->n++] = (uint8_t)kind;
+	key_prefix(e, "DSTA");
+	key_u64(e, dir);
+	e->b[e->n++] = (uint8_t)(kind + 1);
+}
+
+void meta_key_dirstat_range(struct meta_key *b, struct meta_key *e, uint64_t dir)
+{
+	id_range(b, e, "DSTA", dir);
+}
+
 void meta_key_prefix_range(struct meta_key *b, struct meta_key *e, const char prefix[4])
 {
 	memcpy(b->b, prefix, 4);
@@ -208,6 +233,8 @@ int meta_inode_encode(const struct meta_inode *in, struct buf *b)
 	}
 	if (in->type == META_T_SYMLINK)
 		wire_put_blob(&w, in->target, in->target_len);
+	if (meta_type_special(in->type))
+		wire_put_u64(&w, in->rdev);
 	return rec_end(&w);
 }
 
@@ -223,7 +250,8 @@ int meta_inode_decode(const void *p, size_t n, struct meta_inode *out)
 	out->layout.nchains = 0;
 	out->target_len = 0;
 	out->target[0] = 0;
-	if (type < META_T_FILE || type > META_T_SYMLINK || (flags & ~INODE_F_LAYOUT))
+	out->rdev = 0;
+	if (type < META_T_FILE || type > META_T_MAX || (flags & ~INODE_F_LAYOUT))
 		return -CFS_ECORRUPT;
 	out->type = type;
 	wire_get_u64(&r, &out->ino);
@@ -267,6 +295,8 @@ int meta_inode_decode(const void *p, size_t n, struct meta_inode *out)
 		out->target[len] = 0;
 		out->target_len = len;
 	}
+	if (meta_type_special(type) && (out->has_layout || wire_get_u64(&r, &out->rdev)))
+		return -CFS_ECORRUPT;
 	return rec_done(&r);
 }
 
@@ -291,7 +321,7 @@ int meta_dentry_decode(const void *p, size_t n, struct meta_dentry *out)
 		return rc;
 	wire_get_u64(&r, &out->ino);
 	wire_get_u8(&r, &out->type);
-	if (r.err || out->ino == 0 || out->type < META_T_FILE || out->type > META_T_SYMLINK)
+	if (r.err || out->ino == 0 || out->type < META_T_FILE || out->type > META_T_MAX)
 		return -CFS_ECORRUPT;
 	return rec_done(&r);
 }

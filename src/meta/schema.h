@@ -13,6 +13,22 @@
  *                                                     waiting for chunk removal)
  *   IDEM    "IDEM" client(8) seq(8)                   idempotency record
  *   IDAL    "IDAL"                                    id allocator record
+ *   DSTA    "DSTA" dir(8) kind(1) shard(1)            directory counter (below)
+ *
+ * Directory counters are what entry operations change in their parent
+ * without writing its inode record (so creates in one directory do not
+ * conflict): kind 'L' holds the number of subdirectories as an offset to
+ * the record's nlink (kv_atomic_add: mkdir +1, rmdir -1, a directory
+ * renamed between parents -1 / +1), kind 'T' the time of the last entry
+ * change (kv_atomic_max of the wall clock in ns), which the directory's
+ * mtime and ctime report when it is later than the record's. Values are
+ * raw 8-byte little-endian integers (the KV atomic ops' format, no header
+ * or CRC); an absent key is 0. They go away with the directory. A counter
+ * may be split over shards 0..META_DSTA_SHARDS-1 (its value is the sum,
+ * or the max, over them): on etcd, where an atomic op compares the key's
+ * revision, each write picks a shard at random so that concurrent entry
+ * changes in one directory rarely touch the same key; lmdb and mem add no
+ * conflict for atomic ops and always use shard 0.
  *
  * Records. Every value starts with an 8-byte header and ends with a
  * CRC32C (Castagnoli) of all bytes before it; integers are little-endian:
@@ -31,8 +47,9 @@
  * truncate_ver u64, chains_used u32, parent u64 (directories; 0 otherwise),
  * then if flags bit 0: layout = chunk_size u32, stripe u32, table_id u32,
  * seed u64, nchains u32, chains u32[nchains]; then for symlinks a u32
- * length and the target bytes.
- * Dentry body: ino u64, type u8, 3 zero bytes.
+ * length and the target bytes; then for special files (types 4..7,
+ * added later: older records never hold them) rdev u64 (Linux dev_t).
+ * Dentry body: ino u64, type u8 (enum meta_type), 3 zero bytes.
  * Xattr body: u32 length, value bytes.
  * Session body: client u64, session u64, opened i64.
  * Gc body: ino u64, enqueued i64, claim_owner u64, claim_until i64.
@@ -59,7 +76,18 @@
 #define META_ROOT_INO 1ULL           /* the root directory */
 #define META_FIRST_INO 16ULL         /* first id the allocator hands out */
 
-enum meta_type { META_T_FILE = 1, META_T_DIR = 2, META_T_SYMLINK = 3 };
+/* Special files (FIFO, devices, sockets) are nodes only: the kernel serves
+ * them once it sees the type; they have no layout and no data. */
+enum meta_type {
+	META_T_FILE = 1, META_T_DIR = 2, META_T_SYMLINK = 3,
+	META_T_FIFO = 4, META_T_CHR = 5, META_T_BLK = 6, META_T_SOCK = 7,
+};
+#define META_T_MAX META_T_SOCK
+/* 1 for the node-only types (FIFO, CHR, BLK, SOCK). */
+static inline int meta_type_special(uint8_t t)
+{
+	return t >= META_T_FIFO && t <= META_T_SOCK;
+}
 
 /* A file's placement; directories keep a default (nchains == 0). */
 struct meta_layout {
@@ -87,6 +115,7 @@ struct meta_inode {
 	struct meta_layout layout;
 	uint32_t target_len;    /* symlinks */
 	char target[META_SYMLINK_MAX + 1]; /* NUL-terminated symlink target */
+	uint64_t rdev;          /* special files: device number (Linux dev_t); else 0 */
 };
 
 struct meta_dentry {
@@ -130,6 +159,15 @@ void meta_key_session_range(struct meta_key *b, struct meta_key *e, uint64_t ino
 void meta_key_gc(struct meta_key *k, uint64_t ino);
 void meta_key_idem(struct meta_key *k, uint64_t client, uint64_t seq);
 void meta_key_idalloc(struct meta_key *k);
+enum meta_dirstat_kind { META_DSTA_LINKS = 'L', META_DSTA_TIME = 'T' };
+#define META_DSTA_SHARDS 16
+void meta_key_dirstat(struct meta_key *k, uint64_t dir, enum meta_dirstat_kind kind,
+		      uint8_t shard);
+/* [begin, end) covering every counter of directory DIR. */
+void meta_key_dirstat_range(struct meta_key *b, struct meta_key *e, uint64_t dir);
+/* [begin, end) covering every shard of DIR's counter KIND. */
+void meta_key_dirstat_kind_range(struct meta_key *b, struct meta_key *e, uint64_t dir,
+				 enum meta_dirstat_kind kind);
 /* [begin, end) covering every key with a 4-byte prefix, e.g. "INOD". */
 void meta_key_prefix_range(struct meta_key *b, struct meta_key *e, const char prefix[4]);
 

@@ -71,6 +71,10 @@
  *  221 META_LAYOUT_GET  req: hdr, u64 ino                         resp: u8 has, [layout]
  *  222 META_LAYOUT_SET  req: hdr, u64 dir, u32 chunk_size, u32 stripe, u32 table  resp: -
  *  223 META_ACCESS      req: hdr, u64 ino, u32 mask               resp: -
+ *  224 META_MKNOD       req: hdr, u64 parent, name, u32 mode (S_IFMT | perms), u64 rdev
+ *                       resp: inode
+ *   Replies that carry an inode end with u64 rdev (after every field above;
+ *   absent from older servers: 0).
  *  230 META_LOCK_SET    req: hdr, u64 ino, lock                   resp: - (-EAGAIN: conflict)
  *  231 META_LOCK_GET    req: hdr, u64 ino, lock                   resp: u8 has, [u64 client, lock]
  *  232 META_LOCK_RELEASE req: hdr, u64 ino, u64 owner, u32 kinds  resp: -

@@ -1,7 +1,8 @@
 /* fuzz_meta_proto.c - libFuzzer target for every metadata-service codec
- * (meta/meta_proto.h): requests and replies of all types 200..223 and the
- * lock types 230..232. Input: byte 0 picks the type (META_RPC_FIRST + b %
- * count; from 0xE0 the lock types), byte 1 bit 0
+ * (meta/meta_proto.h): requests and replies of all types 200..224, the
+ * lock types 230..232 and the 240 block. Input: byte 0 picks the type
+ * (from 250 the 240 block, from 0xE0 the lock types, below that
+ * META_RPC_FIRST + b % count), byte 1 bit 0
  * picks request (0) or reply (1); the rest is the payload.
  * Properties: decoding never reads out of bounds or fails with a code
  * outside its contract; whatever decodes re-encodes to a canonical form

@@ -25,13 +25,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case 0:
 		if (meta_inode_decode(p, n, &in) == 0) {
 			ASSERT(in.ino != 0);
-			ASSERT(in.type >= META_T_FILE && in.type <= META_T_SYMLINK);
+			ASSERT(in.type >= META_T_FILE && in.type <= META_T_MAX);
 			ASSERT(!in.has_layout || in.layout.nchains <= META_MAX_STRIPE);
 			ASSERT(in.target_len <= META_SYMLINK_MAX);
 			ASSERT(meta_inode_encode(&in, &b) == 0);
 			ASSERT(meta_inode_decode(b.data, b.len, &in2) == 0);
 			ASSERT(in2.ino == in.ino && in2.size == in.size && in2.mode == in.mode);
 			ASSERT(in2.target_len == in.target_len);
+			ASSERT(in2.type == in.type && in2.rdev == in.rdev);
 		}
 		break;
 	case 1: {

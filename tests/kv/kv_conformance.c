@@ -1195,6 +1195,118 @@ static void t_atomic_add(void **state)
 	assert_int_equal(got[4], INT64_MIN + 1);
 }
 
+/* kv_atomic_max: concurrent maxes keep the largest; shapes; no conflict on
+ * lmdb and mem (the property directory times rely on). */
+struct maxer {
+	const struct fx *f;
+	int id, n, failed;
+};
+
+static int max_body(kv_txn *t, void *arg)
+{
+	int *a = arg; /* id, i */
+	char mk[32];
+	struct kv_slice m;
+	int rc;
+
+	snprintf(mk, sizeof(mk), "maxidem/%d/%d", a[0], a[1]);
+	TRY(rc = kv_get(t, K(mk), 0, &m));
+	if (rc)
+		return 0;
+	/* Every thread's values interleave; the largest is (n - 1) * 1000 + 3. */
+	TRY(kv_atomic_max(t, K("tmax"), (int64_t)a[1] * 1000 + a[0]));
+	TRY(kv_atomic_max(t, K("tneg"), -(int64_t)a[1] - 5));
+	return kv_set(t, K(mk), K("1"));
+}
+
+static void *max_thread(void *arg)
+{
+	struct maxer *mx = arg;
+
+	for (int i = 0; i < mx->n; i++) {
+		int a[2] = { mx->id, i };
+		if (run(mx->f, max_body, a))
+			mx->failed++;
+	}
+	return NULL;
+}
+
+static int max_shapes(kv_txn *t, void *arg)
+{
+	struct kv_slice v;
+	TRY(kv_atomic_max(t, K("tmax"), 7)); /* smaller: no change */
+	TRY(kv_get(t, K("tmax"), 1, &v));    /* read-your-writes merges the max */
+	*(int64_t *)arg = le64(v);
+	TRY(kv_set(t, K("mset"), kv_mem("\x09\x00\x00\x00\x00\x00\x00\x00", 8)));
+	TRY(kv_atomic_max(t, K("mset"), 4)); /* folds into the set: stays 9 */
+	TRY(kv_atomic_max(t, K("mset"), 3));
+	return 0;
+}
+
+static int max_read(kv_txn *t, void *arg)
+{
+	int64_t *out = arg;
+	const char *keys[] = { "tmax", "tneg", "mset" };
+	struct kv_slice v;
+
+	for (int i = 0; i < 3; i++) {
+		TRY(kv_get(t, K(keys[i]), 1, &v));
+		assert_int_equal(v.n, 8);
+		out[i] = le64(v);
+	}
+	return 0;
+}
+
+static void t_atomic_max(void **state)
+{
+	struct fx *f = *state;
+	pthread_t tid[4];
+	struct maxer mx[4];
+	int64_t got[3], seen = 0;
+	int n = scaled(f, 30);
+	struct kv_run_opts ro = { .flags = KV_RDONLY, .max_retries = 400 };
+
+	for (int i = 0; i < 4; i++) {
+		mx[i] = (struct maxer){ f, i, n, 0 };
+		assert_int_equal(pthread_create(&tid[i], NULL, max_thread, &mx[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(tid[i], NULL);
+		assert_int_equal(mx[i].failed, 0);
+	}
+	assert_int_equal(run(f, max_shapes, &seen), 0);
+	assert_int_equal(kv_run(f->e, &ro, max_read, got, NULL), 0);
+	assert_int_equal(got[0], (int64_t)(n - 1) * 1000 + 3);
+	assert_int_equal(seen, got[0]);
+	assert_int_equal(got[1], -5);
+	assert_int_equal(got[2], 9);
+
+	/* add and max on one key in one txn: refused. */
+	kv_txn *t;
+	assert_int_equal(kv_begin(f->e, 0, &t), 0);
+	assert_int_equal(kv_atomic_add(t, K("mix"), 1), 0);
+	assert_int_equal(kv_atomic_max(t, K("mix"), 1), -EINVAL);
+	kv_txn_free(t);
+
+	/* Two txns raising one key both commit where maxes add no conflict. */
+	if (!f->faults && strncmp(be->name, "etcd", 4)) {
+		kv_txn *a, *b;
+		assert_int_equal(kv_begin(f->e, 0, &a), 0);
+		assert_int_equal(kv_begin(f->e, 0, &b), 0);
+		struct kv_slice v;
+		assert_int_equal(kv_get(a, K("other-a"), 0, &v), 0);
+		assert_int_equal(kv_get(b, K("other-b"), 0, &v), 0);
+		assert_int_equal(kv_atomic_max(a, K("tmax"), INT64_MAX - 1), 0);
+		assert_int_equal(kv_atomic_max(b, K("tmax"), INT64_MAX - 2), 0);
+		assert_int_equal(kv_commit(a, NULL), 0);
+		assert_int_equal(kv_commit(b, NULL), 0);
+		kv_txn_free(a);
+		kv_txn_free(b);
+		assert_int_equal(kv_run(f->e, &ro, max_read, got, NULL), 0);
+		assert_int_equal(got[0], INT64_MAX - 1);
+	}
+}
+
 /* ---- fault injection is real (and absent when off) ---------------------- */
 
 static int counter_body(kv_txn *t, void *arg)
@@ -1289,6 +1401,7 @@ int main(int argc, char **argv)
 		T(t_retry_real_conflict),
 		T(t_limits),
 		T(t_atomic_add),
+		T(t_atomic_max),
 		T(t_faults_exercised),
 		T(t_versions),
 	};

@@ -67,7 +67,8 @@ int main(int argc, char **argv)
 		m.ino2 = 2;
 		m.name = meta_name_c("name");
 		m.name2 = meta_name_c("other");
-		m.mode = 0644;
+		m.mode = t == META_RPC_MKNOD ? 0020644 : 0644;
+		m.rdev = t == META_RPC_MKNOD ? 0x10305 : 0;
 		m.count = 16;
 		m.data = (const uint8_t *)"value";
 		m.data_len = 5;
