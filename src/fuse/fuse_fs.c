@@ -176,6 +176,16 @@ static void reply_err(fuse_req_t req, int rc)
 	fuse_reply_err(req, to_errno(rc));
 }
 
+/* For an operation addressed by inode (getattr, open): meta's ENOENT means
+ * the inode is gone while the kernel still had a name cached for it
+ * (another mount removed or replaced it within entry_timeout). ESTALE
+ * makes the VFS walk the path again with a fresh lookup (LOOKUP_REVAL)
+ * instead of failing the call, so the name resolves to what exists now. */
+static void reply_ino_err(fuse_req_t req, int rc)
+{
+	fuse_reply_err(req, rc == -ENOENT ? ESTALE : to_errno(rc));
+}
+
 static mode_t type_bits(uint8_t type)
 {
 	switch (type) {
@@ -326,7 +336,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ff
 	req_cred(req, &cb);
 	int rc = meta_client_getattr(fs->o.meta, &cb.c, ino, in);
 	if (rc < 0) {
-		reply_err(req, rc);
+		reply_ino_err(req, rc);
 	} else {
 		struct stat st;
 		fill_stat(fs, in, &st);
@@ -978,7 +988,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 			meta_client_close(fs->o.meta, &cb.c, ino, session, NULL);
 	}
 	if (rc < 0) {
-		reply_err(req, rc);
+		reply_ino_err(req, rc);
 	} else if (reply_open(req, ffi) == -ENOENT) {
 		file_drop(fs, (struct fusefs_file *)(uintptr_t)ffi->fh, &cb.c);
 	}
@@ -1649,6 +1659,20 @@ static int lock_set_wait(fuse_req_t req, struct fusefs *fs, uint64_t ino, const 
 	}
 }
 
+/* A granted lock is where programs that share a file across hosts (SQLite,
+ * anything using fcntl locks as a mutex) start trusting what they read:
+ * drop this mount's cached attributes of the file and the size the handle
+ * knows, so the first fstat or read after the lock asks meta, as a local
+ * disk would show another process's writes at once. Attributes only
+ * (negative offset): no page lock is taken inside the lock request. */
+static void lock_granted(struct fusefs *fs, fuse_ino_t ino, struct fusefs_file *f)
+{
+	if (f)
+		f->size_ns = 0;
+	if (fs->se)
+		fuse_lowlevel_notify_inval_inode(fs->se, ino, -1, 0);
+}
+
 static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi, struct flock *fl)
 {
 	struct fusefs *fs = fs_of(req);
@@ -1685,6 +1709,8 @@ static void op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi,
 		rc = lock_note(fs, f, l.owner);
 	if (rc == 0)
 		rc = lock_set_wait(req, fs, ino, &l, sleep);
+	if (rc == 0 && l.type != META_LOCK_UN)
+		lock_granted(fs, ino, f);
 	fuse_reply_err(req, to_errno(rc));
 }
 
@@ -1715,6 +1741,8 @@ static void op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi,
 		rc = lock_note(fs, f, l.owner);
 	if (rc == 0)
 		rc = lock_set_wait(req, fs, ino, &l, !(op & LOCK_NB));
+	if (rc == 0 && l.type != META_LOCK_UN)
+		lock_granted(fs, ino, f);
 	fuse_reply_err(req, to_errno(rc));
 }
 
