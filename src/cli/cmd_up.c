@@ -136,19 +136,26 @@ static int mkdir_p(const char *path, mode_t mode)
 	return 0;
 }
 
-static unsigned free_port(void)
+/* N distinct free loopback ports in OUT. All N sockets stay bound until
+ * every port is chosen: closing each before binding the next let the
+ * kernel hand the same port out twice (meta and storage2 once shared one,
+ * and the mount never came up). */
+static void free_ports(unsigned *out, int n)
 {
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(a);
-	unsigned port = 0;
-	if (fd < 0)
-		return 0;
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-		port = ntohs(a.sin_port);
-	close(fd);
-	return port;
+	int fds[8];
+	for (int i = 0; i < n && i < 8; i++) {
+		struct sockaddr_in a = {.sin_family = AF_INET,
+		                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+		socklen_t len = sizeof(a);
+		out[i] = 0;
+		fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+		if (fds[i] >= 0 && bind(fds[i], (struct sockaddr *)&a, sizeof(a)) == 0 &&
+		    getsockname(fds[i], (struct sockaddr *)&a, &len) == 0)
+			out[i] = ntohs(a.sin_port);
+	}
+	for (int i = 0; i < n && i < 8; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
 }
 
 static int port_open(unsigned port)
@@ -930,11 +937,13 @@ int cli_up(int argc, char **argv)
 			        strerror(-rc));
 			goto out;
 		}
-		c.mgmtd_port = free_port();
-		c.meta_port = free_port();
+		unsigned ports[2 + UP_STORAGE];
+		free_ports(ports, 2 + UP_STORAGE);
+		c.mgmtd_port = ports[0];
+		c.meta_port = ports[1];
 		c.nstorage = UP_STORAGE;
 		for (int i = 0; i < c.nstorage; i++)
-			c.storage_port[i] = free_port();
+			c.storage_port[i] = ports[2 + i];
 	} else if (c.nstorage != UP_STORAGE) {
 		fprintf(stderr, "chainfs up: %s/cluster.conf records %d storage services, not %d\n",
 		        c.dir, c.nstorage, UP_STORAGE);
