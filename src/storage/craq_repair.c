@@ -49,6 +49,7 @@ struct repair_ent {
 	uint32_t target, chain;
 	struct chunk_id id;
 	uint32_t attempts;
+	char why[96]; /* the last attempt's reason, for the give-up line */
 };
 
 /* One per service (storage_service.repair). */
@@ -94,7 +95,7 @@ void craq_repair_note(struct storage_service *s, struct stor_target *t, uint32_t
 	for (size_t i = 0; i < rq->n && !known; i++)
 		known = rq->q[i].target == target && !chunk_id_cmp(rq->q[i].id, id);
 	if (!known && rq->n < REPAIR_QUEUE_MAX) {
-		rq->q[rq->n++] = (struct repair_ent){target, chain, id, 0};
+		rq->q[rq->n++] = (struct repair_ent){.target = target, .chain = chain, .id = id};
 		queued = 1;
 	}
 	pthread_mutex_unlock(&rq->mu);
@@ -208,8 +209,7 @@ static int read_peer(struct storage_service *s, const char *addr, uint32_t peer,
 }
 
 /* 1 repaired (or nothing left to repair), 0 try again later, <0 give up. */
-static int repair_one(struct storage_service *s, const struct route_info *ri,
-                      const struct repair_ent *e)
+static int repair_one(struct storage_service *s, const struct route_info *ri, struct repair_ent *e)
 {
 	struct stor_target *t = stor_target_by_id(s, e->target);
 	const struct route_chain *ch = route_find_chain(ri, e->chain);
@@ -248,6 +248,12 @@ static int repair_one(struct storage_service *s, const struct route_info *ri,
 			continue;
 		uint64_t ver = 0;
 		int r = read_peer(s, addr, peer, ch->id, ch->version, e->id, info.len, data, &ver);
+		if (r)
+			snprintf(e->why, sizeof(e->why), "target %u: %s", peer, cfs_strerror(r));
+		else if (ver != info.commit_ver)
+			snprintf(e->why, sizeof(e->why), "target %u has version %llu, we %llu",
+			         peer, (unsigned long long)ver,
+			         (unsigned long long)info.commit_ver);
 		if (r == 0 && ver == info.commit_ver) {
 			r = replace_local(t, e->id, data, info.len, ver, ch->version);
 			if (r == 0) {
@@ -297,6 +303,8 @@ void craq_repair_pass(struct storage_service *s, struct mgmtd_routing *snap)
 		        "corrupt chunk NOT repaired: target=%u chain=%u ino=%llu idx=%u (%s): "
 		        "readers use the other replicas; resync the target to rebuild it",
 		        e->target, e->chain, (unsigned long long)e->id.ino, e->id.idx,
-		        rc < 0 ? cfs_strerror(rc) : "no good replica agreed");
+		        rc < 0      ? cfs_strerror(rc)
+		        : e->why[0] ? e->why
+		                    : "no serving peer");
 	}
 }
