@@ -42,7 +42,10 @@
 #include "storage/storage_int.h"
 
 #define REPAIR_QUEUE_MAX 1024
-#define REPAIR_ATTEMPTS  20 /* passes (one per link tick or kick) */
+/* Passes (one per 200 ms link tick, or a kick): ~60 s, so a chunk that a
+ * busy writer keeps locked at every peer ("not committed") is still
+ * repaired once the writes pause. */
+#define REPAIR_ATTEMPTS  300
 #define REPAIR_CALL_MS   10000
 
 struct repair_ent {
