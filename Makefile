@@ -1,5 +1,7 @@
 # ChainFS top-level Makefile: thin wrapper over CMake + ctest.
-#   make                 build (./build/chainfs)
+#   make                 install missing Debian packages, build (./build/chainfs)
+#   make build           build only (no package check)
+#   make deps            install missing Debian packages (root or sudo)
 #   make test            install missing Debian packages, build, run every test
 #   make up / make down  start / stop a local cluster with a mounted file system
 #   make test SANITIZE=address,undefined   the same suite under ASan+UBSan
@@ -22,7 +24,11 @@ endif
 
 .PHONY: all build deps test up down fuzz check clean
 
-all: build
+# Plain `make` on a fresh machine would otherwise stop inside CMake with
+# "A required package was not found": check the packages first (a no-op
+# when all are present) so it installs them or names `make deps`.
+all: deps
+	$(MAKE) --no-print-directory build
 
 build:
 	cmake -S . -B $(BUILD) -DCFS_WERROR=$(WERROR) $(CMAKE_EXTRA) >/dev/null

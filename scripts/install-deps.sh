@@ -26,8 +26,18 @@ for p in "${PKGS[@]}"; do
 done
 [ ${#missing[@]} -eq 0 ] && { echo "install-deps: all packages present"; exit 0; }
 
+# Root installs directly; otherwise sudo, if it can run without a password
+# or can ask on a terminal. Anything else (plain `make` in a script, no
+# sudo) stops with one line naming the command that fixes it.
 SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1 && { sudo -n true 2>/dev/null || [ -t 0 ]; }; then
+    SUDO="sudo"
+  else
+    echo "install-deps: missing Debian packages: ${missing[*]}; run 'make deps' as root (or with sudo)" >&2
+    exit 1
+  fi
+fi
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q

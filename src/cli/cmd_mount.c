@@ -53,6 +53,7 @@ struct mount_conf {
 	int allow_other;
 	int64_t sync_interval_ms;
 	int64_t timeout_ms;
+	int64_t meta_wait_ms;
 	int64_t wait_ms;
 	char *log_level;
 	char *log_file;
@@ -99,6 +100,9 @@ static const struct cfg_opt opts[] = {
      "how often lengths of files being written are reported to meta"},
     {"timeout-ms", CFG_INT, "5000", 100, 600000, offsetof(struct mount_conf, timeout_ms),
      "per-attempt RPC timeout"},
+    {"meta-wait-ms", CFG_INT, "60000", 1000, 3600000, offsetof(struct mount_conf, meta_wait_ms),
+     "how long a metadata call waits and retries (same request id) while no meta instance "
+     "answers, before the file system call fails with EIO"},
     {"wait-ms", CFG_INT, "30000", 100, 3600000, offsetof(struct mount_conf, wait_ms),
      "how long to wait for mgmtd and a meta instance at start"},
     {"log-level", CFG_STR, "notice", 0, 0, offsetof(struct mount_conf, log_level),
@@ -368,6 +372,7 @@ int cli_mount(int argc, char **argv)
 	    .secret_len = secret_len,
 	    .client_id = mgmtd_client_node_id(mg),
 	    .timeout_ms = (uint32_t)mc.timeout_ms,
+	    .retry_ms = (uint32_t)mc.meta_wait_ms,
 	    .loop_threads = 2,
 	    .conns_per_peer = 2,
 	};

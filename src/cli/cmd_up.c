@@ -30,6 +30,16 @@
  * A pid file holds "pid starttime" (field 22 of /proc/PID/stat), so down
  * never signals a process that merely reuses a recorded pid. down sends
  * SIGTERM, waits up to --stop-ms, then SIGKILLs.
+ *
+ * How up judges a role (issue 16): by its process (the pid file) and its
+ * own health check (its port answers; for the mount, the kernel's mount
+ * table lists it), never by a call on the mount point: a stat of a FUSE
+ * mount blocks while meta is down, and taking that for "mount gone" once
+ * made up stop a healthy mount. A running role is never stopped, only
+ * reported when its check fails. The one mount up cleans is a stale one:
+ * listed in /proc/self/mountinfo as fuse.chainfs, its recorded process
+ * dead, and a stat in a child (bounded) fails with ENOTCONN ("Transport
+ * endpoint is not connected"): fusermount3 -uz, then a new mount.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -52,7 +62,6 @@
 
 #include "cli/cli.h"
 #include "common/cfg.h"
-#include "fuse/fuse_fs.h"
 
 #define UP_STORAGE  3
 #define UP_TARGETS  2
@@ -132,19 +141,26 @@ static int mkdir_p(const char *path, mode_t mode)
 	return 0;
 }
 
-static unsigned free_port(void)
+/* N distinct free loopback ports in OUT. All N sockets stay bound until
+ * every port is chosen: closing each before binding the next let the
+ * kernel hand the same port out twice (meta and storage2 once shared one,
+ * and the mount never came up). */
+static void free_ports(unsigned *out, int n)
 {
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(a);
-	unsigned port = 0;
-	if (fd < 0)
-		return 0;
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-		port = ntohs(a.sin_port);
-	close(fd);
-	return port;
+	int fds[8];
+	for (int i = 0; i < n && i < 8; i++) {
+		struct sockaddr_in a = {.sin_family = AF_INET,
+		                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+		socklen_t len = sizeof(a);
+		out[i] = 0;
+		fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+		if (fds[i] >= 0 && bind(fds[i], (struct sockaddr *)&a, sizeof(a)) == 0 &&
+		    getsockname(fds[i], (struct sockaddr *)&a, &len) == 0)
+			out[i] = ntohs(a.sin_port);
+	}
+	for (int i = 0; i < n && i < 8; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
 }
 
 static int port_open(unsigned port)
@@ -275,6 +291,9 @@ static pid_t spawn_role(struct cluster *c, const char *role, char *const args[])
 		}
 		if (nul >= 0)
 			dup2(nul, 0);
+		/* A role keeps no descriptor of whoever ran up: an inherited
+		 * file on the mount would hold it busy for the role's life. */
+		close_range(3, ~0U, 0);
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
@@ -293,6 +312,21 @@ static pid_t spawn_role(struct cluster *c, const char *role, char *const args[])
 		fclose(f);
 	}
 	return pid;
+}
+
+/* The health note for a running role: "" when its check passes, else why
+ * it is kept anyway (up never stops a running role: a paused or busy one
+ * comes back by itself, and stopping a mount loses its open files). PORT
+ * 0: a mount, whose check (listed in the kernel's table) up made before. */
+static const char *health_note(int pid, unsigned port)
+{
+	unsigned long long start;
+	char st = 0;
+	if (proc_stat(pid, &start, &st) == 0 && st == 'T')
+		return "; stopped (SIGSTOP?), kept";
+	if (port && !port_open(port))
+		return "; not answering on its port, kept";
+	return "";
 }
 
 /* Our direct child has exited (reaps it; *status gets the wait status). */
@@ -341,11 +375,126 @@ static int cond_port(const void *arg)
 	return port_open(*(const unsigned *)arg);
 }
 
+/* Undoes mountinfo's octal escapes (\040 for a space...) in place. */
+static void mountinfo_unescape(char *s)
+{
+	char *w = s;
+	for (char *r = s; *r; r++) {
+		if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' &&
+		    r[3] >= '0' && r[3] <= '7') {
+			*w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+			r += 3;
+		} else {
+			*w++ = *r;
+		}
+	}
+	*w = 0;
+}
+
+/* 1 when the absolute path MNT is a mount point in the kernel's mount table
+ * (FSTYPE, CAP bytes, gets its type, e.g. "fuse.chainfs"), 0 when not.
+ * Reads /proc/self/mountinfo only: never touches the file system at MNT,
+ * so it cannot block on a FUSE mount whose daemon waits for meta. The last
+ * entry wins (a mount stacked over another). */
+static int mount_listed(const char *mnt, char *fstype, size_t cap)
+{
+	char line[2 * PATH_MAX + 512];
+	int found = 0;
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		/* id parent maj:min root mountpoint opts [optional...] - fstype src sopts */
+		char *save = NULL, *tok = strtok_r(line, " ", &save);
+		char *mp = NULL;
+		for (int i = 0; tok && i < 4; i++)
+			tok = strtok_r(NULL, " ", &save);
+		mp = tok;
+		if (!mp)
+			continue;
+		mountinfo_unescape(mp);
+		if (strcmp(mp, mnt) != 0)
+			continue;
+		while ((tok = strtok_r(NULL, " ", &save)) && strcmp(tok, "-") != 0)
+			;
+		tok = tok ? strtok_r(NULL, " ", &save) : NULL;
+		found = 1;
+		if (fstype && cap)
+			pathf(fstype, cap, "%s", tok ? tok : "?");
+	}
+	fclose(f);
+	return found;
+}
+
+/* Probes MNT with a stat in a child process, bounded by TIMEOUT_MS (the
+ * child is killed after it: FUSE waits are killable). Returns 0 when the
+ * stat answered, -errno when it failed, -ETIMEDOUT when it did not answer
+ * (a live FUSE daemon waiting for its backend). */
+static int probe_stat(const char *mnt, int timeout_ms)
+{
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		struct stat st;
+		if (stat(mnt, &st) == 0)
+			_exit(0);
+		_exit(errno > 0 && errno < 255 ? errno : 254);
+	}
+	long long deadline = now_ms() + timeout_ms;
+	int st;
+	for (;;) {
+		if (waitpid(pid, &st, WNOHANG) == pid)
+			return WIFEXITED(st) ? -WEXITSTATUS(st) : -EIO;
+		if (now_ms() > deadline) {
+			kill(pid, SIGKILL);
+			waitpid(pid, NULL, 0);
+			return -ETIMEDOUT;
+		}
+		sleep_ms(10);
+	}
+}
+
 static int cond_mounted(const void *arg)
 {
 	struct stat st;
 	const char *m = arg;
-	return fusefs_is_mountpoint(m) == 1 && stat(m, &st) == 0 && st.st_ino == 1;
+	/* Listed first: before the mount exists the stat is of the plain
+	 * directory; meta is up (started before the mount), so it answers. */
+	return mount_listed(m, NULL, 0) && stat(m, &st) == 0 && st.st_ino == 1;
+}
+
+/* The absolute path of MNT without resolving its last component: the
+ * parent is resolved with realpath (it is not on the mount), the name is
+ * appended. A realpath of a FUSE mount point would stat it, and block. */
+static int abs_mount_path(const char *mnt, char *out, size_t cap)
+{
+	char tmp[PATH_MAX], parent[PATH_MAX];
+	pathf(tmp, sizeof(tmp), "%s", mnt);
+	size_t l = strlen(tmp);
+	while (l > 1 && tmp[l - 1] == '/')
+		tmp[--l] = 0;
+	char *slash = strrchr(tmp, '/');
+	const char *name = slash ? slash + 1 : tmp;
+	if (!*name || !strcmp(name, ".") || !strcmp(name, "..")) {
+		if (!realpath(mnt, out))
+			return -errno;
+		return 0;
+	}
+	if (slash == tmp)
+		pathf(parent, sizeof(parent), "/");
+	else if (slash) {
+		*slash = 0;
+		if (!realpath(tmp, parent))
+			return -errno;
+	} else if (!realpath(".", parent))
+		return -errno;
+	if (strlen(parent) + 1 + strlen(name) + 1 > cap)
+		return -ENAMETOOLONG;
+	pathf(out, cap, "%s%s%s", parent, strcmp(parent, "/") ? "/" : "", name);
+	return 0;
 }
 
 /* Runs `chainfs ARGS...` in the foreground, output to OUT (may be NULL:
@@ -495,8 +644,8 @@ static int stop_role(const char *dir, const char *role, long long stop_ms)
 
 static void unmount_at(const char *mnt)
 {
-	if (!*mnt || fusefs_is_mountpoint(mnt) == 0)
-		return; /* 1: mounted; <0: maybe a stale FUSE mount (ENOTCONN) */
+	if (!*mnt || !mount_listed(mnt, NULL, 0))
+		return;
 	pid_t pid = fork();
 	if (pid == 0) {
 		int nul = open("/dev/null", O_WRONLY);
@@ -544,8 +693,9 @@ static int start_cluster(struct cluster *c, const struct up_conf *uc)
 	/* mgmtd */
 	pathf(kv, sizeof(kv), "lmdb://%s/mgmtd", c->dir);
 	if (role_pid(c->dir, "mgmtd")) {
-		printf("  mgmtd     %-21s already running (pid %d)\n", mg_addr,
-		       role_pid(c->dir, "mgmtd"));
+		int pid = role_pid(c->dir, "mgmtd");
+		printf("  mgmtd     %-21s already running (pid %d)%s\n", mg_addr, pid,
+		       health_note(pid, c->mgmtd_port));
 	} else {
 		char *a[] = {"mgmtd",       "--kv",          kv,
 		             "--listen",    mg_addr,         "--cluster-id",
@@ -584,8 +734,9 @@ static int start_cluster(struct cluster *c, const struct up_conf *uc)
 		pathf(targets, sizeof(targets), "%s,%s", t1, t2);
 		pathf(listen, sizeof(listen), "127.0.0.1:%u", c->storage_port[i]);
 		if (role_pid(c->dir, role)) {
-			printf("  %-9s %-21s already running (pid %d)\n", role, listen,
-			       role_pid(c->dir, role));
+			int pid = role_pid(c->dir, role);
+			printf("  %-9s %-21s already running (pid %d)%s\n", role, listen, pid,
+			       health_note(pid, c->storage_port[i]));
 			continue;
 		}
 		char *a[] = {"storage",      "--targets",   targets,         "--listen", listen,
@@ -637,8 +788,9 @@ static int start_cluster(struct cluster *c, const struct up_conf *uc)
 	pathf(kv, sizeof(kv), "lmdb://%s/meta?sync=%s", c->dir, uc->meta_sync);
 	pathf(listen, sizeof(listen), "127.0.0.1:%u", c->meta_port);
 	if (role_pid(c->dir, "meta")) {
-		printf("  meta      %-21s already running (pid %d)\n", listen,
-		       role_pid(c->dir, "meta"));
+		int pid = role_pid(c->dir, "meta");
+		printf("  meta      %-21s already running (pid %d)%s\n", listen, pid,
+		       health_note(pid, c->meta_port));
 	} else {
 		/* Files spread over every chain of the table by default. */
 		char stripe[16];
@@ -658,8 +810,9 @@ static int start_cluster(struct cluster *c, const struct up_conf *uc)
 
 	/* mount */
 	if (role_pid(c->dir, "mount")) {
-		printf("  mount     %-21s already running (pid %d)\n", c->mount,
-		       role_pid(c->dir, "mount"));
+		int pid = role_pid(c->dir, "mount");
+		printf("  mount     %-21s already running (pid %d)%s\n", c->mount, pid,
+		       health_note(pid, 0));
 	} else {
 		char logf[PATH_MAX];
 		char *a[40];
@@ -738,32 +891,46 @@ int cli_up(int argc, char **argv)
 	}
 	int fresh = rc == 0;
 	const char *mnt = *uc.mount ? uc.mount : (*c.mount ? c.mount : "./mnt");
-	char mabs[PATH_MAX];
-	if (!realpath(mnt, mabs) && errno == ENOTCONN)
-		unmount_at(mnt); /* a FUSE mount whose process died */
-	if ((rc = mkdir_p(mnt, 0755)) < 0 || !realpath(mnt, mabs)) {
-		fprintf(stderr, "chainfs up: --mount %s: %s\n", mnt,
-		        strerror(rc < 0 ? -rc : errno));
+	char mabs[PATH_MAX], fstype[64] = "";
+	if ((rc = abs_mount_path(mnt, mabs, sizeof(mabs))) < 0) {
+		fprintf(stderr, "chainfs up: --mount %s: %s\n", mnt, strerror(-rc));
+		goto out;
+	}
+	int mounted = mount_listed(mabs, fstype, sizeof(fstype));
+	int mount_pid = fresh ? 0 : role_pid(c.dir, "mount");
+	if (mounted && !mount_pid) {
+		/* Our mount process is dead. A chainfs mount left behind by it
+		 * answers ENOTCONN at once: clean it. Anything else mounted
+		 * there (or a live mount of another process) is not ours. */
+		int probe = strcmp(fstype, "fuse.chainfs") == 0 ? probe_stat(mabs, 2000) : 0;
+		if (probe == -ENOTCONN || probe == -ECONNABORTED) {
+			printf("  mount     %s: stale mount of a dead mount process: "
+			       "fusermount3 -uz\n",
+			       mabs);
+			unmount_at(mabs);
+			mounted = mount_listed(mabs, NULL, 0);
+		}
+		if (mounted) {
+			fprintf(stderr,
+			        "chainfs up: mount point %s is busy: something else is mounted "
+			        "there (%s; fusermount3 -u %s)\n",
+			        mabs, *fstype ? fstype : "?", mabs);
+			goto out;
+		}
+	}
+	if (!mounted && ((rc = mkdir_p(mabs, 0755)) < 0)) {
+		fprintf(stderr, "chainfs up: --mount %s: %s\n", mnt, strerror(-rc));
 		goto out;
 	}
 	pathf(c.mount, sizeof(c.mount), "%s", mabs);
-	int mounted = fusefs_is_mountpoint(c.mount) == 1;
-	int mount_pid = fresh ? 0 : role_pid(c.dir, "mount");
-	if (mounted && !mount_pid) {
-		fprintf(stderr,
-		        "chainfs up: mount point %s is busy: something else is mounted "
-		        "there (fusermount3 -u %s)\n",
-		        c.mount, c.mount);
-		goto out;
-	}
 	char sub[PATH_MAX];
 	pathf(sub, sizeof(sub), "%s/pids", c.dir);
 	mkdir_p(sub, 0755);
 	pathf(sub, sizeof(sub), "%s/logs", c.dir);
 	mkdir_p(sub, 0755);
-	/* A mount process whose mount is gone (unmounted by hand) is
-	 * stopped and started again; every other role still running is
-	 * kept, and only the missing ones are started. */
+	/* A mount process whose mount is gone from the kernel's table
+	 * (unmounted by hand) is stopped and started again; every other role
+	 * still running is kept, and only the missing ones are started. */
 	if (mount_pid && !mounted)
 		stop_role(c.dir, "mount", uc.stop_ms);
 	if (fresh) {
@@ -779,11 +946,13 @@ int cli_up(int argc, char **argv)
 			        strerror(-rc));
 			goto out;
 		}
-		c.mgmtd_port = free_port();
-		c.meta_port = free_port();
+		unsigned ports[2 + UP_STORAGE];
+		free_ports(ports, 2 + UP_STORAGE);
+		c.mgmtd_port = ports[0];
+		c.meta_port = ports[1];
 		c.nstorage = UP_STORAGE;
 		for (int i = 0; i < c.nstorage; i++)
-			c.storage_port[i] = free_port();
+			c.storage_port[i] = ports[2 + i];
 	} else if (c.nstorage != UP_STORAGE) {
 		fprintf(stderr, "chainfs up: %s/cluster.conf records %d storage services, not %d\n",
 		        c.dir, c.nstorage, UP_STORAGE);

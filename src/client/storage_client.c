@@ -123,8 +123,25 @@ struct dest {
 	uint64_t routing_ver; /* the routing it came from (0: direct) */
 };
 
+/* Replicas one read found corrupt (-CFS_ECORRUPT: the service's CRC check
+ * of its stored data failed); the read's retries go to the others. */
+struct read_avoid {
+	uint32_t target[CHAIN_MAX_TARGETS];
+	uint32_t n;
+};
+
+static bool avoided(const struct read_avoid *a, uint32_t target)
+{
+	for (uint32_t i = 0; a && i < a->n; i++)
+		if (a->target[i] == target)
+			return true;
+	return false;
+}
+
+/* AVOID (reads only; may be NULL): targets to skip. When every SERVING
+ * replica is in it, the chunk is corrupt everywhere: -CFS_ECORRUPT. */
 static int resolve(struct storage_client *c, const struct storage_loc *loc, bool write,
-		   struct dest *d)
+		   struct dest *d, const struct read_avoid *avoid)
 {
 	memset(d, 0, sizeof(*d));
 	if (!loc->chain) {
@@ -163,12 +180,21 @@ static int resolve(struct storage_client *c, const struct storage_loc *loc, bool
 		if (ch->m[0].state == CHAIN_PS_SERVING)
 			pick = 0;
 	} else {
-		uint32_t serving[CHAIN_MAX_TARGETS], ns = 0;
-		for (uint32_t i = 0; i < ch->n; i++)
-			if (ch->m[i].state == CHAIN_PS_SERVING)
+		uint32_t serving[CHAIN_MAX_TARGETS], ns = 0, skipped = 0;
+		for (uint32_t i = 0; i < ch->n; i++) {
+			if (ch->m[i].state != CHAIN_PS_SERVING)
+				continue;
+			if (avoided(avoid, ch->m[i].target_id))
+				skipped++;
+			else
 				serving[ns++] = i;
+		}
 		if (ns)
 			pick = serving[atomic_fetch_add(&c->rr, 1) % ns];
+		else if (skipped) {
+			rc = -CFS_ECORRUPT;
+			goto out;
+		}
 	}
 	if (pick == UINT32_MAX) {
 		rc = -CFS_EUNAVAIL; /* no serving target: wait for recovery */
@@ -270,7 +296,7 @@ int storage_client_write(struct storage_client *c, const struct storage_loc *loc
 	int rc;
 	for (int attempt = 1;; attempt++) {
 		struct dest d;
-		rc = resolve(c, loc, true, &d);
+		rc = resolve(c, loc, true, &d, NULL);
 		if (!rc) {
 			m.target = d.target;
 			m.chain = d.chain;
@@ -308,7 +334,7 @@ int storage_client_remove(struct storage_client *c, const struct storage_loc *lo
 	int rc;
 	for (int attempt = 1;; attempt++) {
 		struct dest d;
-		rc = resolve(c, loc, true, &d);
+		rc = resolve(c, loc, true, &d, NULL);
 		if (!rc) {
 			m.target = d.target;
 			m.chain = d.chain;
@@ -371,7 +397,7 @@ int storage_client_query(struct storage_client *c, const struct storage_loc *loc
 	int rc;
 	for (int attempt = 1;; attempt++) {
 		struct dest d;
-		rc = resolve(c, loc, false, &d);
+		rc = resolve(c, loc, false, &d, NULL);
 		if (!rc) {
 			m.target = d.target;
 			m.chain = d.chain;
@@ -510,10 +536,13 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 	if (!r)
 		return -EINVAL;
 	uint8_t *todo = calloc(n, sizeof(*todo)); /* 0 done, 1 send, 2 retry later */
+	uint32_t *tgt = calloc(n, sizeof(*tgt));  /* the target each read went to */
+	struct read_avoid *avoid = NULL;          /* allocated at the first corrupt replica */
 	struct read_group *g = calloc(n, sizeof(*g));
 	size_t *idx = calloc(n, sizeof(*idx));
 	struct sto_read_range *rr = calloc(n, sizeof(*rr));
-	if (!todo || !g || !idx || !rr) {
+	if (!todo || !g || !idx || !rr || !tgt) {
+		free(tgt);
 		free(todo);
 		free(g);
 		free(idx);
@@ -537,7 +566,8 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 		for (size_t i = 0; i < n; i++) {
 			if (!todo[i])
 				continue;
-			int rc = resolve(c, &r[i].loc, false, &dd[i]);
+			int rc = resolve(c, &r[i].loc, false, &dd[i], avoid ? &avoid[i] : NULL);
+			tgt[i] = dd[i].target;
 			if (rc) {
 				r[i].result = rc;
 				last_err = rc;
@@ -641,6 +671,18 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 				size_t i = g[k].idx[q];
 				int res = r[i].result;
 				todo[i] = res < 0 && retryable(res, r[i].loc.chain != 0);
+				/* A corrupt replica of a chain read (not one pinned to a
+				 * replica): read another one. The service that found it
+				 * reports and repairs it (craq_repair.c). */
+				if (res == -CFS_ECORRUPT && r[i].loc.chain && !r[i].loc.addr) {
+					if (!avoid)
+						avoid = calloc(n, sizeof(*avoid));
+					if (avoid && avoid[i].n < CHAIN_MAX_TARGETS &&
+					    !avoided(&avoid[i], tgt[i])) {
+						avoid[i].target[avoid[i].n++] = tgt[i];
+						todo[i] = 1;
+					}
+				}
 				if (todo[i]) {
 					last_err = res;
 					if (g[k].routing_ver > rv)
@@ -658,6 +700,8 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 	}
 	pthread_mutex_destroy(&batch.mu);
 	pthread_cond_destroy(&batch.cv);
+	free(avoid);
+	free(tgt);
 	free(todo);
 	free(g);
 	free(idx);

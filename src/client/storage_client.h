@@ -10,7 +10,11 @@
  * or not-the-head (after the routing cache moved on), not committed,
  * timeouts, closed connections, -CFS_EUNAVAIL, -CFS_EFENCED and CRC
  * mismatches, with backoff 20 ms doubling to 500 ms, until the retry budget
- * is spent; the last error is returned then.
+ * is spent; the last error is returned then. A chain read whose replica
+ * answers -CFS_ECORRUPT (its stored data failed the service's CRC check)
+ * goes to another SERVING replica; it fails with -CFS_ECORRUPT only when
+ * every serving replica did (the services report and repair their bad
+ * copies themselves: storage/craq_repair.c).
  *
  * Read data arrives straight in the caller's buffer when the ranges sent to
  * one server are adjacent in memory (dst[i+1] == dst[i] + len[i]); otherwise

@@ -149,17 +149,49 @@ static void req_cred(fuse_req_t req, struct cred_buf *cb)
 	cb->c.ngroups = n > 0 ? (uint32_t)n : 0;
 }
 
+/* 1 for the errnos of a socket or connection. They end a meta or storage
+ * call only when its retries ran out (meta_client waits up to its bound,
+ * --meta-wait-ms), and an application must not see them: a file system
+ * call fails with EIO then (issue 16: fsync and close once returned
+ * ECONNREFUSED while meta restarted). */
+static int transport_errno(int e)
+{
+	switch (e) {
+	case ECONNREFUSED:
+	case ECONNRESET:
+	case ECONNABORTED:
+	case EPIPE:
+	case ETIMEDOUT:
+	case EHOSTUNREACH:
+	case ENETUNREACH:
+	case EHOSTDOWN:
+	case ENETDOWN:
+	case ENETRESET:
+	case ENOTCONN:
+	case EADDRNOTAVAIL:
+	case ESHUTDOWN:
+	case ENOTSOCK:
+	case EPROTO:
+		return 1;
+	}
+	return 0;
+}
+
 /* A meta / storage status as the errno an application should see. */
 static int to_errno(int rc)
 {
 	int e = rc < 0 ? -rc : rc;
 	if (e == 0)
 		return 0;
-	if (e < CFS_EBASE)
+	if (e < CFS_EBASE && !transport_errno(e))
 		return e;
+	if (e < CFS_EBASE || e == CFS_ETIMEDOUT || e == CFS_ECLOSED || e == CFS_EUNAVAIL ||
+	    e == CFS_EFENCED) {
+		LOG_WARN("fuse", "no answer from the cluster within the retry bound (%s): EIO",
+		         cfs_strerror(-e));
+		return EIO;
+	}
 	switch (e) {
-	case CFS_ETIMEDOUT:
-		return ETIMEDOUT;
 	case CFS_ELAYOUT:
 		return EINVAL;
 	case CFS_ETOOLARGE:
@@ -1031,6 +1063,9 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	ssize_t n = file_io_read(fs->o.fio, f->fi, (uint64_t)off, size, buf);
+	if (n == -CFS_ECORRUPT) /* the storage client tried every replica */
+		LOG_ERR("fuse", "read: data corrupt on every replica: ino=%llu off=%lld size=%zu",
+		        (unsigned long long)ino, (long long)off, size);
 	if (n < 0)
 		reply_err(req, (int)n);
 	else

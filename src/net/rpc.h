@@ -16,7 +16,9 @@
  * request of a type with no handler gets -CFS_EBADMSG_TYPE and the same
  * treatment. Other malformed input (bad magic, version, header crc,
  * oversize lengths, a response sent to a server) closes the connection
- * without a reply. Each case is counted in rpc_stats.bad_input.
+ * without a reply. Each case is counted in rpc_stats.bad_input. Every
+ * server answers STATS (rpc_proto.h) with these counters itself, unless the
+ * role registers its own handler for it (`chainfs admin rpc-stats`).
  *
  * CLIENT. rpc_client_new, then rpc_client_peer() per server address (a pool
  * of connections, opened on first use and re-opened after failures with
@@ -83,6 +85,7 @@ struct rpc_stats {
 	uint64_t auth_fail;   /* handshakes refused */
 	uint64_t bad_input;   /* connections closed for malformed input */
 	uint64_t requests;    /* requests dispatched to handlers */
+	uint64_t handshake_timeout; /* connections closed before finishing the handshake */
 };
 
 /* ---- server ---- */

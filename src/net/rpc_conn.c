@@ -105,8 +105,12 @@ static void conn_timer_fire(struct loop_timer *t)
 		conn_close(c, c->close_err, LOG_LVL_INFO, "refused peer did not read the refusal");
 	else if (c->state == CONN_CONNECTING)
 		conn_close(c, -CFS_ETIMEDOUT, LOG_LVL_WARN, "connect timed out");
-	else
+	else {
+		/* A peer that connected and never finished the handshake
+		 * (half-open flood, scanner): counted, its slot freed. */
+		atomic_fetch_add_explicit(&c->ctr->handshake_timeout, 1, memory_order_relaxed);
 		conn_close(c, -CFS_ETIMEDOUT, LOG_LVL_WARN, "handshake timed out");
+	}
 }
 
 int conn_init(struct rpc_conn *c, struct loop *loop, struct xport *x, enum conn_state state,

@@ -70,7 +70,7 @@ struct conn_ops {
 
 /* Counters shared by every connection of a server or client. */
 struct rpc_counters {
-	atomic_uint_fast64_t accepted, auth_fail, bad_input, requests;
+	atomic_uint_fast64_t accepted, auth_fail, bad_input, requests, handshake_timeout;
 };
 
 struct rpc_conn {

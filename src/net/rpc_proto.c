@@ -22,6 +22,7 @@ const char *rpc_msg_name(uint16_t type)
 	case RPC_MSG_AUTH: return "AUTH";
 	case RPC_MSG_AUTH_OK: return "AUTH_OK";
 	case RPC_MSG_ECHO: return "ECHO";
+	case RPC_MSG_STATS: return "STATS";
 	}
 	snprintf(other, sizeof(other), "type-%u", type);
 	return other;
@@ -143,5 +144,29 @@ int rpc_echo_resp_decode(const void *p, size_t n, struct rpc_echo_resp *m)
 	wire_reader_init(&r, p, n);
 	wire_get_blob(&r, n, &m->data, &m->data_len);
 	wire_get_u64(&r, &m->bulk_len);
+	return r.err;
+}
+
+int rpc_stats_resp_encode(struct buf *b, const struct rpc_stats_resp *m)
+{
+	struct wire_writer w;
+	wire_writer_init(&w, b);
+	wire_put_u64(&w, m->accepted);
+	wire_put_u64(&w, m->auth_fail);
+	wire_put_u64(&w, m->bad_input);
+	wire_put_u64(&w, m->requests);
+	wire_put_u64(&w, m->handshake_timeout);
+	return finish(&w);
+}
+
+int rpc_stats_resp_decode(const void *p, size_t n, struct rpc_stats_resp *m)
+{
+	struct wire_reader r;
+	wire_reader_init(&r, p, n);
+	wire_get_u64(&r, &m->accepted);
+	wire_get_u64(&r, &m->auth_fail);
+	wire_get_u64(&r, &m->bad_input);
+	wire_get_u64(&r, &m->requests);
+	wire_get_u64(&r, &m->handshake_timeout);
 	return r.err;
 }

@@ -5,6 +5,8 @@
  *        with HMAC-SHA256 mutual proof, error payload, ECHO.
  *        Later additions old peers ignore: META_CLOSE's trailing u32 flags
  *        (absent = 0); META_FSYNC (240; an old meta answers "bad type").
+ *   1.0+ STATS (17), answered by every server's RPC layer: a peer that does
+ *        not know it answers -CFS_EBADMSG_TYPE (no minor bump needed).
  * Rules: a new field is appended to a message and bumps the minor; decoders
  * skip unknown trailing bytes, so old peers ignore it. A peer never infers a
  * version from a message length. A change older peers cannot ignore bumps
@@ -18,6 +20,9 @@
  *    4 AUTH_OK    s->c: n[32] proof = HMAC(secret, "chainfs-auth-s" cluster_id cnonce snonce)
  *   16 ECHO       req:  u32 delay_ms, u32 flags(RPC_ECHO_F_*), blob data
  *                 resp: blob data, u64 bulk_len_received
+ *   17 STATS      req:  -   (answered by the RPC layer of every server, after auth)
+ *                 resp: u64 accepted, u64 auth_fail, u64 bad_input, u64 requests,
+ *                       u64 handshake_timeout   (rpc.h struct rpc_stats)
  *   --- mgmtd (codecs in src/mgmtd/mgmtd_proto.{h,c}; tgt = u32 slot, u8 local state,
  *       u64 capacity, u64 used) ---
  *  100 MGMTD_REGISTER     req:  u8 node type, u32 node id (0: assign), blob addr, u32 n, n x tgt
@@ -139,6 +144,7 @@ enum rpc_msg_type {
 	RPC_MSG_AUTH = 3,
 	RPC_MSG_AUTH_OK = 4,
 	RPC_MSG_ECHO = 16,
+	RPC_MSG_STATS = 17,
 	/* mgmtd */
 	RPC_MSG_MGMTD_REGISTER = 100,
 	RPC_MSG_MGMTD_HEARTBEAT = 101,
@@ -215,5 +221,12 @@ int rpc_echo_req_encode(struct buf *b, const struct rpc_echo_req *m);
 int rpc_echo_req_decode(const void *p, size_t n, struct rpc_echo_req *m);
 int rpc_echo_resp_encode(struct buf *b, const struct rpc_echo_resp *m);
 int rpc_echo_resp_decode(const void *p, size_t n, struct rpc_echo_resp *m);
+
+/* STATS reply: the server's connection counters (rpc.h struct rpc_stats). */
+struct rpc_stats_resp {
+	uint64_t accepted, auth_fail, bad_input, requests, handshake_timeout;
+};
+int rpc_stats_resp_encode(struct buf *b, const struct rpc_stats_resp *m);
+int rpc_stats_resp_decode(const void *p, size_t n, struct rpc_stats_resp *m);
 
 #endif

@@ -558,6 +558,8 @@ static void lst_io(struct loop_io *io, uint32_t events)
 	}
 }
 
+static void stats_handle(struct rpc_req *req, void *arg);
+
 int rpc_server_new(const struct rpc_opts *opts, struct rpc_server **out)
 {
 	struct rpc_opts o;
@@ -581,6 +583,7 @@ int rpc_server_new(const struct rpc_opts *opts, struct rpc_server **out)
 		}
 		s->loops[i].s = s;
 	}
+	s->tab[RPC_MSG_STATS] = (struct rpc_handler){ .fn = stats_handle, .arg = s };
 	*out = s;
 	return 0;
 }
@@ -636,6 +639,22 @@ void rpc_server_stats(const struct rpc_server *s, struct rpc_stats *out)
 	out->auth_fail = atomic_load(&s->ctr.auth_fail);
 	out->bad_input = atomic_load(&s->ctr.bad_input);
 	out->requests = atomic_load(&s->ctr.requests);
+	out->handshake_timeout = atomic_load(&s->ctr.handshake_timeout);
+}
+
+/* STATS: the counters above, for `chainfs admin rpc-stats` and tests. */
+static void stats_handle(struct rpc_req *req, void *arg)
+{
+	struct rpc_server *s = arg;
+	struct rpc_stats st;
+	rpc_server_stats(s, &st);
+	struct rpc_stats_resp m = { .accepted = st.accepted, .auth_fail = st.auth_fail,
+				    .bad_input = st.bad_input, .requests = st.requests,
+				    .handshake_timeout = st.handshake_timeout };
+	struct buf b = BUF_INIT;
+	int rc = rpc_stats_resp_encode(&b, &m);
+	rpc_reply(req, rc, b.data, rc ? 0 : (uint32_t)b.len);
+	buf_fini(&b);
 }
 
 static void stop_on_loop(struct loop_msg *m)

@@ -162,6 +162,7 @@ static void *link_main(void *arg)
 			if (update_states(s, mgmtd_routing_info(snap)))
 				mgmtd_link_report(s);
 			craq_resync_pass(s, snap);
+			craq_repair_pass(s, snap);
 		}
 		mgmtd_routing_put(snap);
 		pthread_mutex_lock(&s->link_mu);

@@ -102,6 +102,7 @@ struct storage_service {
 	pthread_cond_t link_cv;        /* routing changed or stopping */
 	uint64_t link_kick;            /* under link_mu */
 	struct fence_witness fw;       /* NULL mc: unused */
+	struct craq_repair *repair;    /* corrupt chunks to repair (craq_repair.c) */
 };
 
 /* Admission: 0 and one count of s->inflight (drop it with stor_end once
@@ -153,5 +154,23 @@ int craq_read_check(struct storage_service *s, uint32_t target, uint32_t chain);
 void craq_resync_pass(struct storage_service *s, struct mgmtd_routing *snap);
 void craq_sync_done_handle(struct storage_service *s, struct rpc_req *req);
 void craq_dump_handle(struct storage_service *s, struct rpc_req *req);
+
+/* craq_repair.c: a chunk that failed its CRC on a read is repaired from
+ * another SERVING replica of its chain (design in craq_repair.c). */
+struct craq_repair;
+struct craq_repair_stats {
+	uint64_t corrupt_seen; /* reads that found a corrupt chunk */
+	uint64_t repaired;     /* chunks rewritten from a good replica */
+	uint64_t failed;       /* chunks given up on (logged) */
+	uint64_t dropped;      /* not queued: queue full */
+};
+struct craq_repair *craq_repair_new(void);
+void craq_repair_free(struct craq_repair *r);
+/* Counts, logs and queues ID of T (any thread, never blocks long). */
+void craq_repair_note(struct storage_service *s, struct stor_target *t, uint32_t chain,
+		      struct chunk_id id);
+/* Repairs queued chunks; link thread only (blocking calls). */
+void craq_repair_pass(struct storage_service *s, struct mgmtd_routing *snap);
+void craq_repair_stats(struct storage_service *s, struct craq_repair_stats *out);
 
 #endif

@@ -290,6 +290,8 @@ static void read_finish(struct read_ctx *c)
 				r = -CFS_ENOT_COMMITTED;
 		}
 		res[i].result = r;
+		if (r == -CFS_ECORRUPT && c->rr[i].chain && c->tgt[i])
+			craq_repair_note(c->s, c->tgt[i], c->rr[i].chain, c->cr[i].id);
 		if (r > 0) {
 			if (out != c->off[i])
 				memmove(c->buf + out, c->buf + c->off[i], (size_t)r);
@@ -627,6 +629,7 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 	pthread_mutex_init(&s->link_mu, NULL);
 	pthread_cond_init(&s->link_cv, NULL);
 	s->dedup = craq_dedup_new();
+	s->repair = craq_repair_new();
 	s->sched = craq_sched_new();
 	s->pool = chunk_bufpool_new(512u << 20);
 	s->t = xcalloc(o->n_targets, sizeof(*s->t));
@@ -743,6 +746,7 @@ void storage_service_free(struct storage_service *s)
 	}
 	free(s->t);
 	craq_dedup_free(s->dedup);
+	craq_repair_free(s->repair);
 	chunk_bufpool_free(s->pool);
 	pthread_mutex_destroy(&s->link_mu);
 	pthread_cond_destroy(&s->link_cv);

@@ -1,0 +1,641 @@
+#!/usr/bin/python3
+"""chaos.py - fault harness for ChainFS on a `chainfs up` cluster (issue 16).
+
+    chaos.py --bin build/chainfs [--cycles N | --minutes T | --each] [--seed S]
+             [--faults kill-storage,kill-meta,...] [--dir D] [--keep]
+
+What runs (each worker is its own process: a process that holds files open
+on the mount must not fork+exec `chainfs up` while meta is down, because
+exec's close of those descriptors is a FUSE flush that waits for meta):
+
+  writer x2   creates files of 1..48 self-describing 4 KiB blocks and
+              overwrites block ranges of its own files; each block carries
+              "CHAOS|name|index|gen|" and a CRC32 of itself. An operation is
+              logged as intended before it starts and as acknowledged only
+              after write + fsync (+ close) returned. Log lines are fsynced
+              to local disk (outside the mount).
+  churn       namespace changes: mkdir, create, rename, link, unlink, each
+              acknowledged in its own log after it returned.
+  probe       a small create + write + fsync + read every 100 ms; the gaps
+              between its successes measure unavailability.
+
+The controller (seeded: the same seed gives the same fault sequence) runs
+cycles: inject one fault, let it act 1..4 s, recover (`chainfs up` again for
+kill -9; SIGCONT for SIGSTOP), wait until every chain member is serving and
+the probe succeeds, pause the workers, and check everything acknowledged so
+far: each acknowledged file's every block parses, has a valid CRC, the right
+name and index, and a generation at least the acknowledged one (a newer one
+only if it was intended); every acknowledged namespace change holds. Then
+the workers resume.
+
+Faults: kill-storage, kill-meta, kill-mgmtd, kill-mount (kill -9 of one
+role, then `chainfs up`), stop-storage, stop-meta (SIGSTOP for 1..4 s, then
+SIGCONT), corrupt (8 bytes flipped in a chunk data file block found by its
+CHAOS header).
+
+Output: cycles, faults of each kind, acknowledged writes and namespace
+changes checked, "lost: N / corrupted: N" (nonzero fails, exit 1), worst
+unavailability window per fault kind, client-visible errors (errno names)
+per fault kind. Exit 0 only when lost and corrupted are both 0 and every
+cycle recovered.
+"""
+import argparse
+import collections
+import errno
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+
+BLOCK = 4096
+HDR = 64
+
+
+# ---------------------------------------------------------------- blocks
+
+def block_bytes(name, idx, gen):
+    head = ("CHAOS|%s|%d|%d|" % (name, idx, gen)).encode()
+    assert len(head) <= HDR
+    head = head.ljust(HDR, b".")
+    seed = hashlib.blake2b(head, digest_size=32).digest()
+    body = (seed * ((BLOCK - HDR - 4) // 32 + 1))[: BLOCK - HDR - 4]
+    data = head + body
+    return data + zlib.crc32(data).to_bytes(4, "little")
+
+
+def parse_block(b):
+    """(name, idx, gen) of a valid block, else None."""
+    if len(b) != BLOCK or not b.startswith(b"CHAOS|"):
+        return None
+    if zlib.crc32(b[:-4]).to_bytes(4, "little") != b[-4:]:
+        return None
+    try:
+        _, name, idx, gen, _ = b[:HDR].decode().split("|", 4)
+        return name, int(idx), int(gen)
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------- workers
+
+class Log:
+    def __init__(self, path):
+        self.f = open(path, "a", buffering=1)
+
+    def put(self, *fields):
+        self.f.write(" ".join(str(x) for x in fields) + "\n")
+        self.f.flush()
+        os.fsync(self.f.fileno())
+
+
+def wait_unpaused(ctl, me):
+    pause = os.path.join(ctl, "pause")
+    mark = os.path.join(ctl, "paused-" + me)
+    while os.path.exists(pause):
+        if not os.path.exists(mark):
+            open(mark, "w").close()
+        if os.path.exists(os.path.join(ctl, "stop")):
+            return False
+        time.sleep(0.05)
+    if os.path.exists(mark):
+        os.unlink(mark)
+    return not os.path.exists(os.path.join(ctl, "stop"))
+
+
+def errname(e):
+    return errno.errorcode.get(e.errno, str(e.errno)) if isinstance(e, OSError) else type(e).__name__
+
+
+def writer(args):
+    rnd = random.Random(args.seed)
+    me = "writer%d" % args.id
+    log = Log(os.path.join(args.ctl, me + ".log"))
+    d = os.path.join(args.mnt, me)
+    os.makedirs(d, exist_ok=True)
+    files = {}  # name -> nblocks (acknowledged files only)
+    n = 0
+    while wait_unpaused(args.ctl, me):
+        try:
+            if not files or rnd.random() < 0.5:
+                name = "%s-f%d" % (me, n)
+                n += 1
+                nb = rnd.randint(1, 48)
+                log.put("I", name, 0, nb, 1)
+                fd = os.open(os.path.join(d, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                try:
+                    os.write(fd, b"".join(block_bytes(name, i, 1) for i in range(nb)))
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                log.put("A", name, 0, nb, 1)
+                files[name] = (nb, 1)
+            else:
+                name = rnd.choice(sorted(files))
+                nb, gen = files[name]
+                first = rnd.randrange(nb)
+                cnt = rnd.randint(1, nb - first)
+                gen += 1
+                log.put("I", name, first, cnt, gen)
+                fd = os.open(os.path.join(d, name), os.O_WRONLY)
+                try:
+                    os.pwrite(fd, b"".join(block_bytes(name, i, gen) for i in range(first, first + cnt)),
+                              first * BLOCK)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                log.put("A", name, first, cnt, gen)
+                files[name] = (nb, gen)
+        except OSError as e:
+            log.put("E", "%.3f" % time.time(), errname(e))
+            time.sleep(0.2)
+
+
+def churn(args):
+    rnd = random.Random(args.seed)
+    me = "churn"
+    log = Log(os.path.join(args.ctl, me + ".log"))
+    base = os.path.join(args.mnt, me)
+    os.makedirs(base, exist_ok=True)
+    n = 0
+    live = []  # relative paths of regular files we created and believe exist
+    while wait_unpaused(args.ctl, me):
+        op = rnd.choice(["mkdir", "create", "create", "rename", "link", "unlink"])
+        try:
+            if op == "mkdir" or not live:
+                rel = "d%d" % n
+                n += 1
+                os.mkdir(os.path.join(base, rel))
+                log.put("A", "mkdir", rel)
+                rel2 = rel + "/f"
+                open(os.path.join(base, rel2), "w").close()
+                log.put("A", "create", rel2)
+                live.append(rel2)
+            elif op == "create":
+                rel = "c%d" % n
+                n += 1
+                open(os.path.join(base, rel), "w").close()
+                log.put("A", "create", rel)
+                live.append(rel)
+            elif op == "rename":
+                src = rnd.choice(live)
+                dst = "r%d" % n
+                n += 1
+                live.remove(src)  # uncertain until acknowledged
+                log.put("I", "rename", src, dst)
+                os.rename(os.path.join(base, src), os.path.join(base, dst))
+                log.put("A", "rename", src, dst)
+                live.append(dst)
+            elif op == "link":
+                src = rnd.choice(live)
+                dst = "l%d" % n
+                n += 1
+                os.link(os.path.join(base, src), os.path.join(base, dst))
+                log.put("A", "link", src, dst)
+                live.append(dst)
+            else:
+                victim = rnd.choice(live)
+                live.remove(victim)
+                log.put("I", "unlink", victim)
+                os.unlink(os.path.join(base, victim))
+                log.put("A", "unlink", victim)
+        except OSError as e:
+            log.put("E", "%.3f" % time.time(), errname(e))
+            time.sleep(0.2)
+
+
+def probe(args):
+    me = "probe"
+    log = Log(os.path.join(args.ctl, me + ".log"))
+    d = os.path.join(args.mnt, "probe")
+    os.makedirs(d, exist_ok=True)
+    i = 0
+    while not os.path.exists(os.path.join(args.ctl, "stop")):
+        p = os.path.join(d, "p%d" % (i % 50))
+        i += 1
+        try:
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, b"probe %d" % i)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            with open(p, "rb") as f:
+                if f.read() != b"probe %d" % i:
+                    raise OSError(errno.EILSEQ, "probe mismatch")
+            log.put("S", "%.3f" % time.time())
+        except OSError as e:
+            log.put("E", "%.3f" % time.time(), errname(e))
+        time.sleep(0.1)
+
+
+# ---------------------------------------------------------------- checks
+
+def read_log(path):
+    try:
+        with open(path) as f:
+            return [l.split() for l in f if l.endswith("\n")]
+    except FileNotFoundError:
+        return []
+
+
+def check_writers(ctl, mnt, nwriters):
+    """(files, blocks checked, lost, corrupted, problems)."""
+    lost = corrupted = blocks = 0
+    problems = []
+    nfiles = 0
+    for w in range(nwriters):
+        me = "writer%d" % w
+        acked = {}     # name -> [gen per block]
+        intended = collections.defaultdict(set)  # (name, idx) -> gens intended
+        for f in read_log(os.path.join(ctl, me + ".log")):
+            if f[0] in ("I", "A"):
+                name, first, cnt, gen = f[1], int(f[2]), int(f[3]), int(f[4])
+                for i in range(first, first + cnt):
+                    if f[0] == "I":
+                        intended[(name, i)].add(gen)
+                    else:
+                        g = acked.setdefault(name, [])
+                        while len(g) <= i:
+                            g.append(0)
+                        g[i] = gen
+        for name, gens in acked.items():
+            nfiles += 1
+            path = os.path.join(mnt, me, name)
+            try:
+                with open(path, "rb") as fh:
+                    data = fh.read()
+            except OSError as e:
+                lost += len(gens)
+                problems.append("%s: %s" % (path, errname(e)))
+                continue
+            for i, g in enumerate(gens):
+                blocks += 1
+                b = data[i * BLOCK:(i + 1) * BLOCK]
+                if len(b) < BLOCK:
+                    lost += 1
+                    problems.append("%s block %d missing (file %d bytes)" % (path, i, len(data)))
+                    continue
+                p = parse_block(b)
+                if p is None or p[0] != name or p[1] != i:
+                    corrupted += 1
+                    problems.append("%s block %d corrupt" % (path, i))
+                elif p[2] < g:
+                    lost += 1
+                    problems.append("%s block %d gen %d < acknowledged %d" % (path, i, p[2], g))
+                elif p[2] > g and p[2] not in intended[(name, i)]:
+                    corrupted += 1
+                    problems.append("%s block %d gen %d never written" % (path, i, p[2]))
+    return nfiles, blocks, lost, corrupted, problems
+
+
+def check_churn(ctl, mnt):
+    """(namespace changes checked, lost, problems)."""
+    base = os.path.join(mnt, "churn")
+    exists, gone = set(), set()
+    uncertain = set()
+    checked = 0
+    lines = read_log(os.path.join(ctl, "churn.log"))
+    pending = None
+    for f in lines:
+        if f[0] == "I":
+            pending = f
+            if f[1] == "rename":
+                uncertain.update([f[2], f[3]])
+            else:
+                uncertain.add(f[2])
+            continue
+        if f[0] != "A":
+            continue
+        checked += 1
+        op = f[1]
+        if op in ("mkdir", "create"):
+            exists.add(f[2])
+        elif op == "rename":
+            exists.discard(f[2])
+            gone.add(f[2])
+            exists.add(f[3])
+            uncertain.discard(f[2])
+            uncertain.discard(f[3])
+        elif op == "link":
+            exists.add(f[3])
+        elif op == "unlink":
+            exists.discard(f[2])
+            gone.add(f[2])
+            uncertain.discard(f[2])
+        pending = None
+    lost = 0
+    problems = []
+    for rel in sorted(exists - uncertain):
+        if not os.path.lexists(os.path.join(base, rel)):
+            lost += 1
+            problems.append("churn: %s acknowledged but missing" % rel)
+    for rel in sorted(gone - exists - uncertain):
+        if os.path.lexists(os.path.join(base, rel)):
+            lost += 1
+            problems.append("churn: %s acknowledged removed but present" % rel)
+    return checked, lost, problems
+
+
+# ---------------------------------------------------------------- cluster
+
+class Cluster:
+    def __init__(self, binary, root):
+        self.bin = binary
+        self.root = root
+        self.data = os.path.join(root, "data")
+        self.mnt = os.path.join(root, "mnt")
+
+    def up(self, timeout=180):
+        with open(os.path.join(self.root, "up.out"), "a") as out:
+            return subprocess.run([self.bin, "up", "--dir", self.data, "--mount", self.mnt],
+                                  stdout=out, stderr=subprocess.STDOUT, timeout=timeout).returncode
+
+    def down(self):
+        subprocess.run([self.bin, "down", "--dir", self.data], timeout=120,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def conf(self, key):
+        with open(os.path.join(self.data, "cluster.conf")) as f:
+            for l in f:
+                m = re.match(r"(\S+) = (.*)", l)
+                if m and m.group(1) == key:
+                    return m.group(2)
+        return None
+
+    def pid(self, role):
+        try:
+            with open(os.path.join(self.data, "pids", role + ".pid")) as f:
+                return int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    def all_serving(self):
+        try:
+            r = subprocess.run([self.bin, "admin", "list-chains", "--mgmtd",
+                                "127.0.0.1:" + self.conf("mgmtd_port"), "--cluster-id",
+                                self.conf("cluster_id"), "--secret-file",
+                                os.path.join(self.data, "secret")],
+                               capture_output=True, text=True, timeout=20)
+        except subprocess.TimeoutExpired:
+            return False
+        o = r.stdout
+        return r.returncode == 0 and "(serving)" in o and not any(
+            s in o for s in ("(offline)", "(syncing)", "(waiting)", "(lastsrv)"))
+
+    def corrupt_one(self, rnd):
+        """Flips 8 bytes inside one stored CHAOS block of one replica."""
+        files = []
+        for s in ("storage1", "storage2", "storage3"):
+            for dp, _, fns in os.walk(os.path.join(self.data, s)):
+                files += [os.path.join(dp, f) for f in fns
+                          if not f.endswith(".mdb") and os.path.getsize(os.path.join(dp, f)) >= BLOCK]
+        rnd.shuffle(files)
+        for path in files:
+            size = os.path.getsize(path)
+            with open(path, "r+b") as f:
+                for _ in range(8):
+                    off = rnd.randrange(0, max(1, size - (1 << 20) + 1)) & ~(BLOCK - 1)
+                    f.seek(off)
+                    buf = f.read(1 << 20)
+                    hits = [m.start() for m in re.finditer(rb"CHAOS\|", buf)]
+                    if not hits:
+                        continue
+                    at = off + rnd.choice(hits) + 200
+                    f.seek(at)
+                    b = bytearray(f.read(8))
+                    f.seek(at)
+                    f.write(bytes(x ^ 0x5A for x in b))
+                    f.flush()
+                    os.fsync(f.fileno())
+                    return "%s@%d" % (os.path.relpath(path, self.data), at)
+        return None
+
+
+# ---------------------------------------------------------------- controller
+
+FAULTS = ["kill-storage", "kill-meta", "kill-mgmtd", "kill-mount", "stop-storage", "stop-meta",
+          "corrupt"]
+
+
+def spawn_worker(args, root, ctl, mnt, role, wid, seed):
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", role, "--ctl", ctl,
+           "--mnt", mnt, "--id", str(wid), "--seed", str(seed)]
+    return subprocess.Popen(cmd, stdout=open(os.path.join(ctl, role + str(wid) + ".out"), "w"),
+                            stderr=subprocess.STDOUT, close_fds=True, start_new_session=True)
+
+
+def pause_workers(ctl, names, timeout=120):
+    open(os.path.join(ctl, "pause"), "w").close()
+    end = time.time() + timeout
+    while time.time() < end:
+        if all(os.path.exists(os.path.join(ctl, "paused-" + n)) for n in names):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def resume_workers(ctl):
+    try:
+        os.unlink(os.path.join(ctl, "pause"))
+    except FileNotFoundError:
+        pass
+
+
+def probe_gaps(ctl, start, end):
+    """Longest stretch without a probe success inside [start, end]."""
+    t = [float(f[1]) for f in read_log(os.path.join(ctl, "probe.log")) if f[0] == "S"]
+    t = [x for x in t if start - 5 <= x <= end + 5]
+    prev = start
+    worst = 0.0
+    for x in t:
+        if x >= start:
+            worst = max(worst, min(x, end) - max(prev, start))
+        prev = x
+    if prev < end:
+        worst = max(worst, end - max(prev, start))
+    return worst
+
+
+def errors_between(ctl, names, start, end):
+    c = collections.Counter()
+    for n in names:
+        for f in read_log(os.path.join(ctl, n + ".log")):
+            if f[0] == "E" and start <= float(f[1]) <= end:
+                c[f[2]] += 1
+    return c
+
+
+def controller(args):
+    rnd = random.Random(args.seed)
+    root = args.dir or tempfile.mkdtemp(prefix="cfs-chaos-")
+    os.makedirs(root, exist_ok=True)
+    os.chmod(root, 0o755)
+    cl = Cluster(os.path.abspath(args.bin), root)
+    ctl = os.path.join(root, "ctl")
+    os.makedirs(ctl, exist_ok=True)
+    faults = args.faults.split(",") if args.faults else FAULTS
+    print("chaos: seed %d, faults %s, dir %s" % (args.seed, ",".join(faults), root), flush=True)
+    if cl.up() != 0:
+        print("chaos: chainfs up failed (see %s/up.out)" % root)
+        return 2
+    names = ["writer0", "writer1", "churn"]
+    procs = [spawn_worker(args, root, ctl, cl.mnt, "writer", i, args.seed * 10 + i) for i in range(2)]
+    procs.append(spawn_worker(args, root, ctl, cl.mnt, "churn", 0, args.seed * 10 + 7))
+    procs.append(spawn_worker(args, root, ctl, cl.mnt, "probe", 0, 0))
+    kinds = collections.Counter()
+    worst = collections.defaultdict(float)
+    errs = collections.defaultdict(collections.Counter)
+    failed_cycles = 0
+    lost = corrupted = 0
+    t_end = time.time() + args.minutes * 60 if args.minutes else None
+    cycle = 0
+    status = 0
+    try:
+        time.sleep(3)
+        order = []
+        while (t_end and time.time() < t_end) or (not t_end and cycle < args.cycles) or \
+                (args.each and cycle < len(faults)):
+            cycle += 1
+            if args.each:  # every kind once, in a seeded order
+                if cycle == 1:
+                    order = list(faults)
+                    rnd.shuffle(order)
+                if cycle > len(order):
+                    cycle -= 1
+                    break
+                kind = order[cycle - 1]
+            else:
+                kind = rnd.choice(faults)
+            hold = rnd.uniform(1.0, 4.0)
+            t0 = time.time()
+            detail = ""
+            if kind.startswith("kill-"):
+                role = {"kill-storage": rnd.choice(["storage1", "storage2", "storage3"]),
+                        "kill-meta": "meta", "kill-mgmtd": "mgmtd", "kill-mount": "mount"}[kind]
+                pid = cl.pid(role)
+                detail = "%s pid %d" % (role, pid)
+                if pid:
+                    os.kill(pid, signal.SIGKILL)
+                time.sleep(hold)
+                rc = cl.up()
+                if rc != 0:
+                    detail += " (up failed %d, retried)" % rc
+                    time.sleep(1)
+                    rc = cl.up()
+            elif kind.startswith("stop-"):
+                role = rnd.choice(["storage1", "storage2", "storage3"]) if kind == "stop-storage" else "meta"
+                pid = cl.pid(role)
+                detail = "%s pid %d for %.1f s" % (role, pid, hold)
+                os.kill(pid, signal.SIGSTOP)
+                time.sleep(hold)
+                os.kill(pid, signal.SIGCONT)
+            else:
+                detail = cl.corrupt_one(rnd) or "no CHAOS block found"
+                time.sleep(hold)
+            # recovery: every chain serving and the probe answering
+            deadline = time.time() + 180
+            ok = False
+            while time.time() < deadline:
+                if cl.all_serving():
+                    last = [float(f[1]) for f in read_log(os.path.join(ctl, "probe.log")) if f[0] == "S"]
+                    if last and last[-1] > time.time() - 2:
+                        ok = True
+                        break
+                time.sleep(0.5)
+            t1 = time.time()
+            kinds[kind] += 1
+            worst[kind] = max(worst[kind], probe_gaps(ctl, t0, t1))
+            errs[kind].update(errors_between(ctl, names + ["probe"], t0, t1))
+            if not ok:
+                failed_cycles += 1
+            if not pause_workers(ctl, names):
+                print("chaos: workers did not pause", flush=True)
+                failed_cycles += 1
+            nfiles, nblocks, l1, c1, p1 = check_writers(ctl, cl.mnt, 2)
+            nns, l2, p2 = check_churn(ctl, cl.mnt)
+            resume_workers(ctl)
+            lost, corrupted = l1 + l2, c1
+            print("cycle %3d %-12s %-40s recovered %s in %5.1f s; checked %d files / %d blocks, "
+                  "%d namespace changes: lost %d corrupted %d" %
+                  (cycle, kind, detail[:40], "yes" if ok else "NO", t1 - t0, nfiles, nblocks,
+                   nns, lost, corrupted), flush=True)
+            for p in (p1 + p2)[:10]:
+                print("   ", p, flush=True)
+            if lost or corrupted or not ok:
+                status = 1
+                if args.stop_on_failure:
+                    break
+    finally:
+        open(os.path.join(ctl, "stop"), "w").close()
+        resume_workers(ctl)
+        for p in procs:
+            try:
+                p.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    # final full check after the workers stopped
+    nfiles, nblocks, l1, c1, p1 = check_writers(ctl, cl.mnt, 2)
+    nns, l2, p2 = check_churn(ctl, cl.mnt)
+    lost, corrupted = l1 + l2, c1
+    for p in (p1 + p2)[:20]:
+        print("   ", p)
+    print()
+    print("chaos summary (seed %d)" % args.seed)
+    print("  cycles run: %d (%s)" % (cycle, ", ".join("%s %d" % kv for kv in sorted(kinds.items()))))
+    print("  acknowledged: %d files / %d blocks, %d namespace changes checked" % (nfiles, nblocks, nns))
+    print("  lost: %d / corrupted: %d" % (lost, corrupted))
+    print("  cycles that did not recover: %d" % failed_cycles)
+    print("  worst unavailability (probe create+write+fsync+read gap) per fault kind:")
+    for k in sorted(kinds):
+        print("    %-13s %6.1f s" % (k, worst[k]))
+    print("  client-visible errors per fault kind:")
+    for k in sorted(kinds):
+        print("    %-13s %s" % (k, ", ".join("%s %d" % kv for kv in sorted(errs[k].items())) or "none"))
+    if lost or corrupted or failed_cycles:
+        status = 1
+    cl.down()
+    if not args.keep and status == 0:
+        shutil.rmtree(root, ignore_errors=True)
+    else:
+        print("  kept: %s" % root)
+    return status
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bin", default=os.environ.get("CFS_BIN", "build/chainfs"))
+    ap.add_argument("--cycles", type=int, default=10)
+    ap.add_argument("--minutes", type=float, default=0)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--faults", default="")
+    ap.add_argument("--dir", default="")
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--each", action="store_true",
+                    help="one cycle per fault kind, in a seeded order (the CI pass)")
+    ap.add_argument("--stop-on-failure", action="store_true")
+    ap.add_argument("--worker", default="")
+    ap.add_argument("--ctl", default="")
+    ap.add_argument("--mnt", default="")
+    ap.add_argument("--id", type=int, default=0)
+    args = ap.parse_args()
+    if args.worker:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        {"writer": writer, "churn": churn, "probe": probe}[args.worker](args)
+        return 0
+    if not os.path.exists("/dev/fuse"):
+        print("skip: /dev/fuse is missing")
+        return 77
+    return controller(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+/* test_integ_corrupt.c - a corrupted replica (issue 16, "fix first" #3).
+ *
+ * Regression test. With 8 bytes flipped in one replica's chunk data file
+ * the storage service caught the bad CRC, but the client returned EIO for
+ * about a third of whole-file reads instead of reading a good replica, and
+ * nothing repaired the bad copy.
+ *
+ * test_one_replica_corrupt: a 2 MiB file with a unique marker is written
+ * through the mount; the test finds the marker in one storage target's data
+ * files (a scan of DATA/storageN/, the chunk engine's block files) and
+ * flips 8 bytes there. 40 whole-file reads through the mount must all
+ * succeed with the right bytes; a storage log must name the corrupt chunk
+ * and then report it repaired from another replica; 40 more reads after
+ * that must succeed without any new corruption report (the repaired
+ * replica now passes its CRC check).
+ *
+ * test_every_replica_corrupt: the same bytes flipped in all three replicas
+ * of another file: a read fails with EIO (not a hang, not wrong bytes), and
+ * the mount log names the inode.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "integ_env.h"
+#include "testenv.h"
+
+#define FILE_LEN ((size_t)2 << 20)
+
+static struct integ env;
+
+static void fill(uint8_t *buf, size_t n, const char *marker)
+{
+	for (size_t i = 0; i < n; i++)
+		buf[i] = (uint8_t)(i * 31 + (i >> 9));
+	memcpy(buf + 4096, marker, strlen(marker));
+}
+
+static void write_file(const char *path, const uint8_t *buf, size_t n)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, buf, n), (ssize_t)n);
+	assert_int_equal(fsync(fd), 0);
+	assert_int_equal(close(fd), 0);
+}
+
+/* 0 when PATH reads back as WANT; -errno of a failed read; 1 on a mismatch. */
+static int read_file(const char *path, const uint8_t *want, size_t n)
+{
+	uint8_t *got = malloc(n + 1);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		free(got);
+		return -errno;
+	}
+	size_t have = 0;
+	int rc = 0;
+	while (have <= n) {
+		ssize_t r = read(fd, got + have, n + 1 - have);
+		if (r < 0) {
+			rc = -errno;
+			break;
+		}
+		if (r == 0)
+			break;
+		have += (size_t)r;
+	}
+	close(fd);
+	if (!rc && (have != n || memcmp(got, want, n)))
+		rc = 1;
+	free(got);
+	return rc;
+}
+
+/* Flips 8 bytes 100 bytes after MARKER in the first data file of each
+ * storage service's targets that holds it, for at most MAX services.
+ * Returns how many copies were flipped. */
+static int flip_in(const char *dir, const char *marker, int *left)
+{
+	DIR *d = opendir(dir);
+	int flipped = 0;
+	if (!d)
+		return 0;
+	for (struct dirent *de; *left > 0 && (de = readdir(d));) {
+		if (de->d_name[0] == '.')
+			continue;
+		char path[1400];
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		struct stat st;
+		if (lstat(path, &st) < 0)
+			continue;
+		if (S_ISDIR(st.st_mode)) {
+			flipped += flip_in(path, marker, left);
+			continue;
+		}
+		if (!S_ISREG(st.st_mode) || strstr(de->d_name, ".mdb"))
+			continue;
+		int fd = open(path, O_RDWR);
+		if (fd < 0)
+			continue;
+		size_t ml = strlen(marker), cap = 1 << 20;
+		char *buf = malloc(cap + ml);
+		off_t pos = 0;
+		for (;;) {
+			ssize_t r = pread(fd, buf, cap + ml, pos);
+			if (r <= 0)
+				break;
+			char *hit = memmem(buf, (size_t)r, marker, ml);
+			if (hit) {
+				off_t at = pos + (hit - buf) + 100;
+				uint8_t b[8];
+				assert_int_equal(pread(fd, b, 8, at), 8);
+				for (int i = 0; i < 8; i++)
+					b[i] ^= 0xA5;
+				assert_int_equal(pwrite(fd, b, 8, at), 8);
+				assert_int_equal(fsync(fd), 0);
+				flipped++;
+				(*left)--;
+				break;
+			}
+			if ((size_t)r < cap + ml)
+				break;
+			pos += (off_t)cap;
+		}
+		free(buf);
+		close(fd);
+		if (flipped)
+			break; /* one copy per target directory tree */
+	}
+	closedir(d);
+	return flipped;
+}
+
+/* Flips the marker's neighbourhood in up to N storage services' copies. */
+static int flip_replicas(const char *marker, int n)
+{
+	int done = 0;
+	for (int s = 1; s <= 3 && done < n; s++) {
+		char dir[700];
+		int one = 1;
+		snprintf(dir, sizeof(dir), "%s/storage%d", env.data, s);
+		done += flip_in(dir, marker, &one);
+	}
+	return done;
+}
+
+/* Lines of the storage logs holding NEEDLE. */
+static int count_in_storage_logs(const char *needle)
+{
+	int n = 0;
+	for (int s = 1; s <= 3; s++) {
+		char path[700], line[2048];
+		snprintf(path, sizeof(path), "%s/logs/storage%d.log", env.data, s);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		while (fgets(line, sizeof(line), f))
+			n += strstr(line, needle) != NULL;
+		fclose(f);
+	}
+	return n;
+}
+
+static int repaired(void *arg)
+{
+	return count_in_storage_logs("repaired chunk:") > 0;
+}
+
+static void test_one_replica_corrupt(void **state)
+{
+	char path[1100], marker[64];
+	uint8_t *buf = malloc(FILE_LEN);
+	snprintf(marker, sizeof(marker), "CFS-CORRUPT-ONE-%08lx", (unsigned long)random());
+	fill(buf, FILE_LEN, marker);
+	integ_path(&env, "corrupt-one", path, sizeof(path));
+	write_file(path, buf, FILE_LEN);
+	assert_int_equal(flip_replicas(marker, 1), 1);
+
+	int bad = 0;
+	for (int i = 0; i < 40; i++) {
+		int rc = read_file(path, buf, FILE_LEN);
+		if (rc)
+			fprintf(stderr, "read %d: %d\n", i, rc);
+		bad += rc != 0;
+	}
+	assert_int_equal(bad, 0);
+	/* The corrupt replica was read (the service caught it) and repaired. */
+	assert_true(count_in_storage_logs("corrupt chunk:") >= 1);
+	assert_true(testenv_wait(repaired, NULL, 60000));
+	int seen = count_in_storage_logs("corrupt chunk:");
+	for (int i = 0; i < 40; i++)
+		assert_int_equal(read_file(path, buf, FILE_LEN), 0);
+	assert_int_equal(count_in_storage_logs("corrupt chunk:"), seen);
+	assert_int_equal(count_in_storage_logs("NOT repaired"), 0);
+	free(buf);
+}
+
+static int mount_log_has(const char *needle)
+{
+	char p[700], line[2048];
+	int n = 0;
+	snprintf(p, sizeof(p), "%s/logs/mount.log", env.data);
+	FILE *f = fopen(p, "r");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		n += strstr(line, needle) != NULL;
+	fclose(f);
+	return n;
+}
+
+static void test_every_replica_corrupt(void **state)
+{
+	char path[1100], marker[64];
+	uint8_t *buf = malloc(FILE_LEN);
+	snprintf(marker, sizeof(marker), "CFS-CORRUPT-ALL-%08lx", (unsigned long)random());
+	fill(buf, FILE_LEN, marker);
+	integ_path(&env, "corrupt-all", path, sizeof(path));
+	write_file(path, buf, FILE_LEN);
+	assert_int_equal(flip_replicas(marker, 3), 3);
+	uint64_t t0 = clock_mono_ms();
+	assert_int_equal(read_file(path, buf, FILE_LEN), -EIO);
+	assert_true(clock_mono_ms() - t0 < 30000);
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	char needle[96];
+	snprintf(needle, sizeof(needle), "corrupt on every replica: ino=%llu",
+	         (unsigned long long)st.st_ino);
+	assert_true(mount_log_has(needle) >= 1);
+	/* Nothing good to repair from: the services say so. */
+	assert_int_equal(unlink(path), 0);
+	free(buf);
+}
+
+int main(void)
+{
+	srandom((unsigned)getpid());
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_one_replica_corrupt),
+	    cmocka_unit_test(test_every_replica_corrupt),
+	};
+	return integ_main(&env, "integ-corrupt", tests, sizeof(tests) / sizeof(tests[0]));
+}
