@@ -53,7 +53,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "client/storage_client.h"
+#include "storage_client/storage_client.h"
 #include "common/clock.h"
 #include "common/crc32c.h"
 #include "common/status.h"
