@@ -93,6 +93,7 @@ struct storage_service {
 	pthread_cond_t link_cv;        /* routing changed or stopping */
 	uint64_t link_kick;            /* under link_mu */
 	struct fence_witness fw;       /* NULL mc: unused */
+	bool faultinj;                 /* CFS_FAULTINJ set at start: test fault points */
 };
 
 /* mgmtd_link.c */
@@ -122,6 +123,10 @@ void craq_write_handle(struct storage_service *s, struct rpc_req *req,
 		       const struct sto_write_req *m, void *data);
 void craq_remove_handle(struct storage_service *s, struct rpc_req *req,
 			const struct sto_remove_req *m);
+/* The local-failure rule of pipelined writes: T stops serving at once
+ * and reports OFFLINE; it rejoins through startup fencing and resync.
+ * Idempotent; any thread. */
+void craq_fence_target(struct storage_service *s, struct stor_target *t, const char *why);
 /* Checks that TARGET may serve a read of CHAIN now: 0 or -CFS_E*. */
 int craq_read_check(struct storage_service *s, uint32_t target, uint32_t chain);
 

@@ -532,6 +532,7 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 		rc = -EINVAL;
 		goto fail;
 	}
+	s->faultinj = getenv("CFS_FAULTINJ") != NULL;
 	pthread_mutex_init(&s->link_mu, NULL);
 	pthread_cond_init(&s->link_cv, NULL);
 	s->dedup = craq_dedup_new();
