@@ -88,6 +88,7 @@ struct craq_op {
 	struct sto_remove_req rm;    /* REMOVE */
 	struct chunk_id id;          /* the locked chunk */
 	void *data;                  /* WRITE: stor_buf of w.len bytes */
+	uint32_t *page_crc;          /* WRITE: data's page CRCs (checked), or NULL */
 	void *full;                  /* whole chunk for a replace forward: stor_buf */
 	uint32_t full_cap;           /* its stor_buf size */
 	uint32_t full_len;
@@ -159,6 +160,7 @@ static void op_free(struct craq_op *o)
 		stor_buf_put(o->s, o->data, o->w.len);
 	if (o->full)
 		stor_buf_put(o->s, o->full, o->full_cap);
+	free(o->page_crc);
 	free(o);
 }
 
@@ -517,7 +519,8 @@ static void pl_start(struct craq_op *o, uint64_t u)
 		o->op = (struct chunk_op){ .type = CHUNK_OP_WRITE, .done = pl_applied, .arg = o,
 					   .id = o->id, .off = o->w.off, .len = o->w.len,
 					   .data = o->data, .update_ver = u,
-					   .chain_ver = o->w.chain_ver, .flags = fl };
+					   .chain_ver = o->w.chain_ver, .flags = fl,
+					   .page_crc = o->page_crc, .data_crc = o->w.crc };
 		chunk_engine_submit(o->t->eng, &o->op);
 	}
 	forward(o);
@@ -564,7 +567,8 @@ static void locked(void *arg)
 					   .id = o->id, .off = o->w.off, .len = o->w.len,
 					   .data = o->data,
 					   .update_ver = o->head ? 0 : o->w.update_ver,
-					   .chain_ver = o->w.chain_ver, .flags = fl };
+					   .chain_ver = o->w.chain_ver, .flags = fl,
+					   .page_crc = o->page_crc, .data_crc = o->w.crc };
 	} else {
 		o->op = (struct chunk_op){ .type = CHUNK_OP_REMOVE, .done = applied, .arg = o,
 					   .id = { o->rm.ino, o->rm.begin }, .end_idx = o->rm.end };
@@ -605,13 +609,14 @@ static void start(struct craq_op *o)
 }
 
 void craq_write_handle(struct storage_service *s, struct rpc_req *req,
-		       const struct sto_write_req *m, void *data)
+		       const struct sto_write_req *m, void *data, uint32_t *page_crc)
 {
 	struct stor_target *t = stor_target_by_id(s, m->target);
 	int err = !s->mc ? -EINVAL : !t ? -ENODEV : 0;
 	if (!err)
 		err = check_role(s, t, m->chain, m->chain_ver, (m->flags & STO_WF_FORWARDED) != 0);
 	if (err) {
+		free(page_crc);
 		stor_buf_put(s, data, m->len);
 		reply_err(req, err, "write");
 		stor_end(s);
@@ -624,6 +629,7 @@ void craq_write_handle(struct storage_service *s, struct rpc_req *req,
 	o->kind = CRAQ_WRITE;
 	o->w = *m;
 	o->data = data;
+	o->page_crc = page_crc;
 	o->id = (struct chunk_id){ m->ino, m->idx };
 	o->head = !(m->flags & STO_WF_FORWARDED);
 	o->client = m->client;

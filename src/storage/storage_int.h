@@ -117,10 +117,11 @@ int fence_witness_admit(struct storage_service *s);
 int fence_witness_start(struct storage_service *s, uint32_t heartbeat_ms);
 void fence_witness_stop(struct storage_service *s);
 
-/* craq_write.c: chain WRITE / REMOVE (chain != 0). Take REQ and DATA (the
- * aligned bulk buffer, freed by them). */
+/* craq_write.c: chain WRITE / REMOVE (chain != 0). Take REQ, DATA (the
+ * aligned bulk buffer) and PAGE_CRC (DATA's page CRCs from the check, or
+ * NULL; malloc'd), freed by them. */
 void craq_write_handle(struct storage_service *s, struct rpc_req *req,
-		       const struct sto_write_req *m, void *data);
+		       const struct sto_write_req *m, void *data, uint32_t *page_crc);
 void craq_remove_handle(struct storage_service *s, struct rpc_req *req,
 			const struct sto_remove_req *m);
 /* The local-failure rule of pipelined writes: T stops serving at once

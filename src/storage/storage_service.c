@@ -32,6 +32,7 @@
 #include "common/status.h"
 #include "common/xalloc.h"
 #include "storage/chunk_buf.h"
+#include "storage/chunk_crc.h"
 #include "storage/storage_int.h"
 
 #define PAGE 4096u
@@ -84,6 +85,7 @@ struct direct_write {
 	struct rpc_req *req;
 	void *data;      /* stor_buf of len bytes */
 	uint64_t len;
+	uint32_t *page_crc; /* data's page CRCs, or NULL */
 };
 
 static void direct_write_done(struct chunk_op *op)
@@ -103,21 +105,33 @@ static void direct_write_done(struct chunk_op *op)
 	}
 	struct storage_service *s = w->s;
 	stor_buf_put(s, w->data, w->len);
+	free(w->page_crc);
 	free(w);
 	stor_end(s);
 }
 
-/* Checks shared by direct and chain writes: 0 or the error to answer. */
-static int write_check(const struct sto_write_req *m, const void *data, uint64_t bulk_len)
+/* Checks shared by direct and chain writes: 0 or the error to answer.
+ * The CRC check is the one pass over the data at this hop: for a write
+ * at a page boundary it computes the page CRCs the engine keeps (*PAGE_CRC,
+ * malloc'd, the caller's to free; NULL otherwise) and folds them into the
+ * piece's CRC, so the engine need not read the data again. */
+static int write_check(const struct sto_write_req *m, const void *data, uint64_t bulk_len,
+		       uint32_t **page_crc)
 {
+	*page_crc = NULL;
 	if (m->len == 0 || m->len != bulk_len || !data)
 		return -EINVAL;
 	if ((uint64_t)m->off + m->len > CHUNK_MAX_SIZE)
 		return -EINVAL;
 	if ((m->flags & STO_WF_REPLACE) && m->off != 0)
 		return -EINVAL;
-	if (crc32c(0, data, m->len) != m->crc)
+	uint32_t *pc = m->off % PAGE == 0 ? malloc(4 * (size_t)chunk_npages(m->len)) : NULL;
+	uint32_t crc = pc ? chunk_crc_pages(data, m->len, pc) : crc32c(0, data, m->len);
+	if (crc != m->crc) {
+		free(pc);
 		return -CFS_ECHECKSUM;
+	}
+	*page_crc = pc;
 	return 0;
 }
 
@@ -140,18 +154,20 @@ static void handle_write(struct rpc_req *req, void *arg)
 		reply_err(req, err, "write");
 		return;
 	}
-	if ((err = write_check(&m, data, blen))) {
+	uint32_t *page_crc;
+	if ((err = write_check(&m, data, blen, &page_crc))) {
 		stor_buf_put(s, data, blen);
 		reply_err(req, err, "write");
 		stor_end(s);
 		return;
 	}
 	if (m.chain) {
-		craq_write_handle(s, req, &m, data);
+		craq_write_handle(s, req, &m, data, page_crc);
 		return;
 	}
 	struct stor_target *t = stor_target_by_id(s, m.target);
 	if (!t || s->mc) {
+		free(page_crc);
 		stor_buf_put(s, data, blen);
 		reply_err(req, t ? -CFS_ECHAIN_VERSION : -ENODEV, "write: target");
 		stor_end(s);
@@ -162,11 +178,13 @@ static void handle_write(struct rpc_req *req, void *arg)
 	w->req = req;
 	w->data = data;
 	w->len = blen;
+	w->page_crc = page_crc;
 	w->op = (struct chunk_op){ .type = CHUNK_OP_WRITE, .done = direct_write_done, .arg = w,
 				   .id = { m.ino, m.idx }, .off = m.off, .len = m.len,
 				   .data = data, .update_ver = m.update_ver,
 				   .chain_ver = m.chain_ver,
-				   .flags = (m.flags & STO_WF_REPLACE) ? CHUNK_WF_REPLACE : 0 };
+				   .flags = (m.flags & STO_WF_REPLACE) ? CHUNK_WF_REPLACE : 0,
+				   .page_crc = page_crc, .data_crc = m.crc };
 	chunk_engine_submit(t->eng, &w->op);
 }
 
