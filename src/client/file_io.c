@@ -38,22 +38,25 @@
  * Budget: write_behind bytes per inode and write_behind_total in all
  * (f->wb_lock), taken before fi->lock and never while holding it.
  *
- * READ-AHEAD (file_io_read). Per inode: ra_next is where the previous
- * read ended; a read starting there is sequential. A sequential read
+ * READ-AHEAD (file_io_read). Per inode up to FIO_RA_STREAMS streams,
+ * each remembering where its last read ended; a read starting there
+ * continues that stream (sequential), any other read replaces the least
+ * recently used stream. A sequential read
  * first takes what it can from the inode's units (struct fio_ra, 1 MiB
  * each, fetched by the worker pool as read pieces: the same parallel
  * fan-out over replicas as a split read), waiting for a unit still in
  * flight; if the units cover the whole range it is served from them,
  * else read normally. Then it launches units up to read_ahead bytes past
  * its end (never past the known size, never while write-behind writes
- * are in flight). A non-sequential read drops every unit (cancel on
- * seek). A unit in flight holds a reference on its inode; dropping one
+ * are in flight; units are shared, so none is fetched twice). After each
+ * read, units outside every stream's window [next, next + read_ahead +
+ * unit) are dropped: a seek cancels what its stream fetched. A unit in flight holds a reference on its inode; dropping one
  * in flight only marks it, and its last piece frees it (ra_done). Units
  * older than read_ahead_ttl_ms are not served (the staleness bound for
  * other mounts' writes); every write through this file_io drops them
  * when it ends (a unit launched during a write could hold old bytes),
- * and write-behind drops them when queued. fi->ra, ra_next, ra_fill and
- * the units' ready/dropped/err are guarded by fi->lock.
+ * and write-behind drops them when queued. fi->ra, ra_st and the units'
+ * ready/dropped/err are guarded by fi->lock.
  *
  * INVARIANTS. written only grows between truncates, and only after every
  * piece of a write succeeded. A state with refs == 0 is unlinked and freed
@@ -75,6 +78,14 @@
 
 #define FIO_BUCKETS 1024
 #define FIO_RA_UNIT (1u << 20) /* read-ahead unit: one FUSE request's worth */
+#define FIO_RA_STREAMS 4       /* sequential readers followed per inode */
+
+/* One sequential reader of an inode: reads starting at next continue it. */
+struct fio_ra_stream {
+	uint64_t next; /* where its next read starts */
+	uint64_t fill; /* end of the last unit launched for it */
+	uint64_t used; /* LRU stamp (0: never) */
+};
 #define FIO_SPLIT_BUSY 2 /* reads are cut at read_piece while fewer are in flight */
 
 struct file_io_inode {
@@ -94,8 +105,8 @@ struct file_io_inode {
 	pthread_cond_t wb_cond;         /* with lock: a write-behind write finished */
 	pthread_mutex_t append_lock;    /* see file_io_append_lock */
 	struct fio_ra *ra;              /* read-ahead units; under lock */
-	uint64_t ra_next;               /* where a sequential read starts; under lock */
-	uint64_t ra_fill;               /* end of the last unit launched; under lock */
+	struct fio_ra_stream ra_st[FIO_RA_STREAMS]; /* sequential readers; under lock */
+	uint64_t ra_clock;              /* LRU stamp source for ra_st; under lock */
 	pthread_cond_t ra_cond;         /* with lock: a unit finished */
 	struct meta_layout layout;      /* immutable */
 	uint32_t perm[META_MAX_STRIPE]; /* immutable: meta_layout_perm of layout */
@@ -662,7 +673,8 @@ static void ra_drop_all(struct file_io_inode *fi)
 		else
 			u->dropped = 1;
 	}
-	fi->ra_fill = 0;
+	for (int i = 0; i < FIO_RA_STREAMS; i++)
+		fi->ra_st[i].fill = 0;
 	pthread_cond_broadcast(&fi->ra_cond);
 }
 
@@ -767,9 +779,17 @@ static int ra_read(struct file_io *f, struct file_io_inode *fi, uint64_t off, si
 {
 	uint64_t end = off + len;
 	int served = 0;
-	int seq = off == fi->ra_next;
+	struct fio_ra_stream *st = NULL, *lru = &fi->ra_st[0];
+	for (int i = 0; i < FIO_RA_STREAMS && !st; i++) {
+		if (fi->ra_st[i].next == off)
+			st = &fi->ra_st[i];
+		else if (fi->ra_st[i].used < lru->used)
+			lru = &fi->ra_st[i];
+	}
+	int seq = st != NULL;
 	if (!seq) {
-		ra_drop_all(fi); /* a seek: what was fetched ahead is not wanted */
+		st = lru; /* a new reader, or one that seeked */
+		st->fill = 0;
 	} else {
 		uint64_t now = clock_mono_ms();
 		uint64_t pos = off;
@@ -797,28 +817,42 @@ static int ra_read(struct file_io *f, struct file_io_inode *fi, uint64_t off, si
 		}
 		served = pos == end;
 	}
-	fi->ra_next = end;
-	/* Units wholly before the new position are used up. */
+	st->next = end;
+	st->used = ++fi->ra_clock;
+	/* Keep only units some stream may still read. */
+	uint64_t win = (uint64_t)f->o.read_ahead + FIO_RA_UNIT;
 	for (struct fio_ra *u = fi->ra, *nx; u; u = nx) {
 		nx = u->next;
-		if (u->off + u->len <= end)
+		int wanted = 0;
+		for (int i = 0; i < FIO_RA_STREAMS && !wanted; i++) {
+			const struct fio_ra_stream *x = &fi->ra_st[i];
+			wanted = x->used && u->off + u->len > x->next && u->off < x->next + win;
+		}
+		if (!wanted)
 			ra_unlink(fi, u);
 	}
 	if (!seq || fi->wb)
 		return served; /* a seek, or write-behind in flight: fetch nothing */
-	if (fi->ra_fill < end)
-		fi->ra_fill = end;
+	if (st->fill < end)
+		st->fill = end;
 	uint64_t limit = end + (uint64_t)f->o.read_ahead;
 	if (limit > size)
 		limit = size;
-	while (fi->ra_fill < limit) {
-		uint64_t uend = (fi->ra_fill / FIO_RA_UNIT + 1) * FIO_RA_UNIT;
+	while (st->fill < limit) {
+		struct fio_ra *have = fi->ra;
+		while (have && !(have->off <= st->fill && st->fill < have->off + have->len))
+			have = have->next;
+		if (have) { /* another stream fetched it already */
+			st->fill = have->off + have->len;
+			continue;
+		}
+		uint64_t uend = (st->fill / FIO_RA_UNIT + 1) * FIO_RA_UNIT;
 		if (uend > size)
 			uend = size;
-		if (*refs == 0 || ra_launch(f, fi, fi->ra_fill, (uint32_t)(uend - fi->ra_fill)))
+		if (*refs == 0 || ra_launch(f, fi, st->fill, (uint32_t)(uend - st->fill)))
 			break;
 		(*refs)--;
-		fi->ra_fill = uend;
+		st->fill = uend;
 	}
 	return served;
 }

@@ -110,11 +110,12 @@ file_io_inode *file_io_find(file_io *f, uint64_t ino);
  * Returns the bytes read (0 at or past the end) or <0 from the backend;
  * -EFBIG when the range goes past chunk index 2^32-1.
  *
- * READ-AHEAD. A read that starts where the inode's previous read ended is
- * sequential: file_io then keeps opts.read_ahead bytes past it in flight
- * (1 MiB units, each cut into read pieces, on the worker pool) and serves
- * later sequential reads from them; any other read drops them (a seek
- * cancels). COHERENCE: a served unit was fetched from storage at most
+ * READ-AHEAD. A read that starts where one of the inode's last few
+ * readers (up to 4 streams) stopped is sequential: file_io then keeps
+ * opts.read_ahead bytes past it in flight (1 MiB units, each cut into read
+ * pieces, on the worker pool) and serves later sequential reads from
+ * them; a read that continues no stream starts one in place of the least
+ * recently used, whose units are dropped (a seek cancels). COHERENCE: a served unit was fetched from storage at most
  * read_ahead_ttl_ms before the read began; a write or write-behind
  * through this file_io, and a truncate it learns of (file_io_update),
  * drop the inode's units, so a reader sees its own mount's writes at

@@ -490,8 +490,30 @@ static void test_read_ahead(void **state)
 	assert_memory_equal(r, p2 + 2 * CS, CS);
 	assert_int_equal(file_io_read(A, fa, 3 * CS, CS, r), CS);
 	assert_memory_equal(r, p1 + 3 * CS, CS);
-	print_message("read-ahead: %d reads from units, after rewrite %d old %d new\n",
-	              from_cache, old_reads, new_reads);
+	/* Two sequential readers of the one inode, interleaved (as two fio
+	 * jobs on one file): each keeps its stream; both are served from
+	 * units and read the right bytes. */
+	int cached2[2] = {0, 0};
+	uint64_t at[2] = {4 * (uint64_t)CS, 26 * (uint64_t)CS};
+	for (int k = 0; k < 16; k++) {
+		for (int s2 = 0; s2 < 2; s2++) {
+			pthread_mutex_lock(&c->fk.lock);
+			int before = c->fk.requests;
+			pthread_mutex_unlock(&c->fk.lock);
+			uint8_t *want = at[s2] == 3 * (uint64_t)CS ? p1 : p2;
+			assert_int_equal(file_io_read(A, fa, at[s2], CS, r), CS);
+			assert_memory_equal(r, want + at[s2], CS);
+			pthread_mutex_lock(&c->fk.lock);
+			cached2[s2] += c->fk.requests == before;
+			pthread_mutex_unlock(&c->fk.lock);
+			at[s2] += CS;
+		}
+		sleep_ms(5);
+	}
+	assert_true(cached2[0] > 0 && cached2[1] > 0);
+	print_message("read-ahead: %d reads from units, after rewrite %d old %d new; "
+	              "two streams %d + %d from units\n",
+	              from_cache, old_reads, new_reads, cached2[0], cached2[1]);
 	file_io_release(A, fa);
 	file_io_release(B, fb);
 	file_io_free(A);
