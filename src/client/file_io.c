@@ -43,8 +43,9 @@
  * continues that stream (sequential), any other read replaces the least
  * recently used stream. A sequential read
  * first takes what it can from the inode's units (struct fio_ra, 1 MiB
- * each, fetched by the worker pool as read pieces: the same parallel
- * fan-out over replicas as a split read), waiting for a unit still in
+ * each, one worker job per chunk it spans: units in flight already
+ * overlap the replicas, and cutting them into read pieces as well cost
+ * more CPU than it gained with several readers), waiting for a unit still in
  * flight; if the units cover the whole range it is served from them,
  * else read normally. Then it launches units up to read_ahead bytes past
  * its end (never past the known size, never while write-behind writes
@@ -725,7 +726,7 @@ static int ra_launch(struct file_io *f, struct file_io_inode *fi, uint64_t off, 
 	if ((end - 1) / cs > UINT32_MAX)
 		return -EFBIG;
 	size_t n = 0;
-	for (uint64_t pos = off; pos < end; pos = piece_end(f, fi, 1, pos, end))
+	for (uint64_t pos = off; pos < end; pos = piece_end(f, fi, 0, pos, end))
 		n++;
 	struct fio_ra *u = calloc(1, sizeof(*u));
 	char *data = malloc(len);
@@ -749,7 +750,7 @@ static int ra_launch(struct file_io *f, struct file_io_inode *fi, uint64_t off, 
 	uint64_t pos = off;
 	for (size_t i = 0; i < n; i++) {
 		uint32_t index = (uint32_t)(pos / cs);
-		uint64_t pend = piece_end(f, fi, 1, pos, end);
+		uint64_t pend = piece_end(f, fi, 0, pos, end);
 		jobs[i] = (struct fio_job){
 		    .g = &u->g,
 		    .chain = meta_layout_chain(&fi->layout, fi->perm, index),

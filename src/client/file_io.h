@@ -112,8 +112,8 @@ file_io_inode *file_io_find(file_io *f, uint64_t ino);
  *
  * READ-AHEAD. A read that starts where one of the inode's last few
  * readers (up to 4 streams) stopped is sequential: file_io then keeps
- * opts.read_ahead bytes past it in flight (1 MiB units, each cut into read
- * pieces, on the worker pool) and serves later sequential reads from
+ * opts.read_ahead bytes past it in flight (1 MiB units on the worker
+ * pool) and serves later sequential reads from
  * them; a read that continues no stream starts one in place of the least
  * recently used, whose units are dropped (a seek cancels). COHERENCE: a served unit was fetched from storage at most
  * read_ahead_ttl_ms before the read began; a write or write-behind
