@@ -41,7 +41,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include "client/storage_client.h"
+#include "storage_client/storage_client.h"
 #include "common/clock.h"
 #include "common/status.h"
 #include "common/crc32c.h"

@@ -24,7 +24,7 @@
 #include "cli/cli.h"
 #include "client/file_io.h"
 #include "client/meta_client.h"
-#include "client/storage_client.h"
+#include "storage_client/storage_client.h"
 #include "common/cfg.h"
 #include "common/log.h"
 #include "common/status.h"

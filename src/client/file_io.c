@@ -38,6 +38,27 @@
  * Budget: write_behind bytes per inode and write_behind_total in all
  * (f->wb_lock), taken before fi->lock and never while holding it.
  *
+ * READ-AHEAD (file_io_read). Per inode up to FIO_RA_STREAMS streams,
+ * each remembering where its last read ended; a read starting there
+ * continues that stream (sequential), any other read replaces the least
+ * recently used stream. A sequential read
+ * first takes what it can from the inode's units (struct fio_ra, 1 MiB
+ * each, one worker job per chunk it spans: units in flight already
+ * overlap the replicas, and cutting them into read pieces as well cost
+ * more CPU than it gained with several readers), waiting for a unit still in
+ * flight; if the units cover the whole range it is served from them,
+ * else read normally. Then it launches units up to read_ahead bytes past
+ * its end (never past the known size, never while write-behind writes
+ * are in flight; units are shared, so none is fetched twice). After each
+ * read, units outside every stream's window [next, next + read_ahead +
+ * unit) are dropped: a seek cancels what its stream fetched. A unit in flight holds a reference on its inode; dropping one
+ * in flight only marks it, and its last piece frees it (ra_done). Units
+ * older than read_ahead_ttl_ms are not served (the staleness bound for
+ * other mounts' writes); every write through this file_io drops them
+ * when it ends (a unit launched during a write could hold old bytes),
+ * and write-behind drops them when queued. fi->ra, ra_st and the units'
+ * ready/dropped/err are guarded by fi->lock.
+ *
  * INVARIANTS. written only grows between truncates, and only after every
  * piece of a write succeeded. A state with refs == 0 is unlinked and freed
  * at once. The sync thread holds a reference while it reports an inode.
@@ -52,10 +73,20 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/status.h"
 
 #define FIO_BUCKETS 1024
+#define FIO_RA_UNIT (1u << 20) /* read-ahead unit: one FUSE request's worth */
+#define FIO_RA_STREAMS 4       /* sequential readers followed per inode */
+
+/* One sequential reader of an inode: reads starting at next continue it. */
+struct fio_ra_stream {
+	uint64_t next; /* where its next read starts */
+	uint64_t fill; /* end of the last unit launched for it */
+	uint64_t used; /* LRU stamp (0: never) */
+};
 #define FIO_SPLIT_BUSY 2 /* reads are cut at read_piece while fewer are in flight */
 
 struct file_io_inode {
@@ -74,6 +105,10 @@ struct file_io_inode {
 	uint64_t wb_seq;                /* write-behind writes queued so far; under lock */
 	pthread_cond_t wb_cond;         /* with lock: a write-behind write finished */
 	pthread_mutex_t append_lock;    /* see file_io_append_lock */
+	struct fio_ra *ra;              /* read-ahead units; under lock */
+	struct fio_ra_stream ra_st[FIO_RA_STREAMS]; /* sequential readers; under lock */
+	uint64_t ra_clock;              /* LRU stamp source for ra_st; under lock */
+	pthread_cond_t ra_cond;         /* with lock: a unit finished */
 	struct meta_layout layout;      /* immutable */
 	uint32_t perm[META_MAX_STRIPE]; /* immutable: meta_layout_perm of layout */
 };
@@ -84,6 +119,22 @@ struct fio_group {
 	int pending;
 	int err;
 	struct fio_wb *wb; /* a write-behind write: finished by wb_done, not waited for */
+	struct fio_ra *ra; /* a read-ahead unit: finished by ra_done, not waited for */
+};
+
+/* One read-ahead unit: [off, off+len) of the file fetched into data. */
+struct fio_ra {
+	struct fio_ra *next;      /* file_io_inode.ra while listed */
+	struct file_io_inode *fi; /* holds a reference while in flight */
+	uint64_t off;
+	uint32_t len;
+	uint64_t born_ms;         /* fetch started: the data is no older */
+	int ready;                /* fetch finished (err has its result); under fi->lock */
+	int dropped;              /* unlisted while in flight: ra_done frees it */
+	int err;
+	struct fio_group g;
+	struct fio_job *jobs;
+	char *data;
 };
 
 /* One write-behind write: a private copy of the data and its pieces. */
@@ -127,6 +178,9 @@ struct file_io {
 };
 
 static void wb_done(struct file_io *f, struct fio_wb *w);
+static void ra_done(struct file_io *f, struct fio_ra *u);
+static void ra_drop_all(struct file_io_inode *fi);
+static void ra_free_ready(struct file_io_inode *fi);
 static void wb_wait_overlap(struct file_io_inode *fi, uint64_t off, uint64_t end, int chunks);
 
 /* Appends JOBS (N >= 1) to the worker queue and wakes as many workers. */
@@ -168,13 +222,19 @@ static void job_run(struct file_io *f, struct fio_job *j)
 	if (rc < 0 && !g->err)
 		g->err = rc;
 	int last = --g->pending == 0;
-	if (last && !g->wb)
+	/* Read under the lock: a waited-on group lives in its waiter's stack
+	 * frame, gone once the waiter saw pending reach 0. */
+	struct fio_wb *wb = g->wb;
+	struct fio_ra *ra = g->ra;
+	if (last && !wb && !ra)
 		pthread_cond_signal(&g->done);
 	pthread_mutex_unlock(&g->lock);
-	/* Nobody waits on a write-behind group: its last piece finishes it
-	 * (and frees the group with it). */
-	if (last && g->wb)
-		wb_done(f, g->wb);
+	/* Nobody waits on a write-behind or read-ahead group: its last piece
+	 * finishes it (and frees the group with it). */
+	if (last && wb)
+		wb_done(f, wb);
+	else if (last && ra)
+		ra_done(f, ra);
 }
 
 static void *worker_main(void *arg)
@@ -272,6 +332,10 @@ int file_io_new(const struct file_io_opts *o, file_io **out, char *err, size_t e
 		f->o.read_piece = 256u << 10;
 	if (f->o.write_behind && !f->o.write_behind_total)
 		f->o.write_behind_total = 64u << 20;
+	if (!f->o.read_ahead)
+		f->o.read_ahead = 4 << 20;
+	if (!f->o.read_ahead_ttl_ms)
+		f->o.read_ahead_ttl_ms = 500;
 	pthread_mutex_init(&f->wb_lock, NULL);
 	pthread_cond_init(&f->wb_cond, NULL);
 	pthread_mutex_init(&f->lock, NULL);
@@ -331,6 +395,8 @@ void file_io_free(file_io *f)
 			LOG_WARN("client", "file_io_free: inode still open: ino=%llu refs=%d",
 			         (unsigned long long)fi->ino, fi->refs);
 			f->tab[b] = fi->next;
+			ra_free_ready(fi);
+			pthread_cond_destroy(&fi->ra_cond);
 			pthread_cond_destroy(&fi->wb_cond);
 			pthread_mutex_destroy(&fi->lock);
 			pthread_mutex_destroy(&fi->append_lock);
@@ -356,6 +422,7 @@ void file_io_update(file_io_inode *fi, const struct meta_inode *in)
 {
 	pthread_mutex_lock(&fi->lock);
 	if (in->truncate_ver > fi->truncate_ver) {
+		ra_drop_all(fi);
 		fi->truncate_ver = in->truncate_ver;
 		fi->written = 0;
 		fi->wrote = 0;
@@ -392,6 +459,7 @@ int file_io_open(file_io *f, const struct meta_inode *in, file_io_inode **out)
 	fi->refs = 1;
 	pthread_mutex_init(&fi->lock, NULL);
 	pthread_cond_init(&fi->wb_cond, NULL);
+	pthread_cond_init(&fi->ra_cond, NULL);
 	pthread_mutex_init(&fi->append_lock, NULL);
 	fi->size = in->size;
 	fi->truncate_ver = in->truncate_ver;
@@ -431,6 +499,8 @@ void file_io_release(file_io *f, file_io_inode *fi)
 		pp = &(*pp)->next;
 	*pp = fi->next;
 	pthread_mutex_unlock(&f->lock);
+	ra_free_ready(fi); /* units in flight hold a reference: none left */
+	pthread_cond_destroy(&fi->ra_cond);
 	pthread_cond_destroy(&fi->wb_cond);
 	pthread_mutex_destroy(&fi->lock);
 	pthread_mutex_destroy(&fi->append_lock);
@@ -581,6 +651,213 @@ static int run_range(struct file_io *f, struct file_io_inode *fi, int write, int
 	return err;
 }
 
+/* ---- read-ahead ---- */
+
+static void ra_free(struct fio_ra *u)
+{
+	pthread_mutex_destroy(&u->g.lock);
+	pthread_cond_destroy(&u->g.done);
+	free(u->jobs);
+	free(u->data);
+	free(u);
+}
+
+/* Unlists every unit of FI: finished ones are freed, those in flight are
+ * marked dropped and freed by ra_done. Caller holds fi->lock. */
+static void ra_drop_all(struct file_io_inode *fi)
+{
+	while (fi->ra) {
+		struct fio_ra *u = fi->ra;
+		fi->ra = u->next;
+		if (u->ready)
+			ra_free(u);
+		else
+			u->dropped = 1;
+	}
+	for (int i = 0; i < FIO_RA_STREAMS; i++)
+		fi->ra_st[i].fill = 0;
+	pthread_cond_broadcast(&fi->ra_cond);
+}
+
+/* Frees the finished units of an inode nobody references any more. */
+static void ra_free_ready(struct file_io_inode *fi)
+{
+	while (fi->ra) {
+		struct fio_ra *u = fi->ra;
+		fi->ra = u->next;
+		ra_free(u);
+	}
+}
+
+static void ra_done(struct file_io *f, struct fio_ra *u)
+{
+	struct file_io_inode *fi = u->fi;
+	pthread_mutex_lock(&fi->lock);
+	u->ready = 1;
+	u->err = u->g.err;
+	int dropped = u->dropped;
+	pthread_cond_broadcast(&fi->ra_cond);
+	pthread_mutex_unlock(&fi->lock);
+	if (dropped)
+		ra_free(u);
+	file_io_release(f, fi);
+}
+
+/* Unlists and frees (or marks dropped) unit U. Caller holds fi->lock. */
+static void ra_unlink(struct file_io_inode *fi, struct fio_ra *u)
+{
+	struct fio_ra **pp = &fi->ra;
+	while (*pp != u)
+		pp = &(*pp)->next;
+	*pp = u->next;
+	if (u->ready)
+		ra_free(u);
+	else
+		u->dropped = 1;
+}
+
+/* Starts fetching [OFF, OFF+LEN) of FI; the unit takes over one of the
+ * references the caller took beforehand. Caller holds fi->lock.
+ * Returns 0, or -ENOMEM / -EFBIG (nothing started). */
+static int ra_launch(struct file_io *f, struct file_io_inode *fi, uint64_t off, uint32_t len)
+{
+	uint32_t cs = fi->layout.chunk_size;
+	uint64_t end = off + len;
+	if ((end - 1) / cs > UINT32_MAX)
+		return -EFBIG;
+	size_t n = 0;
+	for (uint64_t pos = off; pos < end; pos = piece_end(f, fi, 0, pos, end))
+		n++;
+	struct fio_ra *u = calloc(1, sizeof(*u));
+	char *data = malloc(len);
+	struct fio_job *jobs = calloc(n, sizeof(*jobs));
+	if (!u || !data || !jobs) {
+		free(u);
+		free(data);
+		free(jobs);
+		return -ENOMEM;
+	}
+	u->fi = fi;
+	u->off = off;
+	u->len = len;
+	u->born_ms = clock_mono_ms();
+	u->data = data;
+	u->jobs = jobs;
+	pthread_mutex_init(&u->g.lock, NULL);
+	pthread_cond_init(&u->g.done, NULL);
+	u->g.pending = (int)n;
+	u->g.ra = u;
+	uint64_t pos = off;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t index = (uint32_t)(pos / cs);
+		uint64_t pend = piece_end(f, fi, 0, pos, end);
+		jobs[i] = (struct fio_job){
+		    .g = &u->g,
+		    .chain = meta_layout_chain(&fi->layout, fi->perm, index),
+		    .index = index,
+		    .off = (uint32_t)(pos % cs),
+		    .len = (uint32_t)(pend - pos),
+		    .chunk_size = cs,
+		    .ino = fi->ino,
+		    .buf = data + (pos - off),
+		};
+		pos = pend;
+	}
+	u->next = fi->ra;
+	fi->ra = u;
+	queue_jobs(f, jobs, n);
+	return 0;
+}
+
+/* Serves [OFF, OFF+LEN) from FI's units if they cover all of it, fresh
+ * enough; updates the sequential detection and, for a sequential read,
+ * launches more units. Returns 1 when BUF was filled. Caller holds
+ * fi->lock; SIZE is what the read was clamped to. *REFS: inode references
+ * the caller took (f->lock comes before fi->lock, so not here); each
+ * launched unit uses one, the caller gives back the rest. */
+static int ra_read(struct file_io *f, struct file_io_inode *fi, uint64_t off, size_t len,
+                   char *buf, uint64_t size, int *refs)
+{
+	uint64_t end = off + len;
+	int served = 0;
+	struct fio_ra_stream *st = NULL, *lru = &fi->ra_st[0];
+	for (int i = 0; i < FIO_RA_STREAMS && !st; i++) {
+		if (fi->ra_st[i].next == off)
+			st = &fi->ra_st[i];
+		else if (fi->ra_st[i].used < lru->used)
+			lru = &fi->ra_st[i];
+	}
+	int seq = st != NULL;
+	if (!seq) {
+		st = lru; /* a new reader, or one that seeked */
+		st->fill = 0;
+	} else {
+		uint64_t now = clock_mono_ms();
+		uint64_t pos = off;
+		while (pos < end) {
+			struct fio_ra *u = fi->ra;
+			while (u && !(u->off <= pos && pos < u->off + u->len))
+				u = u->next;
+			if (!u)
+				break;
+			if (now - u->born_ms > f->o.read_ahead_ttl_ms) {
+				ra_unlink(fi, u);
+				break;
+			}
+			while (!u->ready && !u->dropped)
+				pthread_cond_wait(&fi->ra_cond, &fi->lock);
+			if (u->dropped)
+				break; /* a write dropped it while we waited */
+			if (u->err) {
+				ra_unlink(fi, u);
+				break;
+			}
+			uint64_t ue = u->off + u->len < end ? u->off + u->len : end;
+			memcpy(buf + (pos - off), u->data + (pos - u->off), ue - pos);
+			pos = ue;
+		}
+		served = pos == end;
+	}
+	st->next = end;
+	st->used = ++fi->ra_clock;
+	/* Keep only units some stream may still read. */
+	uint64_t win = (uint64_t)f->o.read_ahead + FIO_RA_UNIT;
+	for (struct fio_ra *u = fi->ra, *nx; u; u = nx) {
+		nx = u->next;
+		int wanted = 0;
+		for (int i = 0; i < FIO_RA_STREAMS && !wanted; i++) {
+			const struct fio_ra_stream *x = &fi->ra_st[i];
+			wanted = x->used && u->off + u->len > x->next && u->off < x->next + win;
+		}
+		if (!wanted)
+			ra_unlink(fi, u);
+	}
+	if (!seq || fi->wb)
+		return served; /* a seek, or write-behind in flight: fetch nothing */
+	if (st->fill < end)
+		st->fill = end;
+	uint64_t limit = end + (uint64_t)f->o.read_ahead;
+	if (limit > size)
+		limit = size;
+	while (st->fill < limit) {
+		struct fio_ra *have = fi->ra;
+		while (have && !(have->off <= st->fill && st->fill < have->off + have->len))
+			have = have->next;
+		if (have) { /* another stream fetched it already */
+			st->fill = have->off + have->len;
+			continue;
+		}
+		uint64_t uend = (st->fill / FIO_RA_UNIT + 1) * FIO_RA_UNIT;
+		if (uend > size)
+			uend = size;
+		if (*refs == 0 || ra_launch(f, fi, st->fill, (uint32_t)(uend - st->fill)))
+			break;
+		(*refs)--;
+		st->fill = uend;
+	}
+	return served;
+}
+
 ssize_t file_io_read(file_io *f, file_io_inode *fi, uint64_t off, size_t len, void *buf)
 {
 	if (len == 0)
@@ -596,6 +873,23 @@ ssize_t file_io_read(file_io *f, file_io_inode *fi, uint64_t off, size_t len, vo
 		return 0;
 	if (len > size - off)
 		len = (size_t)(size - off);
+	if (f->o.read_ahead > 0) {
+		/* References for the units this read may launch, taken first
+		 * (lock order); the caller's own keeps FI alive meanwhile. */
+		int take = f->o.read_ahead / (int)FIO_RA_UNIT + 2;
+		int refs = take;
+		pthread_mutex_lock(&f->lock);
+		fi->refs += take;
+		pthread_mutex_unlock(&f->lock);
+		pthread_mutex_lock(&fi->lock);
+		int served = ra_read(f, fi, off, len, buf, size, &refs);
+		pthread_mutex_unlock(&fi->lock);
+		pthread_mutex_lock(&f->lock);
+		fi->refs -= refs;
+		pthread_mutex_unlock(&f->lock);
+		if (served)
+			return (ssize_t)len;
+	}
 	/* Splitting pays when the mount is otherwise idle (one reader
 	 * waiting on one replica); with several reads in flight the replicas
 	 * and CPUs are busy already and extra requests only cost. */
@@ -616,9 +910,12 @@ ssize_t file_io_write(file_io *f, file_io_inode *fi, uint64_t off, size_t len, c
 		wb_wait_overlap(fi, off, off + len, 1);
 	pthread_mutex_unlock(&fi->lock);
 	int rc = run_range(f, fi, 1, 0, off, len, (char *)buf);
-	if (rc < 0)
-		return rc;
 	pthread_mutex_lock(&fi->lock);
+	ra_drop_all(fi); /* units fetched before the write landed are stale */
+	if (rc < 0) {
+		pthread_mutex_unlock(&fi->lock);
+		return rc;
+	}
 	if (off + len > fi->written)
 		fi->written = off + len;
 	fi->wrote = 1;
@@ -749,6 +1046,7 @@ ssize_t file_io_write_behind(file_io *f, file_io_inode *fi, uint64_t off, size_t
 	w->next = fi->wb;
 	fi->wb = w;
 	fi->wb_bytes += len;
+	ra_drop_all(fi); /* and none are fetched while it is in flight */
 	pthread_mutex_unlock(&fi->lock);
 	pthread_mutex_lock(&f->lock);
 	fi->refs++;

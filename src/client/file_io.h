@@ -83,6 +83,10 @@ struct file_io_opts {
 	uint32_t write_behind;     /* file_io_write_behind keeps up to this many bytes
 	                              per inode in flight; 0: it writes synchronously */
 	uint64_t write_behind_total; /* ... and this many over all inodes [64 MiB] */
+	int read_ahead;            /* bytes fetched ahead of a sequential reader of an
+	                              inode [4 MiB]; < 0: no read-ahead */
+	uint32_t read_ahead_ttl_ms; /* read-ahead data fetched longer ago than this is
+	                              dropped, not served [500]: the staleness bound */
 };
 
 /* 0, -EINVAL (no backend; message in ERR), -ENOMEM, -errno. */
@@ -104,7 +108,19 @@ file_io_inode *file_io_find(file_io *f, uint64_t ino);
 
 /* Reads up to LEN bytes at OFF into BUF, stopping at file_io_size.
  * Returns the bytes read (0 at or past the end) or <0 from the backend;
- * -EFBIG when the range goes past chunk index 2^32-1. */
+ * -EFBIG when the range goes past chunk index 2^32-1.
+ *
+ * READ-AHEAD. A read that starts where one of the inode's last few
+ * readers (up to 4 streams) stopped is sequential: file_io then keeps
+ * opts.read_ahead bytes past it in flight (1 MiB units on the worker
+ * pool) and serves later sequential reads from
+ * them; a read that continues no stream starts one in place of the least
+ * recently used, whose units are dropped (a seek cancels). COHERENCE: a served unit was fetched from storage at most
+ * read_ahead_ttl_ms before the read began; a write or write-behind
+ * through this file_io, and a truncate it learns of (file_io_update),
+ * drop the inode's units, so a reader sees its own mount's writes at
+ * once and another mount's writes within read_ahead_ttl_ms. No units are
+ * fetched while write-behind writes of the inode are in flight. */
 ssize_t file_io_read(file_io *f, file_io_inode *fi, uint64_t off, size_t len, void *buf);
 /* Writes LEN bytes of BUF at OFF and raises the written end. Returns LEN
  * or <0 (-EFBIG as above; a backend error leaves the written end where it

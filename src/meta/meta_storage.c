@@ -26,7 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "client/storage_client.h"
+#include "storage_client/storage_client.h"
 #include "common/status.h"
 #include "meta/meta_storage.h"
 #include "mgmtd/routing.h"

@@ -618,12 +618,27 @@ static void write_image(struct chunk_engine *e, struct req *r)
 		goto fail;
 	}
 	uint32_t first = (uint32_t)(r->img_start / CHUNK_PAGE);
+	/* The image is exactly the caller's data (zero copy: it starts at
+	 * img_start, a page boundary, and ends the chunk): its page CRCs are
+	 * the ones the caller computed checking it. */
+	int given = op->page_crc && r->buf == op->data;
+	if (given) {
+		memcpy(c->nmeta.page_crc + first, op->page_crc, 4 * (size_t)chunk_npages(op->len));
+		DEBUG_ASSERT(chunk_crc_pages(r->buf, op->len, c->nmeta.page_crc + first) ==
+			     op->data_crc);
+	}
 	if (r->in_place) {
 		memcpy(c->nmeta.page_crc, c->base.page_crc, 4 * (size_t)first);
-		chunk_crc_pages(r->buf, new_len - r->img_start, c->nmeta.page_crc + first);
-		c->nmeta.crc = crc32c(c->base.crc, r->buf + (old_len - r->img_start), new_len - old_len);
+		if (given) {
+			c->nmeta.crc = chunk_crc_combine(c->base.crc, op->data_crc, op->len);
+		} else {
+			chunk_crc_pages(r->buf, new_len - r->img_start, c->nmeta.page_crc + first);
+			c->nmeta.crc = crc32c(c->base.crc, r->buf + (old_len - r->img_start),
+					      new_len - old_len);
+		}
 	} else {
-		c->nmeta.crc = chunk_crc_pages(r->buf, new_len, c->nmeta.page_crc);
+		c->nmeta.crc = given ? op->data_crc
+				     : chunk_crc_pages(r->buf, new_len, c->nmeta.page_crc);
 	}
 	uint64_t boff;
 	int fd = chunk_alloc_fd(e->alloc, c->nmeta.pos, &boff);

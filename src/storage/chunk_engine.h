@@ -103,6 +103,13 @@ struct chunk_op {
 	int result;                        /* out: >= 0 or -errno / -CFS_E* */
 	struct chunk_info info;            /* out: WRITE, QUERY, QUERY_LAST */
 	uint32_t flags;                    /* WRITE: CHUNK_WF_* */
+	/* WRITE, optional: the CRC32C of each CHUNK_PAGE of data (the last
+	 * page may be short) and of all of data, as the caller computed them
+	 * checking the data (chunk_crc_pages); only for off % CHUNK_PAGE == 0.
+	 * The engine then takes them instead of a second pass where the new
+	 * image is exactly data. Borrowed until done. */
+	const uint32_t *page_crc;
+	uint32_t data_crc;
 };
 
 enum chunk_write_flags {

@@ -40,6 +40,7 @@
 #include "common/status.h"
 #include "common/xalloc.h"
 #include "storage/storage_int.h"
+#include "storage/storage_targets.h"
 
 #define REPAIR_QUEUE_MAX 1024
 /* Passes (one per 200 ms link tick, or a kick): ~60 s, so a chunk that a

@@ -307,7 +307,7 @@ void craq_dump_handle(struct storage_service *s, struct rpc_req *req)
 		rpc_reply_error(req, -ENODEV, "dump: no such target");
 		return;
 	}
-	int err = stor_begin(s);
+	int err = fence_witness_admit(s);
 	if (err) {
 		rpc_reply_error(req, err, "dump: not serving");
 		return;

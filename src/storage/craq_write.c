@@ -9,9 +9,13 @@
  *   LOCK the chunk (FIFO; writes to one chunk are serialised at the head
  *      │      and, in the same order, at every replica)
  *      v
- *   APPLY in the engine: the head lets it assign u = v + 1; the others
- *      │      apply exactly version u (a replica that already holds u from
- *      │      an earlier attempt of the same forward answers success)
+ *   APPLY in the engine and FORWARD, overlapped (PIPELINED, writes): the
+ *      │      head asks its engine for v (a metadata lookup, no disk I/O)
+ *      │      and applies exactly u = v + 1 while the same u goes to the
+ *      │      successor; the others apply the u they got while forwarding it
+ *      │      (a replica that already holds u from an earlier attempt of
+ *      │      the same forward answers success). Removes, and writes whose
+ *      │      successor needs the whole chunk, apply first, then forward.
  *      v
  *   FORWARD to the successor read from the newest routing; a SYNCING
  *      │      successor gets the whole chunk as a replace (it may lack the
@@ -31,11 +35,36 @@
  * chunk whose version differs from its predecessor's.
  *
  * Removes travel the same way, locking the first chunk of their range.
+ *
+ * LOCAL FAILURE AFTER THE SUCCESSOR APPLIED (pipelining's rule). When a
+ * member's own apply fails (disk error, engine in ERROR) while its forward
+ * went through, the successors hold u and it does not. The member FENCES
+ * ITSELF before it releases the chunk lock (craq_fence_target): it stops
+ * serving reads and writes of every chain at once (target not "started",
+ * so craq_read_check and check_role answer -CFS_EUNAVAIL) and reports
+ * OFFLINE to mgmtd. It answers its predecessor (or the client) with
+ * -CFS_EUNAVAIL, which the client retries on the new head. mgmtd moves it
+ * out of the chain; the link thread then treats it like a restarted
+ * target (startup fencing, mgmtd_link.c): ONLINE, SYNCING, resynced from
+ * its predecessor, SERVING. So no reader is ever served the stale chunk it
+ * kept, and the chain converges on u (or on a later write). A failure that
+ * leaves nothing to fence (-CFS_ECONFLICT at a non-head: the predecessor
+ * resends the whole chunk; -CFS_ECHAIN_VERSION while the forward failed
+ * too) is answered as before.
+ *
+ * FAULT INJECTION (tests only). With CFS_FAULTINJ set in the service's
+ * environment at start, a pipelined head apply first looks for the file
+ * DIR/faultinj_craq_head_apply of its target; if present, it is removed
+ * and that apply "fails" with -EIO once the forward has finished, without
+ * touching the disk: the head's disk write failed after the successor
+ * applied (tests/storage/test_craq.c head_apply_fails).
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/clock.h"
 #include "common/crc32c.h"
@@ -59,6 +88,7 @@ struct craq_op {
 	struct sto_remove_req rm;    /* REMOVE */
 	struct chunk_id id;          /* the locked chunk */
 	void *data;                  /* WRITE: stor_buf of w.len bytes */
+	uint32_t *page_crc;          /* WRITE: data's page CRCs (checked), or NULL */
 	void *full;                  /* whole chunk for a replace forward: stor_buf */
 	uint32_t full_cap;           /* its stor_buf size */
 	uint32_t full_len;
@@ -74,9 +104,21 @@ struct craq_op {
 	uint32_t removed;
 	uint64_t deadline_ms;
 	int attempts;
+	/* PIPELINED: local apply and forward run at once; the last to end
+	 * finishes the op. */
+	bool pipelined;
+	bool fault;                  /* injected: the local apply fails (-EIO) */
+	uint64_t uver;               /* the version applied and forwarded */
+	_Atomic int parts;           /* parts still running (2, or 1 with fault) */
+	_Atomic int pflags;          /* PL_LOCAL_DONE, PL_FWD_WAITS */
+	int local_err, fwd_err;      /* each written by its part before its end */
+	struct chunk_info local_info;/* the local apply's result */
 };
 
+enum { PL_LOCAL_DONE = 1, PL_FWD_WAITS = 2 };
+
 static void forward(void *arg);
+static void fwd_end(struct craq_op *o, int err);
 
 /* Finds TARGET in CHAIN of SNAP. Returns its index or -1. */
 static int member_pos(const struct route_chain *c, uint32_t target)
@@ -118,6 +160,7 @@ static void op_free(struct craq_op *o)
 		stor_buf_put(o->s, o->data, o->w.len);
 	if (o->full)
 		stor_buf_put(o->s, o->full, o->full_cap);
+	free(o->page_crc);
 	free(o);
 }
 
@@ -166,11 +209,11 @@ static bool dedup_answer(struct craq_op *o)
 static void retry_later(struct craq_op *o)
 {
 	if (atomic_load(&o->s->stopping)) {
-		finish(o, -CFS_EUNAVAIL);
+		fwd_end(o, -CFS_EUNAVAIL);
 		return;
 	}
 	if (clock_mono_ms() > o->deadline_ms) {
-		finish(o, -CFS_EUNAVAIL);
+		fwd_end(o, -CFS_EUNAVAIL);
 		return;
 	}
 	craq_sched_after(o->s->sched, FORWARD_RETRY_MS, forward, o);
@@ -180,7 +223,7 @@ static void fwd_done(void *arg, const struct rpc_result *res)
 {
 	struct craq_op *o = arg;
 	if (res->status == 0) {
-		finish(o, 0);
+		fwd_end(o, 0);
 		return;
 	}
 	o->attempts++;
@@ -202,7 +245,7 @@ static void full_read_done(struct chunk_op *op)
 	struct craq_op *o = op->arg;
 	int r = op->result < 0 ? op->result : o->rr.result;
 	if (r < 0) {
-		finish(o, r);
+		fwd_end(o, r);
 		return;
 	}
 	o->full_len = (uint32_t)r;
@@ -216,7 +259,7 @@ static void forward(void *arg)
 	struct craq_op *o = arg;
 	struct storage_service *s = o->s;
 	if (atomic_load(&s->stopping)) {
-		finish(o, -CFS_EUNAVAIL);
+		fwd_end(o, -CFS_EUNAVAIL);
 		return;
 	}
 	struct mgmtd_routing *snap = mgmtd_client_routing(s->mc);
@@ -227,7 +270,7 @@ static void forward(void *arg)
 	if (pos < 0 || !receives_writes(c->m[pos].state)) {
 		/* We left the write path: this op cannot complete through us. */
 		mgmtd_routing_put(snap);
-		finish(o, -CFS_ECHAIN_VERSION);
+		fwd_end(o, -CFS_ECHAIN_VERSION);
 		return;
 	}
 	int succ = -1;
@@ -238,7 +281,7 @@ static void forward(void *arg)
 		}
 	if (succ < 0) {
 		mgmtd_routing_put(snap);
-		finish(o, 0);
+		fwd_end(o, 0);
 		return;
 	}
 	const struct route_target *st = route_find_target(ri, c->m[succ].target_id);
@@ -253,13 +296,21 @@ static void forward(void *arg)
 		o->want_full = true;
 	if (o->kind == CRAQ_WRITE && o->want_full && !o->full) {
 		mgmtd_routing_put(snap);
-		o->full_cap = o->wresp.len;
-		o->full = stor_buf_get(s, o->full_cap);
-		if (!o->full) {
-			finish(o, -ENOMEM);
+		/* The whole chunk includes our apply of u: wait for it. */
+		if (o->pipelined &&
+		    !(atomic_fetch_or(&o->pflags, PL_FWD_WAITS) & PL_LOCAL_DONE))
+			return; /* local_end calls forward again */
+		if (o->pipelined && o->local_err) {
+			fwd_end(o, o->local_err);
 			return;
 		}
-		o->rr = (struct chunk_read_range){ .id = o->id, .off = 0, .len = o->wresp.len,
+		o->full_cap = o->pipelined ? o->local_info.len : o->wresp.len;
+		o->full = stor_buf_get(s, o->full_cap);
+		if (!o->full) {
+			fwd_end(o, -ENOMEM);
+			return;
+		}
+		o->rr = (struct chunk_read_range){ .id = o->id, .off = 0, .len = o->full_cap,
 						   .dst = o->full };
 		o->op = (struct chunk_op){ .type = CHUNK_OP_READ, .done = full_read_done, .arg = o,
 					   .ranges = &o->rr, .nranges = 1 };
@@ -273,7 +324,7 @@ static void forward(void *arg)
 		struct sto_write_req f = o->w;
 		f.target = st->id;
 		f.chain_ver = c->version;
-		f.update_ver = o->wresp.commit_ver;
+		f.update_ver = o->pipelined ? o->uver : o->wresp.commit_ver;
 		f.flags |= STO_WF_FORWARDED;
 		call.bulk = o->data;
 		if (o->want_full) {
@@ -309,9 +360,20 @@ static void forward(void *arg)
 	}
 }
 
+static void local_end(struct craq_op *o, int err, const struct chunk_info *info);
+
 static void query_done(struct chunk_op *op)
 {
 	struct craq_op *o = op->arg;
+	if (o->pipelined) {
+		if (op->result < 0 || op->info.commit_ver < o->w.update_ver) {
+			local_end(o, -CFS_ECONFLICT, NULL);
+		} else {
+			struct chunk_info ci = op->info;
+			local_end(o, 0, &ci);
+		}
+		return;
+	}
 	if (op->result < 0 || op->info.commit_ver < o->w.update_ver) {
 		finish(o, -CFS_ECONFLICT);
 		return;
@@ -349,19 +411,164 @@ static void applied(struct chunk_op *op)
 	forward(o);
 }
 
+
+/* ---- pipelined writes ---- */
+
+void craq_fence_target(struct storage_service *s, struct stor_target *t, const char *why)
+{
+	if (!atomic_exchange(&t->started, 0))
+		return;
+	atomic_store(&t->local_state, CHAIN_LS_OFFLINE);
+	LOG_ERR("craq", "target fenced itself: target=%u why=%s; it rejoins through resync",
+		stor_target_id(s, t), why);
+	mgmtd_link_report(s);
+	mgmtd_link_kick(s);
+}
+
+/* Both parts ended: answer, fencing first where the rule says so. */
+static void pl_finish(struct craq_op *o)
+{
+	int lerr = o->local_err, ferr = o->fwd_err;
+	if (!lerr && !ferr) {
+		o->wresp = (struct sto_write_resp){ .commit_ver = o->uver, .len = o->local_info.len,
+						    .crc = o->local_info.crc };
+		finish(o, 0);
+		return;
+	}
+	if (!lerr) {
+		finish(o, ferr);
+		return;
+	}
+	bool nothing_to_fence = (lerr == -CFS_ECONFLICT && !o->head) ||
+				(lerr == -CFS_ECHAIN_VERSION && ferr);
+	if (nothing_to_fence) {
+		finish(o, lerr);
+		return;
+	}
+	char why[96];
+	snprintf(why, sizeof(why), "local apply failed (%s), forward %s", cfs_strerror(lerr),
+		 ferr ? "failed" : "applied");
+	craq_fence_target(o->s, o->t, why);
+	finish(o, -CFS_EUNAVAIL);
+}
+
+static void part_end(struct craq_op *o)
+{
+	if (atomic_fetch_sub(&o->parts, 1) == 1)
+		pl_finish(o);
+}
+
+/* The forward part ended (tail reached, successor answered, or gave up). */
+static void fwd_end(struct craq_op *o, int err)
+{
+	if (!o->pipelined) {
+		finish(o, err);
+		return;
+	}
+	o->fwd_err = err;
+	part_end(o);
+}
+
+/* The local part ended; INFO is the applied chunk's when ERR is 0. */
+static void local_end(struct craq_op *o, int err, const struct chunk_info *info)
+{
+	o->local_err = err;
+	if (info)
+		o->local_info = *info;
+	if (atomic_fetch_or(&o->pflags, PL_LOCAL_DONE) & PL_FWD_WAITS)
+		forward(o); /* it waited for our apply to send the whole chunk */
+	part_end(o);
+}
+
+static void pl_applied(struct chunk_op *op)
+{
+	struct craq_op *o = op->arg;
+	if (op->result == -CFS_ECONFLICT && !o->head) {
+		o->op = (struct chunk_op){ .type = CHUNK_OP_QUERY, .done = query_done, .arg = o,
+					   .id = o->id };
+		chunk_engine_submit(o->t->eng, &o->op);
+		return;
+	}
+	struct chunk_info ci = op->info;
+	local_end(o, op->result < 0 ? op->result : 0, op->result < 0 ? NULL : &ci);
+}
+
+static bool fault_armed(struct craq_op *o)
+{
+	if (!o->s->faultinj)
+		return false;
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/faultinj_craq_head_apply", o->t->dir);
+	return unlink(path) == 0;
+}
+
+/* Starts the local apply of version U and the forward of it together. */
+static void pl_start(struct craq_op *o, uint64_t u)
+{
+	o->pipelined = true;
+	o->uver = u;
+	o->fault = o->head && fault_armed(o);
+	/* Two parts unless injected: then the local apply "failed" without
+	 * touching the disk, and the forward's end decides alone. */
+	atomic_store(&o->parts, o->fault ? 1 : 2);
+	if (o->fault) {
+		o->local_err = -EIO;
+		atomic_store(&o->pflags, PL_LOCAL_DONE);
+	} else {
+		uint32_t fl = (o->w.flags & STO_WF_REPLACE) ? CHUNK_WF_REPLACE : 0;
+		o->op = (struct chunk_op){ .type = CHUNK_OP_WRITE, .done = pl_applied, .arg = o,
+					   .id = o->id, .off = o->w.off, .len = o->w.len,
+					   .data = o->data, .update_ver = u,
+					   .chain_ver = o->w.chain_ver, .flags = fl,
+					   .page_crc = o->page_crc, .data_crc = o->w.crc };
+		chunk_engine_submit(o->t->eng, &o->op);
+	}
+	forward(o);
+}
+
+/* Head: the chunk's committed version is known; u = v + 1. */
+static void head_version(struct chunk_op *op)
+{
+	struct craq_op *o = op->arg;
+	uint64_t v = 0;
+	if (op->result == 0) {
+		if (o->w.chain_ver < op->info.chain_ver) {
+			finish(o, -CFS_ECHAIN_VERSION);
+			return;
+		}
+		v = op->info.commit_ver;
+	} else if (op->result != -ENOENT) {
+		finish(o, op->result);
+		return;
+	}
+	pl_start(o, v + 1);
+}
+
 static void locked(void *arg)
 {
 	struct craq_op *o = arg;
 	o->locked = true;
 	if (dedup_answer(o))
 		return;
+	if (o->kind == CRAQ_WRITE && o->head && !(o->w.flags & STO_WF_REPLACE)) {
+		/* The version to forward before our own apply assigns it. */
+		o->op = (struct chunk_op){ .type = CHUNK_OP_QUERY, .done = head_version, .arg = o,
+					   .id = o->id };
+		chunk_engine_submit(o->t->eng, &o->op);
+		return;
+	}
+	if (o->kind == CRAQ_WRITE && !o->head) {
+		pl_start(o, o->w.update_ver);
+		return;
+	}
 	if (o->kind == CRAQ_WRITE) {
 		uint32_t fl = (o->w.flags & STO_WF_REPLACE) ? CHUNK_WF_REPLACE : 0;
 		o->op = (struct chunk_op){ .type = CHUNK_OP_WRITE, .done = applied, .arg = o,
 					   .id = o->id, .off = o->w.off, .len = o->w.len,
 					   .data = o->data,
 					   .update_ver = o->head ? 0 : o->w.update_ver,
-					   .chain_ver = o->w.chain_ver, .flags = fl };
+					   .chain_ver = o->w.chain_ver, .flags = fl,
+					   .page_crc = o->page_crc, .data_crc = o->w.crc };
 	} else {
 		o->op = (struct chunk_op){ .type = CHUNK_OP_REMOVE, .done = applied, .arg = o,
 					   .id = { o->rm.ino, o->rm.begin }, .end_idx = o->rm.end };
@@ -402,13 +609,14 @@ static void start(struct craq_op *o)
 }
 
 void craq_write_handle(struct storage_service *s, struct rpc_req *req,
-		       const struct sto_write_req *m, void *data)
+		       const struct sto_write_req *m, void *data, uint32_t *page_crc)
 {
 	struct stor_target *t = stor_target_by_id(s, m->target);
 	int err = !s->mc ? -EINVAL : !t ? -ENODEV : 0;
 	if (!err)
 		err = check_role(s, t, m->chain, m->chain_ver, (m->flags & STO_WF_FORWARDED) != 0);
 	if (err) {
+		free(page_crc);
 		stor_buf_put(s, data, m->len);
 		reply_err(req, err, "write");
 		stor_end(s);
@@ -421,6 +629,7 @@ void craq_write_handle(struct storage_service *s, struct rpc_req *req,
 	o->kind = CRAQ_WRITE;
 	o->w = *m;
 	o->data = data;
+	o->page_crc = page_crc;
 	o->id = (struct chunk_id){ m->ino, m->idx };
 	o->head = !(m->flags & STO_WF_FORWARDED);
 	o->client = m->client;

@@ -79,6 +79,16 @@ bool fence_witness_fenced(struct storage_service *s)
 	return routing_version(s) != atomic_load(&w->permit_version);
 }
 
+int fence_witness_admit(struct storage_service *s)
+{
+	int err = stor_begin(s);
+	if (!err && fence_witness_fenced(s)) {
+		stor_end(s);
+		err = -CFS_EFENCED;
+	}
+	return err;
+}
+
 void fence_witness_handle(struct storage_service *s, struct rpc_req *req)
 {
 	uint32_t len;

@@ -1,5 +1,6 @@
 /* storage_int.h - internals shared by the storage service's files:
- * storage_service.c (RPC handlers, direct I/O), craq_lock.c (chunk locks,
+ * storage_service.c (RPC handlers, direct I/O), storage_targets.c (target
+ * registry, buffers, admission; below the others), craq_lock.c (chunk locks,
  * exactly-once cache, delayed-retry scheduler), craq_write.c (chain writes
  * and removes), craq_resync.c (resync of a returning successor) and
  * mgmtd_link.c (registration, target states, routing). Not a public API.
@@ -17,6 +18,7 @@
 #include "storage/chunk_engine.h"
 #include "storage/storage_proto.h"
 #include "storage/storage_service.h"
+#include "storage/storage_targets.h"
 
 /* ---- per-chunk locks (craq_lock.c) ----
  * A chain write holds its chunk's lock from before the local apply until
@@ -72,17 +74,6 @@ struct fence_witness {
 };
 
 /* ---- the service ---- */
-struct stor_target {
-	uint32_t slot;                 /* 1..n in --targets order */
-	char *dir;                     /* owned */
-	struct chunk_engine *eng;
-	struct craq_locks *locks;
-	_Atomic int local_state;       /* enum chain_local_state reported to mgmtd */
-	_Atomic int started;           /* startup fencing passed (reported ONLINE) */
-	uint32_t synced_target;        /* link thread: the successor last synced ... */
-	uint32_t synced_chain_ver;     /* ... at this chain version (skip repeats) */
-};
-
 struct storage_service {
 	struct rpc_server *srv;
 	struct rpc_client *cli;        /* forwards and resync (NULL standalone) */
@@ -103,24 +94,8 @@ struct storage_service {
 	uint64_t link_kick;            /* under link_mu */
 	struct fence_witness fw;       /* NULL mc: unused */
 	struct craq_repair *repair;    /* corrupt chunks to repair (craq_repair.c) */
+	bool faultinj;                 /* CFS_FAULTINJ set at start: test fault points */
 };
-
-/* Admission: 0 and one count of s->inflight (drop it with stor_end once
- * replied), or the error to answer (-CFS_EFENCED, -CFS_EUNAVAIL). */
-int stor_begin(struct storage_service *s);
-void stor_end(struct storage_service *s);
-/* The target for ID on this node, or NULL. */
-struct stor_target *stor_target_by_id(struct storage_service *s, uint32_t id);
-uint32_t stor_target_id(struct storage_service *s, const struct stor_target *t);
-/* Address of NODE from SNAP (borrowed from it), NULL if unknown. */
-const char *stor_node_addr(const struct route_info *ri, uint32_t node_id);
-/* An aligned buffer of ceil4k(n) bytes (at least one page), or NULL. */
-void *stor_alloc_aligned(uint64_t n);
-/* Request data buffers: 4 KiB-aligned, from the pool when N fits one
- * (no page faults per request), else the heap; NULL on -ENOMEM. Put back
- * with the same N. Any thread. */
-void *stor_buf_get(struct storage_service *s, uint64_t n);
-void stor_buf_put(struct storage_service *s, void *p, uint64_t n);
 
 /* mgmtd_link.c */
 int mgmtd_link_start(struct storage_service *s, const struct storage_service_opts *o, char *err,
@@ -135,17 +110,25 @@ void mgmtd_link_report(struct storage_service *s);
 bool fence_witness_fenced(struct storage_service *s);
 /* Answers a peer's WITNESS request; on a loop thread, never blocks. */
 void fence_witness_handle(struct storage_service *s, struct rpc_req *req);
+/* Admits a request: stor_begin, then -CFS_EFENCED (count dropped again)
+ * if the service is fenced now. 0 or the error to answer. */
+int fence_witness_admit(struct storage_service *s);
 /* Starts / stops the thread that asks the peers while mgmtd is silent.
  * Start after mgmtd_link_start; 0 or -EAGAIN. Stop is idempotent. */
 int fence_witness_start(struct storage_service *s, uint32_t heartbeat_ms);
 void fence_witness_stop(struct storage_service *s);
 
-/* craq_write.c: chain WRITE / REMOVE (chain != 0). Take REQ and DATA (the
- * aligned bulk buffer, freed by them). */
+/* craq_write.c: chain WRITE / REMOVE (chain != 0). Take REQ, DATA (the
+ * aligned bulk buffer) and PAGE_CRC (DATA's page CRCs from the check, or
+ * NULL; malloc'd), freed by them. */
 void craq_write_handle(struct storage_service *s, struct rpc_req *req,
-		       const struct sto_write_req *m, void *data);
+		       const struct sto_write_req *m, void *data, uint32_t *page_crc);
 void craq_remove_handle(struct storage_service *s, struct rpc_req *req,
 			const struct sto_remove_req *m);
+/* The local-failure rule of pipelined writes: T stops serving at once
+ * and reports OFFLINE; it rejoins through startup fencing and resync.
+ * Idempotent; any thread. */
+void craq_fence_target(struct storage_service *s, struct stor_target *t, const char *why);
 /* Checks that TARGET may serve a read of CHAIN now: 0 or -CFS_E*. */
 int craq_read_check(struct storage_service *s, uint32_t target, uint32_t chain);
 

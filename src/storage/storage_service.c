@@ -1,5 +1,6 @@
 /* storage_service.c - the storage service's RPC front: target table,
- * handlers for the storage messages, and the standalone (chain 0) paths.
+ * handlers for the storage messages, and the standalone (chain 0) paths;
+ * the target registry and request buffers are in storage_targets.c.
  *
  * Handlers run on RPC loop threads and never block: each decodes, checks,
  * submits one engine op and returns; the engine's completion callback
@@ -31,71 +32,11 @@
 #include "common/status.h"
 #include "common/xalloc.h"
 #include "storage/chunk_buf.h"
+#include "storage/chunk_crc.h"
 #include "storage/storage_int.h"
 
 #define PAGE 4096u
 #define ALIGN4K(x) (((uint64_t)(x) + PAGE - 1) & ~(uint64_t)(PAGE - 1))
-
-void *stor_alloc_aligned(uint64_t n)
-{
-	void *p = NULL;
-	uint64_t sz = ALIGN4K(n ? n : 1);
-	if (posix_memalign(&p, PAGE, sz))
-		return NULL;
-	return p;
-}
-
-void *stor_buf_get(struct storage_service *s, uint64_t n)
-{
-	if (n <= CHUNK_MAX_SIZE)
-		return chunk_buf_get(s->pool, (size_t)(n ? n : 1));
-	return stor_alloc_aligned(n);
-}
-
-void stor_buf_put(struct storage_service *s, void *p, uint64_t n)
-{
-	if (n <= CHUNK_MAX_SIZE)
-		chunk_buf_put(s->pool, p, (size_t)(n ? n : 1));
-	else
-		free(p);
-}
-
-uint32_t stor_target_id(struct storage_service *s, const struct stor_target *t)
-{
-	uint32_t node = s->mc ? mgmtd_client_node_id(s->mc) : 0;
-	return node * 1000 + t->slot;
-}
-
-struct stor_target *stor_target_by_id(struct storage_service *s, uint32_t id)
-{
-	uint32_t node = s->mc ? mgmtd_client_node_id(s->mc) : 0;
-	if (id / 1000 != node || id % 1000 == 0 || id % 1000 > s->nt)
-		return NULL;
-	return &s->t[id % 1000 - 1];
-}
-
-const char *stor_node_addr(const struct route_info *ri, uint32_t node_id)
-{
-	const struct route_node *n = route_find_node(ri, node_id);
-	return n ? n->addr : NULL;
-}
-
-/* Admits a request: 0 (the caller now holds one count of s->inflight,
- * dropped with stor_end after its reply) or the error to answer now. */
-int stor_begin(struct storage_service *s)
-{
-	atomic_fetch_add(&s->inflight, 1);
-	int err = 0;
-	if (atomic_load(&s->stopping))
-		err = -CFS_EUNAVAIL;
-	else if (fence_witness_fenced(s))
-		err = -CFS_EFENCED;
-	if (err)
-		atomic_fetch_sub(&s->inflight, 1);
-	return err;
-}
-
-void stor_end(struct storage_service *s) { atomic_fetch_sub(&s->inflight, 1); }
 
 static void reply_err(struct rpc_req *req, int err, const char *what)
 {
@@ -144,6 +85,7 @@ struct direct_write {
 	struct rpc_req *req;
 	void *data;      /* stor_buf of len bytes */
 	uint64_t len;
+	uint32_t *page_crc; /* data's page CRCs, or NULL */
 };
 
 static void direct_write_done(struct chunk_op *op)
@@ -163,21 +105,33 @@ static void direct_write_done(struct chunk_op *op)
 	}
 	struct storage_service *s = w->s;
 	stor_buf_put(s, w->data, w->len);
+	free(w->page_crc);
 	free(w);
 	stor_end(s);
 }
 
-/* Checks shared by direct and chain writes: 0 or the error to answer. */
-static int write_check(const struct sto_write_req *m, const void *data, uint64_t bulk_len)
+/* Checks shared by direct and chain writes: 0 or the error to answer.
+ * The CRC check is the one pass over the data at this hop: for a write
+ * at a page boundary it computes the page CRCs the engine keeps (*PAGE_CRC,
+ * malloc'd, the caller's to free; NULL otherwise) and folds them into the
+ * piece's CRC, so the engine need not read the data again. */
+static int write_check(const struct sto_write_req *m, const void *data, uint64_t bulk_len,
+		       uint32_t **page_crc)
 {
+	*page_crc = NULL;
 	if (m->len == 0 || m->len != bulk_len || !data)
 		return -EINVAL;
 	if ((uint64_t)m->off + m->len > CHUNK_MAX_SIZE)
 		return -EINVAL;
 	if ((m->flags & STO_WF_REPLACE) && m->off != 0)
 		return -EINVAL;
-	if (crc32c(0, data, m->len) != m->crc)
+	uint32_t *pc = m->off % PAGE == 0 ? malloc(4 * (size_t)chunk_npages(m->len)) : NULL;
+	uint32_t crc = pc ? chunk_crc_pages(data, m->len, pc) : crc32c(0, data, m->len);
+	if (crc != m->crc) {
+		free(pc);
 		return -CFS_ECHECKSUM;
+	}
+	*page_crc = pc;
 	return 0;
 }
 
@@ -195,23 +149,25 @@ static void handle_write(struct rpc_req *req, void *arg)
 		reply_err(req, -CFS_EPROTO, "write: malformed request");
 		return;
 	}
-	if ((err = stor_begin(s))) {
+	if ((err = fence_witness_admit(s))) {
 		stor_buf_put(s, data, blen);
 		reply_err(req, err, "write");
 		return;
 	}
-	if ((err = write_check(&m, data, blen))) {
+	uint32_t *page_crc;
+	if ((err = write_check(&m, data, blen, &page_crc))) {
 		stor_buf_put(s, data, blen);
 		reply_err(req, err, "write");
 		stor_end(s);
 		return;
 	}
 	if (m.chain) {
-		craq_write_handle(s, req, &m, data);
+		craq_write_handle(s, req, &m, data, page_crc);
 		return;
 	}
 	struct stor_target *t = stor_target_by_id(s, m.target);
 	if (!t || s->mc) {
+		free(page_crc);
 		stor_buf_put(s, data, blen);
 		reply_err(req, t ? -CFS_ECHAIN_VERSION : -ENODEV, "write: target");
 		stor_end(s);
@@ -222,11 +178,13 @@ static void handle_write(struct rpc_req *req, void *arg)
 	w->req = req;
 	w->data = data;
 	w->len = blen;
+	w->page_crc = page_crc;
 	w->op = (struct chunk_op){ .type = CHUNK_OP_WRITE, .done = direct_write_done, .arg = w,
 				   .id = { m.ino, m.idx }, .off = m.off, .len = m.len,
 				   .data = data, .update_ver = m.update_ver,
 				   .chain_ver = m.chain_ver,
-				   .flags = (m.flags & STO_WF_REPLACE) ? CHUNK_WF_REPLACE : 0 };
+				   .flags = (m.flags & STO_WF_REPLACE) ? CHUNK_WF_REPLACE : 0,
+				   .page_crc = page_crc, .data_crc = m.crc };
 	chunk_engine_submit(t->eng, &w->op);
 }
 
@@ -349,7 +307,7 @@ static void handle_read(struct rpc_req *req, void *arg)
 		reply_err(req, -CFS_EPROTO, "read: malformed request");
 		return;
 	}
-	int err = stor_begin(s);
+	int err = fence_witness_admit(s);
 	if (err) {
 		read_ctx_free(c);
 		reply_err(req, err, "read");
@@ -472,7 +430,7 @@ static void handle_remove(struct rpc_req *req, void *arg)
 		reply_err(req, -CFS_EPROTO, "remove: malformed request");
 		return;
 	}
-	int err = m.begin >= m.end ? -EINVAL : stor_begin(s);
+	int err = m.begin >= m.end ? -EINVAL : fence_witness_admit(s);
 	if (err) {
 		reply_err(req, err, "remove");
 		return;
@@ -536,7 +494,7 @@ static void handle_query(struct rpc_req *req, void *arg)
 	}
 	struct stor_target *t = stor_target_by_id(s, m.target);
 	int err = !t ? -ENODEV : m.chain ? craq_read_check(s, m.target, m.chain) : 0;
-	if (err || (err = stor_begin(s))) {
+	if (err || (err = fence_witness_admit(s))) {
 		reply_err(req, err, "query");
 		return;
 	}
@@ -582,38 +540,6 @@ static void handle_witness(struct rpc_req *req, void *arg) { fence_witness_handl
 
 /* ---- lifecycle ---- */
 
-/* A target's id is node * 1000 + its position in --targets: the position
- * is recorded in DIR/slot at first start, and a directory listed at
- * another position later is refused (its chunks belong to the other id). */
-static int check_slot(const struct stor_target *t, char *err, size_t errlen)
-{
-	char path[4200];
-	snprintf(path, sizeof(path), "%s/slot", t->dir);
-	FILE *f = fopen(path, "r");
-	if (f) {
-		unsigned v = 0;
-		int ok = fscanf(f, "%u", &v) == 1;
-		fclose(f);
-		if (!ok || v != t->slot) {
-			snprintf(err, errlen,
-				 "target %s was number %u in --targets, now %u: keep the order",
-				 t->dir, v, t->slot);
-			return -EINVAL;
-		}
-		return 0;
-	}
-	f = fopen(path, "w");
-	if (!f || fprintf(f, "%u\n", t->slot) < 0 || fflush(f) || fsync(fileno(f))) {
-		int e = errno;
-		if (f)
-			fclose(f);
-		snprintf(err, errlen, "target %s: cannot record its slot: %s", t->dir, strerror(e));
-		return -e;
-	}
-	fclose(f);
-	return 0;
-}
-
 uint16_t storage_service_port(const struct storage_service *s) { return rpc_server_port(s->srv); }
 
 int storage_service_new(const struct storage_service_opts *o, struct storage_service **out,
@@ -626,33 +552,14 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 		rc = -EINVAL;
 		goto fail;
 	}
+	s->faultinj = getenv("CFS_FAULTINJ") != NULL;
 	pthread_mutex_init(&s->link_mu, NULL);
 	pthread_cond_init(&s->link_cv, NULL);
 	s->dedup = craq_dedup_new();
 	s->repair = craq_repair_new();
 	s->sched = craq_sched_new();
-	s->pool = chunk_bufpool_new(512u << 20);
-	s->t = xcalloc(o->n_targets, sizeof(*s->t));
-	for (size_t i = 0; i < o->n_targets; i++) {
-		struct stor_target *t = &s->t[i];
-		struct chunk_engine_cfg cfg;
-		chunk_engine_cfg_default(&cfg);
-		cfg.dir = o->target_dirs[i];
-		cfg.capacity = o->capacity;
-		if (o->sync < 0)
-			cfg.sync = 0;
-		t->slot = (uint32_t)i + 1;
-		t->dir = xstrdup(o->target_dirs[i]);
-		t->locks = craq_locks_new();
-		atomic_store(&t->local_state, CHAIN_LS_OFFLINE);
-		s->nt = i + 1;
-		if ((rc = chunk_engine_open(&cfg, &t->eng))) {
-			snprintf(err, errlen, "target %s: %s", t->dir, cfs_strerror(rc));
-			goto fail;
-		}
-		if ((rc = check_slot(t, err, errlen)))
-			goto fail;
-	}
+	if ((rc = stor_targets_open(s, o, err, errlen)))
+		goto fail;
 	struct rpc_opts ro = { .cluster_id = o->cluster_id, .secret = o->secret,
 			       .secret_len = o->secret_len,
 			       .nthreads = o->rpc_threads > 0 ? o->rpc_threads : 2,
@@ -739,15 +646,9 @@ void storage_service_free(struct storage_service *s)
 	craq_sched_free(s->sched);
 	rpc_server_free(s->srv);
 	mgmtd_client_free(s->mc);
-	for (size_t i = 0; i < s->nt; i++) {
-		chunk_engine_close(s->t[i].eng);
-		craq_locks_free(s->t[i].locks);
-		free(s->t[i].dir);
-	}
-	free(s->t);
 	craq_dedup_free(s->dedup);
 	craq_repair_free(s->repair);
-	chunk_bufpool_free(s->pool);
+	stor_targets_close(s);
 	pthread_mutex_destroy(&s->link_mu);
 	pthread_cond_destroy(&s->link_cv);
 	free(s);

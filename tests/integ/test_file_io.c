@@ -11,7 +11,11 @@
  * several threads writing disjoint ranges of one file; reads cut at
  * read_piece inside chunks (through the worker pool and through a
  * read_batch backend), with holes, short chunks and a failing piece;
- * write-behind (order per chunk, reads after it, errors at drain).
+ * write-behind (order per chunk, reads after it, errors at drain);
+ * read-ahead (sequential reads served from units fetched ahead; a file
+ * rewritten through another file_io is never served stale to a
+ * sequential reader once read_ahead_ttl_ms passed, and this file_io's own
+ * writes are seen at once).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -22,6 +26,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "client/file_io.h"
 #include "meta/layout.h"
@@ -390,6 +395,134 @@ static void test_write_behind(void **state)
 	file_io_free(fio);
 }
 
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+/* Which of the two patterns (1 or 2) R holds for file offset OFF, or 0. */
+static int which(const uint8_t *r, size_t n, uint64_t off, const uint8_t *p1, const uint8_t *p2)
+{
+	if (!memcmp(r, p1 + off, n))
+		return 1;
+	if (!memcmp(r, p2 + off, n))
+		return 2;
+	return 0;
+}
+
+/* READ-AHEAD COHERENCE. Reader A and writer B are two file_io instances
+ * (two mounts) over one backend. A reads a 3 MiB file sequentially in
+ * CS pieces: some reads must be served without a backend request (the
+ * read-ahead works). B rewrites the whole file. A's reads right after may
+ * still be old (within the bound), each wholly old or wholly new; once
+ * TTL has passed since B's write returned, every read must be new. A's
+ * own write ahead of its position is read back at once. */
+static void test_read_ahead(void **state)
+{
+	struct ctx *c = *state;
+	char err[256];
+	const uint32_t ttl = 200;
+	const size_t size = 48 * (size_t)CS; /* 3 MiB: three read-ahead units */
+	file_io *A, *B;
+	file_io_inode *fa, *fb;
+	struct file_io_opts o = {
+	    .backend = {.arg = &c->fk, .read = fake_read, .write = fake_write},
+	    .workers = 4,
+	    .read_ahead = 2 << 20,
+	    .read_ahead_ttl_ms = ttl,
+	};
+	assert_int_equal(file_io_new(&o, &A, err, sizeof(err)), 0);
+	assert_int_equal(file_io_new(&o, &B, err, sizeof(err)), 0);
+	c->in.ino = 96;
+	c->in.size = 0;
+	assert_int_equal(file_io_open(B, &c->in, &fb), 0);
+	uint8_t *p1 = malloc(size), *p2 = malloc(size), *r = malloc(CS);
+	pattern(p1, size, 11);
+	pattern(p2, size, 12);
+	assert_int_equal(file_io_write(B, fb, 0, size, p1), (ssize_t)size);
+	c->in.size = size;
+	assert_int_equal(file_io_open(A, &c->in, &fa), 0);
+	uint64_t pos = 0;
+	int from_cache = 0;
+	for (int k = 0; k < 8; k++, pos += CS) {
+		pthread_mutex_lock(&c->fk.lock);
+		int before = c->fk.requests;
+		pthread_mutex_unlock(&c->fk.lock);
+		assert_int_equal(file_io_read(A, fa, pos, CS, r), CS);
+		assert_memory_equal(r, p1 + pos, CS);
+		pthread_mutex_lock(&c->fk.lock);
+		from_cache += c->fk.requests == before;
+		pthread_mutex_unlock(&c->fk.lock);
+		sleep_ms(5); /* let the units land */
+	}
+	assert_true(from_cache > 0);
+	/* Another mount rewrites the file. */
+	assert_int_equal(file_io_write(B, fb, 0, size, p2), (ssize_t)size);
+	uint64_t written = now_ms();
+	int old_reads = 0, new_reads = 0;
+	for (; pos < size; pos += CS) {
+		uint64_t t = now_ms();
+		assert_int_equal(file_io_read(A, fa, pos, CS, r), CS);
+		int w = which(r, CS, pos, p1, p2);
+		assert_int_not_equal(w, 0);                   /* never a torn piece */
+		if (t > written + ttl)
+			assert_int_equal(w, 2);                 /* the staleness bound */
+		old_reads += w == 1;
+		new_reads += w == 2;
+		if (pos == 24 * (uint64_t)CS)
+			sleep_ms(ttl + 50);
+	}
+	assert_true(new_reads > 0);
+	/* Own writes: A writes ahead of a fresh sequential pass, reads it. */
+	assert_int_equal(file_io_read(A, fa, 0, CS, r), CS); /* a seek: restart */
+	assert_int_equal(file_io_read(A, fa, CS, CS, r), CS);
+	sleep_ms(5);
+	assert_int_equal(file_io_write(A, fa, 3 * CS, CS, p1 + 3 * CS), CS);
+	assert_int_equal(file_io_read(A, fa, 2 * CS, CS, r), CS);
+	assert_memory_equal(r, p2 + 2 * CS, CS);
+	assert_int_equal(file_io_read(A, fa, 3 * CS, CS, r), CS);
+	assert_memory_equal(r, p1 + 3 * CS, CS);
+	/* Two sequential readers of the one inode, interleaved (as two fio
+	 * jobs on one file): each keeps its stream; both are served from
+	 * units and read the right bytes. */
+	int cached2[2] = {0, 0};
+	uint64_t at[2] = {4 * (uint64_t)CS, 26 * (uint64_t)CS};
+	for (int k = 0; k < 16; k++) {
+		for (int s2 = 0; s2 < 2; s2++) {
+			pthread_mutex_lock(&c->fk.lock);
+			int before = c->fk.requests;
+			pthread_mutex_unlock(&c->fk.lock);
+			uint8_t *want = at[s2] == 3 * (uint64_t)CS ? p1 : p2;
+			assert_int_equal(file_io_read(A, fa, at[s2], CS, r), CS);
+			assert_memory_equal(r, want + at[s2], CS);
+			pthread_mutex_lock(&c->fk.lock);
+			cached2[s2] += c->fk.requests == before;
+			pthread_mutex_unlock(&c->fk.lock);
+			at[s2] += CS;
+		}
+		sleep_ms(5);
+	}
+	assert_true(cached2[0] > 0 && cached2[1] > 0);
+	print_message("read-ahead: %d reads from units, after rewrite %d old %d new; "
+	              "two streams %d + %d from units\n",
+	              from_cache, old_reads, new_reads, cached2[0], cached2[1]);
+	file_io_release(A, fa);
+	file_io_release(B, fb);
+	file_io_free(A);
+	file_io_free(B);
+	free(p1);
+	free(p2);
+	free(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -398,6 +531,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_read_pieces, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_write_behind, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_read_ahead, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

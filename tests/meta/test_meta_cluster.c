@@ -36,7 +36,7 @@
 #include <unistd.h>
 
 #include "client/meta_client.h"
-#include "client/storage_client.h"
+#include "storage_client/storage_client.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "meta/layout.h"

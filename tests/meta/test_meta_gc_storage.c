@@ -25,7 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "client/storage_client.h"
+#include "storage_client/storage_client.h"
 #include "common/clock.h"
 #include "integ_env.h"
 #include "mgmtd/mgmtd_client.h"

@@ -28,7 +28,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "client/storage_client.h"
+#include "storage_client/storage_client.h"
 #include "common/crc32c.h"
 #include "common/status.h"
 #include "net/rpc.h"

@@ -21,7 +21,7 @@
 #include <string.h>
 #include <sys/random.h>
 
-#include "client/storage_client.h"
+#include "storage_client/storage_client.h"
 #include "common/clock.h"
 #include "common/crc32c.h"
 #include "common/status.h"

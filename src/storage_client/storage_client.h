@@ -25,8 +25,8 @@
  * once, except from the client's own callbacks (none are exposed). The
  * client never aborts on allocation failure and logs nothing by itself.
  */
-#ifndef CFS_CLIENT_STORAGE_CLIENT_H
-#define CFS_CLIENT_STORAGE_CLIENT_H
+#ifndef CFS_STORAGE_CLIENT_STORAGE_CLIENT_H
+#define CFS_STORAGE_CLIENT_STORAGE_CLIENT_H
 
 #include <stddef.h>
 #include <stdint.h>

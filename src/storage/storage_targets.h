@@ -1,0 +1,64 @@
+/* storage_targets.h - what the storage service, CRAQ (craq_*.c) and the
+ * mgmtd link share, below all of them: the target registry (target ids to
+ * open chunk engines), request data buffers, and request admission.
+ *
+ * Direction: storage_service.c (RPC front) -> craq_*.c, fence_witness.c,
+ * mgmtd_link.c -> storage_targets.c -> chunk engine. Nothing here calls
+ * up; the service struct itself is declared in storage_int.h.
+ *
+ * Threads: the registry is filled by stor_targets_open before the RPC
+ * server starts and emptied by stor_targets_close after it stopped; in
+ * between every function here may be called from any thread.
+ */
+#ifndef CFS_STORAGE_STORAGE_TARGETS_H
+#define CFS_STORAGE_STORAGE_TARGETS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mgmtd/routing.h"
+
+struct storage_service;
+struct storage_service_opts;
+
+/* One target: a directory with its chunk engine and chunk locks. */
+struct stor_target {
+	uint32_t slot;                 /* 1..n in --targets order */
+	char *dir;                     /* owned */
+	struct chunk_engine *eng;
+	struct craq_locks *locks;
+	_Atomic int local_state;       /* enum chain_local_state reported to mgmtd */
+	_Atomic int started;           /* startup fencing passed (reported ONLINE) */
+	uint32_t synced_target;        /* link thread: the successor last synced ... */
+	uint32_t synced_chain_ver;     /* ... at this chain version (skip repeats) */
+};
+
+/* Opens every target of O (engines, slot files) and the buffer pool into
+ * S. 0, or <0 with ERR filled (what was opened stays for the close). */
+int stor_targets_open(struct storage_service *s, const struct storage_service_opts *o, char *err,
+		      size_t errlen);
+/* Closes the engines and frees the registry and pool. Idempotent. */
+void stor_targets_close(struct storage_service *s);
+
+/* The target for ID on this node, or NULL. */
+struct stor_target *stor_target_by_id(struct storage_service *s, uint32_t id);
+uint32_t stor_target_id(struct storage_service *s, const struct stor_target *t);
+/* Address of NODE from RI (borrowed from it), NULL if unknown. */
+const char *stor_node_addr(const struct route_info *ri, uint32_t node_id);
+
+/* An aligned buffer of ceil4k(n) bytes (at least one page), or NULL. */
+void *stor_alloc_aligned(uint64_t n);
+/* Request data buffers: 4 KiB-aligned, from the pool when N fits one
+ * (no page faults per request), else the heap; NULL on -ENOMEM. Put back
+ * with the same N. Any thread. */
+void *stor_buf_get(struct storage_service *s, uint64_t n);
+void stor_buf_put(struct storage_service *s, void *p, uint64_t n);
+
+/* Admission: 0 and one count of s->inflight (drop it with stor_end once
+ * replied), or -CFS_EUNAVAIL while stopping. Fencing is checked one level
+ * up (fence_witness_admit). */
+int stor_begin(struct storage_service *s);
+void stor_end(struct storage_service *s);
+
+#endif
