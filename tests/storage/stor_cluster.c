@@ -17,6 +17,22 @@
 #include "stor_cluster.h"
 #include "testenv.h"
 
+char *stor_cluster_id(void)
+{
+	static char id[64];
+	if (!id[0]) {
+		/* Children spawned by the test (--child helpers) join the
+		 * parent's clusters: they inherit the id through the environment. */
+		const char *env = getenv("CFS_TEST_CLUSTER_ID");
+		if (env && *env)
+			snprintf(id, sizeof(id), "%s", env);
+		else
+			snprintf(id, sizeof(id), "stortest-%ld", (long)getpid());
+		setenv("CFS_TEST_CLUSTER_ID", id, 1);
+	}
+	return id;
+}
+
 void stor_cluster_init(struct stor_cluster *c, const char *tag, int nodes, int targets_per_node,
 		       uint32_t hb_timeout_ms)
 {

@@ -11,7 +11,13 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define SC_CLUSTER "stortest"
+/* Cluster id of this test process's clusters: "stortest-PID", passed to
+ * the processes it spawns in CFS_TEST_CLUSTER_ID. Programs run
+ * in parallel (ctest -j) and reuse each other's freed ports; with one id
+ * for all, a storage process of one program could register with another
+ * program's mgmtd on a reused port (seen as "4 targets instead of 3"). */
+char *stor_cluster_id(void);
+#define SC_CLUSTER stor_cluster_id()
 #define SC_SECRET "0123456789abcdef0123456789abcdef"
 #define SC_MAX_NODES 6
 
