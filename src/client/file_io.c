@@ -418,6 +418,13 @@ static unsigned bucket(uint64_t ino)
 	return (unsigned)((ino * 0x9E3779B97F4A7C15ull) >> 54) % FIO_BUCKETS;
 }
 
+void file_io_invalidate(file_io_inode *fi)
+{
+	pthread_mutex_lock(&fi->lock);
+	ra_drop_all(fi);
+	pthread_mutex_unlock(&fi->lock);
+}
+
 void file_io_update(file_io_inode *fi, const struct meta_inode *in)
 {
 	pthread_mutex_lock(&fi->lock);

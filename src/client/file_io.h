@@ -122,6 +122,13 @@ file_io_inode *file_io_find(file_io *f, uint64_t ino);
  * once and another mount's writes within read_ahead_ttl_ms. No units are
  * fetched while write-behind writes of the inode are in flight. */
 ssize_t file_io_read(file_io *f, file_io_inode *fi, uint64_t off, size_t len, void *buf);
+/* Forgets the inode's read-ahead: no data fetched before this call is
+ * served by a later read (units in flight are dropped when they land).
+ * For callers that learn another client may have changed the file, such
+ * as a granted file lock (readers after a lock must see the holder's
+ * predecessors' writes at once, not within read_ahead_ttl_ms). Any
+ * thread. */
+void file_io_invalidate(file_io_inode *fi);
 /* Writes LEN bytes of BUF at OFF and raises the written end. Returns LEN
  * or <0 (-EFBIG as above; a backend error leaves the written end where it
  * was: pieces that did land are not reported until a later write covers

@@ -1698,12 +1698,15 @@ static int lock_set_wait(fuse_req_t req, struct fusefs *fs, uint64_t ino, const 
  * anything using fcntl locks as a mutex) start trusting what they read:
  * drop this mount's cached attributes of the file and the size the handle
  * knows, so the first fstat or read after the lock asks meta, as a local
- * disk would show another process's writes at once. Attributes only
+ * disk would show another process's writes at once; read-ahead fetched
+ * before the lock is not served either. Attributes only
  * (negative offset): no page lock is taken inside the lock request. */
 static void lock_granted(struct fusefs *fs, fuse_ino_t ino, struct fusefs_file *f)
 {
 	if (f)
 		f->size_ns = 0;
+	if (f && f->fi)
+		file_io_invalidate(f->fi);
 	if (fs->se)
 		fuse_lowlevel_notify_inval_inode(fs->se, ino, -1, 0);
 }
