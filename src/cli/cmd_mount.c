@@ -60,6 +60,8 @@ struct mount_conf {
 	int debug;
 	int usrbio;
 	int64_t usrbio_workers;
+	int64_t usrbio_batch;
+	int64_t usrbio_piece;
 };
 
 static const struct cfg_opt opts[] = {
@@ -114,6 +116,10 @@ static const struct cfg_opt opts[] = {
      "serve shared-memory I/O rings (libchainfs, hf3fs_usrbio.h; docs/usrbio.md)"},
     {"usrbio-workers", CFG_INT, "8", 1, 256, offsetof(struct mount_conf, usrbio_workers),
      "threads running ring I/O batches"},
+    {"usrbio-batch", CFG_SIZE, "2M", 4096, 1 << 30, offsetof(struct mount_conf, usrbio_batch),
+     "bytes of ring reads sent as one batched storage request"},
+    {"usrbio-piece", CFG_SIZE, "256K", 4096, 64 << 20, offsetof(struct mount_conf, usrbio_piece),
+     "ring reads are cut into pieces of this size inside a chunk (spread over replicas)"},
     CFG_END};
 
 /* Splits a comma list in place into ADDRS; returns the count or -1. */
@@ -407,6 +413,8 @@ int cli_mount(int argc, char **argv)
 		    .fio = fio,
 		    .sc = sc,
 		    .workers = (int)mc.usrbio_workers,
+		    .batch_bytes = (uint32_t)mc.usrbio_batch,
+		    .read_piece = (uint32_t)mc.usrbio_piece,
 		};
 		rc = usrbio_new(&uo, &ub, err, sizeof(err));
 		if (rc) {

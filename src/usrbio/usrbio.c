@@ -47,7 +47,6 @@
 #include "usrbio/shm_guard.h"
 
 #define UB_READ_BATCH_IOS   64        /* a read batch's I/Os at most */
-#define UB_READ_BATCH_BYTES (8u << 20) /* ... and bytes */
 #define UB_REAP_MS          50        /* dead-process check period */
 
 struct ub_ring;
@@ -652,6 +651,19 @@ static uint64_t size_for(struct usrbio *u, struct ub_reg *g, uint64_t off, uint6
 	return file_io_size(g->fi);
 }
 
+/* The end of the read piece starting at POS: the next read_piece or
+ * chunk boundary, at most END. Pieces of one chunk go to different
+ * replicas (the storage client rotates), so one reader keeps all busy. */
+static uint64_t piece_end(const struct usrbio *u, uint64_t cs, uint64_t pos, uint64_t end)
+{
+	uint64_t ce = (pos / cs + 1) * cs;
+	uint64_t rp = u->o.read_piece;
+	uint64_t pe = pos - pos % cs + ((pos % cs) / rp + 1) * rp;
+	if (pe < ce)
+		ce = pe;
+	return ce < end ? ce : end;
+}
+
 static void run_read(struct usrbio *u, struct ub_batch *b, uint64_t flags)
 {
 	size_t np = 0;
@@ -679,7 +691,8 @@ static void run_read(struct usrbio *u, struct ub_batch *b, uint64_t flags)
 			todo[i] = 0;
 			continue;
 		}
-		np += (size_t)((io->off + todo[i] - 1) / cs - io->off / cs + 1);
+		for (uint64_t pos = io->off; pos < io->off + todo[i]; np++)
+			pos = piece_end(u, cs, pos, io->off + todo[i]);
 		io->result = (int64_t)todo[i];
 	}
 	struct storage_read *r = np ? calloc(np, sizeof(*r)) : NULL;
@@ -699,8 +712,7 @@ static void run_read(struct usrbio *u, struct ub_batch *b, uint64_t flags)
 		uint64_t cs = l->chunk_size, pos = io->off, end = io->off + todo[i];
 		while (pos < end) {
 			uint32_t idx = (uint32_t)(pos / cs);
-			uint64_t ce = ((uint64_t)idx + 1) * cs;
-			uint64_t pe = ce < end ? ce : end;
+			uint64_t pe = piece_end(u, cs, pos, end);
 			r[k] = (struct storage_read){
 			    .loc = {.chain = meta_layout_chain(l, io->reg->perm, idx)},
 			    .ino = io->reg->ino,
@@ -933,7 +945,7 @@ static uint32_t scan_ring(struct usrbio *u, struct ub_iov *rv, uint64_t now, uin
 			if (r->for_read) {
 				uint64_t bytes = ios[i].len;
 				while (i + n < nok && n < UB_READ_BATCH_IOS &&
-				       bytes + ios[i + n].len <= UB_READ_BATCH_BYTES)
+				       bytes + ios[i + n].len <= u->o.batch_bytes)
 					bytes += ios[i + n++].len;
 			}
 			struct ub_batch *b = malloc(sizeof(*b) + (size_t)n * sizeof(struct ub_io));
@@ -1041,6 +1053,10 @@ int usrbio_new(const struct usrbio_opts *o, struct usrbio **out, char *err, size
 		u->o.workers = 8;
 	if (!u->o.poll_ms)
 		u->o.poll_ms = 2;
+	if (!u->o.batch_bytes)
+		u->o.batch_bytes = 2u << 20;
+	if (!u->o.read_piece)
+		u->o.read_piece = 256u << 10;
 	pthread_mutex_init(&u->lock, NULL);
 	pthread_mutex_init(&u->qlock, NULL);
 	pthread_cond_init(&u->qcond, NULL);

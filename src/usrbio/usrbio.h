@@ -40,6 +40,9 @@ struct usrbio_opts {
 	struct storage_client *sc; /* borrowed: batched reads */
 	int workers;               /* I/O threads [8] */
 	uint32_t poll_ms;          /* watcher sleep when idle [2] */
+	uint32_t batch_bytes;      /* a read batch's bytes at most [2 MiB] */
+	uint32_t read_piece;       /* reads are cut every this many bytes inside a chunk, so
+	                              the pieces spread over the replicas [256 KiB] */
 };
 
 /* The caller of a registration request (from the FUSE request). */
