@@ -731,6 +731,24 @@ static void test_hf3fs_compat(void **state)
 	assert_int_equal(integ_run(argv, NULL, NULL, 120000), 0);
 }
 
+/* examples/cat_usrbio prints a file byte for byte. */
+static void test_cat_example(void **state)
+{
+	char bin[1024], src[1024], out[1024];
+	snprintf(bin, sizeof(bin), "%s/examples/cat_usrbio", getenv("CFS_BUILD"));
+	path_of("rt-fuse-7", src, sizeof(src)); /* 66 MiB with a leading hole: 3 rounds of 8 x 4 MiB */
+	snprintf(out, sizeof(out), "%s/cat.out", env.dir);
+	char *argv[] = {bin, src, NULL};
+	assert_int_equal(integ_run(argv, NULL, out, 120000), 0);
+	struct stat a, b;
+	assert_int_equal(stat(src, &a), 0);
+	assert_int_equal(stat(out, &b), 0);
+	assert_int_equal(a.st_size, b.st_size);
+	assert_true(integ_file_crc(src) >= 0);
+	assert_int_equal(integ_file_crc(src), integ_file_crc(out));
+	unlink(out);
+}
+
 /* Many rings and processes at once: each reads its own file. */
 static void test_parallel_procs(void **state)
 {
@@ -825,7 +843,8 @@ int main(void)
 	    cmocka_unit_test(test_setup_buffers),  cmocka_unit_test(test_roundtrip_sizes),
 	    cmocka_unit_test(test_holes_and_eof),  cmocka_unit_test(test_bad_inputs),
 	    cmocka_unit_test(test_open_modes),     cmocka_unit_test(test_nonroot),
-	    cmocka_unit_test(test_hf3fs_compat),   cmocka_unit_test(test_parallel_procs),
+	    cmocka_unit_test(test_hf3fs_compat),
+	    cmocka_unit_test(test_cat_example),   cmocka_unit_test(test_parallel_procs),
 	    cmocka_unit_test(test_storage_killed),
 	    cmocka_unit_test(test_app_killed),     cmocka_unit_test(test_truncated_buffer),
 	    cmocka_unit_test(test_mount_killed),
