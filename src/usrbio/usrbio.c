@@ -23,12 +23,14 @@
  */
 #include "usrbio/usrbio.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,6 +71,9 @@ struct ub_iov {
 	void *base;
 	size_t size;
 	int guard;
+	dev_t dev;            /* the registered file, to unlink it only if unchanged */
+	ino_t ino;
+	int unlink_on_free;   /* the owner died: remove its /dev/shm name too */
 	struct ub_ring *ring; /* non-NULL: this mapping is a ring */
 };
 
@@ -167,6 +172,14 @@ static void iov_unref(struct ub_iov *v)
 {
 	if (!v || atomic_fetch_sub(&v->refs, 1) != 1)
 		return;
+	if (v->unlink_on_free) {
+		/* The name would keep the memory alive forever. Only the file
+		 * that was registered: a new file under the same name (another
+		 * owner's) is left alone. */
+		struct stat st;
+		if (lstat(v->target, &st) == 0 && st.st_dev == v->dev && st.st_ino == v->ino)
+			unlink(v->target);
+	}
 	shm_guard_remove(v->guard);
 	if (v->base)
 		munmap(v->base, v->size);
@@ -250,6 +263,7 @@ static void proc_drop_locked(struct usrbio *u, pid_t tg, struct ub_iov **iovs,
 		if (v->owner == tg) {
 			*pp = v->next;
 			v->next = *iovs;
+			v->unlink_on_free = 1;
 			*iovs = v;
 		} else {
 			pp = &v->next;
@@ -357,6 +371,8 @@ int usrbio_register(struct usrbio *u, const struct usrbio_caller *c, const char 
 	atomic_init(&v->refs, 1);
 	v->size = (size_t)st.st_size;
 	v->uid = c->uid;
+	v->dev = st.st_dev;
+	v->ino = st.st_ino;
 	memcpy(v->id, nm.id, 16);
 	snprintf(v->name, sizeof(v->name), "%s", name);
 	snprintf(v->target, sizeof(v->target), "%s", target);
@@ -1035,6 +1051,28 @@ static void *watcher_main(void *arg)
 
 /* ---- lifecycle ---- */
 
+/* Removes submit semaphores of mount processes that died without
+ * cleaning up (kill -9). */
+static void remove_stale_sems(void)
+{
+	DIR *d = opendir("/dev/shm");
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		int pid;
+		char tail;
+		if (sscanf(de->d_name, "sem.chainfs-submit-%d%c", &pid, &tail) != 1 || pid <= 0)
+			continue;
+		if (kill(pid, 0) < 0 && errno == ESRCH) {
+			char name[64];
+			snprintf(name, sizeof(name), "/chainfs-submit-%d", pid);
+			sem_unlink(name);
+		}
+	}
+	closedir(d);
+}
+
 int usrbio_new(const struct usrbio_opts *o, struct usrbio **out, char *err, size_t errlen)
 {
 	*out = NULL;
@@ -1066,6 +1104,7 @@ int usrbio_new(const struct usrbio_opts *o, struct usrbio **out, char *err, size
 	snprintf(u->sem_name, sizeof(u->sem_name), "/chainfs-submit-%d", (int)getpid());
 	snprintf(u->sem_path, sizeof(u->sem_path), "/dev/shm/sem.chainfs-submit-%d", (int)getpid());
 	sem_unlink(u->sem_name); /* a stale one of an earlier process with our pid */
+	remove_stale_sems();
 	u->submit = sem_open(u->sem_name, O_CREAT | O_EXCL, 0666, 0);
 	if (u->submit == SEM_FAILED) {
 		rc = -errno;

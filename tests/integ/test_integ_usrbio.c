@@ -676,6 +676,9 @@ static void test_app_killed(void **state)
 		n = maps_count(hex);
 	}
 	assert_int_equal(n, 0); /* released once the process is gone */
+	char shm[128];
+	snprintf(shm, sizeof(shm), "/dev/shm/chainfs-iov-%s", hex);
+	assert_int_equal(access(shm, F_OK), -1); /* and its name with it: no tmpfs leak */
 	int after = maps_count("raw-ring-") + maps_count("chainfs-i");
 	if (after > before)
 		fail_msg("daemon mappings grew from %d to %d", before, after);
