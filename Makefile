@@ -5,6 +5,7 @@
 #   make test SANITIZE=address,undefined   the same suite under ASan+UBSan
 #   make fuzz            build libFuzzer targets with clang, run each FUZZ_SECONDS
 #   make check           clang-format and clang-tidy over the sources
+#   make install         libchainfs, libhf3fs_api_shared, headers, chainfs.pc under PREFIX
 BUILD    ?= build
 SANITIZE ?=
 JOBS     ?= 2
@@ -13,6 +14,7 @@ FUZZ_SECONDS ?= 30
 CTEST_ARGS ?=
 DATA     ?= ./chainfs-data
 MNT      ?= ./mnt
+PREFIX   ?= /usr/local
 
 comma := ,
 ifneq ($(SANITIZE),)
@@ -20,7 +22,7 @@ BUILD := build-$(subst $(comma),-,$(SANITIZE))
 CMAKE_EXTRA := -DCFS_SANITIZE=$(SANITIZE) -DCFS_DEBUG_ASSERT=ON -DCMAKE_BUILD_TYPE=Debug
 endif
 
-.PHONY: all build deps test up down fuzz check clean
+.PHONY: all build deps test up down fuzz check clean install
 
 all: build
 
@@ -47,6 +49,9 @@ fuzz: deps
 	cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCFS_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	cmake --build build-fuzz -j$(JOBS)
 	@bash scripts/run-fuzz.sh build-fuzz/fuzz tests/fuzz/corpus $(FUZZ_SECONDS)
+
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
 
 check:
 	clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h')
