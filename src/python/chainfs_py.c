@@ -28,6 +28,12 @@
  * serialised there (the C call itself is not thread-safe per ring).
  * destroy() refuses (EBUSY) while another thread waits on the ring.
  *
+ * Fork: registrations and rings belong to the process that made them. A
+ * forked child (a DataLoader worker) inherits our objects; when it drops
+ * them it only unmaps its own copy and never unlinks the parent's
+ * registration symlink or destroys the parent's ring (the library would
+ * do both), and it cannot use an inherited ring (EBADF): it makes its own.
+ *
  * Errors: a -errno from the C API raises OSError(errno, strerror) (Python
  * picks the subclass, e.g. FileNotFoundError for ENOENT); bad Python
  * arguments raise TypeError/ValueError as Python's own functions do.
@@ -77,6 +83,7 @@ typedef struct cfspy_iov {
 	void *map;              /* CFSPY_MEM_MMAP */
 	size_t map_len;
 	char *link;             /* registration symlink unlinked at close (owned) */
+	pid_t owner;            /* the process that registered it */
 } cfspy_iov;
 
 typedef struct {
@@ -89,6 +96,7 @@ typedef struct {
 	uint64_t next_token;
 	int waiters;            /* threads inside wait() without the GIL */
 	uint64_t stray_cqes;    /* completions with a token we never issued */
+	pid_t owner;            /* the process that created the ring */
 } cfspy_ior;
 
 static PyTypeObject cfspy_iov_type;
@@ -130,13 +138,17 @@ static cfspy_iov *cfspy_iov_root(cfspy_iov *v)
  * first so the mount stops using the memory before we unmap it. */
 static void cfspy_iov_close_root(cfspy_iov *v)
 {
+	int mine = v->owner == getpid();
 	if (v->link) {
-		unlink(v->link);
+		if (mine)
+			unlink(v->link);
 		PyMem_Free(v->link);
 		v->link = NULL;
 	}
 	if (v->hiov) {
-		if (v->mem == CFSPY_MEM_LIB)
+		/* In a forked child the library's handle is the parent's: leave it
+		 * (a small leak) rather than deregister the parent's buffer. */
+		if (v->mem == CFSPY_MEM_LIB && mine)
 			hf3fs_iovdestroy(v->hiov);
 		PyMem_Free(v->hiov);
 		v->hiov = NULL;
@@ -177,6 +189,7 @@ static cfspy_iov *cfspy_iov_alloc(void)
 	v->map = NULL;
 	v->map_len = 0;
 	v->link = NULL;
+	v->owner = getpid();
 	return v;
 }
 
@@ -712,6 +725,7 @@ static PyObject *cfspy_ior_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 	r->entries = hf3fs_io_entries(r->ior);
 	r->for_read = for_read;
 	r->next_token = 1;
+	r->owner = getpid();
 	Py_DECREF(mount);
 	return (PyObject *)r;
 fail:
@@ -738,7 +752,8 @@ static void cfspy_ior_drop_pending(cfspy_ior *r)
 static void cfspy_ior_destroy_now(cfspy_ior *r)
 {
 	if (r->ior) {
-		hf3fs_iordestroy(r->ior);
+		if (r->owner == getpid()) /* else: the parent's ring, see Fork */
+			hf3fs_iordestroy(r->ior);
 		PyMem_Free(r->ior);
 		r->ior = NULL;
 	}
@@ -757,6 +772,15 @@ static int cfspy_ior_check(cfspy_ior *r)
 {
 	if (!r->ior) {
 		PyErr_SetString(PyExc_ValueError, "operation on a destroyed ioring");
+		return -1;
+	}
+	if (r->owner != getpid()) {
+		PyObject *args = Py_BuildValue("(is)", EBADF,
+		                               "ioring of another process (make a new one after fork)");
+		if (args) {
+			PyErr_SetObject(PyExc_OSError, args);
+			Py_DECREF(args);
+		}
 		return -1;
 	}
 	return 0;

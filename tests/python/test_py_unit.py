@@ -339,6 +339,36 @@ class TestRing(Base):
         self.assertEqual(ior.stray_completions, 0)
 
 
+class TestFork(Base):
+    def test_child_leaves_parent_registrations_alone(self):
+        fd = self.open_reg()
+        iov = h3io.make_iovec(self.shm, MOUNT)
+        ior = h3io.make_ioring(MOUNT, 4)
+        links = iov_links()
+        pid = os.fork()
+        if pid == 0:
+            code = 3
+            try:
+                try:
+                    ior.prepare(iov[0:10], True, fd, 0)
+                    code = 4  # an inherited ring must not be usable
+                except OSError as e:
+                    code = 0 if e.errno == errno.EBADF else 5
+                own = h3io.make_ioring(MOUNT, 2)  # its own ring works
+                own.prepare(iov[0:10], True, fd, 0)
+                if own.submit().wait(min_results=1)[0].result != 10:
+                    code = 6
+                del ior, iov, own  # must not unlink the parent's registration
+                gc.collect()
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        self.assertEqual(iov_links(), links)
+        done = ior.prepare(iov[0:10], True, fd, 0).submit().wait(min_results=1)
+        self.assertEqual(done[0].result, 10)
+
+
 class TestErrors(Base):
     def test_register_fd(self):
         outside = tempfile.NamedTemporaryFile()
