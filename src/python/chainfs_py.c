@@ -22,11 +22,12 @@
  * frees a slot inside hf3fs_wait_for_ios, before we hold the GIL again, so
  * the slot may already carry a new request when we look.
  *
- * Threads: every entry point runs with the GIL held except the blocking
- * part of wait() (and submit(), which only posts a semaphore). prepare()
- * holds the GIL around hf3fs_prep_io, so Python threads sharing a ring are
- * serialised there (the C call itself is not thread-safe per ring).
- * destroy() refuses (EBUSY) while another thread waits on the ring.
+ * Threads: the C API allows, per ring, one thread at a time preparing and
+ * submitting and one thread at a time waiting. prepare() and submit() run
+ * with the GIL held, which serialises them; wait() releases the GIL while
+ * it blocks and takes the ring's wait_lock for its whole run, so Python
+ * threads sharing a ring need no locking of their own. destroy() refuses
+ * (EBUSY) while another thread waits on the ring.
  *
  * Fork: registrations and rings belong to the process that made them. A
  * forked child (a DataLoader worker) inherits our objects; when it drops
@@ -95,6 +96,7 @@ typedef struct {
 	PyObject *ready;        /* list of finished iovecs a cancelled wait kept */
 	uint64_t next_token;
 	int waiters;            /* threads inside wait() without the GIL */
+	PyThread_type_lock wait_lock; /* one wait() at a time (the C contract) */
 	uint64_t stray_cqes;    /* completions with a token we never issued */
 	pid_t owner;            /* the process that created the ring */
 } cfspy_ior;
@@ -700,7 +702,8 @@ static PyObject *cfspy_ior_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 	r->pending = PyDict_New();
 	r->ready = PyList_New(0);
 	r->ior = PyMem_Calloc(1, sizeof(*r->ior));
-	if (!r->pending || !r->ready || !r->ior) {
+	r->wait_lock = PyThread_allocate_lock();
+	if (!r->pending || !r->ready || !r->ior || !r->wait_lock) {
 		if (!PyErr_Occurred())
 			PyErr_NoMemory();
 		PyMem_Free(r->ior);
@@ -765,6 +768,8 @@ static void cfspy_ior_dealloc(cfspy_ior *r)
 	cfspy_ior_destroy_now(r);
 	Py_CLEAR(r->pending);
 	Py_CLEAR(r->ready);
+	if (r->wait_lock)
+		PyThread_free_lock(r->wait_lock);
 	Py_TYPE(r)->tp_free((PyObject *)r);
 }
 
@@ -859,12 +864,9 @@ static PyObject *cfspy_ior_submit(cfspy_ior *r, PyObject *unused)
 {
 	if (cfspy_ior_check(r) < 0)
 		return NULL;
-	int rc;
-	r->waiters++; /* keeps destroy() away while the GIL is released */
-	Py_BEGIN_ALLOW_THREADS
-	rc = hf3fs_submit_ios(r->ior);
-	Py_END_ALLOW_THREADS
-	r->waiters--;
+	/* With the GIL held: a sem_post does not block, and it keeps submit
+	 * serialised with prepare() as the C contract asks. */
+	int rc = hf3fs_submit_ios(r->ior);
 	if (rc < 0)
 		return cfspy_oserror(-rc);
 	Py_INCREF(r);
@@ -946,6 +948,10 @@ static int cfspy_ior_reap(cfspy_ior *r, const struct hf3fs_cqe *cqes, int n, PyO
  * at most max(MAX_RESULTS, MIN_RESULTS), or 1 when both are 0 (3FS's
  * rule). Once MIN_RESULTS are in it only takes what is already there.
  * The GIL is released while blocking. */
+static PyObject *cfspy_ior_wait_locked(cfspy_ior *r, struct hf3fs_cqe *cqes, int cap,
+                                       int min_results, int has_to,
+                                       const struct timespec *deadline);
+
 static PyObject *cfspy_ior_wait(cfspy_ior *r, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = {"max_results", "min_results", "timeout", NULL};
@@ -965,13 +971,41 @@ static PyObject *cfspy_ior_wait(cfspy_ior *r, PyObject *args, PyObject *kw)
 	if (max_results < min_results)
 		max_results = min_results;
 	int cap = max_results > 0 ? max_results : min_results > 0 ? min_results : 1;
-
-	struct timespec now, deadline;
-	clock_gettime(CLOCK_REALTIME, &now);
-	deadline = now;
+	struct hf3fs_cqe *cqes = PyMem_Malloc(sizeof(*cqes) * (size_t)cap);
+	if (!cqes)
+		return PyErr_NoMemory();
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
 	if (has_to)
 		ts_add_ns(&deadline, to_ns);
+	/* One waiter at a time; the others queue here without the GIL, for no
+	 * longer than their own timeout. */
+	r->waiters++;
+	PyLockStatus st = PyThread_acquire_lock_timed(r->wait_lock, 0, 0);
+	if (st != PY_LOCK_ACQUIRED) {
+		PY_TIMEOUT_T us = has_to ? (PY_TIMEOUT_T)(to_ns / 1000) : -1;
+		Py_BEGIN_ALLOW_THREADS
+		st = PyThread_acquire_lock_timed(r->wait_lock, us, 0);
+		Py_END_ALLOW_THREADS
+	}
+	PyObject *out;
+	if (st == PY_LOCK_ACQUIRED) {
+		out = cfspy_ior_wait_locked(r, cqes, cap, min_results, has_to, &deadline);
+		PyThread_release_lock(r->wait_lock);
+	} else {
+		out = PyList_New(0); /* timed out behind another waiter */
+	}
+	r->waiters--;
+	PyMem_Free(cqes);
+	return out;
+}
 
+/* wait() with the ring's wait_lock held and r->waiters counting us. */
+static PyObject *cfspy_ior_wait_locked(cfspy_ior *r, struct hf3fs_cqe *cqes, int cap,
+                                       int min_results, int has_to,
+                                       const struct timespec *deadline)
+{
+	struct timespec now;
 	PyObject *out = PyList_New(0);
 	if (!out)
 		return NULL;
@@ -988,11 +1022,6 @@ static PyObject *cfspy_ior_wait(cfspy_ior *r, PyObject *args, PyObject *kw)
 		}
 		Py_DECREF(head);
 	}
-	struct hf3fs_cqe *cqes = PyMem_Malloc(sizeof(*cqes) * (size_t)cap);
-	if (!cqes) {
-		Py_DECREF(out);
-		return PyErr_NoMemory();
-	}
 	for (;;) {
 		int got = (int)PyList_GET_SIZE(out);
 		if (got >= cap)
@@ -1006,19 +1035,16 @@ static PyObject *cfspy_ior_wait(cfspy_ior *r, PyObject *args, PyObject *kw)
 		} else {
 			until = now;
 			ts_add_ns(&until, CFSPY_WAIT_SLICE_NS);
-			if (has_to && ts_before(&deadline, &until))
-				until = deadline;
+			if (has_to && ts_before(deadline, &until))
+				until = *deadline;
 		}
 		int n;
 		struct hf3fs_ior *ior = r->ior;
-		r->waiters++;
 		Py_BEGIN_ALLOW_THREADS
 		n = hf3fs_wait_for_ios(ior, cqes, want, need, &until);
 		Py_END_ALLOW_THREADS
-		r->waiters--;
 		if (n < 0) {
 			if (got == 0) {
-				PyMem_Free(cqes);
 				Py_DECREF(out);
 				return cfspy_oserror(-n);
 			}
@@ -1034,16 +1060,14 @@ static PyObject *cfspy_ior_wait(cfspy_ior *r, PyObject *args, PyObject *kw)
 		if (n >= need)
 			continue; /* min reached: top up with what is ready */
 		clock_gettime(CLOCK_REALTIME, &now);
-		if (has_to && !ts_before(&now, &deadline))
+		if (has_to && !ts_before(&now, deadline))
 			break;
 		if (PyErr_CheckSignals() < 0)
 			goto fail;
 	}
-	PyMem_Free(cqes);
 	return out;
 fail:
 	/* Nothing harvested is lost: the next wait() returns it. */
-	PyMem_Free(cqes);
 	{
 		PyObject *t, *e, *tb;
 		PyErr_Fetch(&t, &e, &tb);

@@ -43,16 +43,16 @@ class Case(unittest.TestCase):
     def setUp(self):
         self.mp = extract_mount_point(os.path.join(mnt(), "."))
         self.shm = SharedMemory(size=8 * MiB, create=True)
-        self.iov = make_iovec(self.shm, self.mp)
+        self.addCleanup(self.shm.unlink)
+        self.addCleanup(self.shm.close)
         self.fds = []
+        self.iov = make_iovec(self.shm, self.mp)
 
     def tearDown(self):
         for fd in self.fds:
             deregister_fd(fd)
             os.close(fd)
         del self.iov
-        self.shm.close()
-        self.shm.unlink()
 
     def open_reg(self, path, flags=os.O_RDONLY, mode=0o644):
         fd = os.open(path, flags, mode)

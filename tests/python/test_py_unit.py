@@ -339,6 +339,26 @@ class TestRing(Base):
         self.assertEqual(ior.stray_completions, 0)
 
 
+class TestWaiters(Base):
+    def test_second_waiter_queues_within_its_timeout(self):
+        os.environ["CFS_STUB_DELAY_MS"] = "300"
+        fd = self.open_reg()
+        iov = h3io.make_iovec(self.shm, MOUNT)
+        ior = h3io.make_ioring(MOUNT, 4)
+        ior.prepare(iov[0:10], True, fd, 0, userdata="x").submit()
+        first = []
+        t = threading.Thread(target=lambda: first.extend(ior.wait(min_results=1, timeout=10)))
+        t.start()
+        time.sleep(0.05)
+        t0 = time.monotonic()
+        self.assertEqual(ior.wait(min_results=1, timeout=0.1), [])  # behind the first waiter
+        self.assertLess(time.monotonic() - t0, 0.25)
+        self.assertErrno(errno.EBUSY, ior.destroy)  # a thread is waiting
+        t.join()
+        self.assertEqual([(d.userdata, d.result) for d in first], [("x", 10)])
+        ior.destroy()
+
+
 class TestFork(Base):
     def test_child_leaves_parent_registrations_alone(self):
         fd = self.open_reg()
