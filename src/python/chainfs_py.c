@@ -70,7 +70,7 @@ enum cfspy_mem {
 };
 
 typedef struct cfspy_iov {
-	PyObject_HEAD
+	PyObject ob_base;       /* PyObject_HEAD */
 	struct cfspy_iov *root; /* strong ref; NULL when this is a root */
 	uint8_t *ptr;           /* first byte of this range */
 	size_t size;            /* bytes in this range */
@@ -78,27 +78,27 @@ typedef struct cfspy_iov {
 	PyObject *userdata;     /* last completion's userdata (strong, may be NULL) */
 	int pending;            /* ring requests referencing this object */
 	/* Root only. */
-	struct hf3fs_iov *hiov; /* owned; NULL after close */
+	struct hf3fs_iov *hiov; /* owned; NULL once released */
 	enum cfspy_mem mem;
-	Py_buffer view;         /* CFSPY_MEM_EXPORT */
-	void *map;              /* CFSPY_MEM_MMAP */
+	Py_buffer view; /* CFSPY_MEM_EXPORT */
+	void *map;      /* CFSPY_MEM_MMAP */
 	size_t map_len;
-	char *link;             /* registration symlink unlinked at close (owned) */
-	pid_t owner;            /* the process that registered it */
+	char *link;  /* registration symlink, unlinked on release (owned) */
+	pid_t owner; /* the process that registered it */
 } cfspy_iov;
 
 typedef struct {
-	PyObject_HEAD
-	struct hf3fs_ior *ior;  /* owned; NULL after destroy */
+	PyObject ob_base;      /* PyObject_HEAD */
+	struct hf3fs_ior *ior; /* owned; NULL after destroy */
 	int entries;
 	bool for_read;
-	PyObject *pending;      /* dict: token -> (iovec, userdata) */
-	PyObject *ready;        /* list of finished iovecs a cancelled wait kept */
+	PyObject *pending; /* dict: token -> (iovec, userdata) */
+	PyObject *ready;   /* list of finished iovecs a cancelled wait kept */
 	uint64_t next_token;
-	int waiters;            /* threads inside wait() without the GIL */
+	int waiters;                  /* threads inside wait() without the GIL */
 	PyThread_type_lock wait_lock; /* one wait() at a time (the C contract) */
-	uint64_t stray_cqes;    /* completions with a token we never issued */
-	pid_t owner;            /* the process that created the ring */
+	uint64_t stray_cqes;          /* completions with a token we never issued */
+	pid_t owner;                  /* the process that created the ring */
 } cfspy_ior;
 
 static PyTypeObject cfspy_iov_type;
@@ -430,10 +430,10 @@ static PyObject *cfspy_iov_create(PyObject *cls, PyObject *args, PyObject *kw)
 	}
 	int rc;
 	const char *mp = PyBytes_AS_STRING(mount);
-	Py_BEGIN_ALLOW_THREADS
-	rc = hf3fs_iovcreate(v->hiov, mp, (size_t)size, (size_t)block_size, numa);
-	Py_END_ALLOW_THREADS
-	if (rc < 0) {
+	Py_BEGIN_ALLOW_THREADS rc =
+	    hf3fs_iovcreate(v->hiov, mp, (size_t)size, (size_t)block_size, numa);
+	Py_END_ALLOW_THREADS if (rc < 0)
+	{
 		PyMem_Free(v->hiov);
 		v->hiov = NULL;
 		cfspy_oserror(-rc);
@@ -461,7 +461,7 @@ static int cfspy_iov_getbuffer(cfspy_iov *v, Py_buffer *view, int flags)
 }
 
 static PyBufferProcs cfspy_iov_as_buffer = {
-	.bf_getbuffer = (getbufferproc)cfspy_iov_getbuffer,
+    .bf_getbuffer = (getbufferproc)cfspy_iov_getbuffer,
 };
 
 static Py_ssize_t cfspy_iov_len(cfspy_iov *v)
@@ -519,9 +519,9 @@ static int cfspy_iov_ass_subscript(cfspy_iov *v, PyObject *key, PyObject *val)
 }
 
 static PyMappingMethods cfspy_iov_as_mapping = {
-	.mp_length = (lenfunc)cfspy_iov_len,
-	.mp_subscript = (binaryfunc)cfspy_iov_subscript,
-	.mp_ass_subscript = (objobjargproc)cfspy_iov_ass_subscript,
+    .mp_length = (lenfunc)cfspy_iov_len,
+    .mp_subscript = (binaryfunc)cfspy_iov_subscript,
+    .mp_ass_subscript = (objobjargproc)cfspy_iov_ass_subscript,
 };
 
 /* iov.slice_by(buf): the sub-iovec whose range is BUF's memory, which must
@@ -586,29 +586,29 @@ static PyObject *cfspy_iov_get_block_size(cfspy_iov *v, void *c)
 }
 
 static PyGetSetDef cfspy_iov_getset[] = {
-	{"result", (getter)cfspy_iov_get_result, NULL,
-	 "Result of the last completed I/O on this iovec: bytes done (short at EOF or a hole), or "
-	 "-errno.",
-	 NULL},
-	{"userdata", (getter)cfspy_iov_get_userdata, NULL,
-	 "The userdata given to prepare() for the last completed I/O.", NULL},
-	{"base_off", (getter)cfspy_iov_get_base_off, NULL,
-	 "Offset of this range in the registered buffer.", NULL},
-	{"size", (getter)cfspy_iov_get_size, NULL, "Bytes in this range.", NULL},
-	{"id", (getter)cfspy_iov_get_id, NULL, "16-byte id of the registered buffer.", NULL},
-	{"mount_point", (getter)cfspy_iov_get_mount, NULL, "Mount point the buffer serves.", NULL},
-	{"block_size", (getter)cfspy_iov_get_block_size, NULL, "Block size given at creation.", NULL},
-	{NULL},
+    {"result", (getter)cfspy_iov_get_result, NULL,
+     "Result of the last completed I/O on this iovec: bytes done (short at EOF or a hole), or "
+     "-errno.",
+     NULL},
+    {"userdata", (getter)cfspy_iov_get_userdata, NULL,
+     "The userdata given to prepare() for the last completed I/O.", NULL},
+    {"base_off", (getter)cfspy_iov_get_base_off, NULL,
+     "Offset of this range in the registered buffer.", NULL},
+    {"size", (getter)cfspy_iov_get_size, NULL, "Bytes in this range.", NULL},
+    {"id", (getter)cfspy_iov_get_id, NULL, "16-byte id of the registered buffer.", NULL},
+    {"mount_point", (getter)cfspy_iov_get_mount, NULL, "Mount point the buffer serves.", NULL},
+    {"block_size", (getter)cfspy_iov_get_block_size, NULL, "Block size given at creation.", NULL},
+    {NULL},
 };
 
 static PyMethodDef cfspy_iov_methods[] = {
-	{"slice_by", (PyCFunction)cfspy_iov_slice_by, METH_O,
-	 "slice_by(buf) -> iovec: the range of this iovec that BUF's memory covers."},
-	{"create", (PyCFunction)(void (*)(void))cfspy_iov_create,
-	 METH_VARARGS | METH_KEYWORDS | METH_CLASS,
-	 "iovec.create(mount_point, size, block_size=0, numa=-1) -> iovec: a buffer allocated and "
-	 "registered by the library (hf3fs_iovcreate)."},
-	{NULL},
+    {"slice_by", (PyCFunction)cfspy_iov_slice_by, METH_O,
+     "slice_by(buf) -> iovec: the range of this iovec that BUF's memory covers."},
+    {"create", (PyCFunction)(void (*)(void))cfspy_iov_create,
+     METH_VARARGS | METH_KEYWORDS | METH_CLASS,
+     "iovec.create(mount_point, size, block_size=0, numa=-1) -> iovec: a buffer allocated and "
+     "registered by the library (hf3fs_iovcreate)."},
+    {NULL},
 };
 
 static PyObject *cfspy_iov_repr(cfspy_iov *v)
@@ -619,19 +619,19 @@ static PyObject *cfspy_iov_repr(cfspy_iov *v)
 }
 
 static PyTypeObject cfspy_iov_type = {
-	PyVarObject_HEAD_INIT(NULL, 0).tp_name = "chainfs._chainfs.iovec",
-	.tp_basicsize = sizeof(cfspy_iov),
-	.tp_dealloc = (destructor)cfspy_iov_dealloc,
-	.tp_repr = (reprfunc)cfspy_iov_repr,
-	.tp_as_mapping = &cfspy_iov_as_mapping,
-	.tp_as_buffer = &cfspy_iov_as_buffer,
-	.tp_flags = Py_TPFLAGS_DEFAULT,
-	.tp_doc = "A range of a buffer registered with a ChainFS mount for ring I/O.\n"
-	          "Supports the buffer protocol (memoryview(iov), bytes(iov)) and slicing\n"
-	          "(iov[a:b] is a sub-iovec sharing the memory).",
-	.tp_methods = cfspy_iov_methods,
-	.tp_getset = cfspy_iov_getset,
-	.tp_new = cfspy_iov_new,
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "chainfs._chainfs.iovec",
+    .tp_basicsize = sizeof(cfspy_iov),
+    .tp_dealloc = (destructor)cfspy_iov_dealloc,
+    .tp_repr = (reprfunc)cfspy_iov_repr,
+    .tp_as_mapping = &cfspy_iov_as_mapping,
+    .tp_as_buffer = &cfspy_iov_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A range of a buffer registered with a ChainFS mount for ring I/O.\n"
+              "Supports the buffer protocol (memoryview(iov), bytes(iov)) and slicing\n"
+              "(iov[a:b] is a sub-iovec sharing the memory).",
+    .tp_methods = cfspy_iov_methods,
+    .tp_getset = cfspy_iov_getset,
+    .tp_new = cfspy_iov_new,
 };
 
 /* ---------------------------------------------------------------- ioring */
@@ -712,14 +712,12 @@ static PyObject *cfspy_ior_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 	}
 	int rc;
 	const char *mp = PyBytes_AS_STRING(mount);
-	Py_BEGIN_ALLOW_THREADS
-	if (prio != 0 && flags == 0)
-		rc = hf3fs_iorcreate3(r->ior, mp, entries, for_read, io_depth, prio, timeout, numa);
-	else
-		rc = hf3fs_iorcreate4(r->ior, mp, entries, for_read, io_depth, timeout, numa,
-		                      (uint64_t)flags);
-	Py_END_ALLOW_THREADS
-	if (rc < 0) {
+	Py_BEGIN_ALLOW_THREADS if (prio != 0 && flags == 0) rc =
+	    hf3fs_iorcreate3(r->ior, mp, entries, for_read, io_depth, prio, timeout, numa);
+	else rc = hf3fs_iorcreate4(r->ior, mp, entries, for_read, io_depth, timeout, numa,
+	                           (uint64_t)flags);
+	Py_END_ALLOW_THREADS if (rc < 0)
+	{
 		PyMem_Free(r->ior);
 		r->ior = NULL;
 		cfspy_oserror(-rc);
@@ -780,8 +778,8 @@ static int cfspy_ior_check(cfspy_ior *r)
 		return -1;
 	}
 	if (r->owner != getpid()) {
-		PyObject *args = Py_BuildValue("(is)", EBADF,
-		                               "ioring of another process (make a new one after fork)");
+		PyObject *args = Py_BuildValue(
+		    "(is)", EBADF, "ioring of another process (make a new one after fork)");
 		if (args) {
 			PyErr_SetObject(PyExc_OSError, args);
 			Py_DECREF(args);
@@ -813,7 +811,8 @@ static PyObject *cfspy_ior_prepare(cfspy_ior *r, PyObject *args, PyObject *kw)
 		return NULL;
 	}
 	if (!offobj == !offkw) {
-		PyErr_SetString(PyExc_TypeError, "prepare() takes the offset once, as off or offset");
+		PyErr_SetString(PyExc_TypeError,
+		                "prepare() takes the offset once, as off or offset");
 		return NULL;
 	}
 	long long off = PyLong_AsLongLong(offobj ? offobj : offkw);
@@ -914,7 +913,8 @@ static int cfspy_wait_timeout(PyObject *o, int *has, long long *ns)
 static int cfspy_ior_reap(cfspy_ior *r, const struct hf3fs_cqe *cqes, int n, PyObject *out)
 {
 	for (int i = 0; i < n; i++) {
-		PyObject *token = PyLong_FromUnsignedLongLong((uint64_t)(uintptr_t)cqes[i].userdata);
+		PyObject *token =
+		    PyLong_FromUnsignedLongLong((uint64_t)(uintptr_t)cqes[i].userdata);
 		if (!token)
 			return -1;
 		PyObject *entry = PyDict_GetItemWithError(r->pending, token);
@@ -984,8 +984,7 @@ static PyObject *cfspy_ior_wait(cfspy_ior *r, PyObject *args, PyObject *kw)
 	PyLockStatus st = PyThread_acquire_lock_timed(r->wait_lock, 0, 0);
 	if (st != PY_LOCK_ACQUIRED) {
 		PY_TIMEOUT_T us = has_to ? (PY_TIMEOUT_T)(to_ns / 1000) : -1;
-		Py_BEGIN_ALLOW_THREADS
-		st = PyThread_acquire_lock_timed(r->wait_lock, us, 0);
+		Py_BEGIN_ALLOW_THREADS st = PyThread_acquire_lock_timed(r->wait_lock, us, 0);
 		Py_END_ALLOW_THREADS
 	}
 	PyObject *out;
@@ -1002,8 +1001,7 @@ static PyObject *cfspy_ior_wait(cfspy_ior *r, PyObject *args, PyObject *kw)
 
 /* wait() with the ring's wait_lock held and r->waiters counting us. */
 static PyObject *cfspy_ior_wait_locked(cfspy_ior *r, struct hf3fs_cqe *cqes, int cap,
-                                       int min_results, int has_to,
-                                       const struct timespec *deadline)
+                                       int min_results, int has_to, const struct timespec *deadline)
 {
 	struct timespec now;
 	PyObject *out = PyList_New(0);
@@ -1040,10 +1038,9 @@ static PyObject *cfspy_ior_wait_locked(cfspy_ior *r, struct hf3fs_cqe *cqes, int
 		}
 		int n;
 		struct hf3fs_ior *ior = r->ior;
-		Py_BEGIN_ALLOW_THREADS
-		n = hf3fs_wait_for_ios(ior, cqes, want, need, &until);
-		Py_END_ALLOW_THREADS
-		if (n < 0) {
+		Py_BEGIN_ALLOW_THREADS n = hf3fs_wait_for_ios(ior, cqes, want, need, &until);
+		Py_END_ALLOW_THREADS if (n < 0)
+		{
 			if (got == 0) {
 				Py_DECREF(out);
 				return cfspy_oserror(-n);
@@ -1117,36 +1114,36 @@ static PyObject *cfspy_ior_get_stray(cfspy_ior *r, void *c)
 }
 
 static PyGetSetDef cfspy_ior_getset[] = {
-	{"entries", (getter)cfspy_ior_get_entries, NULL, "Slots in the ring.", NULL},
-	{"in_flight", (getter)cfspy_ior_get_in_flight, NULL,
-	 "Prepared I/Os whose completion wait() has not returned yet.", NULL},
-	{"for_read", (getter)cfspy_ior_get_for_read, NULL, "True for a read ring.", NULL},
-	{"stray_completions", (getter)cfspy_ior_get_stray, NULL,
-	 "Completions that matched no prepared I/O (dropped; should stay 0).", NULL},
-	{NULL},
+    {"entries", (getter)cfspy_ior_get_entries, NULL, "Slots in the ring.", NULL},
+    {"in_flight", (getter)cfspy_ior_get_in_flight, NULL,
+     "Prepared I/Os whose completion wait() has not returned yet.", NULL},
+    {"for_read", (getter)cfspy_ior_get_for_read, NULL, "True for a read ring.", NULL},
+    {"stray_completions", (getter)cfspy_ior_get_stray, NULL,
+     "Completions that matched no prepared I/O (dropped; should stay 0).", NULL},
+    {NULL},
 };
 
 static PyMethodDef cfspy_ior_methods[] = {
-	{"prepare", (PyCFunction)(void (*)(void))cfspy_ior_prepare, METH_VARARGS | METH_KEYWORDS,
-	 "prepare(iov, read, fd, off, userdata=None) -> self"},
-	{"submit", (PyCFunction)cfspy_ior_submit, METH_NOARGS, "submit() -> self"},
-	{"wait", (PyCFunction)(void (*)(void))cfspy_ior_wait, METH_VARARGS | METH_KEYWORDS,
-	 "wait(max_results=0, min_results=0, timeout=None) -> list of finished iovecs"},
-	{"destroy", (PyCFunction)cfspy_ior_destroy, METH_NOARGS, "destroy(): release the ring now"},
-	{"size_for_entries", (PyCFunction)cfspy_ior_size_for_entries, METH_O | METH_STATIC,
-	 "size_for_entries(entries) -> bytes of shared memory a ring of ENTRIES needs"},
-	{NULL},
+    {"prepare", (PyCFunction)(void (*)(void))cfspy_ior_prepare, METH_VARARGS | METH_KEYWORDS,
+     "prepare(iov, read, fd, off, userdata=None) -> self"},
+    {"submit", (PyCFunction)cfspy_ior_submit, METH_NOARGS, "submit() -> self"},
+    {"wait", (PyCFunction)(void (*)(void))cfspy_ior_wait, METH_VARARGS | METH_KEYWORDS,
+     "wait(max_results=0, min_results=0, timeout=None) -> list of finished iovecs"},
+    {"destroy", (PyCFunction)cfspy_ior_destroy, METH_NOARGS, "destroy(): release the ring now"},
+    {"size_for_entries", (PyCFunction)cfspy_ior_size_for_entries, METH_O | METH_STATIC,
+     "size_for_entries(entries) -> bytes of shared memory a ring of ENTRIES needs"},
+    {NULL},
 };
 
 static PyTypeObject cfspy_ior_type = {
-	PyVarObject_HEAD_INIT(NULL, 0).tp_name = "chainfs._chainfs.ioring",
-	.tp_basicsize = sizeof(cfspy_ior),
-	.tp_dealloc = (destructor)cfspy_ior_dealloc,
-	.tp_flags = Py_TPFLAGS_DEFAULT,
-	.tp_doc = "A USRBIO submission/completion ring served by a ChainFS mount.",
-	.tp_methods = cfspy_ior_methods,
-	.tp_getset = cfspy_ior_getset,
-	.tp_new = cfspy_ior_new,
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "chainfs._chainfs.ioring",
+    .tp_basicsize = sizeof(cfspy_ior),
+    .tp_dealloc = (destructor)cfspy_ior_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A USRBIO submission/completion ring served by a ChainFS mount.",
+    .tp_methods = cfspy_ior_methods,
+    .tp_getset = cfspy_ior_getset,
+    .tp_new = cfspy_ior_new,
 };
 
 /* ---------------------------------------------------------------- module */
@@ -1160,10 +1157,8 @@ static PyObject *cfspy_extract_mount_point(PyObject *m, PyObject *arg)
 	char mp[4096];
 	int rc;
 	const char *p = PyBytes_AS_STRING(path);
-	Py_BEGIN_ALLOW_THREADS
-	rc = hf3fs_extract_mount_point(mp, (int)sizeof(mp), p);
-	Py_END_ALLOW_THREADS
-	Py_DECREF(path);
+	Py_BEGIN_ALLOW_THREADS rc = hf3fs_extract_mount_point(mp, (int)sizeof(mp), p);
+	Py_END_ALLOW_THREADS Py_DECREF(path);
 	if (rc < 0)
 		Py_RETURN_NONE;
 	if (rc > (int)sizeof(mp))
@@ -1181,11 +1176,8 @@ static PyObject *cfspy_register_fd(PyObject *m, PyObject *args, PyObject *kw)
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "i|K:register_fd", kwlist, &fd, &flags))
 		return NULL;
 	int rc;
-	Py_BEGIN_ALLOW_THREADS
-	rc = hf3fs_reg_fd(fd, (uint64_t)flags);
-	Py_END_ALLOW_THREADS
-	if (rc > 0)
-		return cfspy_oserror(rc);
+	Py_BEGIN_ALLOW_THREADS rc = hf3fs_reg_fd(fd, (uint64_t)flags);
+	Py_END_ALLOW_THREADS if (rc > 0) return cfspy_oserror(rc);
 	Py_RETURN_NONE;
 }
 
@@ -1267,27 +1259,27 @@ out:
 }
 
 static PyMethodDef cfspy_methods[] = {
-	{"extract_mount_point", cfspy_extract_mount_point, METH_O,
-	 "extract_mount_point(path) -> mount point of the ChainFS mount holding PATH, or None"},
-	{"register_fd", (PyCFunction)(void (*)(void))cfspy_register_fd, METH_VARARGS | METH_KEYWORDS,
-	 "register_fd(fd, flags=0): allow ring I/O on FD (OSError on failure)"},
-	{"deregister_fd", (PyCFunction)(void (*)(void))cfspy_deregister_fd,
-	 METH_VARARGS | METH_KEYWORDS, "deregister_fd(fd): forget a registration (before close)"},
-	{"is_hf3fs", cfspy_is_hf3fs, METH_O, "is_hf3fs(fd) -> True when FD is on a ChainFS mount"},
-	{"punch_hole", (PyCFunction)(void (*)(void))cfspy_punch_hole, METH_VARARGS | METH_KEYWORDS,
-	 "punch_hole(fd_or_path, start, end, flags=0): deallocate ranges"},
-	{"_iovec_from_shm", (PyCFunction)(void (*)(void))cfspy_iov_from_shm,
-	 METH_VARARGS | METH_KEYWORDS,
-	 "_iovec_from_shm(path, size, id, mount, block_size=0, numa=-1, link=None) -> iovec"},
-	{NULL},
+    {"extract_mount_point", cfspy_extract_mount_point, METH_O,
+     "extract_mount_point(path) -> mount point of the ChainFS mount holding PATH, or None"},
+    {"register_fd", (PyCFunction)(void (*)(void))cfspy_register_fd, METH_VARARGS | METH_KEYWORDS,
+     "register_fd(fd, flags=0): allow ring I/O on FD (OSError on failure)"},
+    {"deregister_fd", (PyCFunction)(void (*)(void))cfspy_deregister_fd,
+     METH_VARARGS | METH_KEYWORDS, "deregister_fd(fd): forget a registration (before close)"},
+    {"is_hf3fs", cfspy_is_hf3fs, METH_O, "is_hf3fs(fd) -> True when FD is on a ChainFS mount"},
+    {"punch_hole", (PyCFunction)(void (*)(void))cfspy_punch_hole, METH_VARARGS | METH_KEYWORDS,
+     "punch_hole(fd_or_path, start, end, flags=0): deallocate ranges"},
+    {"_iovec_from_shm", (PyCFunction)(void (*)(void))cfspy_iov_from_shm,
+     METH_VARARGS | METH_KEYWORDS,
+     "_iovec_from_shm(path, size, id, mount, block_size=0, numa=-1, link=None) -> iovec"},
+    {NULL},
 };
 
 static struct PyModuleDef cfspy_module = {
-	PyModuleDef_HEAD_INIT,
-	.m_name = "chainfs._chainfs",
-	.m_doc = "ChainFS USRBIO rings and registered buffers (C part of the chainfs package).",
-	.m_size = -1,
-	.m_methods = cfspy_methods,
+    PyModuleDef_HEAD_INIT,
+    .m_name = "chainfs._chainfs",
+    .m_doc = "ChainFS USRBIO rings and registered buffers (C part of the chainfs package).",
+    .m_size = -1,
+    .m_methods = cfspy_methods,
 };
 
 PyMODINIT_FUNC PyInit__chainfs(void)

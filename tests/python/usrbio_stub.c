@@ -31,7 +31,7 @@
 
 #include "hf3fs_usrbio.h"
 
-#define STUB_MAX_FDS 4096
+#define STUB_MAX_FDS     4096
 #define STUB_MAX_ENTRIES (1 << 16)
 
 struct stub_regfd {
@@ -198,8 +198,7 @@ static void *stub_worker(void *arg)
 int hf3fs_iorcreate4(struct hf3fs_ior *ior, const char *mount, int entries, bool for_read,
                      int io_depth, int timeout, int numa, uint64_t flags)
 {
-	if (!ior || !mount || !*mount || timeout < 0 || entries <= 0 ||
-	    entries > STUB_MAX_ENTRIES)
+	if (!ior || !mount || !*mount || timeout < 0 || entries <= 0 || entries > STUB_MAX_ENTRIES)
 		return -EINVAL;
 	if (!under_mount(mount))
 		return -ENOENT; /* no virtual directory there */
