@@ -598,7 +598,7 @@ static PyGetSetDef cfspy_iov_getset[] = {
     {"id", (getter)cfspy_iov_get_id, NULL, "16-byte id of the registered buffer.", NULL},
     {"mount_point", (getter)cfspy_iov_get_mount, NULL, "Mount point the buffer serves.", NULL},
     {"block_size", (getter)cfspy_iov_get_block_size, NULL, "Block size given at creation.", NULL},
-    {NULL},
+    {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyMethodDef cfspy_iov_methods[] = {
@@ -608,7 +608,7 @@ static PyMethodDef cfspy_iov_methods[] = {
      METH_VARARGS | METH_KEYWORDS | METH_CLASS,
      "iovec.create(mount_point, size, block_size=0, numa=-1) -> iovec: a buffer allocated and "
      "registered by the library (hf3fs_iovcreate)."},
-    {NULL},
+    {NULL, NULL, 0, NULL},
 };
 
 static PyObject *cfspy_iov_repr(cfspy_iov *v)
@@ -1120,7 +1120,7 @@ static PyGetSetDef cfspy_ior_getset[] = {
     {"for_read", (getter)cfspy_ior_get_for_read, NULL, "True for a read ring.", NULL},
     {"stray_completions", (getter)cfspy_ior_get_stray, NULL,
      "Completions that matched no prepared I/O (dropped; should stay 0).", NULL},
-    {NULL},
+    {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyMethodDef cfspy_ior_methods[] = {
@@ -1132,7 +1132,7 @@ static PyMethodDef cfspy_ior_methods[] = {
     {"destroy", (PyCFunction)cfspy_ior_destroy, METH_NOARGS, "destroy(): release the ring now"},
     {"size_for_entries", (PyCFunction)cfspy_ior_size_for_entries, METH_O | METH_STATIC,
      "size_for_entries(entries) -> bytes of shared memory a ring of ENTRIES needs"},
-    {NULL},
+    {NULL, NULL, 0, NULL},
 };
 
 static PyTypeObject cfspy_ior_type = {
@@ -1271,7 +1271,7 @@ static PyMethodDef cfspy_methods[] = {
     {"_iovec_from_shm", (PyCFunction)(void (*)(void))cfspy_iov_from_shm,
      METH_VARARGS | METH_KEYWORDS,
      "_iovec_from_shm(path, size, id, mount, block_size=0, numa=-1, link=None) -> iovec"},
-    {NULL},
+    {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef cfspy_module = {
