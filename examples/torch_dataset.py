@@ -163,6 +163,9 @@ def main(argv=None):
     ap.add_argument("--batches", type=int, default=100)
     ap.add_argument("--verify", action="store_true",
                     help="compare every sample with os.pread through the mount")
+    ap.add_argument("--compare", action="store_true",
+                    help="then read the same samples with os.pread through FUSE (one thread, "
+                         "as a plain Dataset would) and print both rates")
     a = ap.parse_args(argv)
     if a.create_mb:
         with open(a.file, "wb") as f:
@@ -186,10 +189,24 @@ def main(argv=None):
     if vfd >= 0:
         os.close(vfd)
     total = a.batches * a.batch
-    print("%s: %d samples of %d B in %.2f s: %.0f samples/s, %.1f MiB/s%s" % (
+    print("ring (%s): %d samples of %d B in %.2f s: %.0f samples/s, %.1f MiB/s%s" % (
         "torch" if torch is not None else "numpy" if numpy is not None else "bytes",
         total, a.sample_size, el, total / el, total * a.sample_size / el / (1 << 20),
         ", %d mismatches" % bad if a.verify else ""))
+    if a.compare:
+        rnd = random.Random(2)  # other samples of the same file
+        fd = os.open(a.file, os.O_RDONLY)
+        # Start from a cold page cache (the ring bypasses it; a file just
+        # written through FUSE would otherwise be served from memory).
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        t0 = time.monotonic()
+        for _ in range(a.batches):
+            for _ in range(a.batch):
+                os.pread(fd, a.sample_size, rnd.randrange(len(ds)) * a.sample_size)
+        el2 = time.monotonic() - t0
+        os.close(fd)
+        print("pread through FUSE: %.2f s: %.0f samples/s; ring/pread = %.2fx" % (
+            el2, total / el2, el2 / el))
     return 1 if bad else 0
 
 
