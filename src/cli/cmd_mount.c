@@ -31,6 +31,7 @@
 #include "fuse/fuse_fs.h"
 #include "mgmtd/mgmtd_client.h"
 #include "net/auth.h"
+#include "usrbio/usrbio.h"
 
 #define MOUNT_MAX_ADDRS 16
 
@@ -57,6 +58,8 @@ struct mount_conf {
 	char *log_level;
 	char *log_file;
 	int debug;
+	int usrbio;
+	int64_t usrbio_workers;
 };
 
 static const struct cfg_opt opts[] = {
@@ -107,6 +110,10 @@ static const struct cfg_opt opts[] = {
      "append log lines here instead of stderr"},
     {"debug", CFG_BOOL, "false", 0, 0, offsetof(struct mount_conf, debug),
      "trace every FUSE request to stderr"},
+    {"usrbio", CFG_BOOL, "true", 0, 0, offsetof(struct mount_conf, usrbio),
+     "serve shared-memory I/O rings (libchainfs, hf3fs_usrbio.h; docs/usrbio.md)"},
+    {"usrbio-workers", CFG_INT, "8", 1, 256, offsetof(struct mount_conf, usrbio_workers),
+     "threads running ring I/O batches"},
     CFG_END};
 
 /* Splits a comma list in place into ADDRS; returns the count or -1. */
@@ -235,6 +242,7 @@ int cli_mount(int argc, char **argv)
 	meta_client *meta = NULL;
 	file_io *fio = NULL;
 	struct storage_client *sc = NULL;
+	struct usrbio *ub = NULL;
 	uint8_t secret[AUTH_SECRET_MAX];
 	char err[512], self[128], metabuf[MOUNT_MAX_ADDRS * (ROUTE_ADDR_MAX + 1)];
 	const char *maddrs[MOUNT_MAX_ADDRS], *metas[MOUNT_MAX_ADDRS];
@@ -393,6 +401,19 @@ int cli_mount(int argc, char **argv)
 		fprintf(stderr, "chainfs mount: %s\n", err);
 		goto out;
 	}
+	if (mc.usrbio) {
+		struct usrbio_opts uo = {
+		    .meta = meta,
+		    .fio = fio,
+		    .sc = sc,
+		    .workers = (int)mc.usrbio_workers,
+		};
+		rc = usrbio_new(&uo, &ub, err, sizeof(err));
+		if (rc) {
+			fprintf(stderr, "chainfs mount: %s\n", err);
+			goto out;
+		}
+	}
 	struct fusefs_opts fo = {
 	    .meta = meta,
 	    .fio = fio,
@@ -404,6 +425,7 @@ int cli_mount(int argc, char **argv)
 	    .allow_other = mc.allow_other && geteuid() == 0,
 	    .extra_opts = mc.o,
 	    .debug = mc.debug,
+	    .usrbio = ub,
 	};
 	printf("mounting on %s (meta %s)\n", mountpoint, metabuf);
 	fflush(stdout);
@@ -414,6 +436,7 @@ int cli_mount(int argc, char **argv)
 	}
 	ret = 0;
 out:
+	usrbio_free(ub);
 	file_io_free(fio);
 	storage_client_free(sc);
 	meta_client_free(meta);

@@ -59,6 +59,8 @@
 
 #include "common/log.h"
 #include "common/status.h"
+#include "usrbio/ring_abi.h"
+#include "usrbio/usrbio_fuse.h"
 
 #define FUSEFS_MAX_IO  (1u << 20) /* max_read / max_write */
 #define FUSEFS_NGROUPS 64
@@ -242,6 +244,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	if (usrbio_fuse_lookup(fs_of(req)->o.usrbio, req, parent, name))
+		return;
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	struct meta_inode *in = inode_new(req);
@@ -274,6 +278,8 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 {
+	if (usrbio_fuse_getattr(fs_of(req)->o.usrbio, req, ino))
+		return;
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	struct meta_inode *in = inode_new(req);
@@ -317,6 +323,8 @@ static int report_length(struct fusefs *fs, uint64_t ino)
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
                        struct fuse_file_info *ffi)
 {
+	if (usrbio_fuse_setattr(fs_of(req)->o.usrbio, req, ino))
+		return;
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	struct meta_setattr sa;
@@ -387,6 +395,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
+	if (usrbio_fuse_readlink(fs_of(req)->o.usrbio, req, ino))
+		return;
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	char buf[META_SYMLINK_MAX + 1];
@@ -402,6 +412,8 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
+	if (usrbio_fuse_deny(fs_of(req)->o.usrbio, req, parent))
+		return;
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	if (!S_ISREG(mode)) {
@@ -423,6 +435,8 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
+	if (usrbio_fuse_deny(fs_of(req)->o.usrbio, req, parent))
+		return;
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	struct meta_inode *in = inode_new(req);
@@ -439,6 +453,8 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	if (usrbio_fuse_unlink(fs_of(req)->o.usrbio, req, parent, name))
+		return;
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	req_cred(req, &cb);
@@ -448,6 +464,8 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	if (usrbio_fuse_deny(fs_of(req)->o.usrbio, req, parent))
+		return;
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	req_cred(req, &cb);
@@ -457,6 +475,8 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
+	if (usrbio_fuse_symlink(fs_of(req)->o.usrbio, req, link, parent, name))
+		return;
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	struct meta_inode *in = inode_new(req);
@@ -475,6 +495,9 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
                       const char *newname, unsigned int flags)
 {
+	if (usrbio_fuse_deny(fs_of(req)->o.usrbio, req, parent) ||
+	    usrbio_fuse_deny(fs_of(req)->o.usrbio, req, newparent))
+		return;
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	unsigned mf = 0;
@@ -494,6 +517,8 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
+	if (usrbio_fuse_deny(fs_of(req)->o.usrbio, req, newparent))
+		return;
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	struct meta_inode *in = inode_new(req);
@@ -674,6 +699,8 @@ static int reply_create(fuse_req_t req, const struct fuse_entry_param *e,
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
                       struct fuse_file_info *ffi)
 {
+	if (usrbio_fuse_deny(fs_of(req)->o.usrbio, req, parent))
+		return;
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	uint64_t session = 0;
@@ -705,6 +732,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 {
+	if (usrbio_fuse_deny(fs_of(req)->o.usrbio, req, ino))
+		return;
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	uint64_t session = 0;
@@ -882,6 +911,8 @@ static int dir_fill(struct fusefs *fs, const struct meta_cred *cr, struct fusefs
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 {
+	if (usrbio_fuse_opendir(fs_of(req)->o.usrbio, req, ino, ffi))
+		return;
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	struct fusefs_dir *d = calloc(1, sizeof(*d));
@@ -988,17 +1019,23 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                        struct fuse_file_info *ffi)
 {
+	if (usrbio_fuse_readdir(fs_of(req)->o.usrbio, req, ino, size, off, 0))
+		return;
 	do_readdir(req, ino, size, off, ffi, 0);
 }
 
 static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                            struct fuse_file_info *ffi)
 {
+	if (usrbio_fuse_readdir(fs_of(req)->o.usrbio, req, ino, size, off, 1))
+		return;
 	do_readdir(req, ino, size, off, ffi, 1);
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 {
+	if (usrbio_fuse_releasedir(fs_of(req)->o.usrbio, req, ino))
+		return;
 	struct fusefs_dir *d = (struct fusefs_dir *)(uintptr_t)ffi->fh;
 	dir_unlink(fs_of(req), d);
 	dir_free(d);
@@ -1038,6 +1075,8 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
                         size_t size, int flags)
 {
+	if (usrbio_fuse_deny(fs_of(req)->o.usrbio, req, ino))
+		return;
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	unsigned mf = 0;
@@ -1052,6 +1091,8 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
+	if (usrbio_fuse_xattr(fs_of(req)->o.usrbio, req, ino, 0, size))
+		return;
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	char *buf = NULL;
@@ -1072,6 +1113,8 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
+	if (usrbio_fuse_xattr(fs_of(req)->o.usrbio, req, ino, 1, size))
+		return;
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	char *buf = NULL;
@@ -1092,6 +1135,8 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
+	if (usrbio_fuse_deny(fs_of(req)->o.usrbio, req, ino))
+		return;
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	req_cred(req, &cb);
@@ -1101,6 +1146,8 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 
 static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
 {
+	if (usrbio_fuse_access(fs_of(req)->o.usrbio, req, ino))
+		return;
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	int rc;
@@ -1115,6 +1162,23 @@ static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
 		rc = meta_client_access(fs->o.meta, &cb.c, ino, mask & (R_OK | W_OK | X_OK));
 	}
 	fuse_reply_err(req, to_errno(rc));
+}
+
+/* Ring registration (src/usrbio): the kernel routes the ioctl through the
+ * open handle, which proves the inode and the open mode. */
+static void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg,
+                     struct fuse_file_info *ffi, unsigned flags, const void *in_buf,
+                     size_t in_bufsz, size_t out_bufsz)
+{
+	struct fusefs *fs = fs_of(req);
+	int open_flags = -1; /* directories cannot be registered */
+	if (!(flags & FUSE_IOCTL_DIR) && ffi && ffi->fh)
+		open_flags = ((struct fusefs_file *)(uintptr_t)ffi->fh)->flags;
+	if (open_flags == -1 && cmd != CFS_IOC_GET_MAGIC) {
+		fuse_reply_err(req, cmd == CFS_IOC_REG ? EINVAL : ENOTTY);
+		return;
+	}
+	usrbio_fuse_ioctl(fs->o.usrbio, req, ino, cmd, open_flags, in_buf, in_bufsz, out_bufsz);
 }
 
 static const struct fuse_lowlevel_ops fusefs_ops = {
@@ -1150,6 +1214,7 @@ static const struct fuse_lowlevel_ops fusefs_ops = {
     .removexattr = op_removexattr,
     .access = op_access,
     .create = op_create,
+    .ioctl = op_ioctl,
 };
 
 int fusefs_is_mountpoint(const char *path)
@@ -1224,6 +1289,7 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 		goto out_sig;
 	}
 	LOG_NOTICE("fuse", "mounted: mountpoint=%s threads=%d", mountpoint, fs.o.threads);
+	usrbio_fuse_attach(fs.o.usrbio, se);
 	lc = fuse_loop_cfg_create();
 	if (!lc) {
 		rc = -ENOMEM;

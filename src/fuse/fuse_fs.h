@@ -22,6 +22,8 @@
 #include "client/file_io.h"
 #include "client/meta_client.h"
 
+struct usrbio;
+
 struct fusefs_opts {
 	meta_client *meta;       /* borrowed; required */
 	file_io *fio;            /* borrowed; NULL: reads and writes fail with EIO */
@@ -36,6 +38,7 @@ struct fusefs_opts {
 	int readdirplus_attrs;  /* entries per directory listing given full attributes [1024] */
 	const char *extra_opts; /* more -o mount options (comma-separated); may be NULL */
 	int debug;              /* libfuse request tracing to stderr */
+	struct usrbio *usrbio;  /* borrowed; NULL: no shared-memory rings (src/usrbio) */
 };
 
 /* 0 after a clean unmount; -ENODEV with a message in ERR when FUSE is not
