@@ -159,7 +159,7 @@ class TestWrite(Case):
         payload = rnd.randbytes(3 * MiB + 777)
         self.iov[:len(payload)] = payload
         # Pieces written out of order, unaligned, one crossing chunk and chain.
-        pieces = [(MiB + 333, 2 * MiB + 444), (0, 1), (1, MiB + 332)]
+        pieces = [(MiB + 333, 2 * MiB + 444), (0, 1), (1, MiB + 333)]
         for lo, hi in pieces:
             ior.prepare(self.iov[lo:hi], False, fd, lo, userdata=(lo, hi))
         done = ior.submit().wait(min_results=len(pieces), timeout=datetime.timedelta(seconds=60))
