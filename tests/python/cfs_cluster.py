@@ -30,10 +30,16 @@ class Cluster:
         atexit.register(self._cleanup)
 
     def _run(self, args, log, timeout):
+        # Under ASan the interpreter runs with LD_PRELOAD=libasan and leak
+        # checks off (tests/python/CMakeLists.txt); the chainfs processes are
+        # linked with ASan themselves and keep their default checks.
+        env = dict(os.environ)
+        env.pop("LD_PRELOAD", None)
+        env.pop("ASAN_OPTIONS", None)
         with open(log, "ab") as out:
             try:
                 return subprocess.run([CFS_BIN] + args, stdout=out, stderr=subprocess.STDOUT,
-                                      timeout=timeout).returncode
+                                      timeout=timeout, env=env).returncode
             except subprocess.TimeoutExpired:
                 return -1
 

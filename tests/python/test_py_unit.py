@@ -474,6 +474,19 @@ class TestHelpers(Base):
         h3io.read_file(self.path, block_size=1 << 20, cb=lambda b, off: seen.append((off, len(b))))
         self.assertEqual(seen, [(0, 1 << 20), (1 << 20, 1 << 20), (2 << 20, 1 << 20)])
 
+    def test_3fs_keyword_names(self):
+        iov = h3io.make_iovec(shm=self.shm, hf3fs_mount_point=MOUNT, block_size=0, numa=-1)
+        ior = h3io.make_ioring(hf3fs_mount_point=MOUNT, entries=4, for_read=True, io_depth=0,
+                               priority=None, timeout=None, numa=-1, flags=0)
+        fd = self.open_reg()
+        done = ior.prepare(iov=iov[0:8], read=True, fd=fd, off=16, userdata=None).submit().wait(
+            max_results=1, min_results=1, timeout=datetime.timedelta(seconds=5))
+        self.assertEqual(bytes(done[0]), self.data[16:24])
+        self.assertEqual(h3io.read_file(fn=self.path, hf3fs_mount_point=MOUNT, block_size=1 << 20,
+                                        off=0, priority=None, cb=None), self.data)
+        self.assertEqual(h3io.ioring.size_for_entries(4), h3io.ioring.size_for_entries(4))
+        self.assertEqual(h3io.IorPriority.HIGH, -1)
+
     def test_force_fsync_and_hardlink(self):
         fd = os.open(self.path, os.O_RDONLY)
         try:

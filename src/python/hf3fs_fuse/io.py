@@ -17,17 +17,35 @@ the iovec lives (the iovec maps the shm file itself).
 
 import os
 
+import chainfs
 from chainfs import (  # noqa: F401  (3FS's names)
     deregister_fd,
     extract_mount_point,
     ioring,
     iovec,
-    make_ioring,
-    make_iovec,
     punch_hole,
-    read_file,
     register_fd,
 )
+
+
+# The wrappers keep 3FS's parameter names, so keyword calls work too.
+def make_iovec(shm, hf3fs_mount_point, block_size=0, numa=-1):
+    return chainfs.make_iovec(shm, hf3fs_mount_point, block_size, numa)
+
+
+def make_ioring(hf3fs_mount_point, entries, for_read=True, io_depth=0, priority=None,
+                timeout=None, numa=-1, flags=0):
+    return chainfs.make_ioring(hf3fs_mount_point, entries, for_read, io_depth, priority,
+                               timeout, numa, flags)
+
+
+def read_file(fn, hf3fs_mount_point=None, block_size=1 << 30, off=0, priority=None, cb=None):
+    return chainfs.read_file(fn, hf3fs_mount_point, block_size, off, priority, cb)
+
+
+make_iovec.__doc__ = chainfs.make_iovec.__doc__
+make_ioring.__doc__ = chainfs.make_ioring.__doc__
+read_file.__doc__ = chainfs.read_file.__doc__
 
 
 class IorPriority(object):
