@@ -430,10 +430,10 @@ static PyObject *cfspy_iov_create(PyObject *cls, PyObject *args, PyObject *kw)
 	}
 	int rc;
 	const char *mp = PyBytes_AS_STRING(mount);
-	Py_BEGIN_ALLOW_THREADS rc =
-	    hf3fs_iovcreate(v->hiov, mp, (size_t)size, (size_t)block_size, numa);
-	Py_END_ALLOW_THREADS if (rc < 0)
-	{
+	PyThreadState *ts = PyEval_SaveThread();
+	rc = hf3fs_iovcreate(v->hiov, mp, (size_t)size, (size_t)block_size, numa);
+	PyEval_RestoreThread(ts);
+	if (rc < 0) {
 		PyMem_Free(v->hiov);
 		v->hiov = NULL;
 		cfspy_oserror(-rc);
@@ -619,7 +619,8 @@ static PyObject *cfspy_iov_repr(cfspy_iov *v)
 }
 
 static PyTypeObject cfspy_iov_type = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "chainfs._chainfs.iovec",
+    .ob_base = {PyObject_HEAD_INIT(NULL) 0},
+    .tp_name = "chainfs._chainfs.iovec",
     .tp_basicsize = sizeof(cfspy_iov),
     .tp_dealloc = (destructor)cfspy_iov_dealloc,
     .tp_repr = (reprfunc)cfspy_iov_repr,
@@ -712,12 +713,14 @@ static PyObject *cfspy_ior_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 	}
 	int rc;
 	const char *mp = PyBytes_AS_STRING(mount);
-	Py_BEGIN_ALLOW_THREADS if (prio != 0 && flags == 0) rc =
-	    hf3fs_iorcreate3(r->ior, mp, entries, for_read, io_depth, prio, timeout, numa);
-	else rc = hf3fs_iorcreate4(r->ior, mp, entries, for_read, io_depth, timeout, numa,
-	                           (uint64_t)flags);
-	Py_END_ALLOW_THREADS if (rc < 0)
-	{
+	PyThreadState *ts = PyEval_SaveThread();
+	if (prio != 0 && flags == 0)
+		rc = hf3fs_iorcreate3(r->ior, mp, entries, for_read, io_depth, prio, timeout, numa);
+	else
+		rc = hf3fs_iorcreate4(r->ior, mp, entries, for_read, io_depth, timeout, numa,
+		                      (uint64_t)flags);
+	PyEval_RestoreThread(ts);
+	if (rc < 0) {
 		PyMem_Free(r->ior);
 		r->ior = NULL;
 		cfspy_oserror(-rc);
@@ -984,8 +987,9 @@ static PyObject *cfspy_ior_wait(cfspy_ior *r, PyObject *args, PyObject *kw)
 	PyLockStatus st = PyThread_acquire_lock_timed(r->wait_lock, 0, 0);
 	if (st != PY_LOCK_ACQUIRED) {
 		PY_TIMEOUT_T us = has_to ? (PY_TIMEOUT_T)(to_ns / 1000) : -1;
-		Py_BEGIN_ALLOW_THREADS st = PyThread_acquire_lock_timed(r->wait_lock, us, 0);
-		Py_END_ALLOW_THREADS
+		PyThreadState *ts = PyEval_SaveThread();
+		st = PyThread_acquire_lock_timed(r->wait_lock, us, 0);
+		PyEval_RestoreThread(ts);
 	}
 	PyObject *out;
 	if (st == PY_LOCK_ACQUIRED) {
@@ -1038,9 +1042,10 @@ static PyObject *cfspy_ior_wait_locked(cfspy_ior *r, struct hf3fs_cqe *cqes, int
 		}
 		int n;
 		struct hf3fs_ior *ior = r->ior;
-		Py_BEGIN_ALLOW_THREADS n = hf3fs_wait_for_ios(ior, cqes, want, need, &until);
-		Py_END_ALLOW_THREADS if (n < 0)
-		{
+		PyThreadState *ts = PyEval_SaveThread();
+		n = hf3fs_wait_for_ios(ior, cqes, want, need, &until);
+		PyEval_RestoreThread(ts);
+		if (n < 0) {
 			if (got == 0) {
 				Py_DECREF(out);
 				return cfspy_oserror(-n);
@@ -1136,7 +1141,8 @@ static PyMethodDef cfspy_ior_methods[] = {
 };
 
 static PyTypeObject cfspy_ior_type = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "chainfs._chainfs.ioring",
+    .ob_base = {PyObject_HEAD_INIT(NULL) 0},
+    .tp_name = "chainfs._chainfs.ioring",
     .tp_basicsize = sizeof(cfspy_ior),
     .tp_dealloc = (destructor)cfspy_ior_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -1157,8 +1163,10 @@ static PyObject *cfspy_extract_mount_point(PyObject *m, PyObject *arg)
 	char mp[4096];
 	int rc;
 	const char *p = PyBytes_AS_STRING(path);
-	Py_BEGIN_ALLOW_THREADS rc = hf3fs_extract_mount_point(mp, (int)sizeof(mp), p);
-	Py_END_ALLOW_THREADS Py_DECREF(path);
+	PyThreadState *ts = PyEval_SaveThread();
+	rc = hf3fs_extract_mount_point(mp, (int)sizeof(mp), p);
+	PyEval_RestoreThread(ts);
+	Py_DECREF(path);
 	if (rc < 0)
 		Py_RETURN_NONE;
 	if (rc > (int)sizeof(mp))
@@ -1176,8 +1184,11 @@ static PyObject *cfspy_register_fd(PyObject *m, PyObject *args, PyObject *kw)
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "i|K:register_fd", kwlist, &fd, &flags))
 		return NULL;
 	int rc;
-	Py_BEGIN_ALLOW_THREADS rc = hf3fs_reg_fd(fd, (uint64_t)flags);
-	Py_END_ALLOW_THREADS if (rc > 0) return cfspy_oserror(rc);
+	PyThreadState *ts = PyEval_SaveThread();
+	rc = hf3fs_reg_fd(fd, (uint64_t)flags);
+	PyEval_RestoreThread(ts);
+	if (rc > 0)
+		return cfspy_oserror(rc);
 	Py_RETURN_NONE;
 }
 
@@ -1187,7 +1198,10 @@ static PyObject *cfspy_deregister_fd(PyObject *m, PyObject *args, PyObject *kw)
 	int fd;
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "i:deregister_fd", kwlist, &fd))
 		return NULL;
+	/* An ioctl through the mount (it also reports the length rings wrote). */
+	PyThreadState *ts = PyEval_SaveThread();
 	hf3fs_dereg_fd(fd);
+	PyEval_RestoreThread(ts);
 	Py_RETURN_NONE;
 }
 
