@@ -24,6 +24,7 @@ int cli_bench_chunk(int argc, char **argv); /* bench_chunk.c */
 int cli_bench_kv(int argc, char **argv); /* bench_kv.c */
 int cli_bench_meta(int argc, char **argv); /* bench_meta.c */
 int cli_bench_fuse(int argc, char **argv); /* bench_fuse.c */
+int cli_bench_usrbio(int argc, char **argv); /* bench_usrbio.c */
 
 /* Bench groups, dispatched by cli_bench (cmd_bench.c). */
 struct cli_bench_cmd {

@@ -12,6 +12,7 @@ static const struct cli_bench_cmd groups[] = {
 	{ "meta", cli_bench_meta, "meta service over RPC: create/stat/readdir/unlink per second vs RPC ping, 1/2 instances, 1/8 clients" },
 	{ "storage", cli_bench_storage, "storage server over loopback vs fio: 1 MiB seq write/read, 4 KiB random read QD 32" },
 	{ "fuse", cli_bench_fuse, "fio through a ChainFS mount vs a local directory: 1 MiB seq write/read (1, 4 jobs), 4 KiB random read, create/stat/unlink" },
+	{ "usrbio", cli_bench_usrbio, "shared-memory rings through a mount vs fio raw and fio through FUSE: 1 MiB seq write/read (1, 4 rings), 4K/64K random reads, daemon CPU/GiB" },
 	{ NULL, NULL, NULL },
 };
 

@@ -1,0 +1,698 @@
+/* test_integ_usrbio.c - shared-memory ring I/O (include/chainfs.h, the
+ * mount's src/usrbio) on a real `chainfs up` cluster.
+ *
+ * Data: files written through rings read back identical through FUSE and
+ * the other way round, for sizes 1 B .. 64 MiB at unaligned offsets across
+ * chunk (1 MiB) and chain boundaries; holes read as zeros, or fail with
+ * -ENODATA on a CFS_IOR_FORBID_READ_HOLES ring; reads past EOF are short;
+ * stat shows a ring-written length at once.
+ * Errors: every bad input has its errno, at prep time or in the
+ * completion; entries crafted by hand in shared memory (a "raw ring": the
+ * ABI of src/usrbio/ring_abi.h written directly, as a hostile program
+ * would) reach the daemon's checks; a non-root process cannot read a 0600
+ * root file through a ring, even guessing registration ids; a read-only
+ * registration cannot write.
+ * Robustness: kill -9 of an application with I/Os in flight (the daemon
+ * stays up and unmaps its memory: /proc/PID/maps of the mount); a buffer
+ * truncated under the daemon (SIGBUS guard: -EFAULT, daemon alive); the
+ * 3FS-API program tests/usrbio/hf3fs_compat; the mount killed while an
+ * application waits (-ENOTCONN, no hang).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "chainfs.h"
+#include "integ_env.h"
+#include "usrbio/ring_abi.h"
+
+static struct integ env;
+static cfs_iov *big;             /* 65 MiB shared buffer for the data tests */
+#define BIG_SIZE ((size_t)65 << 20)
+#define MiB (1ull << 20)
+
+static unsigned char pat(uint64_t i, unsigned seed)
+{
+	return (unsigned char)((i * 2654435761u) >> 13 ^ seed ^ (i >> 20));
+}
+
+static void path_of(const char *rel, char *out, size_t cap)
+{
+	integ_path(&env, rel, out, cap);
+}
+
+static cfs_ior *ring(int for_read, int entries, uint64_t flags)
+{
+	struct cfs_ior_opts o = {.entries = entries, .for_read = for_read, .flags = flags};
+	cfs_ior *r = NULL;
+	assert_int_equal(cfs_ior_create(env.mnt, &o, &r), 0);
+	return r;
+}
+
+/* Runs one I/O and returns its result. */
+static int64_t one_io(cfs_ior *r, int read, void *ptr, int fd, uint64_t off, uint64_t len)
+{
+	int idx = cfs_prep_iov(r, big, read, ptr, fd, off, len, (void *)0x5eed);
+	if (idx < 0)
+		return idx;
+	assert_int_equal(cfs_submit_ios(r), 0);
+	struct cfs_cqe c;
+	assert_int_equal(cfs_wait_for_ios(r, &c, 1, 1, NULL), 1);
+	assert_int_equal(c.index, idx);
+	assert_ptr_equal(c.userdata, (void *)0x5eed);
+	return c.result;
+}
+
+static void test_setup_buffers(void **state)
+{
+	assert_int_equal(cfs_iov_create(env.mnt, BIG_SIZE, 0, -1, &big), 0);
+	char mp[512];
+	char p[1024];
+	path_of("", p, sizeof(p));
+	int n = cfs_extract_mount_point(mp, sizeof(mp), p);
+	assert_true(n > 1);
+	char want[1024];
+	assert_non_null(realpath(env.mnt, want));
+	assert_string_equal(mp, want);
+	assert_int_equal(cfs_extract_mount_point(mp, sizeof(mp), "/proc/self"), -1);
+}
+
+/* Ring writes read back through FUSE, FUSE writes read back through rings. */
+static void test_roundtrip_sizes(void **state)
+{
+	static const uint64_t sizes[] = {1, 4095, 4096, 65537, MiB - 1, MiB + 1, 3 * MiB + 12345,
+	                                 64 * MiB};
+	static const uint64_t offs[] = {0, 7, MiB - 3, 2 * MiB + 4093};
+	char p[1024];
+	cfs_ior *rr = ring(1, 4, 0), *wr = ring(0, 4, 0);
+	char *b = cfs_iov_base(big);
+	unsigned char *chk = malloc(BIG_SIZE);
+	assert_non_null(chk);
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		uint64_t len = sizes[i], off = offs[i % 4];
+		unsigned seed = (unsigned)i * 7 + 1;
+		/* ring -> FUSE */
+		snprintf(p, sizeof(p), "%s/rt-ring-%zu", env.mnt, i);
+		int fd = open(p, O_CREAT | O_RDWR | O_TRUNC, 0644);
+		assert_true(fd >= 0);
+		assert_true(cfs_reg_fd(fd, 0) > 0);
+		size_t boff = (size_t)(i * 4099 % 8192); /* unaligned in the buffer too */
+		for (uint64_t k = 0; k < len; k++)
+			b[boff + k] = (char)pat(k, seed);
+		assert_int_equal(one_io(wr, 0, b + boff, fd, off, len), (int64_t)len);
+		struct stat st;
+		assert_int_equal(fstat(fd, &st), 0);
+		assert_int_equal((uint64_t)st.st_size, off + len); /* right after completion */
+		assert_int_equal(pread(fd, chk, len, (off_t)off), (ssize_t)len);
+		for (uint64_t k = 0; k < len; k++)
+			if (chk[k] != pat(k, seed))
+				fail_msg("ring->fuse size %llu off %llu: byte %llu differs",
+				         (unsigned long long)len, (unsigned long long)off,
+				         (unsigned long long)k);
+		cfs_dereg_fd(fd);
+		close(fd);
+		/* FUSE -> ring */
+		snprintf(p, sizeof(p), "%s/rt-fuse-%zu", env.mnt, i);
+		fd = open(p, O_CREAT | O_RDWR | O_TRUNC, 0644);
+		assert_true(fd >= 0);
+		for (uint64_t k = 0; k < len; k++)
+			chk[k] = pat(k, seed + 1);
+		assert_int_equal(pwrite(fd, chk, len, (off_t)off), (ssize_t)len);
+		assert_true(cfs_reg_fd(fd, 0) > 0);
+		memset(b, 0xEE, len + boff + 16);
+		assert_int_equal(one_io(rr, 1, b + boff, fd, off, len), (int64_t)len);
+		if (memcmp(b + boff, chk, len) != 0)
+			fail_msg("fuse->ring size %llu differs", (unsigned long long)len);
+		assert_int_equal((unsigned char)b[boff + len], 0xEE); /* nothing past the range */
+		cfs_dereg_fd(fd);
+		close(fd);
+	}
+	free(chk);
+	cfs_ior_destroy(rr);
+	cfs_ior_destroy(wr);
+}
+
+/* Holes read as zeros (or -ENODATA), reads past EOF are short. */
+static void test_holes_and_eof(void **state)
+{
+	char p[1024];
+	path_of("sparse", p, sizeof(p));
+	int fd = open(p, O_CREAT | O_RDWR | O_TRUNC, 0644);
+	assert_true(fd >= 0);
+	char blk[4096];
+	memset(blk, 'A', sizeof(blk));
+	assert_int_equal(pwrite(fd, blk, sizeof(blk), 0), 4096);
+	assert_int_equal(pwrite(fd, blk, sizeof(blk), 5 * MiB), 4096);
+	assert_true(cfs_reg_fd(fd, 0) > 0);
+	cfs_ior *r = ring(1, 4, 0), *strict = ring(1, 4, CFS_IOR_FORBID_READ_HOLES);
+	char *b = cfs_iov_base(big);
+	uint64_t size = 5 * MiB + 4096;
+	memset(b, 0x77, size);
+	assert_int_equal(one_io(r, 1, b, fd, 0, size), (int64_t)size);
+	for (uint64_t k = 0; k < size; k++) {
+		char want = (k < 4096 || k >= 5 * MiB) ? 'A' : 0;
+		if (b[k] != want)
+			fail_msg("sparse byte %llu is %d", (unsigned long long)k, b[k]);
+	}
+	assert_int_equal(one_io(strict, 1, b, fd, 0, size), -ENODATA);
+	assert_int_equal(one_io(strict, 1, b, fd, 5 * MiB, 4096), 4096);
+	/* Past EOF: short, then 0. */
+	assert_int_equal(one_io(r, 1, b, fd, size - 10, 100), 10);
+	assert_int_equal(one_io(r, 1, b, fd, size + 100, 100), 0);
+	cfs_dereg_fd(fd);
+	close(fd);
+	cfs_ior_destroy(r);
+	cfs_ior_destroy(strict);
+}
+
+/* ---- a raw ring: the ABI written by hand ---- */
+
+struct raw {
+	struct cfs_ring_hdr *h;
+	size_t size;
+	uint32_t entries, tail;
+	char link[1024];
+};
+
+static int raw_create(struct raw *w, int for_read, uint32_t entries)
+{
+	uint8_t id[16];
+	for (int i = 0; i < 16; i++)
+		id[i] = (uint8_t)(rand() ^ getpid() ^ i * 17);
+	char hex[33], name[80];
+	for (int i = 0; i < 16; i++)
+		snprintf(hex + 2 * i, 3, "%02x", id[i]);
+	snprintf(name, sizeof(name), "/raw-ring-%s", hex);
+	w->entries = entries;
+	w->size = cfs_ring_bytes(entries);
+	int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+	if (fd < 0 || ftruncate(fd, (off_t)w->size) < 0)
+		return -errno;
+	w->h = mmap(NULL, w->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	if (w->h == MAP_FAILED)
+		return -errno;
+	w->h->magic = CFS_RING_MAGIC;
+	w->h->version = CFS_RING_VERSION;
+	w->h->entries = entries;
+	w->h->for_read = (uint32_t)for_read;
+	sem_init(&w->h->cq_sem, 1, 0);
+	char target[128];
+	snprintf(target, sizeof(target), "/dev/shm%s", name);
+	snprintf(w->link, sizeof(w->link), "%s/3fs-virt/iovs/%s.%c0.t0", env.mnt, hex,
+	         for_read ? 'r' : 'w');
+	int rc = symlink(target, w->link) < 0 ? -errno : 0;
+	shm_unlink(name);
+	w->tail = 0;
+	return rc;
+}
+
+static void raw_destroy(struct raw *w)
+{
+	unlink(w->link);
+	munmap(w->h, w->size);
+}
+
+/* Submits SQE and returns the completion's result (waits up to 10 s). */
+static int64_t raw_io(struct raw *w, const struct cfs_ring_sqe *sqe)
+{
+	struct cfs_ring_sqe *sq = cfs_ring_sqes(w->h);
+	sq[w->tail % w->entries] = *sqe;
+	w->tail++;
+	atomic_store(&w->h->sq_tail, w->tail);
+	for (int i = 0; i < 10000; i++) {
+		uint32_t head = atomic_load(&w->h->cq_head), t = atomic_load(&w->h->cq_tail);
+		if (head != t) {
+			struct cfs_ring_cqe c = cfs_ring_cqes(w->h, w->entries)[t % w->entries];
+			atomic_store(&w->h->cq_tail, t + 1);
+			return c.result;
+		}
+		usleep(1000);
+	}
+	fail_msg("raw ring: no completion in 10 s");
+	return 0;
+}
+
+/* Every bad input, with its errno. */
+static void test_bad_inputs(void **state)
+{
+	char p[1024];
+	path_of("bad", p, sizeof(p));
+	int fd = open(p, O_CREAT | O_RDWR | O_TRUNC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, "hello", 5, 0), 5);
+	cfs_ior *r = ring(1, 2, 0);
+	char *b = cfs_iov_base(big);
+	/* Not registered; not on the mount; registered twice; bad flags. */
+	assert_int_equal(cfs_prep_iov(r, big, 1, b, fd, 0, 5, NULL), -EBADF);
+	int devnull = open("/dev/null", O_RDONLY);
+	assert_int_equal(cfs_reg_fd(devnull, 0), -EBADF);
+	assert_int_equal(cfs_reg_fd(-1, 0), -EBADF);
+	assert_int_equal(cfs_reg_fd(fd, 1), -EINVAL);
+	int d = cfs_reg_fd(fd, 0);
+	assert_true(d > 0);
+	assert_int_equal(cfs_reg_fd(fd, 0), -EINVAL);
+	/* A directory cannot be registered (the ioctl says EINVAL). */
+	int dfd = open(env.mnt, O_RDONLY | O_DIRECTORY);
+	assert_true(cfs_is_chainfs(dfd));
+	assert_int_equal(cfs_reg_fd(dfd, 0), -EINVAL);
+	close(dfd);
+	/* Prep-time checks. */
+	assert_int_equal(cfs_prep_iov(r, big, 1, b, fd, 0, 0, NULL), -EINVAL);
+	assert_int_equal(cfs_prep_iov(r, big, 1, b, fd, 0, CFS_IO_MAX_LEN + 1, NULL), -EINVAL);
+	assert_int_equal(cfs_prep_iov(r, big, 1, b + BIG_SIZE - 4, fd, 0, 5, NULL), -EINVAL);
+	assert_int_equal(cfs_prep_iov(r, big, 1, b - 1, fd, 0, 5, NULL), -EINVAL);
+	assert_int_equal(cfs_prep_iov(r, big, 0, b, fd, 0, 5, NULL), -EINVAL); /* direction */
+	/* Full ring. */
+	assert_true(cfs_prep_iov(r, big, 1, b, fd, 0, 5, NULL) >= 0);
+	assert_true(cfs_prep_iov(r, big, 1, b, d, 0, 5, NULL) >= 0);
+	assert_int_equal(cfs_prep_iov(r, big, 1, b, fd, 0, 5, NULL), -EAGAIN);
+	struct cfs_cqe c[2];
+	cfs_submit_ios(r);
+	int got = 0;
+	while (got < 2) {
+		int n = cfs_wait_for_ios(r, c + got, 2 - got, 1, NULL);
+		assert_true(n >= 0);
+		got += n;
+	}
+	assert_int_equal(c[0].result, 5);
+	assert_int_equal(c[1].result, 5);
+	assert_int_equal(memcmp(b, "hello", 5), 0);
+	assert_int_equal(cfs_wait_for_ios(r, c, 0, 0, NULL), -EINVAL);
+	/* Daemon-side checks: an unknown buffer id; a buffer range beyond the
+	 * real iov (the library trusts the size it is given); past the largest
+	 * file; a registration the daemon no longer has. */
+	uint8_t fake[16] = {1, 2, 3};
+	assert_true(cfs_prep_io(r, fake, b, 4096, 1, b, fd, 0, 5, NULL) >= 0);
+	cfs_submit_ios(r);
+	assert_int_equal(cfs_wait_for_ios(r, c, 1, 1, NULL), 1);
+	assert_int_equal(c[0].result, -EFAULT);
+	assert_true(cfs_prep_io(r, cfs_iov_id(big), b, BIG_SIZE * 2, 1, b + BIG_SIZE, fd, 0, 5,
+	                        NULL) >= 0);
+	cfs_submit_ios(r);
+	assert_int_equal(cfs_wait_for_ios(r, c, 1, 1, NULL), 1);
+	assert_int_equal(c[0].result, -EFAULT);
+	assert_true(cfs_prep_iov(r, big, 1, b, fd, (1ull << 32) * MiB, 5, NULL) >= 0);
+	cfs_submit_ios(r);
+	assert_int_equal(cfs_wait_for_ios(r, c, 1, 1, NULL), 1);
+	assert_int_equal(c[0].result, -EFBIG);
+	/* Raw ring: entries the library would never write. */
+	struct raw w;
+	assert_int_equal(raw_create(&w, 1, 8), 0);
+	assert_int_equal(w.h->daemon_state, CFS_RING_SERVING);
+	struct cfs_ioc_reg a = {0};
+	assert_int_equal(ioctl(fd, CFS_IOC_REG, &a), 0);
+	struct cfs_ring_sqe s = {.buf_off = 0, .file_off = 0, .len = 5, .reg = a.reg,
+	                         .index = 0, .op = CFS_OP_READ};
+	memcpy(s.buf_id, cfs_iov_id(big), 16);
+	assert_int_equal(raw_io(&w, &s), 5);
+	s.index = 8; /* index out of range */
+	assert_int_equal(raw_io(&w, &s), -EINVAL);
+	s.index = 1;
+	s.op = CFS_OP_WRITE; /* wrong direction for the ring */
+	assert_int_equal(raw_io(&w, &s), -EINVAL);
+	s.op = 7;
+	assert_int_equal(raw_io(&w, &s), -EINVAL);
+	s.op = CFS_OP_READ;
+	s.reg = a.reg + 1000; /* never issued */
+	assert_int_equal(raw_io(&w, &s), -EBADF);
+	s.reg = a.reg;
+	s.buf_off = BIG_SIZE - 2; /* range outside the iov */
+	assert_int_equal(raw_io(&w, &s), -EFAULT);
+	s.buf_off = 0;
+	s.len = 0;
+	assert_int_equal(raw_io(&w, &s), -EINVAL);
+	s.len = 5;
+	assert_int_equal(ioctl(fd, CFS_IOC_DEREG, &a.reg), 0);
+	assert_int_equal(raw_io(&w, &s), -EBADF); /* deregistered */
+	assert_int_equal(ioctl(fd, CFS_IOC_DEREG, &a.reg), -1);
+	assert_int_equal(errno, ENOENT);
+	raw_destroy(&w);
+	/* Bad registrations: a name that is not ours, a target outside
+	 * /dev/shm, a ring whose header does not match its name. */
+	char l[1200];
+	snprintf(l, sizeof(l), "%s/3fs-virt/iovs/not-a-ring", env.mnt);
+	assert_int_equal(symlink("/dev/shm/x", l), -1);
+	assert_int_equal(errno, EINVAL);
+	snprintf(l, sizeof(l), "%s/3fs-virt/iovs/00112233445566778899aabbccddeeff", env.mnt);
+	assert_int_equal(symlink("/etc/passwd", l), -1);
+	assert_int_equal(errno, EINVAL);
+	assert_int_equal(symlink("/dev/shm/../../etc/passwd", l), -1);
+	assert_int_equal(errno, EINVAL);
+	snprintf(l, sizeof(l), "%s/3fs-virt/somefile", env.mnt);
+	assert_int_equal(mkdir(l, 0755), -1);
+	assert_int_equal(errno, EPERM);
+	cfs_dereg_fd(fd);
+	close(fd);
+	close(devnull);
+	cfs_ior_destroy(r);
+}
+
+/* A read-only registration cannot write; a write-only one cannot read. */
+static void test_open_modes(void **state)
+{
+	char p[1024];
+	path_of("modes", p, sizeof(p));
+	int fd = open(p, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "0123456789", 10), 10);
+	close(fd);
+	int ro = open(p, O_RDONLY), wo = open(p, O_WRONLY);
+	assert_true(ro >= 0 && wo >= 0);
+	assert_true(cfs_reg_fd(ro, 0) > 0);
+	assert_true(cfs_reg_fd(wo, 0) > 0);
+	cfs_ior *wr = ring(0, 2, 0), *rr = ring(1, 2, 0);
+	char *b = cfs_iov_base(big);
+	assert_int_equal(cfs_prep_iov(wr, big, 0, b, ro, 0, 10, NULL), -EACCES);
+	assert_int_equal(cfs_prep_iov(rr, big, 1, b, wo, 0, 10, NULL), -EACCES);
+	/* The daemon checks too: a raw write entry on the read-only registration. */
+	struct raw w;
+	assert_int_equal(raw_create(&w, 0, 4), 0);
+	struct cfs_ioc_reg a = {0};
+	assert_int_equal(ioctl(ro, CFS_IOC_REG, &a), 0);
+	assert_int_equal(a.mode, 1u);
+	struct cfs_ring_sqe s = {.len = 10, .reg = a.reg, .op = CFS_OP_WRITE};
+	memcpy(s.buf_id, cfs_iov_id(big), 16);
+	memset(b, 'X', 10);
+	assert_int_equal(raw_io(&w, &s), -EACCES);
+	raw_destroy(&w);
+	char back[11] = {0};
+	assert_int_equal(pread(ro, back, 10, 0), 10);
+	assert_string_equal(back, "0123456789");
+	ioctl(ro, CFS_IOC_DEREG, &a.reg);
+	cfs_dereg_fd(ro);
+	cfs_dereg_fd(wo);
+	close(ro);
+	close(wo);
+	cfs_ior_destroy(wr);
+	cfs_ior_destroy(rr);
+}
+
+/* A non-root process cannot read a 0600 root file through a ring, even
+ * guessing registration ids of the root process. */
+static void test_nonroot(void **state)
+{
+	if (geteuid() != 0)
+		skip();
+	char p[1024];
+	path_of("secret", p, sizeof(p));
+	int fd = open(p, O_CREAT | O_RDWR | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "TOPSECRET", 9), 9);
+	/* Root registers it: a live registration id someone could guess. */
+	struct cfs_ioc_reg a = {0};
+	assert_int_equal(ioctl(fd, CFS_IOC_REG, &a), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (setgid(65534) || setuid(65534))
+			_exit(10);
+		if (open(p, O_RDONLY) >= 0 || errno != EACCES)
+			_exit(11); /* the kernel says no */
+		char mine[1024];
+		snprintf(mine, sizeof(mine), "%s/nobody-file", env.mnt);
+		/* A buffer of its own, and a raw ring guessing ids 1..a.reg+50. */
+		cfs_iov *v;
+		if (cfs_iov_create(env.mnt, 4096, 0, -1, &v))
+			_exit(12);
+		struct raw w;
+		if (raw_create(&w, 1, 4))
+			_exit(13);
+		char *vb = cfs_iov_base(v);
+		for (uint32_t g = 1; g < a.reg + 50; g++) {
+			struct cfs_ring_sqe s = {.len = 9, .reg = g, .op = CFS_OP_READ};
+			memcpy(s.buf_id, cfs_iov_id(v), 16);
+			int64_t res = raw_io(&w, &s);
+			if (res != -EBADF)
+				_exit(14);
+			if (memmem(vb, 4096, "TOPSECRET", 9))
+				_exit(15);
+		}
+		/* Root's buffer, addressed by its id, is not ours either. */
+		struct cfs_ring_sqe s = {.len = 9, .reg = 1, .op = CFS_OP_READ};
+		memcpy(s.buf_id, cfs_iov_id(big), 16);
+		if (raw_io(&w, &s) >= 0)
+			_exit(16);
+		_exit(0);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	ioctl(fd, CFS_IOC_DEREG, &a.reg);
+	close(fd);
+}
+
+static pid_t mount_pid(void)
+{
+	char p[1024];
+	snprintf(p, sizeof(p), "%s/pids/mount.pid", env.data);
+	FILE *f = fopen(p, "r");
+	assert_non_null(f);
+	int pid = 0;
+	assert_int_equal(fscanf(f, "%d", &pid), 1);
+	fclose(f);
+	return pid;
+}
+
+/* How many lines of the mount's /proc/PID/maps mention NEEDLE. */
+static int maps_count(const char *needle)
+{
+	char p[64], line[1024];
+	snprintf(p, sizeof(p), "/proc/%d/maps", (int)mount_pid());
+	FILE *f = fopen(p, "r");
+	assert_non_null(f);
+	int n = 0;
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, needle))
+			n++;
+	fclose(f);
+	return n;
+}
+
+/* kill -9 of an application with I/Os in flight: the daemon survives and
+ * unmaps the application's memory. */
+static void test_app_killed(void **state)
+{
+	char p[1024];
+	path_of("rt-fuse-7", p, sizeof(p)); /* 64 MiB from the round trip */
+	int before = maps_count("raw-ring-") + maps_count("chainfs-i");
+	if (getenv("UB_DEBUG")) {
+		char cmd[128];
+		snprintf(cmd, sizeof(cmd), "grep -e raw-ring -e chainfs-i /proc/%d/maps >&2", (int)mount_pid());
+		if (system(cmd)) {
+		}
+	}
+	int pfd[2];
+	assert_int_equal(pipe(pfd), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		cfs_iov *v;
+		cfs_ior *r;
+		struct cfs_ior_opts o = {.entries = 64, .for_read = 1};
+		int fd = open(p, O_RDONLY);
+		if (fd < 0 || cfs_iov_create(env.mnt, 64 << 20, 0, -1, &v) ||
+		    cfs_ior_create(env.mnt, &o, &r) || cfs_reg_fd(fd, 0) < 0)
+			_exit(1);
+		for (int round = 0;; round++) {
+			for (int i = 0; i < 64; i++)
+				cfs_prep_iov(r, v, 1, (char *)cfs_iov_base(v) + ((size_t)i << 20), fd,
+				             (uint64_t)i << 20, 1 << 20, NULL);
+			cfs_submit_ios(r);
+			char hex[33];
+			for (int i = 0; i < 16; i++)
+				snprintf(hex + 2 * i, 3, "%02x", cfs_iov_id(v)[i]);
+			if (round == 0 && write(pfd[1], hex, 32) != 32)
+				_exit(2);
+			struct cfs_cqe c[64];
+			int got = 0;
+			while (got < 64)
+				got += cfs_wait_for_ios(r, c, 64, 1, NULL);
+		}
+	}
+	close(pfd[1]);
+	char hex[33] = {0};
+	assert_int_equal(read(pfd[0], hex, 32), 32);
+	close(pfd[0]);
+	usleep(20000); /* mid-batch */
+	assert_int_equal(maps_count(hex), 1); /* the daemon maps the child's buffer */
+	kill(pid, SIGKILL);
+	int st;
+	waitpid(pid, &st, 0);
+	int n = -1;
+	for (int i = 0; i < 100 && n != 0; i++) {
+		usleep(100000);
+		n = maps_count(hex);
+	}
+	assert_int_equal(n, 0); /* released once the process is gone */
+	int after = maps_count("raw-ring-") + maps_count("chainfs-i");
+	if (after > before)
+		fail_msg("daemon mappings grew from %d to %d", before, after);
+	struct stat st2;
+	assert_int_equal(stat(p, &st2), 0); /* the mount still answers */
+	assert_int_equal(kill(mount_pid(), 0), 0);
+}
+
+/* The application shrinks its buffer under the daemon: SIGBUS is absorbed,
+ * the I/O fails with -EFAULT and the daemon lives. */
+static void test_truncated_buffer(void **state)
+{
+	char p[1024];
+	path_of("rt-fuse-6", p, sizeof(p));
+	int fd = open(p, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_true(cfs_reg_fd(fd, 0) > 0);
+	cfs_iov *v;
+	assert_int_equal(cfs_iov_create(env.mnt, 4 << 20, 0, -1, &v), 0);
+	char hex[33], name[128];
+	for (int i = 0; i < 16; i++)
+		snprintf(hex + 2 * i, 3, "%02x", cfs_iov_id(v)[i]);
+	snprintf(name, sizeof(name), "/dev/shm/chainfs-iov-%s", hex);
+	int sfd = open(name, O_RDWR);
+	assert_true(sfd >= 0);
+	assert_int_equal(ftruncate(sfd, 0), 0);
+	close(sfd);
+	cfs_ior *r = ring(1, 2, 0);
+	int idx = cfs_prep_iov(r, v, 1, cfs_iov_base(v), fd, 0, 1 << 20, NULL);
+	assert_true(idx >= 0);
+	cfs_submit_ios(r);
+	struct cfs_cqe c;
+	assert_int_equal(cfs_wait_for_ios(r, &c, 1, 1, NULL), 1);
+	assert_int_equal(c.result, -EFAULT);
+	assert_int_equal(kill(mount_pid(), 0), 0);
+	struct stat st;
+	assert_int_equal(stat(p, &st), 0);
+	cfs_ior_destroy(r);
+	/* The local mapping is dead too (a touch would SIGBUS here); destroy
+	 * only unmaps it. */
+	cfs_iov_destroy(v);
+	cfs_dereg_fd(fd);
+	close(fd);
+}
+
+static void test_hf3fs_compat(void **state)
+{
+	char bin[1024], dir[1024];
+	snprintf(bin, sizeof(bin), "%s/tests/usrbio/hf3fs_compat", getenv("CFS_BUILD"));
+	path_of("compat", dir, sizeof(dir));
+	assert_int_equal(mkdir(dir, 0755), 0);
+	char *argv[] = {bin, dir, NULL};
+	assert_int_equal(integ_run(argv, NULL, NULL, 120000), 0);
+}
+
+/* Many rings and processes at once: each reads its own file. */
+static void test_parallel_procs(void **state)
+{
+	pid_t kids[4];
+	for (int k = 0; k < 4; k++) {
+		kids[k] = fork();
+		assert_true(kids[k] >= 0);
+		if (kids[k] == 0) {
+			char p[1024];
+			snprintf(p, sizeof(p), "%s/rt-fuse-%d", env.mnt, 4 + k % 3);
+			int fd = open(p, O_RDONLY);
+			cfs_iov *v;
+			cfs_ior *r[2];
+			struct cfs_ior_opts o = {.entries = 16, .for_read = 1, .io_depth = -4,
+			                         .timeout_ms = 1};
+			if (fd < 0 || cfs_iov_create(env.mnt, 1 << 20, 0, -1, &v) ||
+			    cfs_ior_create(env.mnt, &o, &r[0]) || cfs_ior_create(env.mnt, &o, &r[1]) ||
+			    cfs_reg_fd(fd, 0) < 0)
+				_exit(1);
+			for (int round = 0; round < 20; round++)
+				for (int q = 0; q < 2; q++) {
+					for (int i = 0; i < 16; i++)
+						if (cfs_prep_iov(r[q], v, 1, (char *)cfs_iov_base(v) + i * 4096,
+						                 fd, (uint64_t)(i * 7919 % 256) * 4096, 4096,
+						                 NULL) < 0)
+							_exit(2);
+					cfs_submit_ios(r[q]);
+					struct cfs_cqe c[16];
+					int got = 0;
+					while (got < 16) {
+						int n = cfs_wait_for_ios(r[q], c, 16, 1, NULL);
+						if (n < 0)
+							_exit(3);
+						for (int j = 0; j < n; j++)
+							if (c[j].result != 4096)
+								_exit(4);
+						got += n;
+					}
+				}
+			_exit(0);
+		}
+	}
+	for (int k = 0; k < 4; k++) {
+		int st;
+		assert_int_equal(waitpid(kids[k], &st, 0), kids[k]);
+		assert_true(WIFEXITED(st));
+		assert_int_equal(WEXITSTATUS(st), 0);
+	}
+}
+
+/* The mount dies while an application waits: -ENOTCONN, not a hang. Runs
+ * last (the cluster's down then cleans the dead mount). */
+static void test_mount_killed(void **state)
+{
+	/* io_depth 4 with one I/O prepared: the daemon holds it. */
+	struct cfs_ior_opts o = {.entries = 8, .for_read = 1, .io_depth = 4};
+	cfs_ior *r;
+	assert_int_equal(cfs_ior_create(env.mnt, &o, &r), 0);
+	char p[1024];
+	path_of("rt-fuse-1", p, sizeof(p));
+	int fd = open(p, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_true(cfs_reg_fd(fd, 0) > 0);
+	assert_true(cfs_prep_iov(r, big, 1, cfs_iov_base(big), fd, 0, 10, NULL) >= 0);
+	cfs_submit_ios(r);
+	struct cfs_cqe c;
+	struct timespec t;
+	clock_gettime(CLOCK_REALTIME, &t);
+	t.tv_sec += 1;
+	assert_int_equal(cfs_wait_for_ios(r, &c, 1, 1, &t), 0); /* held: io_depth */
+	assert_int_equal(kill(mount_pid(), SIGKILL), 0);
+	clock_gettime(CLOCK_REALTIME, &t);
+	time_t start = t.tv_sec;
+	assert_int_equal(cfs_wait_for_ios(r, &c, 1, 1, NULL), -ENOTCONN);
+	clock_gettime(CLOCK_REALTIME, &t);
+	assert_true(t.tv_sec - start < 5);
+	assert_int_equal(cfs_prep_iov(r, big, 1, cfs_iov_base(big), fd, 0, 10, NULL), -ENOTCONN);
+	assert_int_equal(cfs_submit_ios(r), -ENOTCONN);
+	cfs_ior_destroy(r);
+	/* A new ring on the dead mount fails cleanly too. */
+	assert_true(cfs_ior_create(env.mnt, &o, &r) < 0);
+	close(fd);
+	char cmd[1200];
+	snprintf(cmd, sizeof(cmd), "fusermount3 -uz %s 2>/dev/null", env.mnt);
+	if (system(cmd) != 0)
+		snprintf(cmd, sizeof(cmd), "umount -l %s", env.mnt);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_setup_buffers),  cmocka_unit_test(test_roundtrip_sizes),
+	    cmocka_unit_test(test_holes_and_eof),  cmocka_unit_test(test_bad_inputs),
+	    cmocka_unit_test(test_open_modes),     cmocka_unit_test(test_nonroot),
+	    cmocka_unit_test(test_hf3fs_compat),   cmocka_unit_test(test_parallel_procs),
+	    cmocka_unit_test(test_app_killed),     cmocka_unit_test(test_truncated_buffer),
+	    cmocka_unit_test(test_mount_killed),
+	};
+	return integ_main(&env, "usrbio", tests, sizeof(tests) / sizeof(tests[0]));
+}
