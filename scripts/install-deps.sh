@@ -16,6 +16,8 @@ PKGS=(
   libcmocka-dev       # unit tests
   etcd-server etcd-client  # distributed KV backend, started by tests
   fio                 # benchmark baselines and verify runs
+  python3-dev         # the Python module (CPython extension for /usr/bin/python3)
+  python3-numpy       # examples/torch_dataset.py without PyTorch (torch is too big for CI)
   procps psmisc iproute2 git sqlite3
   acl                 # setfacl / getfacl for the POSIX ACL tests
 )
