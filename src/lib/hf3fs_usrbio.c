@@ -162,7 +162,8 @@ void hf3fs_iordestroy(struct hf3fs_ior *ior)
 
 int hf3fs_reg_fd(int fd, uint64_t flags)
 {
-	int rc = cfs_reg_fd(fd, flags);
+	(void)flags; /* 3FS ignores them too: code passing 1 must work */
+	int rc = cfs_reg_fd(fd, 0);
 	return -rc; /* success: -dupfd (<= 0); failure: a positive errno */
 }
 

@@ -85,13 +85,22 @@ static int parse_num(const char **p, int neg_ok, int64_t lo, int64_t hi, int64_t
 int usrbio_parse_name(const char *name, struct usrbio_name *out)
 {
 	memset(out, 0, sizeof(*out));
+	/* The id is 32 hex digits, or the same in the dashed UUID form
+	 * (8-4-4-4-12: 3FS's Python package names its links str(uuid4())). */
+	int dashed = name[0] && strlen(name) >= 36 && name[8] == '-';
+	const char *p = name;
 	for (int i = 0; i < 16; i++) {
-		int hi = hexval(name[2 * i]), lo = hi < 0 ? -1 : hexval(name[2 * i + 1]);
+		if (dashed && (i == 4 || i == 6 || i == 8 || i == 10)) {
+			if (*p != '-')
+				return -EINVAL;
+			p++;
+		}
+		int hi = hexval(p[0]), lo = hi < 0 ? -1 : hexval(p[1]);
 		if (hi < 0 || lo < 0)
 			return -EINVAL;
 		out->id[i] = (uint8_t)(hi << 4 | lo);
+		p += 2;
 	}
-	const char *p = name + 32;
 	unsigned seen = 0;
 	while (*p) {
 		if (*p != '.')

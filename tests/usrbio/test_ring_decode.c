@@ -94,11 +94,18 @@ static void test_names(void **state)
 	assert_true(n.is_ring && !n.for_read);
 	assert_int_equal(usrbio_parse_name(ID ".w8.pl.t0.f1", &n), 0);
 	assert_int_equal(n.priority, 1);
+	/* The dashed UUID form names the same id (3FS's hf3fs_fuse.io). */
+	struct usrbio_name d;
+	assert_int_equal(usrbio_parse_name("00112233-4455-6677-8899-aabbccddeeff.b4096", &d), 0);
+	assert_int_equal(usrbio_parse_name(ID ".b4096", &n), 0);
+	assert_memory_equal(d.id, n.id, 16);
+	assert_int_equal(d.block_size, 4096);
 	static const char *bad[] = {
 	    "", "submit-ios", "0011", ID "x", ID ".", ID ".r", ID ".r1.r1", ID ".q1", ID ".b0",
 	    ID ".b-1", ID ".t5", ID ".r1.t-1", ID ".r1.f", ID ".r1.f2", ID ".r1.px", ID ".r1.phh",
 	    ID ".r99999999999999999999", ID ".r70000", "0g112233445566778899aabbccddeeff",
-	    ID ".r1.t1.t1", ID "..r1",
+	    ID ".r1.t1.t1", ID "..r1", "00112233-44556677-8899-aabbccddeeff",
+	    "00112233-4455-6677-8899aabbccddeeff0", "00112233-4455-6677-8899-aabbccddeef",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		if (usrbio_parse_name(bad[i], &n) != -EINVAL)

@@ -84,9 +84,9 @@ def make_iovec(shm, mount_point, block_size=0, numa=-1):
     target = os.path.normpath(_shm_path(shm))
     ident = uuid.uuid4()
     suffix = ".b%d" % block_size if block_size > 0 else ""
-    # 32 hex digits: the form the daemon parses (3FS's io.py writes
-    # str(uuid4()), with dashes).
-    link = os.path.join(mount_point, VIRT_IOVS_DIR, ident.hex + suffix)
+    # The dashed UUID form, as 3FS's io.py writes it; the daemon also
+    # takes the 32 plain hex digits that the C library uses.
+    link = os.path.join(mount_point, VIRT_IOVS_DIR, str(ident) + suffix)
     os.symlink(target, link)
     try:
         return _iovec_from_shm(target, shm.size, ident.bytes, mount_point,
