@@ -51,6 +51,36 @@ void integ_path(const struct integ *e, const char *rel, char *out, size_t cap)
 	snprintf(out, cap, "%s/%s", e->mnt, rel);
 }
 
+void integ_conf_get(const struct integ *e, const char *key, char *out, size_t cap)
+{
+	char path[700], line[1024], k[64], v[900];
+	snprintf(path, sizeof(path), "%s/cluster.conf", e->data);
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	out[0] = 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%63s = %899[^\n]", k, v) == 2 && !strcmp(k, key)) {
+			size_t l = strlen(v) < cap - 1 ? strlen(v) : cap - 1;
+			memcpy(out, v, l);
+			out[l] = 0;
+		}
+	fclose(f);
+	assert_true(out[0] != 0);
+}
+
+int integ_role_pid(const struct integ *e, const char *role)
+{
+	char pidf[700];
+	int pid = 0;
+	unsigned long long start = 0;
+	snprintf(pidf, sizeof(pidf), "%s/pids/%s.pid", e->data, role);
+	FILE *f = fopen(pidf, "r");
+	assert_non_null(f);
+	assert_int_equal(fscanf(f, "%d %llu", &pid, &start), 2);
+	fclose(f);
+	return pid;
+}
+
 int integ_run(char *const argv[], const char *cwd, const char *log, int timeout_ms)
 {
 	pid_t pid = fork();

@@ -52,5 +52,11 @@ int integ_run(char *const argv[], const char *cwd, const char *log, int timeout_
 void integ_path(const struct integ *e, const char *rel, char *out, size_t cap);
 /* CRC32C of a whole file; -1 on error. */
 int64_t integ_file_crc(const char *path);
+/* The value of KEY in E's DATA/cluster.conf (ports, cluster id, mount)
+ * into OUT; fails the test when the key is missing. */
+void integ_conf_get(const struct integ *e, const char *key, char *out, size_t cap);
+/* The pid `chainfs up` recorded for ROLE ("meta", "mgmtd", "storage1",
+ * "mount", ...) in DATA/pids; fails the test when there is none. */
+int integ_role_pid(const struct integ *e, const char *role);
 
 #endif

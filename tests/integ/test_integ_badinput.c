@@ -47,36 +47,6 @@
 
 static struct integ env;
 
-static void conf_get(const char *key, char *out, size_t cap)
-{
-	char path[700], line[1024], k[64], v[900];
-	snprintf(path, sizeof(path), "%s/cluster.conf", env.data);
-	FILE *f = fopen(path, "r");
-	assert_non_null(f);
-	out[0] = 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "%63s = %899[^\n]", k, v) == 2 && !strcmp(k, key)) {
-			size_t l = strlen(v) < cap - 1 ? strlen(v) : cap - 1;
-			memcpy(out, v, l);
-			out[l] = 0;
-		}
-	fclose(f);
-	assert_true(out[0] != 0);
-}
-
-static int read_pid(const char *role)
-{
-	char pidf[700];
-	int pid = 0;
-	unsigned long long start = 0;
-	snprintf(pidf, sizeof(pidf), "%s/pids/%s.pid", env.data, role);
-	FILE *f = fopen(pidf, "r");
-	assert_non_null(f);
-	assert_int_equal(fscanf(f, "%d %llu", &pid, &start), 2);
-	fclose(f);
-	return pid;
-}
-
 static int dial(unsigned port)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -280,7 +250,7 @@ static void attack(const char *role, unsigned port, int pid)
 	/* 6. the wrong secret */
 	assert_int_not_equal(rpc_stats(port, wrong_secret, &mid), 0);
 
-	assert_int_equal(read_pid(role), pid);
+	assert_int_equal(integ_role_pid(&env, role), pid);
 	assert_int_equal(kill(pid, 0), 0);
 	assert_int_equal(rpc_stats(port, secret, &after), 0);
 	fprintf(stderr,
@@ -301,7 +271,7 @@ static void attack(const char *role, unsigned port, int pid)
 
 static void setup_ids(void)
 {
-	conf_get("cluster_id", cluster_id, sizeof(cluster_id));
+	integ_conf_get(&env, "cluster_id", cluster_id, sizeof(cluster_id));
 	snprintf(secret, sizeof(secret), "%s/secret", env.data);
 	snprintf(wrong_secret, sizeof(wrong_secret), "%s/wrong-secret", env.dir);
 	FILE *f = fopen(wrong_secret, "w");
@@ -314,7 +284,7 @@ static void setup_ids(void)
 static unsigned port_of(const char *key)
 {
 	char v[32];
-	conf_get(key, v, sizeof(v));
+	integ_conf_get(&env, key, v, sizeof(v));
 	return (unsigned)atoi(v);
 }
 
@@ -337,21 +307,21 @@ static void mount_works(void)
 static void test_mgmtd_port(void **state)
 {
 	setup_ids();
-	attack("mgmtd", port_of("mgmtd_port"), read_pid("mgmtd"));
+	attack("mgmtd", port_of("mgmtd_port"), integ_role_pid(&env, "mgmtd"));
 	mount_works();
 }
 
 static void test_meta_port(void **state)
 {
 	setup_ids();
-	attack("meta", port_of("meta_port"), read_pid("meta"));
+	attack("meta", port_of("meta_port"), integ_role_pid(&env, "meta"));
 	mount_works();
 }
 
 static void test_storage_port(void **state)
 {
 	setup_ids();
-	attack("storage1", port_of("storage1_port"), read_pid("storage1"));
+	attack("storage1", port_of("storage1_port"), integ_role_pid(&env, "storage1"));
 	mount_works();
 }
 

@@ -35,29 +35,12 @@
 
 static struct integ env;
 
-static void conf_get(const char *key, char *out, size_t cap)
-{
-	char path[700], line[1024], k[64], v[900];
-	snprintf(path, sizeof(path), "%s/cluster.conf", env.data);
-	FILE *f = fopen(path, "r");
-	assert_non_null(f);
-	out[0] = 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "%63s = %899[^\n]", k, v) == 2 && !strcmp(k, key)) {
-			size_t l = strlen(v) < cap - 1 ? strlen(v) : cap - 1;
-			memcpy(out, v, l);
-			out[l] = 0;
-		}
-	fclose(f);
-	assert_true(out[0] != 0);
-}
-
 /* 1 when list-chains shows chains and every member serving. */
 static int all_serving(void)
 {
 	char port[32], id[128], mg[64], secret[700], log[700], out[8192];
-	conf_get("mgmtd_port", port, sizeof(port));
-	conf_get("cluster_id", id, sizeof(id));
+	integ_conf_get(&env, "mgmtd_port", port, sizeof(port));
+	integ_conf_get(&env, "cluster_id", id, sizeof(id));
 	snprintf(mg, sizeof(mg), "127.0.0.1:%s", port);
 	snprintf(secret, sizeof(secret), "%s/secret", env.data);
 	snprintf(log, sizeof(log), "%s/chains.out", env.dir);
@@ -169,19 +152,6 @@ static void test_kill9_storage_during_fio(void **state)
 	assert_int_equal(integ_run(verify, NULL, log, 120000), 0);
 }
 
-static int read_pid(const char *role)
-{
-	char pidf[700];
-	int pid = 0;
-	unsigned long long start = 0;
-	snprintf(pidf, sizeof(pidf), "%s/pids/%s.pid", env.data, role);
-	FILE *f = fopen(pidf, "r");
-	assert_non_null(f);
-	assert_int_equal(fscanf(f, "%d %llu", &pid, &start), 2);
-	fclose(f);
-	return pid;
-}
-
 static void pattern(uint8_t *buf, uint32_t seed, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -226,7 +196,7 @@ static void test_kill9_mgmtd(void **state)
 	char dir[1024], path[1200];
 	integ_path(&env, "no-mgmtd", dir, sizeof(dir));
 	assert_int_equal(mkdir(dir, 0755), 0);
-	assert_int_equal(kill(read_pid("mgmtd"), SIGKILL), 0);
+	assert_int_equal(kill(integ_role_pid(&env, "mgmtd"), SIGKILL), 0);
 	uint64_t start = clock_mono_ms();
 	uint32_t n = 0;
 	while (clock_mono_ms() < start + 13000) {

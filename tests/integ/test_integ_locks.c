@@ -58,31 +58,13 @@ static int is_mounted(const char *m)
 
 /* ---- mount B ---- */
 
-static void conf_get(const char *key, char *out, size_t cap)
-{
-	char path[700], line[1024];
-	snprintf(path, sizeof(path), "%s/cluster.conf", env.data);
-	FILE *f = fopen(path, "r");
-	assert_non_null(f);
-	out[0] = 0;
-	size_t kl = strlen(key);
-	while (fgets(line, sizeof(line), f)) {
-		if (strncmp(line, key, kl) || strncmp(line + kl, " = ", 3))
-			continue;
-		snprintf(out, cap, "%s", line + kl + 3);
-		out[strcspn(out, "\n")] = 0;
-	}
-	fclose(f);
-	assert_true(out[0] != 0);
-}
-
 /* Starts `chainfs mount` on DIR/NAME (into MNT) against the cluster of
  * env; ZERO_CACHE: --entry-timeout 0 --attr-timeout 0. */
 static pid_t start_mount(const char *name, char *mnt, int zero_cache)
 {
 	char cid[128], port[32], mg[64], secret[700], log[700];
-	conf_get("cluster_id", cid, sizeof(cid));
-	conf_get("mgmtd_port", port, sizeof(port));
+	integ_conf_get(&env, "cluster_id", cid, sizeof(cid));
+	integ_conf_get(&env, "mgmtd_port", port, sizeof(port));
 	snprintf(mg, sizeof(mg), "127.0.0.1:%s", port);
 	snprintf(secret, sizeof(secret), "%s/secret", env.data);
 	snprintf(mnt, 600, "%s/%s", env.dir, name);

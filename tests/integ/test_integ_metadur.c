@@ -42,36 +42,6 @@ static struct integ env;
 static pid_t mount2_pid;
 static char mnt2[600];
 
-static void conf_get(const char *key, char *out, size_t cap)
-{
-	char path[700], line[1024], k[64], v[900];
-	snprintf(path, sizeof(path), "%s/cluster.conf", env.data);
-	FILE *f = fopen(path, "r");
-	assert_non_null(f);
-	out[0] = 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "%63s = %899[^\n]", k, v) == 2 && !strcmp(k, key)) {
-			size_t l = strlen(v) < cap - 1 ? strlen(v) : cap - 1;
-			memcpy(out, v, l);
-			out[l] = 0;
-		}
-	fclose(f);
-	assert_true(out[0] != 0);
-}
-
-static int read_pid(const char *role)
-{
-	char pidf[700];
-	int pid = 0;
-	unsigned long long start = 0;
-	snprintf(pidf, sizeof(pidf), "%s/pids/%s.pid", env.data, role);
-	FILE *f = fopen(pidf, "r");
-	assert_non_null(f);
-	assert_int_equal(fscanf(f, "%d %llu", &pid, &start), 2);
-	fclose(f);
-	return pid;
-}
-
 static void pattern(uint8_t *buf, uint32_t seed, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -123,7 +93,7 @@ static void test_kill9_meta_after_create(void **state)
 	assert_int_equal(rename(path, path2), 0);
 	snprintf(path, sizeof(path), "%s/last", dir);
 	touch(path);
-	assert_int_equal(kill(read_pid("meta"), SIGKILL), 0);
+	assert_int_equal(kill(integ_role_pid(&env, "meta"), SIGKILL), 0);
 
 	char uplog[700];
 	snprintf(uplog, sizeof(uplog), "%s/up-meta.out", env.dir);
@@ -217,8 +187,8 @@ static int mounted(const char *mnt)
 static void start_mount2(void)
 {
 	char port[32], addr[64], cid[128], secret[700], log[700];
-	conf_get("mgmtd_port", port, sizeof(port));
-	conf_get("cluster_id", cid, sizeof(cid));
+	integ_conf_get(&env, "mgmtd_port", port, sizeof(port));
+	integ_conf_get(&env, "cluster_id", cid, sizeof(cid));
 	snprintf(addr, sizeof(addr), "127.0.0.1:%s", port);
 	snprintf(secret, sizeof(secret), "%s/secret", env.data);
 	snprintf(mnt2, sizeof(mnt2), "%s/mnt2", env.dir);

@@ -50,36 +50,6 @@
 
 static struct integ env;
 
-static void conf_get(const char *key, char *out, size_t cap)
-{
-	char path[700], line[1024], k[64], v[900];
-	snprintf(path, sizeof(path), "%s/cluster.conf", env.data);
-	FILE *f = fopen(path, "r");
-	assert_non_null(f);
-	out[0] = 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "%63s = %899[^\n]", k, v) == 2 && !strcmp(k, key)) {
-			size_t l = strlen(v) < cap - 1 ? strlen(v) : cap - 1;
-			memcpy(out, v, l);
-			out[l] = 0;
-		}
-	fclose(f);
-	assert_true(out[0] != 0);
-}
-
-static int read_pid(const char *role)
-{
-	char pidf[700];
-	int pid = 0;
-	unsigned long long start = 0;
-	snprintf(pidf, sizeof(pidf), "%s/pids/%s.pid", env.data, role);
-	FILE *f = fopen(pidf, "r");
-	assert_non_null(f);
-	assert_int_equal(fscanf(f, "%d %llu", &pid, &start), 2);
-	fclose(f);
-	return pid;
-}
-
 static int pid_alive(int pid)
 {
 	char path[64], buf[512];
@@ -185,7 +155,7 @@ static void test_up_after_meta_kill9(void **state)
 	char path[1100];
 	integ_path(&env, "before-meta-kill", path, sizeof(path));
 	assert_int_equal(write_file(path, 1, 100000), 0);
-	int mount_pid = read_pid("mount"), meta_pid = read_pid("meta");
+	int mount_pid = integ_role_pid(&env, "mount"), meta_pid = integ_role_pid(&env, "meta");
 	int reader = stat_blocks_reader();
 	clock_sleep_ms(200);
 	assert_int_equal(kill(meta_pid, SIGKILL), 0);
@@ -194,9 +164,9 @@ static void test_up_after_meta_kill9(void **state)
 	char log[700];
 	snprintf(log, sizeof(log), "%s/up-after-meta-kill.out", env.dir);
 	assert_true(file_has(log, "mount") && file_has(log, "already running"));
-	assert_int_equal(read_pid("mount"), mount_pid);
+	assert_int_equal(integ_role_pid(&env, "mount"), mount_pid);
 	assert_true(pid_alive(mount_pid));
-	assert_int_not_equal(read_pid("meta"), meta_pid);
+	assert_int_not_equal(integ_role_pid(&env, "meta"), meta_pid);
 	kill(reader, SIGKILL);
 	waitpid(reader, NULL, 0);
 	/* The same mount serves the old file and takes a new one. */
@@ -204,7 +174,7 @@ static void test_up_after_meta_kill9(void **state)
 	integ_path(&env, "after-meta-kill", path, sizeof(path));
 	assert_int_equal(write_file(path, 2, 200000), 0);
 	assert_int_equal(check_file(path, 2, 200000), 0);
-	assert_int_equal(read_pid("mount"), mount_pid);
+	assert_int_equal(integ_role_pid(&env, "mount"), mount_pid);
 }
 
 static void test_up_cleans_stale_mount(void **state)
@@ -213,14 +183,14 @@ static void test_up_cleans_stale_mount(void **state)
 	struct stat st;
 	integ_path(&env, "before-mount-kill", path, sizeof(path));
 	assert_int_equal(write_file(path, 3, 50000), 0);
-	int mount_pid = read_pid("mount");
+	int mount_pid = integ_role_pid(&env, "mount");
 	assert_int_equal(kill(mount_pid, SIGKILL), 0);
 	for (int i = 0; i < 100 && pid_alive(mount_pid); i++)
 		clock_sleep_ms(20);
 	assert_int_equal(stat(env.mnt, &st), -1);
 	assert_true(errno == ENOTCONN || errno == ECONNABORTED); /* a dead FUSE connection */
 	assert_int_equal(up_again("up-after-mount-kill"), 0);
-	assert_int_not_equal(read_pid("mount"), mount_pid);
+	assert_int_not_equal(integ_role_pid(&env, "mount"), mount_pid);
 	assert_int_equal(stat(env.mnt, &st), 0);
 	assert_int_equal((int)st.st_ino, 1);
 	assert_int_equal(check_file(path, 3, 50000), 0);
@@ -308,7 +278,7 @@ static void test_meta_kill_during_ops(void **state)
 	}
 	for (int cycle = 0; cycle < 2; cycle++) {
 		clock_sleep_ms(1500);
-		assert_int_equal(kill(read_pid("meta"), SIGKILL), 0);
+		assert_int_equal(kill(integ_role_pid(&env, "meta"), SIGKILL), 0);
 		clock_sleep_ms(3000); /* writers wait on meta meanwhile */
 		assert_int_equal(up_again("up-during-writes"), 0);
 	}
@@ -359,8 +329,8 @@ static int mounted2(void *arg)
 static void test_meta_down_past_bound(void **state)
 {
 	char port[32], id[128], mg[64], secret[700], log[700], path[1200];
-	conf_get("mgmtd_port", port, sizeof(port));
-	conf_get("cluster_id", id, sizeof(id));
+	integ_conf_get(&env, "mgmtd_port", port, sizeof(port));
+	integ_conf_get(&env, "cluster_id", id, sizeof(id));
 	snprintf(mg, sizeof(mg), "127.0.0.1:%s", port);
 	snprintf(secret, sizeof(secret), "%s/secret", env.data);
 	snprintf(log, sizeof(log), "%s/mount2.log", env.dir);
@@ -388,7 +358,7 @@ static void test_meta_down_past_bound(void **state)
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, "abcdef", 6), 6);
-	assert_int_equal(kill(read_pid("meta"), SIGKILL), 0);
+	assert_int_equal(kill(integ_role_pid(&env, "meta"), SIGKILL), 0);
 
 	uint64_t t0 = clock_mono_ms();
 	snprintf(path, sizeof(path), "%s/new-while-down", mnt2);

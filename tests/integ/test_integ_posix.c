@@ -1260,23 +1260,6 @@ static void test_mmap(void **state)
 
 /* ---- two mounts: directory link counts and times are cluster state ---- */
 
-static void conf_get(const char *key, char *out, size_t cap)
-{
-	char path[700], line[1024], k[64], v[900];
-	snprintf(path, sizeof(path), "%s/cluster.conf", env.data);
-	FILE *f = fopen(path, "r");
-	assert_non_null(f);
-	out[0] = 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "%63s = %899[^\n]", k, v) == 2 && !strcmp(k, key)) {
-			size_t l = strlen(v) < cap - 1 ? strlen(v) : cap - 1;
-			memcpy(out, v, l);
-			out[l] = 0;
-		}
-	fclose(f);
-	assert_true(out[0] != 0);
-}
-
 static const char *second_mnt;
 
 static int second_mounted(void *arg)
@@ -1295,8 +1278,8 @@ static void test_two_mounts_dir_state(void **state)
 	struct stat s1, s2;
 	snprintf(mnt2, sizeof(mnt2), "%s/mnt2", env.dir);
 	assert_int_equal(mkdir(mnt2, 0755), 0);
-	conf_get("mgmtd_port", port, sizeof(port));
-	conf_get("cluster_id", id, sizeof(id));
+	integ_conf_get(&env, "mgmtd_port", port, sizeof(port));
+	integ_conf_get(&env, "cluster_id", id, sizeof(id));
 	snprintf(mg, sizeof(mg), "127.0.0.1:%s", port);
 	snprintf(secret, sizeof(secret), "%s/secret", env.data);
 	snprintf(log, sizeof(log), "%s/mount2.log", env.dir);

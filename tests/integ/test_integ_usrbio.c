@@ -489,29 +489,12 @@ static int maps_count(const char *needle)
 	return n;
 }
 
-static void conf_get(const char *key, char *out, size_t cap)
-{
-	char path[700], line[1024], k[64], v[900];
-	snprintf(path, sizeof(path), "%s/cluster.conf", env.data);
-	FILE *f = fopen(path, "r");
-	assert_non_null(f);
-	out[0] = 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "%63s = %899[^\n]", k, v) == 2 && !strcmp(k, key)) {
-			size_t l = strlen(v) < cap - 1 ? strlen(v) : cap - 1;
-			memcpy(out, v, l);
-			out[l] = 0;
-		}
-	fclose(f);
-	assert_true(out[0] != 0);
-}
-
 /* 1 when list-chains shows every chain member serving. */
 static int all_serving(void)
 {
 	char port[32], id[128], mg[64], secret[700], log[700], out[8192];
-	conf_get("mgmtd_port", port, sizeof(port));
-	conf_get("cluster_id", id, sizeof(id));
+	integ_conf_get(&env, "mgmtd_port", port, sizeof(port));
+	integ_conf_get(&env, "cluster_id", id, sizeof(id));
 	snprintf(mg, sizeof(mg), "127.0.0.1:%s", port);
 	snprintf(secret, sizeof(secret), "%s/secret", env.data);
 	snprintf(log, sizeof(log), "%s/chains.out", env.dir);
