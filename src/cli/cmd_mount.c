@@ -224,6 +224,12 @@ static int sto_write(void *arg, uint32_t chain, uint64_t ino, uint32_t index, ui
 	return storage_client_write(arg, &loc, ino, index, off, len, buf, 0, NULL);
 }
 
+static int sto_remove(void *arg, uint32_t chain, uint64_t ino, uint32_t begin, uint32_t end)
+{
+	struct storage_loc loc = {.chain = chain};
+	return storage_client_remove(arg, &loc, ino, begin, end, NULL);
+}
+
 /* The data path: file_io over a storage client. 0 or <0 with a message in
  * ERR. */
 static int data_path_new(const struct storage_client_opts *so, meta_client *meta, int io_threads,
@@ -235,7 +241,7 @@ static int data_path_new(const struct storage_client_opts *so, meta_client *meta
 		return rc;
 	struct file_io_opts fo = {
 	    .backend = {.arg = *sc, .read = sto_read, .write = sto_write,
-	                .read_batch = sto_read_batch},
+	                .read_batch = sto_read_batch, .remove = sto_remove},
 	    .meta = meta,
 	    .workers = io_threads,
 	    .sync_interval_ms = sync_ms,

@@ -418,6 +418,51 @@ static unsigned bucket(uint64_t ino)
 	return (unsigned)((ino * 0x9E3779B97F4A7C15ull) >> 54) % FIO_BUCKETS;
 }
 
+/* Writes zeros over [OFF, END) in pieces of at most 1 MiB. */
+static int zero_range(file_io *f, file_io_inode *fi, uint64_t off, uint64_t end)
+{
+	const size_t piece = 1u << 20;
+	char *z = calloc(1, piece);
+	int rc = 0;
+	if (!z)
+		return -ENOMEM;
+	while (off < end && rc == 0) {
+		size_t n = end - off < piece ? (size_t)(end - off) : piece;
+		ssize_t w = file_io_write(f, fi, off, n, z);
+		if (w < 0)
+			rc = (int)w;
+		off += n;
+	}
+	free(z);
+	return rc;
+}
+
+int file_io_punch(file_io *f, file_io_inode *fi, uint64_t off, uint64_t len)
+{
+	uint64_t end = off + len, cs = fi->layout.chunk_size, size = file_io_size(fi);
+	if (len == 0)
+		return 0;
+	/* Whole chunks [a, b) inside the range, short of the last chunk. */
+	uint64_t a = (off + cs - 1) / cs, b = end / cs;
+	uint64_t last = size ? (size - 1) / cs : 0;
+	if (b > last)
+		b = last;
+	if (!f->o.backend.remove || a >= b || b > UINT32_MAX)
+		return zero_range(f, fi, off, end);
+	int rc = zero_range(f, fi, off, a * cs);
+	pthread_mutex_lock(&fi->lock);
+	ra_drop_all(fi);
+	pthread_mutex_unlock(&fi->lock);
+	/* Each chain holds its own share of [a, b): ask every chain of the
+	 * layout once. */
+	for (uint32_t i = 0; rc == 0 && i < fi->layout.nchains; i++)
+		rc = f->o.backend.remove(f->o.backend.arg, fi->layout.chains[i], fi->ino, (uint32_t)a,
+		                         (uint32_t)b);
+	if (rc == 0)
+		rc = zero_range(f, fi, b * cs, end);
+	return rc;
+}
+
 void file_io_invalidate(file_io_inode *fi)
 {
 	pthread_mutex_lock(&fi->lock);

@@ -68,6 +68,10 @@ struct file_io_backend {
 	 * out together from the calling thread (the backend overlaps them)
 	 * instead of through the worker pool. */
 	int (*read_batch)(void *arg, struct file_io_piece *p, size_t n);
+	/* Optional: removes chunks [BEGIN, END) of INO that live on CHAIN
+	 * (absent ones are fine). 0 or <0. Without it file_io_punch writes
+	 * zeros over whole chunks too. */
+	int (*remove)(void *arg, uint32_t chain, uint64_t ino, uint32_t begin, uint32_t end);
 };
 
 /* Zero fields take the defaults in brackets. */
@@ -122,6 +126,14 @@ file_io_inode *file_io_find(file_io *f, uint64_t ino);
  * once and another mount's writes within read_ahead_ttl_ms. No units are
  * fetched while write-behind writes of the inode are in flight. */
 ssize_t file_io_read(file_io *f, file_io_inode *fi, uint64_t off, size_t len, void *buf);
+/* Makes bytes [OFF, OFF+LEN) read as zeros without changing the size
+ * (fallocate PUNCH_HOLE / ZERO_RANGE inside the file). Chunks wholly inside
+ * the range are removed from storage when the backend can (their space
+ * comes back; a missing chunk reads as zeros), except the chunk holding
+ * the file's last byte, whose length storage reports as the file's end;
+ * the partial chunks at the edges get zeros written. Caller drains
+ * write-behind first. 0 or <0 from the backend. */
+int file_io_punch(file_io *f, file_io_inode *fi, uint64_t off, uint64_t len);
 /* Forgets the inode's read-ahead: no data fetched before this call is
  * served by a later read (units in flight are dropped when they land).
  * For callers that learn another client may have changed the file, such

@@ -1163,29 +1163,12 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 
 static void lock_flush(struct fusefs *fs, uint64_t ino, uint64_t owner);
 
-/* Writes zeros over [OFF, END) in pieces of at most FUSEFS_MAX_IO. */
-static int zero_fill(struct fusefs *fs, struct fusefs_file *f, uint64_t off, uint64_t end)
-{
-	char *z = calloc(1, FUSEFS_MAX_IO);
-	int rc = 0;
-	if (!z)
-		return -ENOMEM;
-	while (off < end && rc == 0) {
-		size_t n = end - off < FUSEFS_MAX_IO ? (size_t)(end - off) : FUSEFS_MAX_IO;
-		ssize_t w = file_io_write(fs->o.fio, f->fi, off, n, z);
-		if (w < 0)
-			rc = (int)w;
-		off += n;
-	}
-	free(z);
-	return rc;
-}
-
 /* fallocate(2). Storage allocates chunk space when data is written, so
  * there is nothing to reserve: mode 0 only extends the size, KEEP_SIZE
- * alone does nothing. PUNCH_HOLE and ZERO_RANGE write zeros over the
- * range inside the file (reads then return zeros, as required; punched
- * space is not given back: docs/posix.md). COLLAPSE_RANGE, INSERT_RANGE
+ * alone does nothing. PUNCH_HOLE and ZERO_RANGE make the range inside the
+ * file read as zeros: whole chunks are removed from storage (their space
+ * comes back), the partial chunks at the edges get zeros written
+ * (file_io_punch). COLLAPSE_RANGE, INSERT_RANGE
  * and UNSHARE_RANGE would move data between chunks: EOPNOTSUPP. */
 static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
                          struct fuse_file_info *ffi)
@@ -1216,7 +1199,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 		if ((mode & FALLOC_FL_KEEP_SIZE) && zend > size)
 			zend = size; /* nothing to zero past the end */
 		if ((uint64_t)off < zend)
-			rc = zero_fill(fs, f, (uint64_t)off, zend);
+			rc = file_io_punch(fs->o.fio, f->fi, (uint64_t)off, zend - (uint64_t)off);
 	}
 	if (rc == 0 && !(mode & FALLOC_FL_KEEP_SIZE) && end > file_io_size(f->fi)) {
 		struct cred_buf cb;

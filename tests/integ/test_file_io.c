@@ -87,6 +87,23 @@ static int fake_write(void *arg, uint32_t chain, uint64_t ino, uint32_t index, u
 	return 0;
 }
 
+/* Removes the chunks in [BEGIN, END) that CHAIN holds (the chain a chunk
+ * was last written through), as a storage chain would. */
+static int fake_remove(void *arg, uint32_t chain, uint64_t ino, uint32_t begin, uint32_t end)
+{
+	struct fake *f = arg;
+	pthread_mutex_lock(&f->lock);
+	f->requests++;
+	for (uint32_t i = begin; i < end && i < NCH; i++)
+		if (f->data[i] && f->chain[i] == chain) {
+			free(f->data[i]);
+			f->data[i] = NULL;
+			f->len[i] = 0;
+		}
+	pthread_mutex_unlock(&f->lock);
+	return 0;
+}
+
 /* read_batch over fake_read, counting calls and pieces. */
 static int batch_calls, batch_pieces;
 
@@ -523,6 +540,62 @@ static void test_read_ahead(void **state)
 	free(r);
 }
 
+/* fallocate's PUNCH_HOLE / ZERO_RANGE (file_io_punch): the range reads
+ * as zeros, the bytes around it are kept, the size does not change, the
+ * chunks wholly inside are gone from storage except the one holding the
+ * last byte (storage reports the file's end from it), and without a
+ * backend remove the same range is zeroed by writes. */
+static void test_punch(void **state)
+{
+	struct ctx *c = *state;
+	char err[256];
+	file_io *withrm = NULL;
+	struct file_io_opts o = {
+	    .backend = {.arg = &c->fk, .read = fake_read, .write = fake_write, .remove = fake_remove},
+	    .workers = 4,
+	};
+	assert_int_equal(file_io_new(&o, &withrm, err, sizeof(err)), 0);
+	file_io *fios[2] = {withrm, c->fio};
+	for (int k = 0; k < 2; k++) {
+		file_io_inode *fi;
+		c->in.ino = 900 + (uint64_t)k;
+		for (int i = 0; i < NCH; i++) {
+			free(c->fk.data[i]);
+			c->fk.data[i] = NULL;
+			c->fk.len[i] = 0;
+		}
+		assert_int_equal(file_io_open(fios[k], &c->in, &fi), 0);
+		const size_t n = 12 * CS + 100; /* chunks 0..12, the last one short */
+		uint8_t *w = malloc(n), *r = malloc(n);
+		pattern(w, n, 7);
+		assert_int_equal(file_io_write(fios[k], fi, 0, n, w), (ssize_t)n);
+		/* Punch from inside chunk 2 to the end of the file. */
+		const uint64_t off = 2 * CS + 5;
+		assert_int_equal(file_io_punch(fios[k], fi, off, n - off), 0);
+		memset(w + off, 0, n - off);
+		assert_int_equal(file_io_size(fi), n);
+		assert_int_equal(file_io_read(fios[k], fi, 0, n, r), (ssize_t)n);
+		assert_memory_equal(r, w, n);
+		/* Chunks 3..11 went with a backend remove; 2 and 12 stay. */
+		for (int i = 3; i <= 11; i++)
+			assert_true(k == 0 ? c->fk.data[i] == NULL : c->fk.data[i] != NULL);
+		assert_non_null(c->fk.data[2]);
+		assert_non_null(c->fk.data[12]);
+		assert_int_equal(c->fk.len[12], 100);
+		/* A range inside one chunk is zeroed in place. */
+		pattern(w, CS, 9);
+		assert_int_equal(file_io_write(fios[k], fi, 0, CS, w), (ssize_t)CS);
+		assert_int_equal(file_io_punch(fios[k], fi, 10, 20), 0);
+		memset(w + 10, 0, 20);
+		assert_int_equal(file_io_read(fios[k], fi, 0, CS, r), (ssize_t)CS);
+		assert_memory_equal(r, w, CS);
+		free(w);
+		free(r);
+		file_io_release(fios[k], fi);
+	}
+	file_io_free(withrm);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -532,6 +605,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_read_pieces, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_write_behind, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_read_ahead, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_punch, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
