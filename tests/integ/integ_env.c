@@ -337,9 +337,25 @@ static int group_teardown(void **state)
 	return 0;
 }
 
+/* ctest kills a test at its TIMEOUT (600 s for integ) with SIGKILL, which
+ * runs no atexit hook and so would leave the cluster running and mounted.
+ * Shortly before that, give up ourselves: exit() runs down_at_exit. */
+#define INTEG_HARD_TIMEOUT_S 570
+
+static void hard_timeout(int sig)
+{
+	(void)sig;
+	static const char msg[] = "integ: hard timeout, bringing the cluster down\n";
+	ssize_t w = write(2, msg, sizeof(msg) - 1);
+	(void)w;
+	exit(1);
+}
+
 int integ_main(struct integ *e, const char *tag, const struct CMUnitTest *tests, size_t n)
 {
 	integ_require_fuse();
+	signal(SIGALRM, hard_timeout);
+	alarm(INTEG_HARD_TIMEOUT_S);
 	group_env = e;
 	group_tag = tag;
 	struct CMUnitTest *all = calloc(n + 1, sizeof(*all));
