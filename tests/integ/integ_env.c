@@ -81,6 +81,30 @@ int integ_role_pid(const struct integ *e, const char *role)
 	return pid;
 }
 
+int integ_all_serving(const struct integ *e)
+{
+	char port[32], id[128], mg[64], secret[700], log[700], out[8192];
+	integ_conf_get(e, "mgmtd_port", port, sizeof(port));
+	integ_conf_get(e, "cluster_id", id, sizeof(id));
+	snprintf(mg, sizeof(mg), "127.0.0.1:%s", port);
+	snprintf(secret, sizeof(secret), "%s/secret", e->data);
+	snprintf(log, sizeof(log), "%s/chains.out", e->dir);
+	unlink(log);
+	char *argv[] = {
+	    (char *)testenv_chainfs(), "admin", "list-chains", "--mgmtd", mg, "--cluster-id", id,
+	    "--secret-file",           secret,  NULL};
+	if (integ_run(argv, NULL, log, 30000) != 0)
+		return 0;
+	FILE *f = fopen(log, "r");
+	if (!f)
+		return 0;
+	size_t n = fread(out, 1, sizeof(out) - 1, f);
+	fclose(f);
+	out[n] = 0;
+	return strstr(out, "(serving)") && !strstr(out, "(offline)") && !strstr(out, "(syncing)") &&
+	       !strstr(out, "(waiting)") && !strstr(out, "(lastsrv)");
+}
+
 int integ_run(char *const argv[], const char *cwd, const char *log, int timeout_ms)
 {
 	pid_t pid = fork();

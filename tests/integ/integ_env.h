@@ -58,5 +58,8 @@ void integ_conf_get(const struct integ *e, const char *key, char *out, size_t ca
 /* The pid `chainfs up` recorded for ROLE ("meta", "mgmtd", "storage1",
  * "mount", ...) in DATA/pids; fails the test when there is none. */
 int integ_role_pid(const struct integ *e, const char *role);
+/* 1 when `chainfs admin list-chains` shows chains and every member of
+ * every chain serving (none offline, syncing, waiting or last-serving). */
+int integ_all_serving(const struct integ *e);
 
 #endif

@@ -489,30 +489,6 @@ static int maps_count(const char *needle)
 	return n;
 }
 
-/* 1 when list-chains shows every chain member serving. */
-static int all_serving(void)
-{
-	char port[32], id[128], mg[64], secret[700], log[700], out[8192];
-	integ_conf_get(&env, "mgmtd_port", port, sizeof(port));
-	integ_conf_get(&env, "cluster_id", id, sizeof(id));
-	snprintf(mg, sizeof(mg), "127.0.0.1:%s", port);
-	snprintf(secret, sizeof(secret), "%s/secret", env.data);
-	snprintf(log, sizeof(log), "%s/chains.out", env.dir);
-	unlink(log);
-	char *argv[] = {(char *)testenv_chainfs(), "admin", "list-chains", "--mgmtd", mg,
-	                "--cluster-id", id, "--secret-file", secret, NULL};
-	if (integ_run(argv, NULL, log, 30000) != 0)
-		return 0;
-	FILE *f = fopen(log, "r");
-	if (!f)
-		return 0;
-	size_t n = fread(out, 1, sizeof(out) - 1, f);
-	fclose(f);
-	out[n] = 0;
-	return strstr(out, "(serving)") && !strstr(out, "(offline)") && !strstr(out, "(syncing)") &&
-	       !strstr(out, "(waiting)") && !strstr(out, "(lastsrv)");
-}
-
 /* kill -9 of a storage service with ring writes in flight: every
  * completion arrives, and every acknowledged write is intact once the
  * service is back and its targets resynced. */
@@ -584,7 +560,7 @@ static void test_storage_killed(void **state)
 	assert_int_equal(integ_run(up, NULL, uplog, 120000), 0);
 	int ok = 0;
 	deadline = clock_mono_ms() + 120000;
-	while (!(ok = all_serving()) && clock_mono_ms() < deadline)
+	while (!(ok = integ_all_serving(&env)) && clock_mono_ms() < deadline)
 		clock_sleep_ms(500);
 	assert_true(ok);
 	fd = open(p, O_RDONLY);
