@@ -19,6 +19,7 @@ int cli_bench_storage(int argc, char **argv); /* bench_storage.c */
 int cli_mount(int argc, char **argv); /* cmd_mount.c */
 int cli_up(int argc, char **argv); /* cmd_up.c */
 int cli_down(int argc, char **argv); /* cmd_up.c */
+int cli_fsck(int argc, char **argv); /* cmd_fsck.c */
 int cli_bench_rpc(int argc, char **argv); /* bench_rpc.c */
 int cli_bench_chunk(int argc, char **argv); /* bench_chunk.c */
 int cli_bench_kv(int argc, char **argv); /* bench_kv.c */

@@ -368,11 +368,14 @@ int meta_idem_prune(meta_ctx *m, int64_t ttl_ns);
 struct meta_chunk_ref {
 	uint64_t ino;
 	uint32_t index;
+	uint8_t in_gc;   /* set by meta_fsck: the inode is queued for GC */
+	uint8_t orphan;  /* set by meta_fsck: the inode does not exist */
 };
 struct meta_fsck_report {
 	uint64_t inodes, dentries;
 	uint64_t dangling_dentries; /* dentry to a missing inode or of the wrong type */
 	uint64_t nlink_mismatch;    /* nlink != number of dentries (files, symlinks) */
+	uint64_t dir_nlink_mismatch; /* directory nlink != 2 + its subdirectories */
 	uint64_t orphan_inodes;     /* no dentry and not queued for GC */
 	uint64_t bad_parent;        /* directory whose parent field disagrees with its dentry */
 	uint64_t unreachable_dirs;  /* parent chain does not reach the root (a cycle) */
@@ -383,8 +386,10 @@ struct meta_fsck_report {
 };
 /* Scans the whole namespace in one snapshot and counts inconsistencies
  * (each also logged at WARN). CHUNKS (n refs, may be NULL) is the storage's
- * chunk list for the orphan-chunk check. 0 or <0. */
-int meta_fsck(meta_ctx *m, const struct meta_chunk_ref *chunks, size_t nchunks,
+ * chunk list for the orphan-chunk check; each ref's in_gc and orphan flags
+ * are set, so a storage check can tell a chunk whose removal is under way
+ * from a lost replica. 0 or <0. */
+int meta_fsck(meta_ctx *m, struct meta_chunk_ref *chunks, size_t nchunks,
 	      struct meta_fsck_report *r);
 
 #endif

@@ -696,6 +696,7 @@ int meta_session_prune(meta_ctx *m, meta_client_dead_fn is_dead, void *arg)
 struct fsck_ino {
 	uint64_t ino, parent;
 	uint32_t nlink, links;
+	uint32_t subdirs;      /* directory dentries inside (directories) */
 	uint8_t type, in_gc;
 	uint64_t dent_parent;  /* parent named by the (first) dentry */
 };
@@ -744,6 +745,10 @@ static int fsck_body(kv_txn *t, void *arg)
 			a->r.corrupt_records++;
 			continue;
 		}
+		/* A directory's link count lives partly in its DSTA counters:
+		 * compare what callers see, not the stored base. */
+		if (in->type == META_T_DIR && (rc = meta_dir_stat(t, in)))
+			break;
 		if (a->n == a->cap) {
 			size_t nc = a->cap ? a->cap * 2 : 1024;
 			struct fsck_ino *nv = realloc(a->v, nc * sizeof(*nv));
@@ -795,6 +800,11 @@ static int fsck_body(kv_txn *t, void *arg)
 		}
 		if (f->links++ == 0)
 			f->dent_parent = parent;
+		if (d.type == META_T_DIR) {
+			struct fsck_ino *p = fsck_find(a, parent);
+			if (p)
+				p->subdirs++;
+		}
 	}
 	return rc;
 }
@@ -813,7 +823,7 @@ static int fsck_reaches_root(struct fsck_arg *a, struct fsck_ino *dir)
 	return 0;
 }
 
-int meta_fsck(meta_ctx *m, const struct meta_chunk_ref *chunks, size_t nchunks,
+int meta_fsck(meta_ctx *m, struct meta_chunk_ref *chunks, size_t nchunks,
 	      struct meta_fsck_report *out)
 {
 	struct fsck_arg a = { 0 };
@@ -824,6 +834,11 @@ int meta_fsck(meta_ctx *m, const struct meta_chunk_ref *chunks, size_t nchunks,
 	}
 	for (size_t i = 0; i < a.n; i++) {
 		struct fsck_ino *f = &a.v[i];
+		if (f->type == META_T_DIR && f->nlink != 2 + f->subdirs) {
+			LOG_WARN("meta", "fsck: directory link count: ino=%llu nlink=%u subdirs=%u",
+				 (unsigned long long)f->ino, f->nlink, f->subdirs);
+			a.r.dir_nlink_mismatch++;
+		}
 		if (f->ino == META_ROOT_INO)
 			continue;
 		if (f->links == 0) {
@@ -858,7 +873,10 @@ int meta_fsck(meta_ctx *m, const struct meta_chunk_ref *chunks, size_t nchunks,
 		}
 	}
 	for (size_t i = 0; i < nchunks; i++) {
-		if (!fsck_find(&a, chunks[i].ino)) {
+		struct fsck_ino *f = fsck_find(&a, chunks[i].ino);
+		chunks[i].in_gc = f && f->in_gc;
+		chunks[i].orphan = !f;
+		if (!f) {
 			LOG_WARN("meta", "fsck: orphan chunk: ino=%llu index=%u",
 				 (unsigned long long)chunks[i].ino, chunks[i].index);
 			a.r.orphan_chunks++;

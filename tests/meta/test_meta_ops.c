@@ -91,6 +91,7 @@ static void assert_clean(void)
 	assert_int_equal(r.bad_parent, 0);
 	assert_int_equal(r.unreachable_dirs, 0);
 	assert_int_equal(r.corrupt_records, 0);
+	assert_int_equal(r.dir_nlink_mismatch, 0);
 }
 
 static void test_create_lookup(void **state)
@@ -789,10 +790,12 @@ static void test_statfs_layout(void **state)
 /* fsck finds damage written behind the service's back. */
 struct raw_arg {
 	int step;
+	uint64_t dir;
 };
 
 static int raw_body(kv_txn *t, void *arg)
 {
+	const struct raw_arg *a = arg;
 	struct buf b = BUF_INIT;
 	struct meta_key k;
 	struct meta_dentry d = { 888888, META_T_FILE };
@@ -803,6 +806,10 @@ static int raw_body(kv_txn *t, void *arg)
 	meta_key_inode(&k, 555555);
 	if (rc == 0)
 		rc = kv_set(t, kv_mem(k.b, k.n), kv_mem("garbage", 7));
+	/* a subdirectory counted that no dentry names */
+	meta_key_dirstat(&k, a->dir, META_DSTA_LINKS, 0);
+	if (rc == 0)
+		rc = kv_atomic_add(t, kv_mem(k.b, k.n), 1);
 	buf_fini(&b);
 	return rc;
 }
@@ -813,16 +820,18 @@ static void test_fsck_detects(void **state)
 	struct meta_inode in;
 	uint64_t f = mkfile(&FX_ROOT, R1, "f", 0644);
 	uint64_t g = mkfile(&FX_ROOT, R1, "g", 0644);
-	struct raw_arg a = { 0 };
+	struct raw_arg a = { .dir = R1 };
 	struct kv_run_opts o = { .idempotent = 1 };
 	assert_int_equal(kv_run(F.kv, &o, raw_body, &a, NULL), 0);
 	/* an inode whose only dentry is removed by hand is an orphan */
-	struct meta_chunk_ref chunks[] = { { f, 0 }, { 999999, 3 }, { g, 1 } };
+	struct meta_chunk_ref chunks[] = { { f, 0, 0, 0 }, { 999999, 3, 0, 0 }, { g, 1, 0, 0 } };
 	assert_int_equal(meta_fsck(M, chunks, 3, &r), 0);
+	assert_true(chunks[1].orphan && !chunks[0].orphan && !chunks[2].orphan);
 	assert_int_equal(r.dangling_dentries, 1);
 	assert_int_equal(r.corrupt_records, 1);
 	assert_int_equal(r.orphan_chunks, 1);
 	assert_int_equal(r.orphan_inodes, 0);
+	assert_int_equal(r.dir_nlink_mismatch, 1);
 	/* the service itself refuses the corrupt record with an error */
 	assert_int_equal(meta_getattr(M, 555555, &in), -CFS_ECORRUPT);
 	/* unlink of a dangling dentry heals it */

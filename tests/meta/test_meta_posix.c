@@ -188,6 +188,7 @@ static void test_dir_nlink(void **state)
 	struct meta_fsck_report r;
 	assert_int_equal(meta_fsck(M, NULL, 0, &r), 0);
 	assert_int_equal(r.nlink_mismatch, 0);
+	assert_int_equal(r.dir_nlink_mismatch, 0);
 	assert_int_equal(r.corrupt_records, 0);
 }
 
