@@ -4,6 +4,11 @@
     chaos.py --bin build/chainfs [--cycles N | --minutes T | --each] [--seed S]
              [--faults kill-storage,kill-meta,...] [--dir D] [--keep]
 
+Two mounts: the one `chainfs up` starts (mnt) and a second `chainfs mount`
+process the harness runs itself (mnt2), so the workload crosses clients:
+writer0 and churn work on mnt, writer1 on mnt2, and the checks read every
+file through mnt (what one client acknowledged, the other must see).
+
 What runs (each worker is its own process: a process that holds files open
 on the mount must not fork+exec `chainfs up` while meta is down, because
 exec's close of those descriptors is a FUSE flush that waits for meta):
@@ -29,15 +34,18 @@ only if it was intended); every acknowledged namespace change holds. Then
 the workers resume.
 
 Faults: kill-storage, kill-meta, kill-mgmtd, kill-mount (kill -9 of one
-role, then `chainfs up`), stop-storage, stop-meta (SIGSTOP for 1..4 s, then
+role, then `chainfs up`), kill-mount2 (kill -9 of the second mount, then
+a lazy unmount and a new mount process), stop-storage, stop-meta (SIGSTOP for 1..4 s, then
 SIGCONT), corrupt (8 bytes flipped in a chunk data file block found by its
 CHAOS header).
 
 Output: cycles, faults of each kind, acknowledged writes and namespace
 changes checked, "lost: N / corrupted: N" (nonzero fails, exit 1), worst
 unavailability window per fault kind, client-visible errors (errno names)
-per fault kind. Exit 0 only when lost and corrupted are both 0 and every
-cycle recovered.
+per fault kind, and `chainfs fsck` of the stopped cluster at the end (every
+chunk on three agreeing replicas, no orphan, no dangling entry, link counts
+right). Exit 0 only when lost and corrupted are both 0, every cycle
+recovered and fsck is clean.
 """
 import argparse
 import collections
@@ -419,10 +427,66 @@ class Cluster:
         return None
 
 
+class Mount2:
+    """A second client: a `chainfs mount` process of the same cluster."""
+
+    def __init__(self, cl):
+        self.cl = cl
+        self.mnt = os.path.join(cl.root, "mnt2")
+        self.proc = None
+        os.makedirs(self.mnt, exist_ok=True)
+
+    def mounted(self):
+        with open("/proc/mounts") as f:
+            return any(l.split()[1] == self.mnt for l in f)
+
+    def start(self, timeout=60):
+        if self.mounted():  # a killed daemon leaves its mount behind
+            subprocess.run(["fusermount3", "-u", "-z", self.mnt], stderr=subprocess.DEVNULL)
+        cl = self.cl
+        self.proc = subprocess.Popen(
+            [cl.bin, "mount", "--mgmtd", "127.0.0.1:" + cl.conf("mgmtd_port"), "--cluster-id",
+             cl.conf("cluster_id"), "--secret-file", os.path.join(cl.data, "secret"),
+             "--log-file", os.path.join(cl.root, "mount2.log"), self.mnt],
+            stdout=subprocess.DEVNULL, stderr=open(os.path.join(cl.root, "mount2.err"), "a"),
+            start_new_session=True)
+        end = time.time() + timeout
+        while time.time() < end:
+            if self.mounted() and os.path.isdir(os.path.join(self.mnt, ".")):
+                return True
+            if self.proc.poll() is not None:
+                return False
+            time.sleep(0.1)
+        return False
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.mounted():
+            subprocess.run(["fusermount3", "-u", "-z", self.mnt], stderr=subprocess.DEVNULL)
+
+
+def run_fsck(cl):
+    """`chainfs fsck` of the stopped cluster: (clean, its output)."""
+    r = subprocess.run([cl.bin, "fsck", "--dir", cl.data, "--log-level", "warn"],
+                       capture_output=True, text=True, timeout=600)
+    return r.returncode == 0, (r.stdout + r.stderr).strip()
+
+
 # ---------------------------------------------------------------- controller
 
-FAULTS = ["kill-storage", "kill-meta", "kill-mgmtd", "kill-mount", "stop-storage", "stop-meta",
-          "corrupt"]
+FAULTS = ["kill-storage", "kill-meta", "kill-mgmtd", "kill-mount", "kill-mount2", "stop-storage",
+          "stop-meta", "corrupt"]
 
 
 def spawn_worker(args, root, ctl, mnt, role, wid, seed):
@@ -486,8 +550,14 @@ def controller(args):
     if cl.up() != 0:
         print("chaos: chainfs up failed (see %s/up.out)" % root)
         return 2
+    m2 = Mount2(cl)
+    if not m2.start():
+        print("chaos: the second mount did not start (see %s/mount2.err)" % root)
+        cl.down()
+        return 2
     names = ["writer0", "writer1", "churn"]
-    procs = [spawn_worker(args, root, ctl, cl.mnt, "writer", i, args.seed * 10 + i) for i in range(2)]
+    procs = [spawn_worker(args, root, ctl, cl.mnt if i == 0 else m2.mnt, "writer", i,
+                          args.seed * 10 + i) for i in range(2)]
     procs.append(spawn_worker(args, root, ctl, cl.mnt, "churn", 0, args.seed * 10 + 7))
     procs.append(spawn_worker(args, root, ctl, cl.mnt, "probe", 0, 0))
     kinds = collections.Counter()
@@ -517,7 +587,15 @@ def controller(args):
             hold = rnd.uniform(1.0, 4.0)
             t0 = time.time()
             detail = ""
-            if kind.startswith("kill-"):
+            if kind == "kill-mount2":
+                detail = "mount2 pid %d" % m2.proc.pid
+                m2.kill()
+                time.sleep(hold)
+                if not m2.start():
+                    detail += " (restart failed, retried)"
+                    time.sleep(1)
+                    m2.start()
+            elif kind.startswith("kill-"):
                 role = {"kill-storage": rnd.choice(["storage1", "storage2", "storage3"]),
                         "kill-meta": "meta", "kill-mgmtd": "mgmtd", "kill-mount": "mount"}[kind]
                 pid = cl.pid(role)
@@ -544,7 +622,7 @@ def controller(args):
             deadline = time.time() + 180
             ok = False
             while time.time() < deadline:
-                if cl.all_serving():
+                if cl.all_serving() and m2.mounted():
                     last = [float(f[1]) for f in read_log(os.path.join(ctl, "probe.log")) if f[0] == "S"]
                     if last and last[-1] > time.time() - 2:
                         ok = True
@@ -600,9 +678,15 @@ def controller(args):
     print("  client-visible errors per fault kind:")
     for k in sorted(kinds):
         print("    %-13s %s" % (k, ", ".join("%s %d" % kv for kv in sorted(errs[k].items())) or "none"))
-    if lost or corrupted or failed_cycles:
-        status = 1
+    m2.stop()
     cl.down()
+    clean, out = run_fsck(cl)
+    print("  fsck of the stopped cluster: %s" % ("clean" if clean else "PROBLEMS"))
+    for l in out.splitlines():
+        if not clean or not l.startswith("20"):
+            print("    " + l)
+    if lost or corrupted or failed_cycles or not clean:
+        status = 1
     if not args.keep and status == 0:
         shutil.rmtree(root, ignore_errors=True)
     else:
