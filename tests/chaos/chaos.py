@@ -14,7 +14,8 @@ on the mount must not fork+exec `chainfs up` while meta is down, because
 exec's close of those descriptors is a FUSE flush that waits for meta):
 
   writer x2   creates files of 1..48 self-describing 4 KiB blocks and
-              overwrites block ranges of its own files; each block carries
+              overwrites block ranges of its own files (beyond --max-files
+              it removes its oldest, logged like any operation); each block carries
               "CHAOS|name|index|gen|" and a CRC32 of itself. An operation is
               logged as intended before it starts and as acknowledged only
               after write + fsync (+ close) returned. Log lines are fsynced
@@ -132,7 +133,14 @@ def writer(args):
     n = 0
     while wait_unpaused(args.ctl, me):
         try:
-            if not files or rnd.random() < 0.5:
+            if len(files) > args.max_files and rnd.random() < 0.6:
+                # retire the oldest file, so a long run's checks stay bounded
+                name = min(files, key=lambda x: int(x.rsplit("f", 1)[1]))
+                log.put("R", name)
+                os.unlink(os.path.join(d, name))
+                log.put("X", name)
+                del files[name]
+            elif not files or rnd.random() < 0.5:
                 name = "%s-f%d" % (me, n)
                 n += 1
                 nb = rnd.randint(1, 48)
@@ -263,8 +271,13 @@ def check_writers(ctl, mnt, nwriters):
         me = "writer%d" % w
         acked = {}     # name -> [gen per block]
         intended = collections.defaultdict(set)  # (name, idx) -> gens intended
+        retiring, retired = set(), set()
         for f in read_log(os.path.join(ctl, me + ".log")):
-            if f[0] in ("I", "A"):
+            if f[0] == "R":
+                retiring.add(f[1])
+            elif f[0] == "X":
+                retired.add(f[1])
+            elif f[0] in ("I", "A"):
                 name, first, cnt, gen = f[1], int(f[2]), int(f[3]), int(f[4])
                 for i in range(first, first + cnt):
                     if f[0] == "I":
@@ -274,7 +287,13 @@ def check_writers(ctl, mnt, nwriters):
                         while len(g) <= i:
                             g.append(0)
                         g[i] = gen
+        for name in retired:
+            if os.path.lexists(os.path.join(mnt, me, name)):
+                lost += 1
+                problems.append("%s/%s: removal acknowledged, still there" % (me, name))
         for name, gens in acked.items():
+            if name in retiring:
+                continue
             nfiles += 1
             path = os.path.join(mnt, me, name)
             try:
@@ -491,7 +510,7 @@ FAULTS = ["kill-storage", "kill-meta", "kill-mgmtd", "kill-mount", "kill-mount2"
 
 def spawn_worker(args, root, ctl, mnt, role, wid, seed):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", role, "--ctl", ctl,
-           "--mnt", mnt, "--id", str(wid), "--seed", str(seed)]
+           "--mnt", mnt, "--id", str(wid), "--seed", str(seed), "--max-files", str(args.max_files)]
     return subprocess.Popen(cmd, stdout=open(os.path.join(ctl, role + str(wid) + ".out"), "w"),
                             stderr=subprocess.STDOUT, close_fds=True, start_new_session=True)
 
@@ -706,6 +725,8 @@ def main():
     ap.add_argument("--each", action="store_true",
                     help="one cycle per fault kind, in a seeded order (the CI pass)")
     ap.add_argument("--stop-on-failure", action="store_true")
+    ap.add_argument("--max-files", type=int, default=150,
+                    help="files each writer keeps; older ones are removed (bounds the checks)")
     ap.add_argument("--worker", default="")
     ap.add_argument("--ctl", default="")
     ap.add_argument("--mnt", default="")
