@@ -14,6 +14,11 @@
  *              callbacks (raw RPC client, one loop thread), the way fio
  *              drives io_uring: the server's cost without a thread per
  *              request on the client side
+ * With --replicas R (one CRAQ chain): seq write and read, then
+ *   rand write 4 KiB writes at random pages of the written chunks,
+ *              --qd-rand threads, for --seconds (durable when acked), vs
+ *              fio randwrite 4k at the same depth, plain and with
+ *              fdatasync after every write, each divided by R
  * fio runs beside each phase with ioengine=io_uring, direct=1 and the same
  * block size and depth on DIR/fio.dat. Rounds alternate server and fio
  * phase by phase so both see the same background load; the per-round
@@ -248,7 +253,7 @@ static int start_cluster(const struct sbench_opts *o, pid_t *pids, char *mgmtd, 
 struct load {
 	struct storage_client *c;
 	char addr[64];
-	int phase; /* 0 write, 1 read, 2 rand, 3 rand batched */
+	int phase; /* 0 write, 1 read, 2 rand, 3 rand batched, 4 rand write */
 	unsigned batch; /* phase 3: ranges per request */
 	uint32_t chain; /* != 0: write and read through this chain */
 	uint64_t ino;   /* the inode whose chunks are used */
@@ -265,7 +270,9 @@ static void *load_thread(void *arg)
 	struct storage_loc loc = { .addr = l->addr, .target = 1 };
 	if (l->chain)
 		loc = (struct storage_loc){ .chain = l->chain };
-	size_t bs = l->phase == 2 ? 4096 : l->phase == 3 ? 4096 * (size_t)l->batch : (1u << 20);
+	size_t bs = l->phase == 2 || l->phase == 4 ? 4096
+		    : l->phase == 3		 ? 4096 * (size_t)l->batch
+						 : (1u << 20);
 	void *buf = NULL;
 	if (posix_memalign(&buf, 4096, bs))
 		return NULL;
@@ -287,6 +294,13 @@ static void *load_thread(void *arg)
 				if (!rc && r.result != (int)bs)
 					rc = r.result < 0 ? r.result : -EIO;
 			}
+		} else if (l->phase == 4) {
+			if (clock_mono_ms() >= l->deadline_ms)
+				break;
+			uint64_t page = (uint64_t)rand_r(&seed) % (l->total * 256);
+			memset(buf, (int)(page & 0xff), 8);
+			rc = storage_client_write(l->c, &loc, l->ino, (uint32_t)(page / 256),
+						  (uint32_t)(page % 256) * 4096, 4096, buf, 0, NULL);
 		} else if (l->phase == 3) {
 			if (clock_mono_ms() >= l->deadline_ms)
 				break;
@@ -534,6 +548,24 @@ static int bench_chain(const struct sbench_opts *o)
 	}
 	printf("median: write vs fio/R %.1f%%, read vs fio %.1f%%\n", 100 * median(rw, o->rounds),
 	       100 * median(rr, o->rounds));
+	/* Small random overwrites of the chunks just written, durable when
+	 * acknowledged, beside fio randwrite on the file fio just wrote. */
+	double rwr[MAX_ROUNDS], rwd[MAX_ROUNDS];
+	for (unsigned round = 0; round < o->rounds; round++) {
+		double w = run_load(c, NULL, 1000001, 1, 4, o->qd_rand, 1, o->size_mb, o->seconds);
+		double fw = run_fio(o, "randwrite", "4k", o->qd_rand, NULL);
+		double fd = run_fio(o, "randwrite", "4k", o->qd_rand, "--fdatasync=1");
+		if (w < 0 || fw <= 0 || fd <= 0)
+			goto out;
+		rwr[round] = w / (fw / o->replicas);
+		rwd[round] = w / (fd / o->replicas);
+		printf("%-6u %-17s %9.0f IOPS   %9.0f IOPS   %6.1f%%  (fio %.0f / R=%u)\n", round + 1,
+		       "rand write 4KiB", w, fw / o->replicas, 100 * rwr[round], fw, o->replicas);
+		printf("%-6u %-17s %9s        %9.0f IOPS   %6.1f%%  (fio fdatasync=1 %.0f / R)\n",
+		       round + 1, "  vs fio fdatasync", "", fd / o->replicas, 100 * rwd[round], fd);
+	}
+	printf("median: rand write vs fio/R %.1f%%, vs fio fdatasync=1 /R %.1f%% (qd %u)\n",
+	       100 * median(rwr, o->rounds), 100 * median(rwd, o->rounds), o->qd_rand);
 	if (o->replicas > 1) {
 		/* Recovery speed: the last service misses SIZE MiB of writes,
 		 * then comes back; time from its restart to SERVING. */

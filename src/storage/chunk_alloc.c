@@ -252,7 +252,11 @@ int chunk_alloc_open_done(struct chunk_alloc *a)
 			char extra;
 			if (sscanf(e->d_name, "f%3u%c", &f, &extra) != 1 || f >= CHUNK_MAX_FILES)
 				continue;
-			int fd = open_file(a, cls, f, 0);
+			/* create = 1: an empty file is one a crash cut off
+			 * between its creation and its header (it holds
+			 * nothing); it gets the header now instead of failing
+			 * the open. */
+			int fd = open_file(a, cls, f, 1);
 			if (fd < 0) {
 				closedir(d);
 				return fd;
@@ -427,6 +431,13 @@ void chunk_alloc_unref(struct chunk_alloc *a, struct chunk_pos pos)
 	ASSERT(g && g->refs && g->refs[i] > 0);
 	if (--g->refs[i] == 0 && bit_test(g->pfree, i))
 		free_block(a, pos, g, i);
+}
+
+uint32_t chunk_alloc_refs(struct chunk_alloc *a, struct chunk_pos pos)
+{
+	struct group *g = group_get(&a->cls[pos.cls], gid_of(pos), 0);
+	unsigned i = pos.block % CHUNK_GROUP_BLOCKS;
+	return g && g->refs ? g->refs[i] : 0;
 }
 
 int chunk_alloc_fd(struct chunk_alloc *a, struct chunk_pos pos, uint64_t *off)

@@ -59,6 +59,8 @@ void chunk_alloc_release(struct chunk_alloc *a, struct chunk_pos pos);
 /* Reader references on an allocated block. */
 void chunk_alloc_ref(struct chunk_alloc *a, struct chunk_pos pos);
 void chunk_alloc_unref(struct chunk_alloc *a, struct chunk_pos pos);
+/* Reader references POS's block holds now (0 for a block without any). */
+uint32_t chunk_alloc_refs(struct chunk_alloc *a, struct chunk_pos pos);
 
 /* File descriptor (O_DIRECT) and byte offset of POS's block. */
 int chunk_alloc_fd(struct chunk_alloc *a, struct chunk_pos pos, uint64_t *off);

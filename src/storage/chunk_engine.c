@@ -31,6 +31,33 @@
  *                      COMMIT (commit thread): one LMDB txn for the batch;
  *                      release the old block, unlock, callback
  *
+ * Small overwrites (journaled): a write inside the committed length whose
+ * pages span at most cfg.journal_max bytes and at most half the chunk is
+ * neither copy-on-write (which reads and writes the whole chunk) nor
+ * written before its commit:
+ *
+ *   PREPARE -> [READ_OLD: only the partial first/last page]
+ *     -> build the new pages; the new metadata (same block, new page CRCs,
+ *        whole CRC folded from them) CARRIES those pages as its journal
+ *     -> COMMIT: the journal is durable with the metadata, in the same LMDB
+ *        batch and sync as every other write of the group
+ *     -> APPLY (I/O thread): once the old version's readers are gone, write
+ *        the pages in place; then unlock and call back
+ *     -> RETIRE: a later batch fdatasyncs the block's file and rewrites the
+ *        metadata without the journal.
+ *
+ *   A crash before the commit leaves the old metadata and an untouched
+ *   block; after it, open rewrites every journal still in the metadata in
+ *   place (idempotent), syncs, and drops them. So a chunk is old or new.
+ *   Readers never see the apply half done: the chunk is marked `applying`
+ *   under mu before the commit starts, a read that looks the chunk up while
+ *   it is marked parks (rwait) until the apply ends, and the apply waits
+ *   for readers that pinned the old version before the mark (their block
+ *   references) to finish. The journal of a chunk is retired in the batch
+ *   that carries its next mutation or an earlier one (a retiree is queued
+ *   before the chunk unlocks, and the commit thread takes retirees together
+ *   with the commit list), and that batch syncs the block's file first.
+ *
  * Invariants:
  *   - Committed metadata only ever points at blocks whose data write has
  *     completed (and, with sync, is durable: fdatasync of its file). Allocation is in
@@ -44,6 +71,8 @@
  *     lookup, and the commit thread releases old blocks under mu only after
  *     the new metadata is committed, so a reader either sees the new
  *     metadata or pins the old block before it can be freed.
+ *   - A journaled overwrite writes in place only after its metadata (which
+ *     holds the new pages) is committed; see above.
  *   - In-place append writes only at and after the committed length: it
  *     rewrites the partial last page with the same bytes it already holds
  *     and leaves the metadata (length, CRCs) as they were until the commit,
@@ -84,7 +113,7 @@
 #define ALIGN_DOWN(x) ((uint64_t)(x) & ~(uint64_t)(CHUNK_PAGE - 1))
 
 enum req_kind { RQ_WRITE, RQ_READ, RQ_REMOVE, RQ_QUERY, RQ_QUERY_LAST, RQ_MOVE };
-enum req_state { RS_START, RS_LOCKING, RS_READ_OLD, RS_WRITE, RS_COMMIT };
+enum req_state { RS_START, RS_LOCKING, RS_READ_OLD, RS_WRITE, RS_COMMIT, RS_APPLY };
 
 struct req;
 
@@ -119,6 +148,7 @@ struct rsub {
 	uint64_t rd_off;        /* chunk offset of buf[0] */
 	uint64_t rd_len;        /* bytes read */
 	uint32_t n;             /* bytes for the caller */
+	struct rsub *wnext;     /* parked on a chunk being journal-applied */
 };
 
 struct req {
@@ -140,6 +170,7 @@ struct req {
 	uint64_t img_end;       /* aligned end of the image */
 	int need_old;           /* image keeps old bytes: read them first */
 	int in_place;           /* append inside the current block */
+	int journal;            /* small overwrite: journaled, applied in place */
 	/* move */
 	struct chunk_pos move_from; /* where the compactor saw the chunk */
 	/* read */
@@ -151,6 +182,20 @@ struct lock_ent {
 	struct lock_ent *next;     /* bucket chain */
 	struct req *wait_head;     /* requests waiting for the chunk, FIFO */
 	struct req *wait_tail;
+	/* A journaled overwrite of this chunk is committed or committing but
+	 * not yet applied in place: reads park on rwait until it is. */
+	int applying;
+	struct rsub *rwait;        /* parked read ranges */
+	struct req *apply_wait;    /* the overwrite, waiting for pinned readers */
+};
+
+/* A journaled overwrite applied in place: once its data file is synced, its
+ * journal can leave the chunk's metadata. */
+struct retiree {
+	struct chunk_id id;
+	uint64_t ver;              /* commit_ver the journal belongs to */
+	struct chunk_pos pos;
+	struct retiree *next;
 };
 
 struct chunk_engine {
@@ -177,6 +222,7 @@ struct chunk_engine {
 	pthread_cond_t ccv;
 	struct req *commit_head, *commit_tail; /* under cmu */
 	int commit_stop;                       /* under cmu */
+	struct retiree *retire_head;           /* under cmu */
 	atomic_int data_writes;                /* mutation data writes in flight */
 	pthread_t commit_tid;
 
@@ -191,6 +237,15 @@ struct chunk_engine {
 };
 
 static void advance(struct chunk_engine *e, struct req *r);
+
+static void retire_free(struct retiree *t)
+{
+	while (t) {
+		struct retiree *next = t->next;
+		free(t);
+		t = next;
+	}
+}
 
 /* The engine whose I/O thread this is (NULL on other threads): a push from
  * the I/O thread itself needs no wake-up, its loop drains the inbox next. */
@@ -219,6 +274,8 @@ static void inbox_push(struct chunk_engine *e, struct req *r)
 
 static void req_free(struct chunk_engine *e, struct req *r)
 {
+	if (r->journal)
+		r->ces[0].nmeta.jrnl = NULL; /* borrowed r->buf */
 	for (size_t i = 0; i < r->nce; i++) {
 		chunk_meta_fini(&r->ces[i].base);
 		chunk_meta_fini(&r->ces[i].nmeta);
@@ -274,6 +331,15 @@ static int lock_try(struct chunk_engine *e, struct chunk_id id, struct req *r)
 	return 1;
 }
 
+/* ID's lock entry, or NULL when nobody holds its lock. */
+static struct lock_ent *lock_find(struct chunk_engine *e, struct chunk_id id)
+{
+	for (struct lock_ent *l = e->locks[lock_bucket(id)]; l; l = l->next)
+		if (!chunk_id_cmp(l->id, id))
+			return l;
+	return NULL;
+}
+
 static void unlock_chunk(struct chunk_engine *e, struct chunk_id id)
 {
 	unsigned b = lock_bucket(id);
@@ -318,9 +384,10 @@ static void submit_io(struct chunk_engine *e, struct iox *io, int write, int fd,
 		io_uring_prep_read(sqe, fd, buf, (unsigned)len, off);
 	io_uring_sqe_set_data(sqe, io);
 	io->want = len;
-	io->write = write;
+	/* WRITE 2: a journal applied after its commit, which no commit waits for. */
+	io->write = write == 1;
 	io->r->nio++;
-	if (write)
+	if (io->write)
 		atomic_fetch_add_explicit(&e->data_writes, 1, memory_order_relaxed);
 }
 
@@ -358,6 +425,25 @@ static void fill_info(struct chunk_info *info, const struct chunk_meta *m)
 
 /* ---- reads --------------------------------------------------------------- */
 
+static void journal_apply(struct chunk_engine *e, struct req *r);
+
+/* Drops a read's pin on ID's block POS; I/O thread. The last reader of the
+ * old version to go lets a journaled overwrite waiting for it proceed. */
+static void unpin(struct chunk_engine *e, struct chunk_id id, struct chunk_pos pos)
+{
+	struct req *w = NULL;
+	pthread_mutex_lock(&e->mu);
+	chunk_alloc_unref(e->alloc, pos);
+	struct lock_ent *l = lock_find(e, id);
+	if (l && l->apply_wait && chunk_alloc_refs(e->alloc, pos) <= 1) {
+		w = l->apply_wait;
+		l->apply_wait = NULL;
+	}
+	pthread_mutex_unlock(&e->mu);
+	if (w)
+		journal_apply(e, w);
+}
+
 static void read_range_done(struct chunk_engine *e, struct req *r, struct rsub *s, int res)
 {
 	struct chunk_read_range *rr = &r->op->ranges[s->io.idx];
@@ -380,69 +466,81 @@ static void read_range_done(struct chunk_engine *e, struct req *r, struct rsub *
 	if (s->pooled)
 		chunk_buf_put(e->pool, s->buf, s->rd_len);
 	s->buf = NULL;
-	pthread_mutex_lock(&e->mu);
-	chunk_alloc_unref(e->alloc, s->meta.pos);
-	pthread_mutex_unlock(&e->mu);
+	unpin(e, rr->id, s->meta.pos);
 	s->pinned = 0;
 	chunk_meta_fini(&s->meta);
+}
+
+/* Starts range I of read R (I/O thread): looks up and pins the chunk, then
+ * reads its pages, or parks the range while a journaled overwrite of the
+ * chunk is being applied in place (its metadata may already say new while
+ * the block still holds old pages). */
+static void start_range(struct chunk_engine *e, struct req *r, size_t i)
+{
+	struct chunk_read_range *rr = &r->op->ranges[i];
+	struct rsub *s = &r->subs[i];
+	s->io.r = r;
+	s->io.idx = i;
+	pthread_mutex_lock(&e->mu);
+	struct lock_ent *l = lock_find(e, rr->id);
+	if (l && l->applying) {
+		s->wnext = l->rwait;
+		l->rwait = s;
+		r->nio++; /* keeps R alive until the range is resumed */
+		pthread_mutex_unlock(&e->mu);
+		return;
+	}
+	int err = chunk_store_reader_get(e->reader, rr->id, &s->meta);
+	if (!err && chunk_alloc_owns(e->alloc, s->meta.pos, rr->id)) {
+		chunk_alloc_ref(e->alloc, s->meta.pos);
+		s->pinned = 1;
+	} else if (!err) {
+		chunk_meta_fini(&s->meta);
+		err = -CFS_ECORRUPT;
+	}
+	pthread_mutex_unlock(&e->mu);
+	if (err) {
+		if (err == -CFS_ECORRUPT)
+			log_corrupt(e, rr->id, 0, "metadata");
+		rr->result = err;
+		return;
+	}
+	fill_info(&rr->info, &s->meta);
+	if (rr->off >= s->meta.len || rr->len == 0) {
+		rr->result = 0;
+		read_range_done(e, r, s, 0);
+		rr->result = 0;
+		return;
+	}
+	s->n = s->meta.len - rr->off < rr->len ? s->meta.len - rr->off : rr->len;
+	s->rd_off = ALIGN_DOWN(rr->off);
+	s->rd_len = ALIGN_UP((uint64_t)rr->off + s->n) - s->rd_off;
+	if (rr->off % CHUNK_PAGE == 0 && s->n % CHUNK_PAGE == 0 &&
+	    (uintptr_t)rr->dst % CHUNK_PAGE == 0) {
+		s->buf = rr->dst;
+	} else {
+		s->buf = chunk_buf_get(e->pool, s->rd_len);
+		s->pooled = 1;
+		if (!s->buf) {
+			rr->result = -ENOMEM;
+			s->pooled = 0;
+			unpin(e, rr->id, s->meta.pos);
+			s->pinned = 0;
+			chunk_meta_fini(&s->meta);
+			return;
+		}
+	}
+	uint64_t boff;
+	int fd = chunk_alloc_fd(e->alloc, s->meta.pos, &boff);
+	submit_io(e, &s->io, 0, fd, s->buf, s->rd_len, boff + s->rd_off);
 }
 
 static void start_read(struct chunk_engine *e, struct req *r)
 {
 	struct chunk_op *op = r->op;
 	r->subs = xcalloc(op->nranges, sizeof(*r->subs));
-	for (size_t i = 0; i < op->nranges; i++) {
-		struct chunk_read_range *rr = &op->ranges[i];
-		struct rsub *s = &r->subs[i];
-		s->io.r = r;
-		s->io.idx = i;
-		pthread_mutex_lock(&e->mu);
-		int err = chunk_store_reader_get(e->reader, rr->id, &s->meta);
-		if (!err && chunk_alloc_owns(e->alloc, s->meta.pos, rr->id)) {
-			chunk_alloc_ref(e->alloc, s->meta.pos);
-			s->pinned = 1;
-		} else if (!err) {
-			chunk_meta_fini(&s->meta);
-			err = -CFS_ECORRUPT;
-		}
-		pthread_mutex_unlock(&e->mu);
-		if (err) {
-			if (err == -CFS_ECORRUPT)
-				log_corrupt(e, rr->id, 0, "metadata");
-			rr->result = err;
-			continue;
-		}
-		fill_info(&rr->info, &s->meta);
-		if (rr->off >= s->meta.len || rr->len == 0) {
-			rr->result = 0;
-			read_range_done(e, r, s, 0);
-			rr->result = 0;
-			continue;
-		}
-		s->n = s->meta.len - rr->off < rr->len ? s->meta.len - rr->off : rr->len;
-		s->rd_off = ALIGN_DOWN(rr->off);
-		s->rd_len = ALIGN_UP((uint64_t)rr->off + s->n) - s->rd_off;
-		if (rr->off % CHUNK_PAGE == 0 && s->n % CHUNK_PAGE == 0 &&
-		    (uintptr_t)rr->dst % CHUNK_PAGE == 0) {
-			s->buf = rr->dst;
-		} else {
-			s->buf = chunk_buf_get(e->pool, s->rd_len);
-			s->pooled = 1;
-			if (!s->buf) {
-				rr->result = -ENOMEM;
-				s->pooled = 0;
-				pthread_mutex_lock(&e->mu);
-				chunk_alloc_unref(e->alloc, s->meta.pos);
-				pthread_mutex_unlock(&e->mu);
-				s->pinned = 0;
-				chunk_meta_fini(&s->meta);
-				continue;
-			}
-		}
-		uint64_t boff;
-		int fd = chunk_alloc_fd(e->alloc, s->meta.pos, &boff);
-		submit_io(e, &s->io, 0, fd, s->buf, s->rd_len, boff + s->rd_off);
-	}
+	for (size_t i = 0; i < op->nranges; i++)
+		start_range(e, r, i);
 	if (r->nio == 0)
 		complete(e, r, 0);
 }
@@ -557,6 +655,32 @@ static void write_prepare(struct chunk_engine *e, struct req *r)
 	c->nmeta.len = (uint32_t)new_len;
 	c->nmeta.chain_ver = op->chain_ver;
 	c->nmeta.commit_ver = c->nmeta.pending_ver = ver;
+	uint64_t jstart = ALIGN_DOWN(op->off), jend = ALIGN_UP(end);
+	r->journal = !replace && c->has_base && end <= old_len &&
+		     jend - jstart <= e->cfg.journal_max && (jend - jstart) * 2 <= ALIGN_UP(old_len);
+	if (r->journal) {
+		/* Small overwrite: only its pages are read (the partial edges)
+		 * and written, through the journal (see journal_image). */
+		c->nmeta.pos = c->base.pos;
+		r->img_start = jstart;
+		r->img_end = jend;
+		r->need_old = op->off % CHUNK_PAGE || (end % CHUNK_PAGE && end < old_len);
+		if (!r->need_old && op->len % CHUNK_PAGE == 0 &&
+		    (uintptr_t)op->data % CHUNK_PAGE == 0)
+			r->buf = (uint8_t *)op->data;
+		else if ((err = get_buf(e, r, jend - jstart)))
+			goto fail;
+		if (r->need_old) {
+			uint64_t boff;
+			int fd = chunk_alloc_fd(e->alloc, c->base.pos, &boff);
+			r->state = RS_READ_OLD;
+			r->io.r = r;
+			submit_io(e, &r->io, 0, fd, r->buf, jend - jstart, boff + jstart);
+			return;
+		}
+		advance(e, r);
+		return;
+	}
 	r->in_place = !replace && c->has_base && op->off >= old_len &&
 		      new_len <= chunk_class_size(c->base.pos.cls);
 	if (r->in_place) {
@@ -592,11 +716,131 @@ fail:
 	fail_mutation(e, r, err);
 }
 
+/* Journaled overwrite: builds the new pages and the metadata that carries
+ * them, and queues the commit. No data is written before the commit: the
+ * pages reach the block in place only after the metadata (with the pages
+ * in it) is durable, see journal_apply. */
+static void journal_image(struct chunk_engine *e, struct req *r)
+{
+	struct chunk_op *op = r->op;
+	struct centry *c = &r->ces[0];
+	uint64_t len = c->base.len;
+	uint32_t first = (uint32_t)(r->img_start / CHUNK_PAGE);
+	uint32_t count = (uint32_t)((r->img_end - r->img_start) / CHUNK_PAGE);
+	int err;
+	if (r->need_old &&
+	    (err = verify_pages(e, c->id, &c->base, r->buf, first, count, "write")))
+		goto fail;
+	if (r->buf != op->data) {
+		memcpy(r->buf + (op->off - r->img_start), op->data, op->len);
+		if (r->img_end > len)
+			memset(r->buf + (len - r->img_start), 0, r->img_end - len);
+	}
+	c->nmeta.npages = c->base.npages;
+	c->nmeta.page_crc = malloc(4 * (size_t)c->nmeta.npages);
+	if (!c->nmeta.page_crc) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	memcpy(c->nmeta.page_crc, c->base.page_crc, 4 * (size_t)c->nmeta.npages);
+	for (uint32_t p = first; p < first + count; p++) {
+		uint64_t start = (uint64_t)p * CHUNK_PAGE;
+		size_t n = len - start < CHUNK_PAGE ? len - start : CHUNK_PAGE;
+		c->nmeta.page_crc[p] = crc32c(0, r->buf + (start - r->img_start), n);
+	}
+	/* The whole-chunk CRC, folded from the page CRCs (32 XORs a page). */
+	uint32_t crc = 0;
+	for (uint32_t p = 0; p < c->nmeta.npages; p++) {
+		uint64_t start = (uint64_t)p * CHUNK_PAGE;
+		crc = chunk_crc_combine(crc, c->nmeta.page_crc[p],
+					len - start < CHUNK_PAGE ? len - start : CHUNK_PAGE);
+	}
+	c->nmeta.crc = crc;
+	c->nmeta.jrnl_off = (uint32_t)r->img_start;
+	c->nmeta.jrnl_len = (uint32_t)(r->img_end - r->img_start);
+	c->nmeta.jrnl = r->buf; /* borrowed: req_free clears it */
+	r->state = RS_WRITE;
+	to_commit(e, r);
+	return;
+fail:
+	fail_mutation(e, r, err);
+}
+
+/* After the commit of journaled overwrite R (I/O thread): once no reader
+ * holds the old version's pages, writes the new pages in place. Readers
+ * that looked the chunk up since the commit began are parked (applying). */
+static void journal_apply(struct chunk_engine *e, struct req *r)
+{
+	struct centry *c = &r->ces[0];
+	pthread_mutex_lock(&e->mu);
+	if (chunk_alloc_refs(e->alloc, c->base.pos) > 1) {
+		/* Our own pin is one; unpin() resumes us at the last reader. */
+		lock_find(e, c->id)->apply_wait = r;
+		pthread_mutex_unlock(&e->mu);
+		return;
+	}
+	pthread_mutex_unlock(&e->mu);
+	uint64_t boff;
+	int fd = chunk_alloc_fd(e->alloc, c->base.pos, &boff);
+	r->io.r = r;
+	submit_io(e, &r->io, 2, fd, r->buf, r->img_end - r->img_start, boff + r->img_start);
+}
+
+/* The in-place write of journaled overwrite R ended (ERR), or its commit
+ * failed (ERR): queues the journal for retirement, unparks the readers,
+ * unlocks the chunk and calls back. I/O thread. */
+static void journal_done(struct chunk_engine *e, struct req *r, int err)
+{
+	struct centry *c = &r->ces[0];
+	if (!err && !r->err) {
+		/* Before the unlock: the next mutation of this chunk then
+		 * commits in a batch that syncs this block's file and drops the
+		 * journal (never a later one). */
+		struct retiree *t = xmalloc(sizeof(*t));
+		t->id = c->id;
+		t->ver = c->nmeta.commit_ver;
+		t->pos = c->nmeta.pos;
+		pthread_mutex_lock(&e->cmu);
+		t->next = e->retire_head;
+		e->retire_head = t;
+		pthread_mutex_unlock(&e->cmu);
+	}
+	if (!err)
+		err = r->err;
+	pthread_mutex_lock(&e->mu);
+	struct lock_ent *l = lock_find(e, c->id);
+	struct rsub *w = l->rwait;
+	l->rwait = NULL;
+	l->applying = 0;
+	l->apply_wait = NULL;
+	chunk_alloc_unref(e->alloc, c->base.pos);
+	c->has_base = 0;
+	unlock_chunk(e, c->id);
+	pthread_mutex_unlock(&e->mu);
+	if (!err)
+		fill_info(&r->op->info, &c->nmeta);
+	complete(e, r, err);
+	while (w) {
+		struct rsub *next = w->wnext;
+		struct req *q = w->io.r;
+		w->wnext = NULL;
+		q->nio--;
+		start_range(e, q, w->io.idx);
+		if (q->nio == 0)
+			complete(e, q, 0);
+		w = next;
+	}
+}
+
 /* Builds the new image and metadata, then submits the data write. */
 static void write_image(struct chunk_engine *e, struct req *r)
 {
 	struct chunk_op *op = r->op;
 	struct centry *c = &r->ces[0];
+	if (r->journal) {
+		journal_image(e, r);
+		return;
+	}
 	uint64_t old_len = c->has_base ? c->base.len : 0;
 	uint64_t new_len = c->nmeta.len;
 	int err;
@@ -663,6 +907,11 @@ static void move_prepare(struct chunk_engine *e, struct req *r)
 	}
 	if ((err = chunk_meta_copy(&c->nmeta, &c->base)) || (err = alloc_block(e, c, c->base.len)))
 		goto fail;
+	/* The journal is applied in the block being copied (the chunk lock
+	 * was free): the copy carries no journal. */
+	free(c->nmeta.jrnl);
+	c->nmeta.jrnl = NULL;
+	c->nmeta.jrnl_off = c->nmeta.jrnl_len = 0;
 	c->has_new = 1;
 	r->img_start = 0;
 	r->img_end = ALIGN_UP(c->base.len);
@@ -803,6 +1052,12 @@ static void advance(struct chunk_engine *e, struct req *r)
 	case RS_WRITE:
 		to_commit(e, r);
 		return;
+	case RS_APPLY:
+		if (r->err)
+			journal_done(e, r, 0);
+		else
+			journal_apply(e, r);
+		return;
 	case RS_COMMIT:
 		break;
 	}
@@ -824,6 +1079,20 @@ static void handle_cqe(struct chunk_engine *e, struct io_uring_cqe *cqe)
 		read_range_done(e, r, &r->subs[io->idx], cqe->res);
 		if (r->nio == 0)
 			complete(e, r, 0);
+		return;
+	}
+	if (r->state == RS_APPLY) {
+		int err = cqe->res < 0 ? cqe->res : (uint64_t)cqe->res != io->want ? -EIO : 0;
+		if (err) {
+			/* Committed pages half written: the journal in the metadata
+			 * rewrites them at the next open. Stop serving until then. */
+			LOG_ERR("chunk", "journal apply failed, target enters ERROR state: target=%s "
+				"chunk=%llu:%u err=%s", e->dir, (unsigned long long)r->ces[0].id.ino,
+				r->ces[0].id.idx, cfs_strerror(err));
+			int zero = 0;
+			atomic_compare_exchange_strong(&e->failed, &zero, err);
+		}
+		journal_done(e, r, err);
 		return;
 	}
 	if (cqe->res < 0 || (uint64_t)cqe->res != io->want) {
@@ -892,25 +1161,34 @@ static int same_meta(const struct chunk_meta *a, const struct chunk_meta *b)
  * commits: one fdatasync per data file the batch wrote, so a batch of N
  * writes pays one device flush per file instead of N (a flush empties the
  * whole device cache, however little of it one write filled). */
-static int sync_batch_data(struct chunk_engine *e, struct req *list)
+static void note_fd(int *fds, size_t *n, bool *all, int fd)
+{
+	bool seen = false;
+	for (size_t k = 0; k < *n && !seen; k++)
+		seen = fds[k] == fd;
+	if (!seen && *n == 64)
+		*all = true; /* a batch over 64 files: sync every file */
+	else if (!seen)
+		fds[(*n)++] = fd;
+}
+
+/* ... and the in-place pages of the journals the batch retires (RET). A
+ * journaled overwrite wrote nothing before its commit: its journal is in
+ * the metadata. */
+static int sync_batch_data(struct chunk_engine *e, struct req *list, struct retiree *ret)
 {
 	int fds[64];
 	size_t n = 0;
 	bool all = false;
+	uint64_t off;
 	for (struct req *r = list; r && !all; r = r->next)
 		for (size_t i = 0; i < r->nce && !all; i++) {
-			if (!r->ces[i].has_new)
+			if (!r->ces[i].has_new || r->journal)
 				continue;
-			uint64_t off;
-			int fd = chunk_alloc_fd(e->alloc, r->ces[i].nmeta.pos, &off);
-			bool seen = false;
-			for (size_t k = 0; k < n && !seen; k++)
-				seen = fds[k] == fd;
-			if (!seen && n == 64)
-				all = true; /* a batch over 64 files: sync every file */
-			else if (!seen)
-				fds[n++] = fd;
+			note_fd(fds, &n, &all, chunk_alloc_fd(e->alloc, r->ces[i].nmeta.pos, &off));
 		}
+	for (struct retiree *t = ret; t && !all; t = t->next)
+		note_fd(fds, &n, &all, chunk_alloc_fd(e->alloc, t->pos, &off));
 	int *every = NULL;
 	if (all) {
 		every = xmalloc(CHUNK_NCLASS * CHUNK_MAX_FILES * sizeof(*every));
@@ -926,17 +1204,41 @@ static int sync_batch_data(struct chunk_engine *e, struct req *list)
 	return err;
 }
 
-static int apply_batch(struct chunk_engine *e, struct req *list)
+/* Drops the journal of T's chunk from its metadata if it is still the
+ * one T applied (a later mutation in this batch or before replaced it). */
+static int retire_one(struct chunk_batch *b, const struct retiree *t)
+{
+	struct chunk_meta cur;
+	int err = chunk_store_batch_get(b, t->id, &cur);
+	if (err)
+		return err == -ENOENT || err == -CFS_ECORRUPT ? 0 : err;
+	if (cur.jrnl_len && cur.commit_ver == t->ver && chunk_pos_eq(cur.pos, t->pos)) {
+		free(cur.jrnl);
+		cur.jrnl = NULL;
+		cur.jrnl_len = cur.jrnl_off = 0;
+		err = chunk_store_batch_put(b, t->id, &cur);
+	}
+	chunk_meta_fini(&cur);
+	return err;
+}
+
+static int apply_batch(struct chunk_engine *e, struct req *list, struct retiree *ret)
 {
 	struct chunk_batch *b;
 	if (e->cfg.sync) {
-		int serr = sync_batch_data(e, list);
+		int serr = sync_batch_data(e, list, ret);
 		if (serr)
 			return serr;
 	}
 	int err = chunk_store_batch_begin(e->store, &b);
 	if (err)
 		return err;
+	for (struct retiree *t = ret; t; t = t->next) {
+		if ((err = retire_one(b, t))) {
+			chunk_store_batch_abort(b);
+			return err;
+		}
+	}
 	for (struct req *r = list; r; r = r->next) {
 		for (size_t i = 0; i < r->nce; i++) {
 			struct centry *c = &r->ces[i];
@@ -973,6 +1275,10 @@ static int apply_batch(struct chunk_engine *e, struct req *list)
 static int finalize(struct chunk_engine *e, struct req *r, int err)
 {
 	int result = 0, removed = 0;
+	if (r->journal) {
+		/* Same block, still pinned and locked until the in-place write. */
+		return err ? err : r->ces[0].result;
+	}
 	for (size_t i = 0; i < r->nce; i++) {
 		struct centry *c = &r->ces[i];
 		int ok = !err && !c->result;
@@ -1023,15 +1329,39 @@ static void *commit_main(void *arg)
 			       pthread_cond_timedwait(&e->ccv, &e->cmu, &ts) != ETIMEDOUT)
 				;
 		}
+		/* Journals applied so far retire with this batch: taken with
+		 * the list, so any later mutation of their chunks is in it or
+		 * after it. */
 		struct req *list = e->commit_head;
 		e->commit_head = e->commit_tail = NULL;
+		struct retiree *ret = e->retire_head;
+		e->retire_head = NULL;
 		int stop = e->commit_stop;
 		pthread_mutex_unlock(&e->cmu);
-		if (!list && stop)
+		if (!list && !ret && stop)
 			break;
+		/* Readers of a journaled chunk park from before its metadata
+		 * commits until its pages are in place (journal_done). */
+		pthread_mutex_lock(&e->mu);
+		for (struct req *r = list; r; r = r->next)
+			if (r->journal)
+				lock_find(e, r->ces[0].id)->applying = 1;
+		pthread_mutex_unlock(&e->mu);
 		int err = atomic_load(&e->failed);
 		if (!err)
-			err = apply_batch(e, list);
+			err = apply_batch(e, list, ret);
+		if (err == -ENOSPC && ret) {
+			/* Still applied in place: retire them with a later batch. */
+			struct retiree *t = ret;
+			while (t->next)
+				t = t->next;
+			pthread_mutex_lock(&e->cmu);
+			t->next = e->retire_head;
+			e->retire_head = ret;
+			pthread_mutex_unlock(&e->cmu);
+			ret = NULL;
+		}
+		retire_free(ret);
 		if (err && err != -ENOSPC && !atomic_load(&e->failed)) {
 			/* The data or metadata state on disk is now uncertain. */
 			LOG_ERR("chunk", "commit failed, target enters ERROR state: target=%s err=%s",
@@ -1050,7 +1380,15 @@ static void *commit_main(void *arg)
 			struct req *q = chunk_head;
 			for (size_t i = 0; i < n; i++) {
 				struct req *next = q->next;
-				complete(e, q, results[i]);
+				if (q->journal) {
+					/* Applied in place by the I/O thread, which
+					 * calls back (or undoes, on error). */
+					q->err = results[i];
+					q->state = RS_APPLY;
+					inbox_push(e, q);
+				} else {
+					complete(e, q, results[i]);
+				}
 				q = next;
 			}
 		}
@@ -1071,6 +1409,7 @@ void chunk_engine_cfg_default(struct chunk_engine_cfg *cfg)
 	cfg->compact_interval_ms = 1000;
 	cfg->compact_bytes_per_sec = UINT64_C(64) << 20;
 	cfg->buf_cache_bytes = (size_t)256 << 20;
+	cfg->journal_max = 64 << 10;
 }
 
 static void op_fail_now(struct chunk_op *op, int err)
@@ -1397,9 +1736,34 @@ int chunk_engine_check(struct chunk_engine *e, uint64_t *chunks, uint64_t *leake
 	return 0;
 }
 
+struct open_ctx {
+	struct chunk_engine *e;
+	struct retiree *replayed; /* journals rewritten in place */
+};
+
+/* Writes a committed journal's pages in place (idempotent: they may be
+ * there already, in part or whole, from before the crash). */
+static int replay_journal(struct chunk_engine *e, struct chunk_id id, const struct chunk_meta *m)
+{
+	void *buf;
+	if (posix_memalign(&buf, CHUNK_PAGE, m->jrnl_len))
+		return -ENOMEM;
+	memcpy(buf, m->jrnl, m->jrnl_len);
+	uint64_t boff;
+	int fd = chunk_alloc_fd(e->alloc, m->pos, &boff);
+	ssize_t n = pwrite(fd, buf, m->jrnl_len, (off_t)(boff + m->jrnl_off));
+	int err = n < 0 ? -errno : (size_t)n != m->jrnl_len ? -EIO : 0;
+	free(buf);
+	if (err)
+		LOG_ERR("chunk", "journal replay failed: target=%s chunk=%llu:%u err=%s", e->dir,
+			(unsigned long long)id.ino, id.idx, cfs_strerror(err));
+	return err;
+}
+
 static int open_cb(void *arg, struct chunk_id id, const struct chunk_meta *m, int derr)
 {
-	struct chunk_engine *e = arg;
+	struct open_ctx *oc = arg;
+	struct chunk_engine *e = oc->e;
 	int err = derr ? derr : chunk_alloc_mark(e->alloc, m->pos, id);
 	if (err) {
 		atomic_fetch_add_explicit(&e->open_errors, 1, memory_order_relaxed);
@@ -1408,8 +1772,50 @@ static int open_cb(void *arg, struct chunk_id id, const struct chunk_meta *m, in
 			err == -EEXIST ? "block claimed twice" : cfs_strerror(err));
 		if (err != -EEXIST && err != -CFS_ECORRUPT)
 			return err;
+		return 0;
+	}
+	if (m->jrnl_len) {
+		if ((err = replay_journal(e, id, m)))
+			return err;
+		struct retiree *t = xmalloc(sizeof(*t));
+		t->id = id;
+		t->ver = m->commit_ver;
+		t->pos = m->pos;
+		t->next = oc->replayed;
+		oc->replayed = t;
 	}
 	return 0;
+}
+
+/* After the replay: makes the pages durable, then drops the journals. */
+static int retire_replayed(struct chunk_engine *e, struct retiree *list)
+{
+	int err = 0;
+	if (!list)
+		return 0;
+	size_t max = CHUNK_NCLASS * CHUNK_MAX_FILES, n;
+	int *fds = xmalloc(max * sizeof(*fds));
+	n = chunk_alloc_fds(e->alloc, fds, max);
+	for (size_t k = 0; k < n && !err; k++)
+		if (fdatasync(fds[k]))
+			err = -errno;
+	free(fds);
+	struct chunk_batch *b;
+	if (!err && !(err = chunk_store_batch_begin(e->store, &b))) {
+		for (struct retiree *t = list; t && !err; t = t->next)
+			err = retire_one(b, t);
+		if (err)
+			chunk_store_batch_abort(b);
+		else
+			err = chunk_store_batch_commit(b);
+	}
+	size_t cnt = 0;
+	for (struct retiree *t = list; t; t = t->next)
+		cnt++;
+	retire_free(list);
+	if (!err)
+		LOG_INFO("chunk", "journals replayed: target=%s chunks=%zu", e->dir, cnt);
+	return err;
 }
 
 int chunk_engine_open(const struct chunk_engine_cfg *cfg, struct chunk_engine **out)
@@ -1443,8 +1849,13 @@ int chunk_engine_open(const struct chunk_engine_cfg *cfg, struct chunk_engine **
 		goto fail;
 	if ((err = chunk_alloc_open(cfg->dir, cfg->capacity, &e->alloc)))
 		goto fail;
+	struct open_ctx oc = { e, NULL };
 	err = chunk_store_scan(e->store, (struct chunk_id){ 0, 0 },
-			       (struct chunk_id){ UINT64_MAX, UINT32_MAX }, open_cb, e);
+			       (struct chunk_id){ UINT64_MAX, UINT32_MAX }, open_cb, &oc);
+	if (!err)
+		err = retire_replayed(e, oc.replayed);
+	else
+		retire_free(oc.replayed);
 	if (err || (err = chunk_alloc_open_done(e->alloc)))
 		goto fail;
 	if ((err = chunk_store_reader_new(e->store, &e->reader)))

@@ -14,8 +14,9 @@
  * are for tools and tests and must not be called from a callback.
  *
  * Semantics: a write to a chunk is applied copy-on-write (or, for an
- * append that fits the block, in place past the committed end) and is
- * durable when it completes (with cfg.sync). Mutations of one chunk are
+ * append that fits the block, in place past the committed end; or, for a
+ * small overwrite, journaled in the metadata and then written in place)
+ * and is durable when it completes (with cfg.sync). Mutations of one chunk are
  * serialised in submission order per chunk; reads see the last completed
  * write. Data is verified against per-page CRC32C on every read; a mismatch
  * fails that range with -CFS_ECORRUPT, is logged and counted.
@@ -41,11 +42,16 @@ struct chunk_engine_cfg {
 	unsigned compact_interval_ms;     /* background compactor period; 0 = off */
 	uint64_t compact_bytes_per_sec;   /* compactor data rate cap */
 	size_t buf_cache_bytes;           /* idle aligned buffers kept */
+	uint32_t journal_max;             /* overwrites of up to this many bytes (whole
+					   * pages) inside a chunk at least twice as
+					   * long are journaled and applied in place;
+					   * 0: always copy-on-write */
 };
 
 /* Fills defaults: sync on, 64 GiB map, 256 ring entries, 10 ms commit
  * window, compaction below
- * 50% every 1000 ms at up to 64 MiB/s, 256 MiB buffer cache. */
+ * 50% every 1000 ms at up to 64 MiB/s, 256 MiB buffer cache, overwrites
+ * up to 64 KiB journaled. */
 void chunk_engine_cfg_default(struct chunk_engine_cfg *cfg);
 
 /* Opens the target, rebuilding the allocator from the metadata (and giving

@@ -23,6 +23,19 @@
  *   40     4*N   CRC32C of each 4 KiB page (N = ceil(length / 4096))
  *   40+4N  4     CRC32C of bytes [0, 40+4N)
  *
+ * Version 2 is version 1 with a journal of new page contents (a small
+ * overwrite committed before it is applied in place; see chunk_engine.c)
+ * between the page CRCs and the final CRC:
+ *
+ *   40+4N    4   journal offset in the chunk (multiple of 4096)
+ *   44+4N    4   journal length J (multiple of 4096, > 0)
+ *   48+4N    J   the pages' bytes
+ *   48+4N+J  4   CRC32C of bytes [0, 48+4N+J)
+ *
+ * A value without a journal is written as version 1, so a target only
+ * holds version 2 values while overwrites are being applied (an older
+ * binary refuses exactly those chunks).
+ *
  * The page CRCs let a 4 KiB read be verified without reading the whole
  * chunk; the whole-chunk CRC is what clients and resync compare.
  *
@@ -48,6 +61,7 @@
 
 #define META_MAGIC 0x4d534643u /* "CFSM" little-endian */
 #define META_VERSION 1
+#define META_VERSION_JRNL 2
 #define META_FIXED 40
 #define FILE_MAGIC 0x44534643u /* "CFSD" */
 #define FILE_VERSION 1
@@ -77,13 +91,14 @@ int chunk_key_decode(const void *p, size_t n, struct chunk_id *out)
 
 size_t chunk_meta_size(const struct chunk_meta *m)
 {
-	return META_FIXED + 4 * (size_t)m->npages + 4;
+	size_t n = META_FIXED + 4 * (size_t)m->npages + 4;
+	return m->jrnl_len ? n + 8 + m->jrnl_len : n;
 }
 
 void chunk_meta_encode(const struct chunk_meta *m, uint8_t *out)
 {
 	wire_store_u32(out, META_MAGIC);
-	out[4] = META_VERSION;
+	out[4] = m->jrnl_len ? META_VERSION_JRNL : META_VERSION;
 	out[5] = m->pos.cls;
 	wire_store_u16(out + 6, m->pos.file);
 	wire_store_u32(out + 8, m->pos.block);
@@ -95,6 +110,12 @@ void chunk_meta_encode(const struct chunk_meta *m, uint8_t *out)
 	for (uint32_t i = 0; i < m->npages; i++)
 		wire_store_u32(out + META_FIXED + 4 * i, m->page_crc[i]);
 	size_t body = META_FIXED + 4 * (size_t)m->npages;
+	if (m->jrnl_len) {
+		wire_store_u32(out + body, m->jrnl_off);
+		wire_store_u32(out + body + 4, m->jrnl_len);
+		memcpy(out + body + 8, m->jrnl, m->jrnl_len);
+		body += 8 + (size_t)m->jrnl_len;
+	}
 	wire_store_u32(out + body, crc32c(0, out, body));
 }
 
@@ -102,7 +123,8 @@ int chunk_meta_decode(const void *p, size_t n, struct chunk_meta *out)
 {
 	const uint8_t *b = p;
 	memset(out, 0, sizeof(*out));
-	if (n < META_FIXED + 4 || wire_load_u32(b) != META_MAGIC || b[4] != META_VERSION)
+	if (n < META_FIXED + 4 || wire_load_u32(b) != META_MAGIC ||
+	    (b[4] != META_VERSION && b[4] != META_VERSION_JRNL))
 		return -CFS_ECORRUPT;
 	uint32_t len = wire_load_u32(b + 12);
 	uint8_t cls = b[5];
@@ -110,6 +132,17 @@ int chunk_meta_decode(const void *p, size_t n, struct chunk_meta *out)
 		return -CFS_ECORRUPT;
 	uint32_t npages = chunk_npages(len);
 	size_t body = META_FIXED + 4 * (size_t)npages;
+	uint32_t joff = 0, jlen = 0;
+	if (b[4] == META_VERSION_JRNL) {
+		if (n < body + 12)
+			return -CFS_ECORRUPT;
+		joff = wire_load_u32(b + body);
+		jlen = wire_load_u32(b + body + 4);
+		if (!jlen || joff % CHUNK_PAGE || jlen % CHUNK_PAGE ||
+		    (uint64_t)joff + jlen > (uint64_t)npages * CHUNK_PAGE)
+			return -CFS_ECORRUPT;
+		body += 8 + (size_t)jlen;
+	}
 	if (n != body + 4 || wire_load_u32(b + body) != crc32c(0, b, body))
 		return -CFS_ECORRUPT;
 	uint16_t file = wire_load_u16(b + 6);
@@ -120,12 +153,21 @@ int chunk_meta_decode(const void *p, size_t n, struct chunk_meta *out)
 	    (uint64_t)block > (UINT64_C(1) << 62) / chunk_class_size(cls))
 		return -CFS_ECORRUPT;
 	uint32_t *pc = NULL;
+	uint8_t *jr = NULL;
 	if (npages) {
 		pc = malloc(4 * (size_t)npages);
 		if (!pc)
 			return -ENOMEM;
 		for (uint32_t i = 0; i < npages; i++)
 			pc[i] = wire_load_u32(b + META_FIXED + 4 * i);
+	}
+	if (jlen) {
+		jr = malloc(jlen);
+		if (!jr) {
+			free(pc);
+			return -ENOMEM;
+		}
+		memcpy(jr, b + META_FIXED + 4 * (size_t)npages + 8, jlen);
 	}
 	out->pos.cls = cls;
 	out->pos.file = file;
@@ -137,6 +179,9 @@ int chunk_meta_decode(const void *p, size_t n, struct chunk_meta *out)
 	out->pending_ver = pending;
 	out->npages = npages;
 	out->page_crc = pc;
+	out->jrnl_off = joff;
+	out->jrnl_len = jlen;
+	out->jrnl = jr;
 	return 0;
 }
 
@@ -145,6 +190,7 @@ void chunk_meta_fini(struct chunk_meta *m)
 	if (!m)
 		return;
 	free(m->page_crc);
+	free(m->jrnl);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -152,11 +198,21 @@ int chunk_meta_copy(struct chunk_meta *dst, const struct chunk_meta *src)
 {
 	*dst = *src;
 	dst->page_crc = NULL;
+	dst->jrnl = NULL;
 	if (src->npages) {
 		dst->page_crc = malloc(4 * (size_t)src->npages);
 		if (!dst->page_crc)
 			return -ENOMEM;
 		memcpy(dst->page_crc, src->page_crc, 4 * (size_t)src->npages);
+	}
+	if (src->jrnl_len) {
+		dst->jrnl = malloc(src->jrnl_len);
+		if (!dst->jrnl) {
+			free(dst->page_crc);
+			dst->page_crc = NULL;
+			return -ENOMEM;
+		}
+		memcpy(dst->jrnl, src->jrnl, src->jrnl_len);
 	}
 	return 0;
 }

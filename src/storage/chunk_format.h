@@ -43,6 +43,14 @@ struct chunk_meta {
 	uint64_t pending_ver;   /* == commit_ver unless an update is pending */
 	uint32_t npages;        /* ceil(len / CHUNK_PAGE) */
 	uint32_t *page_crc;     /* owned, npages CRC32Cs of each page's bytes < len */
+	/* Journaled small overwrite (chunk_engine.c): the pages
+	 * [jrnl_off, jrnl_off + jrnl_len) of the chunk as this metadata
+	 * describes them, committed here before they are written in place in
+	 * the block. jrnl_len == 0: none. Both multiples of CHUNK_PAGE,
+	 * jrnl_off + jrnl_len <= npages * CHUNK_PAGE. */
+	uint32_t jrnl_off;
+	uint32_t jrnl_len;
+	uint8_t *jrnl;          /* owned by decoded values; jrnl_len bytes */
 };
 
 static inline int chunk_pos_eq(struct chunk_pos a, struct chunk_pos b)
@@ -74,7 +82,7 @@ void chunk_meta_encode(const struct chunk_meta *m, uint8_t *out);
 int chunk_meta_decode(const void *p, size_t n, struct chunk_meta *out);
 /* Frees OUT->page_crc. NULL-safe; leaves OUT zeroed. */
 void chunk_meta_fini(struct chunk_meta *m);
-/* Deep copy; 0 or -ENOMEM. */
+/* Deep copy (the journal too); 0 or -ENOMEM. */
 int chunk_meta_copy(struct chunk_meta *dst, const struct chunk_meta *src);
 
 /* Data-file header (first CHUNK_FILE_HDR bytes of every data file). */

@@ -10,6 +10,11 @@
  * was not acknowledged - as those contents with that write applied. Then
  * the allocator must agree with the metadata: no leaked block, no block
  * claimed twice. Bounded by round count and wall time.
+ *
+ * test_kill9_small does the same with a stream of small overwrites (1 byte
+ * to 8 KiB inside the chunk, with an occasional full rewrite): the writes
+ * the engine journals in the metadata and applies in place afterwards.
+ * Besides the data, the whole-chunk CRC must match it.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -27,6 +32,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/crc32c.h"
 #include "common/log.h"
 #include "storage/chunk_engine.h"
 #include "../lib/testenv.h"
@@ -50,6 +56,7 @@ struct model {
 };
 
 static struct model models[NCHUNK];
+static int small_mode; /* test_kill9_small: mostly small overwrites */
 
 static void fill(uint8_t *p, size_t n, uint32_t seed)
 {
@@ -152,7 +159,21 @@ static void child_main(const char *dir, const char *journal, uint32_t seed_base)
 		rng = rng * 1103515245u + 12345u;
 		uint32_t cur = child.len[k], kind = (rng >> 8) % 4, off, len;
 		uint32_t r2 = rng * 2654435761u;
+		if (small_mode)
+			kind = cur < 4096 || (rng >> 12) % 32 == 0 ? 4 : 5;
 		switch (kind) {
+		case 4: /* (small mode) full rewrite, 64 KiB - 1 MiB */
+			off = 0;
+			len = (64u << 10) + r2 % (960u << 10);
+			break;
+		case 5: /* (small mode) small overwrite inside the chunk */
+			off = r2 % cur;
+			len = 1 + (r2 >> 9) % 8192;
+			if ((r2 >> 5) % 2)
+				off &= ~4095u, len = 4096;
+			if (off + len > cur)
+				len = cur - off;
+			break;
 		case 0: /* full overwrite, new size */
 			off = 0;
 			len = 1 + r2 % (300u << 10);
@@ -233,6 +254,8 @@ static void check_round(const char *dir, const char *journal, int *pending_new, 
 			apply(&alt, pend[k].off, pend[k].len, pend[k].seed);
 			new_ok = rr.result == (int)alt.len && !memcmp(buf, alt.data, alt.len);
 		}
+		if ((old_ok || new_ok) && rr.result > 0)
+			assert_int_equal(rr.info.crc, crc32c(0, buf, (size_t)rr.result));
 		if (!old_ok && !new_ok)
 			fail_msg("chunk %d: result %d matches neither old (len %u exists %d) nor new%s", k,
 				 rr.result, m->len, m->exists, has_pend[k] ? "" : " (none pending)");
@@ -255,8 +278,11 @@ static void check_round(const char *dir, const char *journal, int *pending_new, 
 	free(buf);
 }
 
-static void test_kill9(void **state)
+static void run_kill9(int small, int max_rounds)
 {
+	small_mode = small;
+	for (int k = 0; k < NCHUNK; k++)
+		models[k].exists = models[k].len = 0;
 	char *dir = testenv_tmpdir("chunk_crash");
 	char target[512], journal[512];
 	snprintf(target, sizeof(target), "%s/target", dir);
@@ -266,7 +292,7 @@ static void test_kill9(void **state)
 	uint64_t t0 = clock_mono_ms();
 	uint32_t rng = (uint32_t)getpid();
 	int rounds = 0, pending_new = 0, pending_old = 0;
-	while (rounds < ROUNDS && clock_mono_ms() - t0 < TIME_BUDGET_MS) {
+	while (rounds < max_rounds && clock_mono_ms() - t0 < TIME_BUDGET_MS) {
 		pid_t pid = fork();
 		assert_true(pid >= 0);
 		if (pid == 0)
@@ -289,10 +315,23 @@ static void test_kill9(void **state)
 	free(dir);
 }
 
+static void test_kill9(void **state)
+{
+	(void)state;
+	run_kill9(0, ROUNDS);
+}
+
+static void test_kill9_small(void **state)
+{
+	(void)state;
+	run_kill9(1, 20);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_kill9),
+		cmocka_unit_test(test_kill9_small),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	testenv_cleanup();

@@ -165,10 +165,17 @@ static void test_cow_append_grow(void **state)
 	assert_int_equal(chunk_engine_write(e, id, 20000, 100, w, 0, 1, &i2), 0);
 	assert_true(chunk_pos_eq(i1.pos, i2.pos));
 	expect_range(e, id, 0, 20100, model, 20100);
-	/* Partial overwrite: copy-on-write to a new block. */
+	/* Small partial overwrite: journaled, then applied in the same block. */
 	fill(w, 50, 8);
 	memcpy(model + 500, w, 50);
 	assert_int_equal(chunk_engine_write(e, id, 500, 50, w, 0, 1, &i2), 0);
+	assert_true(chunk_pos_eq(i1.pos, i2.pos));
+	expect_range(e, id, 0, 20100, model, 20100);
+	/* A partial overwrite of more than half the chunk: copy-on-write to a
+	 * new block. */
+	fill(w, 12000, 10);
+	memcpy(model + 100, w, 12000);
+	assert_int_equal(chunk_engine_write(e, id, 100, 12000, w, 0, 1, &i2), 0);
 	assert_false(i2.pos.block == i1.pos.block && i2.pos.file == i1.pos.file);
 	expect_range(e, id, 0, 20100, model, 20100);
 	/* Growth past the block: moves to the class that holds it (9 MiB ->
@@ -301,12 +308,17 @@ static void test_corruption(void **state)
 	expect_range(e, (struct chunk_id){ 5, 1 }, 0, 4096, a[1], 4096);
 	expect_range(e, (struct chunk_id){ 5, 0 }, 0, 20000, a[0], 20000);
 	expect_range(e, (struct chunk_id){ 5, 2 }, 0, 20000, a[2], 20000);
-	/* A partial overwrite needs the bad page: refused, not propagated. */
-	assert_int_equal(chunk_engine_write(e, (struct chunk_id){ 5, 1 }, 0, 10, a[0], 0, 1, NULL),
+	/* A partial overwrite that needs the bad page: refused, not
+	 * propagated (journaled: only the pages it touches are read)... */
+	assert_int_equal(chunk_engine_write(e, (struct chunk_id){ 5, 1 }, 12300, 10, a[0], 0, 1, NULL),
 			 -CFS_ECORRUPT);
+	/* ... one that does not need it goes through and leaves it bad. */
+	assert_int_equal(chunk_engine_write(e, (struct chunk_id){ 5, 1 }, 0, 10, a[0], 0, 1, NULL), 0);
+	expect_range(e, (struct chunk_id){ 5, 1 }, 0, 10, a[0], 10);
 	struct chunk_engine_stat st;
 	chunk_engine_get_stat(e, &st);
 	assert_int_equal(st.corrupt_reads, 3);
+	expect_range(e, (struct chunk_id){ 5, 1 }, 12300, 100, NULL, -CFS_ECORRUPT);
 	/* A full overwrite repairs it; the engine stayed usable throughout. */
 	assert_int_equal(chunk_engine_write(e, (struct chunk_id){ 5, 1 }, 0, 20000, a[0], 0, 1, NULL), 0);
 	expect_range(e, (struct chunk_id){ 5, 1 }, 0, 20000, a[0], 20000);

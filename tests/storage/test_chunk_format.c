@@ -66,6 +66,49 @@ static void test_meta_roundtrip(void **state)
 	free(m.page_crc);
 }
 
+/* Version 2: a journal of pages rides along; the same checks apply, and
+ * journal fields that do not fit the chunk are refused. */
+static void test_meta_journal(void **state)
+{
+	uint32_t pc[3] = { 11, 22, 33 };
+	static uint8_t pages[8192], buf[16384];
+	for (size_t i = 0; i < sizeof(pages); i++)
+		pages[i] = (uint8_t)(i * 7);
+	struct chunk_meta m = { .pos = { 0, 1, 5 }, .len = 10000, .crc = 1, .commit_ver = 3,
+				.pending_ver = 3, .npages = 3, .page_crc = pc, .jrnl_off = 4096,
+				.jrnl_len = 8192, .jrnl = pages };
+	size_t n = chunk_meta_size(&m);
+	assert_int_equal(n, 40 + 12 + 8 + 8192 + 4);
+	chunk_meta_encode(&m, buf);
+	assert_int_equal(buf[4], 2);
+	struct chunk_meta d, c;
+	assert_int_equal(chunk_meta_decode(buf, n, &d), 0);
+	assert_int_equal(d.jrnl_off, 4096);
+	assert_int_equal(d.jrnl_len, 8192);
+	assert_memory_equal(d.jrnl, pages, 8192);
+	assert_int_equal(chunk_meta_copy(&c, &d), 0);
+	assert_memory_equal(c.jrnl, pages, 8192);
+	chunk_meta_fini(&c);
+	chunk_meta_fini(&d);
+	for (size_t i = 0; i < n; i += 97) {
+		buf[i] ^= 0x40;
+		assert_int_equal(chunk_meta_decode(buf, n, &d), -CFS_ECORRUPT);
+		buf[i] ^= 0x40;
+	}
+	/* Past the chunk's pages, or not page aligned: refused. */
+	m.jrnl_off = 8192;
+	chunk_meta_encode(&m, buf);
+	assert_int_equal(chunk_meta_decode(buf, n, &d), -CFS_ECORRUPT);
+	m.jrnl_off = 100;
+	chunk_meta_encode(&m, buf);
+	assert_int_equal(chunk_meta_decode(buf, n, &d), -CFS_ECORRUPT);
+	/* Without a journal the value is version 1, as older binaries wrote. */
+	m.jrnl_len = 0;
+	chunk_meta_encode(&m, buf);
+	assert_int_equal(buf[4], 1);
+	assert_int_equal(chunk_meta_size(&m), 40 + 12 + 4);
+}
+
 static void test_file_hdr(void **state)
 {
 	struct chunk_file_hdr h = { 10, 255 }, d;
@@ -105,6 +148,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_key_order), cmocka_unit_test(test_meta_roundtrip),
+		cmocka_unit_test(test_meta_journal),
 		cmocka_unit_test(test_file_hdr), cmocka_unit_test(test_classes),
 		cmocka_unit_test(test_crc_fold),
 	};
