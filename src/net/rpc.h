@@ -28,7 +28,9 @@
  * call->done on one of the client's loop threads, with status:
  *   0 or reply status     the server's reply (0 or its -errno / -CFS_E*)
  *   -CFS_ETIMEDOUT        the deadline passed (the request is cancelled; a
- *                         late reply is discarded), or connect + handshake
+ *                         late reply is discarded; a request the calling
+ *                         thread wrote itself may be failed up to 10 ms
+ *                         after its deadline), or connect + handshake
  *                         took longer than handshake_ms
  *   -CFS_ECLOSED          the connection closed before the reply
  *   -CFS_EAUTH            the handshake was refused (wrong secret/cluster id)
@@ -46,7 +48,10 @@
  * max_inflight of them, each within its own deadline). Nothing is retried
  * automatically: the caller decides what is idempotent. Threads: all rpc_client_* and rpc_call* functions may be
  * called from any thread except that the blocking rpc_call must not run on
- * a loop thread (-EDEADLK).
+ * a loop thread (-EDEADLK). Requests made by one thread on one connection
+ * go out in the order it made them; when nothing else is in flight on the
+ * connection the calling thread writes its request itself (no wake-up of a
+ * loop thread), otherwise a loop thread sends it with others in one write.
  */
 #ifndef CFS_NET_RPC_H
 #define CFS_NET_RPC_H

@@ -14,7 +14,12 @@
  * SEND. Frames queue as struct rpc_out (header copy, payload, bulk, all
  * borrowed until done()). Queueing posts one flush message to the owner
  * loop, which runs at the end of the iteration, so frames produced by a
- * batch of events leave in one writev of up to 64 iovecs.
+ * batch of events leave in one writev of up to 64 iovecs. Another thread
+ * may write a frame itself (conn_send_direct_locked) while it holds *omu
+ * and the queue is empty: that saves waking the loop (an eventfd write and
+ * a context switch) per request. Whatever it cannot write at once is
+ * queued and left to the loop, so order on the wire stays the order of
+ * queueing. done() callbacks never run under *omu (they may send again).
  *
  * CLOSE. conn_close runs once: it removes the fd, fails queued frames with
  * -CFS_ECLOSED, lets the role fail what it holds, and drops the "open"
@@ -22,8 +27,8 @@
  * message the loop runs after the current batch of fd events, so no event
  * of the same epoll batch can name freed memory.
  *
- * INVARIANTS. Only the loop thread touches a connection. rpos <= rlen <=
- * rcap. In RX_BULK, got < h.bulk_len. outq_bytes is the unwritten byte
+ * INVARIANTS. Only the loop thread touches a connection, except the send
+ * side under *omu (rpc_int.h). rpos <= rlen <= rcap. In RX_BULK, got < h.bulk_len. outq_bytes is the unwritten byte
  * count of the queue.
  */
 #include <errno.h>
@@ -73,7 +78,7 @@ int rpc_opts_init(struct rpc_opts *o, const struct rpc_opts *src)
 	return 0;
 }
 
-void conn_ref(struct rpc_conn *c) { c->refs++; }
+void conn_ref(struct rpc_conn *c) { atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed); }
 
 static void conn_free_msg(struct loop_msg *m)
 {
@@ -83,8 +88,9 @@ static void conn_free_msg(struct loop_msg *m)
 
 void conn_unref(struct rpc_conn *c)
 {
-	ASSERT(c->refs > 0);
-	if (--c->refs)
+	int old = atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel);
+	ASSERT(old > 0);
+	if (old != 1)
 		return;
 	c->free_msg.fn = conn_free_msg;
 	c->free_msg.arg = c;
@@ -96,6 +102,7 @@ void conn_fini(struct rpc_conn *c)
 	free(c->rbuf);
 	c->rbuf = NULL;
 	buf_fini(&c->pcopy);
+	pthread_mutex_destroy(&c->omu_own);
 }
 
 static void conn_timer_fire(struct loop_timer *t)
@@ -114,8 +121,11 @@ static void conn_timer_fire(struct loop_timer *t)
 }
 
 int conn_init(struct rpc_conn *c, struct loop *loop, struct xport *x, enum conn_state state,
-	      const struct conn_ops *ops, struct rpc_counters *ctr, const char *peer)
+	      const struct conn_ops *ops, struct rpc_counters *ctr, const char *peer,
+	      pthread_mutex_t *omu)
 {
+	pthread_mutex_init(&c->omu_own, NULL);
+	c->omu = omu ? omu : &c->omu_own;
 	c->loop = loop;
 	c->x = x;
 	c->fd = x->ops->fd(x);
@@ -124,7 +134,7 @@ int conn_init(struct rpc_conn *c, struct loop *loop, struct xport *x, enum conn_
 	c->ops = ops;
 	c->ctr = ctr;
 	c->state = state;
-	c->refs = 1;
+	atomic_init(&c->refs, 1);
 	snprintf(c->peer, sizeof(c->peer), "%s", peer);
 	c->lim.max_payload = RPC_HS_MAX_PAYLOAD;
 	c->lim.max_bulk = 0;
@@ -149,11 +159,14 @@ void conn_update_events(struct rpc_conn *c)
 	if (c->state == CONN_CLOSED)
 		return;
 	uint32_t want;
-	if (c->state == CONN_CONNECTING)
+	if (c->state == CONN_CONNECTING) {
 		want = LOOP_OUT;
-	else
-		want = (c->read_paused || c->closing ? 0 : LOOP_IN) |
-		       (c->out_blocked && c->oq_head ? LOOP_OUT : 0);
+	} else {
+		pthread_mutex_lock(c->omu);
+		int blocked = c->out_blocked && c->oq_head;
+		pthread_mutex_unlock(c->omu);
+		want = (c->read_paused || c->closing ? 0 : LOOP_IN) | (blocked ? LOOP_OUT : 0);
+	}
 	if (want == c->events)
 		return;
 	c->events = want;
@@ -167,19 +180,24 @@ void conn_close(struct rpc_conn *c, int err, int lvl, const char *why)
 	if (c->state == CONN_CLOSED)
 		return;
 	LOG(lvl, "rpc", "close: peer=%s reason=%s err=%s", c->peer, why, cfs_errname(err));
+	/* Under *omu: a thread writing directly checks the state and uses x
+	 * under the same lock, so it never writes to a closed (reused) fd. */
+	pthread_mutex_lock(c->omu);
 	c->state = CONN_CLOSED;
 	loop_fd_del(c->loop, c->fd);
 	c->x->ops->close(c->x);
 	c->x = NULL;
+	struct rpc_out *q = c->oq_head;
+	c->oq_head = c->oq_tail = NULL;
+	c->outq_bytes = 0;
+	pthread_mutex_unlock(c->omu);
 	loop_timer_cancel(c->loop, &c->timer);
 	conn_ref(c);
-	while (c->oq_head) {
-		struct rpc_out *o = c->oq_head;
-		c->oq_head = o->next;
+	while (q) {
+		struct rpc_out *o = q;
+		q = o->next;
 		o->done(o, -CFS_ECLOSED);
 	}
-	c->oq_tail = NULL;
-	c->outq_bytes = 0;
 	c->ops->on_close(c, err);
 	conn_unref(c);
 	conn_unref(c); /* the "open" reference */
@@ -212,18 +230,25 @@ static void flush(struct rpc_conn *c);
 static void flush_msg(struct loop_msg *m)
 {
 	struct rpc_conn *c = m->arg;
+	pthread_mutex_lock(c->omu);
 	c->flush_posted = 0;
+	pthread_mutex_unlock(c->omu);
 	if (c->state != CONN_CLOSED && c->state != CONN_CONNECTING)
 		flush(c);
 	conn_unref(c);
 }
 
-void conn_send(struct rpc_conn *c, struct rpc_out *o)
+static void post_flush_locked(struct rpc_conn *c)
 {
-	if (c->state == CONN_CLOSED) {
-		o->done(o, -CFS_ECLOSED);
-		return;
-	}
+	c->flush_posted = 1;
+	conn_ref(c);
+	c->flush_msg.fn = flush_msg;
+	c->flush_msg.arg = c;
+	loop_post(c->loop, &c->flush_msg);
+}
+
+static void enqueue_locked(struct rpc_conn *c, struct rpc_out *o)
+{
 	o->next = NULL;
 	if (c->oq_tail)
 		c->oq_tail->next = o;
@@ -231,16 +256,70 @@ void conn_send(struct rpc_conn *c, struct rpc_out *o)
 		c->oq_head = o;
 	c->oq_tail = o;
 	c->outq_bytes += rpc_out_len(o) - o->off;
-	if (!c->flush_posted && !c->out_blocked) {
-		c->flush_posted = 1;
-		conn_ref(c);
-		c->flush_msg.fn = flush_msg;
-		c->flush_msg.arg = c;
-		loop_post(c->loop, &c->flush_msg);
-	}
 }
 
+/* 0, or -CFS_ECLOSED (done not called: the caller calls it unlocked). */
+static int send_locked(struct rpc_conn *c, struct rpc_out *o)
+{
+	if (c->state == CONN_CLOSED)
+		return -CFS_ECLOSED;
+	enqueue_locked(c, o);
+	if (!c->flush_posted && !c->out_blocked)
+		post_flush_locked(c);
+	return 0;
+}
+
+void conn_send(struct rpc_conn *c, struct rpc_out *o)
+{
+	pthread_mutex_lock(c->omu);
+	int rc = send_locked(c, o);
+	pthread_mutex_unlock(c->omu);
+	if (rc)
+		o->done(o, rc);
+}
+
+void conn_send_locked(struct rpc_conn *c, struct rpc_out *o)
+{
+	/* The callers check the state under the same lock. */
+	ASSERT(c->state != CONN_CLOSED);
+	send_locked(c, o);
+}
+
+static int fill_iov(const struct rpc_out *o, struct iovec *iov, int room);
+
+int conn_send_direct_locked(struct rpc_conn *c, struct rpc_out *o)
+{
+	ASSERT(c->state != CONN_CLOSED);
+	if (c->oq_head) {
+		send_locked(c, o);
+		return 0;
+	}
+	struct iovec iov[3];
+	int n = fill_iov(o, iov, 3);
+	ssize_t w = c->x->ops->writev(c->x, iov, n);
+	if (w > 0 && (uint64_t)w == rpc_out_len(o) - o->off)
+		return 1;
+	/* Partial write, EAGAIN or an error: the loop writes the rest (and
+	 * closes the connection if the error repeats). */
+	if (w > 0)
+		o->off += (uint64_t)w;
+	enqueue_locked(c, o);
+	if (!c->flush_posted)
+		post_flush_locked(c);
+	return 0;
+}
+
+static int unqueue_locked(struct rpc_conn *c, struct rpc_out *o);
+
 int conn_unqueue(struct rpc_conn *c, struct rpc_out *o)
+{
+	pthread_mutex_lock(c->omu);
+	int rc = unqueue_locked(c, o);
+	pthread_mutex_unlock(c->omu);
+	return rc;
+}
+
+static int unqueue_locked(struct rpc_conn *c, struct rpc_out *o)
 {
 	struct rpc_out *prev = NULL;
 	for (struct rpc_out *it = c->oq_head; it; prev = it, it = it->next) {
@@ -306,14 +385,17 @@ void conn_refuse(struct rpc_conn *c, uint64_t req_id, uint16_t type, int status,
 		return;
 	}
 	buf_fini(&b);
+	pthread_mutex_lock(c->omu);
 	c->closing = 1;
+	pthread_mutex_unlock(c->omu);
 	c->close_err = status;
 	loop_timer_arm(c->loop, &c->timer, clock_mono_ns() + 1000000000ull);
 	conn_update_events(c);
 }
 
-/* Consumes N written bytes from the head of the queue. */
-static void advance(struct rpc_conn *c, uint64_t n)
+/* Consumes N written bytes from the head of the queue; frames written
+ * whole are appended at **DONE for done() after *omu is released. */
+static void advance(struct rpc_conn *c, uint64_t n, struct rpc_out ***done)
 {
 	c->outq_bytes -= n;
 	while (n) {
@@ -327,7 +409,9 @@ static void advance(struct rpc_conn *c, uint64_t n)
 		c->oq_head = o->next;
 		if (!c->oq_head)
 			c->oq_tail = NULL;
-		o->done(o, 0);
+		o->next = NULL;
+		**done = o;
+		*done = &o->next;
 	}
 }
 
@@ -353,8 +437,11 @@ static int fill_iov(const struct rpc_out *o, struct iovec *iov, int room)
 static void flush(struct rpc_conn *c)
 {
 	struct iovec iov[IOV_MAX_BATCH];
+	struct rpc_out *written = NULL, **wtail = &written;
+	int failed = 0;
 
 	conn_ref(c);
+	pthread_mutex_lock(c->omu);
 	c->out_blocked = 0;
 	while (c->oq_head && c->state != CONN_CLOSED) {
 		int n = 0;
@@ -371,17 +458,28 @@ static void flush(struct rpc_conn *c)
 			break;
 		}
 		if (w < 0) {
-			conn_close(c, -CFS_ECLOSED, LOG_LVL_INFO, "write failed");
+			failed = 1;
 			break;
 		}
-		advance(c, (uint64_t)w);
+		advance(c, (uint64_t)w, &wtail);
 		if ((uint64_t)w < total) {
 			c->out_blocked = 1;
 			break;
 		}
 	}
+	pthread_mutex_unlock(c->omu);
+	while (written) {
+		struct rpc_out *o = written;
+		written = o->next;
+		o->done(o, 0);
+	}
+	if (failed)
+		conn_close(c, -CFS_ECLOSED, LOG_LVL_INFO, "write failed");
 	if (c->state != CONN_CLOSED) {
-		if (!c->oq_head && c->closing)
+		pthread_mutex_lock(c->omu);
+		int empty = !c->oq_head;
+		pthread_mutex_unlock(c->omu);
+		if (empty && c->closing)
 			conn_close(c, c->close_err, LOG_LVL_INFO, "refused");
 		else {
 			conn_update_events(c);

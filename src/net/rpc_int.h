@@ -4,11 +4,15 @@
  * (header -> payload -> bulk straight into a destination), writes queued
  * frames with writev, and closes with a logged reason. The server and the
  * client embed it and supply a struct conn_ops for what frames mean.
- * Everything here is owned by the connection's loop thread.
+ * Everything here is owned by the connection's loop thread, except the
+ * send side: the queue fields, state's change to CONN_CLOSED, x and
+ * closing are guarded by *omu, so another thread holding *omu may check
+ * the connection and write a frame itself (conn_send_direct_locked).
  */
 #ifndef CFS_NET_RPC_INT_H
 #define CFS_NET_RPC_INT_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -80,8 +84,10 @@ struct rpc_conn {
 	struct loop_io io;
 	const struct conn_ops *ops;
 	struct rpc_counters *ctr;
-	enum conn_state state;
-	int refs;                      /* 1 while open, +1 per pending msg/request */
+	enum conn_state state;         /* CONN_CLOSED set under *omu */
+	atomic_int refs;               /* 1 while open, +1 per pending msg/request */
+	pthread_mutex_t *omu;          /* guards the send side (see above) */
+	pthread_mutex_t omu_own;       /* *omu unless the role passed its own */
 	uint32_t events;               /* LOOP_* mask registered now */
 	int read_paused;               /* role asked to stop reading */
 	int closing;                   /* refused: drain the queue, then close */
@@ -99,7 +105,7 @@ struct rpc_conn {
 	uint64_t got;                  /* bulk bytes received */
 	uint32_t crc;                  /* running CRC32C of the bulk */
 
-	/* send */
+	/* send (all under *omu) */
 	struct rpc_out *oq_head, *oq_tail;
 	uint64_t outq_bytes;
 	int out_blocked;               /* last writev hit EAGAIN */
@@ -114,11 +120,25 @@ struct rpc_conn {
 int rpc_opts_init(struct rpc_opts *dst, const struct rpc_opts *src);
 
 /* Sets up C around X (taken) on LOOP and registers it. 0 or -errno (X is
- * then closed). STATE is CONN_CONNECTING or CONN_HANDSHAKE. */
+ * then closed). STATE is CONN_CONNECTING or CONN_HANDSHAKE. OMU guards the
+ * send side; NULL gives the connection a mutex of its own (the role may
+ * pass one it also uses for its own state, e.g. the client's request
+ * table). It must outlive C. */
 int conn_init(struct rpc_conn *c, struct loop *loop, struct xport *x, enum conn_state state,
-	      const struct conn_ops *ops, struct rpc_counters *ctr, const char *peer);
-/* Queues O for sending (flushed at the end of this loop iteration). */
+	      const struct conn_ops *ops, struct rpc_counters *ctr, const char *peer,
+	      pthread_mutex_t *omu);
+/* Queues O for sending (flushed at the end of this loop iteration). Loop
+ * thread, *omu not held. */
 void conn_send(struct rpc_conn *c, struct rpc_out *o);
+/* The same with *omu held (loop thread). */
+void conn_send_locked(struct rpc_conn *c, struct rpc_out *o);
+/* Any thread, *omu held, C not closed: when the queue is empty, writes O
+ * now from the calling thread. Returns 1 when all of O was written (its
+ * done() is NOT called: the caller completes it), 0 when O (or its unwritten
+ * rest) was queued for the loop, which then flushes it and calls done()
+ * there as for conn_send (a write error closes the connection from the
+ * loop). */
+int conn_send_direct_locked(struct rpc_conn *c, struct rpc_out *o);
 /* Queues a small frame whose payload is copied. 0 or -ENOMEM. */
 int conn_send_copy(struct rpc_conn *c, uint16_t type, uint16_t flags, uint64_t req_id,
 		   int32_t status, const void *payload, uint32_t plen);

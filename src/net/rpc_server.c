@@ -7,7 +7,12 @@
  * or dropped, so a reply made on any thread, at any time before
  * rpc_server_free, finds valid memory: rpc_reply builds the frame on the
  * caller's thread and posts it to the loop, where it is queued, or dropped
- * if the connection closed meanwhile.
+ * if the connection closed meanwhile. A plain reply (no bulk callback, no
+ * pooled bulk, not -CFS_EPROTO, not one-way) made on another thread while
+ * the connection is open, reading and has nothing queued is written by
+ * that thread itself under the connection's send lock (rpc_int.h): that
+ * saves the loop's wake-up per reply of a worker pool. What it cannot
+ * write at once is queued for the loop.
  *
  * HANDSHAKE (server side of rpc_proto.h):
  *   HS_HELLO --HELLO ok--> send CHALLENGE --> HS_AUTH --AUTH proof ok-->
@@ -45,6 +50,11 @@
 #include "net/rpc_proto.h"
 
 enum hs_step { HS_HELLO, HS_AUTH };
+
+/* A worker writes its reply itself only while at most this many requests
+ * of the connection are unreplied (its own included): with more, the loop
+ * sends their replies in one writev (one wake-up of the client for many). */
+#define DIRECT_MAX_UNREPLIED 1
 
 struct srv_conn;
 
@@ -133,7 +143,7 @@ struct srv_conn {
 	enum hs_step hs;
 	uint8_t cnonce[RPC_NONCE_LEN];
 	uint8_t snonce[RPC_NONCE_LEN];
-	uint32_t unreplied;           /* requests created and not yet replied */
+	atomic_uint unreplied;        /* requests created and not yet replied */
 	struct rpc_req *cur;          /* request being received */
 };
 
@@ -177,11 +187,17 @@ static void maybe_resume(struct srv_conn *sc)
 {
 	struct rpc_conn *c = &sc->c;
 	struct rpc_server *s = sc->sl->s;
-	int pause = sc->unreplied >= s->o.max_inflight || c->outq_bytes >= s->o.max_outq;
-	if (pause == c->read_paused || c->state == CONN_CLOSED)
-		return;
-	c->read_paused = pause;
-	conn_update_events(c);
+	/* Under the send lock, so a direct reply (which decrements unreplied
+	 * under it, and only while reading is not paused) cannot slip between
+	 * the check and the pause. */
+	pthread_mutex_lock(c->omu);
+	int pause = atomic_load(&sc->unreplied) >= s->o.max_inflight || c->outq_bytes >= s->o.max_outq;
+	int change = pause != c->read_paused && c->state != CONN_CLOSED;
+	if (change)
+		c->read_paused = pause;
+	pthread_mutex_unlock(c->omu);
+	if (change)
+		conn_update_events(c);
 }
 
 static void reply_written(struct rpc_out *o, int status)
@@ -195,7 +211,7 @@ static void reply_on_loop(struct loop_msg *m)
 	struct srv_conn *sc = r->sc;
 	int proto = (int32_t)wire_load_u32(r->out.hdr + 20) == -CFS_EPROTO;
 
-	sc->unreplied--;
+	atomic_fetch_sub(&sc->unreplied, 1);
 	if (sc->c.state == CONN_CLOSED || (r->h.flags & FRAME_F_ONEWAY)) {
 		req_free(r);
 		maybe_resume(sc);
@@ -206,7 +222,9 @@ static void reply_on_loop(struct loop_msg *m)
 		atomic_fetch_add_explicit(&sc->c.ctr->bad_input, 1, memory_order_relaxed);
 		LOG_WARN("rpc", "bad input: peer=%s type=%s reason=handler could not decode",
 			 sc->c.peer, rpc_msg_name(r->h.type));
+		pthread_mutex_lock(sc->c.omu);
 		sc->c.closing = 1;
+		pthread_mutex_unlock(sc->c.omu);
 		sc->c.close_err = -CFS_EPROTO;
 		loop_timer_arm(sc->c.loop, &sc->c.timer, clock_mono_ns() + 1000000000ull);
 		conn_update_events(&sc->c);
@@ -273,10 +291,28 @@ void rpc_reply_bulk(struct rpc_req *req, int status, const void *payload, uint32
 	conn_out_hdr(&req->out, req->h.type, flags, req->h.req_id, status, crc);
 	req->msg.fn = reply_on_loop;
 	req->msg.arg = req;
-	if (loop_in_thread(req->sc->c.loop))
+	struct srv_conn *sc = req->sc;
+	struct rpc_conn *c = &sc->c;
+	if (loop_in_thread(c->loop)) {
 		reply_on_loop(&req->msg);
-	else
-		loop_post(req->sc->c.loop, &req->msg);
+		return;
+	}
+	/* trylock: a busy lock means the loop or another thread is writing;
+	 * the loop then batches this reply with the others. */
+	if (!done && !req->bulk_owned && !(req->h.flags & FRAME_F_ONEWAY) &&
+	    status != -CFS_EPROTO && atomic_load(&sc->unreplied) <= DIRECT_MAX_UNREPLIED &&
+	    !pthread_mutex_trylock(c->omu)) {
+		if (c->state == CONN_READY && !c->closing && !c->read_paused && !c->oq_head) {
+			atomic_fetch_sub(&sc->unreplied, 1);
+			int whole = conn_send_direct_locked(c, &req->out);
+			pthread_mutex_unlock(c->omu);
+			if (whole)
+				req_free(req); /* no pooled bulk, no callback: any thread */
+			return;
+		}
+		pthread_mutex_unlock(c->omu);
+	}
+	loop_post(c->loop, &req->msg);
 }
 
 void rpc_reply(struct rpc_req *req, int status, const void *payload, uint32_t len)
@@ -417,7 +453,7 @@ static int srv_on_payload(struct rpc_conn *c, const uint8_t *p, uint32_t len)
 	r->hd = &s->tab[c->h.type];
 	memcpy(r->peer, c->peer, sizeof(r->peer));
 	conn_ref(c);
-	sc->unreplied++;
+	atomic_fetch_add(&sc->unreplied, 1);
 	sc->cur = r;
 	if (c->h.bulk_len) {
 		r->bulk_len = c->h.bulk_len;
@@ -464,7 +500,7 @@ static void srv_on_close(struct rpc_conn *c, int err)
 	if (sc->cur) {
 		struct rpc_req *r = sc->cur;
 		sc->cur = NULL;
-		sc->unreplied--;
+		atomic_fetch_sub(&sc->unreplied, 1);
 		req_free(r);
 	}
 	struct srv_loop *sl = sc->sl;
@@ -517,7 +553,7 @@ static void adopt_on_loop(struct loop_msg *m)
 	struct srv_conn *sc = xcalloc(1, sizeof(*sc));
 
 	sc->sl = sl;
-	if (conn_init(&sc->c, sl->l, a->x, CONN_HANDSHAKE, &srv_ops, &sl->s->ctr, a->peer)) {
+	if (conn_init(&sc->c, sl->l, a->x, CONN_HANDSHAKE, &srv_ops, &sl->s->ctr, a->peer, NULL)) {
 		LOG_WARN("rpc", "accept: peer=%s reason=cannot register the connection", a->peer);
 		free(sc);
 		free(a);
