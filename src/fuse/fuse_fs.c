@@ -9,7 +9,9 @@
  * Kernel inode numbers are meta
  * inode ids; nothing is kept per lookup, so forget is a no-op. Attributes
  * carry attr_timeout, names entry_timeout, and ENOENT lookups are answered
- * as negative entries cached negative_timeout.
+ * as negative entries cached negative_timeout; names may be cached long
+ * because dircache.c tracks them and has the kernel drop those of a
+ * directory another client changed (within one poll, 100 ms by default).
  *
  * Files: open/create make a struct fusefs_file (fi->fh) holding the meta
  * write session (0 for read-only opens) and a reference on the inode's
@@ -65,6 +67,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/status.h"
+#include "fuse/dircache.h"
 #include "meta/acl.h"
 #include "usrbio/ring_abi.h"
 #include "usrbio/usrbio_fuse.h"
@@ -79,6 +82,7 @@ struct fusefs_dir;
 struct fusefs {
 	struct fusefs_opts o;
 	struct fuse_session *se;   /* for attribute invalidations */
+	dircache *dc;              /* tracked names (dircache.h); NULL: no poll */
 	_Atomic uint64_t init_unique; /* request id of the kernel's INIT (mmap_io_*) */
 	pthread_mutex_t lock;      /* guards the two handle lists */
 	struct fusefs_file *files; /* open file handles, for cleanup at unmount */
@@ -118,6 +122,7 @@ struct fusefs_dir {
 	pthread_mutex_t lock;           /* the kernel may read one handle from two threads */
 	uint64_t ino;
 	uint64_t parent;
+	uint64_t gen;                   /* dc_begin before the listing was read */
 	struct fusefs_dirent *e;
 	size_t n, cap;
 	int eof;
@@ -271,20 +276,62 @@ static void fill_stat(struct fusefs *fs, const struct meta_inode *in, struct sta
 	st->st_ctim.tv_nsec = in->ctime % 1000000000;
 }
 
+/* ---- name caching (dircache.h) ----
+ *
+ * Names go to the kernel with entry_timeout and absent names with
+ * negative_timeout while the directory-count poll works; without it (no
+ * poll, or polls failing) at most 1 s and not at all, as a mount that
+ * cannot learn about other clients' changes must. dc_begin before the meta
+ * call that reads an entry, dc_note after it (0: cache it not at all),
+ * dc_own after a call that changed the directory exactly once. */
+
+#define FUSEFS_UNPOLLED_ENTRY_TTL 1.0
+
+static double entry_ttl(struct fusefs *fs)
+{
+	if (dircache_healthy(fs->dc) || fs->o.entry_timeout <= FUSEFS_UNPOLLED_ENTRY_TTL)
+		return fs->o.entry_timeout;
+	return FUSEFS_UNPOLLED_ENTRY_TTL;
+}
+
+static double negative_ttl(struct fusefs *fs)
+{
+	return dircache_healthy(fs->dc) ? fs->o.negative_timeout : 0;
+}
+
+static uint64_t dc_begin(struct fusefs *fs, uint64_t parent)
+{
+	return fs->dc ? dircache_begin(fs->dc, parent) : 0;
+}
+
+static int dc_note(struct fusefs *fs, uint64_t parent, const char *name, uint64_t gen)
+{
+	return fs->dc ? dircache_note(fs->dc, parent, name, gen) : 1;
+}
+
+static void dc_own(struct fusefs *fs, uint64_t parent)
+{
+	if (fs->dc)
+		dircache_own(fs->dc, parent);
+}
+
 static void fill_entry(struct fusefs *fs, const struct meta_inode *in, struct fuse_entry_param *e)
 {
 	memset(e, 0, sizeof(*e));
 	e->ino = in->ino;
 	e->generation = 1;
 	e->attr_timeout = fs->o.attr_timeout;
-	e->entry_timeout = fs->o.entry_timeout;
+	e->entry_timeout = entry_ttl(fs);
 	fill_stat(fs, in, &e->attr);
 }
 
-static void reply_entry(fuse_req_t req, const struct meta_inode *in)
+/* CACHE: 0 when the name must not stay in the kernel's cache (dc_note). */
+static void reply_entry_c(fuse_req_t req, const struct meta_inode *in, int cache)
 {
 	struct fuse_entry_param e;
 	fill_entry(fs_of(req), in, &e);
+	if (!cache)
+		e.entry_timeout = 0;
 	fuse_reply_entry(req, &e);
 }
 
@@ -338,16 +385,18 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (!in)
 		return;
 	req_cred(req, &cb);
+	uint64_t gen = dc_begin(fs, parent);
 	int rc = meta_client_lookup(fs->o.meta, &cb.c, parent, meta_name_c(name), in);
-	if (rc == -ENOENT && fs->o.negative_timeout > 0) {
+	double neg = negative_ttl(fs);
+	if (rc == -ENOENT && neg > 0 && dc_note(fs, parent, name, gen)) {
 		struct fuse_entry_param e;
 		memset(&e, 0, sizeof(e));
-		e.entry_timeout = fs->o.negative_timeout;
+		e.entry_timeout = neg;
 		fuse_reply_entry(req, &e);
 	} else if (rc < 0) {
 		reply_err(req, rc);
 	} else {
-		reply_entry(req, in);
+		reply_entry_c(req, in, dc_note(fs, parent, name, gen));
 	}
 	free(in);
 }
@@ -675,6 +724,7 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	req_cred(req, &cb);
 	uint32_t m = mode & 07777;
 	struct acl_inherit ai;
+	uint64_t gen = dc_begin(fs, parent);
 	int rc = acl_prepare(req, fs, &cb.c, parent, 0, &m, &ai);
 	if (rc == 0 && S_ISREG(mode))
 		rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), m,
@@ -682,14 +732,16 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	else if (rc == 0)
 		rc = meta_client_mknod(fs->o.meta, &cb.c, parent, meta_name_c(name),
 		                       ((uint32_t)mode & S_IFMT) | m, (uint64_t)rdev, in);
-	if (rc == 0)
+	if (rc == 0) {
+		dc_own(fs, parent);
 		acl_apply(fs, &cb.c, in->ino, &ai);
+	}
 	free(ai.acc);
 	free(ai.def);
 	if (rc < 0)
 		reply_err(req, rc);
 	else
-		reply_entry(req, in);
+		reply_entry_c(req, in, dc_note(fs, parent, name, gen));
 	free(in);
 }
 
@@ -705,17 +757,20 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	req_cred(req, &cb);
 	uint32_t m = mode & 07777;
 	struct acl_inherit ai;
+	uint64_t gen = dc_begin(fs, parent);
 	int rc = acl_prepare(req, fs, &cb.c, parent, 1, &m, &ai);
 	if (rc == 0)
 		rc = meta_client_mkdir(fs->o.meta, &cb.c, parent, meta_name_c(name), m, in);
-	if (rc == 0)
+	if (rc == 0) {
+		dc_own(fs, parent);
 		acl_apply(fs, &cb.c, in->ino, &ai);
+	}
 	free(ai.acc);
 	free(ai.def);
 	if (rc < 0)
 		reply_err(req, rc);
 	else
-		reply_entry(req, in);
+		reply_entry_c(req, in, dc_note(fs, parent, name, gen));
 	free(in);
 }
 
@@ -726,8 +781,10 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	req_cred(req, &cb);
-	fuse_reply_err(req,
-	               to_errno(meta_client_unlink(fs->o.meta, &cb.c, parent, meta_name_c(name))));
+	int rc = meta_client_unlink(fs->o.meta, &cb.c, parent, meta_name_c(name));
+	if (rc == 0)
+		dc_own(fs, parent);
+	fuse_reply_err(req, to_errno(rc));
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -737,8 +794,10 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	req_cred(req, &cb);
-	fuse_reply_err(req,
-	               to_errno(meta_client_rmdir(fs->o.meta, &cb.c, parent, meta_name_c(name))));
+	int rc = meta_client_rmdir(fs->o.meta, &cb.c, parent, meta_name_c(name));
+	if (rc == 0)
+		dc_own(fs, parent);
+	fuse_reply_err(req, to_errno(rc));
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
@@ -751,12 +810,15 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 	if (!in)
 		return;
 	req_cred(req, &cb);
+	uint64_t gen = dc_begin(fs, parent);
 	int rc = meta_client_symlink(fs->o.meta, &cb.c, parent, meta_name_c(name),
 	                             meta_name_c(link), in);
-	if (rc < 0)
+	if (rc < 0) {
 		reply_err(req, rc);
-	else
-		reply_entry(req, in);
+	} else {
+		dc_own(fs, parent);
+		reply_entry_c(req, in, dc_note(fs, parent, name, gen));
+	}
 	free(in);
 }
 
@@ -778,9 +840,21 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	if (flags & RENAME_EXCHANGE)
 		mf |= META_RENAME_EXCHANGE;
 	req_cred(req, &cb);
-	fuse_reply_err(req,
-	               to_errno(meta_client_rename(fs->o.meta, &cb.c, parent, meta_name_c(name),
-	                                           newparent, meta_name_c(newname), mf)));
+	/* The kernel moves its cached entry to the new name with the timeout
+	 * it had: track it there. A rename is not counted as our own change,
+	 * so the next poll drops both directories' names (cheap, and exact
+	 * whatever meta counted for an exchange or a replacement). */
+	uint64_t gen = dc_begin(fs, newparent);
+	if (fs->dc && newparent != parent)
+		dircache_begin(fs->dc, parent);
+	int rc = meta_client_rename(fs->o.meta, &cb.c, parent, meta_name_c(name), newparent,
+	                            meta_name_c(newname), mf);
+	if (rc == 0) {
+		dc_note(fs, newparent, newname, gen);
+		if (flags & RENAME_EXCHANGE)
+			dc_note(fs, parent, name, gen);
+	}
+	fuse_reply_err(req, to_errno(rc));
 }
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
@@ -793,11 +867,14 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 	if (!in)
 		return;
 	req_cred(req, &cb);
+	uint64_t gen = dc_begin(fs, newparent);
 	int rc = meta_client_link(fs->o.meta, &cb.c, ino, newparent, meta_name_c(newname), in);
-	if (rc < 0)
+	if (rc < 0) {
 		reply_err(req, rc);
-	else
-		reply_entry(req, in);
+	} else {
+		dc_own(fs, newparent);
+		reply_entry_c(req, in, dc_note(fs, newparent, newname, gen));
+	}
 	free(in);
 }
 
@@ -989,6 +1066,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	req_cred(req, &cb);
 	uint32_t m = mode & 07777;
 	struct acl_inherit ai;
+	uint64_t gen = dc_begin(fs, parent);
 	int rc = acl_prepare(req, fs, &cb.c, parent, 0, &m, &ai);
 	/* Only a node this call makes gets the ACLs, and O_CREAT of an
 	 * existing file opens it: try exclusively first. */
@@ -996,11 +1074,16 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	if (rc == 0)
 		rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), m,
 		                        inherit ? mf | META_O_EXCL : mf, in, &session);
+	/* An exclusive create that succeeded made the name: one change of
+	 * the directory (a plain O_CREAT may have opened an existing file). */
+	int made = rc == 0 && (inherit || (mf & META_O_EXCL));
 	if (rc == -EEXIST && inherit && !(mf & META_O_EXCL)) {
 		inherit = 0;
 		rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), m, mf, in,
 		                        &session);
 	}
+	if (made)
+		dc_own(fs, parent);
 	if (rc == 0 && inherit)
 		acl_apply(fs, &cb.c, in->ino, &ai);
 	free(ai.acc);
@@ -1015,6 +1098,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	} else {
 		struct fuse_entry_param e;
 		fill_entry(fs, in, &e);
+		if (!dc_note(fs, parent, name, gen))
+			e.entry_timeout = 0;
 		/* An interrupted open gets no release from the kernel. */
 		if (reply_create(req, &e, ffi) == -ENOENT)
 			file_drop(fs, (struct fusefs_file *)(uintptr_t)ffi->fh, &cb.c);
@@ -1333,6 +1418,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ff
 	if (rc == 0 && in->type != META_T_DIR)
 		rc = -ENOTDIR;
 	d->parent = rc == 0 ? in->parent : ino;
+	d->gen = dc_begin(fs, ino);
 	/* The first page now, so that a permission error fails opendir. */
 	if (rc == 0)
 		rc = dir_fill(fs, &cb.c, d);
@@ -1394,8 +1480,11 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 					break;
 				}
 				/* Gone since the listing: list it without attributes. */
-				if (meta_client_getattr(fs->o.meta, &cb.c, d->e[k].ino, in) == 0)
+				if (meta_client_getattr(fs->o.meta, &cb.c, d->e[k].ino, in) == 0) {
 					fill_entry(fs, in, &e);
+					if (!dc_note(fs, d->ino, name, d->gen))
+						e.entry_timeout = 0;
+				}
 			}
 		}
 		size_t need;
@@ -1733,6 +1822,9 @@ static int lock_set_wait(fuse_req_t req, struct fusefs *fs, uint64_t ino, const 
  * (negative offset): no page lock is taken inside the lock request. */
 static void lock_granted(struct fusefs *fs, fuse_ino_t ino, struct fusefs_file *f)
 {
+	/* Names too: every change committed before the grant shows. */
+	if (fs->dc)
+		dircache_sync(fs->dc);
 	if (f)
 		f->size_ns = 0;
 	if (f && f->fi)
@@ -1992,6 +2084,15 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 		LOG_WARN("fuse", "custom session I/O refused: shared mmap stays unavailable");
 	LOG_NOTICE("fuse", "mounted: mountpoint=%s threads=%d", mountpoint, fs.o.threads);
 	usrbio_fuse_attach(fs.o.usrbio, se);
+	if (fs.o.dircache_poll_ms) {
+		double ttl = fs.o.entry_timeout > fs.o.negative_timeout ? fs.o.entry_timeout
+		                                                         : fs.o.negative_timeout;
+		rc = dircache_new(fs.o.meta, se, fs.o.dircache_poll_ms,
+		                  (uint64_t)(ttl > 0 ? ttl * 1e9 : 0), &fs.dc);
+		if (rc < 0)
+			LOG_WARN("fuse", "no directory-count poll (%s): names cached at most 1 s",
+			         strerror(-rc));
+	}
 	lc = fuse_loop_cfg_create();
 	if (!lc) {
 		rc = -ENOMEM;
@@ -2013,6 +2114,8 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 		snprintf(err, errlen, "session loop failed: %s", strerror(-rc));
 	LOG_NOTICE("fuse", "unmounting: mountpoint=%s", mountpoint);
 out_unmount:
+	dircache_free(fs.dc);
+	fs.dc = NULL;
 	fuse_session_unmount(se);
 out_sig:
 	fuse_remove_signal_handlers(se);

@@ -1,0 +1,68 @@
+/* dircache.h - keeps the kernel's cached names coherent with other
+ * clients: the mount tracks every name it lets the kernel cache (positive
+ * and negative entries) per directory, polls meta for the directories'
+ * entry-change counts (META_RPC_DIRVER, meta_dir_versions) every poll_ms,
+ * and when a count moved by more than this mount's own changes, tells the
+ * kernel to drop every tracked name of that directory
+ * (fuse_lowlevel_notify_inval_entry). So the kernel may keep names for
+ * long (entry and negative timeouts of many seconds) while a change made
+ * through another mount reaches this one within one poll interval plus a
+ * round trip.
+ *
+ * PROTOCOL. A handler that will hand the kernel an entry of PARENT calls
+ * dircache_begin(PARENT) before the meta call that reads it, and
+ * dircache_note(PARENT, NAME, gen) after: the name is then tracked, and
+ * note returns 0 when PARENT was invalidated in between (the read may
+ * predate a change the poll already acted on): the entry must go to the
+ * kernel uncached (timeout 0). A handler whose meta call changed PARENT's
+ * names exactly once (create with O_EXCL, mkdir, mknod, symlink, link,
+ * unlink, rmdir) calls dircache_own(PARENT) after it succeeded, so the
+ * poll does not take the mount's own change for a foreign one. Anything
+ * else (rename, a create that may have opened an existing file) counts as
+ * foreign, which only costs an invalidation.
+ *
+ * Failure: when polls fail for longer than a second, every tracked name is
+ * invalidated at once and dircache_healthy() is 0 until a poll succeeds
+ * (the mount then hands out short timeouts: fuse_fs.c).
+ *
+ * Threads: all calls are thread-safe. dircache_sync runs one poll in the
+ * caller's thread (a granted lock: programs sharing files through locks
+ * see every change committed before the grant); it must not be called
+ * from a handler of an operation on a directory it may invalidate before
+ * that handler replied (the kernel holds the directory's lock).
+ */
+#ifndef CFS_FUSE_DIRCACHE_H
+#define CFS_FUSE_DIRCACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "client/meta_client.h"
+
+struct fuse_session;
+typedef struct dircache dircache;
+
+/* Starts the poll thread. MC and SE are borrowed and must outlive the
+ * dircache. TTL_NS: the longest entry or negative timeout handed out (a
+ * directory unused for longer is forgotten without invalidation).
+ * 0 or -errno. */
+int dircache_new(meta_client *mc, struct fuse_session *se, uint32_t poll_ms, uint64_t ttl_ns,
+                 dircache **out);
+/* Stops the thread and frees everything; NULL is fine. */
+void dircache_free(dircache *dc);
+
+uint64_t dircache_begin(dircache *dc, uint64_t parent);
+int dircache_note(dircache *dc, uint64_t parent, const char *name, uint64_t gen);
+void dircache_own(dircache *dc, uint64_t parent);
+/* 1 when the last poll succeeded less than a second ago (or nothing is
+ * tracked yet and the last poll did not fail). */
+int dircache_healthy(dircache *dc);
+/* One poll now. 0 or <0 (the poll failed). */
+int dircache_sync(dircache *dc);
+
+struct dircache_stats {
+	uint64_t polls, poll_failures, dirs, names, invalidations;
+};
+void dircache_get_stats(dircache *dc, struct dircache_stats *out);
+
+#endif
