@@ -19,6 +19,12 @@
  *   fuse/dircache.h) plus the margin; a write's new size within the attr
  *   bound. Each change is timed on its own, with every name freshly cached
  *   and a poll passed since, so no earlier invalidation hides a missing one.
+ * - statfs (df) reports the space the storage targets use: 0 used was
+ *   shown whatever was written (routing carries the usage a target had
+ *   when it joined). After 24 MiB are written and fsync'd, used grows by
+ *   at least 24 MiB (one copy per chain is counted) and blocks - free =
+ *   used; after the file is removed, used drops back below that within
+ *   the GC's bound.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -32,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <dirent.h>
 #include <unistd.h>
@@ -410,6 +417,53 @@ static void test_two_mounts_names_bound(void **state)
 	stop_mount2();
 }
 
+static uint64_t df_used(const char *path)
+{
+	struct statvfs sv;
+	assert_int_equal(statvfs(path, &sv), 0);
+	assert_true(sv.f_blocks >= sv.f_bfree);
+	assert_true(sv.f_blocks > 0);
+	return (uint64_t)(sv.f_blocks - sv.f_bfree) * sv.f_frsize;
+}
+
+static void test_df_reports_usage(void **state)
+{
+	char path[1200];
+	static uint8_t buf[1 << 20];
+	uint64_t before = df_used(env.mnt);
+	integ_path(&env, "df-file", path, sizeof(path));
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	assert_true(fd >= 0);
+	for (int i = 0; i < 24; i++) {
+		pattern(buf, (uint32_t)i, sizeof(buf));
+		assert_int_equal(write(fd, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+	}
+	assert_int_equal(fsync(fd), 0);
+	assert_int_equal(close(fd), 0);
+	uint64_t after = 0;
+	uint64_t t0 = clock_mono_ms();
+	while (clock_mono_ms() - t0 < 5000) { /* meta caches the figures 1 s */
+		after = df_used(env.mnt);
+		if (after >= before + (24u << 20))
+			break;
+		clock_sleep_ms(200);
+	}
+	print_message("df used: before=%llu after write=%llu\n", (unsigned long long)before,
+	              (unsigned long long)after);
+	assert_true(after >= before + (24u << 20));
+	assert_int_equal(unlink(path), 0);
+	uint64_t gone = after;
+	t0 = clock_mono_ms();
+	while (clock_mono_ms() - t0 < 20000) {
+		gone = df_used(env.mnt);
+		if (gone < after)
+			break;
+		clock_sleep_ms(200);
+	}
+	print_message("df used after unlink: %llu\n", (unsigned long long)gone);
+	assert_true(gone < after);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -417,6 +471,7 @@ int main(void)
 	    cmocka_unit_test(test_fsync_dir_then_copy),
 	    cmocka_unit_test(test_two_mounts_coherent),
 	    cmocka_unit_test(test_two_mounts_names_bound),
+	    cmocka_unit_test(test_df_reports_usage),
 	};
 	int rc = integ_main(&env, "metadur", tests, sizeof(tests) / sizeof(tests[0]));
 	stop_mount2();
