@@ -10,15 +10,16 @@
  * each directory whose count is not exactly ver + own-at-snapshot takes
  * its names out and has the kernel drop them.
  *
- * WHY THE COUNTING IS SAFE. An own change is counted after meta answered,
- * so one counted before the snapshot committed before the poll's read: a
- * match means nobody else changed the directory. One counted after the
- * snapshot may have committed before the read (then the count is above
- * ver + own: a spurious invalidation) or after (it stays in own for the
- * next poll). After a mismatch own restarts at 0 and ver at the count
- * read, so an own change counted late is never counted twice. Counting
- * too few only invalidates; counting too many could hide a foreign change,
+ * WHY THE COUNTING IS SAFE. An own change runs under own_lock (read) from
+ * before its meta call until it is counted; a poll holds own_lock (write)
+ * from its snapshot until its read came back. So an own change counted in
+ * the snapshot committed before the read, and one not in it commits after
+ * the read: a count of exactly ver + own means nobody else changed the
+ * directory. Counting too few only invalidates (a call whose outcome is
+ * unknown is not counted); counting too many could hide a foreign change,
  * which is why only calls that change the directory exactly once count.
+ * (Without the lock, a single thread creating files kept a create in
+ * flight across most polls: a third of them invalidated the directory.)
  *
  * Invariants: dc_dir fields and the names are guarded by dircache.mu;
  * polls are serialised by poll_mu; the kernel is only told outside mu.
@@ -37,10 +38,10 @@
 #include "common/log.h"
 #include "common/status.h"
 
-#define DC_BUCKETS 4096
-#define DC_BATCH 1024                  /* META_RPC_DIRVER_MAX */
-#define DC_MAX_NAMES (2u << 20)        /* tracked names over all directories */
-#define DC_FAIL_NS (1000ull * 1000000) /* failing polls this long: drop everything */
+#define DC_BUCKETS   4096
+#define DC_BATCH     1024                /* META_RPC_DIRVER_MAX */
+#define DC_MAX_NAMES (2u << 20)          /* tracked names over all directories */
+#define DC_FAIL_NS   (1000ull * 1000000) /* failing polls this long: drop everything */
 
 struct dc_dir {
 	struct dc_dir *next; /* bucket chain */
@@ -53,7 +54,19 @@ struct dc_dir {
 	uint64_t last_ns; /* mono ns of the last begin/note */
 	char **set;       /* open addressing; NULL slots empty */
 	size_t n, cap;
+	/* Complete: made by this mount's mkdir and changed by nobody else
+	 * since (no invalidation): pres then holds every name it has, so an
+	 * absent name needs no lookup. Open addressing with tombstones. */
+	int complete;
+	char **pres;
+	size_t pres_n, pres_used, pres_cap; /* live; live + tombstones; slots */
 };
+
+static void pres_drop(struct dc_dir *d);
+
+static char tomb_byte;
+#define TOMB           (&tomb_byte)
+#define DC_MAX_PRESENT (1u << 20) /* names of one complete directory */
 
 struct inval {
 	uint64_t parent;
@@ -71,7 +84,8 @@ struct dircache {
 	uint64_t gen_next;
 	uint64_t fail_since_ns; /* 0: the last poll succeeded */
 	int unhealthy;
-	pthread_mutex_t poll_mu; /* one poll at a time */
+	pthread_mutex_t poll_mu;   /* one poll at a time */
+	pthread_rwlock_t own_lock; /* own calls (read) vs a poll's read (write) */
 	pthread_t th;
 	pthread_mutex_t stop_mu;
 	pthread_cond_t stop_cv;
@@ -86,6 +100,7 @@ static size_t bucket(uint64_t ino)
 
 static uint64_t name_hash(const char *s)
 {
+	/* FNV-1a */
 	uint64_t h = 1469598103934665603ull;
 	for (; *s; s++)
 		h = (h ^ (uint8_t)*s) * 1099511628211ull;
@@ -177,10 +192,94 @@ static void dir_take(dircache *dc, struct dc_dir *d, struct inval **l, size_t *n
 	d->gen = dc->gen_next++;
 	d->own = 0;
 	d->force = 0;
+	pres_drop(d);
+}
+
+static uint64_t name_hash(const char *s);
+
+static void pres_drop(struct dc_dir *d)
+{
+	for (size_t i = 0; i < d->pres_cap; i++)
+		if (d->pres[i] && d->pres[i] != TOMB)
+			free(d->pres[i]);
+	free(d->pres);
+	d->pres = NULL;
+	d->pres_n = d->pres_used = d->pres_cap = 0;
+	d->complete = 0;
+}
+
+/* Slot of NAME in pres, or -1. */
+static long pres_find(const struct dc_dir *d, const char *name)
+{
+	if (!d->pres_cap)
+		return -1;
+	size_t j = name_hash(name) & (d->pres_cap - 1);
+	while (d->pres[j]) {
+		if (d->pres[j] != TOMB && !strcmp(d->pres[j], name))
+			return (long)j;
+		j = (j + 1) & (d->pres_cap - 1);
+	}
+	return -1;
+}
+
+/* Adds (1) or removes (-1) NAME; on failure the directory stops being
+ * complete (it is only an optimisation). */
+static void pres_change(struct dc_dir *d, const char *name, int delta)
+{
+	long at = pres_find(d, name);
+	if (delta < 0) {
+		if (at >= 0) {
+			free(d->pres[at]);
+			d->pres[at] = TOMB;
+			d->pres_n--;
+		}
+		return;
+	}
+	if (at >= 0)
+		return;
+	if (d->pres_n >= DC_MAX_PRESENT) {
+		pres_drop(d);
+		return;
+	}
+	if ((d->pres_used + 1) * 4 > d->pres_cap * 3) {
+		size_t nc = d->pres_cap ? d->pres_cap : 16;
+		while ((d->pres_n + 1) * 2 > nc)
+			nc *= 2;
+		char **ns = calloc(nc, sizeof(*ns));
+		if (!ns) {
+			pres_drop(d);
+			return;
+		}
+		for (size_t i = 0; i < d->pres_cap; i++) {
+			if (!d->pres[i] || d->pres[i] == TOMB)
+				continue;
+			size_t j = name_hash(d->pres[i]) & (nc - 1);
+			while (ns[j])
+				j = (j + 1) & (nc - 1);
+			ns[j] = d->pres[i];
+		}
+		free(d->pres);
+		d->pres = ns;
+		d->pres_cap = nc;
+		d->pres_used = d->pres_n;
+	}
+	char *c = strdup(name);
+	if (!c) {
+		pres_drop(d);
+		return;
+	}
+	size_t j = name_hash(name) & (d->pres_cap - 1);
+	while (d->pres[j] && d->pres[j] != TOMB)
+		j = (j + 1) & (d->pres_cap - 1);
+	if (!d->pres[j])
+		d->pres_used++;
+	d->pres[j] = c;
+	d->pres_n++;
 }
 
 static void dir_free(dircache *dc, struct dc_dir *d)
 {
+	pres_drop(d);
 	for (size_t i = 0; i < d->cap; i++)
 		free(d->set[i]);
 	dc->nnames -= d->n;
@@ -229,13 +328,61 @@ int dircache_note(dircache *dc, uint64_t parent, const char *name, uint64_t gen)
 	return ok;
 }
 
-void dircache_own(dircache *dc, uint64_t parent)
+void dircache_own_begin(dircache *dc)
+{
+	pthread_rwlock_rdlock(&dc->own_lock);
+}
+
+void dircache_own_end(dircache *dc, uint64_t parent, const char *name, int delta)
+{
+	if (delta) {
+		pthread_mutex_lock(&dc->mu);
+		struct dc_dir *d = dir_find(dc, parent);
+		if (d) {
+			d->own++;
+			if (d->complete)
+				pres_change(d, name, delta);
+		}
+		pthread_mutex_unlock(&dc->mu);
+	}
+	pthread_rwlock_unlock(&dc->own_lock);
+}
+
+void dircache_dir_made(dircache *dc, uint64_t ino)
 {
 	pthread_mutex_lock(&dc->mu);
-	struct dc_dir *d = dir_find(dc, parent);
-	if (d)
-		d->own++;
+	if (!dir_find(dc, ino)) {
+		struct dc_dir *d = dir_get(dc, ino);
+		if (d) {
+			/* A new inode id: no entry change counted yet. A change by
+			 * anyone else since shows as a count above 0 + own. */
+			d->known = 1;
+			d->ver = 0;
+			d->complete = 1;
+			d->last_ns = clock_mono_ns();
+		}
+	}
 	pthread_mutex_unlock(&dc->mu);
+}
+
+void dircache_incomplete(dircache *dc, uint64_t ino)
+{
+	pthread_mutex_lock(&dc->mu);
+	struct dc_dir *d = dir_find(dc, ino);
+	if (d)
+		pres_drop(d);
+	pthread_mutex_unlock(&dc->mu);
+}
+
+int dircache_absent(dircache *dc, uint64_t parent, const char *name)
+{
+	int absent = 0;
+	pthread_mutex_lock(&dc->mu);
+	struct dc_dir *d = dir_find(dc, parent);
+	if (d && d->complete && !dc->unhealthy)
+		absent = pres_find(d, name) < 0;
+	pthread_mutex_unlock(&dc->mu);
+	return absent;
 }
 
 int dircache_healthy(dircache *dc)
@@ -261,6 +408,7 @@ static int poll_once(dircache *dc)
 	uint64_t now = clock_mono_ns();
 
 	pthread_mutex_lock(&dc->poll_mu);
+	pthread_rwlock_wrlock(&dc->own_lock);
 	pthread_mutex_lock(&dc->mu);
 	/* Directories idle past every timeout handed out: the kernel dropped
 	 * their names by itself. */
@@ -299,6 +447,7 @@ static int poll_once(dircache *dc)
 		for (size_t j = 0; rc == 0 && j < k; j++)
 			s[i + j].ver = ver[j];
 	}
+	pthread_rwlock_unlock(&dc->own_lock);
 	free(ino);
 	free(ver);
 	atomic_fetch_add(&dc->polls, 1);
@@ -310,8 +459,10 @@ static int poll_once(dircache *dc)
 			dc->fail_since_ns = now;
 		if (now - dc->fail_since_ns >= DC_FAIL_NS) {
 			if (!dc->unhealthy)
-				LOG_WARN("fuse", "directory-count polls failing (%s): names are "
-				         "no longer cached long", cfs_strerror(rc));
+				LOG_WARN("fuse",
+				         "directory-count polls failing (%s): names are "
+				         "no longer cached long",
+				         cfs_strerror(rc));
 			dc->unhealthy = 1;
 			for (size_t b = 0; b < DC_BUCKETS; b++)
 				for (struct dc_dir *d = dc->tab[b]; d; d = d->next) {
@@ -386,8 +537,15 @@ int dircache_new(meta_client *mc, struct fuse_session *se, uint32_t poll_ms, uin
 	pthread_mutex_init(&dc->poll_mu, NULL);
 	pthread_mutex_init(&dc->stop_mu, NULL);
 	pthread_cond_init(&dc->stop_cv, NULL);
+	pthread_rwlockattr_t ra;
+	pthread_rwlockattr_init(&ra);
+	/* glibc prefers readers by default: a busy mount would starve polls */
+	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&dc->own_lock, &ra);
+	pthread_rwlockattr_destroy(&ra);
 	int rc = pthread_create(&dc->th, NULL, poll_main, dc);
 	if (rc) {
+		pthread_rwlock_destroy(&dc->own_lock);
 		pthread_mutex_destroy(&dc->mu);
 		pthread_mutex_destroy(&dc->poll_mu);
 		pthread_mutex_destroy(&dc->stop_mu);
@@ -414,6 +572,7 @@ void dircache_free(dircache *dc)
 			dc->tab[b] = d->next;
 			dir_free(dc, d);
 		}
+	pthread_rwlock_destroy(&dc->own_lock);
 	pthread_mutex_destroy(&dc->mu);
 	pthread_mutex_destroy(&dc->poll_mu);
 	pthread_mutex_destroy(&dc->stop_mu);

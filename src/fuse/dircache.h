@@ -16,10 +16,13 @@
  * predate a change the poll already acted on): the entry must go to the
  * kernel uncached (timeout 0). A handler whose meta call changed PARENT's
  * names exactly once (create with O_EXCL, mkdir, mknod, symlink, link,
- * unlink, rmdir) calls dircache_own(PARENT) after it succeeded, so the
- * poll does not take the mount's own change for a foreign one. Anything
- * else (rename, a create that may have opened an existing file) counts as
- * foreign, which only costs an invalidation.
+ * unlink, rmdir) runs between dircache_own_begin and dircache_own_end
+ * (CHANGED: it succeeded), so the poll does not take the mount's own
+ * change for a foreign one. Anything else (rename, a create that may have
+ * opened an existing file) counts as foreign, which only costs an
+ * invalidation. A poll holds off own calls while its read is in flight
+ * (a writer-preferring rwlock), so each own call is counted either before
+ * the poll's snapshot and committed before its read, or after both.
  *
  * Failure: when polls fail for longer than a second, every tracked name is
  * invalidated at once and dircache_healthy() is 0 until a poll succeeds
@@ -53,7 +56,24 @@ void dircache_free(dircache *dc);
 
 uint64_t dircache_begin(dircache *dc, uint64_t parent);
 int dircache_note(dircache *dc, uint64_t parent, const char *name, uint64_t gen);
-void dircache_own(dircache *dc, uint64_t parent);
+void dircache_own_begin(dircache *dc);
+/* DELTA: +1 the call added NAME to PARENT, -1 removed it, 0 it failed (or
+ * its outcome is unknown): nothing is counted. */
+void dircache_own_end(dircache *dc, uint64_t parent, const char *name, int delta);
+
+/* COMPLETE DIRECTORIES. A directory this mount just made (INO, from a
+ * successful mkdir, called before that mkdir's own_end) starts complete:
+ * the mount knows all of its names (none), and keeps knowing them through
+ * its own changes, until the first invalidation (another client changed
+ * it, a rename, a failed poll). dircache_absent is 1 when PARENT is
+ * complete and has no NAME: the lookup may be answered "no such name"
+ * without asking meta (within the same bound as a cached negative entry).
+ * Callers still dircache_note the name. */
+void dircache_dir_made(dircache *dc, uint64_t ino);
+/* INO stops being complete: call before a change of its names that
+ * dircache_own_end cannot describe (rename). */
+void dircache_incomplete(dircache *dc, uint64_t ino);
+int dircache_absent(dircache *dc, uint64_t parent, const char *name);
 /* 1 when the last poll succeeded less than a second ago (or nothing is
  * tracked yet and the last poll did not fail). */
 int dircache_healthy(dircache *dc);

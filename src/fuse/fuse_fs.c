@@ -283,7 +283,8 @@ static void fill_stat(struct fusefs *fs, const struct meta_inode *in, struct sta
  * poll, or polls failing) at most 1 s and not at all, as a mount that
  * cannot learn about other clients' changes must. dc_begin before the meta
  * call that reads an entry, dc_note after it (0: cache it not at all),
- * dc_own after a call that changed the directory exactly once. */
+ * own_begin/own_end around a call that changes the directory exactly
+ * once when it succeeds. */
 
 #define FUSEFS_UNPOLLED_ENTRY_TTL 1.0
 
@@ -309,10 +310,18 @@ static int dc_note(struct fusefs *fs, uint64_t parent, const char *name, uint64_
 	return fs->dc ? dircache_note(fs->dc, parent, name, gen) : 1;
 }
 
-static void dc_own(struct fusefs *fs, uint64_t parent)
+static void own_begin(struct fusefs *fs)
 {
 	if (fs->dc)
-		dircache_own(fs->dc, parent);
+		dircache_own_begin(fs->dc);
+}
+
+/* RC: the meta call's result; 0 counts one change of PARENT, which added
+ * NAME (ADD) or removed it. */
+static void own_end(struct fusefs *fs, uint64_t parent, const char *name, int rc, int add)
+{
+	if (fs->dc)
+		dircache_own_end(fs->dc, parent, name, rc ? 0 : add ? 1 : -1);
 }
 
 static void fill_entry(struct fusefs *fs, const struct meta_inode *in, struct fuse_entry_param *e)
@@ -386,7 +395,11 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	req_cred(req, &cb);
 	uint64_t gen = dc_begin(fs, parent);
-	int rc = meta_client_lookup(fs->o.meta, &cb.c, parent, meta_name_c(name), in);
+	/* A directory this mount made and nobody else changed: its names
+	 * are known here (the lookup before every create of a new name). */
+	int rc = fs->dc && strlen(name) <= META_NAME_MAX && dircache_absent(fs->dc, parent, name)
+	             ? -ENOENT
+	             : meta_client_lookup(fs->o.meta, &cb.c, parent, meta_name_c(name), in);
 	double neg = negative_ttl(fs);
 	if (rc == -ENOENT && neg > 0 && dc_note(fs, parent, name, gen)) {
 		struct fuse_entry_param e;
@@ -726,16 +739,18 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	struct acl_inherit ai;
 	uint64_t gen = dc_begin(fs, parent);
 	int rc = acl_prepare(req, fs, &cb.c, parent, 0, &m, &ai);
-	if (rc == 0 && S_ISREG(mode))
-		rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), m,
-		                        META_O_EXCL, in, NULL);
-	else if (rc == 0)
-		rc = meta_client_mknod(fs->o.meta, &cb.c, parent, meta_name_c(name),
-		                       ((uint32_t)mode & S_IFMT) | m, (uint64_t)rdev, in);
 	if (rc == 0) {
-		dc_own(fs, parent);
-		acl_apply(fs, &cb.c, in->ino, &ai);
+		own_begin(fs);
+		if (S_ISREG(mode))
+			rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), m,
+			                        META_O_EXCL, in, NULL);
+		else
+			rc = meta_client_mknod(fs->o.meta, &cb.c, parent, meta_name_c(name),
+			                       ((uint32_t)mode & S_IFMT) | m, (uint64_t)rdev, in);
+		own_end(fs, parent, name, rc, 1);
 	}
+	if (rc == 0)
+		acl_apply(fs, &cb.c, in->ino, &ai);
 	free(ai.acc);
 	free(ai.def);
 	if (rc < 0)
@@ -759,12 +774,15 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	struct acl_inherit ai;
 	uint64_t gen = dc_begin(fs, parent);
 	int rc = acl_prepare(req, fs, &cb.c, parent, 1, &m, &ai);
-	if (rc == 0)
-		rc = meta_client_mkdir(fs->o.meta, &cb.c, parent, meta_name_c(name), m, in);
 	if (rc == 0) {
-		dc_own(fs, parent);
-		acl_apply(fs, &cb.c, in->ino, &ai);
+		own_begin(fs);
+		rc = meta_client_mkdir(fs->o.meta, &cb.c, parent, meta_name_c(name), m, in);
+		if (rc == 0 && fs->dc)
+			dircache_dir_made(fs->dc, in->ino);
+		own_end(fs, parent, name, rc, 1);
 	}
+	if (rc == 0)
+		acl_apply(fs, &cb.c, in->ino, &ai);
 	free(ai.acc);
 	free(ai.def);
 	if (rc < 0)
@@ -781,9 +799,9 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	req_cred(req, &cb);
+	own_begin(fs);
 	int rc = meta_client_unlink(fs->o.meta, &cb.c, parent, meta_name_c(name));
-	if (rc == 0)
-		dc_own(fs, parent);
+	own_end(fs, parent, name, rc, 0);
 	fuse_reply_err(req, to_errno(rc));
 }
 
@@ -794,9 +812,9 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	req_cred(req, &cb);
+	own_begin(fs);
 	int rc = meta_client_rmdir(fs->o.meta, &cb.c, parent, meta_name_c(name));
-	if (rc == 0)
-		dc_own(fs, parent);
+	own_end(fs, parent, name, rc, 0);
 	fuse_reply_err(req, to_errno(rc));
 }
 
@@ -811,12 +829,13 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 		return;
 	req_cred(req, &cb);
 	uint64_t gen = dc_begin(fs, parent);
+	own_begin(fs);
 	int rc = meta_client_symlink(fs->o.meta, &cb.c, parent, meta_name_c(name),
 	                             meta_name_c(link), in);
+	own_end(fs, parent, name, rc, 1);
 	if (rc < 0) {
 		reply_err(req, rc);
 	} else {
-		dc_own(fs, parent);
 		reply_entry_c(req, in, dc_note(fs, parent, name, gen));
 	}
 	free(in);
@@ -845,8 +864,11 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	 * so the next poll drops both directories' names (cheap, and exact
 	 * whatever meta counted for an exchange or a replacement). */
 	uint64_t gen = dc_begin(fs, newparent);
-	if (fs->dc && newparent != parent)
+	if (fs->dc) {
 		dircache_begin(fs->dc, parent);
+		dircache_incomplete(fs->dc, parent);
+		dircache_incomplete(fs->dc, newparent);
+	}
 	int rc = meta_client_rename(fs->o.meta, &cb.c, parent, meta_name_c(name), newparent,
 	                            meta_name_c(newname), mf);
 	if (rc == 0) {
@@ -868,11 +890,12 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 		return;
 	req_cred(req, &cb);
 	uint64_t gen = dc_begin(fs, newparent);
+	own_begin(fs);
 	int rc = meta_client_link(fs->o.meta, &cb.c, ino, newparent, meta_name_c(newname), in);
+	own_end(fs, newparent, newname, rc, 1);
 	if (rc < 0) {
 		reply_err(req, rc);
 	} else {
-		dc_own(fs, newparent);
 		reply_entry_c(req, in, dc_note(fs, newparent, newname, gen));
 	}
 	free(in);
@@ -1068,22 +1091,22 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	struct acl_inherit ai;
 	uint64_t gen = dc_begin(fs, parent);
 	int rc = acl_prepare(req, fs, &cb.c, parent, 0, &m, &ai);
-	/* Only a node this call makes gets the ACLs, and O_CREAT of an
-	 * existing file opens it: try exclusively first. */
+	/* Only a node this call makes gets the ACLs (and counts as one change
+	 * of the directory, dircache.h), and O_CREAT of an existing file
+	 * opens it: try exclusively first. The kernel sends CREATE only for a
+	 * name it believes absent, so the second call is rare. */
 	int inherit = ai.acc || ai.def;
-	if (rc == 0)
+	if (rc == 0) {
+		own_begin(fs);
 		rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), m,
-		                        inherit ? mf | META_O_EXCL : mf, in, &session);
-	/* An exclusive create that succeeded made the name: one change of
-	 * the directory (a plain O_CREAT may have opened an existing file). */
-	int made = rc == 0 && (inherit || (mf & META_O_EXCL));
-	if (rc == -EEXIST && inherit && !(mf & META_O_EXCL)) {
+		                        mf | META_O_EXCL, in, &session);
+		own_end(fs, parent, name, rc, 1);
+	}
+	if (rc == -EEXIST && !(mf & META_O_EXCL)) {
 		inherit = 0;
 		rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), m, mf, in,
 		                        &session);
 	}
-	if (made)
-		dc_own(fs, parent);
 	if (rc == 0 && inherit)
 		acl_apply(fs, &cb.c, in->ino, &ai);
 	free(ai.acc);
