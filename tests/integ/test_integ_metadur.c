@@ -417,6 +417,55 @@ static void test_two_mounts_names_bound(void **state)
 	stop_mount2();
 }
 
+static void drop_dentries(void)
+{
+	sync();
+	int fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
+	if (fd >= 0) {
+		if (write(fd, "2\n", 2) < 0)
+			print_message("drop_caches: %s\n", strerror(errno));
+		close(fd);
+	}
+}
+
+/* A directory a mount made itself answers absent names without meta
+ * (dircache "complete directories"): a name another mount creates in it
+ * must still show within the bound, and the mount's own rename inside it
+ * at once, even when the kernel dropped its dentries. */
+static void test_complete_dir_coherent(void **state)
+{
+	char d1[1200], d2[1200], p1[1300], p2[1300], q1[1300];
+	if (mount2_pid <= 0)
+		start_mount2();
+	snprintf(d2, sizeof(d2), "%s/made2", mnt2);
+	snprintf(d1, sizeof(d1), "%s/made2", env.mnt);
+	assert_int_equal(mkdir(d2, 0755), 0); /* complete on mount 2 */
+	snprintf(p2, sizeof(p2), "%s/late", d2);
+	snprintf(p1, sizeof(p1), "%s/late", d1);
+	struct stat st;
+	assert_int_equal(stat(p2, &st), -1); /* answered by mount 2 alone */
+	assert_int_equal(errno, ENOENT);
+	assert_int_equal(wait_seen(d1, seen_exists, NULL) >= 0, 1);
+	touch(p1);
+	drop_dentries(); /* mount 2 must answer, not its kernel */
+	int64_t t_seen = wait_seen(p2, seen_exists, NULL);
+	print_message("complete dir: foreign create seen after %lld ms\n", (long long)t_seen);
+	assert_true(t_seen >= 0 && t_seen <= NAME_BOUND_MS + COHERENCE_SLACK_MS);
+
+	/* own rename in a complete directory of mount 1 */
+	integ_path(&env, "made1", d1, sizeof(d1));
+	assert_int_equal(mkdir(d1, 0755), 0);
+	snprintf(p1, sizeof(p1), "%s/x", d1);
+	snprintf(q1, sizeof(q1), "%s/y", d1);
+	touch(p1);
+	assert_int_equal(rename(p1, q1), 0);
+	drop_dentries();
+	assert_int_equal(stat(q1, &st), 0);
+	assert_int_equal(stat(p1, &st), -1);
+	assert_int_equal(errno, ENOENT);
+	stop_mount2();
+}
+
 static uint64_t df_used(const char *path)
 {
 	struct statvfs sv;
@@ -471,6 +520,7 @@ int main(void)
 	    cmocka_unit_test(test_fsync_dir_then_copy),
 	    cmocka_unit_test(test_two_mounts_coherent),
 	    cmocka_unit_test(test_two_mounts_names_bound),
+	    cmocka_unit_test(test_complete_dir_coherent),
 	    cmocka_unit_test(test_df_reports_usage),
 	};
 	int rc = integ_main(&env, "metadur", tests, sizeof(tests) / sizeof(tests[0]));
