@@ -122,7 +122,7 @@ struct fusefs_dir {
 	pthread_mutex_t lock;           /* the kernel may read one handle from two threads */
 	uint64_t ino;
 	uint64_t parent;
-	uint64_t gen;                   /* dc_begin before the listing was read */
+	uint64_t gen; /* dc_begin before the listing was read */
 	struct fusefs_dirent *e;
 	size_t n, cap;
 	int eof;
@@ -2109,7 +2109,7 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	usrbio_fuse_attach(fs.o.usrbio, se);
 	if (fs.o.dircache_poll_ms) {
 		double ttl = fs.o.entry_timeout > fs.o.negative_timeout ? fs.o.entry_timeout
-		                                                         : fs.o.negative_timeout;
+		                                                        : fs.o.negative_timeout;
 		rc = dircache_new(fs.o.meta, se, fs.o.dircache_poll_ms,
 		                  (uint64_t)(ttl > 0 ? ttl * 1e9 : 0), &fs.dc);
 		if (rc < 0)

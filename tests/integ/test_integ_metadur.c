@@ -50,7 +50,7 @@
 #include "testenv.h"
 
 #define COHERENCE_BOUND_MS 1000 /* the mount's default attr timeout */
-#define NAME_BOUND_MS 100       /* names: the mount's --dircache-poll-ms */
+#define NAME_BOUND_MS      100  /* names: the mount's --dircache-poll-ms */
 #define COHERENCE_SLACK_MS 700  /* one poll, one meta round trip, a loaded CI host */
 
 static struct integ env;
