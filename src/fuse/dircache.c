@@ -90,6 +90,8 @@ struct dircache {
 	pthread_mutex_t stop_mu;
 	pthread_cond_t stop_cv;
 	int stop;
+	_Atomic int stopping; /* no more notifications (dircache_stop) */
+	int joined;
 	_Atomic uint64_t polls, poll_failures, invalidations;
 };
 
@@ -290,7 +292,7 @@ static void dir_free(dircache *dc, struct dc_dir *d)
 static void tell_kernel(dircache *dc, struct inval *l, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		if (dc->se)
+		if (dc->se && !atomic_load(&dc->stopping))
 			fuse_lowlevel_notify_inval_entry(dc->se, l[i].parent, l[i].name,
 			                                 strlen(l[i].name));
 		free(l[i].name);
@@ -557,15 +559,36 @@ int dircache_new(meta_client *mc, struct fuse_session *se, uint32_t poll_ms, uin
 	return 0;
 }
 
-void dircache_free(dircache *dc)
+int dircache_stop(dircache *dc, uint32_t wait_ms)
 {
-	if (!dc)
-		return;
+	if (!dc || dc->joined)
+		return 0;
+	atomic_store(&dc->stopping, 1);
 	pthread_mutex_lock(&dc->stop_mu);
 	dc->stop = 1;
 	pthread_cond_signal(&dc->stop_cv);
 	pthread_mutex_unlock(&dc->stop_mu);
-	pthread_join(dc->th, NULL);
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)wait_ms * 1000000ull;
+	ts.tv_sec += (time_t)(ns / 1000000000ull);
+	ts.tv_nsec = (long)(ns % 1000000000ull);
+	int rc = pthread_timedjoin_np(dc->th, NULL, &ts);
+	if (rc)
+		return -rc;
+	dc->joined = 1;
+	return 0;
+}
+
+void dircache_free(dircache *dc)
+{
+	if (!dc)
+		return;
+	if (!dc->joined) {
+		dircache_stop(dc, 0);
+		if (!dc->joined)
+			pthread_join(dc->th, NULL);
+	}
 	for (size_t b = 0; b < DC_BUCKETS; b++)
 		while (dc->tab[b]) {
 			struct dc_dir *d = dc->tab[b];

@@ -51,7 +51,12 @@ typedef struct dircache dircache;
  * 0 or -errno. */
 int dircache_new(meta_client *mc, struct fuse_session *se, uint32_t poll_ms, uint64_t ttl_ns,
                  dircache **out);
-/* Stops the thread and frees everything; NULL is fine. */
+/* Stops the poll (no notification is sent after it returns 0) and waits
+ * up to WAIT_MS for the thread: 0, or -ETIMEDOUT when the thread is stuck
+ * in a notification (the kernel makes it wait for a directory whose lock
+ * a request nobody will answer holds: abort the connection, then free). */
+int dircache_stop(dircache *dc, uint32_t wait_ms);
+/* Stops the thread (waiting for it) and frees everything; NULL is fine. */
 void dircache_free(dircache *dc);
 
 uint64_t dircache_begin(dircache *dc, uint64_t parent);

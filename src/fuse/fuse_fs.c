@@ -2027,6 +2027,46 @@ static ssize_t mmap_io_writev(int fd, struct iovec *iov, int count, void *userda
 	return writev(fd, iov, count);
 }
 
+/* Aborts the FUSE connection of MOUNTPOINT (/sys/fs/fuse/connections/N/
+ * abort, N the minor of its device in /proc/self/mountinfo): every request
+ * nobody answered fails, and the directory locks their callers hold go. */
+static void abort_connection(const char *mountpoint)
+{
+	char real[PATH_MAX], line[4096];
+	if (!realpath(mountpoint, real))
+		snprintf(real, sizeof(real), "%s", mountpoint);
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+	unsigned maj, min;
+	int found = 0;
+	while (f && !found && fgets(line, sizeof(line), f)) {
+		char mp[PATH_MAX], *o = mp;
+		const char *q;
+		if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &maj, &min, mp) != 3)
+			continue;
+		for (q = mp; *q; q++) { /* \ooo escapes of spaces and the like */
+			if (q[0] == '\\' && q[1] >= '0' && q[1] <= '7' && q[2] && q[3]) {
+				*o++ = (char)(((q[1] - '0') << 6) | ((q[2] - '0') << 3) | (q[3] - '0'));
+				q += 3;
+			} else {
+				*o++ = *q;
+			}
+		}
+		*o = 0;
+		found = !strcmp(mp, real) && strstr(line, " - fuse") != NULL;
+	}
+	if (f)
+		fclose(f);
+	if (!found)
+		return;
+	snprintf(line, sizeof(line), "/sys/fs/fuse/connections/%u/abort", min);
+	int fd = open(line, O_WRONLY);
+	if (fd < 0)
+		return;
+	if (write(fd, "1", 1) < 0)
+		LOG_WARN("fuse", "aborting the connection failed: %s", strerror(errno));
+	close(fd);
+}
+
 int fusefs_is_mountpoint(const char *path)
 {
 	struct stat a, b;
@@ -2136,6 +2176,13 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	if (rc < 0)
 		snprintf(err, errlen, "session loop failed: %s", strerror(-rc));
 	LOG_NOTICE("fuse", "unmounting: mountpoint=%s", mountpoint);
+	/* The poll thread may wait in a notification for a directory whose
+	 * lock a request the stopped loop will never answer holds: then only
+	 * aborting the connection frees both. */
+	if (dircache_stop(fs.dc, 2000) == -ETIMEDOUT) {
+		LOG_WARN("fuse", "directory-count poll stuck at unmount: aborting the connection");
+		abort_connection(mountpoint);
+	}
 out_unmount:
 	dircache_free(fs.dc);
 	fs.dc = NULL;
