@@ -42,6 +42,11 @@
 #define DC_BATCH     1024                /* META_RPC_DIRVER_MAX */
 #define DC_MAX_NAMES (2u << 20)          /* tracked names over all directories */
 #define DC_FAIL_NS   (1000ull * 1000000) /* failing polls this long: drop everything */
+/* A directory unused this long has its names dropped and leaves the poll,
+ * so the poll's cost follows the directories in use, not every one a
+ * tree walk passed through within the timeouts. */
+#define DC_IDLE_NS  (10000ull * 1000000)
+#define DC_MAX_DIRS 65536 /* beyond: names go to the kernel uncached */
 
 struct dc_dir {
 	struct dc_dir *next; /* bucket chain */
@@ -122,6 +127,8 @@ static struct dc_dir *dir_get(dircache *dc, uint64_t ino)
 	struct dc_dir *d = dir_find(dc, ino);
 	if (d)
 		return d;
+	if (dc->ndirs >= DC_MAX_DIRS)
+		return NULL;
 	d = calloc(1, sizeof(*d));
 	if (!d)
 		return NULL;
@@ -419,6 +426,11 @@ static int poll_once(dircache *dc)
 		while (*pp) {
 			struct dc_dir *d = *pp;
 			if (d->last_ns + dc->ttl_ns + 1000000000ull < now) {
+				*pp = d->next;
+				dc->ndirs--;
+				dir_free(dc, d);
+			} else if (d->last_ns + DC_IDLE_NS < now) {
+				dir_take(dc, d, &l, &nl, &lcap);
 				*pp = d->next;
 				dc->ndirs--;
 				dir_free(dc, d);
