@@ -44,6 +44,7 @@ struct mount_conf {
 	char *attr_timeout;
 	char *entry_timeout;
 	char *negative_timeout;
+	int64_t dircache_poll_ms;
 	int keep_cache_ro;
 	int64_t threads;
 	int64_t io_threads;
@@ -78,10 +79,14 @@ static const struct cfg_opt opts[] = {
      "extra FUSE mount options, comma-separated (e.g. ro,noatime)"},
     {"attr-timeout", CFG_STR, "1", 0, 0, offsetof(struct mount_conf, attr_timeout),
      "seconds the kernel caches file attributes"},
-    {"entry-timeout", CFG_STR, "1", 0, 0, offsetof(struct mount_conf, entry_timeout),
-     "seconds the kernel caches names"},
-    {"negative-timeout", CFG_STR, "0", 0, 0, offsetof(struct mount_conf, negative_timeout),
-     "seconds the kernel caches 'no such file' answers (0: not at all)"},
+    {"entry-timeout", CFG_STR, "30", 0, 0, offsetof(struct mount_conf, entry_timeout),
+     "seconds the kernel caches names (a change through another mount still shows "
+     "within --dircache-poll-ms; without the poll at most 1)"},
+    {"negative-timeout", CFG_STR, "30", 0, 0, offsetof(struct mount_conf, negative_timeout),
+     "seconds the kernel caches 'no such file' answers (likewise; without the poll 0)"},
+    {"dircache-poll-ms", CFG_INT, "100", 0, 60000, offsetof(struct mount_conf, dircache_poll_ms),
+     "how often the mount asks meta which directories other clients changed, to drop "
+     "the names the kernel caches there (0: no poll, names cached at most 1 s)"},
     {"keep-cache-ro", CFG_BOOL, "false", 0, 0, offsetof(struct mount_conf, keep_cache_ro),
      "keep the kernel page cache for files opened read-only (default: direct I/O)"},
     {"threads", CFG_INT, "64", 1, 256, offsetof(struct mount_conf, threads),
@@ -440,6 +445,7 @@ int cli_mount(int argc, char **argv)
 	    .entry_timeout = entry_to,
 	    .negative_timeout = neg_to,
 	    .keep_cache_ro = mc.keep_cache_ro,
+	    .dircache_poll_ms = (uint32_t)mc.dircache_poll_ms,
 	    .threads = (int)mc.threads,
 	    .allow_other = mc.allow_other && geteuid() == 0,
 	    .extra_opts = mc.o,

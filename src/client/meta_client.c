@@ -31,6 +31,7 @@
 #include "common/buf.h"
 #include "common/clock.h"
 #include "common/status.h"
+#include "common/wire.h"
 #include "meta/meta_proto.h"
 #include "net/rpc.h"
 #include "net/rpc_proto.h"
@@ -748,4 +749,34 @@ int meta_client_lock_release(meta_client *c, uint64_t ino, uint64_t owner, unsig
 	m->lock.owner = owner;
 	m->flags = kinds;
 	return call_plain(c, NULL, m, NULL, 0);
+}
+
+int meta_client_dir_versions(meta_client *c, const uint64_t *dirs, size_t n, uint64_t *out)
+{
+	if (n > META_RPC_DIRVER_MAX)
+		return -EINVAL;
+	uint8_t *in = malloc(n ? 8 * n : 1);
+	if (!in)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		wire_store_u64(in + 8 * i, dirs[i]);
+	struct meta_cred cr = { 0, 0, 0, NULL };
+	struct meta_rpc_resp r = { 0 };
+	struct buf keep = BUF_INIT;
+	struct meta_rpc_req *m = req_new(META_RPC_DIRVER);
+	if (!m) {
+		free(in);
+		return -ENOMEM;
+	}
+	m->data = in;
+	m->data_len = (uint32_t)(8 * n);
+	int rc = call_keep(c, &cr, m, &r, 0, &keep);
+	if (rc == 0 && r.data_len != 8 * n)
+		rc = -CFS_EPROTO;
+	for (size_t i = 0; rc == 0 && i < n; i++)
+		out[i] = wire_load_u64(r.data + 8 * i);
+	buf_fini(&keep);
+	free(m);
+	free(in);
+	return rc;
 }

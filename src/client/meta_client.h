@@ -165,4 +165,10 @@ int meta_client_lock_get(meta_client *c, uint64_t ino, const struct meta_lock *l
 			 struct meta_lock *out);
 int meta_client_lock_release(meta_client *c, uint64_t ino, uint64_t owner, unsigned kinds);
 
+/* The entry-change counts of directories DIRS[0..N) (N <= 1024) into OUT
+ * (meta_dir_versions): a mount polls them to learn which directories
+ * another client changed since it cached names in them. 0 or <0 (a meta
+ * older than DIRVER answers with its "unknown type" error). */
+int meta_client_dir_versions(meta_client *c, const uint64_t *dirs, size_t n, uint64_t *out);
+
 #endif

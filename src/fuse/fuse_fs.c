@@ -9,7 +9,9 @@
  * Kernel inode numbers are meta
  * inode ids; nothing is kept per lookup, so forget is a no-op. Attributes
  * carry attr_timeout, names entry_timeout, and ENOENT lookups are answered
- * as negative entries cached negative_timeout.
+ * as negative entries cached negative_timeout; names may be cached long
+ * because dircache.c tracks them and has the kernel drop those of a
+ * directory another client changed (within one poll, 100 ms by default).
  *
  * Files: open/create make a struct fusefs_file (fi->fh) holding the meta
  * write session (0 for read-only opens) and a reference on the inode's
@@ -65,6 +67,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/status.h"
+#include "fuse/dircache.h"
 #include "meta/acl.h"
 #include "usrbio/ring_abi.h"
 #include "usrbio/usrbio_fuse.h"
@@ -79,6 +82,7 @@ struct fusefs_dir;
 struct fusefs {
 	struct fusefs_opts o;
 	struct fuse_session *se;   /* for attribute invalidations */
+	dircache *dc;              /* tracked names (dircache.h); NULL: no poll */
 	_Atomic uint64_t init_unique; /* request id of the kernel's INIT (mmap_io_*) */
 	pthread_mutex_t lock;      /* guards the two handle lists */
 	struct fusefs_file *files; /* open file handles, for cleanup at unmount */
@@ -118,6 +122,7 @@ struct fusefs_dir {
 	pthread_mutex_t lock;           /* the kernel may read one handle from two threads */
 	uint64_t ino;
 	uint64_t parent;
+	uint64_t gen; /* dc_begin before the listing was read */
 	struct fusefs_dirent *e;
 	size_t n, cap;
 	int eof;
@@ -271,20 +276,71 @@ static void fill_stat(struct fusefs *fs, const struct meta_inode *in, struct sta
 	st->st_ctim.tv_nsec = in->ctime % 1000000000;
 }
 
+/* ---- name caching (dircache.h) ----
+ *
+ * Names go to the kernel with entry_timeout and absent names with
+ * negative_timeout while the directory-count poll works; without it (no
+ * poll, or polls failing) at most 1 s and not at all, as a mount that
+ * cannot learn about other clients' changes must. dc_begin before the meta
+ * call that reads an entry, dc_note after it (0: cache it not at all),
+ * own_begin/own_end around a call that changes the directory exactly
+ * once when it succeeds. */
+
+#define FUSEFS_UNPOLLED_ENTRY_TTL 1.0
+
+static double entry_ttl(struct fusefs *fs)
+{
+	if (dircache_healthy(fs->dc) || fs->o.entry_timeout <= FUSEFS_UNPOLLED_ENTRY_TTL)
+		return fs->o.entry_timeout;
+	return FUSEFS_UNPOLLED_ENTRY_TTL;
+}
+
+static double negative_ttl(struct fusefs *fs)
+{
+	return dircache_healthy(fs->dc) ? fs->o.negative_timeout : 0;
+}
+
+static uint64_t dc_begin(struct fusefs *fs, uint64_t parent)
+{
+	return fs->dc ? dircache_begin(fs->dc, parent) : 0;
+}
+
+static int dc_note(struct fusefs *fs, uint64_t parent, const char *name, uint64_t gen)
+{
+	return fs->dc ? dircache_note(fs->dc, parent, name, gen) : 1;
+}
+
+static void own_begin(struct fusefs *fs)
+{
+	if (fs->dc)
+		dircache_own_begin(fs->dc);
+}
+
+/* RC: the meta call's result; 0 counts one change of PARENT, which added
+ * NAME (ADD) or removed it. */
+static void own_end(struct fusefs *fs, uint64_t parent, const char *name, int rc, int add)
+{
+	if (fs->dc)
+		dircache_own_end(fs->dc, parent, name, rc ? 0 : add ? 1 : -1);
+}
+
 static void fill_entry(struct fusefs *fs, const struct meta_inode *in, struct fuse_entry_param *e)
 {
 	memset(e, 0, sizeof(*e));
 	e->ino = in->ino;
 	e->generation = 1;
 	e->attr_timeout = fs->o.attr_timeout;
-	e->entry_timeout = fs->o.entry_timeout;
+	e->entry_timeout = entry_ttl(fs);
 	fill_stat(fs, in, &e->attr);
 }
 
-static void reply_entry(fuse_req_t req, const struct meta_inode *in)
+/* CACHE: 0 when the name must not stay in the kernel's cache (dc_note). */
+static void reply_entry_c(fuse_req_t req, const struct meta_inode *in, int cache)
 {
 	struct fuse_entry_param e;
 	fill_entry(fs_of(req), in, &e);
+	if (!cache)
+		e.entry_timeout = 0;
 	fuse_reply_entry(req, &e);
 }
 
@@ -338,16 +394,22 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (!in)
 		return;
 	req_cred(req, &cb);
-	int rc = meta_client_lookup(fs->o.meta, &cb.c, parent, meta_name_c(name), in);
-	if (rc == -ENOENT && fs->o.negative_timeout > 0) {
+	uint64_t gen = dc_begin(fs, parent);
+	/* A directory this mount made and nobody else changed: its names
+	 * are known here (the lookup before every create of a new name). */
+	int rc = fs->dc && strlen(name) <= META_NAME_MAX && dircache_absent(fs->dc, parent, name)
+	             ? -ENOENT
+	             : meta_client_lookup(fs->o.meta, &cb.c, parent, meta_name_c(name), in);
+	double neg = negative_ttl(fs);
+	if (rc == -ENOENT && neg > 0 && dc_note(fs, parent, name, gen)) {
 		struct fuse_entry_param e;
 		memset(&e, 0, sizeof(e));
-		e.entry_timeout = fs->o.negative_timeout;
+		e.entry_timeout = neg;
 		fuse_reply_entry(req, &e);
 	} else if (rc < 0) {
 		reply_err(req, rc);
 	} else {
-		reply_entry(req, in);
+		reply_entry_c(req, in, dc_note(fs, parent, name, gen));
 	}
 	free(in);
 }
@@ -675,13 +737,18 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	req_cred(req, &cb);
 	uint32_t m = mode & 07777;
 	struct acl_inherit ai;
+	uint64_t gen = dc_begin(fs, parent);
 	int rc = acl_prepare(req, fs, &cb.c, parent, 0, &m, &ai);
-	if (rc == 0 && S_ISREG(mode))
-		rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), m,
-		                        META_O_EXCL, in, NULL);
-	else if (rc == 0)
-		rc = meta_client_mknod(fs->o.meta, &cb.c, parent, meta_name_c(name),
-		                       ((uint32_t)mode & S_IFMT) | m, (uint64_t)rdev, in);
+	if (rc == 0) {
+		own_begin(fs);
+		if (S_ISREG(mode))
+			rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), m,
+			                        META_O_EXCL, in, NULL);
+		else
+			rc = meta_client_mknod(fs->o.meta, &cb.c, parent, meta_name_c(name),
+			                       ((uint32_t)mode & S_IFMT) | m, (uint64_t)rdev, in);
+		own_end(fs, parent, name, rc, 1);
+	}
 	if (rc == 0)
 		acl_apply(fs, &cb.c, in->ino, &ai);
 	free(ai.acc);
@@ -689,7 +756,7 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	if (rc < 0)
 		reply_err(req, rc);
 	else
-		reply_entry(req, in);
+		reply_entry_c(req, in, dc_note(fs, parent, name, gen));
 	free(in);
 }
 
@@ -705,9 +772,15 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	req_cred(req, &cb);
 	uint32_t m = mode & 07777;
 	struct acl_inherit ai;
+	uint64_t gen = dc_begin(fs, parent);
 	int rc = acl_prepare(req, fs, &cb.c, parent, 1, &m, &ai);
-	if (rc == 0)
+	if (rc == 0) {
+		own_begin(fs);
 		rc = meta_client_mkdir(fs->o.meta, &cb.c, parent, meta_name_c(name), m, in);
+		if (rc == 0 && fs->dc)
+			dircache_dir_made(fs->dc, in->ino);
+		own_end(fs, parent, name, rc, 1);
+	}
 	if (rc == 0)
 		acl_apply(fs, &cb.c, in->ino, &ai);
 	free(ai.acc);
@@ -715,7 +788,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	if (rc < 0)
 		reply_err(req, rc);
 	else
-		reply_entry(req, in);
+		reply_entry_c(req, in, dc_note(fs, parent, name, gen));
 	free(in);
 }
 
@@ -726,8 +799,10 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	req_cred(req, &cb);
-	fuse_reply_err(req,
-	               to_errno(meta_client_unlink(fs->o.meta, &cb.c, parent, meta_name_c(name))));
+	own_begin(fs);
+	int rc = meta_client_unlink(fs->o.meta, &cb.c, parent, meta_name_c(name));
+	own_end(fs, parent, name, rc, 0);
+	fuse_reply_err(req, to_errno(rc));
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -737,8 +812,10 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	req_cred(req, &cb);
-	fuse_reply_err(req,
-	               to_errno(meta_client_rmdir(fs->o.meta, &cb.c, parent, meta_name_c(name))));
+	own_begin(fs);
+	int rc = meta_client_rmdir(fs->o.meta, &cb.c, parent, meta_name_c(name));
+	own_end(fs, parent, name, rc, 0);
+	fuse_reply_err(req, to_errno(rc));
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
@@ -751,12 +828,16 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 	if (!in)
 		return;
 	req_cred(req, &cb);
+	uint64_t gen = dc_begin(fs, parent);
+	own_begin(fs);
 	int rc = meta_client_symlink(fs->o.meta, &cb.c, parent, meta_name_c(name),
 	                             meta_name_c(link), in);
-	if (rc < 0)
+	own_end(fs, parent, name, rc, 1);
+	if (rc < 0) {
 		reply_err(req, rc);
-	else
-		reply_entry(req, in);
+	} else {
+		reply_entry_c(req, in, dc_note(fs, parent, name, gen));
+	}
 	free(in);
 }
 
@@ -778,9 +859,24 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	if (flags & RENAME_EXCHANGE)
 		mf |= META_RENAME_EXCHANGE;
 	req_cred(req, &cb);
-	fuse_reply_err(req,
-	               to_errno(meta_client_rename(fs->o.meta, &cb.c, parent, meta_name_c(name),
-	                                           newparent, meta_name_c(newname), mf)));
+	/* The kernel moves its cached entry to the new name with the timeout
+	 * it had: track it there. A rename is not counted as our own change,
+	 * so the next poll drops both directories' names (cheap, and exact
+	 * whatever meta counted for an exchange or a replacement). */
+	uint64_t gen = dc_begin(fs, newparent);
+	if (fs->dc) {
+		dircache_begin(fs->dc, parent);
+		dircache_incomplete(fs->dc, parent);
+		dircache_incomplete(fs->dc, newparent);
+	}
+	int rc = meta_client_rename(fs->o.meta, &cb.c, parent, meta_name_c(name), newparent,
+	                            meta_name_c(newname), mf);
+	if (rc == 0) {
+		dc_note(fs, newparent, newname, gen);
+		if (flags & RENAME_EXCHANGE)
+			dc_note(fs, parent, name, gen);
+	}
+	fuse_reply_err(req, to_errno(rc));
 }
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
@@ -793,11 +889,15 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 	if (!in)
 		return;
 	req_cred(req, &cb);
+	uint64_t gen = dc_begin(fs, newparent);
+	own_begin(fs);
 	int rc = meta_client_link(fs->o.meta, &cb.c, ino, newparent, meta_name_c(newname), in);
-	if (rc < 0)
+	own_end(fs, newparent, newname, rc, 1);
+	if (rc < 0) {
 		reply_err(req, rc);
-	else
-		reply_entry(req, in);
+	} else {
+		reply_entry_c(req, in, dc_note(fs, newparent, newname, gen));
+	}
 	free(in);
 }
 
@@ -989,14 +1089,20 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	req_cred(req, &cb);
 	uint32_t m = mode & 07777;
 	struct acl_inherit ai;
+	uint64_t gen = dc_begin(fs, parent);
 	int rc = acl_prepare(req, fs, &cb.c, parent, 0, &m, &ai);
-	/* Only a node this call makes gets the ACLs, and O_CREAT of an
-	 * existing file opens it: try exclusively first. */
+	/* Only a node this call makes gets the ACLs (and counts as one change
+	 * of the directory, dircache.h), and O_CREAT of an existing file
+	 * opens it: try exclusively first. The kernel sends CREATE only for a
+	 * name it believes absent, so the second call is rare. */
 	int inherit = ai.acc || ai.def;
-	if (rc == 0)
+	if (rc == 0) {
+		own_begin(fs);
 		rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), m,
-		                        inherit ? mf | META_O_EXCL : mf, in, &session);
-	if (rc == -EEXIST && inherit && !(mf & META_O_EXCL)) {
+		                        mf | META_O_EXCL, in, &session);
+		own_end(fs, parent, name, rc, 1);
+	}
+	if (rc == -EEXIST && !(mf & META_O_EXCL)) {
 		inherit = 0;
 		rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), m, mf, in,
 		                        &session);
@@ -1015,6 +1121,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	} else {
 		struct fuse_entry_param e;
 		fill_entry(fs, in, &e);
+		if (!dc_note(fs, parent, name, gen))
+			e.entry_timeout = 0;
 		/* An interrupted open gets no release from the kernel. */
 		if (reply_create(req, &e, ffi) == -ENOENT)
 			file_drop(fs, (struct fusefs_file *)(uintptr_t)ffi->fh, &cb.c);
@@ -1333,6 +1441,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ff
 	if (rc == 0 && in->type != META_T_DIR)
 		rc = -ENOTDIR;
 	d->parent = rc == 0 ? in->parent : ino;
+	d->gen = dc_begin(fs, ino);
 	/* The first page now, so that a permission error fails opendir. */
 	if (rc == 0)
 		rc = dir_fill(fs, &cb.c, d);
@@ -1394,8 +1503,11 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 					break;
 				}
 				/* Gone since the listing: list it without attributes. */
-				if (meta_client_getattr(fs->o.meta, &cb.c, d->e[k].ino, in) == 0)
+				if (meta_client_getattr(fs->o.meta, &cb.c, d->e[k].ino, in) == 0) {
 					fill_entry(fs, in, &e);
+					if (!dc_note(fs, d->ino, name, d->gen))
+						e.entry_timeout = 0;
+				}
 			}
 		}
 		size_t need;
@@ -1733,6 +1845,9 @@ static int lock_set_wait(fuse_req_t req, struct fusefs *fs, uint64_t ino, const 
  * (negative offset): no page lock is taken inside the lock request. */
 static void lock_granted(struct fusefs *fs, fuse_ino_t ino, struct fusefs_file *f)
 {
+	/* Names too: every change committed before the grant shows. */
+	if (fs->dc)
+		dircache_sync(fs->dc);
 	if (f)
 		f->size_ns = 0;
 	if (f && f->fi)
@@ -1912,6 +2027,46 @@ static ssize_t mmap_io_writev(int fd, struct iovec *iov, int count, void *userda
 	return writev(fd, iov, count);
 }
 
+/* Aborts the FUSE connection of MOUNTPOINT (/sys/fs/fuse/connections/N/
+ * abort, N the minor of its device in /proc/self/mountinfo): every request
+ * nobody answered fails, and the directory locks their callers hold go. */
+static void abort_connection(const char *mountpoint)
+{
+	char real[PATH_MAX], line[4096];
+	if (!realpath(mountpoint, real))
+		snprintf(real, sizeof(real), "%s", mountpoint);
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+	unsigned maj, min;
+	int found = 0;
+	while (f && !found && fgets(line, sizeof(line), f)) {
+		char mp[PATH_MAX], *o = mp;
+		const char *q;
+		if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &maj, &min, mp) != 3)
+			continue;
+		for (q = mp; *q; q++) { /* \ooo escapes of spaces and the like */
+			if (q[0] == '\\' && q[1] >= '0' && q[1] <= '7' && q[2] && q[3]) {
+				*o++ = (char)(((q[1] - '0') << 6) | ((q[2] - '0') << 3) | (q[3] - '0'));
+				q += 3;
+			} else {
+				*o++ = *q;
+			}
+		}
+		*o = 0;
+		found = !strcmp(mp, real) && strstr(line, " - fuse") != NULL;
+	}
+	if (f)
+		fclose(f);
+	if (!found)
+		return;
+	snprintf(line, sizeof(line), "/sys/fs/fuse/connections/%u/abort", min);
+	int fd = open(line, O_WRONLY);
+	if (fd < 0)
+		return;
+	if (write(fd, "1", 1) < 0)
+		LOG_WARN("fuse", "aborting the connection failed: %s", strerror(errno));
+	close(fd);
+}
+
 int fusefs_is_mountpoint(const char *path)
 {
 	struct stat a, b;
@@ -1992,6 +2147,15 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 		LOG_WARN("fuse", "custom session I/O refused: shared mmap stays unavailable");
 	LOG_NOTICE("fuse", "mounted: mountpoint=%s threads=%d", mountpoint, fs.o.threads);
 	usrbio_fuse_attach(fs.o.usrbio, se);
+	if (fs.o.dircache_poll_ms) {
+		double ttl = fs.o.entry_timeout > fs.o.negative_timeout ? fs.o.entry_timeout
+		                                                        : fs.o.negative_timeout;
+		rc = dircache_new(fs.o.meta, se, fs.o.dircache_poll_ms,
+		                  (uint64_t)(ttl > 0 ? ttl * 1e9 : 0), &fs.dc);
+		if (rc < 0)
+			LOG_WARN("fuse", "no directory-count poll (%s): names cached at most 1 s",
+			         strerror(-rc));
+	}
 	lc = fuse_loop_cfg_create();
 	if (!lc) {
 		rc = -ENOMEM;
@@ -2012,7 +2176,16 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	if (rc < 0)
 		snprintf(err, errlen, "session loop failed: %s", strerror(-rc));
 	LOG_NOTICE("fuse", "unmounting: mountpoint=%s", mountpoint);
+	/* The poll thread may wait in a notification for a directory whose
+	 * lock a request the stopped loop will never answer holds: then only
+	 * aborting the connection frees both. */
+	if (dircache_stop(fs.dc, 2000) == -ETIMEDOUT) {
+		LOG_WARN("fuse", "directory-count poll stuck at unmount: aborting the connection");
+		abort_connection(mountpoint);
+	}
 out_unmount:
+	dircache_free(fs.dc);
+	fs.dc = NULL;
 	fuse_session_unmount(se);
 out_sig:
 	fuse_remove_signal_handlers(se);

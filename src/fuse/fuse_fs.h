@@ -30,6 +30,8 @@ struct fusefs_opts {
 	double attr_timeout;     /* seconds the kernel caches attributes */
 	double entry_timeout;    /* seconds the kernel caches names */
 	double negative_timeout; /* seconds the kernel caches "no such name" */
+	uint32_t dircache_poll_ms; /* poll of directory change counts (dircache.h); 0: none,
+	                              then names are cached at most 1 s and absent names not */
 	int keep_cache_ro;       /* files opened read-only keep the kernel page cache */
 	int threads;             /* max session-loop threads [64]: each blocks on its request's
 	                            RPCs, so this bounds the requests in flight (4 KiB random

@@ -184,6 +184,14 @@ struct meta_statfs {
 };
 int meta_statfs(meta_ctx *m, struct meta_statfs *out);
 
+/* The entry-change counts of directories DIRS[0..N) into OUT (0 for a
+ * directory never changed or gone): each call that adds, removes or
+ * renames a name in a directory adds exactly 1 to its count (a rename
+ * between two directories 1 to each), so a client that knows the count at
+ * some moment and the changes it made itself since learns whether anyone
+ * else changed the directory. One read-only txn (snapshot reads). 0 or <0. */
+int meta_dir_versions(meta_ctx *m, const uint64_t *dirs, size_t n, uint64_t *out);
+
 /* ---- files ---- */
 
 enum meta_open_flags {

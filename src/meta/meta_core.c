@@ -253,7 +253,42 @@ int meta_dir_changed(meta_ctx *m, kv_txn *t, uint64_t dir, int64_t now, int subd
 		meta_key_dirstat(&k, dir, META_DSTA_LINKS, shard);
 		rc = kv_atomic_add(t, kv_mem(k.b, k.n), subdirs);
 	}
+	if (rc == 0) {
+		meta_key_dirstat(&k, dir, META_DSTA_VERSION, shard);
+		rc = kv_atomic_add(t, kv_mem(k.b, k.n), 1);
+	}
 	return rc;
+}
+
+struct dir_versions_arg {
+	const uint64_t *dirs;
+	size_t n;
+	uint64_t *out;
+};
+
+static int dir_versions_body(kv_txn *t, void *arg)
+{
+	struct dir_versions_arg *a = arg;
+	for (size_t i = 0; i < a->n; i++) {
+		struct meta_key b, e;
+		struct kv_range r;
+		meta_key_dirstat_kind_range(&b, &e, a->dirs[i], META_DSTA_VERSION);
+		int rc = kv_get_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n), META_DSTA_SHARDS, 1,
+				      0, &r);
+		if (rc < 0)
+			return rc;
+		uint64_t v = 0;
+		for (int j = 0; j < r.n; j++)
+			v += (uint64_t)dirstat_val(r.kvs[j].val);
+		a->out[i] = v;
+	}
+	return 0;
+}
+
+int meta_dir_versions(meta_ctx *m, const uint64_t *dirs, size_t n, uint64_t *out)
+{
+	struct dir_versions_arg a = { dirs, n, out };
+	return meta_run_ro(m, dir_versions_body, &a);
 }
 
 static int64_t dirstat_val(struct kv_slice v)

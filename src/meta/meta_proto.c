@@ -37,6 +37,8 @@ const char *meta_rpc_name(uint16_t type)
 		return names_240[type - META_RPC_FSYNC];
 	if (type >= META_RPC_LOCK_FIRST && type <= META_RPC_LOCK_LAST)
 		return lock_names[type - META_RPC_LOCK_FIRST];
+	if (type == META_RPC_DIRVER)
+		return "DIRVER";
 	if (type < META_RPC_FIRST || type > META_RPC_LAST)
 		return NULL;
 	return names[type - META_RPC_FIRST];
@@ -348,6 +350,9 @@ int meta_rpc_req_encode(struct buf *b, const struct meta_rpc_req *m)
 		wire_put_u64(&w, m->lock.owner);
 		wire_put_u32(&w, m->flags);
 		break;
+	case META_RPC_DIRVER:
+		wire_put_blob(&w, m->data, m->data_len);
+		break;
 	default:
 		return -EINVAL;
 	}
@@ -502,6 +507,11 @@ int meta_rpc_req_decode(uint16_t type, const void *p, size_t n, struct meta_rpc_
 		wire_get_u32(&r, &m->flags);
 		m->lock.client = m->client;
 		break;
+	case META_RPC_DIRVER:
+		get_limited(&r, 8 * META_RPC_DIRVER_MAX, -EINVAL, &m->data, &m->data_len);
+		if (!r.err && m->data_len % 8)
+			wire_fail(&r, -CFS_EPROTO);
+		break;
 	}
 	return r.err;
 }
@@ -567,6 +577,9 @@ int meta_rpc_resp_encode(struct buf *b, const struct meta_rpc_resp *m)
 		wire_put_u8(&w, m->has_layout ? 1 : 0);
 		if (m->has_layout)
 			put_layout(&w, m->layout);
+		break;
+	case META_RPC_DIRVER:
+		wire_put_blob(&w, m->data, m->data_len);
 		break;
 	case META_RPC_LOCK_GET:
 		wire_put_u8(&w, m->has_lock ? 1 : 0);
@@ -677,6 +690,11 @@ int meta_rpc_resp_decode(const void *p, size_t n, struct meta_rpc_resp *m)
 			struct meta_layout tmp;
 			get_layout(&r, lay ? lay : &tmp);
 		}
+		break;
+	case META_RPC_DIRVER:
+		get_limited(&r, 8 * META_RPC_DIRVER_MAX, -CFS_EPROTO, &m->data, &m->data_len);
+		if (!r.err && m->data_len % 8)
+			wire_fail(&r, -CFS_EPROTO);
 		break;
 	case META_RPC_LOCK_GET:
 		wire_get_u8(&r, &u8);

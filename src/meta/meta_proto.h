@@ -83,6 +83,15 @@ enum meta_rpc_type_240 {
 };
 #define META_RPC_LAST_240 META_RPC_FSYNC
 
+/* Block 242..249 (mount caches). DIRVER: the entry-change counts of up to
+ * META_RPC_DIRVER_MAX directories (meta_dir_versions); the request's data
+ * and the reply's data are arrays of little-endian u64 (inode ids in,
+ * counts out, in the same order). */
+enum meta_rpc_type_242 {
+	META_RPC_DIRVER = 242,
+};
+#define META_RPC_DIRVER_MAX 1024
+
 /* CLOSE flags (the request's trailing u32; absent: 0). */
 enum meta_close_flags {
 	/* The client's length report covers everything it wrote through
@@ -105,7 +114,7 @@ int meta_rpc_is_mutation(uint16_t type);
  *   flags   create/open (META_O_*), close (META_CLOSE_*), rename (META_RENAME_*), setxattr
  *           (META_XATTR_*), access (mask)
  *   count   readdir: max entries; getxattr/listxattr: buffer capacity
- *   data    symlink target, xattr value
+ *   data    symlink target, xattr value; dirver: u64 inode ids (LE)
  *   len     close, sync, fsync (has_len: len present); query: sync, fsync
  *   sa      setattr
  *   layout  layout_set: chunk_size, stripe, table_id
@@ -139,7 +148,8 @@ struct meta_rpc_req {
  *             replies of older servers decode with rdev 0)
  *   session   create, open
  *   size      sync: the length; getxattr, listxattr: the full size
- *   data      readlink target, xattr value, xattr name list (borrowed)
+ *   data      readlink target, xattr value, xattr name list, dirver's u64
+ *             counts (borrowed)
  *   ents      readdir: caller array of ents_cap entries; n, eof
  *   statfs    statfs
  *   layout    layout_get (has_layout) into caller memory

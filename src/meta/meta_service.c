@@ -60,6 +60,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/status.h"
+#include "common/wire.h"
 #include "common/xalloc.h"
 #include "kv/kv.h"
 #include "meta/meta.h"
@@ -365,6 +366,30 @@ static int run_op(struct worker *w, const struct meta_rpc_req *m, struct meta_rp
 		return meta_sync(mc, m->ino, len, m->query, &r->size);
 	case META_RPC_FSYNC:
 		return meta_fsync(mc, m->ino, len, m->query, &r->size);
+	case META_RPC_DIRVER: {
+		size_t n = m->data_len / 8;
+		uint64_t *dirs = malloc((n ? n : 1) * sizeof(*dirs));
+		uint8_t *out = malloc((n ? n : 1) * 8);
+		if (!dirs || !out) {
+			free(dirs);
+			free(out);
+			return -ENOMEM;
+		}
+		for (size_t i = 0; i < n; i++)
+			dirs[i] = wire_load_u64(m->data + 8 * i);
+		rc = meta_dir_versions(mc, dirs, n, dirs);
+		for (size_t i = 0; rc == 0 && i < n; i++)
+			wire_store_u64(out + 8 * i, dirs[i]);
+		free(dirs);
+		if (rc < 0) {
+			free(out);
+			return rc;
+		}
+		w->list = (char *)out; /* freed with the worker's reply, as listxattr's */
+		r->data = out;
+		r->data_len = (uint32_t)(8 * n);
+		return 0;
+	}
 	case META_RPC_LAYOUT_GET:
 		rc = meta_getattr(mc, m->ino, &w->inode);
 		if (rc < 0)
@@ -900,6 +925,7 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 					     ? &hr : &hq);
 	for (uint16_t t = META_RPC_FSYNC; t <= META_RPC_LAST_240; t++)
 		rpc_server_handle(s->rpc, t, &hq);
+	rpc_server_handle(s->rpc, META_RPC_DIRVER, s->ninline ? &hr : &hq);
 	for (uint16_t t = META_RPC_LOCK_FIRST; t <= META_RPC_LOCK_LAST; t++)
 		rpc_server_handle(s->rpc, t, &hq);
 

@@ -11,9 +11,13 @@
  *                                     write it back as a full-chunk replace
  *                                     (the protocol has no shorten message)
  *   query_last_chunk(chain, ino)      STO_QUERY with last = 1
- *   capacity                          mgmtd routing: per chain the smallest
- *                                     member's capacity and free bytes (a
- *                                     chain holds one copy per member), summed
+ *   capacity                          per chain the smallest member's capacity
+ *                                     and free bytes (a chain holds one copy per
+ *                                     member), summed; each member's usage from
+ *                                     STO_STAT (cached 1 s): routing has the
+ *                                     usage a target reported when it joined or
+ *                                     changed state, not its current one (df
+ *                                     showed 0 used), routing's as a fallback
  *
  * Absent chunks are success everywhere: a remove of nothing removes 0, a
  * truncate of an absent chunk (-ENOENT) is 0, and a query that finds no
@@ -23,10 +27,12 @@
  * does not fit in u32 before it gets there).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "storage_client/storage_client.h"
+#include "common/clock.h"
 #include "common/status.h"
 #include "meta/meta_storage.h"
 #include "mgmtd/routing.h"
@@ -39,7 +45,12 @@ struct meta_chains {
 	 * chain. */
 	struct storage_client *gc_sc;
 	struct mgmtd_client *mgmtd;
+	pthread_mutex_t cap_mu;    /* guards the three below */
+	uint64_t cap_ms;           /* mono ms of the cached figures; 0: none */
+	uint64_t cap_total, cap_free;
 };
+
+#define CAPACITY_CACHE_MS 1000
 
 #define GC_TIMEOUT_MS 2000
 #define GC_RETRY_BUDGET_MS 2000
@@ -76,6 +87,7 @@ int meta_chains_new(const struct meta_chains_opts *o, struct meta_chains **out, 
 		return rc;
 	}
 	c->mgmtd = o->mgmtd;
+	pthread_mutex_init(&c->cap_mu, NULL);
 	*out = c;
 	return 0;
 }
@@ -86,6 +98,7 @@ void meta_chains_free(struct meta_chains *c)
 		return;
 	storage_client_free(c->sc);
 	storage_client_free(c->gc_sc);
+	pthread_mutex_destroy(&c->cap_mu);
 	free(c);
 }
 
@@ -130,11 +143,35 @@ static int chains_query(void *arg, uint32_t chain, uint64_t ino, uint32_t *index
 	return 1;
 }
 
+/* TARGET's capacity and usage now (STO_STAT on the GC client: short
+ * timeout), or routing's figures when it does not answer. */
+static void target_usage(struct meta_chains *c, const struct route_info *ri,
+			 const struct route_target *t, uint64_t *cap, uint64_t *used)
+{
+	const struct route_node *n = route_find_node(ri, t->node_id);
+	struct sto_stat_resp st;
+	*cap = t->capacity;
+	*used = t->used;
+	if (n && n->addr[0] && t->pub_state != CHAIN_PS_OFFLINE &&
+	    storage_client_stat(c->gc_sc, n->addr, t->id, &st) == 0) {
+		*cap = st.capacity;
+		*used = st.used;
+	}
+}
+
 static int chains_capacity(void *arg, uint64_t *total, uint64_t *free_bytes)
 {
 	struct meta_chains *c = arg;
-	struct mgmtd_routing *snap = mgmtd_client_routing(c->mgmtd);
 	*total = *free_bytes = 0;
+	pthread_mutex_lock(&c->cap_mu);
+	if (c->cap_ms && clock_mono_ms() - c->cap_ms < CAPACITY_CACHE_MS) {
+		*total = c->cap_total;
+		*free_bytes = c->cap_free;
+		pthread_mutex_unlock(&c->cap_mu);
+		return 0;
+	}
+	pthread_mutex_unlock(&c->cap_mu);
+	struct mgmtd_routing *snap = mgmtd_client_routing(c->mgmtd);
 	if (!snap)
 		return -CFS_EUNAVAIL;
 	const struct route_info *ri = mgmtd_routing_info(snap);
@@ -145,8 +182,10 @@ static int chains_capacity(void *arg, uint64_t *total, uint64_t *free_bytes)
 			const struct route_target *t = route_find_target(ri, ch->m[k].target_id);
 			if (!t)
 				continue;
-			uint64_t f = t->capacity > t->used ? t->capacity - t->used : 0;
-			cap = t->capacity < cap ? t->capacity : cap;
+			uint64_t tcap, tused;
+			target_usage(c, ri, t, &tcap, &tused);
+			uint64_t f = tcap > tused ? tcap - tused : 0;
+			cap = tcap < cap ? tcap : cap;
 			fr = f < fr ? f : fr;
 		}
 		if (cap != UINT64_MAX) {
@@ -155,6 +194,11 @@ static int chains_capacity(void *arg, uint64_t *total, uint64_t *free_bytes)
 		}
 	}
 	mgmtd_routing_put(snap);
+	pthread_mutex_lock(&c->cap_mu);
+	c->cap_ms = clock_mono_ms();
+	c->cap_total = *total;
+	c->cap_free = *free_bytes;
+	pthread_mutex_unlock(&c->cap_mu);
 	return 0;
 }
 

@@ -21,7 +21,10 @@
  * the record's nlink (kv_atomic_add: mkdir +1, rmdir -1, a directory
  * renamed between parents -1 / +1), kind 'T' the time of the last entry
  * change (kv_atomic_max of the wall clock in ns), which the directory's
- * mtime and ctime report when it is later than the record's. Values are
+ * mtime and ctime report when it is later than the record's, kind 'V' the
+ * number of entry changes ever made in it (kv_atomic_add +1 per call of
+ * meta_dir_changed; mounts compare it to learn that names they cache may
+ * be stale: META_RPC_DIRVER). Values are
  * raw 8-byte little-endian integers (the KV atomic ops' format, no header
  * or CRC); an absent key is 0. They go away with the directory. A counter
  * may be split over shards 0..META_DSTA_SHARDS-1 (its value is the sum,
@@ -159,7 +162,7 @@ void meta_key_session_range(struct meta_key *b, struct meta_key *e, uint64_t ino
 void meta_key_gc(struct meta_key *k, uint64_t ino);
 void meta_key_idem(struct meta_key *k, uint64_t client, uint64_t seq);
 void meta_key_idalloc(struct meta_key *k);
-enum meta_dirstat_kind { META_DSTA_LINKS = 'L', META_DSTA_TIME = 'T' };
+enum meta_dirstat_kind { META_DSTA_LINKS = 'L', META_DSTA_TIME = 'T', META_DSTA_VERSION = 'V' };
 #define META_DSTA_SHARDS 16
 void meta_key_dirstat(struct meta_key *k, uint64_t dir, enum meta_dirstat_kind kind,
 		      uint8_t shard);

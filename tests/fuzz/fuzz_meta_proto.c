@@ -1,6 +1,6 @@
 /* fuzz_meta_proto.c - libFuzzer target for every metadata-service codec
  * (meta/meta_proto.h): requests and replies of all types 200..224, the
- * lock types 230..232 and the 240 block. Input: byte 0 picks the type
+ * lock types 230..232, the 240 block and DIRVER (242). Input: byte 0 picks the type
  * (from 250 the 240 block, from 0xE0 the lock types, below that
  * META_RPC_FIRST + b % count), byte 1 bit 0
  * picks request (0) or reply (1); the rest is the payload.
@@ -74,8 +74,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	 * 0xE0 the lock types (230..), below the main range, so that seeds keep
 	 * their type when any range grows. */
 	uint16_t type;
-	if (data[0] >= 250)
-		type = (uint16_t)(META_RPC_FSYNC + data[0] % (META_RPC_LAST_240 - META_RPC_FSYNC + 1));
+	if (data[0] >= 250) {
+		type = (uint16_t)(META_RPC_FSYNC + (data[0] - 250)); /* 252: DIRVER */
+		if (!meta_rpc_name(type))
+			type = META_RPC_FSYNC;
+	}
 	else if (data[0] >= 0xE0)
 		type = (uint16_t)(META_RPC_LOCK_FIRST +
 				  (data[0] - 0xE0) % (META_RPC_LOCK_LAST - META_RPC_LOCK_FIRST + 1));

@@ -11,7 +11,20 @@
  *   holds every dentry of the directory.
  * - A second `chainfs mount` process on the same cluster sees a rename,
  *   an unlink and a chmod done through the first mount within the stated
- *   bound (entry/attr timeout, 1 s by default) plus a small margin.
+ *   bound (attr timeout, 1 s by default) plus a small margin.
+ * - Names: mount 2 holds each name in the kernel's cache (positive, or
+ *   negative for a name it found absent; entry and negative timeouts are
+ *   30 s by default) and still sees a rename, an unlink, a create and a
+ *   mkdir/rmdir through mount 1 within one directory-count poll (100 ms,
+ *   fuse/dircache.h) plus the margin; a write's new size within the attr
+ *   bound. Each change is timed on its own, with every name freshly cached
+ *   and a poll passed since, so no earlier invalidation hides a missing one.
+ * - statfs (df) reports the space the storage targets use: 0 used was
+ *   shown whatever was written (routing carries the usage a target had
+ *   when it joined). After 24 MiB are written and fsync'd, used grows by
+ *   at least 24 MiB (one copy per chain is counted) and blocks - free =
+ *   used; after the file is removed, used drops back below that within
+ *   the GC's bound.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <dirent.h>
 #include <unistd.h>
@@ -35,7 +49,8 @@
 #include "meta/schema.h"
 #include "testenv.h"
 
-#define COHERENCE_BOUND_MS 1000 /* the mount's default entry and attr timeout */
+#define COHERENCE_BOUND_MS 1000 /* the mount's default attr timeout */
+#define NAME_BOUND_MS      100  /* names: the mount's --dircache-poll-ms */
 #define COHERENCE_SLACK_MS 700  /* one poll, one meta round trip, a loaded CI host */
 
 static struct integ env;
@@ -193,7 +208,7 @@ static void start_mount2(void)
 	snprintf(secret, sizeof(secret), "%s/secret", env.data);
 	snprintf(mnt2, sizeof(mnt2), "%s/mnt2", env.dir);
 	snprintf(log, sizeof(log), "%s/mount2.log", env.dir);
-	assert_int_equal(mkdir(mnt2, 0755), 0);
+	assert_true(mkdir(mnt2, 0755) == 0 || errno == EEXIST);
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
@@ -303,12 +318,210 @@ static void test_two_mounts_coherent(void **state)
 	stop_mount2();
 }
 
+/* Caches NAME on mount 2 (looked up twice), then waits out two polls so
+ * that no invalidation is pending when mount 1 changes it. */
+static void cache_on2(const char *p2)
+{
+	struct stat st;
+	stat(p2, &st);
+	stat(p2, &st);
+	clock_sleep_ms(3 * NAME_BOUND_MS);
+	stat(p2, &st);
+}
+
+static int seen_size(const char *path, const void *arg)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && st.st_size == *(const off_t *)arg;
+}
+
+static void test_two_mounts_names_bound(void **state)
+{
+	char d1[1200], d2[1200], p1[1300], p2[1300], q1[1300], q2[1300];
+	integ_path(&env, "names", d1, sizeof(d1));
+	assert_int_equal(mkdir(d1, 0755), 0);
+	if (mount2_pid <= 0)
+		start_mount2();
+	snprintf(d2, sizeof(d2), "%s/names", mnt2);
+	int64_t bound = NAME_BOUND_MS + COHERENCE_SLACK_MS;
+	struct stat st;
+
+	/* a negative entry: absent on 2, created on 1 */
+	snprintf(p1, sizeof(p1), "%s/neg", d1);
+	snprintf(p2, sizeof(p2), "%s/neg", d2);
+	assert_int_equal(stat(p2, &st), -1);
+	cache_on2(p2);
+	touch(p1);
+	int64_t t_create = wait_seen(p2, seen_exists, NULL);
+
+	/* a positive entry: unlinked on 1 */
+	cache_on2(p2);
+	assert_int_equal(stat(p2, &st), 0);
+	assert_int_equal(unlink(p1), 0);
+	int64_t t_unlink = wait_seen(p2, seen_gone, NULL);
+
+	/* rename: the old name goes, the new one (negatively cached) comes */
+	snprintf(p1, sizeof(p1), "%s/from", d1);
+	snprintf(p2, sizeof(p2), "%s/from", d2);
+	snprintf(q1, sizeof(q1), "%s/to", d1);
+	snprintf(q2, sizeof(q2), "%s/to", d2);
+	touch(p1);
+	assert_int_equal(wait_seen(p2, seen_exists, NULL) >= 0, 1);
+	assert_int_equal(stat(q2, &st), -1);
+	cache_on2(p2);
+	cache_on2(q2);
+	assert_int_equal(rename(p1, q1), 0);
+	int64_t t_rn_old = -1, t_rn_new = -1;
+	uint64_t t0 = clock_mono_ms();
+	while ((t_rn_old < 0 || t_rn_new < 0) && clock_mono_ms() - t0 < 5000) {
+		if (t_rn_old < 0 && seen_gone(p2, NULL))
+			t_rn_old = (int64_t)(clock_mono_ms() - t0);
+		if (t_rn_new < 0 && seen_exists(q2, NULL))
+			t_rn_new = (int64_t)(clock_mono_ms() - t0);
+		clock_sleep_ms(10);
+	}
+
+	/* mkdir and rmdir of a directory 2 has cached */
+	snprintf(p1, sizeof(p1), "%s/sub", d1);
+	snprintf(p2, sizeof(p2), "%s/sub", d2);
+	cache_on2(p2);
+	assert_int_equal(mkdir(p1, 0755), 0);
+	int64_t t_mkdir = wait_seen(p2, seen_exists, NULL);
+	cache_on2(p2);
+	assert_int_equal(rmdir(p1), 0);
+	int64_t t_rmdir = wait_seen(p2, seen_gone, NULL);
+
+	/* a write on 1 grows a file whose attributes 2 caches */
+	uint8_t buf[4096];
+	pattern(buf, 3, sizeof(buf));
+	int fd = open(q1, O_WRONLY);
+	assert_true(fd >= 0);
+	cache_on2(q2);
+	assert_int_equal(write(fd, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+	assert_int_equal(close(fd), 0);
+	off_t want = sizeof(buf);
+	int64_t t_write = wait_seen(q2, seen_size, &want);
+
+	print_message("name coherence ms: create=%lld unlink=%lld rename old=%lld new=%lld "
+	              "mkdir=%lld rmdir=%lld write(size)=%lld\n",
+	              (long long)t_create, (long long)t_unlink, (long long)t_rn_old,
+	              (long long)t_rn_new, (long long)t_mkdir, (long long)t_rmdir,
+	              (long long)t_write);
+	assert_true(t_create >= 0 && t_create <= bound);
+	assert_true(t_unlink >= 0 && t_unlink <= bound);
+	assert_true(t_rn_old >= 0 && t_rn_old <= bound);
+	assert_true(t_rn_new >= 0 && t_rn_new <= bound);
+	assert_true(t_mkdir >= 0 && t_mkdir <= bound);
+	assert_true(t_rmdir >= 0 && t_rmdir <= bound);
+	assert_true(t_write >= 0 && t_write <= COHERENCE_BOUND_MS + COHERENCE_SLACK_MS);
+	stop_mount2();
+}
+
+static void drop_dentries(void)
+{
+	sync();
+	int fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
+	if (fd >= 0) {
+		if (write(fd, "2\n", 2) < 0)
+			print_message("drop_caches: %s\n", strerror(errno));
+		close(fd);
+	}
+}
+
+/* A directory a mount made itself answers absent names without meta
+ * (dircache "complete directories"): a name another mount creates in it
+ * must still show within the bound, and the mount's own rename inside it
+ * at once, even when the kernel dropped its dentries. */
+static void test_complete_dir_coherent(void **state)
+{
+	char d1[1200], d2[1200], p1[1300], p2[1300], q1[1300];
+	if (mount2_pid <= 0)
+		start_mount2();
+	snprintf(d2, sizeof(d2), "%s/made2", mnt2);
+	snprintf(d1, sizeof(d1), "%s/made2", env.mnt);
+	assert_int_equal(mkdir(d2, 0755), 0); /* complete on mount 2 */
+	snprintf(p2, sizeof(p2), "%s/late", d2);
+	snprintf(p1, sizeof(p1), "%s/late", d1);
+	struct stat st;
+	assert_int_equal(stat(p2, &st), -1); /* answered by mount 2 alone */
+	assert_int_equal(errno, ENOENT);
+	assert_int_equal(wait_seen(d1, seen_exists, NULL) >= 0, 1);
+	touch(p1);
+	drop_dentries(); /* mount 2 must answer, not its kernel */
+	int64_t t_seen = wait_seen(p2, seen_exists, NULL);
+	print_message("complete dir: foreign create seen after %lld ms\n", (long long)t_seen);
+	assert_true(t_seen >= 0 && t_seen <= NAME_BOUND_MS + COHERENCE_SLACK_MS);
+
+	/* own rename in a complete directory of mount 1 */
+	integ_path(&env, "made1", d1, sizeof(d1));
+	assert_int_equal(mkdir(d1, 0755), 0);
+	snprintf(p1, sizeof(p1), "%s/x", d1);
+	snprintf(q1, sizeof(q1), "%s/y", d1);
+	touch(p1);
+	assert_int_equal(rename(p1, q1), 0);
+	drop_dentries();
+	assert_int_equal(stat(q1, &st), 0);
+	assert_int_equal(stat(p1, &st), -1);
+	assert_int_equal(errno, ENOENT);
+	stop_mount2();
+}
+
+static uint64_t df_used(const char *path)
+{
+	struct statvfs sv;
+	assert_int_equal(statvfs(path, &sv), 0);
+	assert_true(sv.f_blocks >= sv.f_bfree);
+	assert_true(sv.f_blocks > 0);
+	return (uint64_t)(sv.f_blocks - sv.f_bfree) * sv.f_frsize;
+}
+
+static void test_df_reports_usage(void **state)
+{
+	char path[1200];
+	static uint8_t buf[1 << 20];
+	uint64_t before = df_used(env.mnt);
+	integ_path(&env, "df-file", path, sizeof(path));
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	assert_true(fd >= 0);
+	for (int i = 0; i < 24; i++) {
+		pattern(buf, (uint32_t)i, sizeof(buf));
+		assert_int_equal(write(fd, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+	}
+	assert_int_equal(fsync(fd), 0);
+	assert_int_equal(close(fd), 0);
+	uint64_t after = 0;
+	uint64_t t0 = clock_mono_ms();
+	while (clock_mono_ms() - t0 < 5000) { /* meta caches the figures 1 s */
+		after = df_used(env.mnt);
+		if (after >= before + (24u << 20))
+			break;
+		clock_sleep_ms(200);
+	}
+	print_message("df used: before=%llu after write=%llu\n", (unsigned long long)before,
+	              (unsigned long long)after);
+	assert_true(after >= before + (24u << 20));
+	assert_int_equal(unlink(path), 0);
+	uint64_t gone = after;
+	t0 = clock_mono_ms();
+	while (clock_mono_ms() - t0 < 20000) {
+		gone = df_used(env.mnt);
+		if (gone < after)
+			break;
+		clock_sleep_ms(200);
+	}
+	print_message("df used after unlink: %llu\n", (unsigned long long)gone);
+	assert_true(gone < after);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_kill9_meta_after_create),
 	    cmocka_unit_test(test_fsync_dir_then_copy),
 	    cmocka_unit_test(test_two_mounts_coherent),
+	    cmocka_unit_test(test_two_mounts_names_bound),
+	    cmocka_unit_test(test_complete_dir_coherent),
+	    cmocka_unit_test(test_df_reports_usage),
 	};
 	int rc = integ_main(&env, "metadur", tests, sizeof(tests) / sizeof(tests[0]));
 	stop_mount2();

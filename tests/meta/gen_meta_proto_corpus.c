@@ -51,7 +51,8 @@ int main(int argc, char **argv)
 		ents[i].type = META_T_FILE;
 		ents[i].name_len = (uint8_t)snprintf(ents[i].name, sizeof(ents[i].name), "e%d", i);
 	}
-	for (uint16_t t = META_RPC_FIRST; t <= META_RPC_LAST_240; t++) {
+	static const uint8_t dirver_data[16] = { 1, 0, 0, 0, 0, 0, 0, 0, 42 };
+	for (uint16_t t = META_RPC_FIRST; t <= META_RPC_DIRVER; t++) {
 		struct buf b = BUF_INIT;
 		if (!meta_rpc_name(t))
 			continue;
@@ -81,11 +82,17 @@ int main(int argc, char **argv)
 		m.lock = (struct meta_lock){ 7, 0x1234, 99, META_LOCK_POSIX, META_LOCK_WR, 10, 19 };
 		if (t == META_RPC_LOCK_RELEASE)
 			m.flags = META_LOCK_ALL_KINDS;
+		if (t == META_RPC_DIRVER) { /* u64 inode ids */
+			m.data = dirver_data;
+			m.data_len = sizeof(dirver_data);
+		}
 		if (meta_rpc_req_encode(&b, &m) || write_case(argv[1], 0, t, &b))
 			return 1;
 		buf_reset(&b);
 		struct meta_rpc_resp r = { .type = t, .inode = &in, .session = 5, .size = 5,
-					   .data = (const uint8_t *)"value", .data_len = 5,
+					   .data = t == META_RPC_DIRVER ? dirver_data
+									: (const uint8_t *)"value",
+					   .data_len = t == META_RPC_DIRVER ? 16 : 5,
 					   .ents = ents, .n = 3, .eof = 1, .has_layout = 1,
 					   .layout = &in.layout, .instance_id = 9, .threads = 4,
 					   .has_lock = 1, .lock = m.lock };

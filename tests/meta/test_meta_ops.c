@@ -254,6 +254,59 @@ static void test_symlink(void **state)
 	assert_clean();
 }
 
+static uint64_t dirver(uint64_t dir)
+{
+	uint64_t v = 0;
+	assert_int_equal(meta_dir_versions(M, &dir, 1, &v), 0);
+	return v;
+}
+
+/* Entry-change counts (META_RPC_DIRVER): every successful call that adds,
+ * removes or renames a name adds exactly 1 to each directory it changes
+ * (mounts rely on it to tell their own changes from others',
+ * fuse/dircache.h); failed calls and opens of existing files add
+ * nothing; other directories stay put. */
+static void test_dir_versions(void **state)
+{
+	struct meta_inode in;
+	uint64_t r0 = dirver(R1);
+	uint64_t d = mkdirp(&FX_ROOT, R1, "dv", 0755);
+	uint64_t e = mkdirp(&FX_ROOT, R1, "dv2", 0755);
+	assert_int_equal(dirver(R1), r0 + 2);
+	assert_int_equal(dirver(d), 0);
+	uint64_t f = mkfile(&FX_ROOT, d, "f", 0644);
+	assert_int_equal(dirver(d), 1);
+	mkdirp(&FX_ROOT, d, "sub", 0755);
+	assert_int_equal(dirver(d), 2);
+	assert_int_equal(meta_symlink(M, &FX_ROOT, RQ, d, N("s"), N("f"), &in), 0);
+	assert_int_equal(dirver(d), 3);
+	assert_int_equal(meta_link(M, &FX_ROOT, RQ, f, d, N("l"), &in), 0);
+	assert_int_equal(dirver(d), 4);
+	assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, d, N("l")), 0);
+	assert_int_equal(dirver(d), 5);
+	assert_int_equal(meta_rmdir(M, &FX_ROOT, RQ, d, N("sub")), 0);
+	assert_int_equal(dirver(d), 6);
+	/* no change: these fail, or open what exists */
+	assert_int_equal(meta_create(M, &FX_ROOT, RQ, d, N("f"), 0644, META_O_EXCL, &in, NULL),
+			 -EEXIST);
+	assert_int_equal(meta_create(M, &FX_ROOT, RQ, d, N("f"), 0644, 0, &in, NULL), 0);
+	assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, d, N("nope")), -ENOENT);
+	assert_int_equal(dirver(d), 6);
+	/* rename: within one directory 1, across two 1 in each */
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, d, N("f"), d, N("g"), 0), 0);
+	assert_int_equal(dirver(d), 7);
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, d, N("g"), e, N("g"), 0), 0);
+	assert_int_equal(dirver(d), 8);
+	assert_int_equal(dirver(e), 1);
+	assert_int_equal(dirver(R1), r0 + 2);
+	/* several at once, an unknown one as 0 */
+	uint64_t dirs[3] = { d, e, 999999 }, v[3];
+	assert_int_equal(meta_dir_versions(M, dirs, 3, v), 0);
+	assert_int_equal(v[0], 8);
+	assert_int_equal(v[1], 1);
+	assert_int_equal(v[2], 0);
+}
+
 static void test_rename(void **state)
 {
 	struct meta_inode in;
@@ -992,6 +1045,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_fsck_detects, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ids, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deep_rename, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dir_versions, setup, teardown),
 		cmocka_unit_test(test_rendezvous),
 	};
 	int n, fails = 0;

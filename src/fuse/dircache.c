@@ -1,0 +1,630 @@
+/* dircache.c - tracked kernel names and the directory-count poll
+ * (dircache.h).
+ *
+ * HOW IT WORKS. A hash table of directories (struct dc_dir), each with the
+ * set of names handed to the kernel since its last invalidation, the
+ * entry-change count meta reported at the last poll (ver, known), the
+ * number of this mount's own changes since (own), and a generation that
+ * changes at every invalidation. A poll snapshots (ino, own, gen) of every
+ * directory, reads the counts in one RPC per 1024 directories, and for
+ * each directory whose count is not exactly ver + own-at-snapshot takes
+ * its names out and has the kernel drop them.
+ *
+ * WHY THE COUNTING IS SAFE. An own change runs under own_lock (read) from
+ * before its meta call until it is counted; a poll holds own_lock (write)
+ * from its snapshot until its read came back. So an own change counted in
+ * the snapshot committed before the read, and one not in it commits after
+ * the read: a count of exactly ver + own means nobody else changed the
+ * directory. Counting too few only invalidates (a call whose outcome is
+ * unknown is not counted); counting too many could hide a foreign change,
+ * which is why only calls that change the directory exactly once count.
+ * (Without the lock, a single thread creating files kept a create in
+ * flight across most polls: a third of them invalidated the directory.)
+ *
+ * Invariants: dc_dir fields and the names are guarded by dircache.mu;
+ * polls are serialised by poll_mu; the kernel is only told outside mu.
+ */
+#define FUSE_USE_VERSION 312
+#include "fuse/dircache.h"
+
+#include <errno.h>
+#include <fuse3/fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/status.h"
+
+#define DC_BUCKETS   4096
+#define DC_BATCH     1024                /* META_RPC_DIRVER_MAX */
+#define DC_MAX_NAMES (2u << 20)          /* tracked names over all directories */
+#define DC_FAIL_NS   (1000ull * 1000000) /* failing polls this long: drop everything */
+/* A directory unused this long has its names dropped and leaves the poll,
+ * so the poll's cost follows the directories in use, not every one a
+ * tree walk passed through within the timeouts. */
+#define DC_IDLE_NS  (10000ull * 1000000)
+#define DC_MAX_DIRS 65536 /* beyond: names go to the kernel uncached */
+
+struct dc_dir {
+	struct dc_dir *next; /* bucket chain */
+	uint64_t ino;
+	uint64_t gen;     /* changes at every invalidation */
+	uint64_t ver;     /* meta's count at the last poll (known) */
+	int known;        /* ver is meaningful */
+	int force;        /* invalidate at the next poll (too many names) */
+	uint64_t own;     /* own changes counted since the last poll's snapshot */
+	uint64_t last_ns; /* mono ns of the last begin/note */
+	char **set;       /* open addressing; NULL slots empty */
+	size_t n, cap;
+	/* Complete: made by this mount's mkdir and changed by nobody else
+	 * since (no invalidation): pres then holds every name it has, so an
+	 * absent name needs no lookup. Open addressing with tombstones. */
+	int complete;
+	char **pres;
+	size_t pres_n, pres_used, pres_cap; /* live; live + tombstones; slots */
+};
+
+static void pres_drop(struct dc_dir *d);
+
+static char tomb_byte;
+#define TOMB           (&tomb_byte)
+#define DC_MAX_PRESENT (1u << 20) /* names of one complete directory */
+
+struct inval {
+	uint64_t parent;
+	char *name; /* owned */
+};
+
+struct dircache {
+	meta_client *mc;
+	struct fuse_session *se;
+	uint32_t poll_ms;
+	uint64_t ttl_ns;
+	pthread_mutex_t mu; /* guards everything below up to poll_mu */
+	struct dc_dir *tab[DC_BUCKETS];
+	size_t ndirs, nnames;
+	uint64_t gen_next;
+	uint64_t fail_since_ns; /* 0: the last poll succeeded */
+	int unhealthy;
+	pthread_mutex_t poll_mu;   /* one poll at a time */
+	pthread_rwlock_t own_lock; /* own calls (read) vs a poll's read (write) */
+	pthread_t th;
+	pthread_mutex_t stop_mu;
+	pthread_cond_t stop_cv;
+	int stop;
+	_Atomic int stopping; /* no more notifications (dircache_stop) */
+	int joined;
+	_Atomic uint64_t polls, poll_failures, invalidations;
+};
+
+static size_t bucket(uint64_t ino)
+{
+	return (size_t)((ino * 0x9E3779B97F4A7C15ull) >> 52) % DC_BUCKETS;
+}
+
+static uint64_t name_hash(const char *s)
+{
+	/* FNV-1a */
+	uint64_t h = 1469598103934665603ull;
+	for (; *s; s++)
+		h = (h ^ (uint8_t)*s) * 1099511628211ull;
+	return h;
+}
+
+static struct dc_dir *dir_find(dircache *dc, uint64_t ino)
+{
+	for (struct dc_dir *d = dc->tab[bucket(ino)]; d; d = d->next)
+		if (d->ino == ino)
+			return d;
+	return NULL;
+}
+
+static struct dc_dir *dir_get(dircache *dc, uint64_t ino)
+{
+	struct dc_dir *d = dir_find(dc, ino);
+	if (d)
+		return d;
+	if (dc->ndirs >= DC_MAX_DIRS)
+		return NULL;
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return NULL;
+	d->ino = ino;
+	d->gen = dc->gen_next++;
+	d->next = dc->tab[bucket(ino)];
+	dc->tab[bucket(ino)] = d;
+	dc->ndirs++;
+	return d;
+}
+
+/* Inserts NAME (copied); 0, or -ENOMEM. */
+static int set_add(dircache *dc, struct dc_dir *d, const char *name)
+{
+	if ((d->n + 1) * 4 > d->cap * 3) {
+		size_t nc = d->cap ? d->cap * 2 : 16;
+		char **ns = calloc(nc, sizeof(*ns));
+		if (!ns)
+			return -ENOMEM;
+		for (size_t i = 0; i < d->cap; i++) {
+			if (!d->set[i])
+				continue;
+			size_t j = name_hash(d->set[i]) & (nc - 1);
+			while (ns[j])
+				j = (j + 1) & (nc - 1);
+			ns[j] = d->set[i];
+		}
+		free(d->set);
+		d->set = ns;
+		d->cap = nc;
+	}
+	size_t j = name_hash(name) & (d->cap - 1);
+	while (d->set[j]) {
+		if (!strcmp(d->set[j], name))
+			return 0;
+		j = (j + 1) & (d->cap - 1);
+	}
+	if (!(d->set[j] = strdup(name)))
+		return -ENOMEM;
+	d->n++;
+	dc->nnames++;
+	return 0;
+}
+
+/* Moves D's names onto *L (grown as needed) and starts a new generation;
+ * on allocation failure the names are dropped from tracking anyway (the
+ * caller has nowhere to report it: they are freed, and the directory's
+ * entries expire with their timeout). */
+static void dir_take(dircache *dc, struct dc_dir *d, struct inval **l, size_t *n, size_t *cap)
+{
+	for (size_t i = 0; i < d->cap; i++) {
+		if (!d->set[i])
+			continue;
+		if (*n == *cap) {
+			size_t nc = *cap ? *cap * 2 : 256;
+			struct inval *v = realloc(*l, nc * sizeof(*v));
+			if (!v) {
+				free(d->set[i]);
+				continue;
+			}
+			*l = v;
+			*cap = nc;
+		}
+		(*l)[(*n)++] = (struct inval){d->ino, d->set[i]};
+	}
+	dc->nnames -= d->n;
+	free(d->set);
+	d->set = NULL;
+	d->n = d->cap = 0;
+	d->gen = dc->gen_next++;
+	d->own = 0;
+	d->force = 0;
+	pres_drop(d);
+}
+
+static uint64_t name_hash(const char *s);
+
+static void pres_drop(struct dc_dir *d)
+{
+	for (size_t i = 0; i < d->pres_cap; i++)
+		if (d->pres[i] && d->pres[i] != TOMB)
+			free(d->pres[i]);
+	free(d->pres);
+	d->pres = NULL;
+	d->pres_n = d->pres_used = d->pres_cap = 0;
+	d->complete = 0;
+}
+
+/* Slot of NAME in pres, or -1. */
+static long pres_find(const struct dc_dir *d, const char *name)
+{
+	if (!d->pres_cap)
+		return -1;
+	size_t j = name_hash(name) & (d->pres_cap - 1);
+	while (d->pres[j]) {
+		if (d->pres[j] != TOMB && !strcmp(d->pres[j], name))
+			return (long)j;
+		j = (j + 1) & (d->pres_cap - 1);
+	}
+	return -1;
+}
+
+/* Adds (1) or removes (-1) NAME; on failure the directory stops being
+ * complete (it is only an optimisation). */
+static void pres_change(struct dc_dir *d, const char *name, int delta)
+{
+	long at = pres_find(d, name);
+	if (delta < 0) {
+		if (at >= 0) {
+			free(d->pres[at]);
+			d->pres[at] = TOMB;
+			d->pres_n--;
+		}
+		return;
+	}
+	if (at >= 0)
+		return;
+	if (d->pres_n >= DC_MAX_PRESENT) {
+		pres_drop(d);
+		return;
+	}
+	if ((d->pres_used + 1) * 4 > d->pres_cap * 3) {
+		size_t nc = d->pres_cap ? d->pres_cap : 16;
+		while ((d->pres_n + 1) * 2 > nc)
+			nc *= 2;
+		char **ns = calloc(nc, sizeof(*ns));
+		if (!ns) {
+			pres_drop(d);
+			return;
+		}
+		for (size_t i = 0; i < d->pres_cap; i++) {
+			if (!d->pres[i] || d->pres[i] == TOMB)
+				continue;
+			size_t j = name_hash(d->pres[i]) & (nc - 1);
+			while (ns[j])
+				j = (j + 1) & (nc - 1);
+			ns[j] = d->pres[i];
+		}
+		free(d->pres);
+		d->pres = ns;
+		d->pres_cap = nc;
+		d->pres_used = d->pres_n;
+	}
+	char *c = strdup(name);
+	if (!c) {
+		pres_drop(d);
+		return;
+	}
+	size_t j = name_hash(name) & (d->pres_cap - 1);
+	while (d->pres[j] && d->pres[j] != TOMB)
+		j = (j + 1) & (d->pres_cap - 1);
+	if (!d->pres[j])
+		d->pres_used++;
+	d->pres[j] = c;
+	d->pres_n++;
+}
+
+static void dir_free(dircache *dc, struct dc_dir *d)
+{
+	pres_drop(d);
+	for (size_t i = 0; i < d->cap; i++)
+		free(d->set[i]);
+	dc->nnames -= d->n;
+	free(d->set);
+	free(d);
+}
+
+static void tell_kernel(dircache *dc, struct inval *l, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (dc->se && !atomic_load(&dc->stopping))
+			fuse_lowlevel_notify_inval_entry(dc->se, l[i].parent, l[i].name,
+			                                 strlen(l[i].name));
+		free(l[i].name);
+	}
+	if (n)
+		atomic_fetch_add(&dc->invalidations, n);
+	free(l);
+}
+
+uint64_t dircache_begin(dircache *dc, uint64_t parent)
+{
+	pthread_mutex_lock(&dc->mu);
+	struct dc_dir *d = dir_get(dc, parent);
+	uint64_t gen = d ? d->gen : UINT64_MAX;
+	if (d)
+		d->last_ns = clock_mono_ns();
+	pthread_mutex_unlock(&dc->mu);
+	return gen;
+}
+
+int dircache_note(dircache *dc, uint64_t parent, const char *name, uint64_t gen)
+{
+	int ok = 0;
+	pthread_mutex_lock(&dc->mu);
+	struct dc_dir *d = dir_get(dc, parent);
+	if (d) {
+		d->last_ns = clock_mono_ns();
+		if (set_add(dc, d, name) == 0)
+			ok = d->gen == gen && !dc->unhealthy;
+		if (dc->nnames > DC_MAX_NAMES)
+			d->force = 1; /* the next poll drops them: not here, where the
+			                 kernel may hold the directory's lock */
+	}
+	pthread_mutex_unlock(&dc->mu);
+	return ok;
+}
+
+void dircache_own_begin(dircache *dc)
+{
+	pthread_rwlock_rdlock(&dc->own_lock);
+}
+
+void dircache_own_end(dircache *dc, uint64_t parent, const char *name, int delta)
+{
+	if (delta) {
+		pthread_mutex_lock(&dc->mu);
+		struct dc_dir *d = dir_find(dc, parent);
+		if (d) {
+			d->own++;
+			if (d->complete)
+				pres_change(d, name, delta);
+		}
+		pthread_mutex_unlock(&dc->mu);
+	}
+	pthread_rwlock_unlock(&dc->own_lock);
+}
+
+void dircache_dir_made(dircache *dc, uint64_t ino)
+{
+	pthread_mutex_lock(&dc->mu);
+	if (!dir_find(dc, ino)) {
+		struct dc_dir *d = dir_get(dc, ino);
+		if (d) {
+			/* A new inode id: no entry change counted yet. A change by
+			 * anyone else since shows as a count above 0 + own. */
+			d->known = 1;
+			d->ver = 0;
+			d->complete = 1;
+			d->last_ns = clock_mono_ns();
+		}
+	}
+	pthread_mutex_unlock(&dc->mu);
+}
+
+void dircache_incomplete(dircache *dc, uint64_t ino)
+{
+	pthread_mutex_lock(&dc->mu);
+	struct dc_dir *d = dir_find(dc, ino);
+	if (d)
+		pres_drop(d);
+	pthread_mutex_unlock(&dc->mu);
+}
+
+int dircache_absent(dircache *dc, uint64_t parent, const char *name)
+{
+	int absent = 0;
+	pthread_mutex_lock(&dc->mu);
+	struct dc_dir *d = dir_find(dc, parent);
+	if (d && d->complete && !dc->unhealthy)
+		absent = pres_find(d, name) < 0;
+	pthread_mutex_unlock(&dc->mu);
+	return absent;
+}
+
+int dircache_healthy(dircache *dc)
+{
+	if (!dc)
+		return 0;
+	pthread_mutex_lock(&dc->mu);
+	int h = !dc->unhealthy;
+	pthread_mutex_unlock(&dc->mu);
+	return h;
+}
+
+struct snap {
+	uint64_t ino, own, gen, ver;
+};
+
+static int poll_once(dircache *dc)
+{
+	struct snap *s = NULL;
+	struct inval *l = NULL;
+	size_t n = 0, nl = 0, lcap = 0;
+	int rc = 0;
+	uint64_t now = clock_mono_ns();
+
+	pthread_mutex_lock(&dc->poll_mu);
+	pthread_rwlock_wrlock(&dc->own_lock);
+	pthread_mutex_lock(&dc->mu);
+	/* Directories idle past every timeout handed out: the kernel dropped
+	 * their names by itself. */
+	for (size_t b = 0; b < DC_BUCKETS; b++) {
+		struct dc_dir **pp = &dc->tab[b];
+		while (*pp) {
+			struct dc_dir *d = *pp;
+			if (d->last_ns + dc->ttl_ns + 1000000000ull < now) {
+				*pp = d->next;
+				dc->ndirs--;
+				dir_free(dc, d);
+			} else if (d->last_ns + DC_IDLE_NS < now) {
+				dir_take(dc, d, &l, &nl, &lcap);
+				*pp = d->next;
+				dc->ndirs--;
+				dir_free(dc, d);
+			} else {
+				pp = &d->next;
+			}
+		}
+	}
+	if (dc->ndirs && !(s = malloc(dc->ndirs * sizeof(*s))))
+		rc = -ENOMEM;
+	for (size_t b = 0; rc == 0 && b < DC_BUCKETS; b++)
+		for (struct dc_dir *d = dc->tab[b]; d; d = d->next)
+			s[n++] = (struct snap){d->ino, d->own, d->gen, 0};
+	pthread_mutex_unlock(&dc->mu);
+
+	uint64_t *ino = NULL, *ver = NULL;
+	if (rc == 0 && n) {
+		ino = malloc(DC_BATCH * sizeof(*ino));
+		ver = malloc(DC_BATCH * sizeof(*ver));
+		if (!ino || !ver)
+			rc = -ENOMEM;
+	}
+	for (size_t i = 0; rc == 0 && i < n; i += DC_BATCH) {
+		size_t k = n - i < DC_BATCH ? n - i : DC_BATCH;
+		for (size_t j = 0; j < k; j++)
+			ino[j] = s[i + j].ino;
+		rc = meta_client_dir_versions(dc->mc, ino, k, ver);
+		for (size_t j = 0; rc == 0 && j < k; j++)
+			s[i + j].ver = ver[j];
+	}
+	pthread_rwlock_unlock(&dc->own_lock);
+	free(ino);
+	free(ver);
+	atomic_fetch_add(&dc->polls, 1);
+
+	pthread_mutex_lock(&dc->mu);
+	if (rc < 0) {
+		atomic_fetch_add(&dc->poll_failures, 1);
+		if (!dc->fail_since_ns)
+			dc->fail_since_ns = now;
+		if (now - dc->fail_since_ns >= DC_FAIL_NS) {
+			if (!dc->unhealthy)
+				LOG_WARN("fuse",
+				         "directory-count polls failing (%s): names are "
+				         "no longer cached long",
+				         cfs_strerror(rc));
+			dc->unhealthy = 1;
+			for (size_t b = 0; b < DC_BUCKETS; b++)
+				for (struct dc_dir *d = dc->tab[b]; d; d = d->next) {
+					dir_take(dc, d, &l, &nl, &lcap);
+					d->known = 0;
+				}
+		}
+	} else {
+		dc->fail_since_ns = 0;
+		dc->unhealthy = 0;
+		for (size_t i = 0; i < n; i++) {
+			struct dc_dir *d = dir_find(dc, s[i].ino);
+			if (!d)
+				continue;
+			if (d->known && d->gen == s[i].gen && !d->force &&
+			    s[i].ver == d->ver + s[i].own) {
+				d->ver = s[i].ver;
+				d->own -= s[i].own;
+			} else {
+				dir_take(dc, d, &l, &nl, &lcap);
+				d->ver = s[i].ver;
+				d->known = 1;
+			}
+		}
+	}
+	pthread_mutex_unlock(&dc->mu);
+	tell_kernel(dc, l, nl);
+	pthread_mutex_unlock(&dc->poll_mu);
+	free(s);
+	return rc;
+}
+
+int dircache_sync(dircache *dc)
+{
+	return dc ? poll_once(dc) : 0;
+}
+
+static void *poll_main(void *arg)
+{
+	dircache *dc = arg;
+	pthread_mutex_lock(&dc->stop_mu);
+	while (!dc->stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)dc->poll_ms * 1000000ull;
+		ts.tv_sec += (time_t)(ns / 1000000000ull);
+		ts.tv_nsec = (long)(ns % 1000000000ull);
+		pthread_cond_timedwait(&dc->stop_cv, &dc->stop_mu, &ts);
+		if (dc->stop)
+			break;
+		pthread_mutex_unlock(&dc->stop_mu);
+		poll_once(dc);
+		pthread_mutex_lock(&dc->stop_mu);
+	}
+	pthread_mutex_unlock(&dc->stop_mu);
+	return NULL;
+}
+
+int dircache_new(meta_client *mc, struct fuse_session *se, uint32_t poll_ms, uint64_t ttl_ns,
+                 dircache **out)
+{
+	dircache *dc = calloc(1, sizeof(*dc));
+	*out = NULL;
+	if (!dc)
+		return -ENOMEM;
+	dc->mc = mc;
+	dc->se = se;
+	dc->poll_ms = poll_ms ? poll_ms : 100;
+	dc->ttl_ns = ttl_ns;
+	dc->gen_next = 1;
+	pthread_mutex_init(&dc->mu, NULL);
+	pthread_mutex_init(&dc->poll_mu, NULL);
+	pthread_mutex_init(&dc->stop_mu, NULL);
+	pthread_cond_init(&dc->stop_cv, NULL);
+	pthread_rwlockattr_t ra;
+	pthread_rwlockattr_init(&ra);
+	/* glibc prefers readers by default: a busy mount would starve polls */
+	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&dc->own_lock, &ra);
+	pthread_rwlockattr_destroy(&ra);
+	int rc = pthread_create(&dc->th, NULL, poll_main, dc);
+	if (rc) {
+		pthread_rwlock_destroy(&dc->own_lock);
+		pthread_mutex_destroy(&dc->mu);
+		pthread_mutex_destroy(&dc->poll_mu);
+		pthread_mutex_destroy(&dc->stop_mu);
+		pthread_cond_destroy(&dc->stop_cv);
+		free(dc);
+		return -rc;
+	}
+	*out = dc;
+	return 0;
+}
+
+int dircache_stop(dircache *dc, uint32_t wait_ms)
+{
+	if (!dc || dc->joined)
+		return 0;
+	atomic_store(&dc->stopping, 1);
+	pthread_mutex_lock(&dc->stop_mu);
+	dc->stop = 1;
+	pthread_cond_signal(&dc->stop_cv);
+	pthread_mutex_unlock(&dc->stop_mu);
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)wait_ms * 1000000ull;
+	ts.tv_sec += (time_t)(ns / 1000000000ull);
+	ts.tv_nsec = (long)(ns % 1000000000ull);
+	int rc = pthread_timedjoin_np(dc->th, NULL, &ts);
+	if (rc)
+		return -rc;
+	dc->joined = 1;
+	return 0;
+}
+
+void dircache_free(dircache *dc)
+{
+	if (!dc)
+		return;
+	if (!dc->joined) {
+		dircache_stop(dc, 0);
+		if (!dc->joined)
+			pthread_join(dc->th, NULL);
+	}
+	for (size_t b = 0; b < DC_BUCKETS; b++)
+		while (dc->tab[b]) {
+			struct dc_dir *d = dc->tab[b];
+			dc->tab[b] = d->next;
+			dir_free(dc, d);
+		}
+	pthread_rwlock_destroy(&dc->own_lock);
+	pthread_mutex_destroy(&dc->mu);
+	pthread_mutex_destroy(&dc->poll_mu);
+	pthread_mutex_destroy(&dc->stop_mu);
+	pthread_cond_destroy(&dc->stop_cv);
+	free(dc);
+}
+
+void dircache_get_stats(dircache *dc, struct dircache_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!dc)
+		return;
+	pthread_mutex_lock(&dc->mu);
+	out->dirs = dc->ndirs;
+	out->names = dc->nnames;
+	pthread_mutex_unlock(&dc->mu);
+	out->polls = atomic_load(&dc->polls);
+	out->poll_failures = atomic_load(&dc->poll_failures);
+	out->invalidations = atomic_load(&dc->invalidations);
+}

@@ -1,0 +1,93 @@
+/* dircache.h - keeps the kernel's cached names coherent with other
+ * clients: the mount tracks every name it lets the kernel cache (positive
+ * and negative entries) per directory, polls meta for the directories'
+ * entry-change counts (META_RPC_DIRVER, meta_dir_versions) every poll_ms,
+ * and when a count moved by more than this mount's own changes, tells the
+ * kernel to drop every tracked name of that directory
+ * (fuse_lowlevel_notify_inval_entry). So the kernel may keep names for
+ * long (entry and negative timeouts of many seconds) while a change made
+ * through another mount reaches this one within one poll interval plus a
+ * round trip.
+ *
+ * PROTOCOL. A handler that will hand the kernel an entry of PARENT calls
+ * dircache_begin(PARENT) before the meta call that reads it, and
+ * dircache_note(PARENT, NAME, gen) after: the name is then tracked, and
+ * note returns 0 when PARENT was invalidated in between (the read may
+ * predate a change the poll already acted on): the entry must go to the
+ * kernel uncached (timeout 0). A handler whose meta call changed PARENT's
+ * names exactly once (create with O_EXCL, mkdir, mknod, symlink, link,
+ * unlink, rmdir) runs between dircache_own_begin and dircache_own_end
+ * (CHANGED: it succeeded), so the poll does not take the mount's own
+ * change for a foreign one. Anything else (rename, a create that may have
+ * opened an existing file) counts as foreign, which only costs an
+ * invalidation. A poll holds off own calls while its read is in flight
+ * (a writer-preferring rwlock), so each own call is counted either before
+ * the poll's snapshot and committed before its read, or after both.
+ *
+ * Failure: when polls fail for longer than a second, every tracked name is
+ * invalidated at once and dircache_healthy() is 0 until a poll succeeds
+ * (the mount then hands out short timeouts: fuse_fs.c).
+ *
+ * Threads: all calls are thread-safe. dircache_sync runs one poll in the
+ * caller's thread (a granted lock: programs sharing files through locks
+ * see every change committed before the grant); it must not be called
+ * from a handler of an operation on a directory it may invalidate before
+ * that handler replied (the kernel holds the directory's lock).
+ */
+#ifndef CFS_FUSE_DIRCACHE_H
+#define CFS_FUSE_DIRCACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "client/meta_client.h"
+
+struct fuse_session;
+typedef struct dircache dircache;
+
+/* Starts the poll thread. MC and SE are borrowed and must outlive the
+ * dircache. TTL_NS: the longest entry or negative timeout handed out (a
+ * directory unused for longer is forgotten without invalidation).
+ * 0 or -errno. */
+int dircache_new(meta_client *mc, struct fuse_session *se, uint32_t poll_ms, uint64_t ttl_ns,
+                 dircache **out);
+/* Stops the poll (no notification is sent after it returns 0) and waits
+ * up to WAIT_MS for the thread: 0, or -ETIMEDOUT when the thread is stuck
+ * in a notification (the kernel makes it wait for a directory whose lock
+ * a request nobody will answer holds: abort the connection, then free). */
+int dircache_stop(dircache *dc, uint32_t wait_ms);
+/* Stops the thread (waiting for it) and frees everything; NULL is fine. */
+void dircache_free(dircache *dc);
+
+uint64_t dircache_begin(dircache *dc, uint64_t parent);
+int dircache_note(dircache *dc, uint64_t parent, const char *name, uint64_t gen);
+void dircache_own_begin(dircache *dc);
+/* DELTA: +1 the call added NAME to PARENT, -1 removed it, 0 it failed (or
+ * its outcome is unknown): nothing is counted. */
+void dircache_own_end(dircache *dc, uint64_t parent, const char *name, int delta);
+
+/* COMPLETE DIRECTORIES. A directory this mount just made (INO, from a
+ * successful mkdir, called before that mkdir's own_end) starts complete:
+ * the mount knows all of its names (none), and keeps knowing them through
+ * its own changes, until the first invalidation (another client changed
+ * it, a rename, a failed poll). dircache_absent is 1 when PARENT is
+ * complete and has no NAME: the lookup may be answered "no such name"
+ * without asking meta (within the same bound as a cached negative entry).
+ * Callers still dircache_note the name. */
+void dircache_dir_made(dircache *dc, uint64_t ino);
+/* INO stops being complete: call before a change of its names that
+ * dircache_own_end cannot describe (rename). */
+void dircache_incomplete(dircache *dc, uint64_t ino);
+int dircache_absent(dircache *dc, uint64_t parent, const char *name);
+/* 1 when the last poll succeeded less than a second ago (or nothing is
+ * tracked yet and the last poll did not fail). */
+int dircache_healthy(dircache *dc);
+/* One poll now. 0 or <0 (the poll failed). */
+int dircache_sync(dircache *dc);
+
+struct dircache_stats {
+	uint64_t polls, poll_failures, dirs, names, invalidations;
+};
+void dircache_get_stats(dircache *dc, struct dircache_stats *out);
+
+#endif
