@@ -10,7 +10,7 @@ other. Processes join a host's network namespace only (`nsenter --net`),
 so the FUSE mounts of the client hosts are ordinary mounts of the root
 mount namespace that tests and users read and write.
 
-    netns_cluster.py up   --dir D [--bin build/chainfs] [--loop-mb 64]
+    netns_cluster.py up   --dir D [--bin build/chainfs] [--loop-mb 1024]
     netns_cluster.py down --dir D          # also: down --all (leftovers)
     netns_cluster.py status --dir D
     netns_cluster.py kill|restart|stop|cont ROLE --dir D
@@ -33,7 +33,8 @@ with their start times) is recorded in D/state.json before it is created,
 so `down` removes exactly that, also after a failed `up` (which calls
 down itself) or a killed test; `down --all` removes leftovers of any run
 (names starting with "cfn"). Needs root and iproute2; `fill` needs loop
-devices (`up --loop-mb N` puts every target on its own N MiB ext4 image).
+devices (`up --loop-mb N` puts every target on its own N MiB ext4 image,
+sparse; N >= 512 since the chunk store preallocates 256 MiB slab files).
 
 As a library (tests/netns): Cluster(dir).up(), .kill(role), .restart(role),
 .partition(host), .heal(host), .admin(args), .down().
@@ -66,6 +67,8 @@ FENCE_MS = HB_TIMEOUT_MS // 2
 # Targets per storage host: the chain table generator needs the number of
 # targets (4 hosts x T) to be a multiple of R = 3, so 3 (4 chains), not 2.
 TARGETS = 3
+# The chunk store fallocates 256 MiB slab files per chunk size class.
+LOOP_MIN_MB = 512
 
 
 class Error(Exception):
@@ -334,6 +337,9 @@ class Cluster:
             s in out for s in ("(offline)", "(syncing)", "(waiting)", "(lastsrv)"))
 
     def up(self, loop_mb=0):
+        if loop_mb and loop_mb < LOOP_MIN_MB:
+            raise Error("--loop-mb %d: a target needs at least %d MiB (the chunk store "
+                        "preallocates 256 MiB slab files)" % (loop_mb, LOOP_MIN_MB))
         if not self.st["bin"] or not os.access(self.st["bin"], os.X_OK):
             raise Error("chainfs binary not found (--bin)")
         if self.st["netns"]:
