@@ -546,6 +546,7 @@ class Cluster:
     def down(self):
         """Stops every recorded process and removes every recorded object."""
         procs = self.st.get("procs", {})
+        self.killed = []   # roles that needed SIGKILL
         # In stages, each waited for: the mounts (their flushes need the
         # cluster), then meta and storage, then mgmtd (it releases its lease
         # in etcd), then etcd.
@@ -594,6 +595,7 @@ class Cluster:
             pid = self.pid(role)
             if pid is not None:
                 self.log("netns_cluster: %s (pid %d) ignored SIGTERM, SIGKILL" % (role, pid))
+                self.killed.append(role)
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:

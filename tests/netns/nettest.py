@@ -5,8 +5,9 @@ scripts/netns_cluster.py in a private temp dir, injects faults, checks data
 written and read back through the two client mounts, and brings the
 cluster down again. Whatever happens (assertion, exception, SIGTERM from
 ctest, SIGALRM near ctest's timeout) the cluster is brought down and every
-namespace, veth, bridge and route it made is removed; the last check
-asserts that none is left.
+namespace, veth, bridge and route it made is removed; the last checks
+assert that none is left, that every role stopped on SIGTERM and that no
+log holds a sanitizer report.
 
 A machine that cannot create network namespaces FAILS these tests with the
 reason (they are not skipped): a CI runner without them would otherwise
@@ -91,6 +92,13 @@ def finish(c):
     """Brings the cluster down and asserts nothing of it is left."""
     ids = c.st["id"]
     c.down()
+    check(not c.killed, "stopped only by SIGKILL after 10 s of SIGTERM: %s" % c.killed)
+    bad = []
+    for f in sorted(os.listdir(os.path.join(c.dir, "logs"))):
+        with open(os.path.join(c.dir, "logs", f), errors="replace") as fh:
+            if any("Sanitizer" in line or "runtime error:" in line for line in fh):
+                bad.append(f)
+    check(not bad, "sanitizer reports in %s" % bad)
     ns, links = c.leftovers()
     mine = [n for n in ns + links if ids in n]
     check(not mine, "left after down: %s" % mine)
