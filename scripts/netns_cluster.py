@@ -568,7 +568,9 @@ class Cluster:
                 sh("ip", "link", "del", v, check=False)
         if self.st.get("bridge") and os.path.exists("/sys/class/net/" + self.st["bridge"]):
             sh("ip", "link", "del", self.st["bridge"], check=False)
-        if self.st.get("route"):
+        # The route stays while another run's hosts exist (it found the
+        # route there and relies on it).
+        if self.st.get("route") and not self.leftovers()[0]:
             sh("ip", "route", "del", "blackhole", RANGE, check=False)
         self.st.update(netns=[], links=[], bridge=None, route=False, loops=[], procs={},
                        mounts=[])
@@ -622,8 +624,9 @@ class Cluster:
         return ns, links
 
 
-def down_all(log):
-    """Removes every namespace and link named cfn* (leftovers of killed runs)."""
+def down_all(log, d=None):
+    """Removes every namespace and link named cfn* (leftovers of killed runs),
+    and lazily unmounts whatever is mounted under D (stale mounts of them)."""
     ns = [line.split()[0] for line in sh("ip", "netns", "list").stdout.splitlines()
           if line.startswith(PREFIX)]
     for n in ns:
@@ -640,6 +643,13 @@ def down_all(log):
         if n.startswith(PREFIX):
             sh("ip", "link", "del", n, check=False)
             log("removed link " + n)
+    if d:
+        top = os.path.abspath(d) + "/"
+        with open("/proc/self/mountinfo") as f:
+            mps = [line.split()[4] for line in f if line.split()[4].startswith(top)]
+        for mp in sorted(mps, reverse=True):
+            sh("umount", "-l", mp, check=False)
+            log("unmounted " + mp)
     r = sh("ip", "route", "show", "type", "blackhole", check=False)
     if RANGE in r.stdout:
         log("left the blackhole route for %s (harmless; `ip route del blackhole %s`)" %
@@ -664,7 +674,7 @@ def main():
         print("ok: network namespaces, veth pairs and bridges work here")
         return 0
     if a.cmd == "down" and a.all:
-        down_all(print)
+        down_all(print, a.dir)
         if not os.path.exists(os.path.join(a.dir, "state.json")):
             return 0
     if a.bin is None and a.cmd == "up":
