@@ -20,6 +20,7 @@ PKGS=(
   python3-numpy       # examples/torch_dataset.py without PyTorch (torch is too big for CI)
   procps psmisc iproute2 git sqlite3
   acl                 # setfacl / getfacl for the POSIX ACL tests
+  e2fsprogs           # mkfs.ext4: loop-mounted targets of scripts/netns_cluster.py (disk-full fault)
 )
 
 missing=()

@@ -223,9 +223,14 @@ struct meta_length {
 	uint64_t truncate_ver;  /* inode truncate_ver the client wrote under */
 };
 
+/* QUERY value of meta_sync: ask every chain of the stripe, ignoring the
+ * chains-used hint (the session prune: a dead client may have written past
+ * the hint it last reported). */
+#define META_SYNC_QUERY_ALL 2
 /* Updates INO's length: LEN (may be NULL) is adopted if it is larger and
  * its truncate_ver is current; with QUERY the length is also computed from
- * storage (last chunk on each chain the chains-used hint allows). The
+ * storage (last chunk on each chain the chains-used hint allows, or on
+ * every chain with META_SYNC_QUERY_ALL). The
  * length only grows here (truncate shrinks it). *size (may be NULL) gets
  * the result. -ENOENT, -EIO from storage. */
 int meta_sync(meta_ctx *m, uint64_t ino, const struct meta_length *len, int query,

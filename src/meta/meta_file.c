@@ -176,12 +176,15 @@ static int sync_body(kv_txn *t, void *arg)
 	return meta_put_inode(t, &a->in);
 }
 
-static int query_storage(meta_ctx *m, const struct meta_inode *in, uint64_t *len)
+/* ALL: every stripe slot, not only the first chains_used. A client that
+ * died may have written chunks past the hint it last reported (the mount
+ * does not report before crossing it), so the session prune asks them all. */
+static int query_storage(meta_ctx *m, const struct meta_inode *in, int all, uint64_t *len)
 {
 	const struct meta_storage *s = &m->o.storage;
 	const struct meta_layout *l = &in->layout;
 	uint32_t perm[META_MAX_STRIPE];
-	uint32_t slots = in->chains_used < l->stripe ? in->chains_used : l->stripe;
+	uint32_t slots = in->chains_used < l->stripe && !all ? in->chains_used : l->stripe;
 	*len = 0;
 	if (!s->query_last_chunk)
 		return -EOPNOTSUPP;
@@ -217,7 +220,8 @@ int meta_sync(meta_ctx *m, uint64_t ino, const struct meta_length *len, int quer
 		if (query) {
 			rc = meta_run_ro(m, sync_read_body, a);
 			if (rc == 0 && a->in.type == META_T_FILE)
-				rc = query_storage(m, &a->in, &a->storage_len);
+				rc = query_storage(m, &a->in, query == META_SYNC_QUERY_ALL,
+						   &a->storage_len);
 			if (rc)
 				break;
 			a->seen_tv = a->in.truncate_ver;
@@ -677,7 +681,7 @@ int meta_session_prune(meta_ctx *m, meta_client_dead_fn is_dead, void *arg)
 	for (size_t i = 0; rc == 0 && i < a.ndead; i++) {
 		if (i > 0 && a.dead[i].ino == a.dead[i - 1].ino)
 			continue;
-		int src = meta_sync(m, a.dead[i].ino, NULL, 1, NULL);
+		int src = meta_sync(m, a.dead[i].ino, NULL, META_SYNC_QUERY_ALL, NULL);
 		if (src && src != -ENOENT)
 			LOG_WARN("meta", "session prune: length sync failed: ino=%llu: %s",
 				 (unsigned long long)a.dead[i].ino, cfs_strerror(src));
