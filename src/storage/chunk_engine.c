@@ -112,13 +112,7 @@ struct centry {
 /* Per range of a read. */
 struct rsub {
 	struct iox io;
-	struct chunk_meta meta; /* owned while the read is in flight */
-	int pinned;             /* meta.pos ref'ed */
-	uint8_t *buf;           /* read target */
-	int pooled;             /* buf is from the pool (else the caller's dst) */
-	uint64_t rd_off;        /* chunk offset of buf[0] */
-	uint64_t rd_len;        /* bytes read */
-	uint32_t n;             /* bytes for the caller */
+	struct chunk_read_io x;
 };
 
 struct req {
@@ -358,33 +352,85 @@ static void fill_info(struct chunk_info *info, const struct chunk_meta *m)
 
 /* ---- reads --------------------------------------------------------------- */
 
-static void read_range_done(struct chunk_engine *e, struct req *r, struct rsub *s, int res)
+static void read_unpin(struct chunk_engine *e, struct chunk_read_io *io)
 {
-	struct chunk_read_range *rr = &r->op->ranges[s->io.idx];
-	if (res < 0 || (uint64_t)res != s->rd_len) {
+	pthread_mutex_lock(&e->mu);
+	chunk_alloc_unref(e->alloc, io->meta.pos);
+	pthread_mutex_unlock(&e->mu);
+	chunk_meta_fini(&io->meta);
+}
+
+int chunk_engine_read_prep(struct chunk_engine *e, struct chunk_read_range *rr,
+			   struct chunk_read_io *io)
+{
+	memset(io, 0, sizeof(*io));
+	io->fd = -1;
+	pthread_mutex_lock(&e->mu);
+	int err = chunk_store_reader_get(e->reader, rr->id, &io->meta);
+	if (!err && chunk_alloc_owns(e->alloc, io->meta.pos, rr->id)) {
+		chunk_alloc_ref(e->alloc, io->meta.pos);
+	} else if (!err) {
+		chunk_meta_fini(&io->meta);
+		err = -CFS_ECORRUPT;
+	}
+	pthread_mutex_unlock(&e->mu);
+	if (err) {
+		if (err == -CFS_ECORRUPT)
+			log_corrupt(e, rr->id, 0, "metadata");
+		rr->result = err;
+		return 0;
+	}
+	fill_info(&rr->info, &io->meta);
+	if (rr->off >= io->meta.len || rr->len == 0) {
+		rr->result = 0;
+		read_unpin(e, io);
+		return 0;
+	}
+	io->n = io->meta.len - rr->off < rr->len ? io->meta.len - rr->off : rr->len;
+	io->rd_off = ALIGN_DOWN(rr->off);
+	io->len = ALIGN_UP((uint64_t)rr->off + io->n) - io->rd_off;
+	if (rr->off % CHUNK_PAGE == 0 && io->n % CHUNK_PAGE == 0 &&
+	    (uintptr_t)rr->dst % CHUNK_PAGE == 0) {
+		io->buf = rr->dst;
+	} else {
+		io->buf = chunk_buf_get(e->pool, io->len);
+		if (!io->buf) {
+			rr->result = -ENOMEM;
+			read_unpin(e, io);
+			return 0;
+		}
+		io->pooled = 1;
+	}
+	uint64_t boff;
+	io->fd = chunk_alloc_fd(e->alloc, io->meta.pos, &boff);
+	io->file_off = boff + io->rd_off;
+	return 1;
+}
+
+void chunk_engine_read_end(struct chunk_engine *e, struct chunk_read_range *rr,
+			   struct chunk_read_io *io, int res)
+{
+	if (res < 0 || (uint64_t)res != io->len) {
 		LOG_ERR("chunk", "read failed: target=%s chunk=%llu:%u res=%d", e->dir,
 			(unsigned long long)rr->id.ino, rr->id.idx, res);
 		rr->result = res < 0 ? res : -EIO;
 	} else {
-		uint32_t first = (uint32_t)(s->rd_off / CHUNK_PAGE);
-		int err = verify_pages(e, rr->id, &s->meta, s->buf, first,
-				       (uint32_t)(s->rd_len / CHUNK_PAGE), "read");
+		uint32_t first = (uint32_t)(io->rd_off / CHUNK_PAGE);
+		int err = verify_pages(e, rr->id, &io->meta, io->buf, first,
+				       (uint32_t)(io->len / CHUNK_PAGE), "read");
 		if (err) {
 			rr->result = err;
 		} else {
-			if (s->pooled)
-				memcpy(rr->dst, s->buf + (rr->off - s->rd_off), s->n);
-			rr->result = (int)s->n;
+			if (io->pooled)
+				memcpy(rr->dst, (uint8_t *)io->buf + (rr->off - io->rd_off), io->n);
+			rr->result = (int)io->n;
 		}
 	}
-	if (s->pooled)
-		chunk_buf_put(e->pool, s->buf, s->rd_len);
-	s->buf = NULL;
-	pthread_mutex_lock(&e->mu);
-	chunk_alloc_unref(e->alloc, s->meta.pos);
-	pthread_mutex_unlock(&e->mu);
-	s->pinned = 0;
-	chunk_meta_fini(&s->meta);
+	if (io->pooled)
+		chunk_buf_put(e->pool, io->buf, io->len);
+	io->buf = NULL;
+	io->pooled = 0;
+	read_unpin(e, io);
 }
 
 static void start_read(struct chunk_engine *e, struct req *r)
@@ -392,56 +438,11 @@ static void start_read(struct chunk_engine *e, struct req *r)
 	struct chunk_op *op = r->op;
 	r->subs = xcalloc(op->nranges, sizeof(*r->subs));
 	for (size_t i = 0; i < op->nranges; i++) {
-		struct chunk_read_range *rr = &op->ranges[i];
 		struct rsub *s = &r->subs[i];
 		s->io.r = r;
 		s->io.idx = i;
-		pthread_mutex_lock(&e->mu);
-		int err = chunk_store_reader_get(e->reader, rr->id, &s->meta);
-		if (!err && chunk_alloc_owns(e->alloc, s->meta.pos, rr->id)) {
-			chunk_alloc_ref(e->alloc, s->meta.pos);
-			s->pinned = 1;
-		} else if (!err) {
-			chunk_meta_fini(&s->meta);
-			err = -CFS_ECORRUPT;
-		}
-		pthread_mutex_unlock(&e->mu);
-		if (err) {
-			if (err == -CFS_ECORRUPT)
-				log_corrupt(e, rr->id, 0, "metadata");
-			rr->result = err;
-			continue;
-		}
-		fill_info(&rr->info, &s->meta);
-		if (rr->off >= s->meta.len || rr->len == 0) {
-			rr->result = 0;
-			read_range_done(e, r, s, 0);
-			rr->result = 0;
-			continue;
-		}
-		s->n = s->meta.len - rr->off < rr->len ? s->meta.len - rr->off : rr->len;
-		s->rd_off = ALIGN_DOWN(rr->off);
-		s->rd_len = ALIGN_UP((uint64_t)rr->off + s->n) - s->rd_off;
-		if (rr->off % CHUNK_PAGE == 0 && s->n % CHUNK_PAGE == 0 &&
-		    (uintptr_t)rr->dst % CHUNK_PAGE == 0) {
-			s->buf = rr->dst;
-		} else {
-			s->buf = chunk_buf_get(e->pool, s->rd_len);
-			s->pooled = 1;
-			if (!s->buf) {
-				rr->result = -ENOMEM;
-				s->pooled = 0;
-				pthread_mutex_lock(&e->mu);
-				chunk_alloc_unref(e->alloc, s->meta.pos);
-				pthread_mutex_unlock(&e->mu);
-				s->pinned = 0;
-				chunk_meta_fini(&s->meta);
-				continue;
-			}
-		}
-		uint64_t boff;
-		int fd = chunk_alloc_fd(e->alloc, s->meta.pos, &boff);
-		submit_io(e, &s->io, 0, fd, s->buf, s->rd_len, boff + s->rd_off);
+		if (chunk_engine_read_prep(e, &op->ranges[i], &s->x))
+			submit_io(e, &s->io, 0, s->x.fd, s->x.buf, s->x.len, s->x.file_off);
 	}
 	if (r->nio == 0)
 		complete(e, r, 0);
@@ -821,7 +822,7 @@ static void handle_cqe(struct chunk_engine *e, struct io_uring_cqe *cqe)
 		pthread_mutex_unlock(&e->cmu);
 	}
 	if (r->kind == RQ_READ) {
-		read_range_done(e, r, &r->subs[io->idx], cqe->res);
+		chunk_engine_read_end(e, &r->op->ranges[io->idx], &r->subs[io->idx].x, cqe->res);
 		if (r->nio == 0)
 			complete(e, r, 0);
 		return;
