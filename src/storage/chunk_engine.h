@@ -77,6 +77,7 @@ struct chunk_read_range {
 	void *dst;              /* in: borrowed, >= len bytes, until done */
 	int result;             /* out */
 	struct chunk_info info; /* out: the chunk's metadata when result >= 0 */
+	uint32_t crc;           /* out: CRC32C of the result bytes when result > 0 */
 };
 
 enum chunk_op_type {
