@@ -8,6 +8,12 @@
  * received straight into a 4 KiB-aligned buffer (bulk_dest) that the
  * engine then writes without a copy; read replies are sent from the
  * aligned buffer the engine filled (rpc_reply_bulk frees it when sent).
+ * Reads run to completion on the loop thread that received them: the
+ * thread looks the ranges up (chunk_engine_read_prep), submits them to its
+ * own io_uring (stor_ring.c), reaps the completions in its loop, checks
+ * the CRCs (chunk_engine_read_end) and replies from there, without a
+ * hand-off to the engine's I/O thread and back. Only when no ring can be
+ * made or it is full do reads go through the engine's inbox.
  *
  * Requests naming a chain (chain != 0) go to craq_write.c; reads of a
  * chain check with craq that the target serves it and that the chunk has
