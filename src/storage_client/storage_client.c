@@ -627,7 +627,7 @@ static void read_rpc_split(struct read_rpc *x, const struct rpc_result *res)
 			buf_fini(&b);
 			pos += bytes;
 		}
-		k += g->n;
+		k += g->n; /* before the signal: the caller may reuse G once woken */
 		read_group_signal(g);
 	}
 	free(rs);
