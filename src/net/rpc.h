@@ -65,6 +65,7 @@ struct rpc_server;
 struct rpc_req;
 struct rpc_client;
 struct rpc_peer;
+struct loop;
 
 /* Shared by both sides. Zero fields take the defaults in brackets. */
 struct rpc_opts {
@@ -144,6 +145,10 @@ const uint8_t *rpc_req_bulk(const struct rpc_req *req, uint64_t *len);
 void *rpc_req_take_bulk(struct rpc_req *req, uint64_t *len);
 /* "a.b.c.d:port" of the client. */
 const char *rpc_req_peer(const struct rpc_req *req);
+/* The loop whose thread received REQ (and runs its handler): for a handler
+ * that does its own I/O on that thread and answers from it (loop_in_thread
+ * then makes the reply go out without a post). */
+struct loop *rpc_req_loop(const struct rpc_req *req);
 
 /* Replies with STATUS (0 or negative) and PAYLOAD (copied before return;
  * may be NULL with LEN 0). Consumes REQ. Any thread. */

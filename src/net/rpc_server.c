@@ -235,6 +235,7 @@ static void reply_on_loop(struct loop_msg *m)
 uint16_t rpc_req_type(const struct rpc_req *req) { return req->h.type; }
 int rpc_req_oneway(const struct rpc_req *req) { return !!(req->h.flags & FRAME_F_ONEWAY); }
 const char *rpc_req_peer(const struct rpc_req *req) { return req->peer; }
+struct loop *rpc_req_loop(const struct rpc_req *req) { return req->sc->c.loop; }
 
 const uint8_t *rpc_req_payload(const struct rpc_req *req, uint32_t *len)
 {

@@ -141,14 +141,8 @@ struct centry {
 /* Per range of a read. */
 struct rsub {
 	struct iox io;
-	struct chunk_meta meta; /* owned while the read is in flight */
-	int pinned;             /* meta.pos ref'ed */
-	uint8_t *buf;           /* read target */
-	int pooled;             /* buf is from the pool (else the caller's dst) */
-	uint64_t rd_off;        /* chunk offset of buf[0] */
-	uint64_t rd_len;        /* bytes read */
-	uint32_t n;             /* bytes for the caller */
-	struct rsub *wnext;     /* parked on a chunk being journal-applied */
+	struct chunk_read_io x;
+	struct rsub *wnext;      /* parked on a chunk being journal-applied */
 };
 
 struct req {
@@ -427,8 +421,10 @@ static void fill_info(struct chunk_info *info, const struct chunk_meta *m)
 
 static void journal_apply(struct chunk_engine *e, struct req *r);
 
-/* Drops a read's pin on ID's block POS; I/O thread. The last reader of the
- * old version to go lets a journaled overwrite waiting for it proceed. */
+/* Drops a read's pin on ID's block POS; any thread (reads also end on
+ * storage loop threads, chunk_engine_read_end). The last reader of the old
+ * version to go lets a journaled overwrite waiting for it proceed: through
+ * the inbox, because the in-place write goes to the I/O thread's ring. */
 static void unpin(struct chunk_engine *e, struct chunk_id id, struct chunk_pos pos)
 {
 	struct req *w = NULL;
@@ -441,61 +437,33 @@ static void unpin(struct chunk_engine *e, struct chunk_id id, struct chunk_pos p
 	}
 	pthread_mutex_unlock(&e->mu);
 	if (w)
-		journal_apply(e, w);
+		inbox_push(e, w); /* state RS_APPLY: advance() runs journal_apply */
 }
 
-static void read_range_done(struct chunk_engine *e, struct req *r, struct rsub *s, int res)
+static void read_unpin(struct chunk_engine *e, struct chunk_id id, struct chunk_read_io *io)
 {
-	struct chunk_read_range *rr = &r->op->ranges[s->io.idx];
-	if (res < 0 || (uint64_t)res != s->rd_len) {
-		LOG_ERR("chunk", "read failed: target=%s chunk=%llu:%u res=%d", e->dir,
-			(unsigned long long)rr->id.ino, rr->id.idx, res);
-		rr->result = res < 0 ? res : -EIO;
-	} else {
-		uint32_t first = (uint32_t)(s->rd_off / CHUNK_PAGE);
-		int err = verify_pages(e, rr->id, &s->meta, s->buf, first,
-				       (uint32_t)(s->rd_len / CHUNK_PAGE), "read");
-		if (err) {
-			rr->result = err;
-		} else {
-			if (s->pooled)
-				memcpy(rr->dst, s->buf + (rr->off - s->rd_off), s->n);
-			rr->result = (int)s->n;
-		}
-	}
-	if (s->pooled)
-		chunk_buf_put(e->pool, s->buf, s->rd_len);
-	s->buf = NULL;
-	unpin(e, rr->id, s->meta.pos);
-	s->pinned = 0;
-	chunk_meta_fini(&s->meta);
+	unpin(e, id, io->meta.pos);
+	chunk_meta_fini(&io->meta);
 }
 
-/* Starts range I of read R (I/O thread): looks up and pins the chunk, then
- * reads its pages, or parks the range while a journaled overwrite of the
- * chunk is being applied in place (its metadata may already say new while
- * the block still holds old pages). */
-static void start_range(struct chunk_engine *e, struct req *r, size_t i)
+int chunk_engine_read_prep(struct chunk_engine *e, struct chunk_read_range *rr,
+			   struct chunk_read_io *io)
 {
-	struct chunk_read_range *rr = &r->op->ranges[i];
-	struct rsub *s = &r->subs[i];
-	s->io.r = r;
-	s->io.idx = i;
+	memset(io, 0, sizeof(*io));
+	io->fd = -1;
 	pthread_mutex_lock(&e->mu);
 	struct lock_ent *l = lock_find(e, rr->id);
 	if (l && l->applying) {
-		s->wnext = l->rwait;
-		l->rwait = s;
-		r->nio++; /* keeps R alive until the range is resumed */
+		/* Its metadata may say new while the block still holds old
+		 * pages: such a read waits inside the engine (start_range). */
 		pthread_mutex_unlock(&e->mu);
-		return;
+		return 2;
 	}
-	int err = chunk_store_reader_get(e->reader, rr->id, &s->meta);
-	if (!err && chunk_alloc_owns(e->alloc, s->meta.pos, rr->id)) {
-		chunk_alloc_ref(e->alloc, s->meta.pos);
-		s->pinned = 1;
+	int err = chunk_store_reader_get(e->reader, rr->id, &io->meta);
+	if (!err && chunk_alloc_owns(e->alloc, io->meta.pos, rr->id)) {
+		chunk_alloc_ref(e->alloc, io->meta.pos);
 	} else if (!err) {
-		chunk_meta_fini(&s->meta);
+		chunk_meta_fini(&io->meta);
 		err = -CFS_ECORRUPT;
 	}
 	pthread_mutex_unlock(&e->mu);
@@ -503,36 +471,105 @@ static void start_range(struct chunk_engine *e, struct req *r, size_t i)
 		if (err == -CFS_ECORRUPT)
 			log_corrupt(e, rr->id, 0, "metadata");
 		rr->result = err;
-		return;
+		return 0;
 	}
-	fill_info(&rr->info, &s->meta);
-	if (rr->off >= s->meta.len || rr->len == 0) {
+	fill_info(&rr->info, &io->meta);
+	if (rr->off >= io->meta.len || rr->len == 0) {
 		rr->result = 0;
-		read_range_done(e, r, s, 0);
-		rr->result = 0;
-		return;
+		read_unpin(e, rr->id, io);
+		return 0;
 	}
-	s->n = s->meta.len - rr->off < rr->len ? s->meta.len - rr->off : rr->len;
-	s->rd_off = ALIGN_DOWN(rr->off);
-	s->rd_len = ALIGN_UP((uint64_t)rr->off + s->n) - s->rd_off;
-	if (rr->off % CHUNK_PAGE == 0 && s->n % CHUNK_PAGE == 0 &&
+	io->n = io->meta.len - rr->off < rr->len ? io->meta.len - rr->off : rr->len;
+	io->rd_off = ALIGN_DOWN(rr->off);
+	io->len = ALIGN_UP((uint64_t)rr->off + io->n) - io->rd_off;
+	if (rr->off % CHUNK_PAGE == 0 && io->n % CHUNK_PAGE == 0 &&
 	    (uintptr_t)rr->dst % CHUNK_PAGE == 0) {
-		s->buf = rr->dst;
+		io->buf = rr->dst;
 	} else {
-		s->buf = chunk_buf_get(e->pool, s->rd_len);
-		s->pooled = 1;
-		if (!s->buf) {
+		io->buf = chunk_buf_get(e->pool, io->len);
+		if (!io->buf) {
 			rr->result = -ENOMEM;
-			s->pooled = 0;
-			unpin(e, rr->id, s->meta.pos);
-			s->pinned = 0;
-			chunk_meta_fini(&s->meta);
-			return;
+			read_unpin(e, rr->id, io);
+			return 0;
 		}
+		io->pooled = 1;
 	}
 	uint64_t boff;
-	int fd = chunk_alloc_fd(e->alloc, s->meta.pos, &boff);
-	submit_io(e, &s->io, 0, fd, s->buf, s->rd_len, boff + s->rd_off);
+	io->fd = chunk_alloc_fd(e->alloc, io->meta.pos, &boff);
+	io->file_off = boff + io->rd_off;
+	return 1;
+}
+
+/* CRC32C of the N bytes at chunk offset OFF (in DST), folded from the
+ * verified page CRCs when the range starts on a page and ends on one or at
+ * the chunk's end: no second pass over the data for the reply's CRC. */
+static uint32_t range_crc(const struct chunk_meta *m, uint64_t off, uint32_t n, const void *dst)
+{
+	uint64_t end = off + n;
+	if (off % CHUNK_PAGE || (end % CHUNK_PAGE && end != m->len))
+		return crc32c(0, dst, n);
+	uint32_t crc = 0;
+	for (uint64_t p = off / CHUNK_PAGE; p * CHUNK_PAGE < end; p++) {
+		uint64_t plen = end - p * CHUNK_PAGE < CHUNK_PAGE ? end - p * CHUNK_PAGE : CHUNK_PAGE;
+		crc = p * CHUNK_PAGE == off ? m->page_crc[p] : chunk_crc_combine(crc, m->page_crc[p], plen);
+	}
+	return crc;
+}
+
+void chunk_engine_read_end(struct chunk_engine *e, struct chunk_read_range *rr,
+			   struct chunk_read_io *io, int res)
+{
+	if (res < 0 || (uint64_t)res != io->len) {
+		LOG_ERR("chunk", "read failed: target=%s chunk=%llu:%u res=%d", e->dir,
+			(unsigned long long)rr->id.ino, rr->id.idx, res);
+		rr->result = res < 0 ? res : -EIO;
+	} else {
+		uint32_t first = (uint32_t)(io->rd_off / CHUNK_PAGE);
+		int err = verify_pages(e, rr->id, &io->meta, io->buf, first,
+				       (uint32_t)(io->len / CHUNK_PAGE), "read");
+		if (err) {
+			rr->result = err;
+		} else {
+			if (io->pooled)
+				memcpy(rr->dst, (uint8_t *)io->buf + (rr->off - io->rd_off), io->n);
+			rr->result = (int)io->n;
+			rr->crc = range_crc(&io->meta, rr->off, io->n, rr->dst);
+		}
+	}
+	if (io->pooled)
+		chunk_buf_put(e->pool, io->buf, io->len);
+	io->buf = NULL;
+	io->pooled = 0;
+	read_unpin(e, rr->id, io);
+}
+
+/* Starts range I of read R (I/O thread): looks up and pins the chunk, then
+ * reads its pages, or parks the range while a journaled overwrite of the
+ * chunk is being applied in place (its metadata may already say new while
+ * the block still holds old pages); journal_done starts it again. */
+static void start_range(struct chunk_engine *e, struct req *r, size_t i)
+{
+	struct chunk_read_range *rr = &r->op->ranges[i];
+	struct rsub *s = &r->subs[i];
+	s->io.r = r;
+	s->io.idx = i;
+	for (;;) {
+		int rc = chunk_engine_read_prep(e, rr, &s->x);
+		if (rc == 1)
+			submit_io(e, &s->io, 0, s->x.fd, s->x.buf, s->x.len, s->x.file_off);
+		if (rc != 2)
+			return;
+		pthread_mutex_lock(&e->mu);
+		struct lock_ent *l = lock_find(e, rr->id);
+		if (l && l->applying) {
+			s->wnext = l->rwait;
+			l->rwait = s;
+			r->nio++; /* keeps R alive until the range is resumed */
+			pthread_mutex_unlock(&e->mu);
+			return;
+		}
+		pthread_mutex_unlock(&e->mu); /* the apply ended meanwhile: look again */
+	}
 }
 
 static void start_read(struct chunk_engine *e, struct req *r)
@@ -1076,7 +1113,7 @@ static void handle_cqe(struct chunk_engine *e, struct io_uring_cqe *cqe)
 		pthread_mutex_unlock(&e->cmu);
 	}
 	if (r->kind == RQ_READ) {
-		read_range_done(e, r, &r->subs[io->idx], cqe->res);
+		chunk_engine_read_end(e, &r->op->ranges[io->idx], &r->subs[io->idx].x, cqe->res);
 		if (r->nio == 0)
 			complete(e, r, 0);
 		return;

@@ -83,6 +83,7 @@ struct chunk_read_range {
 	void *dst;              /* in: borrowed, >= len bytes, until done */
 	int result;             /* out */
 	struct chunk_info info; /* out: the chunk's metadata when result >= 0 */
+	uint32_t crc;           /* out: CRC32C of the result bytes when result > 0 */
 };
 
 enum chunk_op_type {
@@ -132,6 +133,37 @@ enum chunk_write_flags {
  * failed its CRC), -EIO, -ESHUTDOWN (engine closing or in ERROR state after
  * a failed sync). Any thread. */
 void chunk_engine_submit(struct chunk_engine *e, struct chunk_op *op);
+
+/* Split-phase read of one range, for a caller that does the disk I/O on
+ * its own io_uring (an RPC loop thread answering reads without a hand-off
+ * to the I/O thread). chunk_engine_read_prep looks RR's chunk up and pins
+ * its block: it returns 0 when RR->result is already final (no such chunk,
+ * nothing to read, corrupt metadata, no memory) and nothing is held; 2 when
+ * the chunk is in the middle of a journaled overwrite's in-place write:
+ * nothing is held, read the range through chunk_engine_submit instead (the
+ * engine parks it until the write ends); or 1:
+ * then the caller reads IO->len bytes of IO->fd at IO->file_off into
+ * IO->buf (O_DIRECT, aligned) and passes the read's result (bytes or
+ * -errno) to chunk_engine_read_end, which verifies the page CRCs, fills
+ * RR->dst (a bounce copy when it was not aligned), sets RR->result and
+ * unpins. Between the two the caller must keep IO and RR alive and the
+ * engine open. Any thread, without blocking on I/O (takes the engine's
+ * metadata lock briefly); the engine's own reads use the same pair. */
+struct chunk_read_io {
+	int fd;              /* out of prep: what to read */
+	uint64_t file_off;
+	void *buf;
+	uint64_t len;
+	/* engine's, between prep and end */
+	struct chunk_meta meta;
+	int pooled;          /* buf is an engine bounce buffer */
+	uint64_t rd_off;     /* chunk offset of buf[0] */
+	uint32_t n;          /* bytes for the caller */
+};
+int chunk_engine_read_prep(struct chunk_engine *e, struct chunk_read_range *rr,
+			   struct chunk_read_io *io);
+void chunk_engine_read_end(struct chunk_engine *e, struct chunk_read_range *rr,
+			   struct chunk_read_io *io, int res);
 
 /* Synchronous helpers: results as the op's. Any thread except callbacks. */
 int chunk_engine_write(struct chunk_engine *e, struct chunk_id id, uint32_t off, uint32_t len,

@@ -95,6 +95,8 @@ struct storage_service {
 	struct fence_witness fw;       /* NULL mc: unused */
 	struct craq_repair *repair;    /* corrupt chunks to repair (craq_repair.c) */
 	bool faultinj;                 /* CFS_FAULTINJ set at start: test fault points */
+	struct stor_ring *rings;       /* loop threads' read rings (stor_ring.c), under rings_mu */
+	pthread_mutex_t rings_mu;
 };
 
 /* mgmtd_link.c */

@@ -8,6 +8,13 @@
  * received straight into a 4 KiB-aligned buffer (bulk_dest) that the
  * engine then writes without a copy; read replies are sent from the
  * aligned buffer the engine filled (rpc_reply_bulk frees it when sent).
+ * Reads run to completion on the loop thread that received them: the
+ * thread looks the ranges up (chunk_engine_read_prep), submits them to its
+ * own io_uring (stor_ring.c), reaps the completions in its loop, checks
+ * the CRCs (chunk_engine_read_end) and replies from there, without a
+ * hand-off to the engine's I/O thread and back. Requests of more than
+ * STOR_RING_MAX_BYTES, and any when no ring can be made or it is full, go
+ * through the engine's inbox.
  *
  * Requests naming a chain (chain != 0) go to craq_write.c; reads of a
  * chain check with craq that the target serves it and that the chunk has
@@ -34,8 +41,10 @@
 #include "storage/chunk_buf.h"
 #include "storage/chunk_crc.h"
 #include "storage/storage_int.h"
+#include "storage/stor_ring.h"
 
 #define PAGE 4096u
+#define STOR_RING_MAX_BYTES (256u << 10) /* reads of a request answered on the loop thread */
 #define ALIGN4K(x) (((uint64_t)(x) + PAGE - 1) & ~(uint64_t)(PAGE - 1))
 
 static void reply_err(struct rpc_req *req, int err, const char *what)
@@ -190,6 +199,17 @@ static void handle_write(struct rpc_req *req, void *arg)
 
 /* ---- READ ---- */
 
+struct read_ctx;
+
+/* One range read on the loop thread's own ring (run to completion). */
+struct read_rio {
+	struct stor_ring_io io;
+	struct chunk_read_io x;
+	struct chunk_op op; /* when the range had to go through the engine */
+	struct read_ctx *c;
+	uint32_t i;
+};
+
 struct read_ctx {
 	struct storage_service *s;
 	struct rpc_req *req;
@@ -206,6 +226,7 @@ struct read_ctx {
 	uint64_t buf_size;
 	uint64_t *off;
 	int32_t *pre;                  /* n: error decided before the read (0: read it) */
+	struct read_rio *rio;          /* n, when read on the loop's ring; else NULL */
 };
 
 static void read_ctx_free(struct read_ctx *c)
@@ -217,6 +238,7 @@ static void read_ctx_free(struct read_ctx *c)
 	free(c->ops);
 	free(c->off);
 	free(c->pre);
+	free(c->rio);
 	if (c->buf)
 		stor_buf_put(c->s, c->buf, c->buf_size);
 	free(c);
@@ -253,7 +275,7 @@ static void read_finish(struct read_ctx *c)
 		if (r > 0) {
 			if (out != c->off[i])
 				memmove(c->buf + out, c->buf + c->off[i], (size_t)r);
-			res[i].crc = crc32c(0, c->buf + out, (size_t)r);
+			res[i].crc = c->cr[i].crc; /* folded from the verified page CRCs */
 			res[i].commit_ver = c->cr[i].info.commit_ver;
 			out += (uint64_t)r;
 		}
@@ -284,6 +306,57 @@ static void read_op_done(struct chunk_op *op)
 		for (size_t i = 0; i < op->nranges; i++)
 			if (op->ranges[i].result >= 0)
 				op->ranges[i].result = op->result;
+	if (atomic_fetch_sub(&c->pending, 1) == 1)
+		read_finish(c);
+}
+
+static void read_rio_done(struct stor_ring_io *io, int res)
+{
+	struct read_rio *x = (struct read_rio *)io;
+	struct read_ctx *c = x->c;
+	chunk_engine_read_end(c->tgt[x->i]->eng, &c->cr[x->i], &x->x, res);
+	if (atomic_fetch_sub(&c->pending, 1) == 1)
+		read_finish(c);
+}
+
+/* A range of a ring read that the engine had to take (its chunk was in
+ * the middle of a journaled overwrite) ended; engine I/O thread. */
+static void read_rio_op_done(struct chunk_op *op)
+{
+	struct read_rio *x = op->arg;
+	struct read_ctx *c = x->c;
+	if (op->result < 0 && c->cr[x->i].result >= 0)
+		c->cr[x->i].result = op->result;
+	if (atomic_fetch_sub(&c->pending, 1) == 1)
+		read_finish(c);
+}
+
+/* Reads C's ranges on the loop thread's RING and answers from this thread
+ * when the last completes (ring_reap): no hand-off to the engine's I/O
+ * thread and back. The ring has room for every range. */
+static void read_on_ring(struct read_ctx *c, struct stor_ring *ring)
+{
+	c->rio = xcalloc(c->n, sizeof(*c->rio));
+	atomic_store(&c->pending, 1); /* ours until every range is queued */
+	for (uint32_t i = 0; i < c->n; i++) {
+		if (c->pre[i])
+			continue;
+		struct read_rio *x = &c->rio[i];
+		x->c = c;
+		x->i = i;
+		x->io.done = read_rio_done;
+		int rc = chunk_engine_read_prep(c->tgt[i]->eng, &c->cr[i], &x->x);
+		if (rc == 1) {
+			atomic_fetch_add(&c->pending, 1);
+			stor_ring_read(ring, &x->io, x->x.fd, x->x.buf, x->x.len, x->x.file_off);
+		} else if (rc == 2) {
+			atomic_fetch_add(&c->pending, 1);
+			x->op = (struct chunk_op){ .type = CHUNK_OP_READ, .done = read_rio_op_done,
+						   .arg = x, .ranges = &c->cr[i], .nranges = 1 };
+			chunk_engine_submit(c->tgt[i]->eng, &x->op);
+		}
+	}
+	stor_ring_submit(ring);
 	if (atomic_fetch_sub(&c->pending, 1) == 1)
 		read_finish(c);
 }
@@ -362,6 +435,19 @@ static void handle_read(struct rpc_req *req, void *arg)
 			    !(m.flags & STO_RF_RELAXED))
 				c->pre[i] = -CFS_ENOT_COMMITTED;
 		}
+	}
+	uint32_t nread = 0;
+	for (uint32_t i = 0; i < m.n; i++)
+		nread += !c->pre[i];
+	/* Small reads run to completion here: for them the hand-offs are the
+	 * cost. Large ones go to the engine, whose I/O thread then checks the
+	 * CRCs of one while this loop sends another (bench storage seq read
+	 * 1 MiB x QD 8 halved when the loop thread did both). */
+	struct stor_ring *ring = nread && total <= STOR_RING_MAX_BYTES
+					 ? stor_ring_get(s, rpc_req_loop(req)) : NULL;
+	if (ring && stor_ring_room(ring) >= nread) {
+		read_on_ring(c, ring);
+		return;
 	}
 	/* One engine op per run of consecutive ranges on one target. All ops
 	 * are built before the first submit: the last completion frees c. */
@@ -554,6 +640,7 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 	}
 	s->faultinj = getenv("CFS_FAULTINJ") != NULL;
 	pthread_mutex_init(&s->link_mu, NULL);
+	pthread_mutex_init(&s->rings_mu, NULL);
 	pthread_cond_init(&s->link_cv, NULL);
 	s->dedup = craq_dedup_new();
 	s->repair = craq_repair_new();
@@ -645,11 +732,13 @@ void storage_service_free(struct storage_service *s)
 	rpc_client_free(s->cli);
 	craq_sched_free(s->sched);
 	rpc_server_free(s->srv);
+	stor_rings_free(s); /* the loops are gone: no read is reaped any more */
 	mgmtd_client_free(s->mc);
 	craq_dedup_free(s->dedup);
 	craq_repair_free(s->repair);
 	stor_targets_close(s);
 	pthread_mutex_destroy(&s->link_mu);
+	pthread_mutex_destroy(&s->rings_mu);
 	pthread_cond_destroy(&s->link_cv);
 	free(s);
 }

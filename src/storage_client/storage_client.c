@@ -31,6 +31,15 @@
 #define BACKOFF_MIN_MS 20
 #define BACKOFF_MAX_MS 500
 
+/* Read combining (see "read combining" below): groups queued for one server. */
+struct readq {
+	char addr[ROUTE_ADDR_MAX + 1];
+	uint32_t flags;
+	unsigned inflight;              /* read RPCs in flight; under c->rq_mu */
+	struct read_group *head, *tail; /* queued groups; under c->rq_mu */
+	struct readq *next;
+};
+
 struct storage_client {
 	struct rpc_client *rpc;
 	struct mgmtd_client *mc; /* NULL without mgmtd addresses */
@@ -38,7 +47,16 @@ struct storage_client {
 	uint32_t budget_ms;
 	uint64_t client_id;
 	_Atomic uint64_t rr;     /* replica rotation for reads */
+	pthread_mutex_t rq_mu;   /* read combining queues */
+	struct readq *rq;        /* per (server, flags); freed with the client */
+	_Atomic uint64_t read_rpcs, read_groups;
 };
+
+void storage_client_get_stats(struct storage_client *c, struct storage_client_stats *out)
+{
+	out->read_rpcs = atomic_load(&c->read_rpcs);
+	out->read_groups = atomic_load(&c->read_groups);
+}
 
 static _Atomic uint64_t next_channel = 1;
 static __thread const struct storage_client *tl_client;
@@ -64,6 +82,7 @@ int storage_client_new(const struct storage_client_opts *o, struct storage_clien
 	c->timeout_ms = o->timeout_ms ? o->timeout_ms : 10000;
 	c->budget_ms = o->retry_budget_ms ? o->retry_budget_ms : 30000;
 	c->client_id = o->client_id;
+	pthread_mutex_init(&c->rq_mu, NULL);
 	while (!c->client_id)
 		if (getrandom(&c->client_id, sizeof(c->client_id), 0) != sizeof(c->client_id))
 			c->client_id = clock_wall_ns();
@@ -98,6 +117,12 @@ void storage_client_free(struct storage_client *c)
 		return;
 	mgmtd_client_free(c->mc);
 	rpc_client_free(c->rpc);
+	while (c->rq) {
+		struct readq *q = c->rq;
+		c->rq = q->next;
+		free(q);
+	}
+	pthread_mutex_destroy(&c->rq_mu);
 	free(c);
 }
 
@@ -451,6 +476,8 @@ struct read_group {
 	uint32_t resp_len;
 	uint64_t bulk_len;
 	struct read_batch *batch;
+	void *dst0;                 /* the first range's dst: the bulk's home without bounce */
+	struct read_group *qnext;   /* read combining queue (struct readq) */
 };
 
 struct read_batch {
@@ -458,6 +485,15 @@ struct read_batch {
 	pthread_cond_t cv;
 	size_t left;
 };
+
+static void read_group_signal(struct read_group *g)
+{
+	struct read_batch *b = g->batch;
+	pthread_mutex_lock(&b->mu);
+	if (--b->left == 0)
+		pthread_cond_signal(&b->cv);
+	pthread_mutex_unlock(&b->mu);
+}
 
 static void read_group_done(void *arg, const struct rpc_result *res)
 {
@@ -473,11 +509,7 @@ static void read_group_done(void *arg, const struct rpc_result *res)
 			g->status = -ENOMEM;
 		}
 	}
-	struct read_batch *b = g->batch;
-	pthread_mutex_lock(&b->mu);
-	if (--b->left == 0)
-		pthread_cond_signal(&b->cv);
-	pthread_mutex_unlock(&b->mu);
+	read_group_signal(g);
 }
 
 /* Places group G's reply into the callers' buffers and sets results. */
@@ -526,6 +558,223 @@ static void read_group_finish(struct read_group *g, struct storage_read *r)
 		x->commit_ver = res[k].commit_ver;
 	}
 	free(res);
+}
+
+/* ---- read combining ----
+ * Concurrent reads to one server share RPCs: while READQ_INFLIGHT read
+ * RPCs are in flight to a server, further read groups (from any thread)
+ * queue, and the completion of an in-flight RPC sends everything queued
+ * for that server as ONE read request (up to STO_MAX_BATCH ranges). The
+ * server then takes one wake-up, one disk submission and one reply for
+ * them all, and the client one. A lone reader never waits (its RPC goes
+ * at once); replica choice happened before (resolve), so combining keeps
+ * the rotation over serving replicas. An RPC error reaches every group in
+ * it, which retries as it would alone. Queues are per (server, flags).
+ * Large reads (over READQ_SMALL) never queue; they go at once. */
+#define READQ_INFLIGHT 2
+/* Only groups of at most this many bytes queue: a combined reply is copied
+ * out of one buffer, which small reads do not notice and large ones would. */
+#define READQ_SMALL (128u << 10)
+
+/* One read RPC: a single group's, or several groups' combined. */
+struct read_rpc {
+	struct storage_client *c;
+	struct readq *q;
+	struct read_group **g;  /* ng groups, in request order */
+	size_t ng;
+	size_t nr;              /* ranges over all groups */
+	uint8_t *bounce;        /* combined: the reply bulk, then copied out */
+	uint64_t cap;
+};
+
+/* Hands a combined reply to each group as if it had been its own: its
+ * results re-encoded, its compact bytes at its destination. */
+static void read_rpc_split(struct read_rpc *x, const struct rpc_result *res)
+{
+	int st = res->status;
+	struct sto_read_res *rs = NULL;
+	struct sto_read_resp resp;
+	if (!st) {
+		rs = calloc(x->nr, sizeof(*rs));
+		st = !rs ? -ENOMEM
+			 : sto_read_resp_decode(res->payload, res->payload_len, &resp, rs, x->nr);
+		if (!st && resp.n != x->nr)
+			st = -CFS_EPROTO;
+	}
+	uint64_t pos = 0;
+	size_t k = 0;
+	for (size_t q = 0; q < x->ng; q++) {
+		struct read_group *g = x->g[q];
+		g->status = st;
+		if (!st) {
+			uint64_t bytes = 0;
+			for (size_t i = 0; i < g->n; i++)
+				if (rs[k + i].result > 0)
+					bytes += (uint64_t)rs[k + i].result;
+			struct sto_read_resp sub = { .n = (uint32_t)g->n, .r = rs + k };
+			struct buf b;
+			buf_init(&b);
+			if (bytes > g->cap || pos + bytes > res->bulk_len) {
+				g->status = -CFS_EPROTO;
+			} else if (sto_read_resp_encode(&b, &sub) || !(g->resp = malloc(b.len))) {
+				g->status = -ENOMEM;
+			} else {
+				memcpy(g->resp, b.data, b.len);
+				g->resp_len = (uint32_t)b.len;
+				g->bulk_len = bytes;
+				memcpy(g->bounce ? g->bounce : g->dst0, x->bounce + pos, bytes);
+			}
+			buf_fini(&b);
+			pos += bytes;
+		}
+		k += g->n; /* before the signal: the caller may reuse G once woken */
+		read_group_signal(g);
+	}
+	free(rs);
+}
+
+static void read_rpc_send(struct read_rpc *x);
+
+static void read_rpc_done(void *arg, const struct rpc_result *res)
+{
+	struct read_rpc *x = arg;
+	if (x->ng == 1 && !x->bounce)
+		read_group_done(x->g[0], res);
+	else
+		read_rpc_split(x, res);
+	/* Pass this RPC's slot to what queued meanwhile. */
+	struct storage_client *c = x->c;
+	struct readq *q = x->q;
+	free(x->bounce);
+	free(x->g);
+	x->bounce = NULL;
+	x->g = NULL;
+	x->ng = x->nr = 0;
+	x->cap = 0;
+	pthread_mutex_lock(&c->rq_mu);
+	while (q->head && x->nr + q->head->n <= STO_MAX_BATCH && x->cap < (4u << 20)) {
+		struct read_group *g = q->head;
+		q->head = g->qnext;
+		if (!q->head)
+			q->tail = NULL;
+		struct read_group **ng = realloc(x->g, (x->ng + 1) * sizeof(*ng));
+		if (!ng) {
+			g->qnext = q->head; /* back to the front */
+			q->head = g;
+			if (!q->tail)
+				q->tail = g;
+			break;
+		}
+		x->g = ng;
+		x->g[x->ng++] = g;
+		x->nr += g->n;
+		x->cap += g->cap;
+	}
+	if (!x->ng)
+		q->inflight--;
+	pthread_mutex_unlock(&c->rq_mu);
+	if (x->ng)
+		read_rpc_send(x);
+	else
+		free(x);
+}
+
+/* Sends X (its groups set); on a local failure every group gets the error
+ * and the slot goes on through read_rpc_done. */
+static void read_rpc_send(struct read_rpc *x)
+{
+	struct storage_client *c = x->c;
+	struct sto_read_range *rr = NULL;
+	int rc = 0;
+	if (x->ng > 1) {
+		rr = malloc(x->nr * sizeof(*rr));
+		x->bounce = malloc(x->cap ? x->cap : 1);
+		if (!rr || !x->bounce)
+			rc = -ENOMEM;
+		for (size_t q = 0, k = 0; !rc && q < x->ng; k += x->g[q]->n, q++)
+			memcpy(rr + k, x->g[q]->rr, x->g[q]->n * sizeof(*rr));
+	}
+	struct read_group *g0 = x->g[0];
+	size_t ng = x->ng; /* X may be gone once rpc_call_async accepted it */
+	struct buf pl;
+	buf_init(&pl);
+	struct sto_read_req m = { .flags = x->q->flags, .n = (uint32_t)x->nr,
+				  .r = x->ng > 1 ? rr : g0->rr };
+	if (!rc && x->nr > STO_MAX_BATCH)
+		rc = -EINVAL;
+	if (!rc)
+		rc = sto_read_req_encode(&pl, &m);
+	struct rpc_peer *p = NULL;
+	char err[128];
+	if (!rc)
+		rc = rpc_client_peer(c->rpc, x->q->addr, &p, err, sizeof(err));
+	if (!rc) {
+		struct rpc_call cl = { .type = STO_MSG_READ, .payload = pl.data,
+				       .payload_len = (uint32_t)pl.len,
+				       .resp_bulk = x->bounce ? x->bounce
+						: g0->bounce ? g0->bounce : g0->dst0,
+				       .resp_bulk_cap = x->cap, .done = read_rpc_done, .arg = x };
+		rc = rpc_call_async(p, &cl);
+	}
+	if (!rc) {
+		atomic_fetch_add(&c->read_rpcs, 1);
+		atomic_fetch_add(&c->read_groups, ng);
+	}
+	buf_fini(&pl);
+	free(rr);
+	if (rc) {
+		struct rpc_result res = { .status = rc };
+		read_rpc_done(x, &res);
+	}
+}
+
+/* Sends group G to its server now, or queues it behind the RPCs in
+ * flight there. Its completion arrives through read_group_signal. */
+static void read_dispatch(struct storage_client *c, struct read_group *g, uint32_t flags)
+{
+	pthread_mutex_lock(&c->rq_mu);
+	struct readq *q = c->rq;
+	while (q && (q->flags != flags || strcmp(q->addr, g->addr)))
+		q = q->next;
+	if (!q && (q = calloc(1, sizeof(*q)))) {
+		snprintf(q->addr, sizeof(q->addr), "%s", g->addr);
+		q->flags = flags;
+		q->next = c->rq;
+		c->rq = q;
+	}
+	if (!q) {
+		pthread_mutex_unlock(&c->rq_mu);
+		g->status = -ENOMEM;
+		read_group_signal(g);
+		return;
+	}
+	g->qnext = NULL;
+	if (q->inflight >= READQ_INFLIGHT && g->n < STO_MAX_BATCH && g->cap <= READQ_SMALL) {
+		if (q->tail)
+			q->tail->qnext = g;
+		else
+			q->head = g;
+		q->tail = g;
+		pthread_mutex_unlock(&c->rq_mu);
+		return;
+	}
+	q->inflight++;
+	pthread_mutex_unlock(&c->rq_mu);
+	struct read_rpc *x = calloc(1, sizeof(*x));
+	struct read_group **gs = calloc(1, sizeof(*gs));
+	if (!x || !gs) {
+		free(x);
+		free(gs);
+		pthread_mutex_lock(&c->rq_mu);
+		q->inflight--;
+		pthread_mutex_unlock(&c->rq_mu);
+		g->status = -ENOMEM;
+		read_group_signal(g);
+		return;
+	}
+	gs[0] = g;
+	*x = (struct read_rpc){ .c = c, .q = q, .g = gs, .ng = 1, .nr = g->n, .cap = g->cap };
+	read_rpc_send(x);
 }
 
 int storage_client_read(struct storage_client *c, struct storage_read *r, size_t n,
@@ -623,38 +872,25 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 			}
 			x->bounce = NULL;
 			x->status = 0;
-			/* Local failures go to x->status here; once rpc_call_async
-			 * accepted the call, x->status belongs to read_group_done,
-			 * which may run on the loop thread before it returns. */
+			/* Local failures go to x->status here; once dispatched,
+			 * x->status belongs to the RPC's completion, which may run on
+			 * a loop thread before read_dispatch returns. */
+			x->dst0 = r[x->idx[0]].dst;
+			x->resp = NULL;
+			x->resp_len = 0;
+			x->bulk_len = 0;
 			int rc = 0;
 			if (!contig && !(x->bounce = malloc(x->cap ? x->cap : 1)))
 				rc = -ENOMEM;
-			struct buf pl;
-			buf_init(&pl);
-			struct sto_read_req m = { .flags = flags, .n = (uint32_t)x->n, .r = x->rr };
 			if (!rc && x->n > STO_MAX_BATCH)
 				rc = -EINVAL;
-			if (!rc)
-				rc = sto_read_req_encode(&pl, &m);
-			struct rpc_peer *p = NULL;
-			char err[128];
-			if (!rc)
-				rc = rpc_client_peer(c->rpc, x->addr, &p, err, sizeof(err));
-			if (!rc) {
-				struct rpc_call cl = { .type = STO_MSG_READ, .payload = pl.data,
-						       .payload_len = (uint32_t)pl.len,
-						       .resp_bulk = x->bounce ? x->bounce
-									      : r[x->idx[0]].dst,
-						       .resp_bulk_cap = x->cap,
-						       .done = read_group_done, .arg = x };
-				rc = rpc_call_async(p, &cl);
-			}
-			buf_fini(&pl);
 			if (rc) {
 				x->status = rc;
 				pthread_mutex_lock(&batch.mu);
 				batch.left--;
 				pthread_mutex_unlock(&batch.mu);
+			} else {
+				read_dispatch(c, x, flags);
 			}
 		}
 		pthread_mutex_lock(&batch.mu);

@@ -16,6 +16,10 @@
  * every serving replica did (the services report and repair their bad
  * copies themselves: storage/craq_repair.c).
  *
+ * Concurrent reads (from any threads) to one server share read RPCs
+ * while earlier ones are in flight there (see storage_client.c, read
+ * combining); each caller still gets its own results and retries.
+ *
  * Read data arrives straight in the caller's buffer when the ranges sent to
  * one server are adjacent in memory (dst[i+1] == dst[i] + len[i]); otherwise
  * through one bounce buffer. Every returned byte is checked against the
@@ -98,6 +102,14 @@ int storage_client_query(struct storage_client *c, const struct storage_loc *loc
 /* Capacity, usage and chunk count of TARGET at ADDR. */
 int storage_client_stat(struct storage_client *c, const char *addr, uint32_t target,
 			struct sto_stat_resp *out);
+
+/* Read RPC counters (monotonic; any thread): what read combining did. */
+struct storage_client_stats {
+	uint64_t read_rpcs;      /* read requests sent */
+	uint64_t read_groups;    /* per-server read groups they carried (> read_rpcs
+				    when concurrent reads to one server shared RPCs) */
+};
+void storage_client_get_stats(struct storage_client *c, struct storage_client_stats *out);
 
 /* The current routing version (0 without mgmtd or before the first). */
 uint64_t storage_client_routing_version(struct storage_client *c);

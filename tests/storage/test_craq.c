@@ -46,6 +46,9 @@
  *                 the head position (fences itself), writes go on, and it rejoins
  *                 at the end of the chain through resync; at the end
  *                 every replica holds the same acceptable seed
+ *   read_batches_kill  12 threads of small chain reads (sharing read
+ *                 RPCs) while a replica is killed -9: no read fails or
+ *                 returns a wrong byte
  * Every wait is bounded.
  */
 #include <setjmp.h>
@@ -924,6 +927,91 @@ static void test_head_apply_fails(void **state)
 	env_down(&e);
 }
 
+/* ---- concurrent small reads through a replica failure ---- */
+
+#define RB_THREADS 12
+
+struct rb_env {
+	struct env *e;
+	uint8_t *want[NIDX];
+	atomic_bool stop;
+	_Atomic uint64_t reads, bad;
+};
+
+static void *rb_reader(void *arg)
+{
+	struct rb_env *r = arg;
+	uint8_t out[4096];
+	uint64_t x = (uint64_t)(uintptr_t)&out | 1;
+	while (!atomic_load(&r->stop)) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		uint32_t k = (uint32_t)(x % NIDX), page = (uint32_t)((x >> 8) % (CLEN / 4096));
+		struct storage_read rd = { .loc = { .chain = r->e->chain }, .ino = INO + 1, .idx = k,
+					   .off = page * 4096, .len = 4096, .dst = out };
+		int rc = storage_client_read(r->e->cli, &rd, 1, 0);
+		if (rc || rd.result != 4096 || memcmp(out, r->want[k] + page * 4096, 4096)) {
+			print_message("read %u:%u: rc=%d result=%d\n", k, page, rc, rd.result);
+			atomic_fetch_add(&r->bad, 1);
+		}
+		atomic_fetch_add(&r->reads, 1);
+	}
+	return NULL;
+}
+
+/* Twelve threads keep small chain reads in flight (so they share read
+ * RPCs, spread over the serving replicas) while a replica's service is
+ * killed -9: the batches in flight to it fail as a whole, every read in
+ * them is retried on another replica, and none returns an error or a
+ * wrong byte. */
+static void test_read_batches_kill(void **state)
+{
+	(void)state;
+	struct env e;
+	env_up(&e, "craq-rbatch");
+	struct rb_env r = { .e = &e };
+	struct storage_loc loc = { .chain = e.chain };
+	for (uint32_t k = 0; k < NIDX; k++) {
+		r.want[k] = malloc(CLEN);
+		gen(1000 + k, r.want[k], CLEN);
+		assert_int_equal(storage_client_write(e.cli, &loc, INO + 1, k, 0, CLEN, r.want[k], 0,
+						      NULL), 0);
+	}
+	struct storage_client_stats before, after;
+	storage_client_get_stats(e.cli, &before);
+	pthread_t th[RB_THREADS];
+	for (int i = 0; i < RB_THREADS; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, rb_reader, &r), 0);
+	clock_sleep_ms(1000);
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	uint32_t victim = c.m[1].target_id;
+	int node = node_of(&e, victim);
+	assert_true(node >= 0);
+	uint64_t at_kill = atomic_load(&r.reads);
+	stor_cluster_signal(&e.sc, node, SIGKILL);
+	assert_true(wait_chain(&e, 2, victim, CHAIN_PS_OFFLINE, 20000));
+	uint64_t at_out = atomic_load(&r.reads);
+	clock_sleep_ms(3000); /* the client's routing catches up (it polls mgmtd) */
+	atomic_store(&r.stop, true);
+	for (int i = 0; i < RB_THREADS; i++)
+		pthread_join(th[i], NULL);
+	storage_client_get_stats(e.cli, &after);
+	uint64_t groups = after.read_groups - before.read_groups;
+	uint64_t rpcs = after.read_rpcs - before.read_rpcs;
+	print_message("%llu reads (%llu before the kill, %llu until moved out) in %llu groups, "
+		      "%llu RPCs\n", (unsigned long long)atomic_load(&r.reads),
+		      (unsigned long long)at_kill, (unsigned long long)at_out,
+		      (unsigned long long)groups, (unsigned long long)rpcs);
+	assert_int_equal(atomic_load(&r.bad), 0);
+	assert_true(at_kill > 0 && atomic_load(&r.reads) > at_out);
+	assert_true(rpcs < groups); /* reads were combined */
+	for (uint32_t k = 0; k < NIDX; k++)
+		free(r.want[k]);
+	env_down(&e);
+}
+
 int main(int argc, char **argv)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -936,6 +1024,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_kill_middle),
 		cmocka_unit_test(test_kill_head),
 		cmocka_unit_test(test_kill_tail),
+		cmocka_unit_test(test_read_batches_kill),
 		cmocka_unit_test(test_kill_two),
 		cmocka_unit_test(test_lastsrv),
 		cmocka_unit_test(test_full_restart),

@@ -7,6 +7,14 @@
  *   remove_query query last chunk / length, remove one and a range, stat
  *   corrupt      flip a byte of a block on disk: the read fails with
  *                -CFS_ECORRUPT at the client, the server counts it
+ *   concurrent_batches  16 threads of single small reads (aligned and
+ *                not, past the end, a missing chunk, a corrupt page) on
+ *                two targets: reads share RPCs (read combining) and each
+ *                gets exactly its own bytes or error
+ *   overwrite_race  4 KiB overwrites (journaled in the engine, applied in
+ *                place after their commit) while threads read the same
+ *                pages on the server's loop-thread ring: every page read
+ *                is one whole version, never an error or a torn mix
  *   bad_input    garbage bytes on a raw socket, malformed and inconsistent
  *                storage requests (clear errors), a bad data CRC: the
  *                server stays up and keeps serving
@@ -21,7 +29,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -293,6 +303,244 @@ static void test_corrupt(void **state)
 	stor_cluster_fini(&sc);
 }
 
+/* ---- concurrent reads: combined into shared RPCs ---- */
+
+#define CB_THREADS 16
+#define CB_READS 300
+#define CB_GOOD 6
+#define CB_GOOD_LEN (200u << 10)
+#define CB_BAD_LEN 20000u
+
+struct cb_env {
+	struct storage_loc loc1, loc2;
+	struct storage_client *c;
+	uint8_t *good[CB_GOOD];
+	uint8_t *bad;
+	_Atomic int failures;
+};
+
+struct cb_thread {
+	struct cb_env *e;
+	uint64_t seed;
+};
+
+static uint64_t cb_rnd(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+static void *cb_reader(void *arg)
+{
+	struct cb_thread *t = arg;
+	struct cb_env *e = t->e;
+	uint8_t *out = malloc(16384);
+	for (int i = 0; i < CB_READS; i++) {
+		uint64_t x = cb_rnd(&t->seed);
+		int kind = (int)(x % 20);
+		struct storage_read r = { .dst = out };
+		const uint8_t *model = NULL;
+		uint32_t clen = 0;
+		int want_corrupt = 0;
+		if (kind < 17) { /* a good chunk: aligned 4 KiB or any range */
+			uint32_t k = (uint32_t)(cb_rnd(&t->seed) % CB_GOOD);
+			r.loc = e->loc1;
+			r.ino = 7;
+			r.idx = k;
+			clen = CB_GOOD_LEN;
+			model = e->good[k];
+			if (kind < 9) {
+				r.off = (uint32_t)(cb_rnd(&t->seed) % (CB_GOOD_LEN / 4096 + 1)) * 4096;
+				r.len = 4096;
+			} else {
+				r.off = (uint32_t)(cb_rnd(&t->seed) % (CB_GOOD_LEN + 100));
+				r.len = 1 + (uint32_t)(cb_rnd(&t->seed) % 16384);
+			}
+		} else if (kind < 19) { /* the corrupt chunk: page 1 is bad */
+			r.loc = e->loc2;
+			r.ino = 9;
+			r.idx = 0;
+			clen = CB_BAD_LEN;
+			model = e->bad;
+			uint32_t page = (uint32_t)(cb_rnd(&t->seed) % 5);
+			r.off = page * 4096;
+			r.len = 4096;
+			want_corrupt = page == 1;
+		} else { /* no such chunk */
+			r.loc = e->loc1;
+			r.ino = 10;
+			r.idx = (uint32_t)(cb_rnd(&t->seed) % 4);
+			r.len = 4096;
+		}
+		int rc = storage_client_read(e->c, &r, 1, 0);
+		int ok;
+		if (!model)
+			ok = rc == 0 && r.result == -ENOENT;
+		else if (want_corrupt)
+			ok = rc == 0 && r.result == -CFS_ECORRUPT;
+		else {
+			uint32_t n = r.off >= clen ? 0 : (clen - r.off < r.len ? clen - r.off : r.len);
+			ok = rc == 0 && r.result == (int)n && !memcmp(out, model + r.off, n);
+		}
+		if (!ok) {
+			print_message("read ino=%llu idx=%u off=%u len=%u: rc=%d result=%d\n",
+				      (unsigned long long)r.ino, r.idx, r.off, r.len, rc, r.result);
+			atomic_fetch_add(&e->failures, 1);
+		}
+	}
+	free(out);
+	return NULL;
+}
+
+/* Many threads reading single small ranges at once from one server (two
+ * targets): their reads share RPCs (read combining in the client, one
+ * request and one disk submission at the server), and each still gets
+ * exactly its own bytes, its own -ENOENT, and its own -CFS_ECORRUPT when
+ * its page of the corrupt chunk is bad while its batch-mates succeed. */
+static void test_concurrent_batches(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	stor_cluster_init(&sc, "stor-batch", 1, 2, 4000);
+	stor_cluster_start_storage(&sc, 0);
+	struct cb_env e = { .loc1 = { .addr = sc.node[0].addr, .target = 1 },
+			    .loc2 = { .addr = sc.node[0].addr, .target = 2 } };
+	e.c = new_client();
+	for (int k = 0; k < CB_GOOD; k++) {
+		e.good[k] = malloc(CB_GOOD_LEN);
+		fill(e.good[k], CB_GOOD_LEN);
+		assert_int_equal(storage_client_write(e.c, &e.loc1, 7, (uint32_t)k, 0, CB_GOOD_LEN,
+						      e.good[k], 0, NULL), 0);
+	}
+	e.bad = malloc(CB_BAD_LEN);
+	fill(e.bad, CB_BAD_LEN);
+	assert_int_equal(storage_client_write(e.c, &e.loc2, 9, 0, 0, CB_BAD_LEN, e.bad, 0, NULL), 0);
+	/* Target 2 holds only that chunk: block 0 of its class, page 1. */
+	assert_true(flip_data_files(sc.node[0].dirs[1], 4096 + 5000) >= 1);
+	struct storage_client_stats before, after;
+	storage_client_get_stats(e.c, &before);
+	pthread_t th[CB_THREADS];
+	struct cb_thread ta[CB_THREADS];
+	for (int i = 0; i < CB_THREADS; i++) {
+		ta[i] = (struct cb_thread){ .e = &e, .seed = 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1) };
+		assert_int_equal(pthread_create(&th[i], NULL, cb_reader, &ta[i]), 0);
+	}
+	for (int i = 0; i < CB_THREADS; i++)
+		pthread_join(th[i], NULL);
+	storage_client_get_stats(e.c, &after);
+	assert_int_equal(atomic_load(&e.failures), 0);
+	uint64_t rpcs = after.read_rpcs - before.read_rpcs;
+	uint64_t groups = after.read_groups - before.read_groups;
+	print_message("%llu reads in %llu read RPCs\n", (unsigned long long)groups,
+		      (unsigned long long)rpcs);
+	assert_int_equal(groups, CB_THREADS * CB_READS);
+	assert_true(rpcs < groups); /* some were combined */
+	for (int k = 0; k < CB_GOOD; k++)
+		free(e.good[k]);
+	free(e.bad);
+	storage_client_free(e.c);
+	stor_cluster_signal(&sc, 0, SIGTERM);
+	stor_cluster_fini(&sc);
+}
+
+/* ---- overwrite_race ---- */
+
+#define OR_PAGES 16
+#define OR_WRITES 1500
+#define OR_READERS 3
+
+struct or_env {
+	struct storage_client *c;
+	struct storage_loc loc;
+	atomic_int stop, failures;
+	atomic_long reads;
+};
+
+/* Page P at generation G: G in the first 8 bytes, the rest a function of
+ * both, so a page made of two versions cannot pass the check. */
+static void or_page(uint8_t *b, uint32_t p, uint64_t g)
+{
+	uint64_t x = (g + 1) * 0x9E3779B97F4A7C15ull ^ ((uint64_t)p << 32);
+	memcpy(b, &g, 8);
+	for (size_t i = 8; i < 4096; i += 8) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		memcpy(b + i, &x, 8);
+	}
+}
+
+static int or_check(const uint8_t *b, uint32_t p)
+{
+	uint64_t g;
+	uint8_t want[4096];
+	memcpy(&g, b, 8);
+	or_page(want, p, g);
+	return !memcmp(b, want, 4096);
+}
+
+static void *or_reader(void *arg)
+{
+	struct or_env *e = arg;
+	uint8_t *out = malloc(2 * 4096);
+	uint64_t seed = (uint64_t)(uintptr_t)out | 1;
+	while (!atomic_load(&e->stop)) {
+		uint32_t p = (uint32_t)(cb_rnd(&seed) % (OR_PAGES - 1));
+		uint32_t np = 1 + (uint32_t)(cb_rnd(&seed) % 2);
+		struct storage_read r = { .loc = e->loc, .ino = 11, .idx = 0, .off = p * 4096,
+					  .len = np * 4096, .dst = out };
+		int rc = storage_client_read(e->c, &r, 1, 0);
+		int ok = rc == 0 && r.result == (int)(np * 4096);
+		for (uint32_t k = 0; ok && k < np; k++)
+			ok = or_check(out + k * 4096, p + k);
+		if (!ok) {
+			print_message("read page %u x%u: rc=%d result=%d\n", p, np, rc, r.result);
+			atomic_fetch_add(&e->failures, 1);
+		}
+		atomic_fetch_add(&e->reads, 1);
+	}
+	free(out);
+	return NULL;
+}
+
+static void test_overwrite_race(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	stor_cluster_init(&sc, "stor-owrace", 1, 1, 4000);
+	stor_cluster_start_storage(&sc, 0);
+	struct or_env e = { .loc = { .addr = sc.node[0].addr, .target = 1 } };
+	e.c = new_client();
+	uint8_t *img = malloc(OR_PAGES * 4096);
+	for (uint32_t p = 0; p < OR_PAGES; p++)
+		or_page(img + p * 4096, p, 0);
+	assert_int_equal(storage_client_write(e.c, &e.loc, 11, 0, 0, OR_PAGES * 4096, img, 0, NULL),
+			 0);
+	pthread_t th[OR_READERS];
+	for (int i = 0; i < OR_READERS; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, or_reader, &e), 0);
+	uint64_t seed = 12345;
+	uint8_t page[4096];
+	for (uint64_t g = 1; g <= OR_WRITES; g++) {
+		uint32_t p = (uint32_t)(cb_rnd(&seed) % OR_PAGES);
+		or_page(page, p, g);
+		assert_int_equal(storage_client_write(e.c, &e.loc, 11, 0, p * 4096, 4096, page, 0,
+						      NULL), 0);
+	}
+	atomic_store(&e.stop, 1);
+	for (int i = 0; i < OR_READERS; i++)
+		pthread_join(th[i], NULL);
+	print_message("%ld reads during %d overwrites\n", atomic_load(&e.reads), OR_WRITES);
+	assert_int_equal(atomic_load(&e.failures), 0);
+	assert_true(atomic_load(&e.reads) > 0);
+	free(img);
+	storage_client_free(e.c);
+	stor_cluster_signal(&sc, 0, SIGTERM);
+	stor_cluster_fini(&sc);
+}
+
 static int raw_call(struct rpc_client *rc, const char *addr, uint16_t type, const void *pl,
 		    uint32_t plen, const void *bulk, uint64_t blen)
 {
@@ -418,6 +666,8 @@ int main(void)
 		cmocka_unit_test(test_rw_model),
 		cmocka_unit_test(test_remove_query),
 		cmocka_unit_test(test_corrupt),
+		cmocka_unit_test(test_concurrent_batches),
+		cmocka_unit_test(test_overwrite_race),
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_target_order),
 	};
