@@ -31,6 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/buf.h"
 #include "meta/meta.h"
 #include "meta/meta_lock.h"
 
@@ -164,5 +165,13 @@ int meta_client_lock_set(meta_client *c, uint64_t ino, const struct meta_lock *l
 int meta_client_lock_get(meta_client *c, uint64_t ino, const struct meta_lock *l,
 			 struct meta_lock *out);
 int meta_client_lock_release(meta_client *c, uint64_t ino, uint64_t owner, unsigned kinds);
+
+/* Sends an already encoded request of TYPE (any meta message family, e.g.
+ * the KVCache index, meta_kvc_proto.h) with the same failover as every
+ * call; RESP gets the reply payload. The request must be safe to resend
+ * (the KVCache messages are). 0 or the final error (the server's message
+ * in meta_client_last_error()). */
+int meta_client_call_raw(meta_client *c, uint16_t type, const struct buf *req,
+			 struct buf *resp);
 
 #endif

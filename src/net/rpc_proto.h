@@ -88,6 +88,9 @@
  *       client is hdr's client id (meta/meta_lock.h).
  *  240 META_FSYNC       req: hdr, u64 ino, len, u8 query          resp: u64 size
  *                       (as SYNC, then all committed metadata made durable)
+ *  250..259 META_KVC_*  the KVCache index: NS_CREATE, NS_GET, NS_DELETE, LOOKUP,
+ *                       RESERVE, PUBLISH, DELETE, CLEAR, RELEASE, STATS; one
+ *                       batch layout both ways (meta/meta_kvc_proto.h)
  *   A meta instance also answers ECHO (16), the transport baseline of bench meta.
  *   Any reply with status != 0 may carry the ERROR payload: blob text(<=1024).
  *   --- storage (codecs in src/storage/storage_proto.{h,c}, enum sto_msg_type
