@@ -16,6 +16,7 @@ static const struct cli_cmd commands[] = {
 	{ "mount", cli_mount, "mount the file system with FUSE (chainfs mount --help)" },
 	{ "up", cli_up, "start a local cluster and mount it (chainfs up --help)" },
 	{ "down", cli_down, "stop what chainfs up started (chainfs down --help)" },
+	{ "kvcache", cli_kvcache, "KVCache namespaces: create, info, clear, delete (chainfs kvcache --help)" },
 };
 
 static void usage(FILE *out)
