@@ -181,7 +181,7 @@ static double files_bench(struct bk *b, const char *base, double *write_mbs)
 
 static int bench_page(struct bk *b, uint32_t page, int lookups)
 {
-	char name[64], dir[64];
+	char name[64], dir[96];
 	struct cfs_kvc_opts o = { .cluster_dir = b->cluster_dir, .rings = (int)b->threads };
 	snprintf(name, sizeof(name), "bench-%u-%d", page, (int)getpid());
 	snprintf(dir, sizeof(dir), "kvbench/%s", name);

@@ -20,6 +20,7 @@
 #define TOUCH_PER_TXN 16
 #define KEYBUF (4 + 8 + KVC_KEY_MAX + 16)
 #define SHARDS 8
+#define HWM_SHARDS 8 /* never-used slot counters per namespace */
 #define DEFAULT_LEASE_MS 30000u
 #define DEFAULT_TOUCH_MS 1000u
 
@@ -384,8 +385,8 @@ static int clear_all(kv_txn *t, uint64_t ns, int keep_counters)
 		mk_range(&b, &e, "KVCC", ns);
 		rc = kv_clear_range(t, ks(&b), ks(&e));
 	}
-	mk(&b, "KVCH", ns, 0, 0, 0, NULL, 0);
-	return rc ? rc : kv_clear(t, ks(&b));
+	mk_range(&b, &e, "KVCH", ns);
+	return rc ? rc : kv_clear_range(t, ks(&b), ks(&e));
 }
 
 static int ns_delete_fn(kv_txn *t, void *arg)
@@ -511,24 +512,37 @@ static int take_slots(kv_txn *t, struct op *o, uint64_t *slots, int want)
 		if (pass == 0 && start == 0)
 			break;
 	}
-	/* 3. never-used slots */
+	/* 3. never-used slots: HWM_SHARDS counters, shard h hands out slots
+	 * h, h + S, h + 2S, ... so concurrent writers filling a fresh
+	 * namespace rarely touch the same counter (one hot key made every
+	 * reserve conflict). Full shards are seen with snapshot reads; the
+	 * shard taken from is read again with a conflict. */
 	if (got < want) {
-		struct kv_slice v;
-		uint8_t hb[8];
-		uint64_t hwm = 0;
-		mk(&b, "KVCH", ns, 0, 0, 0, NULL, 0);
-		rc = kv_get(t, ks(&b), 0, &v);
-		if (rc < 0)
-			return rc;
-		if (rc && v.n == 8)
-			hwm = wire_load_u64(v.p);
-		uint64_t n0 = hwm;
-		while (got < want && hwm < o->ns.nslots)
-			slots[got++] = hwm++;
-		if (hwm != n0) {
-			wire_store_u64(hb, hwm);
-			if ((rc = kv_set(t, ks(&b), kv_mem(hb, 8))))
+		unsigned h0 = (unsigned)(rnd64() % HWM_SHARDS);
+		for (unsigned j = 0; j < HWM_SHARDS && got < want; j++) {
+			uint8_t sh = (uint8_t)((h0 + j) % HWM_SHARDS), hb[8];
+			uint64_t cap = o->ns.nslots > sh ? (o->ns.nslots - sh + HWM_SHARDS - 1) / HWM_SHARDS : 0;
+			struct kv_slice v;
+			uint64_t next = 0;
+			mk(&b, "KVCH", ns, 0, 0, 0, &sh, 1);
+			rc = kv_get(t, ks(&b), 1, &v);
+			if (rc < 0)
 				return rc;
+			if (rc && v.n == 8)
+				next = wire_load_u64(v.p);
+			if (next >= cap)
+				continue;
+			if ((rc = kv_get(t, ks(&b), 0, &v)) < 0)
+				return rc;
+			next = rc && v.n == 8 ? wire_load_u64(v.p) : 0;
+			uint64_t n0 = next;
+			while (got < want && next < cap)
+				slots[got++] = next++ * HWM_SHARDS + sh;
+			if (next != n0) {
+				wire_store_u64(hb, next);
+				if ((rc = kv_set(t, ks(&b), kv_mem(hb, 8))))
+					return rc;
+			}
 		}
 	}
 	/* 4. evict the least recently used */
@@ -765,12 +779,14 @@ static int stats_fn(kv_txn *t, void *arg)
 	if (rc)
 		return rc;
 	memset(s, 0, sizeof(*s));
-	mk(&k, "KVCH", o->ns.id, 0, 0, 0, NULL, 0);
-	rc = kv_get(t, ks(&k), 1, &v);
-	if (rc < 0)
-		return rc;
-	if (rc && v.n == 8)
-		s->hwm = wire_load_u64(v.p);
+	for (uint8_t sh = 0; sh < HWM_SHARDS; sh++) {
+		mk(&k, "KVCH", o->ns.id, 0, 0, 0, &sh, 1);
+		rc = kv_get(t, ks(&k), 1, &v);
+		if (rc < 0)
+			return rc;
+		if (rc && v.n == 8)
+			s->hwm += wire_load_u64(v.p);
+	}
 	if ((rc = count_get(t, o->ns.id, CNT_USED, &s->used)) ||
 	    (rc = count_get(t, o->ns.id, CNT_EVICT, &s->evictions)) ||
 	    (rc = count_get(t, o->ns.id, CNT_RECLAIM, &s->reclaimed)) ||
@@ -787,6 +803,14 @@ static int run(kv_engine *kv, unsigned flags, kv_txn_fn fn, struct op *o)
 {
 	struct kv_run_opts ro = { .flags = flags, .idempotent = 0, .max_retries = 40 };
 	return kv_run(kv, &ro, fn, o, NULL);
+}
+
+/* Recency is best effort: a touch that conflicts (another reader touched
+ * the same keys) is dropped after one quick retry instead of backing off. */
+static int run_touch(kv_engine *kv, struct op *o)
+{
+	struct kv_run_opts ro = { .max_retries = 1, .backoff_min_us = 50, .backoff_max_us = 200 };
+	return kv_run(kv, &ro, touch_fn, o, NULL);
 }
 
 /* Runs FN over the items in groups of PER. */
@@ -910,7 +934,13 @@ int meta_kvc_serve(kv_engine *kv, const struct kvc_msg *req, struct kvc_msg *res
 			rc = run(kv, KV_RDONLY, lookup_fn, o);
 			if (!rc && (req->flags & KVC_LOOKUP_TOUCH)) {
 				/* Best effort: a lost touch only ages a key early. */
-				run_groups(kv, touch_fn, o, TOUCH_PER_TXN);
+				for (uint32_t i = 0; i < req->n; i += TOUCH_PER_TXN) {
+					o->from = i;
+					o->to = i + TOUCH_PER_TXN < req->n ? i + TOUCH_PER_TXN
+									   : req->n;
+					o->now = now_ms();
+					run_touch(kv, o);
+				}
 			}
 			break;
 		}

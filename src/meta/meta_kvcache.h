@@ -8,7 +8,7 @@
  *   KVCK ns key                     entry: slot, version, len, crc, last_used
  *   KVCL ns last_used(8) slot(8)    LRU index; value: the key
  *   KVCF ns slot                    free-slot set (empty value)
- *   KVCH ns                         high-water mark: slots [hwm, nslots) were never used
+ *   KVCH ns shard(1)                never-used slots: shard h hands out h + k*8, k >= this
  *   KVCR ns slot                    reservation: version, owner, expiry, len
  *   KVCE ns expiry(8) slot(8)       reservation expiry index
  *   KVCC ns kind(1) shard(1)        counters (kv_atomic_add, sharded like DSTA)
