@@ -190,6 +190,114 @@ int cfs_submit_ios(cfs_ior *ior);
 int cfs_wait_for_ios(cfs_ior *ior, struct cfs_cqe *cqes, int n, int min_results,
                      const struct timespec *abs_timeout);
 
+
+/* ---- KVCache: a shared key-value page store (docs/kvcache.md) ----
+ *
+ * A namespace is a set of pre-sized slab files in a directory of the mount
+ * (striped over every chain by the directory's layout), cut into pages of
+ * one size, and an index from key to page kept by the metadata service in
+ * the cluster's KV store, so every client of the namespace, on any host,
+ * sees the same keys. Values move through the rings between the caller's
+ * registered memory (a cfs_iov) and the slab files; the index is asked
+ * once per batch (a batch is one RPC, split by the service into small
+ * transactions).
+ *
+ * KEYS are 1..CFS_KVC_KEY_MAX bytes; engines use content (token-prefix)
+ * hashes, so two values put under one key are interchangeable: the first
+ * put to publish wins and a later put of the same key returns 0 without
+ * changing it (its page is freed). VALUES are 0..page_size bytes.
+ *
+ * CONSISTENCY. A put writes the page, then publishes the index entry in
+ * one transaction: a get never sees a half-written value. A get reads the
+ * page and then checks with the index that the key still has the version
+ * it read (a page is reused only after its entry is gone, and versions
+ * are never reused) and that the bytes match the CRC32C the writer
+ * recorded; if either fails the key is reported missing, never with wrong
+ * bytes. When the namespace is full, a put evicts the least recently used
+ * entries. A put whose writer dies between page write and publish leaks
+ * its page only until its lease (30 s) expires.
+ *
+ * ERRORS: as above (-errno). Whole-call errors are checked before anything
+ * is sent and change nothing: -EINVAL (a key empty or over CFS_KVC_KEY_MAX,
+ * a buffer outside the iov, N < 0), -E2BIG (N over CFS_KVC_BATCH_MAX),
+ * -EMSGSIZE (a value over the page size), -ENOENT (the namespace is gone).
+ * Per-key outcomes go to RESULTS.
+ *
+ * THREADS: a cfs_kvc may be used by any number of threads at once; each
+ * call takes one of its ring pairs (opts.rings of them). */
+
+#define CFS_KVC_KEY_MAX 256
+#define CFS_KVC_BATCH_MAX 4096
+
+typedef struct cfs_kvc cfs_kvc; /* opaque: an open namespace */
+
+/* How to reach the metadata service. Either cluster_dir (a `chainfs up
+ * --dir` directory: cluster.conf and secret are read from it) or meta +
+ * cluster_id + secret_file. */
+struct cfs_kvc_opts {
+	const char *cluster_dir;
+	const char *meta;        /* "ip:port[,ip:port...]" */
+	const char *cluster_id;
+	const char *secret_file;
+	int rings;               /* ring pairs for concurrent calls [4] */
+	int ring_entries;        /* slots per ring [64] */
+	uint32_t lease_ms;       /* how long a put may take between reserve and publish
+	                            before its page is reclaimed [30000] */
+};
+
+struct cfs_kvc_info {
+	uint32_t page_size;
+	uint64_t slots;          /* pages in the namespace */
+	uint32_t slabs;
+	char dir[1025];          /* slab directory, relative to the mount */
+	uint64_t used;           /* published entries */
+	uint64_t reserved;       /* puts between reserve and publish */
+	uint64_t evictions, reclaimed, lost;
+};
+
+/* cfs_kvc_create - creates namespace NAME (1..64 of [A-Za-z0-9._-]) with
+ * pages of PAGE_SIZE (a power of two, 64 KiB..16 MiB) and CAPACITY bytes
+ * (rounded up to pages), its slab files DIR/slab.NNNN (DIR relative to
+ * MOUNT, created if missing) pre-sized, SLABS of them (0: 8).
+ * ERRORS: -EEXIST, -EINVAL (bad name, page size, capacity), -errno from
+ * the mount or the service. */
+int cfs_kvc_create(const char *mount, const char *name, const char *dir, uint32_t page_size,
+		   uint64_t capacity, int slabs, const struct cfs_kvc_opts *o);
+/* cfs_kvc_destroy - deletes the index of NAME and its slab files. */
+int cfs_kvc_destroy(const char *mount, const char *name, const struct cfs_kvc_opts *o);
+
+/* cfs_kvc_open - opens NAME on MOUNT. *OUT is freed by cfs_kvc_close. */
+int cfs_kvc_open(const char *mount, const char *name, const struct cfs_kvc_opts *o,
+		 cfs_kvc **out);
+void cfs_kvc_close(cfs_kvc *kv); /* NULL-safe; no call may be in flight */
+uint32_t cfs_kvc_page_size(const cfs_kvc *kv);
+
+/* cfs_kvc_put - stores N values: key KEYS[i] (KEY_LENS[i] bytes), value
+ * LENS[i] bytes at VALS[i], inside IOV. RESULTS[i]: 0 stored (or the key
+ * already held a value: first put wins), -ENOSPC (every page is held by a
+ * put in progress), -ESTALE (the put took longer than its lease), -EIO.
+ * Returns 0 when the call ran (see RESULTS) or a whole-call error. */
+int cfs_kvc_put(cfs_kvc *kv, const cfs_iov *iov, int n, const void *const *keys,
+		const size_t *key_lens, const void *const *vals, const size_t *lens, int *results);
+
+/* cfs_kvc_get - reads N keys into BUFS[i] (CAPS[i] bytes, inside IOV).
+ * RESULTS[i]: the value's length, -ENOENT (missing, or changed while
+ * read), -ENOBUFS (larger than CAPS[i]), -EIO. Recency of hits is
+ * updated (batched by the service). */
+int cfs_kvc_get(cfs_kvc *kv, const cfs_iov *iov, int n, const void *const *keys,
+		const size_t *key_lens, void *const *bufs, const size_t *caps, int *results);
+
+/* cfs_kvc_exists - RESULTS[i] = 1 when key i has a value, else 0. */
+int cfs_kvc_exists(cfs_kvc *kv, int n, const void *const *keys, const size_t *key_lens,
+		   int *results);
+/* cfs_kvc_delete - RESULTS[i] (may be NULL) = 1 deleted, 0 absent. */
+int cfs_kvc_delete(cfs_kvc *kv, int n, const void *const *keys, const size_t *key_lens,
+		   int *results);
+/* cfs_kvc_clear - drops every entry (gets in flight report misses). */
+int cfs_kvc_clear(cfs_kvc *kv);
+/* cfs_kvc_stats - fills *OUT; RECLAIM != 0 first frees expired puts. */
+int cfs_kvc_stats(cfs_kvc *kv, int reclaim, struct cfs_kvc_info *out);
+
 #ifdef __cplusplus
 }
 #endif

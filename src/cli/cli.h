@@ -20,12 +20,14 @@ int cli_mount(int argc, char **argv); /* cmd_mount.c */
 int cli_up(int argc, char **argv); /* cmd_up.c */
 int cli_down(int argc, char **argv); /* cmd_up.c */
 int cli_fsck(int argc, char **argv); /* cmd_fsck.c */
+int cli_kvcache(int argc, char **argv); /* cmd_kvcache.c */
 int cli_bench_rpc(int argc, char **argv); /* bench_rpc.c */
 int cli_bench_chunk(int argc, char **argv); /* bench_chunk.c */
 int cli_bench_kv(int argc, char **argv); /* bench_kv.c */
 int cli_bench_meta(int argc, char **argv); /* bench_meta.c */
 int cli_bench_fuse(int argc, char **argv); /* bench_fuse.c */
 int cli_bench_usrbio(int argc, char **argv); /* bench_usrbio.c */
+int cli_bench_kvcache(int argc, char **argv); /* bench_kvcache.c */
 
 /* Bench groups, dispatched by cli_bench (cmd_bench.c). */
 struct cli_bench_cmd {

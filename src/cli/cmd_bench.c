@@ -13,6 +13,7 @@ static const struct cli_bench_cmd groups[] = {
 	{ "storage", cli_bench_storage, "storage server over loopback vs fio: 1 MiB seq write/read, 4 KiB random read QD 32" },
 	{ "fuse", cli_bench_fuse, "fio through a ChainFS mount vs a local directory: 1 MiB seq write/read (1, 4 jobs), 4 KiB random read, create/stat/unlink" },
 	{ "usrbio", cli_bench_usrbio, "shared-memory rings through a mount vs fio raw and fio through FUSE: 1 MiB seq write/read (1, 4 rings), 4K/64K random reads, daemon CPU/GiB" },
+	{ "kvcache", cli_bench_kvcache, "KVCache page store: batch get/put of 64K/256K/2M pages (4 threads) vs fio randread and write/3 on the raw dir, index lookups/s, one file per page via FUSE and local disk" },
 	{ NULL, NULL, NULL },
 };
 

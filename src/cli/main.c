@@ -17,6 +17,7 @@ static const struct cli_cmd commands[] = {
 	{ "up", cli_up, "start a local cluster and mount it (chainfs up --help)" },
 	{ "down", cli_down, "stop what chainfs up started (chainfs down --help)" },
 	{ "fsck", cli_fsck, "check metadata and chunk replicas of a cluster (chainfs fsck --help)" },
+	{ "kvcache", cli_kvcache, "KVCache namespaces: create, info, clear, delete (chainfs kvcache --help)" },
 };
 
 static void usage(FILE *out)

@@ -295,6 +295,12 @@ out:
 	return rc;
 }
 
+int meta_client_call_raw(meta_client *c, uint16_t type, const struct buf *req,
+			 struct buf *resp)
+{
+	return send_with_failover(c, type, req, 0, resp);
+}
+
 /* The whole call: header, encode, send, decode into R (whose caller
  * pointers are set). KEEP (may be NULL) takes the reply buffer, so that
  * R's borrowed data stays valid until the caller frees KEEP. */

@@ -31,6 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/buf.h"
 #include "meta/meta.h"
 #include "meta/meta_lock.h"
 
@@ -170,5 +171,12 @@ int meta_client_lock_release(meta_client *c, uint64_t ino, uint64_t owner, unsig
  * another client changed since it cached names in them. 0 or <0 (a meta
  * older than DIRVER answers with its "unknown type" error). */
 int meta_client_dir_versions(meta_client *c, const uint64_t *dirs, size_t n, uint64_t *out);
+/* Sends an already encoded request of TYPE (any meta message family, e.g.
+ * the KVCache index, meta_kvc_proto.h) with the same failover as every
+ * call; RESP gets the reply payload. The request must be safe to resend
+ * (the KVCache messages are). 0 or the final error (the server's message
+ * in meta_client_last_error()). */
+int meta_client_call_raw(meta_client *c, uint16_t type, const struct buf *req,
+			 struct buf *resp);
 
 #endif

@@ -28,7 +28,7 @@ static inline int take(struct wire_reader *r, size_t n, const uint8_t **out)
 
 int wire_get_u8(struct wire_reader *r, uint8_t *out)
 {
-	const uint8_t *p;
+	const uint8_t *p = NULL; /* set by take(); NULL keeps -fPIC builds free of a false warning */
 	*out = 0;
 	if (take(r, 1, &p))
 		return r->err;
@@ -38,7 +38,7 @@ int wire_get_u8(struct wire_reader *r, uint8_t *out)
 
 int wire_get_u16(struct wire_reader *r, uint16_t *out)
 {
-	const uint8_t *p;
+	const uint8_t *p = NULL; /* set by take(); NULL keeps -fPIC builds free of a false warning */
 	*out = 0;
 	if (take(r, 2, &p))
 		return r->err;
@@ -48,7 +48,7 @@ int wire_get_u16(struct wire_reader *r, uint16_t *out)
 
 int wire_get_u32(struct wire_reader *r, uint32_t *out)
 {
-	const uint8_t *p;
+	const uint8_t *p = NULL; /* set by take(); NULL keeps -fPIC builds free of a false warning */
 	*out = 0;
 	if (take(r, 4, &p))
 		return r->err;
@@ -58,7 +58,7 @@ int wire_get_u32(struct wire_reader *r, uint32_t *out)
 
 int wire_get_u64(struct wire_reader *r, uint64_t *out)
 {
-	const uint8_t *p;
+	const uint8_t *p = NULL; /* set by take(); NULL keeps -fPIC builds free of a false warning */
 	*out = 0;
 	if (take(r, 8, &p))
 		return r->err;
@@ -84,7 +84,7 @@ int wire_get_i64(struct wire_reader *r, int64_t *out)
 
 int wire_get_bytes(struct wire_reader *r, void *out, size_t n)
 {
-	const uint8_t *p;
+	const uint8_t *p = NULL; /* set by take(); NULL keeps -fPIC builds free of a false warning */
 	if (take(r, n, &p)) {
 		memset(out, 0, n);
 		return r->err;

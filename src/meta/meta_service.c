@@ -64,6 +64,8 @@
 #include "common/xalloc.h"
 #include "kv/kv.h"
 #include "meta/meta.h"
+#include "meta/meta_kvc_proto.h"
+#include "meta/meta_kvcache.h"
 #include "meta/meta_lock.h"
 #include "meta/meta_proto.h"
 #include "meta/meta_service.h"
@@ -434,6 +436,40 @@ static void gc_kick(struct meta_service *s, uint16_t type)
 	pthread_mutex_unlock(&s->bg_mu);
 }
 
+/* KVCache index messages (250..259, meta_kvcache.h): their own codec and
+ * operations; the worker only decodes, runs and replies. */
+static void serve_kvc(struct worker *w, struct rpc_req *req, uint16_t type)
+{
+	uint32_t plen;
+	const uint8_t *p = rpc_req_payload(req, &plen);
+	const char *op = kvc_rpc_name(type);
+	struct kvc_msg m, r;
+	char err[256] = "";
+	int rc = kvc_msg_decode(p, plen, &m);
+	if (rc == 0 && m.type != type)
+		rc = -CFS_EPROTO;
+	if (rc) {
+		if (rc == -CFS_EPROTO)
+			atomic_fetch_add_explicit(&w->svc->bad_requests, 1, memory_order_relaxed);
+		reply_err(req, op, rc, rc == -CFS_EPROTO ? "malformed payload" : NULL);
+		kvc_msg_fini(&m);
+		return;
+	}
+	rc = meta_kvc_serve(w->svc->kv, &m, &r, err, sizeof(err));
+	if (rc) {
+		reply_err(req, op, rc, *err ? err : NULL);
+	} else {
+		buf_reset(&w->out);
+		rc = kvc_msg_encode(&w->out, &r);
+		if (rc == 0)
+			rpc_reply(req, 0, w->out.data, (uint32_t)w->out.len);
+		else
+			reply_err(req, op, rc, "encoding the reply");
+		kvc_msg_fini(&r);
+	}
+	kvc_msg_fini(&m);
+}
+
 static void serve(struct worker *w, struct rpc_req *req)
 {
 	struct meta_rpc_req *m = &w->req;
@@ -445,6 +481,10 @@ static void serve(struct worker *w, struct rpc_req *req)
 	const uint8_t *p = rpc_req_payload(req, &plen);
 	int rc;
 
+	if (kvc_rpc_name(type)) {
+		serve_kvc(w, req, type);
+		return;
+	}
 	if (!op) {
 		reply_err(req, "meta", -CFS_EBADMSG_TYPE, NULL);
 		return;
@@ -927,6 +967,8 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 		rpc_server_handle(s->rpc, t, &hq);
 	rpc_server_handle(s->rpc, META_RPC_DIRVER, s->ninline ? &hr : &hq);
 	for (uint16_t t = META_RPC_LOCK_FIRST; t <= META_RPC_LOCK_LAST; t++)
+		rpc_server_handle(s->rpc, t, &hq);
+	for (uint16_t t = META_RPC_KVC_FIRST; t <= META_RPC_KVC_LAST; t++)
 		rpc_server_handle(s->rpc, t, &hq);
 
 	s->nworkers = o->workers > 0 ? o->workers : 16;

@@ -91,6 +91,9 @@
  *  242 META_DIRVER      req: hdr, blob u64 dir ino[<=1024]       resp: blob u64 count[]
  *                       (entry-change counts of the directories; mounts poll it to
  *                       invalidate cached names: meta_dir_versions)
+ *  250..259 META_KVC_*  the KVCache index: NS_CREATE, NS_GET, NS_DELETE, LOOKUP,
+ *                       RESERVE, PUBLISH, DELETE, CLEAR, RELEASE, STATS; one
+ *                       batch layout both ways (meta/meta_kvc_proto.h)
  *   A meta instance also answers ECHO (16), the transport baseline of bench meta.
  *   Any reply with status != 0 may carry the ERROR payload: blob text(<=1024).
  *   --- storage (codecs in src/storage/storage_proto.{h,c}, enum sto_msg_type

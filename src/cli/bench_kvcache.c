@@ -1,0 +1,294 @@
+/* bench_kvcache.c - `chainfs bench kvcache`: the KVCache page store
+ * (include/chainfs.h "KVCache") against its baselines, in one run:
+ *   - batch put and batch get of pages (4 threads, batches of 16) vs fio
+ *     write / 3 (replication 3) and fio randread at the page size on the
+ *     raw local directory;
+ *   - index lookups per second from one thread in batches of 64;
+ *   - the naive alternative: one file per page (write, then random whole
+ *     file reads, same threads) through the FUSE mount and on local disk.
+ * Needs a running cluster (`chainfs up`): --mount, --cluster-dir, and
+ * --raw-dir (a local directory on the disk the cluster's targets use). */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "chainfs.h"
+#include "cli/bench_fio.h"
+#include "cli/cli.h"
+#include "common/clock.h"
+#include "common/status.h"
+
+#define BATCH 16
+
+struct bk {
+	const char *mount, *cluster_dir, *raw;
+	unsigned seconds, threads, mb;
+	cfs_kvc *kv;
+	cfs_iov *iov;
+	uint32_t page;
+	uint64_t npages;
+	atomic_ullong bytes, ops, next;
+	int stop_at_put;
+	uint64_t deadline_ms;
+	const char *filedir; /* one-file-per-page directory */
+	atomic_int errors;
+};
+
+static void key_of(char *out, uint64_t i) { snprintf(out, 32, "page-%016llx", (unsigned long long)i); }
+
+static void *put_thread(void *arg)
+{
+	struct bk *b = arg;
+	unsigned t = (unsigned)atomic_fetch_add(&b->ops, 1);
+	uint8_t *mem = (uint8_t *)cfs_iov_base(b->iov) + (size_t)t * BATCH * b->page;
+	memset(mem, (int)t + 1, (size_t)BATCH * b->page);
+	for (;;) {
+		uint64_t first = atomic_fetch_add(&b->next, BATCH);
+		if (first >= b->npages)
+			break;
+		int n = (int)(b->npages - first < BATCH ? b->npages - first : BATCH), res[BATCH];
+		char names[BATCH][32];
+		const void *keys[BATCH], *vals[BATCH];
+		size_t kl[BATCH], lens[BATCH];
+		for (int i = 0; i < n; i++) {
+			key_of(names[i], first + (uint64_t)i);
+			keys[i] = names[i];
+			kl[i] = strlen(names[i]);
+			vals[i] = mem + (size_t)i * b->page;
+			lens[i] = b->page;
+		}
+		if (cfs_kvc_put(b->kv, b->iov, n, keys, kl, vals, lens, res)) {
+			atomic_fetch_add(&b->errors, 1);
+			continue;
+		}
+		for (int i = 0; i < n; i++)
+			if (res[i] == 0)
+				atomic_fetch_add(&b->bytes, b->page);
+			else
+				atomic_fetch_add(&b->errors, 1);
+	}
+	return NULL;
+}
+
+static void *get_thread(void *arg)
+{
+	struct bk *b = arg;
+	unsigned t = (unsigned)atomic_fetch_add(&b->next, 1), seed = t * 7919u + 3;
+	uint8_t *mem = (uint8_t *)cfs_iov_base(b->iov) + (size_t)t * BATCH * b->page;
+	while (clock_mono_ms() < b->deadline_ms) {
+		char names[BATCH][32];
+		const void *keys[BATCH];
+		void *bufs[BATCH];
+		size_t kl[BATCH], caps[BATCH];
+		int res[BATCH];
+		for (int i = 0; i < BATCH; i++) {
+			key_of(names[i], (uint64_t)rand_r(&seed) % b->npages);
+			keys[i] = names[i];
+			kl[i] = strlen(names[i]);
+			bufs[i] = mem + (size_t)i * b->page;
+			caps[i] = b->page;
+		}
+		if (cfs_kvc_get(b->kv, b->iov, BATCH, keys, kl, bufs, caps, res)) {
+			atomic_fetch_add(&b->errors, 1);
+			continue;
+		}
+		for (int i = 0; i < BATCH; i++)
+			if (res[i] == (int)b->page)
+				atomic_fetch_add(&b->bytes, b->page);
+	}
+	return NULL;
+}
+
+/* One file per page: write npages files, then random whole-file reads. */
+static void *file_write_thread(void *arg)
+{
+	struct bk *b = arg;
+	char *buf = malloc(b->page), path[1200];
+	memset(buf, 7, b->page);
+	for (;;) {
+		uint64_t i = atomic_fetch_add(&b->next, 1);
+		if (i >= b->npages)
+			break;
+		snprintf(path, sizeof(path), "%s/p%llu", b->filedir, (unsigned long long)i);
+		int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		if (fd < 0 || write(fd, buf, b->page) != (ssize_t)b->page || close(fd) < 0)
+			atomic_fetch_add(&b->errors, 1);
+		else
+			atomic_fetch_add(&b->bytes, b->page);
+	}
+	free(buf);
+	return NULL;
+}
+
+static void *file_read_thread(void *arg)
+{
+	struct bk *b = arg;
+	unsigned seed = (unsigned)atomic_fetch_add(&b->next, 1) * 31u + 5;
+	char *buf = malloc(b->page), path[1200];
+	while (clock_mono_ms() < b->deadline_ms) {
+		snprintf(path, sizeof(path), "%s/p%llu", b->filedir,
+			 (unsigned long long)((uint64_t)rand_r(&seed) % b->npages));
+		int fd = open(path, O_RDONLY);
+		if (fd < 0) {
+			atomic_fetch_add(&b->errors, 1);
+			continue;
+		}
+		if (pread(fd, buf, b->page, 0) == (ssize_t)b->page)
+			atomic_fetch_add(&b->bytes, b->page);
+		close(fd);
+	}
+	free(buf);
+	return NULL;
+}
+
+/* Runs FN on b->threads threads; returns MB/s of b->bytes over the run. */
+static double run_threads(struct bk *b, void *(*fn)(void *), unsigned seconds)
+{
+	pthread_t th[64];
+	atomic_store(&b->bytes, 0);
+	atomic_store(&b->next, 0);
+	atomic_store(&b->ops, 0);
+	uint64_t t0 = clock_mono_ns();
+	b->deadline_ms = clock_mono_ms() + seconds * 1000ull;
+	for (unsigned i = 0; i < b->threads; i++)
+		pthread_create(&th[i], NULL, fn, b);
+	for (unsigned i = 0; i < b->threads; i++)
+		pthread_join(th[i], NULL);
+	double s = (double)(clock_mono_ns() - t0) / 1e9;
+	return (double)atomic_load(&b->bytes) / s / 1e6;
+}
+
+static double files_bench(struct bk *b, const char *base, double *write_mbs)
+{
+	char dir[1100];
+	snprintf(dir, sizeof(dir), "%s/kvbench-files-%u", base, b->page);
+	mkdir(dir, 0755);
+	b->filedir = dir;
+	*write_mbs = run_threads(b, file_write_thread, 0);
+	double r = run_threads(b, file_read_thread, b->seconds);
+	char cmd[1200];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "bench kvcache: could not remove %s\n", dir);
+	return r;
+}
+
+static int bench_page(struct bk *b, uint32_t page, int lookups)
+{
+	char name[64], dir[96];
+	struct cfs_kvc_opts o = { .cluster_dir = b->cluster_dir, .rings = (int)b->threads };
+	snprintf(name, sizeof(name), "bench-%u-%d", page, (int)getpid());
+	snprintf(dir, sizeof(dir), "kvbench/%s", name);
+	b->page = page;
+	b->npages = ((uint64_t)b->mb << 20) / page;
+	int rc = cfs_kvc_create(b->mount, name, dir, page, (uint64_t)b->mb << 20, 8, &o);
+	if (!rc)
+		rc = cfs_kvc_open(b->mount, name, &o, &b->kv);
+	if (!rc)
+		rc = cfs_iov_create(b->mount, (size_t)b->threads * BATCH * page, 0, -1, &b->iov);
+	if (rc) {
+		fprintf(stderr, "bench kvcache: namespace %s: %s\n", name, cfs_strerror(rc));
+		return 1;
+	}
+	double put = run_threads(b, put_thread, 0);
+	double get = run_threads(b, get_thread, b->seconds);
+	char bs[32];
+	snprintf(bs, sizeof(bs), "%uk", page >> 10);
+	double fr = bench_fio_iops("bench kvcache", b->raw, b->mb, b->seconds, "randread", bs, 16,
+				   NULL) * page / 1e6;
+	double fw = bench_fio_iops("bench kvcache", b->raw, b->mb, b->seconds, "write", bs, 16,
+				   NULL) * page / 1e6;
+	double fwrite_fuse, fwrite_local;
+	double fuse_rd = files_bench(b, b->mount, &fwrite_fuse);
+	double local_rd = files_bench(b, b->raw, &fwrite_local);
+	printf("page %7u  kvcache get %8.1f MB/s  fio randread %8.1f MB/s  ratio %.2f | "
+	       "put %7.1f MB/s  fio write/3 %7.1f MB/s  ratio %.2f\n",
+	       page, get, fr, fr > 0 ? get / fr : 0, put, fw / 3, fw > 0 ? put / (fw / 3) : 0);
+	printf("             file-per-page read: FUSE %8.1f MB/s  local %8.1f MB/s | "
+	       "write: FUSE %7.1f MB/s  local %7.1f MB/s\n",
+	       fuse_rd, local_rd, fwrite_fuse, fwrite_local);
+	if (lookups) {
+		uint64_t n = 0, t0 = clock_mono_ns(), end = clock_mono_ms() + b->seconds * 1000ull;
+		unsigned seed = 1;
+		while (clock_mono_ms() < end) {
+			char names[64][32];
+			const void *keys[64];
+			size_t kl[64];
+			int res[64];
+			for (int i = 0; i < 64; i++) {
+				key_of(names[i], (uint64_t)rand_r(&seed) % b->npages);
+				keys[i] = names[i];
+				kl[i] = strlen(names[i]);
+			}
+			if (cfs_kvc_exists(b->kv, 64, keys, kl, res) == 0)
+				n += 64;
+		}
+		printf("index lookups (1 thread, batches of 64): %.0f /s\n",
+		       (double)n / ((double)(clock_mono_ns() - t0) / 1e9));
+	}
+	if (atomic_load(&b->errors))
+		printf("             (%d errors)\n", atomic_load(&b->errors));
+	cfs_iov_destroy(b->iov);
+	cfs_kvc_close(b->kv);
+	cfs_kvc_destroy(b->mount, name, &o);
+	return 0;
+}
+
+int cli_bench_kvcache(int argc, char **argv)
+{
+	struct bk b = { .cluster_dir = "./chainfs-data", .seconds = 3, .threads = 4, .mb = 256 };
+	const char *pages = "64K,256K,2M";
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!v) {
+			fprintf(stderr, "bench kvcache: %s needs a value\n", a);
+			return 2;
+		}
+		i++;
+		if (!strcmp(a, "--mount"))
+			b.mount = v;
+		else if (!strcmp(a, "--cluster-dir"))
+			b.cluster_dir = v;
+		else if (!strcmp(a, "--raw-dir"))
+			b.raw = v;
+		else if (!strcmp(a, "--seconds"))
+			b.seconds = (unsigned)atoi(v);
+		else if (!strcmp(a, "--threads"))
+			b.threads = (unsigned)atoi(v);
+		else if (!strcmp(a, "--mb"))
+			b.mb = (unsigned)atoi(v);
+		else if (!strcmp(a, "--pages"))
+			pages = v;
+		else {
+			fprintf(stderr, "bench kvcache: unknown option %s\n", a);
+			return 2;
+		}
+	}
+	if (!b.mount || !b.raw || b.threads < 1 || b.threads > 64 || !b.seconds || !b.mb) {
+		fprintf(stderr, "usage: chainfs bench kvcache --mount M --raw-dir R [--cluster-dir D]"
+				" [--seconds 3] [--threads 4] [--mb 256] [--pages 64K,256K,2M]\n");
+		return 2;
+	}
+	printf("bench kvcache: %u threads, batches of %d, %u MiB per namespace, %u s per read run\n",
+	       b.threads, BATCH, b.mb, b.seconds);
+	char list[256];
+	snprintf(list, sizeof(list), "%s", pages);
+	int rc = 0, first = 1;
+	for (char *save, *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		char *end;
+		unsigned long v = strtoul(t, &end, 10);
+		if (*end == 'K' || *end == 'k')
+			v <<= 10;
+		else if (*end == 'M' || *end == 'm')
+			v <<= 20;
+		rc |= bench_page(&b, (uint32_t)v, v == (256u << 10) || (first && !strstr(pages, "256K")));
+		first = 0;
+	}
+	return rc;
+}

@@ -1,0 +1,980 @@
+/* meta_kvcache.c - the KVCache index over the KV store (meta_kvcache.h). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "common/clock.h"
+#include "common/crc32c.h"
+#include "common/status.h"
+#include "common/wire.h"
+#include "meta/meta_kvcache.h"
+
+/* Keys per txn, from the KV limits (kv.h: 64 writes, 64 read conflicts):
+ * reserve writes <= 5 and reads <= 5 per key, publish <= 5 writes, delete 4,
+ * touch 3. */
+#define RESERVE_PER_TXN 8
+#define PUBLISH_PER_TXN 10
+#define DELETE_PER_TXN 12
+#define TOUCH_PER_TXN 16
+#define KEYBUF (4 + 8 + KVC_KEY_MAX + 16)
+#define SHARDS 8
+#define HWM_SHARDS 8 /* never-used slot counters per namespace */
+#define DEFAULT_LEASE_MS 30000u
+#define DEFAULT_TOUCH_MS 1000u
+
+enum { CNT_USED = 'U', CNT_EVICT = 'V', CNT_RECLAIM = 'R', CNT_LOST = 'X' };
+
+struct key {
+	uint8_t b[KEYBUF];
+	uint32_t n;
+};
+
+static struct kv_slice ks(const struct key *k) { return kv_mem(k->b, k->n); }
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/* PREFIX ns [a [b]] [bytes] */
+static void mk(struct key *k, const char pfx[4], uint64_t ns, int na, uint64_t a, uint64_t b,
+	       const void *bytes, size_t n)
+{
+	memcpy(k->b, pfx, 4);
+	put_be64(k->b + 4, ns);
+	k->n = 12;
+	if (na >= 1) {
+		put_be64(k->b + k->n, a);
+		k->n += 8;
+	}
+	if (na >= 2) {
+		put_be64(k->b + k->n, b);
+		k->n += 8;
+	}
+	if (n) {
+		memcpy(k->b + k->n, bytes, n);
+		k->n += (uint32_t)n;
+	}
+}
+
+/* [begin, end) of every key PREFIX ns ... (ids are < UINT64_MAX). */
+static void mk_range(struct key *b, struct key *e, const char pfx[4], uint64_t ns)
+{
+	mk(b, pfx, ns, 0, 0, 0, NULL, 0);
+	mk(e, pfx, ns + 1, 0, 0, 0, NULL, 0);
+}
+
+static uint64_t now_ms(void) { return clock_wall_ns() / 1000000u; }
+
+static uint64_t rnd64(void)
+{
+	uint64_t v = 0;
+	if (getrandom(&v, sizeof(v), 0) != (ssize_t)sizeof(v))
+		v = clock_mono_ns() * 0x9e3779b97f4a7c15ull;
+	return v;
+}
+
+/* ---- records: magic u32, body, crc32c u32 ---- */
+
+#define MAGIC_NS 0x4e4b4643u  /* "CFKN" */
+#define MAGIC_ENT 0x454b4643u /* "CFKE" */
+#define MAGIC_RES 0x524b4643u /* "CFKR" */
+
+static int rec_finish(struct buf *b, struct wire_writer *w)
+{
+	if (w->err)
+		return w->err;
+	wire_put_u32(w, crc32c(0, b->data, b->len));
+	return w->err;
+}
+
+static int rec_open(struct wire_reader *r, struct kv_slice v, uint32_t magic)
+{
+	uint32_t m, c;
+	if (v.n < 8)
+		return -CFS_ECORRUPT;
+	const uint8_t *p = v.p;
+	c = wire_load_u32(p + v.n - 4);
+	if (crc32c(0, p, v.n - 4) != c)
+		return -CFS_ECORRUPT;
+	wire_reader_init(r, p, v.n - 4);
+	wire_get_u32(r, &m);
+	return m == magic ? 0 : -CFS_ECORRUPT;
+}
+
+struct entry {
+	uint64_t slot, version, last_used;
+	uint32_t len, crc;
+};
+
+static int ent_encode(struct buf *b, const struct entry *e)
+{
+	struct wire_writer w;
+	wire_writer_init(&w, b);
+	wire_put_u32(&w, MAGIC_ENT);
+	wire_put_u64(&w, e->slot);
+	wire_put_u64(&w, e->version);
+	wire_put_u32(&w, e->len);
+	wire_put_u32(&w, e->crc);
+	wire_put_u64(&w, e->last_used);
+	return rec_finish(b, &w);
+}
+
+static int ent_decode(struct kv_slice v, struct entry *e)
+{
+	struct wire_reader r;
+	int rc = rec_open(&r, v, MAGIC_ENT);
+	if (rc)
+		return rc;
+	wire_get_u64(&r, &e->slot);
+	wire_get_u64(&r, &e->version);
+	wire_get_u32(&r, &e->len);
+	wire_get_u32(&r, &e->crc);
+	wire_get_u64(&r, &e->last_used);
+	return r.err ? -CFS_ECORRUPT : 0;
+}
+
+struct resv {
+	uint64_t version, owner, expiry;
+	uint32_t len;
+};
+
+static int res_encode(struct buf *b, const struct resv *x)
+{
+	struct wire_writer w;
+	wire_writer_init(&w, b);
+	wire_put_u32(&w, MAGIC_RES);
+	wire_put_u64(&w, x->version);
+	wire_put_u64(&w, x->owner);
+	wire_put_u64(&w, x->expiry);
+	wire_put_u32(&w, x->len);
+	return rec_finish(b, &w);
+}
+
+static int res_decode(struct kv_slice v, struct resv *x)
+{
+	struct wire_reader r;
+	int rc = rec_open(&r, v, MAGIC_RES);
+	if (rc)
+		return rc;
+	wire_get_u64(&r, &x->version);
+	wire_get_u64(&r, &x->owner);
+	wire_get_u64(&r, &x->expiry);
+	wire_get_u32(&r, &x->len);
+	return r.err ? -CFS_ECORRUPT : 0;
+}
+
+/* The namespace record reuses the message codec's namespace fields. */
+static int ns_encode(struct buf *b, const struct kvc_ns *ns)
+{
+	struct wire_writer w;
+	wire_writer_init(&w, b);
+	wire_put_u32(&w, MAGIC_NS);
+	struct kvc_msg m = { .type = META_RPC_KVC_NS_GET, .ns = *ns };
+	if (kvc_msg_encode(b, &m))
+		return -ENOMEM;
+	return rec_finish(b, &w);
+}
+
+static int ns_decode(struct kv_slice v, struct kvc_ns *ns)
+{
+	struct wire_reader r;
+	int rc = rec_open(&r, v, MAGIC_NS);
+	if (rc)
+		return rc;
+	struct kvc_msg *m = malloc(sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	rc = kvc_msg_decode(r.p, wire_left(&r), m);
+	if (rc == 0)
+		*ns = m->ns;
+	kvc_msg_fini(m);
+	free(m);
+	return rc == -ENOMEM ? rc : rc ? -CFS_ECORRUPT : 0;
+}
+
+/* ---- shared txn steps ---- */
+
+static int load_ns(kv_txn *t, uint64_t id, struct kvc_ns *ns)
+{
+	struct key k;
+	struct kv_slice v;
+	mk(&k, "KVCI", id, 0, 0, 0, NULL, 0);
+	int rc = kv_get(t, ks(&k), 0, &v);
+	if (rc < 0)
+		return rc;
+	if (rc == 0)
+		return -ENOENT;
+	return ns_decode(v, ns);
+}
+
+static int count_add(kv_txn *t, uint64_t ns, int kind, int64_t d)
+{
+	struct key k;
+	uint8_t tail[2] = { (uint8_t)kind, (uint8_t)(rnd64() % SHARDS) };
+	mk(&k, "KVCC", ns, 0, 0, 0, tail, 2);
+	return kv_atomic_add(t, ks(&k), d);
+}
+
+static int count_get(kv_txn *t, uint64_t ns, int kind, uint64_t *out)
+{
+	struct key b, e;
+	uint8_t tb[1] = { (uint8_t)kind }, te[1] = { (uint8_t)(kind + 1) };
+	struct kv_range r;
+	mk(&b, "KVCC", ns, 0, 0, 0, tb, 1);
+	mk(&e, "KVCC", ns, 0, 0, 0, te, 1);
+	int rc = kv_get_range(t, ks(&b), ks(&e), 0, 1, 0, &r);
+	if (rc)
+		return rc;
+	int64_t s = 0;
+	for (int i = 0; i < r.n; i++) {
+		int64_t v = 0;
+		for (size_t j = 0; j < r.kvs[i].val.n && j < 8; j++)
+			v |= (int64_t)((uint64_t)((const uint8_t *)r.kvs[i].val.p)[j] << (8 * j));
+		s += v;
+	}
+	*out = s < 0 ? 0 : (uint64_t)s;
+	return 0;
+}
+
+static int free_slot(kv_txn *t, uint64_t ns, uint64_t slot)
+{
+	struct key k;
+	mk(&k, "KVCF", ns, 1, slot, 0, NULL, 0);
+	return kv_set(t, ks(&k), kv_mem("", 0));
+}
+
+static int drop_resv(kv_txn *t, uint64_t ns, uint64_t slot, uint64_t expiry)
+{
+	struct key k;
+	mk(&k, "KVCR", ns, 1, slot, 0, NULL, 0);
+	int rc = kv_clear(t, ks(&k));
+	mk(&k, "KVCE", ns, 2, expiry, slot, NULL, 0);
+	return rc ? rc : kv_clear(t, ks(&k));
+}
+
+static int get_entry(kv_txn *t, uint64_t ns, const struct kvc_item *it, int snapshot,
+		     struct entry *e)
+{
+	struct key k;
+	struct kv_slice v;
+	mk(&k, "KVCK", ns, 0, 0, 0, it->key, it->key_len);
+	int rc = kv_get(t, ks(&k), snapshot, &v);
+	if (rc <= 0)
+		return rc;
+	rc = ent_decode(v, e);
+	return rc ? rc : 1;
+}
+
+static int put_entry(kv_txn *t, uint64_t ns, const struct kvc_item *it, const struct entry *e)
+{
+	struct key k;
+	struct buf b = BUF_INIT;
+	int rc = ent_encode(&b, e);
+	mk(&k, "KVCK", ns, 0, 0, 0, it->key, it->key_len);
+	if (!rc)
+		rc = kv_set(t, ks(&k), kv_mem(b.data, b.len));
+	buf_fini(&b);
+	mk(&k, "KVCL", ns, 2, e->last_used, e->slot, NULL, 0);
+	return rc ? rc : kv_set(t, ks(&k), kv_mem(it->key, it->key_len));
+}
+
+static int del_entry(kv_txn *t, uint64_t ns, const struct kvc_item *it, const struct entry *e)
+{
+	struct key k;
+	mk(&k, "KVCK", ns, 0, 0, 0, it->key, it->key_len);
+	int rc = kv_clear(t, ks(&k));
+	mk(&k, "KVCL", ns, 2, e->last_used, e->slot, NULL, 0);
+	return rc ? rc : kv_clear(t, ks(&k));
+}
+
+/* ---- operations ---- */
+
+struct op {
+	const struct kvc_msg *req;
+	struct kvc_msg *resp;
+	struct kvc_ns ns;
+	uint32_t from, to; /* item range of this txn */
+	uint64_t now;
+	char *err;
+	size_t errlen;
+};
+
+static int valid_name(const uint8_t *p, uint32_t n)
+{
+	if (n < 1 || n > KVC_NAME_MAX)
+		return 0;
+	for (uint32_t i = 0; i < n; i++)
+		if (!(p[i] >= 'a' && p[i] <= 'z') && !(p[i] >= 'A' && p[i] <= 'Z') &&
+		    !(p[i] >= '0' && p[i] <= '9') && p[i] != '-' && p[i] != '_' && p[i] != '.')
+			return 0;
+	return 1;
+}
+
+static int ns_create_fn(kv_txn *t, void *arg)
+{
+	struct op *o = arg;
+	struct key k;
+	struct kv_slice v;
+	uint8_t idb[8];
+	mk(&k, "KVCN", 0, 0, 0, 0, o->req->name, o->req->name_len);
+	int rc = kv_get(t, ks(&k), 0, &v);
+	if (rc < 0)
+		return rc;
+	if (rc > 0)
+		return -EEXIST;
+	o->ns.id = rnd64() >> 1 | 1; /* never 0, never UINT64_MAX */
+	o->ns.created = (int64_t)clock_wall_ns();
+	wire_store_u64(idb, o->ns.id);
+	rc = kv_set(t, ks(&k), kv_mem(idb, 8));
+	struct buf b = BUF_INIT;
+	if (!rc)
+		rc = ns_encode(&b, &o->ns);
+	mk(&k, "KVCI", o->ns.id, 0, 0, 0, NULL, 0);
+	if (!rc)
+		rc = kv_set(t, ks(&k), kv_mem(b.data, b.len));
+	buf_fini(&b);
+	return rc;
+}
+
+static int ns_find(kv_txn *t, const uint8_t *name, uint32_t n, struct kvc_ns *ns)
+{
+	struct key k;
+	struct kv_slice v;
+	mk(&k, "KVCN", 0, 0, 0, 0, name, n);
+	int rc = kv_get(t, ks(&k), 0, &v);
+	if (rc < 0)
+		return rc;
+	if (rc == 0 || v.n != 8)
+		return rc == 0 ? -ENOENT : -CFS_ECORRUPT;
+	return load_ns(t, wire_load_u64(v.p), ns);
+}
+
+static int ns_get_fn(kv_txn *t, void *arg)
+{
+	struct op *o = arg;
+	return ns_find(t, o->req->name, o->req->name_len, &o->ns);
+}
+
+static int clear_all(kv_txn *t, uint64_t ns, int keep_counters)
+{
+	static const char *const pf[] = { "KVCK", "KVCL", "KVCF", "KVCR", "KVCE" };
+	struct key b, e;
+	int rc = 0;
+	for (size_t i = 0; i < sizeof(pf) / sizeof(pf[0]) && !rc; i++) {
+		mk_range(&b, &e, pf[i], ns);
+		rc = kv_clear_range(t, ks(&b), ks(&e));
+	}
+	if (!rc && keep_counters) {
+		uint8_t tb[1] = { CNT_USED }, te[1] = { CNT_USED + 1 };
+		mk(&b, "KVCC", ns, 0, 0, 0, tb, 1);
+		mk(&e, "KVCC", ns, 0, 0, 0, te, 1);
+		rc = kv_clear_range(t, ks(&b), ks(&e));
+	} else if (!rc) {
+		mk_range(&b, &e, "KVCC", ns);
+		rc = kv_clear_range(t, ks(&b), ks(&e));
+	}
+	mk_range(&b, &e, "KVCH", ns);
+	return rc ? rc : kv_clear_range(t, ks(&b), ks(&e));
+}
+
+static int ns_delete_fn(kv_txn *t, void *arg)
+{
+	struct op *o = arg;
+	struct key k;
+	int rc = ns_find(t, o->req->name, o->req->name_len, &o->ns);
+	if (rc)
+		return rc;
+	rc = clear_all(t, o->ns.id, 0);
+	mk(&k, "KVCI", o->ns.id, 0, 0, 0, NULL, 0);
+	if (!rc)
+		rc = kv_clear(t, ks(&k));
+	mk(&k, "KVCN", 0, 0, 0, 0, o->req->name, o->req->name_len);
+	return rc ? rc : kv_clear(t, ks(&k));
+}
+
+static int ns_load_fn(kv_txn *t, void *arg)
+{
+	struct op *o = arg;
+	return load_ns(t, o->req->ns_id, &o->ns);
+}
+
+static int clear_fn(kv_txn *t, void *arg)
+{
+	struct op *o = arg;
+	int rc = load_ns(t, o->req->ns_id, &o->ns);
+	return rc ? rc : clear_all(t, o->ns.id, 1);
+}
+
+static int lookup_fn(kv_txn *t, void *arg)
+{
+	struct op *o = arg;
+	int rc = load_ns(t, o->req->ns_id, &o->ns);
+	if (rc)
+		return rc;
+	for (uint32_t i = 0; i < o->req->n; i++) {
+		struct kvc_item *it = &o->resp->items[i];
+		struct entry e;
+		rc = get_entry(t, o->ns.id, &o->req->items[i], 1, &e);
+		if (rc < 0)
+			return rc;
+		*it = (struct kvc_item){ .status = KVC_ST_ABSENT };
+		if (rc == 1)
+			*it = (struct kvc_item){ .status = KVC_ST_OK, .slot = e.slot,
+						 .version = e.version, .len = e.len, .crc = e.crc,
+						 .last_used = e.last_used };
+	}
+	return 0;
+}
+
+/* Moves each hit of [from, to) still at the version looked up, and older
+ * than touch_ms, to now in the LRU index. */
+static int touch_fn(kv_txn *t, void *arg)
+{
+	struct op *o = arg;
+	for (uint32_t i = o->from; i < o->to; i++) {
+		const struct kvc_item *q = &o->req->items[i], *h = &o->resp->items[i];
+		struct entry e;
+		if (h->status != KVC_ST_OK || h->last_used + o->ns.touch_ms > o->now)
+			continue;
+		int rc = get_entry(t, o->ns.id, q, 0, &e);
+		if (rc < 0)
+			return rc;
+		if (rc == 0 || e.version != h->version || e.last_used >= o->now)
+			continue;
+		rc = del_entry(t, o->ns.id, q, &e);
+		e.last_used = o->now;
+		if (!rc)
+			rc = put_entry(t, o->ns.id, q, &e);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* Takes up to WANT slots for reservations: expired reservations first,
+ * then the free set (from a random point, so concurrent writers rarely
+ * read the same free key), then never-used slots, then the least recently
+ * used entries (evicted). Returns how many it put in SLOTS, or <0. */
+static int take_slots(kv_txn *t, struct op *o, uint64_t *slots, int want)
+{
+	uint64_t ns = o->ns.id;
+	struct key b, e;
+	struct kv_range r;
+	int got = 0, rc;
+
+	/* 1. expired reservations (a killed writer's slots) */
+	mk(&b, "KVCE", ns, 0, 0, 0, NULL, 0);
+	mk(&e, "KVCE", ns, 1, o->now, 0, NULL, 0);
+	rc = kv_get_range(t, ks(&b), ks(&e), want, 0, 0, &r);
+	if (rc)
+		return rc;
+	for (int i = 0; i < r.n && got < want; i++) {
+		if (r.kvs[i].key.n != 28)
+			return -CFS_ECORRUPT;
+		const uint8_t *kp = r.kvs[i].key.p;
+		uint64_t exp = get_be64(kp + 12), slot = get_be64(kp + 20);
+		if ((rc = drop_resv(t, ns, slot, exp)) || (rc = count_add(t, ns, CNT_RECLAIM, 1)))
+			return rc;
+		slots[got++] = slot;
+	}
+	/* 2. free set */
+	uint64_t start = rnd64() % o->ns.nslots;
+	for (int pass = 0; pass < 2 && got < want; pass++) {
+		if (pass == 0) {
+			mk(&b, "KVCF", ns, 1, start, 0, NULL, 0);
+			mk(&e, "KVCF", ns + 1, 0, 0, 0, NULL, 0);
+		} else {
+			mk(&b, "KVCF", ns, 0, 0, 0, NULL, 0);
+			mk(&e, "KVCF", ns, 1, start, 0, NULL, 0);
+		}
+		rc = kv_get_range(t, ks(&b), ks(&e), want - got, 0, 0, &r);
+		if (rc)
+			return rc;
+		for (int i = 0; i < r.n; i++) {
+			if (r.kvs[i].key.n != 20)
+				return -CFS_ECORRUPT;
+			slots[got++] = get_be64((const uint8_t *)r.kvs[i].key.p + 12);
+			if ((rc = kv_clear(t, r.kvs[i].key)))
+				return rc;
+		}
+		if (pass == 0 && start == 0)
+			break;
+	}
+	/* 3. never-used slots: HWM_SHARDS counters, shard h hands out slots
+	 * h, h + S, h + 2S, ... so concurrent writers filling a fresh
+	 * namespace rarely touch the same counter (one hot key made every
+	 * reserve conflict). Full shards are seen with snapshot reads; the
+	 * shard taken from is read again with a conflict. */
+	if (got < want) {
+		unsigned h0 = (unsigned)(rnd64() % HWM_SHARDS);
+		for (unsigned j = 0; j < HWM_SHARDS && got < want; j++) {
+			uint8_t sh = (uint8_t)((h0 + j) % HWM_SHARDS), hb[8];
+			uint64_t cap = o->ns.nslots > sh ? (o->ns.nslots - sh + HWM_SHARDS - 1) / HWM_SHARDS : 0;
+			struct kv_slice v;
+			uint64_t next = 0;
+			mk(&b, "KVCH", ns, 0, 0, 0, &sh, 1);
+			rc = kv_get(t, ks(&b), 1, &v);
+			if (rc < 0)
+				return rc;
+			if (rc && v.n == 8)
+				next = wire_load_u64(v.p);
+			if (next >= cap)
+				continue;
+			if ((rc = kv_get(t, ks(&b), 0, &v)) < 0)
+				return rc;
+			next = rc && v.n == 8 ? wire_load_u64(v.p) : 0;
+			uint64_t n0 = next;
+			while (got < want && next < cap)
+				slots[got++] = next++ * HWM_SHARDS + sh;
+			if (next != n0) {
+				wire_store_u64(hb, next);
+				if ((rc = kv_set(t, ks(&b), kv_mem(hb, 8))))
+					return rc;
+			}
+		}
+	}
+	/* 4. evict the least recently used */
+	if (got < want) {
+		mk_range(&b, &e, "KVCL", ns);
+		rc = kv_get_range(t, ks(&b), ks(&e), want - got, 0, 0, &r);
+		if (rc)
+			return rc;
+		for (int i = 0; i < r.n; i++) {
+			if (r.kvs[i].key.n != 28 || r.kvs[i].val.n < 1 ||
+			    r.kvs[i].val.n > KVC_KEY_MAX)
+				return -CFS_ECORRUPT;
+			uint64_t slot = get_be64((const uint8_t *)r.kvs[i].key.p + 20);
+			struct key k;
+			mk(&k, "KVCK", ns, 0, 0, 0, r.kvs[i].val.p, r.kvs[i].val.n);
+			if ((rc = kv_clear(t, ks(&k))) || (rc = kv_clear(t, r.kvs[i].key)) ||
+			    (rc = count_add(t, ns, CNT_USED, -1)) ||
+			    (rc = count_add(t, ns, CNT_EVICT, 1)))
+				return rc;
+			slots[got++] = slot;
+		}
+	}
+	return got;
+}
+
+static int reserve_fn(kv_txn *t, void *arg)
+{
+	struct op *o = arg;
+	uint32_t need[RESERVE_PER_TXN];
+	uint64_t slots[RESERVE_PER_TXN];
+	int m = 0, rc = load_ns(t, o->req->ns_id, &o->ns);
+	if (rc)
+		return rc;
+	uint32_t lease = o->req->lease_ms ? o->req->lease_ms : o->ns.lease_ms;
+	for (uint32_t i = o->from; i < o->to; i++) {
+		const struct kvc_item *q = &o->req->items[i];
+		struct kvc_item *it = &o->resp->items[i];
+		struct entry e;
+		rc = get_entry(t, o->ns.id, q, 0, &e);
+		if (rc < 0)
+			return rc;
+		if (rc == 1)
+			*it = (struct kvc_item){ .status = KVC_ST_EXISTS, .slot = e.slot,
+						 .version = e.version, .len = e.len };
+		else
+			need[m++] = i;
+	}
+	if (!m)
+		return 0;
+	int got = take_slots(t, o, slots, m);
+	if (got < 0)
+		return got;
+	for (int j = 0; j < m; j++) {
+		struct kvc_item *it = &o->resp->items[need[j]];
+		if (j >= got) {
+			*it = (struct kvc_item){ .status = -ENOSPC };
+			continue;
+		}
+		struct resv x = { .version = rnd64() | 1, .owner = o->req->owner,
+				  .expiry = o->now + lease, .len = o->req->items[need[j]].len };
+		struct buf b = BUF_INIT;
+		struct key k;
+		rc = res_encode(&b, &x);
+		mk(&k, "KVCR", o->ns.id, 1, slots[j], 0, NULL, 0);
+		if (!rc)
+			rc = kv_set(t, ks(&k), kv_mem(b.data, b.len));
+		buf_fini(&b);
+		mk(&k, "KVCE", o->ns.id, 2, x.expiry, slots[j], NULL, 0);
+		if (!rc)
+			rc = kv_set(t, ks(&k), kv_mem("", 0));
+		if (rc)
+			return rc;
+		*it = (struct kvc_item){ .status = KVC_ST_OK, .slot = slots[j],
+					 .version = x.version, .len = x.len };
+	}
+	return 0;
+}
+
+/* Reads the reservation of SLOT; 1 when it is there with VERSION. */
+static int my_resv(kv_txn *t, uint64_t ns, uint64_t slot, uint64_t version, struct resv *x)
+{
+	struct key k;
+	struct kv_slice v;
+	mk(&k, "KVCR", ns, 1, slot, 0, NULL, 0);
+	int rc = kv_get(t, ks(&k), 0, &v);
+	if (rc <= 0)
+		return rc;
+	rc = res_decode(v, x);
+	return rc ? rc : x->version == version;
+}
+
+static int publish_fn(kv_txn *t, void *arg)
+{
+	struct op *o = arg;
+	int rc = load_ns(t, o->req->ns_id, &o->ns);
+	if (rc)
+		return rc;
+	for (uint32_t i = o->from; i < o->to; i++) {
+		const struct kvc_item *q = &o->req->items[i];
+		struct kvc_item *it = &o->resp->items[i];
+		struct entry e;
+		struct resv x;
+		*it = (struct kvc_item){ .slot = q->slot, .version = q->version, .len = q->len };
+		rc = get_entry(t, o->ns.id, q, 0, &e);
+		if (rc < 0)
+			return rc;
+		int mine = q->slot < o->ns.nslots ? my_resv(t, o->ns.id, q->slot, q->version, &x) : 0;
+		if (mine < 0)
+			return mine;
+		if (rc == 1) {
+			if (e.version == q->version)
+				continue; /* a resend of a publish that applied */
+			it->status = KVC_ST_EXISTS;
+			if (mine && ((rc = drop_resv(t, o->ns.id, q->slot, x.expiry)) ||
+				     (rc = free_slot(t, o->ns.id, q->slot)) ||
+				     (rc = count_add(t, o->ns.id, CNT_LOST, 1))))
+				return rc;
+			continue;
+		}
+		if (!mine) {
+			it->status = -ESTALE; /* lease expired and reclaimed, or cleared */
+			continue;
+		}
+		e = (struct entry){ .slot = q->slot, .version = q->version, .len = q->len,
+				    .crc = q->crc, .last_used = o->now };
+		if ((rc = put_entry(t, o->ns.id, q, &e)) ||
+		    (rc = drop_resv(t, o->ns.id, q->slot, x.expiry)) ||
+		    (rc = count_add(t, o->ns.id, CNT_USED, 1)))
+			return rc;
+	}
+	return 0;
+}
+
+static int release_fn(kv_txn *t, void *arg)
+{
+	struct op *o = arg;
+	int rc = load_ns(t, o->req->ns_id, &o->ns);
+	if (rc)
+		return rc;
+	for (uint32_t i = o->from; i < o->to; i++) {
+		const struct kvc_item *q = &o->req->items[i];
+		struct resv x;
+		o->resp->items[i] = (struct kvc_item){ .status = KVC_ST_ABSENT };
+		if (q->slot >= o->ns.nslots)
+			continue;
+		int mine = my_resv(t, o->ns.id, q->slot, q->version, &x);
+		if (mine < 0)
+			return mine;
+		if (mine && ((rc = drop_resv(t, o->ns.id, q->slot, x.expiry)) ||
+			     (rc = free_slot(t, o->ns.id, q->slot))))
+			return rc;
+		if (mine)
+			o->resp->items[i].status = KVC_ST_OK;
+	}
+	return 0;
+}
+
+static int delete_fn(kv_txn *t, void *arg)
+{
+	struct op *o = arg;
+	int rc = load_ns(t, o->req->ns_id, &o->ns);
+	if (rc)
+		return rc;
+	for (uint32_t i = o->from; i < o->to; i++) {
+		const struct kvc_item *q = &o->req->items[i];
+		struct entry e;
+		rc = get_entry(t, o->ns.id, q, 0, &e);
+		if (rc < 0)
+			return rc;
+		o->resp->items[i] = (struct kvc_item){ .status = rc ? KVC_ST_OK : KVC_ST_ABSENT };
+		if (rc && ((rc = del_entry(t, o->ns.id, q, &e)) ||
+			   (rc = free_slot(t, o->ns.id, e.slot)) ||
+			   (rc = count_add(t, o->ns.id, CNT_USED, -1))))
+			return rc;
+	}
+	return 0;
+}
+
+static int reclaim_fn(kv_txn *t, void *arg)
+{
+	struct op *o = arg;
+	struct key b, e;
+	struct kv_range r;
+	int rc = load_ns(t, o->req->ns_id, &o->ns);
+	if (rc)
+		return rc;
+	mk(&b, "KVCE", o->ns.id, 0, 0, 0, NULL, 0);
+	mk(&e, "KVCE", o->ns.id, 1, o->now, 0, NULL, 0);
+	rc = kv_get_range(t, ks(&b), ks(&e), 16, 0, 0, &r);
+	if (rc)
+		return rc;
+	for (int i = 0; i < r.n; i++) {
+		if (r.kvs[i].key.n != 28)
+			return -CFS_ECORRUPT;
+		const uint8_t *kp = r.kvs[i].key.p;
+		uint64_t slot = get_be64(kp + 20);
+		if ((rc = drop_resv(t, o->ns.id, slot, get_be64(kp + 12))) ||
+		    (rc = free_slot(t, o->ns.id, slot)) ||
+		    (rc = count_add(t, o->ns.id, CNT_RECLAIM, 1)))
+			return rc;
+	}
+	o->from = (uint32_t)r.n;
+	return 0;
+}
+
+static int count_range(kv_txn *t, const char pfx[4], uint64_t ns, uint64_t *out)
+{
+	struct key b, e;
+	struct kv_slice bs, es;
+	struct kv_range r;
+	mk_range(&b, &e, pfx, ns);
+	bs = ks(&b);
+	es = ks(&e);
+	*out = 0;
+	for (;;) {
+		int rc = kv_get_range(t, bs, es, 4096, 1, 0, &r);
+		if (rc)
+			return rc;
+		*out += (uint64_t)r.n;
+		if (!r.has_more)
+			return 0;
+		if ((rc = kv_range_continue(t, &r, 0, &bs, &es)))
+			return rc;
+	}
+}
+
+static int stats_fn(kv_txn *t, void *arg)
+{
+	struct op *o = arg;
+	struct kvc_stats *s = &o->resp->stats;
+	struct key k;
+	struct kv_slice v;
+	int rc = load_ns(t, o->req->ns_id, &o->ns);
+	if (rc)
+		return rc;
+	memset(s, 0, sizeof(*s));
+	for (uint8_t sh = 0; sh < HWM_SHARDS; sh++) {
+		mk(&k, "KVCH", o->ns.id, 0, 0, 0, &sh, 1);
+		rc = kv_get(t, ks(&k), 1, &v);
+		if (rc < 0)
+			return rc;
+		if (rc && v.n == 8)
+			s->hwm += wire_load_u64(v.p);
+	}
+	if ((rc = count_get(t, o->ns.id, CNT_USED, &s->used)) ||
+	    (rc = count_get(t, o->ns.id, CNT_EVICT, &s->evictions)) ||
+	    (rc = count_get(t, o->ns.id, CNT_RECLAIM, &s->reclaimed)) ||
+	    (rc = count_get(t, o->ns.id, CNT_LOST, &s->lost)) ||
+	    (rc = count_range(t, "KVCR", o->ns.id, &s->reserved)) ||
+	    (rc = count_range(t, "KVCF", o->ns.id, &s->free)))
+		return rc;
+	return 0;
+}
+
+/* ---- entry point ---- */
+
+static int run(kv_engine *kv, unsigned flags, kv_txn_fn fn, struct op *o)
+{
+	struct kv_run_opts ro = { .flags = flags, .idempotent = 0, .max_retries = 40 };
+	return kv_run(kv, &ro, fn, o, NULL);
+}
+
+/* Recency is best effort: a touch that conflicts (another reader touched
+ * the same keys) is dropped after one quick retry instead of backing off. */
+static int run_touch(kv_engine *kv, struct op *o)
+{
+	struct kv_run_opts ro = { .max_retries = 1, .backoff_min_us = 50, .backoff_max_us = 200 };
+	return kv_run(kv, &ro, touch_fn, o, NULL);
+}
+
+/* Runs FN over the items in groups of PER. */
+static int run_groups(kv_engine *kv, kv_txn_fn fn, struct op *o, uint32_t per)
+{
+	for (uint32_t i = 0; i < o->req->n; i += per) {
+		o->from = i;
+		o->to = i + per < o->req->n ? i + per : o->req->n;
+		o->now = clock_wall_ns() / 1000000u;
+		int rc = run(kv, 0, fn, o);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int check_ns(const struct kvc_ns *ns, char *err, size_t errlen)
+{
+	const char *why = NULL;
+	if (ns->page_size < KVC_PAGE_MIN || ns->page_size > KVC_PAGE_MAX ||
+	    (ns->page_size & (ns->page_size - 1)))
+		why = "page size must be a power of two from 64K to 16M";
+	else if (ns->nslots == 0 || ns->nslots > (1ull << 40))
+		why = "slot count out of range";
+	else if (ns->nslabs == 0 || ns->nslabs > KVC_SLABS_MAX)
+		why = "slab count out of range (1..1024)";
+	else if (ns->slots_per_slab == 0 || ns->slots_per_slab * ns->nslabs < ns->nslots ||
+		 ns->slots_per_slab > (UINT64_MAX / ns->page_size))
+		why = "slabs do not hold the slots";
+	if (why)
+		snprintf(err, errlen, "%s", why);
+	return why ? -EINVAL : 0;
+}
+
+static int check_items(const struct kvc_msg *m, int want_key, char *err, size_t errlen)
+{
+	if (m->n > KVC_BATCH_MAX) {
+		snprintf(err, errlen, "batch of %u over the limit of %u", m->n, KVC_BATCH_MAX);
+		return -EINVAL;
+	}
+	for (uint32_t i = 0; want_key && i < m->n; i++)
+		if (m->items[i].key_len < 1 || m->items[i].key_len > KVC_KEY_MAX) {
+			snprintf(err, errlen, "item %u: key of %u bytes (1..%u)", i,
+				 m->items[i].key_len, KVC_KEY_MAX);
+			return -EINVAL;
+		}
+	return 0;
+}
+
+int meta_kvc_serve(kv_engine *kv, const struct kvc_msg *req, struct kvc_msg *resp, char *err,
+		   size_t errlen)
+{
+	struct op *o = calloc(1, sizeof(*o));
+	int rc = 0;
+	if (!o)
+		return -ENOMEM;
+	memset(resp, 0, sizeof(*resp));
+	resp->type = req->type;
+	o->req = req;
+	o->resp = resp;
+	o->err = err;
+	o->errlen = errlen;
+	o->now = now_ms();
+	switch (req->type) {
+	case META_RPC_KVC_NS_CREATE:
+	case META_RPC_KVC_NS_GET:
+	case META_RPC_KVC_NS_DELETE:
+		if (!valid_name(req->name, req->name_len)) {
+			snprintf(err, errlen, "namespace name: 1..%d of [A-Za-z0-9._-]",
+				 KVC_NAME_MAX);
+			rc = -EINVAL;
+			break;
+		}
+		if (req->type == META_RPC_KVC_NS_CREATE) {
+			o->ns = req->ns;
+			if (!o->ns.touch_ms)
+				o->ns.touch_ms = DEFAULT_TOUCH_MS;
+			if (!o->ns.lease_ms)
+				o->ns.lease_ms = DEFAULT_LEASE_MS;
+			if (!(rc = check_ns(&o->ns, err, errlen)))
+				rc = run(kv, 0, ns_create_fn, o);
+		} else {
+			rc = run(kv, req->type == META_RPC_KVC_NS_GET ? KV_RDONLY : 0,
+				 req->type == META_RPC_KVC_NS_GET ? ns_get_fn : ns_delete_fn, o);
+		}
+		if (!rc)
+			resp->ns = o->ns;
+		break;
+	case META_RPC_KVC_CLEAR:
+		rc = run(kv, 0, clear_fn, o);
+		break;
+	case META_RPC_KVC_STATS:
+		if (req->flags & KVC_STATS_RECLAIM)
+			do {
+				o->now = now_ms();
+				rc = run(kv, 0, reclaim_fn, o);
+			} while (!rc && o->from == 16);
+		if (!rc)
+			rc = run(kv, KV_RDONLY, stats_fn, o);
+		if (!rc)
+			resp->ns = o->ns;
+		break;
+	case META_RPC_KVC_LOOKUP:
+	case META_RPC_KVC_RESERVE:
+	case META_RPC_KVC_PUBLISH:
+	case META_RPC_KVC_DELETE:
+	case META_RPC_KVC_RELEASE: {
+		int keys = req->type != META_RPC_KVC_RELEASE;
+		if ((rc = check_items(req, keys, err, errlen)))
+			break;
+		resp->n = req->n;
+		if (req->n) {
+			resp->items = calloc(req->n, sizeof(*resp->items));
+			if (!resp->items) {
+				rc = -ENOMEM;
+				break;
+			}
+			resp->items_owned = 1;
+		}
+		if (req->type == META_RPC_KVC_LOOKUP) {
+			rc = run(kv, KV_RDONLY, lookup_fn, o);
+			if (!rc && (req->flags & KVC_LOOKUP_TOUCH)) {
+				/* Best effort: a lost touch only ages a key early. */
+				for (uint32_t i = 0; i < req->n; i += TOUCH_PER_TXN) {
+					o->from = i;
+					o->to = i + TOUCH_PER_TXN < req->n ? i + TOUCH_PER_TXN
+									   : req->n;
+					o->now = now_ms();
+					run_touch(kv, o);
+				}
+			}
+			break;
+		}
+		if (req->type == META_RPC_KVC_RESERVE || req->type == META_RPC_KVC_PUBLISH) {
+			/* The page size bounds values; read it once for the check. */
+			if ((rc = run(kv, KV_RDONLY, ns_load_fn, o)))
+				break;
+			for (uint32_t i = 0; i < req->n; i++)
+				if (req->items[i].len > o->ns.page_size) {
+					snprintf(err, errlen,
+						 "item %u: value of %u bytes over the page size %u",
+						 i, req->items[i].len, o->ns.page_size);
+					rc = -EINVAL;
+					break;
+				}
+			if (rc)
+				break;
+		}
+		rc = run_groups(kv,
+				req->type == META_RPC_KVC_RESERVE   ? reserve_fn
+				: req->type == META_RPC_KVC_PUBLISH ? publish_fn
+				: req->type == META_RPC_KVC_DELETE  ? delete_fn
+								    : release_fn,
+				o,
+				req->type == META_RPC_KVC_RESERVE   ? RESERVE_PER_TXN
+				: req->type == META_RPC_KVC_PUBLISH ? PUBLISH_PER_TXN
+								    : DELETE_PER_TXN);
+		break;
+	}
+	default:
+		rc = -CFS_EBADMSG_TYPE;
+	}
+	if (rc)
+		kvc_msg_fini(resp);
+	free(o);
+	return rc;
+}

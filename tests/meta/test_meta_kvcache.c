@@ -1,0 +1,472 @@
+/* test_meta_kvcache.c - the KVCache index (meta_kvcache.h, messages
+ * 250..259): namespaces, reserve/publish/lookup/delete/clear, first
+ * publish wins, LRU eviction order, reclaim of a dead writer's
+ * reservations, bad input changing nothing.
+ *
+ * Runs the cases on mem:// directly (meta_kvc_serve), and over the real
+ * protocol: a meta service on lmdb in this process, reached through
+ * meta_client (encode, send with failover, decode). With
+ * META_KVC_TEST_ETCD it runs them directly on a one-member etcd (exit 77
+ * without etcd). */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "client/meta_client.h"
+#include "common/clock.h"
+#include "common/status.h"
+#include "kv/kv.h"
+#include "meta/meta_kvc_proto.h"
+#include "meta/meta_kvcache.h"
+#include "meta/meta_service.h"
+#ifdef META_KVC_TEST_ETCD
+#include "etcd_cluster.h"
+#endif
+
+static const char *url;        /* KV for direct mode */
+static kv_engine *KV;          /* direct mode */
+static meta_client *MC;        /* RPC mode */
+
+/* One call: direct or through the service. R gets the reply (items
+ * owned: kvc_msg_fini). */
+static int call(struct kvc_msg *q, struct kvc_msg *r)
+{
+	char err[256] = "";
+	if (KV)
+		return meta_kvc_serve(KV, q, r, err, sizeof(err));
+	struct buf b = BUF_INIT, resp = BUF_INIT;
+	int rc = kvc_msg_encode(&b, q);
+	if (!rc)
+		rc = meta_client_call_raw(MC, q->type, &b, &resp);
+	if (!rc)
+		rc = kvc_msg_decode(resp.data, resp.len, r);
+	buf_fini(&b);
+	buf_fini(&resp);
+	return rc;
+}
+
+static int ns_create(const char *name, uint32_t page, uint64_t slots, uint32_t touch_ms,
+		     uint64_t *id)
+{
+	struct kvc_msg *q = calloc(1, sizeof(*q)), *r = calloc(1, sizeof(*r));
+	q->type = META_RPC_KVC_NS_CREATE;
+	q->name = (const uint8_t *)name;
+	q->name_len = (uint32_t)strlen(name);
+	q->ns = (struct kvc_ns){ .page_size = page, .nslots = slots, .nslabs = 2,
+				 .slots_per_slab = (slots + 1) / 2, .touch_ms = touch_ms };
+	snprintf(q->ns.dir, sizeof(q->ns.dir), "/kv/%s", name);
+	int rc = call(q, r);
+	if (!rc && id)
+		*id = r->ns.id;
+	free(q);
+	free(r);
+	return rc;
+}
+
+static int ns_simple(const char *name, uint16_t type)
+{
+	struct kvc_msg *q = calloc(1, sizeof(*q)), *r = calloc(1, sizeof(*r));
+	q->type = type;
+	q->name = (const uint8_t *)name;
+	q->name_len = (uint32_t)strlen(name);
+	int rc = call(q, r);
+	free(q);
+	free(r);
+	return rc;
+}
+
+/* A batch of string keys; statuses etc. in OUT (n entries). */
+static int batch(uint16_t type, uint64_t ns, const char *const *keys, int n, uint32_t flags,
+		 uint32_t lease_ms, struct kvc_item *in, struct kvc_item *out)
+{
+	struct kvc_msg *q = calloc(1, sizeof(*q)), *r = calloc(1, sizeof(*r));
+	struct kvc_item *it = calloc((size_t)n + 1, sizeof(*it));
+	for (int i = 0; i < n; i++) {
+		if (in)
+			it[i] = in[i];
+		if (keys) {
+			it[i].key = (const uint8_t *)keys[i];
+			it[i].key_len = (uint32_t)strlen(keys[i]);
+		}
+	}
+	q->type = type;
+	q->ns_id = ns;
+	q->owner = 42;
+	q->flags = flags;
+	q->lease_ms = lease_ms;
+	q->n = (uint32_t)n;
+	q->items = it;
+	int rc = call(q, r);
+	if (!rc) {
+		assert_int_equal(r->n, n);
+		memcpy(out, r->items, (size_t)n * sizeof(*out));
+		kvc_msg_fini(r);
+	}
+	free(it);
+	free(q);
+	free(r);
+	return rc;
+}
+
+static int stats(uint64_t ns, int reclaim, struct kvc_stats *s)
+{
+	struct kvc_msg *q = calloc(1, sizeof(*q)), *r = calloc(1, sizeof(*r));
+	q->type = META_RPC_KVC_STATS;
+	q->ns_id = ns;
+	q->flags = reclaim ? KVC_STATS_RECLAIM : 0;
+	int rc = call(q, r);
+	if (!rc)
+		*s = r->stats;
+	free(q);
+	free(r);
+	return rc;
+}
+
+/* reserve + publish (crc = 7 * slot) of N keys; asserts each is published. */
+static void put(uint64_t ns, const char *const *keys, int n, uint32_t len)
+{
+	struct kvc_item res[64], pub[64];
+	for (int i = 0; i < n; i++)
+		res[i] = (struct kvc_item){ .len = len };
+	assert_int_equal(batch(META_RPC_KVC_RESERVE, ns, keys, n, 0, 0, res, res), 0);
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(res[i].status, KVC_ST_OK);
+		res[i].crc = (uint32_t)(7 * res[i].slot);
+		res[i].len = len;
+	}
+	assert_int_equal(batch(META_RPC_KVC_PUBLISH, ns, keys, n, 0, 0, res, pub), 0);
+	for (int i = 0; i < n; i++)
+		assert_int_equal(pub[i].status, KVC_ST_OK);
+}
+
+static int hit(uint64_t ns, const char *key, int touch)
+{
+	struct kvc_item o;
+	const char *k[1] = { key };
+	assert_int_equal(batch(META_RPC_KVC_LOOKUP, ns, k, 1, touch ? KVC_LOOKUP_TOUCH : 0, 0,
+			       NULL, &o), 0);
+	return o.status == KVC_ST_OK;
+}
+
+static void test_namespaces(void **st)
+{
+	(void)st;
+	uint64_t id;
+	assert_int_equal(ns_create("ns1", 256 << 10, 100, 0, &id), 0);
+	assert_true(id != 0);
+	assert_int_equal(ns_create("ns1", 256 << 10, 100, 0, NULL), -EEXIST);
+	assert_int_equal(ns_create("bad", 100000, 100, 0, NULL), -EINVAL);  /* not 2^k */
+	assert_int_equal(ns_create("bad", 32 << 10, 100, 0, NULL), -EINVAL); /* < 64K */
+	assert_int_equal(ns_create("bad", 32 << 20, 100, 0, NULL), -EINVAL); /* > 16M */
+	assert_int_equal(ns_create("bad/name", 64 << 10, 100, 0, NULL), -EINVAL);
+	assert_int_equal(ns_create("", 64 << 10, 100, 0, NULL), -EINVAL);
+	assert_int_equal(ns_simple("bad", META_RPC_KVC_NS_GET), -ENOENT);
+	assert_int_equal(ns_simple("ns1", META_RPC_KVC_NS_GET), 0);
+	const char *k[1] = { "a" };
+	struct kvc_item o;
+	assert_int_equal(batch(META_RPC_KVC_LOOKUP, id + 2, k, 1, 0, 0, NULL, &o), -ENOENT);
+	put(id, k, 1, 10);
+	assert_int_equal(ns_simple("ns1", META_RPC_KVC_NS_DELETE), 0);
+	assert_int_equal(ns_simple("ns1", META_RPC_KVC_NS_GET), -ENOENT);
+	assert_int_equal(batch(META_RPC_KVC_LOOKUP, id, k, 1, 0, 0, NULL, &o), -ENOENT);
+	assert_int_equal(ns_simple("ns1", META_RPC_KVC_NS_DELETE), -ENOENT);
+}
+
+static void test_put_get_delete(void **st)
+{
+	(void)st;
+	uint64_t id;
+	char names[40][16];
+	const char *keys[40];
+	struct kvc_item o[40];
+	assert_int_equal(ns_create("pgd", 64 << 10, 1000, 0, &id), 0);
+	for (int i = 0; i < 40; i++) {
+		snprintf(names[i], sizeof(names[i]), "key-%d", i);
+		keys[i] = names[i];
+	}
+	put(id, keys, 30, 1000);
+	assert_int_equal(batch(META_RPC_KVC_LOOKUP, id, keys, 40, 0, 0, NULL, o), 0);
+	for (int i = 0; i < 40; i++) {
+		assert_int_equal(o[i].status, i < 30 ? KVC_ST_OK : KVC_ST_ABSENT);
+		if (i < 30) {
+			assert_int_equal(o[i].len, 1000);
+			assert_int_equal(o[i].crc, (uint32_t)(7 * o[i].slot));
+			for (int j = 0; j < i; j++)
+				assert_true(o[j].slot != o[i].slot);
+		}
+	}
+	/* Reserving a published key says so and hands out nothing. */
+	struct kvc_item res[1] = { { .len = 5 } };
+	assert_int_equal(batch(META_RPC_KVC_RESERVE, id, keys, 1, 0, 0, res, res), 0);
+	assert_int_equal(res[0].status, KVC_ST_EXISTS);
+	uint64_t v0 = o[0].version;
+	assert_int_equal(batch(META_RPC_KVC_DELETE, id, keys, 2, 0, 0, NULL, o), 0);
+	assert_int_equal(o[0].status, KVC_ST_OK);
+	assert_false(hit(id, keys[0], 0));
+	assert_int_equal(batch(META_RPC_KVC_DELETE, id, keys, 1, 0, 0, NULL, o), 0);
+	assert_int_equal(o[0].status, KVC_ST_ABSENT);
+	/* A re-put gets a new version: a reader of the old one sees the change. */
+	put(id, keys, 1, 9);
+	assert_int_equal(batch(META_RPC_KVC_LOOKUP, id, keys, 1, 0, 0, NULL, o), 0);
+	assert_true(o[0].version != v0);
+	struct kvc_stats s;
+	assert_int_equal(stats(id, 0, &s), 0);
+	assert_int_equal(s.used, 29);
+	assert_int_equal(s.reserved, 0);
+	/* clear */
+	assert_int_equal(ns_simple("pgd", META_RPC_KVC_NS_GET), 0);
+	struct kvc_msg *q = calloc(1, sizeof(*q)), *r = calloc(1, sizeof(*r));
+	q->type = META_RPC_KVC_CLEAR;
+	q->ns_id = id;
+	assert_int_equal(call(q, r), 0);
+	free(q);
+	free(r);
+	assert_int_equal(batch(META_RPC_KVC_LOOKUP, id, keys, 30, 0, 0, NULL, o), 0);
+	for (int i = 0; i < 30; i++)
+		assert_int_equal(o[i].status, KVC_ST_ABSENT);
+	assert_int_equal(stats(id, 0, &s), 0);
+	assert_int_equal(s.used, 0);
+	assert_int_equal(s.hwm, 0);
+	put(id, keys, 3, 1);
+	assert_int_equal(ns_simple("pgd", META_RPC_KVC_NS_DELETE), 0);
+}
+
+static void test_first_publish_wins(void **st)
+{
+	(void)st;
+	uint64_t id;
+	const char *k[1] = { "same" };
+	struct kvc_item a = { .len = 100 }, b = { .len = 200 }, o;
+	assert_int_equal(ns_create("fpw", 64 << 10, 10, 0, &id), 0);
+	assert_int_equal(batch(META_RPC_KVC_RESERVE, id, k, 1, 0, 0, &a, &a), 0);
+	assert_int_equal(batch(META_RPC_KVC_RESERVE, id, k, 1, 0, 0, &b, &b), 0);
+	assert_int_equal(a.status, KVC_ST_OK);
+	assert_int_equal(b.status, KVC_ST_OK);
+	assert_true(a.slot != b.slot);
+	b.len = 200;
+	assert_int_equal(batch(META_RPC_KVC_PUBLISH, id, k, 1, 0, 0, &b, &o), 0);
+	assert_int_equal(o.status, KVC_ST_OK);
+	/* A resend of the same publish is a success, not a loss. */
+	assert_int_equal(batch(META_RPC_KVC_PUBLISH, id, k, 1, 0, 0, &b, &o), 0);
+	assert_int_equal(o.status, KVC_ST_OK);
+	a.len = 100;
+	assert_int_equal(batch(META_RPC_KVC_PUBLISH, id, k, 1, 0, 0, &a, &o), 0);
+	assert_int_equal(o.status, KVC_ST_EXISTS);
+	assert_int_equal(batch(META_RPC_KVC_LOOKUP, id, k, 1, 0, 0, NULL, &o), 0);
+	assert_int_equal(o.slot, b.slot);
+	assert_int_equal(o.len, 200);
+	struct kvc_stats s;
+	assert_int_equal(stats(id, 0, &s), 0);
+	assert_int_equal(s.lost, 1);
+	assert_int_equal(s.free, 1); /* the loser's slot */
+	assert_int_equal(s.reserved, 0);
+	assert_int_equal(ns_simple("fpw", META_RPC_KVC_NS_DELETE), 0);
+}
+
+static void test_lru(void **st)
+{
+	(void)st;
+	uint64_t id;
+	const char *k[8] = { "k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7" };
+	assert_int_equal(ns_create("lru", 64 << 10, 4, 1, &id), 0);
+	for (int i = 0; i < 4; i++) {
+		put(id, &k[i], 1, 1);
+		clock_sleep_ms(5);
+	}
+	/* Scripted: touch k0 then k2; the LRU order is now k1, k3, k0, k2. */
+	assert_true(hit(id, "k0", 1));
+	clock_sleep_ms(5);
+	assert_true(hit(id, "k2", 1));
+	clock_sleep_ms(5);
+	put(id, &k[4], 1, 1); /* evicts k1 */
+	clock_sleep_ms(5);
+	put(id, &k[5], 1, 1); /* evicts k3 */
+	assert_false(hit(id, "k1", 0));
+	assert_false(hit(id, "k3", 0));
+	assert_true(hit(id, "k0", 0));
+	assert_true(hit(id, "k2", 0));
+	assert_true(hit(id, "k4", 0));
+	assert_true(hit(id, "k5", 0));
+	struct kvc_stats s;
+	assert_int_equal(stats(id, 0, &s), 0);
+	assert_int_equal(s.evictions, 2);
+	assert_int_equal(s.used, 4);
+	assert_int_equal(ns_simple("lru", META_RPC_KVC_NS_DELETE), 0);
+}
+
+static void test_reclaim_and_full(void **st)
+{
+	(void)st;
+	uint64_t id;
+	const char *k[4] = { "w0", "w1", "w2", "w3" };
+	struct kvc_item res[4] = { { .len = 1 }, { .len = 1 }, { .len = 1 }, { .len = 1 } }, o[4];
+	struct kvc_stats s;
+	assert_int_equal(ns_create("rcl", 64 << 10, 3, 0, &id), 0);
+	/* A writer that reserves and dies: 3 slots held with a 100 ms lease. */
+	assert_int_equal(batch(META_RPC_KVC_RESERVE, id, k, 3, 0, 100, res, res), 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(res[i].status, KVC_ST_OK);
+	/* Every slot is reserved: a new put gets -ENOSPC for that key. */
+	struct kvc_item r4 = { .len = 1 };
+	assert_int_equal(batch(META_RPC_KVC_RESERVE, id, &k[3], 1, 0, 0, &r4, &r4), 0);
+	assert_int_equal(r4.status, -ENOSPC);
+	assert_int_equal(stats(id, 0, &s), 0);
+	assert_int_equal(s.reserved, 3);
+	clock_sleep_ms(150);
+	assert_int_equal(stats(id, 1, &s), 0);
+	assert_int_equal(s.reserved, 0);
+	assert_int_equal(s.reclaimed, 3);
+	assert_int_equal(s.free, 3);
+	/* The dead writer's late publish is refused: its slot may be reused. */
+	assert_int_equal(batch(META_RPC_KVC_PUBLISH, id, k, 1, 0, 0, res, o), 0);
+	assert_int_equal(o[0].status, -ESTALE);
+	assert_false(hit(id, "w0", 0));
+	put(id, k, 3, 1);
+	/* release: a writer that failed to write gives its slot back */
+	assert_int_equal(batch(META_RPC_KVC_DELETE, id, k, 1, 0, 0, NULL, o), 0);
+	struct kvc_item r5 = { .len = 1 };
+	assert_int_equal(batch(META_RPC_KVC_RESERVE, id, &k[3], 1, 0, 0, &r5, &r5), 0);
+	assert_int_equal(r5.status, KVC_ST_OK);
+	assert_int_equal(batch(META_RPC_KVC_RELEASE, id, NULL, 1, 0, 0, &r5, o), 0);
+	assert_int_equal(o[0].status, KVC_ST_OK);
+	assert_int_equal(stats(id, 0, &s), 0);
+	assert_int_equal(s.reserved, 0);
+	assert_int_equal(s.free, 1);
+	assert_int_equal(ns_simple("rcl", META_RPC_KVC_NS_DELETE), 0);
+}
+
+static void test_bad_input(void **st)
+{
+	(void)st;
+	uint64_t id;
+	struct kvc_stats s0, s1;
+	assert_int_equal(ns_create("bad-in", 64 << 10, 10, 0, &id), 0);
+	const char *k[1] = { "x" };
+	put(id, k, 1, 1);
+	assert_int_equal(stats(id, 0, &s0), 0);
+	struct kvc_item it = { .len = (64 << 10) + 1 }, o;
+	assert_int_equal(batch(META_RPC_KVC_RESERVE, id, (const char *[]){ "y" }, 1, 0, 0, &it,
+			       &o), -EINVAL);
+	const char *empty[1] = { "" };
+	it.len = 1;
+	assert_int_equal(batch(META_RPC_KVC_RESERVE, id, empty, 1, 0, 0, &it, &o), -EINVAL);
+	if (KV) { /* over the wire these are malformed payloads (the client checks first) */
+		char longk[KVC_KEY_MAX + 2];
+		memset(longk, 'k', sizeof(longk) - 1);
+		longk[sizeof(longk) - 1] = 0;
+		const char *lk[1] = { longk };
+		assert_int_equal(batch(META_RPC_KVC_LOOKUP, id, lk, 1, 0, 0, NULL, &o), -EINVAL);
+		int n = KVC_BATCH_MAX + 1;
+		struct kvc_item *many = calloc((size_t)n, sizeof(*many));
+		for (int i = 0; i < n; i++) {
+			many[i].key = (const uint8_t *)"z";
+			many[i].key_len = 1;
+		}
+		struct kvc_msg q = { .type = META_RPC_KVC_RESERVE, .ns_id = id, .n = (uint32_t)n,
+				     .items = many }, r;
+		char err[256];
+		assert_int_equal(meta_kvc_serve(KV, &q, &r, err, sizeof(err)), -EINVAL);
+		assert_non_null(strstr(err, "batch"));
+		free(many);
+	}
+	assert_int_equal(stats(id, 0, &s1), 0);
+	assert_memory_equal(&s0, &s1, sizeof(s0));
+	assert_true(hit(id, "x", 0));
+	assert_int_equal(ns_simple("bad-in", META_RPC_KVC_NS_DELETE), 0);
+}
+
+static int setup_direct(void **st)
+{
+	(void)st;
+	char err[256];
+	return kv_open(url, &KV, err, sizeof(err));
+}
+
+static int teardown_direct(void **st)
+{
+	(void)st;
+	kv_close(KV);
+	KV = NULL;
+	return 0;
+}
+
+#ifndef META_KVC_TEST_ETCD
+static struct meta_service *SVC;
+static char tmpdir[256];
+
+static int setup_rpc(void **st)
+{
+	(void)st;
+	char err[256], kvurl[512], addr[64];
+	static const uint8_t secret[32] = "0123456789abcdef0123456789abcdef";
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/cfs-kvc-XXXXXX");
+	if (!mkdtemp(tmpdir))
+		return -1;
+	snprintf(kvurl, sizeof(kvurl), "lmdb://%s?sync=none&map_size=268435456", tmpdir);
+	struct meta_service_opts o = { .kv_url = kvurl, .listen = "127.0.0.1:0",
+				       .cluster_id = "kvc-test", .secret = secret,
+				       .secret_len = sizeof(secret), .workers = 4,
+				       .chunk_size = 1 << 20, .stripe = 1, .table_id = 1,
+				       .chain_tables = "1:1-1" };
+	if (meta_service_start(&o, &SVC, err, sizeof(err))) {
+		fprintf(stderr, "meta: %s\n", err);
+		return -1;
+	}
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", meta_service_port(SVC));
+	const char *addrs[1] = { addr };
+	struct meta_client_opts co = { .addrs = addrs, .naddrs = 1, .cluster_id = "kvc-test",
+				       .secret = secret, .secret_len = sizeof(secret) };
+	return meta_client_new(&co, &MC, err, sizeof(err));
+}
+
+static int teardown_rpc(void **st)
+{
+	(void)st;
+	char cmd[300];
+	meta_client_free(MC);
+	MC = NULL;
+	meta_service_stop(SVC);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+#endif
+
+int main(void)
+{
+	const struct CMUnitTest t[] = {
+		cmocka_unit_test(test_namespaces),     cmocka_unit_test(test_put_get_delete),
+		cmocka_unit_test(test_first_publish_wins), cmocka_unit_test(test_lru),
+		cmocka_unit_test(test_reclaim_and_full), cmocka_unit_test(test_bad_input),
+	};
+	int fails = 0;
+#ifdef META_KVC_TEST_ETCD
+	struct etcd_cluster *ec;
+	static char eurl[512];
+	if (!etcd_cluster_available())
+		return 77;
+	if (etcd_cluster_start(&(struct etcd_cluster_opts){ .members = 1 }, &ec)) {
+		fprintf(stderr, "etcd did not start\n");
+		return 1;
+	}
+	etcd_cluster_url(ec, "kvc", NULL, eurl, sizeof(eurl));
+	url = eurl;
+	fails += cmocka_run_group_tests_name("kvcache index on etcd", t, setup_direct,
+					     teardown_direct);
+	etcd_cluster_stop(ec);
+#else
+	url = "mem://";
+	fails += cmocka_run_group_tests_name("kvcache index on mem", t, setup_direct,
+					     teardown_direct);
+	fails += cmocka_run_group_tests_name("kvcache index over RPC on lmdb", t, setup_rpc,
+					     teardown_rpc);
+#endif
+	return fails ? 1 : 0;
+}
