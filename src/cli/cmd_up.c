@@ -450,7 +450,10 @@ static int probe_stat(const char *mnt, int timeout_ms)
 			return WIFEXITED(st) ? -WEXITSTATUS(st) : -EIO;
 		if (now_ms() > deadline) {
 			kill(pid, SIGKILL);
-			waitpid(pid, NULL, 0);
+			/* A child in an uninterruptible FUSE wait dies only when the
+			 * request ends: do not wait for it (init reaps it later). */
+			for (int i = 0; i < 100 && waitpid(pid, NULL, WNOHANG) == 0; i++)
+				sleep_ms(10);
 			return -ETIMEDOUT;
 		}
 		sleep_ms(10);
