@@ -99,6 +99,8 @@ struct file_io_inode {
 	uint64_t truncate_ver;
 	int dirty;                      /* written moved since the last report */
 	int wrote;                      /* anything written under truncate_ver */
+	int rep_valid;                  /* rep_* hold a length meta acknowledged */
+	uint64_t rep_len, rep_tv;
 	struct fio_wb *wb;              /* write-behind writes in flight; under lock */
 	uint64_t wb_bytes;              /* their bytes; under lock */
 	int wb_err;                     /* first failed write-behind not yet reported */
@@ -579,6 +581,28 @@ int file_io_length(file_io_inode *fi, struct meta_length *out)
 	fi->dirty = 0;
 	pthread_mutex_unlock(&fi->lock);
 	return wrote;
+}
+
+int file_io_length_unreported(file_io_inode *fi, struct meta_length *out)
+{
+	pthread_mutex_lock(&fi->lock);
+	out->length = fi->written;
+	out->truncate_ver = fi->truncate_ver;
+	int news = fi->wrote && !(fi->rep_valid && fi->rep_len == fi->written &&
+				  fi->rep_tv == fi->truncate_ver);
+	if (news)
+		fi->dirty = 0;
+	pthread_mutex_unlock(&fi->lock);
+	return news;
+}
+
+void file_io_length_reported(file_io_inode *fi, const struct meta_length *len)
+{
+	pthread_mutex_lock(&fi->lock);
+	fi->rep_valid = 1;
+	fi->rep_len = len->length;
+	fi->rep_tv = len->truncate_ver;
+	pthread_mutex_unlock(&fi->lock);
 }
 
 const struct meta_layout *file_io_layout(file_io_inode *fi)

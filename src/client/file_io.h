@@ -171,6 +171,13 @@ uint64_t file_io_size(file_io_inode *fi);
  * anything was written since the state was created or truncated, else 0.
  * Clears the periodic-sync dirty mark. */
 int file_io_length(file_io_inode *fi, struct meta_length *out);
+/* As file_io_length, but 1 only when that length differs from the last
+ * one passed to file_io_length_reported: a close(2) of a file whose length
+ * meta already has sends nothing (a forked child's exec closing inherited
+ * descriptors then needs no meta). */
+int file_io_length_unreported(file_io_inode *fi, struct meta_length *out);
+/* Records LEN as acknowledged by meta. Any thread. */
+void file_io_length_reported(file_io_inode *fi, const struct meta_length *len);
 /* Records attributes meta returned (getattr, setattr, sync): a newer
  * truncate_ver drops the written end; the meta size is taken as is. */
 void file_io_update(file_io_inode *fi, const struct meta_inode *in);

@@ -458,12 +458,14 @@ static int report_length_how(struct fusefs *fs, uint64_t ino, int durable)
 	int werr = file_io_drain(fi);
 	struct meta_length len;
 	int rc = 0;
-	int wrote = file_io_length(fi, &len);
+	int wrote = durable ? file_io_length(fi, &len) : file_io_length_unreported(fi, &len);
 	uint64_t size = 0;
 	if (durable)
 		rc = meta_client_fsync(fs->o.meta, &cr, ino, wrote ? &len : NULL, &size);
 	else if (wrote)
 		rc = meta_client_sync(fs->o.meta, &cr, ino, &len, 0, &size);
+	if (wrote && rc == 0)
+		file_io_length_reported(fi, &len);
 	file_io_release(fs->o.fio, fi);
 	return werr ? werr : rc;
 }

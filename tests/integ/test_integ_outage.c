@@ -21,6 +21,13 @@
  * socket errno ever reaches the writers, and every acknowledged file reads
  * back whole.
  *
+ * test_close_needs_no_meta: a file written and fsynced (meta has its
+ * length) is held open by a process that forks while meta is paused
+ * (SIGSTOP); the child's close of the inherited descriptor (what exec
+ * does to every descriptor) returns at once instead of waiting for meta,
+ * and after SIGCONT a write that moves the length is still reported on
+ * close (another stat sees it).
+ *
  * test_meta_down_past_bound: a second mount with --meta-wait-ms 3000; meta
  * is killed and kept down: create, lookup and fsync through that mount fail
  * with EIO after about the bound (not a socket errno, not forever); after
@@ -326,6 +333,42 @@ static int mounted2(void *arg)
 	return stat(mnt2, &st) == 0 && st.st_ino == 1;
 }
 
+static void test_close_needs_no_meta(void **state)
+{
+	(void)state;
+	char path[1100];
+	integ_path(&env, "close-no-meta", path, sizeof(path));
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	assert_true(fd >= 0);
+	char buf[8192];
+	memset(buf, 'x', sizeof(buf));
+	assert_int_equal(write(fd, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+	assert_int_equal(fsync(fd), 0);
+	int meta_pid = integ_role_pid(&env, "meta");
+	assert_int_equal(kill(meta_pid, SIGSTOP), 0);
+	uint64_t t0 = clock_mono_ms();
+	pid_t child = fork();
+	if (child == 0)
+		_exit(close(fd) == 0 ? 0 : 1);
+	int st = 0;
+	for (int i = 0; i < 300 && waitpid(child, &st, WNOHANG) == 0; i++)
+		clock_sleep_ms(10);
+	uint64_t dt = clock_mono_ms() - t0;
+	int done = waitpid(child, &st, WNOHANG) == child || WIFEXITED(st);
+	kill(meta_pid, SIGCONT);
+	if (!done)
+		waitpid(child, &st, 0);
+	print_message("child's close with meta paused: %llu ms\n", (unsigned long long)dt);
+	assert_true(dt < 2500);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	/* a new length still goes to meta at close */
+	assert_int_equal(pwrite(fd, buf, sizeof(buf), sizeof(buf)), (ssize_t)sizeof(buf));
+	assert_int_equal(close(fd), 0);
+	struct stat sb;
+	assert_int_equal(stat(path, &sb), 0);
+	assert_int_equal(sb.st_size, 2 * (off_t)sizeof(buf));
+}
+
 static void test_meta_down_past_bound(void **state)
 {
 	char port[32], id[128], mg[64], secret[700], log[700], path[1200];
@@ -407,6 +450,7 @@ int main(void)
 	    cmocka_unit_test(test_up_after_meta_kill9),
 	    cmocka_unit_test(test_up_cleans_stale_mount),
 	    cmocka_unit_test(test_meta_kill_during_ops),
+	    cmocka_unit_test(test_close_needs_no_meta),
 	    cmocka_unit_test(test_meta_down_past_bound),
 	};
 	return integ_main(&env, "integ-outage", tests, sizeof(tests) / sizeof(tests[0]));
