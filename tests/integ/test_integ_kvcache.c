@@ -262,7 +262,7 @@ struct race {
 	cfs_iov *iov;
 	int id;
 	atomic_int *stop;
-	atomic_long hits, misses, bad, puts;
+	atomic_long hits, misses, bad, puts, put_errs;
 };
 
 static struct race R;
@@ -295,7 +295,13 @@ static void *race_worker(void *arg)
 				fill((uint8_t *)vals[i], lens[i], k, (uint32_t)rand_r(&seed));
 			}
 			if (cfs_kvc_put(R.kv, R.iov, 8, keys, kl, vals, lens, res) == 0)
-				atomic_fetch_add(&R.puts, 8);
+				for (int i = 0; i < 8; i++) {
+					if (res[i] == 0)
+						atomic_fetch_add(&R.puts, 1);
+					else if (atomic_fetch_add(&R.put_errs, 1) < 5)
+						fprintf(stderr, "put %s: %s\n", names[i],
+							strerror(-res[i]));
+				}
 		} else if (op == 1) {
 			cfs_kvc_delete(R.kv, 2, keys, kl, NULL);
 		} else {
@@ -340,11 +346,14 @@ static void test_race_eviction(void **st)
 		pthread_join(th[i], NULL);
 	struct cfs_kvc_info in;
 	assert_int_equal(cfs_kvc_stats(R.kv, 0, &in), 0);
-	printf("race: %ld hits, %ld misses, %ld wrong, %ld puts, %llu evictions\n",
+	printf("race: %ld hits, %ld misses, %ld wrong, %ld puts (%ld failed), %llu evictions\n",
 	       atomic_load(&R.hits), atomic_load(&R.misses), atomic_load(&R.bad),
-	       atomic_load(&R.puts), (unsigned long long)in.evictions);
+	       atomic_load(&R.puts), atomic_load(&R.put_errs), (unsigned long long)in.evictions);
 	assert_int_equal(atomic_load(&R.bad), 0);
-	assert_true(atomic_load(&R.hits) > 100);
+	/* Some gets must have returned bytes to check. Not a rate: on a loaded
+	 * CI host one run saw 8 hits in 4,032 gets (16 pages, up to 32
+	 * reservations in flight: most puts failed -ENOSPC). */
+	assert_true(atomic_load(&R.hits) > 0 && atomic_load(&R.puts) > 0);
 	assert_true(in.evictions > 0);
 	cfs_iov_destroy(R.iov);
 	cfs_kvc_close(R.kv);
