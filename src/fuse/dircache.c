@@ -140,22 +140,33 @@ static struct dc_dir *dir_get(dircache *dc, uint64_t ino)
 	return d;
 }
 
+/* A table of NC slots (a power of two) holding OLD's names (CAP slots;
+ * empty and tombstone slots dropped), placed by linear probing; NULL when
+ * out of memory (OLD untouched). Both name sets of a directory grow by it. */
+static char **names_rehash(char **old, size_t cap, size_t nc)
+{
+	char **ns = calloc(nc, sizeof(*ns));
+	if (!ns)
+		return NULL;
+	for (size_t i = 0; i < cap; i++) {
+		if (!old[i] || old[i] == TOMB)
+			continue;
+		size_t j = name_hash(old[i]) & (nc - 1);
+		while (ns[j])
+			j = (j + 1) & (nc - 1);
+		ns[j] = old[i];
+	}
+	return ns;
+}
+
 /* Inserts NAME (copied); 0, or -ENOMEM. */
 static int set_add(dircache *dc, struct dc_dir *d, const char *name)
 {
 	if ((d->n + 1) * 4 > d->cap * 3) {
 		size_t nc = d->cap ? d->cap * 2 : 16;
-		char **ns = calloc(nc, sizeof(*ns));
+		char **ns = names_rehash(d->set, d->cap, nc);
 		if (!ns)
 			return -ENOMEM;
-		for (size_t i = 0; i < d->cap; i++) {
-			if (!d->set[i])
-				continue;
-			size_t j = name_hash(d->set[i]) & (nc - 1);
-			while (ns[j])
-				j = (j + 1) & (nc - 1);
-			ns[j] = d->set[i];
-		}
 		free(d->set);
 		d->set = ns;
 		d->cap = nc;
@@ -254,18 +265,10 @@ static void pres_change(struct dc_dir *d, const char *name, int delta)
 		size_t nc = d->pres_cap ? d->pres_cap : 16;
 		while ((d->pres_n + 1) * 2 > nc)
 			nc *= 2;
-		char **ns = calloc(nc, sizeof(*ns));
+		char **ns = names_rehash(d->pres, d->pres_cap, nc);
 		if (!ns) {
 			pres_drop(d);
 			return;
-		}
-		for (size_t i = 0; i < d->pres_cap; i++) {
-			if (!d->pres[i] || d->pres[i] == TOMB)
-				continue;
-			size_t j = name_hash(d->pres[i]) & (nc - 1);
-			while (ns[j])
-				j = (j + 1) & (nc - 1);
-			ns[j] = d->pres[i];
 		}
 		free(d->pres);
 		d->pres = ns;
