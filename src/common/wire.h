@@ -103,4 +103,36 @@ static inline uint32_t wire_load_be32(const uint8_t *p)
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+/* Messages declared once.
+ *
+ * A message whose fields are fixed-width integers is written as one field
+ * list, F(type, name) per field in wire order, type one of u8 u16 u32 u64
+ * i32 i64. WIRE_STRUCT declares the struct from that list and
+ * WIRE_FIELDS_CODEC defines NAME_put(w, m) / NAME_get(r, m), which append
+ * or read the fields in the same order, so the struct, the encoder and the
+ * decoder cannot drift apart. Comments may sit inside the list. Fields
+ * appended at the end of a list are what the protocol's minor-version rule
+ * allows (decoders skip unknown trailing bytes). Messages with counts,
+ * arrays or blobs use these helpers for their fixed parts and code the rest
+ * by hand. */
+typedef uint8_t wire_u8_t;
+typedef uint16_t wire_u16_t;
+typedef uint32_t wire_u32_t;
+typedef uint64_t wire_u64_t;
+typedef int32_t wire_i32_t;
+typedef int64_t wire_i64_t;
+
+#define WIRE_DECL_FIELD_(t, f) wire_##t##_t f;
+#define WIRE_PUT_FIELD_(t, f) wire_put_##t(w, m->f);
+#define WIRE_GET_FIELD_(t, f) wire_get_##t(r, &m->f);
+
+#define WIRE_STRUCT(name, FIELDS) \
+	struct name {             \
+		FIELDS(WIRE_DECL_FIELD_) \
+	}
+
+#define WIRE_FIELDS_CODEC(name, FIELDS)                                                    \
+	static inline void name##_put(struct wire_writer *w, const struct name *m) { FIELDS(WIRE_PUT_FIELD_) } \
+	static inline void name##_get(struct wire_reader *r, struct name *m) { FIELDS(WIRE_GET_FIELD_) }
+
 #endif

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "common/buf.h"
+#include "common/wire.h"
 
 enum sto_msg_type {
 	STO_MSG_WRITE = 300,
@@ -46,25 +47,31 @@ enum sto_read_flags {
 	STO_RF_RELAXED = 1 << 0, /* return a chunk even while an update is pending */
 };
 
-/* WRITE req; the bulk is LEN bytes of data with CRC32C CRC. */
-struct sto_write_req {
-	uint32_t target, chain, chain_ver;
-	uint64_t ino;
-	uint32_t idx, off, len, crc;
-	uint64_t update_ver;       /* 0 from clients; the head assigns */
-	uint32_t flags;            /* STO_WF_* */
-	uint64_t client, channel, seq; /* exactly-once key; seq 0 = untracked */
-};
-struct sto_write_resp {
-	uint64_t commit_ver;
-	uint32_t len, crc; /* the chunk after the write */
-};
+/* Each fixed message is one field list in wire order (wire.h, "Messages
+ * declared once"): the struct and both codec directions come from it. */
 
-struct sto_read_range {
-	uint32_t target, chain, chain_ver;
-	uint64_t ino;
-	uint32_t idx, off, len;
-};
+/* WRITE req; the bulk is LEN bytes of data with CRC32C CRC. */
+#define STO_WRITE_REQ(F)                                                   \
+	F(u32, target) F(u32, chain) F(u32, chain_ver)                     \
+	F(u64, ino)                                                        \
+	F(u32, idx) F(u32, off) F(u32, len) F(u32, crc)                    \
+	F(u64, update_ver) /* 0 from clients; the head assigns */          \
+	F(u32, flags)      /* STO_WF_* */                                  \
+	F(u64, client) F(u64, channel) F(u64, seq) /* exactly-once key; seq 0 = untracked */
+WIRE_STRUCT(sto_write_req, STO_WRITE_REQ);
+
+#define STO_WRITE_RESP(F) \
+	F(u64, commit_ver) \
+	F(u32, len) F(u32, crc) /* the chunk after the write */
+WIRE_STRUCT(sto_write_resp, STO_WRITE_RESP);
+
+#define STO_READ_RANGE(F)                              \
+	F(u32, target) F(u32, chain) F(u32, chain_ver) \
+	F(u64, ino)                                    \
+	F(u32, idx) F(u32, off) F(u32, len)
+WIRE_STRUCT(sto_read_range, STO_READ_RANGE);
+
+/* READ req: u32 flags, u32 n, n ranges. */
 struct sto_read_req {
 	uint32_t flags; /* STO_RF_* */
 	uint32_t n;
@@ -72,77 +79,77 @@ struct sto_read_req {
 };
 /* Per range: RESULT bytes returned (they follow in the bulk, in order) or
  * an error; CRC is the CRC32C of the returned bytes. */
-struct sto_read_res {
-	int32_t result;
-	uint32_t crc;
-	uint64_t commit_ver;
-};
+#define STO_READ_RES(F) F(i32, result) F(u32, crc) F(u64, commit_ver)
+WIRE_STRUCT(sto_read_res, STO_READ_RES);
 struct sto_read_resp {
 	uint32_t n;
 	struct sto_read_res *r;
 };
 
-struct sto_remove_req {
-	uint32_t target, chain, chain_ver;
-	uint64_t ino;
-	uint32_t begin, end; /* chunk indexes [begin, end) */
-	uint32_t flags;      /* STO_WF_FORWARDED / STO_WF_SYNC */
-	uint64_t client, channel, seq;
-};
-struct sto_remove_resp {
-	uint32_t removed;
-};
+#define STO_REMOVE_REQ(F)                                  \
+	F(u32, target) F(u32, chain) F(u32, chain_ver)     \
+	F(u64, ino)                                        \
+	F(u32, begin) F(u32, end) /* chunk indexes [begin, end) */ \
+	F(u32, flags)             /* STO_WF_FORWARDED / STO_WF_SYNC */ \
+	F(u64, client) F(u64, channel) F(u64, seq)
+WIRE_STRUCT(sto_remove_req, STO_REMOVE_REQ);
 
-struct sto_query_req {
-	uint32_t target, chain;
-	uint64_t ino;
-	uint32_t idx;
-	uint8_t last; /* 1: the inode's last chunk (idx ignored) */
-};
-struct sto_query_resp {
-	uint32_t idx, len, crc, chain_ver;
-	uint64_t commit_ver, pending_ver;
-};
+#define STO_REMOVE_RESP(F) F(u32, removed)
+WIRE_STRUCT(sto_remove_resp, STO_REMOVE_RESP);
 
-struct sto_stat_req {
-	uint32_t target;
-};
-struct sto_stat_resp {
-	uint64_t capacity, used, chunks, corrupt_reads;
-};
+#define STO_QUERY_REQ(F)              \
+	F(u32, target) F(u32, chain)  \
+	F(u64, ino)                   \
+	F(u32, idx)                   \
+	F(u8, last) /* 1: the inode's last chunk (idx ignored) */
+WIRE_STRUCT(sto_query_req, STO_QUERY_REQ);
 
-struct sto_dump_ent {
-	uint64_t ino;
-	uint32_t idx, len, crc, chain_ver;
-	uint64_t commit_ver;
-};
-struct sto_dump_req {
-	uint32_t target, chain;
-	uint64_t from_ino; /* first chunk id to list */
-	uint32_t from_idx;
-	uint32_t max;      /* 1..STO_MAX_DUMP */
-};
+#define STO_QUERY_RESP(F)                                   \
+	F(u32, idx) F(u32, len) F(u32, crc) F(u32, chain_ver) \
+	F(u64, commit_ver) F(u64, pending_ver)
+WIRE_STRUCT(sto_query_resp, STO_QUERY_RESP);
+
+#define STO_STAT_REQ(F) F(u32, target)
+WIRE_STRUCT(sto_stat_req, STO_STAT_REQ);
+
+#define STO_STAT_RESP(F) F(u64, capacity) F(u64, used) F(u64, chunks) F(u64, corrupt_reads)
+WIRE_STRUCT(sto_stat_resp, STO_STAT_RESP);
+
+#define STO_DUMP_ENT(F)                                         \
+	F(u64, ino)                                             \
+	F(u32, idx) F(u32, len) F(u32, crc) F(u32, chain_ver)   \
+	F(u64, commit_ver)
+WIRE_STRUCT(sto_dump_ent, STO_DUMP_ENT);
+
+#define STO_DUMP_REQ(F)                                 \
+	F(u32, target) F(u32, chain)                    \
+	F(u64, from_ino) /* first chunk id to list */   \
+	F(u32, from_idx)                                \
+	F(u32, max) /* 1..STO_MAX_DUMP */
+WIRE_STRUCT(sto_dump_req, STO_DUMP_REQ);
+
+/* DUMP resp: u8 more, u32 n, n entries. */
 struct sto_dump_resp {
 	uint8_t more; /* 1: continue after the last entry */
 	uint32_t n;
 	struct sto_dump_ent *e;
 };
 
-struct sto_sync_done_req {
-	uint32_t target, chain, chain_ver;
-};
+#define STO_SYNC_DONE_REQ(F) F(u32, target) F(u32, chain) F(u32, chain_ver)
+WIRE_STRUCT(sto_sync_done_req, STO_SYNC_DONE_REQ);
 
 /* WITNESS: a service that lost mgmtd asks a chain peer whether it lost
  * mgmtd too (fence_witness.h). */
-struct sto_witness_req {
-	uint32_t node;            /* the asker's node id (for logs) */
-	uint64_t routing_version; /* the asker's routing version */
-};
-struct sto_witness_resp {
-	uint64_t contact_age_ms;  /* since the peer last heard from mgmtd; UINT64_MAX: never */
-	uint64_t routing_version; /* the peer's routing version */
-	uint32_t promise_ms;      /* > 0: lost too; the peer serves nothing newer for this long */
-};
+#define STO_WITNESS_REQ(F)                                              \
+	F(u32, node)            /* the asker's node id (for logs) */    \
+	F(u64, routing_version) /* the asker's routing version */
+WIRE_STRUCT(sto_witness_req, STO_WITNESS_REQ);
+
+#define STO_WITNESS_RESP(F)                                                                  \
+	F(u64, contact_age_ms)  /* since the peer last heard from mgmtd; UINT64_MAX: never */ \
+	F(u64, routing_version) /* the peer's routing version */                              \
+	F(u32, promise_ms)      /* > 0: lost too; the peer serves nothing newer for this long */
+WIRE_STRUCT(sto_witness_resp, STO_WITNESS_RESP);
 
 int sto_write_req_encode(struct buf *b, const struct sto_write_req *m);
 int sto_write_req_decode(const void *p, size_t n, struct sto_write_req *m);
