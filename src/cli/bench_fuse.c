@@ -28,6 +28,10 @@
  *                    and reports how long each took to come back to its
  *                    value before the files were written (within 1% +
  *                    64 MiB: other activity moves both a little)
+ *   apps             (only when named in --only) `git clone` of a
+ *                    repository of --apps-files files and a sqlite3 script
+ *                    of 200 transactions, each timed on the mount and on the
+ *                    raw directory (bench_apps.h)
  * fio runs with direct=1 (the mount opens files direct_io anyway; on the
  * raw side it keeps the page cache out of the baseline), fallocate=none
  * (the mount has no fallocate) and, for writes, end_fsync=1 (a mount with
@@ -52,6 +56,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "cli/bench_apps.h"
 #include "cli/bench_fio.h"
 #include "cli/cli.h"
 #include "common/cfg.h"
@@ -69,6 +74,7 @@ struct bf_conf {
 	char *only;       /* comma list of workloads; empty: all */
 	char *data_dir;   /* chainfs up --dir: targets' disk usage (space phase) */
 	int64_t space_files; /* files written then removed by the space phase */
+	int64_t apps_files;  /* files in the repository the apps phase clones */
 };
 
 static const struct cfg_opt opts[] = {
@@ -85,12 +91,15 @@ static const struct cfg_opt opts[] = {
     {"replicas", CFG_INT, "3", 1, 16, offsetof(struct bf_conf, replicas),
      "replication factor of the mount's chains (the write goal is raw/R)"},
     {"only", CFG_STR, "", 0, 0, offsetof(struct bf_conf, only),
-     "run only these workloads: seqwr1,seqrd1,seqwr4,seqrd4,randrd,randwr,meta,space"},
+     "run only these workloads: seqwr1,seqrd1,seqwr4,seqrd4,randrd,randwr,meta,space,apps "
+     "(apps runs only when named)"},
     {"data-dir", CFG_STR, "", 0, 0, offsetof(struct bf_conf, data_dir),
      "the cluster's chainfs up --dir: enables the space phase (how long after rm -rf "
      "df and the targets' disk usage come back)"},
     {"space-files", CFG_INT, "20000", 1, 10000000, offsetof(struct bf_conf, space_files),
      "16 KiB files the space phase writes and removes"},
+    {"apps-files", CFG_INT, "10000", 100, 1000000, offsetof(struct bf_conf, apps_files),
+     "files in the repository the apps phase clones"},
     CFG_END};
 
 enum bf_goal { GOAL_NONE, GOAL_READ, GOAL_WRITE, GOAL_RAND, GOAL_RANDWR };
@@ -490,6 +499,8 @@ int cli_bench_fuse(int argc, char **argv)
 	}
 	if (*bc.data_dir && want(&bc, "space"))
 		failed |= run_space(&bc, mdir) < 0;
+	if (*bc.only && want(&bc, "apps"))
+		failed |= bench_apps_run(mdir, rdir, bc.apps_files) < 0;
 	ret = failed ? 1 : 0;
 out:
 	if (*mdir)
