@@ -108,6 +108,8 @@ struct storage_client_stats {
 	uint64_t read_rpcs;      /* read requests sent */
 	uint64_t read_groups;    /* per-server read groups they carried (> read_rpcs
 				    when concurrent reads to one server shared RPCs) */
+	uint64_t avoided_picks;  /* replica choices that skipped a server marked by a
+				    recent connection failure or timeout */
 };
 void storage_client_get_stats(struct storage_client *c, struct storage_client_stats *out);
 
