@@ -42,6 +42,9 @@
 /* Retries without a pause after a server failure: enough to try the
  * other two replicas of an R = 3 chain. */
 #define FAST_RETRIES 2
+/* Threads that retry failed async reads with the blocking path. */
+#define SLOW_THREADS 8
+struct aread;
 struct avoid_ent {
 	char addr[ROUTE_ADDR_MAX + 1];
 	uint64_t until_ms;
@@ -70,6 +73,12 @@ struct storage_client {
 	struct avoid_ent av[AVOID_MAX];
 	_Atomic uint32_t n_av;       /* entries in use; 0 skips the lock on reads */
 	_Atomic uint64_t avoided_picks;
+	/* Async reads that need retries (see storage_client_read_async). */
+	pthread_mutex_t slow_mu;
+	pthread_cond_t slow_cv;
+	struct aread *slow_head, *slow_tail;
+	pthread_t slow_th[SLOW_THREADS];
+	int slow_n, slow_idle, slow_stop;
 };
 
 void storage_client_get_stats(struct storage_client *c, struct storage_client_stats *out)
@@ -105,6 +114,8 @@ int storage_client_new(const struct storage_client_opts *o, struct storage_clien
 	c->client_id = o->client_id;
 	pthread_mutex_init(&c->rq_mu, NULL);
 	pthread_mutex_init(&c->av_mu, NULL);
+	pthread_mutex_init(&c->slow_mu, NULL);
+	pthread_cond_init(&c->slow_cv, NULL);
 	while (!c->client_id)
 		if (getrandom(&c->client_id, sizeof(c->client_id), 0) != sizeof(c->client_id))
 			c->client_id = clock_wall_ns();
@@ -138,6 +149,14 @@ void storage_client_free(struct storage_client *c)
 {
 	if (!c)
 		return;
+	pthread_mutex_lock(&c->slow_mu);
+	c->slow_stop = 1;
+	pthread_cond_broadcast(&c->slow_cv);
+	pthread_mutex_unlock(&c->slow_mu);
+	for (int i = 0; i < c->slow_n; i++)
+		pthread_join(c->slow_th[i], NULL);
+	pthread_mutex_destroy(&c->slow_mu);
+	pthread_cond_destroy(&c->slow_cv);
 	mgmtd_client_free(c->mc);
 	rpc_client_free(c->rpc);
 	while (c->rq) {
@@ -606,6 +625,8 @@ struct read_group {
 	struct read_batch *batch;
 	void *dst0;                 /* the first range's dst: the bulk's home without bounce */
 	struct read_group *qnext;   /* read combining queue (struct readq) */
+	/* Set for an async read: called instead of signalling a batch. */
+	void (*on_done)(struct read_group *g);
 };
 
 struct read_batch {
@@ -616,6 +637,10 @@ struct read_batch {
 
 static void read_group_signal(struct read_group *g)
 {
+	if (g->on_done) {
+		g->on_done(g);
+		return;
+	}
 	struct read_batch *b = g->batch;
 	pthread_mutex_lock(&b->mu);
 	if (--b->left == 0)
@@ -1089,5 +1114,140 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 	free(g);
 	free(idx);
 	free(rr);
+	return 0;
+}
+
+/* ---- async reads ----
+ * One range, one attempt from the caller's thread: resolve, dispatch (read
+ * combining applies), and the completion on the RPC loop thread finishes
+ * the read and calls the caller back, so the thread that issued it never
+ * waits and no thread is woken just to hand the result over. A read whose
+ * attempt failed with an error the blocking path would retry goes to a
+ * small pool of threads that run storage_client_read on it (retries,
+ * replica avoidance, backoff), then call back from there. */
+struct aread {
+	struct read_group g;    /* first: on_done gets &g */
+	size_t idx0;            /* g.idx: the one range, index 0 */
+	struct sto_read_range rr;
+	struct storage_read *r;
+	uint32_t flags;
+	void (*done)(void *arg);
+	void *arg;
+	struct aread *next;     /* slow queue */
+};
+
+static void *slow_main(void *arg)
+{
+	struct storage_client *c = arg;
+	pthread_mutex_lock(&c->slow_mu);
+	for (;;) {
+		struct aread *a = c->slow_head;
+		if (!a) {
+			if (c->slow_stop)
+				break;
+			c->slow_idle++;
+			pthread_cond_wait(&c->slow_cv, &c->slow_mu);
+			c->slow_idle--;
+			continue;
+		}
+		c->slow_head = a->next;
+		if (!c->slow_head)
+			c->slow_tail = NULL;
+		pthread_mutex_unlock(&c->slow_mu);
+		storage_client_read(c, a->r, 1, a->flags);
+		a->done(a->arg);
+		free(a);
+		pthread_mutex_lock(&c->slow_mu);
+	}
+	pthread_mutex_unlock(&c->slow_mu);
+	return NULL;
+}
+
+/* Queues A for the blocking path; starts a thread when none is idle. */
+static void slow_push(struct storage_client *c, struct aread *a)
+{
+	a->next = NULL;
+	pthread_mutex_lock(&c->slow_mu);
+	if (c->slow_tail)
+		c->slow_tail->next = a;
+	else
+		c->slow_head = a;
+	c->slow_tail = a;
+	if (!c->slow_idle && c->slow_n < SLOW_THREADS &&
+	    !pthread_create(&c->slow_th[c->slow_n], NULL, slow_main, c))
+		c->slow_n++;
+	pthread_cond_signal(&c->slow_cv);
+	int none = c->slow_n == 0;
+	if (none) { /* no thread at all: run it here (blocking, but it is rare) */
+		c->slow_head = c->slow_tail = NULL;
+	}
+	pthread_mutex_unlock(&c->slow_mu);
+	if (none) {
+		storage_client_read(c, a->r, 1, a->flags);
+		a->done(a->arg);
+		free(a);
+	}
+}
+
+static void aread_done(struct read_group *g)
+{
+	struct aread *a = (struct aread *)g;
+	struct storage_client *c = g->c;
+	struct storage_read *r = a->r;
+	read_group_finish(g, r);
+	free(g->resp);
+	g->resp = NULL;
+	if (node_error(g->status))
+		avoid_mark(c, g->addr);
+	else if (!g->status)
+		avoid_clear(c, g->addr);
+	int res = r->result;
+	if (res < 0 && (retryable(res, r->loc.chain != 0) ||
+			(res == -CFS_ECORRUPT && r->loc.chain && !r->loc.addr))) {
+		slow_push(c, a);
+		return;
+	}
+	a->done(a->arg);
+	free(a);
+}
+
+int storage_client_read_async(struct storage_client *c, struct storage_read *r, uint32_t flags,
+			      void (*done)(void *arg), void *arg)
+{
+	if (!r || !done || !r->len)
+		return -EINVAL;
+	struct aread *a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	a->r = r;
+	a->flags = flags;
+	a->done = done;
+	a->arg = arg;
+	struct dest d;
+	int rc = resolve(c, &r->loc, false, &d, NULL);
+	if (rc) {
+		r->result = rc;
+		if (retryable(rc, r->loc.chain != 0))
+			slow_push(c, a);
+		else {
+			done(arg);
+			free(a);
+		}
+		return 0;
+	}
+	struct read_group *g = &a->g;
+	g->c = c;
+	snprintf(g->addr, sizeof(g->addr), "%s", d.addr);
+	g->idx = &a->idx0;
+	g->n = 1;
+	a->rr = (struct sto_read_range){ .target = d.target, .chain = d.chain,
+					 .chain_ver = d.chain_ver, .ino = r->ino, .idx = r->idx,
+					 .off = r->off, .len = r->len };
+	g->rr = &a->rr;
+	g->cap = r->len;
+	g->routing_ver = d.routing_ver;
+	g->dst0 = r->dst;
+	g->on_done = aread_done;
+	read_dispatch(c, g, flags);
 	return 0;
 }
