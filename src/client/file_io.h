@@ -134,7 +134,7 @@ file_io_inode *file_io_find(file_io *f, uint64_t ino);
 ssize_t file_io_read(file_io *f, file_io_inode *fi, uint64_t off, size_t len, void *buf);
 /* file_io_read without waiting where it can: DONE(ARG, what file_io_read
  * would return) runs exactly once. A read that read-ahead does not serve
- * and that is one chunk piece goes to the backend's read_async and DONE
+ * and that is one chunk piece of at most 128 KiB goes to the backend's read_async and DONE
  * runs on the backend's thread; anything else runs as file_io_read on the
  * calling thread, which then calls DONE before returning. DONE must not
  * block. BUF and FI (a reference) stay the caller's until DONE. */
