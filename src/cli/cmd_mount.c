@@ -14,6 +14,7 @@
  * poll it (chainfs up does).
  */
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -305,6 +306,15 @@ int cli_mount(int argc, char **argv)
 	const char *maddrs[MOUNT_MAX_ADDRS], *metas[MOUNT_MAX_ADDRS];
 	int npos = 0, ret = 1, rc;
 	enum log_level lvl;
+
+	/* Read and write buffers of up to 1 MiB come and go on many threads
+	 * (FUSE threads allocate, RPC loop threads may free). With glibc's
+	 * defaults an arena's heap was trimmed and grown again around them:
+	 * a profile of a 1-job 1 MiB read showed page faults and page
+	 * clearing at ~15 % of the mount's CPU after a random-read phase.
+	 * Fixed thresholds keep such buffers in the heaps for reuse. */
+	mallopt(M_MMAP_THRESHOLD, 8 << 20);
+	mallopt(M_TRIM_THRESHOLD, 64 << 20);
 	double attr_to, entry_to, neg_to;
 
 	memset(&mc, 0, sizeof(mc));
