@@ -68,6 +68,12 @@ struct file_io_backend {
 	 * out together from the calling thread (the backend overlaps them)
 	 * instead of through the worker pool. */
 	int (*read_batch)(void *arg, struct file_io_piece *p, size_t n);
+	/* Optional: as read, but returns at once; DONE(DARG, read's return
+	 * value) runs exactly once, on any thread (perhaps before read_async
+	 * returns), and must not block. Returns 0, or <0 when the read could
+	 * not start (DONE not called). */
+	int (*read_async)(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t off,
+	                  uint32_t len, void *buf, void (*done)(void *darg, int rc), void *darg);
 	/* Optional: removes chunks [BEGIN, END) of INO that live on CHAIN
 	 * (absent ones are fine). 0 or <0. Without it file_io_punch writes
 	 * zeros over whole chunks too. */
@@ -126,6 +132,14 @@ file_io_inode *file_io_find(file_io *f, uint64_t ino);
  * once and another mount's writes within read_ahead_ttl_ms. No units are
  * fetched while write-behind writes of the inode are in flight. */
 ssize_t file_io_read(file_io *f, file_io_inode *fi, uint64_t off, size_t len, void *buf);
+/* file_io_read without waiting where it can: DONE(ARG, what file_io_read
+ * would return) runs exactly once. A read that read-ahead does not serve
+ * and that is one chunk piece of at most 128 KiB goes to the backend's read_async and DONE
+ * runs on the backend's thread; anything else runs as file_io_read on the
+ * calling thread, which then calls DONE before returning. DONE must not
+ * block. BUF and FI (a reference) stay the caller's until DONE. */
+void file_io_read_async(file_io *f, file_io_inode *fi, uint64_t off, size_t len, void *buf,
+                        void (*done)(void *arg, ssize_t n), void *arg);
 /* Makes bytes [OFF, OFF+LEN) read as zeros without changing the size
  * (fallocate PUNCH_HOLE / ZERO_RANGE inside the file). Chunks wholly inside
  * the range are removed from storage when the backend can (their space

@@ -1166,6 +1166,29 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 	free(in);
 }
 
+/* A read in flight (op_read); the data follows. */
+struct read_ctx {
+	fuse_req_t req;
+	fuse_ino_t ino;
+	off_t off;
+	size_t size;
+	char buf[];
+};
+
+/* file_io_read_async's completion: replies and frees. Any thread. */
+static void read_reply(void *arg, ssize_t n)
+{
+	struct read_ctx *x = arg;
+	if (n == -CFS_ECORRUPT) /* the storage client tried every replica */
+		LOG_ERR("fuse", "read: data corrupt on every replica: ino=%llu off=%lld size=%zu",
+		        (unsigned long long)x->ino, (long long)x->off, x->size);
+	if (n < 0)
+		reply_err(x->req, (int)n);
+	else
+		fuse_reply_buf(x->req, x->buf, (size_t)n);
+	free(x);
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *ffi)
 {
@@ -1196,20 +1219,19 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		}
 		free(in);
 	}
-	char *buf = malloc(size ? size : 1);
-	if (!buf) {
+	struct read_ctx *x = malloc(sizeof(*x) + (size ? size : 1));
+	if (!x) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	ssize_t n = file_io_read(fs->o.fio, f->fi, (uint64_t)off, size, buf);
-	if (n == -CFS_ECORRUPT) /* the storage client tried every replica */
-		LOG_ERR("fuse", "read: data corrupt on every replica: ino=%llu off=%lld size=%zu",
-		        (unsigned long long)ino, (long long)off, size);
-	if (n < 0)
-		reply_err(req, (int)n);
-	else
-		fuse_reply_buf(req, buf, (size_t)n);
-	free(buf);
+	x->req = req;
+	x->ino = ino;
+	x->off = off;
+	x->size = size;
+	/* The reply goes out from whichever thread completes the read (for a
+	 * one-piece read the storage client's loop thread): this thread goes
+	 * back to /dev/fuse at once and nobody is woken to hand data over. */
+	file_io_read_async(fs->o.fio, f->fi, (uint64_t)off, size, x->buf, read_reply, x);
 }
 
 /* A write by a caller without CAP_FSETID drops the file's set-id bits

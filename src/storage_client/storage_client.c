@@ -31,6 +31,25 @@
 #define BACKOFF_MIN_MS 20
 #define BACKOFF_MAX_MS 500
 
+/* Replica avoidance (see "node avoidance" below). A server whose
+ * connection failed or whose request timed out is skipped by chain reads
+ * for AVOID_MS, or until a request to it succeeds. The RPC client's
+ * longest pause between connect attempts is the same, so when the window
+ * ends the next read to that server connects at once (and fails at once
+ * on a dead node) instead of queueing behind a connect backoff. */
+#define AVOID_MS 1000
+#define AVOID_MAX 16
+/* Retries without a pause after a server failure: enough to try the
+ * other two replicas of an R = 3 chain. */
+#define FAST_RETRIES 2
+/* Threads that retry failed async reads with the blocking path. */
+#define SLOW_THREADS 8
+struct aread;
+struct avoid_ent {
+	char addr[ROUTE_ADDR_MAX + 1];
+	uint64_t until_ms;
+};
+
 /* Read combining (see "read combining" below): groups queued for one server. */
 struct readq {
 	char addr[ROUTE_ADDR_MAX + 1];
@@ -50,12 +69,23 @@ struct storage_client {
 	pthread_mutex_t rq_mu;   /* read combining queues */
 	struct readq *rq;        /* per (server, flags); freed with the client */
 	_Atomic uint64_t read_rpcs, read_groups;
+	pthread_mutex_t av_mu;       /* guards av[] */
+	struct avoid_ent av[AVOID_MAX];
+	_Atomic uint32_t n_av;       /* entries in use; 0 skips the lock on reads */
+	_Atomic uint64_t avoided_picks;
+	/* Async reads that need retries (see storage_client_read_async). */
+	pthread_mutex_t slow_mu;
+	pthread_cond_t slow_cv;
+	struct aread *slow_head, *slow_tail;
+	pthread_t slow_th[SLOW_THREADS];
+	int slow_n, slow_idle, slow_stop;
 };
 
 void storage_client_get_stats(struct storage_client *c, struct storage_client_stats *out)
 {
 	out->read_rpcs = atomic_load(&c->read_rpcs);
 	out->read_groups = atomic_load(&c->read_groups);
+	out->avoided_picks = atomic_load(&c->avoided_picks);
 }
 
 static _Atomic uint64_t next_channel = 1;
@@ -83,6 +113,9 @@ int storage_client_new(const struct storage_client_opts *o, struct storage_clien
 	c->budget_ms = o->retry_budget_ms ? o->retry_budget_ms : 30000;
 	c->client_id = o->client_id;
 	pthread_mutex_init(&c->rq_mu, NULL);
+	pthread_mutex_init(&c->av_mu, NULL);
+	pthread_mutex_init(&c->slow_mu, NULL);
+	pthread_cond_init(&c->slow_cv, NULL);
 	while (!c->client_id)
 		if (getrandom(&c->client_id, sizeof(c->client_id), 0) != sizeof(c->client_id))
 			c->client_id = clock_wall_ns();
@@ -90,7 +123,8 @@ int storage_client_new(const struct storage_client_opts *o, struct storage_clien
 			       .secret_len = o->secret_len,
 			       .nthreads = o->threads > 0 ? o->threads : 2,
 			       .max_bulk = 256u << 20, .timeout_ms = c->timeout_ms,
-			       .conns_per_peer = o->conns_per_peer > 0 ? o->conns_per_peer : 2 };
+			       .conns_per_peer = o->conns_per_peer > 0 ? o->conns_per_peer : 2,
+			       .max_backoff_ms = AVOID_MS };
 	int rc = rpc_client_new(&ro, &c->rpc);
 	if (rc) {
 		snprintf(err, errlen, "rpc client: %s", cfs_strerror(rc));
@@ -115,6 +149,14 @@ void storage_client_free(struct storage_client *c)
 {
 	if (!c)
 		return;
+	pthread_mutex_lock(&c->slow_mu);
+	c->slow_stop = 1;
+	pthread_cond_broadcast(&c->slow_cv);
+	pthread_mutex_unlock(&c->slow_mu);
+	for (int i = 0; i < c->slow_n; i++)
+		pthread_join(c->slow_th[i], NULL);
+	pthread_mutex_destroy(&c->slow_mu);
+	pthread_cond_destroy(&c->slow_cv);
 	mgmtd_client_free(c->mc);
 	rpc_client_free(c->rpc);
 	while (c->rq) {
@@ -123,6 +165,7 @@ void storage_client_free(struct storage_client *c)
 		free(q);
 	}
 	pthread_mutex_destroy(&c->rq_mu);
+	pthread_mutex_destroy(&c->av_mu);
 	free(c);
 }
 
@@ -139,6 +182,86 @@ int storage_client_wait_routing(struct storage_client *c, uint64_t v, uint32_t t
 	if (!c->mc)
 		return -EINVAL;
 	return mgmtd_client_wait_routing(c->mc, v, timeout_ms);
+}
+
+/* ---- node avoidance ----
+ * A kill -9 of a storage service leaves it SERVING in the routing until
+ * mgmtd's heartbeat timeout; a read sent there meanwhile fails (closed or
+ * refused connection) and, without this, its retries kept landing on it
+ * (one in R by rotation) behind the RPC client's connect backoff: stalls
+ * of about 2 s. Now the failure marks the server, chain reads pick among
+ * the other SERVING replicas while the mark lasts, and the failed read
+ * retries at once. Only the choice of replica changes: writes still go
+ * to the head under CRAQ's rules. */
+
+/* Errors that say the server (not the request) is in trouble. */
+static bool node_error(int err)
+{
+	switch (err) {
+	case -CFS_ETIMEDOUT:
+	case -CFS_ECLOSED:
+	case -ECONNREFUSED:
+	case -ECONNRESET:
+	case -EPIPE:
+	case -EHOSTUNREACH:
+	case -ENOTCONN:
+	case -ETIMEDOUT:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Marks ADDR avoided for AVOID_MS from now (a full table drops the entry
+ * that ends first). */
+static void avoid_mark(struct storage_client *c, const char *addr)
+{
+	uint64_t now = clock_mono_ms();
+	pthread_mutex_lock(&c->av_mu);
+	uint32_t n = atomic_load(&c->n_av), k = n, old = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		if (!strcmp(c->av[i].addr, addr)) {
+			k = i;
+			break;
+		}
+		if (c->av[i].until_ms < c->av[old].until_ms)
+			old = i;
+	}
+	if (k == n && n == AVOID_MAX)
+		k = old;
+	snprintf(c->av[k].addr, sizeof(c->av[k].addr), "%s", addr);
+	c->av[k].until_ms = now + AVOID_MS;
+	if (k == n)
+		atomic_store(&c->n_av, n + 1);
+	pthread_mutex_unlock(&c->av_mu);
+}
+
+/* Drops ADDR's mark (a request to it succeeded) and expired ones. */
+static void avoid_clear(struct storage_client *c, const char *addr)
+{
+	if (!atomic_load_explicit(&c->n_av, memory_order_relaxed))
+		return;
+	uint64_t now = clock_mono_ms();
+	pthread_mutex_lock(&c->av_mu);
+	uint32_t n = atomic_load(&c->n_av);
+	for (uint32_t i = 0; i < n;) {
+		if ((addr && !strcmp(c->av[i].addr, addr)) || c->av[i].until_ms <= now)
+			c->av[i] = c->av[--n];
+		else
+			i++;
+	}
+	atomic_store(&c->n_av, n);
+	pthread_mutex_unlock(&c->av_mu);
+}
+
+/* Whether ADDR is marked now. Caller holds av_mu. */
+static bool avoid_has(const struct storage_client *c, const char *addr, uint64_t now)
+{
+	uint32_t n = atomic_load(&c->n_av);
+	for (uint32_t i = 0; i < n; i++)
+		if (c->av[i].until_ms > now && !strcmp(c->av[i].addr, addr))
+			return true;
+	return false;
 }
 
 /* Where to send a request for LOC now. */
@@ -213,6 +336,27 @@ static int resolve(struct storage_client *c, const struct storage_loc *loc, bool
 				skipped++;
 			else
 				serving[ns++] = i;
+		}
+		if (ns > 1 && atomic_load_explicit(&c->n_av, memory_order_relaxed)) {
+			/* Prefer replicas on servers not marked by a recent
+			 * failure; with all of them marked, use them all. */
+			uint32_t ok[CHAIN_MAX_TARGETS], nok = 0;
+			uint64_t now = clock_mono_ms();
+			pthread_mutex_lock(&c->av_mu);
+			for (uint32_t j = 0; j < ns; j++) {
+				const struct route_target *tj =
+					route_find_target(ri, ch->m[serving[j]].target_id);
+				const struct route_node *nj =
+					tj ? route_find_node(ri, tj->node_id) : NULL;
+				if (!nj || !avoid_has(c, nj->addr, now))
+					ok[nok++] = serving[j];
+			}
+			pthread_mutex_unlock(&c->av_mu);
+			if (nok && nok < ns) {
+				memcpy(serving, ok, nok * sizeof(ok[0]));
+				ns = nok;
+				atomic_fetch_add(&c->avoided_picks, 1);
+			}
 		}
 		if (ns)
 			pick = serving[atomic_fetch_add(&c->rr, 1) % ns];
@@ -301,7 +445,10 @@ static int call(struct storage_client *c, const char *addr, uint16_t type, const
 	struct rpc_call cl = { .type = type, .payload = pl->data, .payload_len = (uint32_t)pl->len,
 			       .bulk = bulk, .bulk_len = bulk_len };
 	buf_reset(resp);
-	return rpc_call(p, &cl, resp, NULL);
+	rc = rpc_call(p, &cl, resp, NULL);
+	if (node_error(rc))
+		avoid_mark(c, addr);
+	return rc;
 }
 
 int storage_client_write(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
@@ -478,6 +625,8 @@ struct read_group {
 	struct read_batch *batch;
 	void *dst0;                 /* the first range's dst: the bulk's home without bounce */
 	struct read_group *qnext;   /* read combining queue (struct readq) */
+	/* Set for an async read: called instead of signalling a batch. */
+	void (*on_done)(struct read_group *g);
 };
 
 struct read_batch {
@@ -488,6 +637,10 @@ struct read_batch {
 
 static void read_group_signal(struct read_group *g)
 {
+	if (g->on_done) {
+		g->on_done(g);
+		return;
+	}
 	struct read_batch *b = g->batch;
 	pthread_mutex_lock(&b->mu);
 	if (--b->left == 0)
@@ -801,6 +954,7 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 	for (size_t i = 0; i < n; i++)
 		todo[i] = true;
 	uint64_t start = clock_mono_ms();
+	int fast = 0; /* retries sent without a pause (see node avoidance) */
 	struct read_batch batch = { .left = 0 };
 	pthread_mutex_init(&batch.mu, NULL);
 	pthread_cond_init(&batch.cv, NULL);
@@ -897,9 +1051,14 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 		while (batch.left)
 			pthread_cond_wait(&batch.cv, &batch.mu);
 		pthread_mutex_unlock(&batch.mu);
-		bool again = false;
+		bool again = false, all_node = true;
 		for (size_t k = 0; k < ng; k++) {
 			read_group_finish(&g[k], r);
+			/* The whole group shares its server's fate: one RPC. */
+			if (node_error(g[k].status))
+				avoid_mark(c, g[k].addr);
+			else if (!g[k].status)
+				avoid_clear(c, g[k].addr);
 			free(g[k].bounce);
 			free(g[k].resp);
 			g[k].resp = NULL;
@@ -920,6 +1079,7 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 					}
 				}
 				if (todo[i]) {
+					all_node &= node_error(res) && r[i].loc.chain && !r[i].loc.addr;
 					last_err = res;
 					if (g[k].routing_ver > rv)
 						rv = g[k].routing_ver;
@@ -927,11 +1087,23 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 			}
 		}
 		for (size_t i = 0; i < n; i++) {
-			if (todo[i] == 2)
+			if (todo[i] == 2) {
 				todo[i] = 1;
+				all_node = false;
+			}
 			again |= todo[i] != 0;
 		}
-		if (!again || !backoff(c, start, attempt, last_err, rv))
+		if (!again)
+			break;
+		/* Every retry is a chain read whose server failed: go to another
+		 * replica now (the failed server is marked), a few times, before
+		 * pausing as for any other error. */
+		if (all_node && fast < FAST_RETRIES && clock_mono_ms() < start + c->budget_ms) {
+			fast++;
+			attempt--; /* the pauses after these start from the shortest */
+			continue;
+		}
+		if (!backoff(c, start, attempt, last_err, rv))
 			break;
 	}
 	pthread_mutex_destroy(&batch.mu);
@@ -942,5 +1114,140 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 	free(g);
 	free(idx);
 	free(rr);
+	return 0;
+}
+
+/* ---- async reads ----
+ * One range, one attempt from the caller's thread: resolve, dispatch (read
+ * combining applies), and the completion on the RPC loop thread finishes
+ * the read and calls the caller back, so the thread that issued it never
+ * waits and no thread is woken just to hand the result over. A read whose
+ * attempt failed with an error the blocking path would retry goes to a
+ * small pool of threads that run storage_client_read on it (retries,
+ * replica avoidance, backoff), then call back from there. */
+struct aread {
+	struct read_group g;    /* first: on_done gets &g */
+	size_t idx0;            /* g.idx: the one range, index 0 */
+	struct sto_read_range rr;
+	struct storage_read *r;
+	uint32_t flags;
+	void (*done)(void *arg);
+	void *arg;
+	struct aread *next;     /* slow queue */
+};
+
+static void *slow_main(void *arg)
+{
+	struct storage_client *c = arg;
+	pthread_mutex_lock(&c->slow_mu);
+	for (;;) {
+		struct aread *a = c->slow_head;
+		if (!a) {
+			if (c->slow_stop)
+				break;
+			c->slow_idle++;
+			pthread_cond_wait(&c->slow_cv, &c->slow_mu);
+			c->slow_idle--;
+			continue;
+		}
+		c->slow_head = a->next;
+		if (!c->slow_head)
+			c->slow_tail = NULL;
+		pthread_mutex_unlock(&c->slow_mu);
+		storage_client_read(c, a->r, 1, a->flags);
+		a->done(a->arg);
+		free(a);
+		pthread_mutex_lock(&c->slow_mu);
+	}
+	pthread_mutex_unlock(&c->slow_mu);
+	return NULL;
+}
+
+/* Queues A for the blocking path; starts a thread when none is idle. */
+static void slow_push(struct storage_client *c, struct aread *a)
+{
+	a->next = NULL;
+	pthread_mutex_lock(&c->slow_mu);
+	if (c->slow_tail)
+		c->slow_tail->next = a;
+	else
+		c->slow_head = a;
+	c->slow_tail = a;
+	if (!c->slow_idle && c->slow_n < SLOW_THREADS &&
+	    !pthread_create(&c->slow_th[c->slow_n], NULL, slow_main, c))
+		c->slow_n++;
+	pthread_cond_signal(&c->slow_cv);
+	int none = c->slow_n == 0;
+	if (none) { /* no thread at all: run it here (blocking, but it is rare) */
+		c->slow_head = c->slow_tail = NULL;
+	}
+	pthread_mutex_unlock(&c->slow_mu);
+	if (none) {
+		storage_client_read(c, a->r, 1, a->flags);
+		a->done(a->arg);
+		free(a);
+	}
+}
+
+static void aread_done(struct read_group *g)
+{
+	struct aread *a = (struct aread *)g;
+	struct storage_client *c = g->c;
+	struct storage_read *r = a->r;
+	read_group_finish(g, r);
+	free(g->resp);
+	g->resp = NULL;
+	if (node_error(g->status))
+		avoid_mark(c, g->addr);
+	else if (!g->status)
+		avoid_clear(c, g->addr);
+	int res = r->result;
+	if (res < 0 && (retryable(res, r->loc.chain != 0) ||
+			(res == -CFS_ECORRUPT && r->loc.chain && !r->loc.addr))) {
+		slow_push(c, a);
+		return;
+	}
+	a->done(a->arg);
+	free(a);
+}
+
+int storage_client_read_async(struct storage_client *c, struct storage_read *r, uint32_t flags,
+			      void (*done)(void *arg), void *arg)
+{
+	if (!r || !done || !r->len)
+		return -EINVAL;
+	struct aread *a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	a->r = r;
+	a->flags = flags;
+	a->done = done;
+	a->arg = arg;
+	struct dest d;
+	int rc = resolve(c, &r->loc, false, &d, NULL);
+	if (rc) {
+		r->result = rc;
+		if (retryable(rc, r->loc.chain != 0))
+			slow_push(c, a);
+		else {
+			done(arg);
+			free(a);
+		}
+		return 0;
+	}
+	struct read_group *g = &a->g;
+	g->c = c;
+	snprintf(g->addr, sizeof(g->addr), "%s", d.addr);
+	g->idx = &a->idx0;
+	g->n = 1;
+	a->rr = (struct sto_read_range){ .target = d.target, .chain = d.chain,
+					 .chain_ver = d.chain_ver, .ino = r->ino, .idx = r->idx,
+					 .off = r->off, .len = r->len };
+	g->rr = &a->rr;
+	g->cap = r->len;
+	g->routing_ver = d.routing_ver;
+	g->dst0 = r->dst;
+	g->on_done = aread_done;
+	read_dispatch(c, g, flags);
 	return 0;
 }

@@ -81,6 +81,17 @@ struct storage_read {
 int storage_client_read(struct storage_client *c, struct storage_read *r, size_t n,
 			uint32_t flags);
 
+/* Reads one range like storage_client_read (R->result, R->commit_ver)
+ * without waiting: DONE(ARG) runs exactly once when R is final, on an RPC
+ * loop thread, on a retry thread of the client, or on the calling thread
+ * before this returns. DONE must not block (it holds up other replies);
+ * R and R->dst stay the caller's until then. A read whose first attempt
+ * fails with a retryable error is retried by the blocking path on one of
+ * up to 8 client threads. Returns 0, or -EINVAL / -ENOMEM (DONE not
+ * called). */
+int storage_client_read_async(struct storage_client *c, struct storage_read *r, uint32_t flags,
+			      void (*done)(void *arg), void *arg);
+
 /* Writes LEN bytes at OFF of chunk (INO, IDX). FLAGS: STO_WF_REPLACE or 0.
  * OUT (may be NULL) gets the chunk's new version, length and CRC. */
 int storage_client_write(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
@@ -108,6 +119,8 @@ struct storage_client_stats {
 	uint64_t read_rpcs;      /* read requests sent */
 	uint64_t read_groups;    /* per-server read groups they carried (> read_rpcs
 				    when concurrent reads to one server shared RPCs) */
+	uint64_t avoided_picks;  /* replica choices that skipped a server marked by a
+				    recent connection failure or timeout */
 };
 void storage_client_get_stats(struct storage_client *c, struct storage_client_stats *out);
 
