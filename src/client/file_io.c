@@ -174,6 +174,7 @@ struct file_io {
 	int syncer_started;
 	pthread_cond_t sync_cond; /* with qlock: wakes the syncer to stop */
 	_Atomic int reads;        /* file_io_read calls in progress */
+	_Atomic int areads;       /* async reads whose DONE has not returned yet */
 	pthread_mutex_t wb_lock;  /* guards wb_total */
 	pthread_cond_t wb_cond;   /* wb_total went down */
 	uint64_t wb_total;        /* write-behind bytes in flight, all inodes */
@@ -380,6 +381,7 @@ void file_io_free(file_io *f)
 {
 	if (!f)
 		return;
+	file_io_wait_reads(f);
 	pthread_mutex_lock(&f->qlock);
 	f->stop = 1;
 	pthread_cond_broadcast(&f->qcond);
@@ -1015,8 +1017,18 @@ static void aread_done(void *darg, int rc)
 	void (*done)(void *, ssize_t) = a->done;
 	void *arg = a->arg;
 	ssize_t n = rc < 0 ? rc : (ssize_t)a->len;
+	struct file_io *f = a->f;
 	free(a);
 	done(arg, n);
+	atomic_fetch_sub_explicit(&f->areads, 1, memory_order_release);
+}
+
+void file_io_wait_reads(file_io *f)
+{
+	if (!f)
+		return;
+	while (atomic_load_explicit(&f->areads, memory_order_acquire) > 0)
+		clock_sleep_ms(1);
 }
 
 void file_io_read_async(file_io *f, file_io_inode *fi, uint64_t off, size_t len, void *buf,
@@ -1036,11 +1048,13 @@ void file_io_read_async(file_io *f, file_io_inode *fi, uint64_t off, size_t len,
 		uint32_t index = (uint32_t)(off / cs);
 		*a = (struct fio_aread){.f = f, .buf = buf, .plen = (uint32_t)len, .len = len,
 		                        .done = done, .arg = arg};
+		atomic_fetch_add_explicit(&f->areads, 1, memory_order_relaxed);
 		if (f->o.backend.read_async(f->o.backend.arg,
 		                            meta_layout_chain(&fi->layout, fi->perm, index), fi->ino,
 		                            index, (uint32_t)(off % cs), (uint32_t)len, buf,
 		                            aread_done, a) == 0)
 			return;
+		atomic_fetch_sub_explicit(&f->areads, 1, memory_order_relaxed);
 		free(a);
 	}
 	int rc = run_range(f, fi, 0, split, off, len, buf);

@@ -140,6 +140,11 @@ ssize_t file_io_read(file_io *f, file_io_inode *fi, uint64_t off, size_t len, vo
  * block. BUF and FI (a reference) stay the caller's until DONE. */
 void file_io_read_async(file_io *f, file_io_inode *fi, uint64_t off, size_t len, void *buf,
                         void (*done)(void *arg, ssize_t n), void *arg);
+/* Waits until every DONE of file_io_read_async that went to the backend
+ * has returned (each ends within the backend's request timeout). Call
+ * before tearing down what the DONEs use (the FUSE session); file_io_free
+ * calls it too. Any thread but a backend completion thread. */
+void file_io_wait_reads(file_io *f);
 /* Makes bytes [OFF, OFF+LEN) read as zeros without changing the size
  * (fallocate PUNCH_HOLE / ZERO_RANGE inside the file). Chunks wholly inside
  * the range are removed from storage when the backend can (their space

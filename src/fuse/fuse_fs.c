@@ -2214,6 +2214,9 @@ out_unmount:
 out_sig:
 	fuse_remove_signal_handlers(se);
 out:
+	/* Reads still in flight reply through this session and their
+	 * handles: let them finish first. */
+	file_io_wait_reads(fs.o.fio);
 	/* Handles the kernel never released (a lazy unmount with files still
 	 * open): close their sessions so lengths land, and free them. */
 	while (fs.files) {
