@@ -57,6 +57,7 @@ struct meta_client {
 	_Atomic uint64_t seq;
 	_Atomic uint64_t rr;
 	_Atomic uint64_t calls, resends, failovers;
+	_Atomic int no_dir_replies; /* meta answered CREATE_DIR/UNLINK_DIR "bad type" */
 };
 
 static __thread char last_err[RPC_ERROR_TEXT_MAX + 1];
@@ -464,6 +465,33 @@ int meta_client_create(meta_client *c, const struct meta_cred *cr, uint64_t pare
 	return call_inode(c, cr, m, out, session);
 }
 
+int meta_client_create_dir(meta_client *c, const struct meta_cred *cr, uint64_t parent,
+			   struct meta_name name, uint32_t mode, unsigned flags,
+			   struct meta_inode *out, uint64_t *session, struct meta_inode *dir)
+{
+	dir->ino = 0;
+	if (!atomic_load_explicit(&c->no_dir_replies, memory_order_relaxed)) {
+		struct meta_rpc_resp r = { .inode = out, .dir = dir };
+		REQ(m, META_RPC_CREATE_DIR);
+		m->ino = parent;
+		m->name = name;
+		m->mode = mode;
+		m->flags = flags;
+		int rc = call(c, cr, m, &r, 0);
+		free(m);
+		if (rc != -CFS_EBADMSG_TYPE) {
+			if (rc == 0 && session)
+				*session = r.session;
+			if (rc)
+				dir->ino = 0;
+			return rc;
+		}
+		atomic_store_explicit(&c->no_dir_replies, 1, memory_order_relaxed);
+		dir->ino = 0;
+	}
+	return meta_client_create(c, cr, parent, name, mode, flags, out, session);
+}
+
 int meta_client_open(meta_client *c, const struct meta_cred *cr, uint64_t ino, unsigned flags,
 		     struct meta_inode *out, uint64_t *session)
 {
@@ -566,6 +594,28 @@ int meta_client_unlink(meta_client *c, const struct meta_cred *cr, uint64_t pare
 	m->ino = parent;
 	m->name = name;
 	return call_plain(c, cr, m, NULL, 0);
+}
+
+int meta_client_unlink_dir(meta_client *c, const struct meta_cred *cr, uint64_t parent,
+			   struct meta_name name, struct meta_inode *dir)
+{
+	dir->ino = 0;
+	if (!atomic_load_explicit(&c->no_dir_replies, memory_order_relaxed)) {
+		struct meta_rpc_resp r = { .dir = dir };
+		REQ(m, META_RPC_UNLINK_DIR);
+		m->ino = parent;
+		m->name = name;
+		int rc = call(c, cr, m, &r, 0);
+		free(m);
+		if (rc != -CFS_EBADMSG_TYPE) {
+			if (rc)
+				dir->ino = 0;
+			return rc;
+		}
+		atomic_store_explicit(&c->no_dir_replies, 1, memory_order_relaxed);
+		dir->ino = 0;
+	}
+	return meta_client_unlink(c, cr, parent, name);
 }
 
 int meta_client_rename(meta_client *c, const struct meta_cred *cr, uint64_t sparent,

@@ -96,6 +96,15 @@ int meta_client_statfs(meta_client *c, const struct meta_cred *cr, struct meta_s
 int meta_client_create(meta_client *c, const struct meta_cred *cr, uint64_t parent,
 		       struct meta_name name, uint32_t mode, unsigned flags,
 		       struct meta_inode *out, uint64_t *session);
+/* CREATE / UNLINK that also return the parent directory's attributes
+ * read right after the change (DIR; DIR->ino 0 when meta could not give
+ * them, or is too old to know these messages: the plain call is made then,
+ * and from then on). Same errors as meta_client_create / _unlink. */
+int meta_client_create_dir(meta_client *c, const struct meta_cred *cr, uint64_t parent,
+			   struct meta_name name, uint32_t mode, unsigned flags,
+			   struct meta_inode *out, uint64_t *session, struct meta_inode *dir);
+int meta_client_unlink_dir(meta_client *c, const struct meta_cred *cr, uint64_t parent,
+			   struct meta_name name, struct meta_inode *dir);
 int meta_client_open(meta_client *c, const struct meta_cred *cr, uint64_t ino, unsigned flags,
 		     struct meta_inode *out, uint64_t *session);
 /* LEN may be NULL. */

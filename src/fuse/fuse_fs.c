@@ -94,6 +94,14 @@ struct fusefs {
 		uint64_t ino;
 		uint64_t until_ns; /* mono clock */
 	} acl_none[256];
+	pthread_mutex_t dattr_lock; /* guards dattr_gen and dattr */
+	uint64_t dattr_gen;         /* bumped by every change that may alter a directory */
+	struct dattr_slot {         /* directory attributes from CREATE_DIR / UNLINK_DIR */
+		uint64_t ino;       /* 0: empty */
+		uint64_t ops;       /* CREATE_DIR / UNLINK_DIR started on a dir of this slot */
+		uint64_t until_ns;  /* mono clock: read at meta + attr_timeout */
+		struct stat st;
+	} dattr[256];
 };
 
 struct fusefs_file {
@@ -324,6 +332,98 @@ static void own_end(struct fusefs *fs, uint64_t parent, const char *name, int rc
 		dircache_own_end(fs->dc, parent, name, rc ? 0 : add ? 1 : -1);
 }
 
+/* ---- Directory attributes ----
+ *
+ * After every entry change it makes (create, unlink, ...) the kernel drops
+ * the parent's cached attributes and, at the next permission check
+ * (default_permissions), asks for them again: one GETATTR round trip per
+ * create or unlink. CREATE_DIR and UNLINK_DIR return the parent's
+ * attributes read right after the change committed; they are kept here
+ * and answer that GETATTR, with the rest of attr_timeout counted from when
+ * meta read them: the bound the kernel's own attribute cache gives, so two
+ * mounts stay as coherent as before (README "Durability of metadata").
+ * A copy is stored only when no other create/unlink on a directory of the
+ * same slot started meanwhile (so an older snapshot never replaces a
+ * newer one) and no other change of this mount that may alter a
+ * directory (mkdir, rmdir, rename, link, symlink, mknod, setattr, xattrs,
+ * an entry change without a directory reply) completed meanwhile: those
+ * empty the table (dattr_drop_all) after they commit. */
+
+static struct dattr_slot *dattr_slot_of(struct fusefs *fs, uint64_t ino)
+{
+	return &fs->dattr[(ino * 0x9E3779B97F4A7C15ull) >> 56];
+}
+
+/* Before a CREATE_DIR / UNLINK_DIR on DIR: the state dattr_put checks. */
+struct dattr_ticket {
+	uint64_t ops, gen;
+	uint64_t start_ns; /* mono clock before the call: meta reads later */
+};
+
+static struct dattr_ticket dattr_begin(struct fusefs *fs, uint64_t dir)
+{
+	struct dattr_ticket t;
+	pthread_mutex_lock(&fs->dattr_lock);
+	struct dattr_slot *sl = dattr_slot_of(fs, dir);
+	t.ops = ++sl->ops;
+	t.gen = fs->dattr_gen;
+	pthread_mutex_unlock(&fs->dattr_lock);
+	t.start_ns = clock_mono_ns();
+	return t;
+}
+
+static void dattr_drop_all(struct fusefs *fs)
+{
+	pthread_mutex_lock(&fs->dattr_lock);
+	fs->dattr_gen++;
+	for (size_t i = 0; i < sizeof(fs->dattr) / sizeof(fs->dattr[0]); i++)
+		fs->dattr[i].ino = 0;
+	pthread_mutex_unlock(&fs->dattr_lock);
+}
+
+/* After the call that began with T: keeps IN (the parent directory DIR
+ * as meta read it after the change; ino 0: meta gave none) when T still
+ * holds; otherwise forgets the slot. A change without a reply (ino 0)
+ * empties the table, as any other directory change of this mount does. */
+static void dattr_put(struct fusefs *fs, uint64_t dir, struct dattr_ticket t,
+                      const struct meta_inode *in)
+{
+	if (in->ino != dir || in->type != META_T_DIR || fs->o.attr_timeout <= 0) {
+		dattr_drop_all(fs);
+		return;
+	}
+	struct stat st;
+	fill_stat(fs, in, &st);
+	uint64_t until = t.start_ns + (uint64_t)(fs->o.attr_timeout * 1e9);
+	pthread_mutex_lock(&fs->dattr_lock);
+	struct dattr_slot *sl = dattr_slot_of(fs, dir);
+	if (sl->ops == t.ops && fs->dattr_gen == t.gen) {
+		sl->ino = dir;
+		sl->until_ns = until;
+		sl->st = st;
+	} else {
+		sl->ino = 0;
+	}
+	pthread_mutex_unlock(&fs->dattr_lock);
+}
+
+/* 1 and *ST, *TTL (seconds left) when directory INO's attributes are
+ * kept and still within attr_timeout of when meta read them. */
+static int dattr_get(struct fusefs *fs, uint64_t ino, struct stat *st, double *ttl)
+{
+	int hit = 0;
+	uint64_t now = clock_mono_ns();
+	pthread_mutex_lock(&fs->dattr_lock);
+	struct dattr_slot *sl = dattr_slot_of(fs, ino);
+	if (sl->ino == ino && now < sl->until_ns) {
+		*st = sl->st;
+		*ttl = (double)(sl->until_ns - now) / 1e9;
+		hit = 1;
+	}
+	pthread_mutex_unlock(&fs->dattr_lock);
+	return hit;
+}
+
 static void fill_entry(struct fusefs *fs, const struct meta_inode *in, struct fuse_entry_param *e)
 {
 	memset(e, 0, sizeof(*e));
@@ -434,6 +534,13 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ff
 	if (!in)
 		return;
 	req_cred(req, &cb);
+	struct stat dst;
+	double dttl;
+	if (dattr_get(fs, ino, &dst, &dttl)) {
+		fuse_reply_attr(req, &dst, dttl);
+		free(in);
+		return;
+	}
 	int rc = meta_client_getattr(fs->o.meta, &cb.c, ino, in);
 	if (rc < 0) {
 		reply_ino_err(req, rc);
@@ -545,8 +652,10 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	 * size shrinks the file (and removes chunks) or extends it. */
 	if (sa.valid & META_SET_SIZE)
 		rc = report_length(fs, ino);
-	if (rc == 0)
+	if (rc == 0) {
 		rc = meta_client_setattr(fs->o.meta, &cb.c, ino, &sa, in);
+		dattr_drop_all(fs);
+	}
 	if (rc < 0) {
 		reply_err(req, rc);
 	} else {
@@ -710,12 +819,16 @@ static void acl_apply(struct fusefs *fs, const struct meta_cred *c, uint64_t ino
                       struct acl_inherit *ai)
 {
 	int rc = 0;
-	if (ai->acc)
+	if (ai->acc) {
 		rc = meta_client_setxattr(fs->o.meta, c, ino, meta_name_c(META_ACL_ACCESS), ai->acc,
 		                          ai->acc_len, 0);
-	if (rc == 0 && ai->def)
+		dattr_drop_all(fs);
+	}
+	if (rc == 0 && ai->def) {
 		rc = meta_client_setxattr(fs->o.meta, c, ino, meta_name_c(META_ACL_DEFAULT),
 		                          ai->def, ai->def_len, 0);
+		dattr_drop_all(fs);
+	}
 	if (rc < 0)
 		LOG_WARN("fuse", "inheriting the default ACL failed: ino=%llu: %s",
 		         (unsigned long long)ino, cfs_strerror(rc));
@@ -746,9 +859,11 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		if (S_ISREG(mode))
 			rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), m,
 			                        META_O_EXCL, in, NULL);
-		else
+		else {
 			rc = meta_client_mknod(fs->o.meta, &cb.c, parent, meta_name_c(name),
 			                       ((uint32_t)mode & S_IFMT) | m, (uint64_t)rdev, in);
+		}
+		dattr_drop_all(fs);
 		own_end(fs, parent, name, rc, 1);
 	}
 	if (rc == 0)
@@ -779,6 +894,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	if (rc == 0) {
 		own_begin(fs);
 		rc = meta_client_mkdir(fs->o.meta, &cb.c, parent, meta_name_c(name), m, in);
+		dattr_drop_all(fs);
 		if (rc == 0 && fs->dc)
 			dircache_dir_made(fs->dc, in->ino);
 		own_end(fs, parent, name, rc, 1);
@@ -801,10 +917,17 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	req_cred(req, &cb);
+	struct meta_inode *dir = inode_new(req);
+	if (!dir)
+		return;
+	struct dattr_ticket dt = dattr_begin(fs, parent);
 	own_begin(fs);
-	int rc = meta_client_unlink(fs->o.meta, &cb.c, parent, meta_name_c(name));
+	int rc = meta_client_unlink_dir(fs->o.meta, &cb.c, parent, meta_name_c(name), dir);
+	if (rc == 0)
+		dattr_put(fs, parent, dt, dir);
 	own_end(fs, parent, name, rc, 0);
 	fuse_reply_err(req, to_errno(rc));
+	free(dir);
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -816,6 +939,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	req_cred(req, &cb);
 	own_begin(fs);
 	int rc = meta_client_rmdir(fs->o.meta, &cb.c, parent, meta_name_c(name));
+	dattr_drop_all(fs);
 	own_end(fs, parent, name, rc, 0);
 	fuse_reply_err(req, to_errno(rc));
 }
@@ -834,6 +958,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 	own_begin(fs);
 	int rc = meta_client_symlink(fs->o.meta, &cb.c, parent, meta_name_c(name),
 	                             meta_name_c(link), in);
+	dattr_drop_all(fs);
 	own_end(fs, parent, name, rc, 1);
 	if (rc < 0) {
 		reply_err(req, rc);
@@ -873,6 +998,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	}
 	int rc = meta_client_rename(fs->o.meta, &cb.c, parent, meta_name_c(name), newparent,
 	                            meta_name_c(newname), mf);
+	dattr_drop_all(fs);
 	if (rc == 0) {
 		dc_note(fs, newparent, newname, gen);
 		if (flags & RENAME_EXCHANGE)
@@ -894,6 +1020,7 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 	uint64_t gen = dc_begin(fs, newparent);
 	own_begin(fs);
 	int rc = meta_client_link(fs->o.meta, &cb.c, ino, newparent, meta_name_c(newname), in);
+	dattr_drop_all(fs);
 	own_end(fs, newparent, newname, rc, 1);
 	if (rc < 0) {
 		reply_err(req, rc);
@@ -1099,10 +1226,23 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	 * name it believes absent, so the second call is rare. */
 	int inherit = ai.acc || ai.def;
 	if (rc == 0) {
+		struct meta_inode *dir = malloc(sizeof(*dir));
+		struct dattr_ticket dt = dattr_begin(fs, parent);
 		own_begin(fs);
-		rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), m,
-		                        mf | META_O_EXCL, in, &session);
+		if (dir)
+			rc = meta_client_create_dir(fs->o.meta, &cb.c, parent, meta_name_c(name), m,
+			                            mf | META_O_EXCL, in, &session, dir);
+		else
+			rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), m,
+			                        mf | META_O_EXCL, in, &session);
+		if (rc == 0) {
+			if (dir)
+				dattr_put(fs, parent, dt, dir);
+			else
+				dattr_drop_all(fs);
+		}
 		own_end(fs, parent, name, rc, 1);
+		free(dir);
 	}
 	if (rc == -EEXIST && !(mf & META_O_EXCL)) {
 		inherit = 0;
@@ -1251,6 +1391,7 @@ static int kill_privs(fuse_req_t req, struct fusefs *fs, struct fusefs_file *f)
 	if (!in)
 		return -ENOMEM;
 	int rc = meta_client_setattr(fs->o.meta, &cb.c, f->ino, &sa, in);
+	dattr_drop_all(fs);
 	free(in);
 	if (rc == 0 && fs->se)
 		fuse_lowlevel_notify_inval_inode(fs->se, f->ino, -1, 0);
@@ -1342,8 +1483,10 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 		sa.size = end;
 		req_cred(req, &cb);
 		rc = in ? report_length(fs, ino) : -ENOMEM;
-		if (rc == 0)
+		if (rc == 0) {
 			rc = meta_client_setattr(fs->o.meta, &cb.c, ino, &sa, in);
+			dattr_drop_all(fs);
+		}
 		if (rc == 0)
 			file_io_update(f->fi, in);
 		free(in);
@@ -1628,6 +1771,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 		mf |= META_XATTR_REPLACE;
 	req_cred(req, &cb);
 	int rc = meta_client_setxattr(fs->o.meta, &cb.c, ino, meta_name_c(name), value, size, mf);
+	dattr_drop_all(fs);
 	if (!strcmp(name, META_ACL_DEFAULT))
 		acl_none_set(fs, ino, 0);
 	fuse_reply_err(req, to_errno(rc));
@@ -1685,6 +1829,7 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	struct cred_buf cb;
 	req_cred(req, &cb);
 	int rc = meta_client_removexattr(fs->o.meta, &cb.c, ino, meta_name_c(name));
+	dattr_drop_all(fs);
 	if (!strcmp(name, META_ACL_DEFAULT))
 		acl_none_set(fs, ino, 0);
 	fuse_reply_err(req, to_errno(rc));
@@ -2145,6 +2290,7 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	struct fuse_args args = FUSE_ARGS_INIT(fs.o.debug ? 4 : 3, argv);
 	pthread_mutex_init(&fs.lock, NULL);
 	pthread_mutex_init(&fs.acl_lock, NULL);
+	pthread_mutex_init(&fs.dattr_lock, NULL);
 	se = fuse_session_new(&args, &fusefs_ops, sizeof(fusefs_ops), &fs);
 	fs.se = se;
 	fuse_opt_free_args(&args); /* the session may have added to them */
@@ -2153,6 +2299,7 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 		         fs.o.extra_opts ? fs.o.extra_opts : "");
 		pthread_mutex_destroy(&fs.lock);
 		pthread_mutex_destroy(&fs.acl_lock);
+		pthread_mutex_destroy(&fs.dattr_lock);
 		return -EINVAL;
 	}
 	if (fuse_set_signal_handlers(se) != 0) {
@@ -2232,5 +2379,6 @@ out:
 	fuse_session_destroy(se);
 	pthread_mutex_destroy(&fs.lock);
 	pthread_mutex_destroy(&fs.acl_lock);
+	pthread_mutex_destroy(&fs.dattr_lock);
 	return rc;
 }

@@ -30,6 +30,7 @@ static const char *const names[] = {
 /* Types of the 240..249 block (metadata speed), from META_RPC_FSYNC. */
 static const char *const names_240[] = { "FSYNC" };
 static const char *const lock_names[] = { "LOCK_SET", "LOCK_GET", "LOCK_RELEASE" };
+static const char *const names_265[] = { "CREATE_DIR", "UNLINK_DIR" };
 
 const char *meta_rpc_name(uint16_t type)
 {
@@ -39,6 +40,8 @@ const char *meta_rpc_name(uint16_t type)
 		return lock_names[type - META_RPC_LOCK_FIRST];
 	if (type == META_RPC_DIRVER)
 		return "DIRVER";
+	if (type >= META_RPC_FIRST_265 && type <= META_RPC_LAST_265)
+		return names_265[type - META_RPC_FIRST_265];
 	if (type < META_RPC_FIRST || type > META_RPC_LAST)
 		return NULL;
 	return names[type - META_RPC_FIRST];
@@ -51,6 +54,7 @@ int meta_rpc_is_mutation(uint16_t type)
 	case META_RPC_MKDIR: case META_RPC_RMDIR: case META_RPC_UNLINK: case META_RPC_RENAME:
 	case META_RPC_LINK: case META_RPC_SYMLINK: case META_RPC_SETXATTR:
 	case META_RPC_REMOVEXATTR: case META_RPC_LAYOUT_SET: case META_RPC_MKNOD:
+	case META_RPC_CREATE_DIR: case META_RPC_UNLINK_DIR:
 		return 1;
 	}
 	return 0;
@@ -244,6 +248,7 @@ int meta_rpc_req_encode(struct buf *b, const struct meta_rpc_req *m)
 	case META_RPC_LOOKUP:
 	case META_RPC_RMDIR:
 	case META_RPC_UNLINK:
+	case META_RPC_UNLINK_DIR:
 		wire_put_u64(&w, m->ino);
 		put_name(&w, m->name);
 		break;
@@ -264,6 +269,7 @@ int meta_rpc_req_encode(struct buf *b, const struct meta_rpc_req *m)
 		wire_put_i64(&w, m->sa.ctime);
 		break;
 	case META_RPC_CREATE:
+	case META_RPC_CREATE_DIR:
 		wire_put_u64(&w, m->ino);
 		put_name(&w, m->name);
 		wire_put_u32(&w, m->mode);
@@ -392,6 +398,7 @@ int meta_rpc_req_decode(uint16_t type, const void *p, size_t n, struct meta_rpc_
 	case META_RPC_LOOKUP:
 	case META_RPC_RMDIR:
 	case META_RPC_UNLINK:
+	case META_RPC_UNLINK_DIR:
 	case META_RPC_REMOVEXATTR:
 		wire_get_u64(&r, &m->ino);
 		get_name(&r, &m->name);
@@ -413,6 +420,7 @@ int meta_rpc_req_decode(uint16_t type, const void *p, size_t n, struct meta_rpc_
 		wire_get_i64(&r, &m->sa.ctime);
 		break;
 	case META_RPC_CREATE:
+	case META_RPC_CREATE_DIR:
 		wire_get_u64(&r, &m->ino);
 		get_name(&r, &m->name);
 		wire_get_u32(&r, &m->mode);
@@ -523,7 +531,7 @@ static int returns_inode(uint16_t type)
 	switch (type) {
 	case META_RPC_LOOKUP: case META_RPC_GETATTR: case META_RPC_SETATTR:
 	case META_RPC_CREATE: case META_RPC_OPEN: case META_RPC_MKDIR: case META_RPC_LINK:
-	case META_RPC_SYMLINK: case META_RPC_MKNOD:
+	case META_RPC_SYMLINK: case META_RPC_MKNOD: case META_RPC_CREATE_DIR:
 		return 1;
 	}
 	return 0;
@@ -546,6 +554,14 @@ int meta_rpc_resp_encode(struct buf *b, const struct meta_rpc_resp *m)
 	case META_RPC_CREATE:
 	case META_RPC_OPEN:
 		wire_put_u64(&w, m->session);
+		break;
+	case META_RPC_CREATE_DIR:
+		wire_put_u64(&w, m->session);
+		/* fall through */
+	case META_RPC_UNLINK_DIR:
+		if (!m->dir)
+			return -EINVAL;
+		put_inode(&w, m->dir);
 		break;
 	case META_RPC_READLINK:
 		wire_put_blob(&w, m->data, m->data_len);
@@ -604,6 +620,7 @@ int meta_rpc_resp_decode(const void *p, size_t n, struct meta_rpc_resp *m)
 	struct meta_inode *in = m->inode;
 	struct meta_dirent *ents = m->ents;
 	struct meta_layout *lay = m->layout;
+	struct meta_inode *dir = m->dir;
 	int cap = m->ents_cap;
 	uint16_t type = m->type;
 
@@ -613,6 +630,7 @@ int meta_rpc_resp_decode(const void *p, size_t n, struct meta_rpc_resp *m)
 	m->ents = ents;
 	m->ents_cap = cap;
 	m->layout = lay;
+	m->dir = dir;
 	if (!meta_rpc_name(type))
 		return -CFS_EPROTO;
 	wire_reader_init(&r, p, n);
@@ -635,6 +653,20 @@ int meta_rpc_resp_decode(const void *p, size_t n, struct meta_rpc_resp *m)
 	case META_RPC_CREATE:
 	case META_RPC_OPEN:
 		wire_get_u64(&r, &m->session);
+		break;
+	case META_RPC_CREATE_DIR:
+	case META_RPC_UNLINK_DIR:
+		if (type == META_RPC_CREATE_DIR)
+			wire_get_u64(&r, &m->session);
+		if (dir) {
+			get_inode(&r, dir);
+		} else {
+			struct meta_inode *tmp = malloc(sizeof(*tmp));
+			if (!tmp)
+				return -ENOMEM;
+			get_inode(&r, tmp);
+			free(tmp);
+		}
 		break;
 	case META_RPC_READLINK:
 		get_limited(&r, META_SYMLINK_MAX, -CFS_EPROTO, &m->data, &m->data_len);

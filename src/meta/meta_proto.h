@@ -92,6 +92,22 @@ enum meta_rpc_type_242 {
 };
 #define META_RPC_DIRVER_MAX 1024
 
+/* Block 265..269 (entry changes through the mount). CREATE_DIR and
+ * UNLINK_DIR take CREATE's and UNLINK's requests; their replies add the
+ * parent directory's attributes, read (as GETATTR) right after the change
+ * committed. The kernel drops a directory's cached attributes at every
+ * entry change it makes and asks for them again at the next permission
+ * check; the mount answers that GETATTR from this copy instead of a
+ * second round trip (fuse_fs.c "Directory attributes"). Replies:
+ * CREATE_DIR inode, u64 session, dir inode; UNLINK_DIR dir inode. An old
+ * meta answers "bad type" (the client then uses CREATE / UNLINK). */
+enum meta_rpc_type_265 {
+	META_RPC_CREATE_DIR = 265,
+	META_RPC_UNLINK_DIR = 266,
+};
+#define META_RPC_FIRST_265 META_RPC_CREATE_DIR
+#define META_RPC_LAST_265 META_RPC_UNLINK_DIR
+
 /* CLOSE flags (the request's trailing u32; absent: 0). */
 enum meta_close_flags {
 	/* The client's length report covers everything it wrote through
@@ -171,6 +187,7 @@ struct meta_rpc_resp {
 	uint32_t threads;
 	int has_lock;
 	struct meta_lock lock;
+	struct meta_inode *dir; /* CREATE_DIR, UNLINK_DIR: the parent's attributes */
 };
 
 int meta_rpc_req_encode(struct buf *b, const struct meta_rpc_req *m);
@@ -178,7 +195,7 @@ int meta_rpc_req_encode(struct buf *b, const struct meta_rpc_req *m);
 int meta_rpc_req_decode(uint16_t type, const void *p, size_t n, struct meta_rpc_req *m);
 int meta_rpc_resp_encode(struct buf *b, const struct meta_rpc_resp *m);
 /* The caller sets m->type, and m->inode / m->ents (+ ents_cap) /
- * m->layout where the type returns them (NULL: the decoder skips the
+ * m->layout / m->dir where the type returns them (NULL: the decoder skips the
  * field's content but still checks it). Other fields are overwritten. */
 int meta_rpc_resp_decode(const void *p, size_t n, struct meta_rpc_resp *m);
 

@@ -77,6 +77,7 @@
 
 #define MAX_TABLES 16
 #define IDEM_PRUNE_EVERY_NS (60LL * 1000000000LL)
+#define GC_COALESCE_MS 50     /* a kicked GC waits this long for more files (bg_main) */
 #define GC_STEPS_PER_PASS 256 /* GC batches per pass (each up to GC_BATCH files) */
 #define GC_BATCH 16
 #define SUSPECTS_MAX 4096 /* clients with sessions whose node routing does not list */
@@ -98,6 +99,7 @@ struct worker {
 	pthread_t th;
 	struct meta_rpc_req req;                        /* decoded request */
 	struct meta_inode inode;                        /* reply scratch */
+	struct meta_inode dir;                          /* CREATE_DIR, UNLINK_DIR scratch */
 	struct meta_dirent ents[META_RPC_READDIR_MAX];  /* readdir scratch */
 	uint8_t xval[META_XATTR_VALUE_MAX];             /* getxattr scratch */
 	char link[META_SYMLINK_MAX + 1];                /* readlink scratch */
@@ -282,6 +284,19 @@ static void reply_err(struct rpc_req *req, const char *op, int rc, const char *d
 	rpc_reply_error(req, rc, text);
 }
 
+/* The parent's attributes for a CREATE_DIR / UNLINK_DIR reply, read after
+ * the change committed (as a GETATTR right after it would). The change
+ * stands whatever happens here: a failed read (the directory went away
+ * meanwhile) replies ino 0, which the mount does not cache. */
+static void reply_dir_attrs(struct worker *w, uint64_t dir, struct meta_rpc_resp *r)
+{
+	r->dir = &w->dir;
+	if (meta_getattr(w->svc->meta, dir, &w->dir) < 0) {
+		memset(&w->dir, 0, sizeof(w->dir));
+		w->dir.ino = 0;
+	}
+}
+
 /* Runs M on W's scratch; fills R. Returns 0 or the operation's error; a
  * layout refusal leaves its reason in err. */
 static int run_op(struct worker *w, const struct meta_rpc_req *m, struct meta_rpc_resp *r,
@@ -318,6 +333,17 @@ static int run_op(struct worker *w, const struct meta_rpc_req *m, struct meta_rp
 		return meta_rmdir(mc, &c, &rq, m->ino, m->name);
 	case META_RPC_UNLINK:
 		return meta_unlink(mc, &c, &rq, m->ino, m->name);
+	case META_RPC_CREATE_DIR:
+		rc = meta_create(mc, &c, &rq, m->ino, m->name, m->mode, m->flags, &w->inode,
+				 &r->session);
+		if (rc == 0)
+			reply_dir_attrs(w, m->ino, r);
+		return rc;
+	case META_RPC_UNLINK_DIR:
+		rc = meta_unlink(mc, &c, &rq, m->ino, m->name);
+		if (rc == 0)
+			reply_dir_attrs(w, m->ino, r);
+		return rc;
 	case META_RPC_RENAME:
 		return meta_rename(mc, &c, &rq, m->ino, m->name, m->ino2, m->name2, m->flags);
 	case META_RPC_LINK:
@@ -426,7 +452,8 @@ static int run_op(struct worker *w, const struct meta_rpc_req *m, struct meta_rp
  * scan per file written. */
 static void gc_kick(struct meta_service *s, uint16_t type)
 {
-	if (!s->gc_enabled || (type != META_RPC_UNLINK && type != META_RPC_RENAME))
+	if (!s->gc_enabled || (type != META_RPC_UNLINK && type != META_RPC_UNLINK_DIR &&
+				type != META_RPC_RENAME))
 		return;
 	pthread_mutex_lock(&s->bg_mu);
 	if (!s->gc_kicked) {
@@ -603,6 +630,7 @@ static int kv_only_mutation(uint16_t t)
 	switch (t) {
 	case META_RPC_CREATE: case META_RPC_MKDIR: case META_RPC_MKNOD: case META_RPC_UNLINK:
 	case META_RPC_RMDIR: case META_RPC_RENAME: case META_RPC_LINK: case META_RPC_SYMLINK:
+	case META_RPC_CREATE_DIR: case META_RPC_UNLINK_DIR:
 		return 1;
 	}
 	return 0;
@@ -792,6 +820,22 @@ static void *bg_main(void *arg)
 			ts.tv_nsec = (long)(ns % 1000000000u);
 			pthread_cond_timedwait(&s->bg_cv, &s->bg_mu, &ts);
 		}
+		/* A kick starts GC GC_COALESCE_MS later, not at once: a
+		 * delete-heavy client then gets its files collected GC_BATCH at
+		 * a time (three txns and one set of removal threads per batch)
+		 * instead of one by one, each competing with its next unlink.
+		 * gc_kicked stays set meanwhile, so further kicks do not wake
+		 * us; stop does. */
+		if (s->gc_kicked && !more && !s->bg_stop) {
+			struct timespec dl;
+			clock_gettime(CLOCK_REALTIME, &dl);
+			uint64_t ns = (uint64_t)dl.tv_nsec + (uint64_t)GC_COALESCE_MS * 1000000u;
+			dl.tv_sec += (time_t)(ns / 1000000000u);
+			dl.tv_nsec = (long)(ns % 1000000000u);
+			while (!s->bg_stop &&
+			       pthread_cond_timedwait(&s->bg_cv, &s->bg_mu, &dl) != ETIMEDOUT)
+				;
+		}
 		if (s->bg_stop)
 			break;
 		s->gc_kicked = 0;
@@ -966,6 +1010,8 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 	for (uint16_t t = META_RPC_FSYNC; t <= META_RPC_LAST_240; t++)
 		rpc_server_handle(s->rpc, t, &hq);
 	rpc_server_handle(s->rpc, META_RPC_DIRVER, s->ninline ? &hr : &hq);
+	for (uint16_t t = META_RPC_FIRST_265; t <= META_RPC_LAST_265; t++)
+		rpc_server_handle(s->rpc, t, inline_writes && kv_only_mutation(t) ? &hr : &hq);
 	for (uint16_t t = META_RPC_LOCK_FIRST; t <= META_RPC_LOCK_LAST; t++)
 		rpc_server_handle(s->rpc, t, &hq);
 	for (uint16_t t = META_RPC_KVC_FIRST; t <= META_RPC_KVC_LAST; t++)

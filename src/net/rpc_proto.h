@@ -91,6 +91,11 @@
  *  242 META_DIRVER      req: hdr, blob u64 dir ino[<=1024]       resp: blob u64 count[]
  *                       (entry-change counts of the directories; mounts poll it to
  *                       invalidate cached names: meta_dir_versions)
+ *  265 META_CREATE_DIR  req: as CREATE                resp: inode, u64 session, dir inode
+ *  266 META_UNLINK_DIR  req: as UNLINK                resp: dir inode
+ *                       (dir inode: the parent's attributes read right after the
+ *                       change committed; the mount answers the kernel's next
+ *                       GETATTR of the parent from it. Old meta: "bad type".)
  *  250..259 META_KVC_*  the KVCache index: NS_CREATE, NS_GET, NS_DELETE, LOOKUP,
  *                       RESERVE, PUBLISH, DELETE, CLEAR, RELEASE, STATS; one
  *                       batch layout both ways (meta/meta_kvc_proto.h)

@@ -1,7 +1,8 @@
 /* fuzz_meta_proto.c - libFuzzer target for every metadata-service codec
  * (meta/meta_proto.h): requests and replies of all types 200..224, the
- * lock types 230..232, the 240 block and DIRVER (242). Input: byte 0 picks the type
- * (from 250 the 240 block, from 0xE0 the lock types, below that
+ * lock types 230..232, the 240 block, DIRVER (242) and the 265 block
+ * (CREATE_DIR, UNLINK_DIR). Input: byte 0 picks the type (from 250 the
+ * 240 block, from 0xE0 the lock types, 0xD8..0xDF the 265 block, below that
  * META_RPC_FIRST + b % count), byte 1 bit 0
  * picks request (0) or reply (1); the rest is the payload.
  * Properties: decoding never reads out of bounds or fails with a code
@@ -16,7 +17,7 @@
 #include "common/status.h"
 #include "meta/meta_proto.h"
 
-static struct meta_inode in1, in2;
+static struct meta_inode in1, in2, dir1, dir2;
 static struct meta_dirent ents1[META_RPC_READDIR_MAX], ents2[META_RPC_READDIR_MAX];
 static struct meta_layout lay1, lay2;
 static struct meta_rpc_req rq1, rq2;
@@ -46,9 +47,9 @@ static void check_resp(uint16_t type, const uint8_t *p, size_t n)
 {
 	struct buf b1 = BUF_INIT, b2 = BUF_INIT;
 	struct meta_rpc_resp r1 = { .type = type, .inode = &in1, .ents = ents1,
-				    .ents_cap = META_RPC_READDIR_MAX, .layout = &lay1 };
+				    .ents_cap = META_RPC_READDIR_MAX, .layout = &lay1, .dir = &dir1 };
 	struct meta_rpc_resp r2 = { .type = type, .inode = &in2, .ents = ents2,
-				    .ents_cap = META_RPC_READDIR_MAX, .layout = &lay2 };
+				    .ents_cap = META_RPC_READDIR_MAX, .layout = &lay2, .dir = &dir2 };
 	int rc = meta_rpc_resp_decode(p, n, &r1);
 	if (rc) {
 		if (rc != -CFS_EPROTO)
@@ -82,6 +83,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	else if (data[0] >= 0xE0)
 		type = (uint16_t)(META_RPC_LOCK_FIRST +
 				  (data[0] - 0xE0) % (META_RPC_LOCK_LAST - META_RPC_LOCK_FIRST + 1));
+	else if (data[0] >= 0xD8)
+		type = (uint16_t)(META_RPC_FIRST_265 +
+				  (data[0] - 0xD8) % (META_RPC_LAST_265 - META_RPC_FIRST_265 + 1));
 	else
 		type = (uint16_t)(META_RPC_FIRST + data[0] % (META_RPC_LAST - META_RPC_FIRST + 1));
 	if (data[1] & 1)

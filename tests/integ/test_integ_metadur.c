@@ -513,6 +513,74 @@ static void test_df_reports_usage(void **state)
 	assert_true(gone < after);
 }
 
+static int ts_after(struct timespec a, struct timespec b)
+{
+	return a.tv_sec > b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec > b.tv_nsec);
+}
+
+static int seen_mtime_after(const char *path, const void *arg)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && ts_after(st.st_mtim, *(const struct timespec *)arg);
+}
+
+/* The mount answers the kernel's GETATTR of a directory after its own
+ * create or unlink there from the attributes meta sent with the change
+ * (fuse_fs.c "Directory attributes"). Its own later changes show at once
+ * (mkdir's nlink, chmod, the next create's and unlink's times), and
+ * another mount's changes within the attribute bound. */
+static void test_dir_attrs_coherent(void **state)
+{
+	char d[1200], d2[1200], f[1300], g2[1300], sub[1300];
+	struct stat st0, st;
+	integ_path(&env, "dattr", d, sizeof(d));
+	assert_int_equal(mkdir(d, 0755), 0);
+	snprintf(f, sizeof(f), "%s/f", d);
+	snprintf(sub, sizeof(sub), "%s/sub", d);
+	assert_int_equal(stat(d, &st0), 0);
+	clock_sleep_ms(50);
+	touch(f); /* CREATE_DIR: the directory's new attributes are kept */
+	assert_int_equal(stat(d, &st), 0);
+	assert_true(ts_after(st.st_mtim, st0.st_mtim));
+	assert_int_equal(st.st_nlink, 2);
+	assert_int_equal(mkdir(sub, 0755), 0);
+	assert_int_equal(stat(d, &st), 0);
+	assert_int_equal(st.st_nlink, 3);
+	assert_int_equal(rmdir(sub), 0);
+	touch(sub); /* a file named like the gone directory, cached again */
+	assert_int_equal(chmod(d, 0711), 0);
+	assert_int_equal(stat(d, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0711);
+	assert_int_equal(st.st_nlink, 2);
+	st0 = st;
+	clock_sleep_ms(50);
+	assert_int_equal(unlink(f), 0); /* UNLINK_DIR */
+	assert_int_equal(stat(d, &st), 0);
+	assert_true(ts_after(st.st_mtim, st0.st_mtim));
+	assert_int_equal(st.st_mode & 07777, 0711);
+
+	/* Mount 2 creates in the directory (keeping its attributes), then
+	 * mount 1 changes them: mount 2 sees each within the bound. */
+	start_mount2();
+	snprintf(d2, sizeof(d2), "%s/dattr", mnt2);
+	snprintf(g2, sizeof(g2), "%s/dattr/g", mnt2);
+	touch(g2);
+	assert_int_equal(stat(d2, &st), 0);
+	mode_t mode = 0750;
+	assert_int_equal(chmod(d, mode), 0);
+	int64_t t_chmod = wait_seen(d2, seen_mode, &mode);
+	assert_int_equal(stat(d2, &st0), 0);
+	clock_sleep_ms(50);
+	assert_int_equal(unlink(sub), 0);
+	int64_t t_mtime = wait_seen(d2, seen_mtime_after, &st0.st_mtim);
+	print_message("directory attributes ms: chmod=%lld mtime=%lld\n", (long long)t_chmod,
+	              (long long)t_mtime);
+	int64_t bound = COHERENCE_BOUND_MS + COHERENCE_SLACK_MS;
+	assert_true(t_chmod >= 0 && t_chmod <= bound);
+	assert_true(t_mtime >= 0 && t_mtime <= bound);
+	stop_mount2();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -521,6 +589,7 @@ int main(void)
 	    cmocka_unit_test(test_two_mounts_coherent),
 	    cmocka_unit_test(test_two_mounts_names_bound),
 	    cmocka_unit_test(test_complete_dir_coherent),
+	    cmocka_unit_test(test_dir_attrs_coherent),
 	    cmocka_unit_test(test_df_reports_usage),
 	};
 	int rc = integ_main(&env, "metadur", tests, sizeof(tests) / sizeof(tests[0]));
