@@ -180,6 +180,8 @@ static int slab_layout(meta_client *mc, const char *dir, uint32_t page_size)
 	if (stat(dir, &st) < 0)
 		return -errno;
 	int rc = meta_client_layout_get(mc, &root, st.st_ino, &has, &l);
+	if (rc == -ENOENT)
+		return 0; /* the index lives in another meta than the files */
 	if (rc || !has || l.chunk_size <= page_size)
 		return rc;
 	return meta_client_layout_set(mc, &root, st.st_ino, page_size, l.stripe, l.table_id);
