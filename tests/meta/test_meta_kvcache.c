@@ -315,17 +315,26 @@ static void test_reclaim_and_full(void **st)
 	struct kvc_item res[4] = { { .len = 1 }, { .len = 1 }, { .len = 1 }, { .len = 1 } }, o[4];
 	struct kvc_stats s;
 	assert_int_equal(ns_create("rcl", 64 << 10, 3, 0, &id), 0);
-	/* A writer that reserves and dies: 3 slots held with a 100 ms lease. */
-	assert_int_equal(batch(META_RPC_KVC_RESERVE, id, k, 3, 0, 100, res, res), 0);
+	/* A writer that reserves and dies: 3 slots held with a 300 ms lease. */
+	uint64_t t0 = clock_mono_ms();
+	assert_int_equal(batch(META_RPC_KVC_RESERVE, id, k, 3, 0, 300, res, res), 0);
 	for (int i = 0; i < 3; i++)
 		assert_int_equal(res[i].status, KVC_ST_OK);
-	/* Every slot is reserved: a new put gets -ENOSPC for that key. */
+	/* Every slot is reserved: a new put gets -ENOSPC for that key (only
+	 * checked while the lease surely runs: a loaded etcd once took longer
+	 * than the lease to get here, and the slot was rightly reclaimed). */
 	struct kvc_item r4 = { .len = 1 };
 	assert_int_equal(batch(META_RPC_KVC_RESERVE, id, &k[3], 1, 0, 0, &r4, &r4), 0);
-	assert_int_equal(r4.status, -ENOSPC);
 	assert_int_equal(stats(id, 0, &s), 0);
-	assert_int_equal(s.reserved, 3);
-	clock_sleep_ms(150);
+	if (clock_mono_ms() - t0 < 250) {
+		assert_int_equal(r4.status, -ENOSPC);
+		assert_int_equal(s.reserved, 3);
+	} else {
+		fprintf(stderr, "reclaim_and_full: slow backend, ENOSPC check skipped\n");
+		if (r4.status == KVC_ST_OK) /* it took an expired slot: give it back */
+			assert_int_equal(batch(META_RPC_KVC_RELEASE, id, NULL, 1, 0, 0, &r4, o), 0);
+	}
+	clock_sleep_ms(350);
 	assert_int_equal(stats(id, 1, &s), 0);
 	assert_int_equal(s.reserved, 0);
 	assert_int_equal(s.reclaimed, 3);
@@ -358,16 +367,20 @@ static void test_ttl(void **st)
 	const char *k[6] = { "t0", "t1", "t2", "t3", "l0", "l1" };
 	struct kvc_item o[6];
 	struct kvc_stats s;
-	create_ttl = 300;
+	create_ttl = 500;
 	int rc = ns_create("ttl", 64 << 10, 6, 0, &id);
 	create_ttl = 0;
 	assert_int_equal(rc, 0);
-	put(id, k, 4, 10);        /* t0..t3: the namespace's 300 ms */
+	uint64_t t0 = clock_mono_ms();
+	put(id, k, 4, 10);        /* t0..t3: the namespace's 500 ms */
 	batch_ttl = 60000;        /* l0, l1: a minute */
 	put(id, &k[4], 2, 10);
 	batch_ttl = 0;
-	assert_true(hit(id, "t0", 0) && hit(id, "l0", 0));
-	clock_sleep_ms(400);
+	int early = hit(id, "t0", 0);
+	assert_true(hit(id, "l0", 0));
+	if (clock_mono_ms() - t0 < 450) /* else a slow backend let it expire */
+		assert_true(early);
+	clock_sleep_ms(550);
 	assert_false(hit(id, "t0", 0));
 	assert_true(hit(id, "l1", 0));
 	assert_int_equal(batch(META_RPC_KVC_LOOKUP, id, k, 6, 0, 0, NULL, o), 0);

@@ -37,7 +37,8 @@ class _Opts(ctypes.Structure):
     _fields_ = [("cluster_dir", ctypes.c_char_p), ("meta", ctypes.c_char_p),
                 ("cluster_id", ctypes.c_char_p), ("secret_file", ctypes.c_char_p),
                 ("rings", ctypes.c_int), ("ring_entries", ctypes.c_int),
-                ("lease_ms", ctypes.c_uint32), ("ttl_ms", ctypes.c_uint32)]
+                ("lease_ms", ctypes.c_uint32), ("ttl_ms", ctypes.c_uint32),
+                ("spare", ctypes.c_uint64 * 8)]
 
 
 class _Info(ctypes.Structure):
@@ -46,7 +47,8 @@ class _Info(ctypes.Structure):
                 ("used", ctypes.c_uint64), ("reserved", ctypes.c_uint64),
                 ("evictions", ctypes.c_uint64), ("reclaimed", ctypes.c_uint64),
                 ("lost", ctypes.c_uint64), ("expired", ctypes.c_uint64),
-                ("evictions_per_s", ctypes.c_double), ("ttl_ms", ctypes.c_uint32)]
+                ("evictions_per_s", ctypes.c_double), ("ttl_ms", ctypes.c_uint32),
+                ("spare", ctypes.c_uint64 * 8)]
 
 
 def _check(rc, what):
@@ -181,4 +183,4 @@ class KVCacheStore:
     def stats(self, reclaim=False):
         info = _Info()
         _check(_lib().cfs_kvc_stats(self._kv, 1 if reclaim else 0, ctypes.byref(info)), "stats")
-        return {f: getattr(info, f) for f, _ in _Info._fields_ if f != "dir"}
+        return {f: getattr(info, f) for f, _ in _Info._fields_ if f not in ("dir", "spare")}
