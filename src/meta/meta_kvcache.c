@@ -15,7 +15,7 @@
 /* Keys per txn, from the KV limits (kv.h: 64 writes, 64 read conflicts):
  * reserve writes <= 5 and reads <= 5 per key, delete 4, touch 3, plus at
  * most 7 per txn for its counters (applied once per txn, count_flush).
- * A publish writes 5 per key, or 8 when it replaces an expired entry: its
+ * A publish writes 5 per key, or 9 when it replaces an expired entry: its
  * txn stops taking keys when the next might pass PUBLISH_WRITES. */
 #define RESERVE_PER_TXN 8
 #define PUBLISH_PER_TXN 10
@@ -827,7 +827,7 @@ static int my_resv(kv_txn *t, uint64_t ns, uint64_t slot, uint64_t version, stru
 
 /* Publishes [from, to), stopping early (o->to lowered) when the next key
  * could pass the txn's write budget (a key replacing an expired entry
- * writes 8, others at most 5). */
+ * writes 9, others at most 5). */
 static int publish_fn(kv_txn *t, void *arg)
 {
 	struct op *o = arg;
@@ -841,7 +841,7 @@ static int publish_fn(kv_txn *t, void *arg)
 		struct kvc_item *it = &o->resp->items[i];
 		struct entry e;
 		struct resv x;
-		if (writes + 8 > PUBLISH_WRITES) {
+		if (writes + 9 > PUBLISH_WRITES) {
 			o->to = i;
 			break;
 		}
@@ -874,7 +874,7 @@ static int publish_fn(kv_txn *t, void *arg)
 			if ((rc = del_entry(t, o->ns.id, q, &e)) ||
 			    (rc = free_slot(t, o->ns.id, e.slot)))
 				return rc;
-			writes += 3;
+			writes += 4;
 			cnt(o, CNT_USED, -1);
 			cnt(o, CNT_EXPIRE, 1);
 		}
