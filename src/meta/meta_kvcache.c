@@ -1,6 +1,5 @@
 /* meta_kvcache.c - the KVCache index over the KV store (meta_kvcache.h). */
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -528,64 +527,6 @@ static int lookup_fn(kv_txn *t, void *arg)
 						 .last_used = e.last_used };
 	}
 	return 0;
-}
-
-/* Lookups on a backend where every read is a network round trip (etcd:
- * one Range call per key) run in LOOKUP_PARTS read-only txns of their own
- * in parallel: a batch of 64 keys took 64 sequential calls. Each key's
- * answer is atomic on its own (a batch never was one snapshot). */
-#define LOOKUP_PARTS 8
-#define LOOKUP_PART_MIN 4
-
-struct lookup_part {
-	struct op o;
-	kv_engine *kv;
-	int rc;
-};
-
-static int run(kv_engine *kv, unsigned flags, kv_txn_fn fn, struct op *o);
-
-static void *lookup_part_main(void *arg)
-{
-	struct lookup_part *p = arg;
-	p->rc = run(p->kv, KV_RDONLY, lookup_fn, &p->o);
-	return NULL;
-}
-
-static int lookup_all(kv_engine *kv, struct op *o)
-{
-	uint32_t n = o->req->n, parts = n / LOOKUP_PART_MIN;
-	if (parts > LOOKUP_PARTS)
-		parts = LOOKUP_PARTS;
-	o->from = 0;
-	o->to = n;
-	if (parts < 2 || strcmp(kv_engine_name(kv), "etcd"))
-		return run(kv, KV_RDONLY, lookup_fn, o);
-	struct lookup_part p[LOOKUP_PARTS];
-	pthread_t th[LOOKUP_PARTS];
-	int started[LOOKUP_PARTS] = { 0 }, rc = 0;
-	for (uint32_t i = 0; i < parts; i++) {
-		p[i].o = *o;
-		p[i].kv = kv;
-		p[i].rc = 0;
-		p[i].o.from = (uint32_t)((uint64_t)n * i / parts);
-		p[i].o.to = (uint32_t)((uint64_t)n * (i + 1) / parts);
-		/* part 0 runs on this thread; a failed start runs inline */
-		if (i > 0 && pthread_create(&th[i], NULL, lookup_part_main, &p[i]) == 0)
-			started[i] = 1;
-	}
-	for (uint32_t i = 0; i < parts; i++)
-		if (!started[i])
-			lookup_part_main(&p[i]);
-	for (uint32_t i = 0; i < parts; i++) {
-		if (started[i])
-			pthread_join(th[i], NULL);
-		if (p[i].rc && !rc)
-			rc = p[i].rc;
-	}
-	if (!rc)
-		o->ns = p[0].o.ns;
-	return rc;
 }
 
 /* Moves each hit of [from, to) still at the version looked up, and older
@@ -1244,7 +1185,9 @@ int meta_kvc_serve(kv_engine *kv, const struct kvc_msg *req, struct kvc_msg *res
 			resp->items_owned = 1;
 		}
 		if (req->type == META_RPC_KVC_LOOKUP) {
-			rc = lookup_all(kv, o);
+			o->from = 0;
+			o->to = req->n;
+			rc = run(kv, KV_RDONLY, lookup_fn, o);
 			if (!rc && (req->flags & KVC_LOOKUP_TOUCH)) {
 				/* Best effort: a lost touch only ages a key early. */
 				for (uint32_t i = 0; i < req->n; i += TOUCH_PER_TXN) {
