@@ -294,6 +294,19 @@ static int count_flush(kv_txn *t, struct op *o)
 	return 0;
 }
 
+/* Sum of the kv_atomic_add values (int64 LE) of R, 0 if negative. */
+static uint64_t sum_counters(const struct kv_range *r)
+{
+	int64_t s = 0;
+	for (int i = 0; i < r->n; i++) {
+		int64_t v = 0;
+		for (size_t j = 0; j < r->kvs[i].val.n && j < 8; j++)
+			v |= (int64_t)((uint64_t)((const uint8_t *)r->kvs[i].val.p)[j] << (8 * j));
+		s += v;
+	}
+	return s < 0 ? 0 : (uint64_t)s;
+}
+
 static int count_get(kv_txn *t, uint64_t ns, int kind, uint64_t *out)
 {
 	struct key b, e;
@@ -304,14 +317,7 @@ static int count_get(kv_txn *t, uint64_t ns, int kind, uint64_t *out)
 	int rc = kv_get_range(t, ks(&b), ks(&e), 0, 1, 0, &r);
 	if (rc)
 		return rc;
-	int64_t s = 0;
-	for (int i = 0; i < r.n; i++) {
-		int64_t v = 0;
-		for (size_t j = 0; j < r.kvs[i].val.n && j < 8; j++)
-			v |= (int64_t)((uint64_t)((const uint8_t *)r.kvs[i].val.p)[j] << (8 * j));
-		s += v;
-	}
-	*out = s < 0 ? 0 : (uint64_t)s;
+	*out = sum_counters(&r);
 	return 0;
 }
 
@@ -990,14 +996,7 @@ static int rate_get(kv_txn *t, uint64_t ns, uint64_t now_ms_, uint64_t *out)
 	int rc = kv_get_range(t, ks(&b), ks(&e), 0, 1, 0, &r);
 	if (rc)
 		return rc;
-	int64_t s = 0;
-	for (int i = 0; i < r.n; i++) {
-		int64_t v = 0;
-		for (size_t j = 0; j < r.kvs[i].val.n && j < 8; j++)
-			v |= (int64_t)((uint64_t)((const uint8_t *)r.kvs[i].val.p)[j] << (8 * j));
-		s += v;
-	}
-	*out = s < 0 ? 0 : (uint64_t)s;
+	*out = sum_counters(&r);
 	return 0;
 }
 
