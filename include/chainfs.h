@@ -243,6 +243,11 @@ struct cfs_kvc_opts {
 	int ring_entries;        /* slots per ring [64] */
 	uint32_t lease_ms;       /* how long a put may take between reserve and publish
 	                            before its page is reclaimed [30000] */
+	uint32_t ttl_ms;         /* cfs_kvc_create: the namespace's entry lifetime (0:
+	                            none); cfs_kvc_open: this handle's puts' lifetime
+	                            (0: the namespace's). An entry is a miss once it
+	                            expires and its page is reused. */
+	uint64_t spare[8];       /* zero: room to grow without moving the layout */
 };
 
 struct cfs_kvc_info {
@@ -253,6 +258,10 @@ struct cfs_kvc_info {
 	uint64_t used;           /* published entries */
 	uint64_t reserved;       /* puts between reserve and publish */
 	uint64_t evictions, reclaimed, lost;
+	uint64_t expired;        /* entries taken back after their TTL */
+	double evictions_per_s;  /* over the last 10 s, all clients */
+	uint32_t ttl_ms;         /* the namespace's default TTL (0: none) */
+	uint64_t spare[8];       /* room to grow without moving the layout */
 };
 
 /* cfs_kvc_create - creates namespace NAME (1..64 of [A-Za-z0-9._-]) with

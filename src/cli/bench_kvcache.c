@@ -4,10 +4,20 @@
  *     write / 3 (replication 3) and fio randread at the page size on the
  *     raw local directory;
  *   - index lookups per second from one thread in batches of 64;
+ *   - puts into the full namespace (new keys: every page taken evicts the
+ *     least recently used), with evictions/s from the bench's own count
+ *     and from the service's stats (last 10 s);
  *   - the naive alternative: one file per page (write, then random whole
  *     file reads, same threads) through the FUSE mount and on local disk.
  * Needs a running cluster (`chainfs up`): --mount, --cluster-dir, and
- * --raw-dir (a local directory on the disk the cluster's targets use). */
+ * --raw-dir (a local directory on the disk the cluster's targets use).
+ *
+ * --index-meta ADDR[,ADDR] runs only the index part against another meta
+ * service (e.g. one over etcd, started by hand beside the cluster): a
+ * namespace made through it, --index-keys entries put with empty values
+ * (reserve + publish, no page I/O) in batches of 64, then lookups/s from
+ * one thread in batches of 64. The cluster id and secret come from
+ * --cluster-dir. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -38,6 +48,10 @@ struct bk {
 	uint64_t deadline_ms;
 	const char *filedir; /* one-file-per-page directory */
 	atomic_int errors;
+	uint64_t key_base;   /* put_thread: first key number */
+	const char *index_meta;
+	unsigned index_keys;
+	char cluster_id[128];
 };
 
 static void key_of(char *out, uint64_t i) { snprintf(out, 32, "page-%016llx", (unsigned long long)i); }
@@ -50,14 +64,18 @@ static void *put_thread(void *arg)
 	memset(mem, (int)t + 1, (size_t)BATCH * b->page);
 	for (;;) {
 		uint64_t first = atomic_fetch_add(&b->next, BATCH);
-		if (first >= b->npages)
+		if (first >= b->npages && !b->deadline_ms)
 			break;
-		int n = (int)(b->npages - first < BATCH ? b->npages - first : BATCH), res[BATCH];
+		if (b->deadline_ms && clock_mono_ms() >= b->deadline_ms)
+			break;
+		uint64_t kfirst = b->key_base + first;
+		int n = (int)(!b->deadline_ms && b->npages - first < BATCH ? b->npages - first : BATCH),
+		    res[BATCH];
 		char names[BATCH][32];
 		const void *keys[BATCH], *vals[BATCH];
 		size_t kl[BATCH], lens[BATCH];
 		for (int i = 0; i < n; i++) {
-			key_of(names[i], first + (uint64_t)i);
+			key_of(names[i], kfirst + (uint64_t)i);
 			keys[i] = names[i];
 			kl[i] = strlen(names[i]);
 			vals[i] = mem + (size_t)i * b->page;
@@ -155,7 +173,7 @@ static double run_threads(struct bk *b, void *(*fn)(void *), unsigned seconds)
 	atomic_store(&b->next, 0);
 	atomic_store(&b->ops, 0);
 	uint64_t t0 = clock_mono_ns();
-	b->deadline_ms = clock_mono_ms() + seconds * 1000ull;
+	b->deadline_ms = seconds ? clock_mono_ms() + seconds * 1000ull : 0;
 	for (unsigned i = 0; i < b->threads; i++)
 		pthread_create(&th[i], NULL, fn, b);
 	for (unsigned i = 0; i < b->threads; i++)
@@ -198,6 +216,15 @@ static int bench_page(struct bk *b, uint32_t page, int lookups)
 	}
 	double put = run_threads(b, put_thread, 0);
 	double get = run_threads(b, get_thread, b->seconds);
+	/* Full namespace: new keys, each page taken evicts the LRU entry. */
+	struct cfs_kvc_info i0 = { 0 }, i1 = { 0 };
+	cfs_kvc_stats(b->kv, 0, &i0);
+	b->key_base = b->npages;
+	uint64_t e0 = clock_mono_ns();
+	double putfull = run_threads(b, put_thread, b->seconds);
+	double es = (double)(clock_mono_ns() - e0) / 1e9;
+	b->key_base = 0;
+	cfs_kvc_stats(b->kv, 0, &i1);
 	char bs[32];
 	snprintf(bs, sizeof(bs), "%uk", page >> 10);
 	double fr = bench_fio_iops("bench kvcache", b->raw, b->mb, b->seconds, "randread", bs, 16,
@@ -210,6 +237,9 @@ static int bench_page(struct bk *b, uint32_t page, int lookups)
 	printf("page %7u  kvcache get %8.1f MB/s  fio randread %8.1f MB/s  ratio %.2f | "
 	       "put %7.1f MB/s  fio write/3 %7.1f MB/s  ratio %.2f\n",
 	       page, get, fr, fr > 0 ? get / fr : 0, put, fw / 3, fw > 0 ? put / (fw / 3) : 0);
+	printf("             put into the full namespace %7.1f MB/s: %.0f evictions/s "
+	       "(service stats, last 10 s: %.0f/s)\n",
+	       putfull, (double)(i1.evictions - i0.evictions) / es, i1.evictions_per_s);
 	printf("             file-per-page read: FUSE %8.1f MB/s  local %8.1f MB/s | "
 	       "write: FUSE %7.1f MB/s  local %7.1f MB/s\n",
 	       fuse_rd, local_rd, fwrite_fuse, fwrite_local);
@@ -240,9 +270,107 @@ static int bench_page(struct bk *b, uint32_t page, int lookups)
 	return 0;
 }
 
+/* "cluster_id = X" of DIR/cluster.conf into OUT; 0 or -1. */
+static int read_cluster_id(const char *dir, char *out, size_t cap)
+{
+	char path[1100], line[512];
+	int found = -1;
+	snprintf(path, sizeof(path), "%s/cluster.conf", dir);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		char v[256];
+		if (sscanf(line, " cluster_id = %255s", v) == 1 && strlen(v) < cap) {
+			memcpy(out, v, strlen(v) + 1);
+			found = 0;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+/* --index-meta: puts of empty values and lookups, in batches of 64, on a
+ * namespace made through that meta service. */
+static int bench_index(struct bk *b)
+{
+	char name[64], secret[1100];
+	snprintf(secret, sizeof(secret), "%s/secret", b->cluster_dir);
+	if (read_cluster_id(b->cluster_dir, b->cluster_id, sizeof(b->cluster_id))) {
+		fprintf(stderr, "bench kvcache: no cluster_id in %s/cluster.conf\n", b->cluster_dir);
+		return 1;
+	}
+	struct cfs_kvc_opts o = { .meta = b->index_meta, .cluster_id = b->cluster_id,
+				  .secret_file = secret, .rings = 1 };
+	snprintf(name, sizeof(name), "bench-index-%d", (int)getpid());
+	int rc = cfs_kvc_create(b->mount, name, "kvbench/index", 64u << 10,
+				(uint64_t)b->index_keys << 16, 1, &o);
+	if (!rc)
+		rc = cfs_kvc_open(b->mount, name, &o, &b->kv);
+	if (!rc)
+		rc = cfs_iov_create(b->mount, 1u << 20, 0, -1, &b->iov);
+	if (rc) {
+		fprintf(stderr, "bench kvcache: index namespace %s via %s: %s\n", name,
+			b->index_meta, cfs_strerror(rc));
+		return 1;
+	}
+	uint64_t t0 = clock_mono_ns(), put = 0;
+	const void *vals[64];
+	size_t lens[64];
+	for (int i = 0; i < 64; i++) {
+		vals[i] = cfs_iov_base(b->iov);
+		lens[i] = 0;
+	}
+	for (unsigned first = 0; first < b->index_keys; first += 64) {
+		char names[64][32];
+		const void *keys[64];
+		size_t kl[64];
+		int res[64], n = b->index_keys - first < 64 ? (int)(b->index_keys - first) : 64;
+		for (int i = 0; i < n; i++) {
+			key_of(names[i], first + (uint64_t)i);
+			keys[i] = names[i];
+			kl[i] = strlen(names[i]);
+		}
+		if (cfs_kvc_put(b->kv, b->iov, n, keys, kl, vals, lens, res) == 0)
+			for (int i = 0; i < n; i++)
+				put += res[i] == 0;
+	}
+	double ps = (double)(clock_mono_ns() - t0) / 1e9;
+	uint64_t n = 0, hits = 0, end;
+	unsigned seed = 1;
+	t0 = clock_mono_ns();
+	end = clock_mono_ms() + b->seconds * 1000ull;
+	while (clock_mono_ms() < end) {
+		char names[64][32];
+		const void *keys[64];
+		size_t kl[64];
+		int res[64];
+		for (int i = 0; i < 64; i++) {
+			key_of(names[i], (uint64_t)rand_r(&seed) % b->index_keys);
+			keys[i] = names[i];
+			kl[i] = strlen(names[i]);
+		}
+		if (cfs_kvc_exists(b->kv, 64, keys, kl, res) == 0) {
+			n += 64;
+			for (int i = 0; i < 64; i++)
+				hits += res[i] == 1;
+		}
+	}
+	double ls = (double)(clock_mono_ns() - t0) / 1e9;
+	printf("index via %s: %llu puts of empty values in %.2f s (%.0f /s, batches of 64); "
+	       "lookups (1 thread, batches of 64): %.0f /s, %.1f%% hits\n",
+	       b->index_meta, (unsigned long long)put, ps, (double)put / ps, (double)n / ls,
+	       n ? 100.0 * (double)hits / (double)n : 0);
+	cfs_iov_destroy(b->iov);
+	cfs_kvc_close(b->kv);
+	cfs_kvc_destroy(b->mount, name, &o);
+	return 0;
+}
+
 int cli_bench_kvcache(int argc, char **argv)
 {
-	struct bk b = { .cluster_dir = "./chainfs-data", .seconds = 3, .threads = 4, .mb = 256 };
+	struct bk b = { .cluster_dir = "./chainfs-data", .seconds = 3, .threads = 4, .mb = 256,
+			.index_keys = 10000 };
 	const char *pages = "64K,256K,2M";
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -265,14 +393,22 @@ int cli_bench_kvcache(int argc, char **argv)
 			b.mb = (unsigned)atoi(v);
 		else if (!strcmp(a, "--pages"))
 			pages = v;
+		else if (!strcmp(a, "--index-meta"))
+			b.index_meta = v;
+		else if (!strcmp(a, "--index-keys"))
+			b.index_keys = (unsigned)atoi(v);
 		else {
 			fprintf(stderr, "bench kvcache: unknown option %s\n", a);
 			return 2;
 		}
 	}
+	if (b.index_meta && b.mount && b.seconds && b.index_keys)
+		return bench_index(&b);
 	if (!b.mount || !b.raw || b.threads < 1 || b.threads > 64 || !b.seconds || !b.mb) {
 		fprintf(stderr, "usage: chainfs bench kvcache --mount M --raw-dir R [--cluster-dir D]"
-				" [--seconds 3] [--threads 4] [--mb 256] [--pages 64K,256K,2M]\n");
+				" [--seconds 3] [--threads 4] [--mb 256] [--pages 64K,256K,2M]\n"
+				"       chainfs bench kvcache --mount M --cluster-dir D --index-meta "
+				"ADDR [--index-keys 10000] [--seconds 3]\n");
 		return 2;
 	}
 	printf("bench kvcache: %u threads, batches of %d, %u MiB per namespace, %u s per read run\n",

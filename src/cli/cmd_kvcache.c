@@ -13,13 +13,14 @@
 
 static const char usage[] =
 	"usage: chainfs kvcache create NAME --mount M [--page-size 256K] [--capacity 1G]\n"
-	"                          [--dir kv/NAME] [--slabs 8] [CLUSTER]\n"
+	"                          [--dir kv/NAME] [--slabs 8] [--ttl-ms 0] [CLUSTER]\n"
 	"       chainfs kvcache info|clear|delete NAME --mount M [--reclaim] [CLUSTER]\n"
 	"CLUSTER: --cluster-dir D (a `chainfs up --dir`, default ./chainfs-data)\n"
 	"         or --meta IP:PORT[,...] --cluster-id ID --secret-file F\n"
 	"info prints the namespace and its counters (--reclaim first frees puts\n"
 	"whose writer died); clear drops every entry; delete drops the index and\n"
-	"the slab files. Sizes take K, M, G, T suffixes (powers of 1024).\n";
+	"the slab files. Sizes take K, M, G, T suffixes (powers of 1024).\n"
+	"--ttl-ms: entries expire that long after their put (0: never).\n";
 
 /* "256K" -> bytes; 0 on a malformed size. */
 static uint64_t parse_size(const char *s)
@@ -78,6 +79,8 @@ int cli_kvcache(int argc, char **argv)
 			cap = parse_size(v);
 		else if (!strcmp(a, "--slabs"))
 			slabs = atoi(v);
+		else if (!strcmp(a, "--ttl-ms"))
+			o.ttl_ms = (uint32_t)strtoul(v, NULL, 10);
 		else if (!strcmp(a, "--cluster-dir"))
 			o.cluster_dir = v;
 		else if (!strcmp(a, "--meta")) {
@@ -143,11 +146,13 @@ int cli_kvcache(int argc, char **argv)
 		rc = cfs_kvc_stats(kv, reclaim, &in);
 		if (!rc)
 			printf("name %s\npage_size %u\nslots %llu\nslabs %u\ndir %s\nused %llu\n"
-			       "reserved %llu\nevictions %llu\nreclaimed %llu\nlost_publishes %llu\n",
+			       "reserved %llu\nevictions %llu\nreclaimed %llu\nlost_publishes %llu\n"
+			       "expired %llu\nevictions_per_s %.1f\nttl_ms %u\n",
 			       name, in.page_size, (unsigned long long)in.slots, in.slabs, in.dir,
 			       (unsigned long long)in.used, (unsigned long long)in.reserved,
 			       (unsigned long long)in.evictions, (unsigned long long)in.reclaimed,
-			       (unsigned long long)in.lost);
+			       (unsigned long long)in.lost, (unsigned long long)in.expired,
+			       in.evictions_per_s, in.ttl_ms);
 	}
 	if (rc)
 		fprintf(stderr, "chainfs kvcache %s: %s\n", sub, cfs_strerror(rc));

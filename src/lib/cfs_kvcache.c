@@ -2,8 +2,10 @@
  * index calls to the metadata service (meta_kvc_proto.h through
  * meta_client), page data through the rings of cfs_usrbio.c.
  *
- * Put:  RESERVE (slots) -> ring writes of the pages -> PUBLISH; a write
- *       that failed gives its slot back (RELEASE).
+ * Put:  RESERVE (slots) -> ring writes of the pages -> PUBLISH; every
+ *       slot not published gives its reservation back at once (RELEASE):
+ *       a failed write, a publish call that failed, an item the publish
+ *       refused, so failed puts never hold pages until their lease ends.
  * Get:  LOOKUP (with recency) -> ring reads -> LOOKUP again: a key whose
  *       version changed, or whose bytes fail the writer's CRC32C, is a
  *       miss (meta_kvcache.h "Readers").
@@ -47,10 +49,15 @@ struct cfs_kvc {
 	unsigned rr;       /* next pair to try (racy on purpose: a hint) */
 	uint64_t owner;    /* reservation owner: the meta client id */
 	uint32_t lease_ms; /* 0: the namespace's */
+	uint32_t ttl_ms;   /* puts' TTL; 0: the namespace's */
 	/* Test hook ($CFS_KVC_TEST_DIE_BEFORE_PUBLISH set at open): a put
 	 * SIGKILLs its own process after writing its pages, before
 	 * publishing, so a test can prove a dead writer's pages come back. */
 	int die_before_publish;
+	/* Test hook ($CFS_KVC_TEST_FAIL_PUBLISH set at open): a put skips its
+	 * PUBLISH call and fails as if the call had failed (-EIO), so a test
+	 * can check that the slots come back at once. */
+	int fail_publish;
 };
 
 /* ---- connecting ---- */
@@ -154,6 +161,32 @@ static void slab_path(char *out, size_t cap, const char *mount, const char *dir,
 	snprintf(out, cap, "%s/%s/slab.%04u", mount, dir, i);
 }
 
+/* Chunk size of the slab directory: when a page is smaller than the
+ * directory's chunk, one page per chunk (chunks are 64 KiB..64 MiB, pages
+ * 64 KiB..16 MiB). A page is then written as a whole chunk: no
+ * read-modify-write of a bigger chunk around it, and the pages of one
+ * batch never wait on each other's chunk lock (the storage engine runs
+ * one mutation per chunk at a time). With the default 1 MiB chunks a
+ * 64 KiB put was a partial overwrite of a chunk sixteen pages share.
+ * Pages at least a chunk long are whole chunks already (aligned) and keep
+ * spreading over several chains. The stripe and chain table stay the
+ * directory's. Only files created afterwards take it: the slabs. */
+static int slab_layout(meta_client *mc, const char *dir, uint32_t page_size)
+{
+	static const struct meta_cred root = { 0, 0, 0, NULL };
+	struct meta_layout l;
+	struct stat st;
+	int has = 0;
+	if (stat(dir, &st) < 0)
+		return -errno;
+	int rc = meta_client_layout_get(mc, &root, st.st_ino, &has, &l);
+	if (rc == -ENOENT)
+		return 0; /* the index lives in another meta than the files */
+	if (rc || !has || l.chunk_size <= page_size)
+		return rc;
+	return meta_client_layout_set(mc, &root, st.st_ino, page_size, l.stripe, l.table_id);
+}
+
 int cfs_kvc_create(const char *mount, const char *name, const char *dir, uint32_t page_size,
 		   uint64_t capacity, int slabs, const struct cfs_kvc_opts *o)
 {
@@ -185,6 +218,7 @@ int cfs_kvc_create(const char *mount, const char *name, const char *dir, uint32_
 	if (ns->nslabs > ns->nslots)
 		ns->nslabs = (uint32_t)ns->nslots;
 	ns->slots_per_slab = (ns->nslots + ns->nslabs - 1) / ns->nslabs;
+	ns->ttl_ms = o->ttl_ms;
 	snprintf(ns->dir, sizeof(ns->dir), "%s", dir);
 	/* mkdir -p of DIR under the mount */
 	snprintf(path, sizeof(path), "%s/%s", mount, dir);
@@ -198,6 +232,8 @@ int cfs_kvc_create(const char *mount, const char *name, const char *dir, uint32_
 		rc = -errno;
 		goto out;
 	}
+	if ((rc = slab_layout(mc, path, page_size)))
+		goto out;
 	for (uint32_t i = 0; i < ns->nslabs; i++) {
 		struct stat st;
 		slab_path(path, sizeof(path), mount, dir, i);
@@ -297,7 +333,9 @@ int cfs_kvc_open(const char *mount, const char *name, const struct cfs_kvc_opts 
 		goto fail;
 	kv->owner = meta_client_id(kv->mc);
 	kv->lease_ms = o->lease_ms;
+	kv->ttl_ms = o->ttl_ms;
 	kv->die_before_publish = getenv("CFS_KVC_TEST_DIE_BEFORE_PUBLISH") != NULL;
+	kv->fail_publish = getenv("CFS_KVC_TEST_FAIL_PUBLISH") != NULL;
 	kv->fds = calloc(kv->ns.nslabs, sizeof(int));
 	if (!kv->fds) {
 		rc = -ENOMEM;
@@ -545,15 +583,22 @@ int cfs_kvc_put(cfs_kvc *kv, const cfs_iov *iov, int n, const void *const *keys,
 	struct kvc_msg *pub = batch_msg(kv, META_RPC_KVC_PUBLISH, 0, NULL, NULL);
 	struct kvc_msg *rel = batch_msg(kv, META_RPC_KVC_RELEASE, 0, NULL, NULL);
 	int *pidx = calloc((size_t)n, sizeof(int));
-	if (!pub || !rel || !pidx || !sorted) {
-		rc = -ENOMEM;
-		goto out2;
+	if (pub && rel) {
+		free(pub->items);
+		free(rel->items);
+		pub->items = calloc((size_t)n, sizeof(*pub->items));
+		rel->items = calloc((size_t)n, sizeof(*rel->items));
 	}
-	free(pub->items);
-	free(rel->items);
-	pub->items = calloc((size_t)n, sizeof(*pub->items));
-	rel->items = calloc((size_t)n, sizeof(*rel->items));
-	if (!pub->items || !rel->items) {
+	if (!pub || !rel || !pidx || !sorted || !pub->items || !rel->items) {
+		/* Give every slot back with the reserve request itself (its
+		 * items hold slot and version; RELEASE skips the ones that
+		 * are not reservations of ours). */
+		struct kvc_msg rr;
+		q->type = META_RPC_KVC_RELEASE;
+		if (call(kv->mc, q, &rr) == 0)
+			kvc_msg_fini(&rr);
+		for (int i = 0; i < n; i++)
+			results[i] = results[i] ? results[i] : -ENOMEM;
 		rc = -ENOMEM;
 		goto out2;
 	}
@@ -569,21 +614,33 @@ int cfs_kvc_put(cfs_kvc *kv, const cfs_iov *iov, int n, const void *const *keys,
 			rel->items[rel->n++] = q->items[i];
 		}
 	}
+	if (pub->n) {
+		pub->ttl_ms = kv->ttl_ms;
+		rc = kv->fail_publish ? -EIO : call(kv->mc, pub, r);
+		if (rc) {
+			/* The publish may or may not have applied (meta failover):
+			 * RELEASE drops only reservations still there, so a
+			 * published entry stays and the rest come back now. */
+			for (uint32_t j = 0; j < pub->n; j++) {
+				results[pidx[j]] = rc;
+				rel->items[rel->n++] = pub->items[j];
+			}
+		} else {
+			for (uint32_t j = 0; j < pub->n; j++) {
+				int st = r->items[j].status;
+				results[pidx[j]] = st == KVC_ST_OK || st == KVC_ST_EXISTS ? 0
+						   : st < 0				 ? st
+											 : -EIO;
+				if (st < 0 && st != -ESTALE)
+					rel->items[rel->n++] = pub->items[j];
+			}
+			kvc_msg_fini(r);
+		}
+	}
 	if (rel->n) {
 		struct kvc_msg rr;
 		if (call(kv->mc, rel, &rr) == 0)
 			kvc_msg_fini(&rr);
-	}
-	if (pub->n) {
-		if ((rc = call(kv->mc, pub, r)))
-			goto out2;
-		for (uint32_t j = 0; j < pub->n; j++) {
-			int st = r->items[j].status;
-			results[pidx[j]] = st == KVC_ST_OK || st == KVC_ST_EXISTS ? 0
-					   : st < 0				 ? st
-										 : -EIO;
-		}
-		kvc_msg_fini(r);
 	}
 out2:
 	free(pidx);
@@ -792,6 +849,9 @@ int cfs_kvc_stats(cfs_kvc *kv, int reclaim, struct cfs_kvc_info *out)
 		out->evictions = r->stats.evictions;
 		out->reclaimed = r->stats.reclaimed;
 		out->lost = r->stats.lost;
+		out->expired = r->stats.expired;
+		out->evictions_per_s = (double)r->stats.evict_recent / KVC_RATE_WINDOW_S;
+		out->ttl_ms = r->ns.ttl_ms;
 	}
 	free(r);
 	batch_free(q);

@@ -56,6 +56,10 @@ int kvc_msg_encode(struct buf *b, const struct kvc_msg *m)
 		wire_put_u32(&w, it->crc);
 		wire_put_u64(&w, it->last_used);
 	}
+	/* Appended fields (decoders before them skip trailing bytes). */
+	wire_put_u32(&w, ns->ttl_ms);
+	wire_put_u32(&w, m->ttl_ms);
+	wire_put_u64(&w, m->stats.evict_recent);
 	return w.err;
 }
 
@@ -121,6 +125,13 @@ int kvc_msg_decode(const void *p, size_t n, struct kvc_msg *m)
 		wire_get_u32(&r, &it->crc);
 		wire_get_u64(&r, &it->last_used);
 	}
+	/* Appended fields: absent in messages of older peers (zero then). */
+	if (!r.err && wire_left(&r) >= 4)
+		wire_get_u32(&r, &ns->ttl_ms);
+	if (!r.err && wire_left(&r) >= 4)
+		wire_get_u32(&r, &m->ttl_ms);
+	if (!r.err && wire_left(&r) >= 8)
+		wire_get_u64(&r, &m->stats.evict_recent);
 	if (r.err) {
 		kvc_msg_fini(m);
 		return r.err;

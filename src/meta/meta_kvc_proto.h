@@ -14,7 +14,9 @@
  * lease_ms u32, id u64, created i64, dir blob <= KVC_DIR_MAX, nslabs x ino
  * u64), then stats (8 x u64), then n u32 <= KVC_BATCH_MAX and n items
  * (key blob <= KVC_KEY_MAX, status i32, slot u64, version u64, len u32,
- * crc u32, last_used u64). Unknown trailing bytes are skipped.
+ * crc u32, last_used u64), then fields appended later, each absent (zero)
+ * in an older peer's message: ns ttl_ms u32, ttl_ms u32, evict_recent u64.
+ * Unknown trailing bytes are skipped.
  *
  * Decoders return 0, -CFS_EPROTO (truncated, a count or length over its
  * bound, a type outside 250..259) or -ENOMEM; items and their keys borrow
@@ -71,6 +73,7 @@ struct kvc_ns {
 	uint64_t slots_per_slab;
 	uint32_t touch_ms;   /* recency granularity: a hit newer than this is not rewritten */
 	uint32_t lease_ms;   /* default reservation lease */
+	uint32_t ttl_ms;     /* default entry lifetime after its put; 0: none (appended field) */
 	uint64_t id;
 	int64_t created;     /* ns since the epoch */
 	char dir[KVC_DIR_MAX + 1];
@@ -85,8 +88,11 @@ struct kvc_stats {
 	uint64_t evictions; /* entries evicted since create */
 	uint64_t reclaimed; /* expired reservations reclaimed since create */
 	uint64_t lost;      /* publishes that lost to an earlier one */
-	uint64_t spare;
+	uint64_t expired;   /* entries reclaimed after their TTL since create (was spare) */
+	/* not in the fixed 8 x u64 block: an appended field */
+	uint64_t evict_recent; /* evictions in the last KVC_RATE_WINDOW_S seconds (this one included) */
 };
+#define KVC_RATE_WINDOW_S 10
 
 struct kvc_item {
 	const uint8_t *key; /* borrowed */
@@ -103,6 +109,7 @@ struct kvc_msg {
 	uint32_t name_len;
 	uint64_t ns_id, owner;
 	uint32_t lease_ms, flags;
+	uint32_t ttl_ms; /* PUBLISH: entry lifetime (0: the namespace's); appended field */
 	struct kvc_ns ns;
 	struct kvc_stats stats;
 	uint32_t n;

@@ -12,19 +12,26 @@
 #include "meta/meta_kvcache.h"
 
 /* Keys per txn, from the KV limits (kv.h: 64 writes, 64 read conflicts):
- * reserve writes <= 5 and reads <= 5 per key, publish <= 5 writes, delete 4,
- * touch 3. */
+ * reserve writes <= 5 and reads <= 5 per key, delete 4, touch 3, plus at
+ * most 7 per txn for its counters (applied once per txn, count_flush).
+ * A publish writes 5 per key, or 9 when it replaces an expired entry: its
+ * txn stops taking keys when the next might pass PUBLISH_WRITES. */
 #define RESERVE_PER_TXN 8
 #define PUBLISH_PER_TXN 10
+#define PUBLISH_WRITES 56
 #define DELETE_PER_TXN 12
 #define TOUCH_PER_TXN 16
+#define RECLAIM_PER_TXN 12
+#define RATE_KEEP_S 60 /* eviction-rate buckets older than this are dropped */
 #define KEYBUF (4 + 8 + KVC_KEY_MAX + 16)
 #define SHARDS 8
 #define HWM_SHARDS 8 /* never-used slot counters per namespace */
 #define DEFAULT_LEASE_MS 30000u
 #define DEFAULT_TOUCH_MS 1000u
 
-enum { CNT_USED = 'U', CNT_EVICT = 'V', CNT_RECLAIM = 'R', CNT_LOST = 'X' };
+enum { CNT_USED = 'U', CNT_EVICT = 'V', CNT_RECLAIM = 'R', CNT_LOST = 'X', CNT_EXPIRE = 'T' };
+#define NCNT 5
+static const char CNT_KINDS[NCNT] = { CNT_USED, CNT_EVICT, CNT_RECLAIM, CNT_LOST, CNT_EXPIRE };
 
 struct key {
 	uint8_t b[KEYBUF];
@@ -116,6 +123,7 @@ static int rec_open(struct wire_reader *r, struct kv_slice v, uint32_t magic)
 struct entry {
 	uint64_t slot, version, last_used;
 	uint32_t len, crc;
+	uint64_t expiry; /* ms since the epoch; 0: no TTL (appended: absent in older records) */
 };
 
 static int ent_encode(struct buf *b, const struct entry *e)
@@ -128,6 +136,7 @@ static int ent_encode(struct buf *b, const struct entry *e)
 	wire_put_u32(&w, e->len);
 	wire_put_u32(&w, e->crc);
 	wire_put_u64(&w, e->last_used);
+	wire_put_u64(&w, e->expiry);
 	return rec_finish(b, &w);
 }
 
@@ -142,6 +151,9 @@ static int ent_decode(struct kv_slice v, struct entry *e)
 	wire_get_u32(&r, &e->len);
 	wire_get_u32(&r, &e->crc);
 	wire_get_u64(&r, &e->last_used);
+	e->expiry = 0;
+	if (!r.err && wire_left(&r) >= 8)
+		wire_get_u64(&r, &e->expiry);
 	return r.err ? -CFS_ECORRUPT : 0;
 }
 
@@ -206,6 +218,18 @@ static int ns_decode(struct kv_slice v, struct kvc_ns *ns)
 
 /* ---- shared txn steps ---- */
 
+struct op {
+	const struct kvc_msg *req;
+	struct kvc_msg *resp;
+	struct kvc_ns ns;
+	uint32_t from, to; /* item range of this txn (a txn fn may lower to) */
+	uint64_t now;
+	int64_t cnt[NCNT]; /* counter deltas of this txn attempt (count_flush) */
+	uint32_t freed;    /* reclaim passes: how many slots this txn freed */
+	char *err;
+	size_t errlen;
+};
+
 static int load_ns(kv_txn *t, uint64_t id, struct kvc_ns *ns)
 {
 	struct key k;
@@ -227,6 +251,62 @@ static int count_add(kv_txn *t, uint64_t ns, int kind, int64_t d)
 	return kv_atomic_add(t, ks(&k), d);
 }
 
+/* Counter changes are summed per txn attempt and written once at its end
+ * (count_flush): one atomic add per kind instead of one per key keeps a
+ * batch's txn under the write limit. A txn fn calls count_begin first
+ * (kv_run may run it again after a conflict). */
+static void count_begin(struct op *o) { memset(o->cnt, 0, sizeof(o->cnt)); }
+
+static void cnt(struct op *o, int kind, int64_t d)
+{
+	for (int i = 0; i < NCNT; i++)
+		if (CNT_KINDS[i] == kind)
+			o->cnt[i] += d;
+}
+
+/* KVCW ns second: evictions in that second (kv_atomic_add), the window
+ * stats sums for evict_recent. Buckets older than RATE_KEEP_S go in the
+ * same txn, so the set stays small. */
+static int rate_add(kv_txn *t, uint64_t ns, uint64_t now_ms_, int64_t n)
+{
+	struct key k, b;
+	uint64_t sec = now_ms_ / 1000;
+	mk(&k, "KVCW", ns, 1, sec, 0, NULL, 0);
+	int rc = kv_atomic_add(t, ks(&k), n);
+	if (rc || sec <= RATE_KEEP_S)
+		return rc;
+	mk(&b, "KVCW", ns, 0, 0, 0, NULL, 0);
+	mk(&k, "KVCW", ns, 1, sec - RATE_KEEP_S, 0, NULL, 0);
+	return kv_clear_range(t, ks(&b), ks(&k));
+}
+
+static int count_flush(kv_txn *t, struct op *o)
+{
+	for (int i = 0; i < NCNT; i++) {
+		if (!o->cnt[i])
+			continue;
+		int rc = count_add(t, o->ns.id, CNT_KINDS[i], o->cnt[i]);
+		if (!rc && CNT_KINDS[i] == CNT_EVICT && o->cnt[i] > 0)
+			rc = rate_add(t, o->ns.id, o->now, o->cnt[i]);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* Sum of the kv_atomic_add values (int64 LE) of R, 0 if negative. */
+static uint64_t sum_counters(const struct kv_range *r)
+{
+	int64_t s = 0;
+	for (int i = 0; i < r->n; i++) {
+		int64_t v = 0;
+		for (size_t j = 0; j < r->kvs[i].val.n && j < 8; j++)
+			v |= (int64_t)((uint64_t)((const uint8_t *)r->kvs[i].val.p)[j] << (8 * j));
+		s += v;
+	}
+	return s < 0 ? 0 : (uint64_t)s;
+}
+
 static int count_get(kv_txn *t, uint64_t ns, int kind, uint64_t *out)
 {
 	struct key b, e;
@@ -237,14 +317,7 @@ static int count_get(kv_txn *t, uint64_t ns, int kind, uint64_t *out)
 	int rc = kv_get_range(t, ks(&b), ks(&e), 0, 1, 0, &r);
 	if (rc)
 		return rc;
-	int64_t s = 0;
-	for (int i = 0; i < r.n; i++) {
-		int64_t v = 0;
-		for (size_t j = 0; j < r.kvs[i].val.n && j < 8; j++)
-			v |= (int64_t)((uint64_t)((const uint8_t *)r.kvs[i].val.p)[j] << (8 * j));
-		s += v;
-	}
-	*out = s < 0 ? 0 : (uint64_t)s;
+	*out = sum_counters(&r);
 	return 0;
 }
 
@@ -287,7 +360,12 @@ static int put_entry(kv_txn *t, uint64_t ns, const struct kvc_item *it, const st
 		rc = kv_set(t, ks(&k), kv_mem(b.data, b.len));
 	buf_fini(&b);
 	mk(&k, "KVCL", ns, 2, e->last_used, e->slot, NULL, 0);
-	return rc ? rc : kv_set(t, ks(&k), kv_mem(it->key, it->key_len));
+	if (!rc)
+		rc = kv_set(t, ks(&k), kv_mem(it->key, it->key_len));
+	if (rc || !e->expiry)
+		return rc;
+	mk(&k, "KVCT", ns, 2, e->expiry, e->slot, NULL, 0);
+	return kv_set(t, ks(&k), kv_mem(it->key, it->key_len));
 }
 
 static int del_entry(kv_txn *t, uint64_t ns, const struct kvc_item *it, const struct entry *e)
@@ -296,20 +374,36 @@ static int del_entry(kv_txn *t, uint64_t ns, const struct kvc_item *it, const st
 	mk(&k, "KVCK", ns, 0, 0, 0, it->key, it->key_len);
 	int rc = kv_clear(t, ks(&k));
 	mk(&k, "KVCL", ns, 2, e->last_used, e->slot, NULL, 0);
-	return rc ? rc : kv_clear(t, ks(&k));
+	if (!rc)
+		rc = kv_clear(t, ks(&k));
+	if (rc || !e->expiry)
+		return rc;
+	mk(&k, "KVCT", ns, 2, e->expiry, e->slot, NULL, 0);
+	return kv_clear(t, ks(&k));
+}
+
+static int expired(const struct entry *e, uint64_t now) { return e->expiry && e->expiry <= now; }
+
+/* Removes the entry of KEY (KEY_LEN bytes) named by an index record
+ * IDX_KEY (LRU: last_used WHEN and SLOT; TTL (BY_TTL): expiry WHEN and
+ * SLOT): 1 when the entry matched and is gone (SLOT is the caller's), 0
+ * when the record was stale (only the record is dropped), <0 on error. */
+static int take_entry(kv_txn *t, uint64_t ns, const void *key, uint32_t key_len, uint64_t slot,
+		      uint64_t when, int by_ttl, struct kv_slice idx_key)
+{
+	struct kvc_item it = { .key = key, .key_len = key_len };
+	struct entry e;
+	int rc = get_entry(t, ns, &it, 0, &e);
+	if (rc < 0)
+		return rc;
+	if (rc == 0 || e.slot != slot || (by_ttl ? e.expiry : e.last_used) != when)
+		return kv_clear(t, idx_key);
+	rc = del_entry(t, ns, &it, &e);
+	return rc ? rc : 1;
 }
 
 /* ---- operations ---- */
 
-struct op {
-	const struct kvc_msg *req;
-	struct kvc_msg *resp;
-	struct kvc_ns ns;
-	uint32_t from, to; /* item range of this txn */
-	uint64_t now;
-	char *err;
-	size_t errlen;
-};
 
 static int valid_name(const uint8_t *p, uint32_t n)
 {
@@ -369,7 +463,7 @@ static int ns_get_fn(kv_txn *t, void *arg)
 
 static int clear_all(kv_txn *t, uint64_t ns, int keep_counters)
 {
-	static const char *const pf[] = { "KVCK", "KVCL", "KVCF", "KVCR", "KVCE" };
+	static const char *const pf[] = { "KVCK", "KVCL", "KVCF", "KVCR", "KVCE", "KVCT" };
 	struct key b, e;
 	int rc = 0;
 	for (size_t i = 0; i < sizeof(pf) / sizeof(pf[0]) && !rc; i++) {
@@ -384,6 +478,9 @@ static int clear_all(kv_txn *t, uint64_t ns, int keep_counters)
 	} else if (!rc) {
 		mk_range(&b, &e, "KVCC", ns);
 		rc = kv_clear_range(t, ks(&b), ks(&e));
+		mk_range(&b, &e, "KVCW", ns);
+		if (!rc)
+			rc = kv_clear_range(t, ks(&b), ks(&e));
 	}
 	mk_range(&b, &e, "KVCH", ns);
 	return rc ? rc : kv_clear_range(t, ks(&b), ks(&e));
@@ -423,14 +520,14 @@ static int lookup_fn(kv_txn *t, void *arg)
 	int rc = load_ns(t, o->req->ns_id, &o->ns);
 	if (rc)
 		return rc;
-	for (uint32_t i = 0; i < o->req->n; i++) {
+	for (uint32_t i = o->from; i < o->to; i++) {
 		struct kvc_item *it = &o->resp->items[i];
 		struct entry e;
 		rc = get_entry(t, o->ns.id, &o->req->items[i], 1, &e);
 		if (rc < 0)
 			return rc;
 		*it = (struct kvc_item){ .status = KVC_ST_ABSENT };
-		if (rc == 1)
+		if (rc == 1 && !expired(&e, o->now))
 			*it = (struct kvc_item){ .status = KVC_ST_OK, .slot = e.slot,
 						 .version = e.version, .len = e.len, .crc = e.crc,
 						 .last_used = e.last_used };
@@ -439,13 +536,15 @@ static int lookup_fn(kv_txn *t, void *arg)
 }
 
 /* Moves each hit of [from, to) still at the version looked up, and older
- * than touch_ms, to now in the LRU index. */
+ * than touch_ms, to now in the LRU index: the entry is rewritten and its
+ * LRU record moved (3 writes; the TTL record does not change). */
 static int touch_fn(kv_txn *t, void *arg)
 {
 	struct op *o = arg;
 	for (uint32_t i = o->from; i < o->to; i++) {
 		const struct kvc_item *q = &o->req->items[i], *h = &o->resp->items[i];
 		struct entry e;
+		struct key k;
 		if (h->status != KVC_ST_OK || h->last_used + o->ns.touch_ms > o->now)
 			continue;
 		int rc = get_entry(t, o->ns.id, q, 0, &e);
@@ -453,20 +552,30 @@ static int touch_fn(kv_txn *t, void *arg)
 			return rc;
 		if (rc == 0 || e.version != h->version || e.last_used >= o->now)
 			continue;
-		rc = del_entry(t, o->ns.id, q, &e);
+		mk(&k, "KVCL", o->ns.id, 2, e.last_used, e.slot, NULL, 0);
+		if ((rc = kv_clear(t, ks(&k))))
+			return rc;
 		e.last_used = o->now;
+		struct buf b = BUF_INIT;
+		rc = ent_encode(&b, &e);
+		mk(&k, "KVCK", o->ns.id, 0, 0, 0, q->key, q->key_len);
 		if (!rc)
-			rc = put_entry(t, o->ns.id, q, &e);
+			rc = kv_set(t, ks(&k), kv_mem(b.data, b.len));
+		buf_fini(&b);
+		mk(&k, "KVCL", o->ns.id, 2, e.last_used, e.slot, NULL, 0);
+		if (!rc)
+			rc = kv_set(t, ks(&k), kv_mem(q->key, q->key_len));
 		if (rc)
 			return rc;
 	}
 	return 0;
 }
 
-/* Takes up to WANT slots for reservations: expired reservations first,
- * then the free set (from a random point, so concurrent writers rarely
- * read the same free key), then never-used slots, then the least recently
- * used entries (evicted). Returns how many it put in SLOTS, or <0. */
+/* Takes up to WANT slots for reservations: expired reservations first (a
+ * dead writer's), then entries past their TTL, then the free set (from a
+ * random point, so concurrent writers rarely read the same free key),
+ * then never-used slots, then the least recently used entries (evicted).
+ * Returns how many it put in SLOTS, or <0. */
 static int take_slots(kv_txn *t, struct op *o, uint64_t *slots, int want)
 {
 	uint64_t ns = o->ns.id;
@@ -485,11 +594,36 @@ static int take_slots(kv_txn *t, struct op *o, uint64_t *slots, int want)
 			return -CFS_ECORRUPT;
 		const uint8_t *kp = r.kvs[i].key.p;
 		uint64_t exp = get_be64(kp + 12), slot = get_be64(kp + 20);
-		if ((rc = drop_resv(t, ns, slot, exp)) || (rc = count_add(t, ns, CNT_RECLAIM, 1)))
+		if ((rc = drop_resv(t, ns, slot, exp)))
 			return rc;
+		cnt(o, CNT_RECLAIM, 1);
 		slots[got++] = slot;
 	}
-	/* 2. free set */
+	/* 2. entries past their TTL */
+	if (got < want) {
+		mk(&b, "KVCT", ns, 0, 0, 0, NULL, 0);
+		mk(&e, "KVCT", ns, 1, o->now + 1, 0, NULL, 0);
+		rc = kv_get_range(t, ks(&b), ks(&e), want - got, 0, 0, &r);
+		if (rc)
+			return rc;
+		for (int i = 0; i < r.n; i++) {
+			if (r.kvs[i].key.n != 28 || r.kvs[i].val.n < 1 ||
+			    r.kvs[i].val.n > KVC_KEY_MAX)
+				return -CFS_ECORRUPT;
+			const uint8_t *kp = r.kvs[i].key.p;
+			uint64_t slot = get_be64(kp + 20);
+			rc = take_entry(t, ns, r.kvs[i].val.p, (uint32_t)r.kvs[i].val.n, slot,
+					get_be64(kp + 12), 1, r.kvs[i].key);
+			if (rc < 0)
+				return rc;
+			if (rc == 1) {
+				cnt(o, CNT_USED, -1);
+				cnt(o, CNT_EXPIRE, 1);
+				slots[got++] = slot;
+			}
+		}
+	}
+	/* 3. free set */
 	uint64_t start = rnd64() % o->ns.nslots;
 	for (int pass = 0; pass < 2 && got < want; pass++) {
 		if (pass == 0) {
@@ -512,7 +646,7 @@ static int take_slots(kv_txn *t, struct op *o, uint64_t *slots, int want)
 		if (pass == 0 && start == 0)
 			break;
 	}
-	/* 3. never-used slots: HWM_SHARDS counters, shard h hands out slots
+	/* 4. never-used slots: HWM_SHARDS counters, shard h hands out slots
 	 * h, h + S, h + 2S, ... so concurrent writers filling a fresh
 	 * namespace rarely touch the same counter (one hot key made every
 	 * reserve conflict). Full shards are seen with snapshot reads; the
@@ -545,7 +679,7 @@ static int take_slots(kv_txn *t, struct op *o, uint64_t *slots, int want)
 			}
 		}
 	}
-	/* 4. evict the least recently used */
+	/* 5. evict the least recently used */
 	if (got < want) {
 		mk_range(&b, &e, "KVCL", ns);
 		rc = kv_get_range(t, ks(&b), ks(&e), want - got, 0, 0, &r);
@@ -555,14 +689,17 @@ static int take_slots(kv_txn *t, struct op *o, uint64_t *slots, int want)
 			if (r.kvs[i].key.n != 28 || r.kvs[i].val.n < 1 ||
 			    r.kvs[i].val.n > KVC_KEY_MAX)
 				return -CFS_ECORRUPT;
-			uint64_t slot = get_be64((const uint8_t *)r.kvs[i].key.p + 20);
-			struct key k;
-			mk(&k, "KVCK", ns, 0, 0, 0, r.kvs[i].val.p, r.kvs[i].val.n);
-			if ((rc = kv_clear(t, ks(&k))) || (rc = kv_clear(t, r.kvs[i].key)) ||
-			    (rc = count_add(t, ns, CNT_USED, -1)) ||
-			    (rc = count_add(t, ns, CNT_EVICT, 1)))
+			const uint8_t *kp = r.kvs[i].key.p;
+			uint64_t slot = get_be64(kp + 20);
+			rc = take_entry(t, ns, r.kvs[i].val.p, (uint32_t)r.kvs[i].val.n, slot,
+					get_be64(kp + 12), 0, r.kvs[i].key);
+			if (rc < 0)
 				return rc;
-			slots[got++] = slot;
+			if (rc == 1) {
+				cnt(o, CNT_USED, -1);
+				cnt(o, CNT_EVICT, 1);
+				slots[got++] = slot;
+			}
 		}
 	}
 	return got;
@@ -576,6 +713,7 @@ static int reserve_fn(kv_txn *t, void *arg)
 	int m = 0, rc = load_ns(t, o->req->ns_id, &o->ns);
 	if (rc)
 		return rc;
+	count_begin(o);
 	uint32_t lease = o->req->lease_ms ? o->req->lease_ms : o->ns.lease_ms;
 	for (uint32_t i = o->from; i < o->to; i++) {
 		const struct kvc_item *q = &o->req->items[i];
@@ -584,7 +722,7 @@ static int reserve_fn(kv_txn *t, void *arg)
 		rc = get_entry(t, o->ns.id, q, 0, &e);
 		if (rc < 0)
 			return rc;
-		if (rc == 1)
+		if (rc == 1 && !expired(&e, o->now))
 			*it = (struct kvc_item){ .status = KVC_ST_EXISTS, .slot = e.slot,
 						 .version = e.version, .len = e.len };
 		else
@@ -618,7 +756,7 @@ static int reserve_fn(kv_txn *t, void *arg)
 		*it = (struct kvc_item){ .status = KVC_ST_OK, .slot = slots[j],
 					 .version = x.version, .len = x.len };
 	}
-	return 0;
+	return count_flush(t, o);
 }
 
 /* Reads the reservation of SLOT; 1 when it is there with VERSION. */
@@ -634,17 +772,26 @@ static int my_resv(kv_txn *t, uint64_t ns, uint64_t slot, uint64_t version, stru
 	return rc ? rc : x->version == version;
 }
 
+/* Publishes [from, to), stopping early (o->to lowered) when the next key
+ * could pass the txn's write budget (a key replacing an expired entry
+ * writes 9, others at most 5). */
 static int publish_fn(kv_txn *t, void *arg)
 {
 	struct op *o = arg;
 	int rc = load_ns(t, o->req->ns_id, &o->ns);
 	if (rc)
 		return rc;
+	count_begin(o);
+	uint32_t ttl = o->req->ttl_ms ? o->req->ttl_ms : o->ns.ttl_ms, writes = 0;
 	for (uint32_t i = o->from; i < o->to; i++) {
 		const struct kvc_item *q = &o->req->items[i];
 		struct kvc_item *it = &o->resp->items[i];
 		struct entry e;
 		struct resv x;
+		if (writes + 9 > PUBLISH_WRITES) {
+			o->to = i;
+			break;
+		}
 		*it = (struct kvc_item){ .slot = q->slot, .version = q->version, .len = q->len };
 		rc = get_entry(t, o->ns.id, q, 0, &e);
 		if (rc < 0)
@@ -652,40 +799,59 @@ static int publish_fn(kv_txn *t, void *arg)
 		int mine = q->slot < o->ns.nslots ? my_resv(t, o->ns.id, q->slot, q->version, &x) : 0;
 		if (mine < 0)
 			return mine;
-		if (rc == 1) {
-			if (e.version == q->version)
-				continue; /* a resend of a publish that applied */
+		int found = rc == 1;
+		if (found && e.version == q->version)
+			continue; /* a resend of a publish that applied */
+		if (found && !expired(&e, o->now)) {
 			it->status = KVC_ST_EXISTS;
 			if (mine && ((rc = drop_resv(t, o->ns.id, q->slot, x.expiry)) ||
-				     (rc = free_slot(t, o->ns.id, q->slot)) ||
-				     (rc = count_add(t, o->ns.id, CNT_LOST, 1))))
+				     (rc = free_slot(t, o->ns.id, q->slot))))
 				return rc;
+			if (mine)
+				cnt(o, CNT_LOST, 1);
+			writes += 3;
 			continue;
 		}
 		if (!mine) {
 			it->status = -ESTALE; /* lease expired and reclaimed, or cleared */
 			continue;
 		}
+		if (found) {
+			/* The old value's time is up: it goes, ours replaces it. */
+			if ((rc = del_entry(t, o->ns.id, q, &e)) ||
+			    (rc = free_slot(t, o->ns.id, e.slot)))
+				return rc;
+			writes += 4;
+			cnt(o, CNT_USED, -1);
+			cnt(o, CNT_EXPIRE, 1);
+		}
 		e = (struct entry){ .slot = q->slot, .version = q->version, .len = q->len,
-				    .crc = q->crc, .last_used = o->now };
+				    .crc = q->crc, .last_used = o->now,
+				    .expiry = ttl ? o->now + ttl : 0 };
 		if ((rc = put_entry(t, o->ns.id, q, &e)) ||
-		    (rc = drop_resv(t, o->ns.id, q->slot, x.expiry)) ||
-		    (rc = count_add(t, o->ns.id, CNT_USED, 1)))
+		    (rc = drop_resv(t, o->ns.id, q->slot, x.expiry)))
 			return rc;
+		writes += 5;
+		cnt(o, CNT_USED, 1);
 	}
-	return 0;
+	return count_flush(t, o);
 }
 
-static int release_fn(kv_txn *t, void *arg)
+/* Drops the reservations (slot, version) of [from, to) that are still
+ * there; SRC holds the items (the request's for RELEASE, the reply's when
+ * a failed RESERVE gives back what its earlier txns took). */
+static int unreserve(kv_txn *t, struct op *o, const struct kvc_item *src, int only_ok)
 {
-	struct op *o = arg;
 	int rc = load_ns(t, o->req->ns_id, &o->ns);
 	if (rc)
 		return rc;
 	for (uint32_t i = o->from; i < o->to; i++) {
-		const struct kvc_item *q = &o->req->items[i];
+		const struct kvc_item *q = &src[i];
 		struct resv x;
-		o->resp->items[i] = (struct kvc_item){ .status = KVC_ST_ABSENT };
+		if (only_ok && q->status != KVC_ST_OK)
+			continue;
+		if (!only_ok)
+			o->resp->items[i] = (struct kvc_item){ .status = KVC_ST_ABSENT };
 		if (q->slot >= o->ns.nslots)
 			continue;
 		int mine = my_resv(t, o->ns.id, q->slot, q->version, &x);
@@ -694,10 +860,22 @@ static int release_fn(kv_txn *t, void *arg)
 		if (mine && ((rc = drop_resv(t, o->ns.id, q->slot, x.expiry)) ||
 			     (rc = free_slot(t, o->ns.id, q->slot))))
 			return rc;
-		if (mine)
+		if (mine && !only_ok)
 			o->resp->items[i].status = KVC_ST_OK;
 	}
 	return 0;
+}
+
+static int release_fn(kv_txn *t, void *arg)
+{
+	struct op *o = arg;
+	return unreserve(t, o, o->req->items, 0);
+}
+
+static int unreserve_fn(kv_txn *t, void *arg)
+{
+	struct op *o = arg;
+	return unreserve(t, o, o->resp->items, 1);
 }
 
 static int delete_fn(kv_txn *t, void *arg)
@@ -706,21 +884,31 @@ static int delete_fn(kv_txn *t, void *arg)
 	int rc = load_ns(t, o->req->ns_id, &o->ns);
 	if (rc)
 		return rc;
+	count_begin(o);
 	for (uint32_t i = o->from; i < o->to; i++) {
 		const struct kvc_item *q = &o->req->items[i];
 		struct entry e;
 		rc = get_entry(t, o->ns.id, q, 0, &e);
 		if (rc < 0)
 			return rc;
-		o->resp->items[i] = (struct kvc_item){ .status = rc ? KVC_ST_OK : KVC_ST_ABSENT };
-		if (rc && ((rc = del_entry(t, o->ns.id, q, &e)) ||
-			   (rc = free_slot(t, o->ns.id, e.slot)) ||
-			   (rc = count_add(t, o->ns.id, CNT_USED, -1))))
+		/* An expired entry is gone for readers: absent, but freed now. */
+		int found = rc == 1, dead = found && expired(&e, o->now);
+		o->resp->items[i] = (struct kvc_item){
+			.status = found && !dead ? KVC_ST_OK : KVC_ST_ABSENT };
+		if (!found)
+			continue;
+		if ((rc = del_entry(t, o->ns.id, q, &e)) || (rc = free_slot(t, o->ns.id, e.slot)))
 			return rc;
+		cnt(o, CNT_USED, -1);
+		if (dead)
+			cnt(o, CNT_EXPIRE, 1);
 	}
-	return 0;
+	return count_flush(t, o);
 }
 
+/* One reclaim step: up to RECLAIM_PER_TXN expired reservations, else up
+ * to RECLAIM_PER_TXN entries past their TTL, go to the free set. o->freed
+ * says how many (RECLAIM_PER_TXN: call again). */
 static int reclaim_fn(kv_txn *t, void *arg)
 {
 	struct op *o = arg;
@@ -729,9 +917,11 @@ static int reclaim_fn(kv_txn *t, void *arg)
 	int rc = load_ns(t, o->req->ns_id, &o->ns);
 	if (rc)
 		return rc;
+	count_begin(o);
+	o->freed = 0;
 	mk(&b, "KVCE", o->ns.id, 0, 0, 0, NULL, 0);
 	mk(&e, "KVCE", o->ns.id, 1, o->now, 0, NULL, 0);
-	rc = kv_get_range(t, ks(&b), ks(&e), 16, 0, 0, &r);
+	rc = kv_get_range(t, ks(&b), ks(&e), RECLAIM_PER_TXN, 0, 0, &r);
 	if (rc)
 		return rc;
 	for (int i = 0; i < r.n; i++) {
@@ -740,12 +930,37 @@ static int reclaim_fn(kv_txn *t, void *arg)
 		const uint8_t *kp = r.kvs[i].key.p;
 		uint64_t slot = get_be64(kp + 20);
 		if ((rc = drop_resv(t, o->ns.id, slot, get_be64(kp + 12))) ||
-		    (rc = free_slot(t, o->ns.id, slot)) ||
-		    (rc = count_add(t, o->ns.id, CNT_RECLAIM, 1)))
+		    (rc = free_slot(t, o->ns.id, slot)))
 			return rc;
+		cnt(o, CNT_RECLAIM, 1);
+		o->freed++;
 	}
-	o->from = (uint32_t)r.n;
-	return 0;
+	if (!r.n) {
+		mk(&b, "KVCT", o->ns.id, 0, 0, 0, NULL, 0);
+		mk(&e, "KVCT", o->ns.id, 1, o->now + 1, 0, NULL, 0);
+		rc = kv_get_range(t, ks(&b), ks(&e), RECLAIM_PER_TXN, 0, 0, &r);
+		if (rc)
+			return rc;
+		for (int i = 0; i < r.n; i++) {
+			if (r.kvs[i].key.n != 28 || r.kvs[i].val.n < 1 ||
+			    r.kvs[i].val.n > KVC_KEY_MAX)
+				return -CFS_ECORRUPT;
+			const uint8_t *kp = r.kvs[i].key.p;
+			uint64_t slot = get_be64(kp + 20);
+			rc = take_entry(t, o->ns.id, r.kvs[i].val.p, (uint32_t)r.kvs[i].val.n, slot,
+					get_be64(kp + 12), 1, r.kvs[i].key);
+			if (rc < 0)
+				return rc;
+			if (rc == 1) {
+				if ((rc = free_slot(t, o->ns.id, slot)))
+					return rc;
+				cnt(o, CNT_USED, -1);
+				cnt(o, CNT_EXPIRE, 1);
+			}
+			o->freed++;
+		}
+	}
+	return count_flush(t, o);
 }
 
 static int count_range(kv_txn *t, const char pfx[4], uint64_t ns, uint64_t *out)
@@ -767,6 +982,22 @@ static int count_range(kv_txn *t, const char pfx[4], uint64_t ns, uint64_t *out)
 		if ((rc = kv_range_continue(t, &r, 0, &bs, &es)))
 			return rc;
 	}
+}
+
+/* Evictions in the KVC_RATE_WINDOW_S seconds up to NOW_MS_'s (the
+ * current second included, so a burst shows at once). */
+static int rate_get(kv_txn *t, uint64_t ns, uint64_t now_ms_, uint64_t *out)
+{
+	struct key b, e;
+	struct kv_range r;
+	uint64_t sec = now_ms_ / 1000, w = KVC_RATE_WINDOW_S - 1;
+	mk(&b, "KVCW", ns, 1, sec > w ? sec - w : 0, 0, NULL, 0);
+	mk(&e, "KVCW", ns, 1, sec + 1, 0, NULL, 0);
+	int rc = kv_get_range(t, ks(&b), ks(&e), 0, 1, 0, &r);
+	if (rc)
+		return rc;
+	*out = sum_counters(&r);
+	return 0;
 }
 
 static int stats_fn(kv_txn *t, void *arg)
@@ -791,6 +1022,8 @@ static int stats_fn(kv_txn *t, void *arg)
 	    (rc = count_get(t, o->ns.id, CNT_EVICT, &s->evictions)) ||
 	    (rc = count_get(t, o->ns.id, CNT_RECLAIM, &s->reclaimed)) ||
 	    (rc = count_get(t, o->ns.id, CNT_LOST, &s->lost)) ||
+	    (rc = count_get(t, o->ns.id, CNT_EXPIRE, &s->expired)) ||
+	    (rc = rate_get(t, o->ns.id, o->now, &s->evict_recent)) ||
 	    (rc = count_range(t, "KVCR", o->ns.id, &s->reserved)) ||
 	    (rc = count_range(t, "KVCF", o->ns.id, &s->free)))
 		return rc;
@@ -813,18 +1046,36 @@ static int run_touch(kv_engine *kv, struct op *o)
 	return kv_run(kv, &ro, touch_fn, o, NULL);
 }
 
-/* Runs FN over the items in groups of PER. */
+/* Runs FN over the items in groups of up to PER (FN may end a group
+ * early by lowering o->to, after at least one item). On failure o->from
+ * is the first item of the group that failed: the groups before it
+ * committed. */
 static int run_groups(kv_engine *kv, kv_txn_fn fn, struct op *o, uint32_t per)
 {
-	for (uint32_t i = 0; i < o->req->n; i += per) {
+	for (uint32_t i = 0; i < o->req->n; i = o->to) {
 		o->from = i;
 		o->to = i + per < o->req->n ? i + per : o->req->n;
 		o->now = clock_wall_ns() / 1000000u;
 		int rc = run(kv, 0, fn, o);
 		if (rc)
 			return rc;
+		if (o->to <= i)
+			return -EIO; /* no progress: cannot happen with a sane budget */
 	}
 	return 0;
+}
+
+/* A RESERVE whose group FAILED_AT failed: the reservations its earlier
+ * groups committed are dropped again at once, since the caller only sees
+ * the error and would leave them to their lease. Best effort (the lease
+ * still covers a failure here). */
+static void unreserve_before(kv_engine *kv, struct op *o, uint32_t failed_at)
+{
+	for (uint32_t i = 0; i < failed_at; i += DELETE_PER_TXN) {
+		o->from = i;
+		o->to = i + DELETE_PER_TXN < failed_at ? i + DELETE_PER_TXN : failed_at;
+		run(kv, 0, unreserve_fn, o);
+	}
 }
 
 static int check_ns(const struct kvc_ns *ns, char *err, size_t errlen)
@@ -890,6 +1141,7 @@ int meta_kvc_serve(kv_engine *kv, const struct kvc_msg *req, struct kvc_msg *res
 				o->ns.touch_ms = DEFAULT_TOUCH_MS;
 			if (!o->ns.lease_ms)
 				o->ns.lease_ms = DEFAULT_LEASE_MS;
+			/* ttl_ms as given: 0 is no TTL */
 			if (!(rc = check_ns(&o->ns, err, errlen)))
 				rc = run(kv, 0, ns_create_fn, o);
 		} else {
@@ -907,7 +1159,8 @@ int meta_kvc_serve(kv_engine *kv, const struct kvc_msg *req, struct kvc_msg *res
 			do {
 				o->now = now_ms();
 				rc = run(kv, 0, reclaim_fn, o);
-			} while (!rc && o->from == 16);
+			} while (!rc && o->freed == RECLAIM_PER_TXN);
+		o->now = now_ms();
 		if (!rc)
 			rc = run(kv, KV_RDONLY, stats_fn, o);
 		if (!rc)
@@ -931,6 +1184,8 @@ int meta_kvc_serve(kv_engine *kv, const struct kvc_msg *req, struct kvc_msg *res
 			resp->items_owned = 1;
 		}
 		if (req->type == META_RPC_KVC_LOOKUP) {
+			o->from = 0;
+			o->to = req->n;
 			rc = run(kv, KV_RDONLY, lookup_fn, o);
 			if (!rc && (req->flags & KVC_LOOKUP_TOUCH)) {
 				/* Best effort: a lost touch only ages a key early. */
@@ -968,6 +1223,8 @@ int meta_kvc_serve(kv_engine *kv, const struct kvc_msg *req, struct kvc_msg *res
 				req->type == META_RPC_KVC_RESERVE   ? RESERVE_PER_TXN
 				: req->type == META_RPC_KVC_PUBLISH ? PUBLISH_PER_TXN
 								    : DELETE_PER_TXN);
+		if (rc && req->type == META_RPC_KVC_RESERVE && o->from)
+			unreserve_before(kv, o, o->from);
 		break;
 	}
 	default:

@@ -12,6 +12,8 @@
  *   KVCR ns slot                    reservation: version, owner, expiry, len
  *   KVCE ns expiry(8) slot(8)       reservation expiry index
  *   KVCC ns kind(1) shard(1)        counters (kv_atomic_add, sharded like DSTA)
+ *   KVCT ns expiry(8) slot(8)       entries with a TTL, by expiry; value: the key
+ *   KVCW ns second(8)               evictions in that second (kv_atomic_add)
  * Records carry a magic and a CRC32C; a bad one is -CFS_ECORRUPT.
  *
  * Put = RESERVE (a slot per key, with an owner and a lease) + the client's
@@ -20,7 +22,14 @@
  * the entry and frees its own slot (status KVC_ST_EXISTS): keys are
  * content hashes, so either value is right. A reservation not published
  * within its lease is reclaimed by the next RESERVE or STATS(reclaim),
- * so a writer killed between page write and publish leaks nothing.
+ * so a writer killed between page write and publish leaks nothing. A
+ * RESERVE that fails part way drops what its earlier txns reserved
+ * before it returns the error (the caller never learns those slots).
+ *
+ * TTL: an entry published with a TTL (the PUBLISH's ttl_ms, else the
+ * namespace's) is a miss once its expiry passes; its slot is taken back
+ * by the next RESERVE (before the free set) or STATS(reclaim), and a
+ * publish of the same key replaces it.
  *
  * Readers: LOOKUP (read-only) gives slot, version, len and crc; the client
  * reads the page and then checks with a second LOOKUP that the key still

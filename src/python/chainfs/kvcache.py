@@ -37,7 +37,8 @@ class _Opts(ctypes.Structure):
     _fields_ = [("cluster_dir", ctypes.c_char_p), ("meta", ctypes.c_char_p),
                 ("cluster_id", ctypes.c_char_p), ("secret_file", ctypes.c_char_p),
                 ("rings", ctypes.c_int), ("ring_entries", ctypes.c_int),
-                ("lease_ms", ctypes.c_uint32)]
+                ("lease_ms", ctypes.c_uint32), ("ttl_ms", ctypes.c_uint32),
+                ("spare", ctypes.c_uint64 * 8)]
 
 
 class _Info(ctypes.Structure):
@@ -45,7 +46,9 @@ class _Info(ctypes.Structure):
                 ("slabs", ctypes.c_uint32), ("dir", ctypes.c_char * 1025),
                 ("used", ctypes.c_uint64), ("reserved", ctypes.c_uint64),
                 ("evictions", ctypes.c_uint64), ("reclaimed", ctypes.c_uint64),
-                ("lost", ctypes.c_uint64)]
+                ("lost", ctypes.c_uint64), ("expired", ctypes.c_uint64),
+                ("evictions_per_s", ctypes.c_double), ("ttl_ms", ctypes.c_uint32),
+                ("spare", ctypes.c_uint64 * 8)]
 
 
 def _check(rc, what):
@@ -64,12 +67,13 @@ def _keys(keys):
 
 class KVCacheStore:
     def __init__(self, mount, name, cluster_dir=None, meta=None, cluster_id=None,
-                 secret_file=None, batch_pages=64, rings=4):
+                 secret_file=None, batch_pages=64, rings=4, ttl_ms=0):
         lib = _lib()
         self._o = _Opts(cluster_dir.encode() if cluster_dir else None,
                         meta.encode() if meta else None,
                         cluster_id.encode() if cluster_id else None,
-                        secret_file.encode() if secret_file else None, rings, 0, 0)
+                        secret_file.encode() if secret_file else None, rings, 0, 0,
+                        ttl_ms)
         self._kv = ctypes.c_void_p()
         _check(lib.cfs_kvc_open(mount.encode(), name.encode(), ctypes.byref(self._o),
                                 ctypes.byref(self._kv)), "open " + name)
@@ -179,4 +183,4 @@ class KVCacheStore:
     def stats(self, reclaim=False):
         info = _Info()
         _check(_lib().cfs_kvc_stats(self._kv, 1 if reclaim else 0, ctypes.byref(info)), "stats")
-        return {f: getattr(info, f) for f, _ in _Info._fields_ if f != "dir"}
+        return {f: getattr(info, f) for f, _ in _Info._fields_ if f not in ("dir", "spare")}
