@@ -17,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/clock.h"
 #include "common/log.h"
@@ -53,6 +55,7 @@ struct mgmtd_client {
 	bool stop;                     /* mu */
 	bool reports_dirty;            /* mu: send a heartbeat now */
 	uint32_t node_id;              /* mu */
+	uint64_t incarnation;          /* random, fixed for this client's life (REGISTER) */
 	bool registered;               /* mu: mgmtd knows us (else register) */
 	uint64_t last_ok_ms;           /* mu: send time of the last success; 0: none */
 	uint64_t last_reply_ms;        /* mu: arrival time of that success's reply */
@@ -138,7 +141,7 @@ static int heartbeat_once(struct mgmtd_client *c, uint64_t seq)
 	int rc;
 	if (reg) {
 		struct mgmtd_register_req q = {c->type,     id, c->addr, (uint32_t)strlen(c->addr),
-		                               (uint32_t)n, t};
+		                               (uint32_t)n, t,  c->incarnation};
 		rc = mgmtd_register_encode(&req, &q);
 	} else {
 		struct mgmtd_heartbeat_req q = {id, seq, (uint32_t)n, t};
@@ -324,6 +327,10 @@ int mgmtd_client_new(const struct mgmtd_client_opts *o, struct mgmtd_client **ou
 	if (o->addr)
 		snprintf(c->addr, sizeof(c->addr), "%s", o->addr);
 	c->node_id = o->node_id;
+	/* Names this process to mgmtd across retries of its REGISTER; zero
+	 * means "none", so keep drawing until it is not. */
+	while (!c->incarnation && getrandom(&c->incarnation, sizeof(c->incarnation), 0) < 0)
+		c->incarnation = ((uint64_t)clock_mono_ns() << 16) ^ (uint64_t)getpid();
 	c->hb_ms = o->heartbeat_ms ? o->heartbeat_ms : 1000;
 	c->fence_ms = o->fence_ms ? o->fence_ms : 5000;
 	c->poll_ms = o->poll_wait_ms ? o->poll_wait_ms : 5000;

@@ -55,6 +55,7 @@ int mgmtd_register_encode(struct buf *b, const struct mgmtd_register_req *m)
 	wire_put_u32(&w, m->node_id);
 	wire_put_blob(&w, m->addr, m->addr_len);
 	put_targets(&w, m->n, m->t);
+	wire_put_u64(&w, m->incarnation);
 	return w.err;
 }
 
@@ -73,7 +74,13 @@ int mgmtd_register_decode(const void *p, size_t n, struct mgmtd_register_req *m)
 	    (type < ROUTE_NODE_MGMTD || type > ROUTE_NODE_CLIENT ||
 	     m->node_id > ROUTE_NODE_ID_MAX || m->addr_len == 0 || memchr(addr, 0, m->addr_len)))
 		return -CFS_EPROTO;
-	return get_targets(&r, &m->n, m->t);
+	if (get_targets(&r, &m->n, m->t))
+		return r.err;
+	/* Appended field: absent from older peers. */
+	m->incarnation = 0;
+	if (wire_left(&r) >= 8)
+		wire_get_u64(&r, &m->incarnation);
+	return r.err;
 }
 
 int mgmtd_heartbeat_encode(struct buf *b, const struct mgmtd_heartbeat_req *m)

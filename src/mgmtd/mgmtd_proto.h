@@ -36,6 +36,9 @@ struct mgmtd_register_req {
 	uint32_t n;                    /* <= MGMTD_MAX_NODE_TARGETS */
 	struct mgmtd_target_report *t; /* encode: borrowed; decode: caller array of
 	                                  MGMTD_MAX_NODE_TARGETS entries */
+	uint64_t incarnation;          /* random per process, 0: none (an older peer);
+	                                  a retried REGISTER whose reply was lost gets
+	                                  the node id the first one was given */
 };
 
 struct mgmtd_heartbeat_req {

@@ -91,7 +91,8 @@ struct waiter {
 
 struct live {
 	uint32_t node_id;
-	uint64_t last_ms; /* monotonic time of the last heartbeat */
+	uint64_t last_ms;     /* monotonic time of the last heartbeat */
+	uint64_t incarnation; /* of the process that registered it; 0: unknown */
 };
 
 struct mgmtd_service {
@@ -142,7 +143,7 @@ static struct live *live_find(struct mgmtd_service *m, uint32_t id, bool create)
 	}
 	memmove(m->live + lo + 1, m->live + lo, (m->n_live - lo) * sizeof(*m->live));
 	m->n_live++;
-	m->live[lo] = (struct live){id, clock_mono_ms()};
+	m->live[lo] = (struct live){id, clock_mono_ms(), 0};
 	return &m->live[lo];
 }
 
@@ -421,6 +422,24 @@ __attribute__((format(printf, 3, 4))) static void work_fail(struct work *w, int 
 	va_end(ap);
 }
 
+/* The node a process of INCARNATION registered as TYPE, or 0. The table
+ * lives in memory: after a restart of mgmtd a lost reply can still cost a
+ * second node id (rare: the restart has to fall between the two tries). */
+static uint32_t incarnation_node(struct mgmtd_service *m, const struct mgmtd_state *s,
+                                 uint64_t incarnation, enum route_node_type type)
+{
+	uint32_t id = 0;
+	if (!incarnation)
+		return 0;
+	pthread_mutex_lock(&m->mu);
+	for (size_t i = 0; i < m->n_live && !id; i++)
+		if (m->live[i].incarnation == incarnation)
+			id = m->live[i].node_id;
+	pthread_mutex_unlock(&m->mu);
+	const struct route_node *n = id ? route_find_node(&s->ri, id) : NULL;
+	return n && n->type == type ? id : 0;
+}
+
 static void apply_register(struct mgmtd_service *m, struct mgmtd_state *s, struct work *w,
                            bool *changed)
 {
@@ -439,6 +458,12 @@ static void apply_register(struct mgmtd_service *m, struct mgmtd_state *s, struc
 			          route_node_type_name(n->type));
 			return;
 		}
+	} else if ((id = incarnation_node(m, s, q->incarnation, q->type)) != 0) {
+		/* The same process again: its first REGISTER went through
+		 * but the reply did not reach it (a timeout under load). A
+		 * second node id would leave a phantom node with the same
+		 * targets in the routing. */
+		LOG_INFO(M, "register: node=%u registers again (its reply was lost)", id);
 	} else {
 		id = next_node_id(&s->ri);
 		if (id > ROUTE_NODE_ID_MAX) {
@@ -450,7 +475,9 @@ static void apply_register(struct mgmtd_service *m, struct mgmtd_state *s, struc
 	if (apply_reports(s, id, q->t, q->n))
 		*changed = true;
 	pthread_mutex_lock(&m->mu);
-	live_find(m, id, true)->last_ms = clock_mono_ms();
+	struct live *l = live_find(m, id, true);
+	l->last_ms = clock_mono_ms();
+	l->incarnation = q->incarnation;
 	pthread_mutex_unlock(&m->mu);
 	struct wire_writer ww;
 	wire_writer_init(&ww, &w->resp);

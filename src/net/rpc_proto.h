@@ -5,6 +5,8 @@
  *        with HMAC-SHA256 mutual proof, error payload, ECHO.
  *        Later additions old peers ignore: META_CLOSE's trailing u32 flags
  *        (absent = 0); META_FSYNC (240; an old meta answers "bad type").
+ *        MGMTD_REGISTER's trailing u64 incarnation (absent = 0: every try is a
+ *        new node, as before).
  *   1.0+ STATS (17), answered by every server's RPC layer: a peer that does
  *        not know it answers -CFS_EBADMSG_TYPE (no minor bump needed).
  * Rules: a new field is appended to a message and bumps the minor; decoders
@@ -25,7 +27,8 @@
  *                       u64 handshake_timeout   (rpc.h struct rpc_stats)
  *   --- mgmtd (codecs in src/mgmtd/mgmtd_proto.{h,c}; tgt = u32 slot, u8 local state,
  *       u64 capacity, u64 used) ---
- *  100 MGMTD_REGISTER     req:  u8 node type, u32 node id (0: assign), blob addr, u32 n, n x tgt
+ *  100 MGMTD_REGISTER     req:  u8 node type, u32 node id (0: assign), blob addr, u32 n, n x tgt,
+ *                               u64 incarnation (random per process; a retry gets the same id)
  *                         resp: u32 node id, u64 routing version
  *  101 MGMTD_HEARTBEAT    req:  u32 node id, u64 seq, u32 n, n x tgt
  *                         resp: u64 routing version

@@ -41,6 +41,8 @@
 #include "common/log.h"
 #include "mgmtd/mgmtd_client.h"
 #include "mgmtd/mgmtd_conn.h"
+#include "mgmtd/mgmtd_proto.h"
+#include "common/wire.h"
 #include "net/rpc_proto.h"
 #include "testenv.h"
 #ifdef MGMTD_TEST_ETCD
@@ -711,6 +713,55 @@ static void test_admin_errors(void **state)
 	env_fini(&e);
 }
 
+/* One raw REGISTER of a storage node at ADDR with node id 0; the id mgmtd
+ * gave, or 0. */
+static uint32_t raw_register(struct mgmtd_conn *mc, const char *addr, uint64_t incarnation)
+{
+	struct mgmtd_target_report t = {1, CHAIN_LS_UPTODATE, 1ull << 30, 0};
+	struct mgmtd_register_req q = {ROUTE_NODE_STORAGE, 0, addr, (uint32_t)strlen(addr), 1, &t,
+	                               incarnation};
+	struct buf req = BUF_INIT, resp = BUF_INIT;
+	char err[256];
+	assert_int_equal(mgmtd_register_encode(&req, &q), 0);
+	int rc = mgmtd_conn_call(mc, RPC_MSG_MGMTD_REGISTER, req.data, (uint32_t)req.len, 5000, &resp,
+	                         err, sizeof(err));
+	uint32_t id = rc == 0 && resp.len >= 4 ? wire_load_u32(resp.data) : 0;
+	buf_fini(&req);
+	buf_fini(&resp);
+	return id;
+}
+
+/* A REGISTER retried after its reply was lost (a timeout under load) gets
+ * the node id the first one was given, not a second node with the same
+ * targets; another process (another incarnation) gets its own id. */
+static void test_register_retry(void **state)
+{
+	struct env e;
+	struct mgmtd_proc m = {0};
+	char out[4096], err[256];
+	env_init(&e, "mgmtd-regretry");
+	mgmtd_start(&e, &m, 0);
+	assert_int_equal(admin(&e, m.addr, out, sizeof(out), "init-cluster", NULL), 0);
+	const char *addrs[] = {m.addr};
+	struct mgmtd_conn_opts co = {.addrs = addrs, .n_addrs = 1, .cluster_id = CLUSTER,
+	                             .secret = (const uint8_t *)SECRET, .secret_len = strlen(SECRET)};
+	struct mgmtd_conn *mc = NULL;
+	assert_int_equal(mgmtd_conn_new(&co, &mc, err, sizeof(err)), 0);
+	uint32_t a = raw_register(mc, "127.0.0.1:20101", 0x1111);
+	assert_true(a != 0);
+	assert_int_equal(raw_register(mc, "127.0.0.1:20101", 0x1111), a);
+	uint32_t b = raw_register(mc, "127.0.0.1:20102", 0x2222);
+	assert_true(b != 0 && b != a);
+	/* An older peer sends no incarnation: each try is a new node, as before. */
+	uint32_t c = raw_register(mc, "127.0.0.1:20103", 0);
+	uint32_t d = raw_register(mc, "127.0.0.1:20103", 0);
+	assert_true(c != 0 && d != 0 && c != d && c != a && c != b);
+	assert_int_equal(admin(&e, m.addr, out, sizeof(out), "list-nodes", NULL), 0);
+	mgmtd_conn_free(mc);
+	mgmtd_stop(&m, SIGTERM);
+	env_fini(&e);
+}
+
 int main(void)
 {
 	log_set_level(LOG_LVL_ERR);
@@ -738,7 +789,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_admin_errors), cmocka_unit_test(test_node_failure),
 	    cmocka_unit_test(test_restart),      cmocka_unit_test(test_election),
-	    cmocka_unit_test(test_fencing),
+	    cmocka_unit_test(test_fencing),      cmocka_unit_test(test_register_retry),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	testenv_cleanup();
