@@ -129,6 +129,8 @@ def main():
     ap.add_argument("--loop-mb", type=int, default=128)
     ap.add_argument("--max-files", type=int, default=100)
     ap.add_argument("--stop-on-failure", action="store_true")
+    ap.add_argument("--each", action="store_true",
+                    help="one cycle per fault kind of --faults, in a seeded order (the smoke)")
     args = ap.parse_args()
     if not os.path.exists("/dev/fuse"):
         print("skip: /dev/fuse is missing")
@@ -167,11 +169,15 @@ def main():
     status = 0
     t_end = time.time() + args.minutes * 60 if args.minutes else None
     t_start = time.time()
+    order = list(faults)
+    rnd.shuffle(order)
+    if args.each:
+        args.cycles, t_end = len(order), None
     try:
         time.sleep(3)
         while (t_end and time.time() < t_end) or (not t_end and cycle < args.cycles):
             cycle += 1
-            kind = rnd.choice(faults)
+            kind = order[cycle - 1] if args.each else rnd.choice(faults)
             t0 = time.time()
             try:
                 detail = inject(nc, rnd, kind)
