@@ -56,6 +56,7 @@
 #define WORDS (CHUNK_GROUP_BLOCKS / 64)
 #define SMALL_CLASS_MAX 4 /* classes 0..4 (<= 1 MiB) fallocate whole groups */
 enum { GROUP_WHOLE = 1, GROUP_PER_BLOCK = 2 };
+#define OPEN_WHOLE_ROOM (1ULL << 30) /* free space above a group to re-reserve it whole at open */
 
 struct group {
 	uint64_t used[WORDS];  /* allocated blocks */
@@ -290,14 +291,20 @@ int chunk_alloc_open_done(struct chunk_alloc *a)
 					punch(a, c->fds[f], cls, block_off(cls, (uint32_t)b), group_bytes(cls));
 					continue;
 				}
-				if (cls <= SMALL_CLASS_MAX &&
+				/* Whole again (a no-op when it was) only with
+				 * ample room: on a nearly full disk this must
+				 * not eat the free floor. */
+				struct statvfs sv;
+				if (cls <= SMALL_CLASS_MAX && !fstatvfs(c->fds[f], &sv) &&
+				    (uint64_t)sv.f_bavail * sv.f_frsize >=
+					    group_bytes(cls) + OPEN_WHOLE_ROOM &&
 				    !fallocate(c->fds[f], 0, (off_t)block_off(cls, (uint32_t)b),
 					       (off_t)group_bytes(cls)))
 					continue;
 				if (cls <= SMALL_CLASS_MAX && g->reserved == GROUP_WHOLE) {
-					/* Reserved block by block before (no room
-					 * for it whole): its free blocks may be
-					 * holes. Stays per block. */
+					/* Reserved block by block before, or no
+					 * room to make sure it is whole: its free
+					 * blocks may be holes. Per block from now. */
 					g->reserved = GROUP_PER_BLOCK;
 					a->reserved_bytes -= group_bytes(cls) - (uint64_t)g->count * bs;
 				}
