@@ -151,6 +151,13 @@ def main():
           flush=True)
     t_up = time.time()
     nc.up(args.loop_mb)
+    try:
+        return run(args, rnd, root, ctl, faults, nc, t_up)
+    finally:
+        nc.down()   # a no-op when run() brought it down already
+
+
+def run(args, rnd, root, ctl, faults, nc, t_up):
     print("cluster up in %.1f s: %d chains, targets on %d MiB loop images" % (
         time.time() - t_up, nc.st.get("chains", 0), args.loop_mb), flush=True)
     m1, m2 = nc.mnt("client1"), nc.mnt("client2")
