@@ -34,7 +34,8 @@ so `down` removes exactly that, also after a failed `up` (which calls
 down itself) or a killed test; `down --all` removes leftovers of any run
 (names starting with "cfn"). Needs root and iproute2; `fill` needs loop
 devices (`up --loop-mb N` puts every target on its own N MiB ext4 image,
-sparse; N >= 512 since the chunk store preallocates 256 MiB slab files).
+sparse; N >= 64: space groups that do not fit whole are reserved block by
+block, and a full target follows docs/operations.md "A full disk").
 
 As a library (tests/netns): Cluster(dir).up(), .kill(role), .restart(role),
 .partition(host), .heal(host), .admin(args), .down().
@@ -67,8 +68,8 @@ FENCE_MS = HB_TIMEOUT_MS // 2
 # Targets per storage host: the chain table generator needs the number of
 # targets (4 hosts x T) to be a multiple of R = 3, so 3 (4 chains), not 2.
 TARGETS = 3
-# The chunk store fallocates 256 MiB slab files per chunk size class.
-LOOP_MIN_MB = 512
+# Smallest loop image a target accepts (ext4 overhead + the free floor).
+LOOP_MIN_MB = 64
 
 
 class Error(Exception):
@@ -338,8 +339,7 @@ class Cluster:
 
     def up(self, loop_mb=0):
         if loop_mb and loop_mb < LOOP_MIN_MB:
-            raise Error("--loop-mb %d: a target needs at least %d MiB (the chunk store "
-                        "preallocates 256 MiB slab files)" % (loop_mb, LOOP_MIN_MB))
+            raise Error("--loop-mb %d: a target needs at least %d MiB" % (loop_mb, LOOP_MIN_MB))
         if not self.st["bin"] or not os.access(self.st["bin"], os.X_OK):
             raise Error("chainfs binary not found (--bin)")
         if self.st["netns"]:

@@ -152,7 +152,9 @@ int cli_mgmtd(int argc, char **argv)
 
 	sigset_t set;
 	cli_daemon_block_signals(&set);
+	cli_daemon_guard_start(&set, "mgmtd");
 	rc = mgmtd_service_new(&so, &m, err, sizeof(err));
+	cli_daemon_guard_end();
 	if (rc) {
 		fprintf(stderr, "chainfs mgmtd: %s\n", err);
 		goto out;

@@ -61,6 +61,7 @@ struct etcdc {
 	size_t npool, pool_cap;
 	_Atomic uint64_t st_requests, st_failovers, st_maybe;
 	_Atomic uint64_t quota_logged_ms; /* last "quota exhausted" log line */
+	atomic_bool cancelled;       /* etcdc_cancel: every call ends with -ECANCELED */
 };
 
 enum req_kind { REQ_IDEM, REQ_ONCE };
@@ -193,6 +194,11 @@ fail:
 	curl_slist_free_all(c->headers);
 	free(c);
 	return rc;
+}
+
+void etcdc_cancel(struct etcdc *c)
+{
+	atomic_store(&c->cancelled, true);
 }
 
 void etcdc_close(struct etcdc *c)
@@ -381,6 +387,16 @@ static enum outcome classify_error(const char *msg, int64_t code, long http, int
 	return OUT_UNKNOWN;
 }
 
+/* Aborts a transfer in progress once the client is cancelled: curl calls
+ * this at least about once a second even while nothing moves (a member cut
+ * off by a partition), so a cancelled call ends within that. */
+static int xferinfo_cb(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+		       curl_off_t ulnow)
+{
+	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+	return atomic_load_explicit(&((struct etcdc *)arg)->cancelled, memory_order_relaxed);
+}
+
 static enum outcome attempt(struct etcdc *c, int ep, const char *path, const char *body,
 			    size_t len, int timeout_ms, json_t **reply, int *rc, char *why,
 			    size_t whylen)
@@ -413,6 +429,9 @@ static enum outcome attempt(struct etcdc *c, int ep, const char *path, const cha
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http");
+	curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, xferinfo_cb);
+	curl_easy_setopt(h, CURLOPT_XFERINFODATA, c);
+	curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
 	atomic_fetch_add_explicit(&c->st_requests, 1, memory_order_relaxed);
 	CURLcode cc = curl_easy_perform(h);
 	long http = 0;
@@ -500,6 +519,10 @@ static int call(struct etcdc *c, const char *path, json_t *body, enum req_kind k
 	char why[256] = "";
 	for (;;) {
 		uint64_t now = clock_mono_ms();
+		if (atomic_load(&c->cancelled)) {
+			rc = -ECANCELED;
+			goto out;
+		}
 		if (now >= deadline)
 			break;
 		int t = (int)(deadline - now);
@@ -551,7 +574,9 @@ static int call(struct etcdc *c, const char *path, json_t *body, enum req_kind k
 			uint64_t nap = (uint64_t)(o == OUT_BUSY ? 10 : backoff);
 			if (nap > deadline - now)
 				nap = deadline - now;
-			clock_sleep_ms(nap);
+			for (uint64_t slept = 0; slept < nap && !atomic_load(&c->cancelled);
+			     slept += 50)
+				clock_sleep_ms(nap - slept < 50 ? nap - slept : 50);
 			if (o != OUT_BUSY && backoff < 500)
 				backoff *= 2;
 		}

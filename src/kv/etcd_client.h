@@ -48,6 +48,10 @@ struct etcdc_opts {
  * in ERR (ERRLEN bytes, may be NULL) on a bad list, or -ENOMEM. */
 int etcdc_open(const char *endpoints, const struct etcdc_opts *opts, struct etcdc **out,
 	       char *err, size_t errlen);
+/* Shutdown: every call in progress ends soon (an attempt in flight is
+ * aborted within about a second, a backoff nap within 50 ms) and every
+ * later call at once, with -ECANCELED. Irreversible. Thread-safe. */
+void etcdc_cancel(struct etcdc *c);
 /* Frees the client; no request may be running. NULL-safe. */
 void etcdc_close(struct etcdc *c);
 /* Number of members in the endpoint list, and the "host:port" of member I

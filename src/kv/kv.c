@@ -423,6 +423,12 @@ int kv_flush(kv_engine *e)
 	return e->ops->flush ? e->ops->flush(e) : 0;
 }
 
+void kv_cancel(kv_engine *e)
+{
+	if (e && e->ops->cancel)
+		e->ops->cancel(e);
+}
+
 const char *kv_engine_name(const kv_engine *e)
 {
 	return e->ops->scheme;

@@ -159,6 +159,12 @@ void kv_close(kv_engine *e);
 int kv_flush(kv_engine *e);
 
 /* Backend name: "lmdb", "etcd" or "mem". Static string. */
+/* Shutdown of a remote backend (etcd): every call in progress ends soon
+ * (about a second at most) and every later one at once with -ECANCELED,
+ * which kv_run does not retry; a service calls it when it must stop while
+ * its KV is unreachable. Irreversible; only kv_close may follow. Local
+ * backends ignore it. Thread-safe, NULL-safe. */
+void kv_cancel(kv_engine *e);
 const char *kv_engine_name(const kv_engine *e);
 
 /* Begins a txn (flags: 0 for read-write, KV_RDONLY for read-only).

@@ -110,6 +110,11 @@ static void etcd_close(struct kv_engine *e)
 	free(ee);
 }
 
+static void etcd_cancel(struct kv_engine *e)
+{
+	etcdc_cancel(((struct etcd_engine *)e)->cli);
+}
+
 static int etcd_open(const struct kv_url *u, struct kv_engine **out, char *err, size_t errlen)
 {
 	static const char *const allowed[] = { "timeout_ms", "op_timeout_ms", "connect_timeout_ms",
@@ -612,6 +617,7 @@ const struct kv_backend_ops kv_etcd_ops = {
 	.get_range = etcd_get_range,
 	.add_conflict = etcd_add_conflict,
 	.commit = etcd_commit,
+	.cancel = etcd_cancel,
 };
 
 int kv_etcd_client(kv_engine *e, struct etcdc **cli, const char **prefix, size_t *prefix_len)

@@ -215,6 +215,9 @@ struct kv_backend_ops {
 	/* Makes every commit so far durable (kv_flush). NULL: commits are
 	 * durable when they return. */
 	int (*flush)(struct kv_engine *e);
+
+	/* kv_cancel. NULL: the backend never blocks on a peer. */
+	void (*cancel)(struct kv_engine *e);
 };
 
 /* Group-commit counters of an lmdb engine: write txns committed and the

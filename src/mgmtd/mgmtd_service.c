@@ -119,7 +119,15 @@ struct mgmtd_service {
 	size_t n_live, cap_live;
 	struct work *q_head, *q_tail; /* mu */
 	struct waiter *waiters;       /* mu */
+	bool stopped;                 /* mu: mgmtd_service_free is past its KV calls */
 };
+
+/* How long a stop may wait for the KV (the worker's round, the lease
+ * release) before it cancels every KV call: cut off from etcd, each call
+ * would otherwise fail over between members for its op timeout, retried by
+ * kv_run, and SIGTERM would take minutes. kv_cancel ends a call in flight
+ * within about a second, so a stop takes at most about 2 s in any state. */
+#define STOP_KV_GRACE_MS 1000
 
 /* ---- liveness table (mu held) ---- */
 
@@ -209,7 +217,7 @@ static void enqueue_locked(struct mgmtd_service *m, struct work *w)
 	else
 		m->q_head = w;
 	m->q_tail = w;
-	pthread_cond_signal(&m->cv);
+	pthread_cond_broadcast(&m->cv);
 }
 
 /* Common gate: answers and returns false when this service cannot serve. */
@@ -1020,14 +1028,41 @@ fail:
 	return rc;
 }
 
+/* Cancels the KV once the stop took STOP_KV_GRACE_MS (see there). */
+static void *stop_watchdog(void *arg)
+{
+	struct mgmtd_service *m = arg;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += STOP_KV_GRACE_MS / 1000;
+	ts.tv_nsec += (STOP_KV_GRACE_MS % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&m->mu);
+	while (!m->stopped && pthread_cond_timedwait(&m->cv, &m->mu, &ts) != ETIMEDOUT)
+		;
+	bool cancel = !m->stopped;
+	pthread_mutex_unlock(&m->mu);
+	if (cancel) {
+		LOG_WARN(M, "stopping: the KV did not answer within %d ms, cancelling its calls "
+		            "(the lease is not released; it expires)", STOP_KV_GRACE_MS);
+		kv_cancel(m->kv);
+	}
+	return NULL;
+}
+
 void mgmtd_service_free(struct mgmtd_service *m)
 {
 	if (!m)
 		return;
 	pthread_mutex_lock(&m->mu);
 	m->stop = true;
-	pthread_cond_signal(&m->cv);
+	pthread_cond_broadcast(&m->cv);
 	pthread_mutex_unlock(&m->mu);
+	pthread_t wd;
+	bool have_wd = pthread_create(&wd, NULL, stop_watchdog, m) == 0;
 	pthread_join(m->worker, NULL);
 	pthread_mutex_lock(&m->mu);
 	m->closing = true;
@@ -1037,6 +1072,12 @@ void mgmtd_service_free(struct mgmtd_service *m)
 	rpc_server_free(m->srv);
 	if (primary)
 		mgmtd_store_release(m->kv, m->holder);
+	pthread_mutex_lock(&m->mu);
+	m->stopped = true;
+	pthread_cond_broadcast(&m->cv);
+	pthread_mutex_unlock(&m->mu);
+	if (have_wd)
+		pthread_join(wd, NULL);
 	if (m->pub) {
 		mgmtd_state_fini(m->pub);
 		free(m->pub);

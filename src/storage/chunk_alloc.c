@@ -23,6 +23,15 @@
  * punched on free. reserved_bytes counts fallocated bytes and is what the
  * capacity limit applies to. A real ENOSPC from fallocate is returned as is.
  *
+ * Near full (disk-full rule, docs/operations.md): a reservation that would
+ * leave less than the caller's keep_free bytes free on the filesystem
+ * fails with -ENOSPC before fallocate, so the metadata store (LMDB grows
+ * in the same filesystem) and deletes keep working on a full target. A
+ * small-class group whose whole fallocate fails (a small or nearly full
+ * filesystem: a 1 MiB class group is 256 MiB) is reserved block by block
+ * instead (reserved == GROUP_PER_BLOCK): each block is fallocated when
+ * taken and punched when freed, as the large classes do.
+ *
  * Invariants: count == popcount(used); pfree is a subset of used; a block
  * with refs > 0 is used; a group with count == 0 is not reserved (its space
  * has been punched), except transiently inside chunk_alloc_get.
@@ -35,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "common/cfs_assert.h"
@@ -45,12 +55,15 @@
 
 #define WORDS (CHUNK_GROUP_BLOCKS / 64)
 #define SMALL_CLASS_MAX 4 /* classes 0..4 (<= 1 MiB) fallocate whole groups */
+enum { GROUP_WHOLE = 1, GROUP_PER_BLOCK = 2 };
+#define OPEN_WHOLE_ROOM (1ULL << 30) /* free space above a group to re-reserve it whole at open */
 
 struct group {
 	uint64_t used[WORDS];  /* allocated blocks */
 	uint64_t pfree[WORDS]; /* released, waiting for readers */
 	uint32_t count;        /* popcount(used) */
-	uint8_t reserved;      /* small class: the group is fallocated */
+	uint8_t reserved;      /* small class: GROUP_WHOLE (fallocated), GROUP_PER_BLOCK
+				* (each used block fallocated) or 0 */
 	uint8_t frozen;        /* compaction source: no new allocations */
 	uint32_t *refs;        /* [256] reader references, lazily allocated */
 	struct chunk_id *owner;/* [256] committed owner of each block */
@@ -69,6 +82,7 @@ struct chunk_alloc {
 	uint64_t capacity;       /* 0 = unlimited */
 	uint64_t reserved_bytes; /* fallocated bytes */
 	uint64_t punched;        /* groups punched so far */
+	uint64_t keep_free;      /* chunk_alloc_get_keep's, for this call */
 	struct size_class cls[CHUNK_NCLASS];
 };
 
@@ -277,8 +291,23 @@ int chunk_alloc_open_done(struct chunk_alloc *a)
 					punch(a, c->fds[f], cls, block_off(cls, (uint32_t)b), group_bytes(cls));
 					continue;
 				}
-				if (cls <= SMALL_CLASS_MAX)
+				/* Whole again (a no-op when it was) only with
+				 * ample room: on a nearly full disk this must
+				 * not eat the free floor. */
+				struct statvfs sv;
+				if (cls <= SMALL_CLASS_MAX && !fstatvfs(c->fds[f], &sv) &&
+				    (uint64_t)sv.f_bavail * sv.f_frsize >=
+					    group_bytes(cls) + OPEN_WHOLE_ROOM &&
+				    !fallocate(c->fds[f], 0, (off_t)block_off(cls, (uint32_t)b),
+					       (off_t)group_bytes(cls)))
 					continue;
+				if (cls <= SMALL_CLASS_MAX && g->reserved == GROUP_WHOLE) {
+					/* Reserved block by block before, or no
+					 * room to make sure it is whole: its free
+					 * blocks may be holes. Per block from now. */
+					g->reserved = GROUP_PER_BLOCK;
+					a->reserved_bytes -= group_bytes(cls) - (uint64_t)g->count * bs;
+				}
 				for (unsigned i = 0; i < CHUNK_GROUP_BLOCKS && b + i < nblocks; i++)
 					if (!bit_test(g->used, i))
 						punch(a, c->fds[f], cls, block_off(cls, (uint32_t)(b + i)), bs);
@@ -292,6 +321,12 @@ static int reserve(struct chunk_alloc *a, int fd, unsigned cls, uint64_t off, ui
 {
 	if (a->capacity && a->reserved_bytes + len > a->capacity)
 		return -ENOSPC;
+	if (a->keep_free) {
+		struct statvfs sv;
+		if (!fstatvfs(fd, &sv) &&
+		    (uint64_t)sv.f_bavail * sv.f_frsize < len + a->keep_free)
+			return -ENOSPC;
+	}
 	if (fallocate(fd, 0, (off_t)off, (off_t)len)) {
 		int err = -errno;
 		LOG_WARN("chunk", "fallocate failed: class=%u off=%llu len=%llu err=%s", cls,
@@ -315,7 +350,7 @@ static int take_block(struct chunk_alloc *a, unsigned cls, uint32_t gid, struct 
 	struct chunk_pos p = { (uint8_t)cls, (uint16_t)(gid % CHUNK_MAX_FILES),
 			       (gid / CHUNK_MAX_FILES) * CHUNK_GROUP_BLOCKS + i };
 	struct size_class *c = &a->cls[cls];
-	if (cls > SMALL_CLASS_MAX) {
+	if (cls > SMALL_CLASS_MAX || g->reserved == GROUP_PER_BLOCK) {
 		int err = reserve(a, c->fds[p.file], cls, block_off(cls, p.block), chunk_class_size(cls));
 		if (err)
 			return err;
@@ -359,12 +394,29 @@ int chunk_alloc_get(struct chunk_alloc *a, unsigned cls, struct chunk_id id, str
 		g = group_get(c, gid, 1);
 		if (cls <= SMALL_CLASS_MAX && !g->reserved) {
 			int err = reserve(a, fd, cls, group_off(cls, gid), group_bytes(cls));
+			if (err == -ENOSPC) {
+				/* Not room for the whole group: block by block. */
+				g->reserved = GROUP_PER_BLOCK;
+				err = take_block(a, cls, gid, g, id, out);
+				if (err)
+					g->reserved = 0;
+				return err;
+			}
 			if (err)
 				return err;
-			g->reserved = 1;
+			g->reserved = GROUP_WHOLE;
 		}
 		return take_block(a, cls, gid, g, id, out);
 	}
+}
+
+int chunk_alloc_get_keep(struct chunk_alloc *a, unsigned cls, struct chunk_id id,
+			 uint64_t keep_free, struct chunk_pos *out)
+{
+	a->keep_free = keep_free;
+	int err = chunk_alloc_get(a, cls, id, out);
+	a->keep_free = 0;
+	return err;
 }
 
 int chunk_alloc_owns(struct chunk_alloc *a, struct chunk_pos pos, struct chunk_id id)
@@ -384,7 +436,7 @@ static void free_block(struct chunk_alloc *a, struct chunk_pos pos, struct group
 	g->count--;
 	c->used--;
 	int fd = c->fds[pos.file];
-	if (pos.cls > SMALL_CLASS_MAX) {
+	if (pos.cls > SMALL_CLASS_MAX || g->reserved == GROUP_PER_BLOCK) {
 		punch(a, fd, pos.cls, block_off(pos.cls, pos.block), chunk_class_size(pos.cls));
 		a->reserved_bytes -= chunk_class_size(pos.cls);
 	}
@@ -392,8 +444,11 @@ static void free_block(struct chunk_alloc *a, struct chunk_pos pos, struct group
 		return;
 	c->reserved--;
 	if (pos.cls <= SMALL_CLASS_MAX && g->reserved) {
+		/* Per block: the whole group too, for what a failed whole
+		 * fallocate may have left allocated. */
 		punch(a, fd, pos.cls, group_off(pos.cls, gid_of(pos)), group_bytes(pos.cls));
-		a->reserved_bytes -= group_bytes(pos.cls);
+		if (g->reserved == GROUP_WHOLE)
+			a->reserved_bytes -= group_bytes(pos.cls);
 		g->reserved = 0;
 	}
 	a->punched++;

@@ -48,6 +48,12 @@ int chunk_alloc_open_done(struct chunk_alloc *a);
  * 0, or -ENOSPC (capacity or filesystem full), -EMFILE (all files' groups
  * in use), -errno. */
 int chunk_alloc_get(struct chunk_alloc *a, unsigned cls, struct chunk_id id, struct chunk_pos *out);
+/* chunk_alloc_get that also fails with -ENOSPC (before any fallocate)
+ * when a reservation would leave less than KEEP_FREE bytes free on the
+ * filesystem (statvfs f_bavail); 0: no such floor. A block of an already
+ * reserved group needs no reservation and is given regardless. */
+int chunk_alloc_get_keep(struct chunk_alloc *a, unsigned cls, struct chunk_id id,
+			 uint64_t keep_free, struct chunk_pos *out);
 /* 1 if POS is allocated to chunk ID. Metadata that fails this (its data
  * file was missing at open, or another chunk claimed the block first) must
  * not be used to touch the block. */

@@ -227,6 +227,9 @@ struct chunk_engine {
 	int comp_stop;                      /* under compmu */
 
 	atomic_int failed;                  /* ERROR state: -errno after a failed sync */
+	uint64_t keep_head, keep_replica;   /* free-space floors (chunk_engine_space_low) */
+	atomic_uint_fast64_t space_free;    /* filesystem bytes free, as last seen */
+	atomic_uint_fast64_t space_ms;      /* when space_free was read (monotonic) */
 	atomic_uint_fast64_t corrupt_reads, compact_moves, open_errors;
 };
 
@@ -637,10 +640,11 @@ static int load_base(struct chunk_engine *e, struct centry *c)
 	return err == -ENOENT ? 0 : err;
 }
 
-static int alloc_block(struct chunk_engine *e, struct centry *c, uint64_t len)
+static int alloc_block(struct chunk_engine *e, struct centry *c, uint64_t len, uint64_t keep)
 {
 	pthread_mutex_lock(&e->mu);
-	int err = chunk_alloc_get(e->alloc, chunk_class_for(len), c->id, &c->nmeta.pos);
+	int err = chunk_alloc_get_keep(e->alloc, chunk_class_for(len), c->id, keep,
+				       &c->nmeta.pos);
 	pthread_mutex_unlock(&e->mu);
 	if (!err)
 		c->alloc_new = 1;
@@ -725,7 +729,8 @@ static void write_prepare(struct chunk_engine *e, struct req *r)
 		r->img_start = ALIGN_DOWN(old_len);
 		r->need_old = old_len % CHUNK_PAGE != 0;
 	} else {
-		if ((err = alloc_block(e, c, new_len)))
+		if ((err = alloc_block(e, c, new_len, (op->flags & CHUNK_WF_FORWARDED) ?
+							     e->keep_replica : e->keep_head)))
 			goto fail;
 		r->img_start = 0;
 		r->need_old = !replace && c->has_base && (op->off > 0 || end < old_len);
@@ -942,7 +947,7 @@ static void move_prepare(struct chunk_engine *e, struct req *r)
 		fail_mutation(e, r, 1); /* already moved, rewritten or removed: skip */
 		return;
 	}
-	if ((err = chunk_meta_copy(&c->nmeta, &c->base)) || (err = alloc_block(e, c, c->base.len)))
+	if ((err = chunk_meta_copy(&c->nmeta, &c->base)) || (err = alloc_block(e, c, c->base.len, e->keep_head)))
 		goto fail;
 	/* The journal is applied in the block being copied (the chunk lock
 	 * was free): the copy carries no journal. */
@@ -1435,6 +1440,29 @@ static void *commit_main(void *arg)
 
 /* ---- public ------------------------------------------------------------- */
 
+static uint64_t space_free(struct chunk_engine *e)
+{
+	uint64_t now = clock_mono_ms();
+	if (now - atomic_load(&e->space_ms) >= CHUNK_SPACE_POLL_MS) {
+		struct statvfs sv;
+		if (!statvfs(e->dir, &sv))
+			atomic_store(&e->space_free, (uint64_t)sv.f_bavail * sv.f_frsize);
+		atomic_store(&e->space_ms, now ? now : 1);
+	}
+	return atomic_load(&e->space_free);
+}
+
+bool chunk_engine_space_low(struct chunk_engine *e)
+{
+	return space_free(e) < e->keep_head + CHUNK_PIPELINE_ROOM;
+}
+
+bool chunk_engine_has_room(struct chunk_engine *e)
+{
+	return space_free(e) >= 2 * e->keep_head;
+}
+
+
 void chunk_engine_cfg_default(struct chunk_engine_cfg *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
@@ -1886,6 +1914,17 @@ int chunk_engine_open(const struct chunk_engine_cfg *cfg, struct chunk_engine **
 		goto fail;
 	if ((err = chunk_alloc_open(cfg->dir, cfg->capacity, &e->alloc)))
 		goto fail;
+	struct statvfs sv;
+	if (!statvfs(cfg->dir, &sv)) {
+		/* The floors of the disk-full rule (chunk_engine.h). */
+		uint64_t total = (uint64_t)sv.f_blocks * sv.f_frsize;
+		e->keep_head = total / 16;
+		if (e->keep_head < CHUNK_KEEP_MIN)
+			e->keep_head = CHUNK_KEEP_MIN;
+		if (e->keep_head > CHUNK_KEEP_MAX)
+			e->keep_head = CHUNK_KEEP_MAX;
+		e->keep_replica = e->keep_head / 2;
+	}
 	struct open_ctx oc = { e, NULL };
 	err = chunk_store_scan(e->store, (struct chunk_id){ 0, 0 },
 			       (struct chunk_id){ UINT64_MAX, UINT32_MAX }, open_cb, &oc);

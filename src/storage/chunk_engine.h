@@ -24,6 +24,7 @@
 #ifndef CFS_STORAGE_CHUNK_ENGINE_H
 #define CFS_STORAGE_CHUNK_ENGINE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -124,7 +125,34 @@ enum chunk_write_flags {
 	 * it held; a nonzero update_ver is taken as the new version as is.
 	 * For CRAQ resync and writes widened for a syncing replica. */
 	CHUNK_WF_REPLACE = 1 << 0,
+	/* A replica's apply of a write its head admitted: allocates down to
+	 * the lower free-space floor (the disk-full rule below). */
+	CHUNK_WF_FORWARDED = 1 << 1,
 };
+
+/* The disk-full rule (docs/operations.md "A full disk"). A new block is
+ * reserved only while the target's filesystem keeps a floor free for the
+ * metadata store and deletes: at a head (and for compaction) the floor is
+ * 1/16 of the filesystem, clamped to [CHUNK_KEEP_MIN, CHUNK_KEEP_MAX]; for
+ * a forwarded write (CHUNK_WF_FORWARDED) half of that, so a replica about
+ * as full as its head takes every write the head took. Past the floor a
+ * write fails with -ENOSPC and nothing else changes: reads go on, and
+ * freeing chunks (deletes) makes room again. */
+#define CHUNK_KEEP_MIN (8ULL << 20)
+#define CHUNK_KEEP_MAX (1ULL << 30)
+/* While less than the head floor + this is free, a CRAQ head applies a
+ * write before it forwards it (not both at once): an -ENOSPC then leaves
+ * nothing on the successors, so the head answers it instead of fencing. */
+#define CHUNK_PIPELINE_ROOM (512ULL << 20)
+#define CHUNK_SPACE_POLL_MS 100
+
+/* True while the filesystem's free space (read at most every
+ * CHUNK_SPACE_POLL_MS) is below the head floor + CHUNK_PIPELINE_ROOM. Any
+ * thread; cheap. */
+bool chunk_engine_space_low(struct chunk_engine *e);
+/* True while at least twice the head floor is free: a target fenced for a
+ * full disk may rejoin (mgmtd_link.c). Any thread. */
+bool chunk_engine_has_room(struct chunk_engine *e);
 
 /* Queues OP (borrowed until done). Errors of the operation arrive through
  * op->done: -EINVAL (bad arguments), -ENOSPC (no block or metadata space),

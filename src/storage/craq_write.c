@@ -52,6 +52,17 @@
  * resends the whole chunk; -CFS_ECHAIN_VERSION while the forward failed
  * too) is answered as before.
  *
+ * A FULL DISK (docs/operations.md "A full disk"). A write the head cannot
+ * allocate must fail with -ENOSPC and change nothing: while its
+ * filesystem is low on space (chunk_engine_space_low) the head applies
+ * BEFORE it forwards, so an -ENOSPC there is answered as is, the target
+ * keeps serving and reads go on. Replicas allocate down to a lower floor
+ * (CHUNK_WF_FORWARDED), so one about as full as its head takes what the
+ * head took. A replica that still cannot (its disk filled by something
+ * else) diverged: it fences itself as above, but rejoins only after a
+ * backoff (2 s doubling to 60 s per such fence) or once space is back,
+ * so a full disk cannot flap its chains (mgmtd_link.c).
+ *
  * FAULT INJECTION (tests only). With CFS_FAULTINJ set in the service's
  * environment at start, a pipelined head apply first looks for the file
  * DIR/faultinj_craq_head_apply of its target; if present, it is removed
@@ -76,6 +87,8 @@
 #define FORWARD_DEADLINE_MS 30000
 #define FORWARD_RETRY_MS 100
 #define FORWARD_TIMEOUT_MS 5000
+#define NOSPACE_BACKOFF_MIN_MS 2000
+#define NOSPACE_BACKOFF_MAX_MS 60000
 
 enum craq_kind { CRAQ_WRITE, CRAQ_REMOVE };
 
@@ -448,6 +461,13 @@ static void pl_finish(struct craq_op *o)
 	char why[96];
 	snprintf(why, sizeof(why), "local apply failed (%s), forward %s", cfs_strerror(lerr),
 		 ferr ? "failed" : "applied");
+	if (lerr == -ENOSPC) {
+		uint32_t b = atomic_load(&o->t->nospace_backoff_ms);
+		b = b ? (b >= NOSPACE_BACKOFF_MAX_MS / 2 ? NOSPACE_BACKOFF_MAX_MS : b * 2)
+		      : NOSPACE_BACKOFF_MIN_MS;
+		atomic_store(&o->t->nospace_backoff_ms, b);
+		atomic_store(&o->t->nospace_until, clock_mono_ms() + b);
+	}
 	craq_fence_target(o->s, o->t, why);
 	finish(o, -CFS_EUNAVAIL);
 }
@@ -516,6 +536,8 @@ static void pl_start(struct craq_op *o, uint64_t u)
 		atomic_store(&o->pflags, PL_LOCAL_DONE);
 	} else {
 		uint32_t fl = (o->w.flags & STO_WF_REPLACE) ? CHUNK_WF_REPLACE : 0;
+		if (!o->head)
+			fl |= CHUNK_WF_FORWARDED;
 		o->op = (struct chunk_op){ .type = CHUNK_OP_WRITE, .done = pl_applied, .arg = o,
 					   .id = o->id, .off = o->w.off, .len = o->w.len,
 					   .data = o->data, .update_ver = u,
@@ -550,7 +572,8 @@ static void locked(void *arg)
 	o->locked = true;
 	if (dedup_answer(o))
 		return;
-	if (o->kind == CRAQ_WRITE && o->head && !(o->w.flags & STO_WF_REPLACE)) {
+	if (o->kind == CRAQ_WRITE && o->head && !(o->w.flags & STO_WF_REPLACE) &&
+	    !chunk_engine_space_low(o->t->eng)) {
 		/* The version to forward before our own apply assigns it. */
 		o->op = (struct chunk_op){ .type = CHUNK_OP_QUERY, .done = head_version, .arg = o,
 					   .id = o->id };

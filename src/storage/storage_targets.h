@@ -32,6 +32,10 @@ struct stor_target {
 	_Atomic int started;           /* startup fencing passed (reported ONLINE) */
 	uint32_t synced_target;        /* link thread: the successor last synced ... */
 	uint32_t synced_chain_ver;     /* ... at this chain version (skip repeats) */
+	/* Fenced for a full disk (craq_write.c): no rejoin before this
+	 * (clock_mono_ms) unless space came back; the wait doubles per fence. */
+	_Atomic uint64_t nospace_until;
+	_Atomic uint32_t nospace_backoff_ms;
 };
 
 /* Opens every target of O (engines, slot files) and the buffer pool into

@@ -108,6 +108,37 @@ static void test_capacity_and_large(void **state)
 	free(dir);
 }
 
+/* Disk-full rule: a group that does not fit whole is reserved block by
+ * block; keep_free refuses a reservation that would eat into the floor. */
+static void test_per_block_and_floor(void **state)
+{
+	char *dir = testenv_tmpdir("alloc_perblock");
+	struct chunk_alloc *a;
+	struct chunk_alloc_stat st;
+	/* Half a 64 KiB-class group: 128 blocks, block by block. */
+	assert_int_equal(chunk_alloc_open(dir, GROUP_BYTES / 2, &a), 0);
+	struct chunk_pos p[129];
+	for (int i = 0; i < 128; i++)
+		assert_int_equal(chunk_alloc_get(a, 0, TID, &p[i]), 0);
+	chunk_alloc_get_stat(a, &st);
+	assert_int_equal(st.reserved_bytes, GROUP_BYTES / 2);
+	assert_int_equal(chunk_alloc_get(a, 0, TID, &p[128]), -ENOSPC);
+	chunk_alloc_release(a, p[5]);
+	chunk_alloc_get_stat(a, &st);
+	assert_int_equal(st.reserved_bytes, GROUP_BYTES / 2 - (64u << 10));
+	assert_int_equal(chunk_alloc_get(a, 0, TID, &p[5]), 0);
+	for (int i = 0; i < 128; i++)
+		chunk_alloc_release(a, p[i]);
+	chunk_alloc_get_stat(a, &st);
+	assert_int_equal(st.reserved_bytes, 0);
+	/* A floor larger than any filesystem: no new reservation at all. */
+	struct chunk_pos q;
+	assert_int_equal(chunk_alloc_get_keep(a, 1, TID, UINT64_C(1) << 62, &q), -ENOSPC);
+	assert_int_equal(chunk_alloc_get_keep(a, 1, TID, 0, &q), 0);
+	chunk_alloc_close(a);
+	free(dir);
+}
+
 static void test_rebuild(void **state)
 {
 	char *dir = testenv_tmpdir("alloc_rebuild");
@@ -139,6 +170,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_fill_free_reuse), cmocka_unit_test(test_refs),
 		cmocka_unit_test(test_capacity_and_large), cmocka_unit_test(test_rebuild),
+		cmocka_unit_test(test_per_block_and_floor),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	testenv_cleanup();
