@@ -104,7 +104,8 @@ static void snap_set(struct fio_idata *st, const void *data, uint32_t len)
 	if (!st->snap)
 		st->snap = malloc(META_IDATA_MAX);
 	if (st->snap && len <= META_IDATA_MAX) {
-		memcpy(st->snap, data, len);
+		if (len)
+			memcpy(st->snap, data, len);
 		st->snap_len = len;
 		st->snap_valid = 1;
 		st->snap_ms = (uint64_t)(clock_mono_ns() / 1000000);

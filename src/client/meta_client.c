@@ -487,7 +487,8 @@ static int call_idata(meta_client *c, const struct meta_cred *cr, struct meta_rp
 	if (rc == 0 && session)
 		*session = r.session;
 	if (rc == 0 && r.has_idata && d) {
-		memcpy(d->buf, r.idata, r.idata_len);
+		if (r.idata_len)
+			memcpy(d->buf, r.idata, r.idata_len);
 		d->len = r.idata_len;
 		d->ver = r.idata_ver;
 		d->flags = r.idata_flags;

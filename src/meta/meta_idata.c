@@ -85,7 +85,8 @@ int meta_idata_resize(kv_txn *t, uint64_t ino, uint64_t len, uint8_t *scratch)
 	if (rc < 0)
 		return rc;
 	uint32_t keep = r.len < len ? r.len : (uint32_t)len;
-	memcpy(scratch, r.data, keep);
+	if (keep)
+		memcpy(scratch, r.data, keep);
 	memset(scratch + keep, 0, (size_t)(len - keep));
 	r.data = scratch;
 	r.len = (uint32_t)len;
@@ -109,7 +110,8 @@ static void copy_out(struct meta_idata_out *d, const struct meta_idata_rec *r)
 {
 	if (!d)
 		return;
-	memcpy(d->buf, r->data, r->len);
+	if (r->len)
+		memcpy(d->buf, r->data, r->len);
 	d->len = r->len;
 	d->ver = r->ver;
 	d->flags = r->flags;
@@ -137,7 +139,8 @@ static int write_body(kv_txn *t, void *arg)
 	if ((rc = meta_idata_get(t, a->ino, 0, &r)) < 0)
 		return rc;
 	uint32_t nl = r.len > end ? r.len : (uint32_t)end;
-	memcpy(a->scratch, r.data, r.len);
+	if (r.len)
+		memcpy(a->scratch, r.data, r.len);
 	if (a->off > r.len)
 		memset(a->scratch + r.len, 0, (size_t)(a->off - r.len));
 	memcpy(a->scratch + a->off, a->data, a->len);
