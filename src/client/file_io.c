@@ -478,6 +478,7 @@ void file_io_invalidate(file_io_inode *fi)
 	pthread_mutex_lock(&fi->lock);
 	ra_drop_all(fi);
 	pthread_mutex_unlock(&fi->lock);
+	fio_idata_invalidate(fi->idata); /* cached inline bytes too */
 }
 
 void file_io_update(file_io_inode *fi, const struct meta_inode *in)

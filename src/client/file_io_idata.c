@@ -24,7 +24,9 @@
  *
  * INVARIANT. st->on only goes 1 -> 0. The cache (snap) holds the whole
  * inline content as of snap_ms; it is dropped on every write through this
- * client and whenever meta reports another size.
+ * client, whenever meta reports another size, and by file_io_invalidate
+ * (a granted file lock: readers after it must see what the previous
+ * holder wrote, test_integ_locks' SQLite on two mounts).
  */
 #include "client/file_io_idata.h"
 
@@ -84,6 +86,12 @@ static void snap_drop(struct fio_idata *st)
 	pthread_mutex_lock(&st->lock);
 	st->snap_valid = 0;
 	pthread_mutex_unlock(&st->lock);
+}
+
+void fio_idata_invalidate(struct fio_idata *st)
+{
+	if (st)
+		snap_drop(st);
 }
 
 void fio_idata_update(struct fio_idata *st, const struct meta_inode *in)

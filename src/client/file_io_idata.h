@@ -36,6 +36,8 @@ void fio_idata_free(struct fio_idata *st);
  * size drops the cached bytes. NULL-safe. */
 void fio_idata_update(struct fio_idata *st, const struct meta_inode *in);
 int fio_idata_on(const struct fio_idata *st);
+/* Forgets the cached bytes (file_io_invalidate: e.g. a granted lock). */
+void fio_idata_invalidate(struct fio_idata *st);
 
 /* Hooks: *handled = 1 when the call was served here (return value is
  * the result), 0 when file_io should go on with chunks. */
