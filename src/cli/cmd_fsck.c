@@ -314,10 +314,12 @@ int cli_fsck(int argc, char **argv)
 	       (unsigned long long)mr.bad_parent, (unsigned long long)mr.unreachable_dirs,
 	       (unsigned long long)mr.orphan_chunks, (unsigned long long)mr.corrupt_records,
 	       (unsigned long long)mr.gc_pending, (unsigned long long)mr.sessions);
+	printf("meta inline_files=%llu inline_mismatch=%llu\n",
+	       (unsigned long long)mr.idata_files, (unsigned long long)mr.idata_mismatch);
 	uint64_t bad = cr.under + cr.over + cr.divergent + cr.pending + cr.corrupt +
 		       mr.dangling_dentries + mr.nlink_mismatch + mr.dir_nlink_mismatch +
 		       mr.orphan_inodes + mr.bad_parent + mr.unreachable_dirs + mr.orphan_chunks +
-		       mr.corrupt_records;
+		       mr.corrupt_records + mr.idata_mismatch;
 	printf("fsck: %s\n", bad ? "PROBLEMS FOUND" : "clean");
 	ret = bad ? 1 : 0;
 	goto out;

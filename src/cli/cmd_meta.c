@@ -55,6 +55,7 @@ struct meta_conf {
 	int64_t heartbeat_ms;
 	int64_t session_check_ms;
 	char *inline_reads;
+	int64_t inline_max;
 };
 
 static const struct cfg_opt opts[] = {
@@ -103,6 +104,10 @@ static const struct cfg_opt opts[] = {
 	{ "inline-reads", CFG_STR, "auto", 0, 0, offsetof(struct meta_conf, inline_reads),
 	  "auto: read-only operations run on the RPC loop thread when --kv is lmdb; off: "
 	  "always on the worker threads" },
+	{ "inline-max", CFG_SIZE, "64K", 0, 65536, offsetof(struct meta_conf, inline_max),
+	  "inline data: files created through the mount keep their bytes in the metadata "
+	  "store while they stay at most this long (one metadata txn per small write, no "
+	  "chunks); 0: off (docs/inline-data.md)" },
 	CFG_END
 };
 
@@ -189,6 +194,7 @@ int cli_meta(int argc, char **argv)
 		.mgmtd = mc.mgmtd, .advertise = mc.advertise, .fence_ms = (uint32_t)mc.fence_ms,
 		.heartbeat_ms = (uint32_t)mc.heartbeat_ms,
 		.session_check_ms = (uint32_t)mc.session_check_ms, .inline_reads = inl,
+		.idata_max = (uint32_t)mc.inline_max,
 	};
 	rc = meta_service_start(&so, &svc, err, sizeof(err));
 	if (rc) {

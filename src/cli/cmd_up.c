@@ -75,6 +75,7 @@ struct up_conf {
 	char *log_level;
 	char *mount_opts;
 	char *meta_sync;
+	int64_t inline_max;
 };
 
 static const struct cfg_opt up_opts[] = {
@@ -94,6 +95,9 @@ static const struct cfg_opt up_opts[] = {
      "metadata durability: window (each change survives a crash of any process at once, "
      "and power loss once synced: within 100 ms, or when fsync returns) or full (a disk "
      "sync before every change returns)"},
+    {"inline-max", CFG_SIZE, "64K", 0, 65536, offsetof(struct up_conf, inline_max),
+     "meta's --inline-max: files up to this long keep their bytes in the metadata store "
+     "(0: off; docs/inline-data.md)"},
     CFG_END};
 
 /* What D/cluster.conf records. */
@@ -796,14 +800,16 @@ static int start_cluster(struct cluster *c, const struct up_conf *uc)
 		       health_note(pid, c->meta_port));
 	} else {
 		/* Files spread over every chain of the table by default. */
-		char stripe[16];
+		char stripe[16], inline_max[24];
 		pathf(stripe, sizeof(stripe), "%d", c->nstorage * UP_TARGETS / UP_REPLICAS);
+		pathf(inline_max, sizeof(inline_max), "%lld", (long long)uc->inline_max);
 		char *a[] = {"meta",        "--kv",          kv,
 		             "--listen",    listen,          "--cluster-id",
 		             c->cluster_id, "--secret-file", secret,
 		             "--mgmtd",     mg_addr,         "--stripe",
 		             stripe,        "--log-level",   uc->log_level,
-		             "--storage",   "chains",        NULL};
+		             "--storage",   "chains",        "--inline-max",
+		             inline_max,    NULL};
 		pid_t pid = spawn_role(c, "meta", a);
 		if (pid < 0 || wait_up(c, "meta", pid, uc->timeout_ms, cond_port, &c->meta_port))
 			return -1;

@@ -73,6 +73,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "client/file_io_idata.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/status.h"
@@ -113,6 +114,8 @@ struct file_io_inode {
 	pthread_cond_t ra_cond;         /* with lock: a unit finished */
 	struct meta_layout layout;      /* immutable */
 	uint32_t perm[META_MAX_STRIPE]; /* immutable: meta_layout_perm of layout */
+	struct fio_idata *idata;        /* set at creation: inline data (file_io_idata.c);
+	                                   NULL: chunked */
 };
 
 struct fio_group {
@@ -443,6 +446,11 @@ static int zero_range(file_io *f, file_io_inode *fi, uint64_t off, uint64_t end)
 
 int file_io_punch(file_io *f, file_io_inode *fi, uint64_t off, uint64_t len)
 {
+	if (fio_idata_on(fi->idata)) {
+		int rc = fio_idata_convert(f, fi, fi->idata);
+		if (rc < 0)
+			return rc;
+	}
 	uint64_t end = off + len, cs = fi->layout.chunk_size, size = file_io_size(fi);
 	if (len == 0)
 		return 0;
@@ -472,10 +480,12 @@ void file_io_invalidate(file_io_inode *fi)
 	pthread_mutex_lock(&fi->lock);
 	ra_drop_all(fi);
 	pthread_mutex_unlock(&fi->lock);
+	fio_idata_invalidate(fi->idata); /* cached inline bytes too */
 }
 
 void file_io_update(file_io_inode *fi, const struct meta_inode *in)
 {
+	fio_idata_update(fi->idata, in);
 	pthread_mutex_lock(&fi->lock);
 	if (in->truncate_ver > fi->truncate_ver) {
 		ra_drop_all(fi);
@@ -521,6 +531,16 @@ int file_io_open(file_io *f, const struct meta_inode *in, file_io_inode **out)
 	fi->truncate_ver = in->truncate_ver;
 	fi->layout = in->layout;
 	meta_layout_perm(fi->layout.seed, fi->layout.stripe, fi->perm);
+	if (in->idata && (!f->o.meta || !(fi->idata = fio_idata_new(in)))) {
+		/* inline bytes are reachable only through meta */
+		pthread_mutex_unlock(&f->lock);
+		pthread_mutex_destroy(&fi->lock);
+		pthread_cond_destroy(&fi->wb_cond);
+		pthread_cond_destroy(&fi->ra_cond);
+		pthread_mutex_destroy(&fi->append_lock);
+		free(fi);
+		return f->o.meta ? -ENOMEM : -EOPNOTSUPP;
+	}
 	fi->next = f->tab[b];
 	f->tab[b] = fi;
 	pthread_mutex_unlock(&f->lock);
@@ -560,6 +580,7 @@ void file_io_release(file_io *f, file_io_inode *fi)
 	pthread_cond_destroy(&fi->wb_cond);
 	pthread_mutex_destroy(&fi->lock);
 	pthread_mutex_destroy(&fi->append_lock);
+	fio_idata_free(fi->idata);
 	free(fi);
 }
 
@@ -936,12 +957,23 @@ static int ra_read(struct file_io *f, struct file_io_inode *fi, uint64_t off, si
 	return served;
 }
 
-/* What every read does before its chunk pieces: waits out overlapping
- * write-behind, clamps *LEN at the size, serves from read-ahead. Returns 1
- * when the read is complete (*LEN bytes in BUF, maybe 0), 0 when *LEN
- * bytes remain to fetch. */
+/* What every read does before its chunk pieces: serves an inline file's
+ * bytes, waits out overlapping write-behind, clamps *LEN at the size,
+ * serves from read-ahead. Returns 1 when the read is complete (*LEN bytes
+ * in BUF, maybe 0), 0 when *LEN bytes remain to fetch, or a negative
+ * error. */
 static int read_prelude(file_io *f, file_io_inode *fi, uint64_t off, size_t *len, void *buf)
 {
+	if (fi->idata) {
+		int handled;
+		ssize_t n = fio_idata_read(f, fi, fi->idata, off, *len, buf, &handled);
+		if (handled) {
+			if (n < 0)
+				return (int)n;
+			*len = (size_t)n;
+			return 1;
+		}
+	}
 	/* Read what this mount wrote: wait out write-behind writes of the
 	 * range (the size below then counts only what landed or failed). */
 	pthread_mutex_lock(&fi->lock);
@@ -979,7 +1011,10 @@ ssize_t file_io_read(file_io *f, file_io_inode *fi, uint64_t off, size_t len, vo
 {
 	if (len == 0)
 		return 0;
-	if (read_prelude(f, fi, off, &len, buf))
+	int pre = read_prelude(f, fi, off, &len, buf);
+	if (pre < 0)
+		return pre;
+	if (pre)
 		return (ssize_t)len;
 	/* Splitting pays when the mount is otherwise idle (one reader
 	 * waiting on one replica); with several reads in flight the replicas
@@ -1034,8 +1069,9 @@ void file_io_wait_reads(file_io *f)
 void file_io_read_async(file_io *f, file_io_inode *fi, uint64_t off, size_t len, void *buf,
                         void (*done)(void *arg, ssize_t n), void *arg)
 {
-	if (len == 0 || read_prelude(f, fi, off, &len, buf)) {
-		done(arg, (ssize_t)len);
+	int pre = len ? read_prelude(f, fi, off, &len, buf) : 1;
+	if (pre) {
+		done(arg, pre < 0 ? (ssize_t)pre : (ssize_t)len);
 		return;
 	}
 	int busy = atomic_fetch_add_explicit(&f->reads, 1, memory_order_relaxed);
@@ -1068,6 +1104,12 @@ ssize_t file_io_write(file_io *f, file_io_inode *fi, uint64_t off, size_t len, c
 		return 0;
 	if (off + len < off)
 		return -EFBIG;
+	if (fi->idata) {
+		int handled;
+		ssize_t n = fio_idata_write(f, fi, fi->idata, off, len, buf, &handled);
+		if (handled)
+			return n;
+	}
 	pthread_mutex_lock(&fi->lock);
 	if (fi->wb)
 		wb_wait_overlap(fi, off, off + len, 1);
@@ -1155,7 +1197,7 @@ static void wb_wait_overlap(struct file_io_inode *fi, uint64_t off, uint64_t end
 ssize_t file_io_write_behind(file_io *f, file_io_inode *fi, uint64_t off, size_t len,
                              const void *buf)
 {
-	if (!f->o.write_behind || len > f->o.write_behind)
+	if (!f->o.write_behind || len > f->o.write_behind || fio_idata_on(fi->idata))
 		return file_io_write(f, fi, off, len, buf);
 	if (len == 0)
 		return 0;
@@ -1261,4 +1303,53 @@ int file_io_drain(file_io_inode *fi)
 	fi->wb_err = 0;
 	pthread_mutex_unlock(&fi->lock);
 	return err;
+}
+
+/* ---- inline data (file_io_idata.c) ---- */
+
+meta_client *fio_meta(const file_io *f)
+{
+	return f->o.meta;
+}
+
+uint32_t fio_snapshot_ms(const file_io *f)
+{
+	return f->o.read_ahead_ttl_ms;
+}
+
+int fio_write_chunks(file_io *f, file_io_inode *fi, uint64_t off, size_t len, const void *buf)
+{
+	int rc = run_range(f, fi, 1, 0, off, len, (char *)buf);
+	pthread_mutex_lock(&fi->lock);
+	ra_drop_all(fi);
+	pthread_mutex_unlock(&fi->lock);
+	return rc;
+}
+
+int fio_remove_chunk0(file_io *f, file_io_inode *fi)
+{
+	if (!f->o.backend.remove)
+		return 0;
+	return f->o.backend.remove(f->o.backend.arg, meta_layout_chain(&fi->layout, fi->perm, 0),
+	                           fi->ino, 0, 1);
+}
+
+uint64_t file_io_ino(const file_io_inode *fi)
+{
+	return fi->ino;
+}
+
+int file_io_idata_on(file_io_inode *fi)
+{
+	return fio_idata_on(fi->idata);
+}
+
+void file_io_idata_prime(file_io_inode *fi, const void *data, uint32_t len)
+{
+	fio_idata_prime(fi->idata, data, len);
+}
+
+int file_io_idata_convert(file_io *f, file_io_inode *fi)
+{
+	return fio_idata_on(fi->idata) ? fio_idata_convert(f, fi, fi->idata) : 0;
 }

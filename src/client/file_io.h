@@ -197,6 +197,22 @@ int file_io_length(file_io_inode *fi, struct meta_length *out);
 int file_io_length_unreported(file_io_inode *fi, struct meta_length *out);
 /* Records LEN as acknowledged by meta. Any thread. */
 void file_io_length_reported(file_io_inode *fi, const struct meta_length *len);
+/* INLINE DATA (meta.h "inline data"; file_io_idata.c). A file that was
+ * inline when its state was created here is read and written through meta
+ * while it stays inline (file_io_read/write do it: callers need nothing
+ * else); a write past the threshold first converts it to chunks. Reads
+ * are served from bytes meta returned at most read_ahead_ttl_ms earlier
+ * (the same staleness bound as read-ahead). Needs opts.meta (file_io_open
+ * of an inline file without it: -EOPNOTSUPP). */
+uint64_t file_io_ino(const file_io_inode *fi);
+/* 1 while FI's data is inline as far as this client knows. */
+int file_io_idata_on(file_io_inode *fi);
+/* Caches the bytes an open returned with the inode (meta_client_open_idata). */
+void file_io_idata_prime(file_io_inode *fi, const void *data, uint32_t len);
+/* Moves FI's data to chunks (no-op when chunked): for callers that need
+ * chunks (ring I/O, a truncate past the threshold). 0 or <0. */
+int file_io_idata_convert(file_io *f, file_io_inode *fi);
+
 /* Records attributes meta returned (getattr, setattr, sync): a newer
  * truncate_ver drops the written end; the meta size is taken as is. */
 void file_io_update(file_io_inode *fi, const struct meta_inode *in);

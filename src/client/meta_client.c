@@ -501,6 +501,86 @@ int meta_client_open(meta_client *c, const struct meta_cred *cr, uint64_t ino, u
 	return call_inode(c, cr, m, out, session);
 }
 
+/* Calls whose reply may carry inline bytes: copied into D (may be NULL)
+ * before the reply buffer goes; *has (may be NULL) says whether they came. */
+static int call_idata(meta_client *c, const struct meta_cred *cr, struct meta_rpc_req *m,
+		      struct meta_inode *out, uint64_t *session, struct meta_idata_out *d,
+		      int *has)
+{
+	struct meta_rpc_resp r = { .inode = out };
+	struct buf keep = BUF_INIT;
+	int rc = call_keep(c, cr, m, &r, 0, &keep);
+	if (has)
+		*has = 0;
+	if (rc == 0 && session)
+		*session = r.session;
+	if (rc == 0 && r.has_idata && d) {
+		if (r.idata_len)
+			memcpy(d->buf, r.idata, r.idata_len);
+		d->len = r.idata_len;
+		d->ver = r.idata_ver;
+		d->flags = r.idata_flags;
+		if (has)
+			*has = 1;
+	}
+	buf_fini(&keep);
+	free(m);
+	return rc;
+}
+
+int meta_client_open_idata(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+			   unsigned flags, struct meta_inode *out, uint64_t *session,
+			   struct meta_idata_out *d, int *has)
+{
+	REQ(m, META_RPC_OPEN);
+	m->ino = ino;
+	m->flags = flags | META_O_IDATA;
+	return call_idata(c, cr, m, out, session, d, has);
+}
+
+int meta_client_idata_write(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+			    uint64_t off, const void *data, size_t len, struct meta_inode *out)
+{
+	if (len > META_IDATA_MAX)
+		return -CFS_ENOTINLINE;
+	REQ(m, META_RPC_IDATA_WRITE);
+	m->ino = ino;
+	m->off = off;
+	m->data = data;
+	m->data_len = (uint32_t)len;
+	return call_inode(c, cr, m, out, NULL);
+}
+
+int meta_client_idata_read(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+			   struct meta_inode *out, struct meta_idata_out *d, int *has)
+{
+	REQ(m, META_RPC_IDATA_READ);
+	m->ino = ino;
+	return call_idata(c, cr, m, out, NULL, d, has);
+}
+
+int meta_client_idata_begin(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+			    struct meta_inode *out, struct meta_idata_out *d)
+{
+	int has = 0;
+	REQ(m, META_RPC_IDATA_CONVERT);
+	m->ino = ino;
+	m->count = META_RPC_IDATA_BEGIN;
+	int rc = call_idata(c, cr, m, out, NULL, d, &has);
+	return rc == 0 && !has ? -CFS_EPROTO : rc;
+}
+
+int meta_client_idata_commit(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+			     uint64_t ver, unsigned flags, struct meta_inode *out)
+{
+	REQ(m, META_RPC_IDATA_CONVERT);
+	m->ino = ino;
+	m->count = META_RPC_IDATA_COMMIT;
+	m->flags = flags;
+	m->ver = ver;
+	return call_inode(c, cr, m, out, NULL);
+}
+
 int meta_client_sync(meta_client *c, const struct meta_cred *cr, uint64_t ino,
 		     const struct meta_length *len, int query, uint64_t *size)
 {

@@ -107,6 +107,22 @@ int meta_client_unlink_dir(meta_client *c, const struct meta_cred *cr, uint64_t 
 			   struct meta_name name, struct meta_inode *dir);
 int meta_client_open(meta_client *c, const struct meta_cred *cr, uint64_t ino, unsigned flags,
 		     struct meta_inode *out, uint64_t *session);
+/* Inline data (meta.h "inline data", meta_idata.c). D->buf holds
+ * META_IDATA_MAX bytes; the bytes of an inline file land there (*has = 1;
+ * has may be NULL). open_idata: meta_client_open that also returns the
+ * bytes of an inline file (META_O_IDATA is added to FLAGS). Errors as the
+ * meta calls: -CFS_ENOTINLINE, -EBUSY, -EAGAIN. */
+int meta_client_open_idata(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+			   unsigned flags, struct meta_inode *out, uint64_t *session,
+			   struct meta_idata_out *d, int *has);
+int meta_client_idata_write(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+			    uint64_t off, const void *data, size_t len, struct meta_inode *out);
+int meta_client_idata_read(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+			   struct meta_inode *out, struct meta_idata_out *d, int *has);
+int meta_client_idata_begin(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+			    struct meta_inode *out, struct meta_idata_out *d);
+int meta_client_idata_commit(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+			     uint64_t ver, unsigned flags, struct meta_inode *out);
 /* LEN may be NULL. */
 int meta_client_sync(meta_client *c, const struct meta_cred *cr, uint64_t ino,
 		     const struct meta_length *len, int query, uint64_t *size);

@@ -32,6 +32,7 @@ static const struct {
 	[CFS_EFENCED - CFS_EBASE] = { "CFS_EFENCED", "service fenced: lost contact with the cluster manager" },
 	[CFS_EBADMSG_TYPE - CFS_EBASE] = { "CFS_EBADMSG_TYPE", "unknown message type" },
 	[CFS_ELAYOUT - CFS_EBASE] = { "CFS_ELAYOUT", "invalid file layout" },
+	[CFS_ENOTINLINE - CFS_EBASE] = { "CFS_ENOTINLINE", "file data not inline in metadata" },
 };
 
 const char *cfs_strerror(int code)

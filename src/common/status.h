@@ -30,6 +30,7 @@ enum cfs_status {
 	CFS_EFENCED = 1017,       /* service lost mgmtd for too long and stopped serving */
 	CFS_EBADMSG_TYPE = 1018,  /* message type unknown to the receiver */
 	CFS_ELAYOUT = 1019,       /* invalid file layout */
+	CFS_ENOTINLINE = 1020,    /* the file's data is not (or cannot stay) inline in meta */
 	CFS_ELAST
 };
 

@@ -582,6 +582,40 @@ static int report_length(struct fusefs *fs, uint64_t ino)
 	return report_length_how(fs, ino, 0);
 }
 
+/* Moves INO's inline data to chunks (file_io.h "inline data"), through
+ * the open state if there is one. 0 or <0. */
+static int idata_convert(struct fusefs *fs, uint64_t ino)
+{
+	file_io_inode *fi = file_io_find(fs->o.fio, ino);
+	int rc = 0;
+	if (!fi) {
+		struct meta_cred cr = {0, 0, 0, NULL};
+		struct meta_inode *in = malloc(sizeof(*in));
+		rc = in ? meta_client_getattr(fs->o.meta, &cr, ino, in) : -ENOMEM;
+		if (rc == 0)
+			rc = in->idata ? file_io_open(fs->o.fio, in, &fi) : 0;
+		free(in);
+	}
+	if (rc == 0 && fi)
+		rc = file_io_idata_convert(fs->o.fio, fi);
+	file_io_release(fs->o.fio, fi);
+	return rc;
+}
+
+/* meta_client_setattr; a size past the inline threshold of an inline
+ * file (-CFS_ENOTINLINE) converts it to chunks first, then sets it. */
+static int setattr_call(struct fusefs *fs, const struct meta_cred *c, uint64_t ino,
+                        const struct meta_setattr *sa, struct meta_inode *in)
+{
+	int rc = meta_client_setattr(fs->o.meta, c, ino, sa, in);
+	for (int i = 0; i < 3 && rc == -CFS_ENOTINLINE && fs->o.fio; i++) {
+		rc = idata_convert(fs, ino);
+		if (rc == 0)
+			rc = meta_client_setattr(fs->o.meta, c, ino, sa, in);
+	}
+	return rc;
+}
+
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
                        struct fuse_file_info *ffi)
 {
@@ -653,7 +687,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	if (sa.valid & META_SET_SIZE)
 		rc = report_length(fs, ino);
 	if (rc == 0) {
-		rc = meta_client_setattr(fs->o.meta, &cb.c, ino, &sa, in);
+		rc = setattr_call(fs, &cb.c, ino, &sa, in);
 		dattr_drop_all(fs);
 	}
 	if (rc < 0) {
@@ -1212,6 +1246,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	unsigned mf = open_flags(ffi->flags);
 	if (ffi->flags & O_EXCL)
 		mf |= META_O_EXCL;
+	if (fs->o.fio)
+		mf |= META_O_IDATA; /* new files may keep their bytes in meta (file_io.h) */
 	struct meta_inode *in = inode_new(req);
 	if (!in)
 		return;
@@ -1292,12 +1328,20 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 			return;
 		}
 	}
-	int rc = meta_client_open(fs->o.meta, &cb.c, ino, mf, in, &session);
+	/* An inline file's bytes come with the open: a read right after it
+	 * costs no round trip (file_io_idata_prime). */
+	struct meta_idata_out d = { .buf = fs->o.fio ? malloc(META_IDATA_MAX) : NULL };
+	int has = 0;
+	int rc = d.buf ? meta_client_open_idata(fs->o.meta, &cb.c, ino, mf, in, &session, &d, &has)
+	               : meta_client_open(fs->o.meta, &cb.c, ino, mf, in, &session);
 	if (rc == 0) {
 		rc = file_setup(fs, in, session, ffi);
 		if (rc < 0 && session)
 			meta_client_close(fs->o.meta, &cb.c, ino, session, NULL);
 	}
+	if (rc == 0 && has)
+		file_io_idata_prime(((struct fusefs_file *)(uintptr_t)ffi->fh)->fi, d.buf, d.len);
+	free(d.buf);
 	if (rc < 0) {
 		reply_ino_err(req, rc);
 	} else if (reply_open(req, ffi) == -ENOENT) {
@@ -1484,7 +1528,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 		req_cred(req, &cb);
 		rc = in ? report_length(fs, ino) : -ENOMEM;
 		if (rc == 0) {
-			rc = meta_client_setattr(fs->o.meta, &cb.c, ino, &sa, in);
+			rc = setattr_call(fs, &cb.c, ino, &sa, in);
 			dattr_drop_all(fs);
 		}
 		if (rc == 0)

@@ -80,6 +80,8 @@ struct meta_opts {
 	struct meta_chain_view chains;
 	int64_t gc_claim_ns;            /* GC claim lease; 0: 60 s */
 	int64_t (*now_ns)(void);        /* wall clock; NULL: clock_wall_ns */
+	uint32_t idata_max;             /* inline data threshold in bytes (<= META_IDATA_MAX;
+	                                   0: new files never inline; meta_idata.c) */
 };
 
 /* Caller credentials. groups: supplementary gids (borrowed for the call). */
@@ -199,6 +201,10 @@ enum meta_open_flags {
 	META_O_EXCL = 1 << 1,   /* create: fail with -EEXIST if NAME exists */
 	META_O_TRUNC = 1 << 2,  /* truncate to 0 (needs write) */
 	META_O_READ = 1 << 3,   /* open for reading (permission check) */
+	/* The client handles inline data (meta_idata.c): a file this create
+	 * makes starts inline (when opts.idata_max > 0), and create/open of an
+	 * inline file return its bytes (meta_open_idata). */
+	META_O_IDATA = 1 << 4,
 };
 
 /* Creates a regular file NAME in PARENT with permission bits MODE (umask
@@ -253,6 +259,51 @@ int meta_close_known(meta_ctx *m, const struct meta_req *rq, uint64_t ino, uint6
  * *size (may be NULL) as for meta_sync. */
 int meta_fsync(meta_ctx *m, uint64_t ino, const struct meta_length *len, int query,
 	       uint64_t *size);
+
+/* ---- inline data (meta_idata.c) ----
+ *
+ * A file created with META_O_IDATA while opts.idata_max > 0 is inline: its
+ * bytes live in the IDAT record next to its inode (schema.h), the record's
+ * length is the file's size, and the layout it was given waits unused.
+ * Writes that keep the end within idata_max change record and inode in ONE
+ * txn. Growing past it, the client converts: convert_begin claims the file
+ * (a lease of META_IDATA_LEASE_NS, so two converters never both copy) and
+ * returns the bytes and their version; the client writes them to chunks;
+ * convert_commit flips the inode to chunked if the version did not move
+ * (else the client begins again). Readers see the inline bytes until the
+ * flip, the chunks after it: never a mix. Chunked files never go back.
+ * A file whose inline data is empty converts with one commit (EMPTY).
+ *
+ * Errors besides the usual: -CFS_ENOTINLINE (the file is not inline, or
+ * the write would end past idata_max: convert, then use chunks), -EBUSY
+ * (convert_begin: another client holds the claim), -EAGAIN
+ * (convert_commit: the bytes changed since begin, or the claim is gone). */
+#define META_IDATA_LEASE_NS (10LL * 1000000000LL)
+enum meta_idata_commit_flags {
+	META_IDATA_COMMIT_EMPTY = 1, /* flip only if the data is empty (no begin needed) */
+};
+/* Inline bytes as calls return them: BUF is the caller's, META_IDATA_MAX bytes. */
+struct meta_idata_out {
+	uint8_t *buf;     /* in: META_IDATA_MAX bytes */
+	uint32_t len;     /* out: bytes of data (the file's size) */
+	uint64_t ver;     /* out: version of the bytes */
+	uint32_t flags;   /* out: META_IDATA_F_* */
+};
+/* Writes LEN bytes at OFF (end <= opts.idata_max), zero-filling any gap,
+ * and sets size, mtime and ctime in the same txn. OUT gets the inode. */
+int meta_idata_write(meta_ctx *m, const struct meta_req *rq, uint64_t ino, uint64_t off,
+		     const void *data, size_t len, struct meta_inode *out);
+/* OUT gets the inode; when it is inline, D gets the bytes. */
+int meta_idata_read(meta_ctx *m, uint64_t ino, struct meta_inode *out, struct meta_idata_out *d);
+int meta_idata_convert_begin(meta_ctx *m, const struct meta_req *rq, uint64_t ino,
+			     struct meta_inode *out, struct meta_idata_out *d);
+/* VER: from begin (ignored with EMPTY). */
+int meta_idata_convert_commit(meta_ctx *m, const struct meta_req *rq, uint64_t ino, uint64_t ver,
+			      unsigned flags, struct meta_inode *out);
+/* meta_open, and when the file is inline, its bytes into D (*has = 1). */
+int meta_open_idata(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+		    uint64_t ino, unsigned flags, struct meta_inode *out, uint64_t *session,
+		    struct meta_idata_out *d, int *has);
 
 /* ---- namespace ---- */
 
@@ -396,6 +447,8 @@ struct meta_fsck_report {
 	uint64_t corrupt_records;   /* records that failed their checks */
 	uint64_t gc_pending;        /* inodes in the GC queue */
 	uint64_t sessions;
+	uint64_t idata_files;       /* files whose data is inline */
+	uint64_t idata_mismatch;    /* inline length != size, or inline data of a file not inline */
 };
 /* Scans the whole namespace in one snapshot and counts inconsistencies
  * (each also logged at WARN). CHUNKS (n refs, may be NULL) is the storage's

@@ -36,6 +36,8 @@ struct setattr_arg {
 	const struct meta_req *rq;
 	uint64_t ino;
 	const struct meta_setattr *sa;
+	int expect_idata;          /* SIZE: the storage step saw an inline file (skipped) */
+	uint8_t *scratch;          /* SIZE of an inline file: META_IDATA_MAX bytes */
 	struct meta_inode in;
 };
 
@@ -124,8 +126,20 @@ static int setattr_body(kv_txn *t, void *arg)
 	}
 	if ((rc = meta_get_inode(t, a->ino, 0, &a->in)))
 		return rc;
+	/* The file went from inline to chunks after the storage step skipped
+	 * it: start over with that step (meta_setattr). */
+	if ((a->sa->valid & META_SET_SIZE) && a->in.idata != a->expect_idata)
+		return -EAGAIN;
 	if ((rc = setattr_apply(a, meta_now(a->m))))
 		return rc;
+	if ((a->sa->valid & META_SET_SIZE) && a->in.idata) {
+		if (a->sa->size > a->m->o.idata_max)
+			return -CFS_ENOTINLINE; /* the client converts, then retries */
+		if (!a->scratch && !(a->scratch = malloc(META_IDATA_MAX)))
+			return -ENOMEM;
+		if ((rc = meta_idata_resize(t, a->ino, a->sa->size, a->scratch)))
+			return rc;
+	}
 	if ((a->sa->valid & META_SET_MODE) && (rc = meta_acl_chmod_txn(t, &a->in)))
 		return rc;
 	if ((rc = meta_put_inode(t, &a->in)))
@@ -197,36 +211,48 @@ int meta_setattr(meta_ctx *m, const struct meta_cred *c, const struct meta_req *
 		 uint64_t ino, const struct meta_setattr *sa, struct meta_inode *out)
 {
 	int rc;
-	if (sa->valid & META_SET_SIZE) {
-		struct trunc_check_arg *ta = malloc(sizeof(*ta));
-		if (!ta)
-			return -ENOMEM;
-		ta->c = c;
-		ta->ino = ino;
-		ta->fd_write = (sa->valid & META_SET_FD_WRITE) != 0;
-		rc = meta_run_ro(m, trunc_check_body, ta);
-		if (rc == 0 && sa->size / ta->in.layout.chunk_size > UINT32_MAX)
-			rc = -EFBIG;
-		if (rc == 0)
-			rc = truncate_storage(m, &ta->in, sa->size);
-		free(ta);
-		if (rc)
-			return rc;
-	}
 	struct setattr_arg *a = malloc(sizeof(*a));
 	if (!a)
 		return -ENOMEM;
 	*a = (struct setattr_arg){ .m = m, .c = c, .rq = rq, .ino = ino, .sa = sa };
-	if (rq && rq->seq) {
-		rc = meta_run_rw(m, rq, setattr_body, a);
-	} else {
-		/* Untracked setattr is still safe to retry after a maybe-commit:
-		 * it sets absolute values (only truncate_ver may step twice). */
-		struct kv_run_opts o = { .idempotent = 1, .max_retries = 40 };
-		rc = meta_run(m, &o, setattr_body, a);
+	/* Inline files (meta_idata.c) have no chunks to cut; one that turns
+	 * chunked meanwhile makes the txn answer -EAGAIN: redo both steps
+	 * (a file converts once, so this loops at most twice). */
+	for (int attempt = 0; attempt < 3; attempt++) {
+		if (sa->valid & META_SET_SIZE) {
+			struct trunc_check_arg *ta = malloc(sizeof(*ta));
+			if (!ta) {
+				rc = -ENOMEM;
+				break;
+			}
+			ta->c = c;
+			ta->ino = ino;
+			ta->fd_write = (sa->valid & META_SET_FD_WRITE) != 0;
+			rc = meta_run_ro(m, trunc_check_body, ta);
+			if (rc == 0 && sa->size / ta->in.layout.chunk_size > UINT32_MAX)
+				rc = -EFBIG;
+			a->expect_idata = rc == 0 && ta->in.idata;
+			if (rc == 0 && !ta->in.idata)
+				rc = truncate_storage(m, &ta->in, sa->size);
+			free(ta);
+			if (rc)
+				break;
+		}
+		if (rq && rq->seq) {
+			rc = meta_run_rw(m, rq, setattr_body, a);
+		} else {
+			/* Untracked setattr is still safe to retry after a
+			 * maybe-commit: it sets absolute values (only
+			 * truncate_ver may step twice). */
+			struct kv_run_opts o = { .idempotent = 1, .max_retries = 40 };
+			rc = meta_run(m, &o, setattr_body, a);
+		}
+		if (rc != -EAGAIN || !(sa->valid & META_SET_SIZE))
+			break;
 	}
 	if (rc == 0 && out)
 		*out = a->in;
+	free(a->scratch);
 	free(a);
 	return rc;
 }

@@ -154,7 +154,8 @@ static int sync_body(kv_txn *t, void *arg)
 	int rc = meta_get_inode(t, a->ino, 0, &a->in);
 	if (rc)
 		return rc;
-	if (a->in.type != META_T_FILE)
+	/* Inline data: the record's length is the size (meta_idata.c). */
+	if (a->in.type != META_T_FILE || a->in.idata)
 		return 0;
 	if (a->query && a->in.truncate_ver != a->seen_tv) {
 		a->stale = 1;
@@ -219,7 +220,7 @@ int meta_sync(meta_ctx *m, uint64_t ino, const struct meta_length *len, int quer
 	for (int attempt = 0; attempt < 8; attempt++) {
 		if (query) {
 			rc = meta_run_ro(m, sync_read_body, a);
-			if (rc == 0 && a->in.type == META_T_FILE)
+			if (rc == 0 && a->in.type == META_T_FILE && !a->in.idata)
 				rc = query_storage(m, &a->in, query == META_SYNC_QUERY_ALL,
 						   &a->storage_len);
 			if (rc)
@@ -286,7 +287,7 @@ static int close_known_body(kv_txn *t, void *arg)
 	rc = meta_get_inode(t, a->ino, 0, &a->in);
 	if (rc == -ENOENT)
 		return 0;
-	if (rc || a->in.type != META_T_FILE)
+	if (rc || a->in.type != META_T_FILE || a->in.idata)
 		return rc;
 	uint64_t size = a->in.size;
 	if (a->len->truncate_ver == a->in.truncate_ver && a->len->length > size)
@@ -353,6 +354,7 @@ struct gc_arg {
 	int ok[GC_BATCH];           /* chunks removed (or no chunks to remove) */
 	int done[GC_BATCH];         /* finish txn: 1 deleted, 0 lost the claim */
 	int found[GC_BATCH];        /* inode present */
+	int no_chunks[GC_BATCH];    /* inline file that never began converting */
 	struct meta_inode in[GC_BATCH];
 };
 
@@ -463,6 +465,14 @@ static int gc_read_body(kv_txn *t, void *arg)
 		if (rc && rc != -ENOENT)
 			return rc;
 		a->found[i] = rc == 0;
+		a->no_chunks[i] = 0;
+		if (rc == 0 && a->in[i].idata) {
+			struct meta_idata_rec r;
+			rc = meta_idata_get(t, a->ino[i], 1, &r);
+			if (rc < 0 && rc != -CFS_ECORRUPT)
+				return rc;
+			a->no_chunks[i] = rc >= 0 && !(r.flags & META_IDATA_F_ATTEMPTED);
+		}
 	}
 	return 0;
 }
@@ -499,6 +509,8 @@ static int gc_finish_body(kv_txn *t, void *arg)
 			return rc;
 		meta_key_xattr_range(&b, &e, a->ino[i]);
 		if ((rc = kv_clear_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n))))
+			return rc;
+		if (a->found[i] && a->in[i].idata && (rc = meta_idata_clear(t, a->ino[i])))
 			return rc;
 		a->done[i] = 1;
 	}
@@ -545,7 +557,7 @@ static int gc_remove_all(struct gc_arg *a)
 	w->s = s;
 	for (int i = 0; i < a->n; i++) {
 		a->ok[i] = 1;
-		if (!a->found[i] || a->in[i].type != META_T_FILE)
+		if (!a->found[i] || a->in[i].type != META_T_FILE || a->no_chunks[i])
 			continue;
 		for (uint32_t c = 0; c < a->in[i].layout.nchains; c++) {
 			w->entry[w->ntasks] = i;
@@ -702,6 +714,8 @@ struct fsck_ino {
 	uint32_t nlink, links;
 	uint32_t subdirs;      /* directory dentries inside (directories) */
 	uint8_t type, in_gc;
+	uint8_t idata, idata_seen; /* inline file; its IDAT record was found */
+	uint64_t size;
 	uint64_t dent_parent;  /* parent named by the (first) dentry */
 };
 
@@ -764,7 +778,10 @@ static int fsck_body(kv_txn *t, void *arg)
 			a->cap = nc;
 		}
 		a->v[a->n++] = (struct fsck_ino){ .ino = in->ino, .parent = in->parent,
-						  .nlink = in->nlink, .type = in->type };
+						  .nlink = in->nlink, .type = in->type,
+						  .idata = (uint8_t)in->idata, .size = in->size };
+		if (in->idata)
+			a->r.idata_files++;
 	}
 	free(in);
 	a->r.inodes = a->n;
@@ -777,6 +794,27 @@ static int fsck_body(kv_txn *t, void *arg)
 		if (f)
 			f->in_gc = 1;
 		a->r.gc_pending++;
+	}
+	/* Inline data: each record belongs to an inline inode of its length. */
+	if (rc == 0)
+		rc = scan_prefix(t, "IDAT", &r);
+	for (int i = 0; rc == 0 && i < r.n; i++) {
+		struct meta_idata_rec d;
+		if (r.kvs[i].key.n != 12 || meta_idata_decode(r.kvs[i].val.p, r.kvs[i].val.n, &d)) {
+			a->r.corrupt_records++;
+			continue;
+		}
+		uint64_t ino = wire_load_be64((const uint8_t *)r.kvs[i].key.p + 4);
+		struct fsck_ino *f = fsck_find(a, ino);
+		if (f)
+			f->idata_seen = 1;
+		if (!f || !f->idata || f->size != d.len) {
+			LOG_WARN("meta", "fsck: inline data mismatch: ino=%llu len=%u size=%llu%s",
+				 (unsigned long long)ino, d.len,
+				 (unsigned long long)(f ? f->size : 0),
+				 !f ? " (no inode)" : !f->idata ? " (inode not inline)" : "");
+			a->r.idata_mismatch++;
+		}
 	}
 	if (rc == 0)
 		rc = scan_prefix(t, "SESS", &r);
@@ -842,6 +880,11 @@ int meta_fsck(meta_ctx *m, struct meta_chunk_ref *chunks, size_t nchunks,
 			LOG_WARN("meta", "fsck: directory link count: ino=%llu nlink=%u subdirs=%u",
 				 (unsigned long long)f->ino, f->nlink, f->subdirs);
 			a.r.dir_nlink_mismatch++;
+		}
+		if (f->idata && !f->idata_seen && f->size != 0) {
+			LOG_WARN("meta", "fsck: inline file without its data: ino=%llu size=%llu",
+				 (unsigned long long)f->ino, (unsigned long long)f->size);
+			a.r.idata_mismatch++;
 		}
 		if (f->ino == META_ROOT_INO)
 			continue;

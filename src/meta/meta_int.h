@@ -29,6 +29,7 @@ enum meta_op {
 	META_OP_CREATE = 1, META_OP_MKDIR, META_OP_SYMLINK, META_OP_LINK, META_OP_UNLINK,
 	META_OP_RMDIR, META_OP_RENAME, META_OP_SETATTR, META_OP_OPEN, META_OP_CLOSE,
 	META_OP_SETXATTR, META_OP_REMOVEXATTR, META_OP_SETLAYOUT, META_OP_MKNOD,
+	META_OP_IDATA_WRITE,
 };
 
 int64_t meta_now(meta_ctx *m);
@@ -83,6 +84,15 @@ int meta_dir_time_clear(kv_txn *t, uint64_t dir);
 int meta_dir_nonempty(kv_txn *t, uint64_t dir);
 /* Queues a file whose last link went for GC. */
 int meta_gc_enqueue(meta_ctx *m, kv_txn *t, uint64_t ino);
+
+/* Inline data records (meta_idata.c). get: 1 found (R's data borrowed
+ * until the txn ends), 0 absent (R zeroed), <0. resize: sets the bytes
+ * of inline inode INO to LEN (cut or zero-filled; SCRATCH has
+ * META_IDATA_MAX bytes); -CFS_ENOTINLINE over META_IDATA_MAX. */
+int meta_idata_get(kv_txn *t, uint64_t ino, int snapshot, struct meta_idata_rec *r);
+int meta_idata_put(kv_txn *t, uint64_t ino, const struct meta_idata_rec *r);
+int meta_idata_clear(kv_txn *t, uint64_t ino);
+int meta_idata_resize(kv_txn *t, uint64_t ino, uint64_t len, uint8_t *scratch);
 
 /* Permission: MASK of 4 (read), 2 (write), 1 (search/execute). 0 or -EACCES. */
 int meta_may(const struct meta_inode *in, const struct meta_cred *c, int mask);

@@ -305,6 +305,9 @@ static int new_body(kv_txn *t, void *arg)
 			return rc;
 		}
 		in->chains_used = 1;
+		/* Inline data only for clients that handle it (meta_idata.c). */
+		in->idata = a->type == META_T_FILE && (a->flags & META_O_IDATA) &&
+			    a->m->o.idata_max > 0;
 		break;
 	}
 	}

@@ -30,6 +30,7 @@ static const char *const names[] = {
 /* Types of the 240..249 block (metadata speed), from META_RPC_FSYNC. */
 static const char *const names_240[] = { "FSYNC" };
 static const char *const lock_names[] = { "LOCK_SET", "LOCK_GET", "LOCK_RELEASE" };
+static const char *const idata_names[] = { "IDATA_WRITE", "IDATA_READ", "IDATA_CONVERT" };
 static const char *const names_265[] = { "CREATE_DIR", "UNLINK_DIR" };
 
 const char *meta_rpc_name(uint16_t type)
@@ -40,6 +41,8 @@ const char *meta_rpc_name(uint16_t type)
 		return lock_names[type - META_RPC_LOCK_FIRST];
 	if (type == META_RPC_DIRVER)
 		return "DIRVER";
+	if (type >= META_RPC_IDATA_FIRST && type <= META_RPC_IDATA_LAST)
+		return idata_names[type - META_RPC_IDATA_FIRST];
 	if (type >= META_RPC_FIRST_265 && type <= META_RPC_LAST_265)
 		return names_265[type - META_RPC_FIRST_265];
 	if (type < META_RPC_FIRST || type > META_RPC_LAST)
@@ -55,6 +58,7 @@ int meta_rpc_is_mutation(uint16_t type)
 	case META_RPC_LINK: case META_RPC_SYMLINK: case META_RPC_SETXATTR:
 	case META_RPC_REMOVEXATTR: case META_RPC_LAYOUT_SET: case META_RPC_MKNOD:
 	case META_RPC_CREATE_DIR: case META_RPC_UNLINK_DIR:
+	case META_RPC_IDATA_WRITE: case META_RPC_IDATA_CONVERT:
 		return 1;
 	}
 	return 0;
@@ -280,6 +284,20 @@ int meta_rpc_req_encode(struct buf *b, const struct meta_rpc_req *m)
 		wire_put_u64(&w, m->ino);
 		wire_put_u32(&w, m->flags);
 		break;
+	case META_RPC_IDATA_WRITE:
+		wire_put_u64(&w, m->ino);
+		wire_put_u64(&w, m->off);
+		wire_put_blob(&w, m->data, m->data_len);
+		break;
+	case META_RPC_IDATA_READ:
+		wire_put_u64(&w, m->ino);
+		break;
+	case META_RPC_IDATA_CONVERT:
+		wire_put_u64(&w, m->ino);
+		wire_put_u32(&w, m->count);
+		wire_put_u32(&w, m->flags);
+		wire_put_u64(&w, m->ver);
+		break;
 	case META_RPC_CLOSE:
 		wire_put_u64(&w, m->ino);
 		wire_put_u64(&w, m->ino2);
@@ -431,6 +449,22 @@ int meta_rpc_req_decode(uint16_t type, const void *p, size_t n, struct meta_rpc_
 		wire_get_u64(&r, &m->ino);
 		wire_get_u32(&r, &m->flags);
 		break;
+	case META_RPC_IDATA_WRITE:
+		wire_get_u64(&r, &m->ino);
+		wire_get_u64(&r, &m->off);
+		get_limited(&r, META_IDATA_MAX, -CFS_ENOTINLINE, &m->data, &m->data_len);
+		break;
+	case META_RPC_IDATA_READ:
+		wire_get_u64(&r, &m->ino);
+		break;
+	case META_RPC_IDATA_CONVERT:
+		wire_get_u64(&r, &m->ino);
+		wire_get_u32(&r, &m->count);
+		wire_get_u32(&r, &m->flags);
+		wire_get_u64(&r, &m->ver);
+		if (!r.err && m->count != META_RPC_IDATA_BEGIN && m->count != META_RPC_IDATA_COMMIT)
+			wire_fail(&r, -EINVAL);
+		break;
 	case META_RPC_CLOSE:
 		wire_get_u64(&r, &m->ino);
 		wire_get_u64(&r, &m->ino2);
@@ -532,9 +566,17 @@ static int returns_inode(uint16_t type)
 	case META_RPC_LOOKUP: case META_RPC_GETATTR: case META_RPC_SETATTR:
 	case META_RPC_CREATE: case META_RPC_OPEN: case META_RPC_MKDIR: case META_RPC_LINK:
 	case META_RPC_SYMLINK: case META_RPC_MKNOD: case META_RPC_CREATE_DIR:
+	case META_RPC_IDATA_WRITE: case META_RPC_IDATA_READ: case META_RPC_IDATA_CONVERT:
 		return 1;
 	}
 	return 0;
+}
+
+/* Replies whose inode tail may carry inline bytes. */
+static int returns_idata(uint16_t type)
+{
+	return type == META_RPC_OPEN || type == META_RPC_CREATE || type == META_RPC_IDATA_READ ||
+	       type == META_RPC_IDATA_CONVERT;
 }
 
 int meta_rpc_resp_encode(struct buf *b, const struct meta_rpc_resp *m)
@@ -605,8 +647,18 @@ int meta_rpc_resp_encode(struct buf *b, const struct meta_rpc_resp *m)
 		}
 		break;
 	}
-	if (returns_inode(m->type))
+	if (returns_inode(m->type)) {
 		wire_put_u64(&w, m->inode->rdev); /* inode tail, see meta_proto.h */
+		wire_put_u8(&w, m->inode->idata ? 1 : 0);
+		if (returns_idata(m->type)) {
+			wire_put_u8(&w, m->has_idata ? 1 : 0);
+			if (m->has_idata) {
+				wire_put_u64(&w, m->idata_ver);
+				wire_put_u32(&w, m->idata_flags);
+				wire_put_blob(&w, m->idata, m->idata_len);
+			}
+		}
+	}
 	return w.err;
 }
 
@@ -746,6 +798,25 @@ int meta_rpc_resp_decode(const void *p, size_t n, struct meta_rpc_resp *m)
 		wire_get_u64(&r, &rdev);
 		if (in)
 			in->rdev = rdev;
+		/* later tail fields: absent from older servers */
+		if (!r.err && wire_left(&r) >= 1) {
+			wire_get_u8(&r, &u8);
+			if (!r.err && u8 > 1)
+				wire_fail(&r, -CFS_EPROTO);
+			if (in)
+				in->idata = u8;
+		}
+		if (!r.err && returns_idata(type) && wire_left(&r) >= 1) {
+			wire_get_u8(&r, &u8);
+			if (!r.err && u8 > 1)
+				wire_fail(&r, -CFS_EPROTO);
+			m->has_idata = u8;
+			if (u8) {
+				wire_get_u64(&r, &m->idata_ver);
+				wire_get_u32(&r, &m->idata_flags);
+				get_limited(&r, META_IDATA_MAX, -CFS_EPROTO, &m->idata, &m->idata_len);
+			}
+		}
 	}
 	return r.err;
 }

@@ -92,6 +92,19 @@ enum meta_rpc_type_242 {
 };
 #define META_RPC_DIRVER_MAX 1024
 
+/* Block 260..264 (inline data, meta_idata.c; catalog in net/rpc_proto.h).
+ * IDATA_WRITE: data at off (reply: the inode). IDATA_READ: the inode and,
+ * when it is inline, its bytes. IDATA_CONVERT: count is the step
+ * (META_RPC_IDATA_BEGIN: claim and return the bytes; META_RPC_IDATA_COMMIT:
+ * flip to chunks if ver still matches; flags META_IDATA_COMMIT_*). */
+enum meta_rpc_type_260 {
+	META_RPC_IDATA_WRITE = 260,
+	META_RPC_IDATA_READ = 261,
+	META_RPC_IDATA_CONVERT = 262,
+};
+#define META_RPC_IDATA_FIRST META_RPC_IDATA_WRITE
+#define META_RPC_IDATA_LAST META_RPC_IDATA_CONVERT
+enum meta_rpc_idata_step { META_RPC_IDATA_BEGIN = 1, META_RPC_IDATA_COMMIT = 2 };
 /* Block 265..269 (entry changes through the mount). CREATE_DIR and
  * UNLINK_DIR take CREATE's and UNLINK's requests; their replies add the
  * parent directory's attributes, read (as GETATTR) right after the change
@@ -136,7 +149,9 @@ int meta_rpc_is_mutation(uint16_t type);
  *   layout  layout_set: chunk_size, stripe, table_id
  *   lock    lock_set, lock_get: owner, pid, kind, type, start, end (the
  *           client is the header's); lock_release: owner, with flags the
- *           kinds and META_RPC_LOCK_ANY_OWNER */
+ *           kinds and META_RPC_LOCK_ANY_OWNER
+ *   off     idata_write: offset (data: the bytes, <= META_IDATA_MAX)
+ *   ver     idata_convert commit: the version begin returned */
 struct meta_rpc_req {
 	uint16_t type;
 	uint32_t uid, gid;
@@ -155,6 +170,7 @@ struct meta_rpc_req {
 	struct meta_setattr sa;
 	uint32_t chunk_size, stripe, table_id;
 	struct meta_lock lock;
+	uint64_t off, ver;
 };
 
 /* A decoded reply of a successful call. Field use per type:
@@ -170,7 +186,11 @@ struct meta_rpc_req {
  *   statfs    statfs
  *   layout    layout_get (has_layout) into caller memory
  *   instance_id, threads   info
- *   has_lock, lock  lock_get: the conflicting lock (has_lock 0: none) */
+ *   has_lock, lock  lock_get: the conflicting lock (has_lock 0: none)
+ *   has_idata, idata*  open, create, idata_read, idata_convert (begin):
+ *             the inline bytes (borrowed), their version and META_IDATA_F_*
+ *             flags; they travel after rdev in the inode tail together with
+ *             the inode's inline flag, so older peers ignore them */
 struct meta_rpc_resp {
 	uint16_t type;
 	struct meta_inode *inode;
@@ -187,6 +207,11 @@ struct meta_rpc_resp {
 	uint32_t threads;
 	int has_lock;
 	struct meta_lock lock;
+	int has_idata;
+	uint64_t idata_ver;
+	uint32_t idata_flags;
+	const uint8_t *idata;
+	uint32_t idata_len;
 	struct meta_inode *dir; /* CREATE_DIR, UNLINK_DIR: the parent's attributes */
 };
 

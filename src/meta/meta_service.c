@@ -297,6 +297,17 @@ static void reply_dir_attrs(struct worker *w, uint64_t dir, struct meta_rpc_resp
 	}
 }
 
+/* Points R's inline-data fields at D when R->has_idata. */
+static void idata_out(struct meta_rpc_resp *r, const struct meta_idata_out *d)
+{
+	if (!r->has_idata)
+		return;
+	r->idata = d->buf;
+	r->idata_len = d->len;
+	r->idata_ver = d->ver;
+	r->idata_flags = d->flags;
+}
+
 /* Runs M on W's scratch; fills R. Returns 0 or the operation's error; a
  * layout refusal leaves its reason in err. */
 static int run_op(struct worker *w, const struct meta_rpc_req *m, struct meta_rpc_resp *r,
@@ -320,7 +331,32 @@ static int run_op(struct worker *w, const struct meta_rpc_req *m, struct meta_rp
 		return meta_create(mc, &c, &rq, m->ino, m->name, m->mode, m->flags, &w->inode,
 				   &r->session);
 	case META_RPC_OPEN:
+		if (m->flags & META_O_IDATA) {
+			struct meta_idata_out d = { .buf = w->xval };
+			rc = meta_open_idata(mc, &c, &rq, m->ino, m->flags, &w->inode, &r->session,
+					     &d, &r->has_idata);
+			idata_out(r, &d);
+			return rc;
+		}
 		return meta_open(mc, &c, &rq, m->ino, m->flags, &w->inode, &r->session);
+	case META_RPC_IDATA_WRITE:
+		return meta_idata_write(mc, &rq, m->ino, m->off, m->data, m->data_len, &w->inode);
+	case META_RPC_IDATA_READ: {
+		struct meta_idata_out d = { .buf = w->xval };
+		rc = meta_idata_read(mc, m->ino, &w->inode, &d);
+		r->has_idata = rc == 0 && w->inode.idata;
+		idata_out(r, &d);
+		return rc;
+	}
+	case META_RPC_IDATA_CONVERT: {
+		if (m->count == META_RPC_IDATA_COMMIT)
+			return meta_idata_convert_commit(mc, &rq, m->ino, m->ver, m->flags, &w->inode);
+		struct meta_idata_out d = { .buf = w->xval };
+		rc = meta_idata_convert_begin(mc, &rq, m->ino, &w->inode, &d);
+		r->has_idata = rc == 0;
+		idata_out(r, &d);
+		return rc;
+	}
 	case META_RPC_CLOSE:
 		if (m->flags & META_CLOSE_LEN_KNOWN)
 			return meta_close_known(mc, &rq, m->ino, m->ino2, len);
@@ -952,6 +988,7 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 		.root_layout = { .chunk_size = o->chunk_size, .stripe = o->stripe,
 				 .table_id = o->table_id },
 		.chains = { s, view_table },
+		.idata_max = o->idata_max <= META_IDATA_MAX ? o->idata_max : META_IDATA_MAX,
 	};
 	char lerr[256];
 	if (o->mgmtd && *o->mgmtd) {
@@ -1012,6 +1049,11 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 	rpc_server_handle(s->rpc, META_RPC_DIRVER, s->ninline ? &hr : &hq);
 	for (uint16_t t = META_RPC_FIRST_265; t <= META_RPC_LAST_265; t++)
 		rpc_server_handle(s->rpc, t, inline_writes && kv_only_mutation(t) ? &hr : &hq);
+	/* Inline data: a read and a write touch only the KV, like the
+	 * namespace calls above; a conversion step goes to the workers. */
+	rpc_server_handle(s->rpc, META_RPC_IDATA_READ, s->ninline ? &hr : &hq);
+	rpc_server_handle(s->rpc, META_RPC_IDATA_WRITE, inline_writes ? &hr : &hq);
+	rpc_server_handle(s->rpc, META_RPC_IDATA_CONVERT, &hq);
 	for (uint16_t t = META_RPC_LOCK_FIRST; t <= META_RPC_LOCK_LAST; t++)
 		rpc_server_handle(s->rpc, t, &hq);
 	for (uint16_t t = META_RPC_KVC_FIRST; t <= META_RPC_KVC_LAST; t++)

@@ -77,6 +77,7 @@ struct meta_service_opts {
 	 * open and that were unlinked become reclaimable by GC. */
 	uint32_t session_check_ms;
 	enum meta_inline_reads inline_reads;
+	uint32_t idata_max;          /* inline data threshold (meta.h meta_opts.idata_max) */
 };
 
 struct meta_service;

@@ -26,6 +26,7 @@ static const char MAGIC_SESSION[4] = { 'C', 'F', 'S', 'S' };
 static const char MAGIC_GC[4] = { 'C', 'F', 'S', 'G' };
 static const char MAGIC_IDEM[4] = { 'C', 'F', 'S', 'R' };
 static const char MAGIC_IDAL[4] = { 'C', 'F', 'S', 'A' };
+static const char MAGIC_IDATA[4] = { 'C', 'F', 'S', 'N' };
 
 /* ---- keys ---- */
 
@@ -120,6 +121,12 @@ void meta_key_idalloc(struct meta_key *k)
 	key_prefix(k, "IDAL");
 }
 
+void meta_key_idata(struct meta_key *k, uint64_t ino)
+{
+	key_prefix(k, "IDAT");
+	key_u64(k, ino);
+}
+
 void meta_key_dirstat(struct meta_key *k, uint64_t dir, enum meta_dirstat_kind kind,
 		      uint8_t shard)
 {
@@ -204,11 +211,14 @@ static int rec_done(struct wire_reader *r)
 /* ---- inode ---- */
 
 #define INODE_F_LAYOUT 1
+#define INODE_F_IDATA 2
 
 int meta_inode_encode(const struct meta_inode *in, struct buf *b)
 {
 	struct wire_writer w;
-	rec_begin(&w, b, MAGIC_INODE, in->type, in->has_layout ? INODE_F_LAYOUT : 0);
+	rec_begin(&w, b, MAGIC_INODE, in->type,
+		  (in->has_layout ? INODE_F_LAYOUT : 0) |
+		  (in->idata && in->type == META_T_FILE ? INODE_F_IDATA : 0));
 	wire_put_u64(&w, in->ino);
 	wire_put_u32(&w, in->mode);
 	wire_put_u32(&w, in->uid);
@@ -251,9 +261,11 @@ int meta_inode_decode(const void *p, size_t n, struct meta_inode *out)
 	out->target_len = 0;
 	out->target[0] = 0;
 	out->rdev = 0;
-	if (type < META_T_FILE || type > META_T_MAX || (flags & ~INODE_F_LAYOUT))
+	if (type < META_T_FILE || type > META_T_MAX || (flags & ~(INODE_F_LAYOUT | INODE_F_IDATA)) ||
+	    ((flags & INODE_F_IDATA) && type != META_T_FILE))
 		return -CFS_ECORRUPT;
 	out->type = type;
+	out->idata = (flags & INODE_F_IDATA) != 0;
 	wire_get_u64(&r, &out->ino);
 	wire_get_u32(&r, &out->mode);
 	wire_get_u32(&r, &out->uid);
@@ -439,6 +451,38 @@ int meta_idalloc_decode(const void *p, size_t n, uint64_t *next)
 		return rc;
 	wire_get_u64(&r, next);
 	if (!r.err && *next < META_FIRST_INO)
+		return -CFS_ECORRUPT;
+	return rec_done(&r);
+}
+
+/* ---- inline data ---- */
+
+int meta_idata_encode(const struct meta_idata_rec *r, struct buf *b)
+{
+	struct wire_writer w;
+	if (r->len > META_IDATA_MAX)
+		return -EINVAL;
+	rec_begin(&w, b, MAGIC_IDATA, 0, 0);
+	wire_put_u64(&w, r->ver);
+	wire_put_u64(&w, r->conv_owner);
+	wire_put_i64(&w, r->conv_until);
+	wire_put_u32(&w, r->flags);
+	wire_put_blob(&w, r->data, r->len);
+	return rec_end(&w);
+}
+
+int meta_idata_decode(const void *p, size_t n, struct meta_idata_rec *out)
+{
+	struct wire_reader r;
+	int rc = rec_open(p, n, MAGIC_IDATA, &r, NULL, NULL);
+	if (rc)
+		return rc;
+	memset(out, 0, sizeof(*out));
+	wire_get_u64(&r, &out->ver);
+	wire_get_u64(&r, &out->conv_owner);
+	wire_get_i64(&r, &out->conv_until);
+	wire_get_u32(&r, &out->flags);
+	if (wire_get_blob(&r, META_IDATA_MAX, &out->data, &out->len))
 		return -CFS_ECORRUPT;
 	return rec_done(&r);
 }

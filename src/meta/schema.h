@@ -14,6 +14,8 @@
  *   IDEM    "IDEM" client(8) seq(8)                   idempotency record
  *   IDAL    "IDAL"                                    id allocator record
  *   DSTA    "DSTA" dir(8) kind(1) shard(1)            directory counter (below)
+ *   IDAT    "IDAT" ino(8)                             inline data of a small file
+ *                                                     (meta_idata.c; absent: empty)
  *
  * Directory counters are what entry operations change in their parent
  * without writing its inode record (so creates in one directory do not
@@ -38,13 +40,17 @@
  *
  *   OFFSET SIZE  FIELD
  *   0      4     magic ("CFSI" inode, "CFSD" dentry, "CFSX" xattr,
- *                "CFSS" session, "CFSG" gc, "CFSR" idempotency, "CFSA" ids)
+ *                "CFSS" session, "CFSG" gc, "CFSR" idempotency, "CFSA" ids,
+ *                "CFSN" inline data)
  *   4      2     version (1). A newer version only appends fields before
  *                the CRC; decoders read what they know and skip the rest.
  *   6      2     kind-specific (inode: type u8 + flags u8; others 0)
  *   8      ...   body (below)
  *   n-4    4     crc32c(bytes [0, n-4))
  *
+ * Inode flags: bit 0 has a layout, bit 1 inline data (files only: the
+ * bytes live in the IDAT record, whose length is the size; the layout is
+ * kept for when the file grows past the threshold).
  * Inode body: ino u64, mode u32 (07777 bits), uid u32, gid u32, nlink u32,
  * size u64, atime i64, mtime i64, ctime i64 (ns since the epoch),
  * truncate_ver u64, chains_used u32, parent u64 (directories; 0 otherwise),
@@ -58,6 +64,10 @@
  * Gc body: ino u64, enqueued i64, claim_owner u64, claim_until i64.
  * Idempotency body: op u32, result i32, ino u64, aux u64, written i64.
  * Id allocator body: next u64.
+ * Inline data body: ver u64 (bumped by every change of the bytes), conv_owner
+ * u64 (client converting it to chunks; 0: none), conv_until i64 (that
+ * claim's lease end, wall ns), flags u32 (bit 0: a conversion was started
+ * once, so chunk 0 may hold stale bytes), then a u32 length and the bytes.
  *
  * Decoders never trust the bytes: a short record, bad CRC, unknown magic,
  * type or out-of-range field returns -CFS_ECORRUPT. Thread-safe (no state).
@@ -115,6 +125,7 @@ struct meta_inode {
 	uint32_t chains_used;   /* files: stripe slots that may hold chunks */
 	uint64_t parent;        /* directories: parent ino (root: itself) */
 	int has_layout;         /* files always; directories with a default */
+	int idata;              /* files: the data is inline (IDAT record), not in chunks */
 	struct meta_layout layout;
 	uint32_t target_len;    /* symlinks */
 	char target[META_SYMLINK_MAX + 1]; /* NUL-terminated symlink target */
@@ -162,6 +173,7 @@ void meta_key_session_range(struct meta_key *b, struct meta_key *e, uint64_t ino
 void meta_key_gc(struct meta_key *k, uint64_t ino);
 void meta_key_idem(struct meta_key *k, uint64_t client, uint64_t seq);
 void meta_key_idalloc(struct meta_key *k);
+void meta_key_idata(struct meta_key *k, uint64_t ino);
 enum meta_dirstat_kind { META_DSTA_LINKS = 'L', META_DSTA_TIME = 'T', META_DSTA_VERSION = 'V' };
 #define META_DSTA_SHARDS 16
 void meta_key_dirstat(struct meta_key *k, uint64_t dir, enum meta_dirstat_kind kind,
@@ -190,5 +202,20 @@ int meta_idem_encode(const struct meta_idem_rec *r, struct buf *b);
 int meta_idem_decode(const void *p, size_t n, struct meta_idem_rec *out);
 int meta_idalloc_encode(uint64_t next, struct buf *b);
 int meta_idalloc_decode(const void *p, size_t n, uint64_t *next);
+
+#define META_IDATA_MAX 65536         /* bytes of inline data a file may hold, at most */
+#define META_IDATA_F_ATTEMPTED 1     /* a conversion to chunks was started */
+/* The IDAT record (data borrowed: points into the record for decode, the
+ * caller's bytes for encode). */
+struct meta_idata_rec {
+	uint64_t ver;
+	uint64_t conv_owner;
+	int64_t conv_until;
+	uint32_t flags;
+	const uint8_t *data;
+	uint32_t len;            /* <= META_IDATA_MAX */
+};
+int meta_idata_encode(const struct meta_idata_rec *r, struct buf *b);
+int meta_idata_decode(const void *p, size_t n, struct meta_idata_rec *out);
 
 #endif

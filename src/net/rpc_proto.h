@@ -4,7 +4,11 @@
  *   1.0  frame header v1 (frame.h), handshake HELLO/CHALLENGE/AUTH/AUTH_OK
  *        with HMAC-SHA256 mutual proof, error payload, ECHO.
  *        Later additions old peers ignore: META_CLOSE's trailing u32 flags
- *        (absent = 0); META_FSYNC (240; an old meta answers "bad type").
+ *        (absent = 0); META_FSYNC (240; an old meta answers "bad type");
+ *        the inline-data tail of inode replies (u8 inline after rdev; OPEN,
+ *        CREATE, IDATA_* also u8 has [u64 ver, u32 flags, blob data]) and
+ *        META_IDATA_* (260..262; an old meta answers "bad type", and never
+ *        makes inline files, so a new mount just never sees one);
  *        MGMTD_REGISTER's trailing u64 incarnation (absent = 0: every try is a
  *        new node, as before).
  *   1.0+ STATS (17), answered by every server's RPC layer: a peer that does
@@ -94,6 +98,13 @@
  *  242 META_DIRVER      req: hdr, blob u64 dir ino[<=1024]       resp: blob u64 count[]
  *                       (entry-change counts of the directories; mounts poll it to
  *                       invalidate cached names: meta_dir_versions)
+ *  260 META_IDATA_WRITE   req: hdr, u64 ino, u64 off, blob data(<=65536)  resp: inode
+ *                       (-CFS_ENOTINLINE: not inline, or the end passes the threshold)
+ *  261 META_IDATA_READ    req: hdr, u64 ino                     resp: inode (+ the bytes in
+ *                       the tail when inline)
+ *  262 META_IDATA_CONVERT req: hdr, u64 ino, u32 step (1 begin, 2 commit), u32 flags,
+ *                       u64 ver      resp: inode (+ begin: the bytes and their version)
+ *                       (meta/meta_idata.c: claim, copy to chunks, flip)
  *  265 META_CREATE_DIR  req: as CREATE                resp: inode, u64 session, dir inode
  *  266 META_UNLINK_DIR  req: as UNLINK                resp: dir inode
  *                       (dir inode: the parent's attributes read right after the
@@ -167,7 +178,7 @@ enum rpc_msg_type {
 	RPC_MSG_MGMTD_CREATE_TABLE = 104,
 	RPC_MSG_MGMTD_SET_TARGET = 105,
 	/* meta: 200..223, enum meta_rpc_type in meta/meta_proto.h; locks 230..232,
-	 * enum meta_rpc_lock_type there */
+	 * enum meta_rpc_lock_type there; inline data 260..262 */
 	/* storage: 300..307, enum sto_msg_type in storage/storage_proto.h */
 };
 

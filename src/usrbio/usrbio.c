@@ -552,6 +552,13 @@ int usrbio_reg_fd(struct usrbio *u, const struct usrbio_caller *c, uint64_t ino,
 		if (rc < 0)
 			return (int)app_errno(rc);
 	}
+	/* Rings address chunks directly: an inline file (file_io.h) moves
+	 * to chunks once, here, and stays there. */
+	rc = file_io_idata_convert(u->o.fio, fi);
+	if (rc < 0) {
+		file_io_release(u->o.fio, fi);
+		return (int)app_errno(rc);
+	}
 	struct ub_reg *g = calloc(1, sizeof(*g));
 	if (!g) {
 		file_io_release(u->o.fio, fi);

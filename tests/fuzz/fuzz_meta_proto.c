@@ -1,8 +1,9 @@
 /* fuzz_meta_proto.c - libFuzzer target for every metadata-service codec
  * (meta/meta_proto.h): requests and replies of all types 200..224, the
- * lock types 230..232, the 240 block, DIRVER (242) and the 265 block
- * (CREATE_DIR, UNLINK_DIR). Input: byte 0 picks the type (from 250 the
- * 240 block, from 0xE0 the lock types, 0xD8..0xDF the 265 block, below that
+ * lock types 230..232, the 240 block, DIRVER (242), the inline-data types
+ * 260..262 and the 265 block (CREATE_DIR, UNLINK_DIR). Input: byte 0 picks
+ * the type (from 250 the 240 block, from 0xE0 the lock types, 0xD8..0xDF
+ * the 265 block, 0xD0..0xD7 the inline-data types, below that
  * META_RPC_FIRST + b % count), byte 1 bit 0
  * picks request (0) or reply (1); the rest is the payload.
  * Properties: decoding never reads out of bounds or fails with a code
@@ -27,7 +28,8 @@ static void check_req(uint16_t type, const uint8_t *p, size_t n)
 	struct buf b1 = BUF_INIT, b2 = BUF_INIT;
 	int rc = meta_rpc_req_decode(type, p, n, &rq1);
 	if (rc) {
-		if (rc != -CFS_EPROTO && rc != -ENAMETOOLONG && rc != -E2BIG && rc != -EINVAL)
+		if (rc != -CFS_EPROTO && rc != -ENAMETOOLONG && rc != -E2BIG && rc != -EINVAL &&
+		    rc != -CFS_ENOTINLINE)
 			abort();
 		return;
 	}
@@ -56,7 +58,8 @@ static void check_resp(uint16_t type, const uint8_t *p, size_t n)
 			abort();
 		return;
 	}
-	if (r1.n < 0 || r1.n > META_RPC_READDIR_MAX)
+	if (r1.n < 0 || r1.n > META_RPC_READDIR_MAX || r1.idata_len > META_IDATA_MAX ||
+	    (r1.idata_len && (r1.idata < p || r1.idata + r1.idata_len > p + n)))
 		abort();
 	if (meta_rpc_resp_encode(&b1, &r1) || meta_rpc_resp_decode(b1.data, b1.len, &r2) ||
 	    meta_rpc_resp_encode(&b2, &r2))
@@ -80,6 +83,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (!meta_rpc_name(type))
 			type = META_RPC_FSYNC;
 	}
+	else if (data[0] >= 0xD0 && data[0] < 0xD8)
+		type = (uint16_t)(META_RPC_IDATA_FIRST +
+				  (data[0] - 0xD0) % (META_RPC_IDATA_LAST - META_RPC_IDATA_FIRST + 1));
 	else if (data[0] >= 0xE0)
 		type = (uint16_t)(META_RPC_LOCK_FIRST +
 				  (data[0] - 0xE0) % (META_RPC_LOCK_LAST - META_RPC_LOCK_FIRST + 1));

@@ -2,7 +2,8 @@
  * The first byte picks the decoder. Decoders must return 0 or a negative
  * code, never crash or read out of bounds; a record that decodes must
  * re-encode and decode to the same fields (for inodes, a byte-identical
- * re-encoding when no trailing bytes were skipped is not required). */
+ * re-encoding when no trailing bytes were skipped is not required).
+ * 9: the inline data record (IDAT). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	const uint8_t *p = data + 1;
 	size_t n = size - 1;
-	switch (data[0] % 9) {
+	switch (data[0] % 10) {
 	case 0:
 		if (meta_inode_decode(p, n, &in) == 0) {
 			ASSERT(in.ino != 0);
@@ -97,6 +98,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			ASSERT(meta_acl_mode(c, n) == mode);
 		}
 		free(c);
+		break;
+	}
+	case 9: { /* inline data record (meta_idata.c) */
+		struct meta_idata_rec r, r2;
+		if (meta_idata_decode(p, n, &r) == 0) {
+			ASSERT(r.len <= META_IDATA_MAX && r.data + r.len <= p + n);
+			ASSERT(meta_idata_encode(&r, &b) == 0);
+			ASSERT(meta_idata_decode(b.data, b.len, &r2) == 0);
+			ASSERT(r2.ver == r.ver && r2.conv_owner == r.conv_owner &&
+			       r2.conv_until == r.conv_until && r2.flags == r.flags &&
+			       r2.len == r.len && !memcmp(r2.data, r.data, r.len));
+		}
 		break;
 	}
 	default: {

@@ -96,6 +96,38 @@ static void test_setup_buffers(void **state)
 	assert_int_equal(cfs_extract_mount_point(mp, sizeof(mp), "/proc/self"), -1);
 }
 
+/* A small file written through FUSE keeps its bytes in meta (inline data,
+ * file_io.h); registering it for ring I/O moves them to chunks, so a ring
+ * read returns them, and so do later ring and FUSE I/O. */
+static void test_inline_file_ring(void **state)
+{
+	char p[1024];
+	unsigned char src[3000], chk[3000];
+	cfs_ior *rr = ring(1, 4, 0), *wr = ring(0, 4, 0);
+	char *b = cfs_iov_base(big);
+	for (size_t k = 0; k < sizeof(src); k++)
+		src[k] = pat(k, 91);
+	snprintf(p, sizeof(p), "%s/inline-ring", env.mnt);
+	int fd = open(p, O_CREAT | O_RDWR | O_TRUNC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, src, sizeof(src), 0), (ssize_t)sizeof(src));
+	assert_true(cfs_reg_fd(fd, 0) > 0);
+	memset(b, 0, sizeof(src));
+	assert_int_equal(one_io(rr, 1, b, fd, 0, sizeof(src)), (int64_t)sizeof(src));
+	assert_memory_equal(b, src, sizeof(src));
+	/* a ring write past the old end, read through FUSE */
+	memcpy(b, src, 100);
+	assert_int_equal(one_io(wr, 0, b, fd, 5000, 100), 100);
+	assert_int_equal(pread(fd, chk, 100, 5000), 100);
+	assert_memory_equal(chk, src, 100);
+	assert_int_equal(pread(fd, chk, sizeof(src), 0), (ssize_t)sizeof(src));
+	assert_memory_equal(chk, src, sizeof(src));
+	cfs_dereg_fd(fd);
+	close(fd);
+	cfs_ior_destroy(rr);
+	cfs_ior_destroy(wr);
+}
+
 /* Ring writes read back through FUSE, FUSE writes read back through rings. */
 static void test_roundtrip_sizes(void **state)
 {
@@ -830,7 +862,8 @@ static void test_mount_killed(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_setup_buffers),  cmocka_unit_test(test_roundtrip_sizes),
+	    cmocka_unit_test(test_setup_buffers),  cmocka_unit_test(test_inline_file_ring),
+	    cmocka_unit_test(test_roundtrip_sizes),
 	    cmocka_unit_test(test_holes_and_eof),  cmocka_unit_test(test_bad_inputs),
 	    cmocka_unit_test(test_open_modes),     cmocka_unit_test(test_nonroot),
 	    cmocka_unit_test(test_hf3fs_compat),

@@ -18,7 +18,8 @@ static int write_case(const char *dir, int resp, uint16_t type, const struct buf
 		return -1;
 	/* The type byte as fuzz_meta_proto.c reads it: from 250 the 240..249
 	 * block, from 0xE0 the lock types, below the main range. */
-	uint8_t t0 = type >= META_RPC_FSYNC ? (uint8_t)(250 + type - META_RPC_FSYNC)
+	uint8_t t0 = type >= META_RPC_IDATA_FIRST ? (uint8_t)(0xD0 + type - META_RPC_IDATA_FIRST)
+		     : type >= META_RPC_FSYNC ? (uint8_t)(250 + type - META_RPC_FSYNC)
 		     : type >= META_RPC_LOCK_FIRST && type <= META_RPC_LOCK_LAST
 			     ? (uint8_t)(0xE0 + type - META_RPC_LOCK_FIRST)
 			     : (uint8_t)(type - META_RPC_FIRST);
@@ -52,7 +53,7 @@ int main(int argc, char **argv)
 		ents[i].name_len = (uint8_t)snprintf(ents[i].name, sizeof(ents[i].name), "e%d", i);
 	}
 	static const uint8_t dirver_data[16] = { 1, 0, 0, 0, 0, 0, 0, 0, 42 };
-	for (uint16_t t = META_RPC_FIRST; t <= META_RPC_DIRVER; t++) {
+	for (uint16_t t = META_RPC_FIRST; t <= META_RPC_IDATA_LAST; t++) {
 		struct buf b = BUF_INIT;
 		if (!meta_rpc_name(t))
 			continue;
@@ -82,6 +83,10 @@ int main(int argc, char **argv)
 		m.lock = (struct meta_lock){ 7, 0x1234, 99, META_LOCK_POSIX, META_LOCK_WR, 10, 19 };
 		if (t == META_RPC_LOCK_RELEASE)
 			m.flags = META_LOCK_ALL_KINDS;
+		m.off = 100;
+		m.ver = 3;
+		if (t == META_RPC_IDATA_CONVERT)
+			m.count = META_RPC_IDATA_BEGIN;
 		if (t == META_RPC_DIRVER) { /* u64 inode ids */
 			m.data = dirver_data;
 			m.data_len = sizeof(dirver_data);
@@ -95,7 +100,9 @@ int main(int argc, char **argv)
 					   .data_len = t == META_RPC_DIRVER ? 16 : 5,
 					   .ents = ents, .n = 3, .eof = 1, .has_layout = 1,
 					   .layout = &in.layout, .instance_id = 9, .threads = 4,
-					   .has_lock = 1, .lock = m.lock };
+					   .has_lock = 1, .lock = m.lock, .has_idata = 1,
+					   .idata_ver = 3, .idata = (const uint8_t *)"inline bytes",
+					   .idata_len = 12 };
 		if (meta_rpc_resp_encode(&b, &r) || write_case(argv[1], 1, t, &b))
 			return 1;
 		buf_fini(&b);

@@ -161,11 +161,14 @@ void fx_teardown(struct fx *f)
 	pthread_mutex_destroy(&f->st.mu);
 }
 
+uint32_t fx_idata_max;
+
 meta_ctx *fx_meta(struct fx *f, uint64_t instance)
 {
 	struct meta_opts o = { 0 };
 	meta_ctx *m = NULL;
 	o.instance_id = instance;
+	o.idata_max = fx_idata_max;
 	o.id_batch = 64;
 	o.root_layout.chunk_size = 1 << 20;
 	o.root_layout.stripe = 4;

@@ -48,6 +48,9 @@ extern const char *fx_url;
 /* Opens a fresh engine for fx_url into F and clears the fake storage. */
 void fx_setup(struct fx *f);
 void fx_teardown(struct fx *f);
+/* Inline-data threshold fx_meta gives new instances (meta_opts.idata_max;
+ * default 0: off). */
+extern uint32_t fx_idata_max;
 /* A meta instance over F with INSTANCE id; formats the root. */
 meta_ctx *fx_meta(struct fx *f, uint64_t instance);
 

@@ -766,6 +766,7 @@ static void test_register_retry(void **state)
 	mgmtd_stop(&m, SIGTERM);
 	env_fini(&e);
 }
+
 #ifdef MGMTD_TEST_ETCD
 /* SIGTERM stops mgmtd within a bound while it is cut off from etcd (the
  * only member frozen: connections hang, as in a partition): its KV calls

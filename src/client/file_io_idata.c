@@ -1,0 +1,300 @@
+/* file_io_idata.c - inline data for file_io: reads, writes and conversion
+ * of files whose bytes live in meta (meta.h "inline data").
+ *
+ * HOW IT WORKS. While the inode is inline (st->on), a write whose end
+ * stays within META_IDATA_MAX goes to meta in one IDATA_WRITE (durable as
+ * any metadata change; the reply's inode gives the new size). Meta answers
+ * -CFS_ENOTINLINE when the end passes its own threshold or the file became
+ * chunked: then, as for a write past META_IDATA_MAX, this client converts
+ * (below) and file_io writes the chunks as usual. A read is served from
+ * the bytes meta returned with the open or with the last IDATA_READ when
+ * they are younger than fio_snapshot_ms (the read-ahead staleness bound,
+ * file_io.h COHERENCE) and no write through this client came since; else
+ * one IDATA_READ fetches the bytes (and tells whether the file is still
+ * inline).
+ *
+ * CONVERSION (meta_idata.c has the server half). With empty data: one
+ * commit with EMPTY. Otherwise: begin claims the file and returns the
+ * bytes and their version; if an earlier conversion was started (flag
+ * ATTEMPTED) chunk 0 is removed first, so no stale byte of it survives
+ * past the new data; the bytes are written to chunks; commit flips the
+ * inode if the version still matches, else the loop starts over with the
+ * new bytes. Another client's claim (-EBUSY) is waited out (at most the
+ * lease). One conversion per inode at a time in this client (st->conv).
+ *
+ * INVARIANT. st->on only goes 1 -> 0. The cache (snap) holds the whole
+ * inline content as of snap_ms; it is dropped on every write through this
+ * client, whenever meta reports another size, and by file_io_invalidate
+ * (a granted file lock: readers after it must see what the previous
+ * holder wrote, test_integ_locks' SQLite on two mounts).
+ */
+#include "client/file_io_idata.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/status.h"
+
+struct fio_idata {
+	_Atomic int on;          /* the file is inline, as far as this client knows */
+	pthread_mutex_t conv;    /* one conversion at a time */
+	pthread_mutex_t lock;    /* guards the cache below */
+	uint8_t *snap;           /* META_IDATA_MAX bytes, or NULL */
+	uint32_t snap_len;
+	int snap_valid;
+	uint64_t snap_ms;        /* mono ms the bytes were current */
+};
+
+static const struct meta_cred ROOT = { 0, 0, 0, NULL };
+
+struct fio_idata *fio_idata_new(const struct meta_inode *in)
+{
+	if (!in->idata)
+		return NULL;
+	struct fio_idata *st = calloc(1, sizeof(*st));
+	if (!st)
+		return NULL;
+	atomic_init(&st->on, 1);
+	pthread_mutex_init(&st->conv, NULL);
+	pthread_mutex_init(&st->lock, NULL);
+	return st;
+}
+
+void fio_idata_free(struct fio_idata *st)
+{
+	if (!st)
+		return;
+	pthread_mutex_destroy(&st->conv);
+	pthread_mutex_destroy(&st->lock);
+	free(st->snap);
+	free(st);
+}
+
+int fio_idata_on(const struct fio_idata *st)
+{
+	return st && atomic_load_explicit(&st->on, memory_order_acquire);
+}
+
+static void snap_drop(struct fio_idata *st)
+{
+	pthread_mutex_lock(&st->lock);
+	st->snap_valid = 0;
+	pthread_mutex_unlock(&st->lock);
+}
+
+void fio_idata_invalidate(struct fio_idata *st)
+{
+	if (st)
+		snap_drop(st);
+}
+
+void fio_idata_update(struct fio_idata *st, const struct meta_inode *in)
+{
+	if (!st)
+		return;
+	if (!in->idata)
+		atomic_store_explicit(&st->on, 0, memory_order_release);
+	pthread_mutex_lock(&st->lock);
+	if (!in->idata || in->size != st->snap_len)
+		st->snap_valid = 0;
+	pthread_mutex_unlock(&st->lock);
+}
+
+static void snap_set(struct fio_idata *st, const void *data, uint32_t len)
+{
+	pthread_mutex_lock(&st->lock);
+	if (!st->snap)
+		st->snap = malloc(META_IDATA_MAX);
+	if (st->snap && len <= META_IDATA_MAX) {
+		if (len)
+			memcpy(st->snap, data, len);
+		st->snap_len = len;
+		st->snap_valid = 1;
+		st->snap_ms = (uint64_t)(clock_mono_ns() / 1000000);
+	}
+	pthread_mutex_unlock(&st->lock);
+}
+
+void fio_idata_prime(struct fio_idata *st, const void *data, uint32_t len)
+{
+	if (st && fio_idata_on(st))
+		snap_set(st, data, len);
+}
+
+/* Copies [off, off+len) of the cached bytes when they are fresh: 1 with
+ * *n, else 0. */
+static int snap_read(file_io *f, struct fio_idata *st, uint64_t off, size_t len, void *buf,
+                     ssize_t *n)
+{
+	int hit = 0;
+	uint64_t now = (uint64_t)(clock_mono_ns() / 1000000);
+	pthread_mutex_lock(&st->lock);
+	if (st->snap_valid && now - st->snap_ms <= fio_snapshot_ms(f)) {
+		size_t k = off >= st->snap_len ? 0 : st->snap_len - off < len ? st->snap_len - off : len;
+		if (k)
+			memcpy(buf, st->snap + off, k);
+		*n = (ssize_t)k;
+		hit = 1;
+	}
+	pthread_mutex_unlock(&st->lock);
+	return hit;
+}
+
+ssize_t fio_idata_read(file_io *f, file_io_inode *fi, struct fio_idata *st, uint64_t off,
+                       size_t len, void *buf, int *handled)
+{
+	ssize_t n = 0;
+	*handled = 0;
+	if (!fio_idata_on(st))
+		return 0;
+	if (snap_read(f, st, off, len, buf, &n)) {
+		*handled = 1;
+		return n;
+	}
+	struct meta_inode *in = malloc(sizeof(*in));
+	struct meta_idata_out d = { .buf = malloc(META_IDATA_MAX) };
+	int has = 0, rc = in && d.buf ? 0 : -ENOMEM;
+	if (rc == 0)
+		rc = meta_client_idata_read(fio_meta(f), &ROOT, file_io_ino(fi), in, &d, &has);
+	if (rc == 0) {
+		file_io_update(fi, in); /* also fio_idata_update: may end "on" */
+		if (has) {
+			snap_set(st, d.buf, d.len);
+			size_t k = off >= d.len ? 0 : d.len - off < len ? d.len - off : len;
+			if (k)
+				memcpy(buf, d.buf + off, k);
+			n = (ssize_t)k;
+			*handled = 1;
+		}
+	} else {
+		*handled = 1;
+		n = rc;
+	}
+	free(d.buf);
+	free(in);
+	return n;
+}
+
+ssize_t fio_idata_write(file_io *f, file_io_inode *fi, struct fio_idata *st, uint64_t off,
+                        size_t len, const void *buf, int *handled)
+{
+	*handled = 0;
+	if (!fio_idata_on(st))
+		return 0;
+	int rc = -CFS_ENOTINLINE;
+	if (off <= META_IDATA_MAX && len <= META_IDATA_MAX - off) {
+		struct meta_inode *in = malloc(sizeof(*in));
+		if (!in) {
+			*handled = 1;
+			return -ENOMEM;
+		}
+		snap_drop(st);
+		rc = meta_client_idata_write(fio_meta(f), &ROOT, file_io_ino(fi), off, buf, len, in);
+		if (rc == 0)
+			file_io_update(fi, in);
+		free(in);
+		if (rc == 0) {
+			*handled = 1;
+			return (ssize_t)len;
+		}
+	}
+	if (rc != -CFS_ENOTINLINE) {
+		*handled = 1;
+		return rc;
+	}
+	rc = fio_idata_convert(f, fi, st);
+	if (rc < 0) {
+		*handled = 1;
+		return rc;
+	}
+	return 0; /* chunked now: file_io writes the chunks */
+}
+
+/* After meta said the file is not inline: learn its attributes. */
+static int learn_chunked(file_io *f, file_io_inode *fi, struct fio_idata *st)
+{
+	struct meta_inode *in = malloc(sizeof(*in));
+	if (!in)
+		return -ENOMEM;
+	int rc = meta_client_getattr(fio_meta(f), &ROOT, file_io_ino(fi), in);
+	if (rc == 0) {
+		file_io_update(fi, in);
+		if (in->idata)
+			rc = -EAGAIN; /* not inline for the write, yet inline: start over */
+	}
+	free(in);
+	(void)st;
+	return rc;
+}
+
+int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st)
+{
+	if (!fio_idata_on(st))
+		return 0;
+	meta_client *mc = fio_meta(f);
+	uint64_t ino = file_io_ino(fi);
+	struct meta_inode *in = malloc(sizeof(*in));
+	struct meta_idata_out d = { .buf = malloc(META_IDATA_MAX) };
+	int rc = in && d.buf ? 0 : -ENOMEM;
+	uint64_t give_up = clock_mono_ns() + (uint64_t)META_IDATA_LEASE_NS + 5000000000ULL;
+	pthread_mutex_lock(&st->conv);
+	snap_drop(st);
+	/* Empty inline data: nothing to copy, one txn. */
+	if (rc == 0 && file_io_size(fi) == 0) {
+		rc = meta_client_idata_commit(mc, &ROOT, ino, 0, META_IDATA_COMMIT_EMPTY, in);
+		if (rc == 0)
+			file_io_update(fi, in);
+		else if (rc == -CFS_ENOTINLINE)
+			rc = learn_chunked(f, fi, st);
+		if (rc == -EAGAIN)
+			rc = 0; /* not empty after all (or still inline): copy below */
+	}
+	while (rc == 0 && fio_idata_on(st)) {
+		rc = meta_client_idata_begin(mc, &ROOT, ino, in, &d);
+		if (rc == -CFS_ENOTINLINE) {
+			rc = learn_chunked(f, fi, st);
+			if (rc == -EAGAIN)
+				rc = 0;
+			continue;
+		}
+		if (rc == -EBUSY && clock_mono_ns() < give_up) {
+			struct timespec ts = { 0, 20 * 1000000 };
+			nanosleep(&ts, NULL);
+			rc = 0;
+			continue;
+		}
+		if (rc < 0)
+			break;
+		if (d.flags & META_IDATA_F_ATTEMPTED)
+			rc = fio_remove_chunk0(f, fi);
+		if (rc == 0 && d.len)
+			rc = fio_write_chunks(f, fi, 0, d.len, d.buf);
+		if (rc < 0)
+			break;
+		rc = meta_client_idata_commit(mc, &ROOT, ino, d.ver, 0, in);
+		if (rc == 0) {
+			file_io_update(fi, in);
+		} else if (rc == -EAGAIN) {
+			rc = 0; /* the bytes changed (or the claim went): again */
+		} else if (rc == -CFS_ENOTINLINE) {
+			LOG_WARN("client", "inline data: converted by another client meanwhile: ino=%llu",
+			         (unsigned long long)ino);
+			rc = learn_chunked(f, fi, st);
+			if (rc == -EAGAIN)
+				rc = 0;
+		}
+	}
+	pthread_mutex_unlock(&st->conv);
+	if (rc < 0)
+		LOG_WARN("client", "inline data: conversion to chunks failed: ino=%llu: %s",
+		         (unsigned long long)ino, cfs_strerror(rc));
+	free(d.buf);
+	free(in);
+	return rc;
+}

@@ -1,0 +1,423 @@
+/* test_integ_idata.c - inline data through a real mount (issue 13, "small
+ * files inline"; meta_idata.c, file_io_idata.c): files created through the
+ * mount keep their bytes in meta while they stay at most T (--inline-max,
+ * 64 KiB by default).
+ * - sizes 0, 1, T-1, T, T+1 written, grown by writes and truncates past T,
+ *   shrunk again, each step compared with the same operations on a file of
+ *   the local disk (the oracle);
+ * - readers while a file grows past T see a prefix of the writer's bytes,
+ *   never a hole or a mix;
+ * - a second mount reads what the first wrote, after close;
+ * - kill -9 of meta right after an inline write returned: the bytes are
+ *   there after `chainfs up` restarts it;
+ * - a hard link keeps an inline file alive after its first name goes;
+ * - `chainfs fsck` is clean on the cluster holding inline and converted
+ *   files, and counts the inline ones.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "integ_env.h"
+#include "testenv.h"
+
+#define T 65536 /* the default --inline-max */
+#define ATTR_BOUND_MS 1000 /* the mount's attr timeout: a restart's stale sizes expire */
+
+static struct integ env;
+static char local[700]; /* the oracle's directory on the local disk */
+static pid_t mount2_pid;
+static char mnt2[600];
+
+static uint8_t pat(uint64_t i, unsigned seed)
+{
+	return (uint8_t)((i * 2654435761u) >> 11 ^ seed ^ (i >> 16));
+}
+
+static void fill(uint8_t *b, uint64_t off, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		b[i] = pat(off + i, seed);
+}
+
+/* The whole content of PATH (malloc'd) and its length; st_size must match. */
+static uint8_t *slurp(const char *path, size_t *len)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(fstat(fd, &st), 0);
+	uint8_t *b = malloc((size_t)st.st_size + 1);
+	assert_non_null(b);
+	size_t got = 0;
+	for (;;) {
+		ssize_t n = read(fd, b + got, (size_t)st.st_size + 1 - got);
+		assert_true(n >= 0);
+		if (n == 0)
+			break;
+		got += (size_t)n;
+		if (got > (size_t)st.st_size)
+			break;
+	}
+	close(fd);
+	assert_int_equal(got, (size_t)st.st_size);
+	*len = got;
+	return b;
+}
+
+static void same(const char *a, const char *b, const char *what)
+{
+	size_t la, lb;
+	uint8_t *x = slurp(a, &la), *y = slurp(b, &lb);
+	if (la != lb)
+		fail_msg("%s: length %zu on the mount, %zu on the local disk", what, la, lb);
+	for (size_t i = 0; i < la; i++)
+		if (x[i] != y[i])
+			fail_msg("%s: byte %zu differs (%u vs %u)", what, i, x[i], y[i]);
+	free(x);
+	free(y);
+}
+
+/* The same pwrite on both files. */
+static void both_pwrite(int fa, int fb, uint64_t off, size_t n, unsigned seed)
+{
+	uint8_t *b = malloc(n ? n : 1);
+	assert_non_null(b);
+	fill(b, off, n, seed);
+	assert_int_equal(pwrite(fa, b, n, (off_t)off), (ssize_t)n);
+	assert_int_equal(pwrite(fb, b, n, (off_t)off), (ssize_t)n);
+	free(b);
+}
+
+static void both_truncate(int fa, int fb, uint64_t len)
+{
+	assert_int_equal(ftruncate(fa, (off_t)len), 0);
+	assert_int_equal(ftruncate(fb, (off_t)len), 0);
+}
+
+static void test_sizes_against_local(void **state)
+{
+	static const uint64_t sizes[] = { 0, 1, T - 1, T, T + 1 };
+	char pa[1024], pb[1024], what[128];
+	snprintf(local, sizeof(local), "%s/local", env.dir);
+	assert_true(mkdir(local, 0755) == 0 || errno == EEXIST);
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		uint64_t s = sizes[i];
+		unsigned seed = (unsigned)i + 3;
+		snprintf(pa, sizeof(pa), "%s/size%llu", env.mnt, (unsigned long long)s);
+		snprintf(pb, sizeof(pb), "%s/size%llu", local, (unsigned long long)s);
+		int fa = open(pa, O_CREAT | O_RDWR | O_TRUNC, 0644);
+		int fb = open(pb, O_CREAT | O_RDWR | O_TRUNC, 0644);
+		assert_true(fa >= 0 && fb >= 0);
+		/* written at once, closed, read back */
+		both_pwrite(fa, fb, 0, s, seed);
+		close(fa);
+		close(fb);
+		snprintf(what, sizeof(what), "size %llu written", (unsigned long long)s);
+		same(pa, pb, what);
+		fa = open(pa, O_RDWR);
+		fb = open(pb, O_RDWR);
+		assert_true(fa >= 0 && fb >= 0);
+		/* a write in the middle and one past the end (a gap) */
+		both_pwrite(fa, fb, s / 2, 100, seed + 1);
+		both_pwrite(fa, fb, s + 1000, 10, seed + 2);
+		snprintf(what, sizeof(what), "size %llu + gap", (unsigned long long)s);
+		same(pa, pb, what);
+		/* shrink within T, grow by truncate within T, then past T */
+		both_truncate(fa, fb, s / 3);
+		snprintf(what, sizeof(what), "size %llu shrunk", (unsigned long long)s);
+		same(pa, pb, what);
+		both_truncate(fa, fb, T - 7);
+		same(pa, pb, "grown by truncate to T-7");
+		both_pwrite(fa, fb, T - 20, 10, seed + 3);
+		same(pa, pb, "written near T");
+		both_truncate(fa, fb, T + 4096);
+		same(pa, pb, "grown by truncate past T");
+		both_pwrite(fa, fb, T + 100, 3 * T, seed + 4);
+		same(pa, pb, "written past T");
+		/* a chunked file shrunk below T stays correct */
+		both_truncate(fa, fb, 5);
+		same(pa, pb, "shrunk to 5");
+		both_pwrite(fa, fb, 3, 4, seed + 5);
+		same(pa, pb, "written after the shrink");
+		close(fa);
+		close(fb);
+	}
+	/* growing past T by appends, in small pieces */
+	snprintf(pa, sizeof(pa), "%s/appended", env.mnt);
+	snprintf(pb, sizeof(pb), "%s/appended", local);
+	int fa = open(pa, O_CREAT | O_WRONLY | O_APPEND | O_TRUNC, 0644);
+	int fb = open(pb, O_CREAT | O_WRONLY | O_APPEND | O_TRUNC, 0644);
+	assert_true(fa >= 0 && fb >= 0);
+	uint8_t buf[5000];
+	for (uint64_t off = 0; off < T + 20000; off += sizeof(buf)) {
+		fill(buf, off, sizeof(buf), 77);
+		assert_int_equal(write(fa, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+		assert_int_equal(write(fb, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+	}
+	close(fa);
+	close(fb);
+	same(pa, pb, "appended past T");
+}
+
+/* ---- readers while a file grows past T ---- */
+
+struct grow {
+	char path[1024];
+	_Atomic int done;
+	_Atomic long reads, bad;
+};
+
+static void *grow_reader(void *arg)
+{
+	struct grow *g = arg;
+	uint8_t *b = malloc(4 * T);
+	while (!atomic_load(&g->done)) {
+		int fd = open(g->path, O_RDONLY);
+		if (fd < 0)
+			continue;
+		ssize_t n = pread(fd, b, 4 * T, 0);
+		close(fd);
+		if (n < 0) {
+			atomic_fetch_add(&g->bad, 1);
+			continue;
+		}
+		for (ssize_t i = 0; i < n; i++)
+			if (b[i] != pat((uint64_t)i, 9)) {
+				fprintf(stderr, "reader: byte %zd of %zd is %u, want %u\n", i, n, b[i],
+				        pat((uint64_t)i, 9));
+				atomic_fetch_add(&g->bad, 1);
+				break;
+			}
+		atomic_fetch_add(&g->reads, 1);
+	}
+	free(b);
+	return NULL;
+}
+
+static void test_readers_while_growing(void **state)
+{
+	static struct grow g;
+	pthread_t th[3];
+	snprintf(g.path, sizeof(g.path), "%s/growing", env.mnt);
+	int fd = open(g.path, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+	assert_true(fd >= 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, grow_reader, &g), 0);
+	uint8_t buf[3000];
+	for (uint64_t off = 0; off < 3 * T; off += sizeof(buf)) {
+		fill(buf, off, sizeof(buf), 9);
+		assert_int_equal(pwrite(fd, buf, sizeof(buf), (off_t)off), (ssize_t)sizeof(buf));
+	}
+	close(fd);
+	clock_sleep_ms(200);
+	atomic_store(&g.done, 1);
+	for (int i = 0; i < 3; i++)
+		pthread_join(th[i], NULL);
+	assert_true(atomic_load(&g.reads) > 0);
+	assert_int_equal(atomic_load(&g.bad), 0);
+}
+
+/* ---- a second mount ---- */
+
+static int mounted(const char *mnt)
+{
+	struct stat a, b;
+	char parent[700];
+	snprintf(parent, sizeof(parent), "%s/..", mnt);
+	return stat(mnt, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
+}
+
+static void start_mount2(void)
+{
+	char port[32], addr[64], cid[128], secret[700], log[700];
+	integ_conf_get(&env, "mgmtd_port", port, sizeof(port));
+	integ_conf_get(&env, "cluster_id", cid, sizeof(cid));
+	snprintf(addr, sizeof(addr), "127.0.0.1:%s", port);
+	snprintf(secret, sizeof(secret), "%s/secret", env.data);
+	snprintf(mnt2, sizeof(mnt2), "%s/mnt2", env.dir);
+	snprintf(log, sizeof(log), "%s/mount2.log", env.dir);
+	assert_true(mkdir(mnt2, 0755) == 0 || errno == EEXIST);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		execl(testenv_chainfs(), "chainfs", "mount", "--mgmtd", addr, "--cluster-id", cid,
+		      "--secret-file", secret, mnt2, (char *)NULL);
+		_exit(127);
+	}
+	mount2_pid = pid;
+	for (int i = 0; i < 1500 && !mounted(mnt2); i++)
+		clock_sleep_ms(20);
+	assert_true(mounted(mnt2));
+}
+
+static void stop_mount2(void)
+{
+	if (mount2_pid <= 0)
+		return;
+	kill(mount2_pid, SIGTERM);
+	int st = 0;
+	for (int i = 0; i < 500; i++) {
+		if (waitpid(mount2_pid, &st, WNOHANG) == mount2_pid) {
+			mount2_pid = 0;
+			return;
+		}
+		clock_sleep_ms(20);
+	}
+	kill(mount2_pid, SIGKILL);
+	waitpid(mount2_pid, &st, 0);
+	mount2_pid = 0;
+}
+
+static void write_file(const char *path, uint64_t len, unsigned seed)
+{
+	uint8_t *b = malloc(len ? len : 1);
+	assert_non_null(b);
+	fill(b, 0, len, seed);
+	int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, b, len), (ssize_t)len);
+	assert_int_equal(close(fd), 0);
+	free(b);
+}
+
+static void check_file(const char *path, uint64_t len, unsigned seed)
+{
+	size_t n;
+	uint8_t *b = slurp(path, &n);
+	assert_int_equal(n, len);
+	for (size_t i = 0; i < n; i++)
+		if (b[i] != pat(i, seed))
+			fail_msg("%s: byte %zu differs", path, i);
+	free(b);
+}
+
+static void test_two_mounts(void **state)
+{
+	char p1[1024], p2[1024];
+	start_mount2();
+	snprintf(p1, sizeof(p1), "%s/shared", env.mnt);
+	snprintf(p2, sizeof(p2), "%s/shared", mnt2);
+	write_file(p1, 12345, 21);
+	check_file(p2, 12345, 21);
+	/* rewritten shorter, then grown past T, from the first mount */
+	write_file(p1, 100, 22);
+	clock_sleep_ms(ATTR_BOUND_MS + 200); /* the second kernel's cached size expires */
+	check_file(p2, 100, 22);
+	write_file(p1, 3 * T, 23);
+	clock_sleep_ms(ATTR_BOUND_MS + 200);
+	check_file(p2, 3 * T, 23);
+	/* and the other way round */
+	snprintf(p1, sizeof(p1), "%s/shared2", env.mnt);
+	snprintf(p2, sizeof(p2), "%s/shared2", mnt2);
+	write_file(p2, 777, 24);
+	check_file(p1, 777, 24);
+	stop_mount2();
+}
+
+static void test_kill9_meta(void **state)
+{
+	char p[1024], q[1024];
+	snprintf(p, sizeof(p), "%s/k9-inline", env.mnt);
+	snprintf(q, sizeof(q), "%s/k9-grown", env.mnt);
+	write_file(q, 2 * T, 31);
+	write_file(p, 16384, 32);
+	int fd = open(p, O_WRONLY);
+	assert_true(fd >= 0);
+	uint8_t b[100];
+	fill(b, 16384, sizeof(b), 32);
+	assert_int_equal(pwrite(fd, b, sizeof(b), 16384), (ssize_t)sizeof(b));
+	/* meta dies right after the write returned, the file still open */
+	assert_int_equal(kill(integ_role_pid(&env, "meta"), SIGKILL), 0);
+	char uplog[700];
+	snprintf(uplog, sizeof(uplog), "%s/up-meta.out", env.dir);
+	char *up[] = { (char *)testenv_chainfs(), "up", "--dir", env.data, NULL };
+	assert_int_equal(integ_run(up, NULL, uplog, 120000), 0);
+	close(fd);
+	clock_sleep_ms(ATTR_BOUND_MS + 200);
+	check_file(p, 16384 + 100, 32);
+	check_file(q, 2 * T, 31);
+}
+
+static void test_hard_link(void **state)
+{
+	char a[1024], b[1024];
+	snprintf(a, sizeof(a), "%s/hl-a", env.mnt);
+	snprintf(b, sizeof(b), "%s/hl-b", env.mnt);
+	write_file(a, 4000, 41);
+	assert_int_equal(link(a, b), 0);
+	assert_int_equal(unlink(a), 0);
+	check_file(b, 4000, 41);
+	struct stat st;
+	assert_int_equal(stat(b, &st), 0);
+	assert_int_equal(st.st_nlink, 1);
+	/* an open file keeps its bytes after the last name goes */
+	int fd = open(b, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(unlink(b), 0);
+	uint8_t got[4000];
+	assert_int_equal(pread(fd, got, sizeof(got), 0), (ssize_t)sizeof(got));
+	for (size_t i = 0; i < sizeof(got); i++)
+		assert_int_equal(got[i], pat(i, 41));
+	close(fd);
+}
+
+static void test_fsck_clean(void **state)
+{
+	char log[700], line[512], p[1024];
+	for (int i = 0; i < 3; i++) {
+		snprintf(p, sizeof(p), "%s/small%d", env.mnt, i);
+		write_file(p, (uint64_t)i * 1000, 50);
+	}
+	snprintf(log, sizeof(log), "%s/fsck.out", env.dir);
+	char *argv[] = { (char *)testenv_chainfs(), "fsck", "--dir", env.data, NULL };
+	assert_int_equal(integ_run(argv, NULL, log, 120000), 0);
+	FILE *f = fopen(log, "r");
+	assert_non_null(f);
+	unsigned long long inl = 0, mism = 99;
+	int clean = 0;
+	while (fgets(line, sizeof(line), f)) {
+		sscanf(line, "meta inline_files=%llu inline_mismatch=%llu", &inl, &mism);
+		if (strstr(line, "fsck: clean"))
+			clean = 1;
+	}
+	fclose(f);
+	assert_true(clean);
+	/* small0..2, shared2 and k9-inline stayed inline; the rest grew */
+	assert_int_equal(inl, 5);
+	assert_int_equal(mism, 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_sizes_against_local),
+		cmocka_unit_test(test_readers_while_growing),
+		cmocka_unit_test(test_two_mounts),
+		cmocka_unit_test(test_hard_link),
+		cmocka_unit_test(test_kill9_meta),
+		cmocka_unit_test(test_fsck_clean),
+	};
+	int rc = integ_main(&env, "idata", tests, sizeof(tests) / sizeof(tests[0]));
+	stop_mount2();
+	return rc;
+}

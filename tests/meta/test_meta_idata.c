@@ -1,0 +1,339 @@
+/* test_meta_idata.c - inline data at the meta level (meta_idata.c): files
+ * created with META_O_IDATA keep their bytes in the IDAT record; writes,
+ * truncates and reads are checked against an in-memory oracle at sizes 0,
+ * 1, T-1, T and T+1 (T = idata_max); conversion to chunks (claim, stale
+ * version, another client's claim, the empty fast path); GC, hard links,
+ * fsck, and length reports on inline files. On mem and lmdb, and with
+ * META_IDATA_ETCD (test_meta_idata_etcd) on a one-member etcd (77 without). */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "common/status.h"
+#include "meta_fixture.h"
+
+#ifdef META_IDATA_ETCD
+#include "etcd_cluster.h"
+#endif
+
+#define N(s) meta_name_c(s)
+#define R1 META_ROOT_INO
+#define T 16384u
+
+static struct fx F;
+static meta_ctx *M;
+static uint8_t oracle[2 * T], got[META_IDATA_MAX];
+static uint64_t olen;
+
+static int setup(void **state)
+{
+	fx_idata_max = T;
+	fx_setup(&F);
+	M = fx_meta(&F, 1);
+	memset(oracle, 0, sizeof(oracle));
+	olen = 0;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	meta_free(M);
+	M = NULL;
+	fx_teardown(&F);
+	fx_idata_max = 0;
+	return 0;
+}
+
+static uint64_t mk(const char *name, unsigned flags)
+{
+	struct meta_inode in;
+	uint64_t sess = 0;
+	assert_int_equal(meta_create(M, &FX_ROOT, fx_req(9), R1, N(name), 0644,
+				     META_O_EXCL | META_O_WRITE | flags, &in, &sess),
+			 0);
+	assert_int_equal(meta_close_known(M, fx_req(9), in.ino, sess, NULL), 0);
+	return in.ino;
+}
+
+/* The stored bytes equal the oracle's and the size its length. */
+static void check(uint64_t ino)
+{
+	struct meta_inode in;
+	struct meta_idata_out d = { .buf = got };
+	memset(got, 0xEE, sizeof(got));
+	assert_int_equal(meta_idata_read(M, ino, &in, &d), 0);
+	assert_true(in.idata);
+	assert_int_equal(in.size, olen);
+	assert_int_equal(d.len, olen);
+	assert_memory_equal(got, oracle, olen);
+}
+
+static void owrite(uint64_t off, const uint8_t *p, size_t n)
+{
+	memcpy(oracle + off, p, n);
+	if (off + n > olen)
+		olen = off + n;
+}
+
+static void otrunc(uint64_t len)
+{
+	if (len < olen)
+		memset(oracle + len, 0, olen - len);
+	olen = len;
+}
+
+static void test_create_flag(void **state)
+{
+	struct meta_inode in;
+	uint64_t a = mk("a", META_O_IDATA), b = mk("b", 0);
+	assert_int_equal(meta_getattr(M, a, &in), 0);
+	assert_true(in.idata);
+	assert_true(in.has_layout); /* kept for the conversion */
+	assert_int_equal(meta_getattr(M, b, &in), 0);
+	assert_false(in.idata);
+	/* a chunked file refuses inline writes */
+	assert_int_equal(meta_idata_write(M, fx_req(9), b, 0, "x", 1, &in), -CFS_ENOTINLINE);
+	/* idata_max 0: never inline */
+	meta_free(M);
+	fx_idata_max = 0;
+	M = fx_meta(&F, 1);
+	uint64_t c = mk("c", META_O_IDATA);
+	assert_int_equal(meta_getattr(M, c, &in), 0);
+	assert_false(in.idata);
+}
+
+static void test_sizes(void **state)
+{
+	uint64_t ino = mk("f", META_O_IDATA);
+	uint8_t buf[T + 1];
+	struct meta_inode in;
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (uint8_t)(i * 7 + 1);
+	check(ino); /* size 0 */
+	static const uint64_t sizes[] = { 1, T - 1, T };
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(meta_idata_write(M, fx_req(9), ino, 0, buf, sizes[i], &in), 0);
+		owrite(0, buf, sizes[i]);
+		assert_int_equal(in.size, sizes[i]);
+		check(ino);
+	}
+	/* T + 1: not inline, nothing changed */
+	assert_int_equal(meta_idata_write(M, fx_req(9), ino, 0, buf, T + 1, &in), -CFS_ENOTINLINE);
+	assert_int_equal(meta_idata_write(M, fx_req(9), ino, T, buf, 1, &in), -CFS_ENOTINLINE);
+	check(ino);
+	/* a write past the end leaves a zero gap */
+	struct meta_setattr sa = { .valid = META_SET_SIZE, .size = 10 };
+	assert_int_equal(meta_setattr(M, &FX_ROOT, fx_req(9), ino, &sa, &in), 0);
+	otrunc(10);
+	check(ino);
+	assert_int_equal(meta_idata_write(M, fx_req(9), ino, 100, "tail", 4, &in), 0);
+	owrite(100, (const uint8_t *)"tail", 4);
+	check(ino);
+	/* shrink bumps truncate_ver; grow within T zero-fills */
+	uint64_t tv = in.truncate_ver;
+	sa.size = 3;
+	assert_int_equal(meta_setattr(M, &FX_ROOT, fx_req(9), ino, &sa, &in), 0);
+	assert_true(in.truncate_ver > tv);
+	otrunc(3);
+	check(ino);
+	sa.size = T;
+	assert_int_equal(meta_setattr(M, &FX_ROOT, fx_req(9), ino, &sa, &in), 0);
+	otrunc(T);
+	check(ino);
+	sa.size = T + 1; /* past the threshold: the client converts first */
+	assert_int_equal(meta_setattr(M, &FX_ROOT, fx_req(9), ino, &sa, &in), -CFS_ENOTINLINE);
+	check(ino);
+	sa.size = 0;
+	assert_int_equal(meta_setattr(M, &FX_ROOT, fx_req(9), ino, &sa, &in), 0);
+	otrunc(0);
+	check(ino);
+	/* no storage call for any of it */
+	assert_int_equal(F.st.truncate_calls, 0);
+	assert_int_equal(F.st.remove_calls, 0);
+}
+
+static void test_length_reports_ignored(void **state)
+{
+	uint64_t ino = mk("f", META_O_IDATA), size = 0;
+	struct meta_inode in;
+	assert_int_equal(meta_idata_write(M, fx_req(9), ino, 0, "abc", 3, &in), 0);
+	struct meta_length len = { 1 << 20, in.truncate_ver };
+	assert_int_equal(meta_sync(M, ino, &len, META_SYNC_QUERY_ALL, &size), 0);
+	assert_int_equal(size, 3);
+	assert_int_equal(F.st.query_calls, 0);
+	uint64_t sess = 0;
+	assert_int_equal(meta_open(M, &FX_ROOT, fx_req(9), ino, META_O_WRITE, &in, &sess), 0);
+	assert_int_equal(meta_close_known(M, fx_req(9), ino, sess, &len), 0);
+	assert_int_equal(meta_getattr(M, ino, &in), 0);
+	assert_int_equal(in.size, 3);
+	/* open with META_O_IDATA returns the bytes */
+	struct meta_idata_out d = { .buf = got };
+	int has = 0;
+	assert_int_equal(meta_open_idata(M, &FX_ROOT, fx_req(9), ino, META_O_READ | META_O_IDATA,
+					 &in, &sess, &d, &has),
+			 0);
+	assert_int_equal(has, 1);
+	assert_int_equal(d.len, 3);
+	assert_memory_equal(got, "abc", 3);
+}
+
+static void test_convert(void **state)
+{
+	uint64_t ino = mk("f", META_O_IDATA);
+	struct meta_inode in;
+	struct meta_idata_out d = { .buf = got };
+	struct meta_req a = { 100, 0 }, b = { 200, 0 };
+	assert_int_equal(meta_idata_write(M, fx_req(9), ino, 0, "0123456789", 10, &in), 0);
+	assert_int_equal(meta_idata_convert_begin(M, &a, ino, &in, &d), 0);
+	assert_int_equal(d.len, 10);
+	assert_false(d.flags & META_IDATA_F_ATTEMPTED);
+	uint64_t v1 = d.ver;
+	/* another client waits while the claim holds */
+	assert_int_equal(meta_idata_convert_begin(M, &b, ino, &in, &d), -EBUSY);
+	/* inline writes go on; the commit with the old version must retry */
+	assert_int_equal(meta_idata_write(M, fx_req(9), ino, 10, "ab", 2, &in), 0);
+	assert_int_equal(meta_idata_convert_commit(M, &a, ino, v1, 0, &in), -EAGAIN);
+	assert_int_equal(meta_idata_convert_commit(M, &b, ino, v1 + 1, 0, &in), -EAGAIN);
+	assert_int_equal(meta_idata_convert_begin(M, &a, ino, &in, &d), 0);
+	assert_true(d.flags & META_IDATA_F_ATTEMPTED);
+	assert_int_equal(d.len, 12);
+	assert_memory_equal(got, "0123456789ab", 12);
+	assert_int_equal(meta_idata_convert_commit(M, &a, ino, d.ver, 0, &in), 0);
+	assert_false(in.idata);
+	assert_int_equal(in.size, 12);
+	assert_int_equal(meta_getattr(M, ino, &in), 0);
+	assert_false(in.idata);
+	assert_int_equal(in.size, 12);
+	/* chunked for good */
+	assert_int_equal(meta_idata_write(M, fx_req(9), ino, 0, "x", 1, &in), -CFS_ENOTINLINE);
+	assert_int_equal(meta_idata_convert_begin(M, &a, ino, &in, &d), -CFS_ENOTINLINE);
+	assert_int_equal(meta_idata_convert_commit(M, &a, ino, 0, META_IDATA_COMMIT_EMPTY, &in),
+			 -CFS_ENOTINLINE);
+	memset(got, 0xEE, 16);
+	d.len = 0;
+	assert_int_equal(meta_idata_read(M, ino, &in, &d), 0);
+	assert_false(in.idata);
+	assert_int_equal(d.len, 0);
+	/* now a length report counts again */
+	struct meta_length len = { 4096, in.truncate_ver };
+	uint64_t size = 0;
+	assert_int_equal(meta_sync(M, ino, &len, 0, &size), 0);
+	assert_int_equal(size, 4096);
+	struct meta_fsck_report r;
+	assert_int_equal(meta_fsck(M, NULL, 0, &r), 0);
+	assert_int_equal(r.idata_files, 0);
+	assert_int_equal(r.idata_mismatch, 0);
+}
+
+static void test_convert_empty(void **state)
+{
+	uint64_t e = mk("e", META_O_IDATA), f = mk("f", META_O_IDATA);
+	struct meta_inode in;
+	struct meta_req a = { 100, 0 };
+	assert_int_equal(meta_idata_write(M, fx_req(9), f, 0, "x", 1, &in), 0);
+	assert_int_equal(meta_idata_convert_commit(M, &a, f, 0, META_IDATA_COMMIT_EMPTY, &in),
+			 -EAGAIN);
+	assert_int_equal(meta_idata_convert_commit(M, &a, e, 0, META_IDATA_COMMIT_EMPTY, &in), 0);
+	assert_false(in.idata);
+	assert_int_equal(in.size, 0);
+}
+
+static void test_gc_link_fsck(void **state)
+{
+	uint64_t a = mk("a", META_O_IDATA), b = mk("b", META_O_IDATA);
+	struct meta_inode in;
+	struct meta_req cl = { 100, 0 };
+	struct meta_idata_out d = { .buf = got };
+	assert_int_equal(meta_idata_write(M, fx_req(9), a, 0, "aaaa", 4, &in), 0);
+	assert_int_equal(meta_idata_write(M, fx_req(9), b, 0, "bbbb", 4, &in), 0);
+	struct meta_fsck_report r;
+	assert_int_equal(meta_fsck(M, NULL, 0, &r), 0);
+	assert_int_equal(r.idata_files, 2);
+	assert_int_equal(r.idata_mismatch, 0);
+	/* hard link, then the first name goes: the bytes stay */
+	assert_int_equal(meta_link(M, &FX_ROOT, fx_req(9), a, R1, N("a2"), &in), 0);
+	assert_int_equal(meta_unlink(M, &FX_ROOT, fx_req(9), R1, N("a")), 0);
+	assert_int_equal(meta_gc_step(M), 0);
+	assert_int_equal(meta_idata_read(M, a, &in, &d), 0);
+	assert_int_equal(d.len, 4);
+	assert_memory_equal(got, "aaaa", 4);
+	assert_int_equal(in.nlink, 1);
+	/* the last link: GC removes inode and data, without storage calls
+	 * for a file that never began converting */
+	assert_int_equal(meta_unlink(M, &FX_ROOT, fx_req(9), R1, N("a2")), 0);
+	assert_int_equal(meta_gc_step(M), 1);
+	assert_int_equal(F.st.remove_calls, 0);
+	assert_int_equal(meta_idata_read(M, a, &in, &d), -ENOENT);
+	/* a started (unfinished) conversion: GC removes chunks too */
+	assert_int_equal(meta_idata_convert_begin(M, &cl, b, &in, &d), 0);
+	assert_int_equal(meta_unlink(M, &FX_ROOT, fx_req(9), R1, N("b")), 0);
+	assert_int_equal(meta_gc_step(M), 1);
+	assert_true(F.st.remove_calls > 0);
+	assert_int_equal(meta_fsck(M, NULL, 0, &r), 0);
+	assert_int_equal(r.idata_files, 0);
+	assert_int_equal(r.idata_mismatch, 0);
+	assert_int_equal(r.orphan_inodes, 0);
+	assert_int_equal(r.inodes, 1); /* the root */
+}
+
+static void test_rename_xattr(void **state)
+{
+	uint64_t a = mk("a", META_O_IDATA);
+	struct meta_inode in;
+	struct meta_idata_out d = { .buf = got };
+	assert_int_equal(meta_idata_write(M, fx_req(9), a, 0, "data", 4, &in), 0);
+	assert_int_equal(meta_setxattr(M, &FX_ROOT, fx_req(9), a, N("user.k"), "v", 1, 0), 0);
+	assert_int_equal(meta_rename(M, &FX_ROOT, fx_req(9), R1, N("a"), R1, N("b"), 0), 0);
+	assert_int_equal(meta_lookup(M, &FX_ROOT, R1, N("b"), &in), 0);
+	assert_int_equal(in.ino, a);
+	assert_true(in.idata);
+	assert_int_equal(meta_idata_read(M, a, &in, &d), 0);
+	assert_memory_equal(got, "data", 4);
+	assert_int_equal(meta_getxattr(M, &FX_ROOT, a, N("user.k"), got, sizeof(got)), 1);
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_create_flag, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sizes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_length_reports_ignored, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_convert, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_convert_empty, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gc_link_fsck, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rename_xattr, setup, teardown),
+	};
+	int n, fails = 0;
+#ifdef META_IDATA_ETCD
+	static char url[512];
+	static const char *one[1];
+	struct etcd_cluster *ec = NULL;
+	struct etcd_cluster_opts eo = { .members = 1 };
+	if (!etcd_cluster_available())
+		return 77;
+	if (etcd_cluster_start(&eo, &ec))
+		return 1;
+	etcd_cluster_url(ec, "metaidata", NULL, url, sizeof(url));
+	one[0] = url;
+	const char *const *urls = one;
+	n = 1;
+#else
+	const char *const *urls = fx_urls(argc, argv, &n);
+#endif
+	for (int i = 0; i < n; i++) {
+		char group[600];
+		fx_url = urls[i];
+		snprintf(group, sizeof(group), "meta inline data on %s", fx_url);
+		fails += cmocka_run_group_tests_name(group, tests, NULL, NULL);
+	}
+#ifdef META_IDATA_ETCD
+	etcd_cluster_stop(ec);
+#endif
+	return fails ? 1 : 0;
+}
