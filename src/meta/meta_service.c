@@ -338,6 +338,14 @@ static int run_op(struct worker *w, const struct meta_rpc_req *m, struct meta_rp
 			idata_out(r, &d);
 			return rc;
 		}
+		/* A client that does not ask for inline bytes (one older than
+		 * inline data) would read an inline file's absent chunks as
+		 * zeros: refuse it with a reason instead. */
+		if (meta_getattr(mc, m->ino, &w->inode) == 0 && w->inode.idata) {
+			snprintf(err, errlen, "the file keeps its bytes in meta (inline data) and "
+			                      "this client does not read them: upgrade it");
+			return -EOPNOTSUPP;
+		}
 		return meta_open(mc, &c, &rq, m->ino, m->flags, &w->inode, &r->session);
 	case META_RPC_IDATA_WRITE:
 		return meta_idata_write(mc, &rq, m->ino, m->off, m->data, m->data_len, &w->inode);

@@ -558,6 +558,29 @@ static void test_failover(void **state)
 	kv_close(kv);
 }
 
+/* An OPEN without META_O_IDATA (a client older than inline data) of an
+ * inline file is refused with a reason: it would read zeros from chunks
+ * that do not exist. The same client opens chunked files as before. */
+static void test_open_inline_needs_flag(void **state)
+{
+	struct meta_inode d, f, g;
+	uint64_t session = 0;
+	assert_int_equal(meta_client_mkdir(mc, &ROOT, META_ROOT_INO, N("idata-old"), 0755, &d), 0);
+	assert_int_equal(meta_client_create(mc, &ROOT, d.ino, N("small"), 0644,
+					    META_O_EXCL | META_O_IDATA, &f, &session), 0);
+	assert_true(f.idata);
+	assert_int_equal(meta_client_idata_write(mc, &ROOT, f.ino, 0, "abc", 3, &g), 0);
+	assert_int_equal(meta_client_close(mc, &ROOT, f.ino, session, NULL), 0);
+	assert_int_equal(meta_client_open(mc, &ROOT, f.ino, 0, &g, &session), -EOPNOTSUPP);
+	assert_non_null(strstr(meta_client_last_error(), "inline data"));
+	assert_int_equal(meta_client_create(mc, &ROOT, d.ino, N("chunked"), 0644, META_O_EXCL, &f,
+					    &session), 0);
+	assert_false(f.idata);
+	assert_int_equal(meta_client_close(mc, &ROOT, f.ino, session, NULL), 0);
+	assert_int_equal(meta_client_open(mc, &ROOT, f.ino, 0, &g, &session), 0);
+	assert_int_equal(meta_client_close(mc, &ROOT, f.ino, session, NULL), 0);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc > 1)
@@ -573,6 +596,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_ops),
 		cmocka_unit_test(test_idempotent),
 		cmocka_unit_test(test_malformed),
+		cmocka_unit_test(test_open_inline_needs_flag),
 		cmocka_unit_test(test_failover),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
