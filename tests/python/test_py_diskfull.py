@@ -218,9 +218,18 @@ def main():
             assert err == errno.ENOSPC, errno.errorcode.get(err, err)
             time.sleep(1)
         assert ok_after, "writes still fail 60 s after freeing half the space"
+        # GC gives the freed chunks back in batches (it waits briefly after
+        # each unlink to collect one), so the space returns over a few
+        # seconds: an ENOSPC here is retried until a deadline.
         more = 0
+        deadline = time.time() + 30
         for k in range(len(written) // 4):
-            if write_file(os.path.join(d, "more%d" % k), data_of(30000 + k)):
+            err = write_file(os.path.join(d, "more%d" % k), data_of(30000 + k))
+            while err == errno.ENOSPC and time.time() < deadline:
+                time.sleep(0.5)
+                err = write_file(os.path.join(d, "more%d" % k), data_of(30000 + k))
+            if err:
+                assert err == errno.ENOSPC, errno.errorcode.get(err, err)
                 break
             more += 1
         print("after freeing %d MiB: writes work again; %d more files fit" % (
