@@ -391,3 +391,57 @@ int integ_main(struct integ *e, const char *tag, const struct CMUnitTest *tests,
 	free(all);
 	return rc;
 }
+
+static int mounted(const char *mnt)
+{
+	struct stat a, b;
+	char parent[700];
+	snprintf(parent, sizeof(parent), "%s/..", mnt);
+	return stat(mnt, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
+}
+
+pid_t integ_mount2_start(const struct integ *e, char *mnt, size_t cap)
+{
+	char port[32], addr[64], cid[128], secret[700], log[700];
+	integ_conf_get(e, "mgmtd_port", port, sizeof(port));
+	integ_conf_get(e, "cluster_id", cid, sizeof(cid));
+	snprintf(addr, sizeof(addr), "127.0.0.1:%s", port);
+	snprintf(secret, sizeof(secret), "%s/secret", e->data);
+	snprintf(mnt, cap, "%s/mnt2", e->dir);
+	snprintf(log, sizeof(log), "%s/mount2.log", e->dir);
+	assert_true(mkdir(mnt, 0755) == 0 || errno == EEXIST);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		execl(testenv_chainfs(), "chainfs", "mount", "--mgmtd", addr, "--cluster-id", cid,
+		      "--secret-file", secret, mnt, (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 1500 && !mounted(mnt); i++)
+		clock_sleep_ms(20);
+	assert_true(mounted(mnt));
+	return pid;
+}
+
+void integ_mount2_stop(pid_t *pid)
+{
+	if (*pid <= 0)
+		return;
+	kill(*pid, SIGTERM);
+	int st = 0;
+	for (int i = 0; i < 500; i++) {
+		if (waitpid(*pid, &st, WNOHANG) == *pid) {
+			*pid = 0;
+			return;
+		}
+		clock_sleep_ms(20);
+	}
+	kill(*pid, SIGKILL);
+	waitpid(*pid, &st, 0);
+	*pid = 0;
+}

@@ -14,6 +14,7 @@
 #define CFS_TESTS_INTEG_ENV_H
 
 #include <stddef.h>
+#include <sys/types.h>
 #include <stdint.h>
 
 struct integ {
@@ -61,5 +62,12 @@ int integ_role_pid(const struct integ *e, const char *role);
 /* 1 when `chainfs admin list-chains` shows chains and every member of
  * every chain serving (none offline, syncing, waiting or last-serving). */
 int integ_all_serving(const struct integ *e);
+/* Starts a second `chainfs mount` of E's cluster on E->dir/mnt2 (its path
+ * into MNT, CAP bytes; output in E->dir/mount2.log) and waits up to 30 s
+ * until it is mounted, failing the test otherwise. Returns its pid. */
+pid_t integ_mount2_start(const struct integ *e, char *mnt, size_t cap);
+/* Stops the mount of *PID (SIGTERM, up to 10 s, then SIGKILL), reaps it
+ * and sets *PID to 0; nothing when *PID <= 0. */
+void integ_mount2_stop(pid_t *pid);
 
 #endif

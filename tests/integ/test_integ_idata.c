@@ -234,58 +234,14 @@ static void test_readers_while_growing(void **state)
 
 /* ---- a second mount ---- */
 
-static int mounted(const char *mnt)
-{
-	struct stat a, b;
-	char parent[700];
-	snprintf(parent, sizeof(parent), "%s/..", mnt);
-	return stat(mnt, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
-}
-
 static void start_mount2(void)
 {
-	char port[32], addr[64], cid[128], secret[700], log[700];
-	integ_conf_get(&env, "mgmtd_port", port, sizeof(port));
-	integ_conf_get(&env, "cluster_id", cid, sizeof(cid));
-	snprintf(addr, sizeof(addr), "127.0.0.1:%s", port);
-	snprintf(secret, sizeof(secret), "%s/secret", env.data);
-	snprintf(mnt2, sizeof(mnt2), "%s/mnt2", env.dir);
-	snprintf(log, sizeof(log), "%s/mount2.log", env.dir);
-	assert_true(mkdir(mnt2, 0755) == 0 || errno == EEXIST);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		execl(testenv_chainfs(), "chainfs", "mount", "--mgmtd", addr, "--cluster-id", cid,
-		      "--secret-file", secret, mnt2, (char *)NULL);
-		_exit(127);
-	}
-	mount2_pid = pid;
-	for (int i = 0; i < 1500 && !mounted(mnt2); i++)
-		clock_sleep_ms(20);
-	assert_true(mounted(mnt2));
+	mount2_pid = integ_mount2_start(&env, mnt2, sizeof(mnt2));
 }
 
 static void stop_mount2(void)
 {
-	if (mount2_pid <= 0)
-		return;
-	kill(mount2_pid, SIGTERM);
-	int st = 0;
-	for (int i = 0; i < 500; i++) {
-		if (waitpid(mount2_pid, &st, WNOHANG) == mount2_pid) {
-			mount2_pid = 0;
-			return;
-		}
-		clock_sleep_ms(20);
-	}
-	kill(mount2_pid, SIGKILL);
-	waitpid(mount2_pid, &st, 0);
-	mount2_pid = 0;
+	integ_mount2_stop(&mount2_pid);
 }
 
 static void write_file(const char *path, uint64_t len, unsigned seed)
