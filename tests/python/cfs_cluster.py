@@ -13,6 +13,7 @@ import atexit
 import os
 import shutil
 import subprocess
+import signal
 import sys
 import tempfile
 import unittest
@@ -120,6 +121,9 @@ def run_tests(module_name, tag):
         sys.stderr.write("skip: /dev/fuse is missing\n")
         sys.exit(77)
     cluster = Cluster(tag)
+    # A SIGTERM (ctest's timeout, a killed run) must still bring the
+    # cluster down: turn it into SystemExit so the finally below runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     cluster.up()
     ok = False
     try:
