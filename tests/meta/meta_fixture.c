@@ -1,11 +1,16 @@
 /* meta_fixture.c - see meta_fixture.h. */
 #include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include <cmocka.h>
+
+#include "etcd_cluster.h"
 #include "meta_fixture.h"
 #include "testenv.h"
 
@@ -191,4 +196,35 @@ struct meta_req *fx_req(uint64_t client)
 	q->client = client;
 	q->seq = atomic_fetch_add(&seq, 1);
 	return q;
+}
+
+int fx_run_groups(const char *what, const struct CMUnitTest *tests, size_t n, int argc,
+		  char **argv, const char *etcd_prefix)
+{
+	char group[600];
+	int fails = 0;
+	if (etcd_prefix) {
+		static char url[512];
+		struct etcd_cluster *ec = NULL;
+		if (!etcd_cluster_available())
+			return 77;
+		if (etcd_cluster_start(&(struct etcd_cluster_opts){ .members = 1 }, &ec)) {
+			fprintf(stderr, "etcd did not start\n");
+			return 1;
+		}
+		etcd_cluster_url(ec, etcd_prefix, NULL, url, sizeof(url));
+		fx_url = url;
+		snprintf(group, sizeof(group), "%s on etcd", what);
+		fails = _cmocka_run_group_tests(group, tests, n, NULL, NULL);
+		etcd_cluster_stop(ec);
+		return fails ? 1 : 0;
+	}
+	int nurl;
+	const char *const *urls = fx_urls(argc, argv, &nurl);
+	for (int i = 0; i < nurl; i++) {
+		fx_url = urls[i];
+		snprintf(group, sizeof(group), "%s on %s", what, fx_url);
+		fails += _cmocka_run_group_tests(group, tests, n, NULL, NULL);
+	}
+	return fails ? 1 : 0;
 }

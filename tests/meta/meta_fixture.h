@@ -11,6 +11,7 @@
 #define CFS_TESTS_META_FIXTURE_H
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "meta/meta.h"
@@ -63,5 +64,17 @@ int fx_count_chunks(struct fx_storage *s, uint64_t ino);
 struct meta_req *fx_req(uint64_t client);
 
 extern const struct meta_cred FX_ROOT;
+
+struct CMUnitTest;
+
+/* Runs the N cmocka TESTS as one group per KV URL and returns the process
+ * exit code (0 passed, 1 a failure or etcd did not start, 77 skipped).
+ * ETCD_PREFIX NULL: the URLs of fx_urls(ARGC, ARGV), each group named
+ * "WHAT on <url>". Otherwise a one-member etcd is started here (77 when
+ * the etcd binary is missing), the group runs on etcd://.../ETCD_PREFIX
+ * and the members are stopped by pid before returning. Sets fx_url.
+ * Main thread only. */
+int fx_run_groups(const char *what, const struct CMUnitTest *tests, size_t n, int argc,
+		  char **argv, const char *etcd_prefix);
 
 #endif

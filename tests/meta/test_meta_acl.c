@@ -20,9 +20,6 @@
 #include "common/wire.h"
 #include "meta/acl.h"
 #include "meta_fixture.h"
-#ifdef META_ACL_TEST_ETCD
-#include "etcd_cluster.h"
-#endif
 
 #define N(s) meta_name_c(s)
 #define RQ fx_req(9)
@@ -156,27 +153,10 @@ int main(int argc, char **argv)
 	};
 	int fails = cmocka_run_group_tests_name("acl values", pure, NULL, NULL);
 #ifdef META_ACL_TEST_ETCD
-	struct etcd_cluster *ec;
-	static char url[512];
-	if (!etcd_cluster_available())
-		return 77;
-	if (etcd_cluster_start(&(struct etcd_cluster_opts){ .members = 1 }, &ec)) {
-		fprintf(stderr, "etcd did not start\n");
-		return 1;
-	}
-	etcd_cluster_url(ec, "acls", NULL, url, sizeof(url));
-	fx_url = url;
-	fails += cmocka_run_group_tests_name("meta acls on etcd", kv, NULL, NULL);
-	etcd_cluster_stop(ec);
+	const char *etcd = "acls";
 #else
-	int n;
-	const char *const *urls = fx_urls(argc, argv, &n);
-	for (int i = 0; i < n; i++) {
-		char group[256];
-		fx_url = urls[i];
-		snprintf(group, sizeof(group), "meta acls on %s", fx_url);
-		fails += cmocka_run_group_tests_name(group, kv, NULL, NULL);
-	}
+	const char *etcd = NULL;
 #endif
-	return fails ? 1 : 0;
+	int rc = fx_run_groups("meta acls", kv, sizeof(kv) / sizeof(kv[0]), argc, argv, etcd);
+	return fails ? 1 : rc;
 }

@@ -385,13 +385,6 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_churn, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rename_loops, setup, teardown),
 	};
-	int n, fails = 0;
-	const char *const *urls = fx_urls(argc, argv, &n);
-	for (int i = 0; i < n; i++) {
-		char group[256];
-		fx_url = urls[i];
-		snprintf(group, sizeof(group), "meta concurrency on %s", fx_url);
-		fails += cmocka_run_group_tests_name(group, tests, NULL, NULL);
-	}
-	return fails ? 1 : 0;
+	return fx_run_groups("meta concurrency", tests, sizeof(tests) / sizeof(tests[0]), argc, argv,
+			     NULL);
 }

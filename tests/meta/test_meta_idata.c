@@ -18,9 +18,6 @@
 #include "common/status.h"
 #include "meta_fixture.h"
 
-#ifdef META_IDATA_ETCD
-#include "etcd_cluster.h"
-#endif
 
 #define N(s) meta_name_c(s)
 #define R1 META_ROOT_INO
@@ -309,31 +306,11 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_gc_link_fsck, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rename_xattr, setup, teardown),
 	};
-	int n, fails = 0;
 #ifdef META_IDATA_ETCD
-	static char url[512];
-	static const char *one[1];
-	struct etcd_cluster *ec = NULL;
-	struct etcd_cluster_opts eo = { .members = 1 };
-	if (!etcd_cluster_available())
-		return 77;
-	if (etcd_cluster_start(&eo, &ec))
-		return 1;
-	etcd_cluster_url(ec, "metaidata", NULL, url, sizeof(url));
-	one[0] = url;
-	const char *const *urls = one;
-	n = 1;
+	const char *etcd = "metaidata";
 #else
-	const char *const *urls = fx_urls(argc, argv, &n);
+	const char *etcd = NULL;
 #endif
-	for (int i = 0; i < n; i++) {
-		char group[600];
-		fx_url = urls[i];
-		snprintf(group, sizeof(group), "meta inline data on %s", fx_url);
-		fails += cmocka_run_group_tests_name(group, tests, NULL, NULL);
-	}
-#ifdef META_IDATA_ETCD
-	etcd_cluster_stop(ec);
-#endif
-	return fails ? 1 : 0;
+	return fx_run_groups("meta inline data", tests, sizeof(tests) / sizeof(tests[0]), argc,
+			     argv, etcd);
 }

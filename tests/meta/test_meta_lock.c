@@ -22,9 +22,6 @@
 #include "common/status.h"
 #include "meta/meta_lock.h"
 #include "meta_fixture.h"
-#ifdef META_LOCK_TEST_ETCD
-#include "etcd_cluster.h"
-#endif
 
 static struct fx F;
 static meta_ctx *M;
@@ -315,27 +312,10 @@ int main(int argc, char **argv)
 	};
 	int fails = cmocka_run_group_tests_name("lock table", pure, NULL, NULL);
 #ifdef META_LOCK_TEST_ETCD
-	struct etcd_cluster *ec;
-	static char url[512];
-	if (!etcd_cluster_available())
-		return 77;
-	if (etcd_cluster_start(&(struct etcd_cluster_opts){ .members = 1 }, &ec)) {
-		fprintf(stderr, "etcd did not start\n");
-		return 1;
-	}
-	etcd_cluster_url(ec, "locks", NULL, url, sizeof(url));
-	fx_url = url;
-	fails += cmocka_run_group_tests_name("meta locks on etcd", kv, NULL, NULL);
-	etcd_cluster_stop(ec);
+	const char *etcd = "locks";
 #else
-	int n;
-	const char *const *urls = fx_urls(argc, argv, &n);
-	for (int i = 0; i < n; i++) {
-		char group[256];
-		fx_url = urls[i];
-		snprintf(group, sizeof(group), "meta locks on %s", fx_url);
-		fails += cmocka_run_group_tests_name(group, kv, NULL, NULL);
-	}
+	const char *etcd = NULL;
 #endif
-	return fails ? 1 : 0;
+	int rc = fx_run_groups("meta locks", kv, sizeof(kv) / sizeof(kv[0]), argc, argv, etcd);
+	return fails ? 1 : rc;
 }

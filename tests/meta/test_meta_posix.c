@@ -25,9 +25,6 @@
 #include "common/status.h"
 #include "meta_fixture.h"
 
-#ifdef META_POSIX_ETCD
-#include "etcd_cluster.h"
-#endif
 
 #define N(s) meta_name_c(s)
 #define RQ fx_req(9)
@@ -365,31 +362,11 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_concurrent_creates, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_setid, setup, teardown),
 	};
-	int n, fails = 0;
 #ifdef META_POSIX_ETCD
-	static char url[512];
-	static const char *one[1];
-	struct etcd_cluster *ec = NULL;
-	struct etcd_cluster_opts eo = { .members = 1 };
-	if (!etcd_cluster_available())
-		return 77;
-	if (etcd_cluster_start(&eo, &ec))
-		return 1;
-	etcd_cluster_url(ec, "metaposix", NULL, url, sizeof(url));
-	one[0] = url;
-	const char *const *urls = one;
-	n = 1;
+	const char *etcd = "metaposix";
 #else
-	const char *const *urls = fx_urls(argc, argv, &n);
+	const char *etcd = NULL;
 #endif
-	for (int i = 0; i < n; i++) {
-		char group[600];
-		fx_url = urls[i];
-		snprintf(group, sizeof(group), "meta posix on %s", fx_url);
-		fails += cmocka_run_group_tests_name(group, tests, NULL, NULL);
-	}
-#ifdef META_POSIX_ETCD
-	etcd_cluster_stop(ec);
-#endif
-	return fails ? 1 : 0;
+	return fx_run_groups("meta posix", tests, sizeof(tests) / sizeof(tests[0]), argc, argv,
+			     etcd);
 }
