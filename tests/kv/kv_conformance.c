@@ -1534,6 +1534,16 @@ static void t_get_multi(void **state)
 		assert_int_equal(kv_set(t, K("gm/zz"), K("z")), 0);
 		assert_int_equal(kv_commit(t, NULL), 0);
 		kv_txn_free(t);
+		/* The read version holds for a multi-key read after a point read. */
+		assert_int_equal(kv_begin(f->e, KV_RDONLY, &t), 0);
+		assert_int_equal(kv_get(t, K("gm/000"), 1, &vals[0]), 1);
+		assert_int_equal(commit_set(f, "gm/030", "later"), 0);
+		assert_int_equal(commit_clear(f, "gm/031"), 0);
+		assert_int_equal(kv_get_multi(t, 3, keys, 1, vals, found), 0);
+		assert_int_equal(found[0] + found[1] + found[2], 3);
+		assert_false(slice_is(vals[0], "later"));
+		assert_true(slice_is(vals[1], "changed"));
+		kv_txn_free(t);
 	}
 }
 
