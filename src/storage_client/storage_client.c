@@ -708,6 +708,7 @@ static void read_group_finish(struct read_group *g, struct storage_read *r)
 		if (src != x->dst)
 			memmove(x->dst, src, (size_t)got);
 		x->result = crc32c(0, x->dst, (size_t)got) == res[k].crc ? got : -CFS_ECHECKSUM;
+		x->crc = res[k].crc;
 		x->commit_ver = res[k].commit_ver;
 	}
 	free(res);
