@@ -1110,7 +1110,7 @@ int usrbio_new(const struct usrbio_opts *o, struct usrbio **out, char *err, size
 		return -ENOMEM;
 	u->o = *o;
 	if (u->o.workers <= 0)
-		u->o.workers = 16;
+		u->o.workers = 64;
 	if (!u->o.poll_ms)
 		u->o.poll_ms = 2;
 	if (!u->o.batch_bytes)
