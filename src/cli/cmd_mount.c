@@ -124,7 +124,7 @@ static const struct cfg_opt opts[] = {
      "trace every FUSE request to stderr"},
     {"usrbio", CFG_BOOL, "true", 0, 0, offsetof(struct mount_conf, usrbio),
      "serve shared-memory I/O rings (libchainfs, hf3fs_usrbio.h; docs/usrbio.md)"},
-    {"usrbio-workers", CFG_INT, "16", 1, 256, offsetof(struct mount_conf, usrbio_workers),
+    {"usrbio-workers", CFG_INT, "64", 1, 256, offsetof(struct mount_conf, usrbio_workers),
      "threads running ring I/O batches"},
     {"usrbio-batch", CFG_SIZE, "2M", 4096, 1 << 30, offsetof(struct mount_conf, usrbio_batch),
      "bytes of ring reads sent as one batched storage request"},

@@ -67,14 +67,8 @@ uint32_t crc32c_sw(uint32_t crc, const void *data, size_t len)
 	return ~c;
 }
 
-#if defined(__x86_64__)
-/* Three-stream hardware CRC. The crc32 instruction has a latency of three
- * cycles but issues every cycle, so one dependent stream runs at a third of
- * the unit's speed. We run three streams over adjacent blocks and join them:
- * CRC is linear, so the register after "A then B" equals the register after
- * A advanced over |B| zero bytes, xor B's register started from zero.
- * Advancing over a fixed block length is a 32x32 GF(2) matrix, applied
- * through four 256-entry tables built once. */
+/* GF(2) 32x32 matrix helpers: the hardware path's block joins and
+ * crc32c_combine. */
 static uint32_t gf2_times(const uint32_t *mat, uint32_t vec)
 {
 	uint32_t sum = 0;
@@ -93,6 +87,14 @@ static void gf2_square(uint32_t *square, const uint32_t *mat)
 		square[n] = gf2_times(mat, mat[n]);
 }
 
+#if defined(__x86_64__)
+/* Three-stream hardware CRC. The crc32 instruction has a latency of three
+ * cycles but issues every cycle, so one dependent stream runs at a third of
+ * the unit's speed. We run three streams over adjacent blocks and join them:
+ * CRC is linear, so the register after "A then B" equals the register after
+ * A advanced over |B| zero bytes, xor B's register started from zero.
+ * Advancing over a fixed block length is a 32x32 GF(2) matrix, applied
+ * through four 256-entry tables built once. */
 /* OP becomes the operator that advances a register over LEN zero bytes;
  * LEN must be a power of two. Start from one zero bit, square to two and
  * four bits, then keep squaring: each square doubles the span. */
@@ -202,4 +204,37 @@ int crc32c_hw_available(void)
 {
 	pthread_once(&crc_once, crc_init);
 	return crc_hw;
+}
+
+/* ---- combine (see crc32c.h) ----
+ * For a reflected CRC with pre/post inversion crc(A||B) = shift(crc(A),
+ * |B|) ^ crc(B), where shift ("append |B| zero bytes", inversions
+ * cancelling) is linear over GF(2): squaring its 32x32 operator doubles
+ * the length. */
+static uint32_t shift(uint32_t crc, uint64_t len)
+{
+	uint32_t even[32], odd[32];
+	odd[0] = 0x82F63B78u;
+	for (int n = 1; n < 32; n++)
+		odd[n] = 1u << (n - 1);
+	gf2_square(even, odd); /* two zero bits */
+	gf2_square(odd, even); /* four zero bits */
+	while (len) {
+		gf2_square(even, odd); /* first pass: one zero byte */
+		if (len & 1)
+			crc = gf2_times(even, crc);
+		len >>= 1;
+		if (!len)
+			break;
+		gf2_square(odd, even);
+		if (len & 1)
+			crc = gf2_times(odd, crc);
+		len >>= 1;
+	}
+	return crc;
+}
+
+uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b)
+{
+	return shift(crc_a, len_b) ^ crc_b;
 }

@@ -11,6 +11,10 @@
 uint32_t crc32c(uint32_t crc, const void *data, size_t len);
 /* Same result, always the portable table path (for tests and benches). */
 uint32_t crc32c_sw(uint32_t crc, const void *data, size_t len);
+/* CRC32C of A||B from crc(A), crc(B) and len(B) (the zlib combine method
+ * over the Castagnoli polynomial: about 64 GF(2) matrix products per bit
+ * of LEN_B, no pass over the data). Thread-safe. */
+uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b);
 /* 1 if the hardware path is in use. */
 int crc32c_hw_available(void);
 

@@ -817,6 +817,10 @@ static int build_op(json_t *arr, const struct etcdc_op *op)
 			rc = jset_i64(o, "limit", op->limit);
 		if (!rc && op->keys_only)
 			rc = json_object_set_new(o, "keys_only", json_true()) ? -ENOMEM : 0;
+		if (!rc && op->revision)
+			rc = jset_i64(o, "revision", op->revision);
+		if (!rc && op->serializable)
+			rc = json_object_set_new(o, "serializable", json_true()) ? -ENOMEM : 0;
 	}
 	return rc;
 }

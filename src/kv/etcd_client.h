@@ -137,7 +137,10 @@ struct etcdc_cmp {
 enum etcdc_op_type { ETCDC_OP_PUT, ETCDC_OP_DELETE, ETCDC_OP_RANGE };
 
 /* One txn op. PUT uses key/val/lease; DELETE key/end (end NULL deletes one
- * key); RANGE key/end/limit/keys_only at the txn's revision. */
+ * key); RANGE key/end/limit/keys_only at the txn's revision, or at
+ * REVISION when non-zero; a read-only txn whose ranges are all
+ * SERIALIZABLE is answered by the member locally (etcd's rule), as a
+ * serializable etcdc_range is. */
 struct etcdc_op {
 	enum etcdc_op_type type;
 	const void *key;
@@ -149,6 +152,8 @@ struct etcdc_op {
 	int64_t lease;
 	int64_t limit;
 	bool keys_only;
+	int64_t revision;  /* RANGE: read at this revision; 0 = the txn's */
+	bool serializable; /* RANGE */
 };
 
 /* What each executed op returned, in op order (of the branch that ran). */

@@ -590,6 +590,81 @@ int kv_get(kv_txn *t, struct kv_slice key, int snapshot, struct kv_slice *val)
 	return rc;
 }
 
+int kv_get_multi(kv_txn *t, int n, const struct kv_slice *keys, int snapshot,
+		 struct kv_slice *vals, int *found)
+{
+	int rc = txn_check(t), conflict;
+
+	if (rc)
+		return rc;
+	if (n < 0 || (n && (!keys || !vals || !found)))
+		return poison(t, -EINVAL);
+	for (int i = 0; i < n; i++) {
+		vals[i] = (struct kv_slice){ NULL, 0 };
+		found[i] = 0;
+		if (!key_ok(keys[i]))
+			return poison(t, -EINVAL);
+	}
+	if (!n)
+		return 0;
+	conflict = !(t->flags & KV_RDONLY) && !snapshot;
+	/* Keys the txn's own writes answer stay here; the rest go to the
+	 * backend in one call (ask[] their indexes, wi[] their write point
+	 * or -1). Scratch lives in the arena: a txn's reads are few. */
+	int *ask = kv_arena_alloc(&t->arena, sizeof(int) * 2 * (size_t)n);
+	struct kv_slice *ak = kv_arena_alloc(&t->arena, sizeof(*ak) * 2 * (size_t)n);
+	int *af = kv_arena_alloc(&t->arena, sizeof(int) * (size_t)n);
+	if (!ask || !ak || !af)
+		return poison(t, -ENOMEM);
+	int *wi = ask + n, nask = 0;
+	struct kv_slice *av = ak + n;
+	for (int i = 0; i < n; i++) {
+		int idx = -1;
+		if (!(t->flags & KV_RDONLY)) {
+			idx = kv_wbuf_find(&t->wb, keys[i]);
+			if (idx >= 0 && t->wb.pts[idx].op == KV_WOP_SET) {
+				vals[i] = t->wb.pts[idx].val;
+				found[i] = 1;
+				continue;
+			}
+			if ((idx >= 0 && t->wb.pts[idx].op == KV_WOP_CLEAR) ||
+			    (idx < 0 && kv_wbuf_cleared(&t->wb, keys[i])))
+				continue;
+		}
+		ask[nask] = i;
+		wi[nask] = idx;
+		ak[nask++] = keys[i];
+	}
+	if (!nask)
+		return 0;
+	if (conflict && (rc = count_conflicts(t, nask)))
+		return rc;
+	if (t->eng->ops->get_multi) {
+		rc = t->eng->ops->get_multi(t, nask, ak, conflict, av, af);
+	} else {
+		for (int j = 0; j < nask && rc >= 0; j++) {
+			rc = t->eng->ops->get(t, ak[j], conflict, &av[j]);
+			af[j] = rc > 0;
+		}
+		rc = rc < 0 ? rc : 0;
+	}
+	if (rc < 0)
+		return poison(t, rc);
+	for (int j = 0; j < nask; j++) {
+		int i = ask[j];
+		if (wi[j] >= 0) {
+			int r2 = add_value(t, &t->wb.pts[wi[j]], av[j], af[j], &vals[i]);
+			if (r2)
+				return poison(t, r2);
+			found[i] = 1;
+		} else if (af[j]) {
+			vals[i] = av[j];
+			found[i] = 1;
+		}
+	}
+	return 0;
+}
+
 /* Growable output array of a range read, in the arena. */
 struct range_out {
 	struct kv_pair *kvs;

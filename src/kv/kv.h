@@ -192,6 +192,18 @@ int kv_read_version(kv_txn *t, int64_t *version);
  * not abort the txn. */
 int kv_get(kv_txn *t, struct kv_slice key, int snapshot, struct kv_slice *val);
 
+/* Point reads of N keys in one call: the same answers, read conflicts and
+ * limits as N kv_get calls in order (FOUND[i] 1 with VALS[i] set, or 0
+ * with VALS[i] {NULL,0}; a non-snapshot read in a read-write txn counts
+ * one conflict entry per key the txn's own writes do not answer), but a
+ * remote backend asks for all of them in one round trip (etcd: one Txn of
+ * Range ops at the read version per 128 keys; lmdb and mem read them one
+ * by one, which costs nothing there). Keys may repeat. Returns 0 or <0
+ * (VALS and FOUND then unspecified; the txn is poisoned). Values are owned
+ * by the txn as for kv_get. */
+int kv_get_multi(kv_txn *t, int n, const struct kv_slice *keys, int snapshot,
+		 struct kv_slice *vals, int *found);
+
 /* Range read over [begin, end): begin.n == 0 means the first key, end.n ==
  * 0 the end of the key space. Returns up to limit pairs (limit <= 0: no
  * limit) in ascending order, or descending from the end when reverse != 0,

@@ -191,6 +191,13 @@ struct kv_backend_ops {
 	 * CONFLICT != 0, record KEY in the read-conflict set (absent too). */
 	int (*get)(struct kv_txn *t, struct kv_slice key, int conflict, struct kv_slice *val);
 
+	/* Optional (NULL: kv.c calls get per key). Stored values of the N
+	 * KEYS at the read version, as N get calls: FOUND[i] 1 with VALS[i]
+	 * valid until txn_free, or 0; conflicts recorded as get does. 0 or
+	 * <0. */
+	int (*get_multi)(struct kv_txn *t, int n, const struct kv_slice *keys, int conflict,
+			 struct kv_slice *vals, int *found);
+
 	/* Stored pairs in [begin, end) at the read version, ascending (or
 	 * descending from the end if REVERSE), at most LIMIT of them (always
 	 * > 0; INT_MAX when the caller set no limit);

@@ -28,6 +28,7 @@
 #include "common/buf.h"
 #include "common/crc32c.h"
 #include "common/status.h"
+#include "lib/cfs_usrbio_int.h"
 #include "meta/meta_kvc_proto.h"
 #include "net/auth.h"
 
@@ -397,6 +398,8 @@ struct io {
 	uint64_t off, len;
 	void *ptr;
 	int64_t result; /* bytes, or -errno */
+	uint32_t crc;   /* reads: CRC32C of the bytes read, from the completion, */
+	int crc_ok;     /* when the daemon gave it (it checked them against storage's) */
 };
 
 static struct pair *take_pair(cfs_kvc *kv)
@@ -417,6 +420,7 @@ static struct pair *take_pair(cfs_kvc *kv)
 static void run_ios(cfs_ior *r, const cfs_iov *iov, int read, struct io *ios, int n)
 {
 	struct cfs_cqe cqes[64];
+	struct cfs_cqe_crc crcs[64];
 	int next = 0, inflight = 0;
 	while (next < n || inflight) {
 		int prepped = 0;
@@ -438,7 +442,7 @@ static void run_ios(cfs_ior *r, const cfs_iov *iov, int read, struct io *ios, in
 			cfs_submit_ios(r);
 		if (!inflight)
 			continue;
-		int got = cfs_wait_for_ios(r, cqes, 64, 1, NULL);
+		int got = cfs_wait_for_ios_crc(r, cqes, crcs, 64, 1, NULL);
 		if (got < 0) {
 			/* The daemon is gone: everything in flight failed. */
 			for (int i = 0; i < n; i++)
@@ -449,6 +453,8 @@ static void run_ios(cfs_ior *r, const cfs_iov *iov, int read, struct io *ios, in
 		for (int i = 0; i < got; i++) {
 			struct io *x = (struct io *)cqes[i].userdata;
 			x->result = cqes[i].result;
+			x->crc = crcs[i].crc;
+			x->crc_ok = crcs[i].ok;
 			inflight--;
 		}
 	}
@@ -735,7 +741,7 @@ int cfs_kvc_get(cfs_kvc *kv, const cfs_iov *iov, int n, const void *const *keys,
 		run_ios(p->rd, iov, 1, rd, k);
 		pthread_mutex_unlock(&p->mu);
 		for (int j = 0; j < k; j++)
-			ios[map[j]].result = rd[j].result;
+			ios[map[j]] = rd[j];
 		free(rd);
 		free(map);
 		/* Check that every key read still has the version read. */
@@ -752,7 +758,9 @@ int cfs_kvc_get(cfs_kvc *kv, const cfs_iov *iov, int n, const void *const *keys,
 				results[i] = ios[j].result < 0 ? (int)ios[j].result : -EIO;
 			else if (b->status != KVC_ST_OK || b->version != a->version)
 				results[i] = -ENOENT;
-			else if ((a->len ? crc32c(0, bufs[i], a->len) : 0) != a->crc)
+			else if ((!a->len       ? 0
+				  : ios[j].crc_ok ? ios[j].crc
+						  : crc32c(0, bufs[i], a->len)) != a->crc)
 				results[i] = -ENOENT; /* a writer past its lease wrote here */
 			else
 				results[i] = (int)a->len;

@@ -39,6 +39,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "lib/cfs_usrbio_int.h"
 #include "usrbio/ring_abi.h"
 
 #define WAIT_SLICE_MS 100
@@ -735,6 +736,12 @@ static int ts_before(const struct timespec *a, const struct timespec *b)
 int cfs_wait_for_ios(cfs_ior *r, struct cfs_cqe *cqes, int n, int min_results,
                      const struct timespec *abs_timeout)
 {
+	return cfs_wait_for_ios_crc(r, cqes, NULL, n, min_results, abs_timeout);
+}
+
+int cfs_wait_for_ios_crc(cfs_ior *r, struct cfs_cqe *cqes, struct cfs_cqe_crc *crcs, int n,
+                         int min_results, const struct timespec *abs_timeout)
+{
 	if (!r || !cqes || n <= 0)
 		return -EINVAL;
 	if (min_results > n)
@@ -752,6 +759,10 @@ int cfs_wait_for_ios(cfs_ior *r, struct cfs_cqe *cqes, int n, int min_results,
 			cqes[filled].reserved = 0;
 			cqes[filled].result = c->result;
 			cqes[filled].userdata = (const void *)(uintptr_t)c->userdata;
+			if (crcs) {
+				crcs[filled].crc = c->reserved;
+				crcs[filled].ok = (c->reserved2 & CFS_RING_CQE_F_CRC) != 0;
+			}
 			filled++;
 			got++;
 			tail++;

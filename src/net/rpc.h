@@ -58,6 +58,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "common/buf.h"
 
@@ -187,6 +188,12 @@ struct rpc_call {
 	uint64_t bulk_len;
 	void *resp_bulk;           /* reply bulk lands here; borrowed until done runs */
 	uint64_t resp_bulk_cap;
+	/* Or, with resp_niov > 0 (resp_bulk and resp_bulk_cap then unused): the
+	 * reply bulk is scattered over these segments in order, read from the
+	 * socket straight into them; the array and the memory are borrowed
+	 * until done runs. A bulk longer than their total is -EMSGSIZE. */
+	const struct iovec *resp_iov;
+	int resp_niov;
 	rpc_done_fn done;          /* required for rpc_call_async */
 	void *arg;
 };

@@ -177,6 +177,8 @@ struct pend {
 	uint32_t bulk_crc;
 	uint8_t *resp_bulk;
 	uint64_t resp_cap;
+	const struct iovec *resp_iov; /* scattered reply bulk (resp_bulk = its first base) */
+	int resp_niov;
 	rpc_done_fn done;
 	void *arg;
 	uint32_t plen;
@@ -357,6 +359,7 @@ static void pend_timeout(struct loop_timer *t)
 			 * buffer is theirs again once done() runs. */
 			p->cc->cur = NULL;
 			p->cc->c.dest = NULL;
+			p->cc->c.dest_niov = 0;
 		}
 		pend_finish(p, -CFS_ETIMEDOUT, NULL, 0, 0);
 		return;
@@ -590,8 +593,11 @@ static int cli_on_header(struct rpc_conn *c, const struct frame_hdr *h)
 static int cli_on_payload(struct rpc_conn *c, const uint8_t *p, uint32_t len)
 {
 	struct cli_conn *cc = container_of(c, struct cli_conn, c);
-	if (cc->cur && !cc->cur_status && c->h.bulk_len)
+	if (cc->cur && !cc->cur_status && c->h.bulk_len) {
 		c->dest = cc->cur->resp_bulk;
+		c->dest_iov = cc->cur->resp_iov;
+		c->dest_niov = cc->cur->resp_niov;
+	}
 	return 0;
 }
 
@@ -879,6 +885,14 @@ static int submit(struct rpc_peer *peer, const struct rpc_call *call, int oneway
 		p->bulk_crc = crc32c(0, p->bulk, p->blen);
 	p->resp_bulk = call->resp_bulk;
 	p->resp_cap = call->resp_bulk_cap;
+	if (call->resp_niov > 0) {
+		p->resp_iov = call->resp_iov;
+		p->resp_niov = call->resp_niov;
+		p->resp_bulk = call->resp_iov[0].iov_base;
+		p->resp_cap = 0;
+		for (int i = 0; i < call->resp_niov; i++)
+			p->resp_cap += call->resp_iov[i].iov_len;
+	}
 	p->done = oneway ? NULL : call->done;
 	p->arg = call->arg;
 	uint32_t tmo = call->timeout_ms ? call->timeout_ms : cl->o.timeout_ms;

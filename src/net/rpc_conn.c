@@ -49,6 +49,8 @@
 
 #define IOV_MAX_BATCH 64
 #define READS_PER_EVENT 16
+/* Bulk segments one readv fills at most (scattered destinations). */
+#define RX_BULK_IOV 16
 
 static void conn_io(struct loop_io *io, uint32_t events);
 
@@ -521,13 +523,41 @@ static void rbuf_shrink(struct rpc_conn *c)
 	}
 }
 
+/* Where bulk byte OFF lands; *ROOM: bytes contiguous from there (0 past
+ * the last segment of a scattered destination). */
+static uint8_t *bulk_at(const struct rpc_conn *c, uint64_t off, uint64_t *room)
+{
+	if (!c->dest_niov) {
+		*room = UINT64_MAX;
+		return c->dest + off;
+	}
+	for (int i = 0; i < c->dest_niov; i++) {
+		if (off < c->dest_iov[i].iov_len) {
+			*room = c->dest_iov[i].iov_len - off;
+			return (uint8_t *)c->dest_iov[i].iov_base + off;
+		}
+		off -= c->dest_iov[i].iov_len;
+	}
+	*room = 0;
+	return NULL;
+}
+
 static void bulk_take(struct rpc_conn *c, const uint8_t *src, uint64_t n, int copy)
 {
-	if (c->dest) {
-		if (copy)
-			memcpy(c->dest + c->got, src, n);
+	while (c->dest && n) {
+		uint64_t room;
+		uint8_t *p = bulk_at(c, c->got, &room);
+		if (!room)
+			break; /* past a scattered destination: the role checked the cap */
+		uint64_t k = n < room ? n : room;
+		if (copy) {
+			memcpy(p, src, k);
+			src += k;
+		}
 		if (c->h.flags & FRAME_F_BULK_CRC)
-			c->crc = crc32c(c->crc, c->dest + c->got, n);
+			c->crc = crc32c(c->crc, p, k);
+		c->got += k;
+		n -= k;
 	}
 	c->got += n;
 }
@@ -539,6 +569,7 @@ static int frame_done(struct rpc_conn *c, const uint8_t *p, uint32_t len)
 		bulk_status = -CFS_ECHECKSUM;
 	c->phase = RX_HDR;
 	c->dest = NULL;
+	c->dest_niov = 0;
 	int rc = c->ops->on_frame(c, p, len, bulk_status);
 	/* A big payload copy is not kept around between frames. */
 	if (c->pcopy.cap > RPC_RBUF_LEN)
@@ -572,6 +603,7 @@ static int parse(struct rpc_conn *c)
 			c->rpos += FRAME_HDR_LEN;
 			c->phase = RX_PAYLOAD;
 			c->dest = NULL;
+			c->dest_niov = 0;
 			c->got = 0;
 			c->crc = 0;
 			rc = c->ops->on_header(c, &c->h);
@@ -628,15 +660,28 @@ static int parse(struct rpc_conn *c)
  * so the caller can skip the read that would only return EAGAIN. */
 static ssize_t read_some(struct rpc_conn *c, int *short_read)
 {
-	struct iovec iov[2];
+	struct iovec iov[RX_BULK_IOV + 1];
 	if (c->phase == RX_BULK && c->dest && c->rpos == c->rlen) {
-		uint64_t want = c->h.bulk_len - c->got;
+		/* The bulk's remaining segments (up to RX_BULK_IOV), then the
+		 * receive buffer for what follows. */
+		uint64_t left = c->h.bulk_len - c->got, want = 0, off = c->got;
+		int k = 0;
+		while (k < RX_BULK_IOV && want < left) {
+			uint64_t room;
+			uint8_t *p = bulk_at(c, off, &room);
+			if (!room)
+				break;
+			if (room > left - want)
+				room = left - want;
+			iov[k].iov_base = p;
+			iov[k++].iov_len = room;
+			want += room;
+			off += room;
+		}
 		c->rpos = c->rlen = 0;
-		iov[0].iov_base = c->dest + c->got;
-		iov[0].iov_len = want;
-		iov[1].iov_base = c->rbuf;
-		iov[1].iov_len = c->rcap;
-		ssize_t n = c->x->ops->readv(c->x, iov, 2);
+		iov[k].iov_base = c->rbuf;
+		iov[k++].iov_len = c->rcap;
+		ssize_t n = c->x->ops->readv(c->x, iov, k);
 		*short_read = n > 0 && (uint64_t)n < want + c->rcap;
 		if (n > 0) {
 			uint64_t in_place = (uint64_t)n < want ? (uint64_t)n : want;

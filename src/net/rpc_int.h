@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "common/buf.h"
 #include "net/frame.h"
@@ -102,6 +103,10 @@ struct rpc_conn {
 	struct frame_hdr h;            /* header of the frame being received */
 	struct buf pcopy;              /* payload kept across the bulk phase */
 	uint8_t *dest;                 /* bulk destination; NULL drops it */
+	const struct iovec *dest_iov;  /* with dest set and dest_niov > 0: the bulk is
+					  scattered over these segments in order (dest is
+					  the first one's base); borrowed */
+	int dest_niov;
 	uint64_t got;                  /* bulk bytes received */
 	uint32_t crc;                  /* running CRC32C of the bulk */
 

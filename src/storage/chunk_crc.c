@@ -15,8 +15,6 @@
 #include "storage/chunk_crc.h"
 #include "storage/chunk_format.h"
 
-#define POLY 0x82f63b78u /* CRC-32C, reflected */
-
 static uint32_t page_op[32];
 static pthread_once_t page_once = PTHREAD_ONCE_INIT;
 
@@ -29,41 +27,10 @@ static uint32_t gf2_times(const uint32_t *mat, uint32_t vec)
 	return sum;
 }
 
-static void gf2_square(uint32_t *sq, const uint32_t *mat)
-{
-	for (int n = 0; n < 32; n++)
-		sq[n] = gf2_times(mat, mat[n]);
-}
-
-/* Applies "append LEN zero bytes" to CRC (without the inversions, which
- * cancel in the combine identity). */
-static uint32_t shift(uint32_t crc, uint64_t len)
-{
-	uint32_t even[32], odd[32];
-	odd[0] = POLY;
-	for (int n = 1; n < 32; n++)
-		odd[n] = 1u << (n - 1);
-	gf2_square(even, odd); /* two zero bits */
-	gf2_square(odd, even); /* four zero bits */
-	while (len) {
-		gf2_square(even, odd); /* first pass: one zero byte */
-		if (len & 1)
-			crc = gf2_times(even, crc);
-		len >>= 1;
-		if (!len)
-			break;
-		gf2_square(odd, even);
-		if (len & 1)
-			crc = gf2_times(odd, crc);
-		len >>= 1;
-	}
-	return crc;
-}
-
 static void page_init(void)
 {
 	for (int i = 0; i < 32; i++)
-		page_op[i] = shift(1u << i, CHUNK_PAGE);
+		page_op[i] = crc32c_combine(1u << i, 0, CHUNK_PAGE);
 }
 
 uint32_t chunk_crc_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b)
@@ -72,7 +39,7 @@ uint32_t chunk_crc_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b)
 		pthread_once(&page_once, page_init);
 		return gf2_times(page_op, crc_a) ^ crc_b;
 	}
-	return shift(crc_a, len_b) ^ crc_b;
+	return crc32c_combine(crc_a, crc_b, len_b);
 }
 
 uint32_t chunk_crc_pages(const uint8_t *data, size_t len, uint32_t *page_crc)

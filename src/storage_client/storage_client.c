@@ -616,6 +616,10 @@ struct read_group {
 	size_t n;
 	struct sto_read_range *rr;
 	uint8_t *bounce;            /* NULL when the reply lands in the caller's memory */
+	struct iovec *iov;          /* or: one segment per range (dst, len), read into
+				       straight from the socket when the group is an RPC
+				       of its own; NULL when contiguous or bounced */
+	int niov;
 	uint64_t cap;
 	uint64_t routing_ver;
 	int status;
@@ -687,6 +691,20 @@ static void read_group_finish(struct read_group *g, struct storage_read *r)
 		if (got > 0)
 			pos += (uint64_t)got;
 	}
+	/* Scattered in place: every range's bytes are at its dst when every
+	 * range came back whole; otherwise the compact bulk is gathered back
+	 * into one bounce buffer and placed as below. */
+	if (!rc && g->niov && pos != g->cap) {
+		uint8_t *tmp = malloc(pos ? pos : 1);
+		if (!tmp)
+			rc = -ENOMEM;
+		for (uint64_t at = 0, i = 0; tmp && at < pos; i++) {
+			uint64_t k = g->iov[i].iov_len < pos - at ? g->iov[i].iov_len : pos - at;
+			memcpy(tmp + at, g->iov[i].iov_base, k);
+			at += k;
+		}
+		g->bounce = tmp;
+	}
 	if (rc) {
 		for (size_t k = 0; k < g->n; k++)
 			r[g->idx[k]].result = rc;
@@ -705,9 +723,12 @@ static void read_group_finish(struct read_group *g, struct storage_read *r)
 		}
 		pos -= (uint64_t)got;
 		const uint8_t *src = (g->bounce ? g->bounce : (uint8_t *)r[g->idx[0]].dst) + pos;
+		if (g->niov && !g->bounce)
+			src = x->dst; /* landed in place */
 		if (src != x->dst)
 			memmove(x->dst, src, (size_t)got);
 		x->result = crc32c(0, x->dst, (size_t)got) == res[k].crc ? got : -CFS_ECHECKSUM;
+		x->crc = res[k].crc;
 		x->commit_ver = res[k].commit_ver;
 	}
 	free(res);
@@ -775,7 +796,17 @@ static void read_rpc_split(struct read_rpc *x, const struct rpc_result *res)
 				memcpy(g->resp, b.data, b.len);
 				g->resp_len = (uint32_t)b.len;
 				g->bulk_len = bytes;
-				memcpy(g->bounce ? g->bounce : g->dst0, x->bounce + pos, bytes);
+				if (g->niov) /* scattered: each segment in turn */
+					for (uint64_t at = 0, i = 0; at < bytes; i++) {
+						uint64_t m = g->iov[i].iov_len < bytes - at
+								     ? g->iov[i].iov_len
+								     : bytes - at;
+						memcpy(g->iov[i].iov_base, x->bounce + pos + at, m);
+						at += m;
+					}
+				else
+					memcpy(g->bounce ? g->bounce : g->dst0, x->bounce + pos,
+					       bytes);
 			}
 			buf_fini(&b);
 			pos += bytes;
@@ -867,6 +898,10 @@ static void read_rpc_send(struct read_rpc *x)
 				       .resp_bulk = x->bounce ? x->bounce
 						: g0->bounce ? g0->bounce : g0->dst0,
 				       .resp_bulk_cap = x->cap, .done = read_rpc_done, .arg = x };
+		if (!x->bounce && g0->niov) {
+			cl.resp_iov = g0->iov;
+			cl.resp_niov = g0->niov;
+		}
 		rc = rpc_call_async(p, &cl);
 	}
 	if (!rc) {
@@ -1033,9 +1068,15 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 			x->resp = NULL;
 			x->resp_len = 0;
 			x->bulk_len = 0;
+			x->iov = NULL;
+			x->niov = 0;
 			int rc = 0;
-			if (!contig && !(x->bounce = malloc(x->cap ? x->cap : 1)))
+			/* Not contiguous: the reply is scattered straight into
+			 * the ranges' memory (no bounce buffer, no copy). */
+			if (!contig && !(x->iov = malloc(x->n * sizeof(*x->iov))))
 				rc = -ENOMEM;
+			for (size_t q = 0; !contig && x->iov && q < x->n; q++)
+				x->iov[x->niov++] = (struct iovec){ r[x->idx[q]].dst, x->rr[q].len };
 			if (!rc && x->n > STO_MAX_BATCH)
 				rc = -EINVAL;
 			if (rc) {
@@ -1060,6 +1101,10 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 			else if (!g[k].status)
 				avoid_clear(c, g[k].addr);
 			free(g[k].bounce);
+			free(g[k].iov);
+			g[k].bounce = NULL;
+			g[k].iov = NULL;
+			g[k].niov = 0;
 			free(g[k].resp);
 			g[k].resp = NULL;
 			for (size_t q = 0; q < g[k].n; q++) {

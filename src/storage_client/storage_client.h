@@ -74,6 +74,9 @@ struct storage_read {
 	int result;             /* out: bytes read (short at the chunk end), or -ENOENT,
 				   -CFS_ECORRUPT, -CFS_ECHECKSUM, other -errno / -CFS_E* */
 	uint64_t commit_ver;    /* out: the version read */
+	uint32_t crc;           /* out: CRC32C of the RESULT bytes now at dst (result > 0;
+				   checked against the server's), so callers need no
+				   pass of their own */
 };
 
 /* Reads N ranges (any mix of locations), in parallel per server, with

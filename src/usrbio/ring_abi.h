@@ -109,9 +109,16 @@ struct cfs_ring_cqe {
 	int64_t result;     /* bytes done, or -errno */
 	uint64_t userdata;  /* from the SQE */
 	uint32_t index;     /* from the SQE */
-	uint32_t reserved;
-	uint64_t reserved2;
+	uint32_t reserved;  /* CFS_RING_CQE_F_CRC: CRC32C of the RESULT bytes read */
+	uint64_t reserved2; /* flags: CFS_RING_CQE_F_* (0 from older daemons) */
 };
+
+/* A read's CQE carries the CRC32C of the bytes it placed in the iov (the
+ * daemon folds the CRCs it checked against storage's, no extra pass), so
+ * a caller that verifies the data against a CRC of its own (KVCache)
+ * needs no pass either. Set only when every byte came from storage (no
+ * hole filled with zeros). */
+#define CFS_RING_CQE_F_CRC 1ull
 
 struct cfs_ioc_reg {
 	uint64_t flags;     /* in: 0 */

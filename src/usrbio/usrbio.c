@@ -41,6 +41,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/crc32c.h"
 #include "common/log.h"
 #include "common/status.h"
 #include "meta/layout.h"
@@ -112,6 +113,8 @@ struct ub_io {
 	uint64_t off, len, userdata;
 	uint32_t index;
 	int64_t result;
+	uint32_t crc;  /* reads: CRC32C of the RESULT bytes, when crc_ok */
+	int crc_ok;
 };
 
 struct ub_batch {
@@ -619,7 +622,8 @@ static void post(struct ub_ring *r, const struct ub_io *io, int n)
 			c->result = io[i].result;
 			c->userdata = io[i].userdata;
 			c->index = io[i].index;
-			c->reserved = 0;
+			c->reserved = io[i].crc_ok ? io[i].crc : 0;
+			c->reserved2 = io[i].crc_ok ? CFS_RING_CQE_F_CRC : 0;
 		}
 		r->cq_head++;
 		r->inflight--;
@@ -755,6 +759,10 @@ static void run_read(struct usrbio *u, struct ub_batch *b, uint64_t flags)
 		                             (flags & CFS_RING_FLAG_ALLOW_READ_UNCOMMITTED)
 		                                 ? STO_RF_RELAXED
 		                                 : 0);
+		/* Pieces of one I/O are in file order: fold their CRCs (checked
+		 * against storage's by the storage client) into the I/O's. */
+		for (int i = 0; i < b->n; i++)
+			b->io[i].crc_ok = todo[i] != 0;
 		for (size_t j = 0; j < np; j++) {
 			struct ub_io *io = &b->io[owner[j]];
 			if (io->result < 0)
@@ -768,10 +776,15 @@ static void run_read(struct usrbio *u, struct ub_batch *b, uint64_t flags)
 			}
 			uint32_t got = (uint32_t)res > r[j].len ? r[j].len : (uint32_t)res;
 			if (got < r[j].len) {
+				io->crc_ok = 0;
 				if (flags & CFS_RING_FLAG_FORBID_READ_HOLES)
 					io->result = -ENODATA;
 				else
 					memset((char *)r[j].dst + got, 0, r[j].len - got);
+			} else if (io->crc_ok) {
+				io->crc = (char *)r[j].dst == io->ptr
+					      ? r[j].crc
+					      : crc32c_combine(io->crc, r[j].crc, got);
 			}
 		}
 		for (int i = 0; i < b->n; i++)
@@ -1097,7 +1110,7 @@ int usrbio_new(const struct usrbio_opts *o, struct usrbio **out, char *err, size
 		return -ENOMEM;
 	u->o = *o;
 	if (u->o.workers <= 0)
-		u->o.workers = 16;
+		u->o.workers = 64;
 	if (!u->o.poll_ms)
 		u->o.poll_ms = 2;
 	if (!u->o.batch_bytes)

@@ -38,7 +38,8 @@ struct usrbio_opts {
 	meta_client *meta;         /* borrowed: permission checks, sizes, length reports */
 	file_io *fio;              /* borrowed: open-file state, writes */
 	struct storage_client *sc; /* borrowed: batched reads */
-	int workers;               /* I/O threads [16]: a write holds one for its chain round trip */
+	int workers;               /* I/O threads [64]: a write holds one for its chain round
+	                              trip, so this bounds the ring writes in flight */
 	uint32_t poll_ms;          /* watcher sleep when idle [2] */
 	uint32_t batch_bytes;      /* a read batch's bytes at most [2 MiB] */
 	uint32_t read_piece;       /* reads are cut every this many bytes inside a chunk, so

@@ -66,12 +66,29 @@ static void test_long_buffers(void **state)
 	free(data);
 }
 
+/* crc32c_combine against the CRC of the concatenation (the oracle), for
+ * split points from 0 to past the 3-way block sizes. */
+static void test_combine(void **state)
+{
+	(void)state;
+	static uint8_t buf[3 * 8192 + 77];
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (uint8_t)(i * 131 + (i >> 7));
+	size_t cuts[] = { 0, 1, 7, 255, 256, 4096, 8191, 8192, 20000, sizeof(buf) };
+	for (size_t k = 0; k < sizeof(cuts) / sizeof(cuts[0]); k++) {
+		size_t a = cuts[k], b = sizeof(buf) - a;
+		uint32_t ca = crc32c(0, buf, a), cb = crc32c(0, buf + a, b);
+		assert_int_equal(crc32c_combine(ca, cb, b), crc32c(0, buf, sizeof(buf)));
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_vectors),
 		cmocka_unit_test(test_paths_agree),
 		cmocka_unit_test(test_long_buffers),
+		cmocka_unit_test(test_combine),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -41,7 +41,9 @@
 
 #include "chainfs.h"
 #include "common/clock.h"
+#include "common/crc32c.h"
 #include "integ_env.h"
+#include "lib/cfs_usrbio_int.h"
 #include "testenv.h"
 #include "usrbio/ring_abi.h"
 
@@ -68,6 +70,9 @@ static cfs_ior *ring(int for_read, int entries, uint64_t flags)
 	return r;
 }
 
+/* The last one_io's completion CRC (ring_abi.h CFS_RING_CQE_F_CRC). */
+static struct cfs_cqe_crc last_crc;
+
 /* Runs one I/O and returns its result. */
 static int64_t one_io(cfs_ior *r, int read, void *ptr, int fd, uint64_t off, uint64_t len)
 {
@@ -76,7 +81,7 @@ static int64_t one_io(cfs_ior *r, int read, void *ptr, int fd, uint64_t off, uin
 		return idx;
 	assert_int_equal(cfs_submit_ios(r), 0);
 	struct cfs_cqe c;
-	assert_int_equal(cfs_wait_for_ios(r, &c, 1, 1, NULL), 1);
+	assert_int_equal(cfs_wait_for_ios_crc(r, &c, &last_crc, 1, 1, NULL), 1);
 	assert_int_equal(c.index, idx);
 	assert_ptr_equal(c.userdata, (void *)0x5eed);
 	return c.result;
@@ -174,6 +179,9 @@ static void test_roundtrip_sizes(void **state)
 		assert_int_equal(one_io(rr, 1, b + boff, fd, off, len), (int64_t)len);
 		if (memcmp(b + boff, chk, len) != 0)
 			fail_msg("fuse->ring size %llu differs", (unsigned long long)len);
+		/* The completion's CRC is the data's, folded over every piece. */
+		assert_true(last_crc.ok);
+		assert_int_equal(last_crc.crc, crc32c(0, chk, len));
 		assert_int_equal((unsigned char)b[boff + len], 0xEE); /* nothing past the range */
 		cfs_dereg_fd(fd);
 		close(fd);
@@ -200,6 +208,7 @@ static void test_holes_and_eof(void **state)
 	uint64_t size = 5 * MiB + 4096;
 	memset(b, 0x77, size);
 	assert_int_equal(one_io(r, 1, b, fd, 0, size), (int64_t)size);
+	assert_false(last_crc.ok); /* zeros the daemon filled in are not storage's */
 	for (uint64_t k = 0; k < size; k++) {
 		char want = (k < 4096 || k >= 5 * MiB) ? 'A' : 0;
 		if (b[k] != want)
@@ -209,7 +218,10 @@ static void test_holes_and_eof(void **state)
 	assert_int_equal(one_io(strict, 1, b, fd, 5 * MiB, 4096), 4096);
 	/* Past EOF: short, then 0. */
 	assert_int_equal(one_io(r, 1, b, fd, size - 10, 100), 10);
+	assert_true(last_crc.ok);
+	assert_int_equal(last_crc.crc, crc32c(0, blk, 10));
 	assert_int_equal(one_io(r, 1, b, fd, size + 100, 100), 0);
+	assert_false(last_crc.ok);
 	cfs_dereg_fd(fd);
 	close(fd);
 	cfs_ior_destroy(r);

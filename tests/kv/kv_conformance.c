@@ -1380,6 +1380,173 @@ static void t_versions(void **state)
 	kv_txn_free(t);
 }
 
+/* ---- multi-key reads ----------------------------------------------------- */
+
+#define GM_KEYS 150 /* over etcd's 128 ops per txn: the backend splits */
+
+static void gm_key(char *b, size_t n, int i) { snprintf(b, n, "gm/%03d", i); }
+
+/* Stores gm/000..GM_KEYS-1 (every third absent, gm/001 empty), in txns of
+ * 50 writes. ARG: the first index of this txn's slice. */
+static int gm_fill_body(kv_txn *t, void *arg)
+{
+	int from = *(int *)arg;
+	for (int i = from; i < from + 50 && i < GM_KEYS; i++) {
+		char k[16], v[64];
+		gm_key(k, sizeof(k), i);
+		if (i % 3 == 2)
+			continue;
+		snprintf(v, sizeof(v), "value-%d-%.*s", i, i % 40, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+		TRY(kv_set(t, K(k), i == 1 ? kv_mem(NULL, 0) : K(v)));
+	}
+	return 0;
+}
+
+/* kv_get_multi over N keys of T against kv_get of each (the oracle). */
+static int gm_compare(kv_txn *t, int n, const struct kv_slice *keys, int snapshot)
+{
+	struct kv_slice *vals = calloc((size_t)n, sizeof(*vals)), v;
+	int *found = calloc((size_t)n, sizeof(int));
+	assert_non_null(vals);
+	assert_non_null(found);
+	int rc = kv_get_multi(t, n, keys, snapshot, vals, found);
+	for (int i = 0; !rc && i < n; i++) {
+		int g = kv_get(t, keys[i], snapshot, &v);
+		if (g < 0) {
+			rc = g;
+			break;
+		}
+		assert_int_equal(found[i], g);
+		assert_int_equal(vals[i].n, v.n);
+		if (g)
+			assert_memory_equal(vals[i].p ? vals[i].p : "", v.p ? v.p : "", v.n);
+		else
+			assert_null(vals[i].p);
+	}
+	free(vals);
+	free(found);
+	return rc;
+}
+
+/* Keys: every stored and absent one, some twice, in a mixed order. */
+static int gm_keys(char (*names)[16], struct kv_slice *keys)
+{
+	int n = 0;
+	for (int i = 0; i < GM_KEYS + 10; i++) {
+		gm_key(names[n], 16, (i * 37) % (GM_KEYS + 10));
+		keys[n] = K(names[n]);
+		n++;
+	}
+	for (int i = 0; i < 20; i++) {
+		gm_key(names[n], 16, i * 5);
+		keys[n] = K(names[n]);
+		n++;
+	}
+	return n;
+}
+
+static int gm_ro_body(kv_txn *t, void *arg)
+{
+	(void)arg;
+	static char names[GM_KEYS + 40][16];
+	struct kv_slice keys[GM_KEYS + 40];
+	int n = gm_keys(names, keys);
+	return gm_compare(t, n, keys, 1);
+}
+
+/* Own writes answer part of a batch: set, clear, atomic add over a stored
+ * and an absent key, a cleared range. */
+static int gm_rw_body(kv_txn *t, void *arg)
+{
+	(void)arg;
+	static char names[GM_KEYS + 40][16];
+	struct kv_slice keys[GM_KEYS + 40];
+	TRY(kv_set(t, K("gm/000"), K("mine")));
+	TRY(kv_clear(t, K("gm/003")));
+	TRY(kv_set(t, K("gm/002"), K("was absent")));
+	TRY(kv_atomic_add(t, K("gm/004"), 7));
+	TRY(kv_atomic_add(t, K("gm/005"), 9));
+	TRY(kv_clear_range(t, K("gm/010"), K("gm/020")));
+	TRY(kv_set(t, K("gm/012"), K("after the clear")));
+	int n = gm_keys(names, keys);
+	TRY(gm_compare(t, n, keys, 1));
+	/* Non-snapshot: up to the conflict limit. */
+	TRY(gm_compare(t, 30, keys, 0)); /* 30 + the oracle's 30 conflicts */
+	return 0;
+}
+
+static void t_get_multi(void **state)
+{
+	struct fx *f = *state;
+	for (int from = 0; from < GM_KEYS; from += 50)
+		assert_int_equal(run(f, gm_fill_body, &from), 0);
+	struct kv_run_opts ro = { .flags = KV_RDONLY, .max_retries = 400 };
+	assert_int_equal(kv_run(f->e, &ro, gm_ro_body, NULL, NULL), 0);
+	/* The body's writes never commit: it aborts after comparing. */
+	kv_txn *t;
+	int rc;
+	for (int tries = 0;; tries++) {
+		assert_int_equal(kv_begin(f->e, 0, &t), 0);
+		rc = gm_rw_body(t, NULL);
+		kv_txn_free(t);
+		if (!rc || !f->faults || tries > 400)
+			break;
+	}
+	assert_int_equal(rc, 0);
+	/* Empty batch; a bad key poisons the txn. */
+	assert_int_equal(kv_begin(f->e, KV_RDONLY, &t), 0);
+	assert_int_equal(kv_get_multi(t, 0, NULL, 1, NULL, NULL), 0);
+	struct kv_slice bad[2] = { K("gm/000"), kv_mem(NULL, 0) }, v2[2];
+	int fd2[2];
+	assert_int_equal(kv_get_multi(t, 2, bad, 1, v2, fd2), -EINVAL);
+	assert_int_equal(kv_get(t, K("gm/000"), 1, &v2[0]), -EINVAL);
+	kv_txn_free(t);
+	/* Conflict limit: 65 non-snapshot keys in a read-write txn. */
+	{
+		static char names[GM_KEYS + 40][16];
+		struct kv_slice keys[GM_KEYS + 40], vals[GM_KEYS + 40];
+		int found[GM_KEYS + 40];
+		gm_keys(names, keys);
+		assert_int_equal(kv_begin(f->e, 0, &t), 0);
+		rc = kv_get_multi(t, KV_MAX_READ_CONFLICTS + 1, keys, 0, vals, found);
+		assert_true(rc == -CFS_ETOOLARGE || (f->faults && rc < 0));
+		kv_txn_free(t);
+	}
+	if (f->faults)
+		return;
+	/* A multi-key read records a conflict on every key it read. */
+	{
+		struct kv_slice keys[3] = { K("gm/030"), K("gm/031"), K("gm/032") }, vals[3];
+		int found[3];
+		assert_int_equal(kv_begin(f->e, 0, &t), 0);
+		assert_int_equal(kv_get_multi(t, 3, keys, 0, vals, found), 0);
+		assert_int_equal(found[0] + found[1] + found[2], 2); /* gm/032 absent */
+		assert_int_equal(commit_set(f, "gm/032", "created"), 0);
+		assert_int_equal(kv_set(t, K("gm/zz"), K("z")), 0);
+		assert_int_equal(kv_commit(t, NULL), -CFS_ECONFLICT);
+		kv_txn_free(t);
+		/* ... and none with the snapshot flag. */
+		assert_int_equal(kv_begin(f->e, 0, &t), 0);
+		assert_int_equal(kv_get_multi(t, 3, keys, 1, vals, found), 0);
+		assert_int_equal(found[2], 1);
+		assert_true(slice_is(vals[2], "created"));
+		assert_int_equal(commit_set(f, "gm/031", "changed"), 0);
+		assert_int_equal(kv_set(t, K("gm/zz"), K("z")), 0);
+		assert_int_equal(kv_commit(t, NULL), 0);
+		kv_txn_free(t);
+		/* The read version holds for a multi-key read after a point read. */
+		assert_int_equal(kv_begin(f->e, KV_RDONLY, &t), 0);
+		assert_int_equal(kv_get(t, K("gm/000"), 1, &vals[0]), 1);
+		assert_int_equal(commit_set(f, "gm/030", "later"), 0);
+		assert_int_equal(commit_clear(f, "gm/031"), 0);
+		assert_int_equal(kv_get_multi(t, 3, keys, 1, vals, found), 0);
+		assert_int_equal(found[0] + found[1] + found[2], 3);
+		assert_false(slice_is(vals[0], "later"));
+		assert_true(slice_is(vals[1], "changed"));
+		kv_txn_free(t);
+	}
+}
+
 /* ---- main --------------------------------------------------------------- */
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
@@ -1404,6 +1571,7 @@ int main(int argc, char **argv)
 		T(t_atomic_max),
 		T(t_faults_exercised),
 		T(t_versions),
+		T(t_get_multi),
 	};
 	int rc;
 

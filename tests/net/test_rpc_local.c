@@ -141,6 +141,58 @@ static void test_bulk_in_place(void **state)
 	free(s);
 }
 
+/* A reply bulk scattered over caller segments (resp_iov): the bytes land
+ * in order across them, with and without the bulk CRC, over more segments
+ * than one readv takes; a bulk longer than the segments is -EMSGSIZE. */
+static void test_bulk_scattered(void **state)
+{
+	struct srvctx *s = calloc(1, sizeof(*s));
+	char addr[64], err[128];
+	for (size_t i = 0; i < sizeof(s->src); i++)
+		s->src[i] = (uint8_t)(i * 7 ^ 0x33);
+	struct rpc_server *srv = start(s, addr);
+	struct rpc_opts o = opts();
+	struct rpc_client *c;
+	struct rpc_peer *p;
+	assert_int_equal(rpc_client_new(&o, &c), 0);
+	assert_int_equal(rpc_client_peer(c, addr, &p, err, sizeof(err)), 0);
+	static uint8_t mem[3 << 16];
+	for (int round = 0; round < 4; round++) {
+		/* 40 segments of uneven sizes summing to the bulk, with gaps. */
+		struct iovec iov[40];
+		size_t left = sizeof(s->src), at = 0;
+		int n = 0;
+		memset(mem, 0xEE, sizeof(mem));
+		while (left) {
+			size_t k = n == 39 ? left : 1 + (size_t)((n * 977 + round * 131) % 3000);
+			if (k > left)
+				k = left;
+			iov[n].iov_base = mem + at;
+			iov[n++].iov_len = k;
+			at += k + 3; /* a gap the reply must not touch */
+			left -= k;
+		}
+		assert_true(at <= sizeof(mem));
+		uint64_t got = 0;
+		struct rpc_call get = { .type = T_GET, .flags = round & 1 ? RPC_CALL_BULK_CRC : 0,
+					.resp_iov = iov, .resp_niov = n };
+		assert_int_equal(rpc_call(p, &get, NULL, &got), 0);
+		assert_true(got == sizeof(s->src));
+		size_t off = 0;
+		for (int i = 0; i < n; i++) {
+			assert_memory_equal(iov[i].iov_base, s->src + off, iov[i].iov_len);
+			off += iov[i].iov_len;
+			assert_int_equal(((uint8_t *)iov[i].iov_base)[iov[i].iov_len], 0xEE);
+		}
+	}
+	struct iovec small[2] = { { mem, 100 }, { mem + 200, 100 } };
+	struct rpc_call get = { .type = T_GET, .resp_iov = small, .resp_niov = 2 };
+	assert_int_equal(rpc_call(p, &get, NULL, NULL), -EMSGSIZE);
+	rpc_client_free(c);
+	rpc_server_free(srv);
+	free(s);
+}
+
 static int dropped(void *arg) { return atomic_load(&((struct srvctx *)arg)->drops) == 1; }
 
 static void test_deadline_mid_write_and_drop(void **state)
@@ -217,6 +269,7 @@ int main(void)
 	log_set_level(LOG_LVL_ERR);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_bulk_in_place),
+		cmocka_unit_test(test_bulk_scattered),
 		cmocka_unit_test(test_deadline_mid_write_and_drop),
 		cmocka_unit_test(test_api_checks),
 	};

@@ -1,0 +1,23 @@
+/* cfs_usrbio_int.h - libchainfs internals shared between its modules (not
+ * exported: libchainfs.map lists the public symbols). */
+#ifndef CFS_LIB_CFS_USRBIO_INT_H
+#define CFS_LIB_CFS_USRBIO_INT_H
+
+#include <stdint.h>
+#include <time.h>
+
+#include "chainfs.h"
+
+/* What a read's completion says about its bytes (ring_abi.h
+ * CFS_RING_CQE_F_CRC): OK != 0 when CRC is the CRC32C of the RESULT bytes
+ * the daemon placed in the iov. */
+struct cfs_cqe_crc {
+	uint32_t crc;
+	int ok;
+};
+
+/* cfs_wait_for_ios, plus CRCS[i] for CQES[i] when CRCS is not NULL. */
+int cfs_wait_for_ios_crc(cfs_ior *r, struct cfs_cqe *cqes, struct cfs_cqe_crc *crcs, int n,
+                         int min_results, const struct timespec *abs_timeout);
+
+#endif
