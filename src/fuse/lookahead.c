@@ -23,6 +23,8 @@
 
 #define LA_HDR offsetof(struct meta_inode, layout)
 
+_Static_assert(LOOKAHEAD_SLOTS == 1024, "slot_of takes the top 10 bits of the hash");
+
 struct la_ent {
 	char *name; /* in the batch's arena */
 	uint8_t hdr[LA_HDR]; /* struct meta_inode up to the layout */
@@ -87,7 +89,7 @@ void lookahead_free(lookahead *la)
 
 static struct la_slot *slot_of(lookahead *la, uint64_t parent)
 {
-	return &la->slots[(parent * 0x9E3779B97F4A7C15ull) >> 56];
+	return &la->slots[(parent * 0x9E3779B97F4A7C15ull) >> 54]; /* 10 bits: 1024 slots */
 }
 
 void lookahead_changed(lookahead *la)

@@ -37,7 +37,7 @@
 #include "meta/meta.h"
 
 #define LOOKAHEAD_BATCH 128 /* entries asked per LOOKUP_PLUS */
-#define LOOKAHEAD_SLOTS 256 /* directories with a batch at once */
+#define LOOKAHEAD_SLOTS 1024 /* directories with a batch at once (power of two) */
 
 typedef struct lookahead lookahead;
 struct lookahead_batch;
