@@ -196,6 +196,15 @@ int meta_client_lock_release(meta_client *c, uint64_t ino, uint64_t owner, unsig
  * another client changed since it cached names in them. 0 or <0 (a meta
  * older than DIRVER answers with its "unknown type" error). */
 int meta_client_dir_versions(meta_client *c, const uint64_t *dirs, size_t n, uint64_t *out);
+/* Lookup-ahead (meta_lookup_plus over LOOKUP_PLUS 267): DIR's entries
+ * from name START on (included) with their inodes, up to MAX
+ * (<= META_PLUS_MAX), in one round trip; FN gets each (meta_plus_fn,
+ * without the NULL reset call) in name order. *eof: the listing ended.
+ * Errors as meta_client_lookup of DIR; a meta older than the message
+ * answers with its "unknown type" error (callers then stop asking). */
+int meta_client_lookup_plus(meta_client *c, const struct meta_cred *cr, uint64_t dir,
+			    struct meta_name start, int max, meta_plus_fn fn, void *arg,
+			    int *eof);
 /* Sends an already encoded request of TYPE (any meta message family, e.g.
  * the KVCache index, meta_kvc_proto.h) with the same failover as every
  * call; RESP gets the reply payload. The request must be safe to resend

@@ -68,6 +68,7 @@
 #include "common/log.h"
 #include "common/status.h"
 #include "fuse/dircache.h"
+#include "fuse/lookahead.h"
 #include "meta/acl.h"
 #include "usrbio/ring_abi.h"
 #include "usrbio/usrbio_fuse.h"
@@ -83,6 +84,7 @@ struct fusefs {
 	struct fusefs_opts o;
 	struct fuse_session *se;   /* for attribute invalidations */
 	dircache *dc;              /* tracked names (dircache.h); NULL: no poll */
+	lookahead *la;             /* lookup-ahead batches (lookahead.h); NULL: off */
 	_Atomic uint64_t init_unique; /* request id of the kernel's INIT (mmap_io_*) */
 	pthread_mutex_t lock;      /* guards the two handle lists */
 	struct fusefs_file *files; /* open file handles, for cleanup at unmount */
@@ -326,8 +328,11 @@ static void own_begin(struct fusefs *fs)
 
 /* RC: the meta call's result; 0 counts one change of PARENT, which added
  * NAME (ADD) or removed it. */
+static void la_changed(struct fusefs *fs);
+
 static void own_end(struct fusefs *fs, uint64_t parent, const char *name, int rc, int add)
 {
+	la_changed(fs);
 	if (fs->dc)
 		dircache_own_end(fs->dc, parent, name, rc ? 0 : add ? 1 : -1);
 }
@@ -374,6 +379,7 @@ static struct dattr_ticket dattr_begin(struct fusefs *fs, uint64_t dir)
 
 static void dattr_drop_all(struct fusefs *fs)
 {
+	la_changed(fs);
 	pthread_mutex_lock(&fs->dattr_lock);
 	fs->dattr_gen++;
 	for (size_t i = 0; i < sizeof(fs->dattr) / sizeof(fs->dattr[0]); i++)
@@ -484,6 +490,84 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->max_background = 64;
 }
 
+/* ---- Lookup-ahead (lookahead.h) ----
+ *
+ * Before asking meta for one name, op_lookup tries the directory's batch;
+ * on a miss that continues an ascending run it fetches a batch from this
+ * name on (LOOKUP_PLUS) and answers from it. The batch carries the
+ * dircache generation taken before its read, checked with dc_note when it
+ * answers (a foreign change of the directory ends it), and the kernel gets
+ * only the rest of attr_timeout counted from the read. */
+
+static void la_changed(struct fusefs *fs)
+{
+	if (fs->la)
+		lookahead_changed(fs->la);
+}
+
+/* Replies with IN (read from meta at READ_NS) for NAME in PARENT when the
+ * dircache still vouches for generation GEN: 1; 0 when it does not (the
+ * batch is dropped; the caller asks meta). */
+static int la_reply(struct fusefs *fs, fuse_req_t req, uint64_t parent, const char *name,
+                    const struct meta_inode *in, uint64_t gen, uint64_t read_ns)
+{
+	if (in->type == META_T_FILE && fs->o.fio) {
+		/* open here: meta's attributes lag this mount's writes */
+		file_io_inode *fi = file_io_find(fs->o.fio, in->ino);
+		if (fi) {
+			file_io_release(fs->o.fio, fi);
+			return 0;
+		}
+	}
+	double left = fs->o.attr_timeout - (double)(clock_mono_ns() - read_ns) / 1e9;
+	if (left <= 0 || !dc_note(fs, parent, name, gen)) {
+		lookahead_drop(fs->la, parent);
+		return 0;
+	}
+	struct fuse_entry_param e;
+	fill_entry(fs, in, &e);
+	e.attr_timeout = left;
+	fuse_reply_entry(req, &e);
+	return 1;
+}
+
+/* 1 when the lookup was answered from a batch (IN: scratch); -ENOENT when
+ * a batch fetched from NAME on (one snapshot, read after the caller's
+ * dc_begin) does not hold it; 0: ask meta. */
+static int la_lookup(struct fusefs *fs, fuse_req_t req, uint64_t parent, const char *name,
+                     const struct meta_cred *cr, struct meta_inode *in)
+{
+	uint64_t gen, read_ns;
+	if (!fs->la || !fs->dc)
+		return 0;
+	if (lookahead_get(fs->la, parent, name, in, &gen, &read_ns))
+		return la_reply(fs, req, parent, name, in, gen, read_ns);
+	if (!lookahead_want(fs->la, parent, name))
+		return 0;
+	struct lookahead_batch *b = lookahead_batch_new();
+	if (!b)
+		return 0;
+	uint64_t epoch = lookahead_epoch(fs->la);
+	gen = dc_begin(fs, parent);
+	read_ns = clock_mono_ns();
+	int eof = 0;
+	int rc = meta_client_lookup_plus(fs->o.meta, cr, parent, meta_name_c(name), LOOKAHEAD_BATCH,
+	                                 lookahead_batch_add, b, &eof);
+	if (rc == -CFS_EBADMSG_TYPE) {
+		LOG_NOTICE("fuse", "meta does not know LOOKUP_PLUS: lookup-ahead off");
+		lookahead_disable(fs->la);
+	}
+	if (rc < 0) {
+		lookahead_batch_free(b);
+		return 0; /* op_lookup asks meta and reports its error */
+	}
+	int found = lookahead_batch_find(b, name, in);
+	lookahead_put(fs->la, parent, b, gen, epoch, read_ns, eof);
+	if (!found)
+		return -ENOENT;
+	return la_reply(fs, req, parent, name, in, gen, read_ns);
+}
+
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	if (usrbio_fuse_lookup(fs_of(req)->o.usrbio, req, parent, name))
@@ -499,7 +583,13 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	 * are known here (the lookup before every create of a new name). */
 	int rc = fs->dc && strlen(name) <= META_NAME_MAX && dircache_absent(fs->dc, parent, name)
 	             ? -ENOENT
-	             : meta_client_lookup(fs->o.meta, &cb.c, parent, meta_name_c(name), in);
+	             : la_lookup(fs, req, parent, name, &cb.c, in);
+	if (rc == 1) {
+		free(in);
+		return;
+	}
+	if (rc == 0)
+		rc = meta_client_lookup(fs->o.meta, &cb.c, parent, meta_name_c(name), in);
 	double neg = negative_ttl(fs);
 	if (rc == -ENOENT && neg > 0 && dc_note(fs, parent, name, gen)) {
 		struct fuse_entry_param e;
@@ -1084,6 +1174,8 @@ static void lock_drop_file(struct fusefs *fs, struct fusefs_file *f);
 static void file_drop(struct fusefs *fs, struct fusefs_file *f, const struct meta_cred *cr)
 {
 	lock_drop_file(fs, f);
+	if (f->session)
+		la_changed(fs); /* a writer's length and times reach meta now */
 	if (f->fi)
 		file_io_drain(f->fi); /* flush (close) reported any error already */
 	if (f->session) {
@@ -1320,6 +1412,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 		return;
 	req_cred(req, &cb);
 	unsigned mf = open_flags(ffi->flags);
+	if ((ffi->flags & O_ACCMODE) != O_RDONLY || (mf & META_O_TRUNC))
+		la_changed(fs);
 	if (mf & META_O_TRUNC) {
 		int r = report_length(fs, ino);
 		if (r < 0) {
@@ -1494,6 +1588,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 	struct fusefs_file *f = (struct fusefs_file *)(uintptr_t)ffi->fh;
 	const int known = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;
 	int rc = 0;
+	la_changed(fs);
 	if (!f || !f->fi) {
 		fuse_reply_err(req, EIO);
 		return;
@@ -2058,6 +2153,7 @@ static int lock_set_wait(fuse_req_t req, struct fusefs *fs, uint64_t ino, const 
  * (negative offset): no page lock is taken inside the lock request. */
 static void lock_granted(struct fusefs *fs, fuse_ino_t ino, struct fusefs_file *f)
 {
+	la_changed(fs); /* attributes too: what was committed before the grant */
 	/* Names too: every change committed before the grant shows. */
 	if (fs->dc)
 		dircache_sync(fs->dc);
@@ -2371,6 +2467,10 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 			LOG_WARN("fuse", "no directory-count poll (%s): names cached at most 1 s",
 			         strerror(-rc));
 	}
+	/* The lookup-ahead leans on the poll for names (lookahead.h). */
+	if (fs.dc && fs.o.attr_timeout > 0 &&
+	    lookahead_new((uint64_t)(fs.o.attr_timeout * 1e9), &fs.la) < 0)
+		fs.la = NULL;
 	lc = fuse_loop_cfg_create();
 	if (!lc) {
 		rc = -ENOMEM;
@@ -2401,6 +2501,8 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 out_unmount:
 	dircache_free(fs.dc);
 	fs.dc = NULL;
+	lookahead_free(fs.la);
+	fs.la = NULL;
 	fuse_session_unmount(se);
 out_sig:
 	fuse_remove_signal_handlers(se);

@@ -360,6 +360,24 @@ struct meta_dirent {
 int meta_readdir(meta_ctx *m, const struct meta_cred *c, uint64_t dir, struct meta_name cursor,
 		 struct meta_dirent *ents, int max, int *n, int *eof);
 
+/* Lookup-ahead (LOOKUP_PLUS): DIR's entries from name START on (START
+ * itself included; empty: from the first) in name byte order, up to MAX
+ * (1..META_PLUS_MAX), each with its inode as meta_lookup returns it, all
+ * read in one read-only transaction. Needs search (x) permission on DIR,
+ * as a lookup of each of those names does: the caller (the mount) answers
+ * only lookups of these names from the batch. FN gets every entry in
+ * order; it is first called with DE and IN NULL, meaning "forget what
+ * came before" (the body may run more than once). FN returns 0 for more,
+ * > 0 to stop there (the call returns 0, *eof 0), < 0 to fail the call
+ * with that error. *eof is 1 when no entry follows the
+ * last one given. An entry whose inode vanished under a concurrent unlink
+ * cannot be seen (one snapshot). Errors as meta_lookup of DIR: -ENOENT,
+ * -ENOTDIR, -EACCES; -EINVAL (MAX out of range), -ENAMETOOLONG. */
+#define META_PLUS_MAX 256
+typedef int (*meta_plus_fn)(void *arg, const struct meta_dirent *de, const struct meta_inode *in);
+int meta_lookup_plus(meta_ctx *m, const struct meta_cred *c, uint64_t dir, struct meta_name start,
+		     int max, meta_plus_fn fn, void *arg, int *eof);
+
 /* Sets directory DIR's default layout (owner or root). -EINVAL with a
  * message in err for a bad layout, -ENOTDIR. */
 int meta_set_dir_layout(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,

@@ -841,3 +841,100 @@ int meta_readdir(meta_ctx *m, const struct meta_cred *c, uint64_t dir, struct me
 	free(a);
 	return rc;
 }
+
+/* ---- lookup-ahead (meta.h meta_lookup_plus) ---- */
+
+struct plus_arg {
+	const struct meta_cred *c;
+	uint64_t dir;
+	struct meta_name start;
+	int max, eof;
+	meta_plus_fn fn;
+	void *fn_arg;
+	struct meta_inode in;
+	struct meta_dirent ents[META_PLUS_MAX];
+};
+
+static int plus_body(kv_txn *t, void *arg)
+{
+	struct plus_arg *a = arg;
+	struct meta_key b, e, cur;
+	struct kv_range r;
+	a->eof = 0;
+	int rc = a->fn(a->fn_arg, NULL, NULL);
+	if (rc)
+		return rc;
+	if ((rc = meta_get_inode(t, a->dir, 1, &a->in)))
+		return rc;
+	if (a->in.type != META_T_DIR)
+		return -ENOTDIR;
+	if ((rc = meta_may(&a->in, a->c, 1)))
+		return rc;
+	meta_key_dir_range(&b, &e, a->dir);
+	struct kv_slice begin = kv_mem(b.b, b.n);
+	if (a->start.n) {
+		meta_key_dentry(&cur, a->dir, a->start.p, a->start.n);
+		begin = kv_mem(cur.b, cur.n);
+	}
+	rc = kv_get_range(t, begin, kv_mem(e.b, e.n), a->max, 1, 0, &r);
+	if (rc < 0)
+		return rc;
+	/* Copy the names out before the inode reads reuse the txn. */
+	int n = 0;
+	for (int i = 0; i < r.n; i++) {
+		struct meta_dirent *de = &a->ents[n];
+		struct meta_dentry d;
+		size_t nl = r.kvs[i].key.n > 12 ? r.kvs[i].key.n - 12 : 0;
+		if (nl == 0 || nl > META_NAME_MAX ||
+		    meta_dentry_decode(r.kvs[i].val.p, r.kvs[i].val.n, &d)) {
+			LOG_WARN("meta", "lookup_plus: corrupt dentry in dir=%llu",
+				 (unsigned long long)a->dir);
+			return -CFS_ECORRUPT;
+		}
+		de->ino = d.ino;
+		de->type = d.type;
+		de->name_len = (uint8_t)nl;
+		memcpy(de->name, (const uint8_t *)r.kvs[i].key.p + 12, nl);
+		de->name[nl] = 0;
+		n++;
+	}
+	int more = r.has_more;
+	for (int i = 0; i < n; i++) {
+		rc = meta_get_inode(t, a->ents[i].ino, 1, &a->in);
+		if (rc == -ENOENT)
+			continue; /* not in this snapshot's namespace after all */
+		if (rc || (rc = meta_dir_stat(t, &a->in)))
+			return rc;
+		if ((rc = a->fn(a->fn_arg, &a->ents[i], &a->in)) < 0)
+			return rc;
+		if (rc > 0)
+			return 0; /* FN has enough: not eof */
+	}
+	a->eof = !more;
+	return 0;
+}
+
+int meta_lookup_plus(meta_ctx *m, const struct meta_cred *c, uint64_t dir, struct meta_name start,
+		     int max, meta_plus_fn fn, void *arg, int *eof)
+{
+	*eof = 0;
+	if (max <= 0 || max > META_PLUS_MAX)
+		return -EINVAL;
+	if (start.n > META_NAME_MAX)
+		return -ENAMETOOLONG;
+	struct plus_arg *a = malloc(sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	a->c = c;
+	a->dir = dir;
+	a->start = start;
+	a->max = max;
+	a->fn = fn;
+	a->fn_arg = arg;
+	a->eof = 0;
+	int rc = meta_run_ro(m, plus_body, a);
+	if (rc == 0)
+		*eof = a->eof;
+	free(a);
+	return rc;
+}

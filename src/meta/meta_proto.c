@@ -32,6 +32,7 @@ static const char *const names_240[] = { "FSYNC" };
 static const char *const lock_names[] = { "LOCK_SET", "LOCK_GET", "LOCK_RELEASE" };
 static const char *const idata_names[] = { "IDATA_WRITE", "IDATA_READ", "IDATA_CONVERT" };
 static const char *const names_265[] = { "CREATE_DIR", "UNLINK_DIR" };
+static const char *const names_267[] = { "LOOKUP_PLUS" };
 
 const char *meta_rpc_name(uint16_t type)
 {
@@ -45,6 +46,8 @@ const char *meta_rpc_name(uint16_t type)
 		return idata_names[type - META_RPC_IDATA_FIRST];
 	if (type >= META_RPC_FIRST_265 && type <= META_RPC_LAST_265)
 		return names_265[type - META_RPC_FIRST_265];
+	if (type >= META_RPC_FIRST_267 && type <= META_RPC_LAST_267)
+		return names_267[type - META_RPC_FIRST_267];
 	if (type < META_RPC_FIRST || type > META_RPC_LAST)
 		return NULL;
 	return names[type - META_RPC_FIRST];
@@ -333,6 +336,7 @@ int meta_rpc_req_encode(struct buf *b, const struct meta_rpc_req *m)
 		wire_put_blob(&w, m->data, m->data_len);
 		break;
 	case META_RPC_READDIR:
+	case META_RPC_LOOKUP_PLUS:
 	case META_RPC_GETXATTR:
 		wire_put_u64(&w, m->ino);
 		put_name(&w, m->name);
@@ -502,12 +506,16 @@ int meta_rpc_req_decode(uint16_t type, const void *p, size_t n, struct meta_rpc_
 		get_limited(&r, META_SYMLINK_MAX, -ENAMETOOLONG, &m->data, &m->data_len);
 		break;
 	case META_RPC_READDIR:
+	case META_RPC_LOOKUP_PLUS:
 	case META_RPC_GETXATTR:
 		wire_get_u64(&r, &m->ino);
 		get_name(&r, &m->name);
 		wire_get_u32(&r, &m->count);
 		if (!r.err && type == META_RPC_READDIR &&
 		    (m->count == 0 || m->count > META_RPC_READDIR_MAX))
+			wire_fail(&r, -EINVAL);
+		if (!r.err && type == META_RPC_LOOKUP_PLUS &&
+		    (m->count == 0 || m->count > META_PLUS_MAX))
 			wire_fail(&r, -EINVAL);
 		break;
 	case META_RPC_SETXATTR:
@@ -639,6 +647,11 @@ int meta_rpc_resp_encode(struct buf *b, const struct meta_rpc_resp *m)
 	case META_RPC_DIRVER:
 		wire_put_blob(&w, m->data, m->data_len);
 		break;
+	case META_RPC_LOOKUP_PLUS:
+		wire_put_u8(&w, m->eof ? 1 : 0);
+		wire_put_u32(&w, (uint32_t)m->n);
+		wire_put_blob(&w, m->data, m->data_len);
+		break;
 	case META_RPC_LOCK_GET:
 		wire_put_u8(&w, m->has_lock ? 1 : 0);
 		if (m->has_lock) {
@@ -663,6 +676,63 @@ int meta_rpc_resp_encode(struct buf *b, const struct meta_rpc_resp *m)
 }
 
 #define DIRENT_MIN_WIRE 13 /* u64 ino, u8 type, u32 name length */
+
+/* LOOKUP_PLUS entries: a name blob, an inode, its tail (rdev, inline flag). */
+#define PLUS_DATA_MAX (1u << 22) /* the server stops well before (META_PLUS_REPLY_MAX) */
+
+int meta_rpc_plus_put(struct buf *b, const struct meta_dirent *de, const struct meta_inode *in)
+{
+	struct wire_writer w;
+	wire_writer_init(&w, b);
+	wire_put_blob(&w, de->name, de->name_len);
+	put_inode(&w, in);
+	wire_put_u64(&w, in->rdev);
+	wire_put_u8(&w, in->idata ? 1 : 0);
+	return w.err;
+}
+
+int meta_rpc_plus_next(const uint8_t **p, size_t *n, struct meta_dirent *de,
+		       struct meta_inode *in)
+{
+	struct wire_reader r;
+	const uint8_t *np;
+	uint32_t nl;
+	uint8_t u8 = 0;
+	uint64_t rdev = 0;
+	wire_reader_init(&r, *p, *n);
+	get_limited(&r, META_NAME_MAX, -CFS_EPROTO, &np, &nl);
+	if (!r.err && nl == 0)
+		wire_fail(&r, -CFS_EPROTO);
+	get_inode(&r, in);
+	wire_get_u64(&r, &rdev);
+	wire_get_u8(&r, &u8);
+	if (!r.err && u8 > 1)
+		wire_fail(&r, -CFS_EPROTO);
+	if (r.err)
+		return -CFS_EPROTO;
+	in->rdev = rdev;
+	in->idata = u8;
+	memcpy(de->name, np, nl);
+	de->name[nl] = 0;
+	de->name_len = (uint8_t)nl;
+	de->ino = in->ino;
+	de->type = in->type;
+	*n -= (size_t)(r.p - *p);
+	*p = r.p;
+	return 0;
+}
+
+/* 0 when P..P+N holds exactly CNT well-formed entries. */
+static int plus_check(const uint8_t *p, size_t n, uint32_t cnt)
+{
+	struct meta_inode *in = malloc(sizeof(*in));
+	struct meta_dirent de;
+	int rc = in ? 0 : -ENOMEM;
+	for (uint32_t i = 0; i < cnt && !rc; i++)
+		rc = meta_rpc_plus_next(&p, &n, &de, in);
+	free(in);
+	return rc ? rc : n ? -CFS_EPROTO : 0;
+}
 
 int meta_rpc_resp_decode(const void *p, size_t n, struct meta_rpc_resp *m)
 {
@@ -779,6 +849,17 @@ int meta_rpc_resp_decode(const void *p, size_t n, struct meta_rpc_resp *m)
 		get_limited(&r, 8 * META_RPC_DIRVER_MAX, -CFS_EPROTO, &m->data, &m->data_len);
 		if (!r.err && m->data_len % 8)
 			wire_fail(&r, -CFS_EPROTO);
+		break;
+	case META_RPC_LOOKUP_PLUS:
+		wire_get_u8(&r, &u8);
+		wire_get_u32(&r, &cnt);
+		get_limited(&r, PLUS_DATA_MAX, -CFS_EPROTO, &m->data, &m->data_len);
+		if (!r.err && (u8 > 1 || cnt > META_PLUS_MAX))
+			wire_fail(&r, -CFS_EPROTO);
+		if (!r.err && plus_check(m->data, m->data_len, cnt))
+			wire_fail(&r, -CFS_EPROTO);
+		m->eof = u8;
+		m->n = r.err ? 0 : (int)cnt;
 		break;
 	case META_RPC_LOCK_GET:
 		wire_get_u8(&r, &u8);

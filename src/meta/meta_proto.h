@@ -121,6 +121,20 @@ enum meta_rpc_type_265 {
 #define META_RPC_FIRST_265 META_RPC_CREATE_DIR
 #define META_RPC_LAST_265 META_RPC_UNLINK_DIR
 
+/* Block 267..279 (stat / create / delete path through the mount).
+ * LOOKUP_PLUS (meta_lookup_plus): a lookup-ahead. Request as READDIR
+ * (ino: the directory, name: the first name wanted, included; count:
+ * 1..META_PLUS_MAX). Reply: u8 eof, u32 n, then n entries, each a name
+ * blob, an inode and its tail (u64 rdev, u8 inline flag); resp.data /
+ * data_len borrow the entries (the decoder checks them all), which
+ * meta_rpc_plus_next walks. An old meta answers "bad type". */
+enum meta_rpc_type_267 {
+	META_RPC_LOOKUP_PLUS = 267,
+};
+#define META_PLUS_REPLY_MAX (256u << 10) /* bytes of entries a LOOKUP_PLUS reply stops at */
+#define META_RPC_FIRST_267 META_RPC_LOOKUP_PLUS
+#define META_RPC_LAST_267 META_RPC_LOOKUP_PLUS
+
 /* CLOSE flags (the request's trailing u32; absent: 0). */
 enum meta_close_flags {
 	/* The client's length report covers everything it wrote through
@@ -183,6 +197,7 @@ struct meta_rpc_req {
  *   data      readlink target, xattr value, xattr name list, dirver's u64
  *             counts (borrowed)
  *   ents      readdir: caller array of ents_cap entries; n, eof
+ *   data, n, eof  lookup_plus: the encoded entries (meta_rpc_plus_next)
  *   statfs    statfs
  *   layout    layout_get (has_layout) into caller memory
  *   instance_id, threads   info
@@ -223,5 +238,12 @@ int meta_rpc_resp_encode(struct buf *b, const struct meta_rpc_resp *m);
  * m->layout / m->dir where the type returns them (NULL: the decoder skips the
  * field's content but still checks it). Other fields are overwritten. */
 int meta_rpc_resp_decode(const void *p, size_t n, struct meta_rpc_resp *m);
+
+/* LOOKUP_PLUS entries. put appends one entry (name DE, inode IN) to B:
+ * 0 or -ENOMEM. next decodes the entry at *P (N bytes left) into DE and
+ * IN and advances both: 0, or -CFS_EPROTO (bad entry). */
+int meta_rpc_plus_put(struct buf *b, const struct meta_dirent *de, const struct meta_inode *in);
+int meta_rpc_plus_next(const uint8_t **p, size_t *n, struct meta_dirent *de,
+		       struct meta_inode *in);
 
 #endif

@@ -308,6 +308,28 @@ static void idata_out(struct meta_rpc_resp *r, const struct meta_idata_out *d)
 	r->idata_flags = d->flags;
 }
 
+/* LOOKUP_PLUS reply entries, encoded as meta_lookup_plus hands them over. */
+struct plus_out {
+	struct buf b;
+	int n;
+};
+
+static int plus_add(void *arg, const struct meta_dirent *de, const struct meta_inode *in)
+{
+	struct plus_out *po = arg;
+	if (!de) { /* the txn body (re)starts */
+		buf_reset(&po->b);
+		po->n = 0;
+		return 0;
+	}
+	if (po->b.len >= META_PLUS_REPLY_MAX)
+		return 1; /* enough for one reply: the rest is "not eof" */
+	int rc = meta_rpc_plus_put(&po->b, de, in);
+	if (rc == 0)
+		po->n++;
+	return rc;
+}
+
 /* Runs M on W's scratch; fills R. Returns 0 or the operation's error; a
  * layout refusal leaves its reason in err. */
 static int run_op(struct worker *w, const struct meta_rpc_req *m, struct meta_rpc_resp *r,
@@ -460,6 +482,19 @@ static int run_op(struct worker *w, const struct meta_rpc_req *m, struct meta_rp
 		w->list = (char *)out; /* freed with the worker's reply, as listxattr's */
 		r->data = out;
 		r->data_len = (uint32_t)(8 * n);
+		return 0;
+	}
+	case META_RPC_LOOKUP_PLUS: {
+		struct plus_out po = { BUF_INIT, 0 };
+		int eof = 0;
+		rc = meta_lookup_plus(mc, &c, m->ino, m->name, (int)m->count, plus_add, &po, &eof);
+		w->list = (char *)po.b.data; /* freed with the worker's reply, as listxattr's */
+		if (rc < 0)
+			return rc;
+		r->n = po.n;
+		r->eof = eof;
+		r->data = po.b.data;
+		r->data_len = (uint32_t)po.b.len;
 		return 0;
 	}
 	case META_RPC_LAYOUT_GET:
@@ -1055,6 +1090,7 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 	for (uint16_t t = META_RPC_FSYNC; t <= META_RPC_LAST_240; t++)
 		rpc_server_handle(s->rpc, t, &hq);
 	rpc_server_handle(s->rpc, META_RPC_DIRVER, s->ninline ? &hr : &hq);
+	rpc_server_handle(s->rpc, META_RPC_LOOKUP_PLUS, s->ninline ? &hr : &hq);
 	for (uint16_t t = META_RPC_FIRST_265; t <= META_RPC_LAST_265; t++)
 		rpc_server_handle(s->rpc, t, inline_writes && kv_only_mutation(t) ? &hr : &hq);
 	/* Inline data: a read and a write touch only the KV, like the

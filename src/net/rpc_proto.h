@@ -110,6 +110,11 @@
  *                       (dir inode: the parent's attributes read right after the
  *                       change committed; the mount answers the kernel's next
  *                       GETATTR of the parent from it. Old meta: "bad type".)
+ *  267 META_LOOKUP_PLUS req: as READDIR (name: first name, included; count
+ *                       <= 256)   resp: u8 eof, u32 n, blob entries (name blob,
+ *                       inode, u64 rdev, u8 inline flag each)
+ *                       (a lookup-ahead: the mount answers the next lookups in
+ *                       the directory from it; meta_lookup_plus)
  *  250..259 META_KVC_*  the KVCache index: NS_CREATE, NS_GET, NS_DELETE, LOOKUP,
  *                       RESERVE, PUBLISH, DELETE, CLEAR, RELEASE, STATS; one
  *                       batch layout both ways (meta/meta_kvc_proto.h)

@@ -1,9 +1,10 @@
 /* fuzz_meta_proto.c - libFuzzer target for every metadata-service codec
  * (meta/meta_proto.h): requests and replies of all types 200..224, the
  * lock types 230..232, the 240 block, DIRVER (242), the inline-data types
- * 260..262 and the 265 block (CREATE_DIR, UNLINK_DIR). Input: byte 0 picks
- * the type (from 250 the 240 block, from 0xE0 the lock types, 0xD8..0xDF
- * the 265 block, 0xD0..0xD7 the inline-data types, below that
+ * 260..262, the 265 block (CREATE_DIR, UNLINK_DIR) and the 267 block
+ * (LOOKUP_PLUS). Input: byte 0 picks the type (from 250 the 240 block,
+ * from 0xE0 the lock types, 0xD8..0xDF the 265 block, 0xD0..0xD7 the
+ * inline-data types, 0xC0..0xCF the 267 block, below that
  * META_RPC_FIRST + b % count), byte 1 bit 0
  * picks request (0) or reply (1); the rest is the payload.
  * Properties: decoding never reads out of bounds or fails with a code
@@ -58,6 +59,20 @@ static void check_resp(uint16_t type, const uint8_t *p, size_t n)
 			abort();
 		return;
 	}
+	if (type == META_RPC_LOOKUP_PLUS) {
+		/* every entry the decoder accepted walks without error, and
+		 * exactly fills the data */
+		const uint8_t *q = r1.data;
+		size_t left = r1.data_len;
+		struct meta_dirent de;
+		if (r1.n > META_PLUS_MAX || (r1.data_len && (r1.data < p || r1.data + r1.data_len > p + n)))
+			abort();
+		for (int i = 0; i < r1.n; i++)
+			if (meta_rpc_plus_next(&q, &left, &de, &in2) || de.name_len == 0)
+				abort();
+		if (left)
+			abort();
+	}
 	if (r1.n < 0 || r1.n > META_RPC_READDIR_MAX || r1.idata_len > META_IDATA_MAX ||
 	    (r1.idata_len && (r1.idata < p || r1.idata + r1.idata_len > p + n)))
 		abort();
@@ -92,6 +107,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	else if (data[0] >= 0xD8)
 		type = (uint16_t)(META_RPC_FIRST_265 +
 				  (data[0] - 0xD8) % (META_RPC_LAST_265 - META_RPC_FIRST_265 + 1));
+	else if (data[0] >= 0xC0)
+		type = (uint16_t)(META_RPC_FIRST_267 +
+				  (data[0] - 0xC0) % (META_RPC_LAST_267 - META_RPC_FIRST_267 + 1));
 	else
 		type = (uint16_t)(META_RPC_FIRST + data[0] % (META_RPC_LAST - META_RPC_FIRST + 1));
 	if (data[1] & 1)

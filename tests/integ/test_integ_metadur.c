@@ -537,6 +537,86 @@ static void test_dir_attrs_coherent(void **state)
 	stop_mount2();
 }
 
+/* Lookup-ahead (fuse/lookahead.h): mount 2 stats names of a directory in
+ * ascending order, so it answers the later ones from a batch fetched in
+ * one LOOKUP_PLUS. What it shows must equal what mount 1 (the oracle)
+ * shows, and a chmod, unlink and rename made through mount 1 after the
+ * batch was read - of names mount 2's kernel never looked up, so only the
+ * batch can answer them - must be seen within the same bound as without
+ * the batch. */
+static void test_lookahead_coherent(void **state)
+{
+	char d[1200], p1[1300], p2[1300], q1[1300], q2[1300];
+	struct stat st1, st2;
+	integ_path(&env, "lahead", d, sizeof(d));
+	assert_int_equal(mkdir(d, 0755), 0);
+	for (int i = 0; i < 64; i++) {
+		snprintf(p1, sizeof(p1), "%s/f%03d", d, i);
+		touch(p1);
+		if (i % 3 == 0)
+			assert_int_equal(chmod(p1, 0600), 0);
+		if (i % 5 == 0) {
+			int fd = open(p1, O_WRONLY);
+			assert_true(fd >= 0);
+			assert_int_equal(write(fd, "hello", 5), 5);
+			assert_int_equal(close(fd), 0);
+		}
+	}
+	start_mount2();
+	/* every name once, ascending, except those changed below */
+	for (int i = 0; i < 64; i++) {
+		if (i == 40 || i == 50 || i == 60)
+			continue;
+		snprintf(p1, sizeof(p1), "%s/f%03d", d, i);
+		snprintf(p2, sizeof(p2), "%s/lahead/f%03d", mnt2, i);
+		assert_int_equal(stat(p1, &st1), 0);
+		assert_int_equal(stat(p2, &st2), 0);
+		assert_int_equal(st1.st_ino, st2.st_ino);
+		assert_int_equal(st1.st_mode, st2.st_mode);
+		assert_int_equal(st1.st_size, st2.st_size);
+		assert_int_equal(st1.st_nlink, st2.st_nlink);
+		assert_int_equal(st1.st_mtim.tv_sec, st2.st_mtim.tv_sec);
+		assert_int_equal(st1.st_mtim.tv_nsec, st2.st_mtim.tv_nsec);
+	}
+	snprintf(p2, sizeof(p2), "%s/lahead/f100", mnt2);
+	assert_int_equal(stat(p2, &st2), -1); /* absent, past the batch */
+	assert_int_equal(errno, ENOENT);
+
+	/* a fresh run of lookups: mount 2 reads a new batch from f001 on,
+	 * then mount 1 changes three names after it */
+	clock_sleep_ms(COHERENCE_BOUND_MS + 100); /* the first batch expires */
+	snprintf(p2, sizeof(p2), "%s/lahead/f000", mnt2);
+	stat(p2, &st2);
+	snprintf(p2, sizeof(p2), "%s/lahead/f001x", mnt2);
+	stat(p2, &st2); /* an absent name: a miss that fetches from here on */
+	snprintf(p1, sizeof(p1), "%s/f040", d);
+	mode_t mode = 0640;
+	assert_int_equal(chmod(p1, mode), 0);
+	snprintf(p1, sizeof(p1), "%s/f050", d);
+	assert_int_equal(unlink(p1), 0);
+	snprintf(p1, sizeof(p1), "%s/f060", d);
+	snprintf(q1, sizeof(q1), "%s/g060", d);
+	assert_int_equal(rename(p1, q1), 0);
+	/* names: within one poll (the batch's dircache generation); the
+	 * attributes: within attr_timeout of the batch's read */
+	snprintf(p2, sizeof(p2), "%s/lahead/f050", mnt2);
+	int64_t t_unlink = wait_seen(p2, seen_gone, NULL);
+	snprintf(p2, sizeof(p2), "%s/lahead/f060", mnt2);
+	snprintf(q2, sizeof(q2), "%s/lahead/g060", mnt2);
+	int64_t t_old = wait_seen(p2, seen_gone, NULL);
+	int64_t t_new = wait_seen(q2, seen_exists, NULL);
+	snprintf(p2, sizeof(p2), "%s/lahead/f040", mnt2);
+	int64_t t_chmod = wait_seen(p2, seen_mode, &mode);
+	print_message("lookup-ahead coherence ms: unlink=%lld rename old=%lld new=%lld chmod=%lld\n",
+	              (long long)t_unlink, (long long)t_old, (long long)t_new, (long long)t_chmod);
+	int64_t nbound = NAME_BOUND_MS + COHERENCE_SLACK_MS;
+	assert_true(t_unlink >= 0 && t_unlink <= nbound);
+	assert_true(t_old >= 0 && t_old <= nbound);
+	assert_true(t_new >= 0 && t_new <= nbound);
+	assert_true(t_chmod >= 0 && t_chmod <= COHERENCE_BOUND_MS + COHERENCE_SLACK_MS);
+	stop_mount2();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -546,6 +626,7 @@ int main(void)
 	    cmocka_unit_test(test_two_mounts_names_bound),
 	    cmocka_unit_test(test_complete_dir_coherent),
 	    cmocka_unit_test(test_dir_attrs_coherent),
+	    cmocka_unit_test(test_lookahead_coherent),
 	    cmocka_unit_test(test_df_reports_usage),
 	};
 	int rc = integ_main(&env, "metadur", tests, sizeof(tests) / sizeof(tests[0]));

@@ -17,8 +17,11 @@ static int write_case(const char *dir, int resp, uint16_t type, const struct buf
 	if (!f)
 		return -1;
 	/* The type byte as fuzz_meta_proto.c reads it: from 250 the 240..249
-	 * block, from 0xE0 the lock types, below the main range. */
-	uint8_t t0 = type >= META_RPC_IDATA_FIRST ? (uint8_t)(0xD0 + type - META_RPC_IDATA_FIRST)
+	 * block, from 0xE0 the lock types, 0xD0 inline data, 0xD8 the 265
+	 * block, 0xC0 the 267 block, below the main range. */
+	uint8_t t0 = type >= META_RPC_FIRST_267 ? (uint8_t)(0xC0 + type - META_RPC_FIRST_267)
+		     : type >= META_RPC_FIRST_265 ? (uint8_t)(0xD8 + type - META_RPC_FIRST_265)
+		     : type >= META_RPC_IDATA_FIRST ? (uint8_t)(0xD0 + type - META_RPC_IDATA_FIRST)
 		     : type >= META_RPC_FSYNC ? (uint8_t)(250 + type - META_RPC_FSYNC)
 		     : type >= META_RPC_LOCK_FIRST && type <= META_RPC_LOCK_LAST
 			     ? (uint8_t)(0xE0 + type - META_RPC_LOCK_FIRST)
@@ -53,7 +56,12 @@ int main(int argc, char **argv)
 		ents[i].name_len = (uint8_t)snprintf(ents[i].name, sizeof(ents[i].name), "e%d", i);
 	}
 	static const uint8_t dirver_data[16] = { 1, 0, 0, 0, 0, 0, 0, 0, 42 };
-	for (uint16_t t = META_RPC_FIRST; t <= META_RPC_IDATA_LAST; t++) {
+	/* LOOKUP_PLUS reply entries: the symlink inode under two names */
+	struct buf plus = BUF_INIT;
+	for (int i = 0; i < 2; i++)
+		if (meta_rpc_plus_put(&plus, &ents[i], &in))
+			return 1;
+	for (uint16_t t = META_RPC_FIRST; t <= META_RPC_LAST_267; t++) {
 		struct buf b = BUF_INIT;
 		if (!meta_rpc_name(t))
 			continue;
@@ -94,7 +102,13 @@ int main(int argc, char **argv)
 		if (meta_rpc_req_encode(&b, &m) || write_case(argv[1], 0, t, &b))
 			return 1;
 		buf_reset(&b);
-		struct meta_rpc_resp r = { .type = t, .inode = &in, .session = 5, .size = 5,
+		static struct meta_inode dir;
+		dir = in;
+		dir.type = META_T_DIR;
+		dir.has_layout = 0;
+		dir.target_len = 0;
+		dir.target[0] = 0;
+		struct meta_rpc_resp r = { .type = t, .inode = &in, .session = 5, .size = 5, .dir = &dir,
 					   .data = t == META_RPC_DIRVER ? dirver_data
 									: (const uint8_t *)"value",
 					   .data_len = t == META_RPC_DIRVER ? 16 : 5,
@@ -103,9 +117,15 @@ int main(int argc, char **argv)
 					   .has_lock = 1, .lock = m.lock, .has_idata = 1,
 					   .idata_ver = 3, .idata = (const uint8_t *)"inline bytes",
 					   .idata_len = 12 };
+		if (t == META_RPC_LOOKUP_PLUS) {
+			r.data = plus.data;
+			r.data_len = (uint32_t)plus.len;
+			r.n = 2;
+		}
 		if (meta_rpc_resp_encode(&b, &r) || write_case(argv[1], 1, t, &b))
 			return 1;
 		buf_fini(&b);
 	}
+	buf_fini(&plus);
 	return 0;
 }

@@ -428,6 +428,104 @@ static void test_readdir(void **state)
 	assert_int_equal(meta_readdir(M, &ALICE, d, N(""), ents, 7, &n, &eof), -EACCES);
 }
 
+/* Collects meta_lookup_plus entries; STOP_AT > 0: asks to stop after that many. */
+struct plus_seen {
+	int resets, n, stop_at;
+	char names[16][META_NAME_MAX + 1];
+	struct meta_inode in[16];
+};
+
+static int plus_collect(void *arg, const struct meta_dirent *de, const struct meta_inode *in)
+{
+	struct plus_seen *p = arg;
+	if (!de) {
+		p->resets++;
+		p->n = 0;
+		return 0;
+	}
+	assert_true(p->n < 16);
+	assert_int_equal(de->ino, in->ino);
+	snprintf(p->names[p->n], sizeof(p->names[0]), "%s", de->name);
+	p->in[p->n++] = *in;
+	return p->stop_at && p->n >= p->stop_at ? 1 : 0;
+}
+
+/* LOOKUP_PLUS: entries from a name on, included, each with the inode
+ * meta_lookup gives; search (not read) permission; errors of the dir. */
+static void test_lookup_plus(void **state)
+{
+	static struct plus_seen p;
+	struct meta_inode in;
+	char name[32];
+	int eof;
+	uint64_t d = mkdirp(&FX_ROOT, R1, "pd", 0755);
+	for (int i = 0; i < 10; i++) {
+		snprintf(name, sizeof(name), "n%03d", i * 2);
+		mkfile(&FX_ROOT, d, name, 0600 + (uint32_t)i);
+	}
+	uint64_t sub = mkdirp(&FX_ROOT, d, "sub", 0755);
+	mkdirp(&FX_ROOT, sub, "x", 0755); /* sub's nlink: 3 */
+
+	memset(&p, 0, sizeof(p));
+	assert_int_equal(meta_lookup_plus(M, &FX_ROOT, d, N(""), 4, plus_collect, &p, &eof), 0);
+	assert_true(p.resets >= 1);
+	assert_int_equal(p.n, 4);
+	assert_int_equal(eof, 0);
+	assert_string_equal(p.names[0], "n000");
+	assert_string_equal(p.names[3], "n006");
+	for (int i = 0; i < p.n; i++) {
+		assert_int_equal(meta_lookup(M, &FX_ROOT, d, N(p.names[i]), &in), 0);
+		assert_int_equal(in.ino, p.in[i].ino);
+		assert_int_equal(in.mode, p.in[i].mode);
+		assert_int_equal(in.size, p.in[i].size);
+		assert_int_equal(in.mtime, p.in[i].mtime);
+	}
+	/* the start name is included; an absent one starts at the next */
+	memset(&p, 0, sizeof(p));
+	assert_int_equal(meta_lookup_plus(M, &FX_ROOT, d, N("n010"), 16, plus_collect, &p, &eof), 0);
+	assert_int_equal(p.n, 6);
+	assert_int_equal(eof, 1);
+	assert_string_equal(p.names[0], "n010");
+	assert_string_equal(p.names[5], "sub");
+	assert_int_equal(p.in[5].type, META_T_DIR);
+	assert_int_equal(p.in[5].nlink, 3); /* as lookup: the directory counters folded in */
+	assert_int_equal(meta_lookup(M, &FX_ROOT, d, N("sub"), &in), 0);
+	assert_int_equal(in.nlink, p.in[5].nlink);
+	assert_int_equal(in.mtime, p.in[5].mtime);
+	memset(&p, 0, sizeof(p));
+	assert_int_equal(meta_lookup_plus(M, &FX_ROOT, d, N("n011"), 16, plus_collect, &p, &eof), 0);
+	assert_string_equal(p.names[0], "n012");
+	memset(&p, 0, sizeof(p));
+	assert_int_equal(meta_lookup_plus(M, &FX_ROOT, d, N("zzz"), 16, plus_collect, &p, &eof), 0);
+	assert_int_equal(p.n, 0);
+	assert_int_equal(eof, 1);
+	/* FN stopping early: not eof */
+	memset(&p, 0, sizeof(p));
+	p.stop_at = 2;
+	assert_int_equal(meta_lookup_plus(M, &FX_ROOT, d, N(""), 16, plus_collect, &p, &eof), 0);
+	assert_int_equal(p.n, 2);
+	assert_int_equal(eof, 0);
+	/* an unlinked name is gone from the next batch */
+	assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, d, N("n002")), 0);
+	memset(&p, 0, sizeof(p));
+	assert_int_equal(meta_lookup_plus(M, &FX_ROOT, d, N("n001"), 2, plus_collect, &p, &eof), 0);
+	assert_string_equal(p.names[0], "n004");
+	/* search permission is what counts, as for lookup */
+	chmod_(&FX_ROOT, d, 0711);
+	memset(&p, 0, sizeof(p));
+	assert_int_equal(meta_lookup_plus(M, &ALICE, d, N(""), 2, plus_collect, &p, &eof), 0);
+	assert_int_equal(p.n, 2);
+	chmod_(&FX_ROOT, d, 0744);
+	assert_int_equal(meta_lookup_plus(M, &ALICE, d, N(""), 2, plus_collect, &p, &eof), -EACCES);
+	uint64_t f = mkfile(&FX_ROOT, R1, "pfile", 0644);
+	assert_int_equal(meta_lookup_plus(M, &FX_ROOT, f, N(""), 2, plus_collect, &p, &eof), -ENOTDIR);
+	assert_int_equal(meta_lookup_plus(M, &FX_ROOT, 4242424, N(""), 2, plus_collect, &p, &eof),
+			 -ENOENT);
+	assert_int_equal(meta_lookup_plus(M, &FX_ROOT, d, N(""), 0, plus_collect, &p, &eof), -EINVAL);
+	assert_int_equal(meta_lookup_plus(M, &FX_ROOT, d, N(""), META_PLUS_MAX + 1, plus_collect, &p,
+					  &eof), -EINVAL);
+}
+
 static void test_permissions(void **state)
 {
 	struct meta_inode in;
@@ -1036,6 +1134,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_symlink, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rename, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_readdir, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lookup_plus, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_permissions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncate_and_length, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_xattr, setup, teardown),

@@ -1,0 +1,299 @@
+/* lookahead.c - batches of directory entries with their inodes, answering
+ * lookups (lookahead.h).
+ *
+ * HOW IT WORKS. A fixed table of LOOKAHEAD_SLOTS slots, one directory per
+ * slot (hashed by inode). A slot keeps the directory's last missed name
+ * (to see ascending runs) and at most one batch: the entries meta returned
+ * from the name that started it, in name byte order (strcmp order: names
+ * hold no NUL), so a lookup is a binary search. Each entry keeps the part
+ * of the inode record the mount shows (struct meta_inode up to the layout,
+ * plus chunk size and rdev), not the 5 KiB record.
+ */
+#include "fuse/lookahead.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+
+#define LA_RUN_NS 2000000000ull /* misses further apart do not make a run */
+
+#define LA_HDR offsetof(struct meta_inode, layout)
+
+_Static_assert(LOOKAHEAD_SLOTS == 1024, "slot_of takes the top 10 bits of the hash");
+
+struct la_ent {
+	char *name; /* in the batch's arena */
+	uint8_t hdr[LA_HDR]; /* struct meta_inode up to the layout */
+	uint32_t chunk_size;
+	uint64_t rdev;
+};
+
+struct lookahead_batch {
+	struct la_ent *ents;
+	size_t n, cap;
+	char *arena;
+	size_t alen, acap;
+	uint64_t gen, epoch, read_ns;
+	int eof;
+};
+
+struct la_slot {
+	uint64_t parent; /* 0: empty */
+	char last[META_NAME_MAX + 1]; /* last missed name ("": none) */
+	uint64_t last_ns;
+	struct lookahead_batch *b;
+};
+
+struct lookahead {
+	pthread_mutex_t mu;
+	uint64_t ttl_ns;
+	uint64_t epoch;
+	int off;
+	struct la_slot slots[LOOKAHEAD_SLOTS];
+};
+
+int lookahead_new(uint64_t ttl_ns, lookahead **out)
+{
+	lookahead *la = calloc(1, sizeof(*la));
+	if (!la)
+		return -ENOMEM;
+	pthread_mutex_init(&la->mu, NULL);
+	la->ttl_ns = ttl_ns;
+	la->epoch = 1;
+	*out = la;
+	return 0;
+}
+
+void lookahead_batch_free(struct lookahead_batch *b)
+{
+	if (!b)
+		return;
+	free(b->ents);
+	free(b->arena);
+	free(b);
+}
+
+void lookahead_free(lookahead *la)
+{
+	if (!la)
+		return;
+	for (size_t i = 0; i < LOOKAHEAD_SLOTS; i++)
+		lookahead_batch_free(la->slots[i].b);
+	pthread_mutex_destroy(&la->mu);
+	free(la);
+}
+
+static struct la_slot *slot_of(lookahead *la, uint64_t parent)
+{
+	return &la->slots[(parent * 0x9E3779B97F4A7C15ull) >> 54]; /* 10 bits: 1024 slots */
+}
+
+void lookahead_changed(lookahead *la)
+{
+	pthread_mutex_lock(&la->mu);
+	la->epoch++; /* batches are checked (and freed) lazily */
+	pthread_mutex_unlock(&la->mu);
+}
+
+uint64_t lookahead_epoch(lookahead *la)
+{
+	pthread_mutex_lock(&la->mu);
+	uint64_t e = la->epoch;
+	pthread_mutex_unlock(&la->mu);
+	return e;
+}
+
+void lookahead_disable(lookahead *la)
+{
+	pthread_mutex_lock(&la->mu);
+	la->off = 1;
+	pthread_mutex_unlock(&la->mu);
+}
+
+/* 1 when S's batch may still answer at NOW; else frees it. mu held. */
+static int batch_live(lookahead *la, struct la_slot *s, uint64_t now)
+{
+	struct lookahead_batch *b = s->b;
+	if (!b)
+		return 0;
+	if (b->epoch == la->epoch && now - b->read_ns < la->ttl_ns)
+		return 1;
+	lookahead_batch_free(b);
+	s->b = NULL;
+	return 0;
+}
+
+static const struct la_ent *batch_search(const struct lookahead_batch *b, const char *name)
+{
+	size_t lo = 0, hi = b->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(name, b->ents[mid].name);
+		if (c == 0)
+			return &b->ents[mid];
+		if (c < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return NULL;
+}
+
+static void ent_inode(const struct la_ent *e, struct meta_inode *in)
+{
+	memcpy(in, e->hdr, LA_HDR);
+	in->layout.chunk_size = e->chunk_size;
+	in->layout.nchains = 0;
+	in->target_len = 0;
+	in->target[0] = 0;
+	in->rdev = e->rdev;
+}
+
+int lookahead_get(lookahead *la, uint64_t parent, const char *name, struct meta_inode *in,
+                  uint64_t *gen, uint64_t *read_ns)
+{
+	int hit = 0;
+	uint64_t now = clock_mono_ns();
+	pthread_mutex_lock(&la->mu);
+	struct la_slot *s = slot_of(la, parent);
+	if (s->parent == parent && batch_live(la, s, now)) {
+		const struct la_ent *e = batch_search(s->b, name);
+		if (e) {
+			ent_inode(e, in);
+			*gen = s->b->gen;
+			*read_ns = s->b->read_ns;
+			hit = 1;
+		}
+	}
+	pthread_mutex_unlock(&la->mu);
+	return hit;
+}
+
+void lookahead_drop(lookahead *la, uint64_t parent)
+{
+	pthread_mutex_lock(&la->mu);
+	struct la_slot *s = slot_of(la, parent);
+	if (s->parent == parent) {
+		lookahead_batch_free(s->b);
+		s->b = NULL;
+	}
+	pthread_mutex_unlock(&la->mu);
+}
+
+int lookahead_want(lookahead *la, uint64_t parent, const char *name)
+{
+	int want = 0;
+	uint64_t now = clock_mono_ns();
+	size_t nl = strlen(name);
+	if (nl == 0 || nl > META_NAME_MAX)
+		return 0;
+	pthread_mutex_lock(&la->mu);
+	struct la_slot *s = slot_of(la, parent);
+	if (s->parent != parent) {
+		lookahead_batch_free(s->b);
+		s->b = NULL;
+		s->parent = parent;
+		s->last[0] = 0;
+	}
+	if (!la->off && s->last[0] && strcmp(name, s->last) > 0 && now - s->last_ns < LA_RUN_NS) {
+		want = 1;
+		/* a live batch that spans NAME already said it is absent */
+		if (batch_live(la, s, now) && s->b->n &&
+		    (strcmp(name, s->b->ents[s->b->n - 1].name) < 0 || s->b->eof))
+			want = 0;
+	}
+	memcpy(s->last, name, nl + 1);
+	s->last_ns = now;
+	pthread_mutex_unlock(&la->mu);
+	return want;
+}
+
+struct lookahead_batch *lookahead_batch_new(void)
+{
+	return calloc(1, sizeof(struct lookahead_batch));
+}
+
+int lookahead_batch_add(void *batch, const struct meta_dirent *de, const struct meta_inode *in)
+{
+	struct lookahead_batch *b = batch;
+	if (!de) {
+		b->n = 0;
+		b->alen = 0;
+		return 0;
+	}
+	if (b->n == b->cap) {
+		size_t cap = b->cap ? 2 * b->cap : 64;
+		struct la_ent *e = realloc(b->ents, cap * sizeof(*e));
+		if (!e)
+			return -ENOMEM;
+		b->ents = e;
+		b->cap = cap;
+	}
+	size_t need = (size_t)de->name_len + 1;
+	if (b->alen + need > b->acap) {
+		size_t cap = b->acap ? 2 * b->acap : 8192;
+		while (cap < b->alen + need)
+			cap *= 2;
+		char *a = realloc(b->arena, cap);
+		if (!a)
+			return -ENOMEM;
+		/* names are kept as offsets until the batch is complete */
+		b->arena = a;
+		b->acap = cap;
+	}
+	memcpy(b->arena + b->alen, de->name, need);
+	struct la_ent *e = &b->ents[b->n++];
+	e->name = (char *)(uintptr_t)b->alen;
+	b->alen += need;
+	memcpy(e->hdr, in, LA_HDR);
+	e->chunk_size = in->has_layout ? in->layout.chunk_size : 0;
+	e->rdev = in->rdev;
+	return 0;
+}
+
+/* Turns the name offsets into pointers once the arena stopped moving. */
+static void batch_seal(struct lookahead_batch *b)
+{
+	for (size_t i = 0; i < b->n; i++)
+		b->ents[i].name = b->arena + (uintptr_t)b->ents[i].name;
+}
+
+int lookahead_batch_find(const struct lookahead_batch *b, const char *name, struct meta_inode *in)
+{
+	/* before put: names are still offsets */
+	for (size_t i = 0; i < b->n; i++) {
+		if (!strcmp(b->arena + (uintptr_t)b->ents[i].name, name)) {
+			ent_inode(&b->ents[i], in);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+void lookahead_put(lookahead *la, uint64_t parent, struct lookahead_batch *b, uint64_t gen,
+                   uint64_t epoch, uint64_t read_ns, int eof)
+{
+	batch_seal(b);
+	b->gen = gen;
+	b->epoch = epoch;
+	b->read_ns = read_ns;
+	b->eof = eof;
+	pthread_mutex_lock(&la->mu);
+	struct la_slot *s = slot_of(la, parent);
+	if (epoch != la->epoch || la->ttl_ns == 0) {
+		pthread_mutex_unlock(&la->mu);
+		lookahead_batch_free(b);
+		return;
+	}
+	if (s->parent != parent) {
+		s->parent = parent;
+		s->last[0] = 0;
+	}
+	lookahead_batch_free(s->b);
+	s->b = b;
+	pthread_mutex_unlock(&la->mu);
+}

@@ -1,0 +1,80 @@
+/* lookahead.h - the mount's lookup-ahead: when the kernel's lookups miss
+ * in one directory in ascending name order (stat of every file after the
+ * dentry cache was dropped, `ls -l` without readdirplus, find, rsync,
+ * du), the mount fetches the next entries of that directory with their
+ * inodes in one meta round trip (LOOKUP_PLUS, meta_lookup_plus) and
+ * answers the following lookups from that batch instead of one LOOKUP
+ * round trip each.
+ *
+ * COHERENCE (the bound; README "Caches and coherence"). A lookup answered
+ * from a batch gives what meta held when the batch was read, and only:
+ *   - within attr_timeout of that read (TTL_NS; the kernel would keep the
+ *     same attributes that long had it looked the name up then), with the
+ *     kernel told only the rest of that time;
+ *   - while the directory's dircache generation is the one taken before
+ *     the read (fuse_fs.c checks with dircache_note): a change another
+ *     client made in the directory ends the batch within one dircache
+ *     poll, exactly as it ends the kernel's cached names;
+ *   - while this mount made no change at all since the read
+ *     (lookahead_changed: every entry change, setattr, xattr change,
+ *     write-open and writer release, lock grant drops every batch);
+ *   - for an inode this mount does not have open (fuse_fs.c asks meta then).
+ * So a rename, unlink or chmod made through another mount is seen here
+ * within max(one dircache poll, attr_timeout) - the same bound as without
+ * the lookup-ahead.
+ *
+ * Only names present in a batch are answered; an absent name is asked of
+ * meta as before. Batches are kept per directory in a small table
+ * (LOOKAHEAD_SLOTS, hashed by directory: a collision drops the older).
+ *
+ * Threads: all calls are thread-safe (one mutex).
+ */
+#ifndef CFS_FUSE_LOOKAHEAD_H
+#define CFS_FUSE_LOOKAHEAD_H
+
+#include <stdint.h>
+
+#include "meta/meta.h"
+
+#define LOOKAHEAD_BATCH 128 /* entries asked per LOOKUP_PLUS */
+#define LOOKAHEAD_SLOTS 1024 /* directories with a batch at once (power of two) */
+
+typedef struct lookahead lookahead;
+struct lookahead_batch;
+
+/* TTL_NS: how long after its read a batch may answer (attr_timeout).
+ * 0 or -ENOMEM. */
+int lookahead_new(uint64_t ttl_ns, lookahead **out);
+void lookahead_free(lookahead *la);
+
+/* This mount changed something: every batch read before is dropped. */
+void lookahead_changed(lookahead *la);
+/* The change count lookahead_put checks (read it before the fetch). */
+uint64_t lookahead_epoch(lookahead *la);
+/* Meta does not know LOOKUP_PLUS: stop asking. */
+void lookahead_disable(lookahead *la);
+
+/* 1 when PARENT's batch holds NAME and may answer it: *IN gets the inode
+ * (the fields fill_stat uses), *GEN the dircache generation taken before
+ * the batch was read, *READ_NS when the read started (mono clock). 0: a
+ * miss (a stale batch is dropped). */
+int lookahead_get(lookahead *la, uint64_t parent, const char *name, struct meta_inode *in,
+                  uint64_t *gen, uint64_t *read_ns);
+/* PARENT's batch must not answer any more (its directory changed). */
+void lookahead_drop(lookahead *la, uint64_t parent);
+/* Called for a lookup lookahead_get missed: records it and returns 1 when
+ * it continues an ascending run of misses in PARENT that no live batch
+ * covers, so a batch from NAME on is worth fetching. */
+int lookahead_want(lookahead *la, uint64_t parent, const char *name);
+
+/* A batch being filled: new, then add (a meta_plus_fn) per entry, then
+ * put (takes it: kept for PARENT when EPOCH is still current) or free. */
+struct lookahead_batch *lookahead_batch_new(void);
+int lookahead_batch_add(void *batch, const struct meta_dirent *de, const struct meta_inode *in);
+void lookahead_batch_free(struct lookahead_batch *b);
+/* The entry named NAME in B (the one just fetched): 1 and *IN, else 0. */
+int lookahead_batch_find(const struct lookahead_batch *b, const char *name, struct meta_inode *in);
+void lookahead_put(lookahead *la, uint64_t parent, struct lookahead_batch *b, uint64_t gen,
+                   uint64_t epoch, uint64_t read_ns, int eof);
+
+#endif
