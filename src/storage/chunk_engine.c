@@ -217,6 +217,8 @@ struct chunk_engine {
 	struct req *commit_head, *commit_tail; /* under cmu */
 	int commit_stop;                       /* under cmu */
 	struct retiree *retire_head;           /* under cmu */
+	size_t retire_n;                       /* entries on retire_head; under cmu */
+	uint64_t retire_since_ms;              /* when the oldest was queued; under cmu */
 	atomic_int data_writes;                /* mutation data writes in flight */
 	pthread_t commit_tid;
 
@@ -231,6 +233,7 @@ struct chunk_engine {
 	atomic_uint_fast64_t space_free;    /* filesystem bytes free, as last seen */
 	atomic_uint_fast64_t space_ms;      /* when space_free was read (monotonic) */
 	atomic_uint_fast64_t corrupt_reads, compact_moves, open_errors;
+	atomic_uint_fast64_t data_syncs, journals_retired;
 };
 
 static void advance(struct chunk_engine *e, struct req *r);
@@ -843,8 +846,14 @@ static void journal_done(struct chunk_engine *e, struct req *r, int err)
 		t->ver = c->nmeta.commit_ver;
 		t->pos = c->nmeta.pos;
 		pthread_mutex_lock(&e->cmu);
+		if (!e->retire_head) {
+			/* An idle commit thread starts its retire timer. */
+			e->retire_since_ms = clock_mono_ms();
+			pthread_cond_signal(&e->ccv);
+		}
 		t->next = e->retire_head;
 		e->retire_head = t;
+		e->retire_n++;
 		pthread_mutex_unlock(&e->cmu);
 	}
 	if (!err)
@@ -1225,9 +1234,15 @@ static int sync_batch_data(struct chunk_engine *e, struct req *list, struct reti
 	uint64_t off;
 	for (struct req *r = list; r && !all; r = r->next)
 		for (size_t i = 0; i < r->nce && !all; i++) {
-			if (!r->ces[i].has_new || r->journal)
+			struct centry *c = &r->ces[i];
+			/* A journal still in the base (lazy retirement) that the
+			 * new metadata drops: its pages were applied in place but
+			 * may not be durable there yet. */
+			if (c->exists && c->base.jrnl_len && c->has_new && r->journal)
+				note_fd(fds, &n, &all, chunk_alloc_fd(e->alloc, c->base.pos, &off));
+			if (!c->has_new || r->journal)
 				continue;
-			note_fd(fds, &n, &all, chunk_alloc_fd(e->alloc, r->ces[i].nmeta.pos, &off));
+			note_fd(fds, &n, &all, chunk_alloc_fd(e->alloc, c->nmeta.pos, &off));
 		}
 	for (struct retiree *t = ret; t && !all; t = t->next)
 		note_fd(fds, &n, &all, chunk_alloc_fd(e->alloc, t->pos, &off));
@@ -1242,12 +1257,14 @@ static int sync_batch_data(struct chunk_engine *e, struct req *list, struct reti
 	for (size_t k = 0; k < n && !err; k++)
 		if (fdatasync(all ? every[k] : fds[k]))
 			err = -errno;
+	atomic_fetch_add_explicit(&e->data_syncs, n, memory_order_relaxed);
 	free(every);
 	return err;
 }
 
 /* Drops the journal of T's chunk from its metadata if it is still the
- * one T applied (a later mutation in this batch or before replaced it). */
+ * one T applied (a later mutation in this batch or before replaced it).
+ * 1 when it dropped it, 0 when there was nothing to drop, or -errno. */
 static int retire_one(struct chunk_batch *b, const struct retiree *t)
 {
 	struct chunk_meta cur;
@@ -1259,6 +1276,8 @@ static int retire_one(struct chunk_batch *b, const struct retiree *t)
 		cur.jrnl = NULL;
 		cur.jrnl_len = cur.jrnl_off = 0;
 		err = chunk_store_batch_put(b, t->id, &cur);
+		if (!err)
+			err = 1;
 	}
 	chunk_meta_fini(&cur);
 	return err;
@@ -1275,11 +1294,14 @@ static int apply_batch(struct chunk_engine *e, struct req *list, struct retiree 
 	int err = chunk_store_batch_begin(e->store, &b);
 	if (err)
 		return err;
+	uint64_t retired = 0;
 	for (struct retiree *t = ret; t; t = t->next) {
-		if ((err = retire_one(b, t))) {
+		if ((err = retire_one(b, t)) < 0) {
 			chunk_store_batch_abort(b);
 			return err;
 		}
+		retired += (uint64_t)err;
+		err = 0;
 	}
 	for (struct req *r = list; r; r = r->next) {
 		for (size_t i = 0; i < r->nce; i++) {
@@ -1310,7 +1332,10 @@ static int apply_batch(struct chunk_engine *e, struct req *list, struct retiree 
 			}
 		}
 	}
-	return chunk_store_batch_commit(b);
+	err = chunk_store_batch_commit(b);
+	if (!err)
+		atomic_fetch_add_explicit(&e->journals_retired, retired, memory_order_relaxed);
+	return err;
 }
 
 /* After the commit (ERR = its outcome): block bookkeeping and unlocks. */
@@ -1351,13 +1376,40 @@ static int finalize(struct chunk_engine *e, struct req *r, int err)
 	return result;
 }
 
+/* LAZY RETIREMENT. A journal applied in place stays in its chunk's
+ * metadata until a batch retires it, and retiring costs that batch an
+ * fdatasync of the block's file before its commit. Retiring with every
+ * batch made each batch of small overwrites pay a data sync besides the
+ * metadata commit; instead journals retire together once cfg.retire_max have
+ * gathered or the oldest waited cfg.retire_ms (or at close), so most batches
+ * sync only the metadata. A chunk whose journal is still unretired when
+ * its next mutation commits is covered by sync_batch_data: that batch
+ * syncs the block's file whenever the new metadata no longer carries the
+ * old journal, so the pages it held are durable in place first. Under
+ * cmu. */
+static bool retire_due(const struct chunk_engine *e)
+{
+	return e->retire_head && (e->retire_n >= e->cfg.retire_max ||
+				  clock_mono_ms() - e->retire_since_ms >= e->cfg.retire_ms);
+}
+
 static void *commit_main(void *arg)
 {
 	struct chunk_engine *e = arg;
 	for (;;) {
 		pthread_mutex_lock(&e->cmu);
-		while (!e->commit_head && !e->commit_stop)
-			pthread_cond_wait(&e->ccv, &e->cmu);
+		while (!e->commit_head && !e->commit_stop && !retire_due(e)) {
+			if (!e->retire_head) {
+				pthread_cond_wait(&e->ccv, &e->cmu);
+				continue;
+			}
+			/* Idle with journals applied: retire them when due. */
+			struct timespec ts;
+			uint64_t at = e->retire_since_ms + e->cfg.retire_ms;
+			ts.tv_sec = (time_t)(at / 1000);
+			ts.tv_nsec = (long)(at % 1000) * 1000000;
+			pthread_cond_timedwait(&e->ccv, &e->cmu, &ts);
+		}
 		/* Group commit window: while other data writes are still in
 		 * flight, wait (bounded) so they share this commit's syncs rather
 		 * than each paying for one behind a disk queue full of data. */
@@ -1376,8 +1428,12 @@ static void *commit_main(void *arg)
 		 * after it. */
 		struct req *list = e->commit_head;
 		e->commit_head = e->commit_tail = NULL;
-		struct retiree *ret = e->retire_head;
-		e->retire_head = NULL;
+		struct retiree *ret = NULL;
+		if (e->commit_stop || retire_due(e)) {
+			ret = e->retire_head;
+			e->retire_head = NULL;
+			e->retire_n = 0;
+		}
 		int stop = e->commit_stop;
 		pthread_mutex_unlock(&e->cmu);
 		if (!list && !ret && stop)
@@ -1395,11 +1451,15 @@ static void *commit_main(void *arg)
 		if (err == -ENOSPC && ret) {
 			/* Still applied in place: retire them with a later batch. */
 			struct retiree *t = ret;
-			while (t->next)
-				t = t->next;
+			size_t n = 1;
+			for (; t->next; t = t->next)
+				n++;
 			pthread_mutex_lock(&e->cmu);
+			if (!e->retire_head)
+				e->retire_since_ms = clock_mono_ms();
 			t->next = e->retire_head;
 			e->retire_head = ret;
+			e->retire_n += n;
 			pthread_mutex_unlock(&e->cmu);
 			ret = NULL;
 		}
@@ -1475,6 +1535,8 @@ void chunk_engine_cfg_default(struct chunk_engine_cfg *cfg)
 	cfg->compact_bytes_per_sec = UINT64_C(64) << 20;
 	cfg->buf_cache_bytes = (size_t)256 << 20;
 	cfg->journal_max = 64 << 10;
+	cfg->retire_ms = 100;
+	cfg->retire_max = 512;
 }
 
 static void op_fail_now(struct chunk_op *op, int err)
@@ -1633,6 +1695,8 @@ void chunk_engine_get_stat(struct chunk_engine *e, struct chunk_engine_stat *out
 	out->corrupt_reads = atomic_load(&e->corrupt_reads);
 	out->open_errors = atomic_load(&e->open_errors);
 	out->compact_moves = atomic_load(&e->compact_moves);
+	out->data_syncs = atomic_load(&e->data_syncs);
+	out->journals_retired = atomic_load(&e->journals_retired);
 }
 
 struct iter_ctx {
@@ -1867,8 +1931,10 @@ static int retire_replayed(struct chunk_engine *e, struct retiree *list)
 	free(fds);
 	struct chunk_batch *b;
 	if (!err && !(err = chunk_store_batch_begin(e->store, &b))) {
-		for (struct retiree *t = list; t && !err; t = t->next)
-			err = retire_one(b, t);
+		for (struct retiree *t = list; t && !err; t = t->next) {
+			int rr = retire_one(b, t);
+			err = rr < 0 ? rr : 0;
+		}
 		if (err)
 			chunk_store_batch_abort(b);
 		else
