@@ -164,7 +164,9 @@ struct req {
 	uint64_t img_end;       /* aligned end of the image */
 	int need_old;           /* image keeps old bytes: read them first */
 	int in_place;           /* append inside the current block */
-	int journal;            /* small overwrite: journaled, applied in place */
+	int journal;            /* small overwrite or append: journaled, applied in place */
+	int jrnl_owned;         /* ces[0].nmeta.jrnl is its own buffer (a union
+				   with the base's journal), not buf */
 	/* move */
 	struct chunk_pos move_from; /* where the compactor saw the chunk */
 	/* read */
@@ -274,7 +276,7 @@ static void inbox_push(struct chunk_engine *e, struct req *r)
 
 static void req_free(struct chunk_engine *e, struct req *r)
 {
-	if (r->journal)
+	if (r->journal && !r->jrnl_owned)
 		r->ces[0].nmeta.jrnl = NULL; /* borrowed r->buf */
 	for (size_t i = 0; i < r->nce; i++) {
 		chunk_meta_fini(&r->ces[i].base);
@@ -702,6 +704,13 @@ static void write_prepare(struct chunk_engine *e, struct req *r)
 	uint64_t jstart = ALIGN_DOWN(op->off), jend = ALIGN_UP(end);
 	r->journal = !replace && c->has_base && end <= old_len &&
 		     jend - jstart <= e->cfg.journal_max && (jend - jstart) * 2 <= ALIGN_UP(old_len);
+	/* A small append that continues the chunk inside its block (a log or
+	 * a pack file written 4 KiB at a time) is journaled too: one metadata
+	 * commit instead of a data write, a data sync and the commit. */
+	if (!r->journal && !replace && c->has_base && old_len > 0 && op->off <= old_len &&
+	    end > old_len && jend - jstart <= e->cfg.journal_max / 4 &&
+	    new_len <= chunk_class_size(c->base.pos.cls))
+		r->journal = 1;
 	if (r->journal) {
 		/* Small overwrite: only its pages are read (the partial edges)
 		 * and written, through the journal (see journal_image). */
@@ -769,25 +778,29 @@ static void journal_image(struct chunk_engine *e, struct req *r)
 {
 	struct chunk_op *op = r->op;
 	struct centry *c = &r->ces[0];
-	uint64_t len = c->base.len;
+	uint64_t len = c->nmeta.len; /* > base.len for an append */
 	uint32_t first = (uint32_t)(r->img_start / CHUNK_PAGE);
 	uint32_t count = (uint32_t)((r->img_end - r->img_start) / CHUNK_PAGE);
+	/* Old pages in the image: an append's new pages have no old CRC. */
+	uint32_t old_count = c->base.npages > first ? c->base.npages - first : 0;
+	if (old_count > count)
+		old_count = count;
 	int err;
 	if (r->need_old &&
-	    (err = verify_pages(e, c->id, &c->base, r->buf, first, count, "write")))
+	    (err = verify_pages(e, c->id, &c->base, r->buf, first, old_count, "write")))
 		goto fail;
 	if (r->buf != op->data) {
 		memcpy(r->buf + (op->off - r->img_start), op->data, op->len);
 		if (r->img_end > len)
 			memset(r->buf + (len - r->img_start), 0, r->img_end - len);
 	}
-	c->nmeta.npages = c->base.npages;
+	c->nmeta.npages = chunk_npages(len);
 	c->nmeta.page_crc = malloc(4 * (size_t)c->nmeta.npages);
 	if (!c->nmeta.page_crc) {
 		err = -ENOMEM;
 		goto fail;
 	}
-	memcpy(c->nmeta.page_crc, c->base.page_crc, 4 * (size_t)c->nmeta.npages);
+	memcpy(c->nmeta.page_crc, c->base.page_crc, 4 * (size_t)c->base.npages);
 	for (uint32_t p = first; p < first + count; p++) {
 		uint64_t start = (uint64_t)p * CHUNK_PAGE;
 		size_t n = len - start < CHUNK_PAGE ? len - start : CHUNK_PAGE;
@@ -804,6 +817,29 @@ static void journal_image(struct chunk_engine *e, struct req *r)
 	c->nmeta.jrnl_off = (uint32_t)r->img_start;
 	c->nmeta.jrnl_len = (uint32_t)(r->img_end - r->img_start);
 	c->nmeta.jrnl = r->buf; /* borrowed: req_free clears it */
+	const struct chunk_meta *b = &c->base;
+	uint64_t bs = b->jrnl_off, be = bs + b->jrnl_len;
+	uint64_t us = bs < r->img_start ? bs : r->img_start;
+	uint64_t ue = be > r->img_end ? be : r->img_end;
+	if (b->jrnl_len && bs <= r->img_end && be >= r->img_start && ue - us <= e->cfg.journal_max) {
+		/* The base's journal has not retired yet (lazy retirement) and
+		 * touches this one: the new journal is their union, so it
+		 * still holds the base's pages and this batch needs no sync of
+		 * the block (consecutive small appends each cost one commit).
+		 * Pages the write covers take its bytes; the others keep the
+		 * base journal's, which are their current contents. */
+		uint8_t *u = malloc(ue - us);
+		if (!u) {
+			err = -ENOMEM;
+			goto fail;
+		}
+		memcpy(u + (bs - us), b->jrnl, b->jrnl_len);
+		memcpy(u + (r->img_start - us), r->buf, r->img_end - r->img_start);
+		c->nmeta.jrnl_off = (uint32_t)us;
+		c->nmeta.jrnl_len = (uint32_t)(ue - us);
+		c->nmeta.jrnl = u;
+		r->jrnl_owned = 1;
+	}
 	r->state = RS_WRITE;
 	to_commit(e, r);
 	return;
@@ -1238,7 +1274,8 @@ static int sync_batch_data(struct chunk_engine *e, struct req *list, struct reti
 			/* A journal still in the base (lazy retirement) that the
 			 * new metadata drops: its pages were applied in place but
 			 * may not be durable there yet. */
-			if (c->exists && c->base.jrnl_len && c->has_new && r->journal)
+			if (c->exists && c->base.jrnl_len && c->has_new && r->journal &&
+			    !r->jrnl_owned)
 				note_fd(fds, &n, &all, chunk_alloc_fd(e->alloc, c->base.pos, &off));
 			if (!c->has_new || r->journal)
 				continue;

@@ -519,6 +519,63 @@ static void test_lazy_retire(void **state)
 	free(dir);
 }
 
+/* Small appends (a pack file or a log written a few KiB at a time) are
+ * journaled, consecutive ones in one journal (the union with the base's
+ * unretired journal): a stream of them syncs a data file far less than
+ * once per append, and the chunk reads back as the model, CRC included,
+ * before and after a reopen (which replays what was not retired). */
+static void test_append_journal(void **state)
+{
+	(void)state;
+	char *dir = testenv_tmpdir("journal_append");
+	struct chunk_engine *e = open_engine_retire(dir, 60000);
+	enum { CAP = 200 * 1024 };
+	uint8_t *model = malloc(CAP), *data = malloc(16384), *out = malloc(CAP);
+	uint32_t len = 5000, rng = 77;
+	fill(model, len, 1);
+	struct chunk_id id = { 11, 0 };
+	assert_int_equal(chunk_engine_write(e, id, 0, len, model, 0, 1, NULL), 0);
+	struct chunk_engine_stat s0, s1;
+	chunk_engine_get_stat(e, &s0);
+	int n = 0;
+	while (len < 60000) {
+		rng = rng * 1103515245u + 12345u;
+		/* 4 KiB-aligned appends mostly, some odd sizes and overlaps. */
+		uint32_t back = (rng >> 8) % 4 == 0 ? (rng >> 12) % 64 : 0;
+		uint32_t alen = (rng >> 16) % 3 == 0 ? 1 + (rng >> 4) % 9000 : 4096;
+		uint32_t off = len - (back < len ? back : 0);
+		fill(data, alen, 1000 + (uint32_t)n);
+		memcpy(model + off, data, alen);
+		if (off + alen > len)
+			len = off + alen;
+		assert_int_equal(chunk_engine_write(e, id, off, alen, data, 0, 1, NULL), 0);
+		n++;
+		struct chunk_read_range rr = { .id = id, .off = 0, .len = CAP, .dst = out };
+		assert_int_equal(chunk_engine_read(e, &rr, 1), 0);
+		assert_int_equal(rr.result, (int)len);
+		assert_memory_equal(out, model, len);
+		assert_int_equal(rr.info.crc, crc32c(0, model, len));
+	}
+	chunk_engine_get_stat(e, &s1);
+	/* One sync per ~16 KiB-64 KiB of journal (and per move to a larger
+	 * block), not one per append. */
+	assert_true(n >= 10);
+	assert_true(s1.data_syncs - s0.data_syncs <= (uint64_t)n / 2);
+	chunk_engine_close(e); /* retires the journal (kill -9 with it
+				* unretired: test_chunk_crash test_kill9_small) */
+	e = open_engine_retire(dir, 60000);
+	struct chunk_read_range rr = { .id = id, .off = 0, .len = CAP, .dst = out };
+	assert_int_equal(chunk_engine_read(e, &rr, 1), 0);
+	assert_int_equal(rr.result, (int)len);
+	assert_memory_equal(out, model, len);
+	assert_clean(e, 1);
+	chunk_engine_close(e);
+	free(model);
+	free(data);
+	free(out);
+	free(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -526,6 +583,7 @@ int main(void)
 		cmocka_unit_test(test_readers_never_torn),
 		cmocka_unit_test(test_replay_at_open),
 		cmocka_unit_test(test_lazy_retire),
+		cmocka_unit_test(test_append_journal),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	testenv_cleanup();
