@@ -31,10 +31,11 @@
  *                      COMMIT (commit thread): one LMDB txn for the batch;
  *                      release the old block, unlock, callback
  *
- * Small overwrites (journaled): a write inside the committed length whose
- * pages span at most cfg.journal_max bytes and at most half the chunk is
- * neither copy-on-write (which reads and writes the whole chunk) nor
- * written before its commit:
+ * Small overwrites and appends (journaled): a write inside the committed
+ * length whose pages span at most cfg.journal_max bytes and at most half
+ * the chunk, or an append of at most cfg.journal_max / 4 bytes that
+ * continues the chunk inside its block, is neither copy-on-write (which
+ * reads and writes the whole chunk) nor written before its commit:
  *
  *   PREPARE -> [READ_OLD: only the partial first/last page]
  *     -> build the new pages; the new metadata (same block, new page CRCs,
@@ -44,7 +45,12 @@
  *     -> APPLY (I/O thread): once the old version's readers are gone, write
  *        the pages in place; then unlock and call back
  *     -> RETIRE: a later batch fdatasyncs the block's file and rewrites the
- *        metadata without the journal.
+ *        metadata without the journal (lazily, many at once: see
+ *        retire_due). A write to a chunk whose journal has not retired
+ *        either carries it on (the new journal is the union of both, when
+ *        they touch and fit journal_max: consecutive small appends) or
+ *        has its batch sync the block's file before the new metadata
+ *        drops it (sync_batch_data).
  *
  *   A crash before the commit leaves the old metadata and an untouched
  *   block; after it, open rewrites every journal still in the metadata in
@@ -53,10 +59,10 @@
  *   under mu before the commit starts, a read that looks the chunk up while
  *   it is marked parks (rwait) until the apply ends, and the apply waits
  *   for readers that pinned the old version before the mark (their block
- *   references) to finish. The journal of a chunk is retired in the batch
- *   that carries its next mutation or an earlier one (a retiree is queued
- *   before the chunk unlocks, and the commit thread takes retirees together
- *   with the commit list), and that batch syncs the block's file first.
+ *   references) to finish. A retiree is queued before the chunk unlocks;
+ *   whichever batch drops a journal from the metadata (its retirement, or
+ *   the chunk's next mutation) syncs the block's file first, unless the
+ *   new metadata carries the journal on.
  *
  * Invariants:
  *   - Committed metadata only ever points at blocks whose data write has

@@ -15,7 +15,8 @@
  *
  * Semantics: a write to a chunk is applied copy-on-write (or, for an
  * append that fits the block, in place past the committed end; or, for a
- * small overwrite, journaled in the metadata and then written in place)
+ * small overwrite or a small append inside the block, journaled in the
+ * metadata and then written in place)
  * and is durable when it completes (with cfg.sync). Mutations of one chunk are
  * serialised in submission order per chunk; reads see the last completed
  * write. Data is verified against per-page CRC32C on every read; a mismatch
