@@ -31,10 +31,11 @@
  *                      COMMIT (commit thread): one LMDB txn for the batch;
  *                      release the old block, unlock, callback
  *
- * Small overwrites (journaled): a write inside the committed length whose
- * pages span at most cfg.journal_max bytes and at most half the chunk is
- * neither copy-on-write (which reads and writes the whole chunk) nor
- * written before its commit:
+ * Small overwrites and appends (journaled): a write inside the committed
+ * length whose pages span at most cfg.journal_max bytes and at most half
+ * the chunk, or an append of at most cfg.journal_max / 4 bytes that
+ * continues the chunk inside its block, is neither copy-on-write (which
+ * reads and writes the whole chunk) nor written before its commit:
  *
  *   PREPARE -> [READ_OLD: only the partial first/last page]
  *     -> build the new pages; the new metadata (same block, new page CRCs,
@@ -44,7 +45,12 @@
  *     -> APPLY (I/O thread): once the old version's readers are gone, write
  *        the pages in place; then unlock and call back
  *     -> RETIRE: a later batch fdatasyncs the block's file and rewrites the
- *        metadata without the journal.
+ *        metadata without the journal (lazily, many at once: see
+ *        retire_due). A write to a chunk whose journal has not retired
+ *        either carries it on (the new journal is the union of both, when
+ *        they touch and fit journal_max: consecutive small appends) or
+ *        has its batch sync the block's file before the new metadata
+ *        drops it (sync_batch_data).
  *
  *   A crash before the commit leaves the old metadata and an untouched
  *   block; after it, open rewrites every journal still in the metadata in
@@ -53,10 +59,10 @@
  *   under mu before the commit starts, a read that looks the chunk up while
  *   it is marked parks (rwait) until the apply ends, and the apply waits
  *   for readers that pinned the old version before the mark (their block
- *   references) to finish. The journal of a chunk is retired in the batch
- *   that carries its next mutation or an earlier one (a retiree is queued
- *   before the chunk unlocks, and the commit thread takes retirees together
- *   with the commit list), and that batch syncs the block's file first.
+ *   references) to finish. A retiree is queued before the chunk unlocks;
+ *   whichever batch drops a journal from the metadata (its retirement, or
+ *   the chunk's next mutation) syncs the block's file first, unless the
+ *   new metadata carries the journal on.
  *
  * Invariants:
  *   - Committed metadata only ever points at blocks whose data write has
@@ -164,7 +170,9 @@ struct req {
 	uint64_t img_end;       /* aligned end of the image */
 	int need_old;           /* image keeps old bytes: read them first */
 	int in_place;           /* append inside the current block */
-	int journal;            /* small overwrite: journaled, applied in place */
+	int journal;            /* small overwrite or append: journaled, applied in place */
+	int jrnl_owned;         /* ces[0].nmeta.jrnl is its own buffer (a union
+				   with the base's journal), not buf */
 	/* move */
 	struct chunk_pos move_from; /* where the compactor saw the chunk */
 	/* read */
@@ -217,6 +225,8 @@ struct chunk_engine {
 	struct req *commit_head, *commit_tail; /* under cmu */
 	int commit_stop;                       /* under cmu */
 	struct retiree *retire_head;           /* under cmu */
+	size_t retire_n;                       /* entries on retire_head; under cmu */
+	uint64_t retire_since_ms;              /* when the oldest was queued; under cmu */
 	atomic_int data_writes;                /* mutation data writes in flight */
 	pthread_t commit_tid;
 
@@ -231,6 +241,7 @@ struct chunk_engine {
 	atomic_uint_fast64_t space_free;    /* filesystem bytes free, as last seen */
 	atomic_uint_fast64_t space_ms;      /* when space_free was read (monotonic) */
 	atomic_uint_fast64_t corrupt_reads, compact_moves, open_errors;
+	atomic_uint_fast64_t data_syncs, journals_retired;
 };
 
 static void advance(struct chunk_engine *e, struct req *r);
@@ -271,7 +282,7 @@ static void inbox_push(struct chunk_engine *e, struct req *r)
 
 static void req_free(struct chunk_engine *e, struct req *r)
 {
-	if (r->journal)
+	if (r->journal && !r->jrnl_owned)
 		r->ces[0].nmeta.jrnl = NULL; /* borrowed r->buf */
 	for (size_t i = 0; i < r->nce; i++) {
 		chunk_meta_fini(&r->ces[i].base);
@@ -699,6 +710,13 @@ static void write_prepare(struct chunk_engine *e, struct req *r)
 	uint64_t jstart = ALIGN_DOWN(op->off), jend = ALIGN_UP(end);
 	r->journal = !replace && c->has_base && end <= old_len &&
 		     jend - jstart <= e->cfg.journal_max && (jend - jstart) * 2 <= ALIGN_UP(old_len);
+	/* A small append that continues the chunk inside its block (a log or
+	 * a pack file written 4 KiB at a time) is journaled too: one metadata
+	 * commit instead of a data write, a data sync and the commit. */
+	if (!r->journal && !replace && c->has_base && old_len > 0 && op->off <= old_len &&
+	    end > old_len && jend - jstart <= e->cfg.journal_max / 4 &&
+	    new_len <= chunk_class_size(c->base.pos.cls))
+		r->journal = 1;
 	if (r->journal) {
 		/* Small overwrite: only its pages are read (the partial edges)
 		 * and written, through the journal (see journal_image). */
@@ -766,25 +784,29 @@ static void journal_image(struct chunk_engine *e, struct req *r)
 {
 	struct chunk_op *op = r->op;
 	struct centry *c = &r->ces[0];
-	uint64_t len = c->base.len;
+	uint64_t len = c->nmeta.len; /* > base.len for an append */
 	uint32_t first = (uint32_t)(r->img_start / CHUNK_PAGE);
 	uint32_t count = (uint32_t)((r->img_end - r->img_start) / CHUNK_PAGE);
+	/* Old pages in the image: an append's new pages have no old CRC. */
+	uint32_t old_count = c->base.npages > first ? c->base.npages - first : 0;
+	if (old_count > count)
+		old_count = count;
 	int err;
 	if (r->need_old &&
-	    (err = verify_pages(e, c->id, &c->base, r->buf, first, count, "write")))
+	    (err = verify_pages(e, c->id, &c->base, r->buf, first, old_count, "write")))
 		goto fail;
 	if (r->buf != op->data) {
 		memcpy(r->buf + (op->off - r->img_start), op->data, op->len);
 		if (r->img_end > len)
 			memset(r->buf + (len - r->img_start), 0, r->img_end - len);
 	}
-	c->nmeta.npages = c->base.npages;
+	c->nmeta.npages = chunk_npages(len);
 	c->nmeta.page_crc = malloc(4 * (size_t)c->nmeta.npages);
 	if (!c->nmeta.page_crc) {
 		err = -ENOMEM;
 		goto fail;
 	}
-	memcpy(c->nmeta.page_crc, c->base.page_crc, 4 * (size_t)c->nmeta.npages);
+	memcpy(c->nmeta.page_crc, c->base.page_crc, 4 * (size_t)c->base.npages);
 	for (uint32_t p = first; p < first + count; p++) {
 		uint64_t start = (uint64_t)p * CHUNK_PAGE;
 		size_t n = len - start < CHUNK_PAGE ? len - start : CHUNK_PAGE;
@@ -801,6 +823,29 @@ static void journal_image(struct chunk_engine *e, struct req *r)
 	c->nmeta.jrnl_off = (uint32_t)r->img_start;
 	c->nmeta.jrnl_len = (uint32_t)(r->img_end - r->img_start);
 	c->nmeta.jrnl = r->buf; /* borrowed: req_free clears it */
+	const struct chunk_meta *b = &c->base;
+	uint64_t bs = b->jrnl_off, be = bs + b->jrnl_len;
+	uint64_t us = bs < r->img_start ? bs : r->img_start;
+	uint64_t ue = be > r->img_end ? be : r->img_end;
+	if (b->jrnl_len && bs <= r->img_end && be >= r->img_start && ue - us <= e->cfg.journal_max) {
+		/* The base's journal has not retired yet (lazy retirement) and
+		 * touches this one: the new journal is their union, so it
+		 * still holds the base's pages and this batch needs no sync of
+		 * the block (consecutive small appends each cost one commit).
+		 * Pages the write covers take its bytes; the others keep the
+		 * base journal's, which are their current contents. */
+		uint8_t *u = malloc(ue - us);
+		if (!u) {
+			err = -ENOMEM;
+			goto fail;
+		}
+		memcpy(u + (bs - us), b->jrnl, b->jrnl_len);
+		memcpy(u + (r->img_start - us), r->buf, r->img_end - r->img_start);
+		c->nmeta.jrnl_off = (uint32_t)us;
+		c->nmeta.jrnl_len = (uint32_t)(ue - us);
+		c->nmeta.jrnl = u;
+		r->jrnl_owned = 1;
+	}
 	r->state = RS_WRITE;
 	to_commit(e, r);
 	return;
@@ -843,8 +888,14 @@ static void journal_done(struct chunk_engine *e, struct req *r, int err)
 		t->ver = c->nmeta.commit_ver;
 		t->pos = c->nmeta.pos;
 		pthread_mutex_lock(&e->cmu);
+		if (!e->retire_head) {
+			/* An idle commit thread starts its retire timer. */
+			e->retire_since_ms = clock_mono_ms();
+			pthread_cond_signal(&e->ccv);
+		}
 		t->next = e->retire_head;
 		e->retire_head = t;
+		e->retire_n++;
 		pthread_mutex_unlock(&e->cmu);
 	}
 	if (!err)
@@ -1225,9 +1276,16 @@ static int sync_batch_data(struct chunk_engine *e, struct req *list, struct reti
 	uint64_t off;
 	for (struct req *r = list; r && !all; r = r->next)
 		for (size_t i = 0; i < r->nce && !all; i++) {
-			if (!r->ces[i].has_new || r->journal)
+			struct centry *c = &r->ces[i];
+			/* A journal still in the base (lazy retirement) that the
+			 * new metadata drops: its pages were applied in place but
+			 * may not be durable there yet. */
+			if (c->exists && c->base.jrnl_len && c->has_new && r->journal &&
+			    !r->jrnl_owned)
+				note_fd(fds, &n, &all, chunk_alloc_fd(e->alloc, c->base.pos, &off));
+			if (!c->has_new || r->journal)
 				continue;
-			note_fd(fds, &n, &all, chunk_alloc_fd(e->alloc, r->ces[i].nmeta.pos, &off));
+			note_fd(fds, &n, &all, chunk_alloc_fd(e->alloc, c->nmeta.pos, &off));
 		}
 	for (struct retiree *t = ret; t && !all; t = t->next)
 		note_fd(fds, &n, &all, chunk_alloc_fd(e->alloc, t->pos, &off));
@@ -1242,12 +1300,14 @@ static int sync_batch_data(struct chunk_engine *e, struct req *list, struct reti
 	for (size_t k = 0; k < n && !err; k++)
 		if (fdatasync(all ? every[k] : fds[k]))
 			err = -errno;
+	atomic_fetch_add_explicit(&e->data_syncs, n, memory_order_relaxed);
 	free(every);
 	return err;
 }
 
 /* Drops the journal of T's chunk from its metadata if it is still the
- * one T applied (a later mutation in this batch or before replaced it). */
+ * one T applied (a later mutation in this batch or before replaced it).
+ * 1 when it dropped it, 0 when there was nothing to drop, or -errno. */
 static int retire_one(struct chunk_batch *b, const struct retiree *t)
 {
 	struct chunk_meta cur;
@@ -1259,6 +1319,8 @@ static int retire_one(struct chunk_batch *b, const struct retiree *t)
 		cur.jrnl = NULL;
 		cur.jrnl_len = cur.jrnl_off = 0;
 		err = chunk_store_batch_put(b, t->id, &cur);
+		if (!err)
+			err = 1;
 	}
 	chunk_meta_fini(&cur);
 	return err;
@@ -1275,11 +1337,14 @@ static int apply_batch(struct chunk_engine *e, struct req *list, struct retiree 
 	int err = chunk_store_batch_begin(e->store, &b);
 	if (err)
 		return err;
+	uint64_t retired = 0;
 	for (struct retiree *t = ret; t; t = t->next) {
-		if ((err = retire_one(b, t))) {
+		if ((err = retire_one(b, t)) < 0) {
 			chunk_store_batch_abort(b);
 			return err;
 		}
+		retired += (uint64_t)err;
+		err = 0;
 	}
 	for (struct req *r = list; r; r = r->next) {
 		for (size_t i = 0; i < r->nce; i++) {
@@ -1310,7 +1375,10 @@ static int apply_batch(struct chunk_engine *e, struct req *list, struct retiree 
 			}
 		}
 	}
-	return chunk_store_batch_commit(b);
+	err = chunk_store_batch_commit(b);
+	if (!err)
+		atomic_fetch_add_explicit(&e->journals_retired, retired, memory_order_relaxed);
+	return err;
 }
 
 /* After the commit (ERR = its outcome): block bookkeeping and unlocks. */
@@ -1351,13 +1419,40 @@ static int finalize(struct chunk_engine *e, struct req *r, int err)
 	return result;
 }
 
+/* LAZY RETIREMENT. A journal applied in place stays in its chunk's
+ * metadata until a batch retires it, and retiring costs that batch an
+ * fdatasync of the block's file before its commit. Retiring with every
+ * batch made each batch of small overwrites pay a data sync besides the
+ * metadata commit; instead journals retire together once cfg.retire_max have
+ * gathered or the oldest waited cfg.retire_ms (or at close), so most batches
+ * sync only the metadata. A chunk whose journal is still unretired when
+ * its next mutation commits is covered by sync_batch_data: that batch
+ * syncs the block's file whenever the new metadata no longer carries the
+ * old journal, so the pages it held are durable in place first. Under
+ * cmu. */
+static bool retire_due(const struct chunk_engine *e)
+{
+	return e->retire_head && (e->retire_n >= e->cfg.retire_max ||
+				  clock_mono_ms() - e->retire_since_ms >= e->cfg.retire_ms);
+}
+
 static void *commit_main(void *arg)
 {
 	struct chunk_engine *e = arg;
 	for (;;) {
 		pthread_mutex_lock(&e->cmu);
-		while (!e->commit_head && !e->commit_stop)
-			pthread_cond_wait(&e->ccv, &e->cmu);
+		while (!e->commit_head && !e->commit_stop && !retire_due(e)) {
+			if (!e->retire_head) {
+				pthread_cond_wait(&e->ccv, &e->cmu);
+				continue;
+			}
+			/* Idle with journals applied: retire them when due. */
+			struct timespec ts;
+			uint64_t at = e->retire_since_ms + e->cfg.retire_ms;
+			ts.tv_sec = (time_t)(at / 1000);
+			ts.tv_nsec = (long)(at % 1000) * 1000000;
+			pthread_cond_timedwait(&e->ccv, &e->cmu, &ts);
+		}
 		/* Group commit window: while other data writes are still in
 		 * flight, wait (bounded) so they share this commit's syncs rather
 		 * than each paying for one behind a disk queue full of data. */
@@ -1376,8 +1471,12 @@ static void *commit_main(void *arg)
 		 * after it. */
 		struct req *list = e->commit_head;
 		e->commit_head = e->commit_tail = NULL;
-		struct retiree *ret = e->retire_head;
-		e->retire_head = NULL;
+		struct retiree *ret = NULL;
+		if (e->commit_stop || retire_due(e)) {
+			ret = e->retire_head;
+			e->retire_head = NULL;
+			e->retire_n = 0;
+		}
 		int stop = e->commit_stop;
 		pthread_mutex_unlock(&e->cmu);
 		if (!list && !ret && stop)
@@ -1395,11 +1494,15 @@ static void *commit_main(void *arg)
 		if (err == -ENOSPC && ret) {
 			/* Still applied in place: retire them with a later batch. */
 			struct retiree *t = ret;
-			while (t->next)
-				t = t->next;
+			size_t n = 1;
+			for (; t->next; t = t->next)
+				n++;
 			pthread_mutex_lock(&e->cmu);
+			if (!e->retire_head)
+				e->retire_since_ms = clock_mono_ms();
 			t->next = e->retire_head;
 			e->retire_head = ret;
+			e->retire_n += n;
 			pthread_mutex_unlock(&e->cmu);
 			ret = NULL;
 		}
@@ -1475,6 +1578,8 @@ void chunk_engine_cfg_default(struct chunk_engine_cfg *cfg)
 	cfg->compact_bytes_per_sec = UINT64_C(64) << 20;
 	cfg->buf_cache_bytes = (size_t)256 << 20;
 	cfg->journal_max = 64 << 10;
+	cfg->retire_ms = 100;
+	cfg->retire_max = 512;
 }
 
 static void op_fail_now(struct chunk_op *op, int err)
@@ -1633,6 +1738,8 @@ void chunk_engine_get_stat(struct chunk_engine *e, struct chunk_engine_stat *out
 	out->corrupt_reads = atomic_load(&e->corrupt_reads);
 	out->open_errors = atomic_load(&e->open_errors);
 	out->compact_moves = atomic_load(&e->compact_moves);
+	out->data_syncs = atomic_load(&e->data_syncs);
+	out->journals_retired = atomic_load(&e->journals_retired);
 }
 
 struct iter_ctx {
@@ -1867,8 +1974,10 @@ static int retire_replayed(struct chunk_engine *e, struct retiree *list)
 	free(fds);
 	struct chunk_batch *b;
 	if (!err && !(err = chunk_store_batch_begin(e->store, &b))) {
-		for (struct retiree *t = list; t && !err; t = t->next)
-			err = retire_one(b, t);
+		for (struct retiree *t = list; t && !err; t = t->next) {
+			int rr = retire_one(b, t);
+			err = rr < 0 ? rr : 0;
+		}
 		if (err)
 			chunk_store_batch_abort(b);
 		else

@@ -15,7 +15,8 @@
  *
  * Semantics: a write to a chunk is applied copy-on-write (or, for an
  * append that fits the block, in place past the committed end; or, for a
- * small overwrite, journaled in the metadata and then written in place)
+ * small overwrite or a small append inside the block, journaled in the
+ * metadata and then written in place)
  * and is durable when it completes (with cfg.sync). Mutations of one chunk are
  * serialised in submission order per chunk; reads see the last completed
  * write. Data is verified against per-page CRC32C on every read; a mismatch
@@ -47,12 +48,16 @@ struct chunk_engine_cfg {
 					   * pages) inside a chunk at least twice as
 					   * long are journaled and applied in place;
 					   * 0: always copy-on-write */
+	unsigned retire_ms;               /* applied journals leave the metadata in a
+					   * batch once the oldest waited this long ... */
+	unsigned retire_max;              /* ... or this many gathered (chunk_engine.c
+					   * "lazy retirement"); 0 (both): at once */
 };
 
 /* Fills defaults: sync on, 64 GiB map, 256 ring entries, 10 ms commit
  * window, compaction below
  * 50% every 1000 ms at up to 64 MiB/s, 256 MiB buffer cache, overwrites
- * up to 64 KiB journaled. */
+ * up to 64 KiB journaled, journals retired after 100 ms or 512 of them. */
 void chunk_engine_cfg_default(struct chunk_engine_cfg *cfg);
 
 /* Opens the target, rebuilding the allocator from the metadata (and giving
@@ -214,6 +219,8 @@ struct chunk_engine_stat {
 	uint64_t open_errors;     /* metadata records skipped at open */
 	uint64_t compact_moves;   /* chunks moved by compaction */
 	uint64_t punched_groups;  /* groups given back with punch-hole */
+	uint64_t data_syncs;      /* fdatasync calls on data files before commits */
+	uint64_t journals_retired; /* journals dropped after their pages were synced */
 };
 /* Counters and sizes; cheap, no I/O. Any thread. */
 void chunk_engine_get_stat(struct chunk_engine *e, struct chunk_engine_stat *out);

@@ -1,7 +1,8 @@
 /* test_integ_failover.c - kill -9 of a storage service under a fio verify run.
  *
  * With the cluster up, fio writes two 48 MiB files through the mount with
- * --verify=crc32c; shortly after it starts, storage2 (one replica of both
+ * --verify=crc32c, beside a job of 4 KiB random writes and one of 4 KiB
+ * appends (each write durable when it returns); shortly after it starts, storage2 (one replica of both
  * chains) is killed with SIGKILL. Writes stall until mgmtd fails the node
  * and takes its targets out of the chains, then go on with the other two
  * replicas: fio must finish without a verify error. `chainfs up` then
@@ -42,19 +43,30 @@ static void test_kill9_storage_during_fio(void **state)
 	assert_int_equal(mkdir(dir, 0755), 0);
 	snprintf(dirarg, sizeof(dirarg), "--directory=%s", dir);
 	snprintf(log, sizeof(log), "%s/fio.out", env.dir);
+	/* Global options first; then the 1 MiB writers and two small-write
+	 * jobs (4 KiB random overwrites of a laid-out file, 4 KiB appends):
+	 * the journaled, lazily retired path of the chunk engine. */
 	char *fio[] = {"fio",
-	               "--name=kill",
 	               dirarg,
 	               "--nrfiles=1",
-	               "--numjobs=2",
-	               "--size=48M",
-	               "--bs=1M",
-	               "--rw=write",
 	               "--ioengine=psync",
 	               "--direct=1",
 	               "--verify=crc32c",
 	               "--do_verify=1",
 	               "--verify_fatal=1",
+	               "--name=kill",
+	               "--numjobs=2",
+	               "--size=48M",
+	               "--bs=1M",
+	               "--rw=write",
+	               "--name=small",
+	               "--size=3M",
+	               "--bs=4k",
+	               "--rw=randwrite",
+	               "--name=append",
+	               "--size=2M",
+	               "--bs=4k",
+	               "--rw=write",
 	               NULL};
 	pid_t pid = fork();
 	assert_true(pid >= 0);
@@ -110,18 +122,26 @@ static void test_kill9_storage_during_fio(void **state)
 	assert_true(ok);
 
 	char *verify[] = {"fio",
-	                  "--name=kill",
 	                  dirarg,
 	                  "--nrfiles=1",
-	                  "--numjobs=2",
-	                  "--size=48M",
-	                  "--bs=1M",
-	                  "--rw=read",
 	                  "--ioengine=psync",
 	                  "--direct=1",
 	                  "--verify=crc32c",
 	                  "--verify_only",
 	                  "--verify_fatal=1",
+	                  "--name=kill",
+	                  "--numjobs=2",
+	                  "--size=48M",
+	                  "--bs=1M",
+	                  "--rw=read",
+	                  "--name=small",
+	                  "--size=3M",
+	                  "--bs=4k",
+	                  "--rw=randwrite",
+	                  "--name=append",
+	                  "--size=2M",
+	                  "--bs=4k",
+	                  "--rw=read",
 	                  NULL};
 	snprintf(log, sizeof(log), "%s/fio-verify.out", env.dir);
 	assert_int_equal(integ_run(verify, NULL, log, 120000), 0);

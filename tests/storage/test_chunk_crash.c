@@ -12,7 +12,8 @@
  * claimed twice. Bounded by round count and wall time.
  *
  * test_kill9_small does the same with a stream of small overwrites (1 byte
- * to 8 KiB inside the chunk, with an occasional full rewrite): the writes
+ * to 8 KiB inside the chunk) and small appends (up to 12 KiB, at or a
+ * little before the end), with an occasional full rewrite: the writes
  * the engine journals in the metadata and applies in place afterwards.
  * Besides the data, the whole-chunk CRC must match it.
  */
@@ -160,7 +161,7 @@ static void child_main(const char *dir, const char *journal, uint32_t seed_base)
 		uint32_t cur = child.len[k], kind = (rng >> 8) % 4, off, len;
 		uint32_t r2 = rng * 2654435761u;
 		if (small_mode)
-			kind = cur < 4096 || (rng >> 12) % 32 == 0 ? 4 : 5;
+			kind = cur < 4096 || (rng >> 12) % 32 == 0 ? 4 : (rng >> 17) % 3 == 0 ? 6 : 5;
 		switch (kind) {
 		case 4: /* (small mode) full rewrite, 64 KiB - 1 MiB */
 			off = 0;
@@ -173,6 +174,11 @@ static void child_main(const char *dir, const char *journal, uint32_t seed_base)
 				off &= ~4095u, len = 4096;
 			if (off + len > cur)
 				len = cur - off;
+			break;
+		case 6: /* (small mode) small append, at or a little before the end:
+			 * journaled, consecutive ones in one journal */
+			off = cur - r2 % (cur < 100 ? cur : 100);
+			len = 1 + (r2 >> 9) % 12000;
 			break;
 		case 0: /* full overwrite, new size */
 			off = 0;
