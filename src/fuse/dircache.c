@@ -29,10 +29,12 @@
 
 #include <errno.h>
 #include <fuse3/fuse_lowlevel.h>
+#include <linux/fuse.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include "common/clock.h"
 #include "common/log.h"
@@ -96,6 +98,7 @@ struct dircache {
 	pthread_cond_t stop_cv;
 	int stop;
 	_Atomic int stopping; /* no more notifications (dircache_stop) */
+	_Atomic int drop_entries; /* the kernel refused FUSE_EXPIRE_ONLY: drop names */
 	int joined;
 	_Atomic uint64_t polls, poll_failures, invalidations;
 };
@@ -299,12 +302,43 @@ static void dir_free(dircache *dc, struct dc_dir *d)
 	free(d);
 }
 
+/* Marks NAME in PARENT expired instead of dropping it (FUSE_EXPIRE_ONLY,
+ * kernel 6.2 on; libfuse has a call for it from 3.16, Debian ships 3.14,
+ * so the notification is written to the session's fd here, one message
+ * per writev as the kernel wants). An expired dentry is looked up again at
+ * its next use, which is all coherence needs. A dropped one (plain
+ * inval_entry: d_invalidate) also unhashes a directory some process
+ * stands in, whose getcwd() then fails with ENOENT until a lookup of that
+ * name rehashes it (git clone onto the mount hit it right after its own
+ * renames). -EINVAL from a kernel that does not know the flag: the caller
+ * falls back to dropping. 0 or -errno. */
+static int notify_expire_entry(struct fuse_session *se, uint64_t parent, const char *name)
+{
+	size_t len = strlen(name);
+	struct fuse_notify_inval_entry_out arg = {
+		.parent = parent, .namelen = (uint32_t)len, .flags = FUSE_EXPIRE_ONLY
+	};
+	struct fuse_out_header oh = {
+		.len = (uint32_t)(sizeof(oh) + sizeof(arg) + len + 1),
+		.error = FUSE_NOTIFY_INVAL_ENTRY,
+		.unique = 0,
+	};
+	struct iovec iov[3] = {
+		{ &oh, sizeof(oh) }, { &arg, sizeof(arg) }, { (void *)name, len + 1 }
+	};
+	ssize_t w = writev(fuse_session_fd(se), iov, 3);
+	return w < 0 ? -errno : 0;
+}
+
 static void tell_kernel(dircache *dc, struct inval *l, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		if (dc->se && !atomic_load(&dc->stopping))
+		if (dc->se && !atomic_load(&dc->stopping) && (dc->drop_entries ||
+		    notify_expire_entry(dc->se, l[i].parent, l[i].name) == -EINVAL)) {
+			dc->drop_entries = 1;
 			fuse_lowlevel_notify_inval_entry(dc->se, l[i].parent, l[i].name,
 			                                 strlen(l[i].name));
+		}
 		free(l[i].name);
 	}
 	if (n)

@@ -373,6 +373,62 @@ static void test_two_mounts_names_bound(void **state)
 	stop_mount2();
 }
 
+/* The poll's invalidation of a directory's names must not take the name
+ * of a directory a process stands in away from under it: getcwd(3) there
+ * failed with ENOENT until something looked the name up again (git clone
+ * onto the mount: git renames in the parent, then runs in the new tree).
+ * A child sits in SUB while the parent directory's names are invalidated
+ * (a rename counts as a foreign change; mount 2 adds a name too), then
+ * calls getcwd without any path lookup in between. */
+static void test_cwd_survives_invalidation(void **state)
+{
+	char d1[1200], sub[1300], a[1300], b[1300], d2f[1300];
+	integ_path(&env, "cwdinv", d1, sizeof(d1));
+	assert_int_equal(mkdir(d1, 0755), 0);
+	snprintf(sub, sizeof(sub), "%s/sub", d1);
+	assert_int_equal(mkdir(sub, 0755), 0);
+	snprintf(a, sizeof(a), "%s/a", d1);
+	snprintf(b, sizeof(b), "%s/b", d1);
+	touch(a);
+	if (mount2_pid <= 0)
+		start_mount2();
+	snprintf(d2f, sizeof(d2f), "%s/cwdinv/from2", mnt2);
+
+	int go[2], done[2];
+	assert_int_equal(pipe(go), 0);
+	assert_int_equal(pipe(done), 0);
+	pid_t child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		char c = 0, cwd[1400];
+		if (chdir(sub) != 0)
+			_exit(2);
+		if (write(done[1], &c, 1) != 1 || read(go[0], &c, 1) != 1)
+			_exit(3);
+		if (!getcwd(cwd, sizeof(cwd))) {
+			fprintf(stderr, "getcwd in %s: %s\n", sub, strerror(errno));
+			_exit(4);
+		}
+		_exit(strcmp(cwd, sub) == 0 ? 0 : 5);
+	}
+	char c = 0;
+	assert_int_equal(read(done[0], &c, 1), 1);
+	assert_int_equal(rename(a, b), 0);
+	touch(d2f);
+	/* several polls: the invalidation has reached the kernel by then */
+	clock_sleep_ms(NAME_BOUND_MS * 5);
+	assert_int_equal(write(go[1], &c, 1), 1);
+	int status = 0;
+	assert_int_equal(waitpid(child, &status, 0), child);
+	close(go[0]);
+	close(go[1]);
+	close(done[0]);
+	close(done[1]);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	stop_mount2();
+}
+
 static void drop_dentries(void)
 {
 	sync();
@@ -627,6 +683,7 @@ int main(void)
 	    cmocka_unit_test(test_complete_dir_coherent),
 	    cmocka_unit_test(test_dir_attrs_coherent),
 	    cmocka_unit_test(test_lookahead_coherent),
+	    cmocka_unit_test(test_cwd_survives_invalidation),
 	    cmocka_unit_test(test_df_reports_usage),
 	};
 	int rc = integ_main(&env, "metadur", tests, sizeof(tests) / sizeof(tests[0]));
