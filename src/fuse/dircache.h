@@ -3,8 +3,10 @@
  * and negative entries) per directory, polls meta for the directories'
  * entry-change counts (META_RPC_DIRVER, meta_dir_versions) every poll_ms,
  * and when a count moved by more than this mount's own changes, tells the
- * kernel to drop every tracked name of that directory
- * (fuse_lowlevel_notify_inval_entry). So the kernel may keep names for
+ * kernel every tracked name of that directory has expired (an inval_entry
+ * notification with FUSE_EXPIRE_ONLY: the next use looks the name up again;
+ * dropping it instead would unhash a directory a process stands in and
+ * fail its getcwd; kernels without the flag get a plain drop). So the kernel may keep names for
  * long (entry and negative timeouts of many seconds) while a change made
  * through another mount reaches this one within one poll interval plus a
  * round trip.
