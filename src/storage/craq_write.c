@@ -358,12 +358,15 @@ static void forward(void *arg)
 		call.type = STO_MSG_REMOVE;
 		sto_remove_req_encode(&b, &f);
 	}
-	mgmtd_routing_put(snap);
 	call.payload = b.data;
 	call.payload_len = (uint32_t)b.len;
 	struct rpc_peer *peer;
 	char err[128];
+	/* ADDR lives in the snapshot: a routing change on another thread frees
+	 * it once the snapshot is put (ASan caught it as a kill of the head
+	 * raced a forward). */
 	int rc = rpc_client_peer(s->cli, addr, &peer, err, sizeof(err));
+	mgmtd_routing_put(snap);
 	if (!rc)
 		rc = rpc_call_async(peer, &call);
 	buf_fini(&b);
