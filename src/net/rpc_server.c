@@ -33,6 +33,7 @@
  * most that much server memory.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +77,7 @@ struct srv_loop {
 	struct rpc_server *s;
 	struct srv_conn *conns;  /* open connections, for shutdown; loop-owned */
 	struct loop_msg stop_msg;
+	bool stopped;            /* stop_on_loop ran; loop-owned */
 	struct bulk_pool pool;   /* loop-owned */
 };
 
@@ -551,6 +553,13 @@ static void adopt_on_loop(struct loop_msg *m)
 {
 	struct adopt *a = m->arg;
 	struct srv_loop *sl = a->sl;
+	if (sl->stopped) {
+		/* Accepted while the server stopped: the listener's loop may
+		 * queue this behind its own stop message. */
+		a->x->ops->close(a->x);
+		free(a);
+		return;
+	}
 	struct srv_conn *sc = xcalloc(1, sizeof(*sc));
 
 	sc->sl = sl;
@@ -698,6 +707,7 @@ static void stop_on_loop(struct loop_msg *m)
 {
 	struct srv_loop *sl = m->arg;
 	struct rpc_server *s = sl->s;
+	sl->stopped = true;
 	if (sl == &s->loops[0] && s->lst) {
 		loop_fd_del(sl->l, s->lst->ops->fd(s->lst));
 		s->lst->ops->close(s->lst);
