@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "common/cfg.h"
@@ -276,27 +277,49 @@ int cli_fsck(int argc, char **argv)
 		fprintf(stderr, "chainfs fsck: no storage targets found\n");
 		goto out;
 	}
-	for (size_t i = 0; i < ntargets; i++) {
-		if ((rc = scan_target(targets[i], (uint32_t)i, &cp))) {
-			fprintf(stderr, "chainfs fsck: target %s: %s\n", targets[i],
-				cfs_strerror(rc));
-			goto out;
-		}
-	}
-	qsort(cp.v, cp.n, sizeof(*cp.v), copy_cmp);
-	refs = calloc(cp.n ? cp.n : 1, sizeof(*refs));
-	if (!refs) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-	for (size_t i = 0; i < cp.n; i++)
-		if (!i || cp.v[i].ino != cp.v[i - 1].ino || cp.v[i].idx != cp.v[i - 1].idx)
-			refs[nrefs++] = (struct meta_chunk_ref){ cp.v[i].ino, cp.v[i].idx, 0, 0 };
 	struct meta_fsck_report mr;
-	if ((rc = meta_pass(url, refs, nrefs, &mr)))
-		goto out;
-	struct chunk_report cr = { 0 };
-	judge(&cp, refs, targets, (uint32_t)c.replicas, &cr);
+	struct chunk_report cr;
+	/* The targets are scanned before meta is read, so a file whose GC was
+	 * removing its chunks in between looks like orphan (or
+	 * under-replicated) chunks. Such findings are checked once more after
+	 * a second; only what is still there is reported. */
+	for (int pass = 0;; pass++) {
+		free(cp.v);
+		cp = (struct copies){ 0 };
+		free(refs);
+		refs = NULL;
+		nrefs = 0;
+		for (size_t i = 0; i < ntargets; i++) {
+			if ((rc = scan_target(targets[i], (uint32_t)i, &cp))) {
+				fprintf(stderr, "chainfs fsck: target %s: %s\n", targets[i],
+					cfs_strerror(rc));
+				goto out;
+			}
+		}
+		qsort(cp.v, cp.n, sizeof(*cp.v), copy_cmp);
+		refs = calloc(cp.n ? cp.n : 1, sizeof(*refs));
+		if (!refs) {
+			rc = -ENOMEM;
+			goto fail;
+		}
+		for (size_t i = 0; i < cp.n; i++)
+			if (!i || cp.v[i].ino != cp.v[i - 1].ino || cp.v[i].idx != cp.v[i - 1].idx)
+				refs[nrefs++] = (struct meta_chunk_ref){ cp.v[i].ino, cp.v[i].idx, 0, 0 };
+		if ((rc = meta_pass(url, refs, nrefs, &mr)))
+			goto out;
+		cr = (struct chunk_report){ 0 };
+		judge(&cp, refs, targets, (uint32_t)c.replicas, &cr);
+		uint64_t other = cr.over + cr.divergent + cr.pending + cr.corrupt +
+				 mr.dangling_dentries + mr.nlink_mismatch + mr.dir_nlink_mismatch +
+				 mr.orphan_inodes + mr.bad_parent + mr.unreachable_dirs +
+				 mr.corrupt_records + mr.idata_mismatch;
+		if (pass > 0 || other || !(cr.under + mr.orphan_chunks))
+			break;
+		fprintf(stderr, "chainfs fsck: %llu orphan and %llu under-replicated chunks: "
+			"checking again in 1 s (a file's GC may have been running)\n",
+			(unsigned long long)mr.orphan_chunks, (unsigned long long)cr.under);
+		sleep(1);
+	}
 	printf("chunks targets=%zu copies=%llu chunks=%llu under_replicated=%llu "
 	       "over_replicated=%llu divergent=%llu pending=%llu corrupt=%llu "
 	       "being_removed=%llu\n",
