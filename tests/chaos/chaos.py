@@ -174,6 +174,59 @@ def writer(args):
             time.sleep(0.2)
 
 
+def appender(args):
+    """Keeps one file open for writing and appends a block + fsync at a time
+    (acknowledged after the fsync), so a fault always finds a file open for
+    writing on this mount (issue 16: a client host cut off while it holds
+    files open). 16..48 blocks per file, then close and a new file; on an
+    error the descriptor is dropped (its session may be gone) and a new file
+    begins. Its log has the writers' format, so check_writers checks it."""
+    rnd = random.Random(args.seed)
+    me = "writer%d" % args.id
+    log = Log(os.path.join(args.ctl, me + ".log"))
+    d = os.path.join(args.mnt, me)
+    os.makedirs(d, exist_ok=True)
+    live = []
+    n = 0
+    fd, name, nb, want = -1, None, 0, 0
+    while wait_unpaused(args.ctl, me):
+        try:
+            if fd < 0:
+                if len(live) > args.max_files // 2:
+                    old = live.pop(0)
+                    log.put("R", old)
+                    os.unlink(os.path.join(d, old))
+                    log.put("X", old)
+                name = "%s-f%d" % (me, n)
+                n += 1
+                nb, want = 0, rnd.randint(16, 48)
+                fd = os.open(os.path.join(d, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                live.append(name)
+            log.put("I", name, nb, 1, 1)
+            os.pwrite(fd, block_bytes(name, nb, 1), nb * BLOCK)
+            os.fsync(fd)
+            log.put("A", name, nb, 1, 1)
+            nb += 1
+            if nb >= want:
+                f, fd = fd, -1
+                os.close(f)
+            time.sleep(0.05)
+        except OSError as e:
+            log.put("E", "%.3f" % time.time(), errname(e))
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+                fd = -1
+            time.sleep(0.2)
+    if fd >= 0:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 def churn(args):
     rnd = random.Random(args.seed)
     me = "churn"
@@ -262,65 +315,136 @@ def read_log(path):
         return []
 
 
+class WriterLog:
+    """What one writer's log says: acked[name] = [gen per block],
+    intended[(name, idx)] = gens ever intended, extent[name] = blocks any
+    write intended, retiring / retired names."""
+
+    def __init__(self, ctl, me):
+        self.me = me
+        self.acked = {}
+        self.intended = collections.defaultdict(set)
+        self.extent = collections.Counter()
+        self.retiring, self.retired = set(), set()
+        for f in read_log(os.path.join(ctl, me + ".log")):
+            if f[0] == "R":
+                self.retiring.add(f[1])
+            elif f[0] == "X":
+                self.retired.add(f[1])
+            elif f[0] in ("I", "A"):
+                name, first, cnt, gen = f[1], int(f[2]), int(f[3]), int(f[4])
+                self.extent[name] = max(self.extent[name], first + cnt)
+                for i in range(first, first + cnt):
+                    if f[0] == "I":
+                        self.intended[(name, i)].add(gen)
+                    else:
+                        g = self.acked.setdefault(name, [])
+                        while len(g) <= i:
+                            g.append(0)
+                        g[i] = gen
+
+    def live(self):
+        """{(name, idx, gen): me} of every acknowledged block whose stored
+        generation is certain (no newer write was intended)."""
+        out = {}
+        for name, gens in self.acked.items():
+            if name in self.retiring:
+                continue
+            for i, g in enumerate(gens):
+                if g and max(self.intended[(name, i)], default=g) == g:
+                    out[(name, i, g)] = self.me
+        return out
+
+    def check_file(self, mnt, name):
+        """Reads NAME through MNT: (blocks, lost, corrupted, problems)."""
+        gens = self.acked[name]
+        path = os.path.join(mnt, self.me, name)
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError as e:
+            return 0, len(gens), 0, ["%s: %s" % (path, errname(e))]
+        lost = corrupted = blocks = 0
+        problems = []
+        if len(data) > self.extent[name] * BLOCK:
+            # longer than any write made it: a wrong length (a pruned
+            # session's length sync, say) is as bad as a wrong byte
+            corrupted += 1
+            problems.append("%s: %d bytes, longer than the %d blocks ever written" %
+                            (path, len(data), self.extent[name]))
+        for i, g in enumerate(gens):
+            blocks += 1
+            b = data[i * BLOCK:(i + 1) * BLOCK]
+            if len(b) < BLOCK:
+                lost += 1
+                problems.append("%s block %d missing (file %d bytes)" % (path, i, len(data)))
+                continue
+            p = parse_block(b)
+            if p is None or p[0] != name or p[1] != i:
+                corrupted += 1
+                problems.append("%s block %d corrupt" % (path, i))
+            elif p[2] < g:
+                lost += 1
+                problems.append("%s block %d gen %d < acknowledged %d" % (path, i, p[2], g))
+            elif p[2] > g and p[2] not in self.intended[(name, i)]:
+                corrupted += 1
+                problems.append("%s block %d gen %d never written" % (path, i, p[2]))
+        return blocks, lost, corrupted, problems
+
+
 def check_writers(ctl, mnt, nwriters):
     """(files, blocks checked, lost, corrupted, problems)."""
     lost = corrupted = blocks = 0
     problems = []
     nfiles = 0
     for w in range(nwriters):
-        me = "writer%d" % w
-        acked = {}     # name -> [gen per block]
-        intended = collections.defaultdict(set)  # (name, idx) -> gens intended
-        retiring, retired = set(), set()
-        for f in read_log(os.path.join(ctl, me + ".log")):
-            if f[0] == "R":
-                retiring.add(f[1])
-            elif f[0] == "X":
-                retired.add(f[1])
-            elif f[0] in ("I", "A"):
-                name, first, cnt, gen = f[1], int(f[2]), int(f[3]), int(f[4])
-                for i in range(first, first + cnt):
-                    if f[0] == "I":
-                        intended[(name, i)].add(gen)
-                    else:
-                        g = acked.setdefault(name, [])
-                        while len(g) <= i:
-                            g.append(0)
-                        g[i] = gen
-        for name in retired:
-            if os.path.lexists(os.path.join(mnt, me, name)):
+        wl = WriterLog(ctl, "writer%d" % w)
+        for name in wl.retired:
+            if os.path.lexists(os.path.join(mnt, wl.me, name)):
                 lost += 1
-                problems.append("%s/%s: removal acknowledged, still there" % (me, name))
-        for name, gens in acked.items():
-            if name in retiring:
+                problems.append("%s/%s: removal acknowledged, still there" % (wl.me, name))
+        for name in wl.acked:
+            if name in wl.retiring:
                 continue
             nfiles += 1
-            path = os.path.join(mnt, me, name)
-            try:
-                with open(path, "rb") as fh:
-                    data = fh.read()
-            except OSError as e:
-                lost += len(gens)
-                problems.append("%s: %s" % (path, errname(e)))
-                continue
-            for i, g in enumerate(gens):
-                blocks += 1
-                b = data[i * BLOCK:(i + 1) * BLOCK]
-                if len(b) < BLOCK:
-                    lost += 1
-                    problems.append("%s block %d missing (file %d bytes)" % (path, i, len(data)))
-                    continue
-                p = parse_block(b)
-                if p is None or p[0] != name or p[1] != i:
-                    corrupted += 1
-                    problems.append("%s block %d corrupt" % (path, i))
-                elif p[2] < g:
-                    lost += 1
-                    problems.append("%s block %d gen %d < acknowledged %d" % (path, i, p[2], g))
-                elif p[2] > g and p[2] not in intended[(name, i)]:
-                    corrupted += 1
-                    problems.append("%s block %d gen %d never written" % (path, i, p[2]))
+            b, l, c, p = wl.check_file(mnt, name)
+            blocks += b
+            lost += l
+            corrupted += c
+            problems += p
     return nfiles, blocks, lost, corrupted, problems
+
+
+HEAD_RE = re.compile(rb"CHAOS\|([A-Za-z0-9_-]+)\|(\d+)\|(\d+)\|")
+
+
+def flip_live_block(files, live, rnd, nbytes=8):
+    """Flips NBYTES inside every stored copy, in FILES (one replica's chunk
+    data files), of one acknowledged block of LIVE (WriterLog.live()):
+    copy-on-write leaves released copies of a block beside the live one,
+    and only this way is the live copy certainly hit. Returns (name, idx,
+    gen, copies) or None when FILES hold no block of LIVE."""
+    where = collections.defaultdict(list)
+    for path in files:
+        with open(path, "rb") as f:
+            buf = f.read()
+        for m in HEAD_RE.finditer(buf):
+            key = (m.group(1).decode(), int(m.group(2)), int(m.group(3)))
+            if key in live:
+                where[key].append((path, m.start()))
+    if not where:
+        return None
+    key = rnd.choice(sorted(where))
+    for path, off in where[key]:
+        at = off + HDR + rnd.randrange(0, BLOCK - HDR - nbytes)
+        with open(path, "r+b") as f:
+            f.seek(at)
+            b = f.read(nbytes)
+            f.seek(at)
+            f.write(bytes(x ^ 0x5A for x in b))
+            f.flush()
+            os.fsync(f.fileno())
+    return key + (len(where[key]),)
 
 
 def check_churn(ctl, mnt):
@@ -734,7 +858,7 @@ def main():
     args = ap.parse_args()
     if args.worker:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        {"writer": writer, "churn": churn, "probe": probe}[args.worker](args)
+        {"writer": writer, "churn": churn, "probe": probe, "appender": appender}[args.worker](args)
         return 0
     if not os.path.exists("/dev/fuse"):
         print("skip: /dev/fuse is missing")

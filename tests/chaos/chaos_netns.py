@@ -8,8 +8,10 @@
 The cluster is scripts/netns_cluster.py's: 13 network-namespace hosts (3
 etcd, 2 mgmtd, 4 storage with 3 targets each on their own --loop-mb MiB
 ext4 loop image, 2 meta, 2 clients with a mount each). The workload and
-the checks are tests/chaos/chaos.py's, unchanged: writer0 and churn on
-client1's mount, writer1 on client2's, the probe on client1's; after every
+the checks are tests/chaos/chaos.py's: writer0, the appender writer2 (one
+file always open for writing, a block + fsync at a time) and churn on
+client1's mount, writer1 and the appender writer3 on client2's, the probe
+on client1's; after every
 cycle, with the workers paused, every acknowledged block and namespace
 change is read back through client1's mount (so writer1's data crosses
 clients).
@@ -26,6 +28,23 @@ Faults (one per cycle, seeded; the same seed gives the same sequence):
   disk-full        one target's file system filled to ENOSPC by a fill
                    file for 3..10 s, then the file removed
                    (docs/operations.md "A full disk")
+  part-client      a client host's link down for 8..12 s (beyond mgmtd's
+                   6 s heartbeat timeout, so meta prunes its write
+                   sessions) while its writer and appender hold files open
+                   for writing, then up; the sessions pruned are counted
+                   from the meta logs. Its workers' errors are application
+                   errors of the kind; an acknowledged write must survive
+                   and no file may be longer than its writes made it
+  corrupt          with the workers paused, 8 bytes flipped inside one
+                   acknowledged block (every stored copy of it on one
+                   target: copy-on-write leaves released copies beside the
+                   live one) while the storage process runs; the file is
+                   then read through both mounts until that storage logs
+                   the bad CRC ("corrupt data") and its repair from a good
+                   replica ("repaired chunk", craq_repair.c), and 8 times
+                   more (no new corrupt read allowed). Every read is
+                   checked block by block: a corrupted byte returned counts
+                   as corrupted, a chunk not repaired within 60 s fails
 After each: every chain member serving, both mounts up and a fresh probe
 success (recovery time = fault start to that point), then the checks.
 
@@ -39,6 +58,7 @@ import argparse
 import collections
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -53,16 +73,129 @@ import chaos  # noqa: E402
 import netns_cluster  # noqa: E402
 
 FAULTS = ["part-storage", "part-meta", "part-mgmtd", "part-etcd", "stop-storage", "stop-meta",
-          "stop-mgmtd", "kill-storage", "kill-meta", "kill-mgmtd", "disk-full"]
+          "stop-mgmtd", "kill-storage", "kill-meta", "kill-mgmtd", "disk-full", "part-client",
+          "corrupt"]
+# writer0 and writer2 (the appender, a file always open for writing) on
+# client1's mount, writer1 and writer3 on client2's
+NWRITERS = 4
+WORKERS = ["writer0", "writer1", "writer2", "writer3", "churn"]
 
 
 def pick(rnd, kind):
     return {"storage": "storage%d" % rnd.randint(1, 4), "meta": "meta%d" % rnd.randint(1, 2),
-            "mgmtd": "mgmtd%d" % rnd.randint(1, 2), "etcd": "etcd%d" % rnd.randint(1, 3)}[kind]
+            "mgmtd": "mgmtd%d" % rnd.randint(1, 2), "etcd": "etcd%d" % rnd.randint(1, 3),
+            "client": "client%d" % rnd.randint(1, 2)}[kind]
 
 
-def inject(nc, rnd, kind):
+def log_mark(nc, roles):
+    """{role: size of its log now}, for log_since."""
+    out = {}
+    for r in roles:
+        try:
+            out[r] = os.path.getsize(os.path.join(nc.dir, "logs", r + ".log"))
+        except OSError:
+            out[r] = 0
+    return out
+
+
+def log_since(nc, mark):
+    """What the logs of MARK's roles got since MARK."""
+    text = ""
+    for r, off in mark.items():
+        try:
+            with open(os.path.join(nc.dir, "logs", r + ".log"), "rb") as f:
+                f.seek(off)
+                text += f.read().decode(errors="replace")
+        except OSError:
+            pass
+    return text
+
+
+def chunk_files(d):
+    """The chunk data files of target directory D."""
+    out = []
+    for dp, _, fns in os.walk(d):
+        out += [os.path.join(dp, f) for f in fns
+                if not f.endswith((".mdb", ".img", ".lock", "fill.bin", ".tmp"))
+                and os.path.getsize(os.path.join(dp, f)) >= chaos.BLOCK]
+    return out
+
+
+def corrupt_cycle(nc, rnd, ctl, st):
+    """Flips 8 bytes in one acknowledged block on one replica (the storage
+    process running), with the workers paused so no write replaces the
+    chunk meanwhile; then reads the file through both mounts until the
+    storage service has caught the bad CRC and repaired its copy from a good
+    replica (craq_repair.c), and 8 more times after that. Every read is
+    checked block by block (bad bytes returned count as corrupted)."""
+    if not chaos.pause_workers(ctl, WORKERS):
+        chaos.resume_workers(ctl)
+        return "workers did not pause"
+    try:
+        live = {}
+        for w in range(NWRITERS):
+            live.update(chaos.WriterLog(ctl, "writer%d" % w).live())
+        targets = ["storage%d/t%d" % (i, t) for i in (1, 2, 3, 4)
+                   for t in range(1, netns_cluster.TARGETS + 1)]
+        rnd.shuffle(targets)
+        for target in targets:
+            host = target.split("/")[0]
+            tdir = os.path.join(nc.dir, target)
+            mark = log_mark(nc, [host])
+            hit = chaos.flip_live_block(chunk_files(tdir), live, rnd)
+            if hit:
+                break
+        else:
+            return "no acknowledged block found on any target"
+        name, idx, gen, copies = hit
+        wl = chaos.WriterLog(ctl, live[(name, idx, gen)])
+        t0 = time.time()
+        pat = re.compile(r"corrupt data: target=%s chunk=(\d+):(\d+) " % re.escape(tdir))
+        chunk, t_rep, reads = None, None, 0
+        while time.time() < t0 + 60 and t_rep is None:
+            for m in (nc.mnt("client1"), nc.mnt("client2")):
+                _, l, c, p = wl.check_file(m, name)
+                reads += 1
+                st["lost"] += l
+                st["corrupted"] += c
+                st["problems"] += p
+            text = log_since(nc, mark)
+            hits = pat.findall(text)
+            if hits and chunk is None:
+                chunk = hits[0]
+            if chunk and re.search(r"repaired chunk: target=\d+ chain=\d+ ino=%s idx=%s " % chunk,
+                                   text):
+                t_rep = time.time()
+            time.sleep(0.1)
+        detected = len(pat.findall(log_since(nc, mark)))
+        after = 0
+        if t_rep:
+            mark2 = log_mark(nc, [host])
+            for _ in range(4):
+                for m in (nc.mnt("client1"), nc.mnt("client2")):
+                    _, l, c, p = wl.check_file(m, name)
+                    reads += 1
+                    st["lost"] += l
+                    st["corrupted"] += c
+                    st["problems"] += p
+            after = len(pat.findall(log_since(nc, mark2)))
+        st["corrupt_detected"] += detected
+        st["corrupt_repaired"] += 1 if t_rep and not after else 0
+        st["corrupt_unrepaired"] += 0 if t_rep and not after else 1
+        if t_rep:
+            st["repair_worst"] = max(st["repair_worst"], t_rep - t0)
+        return "%s %s blk %d: %d cop%s, %d bad reads caught, %s" % (
+            target, name, idx, copies, "y" if copies == 1 else "ies", detected,
+            ("repaired in %.1f s" % (t_rep - t0)) + (", %d AFTER" % after if after else "")
+            if t_rep else "NOT repaired in 60 s (%d reads)" % reads)
+    finally:
+        chaos.resume_workers(ctl)
+
+
+def inject(nc, rnd, kind, ctl, st):
     """Runs one fault to its end (recovery action included); its detail."""
+    if kind == "corrupt":
+        return corrupt_cycle(nc, rnd, ctl, st)
     if kind == "disk-full":
         target = "storage%d/t%d" % (rnd.randint(1, 4), rnd.randint(1, netns_cluster.TARGETS))
         hold = rnd.uniform(3, 10)
@@ -73,6 +206,19 @@ def inject(nc, rnd, kind):
         return "%s filled (%d MiB) for %.1f s" % (target, mb, hold)
     verb, role_kind = kind.split("-", 1)
     role = pick(rnd, role_kind)
+    if verb == "part" and role_kind == "client":
+        # longer than mgmtd's heartbeat timeout (6 s), so meta prunes the
+        # host's write sessions (each open file's length synced from
+        # storage) while its appender and writer hold files open
+        hold = rnd.uniform(8, 12)
+        mark = log_mark(nc, ["meta1", "meta2"])
+        nc.partition(role)
+        time.sleep(hold)
+        nc.heal(role)
+        pruned = sum(int(x) for x in re.findall(r"session prune: dropped=(\d+)",
+                                                 log_since(nc, mark)))
+        st["pruned"] += pruned
+        return "%s cut off for %.1f s, %d sessions pruned" % (role, hold, pruned)
     if verb == "part":
         hold = rnd.uniform(2, 10)
         nc.partition(role)
@@ -162,9 +308,13 @@ def run(args, rnd, root, ctl, faults, nc, t_up):
         time.time() - t_up, nc.st.get("chains", 0), args.loop_mb), flush=True)
     m1, m2 = nc.mnt("client1"), nc.mnt("client2")
     wargs = argparse.Namespace(max_files=args.max_files)
-    names = ["writer0", "writer1", "churn"]
+    names = WORKERS
     procs = [chaos.spawn_worker(wargs, root, ctl, m1 if i == 0 else m2, "writer", i,
                                 args.seed * 10 + i) for i in range(2)]
+    procs += [chaos.spawn_worker(wargs, root, ctl, m1 if i == 2 else m2, "appender", i,
+                                 args.seed * 10 + i) for i in (2, 3)]
+    st = {"lost": 0, "corrupted": 0, "problems": [], "pruned": 0, "corrupt_detected": 0,
+          "corrupt_repaired": 0, "corrupt_unrepaired": 0, "repair_worst": 0.0}
     procs.append(chaos.spawn_worker(wargs, root, ctl, m1, "churn", 0, args.seed * 10 + 7))
     procs.append(chaos.spawn_worker(wargs, root, ctl, m1, "probe", 0, 0))
     kinds = collections.Counter()
@@ -187,7 +337,7 @@ def run(args, rnd, root, ctl, faults, nc, t_up):
             kind = order[cycle - 1] if args.each else rnd.choice(faults)
             t0 = time.time()
             try:
-                detail = inject(nc, rnd, kind)
+                detail = inject(nc, rnd, kind, ctl, st)
             except netns_cluster.Error as e:
                 detail = "fault failed: %s" % e
             ok = recovered(nc, ctl, 180)
@@ -201,14 +351,16 @@ def run(args, rnd, root, ctl, faults, nc, t_up):
             if not chaos.pause_workers(ctl, names):
                 print("chaos-netns: workers did not pause", flush=True)
                 failed_cycles += 1
-            nfiles, nblocks, l1, c1, p1 = chaos.check_writers(ctl, m1, 2)
+            nfiles, nblocks, l1, c1, p1 = chaos.check_writers(ctl, m1, NWRITERS)
             nns, l2, p2 = chaos.check_churn(ctl, m1)
             chaos.resume_workers(ctl)
-            lost, corrupted = l1 + l2, c1
-            print("cycle %3d %-12s %-38s recovered %s in %5.1f s; checked %d files / %d blocks, "
-                  "%d namespace changes: lost %d corrupted %d" %
-                  (cycle, kind, detail[:38], "yes" if ok else "NO", t1 - t0, nfiles, nblocks,
-                   nns, lost, corrupted), flush=True)
+            # what the corrupt cycle's own reads found counts in every later line
+            lost, corrupted = l1 + l2 + st["lost"], c1 + st["corrupted"]
+            p1 = st["problems"] + p1
+            print("cycle %3d %-12s recovered %s in %5.1f s; checked %d files / %d blocks, "
+                  "%d namespace changes: lost %d corrupted %d; %s" %
+                  (cycle, kind, "yes" if ok else "NO", t1 - t0, nfiles, nblocks,
+                   nns, lost, corrupted, detail), flush=True)
             for p in (p1 + p2)[:10]:
                 print("   ", p, flush=True)
             if not ok:
@@ -227,10 +379,10 @@ def run(args, rnd, root, ctl, faults, nc, t_up):
                 p.kill()
                 p.wait()
     try:
-        nfiles, nblocks, l1, c1, p1 = chaos.check_writers(ctl, m1, 2)
+        nfiles, nblocks, l1, c1, p1 = chaos.check_writers(ctl, m1, NWRITERS)
         nns, l2, p2 = chaos.check_churn(ctl, m1)
-        lost, corrupted = l1 + l2, c1
-        for p in (p1 + p2)[:20]:
+        lost, corrupted = l1 + l2 + st["lost"], c1 + st["corrupted"]
+        for p in (st["problems"] + p1 + p2)[:20]:
             print("   ", p)
         clean, out = fsck(nc)
     finally:
@@ -248,11 +400,18 @@ def run(args, rnd, root, ctl, faults, nc, t_up):
     print("  client-visible errors per fault kind:")
     for k in sorted(kinds):
         print("    %-13s %s" % (k, ", ".join("%s %d" % kv for kv in sorted(errs[k].items())) or "none"))
+    if kinds["part-client"]:
+        print("  client hosts cut off: %d write sessions pruned by meta" % st["pruned"])
+    if kinds["corrupt"]:
+        print("  corrupted replicas: %d corrupt reads caught by the storage CRC check, %d chunks "
+              "repaired (worst %.1f s after the flip), %d not repaired" % (
+                  st["corrupt_detected"], st["corrupt_repaired"], st["repair_worst"],
+                  st["corrupt_unrepaired"]))
     print("  fsck (roles stopped, etcd up): %s" % ("clean" if clean else "PROBLEMS"))
     for l in out.splitlines():
         if not clean or "=" in l:
             print("    " + l)
-    if lost or corrupted or failed_cycles or not clean:
+    if lost or corrupted or failed_cycles or not clean or st["corrupt_unrepaired"]:
         status = 1
     if not args.keep and status == 0:
         shutil.rmtree(root, ignore_errors=True)
