@@ -680,6 +680,103 @@ def errors_between(ctl, names, start, end):
     return c
 
 
+class Tally:
+    """The per-fault-kind figures of a run (chaos.py and chaos_netns.py):
+    cycles, recovery times (fault start to everything serving and the probe
+    answering), the worst probe gap, and client-visible errors (errno names
+    the workers logged) inside each cycle."""
+
+    def __init__(self, ctl, names):
+        self.ctl, self.names = ctl, list(names) + ["probe"]
+        self.kinds = collections.Counter()
+        self.rec = collections.defaultdict(list)
+        self.worst = collections.defaultdict(float)
+        self.errs = collections.defaultdict(collections.Counter)
+        self.failed = 0       # cycles that did not recover (or pause)
+        self.bad_checks = 0   # cycles whose check found a loss or corruption
+
+    def record(self, kind, t0, t1, ok):
+        self.kinds[kind] += 1
+        self.rec[kind].append(t1 - t0)
+        self.worst[kind] = max(self.worst[kind], probe_gaps(self.ctl, t0, t1))
+        self.errs[kind].update(errors_between(self.ctl, self.names, t0, t1))
+        if not ok:
+            self.failed += 1
+
+    def summary(self, cycles, checked, lost, corrupted):
+        """Prints the summary; CHECKED = (files, blocks, namespace changes)."""
+        print("  cycles run: %d (%s)" % (cycles, ", ".join(
+            "%s %d" % kv for kv in sorted(self.kinds.items()))))
+        print("  acknowledged: %d files / %d blocks, %d namespace changes checked" % checked)
+        print("  lost: %d / corrupted: %d" % (lost, corrupted))
+        print("  cycles that did not recover: %d; cycles whose check found a loss or "
+              "corruption: %d" % (self.failed, self.bad_checks))
+        print("  recovery (fault start to all serving + probe ok): median / worst, and the "
+              "worst probe (create+write+fsync+read) gap:")
+        for k in sorted(self.kinds):
+            r = sorted(self.rec[k])
+            print("    %-13s %5.1f s / %5.1f s   gap %5.1f s" % (k, r[len(r) // 2], r[-1],
+                                                               self.worst[k]))
+        print("  client-visible errors per fault kind:")
+        for k in sorted(self.kinds):
+            print("    %-13s %s" % (k, ", ".join("%s %d" % kv for kv in
+                                                 sorted(self.errs[k].items())) or "none"))
+
+
+def check_all(ctl, mnt, nwriters):
+    """Every acknowledged block of NWRITERS writers and every acknowledged
+    namespace change, through MNT: ((files, blocks, changes), lost,
+    corrupted, problems)."""
+    nfiles, nblocks, l1, c1, p1 = check_writers(ctl, mnt, nwriters)
+    nns, l2, p2 = check_churn(ctl, mnt)
+    return (nfiles, nblocks, nns), l1 + l2, c1, p1 + p2
+
+
+def stop_workers(ctl, procs):
+    open(os.path.join(ctl, "stop"), "w").close()
+    resume_workers(ctl)
+    for p in procs:
+        try:
+            p.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def run_args(ap, cycles, max_files):
+    """The options chaos.py and chaos_netns.py share."""
+    ap.add_argument("--bin", default=os.environ.get("CFS_BIN", "build/chainfs"))
+    ap.add_argument("--cycles", type=int, default=cycles)
+    ap.add_argument("--minutes", type=float, default=0,
+                    help="run for T minutes (a cycle started before the end finishes)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--faults", default="")
+    ap.add_argument("--dir", default="")
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--each", action="store_true",
+                    help="one cycle per fault kind of --faults, in a seeded order (the CI pass)")
+    ap.add_argument("--stop-on-failure", action="store_true")
+    ap.add_argument("--max-files", type=int, default=max_files,
+                    help="files each writer keeps; older ones are removed (bounds the checks)")
+
+
+class Stopper:
+    """SIGTERM or SIGINT (Ctrl-C) ends a run after its current cycle, with
+    the final checks, fsck and cleanup as at a normal end (a second signal
+    of either kind interrupts at once, still cleaning up)."""
+
+    def __init__(self):
+        self.asked = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handler)
+
+    def _handler(self, signum, frame):
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+        print("chaos: signal %d: stopping after this cycle" % signum, flush=True)
+
+
 def controller(args):
     rnd = random.Random(args.seed)
     root = args.dir or tempfile.mkdtemp(prefix="cfs-chaos-")
@@ -703,10 +800,8 @@ def controller(args):
                           args.seed * 10 + i) for i in range(2)]
     procs.append(spawn_worker(args, root, ctl, cl.mnt, "churn", 0, args.seed * 10 + 7))
     procs.append(spawn_worker(args, root, ctl, cl.mnt, "probe", 0, 0))
-    kinds = collections.Counter()
-    worst = collections.defaultdict(float)
-    errs = collections.defaultdict(collections.Counter)
-    failed_cycles = 0
+    tally = Tally(ctl, names)
+    stopper = Stopper()
     lost = corrupted = 0
     t_end = time.time() + args.minutes * 60 if args.minutes else None
     cycle = 0
@@ -714,8 +809,9 @@ def controller(args):
     try:
         time.sleep(3)
         order = []
-        while (t_end and time.time() < t_end) or (not t_end and cycle < args.cycles) or \
-                (args.each and cycle < len(faults)):
+        while not stopper.asked and (
+                (t_end and time.time() < t_end) or (not t_end and cycle < args.cycles) or
+                (args.each and cycle < len(faults))):
             cycle += 1
             if args.each:  # every kind once, in a seeded order
                 if cycle == 1:
@@ -772,55 +868,34 @@ def controller(args):
                         break
                 time.sleep(0.5)
             t1 = time.time()
-            kinds[kind] += 1
-            worst[kind] = max(worst[kind], probe_gaps(ctl, t0, t1))
-            errs[kind].update(errors_between(ctl, names + ["probe"], t0, t1))
-            if not ok:
-                failed_cycles += 1
+            tally.record(kind, t0, t1, ok)
             if not pause_workers(ctl, names):
                 print("chaos: workers did not pause", flush=True)
-                failed_cycles += 1
-            nfiles, nblocks, l1, c1, p1 = check_writers(ctl, cl.mnt, 2)
-            nns, l2, p2 = check_churn(ctl, cl.mnt)
+                tally.failed += 1
+            (nfiles, nblocks, nns), lost, corrupted, probs = check_all(ctl, cl.mnt, 2)
             resume_workers(ctl)
-            lost, corrupted = l1 + l2, c1
+            tally.bad_checks += 1 if lost or corrupted else 0
             print("cycle %3d %-12s %-40s recovered %s in %5.1f s; checked %d files / %d blocks, "
                   "%d namespace changes: lost %d corrupted %d" %
                   (cycle, kind, detail[:40], "yes" if ok else "NO", t1 - t0, nfiles, nblocks,
                    nns, lost, corrupted), flush=True)
-            for p in (p1 + p2)[:10]:
+            for p in probs[:10]:
                 print("   ", p, flush=True)
             if lost or corrupted or not ok:
                 status = 1
                 if args.stop_on_failure:
                     break
+    except KeyboardInterrupt:
+        print("chaos: interrupted in cycle %d" % cycle, flush=True)
     finally:
-        open(os.path.join(ctl, "stop"), "w").close()
-        resume_workers(ctl)
-        for p in procs:
-            try:
-                p.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_workers(ctl, procs)
     # final full check after the workers stopped
-    nfiles, nblocks, l1, c1, p1 = check_writers(ctl, cl.mnt, 2)
-    nns, l2, p2 = check_churn(ctl, cl.mnt)
-    lost, corrupted = l1 + l2, c1
-    for p in (p1 + p2)[:20]:
+    checked, lost, corrupted, probs = check_all(ctl, cl.mnt, 2)
+    for p in probs[:20]:
         print("   ", p)
     print()
     print("chaos summary (seed %d)" % args.seed)
-    print("  cycles run: %d (%s)" % (cycle, ", ".join("%s %d" % kv for kv in sorted(kinds.items()))))
-    print("  acknowledged: %d files / %d blocks, %d namespace changes checked" % (nfiles, nblocks, nns))
-    print("  lost: %d / corrupted: %d" % (lost, corrupted))
-    print("  cycles that did not recover: %d" % failed_cycles)
-    print("  worst unavailability (probe create+write+fsync+read gap) per fault kind:")
-    for k in sorted(kinds):
-        print("    %-13s %6.1f s" % (k, worst[k]))
-    print("  client-visible errors per fault kind:")
-    for k in sorted(kinds):
-        print("    %-13s %s" % (k, ", ".join("%s %d" % kv for kv in sorted(errs[k].items())) or "none"))
+    tally.summary(cycle, checked, lost, corrupted)
     m2.stop()
     cl.down()
     clean, out = run_fsck(cl)
@@ -828,7 +903,7 @@ def controller(args):
     for l in out.splitlines():
         if not clean or not l.startswith("20"):
             print("    " + l)
-    if lost or corrupted or failed_cycles or not clean:
+    if lost or corrupted or tally.failed or tally.bad_checks or not clean:
         status = 1
     if not args.keep and status == 0:
         shutil.rmtree(root, ignore_errors=True)
@@ -839,18 +914,7 @@ def controller(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--bin", default=os.environ.get("CFS_BIN", "build/chainfs"))
-    ap.add_argument("--cycles", type=int, default=10)
-    ap.add_argument("--minutes", type=float, default=0)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--faults", default="")
-    ap.add_argument("--dir", default="")
-    ap.add_argument("--keep", action="store_true")
-    ap.add_argument("--each", action="store_true",
-                    help="one cycle per fault kind, in a seeded order (the CI pass)")
-    ap.add_argument("--stop-on-failure", action="store_true")
-    ap.add_argument("--max-files", type=int, default=150,
-                    help="files each writer keeps; older ones are removed (bounds the checks)")
+    run_args(ap, 10, 150)
     ap.add_argument("--worker", default="")
     ap.add_argument("--ctl", default="")
     ap.add_argument("--mnt", default="")

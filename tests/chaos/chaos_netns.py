@@ -48,6 +48,10 @@ Faults (one per cycle, seeded; the same seed gives the same sequence):
 After each: every chain member serving, both mounts up and a fresh probe
 success (recovery time = fault start to that point), then the checks.
 
+SIGTERM or SIGINT ends the run after the cycle in progress, with everything
+below as at a normal end (a second signal interrupts at once, still
+bringing the hosts down).
+
 At the end: the checks once more, the roles stopped except etcd, `chainfs
 fsck --kv etcd://... --targets ...` (every chunk on three agreeing
 replicas, no orphan, link counts right), then everything removed. Exit 0
@@ -55,13 +59,10 @@ only when lost = corrupted = 0, every cycle recovered and fsck is clean.
 Needs root (network namespaces, loop devices) and /dev/fuse (else 77).
 """
 import argparse
-import collections
 import os
 import random
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -121,6 +122,17 @@ def chunk_files(d):
     return out
 
 
+def read_both(nc, wl, name, st):
+    """Reads and checks WL's file NAME through both mounts; adds what it
+    found to ST; the number of reads."""
+    for m in (nc.mnt("client1"), nc.mnt("client2")):
+        _, l, c, p = wl.check_file(m, name)
+        st["lost"] += l
+        st["corrupted"] += c
+        st["problems"] += p
+    return 2
+
+
 def corrupt_cycle(nc, rnd, ctl, st):
     """Flips 8 bytes in one acknowledged block on one replica (the storage
     process running), with the workers paused so no write replaces the
@@ -153,12 +165,7 @@ def corrupt_cycle(nc, rnd, ctl, st):
         pat = re.compile(r"corrupt data: target=%s chunk=(\d+):(\d+) " % re.escape(tdir))
         chunk, t_rep, reads = None, None, 0
         while time.time() < t0 + 60 and t_rep is None:
-            for m in (nc.mnt("client1"), nc.mnt("client2")):
-                _, l, c, p = wl.check_file(m, name)
-                reads += 1
-                st["lost"] += l
-                st["corrupted"] += c
-                st["problems"] += p
+            reads += read_both(nc, wl, name, st)
             text = log_since(nc, mark)
             hits = pat.findall(text)
             if hits and chunk is None:
@@ -172,12 +179,7 @@ def corrupt_cycle(nc, rnd, ctl, st):
         if t_rep:
             mark2 = log_mark(nc, [host])
             for _ in range(4):
-                for m in (nc.mnt("client1"), nc.mnt("client2")):
-                    _, l, c, p = wl.check_file(m, name)
-                    reads += 1
-                    st["lost"] += l
-                    st["corrupted"] += c
-                    st["problems"] += p
+                reads += read_both(nc, wl, name, st)
             after = len(pat.findall(log_since(nc, mark2)))
         st["corrupt_detected"] += detected
         st["corrupt_repaired"] += 1 if t_rep and not after else 0
@@ -265,18 +267,8 @@ def fsck(nc):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--bin", default=os.environ.get("CFS_BIN", "build/chainfs"))
-    ap.add_argument("--cycles", type=int, default=5)
-    ap.add_argument("--minutes", type=float, default=0)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--faults", default="")
-    ap.add_argument("--dir", default="")
-    ap.add_argument("--keep", action="store_true")
+    chaos.run_args(ap, 5, 100)
     ap.add_argument("--loop-mb", type=int, default=128)
-    ap.add_argument("--max-files", type=int, default=100)
-    ap.add_argument("--stop-on-failure", action="store_true")
-    ap.add_argument("--each", action="store_true",
-                    help="one cycle per fault kind of --faults, in a seeded order (the smoke)")
     args = ap.parse_args()
     if not os.path.exists("/dev/fuse"):
         print("skip: /dev/fuse is missing")
@@ -296,14 +288,15 @@ def main():
     print("chaos-netns: seed %d, faults %s, dir %s" % (args.seed, ",".join(faults), root),
           flush=True)
     t_up = time.time()
+    stopper = chaos.Stopper()   # SIGTERM / SIGINT: end after this cycle, clean up
     nc.up(args.loop_mb)
     try:
-        return run(args, rnd, root, ctl, faults, nc, t_up)
+        return run(args, rnd, root, ctl, faults, nc, t_up, stopper)
     finally:
         nc.down()   # a no-op when run() brought it down already
 
 
-def run(args, rnd, root, ctl, faults, nc, t_up):
+def run(args, rnd, root, ctl, faults, nc, t_up, stopper):
     print("cluster up in %.1f s: %d chains, targets on %d MiB loop images" % (
         time.time() - t_up, nc.st.get("chains", 0), args.loop_mb), flush=True)
     m1, m2 = nc.mnt("client1"), nc.mnt("client2")
@@ -317,11 +310,7 @@ def run(args, rnd, root, ctl, faults, nc, t_up):
           "corrupt_repaired": 0, "corrupt_unrepaired": 0, "repair_worst": 0.0}
     procs.append(chaos.spawn_worker(wargs, root, ctl, m1, "churn", 0, args.seed * 10 + 7))
     procs.append(chaos.spawn_worker(wargs, root, ctl, m1, "probe", 0, 0))
-    kinds = collections.Counter()
-    worst = collections.defaultdict(float)
-    rec = collections.defaultdict(list)
-    errs = collections.defaultdict(collections.Counter)
-    failed_cycles = 0
+    tally = chaos.Tally(ctl, names)
     cycle = 0
     status = 0
     t_end = time.time() + args.minutes * 60 if args.minutes else None
@@ -332,7 +321,8 @@ def run(args, rnd, root, ctl, faults, nc, t_up):
         args.cycles, t_end = len(order), None
     try:
         time.sleep(3)
-        while (t_end and time.time() < t_end) or (not t_end and cycle < args.cycles):
+        while not stopper.asked and ((t_end and time.time() < t_end) or
+                                     (not t_end and cycle < args.cycles)):
             cycle += 1
             kind = order[cycle - 1] if args.each else rnd.choice(faults)
             t0 = time.time()
@@ -342,26 +332,21 @@ def run(args, rnd, root, ctl, faults, nc, t_up):
                 detail = "fault failed: %s" % e
             ok = recovered(nc, ctl, 180)
             t1 = time.time()
-            kinds[kind] += 1
-            rec[kind].append(t1 - t0)
-            worst[kind] = max(worst[kind], chaos.probe_gaps(ctl, t0, t1))
-            errs[kind].update(chaos.errors_between(ctl, names + ["probe"], t0, t1))
-            if not ok:
-                failed_cycles += 1
+            tally.record(kind, t0, t1, ok)
             if not chaos.pause_workers(ctl, names):
                 print("chaos-netns: workers did not pause", flush=True)
-                failed_cycles += 1
-            nfiles, nblocks, l1, c1, p1 = chaos.check_writers(ctl, m1, NWRITERS)
-            nns, l2, p2 = chaos.check_churn(ctl, m1)
+                tally.failed += 1
+            (nfiles, nblocks, nns), lost, corrupted, probs = chaos.check_all(ctl, m1, NWRITERS)
             chaos.resume_workers(ctl)
-            # what the corrupt cycle's own reads found counts in every later line
-            lost, corrupted = l1 + l2 + st["lost"], c1 + st["corrupted"]
-            p1 = st["problems"] + p1
+            # what the corrupt cycles' own reads found counts in every later line
+            lost, corrupted = lost + st["lost"], corrupted + st["corrupted"]
+            probs = st["problems"] + probs
+            tally.bad_checks += 1 if lost or corrupted else 0
             print("cycle %3d %-12s recovered %s in %5.1f s; checked %d files / %d blocks, "
                   "%d namespace changes: lost %d corrupted %d; %s" %
                   (cycle, kind, "yes" if ok else "NO", t1 - t0, nfiles, nblocks,
                    nns, lost, corrupted, detail), flush=True)
-            for p in (p1 + p2)[:10]:
+            for p in probs[:10]:
                 print("   ", p, flush=True)
             if not ok:
                 print("    not recovered; chains:\n" + nc.admin("list-chains")[1], flush=True)
@@ -369,40 +354,24 @@ def run(args, rnd, root, ctl, faults, nc, t_up):
                 status = 1
                 if args.stop_on_failure:
                     break
+    except KeyboardInterrupt:
+        print("chaos-netns: interrupted in cycle %d" % cycle, flush=True)
     finally:
-        open(os.path.join(ctl, "stop"), "w").close()
-        chaos.resume_workers(ctl)
-        for p in procs:
-            try:
-                p.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        chaos.stop_workers(ctl, procs)
     try:
-        nfiles, nblocks, l1, c1, p1 = chaos.check_writers(ctl, m1, NWRITERS)
-        nns, l2, p2 = chaos.check_churn(ctl, m1)
-        lost, corrupted = l1 + l2 + st["lost"], c1 + st["corrupted"]
-        for p in (st["problems"] + p1 + p2)[:20]:
+        checked, lost, corrupted, probs = chaos.check_all(ctl, m1, NWRITERS)
+        lost, corrupted = lost + st["lost"], corrupted + st["corrupted"]
+        for p in (st["problems"] + probs)[:20]:
             print("   ", p)
         clean, out = fsck(nc)
     finally:
         nc.down()
     print()
     print("chaos-netns summary (seed %d, %.1f min)" % (args.seed, (time.time() - t_start) / 60))
-    print("  cycles run: %d (%s)" % (cycle, ", ".join("%s %d" % kv for kv in sorted(kinds.items()))))
-    print("  acknowledged: %d files / %d blocks, %d namespace changes checked" % (nfiles, nblocks, nns))
-    print("  lost: %d / corrupted: %d" % (lost, corrupted))
-    print("  cycles that did not recover: %d" % failed_cycles)
-    print("  recovery (fault start to all serving + probe ok): median / worst, and worst probe gap:")
-    for k in sorted(kinds):
-        r = sorted(rec[k])
-        print("    %-13s %5.1f s / %5.1f s   gap %5.1f s" % (k, r[len(r) // 2], r[-1], worst[k]))
-    print("  client-visible errors per fault kind:")
-    for k in sorted(kinds):
-        print("    %-13s %s" % (k, ", ".join("%s %d" % kv for kv in sorted(errs[k].items())) or "none"))
-    if kinds["part-client"]:
+    tally.summary(cycle, checked, lost, corrupted)
+    if tally.kinds["part-client"]:
         print("  client hosts cut off: %d write sessions pruned by meta" % st["pruned"])
-    if kinds["corrupt"]:
+    if tally.kinds["corrupt"]:
         print("  corrupted replicas: %d corrupt reads caught by the storage CRC check, %d chunks "
               "repaired (worst %.1f s after the flip), %d not repaired" % (
                   st["corrupt_detected"], st["corrupt_repaired"], st["repair_worst"],
@@ -411,7 +380,8 @@ def run(args, rnd, root, ctl, faults, nc, t_up):
     for l in out.splitlines():
         if not clean or "=" in l:
             print("    " + l)
-    if lost or corrupted or failed_cycles or not clean or st["corrupt_unrepaired"]:
+    if lost or corrupted or tally.failed or tally.bad_checks or not clean or \
+            st["corrupt_unrepaired"]:
         status = 1
     if not args.keep and status == 0:
         shutil.rmtree(root, ignore_errors=True)
@@ -421,5 +391,4 @@ def run(args, rnd, root, ctl, faults, nc, t_up):
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.exit(main())
