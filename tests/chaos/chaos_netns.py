@@ -338,14 +338,15 @@ def run(args, rnd, root, ctl, faults, nc, t_up, stopper):
                 tally.failed += 1
             (nfiles, nblocks, nns), lost, corrupted, probs = chaos.check_all(ctl, m1, NWRITERS)
             chaos.resume_workers(ctl)
+            t_check = time.time() - t1
             # what the corrupt cycles' own reads found counts in every later line
             lost, corrupted = lost + st["lost"], corrupted + st["corrupted"]
             probs = st["problems"] + probs
             tally.bad_checks += 1 if lost or corrupted else 0
-            print("cycle %3d %-12s recovered %s in %5.1f s; checked %d files / %d blocks, "
-                  "%d namespace changes: lost %d corrupted %d; %s" %
-                  (cycle, kind, "yes" if ok else "NO", t1 - t0, nfiles, nblocks,
-                   nns, lost, corrupted, detail), flush=True)
+            print("%s cycle %3d %-12s recovered %s in %5.1f s; checked %d files / %d blocks, "
+                  "%d namespace changes in %.1f s: lost %d corrupted %d; %s" %
+                  (time.strftime("%H:%M:%S", time.gmtime()), cycle, kind, "yes" if ok else "NO",
+                   t1 - t0, nfiles, nblocks, nns, t_check, lost, corrupted, detail), flush=True)
             for p in probs[:10]:
                 print("   ", p, flush=True)
             if not ok:
