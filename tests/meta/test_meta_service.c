@@ -617,7 +617,9 @@ static void test_stop_cut_off(void **state)
 	fprintf(stderr, "meta stopped %llu ms after SIGTERM (status %d)\n",
 		(unsigned long long)took, st);
 	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-	assert_true(took < 2500);
+	/* ~1.5 s (2.4 s under ASan on a loaded machine); without the KV
+	 * cancel it had not exited after 10 s */
+	assert_true(took < 5000);
 }
 #endif
 
