@@ -80,6 +80,13 @@
 #define GC_COALESCE_MS 50     /* a kicked GC waits this long for more files (bg_main) */
 #define GC_STEPS_PER_PASS 256 /* GC batches per pass (each up to GC_BATCH files) */
 #define GC_BATCH 16
+/* How long a stop waits for the workers and the background thread before
+ * it cancels every KV call (kv_cancel): cut off from etcd, each call would
+ * fail over between members for its op timeout and be retried by kv_run,
+ * and SIGTERM would wait for every queued request that way (as in
+ * mgmtd_service.c). kv_cancel ends a call in flight within about a second,
+ * so a stop takes about 2 s at most in any state. */
+#define STOP_KV_GRACE_MS 1000
 #define SUSPECTS_MAX 4096 /* clients with sessions whose node routing does not list */
 
 struct chain_table_spec {
@@ -1143,6 +1150,35 @@ fail:
 	return rc;
 }
 
+/* Cancels the KV of a stop that takes longer than STOP_KV_GRACE_MS. */
+struct stop_guard {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int done;
+	kv_engine *kv;
+};
+
+static void *stop_guard_main(void *arg)
+{
+	struct stop_guard *g = arg;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)STOP_KV_GRACE_MS * 1000000u;
+	ts.tv_sec += (time_t)(ns / 1000000000u);
+	ts.tv_nsec = (long)(ns % 1000000000u);
+	pthread_mutex_lock(&g->mu);
+	while (!g->done && pthread_cond_timedwait(&g->cv, &g->mu, &ts) != ETIMEDOUT)
+		;
+	int cancel = !g->done;
+	pthread_mutex_unlock(&g->mu);
+	if (cancel) {
+		LOG_WARN("meta", "stopping: the KV did not answer within %d ms, cancelling its calls",
+			 STOP_KV_GRACE_MS);
+		kv_cancel(g->kv);
+	}
+	return NULL;
+}
+
 void meta_service_stop(struct meta_service *s)
 {
 	if (!s)
@@ -1158,6 +1194,11 @@ void meta_service_stop(struct meta_service *s)
 			   " malformed=%" PRIu64, ms.txns, ms.retries, ms.failures,
 			   atomic_load_explicit(&s->bad_requests, memory_order_relaxed));
 	}
+	struct stop_guard g = { .kv = s->kv };
+	pthread_mutex_init(&g.mu, NULL);
+	pthread_cond_init(&g.cv, NULL);
+	pthread_t guard;
+	int guarded = s->kv && !pthread_create(&guard, NULL, stop_guard_main, &g);
 	for (int i = 0; s->workers && i < s->nworkers; i++) {
 		if (!s->workers[i])
 			continue;
@@ -1174,6 +1215,17 @@ void meta_service_stop(struct meta_service *s)
 		pthread_join(s->bg, NULL);
 	}
 	rpc_server_free(s->rpc);
+	/* every thread that calls the KV is gone: the guard may not cancel
+	 * anything any more (the KV is closed below) */
+	if (guarded) {
+		pthread_mutex_lock(&g.mu);
+		g.done = 1;
+		pthread_cond_signal(&g.cv);
+		pthread_mutex_unlock(&g.mu);
+		pthread_join(guard, NULL);
+	}
+	pthread_mutex_destroy(&g.mu);
+	pthread_cond_destroy(&g.cv);
 	/* Loop threads are gone: the whole pool is back. */
 	for (int i = 0; i < s->inline_nfree; i++) {
 		buf_fini(&s->inline_free[i]->out);

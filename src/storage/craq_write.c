@@ -60,8 +60,9 @@
  * (CHUNK_WF_FORWARDED), so one about as full as its head takes what the
  * head took. A replica that still cannot (its disk filled by something
  * else) diverged: it fences itself as above, but rejoins only after a
- * backoff (2 s doubling to 60 s per such fence) or once space is back,
- * so a full disk cannot flap its chains (mgmtd_link.c).
+ * backoff (2 s doubling to 60 s per such fence, back to 2 s once it has
+ * served 60 s again: stor_nospace_fenced) or once space is back, so a
+ * full disk cannot flap its chains (mgmtd_link.c).
  *
  * FAULT INJECTION (tests only). With CFS_FAULTINJ set in the service's
  * environment at start, a pipelined head apply first looks for the file
@@ -87,8 +88,6 @@
 #define FORWARD_DEADLINE_MS 30000
 #define FORWARD_RETRY_MS 100
 #define FORWARD_TIMEOUT_MS 5000
-#define NOSPACE_BACKOFF_MIN_MS 2000
-#define NOSPACE_BACKOFF_MAX_MS 60000
 
 enum craq_kind { CRAQ_WRITE, CRAQ_REMOVE };
 
@@ -465,11 +464,7 @@ static void pl_finish(struct craq_op *o)
 	snprintf(why, sizeof(why), "local apply failed (%s), forward %s", cfs_strerror(lerr),
 		 ferr ? "failed" : "applied");
 	if (lerr == -ENOSPC) {
-		uint32_t b = atomic_load(&o->t->nospace_backoff_ms);
-		b = b ? (b >= NOSPACE_BACKOFF_MAX_MS / 2 ? NOSPACE_BACKOFF_MAX_MS : b * 2)
-		      : NOSPACE_BACKOFF_MIN_MS;
-		atomic_store(&o->t->nospace_backoff_ms, b);
-		atomic_store(&o->t->nospace_until, clock_mono_ms() + b);
+		stor_nospace_fenced(o->t, clock_mono_ms());
 	}
 	craq_fence_target(o->s, o->t, why);
 	finish(o, -CFS_EUNAVAIL);

@@ -121,6 +121,11 @@ static bool update_states(struct storage_service *s, const struct route_info *ri
 		const struct route_target *rt = route_find_target(ri, stor_target_id(s, t));
 		int ps = rt ? (int)rt->pub_state : CHAIN_PS_OFFLINE;
 		int ls = atomic_load(&t->local_state), nls = ls;
+		if (stor_nospace_served(t, atomic_load(&t->started) && ps == CHAIN_PS_SERVING,
+					clock_mono_ms()))
+			LOG_NOTICE("storage", "target %u: served %d s since its full-disk fence: "
+				   "rejoin backoff back to %d s", stor_target_id(s, t),
+				   STOR_NOSPACE_RESET_MS / 1000, STOR_NOSPACE_BACKOFF_MIN_MS / 1000);
 		if (!atomic_load(&t->started)) {
 			/* rt == NULL: mgmtd has not seen the target yet; wait for it. */
 			if (!rt || ps == CHAIN_PS_SERVING || ps == CHAIN_PS_SYNCING)
@@ -168,6 +173,10 @@ static void *link_main(void *arg)
 				mgmtd_link_report(s);
 			craq_resync_pass(s, snap);
 			craq_repair_pass(s, snap);
+		} else {
+			/* fenced or no routing: not serving, for the backoff reset too */
+			for (size_t i = 0; i < s->nt; i++)
+				stor_nospace_served(&s->t[i], 0, clock_mono_ms());
 		}
 		mgmtd_routing_put(snap);
 		pthread_mutex_lock(&s->link_mu);

@@ -149,3 +149,31 @@ void stor_targets_close(struct storage_service *s)
 	chunk_bufpool_free(s->pool);
 	s->pool = NULL;
 }
+
+uint32_t stor_nospace_fenced(struct stor_target *t, uint64_t now)
+{
+	uint32_t b = atomic_load(&t->nospace_backoff_ms);
+	b = b ? (b >= STOR_NOSPACE_BACKOFF_MAX_MS / 2 ? STOR_NOSPACE_BACKOFF_MAX_MS : b * 2)
+	      : STOR_NOSPACE_BACKOFF_MIN_MS;
+	atomic_store(&t->nospace_backoff_ms, b);
+	atomic_store(&t->nospace_until, now + b);
+	atomic_store(&t->serving_since, 0);
+	return b;
+}
+
+int stor_nospace_served(struct stor_target *t, int serving, uint64_t now)
+{
+	if (!serving) {
+		atomic_store(&t->serving_since, 0);
+		return 0;
+	}
+	uint64_t since = atomic_load(&t->serving_since);
+	if (!since) {
+		atomic_store(&t->serving_since, now ? now : 1);
+		return 0;
+	}
+	if (now - since < STOR_NOSPACE_RESET_MS || !atomic_load(&t->nospace_backoff_ms))
+		return 0;
+	atomic_store(&t->nospace_backoff_ms, 0);
+	return 1;
+}

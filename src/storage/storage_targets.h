@@ -36,7 +36,24 @@ struct stor_target {
 	 * (clock_mono_ms) unless space came back; the wait doubles per fence. */
 	_Atomic uint64_t nospace_until;
 	_Atomic uint32_t nospace_backoff_ms;
+	_Atomic uint64_t serving_since; /* link thread: SERVING since (mono ms), 0 if not */
 };
+
+/* The rejoin backoff of a replica fenced for a full disk (craq_write.c,
+ * docs/operations.md "A full disk"): 2 s, doubling per such fence up to
+ * 60 s. A replica that has served again for STOR_NOSPACE_RESET_MS in one
+ * go starts over at 2 s: a disk full once an hour must not cost every
+ * later fence the full minute. Any thread. */
+#define STOR_NOSPACE_BACKOFF_MIN_MS 2000
+#define STOR_NOSPACE_BACKOFF_MAX_MS 60000
+#define STOR_NOSPACE_RESET_MS 60000
+/* T fenced itself for a full disk at NOW (mono ms): the next backoff,
+ * stored with the time before which T does not rejoin; returns it. */
+uint32_t stor_nospace_fenced(struct stor_target *t, uint64_t now);
+/* The link thread's view of T at NOW: SERVING (public state) or not.
+ * Clears T's backoff once it has served STOR_NOSPACE_RESET_MS without a
+ * break; true when this call cleared it. */
+int stor_nospace_served(struct stor_target *t, int serving, uint64_t now);
 
 /* Opens every target of O (engines, slot files) and the buffer pool into
  * S. 0, or <0 with ERR filled (what was opened stays for the close). */

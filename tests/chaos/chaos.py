@@ -174,6 +174,59 @@ def writer(args):
             time.sleep(0.2)
 
 
+def appender(args):
+    """Keeps one file open for writing and appends a block + fsync at a time
+    (acknowledged after the fsync), so a fault always finds a file open for
+    writing on this mount (issue 16: a client host cut off while it holds
+    files open). 16..48 blocks per file, then close and a new file; on an
+    error the descriptor is dropped (its session may be gone) and a new file
+    begins. Its log has the writers' format, so check_writers checks it."""
+    rnd = random.Random(args.seed)
+    me = "writer%d" % args.id
+    log = Log(os.path.join(args.ctl, me + ".log"))
+    d = os.path.join(args.mnt, me)
+    os.makedirs(d, exist_ok=True)
+    live = []
+    n = 0
+    fd, name, nb, want = -1, None, 0, 0
+    while wait_unpaused(args.ctl, me):
+        try:
+            if fd < 0:
+                if len(live) > args.max_files // 2:
+                    old = live.pop(0)
+                    log.put("R", old)
+                    os.unlink(os.path.join(d, old))
+                    log.put("X", old)
+                name = "%s-f%d" % (me, n)
+                n += 1
+                nb, want = 0, rnd.randint(16, 48)
+                fd = os.open(os.path.join(d, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                live.append(name)
+            log.put("I", name, nb, 1, 1)
+            os.pwrite(fd, block_bytes(name, nb, 1), nb * BLOCK)
+            os.fsync(fd)
+            log.put("A", name, nb, 1, 1)
+            nb += 1
+            if nb >= want:
+                f, fd = fd, -1
+                os.close(f)
+            time.sleep(0.05)
+        except OSError as e:
+            log.put("E", "%.3f" % time.time(), errname(e))
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+                fd = -1
+            time.sleep(0.2)
+    if fd >= 0:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 def churn(args):
     rnd = random.Random(args.seed)
     me = "churn"
@@ -262,65 +315,136 @@ def read_log(path):
         return []
 
 
+class WriterLog:
+    """What one writer's log says: acked[name] = [gen per block],
+    intended[(name, idx)] = gens ever intended, extent[name] = blocks any
+    write intended, retiring / retired names."""
+
+    def __init__(self, ctl, me):
+        self.me = me
+        self.acked = {}
+        self.intended = collections.defaultdict(set)
+        self.extent = collections.Counter()
+        self.retiring, self.retired = set(), set()
+        for f in read_log(os.path.join(ctl, me + ".log")):
+            if f[0] == "R":
+                self.retiring.add(f[1])
+            elif f[0] == "X":
+                self.retired.add(f[1])
+            elif f[0] in ("I", "A"):
+                name, first, cnt, gen = f[1], int(f[2]), int(f[3]), int(f[4])
+                self.extent[name] = max(self.extent[name], first + cnt)
+                for i in range(first, first + cnt):
+                    if f[0] == "I":
+                        self.intended[(name, i)].add(gen)
+                    else:
+                        g = self.acked.setdefault(name, [])
+                        while len(g) <= i:
+                            g.append(0)
+                        g[i] = gen
+
+    def live(self):
+        """{(name, idx, gen): me} of every acknowledged block whose stored
+        generation is certain (no newer write was intended)."""
+        out = {}
+        for name, gens in self.acked.items():
+            if name in self.retiring:
+                continue
+            for i, g in enumerate(gens):
+                if g and max(self.intended[(name, i)], default=g) == g:
+                    out[(name, i, g)] = self.me
+        return out
+
+    def check_file(self, mnt, name):
+        """Reads NAME through MNT: (blocks, lost, corrupted, problems)."""
+        gens = self.acked[name]
+        path = os.path.join(mnt, self.me, name)
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError as e:
+            return 0, len(gens), 0, ["%s: %s" % (path, errname(e))]
+        lost = corrupted = blocks = 0
+        problems = []
+        if len(data) > self.extent[name] * BLOCK:
+            # longer than any write made it: a wrong length (a pruned
+            # session's length sync, say) is as bad as a wrong byte
+            corrupted += 1
+            problems.append("%s: %d bytes, longer than the %d blocks ever written" %
+                            (path, len(data), self.extent[name]))
+        for i, g in enumerate(gens):
+            blocks += 1
+            b = data[i * BLOCK:(i + 1) * BLOCK]
+            if len(b) < BLOCK:
+                lost += 1
+                problems.append("%s block %d missing (file %d bytes)" % (path, i, len(data)))
+                continue
+            p = parse_block(b)
+            if p is None or p[0] != name or p[1] != i:
+                corrupted += 1
+                problems.append("%s block %d corrupt" % (path, i))
+            elif p[2] < g:
+                lost += 1
+                problems.append("%s block %d gen %d < acknowledged %d" % (path, i, p[2], g))
+            elif p[2] > g and p[2] not in self.intended[(name, i)]:
+                corrupted += 1
+                problems.append("%s block %d gen %d never written" % (path, i, p[2]))
+        return blocks, lost, corrupted, problems
+
+
 def check_writers(ctl, mnt, nwriters):
     """(files, blocks checked, lost, corrupted, problems)."""
     lost = corrupted = blocks = 0
     problems = []
     nfiles = 0
     for w in range(nwriters):
-        me = "writer%d" % w
-        acked = {}     # name -> [gen per block]
-        intended = collections.defaultdict(set)  # (name, idx) -> gens intended
-        retiring, retired = set(), set()
-        for f in read_log(os.path.join(ctl, me + ".log")):
-            if f[0] == "R":
-                retiring.add(f[1])
-            elif f[0] == "X":
-                retired.add(f[1])
-            elif f[0] in ("I", "A"):
-                name, first, cnt, gen = f[1], int(f[2]), int(f[3]), int(f[4])
-                for i in range(first, first + cnt):
-                    if f[0] == "I":
-                        intended[(name, i)].add(gen)
-                    else:
-                        g = acked.setdefault(name, [])
-                        while len(g) <= i:
-                            g.append(0)
-                        g[i] = gen
-        for name in retired:
-            if os.path.lexists(os.path.join(mnt, me, name)):
+        wl = WriterLog(ctl, "writer%d" % w)
+        for name in wl.retired:
+            if os.path.lexists(os.path.join(mnt, wl.me, name)):
                 lost += 1
-                problems.append("%s/%s: removal acknowledged, still there" % (me, name))
-        for name, gens in acked.items():
-            if name in retiring:
+                problems.append("%s/%s: removal acknowledged, still there" % (wl.me, name))
+        for name in wl.acked:
+            if name in wl.retiring:
                 continue
             nfiles += 1
-            path = os.path.join(mnt, me, name)
-            try:
-                with open(path, "rb") as fh:
-                    data = fh.read()
-            except OSError as e:
-                lost += len(gens)
-                problems.append("%s: %s" % (path, errname(e)))
-                continue
-            for i, g in enumerate(gens):
-                blocks += 1
-                b = data[i * BLOCK:(i + 1) * BLOCK]
-                if len(b) < BLOCK:
-                    lost += 1
-                    problems.append("%s block %d missing (file %d bytes)" % (path, i, len(data)))
-                    continue
-                p = parse_block(b)
-                if p is None or p[0] != name or p[1] != i:
-                    corrupted += 1
-                    problems.append("%s block %d corrupt" % (path, i))
-                elif p[2] < g:
-                    lost += 1
-                    problems.append("%s block %d gen %d < acknowledged %d" % (path, i, p[2], g))
-                elif p[2] > g and p[2] not in intended[(name, i)]:
-                    corrupted += 1
-                    problems.append("%s block %d gen %d never written" % (path, i, p[2]))
+            b, l, c, p = wl.check_file(mnt, name)
+            blocks += b
+            lost += l
+            corrupted += c
+            problems += p
     return nfiles, blocks, lost, corrupted, problems
+
+
+HEAD_RE = re.compile(rb"CHAOS\|([A-Za-z0-9_-]+)\|(\d+)\|(\d+)\|")
+
+
+def flip_live_block(files, live, rnd, nbytes=8):
+    """Flips NBYTES inside every stored copy, in FILES (one replica's chunk
+    data files), of one acknowledged block of LIVE (WriterLog.live()):
+    copy-on-write leaves released copies of a block beside the live one,
+    and only this way is the live copy certainly hit. Returns (name, idx,
+    gen, copies) or None when FILES hold no block of LIVE."""
+    where = collections.defaultdict(list)
+    for path in files:
+        with open(path, "rb") as f:
+            buf = f.read()
+        for m in HEAD_RE.finditer(buf):
+            key = (m.group(1).decode(), int(m.group(2)), int(m.group(3)))
+            if key in live:
+                where[key].append((path, m.start()))
+    if not where:
+        return None
+    key = rnd.choice(sorted(where))
+    for path, off in where[key]:
+        at = off + HDR + rnd.randrange(0, BLOCK - HDR - nbytes)
+        with open(path, "r+b") as f:
+            f.seek(at)
+            b = f.read(nbytes)
+            f.seek(at)
+            f.write(bytes(x ^ 0x5A for x in b))
+            f.flush()
+            os.fsync(f.fileno())
+    return key + (len(where[key]),)
 
 
 def check_churn(ctl, mnt):
@@ -556,6 +680,103 @@ def errors_between(ctl, names, start, end):
     return c
 
 
+class Tally:
+    """The per-fault-kind figures of a run (chaos.py and chaos_netns.py):
+    cycles, recovery times (fault start to everything serving and the probe
+    answering), the worst probe gap, and client-visible errors (errno names
+    the workers logged) inside each cycle."""
+
+    def __init__(self, ctl, names):
+        self.ctl, self.names = ctl, list(names) + ["probe"]
+        self.kinds = collections.Counter()
+        self.rec = collections.defaultdict(list)
+        self.worst = collections.defaultdict(float)
+        self.errs = collections.defaultdict(collections.Counter)
+        self.failed = 0       # cycles that did not recover (or pause)
+        self.bad_checks = 0   # cycles whose check found a loss or corruption
+
+    def record(self, kind, t0, t1, ok):
+        self.kinds[kind] += 1
+        self.rec[kind].append(t1 - t0)
+        self.worst[kind] = max(self.worst[kind], probe_gaps(self.ctl, t0, t1))
+        self.errs[kind].update(errors_between(self.ctl, self.names, t0, t1))
+        if not ok:
+            self.failed += 1
+
+    def summary(self, cycles, checked, lost, corrupted):
+        """Prints the summary; CHECKED = (files, blocks, namespace changes)."""
+        print("  cycles run: %d (%s)" % (cycles, ", ".join(
+            "%s %d" % kv for kv in sorted(self.kinds.items()))))
+        print("  acknowledged: %d files / %d blocks, %d namespace changes checked" % checked)
+        print("  lost: %d / corrupted: %d" % (lost, corrupted))
+        print("  cycles that did not recover: %d; cycles whose check found a loss or "
+              "corruption: %d" % (self.failed, self.bad_checks))
+        print("  recovery (fault start to all serving + probe ok): median / worst, and the "
+              "worst probe (create+write+fsync+read) gap:")
+        for k in sorted(self.kinds):
+            r = sorted(self.rec[k])
+            print("    %-13s %5.1f s / %5.1f s   gap %5.1f s" % (k, r[len(r) // 2], r[-1],
+                                                               self.worst[k]))
+        print("  client-visible errors per fault kind:")
+        for k in sorted(self.kinds):
+            print("    %-13s %s" % (k, ", ".join("%s %d" % kv for kv in
+                                                 sorted(self.errs[k].items())) or "none"))
+
+
+def check_all(ctl, mnt, nwriters):
+    """Every acknowledged block of NWRITERS writers and every acknowledged
+    namespace change, through MNT: ((files, blocks, changes), lost,
+    corrupted, problems)."""
+    nfiles, nblocks, l1, c1, p1 = check_writers(ctl, mnt, nwriters)
+    nns, l2, p2 = check_churn(ctl, mnt)
+    return (nfiles, nblocks, nns), l1 + l2, c1, p1 + p2
+
+
+def stop_workers(ctl, procs):
+    open(os.path.join(ctl, "stop"), "w").close()
+    resume_workers(ctl)
+    for p in procs:
+        try:
+            p.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def run_args(ap, cycles, max_files):
+    """The options chaos.py and chaos_netns.py share."""
+    ap.add_argument("--bin", default=os.environ.get("CFS_BIN", "build/chainfs"))
+    ap.add_argument("--cycles", type=int, default=cycles)
+    ap.add_argument("--minutes", type=float, default=0,
+                    help="run for T minutes (a cycle started before the end finishes)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--faults", default="")
+    ap.add_argument("--dir", default="")
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--each", action="store_true",
+                    help="one cycle per fault kind of --faults, in a seeded order (the CI pass)")
+    ap.add_argument("--stop-on-failure", action="store_true")
+    ap.add_argument("--max-files", type=int, default=max_files,
+                    help="files each writer keeps; older ones are removed (bounds the checks)")
+
+
+class Stopper:
+    """SIGTERM or SIGINT (Ctrl-C) ends a run after its current cycle, with
+    the final checks, fsck and cleanup as at a normal end (a second signal
+    of either kind interrupts at once, still cleaning up)."""
+
+    def __init__(self):
+        self.asked = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handler)
+
+    def _handler(self, signum, frame):
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+        print("chaos: signal %d: stopping after this cycle" % signum, flush=True)
+
+
 def controller(args):
     rnd = random.Random(args.seed)
     root = args.dir or tempfile.mkdtemp(prefix="cfs-chaos-")
@@ -579,10 +800,8 @@ def controller(args):
                           args.seed * 10 + i) for i in range(2)]
     procs.append(spawn_worker(args, root, ctl, cl.mnt, "churn", 0, args.seed * 10 + 7))
     procs.append(spawn_worker(args, root, ctl, cl.mnt, "probe", 0, 0))
-    kinds = collections.Counter()
-    worst = collections.defaultdict(float)
-    errs = collections.defaultdict(collections.Counter)
-    failed_cycles = 0
+    tally = Tally(ctl, names)
+    stopper = Stopper()
     lost = corrupted = 0
     t_end = time.time() + args.minutes * 60 if args.minutes else None
     cycle = 0
@@ -590,8 +809,9 @@ def controller(args):
     try:
         time.sleep(3)
         order = []
-        while (t_end and time.time() < t_end) or (not t_end and cycle < args.cycles) or \
-                (args.each and cycle < len(faults)):
+        while not stopper.asked and (
+                (t_end and time.time() < t_end) or (not t_end and cycle < args.cycles) or
+                (args.each and cycle < len(faults))):
             cycle += 1
             if args.each:  # every kind once, in a seeded order
                 if cycle == 1:
@@ -648,55 +868,34 @@ def controller(args):
                         break
                 time.sleep(0.5)
             t1 = time.time()
-            kinds[kind] += 1
-            worst[kind] = max(worst[kind], probe_gaps(ctl, t0, t1))
-            errs[kind].update(errors_between(ctl, names + ["probe"], t0, t1))
-            if not ok:
-                failed_cycles += 1
+            tally.record(kind, t0, t1, ok)
             if not pause_workers(ctl, names):
                 print("chaos: workers did not pause", flush=True)
-                failed_cycles += 1
-            nfiles, nblocks, l1, c1, p1 = check_writers(ctl, cl.mnt, 2)
-            nns, l2, p2 = check_churn(ctl, cl.mnt)
+                tally.failed += 1
+            (nfiles, nblocks, nns), lost, corrupted, probs = check_all(ctl, cl.mnt, 2)
             resume_workers(ctl)
-            lost, corrupted = l1 + l2, c1
+            tally.bad_checks += 1 if lost or corrupted else 0
             print("cycle %3d %-12s %-40s recovered %s in %5.1f s; checked %d files / %d blocks, "
                   "%d namespace changes: lost %d corrupted %d" %
                   (cycle, kind, detail[:40], "yes" if ok else "NO", t1 - t0, nfiles, nblocks,
                    nns, lost, corrupted), flush=True)
-            for p in (p1 + p2)[:10]:
+            for p in probs[:10]:
                 print("   ", p, flush=True)
             if lost or corrupted or not ok:
                 status = 1
                 if args.stop_on_failure:
                     break
+    except KeyboardInterrupt:
+        print("chaos: interrupted in cycle %d" % cycle, flush=True)
     finally:
-        open(os.path.join(ctl, "stop"), "w").close()
-        resume_workers(ctl)
-        for p in procs:
-            try:
-                p.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_workers(ctl, procs)
     # final full check after the workers stopped
-    nfiles, nblocks, l1, c1, p1 = check_writers(ctl, cl.mnt, 2)
-    nns, l2, p2 = check_churn(ctl, cl.mnt)
-    lost, corrupted = l1 + l2, c1
-    for p in (p1 + p2)[:20]:
+    checked, lost, corrupted, probs = check_all(ctl, cl.mnt, 2)
+    for p in probs[:20]:
         print("   ", p)
     print()
     print("chaos summary (seed %d)" % args.seed)
-    print("  cycles run: %d (%s)" % (cycle, ", ".join("%s %d" % kv for kv in sorted(kinds.items()))))
-    print("  acknowledged: %d files / %d blocks, %d namespace changes checked" % (nfiles, nblocks, nns))
-    print("  lost: %d / corrupted: %d" % (lost, corrupted))
-    print("  cycles that did not recover: %d" % failed_cycles)
-    print("  worst unavailability (probe create+write+fsync+read gap) per fault kind:")
-    for k in sorted(kinds):
-        print("    %-13s %6.1f s" % (k, worst[k]))
-    print("  client-visible errors per fault kind:")
-    for k in sorted(kinds):
-        print("    %-13s %s" % (k, ", ".join("%s %d" % kv for kv in sorted(errs[k].items())) or "none"))
+    tally.summary(cycle, checked, lost, corrupted)
     m2.stop()
     cl.down()
     clean, out = run_fsck(cl)
@@ -704,7 +903,7 @@ def controller(args):
     for l in out.splitlines():
         if not clean or not l.startswith("20"):
             print("    " + l)
-    if lost or corrupted or failed_cycles or not clean:
+    if lost or corrupted or tally.failed or tally.bad_checks or not clean:
         status = 1
     if not args.keep and status == 0:
         shutil.rmtree(root, ignore_errors=True)
@@ -715,18 +914,7 @@ def controller(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--bin", default=os.environ.get("CFS_BIN", "build/chainfs"))
-    ap.add_argument("--cycles", type=int, default=10)
-    ap.add_argument("--minutes", type=float, default=0)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--faults", default="")
-    ap.add_argument("--dir", default="")
-    ap.add_argument("--keep", action="store_true")
-    ap.add_argument("--each", action="store_true",
-                    help="one cycle per fault kind, in a seeded order (the CI pass)")
-    ap.add_argument("--stop-on-failure", action="store_true")
-    ap.add_argument("--max-files", type=int, default=150,
-                    help="files each writer keeps; older ones are removed (bounds the checks)")
+    run_args(ap, 10, 150)
     ap.add_argument("--worker", default="")
     ap.add_argument("--ctl", default="")
     ap.add_argument("--mnt", default="")
@@ -734,7 +922,7 @@ def main():
     args = ap.parse_args()
     if args.worker:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        {"writer": writer, "churn": churn, "probe": probe}[args.worker](args)
+        {"writer": writer, "churn": churn, "probe": probe, "appender": appender}[args.worker](args)
         return 0
     if not os.path.exists("/dev/fuse"):
         print("skip: /dev/fuse is missing")

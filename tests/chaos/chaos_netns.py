@@ -8,8 +8,10 @@
 The cluster is scripts/netns_cluster.py's: 13 network-namespace hosts (3
 etcd, 2 mgmtd, 4 storage with 3 targets each on their own --loop-mb MiB
 ext4 loop image, 2 meta, 2 clients with a mount each). The workload and
-the checks are tests/chaos/chaos.py's, unchanged: writer0 and churn on
-client1's mount, writer1 on client2's, the probe on client1's; after every
+the checks are tests/chaos/chaos.py's: writer0, the appender writer2 (one
+file always open for writing, a block + fsync at a time) and churn on
+client1's mount, writer1 and the appender writer3 on client2's, the probe
+on client1's; after every
 cycle, with the workers paused, every acknowledged block and namespace
 change is read back through client1's mount (so writer1's data crosses
 clients).
@@ -26,8 +28,29 @@ Faults (one per cycle, seeded; the same seed gives the same sequence):
   disk-full        one target's file system filled to ENOSPC by a fill
                    file for 3..10 s, then the file removed
                    (docs/operations.md "A full disk")
+  part-client      a client host's link down for 8..12 s (beyond mgmtd's
+                   6 s heartbeat timeout, so meta prunes its write
+                   sessions) while its writer and appender hold files open
+                   for writing, then up; the sessions pruned are counted
+                   from the meta logs. Its workers' errors are application
+                   errors of the kind; an acknowledged write must survive
+                   and no file may be longer than its writes made it
+  corrupt          with the workers paused, 8 bytes flipped inside one
+                   acknowledged block (every stored copy of it on one
+                   target: copy-on-write leaves released copies beside the
+                   live one) while the storage process runs; the file is
+                   then read through both mounts until that storage logs
+                   the bad CRC ("corrupt data") and its repair from a good
+                   replica ("repaired chunk", craq_repair.c), and 8 times
+                   more (no new corrupt read allowed). Every read is
+                   checked block by block: a corrupted byte returned counts
+                   as corrupted, a chunk not repaired within 60 s fails
 After each: every chain member serving, both mounts up and a fresh probe
 success (recovery time = fault start to that point), then the checks.
+
+SIGTERM or SIGINT ends the run after the cycle in progress, with everything
+below as at a normal end (a second signal interrupts at once, still
+bringing the hosts down).
 
 At the end: the checks once more, the roles stopped except etcd, `chainfs
 fsck --kv etcd://... --targets ...` (every chunk on three agreeing
@@ -36,12 +59,10 @@ only when lost = corrupted = 0, every cycle recovered and fsck is clean.
 Needs root (network namespaces, loop devices) and /dev/fuse (else 77).
 """
 import argparse
-import collections
 import os
 import random
+import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,16 +74,130 @@ import chaos  # noqa: E402
 import netns_cluster  # noqa: E402
 
 FAULTS = ["part-storage", "part-meta", "part-mgmtd", "part-etcd", "stop-storage", "stop-meta",
-          "stop-mgmtd", "kill-storage", "kill-meta", "kill-mgmtd", "disk-full"]
+          "stop-mgmtd", "kill-storage", "kill-meta", "kill-mgmtd", "disk-full", "part-client",
+          "corrupt"]
+# writer0 and writer2 (the appender, a file always open for writing) on
+# client1's mount, writer1 and writer3 on client2's
+NWRITERS = 4
+WORKERS = ["writer0", "writer1", "writer2", "writer3", "churn"]
 
 
 def pick(rnd, kind):
     return {"storage": "storage%d" % rnd.randint(1, 4), "meta": "meta%d" % rnd.randint(1, 2),
-            "mgmtd": "mgmtd%d" % rnd.randint(1, 2), "etcd": "etcd%d" % rnd.randint(1, 3)}[kind]
+            "mgmtd": "mgmtd%d" % rnd.randint(1, 2), "etcd": "etcd%d" % rnd.randint(1, 3),
+            "client": "client%d" % rnd.randint(1, 2)}[kind]
 
 
-def inject(nc, rnd, kind):
+def log_mark(nc, roles):
+    """{role: size of its log now}, for log_since."""
+    out = {}
+    for r in roles:
+        try:
+            out[r] = os.path.getsize(os.path.join(nc.dir, "logs", r + ".log"))
+        except OSError:
+            out[r] = 0
+    return out
+
+
+def log_since(nc, mark):
+    """What the logs of MARK's roles got since MARK."""
+    text = ""
+    for r, off in mark.items():
+        try:
+            with open(os.path.join(nc.dir, "logs", r + ".log"), "rb") as f:
+                f.seek(off)
+                text += f.read().decode(errors="replace")
+        except OSError:
+            pass
+    return text
+
+
+def chunk_files(d):
+    """The chunk data files of target directory D."""
+    out = []
+    for dp, _, fns in os.walk(d):
+        out += [os.path.join(dp, f) for f in fns
+                if not f.endswith((".mdb", ".img", ".lock", "fill.bin", ".tmp"))
+                and os.path.getsize(os.path.join(dp, f)) >= chaos.BLOCK]
+    return out
+
+
+def read_both(nc, wl, name, st):
+    """Reads and checks WL's file NAME through both mounts; adds what it
+    found to ST; the number of reads."""
+    for m in (nc.mnt("client1"), nc.mnt("client2")):
+        _, l, c, p = wl.check_file(m, name)
+        st["lost"] += l
+        st["corrupted"] += c
+        st["problems"] += p
+    return 2
+
+
+def corrupt_cycle(nc, rnd, ctl, st):
+    """Flips 8 bytes in one acknowledged block on one replica (the storage
+    process running), with the workers paused so no write replaces the
+    chunk meanwhile; then reads the file through both mounts until the
+    storage service has caught the bad CRC and repaired its copy from a good
+    replica (craq_repair.c), and 8 more times after that. Every read is
+    checked block by block (bad bytes returned count as corrupted)."""
+    if not chaos.pause_workers(ctl, WORKERS):
+        chaos.resume_workers(ctl)
+        return "workers did not pause"
+    try:
+        live = {}
+        for w in range(NWRITERS):
+            live.update(chaos.WriterLog(ctl, "writer%d" % w).live())
+        targets = ["storage%d/t%d" % (i, t) for i in (1, 2, 3, 4)
+                   for t in range(1, netns_cluster.TARGETS + 1)]
+        rnd.shuffle(targets)
+        for target in targets:
+            host = target.split("/")[0]
+            tdir = os.path.join(nc.dir, target)
+            mark = log_mark(nc, [host])
+            hit = chaos.flip_live_block(chunk_files(tdir), live, rnd)
+            if hit:
+                break
+        else:
+            return "no acknowledged block found on any target"
+        name, idx, gen, copies = hit
+        wl = chaos.WriterLog(ctl, live[(name, idx, gen)])
+        t0 = time.time()
+        pat = re.compile(r"corrupt data: target=%s chunk=(\d+):(\d+) " % re.escape(tdir))
+        chunk, t_rep, reads = None, None, 0
+        while time.time() < t0 + 60 and t_rep is None:
+            reads += read_both(nc, wl, name, st)
+            text = log_since(nc, mark)
+            hits = pat.findall(text)
+            if hits and chunk is None:
+                chunk = hits[0]
+            if chunk and re.search(r"repaired chunk: target=\d+ chain=\d+ ino=%s idx=%s " % chunk,
+                                   text):
+                t_rep = time.time()
+            time.sleep(0.1)
+        detected = len(pat.findall(log_since(nc, mark)))
+        after = 0
+        if t_rep:
+            mark2 = log_mark(nc, [host])
+            for _ in range(4):
+                reads += read_both(nc, wl, name, st)
+            after = len(pat.findall(log_since(nc, mark2)))
+        st["corrupt_detected"] += detected
+        st["corrupt_repaired"] += 1 if t_rep and not after else 0
+        st["corrupt_unrepaired"] += 0 if t_rep and not after else 1
+        if t_rep:
+            st["repair_worst"] = max(st["repair_worst"], t_rep - t0)
+        return "%s %s blk %d: %d cop%s, %d bad reads caught, %s" % (
+            target, name, idx, copies, "y" if copies == 1 else "ies", detected,
+            ("repaired in %.1f s" % (t_rep - t0)) + (", %d AFTER" % after if after else "")
+            if t_rep else "NOT repaired in 60 s (%d reads)" % reads)
+    finally:
+        chaos.resume_workers(ctl)
+
+
+def inject(nc, rnd, kind, ctl, st):
     """Runs one fault to its end (recovery action included); its detail."""
+    if kind == "corrupt":
+        return corrupt_cycle(nc, rnd, ctl, st)
     if kind == "disk-full":
         target = "storage%d/t%d" % (rnd.randint(1, 4), rnd.randint(1, netns_cluster.TARGETS))
         hold = rnd.uniform(3, 10)
@@ -73,6 +208,19 @@ def inject(nc, rnd, kind):
         return "%s filled (%d MiB) for %.1f s" % (target, mb, hold)
     verb, role_kind = kind.split("-", 1)
     role = pick(rnd, role_kind)
+    if verb == "part" and role_kind == "client":
+        # longer than mgmtd's heartbeat timeout (6 s), so meta prunes the
+        # host's write sessions (each open file's length synced from
+        # storage) while its appender and writer hold files open
+        hold = rnd.uniform(8, 12)
+        mark = log_mark(nc, ["meta1", "meta2"])
+        nc.partition(role)
+        time.sleep(hold)
+        nc.heal(role)
+        pruned = sum(int(x) for x in re.findall(r"session prune: dropped=(\d+)",
+                                                 log_since(nc, mark)))
+        st["pruned"] += pruned
+        return "%s cut off for %.1f s, %d sessions pruned" % (role, hold, pruned)
     if verb == "part":
         hold = rnd.uniform(2, 10)
         nc.partition(role)
@@ -119,18 +267,8 @@ def fsck(nc):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--bin", default=os.environ.get("CFS_BIN", "build/chainfs"))
-    ap.add_argument("--cycles", type=int, default=5)
-    ap.add_argument("--minutes", type=float, default=0)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--faults", default="")
-    ap.add_argument("--dir", default="")
-    ap.add_argument("--keep", action="store_true")
+    chaos.run_args(ap, 5, 100)
     ap.add_argument("--loop-mb", type=int, default=128)
-    ap.add_argument("--max-files", type=int, default=100)
-    ap.add_argument("--stop-on-failure", action="store_true")
-    ap.add_argument("--each", action="store_true",
-                    help="one cycle per fault kind of --faults, in a seeded order (the smoke)")
     args = ap.parse_args()
     if not os.path.exists("/dev/fuse"):
         print("skip: /dev/fuse is missing")
@@ -150,28 +288,29 @@ def main():
     print("chaos-netns: seed %d, faults %s, dir %s" % (args.seed, ",".join(faults), root),
           flush=True)
     t_up = time.time()
+    stopper = chaos.Stopper()   # SIGTERM / SIGINT: end after this cycle, clean up
     nc.up(args.loop_mb)
     try:
-        return run(args, rnd, root, ctl, faults, nc, t_up)
+        return run(args, rnd, root, ctl, faults, nc, t_up, stopper)
     finally:
         nc.down()   # a no-op when run() brought it down already
 
 
-def run(args, rnd, root, ctl, faults, nc, t_up):
+def run(args, rnd, root, ctl, faults, nc, t_up, stopper):
     print("cluster up in %.1f s: %d chains, targets on %d MiB loop images" % (
         time.time() - t_up, nc.st.get("chains", 0), args.loop_mb), flush=True)
     m1, m2 = nc.mnt("client1"), nc.mnt("client2")
     wargs = argparse.Namespace(max_files=args.max_files)
-    names = ["writer0", "writer1", "churn"]
+    names = WORKERS
     procs = [chaos.spawn_worker(wargs, root, ctl, m1 if i == 0 else m2, "writer", i,
                                 args.seed * 10 + i) for i in range(2)]
+    procs += [chaos.spawn_worker(wargs, root, ctl, m1 if i == 2 else m2, "appender", i,
+                                 args.seed * 10 + i) for i in (2, 3)]
+    st = {"lost": 0, "corrupted": 0, "problems": [], "pruned": 0, "corrupt_detected": 0,
+          "corrupt_repaired": 0, "corrupt_unrepaired": 0, "repair_worst": 0.0}
     procs.append(chaos.spawn_worker(wargs, root, ctl, m1, "churn", 0, args.seed * 10 + 7))
     procs.append(chaos.spawn_worker(wargs, root, ctl, m1, "probe", 0, 0))
-    kinds = collections.Counter()
-    worst = collections.defaultdict(float)
-    rec = collections.defaultdict(list)
-    errs = collections.defaultdict(collections.Counter)
-    failed_cycles = 0
+    tally = chaos.Tally(ctl, names)
     cycle = 0
     status = 0
     t_end = time.time() + args.minutes * 60 if args.minutes else None
@@ -182,34 +321,33 @@ def run(args, rnd, root, ctl, faults, nc, t_up):
         args.cycles, t_end = len(order), None
     try:
         time.sleep(3)
-        while (t_end and time.time() < t_end) or (not t_end and cycle < args.cycles):
+        while not stopper.asked and ((t_end and time.time() < t_end) or
+                                     (not t_end and cycle < args.cycles)):
             cycle += 1
             kind = order[cycle - 1] if args.each else rnd.choice(faults)
             t0 = time.time()
             try:
-                detail = inject(nc, rnd, kind)
+                detail = inject(nc, rnd, kind, ctl, st)
             except netns_cluster.Error as e:
                 detail = "fault failed: %s" % e
             ok = recovered(nc, ctl, 180)
             t1 = time.time()
-            kinds[kind] += 1
-            rec[kind].append(t1 - t0)
-            worst[kind] = max(worst[kind], chaos.probe_gaps(ctl, t0, t1))
-            errs[kind].update(chaos.errors_between(ctl, names + ["probe"], t0, t1))
-            if not ok:
-                failed_cycles += 1
+            tally.record(kind, t0, t1, ok)
             if not chaos.pause_workers(ctl, names):
                 print("chaos-netns: workers did not pause", flush=True)
-                failed_cycles += 1
-            nfiles, nblocks, l1, c1, p1 = chaos.check_writers(ctl, m1, 2)
-            nns, l2, p2 = chaos.check_churn(ctl, m1)
+                tally.failed += 1
+            (nfiles, nblocks, nns), lost, corrupted, probs = chaos.check_all(ctl, m1, NWRITERS)
             chaos.resume_workers(ctl)
-            lost, corrupted = l1 + l2, c1
-            print("cycle %3d %-12s %-38s recovered %s in %5.1f s; checked %d files / %d blocks, "
-                  "%d namespace changes: lost %d corrupted %d" %
-                  (cycle, kind, detail[:38], "yes" if ok else "NO", t1 - t0, nfiles, nblocks,
-                   nns, lost, corrupted), flush=True)
-            for p in (p1 + p2)[:10]:
+            t_check = time.time() - t1
+            # what the corrupt cycles' own reads found counts in every later line
+            lost, corrupted = lost + st["lost"], corrupted + st["corrupted"]
+            probs = st["problems"] + probs
+            tally.bad_checks += 1 if lost or corrupted else 0
+            print("%s cycle %3d %-12s recovered %s in %5.1f s; checked %d files / %d blocks, "
+                  "%d namespace changes in %.1f s: lost %d corrupted %d; %s" %
+                  (time.strftime("%H:%M:%S", time.gmtime()), cycle, kind, "yes" if ok else "NO",
+                   t1 - t0, nfiles, nblocks, nns, t_check, lost, corrupted, detail), flush=True)
+            for p in probs[:10]:
                 print("   ", p, flush=True)
             if not ok:
                 print("    not recovered; chains:\n" + nc.admin("list-chains")[1], flush=True)
@@ -217,42 +355,34 @@ def run(args, rnd, root, ctl, faults, nc, t_up):
                 status = 1
                 if args.stop_on_failure:
                     break
+    except KeyboardInterrupt:
+        print("chaos-netns: interrupted in cycle %d" % cycle, flush=True)
     finally:
-        open(os.path.join(ctl, "stop"), "w").close()
-        chaos.resume_workers(ctl)
-        for p in procs:
-            try:
-                p.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        chaos.stop_workers(ctl, procs)
     try:
-        nfiles, nblocks, l1, c1, p1 = chaos.check_writers(ctl, m1, 2)
-        nns, l2, p2 = chaos.check_churn(ctl, m1)
-        lost, corrupted = l1 + l2, c1
-        for p in (p1 + p2)[:20]:
+        checked, lost, corrupted, probs = chaos.check_all(ctl, m1, NWRITERS)
+        lost, corrupted = lost + st["lost"], corrupted + st["corrupted"]
+        for p in (st["problems"] + probs)[:20]:
             print("   ", p)
         clean, out = fsck(nc)
     finally:
         nc.down()
     print()
     print("chaos-netns summary (seed %d, %.1f min)" % (args.seed, (time.time() - t_start) / 60))
-    print("  cycles run: %d (%s)" % (cycle, ", ".join("%s %d" % kv for kv in sorted(kinds.items()))))
-    print("  acknowledged: %d files / %d blocks, %d namespace changes checked" % (nfiles, nblocks, nns))
-    print("  lost: %d / corrupted: %d" % (lost, corrupted))
-    print("  cycles that did not recover: %d" % failed_cycles)
-    print("  recovery (fault start to all serving + probe ok): median / worst, and worst probe gap:")
-    for k in sorted(kinds):
-        r = sorted(rec[k])
-        print("    %-13s %5.1f s / %5.1f s   gap %5.1f s" % (k, r[len(r) // 2], r[-1], worst[k]))
-    print("  client-visible errors per fault kind:")
-    for k in sorted(kinds):
-        print("    %-13s %s" % (k, ", ".join("%s %d" % kv for kv in sorted(errs[k].items())) or "none"))
+    tally.summary(cycle, checked, lost, corrupted)
+    if tally.kinds["part-client"]:
+        print("  client hosts cut off: %d write sessions pruned by meta" % st["pruned"])
+    if tally.kinds["corrupt"]:
+        print("  corrupted replicas: %d corrupt reads caught by the storage CRC check, %d chunks "
+              "repaired (worst %.1f s after the flip), %d not repaired" % (
+                  st["corrupt_detected"], st["corrupt_repaired"], st["repair_worst"],
+                  st["corrupt_unrepaired"]))
     print("  fsck (roles stopped, etcd up): %s" % ("clean" if clean else "PROBLEMS"))
     for l in out.splitlines():
         if not clean or "=" in l:
             print("    " + l)
-    if lost or corrupted or failed_cycles or not clean:
+    if lost or corrupted or tally.failed or tally.bad_checks or not clean or \
+            st["corrupt_unrepaired"]:
         status = 1
     if not args.keep and status == 0:
         shutil.rmtree(root, ignore_errors=True)
@@ -262,5 +392,4 @@ def run(args, rnd, root, ctl, faults, nc, t_up):
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.exit(main())
