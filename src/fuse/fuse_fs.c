@@ -57,6 +57,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/file.h>
@@ -2369,8 +2370,13 @@ static void abort_connection(const char *mountpoint)
 		return;
 	snprintf(line, sizeof(line), "/sys/fs/fuse/connections/%u/abort", min);
 	int fd = open(line, O_WRONLY);
-	if (fd < 0)
+	if (fd < 0 && errno == ENOENT &&
+	    mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, NULL) == 0)
+		fd = open(line, O_WRONLY); /* fusectl was not mounted (containers) */
+	if (fd < 0) {
+		LOG_WARN("fuse", "cannot abort the connection (%s: %s)", line, strerror(errno));
 		return;
+	}
 	if (write(fd, "1", 1) < 0)
 		LOG_WARN("fuse", "aborting the connection failed: %s", strerror(errno));
 	close(fd);
