@@ -777,6 +777,26 @@ struct readdir_arg {
 	struct meta_inode in;
 };
 
+/* Fills DE from one dentry record of a range over DIR's entries (key:
+ * the 12-byte dentry prefix, then the name). -CFS_ECORRUPT, logged with
+ * WHAT, for a record that does not decode. */
+static int dirent_from_kv(const struct kv_pair *kv, uint64_t dir, const char *what,
+			  struct meta_dirent *de)
+{
+	struct meta_dentry d;
+	size_t nl = kv->key.n > 12 ? kv->key.n - 12 : 0;
+	if (nl == 0 || nl > META_NAME_MAX || meta_dentry_decode(kv->val.p, kv->val.n, &d)) {
+		LOG_WARN("meta", "%s: corrupt dentry in dir=%llu", what, (unsigned long long)dir);
+		return -CFS_ECORRUPT;
+	}
+	de->ino = d.ino;
+	de->type = d.type;
+	de->name_len = (uint8_t)nl;
+	memcpy(de->name, (const uint8_t *)kv->key.p + 12, nl);
+	de->name[nl] = 0;
+	return 0;
+}
+
 static int readdir_body(kv_txn *t, void *arg)
 {
 	struct readdir_arg *a = arg;
@@ -803,20 +823,8 @@ static int readdir_body(kv_txn *t, void *arg)
 	if (rc < 0)
 		return rc;
 	for (int i = 0; i < r.n; i++) {
-		struct meta_dirent *de = &a->ents[a->n];
-		struct meta_dentry d;
-		size_t nl = r.kvs[i].key.n > 12 ? r.kvs[i].key.n - 12 : 0;
-		if (nl == 0 || nl > META_NAME_MAX ||
-		    meta_dentry_decode(r.kvs[i].val.p, r.kvs[i].val.n, &d)) {
-			LOG_WARN("meta", "readdir: corrupt dentry in dir=%llu",
-				 (unsigned long long)a->dir);
-			return -CFS_ECORRUPT;
-		}
-		de->ino = d.ino;
-		de->type = d.type;
-		de->name_len = (uint8_t)nl;
-		memcpy(de->name, (const uint8_t *)r.kvs[i].key.p + 12, nl);
-		de->name[nl] = 0;
+		if ((rc = dirent_from_kv(&r.kvs[i], a->dir, "readdir", &a->ents[a->n])))
+			return rc;
 		a->n++;
 	}
 	a->eof = !r.has_more;
@@ -882,20 +890,8 @@ static int plus_body(kv_txn *t, void *arg)
 	/* Copy the names out before the inode reads reuse the txn. */
 	int n = 0;
 	for (int i = 0; i < r.n; i++) {
-		struct meta_dirent *de = &a->ents[n];
-		struct meta_dentry d;
-		size_t nl = r.kvs[i].key.n > 12 ? r.kvs[i].key.n - 12 : 0;
-		if (nl == 0 || nl > META_NAME_MAX ||
-		    meta_dentry_decode(r.kvs[i].val.p, r.kvs[i].val.n, &d)) {
-			LOG_WARN("meta", "lookup_plus: corrupt dentry in dir=%llu",
-				 (unsigned long long)a->dir);
-			return -CFS_ECORRUPT;
-		}
-		de->ino = d.ino;
-		de->type = d.type;
-		de->name_len = (uint8_t)nl;
-		memcpy(de->name, (const uint8_t *)r.kvs[i].key.p + 12, nl);
-		de->name[nl] = 0;
+		if ((rc = dirent_from_kv(&r.kvs[i], a->dir, "lookup_plus", &a->ents[n])))
+			return rc;
 		n++;
 	}
 	int more = r.has_more;
