@@ -1100,13 +1100,21 @@ void file_io_read_async(file_io *f, file_io_inode *fi, uint64_t off, size_t len,
 
 ssize_t file_io_write(file_io *f, file_io_inode *fi, uint64_t off, size_t len, const void *buf)
 {
+	return file_io_write_attr(f, fi, off, len, buf, NULL);
+}
+
+ssize_t file_io_write_attr(file_io *f, file_io_inode *fi, uint64_t off, size_t len,
+                           const void *buf, struct meta_inode *attr)
+{
+	if (attr)
+		attr->ino = 0;
 	if (len == 0)
 		return 0;
 	if (off + len < off)
 		return -EFBIG;
 	if (fi->idata) {
 		int handled;
-		ssize_t n = fio_idata_write(f, fi, fi->idata, off, len, buf, &handled);
+		ssize_t n = fio_idata_write(f, fi, fi->idata, off, len, buf, &handled, attr);
 		if (handled)
 			return n;
 	}

@@ -165,6 +165,12 @@ void file_io_invalidate(file_io_inode *fi);
  * was: pieces that did land are not reported until a later write covers
  * them). */
 ssize_t file_io_write(file_io *f, file_io_inode *fi, uint64_t off, size_t len, const void *buf);
+/* file_io_write that also hands back, when the write was served inline
+ * (meta held the bytes), the inode meta returned right after the write
+ * committed: ATTR->ino is the file's then, 0 otherwise (a chunk write,
+ * an error). ATTR may be NULL. */
+ssize_t file_io_write_attr(file_io *f, file_io_inode *fi, uint64_t off, size_t len,
+                           const void *buf, struct meta_inode *attr);
 
 /* WRITE-BEHIND. Like file_io_write, but returns once a private copy of
  * BUF is queued (up to opts.write_behind bytes per inode and

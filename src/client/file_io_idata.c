@@ -182,14 +182,14 @@ ssize_t fio_idata_read(file_io *f, file_io_inode *fi, struct fio_idata *st, uint
 }
 
 ssize_t fio_idata_write(file_io *f, file_io_inode *fi, struct fio_idata *st, uint64_t off,
-                        size_t len, const void *buf, int *handled)
+                        size_t len, const void *buf, int *handled, struct meta_inode *attr)
 {
 	*handled = 0;
 	if (!fio_idata_on(st))
 		return 0;
 	int rc = -CFS_ENOTINLINE;
 	if (off <= META_IDATA_MAX && len <= META_IDATA_MAX - off) {
-		struct meta_inode *in = malloc(sizeof(*in));
+		struct meta_inode *in = attr ? attr : malloc(sizeof(*in));
 		if (!in) {
 			*handled = 1;
 			return -ENOMEM;
@@ -198,7 +198,10 @@ ssize_t fio_idata_write(file_io *f, file_io_inode *fi, struct fio_idata *st, uin
 		rc = meta_client_idata_write(fio_meta(f), &ROOT, file_io_ino(fi), off, buf, len, in);
 		if (rc == 0)
 			file_io_update(fi, in);
-		free(in);
+		else if (attr)
+			attr->ino = 0;
+		if (in != attr)
+			free(in);
 		if (rc == 0) {
 			*handled = 1;
 			return (ssize_t)len;

@@ -40,11 +40,14 @@ int fio_idata_on(const struct fio_idata *st);
 void fio_idata_invalidate(struct fio_idata *st);
 
 /* Hooks: *handled = 1 when the call was served here (return value is
- * the result), 0 when file_io should go on with chunks. */
+ * the result), 0 when file_io should go on with chunks. ATTR (may be
+ * NULL; caller sets ->ino = 0) receives the inode meta returned for a
+ * write served inline, read right after it committed. */
 ssize_t fio_idata_read(file_io *f, file_io_inode *fi, struct fio_idata *st, uint64_t off,
                        size_t len, void *buf, int *handled);
 ssize_t fio_idata_write(file_io *f, file_io_inode *fi, struct fio_idata *st, uint64_t off,
-                        size_t len, const void *buf, int *handled);
+                        size_t len, const void *buf, int *handled,
+                        struct meta_inode *attr);
 /* Makes the file chunked (no-op when it is). 0 or <0. */
 int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st);
 /* Caches bytes meta returned with the open (served to reads for

@@ -99,9 +99,9 @@ struct fusefs {
 	} acl_none[256];
 	pthread_mutex_t dattr_lock; /* guards dattr_gen and dattr */
 	uint64_t dattr_gen;         /* bumped by every change that may alter a directory */
-	struct dattr_slot {         /* directory attributes from CREATE_DIR / UNLINK_DIR */
+	struct dattr_slot {         /* attributes from CREATE_DIR / UNLINK_DIR / inline writes */
 		uint64_t ino;       /* 0: empty */
-		uint64_t ops;       /* CREATE_DIR / UNLINK_DIR started on a dir of this slot */
+		uint64_t ops;       /* calls that began on an inode of this slot */
 		uint64_t until_ns;  /* mono clock: read at meta + attr_timeout */
 		struct stat st;
 	} dattr[256];
@@ -353,7 +353,14 @@ static void own_end(struct fusefs *fs, uint64_t parent, const char *name, int rc
  * newer one) and no other change of this mount that may alter a
  * directory (mkdir, rmdir, rename, link, symlink, mknod, setattr, xattrs,
  * an entry change without a directory reply) completed meanwhile: those
- * empty the table (dattr_drop_all) after they commit. */
+ * empty the table (dattr_drop_all) after they commit.
+ *
+ * Files take part the same way: the kernel drops a file's attributes
+ * after each write and asks at the next fstat, so a write served inline
+ * keeps the inode meta returned with it. Any other write of the file
+ * (chunks, which meta learns about later) forgets it (dattr_forget), as
+ * do a conversion to chunks and a granted lock; setattr and fallocate
+ * empty the table. */
 
 static struct dattr_slot *dattr_slot_of(struct fusefs *fs, uint64_t ino)
 {
@@ -395,7 +402,8 @@ static void dattr_drop_all(struct fusefs *fs)
 static void dattr_put(struct fusefs *fs, uint64_t dir, struct dattr_ticket t,
                       const struct meta_inode *in)
 {
-	if (in->ino != dir || in->type != META_T_DIR || fs->o.attr_timeout <= 0) {
+	if (in->ino != dir || (in->type != META_T_DIR && in->type != META_T_FILE) ||
+	    fs->o.attr_timeout <= 0) {
 		dattr_drop_all(fs);
 		return;
 	}
@@ -411,6 +419,17 @@ static void dattr_put(struct fusefs *fs, uint64_t dir, struct dattr_ticket t,
 	} else {
 		sl->ino = 0;
 	}
+	pthread_mutex_unlock(&fs->dattr_lock);
+}
+
+/* Empties INO's slot if it holds INO (a change of the file this table
+ * cannot describe, such as a chunk write, has landed). */
+static void dattr_forget(struct fusefs *fs, uint64_t ino)
+{
+	pthread_mutex_lock(&fs->dattr_lock);
+	struct dattr_slot *sl = dattr_slot_of(fs, ino);
+	if (sl->ino == ino)
+		sl->ino = 0;
 	pthread_mutex_unlock(&fs->dattr_lock);
 }
 
@@ -690,6 +709,7 @@ static int idata_convert(struct fusefs *fs, uint64_t ino)
 	if (rc == 0 && fi)
 		rc = file_io_idata_convert(fs->o.fio, fi);
 	file_io_release(fs->o.fio, fi);
+	dattr_forget(fs, ino);
 	return rc;
 }
 
@@ -1558,15 +1578,30 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
+	/* A write served inline returns the inode as meta read it after the
+	 * commit: the kernel drops the file's attributes after every write
+	 * and asks for them at the next fstat (git, cp, editors do one per
+	 * file), so keep them for that GETATTR like a directory's. */
+	struct meta_inode *attr = fs->o.attr_timeout > 0 && file_io_idata_on(f->fi)
+	                              ? malloc(sizeof(*attr))
+	                              : NULL;
+	struct dattr_ticket t = dattr_begin(fs, ino);
 	if (f->flags & O_APPEND) {
 		file_io_append_lock(f->fi);
-		n = file_io_write(fs->o.fio, f->fi, file_io_size(f->fi), size, buf);
+		n = file_io_write_attr(fs->o.fio, f->fi, file_io_size(f->fi), size, buf, attr);
 		file_io_append_unlock(f->fi);
-	} else if (f->flags & O_DSYNC) { /* O_SYNC and O_DSYNC: durable on return */
-		n = file_io_write(fs->o.fio, f->fi, (uint64_t)off, size, buf);
+	} else if ((f->flags & O_DSYNC) || attr) {
+		/* O_SYNC and O_DSYNC: durable on return; an inline file is
+		 * written through meta whatever the mode */
+		n = file_io_write_attr(fs->o.fio, f->fi, (uint64_t)off, size, buf, attr);
 	} else {
 		n = file_io_write_behind(fs->o.fio, f->fi, (uint64_t)off, size, buf);
 	}
+	if (n >= 0 && attr && attr->ino == ino)
+		dattr_put(fs, ino, t, attr);
+	else
+		dattr_forget(fs, ino);
+	free(attr);
 	if (n < 0)
 		reply_err(req, (int)n);
 	else
@@ -2160,6 +2195,7 @@ static void lock_granted(struct fusefs *fs, fuse_ino_t ino, struct fusefs_file *
 		dircache_sync(fs->dc);
 	if (f)
 		f->size_ns = 0;
+	dattr_forget(fs, ino);
 	if (f && f->fi)
 		file_io_invalidate(f->fi);
 	if (fs->se)

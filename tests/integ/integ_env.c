@@ -68,6 +68,31 @@ void integ_conf_get(const struct integ *e, const char *key, char *out, size_t ca
 	assert_true(out[0] != 0);
 }
 
+unsigned long long integ_meta_requests(const struct integ *e)
+{
+	char port[32], id[128], addr[64], secret[700], log[700];
+	static int n;
+	integ_conf_get(e, "meta_port", port, sizeof(port));
+	integ_conf_get(e, "cluster_id", id, sizeof(id));
+	snprintf(addr, sizeof(addr), "127.0.0.1:%s", port);
+	snprintf(secret, sizeof(secret), "%s/secret", e->data);
+	snprintf(log, sizeof(log), "%s/meta-requests-%d.out", e->dir, n++);
+	char *argv[] = {(char *)testenv_chainfs(), "admin", "rpc-stats", "--addr", addr,
+	                "--cluster-id", id, "--secret-file", secret, NULL};
+	assert_int_equal(integ_run(argv, NULL, log, 20000), 0);
+	FILE *f = fopen(log, "r");
+	assert_non_null(f);
+	char line[512];
+	unsigned long long req = 0;
+	const char *at = NULL;
+	if (fgets(line, sizeof(line), f))
+		at = strstr(line, "requests=");
+	fclose(f);
+	assert_non_null(at);
+	assert_int_equal(sscanf(at, "requests=%llu", &req), 1);
+	return req;
+}
+
 int integ_role_pid(const struct integ *e, const char *role)
 {
 	char pidf[700];

@@ -56,6 +56,9 @@ int64_t integ_file_crc(const char *path);
 /* The value of KEY in E's DATA/cluster.conf (ports, cluster id, mount)
  * into OUT; fails the test when the key is missing. */
 void integ_conf_get(const struct integ *e, const char *key, char *out, size_t cap);
+/* Requests meta has served so far (`chainfs admin rpc-stats`; the call
+ * itself counts as one); fails the test when it cannot be read. */
+unsigned long long integ_meta_requests(const struct integ *e);
 /* The pid `chainfs up` recorded for ROLE ("meta", "mgmtd", "storage1",
  * "mount", ...) in DATA/pids; fails the test when there is none. */
 int integ_role_pid(const struct integ *e, const char *role);

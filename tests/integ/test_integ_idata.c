@@ -363,11 +363,82 @@ static void test_fsck_clean(void **state)
 	assert_int_equal(mism, 0);
 }
 
+static void check_sizes(int fa, const char *pa, int fb, const char *what)
+{
+	struct stat a, b, c;
+	assert_int_equal(fstat(fa, &a), 0);
+	assert_int_equal(fstat(fb, &b), 0);
+	assert_int_equal(stat(pa, &c), 0);
+	if (a.st_size != b.st_size || c.st_size != b.st_size)
+		fail_msg("%s: size %lld (fstat) / %lld (stat) on the mount, %lld on the local disk",
+		         what, (long long)a.st_size, (long long)c.st_size, (long long)b.st_size);
+}
+
+/* The kernel asks for a file's attributes after each write; a write
+ * served inline answers that from the inode meta returned with it. The
+ * sizes must match the local disk after every kind of change (inline
+ * writes, truncates, holes, growth to chunks, chunk writes), and an fstat
+ * right after an inline write must cost no meta request. */
+static void test_fstat_after_write(void **state)
+{
+	char p[1024], q[1024];
+	integ_path(&env, "fstat-after", p, sizeof(p));
+	snprintf(q, sizeof(q), "%s/fstat-after", local);
+	int fa = open(p, O_CREAT | O_RDWR | O_TRUNC, 0644);
+	int fb = open(q, O_CREAT | O_RDWR | O_TRUNC, 0644);
+	assert_true(fa >= 0 && fb >= 0);
+	const struct {
+		char op; /* w: pwrite, t: ftruncate */
+		uint64_t off, len;
+	} steps[] = {
+	    {'w', 0, 100},     {'w', 100, 4000}, {'w', 10, 5},     {'t', 50, 0},
+	    {'w', 1000, 10},   {'t', 3000, 0},   {'w', T - 10, 10}, {'w', T, 1},
+	    {'w', 0, 10},      {'t', 5, 0},      {'w', 2 * T, 100},
+	};
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+		char what[64];
+		snprintf(what, sizeof(what), "step %zu (%c %llu %llu)", i, steps[i].op,
+		         (unsigned long long)steps[i].off, (unsigned long long)steps[i].len);
+		if (steps[i].op == 'w')
+			both_pwrite(fa, fb, steps[i].off, steps[i].len, (unsigned)i);
+		else
+			both_truncate(fa, fb, steps[i].off);
+		check_sizes(fa, p, fb, what);
+	}
+	same(p, q, "after the steps");
+	close(fa);
+	close(fb);
+	assert_int_equal(unlink(p), 0);
+
+	/* N inline writes each followed by fstat: N write requests, plus the
+	 * directory poll and the rpc-stats call itself, but no GETATTRs. */
+	enum { N = 50 };
+	integ_path(&env, "fstat-count", p, sizeof(p));
+	fa = open(p, O_CREAT | O_RDWR | O_TRUNC, 0644);
+	assert_true(fa >= 0);
+	unsigned long long before = integ_meta_requests(&env);
+	for (int i = 0; i < N; i++) {
+		char b[64];
+		struct stat st;
+		memset(b, 'a' + i % 26, sizeof(b));
+		assert_int_equal(pwrite(fa, b, sizeof(b), (off_t)i * 64), (ssize_t)sizeof(b));
+		assert_int_equal(fstat(fa, &st), 0);
+		assert_int_equal(st.st_size, (i + 1) * 64);
+	}
+	unsigned long long used = integ_meta_requests(&env) - before;
+	close(fa);
+	assert_int_equal(unlink(p), 0);
+	if (used > N + N / 2)
+		fail_msg("%llu meta requests for %d inline writes + fstat (expected about %d)", used,
+		         N, N);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sizes_against_local),
 		cmocka_unit_test(test_readers_while_growing),
+		cmocka_unit_test(test_fstat_after_write),
 		cmocka_unit_test(test_two_mounts),
 		cmocka_unit_test(test_hard_link),
 		cmocka_unit_test(test_kill9_meta),
