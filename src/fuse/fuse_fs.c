@@ -69,6 +69,7 @@
 #include "common/log.h"
 #include "common/status.h"
 #include "fuse/dircache.h"
+#include "fuse/fuse_loop.h"
 #include "fuse/lookahead.h"
 #include "meta/acl.h"
 #include "usrbio/ring_abi.h"
@@ -571,6 +572,7 @@ static int la_lookup(struct fusefs *fs, fuse_req_t req, uint64_t parent, const c
 	gen = dc_begin(fs, parent);
 	read_ns = clock_mono_ns();
 	int eof = 0;
+	fuseloop_will_block();
 	int rc = meta_client_lookup_plus(fs->o.meta, cr, parent, meta_name_c(name), LOOKAHEAD_BATCH,
 	                                 lookahead_batch_add, b, &eof);
 	if (rc == -CFS_EBADMSG_TYPE) {
@@ -608,8 +610,10 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		free(in);
 		return;
 	}
-	if (rc == 0)
+	if (rc == 0) {
+		fuseloop_will_block();
 		rc = meta_client_lookup(fs->o.meta, &cb.c, parent, meta_name_c(name), in);
+	}
 	double neg = negative_ttl(fs);
 	if (rc == -ENOENT && neg > 0 && dc_note(fs, parent, name, gen)) {
 		struct fuse_entry_param e;
@@ -651,6 +655,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ff
 		free(in);
 		return;
 	}
+	fuseloop_will_block();
 	int rc = meta_client_getattr(fs->o.meta, &cb.c, ino, in);
 	if (rc < 0) {
 		reply_ino_err(req, rc);
@@ -2435,7 +2440,6 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 {
 	struct fusefs fs = {.o = *o};
 	struct fuse_session *se = NULL;
-	struct fuse_loop_config *lc = NULL;
 	char mopts[1024];
 	int rc;
 
@@ -2513,23 +2517,17 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	if (fs.dc && fs.o.attr_timeout > 0 &&
 	    lookahead_new((uint64_t)(fs.o.attr_timeout * 1e9), &fs.la) < 0)
 		fs.la = NULL;
-	lc = fuse_loop_cfg_create();
-	if (!lc) {
-		rc = -ENOMEM;
-		goto out_unmount;
-	}
-	fuse_loop_cfg_set_max_threads(lc, (unsigned)fs.o.threads);
-	fuse_loop_cfg_set_idle_threads(lc, (unsigned)(fs.o.threads / 2 ? fs.o.threads / 2 : 1));
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-	rc = fuse_session_loop_mt(se, lc);
+	/* Our loop, not fuse_session_loop_mt: one reader at a time, so the
+	 * thread that answered a request from the caches reads the next
+	 * (fuse_loop.h). */
+	rc = fuseloop_run(se, fs.o.threads);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	if (rc > 0) /* the signal that stopped the loop: a clean stop */
-		rc = 0;
 	if (rc < 0)
 		snprintf(err, errlen, "session loop failed: %s", strerror(-rc));
 	LOG_NOTICE("fuse", "unmounting: mountpoint=%s", mountpoint);
@@ -2540,7 +2538,6 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 		LOG_WARN("fuse", "directory-count poll stuck at unmount: aborting the connection");
 		abort_connection(mountpoint);
 	}
-out_unmount:
 	dircache_free(fs.dc);
 	fs.dc = NULL;
 	lookahead_free(fs.la);
@@ -2563,7 +2560,6 @@ out:
 		dir_unlink(&fs, d);
 		dir_free(d);
 	}
-	fuse_loop_cfg_destroy(lc);
 	fuse_session_destroy(se);
 	pthread_mutex_destroy(&fs.lock);
 	pthread_mutex_destroy(&fs.acl_lock);

@@ -12,7 +12,9 @@
  * locks, flock conversion) gives the same results on the mounts as on a
  * local directory (the kernel's own lock code is the oracle, in the same
  * run); F_SETLKW on B waits and wakes when A's holder unlocks, and a
- * signal interrupts it with EINTR; SQLite writers on both mounts keep a
+ * signal interrupts it with EINTR; waiters blocked in F_SETLKW do not
+ * stop the mount from serving other requests (the session loop hands the
+ * reading over before a blocking request); SQLite writers on both mounts keep a
  * consistent database (integrity_check, counter == committed increments);
  * kill -9 of mount B releases the locks its processes held, within the
  * mgmtd heartbeat timeout plus a session check.
@@ -501,6 +503,92 @@ static void test_setlkw_interrupted(void **state)
 	agent_stop(&x);
 }
 
+/* F_SETLKW waiters hold mount A's request threads (each polls meta until
+ * the lock frees): the session loop (src/fuse/fuse_loop.h) must keep
+ * reading and serving other requests meanwhile, so creates, stats,
+ * unlinks and a listing by another process on the same mount finish, and
+ * every waiter gets the lock once the holder lets go. */
+#define STALL_WAITERS 4
+#define STALL_FILES   50
+
+static int stall_ops(const char *dir)
+{
+	char p[800];
+	if (mkdir(dir, 0755) < 0)
+		return 1;
+	for (int i = 0; i < STALL_FILES; i++) {
+		snprintf(p, sizeof(p), "%s/f%d", dir, i);
+		int fd = open(p, O_CREAT | O_EXCL | O_WRONLY, 0644);
+		if (fd < 0 || close(fd) < 0)
+			return 2;
+	}
+	for (int i = 0; i < STALL_FILES; i++) {
+		struct stat st;
+		snprintf(p, sizeof(p), "%s/f%d", dir, i);
+		if (stat(p, &st) < 0 || !S_ISREG(st.st_mode))
+			return 3;
+	}
+	snprintf(p, sizeof(p), "ls %s | wc -l | grep -qx %d", dir, STALL_FILES);
+	if (system(p) != 0)
+		return 4;
+	for (int i = 0; i < STALL_FILES; i++) {
+		snprintf(p, sizeof(p), "%s/f%d", dir, i);
+		if (unlink(p) < 0)
+			return 5;
+	}
+	return rmdir(dir) < 0 ? 6 : 0;
+}
+
+static void test_waiters_do_not_stall_mount(void **state)
+{
+	char a[700], dir[700];
+	struct agent x;
+	pid_t w[STALL_WAITERS];
+	pa("stall", a);
+	pa("stall-dir", dir);
+	agent_start(&x);
+	assert_true(agent_do(&x, C_OPEN, 0, 0, 0, a).rc >= 0);
+	assert_int_equal(agent_do(&x, C_SETLK, F_WRLCK, 0, 0, NULL).rc, 0);
+	for (int i = 0; i < STALL_WAITERS; i++) {
+		w[i] = fork();
+		assert_true(w[i] >= 0);
+		if (w[i] == 0) {
+			int fd = open(a, O_RDWR);
+			struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+			_exit(fd >= 0 && fcntl(fd, F_SETLKW, &fl) == 0 ? 0 : 1);
+		}
+	}
+	usleep(500 * 1000); /* the waiters are in their requests by now */
+	pid_t op = fork();
+	assert_true(op >= 0);
+	if (op == 0)
+		_exit(stall_ops(dir));
+	int st = 0, done = 0;
+	long long t0 = now_ms();
+	while (!done && now_ms() - t0 < 30000) {
+		done = waitpid(op, &st, WNOHANG) == op;
+		if (!done)
+			usleep(20 * 1000);
+	}
+	/* Let the waiters go before asserting, so a failure does not leave
+	 * requests hanging on the mount. */
+	assert_int_equal(agent_do(&x, C_SETLK, F_UNLCK, 0, 0, NULL).rc, 0);
+	if (!done) {
+		kill(op, SIGKILL);
+		waitpid(op, &st, 0);
+	}
+	assert_true(done);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	for (int i = 0; i < STALL_WAITERS; i++) {
+		int ws;
+		assert_int_equal(waitpid(w[i], &ws, 0), w[i]);
+		assert_true(WIFEXITED(ws));
+		assert_int_equal(WEXITSTATUS(ws), 0);
+	}
+	agent_stop(&x);
+}
+
 /* Writers on both mounts increment one counter through sqlite3. */
 #define SQL_WRITERS_PER_MOUNT 2
 #define SQL_INCREMENTS        15
@@ -626,6 +714,7 @@ int main(void)
 	    cmocka_unit_test(test_lock_blocks_other_mount),
 	    cmocka_unit_test(test_semantics_match_local),
 	    cmocka_unit_test(test_setlkw_interrupted),
+	    cmocka_unit_test(test_waiters_do_not_stall_mount),
 	    cmocka_unit_test(test_sqlite_two_mounts),
 	    cmocka_unit_test(test_kill9_mount_releases_locks),
 	    cmocka_unit_test(test_stop_mount_b),

@@ -1,0 +1,48 @@
+/* fuse_loop.h - the mount's multi-threaded FUSE session loop: one thread
+ * reads /dev/fuse at a time (the leader), and a request that will not
+ * block (a lookup or getattr the mount answers from its caches) is
+ * answered by that same thread, which then reads the next request.
+ *
+ * WHY. libfuse's loop (fuse_session_loop_mt) keeps every idle worker
+ * blocked in read(2) on /dev/fuse, and the kernel wakes them in FIFO
+ * order, so a single application doing stat after stat had each of its
+ * requests served by a different one of ~30 threads. On a busy 2-core
+ * machine the scheduler then placed the woken thread and the woken
+ * application on different CPUs half of the time (bindfs, with its 6
+ * threads: 1 time in 10), and each such wake-up waited behind whatever
+ * ran there: 20,000 stats after a cache drop took 2-3x bindfs's time with
+ * the mount's CPU per stat below bindfs's (issue 13). With one thread the
+ * mount and the application ping-pong on one CPU.
+ *
+ * HOW. Idle threads wait on their own condition variable in a LIFO stack
+ * (the most recently busy thread is woken first: warm caches, one CPU).
+ * The leader reads a request and, unless its opcode is one that usually
+ * completes without blocking (LOOKUP, GETATTR, FORGET, BATCH_FORGET),
+ * hands the reading over to the top idle thread (or starts a new one, up
+ * to MAX_THREADS) before processing it, so requests that wait on RPCs
+ * never hold up the next request. A handler of a "fast" opcode that finds
+ * it must block after all (a cache miss: a meta round trip) calls
+ * fuseloop_will_block first, which hands the reading over then. When a
+ * thread finishes a request and nobody reads, it reads; else it goes idle.
+ *
+ * Threads: fuseloop_run from the thread that owns the session (it waits
+ * there until the session exits: unmount, fuse_session_exit, or a signal
+ * that interrupts its wait); fuseloop_will_block from any thread (a
+ * no-op outside a request of this loop).
+ */
+#ifndef CFS_FUSE_FUSE_LOOP_H
+#define CFS_FUSE_FUSE_LOOP_H
+
+struct fuse_session;
+
+/* Serves SE until it exits. 0 after an unmount or a stop (signal,
+ * fuse_session_exit); -errno when reading the device failed or no
+ * thread could be started. MAX_THREADS >= 1 bounds the requests served
+ * at once. */
+int fuseloop_run(struct fuse_session *se, int max_threads);
+
+/* The calling request handler is about to wait (an RPC): let another
+ * thread read the next request meanwhile. Cheap when already done. */
+void fuseloop_will_block(void);
+
+#endif
