@@ -36,6 +36,7 @@ struct storage_conf {
 	int64_t threads;
 	int sync;
 	int64_t capacity;
+	int64_t cached_read_max;
 	char *log_level;
 	char *log_file;
 };
@@ -63,6 +64,9 @@ static const struct cfg_opt opts[] = {
 	  "fdatasync data and metadata before acknowledging a write" },
 	{ "capacity", CFG_SIZE, "0", 0, 0, offsetof(struct storage_conf, capacity),
 	  "bytes of data per target (0: the filesystem's)" },
+	{ "cached-read-max", CFG_SIZE, "64K", 0, 0, offsetof(struct storage_conf, cached_read_max),
+	  "reads of up to this many bytes use the page cache, larger ones O_DIRECT (0: all "
+	  "direct); coherent with the engine's O_DIRECT writes, CRCs still checked" },
 	{ "log-level", CFG_STR, "info", 0, 0, offsetof(struct storage_conf, log_level),
 	  "err|warn|notice|info|debug" },
 	{ "log-file", CFG_STR, "", 0, 0, offsetof(struct storage_conf, log_file),
@@ -137,6 +141,8 @@ int cli_storage(int argc, char **argv)
 		.fence_ms = (uint32_t)sc.fence_ms, .heartbeat_ms = (uint32_t)sc.heartbeat_ms,
 		.rpc_threads = (int)sc.threads, .sync = sc.sync ? 1 : -1,
 		.capacity = (uint64_t)sc.capacity,
+		.cached_read_max = sc.cached_read_max > UINT32_MAX ? UINT32_MAX
+								    : (uint32_t)sc.cached_read_max,
 	};
 	sigset_t set;
 	cli_daemon_block_signals(&set);

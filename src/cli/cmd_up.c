@@ -74,6 +74,7 @@ struct up_conf {
 	int64_t stop_ms;
 	char *log_level;
 	char *mount_opts;
+	char *storage_opts;
 	char *meta_sync;
 	int64_t inline_max;
 };
@@ -91,6 +92,8 @@ static const struct cfg_opt up_opts[] = {
      "log level of the started roles"},
     {"mount-opts", CFG_STR, "", 0, 0, offsetof(struct up_conf, mount_opts),
      "extra arguments for chainfs mount, space-separated (e.g. --keep-cache-ro)"},
+    {"storage-opts", CFG_STR, "", 0, 0, offsetof(struct up_conf, storage_opts),
+     "extra arguments for each chainfs storage, space-separated (e.g. --cached-read-max=0)"},
     {"meta-sync", CFG_STR, "window", 0, 0, offsetof(struct up_conf, meta_sync),
      "metadata durability: window (each change survives a crash of any process at once, "
      "and power loss once synced: within 100 ms, or when fsync returns) or full (a disk "
@@ -746,9 +749,16 @@ static int start_cluster(struct cluster *c, const struct up_conf *uc)
 			       health_note(pid, c->storage_port[i]));
 			continue;
 		}
-		char *a[] = {"storage",      "--targets",   targets,         "--listen", listen,
-		             "--cluster-id", c->cluster_id, "--secret-file", secret,     "--mgmtd",
-		             mg_addr,        "--log-level", uc->log_level,   NULL};
+		char *a[32] = {"storage",      "--targets",   targets,         "--listen", listen,
+		               "--cluster-id", c->cluster_id, "--secret-file", secret,     "--mgmtd",
+		               mg_addr,        "--log-level", uc->log_level,   NULL};
+		int na = 13;
+		char extra[1024];
+		pathf(extra, sizeof(extra), "%s", uc->storage_opts);
+		for (char *save = NULL, *t = strtok_r(extra, " ", &save); t && na < 31;
+		     t = strtok_r(NULL, " ", &save))
+			a[na++] = t;
+		a[na] = NULL;
 		pid_t pid = spawn_role(c, role, a);
 		if (pid < 0 ||
 		    wait_up(c, role, pid, uc->timeout_ms, cond_port, &c->storage_port[i]))

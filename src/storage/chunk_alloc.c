@@ -73,6 +73,8 @@ struct size_class {
 	struct group **groups; /* by gid; NULL = never used */
 	uint32_t ngroups;      /* length of groups */
 	int fds[CHUNK_MAX_FILES]; /* -1 = not open */
+	int bfds[CHUNK_MAX_FILES]; /* buffered read-only fds of the same files
+				    * (chunk_alloc_cached_fd); -1 = none */
 	uint64_t used;         /* allocated blocks */
 	uint64_t reserved;     /* reserved (non-empty) groups */
 };
@@ -161,6 +163,12 @@ static int open_file(struct chunk_alloc *a, unsigned cls, unsigned file, int cre
 		}
 	}
 	free(page);
+	/* A second, buffered descriptor for small reads from the page cache
+	 * (chunk_alloc.h). Readahead off: a 4 KiB random read must read 4 KiB,
+	 * not fill a window nobody asked for. Without it (-1) reads stay direct. */
+	c->bfds[file] = open(path, O_RDONLY | O_CLOEXEC);
+	if (c->bfds[file] >= 0)
+		(void)posix_fadvise(c->bfds[file], 0, 0, POSIX_FADV_RANDOM);
 	c->fds[file] = fd;
 	return fd;
 fail:
@@ -179,8 +187,10 @@ int chunk_alloc_open(const char *dir, uint64_t capacity, struct chunk_alloc **ou
 	a->dir = xstrdup(path);
 	a->capacity = capacity;
 	for (unsigned i = 0; i < CHUNK_NCLASS; i++)
-		for (unsigned f = 0; f < CHUNK_MAX_FILES; f++)
+		for (unsigned f = 0; f < CHUNK_MAX_FILES; f++) {
 			a->cls[i].fds[f] = -1;
+			a->cls[i].bfds[f] = -1;
+		}
 	*out = a;
 	return 0;
 }
@@ -191,9 +201,12 @@ void chunk_alloc_close(struct chunk_alloc *a)
 		return;
 	for (unsigned i = 0; i < CHUNK_NCLASS; i++) {
 		struct size_class *c = &a->cls[i];
-		for (unsigned f = 0; f < CHUNK_MAX_FILES; f++)
+		for (unsigned f = 0; f < CHUNK_MAX_FILES; f++) {
 			if (c->fds[f] >= 0)
 				close(c->fds[f]);
+			if (c->bfds[f] >= 0)
+				close(c->bfds[f]);
+		}
 		for (uint32_t g = 0; g < c->ngroups; g++) {
 			if (c->groups[g]) {
 				free(c->groups[g]->refs);
@@ -499,6 +512,11 @@ int chunk_alloc_fd(struct chunk_alloc *a, struct chunk_pos pos, uint64_t *off)
 {
 	*off = block_off(pos.cls, pos.block);
 	return a->cls[pos.cls].fds[pos.file];
+}
+
+int chunk_alloc_cached_fd(struct chunk_alloc *a, struct chunk_pos pos)
+{
+	return a->cls[pos.cls].bfds[pos.file];
 }
 
 int chunk_alloc_is_used(struct chunk_alloc *a, struct chunk_pos pos)

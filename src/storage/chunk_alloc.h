@@ -70,6 +70,12 @@ uint32_t chunk_alloc_refs(struct chunk_alloc *a, struct chunk_pos pos);
 
 /* File descriptor (O_DIRECT) and byte offset of POS's block. */
 int chunk_alloc_fd(struct chunk_alloc *a, struct chunk_pos pos, uint64_t *off);
+/* A buffered (page cache), read-only fd of the same file as chunk_alloc_fd,
+ * readahead off; -1 when it could not be opened. Only for reads: every
+ * write goes through the O_DIRECT fd, and the kernel drops cached pages of
+ * a range a direct write or a hole punch changes, so what this fd reads
+ * is what the direct fd would (chunk_engine.c "page-cache reads"). */
+int chunk_alloc_cached_fd(struct chunk_alloc *a, struct chunk_pos pos);
 /* 1 if POS's block is allocated. */
 int chunk_alloc_is_used(struct chunk_alloc *a, struct chunk_pos pos);
 /* Total allocated blocks over all classes. */

@@ -240,7 +240,7 @@ struct chunk_engine {
 	uint64_t keep_head, keep_replica;   /* free-space floors (chunk_engine_space_low) */
 	atomic_uint_fast64_t space_free;    /* filesystem bytes free, as last seen */
 	atomic_uint_fast64_t space_ms;      /* when space_free was read (monotonic) */
-	atomic_uint_fast64_t corrupt_reads, compact_moves, open_errors;
+	atomic_uint_fast64_t corrupt_reads, compact_moves, open_errors, stale_cached_reads;
 	atomic_uint_fast64_t data_syncs, journals_retired;
 };
 
@@ -511,6 +511,14 @@ int chunk_engine_read_prep(struct chunk_engine *e, struct chunk_read_range *rr,
 	uint64_t boff;
 	io->fd = chunk_alloc_fd(e->alloc, io->meta.pos, &boff);
 	io->file_off = boff + io->rd_off;
+	io->dfd = io->fd;
+	if (io->len <= e->cfg.cached_read_max) {
+		int bfd = chunk_alloc_cached_fd(e->alloc, io->meta.pos);
+		if (bfd >= 0) {
+			io->fd = bfd;
+			io->cached = 1;
+		}
+	}
 	return 1;
 }
 
@@ -530,6 +538,59 @@ static uint32_t range_crc(const struct chunk_meta *m, uint64_t off, uint32_t n, 
 	return crc;
 }
 
+/* Page-cache reads. A read of at most cfg.cached_read_max bytes goes
+ * through the data file's buffered fd (chunk_alloc_cached_fd) instead of
+ * O_DIRECT, so a block read often is served from memory, as a local file
+ * system's would be. The rule: such a read returns the bytes of the version
+ * its pinned metadata names, as the direct read would, because
+ *   - every write of a data file is O_DIRECT or a hole punch, after which
+ *     the kernel drops the cached pages of that range (a buffered read
+ *     racing the write either had its page inserted before that drop,
+ *     which then waits for it and removes it, or reads the disk after the
+ *     write), and nothing maps or dirties these pages;
+ *   - the engine never writes bytes a pinned reader may read: new versions
+ *     go to a free block (copy-on-write), a journal is applied in place
+ *     only after the old version's readers left, and an in-place append
+ *     writes past the committed length (its partial last page with the
+ *     bytes it already holds);
+ *   - the page CRCs are still checked against that metadata, and a cached
+ *     read that fails them is read again O_DIRECT (which also writes back
+ *     any dirty cached page first) before the range is called corrupt; if
+ *     the direct read passes, the cached pages are dropped and counted
+ *     (stale_cached_reads): a corrupt block on disk is still reported. */
+static bool pages_match(const struct chunk_meta *m, const uint8_t *buf, uint32_t first,
+			uint32_t count)
+{
+	for (uint32_t p = first; p < first + count; p++) {
+		uint64_t start = (uint64_t)p * CHUNK_PAGE;
+		size_t n = m->len - start < CHUNK_PAGE ? m->len - start : CHUNK_PAGE;
+		if (crc32c(0, buf + (start - (uint64_t)first * CHUNK_PAGE), n) != m->page_crc[p])
+			return false;
+	}
+	return true;
+}
+
+static void recheck_cached(struct chunk_engine *e, struct chunk_read_range *rr,
+			   struct chunk_read_io *io, uint32_t first)
+{
+	uint32_t count = (uint32_t)(io->len / CHUNK_PAGE);
+	if (pages_match(&io->meta, io->buf, first, count))
+		return;
+	/* The caller's verify_pages decides on the direct bytes. IO->buf is
+	 * aligned (prep bounces unaligned ranges), as O_DIRECT needs. */
+	ssize_t got = pread(io->dfd, io->buf, io->len, (off_t)io->file_off);
+	if (got != (ssize_t)io->len) {
+		memset(io->buf, 0, io->len); /* fails the check: reported corrupt */
+		return;
+	}
+	if (!pages_match(&io->meta, io->buf, first, count))
+		return; /* corrupt on disk too */
+	(void)posix_fadvise(io->fd, (off_t)io->file_off, (off_t)io->len, POSIX_FADV_DONTNEED);
+	atomic_fetch_add_explicit(&e->stale_cached_reads, 1, memory_order_relaxed);
+	LOG_WARN("chunk", "cached read failed its CRCs, the direct read passed: target=%s "
+		 "chunk=%llu:%u", e->dir, (unsigned long long)rr->id.ino, rr->id.idx);
+}
+
 void chunk_engine_read_end(struct chunk_engine *e, struct chunk_read_range *rr,
 			   struct chunk_read_io *io, int res)
 {
@@ -539,6 +600,8 @@ void chunk_engine_read_end(struct chunk_engine *e, struct chunk_read_range *rr,
 		rr->result = res < 0 ? res : -EIO;
 	} else {
 		uint32_t first = (uint32_t)(io->rd_off / CHUNK_PAGE);
+		if (io->cached)
+			recheck_cached(e, rr, io, first);
 		int err = verify_pages(e, rr->id, &io->meta, io->buf, first,
 				       (uint32_t)(io->len / CHUNK_PAGE), "read");
 		if (err) {
@@ -1580,6 +1643,7 @@ void chunk_engine_cfg_default(struct chunk_engine_cfg *cfg)
 	cfg->journal_max = 64 << 10;
 	cfg->retire_ms = 100;
 	cfg->retire_max = 512;
+	cfg->cached_read_max = 64 << 10;
 }
 
 static void op_fail_now(struct chunk_op *op, int err)
@@ -1736,6 +1800,7 @@ void chunk_engine_get_stat(struct chunk_engine *e, struct chunk_engine_stat *out
 		out->used_blocks += as.used_blocks[i];
 	out->punched_groups = as.punched_groups;
 	out->corrupt_reads = atomic_load(&e->corrupt_reads);
+	out->stale_cached_reads = atomic_load(&e->stale_cached_reads);
 	out->open_errors = atomic_load(&e->open_errors);
 	out->compact_moves = atomic_load(&e->compact_moves);
 	out->data_syncs = atomic_load(&e->data_syncs);

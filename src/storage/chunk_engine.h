@@ -52,12 +52,17 @@ struct chunk_engine_cfg {
 					   * batch once the oldest waited this long ... */
 	unsigned retire_max;              /* ... or this many gathered (chunk_engine.c
 					   * "lazy retirement"); 0 (both): at once */
+	uint32_t cached_read_max;         /* reads of up to this many bytes (whole
+					   * pages) go through the page cache
+					   * (chunk_engine.c "page-cache reads");
+					   * 0: every read is O_DIRECT */
 };
 
 /* Fills defaults: sync on, 64 GiB map, 256 ring entries, 10 ms commit
  * window, compaction below
  * 50% every 1000 ms at up to 64 MiB/s, 256 MiB buffer cache, overwrites
- * up to 64 KiB journaled, journals retired after 100 ms or 512 of them. */
+ * up to 64 KiB journaled, journals retired after 100 ms or 512 of them,
+ * reads up to 64 KiB through the page cache. */
 void chunk_engine_cfg_default(struct chunk_engine_cfg *cfg);
 
 /* Opens the target, rebuilding the allocator from the metadata (and giving
@@ -176,12 +181,15 @@ void chunk_engine_submit(struct chunk_engine *e, struct chunk_op *op);
  * nothing is held, read the range through chunk_engine_submit instead (the
  * engine parks it until the write ends); or 1:
  * then the caller reads IO->len bytes of IO->fd at IO->file_off into
- * IO->buf (O_DIRECT, aligned) and passes the read's result (bytes or
+ * IO->buf (O_DIRECT and aligned, or with IO->cached a buffered fd, which
+ * the caller may first try with preadv2(RWF_NOWAIT)) and passes the read's result (bytes or
  * -errno) to chunk_engine_read_end, which verifies the page CRCs, fills
  * RR->dst (a bounce copy when it was not aligned), sets RR->result and
  * unpins. Between the two the caller must keep IO and RR alive and the
  * engine open. Any thread, without blocking on I/O (takes the engine's
- * metadata lock briefly); the engine's own reads use the same pair. */
+ * metadata lock briefly; read_end of a cached read whose CRCs fail re-reads
+ * the range O_DIRECT before calling it corrupt, a blocking read on that
+ * rare path); the engine's own reads use the same pair. */
 struct chunk_read_io {
 	int fd;              /* out of prep: what to read */
 	uint64_t file_off;
@@ -190,6 +198,8 @@ struct chunk_read_io {
 	/* engine's, between prep and end */
 	struct chunk_meta meta;
 	int pooled;          /* buf is an engine bounce buffer */
+	int cached;          /* fd is the buffered one (page cache) ... */
+	int dfd;             /* ... and this the O_DIRECT one, for a re-check */
 	uint64_t rd_off;     /* chunk offset of buf[0] */
 	uint32_t n;          /* bytes for the caller */
 };
@@ -216,6 +226,8 @@ struct chunk_engine_stat {
 	uint64_t chunks;          /* chunks in the metadata */
 	uint64_t used_blocks;     /* allocated blocks (chunks + writes in flight + pinned) */
 	uint64_t corrupt_reads;   /* ranges failed with -CFS_ECORRUPT */
+	uint64_t stale_cached_reads; /* page-cache reads whose CRCs failed where the
+				      * direct re-read passed (expected 0) */
 	uint64_t open_errors;     /* metadata records skipped at open */
 	uint64_t compact_moves;   /* chunks moved by compaction */
 	uint64_t punched_groups;  /* groups given back with punch-hole */

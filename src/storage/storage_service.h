@@ -31,6 +31,7 @@ struct storage_service_opts {
 	int rpc_threads;                /* [2] */
 	int sync;                       /* engines fdatasync before acking [1] when >= 0; -1 off */
 	uint64_t capacity;              /* bytes per target; 0 = the filesystem's */
+	uint32_t cached_read_max;       /* chunk_engine_cfg's; 0 = all reads O_DIRECT */
 };
 
 /* Opens the targets, starts serving (and, with mgmtd, registering in the

@@ -119,6 +119,7 @@ int stor_targets_open(struct storage_service *s, const struct storage_service_op
 		chunk_engine_cfg_default(&cfg);
 		cfg.dir = o->target_dirs[i];
 		cfg.capacity = o->capacity;
+		cfg.cached_read_max = o->cached_read_max;
 		if (o->sync < 0)
 			cfg.sync = 0;
 		t->slot = (uint32_t)i + 1;
