@@ -446,7 +446,9 @@ static void test_limits(void **state)
 	m.type = 225;
 	buf_reset(&b);
 	assert_int_equal(meta_rpc_req_encode(&b, &m), -EINVAL);
+	assert_int_equal(b.len, 0);
 	struct meta_rpc_resp r = { .type = 199 };
+	assert_int_equal(meta_rpc_resp_encode(&b, &r), -EINVAL);
 	assert_int_equal(meta_rpc_resp_decode("", 0, &r), -CFS_EPROTO);
 	assert_null(meta_rpc_name(225));
 	assert_string_equal(meta_rpc_name(META_RPC_LOOKUP_PLUS), "LOOKUP_PLUS");
