@@ -705,20 +705,12 @@ int meta_rpc_resp_decode(const void *p, size_t n, struct meta_rpc_resp *m)
 {
 	const struct msg *d = find(m->type);
 	struct wire_reader r;
-	struct meta_inode *in = m->inode, *dir = m->dir;
-	struct meta_dirent *ents = m->ents;
-	struct meta_layout *lay = m->layout;
-	int cap = m->ents_cap;
-	uint16_t type = m->type;
+	struct meta_rpc_resp keep = *m;
 
 	/* all but the caller's type and memory is overwritten */
 	memset(m, 0, sizeof(*m));
-	m->type = type;
-	m->inode = in;
-	m->ents = ents;
-	m->ents_cap = cap;
-	m->layout = lay;
-	m->dir = dir;
+	m->type = keep.type, m->inode = keep.inode, m->dir = keep.dir, m->layout = keep.layout;
+	m->ents = keep.ents, m->ents_cap = keep.ents_cap;
 	if (!d)
 		return -CFS_EPROTO;
 	wire_reader_init(&r, p, n);
