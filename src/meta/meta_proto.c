@@ -33,7 +33,12 @@
  * Q(NAME, name); get_limited(&r, MAX, ERR, &m->data, &m->data_len) ->
  * QBLOB(data, MAX, ERR, 1); "if (!r.err && wire_left(&r) >= 4) get" ->
  * QOPT(U32, ...); "if (!r.err && (m->count < LO || m->count > HI))
- * wire_fail(&r, ERR)" after the last field -> QRANGE(count, LO, HI, ERR).
+ * wire_fail(&r, ERR)" after the last field -> QRANGE(count, LO, HI, ERR);
+ * a type added to the old returns_inode() -> A(INODE, inode) first and
+ * INODE_TAIL last (then IDATA_TAIL if also in returns_idata()); one added
+ * to meta_rpc_is_mutation() -> MUT; a new names[] entry -> the row's name.
+ * Then `scripts/meta-proto-diff.sh BRANCH` compares the branch's switch
+ * codecs with the rows byte for byte (it must print no difference).
  *
  * Decoders read through a wire_reader and check once at the end (the
  * reader latches the first error). Counts are checked against their limit
