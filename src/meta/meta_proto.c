@@ -1,15 +1,53 @@
 /* meta_proto.c - codecs of the metadata-service messages (meta_proto.h;
  * layouts in the catalog in net/rpc_proto.h).
  *
- * One encoder and one decoder per direction, switching on the type, so each
- * field kind (name, inode, layout, length report) has exactly one reader and
- * one writer. Decoders read through a wire_reader and check once at the end
- * (the reader latches the first error). Counts are checked against their
- * limit and against the bytes present before any loop uses them, so a
- * hostile count can neither overrun a caller array nor spin. An over-limit
- * field in an otherwise sound payload latches the POSIX code the operation
- * would return (the reader keeps the first error, so a later truncation
- * does not mask it and vice versa).
+ * Every message is declared once, as one row of the table `msgs` below: its
+ * type, name, whether it mutates, and the fields of its request (after the
+ * common header) and of its reply, each in wire order. One interpreter
+ * writes any field list (put_fields) and one reads it (get_fields), so a
+ * message's encoder and decoder cannot drift apart, and each limit (name
+ * bound, blob size, count range, optional tail) sits on the field it
+ * bounds. meta_rpc_name, meta_rpc_is_mutation, the fuzz corpus generator
+ * (tests/meta/gen_meta_proto_corpus.c, which walks every named type) and
+ * the codecs all read the same row.
+ *
+ * HOW TO ADD A MESSAGE (say type 270, FOO):
+ *  1. meta_proto.h: META_RPC_FOO = 270 in its block's enum (move the
+ *     block's LAST macro so the fuzz target reaches it), its layout in the
+ *     catalog (net/rpc_proto.h), and any new member of meta_rpc_req /
+ *     meta_rpc_resp.
+ *  2. Here: one row in `msgs`, kept in type order, e.g.
+ *       { MSG(META_RPC_FOO, "FOO", MUT),
+ *         .req = { Q(U64, ino), Q(NAME, name), QRANGE(count, 1, 64, -EINVAL) },
+ *         .resp = { A(INODE, inode), INODE_TAIL } },
+ *     Nothing else in this file changes. Field kinds: enum fkind; field
+ *     macros: below it. A rule across fields (the lock checks) goes in a
+ *     .req_check / .resp_check hook, which runs after the fields.
+ *  3. A field added to an existing message goes at the end of its list as
+ *     QOPT / AOPT (an optional tail field): old peers omit it, and the
+ *     decoder leaves it 0 when the bytes end before it.
+ *  4. Rerun gen_meta_proto_corpus DIR to seed the fuzz corpus
+ *     (tests/fuzz/corpus/meta_proto) with the new type.
+ * Converting a switch-style case: wire_put_u64(&w, m->ino) /
+ * wire_get_u64(&r, &m->ino) -> Q(U64, ino); put_name / get_name ->
+ * Q(NAME, name); get_limited(&r, MAX, ERR, &m->data, &m->data_len) ->
+ * QBLOB(data, MAX, ERR, 1); "if (!r.err && wire_left(&r) >= 4) get" ->
+ * QOPT(U32, ...); "if (!r.err && (m->count < LO || m->count > HI))
+ * wire_fail(&r, ERR)" after the last field -> QRANGE(count, LO, HI, ERR);
+ * a type added to the old returns_inode() -> A(INODE, inode) first and
+ * INODE_TAIL last (then IDATA_TAIL if also in returns_idata()); one added
+ * to meta_rpc_is_mutation() -> MUT; a new names[] entry -> the row's name.
+ * Then `scripts/meta-proto-diff.sh BRANCH` compares the branch's switch
+ * codecs with the rows byte for byte (it must print no difference).
+ *
+ * Decoders read through a wire_reader and check once at the end (the
+ * reader latches the first error). Counts are checked against their limit
+ * and against the bytes present before any loop uses them, so a hostile
+ * count can neither overrun a caller array nor spin. An over-limit field in
+ * an otherwise sound payload latches the POSIX code the operation would
+ * return (the reader keeps the first error, so a later truncation does not
+ * mask it and vice versa); count ranges are checked after the last field,
+ * so a truncated message is -CFS_EPROTO whatever its count.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -20,59 +58,234 @@
 #include "common/wire.h"
 #include "meta/meta_proto.h"
 
-static const char *const names[] = {
-	"INFO", "LOOKUP", "GETATTR", "SETATTR", "CREATE", "OPEN", "CLOSE", "MKDIR",
-	"RMDIR", "UNLINK", "RENAME", "LINK", "SYMLINK", "READLINK", "READDIR", "GETXATTR",
-	"SETXATTR", "LISTXATTR", "REMOVEXATTR", "STATFS", "SYNC", "LAYOUT_GET", "LAYOUT_SET",
-	"ACCESS", "MKNOD",
+/* ---- field lists ---- */
+
+enum fkind {
+	FK_END,    /* ends a list (the rest of a row's array is zero) */
+	FK_U8,     /* uint8_t member */
+	FK_U32,    /* uint32_t member */
+	FK_U64,    /* uint64_t member */
+	FK_I64,    /* int64_t member */
+	FK_BOOL,   /* int member as u8 0/1 (another value: -CFS_EPROTO); with
+		    * .cond = N the next N fields travel only when it is set */
+	FK_NAME,   /* struct meta_name: u32 length, bytes; over META_NAME_MAX
+		    * bytes: -ENAMETOOLONG */
+	FK_BLOB,   /* const uint8_t *member and uint32_t member_len (.off2):
+		    * u32 length, bytes; over .max: .err; a length that is not
+		    * a multiple of .unit: -CFS_EPROTO */
+	FK_LEN,    /* int has_len, struct meta_length len (.off2): u8 has,
+		    * u64 length, u64 truncate_ver (zeros when not has) */
+	FK_INODE,  /* struct meta_inode *member: an inode record (put_inode);
+		    * NULL: the encoder fails -EINVAL, the decoder checks the
+		    * record and drops it */
+	FK_LAYOUT, /* struct meta_layout *member: a layout record, likewise */
+	FK_RDEV,   /* inode tail, member the inode pointer: u64 rdev */
+	FK_IFLAG,  /* inode tail, member the inode pointer: u8 0/1 idata */
+	FK_DIRENTS,/* READDIR reply: u8 eof, u32 n, n x (u64 ino, u8 type, name) */
+	FK_PLUS,   /* LOOKUP_PLUS reply: u8 eof, u32 n, blob of n entries */
+	FK_COUNT_
 };
 
-/* Types of the 240..249 block (metadata speed), from META_RPC_FSYNC. */
-static const char *const names_240[] = { "FSYNC" };
-static const char *const lock_names[] = { "LOCK_SET", "LOCK_GET", "LOCK_RELEASE" };
-static const char *const idata_names[] = { "IDATA_WRITE", "IDATA_READ", "IDATA_CONVERT" };
-static const char *const names_265[] = { "CREATE_DIR", "UNLINK_DIR" };
-static const char *const names_267[] = { "LOOKUP_PLUS" };
+/* Fewest bytes of each kind: an optional field with fewer bytes left is absent. */
+static const uint8_t fk_min[FK_COUNT_] = {
+	[FK_U8] = 1, [FK_U32] = 4, [FK_U64] = 8, [FK_I64] = 8, [FK_BOOL] = 1, [FK_NAME] = 4,
+	[FK_BLOB] = 4, [FK_LEN] = 17, [FK_RDEV] = 8, [FK_IFLAG] = 1,
+};
+
+struct field {
+	uint8_t kind;     /* enum fkind */
+	uint8_t opt;      /* optional tail: absent when the bytes end (0 then);
+			   * an absent optional field ends the message */
+	uint8_t cond;     /* FK_BOOL: fields that follow only when it is set */
+	uint8_t unit;     /* FK_BLOB: the length is a multiple of it */
+	uint16_t off;     /* offsetof the member */
+	uint16_t off2;    /* FK_BLOB: its length member; FK_LEN: the struct */
+	uint32_t min, max; /* FK_U32 with err: the range; FK_BLOB: max bytes */
+	int err;          /* code of a value out of its range / over max */
+};
+
+#define FIELDS_MAX 10 /* per request or reply (SETATTR's request has 9) */
+_Static_assert(sizeof(struct meta_rpc_req) <= UINT16_MAX && sizeof(struct meta_rpc_resp) <= UINT16_MAX,
+	       "field offsets are u16");
+
+struct msg {
+	uint16_t type;
+	uint8_t mutation; /* changes state: carries a tracked request id */
+	const char *name;
+	struct field req[FIELDS_MAX];  /* after the common header */
+	struct field resp[FIELDS_MAX];
+	/* Rules across fields, after the fields and ranges (may be NULL). */
+	void (*req_check)(struct wire_reader *r, struct meta_rpc_req *m);
+	void (*resp_check)(struct wire_reader *r, struct meta_rpc_resp *m);
+};
+
+/* Request fields (Q*) and reply fields (A*), by member name. */
+#define F_(S, k, mem) .kind = FK_##k, .off = offsetof(S, mem)
+#define REQ_ struct meta_rpc_req
+#define RESP_ struct meta_rpc_resp
+#define Q(k, mem) { F_(REQ_, k, mem) }
+#define A(k, mem) { F_(RESP_, k, mem) }
+#define QOPT(k, mem) { F_(REQ_, k, mem), .opt = 1 }
+#define AOPT(k, mem) { F_(RESP_, k, mem), .opt = 1 }
+/* u32 whose value outside [LO, HI] is ERR (checked after the last field) */
+#define QRANGE(mem, lo, hi, e) { F_(REQ_, U32, mem), .min = (lo), .max = (hi), .err = (e) }
+/* blob MEM (length MEM_len) of at most LIM bytes (else E), a multiple of UNIT */
+#define QBLOB(mem, lim, e, u) \
+	{ F_(REQ_, BLOB, mem), .off2 = offsetof(REQ_, mem##_len), .max = (lim), .err = (e), .unit = (u) }
+#define ABLOB(mem, lim, u) \
+	{ F_(RESP_, BLOB, mem), .off2 = offsetof(RESP_, mem##_len), .max = (lim), \
+	  .err = -CFS_EPROTO, .unit = (u) }
+#define QLEN { F_(REQ_, LEN, has_len), .off2 = offsetof(REQ_, len) }
+/* flag MEM; the next N fields travel only when it is set */
+#define AIF(mem, n) { F_(RESP_, BOOL, mem), .cond = (n) }
+#define AOPTIF(mem, n) { F_(RESP_, BOOL, mem), .cond = (n), .opt = 1 }
+
+/* A lock request's fields (the client is the header's), in both directions. */
+#define LOCK_FIELDS(X) X(U64, lock.owner), X(U32, lock.pid), X(U8, lock.kind), \
+	X(U8, lock.type), X(U64, lock.start), X(U64, lock.end)
+/* After an inode reply's other fields: fields added later, so optional. */
+#define INODE_TAIL AOPT(RDEV, inode), AOPT(IFLAG, inode)
+/* Replies whose inode tail may carry inline bytes: after INODE_TAIL. */
+#define IDATA_TAIL AOPTIF(has_idata, 3), A(U64, idata_ver), A(U32, idata_flags), \
+	ABLOB(idata, META_IDATA_MAX, 1)
+#define INODE_REPLY { A(INODE, inode), INODE_TAIL }
+
+#define MSG(t, nm, mut) .type = (t), .name = (nm), .mutation = (mut)
+#define MUT 1
+#define RO 0 /* reads only: seq 0, untracked */
+
+_Static_assert(META_RPC_IDATA_COMMIT == META_RPC_IDATA_BEGIN + 1, "IDATA_CONVERT's step range");
+
+static void lock_req_check(struct wire_reader *r, struct meta_rpc_req *m);
+static void lock_release_check(struct wire_reader *r, struct meta_rpc_req *m);
+static void lock_resp_check(struct wire_reader *r, struct meta_rpc_resp *m);
+
+#define PLUS_DATA_MAX (1u << 22) /* the server stops well before (META_PLUS_REPLY_MAX) */
+
+/* Every message, in type order. */
+static const struct msg msgs[] = {
+	{ MSG(META_RPC_INFO, "INFO", RO),
+	  .resp = { A(U64, instance_id), A(U32, threads) } },
+	{ MSG(META_RPC_LOOKUP, "LOOKUP", RO),
+	  .req = { Q(U64, ino), Q(NAME, name) }, .resp = INODE_REPLY },
+	{ MSG(META_RPC_GETATTR, "GETATTR", RO),
+	  .req = { Q(U64, ino) }, .resp = INODE_REPLY },
+	{ MSG(META_RPC_SETATTR, "SETATTR", MUT),
+	  .req = { Q(U64, ino), Q(U32, sa.valid), Q(U32, sa.mode), Q(U32, sa.uid), Q(U32, sa.gid),
+		   Q(U64, sa.size), Q(I64, sa.atime), Q(I64, sa.mtime), Q(I64, sa.ctime) },
+	  .resp = INODE_REPLY },
+	{ MSG(META_RPC_CREATE, "CREATE", MUT),
+	  .req = { Q(U64, ino), Q(NAME, name), Q(U32, mode), Q(U32, flags) },
+	  .resp = { A(INODE, inode), A(U64, session), INODE_TAIL, IDATA_TAIL } },
+	{ MSG(META_RPC_OPEN, "OPEN", MUT),
+	  .req = { Q(U64, ino), Q(U32, flags) },
+	  .resp = { A(INODE, inode), A(U64, session), INODE_TAIL, IDATA_TAIL } },
+	{ MSG(META_RPC_CLOSE, "CLOSE", MUT),
+	  /* flags came later: a request without them is an old client's */
+	  .req = { Q(U64, ino), Q(U64, ino2), QLEN, QOPT(U32, flags) } },
+	{ MSG(META_RPC_MKDIR, "MKDIR", MUT),
+	  .req = { Q(U64, ino), Q(NAME, name), Q(U32, mode) }, .resp = INODE_REPLY },
+	{ MSG(META_RPC_RMDIR, "RMDIR", MUT),
+	  .req = { Q(U64, ino), Q(NAME, name) } },
+	{ MSG(META_RPC_UNLINK, "UNLINK", MUT),
+	  .req = { Q(U64, ino), Q(NAME, name) } },
+	{ MSG(META_RPC_RENAME, "RENAME", MUT),
+	  .req = { Q(U64, ino), Q(NAME, name), Q(U64, ino2), Q(NAME, name2), Q(U32, flags) } },
+	{ MSG(META_RPC_LINK, "LINK", MUT),
+	  .req = { Q(U64, ino), Q(U64, ino2), Q(NAME, name) }, .resp = INODE_REPLY },
+	{ MSG(META_RPC_SYMLINK, "SYMLINK", MUT),
+	  .req = { Q(U64, ino), Q(NAME, name), QBLOB(data, META_SYMLINK_MAX, -ENAMETOOLONG, 1) },
+	  .resp = INODE_REPLY },
+	{ MSG(META_RPC_READLINK, "READLINK", RO),
+	  .req = { Q(U64, ino) }, .resp = { ABLOB(data, META_SYMLINK_MAX, 1) } },
+	{ MSG(META_RPC_READDIR, "READDIR", RO),
+	  .req = { Q(U64, ino), Q(NAME, name), QRANGE(count, 1, META_RPC_READDIR_MAX, -EINVAL) },
+	  .resp = { A(DIRENTS, ents) } },
+	{ MSG(META_RPC_GETXATTR, "GETXATTR", RO),
+	  .req = { Q(U64, ino), Q(NAME, name), Q(U32, count) },
+	  .resp = { A(U64, size), ABLOB(data, META_XATTR_VALUE_MAX, 1) } },
+	{ MSG(META_RPC_SETXATTR, "SETXATTR", MUT),
+	  .req = { Q(U64, ino), Q(NAME, name), QBLOB(data, META_XATTR_VALUE_MAX, -E2BIG, 1),
+		   Q(U32, flags) } },
+	{ MSG(META_RPC_LISTXATTR, "LISTXATTR", RO),
+	  .req = { Q(U64, ino), Q(U32, count) },
+	  .resp = { A(U64, size), ABLOB(data, META_RPC_LIST_MAX, 1) } },
+	{ MSG(META_RPC_REMOVEXATTR, "REMOVEXATTR", MUT),
+	  .req = { Q(U64, ino), Q(NAME, name) } },
+	{ MSG(META_RPC_STATFS, "STATFS", RO),
+	  .resp = { A(U64, statfs.total_bytes), A(U64, statfs.free_bytes),
+		    A(U64, statfs.ids_allocated) } },
+	{ MSG(META_RPC_SYNC, "SYNC", RO),
+	  .req = { Q(U64, ino), QLEN, Q(BOOL, query) }, .resp = { A(U64, size) } },
+	{ MSG(META_RPC_LAYOUT_GET, "LAYOUT_GET", RO),
+	  .req = { Q(U64, ino) }, .resp = { AIF(has_layout, 1), A(LAYOUT, layout) } },
+	{ MSG(META_RPC_LAYOUT_SET, "LAYOUT_SET", MUT),
+	  .req = { Q(U64, ino), Q(U32, chunk_size), Q(U32, stripe), Q(U32, table_id) } },
+	{ MSG(META_RPC_ACCESS, "ACCESS", RO),
+	  .req = { Q(U64, ino), Q(U32, flags) } },
+	{ MSG(META_RPC_MKNOD, "MKNOD", MUT),
+	  .req = { Q(U64, ino), Q(NAME, name), Q(U32, mode), Q(U64, rdev) }, .resp = INODE_REPLY },
+	{ MSG(META_RPC_LOCK_SET, "LOCK_SET", RO),
+	  .req = { Q(U64, ino), LOCK_FIELDS(Q) }, .req_check = lock_req_check },
+	{ MSG(META_RPC_LOCK_GET, "LOCK_GET", RO),
+	  .req = { Q(U64, ino), LOCK_FIELDS(Q) }, .req_check = lock_req_check,
+	  .resp = { AIF(has_lock, 7), A(U64, lock.client), LOCK_FIELDS(A) },
+	  .resp_check = lock_resp_check },
+	{ MSG(META_RPC_LOCK_RELEASE, "LOCK_RELEASE", RO),
+	  .req = { Q(U64, ino), Q(U64, lock.owner), Q(U32, flags) },
+	  .req_check = lock_release_check },
+	{ MSG(META_RPC_FSYNC, "FSYNC", RO),
+	  .req = { Q(U64, ino), QLEN, Q(BOOL, query) }, .resp = { A(U64, size) } },
+	{ MSG(META_RPC_DIRVER, "DIRVER", RO),
+	  .req = { QBLOB(data, 8 * META_RPC_DIRVER_MAX, -EINVAL, 8) },
+	  .resp = { ABLOB(data, 8 * META_RPC_DIRVER_MAX, 8) } },
+	{ MSG(META_RPC_IDATA_WRITE, "IDATA_WRITE", MUT),
+	  .req = { Q(U64, ino), Q(U64, off), QBLOB(data, META_IDATA_MAX, -CFS_ENOTINLINE, 1) },
+	  .resp = INODE_REPLY },
+	{ MSG(META_RPC_IDATA_READ, "IDATA_READ", RO),
+	  .req = { Q(U64, ino) }, .resp = { A(INODE, inode), INODE_TAIL, IDATA_TAIL } },
+	{ MSG(META_RPC_IDATA_CONVERT, "IDATA_CONVERT", MUT),
+	  .req = { Q(U64, ino), QRANGE(count, META_RPC_IDATA_BEGIN, META_RPC_IDATA_COMMIT, -EINVAL),
+		   Q(U32, flags), Q(U64, ver) },
+	  .resp = { A(INODE, inode), INODE_TAIL, IDATA_TAIL } },
+	{ MSG(META_RPC_CREATE_DIR, "CREATE_DIR", MUT),
+	  .req = { Q(U64, ino), Q(NAME, name), Q(U32, mode), Q(U32, flags) },
+	  .resp = { A(INODE, inode), A(U64, session), A(INODE, dir), INODE_TAIL } },
+	{ MSG(META_RPC_UNLINK_DIR, "UNLINK_DIR", MUT),
+	  .req = { Q(U64, ino), Q(NAME, name) }, .resp = { A(INODE, dir) } },
+	{ MSG(META_RPC_LOOKUP_PLUS, "LOOKUP_PLUS", RO),
+	  .req = { Q(U64, ino), Q(NAME, name), QRANGE(count, 1, META_PLUS_MAX, -EINVAL) },
+	  .resp = { A(PLUS, data) } },
+};
+
+static const struct msg *find(uint16_t type)
+{
+	size_t lo = 0, hi = sizeof(msgs) / sizeof(msgs[0]);
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (msgs[mid].type == type)
+			return &msgs[mid];
+		if (msgs[mid].type < type)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
 
 const char *meta_rpc_name(uint16_t type)
 {
-	if (type >= META_RPC_FSYNC && type <= META_RPC_LAST_240)
-		return names_240[type - META_RPC_FSYNC];
-	if (type >= META_RPC_LOCK_FIRST && type <= META_RPC_LOCK_LAST)
-		return lock_names[type - META_RPC_LOCK_FIRST];
-	if (type == META_RPC_DIRVER)
-		return "DIRVER";
-	if (type >= META_RPC_IDATA_FIRST && type <= META_RPC_IDATA_LAST)
-		return idata_names[type - META_RPC_IDATA_FIRST];
-	if (type >= META_RPC_FIRST_265 && type <= META_RPC_LAST_265)
-		return names_265[type - META_RPC_FIRST_265];
-	if (type >= META_RPC_FIRST_267 && type <= META_RPC_LAST_267)
-		return names_267[type - META_RPC_FIRST_267];
-	if (type < META_RPC_FIRST || type > META_RPC_LAST)
-		return NULL;
-	return names[type - META_RPC_FIRST];
+	const struct msg *d = find(type);
+	return d ? d->name : NULL;
 }
 
 int meta_rpc_is_mutation(uint16_t type)
 {
-	switch (type) {
-	case META_RPC_SETATTR: case META_RPC_CREATE: case META_RPC_OPEN: case META_RPC_CLOSE:
-	case META_RPC_MKDIR: case META_RPC_RMDIR: case META_RPC_UNLINK: case META_RPC_RENAME:
-	case META_RPC_LINK: case META_RPC_SYMLINK: case META_RPC_SETXATTR:
-	case META_RPC_REMOVEXATTR: case META_RPC_LAYOUT_SET: case META_RPC_MKNOD:
-	case META_RPC_CREATE_DIR: case META_RPC_UNLINK_DIR:
-	case META_RPC_IDATA_WRITE: case META_RPC_IDATA_CONVERT:
-		return 1;
-	}
-	return 0;
+	const struct msg *d = find(type);
+	return d ? d->mutation : 0;
 }
 
-/* ---- field kinds ---- */
-
-static void put_name(struct wire_writer *w, struct meta_name n)
-{
-	wire_put_blob(w, n.p, (uint32_t)n.n);
-}
+/* ---- records ---- */
 
 /* A blob of at most MAX bytes; a longer one that is present in full
  * latches TOO_LONG instead of -CFS_EPROTO. */
@@ -96,15 +309,6 @@ static void get_limited(struct wire_reader *r, size_t max, int too_long, const u
 	*len = n;
 }
 
-static void get_name(struct wire_reader *r, struct meta_name *n)
-{
-	const uint8_t *p;
-	uint32_t len;
-	get_limited(r, META_NAME_MAX, -ENAMETOOLONG, &p, &len);
-	n->p = (const char *)p;
-	n->n = len;
-}
-
 static void put_len(struct wire_writer *w, int has, const struct meta_length *l)
 {
 	wire_put_u8(w, has ? 1 : 0);
@@ -123,13 +327,20 @@ static void get_len(struct wire_reader *r, int *has, struct meta_length *l)
 	*has = h;
 }
 
+static int put_fields(struct wire_writer *w, const struct field *f, const void *m);
+static int get_fields(struct wire_reader *r, const struct field *f, void *m);
+
+#define LAYOUT_F(k, mem) { F_(struct meta_layout, k, mem) }
+/* A layout: these fields, then nchains (<= META_MAX_STRIPE) chain ids. */
+static const struct field layout_fields[] = {
+	LAYOUT_F(U32, chunk_size), LAYOUT_F(U32, stripe), LAYOUT_F(U32, table_id),
+	LAYOUT_F(U64, seed), { .kind = FK_END },
+};
+
 static void put_layout(struct wire_writer *w, const struct meta_layout *l)
 {
 	uint32_t n = l->nchains <= META_MAX_STRIPE ? l->nchains : META_MAX_STRIPE;
-	wire_put_u32(w, l->chunk_size);
-	wire_put_u32(w, l->stripe);
-	wire_put_u32(w, l->table_id);
-	wire_put_u64(w, l->seed);
+	put_fields(w, layout_fields, l);
 	wire_put_u32(w, n);
 	for (uint32_t i = 0; i < n; i++)
 		wire_put_u32(w, l->chains[i]);
@@ -137,10 +348,7 @@ static void put_layout(struct wire_writer *w, const struct meta_layout *l)
 
 static void get_layout(struct wire_reader *r, struct meta_layout *l)
 {
-	wire_get_u32(r, &l->chunk_size);
-	wire_get_u32(r, &l->stripe);
-	wire_get_u32(r, &l->table_id);
-	wire_get_u64(r, &l->seed);
+	get_fields(r, layout_fields, l);
 	wire_get_u32(r, &l->nchains);
 	if (r->err)
 		return;
@@ -153,23 +361,22 @@ static void get_layout(struct wire_reader *r, struct meta_layout *l)
 		wire_get_u32(r, &l->chains[i]);
 }
 
+#define INODE_F(k, mem) { F_(struct meta_inode, k, mem) }
+/* An inode: these fields, u8 has_layout, the layout when set, then the
+ * symlink target as a blob (empty unless a symlink). Its rdev and inline
+ * flag travel in the reply's tail (INODE_TAIL), after the other fields. */
+static const struct field inode_fields[] = {
+	INODE_F(U64, ino), INODE_F(U8, type), INODE_F(U32, mode), INODE_F(U32, uid),
+	INODE_F(U32, gid), INODE_F(U32, nlink), INODE_F(U64, size), INODE_F(I64, atime),
+	INODE_F(I64, mtime), INODE_F(I64, ctime), INODE_F(U64, truncate_ver),
+	INODE_F(U32, chains_used), INODE_F(U64, parent), { .kind = FK_END },
+};
+
 static void put_inode(struct wire_writer *w, const struct meta_inode *in)
 {
 	uint32_t tl = in->type == META_T_SYMLINK && in->target_len <= META_SYMLINK_MAX
 			      ? in->target_len : 0;
-	wire_put_u64(w, in->ino);
-	wire_put_u8(w, in->type);
-	wire_put_u32(w, in->mode);
-	wire_put_u32(w, in->uid);
-	wire_put_u32(w, in->gid);
-	wire_put_u32(w, in->nlink);
-	wire_put_u64(w, in->size);
-	wire_put_i64(w, in->atime);
-	wire_put_i64(w, in->mtime);
-	wire_put_i64(w, in->ctime);
-	wire_put_u64(w, in->truncate_ver);
-	wire_put_u32(w, in->chains_used);
-	wire_put_u64(w, in->parent);
+	put_fields(w, inode_fields, in);
 	wire_put_u8(w, in->has_layout ? 1 : 0);
 	if (in->has_layout)
 		put_layout(w, &in->layout);
@@ -182,19 +389,7 @@ static void get_inode(struct wire_reader *r, struct meta_inode *in)
 	const uint8_t *t;
 	uint32_t tl;
 	memset(in, 0, offsetof(struct meta_inode, layout));
-	wire_get_u64(r, &in->ino);
-	wire_get_u8(r, &in->type);
-	wire_get_u32(r, &in->mode);
-	wire_get_u32(r, &in->uid);
-	wire_get_u32(r, &in->gid);
-	wire_get_u32(r, &in->nlink);
-	wire_get_u64(r, &in->size);
-	wire_get_i64(r, &in->atime);
-	wire_get_i64(r, &in->mtime);
-	wire_get_i64(r, &in->ctime);
-	wire_get_u64(r, &in->truncate_ver);
-	wire_get_u32(r, &in->chains_used);
-	wire_get_u64(r, &in->parent);
+	get_fields(r, inode_fields, in);
 	wire_get_u8(r, &hl);
 	if (!r->err && (hl > 1 || in->type < META_T_FILE || in->type > META_T_MAX)) {
 		wire_fail(r, -CFS_EPROTO);
@@ -211,35 +406,251 @@ static void get_inode(struct wire_reader *r, struct meta_inode *in)
 	memcpy(in->target, t, tl);
 	in->target[tl] = 0;
 	in->target_len = tl;
-	in->rdev = 0; /* from the reply's tail (meta_rpc_resp_decode) */
+	in->rdev = 0; /* from the reply's tail (FK_RDEV) */
 }
 
-/* A lock request: the holder's owner and the lock (client: the header). */
-static void put_lock_req(struct wire_writer *w, const struct meta_lock *l)
+/* Decodes an inode into IN, or checks and drops it when IN is NULL. */
+static int get_inode_or_skip(struct wire_reader *r, struct meta_inode *in)
 {
-	wire_put_u64(w, l->owner);
-	wire_put_u32(w, l->pid);
-	wire_put_u8(w, l->kind);
-	wire_put_u8(w, l->type);
-	wire_put_u64(w, l->start);
-	wire_put_u64(w, l->end);
+	if (in) {
+		get_inode(r, in);
+		return 0;
+	}
+	in = malloc(sizeof(*in));
+	if (!in)
+		return -ENOMEM;
+	get_inode(r, in);
+	free(in);
+	return 0;
 }
 
-static void get_lock_req(struct wire_reader *r, struct meta_lock *l)
+#define DIRENT_MIN_WIRE 13 /* u64 ino, u8 type, u32 name length */
+
+static void put_dirents(struct wire_writer *w, const struct meta_rpc_resp *m)
 {
-	wire_get_u64(r, &l->owner);
-	wire_get_u32(r, &l->pid);
-	wire_get_u8(r, &l->kind);
-	wire_get_u8(r, &l->type);
-	wire_get_u64(r, &l->start);
-	wire_get_u64(r, &l->end);
+	wire_put_u8(w, m->eof ? 1 : 0);
+	wire_put_u32(w, (uint32_t)m->n);
+	for (int i = 0; i < m->n; i++) {
+		wire_put_u64(w, m->ents[i].ino);
+		wire_put_u8(w, m->ents[i].type);
+		wire_put_blob(w, m->ents[i].name, m->ents[i].name_len);
+	}
+}
+
+static void get_dirents(struct wire_reader *r, struct meta_rpc_resp *m)
+{
+	uint8_t eof = 0;
+	uint32_t cnt = 0;
+	wire_get_u8(r, &eof);
+	wire_get_u32(r, &cnt);
+	if (r->err)
+		return;
+	if (eof > 1 || cnt > META_RPC_READDIR_MAX || cnt > wire_left(r) / DIRENT_MIN_WIRE ||
+	    (cnt && (!m->ents || (int)cnt > m->ents_cap))) {
+		wire_fail(r, -CFS_EPROTO);
+		return;
+	}
+	m->eof = eof;
+	for (uint32_t i = 0; i < cnt && !r->err; i++) {
+		struct meta_dirent *e = &m->ents[i];
+		const uint8_t *np;
+		uint32_t nl;
+		wire_get_u64(r, &e->ino);
+		wire_get_u8(r, &e->type);
+		get_limited(r, META_NAME_MAX, -CFS_EPROTO, &np, &nl);
+		if (r->err)
+			break;
+		memcpy(e->name, np, nl);
+		e->name[nl] = 0;
+		e->name_len = (uint8_t)nl;
+	}
+	m->n = r->err ? 0 : (int)cnt;
+}
+
+static int plus_check(const uint8_t *p, size_t n, uint32_t cnt);
+
+static void get_plus(struct wire_reader *r, struct meta_rpc_resp *m)
+{
+	uint8_t eof = 0;
+	uint32_t cnt = 0;
+	wire_get_u8(r, &eof);
+	wire_get_u32(r, &cnt);
+	get_limited(r, PLUS_DATA_MAX, -CFS_EPROTO, &m->data, &m->data_len);
+	if (!r->err && (eof > 1 || cnt > META_PLUS_MAX))
+		wire_fail(r, -CFS_EPROTO);
+	if (!r->err && plus_check(m->data, m->data_len, cnt))
+		wire_fail(r, -CFS_EPROTO);
+	m->eof = eof;
+	m->n = r->err ? 0 : (int)cnt;
+}
+
+/* ---- the interpreter ---- */
+
+#define AT(m, off, T) ((T)((char *)(m) + (off)))
+#define CAT(m, off, T) ((T)((const char *)(m) + (off)))
+
+/* Appends the fields F (up to FK_END) of M: 0, -EINVAL (a record pointer
+ * that must be set is NULL) or -ENOMEM. */
+static int put_fields(struct wire_writer *w, const struct field *f, const void *m)
+{
+	for (; f->kind != FK_END; f++) {
+		const void *p = CAT(m, f->off, const void *);
+		const void *obj = NULL;
+		if (f->kind == FK_INODE || f->kind == FK_LAYOUT || f->kind == FK_RDEV ||
+		    f->kind == FK_IFLAG) {
+			obj = *(const void *const *)p;
+			if (!obj)
+				return -EINVAL;
+		}
+		switch (f->kind) {
+		case FK_U8: wire_put_u8(w, *(const uint8_t *)p); break;
+		case FK_U32: wire_put_u32(w, *(const uint32_t *)p); break;
+		case FK_U64: wire_put_u64(w, *(const uint64_t *)p); break;
+		case FK_I64: wire_put_i64(w, *(const int64_t *)p); break;
+		case FK_BOOL:
+			wire_put_u8(w, *(const int *)p ? 1 : 0);
+			if (!*(const int *)p)
+				f += f->cond;
+			break;
+		case FK_NAME: {
+			const struct meta_name *n = p;
+			wire_put_blob(w, n->p, (uint32_t)n->n);
+			break;
+		}
+		case FK_BLOB:
+			wire_put_blob(w, *(const uint8_t *const *)p, *CAT(m, f->off2, const uint32_t *));
+			break;
+		case FK_LEN: put_len(w, *(const int *)p, CAT(m, f->off2, const struct meta_length *)); break;
+		case FK_INODE: put_inode(w, obj); break;
+		case FK_LAYOUT: put_layout(w, obj); break;
+		case FK_RDEV: wire_put_u64(w, ((const struct meta_inode *)obj)->rdev); break;
+		case FK_IFLAG: wire_put_u8(w, ((const struct meta_inode *)obj)->idata ? 1 : 0); break;
+		case FK_DIRENTS: put_dirents(w, m); break;
+		case FK_PLUS: {
+			const struct meta_rpc_resp *a = m;
+			wire_put_u8(w, a->eof ? 1 : 0);
+			wire_put_u32(w, (uint32_t)a->n);
+			wire_put_blob(w, a->data, a->data_len);
+			break;
+		}
+		}
+	}
+	return w->err;
+}
+
+/* Reads the fields F (up to FK_END) into M; errors latch in R. Returns 0,
+ * or -ENOMEM (no scratch record to check a dropped inode in). */
+static int get_fields(struct wire_reader *r, const struct field *f0, void *m)
+{
+	const struct field *f;
+	for (f = f0; f->kind != FK_END; f++) {
+		void *p = AT(m, f->off, void *);
+		if (f->opt && (r->err || wire_left(r) < fk_min[f->kind]))
+			break; /* an absent optional field ends the message */
+		switch (f->kind) {
+		case FK_U8: wire_get_u8(r, p); break;
+		case FK_U32: wire_get_u32(r, p); break;
+		case FK_U64: wire_get_u64(r, p); break;
+		case FK_I64: wire_get_i64(r, p); break;
+		case FK_BOOL: {
+			uint8_t v = 0;
+			wire_get_u8(r, &v);
+			if (!r->err && v > 1)
+				wire_fail(r, -CFS_EPROTO);
+			*(int *)p = v;
+			if (!v)
+				f += f->cond;
+			break;
+		}
+		case FK_NAME: {
+			struct meta_name *n = p;
+			const uint8_t *np;
+			uint32_t len;
+			get_limited(r, META_NAME_MAX, -ENAMETOOLONG, &np, &len);
+			n->p = (const char *)np;
+			n->n = len;
+			break;
+		}
+		case FK_BLOB: {
+			uint32_t *len = AT(m, f->off2, uint32_t *);
+			get_limited(r, f->max, f->err, p, len);
+			if (!r->err && *len % f->unit)
+				wire_fail(r, -CFS_EPROTO);
+			break;
+		}
+		case FK_LEN: get_len(r, p, AT(m, f->off2, struct meta_length *)); break;
+		case FK_INODE:
+			if (get_inode_or_skip(r, *(struct meta_inode **)p))
+				return -ENOMEM;
+			break;
+		case FK_LAYOUT: {
+			struct meta_layout *l = *(struct meta_layout **)p, tmp;
+			get_layout(r, l ? l : &tmp);
+			break;
+		}
+		case FK_RDEV: {
+			struct meta_inode *in = *(struct meta_inode **)p;
+			uint64_t v = 0;
+			wire_get_u64(r, &v);
+			if (in)
+				in->rdev = v;
+			break;
+		}
+		case FK_IFLAG: {
+			struct meta_inode *in = *(struct meta_inode **)p;
+			uint8_t v = 0;
+			wire_get_u8(r, &v);
+			if (!r->err && v > 1)
+				wire_fail(r, -CFS_EPROTO);
+			if (in)
+				in->idata = v;
+			break;
+		}
+		case FK_DIRENTS: get_dirents(r, m); break;
+		case FK_PLUS: get_plus(r, m); break;
+		}
+	}
+	/* Ranges last: a truncated message is -CFS_EPROTO whatever its values. */
+	for (const struct field *g = f0; g < f && !r->err; g++) {
+		uint32_t v;
+		if (g->kind != FK_U32 || !g->err)
+			continue;
+		v = *AT(m, g->off, uint32_t *);
+		if (v < g->min || v > g->max)
+			wire_fail(r, g->err);
+	}
+	return 0;
+}
+
+/* ---- rules across fields ---- */
+
+static void lock_req_check(struct wire_reader *r, struct meta_rpc_req *m)
+{
+	m->lock.client = m->client;
+	if (!r->err && meta_lock_check(&m->lock))
+		wire_fail(r, -EINVAL);
+}
+
+static void lock_release_check(struct wire_reader *r, struct meta_rpc_req *m)
+{
+	m->lock.client = m->client;
+}
+
+/* A reported conflict is a real lock. */
+static void lock_resp_check(struct wire_reader *r, struct meta_rpc_resp *m)
+{
+	if (m->has_lock && !r->err && (meta_lock_check(&m->lock) || m->lock.type == META_LOCK_UN))
+		wire_fail(r, -CFS_EPROTO);
 }
 
 /* ---- requests ---- */
 
 int meta_rpc_req_encode(struct buf *b, const struct meta_rpc_req *m)
 {
+	const struct msg *d = find(m->type);
 	struct wire_writer w;
+	if (!d)
+		return -EINVAL;
 	wire_writer_init(&w, b);
 	wire_put_u32(&w, m->uid);
 	wire_put_u32(&w, m->gid);
@@ -248,152 +659,16 @@ int meta_rpc_req_encode(struct buf *b, const struct meta_rpc_req *m)
 		wire_put_u32(&w, m->groups[i]);
 	wire_put_u64(&w, m->client);
 	wire_put_u64(&w, m->seq);
-	switch (m->type) {
-	case META_RPC_INFO:
-	case META_RPC_STATFS:
-		break;
-	case META_RPC_LOOKUP:
-	case META_RPC_RMDIR:
-	case META_RPC_UNLINK:
-	case META_RPC_UNLINK_DIR:
-		wire_put_u64(&w, m->ino);
-		put_name(&w, m->name);
-		break;
-	case META_RPC_GETATTR:
-	case META_RPC_READLINK:
-	case META_RPC_LAYOUT_GET:
-		wire_put_u64(&w, m->ino);
-		break;
-	case META_RPC_SETATTR:
-		wire_put_u64(&w, m->ino);
-		wire_put_u32(&w, m->sa.valid);
-		wire_put_u32(&w, m->sa.mode);
-		wire_put_u32(&w, m->sa.uid);
-		wire_put_u32(&w, m->sa.gid);
-		wire_put_u64(&w, m->sa.size);
-		wire_put_i64(&w, m->sa.atime);
-		wire_put_i64(&w, m->sa.mtime);
-		wire_put_i64(&w, m->sa.ctime);
-		break;
-	case META_RPC_CREATE:
-	case META_RPC_CREATE_DIR:
-		wire_put_u64(&w, m->ino);
-		put_name(&w, m->name);
-		wire_put_u32(&w, m->mode);
-		wire_put_u32(&w, m->flags);
-		break;
-	case META_RPC_OPEN:
-	case META_RPC_ACCESS:
-		wire_put_u64(&w, m->ino);
-		wire_put_u32(&w, m->flags);
-		break;
-	case META_RPC_IDATA_WRITE:
-		wire_put_u64(&w, m->ino);
-		wire_put_u64(&w, m->off);
-		wire_put_blob(&w, m->data, m->data_len);
-		break;
-	case META_RPC_IDATA_READ:
-		wire_put_u64(&w, m->ino);
-		break;
-	case META_RPC_IDATA_CONVERT:
-		wire_put_u64(&w, m->ino);
-		wire_put_u32(&w, m->count);
-		wire_put_u32(&w, m->flags);
-		wire_put_u64(&w, m->ver);
-		break;
-	case META_RPC_CLOSE:
-		wire_put_u64(&w, m->ino);
-		wire_put_u64(&w, m->ino2);
-		put_len(&w, m->has_len, &m->len);
-		wire_put_u32(&w, m->flags);
-		break;
-	case META_RPC_MKDIR:
-		wire_put_u64(&w, m->ino);
-		put_name(&w, m->name);
-		wire_put_u32(&w, m->mode);
-		break;
-	case META_RPC_MKNOD:
-		wire_put_u64(&w, m->ino);
-		put_name(&w, m->name);
-		wire_put_u32(&w, m->mode);
-		wire_put_u64(&w, m->rdev);
-		break;
-	case META_RPC_RENAME:
-		wire_put_u64(&w, m->ino);
-		put_name(&w, m->name);
-		wire_put_u64(&w, m->ino2);
-		put_name(&w, m->name2);
-		wire_put_u32(&w, m->flags);
-		break;
-	case META_RPC_LINK:
-		wire_put_u64(&w, m->ino);
-		wire_put_u64(&w, m->ino2);
-		put_name(&w, m->name);
-		break;
-	case META_RPC_SYMLINK:
-		wire_put_u64(&w, m->ino);
-		put_name(&w, m->name);
-		wire_put_blob(&w, m->data, m->data_len);
-		break;
-	case META_RPC_READDIR:
-	case META_RPC_LOOKUP_PLUS:
-	case META_RPC_GETXATTR:
-		wire_put_u64(&w, m->ino);
-		put_name(&w, m->name);
-		wire_put_u32(&w, m->count);
-		break;
-	case META_RPC_SETXATTR:
-		wire_put_u64(&w, m->ino);
-		put_name(&w, m->name);
-		wire_put_blob(&w, m->data, m->data_len);
-		wire_put_u32(&w, m->flags);
-		break;
-	case META_RPC_LISTXATTR:
-		wire_put_u64(&w, m->ino);
-		wire_put_u32(&w, m->count);
-		break;
-	case META_RPC_REMOVEXATTR:
-		wire_put_u64(&w, m->ino);
-		put_name(&w, m->name);
-		break;
-	case META_RPC_SYNC:
-	case META_RPC_FSYNC:
-		wire_put_u64(&w, m->ino);
-		put_len(&w, m->has_len, &m->len);
-		wire_put_u8(&w, m->query ? 1 : 0);
-		break;
-	case META_RPC_LAYOUT_SET:
-		wire_put_u64(&w, m->ino);
-		wire_put_u32(&w, m->chunk_size);
-		wire_put_u32(&w, m->stripe);
-		wire_put_u32(&w, m->table_id);
-		break;
-	case META_RPC_LOCK_SET:
-	case META_RPC_LOCK_GET:
-		wire_put_u64(&w, m->ino);
-		put_lock_req(&w, &m->lock);
-		break;
-	case META_RPC_LOCK_RELEASE:
-		wire_put_u64(&w, m->ino);
-		wire_put_u64(&w, m->lock.owner);
-		wire_put_u32(&w, m->flags);
-		break;
-	case META_RPC_DIRVER:
-		wire_put_blob(&w, m->data, m->data_len);
-		break;
-	default:
-		return -EINVAL;
-	}
-	return w.err;
+	return put_fields(&w, d->req, m);
 }
 
 int meta_rpc_req_decode(uint16_t type, const void *p, size_t n, struct meta_rpc_req *m)
 {
+	const struct msg *d = find(type);
 	struct wire_reader r;
-	uint8_t q = 0;
 	memset(m, 0, sizeof(*m));
 	m->type = type;
-	if (!meta_rpc_name(type))
+	if (!d)
 		return -CFS_EPROTO;
 	wire_reader_init(&r, p, n);
 	wire_get_u32(&r, &m->uid);
@@ -413,272 +688,45 @@ int meta_rpc_req_decode(uint16_t type, const void *p, size_t n, struct meta_rpc_
 		wire_get_u32(&r, &m->groups[i]);
 	wire_get_u64(&r, &m->client);
 	wire_get_u64(&r, &m->seq);
-	switch (type) {
-	case META_RPC_INFO:
-	case META_RPC_STATFS:
-		break;
-	case META_RPC_LOOKUP:
-	case META_RPC_RMDIR:
-	case META_RPC_UNLINK:
-	case META_RPC_UNLINK_DIR:
-	case META_RPC_REMOVEXATTR:
-		wire_get_u64(&r, &m->ino);
-		get_name(&r, &m->name);
-		break;
-	case META_RPC_GETATTR:
-	case META_RPC_READLINK:
-	case META_RPC_LAYOUT_GET:
-		wire_get_u64(&r, &m->ino);
-		break;
-	case META_RPC_SETATTR:
-		wire_get_u64(&r, &m->ino);
-		wire_get_u32(&r, &m->sa.valid);
-		wire_get_u32(&r, &m->sa.mode);
-		wire_get_u32(&r, &m->sa.uid);
-		wire_get_u32(&r, &m->sa.gid);
-		wire_get_u64(&r, &m->sa.size);
-		wire_get_i64(&r, &m->sa.atime);
-		wire_get_i64(&r, &m->sa.mtime);
-		wire_get_i64(&r, &m->sa.ctime);
-		break;
-	case META_RPC_CREATE:
-	case META_RPC_CREATE_DIR:
-		wire_get_u64(&r, &m->ino);
-		get_name(&r, &m->name);
-		wire_get_u32(&r, &m->mode);
-		wire_get_u32(&r, &m->flags);
-		break;
-	case META_RPC_OPEN:
-	case META_RPC_ACCESS:
-		wire_get_u64(&r, &m->ino);
-		wire_get_u32(&r, &m->flags);
-		break;
-	case META_RPC_IDATA_WRITE:
-		wire_get_u64(&r, &m->ino);
-		wire_get_u64(&r, &m->off);
-		get_limited(&r, META_IDATA_MAX, -CFS_ENOTINLINE, &m->data, &m->data_len);
-		break;
-	case META_RPC_IDATA_READ:
-		wire_get_u64(&r, &m->ino);
-		break;
-	case META_RPC_IDATA_CONVERT:
-		wire_get_u64(&r, &m->ino);
-		wire_get_u32(&r, &m->count);
-		wire_get_u32(&r, &m->flags);
-		wire_get_u64(&r, &m->ver);
-		if (!r.err && m->count != META_RPC_IDATA_BEGIN && m->count != META_RPC_IDATA_COMMIT)
-			wire_fail(&r, -EINVAL);
-		break;
-	case META_RPC_CLOSE:
-		wire_get_u64(&r, &m->ino);
-		wire_get_u64(&r, &m->ino2);
-		get_len(&r, &m->has_len, &m->len);
-		/* flags came later: a request without them is an old client's */
-		if (!r.err && wire_left(&r) >= 4)
-			wire_get_u32(&r, &m->flags);
-		break;
-	case META_RPC_MKDIR:
-		wire_get_u64(&r, &m->ino);
-		get_name(&r, &m->name);
-		wire_get_u32(&r, &m->mode);
-		break;
-	case META_RPC_MKNOD:
-		wire_get_u64(&r, &m->ino);
-		get_name(&r, &m->name);
-		wire_get_u32(&r, &m->mode);
-		wire_get_u64(&r, &m->rdev);
-		break;
-	case META_RPC_RENAME:
-		wire_get_u64(&r, &m->ino);
-		get_name(&r, &m->name);
-		wire_get_u64(&r, &m->ino2);
-		get_name(&r, &m->name2);
-		wire_get_u32(&r, &m->flags);
-		break;
-	case META_RPC_LINK:
-		wire_get_u64(&r, &m->ino);
-		wire_get_u64(&r, &m->ino2);
-		get_name(&r, &m->name);
-		break;
-	case META_RPC_SYMLINK:
-		wire_get_u64(&r, &m->ino);
-		get_name(&r, &m->name);
-		get_limited(&r, META_SYMLINK_MAX, -ENAMETOOLONG, &m->data, &m->data_len);
-		break;
-	case META_RPC_READDIR:
-	case META_RPC_LOOKUP_PLUS:
-	case META_RPC_GETXATTR:
-		wire_get_u64(&r, &m->ino);
-		get_name(&r, &m->name);
-		wire_get_u32(&r, &m->count);
-		if (!r.err && type == META_RPC_READDIR &&
-		    (m->count == 0 || m->count > META_RPC_READDIR_MAX))
-			wire_fail(&r, -EINVAL);
-		if (!r.err && type == META_RPC_LOOKUP_PLUS &&
-		    (m->count == 0 || m->count > META_PLUS_MAX))
-			wire_fail(&r, -EINVAL);
-		break;
-	case META_RPC_SETXATTR:
-		wire_get_u64(&r, &m->ino);
-		get_name(&r, &m->name);
-		get_limited(&r, META_XATTR_VALUE_MAX, -E2BIG, &m->data, &m->data_len);
-		wire_get_u32(&r, &m->flags);
-		break;
-	case META_RPC_LISTXATTR:
-		wire_get_u64(&r, &m->ino);
-		wire_get_u32(&r, &m->count);
-		break;
-	case META_RPC_SYNC:
-	case META_RPC_FSYNC:
-		wire_get_u64(&r, &m->ino);
-		get_len(&r, &m->has_len, &m->len);
-		wire_get_u8(&r, &q);
-		if (!r.err && q > 1)
-			wire_fail(&r, -CFS_EPROTO);
-		m->query = q;
-		break;
-	case META_RPC_LAYOUT_SET:
-		wire_get_u64(&r, &m->ino);
-		wire_get_u32(&r, &m->chunk_size);
-		wire_get_u32(&r, &m->stripe);
-		wire_get_u32(&r, &m->table_id);
-		break;
-	case META_RPC_LOCK_SET:
-	case META_RPC_LOCK_GET:
-		wire_get_u64(&r, &m->ino);
-		get_lock_req(&r, &m->lock);
-		m->lock.client = m->client;
-		if (!r.err && meta_lock_check(&m->lock))
-			wire_fail(&r, -EINVAL);
-		break;
-	case META_RPC_LOCK_RELEASE:
-		wire_get_u64(&r, &m->ino);
-		wire_get_u64(&r, &m->lock.owner);
-		wire_get_u32(&r, &m->flags);
-		m->lock.client = m->client;
-		break;
-	case META_RPC_DIRVER:
-		get_limited(&r, 8 * META_RPC_DIRVER_MAX, -EINVAL, &m->data, &m->data_len);
-		if (!r.err && m->data_len % 8)
-			wire_fail(&r, -CFS_EPROTO);
-		break;
-	}
+	get_fields(&r, d->req, m); /* no inode in a request: never -ENOMEM */
+	if (d->req_check)
+		d->req_check(&r, m);
 	return r.err;
 }
 
 /* ---- replies ---- */
 
-static int returns_inode(uint16_t type)
-{
-	switch (type) {
-	case META_RPC_LOOKUP: case META_RPC_GETATTR: case META_RPC_SETATTR:
-	case META_RPC_CREATE: case META_RPC_OPEN: case META_RPC_MKDIR: case META_RPC_LINK:
-	case META_RPC_SYMLINK: case META_RPC_MKNOD: case META_RPC_CREATE_DIR:
-	case META_RPC_IDATA_WRITE: case META_RPC_IDATA_READ: case META_RPC_IDATA_CONVERT:
-		return 1;
-	}
-	return 0;
-}
-
-/* Replies whose inode tail may carry inline bytes. */
-static int returns_idata(uint16_t type)
-{
-	return type == META_RPC_OPEN || type == META_RPC_CREATE || type == META_RPC_IDATA_READ ||
-	       type == META_RPC_IDATA_CONVERT;
-}
-
 int meta_rpc_resp_encode(struct buf *b, const struct meta_rpc_resp *m)
 {
+	const struct msg *d = find(m->type);
 	struct wire_writer w;
+	if (!d)
+		return -EINVAL;
 	wire_writer_init(&w, b);
-	if (returns_inode(m->type)) {
-		if (!m->inode)
-			return -EINVAL;
-		put_inode(&w, m->inode);
-	}
-	switch (m->type) {
-	case META_RPC_INFO:
-		wire_put_u64(&w, m->instance_id);
-		wire_put_u32(&w, m->threads);
-		break;
-	case META_RPC_CREATE:
-	case META_RPC_OPEN:
-		wire_put_u64(&w, m->session);
-		break;
-	case META_RPC_CREATE_DIR:
-		wire_put_u64(&w, m->session);
-		/* fall through */
-	case META_RPC_UNLINK_DIR:
-		if (!m->dir)
-			return -EINVAL;
-		put_inode(&w, m->dir);
-		break;
-	case META_RPC_READLINK:
-		wire_put_blob(&w, m->data, m->data_len);
-		break;
-	case META_RPC_READDIR:
-		wire_put_u8(&w, m->eof ? 1 : 0);
-		wire_put_u32(&w, (uint32_t)m->n);
-		for (int i = 0; i < m->n; i++) {
-			wire_put_u64(&w, m->ents[i].ino);
-			wire_put_u8(&w, m->ents[i].type);
-			wire_put_blob(&w, m->ents[i].name, m->ents[i].name_len);
-		}
-		break;
-	case META_RPC_GETXATTR:
-	case META_RPC_LISTXATTR:
-		wire_put_u64(&w, m->size);
-		wire_put_blob(&w, m->data, m->data_len);
-		break;
-	case META_RPC_STATFS:
-		wire_put_u64(&w, m->statfs.total_bytes);
-		wire_put_u64(&w, m->statfs.free_bytes);
-		wire_put_u64(&w, m->statfs.ids_allocated);
-		break;
-	case META_RPC_SYNC:
-	case META_RPC_FSYNC:
-		wire_put_u64(&w, m->size);
-		break;
-	case META_RPC_LAYOUT_GET:
-		wire_put_u8(&w, m->has_layout ? 1 : 0);
-		if (m->has_layout)
-			put_layout(&w, m->layout);
-		break;
-	case META_RPC_DIRVER:
-		wire_put_blob(&w, m->data, m->data_len);
-		break;
-	case META_RPC_LOOKUP_PLUS:
-		wire_put_u8(&w, m->eof ? 1 : 0);
-		wire_put_u32(&w, (uint32_t)m->n);
-		wire_put_blob(&w, m->data, m->data_len);
-		break;
-	case META_RPC_LOCK_GET:
-		wire_put_u8(&w, m->has_lock ? 1 : 0);
-		if (m->has_lock) {
-			wire_put_u64(&w, m->lock.client);
-			put_lock_req(&w, &m->lock);
-		}
-		break;
-	}
-	if (returns_inode(m->type)) {
-		wire_put_u64(&w, m->inode->rdev); /* inode tail, see meta_proto.h */
-		wire_put_u8(&w, m->inode->idata ? 1 : 0);
-		if (returns_idata(m->type)) {
-			wire_put_u8(&w, m->has_idata ? 1 : 0);
-			if (m->has_idata) {
-				wire_put_u64(&w, m->idata_ver);
-				wire_put_u32(&w, m->idata_flags);
-				wire_put_blob(&w, m->idata, m->idata_len);
-			}
-		}
-	}
-	return w.err;
+	return put_fields(&w, d->resp, m);
 }
 
-#define DIRENT_MIN_WIRE 13 /* u64 ino, u8 type, u32 name length */
+int meta_rpc_resp_decode(const void *p, size_t n, struct meta_rpc_resp *m)
+{
+	const struct msg *d = find(m->type);
+	struct wire_reader r;
+	struct meta_rpc_resp keep = *m;
 
-/* LOOKUP_PLUS entries: a name blob, an inode, its tail (rdev, inline flag). */
-#define PLUS_DATA_MAX (1u << 22) /* the server stops well before (META_PLUS_REPLY_MAX) */
+	/* all but the caller's type and memory is overwritten */
+	memset(m, 0, sizeof(*m));
+	m->type = keep.type, m->inode = keep.inode, m->dir = keep.dir, m->layout = keep.layout;
+	m->ents = keep.ents, m->ents_cap = keep.ents_cap;
+	if (!d)
+		return -CFS_EPROTO;
+	wire_reader_init(&r, p, n);
+	if (get_fields(&r, d->resp, m))
+		return -ENOMEM;
+	if (d->resp_check)
+		d->resp_check(&r, m);
+	return r.err;
+}
+
+/* ---- LOOKUP_PLUS entries: a name blob, an inode, its tail (rdev, inline flag) ---- */
 
 int meta_rpc_plus_put(struct buf *b, const struct meta_dirent *de, const struct meta_inode *in)
 {
@@ -732,172 +780,4 @@ static int plus_check(const uint8_t *p, size_t n, uint32_t cnt)
 		rc = meta_rpc_plus_next(&p, &n, &de, in);
 	free(in);
 	return rc ? rc : n ? -CFS_EPROTO : 0;
-}
-
-int meta_rpc_resp_decode(const void *p, size_t n, struct meta_rpc_resp *m)
-{
-	struct wire_reader r;
-	uint8_t u8 = 0;
-	uint32_t cnt = 0;
-	struct meta_inode *in = m->inode;
-	struct meta_dirent *ents = m->ents;
-	struct meta_layout *lay = m->layout;
-	struct meta_inode *dir = m->dir;
-	int cap = m->ents_cap;
-	uint16_t type = m->type;
-
-	memset(m, 0, sizeof(*m));
-	m->type = type;
-	m->inode = in;
-	m->ents = ents;
-	m->ents_cap = cap;
-	m->layout = lay;
-	m->dir = dir;
-	if (!meta_rpc_name(type))
-		return -CFS_EPROTO;
-	wire_reader_init(&r, p, n);
-	if (returns_inode(type)) {
-		if (in) {
-			get_inode(&r, in);
-		} else {
-			struct meta_inode *tmp = malloc(sizeof(*tmp));
-			if (!tmp)
-				return -ENOMEM;
-			get_inode(&r, tmp);
-			free(tmp);
-		}
-	}
-	switch (type) {
-	case META_RPC_INFO:
-		wire_get_u64(&r, &m->instance_id);
-		wire_get_u32(&r, &m->threads);
-		break;
-	case META_RPC_CREATE:
-	case META_RPC_OPEN:
-		wire_get_u64(&r, &m->session);
-		break;
-	case META_RPC_CREATE_DIR:
-	case META_RPC_UNLINK_DIR:
-		if (type == META_RPC_CREATE_DIR)
-			wire_get_u64(&r, &m->session);
-		if (dir) {
-			get_inode(&r, dir);
-		} else {
-			struct meta_inode *tmp = malloc(sizeof(*tmp));
-			if (!tmp)
-				return -ENOMEM;
-			get_inode(&r, tmp);
-			free(tmp);
-		}
-		break;
-	case META_RPC_READLINK:
-		get_limited(&r, META_SYMLINK_MAX, -CFS_EPROTO, &m->data, &m->data_len);
-		break;
-	case META_RPC_READDIR:
-		wire_get_u8(&r, &u8);
-		wire_get_u32(&r, &cnt);
-		if (r.err)
-			break;
-		if (u8 > 1 || cnt > META_RPC_READDIR_MAX || cnt > wire_left(&r) / DIRENT_MIN_WIRE ||
-		    (cnt && (!ents || (int)cnt > cap))) {
-			wire_fail(&r, -CFS_EPROTO);
-			break;
-		}
-		m->eof = u8;
-		for (uint32_t i = 0; i < cnt && !r.err; i++) {
-			const uint8_t *np;
-			uint32_t nl;
-			wire_get_u64(&r, &ents[i].ino);
-			wire_get_u8(&r, &ents[i].type);
-			get_limited(&r, META_NAME_MAX, -CFS_EPROTO, &np, &nl);
-			if (r.err)
-				break;
-			memcpy(ents[i].name, np, nl);
-			ents[i].name[nl] = 0;
-			ents[i].name_len = (uint8_t)nl;
-		}
-		if (r.err)
-			cnt = 0;
-		m->n = (int)cnt;
-		break;
-	case META_RPC_GETXATTR:
-	case META_RPC_LISTXATTR:
-		wire_get_u64(&r, &m->size);
-		get_limited(&r, type == META_RPC_GETXATTR ? META_XATTR_VALUE_MAX : META_RPC_LIST_MAX,
-			    -CFS_EPROTO, &m->data, &m->data_len);
-		break;
-	case META_RPC_STATFS:
-		wire_get_u64(&r, &m->statfs.total_bytes);
-		wire_get_u64(&r, &m->statfs.free_bytes);
-		wire_get_u64(&r, &m->statfs.ids_allocated);
-		break;
-	case META_RPC_SYNC:
-	case META_RPC_FSYNC:
-		wire_get_u64(&r, &m->size);
-		break;
-	case META_RPC_LAYOUT_GET:
-		wire_get_u8(&r, &u8);
-		if (!r.err && u8 > 1)
-			wire_fail(&r, -CFS_EPROTO);
-		m->has_layout = u8;
-		if (u8) {
-			struct meta_layout tmp;
-			get_layout(&r, lay ? lay : &tmp);
-		}
-		break;
-	case META_RPC_DIRVER:
-		get_limited(&r, 8 * META_RPC_DIRVER_MAX, -CFS_EPROTO, &m->data, &m->data_len);
-		if (!r.err && m->data_len % 8)
-			wire_fail(&r, -CFS_EPROTO);
-		break;
-	case META_RPC_LOOKUP_PLUS:
-		wire_get_u8(&r, &u8);
-		wire_get_u32(&r, &cnt);
-		get_limited(&r, PLUS_DATA_MAX, -CFS_EPROTO, &m->data, &m->data_len);
-		if (!r.err && (u8 > 1 || cnt > META_PLUS_MAX))
-			wire_fail(&r, -CFS_EPROTO);
-		if (!r.err && plus_check(m->data, m->data_len, cnt))
-			wire_fail(&r, -CFS_EPROTO);
-		m->eof = u8;
-		m->n = r.err ? 0 : (int)cnt;
-		break;
-	case META_RPC_LOCK_GET:
-		wire_get_u8(&r, &u8);
-		if (!r.err && u8 > 1)
-			wire_fail(&r, -CFS_EPROTO);
-		m->has_lock = u8;
-		if (u8) {
-			wire_get_u64(&r, &m->lock.client);
-			get_lock_req(&r, &m->lock);
-			if (!r.err && (meta_lock_check(&m->lock) || m->lock.type == META_LOCK_UN))
-				wire_fail(&r, -CFS_EPROTO);
-		}
-		break;
-	}
-	if (returns_inode(type) && !r.err && wire_left(&r) >= 8) {
-		uint64_t rdev = 0;
-		wire_get_u64(&r, &rdev);
-		if (in)
-			in->rdev = rdev;
-		/* later tail fields: absent from older servers */
-		if (!r.err && wire_left(&r) >= 1) {
-			wire_get_u8(&r, &u8);
-			if (!r.err && u8 > 1)
-				wire_fail(&r, -CFS_EPROTO);
-			if (in)
-				in->idata = u8;
-		}
-		if (!r.err && returns_idata(type) && wire_left(&r) >= 1) {
-			wire_get_u8(&r, &u8);
-			if (!r.err && u8 > 1)
-				wire_fail(&r, -CFS_EPROTO);
-			m->has_idata = u8;
-			if (u8) {
-				wire_get_u64(&r, &m->idata_ver);
-				wire_get_u32(&r, &m->idata_flags);
-				get_limited(&r, META_IDATA_MAX, -CFS_EPROTO, &m->idata, &m->idata_len);
-			}
-		}
-	}
-	return r.err;
 }

@@ -4,9 +4,11 @@
  * starts with the same header: the caller's credentials and the client
  * request id (client, seq) that makes mutations idempotent (seq 0 for
  * reads). Requests of all types decode into one struct meta_rpc_req and
- * replies into one struct meta_rpc_resp; which fields a type uses is in the
- * catalog. One codec for the family keeps the field rules (name bounds,
- * group count, value sizes) in one place.
+ * replies into one struct meta_rpc_resp; which fields a type uses, in wire
+ * order, is its row in the message table of meta_proto.c (the one place
+ * a message is declared; how to add one is at the top of that file), and
+ * in the catalog. One codec for the family keeps the field rules (name
+ * bounds, group count, value sizes) in one place.
  *
  * Decoders read N bytes at P, skip unknown trailing bytes, and return 0 or
  * a negative code: -CFS_EPROTO for a truncated or malformed payload (the
@@ -16,8 +18,10 @@
  * over META_SYMLINK_MAX; -E2BIG: an xattr value over META_XATTR_VALUE_MAX;
  * -EINVAL: more than META_RPC_GROUPS_MAX groups or a readdir count out of
  * range), which the server answers as a normal error. Pointers a decoder
- * stores borrow from P. Encoders append to a struct buf and return 0 or
- * -ENOMEM; they do not validate (the server does). Thread-safe.
+ * stores borrow from P. Encoders append to a struct buf and return 0,
+ * -ENOMEM, or -EINVAL (a type without a table row, appending nothing; a
+ * reply's inode / dir / layout pointer NULL where the type returns one);
+ * they do not validate values (the server does). Thread-safe.
  */
 #ifndef CFS_META_META_PROTO_H
 #define CFS_META_META_PROTO_H
