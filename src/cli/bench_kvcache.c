@@ -178,7 +178,16 @@ static double run_threads(struct bk *b, void *(*fn)(void *), unsigned seconds)
 		pthread_create(&th[i], NULL, fn, b);
 	for (unsigned i = 0; i < b->threads; i++)
 		pthread_join(th[i], NULL);
-	double s = (double)(clock_mono_ns() - t0) / 1e9;
+	uint64_t t1 = clock_mono_ns();
+	double s = (double)(t1 - t0) / 1e9;
+	/* CFS_BENCH_PHASES=1: each phase's CLOCK_MONOTONIC window on stderr,
+	 * to cut a whole-machine profile (perf record -k CLOCK_MONOTONIC,
+	 * perf report --time A,B) down to one phase. */
+	const char *ph = getenv("CFS_BENCH_PHASES");
+	if (ph && *ph == '1')
+		fprintf(stderr, "phase %s page %u: %.6f,%.6f\n",
+			fn == put_thread ? "put" : fn == get_thread ? "get" : "files", b->page,
+			(double)t0 / 1e9, (double)t1 / 1e9);
 	return (double)atomic_load(&b->bytes) / s / 1e6;
 }
 

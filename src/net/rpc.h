@@ -93,6 +93,8 @@ struct rpc_stats {
 	uint64_t bad_input;   /* connections closed for malformed input */
 	uint64_t requests;    /* requests dispatched to handlers */
 	uint64_t handshake_timeout; /* connections closed before finishing the handshake */
+	uint64_t bulk_copied; /* request bulk bytes that went through the receive buffer
+				 and were copied to their destination (not on the wire) */
 };
 
 /* ---- server ---- */

@@ -51,6 +51,11 @@
 #define READS_PER_EVENT 16
 /* Bulk segments one readv fills at most (scattered destinations). */
 #define RX_BULK_IOV 16
+/* A bulk at least this long makes the connection read frame starts
+ * exactly (rx_hint): a read into rbuf that runs past the payload takes up
+ * to RPC_RBUF_LEN bytes of the bulk with it, which are then copied to the
+ * destination (a 64 KiB page read or write was copied almost whole). */
+#define RX_HINT_BULK (16 * 1024)
 
 static void conn_io(struct loop_io *io, uint32_t events);
 
@@ -553,6 +558,7 @@ static void bulk_take(struct rpc_conn *c, const uint8_t *src, uint64_t n, int co
 		if (copy) {
 			memcpy(p, src, k);
 			src += k;
+			atomic_fetch_add_explicit(&c->ctr->bulk_copied, k, memory_order_relaxed);
 		}
 		if (c->h.flags & FRAME_F_BULK_CRC)
 			c->crc = crc32c(c->crc, p, k);
@@ -623,12 +629,14 @@ static int parse(struct rpc_conn *c)
 			if (rc)
 				return rc;
 			if (!c->h.bulk_len) {
+				c->rx_hint = 0;
 				rc = frame_done(c, p, c->h.payload_len);
 				if (rc)
 					return rc;
 				rbuf_shrink(c);
 				break;
 			}
+			c->rx_hint = c->h.bulk_len >= RX_HINT_BULK ? c->h.payload_len + 1 : 0;
 			buf_reset(&c->pcopy);
 			if (buf_append(&c->pcopy, p, c->h.payload_len)) {
 				conn_close(c, -ENOMEM, LOG_LVL_WARN, "no memory for a payload");
@@ -680,9 +688,14 @@ static ssize_t read_some(struct rpc_conn *c, int *short_read)
 		}
 		c->rpos = c->rlen = 0;
 		iov[k].iov_base = c->rbuf;
-		iov[k++].iov_len = c->rcap;
+		iov[k].iov_len = c->rcap;
+		/* What follows a big bulk is likely another frame like this one:
+		 * take only its header and payload (rx_hint), not its bulk. */
+		if (c->rx_hint && FRAME_HDR_LEN + (size_t)(c->rx_hint - 1) < c->rcap)
+			iov[k].iov_len = FRAME_HDR_LEN + (size_t)(c->rx_hint - 1);
+		uint64_t tail = iov[k++].iov_len;
 		ssize_t n = c->x->ops->readv(c->x, iov, k);
-		*short_read = n > 0 && (uint64_t)n < want + c->rcap;
+		*short_read = n > 0 && (uint64_t)n < want + tail;
 		if (n > 0) {
 			uint64_t in_place = (uint64_t)n < want ? (uint64_t)n : want;
 			bulk_take(c, NULL, in_place, 0);
@@ -696,6 +709,18 @@ static ssize_t read_some(struct rpc_conn *c, int *short_read)
 		return -ENOMEM;
 	iov[0].iov_base = c->rbuf + c->rlen;
 	iov[0].iov_len = c->rcap - c->rlen;
+	/* After a frame with a big bulk, stop at the end of what is likely
+	 * the next frame's payload (the same length as the last one's), and
+	 * in the payload phase of a frame with a bulk at the payload's end:
+	 * the bulk then comes through the branch above. One more read when
+	 * the guess is short; a few bytes copied when it is long. */
+	size_t stop = 0;
+	if (c->phase == RX_PAYLOAD && c->h.bulk_len)
+		stop = c->rpos + c->h.payload_len;
+	else if (c->phase == RX_HDR && c->rx_hint)
+		stop = c->rpos + FRAME_HDR_LEN + (c->rx_hint - 1);
+	if (stop > c->rlen && stop - c->rlen < iov[0].iov_len)
+		iov[0].iov_len = stop - c->rlen;
 	ssize_t n = c->x->ops->readv(c->x, iov, 1);
 	*short_read = n > 0 && (size_t)n < iov[0].iov_len;
 	if (n > 0)

@@ -76,6 +76,7 @@ struct conn_ops {
 /* Counters shared by every connection of a server or client. */
 struct rpc_counters {
 	atomic_uint_fast64_t accepted, auth_fail, bad_input, requests, handshake_timeout;
+	atomic_uint_fast64_t bulk_copied; /* bulk bytes received into rbuf and copied out */
 };
 
 struct rpc_conn {
@@ -109,6 +110,10 @@ struct rpc_conn {
 	int dest_niov;
 	uint64_t got;                  /* bulk bytes received */
 	uint32_t crc;                  /* running CRC32C of the bulk */
+	uint32_t rx_hint;              /* >0: the last frame carried a big bulk; read
+					  only its header and this many payload bytes
+					  (rx_hint - 1) at a frame start, so the next
+					  bulk lands in its destination, not in rbuf */
 
 	/* send (all under *omu) */
 	struct rpc_out *oq_head, *oq_tail;

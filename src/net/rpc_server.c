@@ -686,6 +686,7 @@ void rpc_server_stats(const struct rpc_server *s, struct rpc_stats *out)
 	out->bad_input = atomic_load(&s->ctr.bad_input);
 	out->requests = atomic_load(&s->ctr.requests);
 	out->handshake_timeout = atomic_load(&s->ctr.handshake_timeout);
+	out->bulk_copied = atomic_load(&s->ctr.bulk_copied);
 }
 
 /* STATS: the counters above, for `chainfs admin rpc-stats` and tests. */
