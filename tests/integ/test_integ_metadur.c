@@ -108,7 +108,7 @@ static void test_kill9_meta_after_create(void **state)
 	assert_int_equal(rename(path, path2), 0);
 	snprintf(path, sizeof(path), "%s/last", dir);
 	touch(path);
-	assert_int_equal(kill(integ_role_pid(&env, "meta"), SIGKILL), 0);
+	integ_kill9(&env, "meta");
 
 	char uplog[700];
 	snprintf(uplog, sizeof(uplog), "%s/up-meta.out", env.dir);

@@ -157,19 +157,6 @@ static void test_up_again_and_busy(void **state)
 	assert_int_equal((int)st.st_ino, 1);
 }
 
-static int proc_gone(int pid)
-{
-	char proc[64], st[1024] = {0};
-	snprintf(proc, sizeof(proc), "/proc/%d/stat", pid);
-	FILE *pf = fopen(proc, "r");
-	if (!pf)
-		return 1;
-	size_t n = fread(st, 1, sizeof(st) - 1, pf);
-	fclose(pf);
-	char *e = strrchr(st, ')');
-	return n && e && (e[2] == 'Z' || e[2] == 'X');
-}
-
 /* kill -9 of storage1, then another process listens on its port: `up`
  * must fail with the service's bind error (not report it started), reads
  * through the mount keep working from the other replicas, and `up` starts
@@ -181,11 +168,7 @@ static void test_storage_port_taken(void **state)
 	int64_t crc = integ_file_crc(path);
 	assert_true(crc >= 0);
 	integ_conf_get(&env, "storage1_port", port, sizeof(port));
-	int pid = integ_role_pid(&env, "storage1");
-	assert_int_equal(kill(pid, SIGKILL), 0);
-	for (int i = 0; i < 500 && !proc_gone(pid); i++)
-		usleep(10000);
-	assert_true(proc_gone(pid));
+	int pid = integ_kill9(&env, "storage1");
 
 	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	assert_true(lfd >= 0);
