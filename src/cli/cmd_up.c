@@ -44,6 +44,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -172,15 +173,67 @@ static void free_ports(unsigned *out, int n)
 
 static int port_open(unsigned port)
 {
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
 	struct sockaddr_in a = {.sin_family = AF_INET,
 	                        .sin_port = htons((uint16_t)port),
 	                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	if (fd < 0)
 		return 0;
+	/* Bounded: a listener that never accepts (its backlog full) would
+	 * hold a blocking connect for minutes. */
 	int ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+	if (!ok && errno == EINPROGRESS) {
+		struct pollfd p = {.fd = fd, .events = POLLOUT};
+		int e = 0;
+		socklen_t el = sizeof(e);
+		ok = poll(&p, 1, 1000) == 1 &&
+		     getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el) == 0 && e == 0;
+	}
 	close(fd);
 	return ok;
+}
+
+/* 1 when PID holds a socket listening on loopback (or any address) PORT:
+ * its inode in /proc/net/tcp is one of PID's open files. -1 when
+ * /proc/net/tcp cannot be read (the caller trusts port_open alone). */
+static int port_owned_by(pid_t pid, unsigned port)
+{
+	char line[512], want_lo[32], want_any[32], path[64];
+	unsigned long inodes[16];
+	int ni = 0;
+	FILE *f = fopen("/proc/net/tcp", "r");
+	if (!f)
+		return -1;
+	snprintf(want_lo, sizeof(want_lo), "0100007F:%04X", port);
+	snprintf(want_any, sizeof(want_any), "00000000:%04X", port);
+	while (ni < 16 && fgets(line, sizeof(line), f)) {
+		/* sl local rem st tx:rx tr:when retrnsmt uid timeout inode */
+		char local[64], st[8];
+		unsigned long ino;
+		if (sscanf(line, " %*s %63s %*s %7s %*s %*s %*s %*s %*s %lu", local, st, &ino) == 3 &&
+		    !strcmp(st, "0A") && (!strcmp(local, want_lo) || !strcmp(local, want_any)))
+			inodes[ni++] = ino;
+	}
+	fclose(f);
+	pathf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	DIR *d = ni ? opendir(path) : NULL;
+	int owned = 0;
+	for (struct dirent *de; d && !owned && (de = readdir(d));) {
+		char fdp[PATH_MAX], tgt[64];
+		pathf(fdp, sizeof(fdp), "%s/%s", path, de->d_name);
+		ssize_t n = readlink(fdp, tgt, sizeof(tgt) - 1);
+		if (n <= 0)
+			continue;
+		tgt[n] = 0;
+		for (int i = 0; i < ni && !owned; i++) {
+			char sock[40];
+			snprintf(sock, sizeof(sock), "socket:[%lu]", inodes[i]);
+			owned = !strcmp(tgt, sock);
+		}
+	}
+	if (d)
+		closedir(d);
+	return owned;
 }
 
 static void sleep_ms(int ms)
@@ -333,6 +386,8 @@ static const char *health_note(int pid, unsigned port)
 		return "; stopped (SIGSTOP?), kept";
 	if (port && !port_open(port))
 		return "; not answering on its port, kept";
+	if (port && !port_owned_by(pid, port))
+		return "; its port answers for another process, kept";
 	return "";
 }
 
@@ -345,13 +400,13 @@ static int child_exited(pid_t pid, int *status)
 /* Waits until COND holds or PID exits or the bound passes. 0, or -1 with
  * the reason and the log tail printed. */
 static int wait_up(const struct cluster *c, const char *role, pid_t pid, long long timeout_ms,
-                   int (*cond)(const void *arg), const void *arg)
+                   int (*cond)(pid_t pid, const void *arg), const void *arg)
 {
 	char log[PATH_MAX];
 	long long deadline = now_ms() + timeout_ms;
 	pathf(log, sizeof(log), "%s/logs/%s.log", c->dir, role);
 	for (;;) {
-		if (cond(arg))
+		if (cond(pid, arg))
 			return 0;
 		int st;
 		if (child_exited(pid, &st)) {
@@ -377,9 +432,14 @@ static int wait_up(const struct cluster *c, const char *role, pid_t pid, long lo
 	}
 }
 
-static int cond_port(const void *arg)
+/* The role's port answers and the role itself listens there. A port that
+ * answers for another process (it took the port while the role was
+ * down) once made up report a storage service as started whose bind had
+ * failed with EADDRINUSE: up printed success, the service was gone. */
+static int cond_port(pid_t pid, const void *arg)
 {
-	return port_open(*(const unsigned *)arg);
+	unsigned port = *(const unsigned *)arg;
+	return port_open(port) && port_owned_by(pid, port) != 0;
 }
 
 /* Undoes mountinfo's octal escapes (\040 for a space...) in place. */
@@ -467,10 +527,11 @@ static int probe_stat(const char *mnt, int timeout_ms)
 	}
 }
 
-static int cond_mounted(const void *arg)
+static int cond_mounted(pid_t pid, const void *arg)
 {
 	struct stat st;
 	const char *m = arg;
+	(void)pid;
 	/* Listed first: before the mount exists the stat is of the plain
 	 * directory; meta is up (started before the mount), so it answers. */
 	return mount_listed(m, NULL, 0) && stat(m, &st) == 0 && st.st_ino == 1;

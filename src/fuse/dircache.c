@@ -49,6 +49,7 @@
  * tree walk passed through within the timeouts. */
 #define DC_IDLE_NS  (10000ull * 1000000)
 #define DC_MAX_DIRS 65536 /* beyond: names go to the kernel uncached */
+#define DC_SYNC_WAIT_S 5  /* dircache_sync waits this long for a running poll */
 
 struct dc_dir {
 	struct dc_dir *next; /* bucket chain */
@@ -333,7 +334,10 @@ static int notify_expire_entry(struct fuse_session *se, uint64_t parent, const c
 static void tell_kernel(dircache *dc, struct inval *l, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		if (dc->se && !atomic_load(&dc->stopping) && (dc->drop_entries ||
+		/* Not once the session loop stopped: no one answers the
+		 * requests that may hold the directory's lock any more. */
+		if (dc->se && !atomic_load(&dc->stopping) && !fuse_session_exited(dc->se) &&
+		    (dc->drop_entries ||
 		    notify_expire_entry(dc->se, l[i].parent, l[i].name) == -EINVAL)) {
 			dc->drop_entries = 1;
 			fuse_lowlevel_notify_inval_entry(dc->se, l[i].parent, l[i].name,
@@ -445,7 +449,8 @@ struct snap {
 	uint64_t ino, own, gen, ver;
 };
 
-static int poll_once(dircache *dc)
+/* LOCKED: the caller took poll_mu (released here either way). */
+static int poll_once(dircache *dc, int locked)
 {
 	struct snap *s = NULL;
 	struct inval *l = NULL;
@@ -453,7 +458,8 @@ static int poll_once(dircache *dc)
 	int rc = 0;
 	uint64_t now = clock_mono_ns();
 
-	pthread_mutex_lock(&dc->poll_mu);
+	if (!locked)
+		pthread_mutex_lock(&dc->poll_mu);
 	pthread_rwlock_wrlock(&dc->own_lock);
 	pthread_mutex_lock(&dc->mu);
 	/* Directories idle past every timeout handed out: the kernel dropped
@@ -548,7 +554,25 @@ static int poll_once(dircache *dc)
 
 int dircache_sync(dircache *dc)
 {
-	return dc ? poll_once(dc) : 0;
+	if (!dc || atomic_load(&dc->stopping))
+		return 0;
+	/* Bounded: the poll thread may sit in a notification that only the
+	 * unmount guard's abort ends, and a worker stuck here (a mutex wait
+	 * is no cancellation point) would keep libfuse's loop from joining
+	 * it. */
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += DC_SYNC_WAIT_S;
+	int e = pthread_mutex_timedlock(&dc->poll_mu, &ts);
+	if (e)
+		return -e;
+	return poll_once(dc, 1);
+}
+
+void dircache_quiesce(dircache *dc)
+{
+	if (dc)
+		atomic_store(&dc->stopping, 1);
 }
 
 static void *poll_main(void *arg)
@@ -565,7 +589,7 @@ static void *poll_main(void *arg)
 		if (dc->stop)
 			break;
 		pthread_mutex_unlock(&dc->stop_mu);
-		poll_once(dc);
+		poll_once(dc, 0);
 		pthread_mutex_lock(&dc->stop_mu);
 	}
 	pthread_mutex_unlock(&dc->stop_mu);

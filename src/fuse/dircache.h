@@ -58,6 +58,10 @@ int dircache_new(meta_client *mc, struct fuse_session *se, uint32_t poll_ms, uin
  * in a notification (the kernel makes it wait for a directory whose lock
  * a request nobody will answer holds: abort the connection, then free). */
 int dircache_stop(dircache *dc, uint32_t wait_ms);
+/* No notification is started from now on (one in progress is not
+ * interrupted); the thread keeps running until dircache_stop. For the
+ * unmount guard: callable from any thread, any time; NULL is fine. */
+void dircache_quiesce(dircache *dc);
 /* Stops the thread (waiting for it) and frees everything; NULL is fine. */
 void dircache_free(dircache *dc);
 
@@ -84,7 +88,8 @@ int dircache_absent(dircache *dc, uint64_t parent, const char *name);
 /* 1 when the last poll succeeded less than a second ago (or nothing is
  * tracked yet and the last poll did not fail). */
 int dircache_healthy(dircache *dc);
-/* One poll now. 0 or <0 (the poll failed). */
+/* One poll now. 0 (also after dircache_quiesce: nothing done) or <0
+ * (the poll failed; -ETIMEDOUT: another poll held on for 5 s). */
 int dircache_sync(dircache *dc);
 
 struct dircache_stats {

@@ -88,6 +88,14 @@ struct fusefs {
 	dircache *dc;              /* tracked names (dircache.h); NULL: no poll */
 	lookahead *la;             /* lookup-ahead batches (lookahead.h); NULL: off */
 	_Atomic uint64_t init_unique; /* request id of the kernel's INIT (mmap_io_*) */
+	/* Unmount guard (guard_main): this mount's fusectl abort file ("":
+	 * unknown), and done once the poll and the workers stopped. */
+	char conn_abort[80];
+	pthread_t guard;
+	int guard_started, guard_done;
+	_Atomic int aborted; /* the guard aborted the connection */
+	pthread_mutex_t guard_mu;
+	pthread_cond_t guard_cv;
 	pthread_mutex_t lock;      /* guards the two handle lists */
 	struct fusefs_file *files; /* open file handles, for cleanup at unmount */
 	struct fusefs_dir *dirs;   /* open directory handles, likewise */
@@ -2180,6 +2188,12 @@ static int lock_set_wait(fuse_req_t req, struct fusefs *fs, uint64_t ino, const 
 			return rc;
 		if (fuse_req_interrupted(req))
 			return -EINTR;
+		/* The session stops: libfuse joins this worker before it
+		 * unmounts, and a lock nobody released kept a SIGTERMed mount
+		 * alive until it was. (Not -EINTR: the kernel turns that into a
+		 * restart, which leaks as errno 512 without a signal.) */
+		if (fs->se && fuse_session_exited(fs->se))
+			return -ENOLCK;
 		usleep(us);
 		us = us * 2 < LOCK_WAIT_MAX_US ? us * 2 : LOCK_WAIT_MAX_US;
 	}
@@ -2378,18 +2392,19 @@ static ssize_t mmap_io_writev(int fd, struct iovec *iov, int count, void *userda
 	return writev(fd, iov, count);
 }
 
-/* Aborts the FUSE connection of MOUNTPOINT (/sys/fs/fuse/connections/N/
- * abort, N the minor of its device in /proc/self/mountinfo): every request
- * nobody answered fails, and the directory locks their callers hold go. */
-static void abort_connection(const char *mountpoint)
+/* The abort file of the FUSE connection mounted on REAL (a resolved
+ * path): /sys/fs/fuse/connections/N/abort, N the minor of its device in
+ * /proc/self/mountinfo (the last entry wins: a mount stacked over
+ * another), into OUT; "" when not listed. Reads mountinfo only: a path
+ * walk onto a mount whose daemon stopped answering would hang (the
+ * abort's realpath() of the mount point once could). */
+static void conn_abort_file(const char *real, char *out, size_t cap)
 {
-	char real[PATH_MAX], line[4096];
-	if (!realpath(mountpoint, real))
-		snprintf(real, sizeof(real), "%s", mountpoint);
+	char line[4096];
 	FILE *f = fopen("/proc/self/mountinfo", "r");
 	unsigned maj, min;
-	int found = 0;
-	while (f && !found && fgets(line, sizeof(line), f)) {
+	out[0] = 0;
+	while (f && fgets(line, sizeof(line), f)) {
 		char mp[PATH_MAX], *o = mp;
 		const char *q;
 		if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &maj, &min, mp) != 3)
@@ -2403,24 +2418,103 @@ static void abort_connection(const char *mountpoint)
 			}
 		}
 		*o = 0;
-		found = !strcmp(mp, real) && strstr(line, " - fuse") != NULL;
+		if (!strcmp(mp, real) && strstr(line, " - fuse"))
+			snprintf(out, cap, "/sys/fs/fuse/connections/%u/abort", min);
 	}
 	if (f)
 		fclose(f);
-	if (!found)
+}
+
+/* Aborts the FUSE connection whose abort file is PATH: every request
+ * nobody answered fails, and the directory locks their callers hold go. */
+static void abort_connection(const char *path)
+{
+	if (!*path)
 		return;
-	snprintf(line, sizeof(line), "/sys/fs/fuse/connections/%u/abort", min);
-	int fd = open(line, O_WRONLY);
+	int fd = open(path, O_WRONLY);
 	if (fd < 0 && errno == ENOENT &&
 	    mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, NULL) == 0)
-		fd = open(line, O_WRONLY); /* fusectl was not mounted (containers) */
+		fd = open(path, O_WRONLY); /* fusectl was not mounted (containers) */
 	if (fd < 0) {
-		LOG_WARN("fuse", "cannot abort the connection (%s: %s)", line, strerror(errno));
+		LOG_WARN("fuse", "cannot abort the connection (%s: %s)", path, strerror(errno));
 		return;
 	}
 	if (write(fd, "1", 1) < 0)
 		LOG_WARN("fuse", "aborting the connection failed: %s", strerror(errno));
 	close(fd);
+}
+
+/* THE UNMOUNT GUARD. Once the session loop stops (a signal, or the kernel
+ * unmounted), nobody answers requests any more, yet the poll thread or a
+ * worker (dircache_sync) may sit in a notification the kernel makes wait
+ * for a directory lock that an unanswered request's caller holds. That
+ * wait is uninterruptible: the loop could not join the worker, the poll
+ * could not be joined, and even kill -9 left the process alive (seen
+ * under ASan in test_chaos_short: main thread gone, poll thread in
+ * fuse_lowlevel_notify_inval_entry). So this thread, from the moment the
+ * loop is told to exit, stops new notifications and, when the shutdown
+ * has not got past the poll and the workers within UNMOUNT_GRACE_MS,
+ * aborts the connection, which fails those requests and frees the locks. */
+#define UNMOUNT_GRACE_MS 3000
+
+static int guard_wait(struct fusefs *fs, uint64_t ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	uint64_t ns = (uint64_t)ts.tv_nsec + ms * 1000000ull;
+	ts.tv_sec += (time_t)(ns / 1000000000ull);
+	ts.tv_nsec = (long)(ns % 1000000000ull);
+	pthread_mutex_lock(&fs->guard_mu);
+	if (!fs->guard_done)
+		pthread_cond_timedwait(&fs->guard_cv, &fs->guard_mu, &ts);
+	int done = fs->guard_done;
+	pthread_mutex_unlock(&fs->guard_mu);
+	return done;
+}
+
+static void *guard_main(void *arg)
+{
+	struct fusefs *fs = arg;
+	while (!guard_wait(fs, 50))
+		if (fuse_session_exited(fs->se))
+			break;
+	if (guard_wait(fs, 0))
+		return NULL;
+	dircache_quiesce(fs->dc);
+	uint64_t until = clock_mono_ms() + UNMOUNT_GRACE_MS;
+	while (!guard_wait(fs, 50))
+		if (clock_mono_ms() >= until) {
+			LOG_WARN("fuse", "unmount stuck for %d ms (a notification waits for a "
+			         "request nobody answers): aborting the connection",
+			         UNMOUNT_GRACE_MS);
+			abort_connection(fs->conn_abort);
+			atomic_store(&fs->aborted, 1);
+			break;
+		}
+	return NULL;
+}
+
+static void guard_start(struct fusefs *fs)
+{
+	pthread_mutex_init(&fs->guard_mu, NULL);
+	pthread_cond_init(&fs->guard_cv, NULL);
+	fs->guard_started = pthread_create(&fs->guard, NULL, guard_main, fs) == 0;
+	if (!fs->guard_started)
+		LOG_WARN("fuse", "no unmount guard: a stuck unmount is not aborted");
+}
+
+static void guard_stop(struct fusefs *fs)
+{
+	if (!fs->guard_started)
+		return;
+	pthread_mutex_lock(&fs->guard_mu);
+	fs->guard_done = 1;
+	pthread_cond_broadcast(&fs->guard_cv);
+	pthread_mutex_unlock(&fs->guard_mu);
+	pthread_join(fs->guard, NULL);
+	fs->guard_started = 0;
+	pthread_mutex_destroy(&fs->guard_mu);
+	pthread_cond_destroy(&fs->guard_cv);
 }
 
 int fusefs_is_mountpoint(const char *path)
@@ -2441,7 +2535,7 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	struct fusefs fs = {.o = *o};
 	struct fuse_session *se = NULL;
 	char mopts[1024];
-	int rc;
+	int rc, rc_abort = 0;
 
 	if (!fs.o.threads)
 		fs.o.threads = 64;
@@ -2493,6 +2587,9 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 		rc = -EIO;
 		goto out;
 	}
+	char real[PATH_MAX];
+	if (!realpath(mountpoint, real)) /* before the mount: no FUSE request */
+		snprintf(real, sizeof(real), "%s", mountpoint);
 	if (fuse_session_mount(se, mountpoint) != 0) {
 		snprintf(err, errlen, "mounting %s failed (see the message above)", mountpoint);
 		rc = -EIO;
@@ -2502,6 +2599,7 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	                                              .read = mmap_io_read};
 	if (fuse_session_custom_io(se, &mmap_io, fuse_session_fd(se)) != 0)
 		LOG_WARN("fuse", "custom session I/O refused: shared mmap stays unavailable");
+	conn_abort_file(real, fs.conn_abort, sizeof(fs.conn_abort));
 	LOG_NOTICE("fuse", "mounted: mountpoint=%s threads=%d", mountpoint, fs.o.threads);
 	usrbio_fuse_attach(fs.o.usrbio, se);
 	if (fs.o.dircache_poll_ms) {
@@ -2522,6 +2620,7 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
+	guard_start(&fs);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 	/* Our loop, not fuse_session_loop_mt: one reader at a time, so the
 	 * thread that answered a request from the caches reads the next
@@ -2536,13 +2635,21 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	 * aborting the connection frees both. */
 	if (dircache_stop(fs.dc, 2000) == -ETIMEDOUT) {
 		LOG_WARN("fuse", "directory-count poll stuck at unmount: aborting the connection");
-		abort_connection(mountpoint);
+		abort_connection(fs.conn_abort);
+		rc_abort = 1;
 	}
+	guard_stop(&fs); /* before the free: the guard reads fs.dc */
 	dircache_free(fs.dc);
 	fs.dc = NULL;
 	lookahead_free(fs.la);
 	fs.la = NULL;
 	fuse_session_unmount(se);
+	/* libfuse skips the unmount of an aborted connection: detach it here,
+	 * or the mount point stays "Transport endpoint is not connected". */
+	if ((atomic_load(&fs.aborted) || rc_abort) && umount2(real, MNT_DETACH) < 0 &&
+	    errno != EINVAL && errno != ENOENT)
+		LOG_WARN("fuse", "unmount of the aborted %s: %s (fusermount3 -uz %s)", real,
+		         strerror(errno), real);
 out_sig:
 	fuse_remove_signal_handlers(se);
 out:

@@ -228,6 +228,10 @@ int fuseloop_run(struct fuse_session *se, int max_threads)
 		}
 	}
 
+	/* Also when a read ended the loop (the connection went away): the
+	 * mount's unmount guard watches for an exited session to bound the
+	 * joins below, as libfuse's own loop marks it. */
+	fuse_session_exit(se);
 	pthread_mutex_lock(&fl.mu);
 	fl_end_locked(&fl, 0);
 	for (struct fl_worker *w = fl.all; w; w = w->next)

@@ -126,7 +126,9 @@ int rpc_server_new(const struct rpc_opts *opts, struct rpc_server **out);
 #define RPC_TYPE_MAX 1024
 int rpc_server_handle(struct rpc_server *s, uint16_t type, const struct rpc_handler *h);
 /* Listens on ADDR ("ip:port", port 0 picks one) and starts the loop
- * threads. 0, or -EINVAL (bad address, message in ERR) / -errno. */
+ * threads. A port in use is retried for up to 5 s (a killed predecessor
+ * may still hold it) before -EADDRINUSE. 0, or -EINVAL (bad address,
+ * message in ERR) / -errno. */
 int rpc_server_start(struct rpc_server *s, const char *addr, char *err, size_t errlen);
 /* The bound port after a successful start. */
 uint16_t rpc_server_port(const struct rpc_server *s);

@@ -50,6 +50,9 @@
 #include "net/rpc_int.h"
 #include "net/rpc_proto.h"
 
+/* How long a listen on a port in use is retried (rpc_server_start). */
+#define RPC_BIND_RETRY_MS 5000
+
 enum hs_step { HS_HELLO, HS_AUTH };
 
 /* A worker writes its reply itself only while at most this many requests
@@ -653,7 +656,14 @@ int rpc_server_start(struct rpc_server *s, const char *addr, char *err, size_t e
 		snprintf(err, errlen, "server already started");
 		return -EINVAL;
 	}
-	rc = xport_tcp.listen(&sa, 512, &s->lst);
+	/* A process killed with kill -9 shows as a zombie (what `chainfs up`
+	 * and tests take for "gone") while its other threads still exit and
+	 * hold its listening socket: a restart right then failed with
+	 * EADDRINUSE. Retry a port that is in use for a bounded time. */
+	uint64_t give_up = clock_mono_ms() + RPC_BIND_RETRY_MS;
+	while ((rc = xport_tcp.listen(&sa, 512, &s->lst)) == -EADDRINUSE && sa.sin_port &&
+	       clock_mono_ms() < give_up)
+		clock_sleep_ms(100);
 	if (rc) {
 		snprintf(err, errlen, "listen on %s: %s", addr, cfs_strerror(rc));
 		return rc;

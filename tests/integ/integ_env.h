@@ -62,6 +62,13 @@ unsigned long long integ_meta_requests(const struct integ *e);
 /* The pid `chainfs up` recorded for ROLE ("meta", "mgmtd", "storage1",
  * "mount", ...) in DATA/pids; fails the test when there is none. */
 int integ_role_pid(const struct integ *e, const char *role);
+/* kill -9 of ROLE's recorded process, returning once it is gone (a
+ * zombie or reaped; at most 10 s, else the test fails). A `chainfs up`
+ * right after a bare kill() could still see the process alive (the kill
+ * is not processed yet on a loaded machine), report it "already running"
+ * and restart nothing: test_integ_metadur then hung on a meta that was
+ * gone. Returns the pid. */
+int integ_kill9(const struct integ *e, const char *role);
 /* 1 when `chainfs admin list-chains` shows chains and every member of
  * every chain serving (none offline, syncing, waiting or last-serving). */
 int integ_all_serving(const struct integ *e);

@@ -191,7 +191,7 @@ static void test_kill9_mgmtd(void **state)
 	char dir[1024], path[1200];
 	integ_path(&env, "no-mgmtd", dir, sizeof(dir));
 	assert_int_equal(mkdir(dir, 0755), 0);
-	assert_int_equal(kill(integ_role_pid(&env, "mgmtd"), SIGKILL), 0);
+	integ_kill9(&env, "mgmtd");
 	uint64_t start = clock_mono_ms();
 	uint32_t n = 0;
 	while (clock_mono_ms() < start + 13000) {

@@ -303,7 +303,7 @@ static void test_kill9_meta(void **state)
 	fill(b, 16384, sizeof(b), 32);
 	assert_int_equal(pwrite(fd, b, sizeof(b), 16384), (ssize_t)sizeof(b));
 	/* meta dies right after the write returned, the file still open */
-	assert_int_equal(kill(integ_role_pid(&env, "meta"), SIGKILL), 0);
+	integ_kill9(&env, "meta");
 	char uplog[700];
 	snprintf(uplog, sizeof(uplog), "%s/up-meta.out", env.dir);
 	char *up[] = { (char *)testenv_chainfs(), "up", "--dir", env.data, NULL };

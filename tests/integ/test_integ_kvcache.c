@@ -623,7 +623,7 @@ static void kill_role_under_load(const char *acks, const char *role)
 	while (acked(acks) < before + 64 && clock_mono_ms() < end)
 		clock_sleep_ms(20);
 	assert_true(acked(acks) >= before + 64);
-	assert_int_equal(kill(integ_role_pid(&env, role), SIGKILL), 0);
+	integ_kill9(&env, role);
 	clock_sleep_ms(300);
 	restart_cluster();
 	long mid = acked(acks);

@@ -61,7 +61,7 @@ static int is_mounted(const char *m)
 /* ---- mount B ---- */
 
 /* Starts `chainfs mount` on DIR/NAME (into MNT) against the cluster of
- * env; ZERO_CACHE: --entry-timeout 0 --attr-timeout 0. */
+ * env; ZERO_CACHE 1: --entry-timeout 0 --attr-timeout 0; 2: --threads 1. */
 static pid_t start_mount(const char *name, char *mnt, int zero_cache)
 {
 	char cid[128], port[32], mg[64], secret[700], log[700];
@@ -76,7 +76,11 @@ static pid_t start_mount(const char *name, char *mnt, int zero_cache)
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		setpgid(0, 0);
-		if (zero_cache)
+		if (zero_cache == 2)
+			execl(testenv_chainfs(), "chainfs", "mount", "--mgmtd", mg, "--cluster-id",
+			      cid, "--secret-file", secret, "--log-file", log, "--threads", "1", mnt,
+			      (char *)NULL);
+		else if (zero_cache)
 			execl(testenv_chainfs(), "chainfs", "mount", "--mgmtd", mg, "--cluster-id",
 			      cid, "--secret-file", secret, "--log-file", log, "--entry-timeout",
 			      "0", "--attr-timeout", "0", mnt, (char *)NULL);
@@ -668,6 +672,87 @@ static void test_sqlite_two_mounts(void **state)
 	stop_mount(mnt_d, &mount_d_pid);
 }
 
+/* The unmount guard (fuse_fs.c). Mount S has one worker; it waits in a
+ * blocking lock (held through mount A), a stat of a new name in D queues
+ * behind it holding D's lock in the kernel, and a foreign change to D
+ * makes S's poll thread notify D: a wait for that lock. SIGTERM then must
+ * still end S within a bound. Before the guard it never did: the loop
+ * joined the worker, the worker (granted once the holder went) waited for
+ * poll_mu, and the poll thread stayed in fuse_reverse_inval_entry. */
+static void abort_mount_at(const char *m)
+{
+	char line[4096], path[128];
+	unsigned maj, min;
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+	while (f && fgets(line, sizeof(line), f)) {
+		char mp[700];
+		if (sscanf(line, "%*u %*u %u:%u %*s %699s", &maj, &min, mp) == 3 && !strcmp(mp, m)) {
+			snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%u/abort", min);
+			int fd = open(path, O_WRONLY);
+			if (fd >= 0) {
+				(void)!write(fd, "1", 1);
+				close(fd);
+			}
+		}
+	}
+	if (f)
+		fclose(f);
+}
+
+static void test_sigterm_with_stuck_notify(void **state)
+{
+	char mnt_s[600], a[700], s_lk[700], s_new[700], foreign[700];
+	pid_t spid = start_mount("mnts", mnt_s, 2);
+	pa("stuckdir", a);
+	assert_int_equal(mkdir(a, 0755), 0);
+	pa("stuckdir/lk", a);
+	int fd = open(a, O_CREAT | O_RDWR, 0644);
+	assert_true(fd >= 0);
+	close(fd);
+	snprintf(s_lk, sizeof(s_lk), "%s/stuckdir/lk", mnt_s);
+	snprintf(s_new, sizeof(s_new), "%s/stuckdir/new", mnt_s);
+	struct stat st;
+	assert_int_equal(stat(s_lk, &st), 0); /* S tracks stuckdir's names */
+	struct agent holder, waiter;
+	agent_start(&holder);
+	assert_true(agent_do(&holder, C_OPEN, 0, 0, 0, a).rc >= 0);
+	assert_int_equal(agent_do(&holder, C_SETLK, F_WRLCK, 0, 0, NULL).rc, 0);
+	agent_start(&waiter);
+	assert_true(agent_do(&waiter, C_OPEN, 0, 0, 0, s_lk).rc >= 0);
+	agent_send(&waiter, C_SETLKW, F_WRLCK, 0, 0, NULL); /* S's only worker */
+	usleep(300000);
+	pid_t looker = fork();
+	assert_true(looker >= 0);
+	if (looker == 0) {
+		stat(s_new, &st); /* queued: holds stuckdir's lock in the kernel */
+		_exit(0);
+	}
+	usleep(300000);
+	pa("stuckdir/foreign", foreign);
+	fd = open(foreign, O_CREAT | O_WRONLY, 0644); /* S's poll notifies stuckdir */
+	assert_true(fd >= 0);
+	close(fd);
+	usleep(1000000);
+	long long t0 = now_ms();
+	assert_int_equal(kill(spid, SIGTERM), 0);
+	int ws, gone = 0;
+	while (!(gone = waitpid(spid, &ws, WNOHANG) == spid) && now_ms() - t0 < 20000)
+		usleep(50000);
+	fprintf(stderr, "mount with a stuck notification: %s after %lld ms\n",
+	        gone ? "exited" : "still running", now_ms() - t0);
+	if (!gone) { /* what the guard should have done: free the test */
+		abort_mount_at(mnt_s);
+		kill(spid, SIGKILL);
+		waitpid(spid, &ws, 0);
+	}
+	agent_stop(&holder);
+	agent_stop(&waiter);
+	waitpid(looker, &ws, 0);
+	unmount_at(mnt_s);
+	assert_true(gone);
+	assert_false(is_mounted(mnt_s));
+}
+
 static void test_kill9_mount_releases_locks(void **state)
 {
 	char a[700], b[700];
@@ -716,6 +801,7 @@ int main(void)
 	    cmocka_unit_test(test_setlkw_interrupted),
 	    cmocka_unit_test(test_waiters_do_not_stall_mount),
 	    cmocka_unit_test(test_sqlite_two_mounts),
+	    cmocka_unit_test(test_sigterm_with_stuck_notify),
 	    cmocka_unit_test(test_kill9_mount_releases_locks),
 	    cmocka_unit_test(test_stop_mount_b),
 	};

@@ -108,7 +108,7 @@ static void test_kill9_meta_after_create(void **state)
 	assert_int_equal(rename(path, path2), 0);
 	snprintf(path, sizeof(path), "%s/last", dir);
 	touch(path);
-	assert_int_equal(kill(integ_role_pid(&env, "meta"), SIGKILL), 0);
+	integ_kill9(&env, "meta");
 
 	char uplog[700];
 	snprintf(uplog, sizeof(uplog), "%s/up-meta.out", env.dir);
@@ -199,6 +199,24 @@ static void start_mount2(void)
 static void stop_mount2(void)
 {
 	integ_mount2_stop(&mount2_pid);
+}
+
+/* Teardown of every test that uses mount2: a failed assertion leaves the
+ * test before its stop_mount2, and the mount then stayed up (the next
+ * test's start failed on the busy mount point; a SIGKILLed one at exit
+ * left a stale mount). Also detaches a mount whose process is gone. */
+static int mount2_teardown(void **state)
+{
+	(void)state;
+	stop_mount2();
+	struct stat a, b;
+	char parent[sizeof(mnt2) + 4];
+	snprintf(parent, sizeof(parent), "%s/..", mnt2);
+	if (*mnt2 && stat(parent, &b) == 0 && (stat(mnt2, &a) != 0 || a.st_dev != b.st_dev)) {
+		char *argv[] = {"fusermount3", "-u", "-z", mnt2, NULL};
+		integ_run(argv, NULL, NULL, 20000);
+	}
+	return 0;
 }
 
 typedef int (*seen_fn)(const char *path, const void *arg);
@@ -678,12 +696,12 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_kill9_meta_after_create),
 	    cmocka_unit_test(test_fsync_dir_then_copy),
-	    cmocka_unit_test(test_two_mounts_coherent),
-	    cmocka_unit_test(test_two_mounts_names_bound),
-	    cmocka_unit_test(test_complete_dir_coherent),
-	    cmocka_unit_test(test_dir_attrs_coherent),
-	    cmocka_unit_test(test_lookahead_coherent),
-	    cmocka_unit_test(test_cwd_survives_invalidation),
+	    cmocka_unit_test_teardown(test_two_mounts_coherent, mount2_teardown),
+	    cmocka_unit_test_teardown(test_two_mounts_names_bound, mount2_teardown),
+	    cmocka_unit_test_teardown(test_complete_dir_coherent, mount2_teardown),
+	    cmocka_unit_test_teardown(test_dir_attrs_coherent, mount2_teardown),
+	    cmocka_unit_test_teardown(test_lookahead_coherent, mount2_teardown),
+	    cmocka_unit_test_teardown(test_cwd_survives_invalidation, mount2_teardown),
 	    cmocka_unit_test(test_df_reports_usage),
 	};
 	int rc = integ_main(&env, "metadur", tests, sizeof(tests) / sizeof(tests[0]));

@@ -285,7 +285,7 @@ static void test_meta_kill_during_ops(void **state)
 	}
 	for (int cycle = 0; cycle < 2; cycle++) {
 		clock_sleep_ms(1500);
-		assert_int_equal(kill(integ_role_pid(&env, "meta"), SIGKILL), 0);
+		integ_kill9(&env, "meta");
 		clock_sleep_ms(3000); /* writers wait on meta meanwhile */
 		assert_int_equal(up_again("up-during-writes"), 0);
 	}
@@ -401,7 +401,7 @@ static void test_meta_down_past_bound(void **state)
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, "abcdef", 6), 6);
-	assert_int_equal(kill(integ_role_pid(&env, "meta"), SIGKILL), 0);
+	integ_kill9(&env, "meta");
 
 	uint64_t t0 = clock_mono_ms();
 	snprintf(path, sizeof(path), "%s/new-while-down", mnt2);

@@ -8,7 +8,10 @@
  * after the restart, to show the restarted cluster accepts writes.
  * Then: `up` again on the running cluster keeps every role; `up` of another
  * cluster on the same mount point fails with "busy" and leaves the running
- * mount alone; SIGTERM to the mount process unmounts and ends
+ * mount alone; after a kill -9 of storage1 whose port another process
+ * took, `up` fails naming the bind error (it once reported the service
+ * started) while reads fail over to the other replicas, and once the
+ * port is free `up` restarts it; SIGTERM to the mount process unmounts and ends
  * it (the teardown's `down` stops the rest).
  */
 #include <setjmp.h>
@@ -22,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -152,6 +157,60 @@ static void test_up_again_and_busy(void **state)
 	assert_int_equal((int)st.st_ino, 1);
 }
 
+/* kill -9 of storage1, then another process listens on its port: `up`
+ * must fail with the service's bind error (not report it started), reads
+ * through the mount keep working from the other replicas, and `up` starts
+ * storage1 again once the port is free. */
+static void test_storage_port_taken(void **state)
+{
+	char path[1024], port[32], log[700], out[8192];
+	integ_path(&env, "d1/chunk", path, sizeof(path));
+	int64_t crc = integ_file_crc(path);
+	assert_true(crc >= 0);
+	integ_conf_get(&env, "storage1_port", port, sizeof(port));
+	int pid = integ_kill9(&env, "storage1");
+
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(lfd >= 0);
+	int one = 1;
+	assert_int_equal(setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)), 0);
+	struct sockaddr_in a = {.sin_family = AF_INET,
+	                        .sin_port = htons((uint16_t)atoi(port)),
+	                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	/* The killed process's other threads may still hold the port for a
+	 * moment after /proc shows it a zombie (the race rpc_server_start
+	 * retries for). */
+	int brc = -1;
+	for (int i = 0; i < 100 && (brc = bind(lfd, (struct sockaddr *)&a, sizeof(a))); i++)
+		usleep(50000);
+	assert_int_equal(brc, 0);
+	assert_int_equal(listen(lfd, 16), 0);
+
+	snprintf(log, sizeof(log), "%s/taken.out", env.dir);
+	char *up[] = {(char *)testenv_chainfs(), "up", "--dir", env.data, NULL};
+	int rc = integ_run(up, NULL, log, 60000);
+	read_out(log, out, sizeof(out));
+	if (rc == 0)
+		fprintf(stderr, "up succeeded with storage1's port taken:\n%s\n", out);
+	assert_int_not_equal(rc, 0);
+	assert_non_null(strstr(out, "Address already in use"));
+	/* Reads fail over while storage1 is down. */
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(integ_file_crc(path), crc);
+
+	close(lfd);
+	snprintf(log, sizeof(log), "%s/freed.out", env.dir);
+	assert_int_equal(integ_run(up, NULL, log, 60000), 0);
+	read_out(log, out, sizeof(out));
+	assert_non_null(strstr(out, "storage1"));
+	assert_true(integ_role_pid(&env, "storage1") != pid);
+	int serving = 0;
+	for (int i = 0; i < 150 && !(serving = integ_all_serving(&env)); i++)
+		usleep(200000);
+	assert_true(serving);
+	assert_int_equal(integ_file_crc(path), crc);
+}
+
 /* SIGTERM to the mount process unmounts cleanly and ends it. */
 static void test_mount_sigterm(void **state)
 {
@@ -199,6 +258,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_restart),
 	    cmocka_unit_test(test_up_again_and_busy),
+	    cmocka_unit_test(test_storage_port_taken),
 	    cmocka_unit_test(test_mount_sigterm),
 	};
 	return integ_main(&env, "integ-restart", tests, sizeof(tests) / sizeof(tests[0]));

@@ -79,7 +79,12 @@ def body(c):
     wa, wb = Writer(m1, "cut1").start(), Writer(m2, "cut2").start()
     c.wait(lambda: offline(c, ids["storage1"]), 30, "storage1's targets offline")
     t_moved = time.time()
-    time.sleep(5)
+    # A write in flight to the cut-off head waits out the storage client's
+    # RPC timeout (10 s) before it goes to the new chain: a writer stalled
+    # 10.6 s once, and with "moved + 5 s" ending 11 s after the cut it had
+    # written 1 file. Write on until the stall bound has passed, plus time
+    # for a few files after it.
+    time.sleep(max(5, t_cut + STALL_BOUND_S + 3 - time.time()))
     wa.stop()
     wb.stop()
     for w in (wa, wb):
