@@ -16,7 +16,8 @@ cycle, with the workers paused, what was acknowledged since the previous
 check (every file and churn name whose log got a line) and a seeded sample
 of older acknowledged data (--sample files, names, and a quarter as many
 removed files; chaos.Checker) is read back through client1's mount (so
-writer1's data crosses clients); the cycle line gives the check's time.
+writer1's data crosses clients), on 8 threads and with the probe paused
+too; the cycle line gives the check's time.
 --sample 0 checks everything every cycle.
 
 Faults (one per cycle, seeded; the same seed gives the same sequence):
@@ -342,11 +343,12 @@ def run(args, rnd, root, ctl, faults, nc, t_up, stopper):
             ok = recovered(nc, ctl, 180)
             t1 = time.time()
             tally.record(kind, t0, t1, ok)
-            if not chaos.pause_workers(ctl, names):
+            if not chaos.pause_workers(ctl, names) or not chaos.pause_probe(ctl):
                 print("chaos-netns: workers did not pause", flush=True)
                 tally.failed += 1
             t_paused = time.time()
             fig, lost, corrupted, probs = checker.check()
+            chaos.resume_probe(ctl)
             chaos.resume_workers(ctl)
             t_check = time.time() - t_paused
             check_times.append(t_check)
