@@ -541,6 +541,7 @@ class Checker:
     def __init__(self, ctl, mnt, nwriters, sample, seed, threads=8):
         self.ctl, self.mnt, self.nwriters, self.sample = ctl, mnt, nwriters, sample
         self.threads = threads
+        self.op_median, self.op_worst = 0.0, "-"
         self.rnd = random.Random(seed)
         self.done = collections.Counter()   # log name -> lines already covered
         self.totals = collections.Counter()  # over all checks of the run
@@ -558,6 +559,12 @@ class Checker:
         return self.rnd.sample(pool, k)
 
     def _job(self, job):
+        """One check, timed: (blocks, lost, corrupted, problems, seconds)."""
+        t = time.time()
+        r = self._job1(job)
+        return r + (time.time() - t,)
+
+    def _job1(self, job):
         """One check: (blocks, lost, corrupted, problems)."""
         kind, who, name = job
         if kind == "file":
@@ -620,12 +627,19 @@ class Checker:
         fig["changes"] = changes
         lost = corrupted = 0
         problems = []
+        times = []
         with concurrent.futures.ThreadPoolExecutor(self.threads) as ex:
-            for b, l, c, p in ex.map(self._job, jobs):
+            for job, (b, l, c, p, dt) in zip(jobs, ex.map(self._job, jobs)):
                 fig["blocks"] += b
                 lost += l
                 corrupted += c
                 problems += p
+                times.append((dt, job[0], getattr(job[1], "me", job[1]) or "churn", job[2]))
+        # where a slow check's time went: the median and the slowest single
+        # read or lookup
+        times.sort()
+        self.op_median = times[len(times) // 2][0] if times else 0.0
+        self.op_worst = "%.2f s %s %s/%s" % times[-1] if times else "-"
         self.totals.update(fig)
         self.totals["checks"] += 1
         return fig, lost, corrupted, problems

@@ -359,11 +359,11 @@ def run(args, rnd, root, ctl, faults, nc, t_up, stopper):
             print("%s cycle %3d %-12s recovered %s in %5.1f s; paused in %.1f s, "
                   "check %4.1f s: %d files (%d new) "
                   "/ %d blocks, %d removals, %d names (%d new) of %d namespace changes: "
-                  "lost %d corrupted %d; %s" %
+                  "lost %d corrupted %d (op median %.2f s, slowest %s); %s" %
                   (time.strftime("%H:%M:%S", time.gmtime()), cycle, kind, "yes" if ok else "NO",
                    t1 - t0, t_paused - t1, t_check, fig["files"], fig["new_files"], fig["blocks"],
                    fig["removed"], fig["names"], fig["new_names"], fig["changes"], lost,
-                   corrupted, detail), flush=True)
+                   corrupted, checker.op_median, checker.op_worst, detail), flush=True)
             for p in probs[:10]:
                 print("   ", p, flush=True)
             if not ok:
