@@ -12,9 +12,13 @@ the checks are tests/chaos/chaos.py's: writer0, the appender writer2 (one
 file always open for writing, a block + fsync at a time) and churn on
 client1's mount, writer1 and the appender writer3 on client2's, the probe
 on client1's; after every
-cycle, with the workers paused, every acknowledged block and namespace
-change is read back through client1's mount (so writer1's data crosses
-clients).
+cycle, with the workers paused, what was acknowledged since the previous
+check (every file and churn name whose log got a line) and a seeded sample
+of older acknowledged data (--sample files, names, and a quarter as many
+removed files; chaos.Checker) is read back through client1's mount (so
+writer1's data crosses clients), on 8 threads and with the probe paused
+too; the cycle line gives the check's time.
+--sample 0 checks everything every cycle.
 
 Faults (one per cycle, seeded; the same seed gives the same sequence):
   part-storage / part-meta / part-mgmtd / part-etcd
@@ -48,11 +52,14 @@ Faults (one per cycle, seeded; the same seed gives the same sequence):
 After each: every chain member serving, both mounts up and a fresh probe
 success (recovery time = fault start to that point), then the checks.
 
+At the end the full check (chaos.check_all: every acknowledged block,
+removal and namespace change) runs once more, and any loss fails the run.
+
 SIGTERM or SIGINT ends the run after the cycle in progress, with everything
 below as at a normal end (a second signal interrupts at once, still
 bringing the hosts down).
 
-At the end: the checks once more, the roles stopped except etcd, `chainfs
+At the end: the full check, the roles stopped except etcd, `chainfs
 fsck --kv etcd://... --targets ...` (every chunk on three agreeing
 replicas, no orphan, link counts right), then everything removed. Exit 0
 only when lost = corrupted = 0, every cycle recovered and fsck is clean.
@@ -244,9 +251,7 @@ def recovered(nc, ctl, timeout):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if nc.all_serving() and all(nc.mounted(nc.mnt(c)) for c in ("client1", "client2")):
-            last = [float(f[1]) for f in chaos.read_log(os.path.join(ctl, "probe.log"))
-                    if f[0] == "S"]
-            if last and last[-1] > time.time() - 2:
+            if chaos.last_probe_success(ctl) > time.time() - 2:
                 return True
         time.sleep(0.5)
     return False
@@ -269,6 +274,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     chaos.run_args(ap, 5, 100)
     ap.add_argument("--loop-mb", type=int, default=128)
+    ap.add_argument("--sample", type=int, default=200,
+                    help="older acknowledged files / churn names re-checked per cycle beside "
+                         "everything new (0: all of them every cycle)")
     args = ap.parse_args()
     if not os.path.exists("/dev/fuse"):
         print("skip: /dev/fuse is missing")
@@ -311,6 +319,8 @@ def run(args, rnd, root, ctl, faults, nc, t_up, stopper):
     procs.append(chaos.spawn_worker(wargs, root, ctl, m1, "churn", 0, args.seed * 10 + 7))
     procs.append(chaos.spawn_worker(wargs, root, ctl, m1, "probe", 0, 0))
     tally = chaos.Tally(ctl, names)
+    checker = chaos.Checker(ctl, m1, NWRITERS, args.sample, args.seed * 10 + 9)
+    check_times = []
     cycle = 0
     status = 0
     t_end = time.time() + args.minutes * 60 if args.minutes else None
@@ -333,20 +343,27 @@ def run(args, rnd, root, ctl, faults, nc, t_up, stopper):
             ok = recovered(nc, ctl, 180)
             t1 = time.time()
             tally.record(kind, t0, t1, ok)
-            if not chaos.pause_workers(ctl, names):
+            if not chaos.pause_workers(ctl, names) or not chaos.pause_probe(ctl):
                 print("chaos-netns: workers did not pause", flush=True)
                 tally.failed += 1
-            (nfiles, nblocks, nns), lost, corrupted, probs = chaos.check_all(ctl, m1, NWRITERS)
+            t_paused = time.time()
+            fig, lost, corrupted, probs = checker.check()
+            chaos.resume_probe(ctl)
             chaos.resume_workers(ctl)
-            t_check = time.time() - t1
+            t_check = time.time() - t_paused
+            check_times.append(t_check)
             # what the corrupt cycles' own reads found counts in every later line
             lost, corrupted = lost + st["lost"], corrupted + st["corrupted"]
             probs = st["problems"] + probs
             tally.bad_checks += 1 if lost or corrupted else 0
-            print("%s cycle %3d %-12s recovered %s in %5.1f s; checked %d files / %d blocks, "
-                  "%d namespace changes in %.1f s: lost %d corrupted %d; %s" %
+            print("%s cycle %3d %-12s recovered %s in %5.1f s; paused in %.1f s, "
+                  "check %4.1f s: %d files (%d new) "
+                  "/ %d blocks, %d removals, %d names (%d new) of %d namespace changes: "
+                  "lost %d corrupted %d (op median %.2f s, slowest %s); %s" %
                   (time.strftime("%H:%M:%S", time.gmtime()), cycle, kind, "yes" if ok else "NO",
-                   t1 - t0, nfiles, nblocks, nns, t_check, lost, corrupted, detail), flush=True)
+                   t1 - t0, t_paused - t1, t_check, fig["files"], fig["new_files"], fig["blocks"],
+                   fig["removed"], fig["names"], fig["new_names"], fig["changes"], lost,
+                   corrupted, checker.op_median, checker.op_worst, detail), flush=True)
             for p in probs[:10]:
                 print("   ", p, flush=True)
             if not ok:
@@ -360,7 +377,9 @@ def run(args, rnd, root, ctl, faults, nc, t_up, stopper):
     finally:
         chaos.stop_workers(ctl, procs)
     try:
+        t_final = time.time()
         checked, lost, corrupted, probs = chaos.check_all(ctl, m1, NWRITERS)
+        t_final = time.time() - t_final
         lost, corrupted = lost + st["lost"], corrupted + st["corrupted"]
         for p in (st["problems"] + probs)[:20]:
             print("   ", p)
@@ -370,6 +389,16 @@ def run(args, rnd, root, ctl, faults, nc, t_up, stopper):
     print()
     print("chaos-netns summary (seed %d, %.1f min)" % (args.seed, (time.time() - t_start) / 60))
     tally.summary(cycle, checked, lost, corrupted)
+    tot = checker.totals
+    if check_times:
+        ct = sorted(check_times)
+        print("  per-cycle checks (new since the last + a sample of %s older): %d files / %d "
+              "blocks, %d removals, %d names (%d new) over the run; check time median %.1f s, "
+              "worst %.1f s, first %.1f s, last %.1f s" % (
+                  args.sample or "all", tot["files"], tot["blocks"], tot["removed"],
+                  tot["names"], tot["new_names"], ct[len(ct) // 2], ct[-1], check_times[0],
+                  check_times[-1]))
+    print("  final full check of everything acknowledged: %.1f s" % t_final)
     if tally.kinds["part-client"]:
         print("  client hosts cut off: %d write sessions pruned by meta" % st["pruned"])
     if tally.kinds["corrupt"]:
