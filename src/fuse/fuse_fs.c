@@ -368,8 +368,10 @@ static void own_end(struct fusefs *fs, uint64_t parent, const char *name, int rc
  * after each write and asks at the next fstat, so a write served inline
  * keeps the inode meta returned with it. Any other write of the file
  * (chunks, which meta learns about later) forgets it (dattr_forget), as
- * do a conversion to chunks and a granted lock; setattr and fallocate
- * empty the table. */
+ * do a conversion to chunks, a granted lock, an open with O_TRUNC and a
+ * create that found the file (dattr_invalidate); an unlink forgets every
+ * file's (link counts); setattr, fallocate, link and rename empty the
+ * table. */
 
 static struct dattr_slot *dattr_slot_of(struct fusefs *fs, uint64_t ino)
 {
@@ -439,6 +441,32 @@ static void dattr_forget(struct fusefs *fs, uint64_t ino)
 	struct dattr_slot *sl = dattr_slot_of(fs, ino);
 	if (sl->ino == ino)
 		sl->ino = 0;
+	pthread_mutex_unlock(&fs->dattr_lock);
+}
+
+/* After a change of file INO this table cannot describe (an open with
+ * O_TRUNC, a create that found the file): forgets its attributes and
+ * fails any keep of them still in flight (its ticket). */
+static void dattr_invalidate(struct fusefs *fs, uint64_t ino)
+{
+	pthread_mutex_lock(&fs->dattr_lock);
+	struct dattr_slot *sl = dattr_slot_of(fs, ino);
+	sl->ops++;
+	if (sl->ino == ino)
+		sl->ino = 0;
+	pthread_mutex_unlock(&fs->dattr_lock);
+}
+
+/* After an unlink: some file's link count and ctime changed, and which
+ * file is not known here. Directories' entries stay (their own replies
+ * keep them right); keeps in flight fail. */
+static void dattr_forget_files(struct fusefs *fs)
+{
+	pthread_mutex_lock(&fs->dattr_lock);
+	fs->dattr_gen++;
+	for (size_t i = 0; i < sizeof(fs->dattr) / sizeof(fs->dattr[0]); i++)
+		if (fs->dattr[i].ino && !S_ISDIR(fs->dattr[i].st.st_mode))
+			fs->dattr[i].ino = 0;
 	pthread_mutex_unlock(&fs->dattr_lock);
 }
 
@@ -1081,8 +1109,10 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct dattr_ticket dt = dattr_begin(fs, parent);
 	own_begin(fs);
 	int rc = meta_client_unlink_dir(fs->o.meta, &cb.c, parent, meta_name_c(name), dir);
-	if (rc == 0)
+	if (rc == 0) {
 		dattr_put(fs, parent, dt, dir);
+		dattr_forget_files(fs);
+	}
 	own_end(fs, parent, name, rc, 0);
 	fuse_reply_err(req, to_errno(rc));
 	free(dir);
@@ -1416,6 +1446,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	free(ai.acc);
 	free(ai.def);
 	if (rc == 0) {
+		dattr_invalidate(fs, in->ino); /* it may have existed (no O_EXCL) */
 		rc = file_setup(fs, in, session, ffi);
 		if (rc < 0 && session)
 			meta_client_close(fs->o.meta, &cb.c, in->ino, session, NULL);
@@ -1462,6 +1493,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 	int has = 0;
 	int rc = d.buf ? meta_client_open_idata(fs->o.meta, &cb.c, ino, mf, in, &session, &d, &has)
 	               : meta_client_open(fs->o.meta, &cb.c, ino, mf, in, &session);
+	if (mf & META_O_TRUNC)
+		dattr_invalidate(fs, ino);
 	if (rc == 0) {
 		rc = file_setup(fs, in, session, ffi);
 		if (rc < 0 && session)

@@ -410,6 +410,36 @@ static void test_fstat_after_write(void **state)
 	close(fb);
 	assert_int_equal(unlink(p), 0);
 
+	/* The shell's `>` on a file just written inline: the open truncates. */
+	struct stat st;
+	integ_path(&env, "fstat-otrunc", p, sizeof(p));
+	fa = open(p, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+	assert_true(fa >= 0);
+	assert_int_equal(write(fa, "ab", 2), 2);
+	assert_int_equal(fstat(fa, &st), 0);
+	assert_int_equal(st.st_size, 2);
+	assert_int_equal(close(fa), 0);
+	fa = open(p, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+	assert_true(fa >= 0);
+	assert_int_equal(fstat(fa, &st), 0);
+	assert_int_equal(st.st_size, 0);
+	assert_int_equal(close(fa), 0);
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_size, 0);
+	/* The link count after an unlink of a second name. */
+	integ_path(&env, "fstat-link", q, sizeof(q));
+	fa = open(p, O_WRONLY);
+	assert_true(fa >= 0);
+	assert_int_equal(link(p, q), 0);
+	assert_int_equal(write(fa, "abc", 3), 3);
+	assert_int_equal(fstat(fa, &st), 0);
+	assert_int_equal(st.st_nlink, 2);
+	assert_int_equal(unlink(q), 0);
+	assert_int_equal(fstat(fa, &st), 0);
+	assert_int_equal(st.st_nlink, 1);
+	assert_int_equal(close(fa), 0);
+	assert_int_equal(unlink(p), 0);
+
 	/* N inline writes each followed by fstat: N write requests, plus the
 	 * directory poll and the rpc-stats call itself, but no GETATTRs. */
 	enum { N = 50 };
@@ -419,7 +449,6 @@ static void test_fstat_after_write(void **state)
 	unsigned long long before = integ_meta_requests(&env);
 	for (int i = 0; i < N; i++) {
 		char b[64];
-		struct stat st;
 		memset(b, 'a' + i % 26, sizeof(b));
 		assert_int_equal(pwrite(fa, b, sizeof(b), (off_t)i * 64), (ssize_t)sizeof(b));
 		assert_int_equal(fstat(fa, &st), 0);
