@@ -106,26 +106,26 @@ int integ_role_pid(const struct integ *e, const char *role)
 	return pid;
 }
 
-static int proc_gone(int pid)
+int integ_pid_alive(int pid)
 {
 	char proc[64], st[1024] = {0};
 	snprintf(proc, sizeof(proc), "/proc/%d/stat", pid);
 	FILE *pf = fopen(proc, "r");
 	if (!pf)
-		return 1;
+		return 0;
 	size_t n = fread(st, 1, sizeof(st) - 1, pf);
 	fclose(pf);
 	char *p = strrchr(st, ')');
-	return n && p && (p[2] == 'Z' || p[2] == 'X');
+	return !(n && p && (p[2] == 'Z' || p[2] == 'X'));
 }
 
 int integ_kill9(const struct integ *e, const char *role)
 {
 	int pid = integ_role_pid(e, role);
 	assert_int_equal(kill(pid, SIGKILL), 0);
-	for (int i = 0; i < 1000 && !proc_gone(pid); i++)
+	for (int i = 0; i < 1000 && integ_pid_alive(pid); i++)
 		clock_sleep_ms(10);
-	assert_true(proc_gone(pid));
+	assert_false(integ_pid_alive(pid));
 	return pid;
 }
 

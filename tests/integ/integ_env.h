@@ -59,6 +59,8 @@ void integ_conf_get(const struct integ *e, const char *key, char *out, size_t ca
 /* Requests meta has served so far (`chainfs admin rpc-stats`; the call
  * itself counts as one); fails the test when it cannot be read. */
 unsigned long long integ_meta_requests(const struct integ *e);
+/* 0 when PID has exited (gone, or a zombie), else 1. */
+int integ_pid_alive(int pid);
 /* The pid `chainfs up` recorded for ROLE ("meta", "mgmtd", "storage1",
  * "mount", ...) in DATA/pids; fails the test when there is none. */
 int integ_role_pid(const struct integ *e, const char *role);

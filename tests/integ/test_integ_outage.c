@@ -57,20 +57,6 @@
 
 static struct integ env;
 
-static int pid_alive(int pid)
-{
-	char path[64], buf[512];
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return 0;
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = 0;
-	char *p = strrchr(buf, ')');
-	return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
-}
-
 /* `chainfs up --dir DATA`; returns its exit status; output in DIR/TAG.out. */
 static int up_again(const char *tag)
 {
@@ -172,7 +158,7 @@ static void test_up_after_meta_kill9(void **state)
 	snprintf(log, sizeof(log), "%s/up-after-meta-kill.out", env.dir);
 	assert_true(file_has(log, "mount") && file_has(log, "already running"));
 	assert_int_equal(integ_role_pid(&env, "mount"), mount_pid);
-	assert_true(pid_alive(mount_pid));
+	assert_true(integ_pid_alive(mount_pid));
 	assert_int_not_equal(integ_role_pid(&env, "meta"), meta_pid);
 	kill(reader, SIGKILL);
 	waitpid(reader, NULL, 0);
@@ -192,7 +178,7 @@ static void test_up_cleans_stale_mount(void **state)
 	assert_int_equal(write_file(path, 3, 50000), 0);
 	int mount_pid = integ_role_pid(&env, "mount");
 	assert_int_equal(kill(mount_pid, SIGKILL), 0);
-	for (int i = 0; i < 100 && pid_alive(mount_pid); i++)
+	for (int i = 0; i < 100 && integ_pid_alive(mount_pid); i++)
 		clock_sleep_ms(20);
 	assert_int_equal(stat(env.mnt, &st), -1);
 	assert_true(errno == ENOTCONN || errno == ECONNABORTED); /* a dead FUSE connection */
