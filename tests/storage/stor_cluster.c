@@ -138,6 +138,16 @@ static void print_log_tail(const char *path, int lines)
 		print_message("  | %s", ring[k % 60]);
 }
 
+void stor_cluster_print_logs(struct stor_cluster *c, int lines)
+{
+	print_message("mgmtd log %s ends:\n", c->mgmtd_log);
+	print_log_tail(c->mgmtd_log, lines);
+	for (int i = 0; i < c->n; i++) {
+		print_message("storage %d log %s ends:\n", i, c->node[i].log);
+		print_log_tail(c->node[i].log, lines);
+	}
+}
+
 void stor_cluster_signal(struct stor_cluster *c, int i, int sig)
 {
 	struct sc_node *n = &c->node[i];

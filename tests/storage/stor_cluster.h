@@ -54,6 +54,9 @@ void stor_cluster_start_storage(struct stor_cluster *c, int i);
 void stor_cluster_signal(struct stor_cluster *c, int i, int sig);
 /* `chainfs admin CMD --mgmtd ... EXTRA... NULL`, output in OUT; exit status. */
 int stor_cluster_admin(struct stor_cluster *c, char *out, size_t outlen, const char *cmd, ...);
+/* The last LINES (<= 60) lines of mgmtd's and every storage node's log on
+ * stdout: for a test about to fail on the cluster's state. */
+void stor_cluster_print_logs(struct stor_cluster *c, int lines);
 /* Kills everything and frees. */
 void stor_cluster_fini(struct stor_cluster *c);
 
