@@ -68,6 +68,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/status.h"
+#include "fuse/closer.h"
 #include "fuse/dircache.h"
 #include "fuse/fuse_loop.h"
 #include "fuse/lookahead.h"
@@ -78,6 +79,9 @@
 #define FUSEFS_MAX_IO  (1u << 20) /* max_read / max_write */
 #define FUSEFS_NGROUPS 64
 #define FUSEFS_PAGE    1024 /* meta readdir page */
+/* How long a deferred session close waits for others to share its meta
+ * call (closer.h): at ~3k creates/s a call ends ~30 sessions. */
+#define FUSEFS_CLOSE_WINDOW_MS 10
 
 struct fusefs_file;
 struct fusefs_dir;
@@ -87,6 +91,7 @@ struct fusefs {
 	struct fuse_session *se;   /* for attribute invalidations */
 	dircache *dc;              /* tracked names (dircache.h); NULL: no poll */
 	lookahead *la;             /* lookup-ahead batches (lookahead.h); NULL: off */
+	closer *closer;            /* deferred session closes (closer.h); NULL: synchronous */
 	_Atomic uint64_t init_unique; /* request id of the kernel's INIT (mmap_io_*) */
 	/* Unmount guard (guard_main): this mount's fusectl abort file ("":
 	 * unknown), and done once the poll and the workers stopped. */
@@ -711,6 +716,10 @@ static int report_length_how(struct fusefs *fs, uint64_t ino, int durable)
 {
 	struct meta_cred cr = {0, 0, 0, NULL};
 	file_io_inode *fi = fs->o.fio ? file_io_find(fs->o.fio, ino) : NULL;
+	/* op_flush runs on the FUSE reader thread (fuse_loop.h): say so
+	 * before anything that waits. */
+	if (durable || (fi && !file_io_settled(fi)))
+		fuseloop_will_block();
 	if (!fi)
 		return durable ? meta_client_fsync(fs->o.meta, &cr, ino, NULL, NULL) : 0;
 	int werr = file_io_drain(fi);
@@ -1231,7 +1240,8 @@ static unsigned open_flags(int flags)
 	return f;
 }
 
-/* Closes F's meta session (reporting the written length), drops its
+/* Closes F's meta session (reporting the written length; when meta has
+ * the length already, later with others through fs->closer), drops its
  * file_io reference, unlinks and frees it. CR: whose close it is. */
 static void lock_drop_file(struct fusefs *fs, struct fusefs_file *f);
 
@@ -1240,11 +1250,25 @@ static void file_drop(struct fusefs *fs, struct fusefs_file *f, const struct met
 	lock_drop_file(fs, f);
 	if (f->session)
 		la_changed(fs); /* a writer's length and times reach meta now */
+	/* op_release runs on the FUSE reader thread (fuse_loop.h): every
+	 * wait below is announced first. */
+	if (f->fi && !file_io_settled(f->fi))
+		fuseloop_will_block();
 	if (f->fi)
 		file_io_drain(f->fi); /* flush (close) reported any error already */
+	/* Meta has this session's length (nothing written, or flush reported
+	 * it): the close only removes the session key, and nobody waits for
+	 * it (closer.h). */
+	if (f->session && fs->closer) {
+		struct meta_length len;
+		if (!(f->fi && file_io_length_unreported(f->fi, &len)) &&
+		    closer_add(fs->closer, f->ino, f->session))
+			f->session = 0;
+	}
 	if (f->session) {
 		struct meta_length len;
 		int wrote = f->fi ? file_io_length(f->fi, &len) : 0;
+		fuseloop_will_block();
 		/* Our length report is exact for what this mount wrote: one
 		 * meta txn ends the session, no storage query. */
 		int rc = meta_client_close_known(fs->o.meta, cr, f->ino, f->session,
@@ -1715,6 +1739,11 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 	fuse_reply_err(req, to_errno(rc));
 }
 
+/* FLUSH and RELEASE are "fast" opcodes (fuse_loop.c): the reader thread
+ * answers them itself when nothing is to wait for (no locks, no length
+ * to report, no write-behind: a create closed unwritten), so every call
+ * that may wait, here and in what they call, goes after
+ * fuseloop_will_block. */
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 {
 	/* close(2) drops the process's POSIX locks on the file. */
@@ -2153,6 +2182,7 @@ static void lock_flush(struct fusefs *fs, uint64_t ino, uint64_t owner)
 	pthread_mutex_unlock(&fs->lock);
 	if (!found)
 		return;
+	fuseloop_will_block(); /* op_flush: on the reader thread */
 	int rc =
 	    meta_client_lock_release(fs->o.meta, ino, owner, META_LOCK_KIND_BIT(META_LOCK_POSIX));
 	if (rc < 0) /* meta prunes them with the mount at worst */
@@ -2172,6 +2202,7 @@ static void lock_drop_file(struct fusefs *fs, struct fusefs_file *f)
 		owner = f->lk_owners[f->nlk - 1];
 		lock_forget(fs, f, owner);
 		pthread_mutex_unlock(&fs->lock);
+		fuseloop_will_block(); /* op_release: on the reader thread */
 		int rc = meta_client_lock_release(fs->o.meta, f->ino, owner, META_LOCK_ALL_KINDS);
 		if (rc < 0)
 			LOG_WARN("fuse", "lock release failed: ino=%llu: %s",
@@ -2653,6 +2684,7 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
+	fs.closer = closer_new(fs.o.meta, FUSEFS_CLOSE_WINDOW_MS);
 	guard_start(&fs);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 	/* Our loop, not fuse_session_loop_mt: one reader at a time, so the
@@ -2695,6 +2727,8 @@ out:
 		struct meta_cred cr = {0, 0, 0, NULL};
 		file_drop(&fs, fs.files, &cr);
 	}
+	closer_free(fs.closer); /* sends the closes still queued */
+	fs.closer = NULL;
 	while (fs.dirs) {
 		struct fusefs_dir *d = fs.dirs;
 		dir_unlink(&fs, d);
