@@ -619,16 +619,6 @@ int file_io_length_unreported(file_io_inode *fi, struct meta_length *out)
 	return news;
 }
 
-int file_io_settled(file_io_inode *fi)
-{
-	pthread_mutex_lock(&fi->lock);
-	int news = fi->wrote && !(fi->rep_valid && fi->rep_len == fi->written &&
-				  fi->rep_tv == fi->truncate_ver);
-	int settled = !fi->wb && !fi->wb_err && !news;
-	pthread_mutex_unlock(&fi->lock);
-	return settled;
-}
-
 void file_io_length_reported(file_io_inode *fi, const struct meta_length *len)
 {
 	pthread_mutex_lock(&fi->lock);

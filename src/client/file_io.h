@@ -201,12 +201,6 @@ int file_io_length(file_io_inode *fi, struct meta_length *out);
  * meta already has sends nothing (a forked child's exec closing inherited
  * descriptors then needs no meta). */
 int file_io_length_unreported(file_io_inode *fi, struct meta_length *out);
-/* 1 when a flush or close of FI has nothing to wait for or report: no
- * write-behind write in flight or failed unreported, and
- * file_io_length_unreported would say 0. Takes only FI's lock (never
- * waits for I/O): the mount asks it before answering on its reader
- * thread (fuse_loop.h). */
-int file_io_settled(file_io_inode *fi);
 /* Records LEN as acknowledged by meta. Any thread. */
 void file_io_length_reported(file_io_inode *fi, const struct meta_length *len);
 /* INLINE DATA (meta.h "inline data"; file_io_idata.c). A file that was

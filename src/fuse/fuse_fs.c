@@ -718,10 +718,6 @@ static int report_length_how(struct fusefs *fs, uint64_t ino, int durable)
 {
 	struct meta_cred cr = {0, 0, 0, NULL};
 	file_io_inode *fi = fs->o.fio ? file_io_find(fs->o.fio, ino) : NULL;
-	/* op_flush runs on the FUSE reader thread (fuse_loop.h): say so
-	 * before anything that waits. */
-	if (durable || (fi && !file_io_settled(fi)))
-		fuseloop_will_block();
 	if (!fi)
 		return durable ? meta_client_fsync(fs->o.meta, &cr, ino, NULL, NULL) : 0;
 	int werr = file_io_drain(fi);
@@ -1252,10 +1248,6 @@ static void file_drop(struct fusefs *fs, struct fusefs_file *f, const struct met
 	lock_drop_file(fs, f);
 	if (f->session)
 		la_changed(fs); /* a writer's length and times reach meta now */
-	/* op_release runs on the FUSE reader thread (fuse_loop.h): every
-	 * wait below is announced first. */
-	if (f->fi && !file_io_settled(f->fi))
-		fuseloop_will_block();
 	if (f->fi)
 		file_io_drain(f->fi); /* flush (close) reported any error already */
 	/* Meta has this session's length (nothing written, or flush reported
@@ -1270,7 +1262,6 @@ static void file_drop(struct fusefs *fs, struct fusefs_file *f, const struct met
 	if (f->session) {
 		struct meta_length len;
 		int wrote = f->fi ? file_io_length(f->fi, &len) : 0;
-		fuseloop_will_block();
 		/* Our length report is exact for what this mount wrote: one
 		 * meta txn ends the session, no storage query. */
 		int rc = meta_client_close_known(fs->o.meta, cr, f->ino, f->session,
@@ -1741,11 +1732,6 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 	fuse_reply_err(req, to_errno(rc));
 }
 
-/* FLUSH and RELEASE are "fast" opcodes (fuse_loop.c): the reader thread
- * answers them itself when nothing is to wait for (no locks, no length
- * to report, no write-behind: a create closed unwritten), so every call
- * that may wait, here and in what they call, goes after
- * fuseloop_will_block. */
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 {
 	/* close(2) drops the process's POSIX locks on the file. */
@@ -2184,7 +2170,6 @@ static void lock_flush(struct fusefs *fs, uint64_t ino, uint64_t owner)
 	pthread_mutex_unlock(&fs->lock);
 	if (!found)
 		return;
-	fuseloop_will_block(); /* op_flush: on the reader thread */
 	int rc =
 	    meta_client_lock_release(fs->o.meta, ino, owner, META_LOCK_KIND_BIT(META_LOCK_POSIX));
 	if (rc < 0) /* meta prunes them with the mount at worst */
@@ -2204,7 +2189,6 @@ static void lock_drop_file(struct fusefs *fs, struct fusefs_file *f)
 		owner = f->lk_owners[f->nlk - 1];
 		lock_forget(fs, f, owner);
 		pthread_mutex_unlock(&fs->lock);
-		fuseloop_will_block(); /* op_release: on the reader thread */
 		int rc = meta_client_lock_release(fs->o.meta, f->ino, owner, META_LOCK_ALL_KINDS);
 		if (rc < 0)
 			LOG_WARN("fuse", "lock release failed: ino=%llu: %s",
