@@ -296,7 +296,8 @@ int cli_fsck(int argc, char **argv)
 				goto out;
 			}
 		}
-		qsort(cp.v, cp.n, sizeof(*cp.v), copy_cmp);
+		if (cp.n) /* qsort(NULL, 0) is undefined (UBSan stops fsck there) */
+			qsort(cp.v, cp.n, sizeof(*cp.v), copy_cmp);
 		refs = calloc(cp.n ? cp.n : 1, sizeof(*refs));
 		if (!refs) {
 			rc = -ENOMEM;

@@ -58,6 +58,7 @@ struct meta_client {
 	_Atomic uint64_t rr;
 	_Atomic uint64_t calls, resends, failovers;
 	_Atomic int no_dir_replies; /* meta answered CREATE_DIR/UNLINK_DIR "bad type" */
+	_Atomic int no_close_many;  /* meta answered CLOSE_MANY "bad type" */
 };
 
 static __thread char last_err[RPC_ERROR_TEXT_MAX + 1];
@@ -620,6 +621,34 @@ int meta_client_close_known(meta_client *c, const struct meta_cred *cr, uint64_t
 	if (len)
 		m->len = *len;
 	return call_plain(c, cr, m, NULL, ino);
+}
+
+int meta_client_close_many(meta_client *c, const uint64_t *pairs, int n)
+{
+	if (n < 1 || n > META_CLOSE_MANY_MAX)
+		return -EINVAL;
+	struct meta_cred cr = { 0, 0, 0, NULL };
+	int rc = -CFS_EBADMSG_TYPE;
+	if (!atomic_load_explicit(&c->no_close_many, memory_order_relaxed)) {
+		uint8_t data[16 * META_CLOSE_MANY_MAX];
+		for (int i = 0; i < 2 * n; i++)
+			wire_store_u64(data + 8 * i, pairs[i]);
+		REQ(m, META_RPC_CLOSE_MANY);
+		m->data = data;
+		m->data_len = (uint32_t)(16 * n);
+		rc = call_plain(c, &cr, m, NULL, 0);
+		if (rc == -CFS_EBADMSG_TYPE)
+			atomic_store_explicit(&c->no_close_many, 1, memory_order_relaxed);
+	}
+	if (rc != -CFS_EBADMSG_TYPE)
+		return rc;
+	rc = 0;
+	for (int i = 0; i < n; i++) {
+		int r = meta_client_close_known(c, &cr, pairs[2 * i], pairs[2 * i + 1], NULL);
+		if (r < 0 && rc == 0)
+			rc = r;
+	}
+	return rc;
 }
 
 int meta_client_fsync(meta_client *c, const struct meta_cred *cr, uint64_t ino,

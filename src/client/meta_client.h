@@ -132,6 +132,10 @@ int meta_client_close(meta_client *c, const struct meta_cred *cr, uint64_t ino, 
  * wrote: one meta txn, no storage query (meta_close_known). */
 int meta_client_close_known(meta_client *c, const struct meta_cred *cr, uint64_t ino,
 			    uint64_t session, const struct meta_length *len);
+/* Ends N (1..META_CLOSE_MANY_MAX) write sessions with nothing to report
+ * in one call and one meta txn (meta_close_many). PAIRS: N (ino, session)
+ * pairs. An old meta gets one meta_client_close_known each. 0 or <0. */
+int meta_client_close_many(meta_client *c, const uint64_t *pairs, int n);
 /* fsync(2): settles LEN (may be NULL) and returns once every metadata
  * change committed before it is durable (meta_fsync). INO: the file, or
  * the directory for fsyncdir. */

@@ -253,6 +253,14 @@ int meta_close(meta_ctx *m, const struct meta_req *rq, uint64_t ino, uint64_t se
  * write and this close cost two durable steps, not four). */
 int meta_close_known(meta_ctx *m, const struct meta_req *rq, uint64_t ino, uint64_t session,
 		     const struct meta_length *len);
+/* Ends N write sessions of client rq->client in ONE txn, with nothing
+ * to report: PAIRS holds N (ino, session) pairs whose lengths meta has
+ * already (a mount's deferred closes of files never written or whose
+ * length it reported at flush; fuse_closer.h). Unknown sessions are not
+ * an error (a retry, or meta pruned them). N is 1..META_CLOSE_MANY_MAX,
+ * else -EINVAL. */
+#define META_CLOSE_MANY_MAX 48 /* one KV write each: under KV_MAX_WRITES */
+int meta_close_many(meta_ctx *m, const struct meta_req *rq, const uint64_t *pairs, int n);
 /* fsync(2): meta_sync(len, query) when LEN or QUERY says there is a
  * length to settle (INO 0 or a directory: none), then makes every
  * metadata change committed so far durable (kv_flush) before returning.

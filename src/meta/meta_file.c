@@ -318,6 +318,34 @@ int meta_close_known(meta_ctx *m, const struct meta_req *rq, uint64_t ino, uint6
 	return rc;
 }
 
+struct close_many_arg {
+	uint64_t client;
+	const uint64_t *pairs;
+	int n;
+};
+
+static int close_many_body(kv_txn *t, void *arg)
+{
+	struct close_many_arg *a = arg;
+	for (int i = 0; i < a->n; i++) {
+		struct meta_key k;
+		meta_key_session(&k, a->pairs[2 * i], a->client, a->pairs[2 * i + 1]);
+		int rc = kv_clear(t, kv_mem(k.b, k.n));
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int meta_close_many(meta_ctx *m, const struct meta_req *rq, const uint64_t *pairs, int n)
+{
+	if (n < 1 || n > META_CLOSE_MANY_MAX)
+		return -EINVAL;
+	struct close_many_arg a = { rq ? rq->client : 0, pairs, n };
+	struct kv_run_opts o = { .idempotent = 1, .max_retries = 40 };
+	return meta_run(m, &o, close_many_body, &a);
+}
+
 int meta_fsync(meta_ctx *m, uint64_t ino, const struct meta_length *len, int query,
 	       uint64_t *size)
 {

@@ -225,6 +225,8 @@ static const struct msg msgs[] = {
 	  .req = { Q(U64, ino), Q(U32, flags) } },
 	{ MSG(META_RPC_MKNOD, "MKNOD", MUT),
 	  .req = { Q(U64, ino), Q(NAME, name), Q(U32, mode), Q(U64, rdev) }, .resp = INODE_REPLY },
+	{ MSG(META_RPC_CLOSE_MANY, "CLOSE_MANY", MUT),
+	  .req = { QBLOB(data, 16 * META_CLOSE_MANY_MAX, -EINVAL, 16) } },
 	{ MSG(META_RPC_LOCK_SET, "LOCK_SET", RO),
 	  .req = { Q(U64, ino), LOCK_FIELDS(Q) }, .req_check = lock_req_check },
 	{ MSG(META_RPC_LOCK_GET, "LOCK_GET", RO),

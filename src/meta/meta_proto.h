@@ -68,6 +68,17 @@ enum meta_rpc_type {
 #define META_RPC_FIRST META_RPC_INFO
 #define META_RPC_LAST META_RPC_MKNOD
 
+/* Block 225..229 (create/close path through the mount). CLOSE_MANY
+ * (meta_close_many): ends write sessions whose lengths meta already has,
+ * in one txn; data is 1..META_CLOSE_MANY_MAX pairs of little-endian u64
+ * (ino, session). Reply: nothing. An old meta answers "bad type" (the
+ * client then sends one CLOSE each). */
+enum meta_rpc_type_225 {
+	META_RPC_CLOSE_MANY = 225,
+};
+#define META_RPC_FIRST_225 META_RPC_CLOSE_MANY
+#define META_RPC_LAST_225 META_RPC_CLOSE_MANY
+
 /* File locks (meta_lock.h), a range of their own. */
 enum meta_rpc_lock_type {
 	META_RPC_LOCK_SET = 230,     /* set or clear one lock; -EAGAIN on a conflict */
@@ -161,7 +172,8 @@ int meta_rpc_is_mutation(uint16_t type);
  *   flags   create/open (META_O_*), close (META_CLOSE_*), rename (META_RENAME_*), setxattr
  *           (META_XATTR_*), access (mask)
  *   count   readdir: max entries; getxattr/listxattr: buffer capacity
- *   data    symlink target, xattr value; dirver: u64 inode ids (LE)
+ *   data    symlink target, xattr value; dirver: u64 inode ids (LE);
+ *           close_many: u64 (ino, session) pairs (LE)
  *   len     close, sync, fsync (has_len: len present); query: sync, fsync
  *   sa      setattr
  *   layout  layout_set: chunk_size, stripe, table_id

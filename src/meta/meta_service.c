@@ -398,6 +398,13 @@ static int run_op(struct worker *w, const struct meta_rpc_req *m, struct meta_rp
 		if (m->flags & META_CLOSE_LEN_KNOWN)
 			return meta_close_known(mc, &rq, m->ino, m->ino2, len);
 		return meta_close(mc, &rq, m->ino, m->ino2, len);
+	case META_RPC_CLOSE_MANY: {
+		uint64_t pairs[2 * META_CLOSE_MANY_MAX];
+		int n = (int)(m->data_len / 16);
+		for (int i = 0; i < 2 * n; i++)
+			pairs[i] = wire_load_u64(m->data + 8 * i);
+		return meta_close_many(mc, &rq, pairs, n);
+	}
 	case META_RPC_MKDIR:
 		return meta_mkdir(mc, &c, &rq, m->ino, m->name, m->mode, &w->inode);
 	case META_RPC_MKNOD:
@@ -1098,6 +1105,9 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 		rpc_server_handle(s->rpc, t, &hq);
 	rpc_server_handle(s->rpc, META_RPC_DIRVER, s->ninline ? &hr : &hq);
 	rpc_server_handle(s->rpc, META_RPC_LOOKUP_PLUS, s->ninline ? &hr : &hq);
+	/* CLOSE_MANY only clears session keys: inline like the namespace
+	 * mutations when commits do not wait for the disk. */
+	rpc_server_handle(s->rpc, META_RPC_CLOSE_MANY, inline_writes ? &hr : &hq);
 	for (uint16_t t = META_RPC_FIRST_265; t <= META_RPC_LAST_265; t++)
 		rpc_server_handle(s->rpc, t, inline_writes && kv_only_mutation(t) ? &hr : &hq);
 	/* Inline data: a read and a write touch only the KV, like the

@@ -87,6 +87,9 @@
  *                       resp: inode
  *   Replies that carry an inode end with u64 rdev (after every field above;
  *   absent from older servers: 0).
+ *  225 META_CLOSE_MANY  req: hdr, blob (u64 ino, u64 session)[1..48]  resp: -
+ *                       (ends write sessions whose lengths meta has, one txn;
+ *                       meta_close_many. Old meta: "bad type".)
  *  230 META_LOCK_SET    req: hdr, u64 ino, lock                   resp: - (-EAGAIN: conflict)
  *  231 META_LOCK_GET    req: hdr, u64 ino, lock                   resp: u8 has, [u64 client, lock]
  *  232 META_LOCK_RELEASE req: hdr, u64 ino, u64 owner, u32 kinds  resp: -

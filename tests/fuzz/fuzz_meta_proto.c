@@ -1,10 +1,10 @@
 /* fuzz_meta_proto.c - libFuzzer target for every metadata-service codec
  * (meta/meta_proto.h): requests and replies of all types 200..224, the
  * lock types 230..232, the 240 block, DIRVER (242), the inline-data types
- * 260..262, the 265 block (CREATE_DIR, UNLINK_DIR) and the 267 block
- * (LOOKUP_PLUS). Input: byte 0 picks the type (from 250 the 240 block,
+ * 260..262, the 265 block (CREATE_DIR, UNLINK_DIR), the 267 block
+ * (LOOKUP_PLUS) and the 225 block (CLOSE_MANY). Input: byte 0 picks the type (from 250 the 240 block,
  * from 0xE0 the lock types, 0xD8..0xDF the 265 block, 0xD0..0xD7 the
- * inline-data types, 0xC0..0xCF the 267 block, below that
+ * inline-data types, 0xC8..0xCF the 225 block, 0xC0..0xC7 the 267 block, below that
  * META_RPC_FIRST + b % count), byte 1 bit 0
  * picks request (0) or reply (1); the rest is the payload.
  * Properties: decoding never reads out of bounds or fails with a code
@@ -107,6 +107,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	else if (data[0] >= 0xD8)
 		type = (uint16_t)(META_RPC_FIRST_265 +
 				  (data[0] - 0xD8) % (META_RPC_LAST_265 - META_RPC_FIRST_265 + 1));
+	else if (data[0] >= 0xC8)
+		type = (uint16_t)(META_RPC_FIRST_225 +
+				  (data[0] - 0xC8) % (META_RPC_LAST_225 - META_RPC_FIRST_225 + 1));
 	else if (data[0] >= 0xC0)
 		type = (uint16_t)(META_RPC_FIRST_267 +
 				  (data[0] - 0xC0) % (META_RPC_LAST_267 - META_RPC_FIRST_267 + 1));

@@ -18,8 +18,10 @@ static int write_case(const char *dir, int resp, uint16_t type, const struct buf
 		return -1;
 	/* The type byte as fuzz_meta_proto.c reads it: from 250 the 240..249
 	 * block, from 0xE0 the lock types, 0xD0 inline data, 0xD8 the 265
-	 * block, 0xC0 the 267 block, below the main range. */
+	 * block, 0xC0 the 267 block, 0xC8 the 225 block, below the main range. */
 	uint8_t t0 = type >= META_RPC_FIRST_267 ? (uint8_t)(0xC0 + type - META_RPC_FIRST_267)
+		     : type >= META_RPC_FIRST_225 && type <= META_RPC_LAST_225
+			     ? (uint8_t)(0xC8 + type - META_RPC_FIRST_225)
 		     : type >= META_RPC_FIRST_265 ? (uint8_t)(0xD8 + type - META_RPC_FIRST_265)
 		     : type >= META_RPC_IDATA_FIRST ? (uint8_t)(0xD0 + type - META_RPC_IDATA_FIRST)
 		     : type >= META_RPC_FSYNC ? (uint8_t)(250 + type - META_RPC_FSYNC)
@@ -96,7 +98,7 @@ int main(int argc, char **argv)
 		m.ver = 3;
 		if (t == META_RPC_IDATA_CONVERT)
 			m.count = META_RPC_IDATA_BEGIN;
-		if (t == META_RPC_DIRVER) { /* u64 inode ids */
+		if (t == META_RPC_DIRVER || t == META_RPC_CLOSE_MANY) { /* u64 ids */
 			m.data = dirver_data;
 			m.data_len = sizeof(dirver_data);
 		}

@@ -420,6 +420,15 @@ static void test_limits(void **state)
 	m.data_len = 8 * (META_RPC_DIRVER_MAX + 1);
 	assert_int_equal(decode_req(&m), -EINVAL);
 
+	/* CLOSE_MANY: whole (ino, session) pairs, 1..META_CLOSE_MANY_MAX of them */
+	req_init(&m, META_RPC_CLOSE_MANY);
+	m.data = (const uint8_t *)big, m.data_len = 24;
+	assert_int_equal(decode_req(&m), -CFS_EPROTO);
+	m.data_len = 16 * (META_CLOSE_MANY_MAX + 1);
+	assert_int_equal(decode_req(&m), -EINVAL);
+	m.data_len = 16 * META_CLOSE_MANY_MAX;
+	assert_int_equal(decode_req(&m), 0);
+
 	req_init(&m, META_RPC_SYNC);
 	struct buf b = BUF_INIT;
 	static struct meta_rpc_req d;
@@ -442,15 +451,15 @@ static void test_limits(void **state)
 	assert_int_equal(meta_rpc_req_decode(META_RPC_GETATTR, b.data, b.len, &d), -EINVAL);
 
 	/* unknown types */
-	assert_int_equal(meta_rpc_req_decode(225, b.data, b.len, &d), -CFS_EPROTO);
-	m.type = 225;
+	assert_int_equal(meta_rpc_req_decode(226, b.data, b.len, &d), -CFS_EPROTO);
+	m.type = 226;
 	buf_reset(&b);
 	assert_int_equal(meta_rpc_req_encode(&b, &m), -EINVAL);
 	assert_int_equal(b.len, 0);
 	struct meta_rpc_resp r = { .type = 199 };
 	assert_int_equal(meta_rpc_resp_encode(&b, &r), -EINVAL);
 	assert_int_equal(meta_rpc_resp_decode("", 0, &r), -CFS_EPROTO);
-	assert_null(meta_rpc_name(225));
+	assert_null(meta_rpc_name(226));
 	assert_string_equal(meta_rpc_name(META_RPC_LOOKUP_PLUS), "LOOKUP_PLUS");
 	assert_true(meta_rpc_is_mutation(META_RPC_UNLINK_DIR));
 	assert_false(meta_rpc_is_mutation(META_RPC_LOCK_SET));
@@ -483,6 +492,8 @@ static void test_every_type(void **state)
 		req_init(&m, (uint16_t)t);
 		m.ino = 1, m.ino2 = 2, m.name = meta_name_c("n"), m.name2 = meta_name_c("m");
 		m.count = 1, m.data = (const uint8_t *)"12345678", m.data_len = 8;
+		if (t == META_RPC_CLOSE_MANY) /* whole 16-byte pairs */
+			m.data = (const uint8_t *)"1234567812345678", m.data_len = 16;
 		m.lock = (struct meta_lock){ 0, 1, 2, META_LOCK_POSIX, META_LOCK_RD, 0, 9 };
 		assert_int_equal(meta_rpc_req_encode(&b1, &m), 0);
 		assert_int_equal(meta_rpc_req_decode((uint16_t)t, b1.data, b1.len, &d), 0);
@@ -516,7 +527,7 @@ static void test_every_type(void **state)
 		buf_fini(&b1);
 		buf_fini(&b2);
 	}
-	assert_true(types >= 36); /* 200..224, 230..232, 240, 242, 260..262, 265..267 */
+	assert_true(types >= 37); /* 200..225, 230..232, 240, 242, 260..262, 265..267 */
 }
 
 int main(void)
