@@ -1769,6 +1769,24 @@ int chunk_engine_query(struct chunk_engine *e, struct chunk_id id, struct chunk_
 	return rc;
 }
 
+int chunk_engine_query_now(struct chunk_engine *e, struct chunk_id id, struct chunk_info *info)
+{
+	if (atomic_load(&e->io_stop))
+		return -ESHUTDOWN;
+	/* The same lookup as start_query's, on the caller's thread: the
+	 * inbox adds no ordering a query needs (it reads committed metadata,
+	 * whatever else is queued), only a wake-up of the I/O thread. */
+	struct chunk_meta m;
+	pthread_mutex_lock(&e->mu);
+	int err = chunk_store_reader_get(e->reader, id, &m);
+	pthread_mutex_unlock(&e->mu);
+	if (!err) {
+		fill_info(info, &m);
+		chunk_meta_fini(&m);
+	}
+	return err;
+}
+
 int chunk_engine_query_last(struct chunk_engine *e, uint64_t ino, uint32_t *idx,
 			    struct chunk_info *info)
 {

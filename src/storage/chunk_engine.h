@@ -217,6 +217,11 @@ int chunk_engine_read(struct chunk_engine *e, struct chunk_read_range *ranges, s
 /* Returns the number of chunks removed. */
 int chunk_engine_remove(struct chunk_engine *e, uint64_t ino, uint32_t begin, uint32_t end);
 int chunk_engine_query(struct chunk_engine *e, struct chunk_id id, struct chunk_info *info);
+/* As chunk_engine_query, answered on the calling thread without a trip
+ * through the I/O thread: a metadata lookup under the engine's lock (no
+ * disk I/O beyond LMDB's mapped pages). -ESHUTDOWN once the engine stops.
+ * Any thread, including op callbacks. */
+int chunk_engine_query_now(struct chunk_engine *e, struct chunk_id id, struct chunk_info *info);
 int chunk_engine_query_last(struct chunk_engine *e, uint64_t ino, uint32_t *idx,
 			    struct chunk_info *info);
 

@@ -10,7 +10,7 @@
  *      │      and, in the same order, at every replica)
  *      v
  *   APPLY in the engine and FORWARD, overlapped (PIPELINED, writes): the
- *      │      head asks its engine for v (a metadata lookup, no disk I/O)
+ *      │      head looks v up itself (engine metadata, no disk I/O, no hand-off)
  *      │      and applies exactly u = v + 1 while the same u goes to the
  *      │      successor; the others apply the u they got while forwarding it
  *      │      (a replica that already holds u from an earlier attempt of
@@ -546,19 +546,19 @@ static void pl_start(struct craq_op *o, uint64_t u)
 	forward(o);
 }
 
-/* Head: the chunk's committed version is known; u = v + 1. */
-static void head_version(struct chunk_op *op)
+/* Head: the chunk's committed version is known (RESULT and INFO of the
+ * query); u = v + 1. */
+static void head_version(struct craq_op *o, int result, const struct chunk_info *info)
 {
-	struct craq_op *o = op->arg;
 	uint64_t v = 0;
-	if (op->result == 0) {
-		if (o->w.chain_ver < op->info.chain_ver) {
+	if (result == 0) {
+		if (o->w.chain_ver < info->chain_ver) {
 			finish(o, -CFS_ECHAIN_VERSION);
 			return;
 		}
-		v = op->info.commit_ver;
-	} else if (op->result != -ENOENT) {
-		finish(o, op->result);
+		v = info->commit_ver;
+	} else if (result != -ENOENT) {
+		finish(o, result);
 		return;
 	}
 	pl_start(o, v + 1);
@@ -572,10 +572,16 @@ static void locked(void *arg)
 		return;
 	if (o->kind == CRAQ_WRITE && o->head && !(o->w.flags & STO_WF_REPLACE) &&
 	    !chunk_engine_space_low(o->t->eng)) {
-		/* The version to forward before our own apply assigns it. */
-		o->op = (struct chunk_op){ .type = CHUNK_OP_QUERY, .done = head_version, .arg = o,
-					   .id = o->id };
-		chunk_engine_submit(o->t->eng, &o->op);
+		/* The version to forward before our own apply assigns it, looked
+		 * up on this thread: through the engine's inbox the forward and
+		 * the local write would wait for a wake-up of its I/O thread,
+		 * and the write for the forward's send besides (pl_start would
+		 * run there). Here the engine submits the write on its thread
+		 * while this one sends the forward. The chunk lock we hold keeps
+		 * every other mutation of the chunk out, so the version stays. */
+		struct chunk_info ci;
+		int qr = chunk_engine_query_now(o->t->eng, o->id, &ci);
+		head_version(o, qr, &ci);
 		return;
 	}
 	if (o->kind == CRAQ_WRITE && !o->head) {

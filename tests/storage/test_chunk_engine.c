@@ -127,6 +127,17 @@ static void test_basic(void **state)
 	assert_int_equal(chunk_engine_write(e, id, 0, 10, a, 5, 1, NULL), -CFS_ECONFLICT);
 	assert_int_equal(chunk_engine_write(e, id, 0, 10, a, 2, 1, &info), 0);
 	assert_int_equal(info.commit_ver, 2);
+	/* The CRAQ head's lookup on its own thread answers as the queued
+	 * query does (the version it forwards is commit_ver + 1). */
+	struct chunk_info now, queued;
+	assert_int_equal(chunk_engine_query_now(e, id, &now), 0);
+	assert_int_equal(chunk_engine_query(e, id, &queued), 0);
+	assert_int_equal(now.commit_ver, 2);
+	assert_int_equal(now.commit_ver, queued.commit_ver);
+	assert_int_equal(now.chain_ver, queued.chain_ver);
+	assert_int_equal(now.len, queued.len);
+	assert_int_equal(now.crc, queued.crc);
+	assert_int_equal(chunk_engine_query_now(e, (struct chunk_id){ 42, 9 }, &now), -ENOENT);
 	assert_int_equal(chunk_engine_write(e, id, 0, 10, a, 0, 3, NULL), 0);
 	assert_int_equal(chunk_engine_write(e, id, 0, 10, a, 0, 2, NULL), -CFS_ECHAIN_VERSION);
 	assert_int_equal(chunk_engine_write(e, id, 64 * MB - 1, 2, a, 0, 3, NULL), -EINVAL);
