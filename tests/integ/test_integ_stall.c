@@ -57,7 +57,7 @@
  * round (the reconnect pause is at most 0.5 s, meta's backoff 0.2 s),
  * with room for ASan on a loaded 2-core machine. */
 #define BOUND_MS 4000
-#define NTH 4
+#define NTH      4
 #define FILE_LEN (256 * 1024)
 
 static struct integ env;
@@ -80,8 +80,8 @@ static int is_root_of(void *arg)
 }
 
 /* A mount of the cluster on DIR/NAME with the given per-attempt timeout
- * and bound and attribute timeout (seconds), reaching meta through the proxy when VIA_PROXY (else as
- * routing says); its path into MNT. */
+ * and bound and attribute timeout (seconds), reaching meta through the proxy when VIA_PROXY (else
+ * as routing says); its path into MNT. */
 static pid_t mount_via_proxy(const char *name, int via_proxy, const char *tmo, const char *wait,
                              const char *attr, char *mnt, size_t cap)
 {
@@ -99,9 +99,24 @@ static pid_t mount_via_proxy(const char *name, int via_proxy, const char *tmo, c
 		integ_conf_get(&env, "meta_port", port, sizeof(port));
 	if (!via_proxy)
 		snprintf(meta, sizeof(meta), "127.0.0.1:%s", port);
-	char *argv[] = {(char *)testenv_chainfs(), "mount", "--mgmtd", mg, "--meta", meta,
-	                "--cluster-id", id, "--secret-file", secret, "--timeout-ms", (char *)tmo,
-	                "--meta-wait-ms", (char *)wait, "--attr-timeout", (char *)attr, mnt, NULL};
+	char *argv[] = {(char *)testenv_chainfs(),
+	                "mount",
+	                "--mgmtd",
+	                mg,
+	                "--meta",
+	                meta,
+	                "--cluster-id",
+	                id,
+	                "--secret-file",
+	                secret,
+	                "--timeout-ms",
+	                (char *)tmo,
+	                "--meta-wait-ms",
+	                (char *)wait,
+	                "--attr-timeout",
+	                (char *)attr,
+	                mnt,
+	                NULL};
 	pid_t pid = testenv_spawn(argv, log);
 	assert_true(testenv_wait(is_root_of, mnt, 60000));
 	return pid;
@@ -167,8 +182,10 @@ static int read_check(const char *path, uint32_t seed)
 				size_t z = i;
 				while (z < FILE_LEN && !b[z])
 					z++;
-				fprintf(stderr, "%s: first wrong byte at %zu: %02x, want %02x; "
-				        "zeros up to %zu\n", path, i, b[i], want[i], z);
+				fprintf(stderr,
+				        "%s: first wrong byte at %zu: %02x, want %02x; "
+				        "zeros up to %zu\n",
+				        path, i, b[i], want[i], z);
 				break;
 			}
 	}
@@ -332,8 +349,8 @@ static void meta_fault_round(const char *dir, int restart, int pid)
 {
 	struct op o[4 * NTH];
 	for (int i = 0; i < NTH; i++)
-		op_start(&o[i], i % 2 ? OP_CREATE : OP_LOOKUP_ABSENT, "%s/%s/during%d", env.mnt, dir,
-		         i);
+		op_start(&o[i], i % 2 ? OP_CREATE : OP_LOOKUP_ABSENT, "%s/%s/during%d", env.mnt,
+		         dir, i);
 	clock_sleep_ms(4000);
 	if (restart)
 		assert_int_equal(up_again(dir), 0);
