@@ -10,10 +10,27 @@
  *   3. send with rpc_call; a reply (success or an operation error) ends the
  *      call; a failover error marks the instance down for down_ms and moves
  *      on; when a whole round failed, back off (10 ms doubling to 200 ms)
- *      and start again until retry_ms is spent.
+ *      and start again until retry_ms is spent. No attempt outlives the
+ *      budget: its deadline is the smaller of its timeout and what is left.
  * Because the request id is fixed in step 1, a resend after the first
  * instance committed and died finds the idempotency record and returns the
  * recorded result.
+ *
+ * Slow, not dead. An attempt that timed out on an instance gives the next
+ * attempt on that instance, within the same call, twice the time (timeout_ms,
+ * 2x, 4x ... up to what is left of retry_ms). A request the instance needs
+ * longer than timeout_ms for (a LOOKUP_PLUS of 128 entries is 256 etcd
+ * reads: over 5 s on a loaded host) used to time out on every attempt and
+ * be resent until the budget was spent (chaos: single stats of 29-60 s
+ * after a fault had recovered, each resend adding the same work to the
+ * instance's queue); now it gets through on the second or third attempt,
+ * and an instance that is really gone is still left after timeout_ms when
+ * there is another one.
+ *
+ * Reconnects. The RPC client's pause between connect attempts to an
+ * instance is capped at RECONNECT_MAX_MS (its default is 5 s), so that a
+ * call waits at most that long for a restarted instance once it listens
+ * again; a refused connect to a live host costs a round trip.
  *
  * State: the instance table is fixed at meta_client_new; per instance only
  * down_until (atomic) and id (learned with INFO, atomic) change. The
@@ -40,6 +57,8 @@
 #define INFO_TIMEOUT_MS 1000
 #define BACKOFF_MIN_MS 10
 #define BACKOFF_MAX_MS 200
+#define RECONNECT_MAX_MS 500 /* the RPC client's longest pause between connects */
+#define ATTEMPT_MIN_MS 50    /* an attempt shorter than this is not worth sending */
 
 struct instance {
 	struct rpc_peer *peer;          /* owned by the rpc client */
@@ -116,6 +135,7 @@ int meta_client_new(const struct meta_client_opts *o, meta_client **out, char *e
 			       .secret_len = o->secret_len,
 			       .nthreads = o->loop_threads > 0 ? o->loop_threads : 1,
 			       .timeout_ms = c->timeout_ms,
+			       .max_backoff_ms = RECONNECT_MAX_MS,
 			       .conns_per_peer = o->conns_per_peer > 0 ? o->conns_per_peer : 1 };
 	rc = rpc_client_new(&ro, &c->rpc);
 	if (rc) {
@@ -260,17 +280,28 @@ static int send_with_failover(meta_client *c, uint16_t type, const struct buf *r
 	uint64_t deadline = clock_mono_ns() + (uint64_t)c->retry_ms * 1000000u;
 	uint32_t backoff = BACKOFF_MIN_MS;
 	size_t order[META_CLIENT_MAX_ADDRS];
+	uint32_t tmo[META_CLIENT_MAX_ADDRS]; /* this call's next attempt timeout per instance */
 	int rc = -CFS_EUNAVAIL, attempts = 0;
 
 	atomic_fetch_add_explicit(&c->calls, 1, memory_order_relaxed);
+	for (size_t i = 0; i < c->n; i++)
+		tmo[i] = c->timeout_ms;
 	if (route)
 		learn_ids(c);
 	for (;;) {
 		order_instances(c, route, order);
 		for (size_t j = 0; j < c->n; j++) {
 			size_t i = order[j];
+			uint64_t now = clock_mono_ns();
+			uint64_t left_ms = now < deadline ? (deadline - now) / 1000000u : 0;
+			if (attempts && left_ms < ATTEMPT_MIN_MS)
+				goto out;
 			struct rpc_call call = { .type = type, .payload = req->data,
-						 .payload_len = (uint32_t)req->len };
+						 .payload_len = (uint32_t)req->len,
+						 .timeout_ms = tmo[i] < left_ms ? tmo[i]
+									: (uint32_t)left_ms };
+			if (!call.timeout_ms)
+				call.timeout_ms = ATTEMPT_MIN_MS;
 			if (attempts++)
 				atomic_fetch_add_explicit(&c->resends, 1, memory_order_relaxed);
 			buf_reset(resp);
@@ -283,6 +314,9 @@ static int send_with_failover(meta_client *c, uint16_t type, const struct buf *r
 					note_error(rc, resp);
 				return rc;
 			}
+			/* Slow, not dead (see the file comment). */
+			if (rc == -CFS_ETIMEDOUT && tmo[i] < UINT32_MAX / 2)
+				tmo[i] *= 2;
 			mark_down(c, i);
 			if (clock_mono_ns() >= deadline)
 				goto out;

@@ -51,7 +51,9 @@ struct meta_client_opts {
 	 * when the node fails. 0: a random id above META_CLIENT_NODE_MAX, an
 	 * unmanaged client whose sessions only its closes end (meta.h). */
 	uint64_t client_id;
-	uint32_t timeout_ms;        /* per attempt [5000] */
+	uint32_t timeout_ms;        /* per attempt [5000]; doubled for each further
+	                             * attempt of a call on an instance that timed
+	                             * out (slow, not dead), within retry_ms */
 	uint32_t retry_ms;          /* budget of one call over all attempts [30000] */
 	uint32_t down_ms;           /* how long a failed instance is skipped, doubling
 	                               per consecutive failure up to 16x [1000] */

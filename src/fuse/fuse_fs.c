@@ -211,6 +211,15 @@ static int transport_errno(int e)
 	return 0;
 }
 
+/* 1 when RC says the cluster did not answer within the retry bound (what
+ * to_errno turns into EIO with its warning), as opposed to an answer. */
+static int no_answer(int rc)
+{
+	int e = rc < 0 ? -rc : rc;
+	return (e < CFS_EBASE && transport_errno(e)) || e == CFS_ETIMEDOUT || e == CFS_ECLOSED ||
+	       e == CFS_EUNAVAIL || e == CFS_EFENCED;
+}
+
 /* A meta / storage status as the errno an application should see. */
 static int to_errno(int rc)
 {
@@ -624,7 +633,11 @@ static int la_lookup(struct fusefs *fs, fuse_req_t req, uint64_t parent, const c
 	}
 	if (rc < 0) {
 		lookahead_batch_free(b);
-		return 0; /* op_lookup asks meta and reports its error */
+		/* No answer within the retry bound: the plain lookup would
+		 * wait the whole bound again (a stat took twice --meta-wait-ms
+		 * while meta was down); report it. Any other error: op_lookup
+		 * asks meta and reports its error. */
+		return no_answer(rc) ? rc : 0;
 	}
 	int found = lookahead_batch_find(b, name, in);
 	lookahead_put(fs->la, parent, b, gen, epoch, read_ns, eof);

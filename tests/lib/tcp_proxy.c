@@ -1,6 +1,10 @@
 /* tcp_proxy.c - one poll() thread relaying up to MAX_PAIRS connections.
- * A pipe wakes the thread for cut and free; writes are blocking, which is
- * fine for the small request/response traffic of a control connection. */
+ * A pipe wakes the thread for cut, delay and free; writes are blocking,
+ * which is fine for the small request/response traffic of a control
+ * connection. With a delay, what upstream sends is queued per connection
+ * with the time it is due, and the poll timeout wakes the thread for the
+ * earliest: every reply is late by the delay, concurrent ones are not
+ * serialised behind each other (a slow server, not a slow link). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -11,25 +15,61 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tcp_proxy.h"
 
 #define MAX_PAIRS 64
 
+struct chunk {
+	struct chunk *next;
+	uint64_t due_ns; /* monotonic */
+	size_t n;
+	char data[];
+};
+
 struct tcp_proxy {
 	int lfd, wake[2];
 	uint16_t port, upstream;
 	atomic_bool cut, stop;
+	atomic_uint delay_ms;
 	pthread_t th;
 	int a[MAX_PAIRS], b[MAX_PAIRS]; /* client side, upstream side; -1 free */
+	struct chunk *qh[MAX_PAIRS], *qt[MAX_PAIRS]; /* upstream bytes not yet due */
 };
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 static void close_pair(struct tcp_proxy *p, int i)
 {
 	close(p->a[i]);
 	close(p->b[i]);
 	p->a[i] = p->b[i] = -1;
+	while (p->qh[i]) {
+		struct chunk *c = p->qh[i];
+		p->qh[i] = c->next;
+		free(c);
+	}
+	p->qt[i] = NULL;
+}
+
+static bool send_all(int to, const char *buf, size_t n)
+{
+	for (size_t off = 0; off < n;) {
+		ssize_t w = send(to, buf + off, n - off, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return false;
+		off += (size_t)w;
+	}
+	return true;
 }
 
 static int connect_upstream(uint16_t port)
@@ -50,15 +90,58 @@ static bool relay(int from, int to)
 	ssize_t n = read(from, buf, sizeof(buf));
 	if (n <= 0)
 		return false;
-	for (ssize_t off = 0; off < n;) {
-		ssize_t w = send(to, buf + off, (size_t)(n - off), MSG_NOSIGNAL);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return false;
-		off += w;
-	}
+	return send_all(to, buf, (size_t)n);
+}
+
+/* Upstream bytes of pair I: queued when a delay is set or bytes wait. */
+static bool relay_up(struct tcp_proxy *p, int i)
+{
+	unsigned d = atomic_load(&p->delay_ms);
+	if (!d && !p->qh[i])
+		return relay(p->b[i], p->a[i]);
+	char buf[65536];
+	ssize_t n = read(p->b[i], buf, sizeof(buf));
+	if (n <= 0)
+		return false;
+	struct chunk *c = malloc(sizeof(*c) + (size_t)n);
+	if (!c)
+		return false;
+	c->next = NULL;
+	c->due_ns = now_ns() + (uint64_t)d * 1000000ull;
+	c->n = (size_t)n;
+	memcpy(c->data, buf, (size_t)n);
+	if (p->qt[i])
+		p->qt[i]->next = c;
+	else
+		p->qh[i] = c;
+	p->qt[i] = c;
 	return true;
+}
+
+/* Sends every queued chunk that is due; returns the poll timeout (ms) to
+ * the earliest one still queued, at most MAX_MS. */
+static int flush_due(struct tcp_proxy *p, int max_ms)
+{
+	uint64_t now = now_ns();
+	int tmo = max_ms;
+	for (int i = 0; i < MAX_PAIRS; i++) {
+		while (p->a[i] >= 0 && p->qh[i] && p->qh[i]->due_ns <= now) {
+			struct chunk *c = p->qh[i];
+			p->qh[i] = c->next;
+			if (!p->qh[i])
+				p->qt[i] = NULL;
+			bool ok = send_all(p->a[i], c->data, c->n);
+			free(c);
+			if (!ok)
+				close_pair(p, i);
+		}
+		if (p->a[i] >= 0 && p->qh[i]) {
+			uint64_t ms = (p->qh[i]->due_ns - now + 999999) / 1000000;
+			if (ms < (uint64_t)tmo)
+				tmo = (int)ms;
+		}
+	}
+	return tmo;
 }
 
 static void *proxy_main(void *arg)
@@ -84,7 +167,8 @@ static void *proxy_main(void *arg)
 			fds[n] = (struct pollfd){ .fd = p->b[i], .events = POLLIN };
 			who[n++] = MAX_PAIRS + i;
 		}
-		if (poll(fds, (nfds_t)n, 1000) <= 0)
+		int tmo = flush_due(p, 1000);
+		if (poll(fds, (nfds_t)n, tmo) <= 0)
 			continue;
 		for (int k = 0; k < n; k++) {
 			if (!fds[k].revents)
@@ -114,7 +198,7 @@ static void *proxy_main(void *arg)
 				if (p->a[i] < 0)
 					continue; /* closed earlier in this round */
 				bool ok = who[k] < MAX_PAIRS ? relay(p->a[i], p->b[i])
-							      : relay(p->b[i], p->a[i]);
+							      : relay_up(p, i);
 				if (!ok)
 					close_pair(p, i);
 			}
@@ -167,6 +251,12 @@ static void wake(struct tcp_proxy *p)
 void tcp_proxy_cut(struct tcp_proxy *p, bool cut)
 {
 	atomic_store(&p->cut, cut);
+	wake(p);
+}
+
+void tcp_proxy_delay(struct tcp_proxy *p, unsigned ms)
+{
+	atomic_store(&p->delay_ms, ms);
 	wake(p);
 }
 

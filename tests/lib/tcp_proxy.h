@@ -18,6 +18,11 @@ uint16_t tcp_proxy_port(const struct tcp_proxy *p);
 /* CUT: closes every relayed connection and closes new ones at once
  * (the client sees resets) until called again with false. */
 void tcp_proxy_cut(struct tcp_proxy *p, bool cut);
+/* DELAY: from now on, what upstream sends reaches the client MS later
+ * (0: at once again); requests are not delayed, and replies to concurrent
+ * requests are each late by MS, not queued behind each other: a server
+ * that is alive but slower than the client's per-request timeout. */
+void tcp_proxy_delay(struct tcp_proxy *p, unsigned ms);
 /* Stops the thread, closes everything, frees. NULL-safe. */
 void tcp_proxy_free(struct tcp_proxy *p);
 
