@@ -106,7 +106,7 @@ void fio_idata_update(struct fio_idata *st, const struct meta_inode *in)
 	pthread_mutex_unlock(&st->lock);
 }
 
-static void snap_set(struct fio_idata *st, const void *data, uint32_t len)
+static void snap_set_at(struct fio_idata *st, const void *data, uint32_t len, uint64_t at_ns)
 {
 	pthread_mutex_lock(&st->lock);
 	if (!st->snap)
@@ -116,15 +116,26 @@ static void snap_set(struct fio_idata *st, const void *data, uint32_t len)
 			memcpy(st->snap, data, len);
 		st->snap_len = len;
 		st->snap_valid = 1;
-		st->snap_ms = (uint64_t)(clock_mono_ns() / 1000000);
+		st->snap_ms = at_ns / 1000000;
 	}
 	pthread_mutex_unlock(&st->lock);
+}
+
+static void snap_set(struct fio_idata *st, const void *data, uint32_t len)
+{
+	snap_set_at(st, data, len, clock_mono_ns());
 }
 
 void fio_idata_prime(struct fio_idata *st, const void *data, uint32_t len)
 {
 	if (st && fio_idata_on(st))
 		snap_set(st, data, len);
+}
+
+void fio_idata_prime_at(struct fio_idata *st, const void *data, uint32_t len, uint64_t read_ns)
+{
+	if (st && fio_idata_on(st))
+		snap_set_at(st, data, len, read_ns);
 }
 
 /* Copies [off, off+len) of the cached bytes when they are fresh: 1 with

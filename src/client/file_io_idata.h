@@ -53,5 +53,7 @@ int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st);
 /* Caches bytes meta returned with the open (served to reads for
  * fio_snapshot_ms). */
 void fio_idata_prime(struct fio_idata *st, const void *data, uint32_t len);
+/* The same for bytes read at READ_NS (mono clock), not now. */
+void fio_idata_prime_at(struct fio_idata *st, const void *data, uint32_t len, uint64_t read_ns);
 
 #endif

@@ -858,10 +858,34 @@ struct plus_arg {
 	struct meta_name start;
 	int max, eof;
 	meta_plus_fn fn;
+	meta_plusd_fn fnd; /* meta_lookup_plus_idata: used instead of fn */
 	void *fn_arg;
+	struct meta_idata_out d;
 	struct meta_inode in;
 	struct meta_dirent ents[META_PLUS_MAX];
 };
+
+/* meta_lookup_plus_idata's step for one entry (A->in read): hands FND
+ * the inline bytes when the caller could open the file for reading. */
+static int plus_idata(kv_txn *t, struct plus_arg *a, const struct meta_dirent *de)
+{
+	const struct meta_idata_out *d = NULL;
+	struct meta_idata_rec r;
+	if (a->in.type == META_T_FILE && a->in.idata && a->in.nlink &&
+	    meta_may(&a->in, a->c, 4) == 0) {
+		int rc = meta_idata_get(t, a->in.ino, 1, &r);
+		if (rc < 0)
+			return rc;
+		if (rc == 1 && r.len == a->in.size) {
+			a->d.buf = (uint8_t *)(uintptr_t)r.data; /* borrowed for the call */
+			a->d.len = r.len;
+			a->d.ver = r.ver;
+			a->d.flags = r.flags;
+			d = &a->d;
+		}
+	}
+	return a->fnd(a->fn_arg, de, &a->in, d);
+}
 
 static int plus_body(kv_txn *t, void *arg)
 {
@@ -869,7 +893,7 @@ static int plus_body(kv_txn *t, void *arg)
 	struct meta_key b, e, cur;
 	struct kv_range r;
 	a->eof = 0;
-	int rc = a->fn(a->fn_arg, NULL, NULL);
+	int rc = a->fnd ? a->fnd(a->fn_arg, NULL, NULL, NULL) : a->fn(a->fn_arg, NULL, NULL);
 	if (rc)
 		return rc;
 	if ((rc = meta_get_inode(t, a->dir, 1, &a->in)))
@@ -901,7 +925,11 @@ static int plus_body(kv_txn *t, void *arg)
 			continue; /* not in this snapshot's namespace after all */
 		if (rc || (rc = meta_dir_stat(t, &a->in)))
 			return rc;
-		if ((rc = a->fn(a->fn_arg, &a->ents[i], &a->in)) < 0)
+		if (a->fnd)
+			rc = plus_idata(t, a, &a->ents[i]);
+		else
+			rc = a->fn(a->fn_arg, &a->ents[i], &a->in);
+		if (rc < 0)
 			return rc;
 		if (rc > 0)
 			return 0; /* FN has enough: not eof */
@@ -926,6 +954,33 @@ int meta_lookup_plus(meta_ctx *m, const struct meta_cred *c, uint64_t dir, struc
 	a->start = start;
 	a->max = max;
 	a->fn = fn;
+	a->fnd = NULL;
+	a->fn_arg = arg;
+	a->eof = 0;
+	int rc = meta_run_ro(m, plus_body, a);
+	if (rc == 0)
+		*eof = a->eof;
+	free(a);
+	return rc;
+}
+
+int meta_lookup_plus_idata(meta_ctx *m, const struct meta_cred *c, uint64_t dir,
+			   struct meta_name start, int max, meta_plusd_fn fn, void *arg, int *eof)
+{
+	*eof = 0;
+	if (max <= 0 || max > META_PLUS_MAX)
+		return -EINVAL;
+	if (start.n > META_NAME_MAX)
+		return -ENAMETOOLONG;
+	struct plus_arg *a = malloc(sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	a->c = c;
+	a->dir = dir;
+	a->start = start;
+	a->max = max;
+	a->fn = NULL;
+	a->fnd = fn;
 	a->fn_arg = arg;
 	a->eof = 0;
 	int rc = meta_run_ro(m, plus_body, a);
