@@ -157,6 +157,17 @@ static int snap_read(file_io *f, struct fio_idata *st, uint64_t off, size_t len,
 	return hit;
 }
 
+int fio_idata_cached(file_io *f, struct fio_idata *st)
+{
+	if (!fio_idata_on(st))
+		return 0;
+	uint64_t now = (uint64_t)(clock_mono_ns() / 1000000);
+	pthread_mutex_lock(&st->lock);
+	int hit = st->snap_valid && now - st->snap_ms <= fio_snapshot_ms(f);
+	pthread_mutex_unlock(&st->lock);
+	return hit;
+}
+
 ssize_t fio_idata_read(file_io *f, file_io_inode *fi, struct fio_idata *st, uint64_t off,
                        size_t len, void *buf, int *handled)
 {

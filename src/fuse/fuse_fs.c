@@ -1618,6 +1618,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 		return;
 	req_cred(req, &cb);
 	unsigned mf = open_flags(ffi->flags);
+	/* OPEN is a fast opcode (fuse_loop.h) for open-ahead's sake: any
+	 * other open waits on meta */
+	if (mf != META_O_READ || !fs->o.fio)
+		fuseloop_will_block();
 	if ((ffi->flags & O_ACCMODE) != O_RDONLY || (mf & META_O_TRUNC))
 		la_changed(fs);
 	if (mf & META_O_TRUNC) {
@@ -1638,6 +1642,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 	    oa_open(fs, ino, &cb.c, in, d.buf, &d.len, &read_ns)) {
 		ahead = has = 1;
 	}
+	if (!ahead)
+		fuseloop_will_block();
 	int rc = ahead  ? 0
 	         : d.buf ? meta_client_open_idata(fs->o.meta, &cb.c, ino, mf, in, &session, &d, &has)
 	                 : meta_client_open(fs->o.meta, &cb.c, ino, mf, in, &session);
@@ -1711,6 +1717,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	 * right after open costs no extra round trip. */
 	if ((uint64_t)off + size > file_io_size(f->fi) &&
 	    (double)(clock_mono_ns() - f->size_ns) / 1e9 >= fs->o.attr_timeout) {
+		fuseloop_will_block();
 		struct meta_inode *in = malloc(sizeof(*in));
 		struct meta_cred cr = {0, 0, 0, NULL};
 		if (in && meta_client_getattr(fs->o.meta, &cr, ino, in) == 0) {
@@ -1728,6 +1735,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	x->ino = ino;
 	x->off = off;
 	x->size = size;
+	/* READ is a fast opcode (fuse_loop.h): only cached inline bytes are
+	 * served without handing the reading over */
+	if (!file_io_read_cached(fs->o.fio, f->fi))
+		fuseloop_will_block();
 	/* The reply goes out from whichever thread completes the read (for a
 	 * one-piece read the storage client's loop thread): this thread goes
 	 * back to /dev/fuse at once and nobody is woken to hand data over. */
@@ -1870,8 +1881,24 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 	fuse_reply_err(req, to_errno(rc));
 }
 
+/* 1 when flushing or releasing F waits on nothing (FLUSH and RELEASE are
+ * fast opcodes, fuse_loop.h): a read-only handle of an inline file (no
+ * write-behind, no length to report) while this mount holds no locks. */
+static int file_quiet(struct fusefs *fs, const struct fusefs_file *f)
+{
+	if (!f || f->session || (f->flags & O_ACCMODE) != O_RDONLY || !f->fi ||
+	    !file_io_idata_on(f->fi))
+		return 0;
+	pthread_mutex_lock(&fs->lock);
+	int quiet = fs->nlk_files == 0 && f->nlk == 0;
+	pthread_mutex_unlock(&fs->lock);
+	return quiet;
+}
+
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 {
+	if (!file_quiet(fs_of(req), (struct fusefs_file *)(uintptr_t)ffi->fh))
+		fuseloop_will_block();
 	/* close(2) drops the process's POSIX locks on the file. */
 	lock_flush(fs_of(req), ino, ffi->lock_owner);
 	/* close(2) returns after this: make the length visible to every
@@ -1894,6 +1921,8 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ff
 {
 	struct meta_cred cr = {0, 0, 0, NULL};
 	struct fusefs_file *f = (struct fusefs_file *)(uintptr_t)ffi->fh;
+	if (ffi->flock_release || !file_quiet(fs_of(req), f))
+		fuseloop_will_block();
 	/* The flock owner the kernel names here is the file's own id; drop
 	 * its locks with the others recorded on the handle. */
 	if (ffi->flock_release)
