@@ -966,8 +966,9 @@ static int plus_body(kv_txn *t, void *arg)
 	return 0;
 }
 
-int meta_lookup_plus(meta_ctx *m, const struct meta_cred *c, uint64_t dir, struct meta_name start,
-		     int max, meta_plus_fn fn, void *arg, int *eof)
+/* meta_lookup_plus with FN, or meta_lookup_plus_idata with FND. */
+static int plus_run(meta_ctx *m, const struct meta_cred *c, uint64_t dir, struct meta_name start,
+		    int max, meta_plus_fn fn, meta_plusd_fn fnd, void *arg, int *eof)
 {
 	*eof = 0;
 	if (max <= 0 || max > META_PLUS_MAX)
@@ -982,7 +983,7 @@ int meta_lookup_plus(meta_ctx *m, const struct meta_cred *c, uint64_t dir, struc
 	a->start = start;
 	a->max = max;
 	a->fn = fn;
-	a->fnd = NULL;
+	a->fnd = fnd;
 	a->fn_arg = arg;
 	a->eof = 0;
 	int rc = meta_run_ro(m, plus_body, a);
@@ -992,28 +993,14 @@ int meta_lookup_plus(meta_ctx *m, const struct meta_cred *c, uint64_t dir, struc
 	return rc;
 }
 
+int meta_lookup_plus(meta_ctx *m, const struct meta_cred *c, uint64_t dir, struct meta_name start,
+		     int max, meta_plus_fn fn, void *arg, int *eof)
+{
+	return plus_run(m, c, dir, start, max, fn, NULL, arg, eof);
+}
+
 int meta_lookup_plus_idata(meta_ctx *m, const struct meta_cred *c, uint64_t dir,
 			   struct meta_name start, int max, meta_plusd_fn fn, void *arg, int *eof)
 {
-	*eof = 0;
-	if (max <= 0 || max > META_PLUS_MAX)
-		return -EINVAL;
-	if (start.n > META_NAME_MAX)
-		return -ENAMETOOLONG;
-	struct plus_arg *a = malloc(sizeof(*a));
-	if (!a)
-		return -ENOMEM;
-	a->c = c;
-	a->dir = dir;
-	a->start = start;
-	a->max = max;
-	a->fn = NULL;
-	a->fnd = fn;
-	a->fn_arg = arg;
-	a->eof = 0;
-	int rc = meta_run_ro(m, plus_body, a);
-	if (rc == 0)
-		*eof = a->eof;
-	free(a);
-	return rc;
+	return plus_run(m, c, dir, start, max, NULL, fn, arg, eof);
 }

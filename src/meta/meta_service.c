@@ -506,25 +506,16 @@ static int run_op(struct worker *w, const struct meta_rpc_req *m, struct meta_rp
 		r->data_len = (uint32_t)(8 * n);
 		return 0;
 	}
-	case META_RPC_LOOKUP_PLUS: {
-		struct plus_out po = { BUF_INIT, 0 };
-		int eof = 0;
-		rc = meta_lookup_plus(mc, &c, m->ino, m->name, (int)m->count, plus_add, &po, &eof);
-		w->list = (char *)po.b.data; /* freed with the worker's reply, as listxattr's */
-		if (rc < 0)
-			return rc;
-		r->n = po.n;
-		r->eof = eof;
-		r->data = po.b.data;
-		r->data_len = (uint32_t)po.b.len;
-		return 0;
-	}
+	case META_RPC_LOOKUP_PLUS:
 	case META_RPC_LOOKUP_PLUSD: {
 		struct plus_out po = { BUF_INIT, 0 };
 		int eof = 0;
-		rc = meta_lookup_plus_idata(mc, &c, m->ino, m->name, (int)m->count, plusd_add, &po,
-					    &eof);
-		w->list = (char *)po.b.data;
+		rc = m->type == META_RPC_LOOKUP_PLUSD
+			     ? meta_lookup_plus_idata(mc, &c, m->ino, m->name, (int)m->count,
+						      plusd_add, &po, &eof)
+			     : meta_lookup_plus(mc, &c, m->ino, m->name, (int)m->count, plus_add,
+						&po, &eof);
+		w->list = (char *)po.b.data; /* freed with the worker's reply, as listxattr's */
 		if (rc < 0)
 			return rc;
 		r->n = po.n;
