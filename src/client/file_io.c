@@ -1357,6 +1357,21 @@ void file_io_idata_prime(file_io_inode *fi, const void *data, uint32_t len)
 	fio_idata_prime(fi->idata, data, len);
 }
 
+void file_io_idata_prime_at(file_io_inode *fi, const void *data, uint32_t len, uint64_t read_ns)
+{
+	fio_idata_prime_at(fi->idata, data, len, read_ns);
+}
+
+int file_io_read_cached(file_io *f, file_io_inode *fi)
+{
+	return fi->idata && fio_idata_cached(f, fi->idata);
+}
+
+uint32_t file_io_snapshot_ms(const file_io *f)
+{
+	return fio_snapshot_ms(f);
+}
+
 int file_io_idata_convert(file_io *f, file_io_inode *fi)
 {
 	return fio_idata_on(fi->idata) ? fio_idata_convert(f, fi, fi->idata) : 0;

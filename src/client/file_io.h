@@ -215,6 +215,16 @@ uint64_t file_io_ino(const file_io_inode *fi);
 int file_io_idata_on(file_io_inode *fi);
 /* Caches the bytes an open returned with the inode (meta_client_open_idata). */
 void file_io_idata_prime(file_io_inode *fi, const void *data, uint32_t len);
+/* The same for bytes meta read at READ_NS (mono clock), earlier than now
+ * (a lookup-ahead batch): they serve reads only until read_ahead_ttl_ms
+ * after READ_NS. */
+void file_io_idata_prime_at(file_io_inode *fi, const void *data, uint32_t len, uint64_t read_ns);
+/* 1 when a read of FI would be answered from memory now, without any
+ * wait (an inline file whose cached bytes are fresh): the mount's FUSE
+ * loop then serves it on its reading thread. A hint (it may expire). */
+int file_io_read_cached(file_io *f, file_io_inode *fi);
+/* read_ahead_ttl_ms: how old inline bytes may be when they serve a read. */
+uint32_t file_io_snapshot_ms(const file_io *f);
 /* Moves FI's data to chunks (no-op when chunked): for callers that need
  * chunks (ring I/O, a truncate past the threshold). 0 or <0. */
 int file_io_idata_convert(file_io *f, file_io_inode *fi);

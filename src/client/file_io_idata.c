@@ -106,7 +106,7 @@ void fio_idata_update(struct fio_idata *st, const struct meta_inode *in)
 	pthread_mutex_unlock(&st->lock);
 }
 
-static void snap_set(struct fio_idata *st, const void *data, uint32_t len)
+static void snap_set_at(struct fio_idata *st, const void *data, uint32_t len, uint64_t at_ns)
 {
 	pthread_mutex_lock(&st->lock);
 	if (!st->snap)
@@ -116,15 +116,26 @@ static void snap_set(struct fio_idata *st, const void *data, uint32_t len)
 			memcpy(st->snap, data, len);
 		st->snap_len = len;
 		st->snap_valid = 1;
-		st->snap_ms = (uint64_t)(clock_mono_ns() / 1000000);
+		st->snap_ms = at_ns / 1000000;
 	}
 	pthread_mutex_unlock(&st->lock);
+}
+
+static void snap_set(struct fio_idata *st, const void *data, uint32_t len)
+{
+	snap_set_at(st, data, len, clock_mono_ns());
 }
 
 void fio_idata_prime(struct fio_idata *st, const void *data, uint32_t len)
 {
 	if (st && fio_idata_on(st))
 		snap_set(st, data, len);
+}
+
+void fio_idata_prime_at(struct fio_idata *st, const void *data, uint32_t len, uint64_t read_ns)
+{
+	if (st && fio_idata_on(st))
+		snap_set_at(st, data, len, read_ns);
 }
 
 /* Copies [off, off+len) of the cached bytes when they are fresh: 1 with
@@ -142,6 +153,17 @@ static int snap_read(file_io *f, struct fio_idata *st, uint64_t off, size_t len,
 		*n = (ssize_t)k;
 		hit = 1;
 	}
+	pthread_mutex_unlock(&st->lock);
+	return hit;
+}
+
+int fio_idata_cached(file_io *f, struct fio_idata *st)
+{
+	if (!fio_idata_on(st))
+		return 0;
+	uint64_t now = (uint64_t)(clock_mono_ns() / 1000000);
+	pthread_mutex_lock(&st->lock);
+	int hit = st->snap_valid && now - st->snap_ms <= fio_snapshot_ms(f);
 	pthread_mutex_unlock(&st->lock);
 	return hit;
 }

@@ -53,5 +53,11 @@ int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st);
 /* Caches bytes meta returned with the open (served to reads for
  * fio_snapshot_ms). */
 void fio_idata_prime(struct fio_idata *st, const void *data, uint32_t len);
+/* 1 when a read of ST would be served from the cached bytes now (no
+ * round trip): inline, cache valid and fresh. A hint: it may expire
+ * before the read. */
+int fio_idata_cached(file_io *f, struct fio_idata *st);
+/* The same for bytes read at READ_NS (mono clock), not now. */
+void fio_idata_prime_at(struct fio_idata *st, const void *data, uint32_t len, uint64_t read_ns);
 
 #endif

@@ -950,9 +950,10 @@ int meta_client_lock_release(meta_client *c, uint64_t ino, uint64_t owner, unsig
 	return call_plain(c, NULL, m, NULL, 0);
 }
 
-int meta_client_lookup_plus(meta_client *c, const struct meta_cred *cr, uint64_t dir,
-			    struct meta_name start, int max, meta_plus_fn fn, void *arg,
-			    int *eof)
+/* LOOKUP_PLUS with FN, or LOOKUP_PLUSD with FND. */
+static int lookup_plus_call(meta_client *c, const struct meta_cred *cr, uint64_t dir,
+			    struct meta_name start, int max, meta_plus_fn fn, meta_plusd_fn fnd,
+			    void *arg, int *eof)
 {
 	*eof = 0;
 	if (max <= 0 || max > META_PLUS_MAX)
@@ -960,7 +961,7 @@ int meta_client_lookup_plus(meta_client *c, const struct meta_cred *cr, uint64_t
 	struct meta_rpc_resp r = { 0 };
 	struct buf keep = BUF_INIT;
 	struct meta_inode *in = malloc(sizeof(*in));
-	struct meta_rpc_req *m = req_new(META_RPC_LOOKUP_PLUS);
+	struct meta_rpc_req *m = req_new(fnd ? META_RPC_LOOKUP_PLUSD : META_RPC_LOOKUP_PLUS);
 	if (!in || !m) {
 		free(in);
 		free(m);
@@ -972,13 +973,16 @@ int meta_client_lookup_plus(meta_client *c, const struct meta_cred *cr, uint64_t
 	int rc = call_keep(c, cr, m, &r, 0, &keep);
 	if (rc == 0) {
 		/* the decoder checked every entry: next cannot fail here */
-		const uint8_t *p = r.data;
+		const uint8_t *p = r.data, *bytes = NULL;
 		size_t left = r.data_len;
 		struct meta_dirent de;
+		struct meta_idata_out d = { 0 };
 		for (int i = 0; i < r.n && rc == 0; i++) {
-			rc = meta_rpc_plus_next(&p, &left, &de, in);
+			rc = fnd ? meta_rpc_plusd_next(&p, &left, &de, in, &bytes, &d.len)
+			         : meta_rpc_plus_next(&p, &left, &de, in);
+			d.buf = (uint8_t *)(uintptr_t)bytes;
 			if (rc == 0)
-				rc = fn(arg, &de, in);
+				rc = fnd ? fnd(arg, &de, in, bytes ? &d : NULL) : fn(arg, &de, in);
 		}
 		if (rc > 0)
 			rc = 0;
@@ -988,6 +992,20 @@ int meta_client_lookup_plus(meta_client *c, const struct meta_cred *cr, uint64_t
 	free(m);
 	free(in);
 	return rc;
+}
+
+int meta_client_lookup_plus(meta_client *c, const struct meta_cred *cr, uint64_t dir,
+			    struct meta_name start, int max, meta_plus_fn fn, void *arg,
+			    int *eof)
+{
+	return lookup_plus_call(c, cr, dir, start, max, fn, NULL, arg, eof);
+}
+
+int meta_client_lookup_plus_idata(meta_client *c, const struct meta_cred *cr, uint64_t dir,
+				  struct meta_name start, int max, meta_plusd_fn fn, void *arg,
+				  int *eof)
+{
+	return lookup_plus_call(c, cr, dir, start, max, NULL, fn, arg, eof);
 }
 
 int meta_client_dir_versions(meta_client *c, const uint64_t *dirs, size_t n, uint64_t *out)

@@ -211,6 +211,12 @@ int meta_client_dir_versions(meta_client *c, const uint64_t *dirs, size_t n, uin
 int meta_client_lookup_plus(meta_client *c, const struct meta_cred *cr, uint64_t dir,
 			    struct meta_name start, int max, meta_plus_fn fn, void *arg,
 			    int *eof);
+/* The same over LOOKUP_PLUSD (233, meta_lookup_plus_idata): FN also gets
+ * the bytes of each inline file the caller may read (D borrowed for the
+ * call; NULL for other entries). An old meta: its "unknown type" error. */
+int meta_client_lookup_plus_idata(meta_client *c, const struct meta_cred *cr, uint64_t dir,
+				  struct meta_name start, int max, meta_plusd_fn fn, void *arg,
+				  int *eof);
 /* Sends an already encoded request of TYPE (any meta message family, e.g.
  * the KVCache index, meta_kvc_proto.h) with the same failover as every
  * call; RESP gets the reply payload. The request must be safe to resend

@@ -121,6 +121,19 @@ struct fusefs {
 		uint64_t until_ns;  /* mono clock: read at meta + attr_timeout */
 		struct stat st;
 	} dattr[256];
+	/* Open-ahead (see there): when read-only opens of inline files went
+	 * to meta last (mono ns), whether meta knows LOOKUP_PLUSD, and which
+	 * name a lookup-ahead batch last answered for an inode. */
+	_Atomic uint64_t oa_want_ns;
+	_Atomic int oa_off;
+	pthread_mutex_t oa_lock; /* guards oa */
+	struct oa_slot *oa;      /* FUSEFS_OA_SLOTS, hashed by inode */
+};
+
+#define FUSEFS_OA_SLOTS 1024
+struct oa_slot {
+	uint64_t ino, parent; /* ino 0: empty */
+	char name[META_NAME_MAX + 1];
 };
 
 struct fusefs_file {
@@ -578,6 +591,103 @@ static void la_changed(struct fusefs *fs)
 		lookahead_changed(fs->la);
 }
 
+/* ---- Open-ahead ----
+ *
+ * A small file read whole after its lookup (cat, cp, a build reading
+ * sources, a loader reading samples) costs an OPEN round trip per file
+ * even when the lookup came from a lookup-ahead batch. When read-only
+ * opens of inline files have gone to meta within the last second
+ * (oa_want_ns), the next batch is fetched with LOOKUP_PLUSD instead, which
+ * brings the bytes of every inline file the caller may read (up to meta's
+ * 256 KiB reply) in the same snapshot as the inodes. A read-only open of
+ * such a file is then answered here, without meta, when all of these hold
+ * (op_open, oa_open):
+ *   - the batch may still answer lookups (lookahead.h COHERENCE: within
+ *     attr_timeout, no change by this mount since, the directory's
+ *     dircache generation from before the read still holds) and was read
+ *     less than read_ahead_ttl_ms (500 ms) ago: the bound inline bytes
+ *     already have (docs/inline-data.md "read"), so a file another mount
+ *     rewrote is read with its old bytes at most that long after the
+ *     rewrite, and one it removed fails within one dircache poll;
+ *   - the open is read-only without O_TRUNC and the file is not open on
+ *     this mount (its own state is then newer);
+ *   - the kernel enforces permissions and ACLs itself (default_permissions
+ *     with POSIX ACLs), or the opener is the user whose read permission
+ *     meta checked when it chose the bytes.
+ * The file's size and the read's bytes are those of the batch; reads go on
+ * from them until read_ahead_ttl_ms after the batch's read, as after an
+ * OPEN. Memory: lookahead.h LOOKAHEAD_DATA_MAX. */
+
+/* A batch answered NAME in PARENT with IN: remember where for the open. */
+static void oa_note(struct fusefs *fs, uint64_t parent, const char *name,
+                    const struct meta_inode *in)
+{
+	if (!fs->oa || in->type != META_T_FILE || !in->idata || in->size > META_IDATA_MAX)
+		return;
+	size_t nl = strlen(name);
+	if (nl > META_NAME_MAX)
+		return;
+	pthread_mutex_lock(&fs->oa_lock);
+	struct oa_slot *o = &fs->oa[(in->ino * 0x9E3779B97F4A7C15ull) >> 54];
+	o->ino = in->ino;
+	o->parent = parent;
+	memcpy(o->name, name, nl + 1);
+	pthread_mutex_unlock(&fs->oa_lock);
+}
+
+/* 1 when the next lookup-ahead batch should carry inline bytes. */
+static int oa_wanted(struct fusefs *fs)
+{
+	if (!fs->oa || atomic_load(&fs->oa_off))
+		return 0;
+	uint64_t w = atomic_load(&fs->oa_want_ns);
+	return w && clock_mono_ns() - w < 1000000000ull && lookahead_data_room(fs->la);
+}
+
+/* Answers the read-only open of INO from a batch (see above): 1 and
+ * *IN, the bytes in BUF (META_IDATA_MAX) and *LEN, *READ_NS; else 0. */
+static int la_fetch(struct fusefs *fs, uint64_t parent, const char *name,
+                    const struct meta_cred *cr, int data, struct meta_inode *in, uint64_t *gen,
+                    uint64_t *read_ns);
+
+static int oa_open(struct fusefs *fs, uint64_t ino, const struct meta_cred *cr,
+                   struct meta_inode *in, uint8_t *buf, uint32_t *len, uint64_t *read_ns)
+{
+	struct oa_slot o;
+	if (!fs->oa || !fs->la || !fs->dc)
+		return 0;
+	pthread_mutex_lock(&fs->oa_lock);
+	o = fs->oa[(ino * 0x9E3779B97F4A7C15ull) >> 54];
+	pthread_mutex_unlock(&fs->oa_lock);
+	if (o.ino != ino)
+		return 0;
+	file_io_inode *fi = file_io_find(fs->o.fio, ino);
+	if (fi) {
+		file_io_release(fs->o.fio, fi);
+		return 0;
+	}
+	uint64_t gen, g2, r2;
+	uint32_t uid, gid;
+	uint64_t ttl_ns = (uint64_t)file_io_snapshot_ms(fs->o.fio) * 1000000ull;
+	if (!lookahead_get_idata(fs->la, o.parent, o.name, ino, ttl_ns, in, buf, len, &gen,
+	                         read_ns, &uid, &gid)) {
+		/* The batch that answered the lookup has no bytes, or too old
+		 * ones: one fetch with bytes from this name on costs what the
+		 * OPEN would, and serves the next opens in the directory. */
+		if (atomic_load(&fs->oa_off) ||
+		    la_fetch(fs, o.parent, o.name, cr, 1, in, &g2, &r2) != 1 || in->ino != ino ||
+		    !lookahead_get_idata(fs->la, o.parent, o.name, ino, ttl_ns, in, buf, len, &gen,
+		                         read_ns, &uid, &gid))
+			return 0;
+	}
+	atomic_store(&fs->oa_want_ns, clock_mono_ns());
+	if (!fs->acl && (cr->uid != uid || cr->gid != gid))
+		return 0;
+	if (in->size != *len || !dc_note(fs, o.parent, o.name, gen))
+		return 0;
+	return 1;
+}
+
 /* Replies with IN (read from meta at READ_NS) for NAME in PARENT when the
  * dircache still vouches for generation GEN: 1; 0 when it does not (the
  * batch is dropped; the caller asks meta). */
@@ -597,11 +707,59 @@ static int la_reply(struct fusefs *fs, fuse_req_t req, uint64_t parent, const ch
 		lookahead_drop(fs->la, parent);
 		return 0;
 	}
+	oa_note(fs, parent, name, in);
 	struct fuse_entry_param e;
 	fill_entry(fs, in, &e);
 	e.attr_timeout = left;
 	fuse_reply_entry(req, &e);
 	return 1;
+}
+
+/* Fetches PARENT's entries from NAME on (included) into a batch kept in
+ * the lookahead table, with the bytes of inline files when DATA (open-
+ * ahead): 1 and *IN, *GEN, *READ_NS when NAME is among them; 0 when this
+ * snapshot has no NAME; <0 when the fetch failed (the caller asks meta as
+ * without a batch). May block. */
+static int la_fetch(struct fusefs *fs, uint64_t parent, const char *name,
+                    const struct meta_cred *cr, int data, struct meta_inode *in, uint64_t *gen,
+                    uint64_t *read_ns)
+{
+	struct lookahead_batch *b = lookahead_batch_new();
+	if (!b)
+		return -ENOMEM;
+	uint64_t epoch = lookahead_epoch(fs->la);
+	*gen = dc_begin(fs, parent);
+	*read_ns = clock_mono_ns();
+	int eof = 0;
+	fuseloop_will_block();
+	int rc;
+	if (data && !atomic_load(&fs->oa_off)) {
+		lookahead_batch_set_cred(b, cr->uid, cr->gid);
+		rc = meta_client_lookup_plus_idata(fs->o.meta, cr, parent, meta_name_c(name),
+		                                   LOOKAHEAD_BATCH, lookahead_batch_add_idata, b,
+		                                   &eof);
+		if (rc == -CFS_EBADMSG_TYPE) {
+			LOG_NOTICE("fuse", "meta does not know LOOKUP_PLUSD: open-ahead off");
+			atomic_store(&fs->oa_off, 1);
+			lookahead_batch_add(b, NULL, NULL);
+			rc = meta_client_lookup_plus(fs->o.meta, cr, parent, meta_name_c(name),
+			                             LOOKAHEAD_BATCH, lookahead_batch_add, b, &eof);
+		}
+	} else {
+		rc = meta_client_lookup_plus(fs->o.meta, cr, parent, meta_name_c(name),
+		                             LOOKAHEAD_BATCH, lookahead_batch_add, b, &eof);
+	}
+	if (rc == -CFS_EBADMSG_TYPE) {
+		LOG_NOTICE("fuse", "meta does not know LOOKUP_PLUS: lookup-ahead off");
+		lookahead_disable(fs->la);
+	}
+	if (rc < 0) {
+		lookahead_batch_free(b);
+		return rc;
+	}
+	int found = lookahead_batch_find(b, name, in);
+	lookahead_put(fs->la, parent, b, *gen, epoch, *read_ns, eof);
+	return found;
 }
 
 /* 1 when the lookup was answered from a batch (IN: scratch); -ENOENT when
@@ -617,31 +775,14 @@ static int la_lookup(struct fusefs *fs, fuse_req_t req, uint64_t parent, const c
 		return la_reply(fs, req, parent, name, in, gen, read_ns);
 	if (!lookahead_want(fs->la, parent, name))
 		return 0;
-	struct lookahead_batch *b = lookahead_batch_new();
-	if (!b)
-		return 0;
-	uint64_t epoch = lookahead_epoch(fs->la);
-	gen = dc_begin(fs, parent);
-	read_ns = clock_mono_ns();
-	int eof = 0;
-	fuseloop_will_block();
-	int rc = meta_client_lookup_plus(fs->o.meta, cr, parent, meta_name_c(name), LOOKAHEAD_BATCH,
-	                                 lookahead_batch_add, b, &eof);
-	if (rc == -CFS_EBADMSG_TYPE) {
-		LOG_NOTICE("fuse", "meta does not know LOOKUP_PLUS: lookup-ahead off");
-		lookahead_disable(fs->la);
-	}
-	if (rc < 0) {
-		lookahead_batch_free(b);
+	int rc = la_fetch(fs, parent, name, cr, oa_wanted(fs), in, &gen, &read_ns);
+	if (rc < 0)
 		/* No answer within the retry bound: the plain lookup would
 		 * wait the whole bound again (a stat took twice --meta-wait-ms
 		 * while meta was down); report it. Any other error: op_lookup
 		 * asks meta and reports its error. */
 		return no_answer(rc) ? rc : 0;
-	}
-	int found = lookahead_batch_find(b, name, in);
-	lookahead_put(fs->la, parent, b, gen, epoch, read_ns, eof);
-	if (!found)
+	if (rc == 0)
 		return -ENOENT;
 	return la_reply(fs, req, parent, name, in, gen, read_ns);
 }
@@ -1507,6 +1648,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 		return;
 	req_cred(req, &cb);
 	unsigned mf = open_flags(ffi->flags);
+	/* OPEN is a fast opcode (fuse_loop.h) for open-ahead's sake: any
+	 * other open waits on meta */
+	if (mf != META_O_READ || !fs->o.fio)
+		fuseloop_will_block();
 	if ((ffi->flags & O_ACCMODE) != O_RDONLY || (mf & META_O_TRUNC))
 		la_changed(fs);
 	if (mf & META_O_TRUNC) {
@@ -1518,11 +1663,22 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 		}
 	}
 	/* An inline file's bytes come with the open: a read right after it
-	 * costs no round trip (file_io_idata_prime). */
+	 * costs no round trip (file_io_idata_prime). A read-only open may be
+	 * answered from a lookup-ahead batch (open-ahead). */
 	struct meta_idata_out d = { .buf = fs->o.fio ? malloc(META_IDATA_MAX) : NULL };
-	int has = 0;
-	int rc = d.buf ? meta_client_open_idata(fs->o.meta, &cb.c, ino, mf, in, &session, &d, &has)
-	               : meta_client_open(fs->o.meta, &cb.c, ino, mf, in, &session);
+	int has = 0, ahead = 0;
+	uint64_t read_ns = 0;
+	if (d.buf && mf == META_O_READ &&
+	    oa_open(fs, ino, &cb.c, in, d.buf, &d.len, &read_ns)) {
+		ahead = has = 1;
+	}
+	if (!ahead)
+		fuseloop_will_block();
+	int rc = ahead  ? 0
+	         : d.buf ? meta_client_open_idata(fs->o.meta, &cb.c, ino, mf, in, &session, &d, &has)
+	                 : meta_client_open(fs->o.meta, &cb.c, ino, mf, in, &session);
+	if (rc == 0 && !ahead && has && mf == META_O_READ && fs->oa)
+		atomic_store(&fs->oa_want_ns, clock_mono_ns());
 	if (mf & META_O_TRUNC)
 		dattr_invalidate(fs, ino);
 	if (rc == 0) {
@@ -1530,8 +1686,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 		if (rc < 0 && session)
 			meta_client_close(fs->o.meta, &cb.c, ino, session, NULL);
 	}
-	if (rc == 0 && has)
+	if (rc == 0 && ahead) {
+		struct fusefs_file *f = (struct fusefs_file *)(uintptr_t)ffi->fh;
+		f->size_ns = read_ns; /* the size is the batch's */
+		file_io_idata_prime_at(f->fi, d.buf, d.len, read_ns);
+	} else if (rc == 0 && has) {
 		file_io_idata_prime(((struct fusefs_file *)(uintptr_t)ffi->fh)->fi, d.buf, d.len);
+	}
 	free(d.buf);
 	if (rc < 0) {
 		reply_ino_err(req, rc);
@@ -1586,6 +1747,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	 * right after open costs no extra round trip. */
 	if ((uint64_t)off + size > file_io_size(f->fi) &&
 	    (double)(clock_mono_ns() - f->size_ns) / 1e9 >= fs->o.attr_timeout) {
+		fuseloop_will_block();
 		struct meta_inode *in = malloc(sizeof(*in));
 		struct meta_cred cr = {0, 0, 0, NULL};
 		if (in && meta_client_getattr(fs->o.meta, &cr, ino, in) == 0) {
@@ -1603,6 +1765,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	x->ino = ino;
 	x->off = off;
 	x->size = size;
+	/* READ is a fast opcode (fuse_loop.h): only cached inline bytes are
+	 * served without handing the reading over */
+	if (!file_io_read_cached(fs->o.fio, f->fi))
+		fuseloop_will_block();
 	/* The reply goes out from whichever thread completes the read (for a
 	 * one-piece read the storage client's loop thread): this thread goes
 	 * back to /dev/fuse at once and nobody is woken to hand data over. */
@@ -1745,8 +1911,24 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 	fuse_reply_err(req, to_errno(rc));
 }
 
+/* 1 when flushing or releasing F waits on nothing (FLUSH and RELEASE are
+ * fast opcodes, fuse_loop.h): a read-only handle of an inline file (no
+ * write-behind, no length to report) while this mount holds no locks. */
+static int file_quiet(struct fusefs *fs, const struct fusefs_file *f)
+{
+	if (!f || f->session || (f->flags & O_ACCMODE) != O_RDONLY || !f->fi ||
+	    !file_io_idata_on(f->fi))
+		return 0;
+	pthread_mutex_lock(&fs->lock);
+	int quiet = fs->nlk_files == 0 && f->nlk == 0;
+	pthread_mutex_unlock(&fs->lock);
+	return quiet;
+}
+
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 {
+	if (!file_quiet(fs_of(req), (struct fusefs_file *)(uintptr_t)ffi->fh))
+		fuseloop_will_block();
 	/* close(2) drops the process's POSIX locks on the file. */
 	lock_flush(fs_of(req), ino, ffi->lock_owner);
 	/* close(2) returns after this: make the length visible to every
@@ -1769,6 +1951,8 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ff
 {
 	struct meta_cred cr = {0, 0, 0, NULL};
 	struct fusefs_file *f = (struct fusefs_file *)(uintptr_t)ffi->fh;
+	if (ffi->flock_release || !file_quiet(fs_of(req), f))
+		fuseloop_will_block();
 	/* The flock owner the kernel names here is the file's own id; drop
 	 * its locks with the others recorded on the handle. */
 	if (ffi->flock_release)
@@ -2634,6 +2818,8 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	pthread_mutex_init(&fs.lock, NULL);
 	pthread_mutex_init(&fs.acl_lock, NULL);
 	pthread_mutex_init(&fs.dattr_lock, NULL);
+	pthread_mutex_init(&fs.oa_lock, NULL);
+	fs.oa = fs.o.fio ? calloc(FUSEFS_OA_SLOTS, sizeof(*fs.oa)) : NULL; /* NULL: open-ahead off */
 	se = fuse_session_new(&args, &fusefs_ops, sizeof(fusefs_ops), &fs);
 	fs.se = se;
 	fuse_opt_free_args(&args); /* the session may have added to them */
@@ -2643,6 +2829,8 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 		pthread_mutex_destroy(&fs.lock);
 		pthread_mutex_destroy(&fs.acl_lock);
 		pthread_mutex_destroy(&fs.dattr_lock);
+		pthread_mutex_destroy(&fs.oa_lock);
+		free(fs.oa);
 		return -EINVAL;
 	}
 	if (fuse_set_signal_handlers(se) != 0) {
@@ -2737,5 +2925,7 @@ out:
 	pthread_mutex_destroy(&fs.lock);
 	pthread_mutex_destroy(&fs.acl_lock);
 	pthread_mutex_destroy(&fs.dattr_lock);
+	pthread_mutex_destroy(&fs.oa_lock);
+	free(fs.oa);
 	return rc;
 }

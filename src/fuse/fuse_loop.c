@@ -134,6 +134,12 @@ static int fl_fast(const struct fuse_buf *b)
 	case FUSE_GETATTR:
 	case FUSE_FORGET:
 	case FUSE_BATCH_FORGET:
+	/* a small file read whole: answered from memory when its bytes
+	 * came with the lookup (fuse_fs.c "Open-ahead") */
+	case FUSE_OPEN:
+	case FUSE_READ:
+	case FUSE_FLUSH:
+	case FUSE_RELEASE:
 		return 1;
 	}
 	return 0;

@@ -30,6 +30,9 @@ struct la_ent {
 	uint8_t hdr[LA_HDR]; /* struct meta_inode up to the layout */
 	uint32_t chunk_size;
 	uint64_t rdev;
+	uint8_t *bytes; /* an inline file's bytes (LOOKUP_PLUSD), or NULL */
+	uint32_t nbytes;
+	struct meta_layout *lay; /* with bytes: the whole layout (an open needs it) */
 };
 
 struct lookahead_batch {
@@ -39,6 +42,8 @@ struct lookahead_batch {
 	size_t alen, acap;
 	uint64_t gen, epoch, read_ns;
 	int eof;
+	size_t dbytes; /* inline bytes held by the entries */
+	uint32_t uid, gid; /* whose read permission chose the bytes */
 };
 
 struct la_slot {
@@ -53,6 +58,7 @@ struct lookahead {
 	uint64_t ttl_ns;
 	uint64_t epoch;
 	int off;
+	size_t dbytes; /* inline bytes held by the batches in slots */
 	struct la_slot slots[LOOKAHEAD_SLOTS];
 };
 
@@ -68,10 +74,22 @@ int lookahead_new(uint64_t ttl_ns, lookahead **out)
 	return 0;
 }
 
+static void ents_bytes_free(struct lookahead_batch *b)
+{
+	for (size_t i = 0; i < b->n; i++) {
+		free(b->ents[i].bytes);
+		free(b->ents[i].lay);
+		b->ents[i].bytes = NULL;
+		b->ents[i].lay = NULL;
+	}
+	b->dbytes = 0;
+}
+
 void lookahead_batch_free(struct lookahead_batch *b)
 {
 	if (!b)
 		return;
+	ents_bytes_free(b);
 	free(b->ents);
 	free(b->arena);
 	free(b);
@@ -90,6 +108,16 @@ void lookahead_free(lookahead *la)
 static struct la_slot *slot_of(lookahead *la, uint64_t parent)
 {
 	return &la->slots[(parent * 0x9E3779B97F4A7C15ull) >> 54]; /* 10 bits: 1024 slots */
+}
+
+/* Frees S's batch, if any, and its bytes' share of the total. mu held. */
+static void slot_clear(lookahead *la, struct la_slot *s)
+{
+	if (!s->b)
+		return;
+	la->dbytes -= s->b->dbytes;
+	lookahead_batch_free(s->b);
+	s->b = NULL;
 }
 
 void lookahead_changed(lookahead *la)
@@ -122,8 +150,7 @@ static int batch_live(lookahead *la, struct la_slot *s, uint64_t now)
 		return 0;
 	if (b->epoch == la->epoch && now - b->read_ns < la->ttl_ns)
 		return 1;
-	lookahead_batch_free(b);
-	s->b = NULL;
+	slot_clear(la, s);
 	return 0;
 }
 
@@ -177,10 +204,8 @@ void lookahead_drop(lookahead *la, uint64_t parent)
 {
 	pthread_mutex_lock(&la->mu);
 	struct la_slot *s = slot_of(la, parent);
-	if (s->parent == parent) {
-		lookahead_batch_free(s->b);
-		s->b = NULL;
-	}
+	if (s->parent == parent)
+		slot_clear(la, s);
 	pthread_mutex_unlock(&la->mu);
 }
 
@@ -194,8 +219,7 @@ int lookahead_want(lookahead *la, uint64_t parent, const char *name)
 	pthread_mutex_lock(&la->mu);
 	struct la_slot *s = slot_of(la, parent);
 	if (s->parent != parent) {
-		lookahead_batch_free(s->b);
-		s->b = NULL;
+		slot_clear(la, s);
 		s->parent = parent;
 		s->last[0] = 0;
 	}
@@ -221,6 +245,7 @@ int lookahead_batch_add(void *batch, const struct meta_dirent *de, const struct 
 {
 	struct lookahead_batch *b = batch;
 	if (!de) {
+		ents_bytes_free(b);
 		b->n = 0;
 		b->alen = 0;
 		return 0;
@@ -252,7 +277,80 @@ int lookahead_batch_add(void *batch, const struct meta_dirent *de, const struct 
 	memcpy(e->hdr, in, LA_HDR);
 	e->chunk_size = in->has_layout ? in->layout.chunk_size : 0;
 	e->rdev = in->rdev;
+	e->bytes = NULL;
+	e->nbytes = 0;
+	e->lay = NULL;
 	return 0;
+}
+
+int lookahead_batch_add_idata(void *batch, const struct meta_dirent *de,
+                              const struct meta_inode *in, const struct meta_idata_out *d)
+{
+	struct lookahead_batch *b = batch;
+	int rc = lookahead_batch_add(batch, de, in);
+	if (rc || !de || !d)
+		return rc;
+	struct la_ent *e = &b->ents[b->n - 1];
+	if (!in->has_layout)
+		return 0;
+	e->bytes = malloc(d->len ? d->len : 1);
+	e->lay = malloc(sizeof(*e->lay));
+	if (!e->bytes || !e->lay) {
+		free(e->bytes);
+		free(e->lay);
+		e->bytes = NULL;
+		e->lay = NULL;
+		return 0; /* the entry still answers lookups */
+	}
+	*e->lay = in->layout;
+	if (d->len)
+		memcpy(e->bytes, d->buf, d->len);
+	e->nbytes = d->len;
+	b->dbytes += d->len;
+	return 0;
+}
+
+void lookahead_batch_set_cred(struct lookahead_batch *b, uint32_t uid, uint32_t gid)
+{
+	b->uid = uid;
+	b->gid = gid;
+}
+
+int lookahead_data_room(lookahead *la)
+{
+	pthread_mutex_lock(&la->mu);
+	int room = la->dbytes < LOOKAHEAD_DATA_MAX;
+	pthread_mutex_unlock(&la->mu);
+	return room;
+}
+
+int lookahead_get_idata(lookahead *la, uint64_t parent, const char *name, uint64_t ino,
+                        uint64_t max_age_ns, struct meta_inode *in, void *buf, uint32_t *len,
+                        uint64_t *gen, uint64_t *read_ns, uint32_t *uid, uint32_t *gid)
+{
+	int hit = 0;
+	uint64_t now = clock_mono_ns();
+	pthread_mutex_lock(&la->mu);
+	struct la_slot *s = slot_of(la, parent);
+	if (s->parent == parent && batch_live(la, s, now) && now - s->b->read_ns < max_age_ns) {
+		const struct la_ent *e = batch_search(s->b, name);
+		if (e && e->bytes && e->nbytes <= META_IDATA_MAX) {
+			ent_inode(e, in);
+			in->layout = *e->lay;
+			if (in->ino == ino) {
+				if (e->nbytes)
+					memcpy(buf, e->bytes, e->nbytes);
+				*len = e->nbytes;
+				*gen = s->b->gen;
+				*read_ns = s->b->read_ns;
+				*uid = s->b->uid;
+				*gid = s->b->gid;
+				hit = 1;
+			}
+		}
+	}
+	pthread_mutex_unlock(&la->mu);
+	return hit;
 }
 
 /* Turns the name offsets into pointers once the arena stopped moving. */
@@ -293,7 +391,8 @@ void lookahead_put(lookahead *la, uint64_t parent, struct lookahead_batch *b, ui
 		s->parent = parent;
 		s->last[0] = 0;
 	}
-	lookahead_batch_free(s->b);
+	slot_clear(la, s);
 	s->b = b;
+	la->dbytes += b->dbytes;
 	pthread_mutex_unlock(&la->mu);
 }

@@ -77,4 +77,21 @@ int lookahead_batch_find(const struct lookahead_batch *b, const char *name, stru
 void lookahead_put(lookahead *la, uint64_t parent, struct lookahead_batch *b, uint64_t gen,
                    uint64_t epoch, uint64_t read_ns, int eof);
 
+/* OPEN-AHEAD (fuse_fs.c "Open-ahead"). A batch fetched with LOOKUP_PLUSD
+ * also holds the bytes of its inline files (those the fetching caller,
+ * UID/GID, may read): add_idata is the meta_plusd_fn that fills it. The
+ * bytes of all batches together stay under LOOKAHEAD_DATA_MAX: data_room
+ * says whether a fetch with bytes may be made now. */
+#define LOOKAHEAD_DATA_MAX (32u << 20)
+int lookahead_batch_add_idata(void *batch, const struct meta_dirent *de,
+                              const struct meta_inode *in, const struct meta_idata_out *d);
+void lookahead_batch_set_cred(struct lookahead_batch *b, uint32_t uid, uint32_t gid);
+int lookahead_data_room(lookahead *la);
+/* 1 when PARENT's live batch holds NAME with inode INO and its bytes, read
+ * less than MAX_AGE_NS ago: *IN, the bytes into BUF (META_IDATA_MAX) and
+ * *LEN, the batch's *GEN, *READ_NS and fetching *UID / *GID. Else 0. */
+int lookahead_get_idata(lookahead *la, uint64_t parent, const char *name, uint64_t ino,
+                        uint64_t max_age_ns, struct meta_inode *in, void *buf, uint32_t *len,
+                        uint64_t *gen, uint64_t *read_ns, uint32_t *uid, uint32_t *gid);
+
 #endif

@@ -385,6 +385,16 @@ int meta_readdir(meta_ctx *m, const struct meta_cred *c, uint64_t dir, struct me
 typedef int (*meta_plus_fn)(void *arg, const struct meta_dirent *de, const struct meta_inode *in);
 int meta_lookup_plus(meta_ctx *m, const struct meta_cred *c, uint64_t dir, struct meta_name start,
 		     int max, meta_plus_fn fn, void *arg, int *eof);
+/* meta_lookup_plus that also hands FN the bytes of every inline file of
+ * the batch the caller may read (read permission, as an open checks it),
+ * read in the same snapshot: D->buf borrows them (valid during the call),
+ * D->len is the file's size; D is NULL for any other entry. DE NULL: the
+ * body (re)starts, as for meta_plus_fn. Serves read-only opens of small
+ * files without a round trip each (fuse_fs.c "Open-ahead"). */
+typedef int (*meta_plusd_fn)(void *arg, const struct meta_dirent *de, const struct meta_inode *in,
+			     const struct meta_idata_out *d);
+int meta_lookup_plus_idata(meta_ctx *m, const struct meta_cred *c, uint64_t dir,
+			   struct meta_name start, int max, meta_plusd_fn fn, void *arg, int *eof);
 
 /* Sets directory DIR's default layout (owner or root). -EINVAL with a
  * message in err for a bad layout, -ENOTDIR. */

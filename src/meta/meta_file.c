@@ -386,7 +386,7 @@ struct gc_arg {
 	struct meta_inode in[GC_BATCH];
 };
 
-static int has_sessions(kv_txn *t, uint64_t ino, int snapshot)
+int meta_has_sessions(kv_txn *t, uint64_t ino, int snapshot)
 {
 	struct meta_key b, e;
 	struct kv_range r;
@@ -424,7 +424,7 @@ static int gc_try_claim(struct gc_arg *a, kv_txn *t, const struct kv_pair *kv)
 	int rc = kv_get(t, kv_mem(k.b, k.n), 0, &v);
 	if (rc <= 0)
 		return rc;
-	if ((rc = has_sessions(t, g.ino, 0)) != 0)
+	if ((rc = meta_has_sessions(t, g.ino, 0)) != 0)
 		return rc < 0 ? rc : 0;
 	g.claim_owner = a->m->o.instance_id;
 	g.claim_until = a->now + a->m->o.gc_claim_ns;

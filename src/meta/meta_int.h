@@ -84,6 +84,9 @@ int meta_dir_time_clear(kv_txn *t, uint64_t dir);
 int meta_dir_nonempty(kv_txn *t, uint64_t dir);
 /* Queues a file whose last link went for GC. */
 int meta_gc_enqueue(meta_ctx *m, kv_txn *t, uint64_t ino);
+/* 1 when file INO has a write session, 0 if not, <0. SNAPSHOT 0: a
+ * conflict read (a session opened meanwhile aborts one of the txns). */
+int meta_has_sessions(kv_txn *t, uint64_t ino, int snapshot);
 
 /* Inline data records (meta_idata.c). get: 1 found (R's data borrowed
  * until the txn ends), 0 absent (R zeroed), <0. resize: sets the bytes

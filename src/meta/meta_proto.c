@@ -83,6 +83,7 @@ enum fkind {
 	FK_IFLAG,  /* inode tail, member the inode pointer: u8 0/1 idata */
 	FK_DIRENTS,/* READDIR reply: u8 eof, u32 n, n x (u64 ino, u8 type, name) */
 	FK_PLUS,   /* LOOKUP_PLUS reply: u8 eof, u32 n, blob of n entries */
+	FK_PLUSD,  /* LOOKUP_PLUSD reply: likewise, entries with their bytes */
 	FK_COUNT_
 };
 
@@ -236,6 +237,9 @@ static const struct msg msgs[] = {
 	{ MSG(META_RPC_LOCK_RELEASE, "LOCK_RELEASE", RO),
 	  .req = { Q(U64, ino), Q(U64, lock.owner), Q(U32, flags) },
 	  .req_check = lock_release_check },
+	{ MSG(META_RPC_LOOKUP_PLUSD, "LOOKUP_PLUSD", RO),
+	  .req = { Q(U64, ino), Q(NAME, name), QRANGE(count, 1, META_PLUS_MAX, -EINVAL) },
+	  .resp = { A(PLUSD, data) } },
 	{ MSG(META_RPC_FSYNC, "FSYNC", RO),
 	  .req = { Q(U64, ino), QLEN, Q(BOOL, query) }, .resp = { A(U64, size) } },
 	{ MSG(META_RPC_DIRVER, "DIRVER", RO),
@@ -469,9 +473,9 @@ static void get_dirents(struct wire_reader *r, struct meta_rpc_resp *m)
 	m->n = r->err ? 0 : (int)cnt;
 }
 
-static int plus_check(const uint8_t *p, size_t n, uint32_t cnt);
+static int plus_check(const uint8_t *p, size_t n, uint32_t cnt, int with_bytes);
 
-static void get_plus(struct wire_reader *r, struct meta_rpc_resp *m)
+static void get_plus(struct wire_reader *r, struct meta_rpc_resp *m, int with_bytes)
 {
 	uint8_t eof = 0;
 	uint32_t cnt = 0;
@@ -480,7 +484,7 @@ static void get_plus(struct wire_reader *r, struct meta_rpc_resp *m)
 	get_limited(r, PLUS_DATA_MAX, -CFS_EPROTO, &m->data, &m->data_len);
 	if (!r->err && (eof > 1 || cnt > META_PLUS_MAX))
 		wire_fail(r, -CFS_EPROTO);
-	if (!r->err && plus_check(m->data, m->data_len, cnt))
+	if (!r->err && plus_check(m->data, m->data_len, cnt, with_bytes))
 		wire_fail(r, -CFS_EPROTO);
 	m->eof = eof;
 	m->n = r->err ? 0 : (int)cnt;
@@ -528,7 +532,8 @@ static int put_fields(struct wire_writer *w, const struct field *f, const void *
 		case FK_RDEV: wire_put_u64(w, ((const struct meta_inode *)obj)->rdev); break;
 		case FK_IFLAG: wire_put_u8(w, ((const struct meta_inode *)obj)->idata ? 1 : 0); break;
 		case FK_DIRENTS: put_dirents(w, m); break;
-		case FK_PLUS: {
+		case FK_PLUS:
+		case FK_PLUSD: {
 			const struct meta_rpc_resp *a = m;
 			wire_put_u8(w, a->eof ? 1 : 0);
 			wire_put_u32(w, (uint32_t)a->n);
@@ -609,7 +614,8 @@ static int get_fields(struct wire_reader *r, const struct field *f0, void *m)
 			break;
 		}
 		case FK_DIRENTS: get_dirents(r, m); break;
-		case FK_PLUS: get_plus(r, m); break;
+		case FK_PLUS: get_plus(r, m, 0); break;
+		case FK_PLUSD: get_plus(r, m, 1); break;
 		}
 	}
 	/* Ranges last: a truncated message is -CFS_EPROTO whatever its values. */
@@ -772,14 +778,65 @@ int meta_rpc_plus_next(const uint8_t **p, size_t *n, struct meta_dirent *de,
 	return 0;
 }
 
-/* 0 when P..P+N holds exactly CNT well-formed entries. */
-static int plus_check(const uint8_t *p, size_t n, uint32_t cnt)
+int meta_rpc_plusd_put(struct buf *b, const struct meta_dirent *de, const struct meta_inode *in,
+		       const uint8_t *bytes, uint32_t len)
+{
+	int rc = meta_rpc_plus_put(b, de, in);
+	if (rc)
+		return rc;
+	struct wire_writer w;
+	wire_writer_init(&w, b);
+	wire_put_u8(&w, bytes ? 1 : 0);
+	if (bytes)
+		wire_put_blob(&w, bytes, len);
+	return w.err;
+}
+
+int meta_rpc_plusd_next(const uint8_t **p, size_t *n, struct meta_dirent *de,
+			struct meta_inode *in, const uint8_t **bytes, uint32_t *len)
+{
+	const uint8_t *q = *p;
+	size_t left = *n;
+	*bytes = NULL;
+	*len = 0;
+	if (meta_rpc_plus_next(&q, &left, de, in))
+		return -CFS_EPROTO;
+	struct wire_reader r;
+	uint8_t has = 0;
+	const uint8_t *bp = NULL;
+	uint32_t bl = 0;
+	wire_reader_init(&r, q, left);
+	wire_get_u8(&r, &has);
+	if (!r.err && has > 1)
+		wire_fail(&r, -CFS_EPROTO);
+	if (!r.err && has) {
+		get_limited(&r, META_IDATA_MAX, -CFS_EPROTO, &bp, &bl);
+		if (!r.err && (!in->idata || in->type != META_T_FILE || bl != in->size))
+			wire_fail(&r, -CFS_EPROTO);
+	}
+	if (r.err)
+		return -CFS_EPROTO;
+	if (has) {
+		*bytes = bp ? bp : r.p; /* an empty file's bytes: a non-NULL empty span */
+		*len = bl;
+	}
+	*n = left - (size_t)(r.p - q);
+	*p = r.p;
+	return 0;
+}
+
+/* 0 when P..P+N holds exactly CNT well-formed entries (WITH_BYTES:
+ * LOOKUP_PLUSD's). */
+static int plus_check(const uint8_t *p, size_t n, uint32_t cnt, int with_bytes)
 {
 	struct meta_inode *in = malloc(sizeof(*in));
 	struct meta_dirent de;
 	int rc = in ? 0 : -ENOMEM;
+	const uint8_t *bytes;
+	uint32_t len;
 	for (uint32_t i = 0; i < cnt && !rc; i++)
-		rc = meta_rpc_plus_next(&p, &n, &de, in);
+		rc = with_bytes ? meta_rpc_plusd_next(&p, &n, &de, in, &bytes, &len)
+		                : meta_rpc_plus_next(&p, &n, &de, in);
 	free(in);
 	return rc ? rc : n ? -CFS_EPROTO : 0;
 }

@@ -90,6 +90,16 @@ enum meta_rpc_lock_type {
 /* LOCK_RELEASE flags: kind bits (META_LOCK_KIND_BIT) plus this one. */
 #define META_RPC_LOCK_ANY_OWNER (1u << 31)
 
+/* Block 233..239 (small-file reads through the mount). LOOKUP_PLUSD:
+ * LOOKUP_PLUS whose entries each end with u8 has and, when set, a blob of
+ * the inline file's bytes (exactly its size): meta_lookup_plus_idata.
+ * Walk them with meta_rpc_plusd_next. An old meta answers "bad type". */
+enum meta_rpc_type_233 {
+	META_RPC_LOOKUP_PLUSD = 233,
+};
+#define META_RPC_FIRST_233 META_RPC_LOOKUP_PLUSD
+#define META_RPC_LAST_233 META_RPC_LOOKUP_PLUSD
+
 /* Block 240..249 (metadata speed). FSYNC: as SYNC (len, query), then
  * every metadata change committed so far is made durable (kv_flush)
  * before the reply; fsync(2) and fsyncdir through the mount send it. */
@@ -261,5 +271,13 @@ int meta_rpc_resp_decode(const void *p, size_t n, struct meta_rpc_resp *m);
 int meta_rpc_plus_put(struct buf *b, const struct meta_dirent *de, const struct meta_inode *in);
 int meta_rpc_plus_next(const uint8_t **p, size_t *n, struct meta_dirent *de,
 		       struct meta_inode *in);
+/* LOOKUP_PLUSD entries: as above, then the inline bytes (BYTES NULL: none).
+ * next sets *BYTES (borrowed from *P, NULL: none) and *LEN; a blob whose
+ * length is not the inode's size, or bytes of a file that is not inline,
+ * is -CFS_EPROTO. */
+int meta_rpc_plusd_put(struct buf *b, const struct meta_dirent *de, const struct meta_inode *in,
+		       const uint8_t *bytes, uint32_t len);
+int meta_rpc_plusd_next(const uint8_t **p, size_t *n, struct meta_dirent *de,
+			struct meta_inode *in, const uint8_t **bytes, uint32_t *len);
 
 #endif

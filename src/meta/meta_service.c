@@ -337,6 +337,21 @@ static int plus_add(void *arg, const struct meta_dirent *de, const struct meta_i
 	return rc;
 }
 
+/* LOOKUP_PLUSD entries, likewise, with the inline bytes. */
+static int plusd_add(void *arg, const struct meta_dirent *de, const struct meta_inode *in,
+		     const struct meta_idata_out *d)
+{
+	struct plus_out *po = arg;
+	if (!de)
+		return plus_add(arg, NULL, NULL);
+	if (po->b.len >= META_PLUS_REPLY_MAX)
+		return 1;
+	int rc = meta_rpc_plusd_put(&po->b, de, in, d ? d->buf : NULL, d ? d->len : 0);
+	if (rc == 0)
+		po->n++;
+	return rc;
+}
+
 /* Runs M on W's scratch; fills R. Returns 0 or the operation's error; a
  * layout refusal leaves its reason in err. */
 static int run_op(struct worker *w, const struct meta_rpc_req *m, struct meta_rpc_resp *r,
@@ -498,10 +513,15 @@ static int run_op(struct worker *w, const struct meta_rpc_req *m, struct meta_rp
 		r->data_len = (uint32_t)(8 * n);
 		return 0;
 	}
-	case META_RPC_LOOKUP_PLUS: {
+	case META_RPC_LOOKUP_PLUS:
+	case META_RPC_LOOKUP_PLUSD: {
 		struct plus_out po = { BUF_INIT, 0 };
 		int eof = 0;
-		rc = meta_lookup_plus(mc, &c, m->ino, m->name, (int)m->count, plus_add, &po, &eof);
+		rc = m->type == META_RPC_LOOKUP_PLUSD
+			     ? meta_lookup_plus_idata(mc, &c, m->ino, m->name, (int)m->count,
+						      plusd_add, &po, &eof)
+			     : meta_lookup_plus(mc, &c, m->ino, m->name, (int)m->count, plus_add,
+						&po, &eof);
 		w->list = (char *)po.b.data; /* freed with the worker's reply, as listxattr's */
 		if (rc < 0)
 			return rc;
@@ -1108,6 +1128,7 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 	/* CLOSE_MANY only clears session keys: inline like the namespace
 	 * mutations when commits do not wait for the disk. */
 	rpc_server_handle(s->rpc, META_RPC_CLOSE_MANY, inline_writes ? &hr : &hq);
+	rpc_server_handle(s->rpc, META_RPC_LOOKUP_PLUSD, s->ninline ? &hr : &hq);
 	for (uint16_t t = META_RPC_FIRST_265; t <= META_RPC_LAST_265; t++)
 		rpc_server_handle(s->rpc, t, inline_writes && kv_only_mutation(t) ? &hr : &hq);
 	/* Inline data: a read and a write touch only the KV, like the

@@ -96,6 +96,11 @@
  *       lock = u64 owner, u32 pid, u8 kind (1 posix, 2 flock), u8 type (0 unlock,
  *       1 read, 2 write), u64 start, u64 end (inclusive; 2^64-1: to EOF); the holder's
  *       client is hdr's client id (meta/meta_lock.h).
+ *  233 META_LOOKUP_PLUSD req: as LOOKUP_PLUS   resp: as LOOKUP_PLUS, each entry
+ *                       followed by u8 has, [blob bytes (= the inode's size,
+ *                       <= 65536)]: the bytes of inline files the caller may
+ *                       read (meta_lookup_plus_idata; read-only opens of small
+ *                       files answered by the mount; old meta: "bad type")
  *  240 META_FSYNC       req: hdr, u64 ino, len, u8 query          resp: u64 size
  *                       (as SYNC, then all committed metadata made durable)
  *  242 META_DIRVER      req: hdr, blob u64 dir ino[<=1024]       resp: blob u64 count[]

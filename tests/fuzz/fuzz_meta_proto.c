@@ -2,9 +2,11 @@
  * (meta/meta_proto.h): requests and replies of all types 200..224, the
  * lock types 230..232, the 240 block, DIRVER (242), the inline-data types
  * 260..262, the 265 block (CREATE_DIR, UNLINK_DIR), the 267 block
- * (LOOKUP_PLUS) and the 225 block (CLOSE_MANY). Input: byte 0 picks the type (from 250 the 240 block,
- * from 0xE0 the lock types, 0xD8..0xDF the 265 block, 0xD0..0xD7 the
- * inline-data types, 0xC8..0xCF the 225 block, 0xC0..0xC7 the 267 block, below that
+ * (LOOKUP_PLUS), the 225 block (CLOSE_MANY) and the 233 block (LOOKUP_PLUSD).
+ * Input: byte 0 picks the type (from 250 the 240 block, from 0xE0 the lock
+ * types, 0xD8..0xDF the 265 block, 0xD0..0xD7 the inline-data types,
+ * 0xCC..0xCF the 233 block, 0xC8..0xCB the 225 block, 0xC0..0xC7 the 267
+ * block, below that
  * META_RPC_FIRST + b % count), byte 1 bit 0
  * picks request (0) or reply (1); the rest is the payload.
  * Properties: decoding never reads out of bounds or fails with a code
@@ -59,6 +61,23 @@ static void check_resp(uint16_t type, const uint8_t *p, size_t n)
 			abort();
 		return;
 	}
+	if (type == META_RPC_LOOKUP_PLUSD) {
+		/* likewise, and every entry's bytes lie inside the input */
+		const uint8_t *q = r1.data, *bytes;
+		uint32_t blen;
+		size_t left = r1.data_len;
+		struct meta_dirent de;
+		if (r1.n > META_PLUS_MAX || (r1.data_len && (r1.data < p || r1.data + r1.data_len > p + n)))
+			abort();
+		for (int i = 0; i < r1.n; i++) {
+			if (meta_rpc_plusd_next(&q, &left, &de, &in2, &bytes, &blen) || de.name_len == 0)
+				abort();
+			if (bytes && (blen != in2.size || bytes < p || bytes + blen > p + n))
+				abort();
+		}
+		if (left)
+			abort();
+	}
 	if (type == META_RPC_LOOKUP_PLUS) {
 		/* every entry the decoder accepted walks without error, and
 		 * exactly fills the data */
@@ -107,6 +126,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	else if (data[0] >= 0xD8)
 		type = (uint16_t)(META_RPC_FIRST_265 +
 				  (data[0] - 0xD8) % (META_RPC_LAST_265 - META_RPC_FIRST_265 + 1));
+	else if (data[0] >= 0xCC)
+		type = (uint16_t)(META_RPC_FIRST_233 +
+				  (data[0] - 0xCC) % (META_RPC_LAST_233 - META_RPC_FIRST_233 + 1));
 	else if (data[0] >= 0xC8)
 		type = (uint16_t)(META_RPC_FIRST_225 +
 				  (data[0] - 0xC8) % (META_RPC_LAST_225 - META_RPC_FIRST_225 + 1));

@@ -8,6 +8,9 @@
  * - readers while a file grows past T see a prefix of the writer's bytes,
  *   never a hole or a mix;
  * - a second mount reads what the first wrote, after close;
+ * - small files read whole through a mount with nothing cached cost well
+ *   under one meta request each (open-ahead), with the local disk's bytes,
+ *   and another mount's rewrite and unlink show within the bounds;
  * - kill -9 of meta right after an inline write returned: the bytes are
  *   there after `chainfs up` restarts it;
  * - a hard link keeps an inline file alive after its first name goes;
@@ -290,6 +293,130 @@ static void test_two_mounts(void **state)
 	stop_mount2();
 }
 
+/* ---- open-ahead (fuse_fs.c "Open-ahead") ---- */
+
+#define OA_DIRS 4
+#define OA_FILES 200 /* file i in directory i % OA_DIRS, as meta-bench reads */
+#define OA_SIZE 16384
+#define OA_BOUND_MS 500 /* read_ahead_ttl_ms: how old served inline bytes may be */
+
+static void oa_path(char *out, size_t cap, const char *root, int i)
+{
+	snprintf(out, cap, "%s/oa/d%d/f%05d", root, i % OA_DIRS, i);
+}
+
+/* Reads PATH whole with 16 KiB reads into B (OA_SIZE + 1): its length. */
+static size_t oa_read(const char *path, uint8_t *b)
+{
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		fail_msg("%s: open: %s", path, strerror(errno));
+	size_t got = 0;
+	for (;;) {
+		ssize_t n = read(fd, b + got, OA_SIZE + 1 - got);
+		assert_true(n >= 0);
+		if (n == 0 || (got += (size_t)n) > OA_SIZE)
+			break;
+	}
+	close(fd);
+	return got;
+}
+
+static int oa_is(const uint8_t *b, size_t n, unsigned seed)
+{
+	if (n != OA_SIZE)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if (b[i] != pat(i, seed))
+			return 0;
+	return 1;
+}
+
+/* Small files read whole through a mount whose kernel has no names cached
+ * (a second mount, like a reader after drop_caches): each costs well under
+ * one meta request (the batch fetched with the bytes answers the lookup
+ * and the open; before it, every open was a request), the bytes equal the
+ * local disk's; a rewrite and an unlink made through the first mount show
+ * within the stated bounds. */
+static void test_open_ahead(void **state)
+{
+	char p[1024], q[1024], r[1024];
+	uint8_t *b = malloc(OA_SIZE + 1);
+	assert_non_null(b);
+	snprintf(p, sizeof(p), "%s/oa", env.mnt);
+	assert_int_equal(mkdir(p, 0755), 0);
+	snprintf(q, sizeof(q), "%s/oa", local);
+	assert_true(mkdir(q, 0755) == 0 || errno == EEXIST);
+	for (int d = 0; d < OA_DIRS; d++) {
+		snprintf(p, sizeof(p), "%s/oa/d%d", env.mnt, d);
+		assert_int_equal(mkdir(p, 0755), 0);
+		snprintf(q, sizeof(q), "%s/oa/d%d", local, d);
+		assert_true(mkdir(q, 0755) == 0 || errno == EEXIST);
+	}
+	for (int i = 0; i < OA_FILES; i++) {
+		oa_path(p, sizeof(p), env.mnt, i);
+		write_file(p, OA_SIZE, 100 + (unsigned)i);
+		oa_path(q, sizeof(q), local, i);
+		write_file(q, OA_SIZE, 100 + (unsigned)i);
+	}
+	start_mount2();
+	unsigned long long before = integ_meta_requests(&env);
+	for (int i = 0; i < OA_FILES; i++) {
+		oa_path(p, sizeof(p), mnt2, i);
+		oa_path(q, sizeof(q), local, i);
+		same(p, q, p);
+	}
+	unsigned long long used = integ_meta_requests(&env) - before;
+	print_message("open-ahead: %llu meta requests for %d files of %d KiB\n", used, OA_FILES,
+	              OA_SIZE / 1024);
+	if (used > OA_FILES / 3)
+		fail_msg("%llu meta requests to read %d small files (expected well under one each)",
+		         used, OA_FILES);
+
+	/* A rewrite through the first mount while the second holds a batch
+	 * with the old bytes: old or new bytes at once, never a mix; the new
+	 * ones after the bound. */
+	oa_path(p, sizeof(p), env.mnt, 3 * OA_DIRS + 1);
+	oa_path(q, sizeof(q), mnt2, 3 * OA_DIRS + 1);
+	oa_path(r, sizeof(r), mnt2, 2 * OA_DIRS + 1); /* same directory: fetches its batch */
+	assert_int_equal(oa_read(r, b), OA_SIZE);
+	write_file(p, OA_SIZE, 7);
+	size_t n = oa_read(q, b);
+	if (!oa_is(b, n, 7) && !oa_is(b, n, 100 + 3 * OA_DIRS + 1))
+		fail_msg("%s: neither the old nor the new bytes right after a rewrite", q);
+	clock_sleep_ms(OA_BOUND_MS + 300);
+	n = oa_read(q, b);
+	if (!oa_is(b, n, 7))
+		fail_msg("%s: old bytes %d ms after another mount rewrote it", q, OA_BOUND_MS + 300);
+
+	/* An unlink through the first mount: gone on the second within the
+	 * dircache poll (100 ms) plus a round trip, whatever batch it holds. */
+	oa_path(p, sizeof(p), env.mnt, 4 * OA_DIRS + 1);
+	oa_path(q, sizeof(q), mnt2, 4 * OA_DIRS + 1);
+	assert_int_equal(oa_read(r, b), OA_SIZE);
+	assert_int_equal(oa_read(q, b), OA_SIZE);
+	assert_int_equal(unlink(p), 0);
+	clock_sleep_ms(OA_BOUND_MS + 300);
+	errno = 0;
+	int fd = open(q, O_RDONLY);
+	if (fd >= 0)
+		fail_msg("%s: opens %d ms after another mount removed it", q, OA_BOUND_MS + 300);
+	assert_int_equal(errno, ENOENT);
+	stop_mount2();
+	free(b);
+	/* test_fsck_clean counts the inline files left */
+	for (int i = 0; i < OA_FILES; i++) {
+		oa_path(p, sizeof(p), env.mnt, i);
+		assert_true(unlink(p) == 0 || (i == 4 * OA_DIRS + 1 && errno == ENOENT));
+	}
+	for (int d = 0; d < OA_DIRS; d++) {
+		snprintf(p, sizeof(p), "%s/oa/d%d", env.mnt, d);
+		assert_int_equal(rmdir(p), 0);
+	}
+	snprintf(p, sizeof(p), "%s/oa", env.mnt);
+	assert_int_equal(rmdir(p), 0);
+}
+
 static void test_kill9_meta(void **state)
 {
 	char p[1024], q[1024];
@@ -469,6 +596,7 @@ int main(void)
 		cmocka_unit_test(test_readers_while_growing),
 		cmocka_unit_test(test_fstat_after_write),
 		cmocka_unit_test(test_two_mounts),
+		cmocka_unit_test(test_open_ahead),
 		cmocka_unit_test(test_hard_link),
 		cmocka_unit_test(test_kill9_meta),
 		cmocka_unit_test(test_fsck_clean),

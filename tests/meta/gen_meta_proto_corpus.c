@@ -18,10 +18,13 @@ static int write_case(const char *dir, int resp, uint16_t type, const struct buf
 		return -1;
 	/* The type byte as fuzz_meta_proto.c reads it: from 250 the 240..249
 	 * block, from 0xE0 the lock types, 0xD0 inline data, 0xD8 the 265
-	 * block, 0xC0 the 267 block, 0xC8 the 225 block, below the main range. */
+	 * block, 0xC0 the 267 block, 0xC8 the 225 block, 0xCC the 233 block,
+	 * below the main range. */
 	uint8_t t0 = type >= META_RPC_FIRST_267 ? (uint8_t)(0xC0 + type - META_RPC_FIRST_267)
 		     : type >= META_RPC_FIRST_225 && type <= META_RPC_LAST_225
 			     ? (uint8_t)(0xC8 + type - META_RPC_FIRST_225)
+		     : type >= META_RPC_FIRST_233 && type <= META_RPC_LAST_233
+			     ? (uint8_t)(0xCC + type - META_RPC_FIRST_233)
 		     : type >= META_RPC_FIRST_265 ? (uint8_t)(0xD8 + type - META_RPC_FIRST_265)
 		     : type >= META_RPC_IDATA_FIRST ? (uint8_t)(0xD0 + type - META_RPC_IDATA_FIRST)
 		     : type >= META_RPC_FSYNC ? (uint8_t)(250 + type - META_RPC_FSYNC)
@@ -63,6 +66,18 @@ int main(int argc, char **argv)
 	for (int i = 0; i < 2; i++)
 		if (meta_rpc_plus_put(&plus, &ents[i], &in))
 			return 1;
+	/* LOOKUP_PLUSD entries: a file with its 5 inline bytes, then the symlink */
+	struct buf plusd = BUF_INIT;
+	static struct meta_inode fin;
+	fin = in;
+	fin.type = META_T_FILE;
+	fin.idata = 1;
+	fin.size = 5;
+	fin.target_len = 0;
+	fin.target[0] = 0;
+	if (meta_rpc_plusd_put(&plusd, &ents[0], &fin, (const uint8_t *)"bytes", 5) ||
+	    meta_rpc_plusd_put(&plusd, &ents[1], &in, NULL, 0))
+		return 1;
 	/* every type of the family's table (meta_rpc_name), 200..299 */
 	for (uint16_t t = META_RPC_FIRST; t < 300; t++) {
 		struct buf b = BUF_INIT;
@@ -125,10 +140,16 @@ int main(int argc, char **argv)
 			r.data_len = (uint32_t)plus.len;
 			r.n = 2;
 		}
+		if (t == META_RPC_LOOKUP_PLUSD) {
+			r.data = plusd.data;
+			r.data_len = (uint32_t)plusd.len;
+			r.n = 2;
+		}
 		if (meta_rpc_resp_encode(&b, &r) || write_case(argv[1], 1, t, &b))
 			return 1;
 		buf_fini(&b);
 	}
 	buf_fini(&plus);
+	buf_fini(&plusd);
 	return 0;
 }

@@ -261,12 +261,28 @@ static void test_gc_link_fsck(void **state)
 	assert_int_equal(d.len, 4);
 	assert_memory_equal(got, "aaaa", 4);
 	assert_int_equal(in.nlink, 1);
-	/* the last link: GC removes inode and data, without storage calls
-	 * for a file that never began converting */
+	/* the last link of a file that never began converting and has no
+	 * write session: the unlink itself removes inode and data (nothing
+	 * for GC, no storage call) */
 	assert_int_equal(meta_unlink(M, &FX_ROOT, fx_req(9), R1, N("a2")), 0);
-	assert_int_equal(meta_gc_step(M), 1);
 	assert_int_equal(F.st.remove_calls, 0);
 	assert_int_equal(meta_idata_read(M, a, &in, &d), -ENOENT);
+	assert_int_equal(meta_gc_step(M), 0);
+	/* with a write session open, GC takes it once the session ends */
+	uint64_t sess = 0;
+	assert_int_equal(meta_create(M, &FX_ROOT, fx_req(9), R1, N("c"), 0644,
+				     META_O_EXCL | META_O_WRITE | META_O_IDATA, &in, &sess),
+			 0);
+	uint64_t c = in.ino;
+	assert_int_equal(meta_idata_write(M, fx_req(9), c, 0, "cc", 2, &in), 0);
+	assert_int_equal(meta_unlink(M, &FX_ROOT, fx_req(9), R1, N("c")), 0);
+	assert_int_equal(meta_idata_read(M, c, &in, &d), 0);
+	assert_int_equal(d.len, 2);
+	assert_int_equal(meta_gc_step(M), 0);
+	assert_int_equal(meta_close_known(M, fx_req(9), c, sess, NULL), 0);
+	assert_int_equal(meta_gc_step(M), 1);
+	assert_int_equal(F.st.remove_calls, 0);
+	assert_int_equal(meta_idata_read(M, c, &in, &d), -ENOENT);
 	/* a started (unfinished) conversion: GC removes chunks too */
 	assert_int_equal(meta_idata_convert_begin(M, &cl, b, &in, &d), 0);
 	assert_int_equal(meta_unlink(M, &FX_ROOT, fx_req(9), R1, N("b")), 0);
