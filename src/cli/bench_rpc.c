@@ -664,6 +664,11 @@ static int bench(const struct rpc_opts *base, const struct bench_conf *bc)
 		     1, 1, "MiB/s", (double)mib);
 	}
 	printf("[1] raw: each of 16 threads writes 16 messages at once, then reads 16 back\n");
+	struct rpc_stats cs;
+	rpc_client_stats(c1, &cs);
+	/* The raw baseline is always TCP; the RPC side used the same-host
+	 * socket when it could (--no-local-socket for TCP against TCP). */
+	printf("rpc transport: %s\n", cs.accepted_local ? "same-host unix socket" : "tcp");
 	free(bulk);
 	rc = 0;
 out:
