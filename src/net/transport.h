@@ -61,7 +61,8 @@ socklen_t xport_unix_name(const struct sockaddr_in *a, struct sockaddr_un *out);
  * (XPORT_ADDRSTRLEN bytes); returns OUT. */
 char *xport_unix_peer_str(const struct xport *x, char *out);
 /* Connects to ADDR: with TRY_LOCAL over xport_unix when a server on this
- * host listens there, otherwise (or when that fails in any way) over TCP.
+ * host listens there as root or as this process's user, otherwise (or when
+ * that fails in any way) over TCP.
  * Returns as xport_tcp.connect; (*out)->ops tells which one was used. */
 int xport_connect_prefer_local(const struct sockaddr_in *addr, int try_local, struct xport **out);
 

@@ -11,6 +11,10 @@
  * tests) never finds the name and uses TCP. The RPC handshake runs on it as
  * on TCP, so a local process still has to know the cluster secret.
  *
+ * A client only keeps a unix connection whose listener runs as root or as
+ * its own user (SO_PEERCRED), so another user cannot take the name first
+ * and turn the client's connects into handshake failures; it uses TCP then.
+ *
  * The address is the only key: a client connecting to 10.0.0.5:9000 finds
  * the unix socket only if a server on this host (and namespace) listens on
  * exactly 10.0.0.5:9000, which is the same server TCP would reach. A server
@@ -200,10 +204,28 @@ char *xport_unix_peer_str(const struct xport *x, char *out)
 	return out;
 }
 
+/* 1 when the process listening behind X runs as root or as this process's
+ * user. Any local user can bind an abstract name first (a TCP port held by
+ * the server cannot be taken): such a squatter cannot pass the handshake
+ * (the server proves the secret too), but it would turn every connect into
+ * -CFS_EAUTH instead of reaching the real server over TCP. */
+static int unix_peer_trusted(const struct xport *x)
+{
+	struct ucred cr;
+	socklen_t len = sizeof(cr);
+	if (getsockopt(unix_fd_of(x), SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
+		return 0;
+	return cr.uid == 0 || cr.uid == geteuid();
+}
+
 int xport_connect_prefer_local(const struct sockaddr_in *addr, int try_local, struct xport **out)
 {
-	if (try_local && xport_unix.connect(addr, out) == 0)
-		return 0;
+	if (try_local && xport_unix.connect(addr, out) == 0) {
+		if (unix_peer_trusted(*out))
+			return 0;
+		(*out)->ops->close(*out);
+		*out = NULL;
+	}
 	/* No listener (ECONNREFUSED), another namespace, a full backlog
 	 * (EAGAIN), a server started with the local socket off: TCP. */
 	return xport_tcp.connect(addr, out);

@@ -1,7 +1,8 @@
 /* test_transport.c - the same-host unix transport (transport.h xport_unix)
  * and its use by the RPC layer: connect/accept and bytes both ways, EOF and
  * EPIPE, partial writes and reads of a non-blocking stream, the fallback to
- * TCP when no unix listener exists (and when either side turns it off), the
+ * TCP when no unix listener exists (and when either side turns it off) or
+ * when another user's process holds the name, the
  * handshake still required on it (wrong secret, garbage, a request before
  * the handshake), and a client killed mid-upload (the server hands the
  * bulk memory back and keeps serving). */
@@ -177,6 +178,48 @@ static void test_prefer_local(void **state)
 	assert_ptr_equal(x->ops, &xport_tcp);
 	x->ops->close(x);
 	ul->ops->close(ul);
+	tl->ops->close(tl);
+}
+
+/* A name taken by another user's process (not root, not us): the client
+ * does not talk to it and uses TCP. Needs root to run a listener as nobody. */
+static void test_squatter_ignored(void **state)
+{
+	if (geteuid() != 0) {
+		fprintf(stderr, "skipped: needs root to listen as another user\n");
+		return;
+	}
+	struct sockaddr_in sa;
+	struct xport *tl = tcp_listener(&sa), *x;
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct xport *ul;
+		char c = 'x';
+		if (setgid(65534) || setuid(65534) || xport_unix.listen(&sa, 16, &ul))
+			_exit(2);
+		if (write(p[1], &c, 1) != 1)
+			_exit(3);
+		pause();
+		_exit(0);
+	}
+	char c;
+	assert_int_equal(read(p[0], &c, 1), 1);
+	/* The squatter is there: a plain unix connect reaches it ... */
+	assert_int_equal(xport_unix.connect(&sa, &x), 0);
+	x->ops->close(x);
+	/* ... but the client's connect does not keep it. */
+	int rc = xport_connect_prefer_local(&sa, 1, &x);
+	assert_true(rc == 0 || rc == -EINPROGRESS);
+	assert_ptr_equal(x->ops, &xport_tcp);
+	x->ops->close(x);
+	kill(pid, SIGKILL);
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	close(p[0]);
+	close(p[1]);
 	tl->ops->close(tl);
 }
 
@@ -473,6 +516,7 @@ int main(void)
 		cmocka_unit_test(test_connect_bytes_eof),
 		cmocka_unit_test(test_partial),
 		cmocka_unit_test(test_prefer_local),
+		cmocka_unit_test(test_squatter_ignored),
 		cmocka_unit_test(test_rpc_local_and_switches),
 		cmocka_unit_test(test_auth_required),
 		cmocka_unit_test(test_client_killed_mid_upload),
