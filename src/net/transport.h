@@ -66,6 +66,13 @@ char *xport_unix_peer_str(const struct xport *x, char *out);
  * Returns as xport_tcp.connect; (*out)->ops tells which one was used. */
 int xport_connect_prefer_local(const struct sockaddr_in *addr, int try_local, struct xport **out);
 
+/* For socket transports: readv/writev on a non-blocking socket FD with EINTR
+ * retried, as the ops above return (writev with MSG_NOSIGNAL: EPIPE, not
+ * SIGPIPE); and the pending SO_ERROR as 0 or -errno. */
+ssize_t xport_sock_readv(int fd, const struct iovec *iov, int iovcnt);
+ssize_t xport_sock_writev(int fd, const struct iovec *iov, int iovcnt);
+int xport_sock_error(int fd);
+
 /* Parses IPv4 "a.b.c.d:port" or "localhost:port" into OUT. 0, or -EINVAL
  * with the reason in ERR ("missing ':port'", "bad port", "bad IPv4 address"). */
 int xport_addr_parse(const char *s, struct sockaddr_in *out, char *err, size_t errlen);

@@ -128,40 +128,16 @@ static int unix_connect(const struct sockaddr_in *addr, struct xport **out)
 	return 0;
 }
 
-static int unix_connect_finish(struct xport *x)
-{
-	int soerr = 0;
-	socklen_t len = sizeof(soerr);
-	if (getsockopt(unix_fd_of(x), SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
-		return -errno;
-	return -soerr;
-}
+static int unix_connect_finish(struct xport *x) { return xport_sock_error(unix_fd_of(x)); }
 
 static ssize_t unix_readv(struct xport *x, const struct iovec *iov, int iovcnt)
 {
-	for (;;) {
-		ssize_t n = iovcnt == 1 ? read(unix_fd_of(x), iov[0].iov_base, iov[0].iov_len)
-					: readv(unix_fd_of(x), iov, iovcnt);
-		if (n >= 0)
-			return n;
-		if (errno == EINTR)
-			continue;
-		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-	}
+	return xport_sock_readv(unix_fd_of(x), iov, iovcnt);
 }
 
 static ssize_t unix_writev(struct xport *x, const struct iovec *iov, int iovcnt)
 {
-	struct msghdr mh = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
-	for (;;) {
-		/* MSG_NOSIGNAL: a closed peer gives EPIPE, not SIGPIPE. */
-		ssize_t n = sendmsg(unix_fd_of(x), &mh, MSG_NOSIGNAL);
-		if (n >= 0)
-			return n;
-		if (errno == EINTR)
-			continue;
-		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-	}
+	return xport_sock_writev(unix_fd_of(x), iov, iovcnt);
 }
 
 static int unix_local_addr(const struct xport *x, struct sockaddr_in *out)
