@@ -662,6 +662,12 @@ int rpc_server_handle(struct rpc_server *s, uint16_t type, const struct rpc_hand
 static void listen_local(struct rpc_server *s, const struct sockaddr_in *bound)
 {
 	char as[XPORT_ADDRSTRLEN];
+	struct sockaddr_in name = *bound;
+	/* A server on every address (0.0.0.0) is the one a client of this host
+	 * reaches at 127.0.0.1:PORT: named so, local clients of it find it. */
+	if (name.sin_addr.s_addr == htonl(INADDR_ANY))
+		name.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	bound = &name;
 	/* As for TCP: a predecessor killed with kill -9 may hold the name for
 	 * a moment while its threads exit. */
 	uint64_t give_up = clock_mono_ms() + 1000;

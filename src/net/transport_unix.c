@@ -17,9 +17,10 @@
  *
  * The address is the only key: a client connecting to 10.0.0.5:9000 finds
  * the unix socket only if a server on this host (and namespace) listens on
- * exactly 10.0.0.5:9000, which is the same server TCP would reach. A server
- * bound to 0.0.0.0 is found under "0.0.0.0:port" only (clients name a
- * concrete address, so they use TCP to it).
+ * exactly 10.0.0.5:9000, which is the same server TCP would reach. The RPC
+ * server names a listener on 0.0.0.0:PORT after 127.0.0.1:PORT (the address
+ * a local client of it uses); its clients that name another address of
+ * this host use TCP.
  */
 #include <errno.h>
 #include <stddef.h>

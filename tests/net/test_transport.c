@@ -361,6 +361,33 @@ static void test_rpc_local_and_switches(void **state)
 	unsetenv("CFS_NO_LOCAL_SOCKET");
 }
 
+/* A server listening on every address is found by a client of 127.0.0.1. */
+static void test_rpc_any_address(void **state)
+{
+	struct srvctx *s = ctx_new();
+	struct rpc_opts o = opts(secret);
+	struct rpc_server *srv;
+	char err[128], addr[64];
+	struct rpc_handler put = { put_handler, put_dest, put_drop, s };
+	struct rpc_handler get = { .fn = get_handler, .arg = s };
+	assert_int_equal(rpc_server_new(&o, &srv), 0);
+	assert_int_equal(rpc_server_handle(srv, T_PUT, &put), 0);
+	assert_int_equal(rpc_server_handle(srv, T_GET, &get), 0);
+	assert_int_equal(rpc_server_start(srv, "0.0.0.0:0", err, sizeof(err)), 0);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", rpc_server_port(srv));
+	struct rpc_client *c;
+	struct rpc_peer *p;
+	assert_int_equal(rpc_client_new(&o, &c), 0);
+	assert_int_equal(rpc_client_peer(c, addr, &p, err, sizeof(err)), 0);
+	round_trip(p, s);
+	struct rpc_stats cs;
+	rpc_client_stats(c, &cs);
+	assert_true(cs.accepted_local == 1);
+	rpc_client_free(c);
+	rpc_server_free(srv);
+	ctx_free(s);
+}
+
 /* A raw connection to the server's unix socket. */
 static int raw_unix(const char *addr)
 {
@@ -518,6 +545,7 @@ int main(void)
 		cmocka_unit_test(test_prefer_local),
 		cmocka_unit_test(test_squatter_ignored),
 		cmocka_unit_test(test_rpc_local_and_switches),
+		cmocka_unit_test(test_rpc_any_address),
 		cmocka_unit_test(test_auth_required),
 		cmocka_unit_test(test_client_killed_mid_upload),
 	};
