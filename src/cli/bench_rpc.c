@@ -17,6 +17,11 @@
  *   the same with CRC32C on the bulk at both ends
  * Raw and RPC rounds alternate and the best of each is shown, since other
  * tenants of the machine only ever slow a round down.
+ *   chainfs bench rpc --rows transport
+ * compares the same-host unix socket with TCP: 64 KiB, 256 KiB and 1 MiB
+ * uploads and echoes, one in flight, the two transports alternating, with
+ * the CPU seconds per GiB of this process (server and client).
+ * --no-local-socket makes the server and the clients TCP only.
  * Without --connect it starts its own server in this process on a free
  * loopback port with a random secret. Figures are ratios against the raw
  * baseline because the machine is shared and noisy.
@@ -32,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -56,6 +62,7 @@ struct bench_conf {
 	char *log_level;
 	char *rows;
 	int64_t rounds;
+	int no_local_socket;
 };
 
 static const struct cfg_opt opts[] = {
@@ -78,7 +85,10 @@ static const struct cfg_opt opts[] = {
 	{ "log-level", CFG_STR, "notice", 0, 0, offsetof(struct bench_conf, log_level),
 	  "err|warn|notice|info|debug" },
 	{ "rows", CFG_STR, "all", 0, 0, offsetof(struct bench_conf, rows),
-	  "bench: which rows to run: all, small or bulk" },
+	  "bench: which rows to run: all, small, bulk or transport (same-host unix socket "
+	  "against TCP at 64 KiB, 256 KiB and 1 MiB, with CPU per GiB)" },
+	{ "no-local-socket", CFG_BOOL, "false", 0, 0, offsetof(struct bench_conf, no_local_socket),
+	  "TCP only: no same-host unix socket for the server or the bench client" },
 	CFG_END
 };
 
@@ -396,6 +406,8 @@ struct rpc_load {
 	uint32_t plen;
 	const uint8_t *bulk;
 	uint64_t bulk_len;
+	uint8_t *resp;         /* reply bulk (echo of the request bulk) or NULL */
+	uint64_t resp_cap;
 	uint32_t flags;
 	uint64_t until;
 	atomic_uint_fast64_t ops, bytes, errors;
@@ -410,6 +422,7 @@ static int load_issue(struct rpc_load *ld)
 	struct rpc_call c = {
 		.type = RPC_MSG_ECHO, .flags = ld->flags, .payload = ld->payload,
 		.payload_len = ld->plen, .bulk = ld->bulk, .bulk_len = ld->bulk_len,
+		.resp_bulk = ld->resp, .resp_bulk_cap = ld->resp_cap,
 		.done = load_done, .arg = ld,
 	};
 	atomic_fetch_add(&ld->outstanding, 1);
@@ -428,7 +441,8 @@ static void load_done(void *arg, const struct rpc_result *res)
 			ld->first_error = res->status;
 	} else {
 		atomic_fetch_add_explicit(&ld->ops, 1, memory_order_relaxed);
-		atomic_fetch_add_explicit(&ld->bytes, ld->bulk_len, memory_order_relaxed);
+		atomic_fetch_add_explicit(&ld->bytes, ld->bulk_len + res->bulk_len,
+					  memory_order_relaxed);
 	}
 	if (!res->status && clock_mono_ns() < ld->until)
 		load_issue(ld);
@@ -436,11 +450,16 @@ static void load_done(void *arg, const struct rpc_result *res)
 }
 
 /* Keeps DEPTH requests in flight for SECONDS; returns ops/s (BYTES: bytes/s). */
-static double rpc_run(struct rpc_peer *peer, int depth, const uint8_t *bulk, uint64_t bulk_len,
-		      uint32_t flags, int64_t seconds, int bytes)
+static double rpc_run_echo(struct rpc_peer *peer, int depth, const uint8_t *bulk,
+			   uint64_t bulk_len, uint32_t flags, int64_t seconds, int bytes,
+			   uint8_t *resp, uint64_t resp_cap)
 {
 	struct rpc_load *ld = calloc(1, sizeof(*ld));
-	struct rpc_echo_req m = { 0, 0, (const uint8_t *)"0123456789abcdef", 16 };
+	/* With a reply buffer the server sends the request bulk back. */
+	struct rpc_echo_req m = { 0, resp ? RPC_ECHO_F_BULK : 0,
+				  (const uint8_t *)"0123456789abcdef", 16 };
+	ld->resp = resp;
+	ld->resp_cap = resp_cap;
 	struct buf b = BUF_INIT;
 	rpc_echo_req_encode(&b, &m);
 	memcpy(ld->payload, b.data, b.len);
@@ -465,6 +484,106 @@ static double rpc_run(struct rpc_peer *peer, int depth, const uint8_t *bulk, uin
 	}
 	free(ld);
 	return r;
+}
+
+static double rpc_run(struct rpc_peer *peer, int depth, const uint8_t *bulk, uint64_t bulk_len,
+		      uint32_t flags, int64_t seconds, int bytes)
+{
+	return rpc_run_echo(peer, depth, bulk, bulk_len, flags, seconds, bytes, NULL, 0);
+}
+
+/* CPU seconds (user + system) of this process: server and client both. */
+static double cpu_self(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* One transport row: the same RPC load over the same-host socket (PLOC)
+ * and over TCP (PTCP), alternating for bc->rounds rounds; bytes/s best of
+ * each and the median CPU seconds per GiB moved (both directions counted;
+ * server and client are this process). ECHO: the bulk comes back too. */
+static void row_transport(const struct bench_conf *bc, const char *name, struct rpc_peer *ploc,
+			  struct rpc_peer *ptcp, const uint8_t *bulk, uint64_t len, int echo,
+			  uint8_t *resp)
+{
+	double best[2] = { 0, 0 }, cpg[2][100] = { { 0 } };
+	int n = (int)bc->rounds;
+	for (int i = 0; i < n; i++) {
+		for (int t = 0; t < 2; t++) {
+			double c0 = cpu_self();
+			double r = rpc_run_echo(t ? ptcp : ploc, 1, bulk, len, 0, bc->seconds, 1,
+						echo ? resp : NULL, echo ? len : 0);
+			double c = cpu_self() - c0;
+			best[t] = r > best[t] ? r : best[t];
+			double gib = r * (double)bc->seconds / (double)(1u << 30);
+			cpg[t][i] = gib > 0 ? c / gib : 0;
+		}
+	}
+	for (int t = 0; t < 2; t++) /* insertion sort for the medians */
+		for (int i = 1; i < n; i++)
+			for (int j = i; j > 0 && cpg[t][j - 1] > cpg[t][j]; j--) {
+				double x = cpg[t][j];
+				cpg[t][j] = cpg[t][j - 1];
+				cpg[t][j - 1] = x;
+			}
+	printf("%-34s %9.1f %9.1f %6.2f   %6.3f %6.3f\n", name, best[0] / (1 << 20),
+	       best[1] / (1 << 20), best[1] > 0 ? best[0] / best[1] : 0.0, cpg[0][n / 2],
+	       cpg[1][n / 2]);
+	fflush(stdout);
+}
+
+static int bench_transport(const struct rpc_opts *base, const struct bench_conf *bc,
+			   const char *addr)
+{
+	struct rpc_opts o = *base;
+	struct rpc_client *cl = NULL, *ct = NULL;
+	struct rpc_peer *pl, *pt;
+	char err[256];
+	int rc = 1;
+	o.nthreads = 1;
+	o.conns_per_peer = 1;
+	o.no_local_socket = 0;
+	if (rpc_client_new(&o, &cl) || rpc_client_peer(cl, addr, &pl, err, sizeof(err)))
+		goto out;
+	o.no_local_socket = 1;
+	if (rpc_client_new(&o, &ct) || rpc_client_peer(ct, addr, &pt, err, sizeof(err)))
+		goto out;
+	size_t mib = 1u << 20;
+	uint8_t *bulk = malloc(mib), *resp = malloc(mib);
+	for (size_t i = 0; i < mib; i++)
+		bulk[i] = (uint8_t)(i * 131);
+	printf("%-34s %9s %9s %6s   %13s\n", "transport, 1 conn, 1 in flight", "unix", "tcp",
+	       "ratio", "CPU s/GiB u/t");
+	static const uint64_t sizes[] = { 64 << 10, 256 << 10, 1 << 20 };
+	for (int i = 0; i < 3; i++) {
+		char name[64];
+		for (int echo = 0; echo < 2; echo++) {
+			snprintf(name, sizeof(name), "%4" PRIu64 " KiB %s MiB/s", sizes[i] >> 10,
+				 echo ? "echo (up+down)" : "upload       ");
+			row_transport(bc, name, pl, pt, bulk, sizes[i], echo, resp);
+		}
+	}
+	struct rpc_stats sl, st;
+	rpc_client_stats(cl, &sl);
+	rpc_client_stats(ct, &st);
+	printf("connections: unix client %" PRIu64 " (%" PRIu64 " local), tcp client %" PRIu64
+	       " (%" PRIu64 " local)\n", sl.accepted, sl.accepted_local, st.accepted,
+	       st.accepted_local);
+	if (!sl.accepted_local)
+		printf("note: the server has no same-host socket here (another host or "
+		       "CFS_NO_LOCAL_SOCKET): both columns are TCP\n");
+	free(bulk);
+	free(resp);
+	rc = 0;
+out:
+	if (rc)
+		fprintf(stderr, "chainfs bench rpc: client setup failed: %s\n", err);
+	rpc_client_free(cl);
+	rpc_client_free(ct);
+	return rc;
 }
 
 /* One output row: RPC (DEPTH in flight over PEER, optional bulk) against
@@ -504,6 +623,15 @@ static int bench(const struct rpc_opts *base, const struct bench_conf *bc)
 	}
 	struct rpc_client *c1 = NULL, *c16 = NULL;
 	struct rpc_peer *p1, *p16;
+	if (!strcmp(bc->rows, "transport")) {
+		printf("chainfs bench rpc: server %s%s, %" PRId64 " rounds of %" PRId64
+		       " s per side, unix and tcp alternating (compare ratios, not absolutes)\n",
+		       addr, srv ? " (in-process)" : "", bc->rounds, bc->seconds);
+		rc = bench_transport(&o, bc, addr);
+		if (srv)
+			echo_server_stop(srv, &d);
+		return rc;
+	}
 	o.nthreads = 1;
 	o.conns_per_peer = 1;
 	if (rpc_client_new(&o, &c1) || rpc_client_peer(c1, addr, &p1, err, sizeof(err)))
@@ -536,6 +664,11 @@ static int bench(const struct rpc_opts *base, const struct bench_conf *bc)
 		     1, 1, "MiB/s", (double)mib);
 	}
 	printf("[1] raw: each of 16 threads writes 16 messages at once, then reads 16 back\n");
+	struct rpc_stats cs;
+	rpc_client_stats(c1, &cs);
+	/* The raw baseline is always TCP; the RPC side used the same-host
+	 * socket when it could (--no-local-socket for TCP against TCP). */
+	printf("rpc transport: %s\n", cs.accepted_local ? "same-host unix socket" : "tcp");
 	free(bulk);
 	rc = 0;
 out:
@@ -568,8 +701,9 @@ int cli_bench_rpc(int argc, char **argv)
 		return 2;
 	}
 	log_set_level(lvl);
-	if (strcmp(bc.rows, "all") && strcmp(bc.rows, "small") && strcmp(bc.rows, "bulk")) {
-		fprintf(stderr, "chainfs bench rpc: --rows must be all, small or bulk\n");
+	if (strcmp(bc.rows, "all") && strcmp(bc.rows, "small") && strcmp(bc.rows, "bulk") &&
+	    strcmp(bc.rows, "transport")) {
+		fprintf(stderr, "chainfs bench rpc: --rows must be all, small, bulk or transport\n");
 		cfg_free(opts, &bc);
 		return 2;
 	}
@@ -594,7 +728,7 @@ int cli_bench_rpc(int argc, char **argv)
 	}
 	struct rpc_opts o = {
 		.cluster_id = bc.cluster_id, .secret = secret, .secret_len = (size_t)slen,
-		.nthreads = (int)bc.threads,
+		.nthreads = (int)bc.threads, .no_local_socket = bc.no_local_socket,
 	};
 	if (strlen(bc.cluster_id) > RPC_CLUSTER_ID_MAX) {
 		fprintf(stderr, "chainfs bench rpc: --cluster-id longer than %d bytes\n",

@@ -2,7 +2,10 @@
  * --secret-file F: the connection counters of any ChainFS server (mgmtd,
  * meta, storage): connections accepted, handshakes refused (wrong secret or
  * cluster id), connections dropped for malformed input, requests served and
- * connections that never finished the handshake (half-open). The server's
+ * connections that never finished the handshake (half-open), and of the
+ * accepted ones how many came over the same-host unix socket (accepted_local;
+ * this command's own connection is one of them when run on the server's
+ * host). The server's
  * RPC layer answers the STATS message itself (rpc_proto.h), so this works
  * for every role. One line of key=value, for people and scripts.
  */
@@ -84,10 +87,11 @@ int cli_admin_rpc_stats(int argc, char **argv)
 		fprintf(stderr, "chainfs admin rpc-stats: %s: %s\n", c.addr, cfs_strerror(rc));
 		goto out;
 	}
-	printf("accepted=%llu auth_fail=%llu bad_input=%llu handshake_timeout=%llu requests=%llu\n",
+	printf("accepted=%llu auth_fail=%llu bad_input=%llu handshake_timeout=%llu requests=%llu "
+	       "accepted_local=%llu\n",
 	       (unsigned long long)m.accepted, (unsigned long long)m.auth_fail,
 	       (unsigned long long)m.bad_input, (unsigned long long)m.handshake_timeout,
-	       (unsigned long long)m.requests);
+	       (unsigned long long)m.requests, (unsigned long long)m.accepted_local);
 	ret = 0;
 out:
 	buf_fini(&resp);

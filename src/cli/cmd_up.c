@@ -78,6 +78,7 @@ struct up_conf {
 	char *storage_opts;
 	char *meta_sync;
 	int64_t inline_max;
+	int no_local_socket;
 };
 
 static const struct cfg_opt up_opts[] = {
@@ -102,6 +103,9 @@ static const struct cfg_opt up_opts[] = {
     {"inline-max", CFG_SIZE, "64K", 0, 65536, offsetof(struct up_conf, inline_max),
      "meta's --inline-max: files up to this long keep their bytes in the metadata store "
      "(0: off; docs/inline-data.md)"},
+    {"no-local-socket", CFG_BOOL, "false", 0, 0, offsetof(struct up_conf, no_local_socket),
+     "the roles started now (and the mount) talk TCP only, without the same-host unix "
+     "socket (sets CFS_NO_LOCAL_SOCKET=1 for them; for measurement and debugging)"},
     CFG_END};
 
 /* What D/cluster.conf records. */
@@ -943,6 +947,8 @@ int cli_up(int argc, char **argv)
 		goto out;
 	}
 	ret = 1;
+	if (uc.no_local_socket)
+		setenv("CFS_NO_LOCAL_SOCKET", "1", 1); /* inherited by every role started */
 	setvbuf(stdout, NULL, _IOLBF, 0); /* progress lines interleave with errors */
 	ssize_t sl = readlink("/proc/self/exe", self_exe, sizeof(self_exe) - 1);
 	if (sl <= 0) {

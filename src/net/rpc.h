@@ -20,6 +20,11 @@
  * server answers STATS (rpc_proto.h) with these counters itself, unless the
  * role registers its own handler for it (`chainfs admin rpc-stats`).
  *
+ * SAME HOST. Unless no_local_socket is set, a server also listens on a
+ * unix socket named from its TCP address, and a client connecting to an
+ * address first tries that socket, then TCP (transport.h xport_unix).
+ * Everything above (handshake, limits, CRCs, errors) is the same on both.
+ *
  * CLIENT. rpc_client_new, then rpc_client_peer() per server address (a pool
  * of connections, opened on first use and re-opened after failures with
  * exponential backoff 100 ms .. 5 s), then rpc_call_async / rpc_call /
@@ -84,6 +89,10 @@ struct rpc_opts {
 	int conns_per_peer;         /* client: pool size per peer [1] */
 	uint32_t max_backoff_ms;    /* client: longest pause between connect attempts
 	                               to a peer that refuses [5000] */
+	int no_local_socket;        /* 1: no same-host unix socket (transport.h
+	                               xport_unix): a server listens on TCP only, a
+	                               client connects over TCP only. Also forced
+	                               by the environment CFS_NO_LOCAL_SOCKET=1 [0] */
 };
 
 /* Counters, all monotonically increasing; read with rpc_server_stats. */
@@ -95,6 +104,8 @@ struct rpc_stats {
 	uint64_t handshake_timeout; /* connections closed before finishing the handshake */
 	uint64_t bulk_copied; /* request bulk bytes that went through the receive buffer
 				 and were copied to their destination (not on the wire) */
+	uint64_t accepted_local; /* of accepted: over the same-host unix socket (a
+				    client: connections it opened over it) */
 };
 
 /* ---- server ---- */
@@ -207,6 +218,10 @@ int rpc_client_new(const struct rpc_opts *opts, struct rpc_client **out);
 /* Completes every outstanding request with -CFS_ECLOSED, closes the
  * connections and joins the threads. Not on a loop thread. NULL-safe. */
 void rpc_client_free(struct rpc_client *c);
+/* The client's counters: accepted counts connections it opened (connect
+ * started), accepted_local those over the same-host socket, bad_input
+ * replies it dropped as malformed; the rest 0. Any thread. */
+void rpc_client_stats(const struct rpc_client *c, struct rpc_stats *out);
 /* Returns the peer for ADDR ("ip:port"), creating it on first use; the
  * handle lives until rpc_client_free. 0 or -EINVAL (message in ERR). */
 int rpc_client_peer(struct rpc_client *c, const char *addr, struct rpc_peer **out,

@@ -698,7 +698,7 @@ static void slot_connect(struct cslot *s)
 		return;
 	}
 	struct xport *x = NULL;
-	int rc = xport_tcp.connect(&s->p->addr, &x);
+	int rc = xport_connect_prefer_local(&s->p->addr, !cl->o.no_local_socket, &x);
 	if (rc && rc != -EINPROGRESS) {
 		LOG_INFO("rpc", "connect failed: peer=%s err=%s", s->p->name, cfs_errname(rc));
 		back_off(s);
@@ -706,6 +706,9 @@ static void slot_connect(struct cslot *s)
 		fail_wait(s, rc);
 		return;
 	}
+	atomic_fetch_add_explicit(&cl->ctr.accepted, 1, memory_order_relaxed);
+	if (x->ops == &xport_unix)
+		atomic_fetch_add_explicit(&cl->ctr.accepted_local, 1, memory_order_relaxed);
 	struct cli_conn *cc = xcalloc(1, sizeof(*cc));
 	cc->slot = s;
 	cc->cap = cl->o.max_inflight;
@@ -792,6 +795,14 @@ static void cli_stop_on_loop(struct loop_msg *m)
 			fail_wait(s, -CFS_ECLOSED);
 		}
 	}
+}
+
+void rpc_client_stats(const struct rpc_client *c, struct rpc_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->accepted = atomic_load(&c->ctr.accepted);
+	out->accepted_local = atomic_load(&c->ctr.accepted_local);
+	out->bad_input = atomic_load(&c->ctr.bad_input);
 }
 
 void rpc_client_free(struct rpc_client *cl)

@@ -82,6 +82,11 @@ int rpc_opts_init(struct rpc_opts *o, const struct rpc_opts *src)
 		o->handshake_ms = 5000;
 	if (o->conns_per_peer <= 0)
 		o->conns_per_peer = 1;
+	/* The switch for every role at once (`chainfs up --no-local-socket`
+	 * sets it for the services it starts): measurement and debugging. */
+	const char *e = getenv("CFS_NO_LOCAL_SOCKET");
+	if (e && *e && strcmp(e, "0"))
+		o->no_local_socket = 1;
 	return 0;
 }
 

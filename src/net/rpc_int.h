@@ -77,6 +77,7 @@ struct conn_ops {
 struct rpc_counters {
 	atomic_uint_fast64_t accepted, auth_fail, bad_input, requests, handshake_timeout;
 	atomic_uint_fast64_t bulk_copied; /* bulk bytes received into rbuf and copied out */
+	atomic_uint_fast64_t accepted_local; /* connections over the same-host socket */
 };
 
 struct rpc_conn {

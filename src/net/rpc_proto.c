@@ -156,6 +156,7 @@ int rpc_stats_resp_encode(struct buf *b, const struct rpc_stats_resp *m)
 	wire_put_u64(&w, m->bad_input);
 	wire_put_u64(&w, m->requests);
 	wire_put_u64(&w, m->handshake_timeout);
+	wire_put_u64(&w, m->accepted_local);
 	return finish(&w);
 }
 
@@ -168,5 +169,10 @@ int rpc_stats_resp_decode(const void *p, size_t n, struct rpc_stats_resp *m)
 	wire_get_u64(&r, &m->bad_input);
 	wire_get_u64(&r, &m->requests);
 	wire_get_u64(&r, &m->handshake_timeout);
+	/* Added in 1.x with the same-host socket: a server from before sends
+	 * five fields. */
+	m->accepted_local = 0;
+	if (!r.err && r.end - r.p >= 8)
+		wire_get_u64(&r, &m->accepted_local);
 	return r.err;
 }

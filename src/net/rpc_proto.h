@@ -28,7 +28,9 @@
  *                 resp: blob data, u64 bulk_len_received
  *   17 STATS      req:  -   (answered by the RPC layer of every server, after auth)
  *                 resp: u64 accepted, u64 auth_fail, u64 bad_input, u64 requests,
- *                       u64 handshake_timeout   (rpc.h struct rpc_stats)
+ *                       u64 handshake_timeout, [u64 accepted_local: since the
+ *                       same-host socket; absent from older servers, read as 0]
+ *                       (rpc.h struct rpc_stats)
  *   --- mgmtd (codecs in src/mgmtd/mgmtd_proto.{h,c}; tgt = u32 slot, u8 local state,
  *       u64 capacity, u64 used) ---
  *  100 MGMTD_REGISTER     req:  u8 node type, u32 node id (0: assign), blob addr, u32 n, n x tgt,
@@ -263,6 +265,7 @@ int rpc_echo_resp_decode(const void *p, size_t n, struct rpc_echo_resp *m);
 /* STATS reply: the server's connection counters (rpc.h struct rpc_stats). */
 struct rpc_stats_resp {
 	uint64_t accepted, auth_fail, bad_input, requests, handshake_timeout;
+	uint64_t accepted_local; /* 0 from a server older than the field */
 };
 int rpc_stats_resp_encode(struct buf *b, const struct rpc_stats_resp *m);
 int rpc_stats_resp_decode(const void *p, size_t n, struct rpc_stats_resp *m);

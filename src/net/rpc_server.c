@@ -135,6 +135,9 @@ struct rpc_server {
 	int started;
 	struct xport *lst;              /* listener, owned by loop 0 */
 	struct loop_io lst_io;
+	struct xport *lst_local;        /* same-host unix listener (transport.h) or
+					   NULL; owned by loop 0 */
+	struct loop_io lst_local_io;
 	uint16_t port;
 	atomic_uint next_loop;
 	struct rpc_counters ctr;
@@ -584,10 +587,12 @@ static void adopt_on_loop(struct loop_msg *m)
 static void lst_io(struct loop_io *io, uint32_t events)
 {
 	struct rpc_server *s = io->arg;
+	int local = io == &s->lst_local_io;
+	struct xport *lst = local ? s->lst_local : s->lst;
 	for (int i = 0; i < 64; i++) {
 		struct xport *x;
 		struct sockaddr_in peer;
-		int rc = s->lst->ops->accept(s->lst, &x, &peer);
+		int rc = lst->ops->accept(lst, &x, &peer);
 		if (rc == -EAGAIN)
 			return;
 		if (rc) {
@@ -596,11 +601,16 @@ static void lst_io(struct loop_io *io, uint32_t events)
 			return;
 		}
 		atomic_fetch_add_explicit(&s->ctr.accepted, 1, memory_order_relaxed);
+		if (local)
+			atomic_fetch_add_explicit(&s->ctr.accepted_local, 1, memory_order_relaxed);
 		unsigned k = atomic_fetch_add_explicit(&s->next_loop, 1, memory_order_relaxed);
 		struct adopt *a = xmalloc(sizeof(*a));
 		a->sl = &s->loops[k % (unsigned)s->nloops];
 		a->x = x;
-		xport_addr_str(&peer, a->peer);
+		if (local)
+			xport_unix_peer_str(x, a->peer);
+		else
+			xport_addr_str(&peer, a->peer);
 		a->m.fn = adopt_on_loop;
 		a->m.arg = a;
 		loop_post(a->sl->l, &a->m);
@@ -646,6 +656,40 @@ int rpc_server_handle(struct rpc_server *s, uint16_t type, const struct rpc_hand
 	return 0;
 }
 
+/* The same-host listener beside the TCP one, named from BOUND (the port
+ * really bound). Best effort: without it clients use TCP, so a name taken
+ * for longer than a second only costs speed. */
+static void listen_local(struct rpc_server *s, const struct sockaddr_in *bound)
+{
+	char as[XPORT_ADDRSTRLEN];
+	struct sockaddr_in name = *bound;
+	/* A server on every address (0.0.0.0) is the one a client of this host
+	 * reaches at 127.0.0.1:PORT: named so, local clients of it find it. */
+	if (name.sin_addr.s_addr == htonl(INADDR_ANY))
+		name.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	bound = &name;
+	/* As for TCP: a predecessor killed with kill -9 may hold the name for
+	 * a moment while its threads exit. */
+	uint64_t give_up = clock_mono_ms() + 1000;
+	int rc;
+	while ((rc = xport_unix.listen(bound, 512, &s->lst_local)) == -EADDRINUSE &&
+	       clock_mono_ms() < give_up)
+		clock_sleep_ms(100);
+	if (!rc) {
+		s->lst_local_io.fn = lst_io;
+		s->lst_local_io.arg = s;
+		rc = loop_fd_add(s->loops[0].l, s->lst_local->ops->fd(s->lst_local), LOOP_IN,
+				 &s->lst_local_io);
+		if (rc) {
+			s->lst_local->ops->close(s->lst_local);
+			s->lst_local = NULL;
+		}
+	}
+	if (rc)
+		LOG_WARN("rpc", "no same-host socket: addr=%s err=%s (clients use TCP)",
+			 xport_addr_str(bound, as), cfs_errname(rc));
+}
+
 int rpc_server_start(struct rpc_server *s, const char *addr, char *err, size_t errlen)
 {
 	struct sockaddr_in sa;
@@ -671,9 +715,13 @@ int rpc_server_start(struct rpc_server *s, const char *addr, char *err, size_t e
 	struct sockaddr_in bound;
 	if (!s->lst->ops->local_addr(s->lst, &bound))
 		s->port = ntohs(bound.sin_port);
+	else
+		bound = sa;
 	s->lst_io.fn = lst_io;
 	s->lst_io.arg = s;
 	rc = loop_fd_add(s->loops[0].l, s->lst->ops->fd(s->lst), LOOP_IN, &s->lst_io);
+	if (!rc && !s->o.no_local_socket)
+		listen_local(s, &bound);
 	for (int i = 0; !rc && i < s->nloops; i++) {
 		rc = loop_thread_start(s->loops[i].l, "rpc-srv");
 		if (!rc)
@@ -683,7 +731,8 @@ int rpc_server_start(struct rpc_server *s, const char *addr, char *err, size_t e
 		snprintf(err, errlen, "starting server threads: %s", cfs_strerror(rc));
 		return rc;
 	}
-	LOG_INFO("rpc", "listening: addr=%s port=%u threads=%d", addr, s->port, s->nloops);
+	LOG_INFO("rpc", "listening: addr=%s port=%u threads=%d local=%s", addr, s->port, s->nloops,
+		 s->lst_local ? "unix" : "off");
 	return 0;
 }
 
@@ -697,6 +746,7 @@ void rpc_server_stats(const struct rpc_server *s, struct rpc_stats *out)
 	out->requests = atomic_load(&s->ctr.requests);
 	out->handshake_timeout = atomic_load(&s->ctr.handshake_timeout);
 	out->bulk_copied = atomic_load(&s->ctr.bulk_copied);
+	out->accepted_local = atomic_load(&s->ctr.accepted_local);
 }
 
 /* STATS: the counters above, for `chainfs admin rpc-stats` and tests. */
@@ -707,7 +757,8 @@ static void stats_handle(struct rpc_req *req, void *arg)
 	rpc_server_stats(s, &st);
 	struct rpc_stats_resp m = { .accepted = st.accepted, .auth_fail = st.auth_fail,
 				    .bad_input = st.bad_input, .requests = st.requests,
-				    .handshake_timeout = st.handshake_timeout };
+				    .handshake_timeout = st.handshake_timeout,
+				    .accepted_local = st.accepted_local };
 	struct buf b = BUF_INIT;
 	int rc = rpc_stats_resp_encode(&b, &m);
 	rpc_reply(req, rc, b.data, rc ? 0 : (uint32_t)b.len);
@@ -723,6 +774,11 @@ static void stop_on_loop(struct loop_msg *m)
 		loop_fd_del(sl->l, s->lst->ops->fd(s->lst));
 		s->lst->ops->close(s->lst);
 		s->lst = NULL;
+	}
+	if (sl == &s->loops[0] && s->lst_local) {
+		loop_fd_del(sl->l, s->lst_local->ops->fd(s->lst_local));
+		s->lst_local->ops->close(s->lst_local);
+		s->lst_local = NULL;
 	}
 	while (sl->conns)
 		conn_close(&sl->conns->c, -CFS_ECLOSED, LOG_LVL_DEBUG, "server shutting down");
@@ -741,6 +797,8 @@ void rpc_server_free(struct rpc_server *s)
 	}
 	if (s->lst)
 		s->lst->ops->close(s->lst);
+	if (s->lst_local)
+		s->lst_local->ops->close(s->lst_local);
 	for (int i = 0; i < s->nloops; i++) {
 		loop_free(s->loops[i].l);
 		pool_fini(&s->loops[i].pool);

@@ -4,7 +4,8 @@
  * the RPC code only listens, accepts, connects, moves bytes with
  * readv/writev-style calls and polls the fd. Every endpoint is non-blocking.
  * An xport belongs to one thread at a time (the loop that polls it).
- * Addresses are IPv4 "host:port" for now.
+ * Addresses are IPv4 "host:port" for now; the unix transport derives its
+ * socket name from such an address (see xport_unix).
  */
 #ifndef CFS_NET_TRANSPORT_H
 #define CFS_NET_TRANSPORT_H
@@ -13,6 +14,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 
 struct xport;
 
@@ -45,6 +47,31 @@ struct xport {
 
 /* TCP: non-blocking, TCP_NODELAY, SO_KEEPALIVE, close-on-exec. */
 extern const struct transport_ops xport_tcp;
+
+/* Same host: an abstract-namespace unix stream socket whose name is derived
+ * from the IPv4 address passed to listen/connect ("chainfs-rpc:ip:port"), so
+ * a server listening on TCP ADDR can also be reached on this host (and
+ * network namespace) by ADDR without TCP. connect never returns
+ * -EINPROGRESS. accept reports a loopback peer with port 0; local_addr is
+ * -EAFNOSUPPORT. */
+extern const struct transport_ops xport_unix;
+/* The unix socket name for A into OUT; returns its length for bind/connect. */
+socklen_t xport_unix_name(const struct sockaddr_in *a, struct sockaddr_un *out);
+/* "unix:pid=N" of the peer process of a unix endpoint X into OUT
+ * (XPORT_ADDRSTRLEN bytes); returns OUT. */
+char *xport_unix_peer_str(const struct xport *x, char *out);
+/* Connects to ADDR: with TRY_LOCAL over xport_unix when a server on this
+ * host listens there as root or as this process's user, otherwise (or when
+ * that fails in any way) over TCP.
+ * Returns as xport_tcp.connect; (*out)->ops tells which one was used. */
+int xport_connect_prefer_local(const struct sockaddr_in *addr, int try_local, struct xport **out);
+
+/* For socket transports: readv/writev on a non-blocking socket FD with EINTR
+ * retried, as the ops above return (writev with MSG_NOSIGNAL: EPIPE, not
+ * SIGPIPE); and the pending SO_ERROR as 0 or -errno. */
+ssize_t xport_sock_readv(int fd, const struct iovec *iov, int iovcnt);
+ssize_t xport_sock_writev(int fd, const struct iovec *iov, int iovcnt);
+int xport_sock_error(int fd);
 
 /* Parses IPv4 "a.b.c.d:port" or "localhost:port" into OUT. 0, or -EINVAL
  * with the reason in ERR ("missing ':port'", "bad port", "bad IPv4 address"). */

@@ -90,20 +90,20 @@ static int tcp_connect(const struct sockaddr_in *addr, struct xport **out)
 	return rc < 0 ? -EINPROGRESS : 0;
 }
 
-static int tcp_connect_finish(struct xport *x)
+int xport_sock_error(int fd)
 {
 	int soerr = 0;
 	socklen_t len = sizeof(soerr);
-	if (getsockopt(tcp_fd_of(x), SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
 		return -errno;
 	return -soerr;
 }
 
-static ssize_t tcp_readv(struct xport *x, const struct iovec *iov, int iovcnt)
+ssize_t xport_sock_readv(int fd, const struct iovec *iov, int iovcnt)
 {
 	for (;;) {
-		ssize_t n = iovcnt == 1 ? read(tcp_fd_of(x), iov[0].iov_base, iov[0].iov_len)
-					: readv(tcp_fd_of(x), iov, iovcnt);
+		ssize_t n = iovcnt == 1 ? read(fd, iov[0].iov_base, iov[0].iov_len)
+					: readv(fd, iov, iovcnt);
 		if (n >= 0)
 			return n;
 		if (errno == EINTR)
@@ -112,18 +112,30 @@ static ssize_t tcp_readv(struct xport *x, const struct iovec *iov, int iovcnt)
 	}
 }
 
-static ssize_t tcp_writev(struct xport *x, const struct iovec *iov, int iovcnt)
+ssize_t xport_sock_writev(int fd, const struct iovec *iov, int iovcnt)
 {
 	struct msghdr mh = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
 	for (;;) {
 		/* sendmsg so a reset peer gives EPIPE instead of SIGPIPE. */
-		ssize_t n = sendmsg(tcp_fd_of(x), &mh, MSG_NOSIGNAL);
+		ssize_t n = sendmsg(fd, &mh, MSG_NOSIGNAL);
 		if (n >= 0)
 			return n;
 		if (errno == EINTR)
 			continue;
 		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
 	}
+}
+
+static int tcp_connect_finish(struct xport *x) { return xport_sock_error(tcp_fd_of(x)); }
+
+static ssize_t tcp_readv(struct xport *x, const struct iovec *iov, int iovcnt)
+{
+	return xport_sock_readv(tcp_fd_of(x), iov, iovcnt);
+}
+
+static ssize_t tcp_writev(struct xport *x, const struct iovec *iov, int iovcnt)
+{
+	return xport_sock_writev(tcp_fd_of(x), iov, iovcnt);
 }
 
 static int tcp_local_addr(const struct xport *x, struct sockaddr_in *out)
