@@ -34,9 +34,14 @@ static const uint8_t SECRET[32] = "0123456789abcdef0123456789abcdef";
 static meta_client *client_of(const char *addr, uint32_t retry_ms)
 {
 	const char *addrs[] = {addr};
-	struct meta_client_opts o = {.addrs = addrs, .naddrs = 1, .cluster_id = CID,
-	                             .secret = SECRET, .secret_len = sizeof(SECRET),
-	                             .timeout_ms = 500, .retry_ms = retry_ms, .down_ms = 200};
+	struct meta_client_opts o = {.addrs = addrs,
+	                             .naddrs = 1,
+	                             .cluster_id = CID,
+	                             .secret = SECRET,
+	                             .secret_len = sizeof(SECRET),
+	                             .timeout_ms = 500,
+	                             .retry_ms = retry_ms,
+	                             .down_ms = 200};
 	meta_client *c = NULL;
 	char err[256];
 	assert_int_equal(meta_client_new(&o, &c, err, sizeof(err)), 0);
@@ -95,8 +100,8 @@ static void echo_handler(struct rpc_req *req, void *arg)
 
 static struct rpc_server *echo_start(char *addr, size_t cap)
 {
-	struct rpc_opts o = {.cluster_id = CID, .secret = SECRET, .secret_len = sizeof(SECRET),
-	                     .nthreads = 1};
+	struct rpc_opts o = {
+	    .cluster_id = CID, .secret = SECRET, .secret_len = sizeof(SECRET), .nthreads = 1};
 	struct rpc_server *s = NULL;
 	char err[256];
 	assert_int_equal(rpc_server_new(&o, &s), 0);
