@@ -192,6 +192,8 @@ static int meta_from_routing(struct mgmtd_client *mc, char *buf, size_t cap)
 struct meta_feed {
 	pthread_mutex_t mu;
 	meta_client *meta; /* NULL: not yet / no longer */
+	int warned;        /* a refused address was logged (once: every update
+	                    * would repeat it) */
 };
 
 /* Adds every active meta node of SNAP the client does not know yet. */
@@ -207,9 +209,11 @@ static void meta_feed_snap(struct meta_feed *f, struct mgmtd_routing *snap)
 		if (rc == 0)
 			LOG_NOTICE("mount", "meta instance %s joined (from routing): %zu known",
 			           nd->addr, meta_client_naddrs(f->meta));
-		else if (rc < 0)
+		else if (rc < 0 && !f->warned) {
+			f->warned = 1;
 			LOG_WARN("mount", "meta instance %s in routing not added: %s", nd->addr,
 			         cfs_strerror(rc));
+		}
 	}
 	pthread_mutex_unlock(&f->mu);
 }

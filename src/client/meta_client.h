@@ -36,7 +36,7 @@
 #include "meta/meta_lock.h"
 
 #define META_CLIENT_MAX_ADDRS 64
-#define META_CLIENT_ADDR_MAX 64 /* longest "ip:port" string + 1 */
+#define META_CLIENT_ADDR_MAX 64 /* longest address string + 1 ("ip:port" is <= 21) */
 
 typedef struct meta_client meta_client;
 
