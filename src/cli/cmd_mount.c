@@ -12,9 +12,15 @@
  * gets SIGTERM / SIGINT (then it unmounts itself). It prints "mounting on
  * MOUNTPOINT" when it is about to mount; callers that need the mount ready
  * poll it (chainfs up does).
+ *
+ * Meta instances that become active in routing after the mount started are
+ * added to the meta_client as routing updates arrive (on_routing), so a
+ * mount started while only one of two metas had registered still fails
+ * over to the second. With --meta the named instances are used as given.
  */
 #include <errno.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -180,6 +186,54 @@ static int meta_from_routing(struct mgmtd_client *mc, char *buf, size_t cap)
 	return n;
 }
 
+/* What the routing callback feeds: the meta client once it exists. The
+ * callback runs on the mgmtd client's routing thread; MU keeps the client
+ * from being freed under it (the mount clears META before freeing). */
+struct meta_feed {
+	pthread_mutex_t mu;
+	meta_client *meta; /* NULL: not yet / no longer */
+	int warned;        /* a refused address was logged (once: every update
+	                    * would repeat it) */
+};
+
+/* Adds every active meta node of SNAP the client does not know yet. */
+static void meta_feed_snap(struct meta_feed *f, struct mgmtd_routing *snap)
+{
+	const struct route_info *ri = mgmtd_routing_info(snap);
+	pthread_mutex_lock(&f->mu);
+	for (size_t i = 0; f->meta && i < ri->n_nodes; i++) {
+		const struct route_node *nd = &ri->nodes[i];
+		if (nd->type != ROUTE_NODE_META || nd->state != ROUTE_NODE_ACTIVE)
+			continue;
+		int rc = meta_client_add_addr(f->meta, nd->addr);
+		if (rc == 0)
+			LOG_NOTICE("mount", "meta instance %s joined (from routing): %zu known",
+			           nd->addr, meta_client_naddrs(f->meta));
+		else if (rc < 0 && !f->warned) {
+			f->warned = 1;
+			LOG_WARN("mount", "meta instance %s in routing not added: %s", nd->addr,
+			         cfs_strerror(rc));
+		}
+	}
+	pthread_mutex_unlock(&f->mu);
+}
+
+static void on_routing(void *arg, struct mgmtd_routing *snap) { meta_feed_snap(arg, snap); }
+
+/* Publishes META to the callback and catches up with the routing that
+ * arrived before it did. */
+static void meta_feed_start(struct meta_feed *f, struct mgmtd_client *mg, meta_client *meta)
+{
+	pthread_mutex_lock(&f->mu);
+	f->meta = meta;
+	pthread_mutex_unlock(&f->mu);
+	struct mgmtd_routing *snap = mgmtd_client_routing(mg);
+	if (snap) {
+		meta_feed_snap(f, snap);
+		mgmtd_routing_put(snap);
+	}
+}
+
 /* file_io's chunk backend over the storage client: chunks by chain. */
 static int sto_read(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t off,
                     uint32_t len, void *buf)
@@ -298,6 +352,7 @@ int cli_mount(int argc, char **argv)
 	struct mount_conf mc;
 	struct mgmtd_client *mg = NULL;
 	meta_client *meta = NULL;
+	struct meta_feed feed = {.mu = PTHREAD_MUTEX_INITIALIZER, .meta = NULL};
 	file_io *fio = NULL;
 	struct storage_client *sc = NULL;
 	struct usrbio *ub = NULL;
@@ -401,6 +456,9 @@ int cli_mount(int argc, char **argv)
 	    .type = ROUTE_NODE_CLIENT,
 	    .addr = self,
 	    .poll_wait_ms = 5000,
+	    /* --meta names the instances to use, exactly. */
+	    .on_routing = *mc.meta ? NULL : on_routing,
+	    .cb_arg = &feed,
 	};
 	rc = mgmtd_client_new(&mo, &mg, err, sizeof(err));
 	if (rc) {
@@ -452,6 +510,8 @@ int cli_mount(int argc, char **argv)
 		fprintf(stderr, "chainfs mount: %s\n", err);
 		goto out;
 	}
+	if (!*mc.meta)
+		meta_feed_start(&feed, mg, meta);
 	struct storage_client_opts so = {
 	    .cluster_id = mc.cluster_id,
 	    .secret = secret,
@@ -510,6 +570,10 @@ out:
 	usrbio_free(ub);
 	file_io_free(fio);
 	storage_client_free(sc);
+	/* The routing callback must not see META freed. */
+	pthread_mutex_lock(&feed.mu);
+	feed.meta = NULL;
+	pthread_mutex_unlock(&feed.mu);
 	meta_client_free(meta);
 	mgmtd_client_free(mg);
 	cfg_free(opts, &mc);

@@ -32,11 +32,19 @@
  * call waits at most that long for a restarted instance once it listens
  * again; a refused connect to a live host costs a round trip.
  *
- * State: the instance table is fixed at meta_client_new; per instance only
- * down_until (atomic) and id (learned with INFO, atomic) change. The
- * counters are atomics. Nothing else is shared between calling threads.
+ * State: the instance table only grows. meta_client_new fills the first
+ * slots; meta_client_add_addr (under add_mu) fills slot n and then
+ * publishes n + 1 with a release store, so a caller that loads n with
+ * acquire sees every slot below it fully initialised, and a slot never
+ * changes index or goes away (a meta that left routing just fails and is
+ * marked down). Each pass over the table loads n once and uses that
+ * snapshot throughout, so an instance added meanwhile is simply not part
+ * of that pass. Per instance only down_until (atomic) and id (learned with
+ * INFO, atomic) change. The counters are atomics. Nothing else is shared
+ * between calling threads.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -62,6 +70,7 @@
 
 struct instance {
 	struct rpc_peer *peer;          /* owned by the rpc client */
+	char addr[META_CLIENT_ADDR_MAX]; /* as given, for de-duplication */
 	_Atomic uint64_t id;            /* instance id from INFO; 0: unknown */
 	_Atomic uint64_t down_until;    /* mono ns; 0: up */
 	_Atomic uint32_t fails;         /* consecutive failovers away from it */
@@ -71,7 +80,8 @@ struct meta_client {
 	struct rpc_client *rpc;
 	uint64_t client_id;
 	uint32_t timeout_ms, retry_ms, down_ms;
-	size_t n;
+	_Atomic size_t n;   /* slots [0, n) are initialised; see "State" */
+	pthread_mutex_t add_mu; /* serialises meta_client_add_addr */
 	struct instance inst[META_CLIENT_MAX_ADDRS];
 	_Atomic uint64_t seq;
 	_Atomic uint64_t rr;
@@ -103,9 +113,17 @@ int meta_client_new(const struct meta_client_opts *o, meta_client **out, char *e
 		snprintf(err, errlen, "need 1..%d meta addresses", META_CLIENT_MAX_ADDRS);
 		return -EINVAL;
 	}
+	for (size_t i = 0; i < o->naddrs; i++) {
+		if (!o->addrs[i] || strlen(o->addrs[i]) >= META_CLIENT_ADDR_MAX) {
+			snprintf(err, errlen, "bad meta address");
+			return -EINVAL;
+		}
+	}
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
+	pthread_mutex_init(&c->add_mu, NULL);
+	atomic_init(&c->n, 0);
 	c->timeout_ms = o->timeout_ms ? o->timeout_ms : 5000;
 	c->retry_ms = o->retry_ms ? o->retry_ms : 30000;
 	c->down_ms = o->down_ms ? o->down_ms : 1000;
@@ -146,11 +164,13 @@ int meta_client_new(const struct meta_client_opts *o, meta_client **out, char *e
 		rc = rpc_client_peer(c->rpc, o->addrs[i], &c->inst[i].peer, err, errlen);
 		if (rc)
 			goto fail;
+		snprintf(c->inst[i].addr, sizeof(c->inst[i].addr), "%s", o->addrs[i]);
 		atomic_init(&c->inst[i].id, 0);
 		atomic_init(&c->inst[i].down_until, 0);
 		atomic_init(&c->inst[i].fails, 0);
 	}
-	c->n = o->naddrs;
+	/* No other thread has C yet, but callers read n with acquire. */
+	atomic_store_explicit(&c->n, o->naddrs, memory_order_release);
 	*out = c;
 	return 0;
 fail:
@@ -163,7 +183,60 @@ void meta_client_free(meta_client *c)
 	if (!c)
 		return;
 	rpc_client_free(c->rpc);
+	pthread_mutex_destroy(&c->add_mu);
 	free(c);
+}
+
+/* The number of initialised slots; see "State" in the file comment. */
+static size_t ninst(meta_client *c)
+{
+	return atomic_load_explicit(&c->n, memory_order_acquire);
+}
+
+size_t meta_client_naddrs(meta_client *c) { return ninst(c); }
+
+int meta_client_add_addr(meta_client *c, const char *addr)
+{
+	char err[128];
+	struct rpc_peer *peer;
+
+	if (!addr || !*addr || strlen(addr) >= META_CLIENT_ADDR_MAX)
+		return -EINVAL;
+	pthread_mutex_lock(&c->add_mu);
+	/* Only adders write n, and they hold add_mu: relaxed is enough here. */
+	size_t n = atomic_load_explicit(&c->n, memory_order_relaxed);
+	int rc = 0;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(c->inst[i].addr, addr) == 0) {
+			rc = 1;
+			goto out;
+		}
+	/* Parses ADDR; returns the existing peer for an address spelt
+	 * differently ("127.0.0.1:07000"), which is the same instance. */
+	rc = rpc_client_peer(c->rpc, addr, &peer, err, sizeof(err));
+	if (rc) {
+		rc = -EINVAL;
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (c->inst[i].peer == peer) {
+			rc = 1;
+			goto out;
+		}
+	if (n >= META_CLIENT_MAX_ADDRS) {
+		rc = -ENOSPC;
+		goto out;
+	}
+	struct instance *in = &c->inst[n];
+	in->peer = peer;
+	snprintf(in->addr, sizeof(in->addr), "%s", addr);
+	atomic_store_explicit(&in->id, 0, memory_order_relaxed);
+	atomic_store_explicit(&in->down_until, 0, memory_order_relaxed);
+	atomic_store_explicit(&in->fails, 0, memory_order_relaxed);
+	atomic_store_explicit(&c->n, n + 1, memory_order_release);
+out:
+	pthread_mutex_unlock(&c->add_mu);
+	return rc;
 }
 
 /* Errors after which the same request may go to another instance. */
@@ -212,7 +285,8 @@ static void mark_down(meta_client *c, size_t i)
 static void learn_ids(meta_client *c)
 {
 	uint64_t now = clock_mono_ns();
-	for (size_t i = 0; i < c->n; i++) {
+	size_t n = ninst(c);
+	for (size_t i = 0; i < n; i++) {
 		if (atomic_load_explicit(&c->inst[i].id, memory_order_relaxed) || is_down(c, i, now))
 			continue;
 		struct meta_rpc_req *m = calloc(1, sizeof(*m));
@@ -239,15 +313,18 @@ static void learn_ids(meta_client *c)
 }
 
 /* Fills ORDER with every instance index: the rendezvous owner of ROUTE (if
- * nonzero and known) first, then round robin, down instances last. */
-static void order_instances(meta_client *c, uint64_t route, size_t *order)
+ * nonzero and known) first, then round robin, down instances last.
+ * Returns how many (the n it loaded: instances added later wait for the
+ * next round). */
+static size_t order_instances(meta_client *c, uint64_t route, size_t *order)
 {
 	uint64_t now = clock_mono_ns();
-	size_t k = 0, first = c->n;
+	size_t n = ninst(c);
+	size_t k = 0, first = n;
 	if (route) {
 		uint64_t ids[META_CLIENT_MAX_ADDRS];
 		size_t idx[META_CLIENT_MAX_ADDRS], m = 0;
-		for (size_t i = 0; i < c->n; i++) {
+		for (size_t i = 0; i < n; i++) {
 			uint64_t id = atomic_load_explicit(&c->inst[i].id, memory_order_relaxed);
 			if (id && !is_down(c, i, now)) {
 				ids[m] = id;
@@ -258,18 +335,19 @@ static void order_instances(meta_client *c, uint64_t route, size_t *order)
 		for (size_t j = 0; j < m; j++)
 			if (ids[j] == owner)
 				first = idx[j];
-		if (first < c->n)
+		if (first < n)
 			order[k++] = first;
 	}
-	size_t start = (size_t)(atomic_fetch_add_explicit(&c->rr, 1, memory_order_relaxed) % c->n);
+	size_t start = (size_t)(atomic_fetch_add_explicit(&c->rr, 1, memory_order_relaxed) % n);
 	for (int pass = 0; pass < 2; pass++) {
-		for (size_t j = 0; j < c->n; j++) {
-			size_t i = (start + j) % c->n;
+		for (size_t j = 0; j < n; j++) {
+			size_t i = (start + j) % n;
 			if (i == first || is_down(c, i, now) != pass)
 				continue;
 			order[k++] = i;
 		}
 	}
+	return k;
 }
 
 /* Sends the encoded request of TYPE with failover; on success the reply
@@ -284,13 +362,15 @@ static int send_with_failover(meta_client *c, uint16_t type, const struct buf *r
 	int rc = -CFS_EUNAVAIL, attempts = 0;
 
 	atomic_fetch_add_explicit(&c->calls, 1, memory_order_relaxed);
-	for (size_t i = 0; i < c->n; i++)
+	/* Every slot, not just [0, n): an instance added during the call
+	 * joins at the next round with the base timeout. */
+	for (size_t i = 0; i < META_CLIENT_MAX_ADDRS; i++)
 		tmo[i] = c->timeout_ms;
 	if (route)
 		learn_ids(c);
 	for (;;) {
-		order_instances(c, route, order);
-		for (size_t j = 0; j < c->n; j++) {
+		size_t k = order_instances(c, route, order);
+		for (size_t j = 0; j < k; j++) {
 			size_t i = order[j];
 			uint64_t now = clock_mono_ns();
 			uint64_t left_ms = now < deadline ? (deadline - now) / 1000000u : 0;

@@ -36,6 +36,7 @@
 #include "meta/meta_lock.h"
 
 #define META_CLIENT_MAX_ADDRS 64
+#define META_CLIENT_ADDR_MAX 64 /* longest address string + 1 ("ip:port" is <= 21) */
 
 typedef struct meta_client meta_client;
 
@@ -67,6 +68,22 @@ int meta_client_new(const struct meta_client_opts *o, meta_client **out, char *e
 /* Fails calls in flight with -CFS_ECLOSED and frees. NULL-safe. */
 void meta_client_free(meta_client *c);
 uint64_t meta_client_id(const meta_client *c);
+
+/* Adds the meta instance at ADDR ("ip:port"; copied) to a running client,
+ * e.g. one that registered with mgmtd after the client started (the mount
+ * feeds it from routing updates). Instances are only ever appended: one
+ * that goes away stays in the table and is skipped by the usual failover
+ * (marked down when calls to it fail). Calls already in flight may try the
+ * new instance from their next round on.
+ * Threads: any thread, concurrently with every call and with other adds
+ * (adders are serialised; callers never wait for an adder). Does no I/O.
+ * Returns 0 added, 1 already known (the same address string, or one that
+ * names the same ip:port), -EINVAL for a bad address, -ENOSPC when
+ * META_CLIENT_MAX_ADDRS instances are known. */
+int meta_client_add_addr(meta_client *c, const char *addr);
+/* How many instances the client knows (meta_client_new's plus those added
+ * since). Any thread. */
+size_t meta_client_naddrs(meta_client *c);
 
 /* The server's message for this thread's last failed call ("CREATE: File
  * exists"), or "" when it gave none. Thread-local storage. */
