@@ -88,6 +88,11 @@ void storage_client_get_stats(struct storage_client *c, struct storage_client_st
 	out->read_rpcs = atomic_load(&c->read_rpcs);
 	out->read_groups = atomic_load(&c->read_groups);
 	out->avoided_picks = atomic_load(&c->avoided_picks);
+	struct sc_shm_stats ss;
+	sc_shm_get_stats(c->shm, &ss);
+	out->shm_reads = ss.reads;
+	out->shm_fallbacks = ss.fallbacks;
+	out->shm_quarantined = ss.quarantined;
 }
 
 static _Atomic uint64_t next_channel = 1;
