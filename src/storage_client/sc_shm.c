@@ -32,8 +32,9 @@
 #include "common/clock.h"
 #include "common/status.h"
 
-#define SC_SHM_GRAIN (1u << 20)
-#define SC_SHM_SLOTS 64 /* bits of the bitmap: a 64 MiB arena */
+#define SC_SHM_GRAIN (256u << 10)
+#define SC_SHM_SLOTS 256 /* grains: a 64 MiB arena */
+#define SC_SHM_WORDS (SC_SHM_SLOTS / 64)
 #define SC_SHM_OFF_MS 10000
 #define SC_SHM_MAX_PEERS 64
 #define SC_SHM_ADDR_MAX 64
@@ -53,7 +54,7 @@ struct sc_shm {
 	int fd;
 	uint8_t *base;
 	pthread_mutex_t mu;     /* bitmap and peers */
-	uint64_t used;          /* grains in use (bit i: grain i) */
+	uint64_t used[SC_SHM_WORDS]; /* grains in use (bit i%64 of word i/64: grain i) */
 	struct sc_peer peers[SC_SHM_MAX_PEERS];
 	int npeers;
 	_Atomic uint64_t reads, fallbacks, registered, quarantined;
@@ -111,14 +112,31 @@ void sc_shm_free(struct sc_shm *s)
 	free(s);
 }
 
-/* A run of N free grains: the first, or -1. Under mu. */
+static int grain_used(const struct sc_shm *s, int i) { return (int)(s->used[i / 64] >> (i % 64)) & 1; }
+
+static void grains_mark(struct sc_shm *s, int first, int n, int used)
+{
+	for (int i = first; i < first + n; i++) {
+		if (used)
+			s->used[i / 64] |= 1ull << (i % 64);
+		else
+			s->used[i / 64] &= ~(1ull << (i % 64));
+	}
+}
+
+/* A run of N free grains (first fit): the first, or -1. Under mu. */
 static int grains_take(struct sc_shm *s, int n)
 {
-	for (int i = 0; i + n <= SC_SHM_SLOTS; i++) {
-		uint64_t m = (n == 64 ? ~0ull : ((1ull << n) - 1)) << i;
-		if (!(s->used & m)) {
-			s->used |= m;
-			return i;
+	int run = 0;
+	for (int i = 0; i < SC_SHM_SLOTS; i++) {
+		if (run == 0 && i % 64 == 0 && s->used[i / 64] == ~0ull) {
+			i += 63; /* a full word */
+			continue;
+		}
+		run = grain_used(s, i) ? 0 : run + 1;
+		if (run == n) {
+			grains_mark(s, i - n + 1, n, 1);
+			return i - n + 1;
 		}
 	}
 	return -1;
@@ -126,9 +144,8 @@ static int grains_take(struct sc_shm *s, int n)
 
 static void grains_put(struct sc_shm *s, int first, int n)
 {
-	uint64_t m = (n == 64 ? ~0ull : ((1ull << n) - 1)) << first;
 	pthread_mutex_lock(&s->mu);
-	s->used &= ~m;
+	grains_mark(s, first, n, 0);
 	pthread_mutex_unlock(&s->mu);
 }
 
