@@ -166,6 +166,20 @@ const char *rpc_req_peer(const struct rpc_req *req);
  * then makes the reply go out without a post). */
 struct loop *rpc_req_loop(const struct rpc_req *req);
 
+/* The oldest descriptor the client passed on REQ's connection
+ * (RPC_CALL_SEND_FD; the caller owns it), or -EBADF (none; always over
+ * TCP). The handler's thread only, before it replies. */
+int rpc_req_take_fd(struct rpc_req *req);
+/* One pointer of the role's per connection (e.g. shared memory the client
+ * registered on it): rpc_req_conn_data returns it (NULL until set);
+ * rpc_req_set_conn_data sets it once, with FREE_FN(DATA) called when the
+ * connection's memory goes, after every request of it was replied to.
+ * The handler's (loop) thread; 0, or -EEXIST when already set. The data
+ * itself may be read from any thread while a request of the connection
+ * is unreplied. */
+void *rpc_req_conn_data(const struct rpc_req *req);
+int rpc_req_set_conn_data(struct rpc_req *req, void *data, void (*free_fn)(void *));
+
 /* Replies with STATUS (0 or negative) and PAYLOAD (copied before return;
  * may be NULL with LEN 0). Consumes REQ. Any thread. */
 void rpc_reply(struct rpc_req *req, int status, const void *payload, uint32_t len);
@@ -191,6 +205,12 @@ typedef void (*rpc_done_fn)(void *arg, const struct rpc_result *res);
 
 enum rpc_call_flags {
 	RPC_CALL_BULK_CRC = 1 << 0, /* CRC32C on the request bulk and ask for it on the reply */
+	/* Pass send_fd to the server with the request (SCM_RIGHTS; same-host
+	 * unix connections only: over TCP the request goes without it and the
+	 * server's rpc_req_take_fd finds none). Concurrent SEND_FD calls on
+	 * one connection may pair descriptors and requests crosswise: the
+	 * caller sends one at a time. */
+	RPC_CALL_SEND_FD = 1 << 1,
 };
 
 struct rpc_call {
@@ -211,6 +231,7 @@ struct rpc_call {
 	int resp_niov;
 	rpc_done_fn done;          /* required for rpc_call_async */
 	void *arg;
+	int send_fd;               /* with RPC_CALL_SEND_FD: borrowed until done runs */
 };
 
 /* Creates a client with its loop threads. 0, -EINVAL, -errno. */

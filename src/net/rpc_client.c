@@ -181,6 +181,7 @@ struct pend {
 	int resp_niov;
 	rpc_done_fn done;
 	void *arg;
+	int send_fd;                  /* RPC_CALL_SEND_FD: borrowed */
 	uint32_t plen;
 	uint8_t payload[];
 };
@@ -283,6 +284,11 @@ static int issue_prep_locked(struct cli_conn *cc, struct pend *p)
 	}
 	if (p->flags & RPC_CALL_BULK_CRC)
 		flags |= FRAME_F_BULK_CRC;
+	/* Queued on the endpoint before the frame, so it rides on the write
+	 * of the frame's first byte or an earlier one (transport.h). A TCP
+	 * connection cannot carry it: the server then finds none. */
+	if (p->flags & RPC_CALL_SEND_FD)
+		(void)xport_fd_send(cc->c.x, p->send_fd);
 	p->cc = cc;
 	p->where = PEND_QUEUED;
 	p->out.payload = p->payload;
@@ -906,6 +912,7 @@ static int submit(struct rpc_peer *peer, const struct rpc_call *call, int oneway
 	}
 	p->done = oneway ? NULL : call->done;
 	p->arg = call->arg;
+	p->send_fd = call->send_fd;
 	uint32_t tmo = call->timeout_ms ? call->timeout_ms : cl->o.timeout_ms;
 	p->deadline = clock_mono_ns() + (uint64_t)tmo * 1000000u;
 	p->timer = (struct loop_timer)LOOP_TIMER_INIT(pend_timeout, p);

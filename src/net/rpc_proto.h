@@ -152,6 +152,10 @@
  *  306 STO_SYNC_DONE  req:  tgt  resp: -   (predecessor -> syncing target: now up to date)
  *  307 STO_WITNESS    req:  u32 asker node, u64 routing version
  *                     resp: u64 mgmtd contact age ms, u64 routing version, u32 promise ms
+ *  310 STO_SHM_REG    req:  u64 size, u32 flags; a memfd passed with it (SCM_RIGHTS)
+ *                     resp: u64 region id   (docs/rpc.md "Shared memory")
+ *  311 STO_SHM_READ   req:  u64 region, u64 off, u64 cap, then a STO_READ request
+ *                     resp: a STO_READ response; the bytes are at OFF of the region
  *   The handshake messages are sent with request ids and replied to like any
  *   request; a refusal is a reply with status -CFS_EAUTH or -CFS_EVERSION.
  *
@@ -194,7 +198,7 @@ enum rpc_msg_type {
 	RPC_MSG_MGMTD_SET_TARGET = 105,
 	/* meta: 200..223, enum meta_rpc_type in meta/meta_proto.h; locks 230..232,
 	 * enum meta_rpc_lock_type there; inline data 260..262 */
-	/* storage: 300..307, enum sto_msg_type in storage/storage_proto.h */
+	/* storage: 300..307, 310..311, enum sto_msg_type in storage/storage_proto.h */
 };
 
 /* Feature bits offered in HELLO and accepted in CHALLENGE (intersection). */

@@ -153,6 +153,8 @@ struct srv_conn {
 	uint8_t snonce[RPC_NONCE_LEN];
 	atomic_uint unreplied;        /* requests created and not yet replied */
 	struct rpc_req *cur;          /* request being received */
+	void *udata;                  /* rpc_req_set_conn_data */
+	void (*udata_free)(void *);
 };
 
 struct rpc_req {
@@ -530,11 +532,34 @@ static void srv_on_drain(struct rpc_conn *c)
 static void srv_on_free(struct rpc_conn *c)
 {
 	struct srv_conn *sc = container_of(c, struct srv_conn, c);
+	if (sc->udata_free)
+		sc->udata_free(sc->udata);
 	conn_fini(c);
 	free(sc);
 }
 
 static void srv_on_connected(struct rpc_conn *c, int err) {}
+
+int rpc_req_take_fd(struct rpc_req *req)
+{
+	struct rpc_conn *c = &req->sc->c;
+	if (c->state == CONN_CLOSED || !c->x)
+		return -EBADF;
+	int fd = xport_fd_take(c->x);
+	return fd == -EOPNOTSUPP ? -EBADF : fd;
+}
+
+void *rpc_req_conn_data(const struct rpc_req *req) { return req->sc->udata; }
+
+int rpc_req_set_conn_data(struct rpc_req *req, void *data, void (*free_fn)(void *))
+{
+	struct srv_conn *sc = req->sc;
+	if (sc->udata || sc->udata_free)
+		return -EEXIST;
+	sc->udata = data;
+	sc->udata_free = free_fn;
+	return 0;
+}
 
 static const struct conn_ops srv_ops = {
 	.on_connected = srv_on_connected,

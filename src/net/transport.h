@@ -60,6 +60,18 @@ socklen_t xport_unix_name(const struct sockaddr_in *a, struct sockaddr_un *out);
 /* "unix:pid=N" of the peer process of a unix endpoint X into OUT
  * (XPORT_ADDRSTRLEN bytes); returns OUT. */
 char *xport_unix_peer_str(const struct xport *x, char *out);
+/* Passing descriptors over a unix endpoint (the shared-memory bulk path,
+ * docs/rpc.md). xport_fd_send queues a dup of FD to ride on the next write
+ * of X (SCM_RIGHTS), so the peer receives it no later than the bytes
+ * queued after this call; call it under the lock that serialises X's
+ * writes. 0, -EOPNOTSUPP (not a unix endpoint), -EBUSY (4 queued), -errno.
+ * xport_fd_take pops the oldest descriptor received on X (the caller owns
+ * it): fd, -EBADF when none arrived, -EOPNOTSUPP. Loop thread of X.
+ * At most 4 received descriptors wait; more are closed on arrival and
+ * counted by xport_fd_dropped. Closing X closes what is still queued. */
+int xport_fd_send(struct xport *x, int fd);
+int xport_fd_take(struct xport *x);
+unsigned xport_fd_dropped(const struct xport *x);
 /* Connects to ADDR: with TRY_LOCAL over xport_unix when a server on this
  * host listens there as root or as this process's user, otherwise (or when
  * that fails in any way) over TCP.

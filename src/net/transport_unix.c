@@ -23,6 +23,7 @@
  * this host use TCP.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,14 +35,25 @@
 #include "common/xalloc.h"
 #include "net/transport.h"
 
+/* File descriptors passed with SCM_RIGHTS (xport_fd_send / xport_fd_take):
+ * at most this many wait on either side; more received ones are closed at
+ * once and counted (fd_dropped), so a peer sending descriptors nobody asks
+ * for cannot exhaust this process's fd table. */
+#define UNIX_FDQ 4
+
 struct unix_xport {
 	struct xport x; /* first: ops */
 	int fd;
+	int rxq[UNIX_FDQ]; /* received, oldest first; loop thread */
+	int nrx;
+	int txq[UNIX_FDQ]; /* to attach to the next write; under the writer's lock */
+	int ntx;
+	unsigned fd_dropped;
 };
 
 static struct xport *unix_wrap(int fd)
 {
-	struct unix_xport *u = xmalloc(sizeof(*u));
+	struct unix_xport *u = xcalloc(1, sizeof(*u));
 	u->x.ops = &xport_unix;
 	u->fd = fd;
 	return &u->x;
@@ -131,14 +143,118 @@ static int unix_connect(const struct sockaddr_in *addr, struct xport **out)
 
 static int unix_connect_finish(struct xport *x) { return xport_sock_error(unix_fd_of(x)); }
 
+/* Keeps the descriptors of a received SCM_RIGHTS message (closing what
+ * does not fit the queue). */
+static void unix_take_cmsg(struct unix_xport *u, struct msghdr *mh)
+{
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < n; i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+			if (u->nrx < UNIX_FDQ) {
+				u->rxq[u->nrx++] = fd;
+			} else {
+				close(fd);
+				u->fd_dropped++;
+			}
+		}
+	}
+	if (mh->msg_flags & MSG_CTRUNC)
+		u->fd_dropped++;
+}
+
 static ssize_t unix_readv(struct xport *x, const struct iovec *iov, int iovcnt)
 {
-	return xport_sock_readv(unix_fd_of(x), iov, iovcnt);
+	/* recvmsg with room for descriptors: a peer may pass shared memory
+	 * (xport_fd_take); MSG_CMSG_CLOEXEC so none leaks into a child. */
+	struct unix_xport *u = (struct unix_xport *)x;
+	union {
+		char b[CMSG_SPACE(UNIX_FDQ * sizeof(int))];
+		struct cmsghdr align;
+	} cbuf;
+	struct msghdr mh = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt,
+			     .msg_control = cbuf.b, .msg_controllen = sizeof(cbuf.b) };
+	for (;;) {
+		ssize_t n = recvmsg(u->fd, &mh, MSG_CMSG_CLOEXEC);
+		if (n >= 0) {
+			if (mh.msg_controllen)
+				unix_take_cmsg(u, &mh);
+			return n;
+		}
+		if (errno == EINTR)
+			continue;
+		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	}
 }
 
 static ssize_t unix_writev(struct xport *x, const struct iovec *iov, int iovcnt)
 {
-	return xport_sock_writev(unix_fd_of(x), iov, iovcnt);
+	struct unix_xport *u = (struct unix_xport *)x;
+	if (!u->ntx)
+		return xport_sock_writev(u->fd, iov, iovcnt);
+	/* Queued descriptors ride on this write: the kernel attaches them to
+	 * its first byte, so the peer has them no later than the bytes that
+	 * follow (the frame that names them was queued after them). */
+	union {
+		char b[CMSG_SPACE(UNIX_FDQ * sizeof(int))];
+		struct cmsghdr align;
+	} cbuf;
+	memset(&cbuf, 0, sizeof(cbuf));
+	struct msghdr mh = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt,
+			     .msg_control = cbuf.b,
+			     .msg_controllen = CMSG_SPACE((size_t)u->ntx * sizeof(int)) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN((size_t)u->ntx * sizeof(int));
+	memcpy(CMSG_DATA(cm), u->txq, (size_t)u->ntx * sizeof(int));
+	for (;;) {
+		ssize_t n = sendmsg(u->fd, &mh, MSG_NOSIGNAL);
+		if (n >= 0) {
+			for (int i = 0; i < u->ntx; i++)
+				close(u->txq[i]);
+			u->ntx = 0;
+			return n;
+		}
+		if (errno == EINTR)
+			continue;
+		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	}
+}
+
+int xport_fd_send(struct xport *x, int fd)
+{
+	if (!x || x->ops != &xport_unix)
+		return -EOPNOTSUPP;
+	struct unix_xport *u = (struct unix_xport *)x;
+	if (u->ntx == UNIX_FDQ)
+		return -EBUSY;
+	int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (d < 0)
+		return -errno;
+	u->txq[u->ntx++] = d;
+	return 0;
+}
+
+int xport_fd_take(struct xport *x)
+{
+	if (!x || x->ops != &xport_unix)
+		return -EOPNOTSUPP;
+	struct unix_xport *u = (struct unix_xport *)x;
+	if (!u->nrx)
+		return -EBADF;
+	int fd = u->rxq[0];
+	memmove(u->rxq, u->rxq + 1, (size_t)(u->nrx - 1) * sizeof(int));
+	u->nrx--;
+	return fd;
+}
+
+unsigned xport_fd_dropped(const struct xport *x)
+{
+	return x && x->ops == &xport_unix ? ((const struct unix_xport *)x)->fd_dropped : 0;
 }
 
 static int unix_local_addr(const struct xport *x, struct sockaddr_in *out)
@@ -153,7 +269,12 @@ static void unix_close(struct xport *x)
 {
 	if (!x)
 		return;
-	close(unix_fd_of(x));
+	struct unix_xport *u = (struct unix_xport *)x;
+	for (int i = 0; i < u->nrx; i++)
+		close(u->rxq[i]);
+	for (int i = 0; i < u->ntx; i++)
+		close(u->txq[i]);
+	close(u->fd);
 	free(x);
 }
 

@@ -33,6 +33,9 @@ WIRE_FIELDS_CODEC(sto_dump_req, STO_DUMP_REQ)
 WIRE_FIELDS_CODEC(sto_sync_done_req, STO_SYNC_DONE_REQ)
 WIRE_FIELDS_CODEC(sto_witness_req, STO_WITNESS_REQ)
 WIRE_FIELDS_CODEC(sto_witness_resp, STO_WITNESS_RESP)
+WIRE_FIELDS_CODEC(sto_shm_reg_req, STO_SHM_REG_REQ)
+WIRE_FIELDS_CODEC(sto_shm_reg_resp, STO_SHM_REG_RESP)
+WIRE_FIELDS_CODEC(sto_shm_at, STO_SHM_AT)
 
 /* The public encode/decode pair of a message that is only its fields. */
 #define STO_FIXED_CODEC(name)                                          \
@@ -109,6 +112,32 @@ int sto_read_resp_decode(const void *p, size_t n, struct sto_read_resp *m,
 	for (uint32_t i = 0; i < m->n; i++)
 		sto_read_res_get(&r, &out[i]);
 	return rdone(&r);
+}
+
+STO_FIXED_CODEC(sto_shm_reg_req)
+STO_FIXED_CODEC(sto_shm_reg_resp)
+
+int sto_shm_read_req_encode(struct buf *b, const struct sto_shm_at *at, const struct sto_read_req *m)
+{
+	struct wire_writer w;
+	wire_writer_init(&w, b);
+	sto_shm_at_put(&w, at);
+	int rc = wdone(&w);
+	return rc ? rc : sto_read_req_encode(b, m);
+}
+
+int sto_shm_read_req_decode(const void *p, size_t n, struct sto_shm_at *at, struct sto_read_req *m,
+			    struct sto_read_range *out, size_t cap)
+{
+	struct wire_reader r;
+	if (n < STO_SHM_AT_LEN)
+		return -CFS_EPROTO;
+	wire_reader_init(&r, p, STO_SHM_AT_LEN);
+	sto_shm_at_get(&r, at);
+	if (rdone(&r))
+		return -CFS_EPROTO;
+	return sto_read_req_decode((const uint8_t *)p + STO_SHM_AT_LEN, n - STO_SHM_AT_LEN, m, out,
+				   cap);
 }
 
 int sto_dump_req_encode(struct buf *b, const struct sto_dump_req *m)

@@ -32,6 +32,9 @@ enum sto_msg_type {
 	STO_MSG_DUMP = 305,
 	STO_MSG_SYNC_DONE = 306,
 	STO_MSG_WITNESS = 307,
+	/* Same-host shared-memory bulk path (docs/rpc.md "Shared memory"). */
+	STO_MSG_SHM_REG = 310,
+	STO_MSG_SHM_READ = 311,
 };
 
 #define STO_MAX_BATCH 1024   /* ranges in one READ */
@@ -150,6 +153,28 @@ WIRE_STRUCT(sto_witness_req, STO_WITNESS_REQ);
 	F(u64, routing_version) /* the peer's routing version */                              \
 	F(u32, promise_ms)      /* > 0: lost too; the peer serves nothing newer for this long */
 WIRE_STRUCT(sto_witness_resp, STO_WITNESS_RESP);
+
+/* SHM_REG req (a memfd passed with it, RPC_CALL_SEND_FD): SIZE bytes of it
+ * to map; resp: the region id (server-wide unique, valid on this
+ * connection only). */
+#define STO_SHM_REG_REQ(F) F(u64, size) F(u32, flags)
+WIRE_STRUCT(sto_shm_reg_req, STO_SHM_REG_REQ);
+#define STO_SHM_REG_RESP(F) F(u64, region)
+WIRE_STRUCT(sto_shm_reg_resp, STO_SHM_REG_RESP);
+/* SHM_READ req: where the bytes go (CAP bytes at OFF of REGION), then a
+ * READ request; resp: a READ response whose bytes are at OFF of the
+ * region (compact, in range order) instead of in a bulk. */
+#define STO_SHM_AT(F) F(u64, region) F(u64, off) F(u64, cap)
+WIRE_STRUCT(sto_shm_at, STO_SHM_AT);
+#define STO_SHM_AT_LEN 24
+
+int sto_shm_reg_req_encode(struct buf *b, const struct sto_shm_reg_req *m);
+int sto_shm_reg_req_decode(const void *p, size_t n, struct sto_shm_reg_req *m);
+int sto_shm_reg_resp_encode(struct buf *b, const struct sto_shm_reg_resp *m);
+int sto_shm_reg_resp_decode(const void *p, size_t n, struct sto_shm_reg_resp *m);
+int sto_shm_read_req_encode(struct buf *b, const struct sto_shm_at *at, const struct sto_read_req *m);
+int sto_shm_read_req_decode(const void *p, size_t n, struct sto_shm_at *at, struct sto_read_req *m,
+			    struct sto_read_range *out, size_t cap);
 
 int sto_write_req_encode(struct buf *b, const struct sto_write_req *m);
 int sto_write_req_decode(const void *p, size_t n, struct sto_write_req *m);

@@ -43,6 +43,7 @@
 #include "storage/chunk_crc.h"
 #include "storage/storage_int.h"
 #include "storage/stor_ring.h"
+#include "storage/stor_shm.h"
 
 #define PAGE 4096u
 #define STOR_RING_MAX_BYTES (256u << 10) /* reads of a request answered on the loop thread */
@@ -228,6 +229,8 @@ struct read_ctx {
 	uint64_t *off;
 	int32_t *pre;                  /* n: error decided before the read (0: read it) */
 	struct read_rio *rio;          /* n, when read on the loop's ring; else NULL */
+	uint8_t *shm_dst;              /* SHM_READ: the bytes go here (checked to hold
+					  the sum of the ranges' lengths), not in a bulk */
 };
 
 static void read_ctx_free(struct read_ctx *c)
@@ -288,6 +291,11 @@ static void read_finish(struct read_ctx *c)
 	free(res);
 	if (err) {
 		reply_err(c->req, err, "read");
+	} else if (c->shm_dst) {
+		/* Copied from our buffer, after the page CRCs were verified in
+		 * it: the client's memory is only ever written here. */
+		memcpy(c->shm_dst, c->buf, (size_t)out);
+		rpc_reply(c->req, 0, b.data, (uint32_t)b.len);
 	} else {
 		struct sent_buf *sb = xmalloc(sizeof(*sb));
 		*sb = (struct sent_buf){ c->s, c->buf, c->buf_size };
@@ -372,24 +380,49 @@ static void read_on_ring(struct read_ctx *c, struct stor_ring *ring)
 		read_finish(c);
 }
 
-static void handle_read(struct rpc_req *req, void *arg)
+/* READ (SHM 0) or SHM_READ (SHM 1: the bytes go to the client's region). */
+static void handle_read_any(struct rpc_req *req, struct storage_service *s, int shm)
 {
-	struct storage_service *s = arg;
 	uint32_t plen;
 	const uint8_t *p = rpc_req_payload(req, &plen);
 	struct read_ctx *c = xcalloc(1, sizeof(*c));
 	struct sto_read_req m;
+	struct sto_shm_at at;
 	c->s = s;
 	c->req = req;
 	/* A range takes 32 bytes on the wire: no more fit the payload. */
-	size_t cap = plen >= 8 ? (plen - 8) / 32 : 0;
+	uint32_t hdr = shm ? 8 + STO_SHM_AT_LEN : 8;
+	size_t cap = plen >= hdr ? (plen - hdr) / 32 : 0;
 	if (cap > STO_MAX_BATCH)
 		cap = STO_MAX_BATCH;
 	c->rr = xcalloc(cap ? cap : 1, sizeof(*c->rr));
-	if (sto_read_req_decode(p, plen, &m, c->rr, cap) || m.n == 0) {
+	if ((shm ? sto_shm_read_req_decode(p, plen, &at, &m, c->rr, cap)
+		 : sto_read_req_decode(p, plen, &m, c->rr, cap)) || m.n == 0) {
 		read_ctx_free(c);
 		reply_err(req, -CFS_EPROTO, "read: malformed request");
 		return;
+	}
+	if (shm) {
+		/* Every byte asked for must fit the window before anything is
+		 * read; the reply's compact bytes are at most that many. */
+		uint64_t want = 0;
+		for (uint32_t i = 0; i < m.n; i++)
+			want += c->rr[i].len;
+		int e = want > at.cap ? -EFAULT
+				      : stor_shm_lookup(req, at.region, at.off, at.cap, &c->shm_dst);
+		if (e) {
+			read_ctx_free(c);
+			if (e == -EFAULT)
+				LOG_WARN("storage", "shm read outside its region: peer=%s region=%llu "
+					 "off=%llu cap=%llu",
+					 rpc_req_peer(req), (unsigned long long)at.region,
+					 (unsigned long long)at.off, (unsigned long long)at.cap);
+			if (e == -ESTALE)
+				reply_err(req, e, "shm read: no such region on this connection");
+			else
+				reply_err(req, e, "shm read: outside the region");
+			return;
+		}
 	}
 	int err = fence_witness_admit(s);
 	if (err) {
@@ -489,6 +522,14 @@ static void handle_read(struct rpc_req *req, void *arg)
 	for (size_t q = 0; q < nops; q++)
 		chunk_engine_submit(tg[q]->eng, &ops[q]);
 	free(tg);
+}
+
+static void handle_read(struct rpc_req *req, void *arg) { handle_read_any(req, arg, 0); }
+static void handle_shm_read(struct rpc_req *req, void *arg) { handle_read_any(req, arg, 1); }
+static void handle_shm_reg(struct rpc_req *req, void *arg)
+{
+	(void)arg;
+	stor_shm_register(req);
 }
 
 /* ---- REMOVE ---- */
@@ -670,6 +711,10 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 	struct rpc_handler h = { .arg = s };
 	h.fn = handle_read;
 	rpc_server_handle(s->srv, STO_MSG_READ, &h);
+	h.fn = handle_shm_read;
+	rpc_server_handle(s->srv, STO_MSG_SHM_READ, &h);
+	h.fn = handle_shm_reg;
+	rpc_server_handle(s->srv, STO_MSG_SHM_REG, &h);
 	h.fn = handle_remove;
 	rpc_server_handle(s->srv, STO_MSG_REMOVE, &h);
 	h.fn = handle_query;

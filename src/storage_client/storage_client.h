@@ -124,6 +124,10 @@ struct storage_client_stats {
 				    when concurrent reads to one server shared RPCs) */
 	uint64_t avoided_picks;  /* replica choices that skipped a server marked by a
 				    recent connection failure or timeout */
+	uint64_t shm_reads;      /* read RPCs answered over shared memory (same host;
+				    docs/rpc.md "Shared memory") */
+	uint64_t shm_fallbacks;  /* read RPCs that went over the socket instead */
+	uint64_t shm_quarantined; /* arena grains never reused (see sc_shm.c) */
 };
 void storage_client_get_stats(struct storage_client *c, struct storage_client_stats *out);
 

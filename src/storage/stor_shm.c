@@ -1,0 +1,144 @@
+/* stor_shm.c - regions of the shared-memory bulk path (stor_shm.h).
+ *
+ * WHY THE CHECKS. The memory belongs to a client that may be hostile or
+ * die at any time. F_SEAL_SHRINK (checked with F_GET_SEALS) means the
+ * memfd can never get shorter than it is now, so no page of our mapping
+ * can vanish under a copy (a truncated /dev/shm file would SIGBUS this
+ * process); a client that did not seal is refused. Every (region, off,
+ * cap) is checked against the size mapped here, in overflow-safe form,
+ * before a byte is written. What the client writes into the region
+ * meanwhile only changes its own results: the service copies into it,
+ * never reads from it on this path.
+ */
+#include "storage/stor_shm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/status.h"
+#include "storage/storage_proto.h"
+
+struct shm_region {
+	uint64_t id;
+	uint8_t *base;
+	uint64_t size;
+};
+
+struct shm_conn {
+	int n;
+	struct shm_region r[STOR_SHM_MAX_REGIONS];
+};
+
+/* Ids start at a random-ish point so a restarted service does not hand
+ * out the ids of its predecessor (a client re-registers on -ESTALE). */
+static _Atomic uint64_t next_id;
+
+static uint64_t new_id(void)
+{
+	uint64_t zero = 0;
+	atomic_compare_exchange_strong(&next_id, &zero,
+				       ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) << 8);
+	return atomic_fetch_add(&next_id, 1) + 1;
+}
+
+static void shm_conn_free(void *arg)
+{
+	struct shm_conn *sc = arg;
+	for (int i = 0; i < sc->n; i++)
+		munmap(sc->r[i].base, sc->r[i].size);
+	free(sc);
+}
+
+static void reg_refuse(struct rpc_req *req, int fd, int err, const char *why)
+{
+	if (fd >= 0)
+		close(fd);
+	LOG_WARN("storage", "shm register refused: peer=%s reason=%s", rpc_req_peer(req), why);
+	rpc_reply_error(req, err, why);
+}
+
+void stor_shm_register(struct rpc_req *req)
+{
+	uint32_t plen;
+	const uint8_t *p = rpc_req_payload(req, &plen);
+	struct sto_shm_reg_req m;
+	/* Take the descriptor first: it must not stay queued for a later
+	 * registration whatever is wrong with this one. */
+	int fd = rpc_req_take_fd(req);
+	if (sto_shm_reg_req_decode(p, plen, &m)) {
+		reg_refuse(req, fd, -CFS_EPROTO, "malformed request");
+		return;
+	}
+	if (fd < 0) {
+		reg_refuse(req, -1, -EBADF, "no descriptor (not a same-host connection?)");
+		return;
+	}
+	struct stat st;
+	int seals = fcntl(fd, F_GET_SEALS);
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || seals < 0) {
+		reg_refuse(req, fd, -EBADF, "not a memfd");
+		return;
+	}
+	if (!(seals & F_SEAL_SHRINK)) {
+		reg_refuse(req, fd, -EBADF, "memfd not sealed against shrinking");
+		return;
+	}
+	if (m.size == 0 || m.size > STOR_SHM_MAX_SIZE || m.size > (uint64_t)st.st_size) {
+		reg_refuse(req, fd, -EINVAL, "bad size");
+		return;
+	}
+	struct shm_conn *sc = rpc_req_conn_data(req);
+	if (!sc) {
+		sc = calloc(1, sizeof(*sc));
+		if (!sc || rpc_req_set_conn_data(req, sc, shm_conn_free)) {
+			free(sc);
+			reg_refuse(req, fd, -ENOMEM, "no memory");
+			return;
+		}
+	}
+	if (sc->n == STOR_SHM_MAX_REGIONS) {
+		reg_refuse(req, fd, -ENOSPC, "too many regions on this connection");
+		return;
+	}
+	void *base = mmap(NULL, m.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	if (base == MAP_FAILED) {
+		reg_refuse(req, -1, -errno, "mmap failed");
+		return;
+	}
+	struct shm_region *r = &sc->r[sc->n++];
+	*r = (struct shm_region){ .id = new_id(), .base = base, .size = m.size };
+	struct sto_shm_reg_resp resp = { .region = r->id };
+	struct buf b;
+	buf_init(&b);
+	int rc = sto_shm_reg_resp_encode(&b, &resp);
+	if (rc)
+		rpc_reply_error(req, rc, "encode");
+	else
+		rpc_reply(req, 0, b.data, (uint32_t)b.len);
+	buf_fini(&b);
+}
+
+int stor_shm_lookup(struct rpc_req *req, uint64_t region, uint64_t off, uint64_t cap,
+		    uint8_t **out)
+{
+	struct shm_conn *sc = rpc_req_conn_data(req);
+	for (int i = 0; sc && i < sc->n; i++) {
+		struct shm_region *r = &sc->r[i];
+		if (r->id != region)
+			continue;
+		if (off > r->size || cap > r->size - off)
+			return -EFAULT;
+		*out = r->base + off;
+		return 0;
+	}
+	return -ESTALE;
+}

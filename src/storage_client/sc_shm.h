@@ -1,0 +1,57 @@
+/* sc_shm.h - the storage client's side of the same-host shared-memory bulk
+ * path (docs/rpc.md "Shared memory"): one sealed memfd arena per client,
+ * registered once per storage server connection (SHM_REG), and reads
+ * (SHM_READ) whose bytes the server copies into a slot of the arena, the
+ * reply carrying only the per-range results.
+ *
+ * Used by storage_client.c only. Reads go over a connection of their own
+ * per server (an RPC client with one connection per peer), so the region
+ * a read names was registered on the connection it travels on.
+ *
+ * Threads: every function may be called from any thread, including RPC
+ * loop threads (nothing blocks).
+ */
+#ifndef CFS_STORAGE_CLIENT_SC_SHM_H
+#define CFS_STORAGE_CLIENT_SC_SHM_H
+
+#include <stdint.h>
+
+#include "net/rpc.h"
+#include "storage/storage_proto.h"
+
+struct sc_shm;
+
+/* NULL when the path is off: CFS_NO_SHM=1 or CFS_NO_LOCAL_SOCKET=1 in the
+ * environment (or RO->no_local_socket), or no memfd could be made. RO is
+ * copied (secret included) for the client's own RPC client. */
+struct sc_shm *sc_shm_new(const struct rpc_opts *ro);
+/* NULL-safe; no read may be in flight. */
+void sc_shm_free(struct sc_shm *s);
+
+/* DONE(ARG, RES, DATA) runs once on an RPC loop thread: RES as for an
+ * rpc_call (no bulk); DATA is the slot holding the reply's compact bytes
+ * (give it back with sc_shm_release) when the server answered, NULL
+ * otherwise. Status -EAGAIN with DATA NULL means "not over shared memory
+ * this time" (the server does not know the messages, the region was lost
+ * with its connection): send the read over the socket. */
+typedef void (*sc_shm_done_fn)(void *arg, const struct rpc_result *res, const uint8_t *data);
+
+/* Sends read M (CAP bytes at most) to ADDR over shared memory. 0: DONE
+ * will run. <0 (nothing sent, DONE will not run): use the socket path
+ * (-EAGAIN: not registered yet, a registration was started; -ENOSPC: no
+ * free slot; -EOPNOTSUPP: this server cannot; others). */
+int sc_shm_read(struct sc_shm *s, const char *addr, const struct sto_read_req *m, uint64_t cap,
+		sc_shm_done_fn done, void *arg);
+/* Gives back a slot DONE handed over for a read of CAP bytes. */
+void sc_shm_release(struct sc_shm *s, const uint8_t *data, uint64_t cap);
+
+struct sc_shm_stats {
+	uint64_t reads;       /* reads answered over shared memory */
+	uint64_t fallbacks;   /* reads sc_shm_read refused or that came back -EAGAIN */
+	uint64_t registered;  /* successful registrations */
+	uint64_t quarantined; /* slots never reused: a read timed out or its connection
+				 closed, so the server may still write there */
+};
+void sc_shm_get_stats(const struct sc_shm *s, struct sc_shm_stats *out);
+
+#endif
