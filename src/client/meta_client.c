@@ -841,6 +841,157 @@ int meta_client_unlink_dir(meta_client *c, const struct meta_cred *cr, uint64_t 
 	return meta_client_unlink(c, cr, parent, name);
 }
 
+/* ---- Asynchronous UNLINK_DIR (meta_client.h) ----
+ *
+ * The first attempt goes to the first instance in the usual order with
+ * rpc_call_async; its reply (success or an operation error) completes the
+ * call on the RPC loop thread. A failover error on that attempt, or an old
+ * meta that does not know UNLINK_DIR, hands the rest to a detached thread
+ * running the blocking path with the same encoded request (same seq): the
+ * loop thread must not sleep in the backoff. */
+struct ucall {
+	meta_client *c;
+	struct buf req;
+	size_t inst;
+	uint64_t parent;
+	struct meta_inode *dir;
+	meta_client_done_fn done;
+	void *arg;
+	uint32_t uid, gid, ngroups;
+	uint32_t groups[META_RPC_GROUPS_MAX];
+	size_t name_len;
+	char name[];
+};
+
+static void ucall_finish(struct ucall *u, int rc)
+{
+	meta_client_done_fn done = u->done;
+	void *arg = u->arg;
+	if (rc)
+		u->dir->ino = 0;
+	buf_fini(&u->req);
+	free(u);
+	done(arg, rc);
+}
+
+static void *ucall_retry_main(void *arg)
+{
+	struct ucall *u = arg;
+	meta_client *c = u->c;
+	struct buf resp = BUF_INIT;
+	int rc = send_with_failover(c, META_RPC_UNLINK_DIR, &u->req, 0, &resp);
+	if (rc == 0) {
+		struct meta_rpc_resp r = { .type = META_RPC_UNLINK_DIR, .dir = u->dir };
+		rc = meta_rpc_resp_decode(resp.data, resp.len, &r);
+		if (rc && rc != -ENOMEM)
+			rc = -CFS_EPROTO;
+	} else if (rc == -CFS_EBADMSG_TYPE) {
+		/* a meta older than UNLINK_DIR: the plain unlink, as the
+		 * blocking call does, from now on */
+		atomic_store_explicit(&c->no_dir_replies, 1, memory_order_relaxed);
+		struct meta_cred cr = { u->uid, u->gid, u->ngroups, u->groups };
+		u->dir->ino = 0;
+		rc = meta_client_unlink(c, &cr, u->parent,
+					(struct meta_name){ u->name, u->name_len });
+	}
+	buf_fini(&resp);
+	ucall_finish(u, rc);
+	return NULL;
+}
+
+static void ucall_rpc_done(void *arg, const struct rpc_result *res)
+{
+	struct ucall *u = arg;
+	meta_client *c = u->c;
+	int rc = res->status;
+	if (failover_error(rc) || rc == -CFS_EBADMSG_TYPE) {
+		if (failover_error(rc))
+			mark_down(c, u->inst);
+		atomic_fetch_add_explicit(&c->resends, 1, memory_order_relaxed);
+		pthread_t th;
+		pthread_attr_t at;
+		pthread_attr_init(&at);
+		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+		int e = pthread_create(&th, &at, ucall_retry_main, u);
+		pthread_attr_destroy(&at);
+		if (e == 0)
+			return;
+		ucall_finish(u, rc);
+		return;
+	}
+	if (atomic_load_explicit(&c->inst[u->inst].fails, memory_order_relaxed))
+		atomic_store_explicit(&c->inst[u->inst].fails, 0, memory_order_relaxed);
+	if (rc == 0) {
+		struct meta_rpc_resp r = { .type = META_RPC_UNLINK_DIR, .dir = u->dir };
+		rc = meta_rpc_resp_decode(res->payload, res->payload_len, &r);
+		if (rc && rc != -ENOMEM)
+			rc = -CFS_EPROTO;
+	}
+	ucall_finish(u, rc);
+}
+
+int meta_client_unlink_dir_async(meta_client *c, const struct meta_cred *cr, uint64_t parent,
+				 struct meta_name name, struct meta_inode *dir,
+				 meta_client_done_fn done, void *arg)
+{
+	if (atomic_load_explicit(&c->no_dir_replies, memory_order_relaxed) ||
+	    name.n > NAME_SEND_MAX || (cr && cr->ngroups > META_RPC_GROUPS_MAX))
+		return -EOPNOTSUPP;
+	struct ucall *u = calloc(1, sizeof(*u) + name.n + 1);
+	struct meta_rpc_req *m = calloc(1, sizeof(*m));
+	if (!u || !m) {
+		free(u);
+		free(m);
+		return -ENOMEM;
+	}
+	u->c = c;
+	u->parent = parent;
+	u->dir = dir;
+	u->done = done;
+	u->arg = arg;
+	memcpy(u->name, name.p, name.n);
+	u->name_len = name.n;
+	if (cr) {
+		u->uid = cr->uid;
+		u->gid = cr->gid;
+		u->ngroups = cr->ngroups;
+		if (cr->ngroups)
+			memcpy(u->groups, cr->groups, cr->ngroups * sizeof(uint32_t));
+		m->uid = cr->uid;
+		m->gid = cr->gid;
+		m->ngroups = cr->ngroups;
+		if (cr->ngroups)
+			memcpy(m->groups, cr->groups, cr->ngroups * sizeof(uint32_t));
+	}
+	m->type = META_RPC_UNLINK_DIR;
+	m->ino = parent;
+	m->name = (struct meta_name){ u->name, u->name_len };
+	m->client = c->client_id;
+	m->seq = atomic_fetch_add_explicit(&c->seq, 1, memory_order_relaxed) + 1;
+	buf_init(&u->req);
+	int rc = meta_rpc_req_encode(&u->req, m);
+	free(m);
+	size_t order[META_CLIENT_MAX_ADDRS];
+	size_t k = rc == 0 ? order_instances(c, 0, order) : 0;
+	if (rc == 0 && k == 0)
+		rc = -CFS_EUNAVAIL;
+	if (rc == 0) {
+		u->inst = order[0];
+		atomic_fetch_add_explicit(&c->calls, 1, memory_order_relaxed);
+		struct rpc_call call = { .type = META_RPC_UNLINK_DIR, .payload = u->req.data,
+					 .payload_len = (uint32_t)u->req.len,
+					 .timeout_ms = c->timeout_ms < c->retry_ms ? c->timeout_ms
+										   : c->retry_ms,
+					 .done = ucall_rpc_done, .arg = u };
+		rc = rpc_call_async(c->inst[u->inst].peer, &call);
+		if (rc == 0)
+			return 0;
+	}
+	buf_fini(&u->req);
+	free(u);
+	return rc < 0 ? rc : -EIO;
+}
+
 int meta_client_rename(meta_client *c, const struct meta_cred *cr, uint64_t sparent,
 		       struct meta_name sname, uint64_t dparent, struct meta_name dname,
 		       unsigned flags)
