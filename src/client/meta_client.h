@@ -124,22 +124,6 @@ int meta_client_create_dir(meta_client *c, const struct meta_cred *cr, uint64_t 
 			   struct meta_inode *out, uint64_t *session, struct meta_inode *dir);
 int meta_client_unlink_dir(meta_client *c, const struct meta_cred *cr, uint64_t parent,
 			   struct meta_name name, struct meta_inode *dir);
-/* meta_client_unlink_dir without waiting: DONE(ARG, rc) runs exactly once
- * with what meta_client_unlink_dir would have returned, *DIR filled as it
- * fills it, on one of the RPC client's loop threads (DONE must not block)
- * or, when the first attempt met a failover error, on a short-lived thread
- * that goes on with the usual failover (same request id, so a commit that
- * the first instance made is found, not repeated). Returns 0 when DONE will
- * run (possibly before this returns, on another thread); <0 when nothing
- * was sent (meta too old for UNLINK_DIR, name too long, out of memory):
- * make the blocking call then. NAME and CR are copied; DIR must live until
- * DONE. Every pending call must be done before meta_client_free. Used by
- * the mount so that an unlink costs its FUSE thread no wait (fuse_fs.c
- * "Unlink without a wait"). */
-typedef void (*meta_client_done_fn)(void *arg, int rc);
-int meta_client_unlink_dir_async(meta_client *c, const struct meta_cred *cr, uint64_t parent,
-				 struct meta_name name, struct meta_inode *dir,
-				 meta_client_done_fn done, void *arg);
 int meta_client_open(meta_client *c, const struct meta_cred *cr, uint64_t ino, unsigned flags,
 		     struct meta_inode *out, uint64_t *session);
 /* Inline data (meta.h "inline data", meta_idata.c). D->buf holds

@@ -94,13 +94,6 @@ struct dircache {
 	int unhealthy;
 	pthread_mutex_t poll_mu;   /* one poll at a time */
 	pthread_rwlock_t own_lock; /* own calls (read) vs a poll's read (write) */
-	/* Own calls that end on another thread (dircache_own_try_begin_async)
-	 * cannot hold own_lock: they are counted in async_n instead, which a
-	 * poll waits to see at 0 (with poll_in set, so no new one starts)
-	 * while it holds own_lock. */
-	pthread_mutex_t async_mu;
-	pthread_cond_t async_cv;
-	int async_n, poll_in;
 	pthread_t th;
 	pthread_mutex_t stop_mu;
 	pthread_cond_t stop_cv;
@@ -405,35 +398,6 @@ void dircache_own_end(dircache *dc, uint64_t parent, const char *name, int delta
 	pthread_rwlock_unlock(&dc->own_lock);
 }
 
-int dircache_own_try_begin_async(dircache *dc)
-{
-	pthread_mutex_lock(&dc->async_mu);
-	int ok = !dc->poll_in;
-	if (ok)
-		dc->async_n++;
-	pthread_mutex_unlock(&dc->async_mu);
-	return ok;
-}
-
-void dircache_own_end_async(dircache *dc, uint64_t parent, const char *name, int delta)
-{
-	if (delta) {
-		pthread_mutex_lock(&dc->mu);
-		struct dc_dir *d = dir_find(dc, parent);
-		if (d) {
-			d->own++;
-			if (d->complete)
-				pres_change(d, name, delta);
-		}
-		pthread_mutex_unlock(&dc->mu);
-	}
-	/* counted before the poll may snapshot */
-	pthread_mutex_lock(&dc->async_mu);
-	if (--dc->async_n == 0)
-		pthread_cond_broadcast(&dc->async_cv);
-	pthread_mutex_unlock(&dc->async_mu);
-}
-
 void dircache_dir_made(dircache *dc, uint64_t ino)
 {
 	pthread_mutex_lock(&dc->mu);
@@ -497,11 +461,6 @@ static int poll_once(dircache *dc, int locked)
 	if (!locked)
 		pthread_mutex_lock(&dc->poll_mu);
 	pthread_rwlock_wrlock(&dc->own_lock);
-	pthread_mutex_lock(&dc->async_mu);
-	dc->poll_in = 1;
-	while (dc->async_n)
-		pthread_cond_wait(&dc->async_cv, &dc->async_mu);
-	pthread_mutex_unlock(&dc->async_mu);
 	pthread_mutex_lock(&dc->mu);
 	/* Directories idle past every timeout handed out: the kernel dropped
 	 * their names by itself. */
@@ -545,9 +504,6 @@ static int poll_once(dircache *dc, int locked)
 		for (size_t j = 0; rc == 0 && j < k; j++)
 			s[i + j].ver = ver[j];
 	}
-	pthread_mutex_lock(&dc->async_mu);
-	dc->poll_in = 0;
-	pthread_mutex_unlock(&dc->async_mu);
 	pthread_rwlock_unlock(&dc->own_lock);
 	free(ino);
 	free(ver);
@@ -661,14 +617,10 @@ int dircache_new(meta_client *mc, struct fuse_session *se, uint32_t poll_ms, uin
 	/* glibc prefers readers by default: a busy mount would starve polls */
 	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 	pthread_rwlock_init(&dc->own_lock, &ra);
-	pthread_mutex_init(&dc->async_mu, NULL);
-	pthread_cond_init(&dc->async_cv, NULL);
 	pthread_rwlockattr_destroy(&ra);
 	int rc = pthread_create(&dc->th, NULL, poll_main, dc);
 	if (rc) {
 		pthread_rwlock_destroy(&dc->own_lock);
-		pthread_mutex_destroy(&dc->async_mu);
-		pthread_cond_destroy(&dc->async_cv);
 		pthread_mutex_destroy(&dc->mu);
 		pthread_mutex_destroy(&dc->poll_mu);
 		pthread_mutex_destroy(&dc->stop_mu);
@@ -717,8 +669,6 @@ void dircache_free(dircache *dc)
 			dir_free(dc, d);
 		}
 	pthread_rwlock_destroy(&dc->own_lock);
-	pthread_mutex_destroy(&dc->async_mu);
-	pthread_cond_destroy(&dc->async_cv);
 	pthread_mutex_destroy(&dc->mu);
 	pthread_mutex_destroy(&dc->poll_mu);
 	pthread_mutex_destroy(&dc->stop_mu);

@@ -71,12 +71,6 @@ void dircache_own_begin(dircache *dc);
 /* DELTA: +1 the call added NAME to PARENT, -1 removed it, 0 it failed (or
  * its outcome is unknown): nothing is counted. */
 void dircache_own_end(dircache *dc, uint64_t parent, const char *name, int delta);
-/* The same for a call whose end runs on another thread (an unlink the
- * mount completes from the RPC loop thread): try_begin never waits and
- * returns 0 while a poll reads (then use dircache_own_begin instead);
- * after 1, dircache_own_end_async exactly once, from any thread. */
-int dircache_own_try_begin_async(dircache *dc);
-void dircache_own_end_async(dircache *dc, uint64_t parent, const char *name, int delta);
 
 /* COMPLETE DIRECTORIES. A directory this mount just made (INO, from a
  * successful mkdir, called before that mkdir's own_end) starts complete:

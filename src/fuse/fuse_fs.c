@@ -126,7 +126,6 @@ struct fusefs {
 	 * name a lookup-ahead batch last answered for an inode. */
 	_Atomic uint64_t oa_want_ns;
 	_Atomic int oa_off;
-	_Atomic int unlinks_pending; /* op_unlink calls not yet answered ("Unlink without a wait") */
 	pthread_mutex_t oa_lock; /* guards oa */
 	struct oa_slot *oa;      /* FUSEFS_OA_SLOTS, hashed by inode */
 };
@@ -1258,93 +1257,13 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	free(in);
 }
 
-/* ---- Unlink without a wait ----
- *
- * UNLINK is a fast opcode (fuse_loop.h): the reading thread sends the
- * UNLINK_DIR request (meta_client_unlink_dir_async) and goes back to
- * /dev/fuse, and the reply reaches the kernel from the RPC loop thread
- * that received meta's answer. A blocking unlink cost its FUSE thread a
- * hand-over of the reading to another thread, a sleep until the reply and
- * a wake-up by the RPC loop thread (about 6 context switches in the
- * mount per unlink of `rm -r`). What the reply does is the blocking
- * path's: the parent's attributes kept for the kernel's next permission
- * check, every file's forgotten, the change counted for the directory
- * poll (dircache_own_end_async: counted before a poll may read). The
- * blocking path remains for everything else (a poll reading right now,
- * meta too old for UNLINK_DIR, no memory). fusefs_run waits for the
- * pending ones before it tears the caches down. */
-struct unlink_ctx {
-	struct fusefs *fs;
-	fuse_req_t req;
-	uint64_t parent;
-	struct dattr_ticket dt;
-	struct meta_inode dir;
-	char name[];
-};
-
-static void unlink_done(void *arg, int rc)
-{
-	struct unlink_ctx *x = arg;
-	struct fusefs *fs = x->fs;
-	if (rc == 0) {
-		dattr_put(fs, x->parent, x->dt, &x->dir);
-		dattr_forget_files(fs);
-	}
-	la_changed(fs);
-	dircache_own_end_async(fs->dc, x->parent, x->name, rc ? 0 : -1);
-	fuse_reply_err(x->req, to_errno(rc));
-	free(x);
-	atomic_fetch_sub(&fs->unlinks_pending, 1);
-}
-
-/* 1 when the unlink was sent and will be answered by unlink_done. */
-static int unlink_async(struct fusefs *fs, fuse_req_t req, uint64_t parent, const char *name,
-                        const struct meta_cred *cr)
-{
-	size_t nl = strlen(name);
-	if (!fs->dc || nl > META_NAME_MAX)
-		return 0;
-	struct unlink_ctx *x = malloc(sizeof(*x) + nl + 1);
-	if (!x)
-		return 0;
-	if (!dircache_own_try_begin_async(fs->dc)) {
-		free(x);
-		return 0;
-	}
-	x->fs = fs;
-	x->req = req;
-	x->parent = parent;
-	memcpy(x->name, name, nl + 1);
-	x->dt = dattr_begin(fs, parent);
-	atomic_fetch_add(&fs->unlinks_pending, 1);
-	if (meta_client_unlink_dir_async(fs->o.meta, cr, parent, meta_name_c(x->name), &x->dir,
-	                                 unlink_done, x) == 0)
-		return 1;
-	atomic_fetch_sub(&fs->unlinks_pending, 1);
-	dircache_own_end_async(fs->dc, parent, name, 0);
-	free(x);
-	return 0;
-}
-
-/* Waits for the unlinks still in flight (their replies use the caches). */
-static void unlink_wait(struct fusefs *fs)
-{
-	while (atomic_load(&fs->unlinks_pending) > 0)
-		clock_sleep_ms(1);
-}
-
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	if (fs_of(req)->o.usrbio && usrbio_is_virtual(parent))
-		fuseloop_will_block(); /* a ring's unregistration may wait */
 	if (usrbio_fuse_unlink(fs_of(req)->o.usrbio, req, parent, name))
 		return;
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	req_cred(req, &cb);
-	if (unlink_async(fs, req, parent, name, &cb.c))
-		return;
-	fuseloop_will_block();
 	struct meta_inode *dir = inode_new(req);
 	if (!dir)
 		return;
@@ -2962,7 +2881,6 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	 * thread that answered a request from the caches reads the next
 	 * (fuse_loop.h). */
 	rc = fuseloop_run(se, fs.o.threads);
-	unlink_wait(&fs);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	if (rc < 0)
 		snprintf(err, errlen, "session loop failed: %s", strerror(-rc));

@@ -140,9 +140,6 @@ static int fl_fast(const struct fuse_buf *b)
 	case FUSE_READ:
 	case FUSE_FLUSH:
 	case FUSE_RELEASE:
-	/* sent without a wait, answered by the RPC loop thread (fuse_fs.c
-	 * "Unlink without a wait") */
-	case FUSE_UNLINK:
 		return 1;
 	}
 	return 0;

@@ -1,5 +1,5 @@
-/* test_integ_unlinks.c - unlink through the mount without a waiting FUSE
- * thread (fuse_fs.c "Unlink without a wait", meta_client_unlink_dir_async):
+/* test_integ_unlinks.c - unlink through the mount (fuse_fs.c op_unlink,
+ * UNLINK_DIR, the directory poll's own-change counting):
  * - every unlink's result is the local disk's (the oracle): a file, a name
  *   already gone, a directory, a name in a missing directory, a file in a
  *   directory the caller may not write; and one meta request per unlink;
@@ -11,6 +11,9 @@
  *   oracle holds, on both mounts;
  * - kill -9 of meta while a thread unlinks: every unlink still returns 0
  *   (the resend keeps its request id) and every name is gone after.
+ * Written for an asynchronous unlink (sent by the FUSE reading thread,
+ * answered from the RPC loop thread) that was measured and left out; it
+ * holds for any unlink path.
  */
 #include <setjmp.h>
 #include <stdarg.h>
