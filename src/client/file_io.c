@@ -1367,6 +1367,23 @@ int file_io_read_cached(file_io *f, file_io_inode *fi)
 	return fi->idata && fio_idata_cached(f, fi->idata);
 }
 
+int file_io_read_no_wait(file_io *f, file_io_inode *fi, uint64_t off, size_t len)
+{
+	if ((fi->idata && fio_idata_on(fi->idata)) || !f->o.backend.read_async || len == 0 ||
+	    len > FIO_ASYNC_MAX || off + len < off)
+		return 0;
+	uint64_t end = off + len;
+	if ((end - 1) / fi->layout.chunk_size > UINT32_MAX || piece_end(f, fi, 1, off, end) != end)
+		return 0;
+	pthread_mutex_lock(&fi->lock);
+	int ok = !fi->wb;
+	for (int i = 0; ok && f->o.read_ahead > 0 && fi->ra && i < FIO_RA_STREAMS; i++)
+		if (fi->ra_st[i].next == off)
+			ok = 0;
+	pthread_mutex_unlock(&fi->lock);
+	return ok;
+}
+
 uint32_t file_io_snapshot_ms(const file_io *f)
 {
 	return fio_snapshot_ms(f);

@@ -223,6 +223,13 @@ void file_io_idata_prime_at(file_io_inode *fi, const void *data, uint32_t len, u
  * wait (an inline file whose cached bytes are fresh): the mount's FUSE
  * loop then serves it on its reading thread. A hint (it may expire). */
 int file_io_read_cached(file_io *f, file_io_inode *fi);
+/* 1 when file_io_read_async of [OFF, OFF+LEN) is sure to return without
+ * waiting: a chunked file with no write-behind in flight, a read small
+ * enough for the async path within one piece, not continuing a read-ahead
+ * stream (that may wait for a unit in flight). The mount's FUSE loop then
+ * sends it from its reading thread without handing the reading over. A
+ * hint: a read that waits after all only delays the next request. */
+int file_io_read_no_wait(file_io *f, file_io_inode *fi, uint64_t off, size_t len);
 /* read_ahead_ttl_ms: how old inline bytes may be when they serve a read. */
 uint32_t file_io_snapshot_ms(const file_io *f);
 /* Moves FI's data to chunks (no-op when chunked): for callers that need

@@ -19,7 +19,7 @@
  * The leader reads a request and, unless its opcode is one that usually
  * completes without blocking (LOOKUP, GETATTR, FORGET, BATCH_FORGET, and
  * OPEN, READ, FLUSH, RELEASE, which a small file read whole usually is:
- * fuse_fs.c "Open-ahead"),
+ * fuse_fs.c "Open-ahead"; and a small chunk READ, sent asynchronously),
  * hands the reading over to the top idle thread (or starts a new one, up
  * to MAX_THREADS) before processing it, so requests that wait on RPCs
  * never hold up the next request. A handler of a "fast" opcode that finds
