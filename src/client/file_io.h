@@ -223,6 +223,9 @@ void file_io_idata_prime_at(file_io_inode *fi, const void *data, uint32_t len, u
  * wait (an inline file whose cached bytes are fresh): the mount's FUSE
  * loop then serves it on its reading thread. A hint (it may expire). */
 int file_io_read_cached(file_io *f, file_io_inode *fi);
+/* The same for a read of [OFF, OFF+LEN), also true when a fresh
+ * read-ahead unit that finished holds all of it (a hint too). */
+int file_io_read_cached_range(file_io *f, file_io_inode *fi, uint64_t off, size_t len);
 /* read_ahead_ttl_ms: how old inline bytes may be when they serve a read. */
 uint32_t file_io_snapshot_ms(const file_io *f);
 /* Moves FI's data to chunks (no-op when chunked): for callers that need

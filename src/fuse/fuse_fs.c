@@ -1765,9 +1765,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	x->ino = ino;
 	x->off = off;
 	x->size = size;
-	/* READ is a fast opcode (fuse_loop.h): only cached inline bytes are
-	 * served without handing the reading over */
-	if (!file_io_read_cached(fs->o.fio, f->fi))
+	/* READ is a fast opcode (fuse_loop.h): only cached inline bytes and
+	 * bytes in a finished read-ahead unit are served without handing the
+	 * reading over */
+	if (!file_io_read_cached_range(fs->o.fio, f->fi, (uint64_t)off, size))
 		fuseloop_will_block();
 	/* The reply goes out from whichever thread completes the read (for a
 	 * one-piece read the storage client's loop thread): this thread goes
