@@ -125,7 +125,11 @@ file_io_inode *file_io_find(file_io *f, uint64_t ino);
  * opts.read_ahead bytes past it in flight (1 MiB units on the worker
  * pool) and serves later sequential reads from
  * them; a read that continues no stream starts one in place of the least
- * recently used, whose units are dropped (a seek cancels). COHERENCE: a served unit was fetched from storage at most
+ * recently used, whose units are dropped (a seek cancels). A file of at
+ * most 1 MiB read at random in pieces of at most 16 KiB (git's index-pack
+ * on the pack it wrote) is fetched whole as one unit from its second such
+ * read on, and later reads are served from it.
+ * COHERENCE: a served unit was fetched from storage at most
  * read_ahead_ttl_ms before the read began; a write or write-behind
  * through this file_io, and a truncate it learns of (file_io_update),
  * drop the inode's units, so a reader sees its own mount's writes at
