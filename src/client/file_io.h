@@ -125,7 +125,11 @@ file_io_inode *file_io_find(file_io *f, uint64_t ino);
  * opts.read_ahead bytes past it in flight (1 MiB units on the worker
  * pool) and serves later sequential reads from
  * them; a read that continues no stream starts one in place of the least
- * recently used, whose units are dropped (a seek cancels). COHERENCE: a served unit was fetched from storage at most
+ * recently used, whose units are dropped (a seek cancels). A file of at
+ * most 1 MiB read at random in pieces of at most 16 KiB (git's index-pack
+ * on the pack it wrote) is fetched whole as one unit from its second such
+ * read on, and later reads are served from it.
+ * COHERENCE: a served unit was fetched from storage at most
  * read_ahead_ttl_ms before the read began; a write or write-behind
  * through this file_io, and a truncate it learns of (file_io_update),
  * drop the inode's units, so a reader sees its own mount's writes at
@@ -219,10 +223,11 @@ void file_io_idata_prime(file_io_inode *fi, const void *data, uint32_t len);
  * (a lookup-ahead batch): they serve reads only until read_ahead_ttl_ms
  * after READ_NS. */
 void file_io_idata_prime_at(file_io_inode *fi, const void *data, uint32_t len, uint64_t read_ns);
-/* 1 when a read of FI would be answered from memory now, without any
- * wait (an inline file whose cached bytes are fresh): the mount's FUSE
- * loop then serves it on its reading thread. A hint (it may expire). */
-int file_io_read_cached(file_io *f, file_io_inode *fi);
+/* 1 when a read of [OFF, OFF+LEN) of FI would be answered from memory
+ * now, without any wait (an inline file whose cached bytes are fresh, or
+ * a fresh read-ahead unit that finished and holds all of it): the mount's
+ * FUSE loop then serves it on its reading thread. A hint (it may expire). */
+int file_io_read_cached_range(file_io *f, file_io_inode *fi, uint64_t off, size_t len);
 /* 1 when file_io_read_async of [OFF, OFF+LEN) is sure to return without
  * waiting: a chunked file with no write-behind in flight, a read small
  * enough for the async path within one piece, not continuing a read-ahead

@@ -1765,11 +1765,12 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	x->ino = ino;
 	x->off = off;
 	x->size = size;
-	/* READ is a fast opcode (fuse_loop.h): cached inline bytes, and a
-	 * small chunk read that goes out asynchronously (a 4 KiB random
-	 * read: file_io_read_no_wait), are served without handing the
-	 * reading over; the next READ of a deep queue is read at once */
-	if (!file_io_read_cached(fs->o.fio, f->fi) &&
+	/* READ is a fast opcode (fuse_loop.h): cached inline bytes, bytes in
+	 * a finished read-ahead unit, and a small chunk read that goes out
+	 * asynchronously (a 4 KiB random read: file_io_read_no_wait) are
+	 * served without handing the reading over; the next READ of a deep
+	 * queue is read at once */
+	if (!file_io_read_cached_range(fs->o.fio, f->fi, (uint64_t)off, size) &&
 	    !file_io_read_no_wait(fs->o.fio, f->fi, (uint64_t)off, size))
 		fuseloop_will_block();
 	/* The reply goes out from whichever thread completes the read (for a

@@ -15,7 +15,10 @@
  * read-ahead (sequential reads served from units fetched ahead; a file
  * rewritten through another file_io is never served stale to a
  * sequential reader once read_ahead_ttl_ms passed, and this file_io's own
- * writes are seen at once).
+ * writes are seen at once); small files read at random (git's
+ * index-pack): from the second small random read on, the whole file comes
+ * in one unit and later reads cost no request, under the same staleness
+ * bound and write drops; a big file's random reads fetch nothing extra.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -540,6 +543,107 @@ static void test_read_ahead(void **state)
 	free(r);
 }
 
+static int fake_requests(struct fake *fk)
+{
+	pthread_mutex_lock(&fk->lock);
+	int n = fk->requests;
+	pthread_mutex_unlock(&fk->lock);
+	return n;
+}
+
+/* A small file read at random in tiny pieces (git's index-pack resolving
+ * the pack it wrote): after the second such read the whole file is one
+ * unit and the reads cost the backend nothing more; every byte is right;
+ * another file_io's rewrite is seen once the TTL passed, this file_io's
+ * own write at once; a file above the bound gets no whole-file fetch. */
+static void test_read_small_random(void **state)
+{
+	struct ctx *c = *state;
+	char err[256];
+	const uint32_t ttl = 200;
+	const size_t size = 10 * (size_t)CS + 123; /* 640 KiB: under the 1 MiB bound */
+	file_io *A, *B;
+	file_io_inode *fa, *fb;
+	struct file_io_opts o = {
+	    .backend = {.arg = &c->fk, .read = fake_read, .write = fake_write},
+	    .workers = 4,
+	    .read_ahead = 2 << 20,
+	    .read_ahead_ttl_ms = ttl,
+	};
+	assert_int_equal(file_io_new(&o, &A, err, sizeof(err)), 0);
+	assert_int_equal(file_io_new(&o, &B, err, sizeof(err)), 0);
+	c->in.ino = 97;
+	c->in.size = 0;
+	assert_int_equal(file_io_open(B, &c->in, &fb), 0);
+	uint8_t *p1 = malloc(size), *p2 = malloc(size), r[64];
+	pattern(p1, size, 21);
+	pattern(p2, size, 22);
+	assert_int_equal(file_io_write(B, fb, 0, size, p1), (ssize_t)size);
+	c->in.size = size;
+	assert_int_equal(file_io_open(A, &c->in, &fa), 0);
+	unsigned seed = 5;
+	int before = fake_requests(&c->fk);
+	for (int k = 0; k < 300; k++) {
+		seed = seed * 1103515245u + 12345u;
+		uint64_t off = 1 + (seed >> 4) % (size - 64); /* never 0: no stream starts there */
+		assert_int_equal(file_io_read(A, fa, off, 40, r), 40);
+		assert_memory_equal(r, p1 + off, 40);
+	}
+	int used = fake_requests(&c->fk) - before;
+	/* one plain read, then the whole file: 11 chunks */
+	assert_true(used <= 1 + 11 + 2);
+	uint64_t off = 1 + (size - 64) / 2;
+	assert_true(file_io_read_cached_range(A, fa, off, 40));
+	/* Another mount rewrites the file: within the TTL old or new, after
+	 * it new, and never a mix inside one read. */
+	assert_int_equal(file_io_write(B, fb, 0, size, p2), (ssize_t)size);
+	uint64_t written = now_ms();
+	for (int k = 0; k < 40; k++) {
+		uint64_t t = now_ms();
+		seed = seed * 1103515245u + 12345u;
+		off = 1 + (seed >> 4) % (size - 64);
+		assert_int_equal(file_io_read(A, fa, off, 40, r), 40);
+		int old = !memcmp(r, p1 + off, 40), nw = !memcmp(r, p2 + off, 40);
+		assert_true(old || nw);
+		if (t > written + ttl)
+			assert_true(nw);
+		if (k == 20)
+			sleep_ms(ttl + 50);
+	}
+	/* Own write: seen by the next read at once. */
+	assert_int_equal(file_io_write(A, fa, 1000, 40, p1 + 1000), 40);
+	assert_false(file_io_read_cached_range(A, fa, 1000, 40));
+	assert_int_equal(file_io_read(A, fa, 1000, 40, r), 40);
+	assert_memory_equal(r, p1 + 1000, 40);
+	file_io_release(A, fa);
+	file_io_release(B, fb);
+	/* Above the bound: each random read is one request, nothing more. */
+	const size_t big = 20 * (size_t)CS; /* 1.25 MiB */
+	uint8_t *pb = malloc(big);
+	pattern(pb, big, 23);
+	c->in.ino = 98;
+	c->in.size = 0;
+	assert_int_equal(file_io_open(B, &c->in, &fb), 0);
+	assert_int_equal(file_io_write(B, fb, 0, big, pb), (ssize_t)big);
+	c->in.size = big;
+	assert_int_equal(file_io_open(A, &c->in, &fa), 0);
+	before = fake_requests(&c->fk);
+	for (int k = 0; k < 20; k++) {
+		off = 1 + (uint64_t)k * 61231 % (big - 64);
+		assert_int_equal(file_io_read(A, fa, off, 40, r), 40);
+		assert_memory_equal(r, pb + off, 40);
+	}
+	assert_int_equal(fake_requests(&c->fk) - before, 20);
+	print_message("small file read at random: 300 reads cost %d requests\n", used);
+	file_io_release(A, fa);
+	file_io_release(B, fb);
+	file_io_free(A);
+	file_io_free(B);
+	free(p1);
+	free(p2);
+	free(pb);
+}
+
 /* fallocate's PUNCH_HOLE / ZERO_RANGE (file_io_punch): the range reads
  * as zeros, the bytes around it are kept, the size does not change, the
  * chunks wholly inside are gone from storage except the one holding the
@@ -605,6 +709,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_read_pieces, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_write_behind, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_read_ahead, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_read_small_random, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_punch, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -12,7 +12,14 @@
  * - locks taken on a created file go at close: the other mount gets them
  *   at once (POSIX: any close of the file; flock: the last close);
  * - kill -9 of meta right after creates returned: every file is there
- *   after `chainfs up` restarts it.
+ *   after `chainfs up` restarts it;
+ * - 8 threads, each in its own directory, creating, writing, renaming and
+ *   unlinking through the mount end with the same names and bytes as the
+ *   same operations on the local disk (the oracle), seen from both mounts;
+ * - a small chunked file read at random in tiny pieces (git's index-pack;
+ *   file_io fetches it whole) returns the right bytes, a rewrite through
+ *   the other mount is seen within the read-ahead staleness bound, and
+ *   this mount's own write at once.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,7 +27,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -230,6 +239,169 @@ static void test_kill9_meta_after_creates(void **state)
 	assert_int_equal(sessions_become(0), 0);
 }
 
+/* One thread's share of test_threads_in_dirs: in ROOT/dK, files created
+ * with distinct contents, every third renamed, every fifth unlinked, a
+ * rename over an existing name. The same calls run on the mount and on
+ * the local disk; each must give the same result there. */
+struct tdir_arg {
+	char root[700];
+	int k;
+	int errors;
+};
+
+#define TDIR_FILES 60
+
+static void *tdir_main(void *arg)
+{
+	struct tdir_arg *a = arg;
+	char d[800], p[900], q[900], buf[256];
+	snprintf(d, sizeof(d), "%s/d%d", a->root, a->k);
+	if (mkdir(d, 0755) != 0)
+		a->errors++;
+	for (int i = 0; i < TDIR_FILES; i++) {
+		snprintf(p, sizeof(p), "%s/f%d", d, i);
+		int fd = open(p, O_CREAT | O_EXCL | O_WRONLY, 0644);
+		if (fd < 0) {
+			a->errors++;
+			continue;
+		}
+		int n = snprintf(buf, sizeof(buf), "thread %d file %d\n", a->k, i);
+		for (int j = n; j < (int)sizeof(buf); j++)
+			buf[j] = (char)('a' + (j * 5 + i + a->k) % 26);
+		size_t len = (size_t)n + (size_t)(i % 4) * 50; /* sizes differ too */
+		if (write(fd, buf, len) != (ssize_t)len)
+			a->errors++;
+		close(fd);
+		if (i % 3 == 0) {
+			snprintf(q, sizeof(q), "%s/r%d", d, i);
+			if (rename(p, q) != 0)
+				a->errors++;
+		}
+		if (i % 5 == 4 && unlink(i % 3 == 0 ? q : p) != 0)
+			a->errors++;
+	}
+	/* a rename over an existing name replaces it */
+	snprintf(p, sizeof(p), "%s/f1", d);
+	snprintf(q, sizeof(q), "%s/f2", d);
+	if (rename(p, q) != 0)
+		a->errors++;
+	return NULL;
+}
+
+/* "name:crc" lines of DIR's entries, sorted, into OUT. */
+static void dir_digest(const char *dir, char *out, size_t cap)
+{
+	char names[TDIR_FILES + 8][64];
+	int n = 0;
+	DIR *dh = opendir(dir);
+	assert_non_null(dh);
+	struct dirent *de;
+	while ((de = readdir(dh))) {
+		if (de->d_name[0] == '.')
+			continue;
+		assert_true(n < TDIR_FILES + 8);
+		snprintf(names[n++], sizeof(names[0]), "%s", de->d_name);
+	}
+	closedir(dh);
+	qsort(names, (size_t)n, sizeof(names[0]), (int (*)(const void *, const void *))strcmp);
+	size_t at = 0;
+	out[0] = 0;
+	for (int i = 0; i < n; i++) {
+		char p[900];
+		snprintf(p, sizeof(p), "%s/%s", dir, names[i]);
+		at += (size_t)snprintf(out + at, cap - at, "%s:%lld\n", names[i],
+		                       (long long)integ_file_crc(p));
+		assert_true(at < cap);
+	}
+}
+
+static void test_threads_in_dirs(void **state)
+{
+	enum { T = 8 };
+	char local[700], m1[700], m2[800];
+	snprintf(local, sizeof(local), "%s/oracle-threads", env.dir);
+	integ_path(&env, "threads", m1, sizeof(m1));
+	snprintf(m2, sizeof(m2), "%s/threads", mnt2);
+	assert_int_equal(mkdir(local, 0755), 0);
+	assert_int_equal(mkdir(m1, 0755), 0);
+	const char *roots[2] = { local, m1 };
+	for (int r = 0; r < 2; r++) {
+		struct tdir_arg a[T];
+		pthread_t th[T];
+		for (int k = 0; k < T; k++) {
+			snprintf(a[k].root, sizeof(a[k].root), "%s", roots[r]);
+			a[k].k = k;
+			a[k].errors = 0;
+			assert_int_equal(pthread_create(&th[k], NULL, tdir_main, &a[k]), 0);
+		}
+		for (int k = 0; k < T; k++) {
+			pthread_join(th[k], NULL);
+			assert_int_equal(a[k].errors, 0);
+		}
+	}
+	static char want[8192], got[8192], got2[8192];
+	clock_sleep_ms(ATTR_BOUND_MS + 200); /* mount 2's caches */
+	for (int k = 0; k < T; k++) {
+		char dl[800], d1[800], d2[900];
+		snprintf(dl, sizeof(dl), "%s/d%d", local, k);
+		snprintf(d1, sizeof(d1), "%s/d%d", m1, k);
+		snprintf(d2, sizeof(d2), "%s/d%d", m2, k);
+		dir_digest(dl, want, sizeof(want));
+		dir_digest(d1, got, sizeof(got));
+		dir_digest(d2, got2, sizeof(got2));
+		assert_string_equal(got, want);
+		assert_string_equal(got2, want);
+	}
+}
+
+/* Small random reads of a chunked file of under 1 MiB through the mount. */
+static void test_small_file_random_reads(void **state)
+{
+	enum { LEN = 700 * 1000, READS = 400 };
+	char a[800], b[800];
+	integ_path(&env, "pack", a, sizeof(a));
+	snprintf(b, sizeof(b), "%s/pack", mnt2);
+	uint8_t *v1 = malloc(LEN), *v2 = malloc(LEN);
+	assert_non_null(v1);
+	assert_non_null(v2);
+	for (size_t i = 0; i < LEN; i++) {
+		v1[i] = (uint8_t)(i * 7 + i / 251);
+		v2[i] = (uint8_t)(i * 13 + 5 + i / 257);
+	}
+	int fd = open(a, O_CREAT | O_EXCL | O_RDWR, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, v1, LEN), LEN);
+	/* read back at random through the same descriptor, as index-pack */
+	unsigned seed = 9;
+	uint8_t r[64];
+	for (int i = 0; i < READS; i++) {
+		seed = seed * 1103515245u + 12345u;
+		off_t off = 1 + (off_t)((seed >> 4) % (LEN - 64));
+		assert_int_equal(pread(fd, r, 40, off), 40);
+		assert_memory_equal(r, v1 + off, 40);
+	}
+	/* the other mount rewrites it: seen here within the staleness
+	 * bound (read_ahead_ttl_ms, 500 ms by default) */
+	int fb = open(b, O_WRONLY);
+	assert_true(fb >= 0);
+	assert_int_equal(pwrite(fb, v2, LEN, 0), LEN);
+	assert_int_equal(close(fb), 0);
+	clock_sleep_ms(700);
+	for (int i = 0; i < READS / 4; i++) {
+		seed = seed * 1103515245u + 12345u;
+		off_t off = 1 + (off_t)((seed >> 4) % (LEN - 64));
+		assert_int_equal(pread(fd, r, 40, off), 40);
+		assert_memory_equal(r, v2 + off, 40);
+	}
+	/* this mount's own write: at once */
+	assert_int_equal(pwrite(fd, v1 + 5000, 40, 5000), 40);
+	assert_int_equal(pread(fd, r, 40, 5000), 40);
+	assert_memory_equal(r, v1 + 5000, 40);
+	assert_int_equal(close(fd), 0);
+	free(v1);
+	free(v2);
+}
+
 static void test_stop_mount2(void **state)
 {
 	integ_mount2_stop(&mount2_pid);
@@ -243,6 +415,8 @@ int main(void)
 		cmocka_unit_test(test_lengths_seen_after_close),
 		cmocka_unit_test(test_locks_dropped_at_close),
 		cmocka_unit_test(test_kill9_meta_after_creates),
+		cmocka_unit_test(test_threads_in_dirs),
+		cmocka_unit_test(test_small_file_random_reads),
 		cmocka_unit_test(test_stop_mount2),
 	};
 	int rc = integ_main(&env, "creates", tests, sizeof(tests) / sizeof(tests[0]));
