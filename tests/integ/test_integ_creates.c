@@ -300,15 +300,17 @@ static void dir_digest(const char *dir, char *out, size_t cap)
 		if (de->d_name[0] == '.')
 			continue;
 		assert_true(n < TDIR_FILES + 8);
-		snprintf(names[n++], sizeof(names[0]), "%s", de->d_name);
+		assert_true(strlen(de->d_name) < sizeof(names[0]));
+		snprintf(names[n++], sizeof(names[0]), "%.63s", de->d_name);
 	}
 	closedir(dh);
 	qsort(names, (size_t)n, sizeof(names[0]), (int (*)(const void *, const void *))strcmp);
 	size_t at = 0;
 	out[0] = 0;
 	for (int i = 0; i < n; i++) {
-		char p[900];
-		snprintf(p, sizeof(p), "%s/%s", dir, names[i]);
+		char p[PATH_MAX + 80];
+		int w = snprintf(p, sizeof(p), "%s/%s", dir, names[i]);
+		assert_true(w > 0 && (size_t)w < sizeof(p));
 		at += (size_t)snprintf(out + at, cap - at, "%s:%lld\n", names[i],
 		                       (long long)integ_file_crc(p));
 		assert_true(at < cap);
