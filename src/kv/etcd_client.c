@@ -229,6 +229,11 @@ const char *etcdc_endpoint(const struct etcdc *c, int i)
 	return i >= 0 && i < c->neps ? c->names[i] : NULL;
 }
 
+int etcdc_current(const struct etcdc *c)
+{
+	return atomic_load_explicit(&((struct etcdc *)c)->cur, memory_order_relaxed);
+}
+
 void etcdc_get_stats(const struct etcdc *c, struct etcdc_stats *out)
 {
 	out->requests = atomic_load_explicit(&c->st_requests, memory_order_relaxed);

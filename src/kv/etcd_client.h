@@ -58,6 +58,9 @@ void etcdc_close(struct etcdc *c);
  * (borrowed; valid until etcdc_close). */
 int etcdc_endpoint_count(const struct etcdc *c);
 const char *etcdc_endpoint(const struct etcdc *c, int i);
+/* Index of the member the next request goes to first (moves on failover).
+ * Any thread; a snapshot, for tests and diagnostics. */
+int etcdc_current(const struct etcdc *c);
 
 /* One key-value as etcd returns it. key/val point into the owning result's
  * memory and stay valid until that result is freed. val is NULL with

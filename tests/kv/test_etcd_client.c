@@ -297,11 +297,21 @@ static void test_failover(void **state)
 	assert_true(l2 >= 0 && l2 != leader);
 	int other = 3 - leader - l2;
 	assert_int_equal(etcd_cluster_kill(cl, l2), 0);
-	/* the survivor needs an election timeout to notice it lost quorum */
-	clock_sleep_ms(2500);
 	struct etcdc *c1 = NULL;
 	struct etcdc_opts o1 = { .attempt_timeout_ms = 3000, .op_timeout_ms = 1500 };
 	assert_int_equal(etcdc_open(etcd_cluster_endpoint(cl, other), &o1, &c1, NULL, 0), 0);
+	/* The survivor needs an election timeout to notice it lost quorum;
+	 * until then it takes a write and the write hangs (-CFS_EMAYBE: a
+	 * fixed 2.5 s wait was too short at load 40). Wait until it refuses
+	 * (its status, sent with "hasleader", too) or reports no leader. */
+	uint64_t tw = clock_mono_ms();
+	for (int src; (src = etcdc_status(c1, 0, &st)) != -CFS_EUNAVAIL;) {
+		assert_true(src == 0);
+		if (st.leader == 0)
+			break;
+		assert_true(clock_mono_ms() - tw < 30000);
+		clock_sleep_ms(100);
+	}
 	t0 = clock_mono_ms();
 	assert_int_equal(etcdc_range(c1, &rq, &res), -CFS_EUNAVAIL);
 	/* a write that never left is not "maybe" */

@@ -39,6 +39,7 @@
 #include "storage_client/storage_client.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/status.h"
 #include "meta/layout.h"
 #include "meta/meta.h"
 #include "mgmtd/mgmtd_client.h"
@@ -254,17 +255,26 @@ static uint64_t open_and_write(meta_client *c, const char *name, uint64_t *sessi
 	uint32_t perm[META_MAX_STRIPE];
 	int rc = meta_client_create(c, &ROOT, META_ROOT_INO, meta_name_c(name), 0644,
 				    META_O_WRITE, &in, session);
-	if (rc)
+	/* Each failure says which step and why (one unexplained failure of
+	 * test_dead_client_sessions left only "ino_live && ino_unmanaged"). */
+	if (rc) {
+		print_message("open_and_write %s: create: %s\n", name, cfs_strerror(rc));
 		return 0;
+	}
 	meta_layout_perm(in.layout.seed, in.layout.stripe, perm);
 	struct storage_loc loc = { .chain = meta_layout_chain(&in.layout, perm, 0) };
 	static uint8_t data[CHUNK_LEN];
 	memset(data, 0x5a, sizeof(data));
-	if (storage_client_write(sto, &loc, in.ino, 0, 0, CHUNK_LEN, data, 0, NULL))
+	if ((rc = storage_client_write(sto, &loc, in.ino, 0, 0, CHUNK_LEN, data, 0, NULL))) {
+		print_message("open_and_write %s: write chain %u: %s\n", name, loc.chain,
+			      cfs_strerror(rc));
 		return 0;
+	}
 	struct meta_length len = { CHUNK_LEN, in.truncate_ver };
-	if (meta_client_sync(c, &ROOT, in.ino, &len, 0, NULL))
+	if ((rc = meta_client_sync(c, &ROOT, in.ino, &len, 0, NULL))) {
+		print_message("open_and_write %s: sync: %s\n", name, cfs_strerror(rc));
 		return 0;
+	}
 	return in.ino;
 }
 

@@ -4,7 +4,8 @@
  * parents, replace and exchange), parent mtime/ctime moved by every entry
  * change (and an explicit mtime kept until the next one), creates in one
  * directory from two instances at once without conflicts on lmdb, and the
- * set-id rules of setattr.
+ * set-id rules of setattr, and a lookup-ahead (LOOKUP_PLUS) whose entries'
+ * inodes come in one multi-key read (on etcd: counted in HTTP requests).
  *
  * KV URLs as meta_fixture.h (mem:// and lmdb:// by default); built with
  * META_POSIX_ETCD (test_meta_posix_etcd) it starts a one-member etcd and
@@ -22,7 +23,10 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "common/clock.h"
 #include "common/status.h"
+#include "kv/etcd_client.h"
+#include "kv/etcd_engine.h"
 #include "meta_fixture.h"
 
 
@@ -353,6 +357,70 @@ static void test_setid(void **state)
 	assert_int_equal(mode_after(d, &BOB, META_SET_KILL_SUIDGID, 0), 02777);
 }
 
+
+/* LOOKUP_PLUS over PLUS_N files and a subdirectory: every entry with its
+ * own inode, and on etcd the entries' inodes in one multi-key read: the
+ * whole call takes a few requests, not one per entry. */
+#define PLUS_N 100
+struct plus_seen {
+	int n;
+	uint64_t ino[PLUS_N + 1];
+	uint32_t mode[PLUS_N + 1];
+};
+
+static int plus_seen_fn(void *arg, const struct meta_dirent *de, const struct meta_inode *in)
+{
+	struct plus_seen *p = arg;
+	if (!de) {
+		p->n = 0;
+		return 0;
+	}
+	assert_true(p->n <= PLUS_N);
+	assert_int_equal(de->ino, in->ino);
+	p->ino[p->n] = in->ino;
+	p->mode[p->n++] = in->mode & 07777;
+	return 0;
+}
+
+static void test_lookup_plus_batched(void **state)
+{
+	(void)state;
+	static struct plus_seen p;
+	uint64_t d = mkdir_(META_ROOT_INO, "plus"), want[PLUS_N + 1];
+	char name[32];
+	for (int i = 0; i < PLUS_N; i++) {
+		snprintf(name, sizeof(name), "f%03d", i);
+		want[i] = mkfile_(&FX_ROOT, d, name, 0600 + (uint32_t)(i % 64));
+	}
+	want[PLUS_N] = mkdir_(d, "zsub");
+	struct etcdc *c = NULL;
+	const char *pfx;
+	size_t pn;
+	struct etcdc_stats s0 = { 0 }, s1 = { 0 };
+	if (kv_etcd_client(F.kv, &c, &pfx, &pn) == 0)
+		etcdc_get_stats(c, &s0);
+	int eof = 0;
+	memset(&p, 0, sizeof(p));
+	uint64_t t0 = clock_mono_ns();
+	assert_int_equal(meta_lookup_plus(M, &FX_ROOT, d, N(""), PLUS_N + 1, plus_seen_fn, &p,
+					  &eof), 0);
+	uint64_t dt_us = (clock_mono_ns() - t0) / 1000;
+	assert_int_equal(p.n, PLUS_N + 1);
+	for (int i = 0; i < PLUS_N + 1; i++) {
+		assert_int_equal(p.ino[i], want[i]);
+		if (i < PLUS_N)
+			assert_int_equal(p.mode[i], 0600 + (uint32_t)(i % 64));
+	}
+	if (c) {
+		etcdc_get_stats(c, &s1);
+		uint64_t reqs = s1.requests - s0.requests;
+		print_message("lookup_plus of %d entries: %llu etcd requests, %llu us\n",
+			      PLUS_N + 1, (unsigned long long)reqs, (unsigned long long)dt_us);
+		/* dir inode, the listing, the inodes (one txn), zsub's stats */
+		assert_true(reqs <= 8);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -361,6 +429,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_parent_times, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_creates, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_setid, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lookup_plus_batched, setup, teardown),
 	};
 #ifdef META_POSIX_ETCD
 	const char *etcd = "metaposix";
