@@ -332,6 +332,38 @@ static int verify_op(void *arg, const struct ov_ent *e)
 	return rc;
 }
 
+static int count_op(void *arg, const struct ov_ent *e)
+{
+	uint64_t *n = arg;
+	if (e->val) {
+		struct chunk_meta m;
+		int rc = chunk_meta_decode(e->val, e->len, &m);
+		if (rc)
+			return rc;
+		chunk_meta_fini(&m);
+	}
+	(*n)++;
+	return 0;
+}
+
+int chunk_store_wal_decode(const void *data, size_t size, uint64_t *records, uint64_t *changes)
+{
+	const uint8_t *buf = data;
+	uint64_t off = 0, prev = 0, seq;
+	size_t n;
+	*records = *changes = 0;
+	while (off < size && (n = rec_parse(buf + off, size - off, &seq)) &&
+	       (!prev || seq == prev + 1)) {
+		int err = rec_each(buf + off, count_op, changes);
+		if (err)
+			return err;
+		prev = seq;
+		off += n;
+		(*records)++;
+	}
+	return 0;
+}
+
 /* Zeroes the log page at OFF and syncs it: the run of records no longer
  * starts there. */
 static int wal_cut(struct chunk_store *s, uint8_t *page)

@@ -92,6 +92,11 @@ struct chunk_store_stat {
 };
 /* Counters; the batch owner's thread (others may read torn values). */
 void chunk_store_get_stat(struct chunk_store *s, struct chunk_store_stat *out);
+/* Walks a log image (DATA, SIZE bytes) as open replays it, decoding every
+ * value: the run's record and change counts; 0 or -CFS_ECORRUPT (a
+ * record with a good CRC whose changes do not parse). For fsck and the
+ * fuzz target. */
+int chunk_store_wal_decode(const void *data, size_t size, uint64_t *records, uint64_t *changes);
 /* Commits and frees B. 0, -ENOSPC or -EIO; B is gone either way, and on
  * error nothing of it was applied. */
 int chunk_store_batch_commit(struct chunk_batch *b);
