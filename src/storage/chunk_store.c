@@ -233,7 +233,7 @@ static void ov_clear(struct chunk_store *s)
  * for a delete), 0 when the overlay does not have ID. */
 static int ov_get(struct chunk_store *s, struct chunk_id id, struct chunk_meta *out, int *rc)
 {
-	if (s->wal_fd < 0)
+	if (!s->ov)
 		return 0;
 	pthread_mutex_lock(&s->omu);
 	struct ov_ent *o = ov_find(s, id);
@@ -362,6 +362,44 @@ int chunk_store_wal_decode(const void *data, size_t size, uint64_t *records, uin
 		(*records)++;
 	}
 	return 0;
+}
+
+static int snap_op(void *arg, const struct ov_ent *e)
+{
+	struct chunk_store *s = arg;
+	struct ov_ent c = *e;
+	if (e->val) {
+		c.val = xmalloc(e->len);
+		memcpy(c.val, e->val, e->len);
+	}
+	ov_set(s, &c);
+	return 0;
+}
+
+/* Snapshot open: the log's run (a running target's may be in use) goes
+ * into the overlay, nothing is written. */
+static int wal_load(struct chunk_store *s, const char *dir)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/wal", dir);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	uint8_t *buf = xmalloc(WAL_BYTES);
+	ssize_t got = pread(fd, buf, WAL_BYTES, 0);
+	close(fd);
+	int err = 0;
+	uint64_t off = 0, prev = 0, seq;
+	size_t n;
+	while (got > 0 && off < (uint64_t)got &&
+	       (n = rec_parse(buf + off, (size_t)got - off, &seq)) && (!prev || seq == prev + 1) &&
+	       !err) {
+		err = rec_each(buf + off, snap_op, s);
+		prev = seq;
+		off += n;
+	}
+	free(buf);
+	return err;
 }
 
 /* Zeroes the log page at OFF and syncs it: the run of records no longer
@@ -516,8 +554,8 @@ int chunk_store_maintain(struct chunk_store *s)
 
 /* ---- open / close ------------------------------------------------------- */
 
-int chunk_store_open_verified(const char *dir, uint64_t map_bytes, int sync,
-			      chunk_store_verify_fn verify, void *arg, struct chunk_store **out)
+static int store_open(const char *dir, uint64_t map_bytes, int sync, int snapshot,
+		      chunk_store_verify_fn verify, void *arg, struct chunk_store **out)
 {
 	struct chunk_store *s = xcalloc(1, sizeof(*s));
 	MDB_txn *txn = NULL;
@@ -531,9 +569,25 @@ int chunk_store_open_verified(const char *dir, uint64_t map_bytes, int sync,
 	if (rc)
 		goto fail;
 	/* With the log, LMDB commits only at checkpoints, synced as ever. */
-	rc = mdb_env_open(s->env, dir, MDB_NOTLS | (sync ? 0 : MDB_NOSYNC), 0644);
+	rc = mdb_env_open(s->env, dir,
+			  MDB_NOTLS | (sync ? 0 : MDB_NOSYNC) | (snapshot ? MDB_RDONLY : 0), 0644);
 	if (rc)
 		goto fail;
+	if (snapshot) {
+		rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+		if (!rc)
+			rc = mdb_dbi_open(txn, NULL, 0, &s->dbi);
+		if (txn)
+			mdb_txn_abort(txn);
+		txn = NULL;
+		if (rc)
+			goto fail;
+		s->ov = xcalloc(OV_BUCKETS, sizeof(*s->ov));
+		if ((err = wal_load(s, dir)))
+			goto fail;
+		*out = s;
+		return 0;
+	}
 	rc = mdb_txn_begin(s->env, NULL, 0, &txn);
 	if (rc)
 		goto fail;
@@ -571,6 +625,10 @@ fail:
 		mdb_txn_abort(txn);
 	if (s->wal_fd >= 0)
 		close(s->wal_fd);
+	if (s->ov) {
+		ov_clear(s);
+		free(s->ov);
+	}
 	if (s->env)
 		mdb_env_close(s->env);
 	pthread_mutex_destroy(&s->omu);
@@ -578,9 +636,20 @@ fail:
 	return err;
 }
 
+int chunk_store_open_verified(const char *dir, uint64_t map_bytes, int sync,
+			      chunk_store_verify_fn verify, void *arg, struct chunk_store **out)
+{
+	return store_open(dir, map_bytes, sync, 0, verify, arg, out);
+}
+
 int chunk_store_open(const char *dir, uint64_t map_bytes, int sync, struct chunk_store **out)
 {
-	return chunk_store_open_verified(dir, map_bytes, sync, NULL, NULL, out);
+	return store_open(dir, map_bytes, sync, 0, NULL, NULL, out);
+}
+
+int chunk_store_open_snapshot(const char *dir, uint64_t map_bytes, struct chunk_store **out)
+{
+	return store_open(dir, map_bytes, 0, 1, NULL, NULL, out);
 }
 
 void chunk_store_close(struct chunk_store *s)
@@ -595,6 +664,8 @@ void chunk_store_close(struct chunk_store *s)
 			(void)wal_cut(s, page);
 		free(page);
 		close(s->wal_fd);
+	}
+	if (s->ov) {
 		ov_clear(s);
 		free(s->ov);
 	}
@@ -700,7 +771,7 @@ static int last_cb(void *arg, struct chunk_id id, const struct chunk_meta *m, in
 static int ov_has_ino(struct chunk_store *s, uint64_t ino)
 {
 	int has = 0;
-	if (s->wal_fd < 0)
+	if (!s->ov)
 		return 0;
 	pthread_mutex_lock(&s->omu);
 	for (unsigned b = 0; b < OV_BUCKETS && !has && s->ov_n; b++)
@@ -789,7 +860,7 @@ int chunk_store_scan(struct chunk_store *s, struct chunk_id from, struct chunk_i
 	 * copy is in that snapshot. */
 	struct ov_ent *ov = NULL;
 	size_t nov = 0, cap = 0;
-	if (s->wal_fd >= 0) {
+	if (s->ov) {
 		pthread_mutex_lock(&s->omu);
 		for (unsigned b = 0; b < OV_BUCKETS && s->ov_n; b++)
 			for (struct ov_ent *o = s->ov[b]; o; o = o->next) {
@@ -874,7 +945,7 @@ uint64_t chunk_store_count(struct chunk_store *s)
 		return 0;
 	int rc = mdb_stat(txn, s->dbi, &st);
 	uint64_t n = rc ? 0 : st.ms_entries;
-	if (!rc && s->wal_fd >= 0) {
+	if (!rc && s->ov) {
 		pthread_mutex_lock(&s->omu);
 		for (unsigned b = 0; b < OV_BUCKETS && s->ov_n; b++)
 			for (struct ov_ent *o = s->ov[b]; o; o = o->next) {

@@ -33,6 +33,10 @@ typedef int (*chunk_store_verify_fn)(void *arg, struct chunk_id id, const struct
  * the open for each chunk the log's last record puts. */
 int chunk_store_open_verified(const char *dir, uint64_t map_bytes, int sync,
 			      chunk_store_verify_fn verify, void *arg, struct chunk_store **out);
+/* Read-only view for inspection (fsck), safe beside a running target:
+ * LMDB read-only plus the log's records in memory; nothing is written,
+ * no batch may be begun. Errors as chunk_store_open. */
+int chunk_store_open_snapshot(const char *dir, uint64_t map_bytes, struct chunk_store **out);
 /* NULL-safe. No batch may be open. Checkpoints the log into LMDB. */
 void chunk_store_close(struct chunk_store *s);
 

@@ -8,6 +8,7 @@
  *                    the records before it are replayed
  *   idempotent       replaying a run LMDB already holds, once or twice,
  *                    changes nothing; deletes replay in order
+ *   snapshot         fsck's read-only view sees the log, leaves it alone
  *   verify_last      a last record whose data the verify callback rejects
  *                    is dropped; the same files verified OK keep it
  *   seq_after_reopen records written after a replay never join stale ones
@@ -207,6 +208,31 @@ static void test_idempotent(void **state)
 	/* After a clean close the log is cut: nothing replays. */
 	struct chunk_store *s;
 	assert_int_equal(chunk_store_open(dir, 64 * MB, 0, &s), 0);
+	assert_int_equal(ver_of(s, 1, 0), 3);
+	chunk_store_close(s);
+	free(dir);
+}
+
+/* fsck's view of a running target: the log's records without touching the
+ * log (a later real open still replays them). */
+static void test_snapshot(void **state)
+{
+	(void)state;
+	char *dir = meta_dir("wal_snap");
+	crash_after(dir, three, sizeof(three) / sizeof(three[0]));
+	for (int round = 0; round < 2; round++) {
+		struct chunk_store *s;
+		assert_int_equal(chunk_store_open_snapshot(dir, 64 * MB, &s), 0);
+		assert_int_equal(ver_of(s, 1, 0), 3);
+		assert_int_equal(ver_of(s, 2, 0), 2);
+		assert_int_equal(ver_of(s, 3, 0), 0);
+		assert_int_equal(chunk_store_count(s), 2);
+		struct chunk_batch *b;
+		assert_true(chunk_store_batch_begin(s, &b) < 0 || (chunk_store_batch_abort(b), 0));
+		chunk_store_close(s);
+	}
+	struct chunk_store *s;
+	assert_int_equal(chunk_store_open(dir, 64 * MB, 1, &s), 0);
 	assert_int_equal(ver_of(s, 1, 0), 3);
 	chunk_store_close(s);
 	free(dir);
@@ -462,6 +488,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_torn_tail),
 		cmocka_unit_test(test_idempotent),
+		cmocka_unit_test(test_snapshot),
 		cmocka_unit_test(test_verify_last),
 		cmocka_unit_test(test_seq_after_reopen),
 		cmocka_unit_test(test_overlay_views),
