@@ -2096,7 +2096,10 @@ static int retire_replayed(struct chunk_engine *e, struct retiree *list)
 
 /* chunk_store_verify_fn: reads M's block from disk (its file opened by
  * path: the allocator has not opened files yet), lays M's journal over
- * it, and checks every page CRC. */
+ * it, and checks every page CRC. O_DIRECT: the page cache of a data file
+ * may hold stale pages (the buffered read fds, chunk_alloc_cached_fd,
+ * race with direct writes), and a stale page here would drop an
+ * acknowledged record. */
 static int verify_on_disk(void *arg, struct chunk_id id, const struct chunk_meta *m)
 {
 	struct chunk_engine *e = arg;
@@ -2104,14 +2107,19 @@ static int verify_on_disk(void *arg, struct chunk_id id, const struct chunk_meta
 		return 0;
 	char path[PATH_MAX];
 	snprintf(path, sizeof(path), "%s/data/c%02u/f%03u", e->dir, m->pos.cls, m->pos.file);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	uint64_t size = (uint64_t)m->npages * CHUNK_PAGE;
-	uint8_t *buf = xcalloc(1, size);
+	void *mem;
+	if (posix_memalign(&mem, CHUNK_PAGE, size)) {
+		close(fd);
+		return -ENOMEM;
+	}
+	uint8_t *buf = mem;
 	off_t at = (off_t)(CHUNK_FILE_HDR + (uint64_t)m->pos.block * chunk_class_size(m->pos.cls));
-	ssize_t n = pread(fd, buf, m->len, at);
-	int err = n < 0 ? -errno : (uint32_t)n != m->len ? -EIO : 0;
+	ssize_t n = pread(fd, buf, size, at);
+	int err = n < 0 ? -errno : (uint64_t)n < m->len ? -EIO : 0;
 	close(fd);
 	if (!err && m->jrnl_len && m->jrnl_off + (uint64_t)m->jrnl_len <= size)
 		memcpy(buf + m->jrnl_off, m->jrnl, m->jrnl_len);
@@ -2121,7 +2129,7 @@ static int verify_on_disk(void *arg, struct chunk_id id, const struct chunk_meta
 		if (crc32c(0, buf + start, len) != m->page_crc[p])
 			err = -CFS_ECORRUPT;
 	}
-	free(buf);
+	free(mem);
 	if (err)
 		LOG_WARN("chunk", "logged chunk not on disk: target=%s chunk=%llu:%u err=%s", e->dir,
 			 (unsigned long long)id.ino, id.idx, cfs_strerror(err));

@@ -308,6 +308,8 @@ struct replay_ctx {
 	chunk_store_verify_fn verify;
 	void *arg;
 	uint64_t ops;
+	struct chunk_id *ids;   /* verify: the last record's ids, in order */
+	size_t nids, capids, at;
 };
 
 static int replay_op(void *arg, const struct ov_ent *e)
@@ -318,9 +320,27 @@ static int replay_op(void *arg, const struct ov_ent *e)
 	return rc ? map_err(rc) : 0;
 }
 
+static int collect_id(void *arg, const struct ov_ent *e)
+{
+	struct replay_ctx *c = arg;
+	if (c->nids == c->capids) {
+		c->capids = c->capids ? c->capids * 2 : 16;
+		c->ids = xrealloc(c->ids, c->capids * sizeof(*c->ids));
+	}
+	c->ids[c->nids++] = e->id;
+	return 0;
+}
+
+/* Only a chunk's final value in the record is checked: an earlier one in
+ * the same record (a retirement before the chunk's next write) describes a
+ * block that the later change may already have altered in place. */
 static int verify_op(void *arg, const struct ov_ent *e)
 {
 	struct replay_ctx *c = arg;
+	size_t i = c->at++;
+	for (size_t j = i + 1; j < c->nids; j++)
+		if (!chunk_id_cmp(c->ids[j], e->id))
+			return 0;
 	if (!e->val)
 		return 0;
 	struct chunk_meta m;
@@ -477,8 +497,11 @@ static int wal_open(struct chunk_store *s, const char *dir, chunk_store_verify_f
 		nrec++;
 	}
 	s->wal_seq = max_seq;
-	struct replay_ctx c = { s, NULL, verify, varg, 0 };
-	if (nrec && verify && (err = rec_each(buf + last, verify_op, &c))) {
+	struct replay_ctx c = { s, NULL, verify, varg, 0, NULL, 0, 0, 0 };
+	if (nrec && verify && !(err = rec_each(buf + last, collect_id, &c)))
+		err = rec_each(buf + last, verify_op, &c);
+	free(c.ids);
+	if (err) {
 		LOG_WARN("chunk", "wal: last record names data that is not on disk, dropped as "
 			 "never acknowledged: dir=%s seq=%llu err=%s", dir,
 			 (unsigned long long)prev, cfs_strerror(err));
