@@ -9,8 +9,10 @@
  *   idempotent       replaying a run LMDB already holds, once or twice,
  *                    changes nothing; deletes replay in order
  *   snapshot         fsck's read-only view sees the log, leaves it alone
- *   verify_last      a last record whose data the verify callback rejects
- *                    is dropped; the same files verified OK keep it
+ *   verify_last      after a reboot (CFS_TEST_BOOT_ID), a last record whose
+ *                    data the verify callback rejects is dropped; the same
+ *                    files verified OK keep it; in the same boot (kill -9
+ *                    only) nothing is checked
  *   seq_after_reopen records written after a replay never join stale ones
  *                    left further in the file
  *   overlay_views    scan, last, count and get merge the overlay (changes
@@ -275,6 +277,21 @@ static void test_verify_last(void **state)
 		copy_file(from, to);
 	}
 	struct chunk_store *s;
+	/* Same boot: the data cannot have been lost, nothing is checked. */
+	verify_calls = 0;
+	char *same = meta_dir("wal_verify_same");
+	for (int i = 0; i < 2; i++) {
+		path_in(from, sizeof(from), dir, files[i]);
+		path_in(to, sizeof(to), same, files[i]);
+		copy_file(from, to);
+	}
+	assert_int_equal(chunk_store_open_verified(same, 64 * MB, 1, reject_ver2, NULL, &s), 0);
+	assert_int_equal(verify_calls, 0);
+	assert_int_equal(ver_of(s, 1, 0), 2);
+	chunk_store_close(s);
+	free(same);
+	/* After a reboot (power loss) the last record's data is checked. */
+	setenv("CFS_TEST_BOOT_ID", "another-boot", 1);
 	verify_calls = 0;
 	assert_int_equal(chunk_store_open_verified(dir, 64 * MB, 1, reject_ver2, NULL, &s), 0);
 	assert_int_equal(verify_calls, 1); /* the last record's first put fails it */
@@ -288,6 +305,7 @@ static void test_verify_last(void **state)
 	assert_int_equal(ver_of(s, 1, 0), 2);
 	assert_int_equal(ver_of(s, 5, 0), 7);
 	chunk_store_close(s);
+	unsetenv("CFS_TEST_BOOT_ID");
 	free(dir);
 	free(copy);
 }
@@ -476,8 +494,10 @@ static void test_unflushed_data(void **state)
 	close(fd);
 	free(zero);
 	chunk_meta_fini(&m);
+	setenv("CFS_TEST_BOOT_ID", "after-power-loss", 1); /* the reopen is after a reboot */
 	read_expect(dir, 1);  /* record dropped: the previous version, intact */
 	read_expect(copy, 2); /* control: data on disk, the record stays */
+	unsetenv("CFS_TEST_BOOT_ID");
 	free(root);
 }
 
