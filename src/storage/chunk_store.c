@@ -430,10 +430,15 @@ static int wal_load(struct chunk_store *s, const char *dir)
 {
 	char path[PATH_MAX];
 	snprintf(path, sizeof(path), "%s/wal", dir);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_DIRECT as the writer: no stale page cache of the log. */
+	int fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ENOENT ? 0 : -errno;
-	uint8_t *buf = xmalloc(WAL_BYTES);
+	uint8_t *buf;
+	if (posix_memalign((void **)&buf, CHUNK_PAGE, WAL_BYTES)) {
+		close(fd);
+		return -ENOMEM;
+	}
 	ssize_t got = pread(fd, buf, WAL_BYTES, 0);
 	close(fd);
 	int err = 0;
