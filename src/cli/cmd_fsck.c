@@ -117,7 +117,8 @@ static int scan_target(const char *dir, uint32_t ti, struct copies *c)
 	struct chunk_store *s;
 	if (snprintf(path, sizeof(path), "%s/meta", dir) >= (int)sizeof(path))
 		return -ENAMETOOLONG;
-	int rc = chunk_store_open(path, UINT64_C(64) << 30, 0, &s);
+	/* A snapshot: a running target's metadata log must stay untouched. */
+	int rc = chunk_store_open_snapshot(path, UINT64_C(64) << 30, &s);
 	if (rc)
 		return rc;
 	c->target = ti;

@@ -5,13 +5,16 @@
  *   I/O thread     owns the io_uring. Takes requests from the inbox, looks
  *                  up metadata, allocates blocks, submits O_DIRECT reads and
  *                  writes (many in flight), verifies CRCs, completes reads.
- *   commit thread  takes every write/remove whose data I/O is done (with
- *                  cfg.sync it first fdatasyncs each data file the batch
- *                  wrote, so that data is durable), applies all their
- *                  metadata changes in ONE LMDB transaction (synced), then
- *                  releases old blocks,
+ *   commit thread  takes every write/remove whose data I/O is done,
+ *                  writes all their metadata changes as ONE batch (with
+ *                  cfg.sync: one record in the store's write-ahead log,
+ *                  then an fdatasync of each data file the batch wrote,
+ *                  whose device flush makes the data and the record
+ *                  durable together: one flush per batch, chunk_store.c),
+ *                  then releases old blocks,
  *                  unlocks chunks and calls back. While it commits, the
- *                  I/O thread keeps submitting: group commit.
+ *                  I/O thread keeps submitting: group commit. After the
+ *                  callbacks it checkpoints the log into LMDB when due.
  *   compactor      optional; wakes every compact_interval_ms and moves live
  *                  chunks out of sparse groups through ordinary requests,
  *                  one chunk at a time, sleeping to hold its byte rate.
@@ -237,6 +240,8 @@ struct chunk_engine {
 	int comp_stop;                      /* under compmu */
 
 	atomic_int failed;                  /* ERROR state: -errno after a failed sync */
+	int wal_same_fs;                    /* data files and metadata log share a
+					     * filesystem: a data fdatasync flushes both */
 	uint64_t keep_head, keep_replica;   /* free-space floors (chunk_engine_space_low) */
 	atomic_uint_fast64_t space_free;    /* filesystem bytes free, as last seen */
 	atomic_uint_fast64_t space_ms;      /* when space_free was read (monotonic) */
@@ -1330,7 +1335,7 @@ static void note_fd(int *fds, size_t *n, bool *all, int fd)
 
 /* ... and the in-place pages of the journals the batch retires (RET). A
  * journaled overwrite wrote nothing before its commit: its journal is in
- * the metadata. */
+ * the metadata. Returns how many files it synced, or -errno. */
 static int sync_batch_data(struct chunk_engine *e, struct req *list, struct retiree *ret)
 {
 	int fds[64];
@@ -1365,7 +1370,7 @@ static int sync_batch_data(struct chunk_engine *e, struct req *list, struct reti
 			err = -errno;
 	atomic_fetch_add_explicit(&e->data_syncs, n, memory_order_relaxed);
 	free(every);
-	return err;
+	return err ? err : (int)n;
 }
 
 /* Drops the journal of T's chunk from its metadata if it is still the
@@ -1392,11 +1397,6 @@ static int retire_one(struct chunk_batch *b, const struct retiree *t)
 static int apply_batch(struct chunk_engine *e, struct req *list, struct retiree *ret)
 {
 	struct chunk_batch *b;
-	if (e->cfg.sync) {
-		int serr = sync_batch_data(e, list, ret);
-		if (serr)
-			return serr;
-	}
 	int err = chunk_store_batch_begin(e->store, &b);
 	if (err)
 		return err;
@@ -1438,7 +1438,23 @@ static int apply_batch(struct chunk_engine *e, struct req *list, struct retiree 
 			}
 		}
 	}
-	err = chunk_store_batch_commit(b);
+	/* ONE FLUSH PER BATCH (chunk_store.c, write-ahead log): the batch's
+	 * metadata record is written first, then the data files' fdatasync
+	 * makes both it and the data durable; only with no data file to sync
+	 * does the store sync its log itself. */
+	if ((err = chunk_store_batch_write(b))) {
+		chunk_store_batch_abort(b);
+		return err;
+	}
+	int synced = 0;
+	if (e->cfg.sync) {
+		synced = sync_batch_data(e, list, ret);
+		if (synced < 0) {
+			chunk_store_batch_abort(b);
+			return synced;
+		}
+	}
+	err = chunk_store_batch_commit_flushed(b, synced > 0 && e->wal_same_fs);
 	if (!err)
 		atomic_fetch_add_explicit(&e->journals_retired, retired, memory_order_relaxed);
 	return err;
@@ -1600,6 +1616,9 @@ static void *commit_main(void *arg)
 				q = next;
 			}
 		}
+		/* After the callbacks: a due checkpoint delays no answer. */
+		if (!atomic_load(&e->failed))
+			(void)chunk_store_maintain(e->store);
 	}
 	return NULL;
 }
@@ -2075,6 +2094,48 @@ static int retire_replayed(struct chunk_engine *e, struct retiree *list)
 	return err;
 }
 
+/* chunk_store_verify_fn: reads M's block from disk (its file opened by
+ * path: the allocator has not opened files yet), lays M's journal over
+ * it, and checks every page CRC. O_DIRECT: the page cache of a data file
+ * may hold stale pages (the buffered read fds, chunk_alloc_cached_fd,
+ * race with direct writes), and a stale page here would drop an
+ * acknowledged record. */
+static int verify_on_disk(void *arg, struct chunk_id id, const struct chunk_meta *m)
+{
+	struct chunk_engine *e = arg;
+	if (!m->len)
+		return 0;
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/data/c%02u/f%03u", e->dir, m->pos.cls, m->pos.file);
+	int fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	uint64_t size = (uint64_t)m->npages * CHUNK_PAGE;
+	void *mem;
+	if (posix_memalign(&mem, CHUNK_PAGE, size)) {
+		close(fd);
+		return -ENOMEM;
+	}
+	uint8_t *buf = mem;
+	off_t at = (off_t)(CHUNK_FILE_HDR + (uint64_t)m->pos.block * chunk_class_size(m->pos.cls));
+	ssize_t n = pread(fd, buf, size, at);
+	int err = n < 0 ? -errno : (uint64_t)n < m->len ? -EIO : 0;
+	close(fd);
+	if (!err && m->jrnl_len && m->jrnl_off + (uint64_t)m->jrnl_len <= size)
+		memcpy(buf + m->jrnl_off, m->jrnl, m->jrnl_len);
+	for (uint32_t p = 0; p < m->npages && !err; p++) {
+		uint64_t start = (uint64_t)p * CHUNK_PAGE;
+		size_t len = m->len - start < CHUNK_PAGE ? m->len - start : CHUNK_PAGE;
+		if (crc32c(0, buf + start, len) != m->page_crc[p])
+			err = -CFS_ECORRUPT;
+	}
+	free(mem);
+	if (err)
+		LOG_WARN("chunk", "logged chunk not on disk: target=%s chunk=%llu:%u err=%s", e->dir,
+			 (unsigned long long)id.ino, id.idx, cfs_strerror(err));
+	return err;
+}
+
 int chunk_engine_open(const struct chunk_engine_cfg *cfg, struct chunk_engine **out)
 {
 	char path[PATH_MAX];
@@ -2101,11 +2162,16 @@ int chunk_engine_open(const struct chunk_engine_cfg *cfg, struct chunk_engine **
 	pthread_condattr_destroy(&ca);
 	pthread_mutex_init(&e->compmu, NULL);
 	pthread_cond_init(&e->compcv, NULL);
-	int err = chunk_store_open(path, cfg->meta_map_bytes, cfg->sync, &e->store);
+	int err = chunk_alloc_open(cfg->dir, cfg->capacity, &e->alloc);
 	if (err)
 		goto fail;
-	if ((err = chunk_alloc_open(cfg->dir, cfg->capacity, &e->alloc)))
+	if ((err = chunk_store_open_verified(path, cfg->meta_map_bytes, cfg->sync, verify_on_disk, e,
+					     &e->store)))
 		goto fail;
+	char dpath[PATH_MAX];
+	struct stat mst, dst;
+	snprintf(dpath, sizeof(dpath), "%s/data", cfg->dir);
+	e->wal_same_fs = !stat(path, &mst) && !stat(dpath, &dst) && mst.st_dev == dst.st_dev;
 	struct statvfs sv;
 	if (!statvfs(cfg->dir, &sv)) {
 		/* The floors of the disk-full rule (chunk_engine.h). */

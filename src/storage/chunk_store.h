@@ -26,7 +26,18 @@ struct chunk_batch;
  * then lose recent commits, a process crash loses nothing).
  * Returns 0, -errno, or -CFS_ECORRUPT when the files are not a store. */
 int chunk_store_open(const char *dir, uint64_t map_bytes, int sync, struct chunk_store **out);
-/* NULL-safe. No batch may be open. */
+/* Checks that the data META describes is on disk (open-time replay of the
+ * log's last record, chunk_store.c): 0 when it is, nonzero when not. */
+typedef int (*chunk_store_verify_fn)(void *arg, struct chunk_id id, const struct chunk_meta *meta);
+/* As chunk_store_open; VERIFY (may be NULL: not checked) is called during
+ * the open for each chunk the log's last record puts. */
+int chunk_store_open_verified(const char *dir, uint64_t map_bytes, int sync,
+			      chunk_store_verify_fn verify, void *arg, struct chunk_store **out);
+/* Read-only view for inspection (fsck), safe beside a running target:
+ * LMDB read-only plus the log's records in memory; nothing is written,
+ * no batch may be begun. Errors as chunk_store_open. */
+int chunk_store_open_snapshot(const char *dir, uint64_t map_bytes, struct chunk_store **out);
+/* NULL-safe. No batch may be open. Checkpoints the log into LMDB. */
 void chunk_store_close(struct chunk_store *s);
 
 /* Looks up ID. 0 with *OUT filled (caller runs chunk_meta_fini), -ENOENT,
@@ -65,6 +76,31 @@ int chunk_store_batch_get(struct chunk_batch *b, struct chunk_id id, struct chun
 int chunk_store_batch_put(struct chunk_batch *b, struct chunk_id id, const struct chunk_meta *m);
 /* Deleting an absent id is not an error. Errors as batch_put. */
 int chunk_store_batch_del(struct chunk_batch *b, struct chunk_id id);
+/* WAL mode (opened with sync): writes B's record to the log, not yet
+ * durable; no change may be added after it. Otherwise a no-op. 0 or
+ * -errno (abort B then). */
+int chunk_store_batch_write(struct chunk_batch *b);
+/* As chunk_store_batch_commit. FLUSHED 1: the caller has called fdatasync
+ * on a file of the log's filesystem after chunk_store_batch_write
+ * returned, so the record is durable and the commit needs no flush of
+ * its own. Changes are visible to readers only after it returns 0. */
+int chunk_store_batch_commit_flushed(struct chunk_batch *b, int flushed);
+/* Batch owner thread, no batch open: checkpoints the log into LMDB when
+ * it is due. 0 or -errno (the changes stay in the log and overlay). */
+int chunk_store_maintain(struct chunk_store *s);
+struct chunk_store_stat {
+	int wal;                /* batches go through the log */
+	uint64_t wal_syncs;     /* fdatasyncs of the log itself */
+	uint64_t checkpoints;   /* overlay written into LMDB */
+	uint64_t pending;       /* overlay entries not yet in LMDB */
+};
+/* Counters; the batch owner's thread (others may read torn values). */
+void chunk_store_get_stat(struct chunk_store *s, struct chunk_store_stat *out);
+/* Walks a log image (DATA, SIZE bytes) as open replays it, decoding every
+ * value: the run's record and change counts; 0 or -CFS_ECORRUPT (a
+ * record with a good CRC whose changes do not parse). For fsck and the
+ * fuzz target. */
+int chunk_store_wal_decode(const void *data, size_t size, uint64_t *records, uint64_t *changes);
 /* Commits and frees B. 0, -ENOSPC or -EIO; B is gone either way, and on
  * error nothing of it was applied. */
 int chunk_store_batch_commit(struct chunk_batch *b);

@@ -48,6 +48,14 @@ static uint64_t field(const char *out, const char *key)
 {
 	char pat[64];
 	snprintf(pat, sizeof(pat), " %s=", key);
+	/* From the last pass's summary: a pass that found something (a GC
+	 * caught half done, its WARN lines name copies=...) is rerun after 1 s
+	 * and both passes are in OUT. */
+	const char *last = NULL;
+	for (const char *q = strstr(out, "chunks targets="); q; q = strstr(q + 1, "chunks targets="))
+		last = q;
+	if (last)
+		out = last;
 	const char *p = strstr(out, pat);
 	assert_non_null(p);
 	return strtoull(p + strlen(pat), NULL, 10);
