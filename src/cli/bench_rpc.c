@@ -15,6 +15,9 @@
  *                                                messages per exchange
  *   1 MiB bulk upload, 1 conn, 4 in flight     vs raw 1 MiB write pump
  *   the same with CRC32C on the bulk at both ends
+ *   blocking rpc_call from 1 and 4 application threads on 1 conn, and a
+ *   64 KiB echo into the caller's buffer (--rows sync: these only), with
+ *   the context switches per call of this process
  * Raw and RPC rounds alternate and the best of each is shown, since other
  * tenants of the machine only ever slow a round down.
  *   chainfs bench rpc --rows transport
@@ -85,7 +88,8 @@ static const struct cfg_opt opts[] = {
 	{ "log-level", CFG_STR, "notice", 0, 0, offsetof(struct bench_conf, log_level),
 	  "err|warn|notice|info|debug" },
 	{ "rows", CFG_STR, "all", 0, 0, offsetof(struct bench_conf, rows),
-	  "bench: which rows to run: all, small, bulk or transport (same-host unix socket "
+	  "bench: which rows to run: all, small, sync (blocking calls from application threads), "
+	  "bulk or transport (same-host unix socket "
 	  "against TCP at 64 KiB, 256 KiB and 1 MiB, with CPU per GiB)" },
 	{ "no-local-socket", CFG_BOOL, "false", 0, 0, offsetof(struct bench_conf, no_local_socket),
 	  "TCP only: no same-host unix socket for the server or the bench client" },
@@ -586,6 +590,114 @@ out:
 	return rc;
 }
 
+/* ---- blocking calls from application threads ---- */
+
+struct sync_load {
+	struct rpc_peer *peer;
+	const uint8_t *payload;
+	uint32_t plen;
+	const uint8_t *bulk;   /* request bulk, echoed back into resp */
+	uint64_t bulk_len;
+	uint64_t until;
+	uint64_t ops;
+	int err;
+	pthread_t th;
+};
+
+static void *sync_main(void *arg)
+{
+	struct sync_load *sl = arg;
+	struct buf resp = BUF_INIT;
+	uint8_t *rb = sl->bulk_len ? malloc(sl->bulk_len) : NULL;
+	while (clock_mono_ns() < sl->until) {
+		struct rpc_call c = { .type = RPC_MSG_ECHO, .payload = sl->payload,
+				      .payload_len = sl->plen, .bulk = sl->bulk,
+				      .bulk_len = sl->bulk_len, .resp_bulk = rb,
+				      .resp_bulk_cap = sl->bulk_len };
+		uint64_t got = 0;
+		int rc = rpc_call(sl->peer, &c, &resp, &got);
+		if (!rc && sl->bulk_len && (got != sl->bulk_len || memcmp(rb, sl->bulk, got)))
+			rc = -EIO;
+		if (rc) {
+			sl->err = rc;
+			break;
+		}
+		sl->ops++;
+	}
+	free(rb);
+	buf_fini(&resp);
+	return NULL;
+}
+
+/* Context switches (voluntary + involuntary) of this process so far. */
+static uint64_t csw_self(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return (uint64_t)ru.ru_nvcsw + (uint64_t)ru.ru_nivcsw;
+}
+
+/* NTHREADS threads each making blocking rpc_call echoes over PEER (with a
+ * BULK_LEN request bulk echoed into the caller's buffer) for SECONDS;
+ * returns calls/s and *CSW context switches of this process per call. */
+static double sync_run(struct rpc_peer *peer, int nthreads, const uint8_t *bulk,
+		       uint64_t bulk_len, int64_t seconds, double *csw)
+{
+	struct rpc_echo_req m = { 0, bulk_len ? RPC_ECHO_F_BULK : 0,
+				  (const uint8_t *)"0123456789abcdef", 16 };
+	struct buf b = BUF_INIT;
+	rpc_echo_req_encode(&b, &m);
+	struct sync_load *sl = calloc((size_t)nthreads, sizeof(*sl));
+	uint64_t c0 = csw_self(), t0 = clock_mono_ns(), total = 0;
+	int err = 0;
+	for (int i = 0; i < nthreads; i++) {
+		sl[i] = (struct sync_load){ .peer = peer, .payload = b.data, .plen = (uint32_t)b.len,
+					    .bulk = bulk, .bulk_len = bulk_len,
+					    .until = t0 + (uint64_t)seconds * 1000000000u };
+		pthread_create(&sl[i].th, NULL, sync_main, &sl[i]);
+	}
+	for (int i = 0; i < nthreads; i++) {
+		pthread_join(sl[i].th, NULL);
+		total += sl[i].ops;
+		if (sl[i].err && !err)
+			err = sl[i].err;
+	}
+	double secs = (double)(clock_mono_ns() - t0) / 1e9;
+	*csw = total ? (double)(csw_self() - c0) / (double)total : 0;
+	free(sl);
+	buf_fini(&b);
+	if (err) {
+		fprintf(stderr, "chainfs bench rpc: blocking call failed: %s\n", cfs_strerror(err));
+		return 0;
+	}
+	return (double)total / secs;
+}
+
+/* A row of blocking calls against NCONN raw ping-pong pairs, alternating;
+ * best of each, and the median context switches per call (this process:
+ * with the in-process server, both ends). */
+static void row_sync(const struct bench_conf *bc, const char *name, struct rpc_peer *peer,
+		     int nthreads, const uint8_t *bulk, uint64_t bulk_len, int nconn, size_t msg)
+{
+	double rpc = 0, raw = 0, cs[100] = { 0 };
+	int n = (int)bc->rounds;
+	for (int i = 0; i < n; i++) {
+		double w = raw_run(nconn, msg, 1, 0, bc->seconds);
+		double r = sync_run(peer, nthreads, bulk, bulk_len, bc->seconds, &cs[i]);
+		raw = w > raw ? w : raw;
+		rpc = r > rpc ? r : rpc;
+	}
+	for (int i = 1; i < n; i++)
+		for (int j = i; j > 0 && cs[j - 1] > cs[j]; j--) {
+			double x = cs[j];
+			cs[j] = cs[j - 1];
+			cs[j - 1] = x;
+		}
+	printf("%-40s %12.1f %12.1f %-6s %6.2f  %5.2f csw/call\n", name, rpc / 1e3, raw / 1e3,
+	       "k/s", raw > 0 ? rpc / raw : 0.0, cs[n / 2]);
+	fflush(stdout);
+}
+
 /* One output row: RPC (DEPTH in flight over PEER, optional bulk) against
  * raw TCP (NCONN pairs, MSG bytes, RDEPTH per exchange or a one-way PUMP),
  * alternating for bc->rounds rounds; the best of each side is printed, as
@@ -651,19 +763,27 @@ static int bench(const struct rpc_opts *base, const struct bench_conf *bc)
 	       " s per side, loopback TCP on a shared machine (compare ratios, not absolutes)\n",
 	       addr, srv ? " (in-process)" : "", bc->rounds, bc->seconds);
 	printf("%-40s %12s %12s %-6s %6s\n", "measurement", "rpc", "raw tcp", "unit", "ratio");
-	if (strcmp(bc->rows, "bulk")) {
+	if (strcmp(bc->rows, "bulk") && strcmp(bc->rows, "sync")) {
 		row2(bc, "small round trips, 1 conn, 1 in flight", p1, 1, NULL, 0, 0, 1, 64, 1, 0, "k/s", 1e3);
 		row2(bc, "small round trips, 16 conns, 1 each", p16, 16, NULL, 0, 0, 16, 64, 1, 0, "k/s", 1e3);
 		row2(bc, "small round trips, 16 conns, 16 each [1]", p16, 256, NULL, 0, 0, 16, 64, 16, 0,
 		     "k/s", 1e3);
 	}
-	if (strcmp(bc->rows, "small")) {
+	if (strcmp(bc->rows, "bulk")) {
+		row_sync(bc, "blocking calls, 1 thread, 1 conn", p1, 1, NULL, 0, 1, 64);
+		row_sync(bc, "blocking calls, 4 threads, 1 conn", p1, 4, NULL, 0, 4, 64);
+		row_sync(bc, "blocking 64 KiB echo, 1 thread [2]", p1, 1, bulk, 64 << 10, 1, 64 << 10);
+	}
+	if (strcmp(bc->rows, "small") && strcmp(bc->rows, "sync")) {
 		row2(bc, "1 MiB bulk upload, 1 conn, 4 in flight", p1, 4, bulk, mib, 0, 1, mib, 1, 1,
 		     "MiB/s", (double)mib);
 		row2(bc, "  same with bulk CRC32C both ends", p1, 4, bulk, mib, RPC_CALL_BULK_CRC, 1, mib,
 		     1, 1, "MiB/s", (double)mib);
 	}
-	printf("[1] raw: each of 16 threads writes 16 messages at once, then reads 16 back\n");
+	printf("[1] raw: each of 16 threads writes 16 messages at once, then reads 16 back\n"
+	       "[2] the request bulk comes back into the caller's buffer; raw: 64 KiB ping-pong\n"
+	       "blocking calls: rpc_call from application threads (as the mount's meta client);\n"
+	       "csw/call: context switches of this process per call (median round)\n");
 	struct rpc_stats cs;
 	rpc_client_stats(c1, &cs);
 	/* The raw baseline is always TCP; the RPC side used the same-host
@@ -702,8 +822,8 @@ int cli_bench_rpc(int argc, char **argv)
 	}
 	log_set_level(lvl);
 	if (strcmp(bc.rows, "all") && strcmp(bc.rows, "small") && strcmp(bc.rows, "bulk") &&
-	    strcmp(bc.rows, "transport")) {
-		fprintf(stderr, "chainfs bench rpc: --rows must be all, small, bulk or transport\n");
+	    strcmp(bc.rows, "transport") && strcmp(bc.rows, "sync")) {
+		fprintf(stderr, "chainfs bench rpc: --rows must be all, small, sync, bulk or transport\n");
 		cfg_free(opts, &bc);
 		return 2;
 	}

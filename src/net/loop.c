@@ -146,7 +146,8 @@ void loop_post(struct loop *l, struct loop_msg *m)
 
 static uint32_t to_epoll(uint32_t ev)
 {
-	return (ev & LOOP_IN ? EPOLLIN : 0) | (ev & LOOP_OUT ? EPOLLOUT : 0);
+	return (ev & LOOP_IN ? EPOLLIN : 0) | (ev & LOOP_OUT ? EPOLLOUT : 0) |
+	       (ev & LOOP_PEER_CLOSE ? EPOLLRDHUP | EPOLLET : 0);
 }
 
 int loop_fd_add(struct loop *l, int fd, uint32_t events, struct loop_io *io)
@@ -288,7 +289,7 @@ void loop_run(struct loop *l)
 				ev |= LOOP_IN;
 			if (e & EPOLLOUT)
 				ev |= LOOP_OUT;
-			if (e & (EPOLLERR | EPOLLHUP))
+			if (e & (EPOLLERR | EPOLLHUP | EPOLLRDHUP))
 				ev |= LOOP_ERR;
 			io->fn(io, ev);
 		}

@@ -25,7 +25,12 @@ struct loop_io;
 struct loop_timer;
 struct loop_msg;
 
-enum loop_events { LOOP_IN = 1, LOOP_OUT = 2, LOOP_ERR = 4 /* error or hang-up */ };
+/* LOOP_PEER_CLOSE (registration only): without LOOP_IN, report the peer's
+ * close or an error once, as LOOP_ERR, edge-triggered (EPOLLRDHUP|EPOLLET),
+ * and any LOOP_OUT with it edge-triggered too: for an fd another thread is
+ * reading for now, so the loop neither reads it nor spins on its hang-up. */
+enum loop_events { LOOP_IN = 1, LOOP_OUT = 2, LOOP_ERR = 4 /* error or hang-up */,
+		   LOOP_PEER_CLOSE = 8 };
 
 typedef void (*loop_io_fn)(struct loop_io *io, uint32_t events);
 typedef void (*loop_timer_fn)(struct loop_timer *t);

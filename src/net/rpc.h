@@ -57,6 +57,9 @@
  * go out in the order it made them; when nothing else is in flight on the
  * connection the calling thread writes its request itself (no wake-up of a
  * loop thread), otherwise a loop thread sends it with others in one write.
+ * A thread blocked in rpc_call may also read the connection itself (its
+ * own reply and any other that arrives meanwhile, rpc_client.c OWN
+ * REPLIES); done() of async calls still runs on a loop thread.
  */
 #ifndef CFS_NET_RPC_H
 #define CFS_NET_RPC_H
@@ -106,6 +109,8 @@ struct rpc_stats {
 				 and were copied to their destination (not on the wire) */
 	uint64_t accepted_local; /* of accepted: over the same-host unix socket (a
 				    client: connections it opened over it) */
+	uint64_t replies_by_caller; /* client: replies read by a thread blocked in
+				       rpc_call rather than by a loop thread */
 };
 
 /* ---- server ---- */
@@ -241,7 +246,8 @@ int rpc_client_new(const struct rpc_opts *opts, struct rpc_client **out);
 void rpc_client_free(struct rpc_client *c);
 /* The client's counters: accepted counts connections it opened (connect
  * started), accepted_local those over the same-host socket, bad_input
- * replies it dropped as malformed; the rest 0. Any thread. */
+ * replies it dropped as malformed, replies_by_caller those its blocked
+ * callers read themselves (OWN REPLIES in rpc_client.c); the rest 0. Any thread. */
 void rpc_client_stats(const struct rpc_client *c, struct rpc_stats *out);
 /* Returns the peer for ADDR ("ip:port"), creating it on first use; the
  * handle lives until rpc_client_free. 0 or -EINVAL (message in ERR). */

@@ -28,7 +28,7 @@
  * connection's send lock) it finds a ready connection with an empty send
  * queue, takes a table entry and writes the frame with one writev on the
  * non-blocking socket. That saves a loop wake-up (eventfd write, context
- * switch) per call; the reply still arrives on the loop. A partial write
+ * switch) per call. A partial write
  * leaves the rest queued for the loop. The request's deadline timer lives
  * in the loop's heap, which only the loop may touch, so the caller puts it
  * on the slot's "no timer" list instead; a sweep timer on the loop (every
@@ -41,12 +41,33 @@
  * them), or a posted request has not reached the loop yet; the last keeps
  * one thread's calls in the order it made them.
  *
+ * OWN REPLIES. A blocking rpc_call that sent its request directly also
+ * takes over the connection's receive side when no other thread has it
+ * (rpc_conn.c CALLER RECEIVE): it waits in poll() on the socket and reads
+ * and parses what comes on its own thread, so its reply wakes it directly
+ * instead of waking the loop, which then wakes the caller (two context
+ * switches and an epoll round per call become one). Replies to other
+ * requests that it reads are completed from there too: a blocking
+ * caller's waiter is signalled at once, an async request's done() is
+ * posted to the loop with a copy of the payload (done() still runs on a
+ * loop thread); bulk goes into the request's buffer exactly as when the
+ * loop reads. A request completed this way leaves the table under the
+ * slot mutex as PEND_DONE; the loop frees it (pend_reap) unless nothing of
+ * it is left there (its timer never armed, its frame written by the
+ * caller). The caller gives the receive side back when its reply came,
+ * when its connection closed, or at its deadline; the loop's timer then
+ * fails it as before. A deadline, a close or a shutdown on the loop takes
+ * the receive lock, so it never races a caller filling a buffer; a close
+ * the caller meets (EOF, malformed reply) is carried out by the loop.
+ *
  * INVARIANTS. Slots, connections and requests are touched only by their
- * loop thread, except what the slot's mutex guards (struct cslot). A pend
- * is in exactly one of: the caller's hands (NEW), the slot wait list
- * (WAIT), the connection table (QUEUED/SENT); a QUEUED/SENT pend may also
- * be on the slot's "no timer" list. Callbacks (done) never run under the
- * slot's mutex.
+ * loop thread, except what the slot's mutex guards (struct cslot) and the
+ * receive side, which the thread holding the connection's rx_mu owns (the
+ * loop or a caller; lock order rx_mu, then the slot mutex). A pend is in
+ * exactly one of: the caller's hands (NEW), the slot wait list (WAIT), the
+ * connection table (QUEUED/SENT), or on its way to pend_reap (DONE); a
+ * QUEUED/SENT pend may also be on the slot's "no timer" list. Callbacks
+ * (done) never run under the slot's mutex.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -75,8 +96,13 @@
  * sends queued requests in one writev (one wake-up of the server for
  * many); measured with `chainfs bench meta --clients 1,8`. */
 #define DIRECT_MAX_INFLIGHT 1
+/* A thread reading its own reply re-checks whether it was completed
+ * elsewhere (timeout, close) at least this often. */
+#define OWN_POLL_MS 100
 
-enum pend_where { PEND_NEW, PEND_WAIT, PEND_QUEUED, PEND_SENT };
+/* PEND_DONE: completed by a caller thread that read its reply (OWN
+ * REPLIES); out of the table, waiting for the loop to free it. */
+enum pend_where { PEND_NEW, PEND_WAIT, PEND_QUEUED, PEND_SENT, PEND_DONE };
 
 struct cli_loop {
 	struct loop *l;
@@ -182,9 +208,26 @@ struct pend {
 	rpc_done_fn done;
 	void *arg;
 	int send_fd;                  /* RPC_CALL_SEND_FD: borrowed */
+	/* completed off the loop (PEND_DONE): what done() gets there */
+	int fin_status;
+	uint8_t *fin_payload;         /* malloc'ed copy or NULL */
+	uint32_t fin_plen;
+	uint64_t fin_bulk;
 	uint32_t plen;
 	uint8_t payload[];
 };
+
+/* The blocking wrapper's state, on the caller's stack. */
+struct sync_call {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	atomic_int done;              /* set under mu; read without it to poll */
+	int status;
+	struct buf *resp;
+	uint64_t bulk_len;
+};
+
+static void sync_done(void *arg, const struct rpc_result *res);
 
 static void slot_connect(struct cslot *s);
 
@@ -235,6 +278,62 @@ static void pend_finish(struct pend *p, int status, const uint8_t *payload, uint
 	free(p);
 }
 
+/* Loop: frees a request a caller thread completed (pend_finish_offloop),
+ * running its done() here when it is not a blocking call's. */
+static void pend_reap(struct loop_msg *m)
+{
+	struct pend *p = m->arg;
+	loop_timer_cancel(p->slot->lp->l, &p->timer);
+	if (p->done) {
+		struct rpc_result res = { p->fin_status, p->fin_payload, p->fin_plen, p->fin_bulk };
+		p->done(p->arg, &res);
+	}
+	free(p->fin_payload);
+	free(p);
+}
+
+/* pend_finish on a caller thread that received P's reply (rx_mu held).
+ * A blocking call's waiter is told at once; any other done() runs on the
+ * loop (rpc.h), with a copy of the payload. P is freed here only when the
+ * loop holds nothing of it: no timer armed and its frame's done() run. */
+static void pend_finish_offloop(struct pend *p, int status, const uint8_t *payload,
+				uint32_t plen, uint64_t bulk_len)
+{
+	struct cslot *s = p->slot;
+	struct cli_conn *cc = p->cc;
+	pthread_mutex_lock(&s->mu);
+	cc->tab[p->idx] = NULL;
+	cc->freeidx[cc->nfree++] = p->idx;
+	int mine = p->on_nt && p->where == PEND_SENT;
+	nt_remove(s, p);
+	p->where = PEND_DONE;
+	pthread_mutex_unlock(&s->mu);
+	atomic_fetch_add_explicit(&s->p->cl->ctr.replies_by_caller, 1, memory_order_relaxed);
+	if (p->done == sync_done) {
+		struct rpc_result res = { status, payload, plen, bulk_len };
+		sync_done(p->arg, &res);
+		if (mine) {
+			free(p);
+			return;
+		}
+		p->done = NULL;
+	} else {
+		if (plen) {
+			p->fin_payload = malloc(plen);
+			if (p->fin_payload)
+				memcpy(p->fin_payload, payload, plen);
+			else if (!status)
+				status = -ENOMEM;
+		}
+		p->fin_plen = p->fin_payload ? plen : 0;
+		p->fin_status = status;
+		p->fin_bulk = bulk_len;
+	}
+	p->msg.fn = pend_reap;
+	p->msg.arg = p;
+	loop_post(s->lp->l, &p->msg);
+}
+
 /* Fails every request waiting on S. The list is detached first: a done()
  * that retries adds to a fresh list instead of being failed again here. */
 static void fail_wait(struct cslot *s, int err)
@@ -262,9 +361,15 @@ static void req_out_done(struct rpc_out *o, int status)
 		free(p);
 		return;
 	}
-	/* On failure the connection is closing; on_close finishes the request. */
-	if (!status)
-		p->where = PEND_SENT;
+	/* On failure the connection is closing; on_close finishes the request.
+	 * Under the lock: a caller may be reading the reply already, and may
+	 * have completed it (PEND_DONE: the loop frees it after this). */
+	if (!status) {
+		pthread_mutex_lock(&p->slot->mu);
+		if (p->where == PEND_QUEUED)
+			p->where = PEND_SENT;
+		pthread_mutex_unlock(&p->slot->mu);
+	}
 }
 
 /* Takes a table entry for P and fills its frame. Slot mutex held. 0, or
@@ -306,8 +411,11 @@ static int issue_prep_locked(struct cli_conn *cc, struct pend *p)
 static int conn_issue_locked(struct cli_conn *cc, struct pend *p)
 {
 	int rc = issue_prep_locked(cc, p);
-	if (!rc)
+	if (!rc) {
 		conn_send_locked(&cc->c, &p->out);
+		if (!p->oneway)
+			conn_rx_arm_locked(&cc->c);
+	}
 	return rc;
 }
 
@@ -321,12 +429,31 @@ static void conn_issue(struct cli_conn *cc, struct pend *p)
 		pend_finish(p, rc, NULL, 0, 0);
 }
 
+static void pend_timeout_locked(struct pend *p);
+
 static void pend_timeout(struct loop_timer *t)
 {
 	struct pend *p = t->arg;
+	/* A caller thread may be receiving on the connection: the receive
+	 * lock keeps it from completing P or filling P's buffer meanwhile. */
+	struct rpc_conn *c = p->cc ? &p->cc->c : NULL;
+	if (c)
+		conn_rx_lock(c);
+	pend_timeout_locked(p);
+	if (c)
+		conn_rx_unlock(c);
+}
+
+static void pend_timeout_locked(struct pend *p)
+{
 	struct cslot *s = p->slot;
 
-	switch (p->where) {
+	pthread_mutex_lock(&s->mu);
+	enum pend_where where = p->where;
+	pthread_mutex_unlock(&s->mu);
+	switch (where) {
+	case PEND_DONE:
+		return; /* a caller completed it; pend_reap frees it */
 	case PEND_NEW:
 		break;
 	case PEND_WAIT: {
@@ -584,7 +711,8 @@ static int cli_on_header(struct rpc_conn *c, const struct frame_hdr *h)
 	struct pend *p = idx < cc->cap ? cc->tab[idx] : NULL;
 	if (p && p->id != h->req_id)
 		p = NULL;
-	int unsent = p && p->where != PEND_SENT;
+	/* A frame the loop wrote whole may not have had its done() yet. */
+	int unsent = p && p->where != PEND_SENT && p->out.off < rpc_out_len(&p->out);
 	pthread_mutex_unlock(&cc->slot->mu);
 	if (unsent) {
 		conn_bad_input(c, -CFS_EPROTO, "reply before its request was written");
@@ -628,10 +756,13 @@ static int cli_on_frame(struct rpc_conn *c, const uint8_t *p, uint32_t len, int 
 			cc->slot->ready = NULL;
 		pthread_mutex_unlock(&cc->slot->mu);
 	}
-	pend_finish(pd, st, p, len, cc->cur_status ? 0 : c->h.bulk_len);
+	if (loop_in_thread(c->loop))
+		pend_finish(pd, st, p, len, cc->cur_status ? 0 : c->h.bulk_len);
+	else
+		pend_finish_offloop(pd, st, p, len, cc->cur_status ? 0 : c->h.bulk_len);
 	if (doomed)
 		conn_close(c, -CFS_ECLOSED, LOG_LVL_INFO, "server reported a malformed request");
-	return c->state == CONN_CLOSED ? -CFS_ECLOSED : 0;
+	return c->state == CONN_CLOSED || c->rx_defer ? -CFS_ECLOSED : 0;
 }
 
 static void cli_on_close(struct rpc_conn *c, int err)
@@ -666,6 +797,13 @@ static void cli_on_close(struct rpc_conn *c, int err)
 
 static void cli_on_drain(struct rpc_conn *c) {}
 
+/* Slot mutex (*omu) held: requests in flight wait for replies. */
+static int cli_rx_expecting(struct rpc_conn *c)
+{
+	struct cli_conn *cc = container_of(c, struct cli_conn, c);
+	return cc->nfree < cc->cap;
+}
+
 static void cli_on_free(struct rpc_conn *c)
 {
 	struct cli_conn *cc = container_of(c, struct cli_conn, c);
@@ -683,6 +821,7 @@ static const struct conn_ops cli_ops = {
 	.on_close = cli_on_close,
 	.on_drain = cli_on_drain,
 	.on_free = cli_on_free,
+	.rx_expecting = cli_rx_expecting,
 };
 
 static void slot_retry(struct loop_timer *t)
@@ -809,6 +948,7 @@ void rpc_client_stats(const struct rpc_client *c, struct rpc_stats *out)
 	out->accepted = atomic_load(&c->ctr.accepted);
 	out->accepted_local = atomic_load(&c->ctr.accepted_local);
 	out->bad_input = atomic_load(&c->ctr.bad_input);
+	out->replies_by_caller = atomic_load(&c->ctr.replies_by_caller);
 }
 
 void rpc_client_free(struct rpc_client *cl)
@@ -874,7 +1014,12 @@ int rpc_client_peer(struct rpc_client *cl, const char *addr, struct rpc_peer **o
 	return 0;
 }
 
-static int submit(struct rpc_peer *peer, const struct rpc_call *call, int oneway)
+/* Sends CALL (see rpc_call_async). With OWN (a blocking call), *OWN gets
+ * the connection when the calling thread sent the request itself and took
+ * over the connection's receive side to read the reply (OWN REPLIES);
+ * it must then conn_rx_release it. */
+static int submit(struct rpc_peer *peer, const struct rpc_call *call, int oneway,
+		  struct cli_conn **own)
 {
 	struct rpc_client *cl = peer->cl;
 
@@ -942,6 +1087,12 @@ static int submit(struct rpc_peer *peer, const struct rpc_call *call, int oneway
 				p->where = PEND_SENT;
 			}
 			nt_push(s, p);
+			if (!oneway) {
+				if (own && conn_rx_claim_locked(&cc->c))
+					*own = cc;
+				else
+					conn_rx_arm_locked(&cc->c);
+			}
 			pthread_mutex_unlock(&s->mu);
 			return 0;
 		}
@@ -956,23 +1107,14 @@ static int submit(struct rpc_peer *peer, const struct rpc_call *call, int oneway
 
 int rpc_call_async(struct rpc_peer *peer, const struct rpc_call *call)
 {
-	return submit(peer, call, 0);
+	return submit(peer, call, 0, NULL);
 }
 
 int rpc_notify(struct rpc_peer *peer, uint16_t type, const void *payload, uint32_t len)
 {
 	struct rpc_call c = { .type = type, .payload = payload, .payload_len = len };
-	return submit(peer, &c, 1);
+	return submit(peer, &c, 1, NULL);
 }
-
-struct sync_call {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	int done;
-	int status;
-	struct buf *resp;
-	uint64_t bulk_len;
-};
 
 static void sync_done(void *arg, const struct rpc_result *res)
 {
@@ -986,9 +1128,25 @@ static void sync_done(void *arg, const struct rpc_result *res)
 		    !sc->status)
 			sc->status = -ENOMEM;
 	}
-	sc->done = 1;
+	atomic_store(&sc->done, 1);
 	pthread_cond_signal(&sc->cv);
 	pthread_mutex_unlock(&sc->mu);
+}
+
+/* The calling thread reads replies on CC (claimed by submit) until its own
+ * arrived, the connection closed, or DEADLINE passed (the loop's timer
+ * then completes the call), and gives the receive side back. */
+static void read_own(struct cli_conn *cc, struct sync_call *sc, uint64_t deadline)
+{
+	while (!atomic_load(&sc->done)) {
+		uint64_t now = clock_mono_ns();
+		if (now >= deadline)
+			break;
+		uint64_t ms = (deadline - now + 999999) / 1000000;
+		if (conn_rx_step(&cc->c, ms > OWN_POLL_MS ? OWN_POLL_MS : (int)ms))
+			break;
+	}
+	conn_rx_release(&cc->c);
 }
 
 int rpc_call(struct rpc_peer *peer, const struct rpc_call *call, struct buf *resp,
@@ -1004,10 +1162,15 @@ int rpc_call(struct rpc_peer *peer, const struct rpc_call *call, struct buf *res
 	struct rpc_call c = *call;
 	c.done = sync_done;
 	c.arg = &sc;
-	int rc = rpc_call_async(peer, &c);
+	uint32_t tmo = call->timeout_ms ? call->timeout_ms : cl->o.timeout_ms;
+	uint64_t deadline = clock_mono_ns() + (uint64_t)tmo * 1000000u;
+	struct cli_conn *own = NULL;
+	int rc = submit(peer, &c, 0, &own);
 	if (!rc) {
+		if (own)
+			read_own(own, &sc, deadline);
 		pthread_mutex_lock(&sc.mu);
-		while (!sc.done)
+		while (!atomic_load(&sc.done))
 			pthread_cond_wait(&sc.cv, &sc.mu);
 		pthread_mutex_unlock(&sc.mu);
 		rc = sc.status;

@@ -21,6 +21,30 @@
  * queued and left to the loop, so order on the wire stays the order of
  * queueing. done() callbacks never run under *omu (they may send again).
  *
+ * CALLER RECEIVE. A thread blocked on its own request (rpc_call) may
+ * read the reply itself instead of waiting for the loop to read it and
+ * wake it: one wake-up (the loop's) less per call. The receive side
+ * (rbuf, phase, dest...) is then shared: rx_mu is held by whoever reads or
+ * parses, the loop around every read batch and close, a caller around
+ * each non-blocking read and parse, never across poll(). rx_caller names
+ * the side that waits for bytes: while it is set, the loop's epoll entry
+ * has no LOOP_IN, only LOOP_PEER_CLOSE (edge-triggered), and an event the
+ * loop got anyway is left to the caller (rx_left makes the release hand
+ * reading back to the loop, in case it was the peer's close). When the
+ * caller lets go with no reply expected, LOOP_IN stays off (rx_idle) until
+ * the next request goes out (conn_rx_arm_locked), so a thread that calls,
+ * reads, and calls again costs no epoll_ctl at all. A close the caller
+ * meets (EOF, bad input) is not done on its thread: it is recorded
+ * (rx_defer) and posted to the loop at release. A close the loop makes
+ * while a caller waits in poll() shuts the socket down to wake it and
+ * leaves the fd open (x_orphan) for the caller to close, so the caller
+ * never polls or reads a reused fd.
+ *
+ *   loop reads (LOOP_IN) --claim--> caller reads (LOOP_PEER_CLOSE)
+ *        ^                              | release: replies still expected,
+ *        |  request issued              |          or an event was left
+ *   idle (LOOP_PEER_CLOSE) <--release---+ release: nothing expected
+ *
  * CLOSE. conn_close runs once: it removes the fd, fails queued frames with
  * -CFS_ECLOSED, lets the role fail what it holds, and drops the "open"
  * reference. The memory is freed when the last reference goes, from a
@@ -28,13 +52,15 @@
  * of the same epoll batch can name freed memory.
  *
  * INVARIANTS. Only the loop thread touches a connection, except the send
- * side under *omu (rpc_int.h). rpos <= rlen <= rcap. In RX_BULK, got < h.bulk_len. outq_bytes is the unwritten byte
+ * side under *omu and the receive side under rx_mu (rpc_int.h). rpos <= rlen <= rcap. In RX_BULK, got < h.bulk_len. outq_bytes is the unwritten byte
  * count of the queue.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 #include "common/cfs_assert.h"
@@ -114,7 +140,25 @@ void conn_fini(struct rpc_conn *c)
 	free(c->rbuf);
 	c->rbuf = NULL;
 	buf_fini(&c->pcopy);
+	if (c->x_orphan) {
+		c->x_orphan->ops->close(c->x_orphan);
+		c->x_orphan = NULL;
+	}
+	pthread_mutex_destroy(&c->rx_mu);
 	pthread_mutex_destroy(&c->omu_own);
+}
+
+void conn_rx_lock(struct rpc_conn *c)
+{
+	if (!c->rx_loop_depth++)
+		pthread_mutex_lock(&c->rx_mu);
+}
+
+void conn_rx_unlock(struct rpc_conn *c)
+{
+	ASSERT(c->rx_loop_depth > 0);
+	if (!--c->rx_loop_depth)
+		pthread_mutex_unlock(&c->rx_mu);
 }
 
 static void conn_timer_fire(struct loop_timer *t)
@@ -137,6 +181,8 @@ int conn_init(struct rpc_conn *c, struct loop *loop, struct xport *x, enum conn_
 	      pthread_mutex_t *omu)
 {
 	pthread_mutex_init(&c->omu_own, NULL);
+	pthread_mutex_init(&c->rx_mu, NULL);
+	atomic_init(&c->rx_caller, 0);
 	c->omu = omu ? omu : &c->omu_own;
 	c->loop = loop;
 	c->x = x;
@@ -166,38 +212,91 @@ int conn_init(struct rpc_conn *c, struct loop *loop, struct xport *x, enum conn_
 	return rc;
 }
 
-void conn_update_events(struct rpc_conn *c)
+/* Registers the events C needs now. *omu held; 0 or -errno. */
+static int update_events_locked(struct rpc_conn *c)
 {
 	if (c->state == CONN_CLOSED)
-		return;
+		return 0;
 	uint32_t want;
 	if (c->state == CONN_CONNECTING) {
 		want = LOOP_OUT;
 	} else {
-		pthread_mutex_lock(c->omu);
 		int blocked = c->out_blocked && c->oq_head;
-		pthread_mutex_unlock(c->omu);
-		want = (c->read_paused || c->closing ? 0 : LOOP_IN) | (blocked ? LOOP_OUT : 0);
+		int reading = !c->read_paused && !c->closing;
+		int loop_reads = reading && !atomic_load(&c->rx_caller) && !c->rx_idle;
+		want = (loop_reads ? LOOP_IN : reading ? LOOP_PEER_CLOSE : 0) |
+		       (blocked ? LOOP_OUT : 0);
 	}
 	if (want == c->events)
-		return;
+		return 0;
 	c->events = want;
-	int rc = loop_fd_mod(c->loop, c->fd, want, &c->io);
+	return loop_fd_mod(c->loop, c->fd, want, &c->io);
+}
+
+void conn_update_events(struct rpc_conn *c)
+{
+	if (c->state == CONN_CLOSED)
+		return;
+	pthread_mutex_lock(c->omu);
+	int rc = update_events_locked(c);
+	pthread_mutex_unlock(c->omu);
 	if (rc)
 		conn_close(c, rc, LOG_LVL_ERR, "epoll_ctl failed");
+}
+
+static void close_msg_fn(struct loop_msg *m)
+{
+	struct rpc_conn *c = m->arg;
+	conn_close(c, c->defer_err, c->defer_lvl, c->defer_why);
+	conn_unref(c);
+}
+
+/* Any thread, *omu held: the loop closes C soon with ERR/LVL/WHY (a
+ * string literal). */
+static void post_close_locked(struct rpc_conn *c, int err, int lvl, const char *why)
+{
+	if (c->close_posted || c->state == CONN_CLOSED)
+		return;
+	c->close_posted = 1;
+	c->defer_err = err;
+	c->defer_lvl = lvl;
+	c->defer_why = why;
+	conn_ref(c);
+	c->close_msg.fn = close_msg_fn;
+	c->close_msg.arg = c;
+	loop_post(c->loop, &c->close_msg);
 }
 
 void conn_close(struct rpc_conn *c, int err, int lvl, const char *why)
 {
 	if (c->state == CONN_CLOSED)
 		return;
+	if (atomic_load(&c->rx_caller) && !loop_in_thread(c->loop)) {
+		/* The receiving caller met it (rx_mu held): the loop closes at
+		 * its release. Parsing stops here. */
+		if (!c->rx_defer) {
+			c->rx_defer = 1;
+			c->rxd_err = err;
+			c->rxd_lvl = lvl;
+			c->rxd_why = why;
+		}
+		return;
+	}
 	LOG(lvl, "rpc", "close: peer=%s reason=%s err=%s", c->peer, why, cfs_errname(err));
+	conn_rx_lock(c);
 	/* Under *omu: a thread writing directly checks the state and uses x
 	 * under the same lock, so it never writes to a closed (reused) fd. */
 	pthread_mutex_lock(c->omu);
 	c->state = CONN_CLOSED;
 	loop_fd_del(c->loop, c->fd);
-	c->x->ops->close(c->x);
+	if (atomic_load(&c->rx_caller)) {
+		/* A caller may be in poll() on the fd: wake it, and leave the
+		 * close to it (conn_rx_release). */
+		shutdown(c->fd, SHUT_RDWR);
+		c->x_orphan = c->x;
+	} else {
+		c->x->ops->close(c->x);
+	}
 	c->x = NULL;
 	struct rpc_out *q = c->oq_head;
 	c->oq_head = c->oq_tail = NULL;
@@ -211,6 +310,7 @@ void conn_close(struct rpc_conn *c, int err, int lvl, const char *why)
 		o->done(o, -CFS_ECLOSED);
 	}
 	c->ops->on_close(c, err);
+	conn_rx_unlock(c);
 	conn_unref(c);
 	conn_unref(c); /* the "open" reference */
 }
@@ -418,6 +518,8 @@ static void advance(struct rpc_conn *c, uint64_t n, struct rpc_out ***done)
 			return;
 		}
 		n -= left;
+		/* Written whole: a caller receiving the reply may look (*omu). */
+		o->off = rpc_out_len(o);
 		c->oq_head = o->next;
 		if (!c->oq_head)
 			c->oq_tail = NULL;
@@ -592,7 +694,7 @@ static int frame_done(struct rpc_conn *c, const uint8_t *p, uint32_t len)
 static int parse(struct rpc_conn *c)
 {
 	for (;;) {
-		if (c->state == CONN_CLOSED)
+		if (c->state == CONN_CLOSED || c->rx_defer)
 			return -CFS_ECLOSED;
 		size_t avail = c->rlen - c->rpos;
 		const uint8_t *p = c->rbuf + c->rpos;
@@ -733,26 +835,108 @@ static ssize_t read_some(struct rpc_conn *c, int *short_read)
 	return n;
 }
 
-static void on_readable(struct rpc_conn *c)
+/* Up to READS_PER_EVENT reads and their parsing; rx_mu held. On the loop
+ * it stops when a caller takes the receive side over; on a caller's
+ * thread a close is deferred (conn_close). 0, or -CFS_ECLOSED when C is
+ * closed or closing. */
+static int read_batch(struct rpc_conn *c, int on_loop)
 {
 	for (int i = 0; i < READS_PER_EVENT; i++) {
-		if (c->state == CONN_CLOSED || c->read_paused || c->closing)
-			return;
+		if (c->state == CONN_CLOSED || c->rx_defer)
+			return -CFS_ECLOSED;
+		if (c->read_paused || c->closing)
+			return 0;
+		if (on_loop && atomic_load(&c->rx_caller)) {
+			c->rx_left = 1;
+			return 0;
+		}
 		int short_read = 0;
 		ssize_t n = read_some(c, &short_read);
 		if (n == -EAGAIN)
-			return;
+			return 0;
 		if (n == 0) {
 			conn_close(c, -CFS_ECLOSED, LOG_LVL_DEBUG, "peer closed the connection");
-			return;
+			return -CFS_ECLOSED;
 		}
 		if (n < 0) {
 			conn_close(c, -CFS_ECLOSED, LOG_LVL_INFO, "read failed");
-			return;
+			return -CFS_ECLOSED;
 		}
-		if (parse(c) || short_read)
-			return;
+		if (parse(c))
+			return -CFS_ECLOSED;
+		if (short_read)
+			return 0;
 	}
+	return 0;
+}
+
+static void on_readable(struct rpc_conn *c)
+{
+	conn_rx_lock(c);
+	read_batch(c, 1);
+	conn_rx_unlock(c);
+}
+
+int conn_rx_claim_locked(struct rpc_conn *c)
+{
+	if (c->state != CONN_READY || c->read_paused || c->closing || !c->ops->rx_expecting ||
+	    atomic_load(&c->rx_caller) || loop_in_thread(c->loop))
+		return 0;
+	atomic_store(&c->rx_caller, 1);
+	if (update_events_locked(c)) {
+		atomic_store(&c->rx_caller, 0);
+		post_close_locked(c, -CFS_ECLOSED, LOG_LVL_ERR, "epoll_ctl failed");
+		return 0;
+	}
+	conn_ref(c);
+	return 1;
+}
+
+int conn_rx_step(struct rpc_conn *c, int timeout_ms)
+{
+	/* The fd stays open while this thread receives (x_orphan). */
+	struct pollfd pfd = { .fd = c->fd, .events = POLLIN | POLLRDHUP };
+	int n = poll(&pfd, 1, timeout_ms);
+	if (n <= 0)
+		return 0; /* timeout or EINTR: the caller checks its clock */
+	pthread_mutex_lock(&c->rx_mu);
+	int rc = read_batch(c, 0);
+	pthread_mutex_unlock(&c->rx_mu);
+	return rc;
+}
+
+void conn_rx_release(struct rpc_conn *c)
+{
+	struct xport *orphan = NULL;
+	pthread_mutex_lock(&c->rx_mu);
+	pthread_mutex_lock(c->omu);
+	ASSERT(atomic_load(&c->rx_caller));
+	atomic_store(&c->rx_caller, 0);
+	if (c->state == CONN_CLOSED) {
+		orphan = c->x_orphan;
+		c->x_orphan = NULL;
+	} else if (c->rx_defer) {
+		post_close_locked(c, c->rxd_err, c->rxd_lvl, c->rxd_why);
+	} else {
+		c->rx_idle = !c->rx_left && !c->ops->rx_expecting(c);
+		if (update_events_locked(c))
+			post_close_locked(c, -CFS_ECLOSED, LOG_LVL_ERR, "epoll_ctl failed");
+	}
+	c->rx_left = 0;
+	pthread_mutex_unlock(c->omu);
+	pthread_mutex_unlock(&c->rx_mu);
+	if (orphan)
+		orphan->ops->close(orphan);
+	conn_unref(c);
+}
+
+void conn_rx_arm_locked(struct rpc_conn *c)
+{
+	if (!c->rx_idle)
+		return;
+	c->rx_idle = 0;
+	if (update_events_locked(c))
+		post_close_locked(c, -CFS_ECLOSED, LOG_LVL_ERR, "epoll_ctl failed");
 }
 
 static void conn_io(struct loop_io *io, uint32_t events)

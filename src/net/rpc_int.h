@@ -7,7 +7,12 @@
  * Everything here is owned by the connection's loop thread, except the
  * send side: the queue fields, state's change to CONN_CLOSED, x and
  * closing are guarded by *omu, so another thread holding *omu may check
- * the connection and write a frame itself (conn_send_direct_locked).
+ * the connection and write a frame itself (conn_send_direct_locked); and
+ * the receive side, which a caller thread may take over for a while
+ * (conn_rx_claim_locked, rpc_conn.c "CALLER RECEIVE"): its fields are
+ * guarded by rx_mu, held by whoever reads or parses (the loop takes it
+ * around every read and close; never across a blocking wait).
+ * Lock order: rx_mu before *omu.
  */
 #ifndef CFS_NET_RPC_INT_H
 #define CFS_NET_RPC_INT_H
@@ -71,6 +76,10 @@ struct conn_ops {
 	void (*on_drain)(struct rpc_conn *c);
 	/* Last reference gone: free the embedding struct (after conn_fini). */
 	void (*on_free)(struct rpc_conn *c);
+	/* *omu held: 1 while replies are still expected on C (so the loop
+	 * must keep reading when a caller thread gives the receive side back).
+	 * Only roles that let callers receive (conn_rx_claim_locked) need it. */
+	int (*rx_expecting)(struct rpc_conn *c);
 };
 
 /* Counters shared by every connection of a server or client. */
@@ -78,6 +87,7 @@ struct rpc_counters {
 	atomic_uint_fast64_t accepted, auth_fail, bad_input, requests, handshake_timeout;
 	atomic_uint_fast64_t bulk_copied; /* bulk bytes received into rbuf and copied out */
 	atomic_uint_fast64_t accepted_local; /* connections over the same-host socket */
+	atomic_uint_fast64_t replies_by_caller; /* client: replies a calling thread read */
 };
 
 struct rpc_conn {
@@ -91,12 +101,28 @@ struct rpc_conn {
 	atomic_int refs;               /* 1 while open, +1 per pending msg/request */
 	pthread_mutex_t *omu;          /* guards the send side (see above) */
 	pthread_mutex_t omu_own;       /* *omu unless the role passed its own */
-	uint32_t events;               /* LOOP_* mask registered now */
+	uint32_t events;               /* LOOP_* mask registered now; under *omu */
 	int read_paused;               /* role asked to stop reading */
 	int closing;                   /* refused: drain the queue, then close */
 	int close_err;
 	char peer[XPORT_ADDRSTRLEN];
 	struct frame_limits lim;       /* current limits (smaller before auth) */
+
+	/* receive ownership (rpc_conn.c "CALLER RECEIVE") */
+	pthread_mutex_t rx_mu;         /* guards the receive fields below */
+	int rx_loop_depth;             /* the loop thread's holds on rx_mu (loop only) */
+	atomic_int rx_caller;          /* 1: a caller thread receives; set under *omu */
+	int rx_idle;                   /* under *omu: nothing expected, no LOOP_IN */
+	int rx_left;                   /* under rx_mu: the loop left an event to the caller */
+	int rx_defer;                  /* under rx_mu: the caller met a close; the loop does it */
+	int rxd_err, rxd_lvl;          /* under rx_mu: the close the caller met */
+	const char *rxd_why;           /* a string literal */
+	int close_posted;              /* under *omu: close_msg queued with: */
+	int defer_err, defer_lvl;
+	const char *defer_why;
+	struct loop_msg close_msg;
+	struct xport *x_orphan;        /* closed while a caller received: the
+					  caller closes it when it lets go */
 
 	/* receive */
 	uint8_t *rbuf;
@@ -150,6 +176,27 @@ void conn_send_locked(struct rpc_conn *c, struct rpc_out *o);
  * there as for conn_send (a write error closes the connection from the
  * loop). */
 int conn_send_direct_locked(struct rpc_conn *c, struct rpc_out *o);
+/* CALLER RECEIVE (rpc_conn.c). Any thread but the loop's, *omu held: makes
+ * the calling thread C's receiver when C is ready and no other thread
+ * receives; the loop then stops reading C. Returns 1 (C referenced: the
+ * caller must conn_rx_release it) or 0. */
+int conn_rx_claim_locked(struct rpc_conn *c);
+/* The claiming thread: waits up to TIMEOUT_MS for bytes, then reads and
+ * parses what came (the role's callbacks run on this thread, under rx_mu).
+ * 0 (maybe nothing came), or -CFS_ECLOSED once C is closed or closing:
+ * stop and release. */
+int conn_rx_step(struct rpc_conn *c, int timeout_ms);
+/* The claiming thread gives the receive side back (and its reference):
+ * to the loop when replies are still expected, else to nobody until the
+ * next request (conn_rx_arm_locked). A close met while receiving is
+ * passed to the loop here. */
+void conn_rx_release(struct rpc_conn *c);
+/* Loop thread: holds rx_mu (nestable on the loop) to touch the receive
+ * side, e.g. a role's current-reply pointer, while a caller may receive. */
+void conn_rx_lock(struct rpc_conn *c);
+void conn_rx_unlock(struct rpc_conn *c);
+/* *omu held, any thread: a request is going out; make sure someone reads. */
+void conn_rx_arm_locked(struct rpc_conn *c);
 /* Queues a small frame whose payload is copied. 0 or -ENOMEM. */
 int conn_send_copy(struct rpc_conn *c, uint16_t type, uint16_t flags, uint64_t req_id,
 		   int32_t status, const void *payload, uint32_t plen);

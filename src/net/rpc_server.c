@@ -772,6 +772,7 @@ void rpc_server_stats(const struct rpc_server *s, struct rpc_stats *out)
 	out->handshake_timeout = atomic_load(&s->ctr.handshake_timeout);
 	out->bulk_copied = atomic_load(&s->ctr.bulk_copied);
 	out->accepted_local = atomic_load(&s->ctr.accepted_local);
+	out->replies_by_caller = 0;
 }
 
 /* STATS: the counters above, for `chainfs admin rpc-stats` and tests. */

@@ -574,6 +574,78 @@ static void test_bad_requests_after_auth(void **state)
 	rpc_client_free(c);
 }
 
+/* ---- kill -9 while a blocked caller receives a bulk reply ---- */
+
+struct bulk_caller {
+	struct rpc_peer *p;
+	atomic_int calls;
+	int ok, bad, err;
+	uint64_t err_at;
+};
+
+/* 16 MiB echoes, one at a time: the thread is alone on its connection,
+ * so it reads its replies itself (rpc_client.c OWN REPLIES). Stops at
+ * the first error. */
+static void *bulk_caller_main(void *arg)
+{
+	struct bulk_caller *bc = arg;
+	uint32_t len = 16u << 20;
+	uint8_t *out = malloc(len), *in = malloc(len);
+	struct rpc_echo_req m = { 0, RPC_ECHO_F_BULK, (const uint8_t *)"big", 3 };
+	struct buf pl = BUF_INIT, resp = BUF_INIT;
+	rpc_echo_req_encode(&pl, &m);
+	for (int i = 0;; i++) {
+		for (uint32_t k = 0; k < len; k += 4096)
+			out[k] = (uint8_t)(i + k / 4096);
+		struct rpc_call c = { .type = RPC_MSG_ECHO, .timeout_ms = 20000, .payload = pl.data,
+				      .payload_len = (uint32_t)pl.len, .bulk = out, .bulk_len = len,
+				      .resp_bulk = in, .resp_bulk_cap = len };
+		uint64_t got = 0;
+		int rc = rpc_call(bc->p, &c, &resp, &got);
+		if (rc) {
+			bc->err = rc;
+			bc->err_at = clock_mono_ns();
+			break;
+		}
+		bc->ok++;
+		bc->bad += got != len || memcmp(in, out, len) != 0;
+		atomic_fetch_add(&bc->calls, 1);
+	}
+	free(out);
+	free(in);
+	buf_fini(&pl);
+	buf_fini(&resp);
+	return NULL;
+}
+
+static int bulk_calls_done(void *arg) { return atomic_load(&((struct bulk_caller *)arg)->calls) >= 3; }
+
+static void test_kill9_mid_bulk_reply(void **state)
+{
+	struct rpc_peer *p;
+	struct rpc_client *c = client(SECRET, CLUSTER, 1, 1, &p);
+	struct bulk_caller bc = { .p = p };
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, bulk_caller_main, &bc), 0);
+	assert_true(testenv_wait(bulk_calls_done, &bc, 20000));
+	uint64_t t0 = clock_mono_ns();
+	testenv_kill(server, SIGKILL);
+	pthread_join(th, NULL);
+	/* The call in progress (its 32 MiB round trip is most of the time)
+	 * failed at once instead of hanging; the earlier ones were exact. */
+	assert_int_equal(bc.bad, 0);
+	assert_true(bc.ok >= 3);
+	assert_true(bc.err == -CFS_ECLOSED || bc.err == -ECONNREFUSED);
+	assert_true((bc.err_at - t0) / 1000000 < 3000);
+	struct rpc_stats st;
+	rpc_client_stats(c, &st);
+	/* All but the first (sent by the loop while it connected). */
+	assert_true(st.replies_by_caller >= (uint64_t)bc.ok - 1);
+	start_server();
+	assert_int_equal(echo(p, "after-bulk-kill", 0, 10000), 0);
+	rpc_client_free(c);
+}
+
 /* ---- kill -9 ---- */
 
 struct killctx {
@@ -640,6 +712,7 @@ int main(void)
 		cmocka_unit_test(test_version_mismatch),
 		cmocka_unit_test(test_slow_reader_is_bounded),
 		cmocka_unit_test(test_bad_requests_after_auth),
+		cmocka_unit_test(test_kill9_mid_bulk_reply),
 		cmocka_unit_test(test_kill9_mid_request),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
