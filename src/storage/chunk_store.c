@@ -580,13 +580,14 @@ out:
 static int checkpoint(struct chunk_store *s)
 {
 	if (s->ov_n) {
-		MDB_txn *txn;
+		MDB_txn *txn = NULL;
 		int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
 		for (unsigned b = 0; b < OV_BUCKETS && !rc; b++)
 			for (struct ov_ent *o = s->ov[b]; o && !rc; o = o->next)
 				rc = txn_apply(txn, s->dbi, o);
 		if (rc) {
-			mdb_txn_abort(txn);
+			if (txn) /* NULL when the begin failed */
+				mdb_txn_abort(txn);
 			return map_err(rc);
 		}
 		if ((rc = mdb_txn_commit(txn)))
@@ -1156,7 +1157,7 @@ static int commit_direct(struct chunk_batch *b)
 	struct chunk_store *s = b->s;
 	mdb_txn_abort(b->txn);
 	b->txn = NULL;
-	MDB_txn *txn;
+	MDB_txn *txn = NULL;
 	int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
 	for (unsigned k = 0; k < OV_BUCKETS && !rc; k++)
 		for (struct ov_ent *o = s->ov[k]; o && !rc; o = o->next)
@@ -1164,7 +1165,8 @@ static int commit_direct(struct chunk_batch *b)
 	for (size_t i = 0; i < b->nops && !rc; i++)
 		rc = txn_apply(txn, s->dbi, &b->ops[i]);
 	if (rc) {
-		mdb_txn_abort(txn);
+		if (txn) /* NULL when the begin failed */
+			mdb_txn_abort(txn);
 		return map_err(rc);
 	}
 	if ((rc = mdb_txn_commit(txn)))
