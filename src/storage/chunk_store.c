@@ -574,17 +574,20 @@ out:
 	return err;
 }
 
-/* Writes every overlay change into LMDB (one synced transaction), then
- * empties the overlay and restarts the log at offset 0. Batch owner only,
- * no batch open. */
-static int checkpoint(struct chunk_store *s)
+/* Writes every overlay change, then OPS[0..NOPS) (a batch too big for the
+ * log, or none), into LMDB in one synced transaction, then empties the
+ * overlay and restarts the log at offset 0. Batch owner only, no batch
+ * open. */
+static int checkpoint_with(struct chunk_store *s, struct ov_ent *ops, size_t nops)
 {
-	if (s->ov_n) {
+	if (s->ov_n || nops) {
 		MDB_txn *txn = NULL;
 		int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
 		for (unsigned b = 0; b < OV_BUCKETS && !rc; b++)
 			for (struct ov_ent *o = s->ov[b]; o && !rc; o = o->next)
 				rc = txn_apply(txn, s->dbi, o);
+		for (size_t i = 0; i < nops && !rc; i++)
+			rc = txn_apply(txn, s->dbi, &ops[i]);
 		if (rc) {
 			if (txn) /* NULL when the begin failed */
 				mdb_txn_abort(txn);
@@ -599,6 +602,11 @@ static int checkpoint(struct chunk_store *s)
 	}
 	s->wal_off = 0;
 	return 0;
+}
+
+static int checkpoint(struct chunk_store *s)
+{
+	return checkpoint_with(s, NULL, 0);
 }
 
 int chunk_store_maintain(struct chunk_store *s)
@@ -1154,29 +1162,9 @@ static void batch_free(struct chunk_batch *b)
  * LMDB transaction (a checkpoint that carries the batch). */
 static int commit_direct(struct chunk_batch *b)
 {
-	struct chunk_store *s = b->s;
 	mdb_txn_abort(b->txn);
 	b->txn = NULL;
-	MDB_txn *txn = NULL;
-	int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
-	for (unsigned k = 0; k < OV_BUCKETS && !rc; k++)
-		for (struct ov_ent *o = s->ov[k]; o && !rc; o = o->next)
-			rc = txn_apply(txn, s->dbi, o);
-	for (size_t i = 0; i < b->nops && !rc; i++)
-		rc = txn_apply(txn, s->dbi, &b->ops[i]);
-	if (rc) {
-		if (txn) /* NULL when the begin failed */
-			mdb_txn_abort(txn);
-		return map_err(rc);
-	}
-	if ((rc = mdb_txn_commit(txn)))
-		return map_err(rc);
-	pthread_mutex_lock(&s->omu);
-	ov_clear(s);
-	pthread_mutex_unlock(&s->omu);
-	s->wal_off = 0;
-	s->checkpoints++;
-	return 0;
+	return checkpoint_with(b->s, b->ops, b->nops);
 }
 
 int chunk_store_batch_commit_flushed(struct chunk_batch *b, int flushed)
