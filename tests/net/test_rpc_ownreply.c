@@ -31,28 +31,15 @@
 #include "common/status.h"
 #include "common/wire.h"
 #include "net/rpc.h"
+#include "rpc_test_srv.h"
 #include "tcp_proxy.h"
 
 #define T_ECHO 50 /* loop thread: payload back, request bulk back as reply bulk */
 #define T_SLOW 51 /* worker: sleeps, then a generated bulk (struct slow_req) */
 #define T_HOLD 52 /* held until the test releases it */
 #define NWORKERS 4
-#define QCAP 4096
-#define HOLD_MAX 64
 
 static const char secret[] = "ownreply-test-secret-0123456789";
-
-struct srv {
-	struct rpc_server *rpc;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	struct rpc_req *q[QCAP];
-	int qh, qn, stop;
-	pthread_t w[NWORKERS];
-	struct rpc_req *held[HOLD_MAX];
-	int nheld;
-	uint16_t port;
-};
 
 /* The bytes of a generated bulk: a function of SEED and the offset. */
 static uint8_t gen_byte(uint32_t seed, uint64_t i)
@@ -60,7 +47,7 @@ static uint8_t gen_byte(uint32_t seed, uint64_t i)
 	return (uint8_t)(seed * 2654435761u + i * 40503u + (i >> 9));
 }
 
-static void echo_handler(struct rpc_req *req, void *arg)
+static void echo_handler(struct rpc_req *req)
 {
 	uint32_t len;
 	const uint8_t *p = rpc_req_payload(req, &len);
@@ -90,77 +77,6 @@ static void slow_now(struct rpc_req *req)
 	rpc_reply_bulk(req, 0, p, len, b, blen, free, b);
 }
 
-static void slow_handler(struct rpc_req *req, void *arg)
-{
-	struct srv *s = arg;
-	pthread_mutex_lock(&s->mu);
-	if (s->qn == QCAP) {
-		pthread_mutex_unlock(&s->mu);
-		rpc_reply(req, -CFS_EUNAVAIL, NULL, 0);
-		return;
-	}
-	s->q[(s->qh + s->qn++) % QCAP] = req;
-	pthread_cond_signal(&s->cv);
-	pthread_mutex_unlock(&s->mu);
-}
-
-static void *worker_main(void *arg)
-{
-	struct srv *s = arg;
-	pthread_mutex_lock(&s->mu);
-	for (;;) {
-		while (!s->qn && !s->stop)
-			pthread_cond_wait(&s->cv, &s->mu);
-		if (!s->qn)
-			break;
-		struct rpc_req *r = s->q[s->qh];
-		s->qh = (s->qh + 1) % QCAP;
-		s->qn--;
-		pthread_mutex_unlock(&s->mu);
-		slow_now(r);
-		pthread_mutex_lock(&s->mu);
-	}
-	pthread_mutex_unlock(&s->mu);
-	return NULL;
-}
-
-static void hold_handler(struct rpc_req *req, void *arg)
-{
-	struct srv *s = arg;
-	pthread_mutex_lock(&s->mu);
-	if (s->nheld < HOLD_MAX) {
-		s->held[s->nheld++] = req;
-		req = NULL;
-	}
-	pthread_mutex_unlock(&s->mu);
-	if (req)
-		rpc_reply(req, -CFS_EUNAVAIL, NULL, 0);
-}
-
-static int held_count(struct srv *s)
-{
-	pthread_mutex_lock(&s->mu);
-	int n = s->nheld;
-	pthread_mutex_unlock(&s->mu);
-	return n;
-}
-
-/* Answers every held request with its own payload. */
-static void release_held(struct srv *s)
-{
-	pthread_mutex_lock(&s->mu);
-	int n = s->nheld;
-	struct rpc_req *h[HOLD_MAX];
-	memcpy(h, s->held, (size_t)n * sizeof(*h));
-	s->nheld = 0;
-	pthread_mutex_unlock(&s->mu);
-	for (int i = 0; i < n; i++) {
-		uint32_t len;
-		const uint8_t *p = rpc_req_payload(h[i], &len);
-		rpc_reply(h[i], 0, p, len);
-	}
-}
-
 static struct rpc_opts opts(void)
 {
 	struct rpc_opts o = { .cluster_id = "ownreply", .secret = (const uint8_t *)secret,
@@ -168,40 +84,15 @@ static struct rpc_opts opts(void)
 	return o;
 }
 
-static struct srv *srv_start(void)
+static struct rpc_test_srv *srv_start(void)
 {
-	struct srv *s = calloc(1, sizeof(*s));
+	static const struct rpc_test_route routes[] = {
+		{ T_ECHO, RPC_TEST_LOOP, echo_handler },
+		{ T_SLOW, RPC_TEST_WORKER, slow_now },
+		{ T_HOLD, RPC_TEST_HOLD, NULL },
+	};
 	struct rpc_opts o = opts();
-	char err[128];
-	pthread_mutex_init(&s->mu, NULL);
-	pthread_cond_init(&s->cv, NULL);
-	struct rpc_handler he = { .fn = echo_handler, .arg = s };
-	struct rpc_handler hs = { .fn = slow_handler, .arg = s };
-	struct rpc_handler hh = { .fn = hold_handler, .arg = s };
-	assert_int_equal(rpc_server_new(&o, &s->rpc), 0);
-	assert_int_equal(rpc_server_handle(s->rpc, T_ECHO, &he), 0);
-	assert_int_equal(rpc_server_handle(s->rpc, T_SLOW, &hs), 0);
-	assert_int_equal(rpc_server_handle(s->rpc, T_HOLD, &hh), 0);
-	for (int i = 0; i < NWORKERS; i++)
-		assert_int_equal(pthread_create(&s->w[i], NULL, worker_main, s), 0);
-	assert_int_equal(rpc_server_start(s->rpc, "127.0.0.1:0", err, sizeof(err)), 0);
-	s->port = rpc_server_port(s->rpc);
-	return s;
-}
-
-static void srv_stop(struct srv *s)
-{
-	release_held(s);
-	pthread_mutex_lock(&s->mu);
-	s->stop = 1;
-	pthread_cond_broadcast(&s->cv);
-	pthread_mutex_unlock(&s->mu);
-	for (int i = 0; i < NWORKERS; i++)
-		pthread_join(s->w[i], NULL);
-	rpc_server_free(s->rpc);
-	pthread_mutex_destroy(&s->mu);
-	pthread_cond_destroy(&s->cv);
-	free(s);
+	return rpc_test_srv_start(&o, NWORKERS, routes, 3);
 }
 
 /* A client with one loop thread and one connection to PORT. */
@@ -347,7 +238,7 @@ static void *mix_main(void *arg)
 
 static void test_mixed_small_and_bulk(void **state)
 {
-	struct srv *s = srv_start();
+	struct rpc_test_srv *s = srv_start();
 	for (int tcp = 0; tcp < 2; tcp++) {
 		struct rpc_peer *p;
 		struct rpc_client *cl = client_to(s->port, tcp, &p);
@@ -380,7 +271,7 @@ static void test_mixed_small_and_bulk(void **state)
 	rpc_server_stats(s->rpc, &st);
 	assert_int_equal(st.accepted, 2); /* one connection per client */
 	assert_int_equal(st.bad_input, 0);
-	srv_stop(s);
+	rpc_test_srv_stop(s);
 }
 
 /* ---- a call times out while another thread receives ---- */
@@ -407,7 +298,7 @@ static void *held_main(void *arg)
 
 static void test_timeout_while_other_receives(void **state)
 {
-	struct srv *s = srv_start();
+	struct rpc_test_srv *s = srv_start();
 	struct rpc_peer *p;
 	struct rpc_client *cl = client_to(s->port, 0, &p);
 	struct rpc_call ok = { .type = T_ECHO, .payload = "warm", .payload_len = 4 };
@@ -420,20 +311,20 @@ static void test_timeout_while_other_receives(void **state)
 	pthread_t ta, tb;
 	assert_int_equal(pthread_create(&ta, NULL, held_main, &a), 0);
 	uint64_t t0 = clock_mono_ns();
-	while (held_count(s) < 1 && clock_mono_ns() - t0 < 10000000000ull)
+	while (rpc_test_srv_held(s) < 1 && clock_mono_ns() - t0 < 10000000000ull)
 		clock_sleep_ms(1);
-	assert_int_equal(held_count(s), 1);
+	assert_int_equal(rpc_test_srv_held(s), 1);
 	clock_sleep_ms(20);
 	/* B's deadline passes while A receives: B fails on time. */
 	assert_int_equal(pthread_create(&tb, NULL, held_main, &b), 0);
 	pthread_join(tb, NULL);
 	assert_int_equal(b.rc, -CFS_ETIMEDOUT);
 	assert_true(b.ms >= 90 && b.ms < 3000);
-	assert_int_equal(held_count(s), 2);
+	assert_int_equal(rpc_test_srv_held(s), 2);
 	uint64_t before = by_caller(cl);
 	/* Both replies now arrive; A reads them: B's is dropped (its caller
 	 * is gone), A gets exactly its own. */
-	release_held(s);
+	rpc_test_srv_release(s, NULL, 0);
 	pthread_join(ta, NULL);
 	assert_int_equal(a.rc, 0);
 	assert_int_equal(a.resp.len, 8);
@@ -456,7 +347,7 @@ static void test_timeout_while_other_receives(void **state)
 	buf_fini(&a.resp);
 	buf_fini(&b.resp);
 	rpc_client_free(cl);
-	srv_stop(s);
+	rpc_test_srv_stop(s);
 }
 
 /* ---- late bulk replies never land after their call returned ---- */
@@ -514,7 +405,7 @@ static void *late_main(void *arg)
 
 static void test_late_bulk_after_timeout(void **state)
 {
-	struct srv *s = srv_start();
+	struct rpc_test_srv *s = srv_start();
 	struct rpc_peer *p;
 	struct rpc_client *cl = client_to(s->port, 0, &p);
 	struct late_caller *lc = calloc(LATE_THREADS, sizeof(*lc));
@@ -556,7 +447,7 @@ static void test_late_bulk_after_timeout(void **state)
 	rpc_server_stats(s->rpc, &st);
 	assert_int_equal(st.accepted, 1);
 	rpc_client_free(cl);
-	srv_stop(s);
+	rpc_test_srv_stop(s);
 	free(lc);
 }
 
@@ -612,7 +503,7 @@ static void *cut_main(void *arg)
 
 static void test_cut_mid_bulk(void **state)
 {
-	struct srv *s = srv_start();
+	struct rpc_test_srv *s = srv_start();
 	struct tcp_proxy *px = tcp_proxy_start(s->port);
 	assert_non_null(px);
 	struct rpc_peer *p;
@@ -662,7 +553,7 @@ static void test_cut_mid_bulk(void **state)
 	assert_int_equal(rc, 0);
 	rpc_client_free(cl);
 	tcp_proxy_free(px);
-	srv_stop(s);
+	rpc_test_srv_stop(s);
 }
 
 int main(void)

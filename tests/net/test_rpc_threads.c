@@ -20,105 +20,21 @@
 #include "common/clock.h"
 #include "common/status.h"
 #include "net/rpc.h"
+#include "rpc_test_srv.h"
 #include "tcp_proxy.h"
 
 #define T_ECHO_WORKER 40 /* echoed by a worker thread */
 #define T_ECHO_LOOP 41   /* echoed on the loop thread */
 #define T_HOLD 42        /* held until the test releases it */
 #define NWORKERS 2
-#define QCAP 8192
-#define HOLD_MAX 4096
 
 static const char secret[] = "threads-test-secret-0123456789";
-
-struct srv {
-	struct rpc_server *rpc;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	struct rpc_req *q[QCAP];
-	int qh, qn, stop;
-	pthread_t w[NWORKERS];
-	struct rpc_req *held[HOLD_MAX];
-	int nheld;
-	uint16_t port;
-};
 
 static void echo_now(struct rpc_req *req)
 {
 	uint32_t len;
 	const uint8_t *p = rpc_req_payload(req, &len);
 	rpc_reply(req, 0, p, len);
-}
-
-static void worker_handler(struct rpc_req *req, void *arg)
-{
-	struct srv *s = arg;
-	pthread_mutex_lock(&s->mu);
-	if (s->qn == QCAP) {
-		pthread_mutex_unlock(&s->mu);
-		rpc_reply(req, -CFS_EUNAVAIL, NULL, 0);
-		return;
-	}
-	s->q[(s->qh + s->qn++) % QCAP] = req;
-	pthread_cond_signal(&s->cv);
-	pthread_mutex_unlock(&s->mu);
-}
-
-static void *worker_main(void *arg)
-{
-	struct srv *s = arg;
-	pthread_mutex_lock(&s->mu);
-	for (;;) {
-		while (!s->qn && !s->stop)
-			pthread_cond_wait(&s->cv, &s->mu);
-		if (!s->qn)
-			break;
-		struct rpc_req *r = s->q[s->qh];
-		s->qh = (s->qh + 1) % QCAP;
-		s->qn--;
-		pthread_mutex_unlock(&s->mu);
-		echo_now(r);
-		pthread_mutex_lock(&s->mu);
-	}
-	pthread_mutex_unlock(&s->mu);
-	return NULL;
-}
-
-static void loop_handler(struct rpc_req *req, void *arg) { echo_now(req); }
-
-static void hold_handler(struct rpc_req *req, void *arg)
-{
-	struct srv *s = arg;
-	pthread_mutex_lock(&s->mu);
-	if (s->nheld < HOLD_MAX) {
-		s->held[s->nheld++] = req;
-		req = NULL;
-	}
-	pthread_mutex_unlock(&s->mu);
-	if (req)
-		rpc_reply(req, -CFS_EUNAVAIL, NULL, 0);
-}
-
-static int held_count(struct srv *s)
-{
-	pthread_mutex_lock(&s->mu);
-	int n = s->nheld;
-	pthread_mutex_unlock(&s->mu);
-	return n;
-}
-
-/* Answers every held request from this (non-loop) thread. */
-static void release_held(struct srv *s)
-{
-	pthread_mutex_lock(&s->mu);
-	int n = s->nheld;
-	s->nheld = 0;
-	struct rpc_req **h = malloc((size_t)(n ? n : 1) * sizeof(*h));
-	memcpy(h, s->held, (size_t)n * sizeof(*h));
-	pthread_mutex_unlock(&s->mu);
-	for (int i = 0; i < n; i++)
-		rpc_reply(h[i], 0, "late", 4);
-	free(h);
 }
 
 static struct rpc_opts opts(void)
@@ -128,40 +44,15 @@ static struct rpc_opts opts(void)
 	return o;
 }
 
-static struct srv *srv_start(void)
+static struct rpc_test_srv *srv_start(void)
 {
-	struct srv *s = calloc(1, sizeof(*s));
+	static const struct rpc_test_route routes[] = {
+		{ T_ECHO_WORKER, RPC_TEST_WORKER, echo_now },
+		{ T_ECHO_LOOP, RPC_TEST_LOOP, echo_now },
+		{ T_HOLD, RPC_TEST_HOLD, NULL },
+	};
 	struct rpc_opts o = opts();
-	char err[128];
-	pthread_mutex_init(&s->mu, NULL);
-	pthread_cond_init(&s->cv, NULL);
-	struct rpc_handler hw = { .fn = worker_handler, .arg = s };
-	struct rpc_handler hl = { .fn = loop_handler, .arg = s };
-	struct rpc_handler hh = { .fn = hold_handler, .arg = s };
-	assert_int_equal(rpc_server_new(&o, &s->rpc), 0);
-	assert_int_equal(rpc_server_handle(s->rpc, T_ECHO_WORKER, &hw), 0);
-	assert_int_equal(rpc_server_handle(s->rpc, T_ECHO_LOOP, &hl), 0);
-	assert_int_equal(rpc_server_handle(s->rpc, T_HOLD, &hh), 0);
-	for (int i = 0; i < NWORKERS; i++)
-		assert_int_equal(pthread_create(&s->w[i], NULL, worker_main, s), 0);
-	assert_int_equal(rpc_server_start(s->rpc, "127.0.0.1:0", err, sizeof(err)), 0);
-	s->port = rpc_server_port(s->rpc);
-	return s;
-}
-
-static void srv_stop(struct srv *s)
-{
-	release_held(s);
-	pthread_mutex_lock(&s->mu);
-	s->stop = 1;
-	pthread_cond_broadcast(&s->cv);
-	pthread_mutex_unlock(&s->mu);
-	for (int i = 0; i < NWORKERS; i++)
-		pthread_join(s->w[i], NULL);
-	rpc_server_free(s->rpc);
-	pthread_mutex_destroy(&s->mu);
-	pthread_cond_destroy(&s->cv);
-	free(s);
+	return rpc_test_srv_start(&o, NWORKERS, routes, 3);
 }
 
 static struct rpc_client *client_to(uint16_t port, uint32_t timeout_ms, struct rpc_peer **p)
@@ -259,7 +150,7 @@ static int asyncs_done(struct caller *cs)
 
 static void test_many_threads_one_conn(void **state)
 {
-	struct srv *s = srv_start();
+	struct rpc_test_srv *s = srv_start();
 	struct rpc_peer *p;
 	struct rpc_client *cl = client_to(s->port, 10000, &p);
 	struct caller cs[NTHREADS];
@@ -287,7 +178,7 @@ static void test_many_threads_one_conn(void **state)
 	assert_int_equal(st.accepted, 1);
 	assert_int_equal(st.bad_input, 0);
 	rpc_client_free(cl);
-	srv_stop(s);
+	rpc_test_srv_stop(s);
 }
 
 /* ---- deadlines of requests sent by the callers themselves ---- */
@@ -321,7 +212,7 @@ static void *tmo_main(void *arg)
 
 static void test_deadlines_of_direct_sends(void **state)
 {
-	struct srv *s = srv_start();
+	struct rpc_test_srv *s = srv_start();
 	struct rpc_peer *p;
 	struct rpc_client *cl = client_to(s->port, 10000, &p);
 	struct tmo_caller ts[6];
@@ -340,16 +231,16 @@ static void test_deadlines_of_direct_sends(void **state)
 		 * slack for a loaded machine. */
 		assert_true(ts[i].worst_ns < 2000000000ull);
 	}
-	assert_int_equal(held_count(s), 6 * 20);
+	assert_int_equal(rpc_test_srv_held(s), 6 * 20);
 	/* The late replies are dropped; the connection still works. */
-	release_held(s);
+	rpc_test_srv_release(s, "late", 4);
 	struct rpc_call ok = { .type = T_ECHO_LOOP, .payload = "y", .payload_len = 1 };
 	assert_int_equal(rpc_call(p, &ok, NULL, NULL), 0);
 	struct rpc_stats st;
 	rpc_server_stats(s->rpc, &st);
 	assert_int_equal(st.accepted, 1);
 	rpc_client_free(cl);
-	srv_stop(s);
+	rpc_test_srv_stop(s);
 }
 
 /* ---- the connection drops while threads are sending ---- */
@@ -402,7 +293,7 @@ static int all_cut_done(struct cut_caller *cs)
 
 static void test_close_while_sending(void **state)
 {
-	struct srv *s = srv_start();
+	struct rpc_test_srv *s = srv_start();
 	struct tcp_proxy *px = tcp_proxy_start(s->port);
 	assert_non_null(px);
 	struct rpc_peer *p;
@@ -419,9 +310,9 @@ static void test_close_while_sending(void **state)
 	/* Cut once the server holds some of them, while the rest are still
 	 * being sent. */
 	uint64_t t0 = clock_mono_ns();
-	while (held_count(s) < 100 && clock_mono_ns() - t0 < 10000000000ull)
+	while (rpc_test_srv_held(s) < 100 && clock_mono_ns() - t0 < 10000000000ull)
 		clock_sleep_ms(1);
-	assert_true(held_count(s) >= 100);
+	assert_true(rpc_test_srv_held(s) >= 100);
 	tcp_proxy_cut(px, true);
 	for (int i = 0; i < CUT_THREADS; i++)
 		pthread_join(th[i], NULL);
@@ -441,7 +332,7 @@ static void test_close_while_sending(void **state)
 	}
 	assert_true(closed >= 100);
 	/* Late replies to the dead connection are dropped on the server. */
-	release_held(s);
+	rpc_test_srv_release(s, "late", 4);
 	clock_sleep_ms(50);
 	for (int t = 0; t < CUT_THREADS; t++)
 		for (int i = 0; i < CUT_CALLS; i++)
@@ -457,7 +348,7 @@ static void test_close_while_sending(void **state)
 	assert_int_equal(rc, 0);
 	rpc_client_free(cl);
 	tcp_proxy_free(px);
-	srv_stop(s);
+	rpc_test_srv_stop(s);
 	free(cs);
 }
 
