@@ -83,6 +83,7 @@ struct lmdb_engine {
 	MDB_dbi dbi;
 	char *path;
 	enum lmdb_sync sync;
+	int writemap;                   /* MDB_WRITEMAP: batches apply flat (no nested txns) */
 
 	pthread_mutex_t pool_mu;        /* guards pool, npool */
 	MDB_txn *pool[LMDB_POOL_MAX];   /* reset read-only handles */
@@ -287,10 +288,10 @@ static void lmdb_close(struct kv_engine *base)
 static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, size_t errlen)
 {
 	static const char *const allowed[] = { "sync", "map_size", "max_readers", "group_wait_us",
-					       "sync_ms", NULL };
+					       "sync_ms", "writemap", NULL };
 	struct lmdb_engine *e;
 	uint64_t map = LMDB_DEFAULT_MAP, readers = LMDB_DEFAULT_READERS, wait_us = 2000;
-	uint64_t sync_ms = 100;
+	uint64_t sync_ms = 100, writemap = 0;
 	const char *sync;
 	unsigned flags = MDB_NOTLS;
 	MDB_txn *txn = NULL;
@@ -306,8 +307,11 @@ static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, 
 	    (rc = kv_url_opt_size(u, "map_size", &map, err, errlen)) ||
 	    (rc = kv_url_opt_size(u, "max_readers", &readers, err, errlen)) ||
 	    (rc = kv_url_opt_size(u, "group_wait_us", &wait_us, err, errlen)) ||
-	    (rc = kv_url_opt_size(u, "sync_ms", &sync_ms, err, errlen)))
+	    (rc = kv_url_opt_size(u, "sync_ms", &sync_ms, err, errlen)) ||
+	    (rc = kv_url_opt_size(u, "writemap", &writemap, err, errlen)))
 		return rc;
+	if (writemap > 1)
+		return kv_errf(err, errlen, -EINVAL, "kv: lmdb writemap must be 0 or 1");
 	if (sync_ms < 1 || sync_ms > 60000)
 		return kv_errf(err, errlen, -EINVAL, "kv: lmdb sync_ms must be 1..60000");
 	if (wait_us > 1000000)
@@ -329,6 +333,10 @@ static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, 
 	pthread_condattr_destroy(&ca);
 	e->wait_max_ns = wait_us * 1000;
 	e->sync_ms = (uint32_t)sync_ms;
+	if (writemap) {
+		e->writemap = 1;
+		flags |= MDB_WRITEMAP;
+	}
 	sync = kv_url_opt(u, "sync");
 	if (!sync || !strcmp(sync, "full")) {
 		e->sync = LMDB_SYNC_FULL;
@@ -747,12 +755,101 @@ static int apply(struct lmdb_engine *e, MDB_txn *w, const struct kv_wbuf *wb)
 	return rc ? lmdb_err(rc) : 0;
 }
 
+/* Commits W, which carries APPLIED members of B; fills rc (on failure)
+ * and version of each member that succeeded so far. */
+static void commit_batch(struct lmdb_engine *e, MDB_txn *w, int64_t id, struct lmdb_req **b,
+			 int n, int applied)
+{
+	int rc;
+
+	if (!applied) {
+		mdb_txn_abort(w);
+		return;
+	}
+	rc = mdb_txn_commit(w);
+	if (rc) {
+		/* LMDB restores the old meta page on a failed commit, but a
+		 * failed sync may still have reached the disk in part: the
+		 * outcome is unknown, the environment is unusable (MDB_PANIC)
+		 * until reopened. */
+		int code = rc == MDB_MAP_FULL ? -ENOSPC : -CFS_EMAYBE;
+		LOG_ERR("kv", "lmdb: commit: path=%s: %s", e->path, mdb_strerror(rc));
+		for (int i = 0; i < n; i++)
+			if (!b[i]->rc)
+				b[i]->rc = code;
+		return;
+	}
+	atomic_store_explicit(&e->committed_id, id, memory_order_release);
+	atomic_fetch_add_explicit(&e->nbatches, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&e->ntxns, (unsigned long long)applied, memory_order_relaxed);
+	for (int i = 0; i < n; i++)
+		b[i]->version = id;
+}
+
+/* run_batch for MDB_WRITEMAP, where LMDB has no nested txns: every member
+ * is validated and applied straight in the one write txn. Validation only
+ * reads, so a member that conflicts leaves W as it was; a member whose
+ * apply fails (map full, I/O error) may have left part of its writes in
+ * W, so the whole write txn is dropped and, if the batch had more than
+ * one member, each member runs again alone (its own write txn): the
+ * failure then stays with the member that caused it. */
+static void run_batch_flat(struct lmdb_engine *e, struct lmdb_req **b, int n)
+{
+	MDB_txn *w = NULL;
+	int rc, dirty = 0, applied = 0;
+	int64_t id;
+
+	rc = mdb_txn_begin(e->env, NULL, 0, &w);
+	if (rc) {
+		LOG_ERR("kv", "lmdb: write txn: path=%s: %s", e->path, mdb_strerror(rc));
+		for (int i = 0; i < n; i++)
+			b[i]->rc = lmdb_err(rc);
+		return;
+	}
+	id = (int64_t)mdb_txn_id(w);
+	for (int i = 0; i < n; i++) {
+		struct kv_txn *t = b[i]->t;
+		struct lmdb_txn *p = kv_txn_priv(t);
+
+		rc = 0;
+		if (dirty || id != p->rid + 1)
+			rc = validate(e, w, t);
+		b[i]->rc = rc;
+		if (rc)
+			continue;
+		rc = apply(e, w, &t->wb);
+		if (rc) {
+			mdb_txn_abort(w);
+			if (rc == -ENOSPC)
+				LOG_ERR("kv", "lmdb: database full: path=%s: raise map_size (URL option)",
+					e->path);
+			if (n == 1) {
+				b[0]->rc = rc;
+				return;
+			}
+			for (int j = 0; j < n; j++) {
+				b[j]->rc = 0;
+				run_batch_flat(e, &b[j], 1);
+			}
+			return;
+		}
+		dirty = 1;
+		applied++;
+	}
+	commit_batch(e, w, id, b, n, applied);
+}
+
 /* Applies the batch B (N requests) in one write txn; fills each rc/version. */
 static void run_batch(struct lmdb_engine *e, struct lmdb_req **b, int n)
 {
 	MDB_txn *w = NULL;
 	int rc, dirty = 0, applied = 0;
 	int64_t id;
+
+	if (e->writemap) {
+		run_batch_flat(e, b, n);
+		return;
+	}
 
 	rc = mdb_txn_begin(e->env, NULL, 0, &w);
 	if (rc) {
@@ -791,28 +888,7 @@ static void run_batch(struct lmdb_engine *e, struct lmdb_req **b, int n)
 			applied++;
 		}
 	}
-	if (!applied) {
-		mdb_txn_abort(w);
-		return;
-	}
-	rc = mdb_txn_commit(w);
-	if (rc) {
-		/* LMDB restores the old meta page on a failed commit, but a
-		 * failed sync may still have reached the disk in part: the
-		 * outcome is unknown, the environment is unusable (MDB_PANIC)
-		 * until reopened. */
-		int code = rc == MDB_MAP_FULL ? -ENOSPC : -CFS_EMAYBE;
-		LOG_ERR("kv", "lmdb: commit: path=%s: %s", e->path, mdb_strerror(rc));
-		for (int i = 0; i < n; i++)
-			if (!b[i]->rc)
-				b[i]->rc = code;
-		return;
-	}
-	atomic_store_explicit(&e->committed_id, id, memory_order_release);
-	atomic_fetch_add_explicit(&e->nbatches, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&e->ntxns, (unsigned long long)applied, memory_order_relaxed);
-	for (int i = 0; i < n; i++)
-		b[i]->version = id;
+	commit_batch(e, w, id, b, n, applied);
 }
 
 /* Caller is the leader and holds gc_mu. Waits, up to half the previous
