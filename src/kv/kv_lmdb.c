@@ -38,6 +38,7 @@
  * queue empty); queue, counters and leading are guarded by gc_mu.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <lmdb.h>
 #include <pthread.h>
@@ -62,6 +63,20 @@
 #define LMDB_POOL_MAX 256   /* reset read handles kept for reuse */
 #define LMDB_BATCH_MAX 1024 /* txns per write txn */
 
+/* writemap=1: a batch writes its pages straight into the shared map, and a
+ * store into a hole of the sparse file on a full disk is a SIGBUS, not an
+ * error. So the file is kept allocated (fallocate) WM_ROOM bytes past the
+ * end LMDB uses, and a batch starts only while WM_NEED bytes of that are
+ * left, which a batch capped at WM_BATCH_CALLS write calls and
+ * WM_BATCH_BYTES key + value bytes cannot outgrow (each call dirties at
+ * most a leaf-to-root path and its splits, 2 x 5 pages; values once more
+ * in overflow or split pages; 1 MiB for the free list and meta pages).
+ * When the disk cannot give more, batches fail with -ENOSPC instead. */
+#define WM_BATCH_CALLS 256
+#define WM_BATCH_BYTES ((uint64_t)4 << 20)
+#define WM_NEED (WM_BATCH_CALLS * 10 * (uint64_t)4096 + 2 * WM_BATCH_BYTES + ((uint64_t)1 << 20))
+#define WM_ROOM ((uint64_t)32 << 20)
+
 enum lmdb_sync { LMDB_SYNC_FULL, LMDB_SYNC_NOMETA, LMDB_SYNC_NONE, LMDB_SYNC_WINDOW };
 
 enum { REQ_WAIT, REQ_DONE, REQ_LEAD };
@@ -84,6 +99,9 @@ struct lmdb_engine {
 	char *path;
 	enum lmdb_sync sync;
 	int writemap;                   /* MDB_WRITEMAP: batches apply flat (no nested txns) */
+	uint64_t map_size;
+	uint64_t psize;                 /* LMDB page size */
+	uint64_t alloc_end;             /* writemap: file bytes known allocated (leader only) */
 
 	pthread_mutex_t pool_mu;        /* guards pool, npool */
 	MDB_txn *pool[LMDB_POOL_MAX];   /* reset read-only handles */
@@ -333,6 +351,7 @@ static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, 
 	pthread_condattr_destroy(&ca);
 	e->wait_max_ns = wait_us * 1000;
 	e->sync_ms = (uint32_t)sync_ms;
+	e->map_size = map;
 	if (writemap) {
 		e->writemap = 1;
 		flags |= MDB_WRITEMAP;
@@ -389,6 +408,10 @@ static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, 
 		goto fail;
 	}
 	mdb_txn_commit(txn);
+	{
+		MDB_stat st;
+		e->psize = mdb_env_stat(e->env, &st) ? 4096 : st.ms_psize;
+	}
 	if (e->sync == LMDB_SYNC_WINDOW) {
 		if ((rc = pthread_create(&e->sync_th, NULL, sync_main, e))) {
 			rc = kv_errf(err, errlen, -rc, "kv: lmdb: sync thread: %s",
@@ -786,6 +809,39 @@ static void commit_batch(struct lmdb_engine *e, MDB_txn *w, int64_t id, struct l
 		b[i]->version = id;
 }
 
+/* writemap=1: makes sure the next batch cannot store into a hole (see
+ * WM_ROOM). Called by the leader holding write txn W, so LMDB's used end
+ * is stable. 0, or -ENOSPC when the disk cannot back a batch. */
+static int wm_room(struct lmdb_engine *e, MDB_txn *w)
+{
+	MDB_envinfo info;
+	uint64_t used, end;
+	mdb_filehandle_t fd;
+
+	(void)w;
+	if (mdb_env_info(e->env, &info) || mdb_env_get_fd(e->env, &fd))
+		return 0;
+	used = ((uint64_t)info.me_last_pgno + 1) * e->psize;
+	if (used + WM_NEED <= e->alloc_end || e->alloc_end >= e->map_size)
+		return 0;
+	end = used + WM_ROOM < e->map_size ? used + WM_ROOM : e->map_size;
+	if (fallocate(fd, 0, (off_t)used, (off_t)(end - used)) == 0) {
+		e->alloc_end = end;
+		return 0;
+	}
+	if (errno == EOPNOTSUPP) {
+		/* No way to reserve: behave as before the guard. */
+		LOG_WARN("kv", "lmdb: writemap: %s cannot preallocate; a full disk will stop the process",
+			 e->path);
+		e->alloc_end = e->map_size;
+		return 0;
+	}
+	LOG_ERR("kv", "lmdb: writemap: cannot reserve %llu bytes past %llu: path=%s: %s",
+		(unsigned long long)(end - used), (unsigned long long)used, e->path,
+		cfs_strerror(-errno));
+	return -ENOSPC;
+}
+
 /* run_batch for MDB_WRITEMAP, where LMDB has no nested txns: every member
  * is validated and applied straight in the one write txn. Validation only
  * reads, so a member that conflicts leaves W as it was; a member whose
@@ -804,6 +860,12 @@ static void run_batch_flat(struct lmdb_engine *e, struct lmdb_req **b, int n)
 		LOG_ERR("kv", "lmdb: write txn: path=%s: %s", e->path, mdb_strerror(rc));
 		for (int i = 0; i < n; i++)
 			b[i]->rc = lmdb_err(rc);
+		return;
+	}
+	if ((rc = wm_room(e, w))) {
+		mdb_txn_abort(w);
+		for (int i = 0; i < n; i++)
+			b[i]->rc = rc;
 		return;
 	}
 	id = (int64_t)mdb_txn_id(w);
@@ -964,11 +1026,18 @@ static int lmdb_commit(struct kv_txn *t, int64_t *version)
 	for (;;) {
 		struct lmdb_req *next = NULL;
 		uint64_t t0;
-		int n = 0, mine = 0;
+		int n = 0, mine = 0, calls = 0;
+		uint64_t bytes = 0;
 
 		pthread_mutex_lock(&e->gc_mu);
 		gather(e);
 		while (e->q_head && n < LMDB_BATCH_MAX) {
+			const struct kv_wbuf *wb = &e->q_head->t->wb;
+			if (e->writemap && n &&
+			    (calls + wb->ncalls > WM_BATCH_CALLS || bytes + wb->bytes > WM_BATCH_BYTES))
+				break; /* the rest is the next batch (WM_NEED) */
+			calls += wb->ncalls;
+			bytes += wb->bytes;
 			mine |= e->q_head == &req;
 			batch[n++] = e->q_head;
 			e->q_head = e->q_head->next;

@@ -251,6 +251,18 @@ static void t_writemap_batches(void **state)
 	assert_int_equal(r.n, WM_THREADS * WM_PER_THREAD);
 	kv_txn_free(t);
 	kv_close(e);
+
+	/* The file is the map's size, sparse, and allocated well past what
+	 * the data uses (kv_lmdb.c WM_ROOM: no store into a hole). */
+	char path[600];
+	struct stat st;
+	snprintf(path, sizeof(path), "%s", url + strlen("lmdb://"));
+	*strchr(path, '?') = 0;
+	strncat(path, "/data.mdb", sizeof(path) - strlen(path) - 1);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, 64 << 20);
+	assert_true((uint64_t)st.st_blocks * 512 >= (uint64_t)24 << 20);
+	assert_true((uint64_t)st.st_blocks * 512 < (uint64_t)st.st_size);
 }
 
 /* ---- durability across kill -9 ------------------------------------------ */
