@@ -30,8 +30,11 @@
  *        half the previous batch's duration; 0 disables), writemap=1 (LMDB's
  *        MDB_WRITEMAP: commits store pages straight into the shared map
  *        instead of one pwrite per dirty page, same durability per sync
- *        mode; data.mdb's apparent size becomes map_size, a sparse file,
- *        so copy it with a hole-aware tool). Several processes
+ *        mode; data.mdb's apparent size becomes map_size, a sparse file
+ *        with 32 MiB allocated past the used end, so copy it with a
+ *        hole-aware tool; when the disk cannot back that reserve, commits
+ *        fail with -ENOSPC; the map is writable in the process, so a stray
+ *        store of a memory bug could reach the database). Several processes
  *        may share one environment; they must open it with the same
  *        map_size.
  *   etcd://host:port[,host:port...]/prefix   a real etcd v3 cluster; every
