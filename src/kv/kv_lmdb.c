@@ -829,6 +829,12 @@ static int wm_room(struct lmdb_engine *e, MDB_txn *w)
 		e->alloc_end = end;
 		return 0;
 	}
+	/* A disk nearly full: what one batch needs is enough to go on. */
+	end = used + WM_NEED < e->map_size ? used + WM_NEED : e->map_size;
+	if (errno == ENOSPC && fallocate(fd, 0, (off_t)used, (off_t)(end - used)) == 0) {
+		e->alloc_end = end;
+		return 0;
+	}
 	if (errno == EOPNOTSUPP) {
 		/* No way to reserve: behave as before the guard. */
 		LOG_WARN("kv", "lmdb: writemap: %s cannot preallocate; a full disk will stop the process",
