@@ -1,7 +1,8 @@
 /* bench_meta.c - chainfs bench meta: metadata operations per second over RPC.
  *
  *   chainfs bench meta [--meta ADDR[,ADDR] --cluster-id X --secret-file F]
- *                      [--kv URL | --dir D --lmdb-sync full|nometa|none]
+ *                      [--kv URL | --dir D --lmdb-sync full|window|nometa|none
+ *                       --lmdb-writemap true|false]
  *                      [--seconds S] [--clients 1,8] [--instances 1,2] [--dirs 64]
  *
  * Without --meta it starts two `chainfs meta` processes of its own (this
@@ -59,6 +60,7 @@ struct bm_conf {
 	char *kv;
 	char *dir;
 	char *lmdb_sync;
+	int lmdb_writemap;
 	int64_t seconds;
 	int64_t rounds;
 	char *clients;
@@ -83,6 +85,8 @@ static const struct cfg_opt opts[] = {
 	  "KV URL for the instances it starts (default: fresh LMDB under --dir)" },
 	{ "dir", CFG_STR, "/var/tmp", 0, 0, offsetof(struct bm_conf, dir),
 	  "where the fresh LMDB environment goes" },
+	{ "lmdb-writemap", CFG_BOOL, "true", 0, 0, offsetof(struct bm_conf, lmdb_writemap),
+	  "the fresh LMDB environment with writemap=1 (as chainfs up's meta; kv.h)" },
 	{ "lmdb-sync", CFG_STR, "full", 0, 0, offsetof(struct bm_conf, lmdb_sync),
 	  "durability of the fresh LMDB environment: full, window (sync every 100 ms and at fsync), nometa or none" },
 	{ "seconds", CFG_INT, "2", 1, 600, offsetof(struct bm_conf, seconds),
@@ -191,7 +195,8 @@ static int own_start(struct own *o, const struct bm_conf *bc, char *addrs, size_
 	if (*bc->kv)
 		snprintf(kv, sizeof(kv), "%s", bc->kv);
 	else
-		snprintf(kv, sizeof(kv), "lmdb://%s/kv?sync=%s", o->tmp, bc->lmdb_sync);
+		snprintf(kv, sizeof(kv), "lmdb://%s/kv?sync=%s%s", o->tmp, bc->lmdb_sync,
+			 bc->lmdb_writemap ? "&writemap=1" : "");
 	addrs[0] = 0;
 	for (int i = 0; i < 2; i++) {
 		char listen[64], threads[16], loops[16], log[PATH_MAX + 32];

@@ -27,7 +27,14 @@
  *        map_size to grow it), max_readers=N (default 1024; a full table
  *        is -CFS_EUNAVAIL), group_wait_us=N (default 2000: how long a
  *        group-commit leader may wait for more committers, never more than
- *        half the previous batch's duration; 0 disables). Several processes
+ *        half the previous batch's duration; 0 disables), writemap=1 (LMDB's
+ *        MDB_WRITEMAP: commits store pages straight into the shared map
+ *        instead of one pwrite per dirty page, same durability per sync
+ *        mode; data.mdb's apparent size becomes map_size, a sparse file
+ *        with 32 MiB allocated past the used end, so copy it with a
+ *        hole-aware tool; when the disk cannot back that reserve, commits
+ *        fail with -ENOSPC; the map is writable in the process, so a stray
+ *        store of a memory bug could reach the database). Several processes
  *        may share one environment; they must open it with the same
  *        map_size.
  *   etcd://host:port[,host:port...]/prefix   a real etcd v3 cluster; every

@@ -38,6 +38,7 @@
  * queue empty); queue, counters and leading are guarded by gc_mu.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <lmdb.h>
 #include <pthread.h>
@@ -62,6 +63,20 @@
 #define LMDB_POOL_MAX 256   /* reset read handles kept for reuse */
 #define LMDB_BATCH_MAX 1024 /* txns per write txn */
 
+/* writemap=1: a batch writes its pages straight into the shared map, and a
+ * store into a hole of the sparse file on a full disk is a SIGBUS, not an
+ * error. So the file is kept allocated (fallocate) WM_ROOM bytes past the
+ * end LMDB uses, and a batch starts only while WM_NEED bytes of that are
+ * left, which a batch capped at WM_BATCH_CALLS write calls and
+ * WM_BATCH_BYTES key + value bytes cannot outgrow (each call dirties at
+ * most a leaf-to-root path and its splits, 2 x 5 pages; values once more
+ * in overflow or split pages; 1 MiB for the free list and meta pages).
+ * When the disk cannot give more, batches fail with -ENOSPC instead. */
+#define WM_BATCH_CALLS 256
+#define WM_BATCH_BYTES ((uint64_t)4 << 20)
+#define WM_NEED (WM_BATCH_CALLS * 10 * (uint64_t)4096 + 2 * WM_BATCH_BYTES + ((uint64_t)1 << 20))
+#define WM_ROOM ((uint64_t)32 << 20)
+
 enum lmdb_sync { LMDB_SYNC_FULL, LMDB_SYNC_NOMETA, LMDB_SYNC_NONE, LMDB_SYNC_WINDOW };
 
 enum { REQ_WAIT, REQ_DONE, REQ_LEAD };
@@ -83,6 +98,10 @@ struct lmdb_engine {
 	MDB_dbi dbi;
 	char *path;
 	enum lmdb_sync sync;
+	int writemap;                   /* MDB_WRITEMAP: batches apply flat (no nested txns) */
+	uint64_t map_size;
+	uint64_t psize;                 /* LMDB page size */
+	uint64_t alloc_end;             /* writemap: file bytes known allocated (leader only) */
 
 	pthread_mutex_t pool_mu;        /* guards pool, npool */
 	MDB_txn *pool[LMDB_POOL_MAX];   /* reset read-only handles */
@@ -287,10 +306,10 @@ static void lmdb_close(struct kv_engine *base)
 static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, size_t errlen)
 {
 	static const char *const allowed[] = { "sync", "map_size", "max_readers", "group_wait_us",
-					       "sync_ms", NULL };
+					       "sync_ms", "writemap", NULL };
 	struct lmdb_engine *e;
 	uint64_t map = LMDB_DEFAULT_MAP, readers = LMDB_DEFAULT_READERS, wait_us = 2000;
-	uint64_t sync_ms = 100;
+	uint64_t sync_ms = 100, writemap = 0;
 	const char *sync;
 	unsigned flags = MDB_NOTLS;
 	MDB_txn *txn = NULL;
@@ -306,8 +325,11 @@ static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, 
 	    (rc = kv_url_opt_size(u, "map_size", &map, err, errlen)) ||
 	    (rc = kv_url_opt_size(u, "max_readers", &readers, err, errlen)) ||
 	    (rc = kv_url_opt_size(u, "group_wait_us", &wait_us, err, errlen)) ||
-	    (rc = kv_url_opt_size(u, "sync_ms", &sync_ms, err, errlen)))
+	    (rc = kv_url_opt_size(u, "sync_ms", &sync_ms, err, errlen)) ||
+	    (rc = kv_url_opt_size(u, "writemap", &writemap, err, errlen)))
 		return rc;
+	if (writemap > 1)
+		return kv_errf(err, errlen, -EINVAL, "kv: lmdb writemap must be 0 or 1");
 	if (sync_ms < 1 || sync_ms > 60000)
 		return kv_errf(err, errlen, -EINVAL, "kv: lmdb sync_ms must be 1..60000");
 	if (wait_us > 1000000)
@@ -329,6 +351,11 @@ static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, 
 	pthread_condattr_destroy(&ca);
 	e->wait_max_ns = wait_us * 1000;
 	e->sync_ms = (uint32_t)sync_ms;
+	e->map_size = map;
+	if (writemap) {
+		e->writemap = 1;
+		flags |= MDB_WRITEMAP;
+	}
 	sync = kv_url_opt(u, "sync");
 	if (!sync || !strcmp(sync, "full")) {
 		e->sync = LMDB_SYNC_FULL;
@@ -381,6 +408,10 @@ static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, 
 		goto fail;
 	}
 	mdb_txn_commit(txn);
+	{
+		MDB_stat st;
+		e->psize = mdb_env_stat(e->env, &st) ? 4096 : st.ms_psize;
+	}
 	if (e->sync == LMDB_SYNC_WINDOW) {
 		if ((rc = pthread_create(&e->sync_th, NULL, sync_main, e))) {
 			rc = kv_errf(err, errlen, -rc, "kv: lmdb: sync thread: %s",
@@ -747,12 +778,146 @@ static int apply(struct lmdb_engine *e, MDB_txn *w, const struct kv_wbuf *wb)
 	return rc ? lmdb_err(rc) : 0;
 }
 
+/* Commits W, which carries APPLIED members of B; fills rc (on failure)
+ * and version of each member that succeeded so far. */
+static void commit_batch(struct lmdb_engine *e, MDB_txn *w, int64_t id, struct lmdb_req **b,
+			 int n, int applied)
+{
+	int rc;
+
+	if (!applied) {
+		mdb_txn_abort(w);
+		return;
+	}
+	rc = mdb_txn_commit(w);
+	if (rc) {
+		/* LMDB restores the old meta page on a failed commit, but a
+		 * failed sync may still have reached the disk in part: the
+		 * outcome is unknown, the environment is unusable (MDB_PANIC)
+		 * until reopened. */
+		int code = rc == MDB_MAP_FULL ? -ENOSPC : -CFS_EMAYBE;
+		LOG_ERR("kv", "lmdb: commit: path=%s: %s", e->path, mdb_strerror(rc));
+		for (int i = 0; i < n; i++)
+			if (!b[i]->rc)
+				b[i]->rc = code;
+		return;
+	}
+	atomic_store_explicit(&e->committed_id, id, memory_order_release);
+	atomic_fetch_add_explicit(&e->nbatches, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&e->ntxns, (unsigned long long)applied, memory_order_relaxed);
+	for (int i = 0; i < n; i++)
+		b[i]->version = id;
+}
+
+/* writemap=1: makes sure the next batch cannot store into a hole (see
+ * WM_ROOM). Called by the leader holding write txn W, so LMDB's used end
+ * is stable. 0, or -ENOSPC when the disk cannot back a batch. */
+static int wm_room(struct lmdb_engine *e, MDB_txn *w)
+{
+	MDB_envinfo info;
+	uint64_t used, end;
+	mdb_filehandle_t fd;
+
+	(void)w;
+	if (mdb_env_info(e->env, &info) || mdb_env_get_fd(e->env, &fd))
+		return 0;
+	used = ((uint64_t)info.me_last_pgno + 1) * e->psize;
+	if (used + WM_NEED <= e->alloc_end || e->alloc_end >= e->map_size)
+		return 0;
+	end = used + WM_ROOM < e->map_size ? used + WM_ROOM : e->map_size;
+	if (fallocate(fd, 0, (off_t)used, (off_t)(end - used)) == 0) {
+		e->alloc_end = end;
+		return 0;
+	}
+	/* A disk nearly full: what one batch needs is enough to go on. */
+	end = used + WM_NEED < e->map_size ? used + WM_NEED : e->map_size;
+	if (errno == ENOSPC && fallocate(fd, 0, (off_t)used, (off_t)(end - used)) == 0) {
+		e->alloc_end = end;
+		return 0;
+	}
+	if (errno == EOPNOTSUPP) {
+		/* No way to reserve: behave as before the guard. */
+		LOG_WARN("kv", "lmdb: writemap: %s cannot preallocate; a full disk will stop the process",
+			 e->path);
+		e->alloc_end = e->map_size;
+		return 0;
+	}
+	LOG_ERR("kv", "lmdb: writemap: cannot reserve %llu bytes past %llu: path=%s: %s",
+		(unsigned long long)(end - used), (unsigned long long)used, e->path,
+		cfs_strerror(-errno));
+	return -ENOSPC;
+}
+
+/* run_batch for MDB_WRITEMAP, where LMDB has no nested txns: every member
+ * is validated and applied straight in the one write txn. Validation only
+ * reads, so a member that conflicts leaves W as it was; a member whose
+ * apply fails (map full, I/O error) may have left part of its writes in
+ * W, so the whole write txn is dropped and, if the batch had more than
+ * one member, each member runs again alone (its own write txn): the
+ * failure then stays with the member that caused it. */
+static void run_batch_flat(struct lmdb_engine *e, struct lmdb_req **b, int n)
+{
+	MDB_txn *w = NULL;
+	int rc, dirty = 0, applied = 0;
+	int64_t id;
+
+	rc = mdb_txn_begin(e->env, NULL, 0, &w);
+	if (rc) {
+		LOG_ERR("kv", "lmdb: write txn: path=%s: %s", e->path, mdb_strerror(rc));
+		for (int i = 0; i < n; i++)
+			b[i]->rc = lmdb_err(rc);
+		return;
+	}
+	if ((rc = wm_room(e, w))) {
+		mdb_txn_abort(w);
+		for (int i = 0; i < n; i++)
+			b[i]->rc = rc;
+		return;
+	}
+	id = (int64_t)mdb_txn_id(w);
+	for (int i = 0; i < n; i++) {
+		struct kv_txn *t = b[i]->t;
+		struct lmdb_txn *p = kv_txn_priv(t);
+
+		rc = 0;
+		if (dirty || id != p->rid + 1)
+			rc = validate(e, w, t);
+		b[i]->rc = rc;
+		if (rc)
+			continue;
+		rc = apply(e, w, &t->wb);
+		if (rc) {
+			mdb_txn_abort(w);
+			if (rc == -ENOSPC)
+				LOG_ERR("kv", "lmdb: database full: path=%s: raise map_size (URL option)",
+					e->path);
+			if (n == 1) {
+				b[0]->rc = rc;
+				return;
+			}
+			for (int j = 0; j < n; j++) {
+				b[j]->rc = 0;
+				run_batch_flat(e, &b[j], 1);
+			}
+			return;
+		}
+		dirty = 1;
+		applied++;
+	}
+	commit_batch(e, w, id, b, n, applied);
+}
+
 /* Applies the batch B (N requests) in one write txn; fills each rc/version. */
 static void run_batch(struct lmdb_engine *e, struct lmdb_req **b, int n)
 {
 	MDB_txn *w = NULL;
 	int rc, dirty = 0, applied = 0;
 	int64_t id;
+
+	if (e->writemap) {
+		run_batch_flat(e, b, n);
+		return;
+	}
 
 	rc = mdb_txn_begin(e->env, NULL, 0, &w);
 	if (rc) {
@@ -791,28 +956,7 @@ static void run_batch(struct lmdb_engine *e, struct lmdb_req **b, int n)
 			applied++;
 		}
 	}
-	if (!applied) {
-		mdb_txn_abort(w);
-		return;
-	}
-	rc = mdb_txn_commit(w);
-	if (rc) {
-		/* LMDB restores the old meta page on a failed commit, but a
-		 * failed sync may still have reached the disk in part: the
-		 * outcome is unknown, the environment is unusable (MDB_PANIC)
-		 * until reopened. */
-		int code = rc == MDB_MAP_FULL ? -ENOSPC : -CFS_EMAYBE;
-		LOG_ERR("kv", "lmdb: commit: path=%s: %s", e->path, mdb_strerror(rc));
-		for (int i = 0; i < n; i++)
-			if (!b[i]->rc)
-				b[i]->rc = code;
-		return;
-	}
-	atomic_store_explicit(&e->committed_id, id, memory_order_release);
-	atomic_fetch_add_explicit(&e->nbatches, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&e->ntxns, (unsigned long long)applied, memory_order_relaxed);
-	for (int i = 0; i < n; i++)
-		b[i]->version = id;
+	commit_batch(e, w, id, b, n, applied);
 }
 
 /* Caller is the leader and holds gc_mu. Waits, up to half the previous
@@ -888,11 +1032,18 @@ static int lmdb_commit(struct kv_txn *t, int64_t *version)
 	for (;;) {
 		struct lmdb_req *next = NULL;
 		uint64_t t0;
-		int n = 0, mine = 0;
+		int n = 0, mine = 0, calls = 0;
+		uint64_t bytes = 0;
 
 		pthread_mutex_lock(&e->gc_mu);
 		gather(e);
 		while (e->q_head && n < LMDB_BATCH_MAX) {
+			const struct kv_wbuf *wb = &e->q_head->t->wb;
+			if (e->writemap && n &&
+			    (calls + wb->ncalls > WM_BATCH_CALLS || bytes + wb->bytes > WM_BATCH_BYTES))
+				break; /* the rest is the next batch (WM_NEED) */
+			calls += wb->ncalls;
+			bytes += wb->bytes;
 			mine |= e->q_head == &req;
 			batch[n++] = e->q_head;
 			e->q_head = e->q_head->next;

@@ -133,7 +133,7 @@ static void *gc_thread(void *p)
 	return NULL;
 }
 
-static void t_group_commit_64(void **state)
+static void group_commit_64(const char *opts)
 {
 	char url[512];
 	kv_engine *e;
@@ -143,7 +143,7 @@ static void t_group_commit_64(void **state)
 	struct kv_range r;
 	kv_txn *t;
 
-	fresh_url(url, sizeof(url), NULL);
+	fresh_url(url, sizeof(url), opts);
 	e = open_ok(url);
 	for (int i = 0; i < GC_THREADS; i++) {
 		a[i] = (struct gc_arg){ e, i, 0 };
@@ -164,6 +164,105 @@ static void t_group_commit_64(void **state)
 	assert_int_equal(r.n, GC_THREADS * GC_PER_THREAD);
 	kv_txn_free(t);
 	kv_close(e);
+}
+
+static void t_group_commit_64(void **state)
+{
+	group_commit_64(NULL);
+}
+
+/* writemap=1: one write txn without nested ones carries several members. */
+static void t_group_commit_64_writemap(void **state)
+{
+	group_commit_64("?writemap=1&map_size=64m");
+}
+
+/* ---- writemap=1: batches applied without nested txns -------------------- */
+
+#define WM_THREADS 32
+#define WM_PER_THREAD 20
+
+/* Read-modify-write of one shared counter (a conflict read), plus a key of
+ * the caller's own: members of one flat batch must see each other's writes
+ * at validation, or increments would be lost. */
+static int wm_body(kv_txn *t, void *arg)
+{
+	int *ki = arg;
+	char k[32];
+	struct kv_slice v;
+	uint64_t n = 0;
+	int rc = kv_get(t, kv_str("wm/ctr"), 0, &v);
+
+	if (rc < 0)
+		return rc;
+	if (rc == 1 && v.n == sizeof(n))
+		memcpy(&n, v.p, sizeof(n));
+	n++;
+	snprintf(k, sizeof(k), "wm/%02d/%03d", ki[0], ki[1]);
+	if ((rc = kv_set(t, kv_str(k), kv_str("x"))) < 0)
+		return rc;
+	return kv_set(t, kv_str("wm/ctr"), kv_mem(&n, sizeof(n)));
+}
+
+static void *wm_thread(void *p)
+{
+	struct gc_arg *a = p;
+	struct kv_run_opts o = { .max_retries = 1000, .backoff_max_us = 2000 };
+
+	for (int i = 0; i < WM_PER_THREAD; i++) {
+		int ki[2] = { a->id, i };
+		if (kv_run(a->e, &o, wm_body, ki, NULL))
+			a->failed++;
+	}
+	return NULL;
+}
+
+static void t_writemap_batches(void **state)
+{
+	char url[512];
+	kv_engine *e;
+	pthread_t tid[WM_THREADS];
+	struct gc_arg a[WM_THREADS];
+	uint64_t batches = 0, txns = 0, n = 0;
+	struct kv_range r;
+	struct kv_slice v;
+	kv_txn *t;
+
+	fresh_url(url, sizeof(url), "?writemap=1&map_size=64m");
+	e = open_ok(url);
+	for (int i = 0; i < WM_THREADS; i++) {
+		a[i] = (struct gc_arg){ e, i, 0 };
+		assert_int_equal(pthread_create(&tid[i], NULL, wm_thread, &a[i]), 0);
+	}
+	for (int i = 0; i < WM_THREADS; i++) {
+		pthread_join(tid[i], NULL);
+		assert_int_equal(a[i].failed, 0);
+	}
+	kv_lmdb_stats(e, &batches, &txns);
+	print_message("writemap: %llu txns in %llu write txns\n", (unsigned long long)txns,
+		      (unsigned long long)batches);
+	assert_int_equal(txns, WM_THREADS * WM_PER_THREAD);
+	assert_int_equal(kv_begin(e, KV_RDONLY, &t), 0);
+	assert_int_equal(kv_get(t, kv_str("wm/ctr"), 1, &v), 1);
+	assert_int_equal(v.n, sizeof(n));
+	memcpy(&n, v.p, sizeof(n));
+	assert_int_equal(n, WM_THREADS * WM_PER_THREAD);
+	assert_int_equal(kv_get_range(t, kv_str("wm/0"), kv_str("wm/9"), 0, 1, 0, &r), 0);
+	assert_int_equal(r.n, WM_THREADS * WM_PER_THREAD);
+	kv_txn_free(t);
+	kv_close(e);
+
+	/* The file is the map's size, sparse, and allocated well past what
+	 * the data uses (kv_lmdb.c WM_ROOM: no store into a hole). */
+	char path[600];
+	struct stat st;
+	snprintf(path, sizeof(path), "%s", url + strlen("lmdb://"));
+	*strchr(path, '?') = 0;
+	strncat(path, "/data.mdb", sizeof(path) - strlen(path) - 1);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_size, 64 << 20);
+	assert_true((uint64_t)st.st_blocks * 512 >= (uint64_t)24 << 20);
+	assert_true((uint64_t)st.st_blocks * 512 < (uint64_t)st.st_size);
 }
 
 /* ---- durability across kill -9 ------------------------------------------ */
@@ -366,6 +465,13 @@ static void t_window_after_kill9(void **state)
 	durable_after_kill9("?sync=window");
 }
 
+/* writemap=1: a commit stores into the shared map, which the page cache
+ * keeps when the process dies. */
+static void t_writemap_after_kill9(void **state)
+{
+	durable_after_kill9("?sync=window&writemap=1&map_size=256m");
+}
+
 static int win_body(kv_txn *t, void *arg)
 {
 	return kv_set(t, kv_str((const char *)arg), kv_str("v"));
@@ -532,6 +638,69 @@ static void t_map_full(void **state)
 	kv_close(e);
 }
 
+/* writemap=1, several threads filling a small map: a member whose apply
+ * fails drops the flat batch, whose other members then commit alone; so
+ * every acknowledged fill is present, and the only error is -ENOSPC. */
+#define FILL_THREADS 6
+
+struct fill_arg {
+	kv_engine *e;
+	int base, acked, other;
+	int ack[64];
+};
+
+static void *fill_thread(void *p)
+{
+	struct fill_arg *a = p;
+
+	for (int i = 0; i < 64; i++) {
+		int k = a->base + i;
+		int rc = kv_run(a->e, NULL, fill_body, &k, NULL);
+		if (rc == 0)
+			a->ack[a->acked++] = k;
+		else if (rc != -ENOSPC)
+			a->other = rc;
+	}
+	return NULL;
+}
+
+static void t_writemap_map_full(void **state)
+{
+	char url[512];
+	kv_engine *e;
+	kv_txn *t;
+	struct kv_slice v;
+	pthread_t tid[FILL_THREADS];
+	struct fill_arg *a = calloc(FILL_THREADS, sizeof(*a));
+	int acked = 0;
+
+	assert_non_null(a);
+	fresh_url(url, sizeof(url), "?map_size=4m&sync=none&writemap=1");
+	e = open_ok(url);
+	for (int i = 0; i < FILL_THREADS; i++) {
+		a[i].e = e;
+		a[i].base = i * 1000;
+		assert_int_equal(pthread_create(&tid[i], NULL, fill_thread, &a[i]), 0);
+	}
+	for (int i = 0; i < FILL_THREADS; i++)
+		pthread_join(tid[i], NULL);
+	assert_int_equal(kv_begin(e, KV_RDONLY, &t), 0);
+	for (int i = 0; i < FILL_THREADS; i++) {
+		assert_int_equal(a[i].other, 0);
+		for (int j = 0; j < a[i].acked; j++) {
+			char k[32];
+			snprintf(k, sizeof(k), "fill/%06d", a[i].ack[j]);
+			assert_int_equal(kv_get(t, kv_str(k), 1, &v), 1);
+			assert_int_equal(v.n, 60000);
+		}
+		acked += a[i].acked;
+	}
+	kv_txn_free(t);
+	kv_close(e);
+	assert_true(acked > 3 && acked < FILL_THREADS * 64); /* some fit, the map filled */
+	free(a);
+}
+
 /* A full reader table is -CFS_EUNAVAIL, not a crash; slots of a process
  * killed with -9 are reclaimed when the table fills up. */
 static void t_readers_full(void **state)
@@ -610,8 +779,12 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(t_group_commit_64, reap_children),
+		cmocka_unit_test_teardown(t_group_commit_64_writemap, reap_children),
 		cmocka_unit_test_teardown(t_durable_after_kill9, reap_children),
 		cmocka_unit_test_teardown(t_window_after_kill9, reap_children),
+		cmocka_unit_test_teardown(t_writemap_after_kill9, reap_children),
+		cmocka_unit_test_teardown(t_writemap_batches, reap_children),
+		cmocka_unit_test_teardown(t_writemap_map_full, reap_children),
 		cmocka_unit_test_teardown(t_window_sync, reap_children),
 		cmocka_unit_test_teardown(t_multi_process, reap_children),
 		cmocka_unit_test_teardown(t_map_full, reap_children),

@@ -22,7 +22,11 @@
  * (off); the client alternates between them, so every case covers both
  * paths.
  *
- * KV URL: argv[1] or $CFS_META_SVC_KV, else a fresh lmdb:// directory.
+ * KV URL: argv[1] or $CFS_META_SVC_KV, else a fresh lmdb:// directory
+ * (an argument starting with '?' is that directory with these options:
+ * test_meta_service_writemap runs the failover case, concurrent creates
+ * through kill -9 of an instance, on lmdb writemap=1, whose group commit
+ * applies batches without nested txns). argv[2]: a cmocka test filter.
  * Built with META_SVC_TEST_ETCD (test_meta_service_etcd) it starts a
  * one-member etcd (tests/kv/etcd_cluster.h) and runs the same suite on it;
  * it exits 77 when no etcd binary is installed.
@@ -131,7 +135,9 @@ static int setup(void **state)
 	etcd_cluster_url(etcd, "metasvc", NULL, kv_url, sizeof(kv_url));
 	(void)env;
 #else
-	if (env && *env)
+	if (env && *env == '?')
+		snprintf(kv_url, sizeof(kv_url), "lmdb://%s/kv%s", dir, env);
+	else if (env && *env)
 		snprintf(kv_url, sizeof(kv_url), "%s", env);
 	else
 		snprintf(kv_url, sizeof(kv_url), "lmdb://%s/kv?sync=nometa", dir);
@@ -627,6 +633,8 @@ int main(int argc, char **argv)
 {
 	if (argc > 1)
 		setenv("CFS_META_SVC_KV", argv[1], 1);
+	if (argc > 2)
+		cmocka_set_test_filter(argv[2]);
 #ifdef META_SVC_TEST_ETCD
 	if (!etcd_cluster_available()) {
 		fprintf(stderr, "no etcd binary: skipped\n");
