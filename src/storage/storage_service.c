@@ -146,20 +146,13 @@ static int write_check(const struct sto_write_req *m, const void *data, uint64_t
 	return 0;
 }
 
-static void handle_write(struct rpc_req *req, void *arg)
+/* A decoded write M whose data (BLEN bytes, a stor_buf or NULL) is here:
+ * checks and submits it (direct or chain); ends REQ one way or another. */
+static void write_submit(struct rpc_req *req, struct storage_service *s,
+			 const struct sto_write_req *mp, void *data, uint64_t blen)
 {
-	struct storage_service *s = arg;
-	struct sto_write_req m;
-	uint32_t plen;
-	uint64_t blen;
-	const uint8_t *p = rpc_req_payload(req, &plen);
-	void *data = own_bulk(req, &blen);
-	int err = sto_write_req_decode(p, plen, &m);
-	if (err) {
-		stor_buf_put(s, data, blen);
-		reply_err(req, -CFS_EPROTO, "write: malformed request");
-		return;
-	}
+	struct sto_write_req m = *mp;
+	int err;
 	if ((err = fence_witness_admit(s))) {
 		stor_buf_put(s, data, blen);
 		reply_err(req, err, "write");
@@ -197,6 +190,66 @@ static void handle_write(struct rpc_req *req, void *arg)
 				   .flags = (m.flags & STO_WF_REPLACE) ? CHUNK_WF_REPLACE : 0,
 				   .page_crc = page_crc, .data_crc = m.crc };
 	chunk_engine_submit(t->eng, &w->op);
+}
+
+static void handle_write(struct rpc_req *req, void *arg)
+{
+	struct storage_service *s = arg;
+	struct sto_write_req m;
+	uint32_t plen;
+	uint64_t blen;
+	const uint8_t *p = rpc_req_payload(req, &plen);
+	void *data = own_bulk(req, &blen);
+	if (sto_write_req_decode(p, plen, &m)) {
+		stor_buf_put(s, data, blen);
+		reply_err(req, -CFS_EPROTO, "write: malformed request");
+		return;
+	}
+	write_submit(req, s, &m, data, blen);
+}
+
+/* SHM_WRITE: the data is in the client's region. It is copied once into a
+ * buffer of ours before any check: the client can still write to its
+ * region, and the CRC that write_check verifies must be the CRC of the
+ * bytes the engine writes (and the chain forwards). The copy replaces the
+ * socket receive the WRITE path pays. */
+static void handle_shm_write(struct rpc_req *req, void *arg)
+{
+	struct storage_service *s = arg;
+	struct sto_write_req m;
+	struct sto_shm_at at;
+	uint32_t plen;
+	uint64_t blen;
+	const uint8_t *p = rpc_req_payload(req, &plen);
+	/* The message carries no bulk (one sent is the server's to free). */
+	int had_bulk = rpc_req_bulk(req, &blen) != NULL || blen;
+	if (had_bulk || sto_shm_write_req_decode(p, plen, &at, &m)) {
+		reply_err(req, -CFS_EPROTO, "shm write: malformed request");
+		return;
+	}
+	if (m.len == 0 || m.len > CHUNK_MAX_SIZE || m.len > at.cap) {
+		reply_err(req, -EINVAL, "shm write: length");
+		return;
+	}
+	const uint8_t *src;
+	int e = stor_shm_lookup(req, at.region, at.off, at.cap, (uint8_t **)&src);
+	if (e) {
+		if (e == -EFAULT)
+			LOG_WARN("storage", "shm write outside its region: peer=%s region=%llu "
+				 "off=%llu cap=%llu",
+				 rpc_req_peer(req), (unsigned long long)at.region,
+				 (unsigned long long)at.off, (unsigned long long)at.cap);
+		reply_err(req, e, e == -ESTALE ? "shm write: no such region on this connection"
+					       : "shm write: outside the region");
+		return;
+	}
+	void *data = stor_buf_get(s, m.len);
+	if (!data) {
+		reply_err(req, -ENOMEM, "shm write: buffer");
+		return;
+	}
+	memcpy(data, src, m.len);
+	write_submit(req, s, &m, data, m.len);
 }
 
 /* ---- READ ---- */
@@ -715,6 +768,8 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 	rpc_server_handle(s->srv, STO_MSG_SHM_READ, &h);
 	h.fn = handle_shm_reg;
 	rpc_server_handle(s->srv, STO_MSG_SHM_REG, &h);
+	h.fn = handle_shm_write;
+	rpc_server_handle(s->srv, STO_MSG_SHM_WRITE, &h);
 	h.fn = handle_remove;
 	rpc_server_handle(s->srv, STO_MSG_REMOVE, &h);
 	h.fn = handle_query;

@@ -4,7 +4,9 @@
  * shrinking and growing (the server refuses an unsealed one: a shrink
  * would SIGBUS it), mapped here once. A read takes a run of free grains
  * (a bitmap under a mutex) for its reply bytes and gives them back once
- * the caller copied them out. A read that timed out or lost its
+ * the caller copied them out; a write copies its data into a run and
+ * gives it back when the server answered (the server copies it out before
+ * it answers). A read or write that timed out or lost its
  * connection keeps its grains for good (quarantined): the server may
  * still be copying into them, and reusing them would hand those late
  * bytes to another read.
@@ -57,7 +59,7 @@ struct sc_shm {
 	uint64_t used[SC_SHM_WORDS]; /* grains in use (bit i%64 of word i/64: grain i) */
 	struct sc_peer peers[SC_SHM_MAX_PEERS];
 	int npeers;
-	_Atomic uint64_t reads, fallbacks, registered, quarantined;
+	_Atomic uint64_t reads, fallbacks, registered, quarantined, writes, write_fallbacks;
 };
 
 /* One read in flight. */
@@ -192,6 +194,25 @@ static void reg_start(struct sc_shm *s, struct sc_peer *p)
 	}
 }
 
+/* What an answer with status ST says about P: -ESTALE forgets the
+ * registration (its connection was replaced: register again); a server
+ * that does not know the message or refused the window turns the path
+ * off for a while. 1 when the request should go over the socket. */
+static int answer_says_fallback(struct sc_shm *s, struct sc_peer *p, int st)
+{
+	if (st != -ESTALE && st != -CFS_EBADMSG_TYPE && st != -EFAULT && st != -CFS_EPROTO)
+		return 0;
+	pthread_mutex_lock(&s->mu);
+	if (st == -ESTALE) {
+		p->st = PS_NONE;
+	} else {
+		p->st = PS_OFF;
+		p->off_until_ms = clock_mono_ms() + SC_SHM_OFF_MS;
+	}
+	pthread_mutex_unlock(&s->mu);
+	return 1;
+}
+
 static void read_done(void *arg, const struct rpc_result *res)
 {
 	struct sc_op *op = arg;
@@ -204,15 +225,7 @@ static void read_done(void *arg, const struct rpc_result *res)
 		free(op);
 		return;
 	}
-	if (st == -ESTALE || st == -CFS_EBADMSG_TYPE || st == -EFAULT || st == -CFS_EPROTO) {
-		pthread_mutex_lock(&s->mu);
-		if (st == -ESTALE)
-			op->p->st = PS_NONE; /* its connection was replaced: register again */
-		else {
-			op->p->st = PS_OFF;
-			op->p->off_until_ms = clock_mono_ms() + SC_SHM_OFF_MS;
-		}
-		pthread_mutex_unlock(&s->mu);
+	if (answer_says_fallback(s, op->p, st)) {
 		grains_put(s, op->first, op->n);
 		atomic_fetch_add(&s->fallbacks, 1);
 		struct rpc_result r2 = { .status = -EAGAIN };
@@ -225,18 +238,22 @@ static void read_done(void *arg, const struct rpc_result *res)
 	free(op);
 }
 
-int sc_shm_read(struct sc_shm *s, const char *addr, const struct sto_read_req *m, uint64_t cap,
-		sc_shm_done_fn done, void *arg)
+/* Grains for N bytes (at least one). */
+static uint64_t grains_for(uint64_t cap)
 {
-	if (!s)
-		return -EOPNOTSUPP;
 	uint64_t n = (cap + SC_SHM_GRAIN - 1) / SC_SHM_GRAIN;
-	if (n == 0)
-		n = 1;
-	if (n > SC_SHM_SLOTS || strlen(addr) >= SC_SHM_ADDR_MAX) {
-		atomic_fetch_add(&s->fallbacks, 1);
+	return n ? n : 1;
+}
+
+/* A registered peer for ADDR and a run of N free grains on it: 0 with
+ * *P, *FIRST and *REGION set (the grains are the caller's), or <0 (use
+ * the socket): -EAGAIN (not registered yet; a registration was started),
+ * -ENOSPC (no free run), -EOPNOTSUPP (off for this server, or too big). */
+static int take(struct sc_shm *s, const char *addr, uint64_t n, struct sc_peer **pp, int *first,
+		uint64_t *region)
+{
+	if (n > SC_SHM_SLOTS || strlen(addr) >= SC_SHM_ADDR_MAX)
 		return -EOPNOTSUPP;
-	}
 	pthread_mutex_lock(&s->mu);
 	struct sc_peer *p = NULL;
 	for (int i = 0; i < s->npeers && !p; i++)
@@ -247,8 +264,7 @@ int sc_shm_read(struct sc_shm *s, const char *addr, const struct sto_read_req *m
 		snprintf(p->addr, sizeof(p->addr), "%s", addr);
 		p->s = s;
 	}
-	int rc = 0, first = -1;
-	uint64_t region = 0;
+	int rc = 0;
 	if (!p) {
 		rc = -EOPNOTSUPP;
 	} else if (p->st == PS_OFF && clock_mono_ms() >= p->off_until_ms) {
@@ -260,15 +276,29 @@ int sc_shm_read(struct sc_shm *s, const char *addr, const struct sto_read_req *m
 			p->st = PS_REGISTERING;
 			pthread_mutex_unlock(&s->mu);
 			reg_start(s, p);
-			atomic_fetch_add(&s->fallbacks, 1);
 			return rc;
 		}
 	}
-	if (!rc && (first = grains_take(s, (int)n)) < 0)
+	if (!rc && (*first = grains_take(s, (int)n)) < 0)
 		rc = -ENOSPC;
-	if (!rc)
-		region = p->region;
+	if (!rc) {
+		*region = p->region;
+		*pp = p;
+	}
 	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
+
+int sc_shm_read(struct sc_shm *s, const char *addr, const struct sto_read_req *m, uint64_t cap,
+		sc_shm_done_fn done, void *arg)
+{
+	if (!s)
+		return -EOPNOTSUPP;
+	uint64_t n = grains_for(cap);
+	struct sc_peer *p = NULL;
+	int first = -1;
+	uint64_t region = 0;
+	int rc = take(s, addr, n, &p, &first, &region);
 	if (rc) {
 		atomic_fetch_add(&s->fallbacks, 1);
 		return rc;
@@ -299,10 +329,66 @@ int sc_shm_read(struct sc_shm *s, const char *addr, const struct sto_read_req *m
 	return rc;
 }
 
+int sc_shm_write(struct sc_shm *s, const char *addr, const struct sto_write_req *m,
+		 const void *data, struct buf *resp, int *fallback)
+{
+	*fallback = 1;
+	if (!s)
+		return -EOPNOTSUPP;
+	uint64_t n = grains_for(m->len);
+	struct sc_peer *p = NULL;
+	int first = -1;
+	uint64_t region = 0;
+	int rc = take(s, addr, n, &p, &first, &region);
+	if (rc) {
+		atomic_fetch_add(&s->write_fallbacks, 1);
+		return rc;
+	}
+	uint8_t *slot = s->base + (size_t)first * SC_SHM_GRAIN;
+	memcpy(slot, data, m->len);
+	struct buf b;
+	buf_init(&b);
+	struct sto_shm_at at = { .region = region, .off = (uint64_t)first * SC_SHM_GRAIN,
+				 .cap = n * SC_SHM_GRAIN };
+	struct rpc_peer *rp;
+	char err[128];
+	rc = sto_shm_write_req_encode(&b, &at, m);
+	if (!rc)
+		rc = rpc_client_peer(s->rpc, addr, &rp, err, sizeof(err));
+	if (rc) {
+		/* Nothing was sent. */
+		buf_fini(&b);
+		grains_put(s, first, (int)n);
+		atomic_fetch_add(&s->write_fallbacks, 1);
+		return rc;
+	}
+	struct rpc_call cl = { .type = STO_MSG_SHM_WRITE, .payload = b.data,
+			       .payload_len = (uint32_t)b.len };
+	buf_reset(resp);
+	rc = rpc_call(rp, &cl, resp, NULL);
+	buf_fini(&b);
+	if (rc == -CFS_ETIMEDOUT || rc == -CFS_ECLOSED) {
+		/* The server may not have copied the bytes out yet: never
+		 * hand these grains to another request. The write's fate is
+		 * unknown, as over the socket; the caller retries it with the
+		 * same (channel, seq). */
+		atomic_fetch_add(&s->quarantined, n);
+		*fallback = 0;
+		return rc;
+	}
+	grains_put(s, first, (int)n);
+	if (answer_says_fallback(s, p, rc)) {
+		atomic_fetch_add(&s->write_fallbacks, 1);
+		return -EAGAIN;
+	}
+	*fallback = 0;
+	atomic_fetch_add(&s->writes, 1);
+	return rc;
+}
+
 void sc_shm_release(struct sc_shm *s, const uint8_t *data, uint64_t cap)
 {
-	uint64_t n = (cap + SC_SHM_GRAIN - 1) / SC_SHM_GRAIN;
-	grains_put(s, (int)((size_t)(data - s->base) / SC_SHM_GRAIN), n ? (int)n : 1);
+	grains_put(s, (int)((size_t)(data - s->base) / SC_SHM_GRAIN), (int)grains_for(cap));
 }
 
 void sc_shm_get_stats(const struct sc_shm *s, struct sc_shm_stats *out)
@@ -314,4 +400,6 @@ void sc_shm_get_stats(const struct sc_shm *s, struct sc_shm_stats *out)
 	out->fallbacks = atomic_load(&s->fallbacks);
 	out->registered = atomic_load(&s->registered);
 	out->quarantined = atomic_load(&s->quarantined);
+	out->writes = atomic_load(&s->writes);
+	out->write_fallbacks = atomic_load(&s->write_fallbacks);
 }

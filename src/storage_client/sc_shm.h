@@ -1,6 +1,7 @@
 /* sc_shm.h - the storage client's side of the same-host shared-memory bulk
  * path (docs/rpc.md "Shared memory"): one sealed memfd arena per client,
- * registered once per storage server connection (SHM_REG), and reads
+ * registered once per storage server connection (SHM_REG), writes whose
+ * bytes the client puts in a slot of it (SHM_WRITE), and reads
  * (SHM_READ) whose bytes the server copies into a slot of the arena, the
  * reply carrying only the per-range results.
  *
@@ -9,7 +10,7 @@
  * a read names was registered on the connection it travels on.
  *
  * Threads: every function may be called from any thread, including RPC
- * loop threads (nothing blocks).
+ * loop threads (nothing blocks), except sc_shm_write (blocks).
  */
 #ifndef CFS_STORAGE_CLIENT_SC_SHM_H
 #define CFS_STORAGE_CLIENT_SC_SHM_H
@@ -42,6 +43,16 @@ typedef void (*sc_shm_done_fn)(void *arg, const struct rpc_result *res, const ui
  * free slot; -EOPNOTSUPP: this server cannot; others). */
 int sc_shm_read(struct sc_shm *s, const char *addr, const struct sto_read_req *m, uint64_t cap,
 		sc_shm_done_fn done, void *arg);
+/* Sends write M (its data: M->len bytes at DATA, copied into a slot of
+ * the arena) to ADDR over shared memory and waits for the answer, whose
+ * payload goes to RESP. Blocking: not on an RPC loop thread. *FALLBACK is
+ * 1 when nothing was applied and the write should go over the socket
+ * (the return is then <0: -EAGAIN, -ENOSPC, -EOPNOTSUPP ...); otherwise 0
+ * and the return is the write's status as for an rpc_call (a timeout
+ * leaves the outcome unknown: retry with the same channel and seq). The
+ * slot is not reused before the server answered (a timed-out one never). */
+int sc_shm_write(struct sc_shm *s, const char *addr, const struct sto_write_req *m,
+		 const void *data, struct buf *resp, int *fallback);
 /* Gives back a slot DONE handed over for a read of CAP bytes. */
 void sc_shm_release(struct sc_shm *s, const uint8_t *data, uint64_t cap);
 
@@ -49,8 +60,10 @@ struct sc_shm_stats {
 	uint64_t reads;       /* reads answered over shared memory */
 	uint64_t fallbacks;   /* reads sc_shm_read refused or that came back -EAGAIN */
 	uint64_t registered;  /* successful registrations */
-	uint64_t quarantined; /* slots never reused: a read timed out or its connection
-				 closed, so the server may still write there */
+	uint64_t quarantined; /* grains never reused: a read or write timed out or its
+				 connection closed, so the server may still use them */
+	uint64_t writes;      /* writes answered over shared memory */
+	uint64_t write_fallbacks; /* writes sc_shm_write sent back to the socket */
 };
 void sc_shm_get_stats(const struct sc_shm *s, struct sc_shm_stats *out);
 

@@ -62,7 +62,7 @@ struct readq {
 
 struct storage_client {
 	struct rpc_client *rpc;
-	struct sc_shm *shm;      /* same-host shared-memory reads; NULL: off */
+	struct sc_shm *shm;      /* same-host shared-memory reads and writes; NULL: off */
 	struct mgmtd_client *mc; /* NULL without mgmtd addresses */
 	uint32_t timeout_ms;
 	uint32_t budget_ms;
@@ -93,6 +93,8 @@ void storage_client_get_stats(struct storage_client *c, struct storage_client_st
 	out->shm_reads = ss.reads;
 	out->shm_fallbacks = ss.fallbacks;
 	out->shm_quarantined = ss.quarantined;
+	out->shm_writes = ss.writes;
+	out->shm_write_fallbacks = ss.write_fallbacks;
 }
 
 static _Atomic uint64_t next_channel = 1;
@@ -485,7 +487,17 @@ int storage_client_write(struct storage_client *c, const struct storage_loc *loc
 			buf_reset(&pl);
 			if ((rc = sto_write_req_encode(&pl, &m)))
 				break;
-			rc = call(c, d.addr, STO_MSG_WRITE, &pl, data, len, &resp);
+			/* Same host: the data goes through the shared-memory
+			 * arena; otherwise (or when the arena path declines)
+			 * over the socket, same request. */
+			int fallback = 1;
+			if (c->shm) {
+				rc = sc_shm_write(c->shm, d.addr, &m, data, &resp, &fallback);
+				if (!fallback && node_error(rc))
+					avoid_mark(c, d.addr);
+			}
+			if (fallback)
+				rc = call(c, d.addr, STO_MSG_WRITE, &pl, data, len, &resp);
 		}
 		if (!rc) {
 			struct sto_write_resp r;

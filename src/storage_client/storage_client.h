@@ -128,6 +128,8 @@ struct storage_client_stats {
 				    docs/rpc.md "Shared memory") */
 	uint64_t shm_fallbacks;  /* read RPCs that went over the socket instead */
 	uint64_t shm_quarantined; /* arena grains never reused (see sc_shm.c) */
+	uint64_t shm_writes;     /* writes whose data went through shared memory */
+	uint64_t shm_write_fallbacks; /* writes that went over the socket instead */
 };
 void storage_client_get_stats(struct storage_client *c, struct storage_client_stats *out);
 
