@@ -59,6 +59,7 @@ struct sc_shm {
 	uint64_t used[SC_SHM_WORDS]; /* grains in use (bit i%64 of word i/64: grain i) */
 	struct sc_peer peers[SC_SHM_MAX_PEERS];
 	int npeers;
+	int no_writes;          /* CFS_NO_SHM_WRITE=1: writes over the socket (A/B runs) */
 	_Atomic uint64_t reads, fallbacks, registered, quarantined, writes, write_fallbacks;
 };
 
@@ -80,6 +81,8 @@ struct sc_shm *sc_shm_new(const struct rpc_opts *ro)
 	if (!s)
 		return NULL;
 	s->fd = -1;
+	const char *e3 = getenv("CFS_NO_SHM_WRITE");
+	s->no_writes = e3 && !strcmp(e3, "1");
 	pthread_mutex_init(&s->mu, NULL);
 	size_t size = (size_t)SC_SHM_SLOTS * SC_SHM_GRAIN;
 	s->fd = memfd_create("chainfs-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
@@ -333,7 +336,7 @@ int sc_shm_write(struct sc_shm *s, const char *addr, const struct sto_write_req 
 		 const void *data, struct buf *resp, int *fallback)
 {
 	*fallback = 1;
-	if (!s)
+	if (!s || s->no_writes)
 		return -EOPNOTSUPP;
 	uint64_t n = grains_for(m->len);
 	struct sc_peer *p = NULL;

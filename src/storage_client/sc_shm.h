@@ -23,7 +23,9 @@
 struct sc_shm;
 
 /* NULL when the path is off: CFS_NO_SHM=1 or CFS_NO_LOCAL_SOCKET=1 in the
- * environment (or RO->no_local_socket), or no memfd could be made. RO is
+ * environment (or RO->no_local_socket), or no memfd could be made.
+ * CFS_NO_SHM_WRITE=1 keeps reads on it and sends writes over the socket
+ * (for A/B measurements). RO is
  * copied (secret included) for the client's own RPC client. */
 struct sc_shm *sc_shm_new(const struct rpc_opts *ro);
 /* NULL-safe; no read may be in flight. */
