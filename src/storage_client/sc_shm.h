@@ -39,12 +39,15 @@ void sc_shm_free(struct sc_shm *s);
  * with its connection): send the read over the socket. */
 typedef void (*sc_shm_done_fn)(void *arg, const struct rpc_result *res, const uint8_t *data);
 
-/* Sends read M (CAP bytes at most) to ADDR over shared memory. 0: DONE
- * will run. <0 (nothing sent, DONE will not run): use the socket path
- * (-EAGAIN: not registered yet, a registration was started; -ENOSPC: no
- * free slot; -EOPNOTSUPP: this server cannot; others). */
+/* Sends read M (CAP bytes at most) to ADDR over shared memory. When
+ * [DST, DST+CAP) lies in memory added with sc_shm_mem_add (DST may be
+ * NULL) the server copies the compact bytes straight there and DONE gets
+ * DATA == DST; otherwise they land in an arena slot. 0: DONE will run.
+ * <0 (nothing sent, DONE will not run): use the socket path (-EAGAIN: not
+ * registered yet, a registration was started; -ENOSPC: no free slot;
+ * -EOPNOTSUPP: this server cannot; others). */
 int sc_shm_read(struct sc_shm *s, const char *addr, const struct sto_read_req *m, uint64_t cap,
-		sc_shm_done_fn done, void *arg);
+		void *dst, sc_shm_done_fn done, void *arg);
 /* Sends write M (its data: M->len bytes at DATA, copied into a slot of
  * the arena) to ADDR over shared memory and waits for the answer, whose
  * payload goes to RESP. Blocking: not on an RPC loop thread. *FALLBACK is
@@ -55,7 +58,23 @@ int sc_shm_read(struct sc_shm *s, const char *addr, const struct sto_read_req *m
  * slot is not reused before the server answered (a timed-out one never). */
 int sc_shm_write(struct sc_shm *s, const char *addr, const struct sto_write_req *m,
 		 const void *data, struct buf *resp, int *fallback);
-/* Gives back a slot DONE handed over for a read of CAP bytes. */
+/* Adds the caller's memory for zero-copy transfers: SIZE bytes mapped
+ * shared at BASE from memfd FD (sealed at least against shrinking: the
+ * server refuses anything else, as a shrink would SIGBUS it). FD is
+ * duplicated; BASE must stay mapped until sc_shm_free (there is no
+ * removal: the servers keep their mappings while their connection
+ * lives). A read whose destination, or a write whose data, lies wholly
+ * in such memory then moves with no copy on this side: each server maps
+ * the memfd once (registered on first use; until then the arena is used).
+ * CAUTION, reads: a read into this memory that ends -CFS_ETIMEDOUT or
+ * -CFS_ECLOSED may still be written by the server afterwards, until that
+ * server finished the request (counted in direct_lost); do not treat
+ * the destination as settled until a later read of it succeeded. 0,
+ * -EBADF (not a sealed memfd of at least SIZE), -ENOSPC (7 added
+ * already), -EOPNOTSUPP (S NULL). */
+int sc_shm_mem_add(struct sc_shm *s, int fd, void *base, uint64_t size);
+/* Gives back a slot DONE handed over for a read of CAP bytes (nothing
+ * to give back when DATA is the caller's memory). */
 void sc_shm_release(struct sc_shm *s, const uint8_t *data, uint64_t cap);
 
 struct sc_shm_stats {
@@ -66,6 +85,10 @@ struct sc_shm_stats {
 				 connection closed, so the server may still use them */
 	uint64_t writes;      /* writes answered over shared memory */
 	uint64_t write_fallbacks; /* writes sc_shm_write sent back to the socket */
+	uint64_t direct_reads;  /* reads that landed in the caller's memory (no copy here) */
+	uint64_t direct_writes; /* writes taken from the caller's memory (no copy here) */
+	uint64_t direct_lost;   /* reads into the caller's memory that timed out or lost
+				   their connection (the server may write there late) */
 };
 void sc_shm_get_stats(const struct sc_shm *s, struct sc_shm_stats *out);
 

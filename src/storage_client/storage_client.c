@@ -95,6 +95,8 @@ void storage_client_get_stats(struct storage_client *c, struct storage_client_st
 	out->shm_quarantined = ss.quarantined;
 	out->shm_writes = ss.writes;
 	out->shm_write_fallbacks = ss.write_fallbacks;
+	out->shm_direct_reads = ss.direct_reads;
+	out->shm_direct_writes = ss.direct_writes;
 }
 
 static _Atomic uint64_t next_channel = 1;
@@ -153,6 +155,11 @@ int storage_client_new(const struct storage_client_opts *o, struct storage_clien
 fail:
 	storage_client_free(c);
 	return rc;
+}
+
+int storage_client_mem_add(struct storage_client *c, int fd, void *base, uint64_t size)
+{
+	return sc_shm_mem_add(c->shm, fd, base, size);
 }
 
 void storage_client_free(struct storage_client *c)
@@ -751,8 +758,11 @@ static void read_group_place(struct read_group *g, struct storage_read *r)
 		if (g->shm_src) {
 			/* No wire in between: the service copied these bytes out of
 			 * its buffer after checking their page CRCs, and only we
-			 * touch the arena; RES.crc is theirs (docs/rpc.md). */
-			memcpy(x->dst, g->shm_src + pos, (size_t)got);
+			 * touch the arena; RES.crc is theirs (docs/rpc.md). When
+			 * they landed in the caller's memory (shm_src == dst0),
+			 * back to front as above. */
+			if (g->shm_src + pos != x->dst)
+				memmove(x->dst, g->shm_src + pos, (size_t)got);
 			x->result = got;
 		} else {
 			if (src != x->dst)
@@ -950,9 +960,12 @@ static void read_rpc_send(struct read_rpc *x)
 		rc = sto_read_req_encode(&pl, &m);
 	struct rpc_peer *p = NULL;
 	char err[128];
-	/* A lone group to a server on this host: over shared memory. */
+	/* A lone group to a server on this host: over shared memory, straight
+	 * into the caller's memory when it is contiguous there and was added
+	 * with storage_client_mem_add. */
 	if (!rc && x->ng == 1 && c->shm && !x->no_shm &&
-	    !sc_shm_read(c->shm, x->q->addr, &m, x->cap, read_rpc_shm_done, x)) {
+	    !sc_shm_read(c->shm, x->q->addr, &m, x->cap,
+			 !g0->bounce && !g0->niov ? g0->dst0 : NULL, read_rpc_shm_done, x)) {
 		atomic_fetch_add(&c->read_rpcs, 1);
 		atomic_fetch_add(&c->read_groups, 1);
 		buf_fini(&pl);

@@ -27,6 +27,12 @@
  *   killed_writer a client SIGKILLed while its shared-memory writes are in
  *               flight: the service stays up; a write acknowledged before
  *               is intact
+ *   direct      zero copy: writes from and reads into the caller's memfd
+ *               (storage_client_mem_add) at many offsets and sizes, single
+ *               and contiguous batches with short ranges at chunk ends,
+ *               checked against a model; the counters show the direct
+ *               path was taken; unsealed memory is refused; memory
+ *               outside it still uses the arena
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -715,6 +721,108 @@ static void test_killed_writer(void **state)
 	stor_cluster_fini(&sc);
 }
 
+static void test_direct(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	stor_cluster_init(&sc, "shm-direct", 1, 1, 4000);
+	stor_cluster_start_storage(&sc, 0);
+	struct storage_loc loc = { .addr = sc.node[0].addr, .target = 1 };
+	struct storage_client *c = new_client();
+	const size_t size = 16u << 20;
+	/* Unsealed: refused (the server could SIGBUS on a shrink). */
+	int ufd = memfd_create("direct-unsealed", MFD_CLOEXEC);
+	assert_true(ufd >= 0);
+	assert_int_equal(ftruncate(ufd, (off_t)size), 0);
+	uint8_t *um = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, ufd, 0);
+	assert_true(um != MAP_FAILED);
+	assert_int_equal(storage_client_mem_add(c, ufd, um, size), -EBADF);
+	int fd = sealed_memfd(size);
+	uint8_t *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_true(mem != MAP_FAILED);
+	assert_int_equal(storage_client_mem_add(c, fd, mem, size + 1), -EBADF);
+	assert_int_equal(storage_client_mem_add(c, fd, mem, size), 0);
+	close(fd); /* the client keeps its own descriptor */
+	uint8_t *model[WCH];
+	uint32_t mlen[WCH] = { 0 };
+	for (int i = 0; i < WCH; i++)
+		model[i] = calloc(1, WLEN);
+	/* Writes from the memfd (first: whole chunks), then from the heap. */
+	for (int k = 0; k < 40; k++) {
+		int i = k < WCH ? k : (int)(rnd() % WCH);
+		uint32_t len = k < WCH ? WLEN - (uint32_t)(rnd() % 3000) : 1 + (uint32_t)(rnd() % WLEN);
+		uint32_t off = k < WCH ? 0 : (uint32_t)(rnd() % (WLEN - len + 1));
+		size_t at = (size_t)(rnd() % (size - len));
+		uint8_t *src = k % 5 == 4 ? um + at : mem + at;
+		fill(src, len);
+		assert_int_equal(storage_client_write(c, &loc, 21, (uint32_t)i, off, len, src,
+						      k < WCH ? STO_WF_REPLACE : 0, NULL), 0);
+		memcpy(model[i] + off, src, len);
+		if (off + len > mlen[i])
+			mlen[i] = off + len;
+	}
+	/* Reads into the memfd: single ranges anywhere, and batches of
+	 * ranges laid end to end (one group, contiguous) that run past
+	 * chunk ends, so the compact reply is shorter than the window. */
+	for (int k = 0; k < 60; k++) {
+		int nb = k < 30 ? 1 : 3;
+		struct storage_read r[3];
+		uint32_t total = 0, lens[3];
+		for (int q = 0; q < nb; q++) {
+			lens[q] = 1 + (uint32_t)(rnd() % (WLEN / 2));
+			total += lens[q];
+		}
+		size_t at = (size_t)(rnd() % (size - total));
+		uint8_t *dst = k % 7 == 6 ? um + at : mem + at;
+		memset(dst, 0xcc, total);
+		int i = (int)(rnd() % WCH);
+		for (int q = 0, pos = 0; q < nb; pos += (int)lens[q], q++) {
+			uint32_t off = (uint32_t)(rnd() % (mlen[i] + 1000));
+			r[q] = (struct storage_read){ .loc = loc, .ino = 21, .idx = (uint32_t)i,
+						      .off = off, .len = lens[q], .dst = dst + pos };
+		}
+		assert_int_equal(storage_client_read(c, r, (size_t)nb, 0), 0);
+		for (int q = 0; q < nb; q++) {
+			int expect = r[q].off >= mlen[i] ? 0
+				     : (int)(mlen[i] - r[q].off < r[q].len ? mlen[i] - r[q].off
+									: r[q].len);
+			assert_int_equal(r[q].result, expect);
+			if (expect > 0) {
+				assert_memory_equal(r[q].dst, model[i] + r[q].off, (size_t)expect);
+				assert_int_equal(r[q].crc, crc32c(0, r[q].dst, (size_t)expect));
+			}
+		}
+	}
+	struct storage_client_stats st;
+	storage_client_get_stats(c, &st);
+	print_message("direct: writes %llu/%llu shm, reads %llu/%llu shm, quarantined %llu\n",
+		      (unsigned long long)st.shm_direct_writes, (unsigned long long)st.shm_writes,
+		      (unsigned long long)st.shm_direct_reads, (unsigned long long)st.shm_reads,
+		      (unsigned long long)st.shm_quarantined);
+	assert_true(st.shm_direct_writes >= 20);
+	assert_true(st.shm_direct_reads >= 30);
+	assert_true(st.shm_writes > st.shm_direct_writes); /* the heap ones: arena */
+	assert_int_equal(st.shm_quarantined, 0);
+	/* The same bytes over TCP. */
+	struct storage_client *tcp = tcp_client();
+	check_model(tcp, &loc, 21, model, mlen);
+	storage_client_free(tcp);
+	/* Shared memory off: nothing to add memory to. */
+	setenv("CFS_NO_SHM", "1", 1);
+	struct storage_client *off = new_client();
+	unsetenv("CFS_NO_SHM");
+	assert_int_equal(storage_client_mem_add(off, ufd, um, size), -EOPNOTSUPP);
+	storage_client_free(off);
+	storage_client_free(c);
+	for (int i = 0; i < WCH; i++)
+		free(model[i]);
+	munmap(mem, size);
+	munmap(um, size);
+	close(ufd);
+	stor_cluster_signal(&sc, 0, SIGTERM);
+	stor_cluster_fini(&sc);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -726,6 +834,7 @@ int main(void)
 		cmocka_unit_test(test_bad_writes),
 		cmocka_unit_test(test_chain),
 		cmocka_unit_test(test_killed_writer),
+		cmocka_unit_test(test_direct),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	testenv_cleanup();
