@@ -28,6 +28,8 @@
  * answers every storage request with -CFS_EFENCED.
  */
 #include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +46,7 @@
 #include "storage/storage_int.h"
 #include "storage/stor_ring.h"
 #include "storage/stor_shm.h"
+#include "storage_client/sc_shm.h"
 
 #define PAGE 4096u
 #define STOR_RING_MAX_BYTES (256u << 10) /* reads of a request answered on the loop thread */
@@ -249,6 +252,13 @@ static void handle_shm_write(struct rpc_req *req, void *arg)
 		return;
 	}
 	memcpy(data, src, m.len);
+	/* Once per kind and process: shows an operator (and test_storage_shm)
+	 * that clients and chain predecessors use the path. */
+	static atomic_bool seen[2];
+	int fwd = (m.flags & STO_WF_FORWARDED) != 0;
+	if (!atomic_exchange(&seen[fwd], true))
+		LOG_INFO("storage", "first shared-memory write: peer=%s forwarded=%d",
+			 rpc_req_peer(req), fwd);
 	write_submit(req, s, &m, data, m.len);
 }
 
@@ -806,6 +816,7 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 			snprintf(err, errlen, "rpc client: %s", cfs_strerror(rc));
 			goto fail;
 		}
+		s->shm = sc_shm_new(&ro); /* NULL: forwards over the socket only */
 		if ((rc = mgmtd_link_start(s, o, err, errlen)))
 			goto fail;
 		if ((rc = fence_witness_start(s, o->heartbeat_ms))) {
@@ -841,6 +852,7 @@ void storage_service_free(struct storage_service *s)
 		LOG_WARN("storage", "stopping with requests in flight: n=%llu",
 			 (unsigned long long)atomic_load(&s->inflight));
 	rpc_client_free(s->cli);
+	sc_shm_free(s->shm);
 	craq_sched_free(s->sched);
 	rpc_server_free(s->srv);
 	stor_rings_free(s); /* the loops are gone: no read is reaped any more */

@@ -470,6 +470,74 @@ int sc_shm_write(struct sc_shm *s, const char *addr, const struct sto_write_req 
 	return rc;
 }
 
+/* One asynchronous write in flight. */
+struct sc_wop {
+	struct sc_shm *s;
+	struct sc_where w;
+	sc_shm_write_fn done;
+	void *arg;
+};
+
+static void write_async_done(void *arg, const struct rpc_result *res)
+{
+	struct sc_wop *op = arg;
+	struct sc_shm *s = op->s;
+	int st = res->status, fallback = 0;
+	if (st == -CFS_ETIMEDOUT || st == -CFS_ECLOSED) {
+		if (op->w.first >= 0)
+			atomic_fetch_add(&s->quarantined, (uint64_t)op->w.n);
+	} else {
+		where_put(s, &op->w);
+		fallback = answer_says_fallback(s, op->w.reg, st);
+		if (fallback) {
+			atomic_fetch_add(&s->write_fallbacks, 1);
+		} else {
+			atomic_fetch_add(&s->writes, 1);
+			if (op->w.first < 0)
+				atomic_fetch_add(&s->direct_writes, 1);
+		}
+	}
+	op->done(op->arg, res, fallback);
+	free(op);
+}
+
+int sc_shm_write_async(struct sc_shm *s, const char *addr, const struct sto_write_req *m,
+		       const void *data, uint32_t timeout_ms, sc_shm_write_fn done, void *arg)
+{
+	if (!s || s->no_writes)
+		return -EOPNOTSUPP;
+	struct sc_where w;
+	int rc = take(s, addr, data, m->len, &w);
+	if (rc) {
+		atomic_fetch_add(&s->write_fallbacks, 1);
+		return rc;
+	}
+	if (w.first >= 0)
+		memcpy(s->base + (size_t)w.at.off, data, m->len);
+	struct sc_wop *op = malloc(sizeof(*op));
+	struct buf b;
+	buf_init(&b);
+	struct rpc_peer *rp;
+	char err[128];
+	rc = op ? sto_shm_write_req_encode(&b, &w.at, m) : -ENOMEM;
+	if (!rc)
+		rc = rpc_client_peer(s->rpc, addr, &rp, err, sizeof(err));
+	if (!rc) {
+		*op = (struct sc_wop){ .s = s, .w = w, .done = done, .arg = arg };
+		struct rpc_call cl = { .type = STO_MSG_SHM_WRITE, .payload = b.data,
+				       .payload_len = (uint32_t)b.len, .timeout_ms = timeout_ms,
+				       .done = write_async_done, .arg = op };
+		rc = rpc_call_async(rp, &cl);
+	}
+	buf_fini(&b);
+	if (rc) {
+		free(op);
+		where_put(s, &w);
+		atomic_fetch_add(&s->write_fallbacks, 1);
+	}
+	return rc;
+}
+
 int sc_shm_mem_add(struct sc_shm *s, int fd, void *base, uint64_t size)
 {
 	if (!s)

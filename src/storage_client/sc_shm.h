@@ -11,6 +11,9 @@
  *
  * Threads: every function may be called from any thread, including RPC
  * loop threads (nothing blocks), except sc_shm_write (blocks).
+ *
+ * Also used by the storage service for CRAQ forwards to a successor on
+ * the same host (craq_write.c), through sc_shm_write_async.
  */
 #ifndef CFS_STORAGE_CLIENT_SC_SHM_H
 #define CFS_STORAGE_CLIENT_SC_SHM_H
@@ -58,6 +61,16 @@ int sc_shm_read(struct sc_shm *s, const char *addr, const struct sto_read_req *m
  * slot is not reused before the server answered (a timed-out one never). */
 int sc_shm_write(struct sc_shm *s, const char *addr, const struct sto_write_req *m,
 		 const void *data, struct buf *resp, int *fallback);
+/* sc_shm_write without waiting: DONE(ARG, RES, FALLBACK) runs once on an
+ * RPC loop thread when the answer came (FALLBACK 1: nothing was applied,
+ * send the write over the socket; 0: RES is the write's answer; a
+ * timeout leaves the outcome unknown). DATA stays the caller's and must
+ * not change until DONE (it is copied at once into an arena slot, unless
+ * it lies in memory added with sc_shm_mem_add). 0: DONE will run; <0:
+ * nothing sent, DONE will not run (use the socket). Never blocks. */
+typedef void (*sc_shm_write_fn)(void *arg, const struct rpc_result *res, int fallback);
+int sc_shm_write_async(struct sc_shm *s, const char *addr, const struct sto_write_req *m,
+		       const void *data, uint32_t timeout_ms, sc_shm_write_fn done, void *arg);
 /* Adds the caller's memory for zero-copy transfers: SIZE bytes mapped
  * shared at BASE from memfd FD (sealed at least against shrinking: the
  * server refuses anything else, as a shrink would SIGBUS it). FD is

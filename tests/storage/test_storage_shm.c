@@ -23,7 +23,9 @@
  *               nothing written; a good one writes the region's bytes and
  *               a later change to the region does not change the chunk
  *   chain       a 3-replica chain: the client's head writes go through
- *               the arena; every replica holds the bytes (pinned TCP reads)
+ *               the arena, and the head's forwards through its own (the
+ *               middle and tail log forwarded shared-memory writes); every
+ *               replica holds the bytes (pinned TCP reads)
  *   killed_writer a client SIGKILLed while its shared-memory writes are in
  *               flight: the service stays up; a write acknowledged before
  *               is intact
@@ -661,6 +663,21 @@ static void test_chain(void **state)
 		check_model(tcp, &pin, 11, model, mlen);
 	}
 	mgmtd_routing_put(snap);
+	/* The head forwarded through its own arena: the middle and the tail
+	 * received forwarded writes over shared memory. */
+	int fwd_nodes = 0;
+	for (int i = 0; i < 3; i++) {
+		FILE *f = fopen(sc.node[i].log, "r");
+		char line[1024];
+		int hit = 0;
+		while (f && fgets(line, sizeof(line), f))
+			hit |= strstr(line, "first shared-memory write") &&
+			       strstr(line, "forwarded=1");
+		if (f)
+			fclose(f);
+		fwd_nodes += hit;
+	}
+	assert_int_equal(fwd_nodes, 2);
 	for (int i = 0; i < WCH; i++)
 		free(model[i]);
 	storage_client_free(c);
