@@ -23,6 +23,9 @@
  *      │      failure retries every 100 ms, re-reading routing, until the
  *      │      forward deadline: the client is answered only once the tail
  *      │      has applied, so an acknowledged write is on every replica.
+ *      │      A successor on this host gets a write's data through the
+ *      │      service's shared-memory arena (SHM_WRITE, sc_shm.h) instead
+ *      │      of a bulk; the same request over the socket when it declines.
  *      v
  *   ANSWER, cache the reply (head, seq != 0), UNLOCK.
  *

@@ -16,6 +16,11 @@
  * STOR_RING_MAX_BYTES, and any when no ring can be made or it is full, go
  * through the engine's inbox.
  *
+ * SHM_WRITE (a same-host client or chain predecessor, docs/rpc.md "Shared
+ * memory") names the data in the sender's registered region instead of
+ * sending a bulk: the handler copies it once into a buffer of ours, and
+ * from there it is a WRITE.
+ *
  * Requests naming a chain (chain != 0) go to craq_write.c; reads of a
  * chain check with craq that the target serves it and that the chunk has
  * no update in flight (before and after the disk read: a write granted
