@@ -16,4 +16,7 @@ char *bench_run_capture(char *const argv[]);
 double bench_fio_iops(const char *who, const char *dir, unsigned size_mb, unsigned seconds,
 		      const char *rw, const char *bs, unsigned qd, const char *extra);
 
+/* CPU time (utime + stime) of process PID so far, in seconds, or -1. */
+double bench_proc_cpu(int pid);
+
 #endif

@@ -477,6 +477,32 @@ out:
 	return iops;
 }
 
+/* CPU seconds so far of this process (the client) and of the servers. */
+struct cpu_mark {
+	double client, servers;
+};
+
+static void cpu_mark(struct cpu_mark *m, const pid_t *pids, unsigned n)
+{
+	m->client = bench_proc_cpu(getpid());
+	m->servers = 0;
+	for (unsigned i = 0; i < n; i++) {
+		double v = pids[i] > 0 ? bench_proc_cpu(pids[i]) : -1;
+		m->servers = v < 0 || m->servers < 0 ? -1 : m->servers + v;
+	}
+}
+
+/* CPU seconds per GiB moved between A and B (MB MiB moved). */
+static void cpu_print(const char *what, const struct cpu_mark *a, const struct cpu_mark *b,
+		      unsigned mb)
+{
+	double gib = (double)mb / 1024;
+	if (a->client < 0 || b->client < 0 || a->servers < 0 || b->servers < 0 || gib <= 0)
+		return;
+	printf("       %-17s cpu s/GiB: client %.2f  servers %.2f\n", what,
+	       (b->client - a->client) / gib, (b->servers - a->servers) / gib);
+}
+
 static int cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -533,9 +559,15 @@ static int bench_chain(const struct sbench_opts *o)
 	for (unsigned round = 0; round < o->rounds; round++) {
 		storage_client_remove(c, &loc, 1, 0, o->size_mb, NULL);
 		unlink(fiofile);
+		struct cpu_mark m0, m1, m2;
+		cpu_mark(&m0, pids, o->replicas);
 		double w = run_load(c, NULL, 1000001, 1, 0, o->qd_seq, 1, o->size_mb, o->seconds);
+		cpu_mark(&m1, pids, o->replicas);
 		double fw = run_fio(o, "write", "1m", o->qd_seq, NULL);
+		cpu_mark(&m2, pids, o->replicas);
 		double r = run_load(c, NULL, 1000001, 1, 1, o->qd_seq, 1, o->size_mb, o->seconds);
+		struct cpu_mark m3;
+		cpu_mark(&m3, pids, o->replicas);
 		double fr = run_fio(o, "read", "1m", o->qd_seq, NULL);
 		if (w < 0 || r < 0 || fw <= 0 || fr <= 0)
 			goto out;
@@ -545,6 +577,8 @@ static int bench_chain(const struct sbench_opts *o)
 		       "seq write 1MiB", w, fw / o->replicas, 100 * rw[round], fw, o->replicas);
 		printf("%-6u %-17s %9.0f MiB/s  %9.0f MiB/s  %6.1f%%\n", round + 1, "seq read 1MiB", r,
 		       fr, 100 * rr[round]);
+		cpu_print("seq write", &m0, &m1, o->size_mb);
+		cpu_print("seq read", &m2, &m3, o->size_mb);
 	}
 	printf("median: write vs fio/R %.1f%%, read vs fio %.1f%%\n", 100 * median(rw, o->rounds),
 	       100 * median(rr, o->rounds));
@@ -706,9 +740,12 @@ int cli_bench_storage(int argc, char **argv)
 			unsigned qd = w >= 2 ? o.qd_rand : o.qd_seq;
 			/* Batched: qd_rand / batch threads, each with batch reads in
 			 * one request, so qd_rand reads are in flight as well. */
+			struct cpu_mark m0, m1;
+			cpu_mark(&m0, &srv, 1);
 			double srv_ops = w == 4 ? run_async_rand(addr, qd, o.size_mb, o.seconds)
 						: run_load(c, addr, 0, 1, w, w == 3 ? qd / batch : qd,
 							   batch, o.size_mb, o.seconds);
+			cpu_mark(&m1, &srv, 1);
 			const char *rw = w == 0 ? "write" : w == 1 ? "read" : "randread";
 			double fio = w >= 3 ? fio_rand : run_fio(&o, rw, w >= 2 ? "4k" : "1m", qd, NULL);
 			if (w == 2)
@@ -718,6 +755,8 @@ int cli_bench_storage(int argc, char **argv)
 			ratio[w][round] = srv_ops / fio;
 			printf("%-6u %-17s %9.0f %s  %9.0f %s  %6.1f%%\n", round + 1, names[w],
 			       srv_ops, units[w], fio, units[w], 100 * srv_ops / fio);
+			if (w < 2)
+				cpu_print(names[w], &m0, &m1, o.size_mb);
 			if (w == 0 && o.sync) {
 				char fds[32];
 				snprintf(fds, sizeof(fds), "--fdatasync=%u", qd);

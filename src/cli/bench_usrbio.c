@@ -98,27 +98,6 @@ static int want(const struct bu_conf *c, const char *key)
 	return 0;
 }
 
-/* utime+stime of PID in seconds, or -1. */
-static double proc_cpu(int pid)
-{
-	char p[64], buf[2048];
-	snprintf(p, sizeof(p), "/proc/%d/stat", pid);
-	FILE *f = fopen(p, "r");
-	if (!f)
-		return -1;
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = 0;
-	char *s = strrchr(buf, ')');
-	if (!s)
-		return -1;
-	unsigned long long ut = 0, st = 0;
-	/* fields after the name: state(3) ... utime(14) stime(15) */
-	if (sscanf(s + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-		return -1;
-	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
-
 /* The pid of `chainfs mount ... MOUNT`, or 0. */
 static int find_mount_pid(const char *mount)
 {
@@ -265,7 +244,7 @@ static double run_rings(const struct bu_conf *bc, const struct bu_work *w, const
 	 * not data, and the bytes still travel to and from the iov. */
 	struct bu_thread th[4];
 	pthread_t tid[4];
-	double c0 = proc_cpu(mpid);
+	double c0 = bench_proc_cpu(mpid);
 	uint64_t t0 = clock_mono_ns();
 	for (int i = 0; i < w->rings; i++) {
 		th[i] = (struct bu_thread){
@@ -290,7 +269,7 @@ static double run_rings(const struct bu_conf *bc, const struct bu_work *w, const
 			err = th[i].err;
 	}
 	double secs = (double)(clock_mono_ns() - t0) / 1e9;
-	double c1 = proc_cpu(mpid);
+	double c1 = bench_proc_cpu(mpid);
 	*cpu = c0 >= 0 && c1 >= 0 && bytes ? (c1 - c0) / ((double)bytes / (1ull << 30)) : -1;
 	cfs_dereg_fd(fd);
 	if (w->write)
@@ -312,7 +291,7 @@ static double run_fio(const struct bu_conf *bc, const struct bu_work *w, const c
 	const char *rw = w->write ? "write" : (w->random ? "randread" : "read");
 	char bs[16];
 	snprintf(bs, sizeof(bs), "%uk", w->bs / 1024);
-	double c0 = mpid ? proc_cpu(mpid) : -1;
+	double c0 = mpid ? bench_proc_cpu(mpid) : -1;
 	uint64_t t0 = clock_mono_ns();
 	double iops = bench_fio_iops("bench usrbio", dir, (unsigned)bc->size_mb,
 	                             (unsigned)bc->seconds, rw, bs,
@@ -320,7 +299,7 @@ static double run_fio(const struct bu_conf *bc, const struct bu_work *w, const c
 	double secs = (double)(clock_mono_ns() - t0) / 1e9;
 	(void)secs;
 	if (cpu) {
-		double c1 = mpid ? proc_cpu(mpid) : -1;
+		double c1 = mpid ? bench_proc_cpu(mpid) : -1;
 		double gib = iops > 0 ? iops * w->bs *
 		                            (w->random ? (double)bc->seconds
 		                                       : (double)bc->size_mb * MiB / (iops * w->bs)) /

@@ -156,6 +156,9 @@
  *                     resp: u64 region id   (docs/rpc.md "Shared memory")
  *  311 STO_SHM_READ   req:  u64 region, u64 off, u64 cap, then a STO_READ request
  *                     resp: a STO_READ response; the bytes are at OFF of the region
+ *  312 STO_SHM_WRITE  req:  u64 region, u64 off, u64 cap, then a STO_WRITE request (its
+ *                           data: the first len bytes at OFF of the region, no bulk)
+ *                     resp: a STO_WRITE response
  *   The handshake messages are sent with request ids and replied to like any
  *   request; a refusal is a reply with status -CFS_EAUTH or -CFS_EVERSION.
  *
@@ -198,7 +201,7 @@ enum rpc_msg_type {
 	RPC_MSG_MGMTD_SET_TARGET = 105,
 	/* meta: 200..223, enum meta_rpc_type in meta/meta_proto.h; locks 230..232,
 	 * enum meta_rpc_lock_type there; inline data 260..262 */
-	/* storage: 300..307, 310..311, enum sto_msg_type in storage/storage_proto.h */
+	/* storage: 300..307, 310..312, enum sto_msg_type in storage/storage_proto.h */
 };
 
 /* Feature bits offered in HELLO and accepted in CHALLENGE (intersection). */

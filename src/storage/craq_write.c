@@ -23,6 +23,9 @@
  *      │      failure retries every 100 ms, re-reading routing, until the
  *      │      forward deadline: the client is answered only once the tail
  *      │      has applied, so an acknowledged write is on every replica.
+ *      │      A successor on this host gets a write's data through the
+ *      │      service's shared-memory arena (SHM_WRITE, sc_shm.h) instead
+ *      │      of a bulk; the same request over the socket when it declines.
  *      v
  *   ANSWER, cache the reply (head, seq != 0), UNLOCK.
  *
@@ -84,6 +87,7 @@
 #include "common/status.h"
 #include "common/xalloc.h"
 #include "storage/storage_int.h"
+#include "storage_client/sc_shm.h"
 
 #define FORWARD_DEADLINE_MS 30000
 #define FORWARD_RETRY_MS 100
@@ -105,6 +109,7 @@ struct craq_op {
 	uint32_t full_cap;           /* its stor_buf size */
 	uint32_t full_len;
 	bool want_full;
+	bool no_shm;                 /* forward over the socket (shared memory declined) */
 	bool head;
 	bool locked;
 	uint64_t client, channel, seq;
@@ -252,6 +257,19 @@ static void fwd_done(void *arg, const struct rpc_result *res)
 	retry_later(o);
 }
 
+/* The forward's answer over shared memory; FALLBACK: send it again over
+ * the socket (nothing was applied). */
+static void fwd_shm_done(void *arg, const struct rpc_result *res, int fallback)
+{
+	struct craq_op *o = arg;
+	if (fallback) {
+		o->no_shm = true;
+		forward(o);
+		return;
+	}
+	fwd_done(o, res);
+}
+
 static void full_read_done(struct chunk_op *op)
 {
 	struct craq_op *o = op->arg;
@@ -332,6 +350,7 @@ static void forward(void *arg)
 	struct buf b;
 	buf_init(&b);
 	struct rpc_call call = { .timeout_ms = FORWARD_TIMEOUT_MS, .done = fwd_done, .arg = o };
+	struct sto_write_req fw = { 0 }; /* the forwarded write (CRAQ_WRITE) */
 	if (o->kind == CRAQ_WRITE) {
 		struct sto_write_req f = o->w;
 		f.target = st->id;
@@ -349,6 +368,7 @@ static void forward(void *arg)
 		call.bulk_len = f.len;
 		call.type = STO_MSG_WRITE;
 		sto_write_req_encode(&b, &f);
+		fw = f;
 	} else {
 		struct sto_remove_req f = o->rm;
 		f.target = st->id;
@@ -361,6 +381,17 @@ static void forward(void *arg)
 	call.payload_len = (uint32_t)b.len;
 	struct rpc_peer *peer;
 	char err[128];
+	/* A successor on this host takes the data through our shared-memory
+	 * arena (docs/rpc.md "Shared memory"), the rest of the request
+	 * unchanged; when that path declines, over the socket as ever. */
+	if (o->kind == CRAQ_WRITE && s->shm && !o->no_shm) {
+		if (!sc_shm_write_async(s->shm, addr, &fw, call.bulk, FORWARD_TIMEOUT_MS,
+					fwd_shm_done, o)) {
+			mgmtd_routing_put(snap);
+			buf_fini(&b);
+			return;
+		}
+	}
 	/* ADDR lives in the snapshot: a routing change on another thread frees
 	 * it once the snapshot is put (ASan caught it as a kill of the head
 	 * raced a forward). */

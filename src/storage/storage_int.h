@@ -74,9 +74,13 @@ struct fence_witness {
 };
 
 /* ---- the service ---- */
+struct sc_shm;
+
 struct storage_service {
 	struct rpc_server *srv;
 	struct rpc_client *cli;        /* forwards and resync (NULL standalone) */
+	struct sc_shm *shm;            /* forwards to same-host successors over shared
+					  memory (NULL: off, or standalone) */
 	struct mgmtd_client *mc;       /* NULL standalone */
 	struct craq_dedup *dedup;
 	struct craq_sched *sched;

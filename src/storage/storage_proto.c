@@ -140,6 +140,26 @@ int sto_shm_read_req_decode(const void *p, size_t n, struct sto_shm_at *at, stru
 				   cap);
 }
 
+int sto_shm_write_req_encode(struct buf *b, const struct sto_shm_at *at,
+			     const struct sto_write_req *m)
+{
+	struct wire_writer w;
+	wire_writer_init(&w, b);
+	sto_shm_at_put(&w, at);
+	sto_write_req_put(&w, m);
+	return wdone(&w);
+}
+
+int sto_shm_write_req_decode(const void *p, size_t n, struct sto_shm_at *at,
+			     struct sto_write_req *m)
+{
+	struct wire_reader r;
+	wire_reader_init(&r, p, n);
+	sto_shm_at_get(&r, at);
+	sto_write_req_get(&r, m);
+	return rdone(&r);
+}
+
 int sto_dump_req_encode(struct buf *b, const struct sto_dump_req *m)
 {
 	struct wire_writer w;

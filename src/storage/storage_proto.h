@@ -35,6 +35,7 @@ enum sto_msg_type {
 	/* Same-host shared-memory bulk path (docs/rpc.md "Shared memory"). */
 	STO_MSG_SHM_REG = 310,
 	STO_MSG_SHM_READ = 311,
+	STO_MSG_SHM_WRITE = 312,
 };
 
 #define STO_MAX_BATCH 1024   /* ranges in one READ */
@@ -167,6 +168,17 @@ WIRE_STRUCT(sto_shm_reg_resp, STO_SHM_REG_RESP);
 #define STO_SHM_AT(F) F(u64, region) F(u64, off) F(u64, cap)
 WIRE_STRUCT(sto_shm_at, STO_SHM_AT);
 #define STO_SHM_AT_LEN 24
+
+/* SHM_WRITE req: where the data is (the first LEN bytes of CAP at OFF of
+ * REGION; LEN <= CAP), then a WRITE request; resp: a WRITE response. The
+ * service copies the bytes out once and checks the CRC on its copy, so
+ * what the client does to the window afterwards cannot change what is
+ * written; the client keeps the window untouched until the reply all the
+ * same (docs/rpc.md "Shared memory"). */
+int sto_shm_write_req_encode(struct buf *b, const struct sto_shm_at *at,
+			     const struct sto_write_req *m);
+int sto_shm_write_req_decode(const void *p, size_t n, struct sto_shm_at *at,
+			     struct sto_write_req *m);
 
 int sto_shm_reg_req_encode(struct buf *b, const struct sto_shm_reg_req *m);
 int sto_shm_reg_req_decode(const void *p, size_t n, struct sto_shm_reg_req *m);

@@ -16,6 +16,11 @@
  * STOR_RING_MAX_BYTES, and any when no ring can be made or it is full, go
  * through the engine's inbox.
  *
+ * SHM_WRITE (a same-host client or chain predecessor, docs/rpc.md "Shared
+ * memory") names the data in the sender's registered region instead of
+ * sending a bulk: the handler copies it once into a buffer of ours, and
+ * from there it is a WRITE.
+ *
  * Requests naming a chain (chain != 0) go to craq_write.c; reads of a
  * chain check with craq that the target serves it and that the chunk has
  * no update in flight (before and after the disk read: a write granted
@@ -28,6 +33,8 @@
  * answers every storage request with -CFS_EFENCED.
  */
 #include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +51,7 @@
 #include "storage/storage_int.h"
 #include "storage/stor_ring.h"
 #include "storage/stor_shm.h"
+#include "storage_client/sc_shm.h"
 
 #define PAGE 4096u
 #define STOR_RING_MAX_BYTES (256u << 10) /* reads of a request answered on the loop thread */
@@ -146,20 +154,13 @@ static int write_check(const struct sto_write_req *m, const void *data, uint64_t
 	return 0;
 }
 
-static void handle_write(struct rpc_req *req, void *arg)
+/* A decoded write M whose data (BLEN bytes, a stor_buf or NULL) is here:
+ * checks and submits it (direct or chain); ends REQ one way or another. */
+static void write_submit(struct rpc_req *req, struct storage_service *s,
+			 const struct sto_write_req *mp, void *data, uint64_t blen)
 {
-	struct storage_service *s = arg;
-	struct sto_write_req m;
-	uint32_t plen;
-	uint64_t blen;
-	const uint8_t *p = rpc_req_payload(req, &plen);
-	void *data = own_bulk(req, &blen);
-	int err = sto_write_req_decode(p, plen, &m);
-	if (err) {
-		stor_buf_put(s, data, blen);
-		reply_err(req, -CFS_EPROTO, "write: malformed request");
-		return;
-	}
+	struct sto_write_req m = *mp;
+	int err;
 	if ((err = fence_witness_admit(s))) {
 		stor_buf_put(s, data, blen);
 		reply_err(req, err, "write");
@@ -197,6 +198,73 @@ static void handle_write(struct rpc_req *req, void *arg)
 				   .flags = (m.flags & STO_WF_REPLACE) ? CHUNK_WF_REPLACE : 0,
 				   .page_crc = page_crc, .data_crc = m.crc };
 	chunk_engine_submit(t->eng, &w->op);
+}
+
+static void handle_write(struct rpc_req *req, void *arg)
+{
+	struct storage_service *s = arg;
+	struct sto_write_req m;
+	uint32_t plen;
+	uint64_t blen;
+	const uint8_t *p = rpc_req_payload(req, &plen);
+	void *data = own_bulk(req, &blen);
+	if (sto_write_req_decode(p, plen, &m)) {
+		stor_buf_put(s, data, blen);
+		reply_err(req, -CFS_EPROTO, "write: malformed request");
+		return;
+	}
+	write_submit(req, s, &m, data, blen);
+}
+
+/* SHM_WRITE: the data is in the client's region. It is copied once into a
+ * buffer of ours before any check: the client can still write to its
+ * region, and the CRC that write_check verifies must be the CRC of the
+ * bytes the engine writes (and the chain forwards). The copy replaces the
+ * socket receive the WRITE path pays. */
+static void handle_shm_write(struct rpc_req *req, void *arg)
+{
+	struct storage_service *s = arg;
+	struct sto_write_req m;
+	struct sto_shm_at at;
+	uint32_t plen;
+	uint64_t blen;
+	const uint8_t *p = rpc_req_payload(req, &plen);
+	/* The message carries no bulk (one sent is the server's to free). */
+	int had_bulk = rpc_req_bulk(req, &blen) != NULL || blen;
+	if (had_bulk || sto_shm_write_req_decode(p, plen, &at, &m)) {
+		reply_err(req, -CFS_EPROTO, "shm write: malformed request");
+		return;
+	}
+	if (m.len == 0 || m.len > CHUNK_MAX_SIZE || m.len > at.cap) {
+		reply_err(req, -EINVAL, "shm write: length");
+		return;
+	}
+	const uint8_t *src;
+	int e = stor_shm_lookup(req, at.region, at.off, at.cap, (uint8_t **)&src);
+	if (e) {
+		if (e == -EFAULT)
+			LOG_WARN("storage", "shm write outside its region: peer=%s region=%llu "
+				 "off=%llu cap=%llu",
+				 rpc_req_peer(req), (unsigned long long)at.region,
+				 (unsigned long long)at.off, (unsigned long long)at.cap);
+		reply_err(req, e, e == -ESTALE ? "shm write: no such region on this connection"
+					       : "shm write: outside the region");
+		return;
+	}
+	void *data = stor_buf_get(s, m.len);
+	if (!data) {
+		reply_err(req, -ENOMEM, "shm write: buffer");
+		return;
+	}
+	memcpy(data, src, m.len);
+	/* Once per kind and process: shows an operator (and test_storage_shm)
+	 * that clients and chain predecessors use the path. */
+	static atomic_bool seen[2];
+	int fwd = (m.flags & STO_WF_FORWARDED) != 0;
+	if (!atomic_exchange(&seen[fwd], true))
+		LOG_INFO("storage", "first shared-memory write: peer=%s forwarded=%d",
+			 rpc_req_peer(req), fwd);
+	write_submit(req, s, &m, data, m.len);
 }
 
 /* ---- READ ---- */
@@ -715,6 +783,8 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 	rpc_server_handle(s->srv, STO_MSG_SHM_READ, &h);
 	h.fn = handle_shm_reg;
 	rpc_server_handle(s->srv, STO_MSG_SHM_REG, &h);
+	h.fn = handle_shm_write;
+	rpc_server_handle(s->srv, STO_MSG_SHM_WRITE, &h);
 	h.fn = handle_remove;
 	rpc_server_handle(s->srv, STO_MSG_REMOVE, &h);
 	h.fn = handle_query;
@@ -751,6 +821,7 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 			snprintf(err, errlen, "rpc client: %s", cfs_strerror(rc));
 			goto fail;
 		}
+		s->shm = sc_shm_new(&ro); /* NULL: forwards over the socket only */
 		if ((rc = mgmtd_link_start(s, o, err, errlen)))
 			goto fail;
 		if ((rc = fence_witness_start(s, o->heartbeat_ms))) {
@@ -786,6 +857,7 @@ void storage_service_free(struct storage_service *s)
 		LOG_WARN("storage", "stopping with requests in flight: n=%llu",
 			 (unsigned long long)atomic_load(&s->inflight));
 	rpc_client_free(s->cli);
+	sc_shm_free(s->shm);
 	craq_sched_free(s->sched);
 	rpc_server_free(s->srv);
 	stor_rings_free(s); /* the loops are gone: no read is reaped any more */

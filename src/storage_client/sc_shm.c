@@ -4,7 +4,9 @@
  * shrinking and growing (the server refuses an unsealed one: a shrink
  * would SIGBUS it), mapped here once. A read takes a run of free grains
  * (a bitmap under a mutex) for its reply bytes and gives them back once
- * the caller copied them out. A read that timed out or lost its
+ * the caller copied them out; a write copies its data into a run and
+ * gives it back when the server answered (the server copies it out before
+ * it answers). A read or write that timed out or lost its
  * connection keeps its grains for good (quarantined): the server may
  * still be copying into them, and reusing them would hand those late
  * bytes to another read.
@@ -27,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -38,33 +41,60 @@
 #define SC_SHM_OFF_MS 10000
 #define SC_SHM_MAX_PEERS 64
 #define SC_SHM_ADDR_MAX 64
+#define SC_SHM_MAX_MEMS 8 /* the arena and 7 of the caller's (the server takes 16) */
 
 enum peer_state { PS_NONE, PS_REGISTERING, PS_OK, PS_OFF };
 
-struct sc_peer {
-	char addr[SC_SHM_ADDR_MAX];
+/* One memory's registration with one server. */
+struct sc_reg {
+	struct sc_peer *p;
+	int mem;
 	enum peer_state st;
 	uint64_t region;
 	uint64_t off_until_ms;
+};
+
+struct sc_peer {
+	char addr[SC_SHM_ADDR_MAX];
+	struct sc_reg r[SC_SHM_MAX_MEMS];
 	struct sc_shm *s;
+};
+
+/* A memfd the server may map: the arena (0) or the caller's (1..). */
+struct sc_mem {
+	int fd;
+	uint8_t *base;
+	uint64_t size;
 };
 
 struct sc_shm {
 	struct rpc_client *rpc;
 	int fd;
 	uint8_t *base;
-	pthread_mutex_t mu;     /* bitmap and peers */
+	pthread_mutex_t mu;     /* bitmap, peers and mems */
 	uint64_t used[SC_SHM_WORDS]; /* grains in use (bit i%64 of word i/64: grain i) */
 	struct sc_peer peers[SC_SHM_MAX_PEERS];
 	int npeers;
-	_Atomic uint64_t reads, fallbacks, registered, quarantined;
+	struct sc_mem mem[SC_SHM_MAX_MEMS];
+	int nmem;
+	int no_writes;          /* CFS_NO_SHM_WRITE=1: writes over the socket (A/B runs) */
+	_Atomic uint64_t reads, fallbacks, registered, quarantined, writes, write_fallbacks;
+	_Atomic uint64_t direct_reads, direct_writes, direct_lost;
+};
+
+/* Where a request's bytes are: a run of arena grains (FIRST >= 0) or the
+ * caller's registered memory (FIRST -1). */
+struct sc_where {
+	struct sc_reg *reg;
+	int first, n;
+	struct sto_shm_at at;
 };
 
 /* One read in flight. */
 struct sc_op {
 	struct sc_shm *s;
-	struct sc_peer *p;
-	int first, n;           /* grains */
+	struct sc_where w;
+	uint8_t *dst;           /* where the bytes land */
 	sc_shm_done_fn done;
 	void *arg;
 };
@@ -78,6 +108,8 @@ struct sc_shm *sc_shm_new(const struct rpc_opts *ro)
 	if (!s)
 		return NULL;
 	s->fd = -1;
+	const char *e3 = getenv("CFS_NO_SHM_WRITE");
+	s->no_writes = e3 && !strcmp(e3, "1");
 	pthread_mutex_init(&s->mu, NULL);
 	size_t size = (size_t)SC_SHM_SLOTS * SC_SHM_GRAIN;
 	s->fd = memfd_create("chainfs-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
@@ -89,6 +121,8 @@ struct sc_shm *sc_shm_new(const struct rpc_opts *ro)
 		s->base = NULL;
 		goto fail;
 	}
+	s->mem[0] = (struct sc_mem){ .fd = s->fd, .base = s->base, .size = size };
+	s->nmem = 1;
 	struct rpc_opts o = *ro;
 	o.conns_per_peer = 1; /* a region lives on one connection */
 	if (rpc_client_new(&o, &s->rpc))
@@ -108,6 +142,8 @@ void sc_shm_free(struct sc_shm *s)
 		munmap(s->base, (size_t)SC_SHM_SLOTS * SC_SHM_GRAIN);
 	if (s->fd >= 0)
 		close(s->fd);
+	for (int i = 1; i < s->nmem; i++)
+		close(s->mem[i].fd);
 	pthread_mutex_destroy(&s->mu);
 	free(s);
 }
@@ -151,45 +187,74 @@ static void grains_put(struct sc_shm *s, int first, int n)
 
 static void reg_done(void *arg, const struct rpc_result *res)
 {
-	struct sc_peer *p = arg;
-	struct sc_shm *s = p->s;
+	struct sc_reg *g = arg;
+	struct sc_shm *s = g->p->s;
 	struct sto_shm_reg_resp r;
 	int ok = !res->status && !sto_shm_reg_resp_decode(res->payload, res->payload_len, &r);
 	pthread_mutex_lock(&s->mu);
 	if (ok) {
-		p->st = PS_OK;
-		p->region = r.region;
+		g->st = PS_OK;
+		g->region = r.region;
 	} else {
-		p->st = PS_OFF;
-		p->off_until_ms = clock_mono_ms() + SC_SHM_OFF_MS;
+		g->st = PS_OFF;
+		g->off_until_ms = clock_mono_ms() + SC_SHM_OFF_MS;
 	}
 	pthread_mutex_unlock(&s->mu);
 	if (ok)
 		atomic_fetch_add(&s->registered, 1);
 }
 
-/* Starts P's registration (P is PS_REGISTERING). */
-static void reg_start(struct sc_shm *s, struct sc_peer *p)
+/* Starts G's registration (G is PS_REGISTERING; FD and SIZE its memory's,
+ * read under mu by the caller: memories are never removed). */
+static void reg_start(struct sc_shm *s, struct sc_reg *g, int fd, uint64_t size)
 {
 	struct rpc_peer *rp;
 	char err[128];
 	struct buf b;
 	buf_init(&b);
-	struct sto_shm_reg_req m = { .size = (uint64_t)SC_SHM_SLOTS * SC_SHM_GRAIN };
+	struct sto_shm_reg_req m = { .size = size };
 	int rc = sto_shm_reg_req_encode(&b, &m);
 	if (!rc)
-		rc = rpc_client_peer(s->rpc, p->addr, &rp, err, sizeof(err));
+		rc = rpc_client_peer(s->rpc, g->p->addr, &rp, err, sizeof(err));
 	if (!rc) {
 		struct rpc_call cl = { .type = STO_MSG_SHM_REG, .payload = b.data,
 				       .payload_len = (uint32_t)b.len, .flags = RPC_CALL_SEND_FD,
-				       .send_fd = s->fd, .done = reg_done, .arg = p };
+				       .send_fd = fd, .done = reg_done, .arg = g };
 		rc = rpc_call_async(rp, &cl);
 	}
 	buf_fini(&b);
 	if (rc) {
 		struct rpc_result res = { .status = rc };
-		reg_done(p, &res);
+		reg_done(g, &res);
 	}
+}
+
+/* What an answer with status ST says about registration G: -ESTALE
+ * forgets every registration with its server (the connection that held
+ * them was replaced: register again); a server that does not know the
+ * message or refused the window turns G off for a while. 1 when the
+ * request should go over the socket. */
+static int answer_says_fallback(struct sc_shm *s, struct sc_reg *g, int st)
+{
+	if (st != -ESTALE && st != -CFS_EBADMSG_TYPE && st != -EFAULT && st != -CFS_EPROTO)
+		return 0;
+	pthread_mutex_lock(&s->mu);
+	if (st == -ESTALE) {
+		for (int m = 0; m < SC_SHM_MAX_MEMS; m++)
+			if (g->p->r[m].st == PS_OK)
+				g->p->r[m].st = PS_NONE;
+	} else {
+		g->st = PS_OFF;
+		g->off_until_ms = clock_mono_ms() + SC_SHM_OFF_MS;
+	}
+	pthread_mutex_unlock(&s->mu);
+	return 1;
+}
+
+static void where_put(struct sc_shm *s, const struct sc_where *w)
+{
+	if (w->first >= 0)
+		grains_put(s, w->first, w->n);
 }
 
 static void read_done(void *arg, const struct rpc_result *res)
@@ -198,22 +263,19 @@ static void read_done(void *arg, const struct rpc_result *res)
 	struct sc_shm *s = op->s;
 	int st = res->status;
 	if (st == -CFS_ETIMEDOUT || st == -CFS_ECLOSED) {
-		/* The server may still write into these grains. */
-		atomic_fetch_add(&s->quarantined, (uint64_t)op->n);
+		/* The server may still write into these bytes: arena grains
+		 * are never reused; the caller's memory is the caller's
+		 * (sc_shm_mem_add says what that means). */
+		if (op->w.first >= 0)
+			atomic_fetch_add(&s->quarantined, (uint64_t)op->w.n);
+		else
+			atomic_fetch_add(&s->direct_lost, 1);
 		op->done(op->arg, res, NULL);
 		free(op);
 		return;
 	}
-	if (st == -ESTALE || st == -CFS_EBADMSG_TYPE || st == -EFAULT || st == -CFS_EPROTO) {
-		pthread_mutex_lock(&s->mu);
-		if (st == -ESTALE)
-			op->p->st = PS_NONE; /* its connection was replaced: register again */
-		else {
-			op->p->st = PS_OFF;
-			op->p->off_until_ms = clock_mono_ms() + SC_SHM_OFF_MS;
-		}
-		pthread_mutex_unlock(&s->mu);
-		grains_put(s, op->first, op->n);
+	if (answer_says_fallback(s, op->w.reg, st)) {
+		where_put(s, &op->w);
 		atomic_fetch_add(&s->fallbacks, 1);
 		struct rpc_result r2 = { .status = -EAGAIN };
 		op->done(op->arg, &r2, NULL);
@@ -221,54 +283,110 @@ static void read_done(void *arg, const struct rpc_result *res)
 		return;
 	}
 	atomic_fetch_add(&s->reads, 1);
-	op->done(op->arg, res, s->base + (size_t)op->first * SC_SHM_GRAIN);
+	if (op->w.first < 0)
+		atomic_fetch_add(&s->direct_reads, 1);
+	op->done(op->arg, res, op->dst);
 	free(op);
 }
 
-int sc_shm_read(struct sc_shm *s, const char *addr, const struct sto_read_req *m, uint64_t cap,
-		sc_shm_done_fn done, void *arg)
+/* Grains for N bytes (at least one). */
+static uint64_t grains_for(uint64_t cap)
 {
-	if (!s)
-		return -EOPNOTSUPP;
 	uint64_t n = (cap + SC_SHM_GRAIN - 1) / SC_SHM_GRAIN;
-	if (n == 0)
-		n = 1;
-	if (n > SC_SHM_SLOTS || strlen(addr) >= SC_SHM_ADDR_MAX) {
-		atomic_fetch_add(&s->fallbacks, 1);
+	return n ? n : 1;
+}
+
+/* The memory (>= 1) of the caller's holding [P, P+LEN), or 0. Under mu. */
+static int mem_of(const struct sc_shm *s, const void *p, uint64_t len)
+{
+	const uint8_t *q = p;
+	for (int m = 1; q && m < s->nmem; m++) {
+		const struct sc_mem *x = &s->mem[m];
+		if (q >= x->base && len <= x->size && (uint64_t)(q - x->base) <= x->size - len)
+			return m;
+	}
+	return 0;
+}
+
+/* G usable now: 0; else starts its registration if none is in flight
+ * (unlocks and relocks mu) and returns -EAGAIN, or -EOPNOTSUPP while it
+ * is off. Under mu. */
+static int reg_ready(struct sc_shm *s, struct sc_reg *g)
+{
+	if (g->st == PS_OFF && clock_mono_ms() >= g->off_until_ms)
+		g->st = PS_NONE;
+	if (g->st == PS_OK)
+		return 0;
+	if (g->st == PS_NONE) {
+		g->st = PS_REGISTERING;
+		int fd = s->mem[g->mem].fd;
+		uint64_t size = s->mem[g->mem].size;
+		pthread_mutex_unlock(&s->mu);
+		reg_start(s, g, fd, size);
+		pthread_mutex_lock(&s->mu);
+		return -EAGAIN;
+	}
+	return g->st == PS_OFF ? -EOPNOTSUPP : -EAGAIN;
+}
+
+/* Where LEN bytes for a request to ADDR go: in the caller's registered
+ * memory when [P, P+LEN) lies in one registered with that server (P may
+ * be NULL), else a run of free arena grains (the caller's to give back
+ * with where_put). 0 with *W set, or <0 (use the socket): -EAGAIN (the
+ * arena is not registered yet; a registration was started), -ENOSPC (no
+ * free run), -EOPNOTSUPP (off for this server, or too big). */
+static int take(struct sc_shm *s, const char *addr, const void *p, uint64_t len,
+		struct sc_where *w)
+{
+	uint64_t n = grains_for(len);
+	if (strlen(addr) >= SC_SHM_ADDR_MAX)
 		return -EOPNOTSUPP;
-	}
 	pthread_mutex_lock(&s->mu);
-	struct sc_peer *p = NULL;
-	for (int i = 0; i < s->npeers && !p; i++)
+	struct sc_peer *pe = NULL;
+	for (int i = 0; i < s->npeers && !pe; i++)
 		if (!strcmp(s->peers[i].addr, addr))
-			p = &s->peers[i];
-	if (!p && s->npeers < SC_SHM_MAX_PEERS) {
-		p = &s->peers[s->npeers++];
-		snprintf(p->addr, sizeof(p->addr), "%s", addr);
-		p->s = s;
+			pe = &s->peers[i];
+	if (!pe && s->npeers < SC_SHM_MAX_PEERS) {
+		pe = &s->peers[s->npeers++];
+		snprintf(pe->addr, sizeof(pe->addr), "%s", addr);
+		pe->s = s;
+		for (int m = 0; m < SC_SHM_MAX_MEMS; m++)
+			pe->r[m] = (struct sc_reg){ .p = pe, .mem = m };
 	}
-	int rc = 0, first = -1;
-	uint64_t region = 0;
-	if (!p) {
+	int rc = pe ? 0 : -EOPNOTSUPP;
+	int m = rc ? 0 : mem_of(s, p, len);
+	if (m && reg_ready(s, &pe->r[m]) == 0) {
+		const uint8_t *q = p;
+		*w = (struct sc_where){ .reg = &pe->r[m], .first = -1,
+					.at = { .region = pe->r[m].region,
+						.off = (uint64_t)(q - s->mem[m].base), .cap = len } };
+		pthread_mutex_unlock(&s->mu);
+		return 0;
+	}
+	/* The arena (also while the caller's memory registers). */
+	if (!rc && n > SC_SHM_SLOTS)
 		rc = -EOPNOTSUPP;
-	} else if (p->st == PS_OFF && clock_mono_ms() >= p->off_until_ms) {
-		p->st = PS_NONE;
-	}
-	if (!rc && p->st != PS_OK) {
-		rc = p->st == PS_OFF ? -EOPNOTSUPP : -EAGAIN;
-		if (p->st == PS_NONE) {
-			p->st = PS_REGISTERING;
-			pthread_mutex_unlock(&s->mu);
-			reg_start(s, p);
-			atomic_fetch_add(&s->fallbacks, 1);
-			return rc;
-		}
-	}
+	if (!rc)
+		rc = reg_ready(s, &pe->r[0]);
+	int first = -1;
 	if (!rc && (first = grains_take(s, (int)n)) < 0)
 		rc = -ENOSPC;
 	if (!rc)
-		region = p->region;
+		*w = (struct sc_where){ .reg = &pe->r[0], .first = first, .n = (int)n,
+					.at = { .region = pe->r[0].region,
+						.off = (uint64_t)first * SC_SHM_GRAIN,
+						.cap = n * SC_SHM_GRAIN } };
 	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
+
+int sc_shm_read(struct sc_shm *s, const char *addr, const struct sto_read_req *m, uint64_t cap,
+		void *dst, sc_shm_done_fn done, void *arg)
+{
+	if (!s)
+		return -EOPNOTSUPP;
+	struct sc_where w;
+	int rc = take(s, addr, dst, cap, &w);
 	if (rc) {
 		atomic_fetch_add(&s->fallbacks, 1);
 		return rc;
@@ -276,16 +394,14 @@ int sc_shm_read(struct sc_shm *s, const char *addr, const struct sto_read_req *m
 	struct sc_op *op = malloc(sizeof(*op));
 	struct buf b;
 	buf_init(&b);
-	struct sto_shm_at at = { .region = region, .off = (uint64_t)first * SC_SHM_GRAIN,
-				 .cap = n * SC_SHM_GRAIN };
 	struct rpc_peer *rp;
 	char err[128];
-	rc = op ? sto_shm_read_req_encode(&b, &at, m) : -ENOMEM;
+	rc = op ? sto_shm_read_req_encode(&b, &w.at, m) : -ENOMEM;
 	if (!rc)
 		rc = rpc_client_peer(s->rpc, addr, &rp, err, sizeof(err));
 	if (!rc) {
-		*op = (struct sc_op){ .s = s, .p = p, .first = first, .n = (int)n, .done = done,
-				      .arg = arg };
+		*op = (struct sc_op){ .s = s, .w = w, .done = done, .arg = arg,
+				      .dst = w.first >= 0 ? s->base + (size_t)w.at.off : dst };
 		struct rpc_call cl = { .type = STO_MSG_SHM_READ, .payload = b.data,
 				       .payload_len = (uint32_t)b.len, .done = read_done, .arg = op };
 		rc = rpc_call_async(rp, &cl);
@@ -293,16 +409,163 @@ int sc_shm_read(struct sc_shm *s, const char *addr, const struct sto_read_req *m
 	buf_fini(&b);
 	if (rc) {
 		free(op);
-		grains_put(s, first, (int)n);
+		where_put(s, &w);
 		atomic_fetch_add(&s->fallbacks, 1);
 	}
 	return rc;
 }
 
+int sc_shm_write(struct sc_shm *s, const char *addr, const struct sto_write_req *m,
+		 const void *data, struct buf *resp, int *fallback)
+{
+	*fallback = 1;
+	if (!s || s->no_writes)
+		return -EOPNOTSUPP;
+	struct sc_where w;
+	int rc = take(s, addr, data, m->len, &w);
+	if (rc) {
+		atomic_fetch_add(&s->write_fallbacks, 1);
+		return rc;
+	}
+	if (w.first >= 0)
+		memcpy(s->base + (size_t)w.at.off, data, m->len);
+	struct buf b;
+	buf_init(&b);
+	struct rpc_peer *rp;
+	char err[128];
+	rc = sto_shm_write_req_encode(&b, &w.at, m);
+	if (!rc)
+		rc = rpc_client_peer(s->rpc, addr, &rp, err, sizeof(err));
+	if (rc) {
+		/* Nothing was sent. */
+		buf_fini(&b);
+		where_put(s, &w);
+		atomic_fetch_add(&s->write_fallbacks, 1);
+		return rc;
+	}
+	struct rpc_call cl = { .type = STO_MSG_SHM_WRITE, .payload = b.data,
+			       .payload_len = (uint32_t)b.len };
+	buf_reset(resp);
+	rc = rpc_call(rp, &cl, resp, NULL);
+	buf_fini(&b);
+	if (rc == -CFS_ETIMEDOUT || rc == -CFS_ECLOSED) {
+		/* The server may not have copied the bytes out yet: never
+		 * hand these grains to another request. The write's fate is
+		 * unknown, as over the socket; the caller retries it with the
+		 * same (channel, seq). */
+		if (w.first >= 0)
+			atomic_fetch_add(&s->quarantined, (uint64_t)w.n);
+		*fallback = 0;
+		return rc;
+	}
+	where_put(s, &w);
+	if (answer_says_fallback(s, w.reg, rc)) {
+		atomic_fetch_add(&s->write_fallbacks, 1);
+		return -EAGAIN;
+	}
+	*fallback = 0;
+	atomic_fetch_add(&s->writes, 1);
+	if (w.first < 0)
+		atomic_fetch_add(&s->direct_writes, 1);
+	return rc;
+}
+
+/* One asynchronous write in flight. */
+struct sc_wop {
+	struct sc_shm *s;
+	struct sc_where w;
+	sc_shm_write_fn done;
+	void *arg;
+};
+
+static void write_async_done(void *arg, const struct rpc_result *res)
+{
+	struct sc_wop *op = arg;
+	struct sc_shm *s = op->s;
+	int st = res->status, fallback = 0;
+	if (st == -CFS_ETIMEDOUT || st == -CFS_ECLOSED) {
+		if (op->w.first >= 0)
+			atomic_fetch_add(&s->quarantined, (uint64_t)op->w.n);
+	} else {
+		where_put(s, &op->w);
+		fallback = answer_says_fallback(s, op->w.reg, st);
+		if (fallback) {
+			atomic_fetch_add(&s->write_fallbacks, 1);
+		} else {
+			atomic_fetch_add(&s->writes, 1);
+			if (op->w.first < 0)
+				atomic_fetch_add(&s->direct_writes, 1);
+		}
+	}
+	op->done(op->arg, res, fallback);
+	free(op);
+}
+
+int sc_shm_write_async(struct sc_shm *s, const char *addr, const struct sto_write_req *m,
+		       const void *data, uint32_t timeout_ms, sc_shm_write_fn done, void *arg)
+{
+	if (!s || s->no_writes)
+		return -EOPNOTSUPP;
+	struct sc_where w;
+	int rc = take(s, addr, data, m->len, &w);
+	if (rc) {
+		atomic_fetch_add(&s->write_fallbacks, 1);
+		return rc;
+	}
+	if (w.first >= 0)
+		memcpy(s->base + (size_t)w.at.off, data, m->len);
+	struct sc_wop *op = malloc(sizeof(*op));
+	struct buf b;
+	buf_init(&b);
+	struct rpc_peer *rp;
+	char err[128];
+	rc = op ? sto_shm_write_req_encode(&b, &w.at, m) : -ENOMEM;
+	if (!rc)
+		rc = rpc_client_peer(s->rpc, addr, &rp, err, sizeof(err));
+	if (!rc) {
+		*op = (struct sc_wop){ .s = s, .w = w, .done = done, .arg = arg };
+		struct rpc_call cl = { .type = STO_MSG_SHM_WRITE, .payload = b.data,
+				       .payload_len = (uint32_t)b.len, .timeout_ms = timeout_ms,
+				       .done = write_async_done, .arg = op };
+		rc = rpc_call_async(rp, &cl);
+	}
+	buf_fini(&b);
+	if (rc) {
+		free(op);
+		where_put(s, &w);
+		atomic_fetch_add(&s->write_fallbacks, 1);
+	}
+	return rc;
+}
+
+int sc_shm_mem_add(struct sc_shm *s, int fd, void *base, uint64_t size)
+{
+	if (!s)
+		return -EOPNOTSUPP;
+	struct stat st;
+	int seals = fcntl(fd, F_GET_SEALS);
+	if (!base || !size || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || seals < 0 ||
+	    !(seals & F_SEAL_SHRINK) || (uint64_t)st.st_size < size)
+		return -EBADF;
+	int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (dfd < 0)
+		return -errno;
+	pthread_mutex_lock(&s->mu);
+	int rc = s->nmem < SC_SHM_MAX_MEMS ? 0 : -ENOSPC;
+	if (!rc)
+		s->mem[s->nmem++] = (struct sc_mem){ .fd = dfd, .base = base, .size = size };
+	pthread_mutex_unlock(&s->mu);
+	if (rc)
+		close(dfd);
+	return rc;
+}
+
 void sc_shm_release(struct sc_shm *s, const uint8_t *data, uint64_t cap)
 {
-	uint64_t n = (cap + SC_SHM_GRAIN - 1) / SC_SHM_GRAIN;
-	grains_put(s, (int)((size_t)(data - s->base) / SC_SHM_GRAIN), n ? (int)n : 1);
+	size_t asize = (size_t)SC_SHM_SLOTS * SC_SHM_GRAIN;
+	if (data < s->base || data >= s->base + asize)
+		return; /* the caller's own memory */
+	grains_put(s, (int)((size_t)(data - s->base) / SC_SHM_GRAIN), (int)grains_for(cap));
 }
 
 void sc_shm_get_stats(const struct sc_shm *s, struct sc_shm_stats *out)
@@ -314,4 +577,9 @@ void sc_shm_get_stats(const struct sc_shm *s, struct sc_shm_stats *out)
 	out->fallbacks = atomic_load(&s->fallbacks);
 	out->registered = atomic_load(&s->registered);
 	out->quarantined = atomic_load(&s->quarantined);
+	out->writes = atomic_load(&s->writes);
+	out->write_fallbacks = atomic_load(&s->write_fallbacks);
+	out->direct_reads = atomic_load(&s->direct_reads);
+	out->direct_writes = atomic_load(&s->direct_writes);
+	out->direct_lost = atomic_load(&s->direct_lost);
 }

@@ -1,6 +1,7 @@
 /* sc_shm.h - the storage client's side of the same-host shared-memory bulk
  * path (docs/rpc.md "Shared memory"): one sealed memfd arena per client,
- * registered once per storage server connection (SHM_REG), and reads
+ * registered once per storage server connection (SHM_REG), writes whose
+ * bytes the client puts in a slot of it (SHM_WRITE), and reads
  * (SHM_READ) whose bytes the server copies into a slot of the arena, the
  * reply carrying only the per-range results.
  *
@@ -9,7 +10,10 @@
  * a read names was registered on the connection it travels on.
  *
  * Threads: every function may be called from any thread, including RPC
- * loop threads (nothing blocks).
+ * loop threads (nothing blocks), except sc_shm_write (blocks).
+ *
+ * Also used by the storage service for CRAQ forwards to a successor on
+ * the same host (craq_write.c), through sc_shm_write_async.
  */
 #ifndef CFS_STORAGE_CLIENT_SC_SHM_H
 #define CFS_STORAGE_CLIENT_SC_SHM_H
@@ -22,7 +26,9 @@
 struct sc_shm;
 
 /* NULL when the path is off: CFS_NO_SHM=1 or CFS_NO_LOCAL_SOCKET=1 in the
- * environment (or RO->no_local_socket), or no memfd could be made. RO is
+ * environment (or RO->no_local_socket), or no memfd could be made.
+ * CFS_NO_SHM_WRITE=1 keeps reads on it and sends writes over the socket
+ * (for A/B measurements). RO is
  * copied (secret included) for the client's own RPC client. */
 struct sc_shm *sc_shm_new(const struct rpc_opts *ro);
 /* NULL-safe; no read may be in flight. */
@@ -36,21 +42,66 @@ void sc_shm_free(struct sc_shm *s);
  * with its connection): send the read over the socket. */
 typedef void (*sc_shm_done_fn)(void *arg, const struct rpc_result *res, const uint8_t *data);
 
-/* Sends read M (CAP bytes at most) to ADDR over shared memory. 0: DONE
- * will run. <0 (nothing sent, DONE will not run): use the socket path
- * (-EAGAIN: not registered yet, a registration was started; -ENOSPC: no
- * free slot; -EOPNOTSUPP: this server cannot; others). */
+/* Sends read M (CAP bytes at most) to ADDR over shared memory. When
+ * [DST, DST+CAP) lies in memory added with sc_shm_mem_add (DST may be
+ * NULL) the server copies the compact bytes straight there and DONE gets
+ * DATA == DST; otherwise they land in an arena slot. 0: DONE will run.
+ * <0 (nothing sent, DONE will not run): use the socket path (-EAGAIN: not
+ * registered yet, a registration was started; -ENOSPC: no free slot;
+ * -EOPNOTSUPP: this server cannot; others). */
 int sc_shm_read(struct sc_shm *s, const char *addr, const struct sto_read_req *m, uint64_t cap,
-		sc_shm_done_fn done, void *arg);
-/* Gives back a slot DONE handed over for a read of CAP bytes. */
+		void *dst, sc_shm_done_fn done, void *arg);
+/* Sends write M (its data: M->len bytes at DATA, copied into a slot of
+ * the arena) to ADDR over shared memory and waits for the answer, whose
+ * payload goes to RESP. Blocking: not on an RPC loop thread. *FALLBACK is
+ * 1 when nothing was applied and the write should go over the socket
+ * (the return is then <0: -EAGAIN, -ENOSPC, -EOPNOTSUPP ...); otherwise 0
+ * and the return is the write's status as for an rpc_call (a timeout
+ * leaves the outcome unknown: retry with the same channel and seq). The
+ * slot is not reused before the server answered (a timed-out one never). */
+int sc_shm_write(struct sc_shm *s, const char *addr, const struct sto_write_req *m,
+		 const void *data, struct buf *resp, int *fallback);
+/* sc_shm_write without waiting: DONE(ARG, RES, FALLBACK) runs once on an
+ * RPC loop thread when the answer came (FALLBACK 1: nothing was applied,
+ * send the write over the socket; 0: RES is the write's answer; a
+ * timeout leaves the outcome unknown). DATA stays the caller's and must
+ * not change until DONE (it is copied at once into an arena slot, unless
+ * it lies in memory added with sc_shm_mem_add). 0: DONE will run; <0:
+ * nothing sent, DONE will not run (use the socket). Never blocks. */
+typedef void (*sc_shm_write_fn)(void *arg, const struct rpc_result *res, int fallback);
+int sc_shm_write_async(struct sc_shm *s, const char *addr, const struct sto_write_req *m,
+		       const void *data, uint32_t timeout_ms, sc_shm_write_fn done, void *arg);
+/* Adds the caller's memory for zero-copy transfers: SIZE bytes mapped
+ * shared at BASE from memfd FD (sealed at least against shrinking: the
+ * server refuses anything else, as a shrink would SIGBUS it). FD is
+ * duplicated; BASE must stay mapped until sc_shm_free (there is no
+ * removal: the servers keep their mappings while their connection
+ * lives). A read whose destination, or a write whose data, lies wholly
+ * in such memory then moves with no copy on this side: each server maps
+ * the memfd once (registered on first use; until then the arena is used).
+ * CAUTION, reads: a read into this memory that ends -CFS_ETIMEDOUT or
+ * -CFS_ECLOSED may still be written by the server afterwards, until that
+ * server finished the request (counted in direct_lost); do not treat
+ * the destination as settled until a later read of it succeeded. 0,
+ * -EBADF (not a sealed memfd of at least SIZE), -ENOSPC (7 added
+ * already), -EOPNOTSUPP (S NULL). */
+int sc_shm_mem_add(struct sc_shm *s, int fd, void *base, uint64_t size);
+/* Gives back a slot DONE handed over for a read of CAP bytes (nothing
+ * to give back when DATA is the caller's memory). */
 void sc_shm_release(struct sc_shm *s, const uint8_t *data, uint64_t cap);
 
 struct sc_shm_stats {
 	uint64_t reads;       /* reads answered over shared memory */
 	uint64_t fallbacks;   /* reads sc_shm_read refused or that came back -EAGAIN */
 	uint64_t registered;  /* successful registrations */
-	uint64_t quarantined; /* slots never reused: a read timed out or its connection
-				 closed, so the server may still write there */
+	uint64_t quarantined; /* grains never reused: a read or write timed out or its
+				 connection closed, so the server may still use them */
+	uint64_t writes;      /* writes answered over shared memory */
+	uint64_t write_fallbacks; /* writes sc_shm_write sent back to the socket */
+	uint64_t direct_reads;  /* reads that landed in the caller's memory (no copy here) */
+	uint64_t direct_writes; /* writes taken from the caller's memory (no copy here) */
+	uint64_t direct_lost;   /* reads into the caller's memory that timed out or lost
+				   their connection (the server may write there late) */
 };
 void sc_shm_get_stats(const struct sc_shm *s, struct sc_shm_stats *out);
 

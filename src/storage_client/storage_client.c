@@ -62,7 +62,7 @@ struct readq {
 
 struct storage_client {
 	struct rpc_client *rpc;
-	struct sc_shm *shm;      /* same-host shared-memory reads; NULL: off */
+	struct sc_shm *shm;      /* same-host shared-memory reads and writes; NULL: off */
 	struct mgmtd_client *mc; /* NULL without mgmtd addresses */
 	uint32_t timeout_ms;
 	uint32_t budget_ms;
@@ -93,6 +93,10 @@ void storage_client_get_stats(struct storage_client *c, struct storage_client_st
 	out->shm_reads = ss.reads;
 	out->shm_fallbacks = ss.fallbacks;
 	out->shm_quarantined = ss.quarantined;
+	out->shm_writes = ss.writes;
+	out->shm_write_fallbacks = ss.write_fallbacks;
+	out->shm_direct_reads = ss.direct_reads;
+	out->shm_direct_writes = ss.direct_writes;
 }
 
 static _Atomic uint64_t next_channel = 1;
@@ -151,6 +155,11 @@ int storage_client_new(const struct storage_client_opts *o, struct storage_clien
 fail:
 	storage_client_free(c);
 	return rc;
+}
+
+int storage_client_mem_add(struct storage_client *c, int fd, void *base, uint64_t size)
+{
+	return sc_shm_mem_add(c->shm, fd, base, size);
 }
 
 void storage_client_free(struct storage_client *c)
@@ -485,7 +494,17 @@ int storage_client_write(struct storage_client *c, const struct storage_loc *loc
 			buf_reset(&pl);
 			if ((rc = sto_write_req_encode(&pl, &m)))
 				break;
-			rc = call(c, d.addr, STO_MSG_WRITE, &pl, data, len, &resp);
+			/* Same host: the data goes through the shared-memory
+			 * arena; otherwise (or when the arena path declines)
+			 * over the socket, same request. */
+			int fallback = 1;
+			if (c->shm) {
+				rc = sc_shm_write(c->shm, d.addr, &m, data, &resp, &fallback);
+				if (!fallback && node_error(rc))
+					avoid_mark(c, d.addr);
+			}
+			if (fallback)
+				rc = call(c, d.addr, STO_MSG_WRITE, &pl, data, len, &resp);
 		}
 		if (!rc) {
 			struct sto_write_resp r;
@@ -739,8 +758,11 @@ static void read_group_place(struct read_group *g, struct storage_read *r)
 		if (g->shm_src) {
 			/* No wire in between: the service copied these bytes out of
 			 * its buffer after checking their page CRCs, and only we
-			 * touch the arena; RES.crc is theirs (docs/rpc.md). */
-			memcpy(x->dst, g->shm_src + pos, (size_t)got);
+			 * touch the arena; RES.crc is theirs (docs/rpc.md). When
+			 * they landed in the caller's memory (shm_src == dst0),
+			 * back to front as above. */
+			if (g->shm_src + pos != x->dst)
+				memmove(x->dst, g->shm_src + pos, (size_t)got);
 			x->result = got;
 		} else {
 			if (src != x->dst)
@@ -938,9 +960,12 @@ static void read_rpc_send(struct read_rpc *x)
 		rc = sto_read_req_encode(&pl, &m);
 	struct rpc_peer *p = NULL;
 	char err[128];
-	/* A lone group to a server on this host: over shared memory. */
+	/* A lone group to a server on this host: over shared memory, straight
+	 * into the caller's memory when it is contiguous there and was added
+	 * with storage_client_mem_add. */
 	if (!rc && x->ng == 1 && c->shm && !x->no_shm &&
-	    !sc_shm_read(c->shm, x->q->addr, &m, x->cap, read_rpc_shm_done, x)) {
+	    !sc_shm_read(c->shm, x->q->addr, &m, x->cap,
+			 !g0->bounce && !g0->niov ? g0->dst0 : NULL, read_rpc_shm_done, x)) {
 		atomic_fetch_add(&c->read_rpcs, 1);
 		atomic_fetch_add(&c->read_groups, 1);
 		buf_fini(&pl);

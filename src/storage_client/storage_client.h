@@ -117,6 +117,16 @@ int storage_client_query(struct storage_client *c, const struct storage_loc *loc
 int storage_client_stat(struct storage_client *c, const char *addr, uint32_t target,
 			struct sto_stat_resp *out);
 
+/* Zero copy with same-host servers: SIZE bytes at BASE, mapped shared
+ * from memfd FD sealed against shrinking (F_SEAL_SHRINK; FD is
+ * duplicated, BASE must stay mapped until storage_client_free). Reads
+ * whose destination and writes whose data lie in it then move between
+ * the server and this memory with no copy in this process (sc_shm.h
+ * sc_shm_mem_add, including what a read that timed out may still do).
+ * Optional: without it the arena copy is used. 0, -EBADF (not a sealed
+ * memfd of SIZE), -ENOSPC (7 already), -EOPNOTSUPP (shared memory off). */
+int storage_client_mem_add(struct storage_client *c, int fd, void *base, uint64_t size);
+
 /* Read RPC counters (monotonic; any thread): what read combining did. */
 struct storage_client_stats {
 	uint64_t read_rpcs;      /* read requests sent */
@@ -128,6 +138,11 @@ struct storage_client_stats {
 				    docs/rpc.md "Shared memory") */
 	uint64_t shm_fallbacks;  /* read RPCs that went over the socket instead */
 	uint64_t shm_quarantined; /* arena grains never reused (see sc_shm.c) */
+	uint64_t shm_writes;     /* writes whose data went through shared memory */
+	uint64_t shm_write_fallbacks; /* writes that went over the socket instead */
+	uint64_t shm_direct_reads;  /* shared-memory reads that landed in memory added with
+				       storage_client_mem_add (no copy in this process) */
+	uint64_t shm_direct_writes; /* shared-memory writes taken from such memory */
 };
 void storage_client_get_stats(struct storage_client *c, struct storage_client_stats *out);
 

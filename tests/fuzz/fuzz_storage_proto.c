@@ -25,9 +25,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t n = size - 1;
 	struct buf b;
 	buf_init(&b);
-	/* 0xf0.. pick the shared-memory messages (310, 311); below, the
-	 * older decoders keep the selector their corpus files use. */
-	unsigned sel = data[0] >= 0xf0 ? 12 + data[0] % 2 : data[0] % 12;
+	/* 0xf0.. pick the shared-memory messages (0xf0: 310, 0xf1: 311,
+	 * 0xf2: 312); below, the older decoders keep the selector their
+	 * corpus files use. */
+	unsigned sel = data[0] >= 0xf0 ? 12 + (unsigned)(data[0] - 0xf0) % 3 : data[0] % 12;
 	switch (sel) {
 	case 0: {
 		struct sto_write_req m, m2;
@@ -139,6 +140,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			for (uint32_t i = 0; i < m.n; i++)
 				check(r[i].ino == r2[i].ino && r[i].off == r2[i].off &&
 				      r[i].len == r2[i].len);
+		}
+		break;
+	}
+	case 14: {
+		struct sto_shm_at at, at2;
+		struct sto_write_req m, m2;
+		if (!sto_shm_write_req_decode(p, n, &at, &m)) {
+			check(!sto_shm_write_req_encode(&b, &at, &m));
+			check(!sto_shm_write_req_decode(b.data, b.len, &at2, &m2));
+			check(at.region == at2.region && at.off == at2.off && at.cap == at2.cap);
+			check(m.ino == m2.ino && m.off == m2.off && m.len == m2.len &&
+			      m.crc == m2.crc && m.seq == m2.seq && m.flags == m2.flags);
 		}
 		break;
 	}

@@ -14,6 +14,27 @@
  *               cannot be truncated; a good read lands in the memfd
  *   killed      a client process SIGKILLed while its shared-memory reads
  *               are in flight: the service stays up and serves the next
+ *   writes      chunk writes (whole, partial, unaligned, overwrites) through
+ *               the arena (SHM_WRITE) checked byte for byte against a model
+ *               by a TCP reader, and the same with CFS_NO_SHM=1 (socket)
+ *   bad_writes  SHM_WRITE naming another region, windows outside the
+ *               region, a length beyond the window or zero, a wrong CRC,
+ *               a truncated message, a bulk attached: each a clear error,
+ *               nothing written; a good one writes the region's bytes and
+ *               a later change to the region does not change the chunk
+ *   chain       a 3-replica chain: the client's head writes go through
+ *               the arena, and the head's forwards through its own (the
+ *               middle and tail log forwarded shared-memory writes); every
+ *               replica holds the bytes (pinned TCP reads)
+ *   killed_writer a client SIGKILLed while its shared-memory writes are in
+ *               flight: the service stays up; a write acknowledged before
+ *               is intact
+ *   direct      zero copy: writes from and reads into the caller's memfd
+ *               (storage_client_mem_add) at many offsets and sizes, single
+ *               and contiguous batches with short ranges at chunk ends,
+ *               checked against a model; the counters show the direct
+ *               path was taken; unsealed memory is refused; memory
+ *               outside it still uses the arena
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -30,7 +51,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/clock.h"
+#include "common/crc32c.h"
 #include "common/status.h"
+#include "mgmtd/mgmtd_client.h"
 #include "net/rpc.h"
 #include "stor_cluster.h"
 #include "storage/storage_proto.h"
@@ -349,6 +373,473 @@ static void test_killed(void **state)
 	stor_cluster_fini(&sc);
 }
 
+/* ---- writes through the arena ---- */
+
+#define WCH 4
+#define WLEN (2u << 20)
+
+/* A chunk written through C: random pieces over a model. */
+static void write_pieces(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
+			 uint8_t **model, uint32_t *mlen, int npieces)
+{
+	uint8_t *piece = malloc(WLEN);
+	for (int k = 0; k < npieces; k++) {
+		int i = (int)(rnd() % WCH);
+		static const uint32_t sizes[] = { 1, 100, 4096, 4097, 65536, 262144, 262145,
+						  1u << 20, WLEN };
+		uint32_t len = sizes[rnd() % 9];
+		uint32_t off = (rnd() & 1) ? 0 : (uint32_t)(rnd() % (WLEN - len + 1));
+		if (rnd() % 3 == 0)
+			off &= ~4095u; /* page aligned: the page-CRC path */
+		uint32_t flags = 0;
+		if (k < WCH) { /* first: each chunk once, whole */
+			i = k;
+			off = 0;
+			len = WLEN - (uint32_t)(rnd() % 5000);
+			flags = STO_WF_REPLACE;
+		}
+		fill(piece, len);
+		assert_int_equal(storage_client_write(c, loc, ino, (uint32_t)i, off, len, piece, flags,
+						      NULL), 0);
+		if (flags & STO_WF_REPLACE) {
+			memset(model[i], 0, WLEN);
+			mlen[i] = 0;
+		}
+		memcpy(model[i] + off, piece, len);
+		if (off + len > mlen[i])
+			mlen[i] = off + len;
+	}
+	free(piece);
+}
+
+/* Every chunk read whole through R (a reader pinned or not) equals the model. */
+static void check_model(struct storage_client *r, const struct storage_loc *loc, uint64_t ino,
+			uint8_t **model, const uint32_t *mlen)
+{
+	uint8_t *buf = malloc(WLEN);
+	for (int i = 0; i < WCH; i++) {
+		struct storage_read rd = { .loc = *loc, .ino = ino, .idx = (uint32_t)i, .len = WLEN,
+					   .dst = buf };
+		assert_int_equal(storage_client_read(r, &rd, 1, 0), 0);
+		assert_int_equal(rd.result, (int)mlen[i]);
+		assert_memory_equal(buf, model[i], mlen[i]);
+	}
+	free(buf);
+}
+
+static struct storage_client *tcp_client(void)
+{
+	setenv("CFS_NO_LOCAL_SOCKET", "1", 1);
+	struct storage_client *c = new_client();
+	unsetenv("CFS_NO_LOCAL_SOCKET");
+	return c;
+}
+
+static void test_writes(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	stor_cluster_init(&sc, "shm-wr", 1, 1, 4000);
+	stor_cluster_start_storage(&sc, 0);
+	struct storage_loc loc = { .addr = sc.node[0].addr, .target = 1 };
+	uint8_t *model[WCH];
+	uint32_t mlen[WCH] = { 0 };
+	for (int i = 0; i < WCH; i++)
+		model[i] = calloc(1, WLEN);
+	struct storage_client *tcp = tcp_client();
+	for (int pass = 0; pass < 2; pass++) {
+		/* Pass 0: shared memory; pass 1: CFS_NO_SHM=1, the socket. */
+		if (pass)
+			setenv("CFS_NO_SHM", "1", 1);
+		struct storage_client *c = new_client();
+		unsetenv("CFS_NO_SHM");
+		write_pieces(c, &loc, 7 + (uint64_t)pass, model, mlen, 60);
+		struct storage_client_stats st;
+		storage_client_get_stats(c, &st);
+		print_message("pass %d: shm writes %llu, fallbacks %llu\n", pass,
+			      (unsigned long long)st.shm_writes,
+			      (unsigned long long)st.shm_write_fallbacks);
+		if (pass == 0) {
+			/* The first write registers and goes over the socket. */
+			assert_true(st.shm_writes >= 50);
+			assert_int_equal(st.shm_quarantined, 0);
+		} else {
+			assert_int_equal(st.shm_writes, 0);
+		}
+		/* Read back over TCP and over the writer's own path. */
+		check_model(tcp, &loc, 7 + (uint64_t)pass, model, mlen);
+		check_model(c, &loc, 7 + (uint64_t)pass, model, mlen);
+		storage_client_free(c);
+		for (int i = 0; i < WCH; i++) {
+			memset(model[i], 0, WLEN);
+			mlen[i] = 0;
+		}
+	}
+	storage_client_free(tcp);
+	for (int i = 0; i < WCH; i++)
+		free(model[i]);
+	stor_cluster_signal(&sc, 0, SIGTERM);
+	stor_cluster_fini(&sc);
+}
+
+/* SHM_WRITE of LEN bytes (CRC CRC) at AT (window CAP) of REGION to chunk
+ * (9, IDX) at OFF; BULK: attach a bulk too. */
+static int shm_write(struct rpc_client *rc, const char *addr, uint64_t region, uint64_t at,
+		     uint64_t cap, uint32_t idx, uint32_t off, uint32_t len, uint32_t crc, int bulk,
+		     size_t truncate_to)
+{
+	struct buf b, resp;
+	buf_init(&b);
+	buf_init(&resp);
+	struct sto_write_req m = { .target = 1, .ino = 9, .idx = idx, .off = off, .len = len,
+				   .crc = crc };
+	struct sto_shm_at w = { .region = region, .off = at, .cap = cap };
+	assert_int_equal(sto_shm_write_req_encode(&b, &w, &m), 0);
+	if (truncate_to)
+		b.len = truncate_to;
+	struct rpc_peer *p;
+	char err[128];
+	assert_int_equal(rpc_client_peer(rc, addr, &p, err, sizeof(err)), 0);
+	static const uint8_t junk[64];
+	struct rpc_call cl = { .type = STO_MSG_SHM_WRITE, .payload = b.data,
+			       .payload_len = (uint32_t)b.len, .timeout_ms = 5000,
+			       .bulk = bulk ? junk : NULL, .bulk_len = bulk ? sizeof(junk) : 0 };
+	int r = rpc_call(p, &cl, &resp, NULL);
+	if (!r) {
+		struct sto_write_resp wr;
+		assert_int_equal(sto_write_resp_decode(resp.data, resp.len, &wr), 0);
+		assert_int_equal(wr.len, off + len);
+	}
+	buf_fini(&b);
+	buf_fini(&resp);
+	return r;
+}
+
+static void test_bad_writes(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	stor_cluster_init(&sc, "shm-badw", 1, 1, 4000);
+	stor_cluster_start_storage(&sc, 0);
+	const char *addr = sc.node[0].addr;
+	struct rpc_opts ro = { .cluster_id = SC_CLUSTER, .secret = (const uint8_t *)SC_SECRET,
+			       .secret_len = strlen(SC_SECRET) };
+	struct rpc_client *rc;
+	assert_int_equal(rpc_client_new(&ro, &rc), 0);
+	const size_t size = 4u << 20;
+	int fd = sealed_memfd(size);
+	uint64_t region = 0;
+	assert_int_equal(reg(rc, addr, fd, size, &region), 0);
+	uint8_t *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_true(map != MAP_FAILED);
+	fill(map, size);
+	const uint32_t n = 1u << 20;
+	uint32_t crc = crc32c(0, map + 4096, n);
+	/* Each refused; nothing is written (chunk 0 stays absent). */
+	assert_int_equal(shm_write(rc, addr, region + 1000, 4096, n, 0, 0, n, crc, 0, 0), -ESTALE);
+	assert_int_equal(shm_write(rc, addr, region, size - n + 1, n, 0, 0, n, crc, 0, 0), -EFAULT);
+	assert_int_equal(shm_write(rc, addr, region, UINT64_MAX - 10, n, 0, 0, n, crc, 0, 0),
+			 -EFAULT);
+	assert_int_equal(shm_write(rc, addr, region, 4096, UINT64_MAX, 0, 0, n, crc, 0, 0), -EFAULT);
+	assert_int_equal(shm_write(rc, addr, region, 4096, n - 1, 0, 0, n, crc, 0, 0), -EINVAL);
+	assert_int_equal(shm_write(rc, addr, region, 4096, n, 0, 0, 0, 0, 0, 0), -EINVAL);
+	assert_int_equal(shm_write(rc, addr, region, 4096, size, 0, 0, (64u << 20) + 1, crc, 0, 0),
+			 -EINVAL);
+	assert_int_equal(shm_write(rc, addr, region, 4096, n, 0, 0, n, crc ^ 1, 0, 0),
+			 -CFS_ECHECKSUM);
+	/* A malformed request makes the client drop its connection (rpc.h),
+	 * and the region with it: register again after each. */
+	assert_int_equal(shm_write(rc, addr, region, 4096, n, 0, 0, n, crc, 0, 30), -CFS_EPROTO);
+	assert_int_equal(reg(rc, addr, fd, size, &region), 0);
+	assert_int_equal(shm_write(rc, addr, region, 4096, n, 0, 0, n, crc, 1, 0), -CFS_EPROTO);
+	assert_int_equal(reg(rc, addr, fd, size, &region), 0);
+	struct storage_client *tcp = tcp_client();
+	struct storage_loc loc = { .addr = addr, .target = 1 };
+	struct sto_query_resp q;
+	assert_int_equal(storage_client_query(tcp, &loc, 9, 0, 0, &q), -ENOENT);
+	/* A good one: the chunk holds the region's bytes; changing the region
+	 * afterwards changes nothing. */
+	uint8_t *want = malloc(n);
+	memcpy(want, map + 4096, n);
+	assert_int_equal(shm_write(rc, addr, region, 4096, n, 0, 0, n, crc, 0, 0), 0);
+	/* Unaligned offset in the region and in the chunk. */
+	uint32_t crc2 = crc32c(0, map + 777, 5000);
+	assert_int_equal(shm_write(rc, addr, region, 777, 5000, 0, n + 3, 5000, crc2, 0, 0), 0);
+	uint8_t *want2 = malloc(5000);
+	memcpy(want2, map + 777, 5000);
+	memset(map, 0x5a, size);
+	uint8_t *out = malloc(n + 5003);
+	struct storage_read rd = { .loc = loc, .ino = 9, .idx = 0, .len = n + 5003, .dst = out };
+	assert_int_equal(storage_client_read(tcp, &rd, 1, 0), 0);
+	assert_int_equal(rd.result, (int)(n + 5003));
+	assert_memory_equal(out, want, n);
+	assert_memory_equal(out + n + 3, want2, 5000);
+	assert_true(out[n] == 0 && out[n + 1] == 0 && out[n + 2] == 0);
+	assert_true(testenv_alive(sc.node[0].pid));
+	free(want);
+	free(want2);
+	free(out);
+	storage_client_free(tcp);
+	munmap(map, size);
+	close(fd);
+	rpc_client_free(rc);
+	stor_cluster_signal(&sc, 0, SIGTERM);
+	stor_cluster_fini(&sc);
+}
+
+static const char *const *one_addr(const char *a)
+{
+	static __thread const char *arr[1];
+	arr[0] = a;
+	return arr;
+}
+
+static void test_chain(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	stor_cluster_init(&sc, "shm-chain", 3, 1, 2000);
+	stor_cluster_start_mgmtd(&sc);
+	char out[4096];
+	assert_int_equal(stor_cluster_admin(&sc, out, sizeof(out), "init-cluster", NULL), 0);
+	for (int i = 0; i < 3; i++)
+		stor_cluster_start_storage(&sc, i);
+	struct mgmtd_client_opts mo = { .mgmtd_addrs = one_addr(sc.mgmtd_addr), .n_mgmtd = 1,
+					.cluster_id = SC_CLUSTER, .secret = (const uint8_t *)SC_SECRET,
+					.secret_len = strlen(SC_SECRET), .poll_wait_ms = 1000 };
+	struct mgmtd_client *obs;
+	char err[256];
+	assert_int_equal(mgmtd_client_new(&mo, &obs, err, sizeof(err)), 0);
+	uint64_t deadline = clock_mono_ms() + 30000;
+	int ntargets = 0;
+	while (clock_mono_ms() < deadline) {
+		struct mgmtd_routing *snap = mgmtd_client_routing(obs);
+		ntargets = snap ? (int)mgmtd_routing_info(snap)->n_targets : 0;
+		mgmtd_routing_put(snap);
+		if (ntargets == 3)
+			break;
+		clock_sleep_ms(50);
+	}
+	if (ntargets != 3)
+		stor_cluster_print_logs(&sc, 30);
+	assert_int_equal(ntargets, 3);
+	assert_int_equal(stor_cluster_admin(&sc, out, sizeof(out), "create-chain-table",
+					    "--replicas", "3", NULL), 0);
+	const uint32_t chain = 1000001;
+	struct storage_client_opts co = { .cluster_id = SC_CLUSTER,
+					  .secret = (const uint8_t *)SC_SECRET,
+					  .secret_len = strlen(SC_SECRET),
+					  .mgmtd_addrs = one_addr(sc.mgmtd_addr), .n_mgmtd = 1,
+					  .timeout_ms = 5000, .retry_budget_ms = 30000 };
+	struct storage_client *c, *tcp;
+	assert_int_equal(storage_client_new(&co, &c, err, sizeof(err)), 0);
+	setenv("CFS_NO_LOCAL_SOCKET", "1", 1);
+	assert_int_equal(storage_client_new(&co, &tcp, err, sizeof(err)), 0);
+	unsetenv("CFS_NO_LOCAL_SOCKET");
+	struct storage_loc loc = { .chain = chain };
+	uint8_t *model[WCH];
+	uint32_t mlen[WCH] = { 0 };
+	for (int i = 0; i < WCH; i++)
+		model[i] = calloc(1, WLEN);
+	write_pieces(c, &loc, 11, model, mlen, 30);
+	struct storage_client_stats st;
+	storage_client_get_stats(c, &st);
+	print_message("chain: shm writes %llu, fallbacks %llu\n", (unsigned long long)st.shm_writes,
+		      (unsigned long long)st.shm_write_fallbacks);
+	assert_true(st.shm_writes >= 20);
+	/* Every replica, pinned, over TCP. */
+	struct mgmtd_routing *snap = mgmtd_client_routing(obs);
+	assert_non_null(snap);
+	const struct route_info *ri = mgmtd_routing_info(snap);
+	const struct route_chain *ch = route_find_chain(ri, chain);
+	assert_non_null(ch);
+	assert_int_equal(ch->n, 3);
+	for (uint32_t k = 0; k < ch->n; k++) {
+		const struct route_target *t = route_find_target(ri, ch->m[k].target_id);
+		const struct route_node *nd = t ? route_find_node(ri, t->node_id) : NULL;
+		assert_non_null(nd);
+		struct storage_loc pin = { .chain = chain, .addr = nd->addr,
+					   .target = ch->m[k].target_id };
+		check_model(tcp, &pin, 11, model, mlen);
+	}
+	mgmtd_routing_put(snap);
+	/* The head forwarded through its own arena: the middle and the tail
+	 * received forwarded writes over shared memory. */
+	int fwd_nodes = 0;
+	for (int i = 0; i < 3; i++) {
+		FILE *f = fopen(sc.node[i].log, "r");
+		char line[1024];
+		int hit = 0;
+		while (f && fgets(line, sizeof(line), f))
+			hit |= strstr(line, "first shared-memory write") &&
+			       strstr(line, "forwarded=1");
+		if (f)
+			fclose(f);
+		fwd_nodes += hit;
+	}
+	assert_int_equal(fwd_nodes, 2);
+	for (int i = 0; i < WCH; i++)
+		free(model[i]);
+	storage_client_free(c);
+	storage_client_free(tcp);
+	mgmtd_client_free(obs);
+	for (int i = 0; i < 3; i++)
+		stor_cluster_signal(&sc, i, SIGTERM);
+	stor_cluster_fini(&sc);
+}
+
+static void test_killed_writer(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	stor_cluster_init(&sc, "shm-killw", 1, 1, 4000);
+	stor_cluster_start_storage(&sc, 0);
+	const char *addr = sc.node[0].addr;
+	struct storage_loc loc = { .addr = addr, .target = 1 };
+	struct storage_client *c = new_client();
+	uint8_t *keep = malloc(WLEN);
+	fill(keep, WLEN);
+	/* Twice: the second goes through the arena (the first registers). */
+	for (int k = 0; k < 2; k++)
+		assert_int_equal(storage_client_write(c, &loc, 13, 0, 0, WLEN, keep, 0, NULL), 0);
+	for (int round = 0; round < 3; round++) {
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			struct storage_client *cc = new_client();
+			uint8_t *buf = malloc(WLEN);
+			memset(buf, round + 1, WLEN);
+			for (uint32_t i = 1;; i = i % 8 + 1)
+				storage_client_write(cc, &loc, 13, i, 0, WLEN, buf, 0, NULL);
+		}
+		usleep(200000 + (useconds_t)(rnd() % 200000));
+		kill(pid, SIGKILL);
+		int st;
+		assert_int_equal(waitpid(pid, &st, 0), pid);
+		assert_true(testenv_alive(sc.node[0].pid));
+	}
+	uint8_t *buf = malloc(WLEN);
+	struct storage_read rd = { .loc = loc, .ino = 13, .idx = 0, .len = WLEN, .dst = buf };
+	assert_int_equal(storage_client_read(c, &rd, 1, 0), 0);
+	assert_int_equal(rd.result, (int)WLEN);
+	assert_memory_equal(buf, keep, WLEN);
+	/* And writes through the arena still work. */
+	assert_int_equal(storage_client_write(c, &loc, 13, 0, 5, 100, keep + 1000, 0, NULL), 0);
+	memcpy(keep + 5, keep + 1000, 100);
+	assert_int_equal(storage_client_read(c, &rd, 1, 0), 0);
+	assert_memory_equal(buf, keep, WLEN);
+	struct storage_client_stats stt;
+	storage_client_get_stats(c, &stt);
+	assert_true(stt.shm_writes >= 1);
+	free(buf);
+	free(keep);
+	storage_client_free(c);
+	stor_cluster_signal(&sc, 0, SIGTERM);
+	stor_cluster_fini(&sc);
+}
+
+static void test_direct(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	stor_cluster_init(&sc, "shm-direct", 1, 1, 4000);
+	stor_cluster_start_storage(&sc, 0);
+	struct storage_loc loc = { .addr = sc.node[0].addr, .target = 1 };
+	struct storage_client *c = new_client();
+	const size_t size = 16u << 20;
+	/* Unsealed: refused (the server could SIGBUS on a shrink). */
+	int ufd = memfd_create("direct-unsealed", MFD_CLOEXEC);
+	assert_true(ufd >= 0);
+	assert_int_equal(ftruncate(ufd, (off_t)size), 0);
+	uint8_t *um = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, ufd, 0);
+	assert_true(um != MAP_FAILED);
+	assert_int_equal(storage_client_mem_add(c, ufd, um, size), -EBADF);
+	int fd = sealed_memfd(size);
+	uint8_t *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_true(mem != MAP_FAILED);
+	assert_int_equal(storage_client_mem_add(c, fd, mem, size + 1), -EBADF);
+	assert_int_equal(storage_client_mem_add(c, fd, mem, size), 0);
+	close(fd); /* the client keeps its own descriptor */
+	uint8_t *model[WCH];
+	uint32_t mlen[WCH] = { 0 };
+	for (int i = 0; i < WCH; i++)
+		model[i] = calloc(1, WLEN);
+	/* Writes from the memfd (first: whole chunks), then from the heap. */
+	for (int k = 0; k < 40; k++) {
+		int i = k < WCH ? k : (int)(rnd() % WCH);
+		uint32_t len = k < WCH ? WLEN - (uint32_t)(rnd() % 3000) : 1 + (uint32_t)(rnd() % WLEN);
+		uint32_t off = k < WCH ? 0 : (uint32_t)(rnd() % (WLEN - len + 1));
+		size_t at = (size_t)(rnd() % (size - len));
+		uint8_t *src = k % 5 == 4 ? um + at : mem + at;
+		fill(src, len);
+		assert_int_equal(storage_client_write(c, &loc, 21, (uint32_t)i, off, len, src,
+						      k < WCH ? STO_WF_REPLACE : 0, NULL), 0);
+		memcpy(model[i] + off, src, len);
+		if (off + len > mlen[i])
+			mlen[i] = off + len;
+	}
+	/* Reads into the memfd: single ranges anywhere, and batches of
+	 * ranges laid end to end (one group, contiguous) that run past
+	 * chunk ends, so the compact reply is shorter than the window. */
+	for (int k = 0; k < 60; k++) {
+		int nb = k < 30 ? 1 : 3;
+		struct storage_read r[3];
+		uint32_t total = 0, lens[3];
+		for (int q = 0; q < nb; q++) {
+			lens[q] = 1 + (uint32_t)(rnd() % (WLEN / 2));
+			total += lens[q];
+		}
+		size_t at = (size_t)(rnd() % (size - total));
+		uint8_t *dst = k % 7 == 6 ? um + at : mem + at;
+		memset(dst, 0xcc, total);
+		int i = (int)(rnd() % WCH);
+		for (int q = 0, pos = 0; q < nb; pos += (int)lens[q], q++) {
+			uint32_t off = (uint32_t)(rnd() % (mlen[i] + 1000));
+			r[q] = (struct storage_read){ .loc = loc, .ino = 21, .idx = (uint32_t)i,
+						      .off = off, .len = lens[q], .dst = dst + pos };
+		}
+		assert_int_equal(storage_client_read(c, r, (size_t)nb, 0), 0);
+		for (int q = 0; q < nb; q++) {
+			int expect = r[q].off >= mlen[i] ? 0
+				     : (int)(mlen[i] - r[q].off < r[q].len ? mlen[i] - r[q].off
+									: r[q].len);
+			assert_int_equal(r[q].result, expect);
+			if (expect > 0) {
+				assert_memory_equal(r[q].dst, model[i] + r[q].off, (size_t)expect);
+				assert_int_equal(r[q].crc, crc32c(0, r[q].dst, (size_t)expect));
+			}
+		}
+	}
+	struct storage_client_stats st;
+	storage_client_get_stats(c, &st);
+	print_message("direct: writes %llu/%llu shm, reads %llu/%llu shm, quarantined %llu\n",
+		      (unsigned long long)st.shm_direct_writes, (unsigned long long)st.shm_writes,
+		      (unsigned long long)st.shm_direct_reads, (unsigned long long)st.shm_reads,
+		      (unsigned long long)st.shm_quarantined);
+	assert_true(st.shm_direct_writes >= 20);
+	assert_true(st.shm_direct_reads >= 30);
+	assert_true(st.shm_writes > st.shm_direct_writes); /* the heap ones: arena */
+	assert_int_equal(st.shm_quarantined, 0);
+	/* The same bytes over TCP. */
+	struct storage_client *tcp = tcp_client();
+	check_model(tcp, &loc, 21, model, mlen);
+	storage_client_free(tcp);
+	/* Shared memory off: nothing to add memory to. */
+	setenv("CFS_NO_SHM", "1", 1);
+	struct storage_client *off = new_client();
+	unsetenv("CFS_NO_SHM");
+	assert_int_equal(storage_client_mem_add(off, ufd, um, size), -EOPNOTSUPP);
+	storage_client_free(off);
+	storage_client_free(c);
+	for (int i = 0; i < WCH; i++)
+		free(model[i]);
+	munmap(mem, size);
+	munmap(um, size);
+	close(ufd);
+	stor_cluster_signal(&sc, 0, SIGTERM);
+	stor_cluster_fini(&sc);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -356,6 +847,11 @@ int main(void)
 		cmocka_unit_test(test_roundtrip),
 		cmocka_unit_test(test_hostile),
 		cmocka_unit_test(test_killed),
+		cmocka_unit_test(test_writes),
+		cmocka_unit_test(test_bad_writes),
+		cmocka_unit_test(test_chain),
+		cmocka_unit_test(test_killed_writer),
+		cmocka_unit_test(test_direct),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	testenv_cleanup();
