@@ -1351,6 +1351,16 @@ int file_io_drain(file_io_inode *fi)
 	return err;
 }
 
+int file_io_settled(file_io_inode *fi)
+{
+	pthread_mutex_lock(&fi->lock);
+	int settled = !wb_before(fi, fi->wb_seq) &&
+	              !(fi->wrote && !(fi->rep_valid && fi->rep_len == fi->written &&
+	                               fi->rep_tv == fi->truncate_ver));
+	pthread_mutex_unlock(&fi->lock);
+	return settled;
+}
+
 /* ---- inline data (file_io_idata.c) ---- */
 
 meta_client *fio_meta(const file_io *f)

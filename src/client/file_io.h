@@ -205,6 +205,10 @@ int file_io_length(file_io_inode *fi, struct meta_length *out);
  * meta already has sends nothing (a forked child's exec closing inherited
  * descriptors then needs no meta). */
 int file_io_length_unreported(file_io_inode *fi, struct meta_length *out);
+/* 1 when file_io_drain would not wait (no write-behind write queued)
+ * and file_io_length_unreported would report nothing: closing a handle
+ * of FI then costs no wait and no meta call. Any thread; a snapshot. */
+int file_io_settled(file_io_inode *fi);
 /* Records LEN as acknowledged by meta. Any thread. */
 void file_io_length_reported(file_io_inode *fi, const struct meta_length *len);
 /* INLINE DATA (meta.h "inline data"; file_io_idata.c). A file that was

@@ -1414,6 +1414,7 @@ static void file_drop(struct fusefs *fs, struct fusefs_file *f, const struct met
 			f->session = 0;
 	}
 	if (f->session) {
+		fuseloop_will_block(); /* RELEASE is a fast opcode (file_quiet) */
 		struct meta_length len;
 		int wrote = f->fi ? file_io_length(f->fi, &len) : 0;
 		/* Our length report is exact for what this mount wrote: one
@@ -1916,12 +1917,16 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 }
 
 /* 1 when flushing or releasing F waits on nothing (FLUSH and RELEASE are
- * fast opcodes, fuse_loop.h): a read-only handle of an inline file (no
- * write-behind, no length to report) while this mount holds no locks. */
+ * fast opcodes, fuse_loop.h), so the reading thread answers it and reads
+ * on without waking another: no write-behind write queued and no length
+ * to report (file_io_settled), a session the closer takes (closer.h), and
+ * no locks held by this mount. A create+close of an empty file handed the
+ * reading over twice here (4 of its ~10 context switches, each a wait for
+ * a CPU on a loaded machine: issue 13). A call that turns out to block
+ * anyway (the closer's queue full) hands over at that point. */
 static int file_quiet(struct fusefs *fs, const struct fusefs_file *f)
 {
-	if (!f || f->session || (f->flags & O_ACCMODE) != O_RDONLY || !f->fi ||
-	    !file_io_idata_on(f->fi))
+	if (!f || !f->fi || (f->session && !fs->closer) || !file_io_settled(f->fi))
 		return 0;
 	pthread_mutex_lock(&fs->lock);
 	int quiet = fs->nlk_files == 0 && f->nlk == 0;

@@ -31,6 +31,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/sched_hint.h"
 
 struct fl_worker {
 	struct fl_worker *next_idle; /* IDLE stack link */
@@ -163,6 +164,8 @@ static void *fl_main(void *arg)
 	struct fl_worker *w = arg;
 	struct fuseloop *fl = w->fl;
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+	/* each request is a short turn an application waits on */
+	sched_hint_latency();
 	fl_cur = w;
 	pthread_mutex_lock(&fl->mu);
 	for (;;) {

@@ -39,6 +39,7 @@
 
 #include "common/cfs_assert.h"
 #include "common/clock.h"
+#include "common/sched_hint.h"
 #include "common/xalloc.h"
 #include "net/loop.h"
 
@@ -310,6 +311,8 @@ void loop_run(struct loop *l)
 
 static void *loop_main(void *arg)
 {
+	/* a loop's turns are short and someone waits on each (sched_hint.h) */
+	sched_hint_latency();
 	loop_run(arg);
 	return NULL;
 }

@@ -8,8 +8,11 @@
 #include <cmocka.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -194,9 +197,60 @@ static void test_fd_readiness(void **state)
 	close(sv[1]);
 }
 
+/* se.slice of the calling thread in ns (Linux >= 6.12), or -1. */
+static long long thread_slice(void)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/self/task/%ld/sched", (long)syscall(SYS_gettid));
+	FILE *f = fopen(path, "r");
+	long long v = -1;
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, "se.slice", 8) == 0 && strchr(line, ':'))
+			v = atoll(strchr(line, ':') + 1);
+	fclose(f);
+	return v;
+}
+
+struct slice_ctx {
+	long long slice;
+	atomic_int done;
+};
+
+static void read_slice(struct loop_msg *m)
+{
+	struct slice_ctx *c = m->arg;
+	c->slice = thread_slice();
+	atomic_store(&c->done, 1);
+}
+
+static int slice_done(void *arg) { return atomic_load(&((struct slice_ctx *)arg)->done); }
+
+/* A loop thread asks for a short scheduler slice (sched_hint.h): the
+ * wake-ups of an RPC chain must not wait out other tasks' slices. */
+static void test_loop_thread_short_slice(void **state)
+{
+	(void)state;
+	unsetenv("CFS_SLICE_US");
+	struct slice_ctx c = { .slice = -2 };
+	struct loop_msg m = { .fn = read_slice, .arg = &c };
+	struct loop *l;
+	assert_int_equal(loop_new(&l), 0);
+	assert_int_equal(loop_thread_start(l, "t-loop"), 0);
+	loop_post(l, &m);
+	assert_true(testenv_wait(slice_done, &c, 5000));
+	loop_thread_stop(l);
+	loop_free(l);
+	if (c.slice < 0 || thread_slice() == 100000)
+		skip(); /* no custom slices here, or ours is 100 us already */
+	assert_int_equal(c.slice, 100000);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_loop_thread_short_slice),
 		cmocka_unit_test(test_timers),
 		cmocka_unit_test(test_post_many_threads),
 		cmocka_unit_test(test_fd_readiness),

@@ -1,0 +1,48 @@
+/* sched_hint.c - short scheduler slices for latency-bound threads
+ * (sched_hint.h). */
+#include "common/sched_hint.h"
+
+#include <sched.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* The kernel's struct sched_attr, first version (48 bytes); glibc before
+ * 2.41 has no wrapper. */
+struct cfs_sched_attr {
+	uint32_t size;
+	uint32_t sched_policy;
+	uint64_t sched_flags;
+	int32_t sched_nice;
+	uint32_t sched_priority;
+	uint64_t sched_runtime;
+	uint64_t sched_deadline;
+	uint64_t sched_period;
+};
+
+#define DEFAULT_SLICE_US 100
+
+void sched_hint_latency(void)
+{
+#if defined(SYS_sched_getattr) && defined(SYS_sched_setattr)
+	long us = DEFAULT_SLICE_US;
+	const char *e = getenv("CFS_SLICE_US");
+	if (e && *e)
+		us = strtol(e, NULL, 10);
+	if (us <= 0)
+		return;
+	struct cfs_sched_attr a;
+	memset(&a, 0, sizeof(a));
+	/* keep the policy and nice value; only SCHED_OTHER/BATCH take a slice */
+	if (syscall(SYS_sched_getattr, 0, &a, sizeof(a), 0) != 0)
+		return;
+	if (a.sched_policy != SCHED_OTHER && a.sched_policy != SCHED_BATCH)
+		return;
+	a.size = sizeof(a);
+	a.sched_flags = 0;
+	a.sched_runtime = (uint64_t)us * 1000u;
+	(void)syscall(SYS_sched_setattr, 0, &a, 0);
+#endif
+}
