@@ -207,6 +207,11 @@ int chunk_engine_read_prep(struct chunk_engine *e, struct chunk_read_range *rr,
 			   struct chunk_read_io *io);
 void chunk_engine_read_end(struct chunk_engine *e, struct chunk_read_range *rr,
 			   struct chunk_read_io *io, int res);
+/* The caller's preadv2(RWF_NOWAIT) try of a cached read (IO->cached) HIT
+ * (all bytes) or missed. While fewer than half of them hit, prep hands
+ * most small reads out O_DIRECT instead (chunk_engine.c "page-cache
+ * reads"). Any thread. */
+void chunk_engine_read_probed(struct chunk_engine *e, int hit);
 
 /* Synchronous helpers: results as the op's. Any thread except callbacks. */
 int chunk_engine_write(struct chunk_engine *e, struct chunk_id id, uint32_t off, uint32_t len,
@@ -233,6 +238,10 @@ struct chunk_engine_stat {
 	uint64_t corrupt_reads;   /* ranges failed with -CFS_ECORRUPT */
 	uint64_t stale_cached_reads; /* page-cache reads whose CRCs failed where the
 				      * direct re-read passed (expected 0) */
+	uint64_t cached_probes;   /* page-cache probes reported (chunk_engine_read_probed) */
+	uint64_t cached_hits;     /* ... of which hit */
+	uint64_t direct_small_reads; /* reads of at most cached_read_max sent O_DIRECT
+				      * because probes were missing */
 	uint64_t open_errors;     /* metadata records skipped at open */
 	uint64_t compact_moves;   /* chunks moved by compaction */
 	uint64_t punched_groups;  /* groups given back with punch-hole */

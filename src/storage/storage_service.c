@@ -428,6 +428,7 @@ static void read_on_ring(struct read_ctx *c, struct stor_ring *ring)
 			 * a miss costs a ring read (which then fills the cache). */
 			struct iovec iov = { x->x.buf, x->x.len };
 			ssize_t got = preadv2(x->x.fd, &iov, 1, (off_t)x->x.file_off, RWF_NOWAIT);
+			chunk_engine_read_probed(c->tgt[i]->eng, got == (ssize_t)x->x.len);
 			if (got == (ssize_t)x->x.len) {
 				chunk_engine_read_end(c->tgt[i]->eng, &c->cr[i], &x->x, (int)got);
 				continue;

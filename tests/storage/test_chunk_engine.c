@@ -672,6 +672,8 @@ static int split_read(struct chunk_engine *e, struct chunk_read_range *rr)
 	struct iovec iov = { io.buf, io.len };
 	ssize_t got = io.cached ? preadv2(io.fd, &iov, 1, (off_t)io.file_off, RWF_NOWAIT) : -1;
 	int hit = got == (ssize_t)io.len;
+	if (io.cached) /* as the storage loop reports its probes */
+		chunk_engine_read_probed(e, hit);
 	if (!hit)
 		got = pread(io.fd, io.buf, io.len, (off_t)io.file_off);
 	chunk_engine_read_end(e, rr, &io, (int)got);
@@ -823,6 +825,61 @@ static void test_cached_reads(void **state)
 	free(dir);
 }
 
+/* Reads prep hands out after the probes of a window said HIT: how many
+ * of N 4 KiB reads came out cached, each read back and checked. */
+static int cached_of(struct chunk_engine *e, struct chunk_id id, const uint8_t *model, int hit,
+		     int n)
+{
+	for (int i = 0; i < 256; i++) /* CR_WINDOW probes */
+		chunk_engine_read_probed(e, hit);
+	int cached = 0;
+	uint8_t *dst = aligned_alloc(4096, 4 * KB);
+	assert_non_null(dst);
+	for (int i = 0; i < n; i++) {
+		uint32_t off = (uint32_t)(i % 15) * 4 * KB;
+		struct chunk_read_range rr = { .id = id, .off = off, .len = 4 * KB, .dst = dst };
+		struct chunk_read_io io;
+		assert_int_equal(chunk_engine_read_prep(e, &rr, &io), 1);
+		cached += io.cached;
+		ssize_t got = pread(io.fd, io.buf, io.len, (off_t)io.file_off);
+		chunk_engine_read_end(e, &rr, &io, (int)got);
+		assert_int_equal(rr.result, 4 * KB);
+		assert_memory_equal(dst, model + off, 4 * KB);
+	}
+	free(dst);
+	return cached;
+}
+
+/* When the page cache pays (chunk_engine.c "page-cache reads"): after a
+ * window of probes that missed, small reads go O_DIRECT but one in eight
+ * (which still probes, so a warming cache is noticed); after a window
+ * that hit, every small read is cached again. Same bytes either way. */
+static void test_cached_reads_adapt(void **state)
+{
+	char *dir = testenv_tmpdir("engine_cached_adapt");
+	struct chunk_engine *e = open_engine(dir, 0, 0);
+	enum { LEN = 60 * KB };
+	uint8_t *model = malloc(LEN);
+	struct chunk_id id = { 91, 0 };
+	fill(model, LEN, 9);
+	assert_int_equal(chunk_engine_write(e, id, 0, LEN, model, 0, 1, NULL), 0);
+	assert_int_equal(cached_of(e, id, model, 1, 16), 16); /* probes hit: all cached */
+	assert_int_equal(cached_of(e, id, model, 0, 16), 2);  /* probes missed: 1 in 8 */
+	struct chunk_engine_stat st;
+	chunk_engine_get_stat(e, &st);
+	assert_int_equal(st.direct_small_reads, 14);
+	assert_int_equal(st.cached_probes, 512);
+	assert_int_equal(st.cached_hits, 256);
+	/* Half the window hitting is enough to probe every read again. */
+	for (int i = 0; i < 128; i++)
+		chunk_engine_read_probed(e, 0);
+	assert_int_equal(cached_of(e, id, model, 1, 16), 16);
+	assert_int_equal(st.corrupt_reads, 0);
+	chunk_engine_close(e);
+	free(model);
+	free(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -836,6 +893,7 @@ int main(void)
 		cmocka_unit_test(test_background_compactor),
 		cmocka_unit_test(test_async),
 		cmocka_unit_test(test_cached_reads),
+		cmocka_unit_test(test_cached_reads_adapt),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	testenv_cleanup();
