@@ -28,6 +28,7 @@
 #include "common/clock.h"
 #include "common/crc32c.h"
 #include "integ_env.h"
+#include "tcp_proxy.h"
 #include "testenv.h"
 
 static struct integ env;
@@ -337,6 +338,78 @@ static void test_failed_put_releases(void **st)
 	cfs_iov_destroy(iov);
 	cfs_kvc_close(bad);
 	cfs_kvc_close(good);
+}
+
+/* Options of a handle whose index calls go through a proxy in front of
+ * meta (tcp_proxy: replies can be delayed), with TIMEOUT_MS per first
+ * attempt. ADDR, CID and SECRET hold the strings the options point to. */
+static struct tcp_proxy *proxy_opts(struct cfs_kvc_opts *o, uint32_t timeout_ms, char addr[64],
+				    char cid[128], char secret[700])
+{
+	char port[16];
+	integ_conf_get(&env, "meta_port", port, sizeof(port));
+	integ_conf_get(&env, "cluster_id", cid, 128);
+	snprintf(secret, 700, "%s/secret", env.data);
+	struct tcp_proxy *px = tcp_proxy_start((uint16_t)atoi(port));
+	assert_non_null(px);
+	snprintf(addr, 64, "127.0.0.1:%u", tcp_proxy_port(px));
+	*o = (struct cfs_kvc_opts){ .meta = addr, .cluster_id = cid, .secret_file = secret,
+				    .rings = 4, .meta_timeout_ms = timeout_ms };
+	return px;
+}
+
+/* A put whose index replies come after the client's timeout: meta_client
+ * resends RESERVE and PUBLISH, and meta runs every attempt. Before puts
+ * had tokens, each RESERVE attempt took its own 8 slots and those of the
+ * attempts whose replies were dropped stayed reserved for the lease
+ * (30 s): one such put held all 16 pages of this namespace (its third
+ * attempt got -ENOSPC for every key), and every later put failed with
+ * -ENOSPC without evicting anything, the signature of the race test's
+ * rare CI failure (16 puts, 0 evictions, ~3,000 puts refused). Now every
+ * attempt gets the same slots: the put succeeds, nothing stays reserved,
+ * and the next put finds free pages. Replies are delayed 400 ms against
+ * attempts of 150 and 300 ms (the third gets through). */
+static void test_put_resent(void **st)
+{
+	(void)st;
+	struct cfs_kvc_opts o = opts(), po;
+	char addr[64], cid[128], secret[700];
+	cfs_kvc *slow, *kv;
+	cfs_iov *iov;
+	int res[8];
+	struct cfs_kvc_info in;
+	assert_int_equal(cfs_kvc_create(env.mnt, "resend", "kv/resend", PAGE, 16 * PAGE, 2, &o), 0);
+	struct tcp_proxy *px = proxy_opts(&po, 150, addr, cid, secret);
+	assert_int_equal(cfs_kvc_open(env.mnt, "resend", &po, &slow), 0);
+	assert_int_equal(cfs_kvc_open(env.mnt, "resend", &o, &kv), 0);
+	assert_int_equal(cfs_iov_create(env.mnt, 32 * PAGE, 0, -1, &iov), 0);
+	tcp_proxy_delay(px, 400);
+	int rc = put_n(slow, iov, 8, 700, 3000, res);
+	tcp_proxy_delay(px, 0);
+	assert_int_equal(rc, 0);
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(res[i], 0);
+	clock_sleep_ms(500); /* every attempt has run (replies are 400 ms late) */
+	assert_int_equal(cfs_kvc_stats(kv, 0, &in), 0);
+	assert_int_equal(in.reserved, 0);
+	assert_int_equal(in.used, 8);
+	/* The other 8 pages are free: a put of 8 new keys evicts nothing. */
+	assert_int_equal(put_n(kv, iov, 8, 800, 2000, res), 0);
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(res[i], 0);
+	assert_int_equal(get_n(kv, iov, 8, 700, res), 0);
+	for (int i = 0; i < 8; i++) {
+		assert_int_equal(res[i], 3000);
+		assert_true(self_ok((uint8_t *)cfs_iov_base(iov) + (size_t)(16 + i) * PAGE, 3000,
+				    700 + (uint32_t)i));
+	}
+	assert_int_equal(cfs_kvc_stats(kv, 0, &in), 0);
+	assert_int_equal(in.evictions, 0);
+	assert_int_equal(in.used, 16);
+	cfs_iov_destroy(iov);
+	cfs_kvc_close(slow);
+	cfs_kvc_close(kv);
+	tcp_proxy_free(px);
 }
 
 /* TTL through the library: the namespace's (at create) and a handle's
@@ -702,6 +775,7 @@ int main(void)
 		cmocka_unit_test(test_two_processes),
 		cmocka_unit_test(test_race_eviction),
 		cmocka_unit_test(test_failed_put_releases),
+		cmocka_unit_test(test_put_resent),
 		cmocka_unit_test(test_ttl),
 		cmocka_unit_test(test_kill9_writer),
 		cmocka_unit_test(test_kill9_meta_and_storage),
