@@ -89,6 +89,16 @@ static void test_cli(void **st)
 	assert_int_equal(cli("create", "kv1", "--page-size", "64K"), 0);
 	assert_int_equal(cli("create", "kv1", "--page-size", "64K"), 1);  /* exists */
 	assert_int_equal(cli("create", "bad", "--page-size", "100K"), 1); /* not 2^k */
+	{ /* ... with a message that says why */
+		char log[700], text[600] = "";
+		snprintf(log, sizeof(log), "%s/kvcache-create.out", env.dir);
+		FILE *f = fopen(log, "r");
+		assert_non_null(f);
+		size_t got = fread(text, 1, sizeof(text) - 1, f);
+		text[got] = 0;
+		fclose(f);
+		assert_non_null(strstr(text, "power of two"));
+	}
 	assert_int_equal(cli("create", "bad", "--page-size", "32M"), 1);
 	assert_int_equal(cli("info", "bad", NULL, NULL), 1);
 	assert_int_equal(cli("info", "kv1", NULL, NULL), 0);
@@ -410,6 +420,59 @@ static void test_put_resent(void **st)
 	cfs_kvc_close(slow);
 	cfs_kvc_close(kv);
 	tcp_proxy_free(px);
+}
+
+/* Bad namespace input through the library: a page size that is not a
+ * power of two (or out of 64K..16M) is -EINVAL and creates nothing; a
+ * namespace deleted under an open handle makes every call on it -ENOENT
+ * (not a crash, not wrong data), and the service keeps serving others. */
+static void test_bad_namespace(void **st)
+{
+	(void)st;
+	struct cfs_kvc_opts o = opts();
+	cfs_kvc *kv, *other;
+	cfs_iov *iov;
+	int res[4];
+	struct cfs_kvc_info in;
+	char p[700];
+	assert_int_equal(cfs_kvc_create(env.mnt, "badpg", "kv/badpg", 100u << 10, 16 * PAGE, 2, &o),
+			 -EINVAL);
+	assert_int_equal(cfs_kvc_create(env.mnt, "badpg", "kv/badpg", 32u << 10, 16 * PAGE, 2, &o),
+			 -EINVAL);
+	assert_int_equal(cfs_kvc_create(env.mnt, "badpg", "kv/badpg", 32u << 20, 64u << 20, 2, &o),
+			 -EINVAL);
+	assert_int_equal(cfs_kvc_create(env.mnt, "bad/name", "kv/badname", PAGE, 16 * PAGE, 2, &o),
+			 -EINVAL);
+	assert_int_equal(cfs_kvc_open(env.mnt, "badpg", &o, &kv), -ENOENT);
+	integ_path(&env, "kv/badpg", p, sizeof(p));
+	assert_int_equal(access(p, F_OK), -1); /* nothing made */
+	assert_int_equal(cfs_kvc_create(env.mnt, "gone", "kv/gone", PAGE, 8 * PAGE, 2, &o), 0);
+	assert_int_equal(cfs_kvc_create(env.mnt, "stays", "kv/stays", PAGE, 8 * PAGE, 2, &o), 0);
+	assert_int_equal(cfs_kvc_open(env.mnt, "gone", &o, &kv), 0);
+	assert_int_equal(cfs_kvc_open(env.mnt, "stays", &o, &other), 0);
+	assert_int_equal(cfs_iov_create(env.mnt, 32 * PAGE, 0, -1, &iov), 0);
+	assert_int_equal(put_n(kv, iov, 4, 900, 100, res), 0);
+	assert_int_equal(cfs_kvc_destroy(env.mnt, "gone", &o), 0);
+	assert_int_equal(put_n(kv, iov, 4, 910, 100, res), -ENOENT);
+	assert_int_equal(get_n(kv, iov, 4, 900, res), -ENOENT);
+	char name[32];
+	const void *k1[1] = { name };
+	size_t kl1[1];
+	keyname(name, 900);
+	kl1[0] = strlen(name);
+	assert_int_equal(cfs_kvc_exists(kv, 1, k1, kl1, res), -ENOENT);
+	assert_int_equal(cfs_kvc_delete(kv, 1, k1, kl1, res), -ENOENT);
+	assert_int_equal(cfs_kvc_stats(kv, 0, &in), -ENOENT);
+	assert_int_equal(cfs_kvc_clear(kv), -ENOENT);
+	/* The other namespace is untouched and served. */
+	assert_int_equal(put_n(other, iov, 4, 920, 100, res), 0);
+	assert_int_equal(get_n(other, iov, 4, 920, res), 0);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(res[i], 100);
+	cfs_iov_destroy(iov);
+	cfs_kvc_close(kv);
+	cfs_kvc_close(other);
+	assert_int_equal(cfs_kvc_destroy(env.mnt, "stays", &o), 0);
 }
 
 /* TTL through the library: the namespace's (at create) and a handle's
@@ -776,6 +839,7 @@ int main(void)
 		cmocka_unit_test(test_race_eviction),
 		cmocka_unit_test(test_failed_put_releases),
 		cmocka_unit_test(test_put_resent),
+		cmocka_unit_test(test_bad_namespace),
 		cmocka_unit_test(test_ttl),
 		cmocka_unit_test(test_kill9_writer),
 		cmocka_unit_test(test_kill9_meta_and_storage),

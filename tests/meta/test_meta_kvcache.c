@@ -633,6 +633,35 @@ static void test_reserve_token_lease(void **st)
 	}
 	assert_int_equal(stats(id, 0, &s), 0);
 	assert_int_equal(s.reserved, 2);
+	/* Every way a reservation ends takes its token record along:
+	 * release (above and here), publish, and the reclaim pass. */
+	assert_int_equal(batch(META_RPC_KVC_RELEASE, id, NULL, 2, 0, 0, o, again), 0);
+	batch_token = 78;
+	put(id, k, 2, 1);
+	const char *k2[2] = { "tl2", "tl3" };
+	batch_token = 79;
+	assert_int_equal(batch(META_RPC_KVC_RESERVE, id, k2, 2, 0, 100, res, o), 0);
+	batch_token = 0;
+	clock_sleep_ms(150);
+	assert_int_equal(stats(id, 1, &s), 0);
+	assert_int_equal(s.reserved, 0);
+	assert_int_equal(s.reclaimed, 2);
+	assert_int_equal(s.used, 2);
+	if (KV) { /* direct mode: no token record is left */
+		uint8_t b[12], e[12];
+		kv_txn *t;
+		struct kv_range r;
+		memcpy(b, "KVCO", 4);
+		memcpy(e, "KVCO", 4);
+		for (int i = 0; i < 8; i++) {
+			b[4 + i] = (uint8_t)(id >> (56 - 8 * i));
+			e[4 + i] = (uint8_t)((id + 1) >> (56 - 8 * i));
+		}
+		assert_int_equal(kv_begin(KV, KV_RDONLY, &t), 0);
+		assert_int_equal(kv_get_range(t, kv_mem(b, 12), kv_mem(e, 12), 0, 1, 0, &r), 0);
+		assert_int_equal(r.n, 0);
+		kv_txn_free(t);
+	}
 	assert_int_equal(ns_simple("toklease", META_RPC_KVC_NS_DELETE), 0);
 }
 
