@@ -240,6 +240,7 @@ struct op {
 	uint64_t now;
 	int64_t cnt[NCNT]; /* counter deltas of this txn attempt (count_flush) */
 	uint32_t freed;    /* reclaim passes: how many slots this txn freed */
+	uint32_t *touch;   /* LOOKUP: indexes of the hits due a recency write */
 	char *err;
 	size_t errlen;
 };
@@ -616,22 +617,36 @@ static int lookup_fn(kv_txn *t, void *arg)
 	return rc;
 }
 
-/* Moves each hit of [from, to) still at the version looked up, and older
- * than touch_ms, to now in the LRU index: the entry is rewritten and its
- * LRU record moved (3 writes; the TTL record does not change). */
+/* Moves each hit of [from, to) of o->touch (the hits the lookup found
+ * older than touch_ms) still at the version looked up to now in the LRU
+ * index: the entry is rewritten and its LRU record moved (3 writes; the
+ * TTL record does not change). */
 static int touch_fn(kv_txn *t, void *arg)
 {
 	struct op *o = arg;
-	for (uint32_t i = o->from; i < o->to; i++) {
+	struct key ek[TOUCH_PER_TXN];
+	struct kv_slice keys[TOUCH_PER_TXN] = { { 0 } }, vals[TOUCH_PER_TXN];
+	int found[TOUCH_PER_TXN], n = (int)(o->to - o->from);
+	/* The entries in one multi-key read (etcd: one round trip, not one
+	 * per key). */
+	for (int j = 0; j < n; j++) {
+		const struct kvc_item *q = &o->req->items[o->touch[o->from + (uint32_t)j]];
+		mk(&ek[j], "KVCK", o->ns.id, 0, 0, 0, q->key, q->key_len);
+		keys[j] = ks(&ek[j]);
+	}
+	int rc = kv_get_multi(t, n, keys, 0, vals, found);
+	if (rc)
+		return rc;
+	for (int j = 0; j < n; j++) {
+		uint32_t i = o->touch[o->from + (uint32_t)j];
 		const struct kvc_item *q = &o->req->items[i], *h = &o->resp->items[i];
 		struct entry e;
 		struct key k;
-		if (h->status != KVC_ST_OK || h->last_used + o->ns.touch_ms > o->now)
+		if (!found[j])
 			continue;
-		int rc = get_entry(t, o->ns.id, q, 0, &e);
-		if (rc < 0)
+		if ((rc = ent_decode(vals[j], &e)))
 			return rc;
-		if (rc == 0 || e.version != h->version || e.last_used >= o->now)
+		if (e.version != h->version || e.last_used >= o->now)
 			continue;
 		mk(&k, "KVCL", o->ns.id, 2, e.last_used, e.slot, NULL, 0);
 		if ((rc = kv_clear(t, ks(&k))))
@@ -1314,14 +1329,27 @@ int meta_kvc_serve(kv_engine *kv, const struct kvc_msg *req, struct kvc_msg *res
 			o->to = req->n;
 			rc = run(kv, KV_RDONLY, lookup_fn, o);
 			if (!rc && (req->flags & KVC_LOOKUP_TOUCH)) {
-				/* Best effort: a lost touch only ages a key early. */
-				for (uint32_t i = 0; i < req->n; i += TOUCH_PER_TXN) {
+				/* Best effort: a lost touch only ages a key early.
+				 * Only the hits due one get a write txn: a batch of
+				 * fresh hits (the common case for hot keys) writes
+				 * nothing, where it used to run one empty write txn
+				 * per 16 keys. */
+				uint32_t nt = 0;
+				o->touch = malloc(sizeof(*o->touch) * req->n);
+				for (uint32_t i = 0; o->touch && i < req->n; i++) {
+					const struct kvc_item *h = &resp->items[i];
+					if (h->status == KVC_ST_OK &&
+					    h->last_used + o->ns.touch_ms <= o->now)
+						o->touch[nt++] = i;
+				}
+				for (uint32_t i = 0; i < nt; i += TOUCH_PER_TXN) {
 					o->from = i;
-					o->to = i + TOUCH_PER_TXN < req->n ? i + TOUCH_PER_TXN
-									   : req->n;
+					o->to = i + TOUCH_PER_TXN < nt ? i + TOUCH_PER_TXN : nt;
 					o->now = now_ms();
 					run_touch(kv, o);
 				}
+				free(o->touch);
+				o->touch = NULL;
 			}
 			break;
 		}
