@@ -1141,8 +1141,8 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 	/* KVCache LOOKUP on the loop thread when commits do not wait for the
 	 * disk, like the namespace calls above: a batch is one short read txn
 	 * (plus, for hits due one, a best-effort recency write), and the
-	 * handoff to a worker (queue, wake-up, two switches) was the largest
-	 * part of a lookup's time in meta (perf, bench kvcache --index-meta). */
+	 * handoff to a worker (queue, wake-up, two switches) gave the top
+	 * entries of a perf profile of lookups (docs/kvcache.md). */
 	for (uint16_t t = META_RPC_KVC_FIRST; t <= META_RPC_KVC_LAST; t++)
 		rpc_server_handle(s->rpc, t,
 				  t == META_RPC_KVC_LOOKUP && inline_writes ? &hr : &hq);
