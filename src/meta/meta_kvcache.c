@@ -922,20 +922,57 @@ static int publish_fn(kv_txn *t, void *arg)
 		return rc;
 	count_begin(o);
 	uint32_t ttl = o->req->ttl_ms ? o->req->ttl_ms : o->ns.ttl_ms, writes = 0;
+	/* The group's entries and reservations in one multi-key read (etcd:
+	 * one round trip, not two per key). An item whose key or slot an
+	 * earlier item of the group has (its writes may have changed them)
+	 * reads them again one by one, after those writes. */
+	struct key k[2 * PUBLISH_PER_TXN];
+	struct kv_slice keys[2 * PUBLISH_PER_TXN] = { { 0 } }, vals[2 * PUBLISH_PER_TXN];
+	int got[2 * PUBLISH_PER_TXN], nk = 0;
+	for (uint32_t i = o->from; i < o->to; i++) {
+		const struct kvc_item *q = &o->req->items[i];
+		mk(&k[nk], "KVCK", o->ns.id, 0, 0, 0, q->key, q->key_len);
+		keys[nk] = ks(&k[nk]);
+		nk++;
+		mk(&k[nk], "KVCR", o->ns.id, 1, q->slot, 0, NULL, 0);
+		keys[nk] = ks(&k[nk]);
+		nk++;
+	}
+	if ((rc = kv_get_multi(t, nk, keys, 0, vals, got)))
+		return rc;
 	for (uint32_t i = o->from; i < o->to; i++) {
 		const struct kvc_item *q = &o->req->items[i];
 		struct kvc_item *it = &o->resp->items[i];
 		struct entry e;
 		struct resv x;
+		int j = 2 * (int)(i - o->from), mine = 0, again = 0;
 		if (writes + 9 > PUBLISH_WRITES) {
 			o->to = i;
 			break;
 		}
 		*it = (struct kvc_item){ .slot = q->slot, .version = q->version, .len = q->len };
-		rc = get_entry(t, o->ns.id, q, 0, &e);
-		if (rc < 0)
-			return rc;
-		int mine = q->slot < o->ns.nslots ? my_resv(t, o->ns.id, q->slot, q->version, &x) : 0;
+		for (uint32_t p = o->from; p < i && !again; p++) {
+			const struct kvc_item *a = &o->req->items[p];
+			again = a->slot == q->slot ||
+				(a->key_len == q->key_len && !memcmp(a->key, q->key, q->key_len));
+		}
+		if (again) {
+			rc = get_entry(t, o->ns.id, q, 0, &e);
+			if (rc < 0)
+				return rc;
+			mine = q->slot < o->ns.nslots ? my_resv(t, o->ns.id, q->slot, q->version, &x)
+						      : 0;
+		} else {
+			rc = got[j] ? ent_decode(vals[j], &e) : 0;
+			if (rc < 0)
+				return rc;
+			rc = got[j];
+			if (q->slot < o->ns.nslots && got[j + 1]) {
+				mine = res_decode(vals[j + 1], &x);
+				if (!mine)
+					mine = x.version == q->version;
+			}
+		}
 		if (mine < 0)
 			return mine;
 		int found = rc == 1;

@@ -276,6 +276,28 @@ static void test_first_publish_wins(void **st)
 	assert_int_equal(s.lost, 1);
 	assert_int_equal(s.free, 1); /* the loser's slot */
 	assert_int_equal(s.reserved, 0);
+	/* One batch with a key twice (PUBLISH reads the group at once, and
+	 * must read a repeated key again after the first's writes): the first
+	 * wins, the second's slot is freed, no entry or slot is lost. */
+	const char *d[3] = { "dup", "dup", "solo" };
+	struct kvc_item r3[3] = { { .len = 1 }, { .len = 2 }, { .len = 3 } }, p3[3];
+	assert_int_equal(batch(META_RPC_KVC_RESERVE, id, d, 3, 0, 0, r3, r3), 0);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(r3[i].status, KVC_ST_OK);
+		r3[i].len = (uint32_t)i + 1;
+	}
+	assert_int_equal(batch(META_RPC_KVC_PUBLISH, id, d, 3, 0, 0, r3, p3), 0);
+	assert_int_equal(p3[0].status, KVC_ST_OK);
+	assert_int_equal(p3[1].status, KVC_ST_EXISTS);
+	assert_int_equal(p3[2].status, KVC_ST_OK);
+	assert_int_equal(batch(META_RPC_KVC_LOOKUP, id, d, 1, 0, 0, NULL, &o), 0);
+	assert_int_equal(o.slot, r3[0].slot);
+	assert_int_equal(o.len, 1);
+	assert_int_equal(stats(id, 0, &s), 0);
+	assert_int_equal(s.used, 3);
+	assert_int_equal(s.lost, 2);
+	assert_int_equal(s.reserved, 0);
+	assert_int_equal(s.used + s.free + s.reserved, s.hwm); /* every slot accounted */
 	assert_int_equal(ns_simple("fpw", META_RPC_KVC_NS_DELETE), 0);
 }
 
