@@ -247,7 +247,10 @@ struct cfs_kvc_opts {
 	                            none); cfs_kvc_open: this handle's puts' lifetime
 	                            (0: the namespace's). An entry is a miss once it
 	                            expires and its page is reused. */
-	uint64_t spare[8];       /* zero: room to grow without moving the layout */
+	uint32_t meta_timeout_ms; /* index calls: first attempt's timeout; a call is
+	                            resent after it, with twice the time [5000] */
+	uint32_t spare32;        /* zero */
+	uint64_t spare[7];       /* zero: room to grow without moving the layout */
 };
 
 struct cfs_kvc_info {

@@ -16,8 +16,10 @@
  * service (e.g. one over etcd, started by hand beside the cluster): a
  * namespace made through it, --index-keys entries put with empty values
  * (reserve + publish, no page I/O) in batches of 64, then lookups/s from
- * one thread in batches of 64. The cluster id and secret come from
- * --cluster-dir. */
+ * one thread in batches of 64, gets of those empty values (the index
+ * side of a get: LOOKUP with recency and the version check), and puts of
+ * new keys into the then full namespace with evictions/s. The cluster id
+ * and secret come from --cluster-dir. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -370,6 +372,57 @@ static int bench_index(struct bk *b)
 	       "lookups (1 thread, batches of 64): %.0f /s, %.1f%% hits\n",
 	       b->index_meta, (unsigned long long)put, ps, (double)put / ps, (double)n / ls,
 	       n ? 100.0 * (double)hits / (double)n : 0);
+	/* Gets of the empty values: what a get costs the index (LOOKUP with
+	 * recency, then the version check), without page I/O. */
+	uint64_t gn = 0, ghits = 0;
+	t0 = clock_mono_ns();
+	end = clock_mono_ms() + b->seconds * 1000ull;
+	while (clock_mono_ms() < end) {
+		char names[64][32];
+		const void *keys[64];
+		void *bufs[64];
+		size_t kl[64], caps[64];
+		int res[64];
+		for (int i = 0; i < 64; i++) {
+			key_of(names[i], (uint64_t)rand_r(&seed) % b->index_keys);
+			keys[i] = names[i];
+			kl[i] = strlen(names[i]);
+			bufs[i] = cfs_iov_base(b->iov);
+			caps[i] = 0;
+		}
+		if (cfs_kvc_get(b->kv, b->iov, 64, keys, kl, bufs, caps, res) == 0) {
+			gn += 64;
+			for (int i = 0; i < 64; i++)
+				ghits += res[i] == 0;
+		}
+	}
+	double gs = (double)(clock_mono_ns() - t0) / 1e9;
+	/* New keys into the full namespace: every slot taken evicts. */
+	struct cfs_kvc_info i0 = { 0 }, i1 = { 0 };
+	uint64_t fput = 0, next = b->index_keys;
+	cfs_kvc_stats(b->kv, 0, &i0);
+	t0 = clock_mono_ns();
+	end = clock_mono_ms() + b->seconds * 1000ull;
+	while (clock_mono_ms() < end) {
+		char names[64][32];
+		const void *keys[64];
+		size_t kl[64];
+		int res[64];
+		for (int i = 0; i < 64; i++) {
+			key_of(names[i], next++);
+			keys[i] = names[i];
+			kl[i] = strlen(names[i]);
+		}
+		if (cfs_kvc_put(b->kv, b->iov, 64, keys, kl, vals, lens, res) == 0)
+			for (int i = 0; i < 64; i++)
+				fput += res[i] == 0;
+	}
+	double fs = (double)(clock_mono_ns() - t0) / 1e9;
+	cfs_kvc_stats(b->kv, 0, &i1);
+	printf("index via %s: gets of empty values (1 thread, batches of 64): %.0f /s, %.1f%% "
+	       "hits; puts into the full namespace: %.0f /s, %.0f evictions/s\n",
+	       b->index_meta, (double)gn / gs, gn ? 100.0 * (double)ghits / (double)gn : 0,
+	       (double)fput / fs, (double)(i1.evictions - i0.evictions) / fs);
 	cfs_iov_destroy(b->iov);
 	cfs_kvc_close(b->kv);
 	cfs_kvc_destroy(b->mount, name, &o);

@@ -6,6 +6,10 @@
  *       slot not published gives its reservation back at once (RELEASE):
  *       a failed write, a publish call that failed, an item the publish
  *       refused, so failed puts never hold pages until their lease ends.
+ *       Each put has its own random token in its RESERVE, so a RESERVE
+ *       that meta_client resends after a timed-out attempt gets the
+ *       slots of the attempt that committed, not more (meta_kvcache.h
+ *       "Resends").
  * Get:  LOOKUP (with recency) -> ring reads -> LOOKUP again: a key whose
  *       version changed, or whose bytes fail the writer's CRC32C, is a
  *       miss (meta_kvcache.h "Readers").
@@ -20,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -49,6 +54,7 @@ struct cfs_kvc {
 	int npairs;
 	unsigned rr;       /* next pair to try (racy on purpose: a hint) */
 	uint64_t owner;    /* reservation owner: the meta client id */
+	uint64_t puts;     /* puts so far (atomic): the token fallback */
 	uint32_t lease_ms; /* 0: the namespace's */
 	uint32_t ttl_ms;   /* puts' TTL; 0: the namespace's */
 	/* Test hook ($CFS_KVC_TEST_DIE_BEFORE_PUBLISH set at open): a put
@@ -115,7 +121,8 @@ static int connect_meta(const struct cfs_kvc_opts *o, meta_client **out)
 	if (slen < 0)
 		return slen;
 	struct meta_client_opts mo = { .addrs = addrs, .naddrs = n, .cluster_id = cid,
-				       .secret = secret, .secret_len = (size_t)slen };
+				       .secret = secret, .secret_len = (size_t)slen,
+				       .timeout_ms = o->meta_timeout_ms };
 	return meta_client_new(&mo, out, err, sizeof(err));
 }
 
@@ -507,6 +514,17 @@ static void batch_free(struct kvc_msg *q)
 	free(q);
 }
 
+/* A new put's token: random, never 0; unique per put with overwhelming
+ * odds (the owner and a count if getrandom fails). */
+static uint64_t put_token(cfs_kvc *kv)
+{
+	uint64_t v = 0;
+	if (getrandom(&v, sizeof(v), 0) != (ssize_t)sizeof(v))
+		v = kv->owner * 0x9e3779b97f4a7c15ull +
+		    __atomic_add_fetch(&kv->puts, 1, __ATOMIC_RELAXED);
+	return v ? v : 1;
+}
+
 static void slot_pos(const cfs_kvc *kv, uint64_t slot, int *fd, uint64_t *off)
 {
 	*fd = kv->fds[slot / kv->ns.slots_per_slab];
@@ -540,6 +558,7 @@ int cfs_kvc_put(cfs_kvc *kv, const cfs_iov *iov, int n, const void *const *keys,
 	for (int i = 0; i < n; i++)
 		q->items[i].len = (uint32_t)lens[i];
 	q->lease_ms = kv->lease_ms;
+	q->token = put_token(kv);
 	if ((rc = call(kv->mc, q, r)))
 		goto out;
 	/* Write the reserved pages. */

@@ -15,7 +15,8 @@
  * u64), then stats (8 x u64), then n u32 <= KVC_BATCH_MAX and n items
  * (key blob <= KVC_KEY_MAX, status i32, slot u64, version u64, len u32,
  * crc u32, last_used u64), then fields appended later, each absent (zero)
- * in an older peer's message: ns ttl_ms u32, ttl_ms u32, evict_recent u64.
+ * in an older peer's message: ns ttl_ms u32, ttl_ms u32, evict_recent u64,
+ * token u64.
  * Unknown trailing bytes are skipped.
  *
  * Decoders return 0, -CFS_EPROTO (truncated, a count or length over its
@@ -110,6 +111,11 @@ struct kvc_msg {
 	uint64_t ns_id, owner;
 	uint32_t lease_ms, flags;
 	uint32_t ttl_ms; /* PUBLISH: entry lifetime (0: the namespace's); appended field */
+	/* RESERVE: the put's token (appended field; 0: none). The client
+	 * picks a new random one per put and sends it unchanged in every
+	 * attempt of that call: a resent RESERVE whose earlier attempt
+	 * committed gets the same slots back (meta_kvcache.h "Resends"). */
+	uint64_t token;
 	struct kvc_ns ns;
 	struct kvc_stats stats;
 	uint32_t n;

@@ -12,8 +12,12 @@
 #include "meta/meta_kvcache.h"
 
 /* Keys per txn, from the KV limits (kv.h: 64 writes, 64 read conflicts):
- * reserve writes <= 5 and reads <= 5 per key, delete 4, touch 3, plus at
- * most 7 per txn for its counters (applied once per txn, count_flush).
+ * reserve reads <= 6 per key; its writes: <= 3 to take a slot (a dead
+ * writer's reservation with its token record, or an evicted entry), <= 1
+ * per stale index record (at most 2 per key), 3 for the reservation
+ * (record, expiry index, token record): 8 x 7 + 7 = 63. Delete 4, touch
+ * 3, plus at most 7 per txn for its counters (applied once per txn,
+ * count_flush).
  * A publish writes 5 per key, or 9 when it replaces an expired entry: its
  * txn stops taking keys when the next might pass PUBLISH_WRITES. */
 #define RESERVE_PER_TXN 8
@@ -160,6 +164,8 @@ static int ent_decode(struct kv_slice v, struct entry *e)
 struct resv {
 	uint64_t version, owner, expiry;
 	uint32_t len;
+	uint64_t token; /* the put's token (appended: 0 in older records) */
+	uint32_t idx;   /* the key's index in that put's RESERVE */
 };
 
 static int res_encode(struct buf *b, const struct resv *x)
@@ -171,6 +177,8 @@ static int res_encode(struct buf *b, const struct resv *x)
 	wire_put_u64(&w, x->owner);
 	wire_put_u64(&w, x->expiry);
 	wire_put_u32(&w, x->len);
+	wire_put_u64(&w, x->token);
+	wire_put_u32(&w, x->idx);
 	return rec_finish(b, &w);
 }
 
@@ -184,6 +192,12 @@ static int res_decode(struct kv_slice v, struct resv *x)
 	wire_get_u64(&r, &x->owner);
 	wire_get_u64(&r, &x->expiry);
 	wire_get_u32(&r, &x->len);
+	x->token = 0;
+	x->idx = 0;
+	if (!r.err && wire_left(&r) >= 12) {
+		wire_get_u64(&r, &x->token);
+		wire_get_u32(&r, &x->idx);
+	}
 	return r.err ? -CFS_ECORRUPT : 0;
 }
 
@@ -226,6 +240,7 @@ struct op {
 	uint64_t now;
 	int64_t cnt[NCNT]; /* counter deltas of this txn attempt (count_flush) */
 	uint32_t freed;    /* reclaim passes: how many slots this txn freed */
+	uint32_t *touch;   /* LOOKUP: indexes of the hits due a recency write */
 	char *err;
 	size_t errlen;
 };
@@ -328,13 +343,59 @@ static int free_slot(kv_txn *t, uint64_t ns, uint64_t slot)
 	return kv_set(t, ks(&k), kv_mem("", 0));
 }
 
-static int drop_resv(kv_txn *t, uint64_t ns, uint64_t slot, uint64_t expiry)
+/* The token record of a reservation: KVCO ns token idx -> slot, version. */
+static void mk_tok(struct key *k, uint64_t ns, uint64_t token, uint32_t idx)
+{
+	mk(k, "KVCO", ns, 2, token, idx, NULL, 0);
+}
+
+/* The KVCE value: the reservation's token and index (12 bytes), or empty
+ * for a reservation without a token, so the reclaim passes, which read
+ * only the expiry index, drop the token record too. */
+static void tok_of_expiry(struct kv_slice v, uint64_t *token, uint32_t *idx)
+{
+	*token = v.n == 12 ? wire_load_u64(v.p) : 0;
+	*idx = v.n == 12 ? wire_load_u32((const uint8_t *)v.p + 8) : 0;
+}
+
+static int drop_resv(kv_txn *t, uint64_t ns, uint64_t slot, uint64_t expiry, uint64_t token,
+		     uint32_t idx)
 {
 	struct key k;
 	mk(&k, "KVCR", ns, 1, slot, 0, NULL, 0);
 	int rc = kv_clear(t, ks(&k));
 	mk(&k, "KVCE", ns, 2, expiry, slot, NULL, 0);
-	return rc ? rc : kv_clear(t, ks(&k));
+	if (!rc)
+		rc = kv_clear(t, ks(&k));
+	if (rc || !token)
+		return rc;
+	mk_tok(&k, ns, token, idx);
+	return kv_clear(t, ks(&k));
+}
+
+/* Writes reservation X of SLOT with its expiry index entry and, when it
+ * has a token, its token record. */
+static int put_resv(kv_txn *t, uint64_t ns, uint64_t slot, const struct resv *x)
+{
+	struct buf b = BUF_INIT;
+	struct key k;
+	uint8_t ev[12], tv[16];
+	int rc = res_encode(&b, x);
+	mk(&k, "KVCR", ns, 1, slot, 0, NULL, 0);
+	if (!rc)
+		rc = kv_set(t, ks(&k), kv_mem(b.data, b.len));
+	buf_fini(&b);
+	wire_store_u64(ev, x->token);
+	wire_store_u32(ev + 8, x->idx);
+	mk(&k, "KVCE", ns, 2, x->expiry, slot, NULL, 0);
+	if (!rc)
+		rc = kv_set(t, ks(&k), kv_mem(ev, x->token ? 12 : 0));
+	if (rc || !x->token)
+		return rc;
+	wire_store_u64(tv, slot);
+	wire_store_u64(tv + 8, x->version);
+	mk_tok(&k, ns, x->token, x->idx);
+	return kv_set(t, ks(&k), kv_mem(tv, 16));
 }
 
 static int get_entry(kv_txn *t, uint64_t ns, const struct kvc_item *it, int snapshot,
@@ -463,7 +524,7 @@ static int ns_get_fn(kv_txn *t, void *arg)
 
 static int clear_all(kv_txn *t, uint64_t ns, int keep_counters)
 {
-	static const char *const pf[] = { "KVCK", "KVCL", "KVCF", "KVCR", "KVCE", "KVCT" };
+	static const char *const pf[] = { "KVCK", "KVCL", "KVCF", "KVCR", "KVCE", "KVCT", "KVCO" };
 	struct key b, e;
 	int rc = 0;
 	for (size_t i = 0; i < sizeof(pf) / sizeof(pf[0]) && !rc; i++) {
@@ -556,22 +617,36 @@ static int lookup_fn(kv_txn *t, void *arg)
 	return rc;
 }
 
-/* Moves each hit of [from, to) still at the version looked up, and older
- * than touch_ms, to now in the LRU index: the entry is rewritten and its
- * LRU record moved (3 writes; the TTL record does not change). */
+/* Moves each hit of [from, to) of o->touch (the hits the lookup found
+ * older than touch_ms) still at the version looked up to now in the LRU
+ * index: the entry is rewritten and its LRU record moved (3 writes; the
+ * TTL record does not change). */
 static int touch_fn(kv_txn *t, void *arg)
 {
 	struct op *o = arg;
-	for (uint32_t i = o->from; i < o->to; i++) {
+	struct key ek[TOUCH_PER_TXN];
+	struct kv_slice keys[TOUCH_PER_TXN] = { { 0 } }, vals[TOUCH_PER_TXN];
+	int found[TOUCH_PER_TXN], n = (int)(o->to - o->from);
+	/* The entries in one multi-key read (etcd: one round trip, not one
+	 * per key). */
+	for (int j = 0; j < n; j++) {
+		const struct kvc_item *q = &o->req->items[o->touch[o->from + (uint32_t)j]];
+		mk(&ek[j], "KVCK", o->ns.id, 0, 0, 0, q->key, q->key_len);
+		keys[j] = ks(&ek[j]);
+	}
+	int rc = kv_get_multi(t, n, keys, 0, vals, found);
+	if (rc)
+		return rc;
+	for (int j = 0; j < n; j++) {
+		uint32_t i = o->touch[o->from + (uint32_t)j];
 		const struct kvc_item *q = &o->req->items[i], *h = &o->resp->items[i];
 		struct entry e;
 		struct key k;
-		if (h->status != KVC_ST_OK || h->last_used + o->ns.touch_ms > o->now)
+		if (!found[j])
 			continue;
-		int rc = get_entry(t, o->ns.id, q, 0, &e);
-		if (rc < 0)
+		if ((rc = ent_decode(vals[j], &e)))
 			return rc;
-		if (rc == 0 || e.version != h->version || e.last_used >= o->now)
+		if (e.version != h->version || e.last_used >= o->now)
 			continue;
 		mk(&k, "KVCL", o->ns.id, 2, e.last_used, e.slot, NULL, 0);
 		if ((rc = kv_clear(t, ks(&k))))
@@ -614,8 +689,10 @@ static int take_slots(kv_txn *t, struct op *o, uint64_t *slots, int want)
 		if (r.kvs[i].key.n != 28)
 			return -CFS_ECORRUPT;
 		const uint8_t *kp = r.kvs[i].key.p;
-		uint64_t exp = get_be64(kp + 12), slot = get_be64(kp + 20);
-		if ((rc = drop_resv(t, ns, slot, exp)))
+		uint64_t exp = get_be64(kp + 12), slot = get_be64(kp + 20), tok;
+		uint32_t idx;
+		tok_of_expiry(r.kvs[i].val, &tok, &idx);
+		if ((rc = drop_resv(t, ns, slot, exp, tok, idx)))
 			return rc;
 		cnt(o, CNT_RECLAIM, 1);
 		slots[got++] = slot;
@@ -726,60 +803,6 @@ static int take_slots(kv_txn *t, struct op *o, uint64_t *slots, int want)
 	return got;
 }
 
-static int reserve_fn(kv_txn *t, void *arg)
-{
-	struct op *o = arg;
-	uint32_t need[RESERVE_PER_TXN];
-	uint64_t slots[RESERVE_PER_TXN];
-	int m = 0, rc = load_ns(t, o->req->ns_id, &o->ns);
-	if (rc)
-		return rc;
-	count_begin(o);
-	uint32_t lease = o->req->lease_ms ? o->req->lease_ms : o->ns.lease_ms;
-	for (uint32_t i = o->from; i < o->to; i++) {
-		const struct kvc_item *q = &o->req->items[i];
-		struct kvc_item *it = &o->resp->items[i];
-		struct entry e;
-		rc = get_entry(t, o->ns.id, q, 0, &e);
-		if (rc < 0)
-			return rc;
-		if (rc == 1 && !expired(&e, o->now))
-			*it = (struct kvc_item){ .status = KVC_ST_EXISTS, .slot = e.slot,
-						 .version = e.version, .len = e.len };
-		else
-			need[m++] = i;
-	}
-	if (!m)
-		return 0;
-	int got = take_slots(t, o, slots, m);
-	if (got < 0)
-		return got;
-	for (int j = 0; j < m; j++) {
-		struct kvc_item *it = &o->resp->items[need[j]];
-		if (j >= got) {
-			*it = (struct kvc_item){ .status = -ENOSPC };
-			continue;
-		}
-		struct resv x = { .version = rnd64() | 1, .owner = o->req->owner,
-				  .expiry = o->now + lease, .len = o->req->items[need[j]].len };
-		struct buf b = BUF_INIT;
-		struct key k;
-		rc = res_encode(&b, &x);
-		mk(&k, "KVCR", o->ns.id, 1, slots[j], 0, NULL, 0);
-		if (!rc)
-			rc = kv_set(t, ks(&k), kv_mem(b.data, b.len));
-		buf_fini(&b);
-		mk(&k, "KVCE", o->ns.id, 2, x.expiry, slots[j], NULL, 0);
-		if (!rc)
-			rc = kv_set(t, ks(&k), kv_mem("", 0));
-		if (rc)
-			return rc;
-		*it = (struct kvc_item){ .status = KVC_ST_OK, .slot = slots[j],
-					 .version = x.version, .len = x.len };
-	}
-	return count_flush(t, o);
-}
-
 /* Reads the reservation of SLOT; 1 when it is there with VERSION. */
 static int my_resv(kv_txn *t, uint64_t ns, uint64_t slot, uint64_t version, struct resv *x)
 {
@@ -793,6 +816,101 @@ static int my_resv(kv_txn *t, uint64_t ns, uint64_t slot, uint64_t version, stru
 	return rc ? rc : x->version == version;
 }
 
+/* Reserves a slot for each key of [from, to) without a live entry. The
+ * group's entries, and with a token its token records, are one multi-key
+ * read (etcd: one round trip). A token record whose reservation is still
+ * there (same slot, version, token and index) is a resend of a RESERVE
+ * that committed: the key gets that slot and version again, its lease
+ * renewed, and nothing new is taken. */
+static int reserve_fn(kv_txn *t, void *arg)
+{
+	struct op *o = arg;
+	uint32_t need[RESERVE_PER_TXN];
+	uint64_t slots[RESERVE_PER_TXN];
+	struct key k[2 * RESERVE_PER_TXN];
+	struct kv_slice keys[2 * RESERVE_PER_TXN], vals[2 * RESERVE_PER_TXN];
+	int found[2 * RESERVE_PER_TXN];
+	uint64_t token = o->req->token;
+	int m = 0, nk = 0, per = token ? 2 : 1, rc = load_ns(t, o->req->ns_id, &o->ns);
+	if (rc)
+		return rc;
+	count_begin(o);
+	uint32_t lease = o->req->lease_ms ? o->req->lease_ms : o->ns.lease_ms;
+	for (uint32_t i = o->from; i < o->to; i++) {
+		const struct kvc_item *q = &o->req->items[i];
+		mk(&k[nk], "KVCK", o->ns.id, 0, 0, 0, q->key, q->key_len);
+		keys[nk] = ks(&k[nk]);
+		nk++;
+		if (token) {
+			mk_tok(&k[nk], o->ns.id, token, i);
+			keys[nk] = ks(&k[nk]);
+			nk++;
+		}
+	}
+	if ((rc = kv_get_multi(t, nk, keys, 0, vals, found)))
+		return rc;
+	for (uint32_t i = o->from; i < o->to; i++) {
+		struct kvc_item *it = &o->resp->items[i];
+		int j = (int)(i - o->from) * per;
+		struct entry e;
+		if (token && found[j + 1]) {
+			struct resv x;
+			if (vals[j + 1].n != 16)
+				return -CFS_ECORRUPT;
+			uint64_t slot = wire_load_u64(vals[j + 1].p),
+				 ver = wire_load_u64((const uint8_t *)vals[j + 1].p + 8);
+			rc = slot < o->ns.nslots ? my_resv(t, o->ns.id, slot, ver, &x) : 0;
+			if (rc < 0)
+				return rc;
+			if (rc == 1 && x.token == token && x.idx == i) {
+				struct key ek;
+				mk(&ek, "KVCE", o->ns.id, 2, x.expiry, slot, NULL, 0);
+				if ((rc = kv_clear(t, ks(&ek))))
+					return rc;
+				x.expiry = o->now + lease;
+				if ((rc = put_resv(t, o->ns.id, slot, &x)))
+					return rc;
+				*it = (struct kvc_item){ .status = KVC_ST_OK, .slot = slot,
+							 .version = ver, .len = x.len };
+				continue;
+			}
+			/* Stale (cannot happen: a reservation goes with its
+			 * token record): a new reservation replaces it. */
+		}
+		if (found[j]) {
+			if ((rc = ent_decode(vals[j], &e)))
+				return rc;
+			if (!expired(&e, o->now)) {
+				*it = (struct kvc_item){ .status = KVC_ST_EXISTS, .slot = e.slot,
+							 .version = e.version, .len = e.len };
+				continue;
+			}
+		}
+		need[m++] = i;
+	}
+	if (!m)
+		return count_flush(t, o);
+	int got = take_slots(t, o, slots, m);
+	if (got < 0)
+		return got;
+	for (int j = 0; j < m; j++) {
+		struct kvc_item *it = &o->resp->items[need[j]];
+		if (j >= got) {
+			*it = (struct kvc_item){ .status = -ENOSPC };
+			continue;
+		}
+		struct resv x = { .version = rnd64() | 1, .owner = o->req->owner,
+				  .expiry = o->now + lease, .len = o->req->items[need[j]].len,
+				  .token = token, .idx = need[j] };
+		if ((rc = put_resv(t, o->ns.id, slots[j], &x)))
+			return rc;
+		*it = (struct kvc_item){ .status = KVC_ST_OK, .slot = slots[j],
+					 .version = x.version, .len = x.len };
+	}
+	return count_flush(t, o);
+}
+
+
 /* Publishes [from, to), stopping early (o->to lowered) when the next key
  * could pass the txn's write budget (a key replacing an expired entry
  * writes 9, others at most 5). */
@@ -804,20 +922,57 @@ static int publish_fn(kv_txn *t, void *arg)
 		return rc;
 	count_begin(o);
 	uint32_t ttl = o->req->ttl_ms ? o->req->ttl_ms : o->ns.ttl_ms, writes = 0;
+	/* The group's entries and reservations in one multi-key read (etcd:
+	 * one round trip, not two per key). An item whose key or slot an
+	 * earlier item of the group has (its writes may have changed them)
+	 * reads them again one by one, after those writes. */
+	struct key k[2 * PUBLISH_PER_TXN];
+	struct kv_slice keys[2 * PUBLISH_PER_TXN] = { { 0 } }, vals[2 * PUBLISH_PER_TXN];
+	int got[2 * PUBLISH_PER_TXN], nk = 0;
+	for (uint32_t i = o->from; i < o->to; i++) {
+		const struct kvc_item *q = &o->req->items[i];
+		mk(&k[nk], "KVCK", o->ns.id, 0, 0, 0, q->key, q->key_len);
+		keys[nk] = ks(&k[nk]);
+		nk++;
+		mk(&k[nk], "KVCR", o->ns.id, 1, q->slot, 0, NULL, 0);
+		keys[nk] = ks(&k[nk]);
+		nk++;
+	}
+	if ((rc = kv_get_multi(t, nk, keys, 0, vals, got)))
+		return rc;
 	for (uint32_t i = o->from; i < o->to; i++) {
 		const struct kvc_item *q = &o->req->items[i];
 		struct kvc_item *it = &o->resp->items[i];
 		struct entry e;
 		struct resv x;
+		int j = 2 * (int)(i - o->from), mine = 0, again = 0;
 		if (writes + 9 > PUBLISH_WRITES) {
 			o->to = i;
 			break;
 		}
 		*it = (struct kvc_item){ .slot = q->slot, .version = q->version, .len = q->len };
-		rc = get_entry(t, o->ns.id, q, 0, &e);
-		if (rc < 0)
-			return rc;
-		int mine = q->slot < o->ns.nslots ? my_resv(t, o->ns.id, q->slot, q->version, &x) : 0;
+		for (uint32_t p = o->from; p < i && !again; p++) {
+			const struct kvc_item *a = &o->req->items[p];
+			again = a->slot == q->slot ||
+				(a->key_len == q->key_len && !memcmp(a->key, q->key, q->key_len));
+		}
+		if (again) {
+			rc = get_entry(t, o->ns.id, q, 0, &e);
+			if (rc < 0)
+				return rc;
+			mine = q->slot < o->ns.nslots ? my_resv(t, o->ns.id, q->slot, q->version, &x)
+						      : 0;
+		} else {
+			rc = got[j] ? ent_decode(vals[j], &e) : 0;
+			if (rc < 0)
+				return rc;
+			rc = got[j];
+			if (q->slot < o->ns.nslots && got[j + 1]) {
+				mine = res_decode(vals[j + 1], &x);
+				if (!mine)
+					mine = x.version == q->version;
+			}
+		}
 		if (mine < 0)
 			return mine;
 		int found = rc == 1;
@@ -825,7 +980,7 @@ static int publish_fn(kv_txn *t, void *arg)
 			continue; /* a resend of a publish that applied */
 		if (found && !expired(&e, o->now)) {
 			it->status = KVC_ST_EXISTS;
-			if (mine && ((rc = drop_resv(t, o->ns.id, q->slot, x.expiry)) ||
+			if (mine && ((rc = drop_resv(t, o->ns.id, q->slot, x.expiry, x.token, x.idx)) ||
 				     (rc = free_slot(t, o->ns.id, q->slot))))
 				return rc;
 			if (mine)
@@ -850,7 +1005,7 @@ static int publish_fn(kv_txn *t, void *arg)
 				    .crc = q->crc, .last_used = o->now,
 				    .expiry = ttl ? o->now + ttl : 0 };
 		if ((rc = put_entry(t, o->ns.id, q, &e)) ||
-		    (rc = drop_resv(t, o->ns.id, q->slot, x.expiry)))
+		    (rc = drop_resv(t, o->ns.id, q->slot, x.expiry, x.token, x.idx)))
 			return rc;
 		writes += 5;
 		cnt(o, CNT_USED, 1);
@@ -878,7 +1033,7 @@ static int unreserve(kv_txn *t, struct op *o, const struct kvc_item *src, int on
 		int mine = my_resv(t, o->ns.id, q->slot, q->version, &x);
 		if (mine < 0)
 			return mine;
-		if (mine && ((rc = drop_resv(t, o->ns.id, q->slot, x.expiry)) ||
+		if (mine && ((rc = drop_resv(t, o->ns.id, q->slot, x.expiry, x.token, x.idx)) ||
 			     (rc = free_slot(t, o->ns.id, q->slot))))
 			return rc;
 		if (mine && !only_ok)
@@ -949,8 +1104,10 @@ static int reclaim_fn(kv_txn *t, void *arg)
 		if (r.kvs[i].key.n != 28)
 			return -CFS_ECORRUPT;
 		const uint8_t *kp = r.kvs[i].key.p;
-		uint64_t slot = get_be64(kp + 20);
-		if ((rc = drop_resv(t, o->ns.id, slot, get_be64(kp + 12))) ||
+		uint64_t slot = get_be64(kp + 20), tok;
+		uint32_t idx;
+		tok_of_expiry(r.kvs[i].val, &tok, &idx);
+		if ((rc = drop_resv(t, o->ns.id, slot, get_be64(kp + 12), tok, idx)) ||
 		    (rc = free_slot(t, o->ns.id, slot)))
 			return rc;
 		cnt(o, CNT_RECLAIM, 1);
@@ -1209,14 +1366,27 @@ int meta_kvc_serve(kv_engine *kv, const struct kvc_msg *req, struct kvc_msg *res
 			o->to = req->n;
 			rc = run(kv, KV_RDONLY, lookup_fn, o);
 			if (!rc && (req->flags & KVC_LOOKUP_TOUCH)) {
-				/* Best effort: a lost touch only ages a key early. */
-				for (uint32_t i = 0; i < req->n; i += TOUCH_PER_TXN) {
+				/* Best effort: a lost touch only ages a key early.
+				 * Only the hits due one get a write txn: a batch of
+				 * fresh hits (the common case for hot keys) writes
+				 * nothing, where it used to run one empty write txn
+				 * per 16 keys. */
+				uint32_t nt = 0;
+				o->touch = malloc(sizeof(*o->touch) * req->n);
+				for (uint32_t i = 0; o->touch && i < req->n; i++) {
+					const struct kvc_item *h = &resp->items[i];
+					if (h->status == KVC_ST_OK &&
+					    h->last_used + o->ns.touch_ms <= o->now)
+						o->touch[nt++] = i;
+				}
+				for (uint32_t i = 0; i < nt; i += TOUCH_PER_TXN) {
 					o->from = i;
-					o->to = i + TOUCH_PER_TXN < req->n ? i + TOUCH_PER_TXN
-									   : req->n;
+					o->to = i + TOUCH_PER_TXN < nt ? i + TOUCH_PER_TXN : nt;
 					o->now = now_ms();
 					run_touch(kv, o);
 				}
+				free(o->touch);
+				o->touch = NULL;
 			}
 			break;
 		}

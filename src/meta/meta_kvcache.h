@@ -9,8 +9,10 @@
  *   KVCL ns last_used(8) slot(8)    LRU index; value: the key
  *   KVCF ns slot                    free-slot set (empty value)
  *   KVCH ns shard(1)                never-used slots: shard h hands out h + k*8, k >= this
- *   KVCR ns slot                    reservation: version, owner, expiry, len
- *   KVCE ns expiry(8) slot(8)       reservation expiry index
+ *   KVCR ns slot                    reservation: version, owner, expiry, len, token, idx
+ *   KVCE ns expiry(8) slot(8)       reservation expiry index; value: token(8) idx(4) or empty
+ *   KVCO ns token(8) idx(8)         token record: the put's reservation of its key idx:
+ *                                   slot(8) version(8) (LE); goes with the reservation
  *   KVCC ns kind(1) shard(1)        counters (kv_atomic_add, sharded like DSTA)
  *   KVCT ns expiry(8) slot(8)       entries with a TTL, by expiry; value: the key
  *   KVCW ns second(8)               evictions in that second (kv_atomic_add)
@@ -25,6 +27,20 @@
  * so a writer killed between page write and publish leaks nothing. A
  * RESERVE that fails part way drops what its earlier txns reserved
  * before it returns the error (the caller never learns those slots).
+ *
+ * Resends: meta_client sends a call again when an attempt times out, and
+ * the service still runs the attempt it gave up on, so a RESERVE may run
+ * twice. Without a token each run took its own slots and the slots of
+ * the run whose reply was dropped stayed reserved until their lease
+ * ended (with a 30 s lease two such puts could hold a small namespace).
+ * A RESERVE carries the put's token (kvc_msg.token): each reservation
+ * records it with the key's index in the batch, a token record points
+ * from (token, index) to the reservation, and a RESERVE that finds one
+ * still reserved returns that slot and version again (lease renewed)
+ * instead of taking another. Its token record goes in the same txn as
+ * the reservation (publish, release, reclaim). PUBLISH and RELEASE are
+ * idempotent by (slot, version): a resent publish of an applied one
+ * reports OK, a resent release finds nothing to drop.
  *
  * TTL: an entry published with a TTL (the PUBLISH's ttl_ms, else the
  * namespace's) is a miss once its expiry passes; its slot is taken back

@@ -28,6 +28,7 @@
 #include "common/clock.h"
 #include "common/crc32c.h"
 #include "integ_env.h"
+#include "tcp_proxy.h"
 #include "testenv.h"
 
 static struct integ env;
@@ -88,6 +89,16 @@ static void test_cli(void **st)
 	assert_int_equal(cli("create", "kv1", "--page-size", "64K"), 0);
 	assert_int_equal(cli("create", "kv1", "--page-size", "64K"), 1);  /* exists */
 	assert_int_equal(cli("create", "bad", "--page-size", "100K"), 1); /* not 2^k */
+	{ /* ... with a message that says why */
+		char log[700], text[600] = "";
+		snprintf(log, sizeof(log), "%s/kvcache-create.out", env.dir);
+		FILE *f = fopen(log, "r");
+		assert_non_null(f);
+		size_t got = fread(text, 1, sizeof(text) - 1, f);
+		text[got] = 0;
+		fclose(f);
+		assert_non_null(strstr(text, "power of two"));
+	}
 	assert_int_equal(cli("create", "bad", "--page-size", "32M"), 1);
 	assert_int_equal(cli("info", "bad", NULL, NULL), 1);
 	assert_int_equal(cli("info", "kv1", NULL, NULL), 0);
@@ -337,6 +348,131 @@ static void test_failed_put_releases(void **st)
 	cfs_iov_destroy(iov);
 	cfs_kvc_close(bad);
 	cfs_kvc_close(good);
+}
+
+/* Options of a handle whose index calls go through a proxy in front of
+ * meta (tcp_proxy: replies can be delayed), with TIMEOUT_MS per first
+ * attempt. ADDR, CID and SECRET hold the strings the options point to. */
+static struct tcp_proxy *proxy_opts(struct cfs_kvc_opts *o, uint32_t timeout_ms, char addr[64],
+				    char cid[128], char secret[700])
+{
+	char port[16];
+	integ_conf_get(&env, "meta_port", port, sizeof(port));
+	integ_conf_get(&env, "cluster_id", cid, 128);
+	snprintf(secret, 700, "%s/secret", env.data);
+	struct tcp_proxy *px = tcp_proxy_start((uint16_t)atoi(port));
+	assert_non_null(px);
+	snprintf(addr, 64, "127.0.0.1:%u", tcp_proxy_port(px));
+	*o = (struct cfs_kvc_opts){ .meta = addr, .cluster_id = cid, .secret_file = secret,
+				    .rings = 4, .meta_timeout_ms = timeout_ms };
+	return px;
+}
+
+/* A put whose index replies come after the client's timeout: meta_client
+ * resends RESERVE and PUBLISH, and meta runs every attempt. Before puts
+ * had tokens, each RESERVE attempt took its own 8 slots and those of the
+ * attempts whose replies were dropped stayed reserved for the lease
+ * (30 s): one such put held all 16 pages of this namespace (its third
+ * attempt got -ENOSPC for every key), and every later put failed with
+ * -ENOSPC without evicting anything, the signature of the race test's
+ * rare CI failure (16 puts, 0 evictions, ~3,000 puts refused). Now every
+ * attempt gets the same slots: the put succeeds, nothing stays reserved,
+ * and the next put finds free pages. Replies are delayed 400 ms against
+ * attempts of 150 and 300 ms (the third gets through). */
+static void test_put_resent(void **st)
+{
+	(void)st;
+	struct cfs_kvc_opts o = opts(), po;
+	char addr[64], cid[128], secret[700];
+	cfs_kvc *slow, *kv;
+	cfs_iov *iov;
+	int res[8];
+	struct cfs_kvc_info in;
+	assert_int_equal(cfs_kvc_create(env.mnt, "resend", "kv/resend", PAGE, 16 * PAGE, 2, &o), 0);
+	struct tcp_proxy *px = proxy_opts(&po, 150, addr, cid, secret);
+	assert_int_equal(cfs_kvc_open(env.mnt, "resend", &po, &slow), 0);
+	assert_int_equal(cfs_kvc_open(env.mnt, "resend", &o, &kv), 0);
+	assert_int_equal(cfs_iov_create(env.mnt, 32 * PAGE, 0, -1, &iov), 0);
+	tcp_proxy_delay(px, 400);
+	int rc = put_n(slow, iov, 8, 700, 3000, res);
+	tcp_proxy_delay(px, 0);
+	assert_int_equal(rc, 0);
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(res[i], 0);
+	clock_sleep_ms(500); /* every attempt has run (replies are 400 ms late) */
+	assert_int_equal(cfs_kvc_stats(kv, 0, &in), 0);
+	assert_int_equal(in.reserved, 0);
+	assert_int_equal(in.used, 8);
+	/* The other 8 pages are free: a put of 8 new keys evicts nothing. */
+	assert_int_equal(put_n(kv, iov, 8, 800, 2000, res), 0);
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(res[i], 0);
+	assert_int_equal(get_n(kv, iov, 8, 700, res), 0);
+	for (int i = 0; i < 8; i++) {
+		assert_int_equal(res[i], 3000);
+		assert_true(self_ok((uint8_t *)cfs_iov_base(iov) + (size_t)(16 + i) * PAGE, 3000,
+				    700 + (uint32_t)i));
+	}
+	assert_int_equal(cfs_kvc_stats(kv, 0, &in), 0);
+	assert_int_equal(in.evictions, 0);
+	assert_int_equal(in.used, 16);
+	cfs_iov_destroy(iov);
+	cfs_kvc_close(slow);
+	cfs_kvc_close(kv);
+	tcp_proxy_free(px);
+}
+
+/* Bad namespace input through the library: a page size that is not a
+ * power of two (or out of 64K..16M) is -EINVAL and creates nothing; a
+ * namespace deleted under an open handle makes every call on it -ENOENT
+ * (not a crash, not wrong data), and the service keeps serving others. */
+static void test_bad_namespace(void **st)
+{
+	(void)st;
+	struct cfs_kvc_opts o = opts();
+	cfs_kvc *kv, *other;
+	cfs_iov *iov;
+	int res[4];
+	struct cfs_kvc_info in;
+	char p[700];
+	assert_int_equal(cfs_kvc_create(env.mnt, "badpg", "kv/badpg", 100u << 10, 16 * PAGE, 2, &o),
+			 -EINVAL);
+	assert_int_equal(cfs_kvc_create(env.mnt, "badpg", "kv/badpg", 32u << 10, 16 * PAGE, 2, &o),
+			 -EINVAL);
+	assert_int_equal(cfs_kvc_create(env.mnt, "badpg", "kv/badpg", 32u << 20, 64u << 20, 2, &o),
+			 -EINVAL);
+	assert_int_equal(cfs_kvc_create(env.mnt, "bad/name", "kv/badname", PAGE, 16 * PAGE, 2, &o),
+			 -EINVAL);
+	assert_int_equal(cfs_kvc_open(env.mnt, "badpg", &o, &kv), -ENOENT);
+	integ_path(&env, "kv/badpg", p, sizeof(p));
+	assert_int_equal(access(p, F_OK), -1); /* nothing made */
+	assert_int_equal(cfs_kvc_create(env.mnt, "gone", "kv/gone", PAGE, 8 * PAGE, 2, &o), 0);
+	assert_int_equal(cfs_kvc_create(env.mnt, "stays", "kv/stays", PAGE, 8 * PAGE, 2, &o), 0);
+	assert_int_equal(cfs_kvc_open(env.mnt, "gone", &o, &kv), 0);
+	assert_int_equal(cfs_kvc_open(env.mnt, "stays", &o, &other), 0);
+	assert_int_equal(cfs_iov_create(env.mnt, 32 * PAGE, 0, -1, &iov), 0);
+	assert_int_equal(put_n(kv, iov, 4, 900, 100, res), 0);
+	assert_int_equal(cfs_kvc_destroy(env.mnt, "gone", &o), 0);
+	assert_int_equal(put_n(kv, iov, 4, 910, 100, res), -ENOENT);
+	assert_int_equal(get_n(kv, iov, 4, 900, res), -ENOENT);
+	char name[32];
+	const void *k1[1] = { name };
+	size_t kl1[1];
+	keyname(name, 900);
+	kl1[0] = strlen(name);
+	assert_int_equal(cfs_kvc_exists(kv, 1, k1, kl1, res), -ENOENT);
+	assert_int_equal(cfs_kvc_delete(kv, 1, k1, kl1, res), -ENOENT);
+	assert_int_equal(cfs_kvc_stats(kv, 0, &in), -ENOENT);
+	assert_int_equal(cfs_kvc_clear(kv), -ENOENT);
+	/* The other namespace is untouched and served. */
+	assert_int_equal(put_n(other, iov, 4, 920, 100, res), 0);
+	assert_int_equal(get_n(other, iov, 4, 920, res), 0);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(res[i], 100);
+	cfs_iov_destroy(iov);
+	cfs_kvc_close(kv);
+	cfs_kvc_close(other);
+	assert_int_equal(cfs_kvc_destroy(env.mnt, "stays", &o), 0);
 }
 
 /* TTL through the library: the namespace's (at create) and a handle's
@@ -702,6 +838,8 @@ int main(void)
 		cmocka_unit_test(test_two_processes),
 		cmocka_unit_test(test_race_eviction),
 		cmocka_unit_test(test_failed_put_releases),
+		cmocka_unit_test(test_put_resent),
+		cmocka_unit_test(test_bad_namespace),
 		cmocka_unit_test(test_ttl),
 		cmocka_unit_test(test_kill9_writer),
 		cmocka_unit_test(test_kill9_meta_and_storage),

@@ -28,6 +28,7 @@
 #include "meta/meta_kvc_proto.h"
 #include "meta/meta_kvcache.h"
 #include "meta/meta_service.h"
+#include "tcp_proxy.h"
 #ifdef META_KVC_TEST_ETCD
 #include "etcd_cluster.h"
 #endif
@@ -37,6 +38,7 @@ static kv_engine *KV;          /* direct mode */
 static meta_client *MC;        /* RPC mode */
 static uint32_t create_ttl;    /* ns_create: the namespace's TTL */
 static uint32_t batch_ttl;     /* batch: the message's ttl_ms */
+static uint64_t batch_token;   /* batch: the message's token */
 
 /* One call: direct or through the service. R gets the reply (items
  * owned: kvc_msg_fini). */
@@ -107,6 +109,7 @@ static int batch(uint16_t type, uint64_t ns, const char *const *keys, int n, uin
 	q->flags = flags;
 	q->lease_ms = lease_ms;
 	q->ttl_ms = batch_ttl;
+	q->token = batch_token;
 	q->n = (uint32_t)n;
 	q->items = it;
 	int rc = call(q, r);
@@ -273,6 +276,28 @@ static void test_first_publish_wins(void **st)
 	assert_int_equal(s.lost, 1);
 	assert_int_equal(s.free, 1); /* the loser's slot */
 	assert_int_equal(s.reserved, 0);
+	/* One batch with a key twice (PUBLISH reads the group at once, and
+	 * must read a repeated key again after the first's writes): the first
+	 * wins, the second's slot is freed, no entry or slot is lost. */
+	const char *d[3] = { "dup", "dup", "solo" };
+	struct kvc_item r3[3] = { { .len = 1 }, { .len = 2 }, { .len = 3 } }, p3[3];
+	assert_int_equal(batch(META_RPC_KVC_RESERVE, id, d, 3, 0, 0, r3, r3), 0);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(r3[i].status, KVC_ST_OK);
+		r3[i].len = (uint32_t)i + 1;
+	}
+	assert_int_equal(batch(META_RPC_KVC_PUBLISH, id, d, 3, 0, 0, r3, p3), 0);
+	assert_int_equal(p3[0].status, KVC_ST_OK);
+	assert_int_equal(p3[1].status, KVC_ST_EXISTS);
+	assert_int_equal(p3[2].status, KVC_ST_OK);
+	assert_int_equal(batch(META_RPC_KVC_LOOKUP, id, d, 1, 0, 0, NULL, &o), 0);
+	assert_int_equal(o.slot, r3[0].slot);
+	assert_int_equal(o.len, 1);
+	assert_int_equal(stats(id, 0, &s), 0);
+	assert_int_equal(s.used, 3);
+	assert_int_equal(s.lost, 2);
+	assert_int_equal(s.reserved, 0);
+	assert_int_equal(s.used + s.free + s.reserved, s.hwm); /* every slot accounted */
 	assert_int_equal(ns_simple("fpw", META_RPC_KVC_NS_DELETE), 0);
 }
 
@@ -507,6 +532,161 @@ static void test_bad_input(void **st)
 	assert_int_equal(ns_simple("bad-in", META_RPC_KVC_NS_DELETE), 0);
 }
 
+#ifndef META_KVC_TEST_ETCD
+static struct meta_service *SVC;
+static char tmpdir[256];
+static const uint8_t SECRET[32] = "0123456789abcdef0123456789abcdef";
+
+/* A RESERVE whose reply comes after the client's per-attempt timeout: the
+ * client sends it again (meta_client resends on a timeout), and the
+ * service runs every attempt. Before tokens each attempt took its own
+ * slots, and those of the attempts whose replies the client dropped
+ * stayed reserved until their lease (30 s): two such puts could hold
+ * every page of a small namespace (test_integ_kvcache's race test once
+ * saw 16 of 16 slots stuck and ~3,000 puts refused -ENOSPC). With the
+ * put's token every attempt returns the same slots: one reservation per
+ * key, and the publish leaves none. Here the replies are delayed by a
+ * proxy (250 ms against attempts of 100 and 200 ms: the third gets
+ * through). Over RPC only. */
+static void test_reserve_resend(void **st)
+{
+	(void)st;
+	if (KV)
+		skip();
+	uint64_t id;
+	char addr[64], err[256];
+	const char *k[4] = { "rs0", "rs1", "rs2", "rs3" };
+	struct kvc_item res[4], first[4], pub[4];
+	struct kvc_stats s;
+	struct meta_client_stats cs;
+	assert_int_equal(ns_create("resend", 64 << 10, 16, 0, &id), 0);
+	struct tcp_proxy *px = tcp_proxy_start(meta_service_port(SVC));
+	assert_non_null(px);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", tcp_proxy_port(px));
+	const char *addrs[1] = { addr };
+	struct meta_client_opts co = { .addrs = addrs, .naddrs = 1, .cluster_id = "kvc-test",
+				       .secret = SECRET, .secret_len = sizeof(SECRET),
+				       .timeout_ms = 100, .retry_ms = 10000 };
+	meta_client *slow, *fast = MC;
+	assert_int_equal(meta_client_new(&co, &slow, err, sizeof(err)), 0);
+	for (int i = 0; i < 4; i++)
+		res[i] = (struct kvc_item){ .len = 100 };
+	tcp_proxy_delay(px, 250);
+	MC = slow;
+	batch_token = 0x5eed0001;
+	int rc = batch(META_RPC_KVC_RESERVE, id, k, 4, 0, 0, res, first);
+	batch_token = 0;
+	MC = fast;
+	tcp_proxy_delay(px, 0);
+	assert_int_equal(rc, 0);
+	meta_client_get_stats(slow, &cs);
+	assert_true(cs.resends >= 1); /* the case under test happened */
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(first[i].status, KVC_ST_OK);
+	/* Every attempt has run by now (their replies are at most 250 ms late). */
+	clock_sleep_ms(300);
+	assert_int_equal(stats(id, 0, &s), 0);
+	assert_int_equal(s.reserved, 4);
+	/* The same token again (a resend after the reply came) gives the
+	 * same slots and versions. */
+	batch_token = 0x5eed0001;
+	assert_int_equal(batch(META_RPC_KVC_RESERVE, id, k, 4, 0, 0, res, res), 0);
+	batch_token = 0;
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(res[i].status, KVC_ST_OK);
+		assert_int_equal(res[i].slot, first[i].slot);
+		assert_int_equal(res[i].version, first[i].version);
+	}
+	for (int i = 0; i < 4; i++)
+		first[i].crc = 9;
+	assert_int_equal(batch(META_RPC_KVC_PUBLISH, id, k, 4, 0, 0, first, pub), 0);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(pub[i].status, KVC_ST_OK);
+	assert_int_equal(stats(id, 0, &s), 0);
+	assert_int_equal(s.reserved, 0);
+	assert_int_equal(s.used, 4);
+	/* A put with another token of the same keys finds them published. */
+	for (int i = 0; i < 4; i++)
+		res[i] = (struct kvc_item){ .len = 100 };
+	batch_token = 0x5eed0002;
+	assert_int_equal(batch(META_RPC_KVC_RESERVE, id, k, 4, 0, 0, res, res), 0);
+	batch_token = 0;
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(res[i].status, KVC_ST_EXISTS);
+	meta_client_free(slow);
+	tcp_proxy_free(px);
+	assert_int_equal(ns_simple("resend", META_RPC_KVC_NS_DELETE), 0);
+}
+#endif
+
+/* A resent RESERVE whose earlier attempt's lease ran out meanwhile gets
+ * its slots back with a fresh lease (they were not reclaimed yet), or new
+ * ones (they were): never two reservations for one key of one put. */
+static void test_reserve_token_lease(void **st)
+{
+	(void)st;
+	uint64_t id;
+	const char *k[2] = { "tl0", "tl1" };
+	struct kvc_item res[2] = { { .len = 1 }, { .len = 1 } }, again[2], o[2];
+	struct kvc_stats s;
+	assert_int_equal(ns_create("toklease", 64 << 10, 8, 0, &id), 0);
+	batch_token = 77;
+	assert_int_equal(batch(META_RPC_KVC_RESERVE, id, k, 2, 0, 200, res, res), 0);
+	clock_sleep_ms(250);
+	assert_int_equal(batch(META_RPC_KVC_RESERVE, id, k, 2, 0, 60000, res, again), 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(again[i].status, KVC_ST_OK);
+		assert_int_equal(again[i].slot, res[i].slot);
+		assert_int_equal(again[i].version, res[i].version);
+	}
+	/* The lease is the new one: a reclaim pass takes nothing. */
+	assert_int_equal(stats(id, 1, &s), 0);
+	assert_int_equal(s.reserved, 2);
+	assert_int_equal(s.reclaimed, 0);
+	/* Reclaimed (released here), the same token reserves anew, once. */
+	assert_int_equal(batch(META_RPC_KVC_RELEASE, id, NULL, 2, 0, 0, again, o), 0);
+	assert_int_equal(batch(META_RPC_KVC_RESERVE, id, k, 2, 0, 0, res, again), 0);
+	assert_int_equal(batch(META_RPC_KVC_RESERVE, id, k, 2, 0, 0, res, o), 0);
+	batch_token = 0;
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(again[i].status, KVC_ST_OK);
+		assert_int_equal(o[i].slot, again[i].slot);
+		assert_int_equal(o[i].version, again[i].version);
+	}
+	assert_int_equal(stats(id, 0, &s), 0);
+	assert_int_equal(s.reserved, 2);
+	/* Every way a reservation ends takes its token record along:
+	 * release (above and here), publish, and the reclaim pass. */
+	assert_int_equal(batch(META_RPC_KVC_RELEASE, id, NULL, 2, 0, 0, o, again), 0);
+	batch_token = 78;
+	put(id, k, 2, 1);
+	const char *k2[2] = { "tl2", "tl3" };
+	batch_token = 79;
+	assert_int_equal(batch(META_RPC_KVC_RESERVE, id, k2, 2, 0, 100, res, o), 0);
+	batch_token = 0;
+	clock_sleep_ms(150);
+	assert_int_equal(stats(id, 1, &s), 0);
+	assert_int_equal(s.reserved, 0);
+	assert_int_equal(s.reclaimed, 2);
+	assert_int_equal(s.used, 2);
+	if (KV) { /* direct mode: no token record is left */
+		uint8_t b[12], e[12];
+		kv_txn *t;
+		struct kv_range r;
+		memcpy(b, "KVCO", 4);
+		memcpy(e, "KVCO", 4);
+		for (int i = 0; i < 8; i++) {
+			b[4 + i] = (uint8_t)(id >> (56 - 8 * i));
+			e[4 + i] = (uint8_t)((id + 1) >> (56 - 8 * i));
+		}
+		assert_int_equal(kv_begin(KV, KV_RDONLY, &t), 0);
+		assert_int_equal(kv_get_range(t, kv_mem(b, 12), kv_mem(e, 12), 0, 1, 0, &r), 0);
+		assert_int_equal(r.n, 0);
+		kv_txn_free(t);
+	}
+	assert_int_equal(ns_simple("toklease", META_RPC_KVC_NS_DELETE), 0);
+}
+
 static int setup_direct(void **st)
 {
 	(void)st;
@@ -523,21 +703,18 @@ static int teardown_direct(void **st)
 }
 
 #ifndef META_KVC_TEST_ETCD
-static struct meta_service *SVC;
-static char tmpdir[256];
-
 static int setup_rpc(void **st)
 {
 	(void)st;
 	char err[256], kvurl[512], addr[64];
-	static const uint8_t secret[32] = "0123456789abcdef0123456789abcdef";
+	const uint8_t *secret = SECRET;
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/cfs-kvc-XXXXXX");
 	if (!mkdtemp(tmpdir))
 		return -1;
 	snprintf(kvurl, sizeof(kvurl), "lmdb://%s?sync=none&map_size=268435456", tmpdir);
 	struct meta_service_opts o = { .kv_url = kvurl, .listen = "127.0.0.1:0",
 				       .cluster_id = "kvc-test", .secret = secret,
-				       .secret_len = sizeof(secret), .workers = 4,
+				       .secret_len = sizeof(SECRET), .workers = 4,
 				       .chunk_size = 1 << 20, .stripe = 1, .table_id = 1,
 				       .chain_tables = "1:1-1" };
 	if (meta_service_start(&o, &SVC, err, sizeof(err))) {
@@ -547,7 +724,7 @@ static int setup_rpc(void **st)
 	snprintf(addr, sizeof(addr), "127.0.0.1:%u", meta_service_port(SVC));
 	const char *addrs[1] = { addr };
 	struct meta_client_opts co = { .addrs = addrs, .naddrs = 1, .cluster_id = "kvc-test",
-				       .secret = secret, .secret_len = sizeof(secret) };
+				       .secret = secret, .secret_len = sizeof(SECRET) };
 	return meta_client_new(&co, &MC, err, sizeof(err));
 }
 
@@ -570,7 +747,10 @@ int main(void)
 		cmocka_unit_test(test_first_publish_wins), cmocka_unit_test(test_lru),
 		cmocka_unit_test(test_reclaim_and_full), cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_ttl),            cmocka_unit_test(test_reserve_failure_releases),
-		cmocka_unit_test(test_eviction_rate),
+		cmocka_unit_test(test_eviction_rate),  cmocka_unit_test(test_reserve_token_lease),
+#ifndef META_KVC_TEST_ETCD
+		cmocka_unit_test(test_reserve_resend),
+#endif
 	};
 	int fails = 0;
 #ifdef META_KVC_TEST_ETCD

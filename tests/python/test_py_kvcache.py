@@ -48,6 +48,42 @@ class TestKVCacheStore(unittest.TestCase):
             self.assertEqual(s.stats()["used"], 0)
         self.assertEqual(cli("delete", "py"), 0)
 
+    def test_bad_input(self):
+        """Each bad input is a clear OSError and changes nothing."""
+        import errno
+        out = subprocess.run([os.environ["CFS_BIN"], "kvcache", "create", "pybad",
+                              "--page-size", "96K", "--mount", cfs_cluster.cluster.mnt,
+                              "--cluster-dir", cfs_cluster.cluster.data],
+                             capture_output=True, text=True)
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn("power of two", out.stderr)
+        with self.assertRaises(OSError) as cm:
+            KVCacheStore(cfs_cluster.cluster.mnt, "pybad", cluster_dir=cfs_cluster.cluster.data)
+        self.assertEqual(cm.exception.errno, errno.ENOENT)
+        self.assertEqual(cli("create", "pyin", "--page-size", "64K", "--capacity", "1M"), 0)
+        with KVCacheStore(cfs_cluster.cluster.mnt, "pyin", cluster_dir=cfs_cluster.cluster.data,
+                          batch_pages=4) as s:
+            self.assertEqual(s.batch_set([b"ok"], [b"v" * 100]), [0])
+            before = s.stats()
+            cases = [
+                (errno.EMSGSIZE, lambda: s.batch_set([b"big"], [bytes(s.page_size + 1)])),
+                (errno.EINVAL, lambda: s.batch_set([b""], [b"x"])),
+                (errno.EINVAL, lambda: s.batch_set([b"k" * 257], [b"x"])),
+                (errno.EINVAL, lambda: s.batch_exists([b"k" * 257])),
+                (errno.E2BIG, lambda: s.batch_exists([b"k%d" % i for i in range(4097)])),
+                (errno.E2BIG, lambda: s.delete([b"k%d" % i for i in range(4097)])),
+            ]
+            for want, fn in cases:
+                with self.assertRaises(OSError) as cm:
+                    fn()
+                self.assertEqual(cm.exception.errno, want)
+            after = s.stats()
+            self.assertEqual(after["used"], before["used"])
+            self.assertEqual(after["reserved"], 0)
+            out = [bytearray(100)]
+            self.assertEqual(s.batch_get([b"ok"], out), [100])
+        self.assertEqual(cli("delete", "pyin"), 0)
+
     def test_example_backend(self):
         self.assertEqual(cli("create", "l3", "--page-size", "64K", "--capacity", "4M"), 0)
         ex = os.path.join(os.environ["CFS_SRC"], "examples", "kvcache_l3_backend.py")
