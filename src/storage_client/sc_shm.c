@@ -415,20 +415,32 @@ int sc_shm_read(struct sc_shm *s, const char *addr, const struct sto_read_req *m
 	return rc;
 }
 
-int sc_shm_write(struct sc_shm *s, const char *addr, const struct sto_write_req *m,
-		 const void *data, struct buf *resp, int *fallback)
+/* Puts a write's bytes where the server can read them: nothing to do when
+ * DATA lies in the caller's registered memory, else a copy into arena
+ * grains. 0 with *W set (give back with where_put), or <0: use the socket. */
+static int stage_write(struct sc_shm *s, const char *addr, const struct sto_write_req *m,
+		       const void *data, struct sc_where *w)
 {
-	*fallback = 1;
 	if (!s || s->no_writes)
 		return -EOPNOTSUPP;
-	struct sc_where w;
-	int rc = take(s, addr, data, m->len, &w);
+	int rc = take(s, addr, data, m->len, w);
 	if (rc) {
 		atomic_fetch_add(&s->write_fallbacks, 1);
 		return rc;
 	}
-	if (w.first >= 0)
-		memcpy(s->base + (size_t)w.at.off, data, m->len);
+	if (w->first >= 0)
+		memcpy(s->base + (size_t)w->at.off, data, m->len);
+	return 0;
+}
+
+int sc_shm_write(struct sc_shm *s, const char *addr, const struct sto_write_req *m,
+		 const void *data, struct buf *resp, int *fallback)
+{
+	*fallback = 1;
+	struct sc_where w;
+	int rc = stage_write(s, addr, m, data, &w);
+	if (rc)
+		return rc;
 	struct buf b;
 	buf_init(&b);
 	struct rpc_peer *rp;
@@ -504,16 +516,10 @@ static void write_async_done(void *arg, const struct rpc_result *res)
 int sc_shm_write_async(struct sc_shm *s, const char *addr, const struct sto_write_req *m,
 		       const void *data, uint32_t timeout_ms, sc_shm_write_fn done, void *arg)
 {
-	if (!s || s->no_writes)
-		return -EOPNOTSUPP;
 	struct sc_where w;
-	int rc = take(s, addr, data, m->len, &w);
-	if (rc) {
-		atomic_fetch_add(&s->write_fallbacks, 1);
+	int rc = stage_write(s, addr, m, data, &w);
+	if (rc)
 		return rc;
-	}
-	if (w.first >= 0)
-		memcpy(s->base + (size_t)w.at.off, data, m->len);
 	struct sc_wop *op = malloc(sizeof(*op));
 	struct buf b;
 	buf_init(&b);

@@ -70,9 +70,14 @@ void integ_conf_get(const struct integ *e, const char *key, char *out, size_t ca
 
 unsigned long long integ_meta_requests(const struct integ *e)
 {
+	return integ_role_requests(e, "meta_port");
+}
+
+unsigned long long integ_role_requests(const struct integ *e, const char *port_key)
+{
 	char port[32], id[128], addr[64], secret[700], log[700];
 	static int n;
-	integ_conf_get(e, "meta_port", port, sizeof(port));
+	integ_conf_get(e, port_key, port, sizeof(port));
 	integ_conf_get(e, "cluster_id", id, sizeof(id));
 	snprintf(addr, sizeof(addr), "127.0.0.1:%s", port);
 	snprintf(secret, sizeof(secret), "%s/secret", e->data);

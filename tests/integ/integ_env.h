@@ -59,6 +59,9 @@ void integ_conf_get(const struct integ *e, const char *key, char *out, size_t ca
 /* Requests meta has served so far (`chainfs admin rpc-stats`; the call
  * itself counts as one); fails the test when it cannot be read. */
 unsigned long long integ_meta_requests(const struct integ *e);
+/* The same for the service whose port is PORT_KEY in cluster.conf
+ * ("meta_port", "storage2_port", ...). */
+unsigned long long integ_role_requests(const struct integ *e, const char *port_key);
 /* 0 when PID has exited (gone, or a zombie), else 1. */
 int integ_pid_alive(int pid);
 /* The pid `chainfs up` recorded for ROLE ("meta", "mgmtd", "storage1",

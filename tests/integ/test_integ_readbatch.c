@@ -106,28 +106,9 @@ out:
 /* Requests storage service N (1-based) has received, from rpc-stats. */
 static unsigned long long storage_requests(int n)
 {
-	char key[32], port[32], id[128], addr[64], secret[700], log[700];
-	static int calls;
+	char key[32];
 	snprintf(key, sizeof(key), "storage%d_port", n);
-	integ_conf_get(&env, key, port, sizeof(port));
-	integ_conf_get(&env, "cluster_id", id, sizeof(id));
-	snprintf(addr, sizeof(addr), "127.0.0.1:%s", port);
-	snprintf(secret, sizeof(secret), "%s/secret", env.data);
-	snprintf(log, sizeof(log), "%s/storage-requests-%d.out", env.dir, calls++);
-	char *argv[] = {(char *)testenv_chainfs(), "admin", "rpc-stats", "--addr", addr,
-	                "--cluster-id", id, "--secret-file", secret, NULL};
-	assert_int_equal(integ_run(argv, NULL, log, 20000), 0);
-	FILE *f = fopen(log, "r");
-	assert_non_null(f);
-	char line[512];
-	unsigned long long req = 0;
-	const char *at = NULL;
-	if (fgets(line, sizeof(line), f))
-		at = strstr(line, "requests=");
-	fclose(f);
-	assert_non_null(at);
-	assert_int_equal(sscanf(at, "requests=%llu", &req), 1);
-	return req;
+	return integ_role_requests(&env, key);
 }
 
 static void readers_start(struct reader *rd, unsigned seed)
