@@ -15,6 +15,7 @@
 
 #include "common/clock.h"
 #include "stor_cluster.h"
+#include "storage_client/storage_client.h"
 #include "testenv.h"
 
 char *stor_cluster_id(void)
@@ -235,4 +236,18 @@ void stor_cluster_fini(struct stor_cluster *c)
 	c->mgmtd_pid = 0;
 	free(c->dir);
 	c->dir = NULL;
+}
+
+struct storage_client *stor_cluster_client(void)
+{
+	struct storage_client_opts o = { .cluster_id = SC_CLUSTER, .secret = (const uint8_t *)SC_SECRET,
+					 .secret_len = strlen(SC_SECRET), .timeout_ms = 5000,
+					 .retry_budget_ms = 3000 };
+	struct storage_client *c = NULL;
+	char err[256];
+	int rc = storage_client_new(&o, &c, err, sizeof(err));
+	if (rc)
+		print_message("client: %s\n", err);
+	assert_int_equal(rc, 0);
+	return c;
 }

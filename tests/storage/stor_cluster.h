@@ -60,4 +60,10 @@ void stor_cluster_print_logs(struct stor_cluster *c, int lines);
 /* Kills everything and frees. */
 void stor_cluster_fini(struct stor_cluster *c);
 
+struct storage_client;
+/* A storage client for this process's clusters (SC_CLUSTER, SC_SECRET;
+ * 5 s per call, 3 s retry budget); fails the test when it cannot be
+ * made. The caller frees it with storage_client_free. */
+struct storage_client *stor_cluster_client(void);
+
 #endif

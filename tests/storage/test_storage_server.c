@@ -48,20 +48,6 @@
 #define NCHUNK 12
 #define MAXLEN (3u << 20)
 
-static struct storage_client *new_client(void)
-{
-	struct storage_client_opts o = { .cluster_id = SC_CLUSTER, .secret = (const uint8_t *)SC_SECRET,
-					 .secret_len = strlen(SC_SECRET), .timeout_ms = 5000,
-					 .retry_budget_ms = 3000 };
-	struct storage_client *c = NULL;
-	char err[256];
-	int rc = storage_client_new(&o, &c, err, sizeof(err));
-	if (rc)
-		print_message("client: %s\n", err);
-	assert_int_equal(rc, 0);
-	return c;
-}
-
 static uint64_t rnd_state = 88172645463325252ull;
 static uint64_t rnd(void)
 {
@@ -88,7 +74,7 @@ static void test_rw_model(void **state)
 	struct stor_cluster sc;
 	stor_cluster_init(&sc, "stor-rw", 1, 2, 4000);
 	stor_cluster_start_storage(&sc, 0);
-	struct storage_client *c = new_client();
+	struct storage_client *c = stor_cluster_client();
 	struct model m = { 0 };
 	uint8_t *buf = malloc(MAXLEN);
 	for (int i = 0; i < NCHUNK; i++)
@@ -194,7 +180,7 @@ static void test_remove_query(void **state)
 	struct stor_cluster sc;
 	stor_cluster_init(&sc, "stor-rq", 1, 1, 4000);
 	stor_cluster_start_storage(&sc, 0);
-	struct storage_client *c = new_client();
+	struct storage_client *c = stor_cluster_client();
 	struct storage_loc loc = { .addr = sc.node[0].addr, .target = 1 };
 	uint8_t data[10000];
 	fill(data, sizeof(data));
@@ -275,7 +261,7 @@ static void test_corrupt(void **state)
 	struct stor_cluster sc;
 	stor_cluster_init(&sc, "stor-crc", 1, 1, 4000);
 	stor_cluster_start_storage(&sc, 0);
-	struct storage_client *c = new_client();
+	struct storage_client *c = stor_cluster_client();
 	struct storage_loc loc = { .addr = sc.node[0].addr, .target = 1 };
 	uint8_t data[20000], out[20000];
 	fill(data, sizeof(data));
@@ -407,7 +393,7 @@ static void test_concurrent_batches(void **state)
 	stor_cluster_start_storage(&sc, 0);
 	struct cb_env e = { .loc1 = { .addr = sc.node[0].addr, .target = 1 },
 			    .loc2 = { .addr = sc.node[0].addr, .target = 2 } };
-	e.c = new_client();
+	e.c = stor_cluster_client();
 	for (int k = 0; k < CB_GOOD; k++) {
 		e.good[k] = malloc(CB_GOOD_LEN);
 		fill(e.good[k], CB_GOOD_LEN);
@@ -512,7 +498,7 @@ static void test_overwrite_race(void **state)
 	stor_cluster_init(&sc, "stor-owrace", 1, 1, 4000);
 	stor_cluster_start_storage(&sc, 0);
 	struct or_env e = { .loc = { .addr = sc.node[0].addr, .target = 1 } };
-	e.c = new_client();
+	e.c = stor_cluster_client();
 	uint8_t *img = malloc(OR_PAGES * 4096);
 	for (uint32_t p = 0; p < OR_PAGES; p++)
 		or_page(img + p * 4096, p, 0);
@@ -620,7 +606,7 @@ static void test_bad_input(void **state)
 	rpc_client_free(rc);
 	/* Still up and serving. */
 	assert_true(testenv_alive(sc.node[0].pid));
-	struct storage_client *c = new_client();
+	struct storage_client *c = stor_cluster_client();
 	struct storage_loc loc = { .addr = addr, .target = 1 };
 	assert_int_equal(storage_client_write(c, &loc, 1, 1, 0, sizeof(data), data, 0, NULL), 0);
 	uint8_t out[4096];

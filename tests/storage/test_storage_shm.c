@@ -64,20 +64,6 @@
 #define NCH 6
 #define CHLEN (3u << 20)
 
-static struct storage_client *new_client(void)
-{
-	struct storage_client_opts o = { .cluster_id = SC_CLUSTER, .secret = (const uint8_t *)SC_SECRET,
-					 .secret_len = strlen(SC_SECRET), .timeout_ms = 5000,
-					 .retry_budget_ms = 3000 };
-	struct storage_client *c = NULL;
-	char err[256];
-	int rc = storage_client_new(&o, &c, err, sizeof(err));
-	if (rc)
-		print_message("client: %s\n", err);
-	assert_int_equal(rc, 0);
-	return c;
-}
-
 static uint64_t rnd_state = 0x9e3779b97f4a7c15ull;
 static uint64_t rnd(void)
 {
@@ -150,7 +136,7 @@ static void test_roundtrip(void **state)
 	stor_cluster_init(&sc, "shm-rt", 1, 1, 4000);
 	stor_cluster_start_storage(&sc, 0);
 	const char *addr = sc.node[0].addr;
-	struct storage_client *c = new_client();
+	struct storage_client *c = stor_cluster_client();
 	uint8_t *data[NCH];
 	uint32_t len[NCH];
 	write_chunks(c, addr, data, len);
@@ -166,7 +152,7 @@ static void test_roundtrip(void **state)
 	storage_client_free(c);
 	/* Over TCP: no shared memory, the same bytes. */
 	setenv("CFS_NO_LOCAL_SOCKET", "1", 1);
-	c = new_client();
+	c = stor_cluster_client();
 	unsetenv("CFS_NO_LOCAL_SOCKET");
 	read_check(c, addr, data, len);
 	storage_client_get_stats(c, &st);
@@ -249,7 +235,7 @@ static void test_hostile(void **state)
 	stor_cluster_init(&sc, "shm-bad", 1, 1, 4000);
 	stor_cluster_start_storage(&sc, 0);
 	const char *addr = sc.node[0].addr;
-	struct storage_client *c = new_client();
+	struct storage_client *c = stor_cluster_client();
 	uint8_t *data[NCH];
 	uint32_t len[NCH];
 	write_chunks(c, addr, data, len);
@@ -342,7 +328,7 @@ static void test_killed(void **state)
 	stor_cluster_init(&sc, "shm-kill", 1, 1, 4000);
 	stor_cluster_start_storage(&sc, 0);
 	const char *addr = sc.node[0].addr;
-	struct storage_client *c = new_client();
+	struct storage_client *c = stor_cluster_client();
 	uint8_t *data[NCH];
 	uint32_t len[NCH];
 	write_chunks(c, addr, data, len);
@@ -351,7 +337,7 @@ static void test_killed(void **state)
 		assert_true(pid >= 0);
 		if (pid == 0) {
 			/* Reads of 3 MiB in a loop until killed. */
-			struct storage_client *cc = new_client();
+			struct storage_client *cc = stor_cluster_client();
 			uint8_t *buf = malloc(CHLEN);
 			for (;;) {
 				struct storage_read r = { .loc = { .addr = addr, .target = 1 }, .ino = 5,
@@ -430,7 +416,7 @@ static void check_model(struct storage_client *r, const struct storage_loc *loc,
 static struct storage_client *tcp_client(void)
 {
 	setenv("CFS_NO_LOCAL_SOCKET", "1", 1);
-	struct storage_client *c = new_client();
+	struct storage_client *c = stor_cluster_client();
 	unsetenv("CFS_NO_LOCAL_SOCKET");
 	return c;
 }
@@ -451,7 +437,7 @@ static void test_writes(void **state)
 		/* Pass 0: shared memory; pass 1: CFS_NO_SHM=1, the socket. */
 		if (pass)
 			setenv("CFS_NO_SHM", "1", 1);
-		struct storage_client *c = new_client();
+		struct storage_client *c = stor_cluster_client();
 		unsetenv("CFS_NO_SHM");
 		write_pieces(c, &loc, 7 + (uint64_t)pass, model, mlen, 60);
 		struct storage_client_stats st;
@@ -696,7 +682,7 @@ static void test_killed_writer(void **state)
 	stor_cluster_start_storage(&sc, 0);
 	const char *addr = sc.node[0].addr;
 	struct storage_loc loc = { .addr = addr, .target = 1 };
-	struct storage_client *c = new_client();
+	struct storage_client *c = stor_cluster_client();
 	uint8_t *keep = malloc(WLEN);
 	fill(keep, WLEN);
 	/* Twice: the second goes through the arena (the first registers). */
@@ -706,7 +692,7 @@ static void test_killed_writer(void **state)
 		pid_t pid = fork();
 		assert_true(pid >= 0);
 		if (pid == 0) {
-			struct storage_client *cc = new_client();
+			struct storage_client *cc = stor_cluster_client();
 			uint8_t *buf = malloc(WLEN);
 			memset(buf, round + 1, WLEN);
 			for (uint32_t i = 1;; i = i % 8 + 1)
@@ -745,7 +731,7 @@ static void test_direct(void **state)
 	stor_cluster_init(&sc, "shm-direct", 1, 1, 4000);
 	stor_cluster_start_storage(&sc, 0);
 	struct storage_loc loc = { .addr = sc.node[0].addr, .target = 1 };
-	struct storage_client *c = new_client();
+	struct storage_client *c = stor_cluster_client();
 	const size_t size = 16u << 20;
 	/* Unsealed: refused (the server could SIGBUS on a shrink). */
 	int ufd = memfd_create("direct-unsealed", MFD_CLOEXEC);
@@ -826,7 +812,7 @@ static void test_direct(void **state)
 	storage_client_free(tcp);
 	/* Shared memory off: nothing to add memory to. */
 	setenv("CFS_NO_SHM", "1", 1);
-	struct storage_client *off = new_client();
+	struct storage_client *off = stor_cluster_client();
 	unsetenv("CFS_NO_SHM");
 	assert_int_equal(storage_client_mem_add(off, ufd, um, size), -EOPNOTSUPP);
 	storage_client_free(off);
