@@ -3,6 +3,7 @@
 #include "common/sched_hint.h"
 
 #include <sched.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,4 +46,19 @@ void sched_hint_latency(void)
 	a.sched_runtime = (uint64_t)us * 1000u;
 	(void)syscall(SYS_sched_setattr, 0, &a, 0);
 #endif
+}
+
+long long sched_hint_slice_ns(void)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/self/task/%ld/sched", (long)syscall(SYS_gettid));
+	FILE *f = fopen(path, "r");
+	long long v = -1;
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, "se.slice", 8) == 0 && strchr(line, ':'))
+			v = atoll(strchr(line, ':') + 1);
+	fclose(f);
+	return v;
 }

@@ -26,4 +26,8 @@
 /* For event loops and request handlers whose turns are short. */
 void sched_hint_latency(void);
 
+/* The calling thread's slice in ns as the kernel shows it (se.slice in
+ * /proc/self/task/TID/sched), or -1 when it does not (older kernels). */
+long long sched_hint_slice_ns(void);
+
 #endif

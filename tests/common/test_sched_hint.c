@@ -18,25 +18,6 @@
 
 #include "common/sched_hint.h"
 
-/* se.slice of the calling thread in ns, or -1 when not shown. */
-static long long my_slice(void)
-{
-	char path[64], line[256];
-	snprintf(path, sizeof(path), "/proc/self/task/%ld/sched", (long)syscall(SYS_gettid));
-	FILE *f = fopen(path, "r");
-	long long v = -1;
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (strncmp(line, "se.slice", 8) == 0) {
-			char *c = strchr(line, ':');
-			if (c)
-				v = atoll(c + 1);
-		}
-	fclose(f);
-	return v;
-}
-
 struct probe {
 	const char *env; /* CFS_SLICE_US for the hint; NULL: unset */
 	int nice;        /* set on the thread before the hint */
@@ -52,7 +33,7 @@ static void *probe_main(void *arg)
 	pid_t tid = (pid_t)syscall(SYS_gettid);
 	if (p->nice)
 		assert_int_equal(setpriority(PRIO_PROCESS, (id_t)tid, p->nice), 0);
-	p->before = my_slice();
+	p->before = sched_hint_slice_ns();
 	pthread_mutex_lock(&env_mu);
 	if (p->env)
 		setenv("CFS_SLICE_US", p->env, 1);
@@ -61,7 +42,7 @@ static void *probe_main(void *arg)
 	sched_hint_latency();
 	unsetenv("CFS_SLICE_US");
 	pthread_mutex_unlock(&env_mu);
-	p->after = my_slice();
+	p->after = sched_hint_slice_ns();
 	p->nice_after = getpriority(PRIO_PROCESS, (id_t)tid);
 	return NULL;
 }
@@ -71,7 +52,7 @@ static void run_probe(struct probe *p)
 	pthread_t th;
 	assert_int_equal(pthread_create(&th, NULL, probe_main, p), 0);
 	assert_int_equal(pthread_join(th, NULL), 0);
-	p->other = my_slice(); /* the main thread is untouched */
+	p->other = sched_hint_slice_ns(); /* the main thread is untouched */
 }
 
 /* The kernel's struct sched_attr, first version. */
@@ -91,7 +72,7 @@ static void *direct_main(void *arg)
 		a.size = sizeof(a);
 		a.runtime = 250000;
 		if (syscall(SYS_sched_setattr, 0, &a, 0) == 0)
-			*(long long *)arg = my_slice();
+			*(long long *)arg = sched_hint_slice_ns();
 	}
 	return NULL;
 }

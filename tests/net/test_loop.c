@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/sched_hint.h"
 #include "net/loop.h"
 #include "testenv.h"
 
@@ -197,22 +198,6 @@ static void test_fd_readiness(void **state)
 	close(sv[1]);
 }
 
-/* se.slice of the calling thread in ns (Linux >= 6.12), or -1. */
-static long long thread_slice(void)
-{
-	char path[64], line[256];
-	snprintf(path, sizeof(path), "/proc/self/task/%ld/sched", (long)syscall(SYS_gettid));
-	FILE *f = fopen(path, "r");
-	long long v = -1;
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (strncmp(line, "se.slice", 8) == 0 && strchr(line, ':'))
-			v = atoll(strchr(line, ':') + 1);
-	fclose(f);
-	return v;
-}
-
 struct slice_ctx {
 	long long slice;
 	atomic_int done;
@@ -221,7 +206,7 @@ struct slice_ctx {
 static void read_slice(struct loop_msg *m)
 {
 	struct slice_ctx *c = m->arg;
-	c->slice = thread_slice();
+	c->slice = sched_hint_slice_ns();
 	atomic_store(&c->done, 1);
 }
 
@@ -242,7 +227,7 @@ static void test_loop_thread_short_slice(void **state)
 	assert_true(testenv_wait(slice_done, &c, 5000));
 	loop_thread_stop(l);
 	loop_free(l);
-	if (c.slice < 0 || thread_slice() == 100000)
+	if (c.slice < 0 || sched_hint_slice_ns() == 100000)
 		skip(); /* no custom slices here, or ours is 100 us already */
 	assert_int_equal(c.slice, 100000);
 }
