@@ -848,6 +848,19 @@ static int wm_room(struct lmdb_engine *e, MDB_txn *w)
 	return -ENOSPC;
 }
 
+/* Begins the write txn of batch B (N members) in *W; on failure every
+ * member gets the error and the result is nonzero. */
+static int batch_begin(struct lmdb_engine *e, struct lmdb_req **b, int n, MDB_txn **w)
+{
+	int rc = mdb_txn_begin(e->env, NULL, 0, w);
+	if (rc) {
+		LOG_ERR("kv", "lmdb: write txn: path=%s: %s", e->path, mdb_strerror(rc));
+		for (int i = 0; i < n; i++)
+			b[i]->rc = lmdb_err(rc);
+	}
+	return rc;
+}
+
 /* run_batch for MDB_WRITEMAP, where LMDB has no nested txns: every member
  * is validated and applied straight in the one write txn. Validation only
  * reads, so a member that conflicts leaves W as it was; a member whose
@@ -861,13 +874,8 @@ static void run_batch_flat(struct lmdb_engine *e, struct lmdb_req **b, int n)
 	int rc, dirty = 0, applied = 0;
 	int64_t id;
 
-	rc = mdb_txn_begin(e->env, NULL, 0, &w);
-	if (rc) {
-		LOG_ERR("kv", "lmdb: write txn: path=%s: %s", e->path, mdb_strerror(rc));
-		for (int i = 0; i < n; i++)
-			b[i]->rc = lmdb_err(rc);
+	if (batch_begin(e, b, n, &w))
 		return;
-	}
 	if ((rc = wm_room(e, w))) {
 		mdb_txn_abort(w);
 		for (int i = 0; i < n; i++)
@@ -919,13 +927,8 @@ static void run_batch(struct lmdb_engine *e, struct lmdb_req **b, int n)
 		return;
 	}
 
-	rc = mdb_txn_begin(e->env, NULL, 0, &w);
-	if (rc) {
-		LOG_ERR("kv", "lmdb: write txn: path=%s: %s", e->path, mdb_strerror(rc));
-		for (int i = 0; i < n; i++)
-			b[i]->rc = lmdb_err(rc);
+	if (batch_begin(e, b, n, &w))
 		return;
-	}
 	id = (int64_t)mdb_txn_id(w);
 	for (int i = 0; i < n; i++) {
 		struct kv_txn *t = b[i]->t;
