@@ -71,6 +71,7 @@ struct mount_conf {
 	int64_t usrbio_workers;
 	int64_t usrbio_batch;
 	int64_t usrbio_piece;
+	int fuse_uring;
 };
 
 static const struct cfg_opt opts[] = {
@@ -136,6 +137,9 @@ static const struct cfg_opt opts[] = {
      "bytes of ring reads sent as one batched storage request"},
     {"usrbio-piece", CFG_SIZE, "256K", 4096, 64 << 20, offsetof(struct mount_conf, usrbio_piece),
      "ring reads are cut into pieces of this size inside a chunk (spread over replicas)"},
+    {"fuse-uring", CFG_BOOL, "false", 0, 0, offsetof(struct mount_conf, fuse_uring),
+     "serve FUSE requests over io_uring (kernel 6.14+ with the fuse module parameter "
+     "enable_uring=Y; otherwise, or when the kernel refuses, over /dev/fuse as by default)"},
     CFG_END};
 
 /* Splits a comma list in place into ADDRS; returns the count or -1. */
@@ -557,6 +561,7 @@ int cli_mount(int argc, char **argv)
 	    .extra_opts = mc.o,
 	    .debug = mc.debug,
 	    .usrbio = ub,
+	    .fuse_uring = mc.fuse_uring,
 	};
 	printf("mounting on %s (meta %s)\n", mountpoint, metabuf);
 	fflush(stdout);

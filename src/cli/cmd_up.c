@@ -80,6 +80,7 @@ struct up_conf {
 	int meta_writemap;
 	int64_t inline_max;
 	int no_local_socket;
+	int fuse_uring;
 };
 
 static const struct cfg_opt up_opts[] = {
@@ -108,6 +109,9 @@ static const struct cfg_opt up_opts[] = {
     {"inline-max", CFG_SIZE, "64K", 0, 65536, offsetof(struct up_conf, inline_max),
      "meta's --inline-max: files up to this long keep their bytes in the metadata store "
      "(0: off; docs/inline-data.md)"},
+    {"fuse-uring", CFG_BOOL, "false", 0, 0, offsetof(struct up_conf, fuse_uring),
+     "start the mount with --fuse-uring (FUSE requests over io_uring where the kernel "
+     "allows it)"},
     {"no-local-socket", CFG_BOOL, "false", 0, 0, offsetof(struct up_conf, no_local_socket),
      "the roles started now (and the mount) talk TCP only, without the same-host unix "
      "socket (sets CFS_NO_LOCAL_SOCKET=1 for them; for measurement and debugging)"},
@@ -922,6 +926,8 @@ static int start_cluster(struct cluster *c, const struct up_conf *uc)
 		for (char *save = NULL, *t = strtok_r(extra, " ", &save); t && n < 36;
 		     t = strtok_r(NULL, " ", &save))
 			a[n++] = t;
+		if (uc->fuse_uring)
+			a[n++] = "--fuse-uring";
 		a[n++] = c->mount;
 		a[n] = NULL;
 		pid_t pid = spawn_role(c, "mount", a);

@@ -71,6 +71,7 @@
 #include "fuse/closer.h"
 #include "fuse/dircache.h"
 #include "fuse/fuse_loop.h"
+#include "fuse/fuse_uring.h"
 #include "fuse/lookahead.h"
 #include "meta/acl.h"
 #include "usrbio/ring_abi.h"
@@ -95,6 +96,7 @@ struct fusefs {
 	lookahead *la;             /* lookup-ahead batches (lookahead.h); NULL: off */
 	closer *closer;            /* deferred session closes (closer.h); NULL: synchronous */
 	_Atomic uint64_t init_unique; /* request id of the kernel's INIT (mmap_io_*) */
+	furing *ring;              /* requests over io_uring (fuse_uring.h); NULL: off */
 	/* Unmount guard (guard_main): this mount's fusectl abort file ("":
 	 * unknown), and done once the poll and the workers stopped. */
 	char conn_abort[80];
@@ -2634,6 +2636,7 @@ static ssize_t mmap_io_read(int fd, void *buf, size_t len, void *userdata)
 static ssize_t mmap_io_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
 	struct fusefs *fs = userdata;
+	int init = 0;
 	if (count >= 2 && iov[0].iov_len == sizeof(struct fuse_out_header) &&
 	    iov[1].iov_len >= offsetof(struct fuse_init_out, flags2) + sizeof(uint32_t)) {
 		const struct fuse_out_header *h = iov[0].iov_base;
@@ -2642,10 +2645,24 @@ static ssize_t mmap_io_writev(int fd, struct iovec *iov, int count, void *userda
 			struct fuse_init_out *o = iov[1].iov_base;
 			o->flags |= FUSE_INIT_EXT;
 			o->flags2 |= (uint32_t)(CFS_FUSE_DIRECT_IO_ALLOW_MMAP >> 32);
+			if (fs->ring && iov[1].iov_len >= sizeof(struct fuse_init_out)) {
+				furing_init_reply(fs->ring, o);
+				init = 1;
+			}
 			atomic_store(&fs->init_unique, 0);
 		}
 	}
-	return writev(fd, iov, count);
+	if (fs->ring && !init) {
+		ssize_t n = furing_reply(fs->ring, iov, count);
+		if (n != 0)
+			return n;
+	}
+	ssize_t n = writev(fd, iov, count);
+	/* the kernel set the connection up while taking the reply: the
+	 * ring's entries can register now (fuse_uring.h) */
+	if (init && n > 0)
+		furing_start(fs->ring);
+	return n;
 }
 
 /* The abort file of the FUSE connection mounted on REAL (a resolved
@@ -2857,8 +2874,14 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	}
 	static const struct fuse_custom_io mmap_io = {.writev = mmap_io_writev,
 	                                              .read = mmap_io_read};
-	if (fuse_session_custom_io(se, &mmap_io, fuse_session_fd(se)) != 0)
-		LOG_WARN("fuse", "custom session I/O refused: shared mmap stays unavailable");
+	if (fs.o.fuse_uring && furing_new(fuse_session_fd(se), fs.o.threads / 2, &fs.ring) < 0)
+		LOG_WARN("fuse", "fuse-uring: out of memory: serving over /dev/fuse");
+	if (fuse_session_custom_io(se, &mmap_io, fuse_session_fd(se)) != 0) {
+		LOG_WARN("fuse", "custom session I/O refused: shared mmap%s stays unavailable",
+		         fs.ring ? " and fuse-uring" : "");
+		furing_free(fs.ring);
+		fs.ring = NULL;
+	}
 	conn_abort_file(real, fs.conn_abort, sizeof(fs.conn_abort));
 	LOG_NOTICE("fuse", "mounted: mountpoint=%s threads=%d", mountpoint, fs.o.threads);
 	usrbio_fuse_attach(fs.o.usrbio, se);
@@ -2886,7 +2909,7 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	/* Our loop, not fuse_session_loop_mt: one reader at a time, so the
 	 * thread that answered a request from the caches reads the next
 	 * (fuse_loop.h). */
-	rc = fuseloop_run(se, fs.o.threads);
+	rc = fuseloop_run(se, fs.o.threads, fs.ring);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	if (rc < 0)
 		snprintf(err, errlen, "session loop failed: %s", strerror(-rc));
@@ -2930,6 +2953,11 @@ out:
 		dir_unlink(&fs, d);
 		dir_free(d);
 	}
+	if (fs.ring)
+		LOG_NOTICE("fuse", "fuse-uring: %llu requests served over the ring",
+		           (unsigned long long)furing_served(fs.ring));
+	furing_free(fs.ring); /* after the replies in flight (above) */
+	fs.ring = NULL;
 	fuse_session_destroy(se);
 	pthread_mutex_destroy(&fs.lock);
 	pthread_mutex_destroy(&fs.acl_lock);

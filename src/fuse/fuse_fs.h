@@ -41,6 +41,8 @@ struct fusefs_opts {
 	const char *extra_opts; /* more -o mount options (comma-separated); may be NULL */
 	int debug;              /* libfuse request tracing to stderr */
 	struct usrbio *usrbio;  /* borrowed; NULL: no shared-memory rings (src/usrbio) */
+	int fuse_uring;         /* serve requests over io_uring when the kernel allows it
+	                           (fuse_uring.h); else, or when refused, /dev/fuse */
 };
 
 /* 0 after a clean unmount; -ENODEV with a message in ERR when FUSE is not

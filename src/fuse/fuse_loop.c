@@ -32,6 +32,7 @@
 
 #include "common/log.h"
 #include "common/sched_hint.h"
+#include "fuse/fuse_uring.h"
 
 struct fl_worker {
 	struct fl_worker *next_idle; /* IDLE stack link */
@@ -42,10 +43,15 @@ struct fl_worker {
 	int told;     /* a hand-over made this thread the reader */
 	int promoted; /* this request already handed the reading over */
 	struct fuse_buf buf;
+	struct fuse_buf rbuf;     /* a ring request (in its entry's memory) */
+	struct furing_ent *ent;
 };
 
 struct fuseloop {
 	struct fuse_session *se;
+	furing *ring; /* NULL: this loop reads /dev/fuse */
+	int q;        /* the ring queue this loop serves */
+	sem_t *done;  /* shared by the loops of a session */
 	pthread_mutex_t mu;
 	int reader;
 	int stop;
@@ -53,7 +59,6 @@ struct fuseloop {
 	int nthreads, max_threads;
 	struct fl_worker *idle;
 	struct fl_worker *all;
-	sem_t done;   /* posted when a worker sees the session end */
 };
 
 static __thread struct fl_worker *fl_cur;
@@ -155,7 +160,10 @@ static void fl_end_locked(struct fuseloop *fl, int err)
 		for (struct fl_worker *w = fl->idle; w; w = w->next_idle)
 			pthread_cond_signal(&w->cv);
 		fl->idle = NULL;
-		sem_post(&fl->done);
+		/* a ring queue that never started (refused) or ended with
+		 * its connection does not end the session: /dev/fuse's does */
+		if (!fl->ring)
+			sem_post(fl->done);
 	}
 }
 
@@ -186,6 +194,27 @@ static void *fl_main(void *arg)
 		w->told = 0;
 		pthread_mutex_unlock(&fl->mu);
 
+		if (fl->ring) {
+			/* not a cancellation point: furing_stop wakes it */
+			int rc = furing_receive(fl->ring, fl->q, &w->ent, &w->rbuf);
+			pthread_mutex_lock(&fl->mu);
+			fl->reader = 0;
+			if (rc < 0) {
+				fl_end_locked(fl, 0);
+				break;
+			}
+			w->promoted = 0;
+			if (!fl_fast(&w->rbuf)) {
+				w->promoted = 1;
+				fl_hand_over_locked(fl);
+			}
+			pthread_mutex_unlock(&fl->mu);
+			fuse_session_process_buf(fl->se, &w->rbuf);
+			furing_done(fl->ring, w->ent);
+			pthread_mutex_lock(&fl->mu);
+			continue;
+		}
+
 		pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
 		int res = fuse_session_receive_buf(fl->se, &w->buf);
 		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
@@ -212,27 +241,76 @@ static void *fl_main(void *arg)
 	return NULL;
 }
 
-int fuseloop_run(struct fuse_session *se, int max_threads)
+/* Starts FL's first thread (it reads first). 0 or -errno. */
+static int fl_start(struct fuseloop *fl, struct fuse_session *se, furing *ring, int q,
+                    sem_t *done, int max_threads)
 {
-	struct fuseloop fl;
-	memset(&fl, 0, sizeof(fl));
-	fl.se = se;
-	fl.max_threads = max_threads > 0 ? max_threads : 1;
-	pthread_mutex_init(&fl.mu, NULL);
-	sem_init(&fl.done, 0, 0);
+	memset(fl, 0, sizeof(*fl));
+	fl->se = se;
+	fl->ring = ring;
+	fl->q = q;
+	fl->done = done;
+	fl->max_threads = max_threads > 0 ? max_threads : 1;
+	pthread_mutex_init(&fl->mu, NULL);
+	pthread_mutex_lock(&fl->mu);
+	fl->reader = 1;
+	int rc = fl_spawn_locked(fl);
+	if (rc < 0) {
+		fl->reader = 0;
+		fl->stop = 1;
+	}
+	pthread_mutex_unlock(&fl->mu);
+	return rc;
+}
 
-	pthread_mutex_lock(&fl.mu);
-	fl.reader = 1;
-	int rc = fl_spawn_locked(&fl);
-	if (rc < 0)
-		fl.reader = 0;
-	pthread_mutex_unlock(&fl.mu);
+/* Stops FL (STOP set: no thread starts any more) and joins its threads. */
+static int fl_join(struct fuseloop *fl)
+{
+	pthread_mutex_lock(&fl->mu);
+	fl_end_locked(fl, 0);
+	/* /dev/fuse readers sit in a cancellable read; ring readers were
+	 * woken by furing_stop */
+	if (!fl->ring)
+		for (struct fl_worker *w = fl->all; w; w = w->next)
+			pthread_cancel(w->th);
+	pthread_mutex_unlock(&fl->mu);
+	/* no thread is started once STOP is set, so the list is final */
+	while (fl->all) {
+		struct fl_worker *w = fl->all;
+		fl->all = w->next;
+		pthread_join(w->th, NULL);
+		pthread_cond_destroy(&w->cv);
+		free(w->buf.mem);
+		free(w);
+	}
+	int err = fl->error;
+	pthread_mutex_destroy(&fl->mu);
+	return err;
+}
+
+int fuseloop_run(struct fuse_session *se, int max_threads, furing *ring)
+{
+	sem_t done;
+	sem_init(&done, 0, 0);
+	int nq = ring ? furing_nqueues(ring) : 0;
+	struct fuseloop *fls = calloc((size_t)nq + 1, sizeof(*fls));
+	if (!fls) {
+		sem_destroy(&done);
+		return -ENOMEM;
+	}
+	int rc = fl_start(&fls[0], se, NULL, 0, &done, max_threads);
+	/* A queue's requests in flight are bounded by its entries: as many
+	 * threads as those at most. Their first thread waits for the ring
+	 * to start (after INIT) or be refused, and then ends. */
+	for (int q = 0; q < nq; q++)
+		if (fl_start(&fls[q + 1], se, ring, q, &done, max_threads) < 0)
+			LOG_WARN("fuse", "cannot start the thread of ring queue %d", q);
 
 	if (rc == 0) {
 		/* a stop signal interrupts the wait (EINTR) after libfuse's
 		 * handler marked the session exited */
 		while (!fuse_session_exited(se)) {
-			if (sem_wait(&fl.done) == 0)
+			if (sem_wait(&done) == 0)
 				break;
 		}
 	}
@@ -241,23 +319,15 @@ int fuseloop_run(struct fuse_session *se, int max_threads)
 	 * mount's unmount guard watches for an exited session to bound the
 	 * joins below, as libfuse's own loop marks it. */
 	fuse_session_exit(se);
-	pthread_mutex_lock(&fl.mu);
-	fl_end_locked(&fl, 0);
-	for (struct fl_worker *w = fl.all; w; w = w->next)
-		pthread_cancel(w->th);
-	pthread_mutex_unlock(&fl.mu);
-	/* no thread is started once STOP is set, so the list is final */
-	while (fl.all) {
-		struct fl_worker *w = fl.all;
-		fl.all = w->next;
-		pthread_join(w->th, NULL);
-		pthread_cond_destroy(&w->cv);
-		free(w->buf.mem);
-		free(w);
+	furing_stop(ring);
+	int err = 0;
+	for (int i = 0; i <= nq; i++) {
+		int e = fl_join(&fls[i]);
+		if (i == 0)
+			err = e;
 	}
-	int err = fl.error;
-	sem_destroy(&fl.done);
-	pthread_mutex_destroy(&fl.mu);
+	free(fls);
+	sem_destroy(&done);
 	if (rc < 0)
 		return rc;
 	return err < 0 ? err : 0;

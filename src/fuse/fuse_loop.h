@@ -27,6 +27,11 @@
  * fuseloop_will_block first, which hands the reading over then. When a
  * thread finishes a request and nobody reads, it reads; else it goes idle.
  *
+ * Over io_uring (fuse_uring.h) each ring queue gets a loop of its own
+ * with the same rules, its reader waiting on the queue's completions
+ * instead of reading /dev/fuse; the /dev/fuse loop keeps running for
+ * what the kernel still sends there (INIT, forgets, interrupts).
+ *
  * Threads: fuseloop_run from the thread that owns the session (it waits
  * there until the session exits: unmount, fuse_session_exit, or a signal
  * that interrupts its wait); fuseloop_will_block from any thread (a
@@ -36,12 +41,14 @@
 #define CFS_FUSE_FUSE_LOOP_H
 
 struct fuse_session;
+struct furing;
 
 /* Serves SE until it exits. 0 after an unmount or a stop (signal,
  * fuse_session_exit); -errno when reading the device failed or no
  * thread could be started. MAX_THREADS >= 1 bounds the requests served
- * at once. */
-int fuseloop_run(struct fuse_session *se, int max_threads);
+ * at once per loop. RING (borrowed; may be NULL): also serve its queues
+ * once it starts; stopped (furing_stop) before this returns. */
+int fuseloop_run(struct fuse_session *se, int max_threads, struct furing *ring);
 
 /* The calling request handler is about to wait (an RPC): let another
  * thread read the next request meanwhile. Cheap when already done. */
