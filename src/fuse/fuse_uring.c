@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/eventfd.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
@@ -35,7 +36,8 @@
 
 #define FR_SLACK      4096
 #define FR_STAGE      4096 /* replies staged without malloc */
-#define FR_STOP_TAG   1    /* user_data of the NOP that wakes a reader */
+#define FR_EFD_TAG    1    /* user_data of the queue's eventfd read */
+#define FR_TSTRIPES   16   /* locks over the table's buckets */
 #define FR_HDR_BYTES  4096
 
 enum { FR_PENDING, FR_ON, FR_OFF };
@@ -49,6 +51,8 @@ struct furing_ent {
 	uint64_t unique, commit_id;
 	int in_payload;      /* the request's bytes occupy the payload */
 	_Atomic int refs;
+	int last_cmd;        /* to resubmit when the kernel says EAGAIN */
+	struct furing_ent *cnext; /* fr_queue.commits */
 	size_t reply_len;    /* payload bytes of the reply */
 	char *staged;        /* reply bytes to copy in at the commit, or NULL */
 	char stage[FR_STAGE];
@@ -58,16 +62,20 @@ struct furing_ent {
 struct fr_queue {
 	struct furing *r;
 	int qid;
-	struct io_uring ring;
+	struct io_uring ring; /* submitted to and reaped by the queue's reader only */
 	int ring_ok;
-	pthread_mutex_t sq_mu; /* the SQ: any thread commits */
+	int efd;              /* written to wake a reader waiting on the ring */
+	uint64_t efd_val;
+	_Atomic(struct furing_ent *) commits; /* replies the reader is to submit */
+	_Atomic int sleeping; /* the reader waits in io_uring_enter */
 	struct furing_ent *ents;
 };
 
 struct furing {
 	int devfd, depth, nq;
 	size_t payload_cap;
-	pthread_mutex_t mu; /* STATE, the table */
+	pthread_mutex_t mu; /* STATE */
+	pthread_mutex_t tmu[FR_TSTRIPES]; /* the table's buckets, striped */
 	pthread_cond_t cv;  /* STATE left PENDING */
 	_Atomic int state;
 	_Atomic int stopping;
@@ -111,6 +119,8 @@ int furing_new(int devfd, int depth, furing **out)
 		r->nq = 1;
 	pthread_mutex_init(&r->mu, NULL);
 	pthread_cond_init(&r->cv, NULL);
+	for (int i = 0; i < FR_TSTRIPES; i++)
+		pthread_mutex_init(&r->tmu[i], NULL);
 	size_t tn = 1;
 	while (tn < (size_t)r->nq * (size_t)r->depth * 2)
 		tn <<= 1;
@@ -124,7 +134,7 @@ int furing_new(int devfd, int depth, furing **out)
 	for (int i = 0; i < r->nq; i++) {
 		r->qs[i].r = r;
 		r->qs[i].qid = i;
-		pthread_mutex_init(&r->qs[i].sq_mu, NULL);
+		r->qs[i].efd = -1;
 	}
 	*out = r;
 	return 0;
@@ -135,6 +145,9 @@ static void fr_queue_free(furing *r, struct fr_queue *q)
 	if (q->ring_ok)
 		io_uring_queue_exit(&q->ring);
 	q->ring_ok = 0;
+	if (q->efd >= 0)
+		close(q->efd);
+	q->efd = -1;
 	if (q->ents) {
 		for (int i = 0; i < r->depth; i++) {
 			struct furing_ent *e = &q->ents[i];
@@ -154,10 +167,10 @@ void furing_free(furing *r)
 {
 	if (!r)
 		return;
-	for (int i = 0; r->qs && i < r->nq; i++) {
+	for (int i = 0; r->qs && i < r->nq; i++)
 		fr_queue_free(r, &r->qs[i]);
-		pthread_mutex_destroy(&r->qs[i].sq_mu);
-	}
+	for (int i = 0; i < FR_TSTRIPES; i++)
+		pthread_mutex_destroy(&r->tmu[i]);
 	free(r->qs);
 	free(r->table);
 	pthread_mutex_destroy(&r->mu);
@@ -198,6 +211,7 @@ static void fr_prep_cmd(struct io_uring_sqe *sqe, struct furing_ent *e, int cmd_
 	sqe->fd = e->q->r->devfd;
 	sqe->cmd_op = (uint32_t)cmd_op;
 	io_uring_sqe_set_data(sqe, e);
+	e->last_cmd = cmd_op;
 	struct fuse_uring_cmd_req *cr = (struct fuse_uring_cmd_req *)sqe->cmd;
 	cr->qid = (uint16_t)e->q->qid;
 	if (cmd_op == FUSE_IO_URING_CMD_REGISTER) {
@@ -208,21 +222,30 @@ static void fr_prep_cmd(struct io_uring_sqe *sqe, struct furing_ent *e, int cmd_
 	}
 }
 
-/* Submits CMD_OP for E on its queue. */
-static int fr_submit(struct furing_ent *e, int cmd_op)
+/* Queues E's command CMD_OP in its ring's SQ (the reader's thread, or
+ * before the readers start). 0, or -EBUSY when the SQ is full. */
+static int fr_prep(struct furing_ent *e, int cmd_op)
 {
-	struct fr_queue *q = e->q;
-	int rc = -EIO;
-	pthread_mutex_lock(&q->sq_mu);
-	struct io_uring_sqe *sqe = q->ring_ok ? io_uring_get_sqe(&q->ring) : NULL;
-	if (sqe) {
-		fr_prep_cmd(sqe, e, cmd_op);
-		rc = io_uring_submit(&q->ring);
-	}
-	pthread_mutex_unlock(&q->sq_mu);
-	return rc < 0 ? rc : 0;
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&e->q->ring);
+	if (!sqe)
+		return -EBUSY;
+	fr_prep_cmd(sqe, e, cmd_op);
+	return 0;
 }
 
+static void fr_wake(struct fr_queue *q)
+{
+	uint64_t one = 1;
+	if (write(q->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		LOG_WARN("fuse", "fuse-uring: waking queue %d: %s", q->qid, strerror(errno));
+}
+
+/* The reply is in E: hand it to the queue's reader, which submits it
+ * with its next wait (one io_uring_enter commits what came meanwhile and
+ * waits), waking it when it sleeps. Only the reader submits, so the
+ * kernel's work for the entry's next request (task work of the
+ * submitting thread) runs in the thread that waits for it, instead of
+ * interrupting an RPC thread (and then waking the reader as well). */
 static void fr_commit(struct furing_ent *e)
 {
 	if (e->staged) {
@@ -232,11 +255,14 @@ static void fr_commit(struct furing_ent *e)
 		e->staged = NULL;
 	}
 	e->hdr->ring_ent_in_out.payload_sz = (uint32_t)e->reply_len;
-	atomic_fetch_add(&e->q->r->served, 1);
-	int rc = fr_submit(e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH);
-	if (rc < 0 && !atomic_load(&e->q->r->stopping))
-		LOG_WARN("fuse", "fuse-uring: commit on queue %d failed: %s", e->q->qid,
-		         strerror(-rc));
+	struct fr_queue *q = e->q;
+	atomic_fetch_add(&q->r->served, 1);
+	struct furing_ent *head = atomic_load(&q->commits);
+	do
+		e->cnext = head;
+	while (!atomic_compare_exchange_weak(&q->commits, &head, e));
+	if (atomic_exchange(&q->sleeping, 0))
+		fr_wake(q);
 }
 
 static void fr_unref(struct furing_ent *e)
@@ -250,11 +276,15 @@ static int fr_setup_queue(furing *r, struct fr_queue *q)
 	struct io_uring_params p;
 	memset(&p, 0, sizeof(p));
 	p.flags = IORING_SETUP_SQE128 | IORING_SETUP_CQSIZE;
-	p.cq_entries = (unsigned)r->depth * 2 + 2;
-	int rc = io_uring_queue_init_params((unsigned)r->depth + 2, &q->ring, &p);
+	p.cq_entries = (unsigned)r->depth * 2 + 4;
+	/* every entry's command, the eventfd read, and slack */
+	int rc = io_uring_queue_init_params((unsigned)r->depth * 2 + 4, &q->ring, &p);
 	if (rc < 0)
 		return rc;
 	q->ring_ok = 1;
+	q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (q->efd < 0)
+		return -errno;
 	q->ents = calloc((size_t)r->depth, sizeof(*q->ents));
 	if (!q->ents)
 		return -ENOMEM;
@@ -283,17 +313,28 @@ static int fr_setup_queue(furing *r, struct fr_queue *q)
 	return 0;
 }
 
+/* Queues the read of Q's eventfd (a write wakes the reader). */
+static int fr_arm_efd(struct fr_queue *q)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_read(sqe, q->efd, &q->efd_val, sizeof(q->efd_val), 0);
+	io_uring_sqe_set_data64(sqe, FR_EFD_TAG);
+	return 0;
+}
+
 /* Submits the REGISTERs of Q; a refusal comes back at once as a CQE
  * (the command fails at issue), a success only when a request comes. */
 static int fr_register_queue(furing *r, struct fr_queue *q)
 {
-	for (int i = 0; i < r->depth; i++) {
-		struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
-		if (!sqe)
+	for (int i = 0; i < r->depth; i++)
+		if (fr_prep(&q->ents[i], FUSE_IO_URING_CMD_REGISTER) < 0)
 			return -EIO;
-		fr_prep_cmd(sqe, &q->ents[i], FUSE_IO_URING_CMD_REGISTER);
-	}
-	int rc = io_uring_submit(&q->ring);
+	int rc = fr_arm_efd(q);
+	if (rc < 0)
+		return rc;
+	rc = io_uring_submit(&q->ring);
 	if (rc < 0)
 		return rc;
 	struct io_uring_cqe *cqe;
@@ -327,33 +368,32 @@ void furing_start(furing *r)
 	LOG_WARN("fuse", "fuse-uring: the kernel refused it (%s%s): serving over /dev/fuse",
 	         strerror(-rc),
 	         rc == -EOPNOTSUPP ? "; /sys/module/fuse/parameters/enable_uring is N" : "");
-	for (int i = 0; i < r->nq; i++) {
-		pthread_mutex_lock(&r->qs[i].sq_mu);
-		fr_queue_free(r, &r->qs[i]);
-		pthread_mutex_unlock(&r->qs[i].sq_mu);
-	}
+	/* the queues' memory goes with furing_free: a stop may be waking
+	 * them meanwhile */
 }
 
 static void fr_table_put(furing *r, struct furing_ent *e)
 {
 	size_t b = (size_t)(e->unique >> 1) & r->tmask;
-	pthread_mutex_lock(&r->mu);
+	pthread_mutex_t *mu = &r->tmu[b % FR_TSTRIPES];
+	pthread_mutex_lock(mu);
 	e->hnext = r->table[b];
 	r->table[b] = e;
-	pthread_mutex_unlock(&r->mu);
+	pthread_mutex_unlock(mu);
 }
 
 static struct furing_ent *fr_table_take(furing *r, uint64_t unique)
 {
 	size_t b = (size_t)(unique >> 1) & r->tmask;
 	struct furing_ent *e;
-	pthread_mutex_lock(&r->mu);
+	pthread_mutex_t *mu = &r->tmu[b % FR_TSTRIPES];
+	pthread_mutex_lock(mu);
 	struct furing_ent **pp = &r->table[b];
 	while ((e = *pp) && e->unique != unique)
 		pp = &e->hnext;
 	if (e)
 		*pp = e->hnext;
-	pthread_mutex_unlock(&r->mu);
+	pthread_mutex_unlock(mu);
 	return e;
 }
 
@@ -447,20 +487,49 @@ int furing_receive(furing *r, int qi, struct furing_ent **ent, struct fuse_buf *
 		return -EOPNOTSUPP;
 	struct fr_queue *q = &r->qs[qi];
 	for (;;) {
-		struct io_uring_cqe *cqe;
-		int rc = io_uring_wait_cqe(&q->ring, &cqe);
-		if (rc == -EINTR || rc == -EAGAIN)
-			continue;
-		if (rc < 0)
+		if (atomic_load(&r->stopping))
 			return -ESHUTDOWN;
+		/* the replies handed over since the last wait */
+		struct furing_ent *c = atomic_exchange(&q->commits, NULL);
+		for (; c; c = c->cnext)
+			if (fr_prep(c, FUSE_IO_URING_CMD_COMMIT_AND_FETCH) < 0) {
+				io_uring_submit(&q->ring);
+				fr_prep(c, FUSE_IO_URING_CMD_COMMIT_AND_FETCH);
+			}
+		struct io_uring_cqe *cqe;
+		if (io_uring_peek_cqe(&q->ring, &cqe) != 0) {
+			/* Dekker with fr_commit: it pushes then looks at
+			 * SLEEPING, this sets SLEEPING then looks at COMMITS */
+			atomic_store(&q->sleeping, 1);
+			if (atomic_load(&q->commits) || atomic_load(&r->stopping)) {
+				atomic_store(&q->sleeping, 0);
+				continue;
+			}
+			int rc = io_uring_submit_and_wait(&q->ring, 1);
+			atomic_store(&q->sleeping, 0);
+			if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+				LOG_WARN("fuse", "fuse-uring: queue %d: %s", qi, strerror(-rc));
+				return -ESHUTDOWN;
+			}
+			continue;
+		}
+		/* commits go out before a request that may take long */
+		if (io_uring_sq_ready(&q->ring))
+			io_uring_submit(&q->ring);
 		uint64_t tag = cqe->user_data;
 		int res = cqe->res;
 		io_uring_cqe_seen(&q->ring, cqe);
-		if (tag == FR_STOP_TAG || atomic_load(&r->stopping))
+		if (atomic_load(&r->stopping))
 			return -ESHUTDOWN;
+		if (tag == FR_EFD_TAG) {
+			if (res < 0 && res != -EAGAIN && res != -EINTR)
+				LOG_WARN("fuse", "fuse-uring: queue %d eventfd: %s", qi, strerror(-res));
+			fr_arm_efd(q);
+			continue;
+		}
 		struct furing_ent *e = (struct furing_ent *)(uintptr_t)tag;
 		if (res == -EAGAIN || res == -EINTR) {
-			fr_submit(e, FUSE_IO_URING_CMD_COMMIT_AND_FETCH);
+			fr_prep(e, e->last_cmd);
 			continue;
 		}
 		if (res < 0) {
@@ -494,15 +563,7 @@ void furing_stop(furing *r)
 	pthread_mutex_lock(&r->mu);
 	pthread_cond_broadcast(&r->cv);
 	pthread_mutex_unlock(&r->mu);
-	for (int i = 0; i < r->nq; i++) {
-		struct fr_queue *q = &r->qs[i];
-		pthread_mutex_lock(&q->sq_mu);
-		struct io_uring_sqe *sqe = q->ring_ok ? io_uring_get_sqe(&q->ring) : NULL;
-		if (sqe) {
-			io_uring_prep_nop(sqe);
-			io_uring_sqe_set_data64(sqe, FR_STOP_TAG);
-			io_uring_submit(&q->ring);
-		}
-		pthread_mutex_unlock(&q->sq_mu);
-	}
+	for (int i = 0; i < r->nq; i++)
+		if (r->qs[i].efd >= 0)
+			fr_wake(&r->qs[i]);
 }

@@ -455,6 +455,11 @@ static int mounted(const char *mnt)
 
 pid_t integ_mount2_start(const struct integ *e, char *mnt, size_t cap)
 {
+	return integ_mount2_start_args(e, mnt, cap, NULL);
+}
+
+pid_t integ_mount2_start_args(const struct integ *e, char *mnt, size_t cap, const char *extra)
+{
 	char port[32], addr[64], cid[128], secret[700], log[700];
 	integ_conf_get(e, "mgmtd_port", port, sizeof(port));
 	integ_conf_get(e, "cluster_id", cid, sizeof(cid));
@@ -471,8 +476,12 @@ pid_t integ_mount2_start(const struct integ *e, char *mnt, size_t cap)
 			dup2(fd, 1);
 			dup2(fd, 2);
 		}
-		execl(testenv_chainfs(), "chainfs", "mount", "--mgmtd", addr, "--cluster-id", cid,
-		      "--secret-file", secret, mnt, (char *)NULL);
+		if (extra)
+			execl(testenv_chainfs(), "chainfs", "mount", "--mgmtd", addr, "--cluster-id",
+			      cid, "--secret-file", secret, extra, mnt, (char *)NULL);
+		else
+			execl(testenv_chainfs(), "chainfs", "mount", "--mgmtd", addr, "--cluster-id",
+			      cid, "--secret-file", secret, mnt, (char *)NULL);
 		_exit(127);
 	}
 	for (int i = 0; i < 1500 && !mounted(mnt); i++)

@@ -81,6 +81,9 @@ int integ_all_serving(const struct integ *e);
  * into MNT, CAP bytes; output in E->dir/mount2.log) and waits up to 30 s
  * until it is mounted, failing the test otherwise. Returns its pid. */
 pid_t integ_mount2_start(const struct integ *e, char *mnt, size_t cap);
+/* The same with one more `chainfs mount` argument EXTRA (may be NULL),
+ * e.g. "--fuse-uring". */
+pid_t integ_mount2_start_args(const struct integ *e, char *mnt, size_t cap, const char *extra);
 /* Stops the mount of *PID (SIGTERM, up to 10 s, then SIGKILL), reaps it
  * and sets *PID to 0; nothing when *PID <= 0. */
 void integ_mount2_stop(pid_t *pid);
