@@ -236,7 +236,7 @@ static int fr_prep(struct furing_ent *e, int cmd_op)
 static void fr_wake(struct fr_queue *q)
 {
 	uint64_t one = 1;
-	if (write(q->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+	if (write(q->efd, &one, sizeof(one)) < 0)
 		LOG_WARN("fuse", "fuse-uring: waking queue %d: %s", q->qid, strerror(errno));
 }
 
@@ -282,7 +282,7 @@ static int fr_setup_queue(furing *r, struct fr_queue *q)
 	if (rc < 0)
 		return rc;
 	q->ring_ok = 1;
-	q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	q->efd = eventfd(0, EFD_CLOEXEC);
 	if (q->efd < 0)
 		return -errno;
 	q->ents = calloc((size_t)r->depth, sizeof(*q->ents));
@@ -491,6 +491,7 @@ int furing_receive(furing *r, int qi, struct furing_ent **ent, struct fuse_buf *
 			return -ESHUTDOWN;
 		/* the replies handed over since the last wait */
 		struct furing_ent *c = atomic_exchange(&q->commits, NULL);
+		int committed = c != NULL;
 		for (; c; c = c->cnext)
 			if (fr_prep(c, FUSE_IO_URING_CMD_COMMIT_AND_FETCH) < 0) {
 				io_uring_submit(&q->ring);
@@ -513,8 +514,9 @@ int furing_receive(furing *r, int qi, struct furing_ent **ent, struct fuse_buf *
 			}
 			continue;
 		}
-		/* commits go out before a request that may take long */
-		if (io_uring_sq_ready(&q->ring))
+		/* commits go out before a request that may take long (the
+		 * eventfd read can wait for the next wait) */
+		if (committed)
 			io_uring_submit(&q->ring);
 		uint64_t tag = cqe->user_data;
 		int res = cqe->res;

@@ -28,9 +28,18 @@
  * thread: RPC completions reply from the storage client's threads) and
  * the thread that processed it returned from libfuse (furing_done), so a
  * handler that still reads its request after replying never sees the
- * next request over it. Commits from any thread go through the queue's
- * SQ under a mutex (one io_uring_enter each, as the writev was); only the
- * one thread reading a queue (fuse_loop.c's leader) reaps its CQ.
+ * next request over it.
+ *
+ * Only the thread reading a queue (fuse_loop.c's leader for that queue)
+ * submits to its ring: other threads push their commits on a list, and
+ * the reader submits them with its next wait (one io_uring_enter commits
+ * everything that came meanwhile and waits), woken through an eventfd
+ * read armed in the ring when it sleeps. The kernel fetches an entry's
+ * next request as task work of the thread that submitted its commit: with
+ * commits submitted by RPC threads, that work interrupted them (their
+ * epoll_wait returned EINTR) and then woke the reader as well, and
+ * their submits contended on an SQ lock (measured: 1.9 context switches
+ * and 3.5 syscalls per 4 KiB read against 1.0 and 2.9 over /dev/fuse).
  *
  * Threads: all functions are thread-safe unless noted.
  */
