@@ -303,7 +303,8 @@ int fuseloop_run(struct fuse_session *se, int max_threads, furing *ring)
 	 * threads as those at most. Their first thread waits for the ring
 	 * to start (after INIT) or be refused, and then ends. */
 	for (int q = 0; q < nq; q++)
-		if (fl_start(&fls[q + 1], se, ring, q, &done, max_threads) < 0)
+		if (fl_start(&fls[q + 1], se, ring, q, &done,
+		             furing_queue_threads(ring) ? furing_queue_threads(ring) : max_threads) < 0)
 			LOG_WARN("fuse", "cannot start the thread of ring queue %d", q);
 
 	if (rc == 0) {

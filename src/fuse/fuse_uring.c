@@ -72,7 +72,10 @@ struct fr_queue {
 };
 
 struct furing {
-	int devfd, depth, nq;
+	int devfd, depth;
+	int ncpu; /* the kernel's queues (possible CPUs) */
+	int nq;   /* our rings: PER_CPU per kernel queue */
+	int per_cpu;
 	size_t payload_cap;
 	pthread_mutex_t mu; /* STATE */
 	pthread_mutex_t tmu[FR_TSTRIPES]; /* the table's buckets, striped */
@@ -114,9 +117,19 @@ int furing_new(int devfd, int depth, furing **out)
 		return -ENOMEM;
 	r->devfd = devfd;
 	r->depth = depth > 0 ? depth : 32;
-	r->nq = possible_cpus();
-	if (r->nq < 1)
-		r->nq = 1;
+	r->ncpu = possible_cpus();
+	if (r->ncpu < 1)
+		r->ncpu = 1;
+	/* Experiment (off by default): CFS_FUSE_URING_RINGS_PER_CPU=N gives
+	 * each kernel queue N rings of one entry, each served by one thread,
+	 * so a thread's own commit fetches its next request. */
+	const char *pc = getenv("CFS_FUSE_URING_RINGS_PER_CPU");
+	r->per_cpu = pc ? atoi(pc) : 1;
+	if (r->per_cpu < 1 || r->per_cpu > 256)
+		r->per_cpu = 1;
+	if (r->per_cpu > 1)
+		r->depth = 1;
+	r->nq = r->ncpu * r->per_cpu;
 	pthread_mutex_init(&r->mu, NULL);
 	pthread_cond_init(&r->cv, NULL);
 	for (int i = 0; i < FR_TSTRIPES; i++)
@@ -133,7 +146,7 @@ int furing_new(int devfd, int depth, furing **out)
 	}
 	for (int i = 0; i < r->nq; i++) {
 		r->qs[i].r = r;
-		r->qs[i].qid = i;
+		r->qs[i].qid = i % r->ncpu;
 		r->qs[i].efd = -1;
 	}
 	*out = r;
@@ -202,6 +215,11 @@ uint64_t furing_served(const furing *r)
 int furing_nqueues(const furing *r)
 {
 	return r->nq;
+}
+
+int furing_queue_threads(const furing *r)
+{
+	return r->per_cpu > 1 ? 1 : 0;
 }
 
 static void fr_prep_cmd(struct io_uring_sqe *sqe, struct furing_ent *e, int cmd_op)
@@ -358,8 +376,8 @@ void furing_start(furing *r)
 	pthread_cond_broadcast(&r->cv);
 	pthread_mutex_unlock(&r->mu);
 	if (rc == 0) {
-		LOG_NOTICE("fuse", "fuse-uring: serving over io_uring: %d queues x %d entries of %zu KiB",
-		           r->nq, r->depth, r->payload_cap >> 10);
+		LOG_NOTICE("fuse", "fuse-uring: serving over io_uring: %d queues x %d rings x %d entries of %zu KiB",
+		           r->ncpu, r->per_cpu, r->depth, r->payload_cap >> 10);
 		return;
 	}
 	/* A refused REGISTER also makes the kernel drop the connection's ring

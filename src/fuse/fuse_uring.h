@@ -41,6 +41,11 @@
  * their submits contended on an SQ lock (measured: 1.9 context switches
  * and 3.5 syscalls per 4 KiB read against 1.0 and 2.9 over /dev/fuse).
  *
+ * CFS_FUSE_URING_RINGS_PER_CPU=N (an experiment, off by default): N rings
+ * of one entry per CPU, each served by one thread (no leader/follower):
+ * a thread's own commit then fetches its next request (fewer syscalls and
+ * switches for metadata, more for asynchronous reads; docs/posix.md).
+ *
  * Threads: all functions are thread-safe unless noted.
  */
 #ifndef CFS_FUSE_FUSE_URING_H
@@ -78,8 +83,12 @@ void furing_start(furing *r);
  * (the caller writes it to /dev/fuse), -errno on failure. */
 ssize_t furing_reply(furing *r, const struct iovec *iov, int count);
 
-/* Queues (possible CPUs). */
+/* Rings to serve, each by its own loop (fuse_loop.c): one per possible
+ * CPU (the kernel's queues), or more with CFS_FUSE_URING_RINGS_PER_CPU. */
 int furing_nqueues(const furing *r);
+
+/* Threads a ring's loop may use at most; 0: no bound of its own. */
+int furing_queue_threads(const furing *r);
 
 /* Waits for the next request on queue Q: 0 with *ENT and BUF (the whole
  * request, in the entry's memory: valid until furing_done) set;
