@@ -43,7 +43,7 @@ struct fl_worker {
 	int told;     /* a hand-over made this thread the reader */
 	int promoted; /* this request already handed the reading over */
 	struct fuse_buf buf;
-	struct fuse_buf rbuf;     /* a ring request (in its entry's memory) */
+	struct fuse_buf rbuf; /* a ring request (in its entry's memory) */
 	struct furing_ent *ent;
 };
 
@@ -55,7 +55,7 @@ struct fuseloop {
 	pthread_mutex_t mu;
 	int reader;
 	int stop;
-	int error;    /* first read error (-errno) */
+	int error; /* first read error (-errno) */
 	int nthreads, max_threads;
 	struct fl_worker *idle;
 	struct fl_worker *all;
@@ -242,8 +242,8 @@ static void *fl_main(void *arg)
 }
 
 /* Starts FL's first thread (it reads first). 0 or -errno. */
-static int fl_start(struct fuseloop *fl, struct fuse_session *se, furing *ring, int q,
-                    sem_t *done, int max_threads)
+static int fl_start(struct fuseloop *fl, struct fuse_session *se, furing *ring, int q, sem_t *done,
+                    int max_threads)
 {
 	memset(fl, 0, sizeof(*fl));
 	fl->se = se;
@@ -304,7 +304,8 @@ int fuseloop_run(struct fuse_session *se, int max_threads, furing *ring)
 	 * to start (after INIT) or be refused, and then ends. */
 	for (int q = 0; q < nq; q++)
 		if (fl_start(&fls[q + 1], se, ring, q, &done,
-		             furing_queue_threads(ring) ? furing_queue_threads(ring) : max_threads) < 0)
+		             furing_queue_threads(ring) ? furing_queue_threads(ring)
+		                                        : max_threads) < 0)
 			LOG_WARN("fuse", "cannot start the thread of ring queue %d", q);
 
 	if (rc == 0) {

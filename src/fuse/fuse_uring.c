@@ -34,11 +34,11 @@
 #include "common/log.h"
 #include "fuse/fuse_uring_abi.h"
 
-#define FR_SLACK      4096
-#define FR_STAGE      4096 /* replies staged without malloc */
-#define FR_EFD_TAG    1    /* user_data of the queue's eventfd read */
-#define FR_TSTRIPES   16   /* locks over the table's buckets */
-#define FR_HDR_BYTES  4096
+#define FR_SLACK     4096
+#define FR_STAGE     4096 /* replies staged without malloc */
+#define FR_EFD_TAG   1    /* user_data of the queue's eventfd read */
+#define FR_TSTRIPES  16   /* locks over the table's buckets */
+#define FR_HDR_BYTES 4096
 
 enum { FR_PENDING, FR_ON, FR_OFF };
 
@@ -49,12 +49,12 @@ struct furing_ent {
 	char *payload;
 	struct iovec iov[2];
 	uint64_t unique, commit_id;
-	int in_payload;      /* the request's bytes occupy the payload */
+	int in_payload; /* the request's bytes occupy the payload */
 	_Atomic int refs;
-	int last_cmd;        /* to resubmit when the kernel says EAGAIN */
+	int last_cmd;             /* to resubmit when the kernel says EAGAIN */
 	struct furing_ent *cnext; /* fr_queue.commits */
-	size_t reply_len;    /* payload bytes of the reply */
-	char *staged;        /* reply bytes to copy in at the commit, or NULL */
+	size_t reply_len;         /* payload bytes of the reply */
+	char *staged;             /* reply bytes to copy in at the commit, or NULL */
 	char stage[FR_STAGE];
 	struct furing_ent *hnext; /* r->table chain, while awaiting a reply */
 };
@@ -64,10 +64,10 @@ struct fr_queue {
 	int qid;
 	struct io_uring ring; /* submitted to and reaped by the queue's reader only */
 	int ring_ok;
-	int efd;              /* written to wake a reader waiting on the ring */
+	int efd; /* written to wake a reader waiting on the ring */
 	uint64_t efd_val;
 	_Atomic(struct furing_ent *) commits; /* replies the reader is to submit */
-	_Atomic int sleeping; /* the reader waits in io_uring_enter */
+	_Atomic int sleeping;                 /* the reader waits in io_uring_enter */
 	struct furing_ent *ents;
 };
 
@@ -77,9 +77,9 @@ struct furing {
 	int nq;   /* our rings: PER_CPU per kernel queue */
 	int per_cpu;
 	size_t payload_cap;
-	pthread_mutex_t mu; /* STATE */
+	pthread_mutex_t mu;               /* STATE */
 	pthread_mutex_t tmu[FR_TSTRIPES]; /* the table's buckets, striped */
-	pthread_cond_t cv;  /* STATE left PENDING */
+	pthread_cond_t cv;                /* STATE left PENDING */
 	_Atomic int state;
 	_Atomic int stopping;
 	struct furing_ent **table;
@@ -376,7 +376,9 @@ void furing_start(furing *r)
 	pthread_cond_broadcast(&r->cv);
 	pthread_mutex_unlock(&r->mu);
 	if (rc == 0) {
-		LOG_NOTICE("fuse", "fuse-uring: serving over io_uring: %d queues x %d rings x %d entries of %zu KiB",
+		LOG_NOTICE("fuse",
+		           "fuse-uring: serving over io_uring: %d queues x %d rings x %d entries "
+		           "of %zu KiB",
 		           r->ncpu, r->per_cpu, r->depth, r->payload_cap >> 10);
 		return;
 	}
@@ -543,7 +545,8 @@ int furing_receive(furing *r, int qi, struct furing_ent **ent, struct fuse_buf *
 			return -ESHUTDOWN;
 		if (tag == FR_EFD_TAG) {
 			if (res < 0 && res != -EAGAIN && res != -EINTR)
-				LOG_WARN("fuse", "fuse-uring: queue %d eventfd: %s", qi, strerror(-res));
+				LOG_WARN("fuse", "fuse-uring: queue %d eventfd: %s", qi,
+				         strerror(-res));
 			fr_arm_efd(q);
 			continue;
 		}

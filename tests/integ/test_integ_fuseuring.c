@@ -35,10 +35,10 @@
 #include "integ_env.h"
 #include "testenv.h"
 
-#define PARAM     "/sys/module/fuse/parameters/enable_uring"
-#define RAND_LEN  (8u << 20)
-#define SEQ_LEN   ((48u << 20) + 4321)
-#define NFILES    120
+#define PARAM    "/sys/module/fuse/parameters/enable_uring"
+#define RAND_LEN (8u << 20)
+#define SEQ_LEN  ((48u << 20) + 4321)
+#define NFILES   120
 
 static struct integ env;
 static char saved_param = 0; /* 'Y'/'N' before the test changed it; 0: unchanged */
@@ -414,8 +414,8 @@ static void test_ring_kill9_restart(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_ring_matches_disk),
-		cmocka_unit_test(test_ring_kill9_restart),
+	    cmocka_unit_test(test_ring_matches_disk),
+	    cmocka_unit_test(test_ring_kill9_restart),
 	};
 	return integ_main(&env, "fuseuring", tests, sizeof(tests) / sizeof(tests[0]));
 }
