@@ -766,7 +766,7 @@ static void t_bad_urls(void **state)
 		"lmdb://relative/path", "lmdb://", "lmdb:///tmp/x?sync=maybe",
 		"lmdb:///tmp/x?bogus=1", "lmdb:///tmp/x?sync=window&sync_ms=0", "lmdb:///tmp/x?map_size=12q", "nosuch:///x",
 		"no-scheme", "mem://host", "mem://?faults=2", "mem://?faults=abc",
-		"lmdb:///tmp/x%zz", "lmdb:///proc/no/such/dir",
+		"lmdb:///tmp/x%zz", "lmdb:///proc/no/such/dir", "lmdb:///tmp/x?compact=2",
 	};
 	char err[256];
 	kv_engine *e = NULL;
