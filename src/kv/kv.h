@@ -34,7 +34,13 @@
  *        with 32 MiB allocated past the used end, so copy it with a
  *        hole-aware tool; when the disk cannot back that reserve, commits
  *        fail with -ENOSPC; the map is writable in the process, so a stray
- *        store of a memory bug could reach the database). Several processes
+ *        store of a memory bug could reach the database), compact=0|1
+ *        (default 1: at open, if no other process has the environment
+ *        open and its free list holds >= 4096 pages and more than half
+ *        the file, data.mdb is first replaced by a compacting copy, which
+ *        restores a fresh store's commit cost after large deletes; crash
+ *        safe: copy, fsync, rename; the version counter restarts, which
+ *        only ever increases within one open engine). Several processes
  *        may share one environment; they must open it with the same
  *        map_size.
  *   etcd://host:port[,host:port...]/prefix   a real etcd v3 cluster; every

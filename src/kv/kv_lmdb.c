@@ -47,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/futex.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -77,6 +78,10 @@
 #define WM_NEED (WM_BATCH_CALLS * 10 * (uint64_t)4096 + 2 * WM_BATCH_BYTES + ((uint64_t)1 << 20))
 #define WM_ROOM ((uint64_t)32 << 20)
 
+/* compact=1: rewrite the file at open when its free list holds at least
+ * COMPACT_MIN_FREE pages and more pages than the data (see compact_at_open). */
+#define COMPACT_MIN_FREE 4096
+
 enum lmdb_sync { LMDB_SYNC_FULL, LMDB_SYNC_NOMETA, LMDB_SYNC_NONE, LMDB_SYNC_WINDOW };
 
 enum { REQ_WAIT, REQ_DONE, REQ_LEAD };
@@ -102,6 +107,8 @@ struct lmdb_engine {
 	uint64_t map_size;
 	uint64_t psize;                 /* LMDB page size */
 	uint64_t alloc_end;             /* writemap: file bytes known allocated (leader only) */
+	int lock_fd;                    /* lock.mdb held across compaction; -1 if none */
+	int counted;                    /* counted in lmdb_nopen */
 
 	pthread_mutex_t pool_mu;        /* guards pool, npool */
 	MDB_txn *pool[LMDB_POOL_MAX];   /* reset read-only handles */
@@ -276,6 +283,160 @@ void kv_lmdb_sync_stats(kv_engine *base, int64_t *committed, int64_t *synced, ui
 	*syncs = atomic_load_explicit(&e->nsyncs, memory_order_relaxed);
 }
 
+/* ---- compaction at open ------------------------------------------------- */
+
+/* Why compact: LMDB 0.9 reuses free pages oldest first. After a large
+ * delete (rm -rf of many files, inline data above all) the free list holds
+ * thousands of pages that the sync wrote back long ago, and every commit
+ * takes its pages from them: it dirties several cold pages (a write fault
+ * or a page-cache write of a clean page, and its writeback later) where a
+ * fresh store re-dirties the few pages the previous commits freed. Creates
+ * then cost several times the CPU until the old list is used up. LMDB 0.9
+ * cannot change that order, but a compacting copy (MDB_CP_COMPACT) has no
+ * free list, so compact=1 (the default) rewrites the file at open when the
+ * free list holds at least COMPACT_MIN_FREE pages and more pages than the
+ * data. The copy reads only the used pages (milliseconds for meta's usual
+ * tens of MiB).
+ *
+ * Crash safety: the copy goes to data.mdb.compact, is fsynced, renamed
+ * over data.mdb, and the directory is fsynced: a crash at any point leaves
+ * the old or the new file, each complete (the copy is of the last commit,
+ * page cache included); a left-over data.mdb.compact is removed at the
+ * next open. Nothing is acknowledged before open returns.
+ *
+ * Exclusion: only while this process holds LMDB's own exclusive lock (a
+ * write lock on byte 0 of lock.mdb, which every LMDB opener takes or else
+ * waits for in shared mode), so no other process has the environment open
+ * or can open it meanwhile; the copy itself opens the file MDB_NOLOCK. The
+ * lock descriptor stays open until the engine closes: closing any
+ * descriptor of lock.mdb drops all of this process's locks on it (POSIX),
+ * LMDB's included. LMDB's own open in this process then finds the lock
+ * exclusive (same process), reinitialises lock.mdb for the new file and
+ * downgrades to shared. For the same reason nothing is compacted while
+ * another engine is open in this process (lmdb_nopen). */
+
+static pthread_mutex_t lmdb_open_mu = PTHREAD_MUTEX_INITIALIZER;
+static int lmdb_nopen; /* engines open in this process; guarded by lmdb_open_mu */
+
+/* Pages on the free list of R's snapshot (FREE_DBI is dbi 0; each record
+ * is an ID list whose first word is its length). */
+static int count_free(MDB_txn *r, uint64_t *out)
+{
+	MDB_cursor *c;
+	MDB_val k, v;
+	uint64_t n = 0;
+	int rc = mdb_cursor_open(r, 0, &c);
+
+	if (rc)
+		return rc;
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); !rc;
+	     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		size_t len;
+		memcpy(&len, v.mv_data, sizeof(len));
+		n += len;
+	}
+	mdb_cursor_close(c);
+	*out = n;
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Caller holds lmdb_open_mu and no engine of this process is open. Takes
+ * e->lock_fd (see above) and compacts e->path's data.mdb if it pays.
+ * Failures leave the original file in place: they are logged, not
+ * returned, and the open goes on. */
+static void compact_at_open(struct lmdb_engine *e)
+{
+	char data[PATH_MAX], tmp[PATH_MAX], lock[PATH_MAX];
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
+	MDB_env *env = NULL;
+	MDB_txn *r = NULL;
+	MDB_envinfo info;
+	uint64_t nfree = 0, total = 0, t0 = clock_mono_ns();
+	struct stat st;
+	const char *what = NULL;
+	int fd = -1, rc = 0;
+
+	if ((size_t)snprintf(data, sizeof(data), "%s/data.mdb", e->path) >= sizeof(data) ||
+	    (size_t)snprintf(tmp, sizeof(tmp), "%s/data.mdb.compact", e->path) >= sizeof(tmp) ||
+	    (size_t)snprintf(lock, sizeof(lock), "%s/lock.mdb", e->path) >= sizeof(lock) ||
+	    stat(data, &st))
+		return; /* a new environment (or one LMDB's open will report on) */
+	e->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (e->lock_fd < 0)
+		return;
+	if (fcntl(e->lock_fd, F_SETLK, &fl)) {
+		/* Another process has the environment open: leave it be. */
+		close(e->lock_fd);
+		e->lock_fd = -1;
+		return;
+	}
+	if (unlink(tmp) == 0)
+		LOG_NOTICE("kv", "lmdb: removed an interrupted compaction: %s", tmp);
+	if ((rc = mdb_env_create(&env)) || (rc = mdb_env_set_mapsize(env, (size_t)e->map_size)) ||
+	    (rc = mdb_env_open(env, e->path, MDB_NOLOCK | MDB_RDONLY, 0644)) ||
+	    (rc = mdb_env_info(env, &info)) || (rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &r)) ||
+	    (rc = count_free(r, &nfree))) {
+		what = "read free list";
+		goto out;
+	}
+	mdb_txn_abort(r);
+	r = NULL;
+	total = (uint64_t)info.me_last_pgno + 1;
+	if (nfree < COMPACT_MIN_FREE || nfree * 2 <= total)
+		goto out;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		rc = errno;
+		what = "create copy";
+		goto out;
+	}
+	if ((rc = mdb_env_copyfd2(env, fd, MDB_CP_COMPACT))) {
+		what = "copy";
+		goto out;
+	}
+	if (fsync(fd) || close(fd)) {
+		rc = errno;
+		fd = -1;
+		what = "sync copy";
+		goto out;
+	}
+	fd = -1;
+	mdb_env_close(env);
+	env = NULL;
+	if (rename(tmp, data)) {
+		rc = errno;
+		what = "rename copy";
+		goto out;
+	}
+	{
+		int dfd = open(e->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		/* The old and the new file are both whole: a lost rename is
+		 * only a compaction to do again. */
+		if (dfd >= 0) {
+			if (fsync(dfd))
+				LOG_WARN("kv", "lmdb: compaction: fsync %s: %s", e->path,
+					 cfs_strerror(-errno));
+			close(dfd);
+		}
+	}
+	LOG_NOTICE("kv", "lmdb: compacted: path=%s free_pages=%llu of %llu ms=%llu", e->path,
+		   (unsigned long long)nfree, (unsigned long long)total,
+		   (unsigned long long)((clock_mono_ns() - t0) / 1000000u));
+	return;
+out:
+	if (what)
+		LOG_WARN("kv", "lmdb: compaction skipped: path=%s: %s: %s", e->path, what,
+			 mdb_strerror(rc));
+	if (r)
+		mdb_txn_abort(r);
+	if (fd >= 0)
+		close(fd);
+	if (env)
+		mdb_env_close(env);
+	if (what)
+		unlink(tmp);
+}
+
 /* ---- open / close ------------------------------------------------------- */
 
 static void lmdb_close(struct kv_engine *base)
@@ -294,6 +455,13 @@ static void lmdb_close(struct kv_engine *base)
 		mdb_txn_abort(e->pool[i]);
 	if (e->env)
 		mdb_env_close(e->env);
+	if (e->lock_fd >= 0)
+		close(e->lock_fd); /* after LMDB's: see compact_at_open */
+	if (e->counted) {
+		pthread_mutex_lock(&lmdb_open_mu);
+		lmdb_nopen--;
+		pthread_mutex_unlock(&lmdb_open_mu);
+	}
 	pthread_mutex_destroy(&e->pool_mu);
 	pthread_mutex_destroy(&e->gc_mu);
 	pthread_mutex_destroy(&e->sync_mu);
@@ -306,10 +474,10 @@ static void lmdb_close(struct kv_engine *base)
 static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, size_t errlen)
 {
 	static const char *const allowed[] = { "sync", "map_size", "max_readers", "group_wait_us",
-					       "sync_ms", "writemap", NULL };
+					       "sync_ms", "writemap", "compact", NULL };
 	struct lmdb_engine *e;
 	uint64_t map = LMDB_DEFAULT_MAP, readers = LMDB_DEFAULT_READERS, wait_us = 2000;
-	uint64_t sync_ms = 100, writemap = 0;
+	uint64_t sync_ms = 100, writemap = 0, compact = 1;
 	const char *sync;
 	unsigned flags = MDB_NOTLS;
 	MDB_txn *txn = NULL;
@@ -326,10 +494,11 @@ static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, 
 	    (rc = kv_url_opt_size(u, "max_readers", &readers, err, errlen)) ||
 	    (rc = kv_url_opt_size(u, "group_wait_us", &wait_us, err, errlen)) ||
 	    (rc = kv_url_opt_size(u, "sync_ms", &sync_ms, err, errlen)) ||
-	    (rc = kv_url_opt_size(u, "writemap", &writemap, err, errlen)))
+	    (rc = kv_url_opt_size(u, "writemap", &writemap, err, errlen)) ||
+	    (rc = kv_url_opt_size(u, "compact", &compact, err, errlen)))
 		return rc;
-	if (writemap > 1)
-		return kv_errf(err, errlen, -EINVAL, "kv: lmdb writemap must be 0 or 1");
+	if (writemap > 1 || compact > 1)
+		return kv_errf(err, errlen, -EINVAL, "kv: lmdb writemap and compact must be 0 or 1");
 	if (sync_ms < 1 || sync_ms > 60000)
 		return kv_errf(err, errlen, -EINVAL, "kv: lmdb sync_ms must be 1..60000");
 	if (wait_us > 1000000)
@@ -340,6 +509,7 @@ static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, 
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return -ENOMEM;
+	e->lock_fd = -1;
 	pthread_mutex_init(&e->pool_mu, NULL);
 	pthread_mutex_init(&e->gc_mu, NULL);
 	pthread_mutex_init(&e->sync_mu, NULL);
@@ -384,17 +554,25 @@ static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, 
 			     cfs_strerror(-errno));
 		goto fail;
 	}
+	pthread_mutex_lock(&lmdb_open_mu);
+	if (compact && lmdb_nopen == 0)
+		compact_at_open(e);
 	if ((rc = mdb_env_create(&e->env))) {
+		pthread_mutex_unlock(&lmdb_open_mu);
 		rc = kv_errf(err, errlen, lmdb_err(rc), "kv: lmdb: %s", mdb_strerror(rc));
 		goto fail;
 	}
 	if ((rc = mdb_env_set_mapsize(e->env, (size_t)map)) ||
 	    (rc = mdb_env_set_maxreaders(e->env, (unsigned)readers)) ||
 	    (rc = mdb_env_open(e->env, e->path, flags, 0644))) {
+		pthread_mutex_unlock(&lmdb_open_mu);
 		rc = kv_errf(err, errlen, lmdb_err(rc), "kv: lmdb: open %s: %s", e->path,
 			     mdb_strerror(rc));
 		goto fail;
 	}
+	lmdb_nopen++;
+	e->counted = 1;
+	pthread_mutex_unlock(&lmdb_open_mu);
 	/* Slots of crashed processes would otherwise pin old pages forever. */
 	mdb_reader_check(e->env, &dead);
 	if (dead)

@@ -15,6 +15,11 @@
  * - sync=window: commits survive kill -9 at once; kv_flush and the
  *   background sync make them durable (a copy of the files right after
  *   kv_flush holds them).
+ * - compact=1 (default): an environment whose free list dominates is
+ *   rewritten without it at open (smaller file, same contents, writable),
+ *   a left-over copy of an interrupted compaction is removed, and nothing
+ *   is compacted while another process has the environment open or with
+ *   compact=0.
  * - URL and option errors are reported, not crashed on.
  */
 #include <errno.h>
@@ -761,7 +766,7 @@ static void t_bad_urls(void **state)
 		"lmdb://relative/path", "lmdb://", "lmdb:///tmp/x?sync=maybe",
 		"lmdb:///tmp/x?bogus=1", "lmdb:///tmp/x?sync=window&sync_ms=0", "lmdb:///tmp/x?map_size=12q", "nosuch:///x",
 		"no-scheme", "mem://host", "mem://?faults=2", "mem://?faults=abc",
-		"lmdb:///tmp/x%zz", "lmdb:///proc/no/such/dir",
+		"lmdb:///tmp/x%zz", "lmdb:///proc/no/such/dir", "lmdb:///tmp/x?compact=2",
 	};
 	char err[256];
 	kv_engine *e = NULL;
@@ -773,6 +778,123 @@ static void t_bad_urls(void **state)
 		assert_true(err[0] != 0);
 		assert_null(e);
 	}
+}
+
+
+/* ---- compaction at open ------------------------------------------------- */
+
+static int age_fill(kv_txn *t, void *arg)
+{
+	int *i = arg, rc = 0;
+	static char big[60000];
+	char k[32];
+
+	for (int j = 0; j < 16 && !rc; j++) {
+		snprintf(k, sizeof(k), "big/%03d/%02d", *i, j);
+		rc = kv_set(t, kv_str(k), kv_mem(big, sizeof(big)));
+	}
+	snprintf(k, sizeof(k), "keep/%03d", *i);
+	return rc ? rc : kv_set(t, kv_str(k), kv_str(k));
+}
+
+static int age_drop(kv_txn *t, void *arg)
+{
+	(void)arg;
+	return kv_clear_range(t, kv_str("big/"), kv_str("big0"));
+}
+
+static off_t file_size(const char *path)
+{
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	return st.st_size;
+}
+
+/* All 40 keep/ keys are there and the engine takes a write. */
+static void aged_check(kv_engine *e)
+{
+	char k[32];
+	int i = 999;
+
+	for (int j = 0; j < 40; j++) {
+		snprintf(k, sizeof(k), "keep/%03d", j);
+		assert_int_equal(win_has(e, k), 1);
+	}
+	assert_int_equal(win_has(e, "big/000/00"), 0);
+	assert_int_equal(kv_run(e, NULL, age_fill, &i, NULL), 0);
+	assert_int_equal(win_has(e, "keep/999"), 1);
+}
+
+static void t_compact_at_open(void **state)
+{
+	char url[512], data[512], tmp[600];
+	int pfd[2], one = 1;
+	kv_engine *e;
+	off_t aged;
+	pid_t pid;
+	char c;
+
+	(void)state;
+	fresh_url(url, sizeof(url), "?sync=none");
+	snprintf(data, sizeof(data), "%.*s/data.mdb",
+		 (int)(strchr(url, '?') - url - strlen("lmdb://")), url + strlen("lmdb://"));
+	snprintf(tmp, sizeof(tmp), "%s.compact", data);
+	e = open_ok(url);
+	for (int i = 0; i < 40; i++)
+		assert_int_equal(kv_run(e, NULL, age_fill, &i, NULL), 0);
+	assert_int_equal(kv_run(e, NULL, age_drop, NULL, NULL), 0);
+	kv_close(e);
+	aged = file_size(data);
+	assert_true(aged > (off_t)30 << 20); /* 640 values of 15 pages, now free */
+
+	/* compact=0 leaves the file as it is. */
+	snprintf(strrchr(url, '?'), 32, "?sync=none&compact=0");
+	e = open_ok(url);
+	kv_close(e);
+	assert_true(file_size(data) == aged);
+
+	/* Another process has it open: no compaction. */
+	assert_int_equal(pipe(pfd), 0);
+	pid = child_fork();
+	if (pid == 0) {
+		kv_engine *ce = NULL;
+		char err[256];
+		close(pfd[0]);
+		if (kv_open(url, &ce, err, sizeof(err)))
+			_exit(1);
+		if (write(pfd[1], &one, 1) != 1)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	close(pfd[1]);
+	assert_int_equal(read(pfd[0], &c, 1), 1);
+	close(pfd[0]);
+	snprintf(strrchr(url, '?'), 32, "?sync=none");
+	e = open_ok(url);
+	assert_true(file_size(data) >= aged);
+	kv_close(e);
+	child_kill(pid);
+
+	/* A crash mid-compaction left a partial copy: it goes, and the
+	 * environment is compacted with its contents intact. */
+	{
+		int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		assert_true(fd >= 0);
+		assert_int_equal(write(fd, "partial", 7), 7);
+		close(fd);
+	}
+	e = open_ok(url);
+	assert_true(file_size(data) < (off_t)2 << 20);
+	assert_int_equal(access(tmp, F_OK), -1);
+	aged_check(e);
+	kv_close(e);
+
+	/* writemap=1 reopens the compacted file (the map's sparse size). */
+	snprintf(strrchr(url, '?'), 32, "?sync=window&writemap=1");
+	e = open_ok(url);
+	aged_check(e);
+	kv_close(e);
 }
 
 int main(void)
@@ -789,6 +911,7 @@ int main(void)
 		cmocka_unit_test_teardown(t_multi_process, reap_children),
 		cmocka_unit_test_teardown(t_map_full, reap_children),
 		cmocka_unit_test_teardown(t_readers_full, reap_children),
+		cmocka_unit_test_teardown(t_compact_at_open, reap_children),
 		cmocka_unit_test_teardown(t_bad_urls, reap_children),
 	};
 	int rc;
