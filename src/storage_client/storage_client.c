@@ -658,6 +658,9 @@ struct read_group {
 	void *dst0;                 /* the first range's dst: the bulk's home without bounce */
 	const uint8_t *shm_src;     /* the reply's bytes in the shared-memory arena (sc_shm),
 				       copied out and given back by read_group_finish */
+	int shm_copied;             /* a combined reply that came over shared memory was
+				       copied to this group's memory (read_rpc_split): no
+				       wire in between, RES.crc is the service's */
 	struct read_group *qnext;   /* read combining queue (struct readq) */
 	/* Set for an async read: called instead of signalling a batch. */
 	void (*on_done)(struct read_group *g);
@@ -767,8 +770,13 @@ static void read_group_place(struct read_group *g, struct storage_read *r)
 		} else {
 			if (src != x->dst)
 				memmove(x->dst, src, (size_t)got);
-			x->result = crc32c(0, x->dst, (size_t)got) == res[k].crc ? got
-										: -CFS_ECHECKSUM;
+			/* Copied out of the arena (read_rpc_split): as above. */
+			if (g->shm_copied)
+				x->result = got;
+			else
+				x->result = crc32c(0, x->dst, (size_t)got) == res[k].crc
+						    ? got
+						    : -CFS_ECHECKSUM;
 		}
 		x->crc = res[k].crc;
 		x->commit_ver = res[k].commit_ver;
@@ -808,7 +816,9 @@ struct read_rpc {
 	struct read_group **g;  /* ng groups, in request order */
 	size_t ng;
 	size_t nr;              /* ranges over all groups */
-	uint8_t *bounce;        /* combined: the reply bulk, then copied out */
+	uint8_t *bounce;        /* combined over the socket: the reply bulk, then copied out */
+	const uint8_t *shm;     /* combined over shared memory: the reply's compact bytes
+				   in the arena, copied out, then given back */
 	uint64_t cap;
 	int no_shm;             /* the shared-memory attempt said "use the socket" */
 };
@@ -817,6 +827,7 @@ struct read_rpc {
  * results re-encoded, its compact bytes at its destination. */
 static void read_rpc_split(struct read_rpc *x, const struct rpc_result *res)
 {
+	const uint8_t *src = x->shm ? x->shm : x->bounce;
 	int st = res->status;
 	struct sto_read_res *rs = NULL;
 	struct sto_read_resp resp;
@@ -853,12 +864,12 @@ static void read_rpc_split(struct read_rpc *x, const struct rpc_result *res)
 						uint64_t m = g->iov[i].iov_len < bytes - at
 								     ? g->iov[i].iov_len
 								     : bytes - at;
-						memcpy(g->iov[i].iov_base, x->bounce + pos + at, m);
+						memcpy(g->iov[i].iov_base, src + pos + at, m);
 						at += m;
 					}
 				else
-					memcpy(g->bounce ? g->bounce : g->dst0, x->bounce + pos,
-					       bytes);
+					memcpy(g->bounce ? g->bounce : g->dst0, src + pos, bytes);
+				g->shm_copied = x->shm != NULL;
 			}
 			buf_fini(&b);
 			pos += bytes;
@@ -872,7 +883,7 @@ static void read_rpc_split(struct read_rpc *x, const struct rpc_result *res)
 static void read_rpc_send(struct read_rpc *x);
 static void read_rpc_done(void *arg, const struct rpc_result *res);
 
-/* A single group's read answered over shared memory (sc_shm.h). */
+/* A read RPC (one group or combined) answered over shared memory (sc_shm.h). */
 static void read_rpc_shm_done(void *arg, const struct rpc_result *res, const uint8_t *data)
 {
 	struct read_rpc *x = arg;
@@ -884,19 +895,25 @@ static void read_rpc_shm_done(void *arg, const struct rpc_result *res, const uin
 	/* The bytes are in the arena, compact: as a bulk of at most cap. */
 	struct rpc_result r2 = *res;
 	r2.bulk_len = data ? x->cap : 0;
-	x->g[0]->shm_src = data;
+	if (x->ng == 1)
+		x->g[0]->shm_src = data;
+	else
+		x->shm = data;
 	read_rpc_done(x, &r2);
 }
 
 static void read_rpc_done(void *arg, const struct rpc_result *res)
 {
 	struct read_rpc *x = arg;
-	if (x->ng == 1 && !x->bounce)
+	struct storage_client *c = x->c;
+	if (x->ng == 1 && !x->bounce && !x->shm)
 		read_group_done(x->g[0], res);
 	else
 		read_rpc_split(x, res);
+	if (x->shm)
+		sc_shm_release(c->shm, x->shm, x->cap);
+	x->shm = NULL;
 	/* Pass this RPC's slot to what queued meanwhile. */
-	struct storage_client *c = x->c;
 	struct readq *q = x->q;
 	free(x->bounce);
 	free(x->g);
@@ -942,8 +959,7 @@ static void read_rpc_send(struct read_rpc *x)
 	int rc = 0;
 	if (x->ng > 1) {
 		rr = malloc(x->nr * sizeof(*rr));
-		x->bounce = malloc(x->cap ? x->cap : 1);
-		if (!rr || !x->bounce)
+		if (!rr)
 			rc = -ENOMEM;
 		for (size_t q = 0, k = 0; !rc && q < x->ng; k += x->g[q]->n, q++)
 			memcpy(rr + k, x->g[q]->rr, x->g[q]->n * sizeof(*rr));
@@ -960,17 +976,23 @@ static void read_rpc_send(struct read_rpc *x)
 		rc = sto_read_req_encode(&pl, &m);
 	struct rpc_peer *p = NULL;
 	char err[128];
-	/* A lone group to a server on this host: over shared memory, straight
-	 * into the caller's memory when it is contiguous there and was added
-	 * with storage_client_mem_add. */
-	if (!rc && x->ng == 1 && c->shm && !x->no_shm &&
+	/* A server on this host: over shared memory. A lone group's bytes go
+	 * straight into the caller's memory when it is contiguous there and
+	 * was added with storage_client_mem_add; a combined reply's land in
+	 * the arena, from which read_rpc_split copies each group's out (no
+	 * socket copies, no bounce buffer). */
+	if (!rc && c->shm && !x->no_shm &&
 	    !sc_shm_read(c->shm, x->q->addr, &m, x->cap,
-			 !g0->bounce && !g0->niov ? g0->dst0 : NULL, read_rpc_shm_done, x)) {
+			 ng == 1 && !g0->bounce && !g0->niov ? g0->dst0 : NULL, read_rpc_shm_done,
+			 x)) {
 		atomic_fetch_add(&c->read_rpcs, 1);
-		atomic_fetch_add(&c->read_groups, 1);
+		atomic_fetch_add(&c->read_groups, ng);
 		buf_fini(&pl);
+		free(rr);
 		return;
 	}
+	if (!rc && ng > 1 && !(x->bounce = malloc(x->cap ? x->cap : 1)))
+		rc = -ENOMEM;
 	if (!rc)
 		rc = rpc_client_peer(c->rpc, x->q->addr, &p, err, sizeof(err));
 	if (!rc) {
