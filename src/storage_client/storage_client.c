@@ -651,8 +651,9 @@ struct read_group {
 	uint64_t cap;
 	uint64_t routing_ver;
 	int status;
-	uint8_t *resp;              /* copy of the reply payload */
-	uint32_t resp_len;
+	struct sto_read_res *res;   /* the reply's n results, decoded when it came (status
+				       0): res_in, or from the heap (group_res_free) */
+	struct sto_read_res res_in[2];
 	uint64_t bulk_len;
 	struct read_batch *batch;
 	void *dst0;                 /* the first range's dst: the bulk's home without bounce */
@@ -685,18 +686,38 @@ static void read_group_signal(struct read_group *g)
 	pthread_mutex_unlock(&b->mu);
 }
 
+/* Room for G's N results: its own array when they fit (most reads are
+ * one range: no allocation), else the heap. NULL only without memory. */
+static struct sto_read_res *group_res_room(struct read_group *g)
+{
+	g->res = g->n <= sizeof(g->res_in) / sizeof(g->res_in[0]) ? g->res_in
+								   : calloc(g->n, sizeof(*g->res));
+	return g->res;
+}
+
+static void group_res_free(struct read_group *g)
+{
+	if (g->res != g->res_in)
+		free(g->res);
+	g->res = NULL;
+}
+
 static void read_group_done(void *arg, const struct rpc_result *res)
 {
 	struct read_group *g = arg;
 	g->status = res->status;
 	g->bulk_len = res->bulk_len;
-	if (!res->status && res->payload_len) {
-		g->resp = malloc(res->payload_len);
-		if (g->resp) {
-			memcpy(g->resp, res->payload, res->payload_len);
-			g->resp_len = res->payload_len;
-		} else {
-			g->status = -ENOMEM;
+	if (!res->status) {
+		/* Decoded here, while the payload is there: no copy of it. */
+		struct sto_read_resp resp;
+		int rc = group_res_room(g) ? sto_read_resp_decode(res->payload, res->payload_len,
+								 &resp, g->res, g->n)
+					   : -ENOMEM;
+		if (!rc && resp.n != g->n)
+			rc = -CFS_EPROTO;
+		if (rc) {
+			group_res_free(g);
+			g->status = rc;
 		}
 	}
 	read_group_signal(g);
@@ -710,11 +731,8 @@ static void read_group_place(struct read_group *g, struct storage_read *r)
 			r[g->idx[k]].result = g->status;
 		return;
 	}
-	struct sto_read_res *res = calloc(g->n, sizeof(*res));
-	struct sto_read_resp resp;
-	int rc = res ? sto_read_resp_decode(g->resp, g->resp_len, &resp, res, g->n) : -ENOMEM;
-	if (!rc && resp.n != g->n)
-		rc = -CFS_EPROTO;
+	const struct sto_read_res *res = g->res;
+	int rc = 0;
 	/* Compact offsets of each range's bytes in the bulk. */
 	uint64_t pos = 0;
 	for (size_t k = 0; !rc && k < g->n; k++) {
@@ -741,7 +759,6 @@ static void read_group_place(struct read_group *g, struct storage_read *r)
 	if (rc) {
 		for (size_t k = 0; k < g->n; k++)
 			r[g->idx[k]].result = rc;
-		free(res);
 		return;
 	}
 	/* Back to front: with the caller's contiguous memory as the bulk
@@ -781,12 +798,12 @@ static void read_group_place(struct read_group *g, struct storage_read *r)
 		x->crc = res[k].crc;
 		x->commit_ver = res[k].commit_ver;
 	}
-	free(res);
 }
 
 static void read_group_finish(struct read_group *g, struct storage_read *r)
 {
 	read_group_place(g, r);
+	group_res_free(g);
 	if (g->shm_src) {
 		sc_shm_release(g->c->shm, g->shm_src, g->cap);
 		g->shm_src = NULL;
@@ -813,7 +830,8 @@ static void read_group_finish(struct read_group *g, struct storage_read *r)
 struct read_rpc {
 	struct storage_client *c;
 	struct readq *q;
-	struct read_group **g;  /* ng groups, in request order */
+	struct read_group **g;  /* ng groups, in request order: &g1 or the heap */
+	struct read_group *g1;  /* the array of a lone group's RPC (no allocation) */
 	size_t ng;
 	size_t nr;              /* ranges over all groups */
 	uint8_t *bounce;        /* combined over the socket: the reply bulk, then copied out */
@@ -848,16 +866,12 @@ static void read_rpc_split(struct read_rpc *x, const struct rpc_result *res)
 			for (size_t i = 0; i < g->n; i++)
 				if (rs[k + i].result > 0)
 					bytes += (uint64_t)rs[k + i].result;
-			struct sto_read_resp sub = { .n = (uint32_t)g->n, .r = rs + k };
-			struct buf b;
-			buf_init(&b);
 			if (bytes > g->cap || pos + bytes > res->bulk_len) {
 				g->status = -CFS_EPROTO;
-			} else if (sto_read_resp_encode(&b, &sub) || !(g->resp = malloc(b.len))) {
+			} else if (!group_res_room(g)) {
 				g->status = -ENOMEM;
 			} else {
-				memcpy(g->resp, b.data, b.len);
-				g->resp_len = (uint32_t)b.len;
+				memcpy(g->res, rs + k, g->n * sizeof(*rs));
 				g->bulk_len = bytes;
 				if (g->niov) /* scattered: each segment in turn */
 					for (uint64_t at = 0, i = 0; at < bytes; i++) {
@@ -871,7 +885,6 @@ static void read_rpc_split(struct read_rpc *x, const struct rpc_result *res)
 					memcpy(g->bounce ? g->bounce : g->dst0, src + pos, bytes);
 				g->shm_copied = x->shm != NULL;
 			}
-			buf_fini(&b);
 			pos += bytes;
 		}
 		k += g->n; /* before the signal: the caller may reuse G once woken */
@@ -916,7 +929,8 @@ static void read_rpc_done(void *arg, const struct rpc_result *res)
 	/* Pass this RPC's slot to what queued meanwhile. */
 	struct readq *q = x->q;
 	free(x->bounce);
-	free(x->g);
+	if (x->g != &x->g1)
+		free(x->g);
 	x->bounce = NULL;
 	x->g = NULL;
 	x->ng = x->nr = 0;
@@ -972,8 +986,6 @@ static void read_rpc_send(struct read_rpc *x)
 				  .r = x->ng > 1 ? rr : g0->rr };
 	if (!rc && x->nr > STO_MAX_BATCH)
 		rc = -EINVAL;
-	if (!rc)
-		rc = sto_read_req_encode(&pl, &m);
 	struct rpc_peer *p = NULL;
 	char err[128];
 	/* A server on this host: over shared memory. A lone group's bytes go
@@ -991,6 +1003,9 @@ static void read_rpc_send(struct read_rpc *x)
 		free(rr);
 		return;
 	}
+	/* Over the socket (encoded only now: sc_shm_read encodes its own). */
+	if (!rc)
+		rc = sto_read_req_encode(&pl, &m);
 	if (!rc && ng > 1 && !(x->bounce = malloc(x->cap ? x->cap : 1)))
 		rc = -ENOMEM;
 	if (!rc)
@@ -1051,11 +1066,8 @@ static void read_dispatch(struct storage_client *c, struct read_group *g, uint32
 	}
 	q->inflight++;
 	pthread_mutex_unlock(&c->rq_mu);
-	struct read_rpc *x = calloc(1, sizeof(*x));
-	struct read_group **gs = calloc(1, sizeof(*gs));
-	if (!x || !gs) {
-		free(x);
-		free(gs);
+	struct read_rpc *x = malloc(sizeof(*x));
+	if (!x) {
 		pthread_mutex_lock(&c->rq_mu);
 		q->inflight--;
 		pthread_mutex_unlock(&c->rq_mu);
@@ -1063,8 +1075,8 @@ static void read_dispatch(struct storage_client *c, struct read_group *g, uint32
 		read_group_signal(g);
 		return;
 	}
-	gs[0] = g;
-	*x = (struct read_rpc){ .c = c, .q = q, .g = gs, .ng = 1, .nr = g->n, .cap = g->cap };
+	*x = (struct read_rpc){ .c = c, .q = q, .g1 = g, .ng = 1, .nr = g->n, .cap = g->cap };
+	x->g = &x->g1;
 	read_rpc_send(x);
 }
 
@@ -1168,8 +1180,7 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 			 * x->status belongs to the RPC's completion, which may run on
 			 * a loop thread before read_dispatch returns. */
 			x->dst0 = r[x->idx[0]].dst;
-			x->resp = NULL;
-			x->resp_len = 0;
+			x->res = NULL;
 			x->bulk_len = 0;
 			x->iov = NULL;
 			x->niov = 0;
@@ -1208,8 +1219,6 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 			g[k].bounce = NULL;
 			g[k].iov = NULL;
 			g[k].niov = 0;
-			free(g[k].resp);
-			g[k].resp = NULL;
 			for (size_t q = 0; q < g[k].n; q++) {
 				size_t i = g[k].idx[q];
 				int res = r[i].result;
@@ -1343,8 +1352,6 @@ static void aread_done(struct read_group *g)
 	struct storage_client *c = g->c;
 	struct storage_read *r = a->r;
 	read_group_finish(g, r);
-	free(g->resp);
-	g->resp = NULL;
 	if (node_error(g->status))
 		avoid_mark(c, g->addr);
 	else if (!g->status)
