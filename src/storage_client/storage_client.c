@@ -232,6 +232,15 @@ static bool node_error(int err)
 
 /* Marks ADDR avoided for AVOID_MS from now (a full table drops the entry
  * that ends first). */
+/* A server address into DST (CAP bytes, cut to fit): snprintf's "%s"
+ * without the format machinery, which showed in the per-read profile. */
+static void addr_copy(char *dst, size_t cap, const char *src)
+{
+	size_t n = strnlen(src, cap - 1);
+	memcpy(dst, src, n);
+	dst[n] = 0;
+}
+
 static void avoid_mark(struct storage_client *c, const char *addr)
 {
 	uint64_t now = clock_mono_ms();
@@ -247,7 +256,7 @@ static void avoid_mark(struct storage_client *c, const char *addr)
 	}
 	if (k == n && n == AVOID_MAX)
 		k = old;
-	snprintf(c->av[k].addr, sizeof(c->av[k].addr), "%s", addr);
+	addr_copy(c->av[k].addr, sizeof(c->av[k].addr), addr);
 	c->av[k].until_ms = now + AVOID_MS;
 	if (k == n)
 		atomic_store(&c->n_av, n + 1);
@@ -313,7 +322,7 @@ static int resolve(struct storage_client *c, const struct storage_loc *loc, bool
 	if (!loc->chain) {
 		if (!loc->addr)
 			return -EINVAL;
-		snprintf(d->addr, sizeof(d->addr), "%s", loc->addr);
+		addr_copy(d->addr, sizeof(d->addr), loc->addr);
 		d->target = loc->target;
 		return 0;
 	}
@@ -321,7 +330,7 @@ static int resolve(struct storage_client *c, const struct storage_loc *loc, bool
 		return -EINVAL;
 	if (loc->addr && loc->target && !write) {
 		/* Pinned to one replica (checks, tools): any version will do. */
-		snprintf(d->addr, sizeof(d->addr), "%s", loc->addr);
+		addr_copy(d->addr, sizeof(d->addr), loc->addr);
 		d->target = loc->target;
 		d->chain = loc->chain;
 		return 0;
@@ -393,7 +402,7 @@ static int resolve(struct storage_client *c, const struct storage_loc *loc, bool
 		rc = -CFS_EUNAVAIL;
 		goto out;
 	}
-	snprintf(d->addr, sizeof(d->addr), "%s", n->addr);
+	addr_copy(d->addr, sizeof(d->addr), n->addr);
 	d->target = t->id;
 	d->chain = ch->id;
 	d->chain_ver = ch->version;
@@ -651,13 +660,17 @@ struct read_group {
 	uint64_t cap;
 	uint64_t routing_ver;
 	int status;
-	uint8_t *resp;              /* copy of the reply payload */
-	uint32_t resp_len;
+	struct sto_read_res *res;   /* the reply's n results, decoded when it came (status
+				       0): res_in, or from the heap (group_res_free) */
+	struct sto_read_res res_in[2];
 	uint64_t bulk_len;
 	struct read_batch *batch;
 	void *dst0;                 /* the first range's dst: the bulk's home without bounce */
 	const uint8_t *shm_src;     /* the reply's bytes in the shared-memory arena (sc_shm),
 				       copied out and given back by read_group_finish */
+	int shm_copied;             /* a combined reply that came over shared memory was
+				       copied to this group's memory (read_rpc_split): no
+				       wire in between, RES.crc is the service's */
 	struct read_group *qnext;   /* read combining queue (struct readq) */
 	/* Set for an async read: called instead of signalling a batch. */
 	void (*on_done)(struct read_group *g);
@@ -682,18 +695,38 @@ static void read_group_signal(struct read_group *g)
 	pthread_mutex_unlock(&b->mu);
 }
 
+/* Room for G's N results: its own array when they fit (most reads are
+ * one range: no allocation), else the heap. NULL only without memory. */
+static struct sto_read_res *group_res_room(struct read_group *g)
+{
+	g->res = g->n <= sizeof(g->res_in) / sizeof(g->res_in[0]) ? g->res_in
+								   : calloc(g->n, sizeof(*g->res));
+	return g->res;
+}
+
+static void group_res_free(struct read_group *g)
+{
+	if (g->res != g->res_in)
+		free(g->res);
+	g->res = NULL;
+}
+
 static void read_group_done(void *arg, const struct rpc_result *res)
 {
 	struct read_group *g = arg;
 	g->status = res->status;
 	g->bulk_len = res->bulk_len;
-	if (!res->status && res->payload_len) {
-		g->resp = malloc(res->payload_len);
-		if (g->resp) {
-			memcpy(g->resp, res->payload, res->payload_len);
-			g->resp_len = res->payload_len;
-		} else {
-			g->status = -ENOMEM;
+	if (!res->status) {
+		/* Decoded here, while the payload is there: no copy of it. */
+		struct sto_read_resp resp;
+		int rc = group_res_room(g) ? sto_read_resp_decode(res->payload, res->payload_len,
+								 &resp, g->res, g->n)
+					   : -ENOMEM;
+		if (!rc && resp.n != g->n)
+			rc = -CFS_EPROTO;
+		if (rc) {
+			group_res_free(g);
+			g->status = rc;
 		}
 	}
 	read_group_signal(g);
@@ -707,11 +740,8 @@ static void read_group_place(struct read_group *g, struct storage_read *r)
 			r[g->idx[k]].result = g->status;
 		return;
 	}
-	struct sto_read_res *res = calloc(g->n, sizeof(*res));
-	struct sto_read_resp resp;
-	int rc = res ? sto_read_resp_decode(g->resp, g->resp_len, &resp, res, g->n) : -ENOMEM;
-	if (!rc && resp.n != g->n)
-		rc = -CFS_EPROTO;
+	const struct sto_read_res *res = g->res;
+	int rc = 0;
 	/* Compact offsets of each range's bytes in the bulk. */
 	uint64_t pos = 0;
 	for (size_t k = 0; !rc && k < g->n; k++) {
@@ -738,7 +768,6 @@ static void read_group_place(struct read_group *g, struct storage_read *r)
 	if (rc) {
 		for (size_t k = 0; k < g->n; k++)
 			r[g->idx[k]].result = rc;
-		free(res);
 		return;
 	}
 	/* Back to front: with the caller's contiguous memory as the bulk
@@ -767,18 +796,23 @@ static void read_group_place(struct read_group *g, struct storage_read *r)
 		} else {
 			if (src != x->dst)
 				memmove(x->dst, src, (size_t)got);
-			x->result = crc32c(0, x->dst, (size_t)got) == res[k].crc ? got
-										: -CFS_ECHECKSUM;
+			/* Copied out of the arena (read_rpc_split): as above. */
+			if (g->shm_copied)
+				x->result = got;
+			else
+				x->result = crc32c(0, x->dst, (size_t)got) == res[k].crc
+						    ? got
+						    : -CFS_ECHECKSUM;
 		}
 		x->crc = res[k].crc;
 		x->commit_ver = res[k].commit_ver;
 	}
-	free(res);
 }
 
 static void read_group_finish(struct read_group *g, struct storage_read *r)
 {
 	read_group_place(g, r);
+	group_res_free(g);
 	if (g->shm_src) {
 		sc_shm_release(g->c->shm, g->shm_src, g->cap);
 		g->shm_src = NULL;
@@ -805,10 +839,13 @@ static void read_group_finish(struct read_group *g, struct storage_read *r)
 struct read_rpc {
 	struct storage_client *c;
 	struct readq *q;
-	struct read_group **g;  /* ng groups, in request order */
+	struct read_group **g;  /* ng groups, in request order: &g1 or the heap */
+	struct read_group *g1;  /* the array of a lone group's RPC (no allocation) */
 	size_t ng;
 	size_t nr;              /* ranges over all groups */
-	uint8_t *bounce;        /* combined: the reply bulk, then copied out */
+	uint8_t *bounce;        /* combined over the socket: the reply bulk, then copied out */
+	const uint8_t *shm;     /* combined over shared memory: the reply's compact bytes
+				   in the arena, copied out, then given back */
 	uint64_t cap;
 	int no_shm;             /* the shared-memory attempt said "use the socket" */
 };
@@ -817,6 +854,7 @@ struct read_rpc {
  * results re-encoded, its compact bytes at its destination. */
 static void read_rpc_split(struct read_rpc *x, const struct rpc_result *res)
 {
+	const uint8_t *src = x->shm ? x->shm : x->bounce;
 	int st = res->status;
 	struct sto_read_res *rs = NULL;
 	struct sto_read_resp resp;
@@ -837,30 +875,25 @@ static void read_rpc_split(struct read_rpc *x, const struct rpc_result *res)
 			for (size_t i = 0; i < g->n; i++)
 				if (rs[k + i].result > 0)
 					bytes += (uint64_t)rs[k + i].result;
-			struct sto_read_resp sub = { .n = (uint32_t)g->n, .r = rs + k };
-			struct buf b;
-			buf_init(&b);
 			if (bytes > g->cap || pos + bytes > res->bulk_len) {
 				g->status = -CFS_EPROTO;
-			} else if (sto_read_resp_encode(&b, &sub) || !(g->resp = malloc(b.len))) {
+			} else if (!group_res_room(g)) {
 				g->status = -ENOMEM;
 			} else {
-				memcpy(g->resp, b.data, b.len);
-				g->resp_len = (uint32_t)b.len;
+				memcpy(g->res, rs + k, g->n * sizeof(*rs));
 				g->bulk_len = bytes;
 				if (g->niov) /* scattered: each segment in turn */
 					for (uint64_t at = 0, i = 0; at < bytes; i++) {
 						uint64_t m = g->iov[i].iov_len < bytes - at
 								     ? g->iov[i].iov_len
 								     : bytes - at;
-						memcpy(g->iov[i].iov_base, x->bounce + pos + at, m);
+						memcpy(g->iov[i].iov_base, src + pos + at, m);
 						at += m;
 					}
 				else
-					memcpy(g->bounce ? g->bounce : g->dst0, x->bounce + pos,
-					       bytes);
+					memcpy(g->bounce ? g->bounce : g->dst0, src + pos, bytes);
+				g->shm_copied = x->shm != NULL;
 			}
-			buf_fini(&b);
 			pos += bytes;
 		}
 		k += g->n; /* before the signal: the caller may reuse G once woken */
@@ -872,7 +905,7 @@ static void read_rpc_split(struct read_rpc *x, const struct rpc_result *res)
 static void read_rpc_send(struct read_rpc *x);
 static void read_rpc_done(void *arg, const struct rpc_result *res);
 
-/* A single group's read answered over shared memory (sc_shm.h). */
+/* A read RPC (one group or combined) answered over shared memory (sc_shm.h). */
 static void read_rpc_shm_done(void *arg, const struct rpc_result *res, const uint8_t *data)
 {
 	struct read_rpc *x = arg;
@@ -884,22 +917,29 @@ static void read_rpc_shm_done(void *arg, const struct rpc_result *res, const uin
 	/* The bytes are in the arena, compact: as a bulk of at most cap. */
 	struct rpc_result r2 = *res;
 	r2.bulk_len = data ? x->cap : 0;
-	x->g[0]->shm_src = data;
+	if (x->ng == 1)
+		x->g[0]->shm_src = data;
+	else
+		x->shm = data;
 	read_rpc_done(x, &r2);
 }
 
 static void read_rpc_done(void *arg, const struct rpc_result *res)
 {
 	struct read_rpc *x = arg;
-	if (x->ng == 1 && !x->bounce)
+	struct storage_client *c = x->c;
+	if (x->ng == 1 && !x->bounce && !x->shm)
 		read_group_done(x->g[0], res);
 	else
 		read_rpc_split(x, res);
+	if (x->shm)
+		sc_shm_release(c->shm, x->shm, x->cap);
+	x->shm = NULL;
 	/* Pass this RPC's slot to what queued meanwhile. */
-	struct storage_client *c = x->c;
 	struct readq *q = x->q;
 	free(x->bounce);
-	free(x->g);
+	if (x->g != &x->g1)
+		free(x->g);
 	x->bounce = NULL;
 	x->g = NULL;
 	x->ng = x->nr = 0;
@@ -942,8 +982,7 @@ static void read_rpc_send(struct read_rpc *x)
 	int rc = 0;
 	if (x->ng > 1) {
 		rr = malloc(x->nr * sizeof(*rr));
-		x->bounce = malloc(x->cap ? x->cap : 1);
-		if (!rr || !x->bounce)
+		if (!rr)
 			rc = -ENOMEM;
 		for (size_t q = 0, k = 0; !rc && q < x->ng; k += x->g[q]->n, q++)
 			memcpy(rr + k, x->g[q]->rr, x->g[q]->n * sizeof(*rr));
@@ -956,21 +995,28 @@ static void read_rpc_send(struct read_rpc *x)
 				  .r = x->ng > 1 ? rr : g0->rr };
 	if (!rc && x->nr > STO_MAX_BATCH)
 		rc = -EINVAL;
-	if (!rc)
-		rc = sto_read_req_encode(&pl, &m);
 	struct rpc_peer *p = NULL;
 	char err[128];
-	/* A lone group to a server on this host: over shared memory, straight
-	 * into the caller's memory when it is contiguous there and was added
-	 * with storage_client_mem_add. */
-	if (!rc && x->ng == 1 && c->shm && !x->no_shm &&
+	/* A server on this host: over shared memory. A lone group's bytes go
+	 * straight into the caller's memory when it is contiguous there and
+	 * was added with storage_client_mem_add; a combined reply's land in
+	 * the arena, from which read_rpc_split copies each group's out (no
+	 * socket copies, no bounce buffer). */
+	if (!rc && c->shm && !x->no_shm &&
 	    !sc_shm_read(c->shm, x->q->addr, &m, x->cap,
-			 !g0->bounce && !g0->niov ? g0->dst0 : NULL, read_rpc_shm_done, x)) {
+			 ng == 1 && !g0->bounce && !g0->niov ? g0->dst0 : NULL, read_rpc_shm_done,
+			 x)) {
 		atomic_fetch_add(&c->read_rpcs, 1);
-		atomic_fetch_add(&c->read_groups, 1);
+		atomic_fetch_add(&c->read_groups, ng);
 		buf_fini(&pl);
+		free(rr);
 		return;
 	}
+	/* Over the socket (encoded only now: sc_shm_read encodes its own). */
+	if (!rc)
+		rc = sto_read_req_encode(&pl, &m);
+	if (!rc && ng > 1 && !(x->bounce = malloc(x->cap ? x->cap : 1)))
+		rc = -ENOMEM;
 	if (!rc)
 		rc = rpc_client_peer(c->rpc, x->q->addr, &p, err, sizeof(err));
 	if (!rc) {
@@ -1006,7 +1052,7 @@ static void read_dispatch(struct storage_client *c, struct read_group *g, uint32
 	while (q && (q->flags != flags || strcmp(q->addr, g->addr)))
 		q = q->next;
 	if (!q && (q = calloc(1, sizeof(*q)))) {
-		snprintf(q->addr, sizeof(q->addr), "%s", g->addr);
+		addr_copy(q->addr, sizeof(q->addr), g->addr);
 		q->flags = flags;
 		q->next = c->rq;
 		c->rq = q;
@@ -1029,11 +1075,8 @@ static void read_dispatch(struct storage_client *c, struct read_group *g, uint32
 	}
 	q->inflight++;
 	pthread_mutex_unlock(&c->rq_mu);
-	struct read_rpc *x = calloc(1, sizeof(*x));
-	struct read_group **gs = calloc(1, sizeof(*gs));
-	if (!x || !gs) {
-		free(x);
-		free(gs);
+	struct read_rpc *x = malloc(sizeof(*x));
+	if (!x) {
 		pthread_mutex_lock(&c->rq_mu);
 		q->inflight--;
 		pthread_mutex_unlock(&c->rq_mu);
@@ -1041,8 +1084,8 @@ static void read_dispatch(struct storage_client *c, struct read_group *g, uint32
 		read_group_signal(g);
 		return;
 	}
-	gs[0] = g;
-	*x = (struct read_rpc){ .c = c, .q = q, .g = gs, .ng = 1, .nr = g->n, .cap = g->cap };
+	*x = (struct read_rpc){ .c = c, .q = q, .g1 = g, .ng = 1, .nr = g->n, .cap = g->cap };
+	x->g = &x->g1;
 	read_rpc_send(x);
 }
 
@@ -1103,7 +1146,7 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 				k++;
 			if (k == ng) {
 				memset(&g[ng], 0, sizeof(g[ng]));
-				snprintf(g[ng].addr, sizeof(g[ng].addr), "%s", dd[i].addr);
+				addr_copy(g[ng].addr, sizeof(g[ng].addr), dd[i].addr);
 				ng++;
 			}
 		}
@@ -1146,8 +1189,7 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 			 * x->status belongs to the RPC's completion, which may run on
 			 * a loop thread before read_dispatch returns. */
 			x->dst0 = r[x->idx[0]].dst;
-			x->resp = NULL;
-			x->resp_len = 0;
+			x->res = NULL;
 			x->bulk_len = 0;
 			x->iov = NULL;
 			x->niov = 0;
@@ -1186,8 +1228,6 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 			g[k].bounce = NULL;
 			g[k].iov = NULL;
 			g[k].niov = 0;
-			free(g[k].resp);
-			g[k].resp = NULL;
 			for (size_t q = 0; q < g[k].n; q++) {
 				size_t i = g[k].idx[q];
 				int res = r[i].result;
@@ -1321,8 +1361,6 @@ static void aread_done(struct read_group *g)
 	struct storage_client *c = g->c;
 	struct storage_read *r = a->r;
 	read_group_finish(g, r);
-	free(g->resp);
-	g->resp = NULL;
 	if (node_error(g->status))
 		avoid_mark(c, g->addr);
 	else if (!g->status)
@@ -1363,7 +1401,7 @@ int storage_client_read_async(struct storage_client *c, struct storage_read *r, 
 	}
 	struct read_group *g = &a->g;
 	g->c = c;
-	snprintf(g->addr, sizeof(g->addr), "%s", d.addr);
+	addr_copy(g->addr, sizeof(g->addr), d.addr);
 	g->idx = &a->idx0;
 	g->n = 1;
 	a->rr = (struct sto_read_range){ .target = d.target, .chain = d.chain,

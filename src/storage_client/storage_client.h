@@ -18,7 +18,9 @@
  *
  * Concurrent reads (from any threads) to one server share read RPCs
  * while earlier ones are in flight there (see storage_client.c, read
- * combining); each caller still gets its own results and retries.
+ * combining); each caller still gets its own results and retries. A
+ * read RPC to a same-host server, combined or not, goes over shared
+ * memory (sc_shm.h) when it can.
  *
  * Read data arrives straight in the caller's buffer when the ranges sent to
  * one server are adjacent in memory (dst[i+1] == dst[i] + len[i]); otherwise
