@@ -35,6 +35,7 @@ WIRE_FIELDS_CODEC(sto_witness_req, STO_WITNESS_REQ)
 WIRE_FIELDS_CODEC(sto_witness_resp, STO_WITNESS_RESP)
 WIRE_FIELDS_CODEC(sto_shm_reg_req, STO_SHM_REG_REQ)
 WIRE_FIELDS_CODEC(sto_shm_reg_resp, STO_SHM_REG_RESP)
+WIRE_FIELDS_CODEC(sto_shm_unreg_req, STO_SHM_UNREG_REQ)
 WIRE_FIELDS_CODEC(sto_shm_at, STO_SHM_AT)
 
 /* The public encode/decode pair of a message that is only its fields. */
@@ -116,6 +117,7 @@ int sto_read_resp_decode(const void *p, size_t n, struct sto_read_resp *m,
 
 STO_FIXED_CODEC(sto_shm_reg_req)
 STO_FIXED_CODEC(sto_shm_reg_resp)
+STO_FIXED_CODEC(sto_shm_unreg_req)
 
 int sto_shm_read_req_encode(struct buf *b, const struct sto_shm_at *at, const struct sto_read_req *m)
 {

@@ -36,6 +36,7 @@ enum sto_msg_type {
 	STO_MSG_SHM_REG = 310,
 	STO_MSG_SHM_READ = 311,
 	STO_MSG_SHM_WRITE = 312,
+	STO_MSG_SHM_UNREG = 313,
 };
 
 #define STO_MAX_BATCH 1024   /* ranges in one READ */
@@ -162,6 +163,13 @@ WIRE_STRUCT(sto_witness_resp, STO_WITNESS_RESP);
 WIRE_STRUCT(sto_shm_reg_req, STO_SHM_REG_REQ);
 #define STO_SHM_REG_RESP(F) F(u64, region)
 WIRE_STRUCT(sto_shm_reg_resp, STO_SHM_REG_RESP);
+/* SHM_UNREG req: a region of this connection the client stops using;
+ * resp: empty. From the reply on, a request naming the region fails
+ * -ESTALE; the service unmaps it once the requests that already hold it
+ * (reads waiting for the disk) are done, so nothing reaches the memfd
+ * through this service afterwards (stor_shm.h). */
+#define STO_SHM_UNREG_REQ(F) F(u64, region)
+WIRE_STRUCT(sto_shm_unreg_req, STO_SHM_UNREG_REQ);
 /* SHM_READ req: where the bytes go (CAP bytes at OFF of REGION), then a
  * READ request; resp: a READ response whose bytes are at OFF of the
  * region (compact, in range order) instead of in a bulk. */
@@ -184,6 +192,8 @@ int sto_shm_reg_req_encode(struct buf *b, const struct sto_shm_reg_req *m);
 int sto_shm_reg_req_decode(const void *p, size_t n, struct sto_shm_reg_req *m);
 int sto_shm_reg_resp_encode(struct buf *b, const struct sto_shm_reg_resp *m);
 int sto_shm_reg_resp_decode(const void *p, size_t n, struct sto_shm_reg_resp *m);
+int sto_shm_unreg_req_encode(struct buf *b, const struct sto_shm_unreg_req *m);
+int sto_shm_unreg_req_decode(const void *p, size_t n, struct sto_shm_unreg_req *m);
 int sto_shm_read_req_encode(struct buf *b, const struct sto_shm_at *at, const struct sto_read_req *m);
 int sto_shm_read_req_decode(const void *p, size_t n, struct sto_shm_at *at, struct sto_read_req *m,
 			    struct sto_read_range *out, size_t cap);

@@ -299,6 +299,7 @@ struct read_ctx {
 	struct read_rio *rio;          /* n, when read on the loop's ring; else NULL */
 	uint8_t *shm_dst;              /* SHM_READ: the bytes go here (checked to hold
 					  the sum of the ranges' lengths), not in a bulk */
+	struct stor_shm_region *shm_hold; /* keeps shm_dst mapped (SHM_UNREG) */
 };
 
 static void read_ctx_free(struct read_ctx *c)
@@ -313,6 +314,7 @@ static void read_ctx_free(struct read_ctx *c)
 	free(c->rio);
 	if (c->buf)
 		stor_buf_put(c->s, c->buf, c->buf_size);
+	stor_shm_release(c->shm_hold);
 	free(c);
 }
 
@@ -361,9 +363,12 @@ static void read_finish(struct read_ctx *c)
 		reply_err(c->req, err, "read");
 	} else if (c->shm_dst) {
 		/* Copied from our buffer, after the page CRCs were verified in
-		 * it: the client's memory is only ever written here. */
-		memcpy(c->shm_dst, c->buf, (size_t)out);
-		rpc_reply(c->req, 0, b.data, (uint32_t)b.len);
+		 * it: the client's memory is only ever written here, and never
+		 * after the client revoked the region (it gave up on us). */
+		if (stor_shm_copy_in(c->shm_hold, c->shm_dst, c->buf, (size_t)out))
+			reply_err(c->req, -ECANCELED, "shm read: region revoked");
+		else
+			rpc_reply(c->req, 0, b.data, (uint32_t)b.len);
 	} else {
 		struct sent_buf *sb = xmalloc(sizeof(*sb));
 		*sb = (struct sent_buf){ c->s, c->buf, c->buf_size };
@@ -478,7 +483,8 @@ static void handle_read_any(struct rpc_req *req, struct storage_service *s, int 
 		for (uint32_t i = 0; i < m.n; i++)
 			want += c->rr[i].len;
 		int e = want > at.cap ? -EFAULT
-				      : stor_shm_lookup(req, at.region, at.off, at.cap, &c->shm_dst);
+				      : stor_shm_hold(req, at.region, at.off, at.cap, &c->shm_dst,
+						       &c->shm_hold);
 		if (e) {
 			read_ctx_free(c);
 			if (e == -EFAULT)
@@ -599,6 +605,11 @@ static void handle_shm_reg(struct rpc_req *req, void *arg)
 {
 	(void)arg;
 	stor_shm_register(req);
+}
+static void handle_shm_unreg(struct rpc_req *req, void *arg)
+{
+	(void)arg;
+	stor_shm_unregister(req);
 }
 
 /* ---- REMOVE ---- */
@@ -786,6 +797,8 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 	rpc_server_handle(s->srv, STO_MSG_SHM_REG, &h);
 	h.fn = handle_shm_write;
 	rpc_server_handle(s->srv, STO_MSG_SHM_WRITE, &h);
+	h.fn = handle_shm_unreg;
+	rpc_server_handle(s->srv, STO_MSG_SHM_UNREG, &h);
 	h.fn = handle_remove;
 	rpc_server_handle(s->srv, STO_MSG_REMOVE, &h);
 	h.fn = handle_query;

@@ -97,6 +97,8 @@ void storage_client_get_stats(struct storage_client *c, struct storage_client_st
 	out->shm_write_fallbacks = ss.write_fallbacks;
 	out->shm_direct_reads = ss.direct_reads;
 	out->shm_direct_writes = ss.direct_writes;
+	out->shm_direct_lost = ss.direct_lost;
+	out->shm_unregs = ss.unregs;
 }
 
 static _Atomic uint64_t next_channel = 1;
@@ -160,6 +162,11 @@ fail:
 int storage_client_mem_add(struct storage_client *c, int fd, void *base, uint64_t size)
 {
 	return sc_shm_mem_add(c->shm, fd, base, size);
+}
+
+int storage_client_mem_del(struct storage_client *c, const void *base)
+{
+	return sc_shm_mem_del(c->shm, base);
 }
 
 void storage_client_free(struct storage_client *c)

@@ -26,9 +26,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct buf b;
 	buf_init(&b);
 	/* 0xf0.. pick the shared-memory messages (0xf0: 310, 0xf1: 311,
-	 * 0xf2: 312); below, the older decoders keep the selector their
-	 * corpus files use. */
-	unsigned sel = data[0] >= 0xf0 ? 12 + (unsigned)(data[0] - 0xf0) % 3 : data[0] % 12;
+	 * 0xf2: 312, 0xf3: 313); below, the older decoders keep the selector
+	 * their corpus files use. */
+	unsigned sel = data[0] >= 0xf0 && data[0] <= 0xf3 ? 12 + (unsigned)(data[0] - 0xf0)
+			: data[0] >= 0xf4 ? 12 + (unsigned)(data[0] - 0xf0) % 3
+					  : data[0] % 12;
 	switch (sel) {
 	case 0: {
 		struct sto_write_req m, m2;
@@ -152,6 +154,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			check(at.region == at2.region && at.off == at2.off && at.cap == at2.cap);
 			check(m.ino == m2.ino && m.off == m2.off && m.len == m2.len &&
 			      m.crc == m2.crc && m.seq == m2.seq && m.flags == m2.flags);
+		}
+		break;
+	}
+	case 15: {
+		struct sto_shm_unreg_req m, m2;
+		if (!sto_shm_unreg_req_decode(p, n, &m)) {
+			check(!sto_shm_unreg_req_encode(&b, &m));
+			check(!sto_shm_unreg_req_decode(b.data, b.len, &m2));
+			check(m.region == m2.region);
 		}
 		break;
 	}

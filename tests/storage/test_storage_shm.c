@@ -321,6 +321,152 @@ static void test_hostile(void **state)
 	stor_cluster_fini(&sc);
 }
 
+static int unreg(struct rpc_client *rc, const char *addr, uint64_t region)
+{
+	struct buf b, resp;
+	buf_init(&b);
+	buf_init(&resp);
+	struct sto_shm_unreg_req m = { .region = region };
+	sto_shm_unreg_req_encode(&b, &m);
+	int r = call(rc, addr, STO_MSG_SHM_UNREG, &b, -1, &resp);
+	buf_fini(&b);
+	buf_fini(&resp);
+	return r;
+}
+
+/* Mappings of memfds named NAME in process PID. */
+static int maps_of(int pid, const char *name)
+{
+	char p[64], line[1024];
+	snprintf(p, sizeof(p), "/proc/%d/maps", pid);
+	FILE *f = fopen(p, "r");
+	assert_non_null(f);
+	int n = 0;
+	while (fgets(line, sizeof(line), f))
+		n += strstr(line, name) != NULL;
+	fclose(f);
+	return n;
+}
+
+/* SHM_UNREG: the region leaves the connection (requests naming it get
+ * -ESTALE, a second UNREG too) and the service unmaps the memfd, and
+ * storage_client_mem_del does it for every server it registered with:
+ * no request reaches removed memory afterwards. */
+static void test_unreg(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	stor_cluster_init(&sc, "shm-unreg", 1, 1, 4000);
+	stor_cluster_start_storage(&sc, 0);
+	const char *addr = sc.node[0].addr;
+	int spid = sc.node[0].pid;
+	struct storage_client *c = stor_cluster_client();
+	uint8_t *data[NCH];
+	uint32_t len[NCH];
+	write_chunks(c, addr, data, len);
+	struct rpc_opts ro = { .cluster_id = SC_CLUSTER, .secret = (const uint8_t *)SC_SECRET,
+			       .secret_len = strlen(SC_SECRET) };
+	struct rpc_client *rc;
+	assert_int_equal(rpc_client_new(&ro, &rc), 0);
+	const size_t size = 4u << 20;
+	int fd = memfd_create("shm-unreg-a", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)size), 0);
+	assert_int_equal(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK), 0);
+	uint64_t region = 0, r2 = 0;
+	assert_int_equal(reg(rc, addr, fd, size, &region), 0);
+	assert_int_equal(reg(rc, addr, fd, size, &r2), 0);
+	assert_int_equal(maps_of(spid, "shm-unreg-a"), 2);
+	int32_t res = 0;
+	assert_int_equal(shm_read(rc, addr, region, 0, 4096, 0, 0, 4096, &res), 0);
+	assert_int_equal(unreg(rc, addr, region), 0);
+	assert_int_equal(shm_read(rc, addr, region, 0, 4096, 0, 0, 4096, &res), -ESTALE);
+	assert_int_equal(unreg(rc, addr, region), -ESTALE);
+	assert_int_equal(unreg(rc, addr, region + 12345), -ESTALE);
+	/* The other region is untouched. */
+	assert_int_equal(shm_read(rc, addr, r2, 0, 4096, 0, 0, 4096, &res), 0);
+	assert_int_equal(res, 4096);
+	assert_int_equal(maps_of(spid, "shm-unreg-a"), 1);
+	assert_int_equal(unreg(rc, addr, r2), 0);
+	assert_int_equal(maps_of(spid, "shm-unreg-a"), 0);
+	/* Malformed. */
+	struct buf b, resp;
+	buf_init(&b);
+	buf_init(&resp);
+	buf_append(&b, "\x01\x02", 2);
+	assert_int_equal(call(rc, addr, STO_MSG_SHM_UNREG, &b, -1, &resp), -CFS_EPROTO);
+	buf_fini(&b);
+	buf_fini(&resp);
+	rpc_client_free(rc);
+	close(fd);
+
+	/* Through the storage client: add, use, remove; then the same
+	 * address range added again (a new memfd: as a new mmap reusing the
+	 * address would) gets the bytes, the old memfd none. */
+	int fa = memfd_create("shm-unreg-b", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	assert_true(fa >= 0);
+	assert_int_equal(ftruncate(fa, (off_t)size), 0);
+	assert_int_equal(fcntl(fa, F_ADD_SEALS, F_SEAL_SHRINK), 0);
+	uint8_t *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fa, 0);
+	assert_true(mem != MAP_FAILED);
+	assert_int_equal(storage_client_mem_add(c, fa, mem, size), 0);
+	assert_int_equal(storage_client_mem_add(c, fa, mem + 4096, 4096), -EEXIST);
+	struct storage_loc loc = { .addr = addr, .target = 1 };
+	struct storage_client_stats st0, st1;
+	for (int k = 0; k < 3; k++) { /* the first may go through the arena */
+		struct storage_read r = { .loc = loc, .ino = 5, .idx = 0, .off = 0, .len = 65536,
+					  .dst = mem + 4096 };
+		assert_int_equal(storage_client_read(c, &r, 1, 0), 0);
+		assert_int_equal(r.result, 65536);
+		assert_memory_equal(mem + 4096, data[0], 65536);
+	}
+	storage_client_get_stats(c, &st0);
+	assert_true(st0.shm_direct_reads >= 1);
+	assert_int_equal(maps_of(spid, "shm-unreg-b"), 1);
+	assert_int_equal(storage_client_mem_del(c, mem), 0);
+	assert_int_equal(storage_client_mem_del(c, mem), -ENOENT);
+	int m = -1;
+	for (int i = 0; i < 100 && m; i++) {
+		m = maps_of(spid, "shm-unreg-b");
+		if (m)
+			usleep(20000);
+	}
+	assert_int_equal(m, 0);
+	/* A new memfd mapped at the same address. */
+	int fb = memfd_create("shm-unreg-c", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	assert_true(fb >= 0);
+	assert_int_equal(ftruncate(fb, (off_t)size), 0);
+	assert_int_equal(fcntl(fb, F_ADD_SEALS, F_SEAL_SHRINK), 0);
+	uint8_t *old = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fa, 0);
+	assert_true(old != MAP_FAILED);
+	memset(old, 0x5a, size);
+	assert_true(mmap(mem, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fb, 0) == mem);
+	assert_int_equal(storage_client_mem_add(c, fb, mem, size), 0);
+	for (int k = 0; k < 3; k++) {
+		memset(mem, 0, size);
+		struct storage_read r = { .loc = loc, .ino = 5, .idx = 0, .off = 131072,
+					  .len = 65536, .dst = mem + 4096 };
+		assert_int_equal(storage_client_read(c, &r, 1, 0), 0);
+		assert_int_equal(r.result, 65536);
+		assert_memory_equal(mem + 4096, data[0] + 131072, 65536);
+		assert_int_equal(old[4096], 0x5a); /* the removed memory got nothing */
+	}
+	storage_client_get_stats(c, &st1);
+	assert_true(st1.shm_direct_reads > st0.shm_direct_reads);
+	assert_true(st1.shm_unregs >= 1);
+	assert_int_equal(storage_client_mem_del(c, mem), 0);
+	munmap(old, size);
+	munmap(mem, size);
+	close(fa);
+	close(fb);
+	assert_true(testenv_alive(spid));
+	storage_client_free(c);
+	for (int i = 0; i < NCH; i++)
+		free(data[i]);
+	stor_cluster_signal(&sc, 0, SIGTERM);
+	stor_cluster_fini(&sc);
+}
+
 static void test_killed(void **state)
 {
 	(void)state;
@@ -838,6 +984,7 @@ int main(void)
 		cmocka_unit_test(test_chain),
 		cmocka_unit_test(test_killed_writer),
 		cmocka_unit_test(test_direct),
+		cmocka_unit_test(test_unreg),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	testenv_cleanup();
