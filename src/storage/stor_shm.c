@@ -232,6 +232,14 @@ void stor_shm_unregister(struct rpc_req *req)
 	rpc_reply(req, 0, NULL, 0);
 }
 
+int stor_shm_span(const struct stor_shm_region *r, uint64_t off, uint64_t len, uint8_t **out)
+{
+	if (off > r->size || len > r->size - off)
+		return -EFAULT;
+	*out = r->base + off;
+	return 0;
+}
+
 int stor_shm_copy_in(struct stor_shm_region *r, uint8_t *dst, const void *src, size_t n)
 {
 	pthread_rwlock_rdlock(&r->lock);

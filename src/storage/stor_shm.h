@@ -44,6 +44,9 @@ struct stor_shm_region;
  * SHM_UNREG or the connection's end do meanwhile. Handler thread. */
 int stor_shm_hold(struct rpc_req *req, uint64_t region, uint64_t off, uint64_t cap,
 		  uint8_t **out, struct stor_shm_region **hold);
+/* Where LEN bytes at OFF of held region R are: 0 with *OUT set, or
+ * -EFAULT (outside it; overflow-safe). Any thread. */
+int stor_shm_span(const struct stor_shm_region *r, uint64_t off, uint64_t len, uint8_t **out);
 /* Copies N bytes from SRC to DST (inside held region R) unless the
  * region was revoked (SHM_UNREG): 0, or -ECANCELED (nothing copied; the
  * client gave up on the request). Any thread. */

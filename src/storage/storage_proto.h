@@ -37,6 +37,7 @@ enum sto_msg_type {
 	STO_MSG_SHM_READ = 311,
 	STO_MSG_SHM_WRITE = 312,
 	STO_MSG_SHM_UNREG = 313,
+	STO_MSG_SHM_READV = 314,
 };
 
 #define STO_MAX_BATCH 1024   /* ranges in one READ */
@@ -195,6 +196,15 @@ int sto_shm_reg_resp_decode(const void *p, size_t n, struct sto_shm_reg_resp *m)
 int sto_shm_unreg_req_encode(struct buf *b, const struct sto_shm_unreg_req *m);
 int sto_shm_unreg_req_decode(const void *p, size_t n, struct sto_shm_unreg_req *m);
 int sto_shm_read_req_encode(struct buf *b, const struct sto_shm_at *at, const struct sto_read_req *m);
+/* SHM_READV req: u64 region, u32 n, n x u64 off, then a READ request of n
+ * ranges: range i's bytes go to OFF[i] of REGION (each checked to hold
+ * the range's len), so scattered destinations need no copy at the
+ * client; resp: a READ response, no bulk. OFFS holds CAP entries; the
+ * decoder fails when the count differs from the READ request's. */
+int sto_shm_readv_req_encode(struct buf *b, uint64_t region, const uint64_t *offs,
+			     const struct sto_read_req *m);
+int sto_shm_readv_req_decode(const void *p, size_t n, uint64_t *region, uint64_t *offs,
+			     struct sto_read_req *m, struct sto_read_range *out, size_t cap);
 int sto_shm_read_req_decode(const void *p, size_t n, struct sto_shm_at *at, struct sto_read_req *m,
 			    struct sto_read_range *out, size_t cap);
 

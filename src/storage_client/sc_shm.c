@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -408,6 +409,23 @@ static int reg_ready(struct sc_shm *s, struct sc_reg *g)
 	return g->st == PS_OFF ? -EOPNOTSUPP : -EAGAIN;
 }
 
+/* ADDR's peer (made on first use), or NULL when the table is full. Under
+ * mu; ADDR fits SC_SHM_ADDR_MAX. */
+static struct sc_peer *peer_of(struct sc_shm *s, const char *addr)
+{
+	for (int i = 0; i < s->npeers; i++)
+		if (!strcmp(s->peers[i].addr, addr))
+			return &s->peers[i];
+	if (s->npeers == SC_SHM_MAX_PEERS)
+		return NULL;
+	struct sc_peer *pe = &s->peers[s->npeers++];
+	snprintf(pe->addr, sizeof(pe->addr), "%s", addr);
+	pe->s = s;
+	for (int m = 0; m < SC_SHM_MAX_MEMS; m++)
+		pe->r[m] = (struct sc_reg){ .p = pe, .mem = m };
+	return pe;
+}
+
 /* Where LEN bytes for a request to ADDR go: in the caller's registered
  * memory when [P, P+LEN) lies in one registered with that server (P may
  * be NULL), else a run of free arena grains (the caller's to give back
@@ -421,17 +439,7 @@ static int take(struct sc_shm *s, const char *addr, const void *p, uint64_t len,
 	if (strlen(addr) >= SC_SHM_ADDR_MAX)
 		return -EOPNOTSUPP;
 	pthread_mutex_lock(&s->mu);
-	struct sc_peer *pe = NULL;
-	for (int i = 0; i < s->npeers && !pe; i++)
-		if (!strcmp(s->peers[i].addr, addr))
-			pe = &s->peers[i];
-	if (!pe && s->npeers < SC_SHM_MAX_PEERS) {
-		pe = &s->peers[s->npeers++];
-		snprintf(pe->addr, sizeof(pe->addr), "%s", addr);
-		pe->s = s;
-		for (int m = 0; m < SC_SHM_MAX_MEMS; m++)
-			pe->r[m] = (struct sc_reg){ .p = pe, .mem = m };
-	}
+	struct sc_peer *pe = peer_of(s, addr);
 	int rc = pe ? 0 : -EOPNOTSUPP;
 	int m = rc ? 0 : mem_of(s, p, len);
 	if (m && reg_ready(s, &pe->r[m]) == 0) {
@@ -490,6 +498,62 @@ int sc_shm_read(struct sc_shm *s, const char *addr, const struct sto_read_req *m
 	if (rc) {
 		free(op);
 		where_put(s, &w);
+		atomic_fetch_add(&s->fallbacks, 1);
+	}
+	return rc;
+}
+
+int sc_shm_readv(struct sc_shm *s, const char *addr, const struct sto_read_req *m,
+		 const struct iovec *iov, int niov, sc_shm_done_fn done, void *arg)
+{
+	if (!s || niov <= 0 || (uint32_t)niov != m->n || strlen(addr) >= SC_SHM_ADDR_MAX)
+		return -EOPNOTSUPP;
+	uint64_t *offs = malloc((size_t)niov * sizeof(*offs));
+	struct sc_op *op = malloc(sizeof(*op));
+	if (!offs || !op) {
+		free(offs);
+		free(op);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&s->mu);
+	struct sc_peer *pe = peer_of(s, addr);
+	int mi = pe ? mem_of(s, iov[0].iov_base, iov[0].iov_len) : 0;
+	for (int i = 0; mi && i < niov; i++) {
+		if (mem_of(s, iov[i].iov_base, iov[i].iov_len) != mi)
+			mi = 0;
+		else
+			offs[i] = (uint64_t)((const uint8_t *)iov[i].iov_base - s->mem[mi].base);
+	}
+	int rc = mi ? reg_ready(s, &pe->r[mi]) : -EOPNOTSUPP;
+	int taken = !rc;
+	struct sc_where w;
+	if (taken) {
+		s->mem[mi].inflight++;
+		w = (struct sc_where){ .reg = &pe->r[mi], .first = -1, .mem = mi,
+				       .at = { .region = pe->r[mi].region } };
+	}
+	pthread_mutex_unlock(&s->mu);
+	struct buf b;
+	buf_init(&b);
+	struct rpc_peer *rp;
+	char err[128];
+	if (!rc)
+		rc = sto_shm_readv_req_encode(&b, w.at.region, offs, m);
+	if (!rc)
+		rc = rpc_client_peer(s->rpc, addr, &rp, err, sizeof(err));
+	if (!rc) {
+		*op = (struct sc_op){ .s = s, .w = w, .done = done, .arg = arg,
+				      .dst = iov[0].iov_base };
+		struct rpc_call cl = { .type = STO_MSG_SHM_READV, .payload = b.data,
+				       .payload_len = (uint32_t)b.len, .done = read_done, .arg = op };
+		rc = rpc_call_async(rp, &cl);
+	}
+	buf_fini(&b);
+	free(offs);
+	if (rc) {
+		if (taken)
+			where_put(s, &w); /* not sent */
+		free(op);
 		atomic_fetch_add(&s->fallbacks, 1);
 	}
 	return rc;

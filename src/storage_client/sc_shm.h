@@ -19,6 +19,7 @@
 #define CFS_STORAGE_CLIENT_SC_SHM_H
 
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "net/rpc.h"
 #include "storage/storage_proto.h"
@@ -51,6 +52,17 @@ typedef void (*sc_shm_done_fn)(void *arg, const struct rpc_result *res, const ui
  * -EOPNOTSUPP: this server cannot; others). */
 int sc_shm_read(struct sc_shm *s, const char *addr, const struct sto_read_req *m, uint64_t cap,
 		void *dst, sc_shm_done_fn done, void *arg);
+/* Sends read M (M->n ranges) to ADDR over shared memory with range i's
+ * bytes going straight to IOV[i] (NIOV == M->n, IOV[i].iov_len its
+ * len), every segment in one memory added with sc_shm_mem_add (SHM_READV:
+ * scattered destinations, no copy on this side). DONE gets DATA ==
+ * IOV[0].iov_base when the server answered; each range's bytes are then
+ * in place. 0: DONE will run; <0, nothing sent: -EOPNOTSUPP (not all in
+ * one added memory, or off for this server), -EAGAIN (that memory is not
+ * registered with this server yet: a registration was started), others.
+ * Callers fall back to sc_shm_read or the socket. */
+int sc_shm_readv(struct sc_shm *s, const char *addr, const struct sto_read_req *m,
+		 const struct iovec *iov, int niov, sc_shm_done_fn done, void *arg);
 /* Sends write M (its data: M->len bytes at DATA, copied into a slot of
  * the arena) to ADDR over shared memory and waits for the answer, whose
  * payload goes to RESP. Blocking: not on an RPC loop thread. *FALLBACK is

@@ -665,6 +665,8 @@ struct read_group {
 	void *dst0;                 /* the first range's dst: the bulk's home without bounce */
 	const uint8_t *shm_src;     /* the reply's bytes in the shared-memory arena (sc_shm),
 				       copied out and given back by read_group_finish */
+	int shm_inplace;            /* answered over SHM_READV: every range's bytes are
+				       at its dst already */
 	struct read_group *qnext;   /* read combining queue (struct readq) */
 	/* Set for an async read: called instead of signalling a batch. */
 	void (*on_done)(struct read_group *g);
@@ -762,7 +764,9 @@ static void read_group_place(struct read_group *g, struct storage_read *r)
 		const uint8_t *src = (g->bounce ? g->bounce : (uint8_t *)r[g->idx[0]].dst) + pos;
 		if (g->niov && !g->bounce)
 			src = x->dst; /* landed in place */
-		if (g->shm_src) {
+		if (g->shm_src && g->shm_inplace) {
+			x->result = got; /* SHM_READV: the service put them at dst */
+		} else if (g->shm_src) {
 			/* No wire in between: the service copied these bytes out of
 			 * its buffer after checking their page CRCs, and only we
 			 * touch the arena; RES.crc is theirs (docs/rpc.md). When
@@ -884,6 +888,7 @@ static void read_rpc_shm_done(void *arg, const struct rpc_result *res, const uin
 {
 	struct read_rpc *x = arg;
 	if (!data && res->status == -EAGAIN) {
+		x->g[0]->shm_inplace = 0;
 		x->no_shm = 1;
 		read_rpc_send(x);
 		return;
@@ -968,8 +973,19 @@ static void read_rpc_send(struct read_rpc *x)
 	struct rpc_peer *p = NULL;
 	char err[128];
 	/* A lone group to a server on this host: over shared memory, straight
-	 * into the caller's memory when it is contiguous there and was added
-	 * with storage_client_mem_add. */
+	 * into the caller's memory when it was added with
+	 * storage_client_mem_add (scattered: one place per range), else
+	 * through the arena. */
+	if (!rc && x->ng == 1 && c->shm && !x->no_shm && g0->niov && !g0->bounce) {
+		g0->shm_inplace = 1;
+		if (!sc_shm_readv(c->shm, x->q->addr, &m, g0->iov, g0->niov, read_rpc_shm_done, x)) {
+			atomic_fetch_add(&c->read_rpcs, 1);
+			atomic_fetch_add(&c->read_groups, 1);
+			buf_fini(&pl);
+			return;
+		}
+		g0->shm_inplace = 0;
+	}
 	if (!rc && x->ng == 1 && c->shm && !x->no_shm &&
 	    !sc_shm_read(c->shm, x->q->addr, &m, x->cap,
 			 !g0->bounce && !g0->niov ? g0->dst0 : NULL, read_rpc_shm_done, x)) {

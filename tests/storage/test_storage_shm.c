@@ -467,6 +467,131 @@ static void test_unreg(void **state)
 	stor_cluster_fini(&sc);
 }
 
+/* SHM_READV of ranges (5, 0, OFF[i]... LEN[i]) placed at AT[i] of REGION. */
+static int shm_readv(struct rpc_client *rc, const char *addr, uint64_t region, const uint64_t *at,
+		     const uint32_t *off, const uint32_t *len, uint32_t n, int32_t *res)
+{
+	struct buf b, resp;
+	buf_init(&b);
+	buf_init(&resp);
+	struct sto_read_range rr[8];
+	for (uint32_t i = 0; i < n; i++)
+		rr[i] = (struct sto_read_range){ .target = 1, .ino = 5, .idx = 0, .off = off[i],
+						 .len = len[i] };
+	struct sto_read_req m = { .n = n, .r = rr };
+	sto_shm_readv_req_encode(&b, region, at, &m);
+	int r = call(rc, addr, STO_MSG_SHM_READV, &b, -1, &resp);
+	if (!r && res) {
+		struct sto_read_res out[8];
+		struct sto_read_resp rp;
+		assert_int_equal(sto_read_resp_decode(resp.data, resp.len, &rp, out, 8), 0);
+		for (uint32_t i = 0; i < n; i++)
+			res[i] = out[i].result;
+	}
+	buf_fini(&b);
+	buf_fini(&resp);
+	return r;
+}
+
+/* SHM_READV: each range lands at its own place (scattered destinations,
+ * as a ring batch's pieces are), every place checked against the region;
+ * through the storage client, reads into scattered places of added
+ * memory go this way (no copy in the client). */
+static void test_readv(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	stor_cluster_init(&sc, "shm-readv", 1, 1, 4000);
+	stor_cluster_start_storage(&sc, 0);
+	const char *addr = sc.node[0].addr;
+	struct storage_client *c = stor_cluster_client();
+	uint8_t *data[NCH];
+	uint32_t len[NCH];
+	write_chunks(c, addr, data, len);
+	struct rpc_opts ro = { .cluster_id = SC_CLUSTER, .secret = (const uint8_t *)SC_SECRET,
+			       .secret_len = strlen(SC_SECRET) };
+	struct rpc_client *rc;
+	assert_int_equal(rpc_client_new(&ro, &rc), 0);
+	const size_t size = 4u << 20;
+	int fd = sealed_memfd(size);
+	uint8_t *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_true(map != MAP_FAILED);
+	uint64_t region = 0;
+	assert_int_equal(reg(rc, addr, fd, size, &region), 0);
+	memset(map, 0xee, size);
+	/* Out of order, far apart, one short (past the chunk's end). */
+	uint64_t at[3] = { 3u << 20, 4096, (1u << 20) + 7 };
+	uint32_t off[3] = { 0, 65536, CHLEN - 100 }, ln[3] = { 262144, 1000, 4096 };
+	int32_t res[3];
+	assert_int_equal(shm_readv(rc, addr, region, at, off, ln, 3, res), 0);
+	assert_int_equal(res[0], 262144);
+	assert_int_equal(res[1], 1000);
+	assert_int_equal(res[2], 100);
+	assert_memory_equal(map + at[0], data[0], 262144);
+	assert_memory_equal(map + at[1], data[0] + 65536, 1000);
+	assert_memory_equal(map + at[2], data[0] + CHLEN - 100, 100);
+	assert_int_equal(map[at[1] + 1000], 0xee);
+	assert_int_equal(map[at[2] + 100], 0xee);
+	assert_int_equal(map[at[1] - 1], 0xee);
+	/* Hostile places: each refused before anything is read. */
+	uint64_t bad1[2] = { 0, size - 10 }, bad2[2] = { UINT64_MAX - 5, 0 };
+	uint32_t o2[2] = { 0, 0 }, l2[2] = { 100, 100 };
+	assert_int_equal(shm_readv(rc, addr, region, bad1, o2, l2, 2, res), -EFAULT);
+	assert_int_equal(shm_readv(rc, addr, region, bad2, o2, l2, 2, res), -EFAULT);
+	assert_int_equal(shm_readv(rc, addr, region + 99, at, off, ln, 1, res), -ESTALE);
+	/* Counts that disagree. */
+	struct buf b, resp;
+	buf_init(&b);
+	buf_init(&resp);
+	struct sto_read_range rr = { .target = 1, .ino = 5, .len = 10 };
+	struct sto_read_req m = { .n = 1, .r = &rr };
+	uint64_t two[2] = { 0, 0 };
+	sto_shm_readv_req_encode(&b, region, two, &m);
+	b.data[8] = 2; /* says 2 places, carries 1 range after them... */
+	assert_int_equal(call(rc, addr, STO_MSG_SHM_READV, &b, -1, &resp), -CFS_EPROTO);
+	buf_fini(&b);
+	buf_fini(&resp);
+	rpc_client_free(rc);
+	munmap(map, size);
+	close(fd);
+
+	/* The storage client: a batch whose destinations are scattered in
+	 * added memory goes as one SHM_READV. */
+	int fa = sealed_memfd(size);
+	uint8_t *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fa, 0);
+	assert_true(mem != MAP_FAILED);
+	assert_int_equal(storage_client_mem_add(c, fa, mem, size), 0);
+	struct storage_loc loc = { .addr = addr, .target = 1 };
+	struct storage_client_stats st0, st1;
+	storage_client_get_stats(c, &st0);
+	for (int k = 0; k < 20; k++) {
+		struct storage_read r[4];
+		memset(mem, 0, size);
+		for (int q = 0; q < 4; q++) {
+			uint32_t l = 1 + (uint32_t)(rnd() % 200000), o = (uint32_t)(rnd() % CHLEN);
+			r[q] = (struct storage_read){ .loc = loc, .ino = 5, .idx = 0, .off = o, .len = l,
+						      .dst = mem + (size_t)(3 - q) * (1u << 20) + 13 };
+		}
+		assert_int_equal(storage_client_read(c, r, 4, 0), 0);
+		for (int q = 0; q < 4; q++) {
+			int want = (int)(CHLEN - r[q].off < r[q].len ? CHLEN - r[q].off : r[q].len);
+			assert_int_equal(r[q].result, want);
+			assert_memory_equal(r[q].dst, data[0] + r[q].off, (size_t)want);
+			assert_int_equal(r[q].crc, crc32c(0, r[q].dst, (size_t)want));
+		}
+	}
+	storage_client_get_stats(c, &st1);
+	assert_true(st1.shm_direct_reads - st0.shm_direct_reads >= 15);
+	assert_int_equal(storage_client_mem_del(c, mem), 0);
+	munmap(mem, size);
+	close(fa);
+	storage_client_free(c);
+	for (int i = 0; i < NCH; i++)
+		free(data[i]);
+	stor_cluster_signal(&sc, 0, SIGTERM);
+	stor_cluster_fini(&sc);
+}
+
 static void test_killed(void **state)
 {
 	(void)state;
@@ -985,6 +1110,7 @@ int main(void)
 		cmocka_unit_test(test_killed_writer),
 		cmocka_unit_test(test_direct),
 		cmocka_unit_test(test_unreg),
+		cmocka_unit_test(test_readv),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	testenv_cleanup();
