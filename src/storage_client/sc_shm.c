@@ -42,6 +42,7 @@
 #define SC_SHM_OFF_MS 10000
 #define SC_SHM_MAX_PEERS 64
 #define SC_SHM_ADDR_MAX 64
+#define SC_SHM_REVOKE_MS 60000 /* how long a revocation waits for its answer */
 #define SC_SHM_MAX_MEMS 16 /* the arena and 15 of the caller's (the server takes 16) */
 
 /* PS_DROP: registering when its memory was removed; the answer's region
@@ -759,9 +760,12 @@ static void unreg_send(struct sc_shm *s, const char *addr, uint64_t region,
 		rc = rpc_client_peer(s->rpc, addr, &rp, err, sizeof(err));
 	if (!rc) {
 		*u = (struct sc_unreg){ .s = s, .then = then, .arg = arg };
+		/* A revocation waits for a slow server rather than give up on
+		 * confirmation (its read already failed; a dead server closes
+		 * the connection at once). */
 		struct rpc_call cl = { .type = STO_MSG_SHM_UNREG, .payload = b.data,
 				       .payload_len = (uint32_t)b.len, .done = unreg_done,
-				       .arg = u };
+				       .arg = u, .timeout_ms = then ? SC_SHM_REVOKE_MS : 0 };
 		rc = rpc_call_async(rp, &cl);
 	}
 	buf_fini(&b);

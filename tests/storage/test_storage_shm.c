@@ -43,6 +43,7 @@
 #include <cmocka.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -592,6 +593,86 @@ static void test_readv(void **state)
 	stor_cluster_fini(&sc);
 }
 
+struct stopped_read {
+	struct storage_client *c;
+	struct storage_read r;
+	int rc;
+};
+
+static void *stopped_read_main(void *arg)
+{
+	struct stopped_read *x = arg;
+	x->rc = storage_client_read(x->c, &x->r, 1, 0);
+	return NULL;
+}
+
+/* A direct read whose server stalls past the client's timeout: the read
+ * is not handed back (and retried) before the server revoked the region,
+ * so the late copy of the first attempt cannot land after the caller got
+ * its answer (revocation confirmed: shm_direct_lost stays 0). */
+static void test_revoke_on_timeout(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	stor_cluster_init(&sc, "shm-revoke", 1, 1, 4000);
+	stor_cluster_start_storage(&sc, 0);
+	const char *addr = sc.node[0].addr;
+	struct storage_client *w = stor_cluster_client();
+	uint8_t *data[NCH];
+	uint32_t len[NCH];
+	write_chunks(w, addr, data, len);
+	storage_client_free(w);
+	struct storage_client_opts o = { .cluster_id = SC_CLUSTER,
+					 .secret = (const uint8_t *)SC_SECRET,
+					 .secret_len = strlen(SC_SECRET), .timeout_ms = 400,
+					 .retry_budget_ms = 60000 };
+	struct storage_client *c = NULL;
+	char err[256];
+	assert_int_equal(storage_client_new(&o, &c, err, sizeof(err)), 0);
+	const size_t size = 4u << 20;
+	int fd = sealed_memfd(size);
+	uint8_t *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_true(mem != MAP_FAILED);
+	assert_int_equal(storage_client_mem_add(c, fd, mem, size), 0);
+	struct storage_loc loc = { .addr = addr, .target = 1 };
+	struct storage_client_stats st;
+	for (int k = 0; k < 5; k++) { /* registered, direct */
+		struct storage_read r = { .loc = loc, .ino = 5, .idx = 0, .len = 1u << 20,
+					  .dst = mem };
+		assert_int_equal(storage_client_read(c, &r, 1, 0), 0);
+		assert_int_equal(r.result, 1 << 20);
+	}
+	storage_client_get_stats(c, &st);
+	assert_true(st.shm_direct_reads >= 1);
+	uint64_t unregs0 = st.shm_unregs;
+	memset(mem, 0, size);
+	struct stopped_read x = { .c = c, .r = { .loc = loc, .ino = 5, .idx = 0, .off = 4096,
+						 .len = 1u << 20, .dst = mem } };
+	stor_cluster_signal(&sc, 0, SIGSTOP);
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, stopped_read_main, &x), 0);
+	usleep(3000000); /* well past the 400 ms timeout: the revocation waits */
+	stor_cluster_signal(&sc, 0, SIGCONT);
+	pthread_join(t, NULL);
+	assert_int_equal(x.rc, 0);
+	assert_int_equal(x.r.result, 1 << 20);
+	assert_memory_equal(mem, data[0] + 4096, 1u << 20);
+	storage_client_get_stats(c, &st);
+	print_message("revoke: unregs %llu -> %llu, direct_lost %llu\n",
+		      (unsigned long long)unregs0, (unsigned long long)st.shm_unregs,
+		      (unsigned long long)st.shm_direct_lost);
+	assert_true(st.shm_unregs > unregs0);
+	assert_int_equal(st.shm_direct_lost, 0);
+	assert_int_equal(storage_client_mem_del(c, mem), 0);
+	storage_client_free(c);
+	munmap(mem, size);
+	close(fd);
+	for (int i = 0; i < NCH; i++)
+		free(data[i]);
+	stor_cluster_signal(&sc, 0, SIGTERM);
+	stor_cluster_fini(&sc);
+}
+
 static void test_killed(void **state)
 {
 	(void)state;
@@ -1111,6 +1192,7 @@ int main(void)
 		cmocka_unit_test(test_direct),
 		cmocka_unit_test(test_unreg),
 		cmocka_unit_test(test_readv),
+		cmocka_unit_test(test_revoke_on_timeout),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	testenv_cleanup();
