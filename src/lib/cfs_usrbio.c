@@ -1,8 +1,14 @@
 /* cfs_usrbio.c - libchainfs: the application side of the shared-memory
  * rings (include/chainfs.h; protocol in src/usrbio/ring_abi.h).
  *
- * HOW IT WORKS. An iov is a /dev/shm file mapped here and registered with
- * the daemon by a symlink in <mount>/3fs-virt/iovs named by its random id.
+ * HOW IT WORKS. An iov is a memfd sealed against shrinking and growing
+ * (or, with CFS_IOV_DEVSHM=1, a /dev/shm file) mapped here and registered
+ * with the daemon by a symlink in <mount>/3fs-virt/iovs named by its
+ * random id, whose target is /proc/<our pid>/fd/<the memfd> (the daemon
+ * reopens it there; the descriptor stays open while the iov lives). The
+ * seals let the daemon hand the memfd on to same-host storage services,
+ * which then copy read bytes straight into it and write bytes straight
+ * out of it (docs/usrbio.md "Zero copy"): a shrink would crash them.
  * A ring is the same with a ring header, an SQ and a CQ; its /dev/shm
  * name is removed right after registration (both mappings keep the pages).
  * Slots: a bitmap (ior->lock) hands out the index cfs_prep_io returns and
@@ -52,6 +58,7 @@ struct cfs_iov {
 	uint8_t id[16];
 	char mount[MP_MAX];
 	char shm[64];          /* /dev/shm name without the slash; "" once unlinked */
+	int memfd;             /* the sealed memfd behind it (ours), or -1 */
 	char link[PATH_MAX];   /* registration symlink; "" when not ours */
 };
 
@@ -148,12 +155,58 @@ static void shm_drop_name(cfs_iov *v)
 	v->shm[0] = 0;
 }
 
-/* symlink(/dev/shm/<shm>, <mount>/3fs-virt/iovs/<hex><suffix>). */
+/* A sealed memfd of SIZE bytes, mapped shared; -errno when memfds or
+ * seals are unavailable (the caller falls back to /dev/shm). */
+static int memfd_make(size_t size, cfs_iov *v)
+{
+	/* Named like the /dev/shm file would be: /proc/PID/maps of every
+	 * process mapping it shows "memfd:chainfs-iov-<id>". */
+	char hex[33], name[64];
+	hex_id(v->id, hex);
+	snprintf(name, sizeof(name), "chainfs-iov-%s", hex);
+	int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return -errno;
+	int rc = 0;
+	if (ftruncate(fd, (off_t)size) < 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+		rc = -errno;
+	} else {
+		v->base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		if (v->base == MAP_FAILED) {
+			v->base = NULL;
+			rc = -errno;
+		}
+	}
+	if (rc) {
+		close(fd);
+		return rc;
+	}
+	v->memfd = fd;
+	v->size = size;
+	return 0;
+}
+
+/* "/proc/N/fd/M" with N and M numbers: what cfs_iov_create links a memfd
+ * iov to. */
+static int proc_fd_target(const char *t)
+{
+	int n = 0;
+	if (sscanf(t, "/proc/%*[0-9]/fd/%*[0-9]%n", &n) != 0 || n == 0 || t[n])
+		return 0;
+	return 1;
+}
+
+/* symlink(/dev/shm/<shm> or /proc/<pid>/fd/<memfd>,
+ *         <mount>/3fs-virt/iovs/<hex><suffix>). */
 static int register_link(cfs_iov *v, const char *suffix)
 {
 	char hex[33], target[128];
 	hex_id(v->id, hex);
-	snprintf(target, sizeof(target), "/dev/shm/%s", v->shm);
+	if (v->memfd >= 0)
+		snprintf(target, sizeof(target), "/proc/%d/fd/%d", (int)getpid(), v->memfd);
+	else
+		snprintf(target, sizeof(target), "/dev/shm/%s", v->shm);
 	if (snprintf(v->link, sizeof(v->link), "%s/" CFS_VIRT_DIR "/" CFS_VIRT_IOVS "/%s%s",
 	             v->mount, hex, suffix) >= (int)sizeof(v->link)) {
 		v->link[0] = 0;
@@ -255,6 +308,7 @@ static int iov_new(const char *mount, cfs_iov **out)
 	if (!v)
 		return -ENOMEM;
 	snprintf(v->mount, sizeof(v->mount), "%s", mount);
+	v->memfd = -1;
 	*out = v;
 	return 0;
 }
@@ -269,8 +323,13 @@ int cfs_iov_create(const char *mount, size_t size, size_t block_size, int numa, 
 	if (rc)
 		return rc;
 	v->block_size = block_size;
-	if ((rc = random_id(v->id)) || (rc = shm_make("chainfs-iov-", v->id, size, v)))
+	if ((rc = random_id(v->id)))
 		goto fail;
+	const char *e = getenv("CFS_IOV_DEVSHM");
+	if ((e && !strcmp(e, "1")) || memfd_make(size, v)) {
+		if ((rc = shm_make("chainfs-iov-", v->id, size, v)))
+			goto fail;
+	}
 	char suffix[32] = "";
 	if (block_size)
 		snprintf(suffix, sizeof(suffix), ".b%zu", block_size);
@@ -308,11 +367,14 @@ int cfs_iov_open(const char *mount, const uint8_t id[16], size_t size, size_t bl
 		goto fail;
 	}
 	target[n] = 0;
-	if (strncmp(target, "/dev/shm/", 9) != 0 || strchr(target + 9, '/') || !target[9]) {
+	int pfd = proc_fd_target(target);
+	if (!pfd && (strncmp(target, "/dev/shm/", 9) != 0 || strchr(target + 9, '/') ||
+		     !target[9])) {
 		rc = -EINVAL;
 		goto fail;
 	}
-	int fd = open(target, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	/* A memfd iov: its creator's descriptor, reopened through /proc. */
+	int fd = open(target, O_RDWR | O_CLOEXEC | (pfd ? 0 : O_NOFOLLOW));
 	if (fd < 0) {
 		rc = -errno;
 		goto fail;
@@ -353,6 +415,8 @@ void cfs_iov_destroy(cfs_iov *v)
 	shm_drop_name(v);
 	if (v->base)
 		munmap(v->base, v->size);
+	if (v->memfd >= 0)
+		close(v->memfd);
 	free(v);
 }
 

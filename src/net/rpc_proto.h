@@ -159,6 +159,11 @@
  *  312 STO_SHM_WRITE  req:  u64 region, u64 off, u64 cap, then a STO_WRITE request (its
  *                           data: the first len bytes at OFF of the region, no bulk)
  *                     resp: a STO_WRITE response
+ *  313 STO_SHM_UNREG  req:  u64 region   resp: -   (the region is unmapped once the
+ *                           requests holding it are done; an old server answers
+ *                           -CFS_EBADMSG_TYPE and keeps it until the connection closes)
+ *  314 STO_SHM_READV  req:  u64 region, u32 n, n x u64 off, then a STO_READ request of n
+ *                           ranges   resp: a STO_READ response; range i's bytes at off[i]
  *   The handshake messages are sent with request ids and replied to like any
  *   request; a refusal is a reply with status -CFS_EAUTH or -CFS_EVERSION.
  *

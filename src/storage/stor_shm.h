@@ -9,9 +9,9 @@
  * own mapping. Region ids are unique over the service's life, so an id
  * from a closed connection is never valid on a new one.
  *
- * Threads: stor_shm_register and stor_shm_lookup run on the request's
- * loop thread (handlers); the pointer a lookup returns stays valid while
- * that request is unreplied (the connection outlives its requests).
+ * Threads: stor_shm_register, _unregister, _lookup and _hold run on the
+ * request's loop thread (handlers; one connection's handlers all run on
+ * its loop); stor_shm_release on any thread.
  */
 #ifndef CFS_STORAGE_STOR_SHM_H
 #define CFS_STORAGE_STOR_SHM_H
@@ -31,8 +31,31 @@
 void stor_shm_register(struct rpc_req *req);
 /* Where CAP bytes at OFF of REGION are in this service, for REQ's
  * connection: 0 with *OUT set, -ESTALE (no such region on this
- * connection: register again) or -EFAULT (outside the region). */
+ * connection: register again) or -EFAULT (outside the region). *OUT is
+ * valid only until the handler returns (a later SHM_UNREG may unmap it):
+ * for use beyond that, stor_shm_hold. */
 int stor_shm_lookup(struct rpc_req *req, uint64_t region, uint64_t off, uint64_t cap,
 		    uint8_t **out);
+
+/* A mapped region (opaque). */
+struct stor_shm_region;
+/* stor_shm_lookup that also takes a reference on the region (*HOLD): the
+ * mapping behind *OUT stays until stor_shm_release(*HOLD), whatever
+ * SHM_UNREG or the connection's end do meanwhile. Handler thread. */
+int stor_shm_hold(struct rpc_req *req, uint64_t region, uint64_t off, uint64_t cap,
+		  uint8_t **out, struct stor_shm_region **hold);
+/* Where LEN bytes at OFF of held region R are: 0 with *OUT set, or
+ * -EFAULT (outside it; overflow-safe). Any thread. */
+int stor_shm_span(const struct stor_shm_region *r, uint64_t off, uint64_t len, uint8_t **out);
+/* Copies N bytes from SRC to DST (inside held region R) unless the
+ * region was revoked (SHM_UNREG): 0, or -ECANCELED (nothing copied; the
+ * client gave up on the request). Any thread. */
+int stor_shm_copy_in(struct stor_shm_region *r, uint8_t *dst, const void *src, size_t n);
+/* Drops a hold (NULL-safe); any thread. The last reference unmaps. */
+void stor_shm_release(struct stor_shm_region *r);
+/* Answers an SHM_UNREG request (consumes REQ): the region leaves REQ's
+ * connection (later requests naming it get -ESTALE) and is unmapped when
+ * its holds are gone. -ESTALE (not on this connection), -CFS_EPROTO. */
+void stor_shm_unregister(struct rpc_req *req);
 
 #endif

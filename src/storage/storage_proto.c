@@ -35,6 +35,7 @@ WIRE_FIELDS_CODEC(sto_witness_req, STO_WITNESS_REQ)
 WIRE_FIELDS_CODEC(sto_witness_resp, STO_WITNESS_RESP)
 WIRE_FIELDS_CODEC(sto_shm_reg_req, STO_SHM_REG_REQ)
 WIRE_FIELDS_CODEC(sto_shm_reg_resp, STO_SHM_REG_RESP)
+WIRE_FIELDS_CODEC(sto_shm_unreg_req, STO_SHM_UNREG_REQ)
 WIRE_FIELDS_CODEC(sto_shm_at, STO_SHM_AT)
 
 /* The public encode/decode pair of a message that is only its fields. */
@@ -116,6 +117,7 @@ int sto_read_resp_decode(const void *p, size_t n, struct sto_read_resp *m,
 
 STO_FIXED_CODEC(sto_shm_reg_req)
 STO_FIXED_CODEC(sto_shm_reg_resp)
+STO_FIXED_CODEC(sto_shm_unreg_req)
 
 int sto_shm_read_req_encode(struct buf *b, const struct sto_shm_at *at, const struct sto_read_req *m)
 {
@@ -138,6 +140,40 @@ int sto_shm_read_req_decode(const void *p, size_t n, struct sto_shm_at *at, stru
 		return -CFS_EPROTO;
 	return sto_read_req_decode((const uint8_t *)p + STO_SHM_AT_LEN, n - STO_SHM_AT_LEN, m, out,
 				   cap);
+}
+
+int sto_shm_readv_req_encode(struct buf *b, uint64_t region, const uint64_t *offs,
+			     const struct sto_read_req *m)
+{
+	struct wire_writer w;
+	wire_writer_init(&w, b);
+	wire_put_u64(&w, region);
+	wire_put_u32(&w, m->n);
+	for (uint32_t i = 0; i < m->n; i++)
+		wire_put_u64(&w, offs[i]);
+	int rc = wdone(&w);
+	return rc ? rc : sto_read_req_encode(b, m);
+}
+
+int sto_shm_readv_req_decode(const void *p, size_t n, uint64_t *region, uint64_t *offs,
+			     struct sto_read_req *m, struct sto_read_range *out, size_t cap)
+{
+	struct wire_reader r;
+	uint32_t k = 0;
+	wire_reader_init(&r, p, n);
+	wire_get_u64(&r, region);
+	wire_get_u32(&r, &k);
+	if (rdone(&r) || k == 0 || k > cap || (size_t)k > wire_left(&r) / 8)
+		return -CFS_EPROTO;
+	for (uint32_t i = 0; i < k; i++)
+		wire_get_u64(&r, &offs[i]);
+	if (rdone(&r))
+		return -CFS_EPROTO;
+	size_t used = n - wire_left(&r);
+	int rc = sto_read_req_decode((const uint8_t *)p + used, n - used, m, out, cap);
+	if (!rc && m->n != k)
+		rc = -CFS_EPROTO;
+	return rc;
 }
 
 int sto_shm_write_req_encode(struct buf *b, const struct sto_shm_at *at,

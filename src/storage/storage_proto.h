@@ -36,6 +36,8 @@ enum sto_msg_type {
 	STO_MSG_SHM_REG = 310,
 	STO_MSG_SHM_READ = 311,
 	STO_MSG_SHM_WRITE = 312,
+	STO_MSG_SHM_UNREG = 313,
+	STO_MSG_SHM_READV = 314,
 };
 
 #define STO_MAX_BATCH 1024   /* ranges in one READ */
@@ -162,6 +164,13 @@ WIRE_STRUCT(sto_witness_resp, STO_WITNESS_RESP);
 WIRE_STRUCT(sto_shm_reg_req, STO_SHM_REG_REQ);
 #define STO_SHM_REG_RESP(F) F(u64, region)
 WIRE_STRUCT(sto_shm_reg_resp, STO_SHM_REG_RESP);
+/* SHM_UNREG req: a region of this connection the client stops using;
+ * resp: empty. From the reply on, a request naming the region fails
+ * -ESTALE; the service unmaps it once the requests that already hold it
+ * (reads waiting for the disk) are done, so nothing reaches the memfd
+ * through this service afterwards (stor_shm.h). */
+#define STO_SHM_UNREG_REQ(F) F(u64, region)
+WIRE_STRUCT(sto_shm_unreg_req, STO_SHM_UNREG_REQ);
 /* SHM_READ req: where the bytes go (CAP bytes at OFF of REGION), then a
  * READ request; resp: a READ response whose bytes are at OFF of the
  * region (compact, in range order) instead of in a bulk. */
@@ -184,7 +193,18 @@ int sto_shm_reg_req_encode(struct buf *b, const struct sto_shm_reg_req *m);
 int sto_shm_reg_req_decode(const void *p, size_t n, struct sto_shm_reg_req *m);
 int sto_shm_reg_resp_encode(struct buf *b, const struct sto_shm_reg_resp *m);
 int sto_shm_reg_resp_decode(const void *p, size_t n, struct sto_shm_reg_resp *m);
+int sto_shm_unreg_req_encode(struct buf *b, const struct sto_shm_unreg_req *m);
+int sto_shm_unreg_req_decode(const void *p, size_t n, struct sto_shm_unreg_req *m);
 int sto_shm_read_req_encode(struct buf *b, const struct sto_shm_at *at, const struct sto_read_req *m);
+/* SHM_READV req: u64 region, u32 n, n x u64 off, then a READ request of n
+ * ranges: range i's bytes go to OFF[i] of REGION (each checked to hold
+ * the range's len), so scattered destinations need no copy at the
+ * client; resp: a READ response, no bulk. OFFS holds CAP entries; the
+ * decoder fails when the count differs from the READ request's. */
+int sto_shm_readv_req_encode(struct buf *b, uint64_t region, const uint64_t *offs,
+			     const struct sto_read_req *m);
+int sto_shm_readv_req_decode(const void *p, size_t n, uint64_t *region, uint64_t *offs,
+			     struct sto_read_req *m, struct sto_read_range *out, size_t cap);
 int sto_shm_read_req_decode(const void *p, size_t n, struct sto_shm_at *at, struct sto_read_req *m,
 			    struct sto_read_range *out, size_t cap);
 

@@ -299,6 +299,9 @@ struct read_ctx {
 	struct read_rio *rio;          /* n, when read on the loop's ring; else NULL */
 	uint8_t *shm_dst;              /* SHM_READ: the bytes go here (checked to hold
 					  the sum of the ranges' lengths), not in a bulk */
+	struct stor_shm_region *shm_hold; /* keeps shm_dst mapped (SHM_UNREG) */
+	uint8_t **shm_v;               /* SHM_READV: n, where range i's bytes go (checked
+					  to hold its len); shm_dst is then NULL */
 };
 
 static void read_ctx_free(struct read_ctx *c)
@@ -313,6 +316,8 @@ static void read_ctx_free(struct read_ctx *c)
 	free(c->rio);
 	if (c->buf)
 		stor_buf_put(c->s, c->buf, c->buf_size);
+	stor_shm_release(c->shm_hold);
+	free(c->shm_v);
 	free(c);
 }
 
@@ -334,6 +339,7 @@ static void read_finish(struct read_ctx *c)
 {
 	struct sto_read_res *res = xcalloc(c->n, sizeof(*res));
 	uint64_t out = 0;
+	int revoked = 0;
 	for (uint32_t i = 0; i < c->n; i++) {
 		int r = c->pre[i] ? c->pre[i] : c->cr[i].result;
 		if (r >= 0 && c->rr[i].chain && !(c->flags & STO_RF_RELAXED)) {
@@ -344,7 +350,14 @@ static void read_finish(struct read_ctx *c)
 		res[i].result = r;
 		if (r == -CFS_ECORRUPT && c->rr[i].chain && c->tgt[i])
 			craq_repair_note(c->s, c->tgt[i], c->rr[i].chain, c->cr[i].id);
-		if (r > 0) {
+		if (r > 0 && c->shm_v) {
+			/* SHM_READV: straight to the range's place (no compaction). */
+			if (!revoked && stor_shm_copy_in(c->shm_hold, c->shm_v[i],
+							 c->buf + c->off[i], (size_t)r))
+				revoked = 1;
+			res[i].crc = c->cr[i].crc;
+			res[i].commit_ver = c->cr[i].info.commit_ver;
+		} else if (r > 0) {
 			if (out != c->off[i])
 				memmove(c->buf + out, c->buf + c->off[i], (size_t)r);
 			res[i].crc = c->cr[i].crc; /* folded from the verified page CRCs */
@@ -359,11 +372,19 @@ static void read_finish(struct read_ctx *c)
 	free(res);
 	if (err) {
 		reply_err(c->req, err, "read");
+	} else if (c->shm_v) {
+		if (revoked)
+			reply_err(c->req, -ECANCELED, "shm readv: region revoked");
+		else
+			rpc_reply(c->req, 0, b.data, (uint32_t)b.len);
 	} else if (c->shm_dst) {
 		/* Copied from our buffer, after the page CRCs were verified in
-		 * it: the client's memory is only ever written here. */
-		memcpy(c->shm_dst, c->buf, (size_t)out);
-		rpc_reply(c->req, 0, b.data, (uint32_t)b.len);
+		 * it: the client's memory is only ever written here, and never
+		 * after the client revoked the region (it gave up on us). */
+		if (stor_shm_copy_in(c->shm_hold, c->shm_dst, c->buf, (size_t)out))
+			reply_err(c->req, -ECANCELED, "shm read: region revoked");
+		else
+			rpc_reply(c->req, 0, b.data, (uint32_t)b.len);
 	} else {
 		struct sent_buf *sb = xmalloc(sizeof(*sb));
 		*sb = (struct sent_buf){ c->s, c->buf, c->buf_size };
@@ -449,7 +470,21 @@ static void read_on_ring(struct read_ctx *c, struct stor_ring *ring)
 		read_finish(c);
 }
 
-/* READ (SHM 0) or SHM_READ (SHM 1: the bytes go to the client's region). */
+/* SHM_READV's header: every range's place in the region, checked against
+ * it before anything is read. 0, or the error to reply. */
+static int readv_places(struct rpc_req *req, struct read_ctx *c, uint64_t region,
+			const uint64_t *offs, uint32_t n)
+{
+	uint8_t *base;
+	int e = stor_shm_hold(req, region, 0, 0, &base, &c->shm_hold);
+	c->shm_v = e ? NULL : xcalloc(n, sizeof(*c->shm_v));
+	for (uint32_t i = 0; !e && i < n; i++)
+		e = stor_shm_span(c->shm_hold, offs[i], c->rr[i].len, &c->shm_v[i]);
+	return e;
+}
+
+/* READ (SHM 0), SHM_READ (SHM 1: the bytes go to the client's region,
+ * compact) or SHM_READV (SHM 2: each range's to its own place there). */
 static void handle_read_any(struct rpc_req *req, struct storage_service *s, int shm)
 {
 	uint32_t plen;
@@ -459,26 +494,46 @@ static void handle_read_any(struct rpc_req *req, struct storage_service *s, int 
 	struct sto_shm_at at;
 	c->s = s;
 	c->req = req;
-	/* A range takes 32 bytes on the wire: no more fit the payload. */
-	uint32_t hdr = shm ? 8 + STO_SHM_AT_LEN : 8;
-	size_t cap = plen >= hdr ? (plen - hdr) / 32 : 0;
+	/* A range takes 32 bytes on the wire (40 with its place in a
+	 * READV): no more fit the payload. */
+	uint32_t hdr = shm == 2 ? 20 : shm ? 8 + STO_SHM_AT_LEN : 8;
+	size_t cap = plen >= hdr ? (plen - hdr) / (shm == 2 ? 40 : 32) : 0;
 	if (cap > STO_MAX_BATCH)
 		cap = STO_MAX_BATCH;
 	c->rr = xcalloc(cap ? cap : 1, sizeof(*c->rr));
-	if ((shm ? sto_shm_read_req_decode(p, plen, &at, &m, c->rr, cap)
-		 : sto_read_req_decode(p, plen, &m, c->rr, cap)) || m.n == 0) {
+	uint64_t *offs = shm == 2 ? xcalloc(cap ? cap : 1, sizeof(*offs)) : NULL;
+	uint64_t region = 0;
+	if ((shm == 2   ? sto_shm_readv_req_decode(p, plen, &region, offs, &m, c->rr, cap)
+	     : shm == 1 ? sto_shm_read_req_decode(p, plen, &at, &m, c->rr, cap)
+			: sto_read_req_decode(p, plen, &m, c->rr, cap)) ||
+	    m.n == 0) {
+		free(offs);
 		read_ctx_free(c);
 		reply_err(req, -CFS_EPROTO, "read: malformed request");
 		return;
 	}
-	if (shm) {
+	if (shm == 2) {
+		int e = readv_places(req, c, region, offs, m.n);
+		free(offs);
+		if (e) {
+			read_ctx_free(c);
+			if (e == -EFAULT)
+				LOG_WARN("storage", "shm readv outside its region: peer=%s region=%llu",
+					 rpc_req_peer(req), (unsigned long long)region);
+			reply_err(req, e, e == -ESTALE ? "shm readv: no such region on this connection"
+						       : "shm readv: outside the region");
+			return;
+		}
+	}
+	if (shm == 1) {
 		/* Every byte asked for must fit the window before anything is
 		 * read; the reply's compact bytes are at most that many. */
 		uint64_t want = 0;
 		for (uint32_t i = 0; i < m.n; i++)
 			want += c->rr[i].len;
 		int e = want > at.cap ? -EFAULT
-				      : stor_shm_lookup(req, at.region, at.off, at.cap, &c->shm_dst);
+				      : stor_shm_hold(req, at.region, at.off, at.cap, &c->shm_dst,
+						       &c->shm_hold);
 		if (e) {
 			read_ctx_free(c);
 			if (e == -EFAULT)
@@ -595,10 +650,16 @@ static void handle_read_any(struct rpc_req *req, struct storage_service *s, int 
 
 static void handle_read(struct rpc_req *req, void *arg) { handle_read_any(req, arg, 0); }
 static void handle_shm_read(struct rpc_req *req, void *arg) { handle_read_any(req, arg, 1); }
+static void handle_shm_readv(struct rpc_req *req, void *arg) { handle_read_any(req, arg, 2); }
 static void handle_shm_reg(struct rpc_req *req, void *arg)
 {
 	(void)arg;
 	stor_shm_register(req);
+}
+static void handle_shm_unreg(struct rpc_req *req, void *arg)
+{
+	(void)arg;
+	stor_shm_unregister(req);
 }
 
 /* ---- REMOVE ---- */
@@ -786,6 +847,10 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 	rpc_server_handle(s->srv, STO_MSG_SHM_REG, &h);
 	h.fn = handle_shm_write;
 	rpc_server_handle(s->srv, STO_MSG_SHM_WRITE, &h);
+	h.fn = handle_shm_unreg;
+	rpc_server_handle(s->srv, STO_MSG_SHM_UNREG, &h);
+	h.fn = handle_shm_readv;
+	rpc_server_handle(s->srv, STO_MSG_SHM_READV, &h);
 	h.fn = handle_remove;
 	rpc_server_handle(s->srv, STO_MSG_REMOVE, &h);
 	h.fn = handle_query;

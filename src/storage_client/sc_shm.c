@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -41,9 +42,12 @@
 #define SC_SHM_OFF_MS 10000
 #define SC_SHM_MAX_PEERS 64
 #define SC_SHM_ADDR_MAX 64
-#define SC_SHM_MAX_MEMS 8 /* the arena and 7 of the caller's (the server takes 16) */
+#define SC_SHM_REVOKE_MS 60000 /* how long a revocation waits for its answer */
+#define SC_SHM_MAX_MEMS 16 /* the arena and 15 of the caller's (the server takes 16) */
 
-enum peer_state { PS_NONE, PS_REGISTERING, PS_OK, PS_OFF };
+/* PS_DROP: registering when its memory was removed; the answer's region
+ * is unregistered at once (it must not outlive the memory's slot). */
+enum peer_state { PS_NONE, PS_REGISTERING, PS_OK, PS_OFF, PS_DROP };
 
 /* One memory's registration with one server. */
 struct sc_reg {
@@ -60,11 +64,18 @@ struct sc_peer {
 	struct sc_shm *s;
 };
 
-/* A memfd the server may map: the arena (0) or the caller's (1..). */
+/* A memfd the server may map: the arena (0) or the caller's (1..). A
+ * slot is free when fd < 0; a removed memory (dying) keeps its slot, and
+ * its descriptor, until its registrations in flight answered (the RPC
+ * layer borrows the descriptor until then) and its requests in flight
+ * completed, so that a late completion never touches a successor. */
 struct sc_mem {
 	int fd;
 	uint8_t *base;
 	uint64_t size;
+	int dying;       /* removed: no new request uses it */
+	int regs;        /* registrations in flight */
+	int inflight;    /* requests in flight with bytes in it */
 };
 
 struct sc_shm {
@@ -79,7 +90,7 @@ struct sc_shm {
 	int nmem;
 	int no_writes;          /* CFS_NO_SHM_WRITE=1: writes over the socket (A/B runs) */
 	_Atomic uint64_t reads, fallbacks, registered, quarantined, writes, write_fallbacks;
-	_Atomic uint64_t direct_reads, direct_writes, direct_lost;
+	_Atomic uint64_t direct_reads, direct_writes, direct_lost, unregs;
 };
 
 /* Where a request's bytes are: a run of arena grains (FIRST >= 0) or the
@@ -87,6 +98,7 @@ struct sc_shm {
 struct sc_where {
 	struct sc_reg *reg;
 	int first, n;
+	int mem;                /* FIRST -1: the caller's memory slot */
 	struct sto_shm_at at;
 };
 
@@ -94,6 +106,7 @@ struct sc_where {
 struct sc_op {
 	struct sc_shm *s;
 	struct sc_where w;
+	int st;                 /* the failure a revocation reports afterwards */
 	uint8_t *dst;           /* where the bytes land */
 	sc_shm_done_fn done;
 	void *arg;
@@ -143,7 +156,8 @@ void sc_shm_free(struct sc_shm *s)
 	if (s->fd >= 0)
 		close(s->fd);
 	for (int i = 1; i < s->nmem; i++)
-		close(s->mem[i].fd);
+		if (s->mem[i].fd >= 0)
+			close(s->mem[i].fd);
 	pthread_mutex_destroy(&s->mu);
 	free(s);
 }
@@ -185,23 +199,46 @@ static void grains_put(struct sc_shm *s, int first, int n)
 	pthread_mutex_unlock(&s->mu);
 }
 
+static void unreg_send(struct sc_shm *s, const char *addr, uint64_t region,
+		       void (*then)(void *arg, int confirmed), void *arg);
+
+/* Frees memory slot M once it was removed and nothing refers to it any
+ * more (its descriptor: no registration in flight borrows it). Under mu. */
+static void mem_settle(struct sc_shm *s, int m)
+{
+	struct sc_mem *x = &s->mem[m];
+	if (m == 0 || !x->dying || x->regs || x->inflight || x->fd < 0)
+		return;
+	close(x->fd);
+	*x = (struct sc_mem){ .fd = -1 };
+}
+
 static void reg_done(void *arg, const struct rpc_result *res)
 {
 	struct sc_reg *g = arg;
 	struct sc_shm *s = g->p->s;
 	struct sto_shm_reg_resp r;
 	int ok = !res->status && !sto_shm_reg_resp_decode(res->payload, res->payload_len, &r);
+	int drop = 0;
 	pthread_mutex_lock(&s->mu);
-	if (ok) {
+	if (g->st == PS_DROP) {
+		/* Its memory was removed meanwhile. */
+		g->st = PS_NONE;
+		drop = ok;
+	} else if (ok) {
 		g->st = PS_OK;
 		g->region = r.region;
 	} else {
 		g->st = PS_OFF;
 		g->off_until_ms = clock_mono_ms() + SC_SHM_OFF_MS;
 	}
+	s->mem[g->mem].regs--;
+	mem_settle(s, g->mem);
 	pthread_mutex_unlock(&s->mu);
 	if (ok)
 		atomic_fetch_add(&s->registered, 1);
+	if (drop)
+		unreg_send(s, g->p->addr, r.region, NULL, NULL);
 }
 
 /* Starts G's registration (G is PS_REGISTERING; FD and SIZE its memory's,
@@ -236,6 +273,8 @@ static void reg_start(struct sc_shm *s, struct sc_reg *g, int fd, uint64_t size)
  * request should go over the socket. */
 static int answer_says_fallback(struct sc_shm *s, struct sc_reg *g, int st)
 {
+	if (st == -ECANCELED)
+		return 1; /* the region was revoked under this read (read_done) */
 	if (st != -ESTALE && st != -CFS_EBADMSG_TYPE && st != -EFAULT && st != -CFS_EPROTO)
 		return 0;
 	pthread_mutex_lock(&s->mu);
@@ -251,10 +290,37 @@ static int answer_says_fallback(struct sc_shm *s, struct sc_reg *g, int st)
 	return 1;
 }
 
-static void where_put(struct sc_shm *s, const struct sc_where *w)
+/* Request W is over: its grains back (unless QUARANTINE: the server may
+ * still use them), or one use of the caller's memory less. */
+static void where_end(struct sc_shm *s, const struct sc_where *w, int quarantine)
 {
-	if (w->first >= 0)
-		grains_put(s, w->first, w->n);
+	if (w->first >= 0) {
+		if (quarantine)
+			atomic_fetch_add(&s->quarantined, (uint64_t)w->n);
+		else
+			grains_put(s, w->first, w->n);
+		return;
+	}
+	pthread_mutex_lock(&s->mu);
+	s->mem[w->mem].inflight--;
+	mem_settle(s, w->mem);
+	pthread_mutex_unlock(&s->mu);
+}
+
+static void where_put(struct sc_shm *s, const struct sc_where *w) { where_end(s, w, 0); }
+
+/* A direct read failed (OP->st) and its region's revocation was answered
+ * (or could not be: counted in direct_lost). */
+static void read_revoked(void *arg, int confirmed)
+{
+	struct sc_op *op = arg;
+	struct sc_shm *s = op->s;
+	if (!confirmed)
+		atomic_fetch_add(&s->direct_lost, 1);
+	where_end(s, &op->w, 0);
+	struct rpc_result r = { .status = op->st };
+	op->done(op->arg, &r, NULL);
+	free(op);
 }
 
 static void read_done(void *arg, const struct rpc_result *res)
@@ -262,14 +328,24 @@ static void read_done(void *arg, const struct rpc_result *res)
 	struct sc_op *op = arg;
 	struct sc_shm *s = op->s;
 	int st = res->status;
+	if ((st == -CFS_ETIMEDOUT || st == -CFS_ECLOSED) && op->w.first < 0) {
+		/* The server may still be about to copy into the caller's
+		 * memory: revoke the region (SHM_UNREG: once answered, nothing
+		 * more is copied into it) before the caller hears of the
+		 * failure and reuses the memory. */
+		op->st = st;
+		struct sc_reg *g = op->w.reg;
+		pthread_mutex_lock(&s->mu);
+		if (g->st == PS_OK && g->region == op->w.at.region)
+			g->st = PS_NONE; /* the next request registers again */
+		pthread_mutex_unlock(&s->mu);
+		unreg_send(s, g->p->addr, op->w.at.region, read_revoked, op);
+		return;
+	}
 	if (st == -CFS_ETIMEDOUT || st == -CFS_ECLOSED) {
 		/* The server may still write into these bytes: arena grains
-		 * are never reused; the caller's memory is the caller's
-		 * (sc_shm_mem_add says what that means). */
-		if (op->w.first >= 0)
-			atomic_fetch_add(&s->quarantined, (uint64_t)op->w.n);
-		else
-			atomic_fetch_add(&s->direct_lost, 1);
+		 * are never reused. */
+		where_end(s, &op->w, 1);
 		op->done(op->arg, res, NULL);
 		free(op);
 		return;
@@ -286,6 +362,8 @@ static void read_done(void *arg, const struct rpc_result *res)
 	if (op->w.first < 0)
 		atomic_fetch_add(&s->direct_reads, 1);
 	op->done(op->arg, res, op->dst);
+	if (op->w.first < 0)
+		where_end(s, &op->w, 0);
 	free(op);
 }
 
@@ -302,6 +380,8 @@ static int mem_of(const struct sc_shm *s, const void *p, uint64_t len)
 	const uint8_t *q = p;
 	for (int m = 1; q && m < s->nmem; m++) {
 		const struct sc_mem *x = &s->mem[m];
+		if (x->fd < 0 || x->dying)
+			continue;
 		if (q >= x->base && len <= x->size && (uint64_t)(q - x->base) <= x->size - len)
 			return m;
 	}
@@ -319,6 +399,7 @@ static int reg_ready(struct sc_shm *s, struct sc_reg *g)
 		return 0;
 	if (g->st == PS_NONE) {
 		g->st = PS_REGISTERING;
+		s->mem[g->mem].regs++;
 		int fd = s->mem[g->mem].fd;
 		uint64_t size = s->mem[g->mem].size;
 		pthread_mutex_unlock(&s->mu);
@@ -327,6 +408,23 @@ static int reg_ready(struct sc_shm *s, struct sc_reg *g)
 		return -EAGAIN;
 	}
 	return g->st == PS_OFF ? -EOPNOTSUPP : -EAGAIN;
+}
+
+/* ADDR's peer (made on first use), or NULL when the table is full. Under
+ * mu; ADDR fits SC_SHM_ADDR_MAX. */
+static struct sc_peer *peer_of(struct sc_shm *s, const char *addr)
+{
+	for (int i = 0; i < s->npeers; i++)
+		if (!strcmp(s->peers[i].addr, addr))
+			return &s->peers[i];
+	if (s->npeers == SC_SHM_MAX_PEERS)
+		return NULL;
+	struct sc_peer *pe = &s->peers[s->npeers++];
+	snprintf(pe->addr, sizeof(pe->addr), "%s", addr);
+	pe->s = s;
+	for (int m = 0; m < SC_SHM_MAX_MEMS; m++)
+		pe->r[m] = (struct sc_reg){ .p = pe, .mem = m };
+	return pe;
 }
 
 /* Where LEN bytes for a request to ADDR go: in the caller's registered
@@ -342,22 +440,13 @@ static int take(struct sc_shm *s, const char *addr, const void *p, uint64_t len,
 	if (strlen(addr) >= SC_SHM_ADDR_MAX)
 		return -EOPNOTSUPP;
 	pthread_mutex_lock(&s->mu);
-	struct sc_peer *pe = NULL;
-	for (int i = 0; i < s->npeers && !pe; i++)
-		if (!strcmp(s->peers[i].addr, addr))
-			pe = &s->peers[i];
-	if (!pe && s->npeers < SC_SHM_MAX_PEERS) {
-		pe = &s->peers[s->npeers++];
-		snprintf(pe->addr, sizeof(pe->addr), "%s", addr);
-		pe->s = s;
-		for (int m = 0; m < SC_SHM_MAX_MEMS; m++)
-			pe->r[m] = (struct sc_reg){ .p = pe, .mem = m };
-	}
+	struct sc_peer *pe = peer_of(s, addr);
 	int rc = pe ? 0 : -EOPNOTSUPP;
 	int m = rc ? 0 : mem_of(s, p, len);
 	if (m && reg_ready(s, &pe->r[m]) == 0) {
 		const uint8_t *q = p;
-		*w = (struct sc_where){ .reg = &pe->r[m], .first = -1,
+		s->mem[m].inflight++;
+		*w = (struct sc_where){ .reg = &pe->r[m], .first = -1, .mem = m,
 					.at = { .region = pe->r[m].region,
 						.off = (uint64_t)(q - s->mem[m].base), .cap = len } };
 		pthread_mutex_unlock(&s->mu);
@@ -415,6 +504,62 @@ int sc_shm_read(struct sc_shm *s, const char *addr, const struct sto_read_req *m
 	return rc;
 }
 
+int sc_shm_readv(struct sc_shm *s, const char *addr, const struct sto_read_req *m,
+		 const struct iovec *iov, int niov, sc_shm_done_fn done, void *arg)
+{
+	if (!s || niov <= 0 || (uint32_t)niov != m->n || strlen(addr) >= SC_SHM_ADDR_MAX)
+		return -EOPNOTSUPP;
+	uint64_t *offs = malloc((size_t)niov * sizeof(*offs));
+	struct sc_op *op = malloc(sizeof(*op));
+	if (!offs || !op) {
+		free(offs);
+		free(op);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&s->mu);
+	struct sc_peer *pe = peer_of(s, addr);
+	int mi = pe ? mem_of(s, iov[0].iov_base, iov[0].iov_len) : 0;
+	for (int i = 0; mi && i < niov; i++) {
+		if (mem_of(s, iov[i].iov_base, iov[i].iov_len) != mi)
+			mi = 0;
+		else
+			offs[i] = (uint64_t)((const uint8_t *)iov[i].iov_base - s->mem[mi].base);
+	}
+	int rc = mi ? reg_ready(s, &pe->r[mi]) : -EOPNOTSUPP;
+	int taken = !rc;
+	struct sc_where w;
+	if (taken) {
+		s->mem[mi].inflight++;
+		w = (struct sc_where){ .reg = &pe->r[mi], .first = -1, .mem = mi,
+				       .at = { .region = pe->r[mi].region } };
+	}
+	pthread_mutex_unlock(&s->mu);
+	struct buf b;
+	buf_init(&b);
+	struct rpc_peer *rp;
+	char err[128];
+	if (!rc)
+		rc = sto_shm_readv_req_encode(&b, w.at.region, offs, m);
+	if (!rc)
+		rc = rpc_client_peer(s->rpc, addr, &rp, err, sizeof(err));
+	if (!rc) {
+		*op = (struct sc_op){ .s = s, .w = w, .done = done, .arg = arg,
+				      .dst = iov[0].iov_base };
+		struct rpc_call cl = { .type = STO_MSG_SHM_READV, .payload = b.data,
+				       .payload_len = (uint32_t)b.len, .done = read_done, .arg = op };
+		rc = rpc_call_async(rp, &cl);
+	}
+	buf_fini(&b);
+	free(offs);
+	if (rc) {
+		if (taken)
+			where_put(s, &w); /* not sent */
+		free(op);
+		atomic_fetch_add(&s->fallbacks, 1);
+	}
+	return rc;
+}
+
 /* Puts a write's bytes where the server can read them: nothing to do when
  * DATA lies in the caller's registered memory, else a copy into arena
  * grains. 0 with *W set (give back with where_put), or <0: use the socket. */
@@ -465,8 +610,7 @@ int sc_shm_write(struct sc_shm *s, const char *addr, const struct sto_write_req 
 		 * hand these grains to another request. The write's fate is
 		 * unknown, as over the socket; the caller retries it with the
 		 * same (channel, seq). */
-		if (w.first >= 0)
-			atomic_fetch_add(&s->quarantined, (uint64_t)w.n);
+		where_end(s, &w, 1);
 		*fallback = 0;
 		return rc;
 	}
@@ -496,8 +640,7 @@ static void write_async_done(void *arg, const struct rpc_result *res)
 	struct sc_shm *s = op->s;
 	int st = res->status, fallback = 0;
 	if (st == -CFS_ETIMEDOUT || st == -CFS_ECLOSED) {
-		if (op->w.first >= 0)
-			atomic_fetch_add(&s->quarantined, (uint64_t)op->w.n);
+		where_end(s, &op->w, 1);
 	} else {
 		where_put(s, &op->w);
 		fallback = answer_says_fallback(s, op->w.reg, st);
@@ -556,14 +699,118 @@ int sc_shm_mem_add(struct sc_shm *s, int fd, void *base, uint64_t size)
 	int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 	if (dfd < 0)
 		return -errno;
+	const uint8_t *b = base;
 	pthread_mutex_lock(&s->mu);
-	int rc = s->nmem < SC_SHM_MAX_MEMS ? 0 : -ENOSPC;
+	int m = 0, rc = 0;
+	for (int i = 1; i < s->nmem && !rc; i++) {
+		const struct sc_mem *x = &s->mem[i];
+		if (x->fd < 0) {
+			m = m ? m : i;
+		} else if (!x->dying && b < x->base + x->size && x->base < b + size) {
+			rc = -EEXIST; /* overlaps one added before */
+		}
+	}
+	if (!rc && !m)
+		m = s->nmem < SC_SHM_MAX_MEMS ? s->nmem++ : 0;
+	if (!rc && !m)
+		rc = -ENOSPC;
 	if (!rc)
-		s->mem[s->nmem++] = (struct sc_mem){ .fd = dfd, .base = base, .size = size };
+		s->mem[m] = (struct sc_mem){ .fd = dfd, .base = base, .size = size };
 	pthread_mutex_unlock(&s->mu);
 	if (rc)
 		close(dfd);
 	return rc;
+}
+
+/* One SHM_UNREG in flight. */
+struct sc_unreg {
+	struct sc_shm *s;
+	void (*then)(void *arg, int confirmed);
+	void *arg;
+};
+
+static void unreg_done(void *arg, const struct rpc_result *res)
+{
+	struct sc_unreg *u = arg;
+	/* 0: revoked now. -ESTALE: the connection that held it has no such
+	 * region any more; only the same connection (not a replaced one)
+	 * would make that a confirmation, so it counts as not confirmed. */
+	int ok = res->status == 0;
+	if (ok)
+		atomic_fetch_add(&u->s->unregs, 1);
+	if (u->then)
+		u->then(u->arg, ok);
+	free(u);
+}
+
+/* Sends SHM_UNREG of REGION to ADDR; THEN(ARG, CONFIRMED) (may be NULL)
+ * runs once: on an RPC loop thread with the answer, or here when nothing
+ * could be sent. Never blocks. */
+static void unreg_send(struct sc_shm *s, const char *addr, uint64_t region,
+		       void (*then)(void *arg, int confirmed), void *arg)
+{
+	struct sc_unreg *u = malloc(sizeof(*u));
+	struct buf b;
+	buf_init(&b);
+	struct sto_shm_unreg_req m = { .region = region };
+	struct rpc_peer *rp;
+	char err[128];
+	int rc = u ? sto_shm_unreg_req_encode(&b, &m) : -ENOMEM;
+	if (!rc)
+		rc = rpc_client_peer(s->rpc, addr, &rp, err, sizeof(err));
+	if (!rc) {
+		*u = (struct sc_unreg){ .s = s, .then = then, .arg = arg };
+		/* A revocation waits for a slow server rather than give up on
+		 * confirmation (its read already failed; a dead server closes
+		 * the connection at once). */
+		struct rpc_call cl = { .type = STO_MSG_SHM_UNREG, .payload = b.data,
+				       .payload_len = (uint32_t)b.len, .done = unreg_done,
+				       .arg = u, .timeout_ms = then ? SC_SHM_REVOKE_MS : 0 };
+		rc = rpc_call_async(rp, &cl);
+	}
+	buf_fini(&b);
+	if (rc) {
+		free(u);
+		if (then)
+			then(arg, 0);
+	}
+}
+
+int sc_shm_mem_del(struct sc_shm *s, const void *base)
+{
+	if (!s)
+		return -EOPNOTSUPP;
+	struct {
+		char addr[SC_SHM_ADDR_MAX];
+		uint64_t region;
+	} un[SC_SHM_MAX_PEERS];
+	int nun = 0;
+	pthread_mutex_lock(&s->mu);
+	int m = 1;
+	while (m < s->nmem && (s->mem[m].fd < 0 || s->mem[m].dying || s->mem[m].base != base))
+		m++;
+	if (m == s->nmem) {
+		pthread_mutex_unlock(&s->mu);
+		return -ENOENT;
+	}
+	s->mem[m].dying = 1;
+	for (int i = 0; i < s->npeers; i++) {
+		struct sc_reg *g = &s->peers[i].r[m];
+		if (g->st == PS_OK) {
+			memcpy(un[nun].addr, s->peers[i].addr, SC_SHM_ADDR_MAX);
+			un[nun++].region = g->region;
+			g->st = PS_NONE;
+		} else if (g->st == PS_REGISTERING) {
+			g->st = PS_DROP;
+		} else if (g->st == PS_OFF) {
+			g->st = PS_NONE;
+		}
+	}
+	mem_settle(s, m);
+	pthread_mutex_unlock(&s->mu);
+	for (int i = 0; i < nun; i++)
+		unreg_send(s, un[i].addr, un[i].region, NULL, NULL);
+	return 0;
 }
 
 void sc_shm_release(struct sc_shm *s, const uint8_t *data, uint64_t cap)
@@ -588,4 +835,5 @@ void sc_shm_get_stats(const struct sc_shm *s, struct sc_shm_stats *out)
 	out->direct_reads = atomic_load(&s->direct_reads);
 	out->direct_writes = atomic_load(&s->direct_writes);
 	out->direct_lost = atomic_load(&s->direct_lost);
+	out->unregs = atomic_load(&s->unregs);
 }

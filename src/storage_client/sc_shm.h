@@ -19,6 +19,7 @@
 #define CFS_STORAGE_CLIENT_SC_SHM_H
 
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "net/rpc.h"
 #include "storage/storage_proto.h"
@@ -51,6 +52,17 @@ typedef void (*sc_shm_done_fn)(void *arg, const struct rpc_result *res, const ui
  * -EOPNOTSUPP: this server cannot; others). */
 int sc_shm_read(struct sc_shm *s, const char *addr, const struct sto_read_req *m, uint64_t cap,
 		void *dst, sc_shm_done_fn done, void *arg);
+/* Sends read M (M->n ranges) to ADDR over shared memory with range i's
+ * bytes going straight to IOV[i] (NIOV == M->n, IOV[i].iov_len its
+ * len), every segment in one memory added with sc_shm_mem_add (SHM_READV:
+ * scattered destinations, no copy on this side). DONE gets DATA ==
+ * IOV[0].iov_base when the server answered; each range's bytes are then
+ * in place. 0: DONE will run; <0, nothing sent: -EOPNOTSUPP (not all in
+ * one added memory, or off for this server), -EAGAIN (that memory is not
+ * registered with this server yet: a registration was started), others.
+ * Callers fall back to sc_shm_read or the socket. */
+int sc_shm_readv(struct sc_shm *s, const char *addr, const struct sto_read_req *m,
+		 const struct iovec *iov, int niov, sc_shm_done_fn done, void *arg);
 /* Sends write M (its data: M->len bytes at DATA, copied into a slot of
  * the arena) to ADDR over shared memory and waits for the answer, whose
  * payload goes to RESP. Blocking: not on an RPC loop thread. *FALLBACK is
@@ -74,18 +86,27 @@ int sc_shm_write_async(struct sc_shm *s, const char *addr, const struct sto_writ
 /* Adds the caller's memory for zero-copy transfers: SIZE bytes mapped
  * shared at BASE from memfd FD (sealed at least against shrinking: the
  * server refuses anything else, as a shrink would SIGBUS it). FD is
- * duplicated; BASE must stay mapped until sc_shm_free (there is no
- * removal: the servers keep their mappings while their connection
- * lives). A read whose destination, or a write whose data, lies wholly
- * in such memory then moves with no copy on this side: each server maps
- * the memfd once (registered on first use; until then the arena is used).
- * CAUTION, reads: a read into this memory that ends -CFS_ETIMEDOUT or
- * -CFS_ECLOSED may still be written by the server afterwards, until that
- * server finished the request (counted in direct_lost); do not treat
- * the destination as settled until a later read of it succeeded. 0,
- * -EBADF (not a sealed memfd of at least SIZE), -ENOSPC (7 added
- * already), -EOPNOTSUPP (S NULL). */
+ * duplicated; BASE must stay mapped until sc_shm_mem_del or sc_shm_free.
+ * A read whose destination, or a write whose data, lies wholly in such
+ * memory then moves with no copy on this side: each server maps the
+ * memfd once (registered on first use; until then the arena is used).
+ * Reads: a read into this memory that fails -CFS_ETIMEDOUT or
+ * -CFS_ECLOSED completes only after its server revoked the region
+ * (SHM_UNREG answered: nothing more is copied into it; the next request
+ * registers again); when the revocation itself could not be confirmed
+ * (the connection is gone, an old server) it is counted in direct_lost
+ * and the server may still write the bytes of that read late. 0, -EBADF
+ * (not a sealed memfd of at least SIZE), -EEXIST (overlaps memory added
+ * before), -ENOSPC (15 added already), -EOPNOTSUPP (S NULL). */
 int sc_shm_mem_add(struct sc_shm *s, int fd, void *base, uint64_t size);
+/* Removes the memory added at BASE: no request started afterwards uses
+ * it; every server that registered it gets SHM_UNREG (from its answer on
+ * it copies nothing more into the memfd, and it unmaps it). The caller
+ * must have no request in flight with bytes in it (they would still
+ * touch BASE); those that failed already are over. BASE may be unmapped
+ * on return; the duplicated descriptor is closed once no registration
+ * in flight borrows it. 0, -ENOENT (not added), -EOPNOTSUPP (S NULL). */
+int sc_shm_mem_del(struct sc_shm *s, const void *base);
 /* Gives back a slot DONE handed over for a read of CAP bytes (nothing
  * to give back when DATA is the caller's memory). */
 void sc_shm_release(struct sc_shm *s, const uint8_t *data, uint64_t cap);
@@ -100,8 +121,10 @@ struct sc_shm_stats {
 	uint64_t write_fallbacks; /* writes sc_shm_write sent back to the socket */
 	uint64_t direct_reads;  /* reads that landed in the caller's memory (no copy here) */
 	uint64_t direct_writes; /* writes taken from the caller's memory (no copy here) */
-	uint64_t direct_lost;   /* reads into the caller's memory that timed out or lost
-				   their connection (the server may write there late) */
+	uint64_t direct_lost;   /* reads into the caller's memory that failed and whose
+				   region's revocation was not confirmed (the server
+				   may write there late) */
+	uint64_t unregs;        /* SHM_UNREG answered 0 (memory removed or revoked) */
 };
 void sc_shm_get_stats(const struct sc_shm *s, struct sc_shm_stats *out);
 

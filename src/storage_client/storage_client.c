@@ -97,6 +97,8 @@ void storage_client_get_stats(struct storage_client *c, struct storage_client_st
 	out->shm_write_fallbacks = ss.write_fallbacks;
 	out->shm_direct_reads = ss.direct_reads;
 	out->shm_direct_writes = ss.direct_writes;
+	out->shm_direct_lost = ss.direct_lost;
+	out->shm_unregs = ss.unregs;
 }
 
 static _Atomic uint64_t next_channel = 1;
@@ -160,6 +162,11 @@ fail:
 int storage_client_mem_add(struct storage_client *c, int fd, void *base, uint64_t size)
 {
 	return sc_shm_mem_add(c->shm, fd, base, size);
+}
+
+int storage_client_mem_del(struct storage_client *c, const void *base)
+{
+	return sc_shm_mem_del(c->shm, base);
 }
 
 void storage_client_free(struct storage_client *c)
@@ -671,6 +678,8 @@ struct read_group {
 	int shm_copied;             /* a combined reply that came over shared memory was
 				       copied to this group's memory (read_rpc_split): no
 				       wire in between, RES.crc is the service's */
+	int shm_inplace;            /* answered over SHM_READV: every range's bytes are
+				       at its dst already */
 	struct read_group *qnext;   /* read combining queue (struct readq) */
 	/* Set for an async read: called instead of signalling a batch. */
 	void (*on_done)(struct read_group *g);
@@ -784,7 +793,9 @@ static void read_group_place(struct read_group *g, struct storage_read *r)
 		const uint8_t *src = (g->bounce ? g->bounce : (uint8_t *)r[g->idx[0]].dst) + pos;
 		if (g->niov && !g->bounce)
 			src = x->dst; /* landed in place */
-		if (g->shm_src) {
+		if (g->shm_src && g->shm_inplace) {
+			x->result = got; /* SHM_READV: the service put them at dst */
+		} else if (g->shm_src) {
 			/* No wire in between: the service copied these bytes out of
 			 * its buffer after checking their page CRCs, and only we
 			 * touch the arena; RES.crc is theirs (docs/rpc.md). When
@@ -910,6 +921,7 @@ static void read_rpc_shm_done(void *arg, const struct rpc_result *res, const uin
 {
 	struct read_rpc *x = arg;
 	if (!data && res->status == -EAGAIN) {
+		x->g[0]->shm_inplace = 0;
 		x->no_shm = 1;
 		read_rpc_send(x);
 		return;
@@ -997,6 +1009,19 @@ static void read_rpc_send(struct read_rpc *x)
 		rc = -EINVAL;
 	struct rpc_peer *p = NULL;
 	char err[128];
+	/* A lone scattered group to a server on this host, its memory added
+	 * with storage_client_mem_add: SHM_READV puts each range straight at
+	 * its place there. */
+	if (!rc && x->ng == 1 && c->shm && !x->no_shm && g0->niov && !g0->bounce) {
+		g0->shm_inplace = 1;
+		if (!sc_shm_readv(c->shm, x->q->addr, &m, g0->iov, g0->niov, read_rpc_shm_done, x)) {
+			atomic_fetch_add(&c->read_rpcs, 1);
+			atomic_fetch_add(&c->read_groups, 1);
+			buf_fini(&pl);
+			return;
+		}
+		g0->shm_inplace = 0;
+	}
 	/* A server on this host: over shared memory. A lone group's bytes go
 	 * straight into the caller's memory when it is contiguous there and
 	 * was added with storage_client_mem_add; a combined reply's land in

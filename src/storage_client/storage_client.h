@@ -121,13 +121,19 @@ int storage_client_stat(struct storage_client *c, const char *addr, uint32_t tar
 
 /* Zero copy with same-host servers: SIZE bytes at BASE, mapped shared
  * from memfd FD sealed against shrinking (F_SEAL_SHRINK; FD is
- * duplicated, BASE must stay mapped until storage_client_free). Reads
- * whose destination and writes whose data lie in it then move between
- * the server and this memory with no copy in this process (sc_shm.h
- * sc_shm_mem_add, including what a read that timed out may still do).
- * Optional: without it the arena copy is used. 0, -EBADF (not a sealed
- * memfd of SIZE), -ENOSPC (7 already), -EOPNOTSUPP (shared memory off). */
+ * duplicated, BASE must stay mapped until storage_client_mem_del or
+ * storage_client_free). Reads whose destination and writes whose data
+ * lie in it then move between the server and this memory with no copy in
+ * this process (sc_shm.h sc_shm_mem_add, including what a read that
+ * failed may still do). Optional: without it the arena copy is used. 0,
+ * -EBADF (not a sealed memfd of SIZE), -EEXIST (overlaps memory added
+ * before), -ENOSPC (15 already), -EOPNOTSUPP (shared memory off). */
 int storage_client_mem_add(struct storage_client *c, int fd, void *base, uint64_t size);
+/* Removes memory added at BASE (sc_shm.h sc_shm_mem_del): no request
+ * started afterwards uses it, and the servers unmap it (SHM_UNREG). No
+ * request with bytes in it may be in flight. Any thread. 0, -ENOENT,
+ * -EOPNOTSUPP. */
+int storage_client_mem_del(struct storage_client *c, const void *base);
 
 /* Read RPC counters (monotonic; any thread): what read combining did. */
 struct storage_client_stats {
@@ -145,6 +151,10 @@ struct storage_client_stats {
 	uint64_t shm_direct_reads;  /* shared-memory reads that landed in memory added with
 				       storage_client_mem_add (no copy in this process) */
 	uint64_t shm_direct_writes; /* shared-memory writes taken from such memory */
+	uint64_t shm_direct_lost;   /* failed reads into such memory whose region's
+				       revocation was not confirmed (sc_shm.h) */
+	uint64_t shm_unregs;        /* regions unregistered (memory removed, or revoked
+				       after a failed read) */
 };
 void storage_client_get_stats(struct storage_client *c, struct storage_client_stats *out);
 

@@ -2,7 +2,8 @@
  *
  * OBJECTS (all under u->lock while linked; refcounted with atomics):
  *   ub_proc  a client process: tgid + pidfd (death detection)
- *   ub_iov   a mapped /dev/shm file registered by a symlink; a ring is an
+ *   ub_iov   a mapped /dev/shm file, or the application's sealed memfd
+ *            (/proc/PID/fd/N), registered by a symlink; a ring is an
  *            ub_iov with ->ring set (its SQ/CQ live in the mapping)
  *   ub_reg   a file registered by ioctl: inode, allowed directions, a
  *            file_io reference (open-file state: layout, size)
@@ -16,6 +17,15 @@
  * written to shared memory. r->inflight (entries taken, not yet
  * completed) and cq_head are guarded by r->cq_lock; sq_head and
  * pending_since are the watcher's alone.
+ *
+ * ZERO COPY. A sealed memfd iov is also added to the storage client
+ * (storage_client_mem_add): reads into it and writes from it then go
+ * between the storage services and the application's pages over shared
+ * memory, with the one copy at the service and none here. The last unref
+ * removes it there (storage_client_mem_del: SHM_UNREG to each service)
+ * before unmapping: no I/O holds the iov then, and the storage client's
+ * table is keyed by this mapping's address, which a later mmap may
+ * reuse. CFS_USRBIO_NO_ZC=1 keeps such iovs on the copy path.
  *
  * THREADS. One watcher (takes entries, reaps dead processes), N workers
  * (run batches, post completions), and the FUSE threads calling the
@@ -75,6 +85,8 @@ struct ub_iov {
 	dev_t dev;            /* the registered file, to unlink it only if unchanged */
 	ino_t ino;
 	int unlink_on_free;   /* the owner died: remove its /dev/shm name too */
+	int memfd;            /* the target is /proc/PID/fd/N: no name to remove */
+	struct storage_client *zc; /* the memory was added to it (storage_client_mem_add) */
 	struct ub_ring *ring; /* non-NULL: this mapping is a ring */
 };
 
@@ -144,6 +156,7 @@ struct usrbio {
 	pthread_cond_t qcond;
 	struct ub_batch *qhead, *qtail;
 	int stop;
+	int no_zc;                 /* CFS_USRBIO_NO_ZC=1: memfd iovs stay on the copy path */
 	void (*notify)(void *, uint64_t);
 	void *notify_arg;
 	_Atomic uint64_t st_ios, st_bytes, st_errors, st_batches;
@@ -175,7 +188,9 @@ static void iov_unref(struct ub_iov *v)
 {
 	if (!v || atomic_fetch_sub(&v->refs, 1) != 1)
 		return;
-	if (v->unlink_on_free) {
+	if (v->zc)
+		storage_client_mem_del(v->zc, v->base);
+	if (v->unlink_on_free && !v->memfd) {
 		/* The name would keep the memory alive forever. Only the file
 		 * that was registered: a new file under the same name (another
 		 * owner's) is left alone. */
@@ -323,6 +338,32 @@ static void reap_dead(struct usrbio *u)
 
 /* ---- registration ---- */
 
+/* "/proc/PID/fd/N" (digits only): 1 with *PID and *FD set. */
+static int target_memfd(const char *t, pid_t *pid, int *fd)
+{
+	unsigned long p = 0, f = 0;
+	const char *q = t;
+	if (strncmp(q, "/proc/", 6) != 0)
+		return 0;
+	q += 6;
+	if (*q < '1' || *q > '9')
+		return 0;
+	for (; *q >= '0' && *q <= '9' && p <= INT_MAX; q++)
+		p = p * 10 + (unsigned long)(*q - '0');
+	if (strncmp(q, "/fd/", 4) != 0)
+		return 0;
+	q += 4;
+	if (*q < '0' || *q > '9' || (*q == '0' && q[1]))
+		return 0;
+	for (; *q >= '0' && *q <= '9' && f <= INT_MAX; q++)
+		f = f * 10 + (unsigned long)(*q - '0');
+	if (*q || p > INT_MAX || f > INT_MAX)
+		return 0;
+	*pid = (pid_t)p;
+	*fd = (int)f;
+	return 1;
+}
+
 static int target_ok(const char *t)
 {
 	if (strncmp(t, "/dev/shm/", 9) != 0)
@@ -341,9 +382,19 @@ int usrbio_register(struct usrbio *u, const struct usrbio_caller *c, const char 
                     const char *target, uint64_t *vino)
 {
 	struct usrbio_name nm;
-	if (strlen(name) > NAME_MAX || usrbio_parse_name(name, &nm) || !target_ok(target))
+	pid_t mpid;
+	int mfd;
+	int memfd = strlen(target) < sizeof(((struct ub_iov *)0)->target) &&
+		    target_memfd(target, &mpid, &mfd);
+	if (strlen(name) > NAME_MAX || usrbio_parse_name(name, &nm) ||
+	    !(memfd ? !nm.is_ring : target_ok(target)))
 		return -EINVAL;
-	int fd = open(target, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+	/* A memfd is named by the caller's own descriptor table: only its
+	 * own (the kernel's tid of the request gives the process). Opening
+	 * the /proc link reopens the memfd itself. */
+	if (memfd && tgid_of(c->tid) != mpid)
+		return -EACCES;
+	int fd = open(target, O_RDWR | O_CLOEXEC | O_NOCTTY | (memfd ? 0 : O_NOFOLLOW));
 	if (fd < 0)
 		return -errno;
 	struct stat st;
@@ -365,12 +416,20 @@ int usrbio_register(struct usrbio *u, const struct usrbio_caller *c, const char 
 		rc = -EINVAL;
 		goto fail;
 	}
+	/* Only a memfd sealed against shrinking: the storage services map it
+	 * too, and nothing may vanish under their copies. */
+	int seals = memfd ? fcntl(fd, F_GET_SEALS) : 0;
+	if (memfd && (seals < 0 || !(seals & F_SEAL_SHRINK))) {
+		rc = -EINVAL;
+		goto fail;
+	}
 	v = calloc(1, sizeof(*v));
 	if (!v) {
 		rc = -ENOMEM;
 		goto fail;
 	}
 	v->guard = -1;
+	v->memfd = memfd;
 	atomic_init(&v->refs, 1);
 	v->size = (size_t)st.st_size;
 	v->uid = c->uid;
@@ -386,6 +445,14 @@ int usrbio_register(struct usrbio *u, const struct usrbio_caller *c, const char 
 		v->base = NULL;
 		rc = -errno;
 		goto fail;
+	}
+	if (memfd && !u->no_zc) {
+		int e = storage_client_mem_add(u->o.sc, fd, v->base, v->size);
+		if (!e)
+			v->zc = u->o.sc;
+		else /* the copy path serves it */
+			LOG_INFO("usrbio", "iov not zero-copy: name=%s reason=%s", name,
+				 cfs_strerror(e));
 	}
 	close(fd);
 	fd = -1;
@@ -454,8 +521,8 @@ int usrbio_register(struct usrbio *u, const struct usrbio_caller *c, const char 
 		v->ring->hdr->daemon_state = CFS_RING_SERVING;
 	}
 	pthread_mutex_unlock(&u->lock);
-	LOG_INFO("usrbio", "registered %s: name=%s pid=%d uid=%u size=%zu",
-	         v->ring ? "ring" : "iov", name, (int)tg, c->uid, v->size);
+	LOG_INFO("usrbio", "registered %s: name=%s pid=%d uid=%u size=%zu zero_copy=%d",
+	         v->ring ? "ring" : "iov", name, (int)tg, c->uid, v->size, v->zc != NULL);
 	return 0;
 fail:
 	if (fd >= 0)
@@ -1109,6 +1176,8 @@ int usrbio_new(const struct usrbio_opts *o, struct usrbio **out, char *err, size
 	if (!u)
 		return -ENOMEM;
 	u->o = *o;
+	const char *nz = getenv("CFS_USRBIO_NO_ZC");
+	u->no_zc = nz && !strcmp(nz, "1");
 	if (u->o.workers <= 0)
 		u->o.workers = 64;
 	if (!u->o.poll_ms)

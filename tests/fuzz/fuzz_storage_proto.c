@@ -26,9 +26,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct buf b;
 	buf_init(&b);
 	/* 0xf0.. pick the shared-memory messages (0xf0: 310, 0xf1: 311,
-	 * 0xf2: 312); below, the older decoders keep the selector their
-	 * corpus files use. */
-	unsigned sel = data[0] >= 0xf0 ? 12 + (unsigned)(data[0] - 0xf0) % 3 : data[0] % 12;
+	 * 0xf2: 312, 0xf3: 313, 0xf4: 314); below, the older decoders keep
+	 * the selector their corpus files use. */
+	unsigned sel = data[0] >= 0xf0 && data[0] <= 0xf4 ? 12 + (unsigned)(data[0] - 0xf0)
+			: data[0] >= 0xf5 ? 12 + (unsigned)(data[0] - 0xf0) % 3
+					  : data[0] % 12;
 	switch (sel) {
 	case 0: {
 		struct sto_write_req m, m2;
@@ -152,6 +154,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			check(at.region == at2.region && at.off == at2.off && at.cap == at2.cap);
 			check(m.ino == m2.ino && m.off == m2.off && m.len == m2.len &&
 			      m.crc == m2.crc && m.seq == m2.seq && m.flags == m2.flags);
+		}
+		break;
+	}
+	case 15: {
+		struct sto_shm_unreg_req m, m2;
+		if (!sto_shm_unreg_req_decode(p, n, &m)) {
+			check(!sto_shm_unreg_req_encode(&b, &m));
+			check(!sto_shm_unreg_req_decode(b.data, b.len, &m2));
+			check(m.region == m2.region);
+		}
+		break;
+	}
+	case 16: {
+		static struct sto_read_range r[STO_MAX_BATCH], r2[STO_MAX_BATCH];
+		static uint64_t offs[STO_MAX_BATCH], offs2[STO_MAX_BATCH];
+		uint64_t region, region2;
+		struct sto_read_req m, m2;
+		if (!sto_shm_readv_req_decode(p, n, &region, offs, &m, r, STO_MAX_BATCH)) {
+			check(m.n >= 1 && m.n <= STO_MAX_BATCH);
+			check(!sto_shm_readv_req_encode(&b, region, offs, &m));
+			check(!sto_shm_readv_req_decode(b.data, b.len, &region2, offs2, &m2, r2,
+							STO_MAX_BATCH));
+			check(region == region2 && m.n == m2.n && m.flags == m2.flags);
+			for (uint32_t i = 0; i < m.n; i++)
+				check(offs[i] == offs2[i] && r[i].ino == r2[i].ino &&
+				      r[i].off == r2[i].off && r[i].len == r2[i].len);
 		}
 		break;
 	}

@@ -623,6 +623,101 @@ static void test_storage_killed(void **state)
 	close(fd);
 }
 
+/* Mappings of NEEDLE in the three storage services. */
+static int storage_maps_count(const char *needle)
+{
+	int n = 0;
+	for (int i = 1; i <= 3; i++) {
+		char role[16], p[64], line[1024];
+		snprintf(role, sizeof(role), "storage%d", i);
+		snprintf(p, sizeof(p), "/proc/%d/maps", integ_role_pid(&env, role));
+		FILE *f = fopen(p, "r");
+		assert_non_null(f);
+		while (fgets(line, sizeof(line), f))
+			if (strstr(line, needle))
+				n++;
+		fclose(f);
+	}
+	return n;
+}
+
+/* Zero copy (docs/usrbio.md): a memfd iov is handed to the same-host
+ * storage services, ring writes and reads through it round-trip, and
+ * destroying it makes every service unmap it (SHM_UNREG), so no late
+ * request can land in memory that is gone. */
+static void test_zero_copy(void **state)
+{
+	enum { SZ = 8 << 20 };
+	cfs_iov *v;
+	assert_int_equal(cfs_iov_create(env.mnt, SZ, 0, -1, &v), 0);
+	char hex[33];
+	for (int i = 0; i < 16; i++)
+		snprintf(hex + 2 * i, 3, "%02x", cfs_iov_id(v)[i]);
+	char p[1024];
+	path_of("zero-copy", p, sizeof(p));
+	int fd = open(p, O_CREAT | O_RDWR | O_TRUNC, 0644);
+	assert_true(fd >= 0);
+	assert_true(cfs_reg_fd(fd, 0) > 0);
+	cfs_ior *rr = ring(1, 8, 0), *wr = ring(0, 8, 0);
+	char *b = cfs_iov_base(v);
+	unsigned char *chk = malloc(SZ);
+	assert_non_null(chk);
+	/* Writes of 4 MiB in pieces of every size from unaligned places. */
+	static const uint64_t lens[] = {1, 4095, 65536, 262144 + 3, MiB, MiB + 4096 * 3 - 7};
+	uint64_t off = 0;
+	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+		size_t boff = (i * 12289) % (SZ / 2);
+		for (uint64_t k = 0; k < lens[i]; k++)
+			b[boff + k] = (char)pat(off + k, 77);
+		int idx = cfs_prep_iov(wr, v, 0, b + boff, fd, off, lens[i], NULL);
+		assert_true(idx >= 0);
+		assert_int_equal(cfs_submit_ios(wr), 0);
+		struct cfs_cqe c;
+		assert_int_equal(cfs_wait_for_ios(wr, &c, 1, 1, NULL), 1);
+		assert_int_equal(c.result, (int64_t)lens[i]);
+		off += lens[i];
+	}
+	/* Read it all back: one batch of 1 MiB reads (pieces on every
+	 * service), into the other half of the buffer. */
+	memset(b + SZ / 2, 0xee, SZ / 2);
+	int n = (int)((off + MiB - 1) / MiB);
+	for (int i = 0; i < n; i++)
+		assert_true(cfs_prep_iov(rr, v, 1, b + SZ / 2 + (uint64_t)i * MiB, fd,
+					 (uint64_t)i * MiB, MiB, NULL) >= 0);
+	assert_int_equal(cfs_submit_ios(rr), 0);
+	struct cfs_cqe c[8];
+	int got = 0;
+	int64_t total = 0;
+	while (got < n) {
+		int k = cfs_wait_for_ios(rr, c, 8, 1, NULL);
+		for (int j = 0; j < k; j++)
+			total += c[j].result;
+		got += k;
+	}
+	assert_int_equal(total, (int64_t)off);
+	for (uint64_t k = 0; k < off; k++)
+		if ((unsigned char)b[SZ / 2 + k] != pat(k, 77))
+			fail_msg("zero-copy read: byte %llu differs", (unsigned long long)k);
+	assert_int_equal(pread(fd, chk, off, 0), (ssize_t)off);
+	assert_memory_equal(chk, b + SZ / 2, off);
+	/* The services map the application's memfd... */
+	assert_true(storage_maps_count(hex) >= 1);
+	cfs_ior_destroy(rr);
+	cfs_ior_destroy(wr);
+	cfs_iov_destroy(v);
+	/* ...until it is destroyed. */
+	int m = -1;
+	for (int i = 0; i < 100 && m != 0; i++) {
+		m = storage_maps_count(hex);
+		if (m)
+			usleep(100000);
+	}
+	assert_int_equal(m, 0);
+	free(chk);
+	cfs_dereg_fd(fd);
+	close(fd);
+}
+
 /* kill -9 of an application with I/Os in flight: the daemon survives and
  * unmaps the application's memory. */
 static void test_app_killed(void **state)
@@ -707,8 +802,26 @@ static void test_truncated_buffer(void **state)
 	assert_true(fd >= 0);
 	assert_true(cfs_reg_fd(fd, 0) > 0);
 	cfs_iov *v;
+	/* A memfd iov (the default) is sealed: it cannot shrink. */
 	assert_int_equal(cfs_iov_create(env.mnt, 4 << 20, 0, -1, &v), 0);
-	char hex[33], name[128];
+	char hex[33], name[128], link[1024], target[256];
+	for (int i = 0; i < 16; i++)
+		snprintf(hex + 2 * i, 3, "%02x", cfs_iov_id(v)[i]);
+	snprintf(link, sizeof(link), "%s/3fs-virt/iovs/%s", env.mnt, hex);
+	ssize_t tn = readlink(link, target, sizeof(target) - 1);
+	assert_true(tn > 0);
+	target[tn] = 0;
+	assert_int_equal(strncmp(target, "/proc/", 6), 0);
+	int mfd = open(target, O_RDWR);
+	assert_true(mfd >= 0);
+	assert_int_equal(ftruncate(mfd, 0), -1);
+	assert_int_equal(errno, EPERM);
+	close(mfd);
+	cfs_iov_destroy(v);
+	/* A /dev/shm one can. */
+	setenv("CFS_IOV_DEVSHM", "1", 1);
+	assert_int_equal(cfs_iov_create(env.mnt, 4 << 20, 0, -1, &v), 0);
+	unsetenv("CFS_IOV_DEVSHM");
 	for (int i = 0; i < 16; i++)
 		snprintf(hex + 2 * i, 3, "%02x", cfs_iov_id(v)[i]);
 	snprintf(name, sizeof(name), "/dev/shm/chainfs-iov-%s", hex);
@@ -880,6 +993,7 @@ int main(void)
 	    cmocka_unit_test(test_open_modes),     cmocka_unit_test(test_nonroot),
 	    cmocka_unit_test(test_hf3fs_compat),
 	    cmocka_unit_test(test_cat_example),   cmocka_unit_test(test_parallel_procs),
+	    cmocka_unit_test(test_zero_copy),
 	    cmocka_unit_test(test_storage_killed),
 	    cmocka_unit_test(test_app_killed),     cmocka_unit_test(test_truncated_buffer),
 	    cmocka_unit_test(test_mount_killed),

@@ -43,6 +43,7 @@
 #include <cmocka.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -315,6 +316,357 @@ static void test_hostile(void **state)
 	/* The service still serves (over shared memory too). */
 	read_check(c, addr, data, len);
 	storage_client_free(c);
+	for (int i = 0; i < NCH; i++)
+		free(data[i]);
+	stor_cluster_signal(&sc, 0, SIGTERM);
+	stor_cluster_fini(&sc);
+}
+
+static int unreg(struct rpc_client *rc, const char *addr, uint64_t region)
+{
+	struct buf b, resp;
+	buf_init(&b);
+	buf_init(&resp);
+	struct sto_shm_unreg_req m = { .region = region };
+	sto_shm_unreg_req_encode(&b, &m);
+	int r = call(rc, addr, STO_MSG_SHM_UNREG, &b, -1, &resp);
+	buf_fini(&b);
+	buf_fini(&resp);
+	return r;
+}
+
+/* Mappings of memfds named NAME in process PID. */
+static int maps_of(int pid, const char *name)
+{
+	char p[64], line[1024];
+	snprintf(p, sizeof(p), "/proc/%d/maps", pid);
+	FILE *f = fopen(p, "r");
+	assert_non_null(f);
+	int n = 0;
+	while (fgets(line, sizeof(line), f))
+		n += strstr(line, name) != NULL;
+	fclose(f);
+	return n;
+}
+
+/* SHM_UNREG: the region leaves the connection (requests naming it get
+ * -ESTALE, a second UNREG too) and the service unmaps the memfd, and
+ * storage_client_mem_del does it for every server it registered with:
+ * no request reaches removed memory afterwards. */
+static void test_unreg(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	stor_cluster_init(&sc, "shm-unreg", 1, 1, 4000);
+	stor_cluster_start_storage(&sc, 0);
+	const char *addr = sc.node[0].addr;
+	int spid = sc.node[0].pid;
+	struct storage_client *c = stor_cluster_client();
+	uint8_t *data[NCH];
+	uint32_t len[NCH];
+	write_chunks(c, addr, data, len);
+	struct rpc_opts ro = { .cluster_id = SC_CLUSTER, .secret = (const uint8_t *)SC_SECRET,
+			       .secret_len = strlen(SC_SECRET) };
+	struct rpc_client *rc;
+	assert_int_equal(rpc_client_new(&ro, &rc), 0);
+	const size_t size = 4u << 20;
+	int fd = memfd_create("shm-unreg-a", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)size), 0);
+	assert_int_equal(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK), 0);
+	uint64_t region = 0, r2 = 0;
+	assert_int_equal(reg(rc, addr, fd, size, &region), 0);
+	assert_int_equal(reg(rc, addr, fd, size, &r2), 0);
+	assert_int_equal(maps_of(spid, "shm-unreg-a"), 2);
+	int32_t res = 0;
+	assert_int_equal(shm_read(rc, addr, region, 0, 4096, 0, 0, 4096, &res), 0);
+	assert_int_equal(unreg(rc, addr, region), 0);
+	assert_int_equal(shm_read(rc, addr, region, 0, 4096, 0, 0, 4096, &res), -ESTALE);
+	assert_int_equal(unreg(rc, addr, region), -ESTALE);
+	assert_int_equal(unreg(rc, addr, region + 12345), -ESTALE);
+	/* The other region is untouched. */
+	assert_int_equal(shm_read(rc, addr, r2, 0, 4096, 0, 0, 4096, &res), 0);
+	assert_int_equal(res, 4096);
+	assert_int_equal(maps_of(spid, "shm-unreg-a"), 1);
+	assert_int_equal(unreg(rc, addr, r2), 0);
+	assert_int_equal(maps_of(spid, "shm-unreg-a"), 0);
+	/* Malformed. */
+	struct buf b, resp;
+	buf_init(&b);
+	buf_init(&resp);
+	buf_append(&b, "\x01\x02", 2);
+	assert_int_equal(call(rc, addr, STO_MSG_SHM_UNREG, &b, -1, &resp), -CFS_EPROTO);
+	buf_fini(&b);
+	buf_fini(&resp);
+	rpc_client_free(rc);
+	close(fd);
+
+	/* Through the storage client: add, use, remove; then the same
+	 * address range added again (a new memfd: as a new mmap reusing the
+	 * address would) gets the bytes, the old memfd none. */
+	int fa = memfd_create("shm-unreg-b", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	assert_true(fa >= 0);
+	assert_int_equal(ftruncate(fa, (off_t)size), 0);
+	assert_int_equal(fcntl(fa, F_ADD_SEALS, F_SEAL_SHRINK), 0);
+	uint8_t *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fa, 0);
+	assert_true(mem != MAP_FAILED);
+	assert_int_equal(storage_client_mem_add(c, fa, mem, size), 0);
+	assert_int_equal(storage_client_mem_add(c, fa, mem + 4096, 4096), -EEXIST);
+	struct storage_loc loc = { .addr = addr, .target = 1 };
+	struct storage_client_stats st0, st1;
+	for (int k = 0; k < 3; k++) { /* the first may go through the arena */
+		struct storage_read r = { .loc = loc, .ino = 5, .idx = 0, .off = 0, .len = 65536,
+					  .dst = mem + 4096 };
+		assert_int_equal(storage_client_read(c, &r, 1, 0), 0);
+		assert_int_equal(r.result, 65536);
+		assert_memory_equal(mem + 4096, data[0], 65536);
+	}
+	storage_client_get_stats(c, &st0);
+	assert_true(st0.shm_direct_reads >= 1);
+	assert_int_equal(maps_of(spid, "shm-unreg-b"), 1);
+	assert_int_equal(storage_client_mem_del(c, mem), 0);
+	assert_int_equal(storage_client_mem_del(c, mem), -ENOENT);
+	int m = -1;
+	for (int i = 0; i < 100 && m; i++) {
+		m = maps_of(spid, "shm-unreg-b");
+		if (m)
+			usleep(20000);
+	}
+	assert_int_equal(m, 0);
+	/* A new memfd mapped at the same address. */
+	int fb = memfd_create("shm-unreg-c", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	assert_true(fb >= 0);
+	assert_int_equal(ftruncate(fb, (off_t)size), 0);
+	assert_int_equal(fcntl(fb, F_ADD_SEALS, F_SEAL_SHRINK), 0);
+	uint8_t *old = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fa, 0);
+	assert_true(old != MAP_FAILED);
+	memset(old, 0x5a, size);
+	assert_true(mmap(mem, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fb, 0) == mem);
+	assert_int_equal(storage_client_mem_add(c, fb, mem, size), 0);
+	for (int k = 0; k < 3; k++) {
+		memset(mem, 0, size);
+		struct storage_read r = { .loc = loc, .ino = 5, .idx = 0, .off = 131072,
+					  .len = 65536, .dst = mem + 4096 };
+		assert_int_equal(storage_client_read(c, &r, 1, 0), 0);
+		assert_int_equal(r.result, 65536);
+		assert_memory_equal(mem + 4096, data[0] + 131072, 65536);
+		assert_int_equal(old[4096], 0x5a); /* the removed memory got nothing */
+	}
+	storage_client_get_stats(c, &st1);
+	assert_true(st1.shm_direct_reads > st0.shm_direct_reads);
+	assert_true(st1.shm_unregs >= 1);
+	assert_int_equal(storage_client_mem_del(c, mem), 0);
+	munmap(old, size);
+	munmap(mem, size);
+	close(fa);
+	close(fb);
+	assert_true(testenv_alive(spid));
+	storage_client_free(c);
+	for (int i = 0; i < NCH; i++)
+		free(data[i]);
+	stor_cluster_signal(&sc, 0, SIGTERM);
+	stor_cluster_fini(&sc);
+}
+
+/* SHM_READV of ranges (5, 0, OFF[i]... LEN[i]) placed at AT[i] of REGION. */
+static int shm_readv(struct rpc_client *rc, const char *addr, uint64_t region, const uint64_t *at,
+		     const uint32_t *off, const uint32_t *len, uint32_t n, int32_t *res)
+{
+	struct buf b, resp;
+	buf_init(&b);
+	buf_init(&resp);
+	struct sto_read_range rr[8];
+	for (uint32_t i = 0; i < n; i++)
+		rr[i] = (struct sto_read_range){ .target = 1, .ino = 5, .idx = 0, .off = off[i],
+						 .len = len[i] };
+	struct sto_read_req m = { .n = n, .r = rr };
+	sto_shm_readv_req_encode(&b, region, at, &m);
+	int r = call(rc, addr, STO_MSG_SHM_READV, &b, -1, &resp);
+	if (!r && res) {
+		struct sto_read_res out[8];
+		struct sto_read_resp rp;
+		assert_int_equal(sto_read_resp_decode(resp.data, resp.len, &rp, out, 8), 0);
+		for (uint32_t i = 0; i < n; i++)
+			res[i] = out[i].result;
+	}
+	buf_fini(&b);
+	buf_fini(&resp);
+	return r;
+}
+
+/* SHM_READV: each range lands at its own place (scattered destinations,
+ * as a ring batch's pieces are), every place checked against the region;
+ * through the storage client, reads into scattered places of added
+ * memory go this way (no copy in the client). */
+static void test_readv(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	stor_cluster_init(&sc, "shm-readv", 1, 1, 4000);
+	stor_cluster_start_storage(&sc, 0);
+	const char *addr = sc.node[0].addr;
+	struct storage_client *c = stor_cluster_client();
+	uint8_t *data[NCH];
+	uint32_t len[NCH];
+	write_chunks(c, addr, data, len);
+	struct rpc_opts ro = { .cluster_id = SC_CLUSTER, .secret = (const uint8_t *)SC_SECRET,
+			       .secret_len = strlen(SC_SECRET) };
+	struct rpc_client *rc;
+	assert_int_equal(rpc_client_new(&ro, &rc), 0);
+	const size_t size = 4u << 20;
+	int fd = sealed_memfd(size);
+	uint8_t *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_true(map != MAP_FAILED);
+	uint64_t region = 0;
+	assert_int_equal(reg(rc, addr, fd, size, &region), 0);
+	memset(map, 0xee, size);
+	/* Out of order, far apart, one short (past the chunk's end). */
+	uint64_t at[3] = { 3u << 20, 4096, (1u << 20) + 7 };
+	uint32_t off[3] = { 0, 65536, CHLEN - 100 }, ln[3] = { 262144, 1000, 4096 };
+	int32_t res[3];
+	assert_int_equal(shm_readv(rc, addr, region, at, off, ln, 3, res), 0);
+	assert_int_equal(res[0], 262144);
+	assert_int_equal(res[1], 1000);
+	assert_int_equal(res[2], 100);
+	assert_memory_equal(map + at[0], data[0], 262144);
+	assert_memory_equal(map + at[1], data[0] + 65536, 1000);
+	assert_memory_equal(map + at[2], data[0] + CHLEN - 100, 100);
+	assert_int_equal(map[at[1] + 1000], 0xee);
+	assert_int_equal(map[at[2] + 100], 0xee);
+	assert_int_equal(map[at[1] - 1], 0xee);
+	/* Hostile places: each refused before anything is read. */
+	uint64_t bad1[2] = { 0, size - 10 }, bad2[2] = { UINT64_MAX - 5, 0 };
+	uint32_t o2[2] = { 0, 0 }, l2[2] = { 100, 100 };
+	assert_int_equal(shm_readv(rc, addr, region, bad1, o2, l2, 2, res), -EFAULT);
+	assert_int_equal(shm_readv(rc, addr, region, bad2, o2, l2, 2, res), -EFAULT);
+	assert_int_equal(shm_readv(rc, addr, region + 99, at, off, ln, 1, res), -ESTALE);
+	/* Counts that disagree. */
+	struct buf b, resp;
+	buf_init(&b);
+	buf_init(&resp);
+	struct sto_read_range rr = { .target = 1, .ino = 5, .len = 10 };
+	struct sto_read_req m = { .n = 1, .r = &rr };
+	uint64_t two[2] = { 0, 0 };
+	sto_shm_readv_req_encode(&b, region, two, &m);
+	b.data[8] = 2; /* says 2 places, carries 1 range after them... */
+	assert_int_equal(call(rc, addr, STO_MSG_SHM_READV, &b, -1, &resp), -CFS_EPROTO);
+	buf_fini(&b);
+	buf_fini(&resp);
+	rpc_client_free(rc);
+	munmap(map, size);
+	close(fd);
+
+	/* The storage client: a batch whose destinations are scattered in
+	 * added memory goes as one SHM_READV. */
+	int fa = sealed_memfd(size);
+	uint8_t *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fa, 0);
+	assert_true(mem != MAP_FAILED);
+	assert_int_equal(storage_client_mem_add(c, fa, mem, size), 0);
+	struct storage_loc loc = { .addr = addr, .target = 1 };
+	struct storage_client_stats st0, st1;
+	storage_client_get_stats(c, &st0);
+	for (int k = 0; k < 20; k++) {
+		struct storage_read r[4];
+		memset(mem, 0, size);
+		for (int q = 0; q < 4; q++) {
+			uint32_t l = 1 + (uint32_t)(rnd() % 200000), o = (uint32_t)(rnd() % CHLEN);
+			r[q] = (struct storage_read){ .loc = loc, .ino = 5, .idx = 0, .off = o, .len = l,
+						      .dst = mem + (size_t)(3 - q) * (1u << 20) + 13 };
+		}
+		assert_int_equal(storage_client_read(c, r, 4, 0), 0);
+		for (int q = 0; q < 4; q++) {
+			int want = (int)(CHLEN - r[q].off < r[q].len ? CHLEN - r[q].off : r[q].len);
+			assert_int_equal(r[q].result, want);
+			assert_memory_equal(r[q].dst, data[0] + r[q].off, (size_t)want);
+			assert_int_equal(r[q].crc, crc32c(0, r[q].dst, (size_t)want));
+		}
+	}
+	storage_client_get_stats(c, &st1);
+	assert_true(st1.shm_direct_reads - st0.shm_direct_reads >= 15);
+	assert_int_equal(storage_client_mem_del(c, mem), 0);
+	munmap(mem, size);
+	close(fa);
+	storage_client_free(c);
+	for (int i = 0; i < NCH; i++)
+		free(data[i]);
+	stor_cluster_signal(&sc, 0, SIGTERM);
+	stor_cluster_fini(&sc);
+}
+
+struct stopped_read {
+	struct storage_client *c;
+	struct storage_read r;
+	int rc;
+};
+
+static void *stopped_read_main(void *arg)
+{
+	struct stopped_read *x = arg;
+	x->rc = storage_client_read(x->c, &x->r, 1, 0);
+	return NULL;
+}
+
+/* A direct read whose server stalls past the client's timeout: the read
+ * is not handed back (and retried) before the server revoked the region,
+ * so the late copy of the first attempt cannot land after the caller got
+ * its answer (revocation confirmed: shm_direct_lost stays 0). */
+static void test_revoke_on_timeout(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	stor_cluster_init(&sc, "shm-revoke", 1, 1, 4000);
+	stor_cluster_start_storage(&sc, 0);
+	const char *addr = sc.node[0].addr;
+	struct storage_client *w = stor_cluster_client();
+	uint8_t *data[NCH];
+	uint32_t len[NCH];
+	write_chunks(w, addr, data, len);
+	storage_client_free(w);
+	struct storage_client_opts o = { .cluster_id = SC_CLUSTER,
+					 .secret = (const uint8_t *)SC_SECRET,
+					 .secret_len = strlen(SC_SECRET), .timeout_ms = 400,
+					 .retry_budget_ms = 60000 };
+	struct storage_client *c = NULL;
+	char err[256];
+	assert_int_equal(storage_client_new(&o, &c, err, sizeof(err)), 0);
+	const size_t size = 4u << 20;
+	int fd = sealed_memfd(size);
+	uint8_t *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_true(mem != MAP_FAILED);
+	assert_int_equal(storage_client_mem_add(c, fd, mem, size), 0);
+	struct storage_loc loc = { .addr = addr, .target = 1 };
+	struct storage_client_stats st;
+	for (int k = 0; k < 5; k++) { /* registered, direct */
+		struct storage_read r = { .loc = loc, .ino = 5, .idx = 0, .len = 1u << 20,
+					  .dst = mem };
+		assert_int_equal(storage_client_read(c, &r, 1, 0), 0);
+		assert_int_equal(r.result, 1 << 20);
+	}
+	storage_client_get_stats(c, &st);
+	assert_true(st.shm_direct_reads >= 1);
+	uint64_t unregs0 = st.shm_unregs;
+	memset(mem, 0, size);
+	struct stopped_read x = { .c = c, .r = { .loc = loc, .ino = 5, .idx = 0, .off = 4096,
+						 .len = 1u << 20, .dst = mem } };
+	stor_cluster_signal(&sc, 0, SIGSTOP);
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, stopped_read_main, &x), 0);
+	usleep(3000000); /* well past the 400 ms timeout: the revocation waits */
+	stor_cluster_signal(&sc, 0, SIGCONT);
+	pthread_join(t, NULL);
+	assert_int_equal(x.rc, 0);
+	assert_int_equal(x.r.result, 1 << 20);
+	assert_memory_equal(mem, data[0] + 4096, 1u << 20);
+	storage_client_get_stats(c, &st);
+	print_message("revoke: unregs %llu -> %llu, direct_lost %llu\n",
+		      (unsigned long long)unregs0, (unsigned long long)st.shm_unregs,
+		      (unsigned long long)st.shm_direct_lost);
+	assert_true(st.shm_unregs > unregs0);
+	assert_int_equal(st.shm_direct_lost, 0);
+	assert_int_equal(storage_client_mem_del(c, mem), 0);
+	storage_client_free(c);
+	munmap(mem, size);
+	close(fd);
 	for (int i = 0; i < NCH; i++)
 		free(data[i]);
 	stor_cluster_signal(&sc, 0, SIGTERM);
@@ -838,6 +1190,9 @@ int main(void)
 		cmocka_unit_test(test_chain),
 		cmocka_unit_test(test_killed_writer),
 		cmocka_unit_test(test_direct),
+		cmocka_unit_test(test_unreg),
+		cmocka_unit_test(test_readv),
+		cmocka_unit_test(test_revoke_on_timeout),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	testenv_cleanup();
