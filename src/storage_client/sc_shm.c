@@ -552,10 +552,13 @@ int sc_shm_readv(struct sc_shm *s, const char *addr, const struct sto_read_req *
 	buf_fini(&b);
 	free(offs);
 	if (rc) {
-		if (taken)
-			where_put(s, &w); /* not sent */
 		free(op);
-		atomic_fetch_add(&s->fallbacks, 1);
+		/* Memory nobody registered is not a fallback: those reads
+		 * never had a place to go but the arena or the socket. */
+		if (taken) {
+			where_put(s, &w); /* not sent */
+			atomic_fetch_add(&s->fallbacks, 1);
+		}
 	}
 	return rc;
 }
