@@ -36,6 +36,9 @@
 #define DELRES_KEEP_MS 120000u
 #define DELRES_GC_PER_TXN 2 /* expired result records dropped per delete txn */
 #define DROPS_MAX 16        /* reservations one txn may end (>= every group size) */
+_Static_assert(DROPS_MAX >= RESERVE_PER_TXN && DROPS_MAX >= PUBLISH_PER_TXN &&
+		       DROPS_MAX >= DELETE_PER_TXN && DROPS_MAX >= RECLAIM_PER_TXN,
+	       "a txn ends at most one reservation per key of its group");
 #define KEYBUF (4 + 8 + KVC_KEY_MAX + 16)
 #define SHARDS 8
 #define HWM_SHARDS 8 /* never-used slot counters per namespace */
