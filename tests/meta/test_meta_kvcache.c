@@ -117,7 +117,8 @@ static int batch(uint16_t type, uint64_t ns, const char *const *keys, int n, uin
 	int rc = call(q, r);
 	if (!rc) {
 		assert_int_equal(r->n, n);
-		memcpy(out, r->items, (size_t)n * sizeof(*out));
+		if (n) /* a call without items (CLEAR) has none to copy */
+			memcpy(out, r->items, (size_t)n * sizeof(*out));
 		kvc_msg_fini(r);
 	}
 	free(it);
