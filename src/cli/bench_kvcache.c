@@ -19,7 +19,10 @@
  * one thread in batches of 64, gets of those empty values (the index
  * side of a get: LOOKUP with recency and the version check), and puts of
  * new keys into the then full namespace with evictions/s. The cluster id
- * and secret come from --cluster-dir. */
+ * and secret come from --cluster-dir. --meta-pid PID (that meta service,
+ * on this host) adds its CPU time per key of each phase, from
+ * /proc/PID/stat: a figure other load on the machine moves much less
+ * than the rates. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -53,6 +56,7 @@ struct bk {
 	uint64_t key_base;   /* put_thread: first key number */
 	const char *index_meta;
 	unsigned index_keys;
+	int meta_pid;        /* --meta-pid: report that process's CPU per key */
 	char cluster_id[128];
 };
 
@@ -301,6 +305,27 @@ static int read_cluster_id(const char *dir, char *out, size_t cap)
 	return found;
 }
 
+/* CPU seconds (user + system) process PID has used so far; 0 when
+ * unknown (no such process, not readable). */
+static double proc_cpu_s(int pid)
+{
+	char path[64], buf[1024];
+	unsigned long ut = 0, st = 0;
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	FILE *f = pid > 0 ? fopen(path, "r") : NULL;
+	size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+	if (f)
+		fclose(f);
+	buf[n] = 0;
+	/* Fields after the command's closing parenthesis: state (3) ...
+	 * utime (14), stime (15). */
+	char *p = strrchr(buf, ')');
+	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
+			 &st) != 2)
+		return 0;
+	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
 /* --index-meta: puts of empty values and lookups, in batches of 64, on a
  * namespace made through that meta service. */
 static int bench_index(struct bk *b)
@@ -325,6 +350,8 @@ static int bench_index(struct bk *b)
 			b->index_meta, cfs_strerror(rc));
 		return 1;
 	}
+	double cpu[5];
+	cpu[0] = proc_cpu_s(b->meta_pid);
 	uint64_t t0 = clock_mono_ns(), put = 0;
 	const void *vals[64];
 	size_t lens[64];
@@ -347,6 +374,7 @@ static int bench_index(struct bk *b)
 				put += res[i] == 0;
 	}
 	double ps = (double)(clock_mono_ns() - t0) / 1e9;
+	cpu[1] = proc_cpu_s(b->meta_pid);
 	uint64_t n = 0, hits = 0, end;
 	unsigned seed = 1;
 	t0 = clock_mono_ns();
@@ -368,6 +396,7 @@ static int bench_index(struct bk *b)
 		}
 	}
 	double ls = (double)(clock_mono_ns() - t0) / 1e9;
+	cpu[2] = proc_cpu_s(b->meta_pid);
 	printf("index via %s: %llu puts of empty values in %.2f s (%.0f /s, batches of 64); "
 	       "lookups (1 thread, batches of 64): %.0f /s, %.1f%% hits\n",
 	       b->index_meta, (unsigned long long)put, ps, (double)put / ps, (double)n / ls,
@@ -397,6 +426,7 @@ static int bench_index(struct bk *b)
 		}
 	}
 	double gs = (double)(clock_mono_ns() - t0) / 1e9;
+	cpu[3] = proc_cpu_s(b->meta_pid);
 	/* New keys into the full namespace: every slot taken evicts. */
 	struct cfs_kvc_info i0 = { 0 }, i1 = { 0 };
 	uint64_t fput = 0, next = b->index_keys;
@@ -418,11 +448,21 @@ static int bench_index(struct bk *b)
 				fput += res[i] == 0;
 	}
 	double fs = (double)(clock_mono_ns() - t0) / 1e9;
+	cpu[4] = proc_cpu_s(b->meta_pid);
 	cfs_kvc_stats(b->kv, 0, &i1);
 	printf("index via %s: gets of empty values (1 thread, batches of 64): %.0f /s, %.1f%% "
 	       "hits; puts into the full namespace: %.0f /s, %.0f evictions/s\n",
 	       b->index_meta, (double)gn / gs, gn ? 100.0 * (double)ghits / (double)gn : 0,
 	       (double)fput / fs, (double)(i1.evictions - i0.evictions) / fs);
+	if (b->meta_pid && cpu[0] > 0) {
+		uint64_t per[4] = { put, n, gn, fput };
+		double us[4];
+		for (int i = 0; i < 4; i++)
+			us[i] = per[i] ? (cpu[i + 1] - cpu[i]) * 1e6 / (double)per[i] : 0;
+		printf("index via %s: meta CPU per key: puts of empty values %.2f us, lookups %.2f "
+		       "us, gets %.2f us, puts into the full namespace %.2f us\n",
+		       b->index_meta, us[0], us[1], us[2], us[3]);
+	}
 	cfs_iov_destroy(b->iov);
 	cfs_kvc_close(b->kv);
 	cfs_kvc_destroy(b->mount, name, &o);
@@ -459,6 +499,8 @@ int cli_bench_kvcache(int argc, char **argv)
 			b.index_meta = v;
 		else if (!strcmp(a, "--index-keys"))
 			b.index_keys = (unsigned)atoi(v);
+		else if (!strcmp(a, "--meta-pid"))
+			b.meta_pid = atoi(v);
 		else {
 			fprintf(stderr, "bench kvcache: unknown option %s\n", a);
 			return 2;
@@ -470,7 +512,7 @@ int cli_bench_kvcache(int argc, char **argv)
 		fprintf(stderr, "usage: chainfs bench kvcache --mount M --raw-dir R [--cluster-dir D]"
 				" [--seconds 3] [--threads 4] [--mb 256] [--pages 64K,256K,2M]\n"
 				"       chainfs bench kvcache --mount M --cluster-dir D --index-meta "
-				"ADDR [--index-keys 10000] [--seconds 3]\n");
+				"ADDR [--index-keys 10000] [--seconds 3] [--meta-pid PID]\n");
 		return 2;
 	}
 	printf("bench kvcache: %u threads, batches of %d, %u MiB per namespace, %u s per read run\n",

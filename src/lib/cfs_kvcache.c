@@ -9,7 +9,8 @@
  *       Each put has its own random token in its RESERVE, so a RESERVE
  *       that meta_client resends after a timed-out attempt gets the
  *       slots of the attempt that committed, not more (meta_kvcache.h
- *       "Resends").
+ *       "Resends"). A delete and a namespace create carry a token too:
+ *       their resends answer what the first attempt did.
  * Get:  LOOKUP (with recency) -> ring reads -> LOOKUP again: a key whose
  *       version changed, or whose bytes fail the writer's CRC32C, is a
  *       miss (meta_kvcache.h "Readers").
@@ -54,7 +55,7 @@ struct cfs_kvc {
 	int npairs;
 	unsigned rr;       /* next pair to try (racy on purpose: a hint) */
 	uint64_t owner;    /* reservation owner: the meta client id */
-	uint64_t puts;     /* puts so far (atomic): the token fallback */
+	uint64_t calls;    /* calls with a token so far (atomic): the token fallback */
 	uint32_t lease_ms; /* 0: the namespace's */
 	uint32_t ttl_ms;   /* puts' TTL; 0: the namespace's */
 	/* Test hook ($CFS_KVC_TEST_DIE_BEFORE_PUBLISH set at open): a put
@@ -124,6 +125,17 @@ static int connect_meta(const struct cfs_kvc_opts *o, meta_client **out)
 				       .secret = secret, .secret_len = (size_t)slen,
 				       .timeout_ms = o->meta_timeout_ms };
 	return meta_client_new(&mo, out, err, sizeof(err));
+}
+
+/* A new call's token: random, never 0; unique per call with overwhelming
+ * odds (OWNER, the meta client's id, and the count *CALLS if getrandom
+ * fails). */
+static uint64_t new_token(uint64_t owner, uint64_t *calls)
+{
+	uint64_t v = 0;
+	if (getrandom(&v, sizeof(v), 0) != (ssize_t)sizeof(v))
+		v = owner * 0x9e3779b97f4a7c15ull + __atomic_add_fetch(calls, 1, __ATOMIC_RELAXED);
+	return v ? v : 1;
 }
 
 /* One index call: Q encoded, sent, R decoded (kvc_msg_fini frees it). */
@@ -263,6 +275,9 @@ int cfs_kvc_create(const char *mount, const char *name, const char *dir, uint32_
 		}
 	}
 	q->type = META_RPC_KVC_NS_CREATE;
+	/* A resend of this create answers the namespace it made. */
+	uint64_t once = 0;
+	q->token = new_token(meta_client_id(mc), &once);
 	q->name = (const uint8_t *)name;
 	q->name_len = (uint32_t)strlen(name);
 	rc = q->name_len > KVC_NAME_MAX ? -EINVAL : call(mc, q, r);
@@ -514,17 +529,6 @@ static void batch_free(struct kvc_msg *q)
 	free(q);
 }
 
-/* A new put's token: random, never 0; unique per put with overwhelming
- * odds (the owner and a count if getrandom fails). */
-static uint64_t put_token(cfs_kvc *kv)
-{
-	uint64_t v = 0;
-	if (getrandom(&v, sizeof(v), 0) != (ssize_t)sizeof(v))
-		v = kv->owner * 0x9e3779b97f4a7c15ull +
-		    __atomic_add_fetch(&kv->puts, 1, __ATOMIC_RELAXED);
-	return v ? v : 1;
-}
-
 static void slot_pos(const cfs_kvc *kv, uint64_t slot, int *fd, uint64_t *off)
 {
 	*fd = kv->fds[slot / kv->ns.slots_per_slab];
@@ -558,7 +562,7 @@ int cfs_kvc_put(cfs_kvc *kv, const cfs_iov *iov, int n, const void *const *keys,
 	for (int i = 0; i < n; i++)
 		q->items[i].len = (uint32_t)lens[i];
 	q->lease_ms = kv->lease_ms;
-	q->token = put_token(kv);
+	q->token = new_token(kv->owner, &kv->calls);
 	if ((rc = call(kv->mc, q, r)))
 		goto out;
 	/* Write the reserved pages. */
@@ -832,6 +836,8 @@ int cfs_kvc_delete(cfs_kvc *kv, int n, const void *const *keys, const size_t *ke
 		return 0;
 	struct kvc_msg *q = batch_msg(kv, META_RPC_KVC_DELETE, n, keys, key_lens);
 	struct kvc_msg *r = calloc(1, sizeof(*r));
+	if (q)
+		q->token = new_token(kv->owner, &kv->calls);
 	rc = q && r ? call(kv->mc, q, r) : -ENOMEM;
 	for (int i = 0; !rc && results && i < n; i++)
 		results[i] = r->items[i].status == KVC_ST_OK;

@@ -5,19 +5,23 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "common/cfs_assert.h"
 #include "common/clock.h"
 #include "common/crc32c.h"
 #include "common/status.h"
 #include "common/wire.h"
+#include "meta/layout.h"
 #include "meta/meta_kvcache.h"
 
 /* Keys per txn, from the KV limits (kv.h: 64 writes, 64 read conflicts):
- * reserve reads <= 6 per key; its writes: <= 3 to take a slot (a dead
- * writer's reservation with its token record, or an evicted entry), <= 1
- * per stale index record (at most 2 per key), 3 for the reservation
- * (record, expiry index, token record): 8 x 7 + 7 = 63. Delete 4, touch
- * 3, plus at most 7 per txn for its counters (applied once per txn,
- * count_flush).
+ * reserve reads <= 6 per key plus its group's token record; its writes:
+ * <= 3 to take a slot (a dead writer's reservation with its token
+ * record's update, or an evicted entry), <= 1 per stale index record (at
+ * most 2 per key), 2 for the reservation (record, expiry index), and one
+ * token record per txn: 8 x 7 + 1 + 7 = 64. Delete 4 per key, plus its
+ * result record and the expiry of at most DELRES_GC_PER_TXN old ones (2
+ * writes each): 12 x 4 + 2 + 4 + 7 = 61. Touch 3, plus at most 7 per txn
+ * for its counters (applied once per txn, txn_flush).
  * A publish writes 5 per key, or 9 when it replaces an expired entry: its
  * txn stops taking keys when the next might pass PUBLISH_WRITES. */
 #define RESERVE_PER_TXN 8
@@ -27,6 +31,14 @@
 #define TOUCH_PER_TXN 16
 #define RECLAIM_PER_TXN 12
 #define RATE_KEEP_S 60 /* eviction-rate buckets older than this are dropped */
+/* A DELETE's result record answers its resends for this long: well past
+ * meta_client's budget for one call over all its attempts (30 s). */
+#define DELRES_KEEP_MS 120000u
+#define DELRES_GC_PER_TXN 2 /* expired result records dropped per delete txn */
+#define DROPS_MAX 16        /* reservations one txn may end (>= every group size) */
+_Static_assert(DROPS_MAX >= RESERVE_PER_TXN && DROPS_MAX >= PUBLISH_PER_TXN &&
+		       DROPS_MAX >= DELETE_PER_TXN && DROPS_MAX >= RECLAIM_PER_TXN,
+	       "a txn ends at most one reservation per key of its group");
 #define KEYBUF (4 + 8 + KVC_KEY_MAX + 16)
 #define SHARDS 8
 #define HWM_SHARDS 8 /* never-used slot counters per namespace */
@@ -88,6 +100,7 @@ static void mk_range(struct key *b, struct key *e, const char pfx[4], uint64_t n
 
 static uint64_t now_ms(void) { return clock_wall_ns() / 1000000u; }
 
+/* A random seed for one call (struct op rng). */
 static uint64_t rnd64(void)
 {
 	uint64_t v = 0;
@@ -101,6 +114,8 @@ static uint64_t rnd64(void)
 #define MAGIC_NS 0x4e4b4643u  /* "CFKN" */
 #define MAGIC_ENT 0x454b4643u /* "CFKE" */
 #define MAGIC_RES 0x524b4643u /* "CFKR" */
+#define MAGIC_TOK 0x4f4b4643u /* "CFKO" */
+#define MAGIC_DEL 0x444b4643u /* "CFKD" */
 
 static int rec_finish(struct buf *b, struct wire_writer *w)
 {
@@ -166,6 +181,9 @@ struct resv {
 	uint32_t len;
 	uint64_t token; /* the put's token (appended: 0 in older records) */
 	uint32_t idx;   /* the key's index in that put's RESERVE */
+	uint32_t group; /* first index of the RESERVE txn that made it: its token
+			   record is KVCO ns token group (appended; older
+			   records had one token record per key: group = idx) */
 };
 
 static int res_encode(struct buf *b, const struct resv *x)
@@ -179,6 +197,7 @@ static int res_encode(struct buf *b, const struct resv *x)
 	wire_put_u32(&w, x->len);
 	wire_put_u64(&w, x->token);
 	wire_put_u32(&w, x->idx);
+	wire_put_u32(&w, x->group);
 	return rec_finish(b, &w);
 }
 
@@ -198,22 +217,117 @@ static int res_decode(struct kv_slice v, struct resv *x)
 		wire_get_u64(&r, &x->token);
 		wire_get_u32(&r, &x->idx);
 	}
+	x->group = x->idx;
+	if (!r.err && wire_left(&r) >= 4)
+		wire_get_u32(&r, &x->group);
 	return r.err ? -CFS_ECORRUPT : 0;
 }
 
-/* The namespace record reuses the message codec's namespace fields. */
-static int ns_encode(struct buf *b, const struct kvc_ns *ns)
+/* Token record of one RESERVE txn (KVCO ns token group): the keys of the
+ * group that hold a reservation of that put, as (index in the batch,
+ * slot). Layout: magic u32, n u32 (<= RESERVE_PER_TXN), n x (idx u32,
+ * slot u64), crc32c u32. A listed slot is the put's only while its
+ * reservation record names the same token, index and group: the record
+ * lists the live reservations and goes with the last of them, but a
+ * reader checks each against its reservation anyway.
+ * A 16-byte value is a per-key token record of the previous format
+ * (slot, version; its group is the key's index): decoded as an empty
+ * list, so it goes with its reservation. */
+struct tokrec {
+	uint32_t n;
+	uint32_t idx[RESERVE_PER_TXN];
+	uint64_t slot[RESERVE_PER_TXN];
+};
+
+static int tok_encode(struct buf *b, const struct tokrec *r)
+{
+	struct wire_writer w;
+	wire_writer_init(&w, b);
+	wire_put_u32(&w, MAGIC_TOK);
+	wire_put_u32(&w, r->n);
+	for (uint32_t i = 0; i < r->n; i++) {
+		wire_put_u32(&w, r->idx[i]);
+		wire_put_u64(&w, r->slot[i]);
+	}
+	return rec_finish(b, &w);
+}
+
+static int tok_decode(struct kv_slice v, struct tokrec *out)
+{
+	struct wire_reader r;
+	out->n = 0;
+	if (v.n == 16)
+		return 0; /* the previous format's per-key record */
+	int rc = rec_open(&r, v, MAGIC_TOK);
+	if (rc)
+		return rc;
+	wire_get_u32(&r, &out->n);
+	if (r.err || out->n > RESERVE_PER_TXN)
+		return -CFS_ECORRUPT;
+	for (uint32_t i = 0; i < out->n; i++) {
+		wire_get_u32(&r, &out->idx[i]);
+		wire_get_u64(&r, &out->slot[i]);
+	}
+	return r.err ? -CFS_ECORRUPT : 0;
+}
+
+/* Result record of one DELETE txn (KVCD ns token first): what the txn
+ * answered, so a resend of the call answers the same instead of running
+ * again. Layout: magic u32, expiry u64 (ms), n u32 (<= DELETE_PER_TXN),
+ * n x status u8 (KVC_ST_OK or KVC_ST_ABSENT), crc32c u32. KVCG ns expiry
+ * token first orders them for their removal after DELRES_KEEP_MS. */
+struct delres {
+	uint64_t expiry;
+	uint32_t n;
+	uint8_t st[DELETE_PER_TXN];
+};
+
+static int del_encode(struct buf *b, const struct delres *d)
+{
+	struct wire_writer w;
+	wire_writer_init(&w, b);
+	wire_put_u32(&w, MAGIC_DEL);
+	wire_put_u64(&w, d->expiry);
+	wire_put_u32(&w, d->n);
+	for (uint32_t i = 0; i < d->n; i++)
+		wire_put_u8(&w, d->st[i]);
+	return rec_finish(b, &w);
+}
+
+static int del_decode(struct kv_slice v, struct delres *d)
+{
+	struct wire_reader r;
+	int rc = rec_open(&r, v, MAGIC_DEL);
+	if (rc)
+		return rc;
+	wire_get_u64(&r, &d->expiry);
+	wire_get_u32(&r, &d->n);
+	if (r.err || d->n > DELETE_PER_TXN)
+		return -CFS_ECORRUPT;
+	for (uint32_t i = 0; i < d->n; i++)
+		wire_get_u8(&r, &d->st[i]);
+	for (uint32_t i = 0; !r.err && i < d->n; i++)
+		if (d->st[i] != KVC_ST_OK && d->st[i] != KVC_ST_ABSENT)
+			return -CFS_ECORRUPT;
+	return r.err ? -CFS_ECORRUPT : 0;
+}
+
+/* The namespace record reuses the message codec's namespace fields; its
+ * token field holds the token of the NS_CREATE that made it (0: none), so
+ * a resend of that create is told apart from another create. */
+static int ns_encode(struct buf *b, const struct kvc_ns *ns, uint64_t token)
 {
 	struct wire_writer w;
 	wire_writer_init(&w, b);
 	wire_put_u32(&w, MAGIC_NS);
-	struct kvc_msg m = { .type = META_RPC_KVC_NS_GET, .ns = *ns };
+	struct kvc_msg m = { .type = META_RPC_KVC_NS_GET, .ns = *ns, .token = token };
 	if (kvc_msg_encode(b, &m))
 		return -ENOMEM;
 	return rec_finish(b, &w);
 }
 
-static int ns_decode(struct kv_slice v, struct kvc_ns *ns)
+/* TOKEN (may be NULL) gets the creating call's token. */
+static int ns_decode(struct kv_slice v, struct kvc_ns *ns, uint64_t *token)
 {
 	struct wire_reader r;
 	int rc = rec_open(&r, v, MAGIC_NS);
@@ -225,6 +339,8 @@ static int ns_decode(struct kv_slice v, struct kvc_ns *ns)
 	rc = kvc_msg_decode(r.p, wire_left(&r), m);
 	if (rc == 0)
 		*ns = m->ns;
+	if (rc == 0 && token)
+		*token = m->token;
 	kvc_msg_fini(m);
 	free(m);
 	return rc == -ENOMEM ? rc : rc ? -CFS_ECORRUPT : 0;
@@ -238,12 +354,27 @@ struct op {
 	struct kvc_ns ns;
 	uint32_t from, to; /* item range of this txn (a txn fn may lower to) */
 	uint64_t now;
-	int64_t cnt[NCNT]; /* counter deltas of this txn attempt (count_flush) */
+	int64_t cnt[NCNT]; /* counter deltas of this txn attempt (txn_flush) */
+	/* Reservations with a token this txn attempt ended: their token
+	 * records are updated once per record at its end (txn_flush). */
+	struct {
+		uint64_t token, slot;
+		uint32_t group;
+	} drops[DROPS_MAX];
+	int ndrops;
 	uint32_t freed;    /* reclaim passes: how many slots this txn freed */
 	uint32_t *touch;   /* LOOKUP: indexes of the hits due a recency write */
+	uint64_t rng;      /* splitmix64 state, seeded once per call (op_rnd) */
 	char *err;
 	size_t errlen;
 };
+
+/* Random numbers of a call: versions, namespace ids, counter shards, where
+ * a free-set scan starts. A splitmix64 stream from one getrandom seed per
+ * call: the getrandom syscall per number was 6.7% of meta's CPU during
+ * puts into a full namespace. Distinct within a call, and as unlikely to
+ * meet another call's as independent random numbers. */
+static uint64_t op_rnd(struct op *o) { return meta_splitmix64(&o->rng); }
 
 static int load_ns(kv_txn *t, uint64_t id, struct kvc_ns *ns)
 {
@@ -255,22 +386,27 @@ static int load_ns(kv_txn *t, uint64_t id, struct kvc_ns *ns)
 		return rc;
 	if (rc == 0)
 		return -ENOENT;
-	return ns_decode(v, ns);
+	return ns_decode(v, ns, NULL);
 }
 
-static int count_add(kv_txn *t, uint64_t ns, int kind, int64_t d)
+static int count_add(kv_txn *t, uint64_t ns, int kind, int64_t d, uint64_t rnd)
 {
 	struct key k;
-	uint8_t tail[2] = { (uint8_t)kind, (uint8_t)(rnd64() % SHARDS) };
+	uint8_t tail[2] = { (uint8_t)kind, (uint8_t)(rnd % SHARDS) };
 	mk(&k, "KVCC", ns, 0, 0, 0, tail, 2);
 	return kv_atomic_add(t, ks(&k), d);
 }
 
 /* Counter changes are summed per txn attempt and written once at its end
- * (count_flush): one atomic add per kind instead of one per key keeps a
- * batch's txn under the write limit. A txn fn calls count_begin first
- * (kv_run may run it again after a conflict). */
-static void count_begin(struct op *o) { memset(o->cnt, 0, sizeof(o->cnt)); }
+ * (txn_flush): one atomic add per kind instead of one per key keeps a
+ * batch's txn under the write limit; so are token record updates. A txn
+ * fn that changes either calls txn_begin first (kv_run may run it again
+ * after a conflict) and txn_flush last. */
+static void txn_begin(struct op *o)
+{
+	memset(o->cnt, 0, sizeof(o->cnt));
+	o->ndrops = 0;
+}
 
 static void cnt(struct op *o, int kind, int64_t d)
 {
@@ -295,12 +431,12 @@ static int rate_add(kv_txn *t, uint64_t ns, uint64_t now_ms_, int64_t n)
 	return kv_clear_range(t, ks(&b), ks(&k));
 }
 
-static int count_flush(kv_txn *t, struct op *o)
+static int count_write(kv_txn *t, struct op *o)
 {
 	for (int i = 0; i < NCNT; i++) {
 		if (!o->cnt[i])
 			continue;
-		int rc = count_add(t, o->ns.id, CNT_KINDS[i], o->cnt[i]);
+		int rc = count_add(t, o->ns.id, CNT_KINDS[i], o->cnt[i], op_rnd(o));
 		if (!rc && CNT_KINDS[i] == CNT_EVICT && o->cnt[i] > 0)
 			rc = rate_add(t, o->ns.id, o->now, o->cnt[i]);
 		if (rc)
@@ -343,25 +479,59 @@ static int free_slot(kv_txn *t, uint64_t ns, uint64_t slot)
 	return kv_set(t, ks(&k), kv_mem("", 0));
 }
 
-/* The token record of a reservation: KVCO ns token idx -> slot, version. */
-static void mk_tok(struct key *k, uint64_t ns, uint64_t token, uint32_t idx)
+/* The token record of a RESERVE txn: KVCO ns token group (struct tokrec). */
+static void mk_tok(struct key *k, uint64_t ns, uint64_t token, uint32_t group)
 {
-	mk(k, "KVCO", ns, 2, token, idx, NULL, 0);
+	mk(k, "KVCO", ns, 2, token, group, NULL, 0);
 }
 
-/* The KVCE value: the reservation's token and index (12 bytes), or empty
- * for a reservation without a token, so the reclaim passes, which read
- * only the expiry index, drop the token record too. */
-static void tok_of_expiry(struct kv_slice v, uint64_t *token, uint32_t *idx)
-{
-	*token = v.n == 12 ? wire_load_u64(v.p) : 0;
-	*idx = v.n == 12 ? wire_load_u32((const uint8_t *)v.p + 8) : 0;
-}
-
-static int drop_resv(kv_txn *t, uint64_t ns, uint64_t slot, uint64_t expiry, uint64_t token,
-		     uint32_t idx)
+/* Reads the token record of (TOKEN, GROUP) into R: 1, 0 when absent, <0. */
+static int tok_get(kv_txn *t, uint64_t ns, uint64_t token, uint32_t group, struct tokrec *r)
 {
 	struct key k;
+	struct kv_slice v;
+	mk_tok(&k, ns, token, group);
+	int rc = kv_get(t, ks(&k), 0, &v);
+	if (rc <= 0)
+		return rc;
+	rc = tok_decode(v, r);
+	return rc ? rc : 1;
+}
+
+/* Writes R as the token record of (TOKEN, GROUP), or clears it when R
+ * lists nothing. */
+static int tok_put(kv_txn *t, uint64_t ns, uint64_t token, uint32_t group,
+		   const struct tokrec *r)
+{
+	struct key k;
+	mk_tok(&k, ns, token, group);
+	if (!r->n)
+		return kv_clear(t, ks(&k));
+	struct buf b = BUF_INIT;
+	int rc = tok_encode(&b, r);
+	if (!rc)
+		rc = kv_set(t, ks(&k), kv_mem(b.data, b.len));
+	buf_fini(&b);
+	return rc;
+}
+
+/* The KVCE value: the reservation's token and group (12 bytes), or empty
+ * for a reservation without a token, so the reclaim passes, which read
+ * only the expiry index, find the token record too. */
+static void tok_of_expiry(struct kv_slice v, uint64_t *token, uint32_t *group)
+{
+	*token = v.n == 12 ? wire_load_u64(v.p) : 0;
+	*group = v.n == 12 ? wire_load_u32((const uint8_t *)v.p + 8) : 0;
+}
+
+/* Drops the reservation of SLOT (its record and expiry index entry). Its
+ * token record (TOKEN, GROUP) loses the slot at the txn's end (txn_flush),
+ * once per record however many of its slots the txn drops. */
+static int drop_resv(kv_txn *t, struct op *o, uint64_t slot, uint64_t expiry, uint64_t token,
+		     uint32_t group)
+{
+	struct key k;
+	uint64_t ns = o->ns.id;
 	mk(&k, "KVCR", ns, 1, slot, 0, NULL, 0);
 	int rc = kv_clear(t, ks(&k));
 	mk(&k, "KVCE", ns, 2, expiry, slot, NULL, 0);
@@ -369,33 +539,78 @@ static int drop_resv(kv_txn *t, uint64_t ns, uint64_t slot, uint64_t expiry, uin
 		rc = kv_clear(t, ks(&k));
 	if (rc || !token)
 		return rc;
-	mk_tok(&k, ns, token, idx);
-	return kv_clear(t, ks(&k));
+	ASSERT(o->ndrops < DROPS_MAX);
+	o->drops[o->ndrops].token = token;
+	o->drops[o->ndrops].group = group;
+	o->drops[o->ndrops].slot = slot;
+	o->ndrops++;
+	return 0;
 }
 
-/* Writes reservation X of SLOT with its expiry index entry and, when it
- * has a token, its token record. */
+/* Takes the slots this txn dropped out of their token records: one read
+ * and one write (update, or clear when none is left) per record. */
+static int tok_flush(kv_txn *t, struct op *o)
+{
+	for (int i = 0; i < o->ndrops; i++) {
+		int seen = 0;
+		for (int j = 0; j < i && !seen; j++)
+			seen = o->drops[j].token == o->drops[i].token &&
+			       o->drops[j].group == o->drops[i].group;
+		if (seen)
+			continue;
+		struct tokrec r;
+		int rc = tok_get(t, o->ns.id, o->drops[i].token, o->drops[i].group, &r);
+		if (rc < 0)
+			return rc;
+		if (rc == 0)
+			continue;
+		uint32_t n = 0;
+		for (uint32_t e = 0; e < r.n; e++) {
+			int gone = 0;
+			for (int j = i; j < o->ndrops && !gone; j++)
+				gone = o->drops[j].token == o->drops[i].token &&
+				       o->drops[j].group == o->drops[i].group &&
+				       o->drops[j].slot == r.slot[e];
+			if (!gone) {
+				r.idx[n] = r.idx[e];
+				r.slot[n++] = r.slot[e];
+			}
+		}
+		if (n == r.n && n)
+			continue;
+		r.n = n;
+		if ((rc = tok_put(t, o->ns.id, o->drops[i].token, o->drops[i].group, &r)))
+			return rc;
+	}
+	return 0;
+}
+
+/* The deferred writes of a txn attempt (txn_begin): token records, then
+ * counters. */
+static int txn_flush(kv_txn *t, struct op *o)
+{
+	int rc = tok_flush(t, o);
+	return rc ? rc : count_write(t, o);
+}
+
+/* Writes reservation X of SLOT with its expiry index entry (whose value
+ * names the token record, if any; the caller writes that record). */
 static int put_resv(kv_txn *t, uint64_t ns, uint64_t slot, const struct resv *x)
 {
 	struct buf b = BUF_INIT;
 	struct key k;
-	uint8_t ev[12], tv[16];
+	uint8_t ev[12];
 	int rc = res_encode(&b, x);
 	mk(&k, "KVCR", ns, 1, slot, 0, NULL, 0);
 	if (!rc)
 		rc = kv_set(t, ks(&k), kv_mem(b.data, b.len));
 	buf_fini(&b);
 	wire_store_u64(ev, x->token);
-	wire_store_u32(ev + 8, x->idx);
+	wire_store_u32(ev + 8, x->group);
 	mk(&k, "KVCE", ns, 2, x->expiry, slot, NULL, 0);
 	if (!rc)
 		rc = kv_set(t, ks(&k), kv_mem(ev, x->token ? 12 : 0));
-	if (rc || !x->token)
-		return rc;
-	wire_store_u64(tv, slot);
-	wire_store_u64(tv + 8, x->version);
-	mk_tok(&k, ns, x->token, x->idx);
-	return kv_set(t, ks(&k), kv_mem(tv, 16));
+	return rc;
 }
 
 static int get_entry(kv_txn *t, uint64_t ns, const struct kvc_item *it, int snapshot,
@@ -477,6 +692,22 @@ static int valid_name(const uint8_t *p, uint32_t n)
 	return 1;
 }
 
+/* The parameters a create sets (not its id and time). */
+static int ns_same(const struct kvc_ns *a, const struct kvc_ns *b)
+{
+	if (a->page_size != b->page_size || a->nslots != b->nslots || a->nslabs != b->nslabs ||
+	    a->slots_per_slab != b->slots_per_slab || a->touch_ms != b->touch_ms ||
+	    a->lease_ms != b->lease_ms || a->ttl_ms != b->ttl_ms || strcmp(a->dir, b->dir))
+		return 0;
+	for (uint32_t i = 0; i < a->nslabs && i < KVC_SLABS_MAX; i++)
+		if (a->slab_ino[i] != b->slab_ino[i])
+			return 0;
+	return 1;
+}
+
+/* Creates the namespace. An existing one is -EEXIST unless it was made by
+ * this very call (a resend: same token, same parameters), which answers
+ * the namespace as the first attempt did. */
 static int ns_create_fn(kv_txn *t, void *arg)
 {
 	struct op *o = arg;
@@ -487,15 +718,32 @@ static int ns_create_fn(kv_txn *t, void *arg)
 	int rc = kv_get(t, ks(&k), 0, &v);
 	if (rc < 0)
 		return rc;
-	if (rc > 0)
-		return -EEXIST;
-	o->ns.id = rnd64() >> 1 | 1; /* never 0, never UINT64_MAX */
+	if (rc > 0) {
+		struct kvc_ns *had = malloc(sizeof(*had));
+		uint64_t tok = 0;
+		if (!had)
+			return -ENOMEM;
+		mk(&k, "KVCI", v.n == 8 ? wire_load_u64(v.p) : 0, 0, 0, 0, NULL, 0);
+		rc = v.n == 8 ? kv_get(t, ks(&k), 0, &v) : -CFS_ECORRUPT;
+		if (rc > 0)
+			rc = ns_decode(v, had, &tok);
+		else if (rc == 0)
+			rc = -CFS_ECORRUPT;
+		if (!rc)
+			rc = o->req->token && tok == o->req->token && ns_same(had, &o->ns) ? 0
+											: -EEXIST;
+		if (!rc)
+			o->ns = *had;
+		free(had);
+		return rc;
+	}
+	o->ns.id = op_rnd(o) >> 1 | 1; /* never 0, never UINT64_MAX */
 	o->ns.created = (int64_t)clock_wall_ns();
 	wire_store_u64(idb, o->ns.id);
 	rc = kv_set(t, ks(&k), kv_mem(idb, 8));
 	struct buf b = BUF_INIT;
 	if (!rc)
-		rc = ns_encode(&b, &o->ns);
+		rc = ns_encode(&b, &o->ns, o->req->token);
 	mk(&k, "KVCI", o->ns.id, 0, 0, 0, NULL, 0);
 	if (!rc)
 		rc = kv_set(t, ks(&k), kv_mem(b.data, b.len));
@@ -524,7 +772,8 @@ static int ns_get_fn(kv_txn *t, void *arg)
 
 static int clear_all(kv_txn *t, uint64_t ns, int keep_counters)
 {
-	static const char *const pf[] = { "KVCK", "KVCL", "KVCF", "KVCR", "KVCE", "KVCT", "KVCO" };
+	static const char *const pf[] = { "KVCK", "KVCL", "KVCF", "KVCR", "KVCE",
+					  "KVCT", "KVCO", "KVCD", "KVCG" };
 	struct key b, e;
 	int rc = 0;
 	for (size_t i = 0; i < sizeof(pf) / sizeof(pf[0]) && !rc; i++) {
@@ -597,7 +846,7 @@ static int lookup_fn(kv_txn *t, void *arg)
 		rc = kv_get_multi(t, (int)n + 1, keys, 1, vals, found);
 	}
 	if (!rc)
-		rc = found[0] ? ns_decode(vals[0], &o->ns) : -ENOENT;
+		rc = found[0] ? ns_decode(vals[0], &o->ns, NULL) : -ENOENT;
 	for (uint32_t j = 0; !rc && j < n; j++) {
 		struct kvc_item *it = &o->resp->items[o->from + j];
 		struct entry e;
@@ -690,9 +939,9 @@ static int take_slots(kv_txn *t, struct op *o, uint64_t *slots, int want)
 			return -CFS_ECORRUPT;
 		const uint8_t *kp = r.kvs[i].key.p;
 		uint64_t exp = get_be64(kp + 12), slot = get_be64(kp + 20), tok;
-		uint32_t idx;
-		tok_of_expiry(r.kvs[i].val, &tok, &idx);
-		if ((rc = drop_resv(t, ns, slot, exp, tok, idx)))
+		uint32_t grp;
+		tok_of_expiry(r.kvs[i].val, &tok, &grp);
+		if ((rc = drop_resv(t, o, slot, exp, tok, grp)))
 			return rc;
 		cnt(o, CNT_RECLAIM, 1);
 		slots[got++] = slot;
@@ -722,7 +971,7 @@ static int take_slots(kv_txn *t, struct op *o, uint64_t *slots, int want)
 		}
 	}
 	/* 3. free set */
-	uint64_t start = rnd64() % o->ns.nslots;
+	uint64_t start = op_rnd(o) % o->ns.nslots;
 	for (int pass = 0; pass < 2 && got < want; pass++) {
 		if (pass == 0) {
 			mk(&b, "KVCF", ns, 1, start, 0, NULL, 0);
@@ -750,7 +999,7 @@ static int take_slots(kv_txn *t, struct op *o, uint64_t *slots, int want)
 	 * reserve conflict). Full shards are seen with snapshot reads; the
 	 * shard taken from is read again with a conflict. */
 	if (got < want) {
-		unsigned h0 = (unsigned)(rnd64() % HWM_SHARDS);
+		unsigned h0 = (unsigned)(op_rnd(o) % HWM_SHARDS);
 		for (unsigned j = 0; j < HWM_SHARDS && got < want; j++) {
 			uint8_t sh = (uint8_t)((h0 + j) % HWM_SHARDS), hb[8];
 			uint64_t cap = o->ns.nslots > sh ? (o->ns.nslots - sh + HWM_SHARDS - 1) / HWM_SHARDS : 0;
@@ -817,66 +1066,80 @@ static int my_resv(kv_txn *t, uint64_t ns, uint64_t slot, uint64_t version, stru
 }
 
 /* Reserves a slot for each key of [from, to) without a live entry. The
- * group's entries, and with a token its token records, are one multi-key
- * read (etcd: one round trip). A token record whose reservation is still
- * there (same slot, version, token and index) is a resend of a RESERVE
- * that committed: the key gets that slot and version again, its lease
- * renewed, and nothing new is taken. */
+ * group's entries, and with a token the group's token record, are one
+ * multi-key read (etcd: one round trip). A token record is there when a
+ * RESERVE of this put already ran this group (a resend): each key it
+ * lists whose reservation still names this put gets that slot and
+ * version again, its lease renewed, and nothing new is taken for it.
+ * The group's token record then lists every reservation the put holds in
+ * the group: one write per txn, where it was one record per key. */
 static int reserve_fn(kv_txn *t, void *arg)
 {
 	struct op *o = arg;
 	uint32_t need[RESERVE_PER_TXN];
 	uint64_t slots[RESERVE_PER_TXN];
-	struct key k[2 * RESERVE_PER_TXN];
-	struct kv_slice keys[2 * RESERVE_PER_TXN], vals[2 * RESERVE_PER_TXN];
-	int found[2 * RESERVE_PER_TXN];
+	struct key k[RESERVE_PER_TXN + 1];
+	struct kv_slice keys[RESERVE_PER_TXN + 1], vals[RESERVE_PER_TXN + 1];
+	int found[RESERVE_PER_TXN + 1], done[RESERVE_PER_TXN] = { 0 };
 	uint64_t token = o->req->token;
-	int m = 0, nk = 0, per = token ? 2 : 1, rc = load_ns(t, o->req->ns_id, &o->ns);
+	uint32_t n = o->to - o->from;
+	struct tokrec old = { 0 }, now = { 0 };
+	int m = 0, had = 0, rc = load_ns(t, o->req->ns_id, &o->ns);
 	if (rc)
 		return rc;
-	count_begin(o);
+	txn_begin(o);
 	uint32_t lease = o->req->lease_ms ? o->req->lease_ms : o->ns.lease_ms;
-	for (uint32_t i = o->from; i < o->to; i++) {
-		const struct kvc_item *q = &o->req->items[i];
-		mk(&k[nk], "KVCK", o->ns.id, 0, 0, 0, q->key, q->key_len);
-		keys[nk] = ks(&k[nk]);
-		nk++;
-		if (token) {
-			mk_tok(&k[nk], o->ns.id, token, i);
-			keys[nk] = ks(&k[nk]);
-			nk++;
-		}
+	for (uint32_t j = 0; j < n; j++) {
+		const struct kvc_item *q = &o->req->items[o->from + j];
+		mk(&k[j], "KVCK", o->ns.id, 0, 0, 0, q->key, q->key_len);
+		keys[j] = ks(&k[j]);
 	}
-	if ((rc = kv_get_multi(t, nk, keys, 0, vals, found)))
+	if (token) {
+		mk_tok(&k[n], o->ns.id, token, o->from);
+		keys[n] = ks(&k[n]);
+	}
+	if ((rc = kv_get_multi(t, (int)n + (token ? 1 : 0), keys, 0, vals, found)))
 		return rc;
-	for (uint32_t i = o->from; i < o->to; i++) {
+	if (token && found[n]) {
+		if ((rc = tok_decode(vals[n], &old)))
+			return rc;
+		had = 1;
+	}
+	for (uint32_t e = 0; e < old.n; e++) {
+		uint32_t i = old.idx[e];
+		uint64_t slot = old.slot[e];
+		struct resv x;
+		struct key ek;
+		struct kv_slice rv;
+		if (i < o->from || i >= o->to || done[i - o->from] || slot >= o->ns.nslots)
+			continue;
+		mk(&ek, "KVCR", o->ns.id, 1, slot, 0, NULL, 0);
+		if ((rc = kv_get(t, ks(&ek), 0, &rv)) < 0)
+			return rc;
+		if (rc == 0)
+			continue; /* published, released or reclaimed */
+		if ((rc = res_decode(rv, &x)))
+			return rc;
+		if (x.token != token || x.idx != i || x.group != o->from)
+			continue; /* reclaimed and taken by another put */
+		mk(&ek, "KVCE", o->ns.id, 2, x.expiry, slot, NULL, 0);
+		if ((rc = kv_clear(t, ks(&ek))))
+			return rc;
+		x.expiry = o->now + lease;
+		if ((rc = put_resv(t, o->ns.id, slot, &x)))
+			return rc;
+		o->resp->items[i] = (struct kvc_item){ .status = KVC_ST_OK, .slot = slot,
+						       .version = x.version, .len = x.len };
+		done[i - o->from] = 1;
+		now.idx[now.n] = i;
+		now.slot[now.n++] = slot;
+	}
+	for (uint32_t j = 0; j < n; j++) {
+		uint32_t i = o->from + j;
 		struct kvc_item *it = &o->resp->items[i];
-		int j = (int)(i - o->from) * per;
 		struct entry e;
-		if (token && found[j + 1]) {
-			struct resv x;
-			if (vals[j + 1].n != 16)
-				return -CFS_ECORRUPT;
-			uint64_t slot = wire_load_u64(vals[j + 1].p),
-				 ver = wire_load_u64((const uint8_t *)vals[j + 1].p + 8);
-			rc = slot < o->ns.nslots ? my_resv(t, o->ns.id, slot, ver, &x) : 0;
-			if (rc < 0)
-				return rc;
-			if (rc == 1 && x.token == token && x.idx == i) {
-				struct key ek;
-				mk(&ek, "KVCE", o->ns.id, 2, x.expiry, slot, NULL, 0);
-				if ((rc = kv_clear(t, ks(&ek))))
-					return rc;
-				x.expiry = o->now + lease;
-				if ((rc = put_resv(t, o->ns.id, slot, &x)))
-					return rc;
-				*it = (struct kvc_item){ .status = KVC_ST_OK, .slot = slot,
-							 .version = ver, .len = x.len };
-				continue;
-			}
-			/* Stale (cannot happen: a reservation goes with its
-			 * token record): a new reservation replaces it. */
-		}
+		if (done[j])
+			continue;
 		if (found[j]) {
 			if ((rc = ent_decode(vals[j], &e)))
 				return rc;
@@ -888,9 +1151,7 @@ static int reserve_fn(kv_txn *t, void *arg)
 		}
 		need[m++] = i;
 	}
-	if (!m)
-		return count_flush(t, o);
-	int got = take_slots(t, o, slots, m);
+	int got = m ? take_slots(t, o, slots, m) : 0;
 	if (got < 0)
 		return got;
 	for (int j = 0; j < m; j++) {
@@ -899,17 +1160,31 @@ static int reserve_fn(kv_txn *t, void *arg)
 			*it = (struct kvc_item){ .status = -ENOSPC };
 			continue;
 		}
-		struct resv x = { .version = rnd64() | 1, .owner = o->req->owner,
+		struct resv x = { .version = op_rnd(o) | 1, .owner = o->req->owner,
 				  .expiry = o->now + lease, .len = o->req->items[need[j]].len,
-				  .token = token, .idx = need[j] };
+				  .token = token, .idx = need[j], .group = o->from };
 		if ((rc = put_resv(t, o->ns.id, slots[j], &x)))
 			return rc;
 		*it = (struct kvc_item){ .status = KVC_ST_OK, .slot = slots[j],
 					 .version = x.version, .len = x.len };
+		now.idx[now.n] = need[j];
+		now.slot[now.n++] = slots[j];
 	}
-	return count_flush(t, o);
+	/* The records of reservations taken back go first: this group's own
+	 * record, written last, is then the truth whatever they touched. A
+	 * resend that found its reservations as they were writes nothing. */
+	if ((rc = tok_flush(t, o)))
+		return rc;
+	int same = had && now.n == old.n;
+	for (uint32_t e = 0; same && e < now.n; e++)
+		same = now.idx[e] == old.idx[e] && now.slot[e] == old.slot[e];
+	for (int d = 0; same && d < o->ndrops; d++)
+		same = o->drops[d].token != token || o->drops[d].group != o->from;
+	if (token && !same && (now.n || had) &&
+	    (rc = tok_put(t, o->ns.id, token, o->from, &now)))
+		return rc;
+	return count_write(t, o);
 }
-
 
 /* Publishes [from, to), stopping early (o->to lowered) when the next key
  * could pass the txn's write budget (a key replacing an expired entry
@@ -920,7 +1195,7 @@ static int publish_fn(kv_txn *t, void *arg)
 	int rc = load_ns(t, o->req->ns_id, &o->ns);
 	if (rc)
 		return rc;
-	count_begin(o);
+	txn_begin(o);
 	uint32_t ttl = o->req->ttl_ms ? o->req->ttl_ms : o->ns.ttl_ms, writes = 0;
 	/* The group's entries and reservations in one multi-key read (etcd:
 	 * one round trip, not two per key). An item whose key or slot an
@@ -980,7 +1255,7 @@ static int publish_fn(kv_txn *t, void *arg)
 			continue; /* a resend of a publish that applied */
 		if (found && !expired(&e, o->now)) {
 			it->status = KVC_ST_EXISTS;
-			if (mine && ((rc = drop_resv(t, o->ns.id, q->slot, x.expiry, x.token, x.idx)) ||
+			if (mine && ((rc = drop_resv(t, o, q->slot, x.expiry, x.token, x.group)) ||
 				     (rc = free_slot(t, o->ns.id, q->slot))))
 				return rc;
 			if (mine)
@@ -1005,12 +1280,12 @@ static int publish_fn(kv_txn *t, void *arg)
 				    .crc = q->crc, .last_used = o->now,
 				    .expiry = ttl ? o->now + ttl : 0 };
 		if ((rc = put_entry(t, o->ns.id, q, &e)) ||
-		    (rc = drop_resv(t, o->ns.id, q->slot, x.expiry, x.token, x.idx)))
+		    (rc = drop_resv(t, o, q->slot, x.expiry, x.token, x.group)))
 			return rc;
 		writes += 5;
 		cnt(o, CNT_USED, 1);
 	}
-	return count_flush(t, o);
+	return txn_flush(t, o);
 }
 
 /* Drops the reservations (slot, version) of [from, to) that are still
@@ -1021,6 +1296,7 @@ static int unreserve(kv_txn *t, struct op *o, const struct kvc_item *src, int on
 	int rc = load_ns(t, o->req->ns_id, &o->ns);
 	if (rc)
 		return rc;
+	txn_begin(o);
 	for (uint32_t i = o->from; i < o->to; i++) {
 		const struct kvc_item *q = &src[i];
 		struct resv x;
@@ -1033,13 +1309,13 @@ static int unreserve(kv_txn *t, struct op *o, const struct kvc_item *src, int on
 		int mine = my_resv(t, o->ns.id, q->slot, q->version, &x);
 		if (mine < 0)
 			return mine;
-		if (mine && ((rc = drop_resv(t, o->ns.id, q->slot, x.expiry, x.token, x.idx)) ||
+		if (mine && ((rc = drop_resv(t, o, q->slot, x.expiry, x.token, x.group)) ||
 			     (rc = free_slot(t, o->ns.id, q->slot))))
 			return rc;
 		if (mine && !only_ok)
 			o->resp->items[i].status = KVC_ST_OK;
 	}
-	return 0;
+	return txn_flush(t, o);
 }
 
 static int release_fn(kv_txn *t, void *arg)
@@ -1054,13 +1330,77 @@ static int unreserve_fn(kv_txn *t, void *arg)
 	return unreserve(t, o, o->resp->items, 1);
 }
 
+static void mk_delres(struct key *k, uint64_t ns, uint64_t token, uint32_t first)
+{
+	mk(k, "KVCD", ns, 2, token, first, NULL, 0);
+}
+
+/* Writes the result record of this DELETE txn (with its expiry index
+ * entry) and drops up to DELRES_GC_PER_TXN records past their time. The
+ * old ones are read with a snapshot read: two deletes dropping the same
+ * record do not conflict (a clear of a gone key is harmless). */
+static int delres_write(kv_txn *t, struct op *o)
+{
+	struct delres d = { .expiry = o->now + DELRES_KEEP_MS, .n = o->to - o->from };
+	struct buf b = BUF_INIT;
+	struct key k, e;
+	struct kv_range r;
+	uint8_t first[8];
+	for (uint32_t i = 0; i < d.n; i++)
+		d.st[i] = (uint8_t)o->resp->items[o->from + i].status;
+	int rc = del_encode(&b, &d);
+	mk_delres(&k, o->ns.id, o->req->token, o->from);
+	if (!rc)
+		rc = kv_set(t, ks(&k), kv_mem(b.data, b.len));
+	buf_fini(&b);
+	put_be64(first, o->from);
+	mk(&k, "KVCG", o->ns.id, 2, d.expiry, o->req->token, first, 8);
+	if (!rc)
+		rc = kv_set(t, ks(&k), kv_mem("", 0));
+	mk(&k, "KVCG", o->ns.id, 0, 0, 0, NULL, 0);
+	mk(&e, "KVCG", o->ns.id, 1, o->now, 0, NULL, 0);
+	if (!rc)
+		rc = kv_get_range(t, ks(&k), ks(&e), DELRES_GC_PER_TXN, 1, 0, &r);
+	for (int i = 0; !rc && i < r.n; i++) {
+		const uint8_t *kp = r.kvs[i].key.p;
+		if (r.kvs[i].key.n != 36)
+			return -CFS_ECORRUPT;
+		mk_delres(&e, o->ns.id, get_be64(kp + 20), (uint32_t)get_be64(kp + 28));
+		if (!(rc = kv_clear(t, r.kvs[i].key)))
+			rc = kv_clear(t, ks(&e));
+	}
+	return rc;
+}
+
+/* Deletes the keys of [from, to). With a token (the call's, the same in
+ * every attempt), the txn's answers are kept in a result record for
+ * DELRES_KEEP_MS: a resend of the call finds it and answers the same
+ * without running again, so a key the first attempt deleted is OK, not
+ * absent, and a key put again since is not deleted by the resend. */
 static int delete_fn(kv_txn *t, void *arg)
 {
 	struct op *o = arg;
 	int rc = load_ns(t, o->req->ns_id, &o->ns);
 	if (rc)
 		return rc;
-	count_begin(o);
+	txn_begin(o);
+	if (o->req->token) {
+		struct key k;
+		struct kv_slice v;
+		struct delres d;
+		mk_delres(&k, o->ns.id, o->req->token, o->from);
+		if ((rc = kv_get(t, ks(&k), 0, &v)) < 0)
+			return rc;
+		if (rc && (rc = del_decode(v, &d)))
+			return rc;
+		/* A record of another count is not this call's: run it. */
+		if (v.n && d.n == o->to - o->from) {
+			for (uint32_t i = 0; i < d.n; i++)
+				o->resp->items[o->from + i] =
+					(struct kvc_item){ .status = d.st[i] };
+			return 0;
+		}
+	}
 	for (uint32_t i = o->from; i < o->to; i++) {
 		const struct kvc_item *q = &o->req->items[i];
 		struct entry e;
@@ -1079,7 +1419,9 @@ static int delete_fn(kv_txn *t, void *arg)
 		if (dead)
 			cnt(o, CNT_EXPIRE, 1);
 	}
-	return count_flush(t, o);
+	if (o->req->token && (rc = delres_write(t, o)))
+		return rc;
+	return txn_flush(t, o);
 }
 
 /* One reclaim step: up to RECLAIM_PER_TXN expired reservations, else up
@@ -1093,7 +1435,7 @@ static int reclaim_fn(kv_txn *t, void *arg)
 	int rc = load_ns(t, o->req->ns_id, &o->ns);
 	if (rc)
 		return rc;
-	count_begin(o);
+	txn_begin(o);
 	o->freed = 0;
 	mk(&b, "KVCE", o->ns.id, 0, 0, 0, NULL, 0);
 	mk(&e, "KVCE", o->ns.id, 1, o->now, 0, NULL, 0);
@@ -1105,9 +1447,9 @@ static int reclaim_fn(kv_txn *t, void *arg)
 			return -CFS_ECORRUPT;
 		const uint8_t *kp = r.kvs[i].key.p;
 		uint64_t slot = get_be64(kp + 20), tok;
-		uint32_t idx;
-		tok_of_expiry(r.kvs[i].val, &tok, &idx);
-		if ((rc = drop_resv(t, o->ns.id, slot, get_be64(kp + 12), tok, idx)) ||
+		uint32_t grp;
+		tok_of_expiry(r.kvs[i].val, &tok, &grp);
+		if ((rc = drop_resv(t, o, slot, get_be64(kp + 12), tok, grp)) ||
 		    (rc = free_slot(t, o->ns.id, slot)))
 			return rc;
 		cnt(o, CNT_RECLAIM, 1);
@@ -1138,7 +1480,7 @@ static int reclaim_fn(kv_txn *t, void *arg)
 			o->freed++;
 		}
 	}
-	return count_flush(t, o);
+	return txn_flush(t, o);
 }
 
 static int count_range(kv_txn *t, const char pfx[4], uint64_t ns, uint64_t *out)
@@ -1303,6 +1645,7 @@ int meta_kvc_serve(kv_engine *kv, const struct kvc_msg *req, struct kvc_msg *res
 	o->err = err;
 	o->errlen = errlen;
 	o->now = now_ms();
+	o->rng = rnd64();
 	switch (req->type) {
 	case META_RPC_KVC_NS_CREATE:
 	case META_RPC_KVC_NS_GET:

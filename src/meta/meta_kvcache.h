@@ -9,10 +9,14 @@
  *   KVCL ns last_used(8) slot(8)    LRU index; value: the key
  *   KVCF ns slot                    free-slot set (empty value)
  *   KVCH ns shard(1)                never-used slots: shard h hands out h + k*8, k >= this
- *   KVCR ns slot                    reservation: version, owner, expiry, len, token, idx
- *   KVCE ns expiry(8) slot(8)       reservation expiry index; value: token(8) idx(4) or empty
- *   KVCO ns token(8) idx(8)         token record: the put's reservation of its key idx:
- *                                   slot(8) version(8) (LE); goes with the reservation
+ *   KVCR ns slot                    reservation: version, owner, expiry, len, token, idx, group
+ *   KVCE ns expiry(8) slot(8)       reservation expiry index; value: token(8) group(4) or empty
+ *   KVCO ns token(8) group(8)       token record of one RESERVE txn (group: its first key's
+ *                                   index): (idx, slot) of each reservation it holds;
+ *                                   goes with the last of them
+ *   KVCD ns token(8) first(8)       result record of one DELETE txn (first: its first
+ *                                   key's index): expiry, each key's answer
+ *   KVCG ns expiry(8) token(8) first(8)  result records by expiry (dropped after 120 s)
  *   KVCC ns kind(1) shard(1)        counters (kv_atomic_add, sharded like DSTA)
  *   KVCT ns expiry(8) slot(8)       entries with a TTL, by expiry; value: the key
  *   KVCW ns second(8)               evictions in that second (kv_atomic_add)
@@ -34,13 +38,25 @@
  * the run whose reply was dropped stayed reserved until their lease
  * ended (with a 30 s lease two such puts could hold a small namespace).
  * A RESERVE carries the put's token (kvc_msg.token): each reservation
- * records it with the key's index in the batch, a token record points
- * from (token, index) to the reservation, and a RESERVE that finds one
- * still reserved returns that slot and version again (lease renewed)
- * instead of taking another. Its token record goes in the same txn as
- * the reservation (publish, release, reclaim). PUBLISH and RELEASE are
- * idempotent by (slot, version): a resent publish of an applied one
- * reports OK, a resent release finds nothing to drop.
+ * records it with the key's index in the batch and its txn's group, and
+ * one token record per txn (group) lists the group's reservations
+ * (index, slot). A RESERVE that finds its group's token record gets back
+ * each listed slot whose reservation still names the put (lease
+ * renewed) instead of taking another. Every end of a reservation
+ * (publish, release, reclaim) takes its slot out of the record in the
+ * same txn, and the last one clears it; a txn ending several of one
+ * record's reservations updates it once. So a put of 64 keys writes 8
+ * token records and about 14 updates or clears (publish txns of 10 keys
+ * end one group and part of the next), where it was 128 writes.
+ * PUBLISH and RELEASE are idempotent by (slot, version): a resent
+ * publish of an applied one reports OK, a resent release finds nothing
+ * to drop. A DELETE with a token keeps each txn's answers in a result
+ * record for 120 s (dropped by later deletes, two per txn, and by
+ * CLEAR): a resend answers the same (the key the first attempt deleted
+ * is OK, not absent) and deletes nothing put since. An NS_CREATE keeps
+ * its token in the namespace record: a resend with the same token and
+ * parameters answers the namespace; any other create of the name is
+ * -EEXIST.
  *
  * TTL: an entry published with a TTL (the PUBLISH's ttl_ms, else the
  * namespace's) is a miss once its expiry passes; its slot is taken back

@@ -39,6 +39,7 @@ static meta_client *MC;        /* RPC mode */
 static uint32_t create_ttl;    /* ns_create: the namespace's TTL */
 static uint32_t batch_ttl;     /* batch: the message's ttl_ms */
 static uint64_t batch_token;   /* batch: the message's token */
+static uint64_t create_token;  /* ns_create: the message's token */
 
 /* One call: direct or through the service. R gets the reply (items
  * owned: kvc_msg_fini). */
@@ -63,6 +64,7 @@ static int ns_create(const char *name, uint32_t page, uint64_t slots, uint32_t t
 {
 	struct kvc_msg *q = calloc(1, sizeof(*q)), *r = calloc(1, sizeof(*r));
 	q->type = META_RPC_KVC_NS_CREATE;
+	q->token = create_token;
 	q->name = (const uint8_t *)name;
 	q->name_len = (uint32_t)strlen(name);
 	q->ns = (struct kvc_ns){ .page_size = page, .nslots = slots, .nslabs = 2,
@@ -115,7 +117,8 @@ static int batch(uint16_t type, uint64_t ns, const char *const *keys, int n, uin
 	int rc = call(q, r);
 	if (!rc) {
 		assert_int_equal(r->n, n);
-		memcpy(out, r->items, (size_t)n * sizeof(*out));
+		if (n) /* a call without items (CLEAR) has none to copy */
+			memcpy(out, r->items, (size_t)n * sizeof(*out));
 		kvc_msg_fini(r);
 	}
 	free(it);
@@ -164,6 +167,25 @@ static int hit(uint64_t ns, const char *key, int touch)
 	return o.status == KVC_ST_OK;
 }
 
+/* Direct mode: how many records PFX ns ... the store holds. */
+static int count_recs(const char pfx[4], uint64_t ns)
+{
+	uint8_t b[12], e[12];
+	kv_txn *t;
+	struct kv_range r;
+	memcpy(b, pfx, 4);
+	memcpy(e, pfx, 4);
+	for (int i = 0; i < 8; i++) {
+		b[4 + i] = (uint8_t)(ns >> (56 - 8 * i));
+		e[4 + i] = (uint8_t)((ns + 1) >> (56 - 8 * i));
+	}
+	assert_int_equal(kv_begin(KV, KV_RDONLY, &t), 0);
+	assert_int_equal(kv_get_range(t, kv_mem(b, 12), kv_mem(e, 12), 0, 1, 0, &r), 0);
+	int n = r.n;
+	kv_txn_free(t);
+	return n;
+}
+
 static void test_namespaces(void **st)
 {
 	(void)st;
@@ -186,6 +208,21 @@ static void test_namespaces(void **st)
 	assert_int_equal(ns_simple("ns1", META_RPC_KVC_NS_GET), -ENOENT);
 	assert_int_equal(batch(META_RPC_KVC_LOOKUP, id, k, 1, 0, 0, NULL, &o), -ENOENT);
 	assert_int_equal(ns_simple("ns1", META_RPC_KVC_NS_DELETE), -ENOENT);
+	/* A resent create (same token, same parameters) answers the
+	 * namespace its first attempt made; any other create of the name is
+	 * -EEXIST: another token, no token, or other parameters. */
+	uint64_t id2;
+	create_token = 0xc0ffee;
+	assert_int_equal(ns_create("ns2", 64 << 10, 100, 0, &id), 0);
+	assert_int_equal(ns_create("ns2", 64 << 10, 100, 0, &id2), 0);
+	assert_true(id2 == id);
+	assert_int_equal(ns_create("ns2", 64 << 10, 101, 0, NULL), -EEXIST);
+	assert_int_equal(ns_create("ns2", 64 << 10, 100, 5, NULL), -EEXIST);
+	create_token = 0xc0ffef;
+	assert_int_equal(ns_create("ns2", 64 << 10, 100, 0, NULL), -EEXIST);
+	create_token = 0;
+	assert_int_equal(ns_create("ns2", 64 << 10, 100, 0, NULL), -EEXIST);
+	assert_int_equal(ns_simple("ns2", META_RPC_KVC_NS_DELETE), 0);
 }
 
 static void test_put_get_delete(void **st)
@@ -548,27 +585,36 @@ static const uint8_t SECRET[32] = "0123456789abcdef0123456789abcdef";
  * key, and the publish leaves none. Here the replies are delayed by a
  * proxy (250 ms against attempts of 100 and 200 ms: the third gets
  * through). Over RPC only. */
+/* A client through a proxy in front of the service, with attempts of
+ * 100 ms then 200 ms (the proxy's delay decides how many it resends). */
+static meta_client *slow_client(struct tcp_proxy **px)
+{
+	char addr[64], err[256];
+	meta_client *slow;
+	*px = tcp_proxy_start(meta_service_port(SVC));
+	assert_non_null(*px);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", tcp_proxy_port(*px));
+	const char *addrs[1] = { addr };
+	struct meta_client_opts co = { .addrs = addrs, .naddrs = 1, .cluster_id = "kvc-test",
+				       .secret = SECRET, .secret_len = sizeof(SECRET),
+				       .timeout_ms = 100, .retry_ms = 10000 };
+	assert_int_equal(meta_client_new(&co, &slow, err, sizeof(err)), 0);
+	return slow;
+}
+
 static void test_reserve_resend(void **st)
 {
 	(void)st;
 	if (KV)
 		skip();
 	uint64_t id;
-	char addr[64], err[256];
 	const char *k[4] = { "rs0", "rs1", "rs2", "rs3" };
 	struct kvc_item res[4], first[4], pub[4];
 	struct kvc_stats s;
 	struct meta_client_stats cs;
 	assert_int_equal(ns_create("resend", 64 << 10, 16, 0, &id), 0);
-	struct tcp_proxy *px = tcp_proxy_start(meta_service_port(SVC));
-	assert_non_null(px);
-	snprintf(addr, sizeof(addr), "127.0.0.1:%u", tcp_proxy_port(px));
-	const char *addrs[1] = { addr };
-	struct meta_client_opts co = { .addrs = addrs, .naddrs = 1, .cluster_id = "kvc-test",
-				       .secret = SECRET, .secret_len = sizeof(SECRET),
-				       .timeout_ms = 100, .retry_ms = 10000 };
-	meta_client *slow, *fast = MC;
-	assert_int_equal(meta_client_new(&co, &slow, err, sizeof(err)), 0);
+	struct tcp_proxy *px;
+	meta_client *slow = slow_client(&px), *fast = MC;
 	for (int i = 0; i < 4; i++)
 		res[i] = (struct kvc_item){ .len = 100 };
 	tcp_proxy_delay(px, 250);
@@ -616,6 +662,49 @@ static void test_reserve_resend(void **st)
 	meta_client_free(slow);
 	tcp_proxy_free(px);
 	assert_int_equal(ns_simple("resend", META_RPC_KVC_NS_DELETE), 0);
+}
+
+/* A DELETE and an NS_CREATE whose replies come after the client's
+ * per-attempt timeout, so the client resends them while the service runs
+ * every attempt. Before their tokens, the DELETE's last attempt reported
+ * the key its first attempt deleted as absent, and the create's -EEXIST.
+ * With them both answer what the first attempt did. Over RPC only. */
+static void test_delete_create_resend(void **st)
+{
+	(void)st;
+	if (KV)
+		skip();
+	uint64_t id, id2;
+	const char *k[2] = { "dc0", "dc1" };
+	struct kvc_item o[2];
+	struct meta_client_stats cs;
+	assert_int_equal(ns_create("dcresend", 64 << 10, 16, 0, &id), 0);
+	put(id, k, 1, 10);
+	struct tcp_proxy *px;
+	meta_client *slow = slow_client(&px), *fast = MC;
+	tcp_proxy_delay(px, 250);
+	MC = slow;
+	batch_token = 0xdc1;
+	int rc = batch(META_RPC_KVC_DELETE, id, k, 2, 0, 0, NULL, o);
+	batch_token = 0;
+	create_token = 0xdc2;
+	int crc = ns_create("dcresend2", 64 << 10, 16, 0, &id2);
+	create_token = 0;
+	MC = fast;
+	tcp_proxy_delay(px, 0);
+	meta_client_get_stats(slow, &cs);
+	assert_true(cs.resends >= 2); /* the case under test happened */
+	assert_int_equal(rc, 0);
+	assert_int_equal(o[0].status, KVC_ST_OK);
+	assert_int_equal(o[1].status, KVC_ST_ABSENT);
+	assert_int_equal(crc, 0);
+	clock_sleep_ms(300); /* every attempt has run */
+	assert_false(hit(id, k[0], 0));
+	assert_int_equal(ns_simple("dcresend2", META_RPC_KVC_NS_GET), 0);
+	meta_client_free(slow);
+	tcp_proxy_free(px);
+	assert_int_equal(ns_simple("dcresend", META_RPC_KVC_NS_DELETE), 0);
+	assert_int_equal(ns_simple("dcresend2", META_RPC_KVC_NS_DELETE), 0);
 }
 #endif
 
@@ -687,6 +776,153 @@ static void test_reserve_token_lease(void **st)
 	assert_int_equal(ns_simple("toklease", META_RPC_KVC_NS_DELETE), 0);
 }
 
+/* One token record per RESERVE txn (it was one per key, two more writes
+ * per put key): a put of 20 keys makes 3 (groups of 8), a publish of its
+ * first 10 ends group 0's and leaves groups 8 and 16 listing what is
+ * still reserved, and a resend of the RESERVE after that finds the
+ * published keys published and the others at their slots, taking
+ * nothing new. A release of the rest leaves no token record. */
+static void test_token_per_txn(void **st)
+{
+	(void)st;
+	uint64_t id;
+	char names[20][8];
+	const char *k[20];
+	struct kvc_item res[20], first[20], pub[20];
+	struct kvc_stats s;
+	for (int i = 0; i < 20; i++) {
+		snprintf(names[i], sizeof(names[i]), "tp%d", i);
+		k[i] = names[i];
+		res[i] = (struct kvc_item){ .len = 10 };
+	}
+	assert_int_equal(ns_create("tokgrp", 64 << 10, 64, 0, &id), 0);
+	batch_token = 0x70c;
+	assert_int_equal(batch(META_RPC_KVC_RESERVE, id, k, 20, 0, 0, res, first), 0);
+	for (int i = 0; i < 20; i++)
+		assert_int_equal(first[i].status, KVC_ST_OK);
+	if (KV)
+		assert_int_equal(count_recs("KVCO", id), 3);
+	/* A resend before anything else: same slots, nothing written anew. */
+	assert_int_equal(batch(META_RPC_KVC_RESERVE, id, k, 20, 0, 0, res, pub), 0);
+	for (int i = 0; i < 20; i++) {
+		assert_int_equal(pub[i].status, KVC_ST_OK);
+		assert_int_equal(pub[i].slot, first[i].slot);
+		assert_int_equal(pub[i].version, first[i].version);
+	}
+	batch_token = 0;
+	for (int i = 0; i < 20; i++)
+		first[i].crc = 3;
+	assert_int_equal(batch(META_RPC_KVC_PUBLISH, id, k, 10, 0, 0, first, pub), 0);
+	for (int i = 0; i < 10; i++)
+		assert_int_equal(pub[i].status, KVC_ST_OK);
+	if (KV)
+		assert_int_equal(count_recs("KVCO", id), 2);
+	batch_token = 0x70c;
+	assert_int_equal(batch(META_RPC_KVC_RESERVE, id, k, 20, 0, 0, res, pub), 0);
+	batch_token = 0;
+	for (int i = 0; i < 20; i++) {
+		assert_int_equal(pub[i].status, i < 10 ? KVC_ST_EXISTS : KVC_ST_OK);
+		assert_int_equal(pub[i].slot, first[i].slot);
+		assert_int_equal(pub[i].version, first[i].version);
+	}
+	assert_int_equal(stats(id, 0, &s), 0);
+	assert_int_equal(s.reserved, 10);
+	assert_int_equal(s.used, 10);
+	assert_int_equal(batch(META_RPC_KVC_RELEASE, id, NULL, 10, 0, 0, first + 10, pub), 0);
+	for (int i = 0; i < 10; i++)
+		assert_int_equal(pub[i].status, KVC_ST_OK);
+	assert_int_equal(stats(id, 0, &s), 0);
+	assert_int_equal(s.reserved, 0);
+	if (KV)
+		assert_int_equal(count_recs("KVCO", id), 0);
+	assert_int_equal(ns_simple("tokgrp", META_RPC_KVC_NS_DELETE), 0);
+}
+
+/* A DELETE resent after its first attempt applied answers what that
+ * attempt did (it reported the deleted key absent), and does not delete
+ * a key put again since. Result records of a call go after their time
+ * (checked in direct mode with a record made old by hand) and with
+ * CLEAR. Batches over one txn (12 keys) keep a record per txn. */
+static void test_delete_resend(void **st)
+{
+	(void)st;
+	uint64_t id;
+	char names[16][8];
+	const char *k[16];
+	struct kvc_item o[16];
+	for (int i = 0; i < 16; i++) {
+		snprintf(names[i], sizeof(names[i]), "dr%d", i);
+		k[i] = names[i];
+	}
+	assert_int_equal(ns_create("delres", 64 << 10, 64, 0, &id), 0);
+	put(id, k, 1, 5);
+	const char *two[2] = { k[0], k[1] };
+	batch_token = 0xde1;
+	assert_int_equal(batch(META_RPC_KVC_DELETE, id, two, 2, 0, 0, NULL, o), 0);
+	assert_int_equal(o[0].status, KVC_ST_OK);
+	assert_int_equal(o[1].status, KVC_ST_ABSENT);
+	assert_int_equal(batch(META_RPC_KVC_DELETE, id, two, 2, 0, 0, NULL, o), 0);
+	assert_int_equal(o[0].status, KVC_ST_OK); /* was ABSENT before result records */
+	assert_int_equal(o[1].status, KVC_ST_ABSENT);
+	batch_token = 0;
+	put(id, two + 1, 1, 5);
+	batch_token = 0xde1;
+	assert_int_equal(batch(META_RPC_KVC_DELETE, id, two, 2, 0, 0, NULL, o), 0);
+	assert_int_equal(o[1].status, KVC_ST_ABSENT);
+	batch_token = 0;
+	assert_true(hit(id, k[1], 0)); /* the resend did not delete the new entry */
+	batch_token = 0xde2;
+	assert_int_equal(batch(META_RPC_KVC_DELETE, id, two, 2, 0, 0, NULL, o), 0);
+	batch_token = 0;
+	assert_int_equal(o[0].status, KVC_ST_ABSENT);
+	assert_int_equal(o[1].status, KVC_ST_OK);
+	/* 16 keys: two txns, two records; the resend answers all 16 OK. */
+	put(id, k, 16, 5);
+	batch_token = 0xde3;
+	assert_int_equal(batch(META_RPC_KVC_DELETE, id, k, 16, 0, 0, NULL, o), 0);
+	for (int i = 0; i < 16; i++)
+		assert_int_equal(o[i].status, KVC_ST_OK);
+	assert_int_equal(batch(META_RPC_KVC_DELETE, id, k, 16, 0, 0, NULL, o), 0);
+	batch_token = 0;
+	for (int i = 0; i < 16; i++)
+		assert_int_equal(o[i].status, KVC_ST_OK);
+	struct kvc_stats s;
+	assert_int_equal(stats(id, 0, &s), 0);
+	assert_int_equal(s.used, 0);
+	if (KV) {
+		/* 3 tokens, 4 txns (the resends wrote nothing): 4 records and
+		 * their expiry entries. A record whose time is up (expiry 1 ms)
+		 * goes with the next delete's txn. */
+		assert_int_equal(count_recs("KVCD", id), 4);
+		assert_int_equal(count_recs("KVCG", id), 4);
+		uint8_t gk[36], dk[28];
+		kv_txn *t;
+		memcpy(gk, "KVCG", 4);
+		memcpy(dk, "KVCD", 4);
+		for (int i = 0; i < 8; i++) {
+			gk[4 + i] = dk[4 + i] = (uint8_t)(id >> (56 - 8 * i));
+			gk[12 + i] = (uint8_t)(1ull >> (56 - 8 * i));
+			gk[20 + i] = dk[12 + i] = (uint8_t)(0x01dull >> (56 - 8 * i));
+			gk[28 + i] = dk[20 + i] = 0;
+		}
+		assert_int_equal(kv_begin(KV, 0, &t), 0);
+		assert_int_equal(kv_set(t, kv_mem(gk, 36), kv_mem("", 0)), 0);
+		assert_int_equal(kv_set(t, kv_mem(dk, 28), kv_mem("x", 1)), 0);
+		assert_int_equal(kv_commit(t, NULL), 0);
+		kv_txn_free(t);
+		assert_int_equal(count_recs("KVCD", id), 5);
+		batch_token = 0xde4;
+		assert_int_equal(batch(META_RPC_KVC_DELETE, id, two, 2, 0, 0, NULL, o), 0);
+		batch_token = 0;
+		assert_int_equal(count_recs("KVCD", id), 5); /* one new, the old one gone */
+		assert_int_equal(count_recs("KVCG", id), 5);
+		assert_int_equal(batch(META_RPC_KVC_CLEAR, id, NULL, 0, 0, 0, NULL, o), 0);
+		assert_int_equal(count_recs("KVCD", id), 0);
+		assert_int_equal(count_recs("KVCG", id), 0);
+	}
+	assert_int_equal(ns_simple("delres", META_RPC_KVC_NS_DELETE), 0);
+}
+
 static int setup_direct(void **st)
 {
 	(void)st;
@@ -748,8 +984,9 @@ int main(void)
 		cmocka_unit_test(test_reclaim_and_full), cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_ttl),            cmocka_unit_test(test_reserve_failure_releases),
 		cmocka_unit_test(test_eviction_rate),  cmocka_unit_test(test_reserve_token_lease),
+		cmocka_unit_test(test_token_per_txn),  cmocka_unit_test(test_delete_resend),
 #ifndef META_KVC_TEST_ETCD
-		cmocka_unit_test(test_reserve_resend),
+		cmocka_unit_test(test_reserve_resend), cmocka_unit_test(test_delete_create_resend),
 #endif
 	};
 	int fails = 0;
