@@ -360,20 +360,6 @@ static int unreg(struct rpc_client *rc, const char *addr, uint64_t region)
 	return raw_send(rc, addr, STO_MSG_SHM_UNREG, &x);
 }
 
-/* Mappings of memfds named NAME in process PID. */
-static int maps_of(int pid, const char *name)
-{
-	char p[64], line[1024];
-	snprintf(p, sizeof(p), "/proc/%d/maps", pid);
-	FILE *f = fopen(p, "r");
-	assert_non_null(f);
-	int n = 0;
-	while (fgets(line, sizeof(line), f))
-		n += strstr(line, name) != NULL;
-	fclose(f);
-	return n;
-}
-
 /* SHM_UNREG: the region leaves the connection (requests naming it get
  * -ESTALE, a second UNREG too) and the service unmaps the memfd, and
  * storage_client_mem_del does it for every server it registered with:
@@ -390,7 +376,7 @@ static void test_unreg(void **state)
 	uint64_t region = 0, r2 = 0;
 	assert_int_equal(reg(rc, f.addr, fd, size, &region), 0);
 	assert_int_equal(reg(rc, f.addr, fd, size, &r2), 0);
-	assert_int_equal(maps_of(spid, "shm-unreg-a"), 2);
+	assert_int_equal(testenv_maps_count(spid, "shm-unreg-a"), 2);
 	int32_t res = 0;
 	assert_int_equal(shm_read(rc, f.addr, region, 0, 4096, 0, 0, 4096, &res), 0);
 	assert_int_equal(unreg(rc, f.addr, region), 0);
@@ -400,9 +386,9 @@ static void test_unreg(void **state)
 	/* The other region is untouched. */
 	assert_int_equal(shm_read(rc, f.addr, r2, 0, 4096, 0, 0, 4096, &res), 0);
 	assert_int_equal(res, 4096);
-	assert_int_equal(maps_of(spid, "shm-unreg-a"), 1);
+	assert_int_equal(testenv_maps_count(spid, "shm-unreg-a"), 1);
 	assert_int_equal(unreg(rc, f.addr, r2), 0);
-	assert_int_equal(maps_of(spid, "shm-unreg-a"), 0);
+	assert_int_equal(testenv_maps_count(spid, "shm-unreg-a"), 0);
 	/* Malformed. */
 	struct raw x = RAW_INIT;
 	buf_append(&x.req, "\x01\x02", 2);
@@ -428,12 +414,12 @@ static void test_unreg(void **state)
 	}
 	storage_client_get_stats(f.c, &st0);
 	assert_true(st0.shm_direct_reads >= 1);
-	assert_int_equal(maps_of(spid, "shm-unreg-b"), 1);
+	assert_int_equal(testenv_maps_count(spid, "shm-unreg-b"), 1);
 	assert_int_equal(storage_client_mem_del(f.c, mem), 0);
 	assert_int_equal(storage_client_mem_del(f.c, mem), -ENOENT);
 	int m = -1;
 	for (int i = 0; i < 100 && m; i++) {
-		m = maps_of(spid, "shm-unreg-b");
+		m = testenv_maps_count(spid, "shm-unreg-b");
 		if (m)
 			usleep(20000);
 	}
