@@ -113,6 +113,20 @@ static int check_mount(const char *mount)
 	return 0;
 }
 
+/* Sizes FD to SIZE bytes, adds SEALS (0: none) and maps it shared into
+ * V->base (NULL on failure); -errno. The caller keeps FD. */
+static int size_and_map(int fd, size_t size, int seals, cfs_iov *v)
+{
+	v->base = NULL;
+	if (ftruncate(fd, (off_t)size) < 0 || (seals && fcntl(fd, F_ADD_SEALS, seals) < 0))
+		return -errno;
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	v->base = p;
+	return 0;
+}
+
 /* Creates /dev/shm/PREFIX<hex> of SIZE bytes, mapped shared. */
 static int shm_make(const char *prefix, const uint8_t id[16], size_t size, cfs_iov *v)
 {
@@ -126,16 +140,7 @@ static int shm_make(const char *prefix, const uint8_t id[16], size_t size, cfs_i
 		v->shm[0] = 0;
 		return -errno;
 	}
-	int rc = 0;
-	if (ftruncate(fd, (off_t)size) < 0) {
-		rc = -errno;
-	} else {
-		v->base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-		if (v->base == MAP_FAILED) {
-			v->base = NULL;
-			rc = -errno;
-		}
-	}
+	int rc = size_and_map(fd, size, 0, v);
 	close(fd);
 	if (rc) {
 		shm_unlink(name);
@@ -167,17 +172,7 @@ static int memfd_make(size_t size, cfs_iov *v)
 	int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (fd < 0)
 		return -errno;
-	int rc = 0;
-	if (ftruncate(fd, (off_t)size) < 0 ||
-	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
-		rc = -errno;
-	} else {
-		v->base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-		if (v->base == MAP_FAILED) {
-			v->base = NULL;
-			rc = -errno;
-		}
-	}
+	int rc = size_and_map(fd, size, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL, v);
 	if (rc) {
 		close(fd);
 		return rc;

@@ -521,16 +521,7 @@ static pid_t mount_pid(void)
 /* How many lines of the mount's /proc/PID/maps mention NEEDLE. */
 static int maps_count(const char *needle)
 {
-	char p[64], line[1024];
-	snprintf(p, sizeof(p), "/proc/%d/maps", (int)mount_pid());
-	FILE *f = fopen(p, "r");
-	assert_non_null(f);
-	int n = 0;
-	while (fgets(line, sizeof(line), f))
-		if (strstr(line, needle))
-			n++;
-	fclose(f);
-	return n;
+	return testenv_maps_count(mount_pid(), needle);
 }
 
 /* kill -9 of a storage service with ring writes in flight: every
@@ -628,15 +619,9 @@ static int storage_maps_count(const char *needle)
 {
 	int n = 0;
 	for (int i = 1; i <= 3; i++) {
-		char role[16], p[64], line[1024];
+		char role[16];
 		snprintf(role, sizeof(role), "storage%d", i);
-		snprintf(p, sizeof(p), "/proc/%d/maps", integ_role_pid(&env, role));
-		FILE *f = fopen(p, "r");
-		assert_non_null(f);
-		while (fgets(line, sizeof(line), f))
-			if (strstr(line, needle))
-				n++;
-		fclose(f);
+		n += testenv_maps_count(integ_role_pid(&env, role), needle);
 	}
 	return n;
 }

@@ -208,3 +208,17 @@ void testenv_cleanup(void)
 	}
 	ndirs = 0;
 }
+
+int testenv_maps_count(pid_t pid, const char *needle)
+{
+	char p[64], line[1024];
+	snprintf(p, sizeof(p), "/proc/%d/maps", (int)pid);
+	FILE *f = fopen(p, "r");
+	if (!f)
+		die(p);
+	int n = 0;
+	while (fgets(line, sizeof(line), f))
+		n += strstr(line, needle) != NULL;
+	fclose(f);
+	return n;
+}

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "net/rpc.h"
 #include "stor_cluster.h"
 #include "storage_client/storage_client.h"
 #include "testenv.h"
@@ -250,4 +251,13 @@ struct storage_client *stor_cluster_client(void)
 		print_message("client: %s\n", err);
 	assert_int_equal(rc, 0);
 	return c;
+}
+
+struct rpc_client *stor_cluster_rpc_client(void)
+{
+	struct rpc_opts o = { .cluster_id = SC_CLUSTER, .secret = (const uint8_t *)SC_SECRET,
+			      .secret_len = strlen(SC_SECRET) };
+	struct rpc_client *rc = NULL;
+	assert_int_equal(rpc_client_new(&o, &rc), 0);
+	return rc;
 }

@@ -66,4 +66,10 @@ struct storage_client;
  * made. The caller frees it with storage_client_free. */
 struct storage_client *stor_cluster_client(void);
 
+struct rpc_client;
+/* A raw RPC client for this process's clusters (SC_CLUSTER, SC_SECRET),
+ * for tests that send hand-made requests; fails the test when it cannot
+ * be made. The caller frees it with rpc_client_free. */
+struct rpc_client *stor_cluster_rpc_client(void);
+
 #endif

@@ -93,6 +93,35 @@ static void write_chunks(struct storage_client *c, const char *addr, uint8_t **d
 	}
 }
 
+/* One standalone storage service and a storage client of it holding NCH
+ * random chunks (write_chunks); fix_stop frees what is left and stops
+ * the service. */
+struct fix {
+	struct stor_cluster sc;
+	const char *addr;
+	struct storage_client *c; /* NULL once the test freed it */
+	uint8_t *data[NCH];
+	uint32_t len[NCH];
+};
+
+static void fix_start(struct fix *f, const char *tag)
+{
+	stor_cluster_init(&f->sc, tag, 1, 1, 4000);
+	stor_cluster_start_storage(&f->sc, 0);
+	f->addr = f->sc.node[0].addr;
+	f->c = stor_cluster_client();
+	write_chunks(f->c, f->addr, f->data, f->len);
+}
+
+static void fix_stop(struct fix *f)
+{
+	storage_client_free(f->c);
+	for (int i = 0; i < NCH; i++)
+		free(f->data[i]);
+	stor_cluster_signal(&f->sc, 0, SIGTERM);
+	stor_cluster_fini(&f->sc);
+}
+
 /* 60 single reads and 10 batches of 4 at random places, checked. */
 static void read_check(struct storage_client *c, const char *addr, uint8_t **data,
 		       const uint32_t *len)
@@ -133,66 +162,78 @@ static void read_check(struct storage_client *c, const char *addr, uint8_t **dat
 static void test_roundtrip(void **state)
 {
 	(void)state;
-	struct stor_cluster sc;
-	stor_cluster_init(&sc, "shm-rt", 1, 1, 4000);
-	stor_cluster_start_storage(&sc, 0);
-	const char *addr = sc.node[0].addr;
-	struct storage_client *c = stor_cluster_client();
-	uint8_t *data[NCH];
-	uint32_t len[NCH];
-	write_chunks(c, addr, data, len);
-	read_check(c, addr, data, len);
+	struct fix f;
+	fix_start(&f, "shm-rt");
+	read_check(f.c, f.addr, f.data, f.len);
 	struct storage_client_stats st;
-	storage_client_get_stats(c, &st);
+	storage_client_get_stats(f.c, &st);
 	print_message("shm reads %llu, fallbacks %llu\n", (unsigned long long)st.shm_reads,
 		      (unsigned long long)st.shm_fallbacks);
 	/* The first read registers (and goes over the socket); most of the
 	 * rest go over shared memory (combined or oversize ones may not). */
 	assert_true(st.shm_reads >= 50);
 	assert_int_equal(st.shm_quarantined, 0);
-	storage_client_free(c);
+	storage_client_free(f.c);
 	/* Over TCP: no shared memory, the same bytes. */
 	setenv("CFS_NO_LOCAL_SOCKET", "1", 1);
-	c = stor_cluster_client();
+	f.c = stor_cluster_client();
 	unsetenv("CFS_NO_LOCAL_SOCKET");
-	read_check(c, addr, data, len);
-	storage_client_get_stats(c, &st);
+	read_check(f.c, f.addr, f.data, f.len);
+	storage_client_get_stats(f.c, &st);
 	assert_int_equal(st.shm_reads, 0);
-	storage_client_free(c);
-	for (int i = 0; i < NCH; i++)
-		free(data[i]);
-	stor_cluster_signal(&sc, 0, SIGTERM);
-	stor_cluster_fini(&sc);
+	fix_stop(&f);
 }
 
-static int call(struct rpc_client *rc, const char *addr, uint16_t type, const struct buf *pl,
-		int fd, struct buf *resp)
+/* A hand-made request: the caller encodes REQ (and sets FD or BULK when
+ * the request carries one); raw_call sends it and leaves the reply in
+ * RESP; raw_fini frees both. raw_send is raw_call + raw_fini, for
+ * requests whose reply only matters by its status. */
+struct raw {
+	struct buf req, resp;
+	int fd;           /* passed with the request when >= 0 */
+	const void *bulk; /* attached when set */
+	uint32_t bulk_len;
+};
+#define RAW_INIT { .req = BUF_INIT, .resp = BUF_INIT, .fd = -1 }
+
+static void raw_fini(struct raw *x)
+{
+	buf_fini(&x->req);
+	buf_fini(&x->resp);
+}
+
+static int raw_call(struct rpc_client *rc, const char *addr, uint16_t type, struct raw *x)
 {
 	struct rpc_peer *p;
 	char err[128];
 	assert_int_equal(rpc_client_peer(rc, addr, &p, err, sizeof(err)), 0);
-	struct rpc_call cl = { .type = type, .payload = pl->data, .payload_len = (uint32_t)pl->len,
-			       .timeout_ms = 5000, .flags = fd >= 0 ? RPC_CALL_SEND_FD : 0,
-			       .send_fd = fd };
-	buf_reset(resp);
-	return rpc_call(p, &cl, resp, NULL);
+	struct rpc_call cl = { .type = type, .payload = x->req.data,
+			       .payload_len = (uint32_t)x->req.len, .timeout_ms = 5000,
+			       .flags = x->fd >= 0 ? RPC_CALL_SEND_FD : 0, .send_fd = x->fd,
+			       .bulk = x->bulk, .bulk_len = x->bulk_len };
+	buf_reset(&x->resp);
+	return rpc_call(p, &cl, &x->resp, NULL);
+}
+
+static int raw_send(struct rpc_client *rc, const char *addr, uint16_t type, struct raw *x)
+{
+	int r = raw_call(rc, addr, type, x);
+	raw_fini(x);
+	return r;
 }
 
 static int reg(struct rpc_client *rc, const char *addr, int fd, uint64_t size, uint64_t *region)
 {
-	struct buf b, resp;
-	buf_init(&b);
-	buf_init(&resp);
-	struct sto_shm_reg_req m = { .size = size };
-	sto_shm_reg_req_encode(&b, &m);
-	int r = call(rc, addr, STO_MSG_SHM_REG, &b, fd, &resp);
+	struct raw x = RAW_INIT;
+	x.fd = fd;
+	sto_shm_reg_req_encode(&x.req, &(struct sto_shm_reg_req){ .size = size });
+	int r = raw_call(rc, addr, STO_MSG_SHM_REG, &x);
 	if (!r) {
 		struct sto_shm_reg_resp rr;
-		assert_int_equal(sto_shm_reg_resp_decode(resp.data, resp.len, &rr), 0);
+		assert_int_equal(sto_shm_reg_resp_decode(x.resp.data, x.resp.len, &rr), 0);
 		*region = rr.region;
 	}
-	buf_fini(&b);
-	buf_fini(&resp);
+	raw_fini(&x);
 	return r;
 }
 
@@ -201,152 +242,122 @@ static int reg(struct rpc_client *rc, const char *addr, int fd, uint64_t size, u
 static int shm_read(struct rpc_client *rc, const char *addr, uint64_t region, uint64_t at,
 		    uint64_t cap, uint32_t idx, uint32_t off, uint32_t len, int32_t *res)
 {
-	struct buf b, resp;
-	buf_init(&b);
-	buf_init(&resp);
+	struct raw x = RAW_INIT;
 	struct sto_read_range rr = { .target = 1, .ino = 5, .idx = idx, .off = off, .len = len };
 	struct sto_read_req m = { .n = 1, .r = &rr };
 	struct sto_shm_at w = { .region = region, .off = at, .cap = cap };
-	sto_shm_read_req_encode(&b, &w, &m);
-	int r = call(rc, addr, STO_MSG_SHM_READ, &b, -1, &resp);
+	sto_shm_read_req_encode(&x.req, &w, &m);
+	int r = raw_call(rc, addr, STO_MSG_SHM_READ, &x);
 	if (!r && res) {
 		struct sto_read_res out;
 		struct sto_read_resp rp;
-		assert_int_equal(sto_read_resp_decode(resp.data, resp.len, &rp, &out, 1), 0);
+		assert_int_equal(sto_read_resp_decode(x.resp.data, x.resp.len, &rp, &out, 1), 0);
 		*res = out.result;
 	}
-	buf_fini(&b);
-	buf_fini(&resp);
+	raw_fini(&x);
 	return r;
+}
+
+/* A memfd NAME of SIZE bytes with SEALS added (0: made without
+ * MFD_ALLOW_SEALING, so never sealed). */
+static int memfd_named(const char *name, size_t size, unsigned seals)
+{
+	int fd = memfd_create(name, MFD_CLOEXEC | (seals ? MFD_ALLOW_SEALING : 0));
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)size), 0);
+	if (seals)
+		assert_int_equal(fcntl(fd, F_ADD_SEALS, (int)seals), 0);
+	return fd;
 }
 
 static int sealed_memfd(size_t size)
 {
-	int fd = memfd_create("shm-test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	assert_true(fd >= 0);
-	assert_int_equal(ftruncate(fd, (off_t)size), 0);
-	assert_int_equal(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 0);
-	return fd;
+	return memfd_named("shm-test", size, F_SEAL_SHRINK | F_SEAL_GROW);
+}
+
+static uint8_t *map_shared(int fd, size_t size)
+{
+	uint8_t *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_true(m != MAP_FAILED);
+	return m;
 }
 
 static void test_hostile(void **state)
 {
 	(void)state;
-	struct stor_cluster sc;
-	stor_cluster_init(&sc, "shm-bad", 1, 1, 4000);
-	stor_cluster_start_storage(&sc, 0);
-	const char *addr = sc.node[0].addr;
-	struct storage_client *c = stor_cluster_client();
-	uint8_t *data[NCH];
-	uint32_t len[NCH];
-	write_chunks(c, addr, data, len);
-
-	struct rpc_opts ro = { .cluster_id = SC_CLUSTER, .secret = (const uint8_t *)SC_SECRET,
-			       .secret_len = strlen(SC_SECRET) };
-	struct rpc_client *rc;
-	assert_int_equal(rpc_client_new(&ro, &rc), 0);
+	struct fix f;
+	fix_start(&f, "shm-bad");
+	struct rpc_client *rc = stor_cluster_rpc_client();
 	uint64_t region = 0;
 	const size_t size = 4u << 20;
 	/* No descriptor. */
-	assert_int_equal(reg(rc, addr, -1, size, &region), -EBADF);
+	assert_int_equal(reg(rc, f.addr, -1, size, &region), -EBADF);
 	/* Not sealed against shrinking (the service could SIGBUS on it). */
-	int ufd = memfd_create("shm-unsealed", MFD_CLOEXEC);
-	assert_true(ufd >= 0);
-	assert_int_equal(ftruncate(ufd, (off_t)size), 0);
-	assert_int_equal(reg(rc, addr, ufd, size, &region), -EBADF);
+	int ufd = memfd_named("shm-unsealed", size, 0);
+	assert_int_equal(reg(rc, f.addr, ufd, size, &region), -EBADF);
 	close(ufd);
 	/* Not a memfd at all. */
 	int pfd[2];
 	assert_int_equal(pipe(pfd), 0);
-	assert_int_equal(reg(rc, addr, pfd[0], size, &region), -EBADF);
+	assert_int_equal(reg(rc, f.addr, pfd[0], size, &region), -EBADF);
 	close(pfd[0]);
 	close(pfd[1]);
 	/* Sizes: beyond the file, zero. */
 	int fd = sealed_memfd(size);
-	assert_int_equal(reg(rc, addr, fd, size + 4096, &region), -EINVAL);
-	assert_int_equal(reg(rc, addr, fd, 0, &region), -EINVAL);
+	assert_int_equal(reg(rc, f.addr, fd, size + 4096, &region), -EINVAL);
+	assert_int_equal(reg(rc, f.addr, fd, 0, &region), -EINVAL);
 	/* A good one; the seal stops a truncate that would pull pages from
 	 * under the service's mapping. */
-	assert_int_equal(reg(rc, addr, fd, size, &region), 0);
+	assert_int_equal(reg(rc, f.addr, fd, size, &region), 0);
 	assert_true(region != 0);
 	assert_int_equal(ftruncate(fd, 4096), -1);
 	assert_int_equal(errno, EPERM);
-	uint8_t *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	assert_true(map != MAP_FAILED);
+	uint8_t *map = map_shared(fd, size);
 	/* Hostile reads: each a clear error, the connection survives. */
 	int32_t res = 0;
-	assert_int_equal(shm_read(rc, addr, region + 1000, 0, 4096, 0, 0, 4096, &res), -ESTALE);
-	assert_int_equal(shm_read(rc, addr, region, size, 1, 0, 0, 1, &res), -EFAULT);
-	assert_int_equal(shm_read(rc, addr, region, size - 4095, 4096, 0, 0, 4096, &res), -EFAULT);
-	assert_int_equal(shm_read(rc, addr, region, UINT64_MAX - 10, 4096, 0, 0, 4096, &res),
+	assert_int_equal(shm_read(rc, f.addr, region + 1000, 0, 4096, 0, 0, 4096, &res), -ESTALE);
+	assert_int_equal(shm_read(rc, f.addr, region, size, 1, 0, 0, 1, &res), -EFAULT);
+	assert_int_equal(shm_read(rc, f.addr, region, size - 4095, 4096, 0, 0, 4096, &res), -EFAULT);
+	assert_int_equal(shm_read(rc, f.addr, region, UINT64_MAX - 10, 4096, 0, 0, 4096, &res),
 			 -EFAULT);
-	assert_int_equal(shm_read(rc, addr, region, 4096, UINT64_MAX, 0, 0, 4096, &res), -EFAULT);
-	assert_int_equal(shm_read(rc, addr, region, 0, 4096, 0, 0, 8192, &res), -EFAULT);
+	assert_int_equal(shm_read(rc, f.addr, region, 4096, UINT64_MAX, 0, 0, 4096, &res), -EFAULT);
+	assert_int_equal(shm_read(rc, f.addr, region, 0, 4096, 0, 0, 8192, &res), -EFAULT);
 	/* A good one lands in the memfd. */
 	memset(map, 0xee, size);
-	assert_int_equal(shm_read(rc, addr, region, 8192, 1u << 20, 0, 100, 1u << 20, &res), 0);
+	assert_int_equal(shm_read(rc, f.addr, region, 8192, 1u << 20, 0, 100, 1u << 20, &res), 0);
 	assert_int_equal(res, 1 << 20);
-	assert_memory_equal(map + 8192, data[0] + 100, 1u << 20);
+	assert_memory_equal(map + 8192, f.data[0] + 100, 1u << 20);
 	assert_int_equal(map[8191], 0xee);
 	assert_int_equal(map[8192 + (1u << 20)], 0xee);
 	/* Up to the last byte of the region. */
-	assert_int_equal(shm_read(rc, addr, region, size - 4096, 4096, 0, 7, 4096, &res), 0);
-	assert_memory_equal(map + size - 4096, data[0] + 7, 4096);
+	assert_int_equal(shm_read(rc, f.addr, region, size - 4096, 4096, 0, 7, 4096, &res), 0);
+	assert_memory_equal(map + size - 4096, f.data[0] + 7, 4096);
 	/* The client unmaps and closes its side: the service keeps its own
 	 * mapping until the connection closes, so reads still work. */
 	munmap(map, size);
 	close(fd);
-	assert_int_equal(shm_read(rc, addr, region, 0, 4096, 0, 0, 4096, &res), 0);
+	assert_int_equal(shm_read(rc, f.addr, region, 0, 4096, 0, 0, 4096, &res), 0);
 	assert_int_equal(res, 4096);
 	/* Descriptors nobody asked for: closed by the service, no harm. */
 	for (int k = 0; k < 8; k++) {
-		int xfd = sealed_memfd(4096);
-		struct buf b, resp;
-		buf_init(&b);
-		buf_init(&resp);
-		struct sto_query_req q = { .target = 1, .ino = 5, .idx = 0 };
-		sto_query_req_encode(&b, &q);
-		assert_int_equal(call(rc, addr, STO_MSG_QUERY, &b, xfd, &resp), 0);
-		buf_fini(&b);
-		buf_fini(&resp);
-		close(xfd);
+		struct raw x = RAW_INIT;
+		x.fd = sealed_memfd(4096);
+		sto_query_req_encode(&x.req, &(struct sto_query_req){ .target = 1, .ino = 5 });
+		assert_int_equal(raw_send(rc, f.addr, STO_MSG_QUERY, &x), 0);
+		close(x.fd);
 	}
 	rpc_client_free(rc);
-	assert_true(testenv_alive(sc.node[0].pid));
+	assert_true(testenv_alive(f.sc.node[0].pid));
 	/* The service still serves (over shared memory too). */
-	read_check(c, addr, data, len);
-	storage_client_free(c);
-	for (int i = 0; i < NCH; i++)
-		free(data[i]);
-	stor_cluster_signal(&sc, 0, SIGTERM);
-	stor_cluster_fini(&sc);
+	read_check(f.c, f.addr, f.data, f.len);
+	fix_stop(&f);
 }
 
 static int unreg(struct rpc_client *rc, const char *addr, uint64_t region)
 {
-	struct buf b, resp;
-	buf_init(&b);
-	buf_init(&resp);
-	struct sto_shm_unreg_req m = { .region = region };
-	sto_shm_unreg_req_encode(&b, &m);
-	int r = call(rc, addr, STO_MSG_SHM_UNREG, &b, -1, &resp);
-	buf_fini(&b);
-	buf_fini(&resp);
-	return r;
-}
-
-/* Mappings of memfds named NAME in process PID. */
-static int maps_of(int pid, const char *name)
-{
-	char p[64], line[1024];
-	snprintf(p, sizeof(p), "/proc/%d/maps", pid);
-	FILE *f = fopen(p, "r");
-	assert_non_null(f);
-	int n = 0;
-	while (fgets(line, sizeof(line), f))
-		n += strstr(line, name) != NULL;
-	fclose(f);
-	return n;
+	struct raw x = RAW_INIT;
+	sto_shm_unreg_req_encode(&x.req, &(struct sto_shm_unreg_req){ .region = region });
+	return raw_send(rc, addr, STO_MSG_SHM_UNREG, &x);
 }
 
 /* SHM_UNREG: the region leaves the connection (requests naming it get
@@ -356,141 +367,110 @@ static int maps_of(int pid, const char *name)
 static void test_unreg(void **state)
 {
 	(void)state;
-	struct stor_cluster sc;
-	stor_cluster_init(&sc, "shm-unreg", 1, 1, 4000);
-	stor_cluster_start_storage(&sc, 0);
-	const char *addr = sc.node[0].addr;
-	int spid = sc.node[0].pid;
-	struct storage_client *c = stor_cluster_client();
-	uint8_t *data[NCH];
-	uint32_t len[NCH];
-	write_chunks(c, addr, data, len);
-	struct rpc_opts ro = { .cluster_id = SC_CLUSTER, .secret = (const uint8_t *)SC_SECRET,
-			       .secret_len = strlen(SC_SECRET) };
-	struct rpc_client *rc;
-	assert_int_equal(rpc_client_new(&ro, &rc), 0);
+	struct fix f;
+	fix_start(&f, "shm-unreg");
+	int spid = f.sc.node[0].pid;
+	struct rpc_client *rc = stor_cluster_rpc_client();
 	const size_t size = 4u << 20;
-	int fd = memfd_create("shm-unreg-a", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	assert_true(fd >= 0);
-	assert_int_equal(ftruncate(fd, (off_t)size), 0);
-	assert_int_equal(fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK), 0);
+	int fd = memfd_named("shm-unreg-a", size, F_SEAL_SHRINK);
 	uint64_t region = 0, r2 = 0;
-	assert_int_equal(reg(rc, addr, fd, size, &region), 0);
-	assert_int_equal(reg(rc, addr, fd, size, &r2), 0);
-	assert_int_equal(maps_of(spid, "shm-unreg-a"), 2);
+	assert_int_equal(reg(rc, f.addr, fd, size, &region), 0);
+	assert_int_equal(reg(rc, f.addr, fd, size, &r2), 0);
+	assert_int_equal(testenv_maps_count(spid, "shm-unreg-a"), 2);
 	int32_t res = 0;
-	assert_int_equal(shm_read(rc, addr, region, 0, 4096, 0, 0, 4096, &res), 0);
-	assert_int_equal(unreg(rc, addr, region), 0);
-	assert_int_equal(shm_read(rc, addr, region, 0, 4096, 0, 0, 4096, &res), -ESTALE);
-	assert_int_equal(unreg(rc, addr, region), -ESTALE);
-	assert_int_equal(unreg(rc, addr, region + 12345), -ESTALE);
+	assert_int_equal(shm_read(rc, f.addr, region, 0, 4096, 0, 0, 4096, &res), 0);
+	assert_int_equal(unreg(rc, f.addr, region), 0);
+	assert_int_equal(shm_read(rc, f.addr, region, 0, 4096, 0, 0, 4096, &res), -ESTALE);
+	assert_int_equal(unreg(rc, f.addr, region), -ESTALE);
+	assert_int_equal(unreg(rc, f.addr, region + 12345), -ESTALE);
 	/* The other region is untouched. */
-	assert_int_equal(shm_read(rc, addr, r2, 0, 4096, 0, 0, 4096, &res), 0);
+	assert_int_equal(shm_read(rc, f.addr, r2, 0, 4096, 0, 0, 4096, &res), 0);
 	assert_int_equal(res, 4096);
-	assert_int_equal(maps_of(spid, "shm-unreg-a"), 1);
-	assert_int_equal(unreg(rc, addr, r2), 0);
-	assert_int_equal(maps_of(spid, "shm-unreg-a"), 0);
+	assert_int_equal(testenv_maps_count(spid, "shm-unreg-a"), 1);
+	assert_int_equal(unreg(rc, f.addr, r2), 0);
+	assert_int_equal(testenv_maps_count(spid, "shm-unreg-a"), 0);
 	/* Malformed. */
-	struct buf b, resp;
-	buf_init(&b);
-	buf_init(&resp);
-	buf_append(&b, "\x01\x02", 2);
-	assert_int_equal(call(rc, addr, STO_MSG_SHM_UNREG, &b, -1, &resp), -CFS_EPROTO);
-	buf_fini(&b);
-	buf_fini(&resp);
+	struct raw x = RAW_INIT;
+	buf_append(&x.req, "\x01\x02", 2);
+	assert_int_equal(raw_send(rc, f.addr, STO_MSG_SHM_UNREG, &x), -CFS_EPROTO);
 	rpc_client_free(rc);
 	close(fd);
 
 	/* Through the storage client: add, use, remove; then the same
 	 * address range added again (a new memfd: as a new mmap reusing the
 	 * address would) gets the bytes, the old memfd none. */
-	int fa = memfd_create("shm-unreg-b", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	assert_true(fa >= 0);
-	assert_int_equal(ftruncate(fa, (off_t)size), 0);
-	assert_int_equal(fcntl(fa, F_ADD_SEALS, F_SEAL_SHRINK), 0);
-	uint8_t *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fa, 0);
-	assert_true(mem != MAP_FAILED);
-	assert_int_equal(storage_client_mem_add(c, fa, mem, size), 0);
-	assert_int_equal(storage_client_mem_add(c, fa, mem + 4096, 4096), -EEXIST);
-	struct storage_loc loc = { .addr = addr, .target = 1 };
+	int fa = memfd_named("shm-unreg-b", size, F_SEAL_SHRINK);
+	uint8_t *mem = map_shared(fa, size);
+	assert_int_equal(storage_client_mem_add(f.c, fa, mem, size), 0);
+	assert_int_equal(storage_client_mem_add(f.c, fa, mem + 4096, 4096), -EEXIST);
+	struct storage_loc loc = { .addr = f.addr, .target = 1 };
 	struct storage_client_stats st0, st1;
 	for (int k = 0; k < 3; k++) { /* the first may go through the arena */
 		struct storage_read r = { .loc = loc, .ino = 5, .idx = 0, .off = 0, .len = 65536,
 					  .dst = mem + 4096 };
-		assert_int_equal(storage_client_read(c, &r, 1, 0), 0);
+		assert_int_equal(storage_client_read(f.c, &r, 1, 0), 0);
 		assert_int_equal(r.result, 65536);
-		assert_memory_equal(mem + 4096, data[0], 65536);
+		assert_memory_equal(mem + 4096, f.data[0], 65536);
 	}
-	storage_client_get_stats(c, &st0);
+	storage_client_get_stats(f.c, &st0);
 	assert_true(st0.shm_direct_reads >= 1);
-	assert_int_equal(maps_of(spid, "shm-unreg-b"), 1);
-	assert_int_equal(storage_client_mem_del(c, mem), 0);
-	assert_int_equal(storage_client_mem_del(c, mem), -ENOENT);
+	assert_int_equal(testenv_maps_count(spid, "shm-unreg-b"), 1);
+	assert_int_equal(storage_client_mem_del(f.c, mem), 0);
+	assert_int_equal(storage_client_mem_del(f.c, mem), -ENOENT);
 	int m = -1;
 	for (int i = 0; i < 100 && m; i++) {
-		m = maps_of(spid, "shm-unreg-b");
+		m = testenv_maps_count(spid, "shm-unreg-b");
 		if (m)
 			usleep(20000);
 	}
 	assert_int_equal(m, 0);
 	/* A new memfd mapped at the same address. */
-	int fb = memfd_create("shm-unreg-c", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	assert_true(fb >= 0);
-	assert_int_equal(ftruncate(fb, (off_t)size), 0);
-	assert_int_equal(fcntl(fb, F_ADD_SEALS, F_SEAL_SHRINK), 0);
-	uint8_t *old = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fa, 0);
-	assert_true(old != MAP_FAILED);
+	int fb = memfd_named("shm-unreg-c", size, F_SEAL_SHRINK);
+	uint8_t *old = map_shared(fa, size);
 	memset(old, 0x5a, size);
 	assert_true(mmap(mem, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fb, 0) == mem);
-	assert_int_equal(storage_client_mem_add(c, fb, mem, size), 0);
+	assert_int_equal(storage_client_mem_add(f.c, fb, mem, size), 0);
 	for (int k = 0; k < 3; k++) {
 		memset(mem, 0, size);
 		struct storage_read r = { .loc = loc, .ino = 5, .idx = 0, .off = 131072,
 					  .len = 65536, .dst = mem + 4096 };
-		assert_int_equal(storage_client_read(c, &r, 1, 0), 0);
+		assert_int_equal(storage_client_read(f.c, &r, 1, 0), 0);
 		assert_int_equal(r.result, 65536);
-		assert_memory_equal(mem + 4096, data[0] + 131072, 65536);
+		assert_memory_equal(mem + 4096, f.data[0] + 131072, 65536);
 		assert_int_equal(old[4096], 0x5a); /* the removed memory got nothing */
 	}
-	storage_client_get_stats(c, &st1);
+	storage_client_get_stats(f.c, &st1);
 	assert_true(st1.shm_direct_reads > st0.shm_direct_reads);
 	assert_true(st1.shm_unregs >= 1);
-	assert_int_equal(storage_client_mem_del(c, mem), 0);
+	assert_int_equal(storage_client_mem_del(f.c, mem), 0);
 	munmap(old, size);
 	munmap(mem, size);
 	close(fa);
 	close(fb);
 	assert_true(testenv_alive(spid));
-	storage_client_free(c);
-	for (int i = 0; i < NCH; i++)
-		free(data[i]);
-	stor_cluster_signal(&sc, 0, SIGTERM);
-	stor_cluster_fini(&sc);
+	fix_stop(&f);
 }
 
 /* SHM_READV of ranges (5, 0, OFF[i]... LEN[i]) placed at AT[i] of REGION. */
 static int shm_readv(struct rpc_client *rc, const char *addr, uint64_t region, const uint64_t *at,
 		     const uint32_t *off, const uint32_t *len, uint32_t n, int32_t *res)
 {
-	struct buf b, resp;
-	buf_init(&b);
-	buf_init(&resp);
+	struct raw x = RAW_INIT;
 	struct sto_read_range rr[8];
 	for (uint32_t i = 0; i < n; i++)
 		rr[i] = (struct sto_read_range){ .target = 1, .ino = 5, .idx = 0, .off = off[i],
 						 .len = len[i] };
 	struct sto_read_req m = { .n = n, .r = rr };
-	sto_shm_readv_req_encode(&b, region, at, &m);
-	int r = call(rc, addr, STO_MSG_SHM_READV, &b, -1, &resp);
+	sto_shm_readv_req_encode(&x.req, region, at, &m);
+	int r = raw_call(rc, addr, STO_MSG_SHM_READV, &x);
 	if (!r && res) {
 		struct sto_read_res out[8];
 		struct sto_read_resp rp;
-		assert_int_equal(sto_read_resp_decode(resp.data, resp.len, &rp, out, 8), 0);
+		assert_int_equal(sto_read_resp_decode(x.resp.data, x.resp.len, &rp, out, 8), 0);
 		for (uint32_t i = 0; i < n; i++)
 			res[i] = out[i].result;
 	}
-	buf_fini(&b);
-	buf_fini(&resp);
+	raw_fini(&x);
 	return r;
 }
 
@@ -501,57 +481,43 @@ static int shm_readv(struct rpc_client *rc, const char *addr, uint64_t region, c
 static void test_readv(void **state)
 {
 	(void)state;
-	struct stor_cluster sc;
-	stor_cluster_init(&sc, "shm-readv", 1, 1, 4000);
-	stor_cluster_start_storage(&sc, 0);
-	const char *addr = sc.node[0].addr;
-	struct storage_client *c = stor_cluster_client();
-	uint8_t *data[NCH];
-	uint32_t len[NCH];
-	write_chunks(c, addr, data, len);
-	struct rpc_opts ro = { .cluster_id = SC_CLUSTER, .secret = (const uint8_t *)SC_SECRET,
-			       .secret_len = strlen(SC_SECRET) };
-	struct rpc_client *rc;
-	assert_int_equal(rpc_client_new(&ro, &rc), 0);
+	struct fix f;
+	fix_start(&f, "shm-readv");
+	struct rpc_client *rc = stor_cluster_rpc_client();
 	const size_t size = 4u << 20;
 	int fd = sealed_memfd(size);
-	uint8_t *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	assert_true(map != MAP_FAILED);
+	uint8_t *map = map_shared(fd, size);
 	uint64_t region = 0;
-	assert_int_equal(reg(rc, addr, fd, size, &region), 0);
+	assert_int_equal(reg(rc, f.addr, fd, size, &region), 0);
 	memset(map, 0xee, size);
 	/* Out of order, far apart, one short (past the chunk's end). */
 	uint64_t at[3] = { 3u << 20, 4096, (1u << 20) + 7 };
 	uint32_t off[3] = { 0, 65536, CHLEN - 100 }, ln[3] = { 262144, 1000, 4096 };
 	int32_t res[3];
-	assert_int_equal(shm_readv(rc, addr, region, at, off, ln, 3, res), 0);
+	assert_int_equal(shm_readv(rc, f.addr, region, at, off, ln, 3, res), 0);
 	assert_int_equal(res[0], 262144);
 	assert_int_equal(res[1], 1000);
 	assert_int_equal(res[2], 100);
-	assert_memory_equal(map + at[0], data[0], 262144);
-	assert_memory_equal(map + at[1], data[0] + 65536, 1000);
-	assert_memory_equal(map + at[2], data[0] + CHLEN - 100, 100);
+	assert_memory_equal(map + at[0], f.data[0], 262144);
+	assert_memory_equal(map + at[1], f.data[0] + 65536, 1000);
+	assert_memory_equal(map + at[2], f.data[0] + CHLEN - 100, 100);
 	assert_int_equal(map[at[1] + 1000], 0xee);
 	assert_int_equal(map[at[2] + 100], 0xee);
 	assert_int_equal(map[at[1] - 1], 0xee);
 	/* Hostile places: each refused before anything is read. */
 	uint64_t bad1[2] = { 0, size - 10 }, bad2[2] = { UINT64_MAX - 5, 0 };
 	uint32_t o2[2] = { 0, 0 }, l2[2] = { 100, 100 };
-	assert_int_equal(shm_readv(rc, addr, region, bad1, o2, l2, 2, res), -EFAULT);
-	assert_int_equal(shm_readv(rc, addr, region, bad2, o2, l2, 2, res), -EFAULT);
-	assert_int_equal(shm_readv(rc, addr, region + 99, at, off, ln, 1, res), -ESTALE);
+	assert_int_equal(shm_readv(rc, f.addr, region, bad1, o2, l2, 2, res), -EFAULT);
+	assert_int_equal(shm_readv(rc, f.addr, region, bad2, o2, l2, 2, res), -EFAULT);
+	assert_int_equal(shm_readv(rc, f.addr, region + 99, at, off, ln, 1, res), -ESTALE);
 	/* Counts that disagree. */
-	struct buf b, resp;
-	buf_init(&b);
-	buf_init(&resp);
+	struct raw x = RAW_INIT;
 	struct sto_read_range rr = { .target = 1, .ino = 5, .len = 10 };
 	struct sto_read_req m = { .n = 1, .r = &rr };
 	uint64_t two[2] = { 0, 0 };
-	sto_shm_readv_req_encode(&b, region, two, &m);
-	b.data[8] = 2; /* says 2 places, carries 1 range after them... */
-	assert_int_equal(call(rc, addr, STO_MSG_SHM_READV, &b, -1, &resp), -CFS_EPROTO);
-	buf_fini(&b);
-	buf_fini(&resp);
+	sto_shm_readv_req_encode(&x.req, region, two, &m);
+	x.req.data[8] = 2; /* says 2 places, carries 1 range after them... */
+	assert_int_equal(raw_send(rc, f.addr, STO_MSG_SHM_READV, &x), -CFS_EPROTO);
 	rpc_client_free(rc);
 	munmap(map, size);
 	close(fd);
@@ -559,12 +525,11 @@ static void test_readv(void **state)
 	/* The storage client: a batch whose destinations are scattered in
 	 * added memory goes as one SHM_READV. */
 	int fa = sealed_memfd(size);
-	uint8_t *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fa, 0);
-	assert_true(mem != MAP_FAILED);
-	assert_int_equal(storage_client_mem_add(c, fa, mem, size), 0);
-	struct storage_loc loc = { .addr = addr, .target = 1 };
+	uint8_t *mem = map_shared(fa, size);
+	assert_int_equal(storage_client_mem_add(f.c, fa, mem, size), 0);
+	struct storage_loc loc = { .addr = f.addr, .target = 1 };
 	struct storage_client_stats st0, st1;
-	storage_client_get_stats(c, &st0);
+	storage_client_get_stats(f.c, &st0);
 	for (int k = 0; k < 20; k++) {
 		struct storage_read r[4];
 		memset(mem, 0, size);
@@ -573,24 +538,20 @@ static void test_readv(void **state)
 			r[q] = (struct storage_read){ .loc = loc, .ino = 5, .idx = 0, .off = o, .len = l,
 						      .dst = mem + (size_t)(3 - q) * (1u << 20) + 13 };
 		}
-		assert_int_equal(storage_client_read(c, r, 4, 0), 0);
+		assert_int_equal(storage_client_read(f.c, r, 4, 0), 0);
 		for (int q = 0; q < 4; q++) {
 			int want = (int)(CHLEN - r[q].off < r[q].len ? CHLEN - r[q].off : r[q].len);
 			assert_int_equal(r[q].result, want);
-			assert_memory_equal(r[q].dst, data[0] + r[q].off, (size_t)want);
+			assert_memory_equal(r[q].dst, f.data[0] + r[q].off, (size_t)want);
 			assert_int_equal(r[q].crc, crc32c(0, r[q].dst, (size_t)want));
 		}
 	}
-	storage_client_get_stats(c, &st1);
+	storage_client_get_stats(f.c, &st1);
 	assert_true(st1.shm_direct_reads - st0.shm_direct_reads >= 15);
-	assert_int_equal(storage_client_mem_del(c, mem), 0);
+	assert_int_equal(storage_client_mem_del(f.c, mem), 0);
 	munmap(mem, size);
 	close(fa);
-	storage_client_free(c);
-	for (int i = 0; i < NCH; i++)
-		free(data[i]);
-	stor_cluster_signal(&sc, 0, SIGTERM);
-	stor_cluster_fini(&sc);
+	fix_stop(&f);
 }
 
 struct stopped_read {
@@ -613,15 +574,10 @@ static void *stopped_read_main(void *arg)
 static void test_revoke_on_timeout(void **state)
 {
 	(void)state;
-	struct stor_cluster sc;
-	stor_cluster_init(&sc, "shm-revoke", 1, 1, 4000);
-	stor_cluster_start_storage(&sc, 0);
-	const char *addr = sc.node[0].addr;
-	struct storage_client *w = stor_cluster_client();
-	uint8_t *data[NCH];
-	uint32_t len[NCH];
-	write_chunks(w, addr, data, len);
-	storage_client_free(w);
+	struct fix f;
+	fix_start(&f, "shm-revoke");
+	storage_client_free(f.c); /* reads go through its own client */
+	f.c = NULL;
 	struct storage_client_opts o = { .cluster_id = SC_CLUSTER,
 					 .secret = (const uint8_t *)SC_SECRET,
 					 .secret_len = strlen(SC_SECRET), .timeout_ms = 400,
@@ -631,10 +587,9 @@ static void test_revoke_on_timeout(void **state)
 	assert_int_equal(storage_client_new(&o, &c, err, sizeof(err)), 0);
 	const size_t size = 4u << 20;
 	int fd = sealed_memfd(size);
-	uint8_t *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	assert_true(mem != MAP_FAILED);
+	uint8_t *mem = map_shared(fd, size);
 	assert_int_equal(storage_client_mem_add(c, fd, mem, size), 0);
-	struct storage_loc loc = { .addr = addr, .target = 1 };
+	struct storage_loc loc = { .addr = f.addr, .target = 1 };
 	struct storage_client_stats st;
 	for (int k = 0; k < 5; k++) { /* registered, direct */
 		struct storage_read r = { .loc = loc, .ino = 5, .idx = 0, .len = 1u << 20,
@@ -648,15 +603,15 @@ static void test_revoke_on_timeout(void **state)
 	memset(mem, 0, size);
 	struct stopped_read x = { .c = c, .r = { .loc = loc, .ino = 5, .idx = 0, .off = 4096,
 						 .len = 1u << 20, .dst = mem } };
-	stor_cluster_signal(&sc, 0, SIGSTOP);
+	stor_cluster_signal(&f.sc, 0, SIGSTOP);
 	pthread_t t;
 	assert_int_equal(pthread_create(&t, NULL, stopped_read_main, &x), 0);
 	usleep(3000000); /* well past the 400 ms timeout: the revocation waits */
-	stor_cluster_signal(&sc, 0, SIGCONT);
+	stor_cluster_signal(&f.sc, 0, SIGCONT);
 	pthread_join(t, NULL);
 	assert_int_equal(x.rc, 0);
 	assert_int_equal(x.r.result, 1 << 20);
-	assert_memory_equal(mem, data[0] + 4096, 1u << 20);
+	assert_memory_equal(mem, f.data[0] + 4096, 1u << 20);
 	storage_client_get_stats(c, &st);
 	print_message("revoke: unregs %llu -> %llu, direct_lost %llu\n",
 		      (unsigned long long)unregs0, (unsigned long long)st.shm_unregs,
@@ -667,23 +622,14 @@ static void test_revoke_on_timeout(void **state)
 	storage_client_free(c);
 	munmap(mem, size);
 	close(fd);
-	for (int i = 0; i < NCH; i++)
-		free(data[i]);
-	stor_cluster_signal(&sc, 0, SIGTERM);
-	stor_cluster_fini(&sc);
+	fix_stop(&f);
 }
 
 static void test_killed(void **state)
 {
 	(void)state;
-	struct stor_cluster sc;
-	stor_cluster_init(&sc, "shm-kill", 1, 1, 4000);
-	stor_cluster_start_storage(&sc, 0);
-	const char *addr = sc.node[0].addr;
-	struct storage_client *c = stor_cluster_client();
-	uint8_t *data[NCH];
-	uint32_t len[NCH];
-	write_chunks(c, addr, data, len);
+	struct fix f;
+	fix_start(&f, "shm-kill");
 	for (int round = 0; round < 3; round++) {
 		pid_t pid = fork();
 		assert_true(pid >= 0);
@@ -692,7 +638,7 @@ static void test_killed(void **state)
 			struct storage_client *cc = stor_cluster_client();
 			uint8_t *buf = malloc(CHLEN);
 			for (;;) {
-				struct storage_read r = { .loc = { .addr = addr, .target = 1 }, .ino = 5,
+				struct storage_read r = { .loc = { .addr = f.addr, .target = 1 }, .ino = 5,
 							  .idx = 0, .len = CHLEN, .dst = buf };
 				storage_client_read(cc, &r, 1, 0);
 			}
@@ -701,14 +647,10 @@ static void test_killed(void **state)
 		kill(pid, SIGKILL);
 		int st;
 		assert_int_equal(waitpid(pid, &st, 0), pid);
-		assert_true(testenv_alive(sc.node[0].pid));
+		assert_true(testenv_alive(f.sc.node[0].pid));
 	}
-	read_check(c, addr, data, len);
-	storage_client_free(c);
-	for (int i = 0; i < NCH; i++)
-		free(data[i]);
-	stor_cluster_signal(&sc, 0, SIGTERM);
-	stor_cluster_fini(&sc);
+	read_check(f.c, f.addr, f.data, f.len);
+	fix_stop(&f);
 }
 
 /* ---- writes through the arena ---- */
@@ -826,30 +768,25 @@ static int shm_write(struct rpc_client *rc, const char *addr, uint64_t region, u
 		     uint64_t cap, uint32_t idx, uint32_t off, uint32_t len, uint32_t crc, int bulk,
 		     size_t truncate_to)
 {
-	struct buf b, resp;
-	buf_init(&b);
-	buf_init(&resp);
+	static const uint8_t junk[64];
+	struct raw x = RAW_INIT;
 	struct sto_write_req m = { .target = 1, .ino = 9, .idx = idx, .off = off, .len = len,
 				   .crc = crc };
 	struct sto_shm_at w = { .region = region, .off = at, .cap = cap };
-	assert_int_equal(sto_shm_write_req_encode(&b, &w, &m), 0);
+	assert_int_equal(sto_shm_write_req_encode(&x.req, &w, &m), 0);
 	if (truncate_to)
-		b.len = truncate_to;
-	struct rpc_peer *p;
-	char err[128];
-	assert_int_equal(rpc_client_peer(rc, addr, &p, err, sizeof(err)), 0);
-	static const uint8_t junk[64];
-	struct rpc_call cl = { .type = STO_MSG_SHM_WRITE, .payload = b.data,
-			       .payload_len = (uint32_t)b.len, .timeout_ms = 5000,
-			       .bulk = bulk ? junk : NULL, .bulk_len = bulk ? sizeof(junk) : 0 };
-	int r = rpc_call(p, &cl, &resp, NULL);
+		x.req.len = truncate_to;
+	if (bulk) {
+		x.bulk = junk;
+		x.bulk_len = sizeof(junk);
+	}
+	int r = raw_call(rc, addr, STO_MSG_SHM_WRITE, &x);
 	if (!r) {
 		struct sto_write_resp wr;
-		assert_int_equal(sto_write_resp_decode(resp.data, resp.len, &wr), 0);
+		assert_int_equal(sto_write_resp_decode(x.resp.data, x.resp.len, &wr), 0);
 		assert_int_equal(wr.len, off + len);
 	}
-	buf_fini(&b);
-	buf_fini(&resp);
+	raw_fini(&x);
 	return r;
 }
 
@@ -860,16 +797,12 @@ static void test_bad_writes(void **state)
 	stor_cluster_init(&sc, "shm-badw", 1, 1, 4000);
 	stor_cluster_start_storage(&sc, 0);
 	const char *addr = sc.node[0].addr;
-	struct rpc_opts ro = { .cluster_id = SC_CLUSTER, .secret = (const uint8_t *)SC_SECRET,
-			       .secret_len = strlen(SC_SECRET) };
-	struct rpc_client *rc;
-	assert_int_equal(rpc_client_new(&ro, &rc), 0);
+	struct rpc_client *rc = stor_cluster_rpc_client();
 	const size_t size = 4u << 20;
 	int fd = sealed_memfd(size);
 	uint64_t region = 0;
 	assert_int_equal(reg(rc, addr, fd, size, &region), 0);
-	uint8_t *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	assert_true(map != MAP_FAILED);
+	uint8_t *map = map_shared(fd, size);
 	fill(map, size);
 	const uint32_t n = 1u << 20;
 	uint32_t crc = crc32c(0, map + 4096, n);
@@ -1086,15 +1019,11 @@ static void test_direct(void **state)
 	struct storage_client *c = stor_cluster_client();
 	const size_t size = 16u << 20;
 	/* Unsealed: refused (the server could SIGBUS on a shrink). */
-	int ufd = memfd_create("direct-unsealed", MFD_CLOEXEC);
-	assert_true(ufd >= 0);
-	assert_int_equal(ftruncate(ufd, (off_t)size), 0);
-	uint8_t *um = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, ufd, 0);
-	assert_true(um != MAP_FAILED);
+	int ufd = memfd_named("direct-unsealed", size, 0);
+	uint8_t *um = map_shared(ufd, size);
 	assert_int_equal(storage_client_mem_add(c, ufd, um, size), -EBADF);
 	int fd = sealed_memfd(size);
-	uint8_t *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	assert_true(mem != MAP_FAILED);
+	uint8_t *mem = map_shared(fd, size);
 	assert_int_equal(storage_client_mem_add(c, fd, mem, size + 1), -EBADF);
 	assert_int_equal(storage_client_mem_add(c, fd, mem, size), 0);
 	close(fd); /* the client keeps its own descriptor */

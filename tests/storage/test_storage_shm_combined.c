@@ -51,6 +51,8 @@ struct reader {
 	int wrong;           /* a read returned bytes that are not the model's */
 };
 
+static struct reader readers[READERS]; /* the threads of readers_run */
+
 static uint64_t rnd(uint64_t *s)
 {
 	*s ^= *s << 13;
@@ -109,27 +111,27 @@ static void *reader_main(void *arg)
 	return NULL;
 }
 
-static void readers_run(struct reader *rd, uint64_t seed, uint32_t ms)
+static void readers_run(uint64_t seed, uint32_t ms)
 {
 	atomic_store(&stop, 0);
 	for (int i = 0; i < READERS; i++) {
-		memset(&rd[i], 0, sizeof(rd[i]));
-		rd[i].seed = seed * 1000003u + (uint64_t)i + 1;
-		assert_int_equal(pthread_create(&rd[i].t, NULL, reader_main, &rd[i]), 0);
+		memset(&readers[i], 0, sizeof(readers[i]));
+		readers[i].seed = seed * 1000003u + (uint64_t)i + 1;
+		assert_int_equal(pthread_create(&readers[i].t, NULL, reader_main, &readers[i]), 0);
 	}
 	clock_sleep_ms(ms);
 }
 
-static void readers_stop(struct reader *rd, uint64_t *ok, uint64_t *failed)
+static void readers_stop(uint64_t *ok, uint64_t *failed)
 {
 	atomic_store(&stop, 1);
 	int wrong = 0;
 	*ok = *failed = 0;
 	for (int i = 0; i < READERS; i++) {
-		pthread_join(rd[i].t, NULL);
-		*ok += rd[i].ok;
-		*failed += rd[i].failed;
-		wrong |= rd[i].wrong;
+		pthread_join(readers[i].t, NULL);
+		*ok += readers[i].ok;
+		*failed += readers[i].failed;
+		wrong |= readers[i].wrong;
 	}
 	assert_int_equal(wrong, 0);
 }
@@ -169,10 +171,9 @@ static void test_match(void **state)
 	(void)state;
 	struct stor_cluster sc;
 	setup_chunks(&sc, "shm-comb");
-	struct reader rd[READERS];
 	uint64_t ok, failed;
-	readers_run(rd, 1, 1500);
-	readers_stop(rd, &ok, &failed);
+	readers_run(1, 1500);
+	readers_stop(&ok, &failed);
 	struct storage_client_stats st;
 	storage_client_get_stats(cl, &st);
 	print_message("%llu reads right, %llu failed; %llu RPCs carried %llu groups; "
@@ -198,14 +199,13 @@ static void test_kill9(void **state)
 	(void)state;
 	struct stor_cluster sc;
 	setup_chunks(&sc, "shm-comb-kill");
-	struct reader rd[READERS];
 	uint64_t ok, failed;
-	readers_run(rd, 2, 400);
+	readers_run(2, 400);
 	stor_cluster_signal(&sc, 0, SIGKILL);
 	clock_sleep_ms(300);
 	stor_cluster_start_storage(&sc, 0);
 	clock_sleep_ms(300);
-	readers_stop(rd, &ok, &failed);
+	readers_stop(&ok, &failed);
 	print_message("killed and restarted: %llu reads right, %llu failed\n",
 		      (unsigned long long)ok, (unsigned long long)failed);
 	/* The restarted service serves: wait for one right read, then
@@ -223,8 +223,8 @@ static void test_kill9(void **state)
 	free(b);
 	struct storage_client_stats st0, st;
 	storage_client_get_stats(cl, &st0);
-	readers_run(rd, 3, 1000);
-	readers_stop(rd, &ok, &failed);
+	readers_run(3, 1000);
+	readers_stop(&ok, &failed);
 	storage_client_get_stats(cl, &st);
 	print_message("after the restart: %llu reads right, %llu failed, %llu of %llu RPCs "
 		      "over shared memory\n",
