@@ -9,8 +9,8 @@
  *       Each put has its own random token in its RESERVE, so a RESERVE
  *       that meta_client resends after a timed-out attempt gets the
  *       slots of the attempt that committed, not more (meta_kvcache.h
- *       "Resends"). A delete and a namespace create carry a token too:
- *       their resends answer what the first attempt did.
+ *       "Resends"). A delete and a namespace create and delete carry a
+ *       token too: their resends answer what the first attempt did.
  * Get:  LOOKUP (with recency) -> ring reads -> LOOKUP again: a key whose
  *       version changed, or whose bytes fail the writer's CRC32C, is a
  *       miss (meta_kvcache.h "Readers").
@@ -304,6 +304,10 @@ int cfs_kvc_destroy(const char *mount, const char *name, const struct cfs_kvc_op
 		struct kvc_ns ns = q->ns;
 		memset(&q->ns, 0, sizeof(q->ns));
 		q->type = META_RPC_KVC_NS_DELETE;
+		/* A resend of this delete answers OK, not -ENOENT, and
+		 * deletes no namespace of the name made since. */
+		uint64_t once = 0;
+		q->token = new_token(meta_client_id(mc), &once);
 		q->name = (const uint8_t *)name;
 		q->name_len = (uint32_t)strlen(name);
 		rc = call(mc, q, r);

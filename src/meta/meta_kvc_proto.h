@@ -36,7 +36,7 @@
 enum meta_kvc_type {
 	META_RPC_KVC_NS_CREATE = 250, /* name, ns, token -> ns */
 	META_RPC_KVC_NS_GET = 251,    /* name -> ns */
-	META_RPC_KVC_NS_DELETE = 252, /* name -> () */
+	META_RPC_KVC_NS_DELETE = 252, /* name, token -> ns (the one deleted) */
 	META_RPC_KVC_LOOKUP = 253,    /* ns_id, flags (KVC_LOOKUP_*), keys -> items */
 	META_RPC_KVC_RESERVE = 254,   /* ns_id, owner, lease_ms, token, keys + len -> items */
 	META_RPC_KVC_PUBLISH = 255,   /* ns_id, items (key slot version len crc) -> status */
@@ -111,12 +111,13 @@ struct kvc_msg {
 	uint64_t ns_id, owner;
 	uint32_t lease_ms, flags;
 	uint32_t ttl_ms; /* PUBLISH: entry lifetime (0: the namespace's); appended field */
-	/* RESERVE, DELETE, NS_CREATE: the call's token (appended field; 0:
-	 * none). The client picks a new random one per call and sends it
-	 * unchanged in every attempt of that call: a resent RESERVE whose
-	 * earlier attempt committed gets the same slots back, a resent
-	 * DELETE the same answers, a resent NS_CREATE the namespace it made
-	 * (meta_kvcache.h "Resends"). */
+	/* RESERVE, DELETE, NS_CREATE, NS_DELETE: the call's token (appended
+	 * field; 0: none). The client picks a new random one per call and
+	 * sends it unchanged in every attempt of that call: a resent RESERVE
+	 * whose earlier attempt committed gets the same slots back, a resent
+	 * DELETE the same answers, a resent NS_CREATE the namespace it made,
+	 * a resent NS_DELETE the namespace it deleted (meta_kvcache.h
+	 * "Resends"). */
 	uint64_t token;
 	struct kvc_ns ns;
 	struct kvc_stats stats;

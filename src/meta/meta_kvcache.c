@@ -35,6 +35,9 @@
  * meta_client's budget for one call over all its attempts (30 s). */
 #define DELRES_KEEP_MS 120000u
 #define DELRES_GC_PER_TXN 2 /* expired result records dropped per delete txn */
+/* An NS_DELETE's tombstone answers its resends as long (same budget). */
+#define NSDEL_KEEP_MS DELRES_KEEP_MS
+#define NSDEL_GC_PER_TXN 2 /* expired tombstones dropped per namespace delete */
 #define DROPS_MAX 16        /* reservations one txn may end (>= every group size) */
 _Static_assert(DROPS_MAX >= RESERVE_PER_TXN && DROPS_MAX >= PUBLISH_PER_TXN &&
 		       DROPS_MAX >= DELETE_PER_TXN && DROPS_MAX >= RECLAIM_PER_TXN,
@@ -116,6 +119,7 @@ static uint64_t rnd64(void)
 #define MAGIC_RES 0x524b4643u /* "CFKR" */
 #define MAGIC_TOK 0x4f4b4643u /* "CFKO" */
 #define MAGIC_DEL 0x444b4643u /* "CFKD" */
+#define MAGIC_TOMB 0x5a4b4643u /* "CFKZ" */
 
 static int rec_finish(struct buf *b, struct wire_writer *w)
 {
@@ -326,17 +330,14 @@ static int ns_encode(struct buf *b, const struct kvc_ns *ns, uint64_t token)
 	return rec_finish(b, &w);
 }
 
-/* TOKEN (may be NULL) gets the creating call's token. */
-static int ns_decode(struct kv_slice v, struct kvc_ns *ns, uint64_t *token)
+/* The message-codec part of a namespace record or tombstone, the rest of
+ * R. TOKEN (may be NULL) gets the message's token. */
+static int ns_msg_decode(struct wire_reader *r, struct kvc_ns *ns, uint64_t *token)
 {
-	struct wire_reader r;
-	int rc = rec_open(&r, v, MAGIC_NS);
-	if (rc)
-		return rc;
 	struct kvc_msg *m = malloc(sizeof(*m));
 	if (!m)
 		return -ENOMEM;
-	rc = kvc_msg_decode(r.p, wire_left(&r), m);
+	int rc = kvc_msg_decode(r->p, wire_left(r), m);
 	if (rc == 0)
 		*ns = m->ns;
 	if (rc == 0 && token)
@@ -344,6 +345,42 @@ static int ns_decode(struct kv_slice v, struct kvc_ns *ns, uint64_t *token)
 	kvc_msg_fini(m);
 	free(m);
 	return rc == -ENOMEM ? rc : rc ? -CFS_ECORRUPT : 0;
+}
+
+/* TOKEN (may be NULL) gets the creating call's token. */
+static int ns_decode(struct kv_slice v, struct kvc_ns *ns, uint64_t *token)
+{
+	struct wire_reader r;
+	int rc = rec_open(&r, v, MAGIC_NS);
+	return rc ? rc : ns_msg_decode(&r, ns, token);
+}
+
+/* Tombstone of one NS_DELETE with a token (KVCZ 0 token name): the
+ * namespace it deleted, so a resend of the call answers that instead of
+ * -ENOENT, and deletes nothing (not a namespace of the name made since).
+ * Layout: magic u32, expiry u64 (ms), the namespace in the message codec
+ * (as in the namespace record), crc32c u32. KVCY 0 expiry token name
+ * orders them for their removal after NSDEL_KEEP_MS. */
+static int tomb_encode(struct buf *b, uint64_t expiry, const struct kvc_ns *ns)
+{
+	struct wire_writer w;
+	wire_writer_init(&w, b);
+	wire_put_u32(&w, MAGIC_TOMB);
+	wire_put_u64(&w, expiry);
+	struct kvc_msg m = { .type = META_RPC_KVC_NS_GET, .ns = *ns };
+	if (w.err || kvc_msg_encode(b, &m))
+		return -ENOMEM;
+	return rec_finish(b, &w);
+}
+
+static int tomb_decode(struct kv_slice v, uint64_t *expiry, struct kvc_ns *ns)
+{
+	struct wire_reader r;
+	int rc = rec_open(&r, v, MAGIC_TOMB);
+	if (rc)
+		return rc;
+	wire_get_u64(&r, expiry);
+	return r.err ? -CFS_ECORRUPT : ns_msg_decode(&r, ns, NULL);
 }
 
 /* ---- shared txn steps ---- */
@@ -796,11 +833,67 @@ static int clear_all(kv_txn *t, uint64_t ns, int keep_counters)
 	return rc ? rc : kv_clear_range(t, ks(&b), ks(&e));
 }
 
+static void mk_tomb(struct key *k, uint64_t token, const void *name, uint32_t n)
+{
+	mk(k, "KVCZ", 0, 1, token, 0, name, n);
+}
+
+/* Writes this NS_DELETE's tombstone (with its expiry index entry) and
+ * drops up to NSDEL_GC_PER_TXN tombstones past their time, read with a
+ * snapshot read as delres_write does (two deleters dropping the same one
+ * do not conflict). */
+static int tomb_write(kv_txn *t, struct op *o)
+{
+	uint64_t expiry = o->now + NSDEL_KEEP_MS;
+	struct buf b = BUF_INIT;
+	struct key k, e;
+	struct kv_range r;
+	int rc = tomb_encode(&b, expiry, &o->ns);
+	mk_tomb(&k, o->req->token, o->req->name, o->req->name_len);
+	if (!rc)
+		rc = kv_set(t, ks(&k), kv_mem(b.data, b.len));
+	buf_fini(&b);
+	mk(&k, "KVCY", 0, 2, expiry, o->req->token, o->req->name, o->req->name_len);
+	if (!rc)
+		rc = kv_set(t, ks(&k), kv_mem("", 0));
+	mk(&k, "KVCY", 0, 0, 0, 0, NULL, 0);
+	mk(&e, "KVCY", 0, 1, o->now, 0, NULL, 0);
+	if (!rc)
+		rc = kv_get_range(t, ks(&k), ks(&e), NSDEL_GC_PER_TXN, 1, 0, &r);
+	for (int i = 0; !rc && i < r.n; i++) {
+		const uint8_t *kp = r.kvs[i].key.p;
+		uint32_t kn = r.kvs[i].key.n;
+		if (kn < 29 || kn > 28 + KVC_NAME_MAX)
+			return -CFS_ECORRUPT;
+		mk_tomb(&e, get_be64(kp + 20), kp + 28, kn - 28);
+		if (!(rc = kv_clear(t, r.kvs[i].key)))
+			rc = kv_clear(t, ks(&e));
+	}
+	return rc;
+}
+
+/* Deletes the namespace and everything of it. With a token (the call's,
+ * the same in every attempt) a tombstone keeps what the delete answered
+ * for NSDEL_KEEP_MS: a resend finds it first and answers the same
+ * namespace without running again, so it neither reports -ENOENT nor
+ * deletes a namespace of the name created since. A delete with no token
+ * or another one goes the usual way. */
 static int ns_delete_fn(kv_txn *t, void *arg)
 {
 	struct op *o = arg;
 	struct key k;
-	int rc = ns_find(t, o->req->name, o->req->name_len, &o->ns);
+	struct kv_slice v;
+	int rc;
+	if (o->req->token) {
+		uint64_t expiry = 0;
+		mk_tomb(&k, o->req->token, o->req->name, o->req->name_len);
+		int found = rc = kv_get(t, ks(&k), 0, &v);
+		if (rc < 0 || (found && (rc = tomb_decode(v, &expiry, &o->ns))))
+			return rc;
+		if (found && expiry > o->now)
+			return 0;
+	}
+	rc = ns_find(t, o->req->name, o->req->name_len, &o->ns);
 	if (rc)
 		return rc;
 	rc = clear_all(t, o->ns.id, 0);
@@ -808,7 +901,9 @@ static int ns_delete_fn(kv_txn *t, void *arg)
 	if (!rc)
 		rc = kv_clear(t, ks(&k));
 	mk(&k, "KVCN", 0, 0, 0, 0, o->req->name, o->req->name_len);
-	return rc ? rc : kv_clear(t, ks(&k));
+	if (!rc)
+		rc = kv_clear(t, ks(&k));
+	return rc || !o->req->token ? rc : tomb_write(t, o);
 }
 
 static int ns_load_fn(kv_txn *t, void *arg)

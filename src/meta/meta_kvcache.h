@@ -20,6 +20,8 @@
  *   KVCC ns kind(1) shard(1)        counters (kv_atomic_add, sharded like DSTA)
  *   KVCT ns expiry(8) slot(8)       entries with a TTL, by expiry; value: the key
  *   KVCW ns second(8)               evictions in that second (kv_atomic_add)
+ *   KVCZ 0 token(8) name            tombstone of one NS_DELETE: expiry, the namespace it deleted
+ *   KVCY 0 expiry(8) token(8) name  tombstones by expiry (dropped after 120 s)
  * Records carry a magic and a CRC32C; a bad one is -CFS_ECORRUPT.
  *
  * Put = RESERVE (a slot per key, with an owner and a lease) + the client's
@@ -56,7 +58,11 @@
  * is OK, not absent) and deletes nothing put since. An NS_CREATE keeps
  * its token in the namespace record: a resend with the same token and
  * parameters answers the namespace; any other create of the name is
- * -EEXIST.
+ * -EEXIST. An NS_DELETE with a token leaves a tombstone (name, token)
+ * for 120 s (dropped by later namespace deletes, two per call): a resend
+ * answers the namespace the first attempt deleted, not -ENOENT, and
+ * deletes nothing (a namespace of the name created since stays). It is
+ * not the namespace: a create of the name works at once.
  *
  * TTL: an entry published with a TTL (the PUBLISH's ttl_ms, else the
  * namespace's) is a miss once its expiry passes; its slot is taken back

@@ -438,7 +438,23 @@ static void test_put_resent(void **st)
 	clock_sleep_ms(500);
 	assert_int_equal(cfs_kvc_stats(kv, 0, &in), 0);
 	assert_int_equal(in.used, 8);
+	/* A namespace delete resent the same way succeeds (before its token
+	 * its last attempt answered -ENOENT, and the slab files stayed), and
+	 * the name can be made again at once. */
+	char p[700];
+	integ_path(&env, "kv/resend2/slab.0000", p, sizeof(p));
+	assert_int_equal(access(p, F_OK), 0);
+	tcp_proxy_delay(px, 400);
+	rc = cfs_kvc_destroy(env.mnt, "resend2", &po);
+	tcp_proxy_delay(px, 0);
+	assert_int_equal(rc, 0);
+	assert_int_equal(access(p, F_OK), -1);
+	clock_sleep_ms(500);
+	rc = cfs_kvc_create(env.mnt, "resend2", "kv/resend2", PAGE, 8 * PAGE, 2, &o);
+	assert_int_equal(rc, 0);
+	assert_int_equal(access(p, F_OK), 0);
 	assert_int_equal(cfs_kvc_destroy(env.mnt, "resend2", &o), 0);
+	assert_int_equal(access(p, F_OK), -1);
 	cfs_iov_destroy(iov);
 	cfs_kvc_close(slow);
 	cfs_kvc_close(kv);

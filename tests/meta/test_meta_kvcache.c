@@ -79,6 +79,23 @@ static int ns_create(const char *name, uint32_t page, uint64_t slots, uint32_t t
 	return rc;
 }
 
+/* NS_DELETE of NAME with TOKEN; *ID (may be NULL) gets the id of the
+ * namespace the reply names. */
+static int ns_delete(const char *name, uint64_t token, uint64_t *id)
+{
+	struct kvc_msg *q = calloc(1, sizeof(*q)), *r = calloc(1, sizeof(*r));
+	q->type = META_RPC_KVC_NS_DELETE;
+	q->token = token;
+	q->name = (const uint8_t *)name;
+	q->name_len = (uint32_t)strlen(name);
+	int rc = call(q, r);
+	if (!rc && id)
+		*id = r->ns.id;
+	free(q);
+	free(r);
+	return rc;
+}
+
 static int ns_simple(const char *name, uint16_t type)
 {
 	struct kvc_msg *q = calloc(1, sizeof(*q)), *r = calloc(1, sizeof(*r));
@@ -664,21 +681,23 @@ static void test_reserve_resend(void **st)
 	assert_int_equal(ns_simple("resend", META_RPC_KVC_NS_DELETE), 0);
 }
 
-/* A DELETE and an NS_CREATE whose replies come after the client's
- * per-attempt timeout, so the client resends them while the service runs
- * every attempt. Before their tokens, the DELETE's last attempt reported
- * the key its first attempt deleted as absent, and the create's -EEXIST.
- * With them both answer what the first attempt did. Over RPC only. */
+/* A DELETE, an NS_CREATE and an NS_DELETE whose replies come after the
+ * client's per-attempt timeout, so the client resends them while the
+ * service runs every attempt. Before their tokens, the DELETE's last
+ * attempt reported the key its first attempt deleted as absent, the
+ * create's -EEXIST and the namespace delete's -ENOENT. With them each
+ * answers what the first attempt did. Over RPC only. */
 static void test_delete_create_resend(void **st)
 {
 	(void)st;
 	if (KV)
 		skip();
-	uint64_t id, id2;
+	uint64_t id, id2, id3, got = 0;
 	const char *k[2] = { "dc0", "dc1" };
 	struct kvc_item o[2];
 	struct meta_client_stats cs;
 	assert_int_equal(ns_create("dcresend", 64 << 10, 16, 0, &id), 0);
+	assert_int_equal(ns_create("dcresend3", 64 << 10, 16, 0, &id3), 0);
 	put(id, k, 1, 10);
 	struct tcp_proxy *px;
 	meta_client *slow = slow_client(&px), *fast = MC;
@@ -690,17 +709,21 @@ static void test_delete_create_resend(void **st)
 	create_token = 0xdc2;
 	int crc = ns_create("dcresend2", 64 << 10, 16, 0, &id2);
 	create_token = 0;
+	int drc = ns_delete("dcresend3", 0xdc3, &got);
 	MC = fast;
 	tcp_proxy_delay(px, 0);
 	meta_client_get_stats(slow, &cs);
-	assert_true(cs.resends >= 2); /* the case under test happened */
+	assert_true(cs.resends >= 4); /* the case under test happened */
 	assert_int_equal(rc, 0);
 	assert_int_equal(o[0].status, KVC_ST_OK);
 	assert_int_equal(o[1].status, KVC_ST_ABSENT);
 	assert_int_equal(crc, 0);
+	assert_int_equal(drc, 0);
+	assert_true(got == id3);
 	clock_sleep_ms(300); /* every attempt has run */
 	assert_false(hit(id, k[0], 0));
 	assert_int_equal(ns_simple("dcresend2", META_RPC_KVC_NS_GET), 0);
+	assert_int_equal(ns_simple("dcresend3", META_RPC_KVC_NS_GET), -ENOENT);
 	meta_client_free(slow);
 	tcp_proxy_free(px);
 	assert_int_equal(ns_simple("dcresend", META_RPC_KVC_NS_DELETE), 0);
@@ -923,6 +946,84 @@ static void test_delete_resend(void **st)
 	assert_int_equal(ns_simple("delres", META_RPC_KVC_NS_DELETE), 0);
 }
 
+/* An NS_DELETE resent after its first attempt applied answers the
+ * namespace that attempt deleted (it was -ENOENT), and deletes nothing,
+ * not a namespace of the name created since; without the token, or with
+ * another, a delete of the missing namespace stays -ENOENT. What the
+ * delete frees is as before (no record of the namespace stays). In
+ * direct mode: one tombstone per call, dropped after its time. */
+static void test_ns_delete_resend(void **st)
+{
+	(void)st;
+	static const char *const pf[] = { "KVCK", "KVCL", "KVCF", "KVCR", "KVCE", "KVCT",
+					  "KVCO", "KVCD", "KVCG", "KVCC", "KVCW", "KVCH", "KVCI" };
+	uint64_t id, id2, got = 0;
+	const char *k[2] = { "nd0", "nd1" };
+	struct kvc_item res[2] = { { .len = 3 }, { .len = 3 } }, o[2];
+	int tombs = KV ? count_recs("KVCZ", 0) : 0;
+	assert_int_equal(ns_create("nsdel", 64 << 10, 16, 0, &id), 0);
+	put(id, k, 1, 5);
+	batch_token = 0x0d1; /* leaves a token record and a delete result */
+	assert_int_equal(batch(META_RPC_KVC_RESERVE, id, k + 1, 1, 0, 0, res, res), 0);
+	assert_int_equal(batch(META_RPC_KVC_DELETE, id, k, 1, 0, 0, NULL, o), 0);
+	batch_token = 0;
+	assert_int_equal(ns_delete("nsdel", 0x0d2, &got), 0);
+	assert_true(got == id);
+	got = 0;
+	assert_int_equal(ns_delete("nsdel", 0x0d2, &got), 0); /* was -ENOENT */
+	assert_true(got == id);
+	assert_int_equal(ns_delete("nsdel", 0, NULL), -ENOENT);
+	assert_int_equal(ns_delete("nsdel", 0x0d3, NULL), -ENOENT);
+	assert_int_equal(ns_simple("nsdel", META_RPC_KVC_NS_GET), -ENOENT);
+	assert_int_equal(batch(META_RPC_KVC_LOOKUP, id, k, 1, 0, 0, NULL, o), -ENOENT);
+	if (KV) {
+		for (size_t i = 0; i < sizeof(pf) / sizeof(pf[0]); i++)
+			assert_int_equal(count_recs(pf[i], id), 0);
+		assert_int_equal(count_recs("KVCZ", 0), tombs + 1);
+		assert_int_equal(count_recs("KVCY", 0), tombs + 1);
+	}
+	/* The name is free at once; a late resend of the delete leaves the
+	 * new namespace alone. */
+	assert_int_equal(ns_create("nsdel", 64 << 10, 16, 0, &id2), 0);
+	assert_true(id2 != id);
+	put(id2, k, 2, 5);
+	assert_int_equal(ns_delete("nsdel", 0x0d2, &got), 0);
+	assert_true(got == id);
+	assert_true(hit(id2, k[0], 0));
+	assert_true(hit(id2, k[1], 0));
+	if (KV) {
+		/* A tombstone whose time is up (expiry 1 ms, made by hand)
+		 * goes with the next namespace delete that leaves one. */
+		uint8_t yk[28 + 5], zk[20 + 5];
+		kv_txn *t;
+		memcpy(yk, "KVCY", 4);
+		memcpy(zk, "KVCZ", 4);
+		for (int i = 0; i < 8; i++) {
+			yk[4 + i] = zk[4 + i] = 0;
+			yk[12 + i] = (uint8_t)(1ull >> (56 - 8 * i));
+			yk[20 + i] = zk[12 + i] = (uint8_t)(0x0d9ull >> (56 - 8 * i));
+		}
+		memcpy(yk + 28, "stale", 5);
+		memcpy(zk + 20, "stale", 5);
+		assert_int_equal(kv_begin(KV, 0, &t), 0);
+		assert_int_equal(kv_set(t, kv_mem(yk, sizeof(yk)), kv_mem("", 0)), 0);
+		assert_int_equal(kv_set(t, kv_mem(zk, sizeof(zk)), kv_mem("x", 1)), 0);
+		assert_int_equal(kv_commit(t, NULL), 0);
+		kv_txn_free(t);
+		assert_int_equal(count_recs("KVCZ", 0), tombs + 2);
+		assert_int_equal(ns_delete("nsdel", 0x0d4, &got), 0);
+		assert_true(got == id2);
+		assert_int_equal(count_recs("KVCZ", 0), tombs + 2); /* one new, the stale one gone */
+		assert_int_equal(count_recs("KVCY", 0), tombs + 2);
+		for (size_t i = 0; i < sizeof(pf) / sizeof(pf[0]); i++)
+			assert_int_equal(count_recs(pf[i], id2), 0);
+	} else {
+		assert_int_equal(ns_delete("nsdel", 0x0d4, &got), 0);
+		assert_true(got == id2);
+	}
+	assert_int_equal(ns_simple("nsdel", META_RPC_KVC_NS_GET), -ENOENT);
+}
+
 static int setup_direct(void **st)
 {
 	(void)st;
@@ -985,6 +1086,7 @@ int main(void)
 		cmocka_unit_test(test_ttl),            cmocka_unit_test(test_reserve_failure_releases),
 		cmocka_unit_test(test_eviction_rate),  cmocka_unit_test(test_reserve_token_lease),
 		cmocka_unit_test(test_token_per_txn),  cmocka_unit_test(test_delete_resend),
+		cmocka_unit_test(test_ns_delete_resend),
 #ifndef META_KVC_TEST_ETCD
 		cmocka_unit_test(test_reserve_resend), cmocka_unit_test(test_delete_create_resend),
 #endif
