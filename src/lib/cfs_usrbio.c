@@ -381,10 +381,10 @@ int cfs_iov_open(const char *mount, const uint8_t id[16], size_t size, size_t bl
 		goto fail;
 	}
 	v->base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	rc = v->base == MAP_FAILED ? -errno : 0; /* before close() can change errno */
 	close(fd);
-	if (v->base == MAP_FAILED) {
+	if (rc) {
 		v->base = NULL;
-		rc = -errno;
 		goto fail;
 	}
 	v->size = size;
