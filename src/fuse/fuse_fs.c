@@ -368,14 +368,21 @@ static void own_begin(struct fusefs *fs)
 }
 
 /* RC: the meta call's result; 0 counts one change of PARENT, which added
- * NAME (ADD) or removed it. */
+ * NAME (ADD) or removed it (ADD -1: a file unlink, whose other effects the
+ * caller handled). */
 static void la_changed(struct fusefs *fs);
 
 static void own_end(struct fusefs *fs, uint64_t parent, const char *name, int rc, int add)
 {
-	la_changed(fs);
+	/* A file unlink is known exactly: lookup-ahead batches that do not
+	 * hold it go on answering (rm -r, a delete after a cache drop: else
+	 * every unlink's lookup refetched a batch of LOOKAHEAD_BATCH). */
+	if (rc == 0 && add < 0 && fs->la)
+		lookahead_unlinked(fs->la, parent, name);
+	else
+		la_changed(fs);
 	if (fs->dc)
-		dircache_own_end(fs->dc, parent, name, rc ? 0 : add ? 1 : -1);
+		dircache_own_end(fs->dc, parent, name, rc ? 0 : add > 0 ? 1 : -1);
 }
 
 /* ---- Directory attributes ----
@@ -1276,7 +1283,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		dattr_put(fs, parent, dt, dir);
 		dattr_forget_files(fs);
 	}
-	own_end(fs, parent, name, rc, 0);
+	own_end(fs, parent, name, rc, -1);
 	fuse_reply_err(req, to_errno(rc));
 	free(dir);
 }

@@ -44,6 +44,7 @@ struct lookahead_batch {
 	int eof;
 	size_t dbytes; /* inline bytes held by the entries */
 	uint32_t uid, gid; /* whose read permission chose the bytes */
+	int shared; /* holds a directory or a file with more than one link */
 };
 
 struct la_slot {
@@ -56,7 +57,9 @@ struct la_slot {
 struct lookahead {
 	pthread_mutex_t mu;
 	uint64_t ttl_ns;
-	uint64_t epoch;
+	uint64_t epoch; /* batches of another epoch are dead */
+	uint64_t seq;   /* a fetch started at another seq is not kept */
+	size_t nshared; /* batches in slots with SHARED set */
 	int off;
 	size_t dbytes; /* inline bytes held by the batches in slots */
 	struct la_slot slots[LOOKAHEAD_SLOTS];
@@ -70,6 +73,7 @@ int lookahead_new(uint64_t ttl_ns, lookahead **out)
 	pthread_mutex_init(&la->mu, NULL);
 	la->ttl_ns = ttl_ns;
 	la->epoch = 1;
+	la->seq = 1;
 	*out = la;
 	return 0;
 }
@@ -116,6 +120,7 @@ static void slot_clear(lookahead *la, struct la_slot *s)
 	if (!s->b)
 		return;
 	la->dbytes -= s->b->dbytes;
+	la->nshared -= s->b->shared != 0;
 	lookahead_batch_free(s->b);
 	s->b = NULL;
 }
@@ -124,13 +129,14 @@ void lookahead_changed(lookahead *la)
 {
 	pthread_mutex_lock(&la->mu);
 	la->epoch++; /* batches are checked (and freed) lazily */
+	la->seq++;
 	pthread_mutex_unlock(&la->mu);
 }
 
 uint64_t lookahead_epoch(lookahead *la)
 {
 	pthread_mutex_lock(&la->mu);
-	uint64_t e = la->epoch;
+	uint64_t e = la->seq;
 	pthread_mutex_unlock(&la->mu);
 	return e;
 }
@@ -280,6 +286,8 @@ int lookahead_batch_add(void *batch, const struct meta_dirent *de, const struct 
 	e->bytes = NULL;
 	e->nbytes = 0;
 	e->lay = NULL;
+	if (in->type == META_T_DIR || in->nlink > 1)
+		b->shared = 1;
 	return 0;
 }
 
@@ -377,12 +385,12 @@ void lookahead_put(lookahead *la, uint64_t parent, struct lookahead_batch *b, ui
 {
 	batch_seal(b);
 	b->gen = gen;
-	b->epoch = epoch;
 	b->read_ns = read_ns;
 	b->eof = eof;
 	pthread_mutex_lock(&la->mu);
 	struct la_slot *s = slot_of(la, parent);
-	if (epoch != la->epoch || la->ttl_ns == 0) {
+	b->epoch = la->epoch;
+	if (epoch != la->seq || la->ttl_ns == 0) {
 		pthread_mutex_unlock(&la->mu);
 		lookahead_batch_free(b);
 		return;
@@ -394,5 +402,72 @@ void lookahead_put(lookahead *la, uint64_t parent, struct lookahead_batch *b, ui
 	slot_clear(la, s);
 	s->b = b;
 	la->dbytes += b->dbytes;
+	la->nshared += b->shared != 0;
+	pthread_mutex_unlock(&la->mu);
+}
+
+/* 1 when B has an entry for inode A or B. */
+static int batch_holds(const struct lookahead_batch *b, uint64_t a, uint64_t c)
+{
+	for (size_t i = 0; i < b->n; i++) {
+		uint64_t ino;
+		memcpy(&ino, b->ents[i].hdr + offsetof(struct meta_inode, ino), sizeof(ino));
+		if (ino == a || ino == c)
+			return 1;
+	}
+	return 0;
+}
+
+void lookahead_unlinked(lookahead *la, uint64_t parent, const char *name)
+{
+	uint64_t now = clock_mono_ns();
+	pthread_mutex_lock(&la->mu);
+	/* a fetch in flight may have read NAME before it went */
+	la->seq++;
+	struct la_slot *ps = slot_of(la, parent);
+	struct lookahead_batch *pb = NULL;
+	size_t at = 0;
+	if (ps->parent == parent && batch_live(la, ps, now)) {
+		pb = ps->b;
+		for (size_t lo = 0, hi = pb->n; lo < hi;) {
+			size_t mid = lo + (hi - lo) / 2;
+			int c = strcmp(name, pb->ents[mid].name);
+			if (c == 0) {
+				at = mid + 1;
+				break;
+			}
+			if (c < 0)
+				hi = mid;
+			else
+				lo = mid + 1;
+		}
+	}
+	if (!at) {
+		/* which inode lost a link is not known here: drop them all */
+		la->epoch++;
+		pthread_mutex_unlock(&la->mu);
+		return;
+	}
+	struct la_ent *e = &pb->ents[at - 1];
+	struct meta_inode in;
+	ent_inode(e, &in);
+	uint64_t gone = in.ino;
+	pb->dbytes -= e->nbytes;
+	la->dbytes -= e->nbytes;
+	free(e->bytes);
+	free(e->lay);
+	memmove(e, e + 1, (pb->n - at) * sizeof(*e));
+	pb->n--;
+	/* The change reached GONE (link count, ctime) and PARENT (times): a
+	 * batch holding either goes. Only batches with a directory or a
+	 * file with more links can: GONE's other names were links when read. */
+	if (!la->nshared)
+		goto out;
+	for (size_t i = 0; i < LOOKAHEAD_SLOTS; i++) {
+		struct la_slot *s = &la->slots[i];
+		if (s->b && s->b->shared && batch_holds(s->b, parent, gone))
+			slot_clear(la, s);
+	}
+out:
 	pthread_mutex_unlock(&la->mu);
 }

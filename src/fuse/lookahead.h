@@ -15,9 +15,11 @@
  *     the read (fuse_fs.c checks with dircache_note): a change another
  *     client made in the directory ends the batch within one dircache
  *     poll, exactly as it ends the kernel's cached names;
- *   - while this mount made no change at all since the read
+ *   - while this mount made no change since the read to what it holds
  *     (lookahead_changed: every entry change, setattr, xattr change,
- *     write-open and writer release, lock grant drops every batch);
+ *     write-open and writer release, lock grant drops every batch; an
+ *     unlink whose name a batch held drops only the batches holding the
+ *     unlinked inode or its directory, lookahead_unlinked);
  *   - for an inode this mount does not have open (fuse_fs.c asks meta then).
  * So a rename, unlink or chmod made through another mount is seen here
  * within max(one dircache poll, attr_timeout) - the same bound as without
@@ -49,6 +51,13 @@ void lookahead_free(lookahead *la);
 
 /* This mount changed something: every batch read before is dropped. */
 void lookahead_changed(lookahead *la);
+/* This mount removed NAME from PARENT (its unlink succeeded). When
+ * PARENT's live batch holds NAME the change is known exactly: NAME leaves
+ * that batch and the batches that hold the unlinked inode or PARENT (their
+ * link count, ctime or times changed) are dropped; the others go on
+ * answering, as nothing they hold changed. Otherwise as
+ * lookahead_changed. Fetches in flight are not kept either way. */
+void lookahead_unlinked(lookahead *la, uint64_t parent, const char *name);
 /* The change count lookahead_put checks (read it before the fetch). */
 uint64_t lookahead_epoch(lookahead *la);
 /* Meta does not know LOOKUP_PLUS: stop asking. */

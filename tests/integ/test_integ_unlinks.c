@@ -6,6 +6,9 @@
  * - the names are gone at once on this mount and, within the directory
  *   poll's bound, on a second mount; names created afterwards are found
  *   (the directory's change count stays right);
+ * - unlinks after the kernel dropped its dentries: one lookup-ahead batch
+ *   per 128 names, not one per unlink, and a second name of an unlinked
+ *   inode shows its new link count;
  * - unlinks from several threads over several directories, beside creates
  *   in the same directories: each directory then lists exactly what the
  *   oracle holds, on both mounts;
@@ -200,6 +203,96 @@ static void test_one_request_and_seen_by_other_mount(void **state)
 	}
 }
 
+/* 1 when the kernel's dentries and inodes were dropped (root only). */
+static int drop_dentries(void)
+{
+	sync();
+	int fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
+	if (fd < 0)
+		return 0;
+	int ok = write(fd, "2\n", 2) == 2;
+	close(fd);
+	return ok;
+}
+
+/* Unlinks after the kernel dropped its dentries (rm -r of a tree not
+ * looked at lately): each unlink is preceded by a LOOKUP, answered from a
+ * lookup-ahead batch (lookahead.h). The mount's own unlink must not end
+ * the batch (it did: every lookup then fetched LOOKAHEAD_BATCH entries
+ * again, 2 meta requests per unlink and 4x meta's CPU), and a batch
+ * holding another name of an unlinked inode must not show its old link
+ * count. */
+static void test_unlinks_after_dentry_drop(void **state)
+{
+	enum { N = 400 };
+	char a[700], b[700], p[8192], q[8192];
+	integ_path(&env, "u5a", a, sizeof(a));
+	integ_path(&env, "u5b", b, sizeof(b));
+	assert_int_equal(mkdir(a, 0755), 0);
+	assert_int_equal(mkdir(b, 0755), 0);
+	for (int i = 0; i < N; i++) {
+		snprintf(p, sizeof(p), "%s/f%04d", a, i);
+		touch(p);
+	}
+	/* B: names around a second link of A's f0100 */
+	for (int i = 0; i < 8; i++) {
+		snprintf(q, sizeof(q), "%s/g%d", b, i);
+		touch(q);
+	}
+	snprintf(p, sizeof(p), "%s/f0100", a);
+	snprintf(q, sizeof(q), "%s/h", b);
+	assert_int_equal(link(p, q), 0);
+	snprintf(p, sizeof(p), "%s/e", a);
+	touch(p);
+	if (!drop_dentries()) {
+		print_message("cannot drop the kernel's dentries (not root): skipped\n");
+		skip();
+	}
+	/* B's batch: an ascending run of lookups, the link among them */
+	struct stat st;
+	for (int i = 0; i < 8; i++) {
+		snprintf(q, sizeof(q), "%s/g%d", b, i);
+		assert_int_equal(stat(q, &st), 0);
+	}
+	snprintf(q, sizeof(q), "%s/h", b);
+	assert_int_equal(stat(q, &st), 0);
+	assert_int_equal(st.st_nlink, 2);
+	/* A's first lookup (the run starts after it): then every unlinked
+	 * name was in a batch and B's batch stays until f0100 goes */
+	snprintf(p, sizeof(p), "%s/e", a);
+	assert_int_equal(stat(p, &st), 0);
+
+	unsigned long long before = integ_meta_requests(&env);
+	uint64_t t0 = clock_mono_ns();
+	for (int i = 0; i < N; i++) {
+		snprintf(p, sizeof(p), "%s/f%04d", a, i);
+		if (unlink(p) != 0)
+			fail_msg("unlink %s: %s", p, strerror(errno));
+	}
+	uint64_t ms = (clock_mono_ns() - t0) / 1000000u;
+	unsigned long long used = integ_meta_requests(&env) - before;
+	print_message("%llu meta requests for %d unlinks after a dentry drop in %llu ms\n", used,
+	              N, (unsigned long long)ms);
+	/* one UNLINK_DIR each, a LOOKUP_PLUS per 128 names (and a plain
+	 * lookup or two where a run starts), the polls, the rpc-stats call */
+	unsigned long long bound = N + N / 16 + 2 * (ms / 100 + 1) + 5;
+	if (used > bound)
+		fail_msg("%llu meta requests for %d unlinks in %llu ms (at most %llu)", used, N,
+		         (unsigned long long)ms, bound);
+	assert_int_equal(count_entries(a), 1);
+
+	/* The link's other name: the kernel forgets it again and looks it up */
+	assert_true(drop_dentries());
+	snprintf(q, sizeof(q), "%s/h", b);
+	assert_int_equal(stat(q, &st), 0);
+	assert_int_equal(st.st_nlink, 1);
+	for (int i = 0; i < N; i++) {
+		snprintf(p, sizeof(p), "%s/f%04d", a, i);
+		assert_int_equal(stat(p, &st), -1);
+		assert_int_equal(errno, ENOENT);
+	}
+}
+
 struct worker {
 	char dir[800];
 	int n, err;
@@ -320,6 +413,7 @@ int main(void)
 		cmocka_unit_test(test_start_mount2),
 		cmocka_unit_test(test_results_match_local_disk),
 		cmocka_unit_test(test_one_request_and_seen_by_other_mount),
+		cmocka_unit_test(test_unlinks_after_dentry_drop),
 		cmocka_unit_test(test_threads_over_dirs),
 		cmocka_unit_test(test_kill9_meta_during_unlinks),
 		cmocka_unit_test(test_stop_mount2),
