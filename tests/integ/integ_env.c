@@ -507,3 +507,14 @@ void integ_mount2_stop(pid_t *pid)
 	waitpid(*pid, &st, 0);
 	*pid = 0;
 }
+
+int integ_drop_dentries(void)
+{
+	sync();
+	int fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
+	if (fd < 0)
+		return 0;
+	int ok = write(fd, "2\n", 2) == 2;
+	close(fd);
+	return ok;
+}

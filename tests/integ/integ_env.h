@@ -88,4 +88,9 @@ pid_t integ_mount2_start_args(const struct integ *e, char *mnt, size_t cap, cons
  * and sets *PID to 0; nothing when *PID <= 0. */
 void integ_mount2_stop(pid_t *pid);
 
+/* Has the kernel drop its dentries and inodes (drop_caches 2, after a
+ * sync), as after memory pressure: 1 when that worked (root only), 0
+ * otherwise. */
+int integ_drop_dentries(void);
+
 #endif

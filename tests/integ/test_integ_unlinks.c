@@ -203,18 +203,6 @@ static void test_one_request_and_seen_by_other_mount(void **state)
 	}
 }
 
-/* 1 when the kernel's dentries and inodes were dropped (root only). */
-static int drop_dentries(void)
-{
-	sync();
-	int fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
-	if (fd < 0)
-		return 0;
-	int ok = write(fd, "2\n", 2) == 2;
-	close(fd);
-	return ok;
-}
-
 /* Unlinks after the kernel dropped its dentries (rm -r of a tree not
  * looked at lately): each unlink is preceded by a LOOKUP, answered from a
  * lookup-ahead batch (lookahead.h). The mount's own unlink must not end
@@ -244,7 +232,7 @@ static void test_unlinks_after_dentry_drop(void **state)
 	assert_int_equal(link(p, q), 0);
 	snprintf(p, sizeof(p), "%s/e", a);
 	touch(p);
-	if (!drop_dentries()) {
+	if (!integ_drop_dentries()) {
 		print_message("cannot drop the kernel's dentries (not root): skipped\n");
 		skip();
 	}
@@ -282,7 +270,7 @@ static void test_unlinks_after_dentry_drop(void **state)
 	assert_int_equal(count_entries(a), 1);
 
 	/* The link's other name: the kernel forgets it again and looks it up */
-	assert_true(drop_dentries());
+	assert_true(integ_drop_dentries());
 	snprintf(q, sizeof(q), "%s/h", b);
 	assert_int_equal(stat(q, &st), 0);
 	assert_int_equal(st.st_nlink, 1);
