@@ -509,35 +509,36 @@ int sc_shm_readv(struct sc_shm *s, const char *addr, const struct sto_read_req *
 {
 	if (!s || niov <= 0 || (uint32_t)niov != m->n || strlen(addr) >= SC_SHM_ADDR_MAX)
 		return -EOPNOTSUPP;
-	uint64_t *offs = malloc((size_t)niov * sizeof(*offs));
-	struct sc_op *op = malloc(sizeof(*op));
-	if (!offs || !op) {
-		free(offs);
-		free(op);
-		return -ENOMEM;
-	}
+	/* Most scattered reads are into memory nobody registered: find that
+	 * out before allocating anything. */
 	pthread_mutex_lock(&s->mu);
 	struct sc_peer *pe = peer_of(s, addr);
 	int mi = pe ? mem_of(s, iov[0].iov_base, iov[0].iov_len) : 0;
-	for (int i = 0; mi && i < niov; i++) {
+	for (int i = 1; mi && i < niov; i++)
 		if (mem_of(s, iov[i].iov_base, iov[i].iov_len) != mi)
 			mi = 0;
-		else
-			offs[i] = (uint64_t)((const uint8_t *)iov[i].iov_base - s->mem[mi].base);
-	}
 	int rc = mi ? reg_ready(s, &pe->r[mi]) : -EOPNOTSUPP;
-	int taken = !rc;
 	struct sc_where w;
-	if (taken) {
-		s->mem[mi].inflight++;
-		w = (struct sc_where){ .reg = &pe->r[mi], .first = -1, .mem = mi,
-				       .at = { .region = pe->r[mi].region } };
+	if (rc) {
+		pthread_mutex_unlock(&s->mu);
+		return rc;
 	}
+	/* Counted in flight: the memory and its base stay until where_put. */
+	s->mem[mi].inflight++;
+	w = (struct sc_where){ .reg = &pe->r[mi], .first = -1, .mem = mi,
+			       .at = { .region = pe->r[mi].region } };
+	const uint8_t *base = s->mem[mi].base;
 	pthread_mutex_unlock(&s->mu);
+	uint64_t *offs = malloc((size_t)niov * sizeof(*offs));
+	struct sc_op *op = malloc(sizeof(*op));
 	struct buf b;
 	buf_init(&b);
 	struct rpc_peer *rp;
 	char err[128];
+	if (!offs || !op)
+		rc = -ENOMEM;
+	for (int i = 0; !rc && i < niov; i++)
+		offs[i] = (uint64_t)((const uint8_t *)iov[i].iov_base - base);
 	if (!rc)
 		rc = sto_shm_readv_req_encode(&b, w.at.region, offs, m);
 	if (!rc)
@@ -553,12 +554,8 @@ int sc_shm_readv(struct sc_shm *s, const char *addr, const struct sto_read_req *
 	free(offs);
 	if (rc) {
 		free(op);
-		/* Memory nobody registered is not a fallback: those reads
-		 * never had a place to go but the arena or the socket. */
-		if (taken) {
-			where_put(s, &w); /* not sent */
-			atomic_fetch_add(&s->fallbacks, 1);
-		}
+		where_put(s, &w); /* not sent */
+		atomic_fetch_add(&s->fallbacks, 1);
 	}
 	return rc;
 }
