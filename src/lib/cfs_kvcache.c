@@ -425,7 +425,8 @@ struct io {
 	void *ptr;
 	int64_t result; /* bytes, or -errno */
 	uint32_t crc;   /* reads: CRC32C of the bytes read, from the completion, */
-	int crc_ok;     /* when the daemon gave it (it checked them against storage's) */
+	int crc_ok;     /* when the daemon gave it (it checked them against storage's);
+			 * writes: the value's CRC32C, sent with the write */
 };
 
 static struct pair *take_pair(cfs_kvc *kv)
@@ -452,7 +453,13 @@ static void run_ios(cfs_ior *r, const cfs_iov *iov, int read, struct io *ios, in
 		int prepped = 0;
 		while (next < n) {
 			struct io *x = &ios[next];
-			int rc = cfs_prep_iov(r, iov, read, x->ptr, x->fd, x->off, x->len, x);
+			/* A write sends the value's CRC (the index records it): the
+			 * mount makes no pass over the page, and storage writes
+			 * only bytes that match the CRC published. */
+			int rc = read || !x->crc_ok
+				     ? cfs_prep_iov(r, iov, read, x->ptr, x->fd, x->off, x->len, x)
+				     : cfs_prep_write_crc(r, iov, x->ptr, x->fd, x->off, x->len,
+							  x->crc, x);
 			if (rc == -EAGAIN)
 				break;
 			if (rc < 0) {
@@ -594,6 +601,8 @@ int cfs_kvc_put(cfs_kvc *kv, const cfs_iov *iov, int n, const void *const *keys,
 		slot_pos(kv, it->slot, &x->fd, &x->off);
 		x->len = lens[i];
 		x->ptr = (void *)vals[i];
+		x->crc = q->items[i].crc;
+		x->crc_ok = 1;
 		x->result = INT64_MIN;
 	}
 	struct pair *p = take_pair(kv);
