@@ -346,8 +346,12 @@ static int data_path_new(const struct storage_client_opts *so, meta_client *meta
 	if (rc)
 		return rc;
 	struct file_io_opts fo = {
-	    .backend = {.arg = *sc, .read = sto_read, .write = sto_write,
-	                .write_crc = sto_write_crc, .read_batch = sto_read_batch, .remove = sto_remove,
+	    .backend = {.arg = *sc,
+	                .read = sto_read,
+	                .write = sto_write,
+	                .write_crc = sto_write_crc,
+	                .read_batch = sto_read_batch,
+	                .remove = sto_remove,
 	                .read_async = sto_read_async},
 	    .meta = meta,
 	    .workers = io_threads,

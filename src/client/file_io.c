@@ -178,7 +178,7 @@ struct fio_job {
 	uint32_t chain, index, off, len, chunk_size;
 	uint64_t ino;
 	char *buf;
-	int has_crc;  /* write: crc is the caller's CRC32C of the piece */
+	int has_crc; /* write: crc is the caller's CRC32C of the piece */
 	uint32_t crc;
 };
 
@@ -1152,8 +1152,8 @@ void file_io_read_async(file_io *f, file_io_inode *fi, uint64_t off, size_t len,
 }
 
 /* file_io_write_attr; CRC (may be NULL) as for file_io_write_crc. */
-static ssize_t write_range(file_io *f, file_io_inode *fi, uint64_t off, size_t len,
-                           const void *buf, struct meta_inode *attr, const uint32_t *crc)
+static ssize_t write_range(file_io *f, file_io_inode *fi, uint64_t off, size_t len, const void *buf,
+                           struct meta_inode *attr, const uint32_t *crc)
 {
 	if (attr)
 		attr->ino = 0;
@@ -1191,14 +1191,14 @@ ssize_t file_io_write(file_io *f, file_io_inode *fi, uint64_t off, size_t len, c
 	return file_io_write_attr(f, fi, off, len, buf, NULL);
 }
 
-ssize_t file_io_write_crc(file_io *f, file_io_inode *fi, uint64_t off, size_t len,
-                          const void *buf, uint32_t crc)
+ssize_t file_io_write_crc(file_io *f, file_io_inode *fi, uint64_t off, size_t len, const void *buf,
+                          uint32_t crc)
 {
 	return write_range(f, fi, off, len, buf, NULL, &crc);
 }
 
-ssize_t file_io_write_attr(file_io *f, file_io_inode *fi, uint64_t off, size_t len,
-                           const void *buf, struct meta_inode *attr)
+ssize_t file_io_write_attr(file_io *f, file_io_inode *fi, uint64_t off, size_t len, const void *buf,
+                           struct meta_inode *attr)
 {
 	return write_range(f, fi, off, len, buf, attr, NULL);
 }

@@ -185,8 +185,8 @@ ssize_t file_io_write_attr(file_io *f, file_io_inode *fi, uint64_t off, size_t l
  * write_crc (one pass over the bytes fewer), which fails the write when
  * the bytes do not match it; other writes (several pieces, inline data,
  * no write_crc) go as file_io_write and CRC is not used. */
-ssize_t file_io_write_crc(file_io *f, file_io_inode *fi, uint64_t off, size_t len,
-                          const void *buf, uint32_t crc);
+ssize_t file_io_write_crc(file_io *f, file_io_inode *fi, uint64_t off, size_t len, const void *buf,
+                          uint32_t crc);
 
 /* WRITE-BEHIND. Like file_io_write, but returns once a private copy of
  * BUF is queued (up to opts.write_behind bytes per inode and

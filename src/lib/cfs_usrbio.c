@@ -776,15 +776,18 @@ int cfs_prep_io(cfs_ior *r, const uint8_t iov_id[16], const void *iov_base, size
 	return prep_io(r, iov_id, iov_base, iov_size, read, ptr, fd, off, len, userdata, NULL);
 }
 
-int cfs_prep_write_crc(cfs_ior *r, const cfs_iov *v, void *ptr, int fd, uint64_t off,
-                       uint64_t len, uint32_t crc, const void *userdata)
+int cfs_prep_write_crc(cfs_ior *r, const cfs_iov *v, void *ptr, int fd, uint64_t off, uint64_t len,
+                       uint32_t crc, const void *userdata)
 {
 	if (!v)
 		return -EINVAL;
 	return prep_io(r, v->id, v->base, v->size, 0, ptr, fd, off, len, userdata, &crc);
 }
 
-int cfs_ior_write_crc(const cfs_ior *r) { return r && r->write_crc; }
+int cfs_ior_write_crc(const cfs_ior *r)
+{
+	return r && r->write_crc;
+}
 
 int cfs_prep_iov(cfs_ior *r, const cfs_iov *v, int read, void *ptr, int fd, uint64_t off,
                  uint64_t len, const void *userdata)

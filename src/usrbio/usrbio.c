@@ -125,8 +125,8 @@ struct ub_io {
 	uint64_t off, len, userdata;
 	uint32_t index;
 	int64_t result;
-	uint32_t crc;  /* reads: CRC32C of the RESULT bytes, when crc_ok; */
-	int crc_ok;    /* writes: the application's CRC32C of the bytes (CFS_OP_F_CRC) */
+	uint32_t crc; /* reads: CRC32C of the RESULT bytes, when crc_ok; */
+	int crc_ok;   /* writes: the application's CRC32C of the bytes (CFS_OP_F_CRC) */
 };
 
 struct ub_batch {
@@ -728,9 +728,10 @@ static void run_write(struct usrbio *u, struct ub_batch *b)
 		uint64_t before = file_io_size(io->reg->fi);
 		/* With the application's CRC the storage client makes no pass
 		 * over the shared buffer; the head checks its copy against it. */
-		ssize_t n = io->crc_ok ? file_io_write_crc(u->o.fio, io->reg->fi, io->off, io->len,
-		                                           io->ptr, io->crc)
-		                       : file_io_write(u->o.fio, io->reg->fi, io->off, io->len, io->ptr);
+		ssize_t n = io->crc_ok
+		                ? file_io_write_crc(u->o.fio, io->reg->fi, io->off, io->len,
+		                                    io->ptr, io->crc)
+		                : file_io_write(u->o.fio, io->reg->fi, io->off, io->len, io->ptr);
 		if (shm_guard_poisoned(io->iov->guard))
 			n = -EFAULT;
 		io->result = n < 0 ? app_errno((int)n) : n;

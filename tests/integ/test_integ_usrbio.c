@@ -1016,16 +1016,14 @@ static void test_mount_killed(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_setup_buffers),  cmocka_unit_test(test_inline_file_ring),
-	    cmocka_unit_test(test_roundtrip_sizes),
-	    cmocka_unit_test(test_holes_and_eof),  cmocka_unit_test(test_bad_inputs),
-	    cmocka_unit_test(test_open_modes),     cmocka_unit_test(test_nonroot),
-	    cmocka_unit_test(test_hf3fs_compat),
-	    cmocka_unit_test(test_cat_example),   cmocka_unit_test(test_parallel_procs),
-	    cmocka_unit_test(test_zero_copy),      cmocka_unit_test(test_write_crc),
-	    cmocka_unit_test(test_storage_killed),
-	    cmocka_unit_test(test_app_killed),     cmocka_unit_test(test_truncated_buffer),
-	    cmocka_unit_test(test_mount_killed),
+	    cmocka_unit_test(test_setup_buffers),    cmocka_unit_test(test_inline_file_ring),
+	    cmocka_unit_test(test_roundtrip_sizes),  cmocka_unit_test(test_holes_and_eof),
+	    cmocka_unit_test(test_bad_inputs),       cmocka_unit_test(test_open_modes),
+	    cmocka_unit_test(test_nonroot),          cmocka_unit_test(test_hf3fs_compat),
+	    cmocka_unit_test(test_cat_example),      cmocka_unit_test(test_parallel_procs),
+	    cmocka_unit_test(test_zero_copy),        cmocka_unit_test(test_write_crc),
+	    cmocka_unit_test(test_storage_killed),   cmocka_unit_test(test_app_killed),
+	    cmocka_unit_test(test_truncated_buffer), cmocka_unit_test(test_mount_killed),
 	};
 	return integ_main(&env, "usrbio", tests, sizeof(tests) / sizeof(tests[0]));
 }
