@@ -323,6 +323,13 @@ static int sto_write(void *arg, uint32_t chain, uint64_t ino, uint32_t index, ui
 	return storage_client_write(arg, &loc, ino, index, off, len, buf, 0, NULL);
 }
 
+static int sto_write_crc(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t off,
+                         uint32_t len, const void *buf, uint32_t chunk_size, uint32_t crc)
+{
+	struct storage_loc loc = {.chain = chain};
+	return storage_client_write_crc(arg, &loc, ino, index, off, len, buf, crc, 0, NULL);
+}
+
 static int sto_remove(void *arg, uint32_t chain, uint64_t ino, uint32_t begin, uint32_t end)
 {
 	struct storage_loc loc = {.chain = chain};
@@ -339,8 +346,12 @@ static int data_path_new(const struct storage_client_opts *so, meta_client *meta
 	if (rc)
 		return rc;
 	struct file_io_opts fo = {
-	    .backend = {.arg = *sc, .read = sto_read, .write = sto_write,
-	                .read_batch = sto_read_batch, .remove = sto_remove,
+	    .backend = {.arg = *sc,
+	                .read = sto_read,
+	                .write = sto_write,
+	                .write_crc = sto_write_crc,
+	                .read_batch = sto_read_batch,
+	                .remove = sto_remove,
 	                .read_async = sto_read_async},
 	    .meta = meta,
 	    .workers = io_threads,

@@ -178,6 +178,8 @@ struct fio_job {
 	uint32_t chain, index, off, len, chunk_size;
 	uint64_t ino;
 	char *buf;
+	int has_crc; /* write: crc is the caller's CRC32C of the piece */
+	uint32_t crc;
 };
 
 struct file_io {
@@ -228,7 +230,10 @@ static void queue_jobs(file_io *f, struct fio_job *jobs, size_t n)
 static void job_run(struct file_io *f, struct fio_job *j)
 {
 	int rc;
-	if (j->write) {
+	if (j->write && j->has_crc && f->o.backend.write_crc) {
+		rc = f->o.backend.write_crc(f->o.backend.arg, j->chain, j->ino, j->index, j->off,
+		                            j->len, j->buf, j->chunk_size, j->crc);
+	} else if (j->write) {
 		rc = f->o.backend.write(f->o.backend.arg, j->chain, j->ino, j->index, j->off,
 		                        j->len, j->buf, j->chunk_size);
 	} else {
@@ -716,8 +721,10 @@ static int run_batch(struct file_io *f, struct file_io_inode *fi, int split, uin
 
 /* Cuts [off, off+len) into pieces and runs them; 0 or the first error.
  * SPLIT (reads only): cut at read_piece boundaries too. */
-static int run_range(struct file_io *f, struct file_io_inode *fi, int write, int split,
-                     uint64_t off, size_t len, char *buf)
+/* Runs [OFF, OFF+LEN) as chunk pieces; CRC (may be NULL): the caller's
+ * CRC32C of a write's bytes, passed on when the write is one piece. */
+static int run_range_crc(struct file_io *f, struct file_io_inode *fi, int write, int split,
+                         uint64_t off, size_t len, char *buf, const uint32_t *crc)
 {
 	uint32_t cs = fi->layout.chunk_size;
 	uint64_t end = off + len;
@@ -749,6 +756,8 @@ static int run_range(struct file_io *f, struct file_io_inode *fi, int write, int
 		    .chunk_size = cs,
 		    .ino = fi->ino,
 		    .buf = buf + (pos - off),
+		    .has_crc = write && crc && n == 1,
+		    .crc = crc ? *crc : 0,
 		};
 		pos = pend;
 	}
@@ -765,6 +774,12 @@ static int run_range(struct file_io *f, struct file_io_inode *fi, int write, int
 	if (jobs != stackjobs)
 		free(jobs);
 	return err;
+}
+
+static int run_range(struct file_io *f, struct file_io_inode *fi, int write, int split,
+                     uint64_t off, size_t len, char *buf)
+{
+	return run_range_crc(f, fi, write, split, off, len, buf, NULL);
 }
 
 /* ---- read-ahead ---- */
@@ -1136,13 +1151,9 @@ void file_io_read_async(file_io *f, file_io_inode *fi, uint64_t off, size_t len,
 	done(arg, rc < 0 ? rc : (ssize_t)len);
 }
 
-ssize_t file_io_write(file_io *f, file_io_inode *fi, uint64_t off, size_t len, const void *buf)
-{
-	return file_io_write_attr(f, fi, off, len, buf, NULL);
-}
-
-ssize_t file_io_write_attr(file_io *f, file_io_inode *fi, uint64_t off, size_t len,
-                           const void *buf, struct meta_inode *attr)
+/* file_io_write_attr; CRC (may be NULL) as for file_io_write_crc. */
+static ssize_t write_range(file_io *f, file_io_inode *fi, uint64_t off, size_t len, const void *buf,
+                           struct meta_inode *attr, const uint32_t *crc)
 {
 	if (attr)
 		attr->ino = 0;
@@ -1160,7 +1171,7 @@ ssize_t file_io_write_attr(file_io *f, file_io_inode *fi, uint64_t off, size_t l
 	if (fi->wb)
 		wb_wait_overlap(fi, off, off + len, 1);
 	pthread_mutex_unlock(&fi->lock);
-	int rc = run_range(f, fi, 1, 0, off, len, (char *)buf);
+	int rc = run_range_crc(f, fi, 1, 0, off, len, (char *)buf, crc);
 	pthread_mutex_lock(&fi->lock);
 	ra_drop_all(fi); /* units fetched before the write landed are stale */
 	if (rc < 0) {
@@ -1173,6 +1184,23 @@ ssize_t file_io_write_attr(file_io *f, file_io_inode *fi, uint64_t off, size_t l
 	fi->dirty = 1;
 	pthread_mutex_unlock(&fi->lock);
 	return (ssize_t)len;
+}
+
+ssize_t file_io_write(file_io *f, file_io_inode *fi, uint64_t off, size_t len, const void *buf)
+{
+	return file_io_write_attr(f, fi, off, len, buf, NULL);
+}
+
+ssize_t file_io_write_crc(file_io *f, file_io_inode *fi, uint64_t off, size_t len, const void *buf,
+                          uint32_t crc)
+{
+	return write_range(f, fi, off, len, buf, NULL, &crc);
+}
+
+ssize_t file_io_write_attr(file_io *f, file_io_inode *fi, uint64_t off, size_t len, const void *buf,
+                           struct meta_inode *attr)
+{
+	return write_range(f, fi, off, len, buf, attr, NULL);
 }
 
 /* ---- write-behind ---- */

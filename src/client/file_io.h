@@ -63,6 +63,11 @@ struct file_io_backend {
 	 * the chain. */
 	int (*write)(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t off,
 	             uint32_t len, const void *buf, uint32_t chunk_size);
+	/* Optional: as write, with CRC the CRC32C of the LEN bytes at BUF from
+	 * the caller of file_io_write_crc (the backend need not compute it;
+	 * bytes that do not match it must never be written). */
+	int (*write_crc)(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t off,
+	                 uint32_t len, const void *buf, uint32_t chunk_size, uint32_t crc);
 	/* Optional: reads N pieces at once, each as read does (P[i].result).
 	 * 0, or <0 when the whole call failed. With it, a read's pieces go
 	 * out together from the calling thread (the backend overlaps them)
@@ -175,6 +180,13 @@ ssize_t file_io_write(file_io *f, file_io_inode *fi, uint64_t off, size_t len, c
  * an error). ATTR may be NULL. */
 ssize_t file_io_write_attr(file_io *f, file_io_inode *fi, uint64_t off, size_t len,
                            const void *buf, struct meta_inode *attr);
+/* file_io_write with CRC, the CRC32C of the LEN bytes of BUF, computed by
+ * the caller: a write that is one chunk piece hands it to the backend's
+ * write_crc (one pass over the bytes fewer), which fails the write when
+ * the bytes do not match it; other writes (several pieces, inline data,
+ * no write_crc) go as file_io_write and CRC is not used. */
+ssize_t file_io_write_crc(file_io *f, file_io_inode *fi, uint64_t off, size_t len, const void *buf,
+                          uint32_t crc);
 
 /* WRITE-BEHIND. Like file_io_write, but returns once a private copy of
  * BUF is queued (up to opts.write_behind bytes per inode and

@@ -58,6 +58,8 @@ struct cfs_kvc {
 	uint64_t calls;    /* calls with a token so far (atomic): the token fallback */
 	uint32_t lease_ms; /* 0: the namespace's */
 	uint32_t ttl_ms;   /* puts' TTL; 0: the namespace's */
+	uint32_t piece;    /* a put writes a page in ring writes of at most this
+			    * (the slabs' chunk size when smaller than a page) */
 	/* Test hook ($CFS_KVC_TEST_DIE_BEFORE_PUBLISH set at open): a put
 	 * SIGKILLs its own process after writing its pages, before
 	 * publishing, so a test can prove a dead writer's pages come back. */
@@ -385,6 +387,16 @@ int cfs_kvc_open(const char *mount, const char *name, const struct cfs_kvc_opts 
 		}
 		kv->fds[i] = fd;
 	}
+	/* A page bigger than a chunk goes as one ring write per chunk: each
+	 * is one chunk piece, so it carries its own CRC to storage (a write
+	 * of several pieces makes the mount compute theirs) and runs on its
+	 * own ring worker (the mount's second and later pieces of one write
+	 * wait for its few file_io threads). st_blksize is the chunk size. */
+	kv->piece = kv->ns.page_size;
+	struct stat st;
+	if (kv->ns.nslabs && fstat(kv->fds[0], &st) == 0 && st.st_blksize >= KVC_PAGE_MIN &&
+	    !(st.st_blksize & (st.st_blksize - 1)) && (uint64_t)st.st_blksize < kv->piece)
+		kv->piece = (uint32_t)st.st_blksize;
 	kv->npairs = o->rings > 0 ? o->rings : DEFAULT_RINGS;
 	kv->pairs = calloc((size_t)kv->npairs, sizeof(*kv->pairs));
 	if (!kv->pairs) {
@@ -424,8 +436,10 @@ struct io {
 	uint64_t off, len;
 	void *ptr;
 	int64_t result; /* bytes, or -errno */
+	int key;        /* puts: the key the piece belongs to */
 	uint32_t crc;   /* reads: CRC32C of the bytes read, from the completion, */
-	int crc_ok;     /* when the daemon gave it (it checked them against storage's) */
+	int crc_ok;     /* when the daemon gave it (it checked them against storage's);
+	                 * writes: the value's CRC32C, sent with the write */
 };
 
 static struct pair *take_pair(cfs_kvc *kv)
@@ -452,7 +466,13 @@ static void run_ios(cfs_ior *r, const cfs_iov *iov, int read, struct io *ios, in
 		int prepped = 0;
 		while (next < n) {
 			struct io *x = &ios[next];
-			int rc = cfs_prep_iov(r, iov, read, x->ptr, x->fd, x->off, x->len, x);
+			/* A write sends the value's CRC (the index records it): the
+			 * mount makes no pass over the page, and storage writes
+			 * only bytes that match the CRC published. */
+			int rc = read || !x->crc_ok
+			             ? cfs_prep_iov(r, iov, read, x->ptr, x->fd, x->off, x->len, x)
+			             : cfs_prep_write_crc(r, iov, x->ptr, x->fd, x->off, x->len,
+			                                  x->crc, x);
 			if (rc == -EAGAIN)
 				break;
 			if (rc < 0) {
@@ -557,9 +577,13 @@ int cfs_kvc_put(cfs_kvc *kv, const cfs_iov *iov, int n, const void *const *keys,
 		return 0;
 	struct kvc_msg *q = batch_msg(kv, META_RPC_KVC_RESERVE, n, keys, key_lens);
 	struct kvc_msg *r = calloc(1, sizeof(*r));
-	struct io *ios = calloc((size_t)n, sizeof(*ios));
+	size_t npieces = 0;
+	for (int i = 0; i < n; i++)
+		npieces += (lens[i] + kv->piece - 1) / kv->piece;
+	struct io *ios = calloc(npieces + 1, sizeof(*ios));
 	int *which = calloc((size_t)n, sizeof(int));
-	if (!q || !r || !ios || !which) {
+	int64_t *done = calloc((size_t)n, sizeof(*done)); /* per key: bytes written or -errno */
+	if (!q || !r || !ios || !which || !done) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -569,8 +593,9 @@ int cfs_kvc_put(cfs_kvc *kv, const cfs_iov *iov, int n, const void *const *keys,
 	q->token = new_token(kv->owner, &kv->calls);
 	if ((rc = call(kv->mc, q, r)))
 		goto out;
-	/* Write the reserved pages. */
-	int nio = 0;
+	/* Write the reserved pages, a piece per chunk; the value's CRC is
+	 * folded from the pieces' (one pass over the bytes). */
+	int nio = 0, k = 0;
 	for (int i = 0; i < n; i++) {
 		struct kvc_item *it = &r->items[i];
 		results[i] = it->status == KVC_ST_OK || it->status == KVC_ST_EXISTS ? 0
@@ -578,37 +603,42 @@ int cfs_kvc_put(cfs_kvc *kv, const cfs_iov *iov, int n, const void *const *keys,
 									 : -EIO;
 		q->items[i].slot = it->slot;
 		q->items[i].version = it->version;
-		q->items[i].crc = lens[i] ? crc32c(0, vals[i], lens[i]) : 0;
+		q->items[i].crc = 0;
 		if (it->status != KVC_ST_OK)
 			continue;
-		which[nio] = i;
-		if (!lens[i]) {
-			ios[nio++].result = 0;
-			continue;
-		}
-		if (it->slot >= kv->ns.nslots) {
+		if (lens[i] && it->slot >= kv->ns.nslots) {
 			results[i] = -EIO;
 			continue;
 		}
-		struct io *x = &ios[nio++];
-		slot_pos(kv, it->slot, &x->fd, &x->off);
-		x->len = lens[i];
-		x->ptr = (void *)vals[i];
-		x->result = INT64_MIN;
+		which[nio++] = i;
+		int fd;
+		uint64_t base;
+		if (lens[i])
+			slot_pos(kv, it->slot, &fd, &base);
+		for (uint64_t po = 0; po < lens[i]; po += kv->piece) {
+			struct io *x = &ios[k++];
+			x->fd = fd;
+			x->off = base + po;
+			x->len = lens[i] - po < kv->piece ? lens[i] - po : kv->piece;
+			x->ptr = (char *)vals[i] + po;
+			x->crc = crc32c(0, x->ptr, x->len);
+			x->crc_ok = 1;
+			x->key = i;
+			x->result = INT64_MIN;
+			q->items[i].crc = po ? crc32c_combine(q->items[i].crc, x->crc, x->len) : x->crc;
+		}
 	}
 	struct pair *p = take_pair(kv);
-	struct io *todo = ios;
-	/* Zero-length values need no I/O; run the rest in order. */
-	int k = 0;
-	for (int j = 0; j < nio; j++)
-		if (lens[which[j]])
-			todo[k++] = ios[j];
-	struct io *sorted = calloc((size_t)k + 1, sizeof(*sorted));
-	if (sorted)
-		memcpy(sorted, todo, (size_t)k * sizeof(*sorted));
-	if (sorted)
-		run_ios(p->wr, iov, 0, sorted, k);
+	run_ios(p->wr, iov, 0, ios, k);
 	pthread_mutex_unlock(&p->mu);
+	for (int j = 0; j < k; j++) {
+		int i = ios[j].key;
+		if (done[i] < 0)
+			continue;
+		done[i] = ios[j].result == (int64_t)ios[j].len ? done[i] + ios[j].result
+			  : ios[j].result < 0			  ? ios[j].result
+								  : -EIO;
+	}
 	if (kv->die_before_publish)
 		raise(SIGKILL);
 	/* Publish the pages written; give back the slots of failed writes. */
@@ -622,7 +652,7 @@ int cfs_kvc_put(cfs_kvc *kv, const cfs_iov *iov, int n, const void *const *keys,
 		pub->items = calloc((size_t)n, sizeof(*pub->items));
 		rel->items = calloc((size_t)n, sizeof(*rel->items));
 	}
-	if (!pub || !rel || !pidx || !sorted || !pub->items || !rel->items) {
+	if (!pub || !rel || !pidx || !pub->items || !rel->items) {
 		/* Give every slot back with the reserve request itself (its
 		 * items hold slot and version; RELEASE skips the ones that
 		 * are not reservations of ours). */
@@ -635,9 +665,9 @@ int cfs_kvc_put(cfs_kvc *kv, const cfs_iov *iov, int n, const void *const *keys,
 		rc = -ENOMEM;
 		goto out2;
 	}
-	for (int j = 0, s = 0; j < nio; j++) {
+	for (int j = 0; j < nio; j++) {
 		int i = which[j];
-		int64_t res = lens[i] ? sorted[s++].result : 0;
+		int64_t res = done[i];
 		if (res == (int64_t)lens[i]) {
 			pidx[pub->n] = i;
 			pub->items[pub->n] = q->items[i];
@@ -679,7 +709,6 @@ out2:
 	free(pidx);
 	batch_free(pub);
 	batch_free(rel);
-	free(sorted);
 out:
 	if (r)
 		kvc_msg_fini(r);
@@ -687,6 +716,7 @@ out:
 	batch_free(q);
 	free(ios);
 	free(which);
+	free(done);
 	return rc;
 }
 

@@ -77,6 +77,7 @@ struct cfs_ior {
 	uint32_t inflight;
 	uint32_t sq_tail;            /* private copy (one preparer at a time) */
 	pthread_mutex_t wait_lock;   /* one reaper at a time */
+	int write_crc;               /* the daemon takes CFS_OP_F_CRC (read once at create) */
 };
 
 /* ---- helpers ---- */
@@ -525,6 +526,7 @@ int cfs_ior_create(const char *mount, const struct cfs_ior_opts *o, cfs_ior **ou
 		goto fail;
 	}
 	r->daemon_pidfd = (int)syscall(SYS_pidfd_open, (pid_t)r->hdr->daemon_pid, 0);
+	r->write_crc = (r->hdr->daemon_features & CFS_RING_FEAT_WRITE_CRC) != 0;
 	*out = r;
 	return 0;
 fail:
@@ -707,8 +709,11 @@ static int reg_lookup(int fd, uint32_t *reg, uint32_t *mode)
 
 /* ---- I/O ---- */
 
-int cfs_prep_io(cfs_ior *r, const uint8_t iov_id[16], const void *iov_base, size_t iov_size,
-                int read, void *ptr, int fd, uint64_t off, uint64_t len, const void *userdata)
+/* cfs_prep_io; CRC (may be NULL): a write's CRC32C of its bytes, sent
+ * along when the daemon takes it. */
+static int prep_io(cfs_ior *r, const uint8_t iov_id[16], const void *iov_base, size_t iov_size,
+                   int read, void *ptr, int fd, uint64_t off, uint64_t len, const void *userdata,
+                   const uint32_t *crc)
 {
 	if (!r || !iov_id || !iov_base || !ptr || (read ? 1 : 0) != r->for_read || len == 0 ||
 	    len > CFS_IO_MAX_LEN)
@@ -756,9 +761,32 @@ int cfs_prep_io(cfs_ior *r, const uint8_t iov_id[16], const void *iov_base, size
 	s->index = idx;
 	s->op = read ? CFS_OP_READ : CFS_OP_WRITE;
 	s->reserved = 0;
+	if (!read && crc && r->write_crc) {
+		s->op |= CFS_OP_F_CRC;
+		s->reserved = *crc;
+	}
 	r->sq_tail++;
 	atomic_store_explicit(&r->hdr->sq_tail, r->sq_tail, memory_order_release);
 	return (int)idx;
+}
+
+int cfs_prep_io(cfs_ior *r, const uint8_t iov_id[16], const void *iov_base, size_t iov_size,
+                int read, void *ptr, int fd, uint64_t off, uint64_t len, const void *userdata)
+{
+	return prep_io(r, iov_id, iov_base, iov_size, read, ptr, fd, off, len, userdata, NULL);
+}
+
+int cfs_prep_write_crc(cfs_ior *r, const cfs_iov *v, void *ptr, int fd, uint64_t off, uint64_t len,
+                       uint32_t crc, const void *userdata)
+{
+	if (!v)
+		return -EINVAL;
+	return prep_io(r, v->id, v->base, v->size, 0, ptr, fd, off, len, userdata, &crc);
+}
+
+int cfs_ior_write_crc(const cfs_ior *r)
+{
+	return r && r->write_crc;
 }
 
 int cfs_prep_iov(cfs_ior *r, const cfs_iov *v, int read, void *ptr, int fd, uint64_t off,

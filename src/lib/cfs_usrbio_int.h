@@ -20,4 +20,14 @@ struct cfs_cqe_crc {
 int cfs_wait_for_ios_crc(cfs_ior *r, struct cfs_cqe *cqes, struct cfs_cqe_crc *crcs, int n,
                          int min_results, const struct timespec *abs_timeout);
 
+/* cfs_prep_iov of a write whose LEN bytes at PTR have CRC32C CRC: when
+ * the daemon takes it (cfs_ior_write_crc), it sends CRC with the write
+ * instead of computing its own, and storage refuses bytes that do not
+ * match it (the write completes with -EIO); with an older daemon the CRC
+ * is not sent. Same returns and thread rules as cfs_prep_iov. */
+int cfs_prep_write_crc(cfs_ior *r, const cfs_iov *v, void *ptr, int fd, uint64_t off, uint64_t len,
+                       uint32_t crc, const void *userdata);
+/* 1 when ring R's daemon takes a write's CRC (CFS_RING_FEAT_WRITE_CRC). */
+int cfs_ior_write_crc(const cfs_ior *r);
+
 #endif

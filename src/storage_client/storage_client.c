@@ -485,15 +485,20 @@ static int call(struct storage_client *c, const char *addr, uint16_t type, const
 	return rc;
 }
 
-int storage_client_write(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
-			 uint32_t idx, uint32_t off, uint32_t len, const void *data,
-			 uint32_t flags, struct sto_write_resp *out)
+/* The write; GIVEN: CRC came from the caller, not from a pass over DATA. */
+static int write_crc(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
+                     uint32_t idx, uint32_t off, uint32_t len, const void *data, uint32_t crc,
+                     int given, uint32_t flags, struct sto_write_resp *out)
 {
 	if (!len || !data || (flags & ~(uint32_t)STO_WF_REPLACE))
 		return -EINVAL;
-	struct sto_write_req m = { .ino = ino, .idx = idx, .off = off, .len = len,
-				   .crc = crc32c(0, data, len), .flags = flags,
-				   .client = c->client_id };
+	struct sto_write_req m = {.ino = ino,
+	                          .idx = idx,
+	                          .off = off,
+	                          .len = len,
+	                          .crc = crc,
+	                          .flags = flags,
+	                          .client = c->client_id};
 	next_seq(c, &m.channel, &m.seq);
 	struct buf pl, resp;
 	buf_init(&pl);
@@ -529,12 +534,32 @@ int storage_client_write(struct storage_client *c, const struct storage_loc *loc
 				*out = r;
 			break;
 		}
+		/* A caller's CRC that its bytes do not match fails the same
+		 * way on every attempt. */
+		if (rc == -CFS_ECHECKSUM && given && crc32c(0, data, len) != crc)
+			break;
 		if (!retryable(rc, loc->chain != 0) || !backoff(c, start, attempt, rc, d.routing_ver))
 			break;
 	}
 	buf_fini(&pl);
 	buf_fini(&resp);
 	return rc;
+}
+
+int storage_client_write(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
+                         uint32_t idx, uint32_t off, uint32_t len, const void *data, uint32_t flags,
+                         struct sto_write_resp *out)
+{
+	if (!len || !data)
+		return -EINVAL;
+	return write_crc(c, loc, ino, idx, off, len, data, crc32c(0, data, len), 0, flags, out);
+}
+
+int storage_client_write_crc(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
+                             uint32_t idx, uint32_t off, uint32_t len, const void *data,
+                             uint32_t crc, uint32_t flags, struct sto_write_resp *out)
+{
+	return write_crc(c, loc, ino, idx, off, len, data, crc, 1, flags, out);
 }
 
 int storage_client_remove(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,

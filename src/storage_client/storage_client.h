@@ -102,6 +102,15 @@ int storage_client_read_async(struct storage_client *c, struct storage_read *r, 
 int storage_client_write(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
 			 uint32_t idx, uint32_t off, uint32_t len, const void *data,
 			 uint32_t flags, struct sto_write_resp *out);
+/* storage_client_write with CRC, the CRC32C of the LEN bytes at DATA, from
+ * the caller (no pass over DATA here). The head checks the bytes it writes
+ * against CRC, so nothing else gets written. A checksum error is retried
+ * as usual only when DATA still matches CRC (damage on the way); when it
+ * does not (the caller's CRC is wrong, or DATA changed after it was
+ * computed) the write fails at once with -CFS_ECHECKSUM. */
+int storage_client_write_crc(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
+                             uint32_t idx, uint32_t off, uint32_t len, const void *data,
+                             uint32_t crc, uint32_t flags, struct sto_write_resp *out);
 /* Cuts chunk (INO, IDX) to LEN bytes (0 removes it): reads the prefix and
  * writes it back as a replace, so it travels the chain like a write. Not
  * atomic against concurrent writers of the same chunk (the metadata

@@ -60,12 +60,24 @@
 
 #define CFS_OP_READ  1u
 #define CFS_OP_WRITE 2u
+/* Or'ed into a write SQE's op: its `reserved` field holds the CRC32C of
+ * the LEN bytes at buf_off, computed by the application (KVCache computes
+ * it for its index anyway). The daemon then sends that CRC with the write
+ * instead of computing its own over the shared buffer; the head storage
+ * service checks it against the copy it writes, so bytes that do not match
+ * it are never written (the write fails, CFS_ECHECKSUM -> -EIO). Only for
+ * daemons advertising CFS_RING_FEAT_WRITE_CRC: older ones fail such an SQE
+ * with -EINVAL. */
+#define CFS_OP_F_CRC 0x100u
 
 #define CFS_RING_FLAG_ALLOW_READ_UNCOMMITTED 1ull
 #define CFS_RING_FLAG_FORBID_READ_HOLES      2ull
 
 /* daemon_state values */
 #define CFS_RING_SERVING 1u
+
+/* daemon_features bits (0 from older daemons) */
+#define CFS_RING_FEAT_WRITE_CRC 1u /* write SQEs may carry CFS_OP_F_CRC */
 
 struct cfs_ring_hdr {
 	uint32_t magic;            /* CFS_RING_MAGIC, written by the library */
@@ -77,7 +89,8 @@ struct cfs_ring_hdr {
 	uint64_t flags;            /* CFS_RING_FLAG_* */
 	int32_t daemon_pid;        /* written by the daemon when it maps the ring */
 	uint32_t daemon_state;     /* CFS_RING_SERVING once mapped */
-	uint8_t pad0[24];
+	uint32_t daemon_features;  /* CFS_RING_FEAT_*, written by the daemon before daemon_state */
+	uint8_t pad0[20];
 	_Atomic uint32_t sq_tail;  /* app: SQEs written so far (release) */
 	uint8_t pad1[60];
 	_Atomic uint32_t sq_head;  /* daemon: SQEs taken so far (release) */
@@ -101,8 +114,8 @@ struct cfs_ring_sqe {
 	uint64_t userdata;  /* echoed in the CQE */
 	uint32_t reg;       /* registration id from CFS_IOC_REG */
 	uint32_t index;     /* slot, 0..entries-1, echoed in the CQE */
-	uint32_t op;        /* CFS_OP_READ / CFS_OP_WRITE */
-	uint32_t reserved;  /* 0 */
+	uint32_t op;        /* CFS_OP_READ / CFS_OP_WRITE [| CFS_OP_F_CRC] */
+	uint32_t reserved;  /* 0; with CFS_OP_F_CRC the CRC32C of the bytes */
 };
 
 struct cfs_ring_cqe {
@@ -141,6 +154,7 @@ static_assert(offsetof(struct cfs_ring_hdr, timeout_ms) == 20, "abi");
 static_assert(offsetof(struct cfs_ring_hdr, flags) == 24, "abi");
 static_assert(offsetof(struct cfs_ring_hdr, daemon_pid) == 32, "abi");
 static_assert(offsetof(struct cfs_ring_hdr, daemon_state) == 36, "abi");
+static_assert(offsetof(struct cfs_ring_hdr, daemon_features) == 40, "abi");
 static_assert(offsetof(struct cfs_ring_hdr, sq_tail) == 64, "abi");
 static_assert(offsetof(struct cfs_ring_hdr, sq_head) == 128, "abi");
 static_assert(offsetof(struct cfs_ring_hdr, cq_head) == 192, "abi");

@@ -22,12 +22,16 @@ int usrbio_decode_sqe(const void *raw, uint32_t entries, int for_read, struct us
 	out->userdata = s.userdata;
 	out->reg = s.reg;
 	out->index = s.index;
-	out->op = s.op;
-	if (s.index >= entries || s.reserved != 0)
+	out->has_crc = (s.op & CFS_OP_F_CRC) != 0;
+	out->op = s.op & ~CFS_OP_F_CRC;
+	out->crc = out->has_crc ? s.reserved : 0;
+	if (s.index >= entries || (s.reserved != 0 && !out->has_crc))
 		return -EINVAL;
-	if (s.op != CFS_OP_READ && s.op != CFS_OP_WRITE)
+	if (out->op != CFS_OP_READ && out->op != CFS_OP_WRITE)
 		return -EINVAL;
-	if ((s.op == CFS_OP_READ) != (for_read != 0))
+	if (out->has_crc && out->op != CFS_OP_WRITE)
+		return -EINVAL;
+	if ((out->op == CFS_OP_READ) != (for_read != 0))
 		return -EINVAL;
 	if (s.len == 0 || s.len > CFS_IO_MAX_LEN)
 		return -EINVAL;

@@ -13,7 +13,9 @@
 struct usrbio_sqe {
 	uint8_t buf_id[16];
 	uint64_t buf_off, file_off, len, userdata;
-	uint32_t reg, index, op;
+	uint32_t reg, index, op; /* op without CFS_OP_F_CRC */
+	uint32_t crc;            /* with has_crc: CRC32C of the write's bytes */
+	int has_crc;
 };
 
 /* Copies the SQE at RAW (sizeof(struct cfs_ring_sqe) bytes, read once) into
@@ -21,7 +23,8 @@ struct usrbio_sqe {
  * direction, len in 1..CFS_IO_MAX_LEN, the file range does not overflow.
  * OUT is filled even on failure (the completion echoes index and
  * userdata). Returns 0 or the completion's -errno: -EINVAL (index, op,
- * direction, length, reserved field), -EFBIG (file range overflows). */
+ * direction, length, reserved field set without CFS_OP_F_CRC, that flag
+ * on a read), -EFBIG (file range overflows). */
 int usrbio_decode_sqe(const void *raw, uint32_t entries, int for_read, struct usrbio_sqe *out);
 
 /* 0 when [BUF_OFF, BUF_OFF+LEN) lies inside an iov of IOV_SIZE bytes, else

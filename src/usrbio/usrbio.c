@@ -125,8 +125,8 @@ struct ub_io {
 	uint64_t off, len, userdata;
 	uint32_t index;
 	int64_t result;
-	uint32_t crc;  /* reads: CRC32C of the RESULT bytes, when crc_ok */
-	int crc_ok;
+	uint32_t crc; /* reads: CRC32C of the RESULT bytes, when crc_ok; */
+	int crc_ok;   /* writes: the application's CRC32C of the bytes (CFS_OP_F_CRC) */
 };
 
 struct ub_batch {
@@ -517,6 +517,7 @@ int usrbio_register(struct usrbio *u, const struct usrbio_caller *c, const char 
 	*vino = v->vino;
 	if (v->ring) {
 		v->ring->hdr->daemon_pid = (int32_t)getpid();
+		v->ring->hdr->daemon_features = CFS_RING_FEAT_WRITE_CRC;
 		atomic_thread_fence(memory_order_release);
 		v->ring->hdr->daemon_state = CFS_RING_SERVING;
 	}
@@ -689,8 +690,10 @@ static void post(struct ub_ring *r, const struct ub_io *io, int n)
 			c->result = io[i].result;
 			c->userdata = io[i].userdata;
 			c->index = io[i].index;
-			c->reserved = io[i].crc_ok ? io[i].crc : 0;
-			c->reserved2 = io[i].crc_ok ? CFS_RING_CQE_F_CRC : 0;
+			/* Reads only: a write's crc is the application's own. */
+			int crc = r->for_read && io[i].crc_ok;
+			c->reserved = crc ? io[i].crc : 0;
+			c->reserved2 = crc ? CFS_RING_CQE_F_CRC : 0;
 		}
 		r->cq_head++;
 		r->inflight--;
@@ -723,7 +726,12 @@ static void run_write(struct usrbio *u, struct ub_batch *b)
 			continue;
 		}
 		uint64_t before = file_io_size(io->reg->fi);
-		ssize_t n = file_io_write(u->o.fio, io->reg->fi, io->off, io->len, io->ptr);
+		/* With the application's CRC the storage client makes no pass
+		 * over the shared buffer; the head checks its copy against it. */
+		ssize_t n = io->crc_ok
+		                ? file_io_write_crc(u->o.fio, io->reg->fi, io->off, io->len,
+		                                    io->ptr, io->crc)
+		                : file_io_write(u->o.fio, io->reg->fi, io->off, io->len, io->ptr);
 		if (shm_guard_poisoned(io->iov->guard))
 			n = -EFAULT;
 		io->result = n < 0 ? app_errno((int)n) : n;
@@ -947,6 +955,8 @@ static int resolve(struct usrbio *u, struct ub_iov *rv, const struct usrbio_sqe 
 	io->ptr = (char *)v->base + s->buf_off;
 	io->off = s->file_off;
 	io->len = s->len;
+	io->crc = s->crc;
+	io->crc_ok = s->has_crc;
 	return 0;
 }
 

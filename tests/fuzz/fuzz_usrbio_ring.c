@@ -36,6 +36,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			check(s.index < entries);
 			check(s.len >= 1 && s.len <= CFS_IO_MAX_LEN);
 			check(s.op == (for_read ? CFS_OP_READ : CFS_OP_WRITE));
+			check(!s.has_crc || s.op == CFS_OP_WRITE);
 			check(s.file_off + s.len >= s.file_off);
 			uint64_t iov_size = s.userdata;
 			if (usrbio_check_range(iov_size, s.buf_off, s.len) == 0)

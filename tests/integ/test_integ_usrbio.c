@@ -5,7 +5,8 @@
  * the other way round, for sizes 1 B .. 64 MiB at unaligned offsets across
  * chunk (1 MiB) and chain boundaries; holes read as zeros, or fail with
  * -ENODATA on a CFS_IOR_FORBID_READ_HOLES ring; reads past EOF are short;
- * stat shows a ring-written length at once.
+ * stat shows a ring-written length at once; a write whose CRC32C (sent
+ * with it) does not match its bytes is refused.
  * Errors: every bad input has its errno, at prep time or in the
  * completion; entries crafted by hand in shared memory (a "raw ring": the
  * ABI of src/usrbio/ring_abi.h written directly, as a hostile program
@@ -703,6 +704,49 @@ static void test_zero_copy(void **state)
 	close(fd);
 }
 
+/* A write carrying its bytes' CRC32C (CFS_OP_F_CRC, what KVCache puts
+ * send): the mount makes no pass over the buffer and storage writes only
+ * bytes that match the CRC, so a wrong one fails the write (-EIO, at once:
+ * no retries) and leaves the file as it was. */
+static void test_write_crc(void **state)
+{
+	enum { LEN = 256 << 10 };
+	char p[1024];
+	path_of("write-crc", p, sizeof(p));
+	int fd = open(p, O_CREAT | O_RDWR | O_TRUNC, 0644);
+	assert_true(fd >= 0);
+	assert_true(cfs_reg_fd(fd, 0) > 0);
+	cfs_ior *wr = ring(0, 8, 0);
+	assert_int_equal(cfs_ior_write_crc(wr), 1);
+	char *b = cfs_iov_base(big);
+	for (uint64_t k = 0; k < LEN; k++)
+		b[k] = (char)pat(k, 31);
+	uint32_t crc = crc32c(0, b, LEN);
+	/* One chunk piece (chunks are 1 MiB): the CRC goes to storage. */
+	struct cfs_cqe c;
+	int idx = cfs_prep_write_crc(wr, big, b, fd, MiB, LEN, crc, NULL);
+	assert_true(idx >= 0);
+	assert_int_equal(cfs_submit_ios(wr), 0);
+	assert_int_equal(cfs_wait_for_ios(wr, &c, 1, 1, NULL), 1);
+	assert_int_equal(c.result, LEN);
+	/* Other bytes with the old CRC: refused, nothing written. */
+	for (uint64_t k = 0; k < LEN; k++)
+		b[LEN + k] = (char)pat(k, 32);
+	idx = cfs_prep_write_crc(wr, big, b + LEN, fd, MiB, LEN, crc, NULL);
+	assert_true(idx >= 0);
+	assert_int_equal(cfs_submit_ios(wr), 0);
+	assert_int_equal(cfs_wait_for_ios(wr, &c, 1, 1, NULL), 1);
+	assert_int_equal(c.result, -EIO);
+	char *chk = malloc(LEN);
+	assert_non_null(chk);
+	assert_int_equal(pread(fd, chk, LEN, MiB), LEN);
+	assert_memory_equal(chk, b, LEN);
+	free(chk);
+	cfs_ior_destroy(wr);
+	cfs_dereg_fd(fd);
+	close(fd);
+}
+
 /* kill -9 of an application with I/Os in flight: the daemon survives and
  * unmaps the application's memory. */
 static void test_app_killed(void **state)
@@ -972,16 +1016,14 @@ static void test_mount_killed(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_setup_buffers),  cmocka_unit_test(test_inline_file_ring),
-	    cmocka_unit_test(test_roundtrip_sizes),
-	    cmocka_unit_test(test_holes_and_eof),  cmocka_unit_test(test_bad_inputs),
-	    cmocka_unit_test(test_open_modes),     cmocka_unit_test(test_nonroot),
-	    cmocka_unit_test(test_hf3fs_compat),
-	    cmocka_unit_test(test_cat_example),   cmocka_unit_test(test_parallel_procs),
-	    cmocka_unit_test(test_zero_copy),
-	    cmocka_unit_test(test_storage_killed),
-	    cmocka_unit_test(test_app_killed),     cmocka_unit_test(test_truncated_buffer),
-	    cmocka_unit_test(test_mount_killed),
+	    cmocka_unit_test(test_setup_buffers),    cmocka_unit_test(test_inline_file_ring),
+	    cmocka_unit_test(test_roundtrip_sizes),  cmocka_unit_test(test_holes_and_eof),
+	    cmocka_unit_test(test_bad_inputs),       cmocka_unit_test(test_open_modes),
+	    cmocka_unit_test(test_nonroot),          cmocka_unit_test(test_hf3fs_compat),
+	    cmocka_unit_test(test_cat_example),      cmocka_unit_test(test_parallel_procs),
+	    cmocka_unit_test(test_zero_copy),        cmocka_unit_test(test_write_crc),
+	    cmocka_unit_test(test_storage_killed),   cmocka_unit_test(test_app_killed),
+	    cmocka_unit_test(test_truncated_buffer), cmocka_unit_test(test_mount_killed),
 	};
 	return integ_main(&env, "usrbio", tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -61,6 +61,22 @@ static void test_sqe(void **state)
 	s = good();
 	s.op = CFS_OP_WRITE;
 	assert_int_equal(usrbio_decode_sqe(&s, 8, 0, &o), 0);
+	assert_false(o.has_crc);
+	/* A write may carry its bytes' CRC32C; a read may not. */
+	s.op = CFS_OP_WRITE | CFS_OP_F_CRC;
+	s.reserved = 0xdeadbeef;
+	assert_int_equal(usrbio_decode_sqe(&s, 8, 0, &o), 0);
+	assert_true(o.has_crc);
+	assert_int_equal(o.op, CFS_OP_WRITE);
+	assert_int_equal(o.crc, 0xdeadbeef);
+	s.reserved = 0; /* a CRC of 0 is a CRC like any other */
+	assert_int_equal(usrbio_decode_sqe(&s, 8, 0, &o), 0);
+	assert_true(o.has_crc);
+	s = good();
+	s.op = CFS_OP_READ | CFS_OP_F_CRC;
+	assert_int_equal(usrbio_decode_sqe(&s, 8, 1, &o), -EINVAL);
+	s.op = CFS_OP_WRITE | CFS_OP_F_CRC | 0x200u;
+	assert_int_equal(usrbio_decode_sqe(&s, 8, 0, &o), -EINVAL);
 }
 
 static void test_range(void **state)
