@@ -1,0 +1,78 @@
+/* test_lookahead.c - when the lookup-ahead asks meta for a batch, and how
+ * large (fuse/lookahead.h lookahead_want), and where it remembers the
+ * directories its batches answered (lookahead_dir_seen / _where).
+ *
+ * - A run of ascending misses in one directory fetches from its second
+ *   miss on: LOOKAHEAD_BATCH entries the first time, LOOKAHEAD_BATCH_MAX
+ *   for every later fetch of the same run (a scan of a big directory
+ *   costs half the round trips); a miss out of order starts a new run.
+ * - The first miss in a directory that its parent's batch answered a
+ *   moment ago fetches at once (a walk over many directories); in any
+ *   other directory it does not.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <string.h>
+
+#include "fuse/lookahead.h"
+
+static void test_run_grows(void **state)
+{
+	(void)state;
+	lookahead *la;
+	assert_int_equal(lookahead_new(1000000000ull, &la), 0);
+	assert_int_equal(lookahead_want(la, 10, "f001"), 0); /* one miss: no run yet */
+	assert_int_equal(lookahead_want(la, 10, "f002"), LOOKAHEAD_BATCH);
+	assert_int_equal(lookahead_want(la, 10, "f130"), LOOKAHEAD_BATCH_MAX);
+	assert_int_equal(lookahead_want(la, 10, "f400"), LOOKAHEAD_BATCH_MAX);
+	/* out of order: the run ends, the next one starts small again */
+	assert_int_equal(lookahead_want(la, 10, "f000"), 0);
+	assert_int_equal(lookahead_want(la, 10, "f001"), LOOKAHEAD_BATCH);
+	/* another directory has runs of its own */
+	assert_int_equal(lookahead_want(la, 11, "a"), 0);
+	assert_int_equal(lookahead_want(la, 11, "b"), LOOKAHEAD_BATCH);
+	assert_true(LOOKAHEAD_BATCH_MAX > LOOKAHEAD_BATCH);
+	assert_true(LOOKAHEAD_BATCH_MAX <= META_PLUS_MAX);
+	lookahead_disable(la);
+	assert_int_equal(lookahead_want(la, 10, "f900"), 0);
+	lookahead_free(la);
+}
+
+static void test_scanned_dir_fetches_at_first_miss(void **state)
+{
+	(void)state;
+	lookahead *la;
+	char name[META_NAME_MAX + 1];
+	uint64_t parent = 0;
+	assert_int_equal(lookahead_new(1000000000ull, &la), 0);
+	assert_int_equal(lookahead_dir_where(la, 30, &parent, name), 0);
+	/* d30 was answered from its parent's (inode 1) batch: a walk */
+	lookahead_dir_seen(la, 1, "d30", 30);
+	assert_int_equal(lookahead_dir_where(la, 30, &parent, name), 1);
+	assert_int_equal(parent, 1);
+	assert_string_equal(name, "d30");
+	assert_int_equal(lookahead_want(la, 30, "f000"), LOOKAHEAD_BATCH);
+	/* the run goes on as any run */
+	assert_int_equal(lookahead_want(la, 30, "f200"), LOOKAHEAD_BATCH_MAX);
+	/* a directory no batch answered: its first miss asks for one name */
+	assert_int_equal(lookahead_want(la, 31, "f000"), 0);
+	assert_int_equal(lookahead_dir_where(la, 31, &parent, name), 0);
+	/* the place is a hint kept per inode: seen again elsewhere, it moves */
+	lookahead_dir_seen(la, 2, "e30", 30);
+	assert_int_equal(lookahead_dir_where(la, 30, &parent, name), 1);
+	assert_int_equal(parent, 2);
+	assert_string_equal(name, "e30");
+	lookahead_free(la);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_run_grows),
+	    cmocka_unit_test(test_scanned_dir_fetches_at_first_miss),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
