@@ -782,8 +782,11 @@ static int la_lookup(struct fusefs *fs, fuse_req_t req, uint64_t parent, const c
 	uint64_t gen, read_ns;
 	if (!fs->la || !fs->dc)
 		return 0;
-	if (lookahead_get(fs->la, parent, name, in, &gen, &read_ns))
-		return la_reply(fs, req, parent, name, in, gen, read_ns);
+	/* A batch that may no longer answer (its directory changed) is
+	 * dropped, and the lookup goes on as a miss: a new batch from here */
+	if (lookahead_get(fs->la, parent, name, in, &gen, &read_ns) &&
+	    la_reply(fs, req, parent, name, in, gen, read_ns))
+		return 1;
 	int count = lookahead_want(fs->la, parent, name);
 	if (!count)
 		return 0;

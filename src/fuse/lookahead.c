@@ -254,16 +254,19 @@ int lookahead_want(lookahead *la, uint64_t parent, const char *name)
 		if (batch_live(la, s, now) && s->b->n &&
 		    (strcmp(name, s->b->ents[s->b->n - 1].name) < 0 || s->b->eof))
 			want = 0;
-	} else if (!la->off && !run) {
-		/* The first miss in a directory that its parent's batch
-		 * answered a moment ago: a walk over directories (stat of
-		 * d1/f, d2/f, ..., find, du, ls -lR) - fetch at once rather
-		 * than at the second miss, one round trip less per directory. */
-		struct la_dir *d = dir_of(la, parent);
-		want = d->ino == parent && now - d->seen_ns < LA_SCAN_NS;
-		s->nfetch = 0;
 	} else {
-		s->nfetch = 0; /* not ascending: a new run */
+		/* The first miss of a run in a directory that its parent's
+		 * batch answered a moment ago: a walk over directories (stat
+		 * of d1/f, d2/f, ..., find, du, ls -lR) - fetch at once rather
+		 * than at the second miss, one round trip less per directory.
+		 * Once per time the parent's batch answers the directory, so
+		 * lookups at random in it do not fetch each. */
+		struct la_dir *d = dir_of(la, parent);
+		if (!la->off && d->ino == parent && d->seen_ns && now - d->seen_ns < LA_SCAN_NS) {
+			want = 1;
+			d->seen_ns = 0;
+		}
+		s->nfetch = 0; /* a new run */
 	}
 	memcpy(s->last, name, nl + 1);
 	s->last_ns = now;

@@ -76,9 +76,9 @@ void lookahead_drop(lookahead *la, uint64_t parent);
  * many entries to fetch from NAME on (0: none, ask meta for NAME alone).
  * Nonzero when NAME continues an ascending run of misses in PARENT that
  * no live batch covers (LOOKAHEAD_BATCH for the run's first fetch,
- * LOOKAHEAD_BATCH_MAX for the next ones), or when it is the first miss in
- * a directory a batch of its parent answered within the last second (a
- * walk over many directories: lookahead_dir_seen). */
+ * LOOKAHEAD_BATCH_MAX for the next ones), or when it starts a run in a
+ * directory a batch of its parent answered within the last second (a
+ * walk over many directories: lookahead_dir_seen; once per such answer). */
 int lookahead_want(lookahead *la, uint64_t parent, const char *name);
 
 /* DIRECTORIES a batch answered. A lookup of directory INO (NAME in PARENT)

@@ -57,6 +57,13 @@ static void test_scanned_dir_fetches_at_first_miss(void **state)
 	assert_int_equal(lookahead_want(la, 30, "f000"), LOOKAHEAD_BATCH);
 	/* the run goes on as any run */
 	assert_int_equal(lookahead_want(la, 30, "f200"), LOOKAHEAD_BATCH_MAX);
+	/* once per answer: a run started again in it waits for its second miss */
+	assert_int_equal(lookahead_want(la, 30, "f000"), 0);
+	assert_int_equal(lookahead_want(la, 30, "f001"), LOOKAHEAD_BATCH);
+	/* answered again (the walk comes back after the kernel dropped its
+	 * names): a run that starts over fetches at once again */
+	lookahead_dir_seen(la, 1, "d30", 30);
+	assert_int_equal(lookahead_want(la, 30, "f000"), LOOKAHEAD_BATCH);
 	/* a directory no batch answered: its first miss asks for one name */
 	assert_int_equal(lookahead_want(la, 31, "f000"), 0);
 	assert_int_equal(lookahead_dir_where(la, 31, &parent, name), 0);

@@ -725,8 +725,18 @@ static void test_dir_walk_ahead(void **state)
 		}
 	}
 	start_mount2();
-	clock_sleep_ms(500); /* what a new mount asks at its start is not counted */
 	static struct stat seen[2][WALK_DIRS];
+	/* A first walk, not counted: mount 2's directory poll learns the
+	 * directories' counts (until then each poll would end what was read
+	 * before it, fuse/dircache.h), then the kernel forgets the names, as
+	 * in a walk after drop_caches. */
+	for (int i = 0; i < WALK_DIRS; i++) {
+		snprintf(p2, sizeof(p2), "%s/walk/d%02d/f0", mnt2, i);
+		assert_int_equal(stat(p2, &seen[0][i]), 0);
+	}
+	clock_sleep_ms(500);
+	if (!integ_drop_dentries())
+		skip(); /* not root: the kernel keeps the names */
 	unsigned long long before = integ_meta_requests(&env);
 	uint64_t t0 = clock_mono_ms();
 	for (int f = 0; f < 2; f++)
