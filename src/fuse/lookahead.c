@@ -250,8 +250,9 @@ int lookahead_want(lookahead *la, uint64_t parent, const char *name)
 	int run = s->last[0] && now - s->last_ns < LA_RUN_NS;
 	if (!la->off && run && strcmp(name, s->last) > 0) {
 		want = 1;
-		/* a live batch that spans NAME already said it is absent */
-		if (batch_live(la, s, now) && s->b->n &&
+		/* a live batch that spans NAME already said it is absent (one
+		 * read further on, as the end of an earlier walk, does not) */
+		if (batch_live(la, s, now) && s->b->n && strcmp(name, s->b->ents[0].name) > 0 &&
 		    (strcmp(name, s->b->ents[s->b->n - 1].name) < 0 || s->b->eof))
 			want = 0;
 	} else {

@@ -6,17 +6,20 @@
  *   miss on: LOOKAHEAD_BATCH entries the first time, LOOKAHEAD_BATCH_MAX
  *   for every later fetch of the same run (a scan of a big directory
  *   costs half the round trips); a miss out of order starts a new run.
- * - The first miss in a directory that its parent's batch answered a
- *   moment ago fetches at once (a walk over many directories); in any
- *   other directory it does not.
+ * - The first miss of a run in a directory that its parent's batch
+ *   answered a moment ago fetches at once (a walk over many directories),
+ *   once per such answer; in any other directory it does not.
+ * - A live batch says "absent" only for names within its span.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "fuse/lookahead.h"
 
 static void test_run_grows(void **state)
@@ -75,11 +78,47 @@ static void test_scanned_dir_fetches_at_first_miss(void **state)
 	lookahead_free(la);
 }
 
+/* A live batch answers "absent" only for names it spans: the end of an
+ * earlier walk (a batch from f700 on, to the end of the directory) does
+ * not stop a new walk from f000 from fetching. */
+static void test_batch_spans_only_its_names(void **state)
+{
+	(void)state;
+	lookahead *la;
+	assert_int_equal(lookahead_new(1000000000ull, &la), 0);
+	struct lookahead_batch *b = lookahead_batch_new();
+	assert_non_null(b);
+	static struct meta_inode in;
+	struct meta_dirent de;
+	for (int i = 700; i < 710; i++) {
+		memset(&de, 0, sizeof(de));
+		de.ino = 1000 + (uint64_t)i;
+		de.name_len = (uint8_t)snprintf(de.name, sizeof(de.name), "f%03d", i);
+		in.ino = de.ino;
+		in.type = META_T_FILE;
+		in.nlink = 1;
+		assert_int_equal(lookahead_batch_add(b, &de, &in), 0);
+	}
+	uint64_t epoch = lookahead_epoch(la);
+	lookahead_put(la, 40, b, 1, epoch, clock_mono_ns(), 1);
+	struct meta_inode got;
+	uint64_t gen, read_ns;
+	assert_int_equal(lookahead_get(la, 40, "f705", &got, &gen, &read_ns), 1);
+	assert_int_equal(got.ino, 1705);
+	assert_int_equal(lookahead_want(la, 40, "f000"), 0);
+	assert_int_equal(lookahead_want(la, 40, "f001"), LOOKAHEAD_BATCH);
+	/* inside the batch's span, or past its end with eof: known absent */
+	assert_int_equal(lookahead_want(la, 40, "f7050"), 0);
+	assert_int_equal(lookahead_want(la, 40, "f800"), 0);
+	lookahead_free(la);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_run_grows),
 	    cmocka_unit_test(test_scanned_dir_fetches_at_first_miss),
+	    cmocka_unit_test(test_batch_spans_only_its_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
