@@ -656,8 +656,8 @@ static int oa_wanted(struct fusefs *fs)
 /* Answers the read-only open of INO from a batch (see above): 1 and
  * *IN, the bytes in BUF (META_IDATA_MAX) and *LEN, *READ_NS; else 0. */
 static int la_fetch(struct fusefs *fs, uint64_t parent, const char *name,
-                    const struct meta_cred *cr, int data, struct meta_inode *in, uint64_t *gen,
-                    uint64_t *read_ns);
+                    const struct meta_cred *cr, int data, int count, struct meta_inode *in,
+                    uint64_t *gen, uint64_t *read_ns);
 
 static int oa_open(struct fusefs *fs, uint64_t ino, const struct meta_cred *cr,
                    struct meta_inode *in, uint8_t *buf, uint32_t *len, uint64_t *read_ns)
@@ -684,7 +684,8 @@ static int oa_open(struct fusefs *fs, uint64_t ino, const struct meta_cred *cr,
 		 * ones: one fetch with bytes from this name on costs what the
 		 * OPEN would, and serves the next opens in the directory. */
 		if (atomic_load(&fs->oa_off) ||
-		    la_fetch(fs, o.parent, o.name, cr, 1, in, &g2, &r2) != 1 || in->ino != ino ||
+		    la_fetch(fs, o.parent, o.name, cr, 1, LOOKAHEAD_BATCH, in, &g2, &r2) != 1 ||
+		    in->ino != ino ||
 		    !lookahead_get_idata(fs->la, o.parent, o.name, ino, ttl_ns, in, buf, len, &gen,
 		                         read_ns, &uid, &gid))
 			return 0;
@@ -717,6 +718,8 @@ static int la_reply(struct fusefs *fs, fuse_req_t req, uint64_t parent, const ch
 		return 0;
 	}
 	oa_note(fs, parent, name, in);
+	if (in->type == META_T_DIR)
+		lookahead_dir_seen(fs->la, parent, name, in->ino);
 	struct fuse_entry_param e;
 	fill_entry(fs, in, &e);
 	e.attr_timeout = left;
@@ -724,14 +727,14 @@ static int la_reply(struct fusefs *fs, fuse_req_t req, uint64_t parent, const ch
 	return 1;
 }
 
-/* Fetches PARENT's entries from NAME on (included) into a batch kept in
- * the lookahead table, with the bytes of inline files when DATA (open-
- * ahead): 1 and *IN, *GEN, *READ_NS when NAME is among them; 0 when this
- * snapshot has no NAME; <0 when the fetch failed (the caller asks meta as
- * without a batch). May block. */
+/* Fetches COUNT of PARENT's entries from NAME on (included) into a batch
+ * kept in the lookahead table, with the bytes of inline files when DATA
+ * (open-ahead): 1 and *IN, *GEN, *READ_NS when NAME is among them; 0 when
+ * this snapshot has no NAME; <0 when the fetch failed (the caller asks
+ * meta as without a batch). May block. */
 static int la_fetch(struct fusefs *fs, uint64_t parent, const char *name,
-                    const struct meta_cred *cr, int data, struct meta_inode *in, uint64_t *gen,
-                    uint64_t *read_ns)
+                    const struct meta_cred *cr, int data, int count, struct meta_inode *in,
+                    uint64_t *gen, uint64_t *read_ns)
 {
 	struct lookahead_batch *b = lookahead_batch_new();
 	if (!b)
@@ -744,19 +747,18 @@ static int la_fetch(struct fusefs *fs, uint64_t parent, const char *name,
 	int rc;
 	if (data && !atomic_load(&fs->oa_off)) {
 		lookahead_batch_set_cred(b, cr->uid, cr->gid);
-		rc = meta_client_lookup_plus_idata(fs->o.meta, cr, parent, meta_name_c(name),
-		                                   LOOKAHEAD_BATCH, lookahead_batch_add_idata, b,
-		                                   &eof);
+		rc = meta_client_lookup_plus_idata(fs->o.meta, cr, parent, meta_name_c(name), count,
+		                                   lookahead_batch_add_idata, b, &eof);
 		if (rc == -CFS_EBADMSG_TYPE) {
 			LOG_NOTICE("fuse", "meta does not know LOOKUP_PLUSD: open-ahead off");
 			atomic_store(&fs->oa_off, 1);
 			lookahead_batch_add(b, NULL, NULL);
 			rc = meta_client_lookup_plus(fs->o.meta, cr, parent, meta_name_c(name),
-			                             LOOKAHEAD_BATCH, lookahead_batch_add, b, &eof);
+			                             count, lookahead_batch_add, b, &eof);
 		}
 	} else {
-		rc = meta_client_lookup_plus(fs->o.meta, cr, parent, meta_name_c(name),
-		                             LOOKAHEAD_BATCH, lookahead_batch_add, b, &eof);
+		rc = meta_client_lookup_plus(fs->o.meta, cr, parent, meta_name_c(name), count,
+		                             lookahead_batch_add, b, &eof);
 	}
 	if (rc == -CFS_EBADMSG_TYPE) {
 		LOG_NOTICE("fuse", "meta does not know LOOKUP_PLUS: lookup-ahead off");
@@ -780,11 +782,15 @@ static int la_lookup(struct fusefs *fs, fuse_req_t req, uint64_t parent, const c
 	uint64_t gen, read_ns;
 	if (!fs->la || !fs->dc)
 		return 0;
-	if (lookahead_get(fs->la, parent, name, in, &gen, &read_ns))
-		return la_reply(fs, req, parent, name, in, gen, read_ns);
-	if (!lookahead_want(fs->la, parent, name))
+	/* A batch that may no longer answer (its directory changed) is
+	 * dropped, and the lookup goes on as a miss: a new batch from here */
+	if (lookahead_get(fs->la, parent, name, in, &gen, &read_ns) &&
+	    la_reply(fs, req, parent, name, in, gen, read_ns))
+		return 1;
+	int count = lookahead_want(fs->la, parent, name);
+	if (!count)
 		return 0;
-	int rc = la_fetch(fs, parent, name, cr, oa_wanted(fs), in, &gen, &read_ns);
+	int rc = la_fetch(fs, parent, name, cr, oa_wanted(fs), count, in, &gen, &read_ns);
 	if (rc < 0)
 		/* No answer within the retry bound: the plain lookup would
 		 * wait the whole bound again (a stat took twice --meta-wait-ms
@@ -844,6 +850,48 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 	fuse_reply_none(req);
 }
 
+/* ---- Getattr-ahead ----
+ *
+ * attr_timeout after its lookup a directory's attributes expire in the
+ * kernel, and the next path walk through it sends GETATTR (the permission
+ * check): a walk over many directories (stat of d1/f, d2/f, ... for longer
+ * than attr_timeout) costs one meta round trip per directory per
+ * attr_timeout. A directory whose lookup a batch answered has its entry in
+ * its parent's batches (lookahead_dir_seen), so its GETATTR is answered
+ * from the parent's live batch when that holds the same inode: what meta
+ * read then, with the rest of attr_timeout counted from the read (the
+ * bound the kernel's own cache gives), and only while the batch may answer
+ * lookups (lookahead.h COHERENCE: no change by this mount since, the
+ * parent's dircache generation still holds). When the batch has expired,
+ * GETATTRs of such directories in ascending name order fetch a new batch
+ * from the name on, as a run of lookups does (lookahead_want): the kernel
+ * asks in the order it looked the directories up. Files are not answered
+ * here (their sizes and times move with writes this table does not see). */
+static int la_getattr(struct fusefs *fs, fuse_req_t req, uint64_t ino, const struct meta_cred *cr,
+                      struct meta_inode *in)
+{
+	uint64_t parent, gen, read_ns;
+	char name[META_NAME_MAX + 1];
+	if (!fs->la || !fs->dc || !lookahead_dir_where(fs->la, ino, &parent, name))
+		return 0;
+	if (!lookahead_get(fs->la, parent, name, in, &gen, &read_ns)) {
+		int count = lookahead_want(fs->la, parent, name);
+		if (!count || la_fetch(fs, parent, name, cr, 0, count, in, &gen, &read_ns) != 1)
+			return 0;
+	}
+	if (in->ino != ino || in->type != META_T_DIR)
+		return 0;
+	double left = fs->o.attr_timeout - (double)(clock_mono_ns() - read_ns) / 1e9;
+	if (left <= 0 || !dc_note(fs, parent, name, gen)) {
+		lookahead_drop(fs->la, parent);
+		return 0;
+	}
+	struct stat st;
+	fill_stat(fs, in, &st);
+	fuse_reply_attr(req, &st, left);
+	return 1;
+}
+
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 {
 	if (usrbio_fuse_getattr(fs_of(req)->o.usrbio, req, ino))
@@ -858,6 +906,10 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ff
 	double dttl;
 	if (dattr_get(fs, ino, &dst, &dttl)) {
 		fuse_reply_attr(req, &dst, dttl);
+		free(in);
+		return;
+	}
+	if (la_getattr(fs, req, ino, &cb.c, in)) {
 		free(in);
 		return;
 	}

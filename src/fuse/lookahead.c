@@ -20,6 +20,8 @@
 #include "common/clock.h"
 
 #define LA_RUN_NS 2000000000ull /* misses further apart do not make a run */
+/* a directory a batch answered this recently is being walked (lookahead_want) */
+#define LA_SCAN_NS 1000000000ull
 
 #define LA_HDR offsetof(struct meta_inode, layout)
 
@@ -51,7 +53,16 @@ struct la_slot {
 	uint64_t parent; /* 0: empty */
 	char last[META_NAME_MAX + 1]; /* last missed name ("": none) */
 	uint64_t last_ns;
+	unsigned nfetch; /* fetches made for the current run of misses */
 	struct lookahead_batch *b;
+};
+
+/* A directory a batch answered (lookahead_dir_seen): where its entry is. */
+struct la_dir {
+	uint64_t ino; /* 0: empty */
+	uint64_t parent;
+	uint64_t seen_ns;
+	char name[META_NAME_MAX + 1];
 };
 
 struct lookahead {
@@ -63,6 +74,7 @@ struct lookahead {
 	int off;
 	size_t dbytes; /* inline bytes held by the batches in slots */
 	struct la_slot slots[LOOKAHEAD_SLOTS];
+	struct la_dir dirs[LOOKAHEAD_SLOTS]; /* hashed by the directory's inode */
 };
 
 int lookahead_new(uint64_t ttl_ns, lookahead **out)
@@ -215,6 +227,11 @@ void lookahead_drop(lookahead *la, uint64_t parent)
 	pthread_mutex_unlock(&la->mu);
 }
 
+static struct la_dir *dir_of(lookahead *la, uint64_t ino)
+{
+	return &la->dirs[(ino * 0x9E3779B97F4A7C15ull) >> 54];
+}
+
 int lookahead_want(lookahead *la, uint64_t parent, const char *name)
 {
 	int want = 0;
@@ -228,18 +245,70 @@ int lookahead_want(lookahead *la, uint64_t parent, const char *name)
 		slot_clear(la, s);
 		s->parent = parent;
 		s->last[0] = 0;
+		s->nfetch = 0;
 	}
-	if (!la->off && s->last[0] && strcmp(name, s->last) > 0 && now - s->last_ns < LA_RUN_NS) {
+	int run = s->last[0] && now - s->last_ns < LA_RUN_NS;
+	if (!la->off && run && strcmp(name, s->last) > 0) {
 		want = 1;
-		/* a live batch that spans NAME already said it is absent */
-		if (batch_live(la, s, now) && s->b->n &&
+		/* a live batch that spans NAME already said it is absent (one
+		 * read further on, as the end of an earlier walk, does not) */
+		if (batch_live(la, s, now) && s->b->n && strcmp(name, s->b->ents[0].name) > 0 &&
 		    (strcmp(name, s->b->ents[s->b->n - 1].name) < 0 || s->b->eof))
 			want = 0;
+	} else {
+		/* The first miss of a run in a directory that its parent's
+		 * batch answered a moment ago: a walk over directories (stat
+		 * of d1/f, d2/f, ..., find, du, ls -lR) - fetch at once rather
+		 * than at the second miss, one round trip less per directory.
+		 * Once per time the parent's batch answers the directory, so
+		 * lookups at random in it do not fetch each. */
+		struct la_dir *d = dir_of(la, parent);
+		if (!la->off && d->ino == parent && d->seen_ns && now - d->seen_ns < LA_SCAN_NS) {
+			want = 1;
+			d->seen_ns = 0;
+		}
+		s->nfetch = 0; /* a new run */
 	}
 	memcpy(s->last, name, nl + 1);
 	s->last_ns = now;
+	int count = 0;
+	if (want) {
+		/* a run that goes on past one batch is a scan of the whole
+		 * directory: the next batches are as large as meta allows */
+		count = s->nfetch ? LOOKAHEAD_BATCH_MAX : LOOKAHEAD_BATCH;
+		s->nfetch++;
+	}
 	pthread_mutex_unlock(&la->mu);
-	return want;
+	return count;
+}
+
+void lookahead_dir_seen(lookahead *la, uint64_t parent, const char *name, uint64_t ino)
+{
+	size_t nl = strlen(name);
+	if (nl == 0 || nl > META_NAME_MAX)
+		return;
+	uint64_t now = clock_mono_ns();
+	pthread_mutex_lock(&la->mu);
+	struct la_dir *d = dir_of(la, ino);
+	d->ino = ino;
+	d->parent = parent;
+	d->seen_ns = now;
+	memcpy(d->name, name, nl + 1);
+	pthread_mutex_unlock(&la->mu);
+}
+
+int lookahead_dir_where(lookahead *la, uint64_t ino, uint64_t *parent, char *name)
+{
+	int found = 0;
+	pthread_mutex_lock(&la->mu);
+	struct la_dir *d = dir_of(la, ino);
+	if (d->ino == ino) {
+		*parent = d->parent;
+		memcpy(name, d->name, strlen(d->name) + 1);
+		found = 1;
+	}
+	pthread_mutex_unlock(&la->mu);
+	return found;
 }
 
 struct lookahead_batch *lookahead_batch_new(void)

@@ -38,7 +38,8 @@
 
 #include "meta/meta.h"
 
-#define LOOKAHEAD_BATCH 128 /* entries asked per LOOKUP_PLUS */
+#define LOOKAHEAD_BATCH     128           /* entries asked by a run's first LOOKUP_PLUS */
+#define LOOKAHEAD_BATCH_MAX META_PLUS_MAX /* by the next ones of the same run */
 #define LOOKAHEAD_SLOTS 1024 /* directories with a batch at once (power of two) */
 
 typedef struct lookahead lookahead;
@@ -71,10 +72,25 @@ int lookahead_get(lookahead *la, uint64_t parent, const char *name, struct meta_
                   uint64_t *gen, uint64_t *read_ns);
 /* PARENT's batch must not answer any more (its directory changed). */
 void lookahead_drop(lookahead *la, uint64_t parent);
-/* Called for a lookup lookahead_get missed: records it and returns 1 when
- * it continues an ascending run of misses in PARENT that no live batch
- * covers, so a batch from NAME on is worth fetching. */
+/* Called for a lookup lookahead_get missed: records it and returns how
+ * many entries to fetch from NAME on (0: none, ask meta for NAME alone).
+ * Nonzero when NAME continues an ascending run of misses in PARENT that
+ * no live batch covers (LOOKAHEAD_BATCH for the run's first fetch,
+ * LOOKAHEAD_BATCH_MAX for the next ones), or when it starts a run in a
+ * directory a batch of its parent answered within the last second (a
+ * walk over many directories: lookahead_dir_seen; once per such answer). */
 int lookahead_want(lookahead *la, uint64_t parent, const char *name);
+
+/* DIRECTORIES a batch answered. A lookup of directory INO (NAME in PARENT)
+ * answered from a batch records where its entry is: the first miss in INO
+ * then fetches at once (above), and the kernel's GETATTR of INO when its
+ * attributes expire may be answered from PARENT's batch (fuse_fs.c
+ * "Getattr-ahead"). A table of LOOKAHEAD_SLOTS places hashed by INO (a
+ * collision forgets the older); what it says is a hint, checked against
+ * the batch (inode id) before any answer. */
+void lookahead_dir_seen(lookahead *la, uint64_t parent, const char *name, uint64_t ino);
+/* 1 and *PARENT, NAME (META_NAME_MAX + 1 bytes) when INO's place is known. */
+int lookahead_dir_where(lookahead *la, uint64_t ino, uint64_t *parent, char *name);
 
 /* A batch being filled: new, then add (a meta_plus_fn) per entry, then
  * put (takes it: kept for PARENT when EPOCH is still current) or free. */

@@ -698,6 +698,97 @@ static void test_lookahead_coherent(void **state)
 	stop_mount2();
 }
 
+/* A walk over many directories through mount 2 (stat of d00/f0, d01/f0,
+ * ..., then d00/f1, ...; fuse/lookahead.h): a directory its parent's batch
+ * answered fetches a batch at its first miss, so the second round costs
+ * no meta request (before: one plain lookup per directory in the first
+ * round and a fetch in the second). When the directories' attributes
+ * expire in mount 2's kernel, its GETATTRs are answered from one new
+ * batch of the parent (fuse_fs.c "Getattr-ahead"), not one request each;
+ * what they show must equal what mount 1 shows, a chmod made before is
+ * seen at once and one made after within the attribute bound. */
+#define WALK_DIRS 100
+
+static void test_dir_walk_ahead(void **state)
+{
+	char d[1200], p1[1300], p2[1300];
+	struct stat st1, st2;
+	integ_path(&env, "walk", d, sizeof(d));
+	(void)state;
+	assert_int_equal(mkdir(d, 0755), 0);
+	for (int i = 0; i < WALK_DIRS; i++) {
+		snprintf(p1, sizeof(p1), "%s/d%02d", d, i);
+		assert_int_equal(mkdir(p1, 0755), 0);
+		for (int f = 0; f < 2; f++) {
+			snprintf(p1, sizeof(p1), "%s/d%02d/f%d", d, i, f);
+			touch(p1);
+		}
+	}
+	start_mount2();
+	static struct stat seen[2][WALK_DIRS];
+	/* A first walk, not counted: mount 2's directory poll learns the
+	 * directories' counts (until then each poll would end what was read
+	 * before it, fuse/dircache.h), then the kernel forgets the names, as
+	 * in a walk after drop_caches. */
+	for (int i = 0; i < WALK_DIRS; i++) {
+		snprintf(p2, sizeof(p2), "%s/walk/d%02d/f0", mnt2, i);
+		assert_int_equal(stat(p2, &seen[0][i]), 0);
+	}
+	clock_sleep_ms(500);
+	if (!integ_drop_dentries())
+		skip(); /* not root: the kernel keeps the names */
+	unsigned long long before = integ_meta_requests(&env);
+	uint64_t t0 = clock_mono_ms();
+	for (int f = 0; f < 2; f++)
+		for (int i = 0; i < WALK_DIRS; i++) {
+			snprintf(p2, sizeof(p2), "%s/walk/d%02d/f%d", mnt2, i, f);
+			assert_int_equal(stat(p2, &seen[f][i]), 0);
+		}
+	unsigned long long walk = integ_meta_requests(&env) - before;
+	uint64_t ms = clock_mono_ms() - t0;
+	for (int f = 0; f < 2; f++)
+		for (int i = 0; i < WALK_DIRS; i++) {
+			snprintf(p1, sizeof(p1), "%s/d%02d/f%d", d, i, f);
+			assert_int_equal(stat(p1, &st1), 0);
+			assert_int_equal(st1.st_ino, seen[f][i].st_ino);
+			assert_int_equal(st1.st_mode, seen[f][i].st_mode);
+		}
+	/* a fetch per directory and a few more; both mounts' directory polls
+	 * (10/s each) ride along */
+	unsigned long long allowed = WALK_DIRS + 40 + 40 * ms / 1000;
+	print_message("walk of %d dirs x 2: %llu meta requests in %llu ms (allowed %llu)\n",
+	              WALK_DIRS, walk, (unsigned long long)ms, allowed);
+	assert_true(walk <= allowed);
+
+	snprintf(p1, sizeof(p1), "%s/d50", d);
+	assert_int_equal(chmod(p1, 0700), 0);
+	clock_sleep_ms(COHERENCE_BOUND_MS + 200); /* mount 2's attributes expire */
+	before = integ_meta_requests(&env);
+	t0 = clock_mono_ms();
+	for (int i = 0; i < WALK_DIRS; i++) {
+		snprintf(p2, sizeof(p2), "%s/walk/d%02d", mnt2, i);
+		assert_int_equal(stat(p2, &st2), 0);
+		assert_int_equal(st2.st_mode & 07777, i == 50 ? 0700 : 0755);
+		assert_int_equal(st2.st_nlink, 2);
+	}
+	unsigned long long attrs = integ_meta_requests(&env) - before;
+	ms = clock_mono_ms() - t0;
+	allowed = WALK_DIRS / 4 + 40 * ms / 1000;
+	print_message("getattr of %d dirs: %llu meta requests in %llu ms (allowed %llu)\n",
+	              WALK_DIRS, attrs, (unsigned long long)ms, allowed);
+	assert_true(attrs <= allowed);
+
+	/* a change after the batch was read: within the attribute bound */
+	mode_t mode = 0750;
+	snprintf(p1, sizeof(p1), "%s/d60", d);
+	assert_int_equal(chmod(p1, mode), 0);
+	snprintf(p2, sizeof(p2), "%s/walk/d60", mnt2);
+	int64_t t_chmod = wait_seen(p2, seen_mode, &mode);
+	print_message("getattr-ahead coherence ms: chmod=%lld\n", (long long)t_chmod);
+	assert_true(t_chmod >= 0 && t_chmod <= COHERENCE_BOUND_MS + COHERENCE_SLACK_MS);
+	stop_mount2();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -708,6 +799,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_complete_dir_coherent, mount2_teardown),
 	    cmocka_unit_test_teardown(test_dir_attrs_coherent, mount2_teardown),
 	    cmocka_unit_test_teardown(test_lookahead_coherent, mount2_teardown),
+	    cmocka_unit_test_teardown(test_dir_walk_ahead, mount2_teardown),
 	    cmocka_unit_test_teardown(test_cwd_survives_invalidation, mount2_teardown),
 	    cmocka_unit_test(test_df_reports_usage),
 	};

@@ -1,0 +1,124 @@
+/* test_lookahead.c - when the lookup-ahead asks meta for a batch, and how
+ * large (fuse/lookahead.h lookahead_want), and where it remembers the
+ * directories its batches answered (lookahead_dir_seen / _where).
+ *
+ * - A run of ascending misses in one directory fetches from its second
+ *   miss on: LOOKAHEAD_BATCH entries the first time, LOOKAHEAD_BATCH_MAX
+ *   for every later fetch of the same run (a scan of a big directory
+ *   costs half the round trips); a miss out of order starts a new run.
+ * - The first miss of a run in a directory that its parent's batch
+ *   answered a moment ago fetches at once (a walk over many directories),
+ *   once per such answer; in any other directory it does not.
+ * - A live batch says "absent" only for names within its span.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "fuse/lookahead.h"
+
+static void test_run_grows(void **state)
+{
+	(void)state;
+	lookahead *la;
+	assert_int_equal(lookahead_new(1000000000ull, &la), 0);
+	assert_int_equal(lookahead_want(la, 10, "f001"), 0); /* one miss: no run yet */
+	assert_int_equal(lookahead_want(la, 10, "f002"), LOOKAHEAD_BATCH);
+	assert_int_equal(lookahead_want(la, 10, "f130"), LOOKAHEAD_BATCH_MAX);
+	assert_int_equal(lookahead_want(la, 10, "f400"), LOOKAHEAD_BATCH_MAX);
+	/* out of order: the run ends, the next one starts small again */
+	assert_int_equal(lookahead_want(la, 10, "f000"), 0);
+	assert_int_equal(lookahead_want(la, 10, "f001"), LOOKAHEAD_BATCH);
+	/* another directory has runs of its own */
+	assert_int_equal(lookahead_want(la, 11, "a"), 0);
+	assert_int_equal(lookahead_want(la, 11, "b"), LOOKAHEAD_BATCH);
+	assert_true(LOOKAHEAD_BATCH_MAX > LOOKAHEAD_BATCH);
+	assert_true(LOOKAHEAD_BATCH_MAX <= META_PLUS_MAX);
+	lookahead_disable(la);
+	assert_int_equal(lookahead_want(la, 10, "f900"), 0);
+	lookahead_free(la);
+}
+
+static void test_scanned_dir_fetches_at_first_miss(void **state)
+{
+	(void)state;
+	lookahead *la;
+	char name[META_NAME_MAX + 1];
+	uint64_t parent = 0;
+	assert_int_equal(lookahead_new(1000000000ull, &la), 0);
+	assert_int_equal(lookahead_dir_where(la, 30, &parent, name), 0);
+	/* d30 was answered from its parent's (inode 1) batch: a walk */
+	lookahead_dir_seen(la, 1, "d30", 30);
+	assert_int_equal(lookahead_dir_where(la, 30, &parent, name), 1);
+	assert_int_equal(parent, 1);
+	assert_string_equal(name, "d30");
+	assert_int_equal(lookahead_want(la, 30, "f000"), LOOKAHEAD_BATCH);
+	/* the run goes on as any run */
+	assert_int_equal(lookahead_want(la, 30, "f200"), LOOKAHEAD_BATCH_MAX);
+	/* once per answer: a run started again in it waits for its second miss */
+	assert_int_equal(lookahead_want(la, 30, "f000"), 0);
+	assert_int_equal(lookahead_want(la, 30, "f001"), LOOKAHEAD_BATCH);
+	/* answered again (the walk comes back after the kernel dropped its
+	 * names): a run that starts over fetches at once again */
+	lookahead_dir_seen(la, 1, "d30", 30);
+	assert_int_equal(lookahead_want(la, 30, "f000"), LOOKAHEAD_BATCH);
+	/* a directory no batch answered: its first miss asks for one name */
+	assert_int_equal(lookahead_want(la, 31, "f000"), 0);
+	assert_int_equal(lookahead_dir_where(la, 31, &parent, name), 0);
+	/* the place is a hint kept per inode: seen again elsewhere, it moves */
+	lookahead_dir_seen(la, 2, "e30", 30);
+	assert_int_equal(lookahead_dir_where(la, 30, &parent, name), 1);
+	assert_int_equal(parent, 2);
+	assert_string_equal(name, "e30");
+	lookahead_free(la);
+}
+
+/* A live batch answers "absent" only for names it spans: the end of an
+ * earlier walk (a batch from f700 on, to the end of the directory) does
+ * not stop a new walk from f000 from fetching. */
+static void test_batch_spans_only_its_names(void **state)
+{
+	(void)state;
+	lookahead *la;
+	assert_int_equal(lookahead_new(1000000000ull, &la), 0);
+	struct lookahead_batch *b = lookahead_batch_new();
+	assert_non_null(b);
+	static struct meta_inode in;
+	struct meta_dirent de;
+	for (int i = 700; i < 710; i++) {
+		memset(&de, 0, sizeof(de));
+		de.ino = 1000 + (uint64_t)i;
+		de.name_len = (uint8_t)snprintf(de.name, sizeof(de.name), "f%03d", i);
+		in.ino = de.ino;
+		in.type = META_T_FILE;
+		in.nlink = 1;
+		assert_int_equal(lookahead_batch_add(b, &de, &in), 0);
+	}
+	uint64_t epoch = lookahead_epoch(la);
+	lookahead_put(la, 40, b, 1, epoch, clock_mono_ns(), 1);
+	struct meta_inode got;
+	uint64_t gen, read_ns;
+	assert_int_equal(lookahead_get(la, 40, "f705", &got, &gen, &read_ns), 1);
+	assert_int_equal(got.ino, 1705);
+	assert_int_equal(lookahead_want(la, 40, "f000"), 0);
+	assert_int_equal(lookahead_want(la, 40, "f001"), LOOKAHEAD_BATCH);
+	/* inside the batch's span, or past its end with eof: known absent */
+	assert_int_equal(lookahead_want(la, 40, "f7050"), 0);
+	assert_int_equal(lookahead_want(la, 40, "f800"), 0);
+	lookahead_free(la);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_run_grows),
+	    cmocka_unit_test(test_scanned_dir_fetches_at_first_miss),
+	    cmocka_unit_test(test_batch_spans_only_its_names),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
