@@ -73,6 +73,19 @@ unsigned long long integ_meta_requests(const struct integ *e)
 	return integ_role_requests(e, "meta_port");
 }
 
+unsigned long long integ_meta_requests_settled(const struct integ *e, unsigned quiet)
+{
+	unsigned long long a = integ_meta_requests(e);
+	for (int i = 0; i < 40; i++) {
+		clock_sleep_ms(250);
+		unsigned long long b = integ_meta_requests(e);
+		if (b - a <= quiet)
+			return b;
+		a = b;
+	}
+	return a;
+}
+
 unsigned long long integ_role_requests(const struct integ *e, const char *port_key)
 {
 	char port[32], id[128], addr[64], secret[700], log[700];

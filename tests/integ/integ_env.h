@@ -59,6 +59,11 @@ void integ_conf_get(const struct integ *e, const char *key, char *out, size_t ca
 /* Requests meta has served so far (`chainfs admin rpc-stats`; the call
  * itself counts as one); fails the test when it cannot be read. */
 unsigned long long integ_meta_requests(const struct integ *e);
+/* integ_meta_requests once meta has settled: at most QUIET requests
+ * (polls, the call itself) came in a 250 ms gap, so work queued earlier
+ * (deferred closes sent after close(2) returned) is not counted later.
+ * Gives up after 10 s and returns the last count. */
+unsigned long long integ_meta_requests_settled(const struct integ *e, unsigned quiet);
 /* The same for the service whose port is PORT_KEY in cluster.conf
  * ("meta_port", "storage2_port", ...). */
 unsigned long long integ_role_requests(const struct integ *e, const char *port_key);
