@@ -71,6 +71,7 @@ struct storage_client {
 	uint32_t budget_ms;
 	uint64_t client_id;
 	_Atomic uint64_t rr;     /* replica rotation for reads */
+	int local_one;           /* CFS_READ_LOCAL_ONE=1: small reads use local_pick */
 	uint32_t local_ip[16];   /* this host's IPv4 addresses (network order; loopback
 				    aside), read once at creation: see local_pick */
 	int n_local_ip;
@@ -146,7 +147,10 @@ int storage_client_new(const struct storage_client_opts *o, struct storage_clien
 			       .max_bulk = 256u << 20, .timeout_ms = c->timeout_ms,
 			       .conns_per_peer = o->conns_per_peer > 0 ? o->conns_per_peer : 2,
 			       .max_backoff_ms = AVOID_MS };
-	local_ips_load(c);
+	const char *lo = getenv("CFS_READ_LOCAL_ONE");
+	c->local_one = lo && !strcmp(lo, "1");
+	if (c->local_one)
+		local_ips_load(c);
 	int rc = rpc_client_new(&ro, &c->rpc);
 	if (rc) {
 		snprintf(err, errlen, "rpc client: %s", cfs_strerror(rc));
@@ -375,7 +379,12 @@ static void local_ips_load(struct storage_client *c)
  * over three same-host services they made three streams of small RPCs, each
  * waking its own service and its reply its own client loop. On one 2-core
  * host (fio 4 jobs x QD 16 of 4 KiB at random) one service for all took
- * 17-33 % less mount CPU and 30-45 % less storage CPU per read. Which one:
+ * 17-33 % less mount CPU and 30-45 % less storage CPU per read, but made
+ * 7-20 % fewer reads per second at load 5-7: the run was bound by latency,
+ * not CPU, and a combined reply waits for the slowest of its reads (more
+ * of them per RPC at one service; 8 RPCs of at most 8 ranges did not help).
+ * So it is off unless CFS_READ_LOCAL_ONE=1 (an experiment for a CPU-bound
+ * host). Which one:
  * rendezvous hashing of this client's id with the node id, so the choice is
  * the same for every chain a node serves, and other clients on the host
  * pick others. Remote replicas and large reads (which do not combine) keep
@@ -478,7 +487,7 @@ static int resolve(struct storage_client *c, const struct storage_loc *loc, bool
 				atomic_fetch_add(&c->avoided_picks, 1);
 			}
 		}
-		if (ns > 1 && len && len <= READQ_SMALL)
+		if (c->local_one && ns > 1 && len && len <= READQ_SMALL)
 			pick = local_pick(c, ri, ch, serving, ns);
 		if (ns && pick == UINT32_MAX)
 			pick = serving[atomic_fetch_add(&c->rr, 1) % ns];
@@ -925,8 +934,9 @@ static void read_group_finish(struct read_group *g, struct storage_read *r)
  * for that server as ONE read request (up to STO_MAX_BATCH ranges). The
  * server then takes one wake-up, one disk submission and one reply for
  * them all, and the client one. A lone reader never waits (its RPC goes
- * at once); replica choice happened before (resolve: local_pick keeps a
- * host's small reads on one of its services, so they combine). An RPC error reaches every group in
+ * at once); replica choice happened before (resolve), so combining keeps
+ * the rotation over serving replicas (local_pick, if on, keeps a host's
+ * small reads on one of its services). An RPC error reaches every group in
  * it, which retries as it would alone. Queues are per (server, flags).
  * Large reads (over READQ_SMALL) never queue; they go at once. */
 #define READQ_INFLIGHT 2

@@ -49,9 +49,9 @@
  *   read_batches_kill  12 threads of small chain reads (sharing read
  *                 RPCs) while a replica is killed -9: no read fails or
  *                 returns a wrong byte
- *   read_local_one  every replica is on this host: a client's small
- *                 chain reads all go to one of them (they combine there),
- *                 large ones still rotate over the three
+ *   read_local_one  every replica is on this host and CFS_READ_LOCAL_ONE=1:
+ *                 a client's small chain reads all go to one of them (they
+ *                 combine there), large ones still rotate over the three
  * Every wait is bounded.
  */
 #include <setjmp.h>
@@ -1064,7 +1064,9 @@ static void test_read_local_one(void **state)
 {
 	(void)state;
 	struct env e;
+	setenv("CFS_READ_LOCAL_ONE", "1", 1); /* read by storage_client_new */
 	env_up(&e, "craq-rlocal");
+	unsetenv("CFS_READ_LOCAL_ONE");
 	struct storage_loc loc = { .chain = e.chain };
 	uint8_t *want = malloc(4 * CLEN), *out = malloc(256u << 10);
 	gen(77, want, 4 * CLEN);
