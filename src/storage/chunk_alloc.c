@@ -65,6 +65,7 @@ struct group {
 	uint8_t reserved;      /* small class: GROUP_WHOLE (fallocated), GROUP_PER_BLOCK
 				* (each used block fallocated) or 0 */
 	uint8_t frozen;        /* compaction source: no new allocations */
+	uint8_t idle;          /* count == 0 but kept reserved (GROUP_WHOLE) for reuse */
 	uint32_t *refs;        /* [256] reader references, lazily allocated */
 	struct chunk_id *owner;/* [256] committed owner of each block */
 };
@@ -85,6 +86,9 @@ struct chunk_alloc {
 	uint64_t reserved_bytes; /* fallocated bytes */
 	uint64_t punched;        /* groups punched so far */
 	uint64_t keep_free;      /* chunk_alloc_get_keep's, for this call */
+	uint64_t idle_max;       /* bytes of idle groups kept (0: punch at once) */
+	uint64_t idle_bytes;     /* bytes of idle groups (part of reserved_bytes) */
+	uint64_t recycled;       /* idle groups taken again */
 	struct size_class cls[CHUNK_NCLASS];
 };
 
@@ -330,7 +334,41 @@ int chunk_alloc_open_done(struct chunk_alloc *a)
 	return 0;
 }
 
+/* Punches every idle group of every class: their room is wanted. */
+static void drop_idle(struct chunk_alloc *a)
+{
+	for (unsigned cls = 0; cls <= SMALL_CLASS_MAX && a->idle_bytes; cls++) {
+		struct size_class *c = &a->cls[cls];
+		for (uint32_t gid = 0; gid < c->ngroups; gid++) {
+			struct group *g = c->groups[gid];
+			if (!g || !g->idle)
+				continue;
+			punch(a, c->fds[gid % CHUNK_MAX_FILES], cls, group_off(cls, gid),
+			      group_bytes(cls));
+			g->idle = 0;
+			g->reserved = 0;
+			a->reserved_bytes -= group_bytes(cls);
+			a->idle_bytes -= group_bytes(cls);
+			a->punched++;
+		}
+	}
+}
+
+static int reserve_once(struct chunk_alloc *a, int fd, unsigned cls, uint64_t off, uint64_t len);
+
+/* Reserves [OFF, OFF + LEN) of FD; when that fails for room and idle
+ * groups hold some, they are given back first and it is tried again. */
 static int reserve(struct chunk_alloc *a, int fd, unsigned cls, uint64_t off, uint64_t len)
+{
+	int err = reserve_once(a, fd, cls, off, len);
+	if (err == -ENOSPC && a->idle_bytes) {
+		drop_idle(a);
+		err = reserve_once(a, fd, cls, off, len);
+	}
+	return err;
+}
+
+static int reserve_once(struct chunk_alloc *a, int fd, unsigned cls, uint64_t off, uint64_t len)
 {
 	if (a->capacity && a->reserved_bytes + len > a->capacity)
 		return -ENOSPC;
@@ -394,7 +432,17 @@ int chunk_alloc_get(struct chunk_alloc *a, unsigned cls, struct chunk_id id, str
 	}
 	if (best)
 		return take_block(a, cls, best_gid, best, id, out);
-	/* No partly used group: the lowest-numbered empty one. */
+	/* No partly used group: the lowest idle one, whose blocks are written. */
+	for (uint32_t gid = 0; a->idle_bytes && gid < c->ngroups; gid++) {
+		struct group *g = c->groups[gid];
+		if (!g || !g->idle || g->frozen)
+			continue;
+		g->idle = 0;
+		a->idle_bytes -= group_bytes(cls);
+		a->recycled++;
+		return take_block(a, cls, gid, g, id, out);
+	}
+	/* Else the lowest-numbered empty one. */
 	for (uint32_t gid = 0;; gid++) {
 		if (gid / CHUNK_MAX_FILES > UINT32_MAX / CHUNK_GROUP_BLOCKS - 1)
 			return -EMFILE;
@@ -441,6 +489,19 @@ int chunk_alloc_owns(struct chunk_alloc *a, struct chunk_pos pos, struct chunk_i
 	return g && g->owner && bit_test(g->used, i) && !chunk_id_cmp(g->owner[i], id);
 }
 
+/* Whether an emptied group of class CLS (in file FD) stays idle. */
+static int keep_idle(struct chunk_alloc *a, int fd, unsigned cls)
+{
+	struct statvfs sv;
+	return a->idle_bytes + group_bytes(cls) <= a->idle_max && !fstatvfs(fd, &sv) &&
+	       (uint64_t)sv.f_bavail * sv.f_frsize >= OPEN_WHOLE_ROOM + a->idle_max;
+}
+
+void chunk_alloc_set_idle_max(struct chunk_alloc *a, uint64_t max)
+{
+	a->idle_max = max;
+}
+
 static void free_block(struct chunk_alloc *a, struct chunk_pos pos, struct group *g, unsigned i)
 {
 	struct size_class *c = &a->cls[pos.cls];
@@ -456,6 +517,16 @@ static void free_block(struct chunk_alloc *a, struct chunk_pos pos, struct group
 	if (g->count)
 		return;
 	c->reserved--;
+	if (pos.cls <= SMALL_CLASS_MAX && g->reserved == GROUP_WHOLE && !g->frozen &&
+	    keep_idle(a, fd, pos.cls)) {
+		g->idle = 1;
+		a->idle_bytes += group_bytes(pos.cls);
+		free(g->refs);
+		free(g->owner);
+		g->refs = NULL;
+		g->owner = NULL;
+		return;
+	}
 	if (pos.cls <= SMALL_CLASS_MAX && g->reserved) {
 		/* Per block: the whole group too, for what a failed whole
 		 * fallocate may have left allocated. */
@@ -538,6 +609,8 @@ void chunk_alloc_get_stat(struct chunk_alloc *a, struct chunk_alloc_stat *out)
 	memset(out, 0, sizeof(*out));
 	out->reserved_bytes = a->reserved_bytes;
 	out->punched_groups = a->punched;
+	out->idle_bytes = a->idle_bytes;
+	out->recycled_groups = a->recycled;
 	for (unsigned i = 0; i < CHUNK_NCLASS; i++) {
 		out->used_blocks[i] = a->cls[i].used;
 		out->groups[i] = a->cls[i].reserved;

@@ -25,6 +25,9 @@ struct chunk_alloc_stat {
 	uint64_t used_blocks[CHUNK_NCLASS];   /* allocated blocks per class */
 	uint64_t groups[CHUNK_NCLASS];        /* reserved groups per class */
 	uint64_t punched_groups;              /* groups given back so far */
+	uint64_t idle_bytes;                  /* of reserved_bytes: empty groups kept
+					       * written for reuse (chunk_alloc_set_idle_max) */
+	uint64_t recycled_groups;             /* idle groups taken again so far */
 };
 
 /* Opens the allocator over DIR/data (created if absent). CAPACITY caps the
@@ -32,6 +35,16 @@ struct chunk_alloc_stat {
 int chunk_alloc_open(const char *dir, uint64_t capacity, struct chunk_alloc **out);
 /* Closes the files. NULL-safe. */
 void chunk_alloc_close(struct chunk_alloc *a);
+/* Up to MAX bytes of emptied groups (classes up to 1 MiB, reserved whole)
+ * stay fallocated and are handed out again before any other empty group,
+ * instead of being punched at once: their blocks were written, so writing
+ * them again is a plain overwrite for the filesystem, without the extent
+ * conversion (and its metadata sync) a write into fallocated space costs.
+ * They are punched when a reservation fails for room (capacity, the
+ * keep_free floor or the filesystem), and are not kept while the
+ * filesystem has less than MAX + 1 GiB free; they count in reserved_bytes and
+ * in idle_bytes. 0 (the default): every emptied group is punched. */
+void chunk_alloc_set_idle_max(struct chunk_alloc *a, uint64_t max);
 
 /* Rebuild at open: records that ID's committed metadata uses POS.
  * 0; -EEXIST if POS is already taken (two chunks claim it); -CFS_ECORRUPT
@@ -43,7 +56,8 @@ int chunk_alloc_open_done(struct chunk_alloc *a);
 
 /* Allocates a block of class CLS for a new version of chunk ID (recorded as
  * the block's owner), preferring
- * the fullest non-frozen group with a free block; reserves a new group (or,
+ * the fullest non-frozen group with a free block, then an idle group
+ * (chunk_alloc_set_idle_max); reserves a new group (or,
  * for classes above 1 MiB, the block) with fallocate when none has one.
  * 0, or -ENOSPC (capacity or filesystem full), -EMFILE (all files' groups
  * in use), -errno. */

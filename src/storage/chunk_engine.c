@@ -1713,6 +1713,7 @@ void chunk_engine_cfg_default(struct chunk_engine_cfg *cfg)
 	cfg->retire_ms = 100;
 	cfg->retire_max = 512;
 	cfg->cached_read_max = 64 << 10;
+	cfg->idle_keep_bytes = UINT64_C(1) << 30;
 }
 
 static void op_fail_now(struct chunk_op *op, int err)
@@ -1881,7 +1882,9 @@ void chunk_engine_get_stat(struct chunk_engine *e, struct chunk_engine_stat *out
 		if (!statvfs(e->dir, &sv))
 			out->capacity = (uint64_t)sv.f_blocks * sv.f_frsize;
 	}
-	out->used = as.reserved_bytes;
+	out->used = as.reserved_bytes - as.idle_bytes;
+	out->idle = as.idle_bytes;
+	out->recycled_groups = as.recycled_groups;
 	out->chunks = chunk_store_count(e->store);
 	for (unsigned i = 0; i < CHUNK_NCLASS; i++)
 		out->used_blocks += as.used_blocks[i];
@@ -2218,6 +2221,7 @@ int chunk_engine_open(const struct chunk_engine_cfg *cfg, struct chunk_engine **
 	int err = chunk_alloc_open(cfg->dir, cfg->capacity, &e->alloc);
 	if (err)
 		goto fail;
+	chunk_alloc_set_idle_max(e->alloc, cfg->idle_keep_bytes);
 	if ((err = chunk_store_open_verified(path, cfg->meta_map_bytes, cfg->sync, verify_on_disk, e,
 					     &e->store)))
 		goto fail;

@@ -56,13 +56,17 @@ struct chunk_engine_cfg {
 					   * pages) go through the page cache
 					   * (chunk_engine.c "page-cache reads");
 					   * 0: every read is O_DIRECT */
+	uint64_t idle_keep_bytes;         /* emptied allocation groups kept written
+					   * for reuse instead of punched
+					   * (chunk_alloc_set_idle_max); 0: punch */
 };
 
 /* Fills defaults: sync on, 64 GiB map, 256 ring entries, 10 ms commit
  * window, compaction below
  * 50% every 1000 ms at up to 64 MiB/s, 256 MiB buffer cache, overwrites
  * up to 64 KiB journaled, journals retired after 100 ms or 512 of them,
- * reads up to 64 KiB through the page cache. */
+ * reads up to 64 KiB through the page cache, 1 GiB of emptied groups kept
+ * for reuse. */
 void chunk_engine_cfg_default(struct chunk_engine_cfg *cfg);
 
 /* Opens the target, rebuilding the allocator from the metadata (and giving
@@ -232,7 +236,10 @@ int chunk_engine_query_last(struct chunk_engine *e, uint64_t ino, uint32_t *idx,
 
 struct chunk_engine_stat {
 	uint64_t capacity;        /* configured, else the filesystem's size */
-	uint64_t used;            /* bytes reserved in data files */
+	uint64_t used;            /* bytes reserved in data files, idle groups not
+				   * counted (they are free space for chunks) */
+	uint64_t idle;            /* bytes of emptied groups kept for reuse */
+	uint64_t recycled_groups; /* idle groups written again */
 	uint64_t chunks;          /* chunks in the metadata */
 	uint64_t used_blocks;     /* allocated blocks (chunks + writes in flight + pinned) */
 	uint64_t corrupt_reads;   /* ranges failed with -CFS_ECORRUPT */

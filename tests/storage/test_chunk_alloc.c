@@ -70,6 +70,59 @@ static void test_fill_free_reuse(void **state)
 	free(dir);
 }
 
+/* Idle groups: an emptied group stays reserved (written, so a write into
+ * it is an overwrite) and is the next empty group its class takes, up to
+ * idle_max; a reservation short of room punches it and goes on. */
+static void test_idle_recycle(void **state)
+{
+	char *dir = testenv_tmpdir("alloc_idle");
+	struct chunk_alloc *a;
+	struct chunk_alloc_stat st;
+	/* Room for two 64 KiB-class groups; one may idle. */
+	assert_int_equal(chunk_alloc_open(dir, 2 * GROUP_BYTES, &a), 0);
+	chunk_alloc_set_idle_max(a, GROUP_BYTES);
+	struct chunk_pos p[256], q;
+	for (int i = 0; i < 256; i++)
+		assert_int_equal(chunk_alloc_get(a, 0, TID, &p[i]), 0);
+	assert_int_equal(chunk_alloc_get(a, 0, TID, &q), 0); /* group 1 (file 1) */
+	assert_int_equal(q.file, 1);
+	long before = file_blocks(dir, 0, 1);
+	chunk_alloc_release(a, q);
+	/* Kept: not punched, still reserved, counted idle. */
+	assert_int_equal(file_blocks(dir, 0, 1), before);
+	chunk_alloc_get_stat(a, &st);
+	assert_int_equal(st.punched_groups, 0);
+	assert_int_equal(st.groups[0], 1);
+	assert_int_equal(st.reserved_bytes, 2 * GROUP_BYTES);
+	assert_int_equal(st.idle_bytes, GROUP_BYTES);
+	/* Emptying group 0 too: over idle_max, so that one is punched. */
+	for (int i = 0; i < 256; i++)
+		chunk_alloc_release(a, p[i]);
+	chunk_alloc_get_stat(a, &st);
+	assert_int_equal(st.punched_groups, 1);
+	assert_int_equal(st.idle_bytes, GROUP_BYTES);
+	assert_true(file_blocks(dir, 0, 0) * 512 < 64 * 1024);
+	/* The idle group is taken before the lower, punched gid 0. */
+	assert_int_equal(chunk_alloc_get(a, 0, TID, &q), 0);
+	assert_true(q.file == 1 && q.block == 0);
+	chunk_alloc_get_stat(a, &st);
+	assert_int_equal(st.recycled_groups, 1);
+	assert_int_equal(st.idle_bytes, 0);
+	assert_int_equal(st.reserved_bytes, GROUP_BYTES);
+	/* Idle again; then another class needs two groups of room: the idle
+	 * one is punched so the reservation fits under the capacity. */
+	chunk_alloc_release(a, q);
+	chunk_alloc_get_stat(a, &st);
+	assert_int_equal(st.idle_bytes, GROUP_BYTES);
+	assert_int_equal(chunk_alloc_get(a, 1, TID, &q), 0); /* 32 MiB group */
+	chunk_alloc_get_stat(a, &st);
+	assert_int_equal(st.idle_bytes, 0);
+	assert_int_equal(st.punched_groups, 2);
+	assert_int_equal(st.reserved_bytes, 2 * GROUP_BYTES);
+	chunk_alloc_close(a);
+	free(dir);
+}
+
 static void test_refs(void **state)
 {
 	char *dir = testenv_tmpdir("alloc_refs");
@@ -168,7 +221,8 @@ static void test_rebuild(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_fill_free_reuse), cmocka_unit_test(test_refs),
+		cmocka_unit_test(test_fill_free_reuse), cmocka_unit_test(test_idle_recycle),
+		cmocka_unit_test(test_refs),
 		cmocka_unit_test(test_capacity_and_large), cmocka_unit_test(test_rebuild),
 		cmocka_unit_test(test_per_block_and_floor),
 	};

@@ -142,6 +142,23 @@ static void test_crc_fold(void **state)
 	assert_int_equal(chunk_crc_combine(crc32c(0, d, 1000), crc32c(0, d + 1000, 777), 777),
 			 crc32c(0, d, 1777));
 	free(d);
+	/* The page fold (tables per byte) against the general combine, over
+	 * CRCs whose bytes take many values, and a whole 1 MiB piece. */
+	uint32_t x = 0x9e3779b9u;
+	for (int i = 0; i < 2000; i++) {
+		x = x * 1664525u + 1013904223u;
+		assert_int_equal(chunk_crc_combine(x, ~x, CHUNK_PAGE),
+				 crc32c_combine(x, ~x, CHUNK_PAGE));
+	}
+	len = 1u << 20;
+	d = malloc(len);
+	uint32_t *pm = malloc(4 * (len / CHUNK_PAGE));
+	for (size_t i = 0; i < len; i++)
+		d[i] = (uint8_t)((i * 2654435761u) >> 13);
+	assert_int_equal(chunk_crc_pages(d, len, pm), crc32c(0, d, len));
+	assert_int_equal(pm[255], crc32c(0, d + 255 * CHUNK_PAGE, CHUNK_PAGE));
+	free(pm);
+	free(d);
 }
 
 int main(void)
