@@ -12,10 +12,7 @@
  * retried write keeps its (channel, seq) and the chain head answers a
  * repeat from its cache.
  */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <ifaddrs.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -71,10 +68,6 @@ struct storage_client {
 	uint32_t budget_ms;
 	uint64_t client_id;
 	_Atomic uint64_t rr;     /* replica rotation for reads */
-	int local_one;           /* CFS_READ_LOCAL_ONE=1: small reads use local_pick */
-	uint32_t local_ip[16];   /* this host's IPv4 addresses (network order; loopback
-				    aside), read once at creation: see local_pick */
-	int n_local_ip;
 	pthread_mutex_t rq_mu;   /* read combining queues */
 	struct readq *rq;        /* per (server, flags); freed with the client */
 	_Atomic uint64_t read_rpcs, read_groups;
@@ -123,8 +116,6 @@ static void next_seq(const struct storage_client *c, uint64_t *channel, uint64_t
 	*seq = ++tl_seq;
 }
 
-static void local_ips_load(struct storage_client *c);
-
 int storage_client_new(const struct storage_client_opts *o, struct storage_client **out,
 		       char *err, size_t errlen)
 {
@@ -147,10 +138,6 @@ int storage_client_new(const struct storage_client_opts *o, struct storage_clien
 			       .max_bulk = 256u << 20, .timeout_ms = c->timeout_ms,
 			       .conns_per_peer = o->conns_per_peer > 0 ? o->conns_per_peer : 2,
 			       .max_backoff_ms = AVOID_MS };
-	const char *lo = getenv("CFS_READ_LOCAL_ONE");
-	c->local_one = lo && !strcmp(lo, "1");
-	if (c->local_one)
-		local_ips_load(c);
 	int rc = rpc_client_new(&ro, &c->rpc);
 	if (rc) {
 		snprintf(err, errlen, "rpc client: %s", cfs_strerror(rc));
@@ -333,92 +320,10 @@ static bool avoided(const struct read_avoid *a, uint32_t target)
 	return false;
 }
 
-/* Only groups of at most this many bytes queue: a combined reply is copied
- * out of one buffer, which small reads do not notice and large ones would. */
-#define READQ_SMALL (128u << 10)
-
-/* Whether "ip:port" ADDR names this host. */
-static bool addr_local(const struct storage_client *c, const char *addr)
-{
-	char host[64];
-	const char *colon = strrchr(addr, ':');
-	size_t n = colon ? (size_t)(colon - addr) : strlen(addr);
-	if (n >= sizeof(host))
-		return false;
-	memcpy(host, addr, n);
-	host[n] = '\0';
-	if (!strcmp(host, "localhost"))
-		return true;
-	struct in_addr a;
-	if (inet_pton(AF_INET, host, &a) != 1)
-		return false;
-	if ((ntohl(a.s_addr) >> 24) == 127)
-		return true;
-	for (int i = 0; i < c->n_local_ip; i++)
-		if (c->local_ip[i] == a.s_addr)
-			return true;
-	return false;
-}
-
-static void local_ips_load(struct storage_client *c)
-{
-	struct ifaddrs *ifs;
-	if (getifaddrs(&ifs))
-		return; /* only loopback addresses count as local */
-	for (struct ifaddrs *i = ifs; i && c->n_local_ip < 16; i = i->ifa_next)
-		if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET)
-			c->local_ip[c->n_local_ip++] =
-				((const struct sockaddr_in *)(const void *)i->ifa_addr)->sin_addr.s_addr;
-	freeifaddrs(ifs);
-}
-
-/* Small reads and the replica they go to. With several replicas of a chain
- * on this host (a one-host cluster; a host with several storage services)
- * a small read goes to the same one of them every time: concurrent small
- * reads combine per server (see "read combining"), and spread by rotation
- * over three same-host services they made three streams of small RPCs, each
- * waking its own service and its reply its own client loop. On one 2-core
- * host (fio 4 jobs x QD 16 of 4 KiB at random) one service for all took
- * 17-33 % less mount CPU and 30-45 % less storage CPU per read, but made
- * 7-20 % fewer reads per second at load 5-7: the run was bound by latency,
- * not CPU, and a combined reply waits for the slowest of its reads (more
- * of them per RPC at one service; 8 RPCs of at most 8 ranges did not help).
- * So it is off unless CFS_READ_LOCAL_ONE=1 (an experiment for a CPU-bound
- * host). Which one:
- * rendezvous hashing of this client's id with the node id, so the choice is
- * the same for every chain a node serves, and other clients on the host
- * pick others. Remote replicas and large reads (which do not combine) keep
- * the rotation: their load spreads over the servers. NS is the count of
- * SERVING (and not avoided) members in SERVING; returns the index in the
- * chain's members, or UINT32_MAX when none of them is on this host. */
-static uint32_t local_pick(const struct storage_client *c, const struct route_info *ri,
-			   const struct route_chain *ch, const uint32_t *serving, uint32_t ns)
-{
-	uint32_t pick = UINT32_MAX;
-	uint64_t best = 0;
-	for (uint32_t j = 0; j < ns; j++) {
-		const struct route_target *t = route_find_target(ri, ch->m[serving[j]].target_id);
-		const struct route_node *n = t ? route_find_node(ri, t->node_id) : NULL;
-		if (!n || !addr_local(c, n->addr))
-			continue;
-		uint64_t h = c->client_id ^ ((uint64_t)n->id * 0x9e3779b97f4a7c15ull);
-		h ^= h >> 31;
-		h *= 0xbf58476d1ce4e5b9ull;
-		h ^= h >> 29;
-		if (pick == UINT32_MAX || h > best) {
-			best = h;
-			pick = serving[j];
-		}
-	}
-	return pick;
-}
-
 /* AVOID (reads only; may be NULL): targets to skip. When every SERVING
- * replica is in it, the chunk is corrupt everywhere: -CFS_ECORRUPT.
- * LEN (reads): the bytes wanted; a small read prefers a replica on this
- * host (local_pick), 0 or a large one rotates over the replicas. */
+ * replica is in it, the chunk is corrupt everywhere: -CFS_ECORRUPT. */
 static int resolve(struct storage_client *c, const struct storage_loc *loc, bool write,
-		   struct dest *d, const struct read_avoid *avoid, uint32_t len)
+		   struct dest *d, const struct read_avoid *avoid)
 {
 	memset(d, 0, sizeof(*d));
 	if (!loc->chain) {
@@ -487,11 +392,9 @@ static int resolve(struct storage_client *c, const struct storage_loc *loc, bool
 				atomic_fetch_add(&c->avoided_picks, 1);
 			}
 		}
-		if (c->local_one && ns > 1 && len && len <= READQ_SMALL)
-			pick = local_pick(c, ri, ch, serving, ns);
-		if (ns && pick == UINT32_MAX)
+		if (ns)
 			pick = serving[atomic_fetch_add(&c->rr, 1) % ns];
-		else if (!ns && skipped) {
+		else if (skipped) {
 			rc = -CFS_ECORRUPT;
 			goto out;
 		}
@@ -604,7 +507,7 @@ static int write_crc(struct storage_client *c, const struct storage_loc *loc, ui
 	int rc;
 	for (int attempt = 1;; attempt++) {
 		struct dest d;
-		rc = resolve(c, loc, true, &d, NULL, 0);
+		rc = resolve(c, loc, true, &d, NULL);
 		if (!rc) {
 			m.target = d.target;
 			m.chain = d.chain;
@@ -672,7 +575,7 @@ int storage_client_remove(struct storage_client *c, const struct storage_loc *lo
 	int rc;
 	for (int attempt = 1;; attempt++) {
 		struct dest d;
-		rc = resolve(c, loc, true, &d, NULL, 0);
+		rc = resolve(c, loc, true, &d, NULL);
 		if (!rc) {
 			m.target = d.target;
 			m.chain = d.chain;
@@ -735,7 +638,7 @@ int storage_client_query(struct storage_client *c, const struct storage_loc *loc
 	int rc;
 	for (int attempt = 1;; attempt++) {
 		struct dest d;
-		rc = resolve(c, loc, false, &d, NULL, 0);
+		rc = resolve(c, loc, false, &d, NULL);
 		if (!rc) {
 			m.target = d.target;
 			m.chain = d.chain;
@@ -960,11 +863,13 @@ static void read_group_finish(struct read_group *g, struct storage_read *r)
  * server then takes one wake-up, one disk submission and one reply for
  * them all, and the client one. A lone reader never waits (its RPC goes
  * at once); replica choice happened before (resolve), so combining keeps
- * the rotation over serving replicas (local_pick, if on, keeps a host's
- * small reads on one of its services). An RPC error reaches every group in
+ * the rotation over serving replicas. An RPC error reaches every group in
  * it, which retries as it would alone. Queues are per (server, flags).
  * Large reads (over READQ_SMALL) never queue; they go at once. */
 #define READQ_INFLIGHT 2
+/* Only groups of at most this many bytes queue: a combined reply is copied
+ * out of one buffer, which small reads do not notice and large ones would. */
+#define READQ_SMALL (128u << 10)
 
 /* One read RPC: a single group's, or several groups' combined. */
 struct read_rpc {
@@ -1273,8 +1178,7 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 		for (size_t i = 0; i < n; i++) {
 			if (!todo[i])
 				continue;
-			int rc = resolve(c, &r[i].loc, false, &dd[i], avoid ? &avoid[i] : NULL,
-					 r[i].len);
+			int rc = resolve(c, &r[i].loc, false, &dd[i], avoid ? &avoid[i] : NULL);
 			tgt[i] = dd[i].target;
 			if (rc) {
 				r[i].result = rc;
@@ -1534,7 +1438,7 @@ int storage_client_read_async(struct storage_client *c, struct storage_read *r, 
 	a->done = done;
 	a->arg = arg;
 	struct dest d;
-	int rc = resolve(c, &r->loc, false, &d, NULL, r->len);
+	int rc = resolve(c, &r->loc, false, &d, NULL);
 	if (rc) {
 		r->result = rc;
 		if (retryable(rc, r->loc.chain != 0))

@@ -49,9 +49,6 @@
  *   read_batches_kill  12 threads of small chain reads (sharing read
  *                 RPCs) while a replica is killed -9: no read fails or
  *                 returns a wrong byte
- *   read_local_one  every replica is on this host and CFS_READ_LOCAL_ONE=1:
- *                 a client's small chain reads all go to one of them (they
- *                 combine there), large ones still rotate over the three
  * Every wait is bounded.
  */
 #include <setjmp.h>
@@ -75,7 +72,6 @@
 #include "common/wire.h"
 #include "mgmtd/mgmtd_client.h"
 #include "net/rpc.h"
-#include "net/rpc_proto.h"
 #include "stor_cluster.h"
 #include "tcp_proxy.h"
 #include "testenv.h"
@@ -1042,73 +1038,6 @@ static void test_read_batches_kill(void **state)
 	env_down(&e);
 }
 
-/* Requests served so far by storage node I (its RPC layer's counter). */
-static uint64_t served(struct env *e, struct rpc_client *rc, int i)
-{
-	struct rpc_peer *p;
-	char err[256];
-	assert_int_equal(rpc_client_peer(rc, e->sc.node[i].addr, &p, err, sizeof(err)), 0);
-	struct rpc_call call = { .type = RPC_MSG_STATS };
-	struct buf resp = BUF_INIT;
-	struct rpc_stats_resp m;
-	assert_int_equal(rpc_call(p, &call, &resp, NULL), 0);
-	assert_int_equal(rpc_stats_resp_decode(resp.data, resp.len, &m), 0);
-	buf_fini(&resp);
-	return m.requests;
-}
-
-/* The three replicas are on 127.0.0.1: READS small reads one after the
- * other (nothing else is sent meanwhile but the counter queries) reach one
- * service only; as many 256 KiB reads spread over all three. */
-static void test_read_local_one(void **state)
-{
-	(void)state;
-	struct env e;
-	setenv("CFS_READ_LOCAL_ONE", "1", 1); /* read by storage_client_new */
-	env_up(&e, "craq-rlocal");
-	unsetenv("CFS_READ_LOCAL_ONE");
-	struct storage_loc loc = { .chain = e.chain };
-	uint8_t *want = malloc(4 * CLEN), *out = malloc(256u << 10);
-	gen(77, want, 4 * CLEN);
-	for (uint32_t k = 0; k < 4; k++)
-		assert_int_equal(storage_client_write(e.cli, &loc, INO + 2, k, 0, CLEN,
-						      want + k * CLEN, 0, NULL),
-				 0);
-	struct rpc_client *rc = stor_cluster_rpc_client();
-	enum { READS = 60 };
-	for (int big = 0; big < 2; big++) {
-		uint64_t before[3], after[3];
-		for (int i = 0; i < 3; i++)
-			before[i] = served(&e, rc, i);
-		for (int n = 0; n < READS; n++) {
-			uint32_t k = (uint32_t)n % 4, off = big ? 0 : ((uint32_t)n * 4096) % CLEN;
-			uint32_t len = big ? (256u << 10) : 4096;
-			struct storage_read rd = { .loc = loc, .ino = INO + 2, .idx = k, .off = off,
-						   .len = len, .dst = out };
-			assert_int_equal(storage_client_read(e.cli, &rd, 1, 0), 0);
-			uint32_t got = big ? CLEN : len; /* a chunk holds CLEN bytes */
-			assert_int_equal(rd.result, (int)got);
-			assert_memory_equal(out, want + k * CLEN + off, got);
-		}
-		int used = 0;
-		for (int i = 0; i < 3; i++) {
-			after[i] = served(&e, rc, i);
-			/* beside the reads: the count queries, maybe a heartbeat */
-			uint64_t d = after[i] - before[i];
-			print_message("%s reads: service %d served %llu\n", big ? "large" : "small", i,
-				      (unsigned long long)d);
-			used += d >= READS / 6;
-			if (!big)
-				assert_true(d < READS / 6 || d >= READS);
-		}
-		assert_int_equal(used, big ? 3 : 1);
-	}
-	rpc_client_free(rc);
-	free(want);
-	free(out);
-	env_down(&e);
-}
-
 int main(int argc, char **argv)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -1122,7 +1051,6 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_kill_head),
 		cmocka_unit_test(test_kill_tail),
 		cmocka_unit_test(test_read_batches_kill),
-		cmocka_unit_test(test_read_local_one),
 		cmocka_unit_test(test_kill_two),
 		cmocka_unit_test(test_lastsrv),
 		cmocka_unit_test(test_full_restart),
