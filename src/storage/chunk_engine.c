@@ -930,7 +930,7 @@ static void journal_image(struct chunk_engine *e, struct req *r)
 		size_t n = len - start < CHUNK_PAGE ? len - start : CHUNK_PAGE;
 		c->nmeta.page_crc[p] = crc32c(0, r->buf + (start - r->img_start), n);
 	}
-	/* The whole-chunk CRC, folded from the page CRCs (32 XORs a page). */
+	/* The whole-chunk CRC, folded from the page CRCs (table lookups: chunk_crc.c). */
 	uint32_t crc = 0;
 	for (uint32_t p = 0; p < c->nmeta.npages; p++) {
 		uint64_t start = (uint64_t)p * CHUNK_PAGE;
