@@ -5,7 +5,7 @@
  * client that connects to "ip:port" tries that name first. The unix socket
  * skips the TCP/IP stack on loopback: about 1.3x the bytes per second of
  * loopback TCP for 64 KiB messages and a third less CPU per byte (the
- * figures and the command are in the README). Abstract names live in the
+ * figures and the command are in bench/history.md). Abstract names live in the
  * network namespace, not the file system: nothing to clean up after
  * kill -9, and a client in another namespace (another host in the netns
  * tests) never finds the name and uses TCP. The RPC handshake runs on it as
