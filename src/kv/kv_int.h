@@ -250,7 +250,7 @@ void kv_lmdb_compact_stats(kv_engine *e, uint64_t *count, uint64_t *last_stall_n
  * environment closed, 6: new one open); 0 (default): never. */
 extern int kv_lmdb_crash_step;
 /* Tests: how often (ms) an engine's background thread looks at the free
- * list for an online compaction (default 1000; <= 0: never). */
+ * list for an online compaction (default 250; <= 0: never). */
 extern int kv_lmdb_compact_check_ms;
 
 extern const struct kv_backend_ops kv_lmdb_ops;

@@ -92,7 +92,7 @@
  * waits at least COMPACT_DUTY x S before the next (commits stalled at most
  * ~5% of the time); COMPACT_DRAIN_MS bounds the wait for open txns. */
 #define COMPACT_ONLINE_MAX ((uint64_t)64 << 20)
-#define COMPACT_CHECK_MS 1000
+#define COMPACT_CHECK_MS 250
 #define COMPACT_DUTY 20
 #define COMPACT_DRAIN_MS 250
 
@@ -584,7 +584,10 @@ static void swap_end(struct lmdb_engine *e)
 	pthread_cond_broadcast(&e->swap_cv);
 }
 
-/* Pages on the free list and in the file, of the last commit. */
+/* Pages on the free list and in the file, of the last commit. The walk
+ * reads one freeDB record per txn whose freed pages are not reused yet:
+ * a few on a store without a large free list, thousands (about a
+ * millisecond) right after a large delete. */
 static int free_pages(struct lmdb_engine *e, uint64_t *nfree, uint64_t *total)
 {
 	MDB_envinfo info;

@@ -1071,7 +1071,7 @@ static void t_compact_online(void **state)
 	compact_online_case("?sync=window", 1);
 	compact_online_case("?sync=window&writemap=1", 0);
 	compact_online_case("?sync=full", 1);
-	kv_lmdb_compact_check_ms = 1000;
+	kv_lmdb_compact_check_ms = 250;
 }
 
 /* A child ages an environment, commits ack/ keys, and is SIGKILLed at
@@ -1127,7 +1127,7 @@ static void t_compact_online_crash(void **state)
 		compact_crash_case("?sync=window", step);
 		compact_crash_case("?sync=window&writemap=1", step);
 	}
-	kv_lmdb_compact_check_ms = 1000;
+	kv_lmdb_compact_check_ms = 250;
 }
 
 int main(void)
