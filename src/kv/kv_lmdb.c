@@ -622,7 +622,7 @@ static int compact_online(struct lmdb_engine *e, enum compact_mode mode)
 	MDB_dbi ndbi = 0;
 	const char *what = NULL;
 	int64_t last;
-	int rc = 0, fd = -1, sole, swapped = 0;
+	int rc = 0, fd = -1, sole, swapped = 0, held = 0;
 
 	if (e->lock_fd < 0 ||
 	    (size_t)snprintf(data, sizeof(data), "%s/data.mdb", e->path) >= sizeof(data) ||
@@ -647,10 +647,18 @@ static int compact_online(struct lmdb_engine *e, enum compact_mode mode)
 	pthread_mutex_unlock(&lmdb_open_mu);
 	if (!sole)
 		goto out;
+	/* Cheap look first, so that a shared environment never holds commits
+	 * up (the exclusive lock below decides; this only avoids the stall). */
+	{
+		struct flock gl = fl;
+		if (fcntl(e->lock_fd, F_GETLK, &gl) || gl.l_type != F_UNLCK)
+			goto out;
+	}
 
 	/* 1. Writers: new commits fail from now on; the leader finishes what
 	 * was queued before and leaves leadership to us. */
 	t0 = clock_mono_ns();
+	held = 1;
 	pthread_mutex_lock(&e->gc_mu);
 	e->compacting = 1;
 	{
@@ -791,11 +799,11 @@ resume:
 	swap_end(e);
 	pthread_mutex_unlock(&e->pool_mu);
 	compact_release(e);
-	stall = clock_mono_ns() - t0;
-	atomic_store_explicit(&e->last_stall_ns, stall, memory_order_relaxed);
-	if (mode == COMPACT_SETTLED)
-		e->next_allowed_ns = clock_mono_ns() + stall * COMPACT_DUTY;
 	if (swapped && e->env) {
+		stall = clock_mono_ns() - t0;
+		atomic_store_explicit(&e->last_stall_ns, stall, memory_order_relaxed);
+		if (mode == COMPACT_SETTLED)
+			e->next_allowed_ns = clock_mono_ns() + stall * COMPACT_DUTY;
 		atomic_fetch_add_explicit(&e->ncompactions, 1, memory_order_relaxed);
 		LOG_NOTICE("kv",
 			   "lmdb: compacted online: path=%s free_pages=%llu of %llu stall_ms=%llu (drain %llu)",
@@ -806,6 +814,13 @@ resume:
 		return 1;
 	}
 out:
+	if (held) {
+		/* Commits were held and nothing came of it: the same bound. */
+		stall = clock_mono_ns() - t0;
+		atomic_store_explicit(&e->last_stall_ns, stall, memory_order_relaxed);
+		if (mode == COMPACT_SETTLED)
+			e->next_allowed_ns = clock_mono_ns() + stall * COMPACT_DUTY;
+	}
 	if (what)
 		LOG_WARN("kv", "lmdb: online compaction skipped: path=%s: %s: %s", e->path, what,
 			 rc > 0 ? mdb_strerror(rc) : "");
