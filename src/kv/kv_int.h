@@ -252,6 +252,9 @@ extern int kv_lmdb_crash_step;
 /* Tests: how often (ms) an engine's background thread looks at the free
  * list for an online compaction (default 250; <= 0: never). */
 extern int kv_lmdb_compact_check_ms;
+/* Tests: how long (ms) an online compaction waits for the running batch
+ * and the open txns before it gives up (default 250). */
+extern int kv_lmdb_compact_drain_ms;
 
 extern const struct kv_backend_ops kv_lmdb_ops;
 extern const struct kv_backend_ops kv_mem_ops;

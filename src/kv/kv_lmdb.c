@@ -522,6 +522,7 @@ out:
 
 /* Tests: SIGKILL the process at step N of compact_online (0: never). */
 int kv_lmdb_crash_step;
+int kv_lmdb_compact_drain_ms = COMPACT_DRAIN_MS;
 
 static void crash_at(int step)
 {
@@ -662,7 +663,7 @@ static int compact_online(struct lmdb_engine *e, enum compact_mode mode)
 	pthread_mutex_lock(&e->gc_mu);
 	e->compacting = 1;
 	{
-		uint64_t until = t0 + (uint64_t)COMPACT_DRAIN_MS * 1000000u;
+		uint64_t until = t0 + (uint64_t)kv_lmdb_compact_drain_ms * 1000000u;
 		struct timespec ts = { (time_t)(until / 1000000000u), (long)(until % 1000000000u) };
 		while (e->leading &&
 		       pthread_cond_timedwait(&e->lead_cv, &e->gc_mu, &ts) != ETIMEDOUT)
@@ -690,7 +691,7 @@ static int compact_online(struct lmdb_engine *e, enum compact_mode mode)
 	pthread_mutex_lock(&e->pool_mu);
 	e->swapping = 1;
 	{
-		uint64_t until = t0 + (uint64_t)COMPACT_DRAIN_MS * 1000000u;
+		uint64_t until = t0 + (uint64_t)kv_lmdb_compact_drain_ms * 1000000u;
 		struct timespec ts = { (time_t)(until / 1000000000u), (long)(until % 1000000000u) };
 		while (e->nactive > 0 &&
 		       pthread_cond_timedwait(&e->swap_cv, &e->pool_mu, &ts) != ETIMEDOUT)
