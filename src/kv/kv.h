@@ -40,7 +40,13 @@
  *        the file, data.mdb is first replaced by a compacting copy, which
  *        restores a fresh store's commit cost after large deletes; crash
  *        safe: copy, fsync, rename; the version counter restarts, which
- *        only ever increases within one open engine). Several processes
+ *        only ever increases within one open engine. A running engine
+ *        does the same online once such a free list stops growing, if
+ *        the live data is at most 64 MiB and no other process or engine
+ *        has the environment: commits wait for the copy (the stall is
+ *        logged, typically tens of ms), commits racing with it fail with
+ *        -CFS_ECONFLICT (nothing applied; kv_run retries), and versions
+ *        keep increasing). Several processes
  *        may share one environment; they must open it with the same
  *        map_size.
  *   etcd://host:port[,host:port...]/prefix   a real etcd v3 cluster; every

@@ -233,6 +233,28 @@ void kv_lmdb_stats(kv_engine *e, uint64_t *batches, uint64_t *txns);
 /* sync=window state of an lmdb engine (tests): the newest committed and
  * the newest synced write txn id, and the fdatasyncs done. 0 for others. */
 void kv_lmdb_sync_stats(kv_engine *e, int64_t *committed, int64_t *synced, uint64_t *syncs);
+/* Online compaction of an lmdb engine (compact=1 runs it from the engine's
+ * background thread when the free list dominates; kv_lmdb.c "online
+ * compaction"): runs it now, with FORCE whatever the free list. 1 if the
+ * environment was replaced by a compacting copy, 0 if not (nothing to
+ * gain, another process or engine has the environment open, txns stayed
+ * open, a batch was running; 0 too for other backends), or -errno. Commits
+ * racing with it fail with -CFS_ECONFLICT (nothing applied) and new txns
+ * wait until it ends. The caller must not hold a txn of E. Thread-safe. */
+int kv_lmdb_compact(kv_engine *e, int force);
+/* Online compactions done by E and how long the last one (done or given
+ * up) held commits, in ns. 0 for other backends. */
+void kv_lmdb_compact_stats(kv_engine *e, uint64_t *count, uint64_t *last_stall_ns);
+/* Tests: an online compaction SIGKILLs its process at step N (1: copy
+ * written, 2: copy synced, 3: renamed, 4: directory synced, 5: old
+ * environment closed, 6: new one open); 0 (default): never. */
+extern int kv_lmdb_crash_step;
+/* Tests: how often (ms) an engine's background thread looks at the free
+ * list for an online compaction (default 250; <= 0: never). */
+extern int kv_lmdb_compact_check_ms;
+/* Tests: how long (ms) an online compaction waits for the running batch
+ * and the open txns before it gives up (default 250). */
+extern int kv_lmdb_compact_drain_ms;
 
 extern const struct kv_backend_ops kv_lmdb_ops;
 extern const struct kv_backend_ops kv_mem_ops;

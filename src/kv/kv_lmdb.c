@@ -42,6 +42,7 @@
 #include <limits.h>
 #include <lmdb.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,6 +82,21 @@
 /* compact=1: rewrite the file at open when its free list holds at least
  * COMPACT_MIN_FREE pages and more pages than the data (see compact_at_open). */
 #define COMPACT_MIN_FREE 4096
+/* compact=1 also compacts a running engine (compact_online) under the same
+ * rule, when the live pages are at most COMPACT_ONLINE_MAX bytes (the copy,
+ * during which commits wait, then takes well under a second). The
+ * background thread looks at the free list every COMPACT_CHECK_MS and
+ * compacts once the list qualifies and has stopped growing (a large
+ * delete is over: compacting in its middle would leave the rest of its
+ * free pages behind). After a compaction that stalled commits for S, it
+ * waits at least COMPACT_DUTY x S before the next (commits stalled at most
+ * ~5% of the time); COMPACT_DRAIN_MS bounds the wait for open txns. */
+#define COMPACT_ONLINE_MAX ((uint64_t)64 << 20)
+#define COMPACT_CHECK_MS 250
+#define COMPACT_DUTY 20
+#define COMPACT_DRAIN_MS 250
+
+enum compact_mode { COMPACT_FORCE, COMPACT_RULE, COMPACT_SETTLED };
 
 enum lmdb_sync { LMDB_SYNC_FULL, LMDB_SYNC_NOMETA, LMDB_SYNC_NONE, LMDB_SYNC_WINDOW };
 
@@ -107,17 +123,29 @@ struct lmdb_engine {
 	uint64_t map_size;
 	uint64_t psize;                 /* LMDB page size */
 	uint64_t alloc_end;             /* writemap: file bytes known allocated (leader only) */
-	int lock_fd;                    /* lock.mdb held across compaction; -1 if none */
+	int lock_fd;                    /* lock.mdb, open until the engine closes; -1 if none */
 	int counted;                    /* counted in lmdb_nopen */
+	unsigned env_flags;             /* mdb_env_open flags, for reopening */
+	uint64_t readers;               /* max_readers */
+	int online;                     /* compact=1: online compaction (see compact_online) */
+	/* Versions are id_base + LMDB's txn id: a compacting copy restarts
+	 * LMDB's count, so an online compaction raises id_base to keep the
+	 * engine's versions increasing. Written only while no txn is open
+	 * and no batch runs (compact_online). */
+	_Atomic int64_t id_base;
 
-	pthread_mutex_t pool_mu;        /* guards pool, npool */
+	pthread_mutex_t pool_mu;        /* guards pool, npool, nactive, swapping */
 	MDB_txn *pool[LMDB_POOL_MAX];   /* reset read-only handles */
 	int npool;
+	int nactive;                    /* txns holding a read handle of env */
+	int swapping;                   /* compact_online: txn_begin waits on swap_cv */
+	pthread_cond_t swap_cv;         /* nactive fell to 0, or swapping ended */
 
 	pthread_mutex_t gc_mu;          /* guards the fields down to last_ns */
 	struct lmdb_req *q_head, *q_tail;
 	int qlen;
 	int leading;                    /* a thread is gathering or applying a batch */
+	int compacting;                 /* compact_online holds leading: commits fail */
 	int open_rw;                    /* read-write txns begun, not yet queued or freed */
 	int gathering;                  /* the leader waits on lead_cv */
 	pthread_cond_t lead_cv;         /* signalled when gathering may stop */
@@ -136,6 +164,14 @@ struct lmdb_engine {
 	int sync_started, sync_stop;
 	uint32_t sync_ms;               /* background sync period */
 	atomic_ullong nsyncs;           /* fdatasyncs done by flush or the sync thread */
+
+	/* Online compaction (bg thread, or kv_lmdb_compact). */
+	pthread_mutex_t compact_mu;     /* one compaction at a time */
+	uint64_t next_check_ns;         /* bg thread: next look at the free list */
+	uint64_t next_allowed_ns;       /* bound on the share of time spent stalled */
+	uint64_t prev_nfree;            /* free pages at the previous look (compact_mu) */
+	atomic_ullong ncompactions;
+	atomic_ullong last_stall_ns;
 };
 
 enum lrec_kind { LREC_KEY, LREC_RANGE };
@@ -183,6 +219,12 @@ static int lmdb_err(int rc)
 	default:
 		return rc > 0 ? -rc : -EIO;
 	}
+}
+
+/* The engine's version of LMDB txn T (see id_base). */
+static int64_t gid(struct lmdb_engine *e, MDB_txn *t)
+{
+	return atomic_load_explicit(&e->id_base, memory_order_relaxed) + (int64_t)mdb_txn_id(t);
 }
 
 static MDB_val mv(struct kv_slice s)
@@ -235,21 +277,30 @@ static int window_sync(struct lmdb_engine *e)
 	return rc;
 }
 
+static void compact_tick(struct lmdb_engine *e);
+
+/* The background thread: the window's sync (sync=window) and the online
+ * compaction's look at the free list (compact=1). */
 static void *sync_main(void *arg)
 {
 	struct lmdb_engine *e = arg;
+	int window = e->sync == LMDB_SYNC_WINDOW;
+	uint64_t period = (uint64_t)(window ? e->sync_ms : 100) * 1000000u;
 
 	pthread_mutex_lock(&e->sync_mu);
 	while (!e->sync_stop) {
 		struct timespec ts;
-		uint64_t until = clock_mono_ns() + (uint64_t)e->sync_ms * 1000000u;
+		uint64_t until = clock_mono_ns() + period;
 		ts.tv_sec = (time_t)(until / 1000000000u);
 		ts.tv_nsec = (long)(until % 1000000000u);
 		pthread_cond_timedwait(&e->sync_cv, &e->sync_mu, &ts);
 		if (e->sync_stop)
 			break;
 		pthread_mutex_unlock(&e->sync_mu);
-		window_sync(e);
+		if (window)
+			window_sync(e);
+		if (e->online)
+			compact_tick(e);
 		pthread_mutex_lock(&e->sync_mu);
 	}
 	pthread_mutex_unlock(&e->sync_mu);
@@ -263,8 +314,13 @@ static int lmdb_flush(struct kv_engine *base)
 	switch (e->sync) {
 	case LMDB_SYNC_FULL:
 		return 0; /* every commit was durable when it returned */
-	case LMDB_SYNC_NOMETA:
-		return lmdb_err(mdb_env_sync(e->env, 1));
+	case LMDB_SYNC_NOMETA: {
+		int rc;
+		pthread_mutex_lock(&e->sync_mu); /* e->env is stable (compact_online) */
+		rc = mdb_env_sync(e->env, 1);
+		pthread_mutex_unlock(&e->sync_mu);
+		return lmdb_err(rc);
+	}
 	default:
 		return window_sync(e);
 	}
@@ -437,6 +493,374 @@ out:
 		unlink(tmp);
 }
 
+/* ---- online compaction -------------------------------------------------- */
+
+/* compact_at_open helps only after a restart. A running engine whose free
+ * list dominates (the same rule) and whose live pages are few enough that
+ * the copy is short is compacted in place:
+ *
+ *   1. writers are held: the compaction takes the group-commit leadership,
+ *      so no batch runs; queued commits and those arriving meanwhile fail
+ *      with -CFS_ECONFLICT (nothing applied; kv_run begins them again);
+ *   2. readers are held: new txns wait in txn_begin, and the open ones are
+ *      waited for (up to COMPACT_DRAIN_MS, else nothing is done): their
+ *      values point into the old map, which must stay until they end;
+ *   3. the old file is synced (so whichever file a crash leaves holds every
+ *      commit), and LMDB's exclusive lock is taken (it fails, and nothing
+ *      is done, while another process has the environment open);
+ *   4. compacting copy to data.mdb.compact, fsync, rename over data.mdb,
+ *      directory fsync, close the old environment, open the new one;
+ *   5. versions go on from the old environment's (id_base), and writers and
+ *      readers resume.
+ *
+ * A crash (of the process or the OS) at any step leaves data.mdb either
+ * the old file or the new one, both complete and synced, plus at most a
+ * stale copy that the next open removes; the directory fsync is done
+ * before any commit to the new file is acknowledged, so the rename cannot
+ * be lost behind one. The stall is the drain plus the copy: the size cap
+ * keeps it short, and it is logged. */
+
+/* Tests: SIGKILL the process at step N of compact_online (0: never). */
+int kv_lmdb_crash_step;
+int kv_lmdb_compact_drain_ms = COMPACT_DRAIN_MS;
+
+static void crash_at(int step)
+{
+	if (kv_lmdb_crash_step == step)
+		raise(SIGKILL);
+}
+
+/* Opens e->path as the engine's environment (e->env_flags, map size,
+ * readers) and its main DB. */
+static int open_env(struct lmdb_engine *e, MDB_env **envp, MDB_dbi *dbi)
+{
+	MDB_env *env = NULL;
+	MDB_txn *txn = NULL;
+	int rc, dead = 0;
+
+	if ((rc = mdb_env_create(&env)))
+		return rc;
+	if ((rc = mdb_env_set_mapsize(env, (size_t)e->map_size)) ||
+	    (rc = mdb_env_set_maxreaders(env, (unsigned)e->readers)) ||
+	    (rc = mdb_env_open(env, e->path, e->env_flags, 0644)))
+		goto fail;
+	/* Slots of crashed processes would otherwise pin old pages forever. */
+	mdb_reader_check(env, &dead);
+	if (dead)
+		LOG_NOTICE("kv", "lmdb: cleared stale readers: path=%s count=%d", e->path, dead);
+	if ((rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) ||
+	    (rc = mdb_dbi_open(txn, NULL, 0, dbi)))
+		goto fail;
+	mdb_txn_commit(txn);
+	*envp = env;
+	return 0;
+fail:
+	if (txn)
+		mdb_txn_abort(txn);
+	mdb_env_close(env);
+	return rc;
+}
+
+static void req_wake(_Atomic uint32_t *w, uint32_t v);
+
+/* Gives the group-commit leadership taken by compact_online back. */
+static void compact_release(struct lmdb_engine *e)
+{
+	struct lmdb_req *next;
+
+	pthread_mutex_lock(&e->gc_mu);
+	e->compacting = 0;
+	next = e->q_head;
+	if (!next)
+		e->leading = 0;
+	pthread_mutex_unlock(&e->gc_mu);
+	if (next)
+		req_wake(&next->state, REQ_LEAD);
+}
+
+/* Caller holds pool_mu with swapping set: let txns begin again. */
+static void swap_end(struct lmdb_engine *e)
+{
+	e->swapping = 0;
+	pthread_cond_broadcast(&e->swap_cv);
+}
+
+/* Pages on the free list and in the file, of the last commit. The walk
+ * reads one freeDB record per txn whose freed pages are not reused yet:
+ * a few on a store without a large free list, thousands (about a
+ * millisecond) right after a large delete. */
+static int free_pages(struct lmdb_engine *e, uint64_t *nfree, uint64_t *total)
+{
+	MDB_envinfo info;
+	MDB_txn *r = NULL;
+	int rc;
+
+	if ((rc = mdb_env_info(e->env, &info)))
+		return rc;
+	*total = (uint64_t)info.me_last_pgno + 1;
+	*nfree = 0;
+	if (*total < 2 * COMPACT_MIN_FREE)
+		return 0; /* cannot qualify: skip the walk */
+	if ((rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, &r)))
+		return rc;
+	rc = count_free(r, nfree);
+	mdb_txn_abort(r);
+	return rc;
+}
+
+/* 1 if compacted, 0 if not (the free list does not qualify under MODE,
+ * or not possible now: another process has the environment, txns stayed
+ * open, batches went on), or an LMDB error / -errno. Never called with a
+ * txn of this engine open in the calling thread. */
+static int compact_online(struct lmdb_engine *e, enum compact_mode mode)
+{
+	char data[PATH_MAX], tmp[PATH_MAX];
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
+	uint64_t nfree = 0, total = 0, t0, stall, drained;
+	struct lmdb_req *q;
+	MDB_envinfo info;
+	MDB_env *nenv = NULL;
+	MDB_dbi ndbi = 0;
+	const char *what = NULL;
+	int64_t last;
+	int rc = 0, fd = -1, sole, swapped = 0, held = 0;
+
+	if (e->lock_fd < 0 ||
+	    (size_t)snprintf(data, sizeof(data), "%s/data.mdb", e->path) >= sizeof(data) ||
+	    (size_t)snprintf(tmp, sizeof(tmp), "%s/data.mdb.compact", e->path) >= sizeof(tmp))
+		return 0;
+	pthread_mutex_lock(&e->compact_mu);
+	if (!e->env || (rc = free_pages(e, &nfree, &total)))
+		goto out;
+	{
+		int grew = nfree > e->prev_nfree;
+		e->prev_nfree = nfree;
+		if (mode != COMPACT_FORCE &&
+		    (nfree < COMPACT_MIN_FREE || nfree * 2 <= total ||
+		     (total - nfree) * e->psize > COMPACT_ONLINE_MAX ||
+		     (mode == COMPACT_SETTLED && grew)))
+			goto out;
+	}
+	/* Another engine of this process could be on the same environment,
+	 * which LMDB's locks cannot tell (compact_at_open). */
+	pthread_mutex_lock(&lmdb_open_mu);
+	sole = lmdb_nopen == 1;
+	pthread_mutex_unlock(&lmdb_open_mu);
+	if (!sole)
+		goto out;
+	/* Cheap look first, so that a shared environment never holds commits
+	 * up (the exclusive lock below decides; this only avoids the stall). */
+	{
+		struct flock gl = fl;
+		if (fcntl(e->lock_fd, F_GETLK, &gl) || gl.l_type != F_UNLCK)
+			goto out;
+	}
+
+	/* 1. Writers: new commits fail from now on; the leader finishes what
+	 * was queued before and leaves leadership to us. */
+	t0 = clock_mono_ns();
+	held = 1;
+	pthread_mutex_lock(&e->gc_mu);
+	e->compacting = 1;
+	{
+		uint64_t until = t0 + (uint64_t)kv_lmdb_compact_drain_ms * 1000000u;
+		struct timespec ts = { (time_t)(until / 1000000000u), (long)(until % 1000000000u) };
+		while (e->leading &&
+		       pthread_cond_timedwait(&e->lead_cv, &e->gc_mu, &ts) != ETIMEDOUT)
+			;
+	}
+	if (e->leading) {
+		e->compacting = 0;
+		pthread_mutex_unlock(&e->gc_mu);
+		what = "batches went on";
+		goto out;
+	}
+	e->leading = 1;
+	q = e->q_head;
+	e->q_head = e->q_tail = NULL;
+	e->qlen = 0;
+	pthread_mutex_unlock(&e->gc_mu);
+	while (q) {
+		struct lmdb_req *n = q->next;
+		q->rc = -CFS_ECONFLICT;
+		req_wake(&q->state, REQ_DONE);
+		q = n;
+	}
+
+	/* 2. Readers. */
+	pthread_mutex_lock(&e->pool_mu);
+	e->swapping = 1;
+	{
+		uint64_t until = t0 + (uint64_t)kv_lmdb_compact_drain_ms * 1000000u;
+		struct timespec ts = { (time_t)(until / 1000000000u), (long)(until % 1000000000u) };
+		while (e->nactive > 0 &&
+		       pthread_cond_timedwait(&e->swap_cv, &e->pool_mu, &ts) != ETIMEDOUT)
+			;
+	}
+	if (e->nactive > 0) {
+		swap_end(e);
+		pthread_mutex_unlock(&e->pool_mu);
+		compact_release(e);
+		what = "txns stayed open";
+		rc = 0;
+		goto out;
+	}
+	for (int i = 0; i < e->npool; i++)
+		mdb_txn_abort(e->pool[i]);
+	e->npool = 0;
+	pthread_mutex_unlock(&e->pool_mu);
+	drained = clock_mono_ns() - t0;
+
+	/* 3. */
+	pthread_mutex_lock(&e->sync_mu);
+	if ((rc = mdb_env_sync(e->env, 1))) {
+		what = "sync";
+		goto resume;
+	}
+	if (fcntl(e->lock_fd, F_SETLK, &fl)) {
+		rc = 0;
+		what = NULL; /* another process has it open: leave it be */
+		goto resume;
+	}
+	if ((rc = mdb_env_info(e->env, &info))) {
+		what = "env info";
+		goto unlock;
+	}
+	last = atomic_load_explicit(&e->id_base, memory_order_relaxed) + (int64_t)info.me_last_txnid;
+
+	/* 4. */
+	unlink(tmp);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		rc = errno;
+		what = "create copy";
+		goto unlock;
+	}
+	if ((rc = mdb_env_copyfd2(e->env, fd, MDB_CP_COMPACT))) {
+		what = "copy";
+		goto unlock;
+	}
+	crash_at(1);
+	if (fsync(fd)) {
+		rc = errno;
+		what = "sync copy";
+		goto unlock;
+	}
+	close(fd);
+	fd = -1;
+	crash_at(2);
+	if (rename(tmp, data)) {
+		rc = errno;
+		what = "rename copy";
+		goto unlock;
+	}
+	crash_at(3);
+	{
+		int dfd = open(e->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0 || fsync(dfd))
+			LOG_ERR("kv", "lmdb: compaction: fsync %s: %s", e->path, cfs_strerror(-errno));
+		if (dfd >= 0)
+			close(dfd);
+	}
+	crash_at(4);
+	/* Closing drops every lock of this process on lock.mdb (ours too);
+	 * data.mdb is the new file already, so whoever opens next sees it. */
+	mdb_env_close(e->env);
+	e->env = NULL;
+	swapped = 1;
+	crash_at(5);
+	rc = open_env(e, &nenv, &ndbi);
+	if (rc) {
+		/* Nothing to go back to: txns fail with -EIO from now on. */
+		LOG_ERR("kv", "lmdb: compaction: reopen %s: %s", e->path, mdb_strerror(rc));
+		what = "reopen";
+		goto resume;
+	}
+	e->env = nenv;
+	e->dbi = ndbi;
+	e->alloc_end = 0; /* writemap: reserve room in the new file again */
+	if (!mdb_env_info(nenv, &info))
+		atomic_store_explicit(&e->id_base, last - (int64_t)info.me_last_txnid,
+				      memory_order_relaxed);
+	atomic_store_explicit(&e->committed_id, last, memory_order_release);
+	atomic_store_explicit(&e->synced_id, last, memory_order_release);
+	crash_at(6);
+	goto resume;
+unlock:
+	fl.l_type = F_RDLCK; /* back to LMDB's shared lock */
+	if (fcntl(e->lock_fd, F_SETLK, &fl))
+		LOG_ERR("kv", "lmdb: compaction: relock %s: %s", e->path, cfs_strerror(-errno));
+	if (fd >= 0)
+		close(fd);
+	fd = -1;
+	unlink(tmp);
+resume:
+	pthread_mutex_unlock(&e->sync_mu);
+	pthread_mutex_lock(&e->pool_mu);
+	swap_end(e);
+	pthread_mutex_unlock(&e->pool_mu);
+	compact_release(e);
+	if (swapped && e->env) {
+		stall = clock_mono_ns() - t0;
+		atomic_store_explicit(&e->last_stall_ns, stall, memory_order_relaxed);
+		if (mode == COMPACT_SETTLED)
+			e->next_allowed_ns = clock_mono_ns() + stall * COMPACT_DUTY;
+		atomic_fetch_add_explicit(&e->ncompactions, 1, memory_order_relaxed);
+		LOG_NOTICE("kv",
+			   "lmdb: compacted online: path=%s free_pages=%llu of %llu stall_ms=%llu (drain %llu)",
+			   e->path, (unsigned long long)nfree, (unsigned long long)total,
+			   (unsigned long long)(stall / 1000000u),
+			   (unsigned long long)(drained / 1000000u));
+		pthread_mutex_unlock(&e->compact_mu);
+		return 1;
+	}
+out:
+	if (held) {
+		/* Commits were held and nothing came of it: the same bound. */
+		stall = clock_mono_ns() - t0;
+		atomic_store_explicit(&e->last_stall_ns, stall, memory_order_relaxed);
+		if (mode == COMPACT_SETTLED)
+			e->next_allowed_ns = clock_mono_ns() + stall * COMPACT_DUTY;
+	}
+	if (what)
+		LOG_WARN("kv", "lmdb: online compaction skipped: path=%s: %s: %s", e->path, what,
+			 rc > 0 ? mdb_strerror(rc) : "");
+	pthread_mutex_unlock(&e->compact_mu);
+	return rc > 0 ? lmdb_err(rc) : rc;
+}
+
+int kv_lmdb_compact_check_ms = COMPACT_CHECK_MS;
+
+/* Background thread: look at the free list now and then. */
+static void compact_tick(struct lmdb_engine *e)
+{
+	uint64_t now = clock_mono_ns();
+	int ms = kv_lmdb_compact_check_ms;
+
+	if (ms <= 0 || now < e->next_check_ns || now < e->next_allowed_ns)
+		return;
+	e->next_check_ns = now + (uint64_t)ms * 1000000u;
+	compact_online(e, COMPACT_SETTLED);
+}
+
+int kv_lmdb_compact(kv_engine *base, int force)
+{
+	if (base->ops != &kv_lmdb_ops)
+		return 0;
+	return compact_online((struct lmdb_engine *)base, force ? COMPACT_FORCE : COMPACT_RULE);
+}
+
+void kv_lmdb_compact_stats(kv_engine *base, uint64_t *count, uint64_t *last_stall_ns)
+{
+	struct lmdb_engine *e = (struct lmdb_engine *)base;
+
+	*count = *last_stall_ns = 0;
+	if (base->ops != &kv_lmdb_ops)
+		return;
+	*count = atomic_load_explicit(&e->ncompactions, memory_order_relaxed);
+	*last_stall_ns = atomic_load_explicit(&e->last_stall_ns, memory_order_relaxed);
+}
+
 /* ---- open / close ------------------------------------------------------- */
 
 static void lmdb_close(struct kv_engine *base)
@@ -449,8 +873,9 @@ static void lmdb_close(struct kv_engine *base)
 		pthread_cond_signal(&e->sync_cv);
 		pthread_mutex_unlock(&e->sync_mu);
 		pthread_join(e->sync_th, NULL);
-		window_sync(e);
 	}
+	if (e->env && e->sync == LMDB_SYNC_WINDOW)
+		window_sync(e);
 	for (int i = 0; i < e->npool; i++)
 		mdb_txn_abort(e->pool[i]);
 	if (e->env)
@@ -465,8 +890,10 @@ static void lmdb_close(struct kv_engine *base)
 	pthread_mutex_destroy(&e->pool_mu);
 	pthread_mutex_destroy(&e->gc_mu);
 	pthread_mutex_destroy(&e->sync_mu);
+	pthread_mutex_destroy(&e->compact_mu);
 	pthread_cond_destroy(&e->lead_cv);
 	pthread_cond_destroy(&e->sync_cv);
+	pthread_cond_destroy(&e->swap_cv);
 	free(e->path);
 	free(e);
 }
@@ -480,8 +907,7 @@ static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, 
 	uint64_t sync_ms = 100, writemap = 0, compact = 1;
 	const char *sync;
 	unsigned flags = MDB_NOTLS;
-	MDB_txn *txn = NULL;
-	int rc, dead = 0;
+	int rc;
 
 	if (u->authority[0])
 		return kv_errf(err, errlen, -EINVAL,
@@ -513,11 +939,13 @@ static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, 
 	pthread_mutex_init(&e->pool_mu, NULL);
 	pthread_mutex_init(&e->gc_mu, NULL);
 	pthread_mutex_init(&e->sync_mu, NULL);
+	pthread_mutex_init(&e->compact_mu, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&e->lead_cv, &ca);
 	pthread_cond_init(&e->sync_cv, &ca);
+	pthread_cond_init(&e->swap_cv, &ca);
 	pthread_condattr_destroy(&ca);
 	e->wait_max_ns = wait_us * 1000;
 	e->sync_ms = (uint32_t)sync_ms;
@@ -554,43 +982,33 @@ static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, 
 			     cfs_strerror(-errno));
 		goto fail;
 	}
+	e->env_flags = flags;
+	e->readers = readers;
+	e->online = (int)compact;
 	pthread_mutex_lock(&lmdb_open_mu);
 	if (compact && lmdb_nopen == 0)
 		compact_at_open(e);
-	if ((rc = mdb_env_create(&e->env))) {
-		pthread_mutex_unlock(&lmdb_open_mu);
-		rc = kv_errf(err, errlen, lmdb_err(rc), "kv: lmdb: %s", mdb_strerror(rc));
-		goto fail;
+	rc = open_env(e, &e->env, &e->dbi);
+	if (!rc) {
+		lmdb_nopen++;
+		e->counted = 1;
 	}
-	if ((rc = mdb_env_set_mapsize(e->env, (size_t)map)) ||
-	    (rc = mdb_env_set_maxreaders(e->env, (unsigned)readers)) ||
-	    (rc = mdb_env_open(e->env, e->path, flags, 0644))) {
-		pthread_mutex_unlock(&lmdb_open_mu);
+	pthread_mutex_unlock(&lmdb_open_mu);
+	if (rc) {
 		rc = kv_errf(err, errlen, lmdb_err(rc), "kv: lmdb: open %s: %s", e->path,
 			     mdb_strerror(rc));
 		goto fail;
 	}
-	lmdb_nopen++;
-	e->counted = 1;
-	pthread_mutex_unlock(&lmdb_open_mu);
-	/* Slots of crashed processes would otherwise pin old pages forever. */
-	mdb_reader_check(e->env, &dead);
-	if (dead)
-		LOG_NOTICE("kv", "lmdb: cleared stale readers: path=%s count=%d", e->path, dead);
-	if ((rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, &txn)) ||
-	    (rc = mdb_dbi_open(txn, NULL, 0, &e->dbi))) {
-		if (txn)
-			mdb_txn_abort(txn);
-		rc = kv_errf(err, errlen, lmdb_err(rc), "kv: lmdb: %s: %s", e->path,
-			     mdb_strerror(rc));
-		goto fail;
-	}
-	mdb_txn_commit(txn);
 	{
 		MDB_stat st;
 		e->psize = mdb_env_stat(e->env, &st) ? 4096 : st.ms_psize;
 	}
-	if (e->sync == LMDB_SYNC_WINDOW) {
+	if (compact && e->lock_fd < 0) {
+		char lock[PATH_MAX];
+		snprintf(lock, sizeof(lock), "%s/lock.mdb", e->path);
+		e->lock_fd = open(lock, O_RDWR | O_CLOEXEC); /* see compact_online */
+	}
+	if (e->sync == LMDB_SYNC_WINDOW || e->online) {
 		if ((rc = pthread_create(&e->sync_th, NULL, sync_main, e))) {
 			rc = kv_errf(err, errlen, -rc, "kv: lmdb: sync thread: %s",
 				     cfs_strerror(-rc));
@@ -607,6 +1025,15 @@ fail:
 
 /* ---- txn ---------------------------------------------------------------- */
 
+/* A txn_begin that failed gives its count back. */
+static void active_put(struct lmdb_engine *e)
+{
+	pthread_mutex_lock(&e->pool_mu);
+	if (--e->nactive == 0 && e->swapping)
+		pthread_cond_broadcast(&e->swap_cv);
+	pthread_mutex_unlock(&e->pool_mu);
+}
+
 static int lmdb_txn_begin(struct kv_txn *t)
 {
 	struct lmdb_engine *e = (struct lmdb_engine *)t->eng;
@@ -615,6 +1042,13 @@ static int lmdb_txn_begin(struct kv_txn *t)
 	int rc, tries;
 
 	pthread_mutex_lock(&e->pool_mu);
+	while (e->swapping)
+		pthread_cond_wait(&e->swap_cv, &e->pool_mu);
+	if (!e->env) {
+		pthread_mutex_unlock(&e->pool_mu);
+		return -EIO; /* a failed online compaction could not reopen it */
+	}
+	e->nactive++;
 	if (e->npool)
 		r = e->pool[--e->npool];
 	pthread_mutex_unlock(&e->pool_mu);
@@ -632,10 +1066,11 @@ static int lmdb_txn_begin(struct kv_txn *t)
 				e->path);
 		if (r)
 			mdb_txn_abort(r);
+		active_put(e);
 		return lmdb_err(rc);
 	}
 	p->r = r;
-	p->rid = (int64_t)mdb_txn_id(r);
+	p->rid = gid(e, r);
 	if (!(t->flags & KV_RDONLY)) {
 		pthread_mutex_lock(&e->gc_mu);
 		e->open_rw++;
@@ -654,7 +1089,7 @@ static void uncount(struct lmdb_engine *e, struct lmdb_txn *p)
 	e->open_rw--;
 	if (e->gathering &&
 	    ((e->open_rw == 0 && e->qlen >= e->target) || e->qlen >= LMDB_BATCH_MAX))
-		pthread_cond_signal(&e->lead_cv);
+		pthread_cond_broadcast(&e->lead_cv); /* compact_online waits on it too */
 }
 
 static void lmdb_txn_free(struct kv_txn *t)
@@ -673,13 +1108,14 @@ static void lmdb_txn_free(struct kv_txn *t)
 		return;
 	mdb_txn_reset(p->r);
 	pthread_mutex_lock(&e->pool_mu);
-	if (e->npool < LMDB_POOL_MAX) {
+	if (e->npool < LMDB_POOL_MAX)
 		e->pool[e->npool++] = p->r;
-		p->r = NULL;
-	}
+	else
+		mdb_txn_abort(p->r); /* under pool_mu: the env must outlive it */
+	p->r = NULL;
+	if (--e->nactive == 0 && e->swapping)
+		pthread_cond_broadcast(&e->swap_cv);
 	pthread_mutex_unlock(&e->pool_mu);
-	if (p->r)
-		mdb_txn_abort(p->r);
 }
 
 static int lmdb_read_version(struct kv_txn *t, int64_t *v)
@@ -1060,7 +1496,7 @@ static void run_batch_flat(struct lmdb_engine *e, struct lmdb_req **b, int n)
 			b[i]->rc = rc;
 		return;
 	}
-	id = (int64_t)mdb_txn_id(w);
+	id = gid(e, w);
 	for (int i = 0; i < n; i++) {
 		struct kv_txn *t = b[i]->t;
 		struct lmdb_txn *p = kv_txn_priv(t);
@@ -1107,7 +1543,7 @@ static void run_batch(struct lmdb_engine *e, struct lmdb_req **b, int n)
 
 	if (batch_begin(e, b, n, &w))
 		return;
-	id = (int64_t)mdb_txn_id(w);
+	id = gid(e, w);
 	for (int i = 0; i < n; i++) {
 		struct kv_txn *t = b[i]->t;
 		struct lmdb_txn *p = kv_txn_priv(t);
@@ -1197,6 +1633,14 @@ static int lmdb_commit(struct kv_txn *t, int64_t *version)
 
 	atomic_init(&req.state, REQ_WAIT);
 	pthread_mutex_lock(&e->gc_mu);
+	if (e->compacting) {
+		/* Its snapshot is of the environment being replaced: nothing
+		 * was applied; kv_run begins it again on the new one. */
+		uncount(e, p);
+		pthread_mutex_unlock(&e->gc_mu);
+		*version = -1;
+		return -CFS_ECONFLICT;
+	}
 	if (e->q_tail)
 		e->q_tail->next = &req;
 	else
@@ -1241,8 +1685,11 @@ static int lmdb_commit(struct kv_txn *t, int64_t *version)
 		e->last_ns = t0;
 		if (mine) {
 			next = e->q_head; /* it leads next; leading stays set */
-			if (!next)
+			if (!next) {
 				e->leading = 0;
+				if (e->compacting)
+					pthread_cond_broadcast(&e->lead_cv);
+			}
 		}
 		pthread_mutex_unlock(&e->gc_mu);
 		for (int i = 0; i < n; i++)

@@ -20,6 +20,12 @@
  *   a left-over copy of an interrupted compaction is removed, and nothing
  *   is compacted while another process has the environment open or with
  *   compact=0.
+ * - compact=1 online: a running engine whose free list dominates is
+ *   compacted in place by its background thread (file shrinks, contents
+ *   intact, versions keep increasing, commits racing with it succeed
+ *   through kv_run's retry, an open read txn keeps its values and holds
+ *   the compaction off); a process killed at any step of it leaves an
+ *   environment that opens with every acknowledged key.
  * - URL and option errors are reported, not crashed on.
  */
 #include <errno.h>
@@ -28,6 +34,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -873,6 +880,15 @@ static void t_compact_at_open(void **state)
 	snprintf(strrchr(url, '?'), 32, "?sync=none");
 	e = open_ok(url);
 	assert_true(file_size(data) >= aged);
+	{
+		/* Nor online, and commits are not even held for the attempt. */
+		uint64_t n = 1, stall = 1;
+		assert_int_equal(kv_lmdb_compact(e, 0), 0);
+		kv_lmdb_compact_stats(e, &n, &stall);
+		assert_int_equal(n, 0);
+		assert_int_equal(stall, 0);
+		assert_true(file_size(data) >= aged);
+	}
 	kv_close(e);
 	child_kill(pid);
 
@@ -897,6 +913,238 @@ static void t_compact_at_open(void **state)
 	kv_close(e);
 }
 
+/* ---- online compaction -------------------------------------------------- */
+
+/* Ages URL's environment: N fills of 16 x 60 KB values, then all dropped. */
+static void age(kv_engine *e, int n)
+{
+	for (int i = 0; i < n; i++)
+		assert_int_equal(kv_run(e, NULL, age_fill, &i, NULL), 0);
+	assert_int_equal(kv_run(e, NULL, age_drop, NULL, NULL), 0);
+}
+
+static void data_path(const char *url, char *out, size_t n)
+{
+	snprintf(out, n, "%.*s/data.mdb", (int)(strchr(url, '?') - url - strlen("lmdb://")),
+		 url + strlen("lmdb://"));
+}
+
+struct churn {
+	kv_engine *e;
+	atomic_int stop;
+	int n, failed;
+};
+
+static int churn_body(kv_txn *t, void *arg)
+{
+	struct churn *c = arg;
+	char k[32];
+	snprintf(k, sizeof(k), "churn/%06d", c->n);
+	return kv_set(t, kv_str(k), kv_str(k));
+}
+
+static void *churn_main(void *arg)
+{
+	struct churn *c = arg;
+	while (!atomic_load(&c->stop)) {
+		if (kv_run(c->e, NULL, churn_body, c, NULL))
+			c->failed++;
+		else
+			c->n++;
+	}
+	return NULL;
+}
+
+struct holder {
+	kv_engine *e;
+	int hold_ms, ok;
+	atomic_int got;
+};
+
+/* Holds a read txn with a value pointer for hold_ms, then checks it. */
+static void *holder_main(void *arg)
+{
+	struct holder *h = arg;
+	kv_txn *t = NULL;
+	struct kv_slice v;
+	struct timespec ts = { h->hold_ms / 1000, (long)(h->hold_ms % 1000) * 1000000 };
+
+	if (kv_begin(h->e, KV_RDONLY, &t) || kv_get(t, kv_str("keep/007"), 0, &v) != 1) {
+		atomic_store(&h->got, -1);
+		return NULL;
+	}
+	atomic_store(&h->got, 1);
+	nanosleep(&ts, NULL);
+	h->ok = v.n == 8 && !memcmp(v.p, "keep/007", 8);
+	kv_txn_free(t);
+	return NULL;
+}
+
+static void *compact_main(void *arg)
+{
+	return (void *)(intptr_t)kv_lmdb_compact(arg, 0);
+}
+
+static void compact_online_case(const char *opts, int check_size)
+{
+	char url[512], data[512];
+	kv_engine *e;
+	kv_txn *t;
+	int64_t v0, v1;
+	uint64_t n = 0, stall = 0;
+	off_t aged;
+	struct churn c = { 0 };
+	struct holder h = { 0 };
+	pthread_t th, ct;
+	void *res;
+
+	fresh_url(url, sizeof(url), opts);
+	data_path(url, data, sizeof(data));
+	e = open_ok(url);
+	age(e, 40);
+	aged = file_size(data);
+	assert_int_equal(kv_begin(e, KV_RDONLY, &t), 0);
+	assert_int_equal(kv_read_version(t, &v0), 0);
+	kv_txn_free(t);
+
+	/* A read txn open past the drain limit: the compaction gives up. */
+	kv_lmdb_compact_drain_ms = 200;
+	h = (struct holder){ .e = e, .hold_ms = 1000 };
+	assert_int_equal(pthread_create(&th, NULL, holder_main, &h), 0);
+	while (!atomic_load(&h.got))
+		usleep(1000);
+	assert_int_equal(kv_lmdb_compact(e, 0), 0);
+	pthread_join(th, NULL);
+	assert_true(h.ok);
+
+	/* One that ends in time keeps its values, then the compaction runs;
+	 * commits racing with it all land. (No limit: a loaded host must not
+	 * make the 100 ms holder late.) */
+	kv_lmdb_compact_drain_ms = 600000;
+	c.e = e;
+	assert_int_equal(pthread_create(&ct, NULL, churn_main, &c), 0);
+	h = (struct holder){ .e = e, .hold_ms = 100 };
+	assert_int_equal(pthread_create(&th, NULL, holder_main, &h), 0);
+	while (!atomic_load(&h.got))
+		usleep(1000);
+	{
+		pthread_t cp;
+		assert_int_equal(pthread_create(&cp, NULL, compact_main, e), 0);
+		pthread_join(cp, &res);
+	}
+	pthread_join(th, NULL);
+	assert_true(h.ok);
+	assert_int_equal((int)(intptr_t)res, 1);
+	usleep(50000);
+	atomic_store(&c.stop, 1);
+	pthread_join(ct, NULL);
+	assert_int_equal(c.failed, 0);
+	kv_lmdb_compact_stats(e, &n, &stall);
+	print_message("online compaction: %llu, stall %.1f ms, %d racing commits\n",
+		      (unsigned long long)n, (double)stall / 1e6, c.n);
+	assert_int_equal(n, 1);
+	if (check_size)
+		assert_true(file_size(data) < aged / 8);
+	for (int i = 0; i < c.n; i++) {
+		char k[32];
+		snprintf(k, sizeof(k), "churn/%06d", i);
+		assert_int_equal(win_has(e, k), 1);
+	}
+	assert_int_equal(kv_begin(e, KV_RDONLY, &t), 0);
+	assert_int_equal(kv_read_version(t, &v1), 0);
+	kv_txn_free(t);
+	assert_true(v1 > v0); /* versions go on increasing */
+	aged_check(e);
+
+	/* The background thread does it by itself once the list dominates
+	 * again and stops growing. */
+	age(e, 40);
+	kv_lmdb_compact_check_ms = 20;
+	for (int i = 0; i < 200 && n < 2; i++) {
+		usleep(50000);
+		kv_lmdb_compact_stats(e, &n, &stall);
+	}
+	kv_lmdb_compact_check_ms = 0;
+	assert_int_equal(n, 2);
+	aged_check(e);
+	kv_close(e);
+
+	/* Reopened: same contents, versions need not continue (kv.h). */
+	e = open_ok(url);
+	aged_check(e);
+	assert_int_equal(win_has(e, "churn/000000"), 1);
+	kv_close(e);
+}
+
+static void t_compact_online(void **state)
+{
+	(void)state;
+	kv_lmdb_compact_check_ms = 0; /* the test says when, until it checks the thread */
+	compact_online_case("?sync=window", 1);
+	compact_online_case("?sync=window&writemap=1", 0);
+	compact_online_case("?sync=full", 1);
+	kv_lmdb_compact_check_ms = 250;
+	kv_lmdb_compact_drain_ms = 250;
+}
+
+/* A child ages an environment, commits ack/ keys, and is SIGKILLed at
+ * STEP of a forced online compaction; the environment then opens (without
+ * compaction at open, then with it) with every key, and takes writes. */
+static void compact_crash_case(const char *opts, int step)
+{
+	char url[512], data[512], tmp[600], raw[600];
+	kv_engine *e;
+	pid_t pid;
+	int st = 0;
+
+	fresh_url(url, sizeof(url), opts);
+	data_path(url, data, sizeof(data));
+	snprintf(tmp, sizeof(tmp), "%s.compact", data);
+	pid = child_fork();
+	if (pid == 0) {
+		kv_engine *ce = NULL;
+		char err[256];
+		if (kv_open(url, &ce, err, sizeof(err)))
+			_exit(2);
+		for (int i = 0; i < 40; i++)
+			if (kv_run(ce, NULL, age_fill, &i, NULL))
+				_exit(3);
+		if (kv_run(ce, NULL, age_drop, NULL, NULL))
+			_exit(3);
+		kv_lmdb_crash_step = step;
+		kv_lmdb_compact(ce, 1);
+		_exit(4); /* the step was not reached */
+	}
+	waitpid(pid, &st, 0);
+	for (int i = 0; i < 4; i++)
+		if (children[i] == pid)
+			children[i] = 0;
+	if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGKILL)
+		fail_msg("step %d: child ended with status %#x", step, st);
+	snprintf(raw, sizeof(raw), "%.*s%s&compact=0", (int)(strchr(url, '?') - url), url,
+		 strchr(url, '?'));
+	e = open_ok(raw);
+	aged_check(e);
+	kv_close(e);
+	e = open_ok(url);
+	aged_check(e);
+	assert_int_equal(access(tmp, F_OK), -1);
+	kv_close(e);
+}
+
+static void t_compact_online_crash(void **state)
+{
+	(void)state;
+	kv_lmdb_compact_check_ms = 0; /* only the forced compaction, in the child */
+	kv_lmdb_compact_drain_ms = 600000;
+	for (int step = 1; step <= 6; step++) {
+		compact_crash_case("?sync=window", step);
+		compact_crash_case("?sync=window&writemap=1", step);
+	}
+	kv_lmdb_compact_check_ms = 250;
+	kv_lmdb_compact_drain_ms = 250;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -912,6 +1160,8 @@ int main(void)
 		cmocka_unit_test_teardown(t_map_full, reap_children),
 		cmocka_unit_test_teardown(t_readers_full, reap_children),
 		cmocka_unit_test_teardown(t_compact_at_open, reap_children),
+		cmocka_unit_test_teardown(t_compact_online, reap_children),
+		cmocka_unit_test_teardown(t_compact_online_crash, reap_children),
 		cmocka_unit_test_teardown(t_bad_urls, reap_children),
 	};
 	int rc;
