@@ -40,7 +40,7 @@ struct fl_worker {
 	struct fl_worker *next;      /* every worker, for the stop */
 	struct fuseloop *fl;
 	pthread_t th;
-	sem_t wake; /* posted once per pop from IDLE (hand-over or stop) */
+	sem_t wake;   /* posted once per pop from IDLE (hand-over or stop) */
 	int told;     /* a hand-over made this thread the reader */
 	int promoted; /* this request already handed the reading over */
 	struct fuse_buf buf;
