@@ -26,6 +26,11 @@
  *      │      A successor on this host gets a write's data through the
  *      │      service's shared-memory arena (SHM_WRITE, sc_shm.h) instead
  *      │      of a bulk; the same request over the socket when it declines.
+ *      │      A write that came over shared memory was copied straight
+ *      │      into that arena (stor_wbuf_get), so the forward names those
+ *      │      bytes: one copy per replica, the one each makes to check
+ *      │      the CRC of what it writes. Bytes a forward named that timed
+ *      │      out are never reused (the successor may read them late).
  *      v
  *   ANSWER, cache the reply (head, seq != 0), UNLOCK.
  *
@@ -110,6 +115,8 @@ struct craq_op {
 	uint32_t full_len;
 	bool want_full;
 	bool no_shm;                 /* forward over the socket (shared memory declined) */
+	bool data_lost;              /* a forward naming data in our arena timed out: the
+					successor may read it late, never reuse it */
 	bool head;
 	bool locked;
 	uint64_t client, channel, seq;
@@ -173,7 +180,9 @@ static void encode_reply(struct craq_op *o, uint8_t *out, uint32_t *len)
 
 static void op_free(struct craq_op *o)
 {
-	if (o->data)
+	if (o->data && o->data_lost)
+		sc_shm_buf_put(o->s->shm, o->data, o->w.len, 1);
+	else if (o->data)
 		stor_buf_put(o->s, o->data, o->w.len);
 	if (o->full)
 		stor_buf_put(o->s, o->full, o->full_cap);
@@ -267,6 +276,9 @@ static void fwd_shm_done(void *arg, const struct rpc_result *res, int fallback)
 		forward(o);
 		return;
 	}
+	if ((res->status == -CFS_ETIMEDOUT || res->status == -CFS_ECLOSED) &&
+	    sc_shm_buf_owns(o->s->shm, o->data))
+		o->data_lost = true;
 	fwd_done(o, res);
 }
 
@@ -387,6 +399,12 @@ static void forward(void *arg)
 	if (o->kind == CRAQ_WRITE && s->shm && !o->no_shm) {
 		if (!sc_shm_write_async(s->shm, addr, &fw, call.bulk, FORWARD_TIMEOUT_MS,
 					fwd_shm_done, o)) {
+			/* Once per process: shows an operator (and test_storage_shm)
+			 * that forwards name their bytes in place. */
+			static atomic_bool seen;
+			if (sc_shm_buf_owns(s->shm, call.bulk) && !atomic_exchange(&seen, true))
+				LOG_INFO("craq", "first forward naming its bytes in the arena: chain=%u",
+					 o->chain);
 			mgmtd_routing_put(snap);
 			buf_fini(&b);
 			return;

@@ -251,7 +251,10 @@ static void handle_shm_write(struct rpc_req *req, void *arg)
 					       : "shm write: outside the region");
 		return;
 	}
-	void *data = stor_buf_get(s, m.len);
+	/* A chain write's copy goes where a same-host successor can read it
+	 * (stor_wbuf_get): the forward then names it instead of copying it
+	 * again into the arena. */
+	void *data = m.chain ? stor_wbuf_get(s, m.len) : stor_buf_get(s, m.len);
 	if (!data) {
 		reply_err(req, -ENOMEM, "shm write: buffer");
 		return;
@@ -887,7 +890,9 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 			snprintf(err, errlen, "rpc client: %s", cfs_strerror(rc));
 			goto fail;
 		}
-		s->shm = sc_shm_new(&ro); /* NULL: forwards over the socket only */
+		/* NULL: forwards over the socket only. 256 MiB: it holds the data
+		 * of every chain write in flight here (stor_wbuf_get). */
+		s->shm = sc_shm_new_arena(&ro, 256ull << 20);
 		if ((rc = mgmtd_link_start(s, o, err, errlen)))
 			goto fail;
 		if ((rc = fence_witness_start(s, o->heartbeat_ms))) {

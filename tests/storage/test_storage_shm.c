@@ -24,8 +24,10 @@
  *               a later change to the region does not change the chunk
  *   chain       a 3-replica chain: the client's head writes go through
  *               the arena, and the head's forwards through its own (the
- *               middle and tail log forwarded shared-memory writes); every
- *               replica holds the bytes (pinned TCP reads)
+ *               middle and tail log forwarded shared-memory writes), and
+ *               the head and the middle forward the bytes where they
+ *               copied them on receipt (no second copy: they log it);
+ *               every replica holds the bytes (pinned TCP reads)
  *   killed_writer a client SIGKILLed while its shared-memory writes are in
  *               flight: the service stays up; a write acknowledged before
  *               is intact
@@ -949,6 +951,20 @@ static void test_chain(void **state)
 		fwd_nodes += hit;
 	}
 	assert_int_equal(fwd_nodes, 2);
+	/* And the head and the middle forwarded the bytes where they had
+	 * copied them on receipt (their arena), not through a second copy. */
+	int named = 0;
+	for (int i = 0; i < 3; i++) {
+		FILE *f = fopen(sc.node[i].log, "r");
+		char line[1024];
+		int hit = 0;
+		while (f && fgets(line, sizeof(line), f))
+			hit |= strstr(line, "first forward naming its bytes in the arena") != NULL;
+		if (f)
+			fclose(f);
+		named += hit;
+	}
+	assert_int_equal(named, 2);
 	for (int i = 0; i < WCH; i++)
 		free(model[i]);
 	storage_client_free(c);
