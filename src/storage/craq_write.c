@@ -91,6 +91,7 @@
 #include "common/log.h"
 #include "common/status.h"
 #include "common/xalloc.h"
+#include "storage/stor_shm.h"
 #include "storage/storage_int.h"
 #include "storage_client/sc_shm.h"
 
@@ -108,7 +109,9 @@ struct craq_op {
 	struct sto_write_req w;      /* WRITE */
 	struct sto_remove_req rm;    /* REMOVE */
 	struct chunk_id id;          /* the locked chunk */
-	void *data;                  /* WRITE: stor_buf of w.len bytes */
+	void *data;                  /* WRITE: stor_buf of w.len bytes, or in data_hold */
+	struct stor_shm_region *data_hold; /* DATA lies in the sender's region (a
+					forward read in place): drop this, do not free it */
 	uint32_t *page_crc;          /* WRITE: data's page CRCs (checked), or NULL */
 	void *full;                  /* whole chunk for a replace forward: stor_buf */
 	uint32_t full_cap;           /* its stor_buf size */
@@ -180,7 +183,9 @@ static void encode_reply(struct craq_op *o, uint8_t *out, uint32_t *len)
 
 static void op_free(struct craq_op *o)
 {
-	if (o->data && o->data_lost)
+	if (o->data_hold)
+		stor_shm_release(o->data_hold);
+	else if (o->data && o->data_lost)
 		sc_shm_buf_put(o->s->shm, o->data, o->w.len, 1);
 	else if (o->data)
 		stor_buf_put(o->s, o->data, o->w.len);
@@ -685,7 +690,8 @@ static void start(struct craq_op *o)
 }
 
 void craq_write_handle(struct storage_service *s, struct rpc_req *req,
-		       const struct sto_write_req *m, void *data, uint32_t *page_crc)
+		       const struct sto_write_req *m, void *data, struct stor_shm_region *hold,
+		       uint32_t *page_crc)
 {
 	struct stor_target *t = stor_target_by_id(s, m->target);
 	int err = !s->mc ? -EINVAL : !t ? -ENODEV : 0;
@@ -693,7 +699,10 @@ void craq_write_handle(struct storage_service *s, struct rpc_req *req,
 		err = check_role(s, t, m->chain, m->chain_ver, (m->flags & STO_WF_FORWARDED) != 0);
 	if (err) {
 		free(page_crc);
-		stor_buf_put(s, data, m->len);
+		if (hold)
+			stor_shm_release(hold);
+		else
+			stor_buf_put(s, data, m->len);
 		reply_err(req, err, "write");
 		stor_end(s);
 		return;
@@ -705,6 +714,7 @@ void craq_write_handle(struct storage_service *s, struct rpc_req *req,
 	o->kind = CRAQ_WRITE;
 	o->w = *m;
 	o->data = data;
+	o->data_hold = hold;
 	o->page_crc = page_crc;
 	o->id = (struct chunk_id){ m->ino, m->idx };
 	o->head = !(m->flags & STO_WF_FORWARDED);
