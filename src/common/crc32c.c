@@ -22,6 +22,9 @@ static void crc_zeros_table(uint32_t tbl[4][256], size_t len);
 #endif
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 static int crc_hw;
+/* shift_op[k]: the operator appending 2^k zero bytes (crc32c_combine). */
+static uint32_t shift_op[64][32];
+static void gf2_square(uint32_t *square, const uint32_t *mat);
 
 static void crc_init(void)
 {
@@ -34,6 +37,17 @@ static void crc_init(void)
 	for (uint32_t i = 0; i < 256; i++)
 		for (int t = 1; t < 8; t++)
 			crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xff];
+	/* One zero bit, squared three times: one zero byte; then each square
+	 * doubles the span. */
+	uint32_t a[32], b[32];
+	a[0] = 0x82F63B78u;
+	for (int n = 1; n < 32; n++)
+		a[n] = 1u << (n - 1);
+	gf2_square(b, a);
+	gf2_square(a, b);
+	gf2_square(shift_op[0], a);
+	for (int k = 1; k < 64; k++)
+		gf2_square(shift_op[k], shift_op[k - 1]);
 #if defined(__x86_64__)
 	__builtin_cpu_init();
 	crc_hw = __builtin_cpu_supports("sse4.2");
@@ -209,28 +223,16 @@ int crc32c_hw_available(void)
 /* ---- combine (see crc32c.h) ----
  * For a reflected CRC with pre/post inversion crc(A||B) = shift(crc(A),
  * |B|) ^ crc(B), where shift ("append |B| zero bytes", inversions
- * cancelling) is linear over GF(2): squaring its 32x32 operator doubles
- * the length. */
+ * cancelling) is linear over GF(2): one 32x32 operator per set bit of
+ * |B|, from the table crc_init squares once. (It squared its way up on
+ * every call: 40 matrix squarings for 1 MiB, 9 % of the mount's CPU in
+ * KVCache gets of 2 MiB pages, which fold two chunk pieces per page.) */
 static uint32_t shift(uint32_t crc, uint64_t len)
 {
-	uint32_t even[32], odd[32];
-	odd[0] = 0x82F63B78u;
-	for (int n = 1; n < 32; n++)
-		odd[n] = 1u << (n - 1);
-	gf2_square(even, odd); /* two zero bits */
-	gf2_square(odd, even); /* four zero bits */
-	while (len) {
-		gf2_square(even, odd); /* first pass: one zero byte */
+	pthread_once(&crc_once, crc_init);
+	for (int k = 0; len; k++, len >>= 1)
 		if (len & 1)
-			crc = gf2_times(even, crc);
-		len >>= 1;
-		if (!len)
-			break;
-		gf2_square(odd, even);
-		if (len & 1)
-			crc = gf2_times(odd, crc);
-		len >>= 1;
-	}
+			crc = gf2_times(shift_op[k], crc);
 	return crc;
 }
 

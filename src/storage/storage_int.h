@@ -126,9 +126,13 @@ void fence_witness_stop(struct storage_service *s);
 
 /* craq_write.c: chain WRITE / REMOVE (chain != 0). Take REQ, DATA (the
  * aligned bulk buffer) and PAGE_CRC (DATA's page CRCs from the check, or
- * NULL; malloc'd), freed by them. */
+ * NULL; malloc'd), freed by them. With HOLD, DATA is not ours but lies
+ * in that held region of the sender (a forward read in place): the hold
+ * is dropped instead of DATA freed. */
+struct stor_shm_region;
 void craq_write_handle(struct storage_service *s, struct rpc_req *req,
-		       const struct sto_write_req *m, void *data, uint32_t *page_crc);
+		       const struct sto_write_req *m, void *data, struct stor_shm_region *hold,
+		       uint32_t *page_crc);
 void craq_remove_handle(struct storage_service *s, struct rpc_req *req,
 			const struct sto_remove_req *m);
 /* The local-failure rule of pipelined writes: T stops serving at once

@@ -154,27 +154,48 @@ static int write_check(const struct sto_write_req *m, const void *data, uint64_t
 	return 0;
 }
 
-/* A decoded write M whose data (BLEN bytes, a stor_buf or NULL) is here:
- * checks and submits it (direct or chain); ends REQ one way or another. */
+/* Gives back a write's DATA: our buffer, or the hold on the sender's
+ * region it lies in (HOLD). */
+static void data_put(struct storage_service *s, void *data, uint64_t blen,
+		     struct stor_shm_region *hold)
+{
+	if (hold)
+		stor_shm_release(hold);
+	else
+		stor_buf_put(s, data, blen);
+}
+
+/* A decoded write M whose data (BLEN bytes, a stor_buf or NULL; or, with
+ * HOLD, a chain forward's bytes in that held region of the sender) is
+ * here: checks and submits it (direct or chain); ends REQ one way or
+ * another. */
 static void write_submit(struct rpc_req *req, struct storage_service *s,
-			 const struct sto_write_req *mp, void *data, uint64_t blen)
+			 const struct sto_write_req *mp, void *data, uint64_t blen,
+			 struct stor_shm_region *hold)
 {
 	struct sto_write_req m = *mp;
 	int err;
 	if ((err = fence_witness_admit(s))) {
-		stor_buf_put(s, data, blen);
+		data_put(s, data, blen, hold);
 		reply_err(req, err, "write");
 		return;
 	}
 	uint32_t *page_crc;
 	if ((err = write_check(&m, data, blen, &page_crc))) {
-		stor_buf_put(s, data, blen);
+		data_put(s, data, blen, hold);
 		reply_err(req, err, "write");
 		stor_end(s);
 		return;
 	}
 	if (m.chain) {
-		craq_write_handle(s, req, &m, data, page_crc);
+		craq_write_handle(s, req, &m, data, hold, page_crc);
+		return;
+	}
+	if (hold) { /* not reached: only chain forwards are read in place */
+		free(page_crc);
+		data_put(s, data, blen, hold);
+		reply_err(req, -EINVAL, "write: in place");
+		stor_end(s);
 		return;
 	}
 	struct stor_target *t = stor_target_by_id(s, m.target);
@@ -213,14 +234,35 @@ static void handle_write(struct rpc_req *req, void *arg)
 		reply_err(req, -CFS_EPROTO, "write: malformed request");
 		return;
 	}
-	write_submit(req, s, &m, data, blen);
+	write_submit(req, s, &m, data, blen, NULL);
 }
 
 /* SHM_WRITE: the data is in the client's region. It is copied once into a
  * buffer of ours before any check: the client can still write to its
  * region, and the CRC that write_check verifies must be the CRC of the
  * bytes the engine writes (and the chain forwards). The copy replaces the
- * socket receive the WRITE path pays. */
+ * socket receive the WRITE path pays.
+ *
+ * A chain forward (STO_WF_FORWARDED) is not copied: its bytes lie in the
+ * predecessor service's arena, which does not change them until we
+ * answered (craq_write.c), so we check, write and forward them in place
+ * under a hold on the region. Only a sender that breaks that rule (not
+ * a ChainFS service) can change them between our CRC check and the disk
+ * write, and then the page CRCs we store disagree with the bytes: every
+ * read of them fails its check (-CFS_ECHECKSUM), none returns them.
+ * CFS_SHM_FWD_COPY=1 in the service's environment copies them as before. */
+static int fwd_in_place(void)
+{
+	static _Atomic int v = -1; /* first callers may all compute it: the same */
+	int r = atomic_load_explicit(&v, memory_order_relaxed);
+	if (r < 0) {
+		const char *e = getenv("CFS_SHM_FWD_COPY");
+		r = !(e && !strcmp(e, "1"));
+		atomic_store_explicit(&v, r, memory_order_relaxed);
+	}
+	return r;
+}
+
 static void handle_shm_write(struct rpc_req *req, void *arg)
 {
 	struct storage_service *s = arg;
@@ -240,7 +282,10 @@ static void handle_shm_write(struct rpc_req *req, void *arg)
 		return;
 	}
 	const uint8_t *src;
-	int e = stor_shm_lookup(req, at.region, at.off, at.cap, (uint8_t **)&src);
+	struct stor_shm_region *hold = NULL;
+	int inplace = (m.flags & STO_WF_FORWARDED) && m.chain && fwd_in_place();
+	int e = inplace ? stor_shm_hold(req, at.region, at.off, at.cap, (uint8_t **)&src, &hold)
+			: stor_shm_lookup(req, at.region, at.off, at.cap, (uint8_t **)&src);
 	if (e) {
 		if (e == -EFAULT)
 			LOG_WARN("storage", "shm write outside its region: peer=%s region=%llu "
@@ -251,20 +296,30 @@ static void handle_shm_write(struct rpc_req *req, void *arg)
 					       : "shm write: outside the region");
 		return;
 	}
-	void *data = stor_buf_get(s, m.len);
+	/* Once per kind and process: shows an operator (and test_storage_shm)
+	 * that clients and chain predecessors use the path. */
+	static atomic_bool seen[3];
+	int fwd = (m.flags & STO_WF_FORWARDED) != 0;
+	if (!atomic_exchange(&seen[fwd + inplace], true))
+		LOG_INFO("storage", "first shared-memory write: peer=%s forwarded=%d%s",
+			 rpc_req_peer(req), fwd, inplace ? " in place" : "");
+	if (inplace) {
+		/* A chain forward: the bytes stay in the predecessor's arena
+		 * (sc_shm_buf_get), which it leaves alone until we answered
+		 * and never reuses after a forward it gave up on. */
+		write_submit(req, s, &m, (void *)src, m.len, hold);
+		return;
+	}
+	/* A chain write's copy goes where a same-host successor can read it
+	 * (stor_wbuf_get): the forward then names it instead of copying it
+	 * again into the arena. */
+	void *data = m.chain ? stor_wbuf_get(s, m.len) : stor_buf_get(s, m.len);
 	if (!data) {
 		reply_err(req, -ENOMEM, "shm write: buffer");
 		return;
 	}
 	memcpy(data, src, m.len);
-	/* Once per kind and process: shows an operator (and test_storage_shm)
-	 * that clients and chain predecessors use the path. */
-	static atomic_bool seen[2];
-	int fwd = (m.flags & STO_WF_FORWARDED) != 0;
-	if (!atomic_exchange(&seen[fwd], true))
-		LOG_INFO("storage", "first shared-memory write: peer=%s forwarded=%d",
-			 rpc_req_peer(req), fwd);
-	write_submit(req, s, &m, data, m.len);
+	write_submit(req, s, &m, data, m.len, NULL);
 }
 
 /* ---- READ ---- */
@@ -887,7 +942,9 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 			snprintf(err, errlen, "rpc client: %s", cfs_strerror(rc));
 			goto fail;
 		}
-		s->shm = sc_shm_new(&ro); /* NULL: forwards over the socket only */
+		/* NULL: forwards over the socket only. 256 MiB: it holds the data
+		 * of every chain write in flight here (stor_wbuf_get). */
+		s->shm = sc_shm_new_arena(&ro, 256ull << 20);
 		if ((rc = mgmtd_link_start(s, o, err, errlen)))
 			goto fail;
 		if ((rc = fence_witness_start(s, o->heartbeat_ms))) {

@@ -18,6 +18,7 @@
 #include "common/xalloc.h"
 #include "storage/chunk_buf.h"
 #include "storage/storage_int.h"
+#include "storage_client/sc_shm.h"
 
 #define PAGE 4096u
 #define ALIGN4K(x) (((uint64_t)(x) + PAGE - 1) & ~(uint64_t)(PAGE - 1))
@@ -38,8 +39,18 @@ void *stor_buf_get(struct storage_service *s, uint64_t n)
 	return stor_alloc_aligned(n);
 }
 
+void *stor_wbuf_get(struct storage_service *s, uint64_t n)
+{
+	void *p = sc_shm_buf_get(s->shm, n);
+	return p ? p : stor_buf_get(s, n);
+}
+
 void stor_buf_put(struct storage_service *s, void *p, uint64_t n)
 {
+	if (sc_shm_buf_owns(s->shm, p)) {
+		sc_shm_buf_put(s->shm, p, n, 0);
+		return;
+	}
 	if (n <= CHUNK_MAX_SIZE)
 		chunk_buf_put(s->pool, p, (size_t)(n ? n : 1));
 	else

@@ -75,6 +75,12 @@ void *stor_alloc_aligned(uint64_t n);
  * with the same N. Any thread. */
 void *stor_buf_get(struct storage_service *s, uint64_t n);
 void stor_buf_put(struct storage_service *s, void *p, uint64_t n);
+/* A buffer for a chain write's data: in the service's shared-memory
+ * arena when it has one and a run of it is free (sc_shm_buf_get), so the
+ * forward to a same-host successor names the bytes instead of copying
+ * them (craq_write.c), else stor_buf_get. Put back with stor_buf_put
+ * (which tells the two apart). Any thread. */
+void *stor_wbuf_get(struct storage_service *s, uint64_t n);
 
 /* Admission: 0 and one count of s->inflight (drop it with stor_end once
  * replied), or -CFS_EUNAVAIL while stopping. Fencing is checked one level

@@ -37,8 +37,9 @@
 #include "common/status.h"
 
 #define SC_SHM_GRAIN (256u << 10)
-#define SC_SHM_SLOTS 256 /* grains: a 64 MiB arena */
-#define SC_SHM_WORDS (SC_SHM_SLOTS / 64)
+#define SC_SHM_SLOTS 256 /* grains: a 64 MiB arena (sc_shm_new) */
+#define SC_SHM_MAX_SLOTS 1024 /* sc_shm_new_arena: up to 256 MiB */
+#define SC_SHM_WORDS (SC_SHM_MAX_SLOTS / 64)
 #define SC_SHM_OFF_MS 10000
 #define SC_SHM_MAX_PEERS 64
 #define SC_SHM_ADDR_MAX 64
@@ -82,6 +83,7 @@ struct sc_shm {
 	struct rpc_client *rpc;
 	int fd;
 	uint8_t *base;
+	int slots;              /* grains in the arena */
 	pthread_mutex_t mu;     /* bitmap, peers and mems */
 	uint64_t used[SC_SHM_WORDS]; /* grains in use (bit i%64 of word i/64: grain i) */
 	struct sc_peer peers[SC_SHM_MAX_PEERS];
@@ -114,6 +116,11 @@ struct sc_op {
 
 struct sc_shm *sc_shm_new(const struct rpc_opts *ro)
 {
+	return sc_shm_new_arena(ro, (uint64_t)SC_SHM_SLOTS * SC_SHM_GRAIN);
+}
+
+struct sc_shm *sc_shm_new_arena(const struct rpc_opts *ro, uint64_t arena_bytes)
+{
 	const char *e1 = getenv("CFS_NO_SHM"), *e2 = getenv("CFS_NO_LOCAL_SOCKET");
 	if ((e1 && !strcmp(e1, "1")) || (e2 && !strcmp(e2, "1")) || ro->no_local_socket)
 		return NULL;
@@ -121,10 +128,13 @@ struct sc_shm *sc_shm_new(const struct rpc_opts *ro)
 	if (!s)
 		return NULL;
 	s->fd = -1;
+	uint64_t slots = arena_bytes / SC_SHM_GRAIN;
+	s->slots = slots < SC_SHM_SLOTS ? SC_SHM_SLOTS
+		   : slots > SC_SHM_MAX_SLOTS ? SC_SHM_MAX_SLOTS : (int)slots;
 	const char *e3 = getenv("CFS_NO_SHM_WRITE");
 	s->no_writes = e3 && !strcmp(e3, "1");
 	pthread_mutex_init(&s->mu, NULL);
-	size_t size = (size_t)SC_SHM_SLOTS * SC_SHM_GRAIN;
+	size_t size = (size_t)s->slots * SC_SHM_GRAIN;
 	s->fd = memfd_create("chainfs-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (s->fd < 0 || ftruncate(s->fd, (off_t)size) < 0 ||
 	    fcntl(s->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
@@ -152,7 +162,7 @@ void sc_shm_free(struct sc_shm *s)
 		return;
 	rpc_client_free(s->rpc);
 	if (s->base)
-		munmap(s->base, (size_t)SC_SHM_SLOTS * SC_SHM_GRAIN);
+		munmap(s->base, (size_t)s->slots * SC_SHM_GRAIN);
 	if (s->fd >= 0)
 		close(s->fd);
 	for (int i = 1; i < s->nmem; i++)
@@ -178,7 +188,7 @@ static void grains_mark(struct sc_shm *s, int first, int n, int used)
 static int grains_take(struct sc_shm *s, int n)
 {
 	int run = 0;
-	for (int i = 0; i < SC_SHM_SLOTS; i++) {
+	for (int i = 0; i < s->slots; i++) {
 		if (run == 0 && i % 64 == 0 && s->used[i / 64] == ~0ull) {
 			i += 63; /* a full word */
 			continue;
@@ -388,6 +398,14 @@ static int mem_of(const struct sc_shm *s, const void *p, uint64_t len)
 	return 0;
 }
 
+/* 1 when [P, P+LEN) lies in the arena. */
+static int in_arena(const struct sc_shm *s, const void *p, uint64_t len)
+{
+	const uint8_t *q = p;
+	uint64_t size = (uint64_t)s->slots * SC_SHM_GRAIN;
+	return q && q >= s->base && len <= size && (uint64_t)(q - s->base) <= size - len;
+}
+
 /* G usable now: 0; else starts its registration if none is in flight
  * (unlocks and relocks mu) and returns -EAGAIN, or -EOPNOTSUPP while it
  * is off. Under mu. */
@@ -442,6 +460,19 @@ static int take(struct sc_shm *s, const char *addr, const void *p, uint64_t len,
 	pthread_mutex_lock(&s->mu);
 	struct sc_peer *pe = peer_of(s, addr);
 	int rc = pe ? 0 : -EOPNOTSUPP;
+	if (!rc && in_arena(s, p, len)) {
+		/* A buffer of sc_shm_buf_get: the bytes are in place. */
+		rc = reg_ready(s, &pe->r[0]);
+		if (!rc) {
+			s->mem[0].inflight++;
+			*w = (struct sc_where){ .reg = &pe->r[0], .first = -1, .mem = 0,
+						.at = { .region = pe->r[0].region,
+							.off = (uint64_t)((const uint8_t *)p - s->base),
+							.cap = len } };
+		}
+		pthread_mutex_unlock(&s->mu);
+		return rc;
+	}
 	int m = rc ? 0 : mem_of(s, p, len);
 	if (m && reg_ready(s, &pe->r[m]) == 0) {
 		const uint8_t *q = p;
@@ -453,7 +484,7 @@ static int take(struct sc_shm *s, const char *addr, const void *p, uint64_t len,
 		return 0;
 	}
 	/* The arena (also while the caller's memory registers). */
-	if (!rc && n > SC_SHM_SLOTS)
+	if (!rc && n > (uint64_t)s->slots)
 		rc = -EOPNOTSUPP;
 	if (!rc)
 		rc = reg_ready(s, &pe->r[0]);
@@ -813,9 +844,34 @@ int sc_shm_mem_del(struct sc_shm *s, const void *base)
 	return 0;
 }
 
+void *sc_shm_buf_get(struct sc_shm *s, uint64_t len)
+{
+	if (!s || !len || s->no_writes || len > (uint64_t)s->slots * SC_SHM_GRAIN)
+		return NULL;
+	pthread_mutex_lock(&s->mu);
+	int first = grains_take(s, (int)grains_for(len));
+	pthread_mutex_unlock(&s->mu);
+	return first < 0 ? NULL : s->base + (size_t)first * SC_SHM_GRAIN;
+}
+
+int sc_shm_buf_owns(const struct sc_shm *s, const void *p)
+{
+	return s && in_arena(s, p, 1);
+}
+
+void sc_shm_buf_put(struct sc_shm *s, void *p, uint64_t len, int quarantine)
+{
+	int first = (int)((size_t)((uint8_t *)p - s->base) / SC_SHM_GRAIN);
+	int n = (int)grains_for(len);
+	if (quarantine)
+		atomic_fetch_add(&s->quarantined, (uint64_t)n);
+	else
+		grains_put(s, first, n);
+}
+
 void sc_shm_release(struct sc_shm *s, const uint8_t *data, uint64_t cap)
 {
-	size_t asize = (size_t)SC_SHM_SLOTS * SC_SHM_GRAIN;
+	size_t asize = (size_t)s->slots * SC_SHM_GRAIN;
 	if (data < s->base || data >= s->base + asize)
 		return; /* the caller's own memory */
 	grains_put(s, (int)((size_t)(data - s->base) / SC_SHM_GRAIN), (int)grains_for(cap));

@@ -32,6 +32,9 @@ struct sc_shm;
  * (for A/B measurements). RO is
  * copied (secret included) for the client's own RPC client. */
 struct sc_shm *sc_shm_new(const struct rpc_opts *ro);
+/* sc_shm_new with an arena of ARENA_BYTES (64 to 256 MiB: clamped), for
+ * a user that keeps many write buffers in it (sc_shm_buf_get). */
+struct sc_shm *sc_shm_new_arena(const struct rpc_opts *ro, uint64_t arena_bytes);
 /* NULL-safe; no read may be in flight. */
 void sc_shm_free(struct sc_shm *s);
 
@@ -83,6 +86,22 @@ int sc_shm_write(struct sc_shm *s, const char *addr, const struct sto_write_req 
 typedef void (*sc_shm_write_fn)(void *arg, const struct rpc_result *res, int fallback);
 int sc_shm_write_async(struct sc_shm *s, const char *addr, const struct sto_write_req *m,
 		       const void *data, uint32_t timeout_ms, sc_shm_write_fn done, void *arg);
+/* A buffer of LEN bytes in the arena, for data the caller puts there
+ * itself and then sends with sc_shm_write_async or sc_shm_write: such a
+ * write moves with no copy on this side to every server the arena is
+ * registered with (a storage service receiving a chain write into it
+ * forwards it to a same-host successor that way). 256 KiB-aligned (fit
+ * for O_DIRECT). NULL when S is NULL, writes are off (CFS_NO_SHM_WRITE),
+ * LEN is 0 or no run of free grains holds it: use memory of your own.
+ * Thread-safe. */
+void *sc_shm_buf_get(struct sc_shm *s, uint64_t len);
+/* 1 when P lies in S's arena (a buffer of sc_shm_buf_get); NULL-safe. */
+int sc_shm_buf_owns(const struct sc_shm *s, const void *p);
+/* Gives back buffer P of sc_shm_buf_get (LEN as got). QUARANTINE: a
+ * write that named it timed out or lost its connection, so a server may
+ * still read it: it is never handed out again (counted in quarantined).
+ * The caller's writes naming P must all have answered (DONE ran). */
+void sc_shm_buf_put(struct sc_shm *s, void *p, uint64_t len, int quarantine);
 /* Adds the caller's memory for zero-copy transfers: SIZE bytes mapped
  * shared at BASE from memfd FD (sealed at least against shrinking: the
  * server refuses anything else, as a shrink would SIGBUS it). FD is

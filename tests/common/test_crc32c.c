@@ -80,6 +80,21 @@ static void test_combine(void **state)
 		uint32_t ca = crc32c(0, buf, a), cb = crc32c(0, buf + a, b);
 		assert_int_equal(crc32c_combine(ca, cb, b), crc32c(0, buf, sizeof(buf)));
 	}
+	/* Chunk-sized pieces (the ring read fold) and odd lengths above them:
+	 * every bit of the length picks an operator of its own. */
+	size_t big = (2u << 20) + 4099;
+	uint8_t *p = malloc(big);
+	assert_non_null(p);
+	for (size_t i = 0; i < big; i++)
+		p[i] = (uint8_t)(i * 2654435761u >> 13);
+	size_t bcuts[] = { 1, 65536, 1u << 20, (1u << 20) + 1, (1u << 20) + 4099, big - 1 };
+	uint32_t whole = crc32c(0, p, big);
+	for (size_t k = 0; k < sizeof(bcuts) / sizeof(bcuts[0]); k++) {
+		size_t a = bcuts[k], b = big - a;
+		uint32_t ca = crc32c(0, p, a), cb = crc32c(0, p + a, b);
+		assert_int_equal(crc32c_combine(ca, cb, b), whole);
+	}
+	free(p);
 }
 
 int main(void)

@@ -19,13 +19,18 @@
  *               by a TCP reader, and the same with CFS_NO_SHM=1 (socket)
  *   bad_writes  SHM_WRITE naming another region, windows outside the
  *               region, a length beyond the window or zero, a wrong CRC,
- *               a truncated message, a bulk attached: each a clear error,
- *               nothing written; a good one writes the region's bytes and
- *               a later change to the region does not change the chunk
+ *               a truncated message, a bulk attached, chain forwards
+ *               (checked in place) with a wrong CRC or outside the region:
+ *               each a clear error, nothing written; a good one writes
+ *               the region's bytes and a later change to the region does
+ *               not change the chunk
  *   chain       a 3-replica chain: the client's head writes go through
  *               the arena, and the head's forwards through its own (the
- *               middle and tail log forwarded shared-memory writes); every
- *               replica holds the bytes (pinned TCP reads)
+ *               middle and tail log forwarded shared-memory writes), the
+ *               head forwards the bytes where it copied them on receipt
+ *               and the middle and tail write them in place (no copy:
+ *               they log it); every replica holds the bytes (pinned TCP
+ *               reads)
  *   killed_writer a client SIGKILLed while its shared-memory writes are in
  *               flight: the service stays up; a write acknowledged before
  *               is intact
@@ -790,6 +795,22 @@ static int shm_write(struct rpc_client *rc, const char *addr, uint64_t region, u
 	return r;
 }
 
+/* A chain forward's SHM_WRITE (STO_WF_FORWARDED, chain CHAIN) of LEN
+ * bytes at AT of REGION to chunk (9, 0): its status. The service checks
+ * and writes such bytes in place (no copy). */
+static int shm_write_fwd(struct rpc_client *rc, const char *addr, uint64_t region, uint64_t at,
+			 uint32_t len, uint32_t crc, uint32_t chain)
+{
+	struct raw x = RAW_INIT;
+	struct sto_write_req m = { .target = 1, .ino = 9, .len = len, .crc = crc, .chain = chain,
+				   .flags = STO_WF_FORWARDED, .update_ver = 1 };
+	struct sto_shm_at w = { .region = region, .off = at, .cap = len };
+	assert_int_equal(sto_shm_write_req_encode(&x.req, &w, &m), 0);
+	int r = raw_call(rc, addr, STO_MSG_SHM_WRITE, &x);
+	raw_fini(&x);
+	return r;
+}
+
 static void test_bad_writes(void **state)
 {
 	(void)state;
@@ -824,6 +845,13 @@ static void test_bad_writes(void **state)
 	assert_int_equal(reg(rc, addr, fd, size, &region), 0);
 	assert_int_equal(shm_write(rc, addr, region, 4096, n, 0, 0, n, crc, 1, 0), -CFS_EPROTO);
 	assert_int_equal(reg(rc, addr, fd, size, &region), 0);
+	/* Forwards (read in place, not copied): a wrong CRC is refused on the
+	 * region's bytes; a right one reaches the chain checks, which this
+	 * service without mgmtd refuses; a window outside the region too. */
+	assert_int_equal(shm_write_fwd(rc, addr, region, 4096, n, crc ^ 1, 7), -CFS_ECHECKSUM);
+	assert_int_equal(shm_write_fwd(rc, addr, region, 4096, n, crc, 7), -EINVAL);
+	assert_int_equal(shm_write_fwd(rc, addr, region, size - n + 4096, n, crc, 7), -EFAULT);
+	assert_int_equal(shm_write_fwd(rc, addr, region + 1000, 4096, n, crc, 7), -ESTALE);
 	struct storage_client *tcp = tcp_client();
 	struct storage_loc loc = { .addr = addr, .target = 1 };
 	struct sto_query_resp q;
@@ -949,6 +977,25 @@ static void test_chain(void **state)
 		fwd_nodes += hit;
 	}
 	assert_int_equal(fwd_nodes, 2);
+	/* And the head forwarded the bytes where it had copied them on
+	 * receipt (its arena), not through a second copy; the middle and the
+	 * tail wrote the forwarded bytes in place (no copy). */
+	int named = 0, inplace = 0;
+	for (int i = 0; i < 3; i++) {
+		FILE *f = fopen(sc.node[i].log, "r");
+		char line[1024];
+		int hit = 0, hit2 = 0;
+		while (f && fgets(line, sizeof(line), f)) {
+			hit |= strstr(line, "first forward naming its bytes in the arena") != NULL;
+			hit2 |= strstr(line, "forwarded=1 in place") != NULL;
+		}
+		if (f)
+			fclose(f);
+		named += hit;
+		inplace += hit2;
+	}
+	assert_int_equal(named, 1);
+	assert_int_equal(inplace, 2);
 	for (int i = 0; i < WCH; i++)
 		free(model[i]);
 	storage_client_free(c);
