@@ -41,10 +41,12 @@
  * commit thread writes the batch's log record while the data writes run,
  * waits for them (wait_data), then flushes once. At queue depth 1 the
  * record write and the commit thread's wake-up leave the write's latency
- * (they overlap the data write). A write goes early only while no other
- * data write is in flight on the target: beside others, the group commit
- * window (commit_main) gathers more of them into one flush instead, as
- * before. Why it is safe: an acknowledgement still
+ * (they overlap the data write). A write goes early only on a target
+ * writing one at a time (no other data write in flight, and none for
+ * EARLY_QUIET_MS): with several at once, an early write's batch closes
+ * at its first write and splits what the group commit window
+ * (commit_main) would have gathered into one flush, so those keep the
+ * old order. Why it is safe: an acknowledgement still
  * follows a flush issued after both the record and the data completed,
  * and the next record is written only after that flush, so only the log's
  * last record can name data that is not on disk - now also after kill -9
@@ -141,6 +143,9 @@
 #define CR_HIT_PCT 50 /* below this hit rate small reads go O_DIRECT ... */
 #define CR_SAMPLE 8   /* ... but for one in this many */
 #define LOCK_BUCKETS 1024
+/* A write goes early ("record beside data") only when no write of the
+ * last this many ms found another data write in flight on the target. */
+#define EARLY_QUIET_MS 100
 #define ALIGN_UP(x) (((uint64_t)(x) + CHUNK_PAGE - 1) & ~(uint64_t)(CHUNK_PAGE - 1))
 #define ALIGN_DOWN(x) ((uint64_t)(x) & ~(uint64_t)(CHUNK_PAGE - 1))
 
@@ -279,6 +284,8 @@ struct chunk_engine {
 	 * never issued, and the process _exits once its batch's record is
 	 * written: a crash with a record on disk whose data never was. */
 	unsigned test_crash_record;
+	uint64_t beside_ms;                 /* I/O thread: when a write last found
+					     * another data write in flight */
 	unsigned test_early_seen;           /* I/O thread */
 	int wal_same_fs;                    /* data files and metadata log share a
 					     * filesystem: a data fdatasync flushes both */
@@ -1134,12 +1141,15 @@ static void write_image(struct chunk_engine *e, struct req *r)
 	uint64_t boff;
 	int fd = chunk_alloc_fd(e->alloc, c->nmeta.pos, &boff);
 	r->io.r = r;
-	if (e->cfg.record_overlap && e->cfg.sync && !atomic_load(&e->data_writes) &&
-	    !atomic_load(&e->early_writes)) {
+	bool alone = !atomic_load(&e->data_writes) && !atomic_load(&e->early_writes);
+	uint64_t now_ms = clock_mono_ms();
+	if (!alone)
+		e->beside_ms = now_ms;
+	if (e->cfg.record_overlap && e->cfg.sync && alone && now_ms - e->beside_ms >= EARLY_QUIET_MS) {
 		/* RECORD BESIDE DATA: the metadata is final now, so the write
 		 * joins the commit queue at once and its batch's log record is
-		 * written while the data write runs (commit_main). Only with
-		 * no other data write in flight: beside others, the group
+		 * written while the data write runs (commit_main). Only for a
+		 * target writing one at a time: beside others, the group
 		 * commit window gathers more writes into one flush. */
 		r->early = 1;
 		atomic_fetch_add_explicit(&e->early_writes, 1, memory_order_relaxed);
