@@ -34,6 +34,28 @@
  *                      COMMIT (commit thread): one LMDB txn for the batch;
  *                      release the old block, unlock, callback
  *
+ * RECORD BESIDE DATA (cfg.record_overlap, with sync; CFS_CHUNK_OVERLAP=0
+ * turns it off). A write's new metadata (block, length, page CRCs) is
+ * final before its data write is issued, so the write joins the commit
+ * queue at once (early) instead of when its data write completes: the
+ * commit thread writes the batch's log record while the data writes run,
+ * waits for them (wait_data), then flushes once. At queue depth 1 the
+ * record write and the commit thread's wake-up leave the write's latency
+ * (they overlap the data write). A write goes early only on a target
+ * writing one at a time (no other data write in flight, and none for
+ * EARLY_QUIET_MS): with several at once, an early write's batch closes
+ * at its first write and splits what the group commit window
+ * (commit_main) would have gathered into one flush, so those keep the
+ * old order. Why it is safe: an acknowledgement still
+ * follows a flush issued after both the record and the data completed,
+ * and the next record is written only after that flush, so only the log's
+ * last record can name data that is not on disk - now also after kill -9
+ * alone (a data write still queued in the ring is never issued), which is
+ * why open verifies the last record in every boot (chunk_store.c). A data
+ * write that fails after its record was written puts the target in ERROR
+ * state: no later record may follow that one. Compaction moves keep the
+ * old order (record after data).
+ *
  * Small overwrites and appends (journaled): a write inside the committed
  * length whose pages span at most cfg.journal_max bytes and at most half
  * the chunk, or an append of at most cfg.journal_max / 4 bytes that
@@ -121,6 +143,9 @@
 #define CR_HIT_PCT 50 /* below this hit rate small reads go O_DIRECT ... */
 #define CR_SAMPLE 8   /* ... but for one in this many */
 #define LOCK_BUCKETS 1024
+/* A write goes early ("record beside data") only when no write of the
+ * last this many ms found another data write in flight on the target. */
+#define EARLY_QUIET_MS 100
 #define ALIGN_UP(x) (((uint64_t)(x) + CHUNK_PAGE - 1) & ~(uint64_t)(CHUNK_PAGE - 1))
 #define ALIGN_DOWN(x) ((uint64_t)(x) & ~(uint64_t)(CHUNK_PAGE - 1))
 
@@ -129,12 +154,20 @@ enum req_state { RS_START, RS_LOCKING, RS_READ_OLD, RS_WRITE, RS_COMMIT, RS_APPL
 
 struct req;
 
+/* What a write I/O is (struct iox.write; 0 for reads). */
+enum {
+	IO_DATA = 1,  /* a mutation's data write, queued for commit when done */
+	IO_APPLY = 2, /* a journal applied after its commit, which no commit waits for */
+	IO_EARLY = 3, /* a write's data write, already in the commit queue ("record
+		       * beside data"): its completion only marks the request */
+};
+
 /* One I/O in flight; user_data of its SQE. */
 struct iox {
 	struct req *r;    /* owning request */
 	size_t idx;       /* range index for reads */
 	uint64_t want;    /* bytes expected */
-	int write;        /* a mutation's data write (counted in data_writes) */
+	int write;        /* IO_DATA (counted in data_writes), IO_EARLY or IO_APPLY */
 };
 
 /* One metadata change of a commit. */
@@ -179,6 +212,9 @@ struct req {
 	int journal;            /* small overwrite or append: journaled, applied in place */
 	int jrnl_owned;         /* ces[0].nmeta.jrnl is its own buffer (a union
 				   with the base's journal), not buf */
+	int early;              /* in the commit queue while its data write runs */
+	int data_pending;       /* early: the data write has not completed; under cmu */
+	int data_err;           /* early: how it failed (0: ok); under cmu */
 	/* move */
 	struct chunk_pos move_from; /* where the compactor saw the chunk */
 	/* read */
@@ -233,7 +269,8 @@ struct chunk_engine {
 	struct retiree *retire_head;           /* under cmu */
 	size_t retire_n;                       /* entries on retire_head; under cmu */
 	uint64_t retire_since_ms;              /* when the oldest was queued; under cmu */
-	atomic_int data_writes;                /* mutation data writes in flight */
+	atomic_int data_writes;                /* mutation data writes in flight (IO_DATA) */
+	atomic_int early_writes;               /* IO_EARLY data writes in flight */
 	pthread_t commit_tid;
 
 	pthread_t comp_tid;
@@ -243,6 +280,13 @@ struct chunk_engine {
 	int comp_stop;                      /* under compmu */
 
 	atomic_int failed;                  /* ERROR state: -errno after a failed sync */
+	/* CFS_TEST_CRASH_RECORD=N (tests only): the Nth early data write is
+	 * never issued, and the process _exits once its batch's record is
+	 * written: a crash with a record on disk whose data never was. */
+	unsigned test_crash_record;
+	uint64_t beside_ms;                 /* I/O thread: when a write last found
+					     * another data write in flight */
+	unsigned test_early_seen;           /* I/O thread */
 	int wal_same_fs;                    /* data files and metadata log share a
 					     * filesystem: a data fdatasync flushes both */
 	uint64_t keep_head, keep_replica;   /* free-space floors (chunk_engine_space_low) */
@@ -404,10 +448,9 @@ static void submit_io(struct chunk_engine *e, struct iox *io, int write, int fd,
 		io_uring_prep_read(sqe, fd, buf, (unsigned)len, off);
 	io_uring_sqe_set_data(sqe, io);
 	io->want = len;
-	/* WRITE 2: a journal applied after its commit, which no commit waits for. */
-	io->write = write == 1;
+	io->write = write;
 	io->r->nio++;
-	if (io->write)
+	if (write == IO_DATA)
 		atomic_fetch_add_explicit(&e->data_writes, 1, memory_order_relaxed);
 }
 
@@ -988,7 +1031,7 @@ static void journal_apply(struct chunk_engine *e, struct req *r)
 	uint64_t boff;
 	int fd = chunk_alloc_fd(e->alloc, c->base.pos, &boff);
 	r->io.r = r;
-	submit_io(e, &r->io, 2, fd, r->buf, r->img_end - r->img_start, boff + r->img_start);
+	submit_io(e, &r->io, IO_APPLY, fd, r->buf, r->img_end - r->img_start, boff + r->img_start);
 }
 
 /* The in-place write of journaled overwrite R ended (ERR), or its commit
@@ -1097,9 +1140,30 @@ static void write_image(struct chunk_engine *e, struct req *r)
 	}
 	uint64_t boff;
 	int fd = chunk_alloc_fd(e->alloc, c->nmeta.pos, &boff);
-	r->state = RS_WRITE;
 	r->io.r = r;
-	submit_io(e, &r->io, 1, fd, r->buf, r->img_end - r->img_start, boff + r->img_start);
+	bool alone = !atomic_load(&e->data_writes) && !atomic_load(&e->early_writes);
+	uint64_t now_ms = clock_mono_ms();
+	if (!alone)
+		e->beside_ms = now_ms;
+	if (e->cfg.record_overlap && e->cfg.sync && alone && now_ms - e->beside_ms >= EARLY_QUIET_MS) {
+		/* RECORD BESIDE DATA: the metadata is final now, so the write
+		 * joins the commit queue at once and its batch's log record is
+		 * written while the data write runs (commit_main). Only for a
+		 * target writing one at a time: beside others, the group
+		 * commit window gathers more writes into one flush. */
+		r->early = 1;
+		atomic_fetch_add_explicit(&e->early_writes, 1, memory_order_relaxed);
+		r->data_pending = 1;
+		if (e->test_crash_record && ++e->test_early_seen == e->test_crash_record)
+			r->io.want = 0; /* test: this data write is never issued */
+		else
+			submit_io(e, &r->io, IO_EARLY, fd, r->buf, r->img_end - r->img_start,
+				  boff + r->img_start);
+		to_commit(e, r);
+		return;
+	}
+	r->state = RS_WRITE;
+	submit_io(e, &r->io, IO_DATA, fd, r->buf, r->img_end - r->img_start, boff + r->img_start);
 	return;
 fail:
 	fail_mutation(e, r, err);
@@ -1149,7 +1213,7 @@ static void move_write(struct chunk_engine *e, struct req *r)
 	uint64_t boff;
 	int fd = chunk_alloc_fd(e->alloc, c->nmeta.pos, &boff);
 	r->state = RS_WRITE;
-	submit_io(e, &r->io, 1, fd, r->buf, r->img_end, boff);
+	submit_io(e, &r->io, IO_DATA, fd, r->buf, r->img_end, boff);
 }
 
 /* Remove: collects the chunks of the range, then locks them in order. */
@@ -1280,7 +1344,19 @@ static void handle_cqe(struct chunk_engine *e, struct io_uring_cqe *cqe)
 	struct iox *io = io_uring_cqe_get_data(cqe);
 	struct req *r = io->r;
 	r->nio--;
-	if (io->write && atomic_fetch_sub_explicit(&e->data_writes, 1, memory_order_relaxed) == 1) {
+	if (io->write == IO_EARLY) {
+		/* The commit thread owns R from here (it may free it at once). */
+		int err = cqe->res < 0 ? cqe->res : (uint64_t)cqe->res != io->want ? -EIO : 0;
+		atomic_fetch_sub_explicit(&e->early_writes, 1, memory_order_relaxed);
+		pthread_mutex_lock(&e->cmu);
+		r->data_err = err;
+		r->data_pending = 0;
+		pthread_cond_signal(&e->ccv);
+		pthread_mutex_unlock(&e->cmu);
+		return;
+	}
+	if (io->write == IO_DATA &&
+	    atomic_fetch_sub_explicit(&e->data_writes, 1, memory_order_relaxed) == 1) {
 		/* The commit thread may be holding a batch open for us. */
 		pthread_mutex_lock(&e->cmu);
 		pthread_cond_signal(&e->ccv);
@@ -1444,6 +1520,24 @@ static int retire_one(struct chunk_batch *b, const struct retiree *t)
 	return err;
 }
 
+/* Waits until the data write of every early request in LIST completed.
+ * Returns the first failure, 0 when all landed. Commit thread. */
+static int wait_data(struct chunk_engine *e, struct req *list)
+{
+	int err = 0;
+	pthread_mutex_lock(&e->cmu);
+	for (struct req *r = list; r; r = r->next) {
+		if (!r->early)
+			continue;
+		while (r->data_pending)
+			pthread_cond_wait(&e->ccv, &e->cmu);
+		if (!err)
+			err = r->data_err;
+	}
+	pthread_mutex_unlock(&e->cmu);
+	return err;
+}
+
 static int apply_batch(struct chunk_engine *e, struct req *list, struct retiree *ret)
 {
 	struct chunk_batch *b;
@@ -1495,6 +1589,20 @@ static int apply_batch(struct chunk_engine *e, struct req *list, struct retiree 
 	if ((err = chunk_store_batch_write(b))) {
 		chunk_store_batch_abort(b);
 		return err;
+	}
+	for (struct req *r = list; e->test_crash_record && r; r = r->next)
+		if (r->early && r->io.want == 0)
+			_exit(77); /* test: the record is written, its data never was */
+	/* Early writes: the record went out beside their data; the flush
+	 * below must follow the data too. A data write that failed leaves a
+	 * record naming data that is not there: only the replay rule (the
+	 * last record is verified) may decide about it, so no later record
+	 * may be written: ERROR state (-EIO even for a short write). */
+	if ((err = wait_data(e, list))) {
+		chunk_store_batch_abort(b);
+		LOG_ERR("chunk", "data write of a logged batch failed: target=%s err=%s", e->dir,
+			cfs_strerror(err));
+		return err == -ENOSPC ? -EIO : err;
 	}
 	int synced = 0;
 	if (e->cfg.sync) {
@@ -1620,6 +1728,11 @@ static void *commit_main(void *arg)
 		int err = atomic_load(&e->failed);
 		if (!err)
 			err = apply_batch(e, list, ret);
+		/* Whatever failed, no early data write may still be reading
+		 * a buffer that finalize and the callbacks give back. */
+		int derr = wait_data(e, list);
+		if (!err && derr)
+			err = -EIO; /* cannot happen: apply_batch waited */
 		if (err == -ENOSPC && ret) {
 			/* Still applied in place: retire them with a later batch. */
 			struct retiree *t = ret;
@@ -1714,6 +1827,8 @@ void chunk_engine_cfg_default(struct chunk_engine_cfg *cfg)
 	cfg->retire_max = 512;
 	cfg->cached_read_max = 64 << 10;
 	cfg->idle_keep_bytes = UINT64_C(1) << 30;
+	const char *ov = getenv("CFS_CHUNK_OVERLAP");
+	cfg->record_overlap = !(ov && !strcmp(ov, "0"));
 }
 
 static void op_fail_now(struct chunk_op *op, int err)
@@ -2203,6 +2318,8 @@ int chunk_engine_open(const struct chunk_engine_cfg *cfg, struct chunk_engine **
 	struct chunk_engine *e = xcalloc(1, sizeof(*e));
 	e->cfg = *cfg;
 	e->dir = xstrdup(cfg->dir);
+	const char *tcr = getenv("CFS_TEST_CRASH_RECORD");
+	e->test_crash_record = tcr ? (unsigned)strtoul(tcr, NULL, 10) : 0;
 	e->cfg.dir = e->dir;
 	if (!e->cfg.ring_entries)
 		e->cfg.ring_entries = 256;

@@ -59,6 +59,10 @@ struct chunk_engine_cfg {
 	uint64_t idle_keep_bytes;         /* emptied allocation groups kept written
 					   * for reuse instead of punched
 					   * (chunk_alloc_set_idle_max); 0: punch */
+	int record_overlap;               /* with sync: a write's batch record is
+					   * written while its data write runs,
+					   * not after it (chunk_engine.c "record
+					   * beside data"); 0: after */
 };
 
 /* Fills defaults: sync on, 64 GiB map, 256 ring entries, 10 ms commit
@@ -66,7 +70,8 @@ struct chunk_engine_cfg {
  * 50% every 1000 ms at up to 64 MiB/s, 256 MiB buffer cache, overwrites
  * up to 64 KiB journaled, journals retired after 100 ms or 512 of them,
  * reads up to 64 KiB through the page cache, 1 GiB of emptied groups kept
- * for reuse. */
+ * for reuse, records beside data (CFS_CHUNK_OVERLAP=0 in the environment:
+ * after it). */
 void chunk_engine_cfg_default(struct chunk_engine_cfg *cfg);
 
 /* Opens the target, rebuilding the allocator from the metadata (and giving

@@ -68,13 +68,15 @@
  * followed by a completed flush (its data durable); only the last may
  * name data that never left the cache. Open therefore checks the chunks
  * the last record puts against their page CRCs (chunk_store_verify_fn)
- * and drops the record when one fails: it was never acknowledged (only
- * when the record is from an earlier boot: after kill -9 alone the page
- * cache still holds everything, so the check is skipped). The
+ * and drops the record when one fails: it was never acknowledged. The
  * chunk is then its previous version, whose block the allocator had not
  * reused (a block is freed only after the commit that stops pointing at
- * it, and reused by writes after that). After kill -9 the page cache
- * holds everything written, so nothing is dropped.
+ * it, and reused by writes after that). The check runs in every boot:
+ * the engine writes a batch's record while its data writes run
+ * (chunk_engine.c "record beside data"), so after kill -9 alone the last
+ * record may name a data write that was still queued and never issued.
+ * The engine writes the next record only after the previous batch's
+ * flush, so this stays true of the last record only.
  *
  * Replay (wal_open): see there. A torn or corrupt record fails its CRC
  * and ends the run; replay is idempotent.
@@ -248,11 +250,10 @@ static int ov_get(struct chunk_store *s, struct chunk_id id, struct chunk_meta *
 
 /* ---- write-ahead log --------------------------------------------------- */
 
-/* This boot of the machine, as a number: a record written in the same
- * boot cannot have lost its data to a power loss (the page cache still
- * holds whatever reached it), so open checks data only for records from
- * an earlier boot. CFS_TEST_BOOT_ID overrides it: tests simulate a
- * reboot with it. */
+/* This boot of the machine, as a number, stamped in every record (for a
+ * post-mortem: which boot wrote it). Replay no longer depends on it: the
+ * last record is verified in every boot (wal_open). CFS_TEST_BOOT_ID
+ * overrides it: tests simulate a reboot with it. */
 static uint64_t boot_id(void)
 {
 	char id[64] = "";
@@ -475,10 +476,10 @@ static int wal_cut(struct chunk_store *s, uint8_t *page)
  * included (every checkpoint holds them too): applying it is idempotent.
  * The LAST record of the run alone may name data that is not durable
  * (power lost after its page reached the disk but before the flush that
- * would have acknowledged it; every earlier record was followed by a
- * completed flush before the next was written): VERIFY checks each chunk
- * it puts, and when one fails the record is dropped, as never
- * acknowledged. */
+ * would have acknowledged it, or kill -9 before its data write was
+ * issued; every earlier record was followed by a completed flush before
+ * the next was written): VERIFY checks each chunk it puts, in every boot,
+ * and when one fails the record is dropped, as never acknowledged. */
 static int wal_open(struct chunk_store *s, const char *dir, chunk_store_verify_fn verify,
 		    void *varg)
 {
@@ -531,8 +532,6 @@ static int wal_open(struct chunk_store *s, const char *dir, chunk_store_verify_f
 	}
 	s->wal_seq = max_seq;
 	struct replay_ctx c = { s, NULL, verify, varg, 0, NULL, 0, 0, 0 };
-	if (nrec && get64(buf + last + 24) == s->boot)
-		verify = NULL; /* written in this boot: its data is readable */
 	if (nrec && verify && !(err = rec_each(buf + last, collect_id, &c)))
 		err = rec_each(buf + last, verify_op, &c);
 	free(c.ids);
