@@ -8,7 +8,9 @@
  *   costs half the round trips); a miss out of order starts a new run.
  * - The first miss of a run in a directory that its parent's batch
  *   answered a moment ago fetches at once (a walk over many directories),
- *   once per such answer; in any other directory it does not.
+ *   LOOKAHEAD_BATCH_MAX entries (a walk reads whole directories: one
+ *   fetch for a directory of 200), once per such answer; in any other
+ *   directory it does not.
  * - A live batch says "absent" only for names within its span.
  */
 #include <setjmp.h>
@@ -57,7 +59,7 @@ static void test_scanned_dir_fetches_at_first_miss(void **state)
 	assert_int_equal(lookahead_dir_where(la, 30, &parent, name), 1);
 	assert_int_equal(parent, 1);
 	assert_string_equal(name, "d30");
-	assert_int_equal(lookahead_want(la, 30, "f000"), LOOKAHEAD_BATCH);
+	assert_int_equal(lookahead_want(la, 30, "f000"), LOOKAHEAD_BATCH_MAX);
 	/* the run goes on as any run */
 	assert_int_equal(lookahead_want(la, 30, "f200"), LOOKAHEAD_BATCH_MAX);
 	/* once per answer: a run started again in it waits for its second miss */
@@ -66,7 +68,7 @@ static void test_scanned_dir_fetches_at_first_miss(void **state)
 	/* answered again (the walk comes back after the kernel dropped its
 	 * names): a run that starts over fetches at once again */
 	lookahead_dir_seen(la, 1, "d30", 30);
-	assert_int_equal(lookahead_want(la, 30, "f000"), LOOKAHEAD_BATCH);
+	assert_int_equal(lookahead_want(la, 30, "f000"), LOOKAHEAD_BATCH_MAX);
 	/* a directory no batch answered: its first miss asks for one name */
 	assert_int_equal(lookahead_want(la, 31, "f000"), 0);
 	assert_int_equal(lookahead_dir_where(la, 31, &parent, name), 0);
