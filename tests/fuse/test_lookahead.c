@@ -115,12 +115,64 @@ static void test_batch_spans_only_its_names(void **state)
 	lookahead_free(la);
 }
 
+/* Batches of three directories asked in turn, in order, backwards, again
+ * and around an unlink that moved the entries: every answer is the named
+ * entry's (lookahead_get tries the entry after its last answer first). */
+static void test_interleaved_walks_answer_their_names(void **state)
+{
+	(void)state;
+	lookahead *la;
+	assert_int_equal(lookahead_new(10000000000ull, &la), 0);
+	static struct meta_inode in;
+	struct meta_dirent de;
+	for (uint64_t d = 50; d < 53; d++) {
+		struct lookahead_batch *b = lookahead_batch_new();
+		assert_non_null(b);
+		for (int i = 0; i < 20; i++) {
+			memset(&de, 0, sizeof(de));
+			de.ino = d * 1000 + (uint64_t)i;
+			de.name_len = (uint8_t)snprintf(de.name, sizeof(de.name), "f%03d", i);
+			in.ino = de.ino;
+			in.type = META_T_FILE;
+			in.nlink = 1;
+			assert_int_equal(lookahead_batch_add(b, &de, &in), 0);
+		}
+		lookahead_put(la, d, b, 1, lookahead_epoch(la), clock_mono_ns(), 1);
+	}
+	struct meta_inode got;
+	uint64_t gen, read_ns;
+	char name[16];
+	for (int pass = 0; pass < 2; pass++)
+		for (int k = 0; k < 20; k++) {
+			int i = pass ? 19 - k : k;
+			snprintf(name, sizeof(name), "f%03d", i);
+			for (uint64_t d = 50; d < 53; d++) {
+				assert_int_equal(lookahead_get(la, d, name, &got, &gen, &read_ns), 1);
+				assert_int_equal(got.ino, d * 1000 + (uint64_t)i);
+			}
+		}
+	assert_int_equal(lookahead_get(la, 50, "f0055", &got, &gen, &read_ns), 0);
+	assert_int_equal(lookahead_get(la, 50, "f004", &got, &gen, &read_ns), 1);
+	/* f005 leaves batch 50: the entry after the last answer is now f006 */
+	lookahead_unlinked(la, 50, "f005");
+	assert_int_equal(lookahead_get(la, 50, "f005", &got, &gen, &read_ns), 0);
+	assert_int_equal(lookahead_get(la, 50, "f006", &got, &gen, &read_ns), 1);
+	assert_int_equal(got.ino, 50006);
+	assert_int_equal(lookahead_get(la, 50, "f007", &got, &gen, &read_ns), 1);
+	assert_int_equal(got.ino, 50007);
+	assert_int_equal(lookahead_get(la, 50, "f019", &got, &gen, &read_ns), 1);
+	assert_int_equal(got.ino, 50019);
+	assert_int_equal(lookahead_get(la, 50, "f020", &got, &gen, &read_ns), 0);
+	lookahead_free(la);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_run_grows),
 	    cmocka_unit_test(test_scanned_dir_fetches_at_first_miss),
 	    cmocka_unit_test(test_batch_spans_only_its_names),
+	    cmocka_unit_test(test_interleaved_walks_answer_their_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
