@@ -147,7 +147,8 @@ static void test_interleaved_walks_answer_their_names(void **state)
 			int i = pass ? 19 - k : k;
 			snprintf(name, sizeof(name), "f%03d", i);
 			for (uint64_t d = 50; d < 53; d++) {
-				assert_int_equal(lookahead_get(la, d, name, &got, &gen, &read_ns), 1);
+				assert_int_equal(lookahead_get(la, d, name, &got, &gen, &read_ns),
+				                 1);
 				assert_int_equal(got.ino, d * 1000 + (uint64_t)i);
 			}
 		}
