@@ -39,7 +39,7 @@
 #include "meta/meta.h"
 
 #define LOOKAHEAD_BATCH     128           /* entries asked by a run's first LOOKUP_PLUS */
-#define LOOKAHEAD_BATCH_MAX META_PLUS_MAX /* by the next ones of the same run */
+#define LOOKAHEAD_BATCH_MAX META_PLUS_MAX /* by the next ones, and by a walk's first */
 #define LOOKAHEAD_SLOTS 1024 /* directories with a batch at once (power of two) */
 
 typedef struct lookahead lookahead;
@@ -78,7 +78,8 @@ void lookahead_drop(lookahead *la, uint64_t parent);
  * no live batch covers (LOOKAHEAD_BATCH for the run's first fetch,
  * LOOKAHEAD_BATCH_MAX for the next ones), or when it starts a run in a
  * directory a batch of its parent answered within the last second (a
- * walk over many directories: lookahead_dir_seen; once per such answer). */
+ * walk over many directories: lookahead_dir_seen; once per such answer;
+ * LOOKAHEAD_BATCH_MAX, as a walk reads whole directories). */
 int lookahead_want(lookahead *la, uint64_t parent, const char *name);
 
 /* DIRECTORIES a batch answered. A lookup of directory INO (NAME in PARENT)

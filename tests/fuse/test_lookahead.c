@@ -8,7 +8,9 @@
  *   costs half the round trips); a miss out of order starts a new run.
  * - The first miss of a run in a directory that its parent's batch
  *   answered a moment ago fetches at once (a walk over many directories),
- *   once per such answer; in any other directory it does not.
+ *   LOOKAHEAD_BATCH_MAX entries (a walk reads whole directories: one
+ *   fetch for a directory of 200), once per such answer; in any other
+ *   directory it does not.
  * - A live batch says "absent" only for names within its span.
  */
 #include <setjmp.h>
@@ -57,7 +59,7 @@ static void test_scanned_dir_fetches_at_first_miss(void **state)
 	assert_int_equal(lookahead_dir_where(la, 30, &parent, name), 1);
 	assert_int_equal(parent, 1);
 	assert_string_equal(name, "d30");
-	assert_int_equal(lookahead_want(la, 30, "f000"), LOOKAHEAD_BATCH);
+	assert_int_equal(lookahead_want(la, 30, "f000"), LOOKAHEAD_BATCH_MAX);
 	/* the run goes on as any run */
 	assert_int_equal(lookahead_want(la, 30, "f200"), LOOKAHEAD_BATCH_MAX);
 	/* once per answer: a run started again in it waits for its second miss */
@@ -66,7 +68,7 @@ static void test_scanned_dir_fetches_at_first_miss(void **state)
 	/* answered again (the walk comes back after the kernel dropped its
 	 * names): a run that starts over fetches at once again */
 	lookahead_dir_seen(la, 1, "d30", 30);
-	assert_int_equal(lookahead_want(la, 30, "f000"), LOOKAHEAD_BATCH);
+	assert_int_equal(lookahead_want(la, 30, "f000"), LOOKAHEAD_BATCH_MAX);
 	/* a directory no batch answered: its first miss asks for one name */
 	assert_int_equal(lookahead_want(la, 31, "f000"), 0);
 	assert_int_equal(lookahead_dir_where(la, 31, &parent, name), 0);
@@ -113,12 +115,65 @@ static void test_batch_spans_only_its_names(void **state)
 	lookahead_free(la);
 }
 
+/* Batches of three directories asked in turn, in order, backwards, again
+ * and around an unlink that moved the entries: every answer is the named
+ * entry's (lookahead_get tries the entry after its last answer first). */
+static void test_interleaved_walks_answer_their_names(void **state)
+{
+	(void)state;
+	lookahead *la;
+	assert_int_equal(lookahead_new(10000000000ull, &la), 0);
+	static struct meta_inode in;
+	struct meta_dirent de;
+	for (uint64_t d = 50; d < 53; d++) {
+		struct lookahead_batch *b = lookahead_batch_new();
+		assert_non_null(b);
+		for (int i = 0; i < 20; i++) {
+			memset(&de, 0, sizeof(de));
+			de.ino = d * 1000 + (uint64_t)i;
+			de.name_len = (uint8_t)snprintf(de.name, sizeof(de.name), "f%03d", i);
+			in.ino = de.ino;
+			in.type = META_T_FILE;
+			in.nlink = 1;
+			assert_int_equal(lookahead_batch_add(b, &de, &in), 0);
+		}
+		lookahead_put(la, d, b, 1, lookahead_epoch(la), clock_mono_ns(), 1);
+	}
+	struct meta_inode got;
+	uint64_t gen, read_ns;
+	char name[16];
+	for (int pass = 0; pass < 2; pass++)
+		for (int k = 0; k < 20; k++) {
+			int i = pass ? 19 - k : k;
+			snprintf(name, sizeof(name), "f%03d", i);
+			for (uint64_t d = 50; d < 53; d++) {
+				assert_int_equal(lookahead_get(la, d, name, &got, &gen, &read_ns),
+				                 1);
+				assert_int_equal(got.ino, d * 1000 + (uint64_t)i);
+			}
+		}
+	assert_int_equal(lookahead_get(la, 50, "f0055", &got, &gen, &read_ns), 0);
+	assert_int_equal(lookahead_get(la, 50, "f004", &got, &gen, &read_ns), 1);
+	/* f005 leaves batch 50: the entry after the last answer is now f006 */
+	lookahead_unlinked(la, 50, "f005");
+	assert_int_equal(lookahead_get(la, 50, "f005", &got, &gen, &read_ns), 0);
+	assert_int_equal(lookahead_get(la, 50, "f006", &got, &gen, &read_ns), 1);
+	assert_int_equal(got.ino, 50006);
+	assert_int_equal(lookahead_get(la, 50, "f007", &got, &gen, &read_ns), 1);
+	assert_int_equal(got.ino, 50007);
+	assert_int_equal(lookahead_get(la, 50, "f019", &got, &gen, &read_ns), 1);
+	assert_int_equal(got.ino, 50019);
+	assert_int_equal(lookahead_get(la, 50, "f020", &got, &gen, &read_ns), 0);
+	lookahead_free(la);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_run_grows),
 	    cmocka_unit_test(test_scanned_dir_fetches_at_first_miss),
 	    cmocka_unit_test(test_batch_spans_only_its_names),
+	    cmocka_unit_test(test_interleaved_walks_answer_their_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
