@@ -55,6 +55,8 @@
 #define SD_MAX_TABS 64
 #define SD_OFF_MS 10000
 #define SD_RETRY_MS 200
+#define SD_SMALL (8u << 10)
+#define SD_POOL 256
 #define SD_PAGE 4096u
 #define ALIGN_UP(x) (((x) + SD_PAGE - 1) / SD_PAGE * SD_PAGE)
 
@@ -124,6 +126,11 @@ struct sc_direct {
 	bool ring_ok;
 	pthread_mutex_t ring_mu;  /* submissions */
 	pthread_t aio_thr;
+	/* Idle SD_SMALL buffers of async reads (malloc's aligned path cost
+	 * more than the CRC check). */
+	pthread_mutex_t pool_mu;
+	void *pool[SD_POOL];
+	int npool;
 	pthread_mutex_t mu;       /* peers[] growth */
 	struct dpeer *peers[SD_MAX_PEERS];
 	_Atomic int npeers;
@@ -182,6 +189,7 @@ struct sc_direct *sc_direct_new(const struct rpc_opts *ro)
 		return NULL;
 	}
 	pthread_mutex_init(&d->ring_mu, NULL);
+	pthread_mutex_init(&d->pool_mu, NULL);
 	if (d->wait_disk && !io_uring_queue_init(256, &d->ring, 0)) {
 		d->ring_ok = true;
 		if (pthread_create(&d->aio_thr, NULL, aio_main, d)) {
@@ -224,6 +232,9 @@ void sc_direct_free(struct sc_direct *d)
 		io_uring_queue_exit(&d->ring);
 	}
 	pthread_mutex_destroy(&d->ring_mu);
+	for (int i = 0; i < d->npool; i++)
+		free(d->pool[i]);
+	pthread_mutex_destroy(&d->pool_mu);
 	rpc_client_free(d->rpc);
 	for (int i = 0; i < d->npeers; i++) {
 		struct dpeer *p = d->peers[i];
@@ -731,6 +742,31 @@ int sc_direct_read(struct sc_direct *d, const char *addr, uint32_t target, uint3
 	return 0;
 }
 
+static void *abuf_get(struct sc_direct *d, size_t n)
+{
+	if (n > SD_SMALL)
+		return aligned_alloc(SD_PAGE, n);
+	void *b = NULL;
+	pthread_mutex_lock(&d->pool_mu);
+	if (d->npool)
+		b = d->pool[--d->npool];
+	pthread_mutex_unlock(&d->pool_mu);
+	return b ? b : aligned_alloc(SD_PAGE, SD_SMALL);
+}
+
+static void abuf_put(struct sc_direct *d, void *b, size_t n)
+{
+	if (b && n <= SD_SMALL) {
+		pthread_mutex_lock(&d->pool_mu);
+		if (d->npool < SD_POOL) {
+			d->pool[d->npool++] = b;
+			b = NULL;
+		}
+		pthread_mutex_unlock(&d->pool_mu);
+	}
+	free(b);
+}
+
 /* One async read on the ring. */
 struct aop {
 	struct sc_direct *d;
@@ -738,6 +774,7 @@ struct aop {
 	struct dmap *m;
 	struct storage_read *r;
 	struct rd x;
+	size_t bufsz;
 	void (*done)(void *arg, int ok);
 	void *arg;
 };
@@ -763,7 +800,7 @@ static void *aio_main(void *arg)
 		if (!ok)
 			atomic_fetch_add(&d->fallbacks, 1);
 		dmap_put(o->m);
-		free(o->x.buf);
+		abuf_put(d, o->x.buf, o->bufsz);
 		void (*done)(void *, int) = o->done;
 		void *darg = o->arg;
 		free(o);
@@ -784,14 +821,15 @@ int sc_direct_read_async(struct sc_direct *d, const char *addr, uint32_t target,
 		if (!m)
 			break;
 		struct aop *o = malloc(sizeof(*o));
-		uint8_t *buf = o ? aligned_alloc(SD_PAGE, ALIGN_UP(r->len) + SD_PAGE) : NULL;
+		size_t bufsz = ALIGN_UP(r->len) + SD_PAGE;
+		uint8_t *buf = o ? abuf_get(d, bufsz) : NULL;
 		bool stale = false;
 		int go = buf && read_pre(d, m, r, &o->x, buf, &stale);
 		if (go && !o->x.blen) {
 			/* Nothing to read (past the end): the second half now. */
 			go = read_post(d, p, m, r, &o->x, 0);
 			dmap_put(m);
-			free(buf);
+			abuf_put(d, buf, bufsz);
 			free(o);
 			if (go) {
 				done(arg, 1);
@@ -800,8 +838,8 @@ int sc_direct_read_async(struct sc_direct *d, const char *addr, uint32_t target,
 			break;
 		}
 		if (go) {
-			*o = (struct aop){ .d = d, .p = p, .m = m, .r = r, .x = o->x, .done = done,
-					   .arg = arg };
+			*o = (struct aop){ .d = d, .p = p, .m = m, .r = r, .x = o->x, .bufsz = bufsz,
+					   .done = done, .arg = arg };
 			pthread_mutex_lock(&d->ring_mu);
 			struct io_uring_sqe *sqe = io_uring_get_sqe(&d->ring);
 			if (sqe) {
@@ -819,7 +857,7 @@ int sc_direct_read_async(struct sc_direct *d, const char *addr, uint32_t target,
 		if (stale)
 			map_forget(p, k, m);
 		dmap_put(m);
-		free(buf);
+		abuf_put(d, buf, bufsz);
 		free(o);
 		if (!stale)
 			break;
