@@ -334,6 +334,9 @@ static int tab_get(struct stor_sc *x, struct rpc_req *req, uint64_t region, stru
 		return rc;
 	}
 	pthread_mutex_lock(&x->mu);
+	/* The first lease; the ticker renews it (the handler checked the
+	 * fence just before). */
+	atomic_store_explicit(&t->hdr[0], clock_mono_ms() + SC_LEASE_MS, memory_order_release);
 	t->next = x->tabs;
 	if (x->tabs)
 		x->tabs->prev = t;
@@ -446,9 +449,6 @@ void stor_sc_handle_map(struct storage_service *s, struct rpc_req *req)
 		map_err(req, err, "sc map");
 		return;
 	}
-	if (!atomic_load_explicit(&tab->hdr[0], memory_order_relaxed))
-		atomic_store_explicit(&tab->hdr[0], clock_mono_ms() + SC_LEASE_MS,
-				      memory_order_release);
 	struct sto_sc_map_fix f = { .slot = c.slot, .seq = c.seq, .pid = (uint32_t)getpid(),
 				    .dev = (uint64_t)st.st_dev, .inode = (uint64_t)st.st_ino,
 				    .file_off = boff, .len = meta.len,

@@ -45,6 +45,7 @@
 
 #include "common/clock.h"
 #include "common/crc32c.h"
+#include "common/sched_hint.h"
 #include "common/status.h"
 #include "storage/storage_proto.h"
 
@@ -782,6 +783,8 @@ struct aop {
 static void *aio_main(void *arg)
 {
 	struct sc_direct *d = arg;
+	/* Every read waits on this thread's turns (sched_hint.h). */
+	sched_hint_latency();
 	for (;;) {
 		struct io_uring_cqe *cqe;
 		int rc = io_uring_wait_cqe(&d->ring, &cqe);
