@@ -1226,9 +1226,12 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 		free(rr);
 		return -ENOMEM;
 	}
+	/* A lone range may be short-circuit (it waits for the disk here);
+	 * a batch keeps its ranges in flight at once over RPC (USRBIO,
+	 * KVCache, the mount's split reads). */
 	size_t left = 0;
 	for (size_t i = 0; i < n; i++) {
-		todo[i] = !direct_try(c, &r[i]);
+		todo[i] = n > 1 || !direct_try(c, &r[i]);
 		left += todo[i];
 	}
 	if (!left) {

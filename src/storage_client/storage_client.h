@@ -23,8 +23,9 @@
  * memory (sc_shm.h) when it can.
  *
  * With CFS_SHORT_READ=1 in the environment, small reads of chunks held by
- * a service on this host are read from its block files directly
- * (sc_direct.h, docs/rpc.md "Short-circuit reads"), RPC otherwise.
+ * a service on this host (storage_client_read_async, and a lone range of
+ * storage_client_read; batches keep RPC) are read from its block files
+ * directly (sc_direct.h, docs/rpc.md "Short-circuit reads").
  *
  * Read data arrives straight in the caller's buffer when the ranges sent to
  * one server are adjacent in memory (dst[i+1] == dst[i] + len[i]); otherwise
