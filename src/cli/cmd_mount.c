@@ -36,6 +36,7 @@
 #include "common/log.h"
 #include "common/status.h"
 #include "fuse/fuse_fs.h"
+#include "fuse/fuse_loop.h"
 #include "mgmtd/mgmtd_client.h"
 #include "net/auth.h"
 #include "usrbio/usrbio.h"
@@ -345,6 +346,9 @@ static int data_path_new(const struct storage_client_opts *so, meta_client *meta
 	int rc = storage_client_new(so, sc, err, errlen);
 	if (rc)
 		return rc;
+	/* A short-circuit read that must wait for the disk hands the FUSE
+	 * loop's reading over first, as a read RPC's caller would. */
+	storage_client_set_will_block(*sc, fuseloop_will_block);
 	struct file_io_opts fo = {
 	    .backend = {.arg = *sc,
 	                .read = sto_read,

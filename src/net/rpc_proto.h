@@ -164,6 +164,11 @@
  *                           -CFS_EBADMSG_TYPE and keeps it until the connection closes)
  *  314 STO_SHM_READV  req:  u64 region, u32 n, n x u64 off, then a STO_READ request of n
  *                           ranges   resp: a STO_READ response; range i's bytes at off[i]
+ *  315 STO_SC_MAP     req:  u64 region (the slot table), u32 target, u32 chain, u64 ino,
+ *                           u32 idx
+ *                     resp: u32 slot, u64 seq, u32 pid, u64 dev, u64 inode, u64 file_off,
+ *                           u32 len, u64 commit_ver, u32 npages, npages x u32 page CRC,
+ *                           blob path   (docs/rpc.md "Short-circuit reads")
  *   The handshake messages are sent with request ids and replied to like any
  *   request; a refusal is a reply with status -CFS_EAUTH or -CFS_EVERSION.
  *

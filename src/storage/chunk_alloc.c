@@ -132,7 +132,8 @@ static int open_file(struct chunk_alloc *a, unsigned cls, unsigned file, int cre
 	snprintf(path, sizeof(path), "%s/c%02u", a->dir, cls);
 	if (create && mkdir(path, 0755) && errno != EEXIST)
 		return -errno;
-	snprintf(path, sizeof(path), "%s/c%02u/f%03u", a->dir, cls, file);
+	chunk_alloc_path(a, (struct chunk_pos){ .cls = (uint8_t)cls, .file = (uint16_t)file }, path,
+			 sizeof(path));
 	int fd = open(path, O_RDWR | O_DIRECT | O_CLOEXEC | (create ? O_CREAT : 0), 0644);
 	if (fd < 0)
 		return -errno;
@@ -583,6 +584,11 @@ int chunk_alloc_fd(struct chunk_alloc *a, struct chunk_pos pos, uint64_t *off)
 {
 	*off = block_off(pos.cls, pos.block);
 	return a->cls[pos.cls].fds[pos.file];
+}
+
+void chunk_alloc_path(struct chunk_alloc *a, struct chunk_pos pos, char *buf, size_t n)
+{
+	snprintf(buf, n, "%s/c%02u/f%03u", a->dir, pos.cls, pos.file);
 }
 
 int chunk_alloc_cached_fd(struct chunk_alloc *a, struct chunk_pos pos)

@@ -84,6 +84,8 @@ uint32_t chunk_alloc_refs(struct chunk_alloc *a, struct chunk_pos pos);
 
 /* File descriptor (O_DIRECT) and byte offset of POS's block. */
 int chunk_alloc_fd(struct chunk_alloc *a, struct chunk_pos pos, uint64_t *off);
+/* The path of POS's data file into BUF (short-circuit reads). */
+void chunk_alloc_path(struct chunk_alloc *a, struct chunk_pos pos, char *buf, size_t n);
 /* A buffered (page cache), read-only fd of the same file as chunk_alloc_fd,
  * readahead off; -1 when it could not be opened. Only for reads: every
  * write goes through the O_DIRECT fd, and the kernel drops cached pages of

@@ -298,6 +298,8 @@ struct chunk_engine {
 	_Atomic uint32_t cr_probes, cr_hits, cr_tick;
 	atomic_int cr_direct;               /* 1: small reads go O_DIRECT, 1 in CR_SAMPLE probed */
 	atomic_uint_fast64_t cr_probes_total, cr_hits_total, cr_direct_reads;
+	chunk_engine_mut_fn mut_fn;         /* under mu: short-circuit revocation */
+	void *mut_arg;
 };
 
 static void advance(struct chunk_engine *e, struct req *r);
@@ -392,6 +394,10 @@ static int lock_try(struct chunk_engine *e, struct chunk_id id, struct req *r)
 	l->id = id;
 	l->next = e->locks[b];
 	e->locks[b] = l;
+	/* Direct readers must stop before anything of the chunk changes;
+	 * while this entry exists no new mapping is made (sc_map). */
+	if (e->mut_fn)
+		e->mut_fn(e->mut_arg, e, id);
 	return 1;
 }
 
@@ -755,6 +761,36 @@ static void start_read(struct chunk_engine *e, struct req *r)
 		start_range(e, r, i);
 	if (r->nio == 0)
 		complete(e, r, 0);
+}
+
+void chunk_engine_set_mut_hook(struct chunk_engine *e, chunk_engine_mut_fn fn, void *arg)
+{
+	pthread_mutex_lock(&e->mu);
+	e->mut_fn = fn;
+	e->mut_arg = arg;
+	pthread_mutex_unlock(&e->mu);
+}
+
+int chunk_engine_sc_map(struct chunk_engine *e, struct chunk_id id,
+			int (*publish)(void *arg, const struct chunk_meta *m), void *arg,
+			struct chunk_meta *meta, int *fd, uint64_t *block_off, char *path,
+			size_t pathlen)
+{
+	memset(meta, 0, sizeof(*meta));
+	pthread_mutex_lock(&e->mu);
+	int err = lock_find(e, id) ? -EBUSY : chunk_store_reader_get(e->reader, id, meta);
+	if (!err && (!chunk_alloc_owns(e->alloc, meta->pos, id) || meta->jrnl_len))
+		err = meta->jrnl_len ? -EBUSY : -CFS_ECORRUPT;
+	if (!err)
+		err = publish(arg, meta);
+	if (!err) {
+		*fd = chunk_alloc_fd(e->alloc, meta->pos, block_off);
+		chunk_alloc_path(e->alloc, meta->pos, path, pathlen);
+	}
+	pthread_mutex_unlock(&e->mu);
+	if (err)
+		chunk_meta_fini(meta);
+	return err;
 }
 
 /* ---- mutations ------------------------------------------------------------ */

@@ -222,6 +222,29 @@ void chunk_engine_read_end(struct chunk_engine *e, struct chunk_read_range *rr,
  * reads"). Any thread. */
 void chunk_engine_read_probed(struct chunk_engine *e, int hit);
 
+/* Short-circuit reads (docs/rpc.md "Short-circuit reads"): a same-host
+ * client reads a chunk's block file itself while nothing may change the
+ * bytes. FN(ARG, E, ID) runs under the engine's metadata lock whenever a
+ * mutation (write, remove, compaction move) takes ID's chunk lock, before
+ * it changes anything of the chunk, its metadata or its block: it must
+ * revoke every mapping of ID, quickly and without calling into the
+ * engine. Set it before mappings are made. Any thread. */
+typedef void (*chunk_engine_mut_fn)(void *arg, struct chunk_engine *e, struct chunk_id id);
+void chunk_engine_set_mut_hook(struct chunk_engine *e, chunk_engine_mut_fn fn, void *arg);
+/* Maps committed chunk ID for direct reads: under the same lock as the
+ * hook, with no mutation of ID in flight (else -EBUSY) and the chunk
+ * present (-ENOENT) with sane metadata (-CFS_ECORRUPT), calls
+ * PUBLISH(ARG, META) (it must not call into the engine; its error is
+ * returned), then fills *META (caller frees with chunk_meta_fini), *FD
+ * (the block file's O_DIRECT descriptor, the engine's: borrowed, for
+ * fstat), *BLOCK_OFF (the block's first byte in it) and PATH (the file's
+ * path). So every mutation of ID after the publish runs the hook. Any
+ * thread; no disk I/O beyond LMDB's mapped pages. */
+int chunk_engine_sc_map(struct chunk_engine *e, struct chunk_id id,
+			int (*publish)(void *arg, const struct chunk_meta *m), void *arg,
+			struct chunk_meta *meta, int *fd, uint64_t *block_off, char *path,
+			size_t pathlen);
+
 /* Synchronous helpers: results as the op's. Any thread except callbacks. */
 int chunk_engine_write(struct chunk_engine *e, struct chunk_id id, uint32_t off, uint32_t len,
 		       const void *data, uint64_t update_ver, uint32_t chain_ver,

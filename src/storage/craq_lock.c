@@ -33,7 +33,18 @@ struct lock_ent {
 struct craq_locks {
 	pthread_mutex_t mu;
 	struct lock_ent *b[NBUCKET];
+	void (*grant_fn)(void *arg, struct chunk_id id); /* under mu */
+	void *grant_arg;
 };
+
+void craq_locks_set_hook(struct craq_locks *l, void (*fn)(void *arg, struct chunk_id id),
+			 void *arg)
+{
+	pthread_mutex_lock(&l->mu);
+	l->grant_fn = fn;
+	l->grant_arg = arg;
+	pthread_mutex_unlock(&l->mu);
+}
 
 static size_t hash_id(struct chunk_id id)
 {
@@ -84,6 +95,8 @@ bool craq_lock(struct craq_locks *l, struct chunk_id id, struct craq_waiter *w)
 	if (got) {
 		e->held = true;
 		e->grants++;
+		if (l->grant_fn)
+			l->grant_fn(l->grant_arg, id);
 	} else {
 		w->next = NULL;
 		if (e->tail)

@@ -52,6 +52,8 @@ struct stor_shm_region {
 struct shm_conn {
 	int n;
 	struct stor_shm_region *r[STOR_SHM_MAX_REGIONS];
+	void *ext;                 /* stor_shm_set_conn_ext */
+	void (*ext_free)(void *);
 };
 
 /* Ids start at a random-ish point so a restarted service does not hand
@@ -78,6 +80,8 @@ void stor_shm_release(struct stor_shm_region *r)
 static void shm_conn_free(void *arg)
 {
 	struct shm_conn *sc = arg;
+	if (sc->ext_free)
+		sc->ext_free(sc->ext);
 	for (int i = 0; i < sc->n; i++)
 		stor_shm_release(sc->r[i]);
 	free(sc);
@@ -248,4 +252,22 @@ int stor_shm_copy_in(struct stor_shm_region *r, uint8_t *dst, const void *src, s
 		memcpy(dst, src, n);
 	pthread_rwlock_unlock(&r->lock);
 	return rc;
+}
+
+void *stor_shm_conn_ext(struct rpc_req *req)
+{
+	struct shm_conn *sc = rpc_req_conn_data(req);
+	return sc ? sc->ext : NULL;
+}
+
+int stor_shm_set_conn_ext(struct rpc_req *req, void *data, void (*free_fn)(void *))
+{
+	struct shm_conn *sc = rpc_req_conn_data(req);
+	if (!sc)
+		return -ENOMEM; /* no region registered: nothing to attach to */
+	if (sc->ext)
+		return -EEXIST;
+	sc->ext = data;
+	sc->ext_free = free_fn;
+	return 0;
 }

@@ -58,4 +58,11 @@ void stor_shm_release(struct stor_shm_region *r);
  * its holds are gone. -ESTALE (not on this connection), -CFS_EPROTO. */
 void stor_shm_unregister(struct rpc_req *req);
 
+/* One more pointer of REQ's connection, for the short-circuit read table
+ * (stor_sc.c): FREE_FN(DATA) runs when the connection's memory goes,
+ * before its regions are released. Set once; -ENOMEM, -EEXIST.
+ * Handler thread. */
+void *stor_shm_conn_ext(struct rpc_req *req);
+int stor_shm_set_conn_ext(struct rpc_req *req, void *data, void (*free_fn)(void *));
+
 #endif

@@ -38,6 +38,10 @@ bool craq_lock(struct craq_locks *l, struct chunk_id id, struct craq_waiter *w);
 void craq_unlock(struct craq_locks *l, struct chunk_id id);
 /* Whether ID is locked now; *GEN counts grants of ID's lock (0 if never). */
 bool craq_lock_peek(struct craq_locks *l, struct chunk_id id, uint64_t *gen);
+/* FN(ARG, ID) runs under the locks' mutex whenever ID's lock is taken
+ * while free (short-circuit reads: stor_sc.h); it must not block. */
+void craq_locks_set_hook(struct craq_locks *l, void (*fn)(void *arg, struct chunk_id id),
+			 void *arg);
 /* Blocking acquire for worker threads (resync). */
 void craq_lock_wait(struct craq_locks *l, struct chunk_id id);
 
@@ -100,6 +104,7 @@ struct storage_service {
 	struct craq_repair *repair;    /* corrupt chunks to repair (craq_repair.c) */
 	bool faultinj;                 /* CFS_FAULTINJ set at start: test fault points */
 	struct stor_ring *rings;       /* loop threads' read rings (stor_ring.c), under rings_mu */
+	struct stor_sc *sc;            /* short-circuit read mappings (stor_sc.c) */
 	pthread_mutex_t rings_mu;
 };
 

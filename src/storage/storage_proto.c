@@ -10,6 +10,7 @@
  * here by hand.
  */
 #include <errno.h>
+#include <string.h>
 
 #include "common/status.h"
 #include "common/wire.h"
@@ -37,6 +38,8 @@ WIRE_FIELDS_CODEC(sto_shm_reg_req, STO_SHM_REG_REQ)
 WIRE_FIELDS_CODEC(sto_shm_reg_resp, STO_SHM_REG_RESP)
 WIRE_FIELDS_CODEC(sto_shm_unreg_req, STO_SHM_UNREG_REQ)
 WIRE_FIELDS_CODEC(sto_shm_at, STO_SHM_AT)
+WIRE_FIELDS_CODEC(sto_sc_map_req, STO_SC_MAP_REQ)
+WIRE_FIELDS_CODEC(sto_sc_map_fix, STO_SC_MAP_FIX)
 
 /* The public encode/decode pair of a message that is only its fields. */
 #define STO_FIXED_CODEC(name)                                          \
@@ -118,6 +121,32 @@ int sto_read_resp_decode(const void *p, size_t n, struct sto_read_resp *m,
 STO_FIXED_CODEC(sto_shm_reg_req)
 STO_FIXED_CODEC(sto_shm_reg_resp)
 STO_FIXED_CODEC(sto_shm_unreg_req)
+STO_FIXED_CODEC(sto_sc_map_req)
+
+int sto_sc_map_resp_encode(struct buf *b, const struct sto_sc_map_fix *f, const uint32_t *crcs,
+			   const char *path)
+{
+	struct wire_writer w;
+	wire_writer_init(&w, b);
+	sto_sc_map_fix_put(&w, f);
+	for (uint32_t i = 0; i < f->npages; i++)
+		wire_put_u32(&w, crcs[i]);
+	wire_put_blob(&w, path, (uint32_t)strlen(path));
+	return wdone(&w);
+}
+
+int sto_sc_map_resp_decode(const void *p, size_t n, struct sto_sc_map_resp *m)
+{
+	struct wire_reader r;
+	wire_reader_init(&r, p, n);
+	sto_sc_map_fix_get(&r, &m->f);
+	if (rdone(&r) || m->f.len > (64u << 20) || m->f.npages != (m->f.len + 4095u) / 4096u)
+		return -CFS_EPROTO;
+	if (wire_get_ref(&r, (size_t)m->f.npages * 4, &m->crcs) ||
+	    wire_get_blob(&r, STO_SC_MAX_PATH, &m->path, &m->path_len) || m->path_len == 0)
+		return -CFS_EPROTO;
+	return rdone(&r);
+}
 
 int sto_shm_read_req_encode(struct buf *b, const struct sto_shm_at *at, const struct sto_read_req *m)
 {

@@ -38,6 +38,8 @@ enum sto_msg_type {
 	STO_MSG_SHM_WRITE = 312,
 	STO_MSG_SHM_UNREG = 313,
 	STO_MSG_SHM_READV = 314,
+	/* Short-circuit reads (docs/rpc.md "Short-circuit reads"). */
+	STO_MSG_SC_MAP = 315,
 };
 
 #define STO_MAX_BATCH 1024   /* ranges in one READ */
@@ -205,6 +207,38 @@ int sto_shm_readv_req_encode(struct buf *b, uint64_t region, const uint64_t *off
 			     const struct sto_read_req *m);
 int sto_shm_readv_req_decode(const void *p, size_t n, uint64_t *region, uint64_t *offs,
 			     struct sto_read_req *m, struct sto_read_range *out, size_t cap);
+/* SC_MAP req: map chunk (INO, IDX) of TARGET (in CHAIN) for direct reads;
+ * REGION is this connection's SHM_REG region holding the slot table. */
+#define STO_SC_MAP_REQ(F) F(u64, region) F(u32, target) F(u32, chain) F(u64, ino) F(u32, idx)
+WIRE_STRUCT(sto_sc_map_req, STO_SC_MAP_REQ);
+int sto_sc_map_req_encode(struct buf *b, const struct sto_sc_map_req *m);
+int sto_sc_map_req_decode(const void *p, size_t n, struct sto_sc_map_req *m);
+#define STO_SC_MAX_PATH 4096
+/* The slot table a client registers for SC_MAP (a sealed memfd, SHM_REG):
+ * a 64-byte header (u64 0: lease, CLOCK_MONOTONIC ms until which the
+ * service vouches for its slots), then STO_SC_SLOTS u64 slot words. */
+#define STO_SC_SLOTS 16384u
+#define STO_SC_HDR 64u
+#define STO_SC_TABLE_BYTES (STO_SC_HDR + 8ull * STO_SC_SLOTS)
+/* SC_MAP resp: the fixed fields, then NPAGES x u32 page CRC32Cs
+ * (npages == ceil(len / 4096), len <= 64 MiB), then the data file's path
+ * as a blob (u32 length <= STO_SC_MAX_PATH, bytes). */
+#define STO_SC_MAP_FIX(F)                                                         \
+	F(u32, slot) F(u64, seq) /* the slot word's value while the mapping holds */ \
+	F(u32, pid)              /* the service's pid (death detection) */          \
+	F(u64, dev) F(u64, inode) /* the data file's identity */                    \
+	F(u64, file_off)         /* the chunk's first byte in that file */          \
+	F(u32, len) F(u64, commit_ver) F(u32, npages)
+WIRE_STRUCT(sto_sc_map_fix, STO_SC_MAP_FIX);
+struct sto_sc_map_resp {
+	struct sto_sc_map_fix f;
+	const uint8_t *crcs;   /* borrowed: npages little-endian u32 */
+	const uint8_t *path;   /* borrowed, not NUL-terminated */
+	uint32_t path_len;
+};
+int sto_sc_map_resp_encode(struct buf *b, const struct sto_sc_map_fix *f, const uint32_t *crcs,
+			   const char *path);
+int sto_sc_map_resp_decode(const void *p, size_t n, struct sto_sc_map_resp *m);
 int sto_shm_read_req_decode(const void *p, size_t n, struct sto_shm_at *at, struct sto_read_req *m,
 			    struct sto_read_range *out, size_t cap);
 

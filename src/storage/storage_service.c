@@ -50,6 +50,7 @@
 #include "storage/chunk_crc.h"
 #include "storage/storage_int.h"
 #include "storage/stor_ring.h"
+#include "storage/stor_sc.h"
 #include "storage/stor_shm.h"
 #include "storage_client/sc_shm.h"
 
@@ -711,6 +712,7 @@ static void handle_shm_reg(struct rpc_req *req, void *arg)
 	(void)arg;
 	stor_shm_register(req);
 }
+static void handle_sc_map(struct rpc_req *req, void *arg) { stor_sc_handle_map(arg, req); }
 static void handle_shm_unreg(struct rpc_req *req, void *arg)
 {
 	(void)arg;
@@ -884,6 +886,7 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 	s->sched = craq_sched_new();
 	if ((rc = stor_targets_open(s, o, err, errlen)))
 		goto fail;
+	s->sc = stor_sc_new(s);
 	struct rpc_opts ro = { .cluster_id = o->cluster_id, .secret = o->secret,
 			       .secret_len = o->secret_len,
 			       .nthreads = o->rpc_threads > 0 ? o->rpc_threads : 2,
@@ -906,6 +909,8 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 	rpc_server_handle(s->srv, STO_MSG_SHM_UNREG, &h);
 	h.fn = handle_shm_readv;
 	rpc_server_handle(s->srv, STO_MSG_SHM_READV, &h);
+	h.fn = handle_sc_map;
+	rpc_server_handle(s->srv, STO_MSG_SC_MAP, &h);
 	h.fn = handle_remove;
 	rpc_server_handle(s->srv, STO_MSG_REMOVE, &h);
 	h.fn = handle_query;
@@ -984,6 +989,8 @@ void storage_service_free(struct storage_service *s)
 	craq_sched_free(s->sched);
 	rpc_server_free(s->srv);
 	stor_rings_free(s); /* the loops are gone: no read is reaped any more */
+	stor_sc_free(s->sc); /* the connections (and their tables) are gone */
+	s->sc = NULL;
 	mgmtd_client_free(s->mc);
 	craq_dedup_free(s->dedup);
 	craq_repair_free(s->repair);

@@ -22,6 +22,7 @@
 #include <sys/random.h>
 
 #include "storage_client/storage_client.h"
+#include "storage_client/sc_direct.h"
 #include "storage_client/sc_shm.h"
 #include "common/clock.h"
 #include "common/crc32c.h"
@@ -63,6 +64,7 @@ struct readq {
 struct storage_client {
 	struct rpc_client *rpc;
 	struct sc_shm *shm;      /* same-host shared-memory reads and writes; NULL: off */
+	struct sc_direct *dr;    /* short-circuit reads (sc_direct.h); NULL: off */
 	struct mgmtd_client *mc; /* NULL without mgmtd addresses */
 	uint32_t timeout_ms;
 	uint32_t budget_ms;
@@ -99,6 +101,20 @@ void storage_client_get_stats(struct storage_client *c, struct storage_client_st
 	out->shm_direct_writes = ss.direct_writes;
 	out->shm_direct_lost = ss.direct_lost;
 	out->shm_unregs = ss.unregs;
+	struct sc_direct_stats ds;
+	sc_direct_get_stats(c->dr, &ds);
+	out->sc_reads = ds.reads;
+	out->sc_fallbacks = ds.fallbacks;
+	out->sc_misses = ds.misses;
+	out->sc_maps = ds.maps;
+	out->sc_stale = ds.stale;
+	out->sc_corrupt = ds.corrupt;
+	out->sc_dead = ds.dead;
+}
+
+void storage_client_set_will_block(struct storage_client *c, void (*fn)(void))
+{
+	sc_direct_set_will_block(c->dr, fn);
 }
 
 static _Atomic uint64_t next_channel = 1;
@@ -144,6 +160,7 @@ int storage_client_new(const struct storage_client_opts *o, struct storage_clien
 		goto fail;
 	}
 	c->shm = sc_shm_new(&ro); /* NULL: reads use the socket only */
+	c->dr = sc_direct_new(&ro);
 	if (o->n_mgmtd) {
 		struct mgmtd_client_opts mo = { .mgmtd_addrs = o->mgmtd_addrs,
 						.n_mgmtd = o->n_mgmtd,
@@ -184,6 +201,7 @@ void storage_client_free(struct storage_client *c)
 	mgmtd_client_free(c->mc);
 	rpc_client_free(c->rpc);
 	sc_shm_free(c->shm);
+	sc_direct_free(c->dr);
 	while (c->rq) {
 		struct readq *q = c->rq;
 		c->rq = q->next;
@@ -1139,6 +1157,54 @@ static void read_dispatch(struct storage_client *c, struct read_group *g, uint32
 	read_rpc_send(x);
 }
 
+/* Where a short-circuit read of R (sc_direct.h) would go: a standalone
+ * target, or the first SERVING replica of its chain that may serve one
+ * (always the same one, so one copy of the data is read). 0: none. */
+static int direct_pick(struct storage_client *c, const struct storage_read *r, char *addr,
+		       size_t addrlen, uint32_t *target, uint32_t *chain)
+{
+	if (!c->dr || !r->len || r->len > SC_DIRECT_MAX)
+		return 0;
+	addr[0] = 0;
+	if (!r->loc.chain) { /* a standalone service's target */
+		if (!r->loc.addr)
+			return 0;
+		addr_copy(addr, addrlen, r->loc.addr);
+		*target = r->loc.target;
+		*chain = 0;
+		return 1;
+	}
+	if (r->loc.addr || !c->mc)
+		return 0; /* pinned to a replica (checks, tools): over RPC */
+	struct mgmtd_routing *snap = mgmtd_client_routing(c->mc);
+	if (!snap)
+		return 0;
+	const struct route_info *ri = mgmtd_routing_info(snap);
+	const struct route_chain *ch = route_find_chain(ri, r->loc.chain);
+	for (uint32_t i = 0; ch && i < ch->n && !addr[0]; i++) {
+		if (ch->m[i].state != CHAIN_PS_SERVING)
+			continue;
+		const struct route_target *t = route_find_target(ri, ch->m[i].target_id);
+		const struct route_node *nd = t ? route_find_node(ri, t->node_id) : NULL;
+		if (nd && sc_direct_usable(c->dr, nd->addr)) {
+			addr_copy(addr, addrlen, nd->addr);
+			*target = t->id;
+			*chain = ch->id;
+		}
+	}
+	mgmtd_routing_put(snap);
+	return addr[0] != 0;
+}
+
+/* Short-circuit read of R, waiting for it. 1: R is final. */
+static int direct_try(struct storage_client *c, struct storage_read *r)
+{
+	char addr[ROUTE_ADDR_MAX + 1];
+	uint32_t target, chain;
+	return direct_pick(c, r, addr, sizeof(addr), &target, &chain) &&
+	       sc_direct_read(c->dr, addr, target, chain, r);
+}
+
 int storage_client_read(struct storage_client *c, struct storage_read *r, size_t n,
 			uint32_t flags)
 {
@@ -1160,8 +1226,22 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 		free(rr);
 		return -ENOMEM;
 	}
-	for (size_t i = 0; i < n; i++)
-		todo[i] = true;
+	/* A lone range may be short-circuit (it waits for the disk here);
+	 * a batch keeps its ranges in flight at once over RPC (USRBIO,
+	 * KVCache, the mount's split reads). */
+	size_t left = 0;
+	for (size_t i = 0; i < n; i++) {
+		todo[i] = n > 1 || !direct_try(c, &r[i]);
+		left += todo[i];
+	}
+	if (!left) {
+		free(tgt);
+		free(todo);
+		free(g);
+		free(idx);
+		free(rr);
+		return 0;
+	}
 	uint64_t start = clock_mono_ms();
 	int fast = 0; /* retries sent without a pause (see node avoidance) */
 	struct read_batch batch = { .left = 0 };
@@ -1425,11 +1505,55 @@ static void aread_done(struct read_group *g)
 	free(a);
 }
 
+/* A short-circuit read in flight (storage_client_read_async). */
+struct dread {
+	struct storage_client *c;
+	struct storage_read *r;
+	uint32_t flags;
+	void (*done)(void *arg);
+	void *arg;
+};
+
+static int read_async_rpc(struct storage_client *c, struct storage_read *r, uint32_t flags,
+			  void (*done)(void *arg), void *arg);
+
+/* On the short-circuit path's completion thread (or the caller's). */
+static void dread_done(void *arg, int ok)
+{
+	struct dread *x = arg;
+	int rc = ok ? 0 : read_async_rpc(x->c, x->r, x->flags, x->done, x->arg);
+	if (ok)
+		x->done(x->arg);
+	else if (rc) {
+		x->r->result = rc;
+		x->done(x->arg);
+	}
+	free(x);
+}
+
 int storage_client_read_async(struct storage_client *c, struct storage_read *r, uint32_t flags,
 			      void (*done)(void *arg), void *arg)
 {
 	if (!r || !done || !r->len)
 		return -EINVAL;
+	char addr[ROUTE_ADDR_MAX + 1];
+	uint32_t target, chain;
+	if (direct_pick(c, r, addr, sizeof(addr), &target, &chain)) {
+		struct dread *x = malloc(sizeof(*x));
+		if (x) {
+			*x = (struct dread){ .c = c, .r = r, .flags = flags, .done = done, .arg = arg };
+			if (sc_direct_read_async(c->dr, addr, target, chain, r, dread_done, x))
+				return 0;
+			free(x);
+		}
+	}
+	return read_async_rpc(c, r, flags, done, arg);
+}
+
+/* storage_client_read_async over RPC. */
+static int read_async_rpc(struct storage_client *c, struct storage_read *r, uint32_t flags,
+			  void (*done)(void *arg), void *arg)
+{
 	struct aread *a = calloc(1, sizeof(*a));
 	if (!a)
 		return -ENOMEM;

@@ -22,6 +22,11 @@
  * read RPC to a same-host server, combined or not, goes over shared
  * memory (sc_shm.h) when it can.
  *
+ * With CFS_SHORT_READ=1 in the environment, small reads of chunks held by
+ * a service on this host (storage_client_read_async, and a lone range of
+ * storage_client_read; batches keep RPC) are read from its block files
+ * directly (sc_direct.h, docs/rpc.md "Short-circuit reads").
+ *
  * Read data arrives straight in the caller's buffer when the ranges sent to
  * one server are adjacent in memory (dst[i+1] == dst[i] + len[i]); otherwise
  * through one bounce buffer. Every returned byte is checked against the
@@ -88,8 +93,10 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 
 /* Reads one range like storage_client_read (R->result, R->commit_ver)
  * without waiting: DONE(ARG) runs exactly once when R is final, on an RPC
- * loop thread, on a retry thread of the client, or on the calling thread
- * before this returns. DONE must not block (it holds up other replies);
+ * loop thread, on a retry thread of the client, on the short-circuit
+ * path's completion thread (CFS_SHORT_READ, docs/rpc.md "Short-circuit
+ * reads"), or on the calling thread before this returns. A short-circuit
+ * read's first read of a chunk may wait for its mapping (one RPC). DONE must not block (it holds up other replies);
  * R and R->dst stay the caller's until then. A read whose first attempt
  * fails with a retryable error is retried by the blocking path on one of
  * up to 8 client threads. Returns 0, or -EINVAL / -ENOMEM (DONE not
@@ -144,6 +151,10 @@ int storage_client_mem_add(struct storage_client *c, int fd, void *base, uint64_
  * -EOPNOTSUPP. */
 int storage_client_mem_del(struct storage_client *c, const void *base);
 
+/* FN (may be NULL) runs on a reading thread right before a short-circuit
+ * read (docs/rpc.md "Short-circuit reads") waits for the disk or an RPC,
+ * so an event loop can hand its work over first. Any thread. */
+void storage_client_set_will_block(struct storage_client *c, void (*fn)(void));
 /* Read RPC counters (monotonic; any thread): what read combining did. */
 struct storage_client_stats {
 	uint64_t read_rpcs;      /* read requests sent */
@@ -160,6 +171,13 @@ struct storage_client_stats {
 	uint64_t shm_direct_reads;  /* shared-memory reads that landed in memory added with
 				       storage_client_mem_add (no copy in this process) */
 	uint64_t shm_direct_writes; /* shared-memory writes taken from such memory */
+	uint64_t sc_reads;          /* short-circuit reads served from block files */
+	uint64_t sc_fallbacks;      /* short-circuit reads tried that went over RPC */
+	uint64_t sc_misses;         /* ... of which the block file read came short or failed */
+	uint64_t sc_maps;           /* short-circuit mappings obtained */
+	uint64_t sc_stale;          /* ... found revoked or past their lease at a read */
+	uint64_t sc_corrupt;        /* page CRC mismatches a short-circuit read saw */
+	uint64_t sc_dead;           /* reads that found their storage service dead */
 	uint64_t shm_direct_lost;   /* failed reads into such memory whose region's
 				       revocation was not confirmed (sc_shm.h) */
 	uint64_t shm_unregs;        /* regions unregistered (memory removed, or revoked

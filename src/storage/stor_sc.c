@@ -1,0 +1,466 @@
+/* stor_sc.c - short-circuit read mappings (stor_sc.h, docs/rpc.md
+ * "Short-circuit reads").
+ *
+ * THE RULE. A mapping (table, slot) of chunk C of engine E is published
+ * under E's metadata lock while no mutation holds C's engine lock, with
+ * the slot word set to a fresh value V (an atomic increment: slot words
+ * only ever grow). A client read is good when it loaded V before its
+ * pread and loads V again after it. Everything that could make the
+ * mapped bytes wrong starts by bumping the word:
+ *   - any engine mutation of C (write in any form: copy-on-write, in-place
+ *     append, journaled overwrite; remove; compaction move) takes C's
+ *     engine lock first, and the lock's first grant runs our hook under
+ *     E's mutex: no new mapping of C can be made while it is held, and
+ *     the block the mapping names is freed (so reused) only after that
+ *     mutation's commit, long after the bump;
+ *   - a CRAQ chain write takes C's CRAQ lock before its local apply (our
+ *     hook on the lock's grant), and a mapping is refused while that lock
+ *     is held and revoked when it was granted while we mapped (grant
+ *     counter before and after), so no pending version is ever mapped;
+ *   - the connection ending (the client's table is no longer ours to
+ *     keep), a change of routing version, a target that stopped serving:
+ *     every slot concerned;
+ *   - the service fenced or dead: the lease word (CLOCK_MONOTONIC ms)
+ *     stops being refreshed; clients stop trusting slots past it. A dead
+ *     service is also seen at once through its pid (the client's pidfd).
+ * The bump is a sequentially consistent RMW, ordered before the
+ * mutation's own stores and I/O system calls.
+ */
+#include "storage/stor_sc.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/status.h"
+#include "common/xalloc.h"
+#include "storage/stor_shm.h"
+#include "storage/storage_int.h"
+
+#define SC_NB 4096
+#define SC_TICK_MS 50
+#define SC_LEASE_MS 250
+
+struct sc_tab;
+
+struct sc_ent {
+	struct chunk_engine *e;
+	struct chunk_id id;
+	struct sc_tab *tab;
+	uint32_t slot;
+	struct stor_target *t;
+	struct sc_ent *next;
+};
+
+struct sc_tab {
+	struct stor_sc *x;
+	uint64_t region;
+	struct stor_shm_region *hold;
+	_Atomic uint64_t *hdr;
+	_Atomic uint64_t *seq;
+	struct sc_ent *ent[STO_SC_SLOTS]; /* NULL: free */
+	uint32_t fr[STO_SC_SLOTS];        /* free slots, a stack */
+	uint32_t nfr;
+	struct sc_tab *next, *prev;
+};
+
+struct sc_hook {
+	struct stor_sc *x;
+	struct stor_target *t;
+};
+
+struct stor_sc {
+	struct storage_service *s;
+	pthread_mutex_t mu;            /* everything below; after engine / CRAQ locks */
+	struct sc_ent *b[SC_NB];
+	struct sc_tab *tabs;
+	uint64_t routing_ver;
+	struct sc_hook *hooks;         /* one per target */
+	pthread_t thr;
+	bool thr_started;
+	pthread_cond_t cv;
+	bool stop;
+	_Atomic uint64_t nent;         /* entries: hooks skip the mutex at 0 */
+	_Atomic uint64_t maps, revokes, ntabs;
+};
+
+static size_t bucket(const struct chunk_engine *e, struct chunk_id id)
+{
+	uint64_t h = id.ino * 0x9E3779B97F4A7C15ull ^ (uint64_t)id.idx * 0xC2B2AE3D27D4EB4Full ^
+		     (uint64_t)(uintptr_t)e;
+	return (size_t)(h >> 40) % SC_NB;
+}
+
+/* Under mu: bumps ENT's slot word and forgets it. PP: its link. */
+static void revoke_ent(struct stor_sc *x, struct sc_ent **pp)
+{
+	struct sc_ent *n = *pp;
+	atomic_fetch_add_explicit(&n->tab->seq[n->slot], 1, memory_order_seq_cst);
+	n->tab->ent[n->slot] = NULL;
+	n->tab->fr[n->tab->nfr++] = n->slot;
+	*pp = n->next;
+	free(n);
+	atomic_fetch_sub_explicit(&x->nent, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&x->revokes, 1, memory_order_relaxed);
+}
+
+/* Under mu: revokes the entries of E's chunk ID (in every table, or only
+ * in TAB when not NULL). */
+static void revoke_id_locked(struct stor_sc *x, struct chunk_engine *e, struct chunk_id id,
+			     struct sc_tab *tab)
+{
+	struct sc_ent **pp = &x->b[bucket(e, id)];
+	while (*pp) {
+		struct sc_ent *n = *pp;
+		if (n->e == e && !chunk_id_cmp(n->id, id) && (!tab || n->tab == tab))
+			revoke_ent(x, pp);
+		else
+			pp = &n->next;
+	}
+}
+
+/* Under mu: revokes every entry for which KEEP says 0 (NULL: all). */
+static void revoke_where(struct stor_sc *x, bool (*keep)(struct sc_ent *n, void *arg), void *arg)
+{
+	for (size_t i = 0; i < SC_NB; i++) {
+		struct sc_ent **pp = &x->b[i];
+		while (*pp) {
+			if (keep && keep(*pp, arg))
+				pp = &(*pp)->next;
+			else
+				revoke_ent(x, pp);
+		}
+	}
+}
+
+static void revoke_id(struct stor_sc *x, struct chunk_engine *e, struct chunk_id id)
+{
+	if (!atomic_load_explicit(&x->nent, memory_order_acquire))
+		return; /* nothing mapped: a publish holds E's lock, which we hold too */
+	pthread_mutex_lock(&x->mu);
+	revoke_id_locked(x, e, id, NULL);
+	pthread_mutex_unlock(&x->mu);
+}
+
+/* Engine hook: under E's mutex, before the mutation changes anything. */
+static void eng_hook(void *arg, struct chunk_engine *e, struct chunk_id id)
+{
+	revoke_id(arg, e, id);
+}
+
+/* CRAQ hook: under the locks' mutex, before the local apply. */
+static void craq_hook(void *arg, struct chunk_id id)
+{
+	struct sc_hook *h = arg;
+	revoke_id(h->x, h->t->eng, id);
+}
+
+void stor_sc_revoke_all(struct stor_sc *x)
+{
+	if (!x)
+		return;
+	pthread_mutex_lock(&x->mu);
+	revoke_where(x, NULL, NULL);
+	pthread_mutex_unlock(&x->mu);
+}
+
+static bool target_started(struct sc_ent *n, void *arg)
+{
+	(void)arg;
+	return atomic_load(&n->t->started);
+}
+
+static void *ticker(void *arg)
+{
+	struct stor_sc *x = arg;
+	struct storage_service *s = x->s;
+	pthread_mutex_lock(&x->mu);
+	while (!x->stop) {
+		pthread_mutex_unlock(&x->mu);
+		uint64_t rv = 0;
+		if (s->mc) {
+			struct mgmtd_routing *snap = mgmtd_client_routing(s->mc);
+			rv = snap ? mgmtd_routing_version(snap) : 0;
+			if (snap)
+				mgmtd_routing_put(snap);
+		}
+		bool fenced = atomic_load(&s->stopping) || fence_witness_fenced(s);
+		pthread_mutex_lock(&x->mu);
+		if (rv != x->routing_ver) {
+			/* A chain changed: whether a target still serves a chain is
+			 * checked again at the next mapping. */
+			revoke_where(x, NULL, NULL);
+			x->routing_ver = rv;
+		} else {
+			revoke_where(x, target_started, NULL);
+		}
+		uint64_t lease = fenced ? 0 : clock_mono_ms() + SC_LEASE_MS;
+		for (struct sc_tab *t = x->tabs; t; t = t->next)
+			atomic_store_explicit(&t->hdr[0], lease, memory_order_release);
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += SC_TICK_MS * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		if (!x->stop)
+			pthread_cond_timedwait(&x->cv, &x->mu, &ts);
+	}
+	pthread_mutex_unlock(&x->mu);
+	return NULL;
+}
+
+struct stor_sc *stor_sc_new(struct storage_service *s)
+{
+	struct stor_sc *x = calloc(1, sizeof(*x));
+	if (!x)
+		return NULL;
+	x->s = s;
+	x->hooks = calloc(s->nt ? s->nt : 1, sizeof(*x->hooks));
+	if (!x->hooks) {
+		free(x);
+		return NULL;
+	}
+	pthread_mutex_init(&x->mu, NULL);
+	pthread_cond_init(&x->cv, NULL);
+	for (size_t i = 0; i < s->nt; i++) {
+		x->hooks[i] = (struct sc_hook){ .x = x, .t = &s->t[i] };
+		chunk_engine_set_mut_hook(s->t[i].eng, eng_hook, x);
+		craq_locks_set_hook(s->t[i].locks, craq_hook, &x->hooks[i]);
+	}
+	return x;
+}
+
+static void tab_free(void *arg)
+{
+	struct sc_tab *t = arg;
+	struct stor_sc *x = t->x;
+	pthread_mutex_lock(&x->mu);
+	/* The client keeps its mapping of the memfd: every slot it may still
+	 * trust dies now, since no mutation will bump it after this. */
+	for (uint32_t i = 0; i < STO_SC_SLOTS; i++)
+		if (t->ent[i])
+			revoke_id_locked(x, t->ent[i]->e, t->ent[i]->id, t);
+	atomic_store_explicit(&t->hdr[0], 0, memory_order_release);
+	if (t->prev)
+		t->prev->next = t->next;
+	else
+		x->tabs = t->next;
+	if (t->next)
+		t->next->prev = t->prev;
+	pthread_mutex_unlock(&x->mu);
+	atomic_fetch_sub(&x->ntabs, 1);
+	stor_shm_release(t->hold);
+	free(t);
+}
+
+void stor_sc_free(struct stor_sc *x)
+{
+	if (!x)
+		return;
+	for (size_t i = 0; i < x->s->nt; i++) {
+		chunk_engine_set_mut_hook(x->s->t[i].eng, NULL, NULL);
+		craq_locks_set_hook(x->s->t[i].locks, NULL, NULL);
+	}
+	pthread_mutex_lock(&x->mu);
+	x->stop = true;
+	pthread_cond_signal(&x->cv);
+	bool joined = x->thr_started;
+	pthread_mutex_unlock(&x->mu);
+	if (joined)
+		pthread_join(x->thr, NULL);
+	/* Tables of connections still open belong to them (the RPC server is
+	 * gone by now, so there are none). */
+	pthread_mutex_lock(&x->mu);
+	revoke_where(x, NULL, NULL);
+	pthread_mutex_unlock(&x->mu);
+	pthread_cond_destroy(&x->cv);
+	pthread_mutex_destroy(&x->mu);
+	free(x->hooks);
+	free(x);
+}
+
+void stor_sc_get_stats(struct stor_sc *x, struct stor_sc_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!x)
+		return;
+	out->maps = atomic_load(&x->maps);
+	out->revokes = atomic_load(&x->revokes);
+	out->tables = atomic_load(&x->ntabs);
+}
+
+/* The table of REQ's connection, made on first use from REGION. */
+static int tab_get(struct stor_sc *x, struct rpc_req *req, uint64_t region, struct sc_tab **out)
+{
+	struct sc_tab *t = stor_shm_conn_ext(req);
+	if (t) {
+		*out = t;
+		return t->region == region ? 0 : -ESTALE;
+	}
+	uint8_t *base;
+	struct stor_shm_region *hold;
+	int rc = stor_shm_hold(req, region, 0, STO_SC_TABLE_BYTES, &base, &hold);
+	if (rc)
+		return rc;
+	if ((uintptr_t)base % 8) {
+		stor_shm_release(hold);
+		return -EFAULT;
+	}
+	t = calloc(1, sizeof(*t));
+	if (!t) {
+		stor_shm_release(hold);
+		return -ENOMEM;
+	}
+	t->x = x;
+	t->region = region;
+	t->hold = hold;
+	t->hdr = (_Atomic uint64_t *)base;
+	t->seq = (_Atomic uint64_t *)(base + STO_SC_HDR);
+	for (uint32_t i = 0; i < STO_SC_SLOTS; i++)
+		t->fr[i] = STO_SC_SLOTS - 1 - i;
+	t->nfr = STO_SC_SLOTS;
+	if ((rc = stor_shm_set_conn_ext(req, t, tab_free))) {
+		stor_shm_release(hold);
+		free(t);
+		return rc;
+	}
+	pthread_mutex_lock(&x->mu);
+	/* The first lease; the ticker renews it (the handler checked the
+	 * fence just before). */
+	atomic_store_explicit(&t->hdr[0], clock_mono_ms() + SC_LEASE_MS, memory_order_release);
+	t->next = x->tabs;
+	if (x->tabs)
+		x->tabs->prev = t;
+	x->tabs = t;
+	atomic_fetch_add(&x->ntabs, 1);
+	if (!x->thr_started && !pthread_create(&x->thr, NULL, ticker, x))
+		x->thr_started = true;
+	if (!x->thr_started)
+		rc = -EAGAIN; /* no lease without the ticker */
+	pthread_mutex_unlock(&x->mu);
+	*out = t;
+	return rc;
+}
+
+struct pub_ctx {
+	struct stor_sc *x;
+	struct sc_tab *tab;
+	struct stor_target *t;
+	struct chunk_id id;
+	uint32_t slot;
+	uint64_t seq;
+};
+
+/* Under the engine's mutex (chunk_engine_sc_map). */
+static int publish(void *arg, const struct chunk_meta *m)
+{
+	(void)m;
+	struct pub_ctx *c = arg;
+	struct stor_sc *x = c->x;
+	pthread_mutex_lock(&x->mu);
+	revoke_id_locked(x, c->t->eng, c->id, c->tab); /* a client mapping again */
+	int rc = -ENOSPC;
+	if (c->tab->nfr) {
+		struct sc_ent *n = calloc(1, sizeof(*n));
+		rc = -ENOMEM;
+		if (n) {
+			c->slot = c->tab->fr[--c->tab->nfr];
+			c->seq = atomic_fetch_add_explicit(&c->tab->seq[c->slot], 1,
+							   memory_order_seq_cst) + 1;
+			*n = (struct sc_ent){ .e = c->t->eng, .id = c->id, .tab = c->tab,
+					      .slot = c->slot, .t = c->t };
+			size_t b = bucket(n->e, n->id);
+			n->next = x->b[b];
+			x->b[b] = n;
+			c->tab->ent[c->slot] = n;
+			atomic_fetch_add_explicit(&x->nent, 1, memory_order_release);
+			rc = 0;
+		}
+	}
+	pthread_mutex_unlock(&x->mu);
+	return rc;
+}
+
+static void map_err(struct rpc_req *req, int err, const char *why)
+{
+	rpc_reply_error(req, err, why);
+}
+
+void stor_sc_handle_map(struct storage_service *s, struct rpc_req *req)
+{
+	uint32_t plen;
+	const uint8_t *p = rpc_req_payload(req, &plen);
+	struct sto_sc_map_req m;
+	if (sto_sc_map_req_decode(p, plen, &m)) {
+		LOG_WARN("storage", "sc map: malformed request: peer=%s", rpc_req_peer(req));
+		map_err(req, -CFS_EPROTO, "sc map: malformed request");
+		return;
+	}
+	struct stor_sc *x = s->sc;
+	struct stor_target *t = stor_target_by_id(s, m.target);
+	int err = !x ? -EOPNOTSUPP : !t ? -ENODEV : 0;
+	if (!err && s->mc)
+		err = m.chain ? craq_read_check(s, m.target, m.chain) : -CFS_ECHAIN_VERSION;
+	if (!err && fence_witness_fenced(s))
+		err = -CFS_EFENCED;
+	struct sc_tab *tab = NULL;
+	if (!err)
+		err = tab_get(x, req, m.region, &tab);
+	if (err) {
+		map_err(req, err, "sc map");
+		return;
+	}
+	struct chunk_id id = { m.ino, m.idx };
+	uint64_t gen1, gen2;
+	if (craq_lock_peek(t->locks, id, &gen1)) {
+		map_err(req, -CFS_ENOT_COMMITTED, "sc map: update pending");
+		return;
+	}
+	struct pub_ctx c = { .x = x, .tab = tab, .t = t, .id = id };
+	struct chunk_meta meta;
+	int fd = -1;
+	uint64_t boff = 0;
+	char path[PATH_MAX];
+	err = chunk_engine_sc_map(t->eng, id, publish, &c, &meta, &fd, &boff, path, sizeof(path));
+	if (err) {
+		map_err(req, err, "sc map");
+		return;
+	}
+	struct stat st;
+	char abs[PATH_MAX];
+	if (craq_lock_peek(t->locks, id, &gen2) || gen2 != gen1)
+		err = -CFS_ENOT_COMMITTED; /* a chain write started meanwhile */
+	else if (fd < 0 || fstat(fd, &st) || !realpath(path, abs) || strlen(abs) > STO_SC_MAX_PATH)
+		err = -EIO;
+	if (err) {
+		pthread_mutex_lock(&x->mu);
+		revoke_id_locked(x, t->eng, id, tab);
+		pthread_mutex_unlock(&x->mu);
+		chunk_meta_fini(&meta);
+		map_err(req, err, "sc map");
+		return;
+	}
+	struct sto_sc_map_fix f = { .slot = c.slot, .seq = c.seq, .pid = (uint32_t)getpid(),
+				    .dev = (uint64_t)st.st_dev, .inode = (uint64_t)st.st_ino,
+				    .file_off = boff, .len = meta.len,
+				    .commit_ver = meta.commit_ver, .npages = meta.npages };
+	struct buf b;
+	buf_init(&b);
+	err = sto_sc_map_resp_encode(&b, &f, meta.page_crc, abs);
+	chunk_meta_fini(&meta);
+	atomic_fetch_add_explicit(&x->maps, 1, memory_order_relaxed);
+	if (err)
+		map_err(req, err, "encode");
+	else
+		rpc_reply(req, 0, b.data, (uint32_t)b.len);
+	buf_fini(&b);
+}

@@ -1,0 +1,870 @@
+/* sc_direct.c - short-circuit reads, the client's side (sc_direct.h; the
+ * rule is in storage/stor_sc.c and docs/rpc.md "Short-circuit reads").
+ *
+ * PEERS. Per server address: a slot table (a sealed memfd of
+ * STO_SC_TABLE_BYTES, mapped read-only here, registered with SHM_REG on
+ * this path's own connection), the server's pid (a pidfd: a dead server
+ * stops being trusted at once), the data files opened so far (checked
+ * against the device and inode the server named) and a hash of chunk
+ * mappings. A mapping is immutable once published and reference counted:
+ * a read takes a reference under the peer's lock (held shared only for
+ * the lookup, never across I/O) and drops it when done; a new mapping of
+ * the chunk replaces it under the lock held exclusively, briefly. Tables
+ * (and their pidfds) and data file descriptors stay until sc_direct_free,
+ * so no read ever uses a closed descriptor or an unmapped table. A new
+ * registration (the connection was replaced: -ESTALE) drops every
+ * mapping of that server and starts a new table.
+ *
+ * A READ. Lease word still ahead of the monotonic clock; slot word equal
+ * to the mapping's value (acquire); the whole pages holding the range
+ * read from the block file (O_DIRECT: on this path's io_uring for the
+ * async call, whose completion thread finishes the read and calls back,
+ * so the caller's thread never waits for the disk; with pread for the
+ * blocking call; CFS_SHORT_READ=cache: page cache hits only); each page's
+ * CRC32C against the mapping's; acquire fence and the slot word again;
+ * the server alive (pidfd). Only then are the bytes the caller's. A CRC
+ * mismatch lets the RPC read decide, which reports a corrupt chunk as
+ * before.
+ */
+#include "storage_client/sc_direct.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/crc32c.h"
+#include "common/sched_hint.h"
+#include "common/status.h"
+#include "storage/storage_proto.h"
+
+#define SD_MAX_PEERS 64
+#define SD_ADDR_MAX 64
+#define SD_NB 4096
+#define SD_MAX_FILES 256
+#define SD_MAX_TABS 64
+#define SD_OFF_MS 10000
+#define SD_RETRY_MS 200
+#define SD_SMALL (8u << 10)
+#define SD_POOL 256
+#define SD_PAGE 4096u
+#define ALIGN_UP(x) (((x) + SD_PAGE - 1) / SD_PAGE * SD_PAGE)
+
+/* A registered slot table. */
+struct dtab {
+	const uint8_t *base; /* STO_SC_TABLE_BYTES, read-only */
+	int memfd;
+	uint64_t region;
+	int pidfd;           /* the server's, set by the first mapping */
+	uint32_t pid;
+};
+
+/* One published mapping (immutable; freed by its last reference). */
+struct dmap {
+	_Atomic int refs;
+	struct dtab *tab;
+	uint32_t slot;
+	uint64_t seq;
+	int fd;                  /* buffered */
+	int dfd;                 /* O_DIRECT */
+	uint64_t file_off;
+	uint32_t len;
+	uint64_t commit_ver;
+	uint32_t *crc;
+};
+
+enum { ME_NONE, ME_MAPPING };
+
+/* A chunk seen through this peer (kept until sc_direct_free). */
+struct dkey {
+	uint32_t target;
+	uint64_t ino;
+	uint32_t idx;
+	struct dmap *cur;          /* under the peer's lock; NULL: none */
+	_Atomic int st;            /* ME_MAPPING: one map RPC in flight */
+	_Atomic uint64_t retry_ms; /* no new mapping before */
+	struct dkey *next;
+};
+
+struct dfile {
+	uint64_t dev, ino;
+	int fd, dfd;
+};
+
+enum { PS_NONE, PS_OK, PS_OFF };
+
+struct dpeer {
+	char addr[SD_ADDR_MAX];
+	pthread_rwlock_t lk;      /* h, cur, tab, tabs, files; held briefly */
+	pthread_mutex_t reg_mu;   /* one registration at a time */
+	_Atomic int st;
+	_Atomic uint64_t off_until;
+	_Atomic int dead;
+	struct dtab *tab;         /* current table; NULL: none */
+	struct dtab *tabs[SD_MAX_TABS];
+	int ntabs;
+	struct dkey *h[SD_NB];
+	struct dfile files[SD_MAX_FILES];
+	int nfiles;
+};
+
+struct sc_direct {
+	struct rpc_client *rpc;
+	/* Async reads (sc_direct_read_async): O_DIRECT reads on this ring,
+	 * completed by aio_thr. */
+	struct io_uring ring;
+	bool ring_ok;
+	pthread_mutex_t ring_mu;  /* submissions */
+	pthread_t aio_thr;
+	/* Idle SD_SMALL buffers of async reads (malloc's aligned path cost
+	 * more than the CRC check). */
+	pthread_mutex_t pool_mu;
+	void *pool[SD_POOL];
+	int npool;
+	pthread_mutex_t mu;       /* peers[] growth */
+	struct dpeer *peers[SD_MAX_PEERS];
+	_Atomic int npeers;
+	pthread_key_t bounce_key;
+	void (*_Atomic will_block)(void);
+	int wait_disk;            /* 1: O_DIRECT reads here; 0 (CFS_SHORT_READ=cache): page
+				     cache hits only */
+	_Atomic uint64_t reads, fallbacks, misses, maps, map_fails, stale, corrupt, dead;
+};
+
+static void bounce_free(void *p) { free(p); }
+static void *aio_main(void *arg);
+
+void sc_direct_set_will_block(struct sc_direct *d, void (*fn)(void))
+{
+	if (d)
+		atomic_store(&d->will_block, fn);
+}
+
+static void will_block(struct sc_direct *d)
+{
+	void (*fn)(void) = atomic_load_explicit(&d->will_block, memory_order_relaxed);
+	if (fn)
+		fn();
+}
+
+static void dmap_put(struct dmap *m)
+{
+	if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1) {
+		free(m->crc);
+		free(m);
+	}
+}
+
+struct sc_direct *sc_direct_new(const struct rpc_opts *ro)
+{
+	const char *on = getenv("CFS_SHORT_READ"), *e1 = getenv("CFS_NO_SHM"),
+		   *e2 = getenv("CFS_NO_LOCAL_SOCKET");
+	if (!on || (strcmp(on, "1") && strcmp(on, "cache")) || (e1 && !strcmp(e1, "1")) || (e2 && !strcmp(e2, "1")) ||
+	    ro->no_local_socket)
+		return NULL;
+	struct sc_direct *d = calloc(1, sizeof(*d));
+	if (!d)
+		return NULL;
+	d->wait_disk = strcmp(on, "cache") != 0;
+	pthread_mutex_init(&d->mu, NULL);
+	if (pthread_key_create(&d->bounce_key, bounce_free)) {
+		free(d);
+		return NULL;
+	}
+	struct rpc_opts o = *ro;
+	o.conns_per_peer = 1; /* the table lives on one connection */
+	if (rpc_client_new(&o, &d->rpc)) {
+		pthread_key_delete(d->bounce_key);
+		free(d);
+		return NULL;
+	}
+	pthread_mutex_init(&d->ring_mu, NULL);
+	pthread_mutex_init(&d->pool_mu, NULL);
+	if (d->wait_disk && !io_uring_queue_init(256, &d->ring, 0)) {
+		d->ring_ok = true;
+		if (pthread_create(&d->aio_thr, NULL, aio_main, d)) {
+			io_uring_queue_exit(&d->ring);
+			d->ring_ok = false;
+		}
+	}
+	return d;
+}
+
+/* Under P's exclusive lock: drops every mapping (their readers keep them
+ * until done). */
+static void peer_drop_maps(struct dpeer *p)
+{
+	for (size_t i = 0; i < SD_NB; i++)
+		for (struct dkey *k = p->h[i]; k; k = k->next) {
+			dmap_put(k->cur);
+			k->cur = NULL;
+		}
+}
+
+void sc_direct_free(struct sc_direct *d)
+{
+	if (!d)
+		return;
+	if (d->ring_ok) {
+		/* A NOP with no op stops the completion thread (no read may
+		 * be in flight: the caller's contract). */
+		pthread_mutex_lock(&d->ring_mu);
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&d->ring);
+		while (!sqe) {
+			io_uring_submit(&d->ring);
+			sqe = io_uring_get_sqe(&d->ring);
+		}
+		io_uring_prep_nop(sqe);
+		io_uring_sqe_set_data(sqe, NULL);
+		io_uring_submit(&d->ring);
+		pthread_mutex_unlock(&d->ring_mu);
+		pthread_join(d->aio_thr, NULL);
+		io_uring_queue_exit(&d->ring);
+	}
+	pthread_mutex_destroy(&d->ring_mu);
+	for (int i = 0; i < d->npool; i++)
+		free(d->pool[i]);
+	pthread_mutex_destroy(&d->pool_mu);
+	rpc_client_free(d->rpc);
+	for (int i = 0; i < d->npeers; i++) {
+		struct dpeer *p = d->peers[i];
+		peer_drop_maps(p);
+		for (size_t b = 0; b < SD_NB; b++)
+			for (struct dkey *k = p->h[b], *n; k; k = n) {
+				n = k->next;
+				free(k);
+			}
+		for (int f = 0; f < p->nfiles; f++) {
+			close(p->files[f].fd);
+			close(p->files[f].dfd);
+		}
+		for (int t = 0; t < p->ntabs; t++) {
+			struct dtab *tb = p->tabs[t];
+			munmap((void *)tb->base, STO_SC_TABLE_BYTES);
+			close(tb->memfd);
+			if (tb->pidfd >= 0)
+				close(tb->pidfd);
+			free(tb);
+		}
+		pthread_rwlock_destroy(&p->lk);
+		pthread_mutex_destroy(&p->reg_mu);
+		free(p);
+	}
+	free(pthread_getspecific(d->bounce_key));
+	pthread_setspecific(d->bounce_key, NULL);
+	pthread_key_delete(d->bounce_key);
+	pthread_mutex_destroy(&d->mu);
+	free(d);
+}
+
+void sc_direct_get_stats(struct sc_direct *d, struct sc_direct_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!d)
+		return;
+	out->reads = atomic_load(&d->reads);
+	out->fallbacks = atomic_load(&d->fallbacks);
+	out->misses = atomic_load(&d->misses);
+	out->maps = atomic_load(&d->maps);
+	out->map_fails = atomic_load(&d->map_fails);
+	out->stale = atomic_load(&d->stale);
+	out->corrupt = atomic_load(&d->corrupt);
+	out->dead = atomic_load(&d->dead);
+}
+
+static struct dpeer *peer_get(struct sc_direct *d, const char *addr)
+{
+	int n = atomic_load_explicit(&d->npeers, memory_order_acquire);
+	for (int i = 0; i < n; i++)
+		if (!strcmp(d->peers[i]->addr, addr))
+			return d->peers[i];
+	if (strlen(addr) >= SD_ADDR_MAX)
+		return NULL;
+	pthread_mutex_lock(&d->mu);
+	struct dpeer *p = NULL;
+	n = d->npeers;
+	for (int i = 0; i < n && !p; i++)
+		if (!strcmp(d->peers[i]->addr, addr))
+			p = d->peers[i];
+	if (!p && n < SD_MAX_PEERS && (p = calloc(1, sizeof(*p)))) {
+		strcpy(p->addr, addr);
+		pthread_rwlock_init(&p->lk, NULL);
+		pthread_mutex_init(&p->reg_mu, NULL);
+		d->peers[n] = p;
+		atomic_store_explicit(&d->npeers, n + 1, memory_order_release);
+	}
+	pthread_mutex_unlock(&d->mu);
+	return p;
+}
+
+bool sc_direct_usable(struct sc_direct *d, const char *addr)
+{
+	if (!d)
+		return false;
+	struct dpeer *p = peer_get(d, addr);
+	if (!p)
+		return false;
+	return atomic_load(&p->st) != PS_OFF || clock_mono_ms() >= atomic_load(&p->off_until);
+}
+
+/* P takes no direct reads for a while: long when it cannot (another
+ * host, an old server), briefly when it is down or restarting. */
+static void peer_off_for(struct dpeer *p, uint64_t ms)
+{
+	atomic_store(&p->off_until, clock_mono_ms() + ms);
+	atomic_store(&p->st, PS_OFF);
+}
+
+static void peer_off(struct dpeer *p) { peer_off_for(p, SD_OFF_MS); }
+
+/* Registers a new table with P's server (reg_mu held, P's lock not).
+ * 0, or <0 with P off for a while (-EBADF over TCP: another host). */
+static int peer_register(struct sc_direct *d, struct dpeer *p)
+{
+	if (p->ntabs == SD_MAX_TABS) {
+		peer_off(p);
+		return -ENOSPC;
+	}
+	int fd = memfd_create("chainfs-sc", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	void *tab = MAP_FAILED;
+	int rc = fd < 0 ? -errno : 0;
+	if (!rc && (ftruncate(fd, (off_t)STO_SC_TABLE_BYTES) < 0 ||
+		    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0))
+		rc = -errno;
+	if (!rc && (tab = mmap(NULL, STO_SC_TABLE_BYTES, PROT_READ, MAP_SHARED, fd, 0)) == MAP_FAILED)
+		rc = -errno;
+	struct rpc_peer *rp = NULL;
+	char err[128];
+	if (!rc)
+		rc = rpc_client_peer(d->rpc, p->addr, &rp, err, sizeof(err));
+	struct buf b, resp;
+	buf_init(&b);
+	buf_init(&resp);
+	struct sto_shm_reg_req m = { .size = STO_SC_TABLE_BYTES };
+	if (!rc)
+		rc = sto_shm_reg_req_encode(&b, &m);
+	if (!rc) {
+		struct rpc_call cl = { .type = STO_MSG_SHM_REG, .payload = b.data,
+				       .payload_len = (uint32_t)b.len, .flags = RPC_CALL_SEND_FD,
+				       .send_fd = fd, .timeout_ms = 5000 };
+		rc = rpc_call(rp, &cl, &resp, NULL);
+	}
+	struct sto_shm_reg_resp r;
+	if (!rc && sto_shm_reg_resp_decode(resp.data, resp.len, &r))
+		rc = -CFS_EPROTO;
+	buf_fini(&b);
+	buf_fini(&resp);
+	struct dtab *t = rc ? NULL : calloc(1, sizeof(*t));
+	if (!t) {
+		if (tab != MAP_FAILED)
+			munmap(tab, STO_SC_TABLE_BYTES);
+		if (fd >= 0)
+			close(fd);
+		bool cannot = rc == -EBADF || rc == -CFS_EBADMSG_TYPE || rc == -EOPNOTSUPP ||
+			      rc == -EINVAL || rc == -CFS_EPROTO;
+		peer_off_for(p, cannot ? SD_OFF_MS : SD_RETRY_MS);
+		return rc ? rc : -ENOMEM;
+	}
+	*t = (struct dtab){ .base = tab, .memfd = fd, .region = r.region, .pidfd = -1 };
+	pthread_rwlock_wrlock(&p->lk);
+	peer_drop_maps(p);
+	p->tabs[p->ntabs++] = t;
+	p->tab = t;
+	pthread_rwlock_unlock(&p->lk);
+	atomic_store(&p->dead, 0);
+	atomic_store(&p->st, PS_OK);
+	return 0;
+}
+
+static size_t hbucket(uint32_t target, uint64_t ino, uint32_t idx)
+{
+	uint64_t h = ino * 0x9E3779B97F4A7C15ull ^ (uint64_t)idx * 0xC2B2AE3D27D4EB4Full ^ target;
+	return (size_t)(h >> 40) % SD_NB;
+}
+
+/* Under P's lock (either mode). */
+static struct dkey *key_find(struct dpeer *p, uint32_t target, uint64_t ino, uint32_t idx)
+{
+	for (struct dkey *k = p->h[hbucket(target, ino, idx)]; k; k = k->next)
+		if (k->ino == ino && k->idx == idx && k->target == target)
+			return k;
+	return NULL;
+}
+
+/* Under P's exclusive lock: a descriptor of the file (DEV, INO) at PATH,
+ * or -1 (not openable here, or not the file the server named). */
+static int file_get(struct dpeer *p, const char *path, uint64_t dev, uint64_t ino, int *dfd)
+{
+	for (int i = 0; i < p->nfiles; i++)
+		if (p->files[i].dev == dev && p->files[i].ino == ino) {
+			*dfd = p->files[i].dfd;
+			return p->files[i].fd;
+		}
+	if (p->nfiles == SD_MAX_FILES)
+		return -1;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0)
+		return -1;
+	if (fstat(fd, &st) || (uint64_t)st.st_dev != dev || (uint64_t)st.st_ino != ino) {
+		close(fd);
+		return -1;
+	}
+	int dd = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
+	if (dd < 0 || fstat(dd, &st) || (uint64_t)st.st_dev != dev || (uint64_t)st.st_ino != ino) {
+		if (dd >= 0)
+			close(dd);
+		close(fd);
+		return -1;
+	}
+	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
+	p->files[p->nfiles++] = (struct dfile){ .dev = dev, .ino = ino, .fd = fd, .dfd = dd };
+	*dfd = dd;
+	return fd;
+}
+
+/* Asks P's server for a mapping of key K (ME_MAPPING, set by this call)
+ * on table T; publishes it, or leaves K without one and a retry time. */
+static void map_chunk(struct sc_direct *d, struct dpeer *p, struct dkey *k, uint32_t chain,
+		      struct dtab *t)
+{
+	struct rpc_peer *rp;
+	char err[128];
+	struct buf b, resp;
+	buf_init(&b);
+	buf_init(&resp);
+	struct sto_sc_map_req q = { .region = t->region, .target = k->target, .chain = chain,
+				    .ino = k->ino, .idx = k->idx };
+	int rc = rpc_client_peer(d->rpc, p->addr, &rp, err, sizeof(err));
+	if (!rc)
+		rc = sto_sc_map_req_encode(&b, &q);
+	if (!rc) {
+		struct rpc_call cl = { .type = STO_MSG_SC_MAP, .payload = b.data,
+				       .payload_len = (uint32_t)b.len, .timeout_ms = 5000 };
+		rc = rpc_call(rp, &cl, &resp, NULL);
+	}
+	struct sto_sc_map_resp r;
+	if (!rc && sto_sc_map_resp_decode(resp.data, resp.len, &r))
+		rc = -CFS_EPROTO;
+	struct dmap *m = NULL;
+	char path[STO_SC_MAX_PATH + 1];
+	if (!rc && r.f.slot >= STO_SC_SLOTS)
+		rc = -CFS_EPROTO;
+	if (!rc && (!(m = calloc(1, sizeof(*m))) ||
+		    !(m->crc = malloc((size_t)(r.f.npages ? r.f.npages : 1) * sizeof(uint32_t)))))
+		rc = -ENOMEM;
+	if (!rc) {
+		for (uint32_t i = 0; i < r.f.npages; i++)
+			m->crc[i] = wire_load_u32(r.crcs + 4 * i);
+		memcpy(path, r.path, r.path_len);
+		path[r.path_len] = 0;
+		atomic_init(&m->refs, 1);
+		m->tab = t;
+		m->slot = r.f.slot;
+		m->seq = r.f.seq;
+		m->file_off = r.f.file_off;
+		m->len = r.f.len;
+		m->commit_ver = r.f.commit_ver;
+	}
+	pthread_rwlock_wrlock(&p->lk);
+	if (!rc && p->tab != t)
+		rc = -ESTALE; /* registered again meanwhile: the slot is of the old table */
+	if (!rc && t->pidfd < 0) {
+		int pfd = (int)syscall(SYS_pidfd_open, (pid_t)r.f.pid, 0);
+		if (pfd < 0) {
+			rc = -ESRCH;
+		} else {
+			t->pidfd = pfd;
+			t->pid = r.f.pid;
+		}
+	}
+	if (!rc && t->pid != r.f.pid)
+		rc = -ESRCH;
+	if (!rc && (m->fd = file_get(p, path, r.f.dev, r.f.inode, &m->dfd)) < 0)
+		rc = -EACCES;
+	uint64_t now = clock_mono_ms();
+	if (!rc) {
+		dmap_put(k->cur);
+		k->cur = m;
+		m = NULL;
+		atomic_fetch_add(&d->maps, 1);
+	} else {
+		atomic_fetch_add(&d->map_fails, 1);
+		/* Busy chunks (pending or in-flight updates) are tried again
+		 * soon; a full table or an odd refusal much later. */
+		uint64_t wait = rc == -CFS_ENOT_COMMITTED || rc == -EBUSY ? 20
+				: rc == -ENOENT ? 100 : 1000;
+		atomic_store(&k->retry_ms, now + wait);
+		if (rc == -ESTALE && p->tab == t)
+			atomic_store(&p->st, PS_NONE); /* the connection was replaced */
+	}
+	atomic_store(&k->st, ME_NONE);
+	pthread_rwlock_unlock(&p->lk);
+	dmap_put(m);
+	buf_fini(&b);
+	buf_fini(&resp);
+	if (rc == -CFS_EBADMSG_TYPE || rc == -EOPNOTSUPP || rc == -ESRCH || rc == -EACCES ||
+	    rc == -CFS_EPROTO)
+		peer_off(p);
+}
+
+static uint8_t *bounce_get(struct sc_direct *d)
+{
+	uint8_t *b = pthread_getspecific(d->bounce_key);
+	if (!b) {
+		b = aligned_alloc(SD_PAGE, SC_DIRECT_MAX + SD_PAGE);
+		if (b && pthread_setspecific(d->bounce_key, b)) {
+			free(b);
+			b = NULL;
+		}
+	}
+	return b;
+}
+
+static bool server_dead(const struct dtab *t)
+{
+	struct pollfd pf = { .fd = t->pidfd, .events = POLLIN };
+	return t->pidfd < 0 || poll(&pf, 1, 0) != 0;
+}
+
+/* One read between its halves. */
+struct rd {
+	uint64_t s1;           /* the slot word before the I/O */
+	uint32_t n;            /* bytes for the caller */
+	uint32_t start, blen;  /* the whole pages read: chunk offset, bytes */
+	uint8_t *buf;          /* where they land */
+};
+
+/* First half, holding a reference on M: 1 read BLEN bytes at START into
+ * X->buf (set when BUF is NULL: R->dst or the thread's bounce buffer);
+ * 0 not this way (*STALE: the slot moved on). */
+static int read_pre(struct sc_direct *d, const struct dmap *m, struct storage_read *r,
+		    struct rd *x, uint8_t *buf, bool *stale)
+{
+	const _Atomic uint64_t *hdr = (const _Atomic uint64_t *)m->tab->base;
+	const _Atomic uint64_t *slot =
+		(const _Atomic uint64_t *)(m->tab->base + STO_SC_HDR + 8ull * m->slot);
+	if (clock_mono_ms() >= atomic_load_explicit(&hdr[0], memory_order_acquire)) {
+		atomic_fetch_add(&d->stale, 1);
+		return 0;
+	}
+	x->s1 = atomic_load_explicit(slot, memory_order_acquire);
+	if (x->s1 != m->seq) {
+		*stale = true;
+		atomic_fetch_add(&d->stale, 1);
+		return 0;
+	}
+	x->n = x->start = x->blen = 0;
+	x->buf = buf;
+	if (r->off < m->len) {
+		x->n = m->len - r->off < r->len ? m->len - r->off : r->len;
+		x->start = r->off / SD_PAGE * SD_PAGE;
+		uint64_t end = ALIGN_UP((uint64_t)r->off + x->n);
+		x->blen = (uint32_t)((end < m->len ? end : m->len) - x->start);
+		if (!x->buf)
+			x->buf = !d->wait_disk && x->start == r->off && x->blen == x->n
+					 ? r->dst : bounce_get(d);
+		if (!x->buf)
+			return 0;
+	}
+	return 1;
+}
+
+/* Second half, the I/O done with RES (bytes or -errno): 1 R is final, 0
+ * not (read over RPC). */
+static int read_post(struct sc_direct *d, struct dpeer *p, const struct dmap *m,
+		     struct storage_read *r, const struct rd *x, ssize_t res)
+{
+	const _Atomic uint64_t *slot =
+		(const _Atomic uint64_t *)(m->tab->base + STO_SC_HDR + 8ull * m->slot);
+	if (x->blen) {
+		if (res < (ssize_t)x->blen) {
+			atomic_fetch_add(&d->misses, 1);
+			return 0;
+		}
+		for (uint32_t pg = x->start / SD_PAGE, o = 0; o < x->blen; pg++, o += SD_PAGE) {
+			uint32_t plen = x->blen - o < SD_PAGE ? x->blen - o : SD_PAGE;
+			if (crc32c(0, x->buf + o, plen) != m->crc[pg]) {
+				/* A stale cached page is read from the disk next time;
+				 * a bad disk page is the RPC read's to report. */
+				(void)posix_fadvise(m->fd, (off_t)(m->file_off + x->start), x->blen,
+						    POSIX_FADV_DONTNEED);
+				atomic_fetch_add(&d->corrupt, 1);
+				return 0;
+			}
+		}
+	}
+	atomic_thread_fence(memory_order_acquire);
+	if (atomic_load_explicit(slot, memory_order_relaxed) != x->s1) {
+		atomic_fetch_add(&d->stale, 1);
+		return 0;
+	}
+	if (server_dead(m->tab)) {
+		atomic_store(&p->dead, 1);
+		atomic_fetch_add(&d->dead, 1);
+		return 0;
+	}
+	uint32_t crc = 0;
+	if (x->n && x->buf != r->dst) {
+		memcpy(r->dst, x->buf + (r->off - x->start), x->n);
+		crc = crc32c(0, r->dst, x->n);
+	} else if (x->n) {
+		for (uint32_t pg = x->start / SD_PAGE, o = 0; o < x->blen; pg++, o += SD_PAGE) {
+			uint32_t plen = x->blen - o < SD_PAGE ? x->blen - o : SD_PAGE;
+			crc = o ? crc32c_combine(crc, m->crc[pg], plen) : m->crc[pg];
+		}
+	}
+	r->result = (int)x->n;
+	r->crc = crc;
+	r->commit_ver = m->commit_ver;
+	atomic_fetch_add(&d->reads, 1);
+	return 1;
+}
+
+/* The I/O of a synchronous read. */
+static ssize_t read_io(struct sc_direct *d, const struct dmap *m, const struct rd *x)
+{
+	if (!x->blen)
+		return 0;
+	if (!d->wait_disk) {
+		/* Page cache hits only (CFS_SHORT_READ=cache); a miss goes over
+		 * RPC while the readahead it started fills the page. */
+		struct iovec iov = { .iov_base = x->buf, .iov_len = x->blen };
+		return preadv2(m->fd, &iov, 1, (off_t)(m->file_off + x->start), RWF_NOWAIT);
+	}
+	will_block(d);
+	ssize_t got = pread(m->dfd, x->buf, ALIGN_UP(x->blen), (off_t)(m->file_off + x->start));
+	return got >= (ssize_t)x->blen ? (ssize_t)x->blen : got;
+}
+
+/* Forgets K's mapping M (unless replaced meanwhile). */
+static void map_forget(struct dpeer *p, struct dkey *k, struct dmap *m)
+{
+	pthread_rwlock_wrlock(&p->lk);
+	if (k->cur == m) {
+		k->cur = NULL;
+		dmap_put(m);
+	}
+	pthread_rwlock_unlock(&p->lk);
+}
+
+/* The mapping of R's chunk on P (a reference the caller drops), made
+ * when there is none (a map RPC: may wait), or NULL: read over RPC. */
+static struct dmap *mapping_get(struct sc_direct *d, struct dpeer *p, uint32_t target,
+				uint32_t chain, const struct storage_read *r, struct dkey **kout)
+{
+	for (int attempt = 0; attempt < 2; attempt++) {
+		int st = atomic_load(&p->st);
+		if (st == PS_OFF && clock_mono_ms() < atomic_load(&p->off_until))
+			return NULL;
+		if (st != PS_OK || atomic_load(&p->dead)) {
+			will_block(d);
+			pthread_mutex_lock(&p->reg_mu);
+			int rc = atomic_load(&p->st) == PS_OK && !atomic_load(&p->dead)
+					 ? 0 : peer_register(d, p);
+			pthread_mutex_unlock(&p->reg_mu);
+			if (rc)
+				return NULL;
+		}
+		pthread_rwlock_rdlock(&p->lk);
+		struct dkey *k = key_find(p, target, r->ino, r->idx);
+		struct dmap *m = k ? k->cur : NULL;
+		struct dtab *t = p->tab;
+		if (m)
+			atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+		bool wait = k && !m && clock_mono_ms() < atomic_load(&k->retry_ms);
+		pthread_rwlock_unlock(&p->lk);
+		if (m) {
+			*kout = k;
+			return m;
+		}
+		if (attempt || !t || wait)
+			return NULL;
+		if (!k) {
+			pthread_rwlock_wrlock(&p->lk);
+			if (!(k = key_find(p, target, r->ino, r->idx)) && (k = calloc(1, sizeof(*k)))) {
+				k->target = target;
+				k->ino = r->ino;
+				k->idx = r->idx;
+				size_t h = hbucket(target, r->ino, r->idx);
+				k->next = p->h[h];
+				p->h[h] = k;
+			}
+			pthread_rwlock_unlock(&p->lk);
+			if (!k)
+				return NULL;
+		}
+		/* One map RPC per chunk at a time; concurrent readers of the
+		 * chunk use RPC meanwhile. */
+		int idle = ME_NONE;
+		if (!atomic_compare_exchange_strong(&k->st, &idle, ME_MAPPING))
+			return NULL;
+		will_block(d);
+		map_chunk(d, p, k, chain, t);
+	}
+	return NULL;
+}
+
+int sc_direct_read(struct sc_direct *d, const char *addr, uint32_t target, uint32_t chain,
+		   struct storage_read *r)
+{
+	if (!d || !r->len || r->len > SC_DIRECT_MAX)
+		return 0;
+	struct dpeer *p = peer_get(d, addr);
+	for (int attempt = 0; p && attempt < 2; attempt++) {
+		struct dkey *k;
+		struct dmap *m = mapping_get(d, p, target, chain, r, &k);
+		if (!m)
+			break;
+		struct rd x;
+		bool stale = false;
+		int done = read_pre(d, m, r, &x, NULL, &stale) &&
+			   read_post(d, p, m, r, &x, read_io(d, m, &x));
+		if (stale)
+			map_forget(p, k, m);
+		dmap_put(m);
+		if (done)
+			return 1;
+		if (!stale)
+			break;
+	}
+	atomic_fetch_add(&d->fallbacks, 1);
+	return 0;
+}
+
+static void *abuf_get(struct sc_direct *d, size_t n)
+{
+	if (n > SD_SMALL)
+		return aligned_alloc(SD_PAGE, n);
+	void *b = NULL;
+	pthread_mutex_lock(&d->pool_mu);
+	if (d->npool)
+		b = d->pool[--d->npool];
+	pthread_mutex_unlock(&d->pool_mu);
+	return b ? b : aligned_alloc(SD_PAGE, SD_SMALL);
+}
+
+static void abuf_put(struct sc_direct *d, void *b, size_t n)
+{
+	if (b && n <= SD_SMALL) {
+		pthread_mutex_lock(&d->pool_mu);
+		if (d->npool < SD_POOL) {
+			d->pool[d->npool++] = b;
+			b = NULL;
+		}
+		pthread_mutex_unlock(&d->pool_mu);
+	}
+	free(b);
+}
+
+/* One async read on the ring. */
+struct aop {
+	struct sc_direct *d;
+	struct dpeer *p;
+	struct dmap *m;
+	struct storage_read *r;
+	struct rd x;
+	size_t bufsz;
+	void (*done)(void *arg, int ok);
+	void *arg;
+};
+
+static void *aio_main(void *arg)
+{
+	struct sc_direct *d = arg;
+	/* Every read waits on this thread's turns (sched_hint.h). */
+	sched_hint_latency();
+	for (;;) {
+		struct io_uring_cqe *cqe;
+		int rc = io_uring_wait_cqe(&d->ring, &cqe);
+		if (rc == -EINTR)
+			continue;
+		if (rc)
+			break;
+		struct aop *o = io_uring_cqe_get_data(cqe);
+		int res = cqe->res;
+		io_uring_cqe_seen(&d->ring, cqe);
+		if (!o)
+			break; /* sc_direct_free */
+		if (res >= (int)o->x.blen)
+			res = (int)o->x.blen;
+		int ok = read_post(d, o->p, o->m, o->r, &o->x, res);
+		if (!ok)
+			atomic_fetch_add(&d->fallbacks, 1);
+		dmap_put(o->m);
+		abuf_put(d, o->x.buf, o->bufsz);
+		void (*done)(void *, int) = o->done;
+		void *darg = o->arg;
+		free(o);
+		done(darg, ok);
+	}
+	return NULL;
+}
+
+int sc_direct_read_async(struct sc_direct *d, const char *addr, uint32_t target, uint32_t chain,
+			 struct storage_read *r, void (*done)(void *arg, int ok), void *arg)
+{
+	if (!d || !d->ring_ok || !r->len || r->len > SC_DIRECT_MAX)
+		return 0;
+	struct dpeer *p = peer_get(d, addr);
+	for (int attempt = 0; p && attempt < 2; attempt++) {
+		struct dkey *k;
+		struct dmap *m = mapping_get(d, p, target, chain, r, &k);
+		if (!m)
+			break;
+		struct aop *o = malloc(sizeof(*o));
+		size_t bufsz = ALIGN_UP(r->len) + SD_PAGE;
+		uint8_t *buf = o ? abuf_get(d, bufsz) : NULL;
+		bool stale = false;
+		int go = buf && read_pre(d, m, r, &o->x, buf, &stale);
+		if (go && !o->x.blen) {
+			/* Nothing to read (past the end): the second half now. */
+			go = read_post(d, p, m, r, &o->x, 0);
+			dmap_put(m);
+			abuf_put(d, buf, bufsz);
+			free(o);
+			if (go) {
+				done(arg, 1);
+				return 1;
+			}
+			break;
+		}
+		if (go) {
+			*o = (struct aop){ .d = d, .p = p, .m = m, .r = r, .x = o->x, .bufsz = bufsz,
+					   .done = done, .arg = arg };
+			pthread_mutex_lock(&d->ring_mu);
+			struct io_uring_sqe *sqe = io_uring_get_sqe(&d->ring);
+			if (sqe) {
+				io_uring_prep_read(sqe, m->dfd, buf, ALIGN_UP(o->x.blen),
+						   m->file_off + o->x.start);
+				io_uring_sqe_set_data(sqe, o);
+				go = io_uring_submit(&d->ring) == 1;
+			} else {
+				go = 0;
+			}
+			pthread_mutex_unlock(&d->ring_mu);
+			if (go)
+				return 1;
+		}
+		if (stale)
+			map_forget(p, k, m);
+		dmap_put(m);
+		abuf_put(d, buf, bufsz);
+		free(o);
+		if (!stale)
+			break;
+	}
+	atomic_fetch_add(&d->fallbacks, 1);
+	return 0;
+}

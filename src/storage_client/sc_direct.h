@@ -1,0 +1,72 @@
+/* sc_direct.h - short-circuit reads (docs/rpc.md "Short-circuit reads"):
+ * a small read of a chunk held by a storage service on this host is read
+ * from that service's block file with pread, checked against the chunk's
+ * page CRCs and validated by a slot word the service bumps before
+ * anything could change the mapped bytes. Anything unusual (no mapping,
+ * a bumped slot, an expired lease, the service gone, a CRC mismatch, an
+ * I/O error) answers "not done" and the caller reads over RPC as before,
+ * which is also what reports errors.
+ *
+ * Off unless CFS_SHORT_READ is in the environment (and shared memory is
+ * on: not with CFS_NO_SHM=1 or CFS_NO_LOCAL_SOCKET=1): =1 reads the block
+ * file O_DIRECT on the caller's thread; =cache takes only what the page
+ * cache holds (preadv2 RWF_NOWAIT) and sends misses over RPC.
+ *
+ * Used by storage_client.c only. Threads: any, except RPC loop threads
+ * (a first read of a chunk waits for its mapping). */
+#ifndef CFS_STORAGE_CLIENT_SC_DIRECT_H
+#define CFS_STORAGE_CLIENT_SC_DIRECT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "net/rpc.h"
+#include "storage_client/storage_client.h"
+
+#define SC_DIRECT_MAX (128u << 10) /* larger reads keep the RPC path */
+
+struct sc_direct;
+
+/* NULL when off (see above) or out of memory. RO is copied for the
+ * path's own RPC client (one connection per server). */
+struct sc_direct *sc_direct_new(const struct rpc_opts *ro);
+/* NULL-safe; no read may be in progress. */
+void sc_direct_free(struct sc_direct *d);
+/* FN (may be NULL) runs on a reading thread right before it waits: a map
+ * RPC, a registration, a pread the page cache could not answer at once
+ * (the mount passes fuseloop_will_block, so its FUSE loop goes on reading
+ * requests meanwhile). Any thread. */
+void sc_direct_set_will_block(struct sc_direct *d, void (*fn)(void));
+/* Whether ADDR may serve direct reads (not refused recently). */
+bool sc_direct_usable(struct sc_direct *d, const char *addr);
+/* Reads R's range (R->len <= SC_DIRECT_MAX) of chunk (R->ino, R->idx) of
+ * TARGET in CHAIN served at ADDR from its block file. 1: R->result (bytes,
+ * 0 past the end), R->crc and R->commit_ver are set, the bytes are at
+ * R->dst and are those of the committed version; 0: nothing is set (R->dst
+ * may have been written), read over RPC. */
+int sc_direct_read(struct sc_direct *d, const char *addr, uint32_t target, uint32_t chain,
+		   struct storage_read *r);
+
+/* As sc_direct_read without waiting for the disk (CFS_SHORT_READ=1 only):
+ * 1: the read was submitted (or needed no I/O) and DONE(ARG, OK) runs
+ * exactly once, on this path's completion thread or before this returns;
+ * OK 1: R is final as for sc_direct_read; 0: read R over RPC (DONE may
+ * start that). 0: nothing submitted, DONE will not run: read over RPC.
+ * May still wait for a first mapping of the chunk. R and its memory stay
+ * the caller's until DONE. */
+int sc_direct_read_async(struct sc_direct *d, const char *addr, uint32_t target, uint32_t chain,
+			 struct storage_read *r, void (*done)(void *arg, int ok), void *arg);
+
+struct sc_direct_stats {
+	uint64_t reads;      /* reads answered from block files */
+	uint64_t fallbacks;  /* tried, went over RPC */
+	uint64_t misses;     /* ... of which the page cache did not hold the pages */
+	uint64_t maps;       /* mappings obtained */
+	uint64_t map_fails;  /* SC_MAP refused or failed */
+	uint64_t stale;      /* slot bumped or lease expired at the read */
+	uint64_t corrupt;    /* page CRC mismatches seen (the RPC read decides) */
+	uint64_t dead;       /* a service found dead under its mappings */
+};
+void sc_direct_get_stats(struct sc_direct *d, struct sc_direct_stats *out);
+
+#endif

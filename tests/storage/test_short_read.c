@@ -1,0 +1,548 @@
+/* test_short_read.c - short-circuit reads (docs/rpc.md "Short-circuit
+ * reads", storage_client/sc_direct.c, storage/stor_sc.c).
+ *
+ *   engine_hooks  the engine's side alone: a chunk mapped with
+ *                 chunk_engine_sc_map gets the mutation hook before a
+ *                 write, a compaction move and a remove change it, and no
+ *                 mapping is made while a journal is pending
+ *   race          a real `chainfs storage` (standalone) and a client with
+ *                 CFS_SHORT_READ=1: READERS threads read single pages while
+ *                 writers rewrite whole chunks (copy-on-write), overwrite a
+ *                 few pages (journaled), remove and rewrite chunks (freed
+ *                 blocks get reused; the service's compactor moves
+ *                 chunks): every page read is a page some write wrote
+ *                 there, never older than the last acknowledged write of
+ *                 it; most reads were short-circuit
+ *   kill9         the service is SIGKILLed under short-circuit readers and
+ *                 restarted: reads fail or are right, never wrong; then
+ *                 short-circuit again
+ *   corrupt       a page of a chunk's block is damaged on disk: the short-
+ *                 circuit read sees the CRC mismatch and the RPC read that
+ *                 follows reports -CFS_ECORRUPT
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/crc32c.h"
+#include "common/status.h"
+#include "storage/chunk_engine.h"
+#include "stor_cluster.h"
+#include "storage_client/storage_client.h"
+#include "testenv.h"
+
+#define PG 4096u
+#define NCH 6
+#define NPG 64 /* 256 KiB chunks */
+#define CHLEN (NPG * PG)
+#define READERS 8
+#define INO 77
+
+static const char *addr;
+static struct storage_client *cl;
+static _Atomic int stop;
+static _Atomic uint32_t issued[NCH][NPG]; /* newest version sent to a page */
+static _Atomic uint32_t acked[NCH][NPG];  /* newest version acknowledged */
+static _Atomic uint32_t rm_issued[NCH], rm_done[NCH];
+
+static uint64_t rnd(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+/* Page P of chunk I at version V: a tag, then bytes from a seed. */
+static void page_fill(uint8_t *b, uint32_t i, uint32_t p, uint32_t v)
+{
+	uint64_t s = ((uint64_t)i << 40 | (uint64_t)p << 20 | v) * 0x9E3779B97F4A7C15ull | 1;
+	uint32_t tag[4] = { 0x5c5c5c5c, i, p, v };
+	memcpy(b, tag, sizeof(tag));
+	for (uint32_t k = sizeof(tag); k < PG; k += 8) {
+		uint64_t x = rnd(&s);
+		memcpy(b + k, &x, 8);
+	}
+}
+
+/* The version of a page that is exactly one some write made, else -1. */
+static int64_t page_version(const uint8_t *b, uint32_t i, uint32_t p)
+{
+	uint32_t tag[4];
+	memcpy(tag, b, sizeof(tag));
+	if (tag[0] != 0x5c5c5c5c || tag[1] != i || tag[2] != p)
+		return -1;
+	uint8_t want[PG];
+	page_fill(want, i, p, tag[3]);
+	return memcmp(want, b, PG) ? -1 : (int64_t)tag[3];
+}
+
+static void setup(struct stor_cluster *sc, const char *tag)
+{
+	setenv("CFS_SHORT_READ", "1", 1);
+	stor_cluster_init(sc, tag, 1, 1, 4000);
+	stor_cluster_start_storage(sc, 0);
+	addr = sc->node[0].addr;
+	cl = stor_cluster_client();
+	memset(issued, 0, sizeof(issued));
+	memset(acked, 0, sizeof(acked));
+	memset(rm_issued, 0, sizeof(rm_issued));
+	memset(rm_done, 0, sizeof(rm_done));
+}
+
+static void teardown(struct stor_cluster *sc)
+{
+	storage_client_free(cl);
+	cl = NULL;
+	stor_cluster_signal(sc, 0, SIGTERM);
+	stor_cluster_fini(sc);
+	unsetenv("CFS_SHORT_READ");
+}
+
+/* Writes pages [P0, P0+N) of chunk I at version V; 0 or the error. */
+static int write_pages(uint32_t i, uint32_t p0, uint32_t n, uint32_t v)
+{
+	uint8_t *b = malloc((size_t)n * PG);
+	for (uint32_t k = 0; k < n; k++) {
+		page_fill(b + (size_t)k * PG, i, p0 + k, v);
+		atomic_store(&issued[i][p0 + k], v);
+	}
+	struct storage_loc loc = { .addr = addr, .target = 1 };
+	int rc = storage_client_write(cl, &loc, INO, i, p0 * PG, n * PG, b, 0, NULL);
+	free(b);
+	if (!rc)
+		for (uint32_t k = 0; k < n; k++)
+			atomic_store(&acked[i][p0 + k], v);
+	return rc;
+}
+
+struct worker {
+	pthread_t t;
+	uint64_t seed;
+	uint32_t chunk;          /* writers: the chunk they own */
+	uint64_t ok, failed, missing;
+	int wrong;
+};
+
+static void *writer_main(void *arg)
+{
+	struct worker *w = arg;
+	uint32_t i = w->chunk, v = 1;
+	struct storage_loc loc = { .addr = addr, .target = 1 };
+	while (!atomic_load(&stop) && !w->wrong) {
+		uint64_t op = rnd(&w->seed) % 10;
+		v++;
+		int rc;
+		if (op < 4) {
+			rc = write_pages(i, 0, NPG, v); /* copy-on-write */
+		} else if (op < 9) {
+			uint32_t n = 1 + (uint32_t)(rnd(&w->seed) % 4);
+			uint32_t p0 = (uint32_t)(rnd(&w->seed) % (NPG - n));
+			rc = write_pages(i, p0, n, v); /* journaled */
+		} else {
+			atomic_fetch_add(&rm_issued[i], 1);
+			rc = storage_client_remove(cl, &loc, INO, i, i + 1, NULL);
+			if (!rc)
+				rc = write_pages(i, 0, NPG, v);
+			atomic_fetch_add(&rm_done[i], 1);
+		}
+		if (rc)
+			w->failed++;
+		else
+			w->ok++;
+	}
+	return NULL;
+}
+
+struct waiter {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int done;
+};
+
+static void wake(void *arg)
+{
+	struct waiter *w = arg;
+	pthread_mutex_lock(&w->mu);
+	w->done = 1;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* Half the reads the blocking way, half through the async call (the
+ * mount's 4 KiB reads: its own ring of O_DIRECT reads). */
+static int read_one(struct storage_read *r, uint64_t *seed)
+{
+	if (rnd(seed) % 2)
+		return storage_client_read(cl, r, 1, 0);
+	struct waiter w = { .done = 0 };
+	pthread_mutex_init(&w.mu, NULL);
+	pthread_cond_init(&w.cv, NULL);
+	int rc = storage_client_read_async(cl, r, 0, wake, &w);
+	pthread_mutex_lock(&w.mu);
+	while (!rc && !w.done)
+		pthread_cond_wait(&w.cv, &w.mu);
+	pthread_mutex_unlock(&w.mu);
+	pthread_mutex_destroy(&w.mu);
+	pthread_cond_destroy(&w.cv);
+	return rc;
+}
+
+static void *reader_main(void *arg)
+{
+	struct worker *w = arg;
+	uint8_t *b = aligned_alloc(PG, PG);
+	while (!atomic_load(&stop) && !w->wrong) {
+		uint32_t i = (uint32_t)(rnd(&w->seed) % NCH), p = (uint32_t)(rnd(&w->seed) % NPG);
+		uint32_t lo = atomic_load(&acked[i][p]), rm0 = atomic_load(&rm_done[i]);
+		struct storage_read r = { .loc = { .addr = addr, .target = 1 }, .ino = INO, .idx = i,
+					  .off = p * PG, .len = PG, .dst = b };
+		memset(b, 0xee, PG);
+		int rc = read_one(&r, &w->seed);
+		uint32_t hi = atomic_load(&issued[i][p]), rm1 = atomic_load(&rm_issued[i]);
+		if (rc || (r.result < 0 && r.result != -ENOENT)) {
+			w->failed++;
+			continue;
+		}
+		if (r.result == -ENOENT || r.result == 0) {
+			/* Only while a remove of this chunk was under way. */
+			if (rm1 == rm0 && lo) {
+				print_message("chunk %u page %u missing, no remove under way\n", i, p);
+				w->wrong = 1;
+			}
+			w->missing++;
+			continue;
+		}
+		int64_t v = r.result == (int)PG ? page_version(b, i, p) : -1;
+		if (v < 0 || (uint32_t)v < lo || (uint32_t)v > hi || r.crc != crc32c(0, b, PG)) {
+			print_message("wrong: chunk %u page %u result %d version %lld, acked %u "
+				      "issued %u\n", i, p, r.result, (long long)v, lo, hi);
+			w->wrong = 1;
+			break;
+		}
+		w->ok++;
+	}
+	free(b);
+	return NULL;
+}
+
+static void test_race(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	setup(&sc, "short-race");
+	for (uint32_t i = 0; i < NCH; i++)
+		assert_int_equal(write_pages(i, 0, NPG, 1), 0);
+	struct worker wr[NCH], rd[READERS];
+	memset(wr, 0, sizeof(wr));
+	memset(rd, 0, sizeof(rd));
+	atomic_store(&stop, 0);
+	for (int i = 0; i < READERS; i++) {
+		rd[i].seed = 0x1234567ull * (uint64_t)(i + 1);
+		assert_int_equal(pthread_create(&rd[i].t, NULL, reader_main, &rd[i]), 0);
+	}
+	/* Readers alone first: every chunk gets mapped. */
+	clock_sleep_ms(500);
+	for (int i = 0; i < NCH; i++) {
+		wr[i].seed = 0x9876543ull * (uint64_t)(i + 1);
+		wr[i].chunk = (uint32_t)i;
+		assert_int_equal(pthread_create(&wr[i].t, NULL, writer_main, &wr[i]), 0);
+	}
+	/* Alternate: writers on, then a pause for the mappings to come back,
+	 * so stale mappings are both made and used. */
+	clock_sleep_ms(6000);
+	atomic_store(&stop, 1);
+	uint64_t rok = 0, rfail = 0, miss = 0, wok = 0, wfail = 0;
+	int wrong = 0;
+	for (int i = 0; i < NCH; i++) {
+		pthread_join(wr[i].t, NULL);
+		wok += wr[i].ok;
+		wfail += wr[i].failed;
+	}
+	for (int i = 0; i < READERS; i++) {
+		pthread_join(rd[i].t, NULL);
+		rok += rd[i].ok;
+		rfail += rd[i].failed;
+		miss += rd[i].missing;
+		wrong |= rd[i].wrong;
+	}
+	struct storage_client_stats st;
+	storage_client_get_stats(cl, &st);
+	print_message("writes %llu ok %llu failed; reads %llu right, %llu failed, %llu missing; "
+		      "short-circuit %llu, fallbacks %llu (misses %llu), maps %llu, stale %llu\n",
+		      (unsigned long long)wok, (unsigned long long)wfail, (unsigned long long)rok,
+		      (unsigned long long)rfail, (unsigned long long)miss,
+		      (unsigned long long)st.sc_reads, (unsigned long long)st.sc_fallbacks,
+		      (unsigned long long)st.sc_misses, (unsigned long long)st.sc_maps,
+		      (unsigned long long)st.sc_stale);
+	assert_int_equal(wrong, 0);
+	assert_int_equal(wfail, 0);
+	assert_true(wok > 50);
+	assert_true(rok > 1000);
+	/* The path was used, and mappings were revoked under the readers. */
+	assert_true(st.sc_reads > rok / 20);
+	assert_true(st.sc_maps > NCH);
+	/* Quiet again: every read is right and short-circuit. */
+	struct storage_client_stats st0;
+	/* Journals of the last writes retire within retire_ms (100 ms):
+	 * until then their chunks are not mapped. */
+	clock_sleep_ms(400);
+	storage_client_get_stats(cl, &st0);
+	atomic_store(&stop, 0);
+	for (int i = 0; i < READERS; i++) {
+		rd[i].ok = 0;
+		assert_int_equal(pthread_create(&rd[i].t, NULL, reader_main, &rd[i]), 0);
+	}
+	clock_sleep_ms(800);
+	atomic_store(&stop, 1);
+	rok = 0;
+	for (int i = 0; i < READERS; i++) {
+		pthread_join(rd[i].t, NULL);
+		rok += rd[i].ok;
+		wrong |= rd[i].wrong;
+	}
+	storage_client_get_stats(cl, &st);
+	print_message("quiet: %llu reads right, %llu short-circuit\n", (unsigned long long)rok,
+		      (unsigned long long)(st.sc_reads - st0.sc_reads));
+	assert_int_equal(wrong, 0);
+	assert_true(st.sc_reads - st0.sc_reads >= rok / 2);
+	teardown(&sc);
+}
+
+static void test_kill9(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	setup(&sc, "short-kill");
+	for (uint32_t i = 0; i < NCH; i++)
+		assert_int_equal(write_pages(i, 0, NPG, 1), 0);
+	struct worker rd[READERS];
+	memset(rd, 0, sizeof(rd));
+	atomic_store(&stop, 0);
+	for (int i = 0; i < READERS; i++) {
+		rd[i].seed = 0x7777ull * (uint64_t)(i + 1);
+		assert_int_equal(pthread_create(&rd[i].t, NULL, reader_main, &rd[i]), 0);
+	}
+	clock_sleep_ms(500);
+	struct storage_client_stats st0, st;
+	storage_client_get_stats(cl, &st0);
+	stor_cluster_signal(&sc, 0, SIGKILL);
+	/* While it is dead, and after it comes back with the same files:
+	 * nothing read from a stale mapping may be wrong. A write after the
+	 * restart moves chunk 0 (copy-on-write): an old mapping of it that
+	 * were still trusted would return version 1. */
+	clock_sleep_ms(300);
+	stor_cluster_start_storage(&sc, 0);
+	uint64_t t0 = clock_mono_ms();
+	int rc;
+	do {
+		rc = write_pages(0, 0, NPG, 2);
+	} while (rc && clock_mono_ms() - t0 < 20000);
+	assert_int_equal(rc, 0);
+	clock_sleep_ms(800);
+	atomic_store(&stop, 1);
+	uint64_t ok = 0, failed = 0;
+	int wrong = 0;
+	for (int i = 0; i < READERS; i++) {
+		pthread_join(rd[i].t, NULL);
+		ok += rd[i].ok;
+		failed += rd[i].failed;
+		wrong |= rd[i].wrong;
+	}
+	storage_client_get_stats(cl, &st);
+	print_message("reads %llu right, %llu failed; short-circuit %llu -> %llu, dead %llu, "
+		      "stale %llu\n",
+		      (unsigned long long)ok, (unsigned long long)failed,
+		      (unsigned long long)st0.sc_reads, (unsigned long long)st.sc_reads,
+		      (unsigned long long)st.sc_dead, (unsigned long long)st.sc_stale);
+	assert_int_equal(wrong, 0);
+	assert_true(st0.sc_reads > 100);
+	/* The new service's mappings are used again. */
+	assert_true(st.sc_reads > st0.sc_reads + 100);
+	teardown(&sc);
+}
+
+/* Offset of the page holding BYTES (PG of them) in any data file under
+ * DIR, with its path in PATH; -1 if none. */
+static int64_t find_page(const char *dir, const uint8_t *bytes, char *path, size_t pathlen)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return -1;
+	struct dirent *e;
+	int64_t found = -1;
+	while (found < 0 && (e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		char sub[1400];
+		snprintf(sub, sizeof(sub), "%s/%s", dir, e->d_name);
+		if (e->d_type == DT_DIR) {
+			found = find_page(sub, bytes, path, pathlen);
+			continue;
+		}
+		int fd = open(sub, O_RDONLY);
+		uint8_t b[PG];
+		for (off_t o = 0; fd >= 0 && pread(fd, b, PG, o) == (ssize_t)PG; o += PG)
+			if (!memcmp(b, bytes, PG)) {
+				found = o;
+				snprintf(path, pathlen, "%s", sub);
+				break;
+			}
+		if (fd >= 0)
+			close(fd);
+	}
+	closedir(d);
+	return found;
+}
+
+static void test_corrupt(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	setup(&sc, "short-corrupt");
+	assert_int_equal(write_pages(0, 0, NPG, 1), 0);
+	uint8_t *b = aligned_alloc(PG, PG);
+	struct storage_read r = { .loc = { .addr = addr, .target = 1 }, .ino = INO, .idx = 0,
+				  .off = 5 * PG, .len = PG, .dst = b };
+	assert_int_equal(storage_client_read(cl, &r, 1, 0), 0);
+	assert_int_equal(r.result, (int)PG);
+	struct storage_client_stats st;
+	storage_client_get_stats(cl, &st);
+	assert_int_equal(st.sc_reads, 1);
+	char path[1400];
+	int64_t off = find_page(sc.node[0].dirs[0], b, path, sizeof(path));
+	assert_true(off >= 0);
+	int fd = open(path, O_WRONLY);
+	assert_true(fd >= 0);
+	uint8_t x = 0xa5;
+	assert_int_equal(pwrite(fd, &x, 1, off + 100), 1);
+	assert_int_equal(fdatasync(fd), 0);
+	(void)posix_fadvise(fd, off, PG, POSIX_FADV_DONTNEED);
+	close(fd);
+	r.result = 0;
+	assert_int_equal(storage_client_read(cl, &r, 1, 0), 0);
+	storage_client_get_stats(cl, &st);
+	print_message("after damage: result %d, short-circuit corrupt %llu\n", r.result,
+		      (unsigned long long)st.sc_corrupt);
+	assert_int_equal(r.result, -CFS_ECORRUPT);
+	assert_true(st.sc_corrupt >= 1);
+	assert_int_equal(st.sc_reads, 1);
+	free(b);
+	teardown(&sc);
+}
+
+/* ---- the engine's hooks ---- */
+
+static int hooked[8];
+
+static void hook(void *arg, struct chunk_engine *e, struct chunk_id id)
+{
+	(void)arg;
+	(void)e;
+	if (id.ino == 5 && id.idx < 8)
+		hooked[id.idx]++;
+}
+
+static int publish(void *arg, const struct chunk_meta *m)
+{
+	(*(int *)arg)++;
+	return m->len ? 0 : -EINVAL;
+}
+
+static int map(struct chunk_engine *e, uint32_t idx, int *published)
+{
+	struct chunk_meta meta;
+	int fd;
+	uint64_t boff;
+	char path[1024];
+	int rc = chunk_engine_sc_map(e, (struct chunk_id){ 5, idx }, publish, published, &meta, &fd,
+				     &boff, path, sizeof(path));
+	if (!rc) {
+		assert_true(fd >= 0);
+		assert_true(strstr(path, "/data/c") != NULL);
+		chunk_meta_fini(&meta);
+	}
+	return rc;
+}
+
+static void test_engine_hooks(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/cfs-shortrd-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	struct chunk_engine_cfg cfg;
+	chunk_engine_cfg_default(&cfg);
+	cfg.dir = dir;
+	cfg.sync = 0;
+	cfg.compact_interval_ms = 0;
+	cfg.compact_threshold = 0.9;
+	cfg.retire_ms = 60000; /* journals stay pending until the close */
+	cfg.retire_max = 100000;
+	cfg.meta_map_bytes = 64ull << 20;
+	struct chunk_engine *e;
+	assert_int_equal(chunk_engine_open(&cfg, &e), 0);
+	chunk_engine_set_mut_hook(e, hook, NULL);
+	uint8_t *buf = calloc(1, 64 << 10);
+	/* Two allocation groups (256 blocks each) of 64 KiB chunks. */
+	for (uint32_t i = 0; i < 300; i++)
+		assert_int_equal(chunk_engine_write(e, (struct chunk_id){ 5, i }, 0, 64 << 10, buf, 0,
+						    0, NULL),
+				 0);
+	for (uint32_t i = 0; i < 8; i++)
+		assert_int_equal(hooked[i], 1); /* each write took the lock once */
+	int published = 0;
+	assert_int_equal(map(e, 7, &published), 0);
+	assert_int_equal(published, 1);
+	assert_int_equal(map(e, 999, &published), -ENOENT);
+	/* A small overwrite is journaled: the hook runs, and while the
+	 * journal is in the metadata no mapping is made. */
+	assert_int_equal(chunk_engine_write(e, (struct chunk_id){ 5, 7 }, 4096, 4096, buf, 0, 0,
+					    NULL),
+			 0);
+	assert_int_equal(hooked[7], 2);
+	assert_int_equal(map(e, 7, &published), -EBUSY);
+	/* Removes run it: the first group keeps chunk 0 only ... */
+	assert_int_equal(chunk_engine_remove(e, 5, 1, 256), 255);
+	for (uint32_t i = 1; i < 7; i++)
+		assert_int_equal(hooked[i], 2);
+	assert_int_equal(hooked[7], 3);
+	/* ... so compaction moves chunk 0, running the hook first. */
+	assert_int_equal(map(e, 0, &published), 0);
+	int before = hooked[0];
+	int moved = chunk_engine_compact(e);
+	print_message("compaction moved %d chunks\n", moved);
+	assert_true(moved >= 1);
+	assert_true(hooked[0] > before);
+	chunk_engine_close(e);
+	free(buf);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+int main(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_engine_hooks),
+		cmocka_unit_test(test_race),
+		cmocka_unit_test(test_kill9),
+		cmocka_unit_test(test_corrupt),
+	};
+	int rc = cmocka_run_group_tests(tests, NULL, NULL);
+	testenv_cleanup();
+	return rc;
+}
