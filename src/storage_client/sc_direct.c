@@ -166,12 +166,14 @@ static void dmap_put(struct dmap *m)
 	}
 }
 
-struct sc_direct *sc_direct_new(const struct rpc_opts *ro)
+struct sc_direct *sc_direct_new(const struct rpc_opts *ro, int dflt)
 {
 	const char *on = getenv("CFS_SHORT_READ"), *e1 = getenv("CFS_NO_SHM"),
 		   *e2 = getenv("CFS_NO_LOCAL_SOCKET");
-	if (!on || (strcmp(on, "1") && strcmp(on, "cache")) || (e1 && !strcmp(e1, "1")) || (e2 && !strcmp(e2, "1")) ||
-	    ro->no_local_socket)
+	if (!on)
+		on = dflt ? "1" : "0";
+	if ((strcmp(on, "1") && strcmp(on, "cache")) || (e1 && !strcmp(e1, "1")) ||
+	    (e2 && !strcmp(e2, "1")) || ro->no_local_socket)
 		return NULL;
 	struct sc_direct *d = calloc(1, sizeof(*d));
 	if (!d)

@@ -7,10 +7,11 @@
  * I/O error) answers "not done" and the caller reads over RPC as before,
  * which is also what reports errors.
  *
- * Off unless CFS_SHORT_READ is in the environment (and shared memory is
- * on: not with CFS_NO_SHM=1 or CFS_NO_LOCAL_SOCKET=1): =1 reads the block
- * file O_DIRECT on the caller's thread; =cache takes only what the page
- * cache holds (preadv2 RWF_NOWAIT) and sends misses over RPC.
+ * On when the storage client's owner asks (the mount does) or
+ * CFS_SHORT_READ=1 is in the environment, off with CFS_SHORT_READ=0 (and
+ * whenever shared memory is off: CFS_NO_SHM=1 or CFS_NO_LOCAL_SOCKET=1):
+ * on reads the block file O_DIRECT; CFS_SHORT_READ=cache takes only what
+ * the page cache holds (preadv2 RWF_NOWAIT) and sends misses over RPC.
  *
  * Used by storage_client.c only. Threads: any, except RPC loop threads
  * (a first read of a chunk waits for its mapping). */
@@ -28,8 +29,9 @@
 struct sc_direct;
 
 /* NULL when off (see above) or out of memory. RO is copied for the
- * path's own RPC client (one connection per server). */
-struct sc_direct *sc_direct_new(const struct rpc_opts *ro);
+ * path's own RPC client (one connection per server). DFLT: on (1) or off
+ * (0) when CFS_SHORT_READ is not in the environment. */
+struct sc_direct *sc_direct_new(const struct rpc_opts *ro, int dflt);
 /* NULL-safe; no read may be in progress. */
 void sc_direct_free(struct sc_direct *d);
 /* FN (may be NULL) runs on a reading thread right before it waits: a map

@@ -160,7 +160,7 @@ int storage_client_new(const struct storage_client_opts *o, struct storage_clien
 		goto fail;
 	}
 	c->shm = sc_shm_new(&ro); /* NULL: reads use the socket only */
-	c->dr = sc_direct_new(&ro);
+	c->dr = sc_direct_new(&ro, o->short_read);
 	if (o->n_mgmtd) {
 		struct mgmtd_client_opts mo = { .mgmtd_addrs = o->mgmtd_addrs,
 						.n_mgmtd = o->n_mgmtd,

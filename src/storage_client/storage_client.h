@@ -22,7 +22,8 @@
  * read RPC to a same-host server, combined or not, goes over shared
  * memory (sc_shm.h) when it can.
  *
- * With CFS_SHORT_READ=1 in the environment, small reads of chunks held by
+ * With short_read (the mount's default) or CFS_SHORT_READ=1 in the
+ * environment, small reads of chunks held by
  * a service on this host (storage_client_read_async, and a lone range of
  * storage_client_read; batches keep RPC) are read from its block files
  * directly (sc_direct.h, docs/rpc.md "Short-circuit reads").
@@ -57,6 +58,10 @@ struct storage_client_opts {
 	int threads;                    /* RPC loop threads [2] */
 	int conns_per_peer;             /* [2] */
 	uint64_t client_id;             /* 0: random */
+	int short_read;                 /* 1: small reads of same-host chunks read
+					 * the service's block files (sc_direct.h);
+					 * CFS_SHORT_READ in the environment
+					 * overrides (0, 1, cache) [0] */
 };
 
 /* 0, or -EINVAL / -errno with a message in ERR. */
