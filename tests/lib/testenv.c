@@ -216,9 +216,29 @@ int testenv_maps_count(pid_t pid, const char *needle)
 	FILE *f = fopen(p, "r");
 	if (!f)
 		die(p);
+	/* The kernel writes maps a page at a time and lets the address space
+	 * change in between, so a mapping beside a concurrently split or
+	 * merged one may be listed twice (proc(5); seen on 6.18 while the
+	 * service mapped buffers): count each address range once. */
+	char (*seen)[40] = NULL;
 	int n = 0;
-	while (fgets(line, sizeof(line), f))
-		n += strstr(line, needle) != NULL;
+	while (fgets(line, sizeof(line), f)) {
+		if (!strstr(line, needle))
+			continue;
+		char range[40];
+		snprintf(range, sizeof(range), "%.*s", (int)strcspn(line, " "), line);
+		int dup = 0;
+		for (int i = 0; i < n && !dup; i++)
+			dup = !strcmp(seen[i], range);
+		if (dup)
+			continue;
+		char (*grown)[40] = realloc(seen, (size_t)(n + 1) * sizeof(*seen));
+		if (!grown)
+			die("realloc");
+		seen = grown;
+		memcpy(seen[n++], range, sizeof(range));
+	}
 	fclose(f);
+	free(seen);
 	return n;
 }
