@@ -49,6 +49,7 @@
 #include "common/log.h"
 #include "common/status.h"
 #include "net/auth.h"
+#include "net/transport.h"
 
 #define MAX_CLIENTS 64
 #define MAX_DIRS 1024
@@ -124,19 +125,6 @@ struct own {
 	int n;
 };
 
-static uint16_t free_port(void)
-{
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(a);
-	uint16_t port = 0;
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd >= 0 && !bind(fd, (struct sockaddr *)&a, sizeof(a)) &&
-	    !getsockname(fd, (struct sockaddr *)&a, &len))
-		port = ntohs(a.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return port;
-}
 
 static int port_open(uint16_t port)
 {
@@ -200,7 +188,8 @@ static int own_start(struct own *o, const struct bm_conf *bc, char *addrs, size_
 	addrs[0] = 0;
 	for (int i = 0; i < 2; i++) {
 		char listen[64], threads[16], loops[16], log[PATH_MAX + 32];
-		uint16_t port = free_port();
+		uint16_t port = 0;
+		(void)xport_free_ports(&port, 1);
 		snprintf(listen, sizeof(listen), "127.0.0.1:%u", port);
 		snprintf(threads, sizeof(threads), "%" PRId64, bc->server_threads);
 		snprintf(loops, sizeof(loops), "%" PRId64, bc->server_loops);

@@ -52,6 +52,7 @@
 #include "common/crc32c.h"
 #include "mgmtd/mgmtd_client.h"
 #include "net/rpc.h"
+#include "net/transport.h"
 
 #define MAX_ROUNDS 16
 #define MAX_QD 256
@@ -110,19 +111,12 @@ static pid_t start_server(const struct sbench_opts *o, uint16_t *port)
 	return pid;
 }
 
-/* A port on 127.0.0.1 that was free a moment ago. */
+
+/* A port on 127.0.0.1 that was free a moment ago (0 if none). */
 static uint16_t free_port(void)
 {
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = { .sin_family = AF_INET };
-	socklen_t al = sizeof(a);
-	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
 	uint16_t p = 0;
-	if (fd >= 0 && !bind(fd, (struct sockaddr *)&a, sizeof(a)) &&
-	    !getsockname(fd, (struct sockaddr *)&a, &al))
-		p = ntohs(a.sin_port);
-	if (fd >= 0)
-		close(fd);
+	(void)xport_free_ports(&p, 1);
 	return p;
 }
 

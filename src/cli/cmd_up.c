@@ -63,6 +63,7 @@
 
 #include "cli/cli.h"
 #include "common/cfg.h"
+#include "net/transport.h"
 
 #define UP_STORAGE  3
 #define UP_TARGETS  2
@@ -160,28 +161,6 @@ static int mkdir_p(const char *path, mode_t mode)
 	if (mkdir(tmp, mode) < 0 && errno != EEXIST)
 		return -errno;
 	return 0;
-}
-
-/* N distinct free loopback ports in OUT. All N sockets stay bound until
- * every port is chosen: closing each before binding the next let the
- * kernel hand the same port out twice (meta and storage2 once shared one,
- * and the mount never came up). */
-static void free_ports(unsigned *out, int n)
-{
-	int fds[8];
-	for (int i = 0; i < n && i < 8; i++) {
-		struct sockaddr_in a = {.sin_family = AF_INET,
-		                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-		socklen_t len = sizeof(a);
-		out[i] = 0;
-		fds[i] = socket(AF_INET, SOCK_STREAM, 0);
-		if (fds[i] >= 0 && bind(fds[i], (struct sockaddr *)&a, sizeof(a)) == 0 &&
-		    getsockname(fds[i], (struct sockaddr *)&a, &len) == 0)
-			out[i] = ntohs(a.sin_port);
-	}
-	for (int i = 0; i < n && i < 8; i++)
-		if (fds[i] >= 0)
-			close(fds[i]);
 }
 
 static int port_open(unsigned port)
@@ -1044,8 +1023,8 @@ int cli_up(int argc, char **argv)
 			        strerror(-rc));
 			goto out;
 		}
-		unsigned ports[2 + UP_STORAGE];
-		free_ports(ports, 2 + UP_STORAGE);
+		uint16_t ports[2 + UP_STORAGE] = { 0 };
+		(void)xport_free_ports(ports, 2 + UP_STORAGE);
 		c.mgmtd_port = ports[0];
 		c.meta_port = ports[1];
 		c.nstorage = UP_STORAGE;

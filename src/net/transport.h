@@ -12,6 +12,7 @@
 
 #include <netinet/in.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <sys/un.h>
@@ -91,5 +92,14 @@ int xport_addr_parse(const char *s, struct sockaddr_in *out, char *err, size_t e
 /* Formats "a.b.c.d:port" into OUT (XPORT_ADDRSTRLEN bytes); returns OUT. */
 #define XPORT_ADDRSTRLEN 24
 char *xport_addr_str(const struct sockaddr_in *a, char *out);
+
+/* Fills OUT with N distinct TCP ports on 127.0.0.1 that were free a moment
+ * ago, for starting local servers (tests, benchmarks, `chainfs up`). No
+ * port is handed out twice by one process (the last 4,096 are remembered):
+ * the kernel may pick the same ephemeral port for two bind-and-close probes
+ * in a row, and two servers of one test cluster once got the same port.
+ * Another process may still take a port before its server binds it.
+ * Thread-safe. 0, or -errno when no socket could be bound. */
+int xport_free_ports(uint16_t *out, int n);
 
 #endif

@@ -9,6 +9,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -207,4 +209,54 @@ char *xport_addr_str(const struct sockaddr_in *a, char *out)
 		snprintf(ip, sizeof(ip), "?");
 	snprintf(out, XPORT_ADDRSTRLEN, "%s:%u", ip, ntohs(a->sin_port));
 	return out;
+}
+
+#define HANDED_MAX 4096
+
+static pthread_mutex_t handed_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint16_t handed[HANDED_MAX];
+static unsigned n_handed;
+
+static bool port_handed(uint16_t port)
+{
+	unsigned n = n_handed < HANDED_MAX ? n_handed : HANDED_MAX;
+	for (unsigned i = 0; i < n; i++)
+		if (handed[i] == port)
+			return true;
+	return false;
+}
+
+int xport_free_ports(uint16_t *out, int n)
+{
+	int rc = 0;
+	pthread_mutex_lock(&handed_mu);
+	for (int i = 0; i < n && !rc; i++) {
+		/* A handful of probes: the ephemeral range is large, so a repeat
+		 * in a row is rare, and two are vanishingly so. */
+		for (int tries = 0;; tries++) {
+			int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+			if (fd < 0) {
+				rc = -errno;
+				break;
+			}
+			struct sockaddr_in a = { .sin_family = AF_INET,
+						 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+			socklen_t len = sizeof(a);
+			if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+			    getsockname(fd, (struct sockaddr *)&a, &len) < 0) {
+				rc = -errno;
+				close(fd);
+				break;
+			}
+			close(fd);
+			uint16_t port = ntohs(a.sin_port);
+			if (!port_handed(port) || tries >= 64) {
+				handed[n_handed++ % HANDED_MAX] = port;
+				out[i] = port;
+				break;
+			}
+		}
+	}
+	pthread_mutex_unlock(&handed_mu);
+	return rc;
 }

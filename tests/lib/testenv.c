@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "net/transport.h"
 #include "testenv.h"
 
 #define MAX_CHILDREN 256
@@ -61,16 +62,11 @@ char *testenv_tmpdir(const char *tag)
 
 uint16_t testenv_free_port(void)
 {
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		die("socket");
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(sa);
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    getsockname(fd, (struct sockaddr *)&sa, &len) < 0)
+	uint16_t port;
+	errno = -xport_free_ports(&port, 1);
+	if (errno)
 		die("bind");
-	close(fd);
-	return ntohs(sa.sin_port);
+	return port;
 }
 
 const char *testenv_chainfs(void)

@@ -534,12 +534,35 @@ static void test_client_killed_mid_upload(void **state)
 	ctx_free(s);
 }
 
+/* Two servers of one test cluster were once handed the same port: every
+ * port xport_free_ports returns in a process is new, and was bindable. */
+static void test_free_ports_distinct(void **state)
+{
+	(void)state;
+	enum { N = 600 };
+	static uint16_t p[N];
+	assert_int_equal(xport_free_ports(p, N / 2), 0);
+	for (int i = N / 2; i < N; i++)
+		assert_int_equal(xport_free_ports(&p[i], 1), 0);
+	for (int i = 0; i < N; i++) {
+		assert_true(p[i] != 0);
+		for (int j = 0; j < i; j++)
+			assert_int_not_equal(p[i], p[j]);
+	}
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(p[N - 1]),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	close(fd);
+}
+
 int main(void)
 {
 	log_set_level(LOG_LVL_ERR);
 	signal(SIGPIPE, SIG_IGN);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_name),
+		cmocka_unit_test(test_free_ports_distinct),
 		cmocka_unit_test(test_connect_bytes_eof),
 		cmocka_unit_test(test_partial),
 		cmocka_unit_test(test_prefer_local),
