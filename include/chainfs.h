@@ -249,9 +249,15 @@ struct cfs_kvc_opts {
 	                            expires and its page is reused. */
 	uint32_t meta_timeout_ms; /* index calls: first attempt's timeout; a call is
 	                            resent after it, with twice the time [5000] */
-	uint32_t spare32;        /* zero */
+	uint32_t flags;           /* CFS_KVC_* (cfs_kvc_create); zero otherwise */
 	uint64_t spare[7];       /* zero: room to grow without moving the layout */
 };
+
+/* cfs_kvc_opts.flags at cfs_kvc_create: write zeros over every page of the
+ * slabs before the namespace exists (about capacity x replicas bytes of
+ * writes; docs/kvcache.md "Prefill"). The first puts then overwrite space
+ * storage has written once instead of filling fresh space. */
+#define CFS_KVC_PREFILL 1u
 
 struct cfs_kvc_info {
 	uint32_t page_size;

@@ -11,6 +11,11 @@
  *     file reads, same threads) through the FUSE mount and on local disk.
  * Needs a running cluster (`chainfs up`): --mount, --cluster-dir, and
  * --raw-dir (a local directory on the disk the cluster's targets use).
+ * Namespaces are made prefilled (CFS_KVC_PREFILL; the create's time is
+ * printed): fio's write runs over the file its randread laid out, so it
+ * overwrites written space, and so do the puts then. --prefill 0 makes
+ * them sparse: the first puts fill fresh space (docs/kvcache.md
+ * "Prefill").
  *
  * --index-meta ADDR[,ADDR] runs only the index part against another meta
  * service (e.g. one over etcd, started by hand beside the cluster): a
@@ -57,6 +62,7 @@ struct bk {
 	const char *index_meta;
 	unsigned index_keys;
 	int meta_pid;        /* --meta-pid: report that process's CPU per key */
+	int prefill;         /* --prefill: namespaces made with CFS_KVC_PREFILL */
 	char cluster_id[128];
 };
 
@@ -215,12 +221,15 @@ static double files_bench(struct bk *b, const char *base, double *write_mbs)
 static int bench_page(struct bk *b, uint32_t page, int lookups)
 {
 	char name[64], dir[96];
-	struct cfs_kvc_opts o = { .cluster_dir = b->cluster_dir, .rings = (int)b->threads };
+	struct cfs_kvc_opts o = { .cluster_dir = b->cluster_dir, .rings = (int)b->threads,
+				  .flags = b->prefill ? CFS_KVC_PREFILL : 0 };
 	snprintf(name, sizeof(name), "bench-%u-%d", page, (int)getpid());
 	snprintf(dir, sizeof(dir), "kvbench/%s", name);
 	b->page = page;
 	b->npages = ((uint64_t)b->mb << 20) / page;
+	uint64_t c0 = clock_mono_ns();
 	int rc = cfs_kvc_create(b->mount, name, dir, page, (uint64_t)b->mb << 20, 8, &o);
+	double create_s = (double)(clock_mono_ns() - c0) / 1e9;
 	if (!rc)
 		rc = cfs_kvc_open(b->mount, name, &o, &b->kv);
 	if (!rc)
@@ -255,6 +264,8 @@ static int bench_page(struct bk *b, uint32_t page, int lookups)
 	printf("             put into the full namespace %7.1f MB/s: %.0f evictions/s "
 	       "(service stats, last 10 s: %.0f/s)\n",
 	       putfull, (double)(i1.evictions - i0.evictions) / es, i1.evictions_per_s);
+	printf("             create %.2f s (%s, %.1f s per GiB)\n", create_s,
+	       b->prefill ? "prefilled" : "sparse", create_s * 1024.0 / b->mb);
 	printf("             file-per-page read: FUSE %8.1f MB/s  local %8.1f MB/s | "
 	       "write: FUSE %7.1f MB/s  local %7.1f MB/s\n",
 	       fuse_rd, local_rd, fwrite_fuse, fwrite_local);
@@ -472,7 +483,7 @@ static int bench_index(struct bk *b)
 int cli_bench_kvcache(int argc, char **argv)
 {
 	struct bk b = { .cluster_dir = "./chainfs-data", .seconds = 3, .threads = 4, .mb = 256,
-			.index_keys = 10000 };
+			.index_keys = 10000, .prefill = 1 };
 	const char *pages = "64K,256K,2M";
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -501,6 +512,8 @@ int cli_bench_kvcache(int argc, char **argv)
 			b.index_keys = (unsigned)atoi(v);
 		else if (!strcmp(a, "--meta-pid"))
 			b.meta_pid = atoi(v);
+		else if (!strcmp(a, "--prefill"))
+			b.prefill = atoi(v);
 		else {
 			fprintf(stderr, "bench kvcache: unknown option %s\n", a);
 			return 2;
@@ -510,13 +523,15 @@ int cli_bench_kvcache(int argc, char **argv)
 		return bench_index(&b);
 	if (!b.mount || !b.raw || b.threads < 1 || b.threads > 64 || !b.seconds || !b.mb) {
 		fprintf(stderr, "usage: chainfs bench kvcache --mount M --raw-dir R [--cluster-dir D]"
-				" [--seconds 3] [--threads 4] [--mb 256] [--pages 64K,256K,2M]\n"
+				" [--seconds 3] [--threads 4] [--mb 256] [--pages 64K,256K,2M]"
+				" [--prefill 1]\n"
 				"       chainfs bench kvcache --mount M --cluster-dir D --index-meta "
 				"ADDR [--index-keys 10000] [--seconds 3] [--meta-pid PID]\n");
 		return 2;
 	}
-	printf("bench kvcache: %u threads, batches of %d, %u MiB per namespace, %u s per read run\n",
-	       b.threads, BATCH, b.mb, b.seconds);
+	printf("bench kvcache: %u threads, batches of %d, %u MiB per namespace%s, %u s per read "
+	       "run\n",
+	       b.threads, BATCH, b.mb, b.prefill ? " (prefilled)" : "", b.seconds);
 	char list[256];
 	snprintf(list, sizeof(list), "%s", pages);
 	int rc = 0, first = 1;

@@ -9,18 +9,22 @@
 
 #include "chainfs.h"
 #include "cli/cli.h"
+#include "common/clock.h"
 #include "common/status.h"
 
 static const char usage[] =
 	"usage: chainfs kvcache create NAME --mount M [--page-size 256K] [--capacity 1G]\n"
-	"                          [--dir kv/NAME] [--slabs 8] [--ttl-ms 0] [CLUSTER]\n"
+	"                          [--dir kv/NAME] [--slabs 8] [--ttl-ms 0] [--prefill]\n"
+	"                          [CLUSTER]\n"
 	"       chainfs kvcache info|clear|delete NAME --mount M [--reclaim] [CLUSTER]\n"
 	"CLUSTER: --cluster-dir D (a `chainfs up --dir`, default ./chainfs-data)\n"
 	"         or --meta IP:PORT[,...] --cluster-id ID --secret-file F\n"
 	"info prints the namespace and its counters (--reclaim first frees puts\n"
 	"whose writer died); clear drops every entry; delete drops the index and\n"
 	"the slab files. Sizes take K, M, G, T suffixes (powers of 1024).\n"
-	"--ttl-ms: entries expire that long after their put (0: never).\n";
+	"--ttl-ms: entries expire that long after their put (0: never).\n"
+	"--prefill: write zeros over every page at create (capacity x replicas bytes\n"
+	"of writes, once), so that puts overwrite written space (docs/kvcache.md).\n";
 
 /* "256K" -> bytes; 0 on a malformed size. */
 static uint64_t parse_size(const char *s)
@@ -62,6 +66,10 @@ int cli_kvcache(int argc, char **argv)
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "--reclaim")) {
 			reclaim = 1;
+			continue;
+		}
+		if (!strcmp(a, "--prefill")) {
+			o.flags |= CFS_KVC_PREFILL;
 			continue;
 		}
 		if (!v) {
@@ -110,7 +118,9 @@ int cli_kvcache(int argc, char **argv)
 		}
 		while (*dir == '/')
 			dir++;
+		uint64_t t0 = clock_mono_ns();
 		rc = cfs_kvc_create(mount, name, dir, (uint32_t)page, cap, slabs, &o);
+		double s = (double)(clock_mono_ns() - t0) / 1e9;
 		if (rc == -EINVAL)
 			fprintf(stderr, "chainfs kvcache create: invalid argument (the page size must "
 					"be a power of two from 64K to 16M; the name 1..64 of "
@@ -118,9 +128,10 @@ int cli_kvcache(int argc, char **argv)
 		else if (rc)
 			fprintf(stderr, "chainfs kvcache create: %s\n", cfs_strerror(rc));
 		else
-			printf("created %s: page %llu bytes, %llu pages in %s\n", name,
+			printf("created %s: page %llu bytes, %llu pages in %s (%.2f s%s)\n", name,
 			       (unsigned long long)page,
-			       (unsigned long long)((cap + page - 1) / page), dir);
+			       (unsigned long long)((cap + page - 1) / page), dir, s,
+			       (o.flags & CFS_KVC_PREFILL) ? ", prefilled" : "");
 		return rc ? 1 : 0;
 	}
 	if (!strcmp(sub, "delete")) {

@@ -1,5 +1,6 @@
 /* test_integ_kvcache.c - the KVCache page store (include/chainfs.h
  * "KVCache") on a real `chainfs up` cluster: `chainfs kvcache` commands,
+ * namespaces prefilled at create (no holes left),
  * batch round trips of random sizes, misses, delete, clear, bad input
  * changing nothing, two processes on one namespace, readers racing
  * eviction with self-checking values (never wrong bytes), kill -9 of a
@@ -153,6 +154,110 @@ static void test_big_pages(void **st)
 	cfs_iov_destroy(iov);
 	cfs_kvc_close(kv);
 	assert_int_equal(cfs_kvc_destroy(env.mnt, "big", &o), 0);
+}
+
+/* Reads slab I of namespace DIR whole through a ring that refuses holes
+ * (CFS_IOR_FORBID_READ_HOLES): 1 when every byte was written and is zero,
+ * 0 when a read touched a hole; fails the test on anything else. */
+static int slab_written_zero(const char *dir, uint32_t i)
+{
+	char p[700], rel[200];
+	snprintf(rel, sizeof(rel), "%s/slab.%04u", dir, i);
+	integ_path(&env, rel, p, sizeof(p));
+	int fd = open(p, O_RDONLY);
+	assert_true(fd >= 0);
+	struct stat st;
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_true(cfs_reg_fd(fd, 0) > 0);
+	struct cfs_ior_opts ro = { .entries = 4, .for_read = 1, .flags = CFS_IOR_FORBID_READ_HOLES };
+	cfs_ior *r = NULL;
+	cfs_iov *iov = NULL;
+	assert_int_equal(cfs_ior_create(env.mnt, &ro, &r), 0);
+	assert_int_equal(cfs_iov_create(env.mnt, PAGE, 0, -1, &iov), 0);
+	uint8_t *b = cfs_iov_base(iov);
+	int ok = 1;
+	for (uint64_t off = 0; off < (uint64_t)st.st_size && ok; off += PAGE) {
+		memset(b, 0x5a, PAGE);
+		assert_true(cfs_prep_iov(r, iov, 1, b, fd, off, PAGE, NULL) >= 0);
+		assert_int_equal(cfs_submit_ios(r), 0);
+		struct cfs_cqe cqe;
+		assert_int_equal(cfs_wait_for_ios(r, &cqe, 1, 1, NULL), 1);
+		if (cqe.result == -ENODATA) {
+			ok = 0;
+			break;
+		}
+		assert_int_equal(cqe.result, PAGE);
+		for (size_t k = 0; k < PAGE; k++)
+			if (b[k])
+				fail_msg("%s byte %llu is %d", rel, (unsigned long long)(off + k), b[k]);
+	}
+	cfs_iov_destroy(iov);
+	cfs_ior_destroy(r);
+	cfs_dereg_fd(fd);
+	close(fd);
+	return ok;
+}
+
+/* CFS_KVC_PREFILL: every byte of every slab is written (zeros) before the
+ * namespace exists, for pages of one chunk and for pages of two chunks
+ * (2 MiB over the root's 1 MiB chunks), with slab sizes that are not a
+ * multiple of the prefill's batch; a namespace made without it has holes
+ * (so the check can fail); puts and gets work on a prefilled one; the
+ * CLI's --prefill makes one too. */
+static void test_prefill(void **st)
+{
+	(void)st;
+	struct cfs_kvc_opts o = opts();
+	o.flags = CFS_KVC_PREFILL;
+	assert_int_equal(cfs_kvc_create(env.mnt, "pf", "kv/pf", PAGE, 20ull * PAGE, 3, &o), 0);
+	assert_int_equal(cfs_kvc_create(env.mnt, "pfbig", "kv/pfbig", 2u << 20, 3ull << 21, 2, &o),
+			 0);
+	for (uint32_t i = 0; i < 3; i++)
+		assert_int_equal(slab_written_zero("kv/pf", i), 1);
+	for (uint32_t i = 0; i < 2; i++)
+		assert_int_equal(slab_written_zero("kv/pfbig", i), 1);
+	struct cfs_kvc_opts sparse = opts();
+	assert_int_equal(cfs_kvc_create(env.mnt, "pfno", "kv/pfno", PAGE, 4ull * PAGE, 1, &sparse),
+			 0);
+	assert_int_equal(slab_written_zero("kv/pfno", 0), 0);
+	assert_int_equal(cfs_kvc_destroy(env.mnt, "pfno", &sparse), 0);
+	assert_int_equal(cli("create", "pfcli", "--prefill", NULL), 0);
+	assert_int_equal(slab_written_zero("kv/pfcli", 0), 1);
+	assert_int_equal(cli("delete", "pfcli", NULL, NULL), 0);
+
+	cfs_kvc *kv;
+	cfs_iov *iov;
+	enum { N = 20 };
+	assert_int_equal(cfs_kvc_open(env.mnt, "pf", &o, &kv), 0);
+	assert_int_equal(cfs_iov_create(env.mnt, 2ull * N * PAGE, 0, -1, &iov), 0);
+	uint8_t *base = cfs_iov_base(iov);
+	char names[N][32];
+	const void *keys[N], *vals[N];
+	void *bufs[N];
+	size_t klen[N], lens[N], caps[N];
+	int res[N];
+	for (int i = 0; i < N; i++) {
+		keyname(names[i], 0x9f000u + (uint32_t)i);
+		keys[i] = names[i];
+		klen[i] = strlen(names[i]);
+		lens[i] = PAGE - (size_t)i * 3;
+		vals[i] = base + (size_t)i * PAGE;
+		bufs[i] = base + (size_t)(N + i) * PAGE;
+		caps[i] = PAGE;
+		fill((uint8_t *)vals[i], lens[i], (uint32_t)i, 9);
+	}
+	assert_int_equal(cfs_kvc_put(kv, iov, N, keys, klen, vals, lens, res), 0);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(res[i], 0);
+	assert_int_equal(cfs_kvc_get(kv, iov, N, keys, klen, bufs, caps, res), 0);
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(res[i], (int)lens[i]);
+		assert_memory_equal(bufs[i], vals[i], lens[i]);
+	}
+	cfs_iov_destroy(iov);
+	cfs_kvc_close(kv);
+	assert_int_equal(cfs_kvc_destroy(env.mnt, "pf", &o), 0);
+	assert_int_equal(cfs_kvc_destroy(env.mnt, "pfbig", &o), 0);
 }
 
 static void test_round_trips(void **st)
@@ -925,6 +1030,7 @@ int main(void)
 		cmocka_unit_test(test_cli),
 		cmocka_unit_test(test_round_trips),
 		cmocka_unit_test(test_big_pages),
+		cmocka_unit_test(test_prefill),
 		cmocka_unit_test(test_two_processes),
 		cmocka_unit_test(test_race_eviction),
 		cmocka_unit_test(test_failed_put_releases),
