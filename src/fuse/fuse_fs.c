@@ -130,6 +130,13 @@ struct fusefs {
 	_Atomic int oa_off;
 	pthread_mutex_t oa_lock; /* guards oa */
 	struct oa_slot *oa;      /* FUSEFS_OA_SLOTS, hashed by inode */
+	/* Page-cache opens of inline files (op_open, "Cached inline reads"):
+	 * how many are open (guarded by lock), and the sweeper that ends
+	 * their cached pages within read_ahead_ttl_ms. */
+	size_t npc;
+	pthread_t pc_thread;
+	int pc_started;
+	_Atomic int pc_stop, pc_done;
 };
 
 #define FUSEFS_OA_SLOTS 1024
@@ -147,6 +154,11 @@ struct fusefs_file {
 	int privs_killed;  /* set-id bits dropped through this handle */
 	file_io_inode *fi; /* shared open state; NULL without file_io */
 	uint64_t size_ns;  /* mono ns the size last came from meta (open, read at EOF) */
+	/* Opened with the page cache (op_open, "Cached inline reads"): the
+	 * bytes its pages may hold were read from meta at pc_ns or later
+	 * (mono ns; guarded by fusefs.lock). */
+	int pc;
+	uint64_t pc_ns;
 	/* Lock owners that took locks through this handle (see "Locks");
 	 * guarded by fusefs.lock. */
 	uint64_t *lk_owners;
@@ -1498,6 +1510,8 @@ static void file_drop(struct fusefs *fs, struct fusefs_file *f, const struct met
 		fs->files = f->next;
 	if (f->next)
 		f->next->prev = f->prev;
+	if (f->pc)
+		fs->npc--;
 	pthread_mutex_unlock(&fs->lock);
 	file_io_release(fs->o.fio, f->fi);
 	free(f);
@@ -1698,6 +1712,106 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	free(in);
 }
 
+/* CACHED INLINE READS. A read-only open of an inline file whose whole
+ * bytes came with it (the OPEN's reply or an open-ahead batch) is opened
+ * with the kernel's page cache instead of direct I/O, without
+ * FOPEN_KEEP_CACHE: the kernel drops the inode's pages at the open, reads
+ * the file once (one READ, served from those bytes) and answers the read
+ * at the end of the file from the size it has, where direct I/O sent a
+ * second READ for those 0 bytes - one synchronous round trip of a
+ * small-file read. Coherence stays what it was:
+ *   - every open starts with no pages (no KEEP_CACHE), so an open reads
+ *     bytes at most read_ahead_ttl_ms old, as before;
+ *   - a handle kept open longer has its pages dropped by the sweeper
+ *     (pc_main) within read_ahead_ttl_ms of when its bytes were read,
+ *     and the cached bytes with them, so its next read asks meta: a
+ *     rewrite through another mount shows within the same bound as for
+ *     direct I/O reads (README "Open-ahead");
+ *   - writes through this mount go direct, and the kernel drops the
+ *     pages they cover (FUSE_DIRECT_IO_ALLOW_MMAP, kernel >= 6.6);
+ *     truncates drop them too.
+ * Not with keep_cache_ro (its own page-cache mode) and not when the
+ * sweeper did not start (then direct I/O, as before). */
+#define PC_SWEEP_MS 50
+
+static void pc_open(struct fusefs *fs, struct fusefs_file *f, struct fuse_file_info *ffi,
+                    uint64_t read_ns)
+{
+	if (!fs->pc_started || !fs->se || fs->o.keep_cache_ro || !ffi->direct_io)
+		return;
+	pthread_mutex_lock(&fs->lock);
+	f->pc = 1;
+	f->pc_ns = read_ns;
+	fs->npc++;
+	pthread_mutex_unlock(&fs->lock);
+	ffi->direct_io = 0;
+	ffi->keep_cache = 0;
+}
+
+/* Drops the pages and cached bytes of every page-cache handle whose bytes
+ * may be older than the bound by the next sweep. */
+static void pc_sweep(struct fusefs *fs)
+{
+	uint64_t ttl_ns = (uint64_t)file_io_snapshot_ms(fs->o.fio) * 1000000ull;
+	uint64_t margin = 2ull * PC_SWEEP_MS * 1000000ull;
+	uint64_t ino[64];
+	size_t n = 0;
+	uint64_t now = clock_mono_ns();
+	pthread_mutex_lock(&fs->lock);
+	if (fs->npc)
+		for (struct fusefs_file *f = fs->files; f && n < 64; f = f->next) {
+			if (!f->pc || now - f->pc_ns + margin < ttl_ns)
+				continue;
+			/* bytes read from now on are at least this new */
+			f->pc_ns = now;
+			if (f->fi)
+				file_io_invalidate(f->fi);
+			ino[n++] = f->ino;
+		}
+	pthread_mutex_unlock(&fs->lock);
+	/* Outside the lock: the kernel may wait here for a READ in flight
+	 * on those pages, which the session loop answers. */
+	for (size_t i = 0; i < n && !atomic_load(&fs->pc_stop); i++)
+		fuse_lowlevel_notify_inval_inode(fs->se, ino[i], 0, 0);
+}
+
+static void *pc_main(void *arg)
+{
+	struct fusefs *fs = arg;
+	while (!atomic_load(&fs->pc_stop) && !fuse_session_exited(fs->se)) {
+		clock_sleep_ms(PC_SWEEP_MS);
+		pc_sweep(fs);
+	}
+	atomic_store(&fs->pc_done, 1);
+	return NULL;
+}
+
+static void pc_start(struct fusefs *fs)
+{
+	if (!fs->o.fio || !fs->se)
+		return;
+	fs->pc_started = pthread_create(&fs->pc_thread, NULL, pc_main, fs) == 0;
+}
+
+/* 0, or -ETIMEDOUT when the sweeper is stuck in a notification (the
+ * caller aborts the connection; it is joined then). */
+static int pc_stop(struct fusefs *fs, uint32_t wait_ms)
+{
+	if (!fs->pc_started)
+		return 0;
+	atomic_store(&fs->pc_stop, 1);
+	for (uint32_t t = 0; !atomic_load(&fs->pc_done) && t < wait_ms; t += 10)
+		clock_sleep_ms(10);
+	return atomic_load(&fs->pc_done) ? 0 : -ETIMEDOUT;
+}
+
+static void pc_join(struct fusefs *fs)
+{
+	if (fs->pc_started)
+		pthread_join(fs->pc_thread, NULL);
+	fs->pc_started = 0;
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 {
 	if (usrbio_fuse_deny(fs_of(req)->o.usrbio, req, ino))
@@ -1734,8 +1848,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 	    oa_open(fs, ino, &cb.c, in, d.buf, &d.len, &read_ns)) {
 		ahead = has = 1;
 	}
-	if (!ahead)
+	if (!ahead) {
 		fuseloop_will_block();
+		read_ns = clock_mono_ns(); /* the bytes are at least this new */
+	}
 	int rc = ahead  ? 0
 	         : d.buf ? meta_client_open_idata(fs->o.meta, &cb.c, ino, mf, in, &session, &d, &has)
 	                 : meta_client_open(fs->o.meta, &cb.c, ino, mf, in, &session);
@@ -1755,6 +1871,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 	} else if (rc == 0 && has) {
 		file_io_idata_prime(((struct fusefs_file *)(uintptr_t)ffi->fh)->fi, d.buf, d.len);
 	}
+	if (rc == 0 && has && mf == META_O_READ && d.len == in->size)
+		pc_open(fs, (struct fusefs_file *)(uintptr_t)ffi->fh, ffi, read_ns);
 	free(d.buf);
 	if (rc < 0) {
 		reply_ino_err(req, rc);
@@ -2964,6 +3082,7 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	sigaddset(&set, SIGHUP);
 	fs.closer = closer_new(fs.o.meta, FUSEFS_CLOSE_WINDOW_MS);
 	guard_start(&fs);
+	pc_start(&fs);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 	/* Our loop, not fuse_session_loop_mt: one reader at a time, so the
 	 * thread that answered a request from the caches reads the next
@@ -2981,6 +3100,12 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 		abort_connection(fs.conn_abort);
 		rc_abort = 1;
 	}
+	if (pc_stop(&fs, 2000) == -ETIMEDOUT && !rc_abort) {
+		LOG_WARN("fuse", "page-cache sweeper stuck at unmount: aborting the connection");
+		abort_connection(fs.conn_abort);
+		rc_abort = 1;
+	}
+	pc_join(&fs);
 	guard_stop(&fs); /* before the free: the guard reads fs.dc */
 	dircache_free(fs.dc);
 	fs.dc = NULL;

@@ -13,6 +13,9 @@
  *   and another mount's rewrite and unlink show within the bounds;
  * - kill -9 of meta right after an inline write returned: the bytes are
  *   there after `chainfs up` restarts it;
+ * - a read-only handle of an inline file (page cache) kept open sees
+ *   another mount's rewrite within the bound, and this mount's write and
+ *   truncate at once;
  * - a hard link keeps an inline file alive after its first name goes;
  * - `chainfs fsck` is clean on the cluster holding inline and converted
  *   files, and counts the inline ones;
@@ -420,6 +423,84 @@ static void test_open_ahead(void **state)
 	assert_int_equal(rmdir(p), 0);
 }
 
+/* ---- cached inline reads (fuse_fs.c "Cached inline reads") ----
+ *
+ * A read-only open served with an inline file's bytes uses the kernel's
+ * page cache (the read at the end costs no request). Checked: a handle
+ * kept open past the bound sees another mount's rewrite (same size, so
+ * only the mount's sweeper can drop the pages before the kernel's 1 s
+ * attribute timeout); a write and a truncate through the same mount show
+ * at once to a reader holding cached pages; the end of file reads 0. */
+
+static void pc_pwrite(const char *path, size_t len, unsigned seed)
+{
+	uint8_t *b = malloc(len);
+	assert_non_null(b);
+	fill(b, 0, len, seed);
+	int fd = open(path, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, b, len, 0), (ssize_t)len);
+	assert_int_equal(close(fd), 0);
+	free(b);
+}
+
+/* pread of FD from 0 into B (OA_SIZE + 1): the length read; a second
+ * read at that end must give 0. */
+static size_t pc_pread(int fd, uint8_t *b)
+{
+	ssize_t n = pread(fd, b, OA_SIZE + 1, 0);
+	assert_true(n >= 0);
+	uint8_t x;
+	assert_int_equal(pread(fd, &x, 1, n), 0);
+	return (size_t)n;
+}
+
+static void test_cached_open(void **state)
+{
+	char p1[1024], p2[1024];
+	uint8_t *b = malloc(OA_SIZE + 1);
+	assert_non_null(b);
+	snprintf(p1, sizeof(p1), "%s/pc", env.mnt);
+	write_file(p1, OA_SIZE, 50);
+	start_mount2();
+	snprintf(p2, sizeof(p2), "%s/pc", mnt2);
+	int fd = open(p2, O_RDONLY);
+	assert_true(fd >= 0);
+	size_t n = pc_pread(fd, b);
+	assert_true(oa_is(b, n, 50));
+	pc_pwrite(p1, OA_SIZE, 51);
+	n = pc_pread(fd, b);
+	if (!oa_is(b, n, 50) && !oa_is(b, n, 51))
+		fail_msg("%s: neither the old nor the new bytes right after a rewrite", p2);
+	clock_sleep_ms(OA_BOUND_MS + 300);
+	n = pc_pread(fd, b);
+	if (!oa_is(b, n, 51))
+		fail_msg("%s: an open handle reads old bytes %d ms after another mount rewrote "
+		         "the file",
+		         p2, OA_BOUND_MS + 300);
+	assert_int_equal(close(fd), 0);
+	stop_mount2();
+
+	/* The same mount: a reader with cached pages sees a write and a
+	 * truncate made through another handle at once. */
+	fd = open(p1, O_RDONLY);
+	assert_true(fd >= 0);
+	n = pc_pread(fd, b);
+	assert_true(oa_is(b, n, 51));
+	pc_pwrite(p1, OA_SIZE, 52);
+	n = pc_pread(fd, b);
+	if (!oa_is(b, n, 52))
+		fail_msg("%s: a reader's cached pages hide a write through the same mount", p1);
+	assert_int_equal(truncate(p1, 100), 0);
+	n = pc_pread(fd, b);
+	assert_int_equal(n, 100);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(b[i], pat(i, 52));
+	assert_int_equal(close(fd), 0);
+	assert_int_equal(unlink(p1), 0);
+	free(b);
+}
+
 static void test_kill9_meta(void **state)
 {
 	char p[1024], q[1024];
@@ -677,6 +758,7 @@ int main(void)
 		cmocka_unit_test(test_fstat_after_write),
 		cmocka_unit_test(test_two_mounts),
 		cmocka_unit_test(test_open_ahead),
+		cmocka_unit_test(test_cached_open),
 		cmocka_unit_test(test_hard_link),
 		cmocka_unit_test(test_kill9_meta),
 		cmocka_unit_test(test_fsck_clean),
