@@ -143,6 +143,11 @@ struct fusefs {
 struct oa_slot {
 	uint64_t ino, parent; /* ino 0: empty */
 	char name[META_NAME_MAX + 1];
+	/* The kernel's attributes of INO are those a lookup-ahead batch read
+	 * at TOLD_NS gave (the lookup's reply; no other attribute reply for
+	 * INO since): "Cached inline reads" may then fill its pages. */
+	int told;
+	uint64_t told_ns;
 };
 
 struct fusefs_file {
@@ -308,8 +313,11 @@ static mode_t type_bits(uint8_t type)
 	}
 }
 
+static void oa_untold(struct fusefs *fs, uint64_t ino);
+
 static void fill_stat(struct fusefs *fs, const struct meta_inode *in, struct stat *st)
 {
+	oa_untold(fs, in->ino); /* these attributes may reach the kernel */
 	memset(st, 0, sizeof(*st));
 	st->st_ino = in->ino;
 	st->st_mode = type_bits(in->type) | (in->mode & 07777);
@@ -639,9 +647,11 @@ static void la_changed(struct fusefs *fs)
  * from them until read_ahead_ttl_ms after the batch's read, as after an
  * OPEN. Memory: lookahead.h LOOKAHEAD_DATA_MAX. */
 
-/* A batch answered NAME in PARENT with IN: remember where for the open. */
+/* A batch read at READ_NS answered NAME in PARENT with IN (the reply
+ * goes out next): remember where for the open, and that the kernel's
+ * attributes of IN are that batch's. */
 static void oa_note(struct fusefs *fs, uint64_t parent, const char *name,
-                    const struct meta_inode *in)
+                    const struct meta_inode *in, uint64_t read_ns)
 {
 	if (!fs->oa || in->type != META_T_FILE || !in->idata || in->size > META_IDATA_MAX)
 		return;
@@ -653,7 +663,34 @@ static void oa_note(struct fusefs *fs, uint64_t parent, const char *name,
 	o->ino = in->ino;
 	o->parent = parent;
 	memcpy(o->name, name, nl + 1);
+	o->told = 1;
+	o->told_ns = read_ns;
 	pthread_mutex_unlock(&fs->oa_lock);
+}
+
+/* Another attribute reply for INO may reach the kernel. */
+static void oa_untold(struct fusefs *fs, uint64_t ino)
+{
+	if (!fs->oa)
+		return;
+	pthread_mutex_lock(&fs->oa_lock);
+	struct oa_slot *o = &fs->oa[(ino * 0x9E3779B97F4A7C15ull) >> 54];
+	if (o->ino == ino)
+		o->told = 0;
+	pthread_mutex_unlock(&fs->oa_lock);
+}
+
+/* 1 when the kernel's attributes of INO are still those the batch read
+ * at READ_NS gave. */
+static int oa_told(struct fusefs *fs, uint64_t ino, uint64_t read_ns)
+{
+	if (!fs->oa)
+		return 0;
+	pthread_mutex_lock(&fs->oa_lock);
+	struct oa_slot *o = &fs->oa[(ino * 0x9E3779B97F4A7C15ull) >> 54];
+	int told = o->ino == ino && o->told && o->told_ns == read_ns;
+	pthread_mutex_unlock(&fs->oa_lock);
+	return told;
 }
 
 /* 1 when the next lookup-ahead batch should carry inline bytes. */
@@ -729,11 +766,11 @@ static int la_reply(struct fusefs *fs, fuse_req_t req, uint64_t parent, const ch
 		lookahead_drop(fs->la, parent);
 		return 0;
 	}
-	oa_note(fs, parent, name, in);
 	if (in->type == META_T_DIR)
 		lookahead_dir_seen(fs->la, parent, name, in->ino);
 	struct fuse_entry_param e;
 	fill_entry(fs, in, &e);
+	oa_note(fs, parent, name, in, read_ns); /* after fill_entry: oa_untold */
 	e.attr_timeout = left;
 	fuse_reply_entry(req, &e);
 	return 1;
@@ -917,6 +954,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ff
 	struct stat dst;
 	double dttl;
 	if (dattr_get(fs, ino, &dst, &dttl)) {
+		oa_untold(fs, ino);
 		fuse_reply_attr(req, &dst, dttl);
 		free(in);
 		return;
@@ -1748,6 +1786,43 @@ static void pc_open(struct fusefs *fs, struct fusefs_file *f, struct fuse_file_i
 	ffi->keep_cache = 0;
 }
 
+/* STORED PAGES. An open answered from a batch can go one step further:
+ * the mount stores the bytes in the kernel's page cache itself
+ * (fuse_lowlevel_notify_store) before it replies, with FOPEN_KEEP_CACHE,
+ * so the read finds them and sends no READ at all. Only when:
+ *   - the kernel's size of the file is the batch's (the lookup was
+ *     answered from this very batch and no other attribute reply for the
+ *     inode went out since: oa_told), so every page it may read lies in
+ *     [0, LEN), which the store overwrites - no older page past the bytes
+ *     can be read (the kernel drops pages past a size it learns shrank);
+ *   - no other handle of the inode is open on this mount, checked under
+ *     fs->lock and held across the store: a READ of another handle could
+ *     hold a page lock the store waits for while this thread is the one
+ *     reading requests. New handles need fs->lock before their open is
+ *     answered, so none appears meanwhile.
+ * The handle is a page-cache handle like the others (the sweeper bounds
+ * its age); the next open of the file overwrites or drops the pages. */
+static int pc_store(struct fusefs *fs, struct fusefs_file *f, const void *buf, uint32_t len,
+                    uint64_t read_ns)
+{
+	if (!f->pc || !oa_told(fs, f->ino, read_ns))
+		return 0;
+	int rc = -EBUSY;
+	size_t seen = 0;
+	pthread_mutex_lock(&fs->lock);
+	struct fusefs_file *g = fs->files;
+	for (; g && seen < 256; g = g->next, seen++)
+		if (g != f && g->ino == f->ino)
+			break;
+	if (!g) {
+		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(len);
+		bv.buf[0].mem = (void *)buf;
+		rc = fuse_lowlevel_notify_store(fs->se, f->ino, 0, &bv, 0);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return rc == 0;
+}
+
 /* Drops the pages and cached bytes of every page-cache handle whose bytes
  * may be older than the bound by the next sweep. */
 static void pc_sweep(struct fusefs *fs)
@@ -1871,8 +1946,12 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 	} else if (rc == 0 && has) {
 		file_io_idata_prime(((struct fusefs_file *)(uintptr_t)ffi->fh)->fi, d.buf, d.len);
 	}
-	if (rc == 0 && has && mf == META_O_READ && d.len == in->size)
-		pc_open(fs, (struct fusefs_file *)(uintptr_t)ffi->fh, ffi, read_ns);
+	if (rc == 0 && has && mf == META_O_READ && d.len == in->size) {
+		struct fusefs_file *f = (struct fusefs_file *)(uintptr_t)ffi->fh;
+		pc_open(fs, f, ffi, read_ns);
+		if (ahead && d.len && pc_store(fs, f, d.buf, d.len, read_ns))
+			ffi->keep_cache = 1;
+	}
 	free(d.buf);
 	if (rc < 0) {
 		reply_ino_err(req, rc);
