@@ -17,7 +17,9 @@
  * write session (0 for read-only opens) and a reference on the inode's
  * file_io state, which all opens of that inode share. Files are opened
  * direct_io (no page cache; each read or write is one request of up to
- * 1 MiB) unless keep_cache_ro and the open is read-only. A write is
+ * 1 MiB) unless keep_cache_ro and the open is read-only, or the open is a
+ * read-only one of an inline file that came with its bytes ("Cached
+ * inline reads"). A write is
  * answered once every replica has it durable, unless the mount enables
  * write-behind (--write-behind, off by default, because a write(2) that
  * returned must survive a crash of the mount process): then the reply
@@ -1823,6 +1825,18 @@ static int pc_store(struct fusefs *fs, struct fusefs_file *f, const void *buf, u
 	return rc == 0;
 }
 
+/* 1 when a page-cache handle of INO is open on this mount. */
+static int pc_held(struct fusefs *fs, uint64_t ino)
+{
+	int held = 0;
+	pthread_mutex_lock(&fs->lock);
+	if (fs->npc)
+		for (struct fusefs_file *f = fs->files; f && !held; f = f->next)
+			held = f->pc && f->ino == ino;
+	pthread_mutex_unlock(&fs->lock);
+	return held;
+}
+
 /* Drops the pages and cached bytes of every page-cache handle whose bytes
  * may be older than the bound by the next sweep. */
 static void pc_sweep(struct fusefs *fs)
@@ -2719,7 +2733,13 @@ static int lock_set_wait(fuse_req_t req, struct fusefs *fs, uint64_t ino, const 
  * knows, so the first fstat or read after the lock asks meta, as a local
  * disk would show another process's writes at once; read-ahead fetched
  * before the lock is not served either. Attributes only
- * (negative offset): no page lock is taken inside the lock request. */
+ * (negative offset): no page lock is taken inside the lock request -
+ * unless page-cache handles of the file are open here ("Cached inline
+ * reads"): their pages go too (the request waits on meta, so the session
+ * loop reads on meanwhile and any READ holding one of those pages is
+ * answered). */
+static int pc_held(struct fusefs *fs, uint64_t ino);
+
 static void lock_granted(struct fusefs *fs, fuse_ino_t ino, struct fusefs_file *f)
 {
 	la_changed(fs); /* attributes too: what was committed before the grant */
@@ -2732,7 +2752,7 @@ static void lock_granted(struct fusefs *fs, fuse_ino_t ino, struct fusefs_file *
 	if (f && f->fi)
 		file_io_invalidate(f->fi);
 	if (fs->se)
-		fuse_lowlevel_notify_inval_inode(fs->se, ino, -1, 0);
+		fuse_lowlevel_notify_inval_inode(fs->se, ino, pc_held(fs, ino) ? 0 : -1, 0);
 }
 
 static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi, struct flock *fl)

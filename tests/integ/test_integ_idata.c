@@ -479,6 +479,17 @@ static void test_cached_open(void **state)
 		fail_msg("%s: an open handle reads old bytes %d ms after another mount rewrote "
 		         "the file",
 		         p2, OA_BOUND_MS + 300);
+	/* A granted lock shows every change committed before it at once
+	 * (README "Caches and coherence"), cached pages or not. */
+	pc_pwrite(p1, OA_SIZE, 53);
+	struct flock fl = {.l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+	assert_int_equal(fcntl(fd, F_SETLKW, &fl), 0);
+	n = pc_pread(fd, b);
+	if (!oa_is(b, n, 53))
+		fail_msg("%s: old bytes read right after a lock granted after the rewrite", p2);
+	fl.l_type = F_UNLCK;
+	assert_int_equal(fcntl(fd, F_SETLK, &fl), 0);
+	pc_pwrite(p1, OA_SIZE, 51);
 	assert_int_equal(close(fd), 0);
 	/* Opened whole again (its pages stored by the mount), then cut short
 	 * by the other mount: within the kernel's attribute timeout a new
