@@ -17,7 +17,9 @@
  * write session (0 for read-only opens) and a reference on the inode's
  * file_io state, which all opens of that inode share. Files are opened
  * direct_io (no page cache; each read or write is one request of up to
- * 1 MiB) unless keep_cache_ro and the open is read-only. A write is
+ * 1 MiB) unless keep_cache_ro and the open is read-only, or the open is a
+ * read-only one of an inline file that came with its bytes ("Cached
+ * inline reads"). A write is
  * answered once every replica has it durable, unless the mount enables
  * write-behind (--write-behind, off by default, because a write(2) that
  * returned must survive a crash of the mount process): then the reply
@@ -130,12 +132,24 @@ struct fusefs {
 	_Atomic int oa_off;
 	pthread_mutex_t oa_lock; /* guards oa */
 	struct oa_slot *oa;      /* FUSEFS_OA_SLOTS, hashed by inode */
+	/* Page-cache opens of inline files (op_open, "Cached inline reads"):
+	 * how many are open (guarded by lock), and the sweeper that ends
+	 * their cached pages within read_ahead_ttl_ms. */
+	size_t npc;
+	pthread_t pc_thread;
+	int pc_started;
+	_Atomic int pc_stop, pc_done;
 };
 
 #define FUSEFS_OA_SLOTS 1024
 struct oa_slot {
 	uint64_t ino, parent; /* ino 0: empty */
 	char name[META_NAME_MAX + 1];
+	/* The kernel's attributes of INO are those a lookup-ahead batch read
+	 * at TOLD_NS gave (the lookup's reply; no other attribute reply for
+	 * INO since): "Cached inline reads" may then fill its pages. */
+	int told;
+	uint64_t told_ns;
 };
 
 struct fusefs_file {
@@ -147,6 +161,11 @@ struct fusefs_file {
 	int privs_killed;  /* set-id bits dropped through this handle */
 	file_io_inode *fi; /* shared open state; NULL without file_io */
 	uint64_t size_ns;  /* mono ns the size last came from meta (open, read at EOF) */
+	/* Opened with the page cache (op_open, "Cached inline reads"): the
+	 * bytes its pages may hold were read from meta at pc_ns or later
+	 * (mono ns; guarded by fusefs.lock). */
+	int pc;
+	uint64_t pc_ns;
 	/* Lock owners that took locks through this handle (see "Locks");
 	 * guarded by fusefs.lock. */
 	uint64_t *lk_owners;
@@ -296,8 +315,11 @@ static mode_t type_bits(uint8_t type)
 	}
 }
 
+static void oa_untold(struct fusefs *fs, uint64_t ino);
+
 static void fill_stat(struct fusefs *fs, const struct meta_inode *in, struct stat *st)
 {
+	oa_untold(fs, in->ino); /* these attributes may reach the kernel */
 	memset(st, 0, sizeof(*st));
 	st->st_ino = in->ino;
 	st->st_mode = type_bits(in->type) | (in->mode & 07777);
@@ -627,9 +649,11 @@ static void la_changed(struct fusefs *fs)
  * from them until read_ahead_ttl_ms after the batch's read, as after an
  * OPEN. Memory: lookahead.h LOOKAHEAD_DATA_MAX. */
 
-/* A batch answered NAME in PARENT with IN: remember where for the open. */
+/* A batch read at READ_NS answered NAME in PARENT with IN (the reply
+ * goes out next): remember where for the open, and that the kernel's
+ * attributes of IN are that batch's. */
 static void oa_note(struct fusefs *fs, uint64_t parent, const char *name,
-                    const struct meta_inode *in)
+                    const struct meta_inode *in, uint64_t read_ns)
 {
 	if (!fs->oa || in->type != META_T_FILE || !in->idata || in->size > META_IDATA_MAX)
 		return;
@@ -641,7 +665,34 @@ static void oa_note(struct fusefs *fs, uint64_t parent, const char *name,
 	o->ino = in->ino;
 	o->parent = parent;
 	memcpy(o->name, name, nl + 1);
+	o->told = 1;
+	o->told_ns = read_ns;
 	pthread_mutex_unlock(&fs->oa_lock);
+}
+
+/* Another attribute reply for INO may reach the kernel. */
+static void oa_untold(struct fusefs *fs, uint64_t ino)
+{
+	if (!fs->oa)
+		return;
+	pthread_mutex_lock(&fs->oa_lock);
+	struct oa_slot *o = &fs->oa[(ino * 0x9E3779B97F4A7C15ull) >> 54];
+	if (o->ino == ino)
+		o->told = 0;
+	pthread_mutex_unlock(&fs->oa_lock);
+}
+
+/* 1 when the kernel's attributes of INO are still those the batch read
+ * at READ_NS gave. */
+static int oa_told(struct fusefs *fs, uint64_t ino, uint64_t read_ns)
+{
+	if (!fs->oa)
+		return 0;
+	pthread_mutex_lock(&fs->oa_lock);
+	struct oa_slot *o = &fs->oa[(ino * 0x9E3779B97F4A7C15ull) >> 54];
+	int told = o->ino == ino && o->told && o->told_ns == read_ns;
+	pthread_mutex_unlock(&fs->oa_lock);
+	return told;
 }
 
 /* 1 when the next lookup-ahead batch should carry inline bytes. */
@@ -717,11 +768,11 @@ static int la_reply(struct fusefs *fs, fuse_req_t req, uint64_t parent, const ch
 		lookahead_drop(fs->la, parent);
 		return 0;
 	}
-	oa_note(fs, parent, name, in);
 	if (in->type == META_T_DIR)
 		lookahead_dir_seen(fs->la, parent, name, in->ino);
 	struct fuse_entry_param e;
 	fill_entry(fs, in, &e);
+	oa_note(fs, parent, name, in, read_ns); /* after fill_entry: oa_untold */
 	e.attr_timeout = left;
 	fuse_reply_entry(req, &e);
 	return 1;
@@ -905,6 +956,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ff
 	struct stat dst;
 	double dttl;
 	if (dattr_get(fs, ino, &dst, &dttl)) {
+		oa_untold(fs, ino);
 		fuse_reply_attr(req, &dst, dttl);
 		free(in);
 		return;
@@ -1498,6 +1550,8 @@ static void file_drop(struct fusefs *fs, struct fusefs_file *f, const struct met
 		fs->files = f->next;
 	if (f->next)
 		f->next->prev = f->prev;
+	if (f->pc)
+		fs->npc--;
 	pthread_mutex_unlock(&fs->lock);
 	file_io_release(fs->o.fio, f->fi);
 	free(f);
@@ -1698,6 +1752,155 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	free(in);
 }
 
+/* CACHED INLINE READS. A read-only open of an inline file whose whole
+ * bytes came with it (the OPEN's reply or an open-ahead batch) is opened
+ * with the kernel's page cache instead of direct I/O, without
+ * FOPEN_KEEP_CACHE: the kernel drops the inode's pages at the open, reads
+ * the file once (one READ, served from those bytes) and answers the read
+ * at the end of the file from the size it has, where direct I/O sent a
+ * second READ for those 0 bytes - one synchronous round trip of a
+ * small-file read. Coherence stays what it was:
+ *   - every open starts with no pages (no KEEP_CACHE), so an open reads
+ *     bytes at most read_ahead_ttl_ms old, as before;
+ *   - a handle kept open longer has its pages dropped by the sweeper
+ *     (pc_main) within read_ahead_ttl_ms of when its bytes were read,
+ *     and the cached bytes with them, so its next read asks meta: a
+ *     rewrite through another mount shows within the same bound as for
+ *     direct I/O reads (README "Open-ahead");
+ *   - writes through this mount go direct, and the kernel drops the
+ *     pages they cover (FUSE_DIRECT_IO_ALLOW_MMAP, kernel >= 6.6);
+ *     truncates drop them too.
+ * Not with keep_cache_ro (its own page-cache mode) and not when the
+ * sweeper did not start (then direct I/O, as before). */
+#define PC_SWEEP_MS 50
+
+static void pc_open(struct fusefs *fs, struct fusefs_file *f, struct fuse_file_info *ffi,
+                    uint64_t read_ns)
+{
+	if (!fs->pc_started || !fs->se || fs->o.keep_cache_ro || !ffi->direct_io)
+		return;
+	pthread_mutex_lock(&fs->lock);
+	f->pc = 1;
+	f->pc_ns = read_ns;
+	fs->npc++;
+	pthread_mutex_unlock(&fs->lock);
+	ffi->direct_io = 0;
+	ffi->keep_cache = 0;
+}
+
+/* STORED PAGES. An open answered from a batch can go one step further:
+ * the mount stores the bytes in the kernel's page cache itself
+ * (fuse_lowlevel_notify_store) before it replies, with FOPEN_KEEP_CACHE,
+ * so the read finds them and sends no READ at all. Only when:
+ *   - the kernel's size of the file is the batch's (the lookup was
+ *     answered from this very batch and no other attribute reply for the
+ *     inode went out since: oa_told), so every page it may read lies in
+ *     [0, LEN), which the store overwrites - no older page past the bytes
+ *     can be read (the kernel drops pages past a size it learns shrank);
+ *   - no other handle of the inode is open on this mount, checked under
+ *     fs->lock and held across the store: a READ of another handle could
+ *     hold a page lock the store waits for while this thread is the one
+ *     reading requests. New handles need fs->lock before their open is
+ *     answered, so none appears meanwhile.
+ * The handle is a page-cache handle like the others (the sweeper bounds
+ * its age); the next open of the file overwrites or drops the pages. */
+static int pc_store(struct fusefs *fs, struct fusefs_file *f, const void *buf, uint32_t len,
+                    uint64_t read_ns)
+{
+	if (!f->pc || !oa_told(fs, f->ino, read_ns))
+		return 0;
+	int rc = -EBUSY;
+	size_t seen = 0;
+	pthread_mutex_lock(&fs->lock);
+	struct fusefs_file *g = fs->files;
+	for (; g && seen < 256; g = g->next, seen++)
+		if (g != f && g->ino == f->ino)
+			break;
+	if (!g) {
+		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(len);
+		bv.buf[0].mem = (void *)buf;
+		rc = fuse_lowlevel_notify_store(fs->se, f->ino, 0, &bv, 0);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return rc == 0;
+}
+
+/* 1 when a page-cache handle of INO is open on this mount. */
+static int pc_held(struct fusefs *fs, uint64_t ino)
+{
+	int held = 0;
+	pthread_mutex_lock(&fs->lock);
+	if (fs->npc)
+		for (struct fusefs_file *f = fs->files; f && !held; f = f->next)
+			held = f->pc && f->ino == ino;
+	pthread_mutex_unlock(&fs->lock);
+	return held;
+}
+
+/* Drops the pages and cached bytes of every page-cache handle whose bytes
+ * may be older than the bound by the next sweep. */
+static void pc_sweep(struct fusefs *fs)
+{
+	uint64_t ttl_ns = (uint64_t)file_io_snapshot_ms(fs->o.fio) * 1000000ull;
+	uint64_t margin = 2ull * PC_SWEEP_MS * 1000000ull;
+	uint64_t ino[64];
+	size_t n = 0;
+	uint64_t now = clock_mono_ns();
+	pthread_mutex_lock(&fs->lock);
+	if (fs->npc)
+		for (struct fusefs_file *f = fs->files; f && n < 64; f = f->next) {
+			if (!f->pc || now - f->pc_ns + margin < ttl_ns)
+				continue;
+			/* bytes read from now on are at least this new */
+			f->pc_ns = now;
+			if (f->fi)
+				file_io_invalidate(f->fi);
+			ino[n++] = f->ino;
+		}
+	pthread_mutex_unlock(&fs->lock);
+	/* Outside the lock: the kernel may wait here for a READ in flight
+	 * on those pages, which the session loop answers. */
+	for (size_t i = 0; i < n && !atomic_load(&fs->pc_stop); i++)
+		fuse_lowlevel_notify_inval_inode(fs->se, ino[i], 0, 0);
+}
+
+static void *pc_main(void *arg)
+{
+	struct fusefs *fs = arg;
+	while (!atomic_load(&fs->pc_stop) && !fuse_session_exited(fs->se)) {
+		clock_sleep_ms(PC_SWEEP_MS);
+		pc_sweep(fs);
+	}
+	atomic_store(&fs->pc_done, 1);
+	return NULL;
+}
+
+static void pc_start(struct fusefs *fs)
+{
+	if (!fs->o.fio || !fs->se)
+		return;
+	fs->pc_started = pthread_create(&fs->pc_thread, NULL, pc_main, fs) == 0;
+}
+
+/* 0, or -ETIMEDOUT when the sweeper is stuck in a notification (the
+ * caller aborts the connection; it is joined then). */
+static int pc_stop(struct fusefs *fs, uint32_t wait_ms)
+{
+	if (!fs->pc_started)
+		return 0;
+	atomic_store(&fs->pc_stop, 1);
+	for (uint32_t t = 0; !atomic_load(&fs->pc_done) && t < wait_ms; t += 10)
+		clock_sleep_ms(10);
+	return atomic_load(&fs->pc_done) ? 0 : -ETIMEDOUT;
+}
+
+static void pc_join(struct fusefs *fs)
+{
+	if (fs->pc_started)
+		pthread_join(fs->pc_thread, NULL);
+	fs->pc_started = 0;
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 {
 	if (usrbio_fuse_deny(fs_of(req)->o.usrbio, req, ino))
@@ -1734,8 +1937,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 	    oa_open(fs, ino, &cb.c, in, d.buf, &d.len, &read_ns)) {
 		ahead = has = 1;
 	}
-	if (!ahead)
+	if (!ahead) {
 		fuseloop_will_block();
+		read_ns = clock_mono_ns(); /* the bytes are at least this new */
+	}
 	int rc = ahead  ? 0
 	         : d.buf ? meta_client_open_idata(fs->o.meta, &cb.c, ino, mf, in, &session, &d, &has)
 	                 : meta_client_open(fs->o.meta, &cb.c, ino, mf, in, &session);
@@ -1754,6 +1959,12 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 		file_io_idata_prime_at(f->fi, d.buf, d.len, read_ns);
 	} else if (rc == 0 && has) {
 		file_io_idata_prime(((struct fusefs_file *)(uintptr_t)ffi->fh)->fi, d.buf, d.len);
+	}
+	if (rc == 0 && has && mf == META_O_READ && d.len == in->size) {
+		struct fusefs_file *f = (struct fusefs_file *)(uintptr_t)ffi->fh;
+		pc_open(fs, f, ffi, read_ns);
+		if (ahead && d.len && pc_store(fs, f, d.buf, d.len, read_ns))
+			ffi->keep_cache = 1;
 	}
 	free(d.buf);
 	if (rc < 0) {
@@ -2522,7 +2733,13 @@ static int lock_set_wait(fuse_req_t req, struct fusefs *fs, uint64_t ino, const 
  * knows, so the first fstat or read after the lock asks meta, as a local
  * disk would show another process's writes at once; read-ahead fetched
  * before the lock is not served either. Attributes only
- * (negative offset): no page lock is taken inside the lock request. */
+ * (negative offset): no page lock is taken inside the lock request -
+ * unless page-cache handles of the file are open here ("Cached inline
+ * reads"): their pages go too (the request waits on meta, so the session
+ * loop reads on meanwhile and any READ holding one of those pages is
+ * answered). */
+static int pc_held(struct fusefs *fs, uint64_t ino);
+
 static void lock_granted(struct fusefs *fs, fuse_ino_t ino, struct fusefs_file *f)
 {
 	la_changed(fs); /* attributes too: what was committed before the grant */
@@ -2535,7 +2752,7 @@ static void lock_granted(struct fusefs *fs, fuse_ino_t ino, struct fusefs_file *
 	if (f && f->fi)
 		file_io_invalidate(f->fi);
 	if (fs->se)
-		fuse_lowlevel_notify_inval_inode(fs->se, ino, -1, 0);
+		fuse_lowlevel_notify_inval_inode(fs->se, ino, pc_held(fs, ino) ? 0 : -1, 0);
 }
 
 static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi, struct flock *fl)
@@ -2964,6 +3181,7 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	sigaddset(&set, SIGHUP);
 	fs.closer = closer_new(fs.o.meta, FUSEFS_CLOSE_WINDOW_MS);
 	guard_start(&fs);
+	pc_start(&fs);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 	/* Our loop, not fuse_session_loop_mt: one reader at a time, so the
 	 * thread that answered a request from the caches reads the next
@@ -2981,6 +3199,12 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 		abort_connection(fs.conn_abort);
 		rc_abort = 1;
 	}
+	if (pc_stop(&fs, 2000) == -ETIMEDOUT && !rc_abort) {
+		LOG_WARN("fuse", "page-cache sweeper stuck at unmount: aborting the connection");
+		abort_connection(fs.conn_abort);
+		rc_abort = 1;
+	}
+	pc_join(&fs);
 	guard_stop(&fs); /* before the free: the guard reads fs.dc */
 	dircache_free(fs.dc);
 	fs.dc = NULL;

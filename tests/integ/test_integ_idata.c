@@ -13,6 +13,10 @@
  *   and another mount's rewrite and unlink show within the bounds;
  * - kill -9 of meta right after an inline write returned: the bytes are
  *   there after `chainfs up` restarts it;
+ * - a read-only handle of an inline file (page cache) kept open sees
+ *   another mount's rewrite and truncate within the bound, and this
+ *   mount's write and truncate at once; pages the mount stored from a
+ *   lookup-ahead batch never show an old tail;
  * - a hard link keeps an inline file alive after its first name goes;
  * - `chainfs fsck` is clean on the cluster holding inline and converted
  *   files, and counts the inline ones;
@@ -420,6 +424,177 @@ static void test_open_ahead(void **state)
 	assert_int_equal(rmdir(p), 0);
 }
 
+/* ---- cached inline reads (fuse_fs.c "Cached inline reads") ----
+ *
+ * A read-only open served with an inline file's bytes uses the kernel's
+ * page cache (the read at the end costs no request). Checked: a handle
+ * kept open past the bound sees another mount's rewrite (same size, so
+ * only the mount's sweeper can drop the pages before the kernel's 1 s
+ * attribute timeout); a write and a truncate through the same mount show
+ * at once to a reader holding cached pages; the end of file reads 0. */
+
+static void pc_pwrite(const char *path, size_t len, unsigned seed)
+{
+	uint8_t *b = malloc(len);
+	assert_non_null(b);
+	fill(b, 0, len, seed);
+	int fd = open(path, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, b, len, 0), (ssize_t)len);
+	assert_int_equal(close(fd), 0);
+	free(b);
+}
+
+/* pread of FD from 0 into B (OA_SIZE + 1): the length read; a second
+ * read at that end must give 0. */
+static size_t pc_pread(int fd, uint8_t *b)
+{
+	ssize_t n = pread(fd, b, OA_SIZE + 1, 0);
+	assert_true(n >= 0);
+	uint8_t x;
+	assert_int_equal(pread(fd, &x, 1, n), 0);
+	return (size_t)n;
+}
+
+static void test_cached_open(void **state)
+{
+	char p1[1024], p2[1024];
+	uint8_t *b = malloc(OA_SIZE + 1);
+	assert_non_null(b);
+	snprintf(p1, sizeof(p1), "%s/pc", env.mnt);
+	write_file(p1, OA_SIZE, 50);
+	start_mount2();
+	snprintf(p2, sizeof(p2), "%s/pc", mnt2);
+	int fd = open(p2, O_RDONLY);
+	assert_true(fd >= 0);
+	size_t n = pc_pread(fd, b);
+	assert_true(oa_is(b, n, 50));
+	pc_pwrite(p1, OA_SIZE, 51);
+	n = pc_pread(fd, b);
+	if (!oa_is(b, n, 50) && !oa_is(b, n, 51))
+		fail_msg("%s: neither the old nor the new bytes right after a rewrite", p2);
+	clock_sleep_ms(OA_BOUND_MS + 300);
+	n = pc_pread(fd, b);
+	if (!oa_is(b, n, 51))
+		fail_msg("%s: an open handle reads old bytes %d ms after another mount rewrote "
+		         "the file",
+		         p2, OA_BOUND_MS + 300);
+	/* A granted lock shows every change committed before it at once
+	 * (README "Caches and coherence"), cached pages or not. */
+	pc_pwrite(p1, OA_SIZE, 53);
+	struct flock fl = {.l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+	assert_int_equal(fcntl(fd, F_SETLKW, &fl), 0);
+	n = pc_pread(fd, b);
+	if (!oa_is(b, n, 53))
+		fail_msg("%s: old bytes read right after a lock granted after the rewrite", p2);
+	fl.l_type = F_UNLCK;
+	assert_int_equal(fcntl(fd, F_SETLK, &fl), 0);
+	pc_pwrite(p1, OA_SIZE, 51);
+	assert_int_equal(close(fd), 0);
+	/* Opened whole again (its pages stored by the mount), then cut short
+	 * by the other mount: within the kernel's attribute timeout a new
+	 * open must read the short file, never the old tail from the
+	 * pages stored before. */
+	fd = open(p2, O_RDONLY);
+	assert_true(fd >= 0);
+	n = pc_pread(fd, b);
+	assert_true(oa_is(b, n, 51));
+	assert_int_equal(close(fd), 0);
+	assert_int_equal(truncate(p1, 100), 0);
+	clock_sleep_ms(OA_BOUND_MS + 300);
+	fd = open(p2, O_RDONLY);
+	assert_true(fd >= 0);
+	n = pc_pread(fd, b);
+	if (n != 100)
+		fail_msg("%s: %zu bytes read %d ms after another mount cut it to 100", p2, n,
+		         OA_BOUND_MS + 300);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(b[i], pat(i, 51));
+	assert_int_equal(close(fd), 0);
+	stop_mount2();
+	pc_pwrite(p1, OA_SIZE, 51); /* whole again for the same-mount part */
+
+	/* The same mount: a reader with cached pages sees a write and a
+	 * truncate made through another handle at once. */
+	fd = open(p1, O_RDONLY);
+	assert_true(fd >= 0);
+	n = pc_pread(fd, b);
+	assert_true(oa_is(b, n, 51));
+	pc_pwrite(p1, OA_SIZE, 52);
+	n = pc_pread(fd, b);
+	if (!oa_is(b, n, 52))
+		fail_msg("%s: a reader's cached pages hide a write through the same mount", p1);
+	assert_int_equal(truncate(p1, 100), 0);
+	n = pc_pread(fd, b);
+	assert_int_equal(n, 100);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(b[i], pat(i, 52));
+	assert_int_equal(close(fd), 0);
+	assert_int_equal(unlink(p1), 0);
+	free(b);
+}
+
+/* Files read whole in name order on a mount with nothing cached: from
+ * the second on, the lookup and the open are answered from one batch
+ * with the bytes, and the mount stores them in the kernel's page cache
+ * (fuse_fs.c "Stored pages"). The bytes read are the files'; after
+ * another mount rewrote one and cut another, new opens past the bound
+ * read the new bytes and the short length, never the stored pages. */
+#define SP_FILES 8
+static void test_stored_pages(void **state)
+{
+	char p[1024];
+	uint8_t *b = malloc(OA_SIZE + 1);
+	assert_non_null(b);
+	snprintf(p, sizeof(p), "%s/sp", env.mnt);
+	assert_int_equal(mkdir(p, 0755), 0);
+	for (int i = 0; i < SP_FILES; i++) {
+		snprintf(p, sizeof(p), "%s/sp/f%d", env.mnt, i);
+		write_file(p, OA_SIZE, 70 + (unsigned)i);
+	}
+	start_mount2();
+	for (int i = 0; i < SP_FILES; i++) {
+		snprintf(p, sizeof(p), "%s/sp/f%d", mnt2, i);
+		int fd = open(p, O_RDONLY);
+		assert_true(fd >= 0);
+		size_t n = pc_pread(fd, b);
+		if (!oa_is(b, n, 70 + (unsigned)i))
+			fail_msg("%s: not its bytes (%zu read)", p, n);
+		assert_int_equal(close(fd), 0);
+	}
+	snprintf(p, sizeof(p), "%s/sp/f5", env.mnt);
+	assert_int_equal(truncate(p, 100), 0);
+	snprintf(p, sizeof(p), "%s/sp/f6", env.mnt);
+	pc_pwrite(p, OA_SIZE, 99);
+	clock_sleep_ms(OA_BOUND_MS + 300);
+	for (int i = 0; i < SP_FILES; i++) {
+		snprintf(p, sizeof(p), "%s/sp/f%d", mnt2, i);
+		int fd = open(p, O_RDONLY);
+		assert_true(fd >= 0);
+		size_t n = pc_pread(fd, b);
+		unsigned seed = i == 6 ? 99 : 70 + (unsigned)i;
+		if (i == 5) {
+			if (n != 100)
+				fail_msg("%s: %zu bytes read %d ms after another mount cut it to 100",
+				         p, n, OA_BOUND_MS + 300);
+			for (size_t k = 0; k < n; k++)
+				assert_int_equal(b[k], pat(k, seed));
+		} else if (!oa_is(b, n, seed)) {
+			fail_msg("%s: old or wrong bytes %d ms after another mount's change", p,
+			         OA_BOUND_MS + 300);
+		}
+		assert_int_equal(close(fd), 0);
+	}
+	stop_mount2();
+	for (int i = 0; i < SP_FILES; i++) {
+		snprintf(p, sizeof(p), "%s/sp/f%d", env.mnt, i);
+		assert_int_equal(unlink(p), 0);
+	}
+	snprintf(p, sizeof(p), "%s/sp", env.mnt);
+	assert_int_equal(rmdir(p), 0);
+	free(b);
+}
+
 static void test_kill9_meta(void **state)
 {
 	char p[1024], q[1024];
@@ -677,6 +852,8 @@ int main(void)
 		cmocka_unit_test(test_fstat_after_write),
 		cmocka_unit_test(test_two_mounts),
 		cmocka_unit_test(test_open_ahead),
+		cmocka_unit_test(test_cached_open),
+		cmocka_unit_test(test_stored_pages),
 		cmocka_unit_test(test_hard_link),
 		cmocka_unit_test(test_kill9_meta),
 		cmocka_unit_test(test_fsck_clean),
