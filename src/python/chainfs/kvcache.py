@@ -38,7 +38,7 @@ class _Opts(ctypes.Structure):
                 ("cluster_id", ctypes.c_char_p), ("secret_file", ctypes.c_char_p),
                 ("rings", ctypes.c_int), ("ring_entries", ctypes.c_int),
                 ("lease_ms", ctypes.c_uint32), ("ttl_ms", ctypes.c_uint32),
-                ("meta_timeout_ms", ctypes.c_uint32), ("spare32", ctypes.c_uint32),
+                ("meta_timeout_ms", ctypes.c_uint32), ("flags", ctypes.c_uint32),
                 ("spare", ctypes.c_uint64 * 7)]
 
 
