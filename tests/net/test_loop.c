@@ -1,6 +1,8 @@
 /* test_loop.c - the event loop: timers fire in deadline order and not when
  * cancelled, messages posted from many threads all run on the loop thread,
- * fd readiness reaches its callback, and stop/join returns. */
+ * every post wakes a sleeping loop (the eventfd is edge-triggered and only
+ * drained now and then), fd readiness reaches its callback, and stop/join
+ * returns. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -232,12 +234,47 @@ static void test_loop_thread_short_slice(void **state)
 	assert_int_equal(c.slice, 100000);
 }
 
+struct wctx {
+	atomic_int ran;
+};
+
+static void count_run(struct loop_msg *m) { atomic_fetch_add(&((struct wctx *)m->arg)->ran, 1); }
+
+/* Each post finds the loop asleep in epoll_wait with no timer armed, so
+ * only the eventfd can wake it: if a write did not make the edge-triggered
+ * eventfd report again (before or after a drain), a message would wait
+ * forever. More rounds than the loop's drain period (4096). */
+static void test_post_wakes_sleeping_loop(void **state)
+{
+	(void)state;
+	struct loop *l;
+	struct wctx w = { 0 };
+	enum { ROUNDS = 2 * 4096 + 64 };
+	static struct loop_msg m;
+	assert_int_equal(loop_new(&l), 0);
+	assert_int_equal(loop_thread_start(l, "t-loop"), 0);
+	for (int i = 0; i < ROUNDS; i++) {
+		m = (struct loop_msg){ .fn = count_run, .arg = &w };
+		loop_post(l, &m);
+		/* testenv_wait polls every 20 ms: too slow for 8k rounds. */
+		uint64_t until = clock_mono_ms() + 10000;
+		while (atomic_load(&w.ran) < i + 1 && clock_mono_ms() < until)
+			usleep(50);
+		if (atomic_load(&w.ran) < i + 1)
+			fail_msg("post %d did not wake the loop", i);
+	}
+	loop_thread_stop(l);
+	loop_free(l);
+	assert_int_equal(atomic_load(&w.ran), ROUNDS);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_loop_thread_short_slice),
 		cmocka_unit_test(test_timers),
 		cmocka_unit_test(test_post_many_threads),
+		cmocka_unit_test(test_post_wakes_sleeping_loop),
 		cmocka_unit_test(test_fd_readiness),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
