@@ -146,6 +146,9 @@ struct sc_direct {
 	void (*_Atomic will_block)(void);
 	int wait_disk;            /* 1: O_DIRECT reads here; 0 (CFS_SHORT_READ=cache): page
 				     cache hits only */
+	int big;                  /* 0 (CFS_SHORT_READ_BIG=0): lone ranges of at most
+				     SC_DIRECT_ASYNC_MAX only, batches over RPC (as
+				     before 2026-12-05) */
 	_Atomic uint64_t reads, fallbacks, misses, maps, map_fails, stale, corrupt, dead;
 };
 
@@ -205,6 +208,8 @@ struct sc_direct *sc_direct_new(const struct rpc_opts *ro, int dflt)
 	if (!d)
 		return NULL;
 	d->wait_disk = strcmp(on, "cache") != 0;
+	const char *big = getenv("CFS_SHORT_READ_BIG");
+	d->big = !big || strcmp(big, "0") != 0;
 	pthread_once(&shift_once, shift_init);
 	pthread_mutex_init(&d->mu, NULL);
 	if (pthread_key_create(&d->bounce_key, bounce_free)) {
@@ -770,7 +775,7 @@ static struct dmap *mapping_get(struct sc_direct *d, struct dpeer *p, uint32_t t
 int sc_direct_read(struct sc_direct *d, const char *addr, uint32_t target, uint32_t chain,
 		   struct storage_read *r)
 {
-	if (!d || !r->len || r->len > SC_DIRECT_MAX)
+	if (!d || !r->len || r->len > (d->big ? SC_DIRECT_MAX : SC_DIRECT_ASYNC_MAX))
 		return 0;
 	struct dpeer *p = peer_get(d, addr);
 	for (int attempt = 0; p && attempt < 2; attempt++) {
@@ -972,6 +977,8 @@ size_t sc_direct_read_batch(struct sc_direct *d, struct sc_direct_item *it, size
 		return 0;
 	for (size_t i = 0; i < n; i++)
 		it[i].ok = 0;
+	if (!d->big)
+		return 0;
 	struct bop *b = d->ring_ok && n > 1 ? calloc(n, sizeof(*b)) : NULL;
 	if (!b) {
 		for (size_t i = 0; i < n; i++)

@@ -1,6 +1,7 @@
 /* sc_direct.h - short-circuit reads (docs/rpc.md "Short-circuit reads"):
- * a small read of a chunk held by a storage service on this host is read
- * from that service's block file with pread, checked against the chunk's
+ * a read of a chunk held by a storage service on this host (up to the
+ * whole chunk; alone, or a batch of them at once) is read from that
+ * service's block file with O_DIRECT, checked against the chunk's
  * page CRCs and validated by a slot word the service bumps before
  * anything could change the mapped bytes. Anything unusual (no mapping,
  * a bumped slot, an expired lease, the service gone, a CRC mismatch, an
@@ -12,6 +13,9 @@
  * whenever shared memory is off: CFS_NO_SHM=1 or CFS_NO_LOCAL_SOCKET=1):
  * on reads the block file O_DIRECT; CFS_SHORT_READ=cache takes only what
  * the page cache holds (preadv2 RWF_NOWAIT) and sends misses over RPC.
+ * CFS_SHORT_READ_BIG=0 keeps larger ranges and batches on RPC (only lone
+ * ranges of at most SC_DIRECT_ASYNC_MAX take the path, as before
+ * 2026-12-05).
  *
  * Used by storage_client.c only. Threads: any, except RPC loop threads
  * (a first read of a chunk waits for its mapping). */
