@@ -59,6 +59,13 @@
 #define SD_SMALL (8u << 10)
 #define SD_POOL 256
 #define SD_PAGE 4096u
+/* The thread's bounce buffer: a range of SC_DIRECT_ASYNC_MAX, its first
+ * and last pages partial. */
+#define SD_BOUNCE (SC_DIRECT_ASYNC_MAX + SD_PAGE)
+/* Memory alignment O_DIRECT reads straight into a caller's buffer need
+ * (the logical block size of common devices; a device wanting more
+ * fails the read with -EINVAL, which goes over RPC). */
+#define SD_DMA_ALIGN 512u
 #define ALIGN_UP(x) (((x) + SD_PAGE - 1) / SD_PAGE * SD_PAGE)
 
 /* A registered slot table. */
@@ -139,8 +146,30 @@ struct sc_direct {
 	void (*_Atomic will_block)(void);
 	int wait_disk;            /* 1: O_DIRECT reads here; 0 (CFS_SHORT_READ=cache): page
 				     cache hits only */
+	int big;                  /* 0 (CFS_SHORT_READ_BIG=0): lone ranges of at most
+				     SC_DIRECT_ASYNC_MAX only, batches over RPC (as
+				     before 2026-12-05) */
 	_Atomic uint64_t reads, fallbacks, misses, maps, map_fails, stale, corrupt, dead;
 };
+
+/* CRC32C "append a page of zeros" as four byte tables (it is linear):
+ * a large read's CRC is folded from its pages' at 4 lookups a page
+ * instead of crc32c_combine's 32x32 bit products. */
+static uint32_t shift_tbl[4][256];
+static pthread_once_t shift_once = PTHREAD_ONCE_INIT;
+
+static void shift_init(void)
+{
+	for (uint32_t n = 0; n < 256; n++)
+		for (int k = 0; k < 4; k++)
+			shift_tbl[k][n] = crc32c_combine(n << (8 * k), 0, SD_PAGE);
+}
+
+static uint32_t page_shift(uint32_t crc)
+{
+	return shift_tbl[0][crc & 0xff] ^ shift_tbl[1][(crc >> 8) & 0xff] ^
+	       shift_tbl[2][(crc >> 16) & 0xff] ^ shift_tbl[3][crc >> 24];
+}
 
 static void bounce_free(void *p) { free(p); }
 static void *aio_main(void *arg);
@@ -179,6 +208,9 @@ struct sc_direct *sc_direct_new(const struct rpc_opts *ro, int dflt)
 	if (!d)
 		return NULL;
 	d->wait_disk = strcmp(on, "cache") != 0;
+	const char *big = getenv("CFS_SHORT_READ_BIG");
+	d->big = !big || strcmp(big, "0") != 0;
+	pthread_once(&shift_once, shift_init);
 	pthread_mutex_init(&d->mu, NULL);
 	if (pthread_key_create(&d->bounce_key, bounce_free)) {
 		free(d);
@@ -525,7 +557,7 @@ static uint8_t *bounce_get(struct sc_direct *d)
 {
 	uint8_t *b = pthread_getspecific(d->bounce_key);
 	if (!b) {
-		b = aligned_alloc(SD_PAGE, SC_DIRECT_MAX + SD_PAGE);
+		b = aligned_alloc(SD_PAGE, SD_BOUNCE);
 		if (b && pthread_setspecific(d->bounce_key, b)) {
 			free(b);
 			b = NULL;
@@ -546,14 +578,33 @@ struct rd {
 	uint32_t n;            /* bytes for the caller */
 	uint32_t start, blen;  /* the whole pages read: chunk offset, bytes */
 	uint8_t *buf;          /* where they land */
+	uint8_t *own;          /* BUF when allocated for this read (freed by the caller) */
 };
 
-/* First half, holding a reference on M: 1 read BLEN bytes at START into
- * X->buf (set when BUF is NULL: R->dst or the thread's bounce buffer);
- * 0 not this way (*STALE: the slot moved on). */
-static int read_pre(struct sc_direct *d, const struct dmap *m, struct storage_read *r,
-		    struct rd *x, uint8_t *buf, bool *stale)
+enum { BUF_TLS, BUF_OWN }; /* where read_pre may bounce: the thread's buffer, or its own */
+
+/* Where X's pages land when the caller named no buffer: R->dst when they
+ * are exactly R's bytes and the O_DIRECT read may go there, else a
+ * bounce buffer (the thread's when MODE allows and it fits). */
+static uint8_t *pick_buf(struct sc_direct *d, const struct storage_read *r, struct rd *x,
+			 int mode)
 {
+	bool exact = x->start == r->off && x->blen == x->n;
+	if (exact && (!d->wait_disk ||
+		      (x->blen % SD_PAGE == 0 && (uintptr_t)r->dst % SD_DMA_ALIGN == 0)))
+		return r->dst;
+	if (mode == BUF_TLS && ALIGN_UP(x->blen) <= SD_BOUNCE)
+		return bounce_get(d);
+	return x->own = aligned_alloc(SD_PAGE, ALIGN_UP(x->blen));
+}
+
+/* First half, holding a reference on M: 1 read BLEN bytes at START into
+ * X->buf (set when BUF is NULL: see pick_buf); 0 not this way (*STALE:
+ * the slot moved on). */
+static int read_pre(struct sc_direct *d, const struct dmap *m, struct storage_read *r,
+		    struct rd *x, uint8_t *buf, int mode, bool *stale)
+{
+	x->own = NULL;
 	const _Atomic uint64_t *hdr = (const _Atomic uint64_t *)m->tab->base;
 	const _Atomic uint64_t *slot =
 		(const _Atomic uint64_t *)(m->tab->base + STO_SC_HDR + 8ull * m->slot);
@@ -575,8 +626,7 @@ static int read_pre(struct sc_direct *d, const struct dmap *m, struct storage_re
 		uint64_t end = ALIGN_UP((uint64_t)r->off + x->n);
 		x->blen = (uint32_t)((end < m->len ? end : m->len) - x->start);
 		if (!x->buf)
-			x->buf = !d->wait_disk && x->start == r->off && x->blen == x->n
-					 ? r->dst : bounce_get(d);
+			x->buf = pick_buf(d, r, x, mode);
 		if (!x->buf)
 			return 0;
 	}
@@ -618,13 +668,17 @@ static int read_post(struct sc_direct *d, struct dpeer *p, const struct dmap *m,
 		return 0;
 	}
 	uint32_t crc = 0;
-	if (x->n && x->buf != r->dst) {
+	if (x->n && x->buf != r->dst)
 		memcpy(r->dst, x->buf + (r->off - x->start), x->n);
+	if (x->n && (x->start != r->off || x->blen != x->n)) {
 		crc = crc32c(0, r->dst, x->n);
 	} else if (x->n) {
+		/* Whole pages: the range's CRC from theirs, no second pass. */
 		for (uint32_t pg = x->start / SD_PAGE, o = 0; o < x->blen; pg++, o += SD_PAGE) {
 			uint32_t plen = x->blen - o < SD_PAGE ? x->blen - o : SD_PAGE;
-			crc = o ? crc32c_combine(crc, m->crc[pg], plen) : m->crc[pg];
+			crc = !o ? m->crc[pg]
+			      : plen == SD_PAGE ? page_shift(crc) ^ m->crc[pg]
+						: crc32c_combine(crc, m->crc[pg], plen);
 		}
 	}
 	r->result = (int)x->n;
@@ -721,7 +775,7 @@ static struct dmap *mapping_get(struct sc_direct *d, struct dpeer *p, uint32_t t
 int sc_direct_read(struct sc_direct *d, const char *addr, uint32_t target, uint32_t chain,
 		   struct storage_read *r)
 {
-	if (!d || !r->len || r->len > SC_DIRECT_MAX)
+	if (!d || !r->len || r->len > (d->big ? SC_DIRECT_MAX : SC_DIRECT_ASYNC_MAX))
 		return 0;
 	struct dpeer *p = peer_get(d, addr);
 	for (int attempt = 0; p && attempt < 2; attempt++) {
@@ -731,8 +785,9 @@ int sc_direct_read(struct sc_direct *d, const char *addr, uint32_t target, uint3
 			break;
 		struct rd x;
 		bool stale = false;
-		int done = read_pre(d, m, r, &x, NULL, &stale) &&
+		int done = read_pre(d, m, r, &x, NULL, BUF_TLS, &stale) &&
 			   read_post(d, p, m, r, &x, read_io(d, m, &x));
+		free(x.own);
 		if (stale)
 			map_forget(p, k, m);
 		dmap_put(m);
@@ -770,8 +825,17 @@ static void abuf_put(struct sc_direct *d, void *b, size_t n)
 	free(b);
 }
 
+/* The caller of sc_direct_read_batch waits here for its reads. */
+struct bwait {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	size_t left;
+};
+
 /* One async read on the ring. */
 struct aop {
+	struct bwait *w;        /* a batch's: the completion stores RES and counts down */
+	int *res;
 	struct sc_direct *d;
 	struct dpeer *p;
 	struct dmap *m;
@@ -799,6 +863,18 @@ static void *aio_main(void *arg)
 		io_uring_cqe_seen(&d->ring, cqe);
 		if (!o)
 			break; /* sc_direct_free */
+		if (o->w) {
+			/* A batch's read: its caller checks it (the CRCs of large
+			 * reads on the callers' threads, not on this one). */
+			struct bwait *w = o->w;
+			*o->res = res;
+			free(o);
+			pthread_mutex_lock(&w->mu);
+			if (--w->left == 0)
+				pthread_cond_signal(&w->cv);
+			pthread_mutex_unlock(&w->mu);
+			continue;
+		}
 		if (res >= (int)o->x.blen)
 			res = (int)o->x.blen;
 		int ok = read_post(d, o->p, o->m, o->r, &o->x, res);
@@ -817,7 +893,7 @@ static void *aio_main(void *arg)
 int sc_direct_read_async(struct sc_direct *d, const char *addr, uint32_t target, uint32_t chain,
 			 struct storage_read *r, void (*done)(void *arg, int ok), void *arg)
 {
-	if (!d || !d->ring_ok || !r->len || r->len > SC_DIRECT_MAX)
+	if (!d || !d->ring_ok || !r->len || r->len > SC_DIRECT_ASYNC_MAX)
 		return 0;
 	struct dpeer *p = peer_get(d, addr);
 	for (int attempt = 0; p && attempt < 2; attempt++) {
@@ -829,7 +905,7 @@ int sc_direct_read_async(struct sc_direct *d, const char *addr, uint32_t target,
 		size_t bufsz = ALIGN_UP(r->len) + SD_PAGE;
 		uint8_t *buf = o ? abuf_get(d, bufsz) : NULL;
 		bool stale = false;
-		int go = buf && read_pre(d, m, r, &o->x, buf, &stale);
+		int go = buf && read_pre(d, m, r, &o->x, buf, BUF_TLS, &stale);
 		if (go && !o->x.blen) {
 			/* Nothing to read (past the end): the second half now. */
 			go = read_post(d, p, m, r, &o->x, 0);
@@ -869,4 +945,124 @@ int sc_direct_read_async(struct sc_direct *d, const char *addr, uint32_t target,
 	}
 	atomic_fetch_add(&d->fallbacks, 1);
 	return 0;
+}
+
+/* One range of a batch between submission and check. */
+struct bop {
+	struct dpeer *p;
+	struct dkey *k;
+	struct dmap *m;   /* NULL: not read this way */
+	struct rd x;
+	int res;
+	struct aop *o;    /* on the ring until the completion thread frees it */
+};
+
+/* Flushes the submission queue (ring_mu held): a full completion queue
+ * (-EBUSY) or a lack of resources clears as the completion thread reaps. */
+static void ring_flush(struct sc_direct *d, unsigned want)
+{
+	while (want > 0) {
+		int rc = io_uring_submit(&d->ring);
+		if (rc > 0)
+			want -= (unsigned)rc < want ? (unsigned)rc : want;
+		else
+			usleep(50);
+	}
+}
+
+size_t sc_direct_read_batch(struct sc_direct *d, struct sc_direct_item *it, size_t n)
+{
+	size_t done = 0;
+	if (!d)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		it[i].ok = 0;
+	if (!d->big)
+		return 0;
+	struct bop *b = d->ring_ok && n > 1 ? calloc(n, sizeof(*b)) : NULL;
+	if (!b) {
+		for (size_t i = 0; i < n; i++)
+			done += it[i].ok = sc_direct_read(d, it[i].addr, it[i].target, it[i].chain,
+							  it[i].r);
+		return done;
+	}
+	/* Mappings and first halves (a first mapping of a chunk may wait),
+	 * then every read on the ring at once. */
+	for (size_t i = 0; i < n; i++) {
+		struct storage_read *r = it[i].r;
+		if (!r->len || r->len > SC_DIRECT_MAX || !(b[i].p = peer_get(d, it[i].addr)))
+			continue;
+		b[i].m = mapping_get(d, b[i].p, it[i].target, it[i].chain, r, &b[i].k);
+		bool stale = false;
+		if (b[i].m && (!read_pre(d, b[i].m, r, &b[i].x, NULL, BUF_OWN, &stale) ||
+			       (b[i].x.blen && !(b[i].o = calloc(1, sizeof(*b[i].o)))))) {
+			if (stale)
+				map_forget(b[i].p, b[i].k, b[i].m);
+			dmap_put(b[i].m);
+			free(b[i].x.own);
+			b[i].m = NULL;
+		}
+	}
+	struct bwait w = { .left = 0 };
+	pthread_mutex_init(&w.mu, NULL);
+	pthread_cond_init(&w.cv, NULL);
+	unsigned queued = 0;
+	pthread_mutex_lock(&d->ring_mu);
+	for (size_t i = 0; i < n; i++) {
+		if (!b[i].o)
+			continue;
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&d->ring);
+		if (!sqe) {
+			ring_flush(d, queued);
+			queued = 0;
+			sqe = io_uring_get_sqe(&d->ring);
+		}
+		if (!sqe) { /* not this way */
+			free(b[i].o);
+			b[i].o = NULL;
+			dmap_put(b[i].m);
+			free(b[i].x.own);
+			b[i].m = NULL;
+			continue;
+		}
+		*b[i].o = (struct aop){ .w = &w, .res = &b[i].res };
+		io_uring_prep_read(sqe, b[i].m->dfd, b[i].x.buf, ALIGN_UP(b[i].x.blen),
+				   b[i].m->file_off + b[i].x.start);
+		io_uring_sqe_set_data(sqe, b[i].o);
+		pthread_mutex_lock(&w.mu);
+		w.left++;
+		pthread_mutex_unlock(&w.mu);
+		queued++;
+	}
+	ring_flush(d, queued);
+	pthread_mutex_unlock(&d->ring_mu);
+	pthread_mutex_lock(&w.mu);
+	if (w.left) {
+		pthread_mutex_unlock(&w.mu);
+		will_block(d);
+		pthread_mutex_lock(&w.mu);
+		while (w.left)
+			pthread_cond_wait(&w.cv, &w.mu);
+	}
+	pthread_mutex_unlock(&w.mu);
+	pthread_cond_destroy(&w.cv);
+	pthread_mutex_destroy(&w.mu);
+	/* Second halves, on this thread. */
+	for (size_t i = 0; i < n; i++) {
+		if (b[i].m) {
+			int res = b[i].res;
+			if (b[i].x.blen && res >= (int)b[i].x.blen)
+				res = (int)b[i].x.blen;
+			it[i].ok = read_post(d, b[i].p, b[i].m, it[i].r, &b[i].x,
+					     b[i].x.blen ? res : 0);
+			dmap_put(b[i].m);
+			free(b[i].x.own);
+		}
+		if (it[i].ok)
+			done++;
+		else
+			atomic_fetch_add(&d->fallbacks, 1);
+	}
+	free(b);
+	return done;
 }

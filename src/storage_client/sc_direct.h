@@ -1,6 +1,7 @@
 /* sc_direct.h - short-circuit reads (docs/rpc.md "Short-circuit reads"):
- * a small read of a chunk held by a storage service on this host is read
- * from that service's block file with pread, checked against the chunk's
+ * a read of a chunk held by a storage service on this host (up to the
+ * whole chunk; alone, or a batch of them at once) is read from that
+ * service's block file with O_DIRECT, checked against the chunk's
  * page CRCs and validated by a slot word the service bumps before
  * anything could change the mapped bytes. Anything unusual (no mapping,
  * a bumped slot, an expired lease, the service gone, a CRC mismatch, an
@@ -12,6 +13,9 @@
  * whenever shared memory is off: CFS_NO_SHM=1 or CFS_NO_LOCAL_SOCKET=1):
  * on reads the block file O_DIRECT; CFS_SHORT_READ=cache takes only what
  * the page cache holds (preadv2 RWF_NOWAIT) and sends misses over RPC.
+ * CFS_SHORT_READ_BIG=0 keeps larger ranges and batches on RPC (only lone
+ * ranges of at most SC_DIRECT_ASYNC_MAX take the path, as before
+ * 2026-12-05).
  *
  * Used by storage_client.c only. Threads: any, except RPC loop threads
  * (a first read of a chunk waits for its mapping). */
@@ -24,7 +28,13 @@
 #include "net/rpc.h"
 #include "storage_client/storage_client.h"
 
-#define SC_DIRECT_MAX (128u << 10) /* larger reads keep the RPC path */
+/* The largest range a short-circuit read takes (a chunk is at most 64 MiB;
+ * larger ranges are cut at chunks before they get here). */
+#define SC_DIRECT_MAX (64u << 20)
+/* The largest range of sc_direct_read_async (its completion thread checks
+ * every page's CRC; larger ranges are read with sc_direct_read or
+ * sc_direct_read_batch, which check them on the caller's thread). */
+#define SC_DIRECT_ASYNC_MAX (128u << 10)
 
 struct sc_direct;
 
@@ -49,13 +59,29 @@ bool sc_direct_usable(struct sc_direct *d, const char *addr);
 int sc_direct_read(struct sc_direct *d, const char *addr, uint32_t target, uint32_t chain,
 		   struct storage_read *r);
 
+/* One range of sc_direct_read_batch. */
+struct sc_direct_item {
+	const char *addr;        /* the server (as for sc_direct_read) */
+	uint32_t target, chain;
+	struct storage_read *r;
+	int ok;                  /* out: 1 R is final (as sc_direct_read), 0 read R over RPC */
+};
+
+/* As sc_direct_read for N ranges at once: every read in flight together
+ * on this path's io_uring, the caller's thread waiting for all of them
+ * (the will-block hook runs first) and then checking them. Needs the
+ * O_DIRECT mode (CFS_SHORT_READ=1); otherwise, or for ranges it cannot
+ * submit, each range is read as sc_direct_read does. Returns how many
+ * are done (ok). Threads: as sc_direct_read. */
+size_t sc_direct_read_batch(struct sc_direct *d, struct sc_direct_item *it, size_t n);
+
 /* As sc_direct_read without waiting for the disk (CFS_SHORT_READ=1 only):
  * 1: the read was submitted (or needed no I/O) and DONE(ARG, OK) runs
  * exactly once, on this path's completion thread or before this returns;
  * OK 1: R is final as for sc_direct_read; 0: read R over RPC (DONE may
  * start that). 0: nothing submitted, DONE will not run: read over RPC.
  * May still wait for a first mapping of the chunk. R and its memory stay
- * the caller's until DONE. */
+ * the caller's until DONE. R->len <= SC_DIRECT_ASYNC_MAX. */
 int sc_direct_read_async(struct sc_direct *d, const char *addr, uint32_t target, uint32_t chain,
 			 struct storage_read *r, void (*done)(void *arg, int ok), void *arg);
 

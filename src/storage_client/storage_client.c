@@ -1205,6 +1205,34 @@ static int direct_try(struct storage_client *c, struct storage_read *r)
 	       sc_direct_read(c->dr, addr, target, chain, r);
 }
 
+/* Short-circuit reads of the N ranges of R that may take them, all at
+ * once (sc_direct_read_batch); DONE[i] = 1 for each that did. */
+static void direct_batch(struct storage_client *c, struct storage_read *r, size_t n,
+			 uint8_t *done)
+{
+	struct dsc {
+		char addr[ROUTE_ADDR_MAX + 1];
+	};
+	struct sc_direct_item *it = c->dr ? calloc(n, sizeof(*it)) : NULL;
+	struct dsc *a = it ? calloc(n, sizeof(*a)) : NULL;
+	size_t *at = a ? calloc(n, sizeof(*at)) : NULL;
+	size_t k = 0;
+	for (size_t i = 0; at && i < n; i++)
+		if (direct_pick(c, &r[i], a[k].addr, sizeof(a[k].addr), &it[k].target,
+				&it[k].chain)) {
+			it[k].addr = a[k].addr;
+			it[k].r = &r[i];
+			at[k++] = i;
+		}
+	if (k)
+		sc_direct_read_batch(c->dr, it, k);
+	for (size_t j = 0; j < k; j++)
+		done[at[j]] = (uint8_t)it[j].ok;
+	free(at);
+	free(a);
+	free(it);
+}
+
 int storage_client_read(struct storage_client *c, struct storage_read *r, size_t n,
 			uint32_t flags)
 {
@@ -1226,12 +1254,16 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 		free(rr);
 		return -ENOMEM;
 	}
-	/* A lone range may be short-circuit (it waits for the disk here);
-	 * a batch keeps its ranges in flight at once over RPC (USRBIO,
-	 * KVCache, the mount's split reads). */
+	/* Short-circuit first: a lone range waits for the disk here; a
+	 * batch's ranges (USRBIO, KVCache, the mount's split reads) are all
+	 * in flight at once. What it does not take goes over RPC. */
 	size_t left = 0;
+	if (n == 1)
+		todo[0] = direct_try(c, &r[0]);
+	else
+		direct_batch(c, r, n, todo);
 	for (size_t i = 0; i < n; i++) {
-		todo[i] = n > 1 || !direct_try(c, &r[i]);
+		todo[i] = !todo[i];
 		left += todo[i];
 	}
 	if (!left) {

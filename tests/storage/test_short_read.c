@@ -6,7 +6,12 @@
  *                 write, a compaction move and a remove change it, and no
  *                 mapping is made while a journal is pending
  *   race          a real `chainfs storage` (standalone) and a client with
- *                 CFS_SHORT_READ=1: READERS threads read single pages while
+ *                 CFS_SHORT_READ=1: READERS threads read single pages
+ *                 (blocking and async), runs of pages up to a whole chunk
+ *                 (into aligned memory: O_DIRECT straight there; and
+ *                 unaligned: through a bounce buffer) and batches of such
+ *                 runs over several chunks (the USRBIO/KVCache ring path:
+ *                 all on the client's io_uring at once) while
  *                 writers rewrite whole chunks (copy-on-write), overwrite a
  *                 few pages (journaled), remove and rewrite chunks (freed
  *                 blocks get reused; the service's compactor moves
@@ -18,7 +23,9 @@
  *                 short-circuit again
  *   corrupt       a page of a chunk's block is damaged on disk: the short-
  *                 circuit read sees the CRC mismatch and the RPC read that
- *                 follows reports -CFS_ECORRUPT
+ *                 follows reports -CFS_ECORRUPT; so does a whole-chunk read
+ *                 and a batch's range holding the page, while the batch's
+ *                 other range is read short-circuit and right
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -201,41 +208,96 @@ static int read_one(struct storage_read *r, uint64_t *seed)
 	return rc;
 }
 
+/* Checks the N pages of R (from page P0 of chunk I) against the model:
+ * LO/HI the acknowledged/issued versions taken around the read, RM0/RM1
+ * the removes done before / issued after. 1 right, 0 missing (a remove
+ * was under way), -1 wrong (printed). */
+static int check_run(const struct storage_read *r, uint32_t i, uint32_t p0, uint32_t n,
+		     const uint32_t *lo, const uint32_t *hi, uint32_t rm0, uint32_t rm1)
+{
+	if (r->result == -ENOENT || r->result == 0) {
+		for (uint32_t k = 0; k < n; k++)
+			if (rm1 == rm0 && lo[k]) {
+				print_message("chunk %u page %u missing, no remove under way\n", i,
+					      p0 + k);
+				return -1;
+			}
+		return 0;
+	}
+	if (r->result != (int)(n * PG) || r->crc != crc32c(0, r->dst, n * PG)) {
+		print_message("wrong: chunk %u pages %u+%u result %d crc %s\n", i, p0, n, r->result,
+			      r->result > 0 && r->crc != crc32c(0, r->dst, (size_t)r->result) ? "bad"
+											: "ok");
+		return -1;
+	}
+	for (uint32_t k = 0; k < n; k++) {
+		int64_t v = page_version((const uint8_t *)r->dst + (size_t)k * PG, i, p0 + k);
+		if (v < 0 || (uint32_t)v < lo[k] || (uint32_t)v > hi[k]) {
+			print_message("wrong: chunk %u page %u (of %u+%u) version %lld, acked %u "
+				      "issued %u\n", i, p0 + k, p0, n, (long long)v, lo[k], hi[k]);
+			return -1;
+		}
+	}
+	return 1;
+}
+
+#define BATCH_MAX 6
+
+/* One reader step: a single page (blocking or async), a run of pages up
+ * to the whole chunk, or a batch of runs; SHIFT 0 puts them in page-
+ * aligned memory, 16 in memory O_DIRECT cannot take (bounce buffer). */
 static void *reader_main(void *arg)
 {
 	struct worker *w = arg;
-	uint8_t *b = aligned_alloc(PG, PG);
+	uint8_t *mem = aligned_alloc(PG, (size_t)BATCH_MAX * CHLEN + PG);
 	while (!atomic_load(&stop) && !w->wrong) {
-		uint32_t i = (uint32_t)(rnd(&w->seed) % NCH), p = (uint32_t)(rnd(&w->seed) % NPG);
-		uint32_t lo = atomic_load(&acked[i][p]), rm0 = atomic_load(&rm_done[i]);
-		struct storage_read r = { .loc = { .addr = addr, .target = 1 }, .ino = INO, .idx = i,
-					  .off = p * PG, .len = PG, .dst = b };
-		memset(b, 0xee, PG);
-		int rc = read_one(&r, &w->seed);
-		uint32_t hi = atomic_load(&issued[i][p]), rm1 = atomic_load(&rm_issued[i]);
-		if (rc || (r.result < 0 && r.result != -ENOENT)) {
+		uint64_t kind = rnd(&w->seed) % 4;
+		size_t shift = rnd(&w->seed) % 3 == 0 ? 16 : 0;
+		size_t nr = kind == 3 ? 2 + rnd(&w->seed) % (BATCH_MAX - 1) : 1;
+		struct storage_read r[BATCH_MAX];
+		uint32_t ci[BATCH_MAX], p0[BATCH_MAX], np[BATCH_MAX], rm0[BATCH_MAX];
+		uint32_t lo[BATCH_MAX][NPG], hi[BATCH_MAX][NPG];
+		size_t at = shift;
+		for (size_t j = 0; j < nr; j++) {
+			ci[j] = (uint32_t)(rnd(&w->seed) % NCH);
+			np[j] = kind < 2 ? 1 : 1 + (uint32_t)(rnd(&w->seed) % NPG);
+			p0[j] = (uint32_t)(rnd(&w->seed) % (NPG - np[j] + 1));
+			if (kind == 2 && rnd(&w->seed) % 2) { /* the whole chunk */
+				np[j] = NPG;
+				p0[j] = 0;
+			}
+			for (uint32_t k = 0; k < np[j]; k++)
+				lo[j][k] = atomic_load(&acked[ci[j]][p0[j] + k]);
+			rm0[j] = atomic_load(&rm_done[ci[j]]);
+			r[j] = (struct storage_read){ .loc = { .addr = addr, .target = 1 }, .ino = INO,
+						      .idx = ci[j], .off = p0[j] * PG,
+						      .len = np[j] * PG, .dst = mem + at };
+			memset(mem + at, 0xee, (size_t)np[j] * PG);
+			at += (size_t)np[j] * PG;
+		}
+		int rc = kind < 2 ? read_one(&r[0], &w->seed) : storage_client_read(cl, r, nr, 0);
+		if (rc) {
 			w->failed++;
 			continue;
 		}
-		if (r.result == -ENOENT || r.result == 0) {
-			/* Only while a remove of this chunk was under way. */
-			if (rm1 == rm0 && lo) {
-				print_message("chunk %u page %u missing, no remove under way\n", i, p);
-				w->wrong = 1;
+		for (size_t j = 0; j < nr && !w->wrong; j++) {
+			for (uint32_t k = 0; k < np[j]; k++)
+				hi[j][k] = atomic_load(&issued[ci[j]][p0[j] + k]);
+			uint32_t rm1 = atomic_load(&rm_issued[ci[j]]);
+			if (r[j].result < 0 && r[j].result != -ENOENT) {
+				w->failed++;
+				continue;
 			}
-			w->missing++;
-			continue;
+			int c = check_run(&r[j], ci[j], p0[j], np[j], lo[j], hi[j], rm0[j], rm1);
+			if (c < 0)
+				w->wrong = 1;
+			else if (c == 0)
+				w->missing++;
+			else
+				w->ok++;
 		}
-		int64_t v = r.result == (int)PG ? page_version(b, i, p) : -1;
-		if (v < 0 || (uint32_t)v < lo || (uint32_t)v > hi || r.crc != crc32c(0, b, PG)) {
-			print_message("wrong: chunk %u page %u result %d version %lld, acked %u "
-				      "issued %u\n", i, p, r.result, (long long)v, lo, hi);
-			w->wrong = 1;
-			break;
-		}
-		w->ok++;
 	}
-	free(b);
+	free(mem);
 	return NULL;
 }
 
@@ -440,6 +502,33 @@ static void test_corrupt(void **state)
 	assert_int_equal(r.result, -CFS_ECORRUPT);
 	assert_true(st.sc_corrupt >= 1);
 	assert_int_equal(st.sc_reads, 1);
+	/* A whole-chunk read over the page, then a batch: the damaged chunk
+	 * and a sound one (read short-circuit, right). */
+	assert_int_equal(write_pages(1, 0, NPG, 1), 0);
+	uint8_t *big = aligned_alloc(PG, 2 * CHLEN);
+	struct storage_read rb[2] = {
+		{ .loc = { .addr = addr, .target = 1 }, .ino = INO, .idx = 0, .off = 0,
+		  .len = CHLEN, .dst = big },
+		{ .loc = { .addr = addr, .target = 1 }, .ino = INO, .idx = 1, .off = 0,
+		  .len = CHLEN, .dst = big + CHLEN },
+	};
+	assert_int_equal(storage_client_read(cl, rb, 1, 0), 0);
+	assert_int_equal(rb[0].result, -CFS_ECORRUPT);
+	uint64_t corrupt0 = st.sc_corrupt;
+	rb[0].result = 0;
+	assert_int_equal(storage_client_read(cl, rb, 2, 0), 0);
+	storage_client_get_stats(cl, &st);
+	print_message("batch after damage: results %d %d, short-circuit %llu, corrupt %llu\n",
+		      rb[0].result, rb[1].result, (unsigned long long)st.sc_reads,
+		      (unsigned long long)st.sc_corrupt);
+	assert_int_equal(rb[0].result, -CFS_ECORRUPT);
+	assert_int_equal(rb[1].result, (int)CHLEN);
+	assert_int_equal(rb[1].crc, crc32c(0, big + CHLEN, CHLEN));
+	for (uint32_t k = 0; k < NPG; k++)
+		assert_int_equal(page_version(big + CHLEN + (size_t)k * PG, 1, k), 1);
+	assert_true(st.sc_corrupt >= corrupt0 + 2);
+	assert_int_equal(st.sc_reads, 2); /* chunk 1's */
+	free(big);
 	free(b);
 	teardown(&sc);
 }
