@@ -17,8 +17,13 @@
  * returns its path (static storage per call is not kept: caller frees).
  * Removed by testenv_cleanup() unless CFS_KEEP_TMP is set. Aborts on error. */
 char *testenv_tmpdir(const char *tag);
-/* Returns a port on 127.0.0.1 that was free a moment ago (bind to port 0,
- * read it, close). Aborts on error. */
+/* Returns a port on 127.0.0.1 for a server the test starts: below the
+ * kernel's ephemeral range, bindable a moment ago, and leased to this
+ * test for 20 minutes against every other test process on the machine
+ * (lease files in /tmp/cfs-test-ports), so no other test is handed it
+ * while this one's server starts or is down for a restart. Falls back to
+ * xport_free_ports when there is no room below the range or no lease
+ * directory. Not thread-safe. Aborts on error. */
 uint16_t testenv_free_port(void);
 /* Path of the chainfs binary under test ($CFS_BIN, else ./chainfs). */
 const char *testenv_chainfs(void);
