@@ -543,3 +543,17 @@ int integ_drop_dentries(void)
 	close(fd);
 	return ok;
 }
+
+unsigned long long integ_cache_drops(void)
+{
+	char line[128];
+	unsigned long long n = 0;
+	FILE *f = fopen("/proc/vmstat", "r");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "drop_slab %llu", &n) == 1)
+			break;
+	fclose(f);
+	return n;
+}

@@ -105,5 +105,12 @@ void integ_mount2_stop(pid_t *pid);
  * sync), as after memory pressure: 1 when that worked (root only), 0
  * otherwise. */
 int integ_drop_dentries(void);
+/* How often anyone on the machine has had the kernel drop its dentries
+ * (drop_caches 2 or 3: /proc/vmstat drop_slab), 0 when unknown. A count
+ * of meta requests that assumes the kernel still holds the names a test
+ * made compares this before and after: another test (ctest runs two at
+ * once) or a benchmark dropping caches meanwhile makes every name cost a
+ * lookup again. */
+unsigned long long integ_cache_drops(void);
 
 #endif
