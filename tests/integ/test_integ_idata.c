@@ -363,6 +363,7 @@ static void test_open_ahead(void **state)
 		write_file(q, OA_SIZE, 100 + (unsigned)i);
 	}
 	start_mount2();
+	unsigned long long drops = integ_cache_drops();
 	uint64_t t0 = clock_mono_ns();
 	unsigned long long before = integ_meta_requests(&env);
 	for (int i = 0; i < OA_FILES; i++) {
@@ -377,7 +378,11 @@ static void test_open_ahead(void **state)
 	unsigned long long bound = OA_FILES / 3 + 2 * (ms / 100 + 1);
 	print_message("open-ahead: %llu meta requests for %d files of %d KiB in %llu ms\n", used,
 	              OA_FILES, OA_SIZE / 1024, ms);
-	if (used > bound)
+	/* A drop_caches meanwhile (the other ctest job, a benchmark) has
+	 * the kernel look every name up again: the count then says nothing. */
+	if (integ_cache_drops() != drops)
+		print_message("dentries dropped during the reads: count not checked\n");
+	else if (used > bound)
 		fail_msg(
 		    "%llu meta requests to read %d small files in %llu ms (expected well under "
 		    "one each; at most %llu)",
