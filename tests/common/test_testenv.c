@@ -10,6 +10,7 @@
 #include <cmocka.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -88,10 +89,34 @@ static void test_ports_leased(void **state)
 	assert_int_equal(got, 4 * N);
 }
 
+/* One mapping split into three areas (mprotect of its middle page) is
+ * one mapping; a second mapping of the same memfd elsewhere is another. */
+static void test_maps_count(void **state)
+{
+	(void)state;
+	long pg = sysconf(_SC_PAGESIZE);
+	int fd = memfd_create("cfs-maps-count", MFD_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 4 * pg), 0);
+	uint8_t *a = mmap(NULL, (size_t)(4 * pg), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_true(a != MAP_FAILED);
+	assert_int_equal(testenv_maps_count(getpid(), "cfs-maps-count"), 1);
+	assert_int_equal(mprotect(a + pg, (size_t)pg, PROT_READ), 0);
+	assert_int_equal(testenv_maps_count(getpid(), "cfs-maps-count"), 1);
+	uint8_t *b = mmap(NULL, (size_t)pg, PROT_READ, MAP_SHARED, fd, 0);
+	assert_true(b != MAP_FAILED);
+	assert_int_equal(testenv_maps_count(getpid(), "cfs-maps-count"), 2);
+	munmap(b, (size_t)pg);
+	munmap(a, (size_t)(4 * pg));
+	assert_int_equal(testenv_maps_count(getpid(), "cfs-maps-count"), 0);
+	close(fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ports_leased),
+		cmocka_unit_test(test_maps_count),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	testenv_cleanup();

@@ -277,6 +277,16 @@ void testenv_cleanup(void)
 	ndirs = 0;
 }
 
+struct maps_vma {
+	unsigned long long start, end, off; /* off: file offset at start */
+};
+
+static int vma_cmp(const void *a, const void *b)
+{
+	const struct maps_vma *x = a, *y = b;
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
 int testenv_maps_count(pid_t pid, const char *needle)
 {
 	char p[64], line[1024];
@@ -286,27 +296,42 @@ int testenv_maps_count(pid_t pid, const char *needle)
 		die(p);
 	/* The kernel writes maps a page at a time and lets the address space
 	 * change in between, so a mapping beside a concurrently split or
-	 * merged one may be listed twice (proc(5); seen on 6.18 while the
-	 * service mapped buffers): count each address range once. */
-	char (*seen)[40] = NULL;
-	int n = 0;
+	 * merged one may be listed twice, as the same range or as a range
+	 * and its pieces (proc(5); seen on 6.18 while the service mapped
+	 * buffers: 2 and then 3 entries for one mapping); and one mapping
+	 * may be split into neighbouring areas. Count a mapping once:
+	 * entries that overlap, or touch with the file offsets running on,
+	 * are one. */
+	struct maps_vma *v = NULL;
+	size_t n = 0;
 	while (fgets(line, sizeof(line), f)) {
-		if (!strstr(line, needle))
+		struct maps_vma e;
+		if (!strstr(line, needle) ||
+		    sscanf(line, "%llx-%llx %*s %llx", &e.start, &e.end, &e.off) != 3)
 			continue;
-		char range[40];
-		snprintf(range, sizeof(range), "%.*s", (int)strcspn(line, " "), line);
-		int dup = 0;
-		for (int i = 0; i < n && !dup; i++)
-			dup = !strcmp(seen[i], range);
-		if (dup)
-			continue;
-		char (*grown)[40] = realloc(seen, (size_t)(n + 1) * sizeof(*seen));
+		struct maps_vma *grown = realloc(v, (n + 1) * sizeof(*v));
 		if (!grown)
 			die("realloc");
-		seen = grown;
-		memcpy(seen[n++], range, sizeof(range));
+		v = grown;
+		v[n++] = e;
 	}
 	fclose(f);
-	free(seen);
-	return n;
+	if (n)
+		qsort(v, n, sizeof(*v), vma_cmp);
+	int count = 0;
+	unsigned long long end = 0, off_end = 0;
+	for (size_t i = 0; i < n; i++) {
+		int same =
+		    count && (v[i].start < end || (v[i].start == end && v[i].off == off_end));
+		if (!same) {
+			count++;
+			end = v[i].end;
+			off_end = v[i].off + (v[i].end - v[i].start);
+		} else if (v[i].end > end) {
+			off_end = v[i].off + (v[i].end - v[i].start);
+			end = v[i].end;
+		}
+	}
+	free(v);
+	return count;
 }

@@ -39,9 +39,10 @@ int testenv_alive(pid_t pid);
 /* Polls COND(ARG) every 20 ms until it returns nonzero or TIMEOUT_MS passes.
  * Returns 1 if the condition became true, 0 on timeout. */
 int testenv_wait(int (*cond)(void *arg), void *arg, int timeout_ms);
-/* How many mappings (distinct address ranges) of /proc/PID/maps mention
- * NEEDLE (e.g. a memfd's name: is that shared memory still mapped there).
- * Aborts when the file cannot be opened. */
+/* How many mappings of /proc/PID/maps mention NEEDLE (e.g. a memfd's
+ * name: is that shared memory still mapped there); entries that overlap
+ * (a listing racing a split or merge) or continue one another (a split
+ * mapping) count once. Aborts when the file cannot be opened. */
 int testenv_maps_count(pid_t pid, const char *needle);
 /* 1 when something accepts TCP connections on 127.0.0.1:PORT. */
 int testenv_port_open(uint16_t port);
