@@ -8,8 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -112,11 +114,60 @@ static void test_maps_count(void **state)
 	close(fd);
 }
 
+/* 0 once PID is gone or a zombie. */
+static int pid_running(pid_t pid)
+{
+	char path[64], buf[512] = { 0 };
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	char *e = strrchr(buf, ')');
+	return !(n && e && e[1] && (e[2] == 'Z' || e[2] == 'X'));
+}
+
+/* A test process killed outright (no atexit) takes its servers along. */
+static void test_spawned_die_with_test(void **state)
+{
+	(void)state;
+	int pp[2];
+	assert_int_equal(pipe(pp), 0);
+	pid_t t = fork();
+	assert_true(t >= 0);
+	if (t == 0) {
+		close(pp[0]);
+		char *argv[] = { "sleep", "60", NULL };
+		pid_t c = testenv_spawn(argv, NULL);
+		if (write(pp[1], &c, sizeof(c)) != (ssize_t)sizeof(c))
+			_exit(2);
+		raise(SIGKILL);
+	}
+	close(pp[1]);
+	pid_t c = 0;
+	assert_int_equal(read(pp[0], &c, sizeof(c)), (ssize_t)sizeof(c));
+	close(pp[0]);
+	int st;
+	assert_int_equal(waitpid(t, &st, 0), t);
+	assert_true(WIFSIGNALED(st));
+	int gone = 0;
+	for (int i = 0; i < 500 && !gone; i++) {
+		gone = !pid_running(c);
+		if (!gone)
+			usleep(10000);
+	}
+	if (!gone)
+		kill(c, SIGKILL);
+	assert_true(gone);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ports_leased),
 		cmocka_unit_test(test_maps_count),
+		cmocka_unit_test(test_spawned_die_with_test),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	testenv_cleanup();

@@ -12,8 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -154,10 +156,19 @@ pid_t testenv_spawn(char *const argv[], const char *logpath)
 		fprintf(stderr, "testenv: too many children\n");
 		abort();
 	}
+	/* A test that dies by a signal (a crash, ctest's timeout) runs no
+	 * atexit hook: its servers lived on, holding ports and CPU for the
+	 * rest of the suite (a crashed ASan run left a 4-process cluster).
+	 * The kernel kills them when the spawning thread ends: only for the
+	 * main thread, whose end is the process's. */
+	pid_t parent = getpid();
+	int main_thread = (pid_t)syscall(SYS_gettid) == parent;
 	pid_t pid = fork();
 	if (pid < 0)
 		die("fork");
 	if (pid == 0) {
+		if (main_thread && (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent))
+			_exit(127); /* the test is already gone */
 		if (logpath) {
 			int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0644);
 			if (fd >= 0) {

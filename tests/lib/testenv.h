@@ -29,7 +29,8 @@ uint16_t testenv_free_port(void);
 const char *testenv_chainfs(void);
 /* Starts ARGV[0] with ARGV, stdout+stderr appended to LOGPATH (may be NULL
  * for inherit). Returns the pid; aborts when fork/exec fails. The pid is
- * recorded for cleanup. */
+ * recorded for cleanup. Started from the main thread, the child is also
+ * killed (SIGKILL) when the test process dies without cleanup (a crash). */
 pid_t testenv_spawn(char *const argv[], const char *logpath);
 /* Sends SIG to PID and, for SIGKILL/SIGTERM, reaps it (waits up to 10 s).
  * Returns the wait status, or -1 when the process was not ours. */
