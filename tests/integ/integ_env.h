@@ -57,13 +57,21 @@ int64_t integ_file_crc(const char *path);
  * into OUT; fails the test when the key is missing. */
 void integ_conf_get(const struct integ *e, const char *key, char *out, size_t cap);
 /* Requests meta has served so far (`chainfs admin rpc-stats`; the call
- * itself counts as one); fails the test when it cannot be read. */
+ * itself counts as one); fails the test when it cannot be read.
+ * Meta reads its counter somewhere inside the call, which takes a
+ * process start and a handshake (a second or more on a loaded machine):
+ * a test that allows for background requests (directory polls,
+ * heartbeats) by elapsed time must time from before the first reading's
+ * call to after the second's, not just the work between them. */
 unsigned long long integ_meta_requests(const struct integ *e);
 /* integ_meta_requests once meta has settled: at most QUIET requests
  * (polls, the call itself) came in a 250 ms gap, so work queued earlier
  * (deferred closes sent after close(2) returned) is not counted later.
- * Gives up after 10 s and returns the last count. */
-unsigned long long integ_meta_requests_settled(const struct integ *e, unsigned quiet);
+ * Gives up after 10 s and returns the last count. *T0_NS (may be NULL)
+ * gets clock_mono_ns() from just before the call that returned it read
+ * the count, the start of the window to allow for. */
+unsigned long long integ_meta_requests_settled(const struct integ *e, unsigned quiet,
+                                               uint64_t *t0_ns);
 /* The same for the service whose port is PORT_KEY in cluster.conf
  * ("meta_port", "storage2_port", ...). */
 unsigned long long integ_role_requests(const struct integ *e, const char *port_key);
@@ -97,5 +105,12 @@ void integ_mount2_stop(pid_t *pid);
  * sync), as after memory pressure: 1 when that worked (root only), 0
  * otherwise. */
 int integ_drop_dentries(void);
+/* How often anyone on the machine has had the kernel drop its dentries
+ * (drop_caches 2 or 3: /proc/vmstat drop_slab), 0 when unknown. A count
+ * of meta requests that assumes the kernel still holds the names a test
+ * made compares this before and after: another test (ctest runs two at
+ * once) or a benchmark dropping caches meanwhile makes every name cost a
+ * lookup again. */
+unsigned long long integ_cache_drops(void);
 
 #endif

@@ -367,6 +367,8 @@ static void test_open_ahead(void **state)
 		write_file(q, OA_SIZE, 100 + (unsigned)i);
 	}
 	start_mount2();
+	unsigned long long drops = integ_cache_drops();
+	uint64_t t0 = clock_mono_ns();
 	unsigned long long before = integ_meta_requests(&env);
 	for (int i = 0; i < OA_FILES; i++) {
 		oa_path(p, sizeof(p), mnt2, i);
@@ -374,11 +376,21 @@ static void test_open_ahead(void **state)
 		same(p, q, p);
 	}
 	unsigned long long used = integ_meta_requests(&env) - before;
-	print_message("open-ahead: %llu meta requests for %d files of %d KiB\n", used, OA_FILES,
-	              OA_SIZE / 1024);
-	if (used > OA_FILES / 3)
-		fail_msg("%llu meta requests to read %d small files (expected well under one each)",
-		         used, OA_FILES);
+	/* the whole window of the two readings (integ_env.h): both mounts'
+	 * directory polls (every 100 ms) ride along */
+	unsigned long long ms = (clock_mono_ns() - t0) / 1000000u;
+	unsigned long long bound = OA_FILES / 3 + 2 * (ms / 100 + 1);
+	print_message("open-ahead: %llu meta requests for %d files of %d KiB in %llu ms\n", used,
+	              OA_FILES, OA_SIZE / 1024, ms);
+	/* A drop_caches meanwhile (the other ctest job, a benchmark) has
+	 * the kernel look every name up again: the count then says nothing. */
+	if (integ_cache_drops() != drops)
+		print_message("dentries dropped during the reads: count not checked\n");
+	else if (used > bound)
+		fail_msg(
+		    "%llu meta requests to read %d small files in %llu ms (expected well under "
+		    "one each; at most %llu)",
+		    used, OA_FILES, ms, bound);
 
 	/* A rewrite through the first mount while the second holds a batch
 	 * with the old bytes: old or new bytes at once, never a mix; the new
@@ -751,6 +763,7 @@ static void test_fstat_after_write(void **state)
 	integ_path(&env, "fstat-count", p, sizeof(p));
 	fa = open(p, O_CREAT | O_RDWR | O_TRUNC, 0644);
 	assert_true(fa >= 0);
+	uint64_t t0 = clock_mono_ns();
 	unsigned long long before = integ_meta_requests(&env);
 	for (int i = 0; i < N; i++) {
 		char b[64];
@@ -760,11 +773,17 @@ static void test_fstat_after_write(void **state)
 		assert_int_equal(st.st_size, (i + 1) * 64);
 	}
 	unsigned long long used = integ_meta_requests(&env) - before;
+	/* the whole window of the two readings (integ_env.h): the directory
+	 * poll (every 100 ms) rides along; a GETATTR per fstat would be 2N */
+	unsigned long long ms = (clock_mono_ns() - t0) / 1000000u;
+	unsigned long long bound = N + N / 2 + ms / 100;
 	close(fa);
 	assert_int_equal(unlink(p), 0);
-	if (used > N + N / 2)
-		fail_msg("%llu meta requests for %d inline writes + fstat (expected about %d)", used,
-		         N, N);
+	if (used > bound)
+		fail_msg(
+		    "%llu meta requests for %d inline writes + fstat in %llu ms (expected about "
+		    "%d, at most %llu)",
+		    used, N, ms, N, bound);
 }
 
 /* ---- the checkout pattern (git clone, issue 13) ---- */

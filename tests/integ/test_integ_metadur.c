@@ -737,8 +737,10 @@ static void test_dir_walk_ahead(void **state)
 	clock_sleep_ms(500);
 	if (!integ_drop_dentries())
 		skip(); /* not root: the kernel keeps the names */
-	unsigned long long before = integ_meta_requests(&env);
+	/* the whole window of the two readings (integ_env.h) */
+	unsigned long long drops = integ_cache_drops();
 	uint64_t t0 = clock_mono_ms();
+	unsigned long long before = integ_meta_requests(&env);
 	for (int f = 0; f < 2; f++)
 		for (int i = 0; i < WALK_DIRS; i++) {
 			snprintf(p2, sizeof(p2), "%s/walk/d%02d/f%d", mnt2, i, f);
@@ -758,13 +760,19 @@ static void test_dir_walk_ahead(void **state)
 	unsigned long long allowed = WALK_DIRS + 40 + 40 * ms / 1000;
 	print_message("walk of %d dirs x 2: %llu meta requests in %llu ms (allowed %llu)\n",
 	              WALK_DIRS, walk, (unsigned long long)ms, allowed);
-	assert_true(walk <= allowed);
+	/* Another drop_caches meanwhile (the other ctest job, a benchmark)
+	 * has the walk fetch again: the count then says nothing. */
+	if (integ_cache_drops() == drops)
+		assert_true(walk <= allowed);
+	else
+		print_message("dentries dropped again during the walk: count not checked\n");
 
 	snprintf(p1, sizeof(p1), "%s/d50", d);
 	assert_int_equal(chmod(p1, 0700), 0);
 	clock_sleep_ms(COHERENCE_BOUND_MS + 200); /* mount 2's attributes expire */
-	before = integ_meta_requests(&env);
+	drops = integ_cache_drops();
 	t0 = clock_mono_ms();
+	before = integ_meta_requests(&env);
 	for (int i = 0; i < WALK_DIRS; i++) {
 		snprintf(p2, sizeof(p2), "%s/walk/d%02d", mnt2, i);
 		assert_int_equal(stat(p2, &st2), 0);
@@ -776,7 +784,10 @@ static void test_dir_walk_ahead(void **state)
 	allowed = WALK_DIRS / 4 + 40 * ms / 1000;
 	print_message("getattr of %d dirs: %llu meta requests in %llu ms (allowed %llu)\n",
 	              WALK_DIRS, attrs, (unsigned long long)ms, allowed);
-	assert_true(attrs <= allowed);
+	if (integ_cache_drops() == drops)
+		assert_true(attrs <= allowed);
+	else
+		print_message("dentries dropped during the getattrs: count not checked\n");
 
 	/* a change after the batch was read: within the attribute bound */
 	mode_t mode = 0750;

@@ -11,8 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,8 +63,79 @@ char *testenv_tmpdir(const char *tag)
 	return p;
 }
 
+/* Ports for the servers tests start come from below the kernel's
+ * ephemeral range, claimed through a directory of lease files shared by
+ * every test process on the machine. A port probed free in the ephemeral
+ * range (bind to 0, close) is free for anyone until the server binds it,
+ * and again while a test has that server down to restart it: ctest runs
+ * two tests at once, and another test's probe (or `chainfs up`'s) could
+ * be handed the same port in that window (`chainfs up` once saw a
+ * storage service's port answered by another process). Below the range
+ * neither bind(0) nor connect() hands ports out, and the lease keeps any
+ * other test from the port for PORT_LEASE_S (longer than a test's
+ * ctest timeout) whatever its servers do meanwhile. */
+#define PORT_LEASE_DIR "/tmp/cfs-test-ports"
+#define PORT_LEASE_S   (20 * 60)
+#define PORT_SPAN      12000
+
+/* 1 when nothing is bound to PORT on 127.0.0.1 right now. */
+static int port_bindable(uint16_t port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return 0;
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+	                         .sin_port = htons(port),
+	                         .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	int ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	close(fd);
+	return ok;
+}
+
+/* Takes PORT's lease when no test holds it: 1 when taken. The file's
+ * lock orders two processes claiming it at once; its mtime is the lease. */
+static int port_lease(uint16_t port)
+{
+	char path[64];
+	snprintf(path, sizeof(path), PORT_LEASE_DIR "/%u", (unsigned)port);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+	if (fd < 0)
+		return 0; /* another user's lease, or no directory */
+	int taken = 0;
+	struct stat st;
+	if (flock(fd, LOCK_EX) == 0 && fstat(fd, &st) == 0 &&
+	    (st.st_size == 0 || time(NULL) - st.st_mtime >= PORT_LEASE_S)) {
+		char pid[24];
+		int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+		taken = ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)n, 0) == n;
+		(void)fchmod(fd, 0666); /* other users' tests may take it later */
+	}
+	close(fd); /* drops the lock */
+	return taken;
+}
+
 uint16_t testenv_free_port(void)
 {
+	unsigned lo = 32768, hi = 60999;
+	FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+	if (f) {
+		if (fscanf(f, "%u %u", &lo, &hi) != 2)
+			lo = 0;
+		fclose(f);
+	}
+	if (lo > PORT_SPAN + 1024 && (mkdir(PORT_LEASE_DIR, 01777) == 0 || errno == EEXIST)) {
+		(void)chmod(PORT_LEASE_DIR, 01777);
+		static unsigned next;
+		if (!next)
+			next = (unsigned)getpid() * 2654435761u ^ (unsigned)clock_mono_ns();
+		for (int tries = 0; tries < PORT_SPAN; tries++) {
+			uint16_t port = (uint16_t)(lo - PORT_SPAN + next++ % PORT_SPAN);
+			if (port_bindable(port) && port_lease(port) && port_bindable(port))
+				return port;
+		}
+	}
+	/* No range below the ephemeral one, or no lease directory: a port
+	 * the kernel says is free, never the same one twice in this process. */
 	uint16_t port;
 	errno = -xport_free_ports(&port, 1);
 	if (errno)
@@ -82,10 +156,19 @@ pid_t testenv_spawn(char *const argv[], const char *logpath)
 		fprintf(stderr, "testenv: too many children\n");
 		abort();
 	}
+	/* A test that dies by a signal (a crash, ctest's timeout) runs no
+	 * atexit hook: its servers lived on, holding ports and CPU for the
+	 * rest of the suite (a crashed ASan run left a 4-process cluster).
+	 * The kernel kills them when the spawning thread ends: only for the
+	 * main thread, whose end is the process's. */
+	pid_t parent = getpid();
+	int main_thread = (pid_t)syscall(SYS_gettid) == parent;
 	pid_t pid = fork();
 	if (pid < 0)
 		die("fork");
 	if (pid == 0) {
+		if (main_thread && (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent))
+			_exit(127); /* the test is already gone */
 		if (logpath) {
 			int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0644);
 			if (fd >= 0) {
@@ -205,6 +288,16 @@ void testenv_cleanup(void)
 	ndirs = 0;
 }
 
+struct maps_vma {
+	unsigned long long start, end, off; /* off: file offset at start */
+};
+
+static int vma_cmp(const void *a, const void *b)
+{
+	const struct maps_vma *x = a, *y = b;
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
 int testenv_maps_count(pid_t pid, const char *needle)
 {
 	char p[64], line[1024];
@@ -214,27 +307,42 @@ int testenv_maps_count(pid_t pid, const char *needle)
 		die(p);
 	/* The kernel writes maps a page at a time and lets the address space
 	 * change in between, so a mapping beside a concurrently split or
-	 * merged one may be listed twice (proc(5); seen on 6.18 while the
-	 * service mapped buffers): count each address range once. */
-	char (*seen)[40] = NULL;
-	int n = 0;
+	 * merged one may be listed twice, as the same range or as a range
+	 * and its pieces (proc(5); seen on 6.18 while the service mapped
+	 * buffers: 2 and then 3 entries for one mapping); and one mapping
+	 * may be split into neighbouring areas. Count a mapping once:
+	 * entries that overlap, or touch with the file offsets running on,
+	 * are one. */
+	struct maps_vma *v = NULL;
+	size_t n = 0;
 	while (fgets(line, sizeof(line), f)) {
-		if (!strstr(line, needle))
+		struct maps_vma e;
+		if (!strstr(line, needle) ||
+		    sscanf(line, "%llx-%llx %*s %llx", &e.start, &e.end, &e.off) != 3)
 			continue;
-		char range[40];
-		snprintf(range, sizeof(range), "%.*s", (int)strcspn(line, " "), line);
-		int dup = 0;
-		for (int i = 0; i < n && !dup; i++)
-			dup = !strcmp(seen[i], range);
-		if (dup)
-			continue;
-		char (*grown)[40] = realloc(seen, (size_t)(n + 1) * sizeof(*seen));
+		struct maps_vma *grown = realloc(v, (n + 1) * sizeof(*v));
 		if (!grown)
 			die("realloc");
-		seen = grown;
-		memcpy(seen[n++], range, sizeof(range));
+		v = grown;
+		v[n++] = e;
 	}
 	fclose(f);
-	free(seen);
-	return n;
+	if (n)
+		qsort(v, n, sizeof(*v), vma_cmp);
+	int count = 0;
+	unsigned long long end = 0, off_end = 0;
+	for (size_t i = 0; i < n; i++) {
+		int same =
+		    count && (v[i].start < end || (v[i].start == end && v[i].off == off_end));
+		if (!same) {
+			count++;
+			end = v[i].end;
+			off_end = v[i].off + (v[i].end - v[i].start);
+		} else if (v[i].end > end) {
+			off_end = v[i].off + (v[i].end - v[i].start);
+			end = v[i].end;
+		}
+	}
+	free(v);
+	return count;
 }

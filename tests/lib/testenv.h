@@ -17,14 +17,20 @@
  * returns its path (static storage per call is not kept: caller frees).
  * Removed by testenv_cleanup() unless CFS_KEEP_TMP is set. Aborts on error. */
 char *testenv_tmpdir(const char *tag);
-/* Returns a port on 127.0.0.1 that was free a moment ago (bind to port 0,
- * read it, close). Aborts on error. */
+/* Returns a port on 127.0.0.1 for a server the test starts: below the
+ * kernel's ephemeral range, bindable a moment ago, and leased to this
+ * test for 20 minutes against every other test process on the machine
+ * (lease files in /tmp/cfs-test-ports), so no other test is handed it
+ * while this one's server starts or is down for a restart. Falls back to
+ * xport_free_ports when there is no room below the range or no lease
+ * directory. Not thread-safe. Aborts on error. */
 uint16_t testenv_free_port(void);
 /* Path of the chainfs binary under test ($CFS_BIN, else ./chainfs). */
 const char *testenv_chainfs(void);
 /* Starts ARGV[0] with ARGV, stdout+stderr appended to LOGPATH (may be NULL
  * for inherit). Returns the pid; aborts when fork/exec fails. The pid is
- * recorded for cleanup. */
+ * recorded for cleanup. Started from the main thread, the child is also
+ * killed (SIGKILL) when the test process dies without cleanup (a crash). */
 pid_t testenv_spawn(char *const argv[], const char *logpath);
 /* Sends SIG to PID and, for SIGKILL/SIGTERM, reaps it (waits up to 10 s).
  * Returns the wait status, or -1 when the process was not ours. */
@@ -34,9 +40,10 @@ int testenv_alive(pid_t pid);
 /* Polls COND(ARG) every 20 ms until it returns nonzero or TIMEOUT_MS passes.
  * Returns 1 if the condition became true, 0 on timeout. */
 int testenv_wait(int (*cond)(void *arg), void *arg, int timeout_ms);
-/* How many mappings (distinct address ranges) of /proc/PID/maps mention
- * NEEDLE (e.g. a memfd's name: is that shared memory still mapped there).
- * Aborts when the file cannot be opened. */
+/* How many mappings of /proc/PID/maps mention NEEDLE (e.g. a memfd's
+ * name: is that shared memory still mapped there); entries that overlap
+ * (a listing racing a split or merge) or continue one another (a split
+ * mapping) count once. Aborts when the file cannot be opened. */
 int testenv_maps_count(pid_t pid, const char *needle);
 /* 1 when something accepts TCP connections on 127.0.0.1:PORT. */
 int testenv_port_open(uint16_t port);

@@ -357,30 +357,36 @@ static void test_race(void **state)
 	/* The path was used, and mappings were revoked under the readers. */
 	assert_true(st.sc_reads > rok / 20);
 	assert_true(st.sc_maps > NCH);
-	/* Quiet again: every read is right and short-circuit. */
+	/* Quiet again: every read is right and short-circuit. Journals of
+	 * the last writes retire within retire_ms (100 ms) and the mappings
+	 * come back on the next reads: on a loaded machine (ASan, two tests
+	 * at once) that can take longer than one window, so up to ten
+	 * windows of 800 ms; every read in all of them must be right. */
 	struct storage_client_stats st0;
-	/* Journals of the last writes retire within retire_ms (100 ms):
-	 * until then their chunks are not mapped. */
-	clock_sleep_ms(400);
-	storage_client_get_stats(cl, &st0);
-	atomic_store(&stop, 0);
-	for (int i = 0; i < READERS; i++) {
-		rd[i].ok = 0;
-		assert_int_equal(pthread_create(&rd[i].t, NULL, reader_main, &rd[i]), 0);
+	int quiet_ok = 0;
+	for (int round = 0; round < 10 && !quiet_ok; round++) {
+		clock_sleep_ms(400);
+		storage_client_get_stats(cl, &st0);
+		atomic_store(&stop, 0);
+		for (int i = 0; i < READERS; i++) {
+			rd[i].ok = 0;
+			assert_int_equal(pthread_create(&rd[i].t, NULL, reader_main, &rd[i]), 0);
+		}
+		clock_sleep_ms(800);
+		atomic_store(&stop, 1);
+		rok = 0;
+		for (int i = 0; i < READERS; i++) {
+			pthread_join(rd[i].t, NULL);
+			rok += rd[i].ok;
+			wrong |= rd[i].wrong;
+		}
+		storage_client_get_stats(cl, &st);
+		print_message("quiet: %llu reads right, %llu short-circuit\n", (unsigned long long)rok,
+			      (unsigned long long)(st.sc_reads - st0.sc_reads));
+		assert_int_equal(wrong, 0);
+		quiet_ok = rok > 0 && st.sc_reads - st0.sc_reads >= rok / 2;
 	}
-	clock_sleep_ms(800);
-	atomic_store(&stop, 1);
-	rok = 0;
-	for (int i = 0; i < READERS; i++) {
-		pthread_join(rd[i].t, NULL);
-		rok += rd[i].ok;
-		wrong |= rd[i].wrong;
-	}
-	storage_client_get_stats(cl, &st);
-	print_message("quiet: %llu reads right, %llu short-circuit\n", (unsigned long long)rok,
-		      (unsigned long long)(st.sc_reads - st0.sc_reads));
-	assert_int_equal(wrong, 0);
-	assert_true(st.sc_reads - st0.sc_reads >= rok / 2);
+	assert_true(quiet_ok);
 	teardown(&sc);
 }
 

@@ -182,7 +182,7 @@ static void test_roundtrip(void **state)
 	/* Over TCP: no shared memory, the same bytes. */
 	setenv("CFS_NO_LOCAL_SOCKET", "1", 1);
 	f.c = stor_cluster_client();
-	unsetenv("CFS_NO_LOCAL_SOCKET");
+	setenv("CFS_NO_LOCAL_SOCKET", "0", 1); /* see main */
 	read_check(f.c, f.addr, f.data, f.len);
 	storage_client_get_stats(f.c, &st);
 	assert_int_equal(st.shm_reads, 0);
@@ -419,7 +419,10 @@ static void test_unreg(void **state)
 	}
 	storage_client_get_stats(f.c, &st0);
 	assert_true(st0.shm_direct_reads >= 1);
-	assert_int_equal(testenv_maps_count(spid, "shm-unreg-b"), 1);
+	/* Mapped once per connection that carried a read (stor_shm.c keeps
+	 * regions per connection; the client spreads calls over its
+	 * connections: 3 seen on a loaded machine), all gone after the del. */
+	assert_true(testenv_maps_count(spid, "shm-unreg-b") >= 1);
 	assert_int_equal(storage_client_mem_del(f.c, mem), 0);
 	assert_int_equal(storage_client_mem_del(f.c, mem), -ENOENT);
 	int m = -1;
@@ -716,7 +719,7 @@ static struct storage_client *tcp_client(void)
 {
 	setenv("CFS_NO_LOCAL_SOCKET", "1", 1);
 	struct storage_client *c = stor_cluster_client();
-	unsetenv("CFS_NO_LOCAL_SOCKET");
+	setenv("CFS_NO_LOCAL_SOCKET", "0", 1); /* see main */
 	return c;
 }
 
@@ -934,7 +937,7 @@ static void test_chain(void **state)
 	assert_int_equal(storage_client_new(&co, &c, err, sizeof(err)), 0);
 	setenv("CFS_NO_LOCAL_SOCKET", "1", 1);
 	assert_int_equal(storage_client_new(&co, &tcp, err, sizeof(err)), 0);
-	unsetenv("CFS_NO_LOCAL_SOCKET");
+	setenv("CFS_NO_LOCAL_SOCKET", "0", 1); /* see main */
 	struct storage_loc loc = { .chain = chain };
 	uint8_t *model[WCH];
 	uint32_t mlen[WCH] = { 0 };
@@ -1157,6 +1160,14 @@ static void test_direct(void **state)
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
+	/* Three tests make a TCP-only client by setting CFS_NO_LOCAL_SOCKET
+	 * while other clients' loop threads may be starting, and every loop
+	 * thread calls getenv (sched_hint_latency). Adding or removing a
+	 * variable may move the environment array under a concurrent
+	 * getenv (setenv/unsetenv are MT-unsafe); replacing the value of one
+	 * that exists swaps one pointer. So it exists from here on, "0"
+	 * (off) but while those clients are made. */
+	setenv("CFS_NO_LOCAL_SOCKET", "0", 1);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip),
 		cmocka_unit_test(test_hostile),
