@@ -890,6 +890,21 @@ static void *aio_main(void *arg)
 	return NULL;
 }
 
+/* Submits until the kernel took WANT queued reads: an SQE once queued is
+ * the kernel's to complete (its user data is freed by the completion), so
+ * a failed submit (-EBUSY while completions wait, -EINTR) is retried, never
+ * abandoned. Call under ring_mu. */
+static void ring_flush(struct sc_direct *d, unsigned want)
+{
+	while (want > 0) {
+		int rc = io_uring_submit(&d->ring);
+		if (rc > 0)
+			want -= (unsigned)rc < want ? (unsigned)rc : want;
+		else
+			usleep(50);
+	}
+}
+
 int sc_direct_read_async(struct sc_direct *d, const char *addr, uint32_t target, uint32_t chain,
 			 struct storage_read *r, void (*done)(void *arg, int ok), void *arg)
 {
@@ -927,7 +942,7 @@ int sc_direct_read_async(struct sc_direct *d, const char *addr, uint32_t target,
 				io_uring_prep_read(sqe, m->dfd, buf, ALIGN_UP(o->x.blen),
 						   m->file_off + o->x.start);
 				io_uring_sqe_set_data(sqe, o);
-				go = io_uring_submit(&d->ring) == 1;
+				ring_flush(d, 1);
 			} else {
 				go = 0;
 			}
@@ -959,17 +974,6 @@ struct bop {
 
 /* Flushes the submission queue (ring_mu held): a full completion queue
  * (-EBUSY) or a lack of resources clears as the completion thread reaps. */
-static void ring_flush(struct sc_direct *d, unsigned want)
-{
-	while (want > 0) {
-		int rc = io_uring_submit(&d->ring);
-		if (rc > 0)
-			want -= (unsigned)rc < want ? (unsigned)rc : want;
-		else
-			usleep(50);
-	}
-}
-
 size_t sc_direct_read_batch(struct sc_direct *d, struct sc_direct_item *it, size_t n)
 {
 	size_t done = 0;
