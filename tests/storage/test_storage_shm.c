@@ -611,9 +611,19 @@ static void test_revoke_on_timeout(void **state)
 	memset(mem, 0, size);
 	struct stopped_read x = { .c = c, .r = { .loc = loc, .ino = 5, .idx = 0, .off = 4096,
 						 .len = 1u << 20, .dst = mem } };
+	uint64_t sent0 = st.read_rpcs;
 	stor_cluster_signal(&f.sc, 0, SIGSTOP);
 	pthread_t t;
 	assert_int_equal(pthread_create(&t, NULL, stopped_read_main, &x), 0);
+	/* The stall counts from the read's send: on a loaded machine the
+	 * reading thread once ran only after the server was continued, so
+	 * nothing timed out and nothing was revoked. */
+	uint64_t deadline = clock_mono_ms() + 30000;
+	do {
+		usleep(10000);
+		storage_client_get_stats(c, &st);
+	} while (st.read_rpcs == sent0 && clock_mono_ms() < deadline);
+	assert_true(st.read_rpcs > sent0);
 	usleep(3000000); /* well past the 400 ms timeout: the revocation waits */
 	stor_cluster_signal(&f.sc, 0, SIGCONT);
 	pthread_join(t, NULL);
