@@ -24,7 +24,19 @@
  * CRC32C against the mapping's; acquire fence and the slot word again;
  * the server alive (pidfd). Only then are the bytes the caller's. A CRC
  * mismatch lets the RPC read decide, which reports a corrupt chunk as
- * before.
+ * before. An async read of whole pages into a page-aligned destination
+ * reads into it directly (the bytes are the caller's only after the
+ * checks; a failed check leaves it to the RPC read, which overwrites it).
+ * The completion thread takes its completions in batches (aio_batch) and
+ * polls each server's pidfd once per batch, after every check of the
+ * batch's reads of that server.
+ *
+ * MAPPINGS ARE NOT EVICTED. A server gives a table STO_SC_SLOTS slots and
+ * frees one only when it revokes it (a mutation of the chunk, a routing
+ * change, the connection's end). Past that many chunks read through one
+ * server, a map is refused (-ENOSPC) and the chunk is read over RPC, its
+ * map tried again a second later. The mount's 4 KiB random reads of the
+ * peer job touch 1,024 chunks of 1 MiB over three services.
  */
 #include "storage_client/sc_direct.h"
 
