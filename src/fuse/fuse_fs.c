@@ -1975,14 +1975,18 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 	free(in);
 }
 
-/* A read in flight (op_read); the data follows. */
+/* A read in flight (op_read); the data follows, at BUF. */
 struct read_ctx {
 	fuse_req_t req;
 	fuse_ino_t ino;
 	off_t off;
 	size_t size;
-	char buf[];
+	char *buf; /* page-aligned, in this allocation */
 };
+
+/* BUF is page-aligned so that a short-circuit read of whole pages lands
+ * there with O_DIRECT (sc_direct.c): no bounce buffer and no copy. */
+#define READ_ALIGN 4096u
 
 /* file_io_read_async's completion: replies and frees. Any thread. */
 static void read_reply(void *arg, ssize_t n)
@@ -2029,11 +2033,12 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		}
 		free(in);
 	}
-	struct read_ctx *x = malloc(sizeof(*x) + (size ? size : 1));
+	struct read_ctx *x = malloc(sizeof(*x) + READ_ALIGN + (size ? size : 1));
 	if (!x) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	x->buf = (char *)(((uintptr_t)(x + 1) + READ_ALIGN - 1) & ~(uintptr_t)(READ_ALIGN - 1));
 	x->req = req;
 	x->ino = ino;
 	x->off = off;
