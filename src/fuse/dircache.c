@@ -21,8 +21,26 @@
  * (Without the lock, a single thread creating files kept a create in
  * flight across most polls: a third of them invalidated the directory.)
  *
+ * THE NOTIFIER. Telling the kernel a name expired (inval_entry) makes the
+ * kernel take the directory's lock, which a create, lookup or unlink in
+ * that directory holds while it waits for this mount's answer. So a
+ * notification may wait for a request to be answered, and no thread that
+ * answers requests (a FUSE worker: dircache_sync from a lock grant), or
+ * that holds a lock such a thread waits for (poll_mu: dircache_sync
+ * waits for it), may send one: with every worker busy the mount hung
+ * (a worker in the notification, the create holding the lock queued
+ * behind it; test_integ_notify). Polls hand their names to one notifier
+ * thread instead (a FIFO of batches) and never wait for it. The queue is
+ * bounded: a poll that finds DC_NOTIFY_MAX names still queued does not
+ * take the names of a changed directory but starts its new generation
+ * (lookups in flight are not cached long) and leaves the names tracked
+ * with FORCE set, so a later poll, when the notifier caught up, hands
+ * them over; nothing is dropped.
+ *
  * Invariants: dc_dir fields and the names are guarded by dircache.mu;
- * polls are serialised by poll_mu; the kernel is only told outside mu.
+ * polls are serialised by poll_mu; the kernel is only told by the
+ * notifier thread, which holds no lock meanwhile; nq_mu (the queue) is
+ * taken after mu or alone, never before it.
  */
 #define FUSE_USE_VERSION 312
 #include "fuse/dircache.h"
@@ -50,6 +68,7 @@
 #define DC_IDLE_NS  (10000ull * 1000000)
 #define DC_MAX_DIRS 65536 /* beyond: names go to the kernel uncached */
 #define DC_SYNC_WAIT_S 5  /* dircache_sync waits this long for a running poll */
+#define DC_NOTIFY_MAX  (64u << 10) /* queued names beyond which polls defer */
 
 struct dc_dir {
 	struct dc_dir *next; /* bucket chain */
@@ -81,6 +100,13 @@ struct inval {
 	char *name; /* owned */
 };
 
+/* One poll's names for the notifier. */
+struct nbatch {
+	struct nbatch *next;
+	struct inval *l; /* owned */
+	size_t n;
+};
+
 struct dircache {
 	meta_client *mc;
 	struct fuse_session *se;
@@ -101,7 +127,16 @@ struct dircache {
 	_Atomic int stopping; /* no more notifications (dircache_stop) */
 	_Atomic int drop_entries; /* the kernel refused FUSE_EXPIRE_ONLY: drop names */
 	int joined;
-	_Atomic uint64_t polls, poll_failures, invalidations;
+	/* The notifier (THE NOTIFIER): a FIFO of batches and the count of
+	 * names in it, guarded by nq_mu. */
+	pthread_t nth;
+	pthread_mutex_t nq_mu;
+	pthread_cond_t nq_cv;
+	struct nbatch *nq_head, **nq_tail;
+	size_t nq_names;
+	int nq_stop;
+	int poll_joined, notify_joined;
+	_Atomic uint64_t polls, poll_failures, invalidations, deferred;
 };
 
 static size_t bucket(uint64_t ino)
@@ -217,6 +252,24 @@ static void dir_take(dircache *dc, struct dc_dir *d, struct inval **l, size_t *n
 	d->own = 0;
 	d->force = 0;
 	pres_drop(d);
+}
+
+/* A changed directory: its names go onto *L (dir_take) when ROOM (the
+ * notifier's queue was below DC_NOTIFY_MAX at the poll's start), else
+ * they stay tracked for a later poll (THE NOTIFIER): the generation
+ * changes as at a take, so no lookup in flight is cached long. */
+static void dir_take_or_defer(dircache *dc, struct dc_dir *d, int room, struct inval **l, size_t *n,
+                              size_t *cap)
+{
+	if (room || !d->n) {
+		dir_take(dc, d, l, n, cap);
+		return;
+	}
+	d->gen = dc->gen_next++;
+	d->own = 0;
+	d->force = 1;
+	pres_drop(d);
+	atomic_fetch_add(&dc->deferred, 1);
 }
 
 static uint64_t name_hash(const char *s);
@@ -350,6 +403,54 @@ static void tell_kernel(dircache *dc, struct inval *l, size_t n)
 	free(l);
 }
 
+/* Hands L (N names, taken) to the notifier; never waits for the kernel.
+ * Out of memory for the batch, the names are dropped from tracking
+ * without a notification, as dir_take does (they expire with their
+ * timeout). */
+static void notify_enqueue(dircache *dc, struct inval *l, size_t n)
+{
+	struct nbatch *b = n ? malloc(sizeof(*b)) : NULL;
+	if (!b) {
+		for (size_t i = 0; i < n; i++)
+			free(l[i].name);
+		free(l);
+		return;
+	}
+	*b = (struct nbatch){NULL, l, n};
+	pthread_mutex_lock(&dc->nq_mu);
+	*dc->nq_tail = b;
+	dc->nq_tail = &b->next;
+	dc->nq_names += n;
+	pthread_cond_signal(&dc->nq_cv);
+	pthread_mutex_unlock(&dc->nq_mu);
+}
+
+/* The notifier thread: tells the kernel each queued batch in order; at
+ * the stop, it empties the queue (tell_kernel sends nothing then). */
+static void *notify_main(void *arg)
+{
+	dircache *dc = arg;
+	pthread_mutex_lock(&dc->nq_mu);
+	for (;;) {
+		struct nbatch *b = dc->nq_head;
+		if (!b) {
+			if (dc->nq_stop)
+				break;
+			pthread_cond_wait(&dc->nq_cv, &dc->nq_mu);
+			continue;
+		}
+		if (!(dc->nq_head = b->next))
+			dc->nq_tail = &dc->nq_head;
+		pthread_mutex_unlock(&dc->nq_mu);
+		tell_kernel(dc, b->l, b->n);
+		pthread_mutex_lock(&dc->nq_mu);
+		dc->nq_names -= b->n; /* only now: the queue's bound covers the batch told */
+		free(b);
+	}
+	pthread_mutex_unlock(&dc->nq_mu);
+	return NULL;
+}
+
 uint64_t dircache_begin(dircache *dc, uint64_t parent)
 {
 	pthread_mutex_lock(&dc->mu);
@@ -460,6 +561,10 @@ static int poll_once(dircache *dc, int locked)
 
 	if (!locked)
 		pthread_mutex_lock(&dc->poll_mu);
+	/* Only the notifier shrinks the queue: room now is room later. */
+	pthread_mutex_lock(&dc->nq_mu);
+	int room = dc->nq_names < DC_NOTIFY_MAX;
+	pthread_mutex_unlock(&dc->nq_mu);
 	pthread_rwlock_wrlock(&dc->own_lock);
 	pthread_mutex_lock(&dc->mu);
 	/* Directories idle past every timeout handed out: the kernel dropped
@@ -472,7 +577,7 @@ static int poll_once(dircache *dc, int locked)
 				*pp = d->next;
 				dc->ndirs--;
 				dir_free(dc, d);
-			} else if (d->last_ns + DC_IDLE_NS < now) {
+			} else if (d->last_ns + DC_IDLE_NS < now && (room || !d->n)) {
 				dir_take(dc, d, &l, &nl, &lcap);
 				*pp = d->next;
 				dc->ndirs--;
@@ -523,7 +628,7 @@ static int poll_once(dircache *dc, int locked)
 			dc->unhealthy = 1;
 			for (size_t b = 0; b < DC_BUCKETS; b++)
 				for (struct dc_dir *d = dc->tab[b]; d; d = d->next) {
-					dir_take(dc, d, &l, &nl, &lcap);
+					dir_take_or_defer(dc, d, room, &l, &nl, &lcap);
 					d->known = 0;
 				}
 		}
@@ -539,14 +644,14 @@ static int poll_once(dircache *dc, int locked)
 				d->ver = s[i].ver;
 				d->own -= s[i].own;
 			} else {
-				dir_take(dc, d, &l, &nl, &lcap);
+				dir_take_or_defer(dc, d, room, &l, &nl, &lcap);
 				d->ver = s[i].ver;
 				d->known = 1;
 			}
 		}
 	}
 	pthread_mutex_unlock(&dc->mu);
-	tell_kernel(dc, l, nl);
+	notify_enqueue(dc, l, nl);
 	pthread_mutex_unlock(&dc->poll_mu);
 	free(s);
 	return rc;
@@ -556,9 +661,9 @@ int dircache_sync(dircache *dc)
 {
 	if (!dc || atomic_load(&dc->stopping))
 		return 0;
-	/* Bounded: the poll thread may sit in a notification that only the
-	 * unmount guard's abort ends, and a worker stuck here (a mutex wait
-	 * is no cancellation point) would keep libfuse's loop from joining
+	/* Bounded: a poll waits on meta (RPC timeouts) but never on the
+	 * kernel (THE NOTIFIER); still, a worker stuck here (a mutex wait is
+	 * no cancellation point) would keep the session loop from joining
 	 * it. */
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -608,23 +713,38 @@ int dircache_new(meta_client *mc, struct fuse_session *se, uint32_t poll_ms, uin
 	dc->poll_ms = poll_ms ? poll_ms : 100;
 	dc->ttl_ns = ttl_ns;
 	dc->gen_next = 1;
+	dc->nq_tail = &dc->nq_head;
 	pthread_mutex_init(&dc->mu, NULL);
 	pthread_mutex_init(&dc->poll_mu, NULL);
 	pthread_mutex_init(&dc->stop_mu, NULL);
 	pthread_cond_init(&dc->stop_cv, NULL);
+	pthread_mutex_init(&dc->nq_mu, NULL);
+	pthread_cond_init(&dc->nq_cv, NULL);
 	pthread_rwlockattr_t ra;
 	pthread_rwlockattr_init(&ra);
 	/* glibc prefers readers by default: a busy mount would starve polls */
 	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 	pthread_rwlock_init(&dc->own_lock, &ra);
 	pthread_rwlockattr_destroy(&ra);
-	int rc = pthread_create(&dc->th, NULL, poll_main, dc);
+	int rc = pthread_create(&dc->nth, NULL, notify_main, dc);
+	if (rc == 0) {
+		rc = pthread_create(&dc->th, NULL, poll_main, dc);
+		if (rc) {
+			pthread_mutex_lock(&dc->nq_mu);
+			dc->nq_stop = 1;
+			pthread_cond_signal(&dc->nq_cv);
+			pthread_mutex_unlock(&dc->nq_mu);
+			pthread_join(dc->nth, NULL);
+		}
+	}
 	if (rc) {
 		pthread_rwlock_destroy(&dc->own_lock);
 		pthread_mutex_destroy(&dc->mu);
 		pthread_mutex_destroy(&dc->poll_mu);
 		pthread_mutex_destroy(&dc->stop_mu);
 		pthread_cond_destroy(&dc->stop_cv);
+		pthread_mutex_destroy(&dc->nq_mu);
+		pthread_cond_destroy(&dc->nq_cv);
 		free(dc);
 		return -rc;
 	}
@@ -641,14 +761,25 @@ int dircache_stop(dircache *dc, uint32_t wait_ms)
 	dc->stop = 1;
 	pthread_cond_signal(&dc->stop_cv);
 	pthread_mutex_unlock(&dc->stop_mu);
+	pthread_mutex_lock(&dc->nq_mu);
+	dc->nq_stop = 1;
+	pthread_cond_signal(&dc->nq_cv);
+	pthread_mutex_unlock(&dc->nq_mu);
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)wait_ms * 1000000ull;
 	ts.tv_sec += (time_t)(ns / 1000000000ull);
 	ts.tv_nsec = (long)(ns % 1000000000ull);
-	int rc = pthread_timedjoin_np(dc->th, NULL, &ts);
-	if (rc)
-		return -rc;
+	/* The poll first: it may still queue a batch, which the notifier
+	 * (stopping) then frees unsent. */
+	int rc = 0;
+	if (!dc->poll_joined && (rc = pthread_timedjoin_np(dc->th, NULL, &ts)) == 0)
+		dc->poll_joined = 1;
+	int rc2 = 0;
+	if (!dc->notify_joined && (rc2 = pthread_timedjoin_np(dc->nth, NULL, &ts)) == 0)
+		dc->notify_joined = 1;
+	if (rc || rc2)
+		return -(rc ? rc : rc2);
 	dc->joined = 1;
 	return 0;
 }
@@ -659,8 +790,19 @@ void dircache_free(dircache *dc)
 		return;
 	if (!dc->joined) {
 		dircache_stop(dc, 0);
-		if (!dc->joined)
+		if (!dc->poll_joined)
 			pthread_join(dc->th, NULL);
+		if (!dc->notify_joined)
+			pthread_join(dc->nth, NULL);
+	}
+	/* A batch queued after the notifier left (the poll was joined last). */
+	while (dc->nq_head) {
+		struct nbatch *b = dc->nq_head;
+		dc->nq_head = b->next;
+		for (size_t i = 0; i < b->n; i++)
+			free(b->l[i].name);
+		free(b->l);
+		free(b);
 	}
 	for (size_t b = 0; b < DC_BUCKETS; b++)
 		while (dc->tab[b]) {
@@ -673,6 +815,8 @@ void dircache_free(dircache *dc)
 	pthread_mutex_destroy(&dc->poll_mu);
 	pthread_mutex_destroy(&dc->stop_mu);
 	pthread_cond_destroy(&dc->stop_cv);
+	pthread_mutex_destroy(&dc->nq_mu);
+	pthread_cond_destroy(&dc->nq_cv);
 	free(dc);
 }
 
@@ -688,4 +832,5 @@ void dircache_get_stats(dircache *dc, struct dircache_stats *out)
 	out->polls = atomic_load(&dc->polls);
 	out->poll_failures = atomic_load(&dc->poll_failures);
 	out->invalidations = atomic_load(&dc->invalidations);
+	out->deferred = atomic_load(&dc->deferred);
 }

@@ -30,11 +30,14 @@
  * invalidated at once and dircache_healthy() is 0 until a poll succeeds
  * (the mount then hands out short timeouts: fuse_fs.c).
  *
- * Threads: all calls are thread-safe. dircache_sync runs one poll in the
- * caller's thread (a granted lock: programs sharing files through locks
- * see every change committed before the grant); it must not be called
- * from a handler of an operation on a directory it may invalidate before
- * that handler replied (the kernel holds the directory's lock).
+ * Threads: all calls are thread-safe. The kernel is told by a notifier
+ * thread of the dircache's own, never by a caller: a notification waits
+ * for the directory's lock, which the caller of a pending request of this
+ * mount holds (dircache.c "THE NOTIFIER"). dircache_sync runs one poll in
+ * the caller's thread (a granted lock: every change committed before the
+ * grant is found and its names queued for the kernel before it returns;
+ * the kernel drops them right after, without the caller waiting, so a
+ * FUSE worker may call it from any handler).
  */
 #ifndef CFS_FUSE_DIRCACHE_H
 #define CFS_FUSE_DIRCACHE_H
@@ -53,13 +56,14 @@ typedef struct dircache dircache;
  * 0 or -errno. */
 int dircache_new(meta_client *mc, struct fuse_session *se, uint32_t poll_ms, uint64_t ttl_ns,
                  dircache **out);
-/* Stops the poll (no notification is sent after it returns 0) and waits
- * up to WAIT_MS for the thread: 0, or -ETIMEDOUT when the thread is stuck
- * in a notification (the kernel makes it wait for a directory whose lock
- * a request nobody will answer holds: abort the connection, then free). */
+/* Stops the poll and the notifier (no notification is sent after it
+ * returns 0) and waits up to WAIT_MS for both threads: 0, or -ETIMEDOUT
+ * when one is stuck (the notifier in a notification the kernel makes wait
+ * for a directory whose lock a request nobody will answer holds: abort
+ * the connection, then free). */
 int dircache_stop(dircache *dc, uint32_t wait_ms);
 /* No notification is started from now on (one in progress is not
- * interrupted); the thread keeps running until dircache_stop. For the
+ * interrupted); the threads keep running until dircache_stop. For the
  * unmount guard: callable from any thread, any time; NULL is fine. */
 void dircache_quiesce(dircache *dc);
 /* Stops the thread (waiting for it) and frees everything; NULL is fine. */
@@ -94,6 +98,7 @@ int dircache_sync(dircache *dc);
 
 struct dircache_stats {
 	uint64_t polls, poll_failures, dirs, names, invalidations;
+	uint64_t deferred; /* changed directories left for a later poll: the queue was full */
 };
 void dircache_get_stats(dircache *dc, struct dircache_stats *out);
 

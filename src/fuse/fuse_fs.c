@@ -2748,7 +2748,10 @@ static int pc_held(struct fusefs *fs, uint64_t ino);
 static void lock_granted(struct fusefs *fs, fuse_ino_t ino, struct fusefs_file *f)
 {
 	la_changed(fs); /* attributes too: what was committed before the grant */
-	/* Names too: every change committed before the grant shows. */
+	/* Names too: every change committed before the grant is queued for
+	 * the kernel (dircache.h: the notifier tells it; this worker must not
+	 * wait for that, it may have to answer the request that holds the
+	 * directory's lock). */
 	if (fs->dc)
 		dircache_sync(fs->dc);
 	if (f)
@@ -2999,9 +3002,9 @@ static void abort_connection(const char *path)
 }
 
 /* THE UNMOUNT GUARD. Once the session loop stops (a signal, or the kernel
- * unmounted), nobody answers requests any more, yet the poll thread or a
- * worker (dircache_sync) may sit in a notification the kernel makes wait
- * for a directory lock that an unanswered request's caller holds. That
+ * unmounted), nobody answers requests any more, yet the directory poll's
+ * notifier may sit in a notification the kernel makes wait for a
+ * directory lock that an unanswered request's caller holds. That
  * wait is uninterruptible: the loop could not join the worker, the poll
  * could not be joined, and even kill -9 left the process alive (seen
  * under ASan in test_chaos_short: main thread gone, poll thread in
@@ -3196,7 +3199,7 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	if (rc < 0)
 		snprintf(err, errlen, "session loop failed: %s", strerror(-rc));
 	LOG_NOTICE("fuse", "unmounting: mountpoint=%s", mountpoint);
-	/* The poll thread may wait in a notification for a directory whose
+	/* The notifier may wait in a notification for a directory whose
 	 * lock a request the stopped loop will never answer holds: then only
 	 * aborting the connection frees both. */
 	if (dircache_stop(fs.dc, 2000) == -ETIMEDOUT) {
