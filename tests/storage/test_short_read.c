@@ -107,7 +107,6 @@ static int64_t page_version(const uint8_t *b, uint32_t i, uint32_t p)
 
 static void setup(struct stor_cluster *sc, const char *tag)
 {
-	setenv("CFS_SHORT_READ", "1", 1);
 	stor_cluster_init(sc, tag, 1, 1, 4000);
 	stor_cluster_start_storage(sc, 0);
 	addr = sc->node[0].addr;
@@ -124,7 +123,6 @@ static void teardown(struct stor_cluster *sc)
 	cl = NULL;
 	stor_cluster_signal(sc, 0, SIGTERM);
 	stor_cluster_fini(sc);
-	unsetenv("CFS_SHORT_READ");
 }
 
 /* Writes pages [P0, P0+N) of chunk I at version V; 0 or the error. */
@@ -757,6 +755,11 @@ static void test_engine_hooks(void **state)
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
+	/* Short-circuit reads on for every client of every test, set before
+	 * any thread runs: setenv and unsetenv may move the environment
+	 * under another thread's getenv (a connection's, rpc_conn.c). */
+	setenv("CFS_SHORT_READ", "1", 1);
+	stor_cluster_id();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_engine_hooks),
 		cmocka_unit_test(test_race),

@@ -750,7 +750,7 @@ static void test_writes(void **state)
 		if (pass)
 			setenv("CFS_NO_SHM", "1", 1);
 		struct storage_client *c = stor_cluster_client();
-		unsetenv("CFS_NO_SHM");
+		setenv("CFS_NO_SHM", "0", 1); /* see main */
 		write_pieces(c, &loc, 7 + (uint64_t)pass, model, mlen, 60);
 		struct storage_client_stats st;
 		storage_client_get_stats(c, &st);
@@ -1154,7 +1154,7 @@ static void test_direct(void **state)
 	/* Shared memory off: nothing to add memory to. */
 	setenv("CFS_NO_SHM", "1", 1);
 	struct storage_client *off = stor_cluster_client();
-	unsetenv("CFS_NO_SHM");
+	setenv("CFS_NO_SHM", "0", 1); /* see main */
 	assert_int_equal(storage_client_mem_add(off, ufd, um, size), -EOPNOTSUPP);
 	storage_client_free(off);
 	storage_client_free(c);
@@ -1176,8 +1176,13 @@ int main(void)
 	 * variable may move the environment array under a concurrent
 	 * getenv (setenv/unsetenv are MT-unsafe); replacing the value of one
 	 * that exists swaps one pointer. So it exists from here on, "0"
-	 * (off) but while those clients are made. */
+	 * (off) but while those clients are made; so does CFS_NO_SHM, which
+	 * two tests set while other clients' threads run (a connection's
+	 * getenv, rpc_conn.c). And the cluster id is set (stor_cluster_id)
+	 * before any thread starts. */
 	setenv("CFS_NO_LOCAL_SOCKET", "0", 1);
+	setenv("CFS_NO_SHM", "0", 1);
+	stor_cluster_id();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip),
 		cmocka_unit_test(test_hostile),
