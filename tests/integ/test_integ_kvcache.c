@@ -84,6 +84,29 @@ static int self_ok(const uint8_t *p, size_t len, uint32_t key)
 
 static void keyname(char *out, uint32_t id) { snprintf(out, 32, "key-%08x", id); }
 
+/* The arguments of one put of up to 16 keys. */
+struct put_batch {
+	char names[16][32];
+	const void *keys[16], *vals[16];
+	size_t kl[16], lens[16];
+};
+
+/* Fills B with N keys, key-IDS[i] (IDS NULL: key-(ID0 + i)), whose values
+ * are LEN filled bytes (fill with SEED) in page i of MEM. */
+static void put_batch_fill(struct put_batch *b, int n, uint8_t *mem, const uint32_t *ids,
+			   uint32_t id0, size_t len, uint32_t seed)
+{
+	for (int i = 0; i < n; i++) {
+		uint32_t id = ids ? ids[i] : id0 + (uint32_t)i;
+		keyname(b->names[i], id);
+		b->keys[i] = b->names[i];
+		b->kl[i] = strlen(b->names[i]);
+		b->lens[i] = len;
+		b->vals[i] = mem + (size_t)i * PAGE;
+		fill(mem + (size_t)i * PAGE, len, id, seed);
+	}
+}
+
 static void test_cli(void **st)
 {
 	(void)st;
@@ -421,19 +444,9 @@ static void test_two_processes(void **st)
  * Returns the call's result. */
 static int put_n(cfs_kvc *kv, cfs_iov *iov, int n, uint32_t base, size_t len, int *res)
 {
-	char names[16][32];
-	const void *keys[16], *vals[16];
-	size_t kl[16], lens[16];
-	uint8_t *mem = cfs_iov_base(iov);
-	for (int i = 0; i < n; i++) {
-		keyname(names[i], base + (uint32_t)i);
-		keys[i] = names[i];
-		kl[i] = strlen(names[i]);
-		lens[i] = len;
-		vals[i] = mem + (size_t)i * PAGE;
-		fill(mem + (size_t)i * PAGE, len, base + (uint32_t)i, 3);
-	}
-	return cfs_kvc_put(kv, iov, n, keys, kl, vals, lens, res);
+	struct put_batch b;
+	put_batch_fill(&b, n, cfs_iov_base(iov), NULL, base, len, 3);
+	return cfs_kvc_put(kv, iov, n, b.keys, b.kl, b.vals, b.lens, res);
 }
 
 /* Gets key-(BASE+i) into the iov's second half; RES per key. */
@@ -452,6 +465,27 @@ static int get_n(cfs_kvc *kv, cfs_iov *iov, int n, uint32_t base, int *res)
 		caps[i] = PAGE;
 	}
 	return cfs_kvc_get(kv, iov, n, keys, kl, bufs, caps, res);
+}
+
+/* put_n of N new keys, each of which must be stored. */
+static void put_n_ok(cfs_kvc *kv, cfs_iov *iov, int n, uint32_t base, size_t len)
+{
+	int res[16];
+	assert_int_equal(put_n(kv, iov, n, base, len, res), 0);
+	for (int i = 0; i < n; i++)
+		assert_int_equal(res[i], 0);
+}
+
+/* get_n of N keys put_n stored with LEN bytes: each found, its bytes right. */
+static void get_n_check(cfs_kvc *kv, cfs_iov *iov, int n, uint32_t base, size_t len)
+{
+	int res[16];
+	assert_int_equal(get_n(kv, iov, n, base, res), 0);
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(res[i], (int)len);
+		assert_true(self_ok((uint8_t *)cfs_iov_base(iov) + (size_t)(16 + i) * PAGE, len,
+				    base + (uint32_t)i));
+	}
 }
 
 /* A put whose PUBLISH call fails gives its pages back at once. Before,
@@ -484,15 +518,8 @@ static void test_failed_put_releases(void **st)
 		assert_int_equal(in.used, 0);
 	}
 	/* Every page is free for the next writer: no -ENOSPC, no eviction. */
-	assert_int_equal(put_n(good, iov, 8, 200, 1000, res), 0);
-	for (int i = 0; i < 8; i++)
-		assert_int_equal(res[i], 0);
-	assert_int_equal(get_n(good, iov, 8, 200, res), 0);
-	for (int i = 0; i < 8; i++) {
-		assert_int_equal(res[i], 1000);
-		assert_true(self_ok((uint8_t *)cfs_iov_base(iov) + (size_t)(16 + i) * PAGE, 1000,
-				    200 + (uint32_t)i));
-	}
+	put_n_ok(good, iov, 8, 200, 1000);
+	get_n_check(good, iov, 8, 200, 1000);
 	assert_int_equal(cfs_kvc_stats(good, 0, &in), 0);
 	assert_int_equal(in.evictions, 0);
 	assert_int_equal(in.used, 8);
@@ -555,15 +582,8 @@ static void test_put_resent(void **st)
 	assert_int_equal(in.reserved, 0);
 	assert_int_equal(in.used, 8);
 	/* The other 8 pages are free: a put of 8 new keys evicts nothing. */
-	assert_int_equal(put_n(kv, iov, 8, 800, 2000, res), 0);
-	for (int i = 0; i < 8; i++)
-		assert_int_equal(res[i], 0);
-	assert_int_equal(get_n(kv, iov, 8, 700, res), 0);
-	for (int i = 0; i < 8; i++) {
-		assert_int_equal(res[i], 3000);
-		assert_true(self_ok((uint8_t *)cfs_iov_base(iov) + (size_t)(16 + i) * PAGE, 3000,
-				    700 + (uint32_t)i));
-	}
+	put_n_ok(kv, iov, 8, 800, 2000);
+	get_n_check(kv, iov, 8, 700, 3000);
 	assert_int_equal(cfs_kvc_stats(kv, 0, &in), 0);
 	assert_int_equal(in.evictions, 0);
 	assert_int_equal(in.used, 16);
@@ -831,18 +851,9 @@ static void test_kill9_writer(void **st)
 		if (cfs_kvc_open(env.mnt, "k9", &o, &kv) ||
 		    cfs_iov_create(env.mnt, 8 * PAGE, 0, -1, &iov))
 			_exit(2);
-		char names[8][32];
-		const void *keys[8], *vals[8];
-		size_t kl[8], lens[8];
-		for (int i = 0; i < 8; i++) {
-			keyname(names[i], 500u + (uint32_t)i);
-			keys[i] = names[i];
-			kl[i] = strlen(names[i]);
-			lens[i] = PAGE;
-			vals[i] = (uint8_t *)cfs_iov_base(iov) + (size_t)i * PAGE;
-			fill((uint8_t *)vals[i], PAGE, 500u + (uint32_t)i, 3);
-		}
-		cfs_kvc_put(kv, iov, 8, keys, kl, vals, lens, res);
+		struct put_batch b;
+		put_batch_fill(&b, 8, cfs_iov_base(iov), NULL, 500, PAGE, 3);
+		cfs_kvc_put(kv, iov, 8, b.keys, b.kl, b.vals, b.lens, res);
 		_exit(3); /* not reached: the hook kills the process */
 	}
 	int status;
@@ -861,20 +872,10 @@ static void test_kill9_writer(void **st)
 	assert_int_equal(in.reclaimed, 8);
 	/* All 8 pages are usable again. */
 	assert_int_equal(cfs_iov_create(env.mnt, 8 * PAGE, 0, -1, &iov), 0);
-	char names[8][32];
-	const void *keys[8], *vals[8];
-	void *bufs[8];
-	size_t kl[8], lens[8];
+	struct put_batch b;
 	int res[8];
-	for (int i = 0; i < 8; i++) {
-		keyname(names[i], 600u + (uint32_t)i);
-		keys[i] = names[i];
-		kl[i] = strlen(names[i]);
-		lens[i] = 4096;
-		vals[i] = bufs[i] = (uint8_t *)cfs_iov_base(iov) + (size_t)i * PAGE;
-		fill((uint8_t *)vals[i], 4096, 600u + (uint32_t)i, 4);
-	}
-	assert_int_equal(cfs_kvc_put(kv, iov, 8, keys, kl, vals, lens, res), 0);
+	put_batch_fill(&b, 8, cfs_iov_base(iov), NULL, 600, 4096, 4);
+	assert_int_equal(cfs_kvc_put(kv, iov, 8, b.keys, b.kl, b.vals, b.lens, res), 0);
 	for (int i = 0; i < 8; i++)
 		assert_int_equal(res[i], 0);
 	assert_int_equal(cfs_kvc_stats(kv, 0, &in), 0);
@@ -904,22 +905,14 @@ static void writer_child(const char *acks, const char *stopf)
 	uint8_t *mem = cfs_iov_base(iov);
 	uint32_t next = 0;
 	while (access(stopf, F_OK) != 0 && next < 40000) {
-		char names[8][32];
-		const void *keys[8], *vals[8];
-		size_t kl[8], lens[8];
+		struct put_batch b;
 		int res[8];
 		uint32_t ids[8], ok[8];
 		int nok = 0;
-		for (int i = 0; i < 8; i++) {
+		for (int i = 0; i < 8; i++)
 			ids[i] = 10000u + next++;
-			keyname(names[i], ids[i]);
-			keys[i] = names[i];
-			kl[i] = strlen(names[i]);
-			lens[i] = 8192;
-			vals[i] = mem + (size_t)i * PAGE;
-			fill((uint8_t *)vals[i], lens[i], ids[i], 5);
-		}
-		if (cfs_kvc_put(kv, iov, 8, keys, kl, vals, lens, res))
+		put_batch_fill(&b, 8, mem, ids, 0, 8192, 5);
+		if (cfs_kvc_put(kv, iov, 8, b.keys, b.kl, b.vals, b.lens, res))
 			continue;
 		for (int i = 0; i < 8; i++)
 			if (res[i] == 0)
