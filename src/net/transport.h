@@ -94,7 +94,10 @@ int xport_addr_parse(const char *s, struct sockaddr_in *out, char *err, size_t e
 char *xport_addr_str(const struct sockaddr_in *a, char *out);
 
 /* Fills OUT with N distinct TCP ports on 127.0.0.1 that were free a moment
- * ago, for starting local servers (tests, benchmarks, `chainfs up`). No
+ * ago, for starting local servers (tests, benchmarks, `chainfs up`). They
+ * lie below the ephemeral range (12,000 ports under the 12,000 the tests
+ * lease, tests/lib/testenv.c) when it starts high enough, so no outgoing
+ * connection takes one while its server is down for a restart. No
  * port is handed out twice by one process (the last 4,096 are remembered):
  * the kernel may pick the same ephemeral port for two bind-and-close probes
  * in a row, and two servers of one test cluster once got the same port.

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/xalloc.h"
@@ -226,35 +227,84 @@ static bool port_handed(uint16_t port)
 	return false;
 }
 
+/* Servers of `chainfs up` keep their ports across restarts of a role:
+ * a port in the ephemeral range may meanwhile be the source port of an
+ * outgoing connection on the host (any process's), and the restarted
+ * server then cannot bind it. So ports come from a band below that
+ * range: [lo - 2 * BAND, lo - BAND), clear of the tests' leased band
+ * [lo - BAND, lo) (tests/lib/testenv.c); where the range starts too low
+ * for that, from the kernel (bind to port 0) as before. */
+#define FREE_PORT_BAND 12000
+
+/* Start of the ephemeral range, or 0 when unknown. */
+static unsigned ephemeral_low(void)
+{
+	unsigned lo = 0, hi = 0;
+	FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+	if (!f)
+		return 0;
+	if (fscanf(f, "%u %u", &lo, &hi) != 2)
+		lo = 0;
+	fclose(f);
+	return lo;
+}
+
+/* Binds a probe socket to 127.0.0.1:PORT (0: the kernel picks); the port
+ * bound, or -errno. */
+static int probe_port(uint16_t port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	int rc = 0;
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&a, &len) < 0)
+		rc = -errno;
+	close(fd);
+	return rc ? rc : ntohs(a.sin_port);
+}
+
+/* A port of the band below the ephemeral range that binds and was not
+ * handed out, or 0. handed_mu held. */
+static uint16_t band_port(unsigned lo)
+{
+	static unsigned next;
+	if (!next)
+		next = ((unsigned)getpid() * 2654435761u) ^ (unsigned)time(NULL) ^ 1u;
+	unsigned base = lo - 2 * FREE_PORT_BAND;
+	for (int tries = 0; tries < FREE_PORT_BAND; tries++) {
+		uint16_t port = (uint16_t)(base + next++ % FREE_PORT_BAND);
+		if (!port_handed(port) && probe_port(port) == port)
+			return port;
+	}
+	return 0;
+}
+
 int xport_free_ports(uint16_t *out, int n)
 {
 	int rc = 0;
+	unsigned lo = ephemeral_low();
+	int band = lo > 2 * FREE_PORT_BAND + 1024 && lo <= 65535;
 	pthread_mutex_lock(&handed_mu);
 	for (int i = 0; i < n && !rc; i++) {
-		/* A handful of probes: the ephemeral range is large, so a repeat
-		 * in a row is rare, and two are vanishingly so. */
-		for (int tries = 0;; tries++) {
-			int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-			if (fd < 0) {
-				rc = -errno;
+		uint16_t port = band ? band_port(lo) : 0;
+		/* Else a handful of kernel picks: the ephemeral range is large,
+		 * so a repeat in a row is rare, and two are vanishingly so. */
+		for (int tries = 0; !port; tries++) {
+			int p = probe_port(0);
+			if (p < 0) {
+				rc = p;
 				break;
 			}
-			struct sockaddr_in a = { .sin_family = AF_INET,
-						 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-			socklen_t len = sizeof(a);
-			if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-			    getsockname(fd, (struct sockaddr *)&a, &len) < 0) {
-				rc = -errno;
-				close(fd);
-				break;
-			}
-			close(fd);
-			uint16_t port = ntohs(a.sin_port);
-			if (!port_handed(port) || tries >= 64) {
-				handed[n_handed++ % HANDED_MAX] = port;
-				out[i] = port;
-				break;
-			}
+			if (!port_handed((uint16_t)p) || tries >= 64)
+				port = (uint16_t)p;
+		}
+		if (port) {
+			handed[n_handed++ % HANDED_MAX] = port;
+			out[i] = port;
 		}
 	}
 	pthread_mutex_unlock(&handed_mu);

@@ -535,7 +535,8 @@ static void test_client_killed_mid_upload(void **state)
 }
 
 /* Two servers of one test cluster were once handed the same port: every
- * port xport_free_ports returns in a process is new, and was bindable. */
+ * port xport_free_ports returns in a process is new, was bindable, and
+ * lies in the band below the ephemeral range (transport_tcp.c). */
 static void test_free_ports_distinct(void **state)
 {
 	(void)state;
@@ -549,6 +550,15 @@ static void test_free_ports_distinct(void **state)
 		for (int j = 0; j < i; j++)
 			assert_int_not_equal(p[i], p[j]);
 	}
+	/* Below the ephemeral range, where outgoing connections never take
+	 * them (when it starts high enough to leave room below). */
+	unsigned lo = 0, hi = 0;
+	FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+	if (f && fscanf(f, "%u %u", &lo, &hi) == 2 && lo > 2 * 12000 + 1024)
+		for (int i = 0; i < N; i++)
+			assert_true(p[i] >= lo - 2 * 12000 && p[i] < lo - 12000);
+	if (f)
+		fclose(f);
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(p[N - 1]),
 				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
