@@ -104,5 +104,11 @@ char *xport_addr_str(const struct sockaddr_in *a, char *out);
  * Another process may still take a port before its server binds it.
  * Thread-safe. 0, or -errno when no socket could be bound. */
 int xport_free_ports(uint16_t *out, int n);
+/* Ports per band below the ephemeral range: xport_free_ports hands out
+ * [lo - 2 * BAND, lo - BAND), tests lease [lo - BAND, lo). */
+#define XPORT_PORT_BAND 12000
+/* The first port of the kernel's ephemeral range
+ * (/proc/sys/net/ipv4/ip_local_port_range), or 0 when unknown. */
+unsigned xport_ephemeral_low(void);
 
 #endif

@@ -234,10 +234,9 @@ static bool port_handed(uint16_t port)
  * range: [lo - 2 * BAND, lo - BAND), clear of the tests' leased band
  * [lo - BAND, lo) (tests/lib/testenv.c); where the range starts too low
  * for that, from the kernel (bind to port 0) as before. */
-#define FREE_PORT_BAND 12000
+#define FREE_PORT_BAND XPORT_PORT_BAND
 
-/* Start of the ephemeral range, or 0 when unknown. */
-static unsigned ephemeral_low(void)
+unsigned xport_ephemeral_low(void)
 {
 	unsigned lo = 0, hi = 0;
 	FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
@@ -286,7 +285,7 @@ static uint16_t band_port(unsigned lo)
 int xport_free_ports(uint16_t *out, int n)
 {
 	int rc = 0;
-	unsigned lo = ephemeral_low();
+	unsigned lo = xport_ephemeral_low();
 	int band = lo > 2 * FREE_PORT_BAND + 1024 && lo <= 65535;
 	pthread_mutex_lock(&handed_mu);
 	for (int i = 0; i < n && !rc; i++) {

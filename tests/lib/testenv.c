@@ -76,7 +76,7 @@ char *testenv_tmpdir(const char *tag)
  * ctest timeout) whatever its servers do meanwhile. */
 #define PORT_LEASE_DIR "/tmp/cfs-test-ports"
 #define PORT_LEASE_S   (20 * 60)
-#define PORT_SPAN      12000
+#define PORT_SPAN      XPORT_PORT_BAND
 
 /* 1 when nothing is bound to PORT on 127.0.0.1 right now. */
 static int port_bindable(uint16_t port)
@@ -116,13 +116,7 @@ static int port_lease(uint16_t port)
 
 uint16_t testenv_free_port(void)
 {
-	unsigned lo = 32768, hi = 60999;
-	FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
-	if (f) {
-		if (fscanf(f, "%u %u", &lo, &hi) != 2)
-			lo = 0;
-		fclose(f);
-	}
+	unsigned lo = xport_ephemeral_low();
 	if (lo > PORT_SPAN + 1024 && (mkdir(PORT_LEASE_DIR, 01777) == 0 || errno == EEXIST)) {
 		(void)chmod(PORT_LEASE_DIR, 01777);
 		static unsigned next;
