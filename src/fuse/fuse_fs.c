@@ -866,9 +866,9 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	uint64_t gen = dc_begin(fs, parent);
 	/* A directory this mount made and nobody else changed: its names
 	 * are known here (the lookup before every create of a new name). */
-	int rc = fs->dc && strlen(name) <= META_NAME_MAX && dircache_absent(fs->dc, parent, name)
-	             ? -ENOENT
-	             : la_lookup(fs, req, parent, name, &cb.c, in);
+	int known = fs->dc && strlen(name) <= META_NAME_MAX &&
+	            dircache_absent(fs->dc, parent, name);
+	int rc = known ? -ENOENT : la_lookup(fs, req, parent, name, &cb.c, in);
 	if (rc == 1) {
 		free(in);
 		return;
@@ -876,6 +876,14 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (rc == 0) {
 		fuseloop_will_block();
 		rc = meta_client_lookup(fs->o.meta, &cb.c, parent, meta_name_c(name), in);
+	}
+	/* A name meta does not have, in a directory whose names are not all
+	 * known here: the next lookups of absent names there (a create's,
+	 * a build's probes) are answered here once the whole list is
+	 * (dircache_list: small directories, at most once a second each). */
+	if (rc == -ENOENT && fs->dc && !known) {
+		fuseloop_will_block();
+		dircache_list(fs->dc, parent, &cb.c);
 	}
 	double neg = negative_ttl(fs);
 	if (rc == -ENOENT && neg > 0 && dc_note(fs, parent, name, gen)) {

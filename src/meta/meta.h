@@ -367,6 +367,13 @@ struct meta_dirent {
  * removed meanwhile. "." and ".." are not listed. -ENOTDIR, -EACCES. */
 int meta_readdir(meta_ctx *m, const struct meta_cred *c, uint64_t dir, struct meta_name cursor,
 		 struct meta_dirent *ents, int max, int *n, int *eof);
+/* As meta_readdir, and *ver gets DIR's entry-change count
+ * (meta_dir_versions) read in the same snapshot as the entries (DIRLIST):
+ * pages that all come with one count make up the whole name list as of
+ * that count. Needs search (x) permission on DIR, as lookups of the names
+ * do: the caller (a mount) only answers lookups from the list. */
+int meta_dir_list(meta_ctx *m, const struct meta_cred *c, uint64_t dir, struct meta_name cursor,
+		  struct meta_dirent *ents, int max, int *n, int *eof, uint64_t *ver);
 
 /* Lookup-ahead (LOOKUP_PLUS): DIR's entries from name START on (START
  * itself included; empty: from the first) in name byte order, up to MAX
