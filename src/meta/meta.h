@@ -191,7 +191,10 @@ int meta_statfs(meta_ctx *m, struct meta_statfs *out);
  * renames a name in a directory adds exactly 1 to its count (a rename
  * between two directories 1 to each), so a client that knows the count at
  * some moment and the changes it made itself since learns whether anyone
- * else changed the directory. One read-only txn (snapshot reads). 0 or <0. */
+ * else changed the directory. A set or removal of a directory's default
+ * ACL (system.posix_acl_default) adds 1 too: mounts cache that a directory
+ * has none for as long as they trust its names. One read-only txn
+ * (snapshot reads). 0 or <0. */
 int meta_dir_versions(meta_ctx *m, const uint64_t *dirs, size_t n, uint64_t *out);
 
 /* ---- files ---- */

@@ -260,6 +260,14 @@ int meta_dir_changed(meta_ctx *m, kv_txn *t, uint64_t dir, int64_t now, int subd
 	return rc;
 }
 
+int meta_dir_bump(meta_ctx *m, kv_txn *t, uint64_t dir)
+{
+	struct meta_key k;
+	uint8_t shard = m->dsta_shards > 1 ? (uint8_t)(meta_random(m) % m->dsta_shards) : 0;
+	meta_key_dirstat(&k, dir, META_DSTA_VERSION, shard);
+	return kv_atomic_add(t, kv_mem(k.b, k.n), 1);
+}
+
 struct dir_versions_arg {
 	const uint64_t *dirs;
 	size_t n;
