@@ -917,6 +917,26 @@ int meta_client_readdir(meta_client *c, const struct meta_cred *cr, uint64_t dir
 	return rc;
 }
 
+int meta_client_dir_list(meta_client *c, const struct meta_cred *cr, uint64_t dir,
+			 struct meta_name cursor, struct meta_dirent *ents, int max, int *n,
+			 int *eof, uint64_t *ver)
+{
+	if (max <= 0)
+		return -EINVAL;
+	struct meta_rpc_resp r = { .ents = ents, .ents_cap = max };
+	REQ(m, META_RPC_DIRLIST);
+	m->ino = dir;
+	m->name = cursor;
+	m->count = (uint32_t)(max > META_RPC_READDIR_MAX ? META_RPC_READDIR_MAX : max);
+	int rc = call_plain(c, cr, m, &r, 0);
+	if (rc == 0) {
+		*n = r.n;
+		*eof = r.eof;
+		*ver = r.dir_ver;
+	}
+	return rc;
+}
+
 int meta_client_setxattr(meta_client *c, const struct meta_cred *cr, uint64_t ino,
 			 struct meta_name name, const void *val, size_t len, unsigned flags)
 {

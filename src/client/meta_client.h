@@ -184,6 +184,12 @@ int meta_client_readlink(meta_client *c, const struct meta_cred *cr, uint64_t in
 int meta_client_readdir(meta_client *c, const struct meta_cred *cr, uint64_t dir,
 			struct meta_name cursor, struct meta_dirent *ents, int max, int *n,
 			int *eof);
+/* As meta_dir_list (DIRLIST): a readdir page and *ver, DIR's entry-change
+ * count read in the same snapshot; MAX is capped at 1024 per call. A meta
+ * older than DIRLIST: -CFS_EBADMSG_TYPE. */
+int meta_client_dir_list(meta_client *c, const struct meta_cred *cr, uint64_t dir,
+			 struct meta_name cursor, struct meta_dirent *ents, int max, int *n,
+			 int *eof, uint64_t *ver);
 
 int meta_client_setxattr(meta_client *c, const struct meta_cred *cr, uint64_t ino,
 			 struct meta_name name, const void *val, size_t len, unsigned flags);

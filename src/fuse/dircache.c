@@ -69,6 +69,15 @@
 #define DC_MAX_DIRS 65536 /* beyond: names go to the kernel uncached */
 #define DC_SYNC_WAIT_S 5  /* dircache_sync waits this long for a running poll */
 #define DC_NOTIFY_MAX  (64u << 10) /* queued names beyond which polls defer */
+/* dircache_list: directories with more entries stay incomplete (their
+ * names would cost memory and a listing of several pages for lookups a
+ * cached negative entry answers as well); CFS_DIRCACHE_LIST_MAX overrides,
+ * 0 turns listing off. All complete directories together hold at most
+ * DC_LIST_BUDGET names before a listing is refused. */
+#define DC_LIST_MAX_DEFAULT 4096
+#define DC_LIST_BUDGET      (1u << 18)
+#define DC_LIST_PAGE        1024            /* META_RPC_READDIR_MAX */
+#define DC_LIST_RETRY_NS    (1000ull * 1000000) /* after a listing that did not complete */
 
 struct dc_dir {
 	struct dc_dir *next; /* bucket chain */
@@ -87,9 +96,11 @@ struct dc_dir {
 	int complete;
 	char **pres;
 	size_t pres_n, pres_used, pres_cap; /* live; live + tombstones; slots */
+	uint64_t list_after_ns; /* no dircache_list before this (mono ns) */
+	uint64_t adds;          /* own changes that added a name, ever */
 };
 
-static void pres_drop(struct dc_dir *d);
+static void pres_drop(dircache *dc, struct dc_dir *d);
 
 static char tomb_byte;
 #define TOMB           (&tomb_byte)
@@ -112,9 +123,16 @@ struct dircache {
 	struct fuse_session *se;
 	uint32_t poll_ms;
 	uint64_t ttl_ns;
+	_Atomic uint32_t list_max; /* dircache_list: most entries; 0: off */
+	_Atomic int old_meta;      /* meta answered DIRLIST "bad type" */
 	pthread_mutex_t mu; /* guards everything below up to poll_mu */
 	struct dc_dir *tab[DC_BUCKETS];
 	size_t ndirs, nnames;
+	size_t npres; /* names in the pres sets of all directories */
+	/* Names dircache_list took out of directories no poll had read yet:
+	 * the next poll tells the kernel (a lookup handler must not). */
+	struct inval *pend;
+	size_t npend, pendcap;
 	uint64_t gen_next;
 	uint64_t fail_since_ns; /* 0: the last poll succeeded */
 	int unhealthy;
@@ -136,7 +154,7 @@ struct dircache {
 	size_t nq_names;
 	int nq_stop;
 	int poll_joined, notify_joined;
-	_Atomic uint64_t polls, poll_failures, invalidations, deferred;
+	_Atomic uint64_t polls, poll_failures, invalidations, deferred, lists;
 };
 
 static size_t bucket(uint64_t ino)
@@ -251,7 +269,7 @@ static void dir_take(dircache *dc, struct dc_dir *d, struct inval **l, size_t *n
 	d->gen = dc->gen_next++;
 	d->own = 0;
 	d->force = 0;
-	pres_drop(d);
+	pres_drop(dc, d);
 }
 
 /* A changed directory: its names go onto *L (dir_take) when ROOM (the
@@ -268,17 +286,18 @@ static void dir_take_or_defer(dircache *dc, struct dc_dir *d, int room, struct i
 	d->gen = dc->gen_next++;
 	d->own = 0;
 	d->force = 1;
-	pres_drop(d);
+	pres_drop(dc, d);
 	atomic_fetch_add(&dc->deferred, 1);
 }
 
 static uint64_t name_hash(const char *s);
 
-static void pres_drop(struct dc_dir *d)
+static void pres_drop(dircache *dc, struct dc_dir *d)
 {
 	for (size_t i = 0; i < d->pres_cap; i++)
 		if (d->pres[i] && d->pres[i] != TOMB)
 			free(d->pres[i]);
+	dc->npres -= d->pres_n;
 	free(d->pres);
 	d->pres = NULL;
 	d->pres_n = d->pres_used = d->pres_cap = 0;
@@ -301,7 +320,7 @@ static long pres_find(const struct dc_dir *d, const char *name)
 
 /* Adds (1) or removes (-1) NAME; on failure the directory stops being
  * complete (it is only an optimisation). */
-static void pres_change(struct dc_dir *d, const char *name, int delta)
+static void pres_change(dircache *dc, struct dc_dir *d, const char *name, int delta)
 {
 	long at = pres_find(d, name);
 	if (delta < 0) {
@@ -309,13 +328,14 @@ static void pres_change(struct dc_dir *d, const char *name, int delta)
 			free(d->pres[at]);
 			d->pres[at] = TOMB;
 			d->pres_n--;
+			dc->npres--;
 		}
 		return;
 	}
 	if (at >= 0)
 		return;
 	if (d->pres_n >= DC_MAX_PRESENT) {
-		pres_drop(d);
+		pres_drop(dc, d);
 		return;
 	}
 	if ((d->pres_used + 1) * 4 > d->pres_cap * 3) {
@@ -324,7 +344,7 @@ static void pres_change(struct dc_dir *d, const char *name, int delta)
 			nc *= 2;
 		char **ns = names_rehash(d->pres, d->pres_cap, nc);
 		if (!ns) {
-			pres_drop(d);
+			pres_drop(dc, d);
 			return;
 		}
 		free(d->pres);
@@ -334,7 +354,7 @@ static void pres_change(struct dc_dir *d, const char *name, int delta)
 	}
 	char *c = strdup(name);
 	if (!c) {
-		pres_drop(d);
+		pres_drop(dc, d);
 		return;
 	}
 	size_t j = name_hash(name) & (d->pres_cap - 1);
@@ -344,11 +364,12 @@ static void pres_change(struct dc_dir *d, const char *name, int delta)
 		d->pres_used++;
 	d->pres[j] = c;
 	d->pres_n++;
+	dc->npres++;
 }
 
 static void dir_free(dircache *dc, struct dc_dir *d)
 {
-	pres_drop(d);
+	pres_drop(dc, d);
 	for (size_t i = 0; i < d->cap; i++)
 		free(d->set[i]);
 	dc->nnames -= d->n;
@@ -491,8 +512,10 @@ void dircache_own_end(dircache *dc, uint64_t parent, const char *name, int delta
 		struct dc_dir *d = dir_find(dc, parent);
 		if (d) {
 			d->own++;
+			if (delta > 0)
+				d->adds++;
 			if (d->complete)
-				pres_change(d, name, delta);
+				pres_change(dc, d, name, delta);
 		}
 		pthread_mutex_unlock(&dc->mu);
 	}
@@ -521,7 +544,7 @@ void dircache_incomplete(dircache *dc, uint64_t ino)
 	pthread_mutex_lock(&dc->mu);
 	struct dc_dir *d = dir_find(dc, ino);
 	if (d)
-		pres_drop(d);
+		pres_drop(dc, d);
 	pthread_mutex_unlock(&dc->mu);
 }
 
@@ -534,6 +557,160 @@ int dircache_absent(dircache *dc, uint64_t parent, const char *name)
 		absent = pres_find(d, name) < 0;
 	pthread_mutex_unlock(&dc->mu);
 	return absent;
+}
+
+/* The directory's names read page by page (one snapshot each): 1 and
+ * *NAMES (N strdup'ed names) with *VER when every page came with the same
+ * count, 0 when the directory has more than MAX entries or changed between
+ * pages, <0 on error. */
+static int list_read(dircache *dc, uint64_t dir, const struct meta_cred *cr, uint32_t max,
+                     char ***names, size_t *n, uint64_t *ver)
+{
+	struct meta_dirent *ents = malloc(DC_LIST_PAGE * sizeof(*ents));
+	char **v = NULL;
+	size_t k = 0, cap = 0;
+	int rc = ents ? 1 : -ENOMEM;
+	char cursor[META_NAME_MAX + 1] = "";
+	size_t cursor_len = 0;
+	for (int page = 0, eof = 0; rc == 1 && !eof; page++) {
+		int got = 0;
+		uint64_t pv = 0;
+		rc = meta_client_dir_list(dc->mc, cr, dir, (struct meta_name){ cursor, cursor_len },
+		                          ents, DC_LIST_PAGE, &got, &eof, &pv);
+		if (rc < 0)
+			break;
+		rc = 1;
+		if (page == 0)
+			*ver = pv;
+		/* a page of another snapshot, or more than MAX names */
+		if (pv != *ver || k + (size_t)got > max || (!eof && got == 0)) {
+			rc = 0;
+			break;
+		}
+		if (k + (size_t)got > cap) {
+			size_t nc = cap ? cap : 64;
+			while (nc < k + (size_t)got)
+				nc *= 2;
+			char **nv = realloc(v, nc * sizeof(*nv));
+			if (!nv) {
+				rc = -ENOMEM;
+				break;
+			}
+			v = nv;
+			cap = nc;
+		}
+		for (int i = 0; i < got; i++) {
+			/* a name the kernel could not look up is no entry */
+			if (ents[i].name_len == 0 || memchr(ents[i].name, '/', ents[i].name_len))
+				continue;
+			if (!(v[k] = strdup(ents[i].name))) {
+				rc = -ENOMEM;
+				break;
+			}
+			k++;
+		}
+		if (got) {
+			cursor_len = ents[got - 1].name_len;
+			memcpy(cursor, ents[got - 1].name, cursor_len);
+		}
+	}
+	free(ents);
+	if (rc != 1) {
+		for (size_t i = 0; i < k; i++)
+			free(v[i]);
+		free(v);
+		return rc;
+	}
+	*names = v;
+	*n = k;
+	return 1;
+}
+
+int dircache_list(dircache *dc, uint64_t dir, const struct meta_cred *cr)
+{
+	if (!dc || !dc->list_max || atomic_load(&dc->stopping))
+		return 0;
+	uint64_t now = clock_mono_ns();
+	pthread_mutex_lock(&dc->mu);
+	struct dc_dir *d = dir_find(dc, dir);
+	int go = d && !d->complete && d->adds && !dc->unhealthy && d->list_after_ns <= now &&
+	         dc->npres < DC_LIST_BUDGET;
+	if (d && go)
+		d->list_after_ns = now + DC_LIST_RETRY_NS;
+	int done = d && d->complete;
+	pthread_mutex_unlock(&dc->mu);
+	if (!go)
+		return done;
+	/* As a poll: no poll between the listing's snapshot and its use
+	 * (it would count against a state this has not installed yet), and
+	 * no own change in flight, so every own change counted so far is in
+	 * the listing and none is missed from it. */
+	if (pthread_mutex_trylock(&dc->poll_mu)) {
+		/* not waited for: the poll may be telling the kernel about this
+		 * very directory, whose lock the caller's lookup holds. The
+		 * next lookup of an absent name tries again. */
+		pthread_mutex_lock(&dc->mu);
+		if ((d = dir_find(dc, dir)))
+			d->list_after_ns = 0;
+		pthread_mutex_unlock(&dc->mu);
+		return 0;
+	}
+	pthread_rwlock_wrlock(&dc->own_lock);
+	char **names = NULL;
+	size_t n = 0;
+	uint64_t ver = 0;
+	int rc = list_read(dc, dir, cr, dc->list_max, &names, &n, &ver);
+	atomic_fetch_add(&dc->lists, 1);
+	pthread_mutex_lock(&dc->mu);
+	d = dir_find(dc, dir);
+	if (rc == 0 && d)
+		d->list_after_ns = now + DC_IDLE_NS; /* too big or busy: leave it */
+	/* Names the kernel may hold are right only if nobody else changed the
+	 * directory since the poll that vouched for them: the count must be
+	 * the poll's plus this mount's own changes. A directory no poll read
+	 * yet has its names expire as its first poll would have had them
+	 * (the next poll tells the kernel) and starts a new generation, as a
+	 * lookup that read meta before the listing may have missed a change
+	 * the count already holds; the listing's count is its first. */
+	if (rc == 1 && d && !d->complete && !dc->unhealthy && !d->force &&
+	    (!d->known || ver == d->ver + d->own) && dc->npres + n <= DC_LIST_BUDGET) {
+		if (!d->known) {
+			dir_take(dc, d, &dc->pend, &dc->npend, &dc->pendcap);
+			d->known = 1;
+			d->ver = ver;
+		}
+		d->complete = 1;
+		for (size_t i = 0; i < n && d->complete; i++)
+			pres_change(dc, d, names[i], 1);
+		d->last_ns = clock_mono_ns();
+	}
+	done = d && d->complete;
+	pthread_mutex_unlock(&dc->mu);
+	pthread_rwlock_unlock(&dc->own_lock);
+	pthread_mutex_unlock(&dc->poll_mu);
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	if (rc < 0 && rc != -CFS_EBADMSG_TYPE && rc != -EACCES)
+		LOG_DEBUG("fuse", "listing dir=%llu failed: %s", (unsigned long long)dir,
+		          cfs_strerror(rc));
+	if (rc == -CFS_EBADMSG_TYPE) {
+		LOG_NOTICE("fuse", "meta does not know DIRLIST: directory listing off");
+		dc->list_max = 0;
+		dc->old_meta = 1;
+	}
+	return done;
+}
+
+int dircache_unchanged(dircache *dc, uint64_t dir, uint64_t gen)
+{
+	if (!dc || atomic_load(&dc->old_meta))
+		return 0;
+	pthread_mutex_lock(&dc->mu);
+	struct dc_dir *d = dir_find(dc, dir);
+	int ok = d && d->known && d->gen == gen && !dc->unhealthy;
+	pthread_mutex_unlock(&dc->mu);
+	return ok;
 }
 
 int dircache_healthy(dircache *dc)
@@ -650,6 +827,20 @@ static int poll_once(dircache *dc, int locked)
 			}
 		}
 	}
+	for (size_t i = 0; i < dc->npend; i++) {
+		if (nl == lcap) {
+			size_t nc = lcap ? lcap * 2 : 256;
+			struct inval *v = realloc(l, nc * sizeof(*v));
+			if (!v) {
+				free(dc->pend[i].name);
+				continue;
+			}
+			l = v;
+			lcap = nc;
+		}
+		l[nl++] = dc->pend[i];
+	}
+	dc->npend = 0;
 	pthread_mutex_unlock(&dc->mu);
 	notify_enqueue(dc, l, nl);
 	pthread_mutex_unlock(&dc->poll_mu);
@@ -714,6 +905,8 @@ int dircache_new(meta_client *mc, struct fuse_session *se, uint32_t poll_ms, uin
 	dc->ttl_ns = ttl_ns;
 	dc->gen_next = 1;
 	dc->nq_tail = &dc->nq_head;
+	const char *lm = getenv("CFS_DIRCACHE_LIST_MAX");
+	dc->list_max = lm && *lm ? (uint32_t)strtoul(lm, NULL, 10) : DC_LIST_MAX_DEFAULT;
 	pthread_mutex_init(&dc->mu, NULL);
 	pthread_mutex_init(&dc->poll_mu, NULL);
 	pthread_mutex_init(&dc->stop_mu, NULL);
@@ -810,6 +1003,9 @@ void dircache_free(dircache *dc)
 			dc->tab[b] = d->next;
 			dir_free(dc, d);
 		}
+	for (size_t i = 0; i < dc->npend; i++)
+		free(dc->pend[i].name);
+	free(dc->pend);
 	pthread_rwlock_destroy(&dc->own_lock);
 	pthread_mutex_destroy(&dc->mu);
 	pthread_mutex_destroy(&dc->poll_mu);
@@ -833,4 +1029,5 @@ void dircache_get_stats(dircache *dc, struct dircache_stats *out)
 	out->poll_failures = atomic_load(&dc->poll_failures);
 	out->invalidations = atomic_load(&dc->invalidations);
 	out->deferred = atomic_load(&dc->deferred);
+	out->lists = atomic_load(&dc->lists);
 }

@@ -89,6 +89,35 @@ void dircache_dir_made(dircache *dc, uint64_t ino);
  * dircache_own_end cannot describe (rename). */
 void dircache_incomplete(dircache *dc, uint64_t ino);
 int dircache_absent(dircache *dc, uint64_t parent, const char *name);
+/* LISTED DIRECTORIES. Makes DIR (a directory begun here, i.e. tracked)
+ * complete from meta's listing of it (DIRLIST pages read as CR, all with
+ * one entry-change count), so later lookups of absent names there need no
+ * meta call either. The listing is taken like a poll (own changes and
+ * polls wait for it) and installed only when that count shows nobody
+ * else changed the directory since the names this mount handed out were
+ * vouched for; from then on the directory keeps coherent exactly as one
+ * made here (invalidation at the first foreign change: the same bound).
+ * Only a directory this mount added a name to since it began tracking it
+ * is listed: one it creates in, where the next lookups of absent names
+ * are most likely its own creates'. Elsewhere a name another client just
+ * made and this mount never looked up stays visible at once (a program
+ * told about a new file by other means opens it); in a listed directory,
+ * as in one made here, it may take the bound above.
+ * Skipped (0) when the directory has more than CFS_DIRCACHE_LIST_MAX
+ * entries (default 4096; 0 turns listing off), when it changed between
+ * pages, when a poll is running, or when all complete directories already
+ * hold 256 Ki names; a directory is tried at most once a second (once per
+ * idle period when too big). 1: DIR is complete now. May block (one
+ * meta round trip per 1024 entries); call it from no thread that is
+ * between own_begin and own_end. */
+int dircache_list(dircache *dc, uint64_t dir, const struct meta_cred *cr);
+/* 1 when no poll found DIR changed by another client since GEN (from
+ * dircache_begin before a read of DIR) and its count is still polled:
+ * what was read then still holds within the names' bound. Meta counts a
+ * change of a directory's default ACL too (meta_dir_versions), so the
+ * mount's "no default ACL" cache lives on this; 0 once meta proved older
+ * than DIRLIST (it may not count those). */
+int dircache_unchanged(dircache *dc, uint64_t dir, uint64_t gen);
 /* 1 when the last poll succeeded less than a second ago (or nothing is
  * tracked yet and the last poll did not fail). */
 int dircache_healthy(dircache *dc);
@@ -97,7 +126,7 @@ int dircache_healthy(dircache *dc);
 int dircache_sync(dircache *dc);
 
 struct dircache_stats {
-	uint64_t polls, poll_failures, dirs, names, invalidations;
+	uint64_t polls, poll_failures, dirs, names, invalidations, lists;
 	uint64_t deferred; /* changed directories left for a later poll: the queue was full */
 };
 void dircache_get_stats(dircache *dc, struct dircache_stats *out);

@@ -116,6 +116,7 @@ struct fusefs {
 	struct acl_none_slot {     /* directories known to have no default ACL */
 		uint64_t ino;
 		uint64_t until_ns; /* mono clock */
+		uint64_t gen;      /* dircache generation before the read */
 	} acl_none[256];
 	pthread_mutex_t dattr_lock; /* guards dattr_gen and dattr */
 	uint64_t dattr_gen;         /* bumped by every change that may alter a directory */
@@ -866,9 +867,9 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	uint64_t gen = dc_begin(fs, parent);
 	/* A directory this mount made and nobody else changed: its names
 	 * are known here (the lookup before every create of a new name). */
-	int rc = fs->dc && strlen(name) <= META_NAME_MAX && dircache_absent(fs->dc, parent, name)
-	             ? -ENOENT
-	             : la_lookup(fs, req, parent, name, &cb.c, in);
+	int known = fs->dc && strlen(name) <= META_NAME_MAX &&
+	            dircache_absent(fs->dc, parent, name);
+	int rc = known ? -ENOENT : la_lookup(fs, req, parent, name, &cb.c, in);
 	if (rc == 1) {
 		free(in);
 		return;
@@ -876,6 +877,14 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (rc == 0) {
 		fuseloop_will_block();
 		rc = meta_client_lookup(fs->o.meta, &cb.c, parent, meta_name_c(name), in);
+	}
+	/* A name meta does not have, in a directory whose names are not all
+	 * known here: the next lookups of absent names there (creates') are
+	 * answered here once the whole list is (dircache_list: small
+	 * directories this mount creates in, at most once a second each). */
+	if (rc == -ENOENT && fs->dc && !known) {
+		fuseloop_will_block();
+		dircache_list(fs->dc, parent, &cb.c);
 	}
 	double neg = negative_ttl(fs);
 	if (rc == -ENOENT && neg > 0 && dc_note(fs, parent, name, gen)) {
@@ -1200,11 +1209,18 @@ static int xattr_fetch(struct fusefs *fs, const struct meta_cred *c, uint64_t in
 }
 
 /* The "no default ACL" cache: a directory whose default ACL read came back
- * empty is not asked again for attr_timeout (the time the kernel trusts
- * its attributes anyway), so a stream of creates in one directory costs no
- * extra meta call. Setting or removing a default ACL through this mount
- * drops the entry; one set through another mount applies here within
- * attr_timeout. */
+ * empty is not asked again, so a stream of creates in one directory costs
+ * no extra meta call. It holds for attr_timeout (the time the kernel
+ * trusts its attributes anyway), and beyond as long as the dircache finds
+ * the directory unchanged by others since the read (dircache_unchanged:
+ * meta counts a default ACL change as a change of the directory), so
+ * creates over many directories do not ask once per directory per
+ * attr_timeout. Setting or removing a default ACL through this mount
+ * drops the entry; one set through another mount applies here once both
+ * have let go: after attr_timeout and within the dircache's bound (a poll
+ * interval and a round trip), i.e. within attr_timeout as before. A hit
+ * does not extend the time (it used to, so a busy directory never read
+ * its default ACL again). */
 static struct acl_none_slot *acl_slot(struct fusefs *fs, uint64_t ino)
 {
 	return &fs->acl_none[(ino * 0x9E3779B97F4A7C15ull) >> 56];
@@ -1215,11 +1231,14 @@ static int acl_none_cached(struct fusefs *fs, uint64_t ino)
 	pthread_mutex_lock(&fs->acl_lock);
 	struct acl_none_slot *sl = acl_slot(fs, ino);
 	int hit = sl->ino == ino && sl->until_ns > clock_mono_ns();
+	int gen_hit = !hit && sl->ino == ino && fs->dc;
+	uint64_t gen = sl->gen;
 	pthread_mutex_unlock(&fs->acl_lock);
-	return hit;
+	return hit || (gen_hit && dircache_unchanged(fs->dc, ino, gen));
 }
 
-static void acl_none_set(struct fusefs *fs, uint64_t ino, int none)
+/* NONE: INO has no default ACL as read after dircache generation GEN. */
+static void acl_none_set(struct fusefs *fs, uint64_t ino, int none, uint64_t gen)
 {
 	uint64_t ttl = fs->o.attr_timeout > 0 ? (uint64_t)(fs->o.attr_timeout * 1e9) : 0;
 	pthread_mutex_lock(&fs->acl_lock);
@@ -1227,6 +1246,7 @@ static void acl_none_set(struct fusefs *fs, uint64_t ino, int none)
 	if (none && ttl) {
 		sl->ino = ino;
 		sl->until_ns = clock_mono_ns() + ttl;
+		sl->gen = gen;
 	} else if (sl->ino == ino) {
 		sl->ino = 0;
 	}
@@ -1242,12 +1262,13 @@ static int acl_prepare(fuse_req_t req, struct fusefs *fs, const struct meta_cred
 	if (!fs->acl)
 		return 0; /* the kernel applied the umask */
 	uint8_t *def = NULL;
-	int n =
-	    acl_none_cached(fs, parent) ? 0 : xattr_fetch(fs, c, parent, META_ACL_DEFAULT, &def);
+	int cached = acl_none_cached(fs, parent);
+	uint64_t gen = cached ? 0 : dc_begin(fs, parent);
+	int n = cached ? 0 : xattr_fetch(fs, c, parent, META_ACL_DEFAULT, &def);
 	if (n < 0)
 		return n;
-	if (n == 0)
-		acl_none_set(fs, parent, 1);
+	if (n == 0 && !cached)
+		acl_none_set(fs, parent, 1, gen);
 	if (n == 0 || meta_acl_check(def, (size_t)n)) {
 		free(def);
 		*mode &= ~(uint32_t)fuse_req_ctx(req)->umask;
@@ -2494,7 +2515,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 	int rc = meta_client_setxattr(fs->o.meta, &cb.c, ino, meta_name_c(name), value, size, mf);
 	dattr_drop_all(fs);
 	if (!strcmp(name, META_ACL_DEFAULT))
-		acl_none_set(fs, ino, 0);
+		acl_none_set(fs, ino, 0, 0);
 	fuse_reply_err(req, to_errno(rc));
 }
 
@@ -2552,7 +2573,7 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	int rc = meta_client_removexattr(fs->o.meta, &cb.c, ino, meta_name_c(name));
 	dattr_drop_all(fs);
 	if (!strcmp(name, META_ACL_DEFAULT))
-		acl_none_set(fs, ino, 0);
+		acl_none_set(fs, ino, 0, 0);
 	fuse_reply_err(req, to_errno(rc));
 }
 

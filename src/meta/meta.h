@@ -191,7 +191,10 @@ int meta_statfs(meta_ctx *m, struct meta_statfs *out);
  * renames a name in a directory adds exactly 1 to its count (a rename
  * between two directories 1 to each), so a client that knows the count at
  * some moment and the changes it made itself since learns whether anyone
- * else changed the directory. One read-only txn (snapshot reads). 0 or <0. */
+ * else changed the directory. A set or removal of a directory's default
+ * ACL (system.posix_acl_default) adds 1 too: mounts cache that a directory
+ * has none for as long as they trust its names. One read-only txn
+ * (snapshot reads). 0 or <0. */
 int meta_dir_versions(meta_ctx *m, const uint64_t *dirs, size_t n, uint64_t *out);
 
 /* ---- files ---- */
@@ -367,6 +370,13 @@ struct meta_dirent {
  * removed meanwhile. "." and ".." are not listed. -ENOTDIR, -EACCES. */
 int meta_readdir(meta_ctx *m, const struct meta_cred *c, uint64_t dir, struct meta_name cursor,
 		 struct meta_dirent *ents, int max, int *n, int *eof);
+/* As meta_readdir, and *ver gets DIR's entry-change count
+ * (meta_dir_versions) read in the same snapshot as the entries (DIRLIST):
+ * pages that all come with one count make up the whole name list as of
+ * that count. Needs search (x) permission on DIR, as lookups of the names
+ * do: the caller (a mount) only answers lookups from the list. */
+int meta_dir_list(meta_ctx *m, const struct meta_cred *c, uint64_t dir, struct meta_name cursor,
+		  struct meta_dirent *ents, int max, int *n, int *eof, uint64_t *ver);
 
 /* Lookup-ahead (LOOKUP_PLUS): DIR's entries from name START on (START
  * itself included; empty: from the first) in name byte order, up to MAX

@@ -398,6 +398,10 @@ static int setx_body(kv_txn *t, void *arg)
 		if ((rc = meta_acl_setx(a->m, t, &a->in, a->ns == XNS_ACL_DEFAULT, &k, exists,
 					a->remove ? NULL : a->val, a->len)))
 			return rc;
+		/* mounts learn a default ACL change with the directory's names */
+		if (a->ns == XNS_ACL_DEFAULT && a->in.type == META_T_DIR &&
+		    (rc = meta_dir_bump(a->m, t, a->ino)))
+			return rc;
 		goto done;
 	}
 	if (a->remove) {

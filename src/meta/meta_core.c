@@ -260,27 +260,42 @@ int meta_dir_changed(meta_ctx *m, kv_txn *t, uint64_t dir, int64_t now, int subd
 	return rc;
 }
 
+int meta_dir_bump(meta_ctx *m, kv_txn *t, uint64_t dir)
+{
+	struct meta_key k;
+	uint8_t shard = m->dsta_shards > 1 ? (uint8_t)(meta_random(m) % m->dsta_shards) : 0;
+	meta_key_dirstat(&k, dir, META_DSTA_VERSION, shard);
+	return kv_atomic_add(t, kv_mem(k.b, k.n), 1);
+}
+
 struct dir_versions_arg {
 	const uint64_t *dirs;
 	size_t n;
 	uint64_t *out;
 };
 
+int meta_dir_version(kv_txn *t, uint64_t dir, uint64_t *out)
+{
+	struct meta_key b, e;
+	struct kv_range r;
+	meta_key_dirstat_kind_range(&b, &e, dir, META_DSTA_VERSION);
+	int rc = kv_get_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n), META_DSTA_SHARDS, 1, 0, &r);
+	if (rc < 0)
+		return rc;
+	uint64_t v = 0;
+	for (int j = 0; j < r.n; j++)
+		v += (uint64_t)dirstat_val(r.kvs[j].val);
+	*out = v;
+	return 0;
+}
+
 static int dir_versions_body(kv_txn *t, void *arg)
 {
 	struct dir_versions_arg *a = arg;
 	for (size_t i = 0; i < a->n; i++) {
-		struct meta_key b, e;
-		struct kv_range r;
-		meta_key_dirstat_kind_range(&b, &e, a->dirs[i], META_DSTA_VERSION);
-		int rc = kv_get_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n), META_DSTA_SHARDS, 1,
-				      0, &r);
+		int rc = meta_dir_version(t, a->dirs[i], &a->out[i]);
 		if (rc < 0)
 			return rc;
-		uint64_t v = 0;
-		for (int j = 0; j < r.n; j++)
-			v += (uint64_t)dirstat_val(r.kvs[j].val);
-		a->out[i] = v;
 	}
 	return 0;
 }

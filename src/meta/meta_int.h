@@ -73,6 +73,12 @@ int meta_del_dentry(kv_txn *t, uint64_t parent, struct meta_name name);
  * back afterwards). meta_dir_stat_clear drops them with the directory;
  * meta_dir_time_clear drops the time (an explicit mtime replaces it). */
 int meta_dir_changed(meta_ctx *m, kv_txn *t, uint64_t dir, int64_t now, int subdirs);
+/* Adds 1 to DIR's entry-change count without an entry change: a change
+ * of its default ACL, whose absence mounts cache as long as the names
+ * (fuse_fs.c "no default ACL" cache). */
+int meta_dir_bump(meta_ctx *m, kv_txn *t, uint64_t dir);
+/* DIR's entry-change count (meta_dir_versions) in T (snapshot read). */
+int meta_dir_version(kv_txn *t, uint64_t dir, uint64_t *out);
 /* Entry changes within this long of the last recorded one leave the
  * directory's time as it is (a 250 Hz kernel tick, the granularity of a
  * local disk's timestamps). */

@@ -802,6 +802,8 @@ struct readdir_arg {
 	struct meta_name cursor;
 	struct meta_dirent *ents;
 	int max, n, eof;
+	int list;     /* DIRLIST: search permission, and the count in ver */
+	uint64_t ver;
 	struct meta_inode in;
 };
 
@@ -837,7 +839,9 @@ static int readdir_body(kv_txn *t, void *arg)
 		return rc;
 	if (a->in.type != META_T_DIR)
 		return -ENOTDIR;
-	if ((rc = meta_may(&a->in, a->c, 4)))
+	if ((rc = meta_may(&a->in, a->c, a->list ? 1 : 4)))
+		return rc;
+	if (a->list && (rc = meta_dir_version(t, a->dir, &a->ver)))
 		return rc;
 	meta_key_dir_range(&b, &e, a->dir);
 	struct kv_slice begin = kv_mem(b.b, b.n);
@@ -859,8 +863,9 @@ static int readdir_body(kv_txn *t, void *arg)
 	return 0;
 }
 
-int meta_readdir(meta_ctx *m, const struct meta_cred *c, uint64_t dir, struct meta_name cursor,
-		 struct meta_dirent *ents, int max, int *n, int *eof)
+static int readdir_run(meta_ctx *m, const struct meta_cred *c, uint64_t dir,
+		       struct meta_name cursor, struct meta_dirent *ents, int max, int *n,
+		       int *eof, uint64_t *ver)
 {
 	if (max <= 0)
 		return -EINVAL;
@@ -870,12 +875,26 @@ int meta_readdir(meta_ctx *m, const struct meta_cred *c, uint64_t dir, struct me
 	if (!a)
 		return -ENOMEM;
 	*a = (struct readdir_arg){ .c = c, .dir = dir, .cursor = cursor, .ents = ents,
-				   .max = max };
+				   .max = max, .list = ver != NULL };
 	int rc = meta_run_ro(m, readdir_body, a);
 	*n = rc == 0 ? a->n : 0;
 	*eof = rc == 0 ? a->eof : 0;
+	if (ver)
+		*ver = rc == 0 ? a->ver : 0;
 	free(a);
 	return rc;
+}
+
+int meta_readdir(meta_ctx *m, const struct meta_cred *c, uint64_t dir, struct meta_name cursor,
+		 struct meta_dirent *ents, int max, int *n, int *eof)
+{
+	return readdir_run(m, c, dir, cursor, ents, max, n, eof, NULL);
+}
+
+int meta_dir_list(meta_ctx *m, const struct meta_cred *c, uint64_t dir, struct meta_name cursor,
+		  struct meta_dirent *ents, int max, int *n, int *eof, uint64_t *ver)
+{
+	return readdir_run(m, c, dir, cursor, ents, max, n, eof, ver);
 }
 
 /* ---- lookup-ahead (meta.h meta_lookup_plus) ---- */

@@ -72,12 +72,18 @@ enum meta_rpc_type {
  * (meta_close_many): ends write sessions whose lengths meta already has,
  * in one txn; data is 1..META_CLOSE_MANY_MAX pairs of little-endian u64
  * (ino, session). Reply: nothing. An old meta answers "bad type" (the
- * client then sends one CLOSE each). */
+ * client then sends one CLOSE each).
+ * DIRLIST (meta_dir_list): READDIR's request and reply, the reply led by
+ * the directory's entry-change count (dir_ver, as DIRVER reports it) read
+ * in the same snapshot as the entries: a mount that has every page with
+ * one count knows the directory's whole name list as of that count. An
+ * old meta answers "bad type". */
 enum meta_rpc_type_225 {
 	META_RPC_CLOSE_MANY = 225,
+	META_RPC_DIRLIST = 226,
 };
 #define META_RPC_FIRST_225 META_RPC_CLOSE_MANY
-#define META_RPC_LAST_225 META_RPC_CLOSE_MANY
+#define META_RPC_LAST_225 META_RPC_DIRLIST
 
 /* File locks (meta_lock.h), a range of their own. */
 enum meta_rpc_lock_type {
@@ -222,7 +228,8 @@ struct meta_rpc_req {
  *   size      sync: the length; getxattr, listxattr: the full size
  *   data      readlink target, xattr value, xattr name list, dirver's u64
  *             counts (borrowed)
- *   ents      readdir: caller array of ents_cap entries; n, eof
+ *   ents      readdir, dirlist: caller array of ents_cap entries; n, eof
+ *   dir_ver   dirlist: the directory's entry-change count
  *   data, n, eof  lookup_plus: the encoded entries (meta_rpc_plus_next)
  *   statfs    statfs
  *   layout    layout_get (has_layout) into caller memory
@@ -254,6 +261,7 @@ struct meta_rpc_resp {
 	const uint8_t *idata;
 	uint32_t idata_len;
 	struct meta_inode *dir; /* CREATE_DIR, UNLINK_DIR: the parent's attributes */
+	uint64_t dir_ver;
 };
 
 int meta_rpc_req_encode(struct buf *b, const struct meta_rpc_req *m);

@@ -457,6 +457,10 @@ static int run_op(struct worker *w, const struct meta_rpc_req *m, struct meta_rp
 	case META_RPC_READDIR:
 		r->ents = w->ents;
 		return meta_readdir(mc, &c, m->ino, m->name, w->ents, (int)m->count, &r->n, &r->eof);
+	case META_RPC_DIRLIST:
+		r->ents = w->ents;
+		return meta_dir_list(mc, &c, m->ino, m->name, w->ents, (int)m->count, &r->n, &r->eof,
+				     &r->dir_ver);
 	case META_RPC_GETXATTR: {
 		size_t cap = m->count < sizeof(w->xval) ? m->count : sizeof(w->xval);
 		rc = meta_getxattr(mc, &c, m->ino, m->name, w->xval, cap);
@@ -1125,6 +1129,7 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 		rpc_server_handle(s->rpc, t, &hq);
 	rpc_server_handle(s->rpc, META_RPC_DIRVER, s->ninline ? &hr : &hq);
 	rpc_server_handle(s->rpc, META_RPC_LOOKUP_PLUS, s->ninline ? &hr : &hq);
+	rpc_server_handle(s->rpc, META_RPC_DIRLIST, s->ninline ? &hr : &hq);
 	/* CLOSE_MANY only clears session keys: inline like the namespace
 	 * mutations when commits do not wait for the disk. */
 	rpc_server_handle(s->rpc, META_RPC_CLOSE_MANY, inline_writes ? &hr : &hq);

@@ -92,6 +92,8 @@
  *  225 META_CLOSE_MANY  req: hdr, blob (u64 ino, u64 session)[1..48]  resp: -
  *                       (ends write sessions whose lengths meta has, one txn;
  *                       meta_close_many. Old meta: "bad type".)
+ *  226 META_DIRLIST     req: as READDIR  resp: u64 dir_ver (entry-change count,
+ *                       same snapshot), then READDIR's (meta_dir_list)
  *  230 META_LOCK_SET    req: hdr, u64 ino, lock                   resp: - (-EAGAIN: conflict)
  *  231 META_LOCK_GET    req: hdr, u64 ino, lock                   resp: u8 has, [u64 client, lock]
  *  232 META_LOCK_RELEASE req: hdr, u64 ino, u64 owner, u32 kinds  resp: -

@@ -107,10 +107,56 @@ static void test_acl_matches_local(void **state)
 	free(got);
 }
 
+/* The mount caches that a directory has no default ACL for as long as the
+ * directory-count poll finds it unchanged by others (fuse_fs.c "no
+ * default ACL" cache; meta counts a default ACL change as a change of the
+ * directory): a default ACL another mount sets is still inherited by this
+ * mount's next creates within the bound (attr_timeout; 10 s allowed for
+ * a loaded machine), also after creates kept the cache in use for longer
+ * than attr_timeout. */
+static void test_default_acl_from_other_mount(void **state)
+{
+	char mnt2[600], d[700], p[800], cmd[1600];
+	struct stat st;
+	pid_t m2 = integ_mount2_start(&env, mnt2, sizeof(mnt2));
+	integ_path(&env, "acl2", d, sizeof(d));
+	assert_int_equal(mkdir(d, 0755), 0);
+	mode_t um = umask(022);
+	int k = 0;
+	/* 1.5 s of creates: past attr_timeout, on the dircache's word */
+	for (; k < 15; k++) {
+		snprintf(p, sizeof(p), "%s/f%d", d, k);
+		FILE *f = fopen(p, "w");
+		assert_non_null(f);
+		fclose(f);
+		assert_int_equal(stat(p, &st), 0);
+		assert_int_equal(st.st_mode & 0777, 0644);
+		usleep(100000);
+	}
+	snprintf(cmd, sizeof(cmd), "setfacl -d -m u::rw,g::r,o::- %s/acl2", mnt2);
+	assert_int_equal(system(cmd), 0);
+	int seen = 0;
+	for (int i = 0; i < 200 && !seen; i++, k++) {
+		snprintf(p, sizeof(p), "%s/f%d", d, k);
+		FILE *f = fopen(p, "w");
+		assert_non_null(f);
+		fclose(f);
+		assert_int_equal(stat(p, &st), 0);
+		seen = (st.st_mode & 0777) == 0640;
+		if (!seen)
+			usleep(50000);
+	}
+	umask(um);
+	integ_mount2_stop(&m2);
+	if (!seen)
+		fail_msg("the default ACL set through the other mount was not inherited in 10 s");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_acl_matches_local),
+	    cmocka_unit_test(test_default_acl_from_other_mount),
 	};
 	return integ_main(&env, "integ-acl", tests, sizeof(tests) / sizeof(tests[0]));
 }

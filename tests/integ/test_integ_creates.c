@@ -19,7 +19,11 @@
  * - a small chunked file read at random in tiny pieces (git's index-pack;
  *   file_io fetches it whole) returns the right bytes, a rewrite through
  *   the other mount is seen within the read-ahead staleness bound, and
- *   this mount's own write at once.
+ *   this mount's own write at once;
+ * - creates in a directory another mount made cost one request each after
+ *   the first (the mount lists the directory: DIRLIST, one or two pages),
+ *   and a change by the other mount there is still seen within the
+ *   dircache's bound; a create of a name it made fails with EEXIST.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -408,6 +412,129 @@ static void test_small_file_random_reads(void **state)
 	free(v2);
 }
 
+/* Creates in a directory this mount did not make (issue 13, dircache.h
+ * "LISTED DIRECTORIES"): the first lookup of an absent name there lists
+ * the directory (DIRLIST), and the lookups before later creates are
+ * answered by the mount: N creates cost N requests and a few, not 2N
+ * (a LOOKUP and a CREATE each). NPRE entries made by the other mount
+ * first; with more than 1024 of them the listing takes two pages, and a
+ * name of the second page must still be found. */
+static void creates_in_foreign_dir(const char *rel, int npre)
+{
+	enum { N = 200 };
+	char d2[700], d[700], p[800];
+	snprintf(d2, sizeof(d2), "%.600s/%s", mnt2, rel);
+	assert_int_equal(mkdir(d2, 0755), 0);
+	for (int i = 0; i < npre; i++) {
+		snprintf(p, sizeof(p), "%s/pre%05d", d2, i);
+		int fd = open(p, O_CREAT | O_EXCL | O_WRONLY, 0644);
+		assert_true(fd >= 0);
+		assert_int_equal(close(fd), 0);
+	}
+	integ_path(&env, rel, d, sizeof(d));
+	struct stat st;
+	/* this mount may know its parent wholly (listed): the other mount's
+	 * mkdir is seen within the dircache's bound */
+	uint64_t w0 = clock_mono_ns();
+	while (stat(d, &st) != 0) {
+		if (clock_mono_ns() - w0 > 10000000000ull)
+			fail_msg("%s not seen 10 s after the other mount made it", d);
+		clock_sleep_ms(20);
+	}
+	unsigned long long drops = integ_cache_drops();
+	uint64_t t0 = clock_mono_ns();
+	unsigned long long before = integ_meta_requests_settled(&env, 4, &t0);
+	for (int i = 0; i < N; i++) {
+		snprintf(p, sizeof(p), "%s/f%d", d, i);
+		int fd = open(p, O_CREAT | O_EXCL | O_WRONLY, 0644);
+		assert_true(fd >= 0);
+		assert_int_equal(close(fd), 0);
+	}
+	unsigned long long used = integ_meta_requests(&env) - before;
+	uint64_t ms = (clock_mono_ns() - t0) / 1000000u;
+	print_message("%llu meta requests for %d creates in a directory of %d made elsewhere "
+	              "in %llu ms\n", used, N, npre, (unsigned long long)ms);
+	/* as test_create_close_costs_one_request, plus the first name's
+	 * LOOKUP and the listing's pages */
+	unsigned long long bound = N + N / 48 + 1 + ms / 50 + 1 + 2 * (ms / 100 + 1) + 5 +
+	                           1 + (unsigned long long)npre / 1024 + 1;
+	if (used > bound && integ_cache_drops() == drops)
+		fail_msg("%llu meta requests for %d creates in a listed directory in %llu ms "
+		         "(at most %llu)", used, N, (unsigned long long)ms, bound);
+	/* every name listed is still found here, the last page's too */
+	for (int i = 0; i < npre; i += npre / 7 + 1) {
+		snprintf(p, sizeof(p), "%s/pre%05d", d, i);
+		assert_int_equal(stat(p, &st), 0);
+	}
+	if (npre) {
+		snprintf(p, sizeof(p), "%s/pre%05d", d, npre - 1);
+		assert_int_equal(stat(p, &st), 0);
+	}
+}
+
+static void test_creates_in_foreign_dir(void **state)
+{
+	creates_in_foreign_dir("fd1", 20);
+}
+
+static void test_creates_in_foreign_dir_two_pages(void **state)
+{
+	creates_in_foreign_dir("fd2", 1100);
+}
+
+/* A name the other mount adds to a directory this mount knows wholly
+ * (listed above) is seen here within the dircache's bound (a poll
+ * interval and a round trip; 10 s allowed for a loaded machine), though
+ * this mount answered its absence itself just before; and a create here
+ * of a name the other mount just made fails with EEXIST at once. */
+static void test_listed_dir_coherent(void **state)
+{
+	char p[800], p2[800];
+	struct stat st;
+	for (int round = 0; round < 3; round++) {
+		snprintf(p, sizeof(p), "%s/fd1/late%d", env.mnt, round);
+		snprintf(p2, sizeof(p2), "%s/fd1/late%d", mnt2, round);
+		assert_int_equal(stat(p, &st), -1);
+		assert_int_equal(errno, ENOENT);
+		int fd = open(p2, O_CREAT | O_EXCL | O_WRONLY, 0644);
+		assert_true(fd >= 0);
+		assert_int_equal(close(fd), 0);
+		/* EEXIST first: meta decides a create, whatever this mount knew */
+		fd = open(p, O_CREAT | O_EXCL | O_WRONLY, 0644);
+		if (fd >= 0)
+			close(fd);
+		assert_int_equal(fd, -1);
+		assert_int_equal(errno, EEXIST);
+		/* a fresh absent name, then the other mount creates it */
+		snprintf(p, sizeof(p), "%s/fd1/later%d", env.mnt, round);
+		snprintf(p2, sizeof(p2), "%s/fd1/later%d", mnt2, round);
+		assert_int_equal(stat(p, &st), -1);
+		fd = open(p2, O_CREAT | O_EXCL | O_WRONLY, 0644);
+		assert_true(fd >= 0);
+		assert_int_equal(close(fd), 0);
+		uint64_t t0 = clock_mono_ns();
+		while (stat(p, &st) != 0) {
+			if (clock_mono_ns() - t0 > 10000000000ull)
+				fail_msg("%s not seen 10 s after the other mount made it", p);
+			clock_sleep_ms(20);
+		}
+		print_message("other mount's name seen after %llu ms\n",
+		              (unsigned long long)((clock_mono_ns() - t0) / 1000000u));
+		/* and a name it removes goes too */
+		assert_int_equal(unlink(p2), 0);
+		t0 = clock_mono_ns();
+		while (stat(p, &st) == 0) {
+			if (clock_mono_ns() - t0 > 10000000000ull)
+				fail_msg("%s still seen 10 s after the other mount removed it", p);
+			clock_sleep_ms(20);
+		}
+		/* this mount creates the name again: allowed, and the other sees it */
+		int fd2 = open(p, O_CREAT | O_EXCL | O_WRONLY, 0644);
+		assert_true(fd2 >= 0);
+		assert_int_equal(close(fd2), 0);
+	}
+}
+
 static void test_stop_mount2(void **state)
 {
 	integ_mount2_stop(&mount2_pid);
@@ -423,6 +550,9 @@ int main(void)
 		cmocka_unit_test(test_kill9_meta_after_creates),
 		cmocka_unit_test(test_threads_in_dirs),
 		cmocka_unit_test(test_small_file_random_reads),
+		cmocka_unit_test(test_creates_in_foreign_dir),
+		cmocka_unit_test(test_creates_in_foreign_dir_two_pages),
+		cmocka_unit_test(test_listed_dir_coherent),
 		cmocka_unit_test(test_stop_mount2),
 	};
 	int rc = integ_main(&env, "creates", tests, sizeof(tests) / sizeof(tests[0]));

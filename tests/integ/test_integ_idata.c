@@ -296,6 +296,12 @@ static void test_two_mounts(void **state)
 	snprintf(p1, sizeof(p1), "%s/shared2", env.mnt);
 	snprintf(p2, sizeof(p2), "%s/shared2", mnt2);
 	write_file(p2, 777, 24);
+	/* this mount creates in the directory and may know its names wholly
+	 * (dircache_list): the other's new name shows within the dircache's
+	 * bound, a poll interval and a round trip (10 s for a loaded machine) */
+	struct stat st;
+	for (int i = 0; i < 500 && stat(p1, &st) != 0; i++)
+		clock_sleep_ms(20);
 	check_file(p1, 777, 24);
 	stop_mount2();
 }

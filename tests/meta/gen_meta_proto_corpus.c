@@ -134,7 +134,7 @@ int main(int argc, char **argv)
 					   .layout = &in.layout, .instance_id = 9, .threads = 4,
 					   .has_lock = 1, .lock = m.lock, .has_idata = 1,
 					   .idata_ver = 3, .idata = (const uint8_t *)"inline bytes",
-					   .idata_len = 12 };
+					   .idata_len = 12, .dir_ver = 42 };
 		if (t == META_RPC_LOOKUP_PLUS) {
 			r.data = plus.data;
 			r.data_len = (uint32_t)plus.len;

@@ -305,6 +305,32 @@ static void test_dir_versions(void **state)
 	assert_int_equal(v[0], 8);
 	assert_int_equal(v[1], 1);
 	assert_int_equal(v[2], 0);
+	/* DIRLIST: the entries with the count of the same snapshot, paged
+	 * as readdir; search permission is enough (as for lookups) */
+	struct meta_dirent ents[2];
+	int n = 0, eof = 0;
+	uint64_t lv = 0;
+	assert_int_equal(meta_dir_list(M, &FX_ROOT, d, N(""), ents, 2, &n, &eof, &lv), 0);
+	assert_int_equal(lv, 8);
+	assert_int_equal(n, 1); /* "s" */
+	assert_int_equal(eof, 1);
+	assert_string_equal(ents[0].name, "s");
+	mkfile(&FX_ROOT, d, "a", 0644);
+	mkfile(&FX_ROOT, d, "b", 0644);
+	assert_int_equal(meta_dir_list(M, &FX_ROOT, d, N(""), ents, 2, &n, &eof, &lv), 0);
+	assert_int_equal(lv, 10);
+	assert_int_equal(n, 2);
+	assert_int_equal(eof, 0);
+	assert_int_equal(meta_dir_list(M, &FX_ROOT, d, N("b"), ents, 2, &n, &eof, &lv), 0);
+	assert_int_equal(lv, 10);
+	assert_int_equal(n, 1);
+	assert_int_equal(eof, 1);
+	chmod_(&FX_ROOT, d, 0711);
+	assert_int_equal(meta_dir_list(M, &ALICE, d, N(""), ents, 2, &n, &eof, &lv), 0);
+	assert_int_equal(meta_readdir(M, &ALICE, d, N(""), ents, 2, &n, &eof), -EACCES);
+	chmod_(&FX_ROOT, d, 0700);
+	assert_int_equal(meta_dir_list(M, &ALICE, d, N(""), ents, 2, &n, &eof, &lv), -EACCES);
+	assert_int_equal(meta_dir_list(M, &FX_ROOT, f, N(""), ents, 2, &n, &eof, &lv), -ENOTDIR);
 }
 
 static void test_rename(void **state)

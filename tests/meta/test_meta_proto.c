@@ -258,6 +258,44 @@ static void test_wire_layout_resp(void **state)
 	assert_int_equal(meta_rpc_resp_encode(&b, &r), 0);
 	assert_golden(&b, &g);
 
+	/* 226 DIRLIST: u64 dir_ver, then READDIR's reply. */
+	r = (struct meta_rpc_resp){ .type = META_RPC_DIRLIST, .ents = ents, .n = 2, .eof = 0,
+				    .dir_ver = 0x7171717171717171ull };
+	g.n = 0;
+	g_le(&g, 0x7171717171717171ull, 8), g_le(&g, 0, 1), g_le(&g, 2, 4);
+	g_le(&g, 0xd1, 8), g_le(&g, META_T_FILE, 1), g_blob(&g, "a", 1);
+	g_le(&g, 0xd2, 8), g_le(&g, META_T_DIR, 1), g_blob(&g, "bc", 2);
+	buf_reset(&b);
+	assert_int_equal(meta_rpc_resp_encode(&b, &r), 0);
+	assert_golden(&b, &g);
+	{
+		struct meta_dirent got[2];
+		d = (struct meta_rpc_resp){ .type = META_RPC_DIRLIST, .ents = got, .ents_cap = 2 };
+		assert_int_equal(meta_rpc_resp_decode(g.b, g.n, &d), 0);
+		assert_int_equal(d.dir_ver, 0x7171717171717171ull);
+		assert_int_equal(d.n, 2);
+		assert_int_equal(d.eof, 0);
+		assert_string_equal(got[1].name, "bc");
+		/* hostile replies: more entries than the caller's array, a
+		 * count over the page limit, a truncated entry, no version */
+		d = (struct meta_rpc_resp){ .type = META_RPC_DIRLIST, .ents = got, .ents_cap = 1 };
+		assert_int_equal(meta_rpc_resp_decode(g.b, g.n, &d), -CFS_EPROTO);
+		d = (struct meta_rpc_resp){ .type = META_RPC_DIRLIST, .ents = got, .ents_cap = 2 };
+		assert_int_equal(meta_rpc_resp_decode(g.b, g.n - 1, &d), -CFS_EPROTO);
+		assert_int_equal(meta_rpc_resp_decode(g.b, 7, &d), -CFS_EPROTO);
+		static struct golden h;
+		h.n = 0;
+		g_le(&h, 1, 8), g_le(&h, 1, 1), g_le(&h, META_RPC_READDIR_MAX + 1, 4);
+		assert_int_equal(meta_rpc_resp_decode(h.b, h.n, &d), -CFS_EPROTO);
+		h.n = 0;
+		g_le(&h, 1, 8), g_le(&h, 2, 1), g_le(&h, 0, 4); /* eof not 0/1 */
+		assert_int_equal(meta_rpc_resp_decode(h.b, h.n, &d), -CFS_EPROTO);
+		h.n = 0;
+		g_le(&h, 1, 8), g_le(&h, 1, 1), g_le(&h, 1, 4);
+		g_le(&h, 5, 8), g_le(&h, META_T_FILE, 1), g_le(&h, META_NAME_MAX + 1, 4);
+		assert_int_equal(meta_rpc_resp_decode(h.b, h.n, &d), -CFS_EPROTO);
+	}
+
 	/* 231 LOCK_GET: u8 has_lock [u64 client, u64 owner, u32 pid, u8 kind,
 	 * u8 type, u64 start, u64 end]. */
 	r = (struct meta_rpc_resp){ .type = META_RPC_LOCK_GET, .has_lock = 1,
@@ -451,15 +489,15 @@ static void test_limits(void **state)
 	assert_int_equal(meta_rpc_req_decode(META_RPC_GETATTR, b.data, b.len, &d), -EINVAL);
 
 	/* unknown types */
-	assert_int_equal(meta_rpc_req_decode(226, b.data, b.len, &d), -CFS_EPROTO);
-	m.type = 226;
+	assert_int_equal(meta_rpc_req_decode(227, b.data, b.len, &d), -CFS_EPROTO);
+	m.type = 227;
 	buf_reset(&b);
 	assert_int_equal(meta_rpc_req_encode(&b, &m), -EINVAL);
 	assert_int_equal(b.len, 0);
 	struct meta_rpc_resp r = { .type = 199 };
 	assert_int_equal(meta_rpc_resp_encode(&b, &r), -EINVAL);
 	assert_int_equal(meta_rpc_resp_decode("", 0, &r), -CFS_EPROTO);
-	assert_null(meta_rpc_name(226));
+	assert_null(meta_rpc_name(227));
 	assert_string_equal(meta_rpc_name(META_RPC_LOOKUP_PLUS), "LOOKUP_PLUS");
 	assert_true(meta_rpc_is_mutation(META_RPC_UNLINK_DIR));
 	assert_false(meta_rpc_is_mutation(META_RPC_LOCK_SET));
