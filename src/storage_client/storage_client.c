@@ -395,7 +395,7 @@ static int resolve(struct storage_client *c, const struct storage_loc *loc, bool
 				continue;
 			if (avoided(avoid, ch->m[i].target_id))
 				skipped++;
-			else if (avoid && avoid->first == ch->m[i].target_id)
+			else if (avoid && avoid->first && avoid->first == ch->m[i].target_id)
 				pick = i;
 			else
 				serving[ns++] = i;
