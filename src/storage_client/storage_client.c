@@ -1170,17 +1170,27 @@ static void read_dispatch(struct storage_client *c, struct read_group *g, uint32
 	read_rpc_send(x);
 }
 
+/* The rotation of direct_pick for N picks at once (a batch's ranges
+ * share one, so the pieces of one read of a chunk stay on one replica). */
+static uint64_t direct_rot(struct storage_client *c, size_t n)
+{
+	if (!c->dr)
+		return 0;
+	return atomic_fetch_add_explicit(&c->dr_rr, n, memory_order_relaxed) / DIRECT_SPREAD_RUN;
+}
+
 /* Where a short-circuit read of R (sc_direct.h) would go: a standalone
  * target, or one of the SERVING replicas of its chain that may serve one
  * (not in AVOID, which may be NULL). 0: none. The replica is chosen by
- * chunk, and the choice moves on to the next one every DIRECT_SPREAD_RUN
- * picks: the chunks' reads spread over the same-host replicas, runs of a
- * chunk's pieces stay on one (one mapping each), and every replica's copy
- * of a chunk read again and again is read in turn, so a bad page in any
- * of them is found (SC_DIRECT_CORRUPT) and repaired by its service. A
- * chunk read at random gets a mapping at each replica in time. */
+ * chunk and ROT (direct_rot), which moves every chunk's choice on to the
+ * next replica every DIRECT_SPREAD_RUN picks: the chunks' reads spread
+ * over the same-host replicas, runs of a chunk's pieces stay on one (one
+ * mapping each), and every replica's copy of a chunk read again and again
+ * is read in turn, so a bad page in any of them is found
+ * (SC_DIRECT_CORRUPT) and repaired by its service. A chunk read at random
+ * gets a mapping at each replica in time. */
 static int direct_pick(struct storage_client *c, const struct storage_read *r,
-		       const struct read_avoid *avoid, char *addr, size_t addrlen,
+		       const struct read_avoid *avoid, uint64_t rot, char *addr, size_t addrlen,
 		       uint32_t *target, uint32_t *chain)
 {
 	if (!c->dr || !r->len || r->len > SC_DIRECT_MAX)
@@ -1216,9 +1226,7 @@ static int direct_pick(struct storage_client *c, const struct storage_read *r,
 	}
 	if (nc) {
 		uint64_t h = (r->ino * 0x9E3779B97F4A7C15ull) ^ r->idx;
-		uint64_t run = atomic_fetch_add_explicit(&c->dr_rr, 1, memory_order_relaxed) /
-			       DIRECT_SPREAD_RUN;
-		uint32_t k = (uint32_t)((h % nc + run % nc) % nc);
+		uint32_t k = (uint32_t)((h % nc + rot % nc) % nc);
 		addr_copy(addr, addrlen, cn[k]->addr);
 		*target = ct[k]->id;
 		*chain = ch->id;
@@ -1234,7 +1242,7 @@ static int direct_try(struct storage_client *c, struct storage_read *r,
 {
 	char addr[ROUTE_ADDR_MAX + 1];
 	uint32_t chain;
-	if (!direct_pick(c, r, avoid, addr, sizeof(addr), target, &chain))
+	if (!direct_pick(c, r, avoid, direct_rot(c, 1), addr, sizeof(addr), target, &chain))
 		return SC_DIRECT_RPC;
 	return sc_direct_read(c->dr, addr, *target, chain, r);
 }
@@ -1252,8 +1260,9 @@ static void direct_batch(struct storage_client *c, struct storage_read *r, size_
 	struct dsc *a = it ? calloc(n, sizeof(*a)) : NULL;
 	size_t *at = a ? calloc(n, sizeof(*at)) : NULL;
 	size_t k = 0;
+	uint64_t rot = at ? direct_rot(c, n) : 0;
 	for (size_t i = 0; at && i < n; i++)
-		if (direct_pick(c, &r[i], NULL, a[k].addr, sizeof(a[k].addr), &it[k].target,
+		if (direct_pick(c, &r[i], NULL, rot, a[k].addr, sizeof(a[k].addr), &it[k].target,
 				&it[k].chain)) {
 			it[k].addr = a[k].addr;
 			it[k].r = &r[i];
@@ -1634,7 +1643,7 @@ int storage_client_read_async(struct storage_client *c, struct storage_read *r, 
 		return -EINVAL;
 	char addr[ROUTE_ADDR_MAX + 1];
 	uint32_t target, chain;
-	if (direct_pick(c, r, NULL, addr, sizeof(addr), &target, &chain)) {
+	if (direct_pick(c, r, NULL, direct_rot(c, 1), addr, sizeof(addr), &target, &chain)) {
 		struct dread *x = malloc(sizeof(*x));
 		if (x) {
 			*x = (struct dread){ .c = c, .r = r, .flags = flags, .target = target,
