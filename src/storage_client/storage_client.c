@@ -1466,7 +1466,8 @@ static int read_sync(struct storage_client *c, struct storage_read *r, size_t n,
 					}
 				}
 				if (todo[i]) {
-					all_node &= node_error(res) && r[i].loc.chain && !r[i].loc.addr;
+					all_node &= (node_error(res) || res == -CFS_ECORRUPT) &&
+						    r[i].loc.chain && !r[i].loc.addr;
 					last_err = res;
 					if (g[k].routing_ver > rv)
 						rv = g[k].routing_ver;
@@ -1482,9 +1483,10 @@ static int read_sync(struct storage_client *c, struct storage_read *r, size_t n,
 		}
 		if (!again)
 			break;
-		/* Every retry is a chain read whose server failed: go to another
-		 * replica now (the failed server is marked), a few times, before
-		 * pausing as for any other error. */
+		/* Every retry is a chain read whose server failed (it is marked)
+		 * or whose replica was corrupt (it is avoided): go to another
+		 * replica now, a few times, before pausing as for any other
+		 * error. */
 		if (all_node && fast < FAST_RETRIES && clock_mono_ms() < start + c->budget_ms) {
 			fast++;
 			attempt--; /* the pauses after these start from the shortest */
