@@ -44,9 +44,11 @@
 /* Retries without a pause after a server failure: enough to try the
  * other two replicas of an R = 3 chain. */
 #define FAST_RETRIES 2
-/* Short-circuit picks (direct_pick) that keep one chunk on one same-host
+/* Short-circuit reads of a chunk (direct_pick) that stay on one same-host
  * replica before the chunk's choice moves to the next one. */
-#define DIRECT_SPREAD_RUN 32
+#define DIRECT_SPREAD_RUN 64
+/* Read counters for that, shared by the chunks hashing to one. */
+#define DIRECT_SPREAD_SLOTS 4096
 /* Threads that retry failed async reads with the blocking path. */
 #define SLOW_THREADS 8
 struct aread;
@@ -73,7 +75,7 @@ struct storage_client {
 	uint32_t budget_ms;
 	uint64_t client_id;
 	_Atomic uint64_t rr;     /* replica rotation for reads */
-	_Atomic uint64_t dr_rr;  /* ... for short-circuit reads (direct_pick) */
+	_Atomic uint32_t dr_reads[DIRECT_SPREAD_SLOTS]; /* short-circuit picks per chunk hash */
 	pthread_mutex_t rq_mu;   /* read combining queues */
 	struct readq *rq;        /* per (server, flags); freed with the client */
 	_Atomic uint64_t read_rpcs, read_groups;
@@ -1170,27 +1172,18 @@ static void read_dispatch(struct storage_client *c, struct read_group *g, uint32
 	read_rpc_send(x);
 }
 
-/* The rotation of direct_pick for N picks at once (a batch's ranges
- * share one, so the pieces of one read of a chunk stay on one replica). */
-static uint64_t direct_rot(struct storage_client *c, size_t n)
-{
-	if (!c->dr)
-		return 0;
-	return atomic_fetch_add_explicit(&c->dr_rr, n, memory_order_relaxed) / DIRECT_SPREAD_RUN;
-}
-
 /* Where a short-circuit read of R (sc_direct.h) would go: a standalone
  * target, or one of the SERVING replicas of its chain that may serve one
  * (not in AVOID, which may be NULL). 0: none. The replica is chosen by
- * chunk and ROT (direct_rot), which moves every chunk's choice on to the
- * next replica every DIRECT_SPREAD_RUN picks: the chunks' reads spread
- * over the same-host replicas, runs of a chunk's pieces stay on one (one
- * mapping each), and every replica's copy of a chunk read again and again
- * is read in turn, so a bad page in any of them is found
- * (SC_DIRECT_CORRUPT) and repaired by its service. A chunk read at random
- * gets a mapping at each replica in time. */
+ * chunk, and a chunk's choice moves on to the next replica after every
+ * DIRECT_SPREAD_RUN reads of it (a counter per chunk hash): the chunks'
+ * reads spread over the same-host replicas, a chunk read a few times
+ * (sequential reads) keeps one mapping, and every copy of a chunk read
+ * again and again is read in turn, so a bad page in any of them is found
+ * (SC_DIRECT_CORRUPT) and repaired by its service; such a chunk gets a
+ * mapping at each replica. */
 static int direct_pick(struct storage_client *c, const struct storage_read *r,
-		       const struct read_avoid *avoid, uint64_t rot, char *addr, size_t addrlen,
+		       const struct read_avoid *avoid, char *addr, size_t addrlen,
 		       uint32_t *target, uint32_t *chain)
 {
 	if (!c->dr || !r->len || r->len > SC_DIRECT_MAX)
@@ -1225,8 +1218,10 @@ static int direct_pick(struct storage_client *c, const struct storage_read *r,
 		}
 	}
 	if (nc) {
-		uint64_t h = (r->ino * 0x9E3779B97F4A7C15ull) ^ r->idx;
-		uint32_t k = (uint32_t)((h % nc + rot % nc) % nc);
+		uint64_t h = (r->ino ^ (uint64_t)r->idx * 0xC2B2AE3D27D4EB4Full) * 0x9E3779B97F4A7C15ull;
+		uint32_t run = atomic_fetch_add_explicit(&c->dr_reads[(h >> 32) % DIRECT_SPREAD_SLOTS],
+							 1, memory_order_relaxed) / DIRECT_SPREAD_RUN;
+		uint32_t k = (uint32_t)(((h >> 16) % nc + run % nc) % nc);
 		addr_copy(addr, addrlen, cn[k]->addr);
 		*target = ct[k]->id;
 		*chain = ch->id;
@@ -1242,7 +1237,7 @@ static int direct_try(struct storage_client *c, struct storage_read *r,
 {
 	char addr[ROUTE_ADDR_MAX + 1];
 	uint32_t chain;
-	if (!direct_pick(c, r, avoid, direct_rot(c, 1), addr, sizeof(addr), target, &chain))
+	if (!direct_pick(c, r, avoid, addr, sizeof(addr), target, &chain))
 		return SC_DIRECT_RPC;
 	return sc_direct_read(c->dr, addr, *target, chain, r);
 }
@@ -1260,9 +1255,8 @@ static void direct_batch(struct storage_client *c, struct storage_read *r, size_
 	struct dsc *a = it ? calloc(n, sizeof(*a)) : NULL;
 	size_t *at = a ? calloc(n, sizeof(*at)) : NULL;
 	size_t k = 0;
-	uint64_t rot = at ? direct_rot(c, n) : 0;
 	for (size_t i = 0; at && i < n; i++)
-		if (direct_pick(c, &r[i], NULL, rot, a[k].addr, sizeof(a[k].addr), &it[k].target,
+		if (direct_pick(c, &r[i], NULL, a[k].addr, sizeof(a[k].addr), &it[k].target,
 				&it[k].chain)) {
 			it[k].addr = a[k].addr;
 			it[k].r = &r[i];
@@ -1645,7 +1639,7 @@ int storage_client_read_async(struct storage_client *c, struct storage_read *r, 
 		return -EINVAL;
 	char addr[ROUTE_ADDR_MAX + 1];
 	uint32_t target, chain;
-	if (direct_pick(c, r, NULL, direct_rot(c, 1), addr, sizeof(addr), &target, &chain)) {
+	if (direct_pick(c, r, NULL, addr, sizeof(addr), &target, &chain)) {
 		struct dread *x = malloc(sizeof(*x));
 		if (x) {
 			*x = (struct dread){ .c = c, .r = r, .flags = flags, .target = target,

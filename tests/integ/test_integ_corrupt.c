@@ -29,9 +29,10 @@
  * the mount log names the inode.
  *
  * The mount reads short-circuit (its default), whose replica choice for a
- * chunk moves on every 32 picks (storage_client.c direct_pick): the
- * rounds of reads below make several hundred picks, so every replica's
- * copy of every chunk is read a few times.
+ * chunk moves on to the next replica after every 64 reads of the chunk
+ * (storage_client.c direct_pick): the reads below go on until the
+ * corrupt copy was reported (at most READS_MAX), and after the repair
+ * READS_AGAIN more read every copy again.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -52,6 +53,9 @@
 #include "testenv.h"
 
 #define FILE_LEN ((size_t)2 << 20)
+/* Whole-file reads: enough for 3 x 64 reads of each chunk, twice over. */
+#define READS_MAX 400
+#define READS_AGAIN 200
 
 static struct integ env;
 
@@ -211,19 +215,20 @@ static void test_one_replica_corrupt(void **state)
 	write_file(path, buf, FILE_LEN);
 	assert_int_equal(flip_replicas(marker, 1), 1);
 
-	int bad = 0;
-	for (int i = 0; i < 40; i++) {
+	int bad = 0, n = 0;
+	for (; n < READS_MAX && (n < 40 || !count_in_storage_logs("corrupt chunk:")); n++) {
 		int rc = read_file(path, buf, FILE_LEN);
 		if (rc)
-			fprintf(stderr, "read %d: %d\n", i, rc);
+			fprintf(stderr, "read %d: %d\n", n, rc);
 		bad += rc != 0;
 	}
+	fprintf(stderr, "one replica: %d reads until reported\n", n);
 	assert_int_equal(bad, 0);
 	/* The corrupt replica was read (the service caught it) and repaired. */
 	assert_true(count_in_storage_logs("corrupt chunk:") >= 1);
 	assert_true(testenv_wait(repaired, NULL, 60000));
 	int seen = count_in_storage_logs("corrupt chunk:");
-	for (int i = 0; i < 40; i++)
+	for (int i = 0; i < READS_AGAIN; i++)
 		assert_int_equal(read_file(path, buf, FILE_LEN), 0);
 	assert_int_equal(count_in_storage_logs("corrupt chunk:"), seen);
 	assert_int_equal(count_in_storage_logs("NOT repaired"), 0);
@@ -267,14 +272,20 @@ static void test_each_service_finds_its_copy(void **state)
 		snprintf(dir, sizeof(dir), "%s/storage%d", env.data, s);
 		assert_int_equal(flip_in(dir, x->marker, &one), 1);
 	}
-	int bad = 0;
-	for (int round = 0; round < 40; round++)
+	int bad = 0, round = 0, all = 0;
+	for (; round < READS_MAX && !all; round++) {
+		all = 1;
 		for (int s = 0; s < 3; s++) {
+			if (count_in_log(s + 1, "corrupt chunk:", f[s].ino_s))
+				continue;
+			all = 0;
 			int rc = read_file(f[s].path, f[s].buf, FILE_LEN);
 			if (rc)
 				fprintf(stderr, "round %d file %d: %d\n", round, s + 1, rc);
 			bad += rc != 0;
 		}
+	}
+	fprintf(stderr, "each service: %d rounds until all reported\n", round);
 	assert_int_equal(bad, 0);
 	/* Each service found its own copy bad (the mount's short-circuit read
 	 * sent the read to it) and repairs it; no service reported another's. */
@@ -289,7 +300,7 @@ static void test_each_service_finds_its_copy(void **state)
 	}
 	assert_true(testenv_wait(each_repaired, f, 60000));
 	int seen = count_in_storage_logs("corrupt chunk:");
-	for (int round = 0; round < 40; round++)
+	for (int i = 0; i < READS_AGAIN; i++)
 		for (int s = 0; s < 3; s++)
 			assert_int_equal(read_file(f[s].path, f[s].buf, FILE_LEN), 0);
 	/* The repaired copies pass: reads reaching them report nothing. */

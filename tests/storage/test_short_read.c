@@ -727,10 +727,10 @@ static void test_chain_corrupt(void **state)
 		snprintf(what, sizeof(what), "ino=%u idx=%u", INO, idx);
 		struct storage_client_stats st0, st;
 		storage_client_get_stats(c, &st0);
-		/* The replica choice of a chunk moves on every 32 picks: 3 x 32
-		 * reads reach every copy; a few more for other picks. */
+		/* The replica choice of a chunk moves on after every 64 reads of
+		 * it: 3 x 64 reads reach every copy. */
 		int n = 0;
-		while (n < 200 && !log_count(sc.node[bad].log, "corrupt chunk:", what)) {
+		while (n < 400 && !log_count(sc.node[bad].log, "corrupt chunk:", what)) {
 			cc_read(c, chain, idx, mode, b);
 			n++;
 		}
@@ -756,7 +756,7 @@ static void test_chain_corrupt(void **state)
 		assert_int_equal(r.result, (int)(8 * PG));
 		assert_int_equal(page_version((uint8_t *)r.dst + 5 * PG, idx, 5), 1);
 		free(r.dst);
-		for (int k = 0; k < 100; k++)
+		for (int k = 0; k < 200; k++)
 			cc_read(c, chain, idx, mode, b);
 		assert_int_equal(log_count(sc.node[bad].log, "corrupt chunk:", what), 1);
 	}
