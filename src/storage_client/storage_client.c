@@ -49,6 +49,9 @@
 #define DIRECT_SPREAD_RUN 64
 /* Read counters for that, shared by the chunks hashing to one. */
 #define DIRECT_SPREAD_SLOTS 4096
+/* Consecutive chunks of a file that start on one replica (position in
+ * their chains). */
+#define DIRECT_EXTENT 64
 /* Threads that retry failed async reads with the blocking path. */
 #define SLOW_THREADS 8
 struct aread;
@@ -1175,7 +1178,7 @@ static void read_dispatch(struct storage_client *c, struct read_group *g, uint32
 /* Where a short-circuit read of R (sc_direct.h) would go: a standalone
  * target, or one of the SERVING replicas of its chain that may serve one
  * (not in AVOID, which may be NULL). 0: none. The replica is chosen by
- * chunk, and a chunk's choice moves on to the next replica after every
+ * extent of chunks, and a chunk's choice moves on to the next replica after every
  * DIRECT_SPREAD_RUN reads of it (a counter per chunk hash): the chunks'
  * reads spread over the same-host replicas, a chunk read a few times
  * (sequential reads) keeps one mapping, and every copy of a chunk read
@@ -1218,10 +1221,15 @@ static int direct_pick(struct storage_client *c, const struct storage_read *r,
 		}
 	}
 	if (nc) {
+		/* Home replica by extent of DIRECT_EXTENT chunks, so a file read
+		 * in order reads each target's block file in order as before;
+		 * the read counter by chunk. */
+		uint64_t hx = (r->ino ^ (uint64_t)(r->idx / DIRECT_EXTENT) * 0xC2B2AE3D27D4EB4Full) *
+			      0x9E3779B97F4A7C15ull;
 		uint64_t h = (r->ino ^ (uint64_t)r->idx * 0xC2B2AE3D27D4EB4Full) * 0x9E3779B97F4A7C15ull;
 		uint32_t run = atomic_fetch_add_explicit(&c->dr_reads[(h >> 32) % DIRECT_SPREAD_SLOTS],
 							 1, memory_order_relaxed) / DIRECT_SPREAD_RUN;
-		uint32_t k = (uint32_t)(((h >> 16) % nc + run % nc) % nc);
+		uint32_t k = (uint32_t)(((hx >> 16) % nc + run % nc) % nc);
 		addr_copy(addr, addrlen, cn[k]->addr);
 		*target = ct[k]->id;
 		*chain = ch->id;
