@@ -1215,7 +1215,7 @@ static int direct_pick(struct storage_client *c, const struct storage_read *r,
 			continue;
 		const struct route_target *t = route_find_target(ri, ch->m[i].target_id);
 		const struct route_node *nd = t ? route_find_node(ri, t->node_id) : NULL;
-		if (nd && sc_direct_usable(c->dr, nd->addr)) {
+		if (nd) {
 			ct[nc] = t;
 			cn[nc++] = nd;
 		}
@@ -1230,9 +1230,14 @@ static int direct_pick(struct storage_client *c, const struct storage_read *r,
 		uint32_t run = atomic_fetch_add_explicit(&c->dr_reads[(h >> 32) % DIRECT_SPREAD_SLOTS],
 							 1, memory_order_relaxed) / DIRECT_SPREAD_RUN;
 		uint32_t k = (uint32_t)(((hx >> 16) % nc + run % nc) % nc);
-		addr_copy(addr, addrlen, cn[k]->addr);
-		*target = ct[k]->id;
-		*chain = ch->id;
+		/* The chosen one if it may serve, else the next that may. */
+		for (uint32_t j = 0; j < nc; j++, k = (k + 1) % nc)
+			if (sc_direct_usable(c->dr, cn[k]->addr)) {
+				addr_copy(addr, addrlen, cn[k]->addr);
+				*target = ct[k]->id;
+				*chain = ch->id;
+				break;
+			}
 	}
 	mgmtd_routing_put(snap);
 	return addr[0] != 0;
