@@ -23,8 +23,9 @@
  * blocking call; CFS_SHORT_READ=cache: page cache hits only); each page's
  * CRC32C against the mapping's; acquire fence and the slot word again;
  * the server alive (pidfd). Only then are the bytes the caller's. A CRC
- * mismatch lets the RPC read decide, which reports a corrupt chunk as
- * before. An async read of whole pages into a page-aligned destination
+ * mismatch under a slot still valid answers SC_DIRECT_CORRUPT: the caller
+ * reads over RPC from the same target, whose service then finds the bad
+ * page itself, reports it and repairs its copy. An async read of whole pages into a page-aligned destination
  * reads into it directly (the bytes are the caller's only after the
  * checks; a failed check leaves it to the RPC read, which overwrites it).
  * The completion thread takes its completions in batches: it hands a
@@ -131,6 +132,7 @@ struct dpeer {
 	_Atomic int st;
 	_Atomic uint64_t off_until;
 	_Atomic int dead;
+	_Atomic uint64_t dead_ms; /* when it was last found dead (or unreachable since) */
 	struct dtab *tab;         /* current table; NULL: none */
 	struct dtab *tabs[SD_MAX_TABS];
 	int ntabs;
@@ -362,7 +364,12 @@ bool sc_direct_usable(struct sc_direct *d, const char *addr)
 	struct dpeer *p = peer_get(d, addr);
 	if (!p)
 		return false;
-	return atomic_load(&p->st) != PS_OFF || clock_mono_ms() >= atomic_load(&p->off_until);
+	uint64_t now = clock_mono_ms();
+	/* A server found dead is left alone a while: registering again waits
+	 * for a connection to it (its backoff), which the caller then would. */
+	if (atomic_load(&p->dead) && now < atomic_load(&p->dead_ms) + SD_OFF_MS)
+		return false;
+	return atomic_load(&p->st) != PS_OFF || now >= atomic_load(&p->off_until);
 }
 
 /* P takes no direct reads for a while: long when it cannot (another
@@ -421,6 +428,8 @@ static int peer_register(struct sc_direct *d, struct dpeer *p)
 		bool cannot = rc == -EBADF || rc == -CFS_EBADMSG_TYPE || rc == -EOPNOTSUPP ||
 			      rc == -EINVAL || rc == -CFS_EPROTO;
 		peer_off_for(p, cannot ? SD_OFF_MS : SD_RETRY_MS);
+		if (atomic_load(&p->dead))
+			atomic_store(&p->dead_ms, clock_mono_ms()); /* still gone */
 		return rc ? rc : -ENOMEM;
 	}
 	*t = (struct dtab){ .base = tab, .memfd = fd, .region = r.region, .pidfd = -1 };
@@ -648,7 +657,8 @@ static int read_pre(struct sc_direct *d, const struct dmap *m, struct storage_re
 
 /* Second half, part one, the I/O done with RES (bytes or -errno): the
  * pages' CRCs and the slot word again. 1 the bytes are good if the server
- * is still alive now (read_done), 0 not (read over RPC). */
+ * is still alive now (read_done), 0 not (read over RPC), SC_DIRECT_CORRUPT
+ * a page failed its CRC while the slot held (the block's own bytes). */
 static int read_check(struct sc_direct *d, const struct dmap *m, const struct rd *x, ssize_t res)
 {
 	const _Atomic uint64_t *slot =
@@ -662,11 +672,16 @@ static int read_check(struct sc_direct *d, const struct dmap *m, const struct rd
 			uint32_t plen = x->blen - o < SD_PAGE ? x->blen - o : SD_PAGE;
 			if (crc32c(0, x->buf + o, plen) != m->crc[pg]) {
 				/* A stale cached page is read from the disk next time;
-				 * a bad disk page is the RPC read's to report. */
+				 * a bad disk page is its service's to report. */
 				(void)posix_fadvise(m->fd, (off_t)(m->file_off + x->start), x->blen,
 						    POSIX_FADV_DONTNEED);
+				atomic_thread_fence(memory_order_acquire);
+				if (atomic_load_explicit(slot, memory_order_relaxed) != x->s1) {
+					atomic_fetch_add(&d->stale, 1); /* changed under us */
+					return 0;
+				}
 				atomic_fetch_add(&d->corrupt, 1);
-				return 0;
+				return SC_DIRECT_CORRUPT;
 			}
 		}
 	}
@@ -684,6 +699,7 @@ static bool read_dead(struct sc_direct *d, struct dpeer *p, const struct dmap *m
 {
 	if (!server_dead(m->tab))
 		return false;
+	atomic_store(&p->dead_ms, clock_mono_ms());
 	atomic_store(&p->dead, 1);
 	atomic_fetch_add(&d->dead, 1);
 	return true;
@@ -715,15 +731,17 @@ static void read_done(struct sc_direct *d, const struct dmap *m, struct storage_
 	atomic_fetch_add(&d->reads, 1);
 }
 
-/* Second half (read_check, read_dead, read_done): 1 R is final, 0 not
- * (read over RPC). */
+/* Second half (read_check, read_dead, read_done): an enum sc_direct_res. */
 static int read_post(struct sc_direct *d, struct dpeer *p, const struct dmap *m,
 		     struct storage_read *r, const struct rd *x, ssize_t res)
 {
-	if (!read_check(d, m, x, res) || read_dead(d, p, m))
-		return 0;
+	int rc = read_check(d, m, x, res);
+	if (rc != 1)
+		return rc;
+	if (read_dead(d, p, m))
+		return SC_DIRECT_RPC;
 	read_done(d, m, r, x);
-	return 1;
+	return SC_DIRECT_DONE;
 }
 
 /* The I/O of a synchronous read. */
@@ -816,6 +834,7 @@ int sc_direct_read(struct sc_direct *d, const char *addr, uint32_t target, uint3
 	if (!d || !r->len || r->len > (d->big ? SC_DIRECT_MAX : SC_DIRECT_ASYNC_MAX))
 		return 0;
 	struct dpeer *p = peer_get(d, addr);
+	int done = SC_DIRECT_RPC;
 	for (int attempt = 0; p && attempt < 2; attempt++) {
 		struct dkey *k;
 		struct dmap *m = mapping_get(d, p, target, chain, r, &k);
@@ -823,19 +842,20 @@ int sc_direct_read(struct sc_direct *d, const char *addr, uint32_t target, uint3
 			break;
 		struct rd x;
 		bool stale = false;
-		int done = read_pre(d, m, r, &x, NULL, BUF_TLS, &stale) &&
-			   read_post(d, p, m, r, &x, read_io(d, m, &x));
+		done = read_pre(d, m, r, &x, NULL, BUF_TLS, &stale)
+			       ? read_post(d, p, m, r, &x, read_io(d, m, &x))
+			       : SC_DIRECT_RPC;
 		free(x.own);
 		if (stale)
 			map_forget(p, k, m);
 		dmap_put(m);
-		if (done)
-			return 1;
+		if (done == SC_DIRECT_DONE)
+			return done;
 		if (!stale)
 			break;
 	}
 	atomic_fetch_add(&d->fallbacks, 1);
-	return 0;
+	return done;
 }
 
 static void *abuf_get(struct sc_direct *d, size_t n)
@@ -902,7 +922,8 @@ static void aio_batch(struct sc_direct *d, struct aop **ops, int n)
 		int res = o->cres >= (int)o->x.blen ? (int)o->x.blen : o->cres;
 		o->ok = read_check(d, o->m, &o->x, res);
 	}
-	/* ok: 0 failed, 1 checked, 2 checked and its server alive after */
+	/* ok: SC_DIRECT_CORRUPT or 0 failed, 1 checked, 2 checked and its
+	 * server alive after */
 	for (int i = 0; i < n; i++) {
 		if (ops[i]->ok != 1)
 			continue;
@@ -914,8 +935,8 @@ static void aio_batch(struct sc_direct *d, struct aop **ops, int n)
 	}
 	for (int i = 0; i < n; i++) {
 		struct aop *o = ops[i];
-		int ok = o->ok == 2;
-		if (ok)
+		int ok = o->ok == 2 ? SC_DIRECT_DONE : o->ok < 0 ? SC_DIRECT_CORRUPT : SC_DIRECT_RPC;
+		if (ok == SC_DIRECT_DONE)
 			read_done(d, o->m, o->r, &o->x);
 		else
 			atomic_fetch_add(&d->fallbacks, 1);
@@ -1015,12 +1036,12 @@ int sc_direct_read_async(struct sc_direct *d, const char *addr, uint32_t target,
 		}
 		if (go && !o->x.blen) {
 			/* Nothing to read (past the end): the second half now. */
-			go = read_post(d, p, m, r, &o->x, 0);
+			go = read_post(d, p, m, r, &o->x, 0) == SC_DIRECT_DONE;
 			dmap_put(m);
 			abuf_put(d, buf, bufsz);
 			free(o);
 			if (go) {
-				done(arg, 1);
+				done(arg, SC_DIRECT_DONE);
 				return 1;
 			}
 			break;
@@ -1077,9 +1098,10 @@ size_t sc_direct_read_batch(struct sc_direct *d, struct sc_direct_item *it, size
 		return 0;
 	struct bop *b = d->ring_ok && n > 1 ? calloc(n, sizeof(*b)) : NULL;
 	if (!b) {
-		for (size_t i = 0; i < n; i++)
-			done += it[i].ok = sc_direct_read(d, it[i].addr, it[i].target, it[i].chain,
-							  it[i].r);
+		for (size_t i = 0; i < n; i++) {
+			it[i].ok = sc_direct_read(d, it[i].addr, it[i].target, it[i].chain, it[i].r);
+			done += it[i].ok == SC_DIRECT_DONE;
+		}
 		return done;
 	}
 	/* Mappings and first halves (a first mapping of a chunk may wait),
@@ -1154,7 +1176,7 @@ size_t sc_direct_read_batch(struct sc_direct *d, struct sc_direct_item *it, size
 			dmap_put(b[i].m);
 			free(b[i].x.own);
 		}
-		if (it[i].ok)
+		if (it[i].ok == SC_DIRECT_DONE)
 			done++;
 		else
 			atomic_fetch_add(&d->fallbacks, 1);

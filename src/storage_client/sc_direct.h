@@ -6,7 +6,8 @@
  * anything could change the mapped bytes. Anything unusual (no mapping,
  * a bumped slot, an expired lease, the service gone, a CRC mismatch, an
  * I/O error) answers "not done" and the caller reads over RPC as before,
- * which is also what reports errors.
+ * which is also what reports errors; a CRC mismatch names the target
+ * whose copy failed, so that read goes to its service first.
  *
  * On when the storage client's owner asks (the mount does) or
  * CFS_SHORT_READ=1 is in the environment, off with CFS_SHORT_READ=0 (and
@@ -49,13 +50,27 @@ void sc_direct_free(struct sc_direct *d);
  * (the mount passes fuseloop_will_block, so its FUSE loop goes on reading
  * requests meanwhile). Any thread. */
 void sc_direct_set_will_block(struct sc_direct *d, void (*fn)(void));
-/* Whether ADDR may serve direct reads (not refused recently). */
+/* Whether ADDR may serve direct reads: not refused recently, and not
+ * found dead under its mappings in the last 10 s (a new registration
+ * would wait for a connection to it; the caller reads over RPC or from
+ * another replica meanwhile). */
 bool sc_direct_usable(struct sc_direct *d, const char *addr);
+/* What a short-circuit read answers. */
+enum sc_direct_res {
+	/* A page of TARGET's copy failed its CRC (the slot still valid: the
+	 * bytes are the block's, not a concurrent change): read over RPC from
+	 * TARGET first, whose service's own check then reports the chunk and
+	 * queues its repair (craq_repair.c), then from another replica. */
+	SC_DIRECT_CORRUPT = -1,
+	SC_DIRECT_RPC = 0,  /* nothing is set (R->dst may have been written): read over RPC */
+	SC_DIRECT_DONE = 1, /* R is final */
+};
+
 /* Reads R's range (R->len <= SC_DIRECT_MAX) of chunk (R->ino, R->idx) of
- * TARGET in CHAIN served at ADDR from its block file. 1: R->result (bytes,
- * 0 past the end), R->crc and R->commit_ver are set, the bytes are at
- * R->dst and are those of the committed version; 0: nothing is set (R->dst
- * may have been written), read over RPC. */
+ * TARGET in CHAIN served at ADDR from its block file. SC_DIRECT_DONE:
+ * R->result (bytes, 0 past the end), R->crc and R->commit_ver are set, the
+ * bytes are at R->dst and are those of the committed version; otherwise
+ * nothing is set (see enum sc_direct_res). */
 int sc_direct_read(struct sc_direct *d, const char *addr, uint32_t target, uint32_t chain,
 		   struct storage_read *r);
 
@@ -64,7 +79,7 @@ struct sc_direct_item {
 	const char *addr;        /* the server (as for sc_direct_read) */
 	uint32_t target, chain;
 	struct storage_read *r;
-	int ok;                  /* out: 1 R is final (as sc_direct_read), 0 read R over RPC */
+	int ok;                  /* out: enum sc_direct_res, as sc_direct_read's */
 };
 
 /* As sc_direct_read for N ranges at once: every read in flight together
@@ -78,8 +93,8 @@ size_t sc_direct_read_batch(struct sc_direct *d, struct sc_direct_item *it, size
 /* As sc_direct_read without waiting for the disk (CFS_SHORT_READ=1 only):
  * 1: the read was submitted (or needed no I/O) and DONE(ARG, OK) runs
  * exactly once, on this path's completion thread or before this returns;
- * OK 1: R is final as for sc_direct_read; 0: read R over RPC (DONE may
- * start that). 0: nothing submitted, DONE will not run: read over RPC.
+ * OK an enum sc_direct_res as sc_direct_read's (DONE may start the RPC
+ * read). 0: nothing submitted, DONE will not run: read over RPC.
  * May still wait for a first mapping of the chunk. R and its memory stay
  * the caller's until DONE. R->len <= SC_DIRECT_ASYNC_MAX. */
 int sc_direct_read_async(struct sc_direct *d, const char *addr, uint32_t target, uint32_t chain,
@@ -92,7 +107,7 @@ struct sc_direct_stats {
 	uint64_t maps;       /* mappings obtained */
 	uint64_t map_fails;  /* SC_MAP refused or failed */
 	uint64_t stale;      /* slot bumped or lease expired at the read */
-	uint64_t corrupt;    /* page CRC mismatches seen (the RPC read decides) */
+	uint64_t corrupt;    /* page CRC mismatches seen (SC_DIRECT_CORRUPT) */
 	uint64_t dead;       /* a service found dead under its mappings */
 };
 void sc_direct_get_stats(struct sc_direct *d, struct sc_direct_stats *out);

@@ -44,6 +44,14 @@
 /* Retries without a pause after a server failure: enough to try the
  * other two replicas of an R = 3 chain. */
 #define FAST_RETRIES 2
+/* Short-circuit reads of a chunk (direct_pick) that stay on one same-host
+ * replica before the chunk's choice moves to the next one. */
+#define DIRECT_SPREAD_RUN 64
+/* Read counters for that, shared by the chunks hashing to one. */
+#define DIRECT_SPREAD_SLOTS 4096
+/* Consecutive chunks of a file that start on one replica (position in
+ * their chains). */
+#define DIRECT_EXTENT 64
 /* Threads that retry failed async reads with the blocking path. */
 #define SLOW_THREADS 8
 struct aread;
@@ -70,6 +78,7 @@ struct storage_client {
 	uint32_t budget_ms;
 	uint64_t client_id;
 	_Atomic uint64_t rr;     /* replica rotation for reads */
+	_Atomic uint32_t dr_reads[DIRECT_SPREAD_SLOTS]; /* short-circuit picks per chunk hash */
 	pthread_mutex_t rq_mu;   /* read combining queues */
 	struct readq *rq;        /* per (server, flags); freed with the client */
 	_Atomic uint64_t read_rpcs, read_groups;
@@ -324,10 +333,15 @@ struct dest {
 };
 
 /* Replicas one read found corrupt (-CFS_ECORRUPT: the service's CRC check
- * of its stored data failed); the read's retries go to the others. */
+ * of its stored data failed); the read's retries go to the others. FIRST
+ * (0: none): the replica whose copy a short-circuit read found a bad page
+ * in (SC_DIRECT_CORRUPT); the read's next RPC goes there while it is
+ * SERVING, so its service checks the chunk itself, reports it and repairs
+ * it (craq_repair.c), and an -CFS_ECORRUPT then sends it on to another. */
 struct read_avoid {
 	uint32_t target[CHAIN_MAX_TARGETS];
 	uint32_t n;
+	uint32_t first;
 };
 
 static bool avoided(const struct read_avoid *a, uint32_t target)
@@ -386,9 +400,13 @@ static int resolve(struct storage_client *c, const struct storage_loc *loc, bool
 				continue;
 			if (avoided(avoid, ch->m[i].target_id))
 				skipped++;
+			else if (avoid && avoid->first && avoid->first == ch->m[i].target_id)
+				pick = i;
 			else
 				serving[ns++] = i;
 		}
+		if (pick != UINT32_MAX)
+			ns = 0; /* FIRST, serving and not avoided */
 		if (ns > 1 && atomic_load_explicit(&c->n_av, memory_order_relaxed)) {
 			/* Prefer replicas on servers not marked by a recent
 			 * failure; with all of them marked, use them all. */
@@ -412,7 +430,7 @@ static int resolve(struct storage_client *c, const struct storage_loc *loc, bool
 		}
 		if (ns)
 			pick = serving[atomic_fetch_add(&c->rr, 1) % ns];
-		else if (skipped) {
+		else if (skipped && pick == UINT32_MAX) {
 			rc = -CFS_ECORRUPT;
 			goto out;
 		}
@@ -1158,10 +1176,18 @@ static void read_dispatch(struct storage_client *c, struct read_group *g, uint32
 }
 
 /* Where a short-circuit read of R (sc_direct.h) would go: a standalone
- * target, or the first SERVING replica of its chain that may serve one
- * (always the same one, so one copy of the data is read). 0: none. */
-static int direct_pick(struct storage_client *c, const struct storage_read *r, char *addr,
-		       size_t addrlen, uint32_t *target, uint32_t *chain)
+ * target, or one of the SERVING replicas of its chain that may serve one
+ * (not in AVOID, which may be NULL). 0: none. The replica is chosen by
+ * extent of chunks, and a chunk's choice moves on to the next replica after every
+ * DIRECT_SPREAD_RUN reads of it (a counter per chunk hash): the chunks'
+ * reads spread over the same-host replicas, a chunk read a few times
+ * (sequential reads) keeps one mapping, and every copy of a chunk read
+ * again and again is read in turn, so a bad page in any of them is found
+ * (SC_DIRECT_CORRUPT) and repaired by its service; such a chunk gets a
+ * mapping at each replica. */
+static int direct_pick(struct storage_client *c, const struct storage_read *r,
+		       const struct read_avoid *avoid, char *addr, size_t addrlen,
+		       uint32_t *target, uint32_t *chain)
 {
 	if (!c->dr || !r->len || r->len > SC_DIRECT_MAX)
 		return 0;
@@ -1181,34 +1207,59 @@ static int direct_pick(struct storage_client *c, const struct storage_read *r, c
 		return 0;
 	const struct route_info *ri = mgmtd_routing_info(snap);
 	const struct route_chain *ch = route_find_chain(ri, r->loc.chain);
-	for (uint32_t i = 0; ch && i < ch->n && !addr[0]; i++) {
-		if (ch->m[i].state != CHAIN_PS_SERVING)
+	const struct route_target *ct[CHAIN_MAX_TARGETS];
+	const struct route_node *cn[CHAIN_MAX_TARGETS];
+	uint32_t nc = 0;
+	for (uint32_t i = 0; ch && i < ch->n && nc < CHAIN_MAX_TARGETS; i++) {
+		if (ch->m[i].state != CHAIN_PS_SERVING || avoided(avoid, ch->m[i].target_id))
 			continue;
 		const struct route_target *t = route_find_target(ri, ch->m[i].target_id);
 		const struct route_node *nd = t ? route_find_node(ri, t->node_id) : NULL;
-		if (nd && sc_direct_usable(c->dr, nd->addr)) {
-			addr_copy(addr, addrlen, nd->addr);
-			*target = t->id;
-			*chain = ch->id;
+		if (nd) {
+			ct[nc] = t;
+			cn[nc++] = nd;
 		}
+	}
+	if (nc) {
+		/* Home replica by extent of DIRECT_EXTENT chunks, so a file read
+		 * in order reads each target's block file in order as before;
+		 * the read counter by chunk. */
+		uint64_t hx = (r->ino ^ (uint64_t)(r->idx / DIRECT_EXTENT) * 0xC2B2AE3D27D4EB4Full) *
+			      0x9E3779B97F4A7C15ull;
+		uint64_t h = (r->ino ^ (uint64_t)r->idx * 0xC2B2AE3D27D4EB4Full) * 0x9E3779B97F4A7C15ull;
+		uint32_t run = atomic_fetch_add_explicit(&c->dr_reads[(h >> 32) % DIRECT_SPREAD_SLOTS],
+							 1, memory_order_relaxed) / DIRECT_SPREAD_RUN;
+		uint32_t k = (uint32_t)(((hx >> 16) % nc + run % nc) % nc);
+		/* The chosen one if it may serve, else the next that may. */
+		for (uint32_t j = 0; j < nc; j++, k = (k + 1) % nc)
+			if (sc_direct_usable(c->dr, cn[k]->addr)) {
+				addr_copy(addr, addrlen, cn[k]->addr);
+				*target = ct[k]->id;
+				*chain = ch->id;
+				break;
+			}
 	}
 	mgmtd_routing_put(snap);
 	return addr[0] != 0;
 }
 
-/* Short-circuit read of R, waiting for it. 1: R is final. */
-static int direct_try(struct storage_client *c, struct storage_read *r)
+/* Short-circuit read of R (not from a target in AVOID, may be NULL),
+ * waiting for it: an enum sc_direct_res; *TARGET the target read. */
+static int direct_try(struct storage_client *c, struct storage_read *r,
+		      const struct read_avoid *avoid, uint32_t *target)
 {
 	char addr[ROUTE_ADDR_MAX + 1];
-	uint32_t target, chain;
-	return direct_pick(c, r, addr, sizeof(addr), &target, &chain) &&
-	       sc_direct_read(c->dr, addr, target, chain, r);
+	uint32_t chain;
+	if (!direct_pick(c, r, avoid, addr, sizeof(addr), target, &chain))
+		return SC_DIRECT_RPC;
+	return sc_direct_read(c->dr, addr, *target, chain, r);
 }
 
 /* Short-circuit reads of the N ranges of R that may take them, all at
- * once (sc_direct_read_batch); DONE[i] = 1 for each that did. */
+ * once (sc_direct_read_batch); DONE[i] the enum sc_direct_res of each
+ * (SC_DIRECT_RPC for those not tried), TGT[i] the target read. */
 static void direct_batch(struct storage_client *c, struct storage_read *r, size_t n,
-			 uint8_t *done)
+			 int8_t *done, uint32_t *tgt)
 {
 	struct dsc {
 		char addr[ROUTE_ADDR_MAX + 1];
@@ -1218,7 +1269,7 @@ static void direct_batch(struct storage_client *c, struct storage_read *r, size_
 	size_t *at = a ? calloc(n, sizeof(*at)) : NULL;
 	size_t k = 0;
 	for (size_t i = 0; at && i < n; i++)
-		if (direct_pick(c, &r[i], a[k].addr, sizeof(a[k].addr), &it[k].target,
+		if (direct_pick(c, &r[i], NULL, a[k].addr, sizeof(a[k].addr), &it[k].target,
 				&it[k].chain)) {
 			it[k].addr = a[k].addr;
 			it[k].r = &r[i];
@@ -1226,27 +1277,34 @@ static void direct_batch(struct storage_client *c, struct storage_read *r, size_
 		}
 	if (k)
 		sc_direct_read_batch(c->dr, it, k);
-	for (size_t j = 0; j < k; j++)
-		done[at[j]] = (uint8_t)it[j].ok;
+	for (size_t j = 0; j < k; j++) {
+		done[at[j]] = (int8_t)it[j].ok;
+		tgt[at[j]] = it[j].target;
+	}
 	free(at);
 	free(a);
 	free(it);
 }
 
-int storage_client_read(struct storage_client *c, struct storage_read *r, size_t n,
-			uint32_t flags)
+/* storage_client_read; AV0 (may be NULL; then N == 1): R[0]'s replicas
+ * known corrupt already (an async read's, retried here). */
+static int read_sync(struct storage_client *c, struct storage_read *r, size_t n, uint32_t flags,
+		     const struct read_avoid *av0)
 {
 	if (n == 0)
 		return 0;
 	if (!r)
 		return -EINVAL;
-	uint8_t *todo = calloc(n, sizeof(*todo)); /* 0 done, 1 send, 2 retry later */
+	int8_t *todo = calloc(n, sizeof(*todo)); /* 0 done, 1 send, 2 retry later */
 	uint32_t *tgt = calloc(n, sizeof(*tgt));  /* the target each read went to */
 	struct read_avoid *avoid = NULL;          /* allocated at the first corrupt replica */
 	struct read_group *g = calloc(n, sizeof(*g));
 	size_t *idx = calloc(n, sizeof(*idx));
 	struct sto_read_range *rr = calloc(n, sizeof(*rr));
-	if (!todo || !g || !idx || !rr || !tgt) {
+	if (av0 && n == 1 && (avoid = calloc(1, sizeof(*avoid))))
+		avoid[0] = *av0;
+	if (!todo || !g || !idx || !rr || !tgt || (av0 && !avoid)) {
+		free(avoid);
 		free(tgt);
 		free(todo);
 		free(g);
@@ -1256,17 +1314,23 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 	}
 	/* Short-circuit first: a lone range waits for the disk here; a
 	 * batch's ranges (USRBIO, KVCache, the mount's split reads) are all
-	 * in flight at once. What it does not take goes over RPC. */
+	 * in flight at once. What it does not take goes over RPC; a range
+	 * whose copy had a bad page goes to that replica first. */
 	size_t left = 0;
 	if (n == 1)
-		todo[0] = direct_try(c, &r[0]);
+		todo[0] = (int8_t)direct_try(c, &r[0], avoid, &tgt[0]);
 	else
-		direct_batch(c, r, n, todo);
+		direct_batch(c, r, n, todo, tgt);
 	for (size_t i = 0; i < n; i++) {
-		todo[i] = !todo[i];
-		left += todo[i];
+		if (todo[i] == SC_DIRECT_CORRUPT && !avoid)
+			avoid = calloc(n, sizeof(*avoid));
+		if (todo[i] == SC_DIRECT_CORRUPT && avoid)
+			avoid[i].first = tgt[i];
+		todo[i] = todo[i] != SC_DIRECT_DONE;
+		left += (size_t)todo[i];
 	}
 	if (!left) {
+		free(avoid);
 		free(tgt);
 		free(todo);
 		free(g);
@@ -1292,6 +1356,8 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 				continue;
 			int rc = resolve(c, &r[i].loc, false, &dd[i], avoid ? &avoid[i] : NULL);
 			tgt[i] = dd[i].target;
+			if (avoid)
+				avoid[i].first = 0; /* tried once: later attempts rotate */
 			if (rc) {
 				r[i].result = rc;
 				last_err = rc;
@@ -1407,7 +1473,8 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 					}
 				}
 				if (todo[i]) {
-					all_node &= node_error(res) && r[i].loc.chain && !r[i].loc.addr;
+					all_node &= (node_error(res) || res == -CFS_ECORRUPT) &&
+						    r[i].loc.chain && !r[i].loc.addr;
 					last_err = res;
 					if (g[k].routing_ver > rv)
 						rv = g[k].routing_ver;
@@ -1423,9 +1490,10 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 		}
 		if (!again)
 			break;
-		/* Every retry is a chain read whose server failed: go to another
-		 * replica now (the failed server is marked), a few times, before
-		 * pausing as for any other error. */
+		/* Every retry is a chain read whose server failed (it is marked)
+		 * or whose replica was corrupt (it is avoided): go to another
+		 * replica now, a few times, before pausing as for any other
+		 * error. */
 		if (all_node && fast < FAST_RETRIES && clock_mono_ms() < start + c->budget_ms) {
 			fast++;
 			attempt--; /* the pauses after these start from the shortest */
@@ -1445,6 +1513,12 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 	return 0;
 }
 
+int storage_client_read(struct storage_client *c, struct storage_read *r, size_t n,
+			uint32_t flags)
+{
+	return read_sync(c, r, n, flags, NULL);
+}
+
 /* ---- async reads ----
  * One range, one attempt from the caller's thread: resolve, dispatch (read
  * combining applies), and the completion on the RPC loop thread finishes
@@ -1457,6 +1531,7 @@ struct aread {
 	struct read_group g;    /* first: on_done gets &g */
 	size_t idx0;            /* g.idx: the one range, index 0 */
 	struct sto_read_range rr;
+	struct read_avoid av;   /* FIRST for the attempt; a corrupt replica for the retries */
 	struct storage_read *r;
 	uint32_t flags;
 	void (*done)(void *arg);
@@ -1482,7 +1557,7 @@ static void *slow_main(void *arg)
 		if (!c->slow_head)
 			c->slow_tail = NULL;
 		pthread_mutex_unlock(&c->slow_mu);
-		storage_client_read(c, a->r, 1, a->flags);
+		read_sync(c, a->r, 1, a->flags, &a->av);
 		a->done(a->arg);
 		free(a);
 		pthread_mutex_lock(&c->slow_mu);
@@ -1511,7 +1586,7 @@ static void slow_push(struct storage_client *c, struct aread *a)
 	}
 	pthread_mutex_unlock(&c->slow_mu);
 	if (none) {
-		storage_client_read(c, a->r, 1, a->flags);
+		read_sync(c, a->r, 1, a->flags, &a->av);
 		a->done(a->arg);
 		free(a);
 	}
@@ -1528,8 +1603,10 @@ static void aread_done(struct read_group *g)
 	else if (!g->status)
 		avoid_clear(c, g->addr);
 	int res = r->result;
-	if (res < 0 && (retryable(res, r->loc.chain != 0) ||
-			(res == -CFS_ECORRUPT && r->loc.chain && !r->loc.addr))) {
+	bool corrupt = res == -CFS_ECORRUPT && r->loc.chain && !r->loc.addr;
+	if (corrupt && !avoided(&a->av, a->rr.target) && a->av.n < CHAIN_MAX_TARGETS)
+		a->av.target[a->av.n++] = a->rr.target; /* the retries read the others */
+	if (res < 0 && (retryable(res, r->loc.chain != 0) || corrupt)) {
 		slow_push(c, a);
 		return;
 	}
@@ -1542,19 +1619,24 @@ struct dread {
 	struct storage_client *c;
 	struct storage_read *r;
 	uint32_t flags;
+	uint32_t target;
 	void (*done)(void *arg);
 	void *arg;
 };
 
 static int read_async_rpc(struct storage_client *c, struct storage_read *r, uint32_t flags,
-			  void (*done)(void *arg), void *arg);
+			  uint32_t first, void (*done)(void *arg), void *arg);
 
-/* On the short-circuit path's completion thread (or the caller's). */
+/* On the short-circuit path's completion thread (or the caller's). OK:
+ * an enum sc_direct_res; a bad page sends the RPC to the same target. */
 static void dread_done(void *arg, int ok)
 {
 	struct dread *x = arg;
-	int rc = ok ? 0 : read_async_rpc(x->c, x->r, x->flags, x->done, x->arg);
-	if (ok)
+	int rc = ok == SC_DIRECT_DONE
+			 ? 0
+			 : read_async_rpc(x->c, x->r, x->flags,
+					  ok == SC_DIRECT_CORRUPT ? x->target : 0, x->done, x->arg);
+	if (ok == SC_DIRECT_DONE)
 		x->done(x->arg);
 	else if (rc) {
 		x->r->result = rc;
@@ -1570,21 +1652,22 @@ int storage_client_read_async(struct storage_client *c, struct storage_read *r, 
 		return -EINVAL;
 	char addr[ROUTE_ADDR_MAX + 1];
 	uint32_t target, chain;
-	if (direct_pick(c, r, addr, sizeof(addr), &target, &chain)) {
+	if (direct_pick(c, r, NULL, addr, sizeof(addr), &target, &chain)) {
 		struct dread *x = malloc(sizeof(*x));
 		if (x) {
-			*x = (struct dread){ .c = c, .r = r, .flags = flags, .done = done, .arg = arg };
+			*x = (struct dread){ .c = c, .r = r, .flags = flags, .target = target,
+					     .done = done, .arg = arg };
 			if (sc_direct_read_async(c->dr, addr, target, chain, r, dread_done, x))
 				return 0;
 			free(x);
 		}
 	}
-	return read_async_rpc(c, r, flags, done, arg);
+	return read_async_rpc(c, r, flags, 0, done, arg);
 }
 
-/* storage_client_read_async over RPC. */
+/* storage_client_read_async over RPC; FIRST (0: none) as read_avoid's. */
 static int read_async_rpc(struct storage_client *c, struct storage_read *r, uint32_t flags,
-			  void (*done)(void *arg), void *arg)
+			  uint32_t first, void (*done)(void *arg), void *arg)
 {
 	struct aread *a = calloc(1, sizeof(*a));
 	if (!a)
@@ -1593,8 +1676,10 @@ static int read_async_rpc(struct storage_client *c, struct storage_read *r, uint
 	a->flags = flags;
 	a->done = done;
 	a->arg = arg;
+	a->av.first = first;
 	struct dest d;
-	int rc = resolve(c, &r->loc, false, &d, NULL);
+	int rc = resolve(c, &r->loc, false, &d, &a->av);
+	a->av.first = 0; /* tried once: the retries rotate */
 	if (rc) {
 		r->result = rc;
 		if (retryable(rc, r->loc.chain != 0))

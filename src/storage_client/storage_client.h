@@ -23,10 +23,11 @@
  * memory (sc_shm.h) when it can.
  *
  * With short_read (the mount's default) or CFS_SHORT_READ=1 in the
- * environment, small reads of chunks held by
- * a service on this host (storage_client_read_async, and a lone range of
- * storage_client_read; batches keep RPC) are read from its block files
- * directly (sc_direct.h, docs/rpc.md "Short-circuit reads").
+ * environment, reads of chunks held by a service on this host are read
+ * from its block files directly (sc_direct.h, docs/rpc.md "Short-circuit
+ * reads"), spread over the same-host SERVING replicas; a page that fails
+ * its CRC there sends the read over RPC to that same replica first, whose
+ * service reports and repairs its copy, then to the others as above.
  *
  * Read data arrives straight in the caller's buffer when the ranges sent to
  * one server are adjacent in memory (dst[i+1] == dst[i] + len[i]); otherwise

@@ -14,9 +14,25 @@
  * that must succeed without any new corruption report (the repaired
  * replica now passes its CRC check).
  *
+ * test_each_service_finds_its_copy: three files, each with the marker's
+ * neighbourhood flipped in the copy of a different storage service (so
+ * whatever the chains' order, two are not the first replica). The mount
+ * reads them short-circuit from the services' block files (all three
+ * services are on this host), spread over the replicas; a page CRC
+ * mismatch sends the read to the same target over RPC. Every read must
+ * return the right bytes; each service must log its own copy's chunk
+ * ("corrupt chunk: ... ino=I idx=0") and then repair it; after that, as
+ * many reads again (reaching every copy again) make no new report.
+ *
  * test_every_replica_corrupt: the same bytes flipped in all three replicas
  * of another file: a read fails with EIO (not a hang, not wrong bytes), and
  * the mount log names the inode.
+ *
+ * The mount reads short-circuit (its default), whose replica choice for a
+ * chunk moves on to the next replica after every 64 reads of the chunk
+ * (storage_client.c direct_pick): the reads below go on until the
+ * corrupt copy was reported (at most READS_MAX), and after the repair
+ * READS_AGAIN more read every copy again.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -37,6 +53,9 @@
 #include "testenv.h"
 
 #define FILE_LEN ((size_t)2 << 20)
+/* Whole-file reads: enough for 3 x 64 reads of each chunk, twice over. */
+#define READS_MAX 400
+#define READS_AGAIN 200
 
 static struct integ env;
 
@@ -156,21 +175,29 @@ static int flip_replicas(const char *marker, int n)
 	return done;
 }
 
-/* Lines of the storage logs holding NEEDLE. */
-static int count_in_storage_logs(const char *needle)
+/* Lines of storage service S's log (1..3; 0: all) holding NEEDLE and,
+ * when not NULL, NEEDLE2. */
+static int count_in_log(int only, const char *needle, const char *needle2)
 {
 	int n = 0;
 	for (int s = 1; s <= 3; s++) {
 		char path[700], line[2048];
+		if (only && s != only)
+			continue;
 		snprintf(path, sizeof(path), "%s/logs/storage%d.log", env.data, s);
 		FILE *f = fopen(path, "r");
 		if (!f)
 			continue;
 		while (fgets(line, sizeof(line), f))
-			n += strstr(line, needle) != NULL;
+			n += strstr(line, needle) && (!needle2 || strstr(line, needle2));
 		fclose(f);
 	}
 	return n;
+}
+
+static int count_in_storage_logs(const char *needle)
+{
+	return count_in_log(0, needle, NULL);
 }
 
 static int repaired(void *arg)
@@ -188,23 +215,101 @@ static void test_one_replica_corrupt(void **state)
 	write_file(path, buf, FILE_LEN);
 	assert_int_equal(flip_replicas(marker, 1), 1);
 
-	int bad = 0;
-	for (int i = 0; i < 40; i++) {
+	int bad = 0, n = 0;
+	for (; n < READS_MAX && (n < 40 || !count_in_storage_logs("corrupt chunk:")); n++) {
 		int rc = read_file(path, buf, FILE_LEN);
 		if (rc)
-			fprintf(stderr, "read %d: %d\n", i, rc);
+			fprintf(stderr, "read %d: %d\n", n, rc);
 		bad += rc != 0;
 	}
+	fprintf(stderr, "one replica: %d reads until reported\n", n);
 	assert_int_equal(bad, 0);
 	/* The corrupt replica was read (the service caught it) and repaired. */
 	assert_true(count_in_storage_logs("corrupt chunk:") >= 1);
 	assert_true(testenv_wait(repaired, NULL, 60000));
 	int seen = count_in_storage_logs("corrupt chunk:");
-	for (int i = 0; i < 40; i++)
+	for (int i = 0; i < READS_AGAIN; i++)
 		assert_int_equal(read_file(path, buf, FILE_LEN), 0);
 	assert_int_equal(count_in_storage_logs("corrupt chunk:"), seen);
 	assert_int_equal(count_in_storage_logs("NOT repaired"), 0);
 	free(buf);
+}
+
+struct own_copy {
+	char path[1100], marker[64], ino_s[48]; /* ino_s: "ino=I idx=0" */
+	uint8_t *buf;
+};
+
+static int each_repaired(void *arg)
+{
+	struct own_copy *f = arg;
+	for (int s = 1; s <= 3; s++)
+		if (!count_in_log(s, "repaired chunk:", f[s - 1].ino_s))
+			return 0;
+	return 1;
+}
+
+static void test_each_service_finds_its_copy(void **state)
+{
+	struct own_copy f[3];
+	for (int s = 1; s <= 3; s++) {
+		struct own_copy *x = &f[s - 1];
+		char rel[64];
+		snprintf(x->marker, sizeof(x->marker), "CFS-CORRUPT-OWN%d-%08lx", s,
+		         (unsigned long)random());
+		x->buf = malloc(FILE_LEN);
+		fill(x->buf, FILE_LEN, x->marker);
+		snprintf(rel, sizeof(rel), "corrupt-own-%d", s);
+		integ_path(&env, rel, x->path, sizeof(x->path));
+		write_file(x->path, x->buf, FILE_LEN);
+		struct stat st;
+		assert_int_equal(stat(x->path, &st), 0);
+		snprintf(x->ino_s, sizeof(x->ino_s), "ino=%llu idx=0",
+		         (unsigned long long)st.st_ino);
+		/* Storage service S's copy only. */
+		char dir[700];
+		int one = 1;
+		snprintf(dir, sizeof(dir), "%s/storage%d", env.data, s);
+		assert_int_equal(flip_in(dir, x->marker, &one), 1);
+	}
+	int bad = 0, round = 0, all = 0;
+	for (; round < READS_MAX && !all; round++) {
+		all = 1;
+		for (int s = 0; s < 3; s++) {
+			if (count_in_log(s + 1, "corrupt chunk:", f[s].ino_s))
+				continue;
+			all = 0;
+			int rc = read_file(f[s].path, f[s].buf, FILE_LEN);
+			if (rc)
+				fprintf(stderr, "round %d file %d: %d\n", round, s + 1, rc);
+			bad += rc != 0;
+		}
+	}
+	fprintf(stderr, "each service: %d rounds until all reported\n", round);
+	assert_int_equal(bad, 0);
+	/* Each service found its own copy bad (the mount's short-circuit read
+	 * sent the read to it) and repairs it; no service reported another's. */
+	for (int s = 1; s <= 3; s++) {
+		for (int o = 1; o <= 3; o++) {
+			int n = count_in_log(s, "corrupt chunk:", f[o - 1].ino_s);
+			if (o == s)
+				assert_true(n >= 1);
+			else
+				assert_int_equal(n, 0);
+		}
+	}
+	assert_true(testenv_wait(each_repaired, f, 60000));
+	int seen = count_in_storage_logs("corrupt chunk:");
+	for (int i = 0; i < READS_AGAIN; i++)
+		for (int s = 0; s < 3; s++)
+			assert_int_equal(read_file(f[s].path, f[s].buf, FILE_LEN), 0);
+	/* The repaired copies pass: reads reaching them report nothing. */
+	assert_int_equal(count_in_storage_logs("corrupt chunk:"), seen);
+	assert_int_equal(count_in_storage_logs("NOT repaired"), 0);
+	for (int s = 0; s < 3; s++) {
+		assert_int_equal(unlink(f[s].path), 0);
+		free(f[s].buf);
+	}
 }
 
 static int mount_log_has(const char *needle)
@@ -247,16 +352,9 @@ static void test_every_replica_corrupt(void **state)
 int main(void)
 {
 	srandom((unsigned)getpid());
-	/* Reads of whole chunks over RPC, spread over the replicas, as this
-	 * test is about the service catching and repairing a bad copy. With
-	 * short-circuit reads of big ranges the mount reads one same-host
-	 * replica itself and, on a page CRC mismatch, reads another over RPC:
-	 * a corrupt copy it is not given is never read, and one it is given
-	 * is not reported to its service (docs/rpc.md "Short-circuit reads").
-	 * Set before integ_main so the mount inherits it. */
-	setenv("CFS_SHORT_READ_BIG", "0", 1);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_one_replica_corrupt),
+	    cmocka_unit_test(test_each_service_finds_its_copy),
 	    cmocka_unit_test(test_every_replica_corrupt),
 	};
 	return integ_main(&env, "integ-corrupt", tests, sizeof(tests) / sizeof(tests[0]));

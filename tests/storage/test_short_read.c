@@ -29,6 +29,16 @@
  *                 a whole-chunk read and a batch's range holding the page,
  *                 while the batch's other range is read short-circuit and
  *                 right
+ *   chain_corrupt a 3-replica chain on three services of this host: a page of
+ *                 the copy at a replica other than the chain's first is
+ *                 damaged on disk; reads of it (the blocking call, then
+ *                 the async one into a page-aligned buffer, then a batch)
+ *                 are repeated until the short-circuit replica choice
+ *                 reaches that copy: every read returns the right bytes,
+ *                 the damaged copy's own service logs "corrupt chunk"
+ *                 (the RPC read went to that target) and repairs it, no
+ *                 other service reports it, and a read pinned to that
+ *                 replica returns the right bytes afterwards
  *   shapes        async reads of a chunk whose length ends inside a page:
  *                 aligned and unaligned buffers, whole pages, ranges inside
  *                 a page, across the chunk's end, past it, in batches of
@@ -54,6 +64,7 @@
 #include "common/clock.h"
 #include "common/crc32c.h"
 #include "common/status.h"
+#include "mgmtd/mgmtd_client.h"
 #include "storage/chunk_engine.h"
 #include "stor_cluster.h"
 #include "storage_client/storage_client.h"
@@ -562,6 +573,209 @@ static void test_corrupt(void **state)
 	teardown(&sc);
 }
 
+/* ---- a damaged copy at a chain's non-first replica ---- */
+
+/* Lines of LOG holding NEEDLE and NEEDLE2. */
+static int log_count(const char *log, const char *needle, const char *needle2)
+{
+	FILE *f = fopen(log, "r");
+	char line[2048];
+	int n = 0;
+	while (f && fgets(line, sizeof(line), f))
+		n += strstr(line, needle) && strstr(line, needle2);
+	if (f)
+		fclose(f);
+	return n;
+}
+
+struct repaired_arg {
+	const char *log, *what;
+};
+
+static int repaired_in(void *arg)
+{
+	struct repaired_arg *a = arg;
+	return log_count(a->log, "repaired chunk:", a->what) > 0;
+}
+
+enum { CC_SYNC, CC_ASYNC, CC_BATCH };
+
+/* One read of page 5 of chunk IDX of CHAIN the way MODE says (a batch
+ * adds page 0 of chunk IDX + 1): asserts every byte. */
+static void cc_read(struct storage_client *c, uint32_t chain, uint32_t idx, int mode, uint8_t *b)
+{
+	struct storage_read r[2] = {
+		{ .loc = { .chain = chain }, .ino = INO, .idx = idx, .off = 5 * PG, .len = PG,
+		  .dst = b },
+		{ .loc = { .chain = chain }, .ino = INO, .idx = idx + 1, .off = 0, .len = PG,
+		  .dst = b + PG },
+	};
+	memset(b, 0, 2 * PG);
+	if (mode == CC_ASYNC) {
+		struct waiter w = { .done = 0 };
+		pthread_mutex_init(&w.mu, NULL);
+		pthread_cond_init(&w.cv, NULL);
+		assert_int_equal(storage_client_read_async(c, &r[0], 0, wake, &w), 0);
+		pthread_mutex_lock(&w.mu);
+		while (!w.done)
+			pthread_cond_wait(&w.cv, &w.mu);
+		pthread_mutex_unlock(&w.mu);
+		pthread_cond_destroy(&w.cv);
+		pthread_mutex_destroy(&w.mu);
+	} else {
+		assert_int_equal(storage_client_read(c, r, mode == CC_BATCH ? 2 : 1, 0), 0);
+	}
+	assert_int_equal(r[0].result, (int)PG);
+	assert_int_equal(page_version(b, idx, 5), 1);
+	assert_int_equal(r[0].crc, crc32c(0, b, PG));
+	if (mode == CC_BATCH) {
+		assert_int_equal(r[1].result, (int)PG);
+		assert_int_equal(page_version(b + PG, idx + 1, 0), 1);
+	}
+}
+
+static void test_chain_corrupt(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	setenv("CFS_SHORT_READ", "1", 1);
+	stor_cluster_init(&sc, "short-chain", 3, 1, 4000);
+	stor_cluster_start_mgmtd(&sc);
+	char out[4096], err[256];
+	assert_int_equal(stor_cluster_admin(&sc, out, sizeof(out), "init-cluster", NULL), 0);
+	for (int i = 0; i < 3; i++)
+		stor_cluster_start_storage(&sc, i);
+	const char *maddr[1] = { sc.mgmtd_addr };
+	struct mgmtd_client_opts mo = { .mgmtd_addrs = maddr, .n_mgmtd = 1,
+					.cluster_id = SC_CLUSTER, .secret = (const uint8_t *)SC_SECRET,
+					.secret_len = strlen(SC_SECRET), .poll_wait_ms = 1000 };
+	struct mgmtd_client *obs;
+	assert_int_equal(mgmtd_client_new(&mo, &obs, err, sizeof(err)), 0);
+	uint64_t deadline = clock_mono_ms() + 30000;
+	int ntargets = 0;
+	while (ntargets != 3 && clock_mono_ms() < deadline) {
+		struct mgmtd_routing *snap = mgmtd_client_routing(obs);
+		ntargets = snap ? (int)mgmtd_routing_info(snap)->n_targets : 0;
+		mgmtd_routing_put(snap);
+		if (ntargets != 3)
+			clock_sleep_ms(50);
+	}
+	assert_int_equal(ntargets, 3);
+	assert_int_equal(stor_cluster_admin(&sc, out, sizeof(out), "create-chain-table",
+					    "--replicas", "3", NULL), 0);
+	const uint32_t chain = 1000001;
+	struct storage_client_opts co = { .cluster_id = SC_CLUSTER,
+					  .secret = (const uint8_t *)SC_SECRET,
+					  .secret_len = strlen(SC_SECRET), .mgmtd_addrs = maddr,
+					  .n_mgmtd = 1, .timeout_ms = 5000, .retry_budget_ms = 30000,
+					  .short_read = 1 };
+	struct storage_client *c;
+	assert_int_equal(storage_client_new(&co, &c, err, sizeof(err)), 0);
+	struct storage_loc loc = { .chain = chain };
+	uint8_t *w = malloc(CHLEN);
+	for (uint32_t i = 0; i < 4; i++) {
+		for (uint32_t k = 0; k < NPG; k++)
+			page_fill(w + (size_t)k * PG, i, k, 1);
+		assert_int_equal(storage_client_write(c, &loc, INO, i, 0, CHLEN, w, 0, NULL), 0);
+	}
+	free(w);
+	/* The chain's second replica (not the first SERVING one, which the
+	 * short-circuit path used to read alone) and its service. */
+	uint32_t bad_target = 0;
+	int bad = -1;
+	deadline = clock_mono_ms() + 30000;
+	while (bad < 0 && clock_mono_ms() < deadline) {
+		struct mgmtd_routing *snap = mgmtd_client_routing(obs);
+		const struct route_info *ri = snap ? mgmtd_routing_info(snap) : NULL;
+		const struct route_chain *ch = ri ? route_find_chain(ri, chain) : NULL;
+		int serving = 0;
+		for (uint32_t k = 0; ch && k < ch->n; k++)
+			serving += ch->m[k].state == CHAIN_PS_SERVING;
+		if (ch && ch->n == 3 && serving == 3) {
+			const struct route_target *t = route_find_target(ri, ch->m[1].target_id);
+			const struct route_node *nd = t ? route_find_node(ri, t->node_id) : NULL;
+			for (int i = 0; nd && i < 3; i++)
+				if (!strcmp(nd->addr, sc.node[i].addr))
+					bad = i;
+			bad_target = ch->m[1].target_id;
+		}
+		mgmtd_routing_put(snap);
+		if (bad < 0)
+			clock_sleep_ms(50);
+	}
+	assert_true(bad >= 0);
+	uint8_t *b = aligned_alloc(PG, 2 * PG);
+	static const char *const names[] = { "blocking", "async", "batch" };
+	for (int mode = CC_SYNC; mode <= CC_BATCH; mode++) {
+		/* Chunk MODE (the batch also reads chunk 3, sound), so each
+		 * round damages a copy no repair has touched. */
+		uint32_t idx = (uint32_t)mode;
+		/* First every replica's copy read short-circuit (its mapping
+		 * made: a chunk just written may be refused one for a moment,
+		 * and that read goes over RPC, maybe to the damaged copy). */
+		struct storage_client_stats sw0, sw;
+		storage_client_get_stats(c, &sw0);
+		for (int k = 0; k < 3 * 64; k++)
+			cc_read(c, chain, idx, mode, b);
+		storage_client_get_stats(c, &sw);
+		assert_true(sw.sc_reads - sw0.sc_reads > 150);
+		uint8_t pg[PG];
+		page_fill(pg, idx, 5, 1);
+		char path[1400], what[64];
+		int64_t off = find_page(sc.node[bad].dirs[0], pg, path, sizeof(path));
+		assert_true(off >= 0);
+		int fd = open(path, O_WRONLY);
+		assert_true(fd >= 0);
+		uint8_t x = 0xa5;
+		assert_int_equal(pwrite(fd, &x, 1, off + 100), 1);
+		assert_int_equal(fdatasync(fd), 0);
+		(void)posix_fadvise(fd, off, PG, POSIX_FADV_DONTNEED);
+		close(fd);
+		snprintf(what, sizeof(what), "ino=%u idx=%u", INO, idx);
+		struct storage_client_stats st0, st;
+		storage_client_get_stats(c, &st0);
+		/* The replica choice of a chunk moves on after every 64 reads of
+		 * it: 3 x 64 reads reach every copy. */
+		int n = 0;
+		while (n < 400 && !log_count(sc.node[bad].log, "corrupt chunk:", what)) {
+			cc_read(c, chain, idx, mode, b);
+			n++;
+		}
+		storage_client_get_stats(c, &st);
+		print_message("%s: %d reads until target %u reported it; short-circuit reads %llu, "
+			      "corrupt %llu\n", names[mode], n, bad_target,
+			      (unsigned long long)(st.sc_reads - st0.sc_reads),
+			      (unsigned long long)(st.sc_corrupt - st0.sc_corrupt));
+		assert_true(log_count(sc.node[bad].log, "corrupt chunk:", what) >= 1);
+		assert_true(st.sc_corrupt > st0.sc_corrupt);
+		assert_true(st.sc_reads > st0.sc_reads);
+		for (int i = 0; i < 3; i++)
+			if (i != bad)
+				assert_int_equal(log_count(sc.node[i].log, "corrupt chunk", what), 0);
+		struct repaired_arg ra = { .log = sc.node[bad].log, .what = what };
+		assert_true(testenv_wait(repaired_in, &ra, 30000));
+		/* The copy on disk is right again: read it from that replica. */
+		struct storage_loc pin = { .chain = chain, .addr = sc.node[bad].addr,
+					   .target = bad_target };
+		struct storage_read r = { .loc = pin, .ino = INO, .idx = idx, .off = 0,
+					  .len = 8 * PG, .dst = malloc(8 * PG) };
+		assert_int_equal(storage_client_read(c, &r, 1, 0), 0);
+		assert_int_equal(r.result, (int)(8 * PG));
+		assert_int_equal(page_version((uint8_t *)r.dst + 5 * PG, idx, 5), 1);
+		free(r.dst);
+		for (int k = 0; k < 200; k++)
+			cc_read(c, chain, idx, mode, b);
+		assert_int_equal(log_count(sc.node[bad].log, "corrupt chunk:", what), 1);
+	}
+	free(b);
+	storage_client_free(c);
+	mgmtd_client_free(obs);
+	for (int i = 0; i < 3; i++)
+		stor_cluster_signal(&sc, i, SIGTERM);
+	stor_cluster_fini(&sc);
+	unsetenv("CFS_SHORT_READ");
+}
+
 /* ---- async reads of every shape ---- */
 
 #define SH_LEN (10 * PG + 100) /* the chunk ends 100 bytes into page 10 */
@@ -765,6 +979,7 @@ int main(void)
 		cmocka_unit_test(test_race),
 		cmocka_unit_test(test_kill9),
 		cmocka_unit_test(test_corrupt),
+		cmocka_unit_test(test_chain_corrupt),
 		cmocka_unit_test(test_shapes),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
