@@ -553,11 +553,16 @@ static void map_chunk(struct sc_direct *d, struct dpeer *p, struct dkey *k, uint
 		/* The slot's previous chunk was evicted (or revoked): drop
 		 * its mapping now rather than at its next read. */
 		struct dkey *o = t->skey[r.f.slot];
+		bool older = false; /* answers of concurrent maps may come in any order */
 		if (o && o != k && o->cur && o->cur->tab == t && o->cur->slot == r.f.slot) {
-			dmap_put(o->cur);
-			o->cur = NULL;
+			older = o->cur->seq > r.f.seq; /* slot words only grow */
+			if (!older) {
+				dmap_put(o->cur);
+				o->cur = NULL;
+			}
 		}
-		t->skey[r.f.slot] = k;
+		if (!older)
+			t->skey[r.f.slot] = k;
 		dmap_put(k->cur);
 		k->cur = m;
 		m = NULL;
