@@ -202,45 +202,7 @@ static uint32_t crc32c_hw(uint32_t crc, const void *data, size_t len)
 		c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
 	return ~(uint32_t)c;
 }
-
-/* Four blocks at once, one stream each (BLK a multiple of 8): the crc32
- * instruction's latency is covered by the other streams, with none of
- * crc_3way's shifts and no serial tail. */
-__attribute__((target("sse4.2")))
-static void crc_blocks4(const uint8_t *p, size_t blk, uint32_t *out)
-{
-	uint64_t c0 = 0xffffffffu, c1 = c0, c2 = c0, c3 = c0;
-	for (size_t o = 0; o < blk; o += 8) {
-		uint64_t w0, w1, w2, w3;
-		memcpy(&w0, p + o, 8);
-		memcpy(&w1, p + blk + o, 8);
-		memcpy(&w2, p + 2 * blk + o, 8);
-		memcpy(&w3, p + 3 * blk + o, 8);
-		c0 = __builtin_ia32_crc32di(c0, w0);
-		c1 = __builtin_ia32_crc32di(c1, w1);
-		c2 = __builtin_ia32_crc32di(c2, w2);
-		c3 = __builtin_ia32_crc32di(c3, w3);
-	}
-	out[0] = ~(uint32_t)c0;
-	out[1] = ~(uint32_t)c1;
-	out[2] = ~(uint32_t)c2;
-	out[3] = ~(uint32_t)c3;
-}
 #endif
-
-void crc32c_blocks(const void *data, size_t blk, size_t n, uint32_t *out)
-{
-	const uint8_t *p = data;
-	size_t i = 0;
-	pthread_once(&crc_once, crc_init);
-#if defined(__x86_64__)
-	if (crc_hw && blk % 8 == 0)
-		for (; i + 4 <= n; i += 4)
-			crc_blocks4(p + i * blk, blk, out + i);
-#endif
-	for (; i < n; i++)
-		out[i] = crc32c(0, p + i * blk, blk);
-}
 
 uint32_t crc32c(uint32_t crc, const void *data, size_t len)
 {

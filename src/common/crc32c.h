@@ -9,11 +9,6 @@
 
 /* Extends CRC (0 to start) over LEN bytes at DATA. Thread-safe. */
 uint32_t crc32c(uint32_t crc, const void *data, size_t len);
-/* OUT[i] = crc32c(0, DATA + i * BLK, BLK) for i < N: with the hardware
- * path four blocks at a time, one instruction stream each (for 4 KiB
- * pages faster than N crc32c calls, which interleave within a block and
- * then stitch the pieces together). Thread-safe. */
-void crc32c_blocks(const void *data, size_t blk, size_t n, uint32_t *out);
 /* Same result, always the portable table path (for tests and benches). */
 uint32_t crc32c_sw(uint32_t crc, const void *data, size_t len);
 /* CRC32C of A||B from crc(A), crc(B) and len(B) (the zlib combine method

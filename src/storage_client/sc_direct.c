@@ -71,7 +71,6 @@
 #define SD_SMALL (8u << 10)
 #define SD_POOL 256
 #define SD_PAGE 4096u
-#define SD_CRC_RUN 16
 /* The thread's bounce buffer: a range of SC_DIRECT_ASYNC_MAX, its first
  * and last pages partial. */
 #define SD_BOUNCE (SC_DIRECT_ASYNC_MAX + SD_PAGE)
@@ -679,16 +678,9 @@ static int read_check(struct sc_direct *d, const struct dmap *m, const struct rd
 			atomic_fetch_add(&d->misses, 1);
 			return 0;
 		}
-		/* Whole pages' CRCs SD_CRC_RUN at a time (crc32c_blocks:
-		 * several pages per pass, faster than one call a page). */
-		uint32_t run[SD_CRC_RUN], full = x->blen / SD_PAGE;
 		for (uint32_t pg = x->start / SD_PAGE, o = 0; o < x->blen; pg++, o += SD_PAGE) {
 			uint32_t plen = x->blen - o < SD_PAGE ? x->blen - o : SD_PAGE;
-			uint32_t i = o / SD_PAGE, k = i % SD_CRC_RUN;
-			if (!k && i < full)
-				crc32c_blocks(x->buf + o, SD_PAGE,
-					      full - i < SD_CRC_RUN ? full - i : SD_CRC_RUN, run);
-			if ((plen == SD_PAGE ? run[k] : crc32c(0, x->buf + o, plen)) != m->crc[pg]) {
+			if (crc32c(0, x->buf + o, plen) != m->crc[pg]) {
 				/* A stale cached page is read from the disk next time;
 				 * a bad disk page is the RPC read's to report. */
 				(void)posix_fadvise(m->fd, (off_t)(m->file_off + x->start), x->blen,

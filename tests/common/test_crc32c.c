@@ -1,7 +1,5 @@
 /* test_crc32c.c - known vectors (RFC 3720 B.4), hardware == table path at
- * every length and alignment, incremental == one-shot, crc32c_blocks ==
- * one crc32c per block; and a timing line for crc32c_blocks (printed,
- * not asserted). */
+ * every length and alignment, and incremental == one-shot. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -9,7 +7,6 @@
 #include <cmocka.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/crc32c.h"
 
@@ -100,48 +97,6 @@ static void test_combine(void **state)
 	free(p);
 }
 
-/* Every block count (the 4-at-once groups and the rest), page and odd
- * block sizes, unaligned data. */
-static void test_blocks(void **state)
-{
-	(void)state;
-	size_t n = 64 * 4096 + 16;
-	uint8_t *data = malloc(n);
-	assert_non_null(data);
-	for (size_t i = 0; i < n; i++)
-		data[i] = (uint8_t)(i * 2654435761u >> 11);
-	static const size_t blks[] = { 8, 24, 4096, 4100, 513 };
-	uint32_t out[64];
-	for (size_t b = 0; b < sizeof(blks) / sizeof(blks[0]); b++)
-		for (size_t cnt = 0; cnt <= 9; cnt++)
-			for (size_t off = 0; off < 3; off++) {
-				memset(out, 0, sizeof(out));
-				crc32c_blocks(data + off, blks[b], cnt, out);
-				for (size_t i = 0; i < cnt; i++)
-					assert_int_equal(out[i],
-							 crc32c_sw(0, data + off + i * blks[b], blks[b]));
-				assert_int_equal(out[cnt], 0); /* nothing past N */
-			}
-	/* 256 pages (a 1 MiB chunk) a few hundred times each way. */
-	struct timespec t0, t1, t2;
-	uint32_t sink = 0, pcrc[64];
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (int r = 0; r < 800; r++)
-		for (size_t i = 0; i < 64; i++)
-			sink ^= crc32c(0, data + i * 4096, 4096);
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	for (int r = 0; r < 800; r++) {
-		crc32c_blocks(data, 4096, 64, pcrc);
-		sink ^= pcrc[r % 64];
-	}
-	clock_gettime(CLOCK_MONOTONIC, &t2);
-	double a = (double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec);
-	double b = (double)(t2.tv_sec - t1.tv_sec) * 1e9 + (double)(t2.tv_nsec - t1.tv_nsec);
-	print_message("4 KiB pages: crc32c %.2f GB/s, crc32c_blocks %.2f GB/s (%x)\n",
-		      800.0 * 64 * 4096 / a, 800.0 * 64 * 4096 / b, sink & 1);
-	free(data);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -149,7 +104,6 @@ int main(void)
 		cmocka_unit_test(test_paths_agree),
 		cmocka_unit_test(test_long_buffers),
 		cmocka_unit_test(test_combine),
-		cmocka_unit_test(test_blocks),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
