@@ -57,7 +57,12 @@
  * other mounts' writes); every write through this file_io drops them
  * when it ends (a unit launched during a write could hold old bytes),
  * and write-behind drops them when queued. fi->ra, ra_st and the units'
- * ready/dropped/err are guarded by fi->lock.
+ * ready/dropped/err/holds are guarded by fi->lock. A read one finished
+ * unit holds whole may be handed over by reference
+ * (file_io_read_async_ref: the mount's FUSE reply is written from the
+ * unit, saving a 1 MiB copy per read): a unit's bytes never change once
+ * ready, so replying from it later is replying with a copy made at the
+ * read; a dropped unit that is held is freed by its last unref.
  *
  * Small files read at random. git's index-pack, resolving a pack it has
  * just written, reads thousands of objects of tens of bytes at random
@@ -152,7 +157,10 @@ struct fio_ra {
 	uint32_t len;
 	uint64_t born_ms;         /* fetch started: the data is no older */
 	int ready;                /* fetch finished (err has its result); under fi->lock */
-	int dropped;              /* unlisted while in flight: ra_done frees it */
+	int dropped;              /* unlisted while in flight or held: ra_done or the
+	                             last file_io_read_unref frees it */
+	int holds;                /* readers replying from data (file_io_read_async_ref);
+	                             each holds a reference on fi; under fi->lock */
 	int err;
 	struct fio_group g;
 	struct fio_job *jobs;
@@ -800,7 +808,7 @@ static void ra_drop_all(struct file_io_inode *fi)
 	while (fi->ra) {
 		struct fio_ra *u = fi->ra;
 		fi->ra = u->next;
-		if (u->ready)
+		if (u->ready && !u->holds)
 			ra_free(u);
 		else
 			u->dropped = 1;
@@ -810,7 +818,8 @@ static void ra_drop_all(struct file_io_inode *fi)
 	pthread_cond_broadcast(&fi->ra_cond);
 }
 
-/* Frees the finished units of an inode nobody references any more. */
+/* Frees the finished units of an inode nobody references any more (a
+ * held unit holds a reference: none is held). */
 static void ra_free_ready(struct file_io_inode *fi)
 {
 	while (fi->ra) {
@@ -841,7 +850,7 @@ static void ra_unlink(struct file_io_inode *fi, struct fio_ra *u)
 	while (*pp != u)
 		pp = &(*pp)->next;
 	*pp = u->next;
-	if (u->ready)
+	if (u->ready && !u->holds)
 		ra_free(u);
 	else
 		u->dropped = 1;
@@ -909,7 +918,7 @@ static int ra_launch(struct file_io *f, struct file_io_inode *fi, uint64_t off, 
  * the caller took (f->lock comes before fi->lock, so not here); each
  * launched unit uses one, the caller gives back the rest. */
 static int ra_read(struct file_io *f, struct file_io_inode *fi, uint64_t off, size_t len,
-                   char *buf, uint64_t size, int *refs)
+                   char *buf, uint64_t size, int *refs, struct fio_ra **held)
 {
 	uint64_t end = off + len;
 	int served = 0;
@@ -965,7 +974,15 @@ static int ra_read(struct file_io *f, struct file_io_inode *fi, uint64_t off, si
 				break;
 			}
 			uint64_t ue = u->off + u->len < end ? u->off + u->len : end;
-			memcpy(buf + (pos - off), u->data + (pos - u->off), ue - pos);
+			if (held && pos == off && ue == end && *refs > 0) {
+				/* One unit holds it all: the caller replies from
+				 * it (its bytes never change once ready). */
+				u->holds++;
+				(*refs)--;
+				*held = u;
+			} else {
+				memcpy(buf + (pos - off), u->data + (pos - u->off), ue - pos);
+			}
 			pos = ue;
 		}
 		served = pos == end;
@@ -1016,8 +1033,9 @@ static int ra_read(struct file_io *f, struct file_io_inode *fi, uint64_t off, si
  * bytes, waits out overlapping write-behind, clamps *LEN at the size,
  * serves from read-ahead. Returns 1 when the read is complete (*LEN bytes
  * in BUF, maybe 0), 0 when *LEN bytes remain to fetch, or a negative
- * error. */
-static int read_prelude(file_io *f, file_io_inode *fi, uint64_t off, size_t *len, void *buf)
+ * error. HELD (may be NULL): see ra_read; set only when it returns 1. */
+static int read_prelude(file_io *f, file_io_inode *fi, uint64_t off, size_t *len, void *buf,
+                        struct fio_ra **held)
 {
 	if (fi->idata) {
 		int handled;
@@ -1051,7 +1069,7 @@ static int read_prelude(file_io *f, file_io_inode *fi, uint64_t off, size_t *len
 		fi->refs += take;
 		pthread_mutex_unlock(&f->lock);
 		pthread_mutex_lock(&fi->lock);
-		int served = ra_read(f, fi, off, *len, buf, size, &refs);
+		int served = ra_read(f, fi, off, *len, buf, size, &refs, held);
 		pthread_mutex_unlock(&fi->lock);
 		pthread_mutex_lock(&f->lock);
 		fi->refs -= refs;
@@ -1066,7 +1084,7 @@ ssize_t file_io_read(file_io *f, file_io_inode *fi, uint64_t off, size_t len, vo
 {
 	if (len == 0)
 		return 0;
-	int pre = read_prelude(f, fi, off, &len, buf);
+	int pre = read_prelude(f, fi, off, &len, buf, NULL);
 	if (pre < 0)
 		return pre;
 	if (pre)
@@ -1121,11 +1139,17 @@ void file_io_wait_reads(file_io *f)
 		clock_sleep_ms(1);
 }
 
-void file_io_read_async(file_io *f, file_io_inode *fi, uint64_t off, size_t len, void *buf,
-                        void (*done)(void *arg, ssize_t n), void *arg)
+static void read_async(file_io *f, file_io_inode *fi, uint64_t off, size_t len, void *buf,
+                       const void **data, void **hold, void (*done)(void *arg, ssize_t n),
+                       void *arg)
 {
-	int pre = len ? read_prelude(f, fi, off, &len, buf) : 1;
+	struct fio_ra *held = NULL;
+	int pre = len ? read_prelude(f, fi, off, &len, buf, hold ? &held : NULL) : 1;
 	if (pre) {
+		if (held) {
+			*data = held->data + (off - held->off);
+			*hold = held;
+		}
 		done(arg, pre < 0 ? (ssize_t)pre : (ssize_t)len);
 		return;
 	}
@@ -1151,6 +1175,35 @@ void file_io_read_async(file_io *f, file_io_inode *fi, uint64_t off, size_t len,
 	int rc = run_range(f, fi, 0, split, off, len, buf);
 	atomic_fetch_sub_explicit(&f->reads, 1, memory_order_relaxed);
 	done(arg, rc < 0 ? rc : (ssize_t)len);
+}
+
+void file_io_read_async(file_io *f, file_io_inode *fi, uint64_t off, size_t len, void *buf,
+                        void (*done)(void *arg, ssize_t n), void *arg)
+{
+	read_async(f, fi, off, len, buf, NULL, NULL, done, arg);
+}
+
+void file_io_read_async_ref(file_io *f, file_io_inode *fi, uint64_t off, size_t len, void *buf,
+                            const void **data, void **hold,
+                            void (*done)(void *arg, ssize_t n), void *arg)
+{
+	*data = buf;
+	*hold = NULL;
+	read_async(f, fi, off, len, buf, data, hold, done, arg);
+}
+
+void file_io_read_unref(file_io *f, void *hold)
+{
+	struct fio_ra *u = hold;
+	if (!u)
+		return;
+	struct file_io_inode *fi = u->fi;
+	pthread_mutex_lock(&fi->lock);
+	int last = --u->holds == 0 && u->dropped;
+	pthread_mutex_unlock(&fi->lock);
+	if (last)
+		ra_free(u);
+	file_io_release(f, fi);
 }
 
 /* file_io_write_attr; CRC (may be NULL) as for file_io_write_crc. */

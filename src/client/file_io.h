@@ -149,6 +149,18 @@ ssize_t file_io_read(file_io *f, file_io_inode *fi, uint64_t off, size_t len, vo
  * block. BUF and FI (a reference) stay the caller's until DONE. */
 void file_io_read_async(file_io *f, file_io_inode *fi, uint64_t off, size_t len, void *buf,
                         void (*done)(void *arg, ssize_t n), void *arg);
+/* file_io_read_async that may skip the copy into BUF: *DATA and *HOLD
+ * are set before DONE runs. A read served whole from one finished
+ * read-ahead unit leaves the bytes there: *DATA points at them and they
+ * stay valid and unchanged until file_io_read_unref(F, *HOLD) (the unit
+ * and FI stay alive until then; a write meanwhile drops the unit from
+ * later reads only, as if the bytes had been copied when DONE ran).
+ * Otherwise *DATA is BUF and *HOLD NULL. Call file_io_read_unref once
+ * after DONE, from any thread (NULL: no-op). */
+void file_io_read_async_ref(file_io *f, file_io_inode *fi, uint64_t off, size_t len, void *buf,
+                            const void **data, void **hold,
+                            void (*done)(void *arg, ssize_t n), void *arg);
+void file_io_read_unref(file_io *f, void *hold);
 /* Waits until every DONE of file_io_read_async that went to the backend
  * has returned (each ends within the backend's request timeout). Call
  * before tearing down what the DONEs use (the FUSE session); file_io_free

@@ -2003,6 +2003,9 @@ struct read_ctx {
 	off_t off;
 	size_t size;
 	char *buf; /* page-aligned, in this allocation */
+	struct fusefs *fs;
+	const void *data; /* the reply's bytes: buf, or a read-ahead unit's */
+	void *hold;       /* file_io_read_unref after the reply */
 };
 
 /* BUF is page-aligned so that a short-circuit read of whole pages lands
@@ -2019,7 +2022,8 @@ static void read_reply(void *arg, ssize_t n)
 	if (n < 0)
 		reply_err(x->req, (int)n);
 	else
-		fuse_reply_buf(x->req, x->buf, (size_t)n);
+		fuse_reply_buf(x->req, x->data, (size_t)n);
+	file_io_read_unref(x->fs->o.fio, x->hold);
 	free(x);
 }
 
@@ -2064,6 +2068,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	x->ino = ino;
 	x->off = off;
 	x->size = size;
+	x->fs = fs;
 	/* READ is a fast opcode (fuse_loop.h): cached inline bytes, bytes in
 	 * a finished read-ahead unit, and a small chunk read that goes out
 	 * asynchronously (a 4 KiB random read: file_io_read_no_wait) are
@@ -2075,7 +2080,9 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	/* The reply goes out from whichever thread completes the read (for a
 	 * one-piece read the storage client's loop thread): this thread goes
 	 * back to /dev/fuse at once and nobody is woken to hand data over. */
-	file_io_read_async(fs->o.fio, f->fi, (uint64_t)off, size, x->buf, read_reply, x);
+	/* Bytes a read-ahead unit holds whole go from there (no copy). */
+	file_io_read_async_ref(fs->o.fio, f->fi, (uint64_t)off, size, x->buf, &x->data, &x->hold,
+	                       read_reply, x);
 }
 
 /* A write by a caller without CAP_FSETID drops the file's set-id bits

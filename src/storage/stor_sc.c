@@ -47,6 +47,7 @@
 #define SC_NB 4096
 #define SC_TICK_MS 50
 #define SC_LEASE_MS 250
+#define SC_GHOST 65536u
 
 struct sc_tab;
 
@@ -55,6 +56,7 @@ struct sc_ent {
 	struct chunk_id id;
 	struct sc_tab *tab;
 	uint32_t slot;
+	bool ref;          /* CLOCK's second chance: the client mapped the chunk again */
 	struct stor_target *t;
 	struct sc_ent *next;
 };
@@ -68,6 +70,9 @@ struct sc_tab {
 	struct sc_ent *ent[STO_SC_SLOTS]; /* NULL: free */
 	uint32_t fr[STO_SC_SLOTS];        /* free slots, a stack */
 	uint32_t nfr;
+	uint32_t hand;                    /* CLOCK: the next slot to consider */
+	uint64_t ghost[SC_GHOST / 64];    /* chunks evicted since the hand last wrapped,
+					     hashed (a false hit only grants a second chance) */
 	struct sc_tab *next, *prev;
 };
 
@@ -88,7 +93,8 @@ struct stor_sc {
 	pthread_cond_t cv;
 	bool stop;
 	_Atomic uint64_t nent;         /* entries: hooks skip the mutex at 0 */
-	_Atomic uint64_t maps, revokes, ntabs;
+	uint32_t nslots;               /* slots used per table (CFS_TEST_SC_SLOTS) */
+	_Atomic uint64_t maps, revokes, ntabs, evictions;
 };
 
 static size_t bucket(const struct chunk_engine *e, struct chunk_id id)
@@ -229,6 +235,10 @@ struct stor_sc *stor_sc_new(struct storage_service *s)
 		free(x);
 		return NULL;
 	}
+	/* Tests make the eviction path cheap to reach with a few slots. */
+	const char *ns = getenv("CFS_TEST_SC_SLOTS");
+	long v = ns ? strtol(ns, NULL, 10) : 0;
+	x->nslots = v > 0 && v < (long)STO_SC_SLOTS ? (uint32_t)v : STO_SC_SLOTS;
 	pthread_mutex_init(&x->mu, NULL);
 	pthread_cond_init(&x->cv, NULL);
 	for (size_t i = 0; i < s->nt; i++) {
@@ -246,7 +256,7 @@ static void tab_free(void *arg)
 	pthread_mutex_lock(&x->mu);
 	/* The client keeps its mapping of the memfd: every slot it may still
 	 * trust dies now, since no mutation will bump it after this. */
-	for (uint32_t i = 0; i < STO_SC_SLOTS; i++)
+	for (uint32_t i = 0; i < x->nslots; i++)
 		if (t->ent[i])
 			revoke_id_locked(x, t->ent[i]->e, t->ent[i]->id, t);
 	atomic_store_explicit(&t->hdr[0], 0, memory_order_release);
@@ -296,6 +306,7 @@ void stor_sc_get_stats(struct stor_sc *x, struct stor_sc_stats *out)
 	out->maps = atomic_load(&x->maps);
 	out->revokes = atomic_load(&x->revokes);
 	out->tables = atomic_load(&x->ntabs);
+	out->evictions = atomic_load(&x->evictions);
 }
 
 /* The table of REQ's connection, made on first use from REGION. */
@@ -325,9 +336,9 @@ static int tab_get(struct stor_sc *x, struct rpc_req *req, uint64_t region, stru
 	t->hold = hold;
 	t->hdr = (_Atomic uint64_t *)base;
 	t->seq = (_Atomic uint64_t *)(base + STO_SC_HDR);
-	for (uint32_t i = 0; i < STO_SC_SLOTS; i++)
-		t->fr[i] = STO_SC_SLOTS - 1 - i;
-	t->nfr = STO_SC_SLOTS;
+	for (uint32_t i = 0; i < x->nslots; i++)
+		t->fr[i] = x->nslots - 1 - i;
+	t->nfr = x->nslots;
 	if ((rc = stor_shm_set_conn_ext(req, t, tab_free))) {
 		stor_shm_release(hold);
 		free(t);
@@ -360,6 +371,40 @@ struct pub_ctx {
 	uint64_t seq;
 };
 
+static size_t ghost_bit(const struct chunk_engine *e, struct chunk_id id)
+{
+	uint64_t h = id.ino * 0xD6E8FEB86659FD93ull ^ (uint64_t)id.idx * 0x9E3779B97F4A7C15ull ^
+		     (uint64_t)(uintptr_t)e;
+	return (size_t)(h >> 32) % SC_GHOST;
+}
+
+/* Under mu, TAB full: frees one slot by revoking a mapping, CLOCK over
+ * the slots: a mapping the client made again (after an eviction since
+ * the hand last wrapped, or while it still had one) gets a second
+ * chance; a chunk mapped once goes first. The client holding the evicted
+ * mapping sees its slot word move at its next read and maps again, so
+ * an eviction costs a map RPC, never a wrong byte. */
+static void evict_one(struct stor_sc *x, struct sc_tab *tab)
+{
+	for (uint32_t step = 0; step <= 2 * x->nslots && !tab->nfr; step++) {
+		uint32_t i = tab->hand;
+		tab->hand = (i + 1) % x->nslots;
+		if (!tab->hand)
+			memset(tab->ghost, 0, sizeof(tab->ghost));
+		struct sc_ent *n = tab->ent[i];
+		if (!n)
+			continue;
+		if (n->ref) {
+			n->ref = false;
+			continue;
+		}
+		size_t g = ghost_bit(n->e, n->id);
+		tab->ghost[g / 64] |= 1ull << (g % 64);
+		revoke_id_locked(x, n->e, n->id, tab);
+		atomic_fetch_add_explicit(&x->evictions, 1, memory_order_relaxed);
+	}
+}
+
 /* Under the engine's mutex (chunk_engine_sc_map). */
 static int publish(void *arg, const struct chunk_meta *m)
 {
@@ -367,7 +412,16 @@ static int publish(void *arg, const struct chunk_meta *m)
 	struct pub_ctx *c = arg;
 	struct stor_sc *x = c->x;
 	pthread_mutex_lock(&x->mu);
-	revoke_id_locked(x, c->t->eng, c->id, c->tab); /* a client mapping again */
+	/* A client mapping again (its mapping still here, or evicted
+	 * lately): the chunk is read more than once. */
+	uint64_t before = atomic_load_explicit(&x->revokes, memory_order_relaxed);
+	revoke_id_locked(x, c->t->eng, c->id, c->tab);
+	size_t g = ghost_bit(c->t->eng, c->id);
+	bool again = atomic_load_explicit(&x->revokes, memory_order_relaxed) != before ||
+		     (c->tab->ghost[g / 64] >> (g % 64) & 1);
+	c->tab->ghost[g / 64] &= ~(1ull << (g % 64));
+	if (!c->tab->nfr)
+		evict_one(x, c->tab);
 	int rc = -ENOSPC;
 	if (c->tab->nfr) {
 		struct sc_ent *n = calloc(1, sizeof(*n));
@@ -377,7 +431,7 @@ static int publish(void *arg, const struct chunk_meta *m)
 			c->seq = atomic_fetch_add_explicit(&c->tab->seq[c->slot], 1,
 							   memory_order_seq_cst) + 1;
 			*n = (struct sc_ent){ .e = c->t->eng, .id = c->id, .tab = c->tab,
-					      .slot = c->slot, .t = c->t };
+					      .slot = c->slot, .t = c->t, .ref = again };
 			size_t b = bucket(n->e, n->id);
 			n->next = x->b[b];
 			x->b[b] = n;

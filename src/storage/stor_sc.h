@@ -38,6 +38,7 @@ struct stor_sc_stats {
 	uint64_t maps;     /* mappings handed out */
 	uint64_t revokes;  /* slot words bumped */
 	uint64_t tables;   /* tables alive */
+	uint64_t evictions; /* mappings revoked to free a slot for another chunk */
 };
 void stor_sc_get_stats(struct stor_sc *x, struct stor_sc_stats *out);
 

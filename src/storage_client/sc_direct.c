@@ -33,12 +33,11 @@
  * async reads (aio_batch), polling each server's pidfd once per batch,
  * after every check of the batch's reads of that server.
  *
- * MAPPINGS ARE NOT EVICTED. A server gives a table STO_SC_SLOTS slots and
- * frees one only when it revokes it (a mutation of the chunk, a routing
- * change, the connection's end). Past that many chunks read through one
- * server, a map is refused (-ENOSPC) and the chunk is read over RPC, its
- * map tried again a second later. The mount's 4 KiB random reads of the
- * peer job touch 1,024 chunks of 1 MiB over three services.
+ * EVICTION. A server gives a table STO_SC_SLOTS slots; with all in use, a
+ * new map revokes another chunk's mapping (CLOCK, stor_sc.c), which its
+ * next read here finds stale and maps again. A slot handed out again
+ * names a new chunk: the mapping that held it before is dropped then, so
+ * this side keeps at most one live mapping (and its CRCs) per slot.
  */
 #include "storage_client/sc_direct.h"
 
@@ -89,6 +88,7 @@ struct dtab {
 	uint64_t region;
 	int pidfd;           /* the server's, set by the first mapping */
 	uint32_t pid;
+	struct dkey **skey;  /* STO_SC_SLOTS: the key whose mapping holds each slot */
 };
 
 /* One published mapping (immutable; freed by its last reference). */
@@ -301,6 +301,7 @@ void sc_direct_free(struct sc_direct *d)
 		for (int t = 0; t < p->ntabs; t++) {
 			struct dtab *tb = p->tabs[t];
 			munmap((void *)tb->base, STO_SC_TABLE_BYTES);
+			free(tb->skey);
 			close(tb->memfd);
 			if (tb->pidfd >= 0)
 				close(tb->pidfd);
@@ -420,6 +421,11 @@ static int peer_register(struct sc_direct *d, struct dpeer *p)
 	buf_fini(&b);
 	buf_fini(&resp);
 	struct dtab *t = rc ? NULL : calloc(1, sizeof(*t));
+	struct dkey **skey = t ? calloc(STO_SC_SLOTS, sizeof(*skey)) : NULL;
+	if (!skey) {
+		free(t);
+		t = NULL;
+	}
 	if (!t) {
 		if (tab != MAP_FAILED)
 			munmap(tab, STO_SC_TABLE_BYTES);
@@ -432,7 +438,8 @@ static int peer_register(struct sc_direct *d, struct dpeer *p)
 			atomic_store(&p->dead_ms, clock_mono_ms()); /* still gone */
 		return rc ? rc : -ENOMEM;
 	}
-	*t = (struct dtab){ .base = tab, .memfd = fd, .region = r.region, .pidfd = -1 };
+	*t = (struct dtab){ .base = tab, .memfd = fd, .region = r.region, .pidfd = -1,
+			    .skey = skey };
 	pthread_rwlock_wrlock(&p->lk);
 	peer_drop_maps(p);
 	p->tabs[p->ntabs++] = t;
@@ -551,6 +558,19 @@ static void map_chunk(struct sc_direct *d, struct dpeer *p, struct dkey *k, uint
 		rc = -EACCES;
 	uint64_t now = clock_mono_ms();
 	if (!rc) {
+		/* The slot's previous chunk was evicted (or revoked): drop
+		 * its mapping now rather than at its next read. */
+		struct dkey *o = t->skey[r.f.slot];
+		bool older = false; /* answers of concurrent maps may come in any order */
+		if (o && o != k && o->cur && o->cur->tab == t && o->cur->slot == r.f.slot) {
+			older = o->cur->seq > r.f.seq; /* slot words only grow */
+			if (!older) {
+				dmap_put(o->cur);
+				o->cur = NULL;
+			}
+		}
+		if (!older)
+			t->skey[r.f.slot] = k;
 		dmap_put(k->cur);
 		k->cur = m;
 		m = NULL;

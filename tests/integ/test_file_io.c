@@ -18,7 +18,10 @@
  * writes are seen at once); small files read at random (git's
  * index-pack): from the second small random read on, the whole file comes
  * in one unit and later reads cost no request, under the same staleness
- * bound and write drops; a big file's random reads fetch nothing extra.
+ * bound and write drops; a big file's random reads fetch nothing extra;
+ * file_io_read_async_ref hands a read one unit holds whole over by
+ * reference, and those bytes stay put through a write that drops the unit
+ * and through the release of the inode, until file_io_read_unref.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -543,6 +546,92 @@ static void test_read_ahead(void **state)
 	free(r);
 }
 
+struct ref_read {
+	ssize_t n;
+	int calls;
+};
+
+static void ref_done(void *arg, ssize_t n)
+{
+	struct ref_read *x = arg;
+	x->n = n;
+	x->calls++;
+}
+
+/* READ-AHEAD BY REFERENCE (the mount's FUSE replies): sequential reads
+ * through file_io_read_async_ref; those a finished unit holds whole point
+ * into it (no copy) and are right; a held unit survives this file_io's
+ * own write over it (which drops it from later reads: the next read sees
+ * the new bytes) and the inode's release, and goes at the last unref
+ * (ASan sees any use after free). */
+static void test_read_ahead_ref(void **state)
+{
+	struct ctx *c = *state;
+	char err[256];
+	const size_t size = 48 * (size_t)CS;
+	file_io *A;
+	file_io_inode *fa;
+	struct file_io_opts o = {
+	    .backend = {.arg = &c->fk, .read = fake_read, .write = fake_write},
+	    .workers = 4,
+	    .read_ahead = 2 << 20,
+	    .read_ahead_ttl_ms = 10000,
+	};
+	assert_int_equal(file_io_new(&o, &A, err, sizeof(err)), 0);
+	c->in.ino = 97;
+	c->in.size = 0;
+	assert_int_equal(file_io_open(A, &c->in, &fa), 0);
+	uint8_t *p1 = malloc(size), *p2 = malloc(size), *r = malloc(CS);
+	pattern(p1, size, 21);
+	pattern(p2, size, 22);
+	assert_int_equal(file_io_write(A, fa, 0, size, p1), (ssize_t)size);
+	int by_ref = 0;
+	void *kept = NULL;
+	const uint8_t *kept_data = NULL;
+	uint64_t kept_off = 0, pos = 0;
+	for (int k = 0; k < 12; k++, pos += CS) {
+		struct ref_read x = {0, 0};
+		const void *data;
+		void *hold;
+		file_io_read_async_ref(A, fa, pos, CS, r, &data, &hold, ref_done, &x);
+		file_io_wait_reads(A);
+		assert_int_equal(x.calls, 1);
+		assert_int_equal(x.n, CS);
+		assert_memory_equal(data, p1 + pos, CS);
+		if (hold) {
+			assert_ptr_not_equal(data, r);
+			by_ref++;
+			if (!kept) {
+				kept = hold;
+				kept_data = data;
+				kept_off = pos;
+				continue;
+			}
+		} else {
+			assert_ptr_equal(data, r);
+		}
+		file_io_read_unref(A, hold);
+		sleep_ms(5); /* let the units land */
+	}
+	assert_true(by_ref > 0);
+	assert_non_null(kept);
+	/* Overwrite the held bytes: later reads see the new ones, the held
+	 * reply still the bytes it was served. */
+	assert_int_equal(file_io_write(A, fa, kept_off, CS, p2 + kept_off), CS);
+	assert_int_equal(file_io_read(A, fa, kept_off, CS, r), CS);
+	assert_memory_equal(r, p2 + kept_off, CS);
+	assert_memory_equal(kept_data, p1 + kept_off, CS);
+	file_io_release(A, fa);
+	assert_memory_equal(kept_data, p1 + kept_off, CS);
+	file_io_read_unref(A, kept);
+	file_io_read_unref(A, NULL);
+	print_message("read-ahead by reference: %d of 12 reads\n", by_ref);
+	file_io_free(A);
+	free(p1);
+	free(p2);
+	free(r);
+}
+
 static int fake_requests(struct fake *fk)
 {
 	pthread_mutex_lock(&fk->lock);
@@ -709,6 +798,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_read_pieces, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_write_behind, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_read_ahead, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_read_ahead_ref, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_read_small_random, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_punch, setup, teardown),
 	};
