@@ -191,6 +191,9 @@ struct rsub {
 };
 
 struct req {
+	/* Write stage clocks (CLOCK_MONOTONIC ns, 0 = not reached): submit,
+	 * data write issued, queued for commit, taken into a batch. */
+	uint64_t t_submit_ns, t_io_ns, t_q_ns, t_take_ns;
 	enum req_kind kind;
 	enum req_state state;
 	struct chunk_op *op;    /* caller's op; NULL for compaction moves */
@@ -294,6 +297,9 @@ struct chunk_engine {
 	atomic_uint_fast64_t space_ms;      /* when space_free was read (monotonic) */
 	atomic_uint_fast64_t corrupt_reads, compact_moves, open_errors, stale_cached_reads;
 	atomic_uint_fast64_t data_syncs, journals_retired;
+	/* Group commit and write stage counters (chunk_engine_stat). */
+	atomic_uint_fast64_t commit_batches, commit_reqs, window_wait_us, commit_us, sync_us;
+	atomic_uint_fast64_t stage_n, stage_pre_us, stage_io_us, stage_queue_us, stage_commit_us;
 	/* Page-cache probes ("page-cache reads": when the cache pays). */
 	_Atomic uint32_t cr_probes, cr_hits, cr_tick;
 	atomic_int cr_direct;               /* 1: small reads go O_DIRECT, 1 in CR_SAMPLE probed */
@@ -354,9 +360,26 @@ static void req_free(struct chunk_engine *e, struct req *r)
 }
 
 /* Calls back and forgets R. Any engine thread; no engine lock held. */
+static void add_us(atomic_uint_fast64_t *to, uint64_t from_ns, uint64_t to_ns)
+{
+	atomic_fetch_add_explicit(to, (to_ns - from_ns) / 1000, memory_order_relaxed);
+}
+
+/* Where a copy-on-write write's latency went (chunk_engine_stat stage_*). */
+static void note_stages(struct chunk_engine *e, const struct req *r)
+{
+	add_us(&e->stage_pre_us, r->t_submit_ns, r->t_io_ns);
+	add_us(&e->stage_io_us, r->t_io_ns, r->t_q_ns);
+	add_us(&e->stage_queue_us, r->t_q_ns, r->t_take_ns);
+	add_us(&e->stage_commit_us, r->t_take_ns, clock_mono_ns());
+	atomic_fetch_add_explicit(&e->stage_n, 1, memory_order_relaxed);
+}
+
 static void complete(struct chunk_engine *e, struct req *r, int result)
 {
 	struct chunk_op *op = r->op;
+	if (r->kind == RQ_WRITE && r->t_io_ns && r->t_q_ns && r->t_take_ns)
+		note_stages(e, r);
 	req_free(e, r);
 	op->result = result;
 	op->done(op);
@@ -456,8 +479,10 @@ static void submit_io(struct chunk_engine *e, struct iox *io, int write, int fd,
 	io->want = len;
 	io->write = write;
 	io->r->nio++;
-	if (write == IO_DATA)
+	if (write == IO_DATA) {
+		io->r->t_io_ns = clock_mono_ns();
 		atomic_fetch_add_explicit(&e->data_writes, 1, memory_order_relaxed);
+	}
 }
 
 static void log_corrupt(struct chunk_engine *e, struct chunk_id id, uint32_t page, const char *what)
@@ -820,6 +845,7 @@ static void to_commit(struct chunk_engine *e, struct req *r)
 {
 	r->state = RS_COMMIT;
 	r->next = NULL;
+	r->t_q_ns = clock_mono_ns();
 	pthread_mutex_lock(&e->cmu);
 	if (e->commit_tail)
 		e->commit_tail->next = r;
@@ -1642,7 +1668,9 @@ static int apply_batch(struct chunk_engine *e, struct req *list, struct retiree 
 	}
 	int synced = 0;
 	if (e->cfg.sync) {
+		uint64_t t0 = clock_mono_ns();
 		synced = sync_batch_data(e, list, ret);
+		add_us(&e->sync_us, t0, clock_mono_ns());
 		if (synced < 0) {
 			chunk_store_batch_abort(b);
 			return synced;
@@ -1730,6 +1758,7 @@ static void *commit_main(void *arg)
 		 * flight, wait (bounded) so they share this commit's syncs rather
 		 * than each paying for one behind a disk queue full of data. */
 		if (e->commit_head && e->cfg.commit_window_us && atomic_load(&e->data_writes) > 0) {
+			uint64_t t0 = clock_mono_ns();
 			struct timespec ts;
 			clock_gettime(CLOCK_MONOTONIC, &ts);
 			uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)e->cfg.commit_window_us * 1000;
@@ -1738,6 +1767,7 @@ static void *commit_main(void *arg)
 			while (atomic_load(&e->data_writes) > 0 && !e->commit_stop &&
 			       pthread_cond_timedwait(&e->ccv, &e->cmu, &ts) != ETIMEDOUT)
 				;
+			add_us(&e->window_wait_us, t0, clock_mono_ns());
 		}
 		/* Journals applied so far retire with this batch: taken with
 		 * the list, so any later mutation of their chunks is in it or
@@ -1754,6 +1784,13 @@ static void *commit_main(void *arg)
 		pthread_mutex_unlock(&e->cmu);
 		if (!list && !ret && stop)
 			break;
+		uint64_t t_take = clock_mono_ns(), nlist = 0;
+		for (struct req *r = list; r; r = r->next, nlist++)
+			r->t_take_ns = t_take;
+		if (nlist) {
+			atomic_fetch_add_explicit(&e->commit_batches, 1, memory_order_relaxed);
+			atomic_fetch_add_explicit(&e->commit_reqs, nlist, memory_order_relaxed);
+		}
 		/* Readers of a journaled chunk park from before its metadata
 		 * commits until its pages are in place (journal_done). */
 		pthread_mutex_lock(&e->mu);
@@ -1764,6 +1801,7 @@ static void *commit_main(void *arg)
 		int err = atomic_load(&e->failed);
 		if (!err)
 			err = apply_batch(e, list, ret);
+		add_us(&e->commit_us, t_take, clock_mono_ns());
 		/* Whatever failed, no early data write may still be reading
 		 * a buffer that finalize and the callbacks give back. */
 		int derr = wait_data(e, list);
@@ -1877,6 +1915,7 @@ void chunk_engine_submit(struct chunk_engine *e, struct chunk_op *op)
 {
 	struct req *r = xcalloc(1, sizeof(*r));
 	r->op = op;
+	r->t_submit_ns = clock_mono_ns();
 	r->state = RS_START;
 	switch (op->type) {
 	case CHUNK_OP_WRITE:
@@ -2049,6 +2088,16 @@ void chunk_engine_get_stat(struct chunk_engine *e, struct chunk_engine_stat *out
 	out->compact_moves = atomic_load(&e->compact_moves);
 	out->data_syncs = atomic_load(&e->data_syncs);
 	out->journals_retired = atomic_load(&e->journals_retired);
+	out->commit_batches = atomic_load(&e->commit_batches);
+	out->commit_writes = atomic_load(&e->commit_reqs);
+	out->window_wait_us = atomic_load(&e->window_wait_us);
+	out->commit_us = atomic_load(&e->commit_us);
+	out->sync_us = atomic_load(&e->sync_us);
+	out->stage_n = atomic_load(&e->stage_n);
+	out->stage_pre_us = atomic_load(&e->stage_pre_us);
+	out->stage_io_us = atomic_load(&e->stage_io_us);
+	out->stage_queue_us = atomic_load(&e->stage_queue_us);
+	out->stage_commit_us = atomic_load(&e->stage_commit_us);
 }
 
 struct iter_ctx {
@@ -2446,6 +2495,26 @@ fail:
 	return err;
 }
 
+/* One line per target at close: what a write's latency was made of over
+ * the target's life (docs/kvcache.md "Where a put's latency goes"). */
+static void log_commit_stat(struct chunk_engine *e)
+{
+	struct chunk_engine_stat st;
+	chunk_engine_get_stat(e, &st);
+	if (!st.commit_batches)
+		return;
+	uint64_t n = st.stage_n ? st.stage_n : 1;
+	LOG_INFO("chunk", "group commit: target=%s batches=%llu writes=%llu data_syncs=%llu "
+		 "window_ms=%llu commit_ms=%llu sync_ms=%llu cow_writes=%llu avg_us: pre=%llu "
+		 "io=%llu queue=%llu commit=%llu", e->dir, (unsigned long long)st.commit_batches,
+		 (unsigned long long)st.commit_writes, (unsigned long long)st.data_syncs,
+		 (unsigned long long)st.window_wait_us / 1000, (unsigned long long)st.commit_us / 1000,
+		 (unsigned long long)st.sync_us / 1000, (unsigned long long)st.stage_n,
+		 (unsigned long long)(st.stage_pre_us / n), (unsigned long long)(st.stage_io_us / n),
+		 (unsigned long long)(st.stage_queue_us / n),
+		 (unsigned long long)(st.stage_commit_us / n));
+}
+
 void chunk_engine_close(struct chunk_engine *e)
 {
 	if (!e)
@@ -2471,6 +2540,7 @@ void chunk_engine_close(struct chunk_engine *e)
 	pthread_cond_signal(&e->ccv);
 	pthread_mutex_unlock(&e->cmu);
 	pthread_join(e->commit_tid, NULL);
+	log_commit_stat(e);
 	io_uring_queue_exit(&e->ring);
 	close(e->efd);
 	for (unsigned b = 0; b < LOCK_BUCKETS; b++)

@@ -656,6 +656,52 @@ static void test_async(void **state)
 	free(dir);
 }
 
+/* The group commit counters (chunk_engine_stat): N new chunks written at
+ * once, records after data (so no write goes early and every one is a
+ * copy-on-write data write): every write is counted once in some batch,
+ * each batch synced its data, every write's stages were summed, and the
+ * flush time lies within the commit time. */
+static void test_commit_stats(void **state)
+{
+	char *dir = testenv_tmpdir("engine_commit_stats");
+	struct chunk_engine_cfg cfg;
+	chunk_engine_cfg_default(&cfg);
+	cfg.dir = dir;
+	cfg.meta_map_bytes = 256u * MB;
+	cfg.buf_cache_bytes = 16u * MB;
+	cfg.compact_interval_ms = 0;
+	cfg.record_overlap = 0;
+	struct chunk_engine *e = NULL;
+	assert_int_equal(chunk_engine_open(&cfg, &e), 0);
+	enum { N = 32 };
+	static struct chunk_op ops[N];
+	static uint8_t data[N][65536];
+	struct async_ctx c = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0 };
+	for (int i = 0; i < N; i++) {
+		fill(data[i], sizeof(data[i]), 3000 + i);
+		ops[i] = (struct chunk_op){ .type = CHUNK_OP_WRITE, .done = async_done, .arg = &c,
+					    .id = { 12, (uint32_t)i }, .len = sizeof(data[i]),
+					    .data = data[i], .chain_ver = 1 };
+		chunk_engine_submit(e, &ops[i]);
+	}
+	pthread_mutex_lock(&c.mu);
+	while (c.done < N)
+		pthread_cond_wait(&c.cv, &c.mu);
+	pthread_mutex_unlock(&c.mu);
+	assert_int_equal(c.failed, 0);
+	struct chunk_engine_stat st;
+	chunk_engine_get_stat(e, &st);
+	assert_int_equal(st.commit_writes, N);
+	assert_in_range(st.commit_batches, 1, N);
+	assert_true(st.data_syncs >= st.commit_batches);
+	assert_int_equal(st.stage_n, N);
+	assert_true(st.sync_us <= st.commit_us);
+	assert_true(st.stage_commit_us > 0);
+	assert_clean(e, N);
+	chunk_engine_close(e);
+	free(dir);
+}
+
 /* Reads RR the way a storage loop thread does (chunk_engine_read_prep, a
  * preadv2 RWF_NOWAIT on a cached fd, else a blocking pread, then
  * chunk_engine_read_end); returns whether the bytes came from the cache. */
@@ -892,6 +938,7 @@ int main(void)
 		cmocka_unit_test(test_compaction),
 		cmocka_unit_test(test_background_compactor),
 		cmocka_unit_test(test_async),
+		cmocka_unit_test(test_commit_stats),
 		cmocka_unit_test(test_cached_reads),
 		cmocka_unit_test(test_cached_reads_adapt),
 	};
