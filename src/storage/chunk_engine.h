@@ -291,6 +291,9 @@ struct chunk_engine_stat {
 	uint64_t window_wait_us;
 	uint64_t commit_us;
 	uint64_t sync_us;
+	uint64_t joint_syncs; /* data fdatasyncs issued at once with others of
+			       * their batch (io_uring; CFS_CHUNK_SYNC_SERIAL=1
+			       * in the environment at open: none) */
 	/* Latency of copy-on-write writes committed after their data write
 	 * (the bulk of large writes), summed per stage over stage_n writes:
 	 * submit -> data write issued (inbox, lock, lookup, allocation),
