@@ -8,7 +8,8 @@
  *   commit thread  takes every write/remove whose data I/O is done,
  *                  writes all their metadata changes as ONE batch (with
  *                  cfg.sync: one record in the store's write-ahead log,
- *                  then an fdatasync of each data file the batch wrote,
+ *                  then an fdatasync of each data file the batch wrote
+ *                  (all at once, sync_fds),
  *                  whose device flush makes the data and the record
  *                  durable together: one flush per batch, chunk_store.c),
  *                  then releases old blocks,
@@ -278,6 +279,7 @@ struct chunk_engine {
 	pthread_t commit_tid;
 	struct io_uring sync_ring;             /* commit thread: a batch's fdatasyncs */
 	int sync_ring_ok;                      /* 0: they run one after another */
+	int sync_ring_broken;                  /* a submit or wait failed: serial */
 
 	pthread_t comp_tid;
 	int comp_started;
@@ -1535,7 +1537,7 @@ static int sync_fds(struct chunk_engine *e, const int *fds, size_t n)
 {
 	int err = 0;
 	size_t k = 0;
-	while (n - k > 1 && e->sync_ring_ok && !err) {
+	while (n - k > 1 && e->sync_ring_ok && !e->sync_ring_broken && !err) {
 		unsigned m = 0;
 		struct io_uring_sqe *sqe;
 		for (; k < n && m < SYNC_RING_ENTRIES && (sqe = io_uring_get_sqe(&e->sync_ring));
@@ -1547,11 +1549,12 @@ static int sync_fds(struct chunk_engine *e, const int *fds, size_t n)
 		unsigned sent = 0;
 		while (sent < m) {
 			int rc = io_uring_submit(&e->sync_ring);
-			if (rc < 0 && rc != -EINTR && rc != -EAGAIN) {
+			if (rc == 0 || (rc < 0 && rc != -EINTR && rc != -EAGAIN)) {
+				rc = rc ? rc : -EIO; /* 0: none taken, cannot happen */
 				/* SQEs left in the ring: the ring is no longer
 				 * usable, and whether those files were synced is
 				 * unknown; the batch fails (target ERROR). */
-				e->sync_ring_ok = 0;
+				e->sync_ring_broken = 1;
 				LOG_ERR("chunk", "sync ring submit failed: target=%s err=%s", e->dir,
 					cfs_strerror(rc));
 				return rc;
@@ -1565,7 +1568,7 @@ static int sync_fds(struct chunk_engine *e, const int *fds, size_t n)
 			while ((rc = io_uring_wait_cqe(&e->sync_ring, &cqe)) == -EINTR)
 				;
 			if (rc < 0) {
-				e->sync_ring_ok = 0;
+				e->sync_ring_broken = 1;
 				LOG_ERR("chunk", "sync ring wait failed: target=%s err=%s", e->dir,
 					cfs_strerror(rc));
 				return rc;
