@@ -282,6 +282,28 @@ struct chunk_engine_stat {
 	uint64_t punched_groups;  /* groups given back with punch-hole */
 	uint64_t data_syncs;      /* fdatasync calls on data files before commits */
 	uint64_t journals_retired; /* journals dropped after their pages were synced */
+	/* Group commit: batches of requests committed, the requests in them,
+	 * and the commit thread's time holding batches open for data writes
+	 * in flight (the window), committing them (record, data wait, syncs)
+	 * and in the data files' fdatasync alone. */
+	uint64_t commit_batches;
+	uint64_t commit_writes;
+	uint64_t window_wait_us;
+	uint64_t commit_us;
+	uint64_t sync_us;
+	uint64_t joint_syncs; /* data fdatasyncs issued at once with others of
+			       * their batch (io_uring; CFS_CHUNK_SYNC_SERIAL=1
+			       * in the environment at open: none) */
+	/* Latency of copy-on-write writes committed after their data write
+	 * (the bulk of large writes), summed per stage over stage_n writes:
+	 * submit -> data write issued (inbox, lock, lookup, allocation),
+	 * -> data write done, -> taken into a batch (waiting for the commit
+	 * thread), -> called back (window, commit, flush, unlock). */
+	uint64_t stage_n;
+	uint64_t stage_pre_us;
+	uint64_t stage_io_us;
+	uint64_t stage_queue_us;
+	uint64_t stage_commit_us;
 };
 /* Counters and sizes; cheap, no I/O. Any thread. */
 void chunk_engine_get_stat(struct chunk_engine *e, struct chunk_engine_stat *out);
