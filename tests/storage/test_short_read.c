@@ -645,7 +645,6 @@ static void test_chain_corrupt(void **state)
 {
 	(void)state;
 	struct stor_cluster sc;
-	setenv("CFS_SHORT_READ", "1", 1);
 	stor_cluster_init(&sc, "short-chain", 3, 1, 4000);
 	stor_cluster_start_mgmtd(&sc);
 	char out[4096], err[256];
@@ -780,7 +779,6 @@ static void test_chain_corrupt(void **state)
 	for (int i = 0; i < 3; i++)
 		stor_cluster_signal(&sc, i, SIGTERM);
 	stor_cluster_fini(&sc);
-	unsetenv("CFS_SHORT_READ");
 }
 
 /* ---- async reads of every shape ---- */
@@ -896,7 +894,7 @@ static void test_evict(void **state)
 	struct stor_cluster sc;
 	setenv("CFS_TEST_SC_SLOTS", EV_SLOTS, 1);
 	setup(&sc, "short-evict");
-	unsetenv("CFS_TEST_SC_SLOTS");
+	setenv("CFS_TEST_SC_SLOTS", "0", 1);
 	uint8_t *pg = malloc(2 * PG);
 	struct storage_loc loc = { .addr = addr, .target = 1 };
 	for (uint32_t i = 0; i < EV_CH; i++) {
@@ -1038,6 +1036,7 @@ int main(void)
 	 * any thread runs: setenv and unsetenv may move the environment
 	 * under another thread's getenv (a connection's, rpc_conn.c). */
 	setenv("CFS_SHORT_READ", "1", 1);
+	setenv("CFS_TEST_SC_SLOTS", "0", 1); /* test_evict changes only its value */
 	stor_cluster_id();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_engine_hooks),
