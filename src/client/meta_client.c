@@ -898,14 +898,16 @@ int meta_client_readlink(meta_client *c, const struct meta_cred *cr, uint64_t in
 	return rc;
 }
 
-int meta_client_readdir(meta_client *c, const struct meta_cred *cr, uint64_t dir,
-			struct meta_name cursor, struct meta_dirent *ents, int max, int *n,
-			int *eof)
+/* READDIR and DIRLIST share the request and the reply's entries; DIRLIST
+ * adds the directory's change count read in the same snapshot. */
+static int dir_page(meta_client *c, const struct meta_cred *cr, uint16_t op, uint64_t dir,
+		    struct meta_name cursor, struct meta_dirent *ents, int max, int *n, int *eof,
+		    uint64_t *ver)
 {
 	if (max <= 0)
 		return -EINVAL;
 	struct meta_rpc_resp r = { .ents = ents, .ents_cap = max };
-	REQ(m, META_RPC_READDIR);
+	REQ(m, op);
 	m->ino = dir;
 	m->name = cursor;
 	m->count = (uint32_t)(max > META_RPC_READDIR_MAX ? META_RPC_READDIR_MAX : max);
@@ -913,28 +915,24 @@ int meta_client_readdir(meta_client *c, const struct meta_cred *cr, uint64_t dir
 	if (rc == 0) {
 		*n = r.n;
 		*eof = r.eof;
+		if (ver)
+			*ver = r.dir_ver;
 	}
 	return rc;
+}
+
+int meta_client_readdir(meta_client *c, const struct meta_cred *cr, uint64_t dir,
+			struct meta_name cursor, struct meta_dirent *ents, int max, int *n,
+			int *eof)
+{
+	return dir_page(c, cr, META_RPC_READDIR, dir, cursor, ents, max, n, eof, NULL);
 }
 
 int meta_client_dir_list(meta_client *c, const struct meta_cred *cr, uint64_t dir,
 			 struct meta_name cursor, struct meta_dirent *ents, int max, int *n,
 			 int *eof, uint64_t *ver)
 {
-	if (max <= 0)
-		return -EINVAL;
-	struct meta_rpc_resp r = { .ents = ents, .ents_cap = max };
-	REQ(m, META_RPC_DIRLIST);
-	m->ino = dir;
-	m->name = cursor;
-	m->count = (uint32_t)(max > META_RPC_READDIR_MAX ? META_RPC_READDIR_MAX : max);
-	int rc = call_plain(c, cr, m, &r, 0);
-	if (rc == 0) {
-		*n = r.n;
-		*eof = r.eof;
-		*ver = r.dir_ver;
-	}
-	return rc;
+	return dir_page(c, cr, META_RPC_DIRLIST, dir, cursor, ents, max, n, eof, ver);
 }
 
 int meta_client_setxattr(meta_client *c, const struct meta_cred *cr, uint64_t ino,

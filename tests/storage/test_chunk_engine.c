@@ -656,14 +656,8 @@ static void test_async(void **state)
 	free(dir);
 }
 
-/* The group commit counters (chunk_engine_stat): N new chunks written at
- * once, records after data (so no write goes early and every one is a
- * copy-on-write data write): every write is counted once in some batch,
- * each batch synced its data, every write's stages were summed, and the
- * flush time lies within the commit time. */
-static void test_commit_stats(void **state)
+static struct chunk_engine *open_no_overlap(const char *dir)
 {
-	char *dir = testenv_tmpdir("engine_commit_stats");
 	struct chunk_engine_cfg cfg;
 	chunk_engine_cfg_default(&cfg);
 	cfg.dir = dir;
@@ -673,6 +667,18 @@ static void test_commit_stats(void **state)
 	cfg.record_overlap = 0;
 	struct chunk_engine *e = NULL;
 	assert_int_equal(chunk_engine_open(&cfg, &e), 0);
+	return e;
+}
+
+/* The group commit counters (chunk_engine_stat): N new chunks written at
+ * once, records after data (so no write goes early and every one is a
+ * copy-on-write data write): every write is counted once in some batch,
+ * each batch synced its data, every write's stages were summed, and the
+ * flush time lies within the commit time. */
+static void test_commit_stats(void **state)
+{
+	char *dir = testenv_tmpdir("engine_commit_stats");
+	struct chunk_engine *e = open_no_overlap(dir);
 	enum { N = 32 };
 	static struct chunk_op ops[N];
 	static uint8_t data[N][65536];
@@ -700,20 +706,6 @@ static void test_commit_stats(void **state)
 	assert_clean(e, N);
 	chunk_engine_close(e);
 	free(dir);
-}
-
-static struct chunk_engine *open_no_overlap(const char *dir)
-{
-	struct chunk_engine_cfg cfg;
-	chunk_engine_cfg_default(&cfg);
-	cfg.dir = dir;
-	cfg.meta_map_bytes = 256u * MB;
-	cfg.buf_cache_bytes = 16u * MB;
-	cfg.compact_interval_ms = 0;
-	cfg.record_overlap = 0;
-	struct chunk_engine *e = NULL;
-	assert_int_equal(chunk_engine_open(&cfg, &e), 0);
-	return e;
 }
 
 /* One round: 3 new chunks in each of 3 size classes (3 data files),
