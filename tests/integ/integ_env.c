@@ -136,6 +136,18 @@ int integ_role_pid(const struct integ *e, const char *role)
 	return pid;
 }
 
+int integ_wait_visible(const char *path, int timeout_ms)
+{
+	struct stat st;
+	for (int waited = 0;; waited += 20) {
+		if (stat(path, &st) == 0)
+			return 1;
+		if (waited >= timeout_ms)
+			return 0;
+		clock_sleep_ms(20);
+	}
+}
+
 int integ_pid_alive(int pid)
 {
 	char proc[64], st[1024] = {0};

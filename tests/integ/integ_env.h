@@ -113,4 +113,11 @@ int integ_drop_dentries(void);
  * lookup again. */
 unsigned long long integ_cache_drops(void);
 
+/* Waits until PATH exists as seen through this process's view (stat
+ * succeeds), polling every 20 ms for up to TIMEOUT_MS: 1 when it showed,
+ * 0 when it did not. For a name another mount made: this mount may answer
+ * from names it cached until its next directory-count poll
+ * (--dircache-poll-ms, README "Durability of metadata"). */
+int integ_wait_visible(const char *path, int timeout_ms);
+
 #endif
