@@ -69,7 +69,8 @@ static uint8_t *slurp(const char *path, size_t *len)
 {
 	struct stat st;
 	int fd = open(path, O_RDONLY);
-	assert_true(fd >= 0);
+	if (fd < 0)
+		fail_msg("%s: open: %s", path, strerror(errno));
 	assert_int_equal(fstat(fd, &st), 0);
 	uint8_t *b = malloc((size_t)st.st_size + 1);
 	assert_non_null(b);
