@@ -500,6 +500,23 @@ static int64_t find_page(const char *dir, const uint8_t *bytes, char *path, size
 	return found;
 }
 
+/* Flips one byte inside the page holding BYTES under DIR (asserting it is
+ * there), durably and out of the page cache, so the next read of that copy
+ * comes from disk and fails its CRC. */
+static void damage_page(const char *dir, const uint8_t *bytes)
+{
+	char path[1400];
+	int64_t off = find_page(dir, bytes, path, sizeof(path));
+	assert_true(off >= 0);
+	int fd = open(path, O_WRONLY);
+	assert_true(fd >= 0);
+	uint8_t x = 0xa5;
+	assert_int_equal(pwrite(fd, &x, 1, off + 100), 1);
+	assert_int_equal(fdatasync(fd), 0);
+	(void)posix_fadvise(fd, off, PG, POSIX_FADV_DONTNEED);
+	close(fd);
+}
+
 static void test_corrupt(void **state)
 {
 	(void)state;
@@ -514,16 +531,7 @@ static void test_corrupt(void **state)
 	struct storage_client_stats st;
 	storage_client_get_stats(cl, &st);
 	assert_int_equal(st.sc_reads, 1);
-	char path[1400];
-	int64_t off = find_page(sc.node[0].dirs[0], b, path, sizeof(path));
-	assert_true(off >= 0);
-	int fd = open(path, O_WRONLY);
-	assert_true(fd >= 0);
-	uint8_t x = 0xa5;
-	assert_int_equal(pwrite(fd, &x, 1, off + 100), 1);
-	assert_int_equal(fdatasync(fd), 0);
-	(void)posix_fadvise(fd, off, PG, POSIX_FADV_DONTNEED);
-	close(fd);
+	damage_page(sc.node[0].dirs[0], b);
 	r.result = 0;
 	assert_int_equal(storage_client_read(cl, &r, 1, 0), 0);
 	storage_client_get_stats(cl, &st);
@@ -727,16 +735,8 @@ static void test_chain_corrupt(void **state)
 		assert_true(sw.sc_reads - sw0.sc_reads > 150);
 		uint8_t pg[PG];
 		page_fill(pg, idx, 5, 1);
-		char path[1400], what[64];
-		int64_t off = find_page(sc.node[bad].dirs[0], pg, path, sizeof(path));
-		assert_true(off >= 0);
-		int fd = open(path, O_WRONLY);
-		assert_true(fd >= 0);
-		uint8_t x = 0xa5;
-		assert_int_equal(pwrite(fd, &x, 1, off + 100), 1);
-		assert_int_equal(fdatasync(fd), 0);
-		(void)posix_fadvise(fd, off, PG, POSIX_FADV_DONTNEED);
-		close(fd);
+		char what[64];
+		damage_page(sc.node[bad].dirs[0], pg);
 		snprintf(what, sizeof(what), "ino=%u idx=%u", INO, idx);
 		struct storage_client_stats st0, st;
 		storage_client_get_stats(c, &st0);
