@@ -61,6 +61,7 @@
 
 #define UB_READ_BATCH_IOS   64        /* a read batch's I/Os at most */
 #define UB_REAP_MS          50        /* dead-process check period */
+#define UB_IDLE_MS          1000      /* watcher sleep with no process registered */
 
 struct ub_ring;
 
@@ -1122,8 +1123,16 @@ static void *watcher_main(void *arg)
 				atomic_fetch_add(&v->refs, 1);
 				snap[n++] = v;
 			}
+		int have_procs = u->procs != NULL;
 		pthread_mutex_unlock(&u->lock);
-		uint64_t wake = now + (uint64_t)u->o.poll_ms * 1000000ull;
+		/* Polling is for rings whose entries were prepared without a
+		 * hint; with no ring there is nothing to poll, only processes to
+		 * reap (their registered buffers), so an idle mount does not wake
+		 * 500 times a second. A ring's first cfs_submit_ios posts the hint. */
+		uint64_t idle_ms = u->o.poll_ms;
+		if (!n)
+			idle_ms = have_procs ? UB_REAP_MS : UB_IDLE_MS;
+		uint64_t wake = now + idle_ms * 1000000ull;
 		uint32_t took = 0;
 		for (size_t i = 0; i < n; i++) {
 			took += scan_ring(u, snap[i], now, &wake);
