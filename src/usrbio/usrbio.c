@@ -1241,6 +1241,7 @@ int usrbio_new(const struct usrbio_opts *o, struct usrbio **out, char *err, size
 		usrbio_free(u);
 		return -rc;
 	}
+	(void)pthread_setname_np(u->watcher, "ub-watch"); /* tests find it by name */
 	u->watcher_started = 1;
 	*out = u;
 	return 0;

@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -86,6 +87,47 @@ static int64_t one_io(cfs_ior *r, int read, void *ptr, int fd, uint64_t off, uin
 	assert_int_equal(c.index, idx);
 	assert_ptr_equal(c.userdata, (void *)0x5eed);
 	return c.result;
+}
+
+/* Voluntary context switches of the mount's ring watcher ("ub-watch"). */
+static long watcher_switches(void)
+{
+	char dir[64];
+	snprintf(dir, sizeof(dir), "/proc/%d/task", integ_role_pid(&env, "mount"));
+	DIR *d = opendir(dir);
+	assert_non_null(d);
+	long n = -1;
+	struct dirent *e;
+	while (n < 0 && (e = readdir(d))) {
+		char p[640], line[128];
+		snprintf(p, sizeof(p), "%s/%s/comm", dir, e->d_name);
+		FILE *f = fopen(p, "r");
+		if (!f)
+			continue;
+		int named = fgets(line, sizeof(line), f) && !strcmp(line, "ub-watch\n");
+		fclose(f);
+		snprintf(p, sizeof(p), "%s/%s/status", dir, e->d_name);
+		if (!named || !(f = fopen(p, "r")))
+			continue;
+		while (fgets(line, sizeof(line), f))
+			if (sscanf(line, "voluntary_ctxt_switches: %ld", &n) == 1)
+				break;
+		fclose(f);
+	}
+	closedir(d);
+	assert_true(n >= 0);
+	return n;
+}
+
+/* With nothing registered the watcher has no ring to poll: it sleeps
+ * (1 s) instead of waking every 2 ms. */
+static void test_idle_watcher(void **state)
+{
+	long a = watcher_switches();
+	clock_sleep_ms(1000);
+	long b = watcher_switches();
+	print_message("idle watcher: %ld wake-ups in 1 s\n", b - a);
+	assert_true(b - a < 30);
 }
 
 static void test_setup_buffers(void **state)
@@ -1016,6 +1058,7 @@ static void test_mount_killed(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_idle_watcher),
 	    cmocka_unit_test(test_setup_buffers),    cmocka_unit_test(test_inline_file_ring),
 	    cmocka_unit_test(test_roundtrip_sizes),  cmocka_unit_test(test_holes_and_eof),
 	    cmocka_unit_test(test_bad_inputs),       cmocka_unit_test(test_open_modes),
