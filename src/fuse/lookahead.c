@@ -27,7 +27,13 @@
 
 _Static_assert(LOOKAHEAD_SLOTS == 1024, "slot_of takes the top 10 bits of the hash");
 
+/* Names shorter than this are kept in the entry too: the lookup that
+ * continues a walk compares with the entry it is about to answer from
+ * without a second wait for memory (see lookahead_get). */
+#define LA_SNAME 24
+
 struct la_ent {
+	char sname[LA_SNAME]; /* the name when shorter than LA_SNAME, else "" */
 	char *name; /* in the batch's arena */
 	uint8_t hdr[LA_HDR]; /* struct meta_inode up to the layout */
 	uint32_t chunk_size;
@@ -50,15 +56,23 @@ struct lookahead_batch {
 	size_t dbytes; /* inline bytes held by the entries */
 	uint32_t uid, gid; /* whose read permission chose the bytes */
 	int shared; /* holds a directory or a file with more than one link */
-	size_t next; /* the entry after the last one lookahead_get answered */
 };
 
 struct la_slot {
+	/* What lookahead_get reads, in one cache line: when lookups go
+	 * round many directories (the peer job's stats over 100) each of
+	 * the slot, the batch and the entry was a wait for memory, one
+	 * after the other. The batch's fixed fields are copied here at put
+	 * (entries are never moved after it: lookahead_unlinked marks). */
 	uint64_t parent; /* 0: empty */
-	char last[META_NAME_MAX + 1]; /* last missed name ("": none) */
+	struct lookahead_batch *b;
+	const struct la_ent *ents; /* b's */
+	size_t n;                  /* b's */
+	size_t next; /* the entry after the last one lookahead_get answered */
+	uint64_t epoch, read_ns, gen; /* b's */
 	uint64_t last_ns;
 	unsigned nfetch; /* fetches made for the current run of misses */
-	struct lookahead_batch *b;
+	char last[META_NAME_MAX + 1]; /* last missed name ("": none) */
 };
 
 /* A directory a batch answered (lookahead_dir_seen): where its entry is. */
@@ -175,10 +189,9 @@ void lookahead_disable(lookahead *la)
 /* 1 when S's batch may still answer at NOW; else frees it. mu held. */
 static int batch_live(lookahead *la, struct la_slot *s, uint64_t now)
 {
-	struct lookahead_batch *b = s->b;
-	if (!b)
+	if (!s->b)
 		return 0;
-	if (b->epoch == la->epoch && now - b->read_ns < la->ttl_ns)
+	if (s->epoch == la->epoch && now - s->read_ns < la->ttl_ns)
 		return 1;
 	slot_clear(la, s);
 	return 0;
@@ -222,15 +235,19 @@ int lookahead_get(lookahead *la, uint64_t parent, const char *name, struct meta_
 		 * answer first, one compare where the binary search touches
 		 * eight entries - cold ones when walks of many directories
 		 * interleave (the peer job's stats over 100). */
-		struct lookahead_batch *b = s->b;
-		const struct la_ent *e = b->next < b->n && !strcmp(name, b->ents[b->next].name)
-		                             ? &b->ents[b->next]
-		                             : batch_search(b, name);
+		const struct la_ent *e = NULL;
+		if (s->next < s->n) {
+			const struct la_ent *c = &s->ents[s->next];
+			if (!strcmp(name, c->sname[0] ? c->sname : c->name))
+				e = c;
+		}
+		if (!e)
+			e = batch_search(s->b, name);
 		if (e && !e->gone) {
-			b->next = (size_t)(e - b->ents) + 1;
+			s->next = (size_t)(e - s->ents) + 1;
 			ent_inode(e, in);
-			*gen = s->b->gen;
-			*read_ns = s->b->read_ns;
+			*gen = s->gen;
+			*read_ns = s->read_ns;
 			hit = 1;
 		}
 	}
@@ -372,6 +389,10 @@ int lookahead_batch_add(void *batch, const struct meta_dirent *de, const struct 
 	}
 	memcpy(b->arena + b->alen, de->name, need);
 	struct la_ent *e = &b->ents[b->n++];
+	if (need <= LA_SNAME)
+		memcpy(e->sname, de->name, need);
+	else
+		e->sname[0] = 0;
 	e->name = (char *)(uintptr_t)b->alen;
 	b->alen += need;
 	memcpy(e->hdr, in, LA_HDR);
@@ -496,6 +517,12 @@ void lookahead_put(lookahead *la, uint64_t parent, struct lookahead_batch *b, ui
 	}
 	slot_clear(la, s);
 	s->b = b;
+	s->ents = b->ents;
+	s->n = b->n;
+	s->next = 0;
+	s->epoch = b->epoch;
+	s->read_ns = b->read_ns;
+	s->gen = b->gen;
 	la->dbytes += b->dbytes;
 	if (b->shared) {
 		size_t i = (size_t)(s - la->slots);
