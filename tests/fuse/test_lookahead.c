@@ -236,6 +236,41 @@ static void test_unlink_drops_only_holders(void **state)
 	lookahead_free(la);
 }
 
+/* Names too long to be kept in the entry (LA_SNAME) answer as short ones. */
+static void test_long_names_answer(void **state)
+{
+	(void)state;
+	lookahead *la;
+	assert_int_equal(lookahead_new(10000000000ull, &la), 0);
+	static struct meta_inode in;
+	struct meta_dirent de;
+	struct lookahead_batch *b = lookahead_batch_new();
+	assert_non_null(b);
+	for (int i = 0; i < 30; i++) {
+		memset(&de, 0, sizeof(de));
+		de.ino = 900 + (uint64_t)i;
+		/* 22..51 bytes: both sides of the inline limit */
+		de.name_len = (uint8_t)snprintf(de.name, sizeof(de.name), "%02d%0*d", i, 20 + i, 7);
+		in.ino = de.ino;
+		in.type = META_T_FILE;
+		in.nlink = 1;
+		assert_int_equal(lookahead_batch_add(b, &de, &in), 0);
+	}
+	lookahead_put(la, 9, b, 1, lookahead_epoch(la), clock_mono_ns(), 1);
+	struct meta_inode got;
+	uint64_t gen, read_ns;
+	char name[64];
+	for (int i = 0; i < 30; i++) {
+		snprintf(name, sizeof(name), "%02d%0*d", i, 20 + i, 7);
+		assert_int_equal(lookahead_get(la, 9, name, &got, &gen, &read_ns), 1);
+		assert_int_equal(got.ino, 900 + (uint64_t)i);
+		/* one byte short of the next name: absent */
+		snprintf(name, sizeof(name), "%02d%0*d", i + 1, 20 + i, 7);
+		assert_int_equal(lookahead_get(la, 9, name, &got, &gen, &read_ns), 0);
+	}
+	lookahead_free(la);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -244,6 +279,7 @@ int main(void)
 	    cmocka_unit_test(test_batch_spans_only_its_names),
 	    cmocka_unit_test(test_interleaved_walks_answer_their_names),
 	    cmocka_unit_test(test_unlink_drops_only_holders),
+	    cmocka_unit_test(test_long_names_answer),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
