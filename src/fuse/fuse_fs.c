@@ -120,6 +120,7 @@ struct fusefs {
 	} acl_none[256];
 	pthread_mutex_t dattr_lock; /* guards dattr_gen and dattr */
 	uint64_t dattr_gen;         /* bumped by every change that may alter a directory */
+	int dattr_files;            /* a file's attributes may be in dattr (dattr_forget_files) */
 	struct dattr_slot {         /* attributes from CREATE_DIR / UNLINK_DIR / inline writes */
 		uint64_t ino;       /* 0: empty */
 		uint64_t ops;       /* calls that began on an inode of this slot */
@@ -464,6 +465,7 @@ static void dattr_drop_all(struct fusefs *fs)
 	fs->dattr_gen++;
 	for (size_t i = 0; i < sizeof(fs->dattr) / sizeof(fs->dattr[0]); i++)
 		fs->dattr[i].ino = 0;
+	fs->dattr_files = 0;
 	pthread_mutex_unlock(&fs->dattr_lock);
 }
 
@@ -488,6 +490,8 @@ static void dattr_put(struct fusefs *fs, uint64_t dir, struct dattr_ticket t,
 		sl->ino = dir;
 		sl->until_ns = until;
 		sl->st = st;
+		if (!S_ISDIR(st.st_mode))
+			fs->dattr_files = 1;
 	} else {
 		sl->ino = 0;
 	}
@@ -520,14 +524,17 @@ static void dattr_invalidate(struct fusefs *fs, uint64_t ino)
 
 /* After an unlink: some file's link count and ctime changed, and which
  * file is not known here. Directories' entries stay (their own replies
- * keep them right); keeps in flight fail. */
+ * keep them right); keeps in flight fail. The table is walked only when
+ * a file's entry was stored since the last walk (a delete-only load
+ * stores directories' alone). */
 static void dattr_forget_files(struct fusefs *fs)
 {
 	pthread_mutex_lock(&fs->dattr_lock);
 	fs->dattr_gen++;
-	for (size_t i = 0; i < sizeof(fs->dattr) / sizeof(fs->dattr[0]); i++)
+	for (size_t i = 0; fs->dattr_files && i < sizeof(fs->dattr) / sizeof(fs->dattr[0]); i++)
 		if (fs->dattr[i].ino && !S_ISDIR(fs->dattr[i].st.st_mode))
 			fs->dattr[i].ino = 0;
+	fs->dattr_files = 0;
 	pthread_mutex_unlock(&fs->dattr_lock);
 }
 

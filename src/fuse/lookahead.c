@@ -27,7 +27,13 @@
 
 _Static_assert(LOOKAHEAD_SLOTS == 1024, "slot_of takes the top 10 bits of the hash");
 
+/* Names shorter than this are kept in the entry too: the lookup that
+ * continues a walk compares with the entry it is about to answer from
+ * without a second wait for memory (see lookahead_get). */
+#define LA_SNAME 24
+
 struct la_ent {
+	char sname[LA_SNAME]; /* the name when shorter than LA_SNAME, else "" */
 	char *name; /* in the batch's arena */
 	uint8_t hdr[LA_HDR]; /* struct meta_inode up to the layout */
 	uint32_t chunk_size;
@@ -35,6 +41,9 @@ struct la_ent {
 	uint8_t *bytes; /* an inline file's bytes (LOOKUP_PLUSD), or NULL */
 	uint32_t nbytes;
 	struct meta_layout *lay; /* with bytes: the whole layout (an open needs it) */
+	/* This mount unlinked the name (lookahead_unlinked): the entry stays
+	 * in place for the binary search and answers as absent. */
+	int gone;
 };
 
 struct lookahead_batch {
@@ -47,15 +56,23 @@ struct lookahead_batch {
 	size_t dbytes; /* inline bytes held by the entries */
 	uint32_t uid, gid; /* whose read permission chose the bytes */
 	int shared; /* holds a directory or a file with more than one link */
-	size_t next; /* the entry after the last one lookahead_get answered */
 };
 
 struct la_slot {
+	/* What lookahead_get reads, in one cache line: when lookups go
+	 * round many directories (the peer job's stats over 100) each of
+	 * the slot, the batch and the entry was a wait for memory, one
+	 * after the other. The batch's fixed fields are copied here at put
+	 * (entries are never moved after it: lookahead_unlinked marks). */
 	uint64_t parent; /* 0: empty */
-	char last[META_NAME_MAX + 1]; /* last missed name ("": none) */
+	struct lookahead_batch *b;
+	const struct la_ent *ents; /* b's */
+	size_t n;                  /* b's */
+	size_t next; /* the entry after the last one lookahead_get answered */
+	uint64_t epoch, read_ns, gen; /* b's */
 	uint64_t last_ns;
 	unsigned nfetch; /* fetches made for the current run of misses */
-	struct lookahead_batch *b;
+	char last[META_NAME_MAX + 1]; /* last missed name ("": none) */
 };
 
 /* A directory a batch answered (lookahead_dir_seen): where its entry is. */
@@ -72,6 +89,10 @@ struct lookahead {
 	uint64_t epoch; /* batches of another epoch are dead */
 	uint64_t seq;   /* a fetch started at another seq is not kept */
 	size_t nshared; /* batches in slots with SHARED set */
+	/* which slots hold those: an unlink looks at them only, not at every
+	 * slot (a walk over directories keeps its parent's batch, which
+	 * holds directories, for the whole of an rm -r after it) */
+	uint64_t shared_map[LOOKAHEAD_SLOTS / 64];
 	int off;
 	size_t dbytes; /* inline bytes held by the batches in slots */
 	struct la_slot slots[LOOKAHEAD_SLOTS];
@@ -133,7 +154,11 @@ static void slot_clear(lookahead *la, struct la_slot *s)
 	if (!s->b)
 		return;
 	la->dbytes -= s->b->dbytes;
-	la->nshared -= s->b->shared != 0;
+	if (s->b->shared) {
+		size_t i = (size_t)(s - la->slots);
+		la->nshared--;
+		la->shared_map[i / 64] &= ~(1ull << (i % 64));
+	}
 	lookahead_batch_free(s->b);
 	s->b = NULL;
 }
@@ -164,10 +189,9 @@ void lookahead_disable(lookahead *la)
 /* 1 when S's batch may still answer at NOW; else frees it. mu held. */
 static int batch_live(lookahead *la, struct la_slot *s, uint64_t now)
 {
-	struct lookahead_batch *b = s->b;
-	if (!b)
+	if (!s->b)
 		return 0;
-	if (b->epoch == la->epoch && now - b->read_ns < la->ttl_ns)
+	if (s->epoch == la->epoch && now - s->read_ns < la->ttl_ns)
 		return 1;
 	slot_clear(la, s);
 	return 0;
@@ -211,15 +235,19 @@ int lookahead_get(lookahead *la, uint64_t parent, const char *name, struct meta_
 		 * answer first, one compare where the binary search touches
 		 * eight entries - cold ones when walks of many directories
 		 * interleave (the peer job's stats over 100). */
-		struct lookahead_batch *b = s->b;
-		const struct la_ent *e = b->next < b->n && !strcmp(name, b->ents[b->next].name)
-		                             ? &b->ents[b->next]
-		                             : batch_search(b, name);
-		if (e) {
-			b->next = (size_t)(e - b->ents) + 1;
+		const struct la_ent *e = NULL;
+		if (s->next < s->n) {
+			const struct la_ent *c = &s->ents[s->next];
+			if (!strcmp(name, c->sname[0] ? c->sname : c->name))
+				e = c;
+		}
+		if (!e)
+			e = batch_search(s->b, name);
+		if (e && !e->gone) {
+			s->next = (size_t)(e - s->ents) + 1;
 			ent_inode(e, in);
-			*gen = s->b->gen;
-			*read_ns = s->b->read_ns;
+			*gen = s->gen;
+			*read_ns = s->read_ns;
 			hit = 1;
 		}
 	}
@@ -361,6 +389,10 @@ int lookahead_batch_add(void *batch, const struct meta_dirent *de, const struct 
 	}
 	memcpy(b->arena + b->alen, de->name, need);
 	struct la_ent *e = &b->ents[b->n++];
+	if (need <= LA_SNAME)
+		memcpy(e->sname, de->name, need);
+	else
+		e->sname[0] = 0;
 	e->name = (char *)(uintptr_t)b->alen;
 	b->alen += need;
 	memcpy(e->hdr, in, LA_HDR);
@@ -369,6 +401,7 @@ int lookahead_batch_add(void *batch, const struct meta_dirent *de, const struct 
 	e->bytes = NULL;
 	e->nbytes = 0;
 	e->lay = NULL;
+	e->gone = 0;
 	if (in->type == META_T_DIR || in->nlink > 1)
 		b->shared = 1;
 	return 0;
@@ -425,7 +458,7 @@ int lookahead_get_idata(lookahead *la, uint64_t parent, const char *name, uint64
 	struct la_slot *s = slot_of(la, parent);
 	if (s->parent == parent && batch_live(la, s, now) && now - s->b->read_ns < max_age_ns) {
 		const struct la_ent *e = batch_search(s->b, name);
-		if (e && e->bytes && e->nbytes <= META_IDATA_MAX) {
+		if (e && !e->gone && e->bytes && e->nbytes <= META_IDATA_MAX) {
 			ent_inode(e, in);
 			in->layout = *e->lay;
 			if (in->ino == ino) {
@@ -484,8 +517,18 @@ void lookahead_put(lookahead *la, uint64_t parent, struct lookahead_batch *b, ui
 	}
 	slot_clear(la, s);
 	s->b = b;
+	s->ents = b->ents;
+	s->n = b->n;
+	s->next = 0;
+	s->epoch = b->epoch;
+	s->read_ns = b->read_ns;
+	s->gen = b->gen;
 	la->dbytes += b->dbytes;
-	la->nshared += b->shared != 0;
+	if (b->shared) {
+		size_t i = (size_t)(s - la->slots);
+		la->nshared++;
+		la->shared_map[i / 64] |= 1ull << (i % 64);
+	}
 	pthread_mutex_unlock(&la->mu);
 }
 
@@ -494,6 +537,8 @@ static int batch_holds(const struct lookahead_batch *b, uint64_t a, uint64_t c)
 {
 	for (size_t i = 0; i < b->n; i++) {
 		uint64_t ino;
+		if (b->ents[i].gone)
+			continue;
 		memcpy(&ino, b->ents[i].hdr + offsetof(struct meta_inode, ino), sizeof(ino));
 		if (ino == a || ino == c)
 			return 1;
@@ -516,7 +561,7 @@ void lookahead_unlinked(lookahead *la, uint64_t parent, const char *name)
 			size_t mid = lo + (hi - lo) / 2;
 			int c = strcmp(name, pb->ents[mid].name);
 			if (c == 0) {
-				at = mid + 1;
+				at = pb->ents[mid].gone ? 0 : mid + 1;
 				break;
 			}
 			if (c < 0)
@@ -539,18 +584,25 @@ void lookahead_unlinked(lookahead *la, uint64_t parent, const char *name)
 	la->dbytes -= e->nbytes;
 	free(e->bytes);
 	free(e->lay);
-	memmove(e, e + 1, (pb->n - at) * sizeof(*e));
-	pb->n--;
+	e->bytes = NULL;
+	e->lay = NULL;
+	e->nbytes = 0;
+	/* marked, not moved out: deleting a directory in name order took
+	 * the first entry each time, and shifting the rest (up to
+	 * META_PLUS_MAX entries) cost more than the unlink's own work here */
+	e->gone = 1;
 	/* The change reached GONE (link count, ctime) and PARENT (times): a
 	 * batch holding either goes. Only batches with a directory or a
 	 * file with more links can: GONE's other names were links when read. */
-	if (!la->nshared)
-		goto out;
-	for (size_t i = 0; i < LOOKAHEAD_SLOTS; i++) {
-		struct la_slot *s = &la->slots[i];
-		if (s->b && s->b->shared && batch_holds(s->b, parent, gone))
-			slot_clear(la, s);
+	for (size_t w = 0; la->nshared && w < LOOKAHEAD_SLOTS / 64; w++) {
+		uint64_t bits = la->shared_map[w];
+		while (bits) {
+			size_t i = w * 64 + (size_t)__builtin_ctzll(bits);
+			bits &= bits - 1;
+			struct la_slot *s = &la->slots[i];
+			if (s->b && batch_holds(s->b, parent, gone))
+				slot_clear(la, s);
+		}
 	}
-out:
 	pthread_mutex_unlock(&la->mu);
 }

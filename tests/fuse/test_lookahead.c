@@ -12,6 +12,10 @@
  *   fetch for a directory of 200), once per such answer; in any other
  *   directory it does not.
  * - A live batch says "absent" only for names within its span.
+ * - An unlink this mount made takes the name out of its directory's
+ *   batch (absent from then on, the others still answer) and drops the
+ *   batches that hold the directory (its parent's), and only those; an
+ *   unlink of a name no batch holds drops them all.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -167,6 +171,106 @@ static void test_interleaved_walks_answer_their_names(void **state)
 	lookahead_free(la);
 }
 
+/* A batch of directory PARENT holding NAMES "f000".. with inodes
+ * INO0 + i; DIRS: the entries are directories. */
+static void put_batch(lookahead *la, uint64_t parent, uint64_t ino0, int n, int dirs)
+{
+	static struct meta_inode in;
+	struct meta_dirent de;
+	struct lookahead_batch *b = lookahead_batch_new();
+	assert_non_null(b);
+	for (int i = 0; i < n; i++) {
+		memset(&de, 0, sizeof(de));
+		de.ino = ino0 + (uint64_t)i;
+		de.name_len = (uint8_t)snprintf(de.name, sizeof(de.name), "f%03d", i);
+		in.ino = de.ino;
+		in.type = dirs ? META_T_DIR : META_T_FILE;
+		in.nlink = dirs ? 2 : 1;
+		assert_int_equal(lookahead_batch_add(b, &de, &in), 0);
+	}
+	lookahead_put(la, parent, b, 1, lookahead_epoch(la), clock_mono_ns(), 1);
+}
+
+static void test_unlink_drops_only_holders(void **state)
+{
+	(void)state;
+	lookahead *la;
+	assert_int_equal(lookahead_new(10000000000ull, &la), 0);
+	struct meta_inode got;
+	uint64_t gen, read_ns;
+	char name[16];
+	/* directory 1 holds directories 50..52 (f000..f002); each holds 20 files */
+	put_batch(la, 1, 50, 3, 1);
+	for (uint64_t d = 50; d < 53; d++)
+		put_batch(la, d, d * 1000, 20, 0);
+	/* rm in name order: each name leaves its batch, the rest answer */
+	for (int i = 0; i < 20; i++) {
+		snprintf(name, sizeof(name), "f%03d", i);
+		lookahead_unlinked(la, 51, name);
+		assert_int_equal(lookahead_get(la, 51, name, &got, &gen, &read_ns), 0);
+		if (i < 19) {
+			snprintf(name, sizeof(name), "f%03d", i + 1);
+			assert_int_equal(lookahead_get(la, 51, name, &got, &gen, &read_ns), 1);
+			assert_int_equal(got.ino, 51000 + (uint64_t)i + 1);
+		}
+		/* directory 51 changed: the batch of 1 holding it is gone ... */
+		assert_int_equal(lookahead_get(la, 1, "f000", &got, &gen, &read_ns), 0);
+		/* ... and the other directories' batches answer on */
+		assert_int_equal(lookahead_get(la, 50, "f007", &got, &gen, &read_ns), 1);
+		assert_int_equal(got.ino, 50007);
+		assert_int_equal(lookahead_get(la, 52, "f019", &got, &gen, &read_ns), 1);
+	}
+	/* a batch with no directories in it is not the parent's: it stays */
+	put_batch(la, 1, 50, 3, 1);
+	put_batch(la, 7, 70, 3, 1); /* holds directories, not 52 */
+	lookahead_unlinked(la, 52, "f003");
+	assert_int_equal(lookahead_get(la, 1, "f000", &got, &gen, &read_ns), 0);
+	assert_int_equal(lookahead_get(la, 7, "f001", &got, &gen, &read_ns), 1);
+	assert_int_equal(lookahead_get(la, 52, "f004", &got, &gen, &read_ns), 1);
+	/* a name already gone (made again elsewhere, unlinked again here):
+	 * which inode went is not known: every batch goes */
+	lookahead_unlinked(la, 52, "f003");
+	assert_int_equal(lookahead_get(la, 52, "f005", &got, &gen, &read_ns), 0);
+	assert_int_equal(lookahead_get(la, 50, "f008", &got, &gen, &read_ns), 0);
+	assert_int_equal(lookahead_get(la, 7, "f002", &got, &gen, &read_ns), 0);
+	lookahead_free(la);
+}
+
+/* Names too long to be kept in the entry (LA_SNAME) answer as short ones. */
+static void test_long_names_answer(void **state)
+{
+	(void)state;
+	lookahead *la;
+	assert_int_equal(lookahead_new(10000000000ull, &la), 0);
+	static struct meta_inode in;
+	struct meta_dirent de;
+	struct lookahead_batch *b = lookahead_batch_new();
+	assert_non_null(b);
+	for (int i = 0; i < 30; i++) {
+		memset(&de, 0, sizeof(de));
+		de.ino = 900 + (uint64_t)i;
+		/* 22..51 bytes: both sides of the inline limit */
+		de.name_len = (uint8_t)snprintf(de.name, sizeof(de.name), "%02d%0*d", i, 20 + i, 7);
+		in.ino = de.ino;
+		in.type = META_T_FILE;
+		in.nlink = 1;
+		assert_int_equal(lookahead_batch_add(b, &de, &in), 0);
+	}
+	lookahead_put(la, 9, b, 1, lookahead_epoch(la), clock_mono_ns(), 1);
+	struct meta_inode got;
+	uint64_t gen, read_ns;
+	char name[64];
+	for (int i = 0; i < 30; i++) {
+		snprintf(name, sizeof(name), "%02d%0*d", i, 20 + i, 7);
+		assert_int_equal(lookahead_get(la, 9, name, &got, &gen, &read_ns), 1);
+		assert_int_equal(got.ino, 900 + (uint64_t)i);
+		/* one byte short of the next name: absent */
+		snprintf(name, sizeof(name), "%02d%0*d", i + 1, 20 + i, 7);
+		assert_int_equal(lookahead_get(la, 9, name, &got, &gen, &read_ns), 0);
+	}
+	lookahead_free(la);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -174,6 +278,8 @@ int main(void)
 	    cmocka_unit_test(test_scanned_dir_fetches_at_first_miss),
 	    cmocka_unit_test(test_batch_spans_only_its_names),
 	    cmocka_unit_test(test_interleaved_walks_answer_their_names),
+	    cmocka_unit_test(test_unlink_drops_only_holders),
+	    cmocka_unit_test(test_long_names_answer),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
