@@ -111,6 +111,8 @@ struct rpc_stats {
 				    client: connections it opened over it) */
 	uint64_t replies_by_caller; /* client: replies read by a thread blocked in
 				       rpc_call rather than by a loop thread */
+	uint64_t rx_passes;   /* client: times a thread reading replies handed that
+				 role to another blocked caller (CFS_RPC_LEADERS) */
 };
 
 /* ---- server ---- */

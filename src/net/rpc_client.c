@@ -60,6 +60,22 @@
  * the receive lock, so it never races a caller filling a buffer; a close
  * the caller meets (EOF, malformed reply) is carried out by the loop.
  *
+ * LEADERS (CFS_RPC_LEADERS=1; off by default, see docs/rpc.md "Threads
+ * and wake-ups" for the figures). A blocking caller whose reply has not
+ * come and who would sleep takes the receive side itself when no other
+ * caller has it (from the loop too, which then leaves out EPOLLIN), reads,
+ * and completes what it reads as above. Others sleep on the slot's list
+ * of blocked callers (under the slot mutex). When its own reply came, the
+ * reader passes the receive side, with its connection reference, to a
+ * listed caller whose reply has not come (SC_LEAD, one FUTEX_WAKE), or,
+ * with none listed, back to the loop (conn_rx_release, rx_pass), so a
+ * connection with replies expected always has a reader. A listed caller
+ * leaves only after taking itself off the list under the mutex, where it
+ * also finds a passed receive side, so none is lost. Callers also send
+ * directly whatever is in flight. Requests a caller completed that the
+ * loop must free (their timers) go on a reap list the loop drains in one
+ * message per REAP_BATCH, at the next posted request or sweep.
+ *
  * INVARIANTS. Slots, connections and requests are touched only by their
  * loop thread, except what the slot's mutex guards (struct cslot) and the
  * receive side, which the thread holding the connection's rx_mu owns (the
@@ -102,6 +118,9 @@
 /* A thread reading its own reply re-checks whether it was completed
  * elsewhere (timeout, close) at least this often. */
 #define OWN_POLL_MS 100
+/* Requests completed by caller threads that the loop frees in one
+ * message (LEADERS): posting each woke the loop once per reply. */
+#define REAP_BATCH 32
 
 /* PEND_DONE: completed by a caller thread that read its reply (OWN
  * REPLIES); out of the table, waiting for the loop to free it. */
@@ -135,6 +154,12 @@ struct cslot {
 	uint32_t backoff_ms;          /* 0 after a successful handshake */
 	uint64_t next_try;            /* monotonic ns before which no connect starts */
 	struct loop_timer retry;
+	/* LEADERS, under mu: */
+	struct sync_call *lw_head;    /* blocked callers that may take the receive side */
+	struct pend *reap_head;       /* completed by a caller; the loop frees them */
+	uint32_t nreap;
+	int reap_posted;
+	struct loop_msg reap_msg;
 };
 
 struct rpc_peer {
@@ -158,6 +183,8 @@ struct rpc_client {
 	struct rpc_peer *peers;
 	unsigned next_loop;           /* loop of the next new slot, under mu */
 	atomic_bool closing;
+	int leaders;                  /* LEADERS on (CFS_RPC_LEADERS=1) */
+	uint32_t direct_max;          /* direct sends while fewer are in flight */
 	struct rpc_counters ctr;
 };
 
@@ -228,12 +255,18 @@ struct pend {
  * wake-up and two more context switches per call (perf: __lll_lock_wake
  * under cli_on_frame, `chainfs bench rpc --rows sync` 3 csw per call with
  * 4 threads). */
-enum { SC_IDLE, SC_SLEEPING, SC_DONE };
+enum { SC_SLEEPING = 1, SC_DONE = 2, SC_LEAD = 4 };
 struct sync_call {
-	_Atomic uint32_t state;       /* SC_*; SC_DONE published after the result */
+	_Atomic uint32_t state;       /* SC_* bits; SC_DONE published after the result */
 	int status;
 	struct buf *resp;
 	uint64_t bulk_len;
+	/* LEADERS (under the slot's mu): on the slot's list of blocked callers
+	 * while listed; with SC_LEAD set (under mu too), the connection
+	 * whose receive side was passed to this caller. */
+	struct sync_call *lw_prev, *lw_next;
+	int listed;
+	struct cli_conn *lead_cc;
 };
 
 static void sync_done(void *arg, const struct rpc_result *res);
@@ -301,6 +334,25 @@ static void pend_reap(struct loop_msg *m)
 	free(p);
 }
 
+/* Loop: frees the requests on S's reap list (pend_finish_offloop). */
+static void reap_drain(struct cslot *s)
+{
+	pthread_mutex_lock(&s->mu);
+	struct pend *p = s->reap_head;
+	s->reap_head = NULL;
+	s->nreap = 0;
+	s->reap_posted = 0;
+	pthread_mutex_unlock(&s->mu);
+	while (p) {
+		struct pend *next = p->next;
+		loop_timer_cancel(s->lp->l, &p->timer);
+		free(p);
+		p = next;
+	}
+}
+
+static void reap_msg_fn(struct loop_msg *m) { reap_drain(m->arg); }
+
 /* pend_finish on a caller thread that received P's reply (rx_mu held).
  * A blocking call's waiter is told at once; any other done() runs on the
  * loop (rpc.h), with a copy of the payload. P is freed here only when the
@@ -326,6 +378,18 @@ static void pend_finish_offloop(struct pend *p, int status, const uint8_t *paylo
 			return;
 		}
 		p->done = NULL;
+		/* Only memory and a timer are left: freed with others in one
+		 * loop message, not a loop wake-up per reply. */
+		pthread_mutex_lock(&s->mu);
+		p->next = s->reap_head;
+		s->reap_head = p;
+		int post = ++s->nreap >= REAP_BATCH && !s->reap_posted;
+		if (post)
+			s->reap_posted = 1;
+		pthread_mutex_unlock(&s->mu);
+		if (post)
+			loop_post(s->lp->l, &s->reap_msg);
+		return;
 	} else {
 		if (plen) {
 			p->fin_payload = malloc(plen);
@@ -443,6 +507,13 @@ static void pend_timeout_locked(struct pend *p);
 static void pend_timeout(struct loop_timer *t)
 {
 	struct pend *p = t->arg;
+	/* A request a caller completed may wait for the loop to free it
+	 * (reap list) after its connection is gone: touch nothing of it. */
+	pthread_mutex_lock(&p->slot->mu);
+	int done = p->where == PEND_DONE;
+	pthread_mutex_unlock(&p->slot->mu);
+	if (done)
+		return;
 	/* A caller thread may be receiving on the connection: the receive
 	 * lock keeps it from completing P or filling P's buffer meanwhile. */
 	struct rpc_conn *c = p->cc ? &p->cc->c : NULL;
@@ -539,6 +610,7 @@ static void slot_sweep(struct loop_timer *t)
 	s->direct_sent = 0;
 	int on = s->sweep_on;
 	pthread_mutex_unlock(&s->mu);
+	reap_drain(s);
 	if (on)
 		loop_timer_arm(l, &s->sweep, clock_mono_ns() + SWEEP_MS * 1000000ull);
 }
@@ -585,6 +657,7 @@ static void pend_start_msg(struct loop_msg *m)
 	 * thread that posted P cannot overtake it. */
 	pend_start(p);
 	atomic_fetch_sub(&s->posted, 1);
+	reap_drain(s);
 }
 
 /* ---- connection role ---- */
@@ -813,6 +886,52 @@ static int cli_rx_expecting(struct rpc_conn *c)
 	return cc->nfree < cc->cap;
 }
 
+static void lw_remove(struct cslot *s, struct sync_call *w)
+{
+	if (!w->listed)
+		return;
+	if (w->lw_prev)
+		w->lw_prev->lw_next = w->lw_next;
+	else
+		s->lw_head = w->lw_next;
+	if (w->lw_next)
+		w->lw_next->lw_prev = w->lw_prev;
+	w->listed = 0;
+}
+
+static void lw_push(struct cslot *s, struct sync_call *w)
+{
+	w->lw_prev = NULL;
+	w->lw_next = s->lw_head;
+	if (s->lw_head)
+		s->lw_head->lw_prev = w;
+	s->lw_head = w;
+	w->listed = 1;
+}
+
+/* Slot mutex and rx_mu held (conn_rx_release), replies expected: passes
+ * the receive side to a blocked caller still waiting for its reply
+ * (LEADERS). *ARG gets its futex word when it sleeps; the releasing
+ * thread wakes it after unlocking. */
+static int cli_rx_pass(struct rpc_conn *c, void *arg)
+{
+	struct cli_conn *cc = container_of(c, struct cli_conn, c);
+	struct cslot *s = cc->slot;
+	if (!arg || s->ready != cc)
+		return 0;
+	struct sync_call *w = s->lw_head;
+	while (w && (atomic_load_explicit(&w->state, memory_order_acquire) & SC_DONE))
+		w = w->lw_next;
+	if (!w)
+		return 0;
+	lw_remove(s, w);
+	w->lead_cc = cc;
+	atomic_fetch_add_explicit(&s->p->cl->ctr.rx_passes, 1, memory_order_relaxed);
+	uint32_t old = atomic_fetch_or_explicit(&w->state, SC_LEAD, memory_order_acq_rel);
+	*(_Atomic uint32_t **)arg = old & SC_SLEEPING ? &w->state : NULL;
+	return 1;
+}
+
 static void cli_on_free(struct rpc_conn *c)
 {
 	struct cli_conn *cc = container_of(c, struct cli_conn, c);
@@ -831,6 +950,7 @@ static const struct conn_ops cli_ops = {
 	.on_drain = cli_on_drain,
 	.on_free = cli_on_free,
 	.rx_expecting = cli_rx_expecting,
+	.rx_pass = cli_rx_pass,
 };
 
 static void slot_retry(struct loop_timer *t)
@@ -900,6 +1020,13 @@ int rpc_client_new(const struct rpc_opts *opts, struct rpc_client **out)
 	memcpy(cl->cluster_id, opts->cluster_id, cl->cluster_id_len);
 	cl->o.secret = cl->secret;
 	cl->o.cluster_id = cl->cluster_id;
+	const char *e = getenv("CFS_RPC_LEADERS");
+	cl->leaders = e && *e && strcmp(e, "0");
+	/* With LEADERS a caller's own send saves the loop's wake-up, and
+	 * a caller reads the replies: the loop's batching no longer pays
+	 * (`chainfs bench rpc --rows sync`, 4 threads: direct sends bounded
+	 * 3.5-3.7 context switches per call, unbounded 2.1-2.2). */
+	cl->direct_max = cl->leaders ? UINT32_MAX : DIRECT_MAX_INFLIGHT;
 	pthread_mutex_init(&cl->mu, NULL);
 	cl->loops = xcalloc((size_t)o.nthreads, sizeof(*cl->loops));
 	int rc = 0;
@@ -947,6 +1074,7 @@ static void cli_stop_on_loop(struct loop_msg *m)
 			if (s->conn)
 				conn_close(&s->conn->c, -CFS_ECLOSED, LOG_LVL_DEBUG, "client shutting down");
 			fail_wait(s, -CFS_ECLOSED);
+			reap_drain(s);
 		}
 	}
 }
@@ -958,6 +1086,7 @@ void rpc_client_stats(const struct rpc_client *c, struct rpc_stats *out)
 	out->accepted_local = atomic_load(&c->ctr.accepted_local);
 	out->bad_input = atomic_load(&c->ctr.bad_input);
 	out->replies_by_caller = atomic_load(&c->ctr.replies_by_caller);
+	out->rx_passes = atomic_load(&c->ctr.rx_passes);
 }
 
 void rpc_client_free(struct rpc_client *cl)
@@ -1013,6 +1142,8 @@ int rpc_client_peer(struct rpc_client *cl, const char *addr, struct rpc_peer **o
 			s->lp = &cl->loops[cl->next_loop++ % (unsigned)cl->nloops];
 			s->retry = (struct loop_timer)LOOP_TIMER_INIT(slot_retry, s);
 			s->sweep = (struct loop_timer)LOOP_TIMER_INIT(slot_sweep, s);
+			s->reap_msg.fn = reap_msg_fn;
+			s->reap_msg.arg = s;
 			pthread_mutex_init(&s->mu, NULL);
 		}
 		p->next = cl->peers;
@@ -1028,7 +1159,7 @@ int rpc_client_peer(struct rpc_client *cl, const char *addr, struct rpc_peer **o
  * over the connection's receive side to read the reply (OWN REPLIES);
  * it must then conn_rx_release it. */
 static int submit(struct rpc_peer *peer, const struct rpc_call *call, int oneway,
-		  struct cli_conn **own)
+		  struct cli_conn **own, struct cslot **slot)
 {
 	struct rpc_client *cl = peer->cl;
 
@@ -1073,6 +1204,8 @@ static int submit(struct rpc_peer *peer, const struct rpc_call *call, int oneway
 	unsigned k = atomic_fetch_add_explicit(&peer->rr, 1, memory_order_relaxed);
 	struct cslot *s = &peer->slots[k % (unsigned)peer->nslots];
 	p->slot = s;
+	if (slot)
+		*slot = s;
 	struct loop *l = s->lp->l;
 	if (loop_in_thread(l)) {
 		pend_start(p);
@@ -1084,7 +1217,7 @@ static int submit(struct rpc_peer *peer, const struct rpc_call *call, int oneway
 	if (!atomic_load(&s->posted) && !pthread_mutex_trylock(&s->mu)) {
 		struct cli_conn *cc = s->ready;
 		if (cc && cc->c.state == CONN_READY && s->sweep_on && !cc->c.oq_head &&
-		    cc->cap - cc->nfree < DIRECT_MAX_INFLIGHT && !issue_prep_locked(cc, p)) {
+		    cc->cap - cc->nfree < cl->direct_max && !issue_prep_locked(cc, p)) {
 			/* Direct send (see DIRECT SEND). */
 			s->direct_sent++;
 			if (conn_send_direct_locked(&cc->c, &p->out)) {
@@ -1116,13 +1249,13 @@ static int submit(struct rpc_peer *peer, const struct rpc_call *call, int oneway
 
 int rpc_call_async(struct rpc_peer *peer, const struct rpc_call *call)
 {
-	return submit(peer, call, 0, NULL);
+	return submit(peer, call, 0, NULL, NULL);
 }
 
 int rpc_notify(struct rpc_peer *peer, uint16_t type, const void *payload, uint32_t len)
 {
 	struct rpc_call c = { .type = type, .payload = payload, .payload_len = len };
-	return submit(peer, &c, 1, NULL);
+	return submit(peer, &c, 1, NULL, NULL);
 }
 
 static void sync_done(void *arg, const struct rpc_result *res)
@@ -1139,38 +1272,47 @@ static void sync_done(void *arg, const struct rpc_result *res)
 	/* SC may be gone once SC_DONE is visible (the caller returns): only
 	 * its address is used after the exchange, and a wake of a futex word
 	 * that was reused is a spurious wake-up its new waiter tolerates. */
-	if (atomic_exchange_explicit(&sc->state, SC_DONE, memory_order_acq_rel) == SC_SLEEPING)
+	if (atomic_fetch_or_explicit(&sc->state, SC_DONE, memory_order_acq_rel) & SC_SLEEPING)
 		syscall(SYS_futex, &sc->state, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
 static int sync_is_done(struct sync_call *sc)
 {
-	return atomic_load_explicit(&sc->state, memory_order_acquire) == SC_DONE;
+	return atomic_load_explicit(&sc->state, memory_order_acquire) & SC_DONE;
+}
+
+/* Sleeps until SC's state has one of the bits in UNTIL (or a spurious
+ * wake-up: the caller re-checks). */
+static void sync_sleep(struct sync_call *sc, uint32_t until)
+{
+	uint32_t st = atomic_load_explicit(&sc->state, memory_order_acquire);
+	if (st & until)
+		return;
+	if (!(st & SC_SLEEPING)) {
+		if (!atomic_compare_exchange_strong_explicit(&sc->state, &st, st | SC_SLEEPING,
+							     memory_order_acq_rel,
+							     memory_order_acquire))
+			return;
+		st |= SC_SLEEPING;
+	}
+	/* EAGAIN (state moved on), EINTR and spurious wake-ups re-check. */
+	syscall(SYS_futex, &sc->state, FUTEX_WAIT_PRIVATE, st, NULL, NULL, 0);
+	atomic_fetch_and_explicit(&sc->state, ~(uint32_t)SC_SLEEPING, memory_order_acq_rel);
 }
 
 /* Sleeps until sync_done ran for SC. */
 static void sync_wait(struct sync_call *sc)
 {
-	for (;;) {
-		uint32_t st = atomic_load_explicit(&sc->state, memory_order_acquire);
-		if (st == SC_DONE)
-			return;
-		if (st == SC_IDLE) {
-			uint32_t want = SC_IDLE;
-			if (!atomic_compare_exchange_strong_explicit(&sc->state, &want, SC_SLEEPING,
-								     memory_order_acq_rel,
-								     memory_order_acquire))
-				continue;
-		}
-		/* EAGAIN (state moved on), EINTR and spurious wake-ups re-check. */
-		syscall(SYS_futex, &sc->state, FUTEX_WAIT_PRIVATE, SC_SLEEPING, NULL, NULL, 0);
-	}
+	while (!sync_is_done(sc))
+		sync_sleep(sc, SC_DONE);
 }
 
-/* The calling thread reads replies on CC (claimed by submit) until its own
- * arrived, the connection closed, or DEADLINE passed (the loop's timer
- * then completes the call), and gives the receive side back. */
-static void read_own(struct cli_conn *cc, struct sync_call *sc, uint64_t deadline)
+/* The calling thread reads replies on CC (claimed by submit, or passed to
+ * it) until its own arrived, the connection closed, or DEADLINE passed
+ * (the loop's timer then completes the call), and gives the receive side
+ * back: to a blocked caller when LEADERS is on and one waits, else to the
+ * loop. */
+static void read_own(struct cli_conn *cc, struct sync_call *sc, uint64_t deadline, int pass)
 {
 	while (!sync_is_done(sc)) {
 		uint64_t now = clock_mono_ns();
@@ -1180,7 +1322,52 @@ static void read_own(struct cli_conn *cc, struct sync_call *sc, uint64_t deadlin
 		if (conn_rx_step(&cc->c, ms > OWN_POLL_MS ? OWN_POLL_MS : (int)ms))
 			break;
 	}
-	conn_rx_release(&cc->c);
+	_Atomic uint32_t *wake = NULL;
+	if (conn_rx_release(&cc->c, pass ? &wake : NULL) && wake)
+		syscall(SYS_futex, wake, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+/* LEADERS: a blocking caller whose reply has not come reads the
+ * connection itself when nobody else does (the loop gives EPOLLIN up, as
+ * for OWN REPLIES), completing what it reads; else it waits on S's list,
+ * from where a reader letting go passes it the receive side (SC_LEAD).
+ * The list and SC_LEAD change only under S's mutex, and a caller leaves
+ * only after taking itself off the list under it, so a passed receive
+ * side always reaches a live caller, which reads or passes it on. Past
+ * its deadline a caller neither reads nor lists itself: it waits for the
+ * loop's timer to fail the call. */
+static void sync_wait_lead(struct sync_call *sc, struct cslot *s, uint64_t deadline)
+{
+	int listed_ever = 0;
+	for (;;) {
+		if (!listed_ever && sync_is_done(sc))
+			return; /* never listed: nothing can be passed to it */
+		struct cli_conn *cc = NULL;
+		int live = clock_mono_ns() < deadline;
+		pthread_mutex_lock(&s->mu);
+		uint32_t st = atomic_load_explicit(&sc->state, memory_order_acquire);
+		if (st & SC_LEAD) {
+			atomic_fetch_and_explicit(&sc->state, ~(uint32_t)SC_LEAD, memory_order_acq_rel);
+			cc = sc->lead_cc;
+		} else if (st & SC_DONE) {
+			lw_remove(s, sc);
+			pthread_mutex_unlock(&s->mu);
+			return;
+		} else if (live && s->ready && conn_rx_claim_locked(&s->ready->c)) {
+			cc = s->ready;
+			lw_remove(s, sc);
+		} else if (live && !sc->listed) {
+			lw_push(s, sc);
+			listed_ever = 1;
+		} else if (!live) {
+			lw_remove(s, sc);
+		}
+		pthread_mutex_unlock(&s->mu);
+		if (cc)
+			read_own(cc, sc, deadline, 1);
+		else
+			sync_sleep(sc, SC_DONE | SC_LEAD);
+	}
 }
 
 int rpc_call(struct rpc_peer *peer, const struct rpc_call *call, struct buf *resp,
@@ -1190,18 +1377,22 @@ int rpc_call(struct rpc_peer *peer, const struct rpc_call *call, struct buf *res
 	for (int i = 0; i < cl->nloops; i++)
 		if (loop_in_thread(cl->loops[i].l))
 			return -EDEADLK;
-	struct sync_call sc = { .state = SC_IDLE, .resp = resp };
+	struct sync_call sc = { .state = 0, .resp = resp };
 	struct rpc_call c = *call;
 	c.done = sync_done;
 	c.arg = &sc;
 	uint32_t tmo = call->timeout_ms ? call->timeout_ms : cl->o.timeout_ms;
 	uint64_t deadline = clock_mono_ns() + (uint64_t)tmo * 1000000u;
 	struct cli_conn *own = NULL;
-	int rc = submit(peer, &c, 0, &own);
+	struct cslot *s = NULL;
+	int rc = submit(peer, &c, 0, &own, &s);
 	if (!rc) {
 		if (own)
-			read_own(own, &sc, deadline);
-		sync_wait(&sc);
+			read_own(own, &sc, deadline, cl->leaders);
+		if (cl->leaders)
+			sync_wait_lead(&sc, s, deadline);
+		else
+			sync_wait(&sc);
 		rc = sc.status;
 		if (bulk_len)
 			*bulk_len = sc.bulk_len;

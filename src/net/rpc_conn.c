@@ -879,7 +879,10 @@ static void on_readable(struct rpc_conn *c)
 
 int conn_rx_claim_locked(struct rpc_conn *c)
 {
-	if (c->state != CONN_READY || c->read_paused || c->closing || !c->ops->rx_expecting ||
+	/* close_posted: a caller met a close the loop has yet to carry out;
+	 * claiming again would only meet it again. */
+	if (c->state != CONN_READY || c->read_paused || c->closing || c->close_posted ||
+	    !c->ops->rx_expecting ||
 	    atomic_load(&c->rx_caller) || loop_in_thread(c->loop))
 		return 0;
 	atomic_store(&c->rx_caller, 1);
@@ -905,19 +908,27 @@ int conn_rx_step(struct rpc_conn *c, int timeout_ms)
 	return rc;
 }
 
-void conn_rx_release(struct rpc_conn *c)
+int conn_rx_release(struct rpc_conn *c, void *pass_arg)
 {
 	struct xport *orphan = NULL;
+	int passed = 0;
 	pthread_mutex_lock(&c->rx_mu);
 	pthread_mutex_lock(c->omu);
 	ASSERT(atomic_load(&c->rx_caller));
-	atomic_store(&c->rx_caller, 0);
 	if (c->state == CONN_CLOSED) {
+		atomic_store(&c->rx_caller, 0);
 		orphan = c->x_orphan;
 		c->x_orphan = NULL;
 	} else if (c->rx_defer) {
+		atomic_store(&c->rx_caller, 0);
 		post_close_locked(c, c->rxd_err, c->rxd_lvl, c->rxd_why);
+	} else if (c->ops->rx_pass && !c->read_paused && !c->closing && c->ops->rx_expecting(c) &&
+		   c->ops->rx_pass(c, pass_arg)) {
+		/* rx_caller stays set: the events stay as they are, and an
+		 * event the loop left is the next receiver's to read. */
+		passed = 1;
 	} else {
+		atomic_store(&c->rx_caller, 0);
 		c->rx_idle = !c->rx_left && !c->ops->rx_expecting(c);
 		if (update_events_locked(c))
 			post_close_locked(c, -CFS_ECLOSED, LOG_LVL_ERR, "epoll_ctl failed");
@@ -927,7 +938,9 @@ void conn_rx_release(struct rpc_conn *c)
 	pthread_mutex_unlock(&c->rx_mu);
 	if (orphan)
 		orphan->ops->close(orphan);
-	conn_unref(c);
+	if (!passed)
+		conn_unref(c);
+	return passed;
 }
 
 void conn_rx_arm_locked(struct rpc_conn *c)

@@ -80,6 +80,12 @@ struct conn_ops {
 	 * must keep reading when a caller thread gives the receive side back).
 	 * Only roles that let callers receive (conn_rx_claim_locked) need it. */
 	int (*rx_expecting)(struct rpc_conn *c);
+	/* Optional. *omu and rx_mu held by a caller thread letting go of the
+	 * receive side while replies are still expected (C open): 1 when the
+	 * role hands the receive side, with the caller's reference, to
+	 * another thread it chose (which must conn_rx_release it later); 0
+	 * leaves it to the loop. ARG is conn_rx_release's. */
+	int (*rx_pass)(struct rpc_conn *c, void *arg);
 };
 
 /* Counters shared by every connection of a server or client. */
@@ -88,6 +94,7 @@ struct rpc_counters {
 	atomic_uint_fast64_t bulk_copied; /* bulk bytes received into rbuf and copied out */
 	atomic_uint_fast64_t accepted_local; /* connections over the same-host socket */
 	atomic_uint_fast64_t replies_by_caller; /* client: replies a calling thread read */
+	atomic_uint_fast64_t rx_passes; /* client: receive sides passed between callers */
 };
 
 struct rpc_conn {
@@ -187,10 +194,11 @@ int conn_rx_claim_locked(struct rpc_conn *c);
  * stop and release. */
 int conn_rx_step(struct rpc_conn *c, int timeout_ms);
 /* The claiming thread gives the receive side back (and its reference):
- * to the loop when replies are still expected, else to nobody until the
- * next request (conn_rx_arm_locked). A close met while receiving is
- * passed to the loop here. */
-void conn_rx_release(struct rpc_conn *c);
+ * when replies are still expected to the thread the role's rx_pass picks
+ * (PASS_ARG is handed to it), else to the loop; when none are, to nobody
+ * until the next request (conn_rx_arm_locked). A close met while
+ * receiving is passed to the loop here. Returns 1 when rx_pass took it. */
+int conn_rx_release(struct rpc_conn *c, void *pass_arg);
 /* Loop thread: holds rx_mu (nestable on the loop) to touch the receive
  * side, e.g. a role's current-reply pointer, while a caller may receive. */
 void conn_rx_lock(struct rpc_conn *c);
