@@ -61,6 +61,9 @@ enum { GROUP_WHOLE = 1, GROUP_PER_BLOCK = 2 };
 struct group {
 	uint64_t used[WORDS];  /* allocated blocks */
 	uint64_t pfree[WORDS]; /* released, waiting for readers */
+	uint64_t written[WORDS]; /* whole block written and its extent conversion
+				  * durable (chunk_alloc_set_written); cleared
+				  * when the block is punched */
 	uint32_t count;        /* popcount(used) */
 	uint8_t reserved;      /* small class: GROUP_WHOLE (fallocated), GROUP_PER_BLOCK
 				* (each used block fallocated) or 0 */
@@ -346,6 +349,7 @@ static void drop_idle(struct chunk_alloc *a)
 				continue;
 			punch(a, c->fds[gid % CHUNK_MAX_FILES], cls, group_off(cls, gid),
 			      group_bytes(cls));
+			memset(g->written, 0, sizeof(g->written));
 			g->idle = 0;
 			g->reserved = 0;
 			a->reserved_bytes -= group_bytes(cls);
@@ -481,6 +485,22 @@ int chunk_alloc_get_keep(struct chunk_alloc *a, unsigned cls, struct chunk_id id
 	return err;
 }
 
+int chunk_alloc_written(struct chunk_alloc *a, struct chunk_pos pos)
+{
+	if (pos.cls >= CHUNK_NCLASS || pos.file >= CHUNK_MAX_FILES)
+		return 0;
+	struct group *g = group_get(&a->cls[pos.cls], gid_of(pos), 0);
+	return g && bit_test(g->written, pos.block % CHUNK_GROUP_BLOCKS);
+}
+
+void chunk_alloc_set_written(struct chunk_alloc *a, struct chunk_pos pos)
+{
+	struct group *g = group_get(&a->cls[pos.cls], gid_of(pos), 0);
+	unsigned i = pos.block % CHUNK_GROUP_BLOCKS;
+	if (g && bit_test(g->used, i))
+		bit_set(g->written, i);
+}
+
 int chunk_alloc_owns(struct chunk_alloc *a, struct chunk_pos pos, struct chunk_id id)
 {
 	if (pos.cls >= CHUNK_NCLASS || pos.file >= CHUNK_MAX_FILES)
@@ -513,6 +533,7 @@ static void free_block(struct chunk_alloc *a, struct chunk_pos pos, struct group
 	int fd = c->fds[pos.file];
 	if (pos.cls > SMALL_CLASS_MAX || g->reserved == GROUP_PER_BLOCK) {
 		punch(a, fd, pos.cls, block_off(pos.cls, pos.block), chunk_class_size(pos.cls));
+		bit_clear(g->written, i);
 		a->reserved_bytes -= chunk_class_size(pos.cls);
 	}
 	if (g->count)
@@ -532,6 +553,7 @@ static void free_block(struct chunk_alloc *a, struct chunk_pos pos, struct group
 		/* Per block: the whole group too, for what a failed whole
 		 * fallocate may have left allocated. */
 		punch(a, fd, pos.cls, group_off(pos.cls, gid_of(pos)), group_bytes(pos.cls));
+		memset(g->written, 0, sizeof(g->written));
 		if (g->reserved == GROUP_WHOLE)
 			a->reserved_bytes -= group_bytes(pos.cls);
 		g->reserved = 0;

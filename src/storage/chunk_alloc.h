@@ -92,6 +92,17 @@ void chunk_alloc_path(struct chunk_alloc *a, struct chunk_pos pos, char *buf, si
  * a range a direct write or a hole punch changes, so what this fd reads
  * is what the direct fd would (chunk_engine.c "page-cache reads"). */
 int chunk_alloc_cached_fd(struct chunk_alloc *a, struct chunk_pos pos);
+/* WRITTEN BLOCKS (chunk_flush.h). 1 if the whole of POS's block was written
+ * and made durable with an fdatasync of its file since the allocator
+ * opened, and not punched since: a write into it is a plain overwrite,
+ * which needs no journal commit (no unwritten-extent conversion, no block
+ * allocation) to be durable, only a device flush issued after it
+ * completed. 0 when unknown (every block at open). */
+int chunk_alloc_written(struct chunk_alloc *a, struct chunk_pos pos);
+/* Records that POS's whole block was written and synced as above. The
+ * caller knows that fdatasync of its file completed after the write did.
+ * A no-op unless POS is allocated. */
+void chunk_alloc_set_written(struct chunk_alloc *a, struct chunk_pos pos);
 /* 1 if POS's block is allocated. */
 int chunk_alloc_is_used(struct chunk_alloc *a, struct chunk_pos pos);
 /* Total allocated blocks over all classes. */

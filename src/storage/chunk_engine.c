@@ -11,7 +11,10 @@
  *                  then an fdatasync of each data file the batch wrote
  *                  (all at once, sync_fds),
  *                  whose device flush makes the data and the record
- *                  durable together: one flush per batch, chunk_store.c),
+ *                  durable together: one flush per batch, chunk_store.c;
+ *                  with cfg.shared_flush a batch that only overwrote
+ *                  blocks known written rides on a device flush shared
+ *                  with the disk's other targets instead, chunk_flush.c),
  *                  then releases old blocks,
  *                  unlocks chunks and calls back. While it commits, the
  *                  I/O thread keeps submitting: group commit. After the
@@ -138,6 +141,7 @@
 #include "storage/chunk_buf.h"
 #include "storage/chunk_crc.h"
 #include "storage/chunk_engine.h"
+#include "storage/chunk_flush.h"
 #include "storage/chunk_store.h"
 
 #define SYNC_RING_ENTRIES 64 /* fdatasyncs of one batch in flight at once */
@@ -297,6 +301,8 @@ struct chunk_engine {
 	unsigned test_early_seen;           /* I/O thread */
 	int wal_same_fs;                    /* data files and metadata log share a
 					     * filesystem: a data fdatasync flushes both */
+	struct chunk_flush_group *flush;    /* cfg.shared_flush: the data files'
+					     * filesystem's flush group; NULL: none */
 	uint64_t keep_head, keep_replica;   /* free-space floors (chunk_engine_space_low) */
 	atomic_uint_fast64_t space_free;    /* filesystem bytes free, as last seen */
 	atomic_uint_fast64_t space_ms;      /* when space_free was read (monotonic) */
@@ -1584,15 +1590,43 @@ static int sync_fds(struct chunk_engine *e, const int *fds, size_t n)
 	return err;
 }
 
+/* A block the batch wrote or applied pages in (POS): its file joins the
+ * batch's fdatasyncs, unless the engine is in a flush group and the whole
+ * block is known written (chunk_alloc_written), so that the write was a
+ * plain overwrite: then a device flush shared with the other targets of
+ * the disk covers it (*SHARED; chunk_flush.c). In a group, under mu. */
+static void note_block(struct chunk_engine *e, int *fds, size_t *n, bool *all, bool *shared,
+		       struct chunk_pos pos)
+{
+	uint64_t off;
+	if (e->flush && chunk_alloc_written(e->alloc, pos))
+		*shared = true;
+	else
+		note_fd(fds, n, all, chunk_alloc_fd(e->alloc, pos, &off));
+}
+
+/* Whether R wrote the whole of its new block (a copy-on-write image or a
+ * move from offset 0 to the block's end). */
+static bool whole_block(const struct req *r, const struct centry *c)
+{
+	return c->has_new && !r->journal && r->img_start == 0 &&
+	       r->img_end >= chunk_class_size(c->nmeta.pos.cls);
+}
+
 /* ... and the in-place pages of the journals the batch retires (RET). A
  * journaled overwrite wrote nothing before its commit: its journal is in
- * the metadata. Returns how many files it synced, or -errno. */
+ * the metadata. In a flush group, writes into blocks known written share
+ * one device flush with the other targets of the disk instead, and so
+ * does the log record alone (chunk_flush.c); the files of any other write
+ * are synced here, which flushes the device after those writes too.
+ * Returns how many files it synced (1 for a shared flush), or -errno. */
 static int sync_batch_data(struct chunk_engine *e, struct req *list, struct retiree *ret)
 {
 	int fds[64];
 	size_t n = 0;
-	bool all = false;
-	uint64_t off;
+	bool all = false, shared = false;
+	if (e->flush) /* the written bits change under mu (chunk_alloc_release) */
+		pthread_mutex_lock(&e->mu);
 	for (struct req *r = list; r && !all; r = r->next)
 		for (size_t i = 0; i < r->nce && !all; i++) {
 			struct centry *c = &r->ces[i];
@@ -1601,13 +1635,19 @@ static int sync_batch_data(struct chunk_engine *e, struct req *list, struct reti
 			 * may not be durable there yet. */
 			if (c->exists && c->base.jrnl_len && c->has_new && r->journal &&
 			    !r->jrnl_owned)
-				note_fd(fds, &n, &all, chunk_alloc_fd(e->alloc, c->base.pos, &off));
+				note_block(e, fds, &n, &all, &shared, c->base.pos);
 			if (!c->has_new || r->journal)
 				continue;
-			note_fd(fds, &n, &all, chunk_alloc_fd(e->alloc, c->nmeta.pos, &off));
+			note_block(e, fds, &n, &all, &shared, c->nmeta.pos);
 		}
 	for (struct retiree *t = ret; t && !all; t = t->next)
-		note_fd(fds, &n, &all, chunk_alloc_fd(e->alloc, t->pos, &off));
+		note_block(e, fds, &n, &all, &shared, t->pos);
+	if (e->flush)
+		pthread_mutex_unlock(&e->mu);
+	if (e->flush && !n && !all && (shared || e->wal_same_fs)) {
+		int err = chunk_flush_group_flush(e->flush);
+		return err ? err : 1;
+	}
 	int *every = NULL;
 	if (all) {
 		every = xmalloc(CHUNK_NCLASS * CHUNK_MAX_FILES * sizeof(*every));
@@ -1618,6 +1658,17 @@ static int sync_batch_data(struct chunk_engine *e, struct req *list, struct reti
 	int err = sync_fds(e, all ? every : fds, n);
 	atomic_fetch_add_explicit(&e->data_syncs, n, memory_order_relaxed);
 	free(every);
+	if (!err && e->flush && n) {
+		/* Every block this batch wrote whole is now written for the
+		 * filesystem, its extent conversion committed by the sync of
+		 * its file: later writes into it may share flushes. */
+		pthread_mutex_lock(&e->mu);
+		for (struct req *r = list; r; r = r->next)
+			for (size_t i = 0; i < r->nce; i++)
+				if (whole_block(r, &r->ces[i]))
+					chunk_alloc_set_written(e->alloc, r->ces[i].nmeta.pos);
+		pthread_mutex_unlock(&e->mu);
+	}
 	return err ? err : (int)n;
 }
 
@@ -1963,6 +2014,8 @@ void chunk_engine_cfg_default(struct chunk_engine_cfg *cfg)
 	cfg->idle_keep_bytes = UINT64_C(1) << 30;
 	const char *ov = getenv("CFS_CHUNK_OVERLAP");
 	cfg->record_overlap = !(ov && !strcmp(ov, "0"));
+	const char *sf = getenv("CFS_CHUNK_SHARED_FLUSH");
+	cfg->shared_flush = sf && !strcmp(sf, "1");
 }
 
 static void op_fail_now(struct chunk_op *op, int err)
@@ -2154,6 +2207,12 @@ void chunk_engine_get_stat(struct chunk_engine *e, struct chunk_engine_stat *out
 	out->commit_us = atomic_load(&e->commit_us);
 	out->sync_us = atomic_load(&e->sync_us);
 	out->joint_syncs = atomic_load(&e->joint_syncs);
+	if (e->flush) {
+		struct chunk_flush_stat fs;
+		chunk_flush_group_stat(e->flush, &fs);
+		out->group_led = fs.led;
+		out->group_covered = fs.covered;
+	}
 	out->stage_n = atomic_load(&e->stage_n);
 	out->stage_pre_us = atomic_load(&e->stage_pre_us);
 	out->stage_io_us = atomic_load(&e->stage_io_us);
@@ -2492,6 +2551,13 @@ int chunk_engine_open(const struct chunk_engine_cfg *cfg, struct chunk_engine **
 	struct stat mst, dst;
 	snprintf(dpath, sizeof(dpath), "%s/data", cfg->dir);
 	e->wal_same_fs = !stat(path, &mst) && !stat(dpath, &dst) && mst.st_dev == dst.st_dev;
+	if (cfg->sync && cfg->shared_flush) {
+		/* Without a group the files are synced one by one: as durable. */
+		int ferr = chunk_flush_group_open(dpath, cfg->flush_group_dir, &e->flush);
+		if (ferr)
+			LOG_WARN("chunk", "no shared flush, syncing files: target=%s err=%s", e->dir,
+				 cfs_strerror(ferr));
+	}
 	struct statvfs sv;
 	if (!statvfs(cfg->dir, &sv)) {
 		/* The floors of the disk-full rule (chunk_engine.h). */
@@ -2554,6 +2620,7 @@ int chunk_engine_open(const struct chunk_engine_cfg *cfg, struct chunk_engine **
 	return 0;
 fail:
 	LOG_ERR("chunk", "target open failed: dir=%s err=%s", cfg->dir, cfs_strerror(err));
+	chunk_flush_group_close(e->flush);
 	if (e->efd >= 0)
 		close(e->efd);
 	chunk_bufpool_free(e->pool);
@@ -2575,10 +2642,12 @@ static void log_commit_stat(struct chunk_engine *e)
 		return;
 	uint64_t n = st.stage_n ? st.stage_n : 1;
 	LOG_INFO("chunk", "group commit: target=%s batches=%llu writes=%llu data_syncs=%llu joint=%llu "
+		 "flush_led=%llu flush_covered=%llu "
 		 "window_ms=%llu commit_ms=%llu sync_ms=%llu cow_writes=%llu avg_us: pre=%llu "
 		 "io=%llu queue=%llu commit=%llu", e->dir, (unsigned long long)st.commit_batches,
 		 (unsigned long long)st.commit_writes, (unsigned long long)st.data_syncs,
-		 (unsigned long long)st.joint_syncs,
+		 (unsigned long long)st.joint_syncs, (unsigned long long)st.group_led,
+		 (unsigned long long)st.group_covered,
 		 (unsigned long long)st.window_wait_us / 1000, (unsigned long long)st.commit_us / 1000,
 		 (unsigned long long)st.sync_us / 1000, (unsigned long long)st.stage_n,
 		 (unsigned long long)(st.stage_pre_us / n), (unsigned long long)(st.stage_io_us / n),
@@ -2612,6 +2681,7 @@ void chunk_engine_close(struct chunk_engine *e)
 	pthread_mutex_unlock(&e->cmu);
 	pthread_join(e->commit_tid, NULL);
 	log_commit_stat(e);
+	chunk_flush_group_close(e->flush);
 	io_uring_queue_exit(&e->ring);
 	if (e->sync_ring_ok)
 		io_uring_queue_exit(&e->sync_ring);

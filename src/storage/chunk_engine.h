@@ -63,6 +63,14 @@ struct chunk_engine_cfg {
 					   * written while its data write runs,
 					   * not after it (chunk_engine.c "record
 					   * beside data"); 0: after */
+	int shared_flush;                 /* with sync: a batch whose writes all went
+					   * into blocks known written is made
+					   * durable by a device flush shared with
+					   * the other targets on the filesystem
+					   * (chunk_flush.h) instead of fdatasyncs
+					   * of its files (CFS_CHUNK_SHARED_FLUSH=1
+					   * in the environment; default off) */
+	const char *flush_group_dir;      /* where flush groups meet; NULL: /dev/shm */
 };
 
 /* Fills defaults: sync on, 64 GiB map, 256 ring entries, 10 ms commit
@@ -71,7 +79,8 @@ struct chunk_engine_cfg {
  * up to 64 KiB journaled, journals retired after 100 ms or 512 of them,
  * reads up to 64 KiB through the page cache, 1 GiB of emptied groups kept
  * for reuse, records beside data (CFS_CHUNK_OVERLAP=0 in the environment:
- * after it). */
+ * after it), no shared flush (CFS_CHUNK_SHARED_FLUSH=1: in the group of
+ * the filesystem, /dev/shm). */
 void chunk_engine_cfg_default(struct chunk_engine_cfg *cfg);
 
 /* Opens the target, rebuilding the allocator from the metadata (and giving
@@ -294,6 +303,10 @@ struct chunk_engine_stat {
 	uint64_t joint_syncs; /* data fdatasyncs issued at once with others of
 			       * their batch (io_uring; CFS_CHUNK_SYNC_SERIAL=1
 			       * in the environment at open: none) */
+	/* Shared flush (cfg.shared_flush): device flushes this target made
+	 * for its group, and batches another target's flush covered. */
+	uint64_t group_led;
+	uint64_t group_covered;
 	/* Latency of copy-on-write writes committed after their data write
 	 * (the bulk of large writes), summed per stage over stage_n writes:
 	 * submit -> data write issued (inbox, lock, lookup, allocation),

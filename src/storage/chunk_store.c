@@ -49,7 +49,9 @@
  *           filesystem: every fdatasync ends with a flush of the device
  *           cache issued after it was called, either the journal commit's
  *           pre-flush or an explicit one, so it covers the record too),
- *           or, with no data file to sync, fdatasync of the log
+ *           or a device flush shared with the disk's other targets
+ *           (chunk_flush.c, for batches that only overwrote written
+ *           blocks), or, with no data file to sync, fdatasync of the log
  *        -> chunk_store_batch_commit_flushed: the changes enter the
  *           in-memory overlay, which every read consults before LMDB;
  *           the caller acknowledges.

@@ -778,6 +778,52 @@ static void test_joint_syncs(void **state)
 	free(dir);
 }
 
+/* Shared flush (cfg.shared_flush, chunk_flush.h): writes into blocks the
+ * engine does not know to be written (every block of a new group) sync
+ * their files themselves, and never ask the group; once a block was
+ * written whole and synced, a later copy-on-write write landing in it
+ * asks the group instead (a copy-on-write round frees the previous
+ * round's blocks, which the round after reuses). Every round reads back
+ * after a reopen without the group. */
+static void test_shared_flush(void **state)
+{
+	char *dir = testenv_tmpdir("engine_shared_flush");
+	char *gdir = testenv_tmpdir("engine_shared_flush_group");
+	static uint8_t data[SYNC_ROUND][256 * 1024];
+	struct chunk_engine_cfg cfg;
+	chunk_engine_cfg_default(&cfg);
+	cfg.dir = dir;
+	cfg.meta_map_bytes = 256u * MB;
+	cfg.buf_cache_bytes = 16u * MB;
+	cfg.compact_interval_ms = 0;
+	cfg.record_overlap = 0;
+	cfg.shared_flush = 1;
+	cfg.flush_group_dir = gdir;
+	struct chunk_engine *e = NULL;
+	assert_int_equal(chunk_engine_open(&cfg, &e), 0);
+	struct chunk_engine_stat st;
+	sync_round(e, 0, data);
+	chunk_engine_get_stat(e, &st);
+	assert_true(st.data_syncs > 0);
+	assert_int_equal(st.group_led + st.group_covered, 0);
+	int round = 1;
+	do {
+		sync_round(e, round++, data);
+		chunk_engine_get_stat(e, &st);
+	} while (!st.group_led && round < 8);
+	assert_true(st.group_led > 0);
+	assert_int_equal(st.group_covered, 0); /* alone in its group */
+	for (int k = 0; k < 3; k++)
+		sync_round(e, round++, data);
+	chunk_engine_close(e);
+	e = open_no_overlap(dir);
+	expect_round(e, data);
+	assert_clean(e, SYNC_ROUND);
+	chunk_engine_close(e);
+	free(gdir);
+	free(dir);
+}
+
 /* Reads RR the way a storage loop thread does (chunk_engine_read_prep, a
  * preadv2 RWF_NOWAIT on a cached fd, else a blocking pread, then
  * chunk_engine_read_end); returns whether the bytes came from the cache. */
@@ -1016,6 +1062,7 @@ int main(void)
 		cmocka_unit_test(test_async),
 		cmocka_unit_test(test_commit_stats),
 		cmocka_unit_test(test_joint_syncs),
+		cmocka_unit_test(test_shared_flush),
 		cmocka_unit_test(test_cached_reads),
 		cmocka_unit_test(test_cached_reads_adapt),
 	};
