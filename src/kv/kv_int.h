@@ -234,7 +234,7 @@ void kv_lmdb_stats(kv_engine *e, uint64_t *batches, uint64_t *txns);
  * the newest synced write txn id, and the fdatasyncs done. 0 for others. */
 void kv_lmdb_sync_stats(kv_engine *e, int64_t *committed, int64_t *synced, uint64_t *syncs);
 /* Online compaction of an lmdb engine (compact=1 runs it from the engine's
- * background thread when the free list dominates; kv_lmdb.c "online
+ * background thread after a large delete; kv_lmdb.c "online
  * compaction"): runs it now, with FORCE whatever the free list. 1 if the
  * environment was replaced by a compacting copy, 0 if not (nothing to
  * gain, another process or engine has the environment open, txns stayed
@@ -250,7 +250,7 @@ void kv_lmdb_compact_stats(kv_engine *e, uint64_t *count, uint64_t *last_stall_n
  * environment closed, 6: new one open); 0 (default): never. */
 extern int kv_lmdb_crash_step;
 /* Tests: how often (ms) an engine's background thread looks at the free
- * list for an online compaction (default 250; <= 0: never). */
+ * list for an online compaction (default 100; <= 0: never). */
 extern int kv_lmdb_compact_check_ms;
 /* Tests: how long (ms) an online compaction waits for the running batch
  * and the open txns before it gives up (default 250). */

@@ -1083,8 +1083,86 @@ static void t_compact_online(void **state)
 	compact_online_case("?sync=window", 1);
 	compact_online_case("?sync=window&writemap=1", 0);
 	compact_online_case("?sync=full", 1);
-	kv_lmdb_compact_check_ms = 250;
+	kv_lmdb_compact_check_ms = 100;
 	kv_lmdb_compact_drain_ms = 250;
+}
+
+/* Values of 60 KB, 15 pages each, under "PREFIX/%04d" for [from, to). */
+struct span {
+	const char *prefix;
+	int from, to;
+};
+
+static int span_fill(kv_txn *t, void *arg)
+{
+	const struct span *sp = arg;
+	static char big[60000];
+	char k[32];
+	int rc = 0;
+
+	for (int i = sp->from; i < sp->to && !rc; i++) {
+		snprintf(k, sizeof(k), "%s/%04d", sp->prefix, i);
+		rc = kv_set(t, kv_str(k), kv_mem(big, sizeof(big)));
+	}
+	return rc;
+}
+
+static int span_drop(kv_txn *t, void *arg)
+{
+	const struct span *sp = arg;
+	char b[32], e[32];
+
+	snprintf(b, sizeof(b), "%s/%04d", sp->prefix, sp->from);
+	snprintf(e, sizeof(e), "%s/%04d", sp->prefix, sp->to);
+	return kv_clear_range(t, kv_str(b), kv_str(e));
+}
+
+static void span_add(kv_engine *e, const char *prefix, int from, int to, int drop)
+{
+	for (int i = from; i < to; i += 10) {
+		struct span sp = { prefix, i, i + 10 < to ? i + 10 : to };
+		assert_int_equal(kv_run(e, NULL, span_fill, &sp, NULL), 0);
+	}
+	if (drop) {
+		struct span sp = { prefix, from, to };
+		assert_int_equal(kv_run(e, NULL, span_drop, &sp, NULL), 0);
+	}
+}
+
+/* The online bar (free list >= 512 pages and >= 1/4 of the file) sits
+ * below the rule at open (4096 pages and half the file): a mass delete
+ * too small for the latter still compacts a running engine, and a short
+ * list, or one that is a small share of the file, does not. */
+static void t_compact_online_bar(void **state)
+{
+	char url[512], k[32];
+	kv_engine *e;
+	uint64_t n = 0, stall = 0;
+
+	(void)state;
+	kv_lmdb_compact_check_ms = 0; /* the test says when */
+	fresh_url(url, sizeof(url), "?sync=window&writemap=1");
+	e = open_ok(url);
+	span_add(e, "live", 0, 300, 0);   /* 4500 live pages */
+	span_add(e, "tmp", 0, 16, 1);     /* ~240 free pages: too few */
+	assert_int_equal(kv_lmdb_compact(e, 0), 0);
+	span_add(e, "tmp", 100, 160, 1);  /* ~900 free pages of ~5500: too small a share */
+	assert_int_equal(kv_lmdb_compact(e, 0), 0);
+	kv_lmdb_compact_stats(e, &n, &stall);
+	assert_int_equal(n, 0);
+	{
+		struct span sp = { "live", 100, 300 }; /* 3000 more: ~70% free, < 4096 */
+		assert_int_equal(kv_run(e, NULL, span_drop, &sp, NULL), 0);
+	}
+	assert_int_equal(kv_lmdb_compact(e, 0), 1);
+	kv_lmdb_compact_stats(e, &n, &stall);
+	assert_int_equal(n, 1);
+	for (int i = 0; i < 300; i++) {
+		snprintf(k, sizeof(k), "live/%04d", i);
+		assert_int_equal(win_has(e, k), i < 100);
+	}
+	kv_close(e);
+	kv_lmdb_compact_check_ms = 100;
 }
 
 /* A child ages an environment, commits ack/ keys, and is SIGKILLed at
@@ -1141,7 +1219,7 @@ static void t_compact_online_crash(void **state)
 		compact_crash_case("?sync=window", step);
 		compact_crash_case("?sync=window&writemap=1", step);
 	}
-	kv_lmdb_compact_check_ms = 250;
+	kv_lmdb_compact_check_ms = 100;
 	kv_lmdb_compact_drain_ms = 250;
 }
 
@@ -1162,6 +1240,7 @@ int main(void)
 		cmocka_unit_test_teardown(t_compact_at_open, reap_children),
 		cmocka_unit_test_teardown(t_compact_online, reap_children),
 		cmocka_unit_test_teardown(t_compact_online_crash, reap_children),
+		cmocka_unit_test_teardown(t_compact_online_bar, reap_children),
 		cmocka_unit_test_teardown(t_bad_urls, reap_children),
 	};
 	int rc;
