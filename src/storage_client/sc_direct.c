@@ -58,6 +58,7 @@
 
 #include "common/clock.h"
 #include "common/crc32c.h"
+#include "common/log.h"
 #include "common/sched_hint.h"
 #include "common/status.h"
 #include "storage/storage_proto.h"
@@ -265,6 +266,20 @@ void sc_direct_free(struct sc_direct *d)
 {
 	if (!d)
 		return;
+	/* What the path did over this client's life (the mount's log at
+	 * unmount): mappings per read and fallbacks are what its cost turns on. */
+	if (atomic_load(&d->reads) || atomic_load(&d->fallbacks))
+		LOG_NOTICE("sc_direct",
+			   "stats: reads=%llu fallbacks=%llu misses=%llu maps=%llu map_fails=%llu "
+			   "stale=%llu corrupt=%llu dead=%llu",
+			   (unsigned long long)atomic_load(&d->reads),
+			   (unsigned long long)atomic_load(&d->fallbacks),
+			   (unsigned long long)atomic_load(&d->misses),
+			   (unsigned long long)atomic_load(&d->maps),
+			   (unsigned long long)atomic_load(&d->map_fails),
+			   (unsigned long long)atomic_load(&d->stale),
+			   (unsigned long long)atomic_load(&d->corrupt),
+			   (unsigned long long)atomic_load(&d->dead));
 	if (d->ring_ok) {
 		/* A NOP with no op stops the completion thread (no read may
 		 * be in flight: the caller's contract). */
@@ -497,28 +512,23 @@ static int file_get(struct dpeer *p, const char *path, uint64_t dev, uint64_t in
 	return fd;
 }
 
-/* Asks P's server for a mapping of key K (ME_MAPPING, set by this call)
- * on table T; publishes it, or leaves K without one and a retry time. */
-static void map_chunk(struct sc_direct *d, struct dpeer *p, struct dkey *k, uint32_t chain,
-		      struct dtab *t)
+/* The map request for key K on table T into B. */
+static int map_req(struct buf *b, const struct dkey *k, uint32_t chain, const struct dtab *t)
 {
-	struct rpc_peer *rp;
-	char err[128];
-	struct buf b, resp;
-	buf_init(&b);
-	buf_init(&resp);
 	struct sto_sc_map_req q = { .region = t->region, .target = k->target, .chain = chain,
 				    .ino = k->ino, .idx = k->idx };
-	int rc = rpc_client_peer(d->rpc, p->addr, &rp, err, sizeof(err));
-	if (!rc)
-		rc = sto_sc_map_req_encode(&b, &q);
-	if (!rc) {
-		struct rpc_call cl = { .type = STO_MSG_SC_MAP, .payload = b.data,
-				       .payload_len = (uint32_t)b.len, .timeout_ms = 5000 };
-		rc = rpc_call(rp, &cl, &resp, NULL);
-	}
+	return sto_sc_map_req_encode(b, &q);
+}
+
+/* The answer to K's map request on table T (RC: the call's status, then
+ * its payload): publishes the mapping, or leaves K without one and a
+ * retry time; K leaves ME_MAPPING. Any thread (an RPC loop thread for a
+ * background map): it opens a data file at most, never waits on a peer. */
+static void map_finish(struct sc_direct *d, struct dpeer *p, struct dkey *k, struct dtab *t,
+		       int rc, const uint8_t *payload, uint32_t len)
+{
 	struct sto_sc_map_resp r;
-	if (!rc && sto_sc_map_resp_decode(resp.data, resp.len, &r))
+	if (!rc && sto_sc_map_resp_decode(payload, len, &r))
 		rc = -CFS_EPROTO;
 	struct dmap *m = NULL;
 	char path[STO_SC_MAX_PATH + 1];
@@ -588,11 +598,76 @@ static void map_chunk(struct sc_direct *d, struct dpeer *p, struct dkey *k, uint
 	atomic_store(&k->st, ME_NONE);
 	pthread_rwlock_unlock(&p->lk);
 	dmap_put(m);
-	buf_fini(&b);
-	buf_fini(&resp);
 	if (rc == -CFS_EBADMSG_TYPE || rc == -EOPNOTSUPP || rc == -ESRCH || rc == -EACCES ||
 	    rc == -CFS_EPROTO)
 		peer_off(p);
+}
+
+/* Asks P's server for a mapping of key K (ME_MAPPING, set by the caller)
+ * on table T and waits for it; publishes it, or leaves K without one and
+ * a retry time. */
+static void map_chunk(struct sc_direct *d, struct dpeer *p, struct dkey *k, uint32_t chain,
+		      struct dtab *t)
+{
+	struct rpc_peer *rp;
+	char err[128];
+	struct buf b, resp;
+	buf_init(&b);
+	buf_init(&resp);
+	int rc = rpc_client_peer(d->rpc, p->addr, &rp, err, sizeof(err));
+	if (!rc)
+		rc = map_req(&b, k, chain, t);
+	if (!rc) {
+		struct rpc_call cl = { .type = STO_MSG_SC_MAP, .payload = b.data,
+				       .payload_len = (uint32_t)b.len, .timeout_ms = 5000 };
+		rc = rpc_call(rp, &cl, &resp, NULL);
+	}
+	map_finish(d, p, k, t, rc, resp.data, (uint32_t)resp.len);
+	buf_fini(&b);
+	buf_fini(&resp);
+}
+
+/* A background map in flight (map_chunk_bg). */
+struct bgmap {
+	struct sc_direct *d;
+	struct dpeer *p;
+	struct dkey *k;
+	struct dtab *t;
+};
+
+static void bgmap_done(void *arg, const struct rpc_result *res)
+{
+	struct bgmap *g = arg;
+	map_finish(g->d, g->p, g->k, g->t, res->status, res->payload, res->payload_len);
+	free(g);
+}
+
+/* map_chunk without waiting: the answer is published on an RPC loop
+ * thread (sc_direct_free's rpc_client_free completes one still in flight,
+ * before the peers go). */
+static void map_chunk_bg(struct sc_direct *d, struct dpeer *p, struct dkey *k, uint32_t chain,
+			 struct dtab *t)
+{
+	struct rpc_peer *rp;
+	char err[128];
+	struct buf b;
+	buf_init(&b);
+	struct bgmap *g = malloc(sizeof(*g));
+	int rc = g ? rpc_client_peer(d->rpc, p->addr, &rp, err, sizeof(err)) : -ENOMEM;
+	if (!rc)
+		rc = map_req(&b, k, chain, t);
+	if (!rc) {
+		*g = (struct bgmap){ .d = d, .p = p, .k = k, .t = t };
+		struct rpc_call cl = { .type = STO_MSG_SC_MAP, .payload = b.data,
+				       .payload_len = (uint32_t)b.len, .timeout_ms = 5000,
+				       .done = bgmap_done, .arg = g };
+		rc = rpc_call_async(rp, &cl);
+	}
+	buf_fini(&b);
+	if (rc) {
+		free(g);
+		map_finish(d, p, k, t, rc, NULL, 0);
+	}
 }
 
 static uint8_t *bounce_get(struct sc_direct *d)
@@ -792,9 +867,12 @@ static void map_forget(struct dpeer *p, struct dkey *k, struct dmap *m)
 }
 
 /* The mapping of R's chunk on P (a reference the caller drops), made
- * when there is none (a map RPC: may wait), or NULL: read over RPC. */
+ * when there is none (a map RPC: may wait), or NULL: read over RPC. BG:
+ * never wait for a map (a registration still may): one is asked for in
+ * the background and NULL answered, the caller reading elsewhere. */
 static struct dmap *mapping_get(struct sc_direct *d, struct dpeer *p, uint32_t target,
-				uint32_t chain, const struct storage_read *r, struct dkey **kout)
+				uint32_t chain, const struct storage_read *r, struct dkey **kout,
+				bool bg)
 {
 	for (int attempt = 0; attempt < 2; attempt++) {
 		int st = atomic_load(&p->st);
@@ -842,6 +920,10 @@ static struct dmap *mapping_get(struct sc_direct *d, struct dpeer *p, uint32_t t
 		int idle = ME_NONE;
 		if (!atomic_compare_exchange_strong(&k->st, &idle, ME_MAPPING))
 			return NULL;
+		if (bg) {
+			map_chunk_bg(d, p, k, chain, t);
+			return NULL;
+		}
 		will_block(d);
 		map_chunk(d, p, k, chain, t);
 	}
@@ -857,7 +939,7 @@ int sc_direct_read(struct sc_direct *d, const char *addr, uint32_t target, uint3
 	int done = SC_DIRECT_RPC;
 	for (int attempt = 0; p && attempt < 2; attempt++) {
 		struct dkey *k;
-		struct dmap *m = mapping_get(d, p, target, chain, r, &k);
+		struct dmap *m = mapping_get(d, p, target, chain, r, &k, false);
 		if (!m)
 			break;
 		struct rd x;
@@ -1027,15 +1109,16 @@ static void ring_flush(struct sc_direct *d, unsigned want)
 	}
 }
 
-int sc_direct_read_async(struct sc_direct *d, const char *addr, uint32_t target, uint32_t chain,
-			 struct storage_read *r, void (*done)(void *arg, int ok), void *arg)
+/* sc_direct_read_async on ADDR's copy (BG: as mapping_get's). 1 the
+ * read is DONE's, 0 not. */
+static int read_async_at(struct sc_direct *d, const char *addr, uint32_t target, uint32_t chain,
+			 struct storage_read *r, void (*done)(void *arg, int ok), void *arg,
+			 bool bg)
 {
-	if (!d || !d->ring_ok || !r->len || r->len > SC_DIRECT_ASYNC_MAX)
-		return 0;
 	struct dpeer *p = peer_get(d, addr);
 	for (int attempt = 0; p && attempt < 2; attempt++) {
 		struct dkey *k;
-		struct dmap *m = mapping_get(d, p, target, chain, r, &k);
+		struct dmap *m = mapping_get(d, p, target, chain, r, &k, bg);
 		if (!m)
 			break;
 		struct aop *o = malloc(sizeof(*o));
@@ -1091,6 +1174,33 @@ int sc_direct_read_async(struct sc_direct *d, const char *addr, uint32_t target,
 		if (!stale)
 			break;
 	}
+	return 0;
+}
+
+int sc_direct_read_async(struct sc_direct *d, const char *addr, uint32_t target, uint32_t chain,
+			 struct storage_read *r, void (*done)(void *arg, int ok), void *arg)
+{
+	if (!d || !d->ring_ok || !r->len || r->len > SC_DIRECT_ASYNC_MAX)
+		return 0;
+	if (read_async_at(d, addr, target, chain, r, done, arg, false))
+		return 1;
+	atomic_fetch_add(&d->fallbacks, 1);
+	return 0;
+}
+
+int sc_direct_read_async_alt(struct sc_direct *d, const char *addr, uint32_t target,
+			     const char *alt_addr, uint32_t alt_target, uint32_t chain,
+			     struct storage_read *r, void (*done)(void *arg, int ok), void *arg,
+			     uint32_t *target_read)
+{
+	if (!d || !d->ring_ok || !r->len || r->len > SC_DIRECT_ASYNC_MAX)
+		return 0;
+	*target_read = target;
+	if (read_async_at(d, addr, target, chain, r, done, arg, alt_addr != NULL))
+		return 1;
+	*target_read = alt_target;
+	if (alt_addr && read_async_at(d, alt_addr, alt_target, chain, r, done, arg, false))
+		return 1;
 	atomic_fetch_add(&d->fallbacks, 1);
 	return 0;
 }
@@ -1130,7 +1240,7 @@ size_t sc_direct_read_batch(struct sc_direct *d, struct sc_direct_item *it, size
 		struct storage_read *r = it[i].r;
 		if (!r->len || r->len > SC_DIRECT_MAX || !(b[i].p = peer_get(d, it[i].addr)))
 			continue;
-		b[i].m = mapping_get(d, b[i].p, it[i].target, it[i].chain, r, &b[i].k);
+		b[i].m = mapping_get(d, b[i].p, it[i].target, it[i].chain, r, &b[i].k, false);
 		bool stale = false;
 		if (b[i].m && (!read_pre(d, b[i].m, r, &b[i].x, NULL, BUF_OWN, &stale) ||
 			       (b[i].x.blen && !(b[i].o = calloc(1, sizeof(*b[i].o)))))) {
