@@ -142,6 +142,8 @@ struct dpeer {
 	int nfiles;
 };
 
+struct aop;
+
 struct sc_direct {
 	struct rpc_client *rpc;
 	/* Async reads (sc_direct_read_async): O_DIRECT reads on this ring,
@@ -155,6 +157,8 @@ struct sc_direct {
 	pthread_mutex_t pool_mu;
 	void *pool[SD_POOL];
 	int npool;
+	struct aop *aops;         /* idle async read records, a list; under pool_mu */
+	int naops;
 	pthread_mutex_t mu;       /* peers[] growth */
 	struct dpeer *peers[SD_MAX_PEERS];
 	_Atomic int npeers;
@@ -189,6 +193,7 @@ static uint32_t page_shift(uint32_t crc)
 
 static void bounce_free(void *p) { free(p); }
 static void *aio_main(void *arg);
+static void aops_free(struct sc_direct *d);
 
 void sc_direct_set_will_block(struct sc_direct *d, void (*fn)(void))
 {
@@ -299,6 +304,7 @@ void sc_direct_free(struct sc_direct *d)
 	pthread_mutex_destroy(&d->ring_mu);
 	for (int i = 0; i < d->npool; i++)
 		free(d->pool[i]);
+	aops_free(d);
 	pthread_mutex_destroy(&d->pool_mu);
 	rpc_client_free(d->rpc);
 	for (int i = 0; i < d->npeers; i++) {
@@ -1009,6 +1015,46 @@ struct aop {
 	void *arg;
 };
 
+/* Async read records are taken on a reader's thread and released on the
+ * completion thread: malloc's per-thread caches never get them back
+ * where they are wanted, so idle ones wait here (as the small buffers). */
+static struct aop *aop_get(struct sc_direct *d)
+{
+	pthread_mutex_lock(&d->pool_mu);
+	struct aop *o = d->aops;
+	if (o) {
+		d->aops = (struct aop *)o->arg;
+		d->naops--;
+	}
+	pthread_mutex_unlock(&d->pool_mu);
+	return o ? o : malloc(sizeof(*o));
+}
+
+static void aop_put(struct sc_direct *d, struct aop *o)
+{
+	if (!o)
+		return;
+	pthread_mutex_lock(&d->pool_mu);
+	if (d->naops < SD_POOL) {
+		o->arg = d->aops;
+		d->aops = o;
+		d->naops++;
+		o = NULL;
+	}
+	pthread_mutex_unlock(&d->pool_mu);
+	free(o);
+}
+
+static void aops_free(struct sc_direct *d)
+{
+	for (struct aop *o = d->aops, *n; o; o = n) {
+		n = (struct aop *)o->arg;
+		free(o);
+	}
+	d->aops = NULL;
+	d->naops = 0;
+}
+
 /* Completions taken off the ring at once. */
 #define SD_BATCH 32
 
@@ -1046,7 +1092,7 @@ static void aio_batch(struct sc_direct *d, struct aop **ops, int n)
 		abuf_put(d, o->bounce, o->bufsz);
 		void (*done)(void *, int) = o->done;
 		void *darg = o->arg;
-		free(o);
+		aop_put(d, o);
 		done(darg, ok);
 	}
 }
@@ -1121,7 +1167,7 @@ static int read_async_at(struct sc_direct *d, const char *addr, uint32_t target,
 		struct dmap *m = mapping_get(d, p, target, chain, r, &k, bg);
 		if (!m)
 			break;
-		struct aop *o = malloc(sizeof(*o));
+		struct aop *o = aop_get(d);
 		size_t bufsz = 0;
 		uint8_t *buf = NULL;
 		bool stale = false;
@@ -1142,7 +1188,7 @@ static int read_async_at(struct sc_direct *d, const char *addr, uint32_t target,
 			go = read_post(d, p, m, r, &o->x, 0) == SC_DIRECT_DONE;
 			dmap_put(m);
 			abuf_put(d, buf, bufsz);
-			free(o);
+			aop_put(d, o);
 			if (go) {
 				done(arg, SC_DIRECT_DONE);
 				return 1;
@@ -1170,7 +1216,7 @@ static int read_async_at(struct sc_direct *d, const char *addr, uint32_t target,
 			map_forget(p, k, m);
 		dmap_put(m);
 		abuf_put(d, buf, bufsz);
-		free(o);
+		aop_put(d, o);
 		if (!stale)
 			break;
 	}
