@@ -386,12 +386,12 @@ bool sc_direct_usable(struct sc_direct *d, const char *addr)
 	struct dpeer *p = peer_get(d, addr);
 	if (!p)
 		return false;
-	uint64_t now = clock_mono_ms();
 	/* A server found dead is left alone a while: registering again waits
-	 * for a connection to it (its backoff), which the caller then would. */
-	if (atomic_load(&p->dead) && now < atomic_load(&p->dead_ms) + SD_OFF_MS)
+	 * for a connection to it (its backoff), which the caller then would.
+	 * (The clock is read only then: this runs on every read.) */
+	if (atomic_load(&p->dead) && clock_mono_ms() < atomic_load(&p->dead_ms) + SD_OFF_MS)
 		return false;
-	return atomic_load(&p->st) != PS_OFF || now >= atomic_load(&p->off_until);
+	return atomic_load(&p->st) != PS_OFF || clock_mono_ms() >= atomic_load(&p->off_until);
 }
 
 /* P takes no direct reads for a while: long when it cannot (another
