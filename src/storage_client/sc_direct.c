@@ -1245,7 +1245,8 @@ int sc_direct_read_async_alt(struct sc_direct *d, const char *addr, uint32_t tar
 	if (read_async_at(d, addr, target, chain, r, done, arg, alt_addr != NULL))
 		return 1;
 	*target_read = alt_target;
-	if (alt_addr && read_async_at(d, alt_addr, alt_target, chain, r, done, arg, false))
+	if (alt_addr && sc_direct_usable(d, alt_addr) &&
+	    read_async_at(d, alt_addr, alt_target, chain, r, done, arg, false))
 		return 1;
 	atomic_fetch_add(&d->fallbacks, 1);
 	return 0;

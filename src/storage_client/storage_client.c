@@ -1184,7 +1184,9 @@ static void read_dispatch(struct storage_client *c, struct read_group *g, uint32
  * (sequential reads) keeps one mapping, and every copy of a chunk read
  * again and again is read in turn, so a bad page in any of them is found
  * (SC_DIRECT_CORRUPT) and repaired by its service; such a chunk gets a
- * mapping at each replica. */
+ * mapping at each replica. ALT (may be NULL; then ALT_TARGET too): the
+ * replica of the chunk's previous run (empty: none), which
+ * sc_direct_read_async_alt reads while the chosen one's mapping is made. */
 static int direct_pick(struct storage_client *c, const struct storage_read *r,
 		       const struct read_avoid *avoid, char *addr, size_t addrlen,
 		       uint32_t *target, uint32_t *chain, char *alt, uint32_t *alt_target)
@@ -1242,7 +1244,7 @@ static int direct_pick(struct storage_client *c, const struct storage_read *r,
 				*chain = ch->id;
 				break;
 			}
-		if (alt && addr[0] && run && kp != k && sc_direct_usable(c->dr, cn[kp]->addr)) {
+		if (alt && addr[0] && run && kp != k) {
 			addr_copy(alt, addrlen, cn[kp]->addr);
 			*alt_target = ct[kp]->id;
 		}
