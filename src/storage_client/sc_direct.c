@@ -58,6 +58,7 @@
 
 #include "common/clock.h"
 #include "common/crc32c.h"
+#include "common/log.h"
 #include "common/sched_hint.h"
 #include "common/status.h"
 #include "storage/storage_proto.h"
@@ -141,6 +142,8 @@ struct dpeer {
 	int nfiles;
 };
 
+struct aop;
+
 struct sc_direct {
 	struct rpc_client *rpc;
 	/* Async reads (sc_direct_read_async): O_DIRECT reads on this ring,
@@ -154,6 +157,8 @@ struct sc_direct {
 	pthread_mutex_t pool_mu;
 	void *pool[SD_POOL];
 	int npool;
+	struct aop *aops;         /* idle async read records, a list; under pool_mu */
+	int naops;
 	pthread_mutex_t mu;       /* peers[] growth */
 	struct dpeer *peers[SD_MAX_PEERS];
 	_Atomic int npeers;
@@ -188,6 +193,7 @@ static uint32_t page_shift(uint32_t crc)
 
 static void bounce_free(void *p) { free(p); }
 static void *aio_main(void *arg);
+static void aops_free(struct sc_direct *d);
 
 void sc_direct_set_will_block(struct sc_direct *d, void (*fn)(void))
 {
@@ -265,6 +271,20 @@ void sc_direct_free(struct sc_direct *d)
 {
 	if (!d)
 		return;
+	/* What the path did over this client's life (the mount's log at
+	 * unmount): mappings per read and fallbacks are what its cost turns on. */
+	if (atomic_load(&d->reads) || atomic_load(&d->fallbacks))
+		LOG_NOTICE("sc_direct",
+			   "stats: reads=%llu fallbacks=%llu misses=%llu maps=%llu map_fails=%llu "
+			   "stale=%llu corrupt=%llu dead=%llu",
+			   (unsigned long long)atomic_load(&d->reads),
+			   (unsigned long long)atomic_load(&d->fallbacks),
+			   (unsigned long long)atomic_load(&d->misses),
+			   (unsigned long long)atomic_load(&d->maps),
+			   (unsigned long long)atomic_load(&d->map_fails),
+			   (unsigned long long)atomic_load(&d->stale),
+			   (unsigned long long)atomic_load(&d->corrupt),
+			   (unsigned long long)atomic_load(&d->dead));
 	if (d->ring_ok) {
 		/* A NOP with no op stops the completion thread (no read may
 		 * be in flight: the caller's contract). */
@@ -284,6 +304,7 @@ void sc_direct_free(struct sc_direct *d)
 	pthread_mutex_destroy(&d->ring_mu);
 	for (int i = 0; i < d->npool; i++)
 		free(d->pool[i]);
+	aops_free(d);
 	pthread_mutex_destroy(&d->pool_mu);
 	rpc_client_free(d->rpc);
 	for (int i = 0; i < d->npeers; i++) {
@@ -365,12 +386,12 @@ bool sc_direct_usable(struct sc_direct *d, const char *addr)
 	struct dpeer *p = peer_get(d, addr);
 	if (!p)
 		return false;
-	uint64_t now = clock_mono_ms();
 	/* A server found dead is left alone a while: registering again waits
-	 * for a connection to it (its backoff), which the caller then would. */
-	if (atomic_load(&p->dead) && now < atomic_load(&p->dead_ms) + SD_OFF_MS)
+	 * for a connection to it (its backoff), which the caller then would.
+	 * (The clock is read only then: this runs on every read.) */
+	if (atomic_load(&p->dead) && clock_mono_ms() < atomic_load(&p->dead_ms) + SD_OFF_MS)
 		return false;
-	return atomic_load(&p->st) != PS_OFF || now >= atomic_load(&p->off_until);
+	return atomic_load(&p->st) != PS_OFF || clock_mono_ms() >= atomic_load(&p->off_until);
 }
 
 /* P takes no direct reads for a while: long when it cannot (another
@@ -497,28 +518,23 @@ static int file_get(struct dpeer *p, const char *path, uint64_t dev, uint64_t in
 	return fd;
 }
 
-/* Asks P's server for a mapping of key K (ME_MAPPING, set by this call)
- * on table T; publishes it, or leaves K without one and a retry time. */
-static void map_chunk(struct sc_direct *d, struct dpeer *p, struct dkey *k, uint32_t chain,
-		      struct dtab *t)
+/* The map request for key K on table T into B. */
+static int map_req(struct buf *b, const struct dkey *k, uint32_t chain, const struct dtab *t)
 {
-	struct rpc_peer *rp;
-	char err[128];
-	struct buf b, resp;
-	buf_init(&b);
-	buf_init(&resp);
 	struct sto_sc_map_req q = { .region = t->region, .target = k->target, .chain = chain,
 				    .ino = k->ino, .idx = k->idx };
-	int rc = rpc_client_peer(d->rpc, p->addr, &rp, err, sizeof(err));
-	if (!rc)
-		rc = sto_sc_map_req_encode(&b, &q);
-	if (!rc) {
-		struct rpc_call cl = { .type = STO_MSG_SC_MAP, .payload = b.data,
-				       .payload_len = (uint32_t)b.len, .timeout_ms = 5000 };
-		rc = rpc_call(rp, &cl, &resp, NULL);
-	}
+	return sto_sc_map_req_encode(b, &q);
+}
+
+/* The answer to K's map request on table T (RC: the call's status, then
+ * its payload): publishes the mapping, or leaves K without one and a
+ * retry time; K leaves ME_MAPPING. Any thread (an RPC loop thread for a
+ * background map): it opens a data file at most, never waits on a peer. */
+static void map_finish(struct sc_direct *d, struct dpeer *p, struct dkey *k, struct dtab *t,
+		       int rc, const uint8_t *payload, uint32_t len)
+{
 	struct sto_sc_map_resp r;
-	if (!rc && sto_sc_map_resp_decode(resp.data, resp.len, &r))
+	if (!rc && sto_sc_map_resp_decode(payload, len, &r))
 		rc = -CFS_EPROTO;
 	struct dmap *m = NULL;
 	char path[STO_SC_MAX_PATH + 1];
@@ -588,11 +604,76 @@ static void map_chunk(struct sc_direct *d, struct dpeer *p, struct dkey *k, uint
 	atomic_store(&k->st, ME_NONE);
 	pthread_rwlock_unlock(&p->lk);
 	dmap_put(m);
-	buf_fini(&b);
-	buf_fini(&resp);
 	if (rc == -CFS_EBADMSG_TYPE || rc == -EOPNOTSUPP || rc == -ESRCH || rc == -EACCES ||
 	    rc == -CFS_EPROTO)
 		peer_off(p);
+}
+
+/* Asks P's server for a mapping of key K (ME_MAPPING, set by the caller)
+ * on table T and waits for it; publishes it, or leaves K without one and
+ * a retry time. */
+static void map_chunk(struct sc_direct *d, struct dpeer *p, struct dkey *k, uint32_t chain,
+		      struct dtab *t)
+{
+	struct rpc_peer *rp;
+	char err[128];
+	struct buf b, resp;
+	buf_init(&b);
+	buf_init(&resp);
+	int rc = rpc_client_peer(d->rpc, p->addr, &rp, err, sizeof(err));
+	if (!rc)
+		rc = map_req(&b, k, chain, t);
+	if (!rc) {
+		struct rpc_call cl = { .type = STO_MSG_SC_MAP, .payload = b.data,
+				       .payload_len = (uint32_t)b.len, .timeout_ms = 5000 };
+		rc = rpc_call(rp, &cl, &resp, NULL);
+	}
+	map_finish(d, p, k, t, rc, resp.data, (uint32_t)resp.len);
+	buf_fini(&b);
+	buf_fini(&resp);
+}
+
+/* A background map in flight (map_chunk_bg). */
+struct bgmap {
+	struct sc_direct *d;
+	struct dpeer *p;
+	struct dkey *k;
+	struct dtab *t;
+};
+
+static void bgmap_done(void *arg, const struct rpc_result *res)
+{
+	struct bgmap *g = arg;
+	map_finish(g->d, g->p, g->k, g->t, res->status, res->payload, res->payload_len);
+	free(g);
+}
+
+/* map_chunk without waiting: the answer is published on an RPC loop
+ * thread (sc_direct_free's rpc_client_free completes one still in flight,
+ * before the peers go). */
+static void map_chunk_bg(struct sc_direct *d, struct dpeer *p, struct dkey *k, uint32_t chain,
+			 struct dtab *t)
+{
+	struct rpc_peer *rp;
+	char err[128];
+	struct buf b;
+	buf_init(&b);
+	struct bgmap *g = malloc(sizeof(*g));
+	int rc = g ? rpc_client_peer(d->rpc, p->addr, &rp, err, sizeof(err)) : -ENOMEM;
+	if (!rc)
+		rc = map_req(&b, k, chain, t);
+	if (!rc) {
+		*g = (struct bgmap){ .d = d, .p = p, .k = k, .t = t };
+		struct rpc_call cl = { .type = STO_MSG_SC_MAP, .payload = b.data,
+				       .payload_len = (uint32_t)b.len, .timeout_ms = 5000,
+				       .done = bgmap_done, .arg = g };
+		rc = rpc_call_async(rp, &cl);
+	}
+	buf_fini(&b);
+	if (rc) {
+		free(g);
+		map_finish(d, p, k, t, rc, NULL, 0);
+	}
 }
 
 static uint8_t *bounce_get(struct sc_direct *d)
@@ -792,9 +873,12 @@ static void map_forget(struct dpeer *p, struct dkey *k, struct dmap *m)
 }
 
 /* The mapping of R's chunk on P (a reference the caller drops), made
- * when there is none (a map RPC: may wait), or NULL: read over RPC. */
+ * when there is none (a map RPC: may wait), or NULL: read over RPC. BG:
+ * never wait for a map (a registration still may): one is asked for in
+ * the background and NULL answered, the caller reading elsewhere. */
 static struct dmap *mapping_get(struct sc_direct *d, struct dpeer *p, uint32_t target,
-				uint32_t chain, const struct storage_read *r, struct dkey **kout)
+				uint32_t chain, const struct storage_read *r, struct dkey **kout,
+				bool bg)
 {
 	for (int attempt = 0; attempt < 2; attempt++) {
 		int st = atomic_load(&p->st);
@@ -842,6 +926,10 @@ static struct dmap *mapping_get(struct sc_direct *d, struct dpeer *p, uint32_t t
 		int idle = ME_NONE;
 		if (!atomic_compare_exchange_strong(&k->st, &idle, ME_MAPPING))
 			return NULL;
+		if (bg) {
+			map_chunk_bg(d, p, k, chain, t);
+			return NULL;
+		}
 		will_block(d);
 		map_chunk(d, p, k, chain, t);
 	}
@@ -857,7 +945,7 @@ int sc_direct_read(struct sc_direct *d, const char *addr, uint32_t target, uint3
 	int done = SC_DIRECT_RPC;
 	for (int attempt = 0; p && attempt < 2; attempt++) {
 		struct dkey *k;
-		struct dmap *m = mapping_get(d, p, target, chain, r, &k);
+		struct dmap *m = mapping_get(d, p, target, chain, r, &k, false);
 		if (!m)
 			break;
 		struct rd x;
@@ -927,6 +1015,46 @@ struct aop {
 	void *arg;
 };
 
+/* Async read records are taken on a reader's thread and released on the
+ * completion thread: malloc's per-thread caches never get them back
+ * where they are wanted, so idle ones wait here (as the small buffers). */
+static struct aop *aop_get(struct sc_direct *d)
+{
+	pthread_mutex_lock(&d->pool_mu);
+	struct aop *o = d->aops;
+	if (o) {
+		d->aops = (struct aop *)o->arg;
+		d->naops--;
+	}
+	pthread_mutex_unlock(&d->pool_mu);
+	return o ? o : malloc(sizeof(*o));
+}
+
+static void aop_put(struct sc_direct *d, struct aop *o)
+{
+	if (!o)
+		return;
+	pthread_mutex_lock(&d->pool_mu);
+	if (d->naops < SD_POOL) {
+		o->arg = d->aops;
+		d->aops = o;
+		d->naops++;
+		o = NULL;
+	}
+	pthread_mutex_unlock(&d->pool_mu);
+	free(o);
+}
+
+static void aops_free(struct sc_direct *d)
+{
+	for (struct aop *o = d->aops, *n; o; o = n) {
+		n = (struct aop *)o->arg;
+		free(o);
+	}
+	d->aops = NULL;
+	d->naops = 0;
+}
+
 /* Completions taken off the ring at once. */
 #define SD_BATCH 32
 
@@ -964,7 +1092,7 @@ static void aio_batch(struct sc_direct *d, struct aop **ops, int n)
 		abuf_put(d, o->bounce, o->bufsz);
 		void (*done)(void *, int) = o->done;
 		void *darg = o->arg;
-		free(o);
+		aop_put(d, o);
 		done(darg, ok);
 	}
 }
@@ -1027,18 +1155,19 @@ static void ring_flush(struct sc_direct *d, unsigned want)
 	}
 }
 
-int sc_direct_read_async(struct sc_direct *d, const char *addr, uint32_t target, uint32_t chain,
-			 struct storage_read *r, void (*done)(void *arg, int ok), void *arg)
+/* sc_direct_read_async on ADDR's copy (BG: as mapping_get's). 1 the
+ * read is DONE's, 0 not. */
+static int read_async_at(struct sc_direct *d, const char *addr, uint32_t target, uint32_t chain,
+			 struct storage_read *r, void (*done)(void *arg, int ok), void *arg,
+			 bool bg)
 {
-	if (!d || !d->ring_ok || !r->len || r->len > SC_DIRECT_ASYNC_MAX)
-		return 0;
 	struct dpeer *p = peer_get(d, addr);
 	for (int attempt = 0; p && attempt < 2; attempt++) {
 		struct dkey *k;
-		struct dmap *m = mapping_get(d, p, target, chain, r, &k);
+		struct dmap *m = mapping_get(d, p, target, chain, r, &k, bg);
 		if (!m)
 			break;
-		struct aop *o = malloc(sizeof(*o));
+		struct aop *o = aop_get(d);
 		size_t bufsz = 0;
 		uint8_t *buf = NULL;
 		bool stale = false;
@@ -1059,7 +1188,7 @@ int sc_direct_read_async(struct sc_direct *d, const char *addr, uint32_t target,
 			go = read_post(d, p, m, r, &o->x, 0) == SC_DIRECT_DONE;
 			dmap_put(m);
 			abuf_put(d, buf, bufsz);
-			free(o);
+			aop_put(d, o);
 			if (go) {
 				done(arg, SC_DIRECT_DONE);
 				return 1;
@@ -1087,10 +1216,38 @@ int sc_direct_read_async(struct sc_direct *d, const char *addr, uint32_t target,
 			map_forget(p, k, m);
 		dmap_put(m);
 		abuf_put(d, buf, bufsz);
-		free(o);
+		aop_put(d, o);
 		if (!stale)
 			break;
 	}
+	return 0;
+}
+
+int sc_direct_read_async(struct sc_direct *d, const char *addr, uint32_t target, uint32_t chain,
+			 struct storage_read *r, void (*done)(void *arg, int ok), void *arg)
+{
+	if (!d || !d->ring_ok || !r->len || r->len > SC_DIRECT_ASYNC_MAX)
+		return 0;
+	if (read_async_at(d, addr, target, chain, r, done, arg, false))
+		return 1;
+	atomic_fetch_add(&d->fallbacks, 1);
+	return 0;
+}
+
+int sc_direct_read_async_alt(struct sc_direct *d, const char *addr, uint32_t target,
+			     const char *alt_addr, uint32_t alt_target, uint32_t chain,
+			     struct storage_read *r, void (*done)(void *arg, int ok), void *arg,
+			     uint32_t *target_read)
+{
+	if (!d || !d->ring_ok || !r->len || r->len > SC_DIRECT_ASYNC_MAX)
+		return 0;
+	*target_read = target;
+	if (read_async_at(d, addr, target, chain, r, done, arg, alt_addr != NULL))
+		return 1;
+	*target_read = alt_target;
+	if (alt_addr && sc_direct_usable(d, alt_addr) &&
+	    read_async_at(d, alt_addr, alt_target, chain, r, done, arg, false))
+		return 1;
 	atomic_fetch_add(&d->fallbacks, 1);
 	return 0;
 }
@@ -1130,7 +1287,7 @@ size_t sc_direct_read_batch(struct sc_direct *d, struct sc_direct_item *it, size
 		struct storage_read *r = it[i].r;
 		if (!r->len || r->len > SC_DIRECT_MAX || !(b[i].p = peer_get(d, it[i].addr)))
 			continue;
-		b[i].m = mapping_get(d, b[i].p, it[i].target, it[i].chain, r, &b[i].k);
+		b[i].m = mapping_get(d, b[i].p, it[i].target, it[i].chain, r, &b[i].k, false);
 		bool stale = false;
 		if (b[i].m && (!read_pre(d, b[i].m, r, &b[i].x, NULL, BUF_OWN, &stale) ||
 			       (b[i].x.blen && !(b[i].o = calloc(1, sizeof(*b[i].o)))))) {

@@ -100,6 +100,18 @@ size_t sc_direct_read_batch(struct sc_direct *d, struct sc_direct_item *it, size
 int sc_direct_read_async(struct sc_direct *d, const char *addr, uint32_t target, uint32_t chain,
 			 struct storage_read *r, void (*done)(void *arg, int ok), void *arg);
 
+/* As sc_direct_read_async, for a chunk whose reads move from the replica
+ * ALT (ALT_ADDR, ALT_TARGET; ALT_ADDR NULL: none) to ADDR's: while ADDR
+ * has no mapping of the chunk, one is asked for in the background (an RPC
+ * whose answer is taken on an RPC loop thread: no reader waits for it)
+ * and the read goes to ALT when sc_direct_usable (which may still wait
+ * for a mapping, as sc_direct_read_async). *TARGET_READ, set before DONE can run, is the
+ * target whose copy is read (for the RPC read after SC_DIRECT_CORRUPT). */
+int sc_direct_read_async_alt(struct sc_direct *d, const char *addr, uint32_t target,
+			     const char *alt_addr, uint32_t alt_target, uint32_t chain,
+			     struct storage_read *r, void (*done)(void *arg, int ok), void *arg,
+			     uint32_t *target_read);
+
 struct sc_direct_stats {
 	uint64_t reads;      /* reads answered from block files */
 	uint64_t fallbacks;  /* tried, went over RPC */

@@ -1184,14 +1184,18 @@ static void read_dispatch(struct storage_client *c, struct read_group *g, uint32
  * (sequential reads) keeps one mapping, and every copy of a chunk read
  * again and again is read in turn, so a bad page in any of them is found
  * (SC_DIRECT_CORRUPT) and repaired by its service; such a chunk gets a
- * mapping at each replica. */
+ * mapping at each replica. ALT (may be NULL; then ALT_TARGET too): the
+ * replica of the chunk's previous run (empty: none), which
+ * sc_direct_read_async_alt reads while the chosen one's mapping is made. */
 static int direct_pick(struct storage_client *c, const struct storage_read *r,
 		       const struct read_avoid *avoid, char *addr, size_t addrlen,
-		       uint32_t *target, uint32_t *chain)
+		       uint32_t *target, uint32_t *chain, char *alt, uint32_t *alt_target)
 {
 	if (!c->dr || !r->len || r->len > SC_DIRECT_MAX)
 		return 0;
 	addr[0] = 0;
+	if (alt)
+		alt[0] = 0;
 	if (!r->loc.chain) { /* a standalone service's target */
 		if (!r->loc.addr)
 			return 0;
@@ -1230,6 +1234,8 @@ static int direct_pick(struct storage_client *c, const struct storage_read *r,
 		uint32_t run = atomic_fetch_add_explicit(&c->dr_reads[(h >> 32) % DIRECT_SPREAD_SLOTS],
 							 1, memory_order_relaxed) / DIRECT_SPREAD_RUN;
 		uint32_t k = (uint32_t)(((hx >> 16) % nc + run % nc) % nc);
+		/* The one the chunk's reads came from before this run: ALT. */
+		uint32_t kp = (k + nc - 1) % nc;
 		/* The chosen one if it may serve, else the next that may. */
 		for (uint32_t j = 0; j < nc; j++, k = (k + 1) % nc)
 			if (sc_direct_usable(c->dr, cn[k]->addr)) {
@@ -1238,6 +1244,10 @@ static int direct_pick(struct storage_client *c, const struct storage_read *r,
 				*chain = ch->id;
 				break;
 			}
+		if (alt && addr[0] && run && kp != k) {
+			addr_copy(alt, addrlen, cn[kp]->addr);
+			*alt_target = ct[kp]->id;
+		}
 	}
 	mgmtd_routing_put(snap);
 	return addr[0] != 0;
@@ -1250,7 +1260,7 @@ static int direct_try(struct storage_client *c, struct storage_read *r,
 {
 	char addr[ROUTE_ADDR_MAX + 1];
 	uint32_t chain;
-	if (!direct_pick(c, r, avoid, addr, sizeof(addr), target, &chain))
+	if (!direct_pick(c, r, avoid, addr, sizeof(addr), target, &chain, NULL, NULL))
 		return SC_DIRECT_RPC;
 	return sc_direct_read(c->dr, addr, *target, chain, r);
 }
@@ -1270,7 +1280,7 @@ static void direct_batch(struct storage_client *c, struct storage_read *r, size_
 	size_t k = 0;
 	for (size_t i = 0; at && i < n; i++)
 		if (direct_pick(c, &r[i], NULL, a[k].addr, sizeof(a[k].addr), &it[k].target,
-				&it[k].chain)) {
+				&it[k].chain, NULL, NULL)) {
 			it[k].addr = a[k].addr;
 			it[k].r = &r[i];
 			at[k++] = i;
@@ -1650,14 +1660,18 @@ int storage_client_read_async(struct storage_client *c, struct storage_read *r, 
 {
 	if (!r || !done || !r->len)
 		return -EINVAL;
-	char addr[ROUTE_ADDR_MAX + 1];
-	uint32_t target, chain;
-	if (direct_pick(c, r, NULL, addr, sizeof(addr), &target, &chain)) {
+	char addr[ROUTE_ADDR_MAX + 1], alt[ROUTE_ADDR_MAX + 1];
+	uint32_t target, chain, alt_target = 0;
+	if (direct_pick(c, r, NULL, addr, sizeof(addr), &target, &chain, alt, &alt_target)) {
 		struct dread *x = malloc(sizeof(*x));
 		if (x) {
-			*x = (struct dread){ .c = c, .r = r, .flags = flags, .target = target,
-					     .done = done, .arg = arg };
-			if (sc_direct_read_async(c->dr, addr, target, chain, r, dread_done, x))
+			*x = (struct dread){ .c = c, .r = r, .flags = flags, .done = done,
+					     .arg = arg };
+			/* A chunk whose reads just moved on reads its previous
+			 * replica until the new one's mapping is there. */
+			if (sc_direct_read_async_alt(c->dr, addr, target, alt[0] ? alt : NULL,
+						     alt_target, chain, r, dread_done, x,
+						     &x->target))
 				return 0;
 			free(x);
 		}

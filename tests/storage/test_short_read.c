@@ -615,6 +615,11 @@ static int repaired_in(void *arg)
 
 enum { CC_SYNC, CC_ASYNC, CC_BATCH };
 
+/* Times a reading thread was about to wait (storage_client_set_will_block). */
+static _Atomic int cc_waits;
+
+static void cc_will_block(void) { atomic_fetch_add(&cc_waits, 1); }
+
 /* One read of page 5 of chunk IDX of CHAIN the way MODE says (a batch
  * adds page 0 of chunk IDX + 1): asserts every byte. */
 static void cc_read(struct storage_client *c, uint32_t chain, uint32_t idx, int mode, uint8_t *b)
@@ -687,12 +692,35 @@ static void test_chain_corrupt(void **state)
 	assert_int_equal(storage_client_new(&co, &c, err, sizeof(err)), 0);
 	struct storage_loc loc = { .chain = chain };
 	uint8_t *w = malloc(CHLEN);
-	for (uint32_t i = 0; i < 4; i++) {
+	for (uint32_t i = 0; i < 5; i++) {
 		for (uint32_t k = 0; k < NPG; k++)
 			page_fill(w + (size_t)k * PG, i, k, 1);
 		assert_int_equal(storage_client_write(c, &loc, INO, i, 0, CHLEN, w, 0, NULL), 0);
 	}
 	free(w);
+	/* The async reads of a chunk move from replica to replica without
+	 * waiting for the next one's mapping (it is made in the background
+	 * while the previous replica serves): of 3 x 64 + 16 async reads of
+	 * chunk 4, only the first waits (its first mapping), once every
+	 * service is registered (chunk 3's reads). */
+	uint8_t *b4 = aligned_alloc(PG, 2 * PG);
+	for (int k = 0; k < 3 * 64; k++)
+		cc_read(c, chain, 3, CC_ASYNC, b4);
+	struct storage_client_stats s40, s4;
+	storage_client_get_stats(c, &s40);
+	storage_client_set_will_block(c, cc_will_block);
+	atomic_store(&cc_waits, 0);
+	for (int k = 0; k < 3 * 64 + 16; k++)
+		cc_read(c, chain, 4, CC_ASYNC, b4);
+	storage_client_set_will_block(c, NULL);
+	storage_client_get_stats(c, &s4);
+	print_message("chunk 4: %d waits, %llu maps, %llu short-circuit reads\n",
+		      atomic_load(&cc_waits), (unsigned long long)(s4.sc_maps - s40.sc_maps),
+		      (unsigned long long)(s4.sc_reads - s40.sc_reads));
+	assert_true(atomic_load(&cc_waits) <= 2); /* a refused first map may retry once */
+	assert_true(s4.sc_maps - s40.sc_maps >= 3);  /* every replica's copy was mapped */
+	assert_true(s4.sc_reads - s40.sc_reads > 150);
+	free(b4);
 	/* The chain's second replica (not the first SERVING one, which the
 	 * short-circuit path used to read alone) and its service. */
 	uint32_t bad_target = 0;
