@@ -1165,6 +1165,19 @@ struct bop {
 	struct aop *o;    /* on the ring until the completion thread frees it */
 };
 
+/* Whether R's chunk has a mapping on P now (a hint: mapping_get of it
+ * then needs no RPC unless the mapping goes meanwhile). */
+static bool mapped_now(struct dpeer *p, uint32_t target, const struct storage_read *r)
+{
+	if (atomic_load(&p->st) != PS_OK || atomic_load(&p->dead))
+		return false;
+	pthread_rwlock_rdlock(&p->lk);
+	struct dkey *k = key_find(p, target, r->ino, r->idx);
+	bool m = k && k->cur;
+	pthread_rwlock_unlock(&p->lk);
+	return m;
+}
+
 /* Waits for at least WANT completions of batch B's reads on its own ring
  * and takes every one there is; returns how many. */
 static unsigned own_reap(struct io_uring *ring, struct bop *b, unsigned want)
@@ -1217,19 +1230,30 @@ size_t sc_direct_read_batch(struct sc_direct *d, struct sc_direct_item *it, size
 		return done;
 	}
 	/* Mappings and first halves, each read on the ring as soon as its
-	 * chunk's mapping is there: a first mapping of a chunk waits for a
-	 * map RPC (every chunk of a batch after a put), and the reads already
-	 * mapped are on the disk meanwhile instead of waiting for the
-	 * batch's map RPCs one after another. */
+	 * chunk's mapping is there: the ranges of mapped chunks first (pass
+	 * 0), then those whose first mapping waits for a map RPC (every chunk
+	 * of a batch after a put), each read on the disk while the next
+	 * range's map RPC runs, instead of every map RPC first, one after
+	 * another. */
 	struct io_uring *own = own_ring();
 	unsigned inflight = 0; /* on OWN */
 	struct bwait w = { .left = 0 };
 	pthread_mutex_init(&w.mu, NULL);
 	pthread_cond_init(&w.cv, NULL);
-	for (size_t i = 0; i < n; i++) {
+	bool *later = calloc(n, sizeof(*later)); /* NULL: one pass in order */
+	for (size_t j = 0; j < (later ? 2 * n : n); j++) {
+		size_t i = j % n;
 		struct storage_read *r = it[i].r;
-		if (!r->len || r->len > SC_DIRECT_MAX || !(b[i].p = peer_get(d, it[i].addr)))
-			continue;
+		if (j >= n && !later[i])
+			continue; /* done in pass 0 */
+		if (j < n) {
+			if (!r->len || r->len > SC_DIRECT_MAX || !(b[i].p = peer_get(d, it[i].addr)))
+				continue;
+			if (later && !mapped_now(b[i].p, it[i].target, r)) {
+				later[i] = true;
+				continue;
+			}
+		}
 		b[i].m = mapping_get(d, b[i].p, it[i].target, it[i].chain, r, &b[i].k);
 		bool stale = false;
 		if (b[i].m && (!read_pre(d, b[i].m, r, &b[i].x, NULL, BUF_OWN, &stale) ||
@@ -1275,6 +1299,7 @@ size_t sc_direct_read_batch(struct sc_direct *d, struct sc_direct_item *it, size
 			b[i].m = NULL;
 		}
 	}
+	free(later);
 	if (inflight) {
 		will_block(d);
 		while (inflight)
