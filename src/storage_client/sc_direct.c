@@ -29,9 +29,10 @@
  * reads into it directly (the bytes are the caller's only after the
  * checks; a failed check leaves it to the RPC read, which overwrites it).
  * The completion thread takes its completions in batches: it hands a
- * sc_direct_read_batch's reads to their waiting caller, and finishes the
- * async reads (aio_batch), polling each server's pidfd once per batch,
- * after every check of the batch's reads of that server.
+ * sc_direct_read_batch's reads to their waiting caller (a batch on the
+ * shared ring: most run on their thread's own ring, see own_ring), and
+ * finishes the async reads (aio_batch), polling each server's pidfd once
+ * per batch, after every check of the batch's reads of that server.
  *
  * EVICTION. A server gives a table STO_SC_SLOTS slots; with all in use, a
  * new map revokes another chunk's mapping (CLOCK, stor_sc.c), which its
@@ -1272,10 +1273,17 @@ size_t sc_direct_read_batch(struct sc_direct *d, struct sc_direct_item *it, size
 			if (inflight >= SD_OWN_ENTRIES)
 				inflight -= own_reap(own, b, 1);
 			struct io_uring_sqe *sqe = io_uring_get_sqe(own);
-			io_uring_prep_read(sqe, b[i].m->dfd, b[i].x.buf, ALIGN_UP(b[i].x.blen),
-					   b[i].m->file_off + b[i].x.start);
-			io_uring_sqe_set_data64(sqe, i);
-			own_submit(own, b, &inflight);
+			if (sqe) {
+				io_uring_prep_read(sqe, b[i].m->dfd, b[i].x.buf,
+						   ALIGN_UP(b[i].x.blen),
+						   b[i].m->file_off + b[i].x.start);
+				io_uring_sqe_set_data64(sqe, i);
+				own_submit(own, b, &inflight);
+			} else { /* not this way (not seen: each SQE is submitted when queued) */
+				dmap_put(b[i].m);
+				free(b[i].x.own);
+				b[i].m = NULL;
+			}
 			continue;
 		}
 		pthread_mutex_lock(&d->ring_mu);
