@@ -29,9 +29,10 @@
  * reads into it directly (the bytes are the caller's only after the
  * checks; a failed check leaves it to the RPC read, which overwrites it).
  * The completion thread takes its completions in batches: it hands a
- * sc_direct_read_batch's reads to their waiting caller, and finishes the
- * async reads (aio_batch), polling each server's pidfd once per batch,
- * after every check of the batch's reads of that server.
+ * sc_direct_read_batch's reads to their waiting caller (a batch on the
+ * shared ring: most run on their thread's own ring, see own_ring), and
+ * finishes the async reads (aio_batch), polling each server's pidfd once
+ * per batch, after every check of the batch's reads of that server.
  *
  * EVICTION. A server gives a table STO_SC_SLOTS slots; with all in use, a
  * new map revokes another chunk's mapping (CLOCK, stor_sc.c), which its
@@ -1252,6 +1253,66 @@ int sc_direct_read_async_alt(struct sc_direct *d, const char *addr, uint32_t tar
 	return 0;
 }
 
+/* The calling thread's own ring for batch reads (NULL: none; the batch
+ * uses the shared ring and its completion thread). Why its own: a read
+ * on the shared ring completes through three wake-ups (the submitting
+ * thread runs the I/O's task work, the completion thread reaps, the
+ * batch's caller is signalled), each a wait for a CPU on a loaded host;
+ * on a ring with deferred task work that only this thread submits to and
+ * waits on, the kernel wakes it once, when the batch's last read is
+ * done, and completes the reads on its own turn. One ring (a file
+ * descriptor, a few pages) per thread that makes batch reads, freed when
+ * it ends. */
+#define SD_OWN_ENTRIES 64
+struct own_ring {
+	struct io_uring ring;
+	pid_t pid; /* the process that made it (a forked child makes its own) */
+};
+static pthread_key_t own_key;
+static bool own_key_ok;
+static pthread_once_t own_once = PTHREAD_ONCE_INIT;
+
+static void own_free(void *arg)
+{
+	struct own_ring *o = arg;
+	if (o && o->pid == getpid())
+		io_uring_queue_exit(&o->ring);
+	free(o);
+}
+
+static void own_init(void)
+{
+	const char *e = getenv("CFS_SC_BATCH_OWN_RING");
+	own_key_ok = (!e || strcmp(e, "0")) && !pthread_key_create(&own_key, own_free);
+}
+
+static struct io_uring *own_ring(void)
+{
+	pthread_once(&own_once, own_init);
+	if (!own_key_ok)
+		return NULL;
+	struct own_ring *o = pthread_getspecific(own_key);
+	if (o && o->pid == getpid())
+		return &o->ring;
+	if (o) /* inherited through fork: the parent's */
+		free(o);
+	pthread_setspecific(own_key, NULL);
+	if (!(o = calloc(1, sizeof(*o))))
+		return NULL;
+	if (io_uring_queue_init(SD_OWN_ENTRIES, &o->ring,
+				IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN) &&
+	    io_uring_queue_init(SD_OWN_ENTRIES, &o->ring, 0)) {
+		free(o);
+		return NULL;
+	}
+	o->pid = getpid();
+	if (pthread_setspecific(own_key, o)) {
+		own_free(o);
+		return NULL;
+	}
+	return &o->ring;
+}
+
 /* One range of a batch between submission and check. */
 struct bop {
 	struct dpeer *p;
@@ -1261,6 +1322,51 @@ struct bop {
 	int res;
 	struct aop *o;    /* on the ring until the completion thread frees it */
 };
+
+/* Whether R's chunk has a mapping on P now (a hint: mapping_get of it
+ * then needs no RPC unless the mapping goes meanwhile). */
+static bool mapped_now(struct dpeer *p, uint32_t target, const struct storage_read *r)
+{
+	if (atomic_load(&p->st) != PS_OK || atomic_load(&p->dead))
+		return false;
+	pthread_rwlock_rdlock(&p->lk);
+	struct dkey *k = key_find(p, target, r->ino, r->idx);
+	bool m = k && k->cur;
+	pthread_rwlock_unlock(&p->lk);
+	return m;
+}
+
+/* Waits for at least WANT completions of batch B's reads on its own ring
+ * and takes every one there is; returns how many. */
+static unsigned own_reap(struct io_uring *ring, struct bop *b, unsigned want)
+{
+	struct io_uring_cqe *cqe;
+	while (io_uring_wait_cqe_nr(ring, &cqe, want) < 0)
+		; /* -EINTR; an SQE once submitted always completes */
+	unsigned head, got = 0;
+	io_uring_for_each_cqe(ring, head, cqe) {
+		b[io_uring_cqe_get_data64(cqe)].res = cqe->res;
+		got++;
+	}
+	io_uring_cq_advance(ring, got);
+	return got;
+}
+
+/* Submits the read queued on batch B's own ring and counts it in
+ * *INFLIGHT: an SQE once queued is the kernel's to complete (it reads
+ * into the batch's memory), so a failed submit is retried after taking a
+ * completion (or a pause), never abandoned. */
+static void own_submit(struct io_uring *ring, struct bop *b, unsigned *inflight)
+{
+	int rc;
+	while ((rc = io_uring_submit(ring)) <= 0) {
+		if (*inflight)
+			*inflight -= own_reap(ring, b, 1);
+		else
+			usleep(50);
+	}
+	*inflight += (unsigned)rc;
+}
 
 /* Flushes the submission queue (ring_mu held): a full completion queue
  * (-EBUSY) or a lack of resources clears as the completion thread reaps. */
@@ -1281,56 +1387,89 @@ size_t sc_direct_read_batch(struct sc_direct *d, struct sc_direct_item *it, size
 		}
 		return done;
 	}
-	/* Mappings and first halves (a first mapping of a chunk may wait),
-	 * then every read on the ring at once. */
-	for (size_t i = 0; i < n; i++) {
+	/* Mappings and first halves, each read on the ring as soon as its
+	 * chunk's mapping is there: the ranges of mapped chunks first (pass
+	 * 0), then those whose first mapping waits for a map RPC (every chunk
+	 * of a batch after a put), each read on the disk while the next
+	 * range's map RPC runs, instead of every map RPC first, one after
+	 * another. */
+	struct io_uring *own = own_ring();
+	unsigned inflight = 0; /* on OWN */
+	struct bwait w = { .left = 0 };
+	pthread_mutex_init(&w.mu, NULL);
+	pthread_cond_init(&w.cv, NULL);
+	bool *later = calloc(n, sizeof(*later)); /* NULL: one pass in order */
+	for (size_t j = 0; j < (later ? 2 * n : n); j++) {
+		size_t i = j % n;
 		struct storage_read *r = it[i].r;
-		if (!r->len || r->len > SC_DIRECT_MAX || !(b[i].p = peer_get(d, it[i].addr)))
-			continue;
+		if (j >= n && !later[i])
+			continue; /* done in pass 0 */
+		if (j < n) {
+			if (!r->len || r->len > SC_DIRECT_MAX || !(b[i].p = peer_get(d, it[i].addr)))
+				continue;
+			if (later && !mapped_now(b[i].p, it[i].target, r)) {
+				later[i] = true;
+				continue;
+			}
+		}
 		b[i].m = mapping_get(d, b[i].p, it[i].target, it[i].chain, r, &b[i].k, false);
 		bool stale = false;
 		if (b[i].m && (!read_pre(d, b[i].m, r, &b[i].x, NULL, BUF_OWN, &stale) ||
-			       (b[i].x.blen && !(b[i].o = calloc(1, sizeof(*b[i].o)))))) {
+			       (b[i].x.blen && !own && !(b[i].o = calloc(1, sizeof(*b[i].o)))))) {
 			if (stale)
 				map_forget(b[i].p, b[i].k, b[i].m);
 			dmap_put(b[i].m);
 			free(b[i].x.own);
 			b[i].m = NULL;
 		}
-	}
-	struct bwait w = { .left = 0 };
-	pthread_mutex_init(&w.mu, NULL);
-	pthread_cond_init(&w.cv, NULL);
-	unsigned queued = 0;
-	pthread_mutex_lock(&d->ring_mu);
-	for (size_t i = 0; i < n; i++) {
-		if (!b[i].o)
+		if (!b[i].m || !b[i].x.blen)
 			continue;
-		struct io_uring_sqe *sqe = io_uring_get_sqe(&d->ring);
-		if (!sqe) {
-			ring_flush(d, queued);
-			queued = 0;
-			sqe = io_uring_get_sqe(&d->ring);
+		if (own) {
+			/* At most SD_OWN_ENTRIES in flight, so the completion
+			 * queue (twice that) never overflows. */
+			if (inflight >= SD_OWN_ENTRIES)
+				inflight -= own_reap(own, b, 1);
+			struct io_uring_sqe *sqe = io_uring_get_sqe(own);
+			if (sqe) {
+				io_uring_prep_read(sqe, b[i].m->dfd, b[i].x.buf,
+						   ALIGN_UP(b[i].x.blen),
+						   b[i].m->file_off + b[i].x.start);
+				io_uring_sqe_set_data64(sqe, i);
+				own_submit(own, b, &inflight);
+			} else { /* not this way (not seen: each SQE is submitted when queued) */
+				dmap_put(b[i].m);
+				free(b[i].x.own);
+				b[i].m = NULL;
+			}
+			continue;
 		}
+		pthread_mutex_lock(&d->ring_mu);
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&d->ring);
+		if (sqe) {
+			*b[i].o = (struct aop){ .w = &w, .res = &b[i].res };
+			io_uring_prep_read(sqe, b[i].m->dfd, b[i].x.buf, ALIGN_UP(b[i].x.blen),
+					   b[i].m->file_off + b[i].x.start);
+			io_uring_sqe_set_data(sqe, b[i].o);
+			pthread_mutex_lock(&w.mu);
+			w.left++;
+			pthread_mutex_unlock(&w.mu);
+			ring_flush(d, 1);
+		}
+		pthread_mutex_unlock(&d->ring_mu);
 		if (!sqe) { /* not this way */
 			free(b[i].o);
 			b[i].o = NULL;
 			dmap_put(b[i].m);
 			free(b[i].x.own);
 			b[i].m = NULL;
-			continue;
 		}
-		*b[i].o = (struct aop){ .w = &w, .res = &b[i].res };
-		io_uring_prep_read(sqe, b[i].m->dfd, b[i].x.buf, ALIGN_UP(b[i].x.blen),
-				   b[i].m->file_off + b[i].x.start);
-		io_uring_sqe_set_data(sqe, b[i].o);
-		pthread_mutex_lock(&w.mu);
-		w.left++;
-		pthread_mutex_unlock(&w.mu);
-		queued++;
 	}
-	ring_flush(d, queued);
-	pthread_mutex_unlock(&d->ring_mu);
+	free(later);
+	if (inflight) {
+		will_block(d);
+		while (inflight)
+			inflight -= own_reap(own, b, inflight);
+	}
 	pthread_mutex_lock(&w.mu);
 	if (w.left) {
 		pthread_mutex_unlock(&w.mu);

@@ -82,12 +82,18 @@ struct sc_direct_item {
 	int ok;                  /* out: enum sc_direct_res, as sc_direct_read's */
 };
 
-/* As sc_direct_read for N ranges at once: every read in flight together
- * on this path's io_uring, the caller's thread waiting for all of them
- * (the will-block hook runs first) and then checking them. Needs the
- * O_DIRECT mode (CFS_SHORT_READ=1); otherwise, or for ranges it cannot
- * submit, each range is read as sc_direct_read does. Returns how many
- * are done (ok). Threads: as sc_direct_read. */
+/* As sc_direct_read for N ranges at once: each read goes on an io_uring
+ * as soon as its chunk is mapped (a first mapping waits for a map RPC
+ * while the reads before it are on the disk), the caller's thread
+ * waiting for all of them (the will-block hook runs first) and then
+ * checking them. The ring is the calling thread's own (made at its first
+ * batch, deferred task work, freed when the thread ends: the thread is
+ * woken once per batch, not through the completion thread), or this
+ * path's shared ring when the thread has none (CFS_SC_BATCH_OWN_RING=0,
+ * or io_uring refused). Needs the O_DIRECT mode (CFS_SHORT_READ=1);
+ * otherwise, or for ranges it cannot submit, each range is read as
+ * sc_direct_read does. Returns how many are done (ok). Threads: as
+ * sc_direct_read. */
 size_t sc_direct_read_batch(struct sc_direct *d, struct sc_direct_item *it, size_t n);
 
 /* As sc_direct_read without waiting for the disk (CFS_SHORT_READ=1 only):

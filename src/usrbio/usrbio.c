@@ -53,6 +53,7 @@
 
 #include "common/crc32c.h"
 #include "common/log.h"
+#include "common/sched_hint.h"
 #include "common/status.h"
 #include "meta/layout.h"
 #include "usrbio/ring_abi.h"
@@ -875,6 +876,10 @@ static void run_read(struct usrbio *u, struct ub_batch *b, uint64_t flags)
 static void *worker_main(void *arg)
 {
 	struct usrbio *u = arg;
+	/* A ring I/O is a chain of hand-offs (watcher, worker, completion):
+	 * short turns, so each runs at its wake-up on a busy host instead of
+	 * after the running task's slice (sched_hint.h). */
+	sched_hint_latency();
 	for (;;) {
 		pthread_mutex_lock(&u->qlock);
 		while (!u->qhead && !u->stop)
@@ -1093,6 +1098,7 @@ static void *watcher_main(void *arg)
 	uint64_t last_reap = 0;
 	size_t cap = 0;
 	struct ub_iov **snap = NULL;
+	sched_hint_latency(); /* as worker_main */
 	for (;;) {
 		pthread_mutex_lock(&u->qlock);
 		int stop = u->stop;
