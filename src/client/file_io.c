@@ -1483,11 +1483,6 @@ int file_io_idata_on(file_io_inode *fi)
 	return fio_idata_on(fi->idata);
 }
 
-void file_io_idata_prime(file_io_inode *fi, const void *data, uint32_t len)
-{
-	fio_idata_prime(fi->idata, data, len);
-}
-
 void file_io_idata_prime_at(file_io_inode *fi, const void *data, uint32_t len, uint64_t read_ns)
 {
 	fio_idata_prime_at(fi->idata, data, len, read_ns);

@@ -245,11 +245,11 @@ void file_io_length_reported(file_io_inode *fi, const struct meta_length *len);
 uint64_t file_io_ino(const file_io_inode *fi);
 /* 1 while FI's data is inline as far as this client knows. */
 int file_io_idata_on(file_io_inode *fi);
-/* Caches the bytes an open returned with the inode (meta_client_open_idata). */
-void file_io_idata_prime(file_io_inode *fi, const void *data, uint32_t len);
-/* The same for bytes meta read at READ_NS (mono clock), earlier than now
- * (a lookup-ahead batch): they serve reads only until read_ahead_ttl_ms
- * after READ_NS. */
+/* Caches the bytes an open returned with the inode (meta_client_open_idata,
+ * its request sent at READ_NS, mono clock) or a lookup-ahead batch read at
+ * READ_NS: they serve reads only until read_ahead_ttl_ms after READ_NS,
+ * and not at all when a write through this client came after READ_NS
+ * (the bytes may predate it). */
 void file_io_idata_prime_at(file_io_inode *fi, const void *data, uint32_t len, uint64_t read_ns);
 /* 1 when a read of [OFF, OFF+LEN) of FI would be answered from memory
  * now, without any wait (an inline file whose cached bytes are fresh, or

@@ -49,6 +49,9 @@ struct fio_idata {
 	uint32_t snap_len;
 	int snap_valid;
 	uint64_t snap_ms;        /* mono ms the bytes were current */
+	uint64_t drop_ns;        /* mono ns of the last drop: bytes fetched by a
+	                          * request sent before it may predate a write
+	                          * through this client and are not cached */
 };
 
 static const struct meta_cred ROOT = { 0, 0, 0, NULL };
@@ -85,6 +88,7 @@ static void snap_drop(struct fio_idata *st)
 {
 	pthread_mutex_lock(&st->lock);
 	st->snap_valid = 0;
+	st->drop_ns = clock_mono_ns();
 	pthread_mutex_unlock(&st->lock);
 }
 
@@ -101,14 +105,26 @@ void fio_idata_update(struct fio_idata *st, const struct meta_inode *in)
 	if (!in->idata)
 		atomic_store_explicit(&st->on, 0, memory_order_release);
 	pthread_mutex_lock(&st->lock);
-	if (!in->idata || in->size != st->snap_len)
+	if (!in->idata || in->size != st->snap_len) {
 		st->snap_valid = 0;
+		st->drop_ns = clock_mono_ns();
+	}
 	pthread_mutex_unlock(&st->lock);
 }
 
+/* Caches LEN bytes that meta read at or after AT_NS (the request's send
+ * time). Bytes whose request went out before the last drop are not
+ * cached: a write through this client may have completed after meta read
+ * them, and a read served from them would return the old, shorter content
+ * while the kernel already knows the new size (zeros where the write put
+ * bytes: test_integ_idata test_readers_while_growing). */
 static void snap_set_at(struct fio_idata *st, const void *data, uint32_t len, uint64_t at_ns)
 {
 	pthread_mutex_lock(&st->lock);
+	if (at_ns <= st->drop_ns) {
+		pthread_mutex_unlock(&st->lock);
+		return;
+	}
 	if (!st->snap)
 		st->snap = malloc(META_IDATA_MAX);
 	if (st->snap && len <= META_IDATA_MAX) {
@@ -119,17 +135,6 @@ static void snap_set_at(struct fio_idata *st, const void *data, uint32_t len, ui
 		st->snap_ms = at_ns / 1000000;
 	}
 	pthread_mutex_unlock(&st->lock);
-}
-
-static void snap_set(struct fio_idata *st, const void *data, uint32_t len)
-{
-	snap_set_at(st, data, len, clock_mono_ns());
-}
-
-void fio_idata_prime(struct fio_idata *st, const void *data, uint32_t len)
-{
-	if (st && fio_idata_on(st))
-		snap_set(st, data, len);
 }
 
 void fio_idata_prime_at(struct fio_idata *st, const void *data, uint32_t len, uint64_t read_ns)
@@ -182,12 +187,15 @@ ssize_t fio_idata_read(file_io *f, file_io_inode *fi, struct fio_idata *st, uint
 	struct meta_inode *in = malloc(sizeof(*in));
 	struct meta_idata_out d = { .buf = malloc(META_IDATA_MAX) };
 	int has = 0, rc = in && d.buf ? 0 : -ENOMEM;
+	uint64_t sent_ns = clock_mono_ns();
 	if (rc == 0)
 		rc = meta_client_idata_read(fio_meta(f), &ROOT, file_io_ino(fi), in, &d, &has);
 	if (rc == 0) {
+		/* cached before the update, which then sees its own size */
+		if (has)
+			snap_set_at(st, d.buf, d.len, sent_ns);
 		file_io_update(fi, in); /* also fio_idata_update: may end "on" */
 		if (has) {
-			snap_set(st, d.buf, d.len);
 			size_t k = off >= d.len ? 0 : d.len - off < len ? d.len - off : len;
 			if (k)
 				memcpy(buf, d.buf + off, k);
@@ -218,6 +226,9 @@ ssize_t fio_idata_write(file_io *f, file_io_inode *fi, struct fio_idata *st, uin
 		}
 		snap_drop(st);
 		rc = meta_client_idata_write(fio_meta(f), &ROOT, file_io_ino(fi), off, buf, len, in);
+		/* again once it is done: bytes read by a request sent while
+		 * it was in flight may not hold it (snap_set_at) */
+		snap_drop(st);
 		if (rc == 0)
 			file_io_update(fi, in);
 		else if (attr)

@@ -50,14 +50,15 @@ ssize_t fio_idata_write(file_io *f, file_io_inode *fi, struct fio_idata *st, uin
                         struct meta_inode *attr);
 /* Makes the file chunked (no-op when it is). 0 or <0. */
 int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st);
-/* Caches bytes meta returned with the open (served to reads for
- * fio_snapshot_ms). */
-void fio_idata_prime(struct fio_idata *st, const void *data, uint32_t len);
 /* 1 when a read of ST would be served from the cached bytes now (no
  * round trip): inline, cache valid and fresh. A hint: it may expire
  * before the read. */
 int fio_idata_cached(file_io *f, struct fio_idata *st);
-/* The same for bytes read at READ_NS (mono clock), not now. */
+/* Caches bytes meta returned with an open whose request was sent at
+ * READ_NS (mono clock), or read by a lookup-ahead batch at READ_NS: served
+ * to reads until fio_snapshot_ms after READ_NS, and not cached at all when
+ * a write through this client (or a size change it learnt) came after
+ * READ_NS. */
 void fio_idata_prime_at(struct fio_idata *st, const void *data, uint32_t len, uint64_t read_ns);
 
 #endif

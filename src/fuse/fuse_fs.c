@@ -1956,7 +1956,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 		}
 	}
 	/* An inline file's bytes come with the open: a read right after it
-	 * costs no round trip (file_io_idata_prime). A read-only open may be
+	 * costs no round trip (file_io_idata_prime_at). A read-only open may be
 	 * answered from a lookup-ahead batch (open-ahead). */
 	struct meta_idata_out d = { .buf = fs->o.fio ? malloc(META_IDATA_MAX) : NULL };
 	int has = 0, ahead = 0;
@@ -1981,12 +1981,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 		if (rc < 0 && session)
 			meta_client_close(fs->o.meta, &cb.c, ino, session, NULL);
 	}
-	if (rc == 0 && ahead) {
+	if (rc == 0 && has) {
 		struct fusefs_file *f = (struct fusefs_file *)(uintptr_t)ffi->fh;
-		f->size_ns = read_ns; /* the size is the batch's */
+		if (ahead)
+			f->size_ns = read_ns; /* the size is the batch's */
 		file_io_idata_prime_at(f->fi, d.buf, d.len, read_ns);
-	} else if (rc == 0 && has) {
-		file_io_idata_prime(((struct fusefs_file *)(uintptr_t)ffi->fh)->fi, d.buf, d.len);
 	}
 	if (rc == 0 && has && mf == META_O_READ && d.len == in->size) {
 		struct fusefs_file *f = (struct fusefs_file *)(uintptr_t)ffi->fh;
