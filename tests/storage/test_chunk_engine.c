@@ -656,15 +656,22 @@ static void test_async(void **state)
 	free(dir);
 }
 
+/* The small test engine at DIR, writing a batch's record only after its
+ * data (no overlap), no background compaction. */
+static void no_overlap_cfg(struct chunk_engine_cfg *cfg, const char *dir)
+{
+	chunk_engine_cfg_default(cfg);
+	cfg->dir = dir;
+	cfg->meta_map_bytes = 256u * MB;
+	cfg->buf_cache_bytes = 16u * MB;
+	cfg->compact_interval_ms = 0;
+	cfg->record_overlap = 0;
+}
+
 static struct chunk_engine *open_no_overlap(const char *dir)
 {
 	struct chunk_engine_cfg cfg;
-	chunk_engine_cfg_default(&cfg);
-	cfg.dir = dir;
-	cfg.meta_map_bytes = 256u * MB;
-	cfg.buf_cache_bytes = 16u * MB;
-	cfg.compact_interval_ms = 0;
-	cfg.record_overlap = 0;
+	no_overlap_cfg(&cfg, dir);
 	struct chunk_engine *e = NULL;
 	assert_int_equal(chunk_engine_open(&cfg, &e), 0);
 	return e;
@@ -791,12 +798,7 @@ static void test_shared_flush(void **state)
 	char *gdir = testenv_tmpdir("engine_shared_flush_group");
 	static uint8_t data[SYNC_ROUND][256 * 1024];
 	struct chunk_engine_cfg cfg;
-	chunk_engine_cfg_default(&cfg);
-	cfg.dir = dir;
-	cfg.meta_map_bytes = 256u * MB;
-	cfg.buf_cache_bytes = 16u * MB;
-	cfg.compact_interval_ms = 0;
-	cfg.record_overlap = 0;
+	no_overlap_cfg(&cfg, dir);
 	cfg.shared_flush = 1;
 	cfg.flush_group_dir = gdir;
 	struct chunk_engine *e = NULL;
