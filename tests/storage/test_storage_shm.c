@@ -358,15 +358,16 @@ static void test_hostile(void **state)
 	fix_stop(&f);
 }
 
-/* testenv_maps_count of NEEDLE in PID once it is WANT, read up to 5
- * times: a listing of /proc/PID/maps may be torn by a concurrent change
- * of the address space (4 counted for 2 mappings once, under ASan on a
- * loaded machine). A count that stays wrong is real: the entries are
- * printed and the count returned. */
+/* testenv_maps_count of NEEDLE in PID once it is WANT, read up to 25
+ * times over half a second: a listing of /proc/PID/maps may be torn by a
+ * concurrent change of the address space (4 counted for 2 mappings once
+ * under ASan on a loaded machine, and in 5 reads in a row while two busy
+ * loops ran beside a release build). A count that stays wrong is real:
+ * the entries are printed and the count returned. */
 static int maps_expect(pid_t pid, const char *needle, int want)
 {
 	int n = -1;
-	for (int k = 0; k < 5 && n != want; k++) {
+	for (int k = 0; k < 25 && n != want; k++) {
 		if (k)
 			clock_sleep_ms(20);
 		n = testenv_maps_count(pid, needle);
@@ -451,12 +452,17 @@ static void test_unreg(void **state)
 	assert_true(testenv_maps_count(spid, "shm-unreg-b") >= 1);
 	assert_int_equal(storage_client_mem_del(f.c, mem), 0);
 	assert_int_equal(storage_client_mem_del(f.c, mem), -ENOENT);
+	/* Unmapped when the last hold ends (stor_shm.c); 10 s for a loaded
+	 * machine (CI once still saw 2 after 2 s: cause not found, so the
+	 * entries are printed if it recurs). */
 	int m = -1;
-	for (int i = 0; i < 100 && m; i++) {
+	for (int i = 0; i < 500 && m; i++) {
 		m = testenv_maps_count(spid, "shm-unreg-b");
 		if (m)
 			usleep(20000);
 	}
+	if (m)
+		m = maps_expect(spid, "shm-unreg-b", 0);
 	assert_int_equal(m, 0);
 	/* A new memfd mapped at the same address. */
 	int fb = memfd_named("shm-unreg-c", size, F_SEAL_SHRINK);
