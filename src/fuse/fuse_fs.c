@@ -96,6 +96,7 @@ struct fusefs {
 	struct fuse_session *se;   /* for attribute invalidations */
 	dircache *dc;              /* tracked names (dircache.h); NULL: no poll */
 	lookahead *la;             /* lookup-ahead batches (lookahead.h); NULL: off */
+	struct wa_pool *wa;        /* walk-ahead fetchers ("Walk-ahead"); NULL: off */
 	closer *closer;            /* deferred session closes (closer.h); NULL: synchronous */
 	_Atomic uint64_t init_unique; /* request id of the kernel's INIT (mmap_io_*) */
 	furing *ring;              /* requests over io_uring (fuse_uring.h); NULL: off */
@@ -757,6 +758,133 @@ static int oa_open(struct fusefs *fs, uint64_t ino, const struct meta_cred *cr,
 	return 1;
 }
 
+/* ---- Walk-ahead (lookahead.h WALK-AHEAD) ----
+ *
+ * Off unless CFS_LOOKAHEAD_WALK_AHEAD=1. WA_THREADS threads fetch the
+ * batches of the directories a walk will reach next, so the walk's first
+ * lookup in each finds its batch there (or waits for the fetch already on
+ * its way, at most WA_WAIT_NS) instead of making its own round trip: with
+ * two fetches in flight meta reads one directory while the mount decodes
+ * the other. The fetches are la_fetch's, with the credentials of the
+ * lookup that set them off, and with inline bytes while open-ahead wants
+ * them (oa_wanted); one that fails leaves no batch (the walk's own lookup
+ * then fetches as without walk-ahead). */
+#define WA_THREADS 2
+#define WA_QUEUE 16
+#define WA_WAIT_NS 200000000ull
+
+struct wa_job {
+	uint64_t dir;
+	uint32_t uid, gid;
+};
+
+struct wa_pool {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int stop;
+	size_t head, n;
+	struct wa_job q[WA_QUEUE];
+	pthread_t th[WA_THREADS];
+	int nth;
+	struct fusefs *fs;
+};
+
+static void *wa_main(void *arg)
+{
+	struct wa_pool *p = arg;
+	struct meta_inode *in = malloc(sizeof(*in));
+	pthread_mutex_lock(&p->mu);
+	for (;;) {
+		while (!p->stop && p->n == 0)
+			pthread_cond_wait(&p->cv, &p->mu);
+		if (p->stop)
+			break;
+		struct wa_job j = p->q[p->head];
+		p->head = (p->head + 1) % WA_QUEUE;
+		p->n--;
+		pthread_mutex_unlock(&p->mu);
+		struct meta_cred cr = {j.uid, j.gid, 0, NULL};
+		uint64_t gen, read_ns;
+		if (in)
+			/* with the bytes when the walk's own fetch would have
+			 * them (open-ahead): else its opens fetched again */
+			la_fetch(p->fs, j.dir, "", &cr, oa_wanted(p->fs), LOOKAHEAD_BATCH_MAX, in,
+			         &gen, &read_ns);
+		lookahead_ahead_done(p->fs->la, j.dir);
+		pthread_mutex_lock(&p->mu);
+	}
+	pthread_mutex_unlock(&p->mu);
+	free(in);
+	return NULL;
+}
+
+static void wa_start(struct fusefs *fs)
+{
+	const char *e = getenv("CFS_LOOKAHEAD_WALK_AHEAD");
+	if (!fs->la || !e || strcmp(e, "1"))
+		return;
+	struct wa_pool *p = calloc(1, sizeof(*p));
+	if (!p)
+		return;
+	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->cv, NULL);
+	p->fs = fs;
+	for (int i = 0; i < WA_THREADS; i++)
+		if (pthread_create(&p->th[p->nth], NULL, wa_main, p) == 0)
+			p->nth++;
+	if (!p->nth) {
+		pthread_cond_destroy(&p->cv);
+		pthread_mutex_destroy(&p->mu);
+		free(p);
+		return;
+	}
+	LOG_NOTICE("fuse", "walk-ahead on: %d fetchers", p->nth);
+	fs->wa = p;
+}
+
+/* Waits for the fetchers (each ends its fetch first: at most meta's
+ * retry bound) before the lookahead table goes. */
+static void wa_stop(struct fusefs *fs)
+{
+	struct wa_pool *p = fs->wa;
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->mu);
+	p->stop = 1;
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+	for (int i = 0; i < p->nth; i++)
+		pthread_join(p->th[i], NULL);
+	pthread_cond_destroy(&p->cv);
+	pthread_mutex_destroy(&p->mu);
+	free(p);
+	fs->wa = NULL;
+}
+
+/* Directory NAME in PARENT was just answered from PARENT's batch: queue
+ * the fetches of the directories after it when PARENT is being walked. */
+static void wa_note(struct fusefs *fs, fuse_req_t req, uint64_t parent, const char *name)
+{
+	struct wa_pool *p = fs->wa;
+	uint64_t dirs[LOOKAHEAD_AHEAD];
+	if (!p)
+		return;
+	int k = lookahead_walk_ahead(fs->la, parent, name, dirs, LOOKAHEAD_AHEAD);
+	if (!k)
+		return;
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	pthread_mutex_lock(&p->mu);
+	int i = 0;
+	for (; i < k && p->n < WA_QUEUE; i++) {
+		p->q[(p->head + p->n) % WA_QUEUE] = (struct wa_job){dirs[i], ctx->uid, ctx->gid};
+		p->n++;
+	}
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+	for (; i < k; i++)
+		lookahead_ahead_done(fs->la, dirs[i]); /* the queue is full */
+}
+
 /* Replies with IN (read from meta at READ_NS) for NAME in PARENT when the
  * dircache still vouches for generation GEN: 1; 0 when it does not (the
  * batch is dropped; the caller asks meta). */
@@ -782,6 +910,8 @@ static int la_reply(struct fusefs *fs, fuse_req_t req, uint64_t parent, const ch
 	fill_entry(fs, in, &e);
 	oa_note(fs, parent, name, in, read_ns); /* after fill_entry: oa_untold */
 	e.attr_timeout = left;
+	if (in->type == META_T_DIR)
+		wa_note(fs, req, parent, name); /* before the reply: REQ goes with it */
 	fuse_reply_entry(req, &e);
 	return 1;
 }
@@ -844,6 +974,11 @@ static int la_lookup(struct fusefs *fs, fuse_req_t req, uint64_t parent, const c
 	/* A batch that may no longer answer (its directory changed) is
 	 * dropped, and the lookup goes on as a miss: a new batch from here */
 	if (lookahead_get(fs->la, parent, name, in, &gen, &read_ns) &&
+	    la_reply(fs, req, parent, name, in, gen, read_ns))
+		return 1;
+	/* a walk-ahead fetch of PARENT on its way: wait for it */
+	if (fs->wa && lookahead_wait(fs->la, parent, WA_WAIT_NS) &&
+	    lookahead_get(fs->la, parent, name, in, &gen, &read_ns) &&
 	    la_reply(fs, req, parent, name, in, gen, read_ns))
 		return 1;
 	int count = lookahead_want(fs->la, parent, name);
@@ -3255,6 +3390,7 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	if (fs.dc && fs.o.attr_timeout > 0 &&
 	    lookahead_new((uint64_t)(fs.o.attr_timeout * 1e9), &fs.la) < 0)
 		fs.la = NULL;
+	wa_start(&fs);
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
@@ -3287,6 +3423,7 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	}
 	pc_join(&fs);
 	guard_stop(&fs); /* before the free: the guard reads fs.dc */
+	wa_stop(&fs); /* before the dircache: its fetches use it */
 	dircache_free(fs.dc);
 	fs.dc = NULL;
 	lookahead_free(fs.la);

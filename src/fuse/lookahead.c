@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/clock.h"
 
@@ -68,10 +69,16 @@ struct la_slot {
 	struct lookahead_batch *b;
 	const struct la_ent *ents; /* b's */
 	size_t n;                  /* b's */
-	size_t next; /* the entry after the last one lookahead_get answered */
+	uint32_t next; /* the entry after the last one lookahead_get answered */
+	/* the batch came from a walk-ahead fetch and has not answered yet */
+	uint32_t ahead_batch;
 	uint64_t epoch, read_ns, gen; /* b's */
 	uint64_t last_ns;
 	unsigned nfetch; /* fetches made for the current run of misses */
+	/* A walk-ahead fetch of this directory is queued or running
+	 * (lookahead_walk_ahead): a miss here waits for it (lookahead_wait). */
+	int ahead;
+	uint64_t walk_ns; /* a subdirectory's first miss fetched at once (a walk) */
 	char last[META_NAME_MAX + 1]; /* last missed name ("": none) */
 };
 
@@ -85,6 +92,7 @@ struct la_dir {
 
 struct lookahead {
 	pthread_mutex_t mu;
+	pthread_cond_t ahead_cv; /* a walk-ahead fetch ended */
 	uint64_t ttl_ns;
 	uint64_t epoch; /* batches of another epoch are dead */
 	uint64_t seq;   /* a fetch started at another seq is not kept */
@@ -105,6 +113,11 @@ int lookahead_new(uint64_t ttl_ns, lookahead **out)
 	if (!la)
 		return -ENOMEM;
 	pthread_mutex_init(&la->mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&la->ahead_cv, &ca);
+	pthread_condattr_destroy(&ca);
 	la->ttl_ns = ttl_ns;
 	la->epoch = 1;
 	la->seq = 1;
@@ -139,6 +152,7 @@ void lookahead_free(lookahead *la)
 		return;
 	for (size_t i = 0; i < LOOKAHEAD_SLOTS; i++)
 		lookahead_batch_free(la->slots[i].b);
+	pthread_cond_destroy(&la->ahead_cv);
 	pthread_mutex_destroy(&la->mu);
 	free(la);
 }
@@ -161,6 +175,26 @@ static void slot_clear(lookahead *la, struct la_slot *s)
 	}
 	lookahead_batch_free(s->b);
 	s->b = NULL;
+}
+
+/* S now serves directory PARENT (it served another): its state goes,
+ * and whoever waits for the other's walk-ahead fetch stops. mu held. */
+static void slot_take(lookahead *la, struct la_slot *s, uint64_t parent)
+{
+	slot_clear(la, s);
+	if (s->ahead)
+		pthread_cond_broadcast(&la->ahead_cv);
+	s->parent = parent;
+	s->last[0] = 0;
+	s->nfetch = 0;
+	s->ahead = 0;
+	s->ahead_batch = 0;
+	s->walk_ns = 0;
+}
+
+static struct la_dir *dir_of(lookahead *la, uint64_t ino)
+{
+	return &la->dirs[(ino * 0x9E3779B97F4A7C15ull) >> 54];
 }
 
 void lookahead_changed(lookahead *la)
@@ -244,7 +278,16 @@ int lookahead_get(lookahead *la, uint64_t parent, const char *name, struct meta_
 		if (!e)
 			e = batch_search(s->b, name);
 		if (e && !e->gone) {
-			s->next = (size_t)(e - s->ents) + 1;
+			if (s->ahead_batch) {
+				/* the walk reached a directory fetched ahead: it goes
+				 * on, as when such a first miss fetched (want) */
+				s->ahead_batch = 0;
+				struct la_dir *d = dir_of(la, parent);
+				struct la_slot *ps = slot_of(la, d->parent);
+				if (d->ino == parent && ps->parent == d->parent)
+					ps->walk_ns = now;
+			}
+			s->next = (uint32_t)(e - s->ents) + 1;
 			ent_inode(e, in);
 			*gen = s->gen;
 			*read_ns = s->read_ns;
@@ -264,11 +307,6 @@ void lookahead_drop(lookahead *la, uint64_t parent)
 	pthread_mutex_unlock(&la->mu);
 }
 
-static struct la_dir *dir_of(lookahead *la, uint64_t ino)
-{
-	return &la->dirs[(ino * 0x9E3779B97F4A7C15ull) >> 54];
-}
-
 int lookahead_want(lookahead *la, uint64_t parent, const char *name)
 {
 	int want = 0;
@@ -278,12 +316,8 @@ int lookahead_want(lookahead *la, uint64_t parent, const char *name)
 		return 0;
 	pthread_mutex_lock(&la->mu);
 	struct la_slot *s = slot_of(la, parent);
-	if (s->parent != parent) {
-		slot_clear(la, s);
-		s->parent = parent;
-		s->last[0] = 0;
-		s->nfetch = 0;
-	}
+	if (s->parent != parent)
+		slot_take(la, s, parent);
 	int run = s->last[0] && now - s->last_ns < LA_RUN_NS;
 	int walk = 0;
 	if (!la->off && run && strcmp(name, s->last) > 0) {
@@ -304,6 +338,9 @@ int lookahead_want(lookahead *la, uint64_t parent, const char *name)
 		if (!la->off && d->ino == parent && d->seen_ns && now - d->seen_ns < LA_SCAN_NS) {
 			want = walk = 1;
 			d->seen_ns = 0;
+			struct la_slot *ps = slot_of(la, d->parent);
+			if (ps->parent == d->parent)
+				ps->walk_ns = now;
 		}
 		s->nfetch = 0; /* a new run */
 	}
@@ -507,13 +544,20 @@ void lookahead_put(lookahead *la, uint64_t parent, struct lookahead_batch *b, ui
 	struct la_slot *s = slot_of(la, parent);
 	b->epoch = la->epoch;
 	if (epoch != la->seq || la->ttl_ns == 0) {
+		if (s->parent == parent && s->ahead) {
+			s->ahead = 0;
+			pthread_cond_broadcast(&la->ahead_cv);
+		}
 		pthread_mutex_unlock(&la->mu);
 		lookahead_batch_free(b);
 		return;
 	}
-	if (s->parent != parent) {
-		s->parent = parent;
-		s->last[0] = 0;
+	if (s->parent != parent)
+		slot_take(la, s, parent);
+	s->ahead_batch = s->ahead;
+	if (s->ahead) {
+		s->ahead = 0;
+		pthread_cond_broadcast(&la->ahead_cv);
 	}
 	slot_clear(la, s);
 	s->b = b;
@@ -605,4 +649,73 @@ void lookahead_unlinked(lookahead *la, uint64_t parent, const char *name)
 		}
 	}
 	pthread_mutex_unlock(&la->mu);
+}
+
+int lookahead_walk_ahead(lookahead *la, uint64_t parent, const char *name, uint64_t *out, int max)
+{
+	int k = 0;
+	uint64_t now = clock_mono_ns();
+	pthread_mutex_lock(&la->mu);
+	struct la_slot *s = slot_of(la, parent);
+	if (la->off || s->parent != parent || !s->walk_ns || now - s->walk_ns >= LA_SCAN_NS ||
+	    !batch_live(la, s, now))
+		goto out;
+	const struct la_ent *e = batch_search(s->b, name);
+	if (!e)
+		goto out;
+	/* the directories that follow NAME in the batch, a few entries on */
+	const struct la_ent *end = s->ents + s->n;
+	for (const struct la_ent *c = e + 1; c < end && c < e + 1 + 4 * LOOKAHEAD_AHEAD && k < max;
+	     c++) {
+		uint64_t ino;
+		uint8_t type;
+		if (c->gone)
+			continue;
+		memcpy(&ino, c->hdr + offsetof(struct meta_inode, ino), sizeof(ino));
+		memcpy(&type, c->hdr + offsetof(struct meta_inode, type), sizeof(type));
+		if (type != META_T_DIR || ino == parent)
+			continue;
+		struct la_slot *cs = slot_of(la, ino);
+		if (cs == s)
+			continue; /* would evict the batch the walk reads */
+		if (cs->parent == ino && (cs->ahead || batch_live(la, cs, now)))
+			continue; /* already there or on its way */
+		if (cs->parent != ino)
+			slot_take(la, cs, ino);
+		cs->ahead = 1;
+		out[k++] = ino;
+	}
+out:
+	pthread_mutex_unlock(&la->mu);
+	return k;
+}
+
+void lookahead_ahead_done(lookahead *la, uint64_t dir)
+{
+	pthread_mutex_lock(&la->mu);
+	struct la_slot *s = slot_of(la, dir);
+	if (s->parent == dir && s->ahead) {
+		s->ahead = 0;
+		pthread_cond_broadcast(&la->ahead_cv);
+	}
+	pthread_mutex_unlock(&la->mu);
+}
+
+int lookahead_wait(lookahead *la, uint64_t parent, uint64_t max_ns)
+{
+	int waited = 0;
+	uint64_t until = clock_mono_ns() + max_ns;
+	pthread_mutex_lock(&la->mu);
+	struct la_slot *s = slot_of(la, parent);
+	while (s->parent == parent && s->ahead) {
+		uint64_t now = clock_mono_ns();
+		if (now >= until)
+			break;
+		struct timespec ts = {.tv_sec = (time_t)(until / 1000000000ull),
+		                      .tv_nsec = (long)(until % 1000000000ull)};
+		waited = 1;
+		pthread_cond_timedwait(&la->ahead_cv, &la->mu, &ts);
+	}
+	pthread_mutex_unlock(&la->mu);
+	return waited;
 }

@@ -93,6 +93,23 @@ void lookahead_dir_seen(lookahead *la, uint64_t parent, const char *name, uint64
 /* 1 and *PARENT, NAME (META_NAME_MAX + 1 bytes) when INO's place is known. */
 int lookahead_dir_where(lookahead *la, uint64_t ino, uint64_t *parent, char *name);
 
+/* WALK-AHEAD (fuse_fs.c "Walk-ahead"; off unless CFS_LOOKAHEAD_WALK_AHEAD=1).
+ * A walk over directories (the peer job's stats over 100, find, du) makes
+ * each directory's first lookup wait for its batch's fetch. Once a walk is
+ * seen in PARENT (a subdirectory's first miss fetched at once, above), a
+ * lookup of subdirectory NAME answered from PARENT's batch claims the next
+ * directories after NAME in that batch that have no batch and no fetch on
+ * the way (up to MAX, at most LOOKAHEAD_AHEAD useful): their inode ids go
+ * to *OUT (returned count) for the caller to fetch in the background, each
+ * ended with lookahead_ahead_done (lookahead_put ends it too). A fetch so
+ * made is an ordinary one (la_fetch: epoch, dircache generation, TTL), so
+ * the coherence bound above is unchanged. lookahead_wait: a miss in
+ * PARENT waits up to MAX_NS for its walk-ahead fetch; 1 when it waited. */
+#define LOOKAHEAD_AHEAD 4
+int lookahead_walk_ahead(lookahead *la, uint64_t parent, const char *name, uint64_t *out, int max);
+void lookahead_ahead_done(lookahead *la, uint64_t dir);
+int lookahead_wait(lookahead *la, uint64_t parent, uint64_t max_ns);
+
 /* A batch being filled: new, then add (a meta_plus_fn) per entry, then
  * put (takes it: kept for PARENT when EPOCH is still current) or free. */
 struct lookahead_batch *lookahead_batch_new(void);

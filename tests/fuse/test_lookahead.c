@@ -2,6 +2,11 @@
  * large (fuse/lookahead.h lookahead_want), and where it remembers the
  * directories its batches answered (lookahead_dir_seen / _where).
  *
+ * - Walk-ahead: once a walk is seen in a directory (a subdirectory's
+ *   first miss fetched at once), a subdirectory answered from its batch
+ *   claims the next subdirectories without a batch for background
+ *   fetches, each once; a miss in a claimed one waits for its fetch, and
+ *   only while it is on its way.
  * - A run of ascending misses in one directory fetches from its second
  *   miss on: LOOKAHEAD_BATCH entries the first time, LOOKAHEAD_BATCH_MAX
  *   for every later fetch of the same run (a scan of a big directory
@@ -271,6 +276,51 @@ static void test_long_names_answer(void **state)
 	lookahead_free(la);
 }
 
+static void test_walk_ahead_claims_next_dirs_once(void **state)
+{
+	(void)state;
+	lookahead *la;
+	uint64_t out[LOOKAHEAD_AHEAD];
+	assert_int_equal(lookahead_new(10000000000ull, &la), 0);
+	put_batch(la, 1, 100, 10, 1); /* f000..f009: directories 100..109 */
+	/* no walk seen in 1 yet: nothing is claimed */
+	assert_int_equal(lookahead_walk_ahead(la, 1, "f000", out, LOOKAHEAD_AHEAD), 0);
+	/* f000 (100) was answered from 1's batch and its first miss fetched
+	 * at once: a walk */
+	lookahead_dir_seen(la, 1, "f000", 100);
+	assert_int_equal(lookahead_want(la, 100, "a"), LOOKAHEAD_BATCH_MAX);
+	assert_int_equal(lookahead_walk_ahead(la, 1, "f000", out, LOOKAHEAD_AHEAD),
+	                 LOOKAHEAD_AHEAD);
+	for (int i = 0; i < LOOKAHEAD_AHEAD; i++)
+		assert_int_equal(out[i], 101 + (uint64_t)i);
+	/* claimed ones are not claimed again; the next free ones are */
+	assert_int_equal(lookahead_walk_ahead(la, 1, "f001", out, 2), 2);
+	assert_int_equal(out[0], 101 + LOOKAHEAD_AHEAD);
+	assert_int_equal(out[1], 102 + LOOKAHEAD_AHEAD);
+	/* a miss in a claimed directory waits until its fetch ends ... */
+	uint64_t t0 = clock_mono_ns();
+	assert_int_equal(lookahead_wait(la, 101, 20000000ull), 1);
+	assert_true(clock_mono_ns() - t0 >= 20000000ull);
+	/* ... and not once its batch is there */
+	put_batch(la, 101, 5000, 3, 0);
+	assert_int_equal(lookahead_wait(la, 101, 1000000000ull), 0);
+	struct meta_inode got;
+	uint64_t gen, read_ns;
+	assert_int_equal(lookahead_get(la, 101, "f002", &got, &gen, &read_ns), 1);
+	assert_int_equal(got.ino, 5002);
+	/* nor once the fetch ended without one */
+	lookahead_ahead_done(la, 102);
+	assert_int_equal(lookahead_wait(la, 102, 1000000000ull), 0);
+	/* a directory with a batch is skipped; one whose fetch ended without
+	 * one is claimed again */
+	assert_int_equal(lookahead_walk_ahead(la, 1, "f000", out, 1), 1);
+	assert_int_equal(out[0], 102);
+	/* a change by this mount ends the batches: no claims from a dead one */
+	lookahead_changed(la);
+	assert_int_equal(lookahead_walk_ahead(la, 1, "f005", out, LOOKAHEAD_AHEAD), 0);
+	lookahead_free(la);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -280,6 +330,7 @@ int main(void)
 	    cmocka_unit_test(test_interleaved_walks_answer_their_names),
 	    cmocka_unit_test(test_unlink_drops_only_holders),
 	    cmocka_unit_test(test_long_names_answer),
+	    cmocka_unit_test(test_walk_ahead_claims_next_dirs_once),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
