@@ -23,20 +23,10 @@
 #include "common/status.h"
 #include "storage/chunk_engine.h"
 #include "../lib/testenv.h"
+#include "engine_test.h"
 
 #define KB 1024u
 #define MB (1024u * 1024u)
-
-static void fill(uint8_t *p, size_t n, uint32_t seed)
-{
-	uint32_t x = seed * 2654435761u + 1;
-	for (size_t i = 0; i < n; i++) {
-		x ^= x << 13;
-		x ^= x >> 17;
-		x ^= x << 5;
-		p[i] = (uint8_t)x;
-	}
-}
 
 static struct chunk_engine *open_engine_bg(const char *dir, int sync, uint64_t capacity,
 					   unsigned compact_ms)
@@ -57,15 +47,6 @@ static struct chunk_engine *open_engine_bg(const char *dir, int sync, uint64_t c
 static struct chunk_engine *open_engine(const char *dir, int sync, uint64_t capacity)
 {
 	return open_engine_bg(dir, sync, capacity, 0);
-}
-
-static void assert_clean(struct chunk_engine *e, uint64_t want_chunks)
-{
-	uint64_t chunks, leaked, doubled;
-	assert_int_equal(chunk_engine_check(e, &chunks, &leaked, &doubled), 0);
-	assert_int_equal(chunks, want_chunks);
-	assert_int_equal(leaked, 0);
-	assert_int_equal(doubled, 0);
 }
 
 /* Reads [off, off+len) of ID and compares with EXPECT. */
@@ -601,47 +582,16 @@ static void test_background_compactor(void **state)
 	free(dir);
 }
 
-/* The asynchronous interface: many writes in flight at once, then a
- * batched read, callbacks counted. */
-struct async_ctx {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	int done, failed;
-};
-
-static void async_done(struct chunk_op *op)
-{
-	struct async_ctx *c = op->arg;
-	pthread_mutex_lock(&c->mu);
-	c->done++;
-	c->failed += op->result < 0;
-	pthread_cond_signal(&c->cv);
-	pthread_mutex_unlock(&c->mu);
-}
-
-#define ASYNC_CTX_INIT { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0 }
-
-/* Submits OP: a write (chain version 1) of LEN bytes of DATA at OFF of
- * chunk ID, counted in C when done. */
+/* Submits OP: async_write_op's write. */
 static void async_write(struct chunk_engine *e, struct chunk_op *op, struct async_ctx *c,
 			struct chunk_id id, uint32_t off, uint32_t len, const uint8_t *data)
 {
-	*op = (struct chunk_op){ .type = CHUNK_OP_WRITE, .done = async_done, .arg = c, .id = id,
-				 .off = off, .len = len, .data = data, .chain_ver = 1 };
+	async_write_op(op, c, id, off, len, data);
 	chunk_engine_submit(e, op);
 }
 
-/* Waits until N ops counted in C are done; how many of them failed. */
-static int async_wait(struct async_ctx *c, int n)
-{
-	pthread_mutex_lock(&c->mu);
-	while (c->done < n)
-		pthread_cond_wait(&c->cv, &c->mu);
-	int failed = c->failed;
-	pthread_mutex_unlock(&c->mu);
-	return failed;
-}
-
+/* The asynchronous interface: many writes in flight at once, then a
+ * batched read, callbacks counted. */
 static void test_async(void **state)
 {
 	char *dir = testenv_tmpdir("engine_async");
