@@ -80,8 +80,6 @@ static struct rpc_test_srv *srv_start(void)
 static struct rpc_client *client_to(uint16_t port, const char *sec, struct rpc_peer **p)
 {
 	struct rpc_opts o = opts();
-	struct rpc_client *c;
-	char addr[64], err[128];
 	o.timeout_ms = 10000;
 	o.max_backoff_ms = 100;
 	o.no_local_socket = 1; /* the proxy is TCP; and one transport throughout */
@@ -89,10 +87,7 @@ static struct rpc_client *client_to(uint16_t port, const char *sec, struct rpc_p
 		o.secret = (const uint8_t *)sec;
 		o.secret_len = strlen(sec);
 	}
-	assert_int_equal(rpc_client_new(&o, &c), 0);
-	snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
-	assert_int_equal(rpc_client_peer(c, addr, p, err, sizeof(err)), 0);
-	return c;
+	return rpc_test_client(&o, port, p);
 }
 
 static struct rpc_stats cli_stats(struct rpc_client *c)
