@@ -722,11 +722,13 @@ static uint8_t *pick_buf(struct sc_direct *d, const struct storage_read *r, stru
 	return x->own = aligned_alloc(SD_PAGE, ALIGN_UP(x->blen));
 }
 
-/* First half, holding a reference on M: 1 read BLEN bytes at START into
- * X->buf (set when BUF is NULL: see pick_buf); 0 not this way (*STALE:
- * the slot moved on). */
-static int read_pre(struct sc_direct *d, const struct dmap *m, struct storage_read *r,
-		    struct rd *x, uint8_t *buf, int mode, bool *stale)
+static bool read_dead(struct sc_direct *d, struct dpeer *p, const struct dmap *m);
+
+/* First half, holding a reference on M of P: 1 read BLEN bytes at START
+ * into X->buf (set when BUF is NULL: see pick_buf); 0 not this way
+ * (*STALE: the slot moved on). */
+static int read_pre(struct sc_direct *d, struct dpeer *p, const struct dmap *m,
+		    struct storage_read *r, struct rd *x, uint8_t *buf, int mode, bool *stale)
 {
 	x->own = NULL;
 	const _Atomic uint64_t *hdr = (const _Atomic uint64_t *)m->tab->base;
@@ -734,6 +736,12 @@ static int read_pre(struct sc_direct *d, const struct dmap *m, struct storage_re
 		(const _Atomic uint64_t *)(m->tab->base + STO_SC_HDR + 8ull * m->slot);
 	if (clock_mono_ms() >= atomic_load_explicit(&hdr[0], memory_order_acquire)) {
 		atomic_fetch_add(&d->stale, 1);
+		/* No lease: the server is fenced, stalled or gone. Gone
+		 * (killed while no read was between its halves), nothing else
+		 * tells: marked dead here, the peer registers again once its
+		 * address serves; else every read found this table's lease
+		 * run out and went over RPC for good (test_kill9_idle). */
+		read_dead(d, p, m);
 		return 0;
 	}
 	x->s1 = atomic_load_explicit(slot, memory_order_acquire);
@@ -951,7 +959,7 @@ int sc_direct_read(struct sc_direct *d, const char *addr, uint32_t target, uint3
 			break;
 		struct rd x;
 		bool stale = false;
-		done = read_pre(d, m, r, &x, NULL, BUF_TLS, &stale)
+		done = read_pre(d, p, m, r, &x, NULL, BUF_TLS, &stale)
 			       ? read_post(d, p, m, r, &x, read_io(d, m, &x))
 			       : SC_DIRECT_RPC;
 		free(x.own);
@@ -1176,7 +1184,7 @@ static int read_async_at(struct sc_direct *d, const char *addr, uint32_t target,
 		 * needs the alignment): no bounce buffer, no copy. Its bytes
 		 * are only R's once checked; until then R->dst is the caller's
 		 * scratch, as the contract allows. */
-		int go = o && read_pre(d, m, r, &o->x, r->dst, BUF_TLS, &stale);
+		int go = o && read_pre(d, p, m, r, &o->x, r->dst, BUF_TLS, &stale);
 		if (go && o->x.blen &&
 		    ((uintptr_t)r->dst % SD_PAGE || o->x.start != r->off ||
 		     o->x.blen != o->x.n || o->x.blen % SD_PAGE)) {
@@ -1414,7 +1422,7 @@ size_t sc_direct_read_batch(struct sc_direct *d, struct sc_direct_item *it, size
 		}
 		b[i].m = mapping_get(d, b[i].p, it[i].target, it[i].chain, r, &b[i].k, false);
 		bool stale = false;
-		if (b[i].m && (!read_pre(d, b[i].m, r, &b[i].x, NULL, BUF_OWN, &stale) ||
+		if (b[i].m && (!read_pre(d, b[i].p, b[i].m, r, &b[i].x, NULL, BUF_OWN, &stale) ||
 			       (b[i].x.blen && !own && !(b[i].o = calloc(1, sizeof(*b[i].o)))))) {
 			if (stale)
 				map_forget(b[i].p, b[i].k, b[i].m);

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,6 +115,44 @@ static void test_maps_count(void **state)
 	close(fd);
 }
 
+/* A memfd's mappings are told from files whose path holds its name (a
+ * cluster's temp dir "cfs-TAG-XXXXXX" continues TAG with random letters:
+ * counting "shm-unreg-b" by substring took the service's LMDB files in
+ * "cfs-shm-unreg-bQ3x.." for 2 leaked mappings) and from memfds whose
+ * name continues it. */
+static void test_memfd_maps_count(void **state)
+{
+	(void)state;
+	long pg = sysconf(_SC_PAGESIZE);
+	int fd = memfd_create("cfs-memfd-n", MFD_CLOEXEC);
+	int fx = memfd_create("cfs-memfd-nx", MFD_CLOEXEC);
+	char dir[] = "/tmp/cfs-memfd-nXXXXXX", path[64];
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/data", dir);
+	int ff = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0 && fx >= 0 && ff >= 0);
+	assert_int_equal(ftruncate(fd, pg), 0);
+	assert_int_equal(ftruncate(fx, pg), 0);
+	assert_int_equal(ftruncate(ff, pg), 0);
+	void *a = mmap(NULL, (size_t)pg, PROT_READ, MAP_SHARED, fd, 0);
+	void *x = mmap(NULL, (size_t)pg, PROT_READ, MAP_SHARED, fx, 0);
+	void *f = mmap(NULL, (size_t)pg, PROT_READ, MAP_SHARED, ff, 0);
+	assert_true(a != MAP_FAILED && x != MAP_FAILED && f != MAP_FAILED);
+	assert_int_equal(testenv_maps_count(getpid(), "cfs-memfd-n"), 3);
+	assert_int_equal(testenv_memfd_maps_count(getpid(), "cfs-memfd-n"), 1);
+	unlink(path); /* listed " (deleted)" now, as a memfd always is */
+	assert_int_equal(testenv_memfd_maps_count(getpid(), "cfs-memfd-n"), 1);
+	munmap(a, (size_t)pg);
+	assert_int_equal(testenv_memfd_maps_count(getpid(), "cfs-memfd-n"), 0);
+	assert_int_equal(testenv_memfd_maps_count(getpid(), "cfs-memfd-nx"), 1);
+	munmap(x, (size_t)pg);
+	munmap(f, (size_t)pg);
+	close(fd);
+	close(fx);
+	close(ff);
+	rmdir(dir);
+}
+
 /* 0 once PID is gone or a zombie. */
 static int pid_running(pid_t pid)
 {
@@ -167,6 +206,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ports_leased),
 		cmocka_unit_test(test_maps_count),
+		cmocka_unit_test(test_memfd_maps_count),
 		cmocka_unit_test(test_spawned_die_with_test),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);

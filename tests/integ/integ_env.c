@@ -228,7 +228,7 @@ int integ_run(char *const argv[], const char *cwd, const char *log, int timeout_
 	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-static void print_file(const char *path)
+void integ_print_file(const char *path)
 {
 	char buf[4096];
 	FILE *f = fopen(path, "r");
@@ -276,7 +276,7 @@ void integ_up(struct integ *e)
 	e->up = 1;
 	int rc = integ_run(argv, NULL, log, 180000);
 	if (rc != 0)
-		print_file(log);
+		integ_print_file(log);
 	assert_int_equal(rc, 0);
 	struct stat st;
 	assert_int_equal(stat(e->mnt, &st), 0);
@@ -350,7 +350,7 @@ void integ_down(struct integ *e)
 	char *argv[] = {(char *)testenv_chainfs(), "down", "--dir", e->data, NULL};
 	int rc = integ_run(argv, NULL, log, 120000);
 	if (rc != 0)
-		print_file(log);
+		integ_print_file(log);
 	assert_int_equal(rc, 0);
 	e->up = 0;
 	/* Every role stopped on SIGTERM, none needed SIGKILL. */
@@ -389,7 +389,7 @@ void integ_down(struct integ *e)
 		fclose(f);
 		if (bad) {
 			fprintf(stderr, "sanitizer report in %s:\n", path);
-			print_file(path);
+			integ_print_file(path);
 		}
 		assert_false(bad);
 	}

@@ -49,6 +49,9 @@ int integ_main(struct integ *e, const char *tag, const struct CMUnitTest *tests,
  * LOG (may be NULL: inherit) and CWD (may be NULL); kills it after
  * TIMEOUT_MS. Returns the exit status, or -1 (killed, or not exited). */
 int integ_run(char *const argv[], const char *cwd, const char *log, int timeout_ms);
+/* Copies file PATH to stderr (a failed step's log); nothing when it
+ * cannot be opened. */
+void integ_print_file(const char *path);
 /* "DIR/mnt/REL" in OUT. */
 void integ_path(const struct integ *e, const char *rel, char *out, size_t cap);
 /* CRC32C of a whole file; -1 on error. */

@@ -24,18 +24,6 @@
 
 static struct integ env;
 
-static void show(const char *path)
-{
-	char buf[4096];
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return;
-	size_t n;
-	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
-		fwrite(buf, 1, n, stderr);
-	fclose(f);
-}
-
 /* Runs ARGV in CWD with output to DIR/NAME.out; prints it on failure. */
 static int run(const char *name, const char *cwd, char *const argv[], int timeout_ms)
 {
@@ -45,7 +33,7 @@ static int run(const char *name, const char *cwd, char *const argv[], int timeou
 	int rc = integ_run(argv, cwd, log, timeout_ms);
 	if (rc != 0) {
 		fprintf(stderr, "%s exited %d; output:\n", argv[0], rc);
-		show(log);
+		integ_print_file(log);
 	}
 	return rc;
 }

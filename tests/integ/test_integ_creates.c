@@ -113,6 +113,32 @@ static void test_start_mount2(void **state)
 	mount2_pid = integ_mount2_start(&env, mnt2, sizeof(mnt2));
 }
 
+/* Creates empty files DIR/f0 .. DIR/f(N-1): open(O_CREAT | O_EXCL) and
+ * close(2) each. */
+static void create_empty(const char *dir, int n)
+{
+	char p[800];
+	for (int i = 0; i < n; i++) {
+		snprintf(p, sizeof(p), "%s/f%d", dir, i);
+		int fd = open(p, O_CREAT | O_EXCL | O_WRONLY, 0644);
+		assert_true(fd >= 0);
+		assert_int_equal(close(fd), 0);
+	}
+}
+
+/* The most meta requests N creates + close(2) taking MS ms may cost: N
+ * creates; a CLOSE_MANY per 48 sessions or per 50 ms window (fuse_fs.c
+ * FUSEFS_CLOSE_WINDOW_MS), the directory polls of both mounts every
+ * 100 ms, the rpc-stats call. Windows and polls run on their own clocks,
+ * so a partial one at each end counts (a 43 ms loop once saw 210 against
+ * a bound that rounded them down). One CREATE and one CLOSE per file
+ * before: 2N, over this bound while the loop takes under ~9 s. */
+static unsigned long long creates_bound(int n, uint64_t ms)
+{
+	return (unsigned long long)n + (unsigned long long)n / 48 + 1 + ms / 50 + 1 +
+	       2 * (ms / 100 + 1) + 5;
+}
+
 static void test_create_close_costs_one_request(void **state)
 {
 	enum { N = 200 };
@@ -121,25 +147,13 @@ static void test_create_close_costs_one_request(void **state)
 	assert_int_equal(mkdir(d, 0755), 0);
 	uint64_t t0 = clock_mono_ns();
 	unsigned long long before = integ_meta_requests(&env);
-	for (int i = 0; i < N; i++) {
-		snprintf(p, sizeof(p), "%s/f%d", d, i);
-		int fd = open(p, O_CREAT | O_EXCL | O_WRONLY, 0644);
-		assert_true(fd >= 0);
-		assert_int_equal(close(fd), 0);
-	}
+	create_empty(d, N);
 	unsigned long long used = integ_meta_requests(&env) - before;
 	/* the whole window of the two readings (integ_env.h) */
 	uint64_t ms = (clock_mono_ns() - t0) / 1000000u;
 	print_message("%llu meta requests for %d creates + close(2) in %llu ms\n", used, N,
 	              (unsigned long long)ms);
-	/* N creates; a CLOSE_MANY per 48 sessions or per 50 ms window
-	 * (fuse_fs.c FUSEFS_CLOSE_WINDOW_MS), the directory polls of both
-	 * mounts every 100 ms, the rpc-stats call. Windows and polls run on
-	 * their own clocks, so a partial one at each end counts (a 43 ms loop
-	 * once saw 210 against a bound that rounded them down). One CREATE
-	 * and one CLOSE per file before: 2N, over this bound while the loop
-	 * takes under ~9 s. */
-	unsigned long long bound = N + N / 48 + 1 + ms / 50 + 1 + 2 * (ms / 100 + 1) + 5;
+	unsigned long long bound = creates_bound(N, ms);
 	if (used > bound)
 		fail_msg("%llu meta requests for %d creates + close in %llu ms (at most %llu)", used,
 		         N, (unsigned long long)ms, bound);
@@ -444,20 +458,13 @@ static void creates_in_foreign_dir(const char *rel, int npre)
 	unsigned long long drops = integ_cache_drops();
 	uint64_t t0 = clock_mono_ns();
 	unsigned long long before = integ_meta_requests_settled(&env, 4, &t0);
-	for (int i = 0; i < N; i++) {
-		snprintf(p, sizeof(p), "%s/f%d", d, i);
-		int fd = open(p, O_CREAT | O_EXCL | O_WRONLY, 0644);
-		assert_true(fd >= 0);
-		assert_int_equal(close(fd), 0);
-	}
+	create_empty(d, N);
 	unsigned long long used = integ_meta_requests(&env) - before;
 	uint64_t ms = (clock_mono_ns() - t0) / 1000000u;
 	print_message("%llu meta requests for %d creates in a directory of %d made elsewhere "
 	              "in %llu ms\n", used, N, npre, (unsigned long long)ms);
-	/* as test_create_close_costs_one_request, plus the first name's
-	 * LOOKUP and the listing's pages */
-	unsigned long long bound = N + N / 48 + 1 + ms / 50 + 1 + 2 * (ms / 100 + 1) + 5 +
-	                           1 + (unsigned long long)npre / 1024 + 1;
+	/* plus the first name's LOOKUP and the listing's pages */
+	unsigned long long bound = creates_bound(N, ms) + 1 + (unsigned long long)npre / 1024 + 1;
 	if (used > bound && integ_cache_drops() == drops)
 		fail_msg("%llu meta requests for %d creates in a listed directory in %llu ms "
 		         "(at most %llu)", used, N, (unsigned long long)ms, bound);

@@ -292,7 +292,26 @@ static int vma_cmp(const void *a, const void *b)
 	return x->start < y->start ? -1 : x->start > y->start;
 }
 
-int testenv_maps_count(pid_t pid, const char *needle)
+/* 1 when the pathname of maps entry LINE is exactly WANT, the kernel's
+ * " (deleted)" after it allowed (an unlinked file or a memfd). */
+static int maps_path_is(const char *line, const char *want)
+{
+	int at = -1;
+	if (sscanf(line, "%*s %*s %*s %*s %*s %n", &at) < 0 || at < 0)
+		return 0;
+	const char *path = line + at;
+	size_t n = strlen(want);
+	if (strncmp(path, want, n))
+		return 0;
+	path += n;
+	if (!strncmp(path, " (deleted)", 10))
+		path += 10;
+	return *path == '\n' || *path == '\0';
+}
+
+/* Mappings of PID whose maps entry mentions NEEDLE (EXACT 0) or whose
+ * pathname is NEEDLE (EXACT 1). */
+static int maps_count(pid_t pid, const char *needle, int exact)
 {
 	char p[64], line[1024];
 	snprintf(p, sizeof(p), "/proc/%d/maps", (int)pid);
@@ -311,7 +330,7 @@ int testenv_maps_count(pid_t pid, const char *needle)
 	size_t n = 0;
 	while (fgets(line, sizeof(line), f)) {
 		struct maps_vma e;
-		if (!strstr(line, needle) ||
+		if (!(exact ? maps_path_is(line, needle) : strstr(line, needle) != NULL) ||
 		    sscanf(line, "%llx-%llx %*s %llx", &e.start, &e.end, &e.off) != 3)
 			continue;
 		struct maps_vma *grown = realloc(v, (n + 1) * sizeof(*v));
@@ -339,4 +358,16 @@ int testenv_maps_count(pid_t pid, const char *needle)
 	}
 	free(v);
 	return count;
+}
+
+int testenv_maps_count(pid_t pid, const char *needle)
+{
+	return maps_count(pid, needle, 0);
+}
+
+int testenv_memfd_maps_count(pid_t pid, const char *name)
+{
+	char want[300];
+	snprintf(want, sizeof(want), "/memfd:%s", name);
+	return maps_count(pid, want, 1);
 }

@@ -45,6 +45,11 @@ int testenv_wait(int (*cond)(void *arg), void *arg, int timeout_ms);
  * (a listing racing a split or merge) or continue one another (a split
  * mapping) count once. Aborts when the file cannot be opened. */
 int testenv_maps_count(pid_t pid, const char *needle);
+/* testenv_maps_count of the mappings of memfd NAME only (pathname
+ * "/memfd:NAME"): a needle alone also matches any file whose path holds
+ * it, e.g. the LMDB files under a cluster's temp dir when its random
+ * suffix continues NAME ("cfs-shm-unreg-bXXXXX" for "shm-unreg-b"). */
+int testenv_memfd_maps_count(pid_t pid, const char *name);
 /* 1 when something accepts TCP connections on 127.0.0.1:PORT. */
 int testenv_port_open(uint16_t port);
 /* Kills every recorded child (SIGKILL) and removes temp dirs. */

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -163,4 +164,14 @@ void rpc_test_srv_stop(struct rpc_test_srv *s)
 	pthread_cond_destroy(&p->cv);
 	free(p);
 	free(s);
+}
+
+struct rpc_client *rpc_test_client(const struct rpc_opts *o, uint16_t port, struct rpc_peer **p)
+{
+	struct rpc_client *c;
+	char addr[64], err[128];
+	assert_int_equal(rpc_client_new(o, &c), 0);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
+	assert_int_equal(rpc_client_peer(c, addr, p, err, sizeof(err)), 0);
+	return c;
 }

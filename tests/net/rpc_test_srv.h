@@ -48,4 +48,8 @@ void rpc_test_srv_release(struct rpc_test_srv *s, const void *reply, uint32_t le
 /* Releases what is held (own payloads), joins the workers, frees S. */
 void rpc_test_srv_stop(struct rpc_test_srv *s);
 
+/* A client with options O (a server's port is only known once started)
+ * and its peer for 127.0.0.1:PORT in *P. Aborts the test on error. */
+struct rpc_client *rpc_test_client(const struct rpc_opts *o, uint16_t port, struct rpc_peer **p);
+
 #endif

@@ -80,8 +80,6 @@ static struct rpc_test_srv *srv_start(void)
 static struct rpc_client *client_to(uint16_t port, const char *sec, struct rpc_peer **p)
 {
 	struct rpc_opts o = opts();
-	struct rpc_client *c;
-	char addr[64], err[128];
 	o.timeout_ms = 10000;
 	o.max_backoff_ms = 100;
 	o.no_local_socket = 1; /* the proxy is TCP; and one transport throughout */
@@ -89,10 +87,7 @@ static struct rpc_client *client_to(uint16_t port, const char *sec, struct rpc_p
 		o.secret = (const uint8_t *)sec;
 		o.secret_len = strlen(sec);
 	}
-	assert_int_equal(rpc_client_new(&o, &c), 0);
-	snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
-	assert_int_equal(rpc_client_peer(c, addr, p, err, sizeof(err)), 0);
-	return c;
+	return rpc_test_client(&o, port, p);
 }
 
 static struct rpc_stats cli_stats(struct rpc_client *c)
@@ -235,10 +230,33 @@ static void wait_async(struct racer *rs, int n)
 			clock_sleep_ms(5);
 }
 
+/* N racers on P: the even ones make EVEN_CALLS calls, the odd ones
+ * ODD_CALLS held calls of ODD_TIMEOUT_MS each (0: the same calls as the
+ * even ones). */
+static void racers_init(struct racer *rs, int n, struct rpc_peer *p, int even_calls, int odd_calls,
+                        int odd_timeout_ms)
+{
+	memset(rs, 0, (size_t)n * sizeof(*rs));
+	for (int i = 0; i < n; i++) {
+		rs[i].p = p;
+		rs[i].id = i;
+		rs[i].ncalls = i % 2 ? odd_calls : even_calls;
+		rs[i].timeout_ms = i % 2 ? odd_timeout_ms : 0;
+	}
+}
+
 static void run_racers(struct racer *rs, int n, pthread_t *th)
 {
 	for (int i = 0; i < n; i++)
 		assert_int_equal(pthread_create(&th[i], NULL, race_main, &rs[i]), 0);
+}
+
+/* Joins the racers' threads and waits for their async calls. */
+static void join_racers(struct racer *rs, int n, pthread_t *th)
+{
+	for (int i = 0; i < n; i++)
+		pthread_join(th[i], NULL);
+	wait_async(rs, n);
 }
 
 static void test_race(void **state)
@@ -248,16 +266,9 @@ static void test_race(void **state)
 	struct rpc_client *cl = client_to(s->port, NULL, &p);
 	struct racer rs[RACE_THREADS];
 	pthread_t th[RACE_THREADS];
-	memset(rs, 0, sizeof(rs));
-	for (int i = 0; i < RACE_THREADS; i++) {
-		rs[i].p = p;
-		rs[i].id = i;
-		rs[i].ncalls = RACE_CALLS;
-	}
+	racers_init(rs, RACE_THREADS, p, RACE_CALLS, RACE_CALLS, 0);
 	run_racers(rs, RACE_THREADS, th);
-	for (int i = 0; i < RACE_THREADS; i++)
-		pthread_join(th[i], NULL);
-	wait_async(rs, RACE_THREADS);
+	join_racers(rs, RACE_THREADS, th);
 	/* A late second completion would show up here. */
 	clock_sleep_ms(50);
 	for (int i = 0; i < RACE_THREADS; i++) {
@@ -295,14 +306,9 @@ static void test_cut(void **state)
 	 * other half loop on echo calls until the cut fails them. */
 	struct racer rs[RACE_THREADS];
 	pthread_t th[RACE_THREADS];
-	memset(rs, 0, sizeof(rs));
-	for (int i = 0; i < RACE_THREADS; i++) {
-		rs[i].p = p;
-		rs[i].id = i;
-		rs[i].ncalls = i % 2 ? 1 : 100000;
-		rs[i].timeout_ms = i % 2 ? 20000 : 0;
+	racers_init(rs, RACE_THREADS, p, 100000, 1, 20000);
+	for (int i = 0; i < RACE_THREADS; i++)
 		rs[i].stop_on_err = 1;
-	}
 	run_racers(rs, RACE_THREADS, th);
 	uint64_t t0 = clock_mono_ns();
 	while (rpc_test_srv_held(s) < RACE_THREADS / 2 && clock_mono_ns() - t0 < 10000000000ull)
@@ -348,19 +354,11 @@ static void test_timeouts(void **state)
 	struct rpc_client *cl = client_to(s->port, NULL, &p);
 	struct racer rs[8];
 	pthread_t th[8];
-	memset(rs, 0, sizeof(rs));
-	for (int i = 0; i < 8; i++) {
-		rs[i].p = p;
-		rs[i].id = i;
-		/* Held callers time out one call after another; the others
-		 * keep replies flowing meanwhile. */
-		rs[i].ncalls = i % 2 ? 4 : 300;
-		rs[i].timeout_ms = i % 2 ? 150 : 0;
-	}
+	/* Held callers time out one call after another; the others keep
+	 * replies flowing meanwhile. */
+	racers_init(rs, 8, p, 300, 4, 150);
 	run_racers(rs, 8, th);
-	for (int i = 0; i < 8; i++)
-		pthread_join(th[i], NULL);
-	wait_async(rs, 8);
+	join_racers(rs, 8, th);
 	for (int i = 0; i < 8; i++) {
 		if (i % 2) {
 			assert_int_equal(rs[i].errors, 4);
@@ -393,16 +391,9 @@ static void test_auth_failure(void **state)
 	struct rpc_client *cl = client_to(s->port, "not-the-right-secret-0123456789", &p);
 	struct racer rs[8];
 	pthread_t th[8];
-	memset(rs, 0, sizeof(rs));
-	for (int i = 0; i < 8; i++) {
-		rs[i].p = p;
-		rs[i].id = i;
-		rs[i].ncalls = 20;
-	}
+	racers_init(rs, 8, p, 20, 20, 0);
 	run_racers(rs, 8, th);
-	for (int i = 0; i < 8; i++)
-		pthread_join(th[i], NULL);
-	wait_async(rs, 8);
+	join_racers(rs, 8, th);
 	clock_sleep_ms(50);
 	for (int i = 0; i < 8; i++) {
 		assert_int_equal(rs[i].ok, 0);

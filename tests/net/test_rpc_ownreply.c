@@ -99,15 +99,10 @@ static struct rpc_test_srv *srv_start(void)
 static struct rpc_client *client_to(uint16_t port, int tcp_only, struct rpc_peer **p)
 {
 	struct rpc_opts o = opts();
-	struct rpc_client *c;
-	char addr[64], err[128];
 	o.timeout_ms = 10000;
 	o.max_backoff_ms = 100;
 	o.no_local_socket = tcp_only;
-	assert_int_equal(rpc_client_new(&o, &c), 0);
-	snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
-	assert_int_equal(rpc_client_peer(c, addr, p, err, sizeof(err)), 0);
-	return c;
+	return rpc_test_client(&o, port, p);
 }
 
 static uint64_t by_caller(struct rpc_client *c)

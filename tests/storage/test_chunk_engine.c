@@ -23,20 +23,10 @@
 #include "common/status.h"
 #include "storage/chunk_engine.h"
 #include "../lib/testenv.h"
+#include "engine_test.h"
 
 #define KB 1024u
 #define MB (1024u * 1024u)
-
-static void fill(uint8_t *p, size_t n, uint32_t seed)
-{
-	uint32_t x = seed * 2654435761u + 1;
-	for (size_t i = 0; i < n; i++) {
-		x ^= x << 13;
-		x ^= x >> 17;
-		x ^= x << 5;
-		p[i] = (uint8_t)x;
-	}
-}
 
 static struct chunk_engine *open_engine_bg(const char *dir, int sync, uint64_t capacity,
 					   unsigned compact_ms)
@@ -59,15 +49,6 @@ static struct chunk_engine *open_engine(const char *dir, int sync, uint64_t capa
 	return open_engine_bg(dir, sync, capacity, 0);
 }
 
-static void assert_clean(struct chunk_engine *e, uint64_t want_chunks)
-{
-	uint64_t chunks, leaked, doubled;
-	assert_int_equal(chunk_engine_check(e, &chunks, &leaked, &doubled), 0);
-	assert_int_equal(chunks, want_chunks);
-	assert_int_equal(leaked, 0);
-	assert_int_equal(doubled, 0);
-}
-
 /* Reads [off, off+len) of ID and compares with EXPECT. */
 static void expect_range(struct chunk_engine *e, struct chunk_id id, uint32_t off, uint32_t len,
 			 const uint8_t *expect, int want)
@@ -79,6 +60,17 @@ static void expect_range(struct chunk_engine *e, struct chunk_id id, uint32_t of
 	if (want > 0)
 		assert_memory_equal(dst, expect, (size_t)want);
 	free(dst);
+}
+
+/* Writes LEN bytes of pattern SEED (made in W) at OFF of chunk ID, chain
+ * version 1, and the same bytes into MODEL at OFF; the chunk's info in
+ * *INFO (may be NULL). */
+static void model_write(struct chunk_engine *e, struct chunk_id id, uint8_t *model, uint8_t *w,
+			uint32_t off, uint32_t len, uint32_t seed, struct chunk_info *info)
+{
+	fill(w, len, seed);
+	memcpy(model + off, w, len);
+	assert_int_equal(chunk_engine_write(e, id, off, len, w, 0, 1, info), 0);
 }
 
 static void test_basic(void **state)
@@ -166,35 +158,25 @@ static void test_cow_append_grow(void **state)
 	assert_int_equal(chunk_engine_write(e, id, 0, 10000, model, 0, 1, &i1), 0);
 	/* Append within the 64 KiB block: same position (in place), with an
 	 * unaligned start that rewrites the partial last page. */
-	fill(w, 3000, 6);
-	memcpy(model + 10000, w, 3000);
-	assert_int_equal(chunk_engine_write(e, id, 10000, 3000, w, 0, 1, &i2), 0);
+	model_write(e, id, model, w, 10000, 3000, 6, &i2);
 	assert_true(chunk_pos_eq(i1.pos, i2.pos));
 	expect_range(e, id, 0, 13000, model, 13000);
 	/* Append with a gap: zeros in between. */
-	fill(w, 100, 7);
-	memcpy(model + 20000, w, 100);
-	assert_int_equal(chunk_engine_write(e, id, 20000, 100, w, 0, 1, &i2), 0);
+	model_write(e, id, model, w, 20000, 100, 7, &i2);
 	assert_true(chunk_pos_eq(i1.pos, i2.pos));
 	expect_range(e, id, 0, 20100, model, 20100);
 	/* Small partial overwrite: journaled, then applied in the same block. */
-	fill(w, 50, 8);
-	memcpy(model + 500, w, 50);
-	assert_int_equal(chunk_engine_write(e, id, 500, 50, w, 0, 1, &i2), 0);
+	model_write(e, id, model, w, 500, 50, 8, &i2);
 	assert_true(chunk_pos_eq(i1.pos, i2.pos));
 	expect_range(e, id, 0, 20100, model, 20100);
 	/* A partial overwrite of more than half the chunk: copy-on-write to a
 	 * new block. */
-	fill(w, 12000, 10);
-	memcpy(model + 100, w, 12000);
-	assert_int_equal(chunk_engine_write(e, id, 100, 12000, w, 0, 1, &i2), 0);
+	model_write(e, id, model, w, 100, 12000, 10, &i2);
 	assert_false(i2.pos.block == i1.pos.block && i2.pos.file == i1.pos.file);
 	expect_range(e, id, 0, 20100, model, 20100);
 	/* Growth past the block: moves to the class that holds it (9 MiB ->
 	 * 16 MiB block, a per-block fallocate class). */
-	fill(w, max - 20100, 9);
-	memcpy(model + 20100, w, max - 20100);
-	assert_int_equal(chunk_engine_write(e, id, 20100, (uint32_t)(max - 20100), w, 0, 1, &i2), 0);
+	model_write(e, id, model, w, 20100, (uint32_t)(max - 20100), 9, &i2);
 	assert_int_equal(i2.pos.cls, 8);
 	assert_int_equal(i2.len, max);
 	expect_range(e, id, 0, (uint32_t)max, model, (int)max);
@@ -600,24 +582,16 @@ static void test_background_compactor(void **state)
 	free(dir);
 }
 
-/* The asynchronous interface: many writes in flight at once, then a
- * batched read, callbacks counted. */
-struct async_ctx {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	int done, failed;
-};
-
-static void async_done(struct chunk_op *op)
+/* Submits OP: async_write_op's write. */
+static void async_write(struct chunk_engine *e, struct chunk_op *op, struct async_ctx *c,
+			struct chunk_id id, uint32_t off, uint32_t len, const uint8_t *data)
 {
-	struct async_ctx *c = op->arg;
-	pthread_mutex_lock(&c->mu);
-	c->done++;
-	c->failed += op->result < 0;
-	pthread_cond_signal(&c->cv);
-	pthread_mutex_unlock(&c->mu);
+	async_write_op(op, c, id, off, len, data);
+	chunk_engine_submit(e, op);
 }
 
+/* The asynchronous interface: many writes in flight at once, then a
+ * batched read, callbacks counted. */
 static void test_async(void **state)
 {
 	char *dir = testenv_tmpdir("engine_async");
@@ -625,20 +599,14 @@ static void test_async(void **state)
 	enum { N = 64 };
 	static struct chunk_op ops[N];
 	static uint8_t data[N][8192];
-	struct async_ctx c = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0 };
+	struct async_ctx c = ASYNC_CTX_INIT;
 	for (int i = 0; i < N; i++) {
 		fill(data[i], sizeof(data[i]), 1000 + i);
 		/* Two writes per chunk id: they serialise on the chunk lock. */
-		ops[i] = (struct chunk_op){ .type = CHUNK_OP_WRITE, .done = async_done, .arg = &c,
-					    .id = { 11, (uint32_t)(i / 2) }, .off = (uint32_t)(i % 2) * 8192,
-					    .len = 8192, .data = data[i], .chain_ver = 1 };
-		chunk_engine_submit(e, &ops[i]);
+		async_write(e, &ops[i], &c, (struct chunk_id){ 11, (uint32_t)(i / 2) },
+			    (uint32_t)(i % 2) * 8192, 8192, data[i]);
 	}
-	pthread_mutex_lock(&c.mu);
-	while (c.done < N)
-		pthread_cond_wait(&c.cv, &c.mu);
-	pthread_mutex_unlock(&c.mu);
-	assert_int_equal(c.failed, 0);
+	assert_int_equal(async_wait(&c, N), 0);
 	static uint8_t out[N / 2][16384];
 	struct chunk_read_range rr[N / 2];
 	for (int i = 0; i < N / 2; i++)
@@ -689,19 +657,13 @@ static void test_commit_stats(void **state)
 	enum { N = 32 };
 	static struct chunk_op ops[N];
 	static uint8_t data[N][65536];
-	struct async_ctx c = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0 };
+	struct async_ctx c = ASYNC_CTX_INIT;
 	for (int i = 0; i < N; i++) {
 		fill(data[i], sizeof(data[i]), 3000 + i);
-		ops[i] = (struct chunk_op){ .type = CHUNK_OP_WRITE, .done = async_done, .arg = &c,
-					    .id = { 12, (uint32_t)i }, .len = sizeof(data[i]),
-					    .data = data[i], .chain_ver = 1 };
-		chunk_engine_submit(e, &ops[i]);
+		async_write(e, &ops[i], &c, (struct chunk_id){ 12, (uint32_t)i }, 0, sizeof(data[i]),
+			    data[i]);
 	}
-	pthread_mutex_lock(&c.mu);
-	while (c.done < N)
-		pthread_cond_wait(&c.cv, &c.mu);
-	pthread_mutex_unlock(&c.mu);
-	assert_int_equal(c.failed, 0);
+	assert_int_equal(async_wait(&c, N), 0);
 	struct chunk_engine_stat st;
 	chunk_engine_get_stat(e, &st);
 	assert_int_equal(st.commit_writes, N);
@@ -721,20 +683,13 @@ enum { SYNC_ROUND = 9 };
 static void sync_round(struct chunk_engine *e, int round, uint8_t (*data)[256 * 1024])
 {
 	static struct chunk_op ops[SYNC_ROUND];
-	struct async_ctx c = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0 };
+	struct async_ctx c = ASYNC_CTX_INIT;
 	for (int i = 0; i < SYNC_ROUND; i++) {
 		uint32_t len = (64u * KB) << (i % 3);
 		fill(data[i], len, (uint32_t)(round * 100 + i));
-		ops[i] = (struct chunk_op){ .type = CHUNK_OP_WRITE, .done = async_done, .arg = &c,
-					    .id = { 13, (uint32_t)i }, .len = len, .data = data[i],
-					    .chain_ver = 1 };
-		chunk_engine_submit(e, &ops[i]);
+		async_write(e, &ops[i], &c, (struct chunk_id){ 13, (uint32_t)i }, 0, len, data[i]);
 	}
-	pthread_mutex_lock(&c.mu);
-	while (c.done < SYNC_ROUND)
-		pthread_cond_wait(&c.cv, &c.mu);
-	pthread_mutex_unlock(&c.mu);
-	assert_int_equal(c.failed, 0);
+	assert_int_equal(async_wait(&c, SYNC_ROUND), 0);
 }
 
 static void expect_round(struct chunk_engine *e, uint8_t (*data)[256 * 1024])
@@ -864,14 +819,11 @@ static void expect_split(struct chunk_engine *e, struct chunk_id id, uint32_t of
 
 static int op_wait(struct chunk_engine *e, struct chunk_op *op)
 {
-	struct async_ctx c = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0 };
+	struct async_ctx c = ASYNC_CTX_INIT;
 	op->done = async_done;
 	op->arg = &c;
 	chunk_engine_submit(e, op);
-	pthread_mutex_lock(&c.mu);
-	while (!c.done)
-		pthread_cond_wait(&c.cv, &c.mu);
-	pthread_mutex_unlock(&c.mu);
+	async_wait(&c, 1);
 	return op->result;
 }
 
@@ -909,19 +861,13 @@ static void test_cached_reads(void **state)
 			assert_int_equal(chunk_engine_write(e, id, 0, len, model, 0, 1, NULL), 0);
 			break;
 		case 1: /* small overwrite: journaled, applied in place */
-			fill(tmp, 4 * KB, 3);
-			memcpy(model + 8 * KB, tmp, 4 * KB);
-			assert_int_equal(chunk_engine_write(e, id, 8 * KB, 4 * KB, tmp, 0, 1, NULL), 0);
+			model_write(e, id, model, tmp, 8 * KB, 4 * KB, 3, NULL);
 			break;
 		case 2: /* unaligned small overwrite across a page boundary */
-			fill(tmp, 100, 4);
-			memcpy(model + 4 * KB - 50, tmp, 100);
-			assert_int_equal(chunk_engine_write(e, id, 4 * KB - 50, 100, tmp, 0, 1, NULL), 0);
+			model_write(e, id, model, tmp, 4 * KB - 50, 100, 4, NULL);
 			break;
 		case 3: /* append inside the block (its partial last page rewritten) */
-			fill(tmp, 3000, 5);
-			memcpy(model + len, tmp, 3000);
-			assert_int_equal(chunk_engine_write(e, id, len, 3000, tmp, 0, 1, NULL), 0);
+			model_write(e, id, model, tmp, len, 3000, 5, NULL);
 			len += 3000;
 			break;
 		case 4: { /* replace with a shorter image: a truncate, a resync */

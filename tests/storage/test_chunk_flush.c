@@ -53,6 +53,12 @@ static void fixture_init(struct fixture *f, const char *name)
 	         minor(st.st_dev));
 }
 
+static void fixture_fini(struct fixture *f)
+{
+	free(f->dir);
+	free(f->gdir);
+}
+
 /* Another handle on the group file, as a foreign member would hold. */
 static int open_view(struct fixture *f, struct shared_view **v)
 {
@@ -62,6 +68,12 @@ static int open_view(struct fixture *f, struct shared_view **v)
 	assert_true(p != MAP_FAILED);
 	*v = p;
 	return fd;
+}
+
+static void close_view(struct shared_view *v, int fd)
+{
+	munmap(v, 4096);
+	close(fd);
 }
 
 struct flusher {
@@ -105,6 +117,27 @@ static void wait_blocked(struct fixture *f, int n)
 	assert_int_equal(blocked_waiters(f), n);
 }
 
+/* Opens N members of F's group (FL[0..N)) and a foreign handle on the
+ * group file (*V; its descriptor returned) that holds the group's lock,
+ * as a member whose flush is in progress would. */
+static int members_locked_out(struct fixture *f, struct flusher *fl, int n, struct shared_view **v)
+{
+	for (int i = 0; i < n; i++)
+		assert_int_equal(chunk_flush_group_open(f->dir, f->gdir, &fl[i].g), 0);
+	int fd = open_view(f, v);
+	assert_int_equal(flock(fd, LOCK_EX), 0);
+	return fd;
+}
+
+/* Starts the flush of each of FL[0..N) on its own thread and waits until
+ * every one blocks on the lock. */
+static void flushes_blocked(struct fixture *f, struct flusher *fl, int n)
+{
+	for (int i = 0; i < n; i++)
+		pthread_create(&fl[i].th, NULL, flush_main, &fl[i]);
+	wait_blocked(f, n);
+}
+
 static void test_alone(void **state)
 {
 	(void)state;
@@ -124,13 +157,11 @@ static void test_alone(void **state)
 	int fd = open_view(&f, &v);
 	assert_int_equal(atomic_load(&v->started), 2);
 	assert_int_equal(atomic_load(&v->done), 2);
-	munmap(v, 4096);
-	close(fd);
+	close_view(v, fd);
 	chunk_flush_group_close(g);
 	/* A missing group directory is an error, not a crash. */
 	assert_int_equal(chunk_flush_group_open(f.dir, "/nonexistent/chainfs-test", &g), -ENOENT);
-	free(f.dir);
-	free(f.gdir);
+	fixture_fini(&f);
 }
 
 /* Two members ask while a third party holds the group's lock (a flush in
@@ -141,37 +172,30 @@ static void test_covered(void **state)
 	(void)state;
 	struct fixture f;
 	fixture_init(&f, "flush_covered");
-	struct flusher a = {0}, b = {0};
-	assert_int_equal(chunk_flush_group_open(f.dir, f.gdir, &a.g), 0);
-	assert_int_equal(chunk_flush_group_open(f.dir, f.gdir, &b.g), 0);
+	struct flusher m[2] = {0};
 	struct shared_view *v;
-	int fd = open_view(&f, &v);
-	assert_int_equal(flock(fd, LOCK_EX), 0);
+	int fd = members_locked_out(&f, m, 2, &v);
 	/* "A flush in progress": its ticket is taken before they sample. */
 	atomic_store(&v->started, 7);
-	pthread_create(&a.th, NULL, flush_main, &a);
-	pthread_create(&b.th, NULL, flush_main, &b);
-	wait_blocked(&f, 2);
+	flushes_blocked(&f, m, 2);
 	/* It completes: it started before they asked, so covers neither. */
 	atomic_store(&v->done, 7);
 	assert_int_equal(flock(fd, LOCK_UN), 0);
-	pthread_join(a.th, NULL);
-	pthread_join(b.th, NULL);
-	assert_int_equal(a.rc, 0);
-	assert_int_equal(b.rc, 0);
+	pthread_join(m[0].th, NULL);
+	pthread_join(m[1].th, NULL);
+	assert_int_equal(m[0].rc, 0);
+	assert_int_equal(m[1].rc, 0);
 	struct chunk_flush_stat sa, sb;
-	chunk_flush_group_stat(a.g, &sa);
-	chunk_flush_group_stat(b.g, &sb);
+	chunk_flush_group_stat(m[0].g, &sa);
+	chunk_flush_group_stat(m[1].g, &sb);
 	assert_int_equal(sa.led + sb.led, 1);
 	assert_int_equal(sa.covered + sb.covered, 1);
 	assert_int_equal(atomic_load(&v->started), 8);
 	assert_int_equal(atomic_load(&v->done), 8);
-	munmap(v, 4096);
-	close(fd);
-	chunk_flush_group_close(a.g);
-	chunk_flush_group_close(b.g);
-	free(f.dir);
-	free(f.gdir);
+	close_view(v, fd);
+	chunk_flush_group_close(m[0].g);
+	chunk_flush_group_close(m[1].g);
+	fixture_fini(&f);
 }
 
 /* A flush that fails while a member waits fails that member too, even
@@ -182,23 +206,18 @@ static void test_failed_flush(void **state)
 	struct fixture f;
 	fixture_init(&f, "flush_failed");
 	struct flusher a = {0};
-	assert_int_equal(chunk_flush_group_open(f.dir, f.gdir, &a.g), 0);
 	struct shared_view *v;
-	int fd = open_view(&f, &v);
-	assert_int_equal(flock(fd, LOCK_EX), 0);
-	pthread_create(&a.th, NULL, flush_main, &a);
-	wait_blocked(&f, 1);
+	int fd = members_locked_out(&f, &a, 1, &v);
+	flushes_blocked(&f, &a, 1);
 	atomic_fetch_add(&v->err_seq, 1); /* another member's flush failed */
 	assert_int_equal(flock(fd, LOCK_UN), 0);
 	pthread_join(a.th, NULL);
 	assert_int_equal(a.rc, -EIO);
 	/* Nothing failed since: the next call succeeds. */
 	assert_int_equal(chunk_flush_group_flush(a.g), 0);
-	munmap(v, 4096);
-	close(fd);
+	close_view(v, fd);
 	chunk_flush_group_close(a.g);
-	free(f.dir);
-	free(f.gdir);
+	fixture_fini(&f);
 }
 
 /* A leader killed after taking its ticket (before its flush ended) drops
@@ -235,11 +254,9 @@ static void test_leader_killed(void **state)
 	int fd = open_view(&f, &v);
 	assert_int_equal(atomic_load(&v->started), 2);
 	assert_int_equal(atomic_load(&v->done), 2);
-	munmap(v, 4096);
-	close(fd);
+	close_view(v, fd);
 	chunk_flush_group_close(g);
-	free(f.dir);
-	free(f.gdir);
+	fixture_fini(&f);
 }
 
 int main(void)

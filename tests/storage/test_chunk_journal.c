@@ -27,20 +27,10 @@
 #include "storage/chunk_engine.h"
 #include "storage/chunk_store.h"
 #include "../lib/testenv.h"
+#include "engine_test.h"
 
 #define KB 1024u
 #define MB (1024u * 1024u)
-
-static void fill(uint8_t *p, size_t n, uint32_t seed)
-{
-	uint32_t x = seed * 2654435761u + 1;
-	for (size_t i = 0; i < n; i++) {
-		x ^= x << 13;
-		x ^= x >> 17;
-		x ^= x << 5;
-		p[i] = (uint8_t)x;
-	}
-}
 
 static struct chunk_engine *open_engine(const char *dir, int sync)
 {
@@ -54,15 +44,6 @@ static struct chunk_engine *open_engine(const char *dir, int sync)
 	struct chunk_engine *e = NULL;
 	assert_int_equal(chunk_engine_open(&cfg, &e), 0);
 	return e;
-}
-
-static void assert_clean(struct chunk_engine *e, uint64_t want_chunks)
-{
-	uint64_t chunks, leaked, doubled;
-	assert_int_equal(chunk_engine_check(e, &chunks, &leaked, &doubled), 0);
-	assert_int_equal(chunks, want_chunks);
-	assert_int_equal(leaked, 0);
-	assert_int_equal(doubled, 0);
 }
 
 /* ---- random overwrites against a model ---------------------------------- */
@@ -103,22 +84,6 @@ static void verify_all(struct chunk_engine *e, struct mchunk *m, uint8_t *buf, u
 		assert_int_equal(rr.result, (int)len);
 		assert_memory_equal(buf, m[k].data + off, len);
 	}
-}
-
-struct async_ctx {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	int done, failed;
-};
-
-static void async_done(struct chunk_op *op)
-{
-	struct async_ctx *c = op->arg;
-	pthread_mutex_lock(&c->mu);
-	c->done++;
-	c->failed += op->result < 0;
-	pthread_cond_signal(&c->cv);
-	pthread_mutex_unlock(&c->mu);
 }
 
 static void test_model_overwrites(void **state)
@@ -197,7 +162,7 @@ static void test_model_overwrites(void **state)
 	enum { N = 96 };
 	static struct chunk_op ops[N];
 	static uint8_t data[N][6000];
-	struct async_ctx c = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0 };
+	struct async_ctx c = ASYNC_CTX_INIT;
 	for (int i = 0; i < N; i++) {
 		int k = i % 2;
 		rng = rng * 1103515245u + 12345u;
@@ -205,18 +170,12 @@ static void test_model_overwrites(void **state)
 		if (i % 3 == 0)
 			off &= ~4095u, len = 4096;
 		fill(data[i], len, 7000 + i);
-		ops[i] = (struct chunk_op){ .type = CHUNK_OP_WRITE, .done = async_done, .arg = &c,
-					    .id = { 3, (uint32_t)k }, .off = off, .len = len,
-					    .data = data[i], .chain_ver = 1 };
+		async_write_op(&ops[i], &c, (struct chunk_id){ 3, (uint32_t)k }, off, len, data[i]);
 		model_apply(&m[k], off, data[i], len);
 	}
 	for (int i = 0; i < N; i++)
 		chunk_engine_submit(e, &ops[i]);
-	pthread_mutex_lock(&c.mu);
-	while (c.done < N)
-		pthread_cond_wait(&c.cv, &c.mu);
-	pthread_mutex_unlock(&c.mu);
-	assert_int_equal(c.failed, 0);
+	assert_int_equal(async_wait(&c, N), 0);
 	verify_all(e, m, buf, &rng);
 	assert_clean(e, NCH);
 	chunk_engine_close(e);
