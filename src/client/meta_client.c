@@ -154,7 +154,8 @@ int meta_client_new(const struct meta_client_opts *o, meta_client **out, char *e
 			       .nthreads = o->loop_threads > 0 ? o->loop_threads : 1,
 			       .timeout_ms = c->timeout_ms,
 			       .max_backoff_ms = RECONNECT_MAX_MS,
-			       .conns_per_peer = o->conns_per_peer > 0 ? o->conns_per_peer : 1 };
+			       .conns_per_peer = o->conns_per_peer > 0 ? o->conns_per_peer : 1,
+			       .idle_conn_first = o->idle_conn_first };
 	rc = rpc_client_new(&ro, &c->rpc);
 	if (rc) {
 		snprintf(err, errlen, "rpc client: %s", cfs_strerror(rc));

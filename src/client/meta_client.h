@@ -60,6 +60,7 @@ struct meta_client_opts {
 	                               per consecutive failure up to 16x [1000] */
 	int loop_threads;           /* RPC loop threads [1] */
 	int conns_per_peer;         /* connections per instance [1] */
+	int idle_conn_first;        /* rpc.h rpc_opts.idle_conn_first [0] */
 };
 
 /* 0, or -EINVAL (bad option; message in ERR) / -ENOMEM / -errno. */

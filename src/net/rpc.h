@@ -90,6 +90,13 @@ struct rpc_opts {
 	uint32_t timeout_ms;        /* client: default request deadline [10000] */
 	uint32_t handshake_ms;      /* connect + handshake deadline [5000] */
 	int conns_per_peer;         /* client: pool size per peer [1] */
+	int idle_conn_first;        /* client: a call made outside the loop threads
+	                               goes on the first connection of the pool with
+	                               nothing in flight, written by the caller
+	                               (rpc_client.c DIRECT SEND); with none free,
+	                               round robin as without it. So blocking callers
+	                               each send and read their own reply, and a lone
+	                               caller keeps to one connection [0] */
 	uint32_t max_backoff_ms;    /* client: longest pause between connect attempts
 	                               to a peer that refuses [5000] */
 	int no_local_socket;        /* 1: no same-host unix socket (transport.h

@@ -39,7 +39,12 @@
  * lock is busy (another thread is sending: the loop then batches),
  * requests are in flight already (DIRECT_MAX_INFLIGHT: the loop batches
  * them), or a posted request has not reached the loop yet; the last keeps
- * one thread's calls in the order it made them.
+ * one thread's calls in the order it made them. With idle_conn_first
+ * (rpc.h) a call first looks, in slot order, for a slot whose connection
+ * has nothing in flight and sends there directly; only when none is free
+ * does it take the round-robin slot as above. Several blocking callers
+ * then each have a connection (and read their own reply) instead of
+ * meeting on one and going through the loop.
  *
  * OWN REPLIES. A blocking rpc_call that sent its request directly also
  * takes over the connection's receive side when no other thread has it
@@ -1202,22 +1207,33 @@ static int submit(struct rpc_peer *peer, const struct rpc_call *call, int oneway
 	p->deadline = clock_mono_ns() + (uint64_t)tmo * 1000000u;
 	p->timer = (struct loop_timer)LOOP_TIMER_INIT(pend_timeout, p);
 	unsigned k = atomic_fetch_add_explicit(&peer->rr, 1, memory_order_relaxed);
-	struct cslot *s = &peer->slots[k % (unsigned)peer->nslots];
-	p->slot = s;
+	struct cslot *rs = &peer->slots[k % (unsigned)peer->nslots];
+	p->slot = rs;
 	if (slot)
-		*slot = s;
-	struct loop *l = s->lp->l;
+		*slot = rs;
+	struct loop *l = rs->lp->l;
 	if (loop_in_thread(l)) {
 		pend_start(p);
 		return 0;
 	}
-	/* trylock: when another thread is sending (or the loop is reading a
-	 * reply), the loop message path batches this request with others in
-	 * one writev instead of making the threads queue on the lock. */
-	if (!atomic_load(&s->posted) && !pthread_mutex_trylock(&s->mu)) {
+	/* With idle_conn_first, first the slots in order whose connection has
+	 * nothing in flight; then (or else) the round-robin one as always. */
+	int nidle = cl->o.idle_conn_first ? peer->nslots : 0;
+	for (int t = 0; t <= nidle; t++) {
+		struct cslot *s = t < nidle ? &peer->slots[t] : rs;
+		uint32_t max = t < nidle ? 1 : cl->direct_max;
+		/* trylock: when another thread is sending (or the loop is
+		 * reading a reply), the loop message path batches this
+		 * request with others in one writev instead of making the
+		 * threads queue on the lock. */
+		if (atomic_load(&s->posted) || pthread_mutex_trylock(&s->mu))
+			continue;
 		struct cli_conn *cc = s->ready;
+		p->slot = s;
 		if (cc && cc->c.state == CONN_READY && s->sweep_on && !cc->c.oq_head &&
-		    cc->cap - cc->nfree < cl->direct_max && !issue_prep_locked(cc, p)) {
+		    cc->cap - cc->nfree < max && !issue_prep_locked(cc, p)) {
+			if (slot)
+				*slot = s;
 			/* Direct send (see DIRECT SEND). */
 			s->direct_sent++;
 			if (conn_send_direct_locked(&cc->c, &p->out)) {
@@ -1238,9 +1254,10 @@ static int submit(struct rpc_peer *peer, const struct rpc_call *call, int oneway
 			pthread_mutex_unlock(&s->mu);
 			return 0;
 		}
+		p->slot = rs;
 		pthread_mutex_unlock(&s->mu);
 	}
-	atomic_fetch_add(&s->posted, 1);
+	atomic_fetch_add(&rs->posted, 1);
 	p->msg.fn = pend_start_msg;
 	p->msg.arg = p;
 	loop_post(l, &p->msg);

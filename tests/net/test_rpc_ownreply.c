@@ -11,7 +11,10 @@
  *   - calls with bulk replies time out all the time while others receive:
  *     no reply byte lands in a buffer after its call returned;
  *   - the connection is cut while a caller receives a bulk reply: every
- *     call returns an error at once, none hangs, and the client reconnects.
+ *     call returns an error at once, none hangs, and the client reconnects;
+ *   - with a pool of connections and idle_conn_first, a lone caller sends
+ *     every call on one connection, and a caller whose first connection
+ *     has a call in flight sends on another and reads its own reply.
  * (The server killed with kill -9 mid-reply: test_rpc_integ.c.) */
 #include <stdarg.h>
 #include <stddef.h>
@@ -37,6 +40,7 @@
 #define T_ECHO 50 /* loop thread: payload back, request bulk back as reply bulk */
 #define T_SLOW 51 /* worker: sleeps, then a generated bulk (struct slow_req) */
 #define T_HOLD 52 /* held until the test releases it */
+#define T_CONN 53 /* loop thread: replies with the number of its connection (u32) */
 #define NWORKERS 4
 
 static const char secret[] = "ownreply-test-secret-0123456789";
@@ -77,6 +81,21 @@ static void slow_now(struct rpc_req *req)
 	rpc_reply_bulk(req, 0, p, len, b, blen, free, b);
 }
 
+/* T_CONN: numbers connections in the order of their first T_CONN. */
+static uint32_t conn_seq;
+
+static void conn_handler(struct rpc_req *req)
+{
+	uintptr_t id = (uintptr_t)rpc_req_conn_data(req);
+	if (!id) {
+		id = ++conn_seq;
+		rpc_req_set_conn_data(req, (void *)id, NULL);
+	}
+	uint8_t out[4];
+	wire_store_u32(out, (uint32_t)id);
+	rpc_reply(req, 0, out, sizeof(out));
+}
+
 static struct rpc_opts opts(void)
 {
 	struct rpc_opts o = { .cluster_id = "ownreply", .secret = (const uint8_t *)secret,
@@ -90,9 +109,10 @@ static struct rpc_test_srv *srv_start(void)
 		{ T_ECHO, RPC_TEST_LOOP, echo_handler },
 		{ T_SLOW, RPC_TEST_WORKER, slow_now },
 		{ T_HOLD, RPC_TEST_HOLD, NULL },
+		{ T_CONN, RPC_TEST_LOOP, conn_handler },
 	};
 	struct rpc_opts o = opts();
-	return rpc_test_srv_start(&o, NWORKERS, routes, 3);
+	return rpc_test_srv_start(&o, NWORKERS, routes, 4);
 }
 
 /* A client with one loop thread and one connection to PORT. */
@@ -551,6 +571,130 @@ static void test_cut_mid_bulk(void **state)
 	rpc_test_srv_stop(s);
 }
 
+/* ---- a pool of connections, idle_conn_first ---- */
+
+#define POOL 4
+
+static struct rpc_client *pool_client(uint16_t port, int idle_first, struct rpc_peer **p)
+{
+	struct rpc_opts o = opts();
+	struct rpc_client *c;
+	char addr[64], err[128];
+	o.timeout_ms = 10000;
+	o.conns_per_peer = POOL;
+	o.idle_conn_first = idle_first;
+	assert_int_equal(rpc_client_new(&o, &c), 0);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
+	assert_int_equal(rpc_client_peer(c, addr, p, err, sizeof(err)), 0);
+	return c;
+}
+
+/* The server's number of the connection a T_CONN call went on. */
+static uint32_t conn_of_call(struct rpc_peer *p)
+{
+	struct buf r = BUF_INIT;
+	struct rpc_call c = { .type = T_CONN };
+	assert_int_equal(rpc_call(p, &c, &r, NULL), 0);
+	assert_int_equal(r.len, 4);
+	uint32_t id = wire_load_u32(r.data);
+	buf_fini(&r);
+	return id;
+}
+
+/* Calls one after another until every connection of the pool is up and
+ * may take direct sends (the round robin of the posted path visits each). */
+static void pool_warm(struct rpc_peer *p)
+{
+	for (int i = 0; i < 8 * POOL; i++)
+		(void)conn_of_call(p);
+}
+
+/* Returns a mask of the connections N calls in a row went on. */
+static uint32_t conns_of_calls(struct rpc_peer *p, int n)
+{
+	uint32_t mask = 0;
+	for (int i = 0; i < n; i++) {
+		uint32_t id = conn_of_call(p);
+		assert_true(id >= 1 && id <= 31);
+		mask |= 1u << id;
+	}
+	return mask;
+}
+
+static int bits(uint32_t m)
+{
+	return __builtin_popcount(m);
+}
+
+static void test_idle_conn_first_lone_caller(void **state)
+{
+	struct rpc_test_srv *s = srv_start();
+	struct rpc_peer *p;
+	/* without it, the round robin spreads the calls */
+	struct rpc_client *cl = pool_client(s->port, 0, &p);
+	pool_warm(p);
+	assert_true(bits(conns_of_calls(p, 40)) > 1);
+	rpc_client_free(cl);
+	/* with it, a lone caller stays on the first connection, reading its
+	 * own replies */
+	cl = pool_client(s->port, 1, &p);
+	pool_warm(p);
+	uint64_t own0 = by_caller(cl);
+	assert_int_equal(bits(conns_of_calls(p, 40)), 1);
+	assert_true(by_caller(cl) - own0 >= 20);
+	rpc_client_free(cl);
+	rpc_test_srv_stop(s);
+}
+
+struct holder {
+	struct rpc_peer *p;
+	int rc;
+	struct buf r;
+};
+
+static void *hold_main(void *arg)
+{
+	struct holder *h = arg;
+	struct rpc_call c = { .type = T_HOLD, .payload = "held", .payload_len = 4 };
+	h->rc = rpc_call(h->p, &c, &h->r, NULL);
+	return NULL;
+}
+
+static void test_idle_conn_first_busy_conn(void **state)
+{
+	struct rpc_test_srv *s = srv_start();
+	struct rpc_peer *p;
+	struct rpc_client *cl = pool_client(s->port, 1, &p);
+	pool_warm(p);
+	uint32_t first = conns_of_calls(p, 1);
+	/* a call held on the first connection */
+	struct holder h = { .p = p, .r = BUF_INIT };
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, hold_main, &h), 0);
+	uint64_t t0 = clock_mono_ns();
+	while (rpc_test_srv_held(s) < 1 && clock_mono_ns() - t0 < 10000000000ull)
+		clock_sleep_ms(2);
+	assert_int_equal(rpc_test_srv_held(s), 1);
+	/* this thread's calls meanwhile: one other connection, own replies */
+	uint64_t own0 = by_caller(cl);
+	uint32_t m = conns_of_calls(p, 40);
+	assert_int_equal(bits(m), 1);
+	assert_int_equal(m & first, 0);
+	/* own replies: the loop may hold a connection's receive side at the
+	 * first call (it read there last), not more */
+	assert_true(by_caller(cl) - own0 >= 20);
+	rpc_test_srv_release(s, NULL, 0);
+	pthread_join(th, NULL);
+	assert_int_equal(h.rc, 0);
+	assert_int_equal(h.r.len, 4);
+	assert_memory_equal(h.r.data, "held", 4);
+	buf_fini(&h.r);
+	/* the first connection is idle again: back to it */
+	assert_int_equal(conns_of_calls(p, 10), first);
+	rpc_client_free(cl);
+	rpc_test_srv_stop(s);
+}
+
 int main(void)
 {
 	log_set_level(LOG_LVL_ERR);
@@ -559,6 +703,8 @@ int main(void)
 		cmocka_unit_test(test_timeout_while_other_receives),
 		cmocka_unit_test(test_late_bulk_after_timeout),
 		cmocka_unit_test(test_cut_mid_bulk),
+		cmocka_unit_test(test_idle_conn_first_lone_caller),
+		cmocka_unit_test(test_idle_conn_first_busy_conn),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
