@@ -24,7 +24,9 @@
  *                 -CFS_ECHAIN_VERSION, one sent to a non-head with
  *                 -CFS_ENOT_HEAD; a repeated (client, channel, seq) is
  *                 applied once (same version on every replica); truncate
- *                 and remove go through the chain
+ *                 and remove go through the chain; a write whose CRC
+ *                 its bytes do not match fails with -CFS_ECHECKSUM at
+ *                 once, applied nowhere, nobody fenced
  *   mgmtd_down    kill -9 mgmtd during writes: for 2T every service keeps
  *                 serving (its chain peers confirm they lost mgmtd too),
  *                 no write fails; a restarted mgmtd recovers the chain
@@ -537,6 +539,44 @@ static void test_stale(void **state)
 		assert_int_equal(r, k == 2 ? -CFS_ENOT_HEAD : -CFS_ECHAIN_VERSION);
 		buf_fini(&pl);
 		buf_fini(&resp);
+	}
+	/* A CRC the bytes do not match: each member checks it after sending
+	 * its forward (docs/rpc.md "Check after forwarding"), so the head's
+	 * own check and its successor's both fail. Answered -CFS_ECHECKSUM at
+	 * once (not after the forward deadline), nothing applied anywhere, no
+	 * member fenced. */
+	{
+		struct sto_write_req bad = m;
+		bad.chain_ver = c.version;
+		bad.target = c.m[0].target_id;
+		bad.ino = 10;
+		bad.crc = m.crc ^ 1;
+		struct buf pl, resp;
+		buf_init(&pl);
+		buf_init(&resp);
+		sto_write_req_encode(&pl, &bad);
+		struct rpc_peer *p;
+		char err[128];
+		int ni = node_of(&e, bad.target);
+		assert_int_equal(rpc_client_peer(rc, e.sc.node[ni].addr, &p, err, sizeof(err)), 0);
+		struct rpc_call call = { .type = STO_MSG_WRITE, .payload = pl.data,
+					 .payload_len = (uint32_t)pl.len, .bulk = data,
+					 .bulk_len = sizeof(data), .timeout_ms = 20000 };
+		uint64_t t0 = clock_mono_ms();
+		assert_int_equal(call_unfenced(p, &call, &resp), -CFS_ECHECKSUM);
+		assert_true(clock_mono_ms() - t0 < 15000);
+		buf_fini(&pl);
+		buf_fini(&resp);
+		struct route_chain now;
+		assert_true(get_chain(&e, &now));
+		assert_int_equal(count_state(&now, CHAIN_PS_SERVING), 3);
+		for (uint32_t k = 0; k < 3; k++) {
+			int nk = node_of(&e, c.m[k].target_id);
+			struct storage_loc pin = { .chain = e.chain, .addr = e.sc.node[nk].addr,
+						   .target = c.m[k].target_id };
+			struct sto_query_resp q0;
+			assert_int_equal(storage_client_query(e.cli, &pin, 10, 0, 0, &q0), -ENOENT);
+		}
 	}
 	/* Exactly-once: the same (client, channel, seq) twice is applied once. */
 	m.target = c.m[0].target_id;
