@@ -605,6 +605,14 @@ static void pl_submit(struct craq_op *o)
 	uint32_t fl = (o->w.flags & STO_WF_REPLACE) ? CHUNK_WF_REPLACE : 0;
 	if (!o->head)
 		fl |= CHUNK_WF_FORWARDED;
+	if (o->unchecked) {
+		/* The engine checks the CRC on its I/O thread before it writes
+		 * anything (CHUNK_WF_VERIFY), while this thread sends the
+		 * forward: the local apply starts as early as before, and the
+		 * successor gets the bytes without waiting for our check. */
+		fl |= CHUNK_WF_VERIFY;
+		o->unchecked = false;
+	}
 	o->op = (struct chunk_op){ .type = CHUNK_OP_WRITE, .done = pl_applied, .arg = o,
 				   .id = o->id, .off = o->w.off, .len = o->w.len,
 				   .data = o->data, .update_ver = o->uver,
@@ -613,7 +621,11 @@ static void pl_submit(struct craq_op *o)
 	chunk_engine_submit(o->t->eng, &o->op);
 }
 
-/* Starts the local apply of version U and the forward of it together. */
+/* Starts the local apply of version U and the forward of it together.
+ * CHECK AFTER FORWARDING (check_late): the forward does not wait for our
+ * CRC check; the engine makes it before any byte reaches our disk, as
+ * every replica does before its own apply, so only checked bytes are
+ * ever written (docs/rpc.md "Check after forwarding"). */
 static void pl_start(struct craq_op *o, uint64_t u)
 {
 	o->pipelined = true;
@@ -625,24 +637,10 @@ static void pl_start(struct craq_op *o, uint64_t u)
 	if (o->fault) {
 		o->local_err = -EIO;
 		atomic_store(&o->pflags, PL_LOCAL_DONE);
-		forward(o);
-		return;
-	}
-	if (!o->unchecked) {
+	} else {
 		pl_submit(o);
-		forward(o);
-		return;
 	}
-	/* CHECK AFTER FORWARDING: the forward goes first, so the successor
-	 * copies and checks the bytes while we check them; only checked bytes
-	 * reach our disk (and each replica's: every one checks before its
-	 * apply). The local part still runs, so O lives until it ends. */
 	forward(o);
-	int err = late_check(o);
-	if (err)
-		local_end(o, err, NULL);
-	else
-		pl_submit(o);
 }
 
 /* Head: the chunk's committed version is known (RESULT and INFO of the
