@@ -103,8 +103,10 @@ struct storage_service {
 	struct fence_witness fw;       /* NULL mc: unused */
 	struct craq_repair *repair;    /* corrupt chunks to repair (craq_repair.c) */
 	bool faultinj;                 /* CFS_FAULTINJ set at start: test fault points */
-	bool check_first;              /* CFS_CRAQ_CHECK_FIRST=1 at start: a chain write's
-					  CRC is checked before its forward (craq_write.c) */
+	int check_late;                /* CFS_CRAQ_CHECK_LATE at start: a chain write's CRC
+					  is checked after its forward was sent (craq_write.c
+					  CHECK AFTER FORWARDING): 0 off (before, the
+					  default), CHECK_LATE_LOOP or CHECK_LATE_ENGINE */
 	struct stor_ring *rings;       /* loop threads' read rings (stor_ring.c), under rings_mu */
 	struct stor_sc *sc;            /* short-circuit read mappings (stor_sc.c) */
 	pthread_mutex_t rings_mu;
@@ -146,6 +148,7 @@ int stor_write_crc_check(const struct sto_write_req *m, const void *data, uint32
  * CRC (stor_write_crc_check); false: craq_write checks it itself, after
  * the forward to the successor was sent (docs/rpc.md "Check after
  * forwarding") and before any byte of it reaches this target's disk. */
+enum { CHECK_LATE_LOOP = 1, CHECK_LATE_ENGINE = 2 };
 struct stor_shm_region;
 void craq_write_handle(struct storage_service *s, struct rpc_req *req,
 		       const struct sto_write_req *m, void *data, struct stor_shm_region *hold,

@@ -183,9 +183,10 @@ static void write_submit(struct rpc_req *req, struct storage_service *s,
 		return;
 	}
 	uint32_t *page_crc = NULL;
-	/* A chain write's CRC is checked by craq_write once its forward is
-	 * on its way (docs/rpc.md "Check after forwarding"). */
-	bool check_now = !m.chain || s->check_first;
+	/* With CFS_CRAQ_CHECK_LATE a chain write's CRC is checked by
+	 * craq_write once its forward is on its way (docs/rpc.md "Check
+	 * after forwarding"). */
+	bool check_now = !m.chain || !s->check_late;
 	if ((err = write_args_check(&m, data, blen)) ||
 	    (check_now && (err = stor_write_crc_check(&m, data, &page_crc)))) {
 		data_put(s, data, blen, hold);
@@ -883,8 +884,12 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 		goto fail;
 	}
 	s->faultinj = getenv("CFS_FAULTINJ") != NULL;
-	const char *cf = getenv("CFS_CRAQ_CHECK_FIRST");
-	s->check_first = cf && !strcmp(cf, "1");
+	const char *cl = getenv("CFS_CRAQ_CHECK_LATE");
+	s->check_late = !cl ? 0 : !strcmp(cl, "1") ? CHECK_LATE_LOOP
+			   : !strcmp(cl, "engine") ? CHECK_LATE_ENGINE : 0;
+	if (s->check_late)
+		LOG_INFO("storage", "chain writes are checked after their forward (CFS_CRAQ_CHECK_LATE=%s)",
+			 cl);
 	pthread_mutex_init(&s->link_mu, NULL);
 	pthread_mutex_init(&s->rings_mu, NULL);
 	pthread_cond_init(&s->link_cv, NULL);
