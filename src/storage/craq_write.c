@@ -60,6 +60,16 @@
  * resends the whole chunk; -CFS_ECHAIN_VERSION while the forward failed
  * too) is answered as before.
  *
+ * CHECK AFTER FORWARDING (CFS_CRAQ_CHECK_LATE=1 or =engine in the
+ * service's environment; off by default, docs/rpc.md). The service leaves
+ * a chain write's CRC check to us and a member sends its forward without
+ * waiting for it; it checks before its own apply (this thread after the
+ * send, or the engine with CHUNK_WF_VERIFY), so only checked bytes reach
+ * any disk. A successor's -CFS_ECHECKSUM then ends the forward (no retry);
+ * a member whose own check failed fences itself only if a successor
+ * applied (the forward succeeded), not at the tail or when the forward
+ * failed too: then nothing was applied anywhere.
+ *
  * A FULL DISK (docs/operations.md "A full disk"). A write the head cannot
  * allocate must fail with -ENOSPC and change nothing: while its
  * filesystem is low on space (chunk_engine_space_low) the head applies
