@@ -224,6 +224,7 @@ struct req {
 	int early;              /* in the commit queue while its data write runs */
 	int data_pending;       /* early: the data write has not completed; under cmu */
 	int data_err;           /* early: how it failed (0: ok); under cmu */
+	uint32_t *vcrc;         /* CHUNK_WF_VERIFY: data's page CRCs from the check */
 	/* move */
 	struct chunk_pos move_from; /* where the compactor saw the chunk */
 	/* read */
@@ -365,6 +366,7 @@ static void req_free(struct chunk_engine *e, struct req *r)
 		chunk_meta_fini(&r->ces[i].nmeta);
 	}
 	free(r->ces);
+	free(r->vcrc);
 	if (r->buf_size)
 		chunk_buf_put(e->pool, r->buf, r->buf_size);
 	free(r->subs);
@@ -1165,6 +1167,19 @@ static void write_image(struct chunk_engine *e, struct req *r)
 {
 	struct chunk_op *op = r->op;
 	struct centry *c = &r->ces[0];
+	if (op->flags & CHUNK_WF_VERIFY) {
+		/* Nothing of this write is on disk or in a batch yet. The page
+		 * CRCs of the check serve as the caller's would (given below). */
+		uint32_t crc;
+		if (op->off % CHUNK_PAGE == 0 && (r->vcrc = malloc(4 * (size_t)chunk_npages(op->len))))
+			crc = chunk_crc_pages(op->data, op->len, r->vcrc);
+		else
+			crc = crc32c(0, op->data, op->len);
+		if (crc != op->data_crc) {
+			fail_mutation(e, r, -CFS_ECHECKSUM);
+			return;
+		}
+	}
 	if (r->journal) {
 		journal_image(e, r);
 		return;
@@ -1193,9 +1208,10 @@ static void write_image(struct chunk_engine *e, struct req *r)
 	/* The image is exactly the caller's data (zero copy: it starts at
 	 * img_start, a page boundary, and ends the chunk): its page CRCs are
 	 * the ones the caller computed checking it. */
-	int given = op->page_crc && r->buf == op->data;
+	const uint32_t *pcrc = op->page_crc ? op->page_crc : r->vcrc;
+	int given = pcrc && r->buf == op->data;
 	if (given) {
-		memcpy(c->nmeta.page_crc + first, op->page_crc, 4 * (size_t)chunk_npages(op->len));
+		memcpy(c->nmeta.page_crc + first, pcrc, 4 * (size_t)chunk_npages(op->len));
 		DEBUG_ASSERT(chunk_crc_pages(r->buf, op->len, c->nmeta.page_crc + first) ==
 			     op->data_crc);
 	}

@@ -156,6 +156,12 @@ enum chunk_write_flags {
 	/* A replica's apply of a write its head admitted: allocates down to
 	 * the lower free-space floor (the disk-full rule below). */
 	CHUNK_WF_FORWARDED = 1 << 1,
+	/* data's CRC (data_crc) was not checked by the caller: the engine
+	 * checks it on its I/O thread before it writes or commits anything
+	 * of the write (page_crc must be NULL); a mismatch fails the write
+	 * with -CFS_ECHECKSUM, the chunk unchanged. Lets a CRAQ member send
+	 * its forward while its own copy is checked (craq_write.c). */
+	CHUNK_WF_VERIFY = 1 << 2,
 };
 
 /* The disk-full rule (docs/operations.md "A full disk"). A new block is

@@ -60,6 +60,16 @@
  * resends the whole chunk; -CFS_ECHAIN_VERSION while the forward failed
  * too) is answered as before.
  *
+ * CHECK AFTER FORWARDING (CFS_CRAQ_CHECK_LATE=1 or =engine in the
+ * service's environment; off by default, docs/rpc.md). The service leaves
+ * a chain write's CRC check to us and a member sends its forward without
+ * waiting for it; it checks before its own apply (this thread after the
+ * send, or the engine with CHUNK_WF_VERIFY), so only checked bytes reach
+ * any disk. A successor's -CFS_ECHECKSUM then ends the forward (no retry);
+ * a member whose own check failed fences itself only if a successor
+ * applied (the forward succeeded), not at the tail or when the forward
+ * failed too: then nothing was applied anywhere.
+ *
  * A FULL DISK (docs/operations.md "A full disk"). A write the head cannot
  * allocate must fail with -ENOSPC and change nothing: while its
  * filesystem is low on space (chunk_engine_space_low) the head applies
@@ -113,6 +123,10 @@ struct craq_op {
 	struct stor_shm_region *data_hold; /* DATA lies in the sender's region (a
 					forward read in place): drop this, do not free it */
 	uint32_t *page_crc;          /* WRITE: data's page CRCs (checked), or NULL */
+	bool check_late;             /* WRITE: the CRC is checked here, after the forward
+					was sent (the service did not check it) */
+	bool unchecked;              /* WRITE: ... and that check has not run yet */
+	bool no_succ;                /* the forward ended finding no successor (tail) */
 	void *full;                  /* whole chunk for a replace forward: stor_buf */
 	uint32_t full_cap;           /* its stor_buf size */
 	uint32_t full_len;
@@ -258,6 +272,13 @@ static void fwd_done(void *arg, const struct rpc_result *res)
 		return;
 	}
 	o->attempts++;
+	if (res->status == -CFS_ECHECKSUM && o->check_late) {
+		/* The successor found the bytes we forwarded unchecked not to
+		 * match the client's CRC: sending them again fails the same way.
+		 * The client re-sends the write. */
+		fwd_end(o, res->status);
+		return;
+	}
 	if (o->kind == CRAQ_WRITE && res->status == -CFS_ECONFLICT && !o->want_full) {
 		/* The successor lacks the version before ours: send it all. */
 		o->want_full = true;
@@ -328,6 +349,7 @@ static void forward(void *arg)
 		}
 	if (succ < 0) {
 		mgmtd_routing_put(snap);
+		o->no_succ = true;
 		fwd_end(o, 0);
 		return;
 	}
@@ -508,8 +530,12 @@ static void pl_finish(struct craq_op *o)
 		finish(o, ferr);
 		return;
 	}
+	/* A failed CRC check wrote nothing here; with the forward failed too
+	 * (the successor's own check) or none to make (the tail), nothing was
+	 * applied anywhere. */
 	bool nothing_to_fence = (lerr == -CFS_ECONFLICT && !o->head) ||
-				(lerr == -CFS_ECHAIN_VERSION && ferr);
+				(lerr == -CFS_ECHAIN_VERSION && ferr) ||
+				(lerr == -CFS_ECHECKSUM && (ferr || o->no_succ));
 	if (nothing_to_fence) {
 		finish(o, lerr);
 		return;
@@ -574,7 +600,44 @@ static bool fault_armed(struct craq_op *o)
 	return unlink(path) == 0;
 }
 
-/* Starts the local apply of version U and the forward of it together. */
+/* The write's CRC check when it was left to us (check_late): 0 or
+ * -CFS_ECHECKSUM. Fills o->page_crc. Runs once. */
+static int late_check(struct craq_op *o)
+{
+	if (!o->unchecked)
+		return 0;
+	o->unchecked = false;
+	return stor_write_crc_check(&o->w, o->data, &o->page_crc);
+}
+
+static void pl_submit(struct craq_op *o)
+{
+	uint32_t fl = (o->w.flags & STO_WF_REPLACE) ? CHUNK_WF_REPLACE : 0;
+	if (!o->head)
+		fl |= CHUNK_WF_FORWARDED;
+	if (o->unchecked) {
+		/* CHECK_LATE_ENGINE: the engine's I/O thread checks before it
+		 * writes anything (CHUNK_WF_VERIFY). */
+		fl |= CHUNK_WF_VERIFY;
+		o->unchecked = false;
+	}
+	o->op = (struct chunk_op){ .type = CHUNK_OP_WRITE, .done = pl_applied, .arg = o,
+				   .id = o->id, .off = o->w.off, .len = o->w.len,
+				   .data = o->data, .update_ver = o->uver,
+				   .chain_ver = o->w.chain_ver, .flags = fl,
+				   .page_crc = o->page_crc, .data_crc = o->w.crc };
+	chunk_engine_submit(o->t->eng, &o->op);
+}
+
+/* Starts the local apply of version U and the forward of it together.
+ *
+ * CHECK AFTER FORWARDING (CFS_CRAQ_CHECK_LATE, off by default: measured,
+ * not proven, docs/rpc.md). The service left the CRC check to us
+ * (o->unchecked), so the forward does not wait for it: with "1" this
+ * thread sends the forward, then checks, then submits the apply; with
+ * "engine" it submits the apply with CHUNK_WF_VERIFY (the engine's I/O
+ * thread checks while this one forwards). Either way only checked bytes
+ * reach our disk, and each replica checks before its own apply. */
 static void pl_start(struct craq_op *o, uint64_t u)
 {
 	o->pipelined = true;
@@ -586,17 +649,20 @@ static void pl_start(struct craq_op *o, uint64_t u)
 	if (o->fault) {
 		o->local_err = -EIO;
 		atomic_store(&o->pflags, PL_LOCAL_DONE);
-	} else {
-		uint32_t fl = (o->w.flags & STO_WF_REPLACE) ? CHUNK_WF_REPLACE : 0;
-		if (!o->head)
-			fl |= CHUNK_WF_FORWARDED;
-		o->op = (struct chunk_op){ .type = CHUNK_OP_WRITE, .done = pl_applied, .arg = o,
-					   .id = o->id, .off = o->w.off, .len = o->w.len,
-					   .data = o->data, .update_ver = u,
-					   .chain_ver = o->w.chain_ver, .flags = fl,
-					   .page_crc = o->page_crc, .data_crc = o->w.crc };
-		chunk_engine_submit(o->t->eng, &o->op);
+		forward(o);
+		return;
 	}
+	if (o->unchecked && o->s->check_late == CHECK_LATE_LOOP) {
+		/* The local part still runs, so O lives until it ends. */
+		forward(o);
+		int err = late_check(o);
+		if (err)
+			local_end(o, err, NULL);
+		else
+			pl_submit(o);
+		return;
+	}
+	pl_submit(o);
 	forward(o);
 }
 
@@ -643,6 +709,12 @@ static void locked(void *arg)
 		return;
 	}
 	if (o->kind == CRAQ_WRITE) {
+		/* Apply, then forward: nothing left before the check. */
+		int err = late_check(o);
+		if (err) {
+			finish(o, err);
+			return;
+		}
 		uint32_t fl = (o->w.flags & STO_WF_REPLACE) ? CHUNK_WF_REPLACE : 0;
 		o->op = (struct chunk_op){ .type = CHUNK_OP_WRITE, .done = applied, .arg = o,
 					   .id = o->id, .off = o->w.off, .len = o->w.len,
@@ -691,12 +763,18 @@ static void start(struct craq_op *o)
 
 void craq_write_handle(struct storage_service *s, struct rpc_req *req,
 		       const struct sto_write_req *m, void *data, struct stor_shm_region *hold,
-		       uint32_t *page_crc)
+		       uint32_t *page_crc, bool checked)
 {
 	struct stor_target *t = stor_target_by_id(s, m->target);
 	int err = !s->mc ? -EINVAL : !t ? -ENODEV : 0;
 	if (!err)
 		err = check_role(s, t, m->chain, m->chain_ver, (m->flags & STO_WF_FORWARDED) != 0);
+	if (err && !checked) {
+		/* Refused anyway: a CRC error still comes first, as when the
+		 * service checked it before us. */
+		int cerr = stor_write_crc_check(m, data, &page_crc);
+		err = cerr ? cerr : err;
+	}
 	if (err) {
 		free(page_crc);
 		if (hold)
@@ -716,6 +794,7 @@ void craq_write_handle(struct storage_service *s, struct rpc_req *req,
 	o->data = data;
 	o->data_hold = hold;
 	o->page_crc = page_crc;
+	o->check_late = o->unchecked = !checked;
 	o->id = (struct chunk_id){ m->ino, m->idx };
 	o->head = !(m->flags & STO_WF_FORWARDED);
 	o->client = m->client;

@@ -103,6 +103,10 @@ struct storage_service {
 	struct fence_witness fw;       /* NULL mc: unused */
 	struct craq_repair *repair;    /* corrupt chunks to repair (craq_repair.c) */
 	bool faultinj;                 /* CFS_FAULTINJ set at start: test fault points */
+	int check_late;                /* CFS_CRAQ_CHECK_LATE at start: a chain write's CRC
+					  is checked after its forward was sent (craq_write.c
+					  CHECK AFTER FORWARDING): 0 off (before, the
+					  default), CHECK_LATE_LOOP or CHECK_LATE_ENGINE */
 	struct stor_ring *rings;       /* loop threads' read rings (stor_ring.c), under rings_mu */
 	struct stor_sc *sc;            /* short-circuit read mappings (stor_sc.c) */
 	pthread_mutex_t rings_mu;
@@ -129,15 +133,26 @@ int fence_witness_admit(struct storage_service *s);
 int fence_witness_start(struct storage_service *s, uint32_t heartbeat_ms);
 void fence_witness_stop(struct storage_service *s);
 
+/* storage_service.c: the CRC check of a write's DATA (M's len bytes)
+ * against M's crc, the one pass over the data at a hop. For a write at a
+ * page boundary it computes the page CRCs the engine keeps (*PAGE_CRC,
+ * malloc'd, the caller's to free; NULL otherwise) and folds them into the
+ * piece's CRC. 0 or -CFS_ECHECKSUM (*PAGE_CRC NULL). Thread-safe. */
+int stor_write_crc_check(const struct sto_write_req *m, const void *data, uint32_t **page_crc);
+
 /* craq_write.c: chain WRITE / REMOVE (chain != 0). Take REQ, DATA (the
  * aligned bulk buffer) and PAGE_CRC (DATA's page CRCs from the check, or
  * NULL; malloc'd), freed by them. With HOLD, DATA is not ours but lies
  * in that held region of the sender (a forward read in place): the hold
- * is dropped instead of DATA freed. */
+ * is dropped instead of DATA freed. CHECKED: the caller verified DATA's
+ * CRC (stor_write_crc_check); false: craq_write checks it itself, after
+ * the forward to the successor was sent (docs/rpc.md "Check after
+ * forwarding") and before any byte of it reaches this target's disk. */
+enum { CHECK_LATE_LOOP = 1, CHECK_LATE_ENGINE = 2 };
 struct stor_shm_region;
 void craq_write_handle(struct storage_service *s, struct rpc_req *req,
 		       const struct sto_write_req *m, void *data, struct stor_shm_region *hold,
-		       uint32_t *page_crc);
+		       uint32_t *page_crc, bool checked);
 void craq_remove_handle(struct storage_service *s, struct rpc_req *req,
 			const struct sto_remove_req *m);
 /* The local-failure rule of pipelined writes: T stops serving at once

@@ -130,21 +130,22 @@ static void direct_write_done(struct chunk_op *op)
 	stor_end(s);
 }
 
-/* Checks shared by direct and chain writes: 0 or the error to answer.
- * The CRC check is the one pass over the data at this hop: for a write
- * at a page boundary it computes the page CRCs the engine keeps (*PAGE_CRC,
- * malloc'd, the caller's to free; NULL otherwise) and folds them into the
- * piece's CRC, so the engine need not read the data again. */
-static int write_check(const struct sto_write_req *m, const void *data, uint64_t bulk_len,
-		       uint32_t **page_crc)
+/* The checks of a write's request that need no pass over its data:
+ * 0 or the error to answer. */
+static int write_args_check(const struct sto_write_req *m, const void *data, uint64_t bulk_len)
 {
-	*page_crc = NULL;
 	if (m->len == 0 || m->len != bulk_len || !data)
 		return -EINVAL;
 	if ((uint64_t)m->off + m->len > CHUNK_MAX_SIZE)
 		return -EINVAL;
 	if ((m->flags & STO_WF_REPLACE) && m->off != 0)
 		return -EINVAL;
+	return 0;
+}
+
+int stor_write_crc_check(const struct sto_write_req *m, const void *data, uint32_t **page_crc)
+{
+	*page_crc = NULL;
 	uint32_t *pc = m->off % PAGE == 0 ? malloc(4 * (size_t)chunk_npages(m->len)) : NULL;
 	uint32_t crc = pc ? chunk_crc_pages(data, m->len, pc) : crc32c(0, data, m->len);
 	if (crc != m->crc) {
@@ -181,15 +182,20 @@ static void write_submit(struct rpc_req *req, struct storage_service *s,
 		reply_err(req, err, "write");
 		return;
 	}
-	uint32_t *page_crc;
-	if ((err = write_check(&m, data, blen, &page_crc))) {
+	uint32_t *page_crc = NULL;
+	/* With CFS_CRAQ_CHECK_LATE a chain write's CRC is checked by
+	 * craq_write once its forward is on its way (docs/rpc.md "Check
+	 * after forwarding"). */
+	bool check_now = !m.chain || !s->check_late;
+	if ((err = write_args_check(&m, data, blen)) ||
+	    (check_now && (err = stor_write_crc_check(&m, data, &page_crc)))) {
 		data_put(s, data, blen, hold);
 		reply_err(req, err, "write");
 		stor_end(s);
 		return;
 	}
 	if (m.chain) {
-		craq_write_handle(s, req, &m, data, hold, page_crc);
+		craq_write_handle(s, req, &m, data, hold, page_crc, check_now);
 		return;
 	}
 	if (hold) { /* not reached: only chain forwards are read in place */
@@ -240,7 +246,7 @@ static void handle_write(struct rpc_req *req, void *arg)
 
 /* SHM_WRITE: the data is in the client's region. It is copied once into a
  * buffer of ours before any check: the client can still write to its
- * region, and the CRC that write_check verifies must be the CRC of the
+ * region, and the CRC that is checked must be the CRC of the
  * bytes the engine writes (and the chain forwards). The copy replaces the
  * socket receive the WRITE path pays.
  *
@@ -878,6 +884,12 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 		goto fail;
 	}
 	s->faultinj = getenv("CFS_FAULTINJ") != NULL;
+	const char *cl = getenv("CFS_CRAQ_CHECK_LATE");
+	s->check_late = !cl ? 0 : !strcmp(cl, "1") ? CHECK_LATE_LOOP
+			   : !strcmp(cl, "engine") ? CHECK_LATE_ENGINE : 0;
+	if (s->check_late)
+		LOG_INFO("storage", "chain writes are checked after their forward (CFS_CRAQ_CHECK_LATE=%s)",
+			 cl);
 	pthread_mutex_init(&s->link_mu, NULL);
 	pthread_mutex_init(&s->rings_mu, NULL);
 	pthread_cond_init(&s->link_cv, NULL);

@@ -1,7 +1,8 @@
 /* test_chunk_engine.c - the chunk engine through its public API: read and
  * write, copy-on-write and in-place append, class growth, versions, remove
  * and queries, reads racing overwrites (block reference counts), corrupt
- * data, a full target, compaction under concurrent reads, restart. */
+ * data, a full target, compaction under concurrent reads, restart, writes
+ * the engine checks the CRC of (CHUNK_WF_VERIFY). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/crc32c.h"
 #include "common/log.h"
 #include "common/status.h"
 #include "storage/chunk_engine.h"
@@ -827,6 +829,57 @@ static int op_wait(struct chunk_engine *e, struct chunk_op *op)
 	return op->result;
 }
 
+/* CHUNK_WF_VERIFY (a CRAQ member's apply whose CRC the engine checks
+ * while the member forwards): a write whose data_crc its bytes do not match
+ * fails with -CFS_ECHECKSUM and changes nothing, whether the chunk is new
+ * (copy-on-write into a fresh block), an in-place append, a journaled
+ * overwrite or at an unaligned offset; a right CRC writes as usual, its
+ * page CRCs taken from the check (reads verify them). */
+static void test_verify(void **state)
+{
+	(void)state;
+	char *dir = testenv_tmpdir("engine_verify");
+	struct chunk_engine *e = open_engine(dir, 1, 0);
+	const uint32_t n = 1 * MB;
+	uint8_t *a = malloc(n), *b = malloc(n);
+	fill(a, n, 7);
+	fill(b, n, 8);
+	struct chunk_id id = { 77, 0 };
+	struct chunk_op op = { .type = CHUNK_OP_WRITE, .id = id, .off = 0, .len = n, .data = a,
+			       .flags = CHUNK_WF_VERIFY, .data_crc = crc32c(0, a, n) ^ 1 };
+	assert_int_equal(op_wait(e, &op), -CFS_ECHECKSUM);
+	expect_range(e, id, 0, 10, NULL, -ENOENT);
+	op.data_crc ^= 1;
+	assert_int_equal(op_wait(e, &op), 0);
+	assert_int_equal(op.info.commit_ver, 1);
+	assert_int_equal(op.info.crc, crc32c(0, a, n));
+	expect_range(e, id, 0, n, a, (int)n);
+	/* Overwrite (journaled: one page), unaligned write, append: each
+	 * refused with a wrong CRC, the chunk as it was. */
+	struct { uint32_t off, len; } w[] = { { 8 * KB, 4 * KB }, { 1000, 3000 }, { n - 4 * KB, 8 * KB } };
+	for (size_t i = 0; i < sizeof(w) / sizeof(w[0]); i++) {
+		struct chunk_op o = { .type = CHUNK_OP_WRITE, .id = id, .off = w[i].off,
+				      .len = w[i].len, .data = b, .flags = CHUNK_WF_VERIFY,
+				      .data_crc = crc32c(0, b, w[i].len) ^ 1 };
+		assert_int_equal(op_wait(e, &o), -CFS_ECHECKSUM);
+		struct chunk_info info;
+		assert_int_equal(chunk_engine_query(e, id, &info), 0);
+		assert_int_equal(info.commit_ver, 1);
+		assert_int_equal(info.len, n);
+		expect_range(e, id, 0, n, a, (int)n);
+	}
+	struct chunk_op o = { .type = CHUNK_OP_WRITE, .id = id, .off = 1000, .len = 3000,
+			      .data = b, .flags = CHUNK_WF_VERIFY, .data_crc = crc32c(0, b, 3000) };
+	assert_int_equal(op_wait(e, &o), 0);
+	memcpy(a + 1000, b, 3000);
+	expect_range(e, id, 0, n, a, (int)n);
+	assert_clean(e, 1);
+	chunk_engine_close(e);
+	free(a);
+	free(b);
+	free(dir);
+}
+
 /* Small reads through the page cache (chunk_engine.c "page-cache reads"):
  * with every page of a chunk cached, a copy-on-write overwrite, a
  * journaled overwrite, an in-place append, a replace that shortens the
@@ -1012,6 +1065,7 @@ int main(void)
 		cmocka_unit_test(test_joint_syncs),
 		cmocka_unit_test(test_shared_flush),
 		cmocka_unit_test(test_cached_reads),
+		cmocka_unit_test(test_verify),
 		cmocka_unit_test(test_cached_reads_adapt),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);

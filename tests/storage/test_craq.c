@@ -24,7 +24,12 @@
  *                 -CFS_ECHAIN_VERSION, one sent to a non-head with
  *                 -CFS_ENOT_HEAD; a repeated (client, channel, seq) is
  *                 applied once (same version on every replica); truncate
- *                 and remove go through the chain
+ *                 and remove go through the chain; a write whose CRC
+ *                 its bytes do not match fails with -CFS_ECHECKSUM at
+ *                 once, applied nowhere, nobody fenced
+ *   check_late    the same bad write and good ones with the services'
+ *                 CFS_CRAQ_CHECK_LATE=1 and =engine (members forward
+ *                 before they check)
  *   mgmtd_down    kill -9 mgmtd during writes: for 2T every service keeps
  *                 serving (its chain peers confirm they lost mgmtd too),
  *                 no write fails; a restarted mgmtd recovers the chain
@@ -499,6 +504,94 @@ static int call_unfenced(struct rpc_peer *p, struct rpc_call *call, struct buf *
 	return r;
 }
 
+/* A WRITE to the head whose CRC its bytes do not match: answered
+ * -CFS_ECHECKSUM at once (not after the forward deadline), applied on no
+ * replica (chunk INO:0 stays absent), no member fenced. With
+ * CFS_CRAQ_CHECK_LATE every member sends its forward before its own
+ * check, so the head's check and its successor's both fail. */
+static void bad_crc_write(struct env *e, uint64_t ino)
+{
+	struct route_chain c;
+	assert_true(get_chain(e, &c));
+	struct rpc_opts ro = { .cluster_id = SC_CLUSTER, .secret = (const uint8_t *)SC_SECRET,
+			       .secret_len = strlen(SC_SECRET) };
+	struct rpc_client *rc;
+	assert_int_equal(rpc_client_new(&ro, &rc), 0);
+	static uint8_t data[256 * 1024];
+	gen(ino, data, sizeof(data));
+	struct sto_write_req bad = { .target = c.m[0].target_id, .chain = e->chain,
+				     .chain_ver = c.version, .ino = ino, .idx = 0,
+				     .len = sizeof(data), .crc = crc32c(0, data, sizeof(data)) ^ 1 };
+	struct buf pl, resp;
+	buf_init(&pl);
+	buf_init(&resp);
+	sto_write_req_encode(&pl, &bad);
+	struct rpc_peer *p;
+	char err[128];
+	int ni = node_of(e, bad.target);
+	assert_int_equal(rpc_client_peer(rc, e->sc.node[ni].addr, &p, err, sizeof(err)), 0);
+	struct rpc_call call = { .type = STO_MSG_WRITE, .payload = pl.data,
+				 .payload_len = (uint32_t)pl.len, .bulk = data,
+				 .bulk_len = sizeof(data), .timeout_ms = 20000 };
+	uint64_t t0 = clock_mono_ms();
+	assert_int_equal(call_unfenced(p, &call, &resp), -CFS_ECHECKSUM);
+	assert_true(clock_mono_ms() - t0 < 15000);
+	buf_fini(&pl);
+	buf_fini(&resp);
+	rpc_client_free(rc);
+	struct route_chain now;
+	assert_true(get_chain(e, &now));
+	assert_int_equal(count_state(&now, CHAIN_PS_SERVING), 3);
+	for (uint32_t k = 0; k < 3; k++) {
+		int nk = node_of(e, c.m[k].target_id);
+		struct storage_loc pin = { .chain = e->chain, .addr = e->sc.node[nk].addr,
+					   .target = c.m[k].target_id };
+		struct sto_query_resp q;
+		assert_int_equal(storage_client_query(e->cli, &pin, ino, 0, 0, &q), -ENOENT);
+	}
+}
+
+/* CFS_CRAQ_CHECK_LATE=1 and =engine in the services' environment: a bad
+ * CRC as above; good writes (1 MiB, then an overwrite inside it) land on
+ * every replica with the same bytes and version. */
+static void test_check_late(void **state)
+{
+	(void)state;
+	const char *modes[] = { "1", "engine" };
+	for (int m = 0; m < 2; m++) {
+		setenv("CFS_CRAQ_CHECK_LATE", modes[m], 1);
+		struct env e;
+		env_up(&e, m ? "craq-late-eng" : "craq-late");
+		unsetenv("CFS_CRAQ_CHECK_LATE");
+		bad_crc_write(&e, 10);
+		const uint32_t n = 1u << 20;
+		uint8_t *data = malloc(n), *out = malloc(n);
+		gen(11 + (uint64_t)m, data, n);
+		struct storage_loc loc = { .chain = e.chain };
+		assert_int_equal(storage_client_write(e.cli, &loc, 11, 0, 0, n, data, 0, NULL), 0);
+		gen(21, data + 4096, 8192);
+		assert_int_equal(storage_client_write(e.cli, &loc, 11, 0, 4096, 8192, data + 4096, 0,
+						      NULL), 0);
+		struct route_chain c;
+		assert_true(get_chain(&e, &c));
+		for (uint32_t k = 0; k < 3; k++) {
+			int ni = node_of(&e, c.m[k].target_id);
+			struct storage_loc pin = { .chain = e.chain, .addr = e.sc.node[ni].addr,
+						   .target = c.m[k].target_id };
+			struct storage_read r = { .loc = pin, .ino = 11, .idx = 0, .len = n, .dst = out };
+			assert_int_equal(storage_client_read(e.cli, &r, 1, 0), 0);
+			assert_int_equal(r.result, (int)n);
+			assert_memory_equal(out, data, n);
+			struct sto_query_resp q;
+			assert_int_equal(storage_client_query(e.cli, &pin, 11, 0, 0, &q), 0);
+			assert_int_equal(q.commit_ver, 2);
+		}
+		free(data);
+		free(out);
+		env_down(&e);
+	}
+}
+
 static void test_stale(void **state)
 {
 	(void)state;
@@ -538,6 +631,7 @@ static void test_stale(void **state)
 		buf_fini(&pl);
 		buf_fini(&resp);
 	}
+	bad_crc_write(&e, 10);
 	/* Exactly-once: the same (client, channel, seq) twice is applied once. */
 	m.target = c.m[0].target_id;
 	m.client = 777;
@@ -1045,6 +1139,7 @@ int main(int argc, char **argv)
 		cmocka_set_test_filter(argv[1]); /* e.g. test_craq 'test_kill_*' */
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_stale),
+		cmocka_unit_test(test_check_late),
 		cmocka_unit_test(test_concurrent),
 		cmocka_unit_test(test_head_apply_fails),
 		cmocka_unit_test(test_kill_middle),
