@@ -152,6 +152,7 @@
 /* A write goes early ("record beside data") only when no write of the
  * last this many ms found another data write in flight on the target. */
 #define EARLY_QUIET_MS 100
+#define FLUSH_SOLO_MS 5000 /* syncing alone after a flush group wait timed out */
 #define ALIGN_UP(x) (((uint64_t)(x) + CHUNK_PAGE - 1) & ~(uint64_t)(CHUNK_PAGE - 1))
 #define ALIGN_DOWN(x) ((uint64_t)(x) & ~(uint64_t)(CHUNK_PAGE - 1))
 
@@ -304,6 +305,9 @@ struct chunk_engine {
 					     * filesystem: a data fdatasync flushes both */
 	struct chunk_flush_group *flush;    /* cfg.shared_flush: the data files'
 					     * filesystem's flush group; NULL: none */
+	uint64_t flush_solo_until_ms;       /* commit thread: after a wait for the
+					     * group timed out, sync alone until then */
+	atomic_uint_fast64_t flush_fallbacks; /* group waits that timed out */
 	uint64_t keep_head, keep_replica;   /* free-space floors (chunk_engine_space_low) */
 	atomic_uint_fast64_t space_free;    /* filesystem bytes free, as last seen */
 	atomic_uint_fast64_t space_ms;      /* when space_free was read (monotonic) */
@@ -1607,18 +1611,23 @@ static int sync_fds(struct chunk_engine *e, const int *fds, size_t n)
 }
 
 /* A block the batch wrote or applied pages in (POS): its file joins the
- * batch's fdatasyncs, unless the engine is in a flush group and the whole
- * block is known written (chunk_alloc_written), so that the write was a
- * plain overwrite: then a device flush shared with the other targets of
- * the disk covers it (*SHARED; chunk_flush.c). In a group, under mu. */
-static void note_block(struct chunk_engine *e, int *fds, size_t *n, bool *all, bool *shared,
-		       struct chunk_pos pos)
+ * batch's fdatasyncs (FDS), unless GROUP (the engine is in a flush group
+ * and not syncing alone) and the whole block is known written
+ * (chunk_alloc_written), so that the write was a plain overwrite: then a
+ * device flush shared with the other targets of the disk covers it
+ * (*SHARED; chunk_flush.c), and its file goes to SFDS, synced only if the
+ * wait for the group times out. In a group, under mu. */
+static void note_block(struct chunk_engine *e, bool group, int *fds, size_t *n, bool *all,
+		       int *sfds, size_t *sn, bool *sall, bool *shared, struct chunk_pos pos)
 {
 	uint64_t off;
-	if (e->flush && chunk_alloc_written(e->alloc, pos))
+	int fd = chunk_alloc_fd(e->alloc, pos, &off);
+	if (group && chunk_alloc_written(e->alloc, pos)) {
 		*shared = true;
-	else
-		note_fd(fds, n, all, chunk_alloc_fd(e->alloc, pos, &off));
+		note_fd(sfds, sn, sall, fd);
+	} else {
+		note_fd(fds, n, all, fd);
+	}
 }
 
 /* Whether R wrote the whole of its new block (a copy-on-write image or a
@@ -1638,9 +1647,10 @@ static bool whole_block(const struct req *r, const struct centry *c)
  * Returns how many files it synced (1 for a shared flush), or -errno. */
 static int sync_batch_data(struct chunk_engine *e, struct req *list, struct retiree *ret)
 {
-	int fds[64];
-	size_t n = 0;
-	bool all = false, shared = false;
+	int fds[64], sfds[64];
+	size_t n = 0, sn = 0;
+	bool all = false, sall = false, shared = false;
+	bool group = e->flush && clock_mono_ms() >= e->flush_solo_until_ms;
 	if (e->flush) /* the written bits change under mu (chunk_alloc_release) */
 		pthread_mutex_lock(&e->mu);
 	for (struct req *r = list; r && !all; r = r->next)
@@ -1651,19 +1661,37 @@ static int sync_batch_data(struct chunk_engine *e, struct req *list, struct reti
 			 * may not be durable there yet. */
 			if (c->exists && c->base.jrnl_len && c->has_new && r->journal &&
 			    !r->jrnl_owned)
-				note_block(e, fds, &n, &all, &shared, c->base.pos);
+				note_block(e, group, fds, &n, &all, sfds, &sn, &sall, &shared,
+					   c->base.pos);
 			if (!c->has_new || r->journal)
 				continue;
-			note_block(e, fds, &n, &all, &shared, c->nmeta.pos);
+			note_block(e, group, fds, &n, &all, sfds, &sn, &sall, &shared, c->nmeta.pos);
 		}
 	for (struct retiree *t = ret; t && !all; t = t->next)
-		note_block(e, fds, &n, &all, &shared, t->pos);
+		note_block(e, group, fds, &n, &all, sfds, &sn, &sall, &shared, t->pos);
 	if (e->flush)
 		pthread_mutex_unlock(&e->mu);
-	if (e->flush && !n && !all && (shared || e->wal_same_fs)) {
-		int err = chunk_flush_group_flush(e->flush);
-		return err ? err : 1;
+	if (group && !n && !all && (shared || e->wal_same_fs)) {
+		int err = chunk_flush_group_flush(e->flush, e->cfg.shared_flush_wait_ms);
+		if (err != -ETIMEDOUT)
+			return err ? err : 1;
+		/* Another member held the group's lock for the whole wait
+		 * (stopped, or its flush slow): nothing was flushed for us.
+		 * Make the batch durable without the group: its files' own
+		 * fdatasyncs (each flushes the device after the record and
+		 * the data), or, with none, the store syncs its log (0).
+		 * Then sync alone for a while, so a stopped member costs
+		 * one wait per FLUSH_SOLO_MS, not one per batch. */
+		atomic_fetch_add_explicit(&e->flush_fallbacks, 1, memory_order_relaxed);
+		e->flush_solo_until_ms = clock_mono_ms() + FLUSH_SOLO_MS;
+		LOG_WARN("chunk", "shared flush wait timed out after %u ms, syncing alone for %u ms: "
+			 "target=%s", e->cfg.shared_flush_wait_ms, FLUSH_SOLO_MS, e->dir);
+		memcpy(fds, sfds, sn * sizeof(*fds));
+		n = sn;
+		all = sall;
 	}
+	/* Otherwise the shared blocks' files need no sync of their own: the
+	 * flush that ends each fdatasync below covers their overwrites. */
 	int *every = NULL;
 	if (all) {
 		every = xmalloc(CHUNK_NCLASS * CHUNK_MAX_FILES * sizeof(*every));
@@ -1671,7 +1699,7 @@ static int sync_batch_data(struct chunk_engine *e, struct req *list, struct reti
 		n = chunk_alloc_fds(e->alloc, every, CHUNK_NCLASS * CHUNK_MAX_FILES);
 		pthread_mutex_unlock(&e->mu);
 	}
-	int err = sync_fds(e, all ? every : fds, n);
+	int err = n ? sync_fds(e, all ? every : fds, n) : 0;
 	atomic_fetch_add_explicit(&e->data_syncs, n, memory_order_relaxed);
 	free(every);
 	if (!err && e->flush && n) {
@@ -2031,7 +2059,8 @@ void chunk_engine_cfg_default(struct chunk_engine_cfg *cfg)
 	const char *ov = getenv("CFS_CHUNK_OVERLAP");
 	cfg->record_overlap = !(ov && !strcmp(ov, "0"));
 	const char *sf = getenv("CFS_CHUNK_SHARED_FLUSH");
-	cfg->shared_flush = sf && !strcmp(sf, "1");
+	cfg->shared_flush = !(sf && !strcmp(sf, "0"));
+	cfg->shared_flush_wait_ms = 200;
 }
 
 static void op_fail_now(struct chunk_op *op, int err)
@@ -2228,6 +2257,7 @@ void chunk_engine_get_stat(struct chunk_engine *e, struct chunk_engine_stat *out
 		chunk_flush_group_stat(e->flush, &fs);
 		out->group_led = fs.led;
 		out->group_covered = fs.covered;
+		out->group_timeouts = atomic_load(&e->flush_fallbacks);
 	}
 	out->stage_n = atomic_load(&e->stage_n);
 	out->stage_pre_us = atomic_load(&e->stage_pre_us);
@@ -2570,7 +2600,10 @@ int chunk_engine_open(const struct chunk_engine_cfg *cfg, struct chunk_engine **
 	if (cfg->sync && cfg->shared_flush) {
 		/* Without a group the files are synced one by one: as durable. */
 		int ferr = chunk_flush_group_open(dpath, cfg->flush_group_dir, &e->flush);
-		if (ferr)
+		if (ferr == -EOPNOTSUPP)
+			LOG_INFO("chunk", "no shared flush on this filesystem, syncing files: target=%s",
+				 e->dir);
+		else if (ferr)
 			LOG_WARN("chunk", "no shared flush, syncing files: target=%s err=%s", e->dir,
 				 cfs_strerror(ferr));
 	}
@@ -2658,12 +2691,12 @@ static void log_commit_stat(struct chunk_engine *e)
 		return;
 	uint64_t n = st.stage_n ? st.stage_n : 1;
 	LOG_INFO("chunk", "group commit: target=%s batches=%llu writes=%llu data_syncs=%llu joint=%llu "
-		 "flush_led=%llu flush_covered=%llu "
+		 "flush_led=%llu flush_covered=%llu flush_timeouts=%llu "
 		 "window_ms=%llu commit_ms=%llu sync_ms=%llu cow_writes=%llu avg_us: pre=%llu "
 		 "io=%llu queue=%llu commit=%llu", e->dir, (unsigned long long)st.commit_batches,
 		 (unsigned long long)st.commit_writes, (unsigned long long)st.data_syncs,
 		 (unsigned long long)st.joint_syncs, (unsigned long long)st.group_led,
-		 (unsigned long long)st.group_covered,
+		 (unsigned long long)st.group_covered, (unsigned long long)st.group_timeouts,
 		 (unsigned long long)st.window_wait_us / 1000, (unsigned long long)st.commit_us / 1000,
 		 (unsigned long long)st.sync_us / 1000, (unsigned long long)st.stage_n,
 		 (unsigned long long)(st.stage_pre_us / n), (unsigned long long)(st.stage_io_us / n),

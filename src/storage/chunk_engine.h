@@ -68,9 +68,13 @@ struct chunk_engine_cfg {
 					   * durable by a device flush shared with
 					   * the other targets on the filesystem
 					   * (chunk_flush.h) instead of fdatasyncs
-					   * of its files (CFS_CHUNK_SHARED_FLUSH=1
-					   * in the environment; default off) */
+					   * of its files (default on;
+					   * CFS_CHUNK_SHARED_FLUSH=0 in the
+					   * environment: off) */
 	const char *flush_group_dir;      /* where flush groups meet; NULL: /dev/shm */
+	unsigned shared_flush_wait_ms;    /* longest wait for another member's flush;
+					   * then the batch syncs its own files and
+					   * the target syncs alone for 5 s */
 };
 
 /* Fills defaults: sync on, 64 GiB map, 256 ring entries, 10 ms commit
@@ -79,8 +83,9 @@ struct chunk_engine_cfg {
  * up to 64 KiB journaled, journals retired after 100 ms or 512 of them,
  * reads up to 64 KiB through the page cache, 1 GiB of emptied groups kept
  * for reuse, records beside data (CFS_CHUNK_OVERLAP=0 in the environment:
- * after it), no shared flush (CFS_CHUNK_SHARED_FLUSH=1: in the group of
- * the filesystem, /dev/shm). */
+ * after it), shared flush in the group of the filesystem (/dev/shm),
+ * waiting at most 200 ms for another member (CFS_CHUNK_SHARED_FLUSH=0:
+ * none). */
 void chunk_engine_cfg_default(struct chunk_engine_cfg *cfg);
 
 /* Opens the target, rebuilding the allocator from the metadata (and giving
@@ -313,6 +318,8 @@ struct chunk_engine_stat {
 	 * for its group, and batches another target's flush covered. */
 	uint64_t group_led;
 	uint64_t group_covered;
+	uint64_t group_timeouts; /* waits for the group that timed out: the
+				  * batch synced its own files (fallback) */
 	/* Latency of copy-on-write writes committed after their data write
 	 * (the bulk of large writes), summed per stage over stage_n writes:
 	 * submit -> data write issued (inbox, lock, lookup, allocation),

@@ -30,10 +30,27 @@
  * writes it needs durable have completed:
  *
  *   s = started                 -- read after those writes completed
- *   lock
- *   if done > s: covered        -- a flush with ticket > s completed
- *   else: started = t = started + 1; fdatasync(flush file); done = t if it worked
- *   unlock
+ *   until the deadline:
+ *     if done > s: covered      -- a flush with ticket > s completed
+ *     try the lock (no wait):
+ *       got it, done > s: covered
+ *       got it: started = t = started + 1; fdatasync(flush file);
+ *               done = t if it worked; unlock; gen++, wake the waiters
+ *       held: sleep on gen (futex, at most POLL_MS: a leader killed
+ *             mid-flush wakes nobody, its lock goes with it)
+ *   deadline passed: -ETIMEDOUT, the caller syncs its own files
+ *
+ * BOUNDED WAIT. A member's wait for another member's flush ends after
+ * wait_ms. Without the bound, a member stopped while it held the lock
+ * (SIGSTOP, a debugger, a VM pause of one process's cgroup) stalled every
+ * target of the disk, in every process; now each of them waits wait_ms
+ * and then makes its batch durable the way it would without a group
+ * (fdatasync of its files, or its log), which does not depend on any
+ * other member. Only the wait for ANOTHER member is bounded: a member
+ * that leads runs its own fdatasync to the end, as the per-file path
+ * would. done is read without the lock: it is stored (after a
+ * successful fdatasync) by the leader and only grows, so done > s read
+ * at any moment means the same as under the lock.
  *
  * THE FLUSH. The leader calls fdatasync on its own flush file (DIR/.flush:
  * 4 KiB written and synced when the member joined, never written again).
@@ -62,6 +79,13 @@
  * never sets done: the next caller finds done <= s and flushes itself. A
  * member killed while it waited acknowledged nothing.
  *
+ * WHICH FILESYSTEMS. The flush must be a device cache flush although the
+ * flush file is clean. ext4 (ext4_sync_file) and XFS (xfs_file_fsync: "we
+ * might have to flush the data device cache here" when the log force was a
+ * no-op) issue one; btrfs, for one, may return from an fdatasync of a file
+ * with nothing to log without flushing. So a group opens only on ext4 and
+ * XFS (chunk_flush_fs_ok); elsewhere the engine syncs its files.
+ *
  * Power loss: everything a call covered is on stable storage when the
  * device honours cache flushes (for a virtual disk: its host too); a cache
  * that drops flushed data loses acknowledged puts with or without groups.
@@ -75,13 +99,17 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <linux/futex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -90,6 +118,7 @@
 
 #define FLUSH_MAGIC      0x46534643u /* "CFSF" */
 #define FLUSH_FILE_BYTES 4096
+#define POLL_MS          5 /* longest sleep between looks at the lock */
 
 /* The mapped file. A new file is all zeros: a valid empty state (magic is
  * set by whoever maps it first; a reader never depends on it). */
@@ -99,17 +128,38 @@ struct flush_shared {
 	_Atomic uint64_t started;
 	_Atomic uint64_t done;
 	_Atomic uint64_t err_seq;
+	_Atomic uint32_t gen;     /* bumped after every release of the lock by a
+	                           * leader: the futex word waiters sleep on */
+	_Atomic uint32_t waiting; /* members between their sample of started and
+	                           * their return; tests watch it, nothing else
+	                           * reads it (a member killed meanwhile leaves
+	                           * it one too high) */
 };
 
 struct chunk_flush_group {
 	int lock_fd;             /* the group file; its flock elects the leader */
 	int flush_fd;            /* DIR/.flush: its fdatasync is the flush */
 	struct flush_shared *sh; /* mapped FLUSH_FILE_BYTES of lock_fd */
-	atomic_uint_fast64_t led, covered, wait_us;
+	atomic_uint_fast64_t led, covered, wait_us, timeouts;
 };
+
+#define EXT4_MAGIC 0xEF53u
+#define XFS_MAGIC  0x58465342u
+
+int chunk_flush_fs_ok(const char *dir)
+{
+	struct statfs sf;
+	if (statfs(dir, &sf))
+		return -errno;
+	uint32_t t = (uint32_t)sf.f_type;
+	return t == EXT4_MAGIC || t == XFS_MAGIC ? 0 : -EOPNOTSUPP;
+}
 
 int chunk_flush_group_open(const char *dir, const char *group_dir, struct chunk_flush_group **out)
 {
+	int fs = chunk_flush_fs_ok(dir);
+	if (fs)
+		return fs;
 	struct chunk_flush_group *g = xcalloc(1, sizeof(*g));
 	int err = 0;
 	struct stat st;
@@ -171,18 +221,24 @@ void chunk_flush_group_close(struct chunk_flush_group *g)
 	free(g);
 }
 
-int chunk_flush_group_flush(struct chunk_flush_group *g)
+/* Sleeps until *WORD is no longer VAL, a wake, or MS milliseconds. The
+ * mapping is MAP_SHARED, so the futex is shared across processes. */
+static void futex_wait_ms(_Atomic uint32_t *word, uint32_t val, unsigned ms)
 {
-	uint64_t t0 = clock_mono_ns();
-	uint64_t err0 = atomic_load(&g->sh->err_seq);
-	uint64_t s = atomic_load(&g->sh->started);
-	int rc;
-	while ((rc = flock(g->lock_fd, LOCK_EX)) && errno == EINTR)
-		;
-	if (rc) {
-		rc = -errno;
-		goto out;
-	}
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000 };
+	(void)syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, val, &ts, NULL, 0);
+}
+
+static void futex_wake_all(_Atomic uint32_t *word)
+{
+	(void)syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+}
+
+/* The leader's part: under the lock, flush unless a flush that started
+ * after S completed meanwhile. Releases the lock and wakes the waiters. */
+static int lead(struct chunk_flush_group *g, uint64_t s)
+{
+	int rc = 0;
 	if (atomic_load(&g->sh->done) > s) {
 		atomic_fetch_add_explicit(&g->covered, 1, memory_order_relaxed);
 	} else {
@@ -196,9 +252,44 @@ int chunk_flush_group_flush(struct chunk_flush_group *g)
 		atomic_fetch_add_explicit(&g->led, 1, memory_order_relaxed);
 	}
 	(void)flock(g->lock_fd, LOCK_UN); /* closing would drop it anyway */
+	atomic_fetch_add(&g->sh->gen, 1);
+	futex_wake_all(&g->sh->gen);
+	return rc;
+}
+
+int chunk_flush_group_flush(struct chunk_flush_group *g, unsigned wait_ms)
+{
+	uint64_t t0 = clock_mono_ns(), deadline = t0 + (uint64_t)wait_ms * 1000000;
+	uint64_t err0 = atomic_load(&g->sh->err_seq);
+	uint64_t s = atomic_load(&g->sh->started);
+	int rc = 0;
+	atomic_fetch_add(&g->sh->waiting, 1);
+	for (;;) {
+		uint32_t gen = atomic_load(&g->sh->gen);
+		if (atomic_load(&g->sh->done) > s) {
+			atomic_fetch_add_explicit(&g->covered, 1, memory_order_relaxed);
+			break;
+		}
+		if (!flock(g->lock_fd, LOCK_EX | LOCK_NB)) {
+			rc = lead(g, s);
+			break;
+		}
+		if (errno != EWOULDBLOCK && errno != EINTR) {
+			rc = -errno;
+			break;
+		}
+		uint64_t now = clock_mono_ns();
+		if (now >= deadline) {
+			atomic_fetch_add_explicit(&g->timeouts, 1, memory_order_relaxed);
+			rc = -ETIMEDOUT;
+			break;
+		}
+		uint64_t left_ms = (deadline - now + 999999) / 1000000;
+		futex_wait_ms(&g->sh->gen, gen, left_ms < POLL_MS ? (unsigned)left_ms : POLL_MS);
+	}
+	atomic_fetch_sub(&g->sh->waiting, 1);
 	if (!rc && atomic_load(&g->sh->err_seq) != err0)
 		rc = -EIO;
-out:
 	atomic_fetch_add_explicit(&g->wait_us, (clock_mono_ns() - t0) / 1000, memory_order_relaxed);
 	return rc;
 }
@@ -208,4 +299,5 @@ void chunk_flush_group_stat(struct chunk_flush_group *g, struct chunk_flush_stat
 	out->led = atomic_load(&g->led);
 	out->covered = atomic_load(&g->covered);
 	out->wait_us = atomic_load(&g->wait_us);
+	out->timeouts = atomic_load(&g->timeouts);
 }

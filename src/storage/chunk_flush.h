@@ -23,7 +23,13 @@ struct chunk_flush_stat {
 	uint64_t covered; /* flushes this member asked for that another member's
 	                   * flush covered */
 	uint64_t wait_us; /* time spent in chunk_flush_group_flush */
+	uint64_t timeouts; /* calls that gave up waiting (-ETIMEDOUT) */
 };
+
+/* 0 when DIR lies on a filesystem whose fdatasync of a clean file flushes
+ * the device cache (ext4, XFS: what a group's flush relies on),
+ * -EOPNOTSUPP on any other, -errno if DIR cannot be examined. */
+int chunk_flush_fs_ok(const char *dir);
 
 /* Joins the flush group of the filesystem holding DIR (a target's data
  * directory; DIR/.flush is created and written once, the file whose
@@ -31,7 +37,8 @@ struct chunk_flush_stat {
  * GROUP_DIR/chainfs-flush-<major>-<minor> (created 0600 if absent; GROUP_DIR
  * NULL: /dev/shm), one per filesystem; members find each other by it, in
  * any process of the same user. *OUT is the caller's (chunk_flush_group_
- * close). 0 or -errno (no such directory, GROUP_DIR unusable). */
+ * close). 0 or -errno (no such directory, GROUP_DIR unusable, -EOPNOTSUPP:
+ * DIR's filesystem is not one chunk_flush_fs_ok accepts). */
 int chunk_flush_group_open(const char *dir, const char *group_dir, struct chunk_flush_group **out);
 
 /* Leaves the group. NULL-safe. No flush may be running on G. */
@@ -44,9 +51,13 @@ void chunk_flush_group_close(struct chunk_flush_group *g);
  * record) is durable; extent conversions are not (chunk_flush.c). 0, or
  * -errno: the covering flush failed, or any member's flush failed while
  * this call waited (conservative: whether a failed flush lost this
- * caller's data is unknown). One caller at a time per G (the target's
- * commit thread); may block for a flush. */
-int chunk_flush_group_flush(struct chunk_flush_group *g);
+ * caller's data is unknown); -ETIMEDOUT: for WAIT_MS no such flush
+ * completed and another member held the lock all along (stopped, or slow):
+ * nothing was made durable for the caller, who must sync its own files.
+ * One caller at a time per G (the target's commit thread). The wait for
+ * other members is bounded by WAIT_MS; a flush this call leads runs to
+ * its end. */
+int chunk_flush_group_flush(struct chunk_flush_group *g, unsigned wait_ms);
 
 /* Copies G's counters. Any thread. */
 void chunk_flush_group_stat(struct chunk_flush_group *g, struct chunk_flush_stat *out);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -24,6 +25,7 @@
 #include "common/log.h"
 #include "common/status.h"
 #include "storage/chunk_engine.h"
+#include "storage/chunk_flush.h"
 #include "../lib/testenv.h"
 #include "engine_test.h"
 
@@ -752,6 +754,8 @@ static void test_joint_syncs(void **state)
 static void test_shared_flush(void **state)
 {
 	char *dir = testenv_tmpdir("engine_shared_flush");
+	if (chunk_flush_fs_ok(dir) == -EOPNOTSUPP)
+		skip(); /* groups need ext4 or XFS (chunk_flush.c) */
 	char *gdir = testenv_tmpdir("engine_shared_flush_group");
 	static uint8_t data[SYNC_ROUND][256 * 1024];
 	struct chunk_engine_cfg cfg;
@@ -774,6 +778,68 @@ static void test_shared_flush(void **state)
 	assert_int_equal(st.group_covered, 0); /* alone in its group */
 	for (int k = 0; k < 3; k++)
 		sync_round(e, round++, data);
+	chunk_engine_close(e);
+	e = open_no_overlap(dir);
+	expect_round(e, data);
+	assert_clean(e, SYNC_ROUND);
+	chunk_engine_close(e);
+	free(gdir);
+	free(dir);
+}
+
+/* The bounded wait (cfg.shared_flush_wait_ms): while another member holds
+ * the group's lock for longer than the wait (here the test holds it, as a
+ * stopped member would), a batch that would ride on the group's flush
+ * syncs its own files instead (group_timeouts, data_syncs grow) and its
+ * writes complete; the target then syncs alone for a while. Every round
+ * reads back after a reopen without the group. */
+static void test_shared_flush_fallback(void **state)
+{
+	(void)state;
+	char *dir = testenv_tmpdir("engine_flush_fallback");
+	if (chunk_flush_fs_ok(dir) == -EOPNOTSUPP)
+		skip(); /* groups need ext4 or XFS (chunk_flush.c) */
+	char *gdir = testenv_tmpdir("engine_flush_fallback_group");
+	static uint8_t data[SYNC_ROUND][256 * 1024];
+	struct chunk_engine_cfg cfg;
+	no_overlap_cfg(&cfg, dir);
+	cfg.shared_flush = 1;
+	cfg.flush_group_dir = gdir;
+	cfg.shared_flush_wait_ms = 20;
+	struct chunk_engine *e = NULL;
+	assert_int_equal(chunk_engine_open(&cfg, &e), 0);
+	struct chunk_engine_stat st;
+	int round = 0;
+	do {
+		sync_round(e, round++, data);
+		chunk_engine_get_stat(e, &st);
+	} while (!st.group_led && round < 8);
+	assert_true(st.group_led > 0);
+	assert_int_equal(st.group_timeouts, 0);
+	/* The group's file (one per filesystem in GDIR): hold its lock. */
+	char cmd[4200], path[4096];
+	snprintf(cmd, sizeof(cmd), "ls %s/chainfs-flush-*", gdir);
+	FILE *p = popen(cmd, "r");
+	assert_non_null(p);
+	assert_non_null(fgets(path, sizeof(path), p));
+	pclose(p);
+	path[strcspn(path, "\n")] = 0;
+	int lk = open(path, O_RDWR);
+	assert_true(lk >= 0);
+	assert_int_equal(flock(lk, LOCK_EX), 0);
+	uint64_t syncs0 = st.data_syncs, led0 = st.group_led;
+	do {
+		sync_round(e, round++, data);
+		chunk_engine_get_stat(e, &st);
+	} while (!st.group_timeouts && round < 16);
+	assert_true(st.group_timeouts >= 1);
+	assert_true(st.data_syncs > syncs0);
+	assert_int_equal(st.group_led, led0);
+	sync_round(e, round++, data); /* alone now: no wait */
+	chunk_engine_get_stat(e, &st);
+	assert_int_equal(st.group_led, led0);
+	assert_int_equal(flock(lk, LOCK_UN), 0);
+	close(lk);
 	chunk_engine_close(e);
 	e = open_no_overlap(dir);
 	expect_round(e, data);
@@ -1064,6 +1130,7 @@ int main(void)
 		cmocka_unit_test(test_commit_stats),
 		cmocka_unit_test(test_joint_syncs),
 		cmocka_unit_test(test_shared_flush),
+		cmocka_unit_test(test_shared_flush_fallback),
 		cmocka_unit_test(test_cached_reads),
 		cmocka_unit_test(test_verify),
 		cmocka_unit_test(test_cached_reads_adapt),

@@ -431,8 +431,9 @@ static void test_lazy_retire(void **state)
 	struct chunk_id id0 = { 9, 0 };
 	assert_int_equal(chunk_engine_write(e, id0, 65536, 8192, page, 0, 1, NULL), 0);
 	chunk_engine_get_stat(e, &s2);
-	/* In a flush group (CFS_CHUNK_SHARED_FLUSH=1) the block, written whole
-	 * and synced before, needs only a device flush: the group's. */
+	/* In a flush group (the default; CFS_CHUNK_SHARED_FLUSH=0: none) the
+	 * block, written whole and synced before, needs only a device flush:
+	 * the group's. */
 	assert_true(s2.data_syncs + s2.group_led + s2.group_covered >
 		    s1.data_syncs + s1.group_led + s1.group_covered);
 	for (int i = 0; i < N; i++) {
