@@ -744,6 +744,51 @@ static void test_joint_syncs(void **state)
 	free(dir);
 }
 
+/* Opens an engine on DIR (records after data, no_overlap_cfg) in the
+ * flush group met in GDIR, with WAIT_MS as its bounded wait (0: the
+ * default). Skips the test where groups are refused: they need ext4 or
+ * XFS (chunk_flush.c). */
+static struct chunk_engine *open_grouped(const char *dir, const char *gdir, unsigned wait_ms)
+{
+	if (chunk_flush_fs_ok(dir) == -EOPNOTSUPP)
+		skip();
+	struct chunk_engine_cfg cfg;
+	no_overlap_cfg(&cfg, dir);
+	cfg.shared_flush = 1;
+	cfg.flush_group_dir = gdir;
+	if (wait_ms)
+		cfg.shared_flush_wait_ms = wait_ms;
+	struct chunk_engine *e = NULL;
+	assert_int_equal(chunk_engine_open(&cfg, &e), 0);
+	return e;
+}
+
+/* Writes sync rounds from *ROUND on until a batch led a group flush (at
+ * most 8 rounds in all) and asserts one did; *ST holds the stats after. */
+static void rounds_until_led(struct chunk_engine *e, int *round,
+                             uint8_t data[SYNC_ROUND][256 * 1024], struct chunk_engine_stat *st)
+{
+	do {
+		sync_round(e, (*round)++, data);
+		chunk_engine_get_stat(e, st);
+	} while (!st->group_led && *round < 8);
+	assert_true(st->group_led > 0);
+}
+
+/* Closes E, reopens DIR without the group and checks every round's bytes
+ * and that no block leaked; frees DIR and GDIR. */
+static void close_expect_rounds(struct chunk_engine *e, char *dir, char *gdir,
+                                uint8_t data[SYNC_ROUND][256 * 1024])
+{
+	chunk_engine_close(e);
+	e = open_no_overlap(dir);
+	expect_round(e, data);
+	assert_clean(e, SYNC_ROUND);
+	chunk_engine_close(e);
+	free(gdir);
+	free(dir);
+}
+
 /* Shared flush (cfg.shared_flush, chunk_flush.h): writes into blocks the
  * engine does not know to be written (every block of a new group) sync
  * their files themselves, and never ask the group; once a block was
@@ -754,37 +799,20 @@ static void test_joint_syncs(void **state)
 static void test_shared_flush(void **state)
 {
 	char *dir = testenv_tmpdir("engine_shared_flush");
-	if (chunk_flush_fs_ok(dir) == -EOPNOTSUPP)
-		skip(); /* groups need ext4 or XFS (chunk_flush.c) */
 	char *gdir = testenv_tmpdir("engine_shared_flush_group");
 	static uint8_t data[SYNC_ROUND][256 * 1024];
-	struct chunk_engine_cfg cfg;
-	no_overlap_cfg(&cfg, dir);
-	cfg.shared_flush = 1;
-	cfg.flush_group_dir = gdir;
-	struct chunk_engine *e = NULL;
-	assert_int_equal(chunk_engine_open(&cfg, &e), 0);
+	struct chunk_engine *e = open_grouped(dir, gdir, 0);
 	struct chunk_engine_stat st;
 	sync_round(e, 0, data);
 	chunk_engine_get_stat(e, &st);
 	assert_true(st.data_syncs > 0);
 	assert_int_equal(st.group_led + st.group_covered, 0);
 	int round = 1;
-	do {
-		sync_round(e, round++, data);
-		chunk_engine_get_stat(e, &st);
-	} while (!st.group_led && round < 8);
-	assert_true(st.group_led > 0);
+	rounds_until_led(e, &round, data, &st);
 	assert_int_equal(st.group_covered, 0); /* alone in its group */
 	for (int k = 0; k < 3; k++)
 		sync_round(e, round++, data);
-	chunk_engine_close(e);
-	e = open_no_overlap(dir);
-	expect_round(e, data);
-	assert_clean(e, SYNC_ROUND);
-	chunk_engine_close(e);
-	free(gdir);
-	free(dir);
+	close_expect_rounds(e, dir, gdir, data);
 }
 
 /* The bounded wait (cfg.shared_flush_wait_ms): while another member holds
@@ -797,24 +825,12 @@ static void test_shared_flush_fallback(void **state)
 {
 	(void)state;
 	char *dir = testenv_tmpdir("engine_flush_fallback");
-	if (chunk_flush_fs_ok(dir) == -EOPNOTSUPP)
-		skip(); /* groups need ext4 or XFS (chunk_flush.c) */
 	char *gdir = testenv_tmpdir("engine_flush_fallback_group");
 	static uint8_t data[SYNC_ROUND][256 * 1024];
-	struct chunk_engine_cfg cfg;
-	no_overlap_cfg(&cfg, dir);
-	cfg.shared_flush = 1;
-	cfg.flush_group_dir = gdir;
-	cfg.shared_flush_wait_ms = 20;
-	struct chunk_engine *e = NULL;
-	assert_int_equal(chunk_engine_open(&cfg, &e), 0);
+	struct chunk_engine *e = open_grouped(dir, gdir, 20);
 	struct chunk_engine_stat st;
 	int round = 0;
-	do {
-		sync_round(e, round++, data);
-		chunk_engine_get_stat(e, &st);
-	} while (!st.group_led && round < 8);
-	assert_true(st.group_led > 0);
+	rounds_until_led(e, &round, data, &st);
 	assert_int_equal(st.group_timeouts, 0);
 	/* The group's file (one per filesystem in GDIR): hold its lock. */
 	char cmd[4200], path[4096];
@@ -840,13 +856,7 @@ static void test_shared_flush_fallback(void **state)
 	assert_int_equal(st.group_led, led0);
 	assert_int_equal(flock(lk, LOCK_UN), 0);
 	close(lk);
-	chunk_engine_close(e);
-	e = open_no_overlap(dir);
-	expect_round(e, data);
-	assert_clean(e, SYNC_ROUND);
-	chunk_engine_close(e);
-	free(gdir);
-	free(dir);
+	close_expect_rounds(e, dir, gdir, data);
 }
 
 /* Reads RR the way a storage loop thread does (chunk_engine_read_prep, a
