@@ -55,7 +55,8 @@ void sc_direct_set_will_block(struct sc_direct *d, void (*fn)(void));
  * reads the pages from the block file's page cache on the caller's
  * thread (preadv2 RWF_NOWAIT) and, when they are all there and pass
  * every check, calls DONE before it returns; misses go on the ring
- * through the page cache, so they fill it. NULL-safe, any thread. */
+ * through the page cache, so they fill it (the storage client then keeps
+ * a chunk's async reads on one replica). NULL-safe, any thread. */
 bool sc_direct_caches(struct sc_direct *d);
 /* Whether ADDR may serve direct reads: not refused recently, and not
  * found dead under its mappings in the last 10 s (a new registration

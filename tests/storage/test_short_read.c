@@ -53,7 +53,8 @@
  *                 after the 4th went over RPC) and right
  *   cached        (only in the run with CFS_SHORT_READ_CACHED=1,
  *                 test_short_read_cached, which also runs the others but
- *                 chain_corrupt: that mode keeps a chunk on one replica)
+ *                 chain_corrupt: that mode keeps a chunk's async reads on
+ *                 one replica)
  *                 async reads through the page cache: the first read of a
  *                 page misses and fills the cache, the next is answered
  *                 from it before the call returns; a rewrite is read
@@ -1194,8 +1195,8 @@ int main(void)
 		cmocka_unit_test(test_evict),
 		cmocka_unit_test(test_cached),
 	};
-	/* The cached mode keeps a chunk's reads on one replica, so the other
-	 * copies are not read in turn (chain_corrupt's premise). */
+	/* The cached mode keeps a chunk's async reads on one replica, so
+	 * they do not reach the other copies (chain_corrupt's premise). */
 	const struct CMUnitTest cached[] = {
 		cmocka_unit_test(test_race),    cmocka_unit_test(test_kill9),
 		cmocka_unit_test(test_corrupt), cmocka_unit_test(test_shapes),
