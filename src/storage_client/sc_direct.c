@@ -20,7 +20,9 @@
  * read from the block file (O_DIRECT: on this path's io_uring for the
  * async call, whose completion thread finishes the read and calls back,
  * so the caller's thread never waits for the disk; with pread for the
- * blocking call; CFS_SHORT_READ=cache: page cache hits only); each page's
+ * blocking call; CFS_SHORT_READ=cache: page cache hits only;
+ * CFS_SHORT_READ_CACHED=1: the async call tries the page cache on the
+ * caller's thread first, see read_cached); each page's
  * CRC32C against the mapping's; acquire fence and the slot word again;
  * the server alive (pidfd). Only then are the bytes the caller's. A CRC
  * mismatch under a slot still valid answers SC_DIRECT_CORRUPT: the caller
