@@ -20,7 +20,9 @@
  * read from the block file (O_DIRECT: on this path's io_uring for the
  * async call, whose completion thread finishes the read and calls back,
  * so the caller's thread never waits for the disk; with pread for the
- * blocking call; CFS_SHORT_READ=cache: page cache hits only); each page's
+ * blocking call; CFS_SHORT_READ=cache: page cache hits only;
+ * CFS_SHORT_READ_CACHED=1: the async call tries the page cache on the
+ * caller's thread first, see read_cached); each page's
  * CRC32C against the mapping's; acquire fence and the slot word again;
  * the server alive (pidfd). Only then are the bytes the caller's. A CRC
  * mismatch under a slot still valid answers SC_DIRECT_CORRUPT: the caller
@@ -167,10 +169,14 @@ struct sc_direct {
 	void (*_Atomic will_block)(void);
 	int wait_disk;            /* 1: O_DIRECT reads here; 0 (CFS_SHORT_READ=cache): page
 				     cache hits only */
+	int cached;               /* 1 (CFS_SHORT_READ_CACHED=1, O_DIRECT mode only): async
+				     reads try the page cache on the caller's thread first,
+				     misses read buffered on the ring (read_cached) */
 	int big;                  /* 0 (CFS_SHORT_READ_BIG=0): lone ranges of at most
 				     SC_DIRECT_ASYNC_MAX only, batches over RPC (as
 				     before 2026-12-05) */
 	_Atomic uint64_t reads, fallbacks, misses, maps, map_fails, stale, corrupt, dead;
+	_Atomic uint64_t cached_hits, cached_misses; /* read_cached */
 };
 
 /* CRC32C "append a page of zeros" as four byte tables (it is linear):
@@ -232,6 +238,8 @@ struct sc_direct *sc_direct_new(const struct rpc_opts *ro, int dflt)
 	d->wait_disk = strcmp(on, "cache") != 0;
 	const char *big = getenv("CFS_SHORT_READ_BIG");
 	d->big = !big || strcmp(big, "0") != 0;
+	const char *cached = getenv("CFS_SHORT_READ_CACHED");
+	d->cached = d->wait_disk && cached && !strcmp(cached, "1");
 	pthread_once(&shift_once, shift_init);
 	pthread_mutex_init(&d->mu, NULL);
 	if (pthread_key_create(&d->bounce_key, bounce_free)) {
@@ -277,7 +285,7 @@ void sc_direct_free(struct sc_direct *d)
 	if (atomic_load(&d->reads) || atomic_load(&d->fallbacks))
 		LOG_NOTICE("sc_direct",
 			   "stats: reads=%llu fallbacks=%llu misses=%llu maps=%llu map_fails=%llu "
-			   "stale=%llu corrupt=%llu dead=%llu",
+			   "stale=%llu corrupt=%llu dead=%llu cached_hits=%llu cached_misses=%llu",
 			   (unsigned long long)atomic_load(&d->reads),
 			   (unsigned long long)atomic_load(&d->fallbacks),
 			   (unsigned long long)atomic_load(&d->misses),
@@ -285,7 +293,9 @@ void sc_direct_free(struct sc_direct *d)
 			   (unsigned long long)atomic_load(&d->map_fails),
 			   (unsigned long long)atomic_load(&d->stale),
 			   (unsigned long long)atomic_load(&d->corrupt),
-			   (unsigned long long)atomic_load(&d->dead));
+			   (unsigned long long)atomic_load(&d->dead),
+			   (unsigned long long)atomic_load(&d->cached_hits),
+			   (unsigned long long)atomic_load(&d->cached_misses));
 	if (d->ring_ok) {
 		/* A NOP with no op stops the completion thread (no read may
 		 * be in flight: the caller's contract). */
@@ -353,6 +363,8 @@ void sc_direct_get_stats(struct sc_direct *d, struct sc_direct_stats *out)
 	out->stale = atomic_load(&d->stale);
 	out->corrupt = atomic_load(&d->corrupt);
 	out->dead = atomic_load(&d->dead);
+	out->cached_hits = atomic_load(&d->cached_hits);
+	out->cached_misses = atomic_load(&d->cached_misses);
 }
 
 static struct dpeer *peer_get(struct sc_direct *d, const char *addr)
@@ -378,6 +390,11 @@ static struct dpeer *peer_get(struct sc_direct *d, const char *addr)
 	}
 	pthread_mutex_unlock(&d->mu);
 	return p;
+}
+
+bool sc_direct_caches(struct sc_direct *d)
+{
+	return d && d->cached;
 }
 
 bool sc_direct_usable(struct sc_direct *d, const char *addr)
@@ -1164,6 +1181,47 @@ static void ring_flush(struct sc_direct *d, unsigned want)
 	}
 }
 
+/* What read_cached found. */
+enum { RC_DONE, RC_RPC, RC_MISS, RC_DIRECT };
+
+/* The page-cache attempt of an async read (CFS_SHORT_READ_CACHED=1), on
+ * the caller's thread, X prepared by read_pre: X's pages from the buffered
+ * descriptor if the cache holds them all (preadv2 RWF_NOWAIT), then the
+ * whole rule (read_post: CRCs, slot word, server alive). RC_DONE: R is
+ * final, the caller answers at once (no ring, no completion thread, no
+ * wake-up). RC_MISS: not all cached; the probe started the kernel's read
+ * of the missing pages into the cache, so the ring's read goes through
+ * the buffered descriptor too (it waits for those pages: one disk read,
+ * and the next read of the page hits). RC_DIRECT: a page failed its CRC
+ * with the slot still valid; as the engine's cached reads
+ * (chunk_engine.c "Page-cache reads") only an O_DIRECT read may call a
+ * block corrupt, so the ring reads it O_DIRECT (read_check dropped the
+ * cached pages). RC_RPC: the slot moved or the server died (*STALE
+ * set when the slot moved). */
+static int read_cached(struct sc_direct *d, struct dpeer *p, const struct dmap *m,
+		       struct storage_read *r, const struct rd *x, bool *stale)
+{
+	struct iovec iov = { .iov_base = x->buf, .iov_len = x->blen };
+	ssize_t got = preadv2(m->fd, &iov, 1, (off_t)(m->file_off + x->start), RWF_NOWAIT);
+	if (got < (ssize_t)x->blen) {
+		atomic_fetch_add_explicit(&d->cached_misses, 1, memory_order_relaxed);
+		return RC_MISS;
+	}
+	const _Atomic uint64_t *slot =
+		(const _Atomic uint64_t *)(m->tab->base + STO_SC_HDR + 8ull * m->slot);
+	int rc = read_post(d, p, m, r, x, got);
+	if (rc == SC_DIRECT_DONE) {
+		atomic_fetch_add_explicit(&d->cached_hits, 1, memory_order_relaxed);
+		return RC_DONE;
+	}
+	if (rc == SC_DIRECT_CORRUPT) {
+		atomic_fetch_sub(&d->corrupt, 1); /* not yet: the direct read decides */
+		return RC_DIRECT;
+	}
+	*stale = atomic_load(slot) != x->s1;
+	return RC_RPC;
+}
+
 /* sc_direct_read_async on ADDR's copy (BG: as mapping_get's). 1 the
  * read is DONE's, 0 not. */
 static int read_async_at(struct sc_direct *d, const char *addr, uint32_t target, uint32_t chain,
@@ -1204,14 +1262,31 @@ static int read_async_at(struct sc_direct *d, const char *addr, uint32_t target,
 			}
 			break;
 		}
+		int how = go && d->cached ? read_cached(d, p, m, r, &o->x, &stale) : RC_DIRECT;
+		if (how == RC_DONE) {
+			dmap_put(m);
+			abuf_put(d, buf, bufsz);
+			aop_put(d, o);
+			done(arg, SC_DIRECT_DONE);
+			return 1;
+		}
+		if (how == RC_RPC)
+			go = 0;
 		if (go) {
 			*o = (struct aop){ .d = d, .p = p, .m = m, .r = r, .x = o->x, .bounce = buf,
 					   .bufsz = bufsz, .done = done, .arg = arg };
 			pthread_mutex_lock(&d->ring_mu);
 			struct io_uring_sqe *sqe = io_uring_get_sqe(&d->ring);
 			if (sqe) {
-				io_uring_prep_read(sqe, m->dfd, o->x.buf, ALIGN_UP(o->x.blen),
-						   m->file_off + o->x.start);
+				/* a cache miss waits for the pages its probe
+				 * started reading (RC_MISS) */
+				if (how == RC_MISS)
+					io_uring_prep_read(sqe, m->fd, o->x.buf, o->x.blen,
+							   m->file_off + o->x.start);
+				else
+					io_uring_prep_read(sqe, m->dfd, o->x.buf,
+							   ALIGN_UP(o->x.blen),
+							   m->file_off + o->x.start);
 				io_uring_sqe_set_data(sqe, o);
 				ring_flush(d, 1);
 			} else {

@@ -1231,8 +1231,17 @@ static int direct_pick(struct storage_client *c, const struct storage_read *r,
 		uint64_t hx = (r->ino ^ (uint64_t)(r->idx / DIRECT_EXTENT) * 0xC2B2AE3D27D4EB4Full) *
 			      0x9E3779B97F4A7C15ull;
 		uint64_t h = (r->ino ^ (uint64_t)r->idx * 0xC2B2AE3D27D4EB4Full) * 0x9E3779B97F4A7C15ull;
-		uint32_t run = atomic_fetch_add_explicit(&c->dr_reads[(h >> 32) % DIRECT_SPREAD_SLOTS],
-							 1, memory_order_relaxed) / DIRECT_SPREAD_RUN;
+		/* Async reads through the page cache (sc_direct_caches; only
+		 * the async call passes ALT) stay on the home replica: moving
+		 * on would cache the chunk once per replica (3x the memory for
+		 * the same hits). Blocking and batch reads (sequential reads
+		 * through the mount: O_DIRECT) still move on, so they still
+		 * read every copy in turn. */
+		uint32_t run = alt && sc_direct_caches(c->dr)
+				       ? 0
+				       : atomic_fetch_add_explicit(
+						 &c->dr_reads[(h >> 32) % DIRECT_SPREAD_SLOTS], 1,
+						 memory_order_relaxed) / DIRECT_SPREAD_RUN;
 		uint32_t k = (uint32_t)(((hx >> 16) % nc + run % nc) % nc);
 		/* The one the chunk's reads came from before this run: ALT. */
 		uint32_t kp = (k + nc - 1) % nc;

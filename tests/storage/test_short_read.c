@@ -51,6 +51,17 @@
  *                 stale, maps again; the reads stay short-circuit (before
  *                 eviction a full table refused the map and every read
  *                 after the 4th went over RPC) and right
+ *   cached        (only in the run with CFS_SHORT_READ_CACHED=1,
+ *                 test_short_read_cached, which also runs the others but
+ *                 chain_corrupt: that mode keeps a chunk's async reads on
+ *                 one replica)
+ *                 async reads through the page cache: the first read of a
+ *                 page misses and fills the cache, the next is answered
+ *                 from it before the call returns; a rewrite is read
+ *                 right; a page damaged on disk (out of the cache) and one
+ *                 damaged in the cache and on disk are never answered
+ *                 (-CFS_ECORRUPT), the cached one counted corrupt once,
+ *                 after the O_DIRECT read confirmed it
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -664,6 +675,114 @@ static void test_corrupt(void **state)
 	teardown(&sc);
 }
 
+/* The async call on R, waited for; R->result. SYNC: DONE ran before the
+ * call returned. */
+static int async_read(struct storage_read *r, bool *sync)
+{
+	struct waiter w = { .done = 0 };
+	pthread_mutex_init(&w.mu, NULL);
+	pthread_cond_init(&w.cv, NULL);
+	r->result = 0;
+	assert_int_equal(storage_client_read_async(cl, r, 0, wake, &w), 0);
+	pthread_mutex_lock(&w.mu);
+	*sync = w.done;
+	while (!w.done)
+		pthread_cond_wait(&w.cv, &w.mu);
+	pthread_mutex_unlock(&w.mu);
+	pthread_mutex_destroy(&w.mu);
+	pthread_cond_destroy(&w.cv);
+	return r->result;
+}
+
+static bool cached_mode(void)
+{
+	const char *e = getenv("CFS_SHORT_READ_CACHED");
+	return e && !strcmp(e, "1");
+}
+
+static void test_cached(void **state)
+{
+	(void)state;
+	if (!cached_mode())
+		skip();
+	struct stor_cluster sc;
+	setup(&sc, "short-cached");
+	assert_int_equal(write_pages(0, 0, NPG, 1), 0);
+	assert_int_equal(write_pages(1, 0, NPG, 1), 0);
+	uint8_t *b = aligned_alloc(PG, PG), *want = malloc(PG);
+	struct storage_read r = { .loc = { .addr = addr, .target = 1 }, .ino = INO, .idx = 0,
+				  .off = 5 * PG, .len = PG, .dst = b };
+	struct storage_client_stats st;
+	bool sync;
+	/* The first read misses (the chunk file was written O_DIRECT) and
+	 * fills the cache; a later one hits (a few tries: a loaded machine
+	 * may reclaim the page meanwhile). */
+	assert_int_equal(async_read(&r, &sync), (int)PG);
+	assert_int_equal(page_version(b, 0, 5), 1);
+	int hits = 0;
+	for (int i = 0; i < 20 && hits < 2; i++) {
+		memset(b, 0, PG);
+		assert_int_equal(async_read(&r, &sync), (int)PG);
+		assert_int_equal(page_version(b, 0, 5), 1);
+		assert_int_equal(r.crc, crc32c(0, b, PG));
+		hits += sync;
+	}
+	storage_client_get_stats(cl, &st);
+	print_message("cached: reads %llu hits %d\n", (unsigned long long)st.sc_reads, hits);
+	assert_true(hits >= 1);
+	/* A cached page rewritten (journaled, in place): the new bytes. */
+	r.idx = 1;
+	assert_int_equal(async_read(&r, &sync), (int)PG);
+	assert_int_equal(async_read(&r, &sync), (int)PG);
+	assert_int_equal(page_version(b, 1, 5), 1);
+	assert_int_equal(write_pages(1, 5, 1, 2), 0);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(async_read(&r, &sync), (int)PG);
+		assert_int_equal(page_version(b, 1, 5), 2);
+	}
+	/* Damaged on disk, out of the cache: the miss's read finds it. */
+	r.idx = 0;
+	page_fill(want, 0, 20, 1);
+	damage_page(sc.node[0].dirs[0], want);
+	r.off = 20 * PG;
+	uint64_t c0 = st.sc_corrupt;
+	assert_int_equal(async_read(&r, &sync), -CFS_ECORRUPT);
+	storage_client_get_stats(cl, &st);
+	assert_true(st.sc_corrupt > c0);
+	/* Damaged in the cache and on disk: a sound page read into the cache,
+	 * then changed through a buffered write, which stays cached. */
+	r.off = 9 * PG;
+	int again = 0;
+	for (int i = 0; i < 20 && !again; i++) {
+		assert_int_equal(async_read(&r, &sync), (int)PG);
+		again = sync;
+	}
+	assert_true(again);
+	memcpy(want, b, PG);
+	char path[1400];
+	int64_t off = find_page(sc.node[0].dirs[0], want, path, sizeof(path));
+	assert_true(off >= 0);
+	int fd = open(path, O_WRONLY);
+	assert_true(fd >= 0);
+	uint8_t x = 0x5a;
+	assert_int_equal(pwrite(fd, &x, 1, off + 200), 1);
+	assert_int_equal(fdatasync(fd), 0);
+	close(fd);
+	storage_client_get_stats(cl, &st);
+	c0 = st.sc_corrupt;
+	uint64_t reads0 = st.sc_reads;
+	memset(b, 0, PG);
+	assert_int_equal(async_read(&r, &sync), -CFS_ECORRUPT);
+	storage_client_get_stats(cl, &st);
+	print_message("cached damage: corrupt %llu -> %llu\n", (unsigned long long)c0,
+		      (unsigned long long)st.sc_corrupt);
+	assert_int_equal(st.sc_corrupt, c0 + 1);
+	assert_int_equal(st.sc_reads, reads0);
+	free(want);
+	free(b);
+	teardown(&sc);
+}
+
 /* ---- a damaged copy at a chain's non-first replica ---- */
 
 /* Lines of LOG holding NEEDLE and NEEDLE2. */
@@ -1153,8 +1272,17 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_chain_corrupt),
 		cmocka_unit_test(test_shapes),
 		cmocka_unit_test(test_evict),
+		cmocka_unit_test(test_cached),
 	};
-	int rc = cmocka_run_group_tests(tests, NULL, NULL);
+	/* The cached mode keeps a chunk's async reads on one replica, so
+	 * they do not reach the other copies (chain_corrupt's premise). */
+	const struct CMUnitTest cached[] = {
+		cmocka_unit_test(test_race),    cmocka_unit_test(test_kill9),
+		cmocka_unit_test(test_corrupt), cmocka_unit_test(test_shapes),
+		cmocka_unit_test(test_evict),   cmocka_unit_test(test_cached),
+	};
+	int rc = cached_mode() ? cmocka_run_group_tests(cached, NULL, NULL)
+			       : cmocka_run_group_tests(tests, NULL, NULL);
 	testenv_cleanup();
 	return rc;
 }
