@@ -40,8 +40,12 @@
  * marked down). Each pass over the table loads n once and uses that
  * snapshot throughout, so an instance added meanwhile is simply not part
  * of that pass. Per instance only down_until (atomic) and id (learned with
- * INFO, atomic) change. The counters are atomics. Nothing else is shared
- * between calling threads.
+ * INFO, atomic) change. The counters are atomics. The request sequence
+ * and the list of mutations awaiting a reply (seq_mu) are the one other
+ * shared state: a seq is drawn and listed under one lock, so the lowest
+ * listed seq, sent with every mutation as its idem_low, is never above a
+ * seq that some thread has drawn but not sent yet (meta refuses copies
+ * below the floor that idem_low raises; meta.h "Bound").
  */
 #include <errno.h>
 #include <pthread.h>
@@ -83,7 +87,10 @@ struct meta_client {
 	_Atomic size_t n;   /* slots [0, n) are initialised; see "State" */
 	pthread_mutex_t add_mu; /* serialises meta_client_add_addr */
 	struct instance inst[META_CLIENT_MAX_ADDRS];
-	_Atomic uint64_t seq;
+	pthread_mutex_t seq_mu;
+	uint64_t seq;       /* last seq drawn */
+	uint64_t *awaited;  /* seqs of mutations awaiting a reply, ascending */
+	size_t nawaited, capawaited;
 	_Atomic uint64_t rr;
 	_Atomic uint64_t calls, resends, failovers;
 	_Atomic int no_dir_replies; /* meta answered CREATE_DIR/UNLINK_DIR "bad type" */
@@ -123,6 +130,7 @@ int meta_client_new(const struct meta_client_opts *o, meta_client **out, char *e
 	if (!c)
 		return -ENOMEM;
 	pthread_mutex_init(&c->add_mu, NULL);
+	pthread_mutex_init(&c->seq_mu, NULL);
 	atomic_init(&c->n, 0);
 	c->timeout_ms = o->timeout_ms ? o->timeout_ms : 5000;
 	c->retry_ms = o->retry_ms ? o->retry_ms : 30000;
@@ -147,7 +155,7 @@ int meta_client_new(const struct meta_client_opts *o, meta_client **out, char *e
 		rc = -EIO;
 		goto fail;
 	}
-	atomic_init(&c->seq, seq0 >> 2);
+	c->seq = seq0 >> 2;
 	atomic_init(&c->rr, 0);
 	struct rpc_opts ro = { .cluster_id = o->cluster_id, .secret = o->secret,
 			       .secret_len = o->secret_len,
@@ -185,6 +193,8 @@ void meta_client_free(meta_client *c)
 		return;
 	rpc_client_free(c->rpc);
 	pthread_mutex_destroy(&c->add_mu);
+	pthread_mutex_destroy(&c->seq_mu);
+	free(c->awaited);
 	free(c);
 }
 
@@ -418,6 +428,45 @@ int meta_client_call_raw(meta_client *c, uint16_t type, const struct buf *req,
 	return send_with_failover(c, type, req, 0, resp);
 }
 
+/* Draws the next seq for a mutation and lists it as awaited; *LOW is the
+ * lowest awaited seq (0 when the list could not grow: meta then keeps the
+ * client's records to the TTL, and seq_done must not be called). */
+static uint64_t seq_draw(meta_client *c, uint64_t *low)
+{
+	pthread_mutex_lock(&c->seq_mu);
+	uint64_t seq = ++c->seq;
+	*low = 0;
+	if (c->nawaited == c->capawaited) {
+		size_t cap = c->capawaited ? c->capawaited * 2 : 16;
+		uint64_t *p = realloc(c->awaited, cap * sizeof(*p));
+		if (p) {
+			c->awaited = p;
+			c->capawaited = cap;
+		}
+	}
+	if (c->nawaited < c->capawaited) {
+		c->awaited[c->nawaited++] = seq; /* drawn in order: stays ascending */
+		*low = c->awaited[0];
+	}
+	pthread_mutex_unlock(&c->seq_mu);
+	return seq;
+}
+
+/* SEQ has its reply or was given up on: no attempt of it is sent again. */
+static void seq_done(meta_client *c, uint64_t seq)
+{
+	pthread_mutex_lock(&c->seq_mu);
+	for (size_t i = 0; i < c->nawaited; i++) {
+		if (c->awaited[i] == seq) {
+			memmove(&c->awaited[i], &c->awaited[i + 1],
+				(c->nawaited - i - 1) * sizeof(*c->awaited));
+			c->nawaited--;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&c->seq_mu);
+}
+
 /* The whole call: header, encode, send, decode into R (whose caller
  * pointers are set). KEEP (may be NULL) takes the reply buffer, so that
  * R's borrowed data stays valid until the caller frees KEEP. */
@@ -439,11 +488,14 @@ static int call_keep(meta_client *c, const struct meta_cred *cr, struct meta_rpc
 			memcpy(m->groups, cr->groups, cr->ngroups * sizeof(uint32_t));
 	}
 	m->client = c->client_id;
-	m->seq = meta_rpc_is_mutation(m->type)
-			 ? atomic_fetch_add_explicit(&c->seq, 1, memory_order_relaxed) + 1 : 0;
+	m->seq = m->idem_low = 0;
+	if (meta_rpc_is_mutation(m->type))
+		m->seq = seq_draw(c, &m->idem_low);
 	rc = meta_rpc_req_encode(&req, m);
 	if (rc == 0)
 		rc = send_with_failover(c, m->type, &req, route, &resp);
+	if (m->idem_low)
+		seq_done(c, m->seq);
 	if (rc == 0) {
 		r->type = m->type;
 		rc = meta_rpc_resp_decode(resp.data, resp.len, r);

@@ -10,17 +10,25 @@
  * Callers name entries by (parent inode, name); path resolution is the
  * client's. Names are counted byte strings (struct meta_name).
  *
- * Idempotency. Every mutation takes a struct meta_req {client, seq}. With
- * seq != 0 the transaction first looks for the record IDEM(client, seq)
- * and, if present, returns the recorded result without applying anything;
- * otherwise it writes that record in the same transaction as the change.
- * So a request retried after -CFS_EMAYBE (kv_run retries it itself) or
- * resent to another instance after a failover is applied once and answers
- * as the first time. req NULL or seq 0: not tracked, and a maybe-committed
- * outcome is returned to the caller as -CFS_EMAYBE. Records are pruned by
- * meta_idem_prune after META_IDEM_TTL_NS (30 min): far longer than any
- * client keeps retrying one request (clients give up after their request
- * deadline, seconds), so a record is never needed after pruning.
+ * Idempotency. Every mutation takes a struct meta_req {client, seq, low}.
+ * With seq != 0 the transaction first looks for the record IDEM(client,
+ * seq) and, if present, returns the recorded result without applying
+ * anything; otherwise it writes that record in the same transaction as the
+ * change. So a request retried after -CFS_EMAYBE (kv_run retries it itself)
+ * or resent to another instance after a failover is applied once and
+ * answers as the first time. req NULL or seq 0: not tracked, and a
+ * maybe-committed outcome is returned to the caller as -CFS_EMAYBE.
+ * Bound. LOW is the client's lowest seq still awaiting a reply (0: not
+ * reported). Once LOW passes the client's floor record IDEM(client, 0) by
+ * META_IDEM_FLOOR_STEP, the transaction raises the floor to LOW and deletes
+ * the client's records below it (one range clear). A request whose seq is below its client's
+ * floor (within META_IDEM_FLOOR_WINDOW of it) and has no record is refused
+ * with -ETIMEDOUT without being applied: the client no longer waits for it,
+ * so it can only be a stale copy (an attempt the client gave up on that
+ * reached a slow instance late), and refusing it keeps "applied once"
+ * true after its record went. Records of clients that report no LOW (old
+ * clients) or stop sending (unmounted) are pruned by meta_idem_prune after
+ * META_IDEM_TTL_NS (30 min), as are idle floors.
  *
  * Directories: nlink is always 2 and mtime/ctime of a directory do not
  * change when entries are added or removed (create, link, unlink and
@@ -48,6 +56,13 @@
 typedef struct meta_ctx meta_ctx;
 
 #define META_IDEM_TTL_NS (30LL * 60 * 1000000000LL)
+/* The floor moves in steps: one write of IDEM(client, 0) per STEP requests
+ * of a client keeps its concurrent txns from conflicting on it. */
+#define META_IDEM_FLOOR_STEP 64
+/* A seq this far or farther below the floor belongs to another incarnation
+ * of the client id (sequences start at a random point of 2^62), not a
+ * stale copy: it is not refused. */
+#define META_IDEM_FLOOR_WINDOW (1ull << 32)
 #define META_MAX_DEPTH 48     /* ancestors one rename may read for its loop check */
 
 /* The storage service as the meta service needs it; the daemon fills it
@@ -94,6 +109,7 @@ struct meta_cred {
 struct meta_req {
 	uint64_t client;  /* client id (unique per client process) */
 	uint64_t seq;     /* request sequence within the client; 0: untracked */
+	uint64_t low;     /* client's lowest seq awaiting a reply (<= seq); 0: unknown */
 };
 
 struct meta_name {

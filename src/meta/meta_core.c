@@ -379,17 +379,59 @@ int meta_gc_enqueue(meta_ctx *m, kv_txn *t, uint64_t ino)
 
 /* ---- idempotency ---- */
 
+/* The client's floor seq (0: no floor record). A conflict read: a txn
+ * that refuses or applies against a floor conflicts with its raise. */
+static int idem_floor(kv_txn *t, uint64_t client, uint64_t *floor)
+{
+	struct meta_key k;
+	struct kv_slice v;
+	struct meta_idem_rec r;
+	*floor = 0;
+	meta_key_idem(&k, client, 0);
+	int rc = kv_get(t, kv_mem(k.b, k.n), 0, &v);
+	if (rc <= 0)
+		return rc;
+	rc = meta_idem_decode(v.p, v.n, &r);
+	if (rc)
+		return rc;
+	if (r.op != META_OP_FLOOR) {
+		LOG_ERR("meta", "idempotency floor of client %llu has op %u",
+			(unsigned long long)client, r.op);
+		return -CFS_ECORRUPT;
+	}
+	*floor = r.aux;
+	return 0;
+}
+
+/* A seq below the floor but within the window: a stale copy (meta.h). */
+static int below_floor(uint64_t seq, uint64_t floor)
+{
+	return seq < floor && floor - seq < META_IDEM_FLOOR_WINDOW;
+}
+
 int meta_idem_check(kv_txn *t, const struct meta_req *rq, uint32_t op,
 		    struct meta_idem_rec *rec)
 {
 	struct meta_key k;
 	struct kv_slice v;
+	uint64_t floor;
 	if (!rq || !rq->seq)
 		return 0;
 	meta_key_idem(&k, rq->client, rq->seq);
 	int rc = kv_get(t, kv_mem(k.b, k.n), 0, &v);
-	if (rc <= 0)
+	if (rc < 0)
 		return rc;
+	if (rc == 0) {
+		if ((rc = idem_floor(t, rq->client, &floor)))
+			return rc;
+		if (below_floor(rq->seq, floor)) {
+			LOG_DEBUG("meta", "stale request refused: client=%llu seq=%llu floor=%llu",
+				  (unsigned long long)rq->client, (unsigned long long)rq->seq,
+				  (unsigned long long)floor);
+			return -ETIMEDOUT;
+		}
+		return 0;
+	}
 	rc = meta_idem_decode(v.p, v.n, rec);
 	if (rc)
 		return rc;
@@ -403,20 +445,56 @@ int meta_idem_check(kv_txn *t, const struct meta_req *rq, uint32_t op,
 	return 1;
 }
 
+static int idem_set(kv_txn *t, const struct meta_key *k, const struct meta_idem_rec *r)
+{
+	struct buf b = BUF_INIT;
+	int rc = meta_idem_encode(r, &b);
+	if (rc == 0)
+		rc = kv_set(t, kv_mem(k->b, k->n), kv_mem(b.data, b.len));
+	buf_fini(&b);
+	return rc;
+}
+
+/* Raises RQ's client floor to rq->low once it lags by a step, deleting
+ * the records below (one range clear: one write on every backend).
+ * Nobody else writes those records, and a stale copy of one conflicts on
+ * the floor instead. */
+static int idem_raise_floor(meta_ctx *m, kv_txn *t, const struct meta_req *rq)
+{
+	struct meta_key b, e, fk;
+	uint64_t floor, start;
+	int rc = idem_floor(t, rq->client, &floor);
+	if (rc)
+		return rc;
+	if (rq->low <= floor || (floor && rq->low - floor < META_IDEM_FLOOR_STEP))
+		return 0;
+	/* No floor yet (or one of another incarnation far below): nothing of
+	 * this incarnation lies further down than the window. */
+	start = rq->low - floor > META_IDEM_FLOOR_WINDOW ? rq->low - META_IDEM_FLOOR_WINDOW
+							 : floor;
+	if (start == 0)
+		start = 1; /* seq 0 is the floor record itself */
+	meta_key_idem(&b, rq->client, start);
+	meta_key_idem(&e, rq->client, rq->low);
+	if ((rc = kv_clear_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n))) < 0)
+		return rc;
+	struct meta_idem_rec f = { .op = META_OP_FLOOR, .aux = rq->low, .written = meta_now(m) };
+	meta_key_idem(&fk, rq->client, 0);
+	return idem_set(t, &fk, &f);
+}
+
 int meta_idem_put(meta_ctx *m, kv_txn *t, const struct meta_req *rq, uint32_t op, int result,
 		  uint64_t ino, uint64_t aux)
 {
 	struct meta_key k;
-	struct buf b = BUF_INIT;
 	if (!rq || !rq->seq)
 		return 0;
 	struct meta_idem_rec r = { .op = op, .result = result, .ino = ino, .aux = aux,
 				   .written = meta_now(m) };
 	meta_key_idem(&k, rq->client, rq->seq);
-	int rc = meta_idem_encode(&r, &b);
-	if (rc == 0)
-		rc = kv_set(t, kv_mem(k.b, k.n), kv_mem(b.data, b.len));
-	buf_fini(&b);
+	int rc = idem_set(t, &k, &r);
+	if (rc == 0 && rq->low && rq->low <= rq->seq)
+		rc = idem_raise_floor(m, t, rq);
 	return rc;
 }
 

@@ -30,6 +30,7 @@ enum meta_op {
 	META_OP_RMDIR, META_OP_RENAME, META_OP_SETATTR, META_OP_OPEN, META_OP_CLOSE,
 	META_OP_SETXATTR, META_OP_REMOVEXATTR, META_OP_SETLAYOUT, META_OP_MKNOD,
 	META_OP_IDATA_WRITE,
+	META_OP_FLOOR = 100, /* IDEM(client, 0): aux is the client's floor seq */
 };
 
 int64_t meta_now(meta_ctx *m);

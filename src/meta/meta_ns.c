@@ -23,8 +23,9 @@
  *     A racing rename that moves one of those ancestors writes that
  *     ancestor's inode (its parent field), so one of the two aborts and
  *     retries: no cycle can commit.
- * Every transaction stays within KV_MAX_WRITES (at most 10 writes here) and
- * KV_MAX_READ_CONFLICTS (at most 10 + META_MAX_DEPTH reads).
+ * Every transaction stays within KV_MAX_WRITES (at most 10 writes here, plus
+ * 2 when meta_idem_put raises the client's floor) and KV_MAX_READ_CONFLICTS
+ * (at most 10 + META_MAX_DEPTH reads, plus 2 of the floor: 60).
  */
 #include <errno.h>
 #include <stdlib.h>

@@ -105,7 +105,7 @@ struct field {
 	int err;          /* code of a value out of its range / over max */
 };
 
-#define FIELDS_MAX 10 /* per request or reply (SETATTR's request has 9) */
+#define FIELDS_MAX 11 /* per request or reply (SETATTR's request has 10) */
 _Static_assert(sizeof(struct meta_rpc_req) <= UINT16_MAX && sizeof(struct meta_rpc_resp) <= UINT16_MAX,
 	       "field offsets are u16");
 
@@ -150,6 +150,10 @@ struct msg {
 #define IDATA_TAIL AOPTIF(has_idata, 3), A(U64, idata_ver), A(U32, idata_flags), \
 	ABLOB(idata, META_IDATA_MAX, 1)
 #define INODE_REPLY { A(INODE, inode), INODE_TAIL }
+/* Last of every mutation's request: the client's lowest seq awaiting a
+ * reply (meta.h "Bound"); old clients omit it (0: unknown). Fields added
+ * to a mutation later go after it. */
+#define IDEM_TAIL QOPT(U64, idem_low)
 
 #define MSG(t, nm, mut) .type = (t), .name = (nm), .mutation = (mut)
 #define MUT 1
@@ -173,29 +177,29 @@ static const struct msg msgs[] = {
 	  .req = { Q(U64, ino) }, .resp = INODE_REPLY },
 	{ MSG(META_RPC_SETATTR, "SETATTR", MUT),
 	  .req = { Q(U64, ino), Q(U32, sa.valid), Q(U32, sa.mode), Q(U32, sa.uid), Q(U32, sa.gid),
-		   Q(U64, sa.size), Q(I64, sa.atime), Q(I64, sa.mtime), Q(I64, sa.ctime) },
+		   Q(U64, sa.size), Q(I64, sa.atime), Q(I64, sa.mtime), Q(I64, sa.ctime), IDEM_TAIL },
 	  .resp = INODE_REPLY },
 	{ MSG(META_RPC_CREATE, "CREATE", MUT),
-	  .req = { Q(U64, ino), Q(NAME, name), Q(U32, mode), Q(U32, flags) },
+	  .req = { Q(U64, ino), Q(NAME, name), Q(U32, mode), Q(U32, flags), IDEM_TAIL },
 	  .resp = { A(INODE, inode), A(U64, session), INODE_TAIL, IDATA_TAIL } },
 	{ MSG(META_RPC_OPEN, "OPEN", MUT),
-	  .req = { Q(U64, ino), Q(U32, flags) },
+	  .req = { Q(U64, ino), Q(U32, flags), IDEM_TAIL },
 	  .resp = { A(INODE, inode), A(U64, session), INODE_TAIL, IDATA_TAIL } },
 	{ MSG(META_RPC_CLOSE, "CLOSE", MUT),
 	  /* flags came later: a request without them is an old client's */
-	  .req = { Q(U64, ino), Q(U64, ino2), QLEN, QOPT(U32, flags) } },
+	  .req = { Q(U64, ino), Q(U64, ino2), QLEN, QOPT(U32, flags), IDEM_TAIL } },
 	{ MSG(META_RPC_MKDIR, "MKDIR", MUT),
-	  .req = { Q(U64, ino), Q(NAME, name), Q(U32, mode) }, .resp = INODE_REPLY },
+	  .req = { Q(U64, ino), Q(NAME, name), Q(U32, mode), IDEM_TAIL }, .resp = INODE_REPLY },
 	{ MSG(META_RPC_RMDIR, "RMDIR", MUT),
-	  .req = { Q(U64, ino), Q(NAME, name) } },
+	  .req = { Q(U64, ino), Q(NAME, name), IDEM_TAIL } },
 	{ MSG(META_RPC_UNLINK, "UNLINK", MUT),
-	  .req = { Q(U64, ino), Q(NAME, name) } },
+	  .req = { Q(U64, ino), Q(NAME, name), IDEM_TAIL } },
 	{ MSG(META_RPC_RENAME, "RENAME", MUT),
-	  .req = { Q(U64, ino), Q(NAME, name), Q(U64, ino2), Q(NAME, name2), Q(U32, flags) } },
+	  .req = { Q(U64, ino), Q(NAME, name), Q(U64, ino2), Q(NAME, name2), Q(U32, flags), IDEM_TAIL } },
 	{ MSG(META_RPC_LINK, "LINK", MUT),
-	  .req = { Q(U64, ino), Q(U64, ino2), Q(NAME, name) }, .resp = INODE_REPLY },
+	  .req = { Q(U64, ino), Q(U64, ino2), Q(NAME, name), IDEM_TAIL }, .resp = INODE_REPLY },
 	{ MSG(META_RPC_SYMLINK, "SYMLINK", MUT),
-	  .req = { Q(U64, ino), Q(NAME, name), QBLOB(data, META_SYMLINK_MAX, -ENAMETOOLONG, 1) },
+	  .req = { Q(U64, ino), Q(NAME, name), QBLOB(data, META_SYMLINK_MAX, -ENAMETOOLONG, 1), IDEM_TAIL },
 	  .resp = INODE_REPLY },
 	{ MSG(META_RPC_READLINK, "READLINK", RO),
 	  .req = { Q(U64, ino) }, .resp = { ABLOB(data, META_SYMLINK_MAX, 1) } },
@@ -207,12 +211,12 @@ static const struct msg msgs[] = {
 	  .resp = { A(U64, size), ABLOB(data, META_XATTR_VALUE_MAX, 1) } },
 	{ MSG(META_RPC_SETXATTR, "SETXATTR", MUT),
 	  .req = { Q(U64, ino), Q(NAME, name), QBLOB(data, META_XATTR_VALUE_MAX, -E2BIG, 1),
-		   Q(U32, flags) } },
+		   Q(U32, flags), IDEM_TAIL } },
 	{ MSG(META_RPC_LISTXATTR, "LISTXATTR", RO),
 	  .req = { Q(U64, ino), Q(U32, count) },
 	  .resp = { A(U64, size), ABLOB(data, META_RPC_LIST_MAX, 1) } },
 	{ MSG(META_RPC_REMOVEXATTR, "REMOVEXATTR", MUT),
-	  .req = { Q(U64, ino), Q(NAME, name) } },
+	  .req = { Q(U64, ino), Q(NAME, name), IDEM_TAIL } },
 	{ MSG(META_RPC_STATFS, "STATFS", RO),
 	  .resp = { A(U64, statfs.total_bytes), A(U64, statfs.free_bytes),
 		    A(U64, statfs.ids_allocated) } },
@@ -221,13 +225,13 @@ static const struct msg msgs[] = {
 	{ MSG(META_RPC_LAYOUT_GET, "LAYOUT_GET", RO),
 	  .req = { Q(U64, ino) }, .resp = { AIF(has_layout, 1), A(LAYOUT, layout) } },
 	{ MSG(META_RPC_LAYOUT_SET, "LAYOUT_SET", MUT),
-	  .req = { Q(U64, ino), Q(U32, chunk_size), Q(U32, stripe), Q(U32, table_id) } },
+	  .req = { Q(U64, ino), Q(U32, chunk_size), Q(U32, stripe), Q(U32, table_id), IDEM_TAIL } },
 	{ MSG(META_RPC_ACCESS, "ACCESS", RO),
 	  .req = { Q(U64, ino), Q(U32, flags) } },
 	{ MSG(META_RPC_MKNOD, "MKNOD", MUT),
-	  .req = { Q(U64, ino), Q(NAME, name), Q(U32, mode), Q(U64, rdev) }, .resp = INODE_REPLY },
+	  .req = { Q(U64, ino), Q(NAME, name), Q(U32, mode), Q(U64, rdev), IDEM_TAIL }, .resp = INODE_REPLY },
 	{ MSG(META_RPC_CLOSE_MANY, "CLOSE_MANY", MUT),
-	  .req = { QBLOB(data, 16 * META_CLOSE_MANY_MAX, -EINVAL, 16) } },
+	  .req = { QBLOB(data, 16 * META_CLOSE_MANY_MAX, -EINVAL, 16), IDEM_TAIL } },
 	{ MSG(META_RPC_DIRLIST, "DIRLIST", RO),
 	  .req = { Q(U64, ino), Q(NAME, name), QRANGE(count, 1, META_RPC_READDIR_MAX, -EINVAL) },
 	  .resp = { A(U64, dir_ver), A(DIRENTS, ents) } },
@@ -249,19 +253,19 @@ static const struct msg msgs[] = {
 	  .req = { QBLOB(data, 8 * META_RPC_DIRVER_MAX, -EINVAL, 8) },
 	  .resp = { ABLOB(data, 8 * META_RPC_DIRVER_MAX, 8) } },
 	{ MSG(META_RPC_IDATA_WRITE, "IDATA_WRITE", MUT),
-	  .req = { Q(U64, ino), Q(U64, off), QBLOB(data, META_IDATA_MAX, -CFS_ENOTINLINE, 1) },
+	  .req = { Q(U64, ino), Q(U64, off), QBLOB(data, META_IDATA_MAX, -CFS_ENOTINLINE, 1), IDEM_TAIL },
 	  .resp = INODE_REPLY },
 	{ MSG(META_RPC_IDATA_READ, "IDATA_READ", RO),
 	  .req = { Q(U64, ino) }, .resp = { A(INODE, inode), INODE_TAIL, IDATA_TAIL } },
 	{ MSG(META_RPC_IDATA_CONVERT, "IDATA_CONVERT", MUT),
 	  .req = { Q(U64, ino), QRANGE(count, META_RPC_IDATA_BEGIN, META_RPC_IDATA_COMMIT, -EINVAL),
-		   Q(U32, flags), Q(U64, ver) },
+		   Q(U32, flags), Q(U64, ver), IDEM_TAIL },
 	  .resp = { A(INODE, inode), INODE_TAIL, IDATA_TAIL } },
 	{ MSG(META_RPC_CREATE_DIR, "CREATE_DIR", MUT),
-	  .req = { Q(U64, ino), Q(NAME, name), Q(U32, mode), Q(U32, flags) },
+	  .req = { Q(U64, ino), Q(NAME, name), Q(U32, mode), Q(U32, flags), IDEM_TAIL },
 	  .resp = { A(INODE, inode), A(U64, session), A(INODE, dir), INODE_TAIL } },
 	{ MSG(META_RPC_UNLINK_DIR, "UNLINK_DIR", MUT),
-	  .req = { Q(U64, ino), Q(NAME, name) }, .resp = { A(INODE, dir) } },
+	  .req = { Q(U64, ino), Q(NAME, name), IDEM_TAIL }, .resp = { A(INODE, dir) } },
 	{ MSG(META_RPC_LOOKUP_PLUS, "LOOKUP_PLUS", RO),
 	  .req = { Q(U64, ino), Q(NAME, name), QRANGE(count, 1, META_PLUS_MAX, -EINVAL) },
 	  .resp = { A(PLUS, data) } },
@@ -700,6 +704,10 @@ int meta_rpc_req_decode(uint16_t type, const void *p, size_t n, struct meta_rpc_
 	wire_get_u64(&r, &m->client);
 	wire_get_u64(&r, &m->seq);
 	get_fields(&r, d->req, m); /* no inode in a request: never -ENOMEM */
+	/* A watermark above the request's own seq (or on an untracked one)
+	 * would let meta drop a record the client still waits for. */
+	if (!r.err && m->idem_low > m->seq)
+		wire_fail(&r, -CFS_EPROTO);
 	if (d->req_check)
 		d->req_check(&r, m);
 	return r.err;

@@ -204,6 +204,7 @@ struct meta_rpc_req {
 	uint32_t ngroups;                      /* <= META_RPC_GROUPS_MAX */
 	uint32_t groups[META_RPC_GROUPS_MAX];
 	uint64_t client, seq;                  /* request id; seq 0: untracked */
+	uint64_t idem_low;                     /* mutations: lowest seq awaiting a reply (<= seq; 0: unknown) */
 	uint64_t ino, ino2;
 	struct meta_name name, name2;          /* borrowed */
 	uint32_t mode, flags, count;

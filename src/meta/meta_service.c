@@ -359,7 +359,7 @@ static int run_op(struct worker *w, const struct meta_rpc_req *m, struct meta_rp
 {
 	meta_ctx *mc = w->svc->meta;
 	struct meta_cred c = { m->uid, m->gid, m->ngroups, m->groups };
-	struct meta_req rq = { m->client, m->seq };
+	struct meta_req rq = { m->client, m->seq, m->idem_low };
 	const struct meta_length *len = m->has_len ? &m->len : NULL;
 	int rc;
 

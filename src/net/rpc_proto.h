@@ -4,7 +4,9 @@
  *   1.0  frame header v1 (frame.h), handshake HELLO/CHALLENGE/AUTH/AUTH_OK
  *        with HMAC-SHA256 mutual proof, error payload, ECHO.
  *        Later additions old peers ignore: META_CLOSE's trailing u32 flags
- *        (absent = 0); META_FSYNC (240; an old meta answers "bad type");
+ *        (absent = 0); every meta mutation's trailing u64 idem_low, after
+ *        its other fields (the client's lowest seq awaiting a reply,
+ *        <= seq; absent = 0: meta keeps the client's records to the TTL); META_FSYNC (240; an old meta answers "bad type");
  *        the inline-data tail of inode replies (u8 inline after rdev; OPEN,
  *        CREATE, IDATA_* also u8 has [u64 ver, u32 flags, blob data]) and
  *        META_IDATA_* (260..262; an old meta answers "bad type", and never
@@ -53,6 +55,7 @@
  *   --- meta (codecs in src/meta/meta_proto.{h,c}, enum meta_rpc_type there).
  *       Every request starts with hdr = u32 uid, u32 gid, u32 ngroups(<=256),
  *       ngroups x u32, u64 client id, u64 seq (mutations; 0 = untracked).
+ *       Mutations end with [u64 idem_low] after the fields listed below.
  *       name = blob(<=255); inode = u64 ino, u8 type, u32 mode, u32 uid, u32 gid,
  *       u32 nlink, u64 size, i64 atime, i64 mtime, i64 ctime, u64 truncate_ver,
  *       u32 chains_used, u64 parent, u8 has_layout, [layout], blob target(<=4095);

@@ -39,6 +39,9 @@ static void check_req(uint16_t type, const uint8_t *p, size_t n)
 	if (rq1.type != type || rq1.ngroups > META_RPC_GROUPS_MAX ||
 	    rq1.name.n > META_NAME_MAX || rq1.name2.n > META_NAME_MAX)
 		abort();
+	/* meta would drop records the client still waits for */
+	if (rq1.idem_low > rq1.seq || (rq1.idem_low && !meta_rpc_is_mutation(type)))
+		abort();
 	if (meta_rpc_req_encode(&b1, &rq1) || meta_rpc_req_decode(type, b1.data, b1.len, &rq2) ||
 	    meta_rpc_req_encode(&b2, &rq2))
 		abort();

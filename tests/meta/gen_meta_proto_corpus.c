@@ -91,6 +91,7 @@ int main(int argc, char **argv)
 		memcpy(m.groups, groups, sizeof(groups));
 		m.client = 7;
 		m.seq = meta_rpc_is_mutation(t) ? 1 : 0;
+		m.idem_low = m.seq; /* the lowest awaited: itself */
 		m.ino = 1;
 		m.ino2 = 2;
 		m.name = meta_name_c("name");

@@ -76,7 +76,7 @@ static uint64_t rnd(struct worker *w)
 static void churn_one(struct worker *w)
 {
 	struct meta_inode in;
-	struct meta_req rq = { (uint64_t)w->id + 100, 0 };
+	struct meta_req rq = { (uint64_t)w->id + 100, 0, 0 };
 	static atomic_ullong seq = 1;
 	rq.seq = atomic_fetch_add(&seq, 1);
 	int rc, op = (int)(rnd(w) % 6);
@@ -229,7 +229,7 @@ static void test_churn(void **state)
 	char name[16];
 	for (int i = 0; i < NDIRS; i++) {
 		struct meta_inode in;
-		struct meta_req rq = { 1, (uint64_t)i + 1 };
+		struct meta_req rq = { 1, (uint64_t)i + 1, 0 };
 		snprintf(name, sizeof(name), "D%d", i);
 		assert_int_equal(meta_mkdir(m0, &FX_ROOT, &rq, R1, N(name), 0777, &in), 0);
 		dirs[i] = in.ino;
@@ -313,7 +313,7 @@ static void *loop_thread(void *arg)
 		int x = (int)(rnd(w) % LOOP_DIRS), y = (int)(rnd(w) % (LOOP_DIRS + 1));
 		uint64_t dst = y == LOOP_DIRS ? R1 : loop_dirs[y];
 		struct meta_inode in;
-		struct meta_req rq = { (uint64_t)w->id + 500, atomic_fetch_add(&seq, 1) };
+		struct meta_req rq = { (uint64_t)w->id + 500, atomic_fetch_add(&seq, 1), 0 };
 		char name[16];
 		snprintf(name, sizeof(name), "L%d", x);
 		int rc = meta_getattr(w->m, loop_dirs[x], &in);
@@ -342,7 +342,7 @@ static void test_rename_loops(void **state)
 	atomic_store(&loop_moved, 0);
 	for (int i = 0; i < LOOP_DIRS; i++) {
 		struct meta_inode in;
-		struct meta_req rq = { 1, (uint64_t)i + 1 };
+		struct meta_req rq = { 1, (uint64_t)i + 1, 0 };
 		snprintf(name, sizeof(name), "L%d", i);
 		assert_int_equal(meta_mkdir(m0, &FX_ROOT, &rq, R1, N(name), 0777, &in), 0);
 		loop_dirs[i] = in.ino;

@@ -185,7 +185,7 @@ static void test_convert(void **state)
 	uint64_t ino = mk("f", META_O_IDATA);
 	struct meta_inode in;
 	struct meta_idata_out d = { .buf = got };
-	struct meta_req a = { 100, 0 }, b = { 200, 0 };
+	struct meta_req a = { 100, 0, 0 }, b = { 200, 0, 0 };
 	assert_int_equal(meta_idata_write(M, fx_req(9), ino, 0, "0123456789", 10, &in), 0);
 	assert_int_equal(meta_idata_convert_begin(M, &a, ino, &in, &d), 0);
 	assert_int_equal(d.len, 10);
@@ -232,7 +232,7 @@ static void test_convert_empty(void **state)
 {
 	uint64_t e = mk("e", META_O_IDATA), f = mk("f", META_O_IDATA);
 	struct meta_inode in;
-	struct meta_req a = { 100, 0 };
+	struct meta_req a = { 100, 0, 0 };
 	assert_int_equal(meta_idata_write(M, fx_req(9), f, 0, "x", 1, &in), 0);
 	assert_int_equal(meta_idata_convert_commit(M, &a, f, 0, META_IDATA_COMMIT_EMPTY, &in),
 			 -EAGAIN);
@@ -245,7 +245,7 @@ static void test_gc_link_fsck(void **state)
 {
 	uint64_t a = mk("a", META_O_IDATA), b = mk("b", META_O_IDATA);
 	struct meta_inode in;
-	struct meta_req cl = { 100, 0 };
+	struct meta_req cl = { 100, 0, 0 };
 	struct meta_idata_out d = { .buf = got };
 	assert_int_equal(meta_idata_write(M, fx_req(9), a, 0, "aaaa", 4, &in), 0);
 	assert_int_equal(meta_idata_write(M, fx_req(9), b, 0, "bbbb", 4, &in), 0);

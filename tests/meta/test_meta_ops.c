@@ -787,7 +787,7 @@ static void test_xattr(void **state)
 static void test_idempotency(void **state)
 {
 	struct meta_inode in, in2;
-	struct meta_req rq = { 42, 1000001 };
+	struct meta_req rq = { 42, 1000001, 0 };
 	assert_int_equal(meta_create(M, &FX_ROOT, &rq, R1, N("f"), 0644, META_O_EXCL, &in, NULL), 0);
 	assert_int_equal(meta_create(M, &FX_ROOT, &rq, R1, N("f"), 0644, META_O_EXCL, &in2, NULL), 0);
 	assert_int_equal(in2.ino, in.ino);
@@ -811,7 +811,7 @@ static void test_idempotency(void **state)
 	/* a sequence number reused for another operation is refused */
 	assert_int_equal(meta_unlink(M, &FX_ROOT, &rq, R1, N("g")), -EINVAL);
 	/* another client's identical sequence is independent */
-	struct meta_req other = { 43, rq.seq };
+	struct meta_req other = { 43, rq.seq, 0 };
 	assert_int_equal(meta_unlink(M, &FX_ROOT, &other, R1, N("g")), 0);
 	/* pruning old records: afterwards a replay is a new request (the
 	 * count may be short after a maybe-committed batch, so only >= 0) */
@@ -819,6 +819,88 @@ static void test_idempotency(void **state)
 	rq.seq = 1000003;
 	assert_int_equal(meta_unlink(M, &FX_ROOT, &rq, R1, N("l")), -ENOENT);
 	assert_int_equal(meta_gc_step(M), 1);
+	assert_clean();
+}
+
+/* Records of CLIENT with seq in [LO, HI) (the floor record is seq 0). */
+static int idem_records(uint64_t client, uint64_t lo, uint64_t hi)
+{
+	kv_txn *t;
+	struct meta_key b, e;
+	struct kv_range r;
+	meta_key_idem(&b, client, lo);
+	meta_key_idem(&e, client, hi);
+	assert_int_equal(kv_begin(F.kv, KV_RDONLY, &t), 0);
+	assert_int_equal(kv_get_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n), 1000, 1, 0, &r), 0);
+	assert_false(r.has_more);
+	int n = r.n;
+	kv_txn_free(t);
+	return n;
+}
+
+/* The bound (meta.h "Bound"): a client's reported lowest awaited seq
+ * deletes its records below it, a request still awaited keeps answering
+ * as the first time, and a stale copy below the floor is refused, not
+ * applied again. */
+static void test_idem_floor(void **state)
+{
+	struct meta_inode in, in2;
+	char name[16];
+	const uint64_t c = 4242, s0 = 1ull << 40;
+	struct meta_req rq = { c, s0, s0 };
+	/* the first request with a watermark sets the floor at once */
+	assert_int_equal(meta_create(M, &FX_ROOT, &rq, R1, N("held"), 0644, META_O_EXCL, &in, NULL), 0);
+	assert_int_equal(idem_records(c, 0, 1), 1);
+	/* s0 stays awaited (say it is being resent): the floor stays at it */
+	for (uint64_t i = 1; i <= 2 * META_IDEM_FLOOR_STEP; i++) {
+		snprintf(name, sizeof(name), "f%llu", (unsigned long long)i);
+		rq = (struct meta_req){ c, s0 + i, s0 };
+		assert_int_equal(meta_mkdir(M, &FX_ROOT, &rq, R1, N(name), 0755, &in2), 0);
+	}
+	assert_int_equal(idem_records(c, 1, UINT64_MAX), 2 * META_IDEM_FLOOR_STEP + 1);
+	rq = (struct meta_req){ c, s0, s0 };
+	assert_int_equal(meta_create(M, &FX_ROOT, &rq, R1, N("held"), 0644, META_O_EXCL, &in2, NULL), 0);
+	assert_int_equal(in2.ino, in.ino);
+	/* s0 answered: the client reports the next awaited; a step short of
+	 * the floor step nothing moves, at the step everything below goes */
+	uint64_t s = s0 + 2 * META_IDEM_FLOOR_STEP + 1;
+	rq = (struct meta_req){ c, s, s0 + META_IDEM_FLOOR_STEP - 1 };
+	assert_int_equal(meta_mkdir(M, &FX_ROOT, &rq, R1, N("a"), 0755, &in2), 0);
+	assert_int_equal(idem_records(c, 1, s0 + 1), 1);
+	rq = (struct meta_req){ c, s + 1, s };
+	assert_int_equal(meta_mkdir(M, &FX_ROOT, &rq, R1, N("b"), 0755, &in2), 0);
+	assert_int_equal(idem_records(c, 1, s), 0);
+	assert_int_equal(idem_records(c, s, UINT64_MAX), 2);
+	assert_int_equal(idem_records(c, 0, 1), 1);
+	/* a stale copy of an answered request (its record gone) is refused
+	 * and not applied: "f1" was made once, a second mkdir would be EEXIST
+	 * and a stale create of "held" would not change its inode */
+	rq = (struct meta_req){ c, s0 + 1, 0 };
+	assert_int_equal(meta_mkdir(M, &FX_ROOT, &rq, R1, N("f1"), 0755, &in2), -ETIMEDOUT);
+	rq = (struct meta_req){ c, s0, 0 };
+	assert_int_equal(meta_unlink(M, &FX_ROOT, &rq, R1, N("held")), -ETIMEDOUT);
+	assert_int_equal(meta_lookup(M, &FX_ROOT, R1, N("held"), &in2), 0);
+	assert_int_equal(in2.ino, in.ino);
+	/* requests at or above the floor still replay as the first time */
+	rq = (struct meta_req){ c, s + 1, 0 };
+	assert_int_equal(meta_mkdir(M, &FX_ROOT, &rq, R1, N("b"), 0755, &in2), 0);
+	/* another incarnation of the client id, far below the floor, is new */
+	rq = (struct meta_req){ c, 5, 5 };
+	assert_int_equal(meta_unlink(M, &FX_ROOT, &rq, R1, N("held")), 0);
+	/* an old client (no watermark) leaves records to the TTL prune */
+	rq = (struct meta_req){ 4343, 7, 0 };
+	assert_int_equal(meta_rmdir(M, &FX_ROOT, &rq, R1, N("a")), 0);
+	assert_int_equal(idem_records(4343, 0, UINT64_MAX), 1);
+	assert_true(meta_idem_prune(M, 0) >= 0);
+	assert_int_equal(idem_records(4343, 0, UINT64_MAX), 0);
+	assert_int_equal(idem_records(c, 0, UINT64_MAX), 0); /* floors too */
+	assert_int_equal(meta_rmdir(M, &FX_ROOT, RQ, R1, N("b")), 0);
+	for (uint64_t i = 1; i <= 2 * META_IDEM_FLOOR_STEP; i++) {
+		snprintf(name, sizeof(name), "f%llu", (unsigned long long)i);
+		assert_int_equal(meta_rmdir(M, &FX_ROOT, RQ, R1, N(name)), 0);
+	}
+	while (meta_gc_step(M) > 0)
+		;
 	assert_clean();
 }
 
@@ -855,7 +937,7 @@ static void test_gc_sessions(void **state)
 	assert_int_equal(removed_for_ino, 4); /* every chain of the stripe */
 
 	/* a dead client's session is dropped by session_prune */
-	struct meta_req dead = { 99, 5 };
+	struct meta_req dead = { 99, 5, 0 };
 	assert_int_equal(meta_create(M, &FX_ROOT, &dead, R1, N("g"), 0644, META_O_WRITE, &in, &s2), 0);
 	assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, R1, N("g")), 0);
 	assert_int_equal(meta_gc_step(M), 0);
@@ -879,7 +961,7 @@ static void test_gc_sessions(void **state)
 
 	/* many busy entries at the head of the queue do not starve the rest */
 	uint64_t busy[70];
-	struct meta_req brq = { 7, 0 };
+	struct meta_req brq = { 7, 0, 0 };
 	for (int i = 0; i < 70; i++) {
 		snprintf(name, sizeof(name), "b%d", i);
 		brq.seq = 5000 + (uint64_t)i;
@@ -1132,7 +1214,7 @@ static void test_gc_batch_and_close_known(void **state)
 		assert_int_equal(meta_getattr(M, ino[i], &in), -ENOENT);
 	}
 	struct meta_length len = { .length = 5000, .truncate_ver = 0 };
-	struct meta_req crq = { 7, 0 };
+	struct meta_req crq = { 7, 0, 0 };
 	int q0 = F.st.query_calls;
 	assert_int_equal(meta_close_known(M, &crq, busy[0], sess[0], &len), 0);
 	assert_int_equal(meta_close_known(M, &crq, busy[1], sess[1], NULL), 0);
@@ -1165,6 +1247,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_truncate_and_length, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_xattr, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_idem_floor, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gc_sessions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_statfs_layout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fsck_detects, setup, teardown),

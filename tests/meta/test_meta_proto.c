@@ -51,6 +51,9 @@ static void g_hdr(struct golden *g)
 	g_le(g, 0x0c0c0c0c0c0c0c0cull, 8), g_le(g, 0x0d0d0d0d0d0d0d0dull, 8);
 }
 
+/* A mutation's request ends with u64 idem_low (<= seq). */
+#define IDEM_LOW 0x0d0d0d0d0d0d0d00ull
+
 static void req_init(struct meta_rpc_req *m, uint16_t type)
 {
 	memset(m, 0, sizeof(*m));
@@ -62,6 +65,7 @@ static void req_init(struct meta_rpc_req *m, uint16_t type)
 	m->groups[1] = 0x0b0b0b0b;
 	m->client = 0x0c0c0c0c0c0c0c0cull;
 	m->seq = 0x0d0d0d0d0d0d0d0dull;
+	m->idem_low = meta_rpc_is_mutation(type) ? IDEM_LOW : 0;
 }
 
 /* An inode record: u64 ino, u8 type, u32 mode uid gid nlink, u64 size,
@@ -133,6 +137,7 @@ static void test_wire_layout_req(void **state)
 	g_hdr(&g);
 	g_le(&g, 0x4141414141414141ull, 8), g_blob(&g, "from", 4);
 	g_le(&g, 0x4242424242424242ull, 8), g_blob(&g, "to-name", 7), g_le(&g, 0x43434343, 4);
+	g_le(&g, IDEM_LOW, 8);
 	check_req(&m, &g);
 
 	/* 203 SETATTR: u64 ino, u32 valid mode uid gid, u64 size, i64 atime mtime ctime. */
@@ -143,7 +148,7 @@ static void test_wire_layout_req(void **state)
 	g_hdr(&g);
 	g_le(&g, 5, 8), g_le(&g, 0x51515151, 4), g_le(&g, 0x52525252, 4), g_le(&g, 0x53535353, 4);
 	g_le(&g, 0x54545454, 4), g_le(&g, 0x5555555555555555ull, 8);
-	g_le(&g, 0x56, 8), g_le(&g, 0x57, 8), g_le(&g, 0x58, 8);
+	g_le(&g, 0x56, 8), g_le(&g, 0x57, 8), g_le(&g, 0x58, 8), g_le(&g, IDEM_LOW, 8);
 	check_req(&m, &g);
 
 	/* 206 CLOSE: u64 ino, u64 session, length report (u8 has, u64 length,
@@ -155,12 +160,13 @@ static void test_wire_layout_req(void **state)
 	g_hdr(&g);
 	g_le(&g, 0x61, 8), g_le(&g, 0x62, 8), g_le(&g, 1, 1);
 	g_le(&g, 0x6363636363636363ull, 8), g_le(&g, 0x64, 8), g_le(&g, META_CLOSE_LEN_KNOWN, 4);
+	g_le(&g, IDEM_LOW, 8);
 	check_req(&m, &g);
 	/* without a length report its values travel as zeros */
 	m.has_len = 0;
 	g_hdr(&g);
 	g_le(&g, 0x61, 8), g_le(&g, 0x62, 8), g_le(&g, 0, 1), g_le(&g, 0, 8), g_le(&g, 0, 8);
-	g_le(&g, META_CLOSE_LEN_KNOWN, 4);
+	g_le(&g, META_CLOSE_LEN_KNOWN, 4), g_le(&g, IDEM_LOW, 8);
 	struct buf b = BUF_INIT;
 	assert_int_equal(meta_rpc_req_encode(&b, &m), 0);
 	assert_golden(&b, &g);
@@ -188,6 +194,7 @@ static void test_wire_layout_req(void **state)
 	m.ino = 0x91, m.count = META_RPC_IDATA_COMMIT, m.flags = 0x92929292, m.ver = 0x93;
 	g_hdr(&g);
 	g_le(&g, 0x91, 8), g_le(&g, META_RPC_IDATA_COMMIT, 4), g_le(&g, 0x92929292, 4), g_le(&g, 0x93, 8);
+	g_le(&g, IDEM_LOW, 8);
 	check_req(&m, &g);
 
 	/* 216 SETXATTR: u64 ino, name, value blob, u32 flags. */
@@ -196,6 +203,7 @@ static void test_wire_layout_req(void **state)
 	m.data_len = 3, m.flags = 0xa2a2a2a2;
 	g_hdr(&g);
 	g_le(&g, 0xa1, 8), g_blob(&g, "user.k", 6), g_blob(&g, "val", 3), g_le(&g, 0xa2a2a2a2, 4);
+	g_le(&g, IDEM_LOW, 8);
 	check_req(&m, &g);
 }
 
@@ -343,19 +351,38 @@ static void test_optional_tails(void **state)
 	static struct meta_inode in, out;
 	struct buf b = BUF_INIT;
 
-	/* CLOSE without its trailing flags is an old client's */
+	/* CLOSE without its trailing idem_low, or flags and idem_low, is an
+	 * old client's */
 	req_init(&m, META_RPC_CLOSE);
 	m.ino = 1, m.ino2 = 2, m.flags = META_CLOSE_LEN_KNOWN;
 	assert_int_equal(meta_rpc_req_encode(&b, &m), 0);
 	assert_int_equal(meta_rpc_req_decode(META_RPC_CLOSE, b.data, b.len, &d), 0);
 	assert_int_equal(d.flags, META_CLOSE_LEN_KNOWN);
-	for (size_t cut = 1; cut <= 4; cut++) {
+	assert_int_equal(d.idem_low, IDEM_LOW);
+	for (size_t cut = 1; cut <= 12; cut++) {
 		assert_int_equal(meta_rpc_req_decode(META_RPC_CLOSE, b.data, b.len - cut, &d), 0);
-		assert_int_equal(d.flags, 0);
+		assert_int_equal(d.idem_low, 0);
+		assert_int_equal(d.flags, cut <= 8 ? META_CLOSE_LEN_KNOWN : 0);
 		assert_int_equal(d.ino2, 2);
 	}
 	/* ... but the length report before them is not optional */
-	assert_int_equal(meta_rpc_req_decode(META_RPC_CLOSE, b.data, b.len - 5, &d), -CFS_EPROTO);
+	assert_int_equal(meta_rpc_req_decode(META_RPC_CLOSE, b.data, b.len - 13, &d), -CFS_EPROTO);
+	/* a watermark above the request's own seq, or on an untracked request,
+	 * is malformed: it would drop a record the client still waits for */
+	m.idem_low = m.seq + 1;
+	buf_reset(&b);
+	assert_int_equal(meta_rpc_req_encode(&b, &m), 0);
+	assert_int_equal(meta_rpc_req_decode(META_RPC_CLOSE, b.data, b.len, &d), -CFS_EPROTO);
+	m.seq = 0, m.idem_low = 1;
+	buf_reset(&b);
+	assert_int_equal(meta_rpc_req_encode(&b, &m), 0);
+	assert_int_equal(meta_rpc_req_decode(META_RPC_CLOSE, b.data, b.len, &d), -CFS_EPROTO);
+	m.idem_low = m.seq = 7; /* the lowest awaited may be the request itself */
+	buf_reset(&b);
+	assert_int_equal(meta_rpc_req_encode(&b, &m), 0);
+	assert_int_equal(meta_rpc_req_decode(META_RPC_CLOSE, b.data, b.len, &d), 0);
+	assert_int_equal(d.idem_low, 7);
+	buf_reset(&b);
 
 	/* OPEN's reply from older servers: without the idata block, the inline
 	 * flag, the rdev */
@@ -538,9 +565,11 @@ static void test_every_type(void **state)
 		assert_int_equal(meta_rpc_req_encode(&b2, &d), 0);
 		assert_int_equal(b1.len, b2.len);
 		assert_memory_equal(b1.data, b2.data, b1.len);
-		/* one byte short fails, but for CLOSE, whose last field is optional */
+		/* one byte short fails, but for mutations, whose last field
+		 * (idem_low) is optional */
+		assert_int_equal(d.idem_low, meta_rpc_is_mutation((uint16_t)t) ? IDEM_LOW : 0);
 		int rc = meta_rpc_req_decode((uint16_t)t, b1.data, b1.len - 1, &d);
-		assert_int_equal(rc, t == META_RPC_CLOSE ? 0 : -CFS_EPROTO);
+		assert_int_equal(rc, meta_rpc_is_mutation((uint16_t)t) ? 0 : -CFS_EPROTO);
 
 		struct meta_rpc_resp r = { .type = (uint16_t)t, .inode = &in, .dir = &dir, .ents = ents,
 					   .n = 3, .eof = 1, .has_layout = 1, .layout = &in.layout,

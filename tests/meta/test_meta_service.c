@@ -8,7 +8,10 @@
  *               symlinks, paged readdir, xattrs, layouts (EINVAL with the
  *               server's reason), storage-less statfs (EOPNOTSUPP).
  *   idempotent  one CREATE request id sent to both instances: applied once,
- *               both answer the same inode.
+ *               both answer the same inode, and so does an instance
+ *               restarted after kill -9; once the client's reported lowest
+ *               awaited seq passes it, a stale copy is refused (-ETIMEDOUT)
+ *               and not applied.
  *   malformed   truncated and random payloads for every meta type and an
  *               unknown type: each gets an error, both processes stay up
  *               and keep serving.
@@ -381,6 +384,50 @@ static void test_idempotent(void **state)
 		assert_int_equal(meta_rpc_resp_decode(resp.data, resp.len, &r), 0);
 	}
 	assert_int_equal(in[0].ino, in[1].ino);
+	/* kill -9 of an instance that answered it: the restarted one answers
+	 * the resend as the first time (the raw client reconnects) */
+	testenv_kill(procs[0], SIGKILL);
+	procs[0] = 0;
+	start_instance(0);
+	struct rpc_call call = { .type = META_RPC_CREATE, .payload = req.data,
+				 .payload_len = (uint32_t)req.len };
+	int rc2 = -1;
+	for (int i = 0; i < 50 && rc2; i++) {
+		buf_reset(&resp);
+		if ((rc2 = rpc_call(p[0], &call, &resp, NULL)))
+			clock_sleep_ms(100);
+	}
+	assert_int_equal(rc2, 0);
+	struct meta_inode again;
+	struct meta_rpc_resp r = { .type = META_RPC_CREATE, .inode = &again };
+	assert_int_equal(meta_rpc_resp_decode(resp.data, resp.len, &r), 0);
+	assert_int_equal(again.ino, in[0].ino);
+	/* The client reports seq 7 answered (its lowest awaited is past it):
+	 * the record goes, and a stale copy of 7 is refused, not applied. */
+	struct meta_rpc_req *m2 = calloc(1, sizeof(*m2));
+	struct buf req2 = BUF_INIT;
+	assert_non_null(m2);
+	m2->type = META_RPC_MKDIR;
+	m2->client = m->client;
+	m2->seq = m2->idem_low = 8 + META_IDEM_FLOOR_STEP;
+	m2->ino = META_ROOT_INO;
+	m2->name = N("idem-d");
+	m2->mode = 0755;
+	assert_int_equal(meta_rpc_req_encode(&req2, m2), 0);
+	struct rpc_call call2 = { .type = META_RPC_MKDIR, .payload = req2.data,
+				  .payload_len = (uint32_t)req2.len };
+	buf_reset(&resp);
+	assert_int_equal(rpc_call(p[1], &call2, &resp, NULL), 0);
+	for (int i = 0; i < 2; i++) {
+		buf_reset(&resp);
+		assert_int_equal(rpc_call(p[i], &call, &resp, NULL), -ETIMEDOUT);
+	}
+	struct meta_inode cur;
+	assert_int_equal(meta_client_lookup(mc, &ROOT, META_ROOT_INO, N("idem"), &cur), 0);
+	assert_int_equal(cur.ino, in[0].ino);
+	assert_int_equal(meta_client_rmdir(mc, &ROOT, META_ROOT_INO, N("idem-d")), 0);
+	buf_fini(&req2);
+	free(m2);
 	/* A new request id for the same name is a new create: EEXIST. */
 	assert_int_equal(meta_client_create(mc, &ROOT, META_ROOT_INO, N("idem"), 0644, META_O_EXCL,
 					    NULL, NULL), -EEXIST);
