@@ -18,7 +18,8 @@
  *   failover    four threads create files while one instance is killed
  *               with SIGKILL: the client fails over, every acknowledged
  *               create exists exactly once, and meta_fsck over the store is
- *               clean.
+ *               clean; the client's idempotency records stay within about
+ *               a floor step (its reported lowest awaited seq).
  *
  * Instance 0 runs read-only operations on its RPC loop thread when the
  * store is lmdb (--inline-reads auto), instance 1 always on its workers
@@ -607,6 +608,18 @@ static void test_failover(void **state)
 	assert_int_equal(r.bad_parent, 0);
 	assert_int_equal(r.unreachable_dirs, 0);
 	assert_int_equal(r.corrupt_records, 0);
+	/* The client's reported lowest awaited seq kept its idempotency
+	 * records to about a floor step, not one per create (meta.h "Bound"). */
+	struct meta_key b, e;
+	struct kv_range kr;
+	kv_txn *kt;
+	meta_key_idem(&b, meta_client_id(mc), 0);
+	meta_key_idem(&e, meta_client_id(mc), UINT64_MAX);
+	assert_int_equal(kv_begin(kv, KV_RDONLY, &kt), 0);
+	assert_int_equal(kv_get_range(kt, kv_mem(b.b, b.n), kv_mem(e.b, e.n), 1000, 1, 0, &kr), 0);
+	fprintf(stderr, "failover: %d idempotency records of the client left\n", kr.n);
+	assert_true(kr.n >= 1 && kr.n <= 2 * META_IDEM_FLOOR_STEP);
+	kv_txn_free(kt);
 	meta_free(m);
 	kv_close(kv);
 }
