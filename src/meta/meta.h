@@ -20,15 +20,16 @@
  * maybe-committed outcome is returned to the caller as -CFS_EMAYBE.
  * Bound. LOW is the client's lowest seq still awaiting a reply (0: not
  * reported). Once LOW passes the client's floor record IDEM(client, 0) by
- * META_IDEM_FLOOR_STEP, the transaction raises the floor to LOW and deletes
- * the client's records below it (one range clear). A request whose seq is below its client's
- * floor (within META_IDEM_FLOOR_WINDOW of it) and has no record is refused
- * with -ETIMEDOUT without being applied: the client no longer waits for it,
- * so it can only be a stale copy (an attempt the client gave up on that
- * reached a slow instance late), and refusing it keeps "applied once"
- * true after its record went. Records of clients that report no LOW (old
- * clients) or stop sending (unmounted) are pruned by meta_idem_prune after
- * META_IDEM_TTL_NS (30 min), as are idle floors.
+ * META_IDEM_FLOOR_STEP, the transaction raises the floor to LOW and
+ * deletes the client's records below it (one range clear). A request whose
+ * seq is below its client's floor (by less than META_IDEM_FLOOR_WINDOW)
+ * and has no record is refused with -ETIMEDOUT, not applied: the client
+ * no longer waits for it, so it is a stale copy of a request answered or
+ * given up on (say an attempt that reached a slow instance late), and
+ * refusing it keeps "applied once" true after its record went. Records of
+ * clients that report no LOW (old clients) or stop sending (unmounted),
+ * and floors that stop moving, are pruned by meta_idem_prune after
+ * META_IDEM_TTL_NS (30 min).
  *
  * Directories: nlink is always 2 and mtime/ctime of a directory do not
  * change when entries are added or removed (create, link, unlink and
