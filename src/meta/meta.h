@@ -20,16 +20,19 @@
  * maybe-committed outcome is returned to the caller as -CFS_EMAYBE.
  * Bound. LOW is the client's lowest seq still awaiting a reply (0: not
  * reported). Once LOW passes the client's floor record IDEM(client, 0) by
- * META_IDEM_FLOOR_STEP, the transaction raises the floor to LOW and
- * deletes the client's records below it (one range clear). A request whose
- * seq is below its client's floor (by less than META_IDEM_FLOOR_WINDOW)
- * and has no record is refused with -ETIMEDOUT, not applied: the client
- * no longer waits for it, so it is a stale copy of a request answered or
- * given up on (say an attempt that reached a slow instance late), and
- * refusing it keeps "applied once" true after its record went. Records of
- * clients that report no LOW (old clients) or stop sending (unmounted),
- * and floors that stop moving, are pruned by meta_idem_prune after
- * META_IDEM_TTL_NS (30 min).
+ * META_IDEM_FLOOR_STEP, the transaction raises the floor to LOW and deletes
+ * the client's records below it (one range clear). A request whose seq is
+ * below its client's floor (by less than META_IDEM_FLOOR_WINDOW) and has no
+ * record is refused with -ETIMEDOUT, not applied: the client no longer
+ * waits for it, so it is a stale copy of a request answered or given up on
+ * (say an attempt that reached a slow instance late), and refusing it keeps
+ * "applied once" true after its record went (a copy racing the raise
+ * conflicts on its record; one that was never applied may still apply,
+ * once). Only a raise reads the floor with a conflict, so a busy client's
+ * concurrent requests do not abort when it moves. Records of clients that
+ * report no LOW (old clients) or stop sending (unmounted), and floors that
+ * stop moving, are pruned by meta_idem_prune after META_IDEM_TTL_NS (30
+ * min).
  *
  * Directories: nlink is always 2 and mtime/ctime of a directory do not
  * change when entries are added or removed (create, link, unlink and

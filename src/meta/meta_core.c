@@ -379,16 +379,20 @@ int meta_gc_enqueue(meta_ctx *m, kv_txn *t, uint64_t ino)
 
 /* ---- idempotency ---- */
 
-/* The client's floor seq (0: no floor record). A conflict read: a txn
- * that refuses or applies against a floor conflicts with its raise. */
-static int idem_floor(kv_txn *t, uint64_t client, uint64_t *floor)
+/* The client's floor seq (0: no floor record). SNAPSHOT 0: a conflict
+ * read, so two raises of one floor cannot both commit (it only grows). A
+ * refusal or a raise-or-not decision needs none: the floor only grows, and
+ * a stale copy racing the raise that deletes its record conflicts on that
+ * record (meta_idem_check reads it with a conflict). So the requests of a
+ * busy client do not abort each other each time its floor moves. */
+static int idem_floor(kv_txn *t, uint64_t client, int snapshot, uint64_t *floor)
 {
 	struct meta_key k;
 	struct kv_slice v;
 	struct meta_idem_rec r;
 	*floor = 0;
 	meta_key_idem(&k, client, 0);
-	int rc = kv_get(t, kv_mem(k.b, k.n), 0, &v);
+	int rc = kv_get(t, kv_mem(k.b, k.n), snapshot, &v);
 	if (rc <= 0)
 		return rc;
 	rc = meta_idem_decode(v.p, v.n, &r);
@@ -422,7 +426,7 @@ int meta_idem_check(kv_txn *t, const struct meta_req *rq, uint32_t op,
 	if (rc < 0)
 		return rc;
 	if (rc == 0) {
-		if ((rc = idem_floor(t, rq->client, &floor)))
+		if ((rc = idem_floor(t, rq->client, 1, &floor)))
 			return rc;
 		if (below_floor(rq->seq, floor)) {
 			LOG_DEBUG("meta", "stale request refused: client=%llu seq=%llu floor=%llu",
@@ -463,10 +467,12 @@ static int idem_raise_floor(meta_ctx *m, kv_txn *t, const struct meta_req *rq)
 {
 	struct meta_key b, e, fk;
 	uint64_t floor, start;
-	int rc = idem_floor(t, rq->client, &floor);
-	if (rc)
+	int rc = idem_floor(t, rq->client, 1, &floor);
+	if (rc == 0 && (rq->low <= floor || (floor && rq->low - floor < META_IDEM_FLOOR_STEP)))
+		return 0;
+	if (rc || (rc = idem_floor(t, rq->client, 0, &floor)))
 		return rc;
-	if (rq->low <= floor || (floor && rq->low - floor < META_IDEM_FLOOR_STEP))
+	if (rq->low <= floor)
 		return 0;
 	/* No floor yet (or one of another incarnation far below): nothing of
 	 * this incarnation lies further down than the window. */

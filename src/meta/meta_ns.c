@@ -25,7 +25,7 @@
  *     retries: no cycle can commit.
  * Every transaction stays within KV_MAX_WRITES (at most 10 writes here, plus
  * 2 when meta_idem_put raises the client's floor) and KV_MAX_READ_CONFLICTS
- * (at most 10 + META_MAX_DEPTH reads, plus 2 of the floor: 60).
+ * (at most 10 + META_MAX_DEPTH reads, plus 1 of the floor when it moves).
  */
 #include <errno.h>
 #include <stdlib.h>
