@@ -21,8 +21,8 @@
  * async call, whose completion thread finishes the read and calls back,
  * so the caller's thread never waits for the disk; with pread for the
  * blocking call; CFS_SHORT_READ=cache: page cache hits only;
- * CFS_SHORT_READ_CACHED=1: the async call tries the page cache on the
- * caller's thread first, see read_cached); each page's
+ * by default (CFS_SHORT_READ_CACHED=0 turns it off) the async call tries
+ * the page cache on the caller's thread first, see read_cached); each page's
  * CRC32C against the mapping's; acquire fence and the slot word again;
  * the server alive (pidfd). Only then are the bytes the caller's. A CRC
  * mismatch under a slot still valid answers SC_DIRECT_CORRUPT: the caller
@@ -169,7 +169,7 @@ struct sc_direct {
 	void (*_Atomic will_block)(void);
 	int wait_disk;            /* 1: O_DIRECT reads here; 0 (CFS_SHORT_READ=cache): page
 				     cache hits only */
-	int cached;               /* 1 (CFS_SHORT_READ_CACHED=1, O_DIRECT mode only): async
+	int cached;               /* 1 (default; 0 with CFS_SHORT_READ_CACHED=0; O_DIRECT mode only): async
 				     reads try the page cache on the caller's thread first,
 				     misses read buffered on the ring (read_cached) */
 	int big;                  /* 0 (CFS_SHORT_READ_BIG=0): lone ranges of at most
@@ -239,7 +239,7 @@ struct sc_direct *sc_direct_new(const struct rpc_opts *ro, int dflt)
 	const char *big = getenv("CFS_SHORT_READ_BIG");
 	d->big = !big || strcmp(big, "0") != 0;
 	const char *cached = getenv("CFS_SHORT_READ_CACHED");
-	d->cached = d->wait_disk && cached && !strcmp(cached, "1");
+	d->cached = d->wait_disk && !(cached && !strcmp(cached, "0"));
 	pthread_once(&shift_once, shift_init);
 	pthread_mutex_init(&d->mu, NULL);
 	if (pthread_key_create(&d->bounce_key, bounce_free)) {
@@ -1184,7 +1184,7 @@ static void ring_flush(struct sc_direct *d, unsigned want)
 /* What read_cached found. */
 enum { RC_DONE, RC_RPC, RC_MISS, RC_DIRECT };
 
-/* The page-cache attempt of an async read (CFS_SHORT_READ_CACHED=1), on
+/* The page-cache attempt of an async read (unless CFS_SHORT_READ_CACHED=0), on
  * the caller's thread, X prepared by read_pre: X's pages from the buffered
  * descriptor if the cache holds them all (preadv2 RWF_NOWAIT), then the
  * whole rule (read_post: CRCs, slot word, server alive). RC_DONE: R is

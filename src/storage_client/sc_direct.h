@@ -50,8 +50,8 @@ void sc_direct_free(struct sc_direct *d);
  * (the mount passes fuseloop_will_block, so its FUSE loop goes on reading
  * requests meanwhile). Any thread. */
 void sc_direct_set_will_block(struct sc_direct *d, void (*fn)(void));
-/* Whether async reads go through the page cache (CFS_SHORT_READ_CACHED=1
- * with CFS_SHORT_READ=1; off by default): sc_direct_read_async first
+/* Whether async reads go through the page cache (on by default with
+ * CFS_SHORT_READ=1; CFS_SHORT_READ_CACHED=0 turns it off): sc_direct_read_async first
  * reads the pages from the block file's page cache on the caller's
  * thread (preadv2 RWF_NOWAIT) and, when they are all there and pass
  * every check, calls DONE before it returns; misses go on the ring
@@ -136,7 +136,7 @@ struct sc_direct_stats {
 	uint64_t corrupt;    /* page CRC mismatches seen (SC_DIRECT_CORRUPT) */
 	uint64_t dead;       /* a service found dead under its mappings */
 	uint64_t cached_hits;   /* async reads answered from the page cache at once
-				   (CFS_SHORT_READ_CACHED=1) */
+				   (unless CFS_SHORT_READ_CACHED=0) */
 	uint64_t cached_misses; /* ... not all cached: read buffered on the ring */
 };
 void sc_direct_get_stats(struct sc_direct *d, struct sc_direct_stats *out);

@@ -51,7 +51,7 @@
  *                 stale, maps again; the reads stay short-circuit (before
  *                 eviction a full table refused the map and every read
  *                 after the 4th went over RPC) and right
- *   cached        (only in the run with CFS_SHORT_READ_CACHED=1,
+ *   cached        (only in the runs without CFS_SHORT_READ_CACHED=0,
  *                 test_short_read_cached, which also runs the others but
  *                 chain_corrupt: that mode keeps a chunk's async reads on
  *                 one replica)
@@ -697,7 +697,7 @@ static int async_read(struct storage_read *r, bool *sync)
 static bool cached_mode(void)
 {
 	const char *e = getenv("CFS_SHORT_READ_CACHED");
-	return e && !strcmp(e, "1");
+	return !e || strcmp(e, "0");
 }
 
 static void test_cached(void **state)
