@@ -675,15 +675,15 @@ static void test_corrupt(void **state)
 	teardown(&sc);
 }
 
-/* The async call on R, waited for; R->result. SYNC: DONE ran before the
+/* The async call on R through C, waited for; R->result. SYNC: DONE ran before the
  * call returned. */
-static int async_read(struct storage_read *r, bool *sync)
+static int async_read_on(struct storage_client *c, struct storage_read *r, bool *sync)
 {
 	struct waiter w = { .done = 0 };
 	pthread_mutex_init(&w.mu, NULL);
 	pthread_cond_init(&w.cv, NULL);
 	r->result = 0;
-	assert_int_equal(storage_client_read_async(cl, r, 0, wake, &w), 0);
+	assert_int_equal(storage_client_read_async(c, r, 0, wake, &w), 0);
 	pthread_mutex_lock(&w.mu);
 	*sync = w.done;
 	while (!w.done)
@@ -692,6 +692,11 @@ static int async_read(struct storage_read *r, bool *sync)
 	pthread_mutex_destroy(&w.mu);
 	pthread_cond_destroy(&w.cv);
 	return r->result;
+}
+
+static int async_read(struct storage_read *r, bool *sync)
+{
+	return async_read_on(cl, r, sync);
 }
 
 static bool cached_mode(void)
@@ -827,16 +832,8 @@ static void cc_read(struct storage_client *c, uint32_t chain, uint32_t idx, int 
 	};
 	memset(b, 0, 2 * PG);
 	if (mode == CC_ASYNC) {
-		struct waiter w = { .done = 0 };
-		pthread_mutex_init(&w.mu, NULL);
-		pthread_cond_init(&w.cv, NULL);
-		assert_int_equal(storage_client_read_async(c, &r[0], 0, wake, &w), 0);
-		pthread_mutex_lock(&w.mu);
-		while (!w.done)
-			pthread_cond_wait(&w.cv, &w.mu);
-		pthread_mutex_unlock(&w.mu);
-		pthread_cond_destroy(&w.cv);
-		pthread_mutex_destroy(&w.mu);
+		bool sync;
+		async_read_on(c, &r[0], &sync);
 	} else {
 		assert_int_equal(storage_client_read(c, r, mode == CC_BATCH ? 2 : 1, 0), 0);
 	}
