@@ -588,9 +588,10 @@ static int64_t find_page(const char *dir, const uint8_t *bytes, char *path, size
 }
 
 /* Flips one byte inside the page holding BYTES under DIR (asserting it is
- * there), durably and out of the page cache, so the next read of that copy
- * comes from disk and fails its CRC. */
-static void damage_page(const char *dir, const uint8_t *bytes)
+ * there), durably; with DROP out of the page cache too, so the next read of
+ * that copy comes from disk, else the damaged page stays cached. Either
+ * way the next read of it fails its CRC. */
+static void damage_page_cached(const char *dir, const uint8_t *bytes, bool drop)
 {
 	char path[1400];
 	int64_t off = find_page(dir, bytes, path, sizeof(path));
@@ -600,8 +601,14 @@ static void damage_page(const char *dir, const uint8_t *bytes)
 	uint8_t x = 0xa5;
 	assert_int_equal(pwrite(fd, &x, 1, off + 100), 1);
 	assert_int_equal(fdatasync(fd), 0);
-	(void)posix_fadvise(fd, off, PG, POSIX_FADV_DONTNEED);
+	if (drop)
+		(void)posix_fadvise(fd, off, PG, POSIX_FADV_DONTNEED);
 	close(fd);
+}
+
+static void damage_page(const char *dir, const uint8_t *bytes)
+{
+	damage_page_cached(dir, bytes, true);
 }
 
 static void test_corrupt(void **state)
@@ -764,15 +771,7 @@ static void test_cached(void **state)
 	}
 	assert_true(again);
 	memcpy(want, b, PG);
-	char path[1400];
-	int64_t off = find_page(sc.node[0].dirs[0], want, path, sizeof(path));
-	assert_true(off >= 0);
-	int fd = open(path, O_WRONLY);
-	assert_true(fd >= 0);
-	uint8_t x = 0x5a;
-	assert_int_equal(pwrite(fd, &x, 1, off + 200), 1);
-	assert_int_equal(fdatasync(fd), 0);
-	close(fd);
+	damage_page_cached(sc.node[0].dirs[0], want, false);
 	storage_client_get_stats(cl, &st);
 	c0 = st.sc_corrupt;
 	uint64_t reads0 = st.sc_reads;
