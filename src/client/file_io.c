@@ -161,6 +161,9 @@ struct fio_ra {
 	                             last file_io_read_unref frees it */
 	int holds;                /* readers replying from data (file_io_read_async_ref);
 	                             each holds a reference on fi; under fi->lock */
+	int waiters;              /* readers in ra_read waiting for it to be ready;
+	                             the last one out frees it if it was dropped
+	                             meanwhile; under fi->lock */
 	int err;
 	struct fio_group g;
 	struct fio_job *jobs;
@@ -801,6 +804,13 @@ static void ra_free(struct fio_ra *u)
 	free(u);
 }
 
+/* Whether U may be freed now: finished, and no reader replies from it or
+ * waits for it. Caller holds fi->lock. */
+static int ra_unused(const struct fio_ra *u)
+{
+	return u->ready && !u->holds && !u->waiters;
+}
+
 /* Unlists every unit of FI: finished ones are freed, those in flight are
  * marked dropped and freed by ra_done. Caller holds fi->lock. */
 static void ra_drop_all(struct file_io_inode *fi)
@@ -808,7 +818,7 @@ static void ra_drop_all(struct file_io_inode *fi)
 	while (fi->ra) {
 		struct fio_ra *u = fi->ra;
 		fi->ra = u->next;
-		if (u->ready && !u->holds)
+		if (ra_unused(u))
 			ra_free(u);
 		else
 			u->dropped = 1;
@@ -835,7 +845,7 @@ static void ra_done(struct file_io *f, struct fio_ra *u)
 	pthread_mutex_lock(&fi->lock);
 	u->ready = 1;
 	u->err = u->g.err;
-	int dropped = u->dropped;
+	int dropped = u->dropped && !u->waiters; /* else the last waiter frees it */
 	pthread_cond_broadcast(&fi->ra_cond);
 	pthread_mutex_unlock(&fi->lock);
 	if (dropped)
@@ -850,7 +860,7 @@ static void ra_unlink(struct file_io_inode *fi, struct fio_ra *u)
 	while (*pp != u)
 		pp = &(*pp)->next;
 	*pp = u->next;
-	if (u->ready && !u->holds)
+	if (ra_unused(u))
 		ra_free(u);
 	else
 		u->dropped = 1;
@@ -965,10 +975,21 @@ static int ra_read(struct file_io *f, struct file_io_inode *fi, uint64_t off, si
 				ra_unlink(fi, u);
 				break;
 			}
-			while (!u->ready && !u->dropped)
-				pthread_cond_wait(&fi->ra_cond, &fi->lock);
-			if (u->dropped)
-				break; /* a write dropped it while we waited */
+			if (!u->ready && !u->dropped) {
+				/* Counted, so that neither ra_done nor another
+				 * reader's ra_unlink frees it under us. */
+				u->waiters++;
+				while (!u->ready && !u->dropped)
+					pthread_cond_wait(&fi->ra_cond, &fi->lock);
+				u->waiters--;
+			}
+			if (u->dropped) {
+				/* dropped (a write, another reader) while we
+				 * waited: already unlisted */
+				if (ra_unused(u))
+					ra_free(u);
+				break;
+			}
 			if (u->err) {
 				ra_unlink(fi, u);
 				break;
@@ -1199,7 +1220,7 @@ void file_io_read_unref(file_io *f, void *hold)
 		return;
 	struct file_io_inode *fi = u->fi;
 	pthread_mutex_lock(&fi->lock);
-	int last = --u->holds == 0 && u->dropped;
+	int last = --u->holds == 0 && u->dropped && !u->waiters;
 	pthread_mutex_unlock(&fi->lock);
 	if (last)
 		ra_free(u);
