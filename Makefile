@@ -53,7 +53,7 @@ down:
 
 fuzz: deps
 	cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCFS_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-	cmake --build build-fuzz -j$(JOBS)
+	cmake --build build-fuzz -j$(JOBS) --target cfs_fuzz_targets
 	@bash scripts/run-fuzz.sh build-fuzz/fuzz tests/fuzz/corpus $(FUZZ_SECONDS)
 
 install: build

@@ -979,6 +979,8 @@ static int ra_read(struct file_io *f, struct file_io_inode *fi, uint64_t off, si
 				/* Counted, so that neither ra_done nor another
 				 * reader's ra_unlink frees it under us. */
 				u->waiters++;
+				if (f->o.ra_wait)
+					f->o.ra_wait(f->o.ra_wait_arg);
 				while (!u->ready && !u->dropped)
 					pthread_cond_wait(&fi->ra_cond, &fi->lock);
 				u->waiters--;

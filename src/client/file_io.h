@@ -102,6 +102,13 @@ struct file_io_opts {
 	                              inode [4 MiB]; < 0: no read-ahead */
 	uint32_t read_ahead_ttl_ms; /* read-ahead data fetched longer ago than this is
 	                              dropped, not served [500]: the staleness bound */
+	/* Tests only (NULL in the mount): called with RA_WAIT_ARG each time a
+	 * read starts waiting for a read-ahead unit still in flight, with the
+	 * inode's lock held until the wait releases it (so a unit cannot
+	 * finish between the call and the wait). Must not block or call
+	 * file_io. Lets a test finish a unit only once its readers wait. */
+	void (*ra_wait)(void *ra_wait_arg);
+	void *ra_wait_arg;
 };
 
 /* 0, -EINVAL (no backend; message in ERR), -ENOMEM, -errno. */

@@ -21,7 +21,9 @@
  * bound and write drops; a big file's random reads fetch nothing extra;
  * file_io_read_async_ref hands a read one unit holds whole over by
  * reference, and those bytes stay put through a write that drops the unit
- * and through the release of the inode, until file_io_read_unref.
+ * and through the release of the inode, until file_io_read_unref; a
+ * read-ahead unit that fails while two readers wait for it is freed once,
+ * after both are done with it.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -48,7 +50,10 @@ struct fake {
 	int fail_index;      /* index whose requests fail with -EIO; -1 none */
 	int requests;
 	int hold;            /* writes wait while set (write-behind tests) */
-	pthread_cond_t cv;   /* hold cleared */
+	int rhold;           /* reads wait while set ... */
+	int rfail;           /* ... and then fail with -EIO while this is set */
+	int ra_waits;        /* file_io_opts.ra_wait calls (fake_ra_wait) */
+	pthread_cond_t cv;   /* hold or rhold cleared, ra_waits went up */
 };
 
 static int fake_read(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t off,
@@ -60,6 +65,12 @@ static int fake_read(void *arg, uint32_t chain, uint64_t ino, uint32_t index, ui
 	if (index >= NCH)
 		return -EINVAL;
 	pthread_mutex_lock(&f->lock);
+	while (f->rhold)
+		pthread_cond_wait(&f->cv, &f->lock);
+	if (f->rfail) {
+		pthread_mutex_unlock(&f->lock);
+		return -EIO; /* as a storage target that was killed */
+	}
 	f->requests++;
 	f->chain[index] = chain;
 	int n = 0;
@@ -733,6 +744,113 @@ static void test_read_small_random(void **state)
 	free(pb);
 }
 
+static void fake_ra_wait(void *arg)
+{
+	struct fake *f = arg;
+	pthread_mutex_lock(&f->lock);
+	f->ra_waits++;
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->lock);
+}
+
+/* Waits (10 s at most) until N readers in all started waiting for a
+ * read-ahead unit in flight; 1 when they did. */
+static int wait_ra_waits(struct fake *f, int n)
+{
+	struct timespec dl;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += 10;
+	pthread_mutex_lock(&f->lock);
+	while (f->ra_waits < n && pthread_cond_timedwait(&f->cv, &f->lock, &dl) == 0)
+		;
+	int ok = f->ra_waits >= n;
+	pthread_mutex_unlock(&f->lock);
+	return ok;
+}
+
+struct rd_th {
+	file_io *fio;
+	file_io_inode *fi;
+	uint64_t off;
+	uint8_t buf[64];
+	ssize_t rc;
+};
+
+static void *rd_reader(void *v)
+{
+	struct rd_th *t = v;
+	t->rc = file_io_read(t->fio, t->fi, t->off, 40, t->buf);
+	return NULL;
+}
+
+/* A READ-AHEAD UNIT FAILS WHILE TWO READERS WAIT FOR IT (the storage
+ * target was killed under the mount's reads). A small file read at random
+ * gets a whole-file unit; its fetch is held in the backend until reader 1
+ * (whose read launched it) and reader 2 both wait for it (the ra_wait
+ * hook says when), then fails. The reader that wakes first drops the
+ * failed unit; the other one must not touch it freed (ASan reports a
+ * heap-use-after-free there without the unit's waiters count). Both
+ * reads fail as the storage does, nothing leaks (LeakSanitizer), and once
+ * the storage is back a read gets the right bytes. */
+static void test_read_ahead_fail_waiters(void **state)
+{
+	struct ctx *c = *state;
+	char err[256];
+	const size_t size = 10 * (size_t)CS; /* under the 1 MiB whole-file bound */
+	file_io *A;
+	file_io_inode *fa;
+	struct file_io_opts o = {
+	    .backend = {.arg = &c->fk, .read = fake_read, .write = fake_write},
+	    .workers = 4,
+	    .read_ahead = 2 << 20,
+	    .read_ahead_ttl_ms = 60000, /* the unit never expires under the readers */
+	    .ra_wait = fake_ra_wait,
+	    .ra_wait_arg = &c->fk,
+	};
+	assert_int_equal(file_io_new(&o, &A, err, sizeof(err)), 0);
+	c->in.ino = 99;
+	c->in.size = 0;
+	assert_int_equal(file_io_open(A, &c->in, &fa), 0);
+	uint8_t *p = malloc(size), r[64];
+	pattern(p, size, 31);
+	assert_int_equal(file_io_write(A, fa, 0, size, p), (ssize_t)size);
+	/* The first small random read goes to storage; the second launches
+	 * the whole-file unit and waits for it. */
+	assert_int_equal(file_io_read(A, fa, 1000, 40, r), 40);
+	assert_memory_equal(r, p + 1000, 40);
+	pthread_mutex_lock(&c->fk.lock);
+	c->fk.rhold = 1;
+	c->fk.rfail = 1;
+	pthread_mutex_unlock(&c->fk.lock);
+	struct rd_th t1 = {A, fa, 5 * CS + 7, {0}, 0}, t2 = {A, fa, 8 * CS + 3, {0}, 0};
+	pthread_t th1, th2;
+	assert_int_equal(pthread_create(&th1, NULL, rd_reader, &t1), 0);
+	assert_true(wait_ra_waits(&c->fk, 1));
+	assert_int_equal(pthread_create(&th2, NULL, rd_reader, &t2), 0);
+	assert_true(wait_ra_waits(&c->fk, 2));
+	/* Both wait for the one unit: its pieces fail now. */
+	pthread_mutex_lock(&c->fk.lock);
+	c->fk.rhold = 0;
+	pthread_cond_broadcast(&c->fk.cv);
+	pthread_mutex_unlock(&c->fk.lock);
+	pthread_join(th1, NULL);
+	pthread_join(th2, NULL);
+	assert_int_equal(t1.rc, -EIO);
+	assert_int_equal(t2.rc, -EIO);
+	assert_int_equal(c->fk.ra_waits, 2);
+	/* Storage back: the failed unit is gone, the bytes come right. */
+	pthread_mutex_lock(&c->fk.lock);
+	c->fk.rfail = 0;
+	pthread_mutex_unlock(&c->fk.lock);
+	assert_int_equal(file_io_read(A, fa, 5 * CS + 7, 40, r), 40);
+	assert_memory_equal(r, p + 5 * CS + 7, 40);
+	assert_int_equal(file_io_read(A, fa, 3 * CS + 1, 40, r), 40);
+	assert_memory_equal(r, p + 3 * CS + 1, 40);
+	file_io_release(A, fa);
+	file_io_free(A);
+	free(p);
+}
+
 /* fallocate's PUNCH_HOLE / ZERO_RANGE (file_io_punch): the range reads
  * as zeros, the bytes around it are kept, the size does not change, the
  * chunks wholly inside are gone from storage except the one holding the
@@ -801,6 +919,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_read_ahead_ref, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_read_small_random, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_punch, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_read_ahead_fail_waiters, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
