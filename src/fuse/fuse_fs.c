@@ -962,20 +962,29 @@ static int la_fetch(struct fusefs *fs, uint64_t parent, const char *name,
 	return found;
 }
 
-/* 1 when the lookup was answered from a batch (IN: scratch); -ENOENT when
- * a batch fetched from NAME on (one snapshot, read after the caller's
- * dc_begin) does not hold it; 0: ask meta. */
+/* 1 when a live batch held NAME and answered the lookup (IN: scratch).
+ * A batch that may no longer answer (its directory changed) is dropped,
+ * and the lookup goes on as a miss: a new batch from there (la_lookup).
+ * Needs no credentials, dircache_begin or complete-directory check: the
+ * batch carries its own generation and bound (lookahead.h COHERENCE), and
+ * the kernel checks the caller's permissions (default_permissions). */
+static int la_hit(struct fusefs *fs, fuse_req_t req, uint64_t parent, const char *name,
+                  struct meta_inode *in)
+{
+	uint64_t gen, read_ns;
+	return fs->la && fs->dc && lookahead_get(fs->la, parent, name, in, &gen, &read_ns) &&
+	       la_reply(fs, req, parent, name, in, gen, read_ns);
+}
+
+/* After la_hit missed: 1 when the lookup was answered from a batch (IN:
+ * scratch); -ENOENT when a batch fetched from NAME on (one snapshot, read
+ * after the caller's dc_begin) does not hold it; 0: ask meta. */
 static int la_lookup(struct fusefs *fs, fuse_req_t req, uint64_t parent, const char *name,
                      const struct meta_cred *cr, struct meta_inode *in)
 {
 	uint64_t gen, read_ns;
 	if (!fs->la || !fs->dc)
 		return 0;
-	/* A batch that may no longer answer (its directory changed) is
-	 * dropped, and the lookup goes on as a miss: a new batch from here */
-	if (lookahead_get(fs->la, parent, name, in, &gen, &read_ns) &&
-	    la_reply(fs, req, parent, name, in, gen, read_ns))
-		return 1;
 	/* a walk-ahead fetch of PARENT on its way: wait for it */
 	if (fs->wa && lookahead_wait(fs->la, parent, WA_WAIT_NS) &&
 	    lookahead_get(fs->la, parent, name, in, &gen, &read_ns) &&
@@ -1005,6 +1014,14 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct meta_inode *in = inode_new(req);
 	if (!in)
 		return;
+	/* A hit first, before any work only a miss needs: a stat of every
+	 * file over many directories touched each one's dircache entry and
+	 * name sets (cold memory) per lookup, and a caller other than root
+	 * had its groups read from /proc. */
+	if (la_hit(fs, req, parent, name, in)) {
+		free(in);
+		return;
+	}
 	req_cred(req, &cb);
 	uint64_t gen = dc_begin(fs, parent);
 	/* A directory this mount made and nobody else changed: its names

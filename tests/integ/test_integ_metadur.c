@@ -698,6 +698,76 @@ static void test_lookahead_coherent(void **state)
 	stop_mount2();
 }
 
+/* A lookup a batch can answer is answered before the complete-directory
+ * check (fuse_fs.c la_hit): in a directory mount 1 made (complete there),
+ * with a live batch holding every name, its own unlink and rename must
+ * show at once, and another mount's unlink, create and chmod within the
+ * bounds, as before. */
+static void test_complete_dir_batch(void **state)
+{
+	char d[1200], p1[1300], q1[1300], p2[1300];
+	struct stat st;
+	(void)state;
+	integ_path(&env, "cbatch", d, sizeof(d));
+	assert_int_equal(mkdir(d, 0755), 0); /* complete on mount 1 */
+	for (int i = 0; i < 64; i++) {
+		snprintf(p1, sizeof(p1), "%s/f%03d", d, i);
+		touch(p1);
+	}
+	start_mount2();
+	snprintf(p2, sizeof(p2), "%s/cbatch", mnt2);
+	assert_int_equal(wait_seen(p2, seen_exists, NULL) >= 0, 1);
+	if (!integ_drop_dentries())
+		print_message("drop_caches refused: the kernel may answer\n");
+	/* an ascending run: the second miss fetches a batch of all 64 */
+	for (int i = 0; i < 10; i++) {
+		snprintf(p1, sizeof(p1), "%s/f%03d", d, i);
+		assert_int_equal(stat(p1, &st), 0);
+	}
+	/* own unlink of a name the batch holds: gone at once */
+	snprintf(p1, sizeof(p1), "%s/f020", d);
+	assert_int_equal(unlink(p1), 0);
+	assert_int_equal(stat(p1, &st), -1);
+	assert_int_equal(errno, ENOENT);
+	snprintf(p1, sizeof(p1), "%s/f021", d);
+	assert_int_equal(stat(p1, &st), 0);
+	/* another mount's changes: names within a poll, modes within the
+	 * attribute bound */
+	snprintf(p2, sizeof(p2), "%s/cbatch/f030", mnt2);
+	assert_int_equal(unlink(p2), 0);
+	snprintf(p2, sizeof(p2), "%s/cbatch/f030x", mnt2);
+	touch(p2);
+	snprintf(p2, sizeof(p2), "%s/cbatch/f050", mnt2);
+	mode_t mode = 0600;
+	assert_int_equal(chmod(p2, mode), 0);
+	snprintf(p1, sizeof(p1), "%s/f030", d);
+	int64_t t_gone = wait_seen(p1, seen_gone, NULL);
+	snprintf(p1, sizeof(p1), "%s/f030x", d);
+	int64_t t_new = wait_seen(p1, seen_exists, NULL);
+	snprintf(p1, sizeof(p1), "%s/f050", d);
+	int64_t t_mode = wait_seen(p1, seen_mode, &mode);
+	print_message("complete dir with a batch, ms: unlink=%lld create=%lld chmod=%lld\n",
+	              (long long)t_gone, (long long)t_new, (long long)t_mode);
+	int64_t nbound = NAME_BOUND_MS + COHERENCE_SLACK_MS;
+	assert_true(t_gone >= 0 && t_gone <= nbound);
+	assert_true(t_new >= 0 && t_new <= nbound);
+	assert_true(t_mode >= 0 && t_mode <= COHERENCE_BOUND_MS + COHERENCE_SLACK_MS);
+	/* own rename after a fresh batch: both names right at once */
+	if (!integ_drop_dentries())
+		print_message("drop_caches refused: the kernel may answer\n");
+	for (int i = 40; i < 46; i++) {
+		snprintf(p1, sizeof(p1), "%s/f%03d", d, i);
+		assert_int_equal(stat(p1, &st), 0);
+	}
+	snprintf(p1, sizeof(p1), "%s/f048", d);
+	snprintf(q1, sizeof(q1), "%s/g048", d);
+	assert_int_equal(rename(p1, q1), 0);
+	assert_int_equal(stat(p1, &st), -1);
+	assert_int_equal(errno, ENOENT);
+	assert_int_equal(stat(q1, &st), 0);
+	stop_mount2();
+}
+
 /* A walk over many directories through mount 2 (stat of d00/f0, d01/f0,
  * ..., then d00/f1, ...; fuse/lookahead.h): a directory its parent's batch
  * answered fetches a batch at its first miss, so the second round costs
@@ -810,6 +880,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_complete_dir_coherent, mount2_teardown),
 	    cmocka_unit_test_teardown(test_dir_attrs_coherent, mount2_teardown),
 	    cmocka_unit_test_teardown(test_lookahead_coherent, mount2_teardown),
+	    cmocka_unit_test_teardown(test_complete_dir_batch, mount2_teardown),
 	    cmocka_unit_test_teardown(test_dir_walk_ahead, mount2_teardown),
 	    cmocka_unit_test_teardown(test_cwd_survives_invalidation, mount2_teardown),
 	    cmocka_unit_test(test_df_reports_usage),
