@@ -1437,15 +1437,11 @@ static int acl_prepare(fuse_req_t req, struct fusefs *fs, const struct meta_cred
 	return 0;
 }
 
-/* Gives MADE, the node this request made (NULL: none), the ACLs of AI, and
- * frees them either way. */
-static void acl_finish(struct fusefs *fs, const struct meta_cred *c,
-                       const struct meta_inode *made, struct acl_inherit *ai)
+/* Gives the new node INO the ACLs of AI (and frees them). */
+static void acl_apply(struct fusefs *fs, const struct meta_cred *c, uint64_t ino,
+                      struct acl_inherit *ai)
 {
 	int rc = 0;
-	if (!made)
-		goto out;
-	uint64_t ino = made->ino;
 	if (ai->acc) {
 		rc = meta_client_setxattr(fs->o.meta, c, ino, meta_name_c(META_ACL_ACCESS), ai->acc,
 		                          ai->acc_len, 0);
@@ -1459,7 +1455,18 @@ static void acl_finish(struct fusefs *fs, const struct meta_cred *c,
 	if (rc < 0)
 		LOG_WARN("fuse", "inheriting the default ACL failed: ino=%llu: %s",
 		         (unsigned long long)ino, cfs_strerror(rc));
-out:
+	free(ai->acc);
+	free(ai->def);
+	memset(ai, 0, sizeof(*ai));
+}
+
+/* Gives MADE, the node this request made (NULL: none), the ACLs of AI, and
+ * frees them either way. */
+static void acl_finish(struct fusefs *fs, const struct meta_cred *c, const struct meta_inode *made,
+                       struct acl_inherit *ai)
+{
+	if (made)
+		acl_apply(fs, c, made->ino, ai); /* leaves AI empty */
 	free(ai->acc);
 	free(ai->def);
 	memset(ai, 0, sizeof(*ai));
@@ -1469,9 +1476,9 @@ out:
  * symlink, link) holds from its start to its entry reply. */
 struct new_entry {
 	struct fusefs *fs;
-	struct cred_buf cb;     /* the caller's credentials */
-	struct meta_inode *in;  /* the reply's inode, owned */
-	uint64_t gen;           /* PARENT's dircache generation before the change */
+	struct cred_buf cb;    /* the caller's credentials */
+	struct meta_inode *in; /* the reply's inode, owned */
+	uint64_t gen;          /* PARENT's dircache generation before the change */
 };
 
 /* Starts such a request: the caller's credentials, the reply's inode and
@@ -1522,8 +1529,9 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 			rc = meta_client_create(fs->o.meta, &ne.cb.c, parent, meta_name_c(name), m,
 			                        META_O_EXCL, ne.in, NULL);
 		else {
-			rc = meta_client_mknod(fs->o.meta, &ne.cb.c, parent, meta_name_c(name),
-			                       ((uint32_t)mode & S_IFMT) | m, (uint64_t)rdev, ne.in);
+			rc =
+			    meta_client_mknod(fs->o.meta, &ne.cb.c, parent, meta_name_c(name),
+			                      ((uint32_t)mode & S_IFMT) | m, (uint64_t)rdev, ne.in);
 		}
 		dattr_drop_all(fs);
 		own_end(fs, parent, name, rc, 1);
@@ -1655,7 +1663,8 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 		return;
 	struct fusefs *fs = ne.fs;
 	own_begin(fs);
-	int rc = meta_client_link(fs->o.meta, &ne.cb.c, ino, newparent, meta_name_c(newname), ne.in);
+	int rc =
+	    meta_client_link(fs->o.meta, &ne.cb.c, ino, newparent, meta_name_c(newname), ne.in);
 	dattr_drop_all(fs);
 	own_end(fs, newparent, newname, rc, 1);
 	new_entry_reply(req, &ne, rc, newparent, newname);
