@@ -278,19 +278,30 @@ static int proc_alive(pid_t pid, unsigned long long start)
 	return st != 'Z' && st != 'X';
 }
 
+/* Reads DIR/pids/ROLE.pid (its path into PIDF): the pid and the start
+ * time recorded into *PID and *START. -1 when there is no such file, 1
+ * when the recorded process lives, else 0. */
+static int read_role_pid(const char *dir, const char *role, char pidf[PATH_MAX], int *pid,
+                         unsigned long long *start)
+{
+	*pid = 0;
+	*start = 0;
+	pathf(pidf, PATH_MAX, "%s/pids/%s.pid", dir, role);
+	FILE *f = fopen(pidf, "r");
+	if (!f)
+		return -1;
+	int ok = fscanf(f, "%d %llu", pid, start) == 2;
+	fclose(f);
+	return ok && *pid > 1 && proc_alive(*pid, *start);
+}
+
 /* The pid of ROLE recorded under DIR while that process lives, else 0. */
 static int role_pid(const char *dir, const char *role)
 {
 	char pidf[PATH_MAX];
-	int pid = 0;
-	unsigned long long start = 0;
-	pathf(pidf, sizeof(pidf), "%s/pids/%s.pid", dir, role);
-	FILE *f = fopen(pidf, "r");
-	if (!f)
-		return 0;
-	int ok = fscanf(f, "%d %llu", &pid, &start) == 2;
-	fclose(f);
-	return ok && pid > 1 && proc_alive(pid, start) ? pid : 0;
+	int pid;
+	unsigned long long start;
+	return read_role_pid(dir, role, pidf, &pid, &start) == 1 ? pid : 0;
 }
 
 static void print_log_tail(const char *log)
@@ -315,17 +326,24 @@ static void print_log_tail(const char *log)
 		free(ring[i]);
 }
 
+/* ARGV (48 slots) for running this binary with ARGS (NULL-terminated; past
+ * 46 dropped), NULL-terminated. */
+static void self_argv(char *argv[48], char *const args[])
+{
+	int n = 0;
+	argv[n++] = self_exe;
+	for (int i = 0; args[i] && n < 47; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
+}
+
 /* Starts ROLE (argv[0] is the subcommand) in the background with its
  * output appended to D/logs/ROLE.log and its pid in D/pids/ROLE.pid. */
 static pid_t spawn_role(struct cluster *c, const char *role, char *const args[])
 {
 	char log[PATH_MAX], pidf[PATH_MAX];
 	char *argv[48];
-	int n = 0;
-	argv[n++] = self_exe;
-	for (int i = 0; args[i] && n < 47; i++)
-		argv[n++] = args[i];
-	argv[n] = NULL;
+	self_argv(argv, args);
 	pathf(log, sizeof(log), "%s/logs/%s.log", c->dir, role);
 	pathf(pidf, sizeof(pidf), "%s/pids/%s.pid", c->dir, role);
 	fflush(stdout);
@@ -565,11 +583,7 @@ static int abs_mount_path(const char *mnt, char *out, size_t cap)
 static int run_cmd(const char *out, char *const args[])
 {
 	char *argv[48];
-	int n = 0;
-	argv[n++] = self_exe;
-	for (int i = 0; args[i] && n < 47; i++)
-		argv[n++] = args[i];
-	argv[n] = NULL;
+	self_argv(argv, args);
 	fflush(stdout);
 	fflush(stderr);
 	pid_t pid = fork();
@@ -673,16 +687,13 @@ static int write_secret(const char *dir)
 static int stop_role(const char *dir, const char *role, long long stop_ms)
 {
 	char pidf[PATH_MAX];
-	int pid = 0;
-	unsigned long long start = 0;
-	pathf(pidf, sizeof(pidf), "%s/pids/%s.pid", dir, role);
-	FILE *f = fopen(pidf, "r");
-	if (!f)
+	int pid;
+	unsigned long long start;
+	int alive = read_role_pid(dir, role, pidf, &pid, &start);
+	if (alive < 0)
 		return 0;
-	int ok = fscanf(f, "%d %llu", &pid, &start) == 2;
-	fclose(f);
 	int stopped = 0;
-	if (ok && pid > 1 && proc_alive(pid, start)) {
+	if (alive) {
 		kill(pid, SIGTERM);
 		long long deadline = now_ms() + stop_ms;
 		while (proc_alive(pid, start) && now_ms() < deadline) {
@@ -917,26 +928,41 @@ static int start_cluster(struct cluster *c, const struct up_conf *uc)
 	return 0;
 }
 
+/* Parses the options of "chainfs CMD" (OPTS, no positional arguments) in
+ * ARGV into CONF (zeroed by the caller). 1: parsed, CONF owns its strings
+ * (cfg_free); 0: the command ends with exit status *STATUS: 0 after
+ * --help, 2 after a usage error reported on stderr. */
+static int parse_args(const char *cmd, const struct cfg_opt *opts, void *conf, int argc,
+                      char **argv, int *status)
+{
+	char err[512];
+	int npos = 0;
+	int rc = cfg_parse(opts, conf, argc, argv, &npos, err, sizeof(err));
+	*status = rc == 1 ? 0 : 2;
+	if (rc == 1)
+		return 0;
+	if (rc < 0) {
+		fprintf(stderr, "chainfs %s: %s\n", cmd, err);
+		return 0;
+	}
+	if (npos) {
+		fprintf(stderr, "chainfs %s: unexpected argument '%s'\n", cmd, argv[0]);
+		cfg_free(opts, conf);
+		return 0;
+	}
+	return 1;
+}
+
 int cli_up(int argc, char **argv)
 {
 	struct up_conf uc;
 	struct cluster c;
-	char err[512];
-	int npos = 0, ret = 2;
+	int rc, ret;
 
 	memset(&uc, 0, sizeof(uc));
 	memset(&c, 0, sizeof(c));
-	int rc = cfg_parse(up_opts, &uc, argc, argv, &npos, err, sizeof(err));
-	if (rc == 1)
-		return 0;
-	if (rc < 0) {
-		fprintf(stderr, "chainfs up: %s\n", err);
-		return 2;
-	}
-	if (npos) {
-		fprintf(stderr, "chainfs up: unexpected argument '%s'\n", argv[0]);
-		goto out;
-	}
+	if (!parse_args("up", up_opts, &uc, argc, argv, &ret))
+		return ret;
 	ret = 1;
 	if (uc.no_local_socket)
 		setenv("CFS_NO_LOCAL_SOCKET", "1", 1); /* inherited by every role started */
@@ -1075,22 +1101,12 @@ int cli_down(int argc, char **argv)
 {
 	struct down_conf dc;
 	struct cluster c;
-	char err[512];
-	int npos = 0, ret = 2;
+	int rc, ret;
 
 	memset(&dc, 0, sizeof(dc));
 	memset(&c, 0, sizeof(c));
-	int rc = cfg_parse(down_opts, &dc, argc, argv, &npos, err, sizeof(err));
-	if (rc == 1)
-		return 0;
-	if (rc < 0) {
-		fprintf(stderr, "chainfs down: %s\n", err);
-		return 2;
-	}
-	if (npos) {
-		fprintf(stderr, "chainfs down: unexpected argument '%s'\n", argv[0]);
-		goto out;
-	}
+	if (!parse_args("down", down_opts, &dc, argc, argv, &ret))
+		return ret;
 	ret = 1;
 	if (!realpath(dc.dir, c.dir)) {
 		fprintf(stderr, "chainfs down: --dir %s: %s\n", dc.dir, strerror(errno));

@@ -586,6 +586,12 @@ static struct meta_inode *inode_new(fuse_req_t req)
 	return in;
 }
 
+static void want_if_capable(struct fuse_conn_info *conn, unsigned cap)
+{
+	if (conn->capable & cap)
+		conn->want |= cap;
+}
+
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct fusefs *fs = userdata;
@@ -595,21 +601,15 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
 		fs->acl = 1;
 	}
-	if (conn->capable & FUSE_CAP_READDIRPLUS)
-		conn->want |= FUSE_CAP_READDIRPLUS;
+	want_if_capable(conn, FUSE_CAP_READDIRPLUS);
 	conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
-	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
-		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
-	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
-		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
-	if (conn->capable & FUSE_CAP_ASYNC_DIO)
-		conn->want |= FUSE_CAP_ASYNC_DIO;
+	want_if_capable(conn, FUSE_CAP_ATOMIC_O_TRUNC);
+	want_if_capable(conn, FUSE_CAP_PARALLEL_DIROPS);
+	want_if_capable(conn, FUSE_CAP_ASYNC_DIO);
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 	/* Locks are meta's, shared by every mount ("Locks"). */
-	if (conn->capable & FUSE_CAP_POSIX_LOCKS)
-		conn->want |= FUSE_CAP_POSIX_LOCKS;
-	if (conn->capable & FUSE_CAP_FLOCK_LOCKS)
-		conn->want |= FUSE_CAP_FLOCK_LOCKS;
+	want_if_capable(conn, FUSE_CAP_POSIX_LOCKS);
+	want_if_capable(conn, FUSE_CAP_FLOCK_LOCKS);
 	conn->max_write = FUSEFS_MAX_IO;
 	conn->max_read = FUSEFS_MAX_IO; /* must match the max_read mount option */
 	conn->max_readahead = FUSEFS_MAX_IO;
@@ -1477,6 +1477,55 @@ static void acl_apply(struct fusefs *fs, const struct meta_cred *c, uint64_t ino
 	memset(ai, 0, sizeof(*ai));
 }
 
+/* Gives MADE, the node this request made (NULL: none), the ACLs of AI, and
+ * frees them either way. */
+static void acl_finish(struct fusefs *fs, const struct meta_cred *c, const struct meta_inode *made,
+                       struct acl_inherit *ai)
+{
+	if (made)
+		acl_apply(fs, c, made->ino, ai); /* leaves AI empty */
+	free(ai->acc);
+	free(ai->def);
+	memset(ai, 0, sizeof(*ai));
+}
+
+/* What a request that makes a name in a directory (mknod, mkdir, create,
+ * symlink, link) holds from its start to its entry reply. */
+struct new_entry {
+	struct fusefs *fs;
+	struct cred_buf cb;    /* the caller's credentials */
+	struct meta_inode *in; /* the reply's inode, owned */
+	uint64_t gen;          /* PARENT's dircache generation before the change */
+};
+
+/* Starts such a request: the caller's credentials, the reply's inode and
+ * PARENT's dircache generation (taken before meta changes it, dc_note).
+ * Returns 0 after replying ENOMEM (nothing to release), else 1; then
+ * new_entry_reply answers and releases. */
+static int new_entry_begin(fuse_req_t req, uint64_t parent, struct new_entry *ne)
+{
+	ne->fs = fs_of(req);
+	ne->in = inode_new(req);
+	if (!ne->in)
+		return 0;
+	req_cred(req, &ne->cb);
+	ne->gen = dc_begin(ne->fs, parent);
+	return 1;
+}
+
+/* Answers with RC's error or NE's inode as the entry NAME in PARENT (kept in
+ * the kernel's cache only while dc_note says so), and frees the inode. */
+static void new_entry_reply(fuse_req_t req, struct new_entry *ne, int rc, uint64_t parent,
+                            const char *name)
+{
+	if (rc < 0)
+		reply_err(req, rc);
+	else
+		reply_entry_c(req, ne->in, dc_note(ne->fs, parent, name, ne->gen));
+	free(ne->in);
+	ne->in = NULL;
+}
+
 /* FIFOs, sockets and devices are nodes in meta; the kernel serves them
  * (pipes, bind, device drivers) once the attributes say what they are, and
  * checks CAP_MKNOD for devices before the request comes here. */
@@ -1484,70 +1533,51 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 {
 	if (usrbio_fuse_deny(fs_of(req)->o.usrbio, req, parent))
 		return;
-	struct fusefs *fs = fs_of(req);
-	struct cred_buf cb;
-	struct meta_inode *in = inode_new(req);
-	if (!in)
+	struct new_entry ne;
+	if (!new_entry_begin(req, parent, &ne))
 		return;
-	req_cred(req, &cb);
+	struct fusefs *fs = ne.fs;
 	uint32_t m = mode & 07777;
 	struct acl_inherit ai;
-	uint64_t gen = dc_begin(fs, parent);
-	int rc = acl_prepare(req, fs, &cb.c, parent, 0, &m, &ai);
+	int rc = acl_prepare(req, fs, &ne.cb.c, parent, 0, &m, &ai);
 	if (rc == 0) {
 		own_begin(fs);
 		if (S_ISREG(mode))
-			rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), m,
-			                        META_O_EXCL, in, NULL);
+			rc = meta_client_create(fs->o.meta, &ne.cb.c, parent, meta_name_c(name), m,
+			                        META_O_EXCL, ne.in, NULL);
 		else {
-			rc = meta_client_mknod(fs->o.meta, &cb.c, parent, meta_name_c(name),
-			                       ((uint32_t)mode & S_IFMT) | m, (uint64_t)rdev, in);
+			rc =
+			    meta_client_mknod(fs->o.meta, &ne.cb.c, parent, meta_name_c(name),
+			                      ((uint32_t)mode & S_IFMT) | m, (uint64_t)rdev, ne.in);
 		}
 		dattr_drop_all(fs);
 		own_end(fs, parent, name, rc, 1);
 	}
-	if (rc == 0)
-		acl_apply(fs, &cb.c, in->ino, &ai);
-	free(ai.acc);
-	free(ai.def);
-	if (rc < 0)
-		reply_err(req, rc);
-	else
-		reply_entry_c(req, in, dc_note(fs, parent, name, gen));
-	free(in);
+	acl_finish(fs, &ne.cb.c, rc == 0 ? ne.in : NULL, &ai);
+	new_entry_reply(req, &ne, rc, parent, name);
 }
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
 	if (usrbio_fuse_deny(fs_of(req)->o.usrbio, req, parent))
 		return;
-	struct fusefs *fs = fs_of(req);
-	struct cred_buf cb;
-	struct meta_inode *in = inode_new(req);
-	if (!in)
+	struct new_entry ne;
+	if (!new_entry_begin(req, parent, &ne))
 		return;
-	req_cred(req, &cb);
+	struct fusefs *fs = ne.fs;
 	uint32_t m = mode & 07777;
 	struct acl_inherit ai;
-	uint64_t gen = dc_begin(fs, parent);
-	int rc = acl_prepare(req, fs, &cb.c, parent, 1, &m, &ai);
+	int rc = acl_prepare(req, fs, &ne.cb.c, parent, 1, &m, &ai);
 	if (rc == 0) {
 		own_begin(fs);
-		rc = meta_client_mkdir(fs->o.meta, &cb.c, parent, meta_name_c(name), m, in);
+		rc = meta_client_mkdir(fs->o.meta, &ne.cb.c, parent, meta_name_c(name), m, ne.in);
 		dattr_drop_all(fs);
 		if (rc == 0 && fs->dc)
-			dircache_dir_made(fs->dc, in->ino);
+			dircache_dir_made(fs->dc, ne.in->ino);
 		own_end(fs, parent, name, rc, 1);
 	}
-	if (rc == 0)
-		acl_apply(fs, &cb.c, in->ino, &ai);
-	free(ai.acc);
-	free(ai.def);
-	if (rc < 0)
-		reply_err(req, rc);
-	else
-		reply_entry_c(req, in, dc_note(fs, parent, name, gen));
-	free(in);
+	acl_finish(fs, &ne.cb.c, rc == 0 ? ne.in : NULL, &ai);
+	new_entry_reply(req, &ne, rc, parent, name);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -1590,24 +1620,16 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 {
 	if (usrbio_fuse_symlink(fs_of(req)->o.usrbio, req, link, parent, name))
 		return;
-	struct fusefs *fs = fs_of(req);
-	struct cred_buf cb;
-	struct meta_inode *in = inode_new(req);
-	if (!in)
+	struct new_entry ne;
+	if (!new_entry_begin(req, parent, &ne))
 		return;
-	req_cred(req, &cb);
-	uint64_t gen = dc_begin(fs, parent);
+	struct fusefs *fs = ne.fs;
 	own_begin(fs);
-	int rc = meta_client_symlink(fs->o.meta, &cb.c, parent, meta_name_c(name),
-	                             meta_name_c(link), in);
+	int rc = meta_client_symlink(fs->o.meta, &ne.cb.c, parent, meta_name_c(name),
+	                             meta_name_c(link), ne.in);
 	dattr_drop_all(fs);
 	own_end(fs, parent, name, rc, 1);
-	if (rc < 0) {
-		reply_err(req, rc);
-	} else {
-		reply_entry_c(req, in, dc_note(fs, parent, name, gen));
-	}
-	free(in);
+	new_entry_reply(req, &ne, rc, parent, name);
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
@@ -1653,23 +1675,16 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 {
 	if (usrbio_fuse_deny(fs_of(req)->o.usrbio, req, newparent))
 		return;
-	struct fusefs *fs = fs_of(req);
-	struct cred_buf cb;
-	struct meta_inode *in = inode_new(req);
-	if (!in)
+	struct new_entry ne;
+	if (!new_entry_begin(req, newparent, &ne))
 		return;
-	req_cred(req, &cb);
-	uint64_t gen = dc_begin(fs, newparent);
+	struct fusefs *fs = ne.fs;
 	own_begin(fs);
-	int rc = meta_client_link(fs->o.meta, &cb.c, ino, newparent, meta_name_c(newname), in);
+	int rc =
+	    meta_client_link(fs->o.meta, &ne.cb.c, ino, newparent, meta_name_c(newname), ne.in);
 	dattr_drop_all(fs);
 	own_end(fs, newparent, newname, rc, 1);
-	if (rc < 0) {
-		reply_err(req, rc);
-	} else {
-		reply_entry_c(req, in, dc_note(fs, newparent, newname, gen));
-	}
-	free(in);
+	new_entry_reply(req, &ne, rc, newparent, newname);
 }
 
 static unsigned open_flags(int flags)
@@ -1864,21 +1879,20 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	if (usrbio_fuse_deny(fs_of(req)->o.usrbio, req, parent))
 		return;
 	struct fusefs *fs = fs_of(req);
-	struct cred_buf cb;
 	uint64_t session = 0;
 	unsigned mf = open_flags(ffi->flags);
 	if (ffi->flags & O_EXCL)
 		mf |= META_O_EXCL;
 	if (fs->o.fio)
 		mf |= META_O_IDATA; /* new files may keep their bytes in meta (file_io.h) */
-	struct meta_inode *in = inode_new(req);
-	if (!in)
+	struct new_entry ne;
+	if (!new_entry_begin(req, parent, &ne))
 		return;
-	req_cred(req, &cb);
+	struct meta_inode *in = ne.in;
+	const struct meta_cred *cr = &ne.cb.c;
 	uint32_t m = mode & 07777;
 	struct acl_inherit ai;
-	uint64_t gen = dc_begin(fs, parent);
-	int rc = acl_prepare(req, fs, &cb.c, parent, 0, &m, &ai);
+	int rc = acl_prepare(req, fs, cr, parent, 0, &m, &ai);
 	/* Only a node this call makes gets the ACLs (and counts as one change
 	 * of the directory, dircache.h), and O_CREAT of an existing file
 	 * opens it: try exclusively first. The kernel sends CREATE only for a
@@ -1889,10 +1903,10 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		struct dattr_ticket dt = dattr_begin(fs, parent);
 		own_begin(fs);
 		if (dir)
-			rc = meta_client_create_dir(fs->o.meta, &cb.c, parent, meta_name_c(name), m,
+			rc = meta_client_create_dir(fs->o.meta, cr, parent, meta_name_c(name), m,
 			                            mf | META_O_EXCL, in, &session, dir);
 		else
-			rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), m,
+			rc = meta_client_create(fs->o.meta, cr, parent, meta_name_c(name), m,
 			                        mf | META_O_EXCL, in, &session);
 		if (rc == 0) {
 			if (dir)
@@ -1905,29 +1919,26 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	}
 	if (rc == -EEXIST && !(mf & META_O_EXCL)) {
 		inherit = 0;
-		rc = meta_client_create(fs->o.meta, &cb.c, parent, meta_name_c(name), m, mf, in,
+		rc = meta_client_create(fs->o.meta, cr, parent, meta_name_c(name), m, mf, in,
 		                        &session);
 	}
-	if (rc == 0 && inherit)
-		acl_apply(fs, &cb.c, in->ino, &ai);
-	free(ai.acc);
-	free(ai.def);
+	acl_finish(fs, cr, rc == 0 && inherit ? in : NULL, &ai);
 	if (rc == 0) {
 		dattr_invalidate(fs, in->ino); /* it may have existed (no O_EXCL) */
 		rc = file_setup(fs, in, session, ffi);
 		if (rc < 0 && session)
-			meta_client_close(fs->o.meta, &cb.c, in->ino, session, NULL);
+			meta_client_close(fs->o.meta, cr, in->ino, session, NULL);
 	}
 	if (rc < 0) {
 		reply_err(req, rc);
 	} else {
 		struct fuse_entry_param e;
 		fill_entry(fs, in, &e);
-		if (!dc_note(fs, parent, name, gen))
+		if (!dc_note(fs, parent, name, ne.gen))
 			e.entry_timeout = 0;
 		/* An interrupted open gets no release from the kernel. */
 		if (reply_create(req, &e, ffi) == -ENOENT)
-			file_drop(fs, (struct fusefs_file *)(uintptr_t)ffi->fh, &cb.c);
+			file_drop(fs, (struct fusefs_file *)(uintptr_t)ffi->fh, cr);
 	}
 	free(in);
 }
@@ -2723,19 +2734,22 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 	fuse_reply_err(req, to_errno(rc));
 }
 
-static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+/* The reply buffer of a getxattr or listxattr of SIZE bytes: NULL for
+ * SIZE 0 (the caller asks how large). -ENOMEM after replying ENOMEM. */
+static int xattr_buf_new(fuse_req_t req, size_t size, char **buf)
 {
-	if (usrbio_fuse_xattr(fs_of(req)->o.usrbio, req, ino, 0, size))
-		return;
-	struct fusefs *fs = fs_of(req);
-	struct cred_buf cb;
-	char *buf = NULL;
-	if (size && !(buf = malloc(size))) {
+	*buf = NULL;
+	if (size && !(*buf = malloc(size))) {
 		fuse_reply_err(req, ENOMEM);
-		return;
+		return -ENOMEM;
 	}
-	req_cred(req, &cb);
-	int rc = meta_client_getxattr(fs->o.meta, &cb.c, ino, meta_name_c(name), buf, size);
+	return 0;
+}
+
+/* Answers a getxattr or listxattr of SIZE with RC, meta's length or error,
+ * and the bytes in BUF (xattr_buf_new), which it frees. */
+static void reply_xattr_result(fuse_req_t req, int rc, char *buf, size_t size)
+{
 	if (rc < 0)
 		reply_err(req, rc);
 	else if (size == 0)
@@ -2745,26 +2759,32 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	free(buf);
 }
 
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	if (usrbio_fuse_xattr(fs_of(req)->o.usrbio, req, ino, 0, size))
+		return;
+	struct fusefs *fs = fs_of(req);
+	struct cred_buf cb;
+	char *buf;
+	if (xattr_buf_new(req, size, &buf) < 0)
+		return;
+	req_cred(req, &cb);
+	int rc = meta_client_getxattr(fs->o.meta, &cb.c, ino, meta_name_c(name), buf, size);
+	reply_xattr_result(req, rc, buf, size);
+}
+
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	if (usrbio_fuse_xattr(fs_of(req)->o.usrbio, req, ino, 1, size))
 		return;
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
-	char *buf = NULL;
-	if (size && !(buf = malloc(size))) {
-		fuse_reply_err(req, ENOMEM);
+	char *buf;
+	if (xattr_buf_new(req, size, &buf) < 0)
 		return;
-	}
 	req_cred(req, &cb);
 	int rc = meta_client_listxattr(fs->o.meta, &cb.c, ino, buf, size);
-	if (rc < 0)
-		reply_err(req, rc);
-	else if (size == 0)
-		fuse_reply_xattr(req, (size_t)rc);
-	else
-		fuse_reply_buf(req, buf, (size_t)rc);
-	free(buf);
+	reply_xattr_result(req, rc, buf, size);
 }
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)

@@ -715,6 +715,64 @@ static int take_entry(kv_txn *t, uint64_t ns, const void *key, uint32_t key_len,
 	return rc ? rc : 1;
 }
 
+/* Reads up to LIMIT expiry index records PFX of namespace NS (KVCE:
+ * reservations, KVCT: entries) whose time is below UNTIL, into R. */
+static int get_expiring(kv_txn *t, const char pfx[4], uint64_t ns, uint64_t until, int limit,
+			struct kv_range *r)
+{
+	struct key b, e;
+	mk(&b, pfx, ns, 0, 0, 0, NULL, 0);
+	mk(&e, pfx, ns, 1, until, 0, NULL, 0);
+	return kv_get_range(t, ks(&b), ks(&e), limit, 0, 0, r);
+}
+
+/* Drops the reservation that the expiry record KV (KVCE) lists; its slot
+ * in *SLOT. 0 or <0. */
+static int drop_listed_resv(kv_txn *t, struct op *o, const struct kv_pair *kv, uint64_t *slot)
+{
+	if (kv->key.n != 28)
+		return -CFS_ECORRUPT;
+	const uint8_t *kp = kv->key.p;
+	uint64_t tok;
+	uint32_t grp;
+	*slot = get_be64(kp + 20);
+	tok_of_expiry(kv->val, &tok, &grp);
+	return drop_resv(t, o, *slot, get_be64(kp + 12), tok, grp);
+}
+
+/* take_entry for the entry that the index record KV (KVCT when BY_TTL,
+ * else KVCL) lists; its slot in *SLOT. */
+static int take_listed_entry(kv_txn *t, uint64_t ns, const struct kv_pair *kv, int by_ttl,
+			     uint64_t *slot)
+{
+	if (kv->key.n != 28 || kv->val.n < 1 || kv->val.n > KVC_KEY_MAX)
+		return -CFS_ECORRUPT;
+	const uint8_t *kp = kv->key.p;
+	*slot = get_be64(kp + 20);
+	return take_entry(t, ns, kv->val.p, (uint32_t)kv->val.n, *slot, get_be64(kp + 12), by_ttl,
+			  kv->key);
+}
+
+/* Takes the entries that the index records of R list (KVCT when BY_TTL:
+ * expired, else KVCL: evicted) and appends their slots to SLOTS at *GOT.
+ * 0 or <0. */
+static int take_listed_entries(kv_txn *t, struct op *o, const struct kv_range *r, int by_ttl,
+			       uint64_t *slots, int *got)
+{
+	for (int i = 0; i < r->n; i++) {
+		uint64_t slot;
+		int rc = take_listed_entry(t, o->ns.id, &r->kvs[i], by_ttl, &slot);
+		if (rc < 0)
+			return rc;
+		if (rc == 1) {
+			cnt(o, CNT_USED, -1);
+			cnt(o, by_ttl ? CNT_EXPIRE : CNT_EVICT, 1);
+			slots[(*got)++] = slot;
+		}
+	}
+	return 0;
+}
+
 /* ---- operations ---- */
 
 
@@ -1024,46 +1082,23 @@ static int take_slots(kv_txn *t, struct op *o, uint64_t *slots, int want)
 	int got = 0, rc;
 
 	/* 1. expired reservations (a killed writer's slots) */
-	mk(&b, "KVCE", ns, 0, 0, 0, NULL, 0);
-	mk(&e, "KVCE", ns, 1, o->now, 0, NULL, 0);
-	rc = kv_get_range(t, ks(&b), ks(&e), want, 0, 0, &r);
+	rc = get_expiring(t, "KVCE", ns, o->now, want, &r);
 	if (rc)
 		return rc;
 	for (int i = 0; i < r.n && got < want; i++) {
-		if (r.kvs[i].key.n != 28)
-			return -CFS_ECORRUPT;
-		const uint8_t *kp = r.kvs[i].key.p;
-		uint64_t exp = get_be64(kp + 12), slot = get_be64(kp + 20), tok;
-		uint32_t grp;
-		tok_of_expiry(r.kvs[i].val, &tok, &grp);
-		if ((rc = drop_resv(t, o, slot, exp, tok, grp)))
+		uint64_t slot;
+		if ((rc = drop_listed_resv(t, o, &r.kvs[i], &slot)))
 			return rc;
 		cnt(o, CNT_RECLAIM, 1);
 		slots[got++] = slot;
 	}
 	/* 2. entries past their TTL */
 	if (got < want) {
-		mk(&b, "KVCT", ns, 0, 0, 0, NULL, 0);
-		mk(&e, "KVCT", ns, 1, o->now + 1, 0, NULL, 0);
-		rc = kv_get_range(t, ks(&b), ks(&e), want - got, 0, 0, &r);
+		rc = get_expiring(t, "KVCT", ns, o->now + 1, want - got, &r);
 		if (rc)
 			return rc;
-		for (int i = 0; i < r.n; i++) {
-			if (r.kvs[i].key.n != 28 || r.kvs[i].val.n < 1 ||
-			    r.kvs[i].val.n > KVC_KEY_MAX)
-				return -CFS_ECORRUPT;
-			const uint8_t *kp = r.kvs[i].key.p;
-			uint64_t slot = get_be64(kp + 20);
-			rc = take_entry(t, ns, r.kvs[i].val.p, (uint32_t)r.kvs[i].val.n, slot,
-					get_be64(kp + 12), 1, r.kvs[i].key);
-			if (rc < 0)
-				return rc;
-			if (rc == 1) {
-				cnt(o, CNT_USED, -1);
-				cnt(o, CNT_EXPIRE, 1);
-				slots[got++] = slot;
-			}
-		}
+		if ((rc = take_listed_entries(t, o, &r, 1, slots, &got)))
+			return rc;
 	}
 	/* 3. free set */
 	uint64_t start = op_rnd(o) % o->ns.nslots;
@@ -1127,22 +1162,8 @@ static int take_slots(kv_txn *t, struct op *o, uint64_t *slots, int want)
 		rc = kv_get_range(t, ks(&b), ks(&e), want - got, 0, 0, &r);
 		if (rc)
 			return rc;
-		for (int i = 0; i < r.n; i++) {
-			if (r.kvs[i].key.n != 28 || r.kvs[i].val.n < 1 ||
-			    r.kvs[i].val.n > KVC_KEY_MAX)
-				return -CFS_ECORRUPT;
-			const uint8_t *kp = r.kvs[i].key.p;
-			uint64_t slot = get_be64(kp + 20);
-			rc = take_entry(t, ns, r.kvs[i].val.p, (uint32_t)r.kvs[i].val.n, slot,
-					get_be64(kp + 12), 0, r.kvs[i].key);
-			if (rc < 0)
-				return rc;
-			if (rc == 1) {
-				cnt(o, CNT_USED, -1);
-				cnt(o, CNT_EVICT, 1);
-				slots[got++] = slot;
-			}
-		}
+		if ((rc = take_listed_entries(t, o, &r, 0, slots, &got)))
+			return rc;
 	}
 	return got;
 }
@@ -1525,45 +1546,30 @@ static int delete_fn(kv_txn *t, void *arg)
 static int reclaim_fn(kv_txn *t, void *arg)
 {
 	struct op *o = arg;
-	struct key b, e;
 	struct kv_range r;
 	int rc = load_ns(t, o->req->ns_id, &o->ns);
 	if (rc)
 		return rc;
 	txn_begin(o);
 	o->freed = 0;
-	mk(&b, "KVCE", o->ns.id, 0, 0, 0, NULL, 0);
-	mk(&e, "KVCE", o->ns.id, 1, o->now, 0, NULL, 0);
-	rc = kv_get_range(t, ks(&b), ks(&e), RECLAIM_PER_TXN, 0, 0, &r);
+	rc = get_expiring(t, "KVCE", o->ns.id, o->now, RECLAIM_PER_TXN, &r);
 	if (rc)
 		return rc;
 	for (int i = 0; i < r.n; i++) {
-		if (r.kvs[i].key.n != 28)
-			return -CFS_ECORRUPT;
-		const uint8_t *kp = r.kvs[i].key.p;
-		uint64_t slot = get_be64(kp + 20), tok;
-		uint32_t grp;
-		tok_of_expiry(r.kvs[i].val, &tok, &grp);
-		if ((rc = drop_resv(t, o, slot, get_be64(kp + 12), tok, grp)) ||
+		uint64_t slot;
+		if ((rc = drop_listed_resv(t, o, &r.kvs[i], &slot)) ||
 		    (rc = free_slot(t, o->ns.id, slot)))
 			return rc;
 		cnt(o, CNT_RECLAIM, 1);
 		o->freed++;
 	}
 	if (!r.n) {
-		mk(&b, "KVCT", o->ns.id, 0, 0, 0, NULL, 0);
-		mk(&e, "KVCT", o->ns.id, 1, o->now + 1, 0, NULL, 0);
-		rc = kv_get_range(t, ks(&b), ks(&e), RECLAIM_PER_TXN, 0, 0, &r);
+		rc = get_expiring(t, "KVCT", o->ns.id, o->now + 1, RECLAIM_PER_TXN, &r);
 		if (rc)
 			return rc;
 		for (int i = 0; i < r.n; i++) {
-			if (r.kvs[i].key.n != 28 || r.kvs[i].val.n < 1 ||
-			    r.kvs[i].val.n > KVC_KEY_MAX)
-				return -CFS_ECORRUPT;
-			const uint8_t *kp = r.kvs[i].key.p;
-			uint64_t slot = get_be64(kp + 20);
-			rc = take_entry(t, o->ns.id, r.kvs[i].val.p, (uint32_t)r.kvs[i].val.n, slot,
-					get_be64(kp + 12), 1, r.kvs[i].key);
+			uint64_t slot;
+			rc = take_listed_entry(t, o->ns.id, &r.kvs[i], 1, &slot);
 			if (rc < 0)
 				return rc;
 			if (rc == 1) {

@@ -1103,10 +1103,54 @@ static void t_limits(void **state)
 
 /* ---- atomic add --------------------------------------------------------- */
 
-struct adder {
-	struct fx *f;
+/* A thread that runs BODY N times, each in a txn of its own with {ID, i}
+ * as its argument, and counts the runs that failed. */
+struct body_thread {
+	const struct fx *f;
+	kv_txn_fn body;
 	int id, n, failed;
 };
+
+static void *body_thread_main(void *arg)
+{
+	struct body_thread *bt = arg;
+
+	for (int i = 0; i < bt->n; i++) {
+		int a[2] = { bt->id, i };
+		if (run(bt->f, bt->body, a))
+			bt->failed++;
+	}
+	return NULL;
+}
+
+/* Runs BODY N times in each of 4 threads at once; none of the runs fails. */
+static void run_4_threads(const struct fx *f, kv_txn_fn body, int n)
+{
+	pthread_t tid[4];
+	struct body_thread bt[4];
+
+	for (int i = 0; i < 4; i++) {
+		bt[i] = (struct body_thread){ f, body, i, n, 0 };
+		assert_int_equal(pthread_create(&tid[i], NULL, body_thread_main, &bt[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(tid[i], NULL);
+		assert_int_equal(bt[i].failed, 0);
+	}
+}
+
+/* Reads the N 8-byte counters KEYS (each must be there) into OUT. */
+static int read_i64s(kv_txn *t, const char *const *keys, int n, int64_t *out)
+{
+	struct kv_slice v;
+
+	for (int i = 0; i < n; i++) {
+		TRY(kv_get(t, K(keys[i]), 1, &v));
+		assert_int_equal(v.n, 8);
+		out[i] = le64(v);
+	}
+	return 0;
+}
 
 static int add_body(kv_txn *t, void *arg)
 {
@@ -1122,18 +1166,6 @@ static int add_body(kv_txn *t, void *arg)
 	TRY(kv_atomic_add(t, K("counter"), 3));
 	TRY(kv_atomic_add(t, K("counter2"), -1));
 	return kv_set(t, K(mk), K("1"));
-}
-
-static void *add_thread(void *arg)
-{
-	struct adder *ad = arg;
-
-	for (int i = 0; i < ad->n; i++) {
-		int a[2] = { ad->id, i };
-		if (run(ad->f, add_body, a))
-			ad->failed++;
-	}
-	return NULL;
 }
 
 static int add_shapes(kv_txn *t, void *arg)
@@ -1164,35 +1196,18 @@ static int add_shapes2(kv_txn *t, void *arg)
 
 static int add_read(kv_txn *t, void *arg)
 {
-	int64_t *out = arg;
-	const char *keys[] = { "counter", "counter2", "short", "long", "wrap" };
-	struct kv_slice v;
-
-	for (int i = 0; i < 5; i++) {
-		TRY(kv_get(t, K(keys[i]), 1, &v));
-		assert_int_equal(v.n, 8);
-		out[i] = le64(v);
-	}
-	return 0;
+	static const char *const keys[] = { "counter", "counter2", "short", "long", "wrap" };
+	return read_i64s(t, keys, 5, arg);
 }
 
 static void t_atomic_add(void **state)
 {
 	struct fx *f = *state;
-	pthread_t tid[4];
-	struct adder ad[4];
 	int64_t got[5];
 	int n = scaled(f, 40);
 	struct kv_run_opts ro = { .flags = KV_RDONLY, .max_retries = 400 };
 
-	for (int i = 0; i < 4; i++) {
-		ad[i] = (struct adder){ f, i, n, 0 };
-		assert_int_equal(pthread_create(&tid[i], NULL, add_thread, &ad[i]), 0);
-	}
-	for (int i = 0; i < 4; i++) {
-		pthread_join(tid[i], NULL);
-		assert_int_equal(ad[i].failed, 0);
-	}
+	run_4_threads(f, add_body, n);
 	assert_int_equal(run(f, add_shapes, NULL), 0);
 	assert_int_equal(run(f, add_shapes2, NULL), 0);
 	assert_int_equal(kv_run(f->e, &ro, add_read, got, NULL), 0);
@@ -1205,11 +1220,6 @@ static void t_atomic_add(void **state)
 
 /* kv_atomic_max: concurrent maxes keep the largest; shapes; no conflict on
  * lmdb and mem (the property directory times rely on). */
-struct maxer {
-	const struct fx *f;
-	int id, n, failed;
-};
-
 static int max_body(kv_txn *t, void *arg)
 {
 	int *a = arg; /* id, i */
@@ -1227,18 +1237,6 @@ static int max_body(kv_txn *t, void *arg)
 	return kv_set(t, K(mk), K("1"));
 }
 
-static void *max_thread(void *arg)
-{
-	struct maxer *mx = arg;
-
-	for (int i = 0; i < mx->n; i++) {
-		int a[2] = { mx->id, i };
-		if (run(mx->f, max_body, a))
-			mx->failed++;
-	}
-	return NULL;
-}
-
 static int max_shapes(kv_txn *t, void *arg)
 {
 	struct kv_slice v;
@@ -1253,35 +1251,18 @@ static int max_shapes(kv_txn *t, void *arg)
 
 static int max_read(kv_txn *t, void *arg)
 {
-	int64_t *out = arg;
-	const char *keys[] = { "tmax", "tneg", "mset" };
-	struct kv_slice v;
-
-	for (int i = 0; i < 3; i++) {
-		TRY(kv_get(t, K(keys[i]), 1, &v));
-		assert_int_equal(v.n, 8);
-		out[i] = le64(v);
-	}
-	return 0;
+	static const char *const keys[] = { "tmax", "tneg", "mset" };
+	return read_i64s(t, keys, 3, arg);
 }
 
 static void t_atomic_max(void **state)
 {
 	struct fx *f = *state;
-	pthread_t tid[4];
-	struct maxer mx[4];
 	int64_t got[3], seen = 0;
 	int n = scaled(f, 30);
 	struct kv_run_opts ro = { .flags = KV_RDONLY, .max_retries = 400 };
 
-	for (int i = 0; i < 4; i++) {
-		mx[i] = (struct maxer){ f, i, n, 0 };
-		assert_int_equal(pthread_create(&tid[i], NULL, max_thread, &mx[i]), 0);
-	}
-	for (int i = 0; i < 4; i++) {
-		pthread_join(tid[i], NULL);
-		assert_int_equal(mx[i].failed, 0);
-	}
+	run_4_threads(f, max_body, n);
 	assert_int_equal(run(f, max_shapes, &seen), 0);
 	assert_int_equal(kv_run(f->e, &ro, max_read, got, NULL), 0);
 	assert_int_equal(got[0], (int64_t)(n - 1) * 1000 + 3);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/status.h"
 #include "rpc_test_srv.h"
 
@@ -174,4 +175,34 @@ struct rpc_client *rpc_test_client(const struct rpc_opts *o, uint16_t port, stru
 	snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
 	assert_int_equal(rpc_client_peer(c, addr, p, err, sizeof(err)), 0);
 	return c;
+}
+
+struct rpc_opts rpc_test_opts(const char *cluster_id, const char *secret)
+{
+	struct rpc_opts o = { .cluster_id = cluster_id, .secret = (const uint8_t *)secret,
+			      .secret_len = strlen(secret), .nthreads = 1 };
+	return o;
+}
+
+uint32_t rpc_test_payload(uint8_t *b, int id, int i)
+{
+	uint32_t len = 8 + (uint32_t)((id * 7 + i * 13) % 56);
+	for (uint32_t k = 0; k < len; k++)
+		b[k] = (uint8_t)(id * 131 + i * 17 + k);
+	b[0] = (uint8_t)id;
+	b[1] = (uint8_t)i;
+	b[2] = (uint8_t)(i >> 8);
+	return len;
+}
+
+int rpc_test_call_retry(struct rpc_peer *p, const struct rpc_call *call, struct buf *resp,
+                        int tries)
+{
+	int rc = -1;
+	for (int i = 0; i < tries && rc; i++) {
+		rc = rpc_call(p, call, resp, NULL);
+		if (rc)
+			clock_sleep_ms(20);
+	}
+	return rc;
 }

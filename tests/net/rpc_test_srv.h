@@ -48,6 +48,21 @@ void rpc_test_srv_release(struct rpc_test_srv *s, const void *reply, uint32_t le
 /* Releases what is held (own payloads), joins the workers, frees S. */
 void rpc_test_srv_stop(struct rpc_test_srv *s);
 
+/* Options for a test's servers and clients: CLUSTER_ID and SECRET (both
+ * borrowed for as long as the options are used), one loop thread. */
+struct rpc_opts rpc_test_opts(const char *cluster_id, const char *secret);
+
+/* Fills B (64 bytes or more) with the payload of call I of caller ID,
+ * 8 to 63 bytes that start with ID and I (16 bits, LE) and differ per
+ * call. Returns its length. */
+uint32_t rpc_test_payload(uint8_t *b, int id, int i);
+
+/* Calls CALL on P (reply into RESP, may be NULL) until it succeeds, at
+ * most TRIES times 20 ms apart: a client reconnecting once a cut heals.
+ * Returns the last call's result. */
+int rpc_test_call_retry(struct rpc_peer *p, const struct rpc_call *call, struct buf *resp,
+                        int tries);
+
 /* A client with options O (a server's port is only known once started)
  * and its peer for 127.0.0.1:PORT in *P. Aborts the test on error. */
 struct rpc_client *rpc_test_client(const struct rpc_opts *o, uint16_t port, struct rpc_peer **p);

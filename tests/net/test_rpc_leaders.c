@@ -61,9 +61,7 @@ static void slow_handler(struct rpc_req *req)
 
 static struct rpc_opts opts(void)
 {
-	struct rpc_opts o = { .cluster_id = "leaders", .secret = (const uint8_t *)secret,
-			      .secret_len = sizeof(secret) - 1, .nthreads = 1 };
-	return o;
+	return rpc_test_opts("leaders", secret);
 }
 
 static struct rpc_test_srv *srv_start(void)
@@ -331,13 +329,7 @@ static void test_cut(void **state)
 	}
 	rpc_test_srv_release(s, NULL, 0);
 	tcp_proxy_cut(px, false);
-	int rc = -1;
-	for (int i = 0; i < 200 && rc; i++) {
-		rc = rpc_call(p, &hello, &resp, NULL);
-		if (rc)
-			clock_sleep_ms(20);
-	}
-	assert_int_equal(rc, 0);
+	assert_int_equal(rpc_test_call_retry(p, &hello, &resp, 200), 0);
 	buf_fini(&resp);
 	rpc_client_free(cl);
 	tags_free();

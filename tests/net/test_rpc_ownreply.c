@@ -98,9 +98,7 @@ static void conn_handler(struct rpc_req *req)
 
 static struct rpc_opts opts(void)
 {
-	struct rpc_opts o = { .cluster_id = "ownreply", .secret = (const uint8_t *)secret,
-			      .secret_len = sizeof(secret) - 1, .nthreads = 1 };
-	return o;
+	return rpc_test_opts("ownreply", secret);
 }
 
 static struct rpc_test_srv *srv_start(void)
@@ -174,17 +172,6 @@ static void async_check(void *arg, const struct rpc_result *res)
 	free(t);
 }
 
-static uint32_t fill_payload(uint8_t *b, int id, int i)
-{
-	uint32_t len = 8 + (uint32_t)((id * 7 + i * 13) % 56);
-	for (uint32_t k = 0; k < len; k++)
-		b[k] = (uint8_t)(id * 131 + i * 17 + k);
-	b[0] = (uint8_t)id;
-	b[1] = (uint8_t)i;
-	b[2] = (uint8_t)(i >> 8);
-	return len;
-}
-
 static void *mix_main(void *arg)
 {
 	struct mixer *m = arg;
@@ -193,7 +180,7 @@ static void *mix_main(void *arg)
 	uint8_t *bulk = malloc(MIX_BULK_MAX), *rb = malloc(MIX_BULK_MAX);
 	for (int i = 0; i < MIX_CALLS; i++) {
 		uint8_t pl[64];
-		uint32_t len = fill_payload(pl, m->id, i);
+		uint32_t len = rpc_test_payload(pl, m->id, i);
 		uint32_t kind = rnd(&r) % 6;
 		uint64_t blen = kind >= 2 ? 1 + rnd(&r) % MIX_BULK_MAX : 0;
 		for (uint64_t k = 0; k < blen; k++)
@@ -558,14 +545,8 @@ static void test_cut_mid_bulk(void **state)
 	assert_int_not_equal(cs[0].first_err, 0);
 	assert_true((clock_mono_ns() - cut_at) / 1000000 < 5000);
 	tcp_proxy_cut(px, false);
-	int rc = -1;
-	for (int i = 0; i < 100 && rc; i++) {
-		struct rpc_call ok = { .type = T_ECHO, .payload = "back", .payload_len = 4 };
-		rc = rpc_call(p, &ok, NULL, NULL);
-		if (rc)
-			clock_sleep_ms(20);
-	}
-	assert_int_equal(rc, 0);
+	struct rpc_call ok = { .type = T_ECHO, .payload = "back", .payload_len = 4 };
+	assert_int_equal(rpc_test_call_retry(p, &ok, NULL, 100), 0);
 	rpc_client_free(cl);
 	tcp_proxy_free(px);
 	rpc_test_srv_stop(s);

@@ -39,9 +39,7 @@ static void echo_now(struct rpc_req *req)
 
 static struct rpc_opts opts(void)
 {
-	struct rpc_opts o = { .cluster_id = "threads", .secret = (const uint8_t *)secret,
-			      .secret_len = sizeof(secret) - 1, .nthreads = 1 };
-	return o;
+	return rpc_test_opts("threads", secret);
 }
 
 static struct rpc_test_srv *srv_start(void)
@@ -91,24 +89,13 @@ static void async_check(void *arg, const struct rpc_result *res)
 	free(t);
 }
 
-static uint32_t fill(uint8_t *b, int id, int i)
-{
-	uint32_t len = 8 + (uint32_t)((id * 7 + i * 13) % 56);
-	for (uint32_t k = 0; k < len; k++)
-		b[k] = (uint8_t)(id * 131 + i * 17 + k);
-	b[0] = (uint8_t)id;
-	b[1] = (uint8_t)i;
-	b[2] = (uint8_t)(i >> 8);
-	return len;
-}
-
 static void *caller_main(void *arg)
 {
 	struct caller *c = arg;
 	struct buf resp = BUF_INIT;
 	for (int i = 0; i < CALLS; i++) {
 		uint8_t b[64];
-		uint32_t len = fill(b, c->id, i);
+		uint32_t len = rpc_test_payload(b, c->id, i);
 		uint16_t type = (i + c->id) % 3 ? T_ECHO_WORKER : T_ECHO_LOOP;
 		if (i % 5 == 4) {
 			struct async_tag *t = malloc(sizeof(*t));
@@ -334,13 +321,7 @@ static void test_close_while_sending(void **state)
 			assert_int_equal(atomic_load(&cs[t].calls[i].done), 1);
 	/* After the cut heals, the client reconnects. */
 	tcp_proxy_cut(px, false);
-	int rc = -1;
-	for (int i = 0; i < 50 && rc; i++) {
-		rc = rpc_call(p, &ok, NULL, NULL);
-		if (rc)
-			clock_sleep_ms(20);
-	}
-	assert_int_equal(rc, 0);
+	assert_int_equal(rpc_test_call_retry(p, &ok, NULL, 50), 0);
 	rpc_client_free(cl);
 	tcp_proxy_free(px);
 	rpc_test_srv_stop(s);

@@ -421,6 +421,37 @@ static void verify_replicas(struct env *e, struct writer *w)
 	free(rd);
 }
 
+/* Starts W writing to E, waits for its first writes and reads the chain
+ * into C. */
+static void start_writing(struct env *e, struct writer *w, struct route_chain *c)
+{
+	writer_start(w, e, NULL);
+	assert_true(writes_progress(w, 20, 20000));
+	assert_true(get_chain(e, c));
+}
+
+/* Stops W, checks the replicas against what it wrote, takes E down. */
+static void env_down_verified(struct env *e, struct writer *w)
+{
+	writer_stop(w);
+	verify_replicas(e, w);
+	env_down(e);
+}
+
+/* Waits up to TIMEOUT_MS for all three members to serve; else fails the
+ * test with each member's state. */
+static void assert_chain_recovers(struct env *e, int timeout_ms)
+{
+	if (!wait_chain(e, 3, 0, 0, timeout_ms)) {
+		struct route_chain now;
+		get_chain(e, &now);
+		for (uint32_t k = 0; k < now.n; k++)
+			print_message("member %u: %s\n", now.m[k].target_id,
+				      chain_pub_state_name(now.m[k].state));
+		fail_msg("chain did not recover");
+	}
+}
+
 /* Kills the services of the chain members at positions POS[0..n), checks
  * writes go on, restarts them and waits for all to serve again. */
 static void kill_and_recover(const char *tag, const int *pos, int n)
@@ -428,10 +459,8 @@ static void kill_and_recover(const char *tag, const int *pos, int n)
 	struct env e;
 	env_up(&e, tag);
 	struct writer w;
-	writer_start(&w, &e, NULL);
-	assert_true(writes_progress(&w, 20, 20000));
 	struct route_chain c;
-	assert_true(get_chain(&e, &c));
+	start_writing(&e, &w, &c);
 	uint32_t victims[3];
 	int nodes[3];
 	for (int i = 0; i < n; i++) {
@@ -446,18 +475,9 @@ static void kill_and_recover(const char *tag, const int *pos, int n)
 	assert_true(writes_progress(&w, 20, 20000));
 	for (int i = 0; i < n; i++)
 		stor_cluster_start_storage(&e.sc, nodes[i]);
-	if (!wait_chain(&e, 3, 0, 0, 60000)) {
-		struct route_chain now;
-		get_chain(&e, &now);
-		for (uint32_t k = 0; k < now.n; k++)
-			print_message("member %u: %s\n", now.m[k].target_id,
-				      chain_pub_state_name(now.m[k].state));
-		fail_msg("chain did not recover");
-	}
+	assert_chain_recovers(&e, 60000);
 	assert_true(writes_progress(&w, 20, 20000));
-	writer_stop(&w);
-	verify_replicas(&e, &w);
-	env_down(&e);
+	env_down_verified(&e, &w);
 }
 
 static void test_kill_middle(void **state)
@@ -745,10 +765,8 @@ static void test_mgmtd_down(void **state)
 	struct env e;
 	env_up(&e, "craq-mgmtd");
 	struct writer w;
-	writer_start(&w, &e, NULL);
-	assert_true(writes_progress(&w, 20, 20000));
 	struct route_chain c;
-	assert_true(get_chain(&e, &c));
+	start_writing(&e, &w, &c);
 	struct mgmtd_routing *snap = mgmtd_client_routing(e.obs);
 	uint64_t before = mgmtd_routing_version(snap);
 	mgmtd_routing_put(snap);
@@ -790,10 +808,8 @@ static void test_partition(void **state)
 	struct env e;
 	env_up_with(&e, "craq-part", true);
 	struct writer w;
-	writer_start(&w, &e, NULL);
-	assert_true(writes_progress(&w, 20, 20000));
 	struct route_chain c;
-	assert_true(get_chain(&e, &c));
+	start_writing(&e, &w, &c);
 	uint32_t x = 0;
 	for (uint32_t k = 0; k < c.n; k++)
 		if (node_of(&e, c.m[k].target_id) == 0)
@@ -826,9 +842,7 @@ static void test_partition(void **state)
 	tcp_proxy_cut(e.proxy, false);
 	assert_true(wait_chain(&e, 3, 0, 0, 60000));
 	assert_true(writes_progress(&w, 20, 20000));
-	writer_stop(&w);
-	verify_replicas(&e, &w);
-	env_down(&e);
+	env_down_verified(&e, &w);
 }
 
 /* Kill two of three, then the last: it becomes LASTSRV. The two stale
@@ -840,10 +854,8 @@ static void test_lastsrv(void **state)
 	struct env e;
 	env_up(&e, "craq-last");
 	struct writer w;
-	writer_start(&w, &e, NULL);
-	assert_true(writes_progress(&w, 20, 20000));
 	struct route_chain c;
-	assert_true(get_chain(&e, &c));
+	start_writing(&e, &w, &c);
 	int n0 = node_of(&e, c.m[0].target_id), n1 = node_of(&e, c.m[1].target_id),
 	    n2 = node_of(&e, c.m[2].target_id);
 	stor_cluster_signal(&e.sc, n1, SIGKILL);
@@ -863,9 +875,7 @@ static void test_lastsrv(void **state)
 	stor_cluster_start_storage(&e.sc, n0);
 	assert_true(wait_chain(&e, 3, c.m[0].target_id, CHAIN_PS_SERVING, 60000));
 	assert_true(writes_progress(&w, 20, 30000));
-	writer_stop(&w);
-	verify_replicas(&e, &w);
-	env_down(&e);
+	env_down_verified(&e, &w);
 }
 
 /* The whole cluster dies (kill -9 of every storage service and mgmtd)
@@ -894,14 +904,7 @@ static void test_full_restart(void **state)
 	for (int i = 0; i < 3; i++)
 		stor_cluster_start_storage(&e.sc, i);
 	assert_int_equal(mgmtd_client_wait_routing(e.obs, before + 1, 30000), 0);
-	if (!wait_chain(&e, 3, 0, 0, 90000)) {
-		struct route_chain now;
-		get_chain(&e, &now);
-		for (uint32_t k = 0; k < now.n; k++)
-			print_message("member %u: %s\n", now.m[k].target_id,
-				      chain_pub_state_name(now.m[k].state));
-		fail_msg("chain did not recover");
-	}
+	assert_chain_recovers(&e, 90000);
 	verify_replicas(&e, &w);
 	struct writer w2;
 	writer_start(&w2, &e, &w);
@@ -1042,9 +1045,7 @@ static void test_head_apply_fails(void **state)
 	assert_true(left);
 	assert_true(back);
 	assert_true(writes_progress(&w, 20, 20000));
-	writer_stop(&w);
-	verify_replicas(&e, &w);
-	env_down(&e);
+	env_down_verified(&e, &w);
 }
 
 /* ---- concurrent small reads through a replica failure ---- */

@@ -43,6 +43,7 @@
 #include "common/status.h"
 #include "net/rpc.h"
 #include "stor_cluster.h"
+#include "test_rand.h"
 #include "testenv.h"
 
 #define NCHUNK 12
@@ -51,16 +52,12 @@
 static uint64_t rnd_state = 88172645463325252ull;
 static uint64_t rnd(void)
 {
-	rnd_state ^= rnd_state << 13;
-	rnd_state ^= rnd_state >> 7;
-	rnd_state ^= rnd_state << 17;
-	return rnd_state;
+	return test_rand_next(&rnd_state);
 }
 
 static void fill(uint8_t *p, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
-		p[i] = (uint8_t)rnd();
+	test_rand_fill(&rnd_state, p, n);
 }
 
 struct model {
@@ -310,39 +307,31 @@ struct cb_thread {
 	uint64_t seed;
 };
 
-static uint64_t cb_rnd(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
-
 static void *cb_reader(void *arg)
 {
 	struct cb_thread *t = arg;
 	struct cb_env *e = t->e;
 	uint8_t *out = malloc(16384);
 	for (int i = 0; i < CB_READS; i++) {
-		uint64_t x = cb_rnd(&t->seed);
+		uint64_t x = test_rand_next(&t->seed);
 		int kind = (int)(x % 20);
 		struct storage_read r = { .dst = out };
 		const uint8_t *model = NULL;
 		uint32_t clen = 0;
 		int want_corrupt = 0;
 		if (kind < 17) { /* a good chunk: aligned 4 KiB or any range */
-			uint32_t k = (uint32_t)(cb_rnd(&t->seed) % CB_GOOD);
+			uint32_t k = (uint32_t)(test_rand_next(&t->seed) % CB_GOOD);
 			r.loc = e->loc1;
 			r.ino = 7;
 			r.idx = k;
 			clen = CB_GOOD_LEN;
 			model = e->good[k];
 			if (kind < 9) {
-				r.off = (uint32_t)(cb_rnd(&t->seed) % (CB_GOOD_LEN / 4096 + 1)) * 4096;
+				r.off = (uint32_t)(test_rand_next(&t->seed) % (CB_GOOD_LEN / 4096 + 1)) * 4096;
 				r.len = 4096;
 			} else {
-				r.off = (uint32_t)(cb_rnd(&t->seed) % (CB_GOOD_LEN + 100));
-				r.len = 1 + (uint32_t)(cb_rnd(&t->seed) % 16384);
+				r.off = (uint32_t)(test_rand_next(&t->seed) % (CB_GOOD_LEN + 100));
+				r.len = 1 + (uint32_t)(test_rand_next(&t->seed) % 16384);
 			}
 		} else if (kind < 19) { /* the corrupt chunk: page 1 is bad */
 			r.loc = e->loc2;
@@ -350,14 +339,14 @@ static void *cb_reader(void *arg)
 			r.idx = 0;
 			clen = CB_BAD_LEN;
 			model = e->bad;
-			uint32_t page = (uint32_t)(cb_rnd(&t->seed) % 5);
+			uint32_t page = (uint32_t)(test_rand_next(&t->seed) % 5);
 			r.off = page * 4096;
 			r.len = 4096;
 			want_corrupt = page == 1;
 		} else { /* no such chunk */
 			r.loc = e->loc1;
 			r.ino = 10;
-			r.idx = (uint32_t)(cb_rnd(&t->seed) % 4);
+			r.idx = (uint32_t)(test_rand_next(&t->seed) % 4);
 			r.len = 4096;
 		}
 		int rc = storage_client_read(e->c, &r, 1, 0);
@@ -473,8 +462,8 @@ static void *or_reader(void *arg)
 	uint8_t *out = malloc(2 * 4096);
 	uint64_t seed = (uint64_t)(uintptr_t)out | 1;
 	while (!atomic_load(&e->stop)) {
-		uint32_t p = (uint32_t)(cb_rnd(&seed) % (OR_PAGES - 1));
-		uint32_t np = 1 + (uint32_t)(cb_rnd(&seed) % 2);
+		uint32_t p = (uint32_t)(test_rand_next(&seed) % (OR_PAGES - 1));
+		uint32_t np = 1 + (uint32_t)(test_rand_next(&seed) % 2);
 		struct storage_read r = { .loc = e->loc, .ino = 11, .idx = 0, .off = p * 4096,
 					  .len = np * 4096, .dst = out };
 		int rc = storage_client_read(e->c, &r, 1, 0);
@@ -510,7 +499,7 @@ static void test_overwrite_race(void **state)
 	uint64_t seed = 12345;
 	uint8_t page[4096];
 	for (uint64_t g = 1; g <= OR_WRITES; g++) {
-		uint32_t p = (uint32_t)(cb_rnd(&seed) % OR_PAGES);
+		uint32_t p = (uint32_t)(test_rand_next(&seed) % OR_PAGES);
 		or_page(page, p, g);
 		assert_int_equal(storage_client_write(e.c, &e.loc, 11, 0, p * 4096, 4096, page, 0,
 						      NULL), 0);

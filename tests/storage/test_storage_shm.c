@@ -65,6 +65,7 @@
 #include "stor_cluster.h"
 #include "storage/storage_proto.h"
 #include "storage_client/storage_client.h"
+#include "test_rand.h"
 #include "testenv.h"
 
 #define NCH 6
@@ -73,16 +74,12 @@
 static uint64_t rnd_state = 0x9e3779b97f4a7c15ull;
 static uint64_t rnd(void)
 {
-	rnd_state ^= rnd_state << 13;
-	rnd_state ^= rnd_state >> 7;
-	rnd_state ^= rnd_state << 17;
-	return rnd_state;
+	return test_rand_next(&rnd_state);
 }
 
 static void fill(uint8_t *p, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
-		p[i] = (uint8_t)rnd();
+	test_rand_fill(&rnd_state, p, n);
 }
 
 /* Writes NCH chunks of random bytes and lengths; LEN gets each length. */
