@@ -19,6 +19,10 @@
  *                  unlocks chunks and calls back. While it commits, the
  *                  I/O thread keeps submitting: group commit. After the
  *                  callbacks it checkpoints the log into LMDB when due.
+ *   callback thread  (cfg.commit_pipeline, started and joined by the
+ *                  commit thread) unlocks and calls back committed
+ *                  batches while the commit thread commits the next one
+ *                  ("commit pipeline" at done_main).
  *   compactor      optional; wakes every compact_interval_ms and moves live
  *                  chunks out of sparse groups through ordinary requests,
  *                  one chunk at a time, sleeping to hold its byte rate.
@@ -114,8 +118,9 @@
  *     so a crash or a concurrent reader sees exactly the old chunk.
  *
  * Locks: mu guards the allocator, the lock table and the store reader;
- * qmu the inbox and the request count; cmu the commit queue. Never two at
- * once except mu -> qmu (a chunk unlock queues the next waiter).
+ * qmu the inbox and the request count; cmu the commit queue; dmu the
+ * committed batches waiting for callbacks. Never two at once except
+ * mu -> qmu (a chunk unlock queues the next waiter).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -253,6 +258,14 @@ struct retiree {
 	struct retiree *next;
 };
 
+/* A committed batch waiting for its unlocks and callbacks ("commit
+ * pipeline"): ERR is its commit's outcome. */
+struct done_batch {
+	struct req *list;
+	int err;
+	struct done_batch *next;
+};
+
 struct chunk_engine {
 	struct chunk_engine_cfg cfg;
 	char *dir;                          /* owned copy of cfg.dir */
@@ -286,6 +299,14 @@ struct chunk_engine {
 	struct io_uring sync_ring;             /* commit thread: a batch's fdatasyncs */
 	int sync_ring_ok;                      /* 0: they run one after another */
 	int sync_ring_broken;                  /* a submit or wait failed: serial */
+	/* Commit pipeline (cfg.commit_pipeline): committed batches handed to
+	 * the callback thread, which the commit thread starts and joins. */
+	pthread_mutex_t dmu;
+	pthread_cond_t dcv;
+	struct done_batch *done_head, *done_tail; /* under dmu */
+	int done_stop;                         /* under dmu */
+	atomic_int done_pending;               /* batches handed over, not yet called back */
+	int done_tid_ok;                       /* commit thread: the callback thread runs */
 
 	pthread_t comp_tid;
 	int comp_started;
@@ -317,6 +338,7 @@ struct chunk_engine {
 	atomic_uint_fast64_t commit_batches, commit_reqs, window_wait_us, commit_us, sync_us;
 	atomic_uint_fast64_t joint_syncs;
 	atomic_uint_fast64_t stage_n, stage_pre_us, stage_io_us, stage_queue_us, stage_commit_us;
+	atomic_uint_fast64_t callback_us, overlapped_batches;
 	/* Page-cache probes ("page-cache reads": when the cache pays). */
 	_Atomic uint32_t cr_probes, cr_hits, cr_tick;
 	atomic_int cr_direct;               /* 1: small reads go O_DIRECT, 1 in CR_SAMPLE probed */
@@ -1892,9 +1914,101 @@ static bool retire_due(const struct chunk_engine *e)
 				  clock_mono_ms() - e->retire_since_ms >= e->cfg.retire_ms);
 }
 
+/* After a batch's commit (ERR its outcome): block bookkeeping, unlocks
+ * and callbacks, in batch order; journaled overwrites go on to their
+ * apply. The commit thread, or the callback thread in the pipeline. */
+static void finish_batch(struct chunk_engine *e, struct req *list, int err)
+{
+	uint64_t t0 = clock_mono_ns();
+	int results[64];
+	struct req *r = list;
+	while (r) {
+		struct req *chunk_head = r;
+		size_t n = 0;
+		pthread_mutex_lock(&e->mu);
+		for (; r && n < 64; r = r->next)
+			results[n++] = finalize(e, r, err);
+		pthread_mutex_unlock(&e->mu);
+		struct req *q = chunk_head;
+		for (size_t i = 0; i < n; i++) {
+			struct req *next = q->next;
+			if (q->journal) {
+				/* Applied in place by the I/O thread, which
+				 * calls back (or undoes, on error). */
+				q->err = results[i];
+				q->state = RS_APPLY;
+				inbox_push(e, q);
+			} else {
+				complete(e, q, results[i]);
+			}
+			q = next;
+		}
+	}
+	add_us(&e->callback_us, t0, clock_mono_ns());
+}
+
+/* COMMIT PIPELINE (cfg.commit_pipeline). Calling a batch back (finalize
+ * under mu, then each request's callback: CRAQ forwards and replies, a
+ * socket write each) took the commit thread about as long as the commit
+ * itself, and writes that completed meanwhile waited for it before their
+ * own batch could even start (the "queue" stage). So the commit thread
+ * hands the committed batch to a thread of its own and takes the next
+ * batch at once: its record and flush overlap the previous batch's
+ * callbacks. Nothing about durability changes: a batch is handed over
+ * only after its commit (record and flush) completed, so every callback
+ * still follows the flush of its own batch, and batches are called back
+ * in commit order (one callback thread, FIFO). A chunk stays locked
+ * until its batch's finalize, so no later batch can hold a mutation of a
+ * chunk whose earlier mutation is still being called back. */
+static void *done_main(void *arg)
+{
+	struct chunk_engine *e = arg;
+	pthread_mutex_lock(&e->dmu);
+	for (;;) {
+		while (!e->done_head && !e->done_stop)
+			pthread_cond_wait(&e->dcv, &e->dmu);
+		struct done_batch *d = e->done_head;
+		if (!d)
+			break; /* stop, and nothing left */
+		e->done_head = d->next;
+		if (!e->done_head)
+			e->done_tail = NULL;
+		pthread_mutex_unlock(&e->dmu);
+		finish_batch(e, d->list, d->err);
+		free(d);
+		atomic_fetch_sub(&e->done_pending, 1);
+		pthread_mutex_lock(&e->dmu);
+	}
+	pthread_mutex_unlock(&e->dmu);
+	return NULL;
+}
+
+static void hand_over(struct chunk_engine *e, struct req *list, int err)
+{
+	struct done_batch *d = xmalloc(sizeof(*d));
+	*d = (struct done_batch){ .list = list, .err = err };
+	atomic_fetch_add(&e->done_pending, 1);
+	pthread_mutex_lock(&e->dmu);
+	if (e->done_tail)
+		e->done_tail->next = d;
+	else
+		e->done_head = d;
+	e->done_tail = d;
+	pthread_cond_signal(&e->dcv);
+	pthread_mutex_unlock(&e->dmu);
+}
+
 static void *commit_main(void *arg)
 {
 	struct chunk_engine *e = arg;
+	pthread_t done_tid;
+	if (e->cfg.commit_pipeline) {
+		int perr = pthread_create(&done_tid, NULL, done_main, e);
+		e->done_tid_ok = !perr;
+		if (perr) /* as correct, only without the overlap */
+			LOG_WARN("chunk", "no callback thread, calling back on the commit thread: "
+				 "target=%s err=%s", e->dir, cfs_strerror(-perr));
+	}
 	for (;;) {
 		pthread_mutex_lock(&e->cmu);
 		while (!e->commit_head && !e->commit_stop && !retire_due(e)) {
@@ -1909,9 +2023,10 @@ static void *commit_main(void *arg)
 			ts.tv_nsec = (long)(at % 1000) * 1000000;
 			pthread_cond_timedwait(&e->ccv, &e->cmu, &ts);
 		}
-		/* Group commit window: while other data writes are still in
-		 * flight, wait (bounded) so they share this commit's syncs rather
-		 * than each paying for one behind a disk queue full of data. */
+		/* Group commit window (cfg.commit_window_us, none by default:
+		 * with flush groups the wait cost more than the flushes it
+		 * saved): while other data writes are still in flight, wait
+		 * (bounded) so they share this commit's syncs. */
 		if (e->commit_head && e->cfg.commit_window_us && atomic_load(&e->data_writes) > 0) {
 			uint64_t t0 = clock_mono_ns();
 			struct timespec ts;
@@ -1945,6 +2060,9 @@ static void *commit_main(void *arg)
 		if (nlist) {
 			atomic_fetch_add_explicit(&e->commit_batches, 1, memory_order_relaxed);
 			atomic_fetch_add_explicit(&e->commit_reqs, nlist, memory_order_relaxed);
+			if (atomic_load(&e->done_pending))
+				atomic_fetch_add_explicit(&e->overlapped_batches, 1,
+							  memory_order_relaxed);
 		}
 		/* Readers of a journaled chunk park from before its metadata
 		 * commits until its pages are in place (journal_done). */
@@ -1984,33 +2102,21 @@ static void *commit_main(void *arg)
 				e->dir, cfs_strerror(err));
 			atomic_store(&e->failed, err);
 		}
-		int results[64];
-		struct req *r = list;
-		while (r) {
-			struct req *chunk_head = r;
-			size_t n = 0;
-			pthread_mutex_lock(&e->mu);
-			for (; r && n < 64; r = r->next)
-				results[n++] = finalize(e, r, err);
-			pthread_mutex_unlock(&e->mu);
-			struct req *q = chunk_head;
-			for (size_t i = 0; i < n; i++) {
-				struct req *next = q->next;
-				if (q->journal) {
-					/* Applied in place by the I/O thread, which
-					 * calls back (or undoes, on error). */
-					q->err = results[i];
-					q->state = RS_APPLY;
-					inbox_push(e, q);
-				} else {
-					complete(e, q, results[i]);
-				}
-				q = next;
-			}
-		}
+		if (list && e->done_tid_ok)
+			hand_over(e, list, err);
+		else
+			finish_batch(e, list, err);
 		/* After the callbacks: a due checkpoint delays no answer. */
 		if (!atomic_load(&e->failed))
 			(void)chunk_store_maintain(e->store);
+	}
+	if (e->done_tid_ok) {
+		pthread_mutex_lock(&e->dmu);
+		e->done_stop = 1;
+		pthread_cond_signal(&e->dcv);
+		pthread_mutex_unlock(&e->dmu);
+		pthread_join(done_tid, NULL);
+		e->done_tid_ok = 0;
 	}
 	return NULL;
 }
@@ -2046,7 +2152,10 @@ void chunk_engine_cfg_default(struct chunk_engine_cfg *cfg)
 	cfg->meta_map_bytes = UINT64_C(64) << 30;
 	cfg->sync = 1;
 	cfg->ring_entries = 256;
-	cfg->commit_window_us = 10000;
+	/* No window by default: with flush groups an extra batch's flush is
+	 * shared, and holding a batch open for writes in flight only added
+	 * its wait to every write in it (docs/kvcache.md "commit window"). */
+	cfg->commit_window_us = 0;
 	cfg->compact_threshold = 0.5;
 	cfg->compact_interval_ms = 1000;
 	cfg->compact_bytes_per_sec = UINT64_C(64) << 20;
@@ -2061,6 +2170,11 @@ void chunk_engine_cfg_default(struct chunk_engine_cfg *cfg)
 	const char *sf = getenv("CFS_CHUNK_SHARED_FLUSH");
 	cfg->shared_flush = !(sf && !strcmp(sf, "0"));
 	cfg->shared_flush_wait_ms = 200;
+	const char *cp = getenv("CFS_CHUNK_COMMIT_PIPELINE");
+	cfg->commit_pipeline = cp && !strcmp(cp, "1");
+	const char *cw = getenv("CFS_CHUNK_COMMIT_WINDOW_US");
+	if (cw && *cw)
+		cfg->commit_window_us = (unsigned)strtoul(cw, NULL, 10);
 }
 
 static void op_fail_now(struct chunk_op *op, int err)
@@ -2264,6 +2378,8 @@ void chunk_engine_get_stat(struct chunk_engine *e, struct chunk_engine_stat *out
 	out->stage_io_us = atomic_load(&e->stage_io_us);
 	out->stage_queue_us = atomic_load(&e->stage_queue_us);
 	out->stage_commit_us = atomic_load(&e->stage_commit_us);
+	out->callback_us = atomic_load(&e->callback_us);
+	out->overlapped_batches = atomic_load(&e->overlapped_batches);
 }
 
 struct iter_ctx {
@@ -2586,6 +2702,8 @@ int chunk_engine_open(const struct chunk_engine_cfg *cfg, struct chunk_engine **
 	pthread_condattr_destroy(&ca);
 	pthread_mutex_init(&e->compmu, NULL);
 	pthread_cond_init(&e->compcv, NULL);
+	pthread_mutex_init(&e->dmu, NULL);
+	pthread_cond_init(&e->dcv, NULL);
 	int err = chunk_alloc_open(cfg->dir, cfg->capacity, &e->alloc);
 	if (err)
 		goto fail;
@@ -2692,13 +2810,15 @@ static void log_commit_stat(struct chunk_engine *e)
 	uint64_t n = st.stage_n ? st.stage_n : 1;
 	LOG_INFO("chunk", "group commit: target=%s batches=%llu writes=%llu data_syncs=%llu joint=%llu "
 		 "flush_led=%llu flush_covered=%llu flush_timeouts=%llu "
-		 "window_ms=%llu commit_ms=%llu sync_ms=%llu cow_writes=%llu avg_us: pre=%llu "
+		 "window_ms=%llu commit_ms=%llu sync_ms=%llu callback_ms=%llu overlapped=%llu "
+		 "cow_writes=%llu avg_us: pre=%llu "
 		 "io=%llu queue=%llu commit=%llu", e->dir, (unsigned long long)st.commit_batches,
 		 (unsigned long long)st.commit_writes, (unsigned long long)st.data_syncs,
 		 (unsigned long long)st.joint_syncs, (unsigned long long)st.group_led,
 		 (unsigned long long)st.group_covered, (unsigned long long)st.group_timeouts,
 		 (unsigned long long)st.window_wait_us / 1000, (unsigned long long)st.commit_us / 1000,
-		 (unsigned long long)st.sync_us / 1000, (unsigned long long)st.stage_n,
+		 (unsigned long long)st.sync_us / 1000, (unsigned long long)st.callback_us / 1000,
+		 (unsigned long long)st.overlapped_batches, (unsigned long long)st.stage_n,
 		 (unsigned long long)(st.stage_pre_us / n), (unsigned long long)(st.stage_io_us / n),
 		 (unsigned long long)(st.stage_queue_us / n),
 		 (unsigned long long)(st.stage_commit_us / n));
@@ -2748,6 +2868,8 @@ void chunk_engine_close(struct chunk_engine *e)
 	pthread_cond_destroy(&e->ccv);
 	pthread_mutex_destroy(&e->compmu);
 	pthread_cond_destroy(&e->compcv);
+	pthread_mutex_destroy(&e->dmu);
+	pthread_cond_destroy(&e->dcv);
 	free(e->dir);
 	free(e);
 }

@@ -75,10 +75,18 @@ struct chunk_engine_cfg {
 	unsigned shared_flush_wait_ms;    /* longest wait for another member's flush;
 					   * then the batch syncs its own files and
 					   * the target syncs alone for 5 s */
+	int commit_pipeline;              /* a batch's unlocks and callbacks run on
+					   * a thread of their own while the commit
+					   * thread starts the next batch
+					   * (chunk_engine.c "commit pipeline";
+					   * default off: it did not pay;
+					   * CFS_CHUNK_COMMIT_PIPELINE=1 in the
+					   * environment: on) */
 };
 
-/* Fills defaults: sync on, 64 GiB map, 256 ring entries, 10 ms commit
- * window, compaction below
+/* Fills defaults: sync on, 64 GiB map, 256 ring entries, no commit
+ * window (CFS_CHUNK_COMMIT_WINDOW_US=N: N us), callbacks on the commit
+ * thread (CFS_CHUNK_COMMIT_PIPELINE=1: on a thread of their own), compaction below
  * 50% every 1000 ms at up to 64 MiB/s, 256 MiB buffer cache, overwrites
  * up to 64 KiB journaled, journals retired after 100 ms or 512 of them,
  * reads up to 64 KiB through the page cache, 1 GiB of emptied groups kept
@@ -330,6 +338,12 @@ struct chunk_engine_stat {
 	uint64_t stage_io_us;
 	uint64_t stage_queue_us;
 	uint64_t stage_commit_us;
+	/* Time spent unlocking and calling back committed batches (on the
+	 * callback thread with cfg.commit_pipeline, else on the commit
+	 * thread, which then starts no batch meanwhile), and the batches a
+	 * commit started while an earlier batch's callbacks still ran. */
+	uint64_t callback_us;
+	uint64_t overlapped_batches;
 };
 /* Counters and sizes; cheap, no I/O. Any thread. */
 void chunk_engine_get_stat(struct chunk_engine *e, struct chunk_engine_stat *out);

@@ -859,6 +859,159 @@ static void test_shared_flush_fallback(void **state)
 	close_expect_rounds(e, dir, gdir, data);
 }
 
+/* A write callback that holds its thread until the test releases it, as
+ * a slow CRAQ forward or reply would. */
+struct gate {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int entered, released, result;
+};
+
+static void gate_done(struct chunk_op *op)
+{
+	struct gate *g = op->arg;
+	pthread_mutex_lock(&g->mu);
+	g->entered = 1;
+	g->result = op->result;
+	pthread_cond_broadcast(&g->cv);
+	while (!g->released)
+		pthread_cond_wait(&g->cv, &g->mu);
+	pthread_mutex_unlock(&g->mu);
+}
+
+/* Syncs and flushes the engine counted as done for its batches. */
+static uint64_t flushes_done(const struct chunk_engine_stat *st)
+{
+	return st->data_syncs + st->group_led + st->group_covered;
+}
+
+/* One round of the commit pipeline test on a fresh engine at DIR with
+ * cfg.commit_pipeline = PIPELINE: write A, whose callback blocks; while it
+ * blocks, write B to another chunk. */
+static void pipeline_round(const char *dir, int pipeline, const uint8_t *a, const uint8_t *b)
+{
+	struct chunk_engine_cfg cfg;
+	no_overlap_cfg(&cfg, dir);
+	cfg.commit_pipeline = pipeline;
+	struct chunk_engine *e = NULL;
+	assert_int_equal(chunk_engine_open(&cfg, &e), 0);
+	struct gate g = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0 };
+	struct chunk_op opa = { .type = CHUNK_OP_WRITE, .done = gate_done, .arg = &g,
+				.id = { 16, 0 }, .len = 64 * KB, .data = a, .chain_ver = 1 };
+	chunk_engine_submit(e, &opa);
+	pthread_mutex_lock(&g.mu);
+	while (!g.entered)
+		pthread_cond_wait(&g.cv, &g.mu);
+	pthread_mutex_unlock(&g.mu);
+	assert_int_equal(g.result, 0);
+	/* A's batch is committed (its flush counted before its callback);
+	 * every flush counted from here on is of a batch taken after B was
+	 * submitted, i.e. after B's data write completed. */
+	struct chunk_engine_stat st0, st;
+	chunk_engine_get_stat(e, &st0);
+	struct chunk_op opb;
+	struct async_ctx c = ASYNC_CTX_INIT;
+	async_write(e, &opb, &c, (struct chunk_id){ 16, 1 }, 0, 64 * KB, b);
+	/* With the pipeline B's batch commits while A's callback holds the
+	 * callback thread (bounded at 30 s for a loaded machine); without it
+	 * the commit thread is the one held, and nothing commits. */
+	uint64_t until = clock_mono_ms() + (pipeline ? 30000 : 300);
+	do {
+		usleep(1000);
+		chunk_engine_get_stat(e, &st);
+	} while (!(st.commit_writes > st0.commit_writes && flushes_done(&st) > flushes_done(&st0)) &&
+		 clock_mono_ms() < until);
+	if (pipeline) {
+		assert_int_equal(st.commit_writes, st0.commit_writes + 1);
+		assert_true(flushes_done(&st) > flushes_done(&st0));
+		assert_true(st.overlapped_batches >= 1);
+	} else {
+		assert_int_equal(st.commit_writes, st0.commit_writes);
+		assert_int_equal(st.overlapped_batches, 0);
+	}
+	/* B is acknowledged only after A (commit order), so not yet. */
+	pthread_mutex_lock(&c.mu);
+	assert_int_equal(c.done, 0);
+	pthread_mutex_unlock(&c.mu);
+	pthread_mutex_lock(&g.mu);
+	g.released = 1;
+	pthread_cond_broadcast(&g.cv);
+	pthread_mutex_unlock(&g.mu);
+	assert_int_equal(async_wait(&c, 1), 0);
+	/* Acknowledged after a flush that began after its write. */
+	chunk_engine_get_stat(e, &st);
+	assert_true(flushes_done(&st) > flushes_done(&st0));
+	assert_true(st.callback_us > 0);
+	chunk_engine_close(e);
+	e = open_no_overlap(dir);
+	expect_range(e, (struct chunk_id){ 16, 0 }, 0, 64 * KB, a, 64 * KB);
+	expect_range(e, (struct chunk_id){ 16, 1 }, 0, 64 * KB, b, 64 * KB);
+	assert_clean(e, 2);
+	chunk_engine_close(e);
+}
+
+/* The commit pipeline (cfg.commit_pipeline): a write that completes while
+ * an earlier batch is being called back commits at once, in a flush
+ * counted after it was submitted, and is acknowledged after that flush
+ * and after the earlier batch's callbacks; with the pipeline off the
+ * commit thread calls back itself and commits nothing meanwhile. Both
+ * read back after a reopen. */
+static void test_commit_pipeline(void **state)
+{
+	(void)state;
+	static uint8_t a[64 * KB], b[64 * KB];
+	fill(a, sizeof(a), 4001);
+	fill(b, sizeof(b), 4002);
+	char *dir = testenv_tmpdir("engine_commit_pipeline");
+	pipeline_round(dir, 1, a, b);
+	free(dir);
+	dir = testenv_tmpdir("engine_commit_serial");
+	pipeline_round(dir, 0, a, b);
+	free(dir);
+}
+
+/* CFS_CHUNK_COMMIT_WINDOW_US sets the commit window (default none); with
+ * 0 no batch is held open for writes in flight (window_wait_us stays 0
+ * under concurrent writes), every write still commits and reads back. */
+static void test_commit_window_env(void **state)
+{
+	(void)state;
+	struct chunk_engine_cfg cfg;
+	unsetenv("CFS_CHUNK_COMMIT_WINDOW_US");
+	chunk_engine_cfg_default(&cfg);
+	assert_int_equal(cfg.commit_window_us, 0);
+	setenv("CFS_CHUNK_COMMIT_WINDOW_US", "2500", 1);
+	chunk_engine_cfg_default(&cfg);
+	assert_int_equal(cfg.commit_window_us, 2500);
+	setenv("CFS_CHUNK_COMMIT_WINDOW_US", "0", 1);
+	char *dir = testenv_tmpdir("engine_commit_window");
+	no_overlap_cfg(&cfg, dir);
+	unsetenv("CFS_CHUNK_COMMIT_WINDOW_US");
+	assert_int_equal(cfg.commit_window_us, 0);
+	struct chunk_engine *e = NULL;
+	assert_int_equal(chunk_engine_open(&cfg, &e), 0);
+	enum { N = 16 };
+	static struct chunk_op ops[N];
+	static uint8_t data[N][65536];
+	struct async_ctx c = ASYNC_CTX_INIT;
+	for (int i = 0; i < N; i++) {
+		fill(data[i], sizeof(data[i]), 5000 + i);
+		async_write(e, &ops[i], &c, (struct chunk_id){ 17, (uint32_t)i }, 0, sizeof(data[i]),
+			    data[i]);
+	}
+	assert_int_equal(async_wait(&c, N), 0);
+	struct chunk_engine_stat st;
+	chunk_engine_get_stat(e, &st);
+	assert_int_equal(st.commit_writes, N);
+	assert_int_equal(st.window_wait_us, 0);
+	for (int i = 0; i < N; i++)
+		expect_range(e, (struct chunk_id){ 17, (uint32_t)i }, 0, sizeof(data[i]), data[i],
+			     (int)sizeof(data[i]));
+	assert_clean(e, N);
+	chunk_engine_close(e);
+	free(dir);
+}
+
 /* Reads RR the way a storage loop thread does (chunk_engine_read_prep, a
  * preadv2 RWF_NOWAIT on a cached fd, else a blocking pread, then
  * chunk_engine_read_end); returns whether the bytes came from the cache. */
@@ -1141,6 +1294,8 @@ int main(void)
 		cmocka_unit_test(test_joint_syncs),
 		cmocka_unit_test(test_shared_flush),
 		cmocka_unit_test(test_shared_flush_fallback),
+		cmocka_unit_test(test_commit_pipeline),
+		cmocka_unit_test(test_commit_window_env),
 		cmocka_unit_test(test_cached_reads),
 		cmocka_unit_test(test_verify),
 		cmocka_unit_test(test_cached_reads_adapt),
