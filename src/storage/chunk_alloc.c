@@ -71,6 +71,9 @@ struct group {
 	uint8_t idle;          /* count == 0 but kept reserved (GROUP_WHOLE) for reuse */
 	uint32_t *refs;        /* [256] reader references, lazily allocated */
 	struct chunk_id *owner;/* [256] committed owner of each block */
+	uint32_t *wpre;        /* [256] pages from each block's start written and
+				* synced (chunk_alloc_set_written_upto); lazily
+				* allocated, cleared with written */
 };
 
 struct size_class {
@@ -219,6 +222,7 @@ void chunk_alloc_close(struct chunk_alloc *a)
 			if (c->groups[g]) {
 				free(c->groups[g]->refs);
 				free(c->groups[g]->owner);
+				free(c->groups[g]->wpre);
 				free(c->groups[g]);
 			}
 		}
@@ -338,6 +342,14 @@ int chunk_alloc_open_done(struct chunk_alloc *a)
 	return 0;
 }
 
+/* The group's blocks were punched: nothing of them is known written. */
+static void clear_written(struct group *g)
+{
+	memset(g->written, 0, sizeof(g->written));
+	free(g->wpre);
+	g->wpre = NULL;
+}
+
 /* Punches every idle group of every class: their room is wanted. */
 static void drop_idle(struct chunk_alloc *a)
 {
@@ -349,7 +361,7 @@ static void drop_idle(struct chunk_alloc *a)
 				continue;
 			punch(a, c->fds[gid % CHUNK_MAX_FILES], cls, group_off(cls, gid),
 			      group_bytes(cls));
-			memset(g->written, 0, sizeof(g->written));
+			clear_written(g);
 			g->idle = 0;
 			g->reserved = 0;
 			a->reserved_bytes -= group_bytes(cls);
@@ -501,6 +513,40 @@ void chunk_alloc_set_written(struct chunk_alloc *a, struct chunk_pos pos)
 		bit_set(g->written, i);
 }
 
+uint64_t chunk_alloc_written_upto(struct chunk_alloc *a, struct chunk_pos pos)
+{
+	if (pos.cls >= CHUNK_NCLASS || pos.file >= CHUNK_MAX_FILES)
+		return 0;
+	struct group *g = group_get(&a->cls[pos.cls], gid_of(pos), 0);
+	unsigned i = pos.block % CHUNK_GROUP_BLOCKS;
+	if (!g)
+		return 0;
+	if (bit_test(g->written, i))
+		return chunk_class_size(pos.cls);
+	return g->wpre ? (uint64_t)g->wpre[i] * CHUNK_PAGE : 0;
+}
+
+void chunk_alloc_set_written_upto(struct chunk_alloc *a, struct chunk_pos pos, uint64_t end)
+{
+	if (pos.cls >= CHUNK_NCLASS || pos.file >= CHUNK_MAX_FILES)
+		return;
+	struct group *g = group_get(&a->cls[pos.cls], gid_of(pos), 0);
+	unsigned i = pos.block % CHUNK_GROUP_BLOCKS;
+	if (!g || !bit_test(g->used, i))
+		return;
+	if (end >= chunk_class_size(pos.cls)) {
+		bit_set(g->written, i);
+		return;
+	}
+	uint32_t pages = (uint32_t)(end / CHUNK_PAGE); /* whole pages only */
+	if (!pages)
+		return;
+	if (!g->wpre)
+		g->wpre = xcalloc(CHUNK_GROUP_BLOCKS, sizeof(*g->wpre));
+	if (g->wpre[i] < pages)
+		g->wpre[i] = pages;
+}
+
 int chunk_alloc_owns(struct chunk_alloc *a, struct chunk_pos pos, struct chunk_id id)
 {
 	if (pos.cls >= CHUNK_NCLASS || pos.file >= CHUNK_MAX_FILES)
@@ -534,6 +580,8 @@ static void free_block(struct chunk_alloc *a, struct chunk_pos pos, struct group
 	if (pos.cls > SMALL_CLASS_MAX || g->reserved == GROUP_PER_BLOCK) {
 		punch(a, fd, pos.cls, block_off(pos.cls, pos.block), chunk_class_size(pos.cls));
 		bit_clear(g->written, i);
+		if (g->wpre)
+			g->wpre[i] = 0;
 		a->reserved_bytes -= chunk_class_size(pos.cls);
 	}
 	if (g->count)
@@ -553,7 +601,7 @@ static void free_block(struct chunk_alloc *a, struct chunk_pos pos, struct group
 		/* Per block: the whole group too, for what a failed whole
 		 * fallocate may have left allocated. */
 		punch(a, fd, pos.cls, group_off(pos.cls, gid_of(pos)), group_bytes(pos.cls));
-		memset(g->written, 0, sizeof(g->written));
+		clear_written(g);
 		if (g->reserved == GROUP_WHOLE)
 			a->reserved_bytes -= group_bytes(pos.cls);
 		g->reserved = 0;

@@ -103,6 +103,21 @@ int chunk_alloc_written(struct chunk_alloc *a, struct chunk_pos pos);
  * caller knows that fdatasync of its file completed after the write did.
  * A no-op unless POS is allocated. */
 void chunk_alloc_set_written(struct chunk_alloc *a, struct chunk_pos pos);
+/* WRITTEN PREFIX: the same knowledge for the first bytes of a block, for a
+ * block filled from its start a piece at a time (a chunk grown by small
+ * appends, or by random writes past its end, writes the gap too): a write
+ * or an in-place apply that ends inside the prefix is a plain overwrite.
+ * Returns the bytes from POS's block start known written and synced: the
+ * class size when the whole block is (chunk_alloc_written), 0 when
+ * unknown. Cleared when the block is punched, kept while a freed block
+ * stays reserved (its extents stay written). Under the caller's lock, as
+ * the rest of the allocator. */
+uint64_t chunk_alloc_written_upto(struct chunk_alloc *a, struct chunk_pos pos);
+/* Records that [0, END) of POS's block was written and an fdatasync of its
+ * file completed after those writes did. Raises the prefix, never lowers
+ * it; counts whole pages only; END >= the class size is
+ * chunk_alloc_set_written. A no-op unless POS is allocated. */
+void chunk_alloc_set_written_upto(struct chunk_alloc *a, struct chunk_pos pos, uint64_t end);
 /* 1 if POS's block is allocated. */
 int chunk_alloc_is_used(struct chunk_alloc *a, struct chunk_pos pos);
 /* Total allocated blocks over all classes. */

@@ -255,6 +255,7 @@ struct retiree {
 	struct chunk_id id;
 	uint64_t ver;              /* commit_ver the journal belongs to */
 	struct chunk_pos pos;
+	uint32_t jend;             /* the journal's end in the block (its apply's) */
 	struct retiree *next;
 };
 
@@ -1150,6 +1151,7 @@ static void journal_done(struct chunk_engine *e, struct req *r, int err)
 		t->id = c->id;
 		t->ver = c->nmeta.commit_ver;
 		t->pos = c->nmeta.pos;
+		t->jend = c->nmeta.jrnl_off + c->nmeta.jrnl_len;
 		pthread_mutex_lock(&e->cmu);
 		if (!e->retire_head) {
 			/* An idle commit thread starts its retire timer. */
@@ -1632,19 +1634,22 @@ static int sync_fds(struct chunk_engine *e, const int *fds, size_t n)
 	return err;
 }
 
-/* A block the batch wrote or applied pages in (POS): its file joins the
- * batch's fdatasyncs (FDS), unless GROUP (the engine is in a flush group
- * and not syncing alone) and the whole block is known written
- * (chunk_alloc_written), so that the write was a plain overwrite: then a
- * device flush shared with the other targets of the disk covers it
- * (*SHARED; chunk_flush.c), and its file goes to SFDS, synced only if the
- * wait for the group times out. In a group, under mu. */
+/* A block the batch wrote or applied pages in (POS), up to END bytes from
+ * its start: its file joins the batch's fdatasyncs (FDS), unless GROUP
+ * (the engine is in a flush group and not syncing alone) and the block is
+ * known written up to END (chunk_alloc_written_upto: the whole block, or a
+ * prefix a block filled from its start has), so that the write was a
+ * plain overwrite: then a device flush shared with the other targets of
+ * the disk covers it (*SHARED; chunk_flush.c), and its file goes to SFDS,
+ * synced only if the wait for the group times out. In a group, under mu. */
 static void note_block(struct chunk_engine *e, bool group, int *fds, size_t *n, bool *all,
-		       int *sfds, size_t *sn, bool *sall, bool *shared, struct chunk_pos pos)
+		       int *sfds, size_t *sn, bool *sall, bool *shared, struct chunk_pos pos,
+		       uint64_t end)
 {
 	uint64_t off;
 	int fd = chunk_alloc_fd(e->alloc, pos, &off);
-	if (group && chunk_alloc_written(e->alloc, pos)) {
+	uint64_t known = group ? chunk_alloc_written_upto(e->alloc, pos) : 0;
+	if (known && end <= known) {
 		*shared = true;
 		note_fd(sfds, sn, sall, fd);
 	} else {
@@ -1684,13 +1689,15 @@ static int sync_batch_data(struct chunk_engine *e, struct req *list, struct reti
 			if (c->exists && c->base.jrnl_len && c->has_new && r->journal &&
 			    !r->jrnl_owned)
 				note_block(e, group, fds, &n, &all, sfds, &sn, &sall, &shared,
-					   c->base.pos);
+					   c->base.pos,
+					   (uint64_t)c->base.jrnl_off + c->base.jrnl_len);
 			if (!c->has_new || r->journal)
 				continue;
-			note_block(e, group, fds, &n, &all, sfds, &sn, &sall, &shared, c->nmeta.pos);
+			note_block(e, group, fds, &n, &all, sfds, &sn, &sall, &shared, c->nmeta.pos,
+				   r->img_end);
 		}
 	for (struct retiree *t = ret; t && !all; t = t->next)
-		note_block(e, group, fds, &n, &all, sfds, &sn, &sall, &shared, t->pos);
+		note_block(e, group, fds, &n, &all, sfds, &sn, &sall, &shared, t->pos, t->jend);
 	if (e->flush)
 		pthread_mutex_unlock(&e->mu);
 	if (group && !n && !all && (shared || e->wal_same_fs)) {
@@ -1725,14 +1732,37 @@ static int sync_batch_data(struct chunk_engine *e, struct req *list, struct reti
 	atomic_fetch_add_explicit(&e->data_syncs, n, memory_order_relaxed);
 	free(every);
 	if (!err && e->flush && n) {
-		/* Every block this batch wrote whole is now written for the
-		 * filesystem, its extent conversion committed by the sync of
-		 * its file: later writes into it may share flushes. */
+		/* Every block this batch wrote from its start, or from the end
+		 * of its known written prefix, is now written that far for the
+		 * filesystem, its extent conversions committed by the sync of
+		 * its file (synced here: in FDS): later writes and applies
+		 * inside that prefix may share flushes. A block of a chunk
+		 * grown by appends or random writes past its end fills from
+		 * its start (an append writes the gap too), one prefix after
+		 * another. */
 		pthread_mutex_lock(&e->mu);
 		for (struct req *r = list; r; r = r->next)
-			for (size_t i = 0; i < r->nce; i++)
-				if (whole_block(r, &r->ces[i]))
-					chunk_alloc_set_written(e->alloc, r->ces[i].nmeta.pos);
+			for (size_t i = 0; i < r->nce; i++) {
+				const struct centry *c = &r->ces[i];
+				if (!c->has_new || r->journal || r->img_end <= r->img_start)
+					continue;
+				if (whole_block(r, c)) {
+					chunk_alloc_set_written(e->alloc, c->nmeta.pos);
+					continue;
+				}
+				if (!e->cfg.flush_prefix)
+					continue;
+				uint64_t off;
+				int fd = chunk_alloc_fd(e->alloc, c->nmeta.pos, &off);
+				bool synced = all;
+				for (size_t k = 0; k < n && !synced; k++)
+					synced = fds[k] == fd;
+				if (synced && (r->img_start == 0 ||
+					       chunk_alloc_written_upto(e->alloc, c->nmeta.pos) >=
+						       r->img_start))
+					chunk_alloc_set_written_upto(e->alloc, c->nmeta.pos,
+								     r->img_end);
+			}
 		pthread_mutex_unlock(&e->mu);
 	}
 	return err ? err : (int)n;
@@ -2175,6 +2205,8 @@ void chunk_engine_cfg_default(struct chunk_engine_cfg *cfg)
 	const char *cw = getenv("CFS_CHUNK_COMMIT_WINDOW_US");
 	if (cw && *cw)
 		cfg->commit_window_us = (unsigned)strtoul(cw, NULL, 10);
+	const char *fp = getenv("CFS_CHUNK_FLUSH_PREFIX");
+	cfg->flush_prefix = fp && !strcmp(fp, "1");
 }
 
 static void op_fail_now(struct chunk_op *op, int err)
@@ -2593,6 +2625,7 @@ static int open_cb(void *arg, struct chunk_id id, const struct chunk_meta *m, in
 		t->id = id;
 		t->ver = m->commit_ver;
 		t->pos = m->pos;
+		t->jend = m->jrnl_off + m->jrnl_len;
 		t->next = oc->replayed;
 		oc->replayed = t;
 	}

@@ -71,6 +71,14 @@ struct chunk_engine_cfg {
 					   * of its files (default on;
 					   * CFS_CHUNK_SHARED_FLUSH=0 in the
 					   * environment: off) */
+	int flush_prefix;                 /* with shared_flush: writes ending inside
+					   * a block's known-written prefix
+					   * (chunk_alloc_written_upto) share the
+					   * flush too, not only those into blocks
+					   * written whole (default off: slower for
+					   * 4 KiB random writes on one disk, see
+					   * docs/kvcache.md; CFS_CHUNK_FLUSH_PREFIX=1
+					   * in the environment: on) */
 	const char *flush_group_dir;      /* where flush groups meet; NULL: /dev/shm */
 	unsigned shared_flush_wait_ms;    /* longest wait for another member's flush;
 					   * then the batch syncs its own files and

@@ -815,6 +815,55 @@ static void test_shared_flush(void **state)
 	close_expect_rounds(e, dir, gdir, data);
 }
 
+/* Written prefix (chunk_alloc_written_upto): a chunk grown by small writes
+ * past its end fills its block from the start, and once its file was
+ * synced after those writes, the retirement of a small overwrite inside
+ * that prefix rides on the group's flush (no data sync of its own), while
+ * a write past the prefix still syncs its file (an unwritten extent's
+ * conversion needs the file's own sync). Reads back after a reopen. */
+static void test_shared_flush_prefix(void **state)
+{
+	(void)state;
+	char *dir = testenv_tmpdir("engine_flush_prefix");
+	char *gdir = testenv_tmpdir("engine_flush_prefix_group");
+	setenv("CFS_CHUNK_FLUSH_PREFIX", "1", 1); /* read by chunk_engine_cfg_default */
+	struct chunk_engine *e = open_grouped(dir, gdir, 0);
+	unsetenv("CFS_CHUNK_FLUSH_PREFIX");
+	static uint8_t model[64 * 1024], w[4096];
+	struct chunk_id id = { 7, 0 };
+	struct chunk_engine_stat s0, s1;
+	model_write(e, id, model, w, 0, 4096, 1, NULL); /* new block: [0, 4K) */
+	chunk_engine_get_stat(e, &s0);
+	assert_true(s0.data_syncs > 0);
+	/* Past the end, a gap: [4K, 20K) written in place, past the prefix. */
+	model_write(e, id, model, w, 16384, 4096, 2, NULL);
+	chunk_engine_get_stat(e, &s1);
+	assert_true(s1.data_syncs > s0.data_syncs);
+	/* Small overwrites inside [0, 20K) (journaled, apart so neither
+	 * carries the other's journal on): each one's journal leaves the
+	 * metadata with the next write or the retire timer, its block's
+	 * pages covered by a shared flush. */
+	chunk_engine_get_stat(e, &s0);
+	model_write(e, id, model, w, 8192, 4096, 3, NULL);
+	model_write(e, id, model, w, 0, 4096, 4, NULL);
+	model_write(e, id, model, w, 12288, 4096, 5, NULL);
+	chunk_engine_get_stat(e, &s1);
+	assert_int_equal(s1.data_syncs, s0.data_syncs);
+	assert_true(s1.group_led + s1.group_covered > s0.group_led + s0.group_covered);
+	/* Past the prefix again: its own sync. */
+	model_write(e, id, model, w, 36864, 4096, 6, NULL);
+	chunk_engine_get_stat(e, &s0);
+	assert_true(s0.data_syncs > s1.data_syncs);
+	expect_range(e, id, 0, 40960, model, 40960);
+	chunk_engine_close(e);
+	e = open_no_overlap(dir);
+	expect_range(e, id, 0, 40960, model, 40960);
+	assert_clean(e, 1);
+	chunk_engine_close(e);
+	free(gdir);
+	free(dir);
+}
+
 /* The bounded wait (cfg.shared_flush_wait_ms): while another member holds
  * the group's lock for longer than the wait (here the test holds it, as a
  * stopped member would), a batch that would ride on the group's flush
@@ -1296,6 +1345,7 @@ int main(void)
 		cmocka_unit_test(test_shared_flush_fallback),
 		cmocka_unit_test(test_commit_pipeline),
 		cmocka_unit_test(test_commit_window_env),
+		cmocka_unit_test(test_shared_flush_prefix),
 		cmocka_unit_test(test_cached_reads),
 		cmocka_unit_test(test_verify),
 		cmocka_unit_test(test_cached_reads_adapt),
