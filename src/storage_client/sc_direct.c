@@ -59,6 +59,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "common/cache_probe.h"
 #include "common/clock.h"
 #include "common/crc32c.h"
 #include "common/log.h"
@@ -177,6 +178,8 @@ struct sc_direct {
 				     before 2026-12-05) */
 	_Atomic uint64_t reads, fallbacks, misses, maps, map_fails, stale, corrupt, dead;
 	_Atomic uint64_t cached_hits, cached_misses; /* read_cached */
+	struct cache_probe probe; /* whether an async read tries the cache (read_how) */
+	bool probe_all;           /* CFS_SHORT_READ_PROBE=all: every one does */
 };
 
 /* CRC32C "append a page of zeros" as four byte tables (it is linear):
@@ -240,6 +243,9 @@ struct sc_direct *sc_direct_new(const struct rpc_opts *ro, int dflt)
 	d->big = !big || strcmp(big, "0") != 0;
 	const char *cached = getenv("CFS_SHORT_READ_CACHED");
 	d->cached = d->wait_disk && !(cached && !strcmp(cached, "0"));
+	const char *probe = getenv("CFS_SHORT_READ_PROBE");
+	d->probe_all = probe && !strcmp(probe, "all");
+	cache_probe_init(&d->probe);
 	pthread_once(&shift_once, shift_init);
 	pthread_mutex_init(&d->mu, NULL);
 	if (pthread_key_create(&d->bounce_key, bounce_free)) {
@@ -285,7 +291,8 @@ void sc_direct_free(struct sc_direct *d)
 	if (atomic_load(&d->reads) || atomic_load(&d->fallbacks))
 		LOG_NOTICE("sc_direct",
 			   "stats: reads=%llu fallbacks=%llu misses=%llu maps=%llu map_fails=%llu "
-			   "stale=%llu corrupt=%llu dead=%llu cached_hits=%llu cached_misses=%llu",
+			   "stale=%llu corrupt=%llu dead=%llu cached_hits=%llu cached_misses=%llu "
+			   "cached_direct=%llu",
 			   (unsigned long long)atomic_load(&d->reads),
 			   (unsigned long long)atomic_load(&d->fallbacks),
 			   (unsigned long long)atomic_load(&d->misses),
@@ -295,7 +302,8 @@ void sc_direct_free(struct sc_direct *d)
 			   (unsigned long long)atomic_load(&d->corrupt),
 			   (unsigned long long)atomic_load(&d->dead),
 			   (unsigned long long)atomic_load(&d->cached_hits),
-			   (unsigned long long)atomic_load(&d->cached_misses));
+			   (unsigned long long)atomic_load(&d->cached_misses),
+			   (unsigned long long)atomic_load(&d->probe.direct));
 	if (d->ring_ok) {
 		/* A NOP with no op stops the completion thread (no read may
 		 * be in flight: the caller's contract). */
@@ -365,6 +373,7 @@ void sc_direct_get_stats(struct sc_direct *d, struct sc_direct_stats *out)
 	out->dead = atomic_load(&d->dead);
 	out->cached_hits = atomic_load(&d->cached_hits);
 	out->cached_misses = atomic_load(&d->cached_misses);
+	out->cached_direct = atomic_load(&d->probe.direct);
 }
 
 static struct dpeer *peer_get(struct sc_direct *d, const char *addr)
@@ -1203,6 +1212,8 @@ static int read_cached(struct sc_direct *d, struct dpeer *p, const struct dmap *
 {
 	struct iovec iov = { .iov_base = x->buf, .iov_len = x->blen };
 	ssize_t got = preadv2(m->fd, &iov, 1, (off_t)(m->file_off + x->start), RWF_NOWAIT);
+	if (!d->probe_all)
+		cache_probe_report(&d->probe, got >= (ssize_t)x->blen);
 	if (got < (ssize_t)x->blen) {
 		atomic_fetch_add_explicit(&d->cached_misses, 1, memory_order_relaxed);
 		return RC_MISS;
@@ -1262,7 +1273,12 @@ static int read_async_at(struct sc_direct *d, const char *addr, uint32_t target,
 			}
 			break;
 		}
-		int how = go && d->cached ? read_cached(d, p, m, r, &o->x, &stale) : RC_DIRECT;
+		/* While the cache is cold (a working set larger than memory:
+		 * common/cache_probe.h) most reads skip the probe and go
+		 * O_DIRECT, so misses neither cost it nor fill the cache. */
+		int how = go && d->cached && (d->probe_all || cache_probe_wanted(&d->probe))
+				  ? read_cached(d, p, m, r, &o->x, &stale)
+				  : RC_DIRECT;
 		if (how == RC_DONE) {
 			dmap_put(m);
 			abuf_put(d, buf, bufsz);
