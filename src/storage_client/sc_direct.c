@@ -1206,13 +1206,14 @@ enum { RC_DONE, RC_RPC, RC_MISS, RC_DIRECT };
  * (chunk_engine.c "Page-cache reads") only an O_DIRECT read may call a
  * block corrupt, so the ring reads it O_DIRECT (read_check dropped the
  * cached pages). RC_RPC: the slot moved or the server died (*STALE
- * set when the slot moved). */
+ * set when the slot moved). COUNTED: the probe's outcome goes to the
+ * adaptive policy (d->probe: reads of at most SD_SMALL). */
 static int read_cached(struct sc_direct *d, struct dpeer *p, const struct dmap *m,
-		       struct storage_read *r, const struct rd *x, bool *stale)
+		       struct storage_read *r, const struct rd *x, bool *stale, bool counted)
 {
 	struct iovec iov = { .iov_base = x->buf, .iov_len = x->blen };
 	ssize_t got = preadv2(m->fd, &iov, 1, (off_t)(m->file_off + x->start), RWF_NOWAIT);
-	if (!d->probe_all)
+	if (counted)
 		cache_probe_report(&d->probe, got >= (ssize_t)x->blen);
 	if (got < (ssize_t)x->blen) {
 		atomic_fetch_add_explicit(&d->cached_misses, 1, memory_order_relaxed);
@@ -1273,11 +1274,15 @@ static int read_async_at(struct sc_direct *d, const char *addr, uint32_t target,
 			}
 			break;
 		}
-		/* While the cache is cold (a working set larger than memory:
-		 * common/cache_probe.h) most reads skip the probe and go
-		 * O_DIRECT, so misses neither cost it nor fill the cache. */
-		int how = go && d->cached && (d->probe_all || cache_probe_wanted(&d->probe))
-				  ? read_cached(d, p, m, r, &o->x, &stale)
+		/* While the cache is cold for small reads (a working set larger
+		 * than memory: common/cache_probe.h) most of them skip the probe
+		 * and go O_DIRECT, so misses neither cost it nor fill the cache.
+		 * Larger reads (read-ahead of a sequential reader, which a drop
+		 * of caches leaves all misses) always probe and are not counted:
+		 * they would turn the policy cold for the random reads after. */
+		bool counted = !d->probe_all && r->len <= SD_SMALL;
+		int how = go && d->cached && (!counted || cache_probe_wanted(&d->probe))
+				  ? read_cached(d, p, m, r, &o->x, &stale, counted)
 				  : RC_DIRECT;
 		if (how == RC_DONE) {
 			dmap_put(m);
