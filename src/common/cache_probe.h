@@ -19,8 +19,8 @@
  * (a hit may land in the next window), which only moves the choice.
  *
  * Thread safety: every function may be called from any number of threads
- * at once (relaxed atomics; no locks). A struct cache_probe zeroed (or
- * cache_probe_init) starts warm (probing). */
+ * at once (relaxed atomics; no locks), after cache_probe_init. It starts
+ * warm (probing). */
 #ifndef CFS_COMMON_CACHE_PROBE_H
 #define CFS_COMMON_CACHE_PROBE_H
 
@@ -34,14 +34,18 @@
 #define CACHE_PROBE_SAMPLE 8    /* ... and only one read in this many probes */
 
 struct cache_probe {
+	uint32_t window;            /* probes per decision (set by cache_probe_init) */
 	_Atomic uint32_t probes, hits, tick;
 	_Atomic uint32_t last_hits; /* hits of the last full window */
 	atomic_int cold;            /* 1: probe one read in CACHE_PROBE_SAMPLE */
 	atomic_uint_fast64_t direct; /* reads told not to probe (a counter) */
 };
 
-static inline void cache_probe_init(struct cache_probe *cp)
+/* WINDOW: probes per decision, 0 for CACHE_PROBE_WINDOW (tests use a
+ * small one); not thread safe (before any other call). */
+static inline void cache_probe_init(struct cache_probe *cp, uint32_t window)
 {
+	cp->window = window ? window : CACHE_PROBE_WINDOW;
 	atomic_store(&cp->probes, 0);
 	atomic_store(&cp->hits, 0);
 	atomic_store(&cp->tick, 0);

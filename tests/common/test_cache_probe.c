@@ -31,7 +31,7 @@ static void test_warm_stays_warm(void **state)
 {
 	(void)state;
 	struct cache_probe cp;
-	cache_probe_init(&cp);
+	cache_probe_init(&cp, 0);
 	assert_int_equal(run(&cp, 5 * CACHE_PROBE_WINDOW, 1000), 5 * CACHE_PROBE_WINDOW);
 	/* a hit rate of 60 %, steady: still above the bar */
 	assert_int_equal(run(&cp, 5 * CACHE_PROBE_WINDOW, 600), 5 * CACHE_PROBE_WINDOW);
@@ -43,7 +43,7 @@ static void test_flat_misses_go_cold(void **state)
 {
 	(void)state;
 	struct cache_probe cp;
-	cache_probe_init(&cp);
+	cache_probe_init(&cp, 0);
 	/* 10 % hits, flat: the first window rose from nothing, so cold
 	 * after the second */
 	assert_int_equal(run(&cp, CACHE_PROBE_WINDOW, 100), CACHE_PROBE_WINDOW);
@@ -61,7 +61,7 @@ static void test_rising_keeps_probing(void **state)
 {
 	(void)state;
 	struct cache_probe cp;
-	cache_probe_init(&cp);
+	cache_probe_init(&cp, 0);
 	/* a set that fits, warming after a drop of caches: 3 % more hits
 	 * each window from 3 %, all below the 50 % bar */
 	for (uint32_t w = 0; w < 15; w++) {
@@ -75,7 +75,7 @@ static void test_cold_comes_back(void **state)
 {
 	(void)state;
 	struct cache_probe cp;
-	cache_probe_init(&cp);
+	cache_probe_init(&cp, 0);
 	run(&cp, CACHE_PROBE_WINDOW, 0);
 	assert_true(atomic_load(&cp.cold));
 	run(&cp, CACHE_PROBE_SAMPLE * CACHE_PROBE_WINDOW, 0);
