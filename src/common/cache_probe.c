@@ -5,8 +5,7 @@ bool cache_probe_wanted(struct cache_probe *cp)
 {
 	if (!atomic_load_explicit(&cp->cold, memory_order_relaxed))
 		return true;
-	if (atomic_fetch_add_explicit(&cp->tick, 1, memory_order_relaxed) % CACHE_PROBE_SAMPLE ==
-	    0)
+	if (atomic_fetch_add_explicit(&cp->tick, 1, memory_order_relaxed) % CACHE_PROBE_SAMPLE == 0)
 		return true;
 	atomic_fetch_add_explicit(&cp->direct, 1, memory_order_relaxed);
 	return false;

@@ -28,16 +28,16 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define CACHE_PROBE_WINDOW 16384 /* probes per decision */
-#define CACHE_PROBE_HIT_PCT 50  /* below this hit rate ... */
-#define CACHE_PROBE_RISE_PCT 1  /* ... and rising by less than this, cold ... */
-#define CACHE_PROBE_SAMPLE 8    /* ... and only one read in this many probes */
+#define CACHE_PROBE_WINDOW   16384 /* probes per decision */
+#define CACHE_PROBE_HIT_PCT  50    /* below this hit rate ... */
+#define CACHE_PROBE_RISE_PCT 1     /* ... and rising by less than this, cold ... */
+#define CACHE_PROBE_SAMPLE   8     /* ... and only one read in this many probes */
 
 struct cache_probe {
-	uint32_t window;            /* probes per decision (set by cache_probe_init) */
+	uint32_t window; /* probes per decision (set by cache_probe_init) */
 	_Atomic uint32_t probes, hits, tick;
-	_Atomic uint32_t last_hits; /* hits of the last full window */
-	atomic_int cold;            /* 1: probe one read in CACHE_PROBE_SAMPLE */
+	_Atomic uint32_t last_hits;  /* hits of the last full window */
+	atomic_int cold;             /* 1: probe one read in CACHE_PROBE_SAMPLE */
 	atomic_uint_fast64_t direct; /* reads told not to probe (a counter) */
 };
 

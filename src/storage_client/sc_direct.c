@@ -178,7 +178,7 @@ struct sc_direct {
 				     before 2026-12-05) */
 	_Atomic uint64_t reads, fallbacks, misses, maps, map_fails, stale, corrupt, dead;
 	_Atomic uint64_t cached_hits, cached_misses; /* read_cached */
-	struct cache_probe probe; /* whether an async read tries the cache (read_how) */
+	struct cache_probe probe; /* whether a small async read tries the cache (read_async_at) */
 	bool probe_all;           /* CFS_SHORT_READ_PROBE=all: every one does */
 };
 

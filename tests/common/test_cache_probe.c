@@ -22,7 +22,7 @@ static uint32_t run(struct cache_probe *cp, uint32_t reads, uint32_t hit_per_mil
 			continue;
 		probed++;
 		cache_probe_report(cp, (probed * hit_per_mille) / 1000 !=
-					       ((probed - 1) * hit_per_mille) / 1000);
+		                           ((probed - 1) * hit_per_mille) / 1000);
 	}
 	return probed;
 }
@@ -90,10 +90,10 @@ static void test_cold_comes_back(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_warm_stays_warm),
-		cmocka_unit_test(test_flat_misses_go_cold),
-		cmocka_unit_test(test_rising_keeps_probing),
-		cmocka_unit_test(test_cold_comes_back),
+	    cmocka_unit_test(test_warm_stays_warm),
+	    cmocka_unit_test(test_flat_misses_go_cold),
+	    cmocka_unit_test(test_rising_keeps_probing),
+	    cmocka_unit_test(test_cold_comes_back),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
