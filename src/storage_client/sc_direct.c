@@ -59,6 +59,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "common/cache_probe.h"
 #include "common/clock.h"
 #include "common/crc32c.h"
 #include "common/log.h"
@@ -177,6 +178,8 @@ struct sc_direct {
 				     before 2026-12-05) */
 	_Atomic uint64_t reads, fallbacks, misses, maps, map_fails, stale, corrupt, dead;
 	_Atomic uint64_t cached_hits, cached_misses; /* read_cached */
+	struct cache_probe probe; /* whether a small async read tries the cache (read_async_at) */
+	bool probe_all;           /* CFS_SHORT_READ_PROBE=all: every one does */
 };
 
 /* CRC32C "append a page of zeros" as four byte tables (it is linear):
@@ -240,6 +243,10 @@ struct sc_direct *sc_direct_new(const struct rpc_opts *ro, int dflt)
 	d->big = !big || strcmp(big, "0") != 0;
 	const char *cached = getenv("CFS_SHORT_READ_CACHED");
 	d->cached = d->wait_disk && !(cached && !strcmp(cached, "0"));
+	const char *probe = getenv("CFS_SHORT_READ_PROBE");
+	d->probe_all = probe && !strcmp(probe, "all");
+	const char *win = getenv("CFS_SHORT_READ_PROBE_WINDOW"); /* test hook */
+	cache_probe_init(&d->probe, win ? (uint32_t)strtoul(win, NULL, 10) : 0);
 	pthread_once(&shift_once, shift_init);
 	pthread_mutex_init(&d->mu, NULL);
 	if (pthread_key_create(&d->bounce_key, bounce_free)) {
@@ -285,7 +292,8 @@ void sc_direct_free(struct sc_direct *d)
 	if (atomic_load(&d->reads) || atomic_load(&d->fallbacks))
 		LOG_NOTICE("sc_direct",
 			   "stats: reads=%llu fallbacks=%llu misses=%llu maps=%llu map_fails=%llu "
-			   "stale=%llu corrupt=%llu dead=%llu cached_hits=%llu cached_misses=%llu",
+			   "stale=%llu corrupt=%llu dead=%llu cached_hits=%llu cached_misses=%llu "
+			   "cached_direct=%llu",
 			   (unsigned long long)atomic_load(&d->reads),
 			   (unsigned long long)atomic_load(&d->fallbacks),
 			   (unsigned long long)atomic_load(&d->misses),
@@ -295,7 +303,8 @@ void sc_direct_free(struct sc_direct *d)
 			   (unsigned long long)atomic_load(&d->corrupt),
 			   (unsigned long long)atomic_load(&d->dead),
 			   (unsigned long long)atomic_load(&d->cached_hits),
-			   (unsigned long long)atomic_load(&d->cached_misses));
+			   (unsigned long long)atomic_load(&d->cached_misses),
+			   (unsigned long long)atomic_load(&d->probe.direct));
 	if (d->ring_ok) {
 		/* A NOP with no op stops the completion thread (no read may
 		 * be in flight: the caller's contract). */
@@ -365,6 +374,7 @@ void sc_direct_get_stats(struct sc_direct *d, struct sc_direct_stats *out)
 	out->dead = atomic_load(&d->dead);
 	out->cached_hits = atomic_load(&d->cached_hits);
 	out->cached_misses = atomic_load(&d->cached_misses);
+	out->cached_direct = atomic_load(&d->probe.direct);
 }
 
 static struct dpeer *peer_get(struct sc_direct *d, const char *addr)
@@ -1197,12 +1207,15 @@ enum { RC_DONE, RC_RPC, RC_MISS, RC_DIRECT };
  * (chunk_engine.c "Page-cache reads") only an O_DIRECT read may call a
  * block corrupt, so the ring reads it O_DIRECT (read_check dropped the
  * cached pages). RC_RPC: the slot moved or the server died (*STALE
- * set when the slot moved). */
+ * set when the slot moved). COUNTED: the probe's outcome goes to the
+ * adaptive policy (d->probe: reads of at most SD_SMALL). */
 static int read_cached(struct sc_direct *d, struct dpeer *p, const struct dmap *m,
-		       struct storage_read *r, const struct rd *x, bool *stale)
+		       struct storage_read *r, const struct rd *x, bool *stale, bool counted)
 {
 	struct iovec iov = { .iov_base = x->buf, .iov_len = x->blen };
 	ssize_t got = preadv2(m->fd, &iov, 1, (off_t)(m->file_off + x->start), RWF_NOWAIT);
+	if (counted)
+		cache_probe_report(&d->probe, got >= (ssize_t)x->blen);
 	if (got < (ssize_t)x->blen) {
 		atomic_fetch_add_explicit(&d->cached_misses, 1, memory_order_relaxed);
 		return RC_MISS;
@@ -1262,7 +1275,16 @@ static int read_async_at(struct sc_direct *d, const char *addr, uint32_t target,
 			}
 			break;
 		}
-		int how = go && d->cached ? read_cached(d, p, m, r, &o->x, &stale) : RC_DIRECT;
+		/* While the cache is cold for small reads (a working set larger
+		 * than memory: common/cache_probe.h) most of them skip the probe
+		 * and go O_DIRECT, so misses neither cost it nor fill the cache.
+		 * Larger reads (read-ahead of a sequential reader, which a drop
+		 * of caches leaves all misses) always probe and are not counted:
+		 * they would turn the policy cold for the random reads after. */
+		bool counted = !d->probe_all && r->len <= SD_SMALL;
+		int how = go && d->cached && (!counted || cache_probe_wanted(&d->probe))
+				  ? read_cached(d, p, m, r, &o->x, &stale, counted)
+				  : RC_DIRECT;
 		if (how == RC_DONE) {
 			dmap_put(m);
 			abuf_put(d, buf, bufsz);

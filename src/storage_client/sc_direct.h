@@ -138,6 +138,9 @@ struct sc_direct_stats {
 	uint64_t cached_hits;   /* async reads answered from the page cache at once
 				   (unless CFS_SHORT_READ_CACHED=0) */
 	uint64_t cached_misses; /* ... not all cached: read buffered on the ring */
+	uint64_t cached_direct; /* async reads sent O_DIRECT without a probe: the
+				   cache was cold (common/cache_probe.h; never with
+				   CFS_SHORT_READ_PROBE=all) */
 };
 void sc_direct_get_stats(struct sc_direct *d, struct sc_direct_stats *out);
 

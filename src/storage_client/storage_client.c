@@ -119,6 +119,7 @@ void storage_client_get_stats(struct storage_client *c, struct storage_client_st
 	out->sc_stale = ds.stale;
 	out->sc_corrupt = ds.corrupt;
 	out->sc_dead = ds.dead;
+	out->sc_cached_direct = ds.cached_direct;
 }
 
 void storage_client_set_will_block(struct storage_client *c, void (*fn)(void))

@@ -184,6 +184,8 @@ struct storage_client_stats {
 	uint64_t sc_stale;          /* ... found revoked or past their lease at a read */
 	uint64_t sc_corrupt;        /* page CRC mismatches a short-circuit read saw */
 	uint64_t sc_dead;           /* reads that found their storage service dead */
+	uint64_t sc_cached_direct;  /* small async reads sent O_DIRECT without a page
+				       cache probe (sc_direct.h cached_direct) */
 	uint64_t shm_direct_lost;   /* failed reads into such memory whose region's
 				       revocation was not confirmed (sc_shm.h) */
 	uint64_t shm_unregs;        /* regions unregistered (memory removed, or revoked

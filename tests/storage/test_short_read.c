@@ -62,6 +62,11 @@
  *                 damaged in the cache and on disk are never answered
  *                 (-CFS_ECORRUPT), the cached one counted corrupt once,
  *                 after the O_DIRECT read confirmed it
+ *   cached_cold   (the same runs) the adaptive probe (common/cache_probe.h,
+ *                 CFS_SHORT_READ_PROBE_WINDOW=64): after windows of
+ *                 misses 7 reads in 8 of a cached page go O_DIRECT without
+ *                 a probe (right bytes), and a window of sampled hits
+ *                 brings the probing back
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -787,6 +792,99 @@ static void test_cached(void **state)
 	teardown(&sc);
 }
 
+/* Drops every file under DIR from the page cache. */
+static void drop_cache_dir(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		char sub[1400];
+		snprintf(sub, sizeof(sub), "%s/%s", dir, e->d_name);
+		if (e->d_type == DT_DIR) {
+			drop_cache_dir(sub);
+			continue;
+		}
+		int fd = open(sub, O_RDONLY);
+		if (fd >= 0) {
+			(void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+			close(fd);
+		}
+	}
+	if (d)
+		closedir(d);
+}
+
+#define COLD_WIN 64
+
+static void test_cached_cold(void **state)
+{
+	(void)state;
+	if (!cached_mode())
+		skip();
+	struct stor_cluster sc;
+	setenv("CFS_SHORT_READ_PROBE_WINDOW", "64", 1); /* read when the client starts */
+	setup(&sc, "short-cold");
+	unsetenv("CFS_SHORT_READ_PROBE_WINDOW");
+	assert_int_equal(write_pages(0, 0, NPG, 1), 0);
+	uint8_t *b = aligned_alloc(PG, PG), *want = malloc(PG);
+	struct storage_read r = { .loc = { .addr = addr, .target = 1 }, .ino = INO, .idx = 0,
+				  .len = PG, .dst = b };
+	bool sync;
+	/* Reads that miss (the files dropped from the cache before each;
+	 * the kernel's read-ahead of a miss may still make a few hit) until
+	 * the policy turns cold: a read goes O_DIRECT without a probe. */
+	struct storage_client_stats st;
+	storage_client_get_stats(cl, &st);
+	assert_int_equal(st.sc_cached_direct, 0);
+	for (uint32_t i = 0; i < 40 * COLD_WIN && !st.sc_cached_direct; i++) {
+		drop_cache_dir(sc.node[0].dirs[0]);
+		r.off = (uint64_t)(i * 7 % NPG) * PG;
+		assert_int_equal(async_read(&r, &sync), (int)PG);
+		assert_int_equal(page_version(b, 0, i * 7 % NPG), 1);
+		storage_client_get_stats(cl, &st);
+	}
+	assert_true(st.sc_cached_direct > 0);
+	/* Page 5 in the cache (a buffered read of its block file): cold,
+	 * only the sampled probes (1 in 8) answer it at once. */
+	char path[1400];
+	page_fill(want, 0, 5, 1);
+	int64_t off = find_page(sc.node[0].dirs[0], want, path, sizeof(path));
+	assert_true(off >= 0);
+	int fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, b, PG, off), (ssize_t)PG);
+	close(fd);
+	r.off = 5 * PG;
+	uint64_t d0 = st.sc_cached_direct;
+	for (int i = 0; i < COLD_WIN; i++) {
+		memset(b, 0, PG);
+		assert_int_equal(async_read(&r, &sync), (int)PG);
+		assert_int_equal(page_version(b, 0, 5), 1);
+		assert_int_equal(r.crc, crc32c(0, b, PG));
+	}
+	storage_client_get_stats(cl, &st);
+	print_message("cold: %llu of %d reads O_DIRECT without a probe\n",
+		      (unsigned long long)(st.sc_cached_direct - d0), COLD_WIN);
+	assert_true(st.sc_cached_direct - d0 >= COLD_WIN * 3 / 4);
+	/* The sampled probes hit: after a window of them every read probes
+	 * again. */
+	for (int i = 0; i < 8 * COLD_WIN + 8; i++)
+		assert_int_equal(async_read(&r, &sync), (int)PG);
+	storage_client_get_stats(cl, &st);
+	d0 = st.sc_cached_direct;
+	for (int i = 0; i < 20; i++) {
+		assert_int_equal(async_read(&r, &sync), (int)PG);
+		assert_int_equal(page_version(b, 0, 5), 1);
+	}
+	storage_client_get_stats(cl, &st);
+	assert_int_equal(st.sc_cached_direct, d0);
+	free(want);
+	free(b);
+	teardown(&sc);
+}
+
 /* ---- a damaged copy at a chain's non-first replica ---- */
 
 /* Lines of LOG holding NEEDLE and NEEDLE2. */
@@ -1269,6 +1367,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_shapes),
 		cmocka_unit_test(test_evict),
 		cmocka_unit_test(test_cached),
+		cmocka_unit_test(test_cached_cold),
 	};
 	/* The cached mode keeps a chunk's async reads on one replica, so
 	 * they do not reach the other copies (chain_corrupt's premise). */
@@ -1276,6 +1375,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_race),    cmocka_unit_test(test_kill9),
 		cmocka_unit_test(test_corrupt), cmocka_unit_test(test_shapes),
 		cmocka_unit_test(test_evict),   cmocka_unit_test(test_cached),
+		cmocka_unit_test(test_cached_cold),
 	};
 	int rc = cached_mode() ? cmocka_run_group_tests(cached, NULL, NULL)
 			       : cmocka_run_group_tests(tests, NULL, NULL);
