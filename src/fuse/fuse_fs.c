@@ -113,12 +113,17 @@ struct fusefs {
 	struct fusefs_dir *dirs;   /* open directory handles, likewise */
 	size_t nlk_files;          /* files with lk_owners recorded; guarded by lock */
 	int acl;                   /* the kernel enforces POSIX ACLs ("ACLs") */
-	pthread_mutex_t acl_lock;  /* guards acl_none */
+	pthread_mutex_t acl_lock;  /* guards acl_none, acc_none and acc_gen */
 	struct acl_none_slot {     /* directories known to have no default ACL */
 		uint64_t ino;
 		uint64_t until_ns; /* mono clock */
 		uint64_t gen;      /* dircache generation before the read */
 	} acl_none[256];
+	struct acc_none_slot { /* inodes known to have no access ACL */
+		uint64_t ino;
+		uint64_t until_ns; /* mono clock: read start + attr_timeout */
+	} acc_none[256];
+	uint64_t acc_gen;           /* bumped when this mount sets an access ACL */
 	pthread_mutex_t dattr_lock; /* guards dattr_gen and dattr */
 	uint64_t dattr_gen;         /* bumped by every change that may alter a directory */
 	int dattr_files;            /* a file's attributes may be in dattr (dattr_forget_files) */
@@ -1412,6 +1417,64 @@ static void acl_none_set(struct fusefs *fs, uint64_t ino, int none, uint64_t gen
 	pthread_mutex_unlock(&fs->acl_lock);
 }
 
+/* The "no access ACL" cache. With FUSE_CAP_POSIX_ACL the kernel reads
+ * an inode's system.posix_acl_access before it checks a non-root caller's
+ * access, and keeps the answer while it keeps the attributes - except for
+ * the mount's root, which it asks again on every path walk: a non-root
+ * stat of each of 20,000 files cost 20,000 GETXATTRs of the root, each a
+ * meta round trip. An absent access ACL (the common case) is remembered
+ * here for attr_timeout from the start of the read that found it absent,
+ * no longer: meta does not count an access ACL change as a change of the
+ * directory, so the dircache cannot extend it, and attr_timeout is the
+ * bound the kernel itself gives an ACL (and chmod) set through another
+ * mount (docs/posix.md "ACLs"). This mount's own access ACL sets drop the
+ * entry first, and bump acc_gen so that a read which raced with the set
+ * does not store its stale "absent". Only absence is cached: a present ACL
+ * is read from meta each time, as before. */
+static struct acc_none_slot *acc_slot(struct fusefs *fs, uint64_t ino)
+{
+	return &fs->acc_none[(ino * 0x9E3779B97F4A7C15ull) >> 56];
+}
+
+/* 1 when INO is known to have no access ACL; else 0 and *GEN the
+ * generation to hand acc_none_put after the read. */
+static int acc_none_get(struct fusefs *fs, uint64_t ino, uint64_t *gen)
+{
+	pthread_mutex_lock(&fs->acl_lock);
+	struct acc_none_slot *sl = acc_slot(fs, ino);
+	int hit = sl->ino == ino && sl->until_ns > clock_mono_ns();
+	*gen = fs->acc_gen;
+	pthread_mutex_unlock(&fs->acl_lock);
+	return hit;
+}
+
+/* INO had no access ACL in a read that started at START_NS (mono) after
+ * generation GEN was taken. */
+static void acc_none_put(struct fusefs *fs, uint64_t ino, uint64_t gen, uint64_t start_ns)
+{
+	uint64_t ttl = fs->o.attr_timeout > 0 ? (uint64_t)(fs->o.attr_timeout * 1e9) : 0;
+	if (!ttl)
+		return;
+	pthread_mutex_lock(&fs->acl_lock);
+	if (fs->acc_gen == gen) {
+		struct acc_none_slot *sl = acc_slot(fs, ino);
+		sl->ino = ino;
+		sl->until_ns = start_ns + ttl;
+	}
+	pthread_mutex_unlock(&fs->acl_lock);
+}
+
+/* This mount is about to set (or remove) INO's access ACL. */
+static void acc_none_drop(struct fusefs *fs, uint64_t ino)
+{
+	pthread_mutex_lock(&fs->acl_lock);
+	struct acc_none_slot *sl = acc_slot(fs, ino);
+	if (sl->ino == ino)
+		sl->ino = 0;
+	fs->acc_gen++;
+	pthread_mutex_unlock(&fs->acl_lock);
+}
+
 /* Turns the kernel's create MODE for a node (IS_DIR) in PARENT into the
  * mode to create with, and fills AI with the ACLs to give it. */
 static int acl_prepare(fuse_req_t req, struct fusefs *fs, const struct meta_cred *c,
@@ -1460,6 +1523,7 @@ static void acl_apply(struct fusefs *fs, const struct meta_cred *c, uint64_t ino
 {
 	int rc = 0;
 	if (ai->acc) {
+		acc_none_drop(fs, ino);
 		rc = meta_client_setxattr(fs->o.meta, c, ino, meta_name_c(META_ACL_ACCESS), ai->acc,
 		                          ai->acc_len, 0);
 		dattr_drop_all(fs);
@@ -2727,6 +2791,8 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 	if (flags & XATTR_REPLACE)
 		mf |= META_XATTR_REPLACE;
 	req_cred(req, &cb);
+	if (!strcmp(name, META_ACL_ACCESS))
+		acc_none_drop(fs, ino);
 	int rc = meta_client_setxattr(fs->o.meta, &cb.c, ino, meta_name_c(name), value, size, mf);
 	dattr_drop_all(fs);
 	if (!strcmp(name, META_ACL_DEFAULT))
@@ -2768,8 +2834,20 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	char *buf;
 	if (xattr_buf_new(req, size, &buf) < 0)
 		return;
+	int acc = fs->acl && !strcmp(name, META_ACL_ACCESS);
+	uint64_t gen = 0, t0 = 0;
+	if (acc) {
+		if (acc_none_get(fs, ino, &gen)) { /* anyone may read an ACL: no check */
+			free(buf);
+			fuse_reply_err(req, ENODATA);
+			return;
+		}
+		t0 = clock_mono_ns();
+	}
 	req_cred(req, &cb);
 	int rc = meta_client_getxattr(fs->o.meta, &cb.c, ino, meta_name_c(name), buf, size);
+	if (acc && rc == -ENODATA)
+		acc_none_put(fs, ino, gen, t0);
 	reply_xattr_result(req, rc, buf, size);
 }
 
@@ -2794,6 +2872,8 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	req_cred(req, &cb);
+	if (!strcmp(name, META_ACL_ACCESS))
+		acc_none_drop(fs, ino);
 	int rc = meta_client_removexattr(fs->o.meta, &cb.c, ino, meta_name_c(name));
 	dattr_drop_all(fs);
 	if (!strcmp(name, META_ACL_DEFAULT))
