@@ -124,6 +124,9 @@ struct fusefs {
 		uint64_t until_ns; /* mono clock: read start + attr_timeout */
 	} acc_none[256];
 	uint64_t acc_gen;           /* bumped when this mount sets an access ACL */
+	unsigned test_acc_set_delay_ms; /* tests only: an access ACL set waits this
+	                                 * long before meta
+	                                 * (CFS_FUSE_TEST_ACL_SET_DELAY_MS) */
 	pthread_mutex_t dattr_lock; /* guards dattr_gen and dattr */
 	uint64_t dattr_gen;         /* bumped by every change that may alter a directory */
 	int dattr_files;            /* a file's attributes may be in dattr (dattr_forget_files) */
@@ -1428,8 +1431,11 @@ static void acl_none_set(struct fusefs *fs, uint64_t ino, int none, uint64_t gen
  * directory, so the dircache cannot extend it, and attr_timeout is the
  * bound the kernel itself gives an ACL (and chmod) set through another
  * mount (docs/posix.md "ACLs"). This mount's own access ACL sets drop the
- * entry first, and bump acc_gen so that a read which raced with the set
- * does not store its stale "absent". Only absence is cached: a present ACL
+ * entry once meta has answered the set, and bump acc_gen so that a read
+ * which raced with the set does not store its stale "absent": a drop
+ * before the set would let a read that starts after it, and reaches meta
+ * before the set does, store "absent" for attr_timeout after the set
+ * returned. Only absence is cached: a present ACL
  * is read from meta each time, as before. */
 static struct acc_none_slot *acc_slot(struct fusefs *fs, uint64_t ino)
 {
@@ -1464,7 +1470,8 @@ static void acc_none_put(struct fusefs *fs, uint64_t ino, uint64_t gen, uint64_t
 	pthread_mutex_unlock(&fs->acl_lock);
 }
 
-/* This mount is about to set (or remove) INO's access ACL. */
+/* This mount has just set (or removed, or failed to: harmless) INO's
+ * access ACL at meta; call it after meta's answer, before the reply. */
 static void acc_none_drop(struct fusefs *fs, uint64_t ino)
 {
 	pthread_mutex_lock(&fs->acl_lock);
@@ -1523,9 +1530,9 @@ static void acl_apply(struct fusefs *fs, const struct meta_cred *c, uint64_t ino
 {
 	int rc = 0;
 	if (ai->acc) {
-		acc_none_drop(fs, ino);
 		rc = meta_client_setxattr(fs->o.meta, c, ino, meta_name_c(META_ACL_ACCESS), ai->acc,
 		                          ai->acc_len, 0);
+		acc_none_drop(fs, ino);
 		dattr_drop_all(fs);
 	}
 	if (rc == 0 && ai->def) {
@@ -2791,9 +2798,12 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 	if (flags & XATTR_REPLACE)
 		mf |= META_XATTR_REPLACE;
 	req_cred(req, &cb);
-	if (!strcmp(name, META_ACL_ACCESS))
-		acc_none_drop(fs, ino);
+	int acc = !strcmp(name, META_ACL_ACCESS);
+	if (acc && fs->test_acc_set_delay_ms)
+		clock_sleep_ms(fs->test_acc_set_delay_ms);
 	int rc = meta_client_setxattr(fs->o.meta, &cb.c, ino, meta_name_c(name), value, size, mf);
+	if (acc)
+		acc_none_drop(fs, ino);
 	dattr_drop_all(fs);
 	if (!strcmp(name, META_ACL_DEFAULT))
 		acl_none_set(fs, ino, 0, 0);
@@ -2872,9 +2882,12 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	req_cred(req, &cb);
-	if (!strcmp(name, META_ACL_ACCESS))
-		acc_none_drop(fs, ino);
+	int acc = !strcmp(name, META_ACL_ACCESS);
+	if (acc && fs->test_acc_set_delay_ms)
+		clock_sleep_ms(fs->test_acc_set_delay_ms);
 	int rc = meta_client_removexattr(fs->o.meta, &cb.c, ino, meta_name_c(name));
+	if (acc)
+		acc_none_drop(fs, ino);
 	dattr_drop_all(fs);
 	if (!strcmp(name, META_ACL_DEFAULT))
 		acl_none_set(fs, ino, 0, 0);
@@ -3452,6 +3465,8 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	struct fuse_args args = FUSE_ARGS_INIT(fs.o.debug ? 4 : 3, argv);
 	pthread_mutex_init(&fs.lock, NULL);
 	pthread_mutex_init(&fs.acl_lock, NULL);
+	const char *asd = getenv("CFS_FUSE_TEST_ACL_SET_DELAY_MS"); /* test hook */
+	fs.test_acc_set_delay_ms = asd ? (unsigned)strtoul(asd, NULL, 10) : 0;
 	pthread_mutex_init(&fs.dattr_lock, NULL);
 	pthread_mutex_init(&fs.oa_lock, NULL);
 	fs.oa = fs.o.fio ? calloc(FUSEFS_OA_SLOTS, sizeof(*fs.oa)) : NULL; /* NULL: open-ahead off */

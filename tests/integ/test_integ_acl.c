@@ -22,7 +22,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "integ_env.h"
@@ -217,12 +219,63 @@ static void test_access_acl_of_root(void **state)
 	assert_true(ok);
 }
 
+/* Regression (access ACL set race): the mount dropped its "no access
+ * ACL" entry for an inode before sending the set to meta, so a GETXATTR
+ * that arrived in between (the kernel asks for the root's access ACL on
+ * every non-root walk) read "absent" from meta and stored it after the
+ * drop: the ACL set through this mount was then not enforced for up to
+ * attr_timeout after setfacl returned. The second mount here delays each
+ * access ACL set by 400 ms before meta (CFS_FUSE_TEST_ACL_SET_DELAY_MS)
+ * while a child walks as uid 4321 throughout; right after setfacl returns
+ * that uid must be denied. */
+static void test_access_acl_set_race(void **state)
+{
+	char mnt2[600], d[700], f2[800], cmd[1600], root2[700];
+	integ_path(&env, "acl4", d, sizeof(d));
+	assert_int_equal(mkdir(d, 0755), 0);
+	char f[800];
+	snprintf(f, sizeof(f), "%s/f", d);
+	FILE *fp = fopen(f, "w");
+	assert_non_null(fp);
+	fclose(fp);
+	assert_int_equal(chmod(f, 0644), 0);
+	setenv("CFS_FUSE_TEST_ACL_SET_DELAY_MS", "400", 1);
+	pid_t m2 = integ_mount2_start(&env, mnt2, sizeof(mnt2));
+	unsetenv("CFS_FUSE_TEST_ACL_SET_DELAY_MS");
+	snprintf(root2, sizeof(root2), "%s", mnt2);
+	snprintf(f2, sizeof(f2), "%s%s", mnt2, f + strlen(env.mnt));
+	assert_int_equal(user_stat(f2), 0);
+
+	pid_t walker = fork();
+	assert_true(walker >= 0);
+	if (walker == 0) {
+		setpgid(0, 0); /* its stat processes go with it */
+		for (;;)
+			(void)user_stat(f2);
+	}
+	snprintf(cmd, sizeof(cmd), "setfacl -m u:4321:- %s", root2);
+	int set_rc = system(cmd);
+	int denied = user_stat(f2) != 0;
+	kill(-walker, SIGKILL);
+	kill(walker, SIGKILL); /* before its setpgid */
+	waitpid(walker, NULL, 0);
+	snprintf(cmd, sizeof(cmd), "setfacl -b %s", root2);
+	int clear_rc = system(cmd);
+	integ_mount2_stop(&m2);
+	assert_int_equal(set_rc, 0);
+	assert_int_equal(clear_rc, 0);
+	if (!denied)
+		fail_msg("an ACL set on the root here was not enforced at once "
+		         "(a walk during the set cached its absence)");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_acl_matches_local),
 	    cmocka_unit_test(test_default_acl_from_other_mount),
 	    cmocka_unit_test(test_access_acl_of_root),
+	    cmocka_unit_test(test_access_acl_set_race),
 	};
 	return integ_main(&env, "integ-acl", tests, sizeof(tests) / sizeof(tests[0]));
 }
