@@ -21,6 +21,6 @@ void cache_probe_report(struct cache_probe *cp, bool hit)
 	uint32_t h = atomic_exchange_explicit(&cp->hits, 0, memory_order_relaxed);
 	uint32_t last = atomic_exchange_explicit(&cp->last_hits, h, memory_order_relaxed);
 	bool low = h * 100u < CACHE_PROBE_HIT_PCT * cp->window;
-	bool rising = h * 100u >= last * 100u + CACHE_PROBE_RISE_PCT * cp->window;
+	bool rising = cp->rise && h * 100u >= last * 100u + CACHE_PROBE_RISE_PCT * cp->window;
 	atomic_store_explicit(&cp->cold, low && !rising, memory_order_relaxed);
 }

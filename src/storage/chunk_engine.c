@@ -136,6 +136,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "common/cache_probe.h"
 #include "common/cfs_assert.h"
 #include "common/clock.h"
 #include "common/crc32c.h"
@@ -151,8 +152,6 @@
 
 #define SYNC_RING_ENTRIES 64 /* fdatasyncs of one batch in flight at once */
 #define CR_WINDOW 256 /* page-cache probes per decision ("page-cache reads") */
-#define CR_HIT_PCT 50 /* below this hit rate small reads go O_DIRECT ... */
-#define CR_SAMPLE 8   /* ... but for one in this many */
 #define LOCK_BUCKETS 1024
 /* A write goes early ("record beside data") only when no write of the
  * last this many ms found another data write in flight on the target. */
@@ -341,9 +340,8 @@ struct chunk_engine {
 	atomic_uint_fast64_t stage_n, stage_pre_us, stage_io_us, stage_queue_us, stage_commit_us;
 	atomic_uint_fast64_t callback_us, overlapped_batches;
 	/* Page-cache probes ("page-cache reads": when the cache pays). */
-	_Atomic uint32_t cr_probes, cr_hits, cr_tick;
-	atomic_int cr_direct;               /* 1: small reads go O_DIRECT, 1 in CR_SAMPLE probed */
-	atomic_uint_fast64_t cr_probes_total, cr_hits_total, cr_direct_reads;
+	struct cache_probe cr;              /* its .direct: small reads sent O_DIRECT */
+	atomic_uint_fast64_t cr_probes_total, cr_hits_total;
 	chunk_engine_mut_fn mut_fn;         /* under mu: short-circuit revocation */
 	void *mut_arg;
 };
@@ -587,33 +585,12 @@ static void read_unpin(struct chunk_engine *e, struct chunk_id id, struct chunk_
 	chunk_meta_fini(&io->meta);
 }
 
-/* Whether a small read goes through the page cache: always while probes
- * hit often enough, else one in CR_SAMPLE (see "page-cache reads"). */
-static bool cached_wanted(struct chunk_engine *e)
-{
-	if (!atomic_load_explicit(&e->cr_direct, memory_order_relaxed))
-		return true;
-	if (atomic_fetch_add_explicit(&e->cr_tick, 1, memory_order_relaxed) % CR_SAMPLE == 0)
-		return true;
-	atomic_fetch_add_explicit(&e->cr_direct_reads, 1, memory_order_relaxed);
-	return false;
-}
-
 void chunk_engine_read_probed(struct chunk_engine *e, int hit)
 {
 	atomic_fetch_add_explicit(&e->cr_probes_total, 1, memory_order_relaxed);
-	if (hit) {
-		atomic_fetch_add_explicit(&e->cr_hits, 1, memory_order_relaxed);
+	if (hit)
 		atomic_fetch_add_explicit(&e->cr_hits_total, 1, memory_order_relaxed);
-	}
-	uint32_t p = atomic_fetch_add_explicit(&e->cr_probes, 1, memory_order_relaxed) + 1;
-	if (p % CR_WINDOW)
-		return;
-	/* Approximate under concurrency (a hit may land in the next window):
-	 * it only chooses between two correct ways to read. */
-	uint32_t h = atomic_exchange_explicit(&e->cr_hits, 0, memory_order_relaxed);
-	atomic_store_explicit(&e->cr_direct, h * 100u < CR_HIT_PCT * CR_WINDOW,
-			      memory_order_relaxed);
+	cache_probe_report(&e->cr, hit);
 }
 
 int chunk_engine_read_prep(struct chunk_engine *e, struct chunk_read_range *rr,
@@ -668,7 +645,7 @@ int chunk_engine_read_prep(struct chunk_engine *e, struct chunk_read_range *rr,
 	io->fd = chunk_alloc_fd(e->alloc, io->meta.pos, &boff);
 	io->file_off = boff + io->rd_off;
 	io->dfd = io->fd;
-	if (io->len <= e->cfg.cached_read_max && cached_wanted(e)) {
+	if (io->len <= e->cfg.cached_read_max && cache_probe_wanted(&e->cr)) {
 		int bfd = chunk_alloc_cached_fd(e->alloc, io->meta.pos);
 		if (bfd >= 0) {
 			io->fd = bfd;
@@ -720,11 +697,16 @@ static uint32_t range_crc(const struct chunk_meta *m, uint64_t off, uint32_t n, 
  * files read at random (fio 4 x QD 16) and the cache mostly cold, storage
  * CPU per read was 26-27 us with every small read probed against 17-18 us
  * all O_DIRECT. So the caller reports each probe (chunk_engine_read_probed)
- * and, when fewer than CR_HIT_PCT % of a window of CR_WINDOW probes hit,
- * small reads go O_DIRECT except one in CR_SAMPLE, which still probes and
- * fills the cache: a working set that fits in memory warms up (at an
- * eighth of the rate) and brings probing back at the next window. Either
- * way the bytes are the same (the rule above). */
+ * to the target's common/cache_probe.h policy, the mount's too: when fewer
+ * than half of a window of CR_WINDOW probes hit, small reads go O_DIRECT
+ * except one in eight, which still probes and fills the cache: a working
+ * set that fits in memory warms up (at an eighth of the rate) and brings
+ * probing back at the next window. Unlike the mount's, the policy has no
+ * rise test (a window whose hit rate rose keeps probing): in a window of
+ * 256 a point is below the sampling noise, so it would keep too-large
+ * sets probing in a third of their windows, and a window long enough for
+ * it (16384) would react 64 times slower. Either way the bytes are the
+ * same (the rule above). */
 static bool pages_match(const struct chunk_meta *m, const uint8_t *buf, uint32_t first,
 			uint32_t count)
 {
@@ -2387,7 +2369,7 @@ void chunk_engine_get_stat(struct chunk_engine *e, struct chunk_engine_stat *out
 	out->stale_cached_reads = atomic_load(&e->stale_cached_reads);
 	out->cached_probes = atomic_load(&e->cr_probes_total);
 	out->cached_hits = atomic_load(&e->cr_hits_total);
-	out->direct_small_reads = atomic_load(&e->cr_direct_reads);
+	out->direct_small_reads = atomic_load(&e->cr.direct);
 	out->open_errors = atomic_load(&e->open_errors);
 	out->compact_moves = atomic_load(&e->compact_moves);
 	out->data_syncs = atomic_load(&e->data_syncs);
@@ -2724,6 +2706,9 @@ int chunk_engine_open(const struct chunk_engine_cfg *cfg, struct chunk_engine **
 	if (!e->cfg.ring_entries)
 		e->cfg.ring_entries = 256;
 	e->efd = -1;
+	/* No rise test: at CR_WINDOW probes it would be sampling noise
+	 * (common/cache_probe.h). */
+	cache_probe_init(&e->cr, CR_WINDOW, 0);
 	pthread_mutex_init(&e->mu, NULL);
 	pthread_mutex_init(&e->qmu, NULL);
 	pthread_cond_init(&e->idle_cv, NULL);

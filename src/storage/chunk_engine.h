@@ -255,7 +255,7 @@ void chunk_engine_read_end(struct chunk_engine *e, struct chunk_read_range *rr,
 /* The caller's preadv2(RWF_NOWAIT) try of a cached read (IO->cached) HIT
  * (all bytes) or missed. While fewer than half of them hit, prep hands
  * most small reads out O_DIRECT instead (chunk_engine.c "page-cache
- * reads"). Any thread. */
+ * reads", common/cache_probe.h). Any thread. */
 void chunk_engine_read_probed(struct chunk_engine *e, int hit);
 
 /* Short-circuit reads (docs/rpc.md "Short-circuit reads"): a same-host

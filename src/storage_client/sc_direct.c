@@ -246,7 +246,7 @@ struct sc_direct *sc_direct_new(const struct rpc_opts *ro, int dflt)
 	const char *probe = getenv("CFS_SHORT_READ_PROBE");
 	d->probe_all = probe && !strcmp(probe, "all");
 	const char *win = getenv("CFS_SHORT_READ_PROBE_WINDOW"); /* test hook */
-	cache_probe_init(&d->probe, win ? (uint32_t)strtoul(win, NULL, 10) : 0);
+	cache_probe_init(&d->probe, win ? (uint32_t)strtoul(win, NULL, 10) : 0, CACHE_PROBE_RISE);
 	pthread_once(&shift_once, shift_init);
 	pthread_mutex_init(&d->mu, NULL);
 	if (pthread_key_create(&d->bounce_key, bounce_free)) {

@@ -2,7 +2,8 @@
  * warm while probes hit; cold (one read in CACHE_PROBE_SAMPLE probes)
  * after a window of mostly misses whose hit rate did not rise; a set that
  * starts cold but warms (hit rate rising window by window) keeps probing;
- * a cold probe comes back once its sampled probes hit. */
+ * a cold probe comes back once its sampled probes hit; without the rise
+ * test a rising rate below the bar goes cold. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -31,7 +32,7 @@ static void test_warm_stays_warm(void **state)
 {
 	(void)state;
 	struct cache_probe cp;
-	cache_probe_init(&cp, 0);
+	cache_probe_init(&cp, 0, CACHE_PROBE_RISE);
 	assert_int_equal(run(&cp, 5 * CACHE_PROBE_WINDOW, 1000), 5 * CACHE_PROBE_WINDOW);
 	/* a hit rate of 60 %, steady: still above the bar */
 	assert_int_equal(run(&cp, 5 * CACHE_PROBE_WINDOW, 600), 5 * CACHE_PROBE_WINDOW);
@@ -43,7 +44,7 @@ static void test_flat_misses_go_cold(void **state)
 {
 	(void)state;
 	struct cache_probe cp;
-	cache_probe_init(&cp, 0);
+	cache_probe_init(&cp, 0, CACHE_PROBE_RISE);
 	/* 10 % hits, flat: the first window rose from nothing, so cold
 	 * after the second */
 	assert_int_equal(run(&cp, CACHE_PROBE_WINDOW, 100), CACHE_PROBE_WINDOW);
@@ -61,7 +62,7 @@ static void test_rising_keeps_probing(void **state)
 {
 	(void)state;
 	struct cache_probe cp;
-	cache_probe_init(&cp, 0);
+	cache_probe_init(&cp, 0, CACHE_PROBE_RISE);
 	/* a set that fits, warming after a drop of caches: 3 % more hits
 	 * each window from 3 %, all below the 50 % bar */
 	for (uint32_t w = 0; w < 15; w++) {
@@ -75,7 +76,7 @@ static void test_cold_comes_back(void **state)
 {
 	(void)state;
 	struct cache_probe cp;
-	cache_probe_init(&cp, 0);
+	cache_probe_init(&cp, 0, CACHE_PROBE_RISE);
 	run(&cp, CACHE_PROBE_WINDOW, 0);
 	assert_true(atomic_load(&cp.cold));
 	run(&cp, CACHE_PROBE_SAMPLE * CACHE_PROBE_WINDOW, 0);
@@ -87,6 +88,26 @@ static void test_cold_comes_back(void **state)
 	assert_int_equal(run(&cp, 100, 1000), 100);
 }
 
+/* Without CACHE_PROBE_RISE (the chunk engine: windows of 256) the bar
+ * alone decides: a window below it turns the probe cold even when its
+ * hit rate rose, and half the window hitting brings it back. */
+static void test_no_rise_test(void **state)
+{
+	(void)state;
+	struct cache_probe cp;
+	cache_probe_init(&cp, 256, 0);
+	assert_int_equal(run(&cp, 256, 300), 256); /* up 30 points from nothing */
+	assert_true(atomic_load(&cp.cold));
+	for (uint32_t w = 0; w < 4; w++) { /* 30 % .. 45 %, rising */
+		assert_int_equal(run(&cp, CACHE_PROBE_SAMPLE * 256, 300 + 50 * w), 256);
+		assert_true(atomic_load(&cp.cold));
+	}
+	assert_int_equal(atomic_load(&cp.direct), 4 * (CACHE_PROBE_SAMPLE - 1) * 256);
+	run(&cp, CACHE_PROBE_SAMPLE * 256, 500);
+	assert_false(atomic_load(&cp.cold));
+	assert_int_equal(run(&cp, 100, 0), 100);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -94,6 +115,7 @@ int main(void)
 	    cmocka_unit_test(test_flat_misses_go_cold),
 	    cmocka_unit_test(test_rising_keeps_probing),
 	    cmocka_unit_test(test_cold_comes_back),
+	    cmocka_unit_test(test_no_rise_test),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
