@@ -136,6 +136,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "common/cfg.h"
 #include "common/cache_probe.h"
 #include "common/cfs_assert.h"
 #include "common/clock.h"
@@ -2185,8 +2186,17 @@ void chunk_engine_cfg_default(struct chunk_engine_cfg *cfg)
 	const char *cp = getenv("CFS_CHUNK_COMMIT_PIPELINE");
 	cfg->commit_pipeline = cp && !strcmp(cp, "1");
 	const char *cw = getenv("CFS_CHUNK_COMMIT_WINDOW_US");
-	if (cw && *cw)
-		cfg->commit_window_us = (unsigned)strtoul(cw, NULL, 10);
+	int64_t cwv;
+	if (cw && *cw) {
+		/* A window past a second would stall every write behind it; a
+		 * value that is not a number must not silently become one. */
+		if (cfg_parse_size(cw, &cwv) == 0 && cwv <= 1000000)
+			cfg->commit_window_us = (unsigned)cwv;
+		else
+			LOG_WARN("chunk", "CFS_CHUNK_COMMIT_WINDOW_US='%s' is not a number of "
+					  "microseconds up to 1000000; keeping %u",
+				 cw, cfg->commit_window_us);
+	}
 	const char *fp = getenv("CFS_CHUNK_FLUSH_PREFIX");
 	cfg->flush_prefix = fp && !strcmp(fp, "1");
 }

@@ -1019,7 +1019,8 @@ static void test_commit_pipeline(void **state)
 	free(dir);
 }
 
-/* CFS_CHUNK_COMMIT_WINDOW_US sets the commit window (default none); with
+/* CFS_CHUNK_COMMIT_WINDOW_US sets the commit window (default none; a
+ * value that is not microseconds up to a second is refused); with
  * 0 no batch is held open for writes in flight (window_wait_us stays 0
  * under concurrent writes), every write still commits and reads back. */
 static void test_commit_window_env(void **state)
@@ -1032,6 +1033,13 @@ static void test_commit_window_env(void **state)
 	setenv("CFS_CHUNK_COMMIT_WINDOW_US", "2500", 1);
 	chunk_engine_cfg_default(&cfg);
 	assert_int_equal(cfg.commit_window_us, 2500);
+	/* Not a number, or past a second: refused with a warning, default kept. */
+	setenv("CFS_CHUNK_COMMIT_WINDOW_US", "10ms", 1);
+	chunk_engine_cfg_default(&cfg);
+	assert_int_equal(cfg.commit_window_us, 0);
+	setenv("CFS_CHUNK_COMMIT_WINDOW_US", "2000000", 1);
+	chunk_engine_cfg_default(&cfg);
+	assert_int_equal(cfg.commit_window_us, 0);
 	setenv("CFS_CHUNK_COMMIT_WINDOW_US", "0", 1);
 	char *dir = testenv_tmpdir("engine_commit_window");
 	no_overlap_cfg(&cfg, dir);
