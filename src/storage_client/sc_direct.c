@@ -836,6 +836,16 @@ static bool read_dead(struct sc_direct *d, struct dpeer *p, const struct dmap *m
 {
 	if (!server_dead(m->tab))
 		return false;
+	/* Only the current table's server being gone says P's is. A read
+	 * still on a table of the killed server, once P registered with the
+	 * restarted one, must not send P back into its hold-off: that made
+	 * it register again and again, and at SD_MAX_TABS tables the peer
+	 * took no short-circuit read for good (test_kill9 under load). */
+	pthread_rwlock_rdlock(&p->lk);
+	bool current = p->tab == m->tab;
+	pthread_rwlock_unlock(&p->lk);
+	if (!current)
+		return true;
 	atomic_store(&p->dead_ms, clock_mono_ms());
 	atomic_store(&p->dead, 1);
 	atomic_fetch_add(&d->dead, 1);
