@@ -149,6 +149,7 @@ struct dpeer {
 	_Atomic uint64_t off_until;
 	_Atomic int dead;
 	_Atomic uint64_t dead_ms; /* when it was last found dead (or unreachable since) */
+	_Atomic int stale;        /* the connection was replaced: a new table is needed */
 	struct dtab *tab;         /* current table (a reference on it); NULL: none */
 	_Atomic int ntabs;        /* tables not freed yet: the current one and those
 				     reads (or map RPCs) are still inside */
@@ -567,6 +568,7 @@ static int peer_register(struct sc_direct *d, struct dpeer *p)
 	p->tab = t;
 	pthread_rwlock_unlock(&p->lk);
 	dtab_put(d, old); /* freed now unless a read or a map RPC is still inside */
+	atomic_store(&p->stale, 0);
 	atomic_store(&p->dead, 0);
 	atomic_store(&p->st, PS_OK);
 	return 0;
@@ -703,8 +705,10 @@ static void map_finish(struct sc_direct *d, struct dpeer *p, struct dkey *k, str
 		uint64_t wait = rc == -CFS_ENOT_COMMITTED || rc == -EBUSY ? 20
 				: rc == -ENOENT ? 100 : 1000;
 		atomic_store(&k->retry_ms, now + wait);
-		if (rc == -ESTALE && p->tab == t)
-			atomic_store(&p->st, PS_NONE); /* the connection was replaced */
+		if (rc == -ESTALE && p->tab == t) { /* the connection was replaced */
+			atomic_store(&p->stale, 1);
+			atomic_store(&p->st, PS_NONE);
+		}
 	}
 	atomic_store(&k->st, ME_NONE);
 	pthread_rwlock_unlock(&p->lk);
@@ -1009,10 +1013,22 @@ static struct dmap *mapping_get(struct sc_direct *d, struct dpeer *p, uint32_t t
 		if (st == PS_OFF && clock_mono_ms() < atomic_load(&p->off_until))
 			return NULL;
 		if (st != PS_OK || atomic_load(&p->dead)) {
-			will_block(d);
 			pthread_mutex_lock(&p->reg_mu);
-			int rc = atomic_load(&p->st) == PS_OK && !atomic_load(&p->dead)
-					 ? 0 : peer_register(d, p);
+			int rc = 0;
+			if (atomic_load(&p->st) == PS_OK && !atomic_load(&p->dead)) {
+				/* another reader registered meanwhile */
+			} else if (p->tab && !atomic_load(&p->dead) && !atomic_load(&p->stale)) {
+				/* The end of a hold-off (a refused map) with the
+				 * server and its connection still there: that
+				 * connection's table is still the one the server
+				 * knows. A new one on the same connection would only
+				 * be refused (-ESTALE: the server keeps one table a
+				 * connection), and registered again, and again. */
+				atomic_store(&p->st, PS_OK);
+			} else {
+				will_block(d);
+				rc = peer_register(d, p);
+			}
 			pthread_mutex_unlock(&p->reg_mu);
 			if (rc)
 				return NULL;

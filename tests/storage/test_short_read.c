@@ -78,6 +78,13 @@
  *                 the new service dead nor registers again (commit
  *                 5f59cf9; before it this sent the peer into its hold-off
  *                 and then to another registration)
+ *   holdoff       a map refused by the client itself (the data file the
+ *                 service named is another inode: replaced) puts the
+ *                 service on hold; at the end of each hold-off the client
+ *                 maps on its table again, without a new registration
+ *                 (one on the same connection was only ever refused,
+ *                 -ESTALE, and registered again and again); with the file
+ *                 back, reads are short-circuit on the first table
  *   restarts      the service is killed and restarted 70 times (more than
  *                 sc_direct.c's SD_MAX_TABS, 64): after every restart
  *                 reads are short-circuit again, one table stays mapped,
@@ -576,6 +583,8 @@ static void test_kill9_idle(void **state)
 	teardown(&sc);
 }
 
+static int64_t find_page(const char *dir, const uint8_t *bytes, char *path, size_t pathlen);
+
 /* Reads page P of chunk I (expecting version V); whether it was a
  * short-circuit read. */
 static bool read_page_sc(uint32_t i, uint32_t p, uint32_t v)
@@ -696,6 +705,45 @@ static void test_old_table(void **state)
 	assert_int_equal(s3.sc_regs, 2);
 	assert_int_equal(s3.sc_dead, s1.sc_dead);
 	storage_client_set_sc_test_mid(cl, NULL);
+	teardown(&sc);
+}
+
+static void test_holdoff(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	setup(&sc, "short-holdoff");
+	assert_int_equal(write_pages(0, 0, NPG, 1), 0);
+	uint8_t *pg = malloc(PG);
+	page_fill(pg, 0, 0, 1);
+	char path[1500], hidden[1600];
+	assert_true(find_page(sc.node[0].dirs[0], pg, path, sizeof(path)) >= 0);
+	free(pg);
+	/* Another file in its place: the service still names it (it checks
+	 * the path exists, and the device and inode of its own descriptor),
+	 * the client finds another inode there and refuses it (-EACCES). */
+	snprintf(hidden, sizeof(hidden), "%s.hidden", path);
+	assert_int_equal(rename(path, hidden), 0);
+	int fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	/* Each read maps, refuses the file, and puts the service on hold
+	 * (CFS_TEST_SC_OFF_MS); the next read is after the hold-off. */
+	for (int i = 0; i < 3; i++) {
+		assert_false(read_page_sc(0, 0, 1));
+		clock_sleep_ms(1100); /* and the chunk's own retry time (1 s) */
+	}
+	struct storage_client_stats st;
+	storage_client_get_stats(cl, &st);
+	print_message("file away: registered %llu, mapped %llu, maps %llu, fallbacks %llu\n",
+		      (unsigned long long)st.sc_regs, (unsigned long long)st.sc_tables,
+		      (unsigned long long)st.sc_maps, (unsigned long long)st.sc_fallbacks);
+	assert_int_equal(st.sc_regs, 1);
+	assert_int_equal(rename(hidden, path), 0);
+	assert_true(until_sc(0, 0, 1));
+	storage_client_get_stats(cl, &st);
+	assert_int_equal(st.sc_regs, 1);
+	assert_int_equal(st.sc_tables, 1);
 	teardown(&sc);
 }
 
@@ -1564,6 +1612,7 @@ int main(int argc, char **argv)
 	/* With a short hold-off (test_short_read_reclaim). */
 	const struct CMUnitTest reclaim[] = {
 		cmocka_unit_test(test_old_table),
+		cmocka_unit_test(test_holdoff),
 		cmocka_unit_test(test_restarts),
 	};
 	int rc = getenv("CFS_TEST_SC_OFF_MS") ? cmocka_run_group_tests(reclaim, NULL, NULL)
