@@ -78,7 +78,7 @@
 #define SD_ADDR_MAX 64
 #define SD_NB 4096
 #define SD_MAX_FILES 256
-#define SD_MAX_TABS 64
+#define SD_MAX_TABS 64 /* tables held at once per address (old ones that reads are still in) */
 #define SD_OFF_MS 10000
 #define SD_RETRY_MS 200
 #define SD_SMALL (8u << 10)
@@ -359,8 +359,8 @@ void sc_direct_free(struct sc_direct *d)
 	if (atomic_load(&d->reads) || atomic_load(&d->fallbacks))
 		LOG_NOTICE("sc_direct",
 			   "stats: reads=%llu fallbacks=%llu misses=%llu maps=%llu map_fails=%llu "
-			   "stale=%llu corrupt=%llu dead=%llu cached_hits=%llu cached_misses=%llu "
-			   "cached_direct=%llu",
+			   "stale=%llu corrupt=%llu dead=%llu regs=%llu cached_hits=%llu "
+			   "cached_misses=%llu cached_direct=%llu",
 			   (unsigned long long)atomic_load(&d->reads),
 			   (unsigned long long)atomic_load(&d->fallbacks),
 			   (unsigned long long)atomic_load(&d->misses),
@@ -369,6 +369,7 @@ void sc_direct_free(struct sc_direct *d)
 			   (unsigned long long)atomic_load(&d->stale),
 			   (unsigned long long)atomic_load(&d->corrupt),
 			   (unsigned long long)atomic_load(&d->dead),
+			   (unsigned long long)atomic_load(&d->regs),
 			   (unsigned long long)atomic_load(&d->cached_hits),
 			   (unsigned long long)atomic_load(&d->cached_misses),
 			   (unsigned long long)atomic_load(&d->probe.direct));
