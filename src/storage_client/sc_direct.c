@@ -9,11 +9,18 @@
  * mappings. A mapping is immutable once published and reference counted:
  * a read takes a reference under the peer's lock (held shared only for
  * the lookup, never across I/O) and drops it when done; a new mapping of
- * the chunk replaces it under the lock held exclusively, briefly. Tables
- * (and their pidfds) and data file descriptors stay until sc_direct_free,
- * so no read ever uses a closed descriptor or an unmapped table. A new
- * registration (the connection was replaced: -ESTALE) drops every
- * mapping of that server and starts a new table.
+ * the chunk replaces it under the lock held exclusively, briefly. Data
+ * file descriptors stay until sc_direct_free, so no read ever uses a
+ * closed descriptor. A new registration (the server found dead, or the
+ * connection replaced: -ESTALE) drops every mapping of that server and
+ * starts a new table.
+ *
+ * TABLES are reference counted too (see TABLE LIFETIME at dtab_put): the
+ * peer holds its current one, every mapping the table it was made on,
+ * and a map RPC in flight the table it asked on. A read reaches a table
+ * only through a mapping it holds, so an old table is unmapped (and its
+ * pidfd closed) when the last read still inside it is done, and a
+ * client survives any number of its servers' restarts.
  *
  * A READ. Lease word still ahead of the monotonic clock; slot word equal
  * to the mapping's value (acquire); the whole pages holding the range
@@ -71,7 +78,7 @@
 #define SD_ADDR_MAX 64
 #define SD_NB 4096
 #define SD_MAX_FILES 256
-#define SD_MAX_TABS 64
+#define SD_MAX_TABS 64 /* tables held at once per address (old ones that reads are still in) */
 #define SD_OFF_MS 10000
 #define SD_RETRY_MS 200
 #define SD_SMALL (8u << 10)
@@ -86,8 +93,12 @@
 #define SD_DMA_ALIGN 512u
 #define ALIGN_UP(x) (((x) + SD_PAGE - 1) / SD_PAGE * SD_PAGE)
 
-/* A registered slot table. */
+struct dpeer;
+
+/* A registered slot table (freed by its last reference: dtab_put). */
 struct dtab {
+	_Atomic int refs;
+	struct dpeer *p;     /* whose table it is (its count of tables) */
 	const uint8_t *base; /* STO_SC_TABLE_BYTES, read-only */
 	int memfd;
 	uint64_t region;
@@ -99,7 +110,7 @@ struct dtab {
 /* One published mapping (immutable; freed by its last reference). */
 struct dmap {
 	_Atomic int refs;
-	struct dtab *tab;
+	struct dtab *tab;        /* a reference on it */
 	uint32_t slot;
 	uint64_t seq;
 	int fd;                  /* buffered */
@@ -132,15 +143,16 @@ enum { PS_NONE, PS_OK, PS_OFF };
 
 struct dpeer {
 	char addr[SD_ADDR_MAX];
-	pthread_rwlock_t lk;      /* h, cur, tab, tabs, files; held briefly */
+	pthread_rwlock_t lk;      /* h, cur, tab, files; held briefly */
 	pthread_mutex_t reg_mu;   /* one registration at a time */
 	_Atomic int st;
 	_Atomic uint64_t off_until;
 	_Atomic int dead;
 	_Atomic uint64_t dead_ms; /* when it was last found dead (or unreachable since) */
-	struct dtab *tab;         /* current table; NULL: none */
-	struct dtab *tabs[SD_MAX_TABS];
-	int ntabs;
+	_Atomic int stale;        /* the connection was replaced: a new table is needed */
+	struct dtab *tab;         /* current table (a reference on it); NULL: none */
+	_Atomic int ntabs;        /* tables not freed yet: the current one and those
+				     reads (or map RPCs) are still inside */
 	struct dkey *h[SD_NB];
 	struct dfile files[SD_MAX_FILES];
 	int nfiles;
@@ -177,6 +189,10 @@ struct sc_direct {
 				     SC_DIRECT_ASYNC_MAX only, batches over RPC (as
 				     before 2026-12-05) */
 	_Atomic uint64_t reads, fallbacks, misses, maps, map_fails, stale, corrupt, dead;
+	_Atomic uint64_t regs;    /* tables registered */
+	_Atomic int64_t tables;   /* tables not freed yet, every peer's */
+	uint64_t off_ms;          /* hold-off (SD_OFF_MS; CFS_TEST_SC_OFF_MS) */
+	void (*_Atomic test_mid)(uint64_t ino, uint32_t idx); /* sc_direct_set_test_mid */
 	_Atomic uint64_t cached_hits, cached_misses; /* read_cached */
 	struct cache_probe probe; /* whether a small async read tries the cache (read_async_at) */
 	bool probe_all;           /* CFS_SHORT_READ_PROBE=all: every one does */
@@ -211,6 +227,12 @@ void sc_direct_set_will_block(struct sc_direct *d, void (*fn)(void))
 		atomic_store(&d->will_block, fn);
 }
 
+void sc_direct_set_test_mid(struct sc_direct *d, void (*fn)(uint64_t ino, uint32_t idx))
+{
+	if (d)
+		atomic_store(&d->test_mid, fn);
+}
+
 static void will_block(struct sc_direct *d)
 {
 	void (*fn)(void) = atomic_load_explicit(&d->will_block, memory_order_relaxed);
@@ -218,9 +240,52 @@ static void will_block(struct sc_direct *d)
 		fn();
 }
 
-static void dmap_put(struct dmap *m)
+/* TABLE LIFETIME. A table's memory (its slot and lease words) and its
+ * pidfd are what tell a read its bytes are good, so they must outlive
+ * every read that found its mapping on the table: one unmapped under a
+ * read between its halves would fault, and one whose pidfd were closed
+ * (and the number reused) could answer "alive" for a dead server. Those
+ * reads are not counted anywhere else, which is why tables used to stay
+ * until the client ended, and why after SD_MAX_TABS registrations with
+ * one address a client took no short-circuit read from it again.
+ *
+ * The rule: whoever uses a table holds a reference on it. The peer holds
+ * one on its current table (P->tab, dropped when a registration replaces
+ * it); a mapping holds one on its table (dropped when the mapping is
+ * freed, after its last reader); a map RPC holds one on the table it
+ * asks on, from the lookup under the peer's lock until its answer is
+ * taken (map_finish). A reference is only ever taken from one already
+ * held (the peer's, a mapping's, the map's) or under the peer's lock
+ * from P->tab, so a count that reached 0 never rises again: nothing can
+ * reach that table any more, and it is unmapped and freed at once, on
+ * whichever thread dropped the last reference (a reader's, the
+ * completion thread, an RPC loop thread). Freeing takes no lock, so it
+ * may happen under the peer's (peer_drop_maps). And since a reference is
+ * held across every comparison P->tab == T, a freed table's address
+ * reused by a new one is never taken for it. */
+static void dtab_get(struct dtab *t)
+{
+	atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+}
+
+static void dtab_put(struct sc_direct *d, struct dtab *t)
+{
+	if (!t || atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	munmap((void *)t->base, STO_SC_TABLE_BYTES);
+	close(t->memfd);
+	if (t->pidfd >= 0)
+		close(t->pidfd);
+	free(t->skey);
+	atomic_fetch_sub(&t->p->ntabs, 1);
+	atomic_fetch_sub(&d->tables, 1);
+	free(t);
+}
+
+static void dmap_put(struct sc_direct *d, struct dmap *m)
 {
 	if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1) {
+		dtab_put(d, m->tab);
 		free(m->crc);
 		free(m);
 	}
@@ -245,6 +310,8 @@ struct sc_direct *sc_direct_new(const struct rpc_opts *ro, int dflt)
 	d->cached = d->wait_disk && !(cached && !strcmp(cached, "0"));
 	const char *probe = getenv("CFS_SHORT_READ_PROBE");
 	d->probe_all = probe && !strcmp(probe, "all");
+	const char *off = getenv("CFS_TEST_SC_OFF_MS"); /* test hook; 0: SD_OFF_MS */
+	d->off_ms = off && strtoull(off, NULL, 10) ? strtoull(off, NULL, 10) : SD_OFF_MS;
 	const char *win = getenv("CFS_SHORT_READ_PROBE_WINDOW"); /* test hook */
 	cache_probe_init(&d->probe, win ? (uint32_t)strtoul(win, NULL, 10) : 0, CACHE_PROBE_RISE);
 	pthread_once(&shift_once, shift_init);
@@ -272,13 +339,13 @@ struct sc_direct *sc_direct_new(const struct rpc_opts *ro, int dflt)
 	return d;
 }
 
-/* Under P's exclusive lock: drops every mapping (their readers keep them
- * until done). */
-static void peer_drop_maps(struct dpeer *p)
+/* Under P's exclusive lock: drops every mapping (their readers keep them,
+ * and their tables, until done). */
+static void peer_drop_maps(struct sc_direct *d, struct dpeer *p)
 {
 	for (size_t i = 0; i < SD_NB; i++)
 		for (struct dkey *k = p->h[i]; k; k = k->next) {
-			dmap_put(k->cur);
+			dmap_put(d, k->cur);
 			k->cur = NULL;
 		}
 }
@@ -292,8 +359,8 @@ void sc_direct_free(struct sc_direct *d)
 	if (atomic_load(&d->reads) || atomic_load(&d->fallbacks))
 		LOG_NOTICE("sc_direct",
 			   "stats: reads=%llu fallbacks=%llu misses=%llu maps=%llu map_fails=%llu "
-			   "stale=%llu corrupt=%llu dead=%llu cached_hits=%llu cached_misses=%llu "
-			   "cached_direct=%llu",
+			   "stale=%llu corrupt=%llu dead=%llu regs=%llu cached_hits=%llu "
+			   "cached_misses=%llu cached_direct=%llu",
 			   (unsigned long long)atomic_load(&d->reads),
 			   (unsigned long long)atomic_load(&d->fallbacks),
 			   (unsigned long long)atomic_load(&d->misses),
@@ -302,6 +369,7 @@ void sc_direct_free(struct sc_direct *d)
 			   (unsigned long long)atomic_load(&d->stale),
 			   (unsigned long long)atomic_load(&d->corrupt),
 			   (unsigned long long)atomic_load(&d->dead),
+			   (unsigned long long)atomic_load(&d->regs),
 			   (unsigned long long)atomic_load(&d->cached_hits),
 			   (unsigned long long)atomic_load(&d->cached_misses),
 			   (unsigned long long)atomic_load(&d->probe.direct));
@@ -329,7 +397,14 @@ void sc_direct_free(struct sc_direct *d)
 	rpc_client_free(d->rpc);
 	for (int i = 0; i < d->npeers; i++) {
 		struct dpeer *p = d->peers[i];
-		peer_drop_maps(p);
+		peer_drop_maps(d, p);
+		/* With no read in progress (the contract) and the map RPCs
+		 * completed (rpc_client_free), the current table was the last. */
+		dtab_put(d, p->tab);
+		p->tab = NULL;
+		if (atomic_load(&p->ntabs))
+			LOG_WARN("sc_direct", "%s: %d tables still referenced at the end", p->addr,
+				 atomic_load(&p->ntabs));
 		for (size_t b = 0; b < SD_NB; b++)
 			for (struct dkey *k = p->h[b], *n; k; k = n) {
 				n = k->next;
@@ -338,15 +413,6 @@ void sc_direct_free(struct sc_direct *d)
 		for (int f = 0; f < p->nfiles; f++) {
 			close(p->files[f].fd);
 			close(p->files[f].dfd);
-		}
-		for (int t = 0; t < p->ntabs; t++) {
-			struct dtab *tb = p->tabs[t];
-			munmap((void *)tb->base, STO_SC_TABLE_BYTES);
-			free(tb->skey);
-			close(tb->memfd);
-			if (tb->pidfd >= 0)
-				close(tb->pidfd);
-			free(tb);
 		}
 		pthread_rwlock_destroy(&p->lk);
 		pthread_mutex_destroy(&p->reg_mu);
@@ -372,6 +438,8 @@ void sc_direct_get_stats(struct sc_direct *d, struct sc_direct_stats *out)
 	out->stale = atomic_load(&d->stale);
 	out->corrupt = atomic_load(&d->corrupt);
 	out->dead = atomic_load(&d->dead);
+	out->regs = atomic_load(&d->regs);
+	out->tables = (uint64_t)atomic_load(&d->tables);
 	out->cached_hits = atomic_load(&d->cached_hits);
 	out->cached_misses = atomic_load(&d->cached_misses);
 	out->cached_direct = atomic_load(&d->probe.direct);
@@ -417,7 +485,7 @@ bool sc_direct_usable(struct sc_direct *d, const char *addr)
 	/* A server found dead is left alone a while: registering again waits
 	 * for a connection to it (its backoff), which the caller then would.
 	 * (The clock is read only then: this runs on every read.) */
-	if (atomic_load(&p->dead) && clock_mono_ms() < atomic_load(&p->dead_ms) + SD_OFF_MS)
+	if (atomic_load(&p->dead) && clock_mono_ms() < atomic_load(&p->dead_ms) + d->off_ms)
 		return false;
 	return atomic_load(&p->st) != PS_OFF || clock_mono_ms() >= atomic_load(&p->off_until);
 }
@@ -430,14 +498,17 @@ static void peer_off_for(struct dpeer *p, uint64_t ms)
 	atomic_store(&p->st, PS_OFF);
 }
 
-static void peer_off(struct dpeer *p) { peer_off_for(p, SD_OFF_MS); }
+static void peer_off(struct sc_direct *d, struct dpeer *p) { peer_off_for(p, d->off_ms); }
 
 /* Registers a new table with P's server (reg_mu held, P's lock not).
  * 0, or <0 with P off for a while (-EBADF over TCP: another host). */
 static int peer_register(struct sc_direct *d, struct dpeer *p)
 {
-	if (p->ntabs == SD_MAX_TABS) {
-		peer_off(p);
+	/* Old tables go when the reads inside them are done (dtab_put): so
+	 * many still held means reads stuck (a hung disk); wait for them
+	 * rather than add more. */
+	if (atomic_load(&p->ntabs) >= SD_MAX_TABS) {
+		peer_off(d, p);
 		return -ENOSPC;
 	}
 	int fd = memfd_create("chainfs-sc", MFD_CLOEXEC | MFD_ALLOW_SEALING);
@@ -482,18 +553,23 @@ static int peer_register(struct sc_direct *d, struct dpeer *p)
 			close(fd);
 		bool cannot = rc == -EBADF || rc == -CFS_EBADMSG_TYPE || rc == -EOPNOTSUPP ||
 			      rc == -EINVAL || rc == -CFS_EPROTO;
-		peer_off_for(p, cannot ? SD_OFF_MS : SD_RETRY_MS);
+		peer_off_for(p, cannot ? d->off_ms : SD_RETRY_MS);
 		if (atomic_load(&p->dead))
 			atomic_store(&p->dead_ms, clock_mono_ms()); /* still gone */
 		return rc ? rc : -ENOMEM;
 	}
-	*t = (struct dtab){ .base = tab, .memfd = fd, .region = r.region, .pidfd = -1,
-			    .skey = skey };
+	*t = (struct dtab){ .refs = 1, .p = p, .base = tab, .memfd = fd, .region = r.region,
+			    .pidfd = -1, .skey = skey };
+	atomic_fetch_add(&p->ntabs, 1);
+	atomic_fetch_add(&d->tables, 1);
+	atomic_fetch_add(&d->regs, 1);
 	pthread_rwlock_wrlock(&p->lk);
-	peer_drop_maps(p);
-	p->tabs[p->ntabs++] = t;
+	peer_drop_maps(d, p);
+	struct dtab *old = p->tab;
 	p->tab = t;
 	pthread_rwlock_unlock(&p->lk);
+	dtab_put(d, old); /* freed now unless a read or a map RPC is still inside */
+	atomic_store(&p->stale, 0);
 	atomic_store(&p->dead, 0);
 	atomic_store(&p->st, PS_OK);
 	return 0;
@@ -556,8 +632,9 @@ static int map_req(struct buf *b, const struct dkey *k, uint32_t chain, const st
 
 /* The answer to K's map request on table T (RC: the call's status, then
  * its payload): publishes the mapping, or leaves K without one and a
- * retry time; K leaves ME_MAPPING. Any thread (an RPC loop thread for a
- * background map): it opens a data file at most, never waits on a peer. */
+ * retry time; K leaves ME_MAPPING. Drops the map's reference on T. Any
+ * thread (an RPC loop thread for a background map): it opens a data file
+ * at most, never waits on a peer. */
 static void map_finish(struct sc_direct *d, struct dpeer *p, struct dkey *k, struct dtab *t,
 		       int rc, const uint8_t *payload, uint32_t len)
 {
@@ -568,7 +645,12 @@ static void map_finish(struct sc_direct *d, struct dpeer *p, struct dkey *k, str
 	char path[STO_SC_MAX_PATH + 1];
 	if (!rc && r.f.slot >= STO_SC_SLOTS)
 		rc = -CFS_EPROTO;
-	if (!rc && (!(m = calloc(1, sizeof(*m))) ||
+	if (!rc && (m = calloc(1, sizeof(*m)))) {
+		atomic_init(&m->refs, 1);
+		m->tab = t; /* T outlives this call: the map's reference */
+		dtab_get(t);
+	}
+	if (!rc && (!m ||
 		    !(m->crc = malloc((size_t)(r.f.npages ? r.f.npages : 1) * sizeof(uint32_t)))))
 		rc = -ENOMEM;
 	if (!rc) {
@@ -576,8 +658,6 @@ static void map_finish(struct sc_direct *d, struct dpeer *p, struct dkey *k, str
 			m->crc[i] = wire_load_u32(r.crcs + 4 * i);
 		memcpy(path, r.path, r.path_len);
 		path[r.path_len] = 0;
-		atomic_init(&m->refs, 1);
-		m->tab = t;
 		m->slot = r.f.slot;
 		m->seq = r.f.seq;
 		m->file_off = r.f.file_off;
@@ -609,13 +689,13 @@ static void map_finish(struct sc_direct *d, struct dpeer *p, struct dkey *k, str
 		if (o && o != k && o->cur && o->cur->tab == t && o->cur->slot == r.f.slot) {
 			older = o->cur->seq > r.f.seq; /* slot words only grow */
 			if (!older) {
-				dmap_put(o->cur);
+				dmap_put(d, o->cur);
 				o->cur = NULL;
 			}
 		}
 		if (!older)
 			t->skey[r.f.slot] = k;
-		dmap_put(k->cur);
+		dmap_put(d, k->cur);
 		k->cur = m;
 		m = NULL;
 		atomic_fetch_add(&d->maps, 1);
@@ -626,20 +706,23 @@ static void map_finish(struct sc_direct *d, struct dpeer *p, struct dkey *k, str
 		uint64_t wait = rc == -CFS_ENOT_COMMITTED || rc == -EBUSY ? 20
 				: rc == -ENOENT ? 100 : 1000;
 		atomic_store(&k->retry_ms, now + wait);
-		if (rc == -ESTALE && p->tab == t)
-			atomic_store(&p->st, PS_NONE); /* the connection was replaced */
+		if (rc == -ESTALE && p->tab == t) { /* the connection was replaced */
+			atomic_store(&p->stale, 1);
+			atomic_store(&p->st, PS_NONE);
+		}
 	}
 	atomic_store(&k->st, ME_NONE);
 	pthread_rwlock_unlock(&p->lk);
-	dmap_put(m);
+	dmap_put(d, m);
+	dtab_put(d, t);
 	if (rc == -CFS_EBADMSG_TYPE || rc == -EOPNOTSUPP || rc == -ESRCH || rc == -EACCES ||
 	    rc == -CFS_EPROTO)
-		peer_off(p);
+		peer_off(d, p);
 }
 
 /* Asks P's server for a mapping of key K (ME_MAPPING, set by the caller)
- * on table T and waits for it; publishes it, or leaves K without one and
- * a retry time. */
+ * on table T (a reference the caller passes on) and waits for it;
+ * publishes it, or leaves K without one and a retry time. */
 static void map_chunk(struct sc_direct *d, struct dpeer *p, struct dkey *k, uint32_t chain,
 		      struct dtab *t)
 {
@@ -666,7 +749,7 @@ struct bgmap {
 	struct sc_direct *d;
 	struct dpeer *p;
 	struct dkey *k;
-	struct dtab *t;
+	struct dtab *t; /* the map's reference */
 };
 
 static void bgmap_done(void *arg, const struct rpc_result *res)
@@ -908,12 +991,12 @@ static ssize_t read_io(struct sc_direct *d, const struct dmap *m, const struct r
 }
 
 /* Forgets K's mapping M (unless replaced meanwhile). */
-static void map_forget(struct dpeer *p, struct dkey *k, struct dmap *m)
+static void map_forget(struct sc_direct *d, struct dpeer *p, struct dkey *k, struct dmap *m)
 {
 	pthread_rwlock_wrlock(&p->lk);
 	if (k->cur == m) {
 		k->cur = NULL;
-		dmap_put(m);
+		dmap_put(d, m);
 	}
 	pthread_rwlock_unlock(&p->lk);
 }
@@ -931,10 +1014,22 @@ static struct dmap *mapping_get(struct sc_direct *d, struct dpeer *p, uint32_t t
 		if (st == PS_OFF && clock_mono_ms() < atomic_load(&p->off_until))
 			return NULL;
 		if (st != PS_OK || atomic_load(&p->dead)) {
-			will_block(d);
 			pthread_mutex_lock(&p->reg_mu);
-			int rc = atomic_load(&p->st) == PS_OK && !atomic_load(&p->dead)
-					 ? 0 : peer_register(d, p);
+			int rc = 0;
+			if (atomic_load(&p->st) == PS_OK && !atomic_load(&p->dead)) {
+				/* another reader registered meanwhile */
+			} else if (p->tab && !atomic_load(&p->dead) && !atomic_load(&p->stale)) {
+				/* The end of a hold-off (a refused map) with the
+				 * server and its connection still there: that
+				 * connection's table is still the one the server
+				 * knows. A new one on the same connection would only
+				 * be refused (-ESTALE: the server keeps one table a
+				 * connection), and registered again, and again. */
+				atomic_store(&p->st, PS_OK);
+			} else {
+				will_block(d);
+				rc = peer_register(d, p);
+			}
 			pthread_mutex_unlock(&p->reg_mu);
 			if (rc)
 				return NULL;
@@ -946,6 +1041,8 @@ static struct dmap *mapping_get(struct sc_direct *d, struct dpeer *p, uint32_t t
 		if (m)
 			atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
 		bool wait = k && !m && clock_mono_ms() < atomic_load(&k->retry_ms);
+		if (!m && !attempt && t && !wait)
+			dtab_get(t); /* the map's, from the peer's (under its lock) */
 		pthread_rwlock_unlock(&p->lk);
 		if (m) {
 			*kout = k;
@@ -964,14 +1061,18 @@ static struct dmap *mapping_get(struct sc_direct *d, struct dpeer *p, uint32_t t
 				p->h[h] = k;
 			}
 			pthread_rwlock_unlock(&p->lk);
-			if (!k)
+			if (!k) {
+				dtab_put(d, t);
 				return NULL;
+			}
 		}
 		/* One map RPC per chunk at a time; concurrent readers of the
 		 * chunk use RPC meanwhile. */
 		int idle = ME_NONE;
-		if (!atomic_compare_exchange_strong(&k->st, &idle, ME_MAPPING))
+		if (!atomic_compare_exchange_strong(&k->st, &idle, ME_MAPPING)) {
+			dtab_put(d, t);
 			return NULL;
+		}
 		if (bg) {
 			map_chunk_bg(d, p, k, chain, t);
 			return NULL;
@@ -996,13 +1097,19 @@ int sc_direct_read(struct sc_direct *d, const char *addr, uint32_t target, uint3
 			break;
 		struct rd x;
 		bool stale = false;
-		done = read_pre(d, p, m, r, &x, NULL, BUF_TLS, &stale)
-			       ? read_post(d, p, m, r, &x, read_io(d, m, &x))
-			       : SC_DIRECT_RPC;
+		done = SC_DIRECT_RPC;
+		if (read_pre(d, p, m, r, &x, NULL, BUF_TLS, &stale)) {
+			ssize_t res = read_io(d, m, &x);
+			void (*mid)(uint64_t, uint32_t) =
+				atomic_load_explicit(&d->test_mid, memory_order_relaxed);
+			if (mid)
+				mid(r->ino, r->idx);
+			done = read_post(d, p, m, r, &x, res);
+		}
 		free(x.own);
 		if (stale)
-			map_forget(p, k, m);
-		dmap_put(m);
+			map_forget(d, p, k, m);
+		dmap_put(d, m);
 		if (done == SC_DIRECT_DONE)
 			return done;
 		if (!stale)
@@ -1134,7 +1241,7 @@ static void aio_batch(struct sc_direct *d, struct aop **ops, int n)
 			read_done(d, o->m, o->r, &o->x);
 		else
 			atomic_fetch_add(&d->fallbacks, 1);
-		dmap_put(o->m);
+		dmap_put(d, o->m);
 		abuf_put(d, o->bounce, o->bufsz);
 		void (*done)(void *, int) = o->done;
 		void *darg = o->arg;
@@ -1276,7 +1383,7 @@ static int read_async_at(struct sc_direct *d, const char *addr, uint32_t target,
 		if (go && !o->x.blen) {
 			/* Nothing to read (past the end): the second half now. */
 			go = read_post(d, p, m, r, &o->x, 0) == SC_DIRECT_DONE;
-			dmap_put(m);
+			dmap_put(d, m);
 			abuf_put(d, buf, bufsz);
 			aop_put(d, o);
 			if (go) {
@@ -1296,7 +1403,7 @@ static int read_async_at(struct sc_direct *d, const char *addr, uint32_t target,
 				  ? read_cached(d, p, m, r, &o->x, &stale, counted)
 				  : RC_DIRECT;
 		if (how == RC_DONE) {
-			dmap_put(m);
+			dmap_put(d, m);
 			abuf_put(d, buf, bufsz);
 			aop_put(d, o);
 			done(arg, SC_DIRECT_DONE);
@@ -1329,8 +1436,8 @@ static int read_async_at(struct sc_direct *d, const char *addr, uint32_t target,
 				return 1;
 		}
 		if (stale)
-			map_forget(p, k, m);
-		dmap_put(m);
+			map_forget(d, p, k, m);
+		dmap_put(d, m);
 		abuf_put(d, buf, bufsz);
 		aop_put(d, o);
 		if (!stale)
@@ -1532,8 +1639,8 @@ size_t sc_direct_read_batch(struct sc_direct *d, struct sc_direct_item *it, size
 		if (b[i].m && (!read_pre(d, b[i].p, b[i].m, r, &b[i].x, NULL, BUF_OWN, &stale) ||
 			       (b[i].x.blen && !own && !(b[i].o = calloc(1, sizeof(*b[i].o)))))) {
 			if (stale)
-				map_forget(b[i].p, b[i].k, b[i].m);
-			dmap_put(b[i].m);
+				map_forget(d, b[i].p, b[i].k, b[i].m);
+			dmap_put(d, b[i].m);
 			free(b[i].x.own);
 			b[i].m = NULL;
 		}
@@ -1552,7 +1659,7 @@ size_t sc_direct_read_batch(struct sc_direct *d, struct sc_direct_item *it, size
 				io_uring_sqe_set_data64(sqe, i);
 				own_submit(own, b, &inflight);
 			} else { /* not this way (not seen: each SQE is submitted when queued) */
-				dmap_put(b[i].m);
+				dmap_put(d, b[i].m);
 				free(b[i].x.own);
 				b[i].m = NULL;
 			}
@@ -1574,7 +1681,7 @@ size_t sc_direct_read_batch(struct sc_direct *d, struct sc_direct_item *it, size
 		if (!sqe) { /* not this way */
 			free(b[i].o);
 			b[i].o = NULL;
-			dmap_put(b[i].m);
+			dmap_put(d, b[i].m);
 			free(b[i].x.own);
 			b[i].m = NULL;
 		}
@@ -1604,7 +1711,7 @@ size_t sc_direct_read_batch(struct sc_direct *d, struct sc_direct_item *it, size
 				res = (int)b[i].x.blen;
 			it[i].ok = read_post(d, b[i].p, b[i].m, it[i].r, &b[i].x,
 					     b[i].x.blen ? res : 0);
-			dmap_put(b[i].m);
+			dmap_put(d, b[i].m);
 			free(b[i].x.own);
 		}
 		if (it[i].ok == SC_DIRECT_DONE)

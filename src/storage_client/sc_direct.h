@@ -50,6 +50,10 @@ void sc_direct_free(struct sc_direct *d);
  * (the mount passes fuseloop_will_block, so its FUSE loop goes on reading
  * requests meanwhile). Any thread. */
 void sc_direct_set_will_block(struct sc_direct *d, void (*fn)(void));
+/* Tests: FN (may be NULL) runs on the reading thread of every blocking
+ * read (sc_direct_read) between its halves: its bytes read, nothing
+ * checked yet, its mapping (and table) still held. Set before any read. */
+void sc_direct_set_test_mid(struct sc_direct *d, void (*fn)(uint64_t ino, uint32_t idx));
 /* Whether async reads go through the page cache (on by default with
  * CFS_SHORT_READ=1; CFS_SHORT_READ_CACHED=0 turns it off): sc_direct_read_async first
  * reads the pages from the block file's page cache on the caller's
@@ -135,6 +139,10 @@ struct sc_direct_stats {
 	uint64_t stale;      /* slot bumped or lease expired at the read */
 	uint64_t corrupt;    /* page CRC mismatches seen (SC_DIRECT_CORRUPT) */
 	uint64_t dead;       /* a service found dead under its mappings */
+	uint64_t regs;       /* tables registered (one per service, and again after a
+				restart or a replaced connection) */
+	uint64_t tables;     /* tables mapped now: the current ones and old ones a
+				read is still inside */
 	uint64_t cached_hits;   /* async reads answered from the page cache at once
 				   (unless CFS_SHORT_READ_CACHED=0) */
 	uint64_t cached_misses; /* ... not all cached: read buffered on the ring */

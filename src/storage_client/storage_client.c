@@ -119,12 +119,20 @@ void storage_client_get_stats(struct storage_client *c, struct storage_client_st
 	out->sc_stale = ds.stale;
 	out->sc_corrupt = ds.corrupt;
 	out->sc_dead = ds.dead;
+	out->sc_regs = ds.regs;
+	out->sc_tables = ds.tables;
 	out->sc_cached_direct = ds.cached_direct;
 }
 
 void storage_client_set_will_block(struct storage_client *c, void (*fn)(void))
 {
 	sc_direct_set_will_block(c->dr, fn);
+}
+
+void storage_client_set_sc_test_mid(struct storage_client *c,
+				    void (*fn)(uint64_t ino, uint32_t idx))
+{
+	sc_direct_set_test_mid(c->dr, fn);
 }
 
 static _Atomic uint64_t next_channel = 1;

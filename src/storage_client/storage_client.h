@@ -161,6 +161,9 @@ int storage_client_mem_del(struct storage_client *c, const void *base);
  * read (docs/rpc.md "Short-circuit reads") waits for the disk or an RPC,
  * so an event loop can hand its work over first. Any thread. */
 void storage_client_set_will_block(struct storage_client *c, void (*fn)(void));
+/* Tests: sc_direct.h sc_direct_set_test_mid. */
+void storage_client_set_sc_test_mid(struct storage_client *c,
+				    void (*fn)(uint64_t ino, uint32_t idx));
 /* Read RPC counters (monotonic; any thread): what read combining did. */
 struct storage_client_stats {
 	uint64_t read_rpcs;      /* read requests sent */
@@ -184,6 +187,8 @@ struct storage_client_stats {
 	uint64_t sc_stale;          /* ... found revoked or past their lease at a read */
 	uint64_t sc_corrupt;        /* page CRC mismatches a short-circuit read saw */
 	uint64_t sc_dead;           /* reads that found their storage service dead */
+	uint64_t sc_regs;           /* short-circuit tables registered (sc_direct.h regs) */
+	uint64_t sc_tables;         /* ... mapped now (sc_direct.h tables) */
 	uint64_t sc_cached_direct;  /* small async reads sent O_DIRECT without a page
 				       cache probe (sc_direct.h cached_direct) */
 	uint64_t shm_direct_lost;   /* failed reads into such memory whose region's

@@ -67,6 +67,30 @@
  *                 misses 7 reads in 8 of a cached page go O_DIRECT without
  *                 a probe (right bytes), and a window of sampled hits
  *                 brings the probing back
+ * Only in test_short_read_reclaim (CFS_TEST_SC_OFF_MS set: a short
+ * hold-off after a service is found dead, instead of 10 s):
+ *   old_table     a read paused between its halves (the mid-read hook)
+ *                 on the table of a service that is then killed and
+ *                 restarted, and finishing after the client registered
+ *                 with the new one: the read goes over RPC and is right,
+ *                 the old table stays mapped while the read is inside it
+ *                 and goes when it is done, and the client neither counts
+ *                 the new service dead nor registers again (commit
+ *                 5f59cf9; before it this sent the peer into its hold-off
+ *                 and then to another registration)
+ *   holdoff       a map refused by the client itself (the data file the
+ *                 service named is another inode: replaced) puts the
+ *                 service on hold; at the end of each hold-off the client
+ *                 maps on its table again, without a new registration
+ *                 (one on the same connection was only ever refused,
+ *                 -ESTALE, and registered again and again); with the file
+ *                 back, reads are short-circuit on the first table
+ *   restarts      the service is killed and restarted 70 times (more than
+ *                 sc_direct.c's SD_MAX_TABS, 64): after every restart
+ *                 reads are short-circuit again, one table stays mapped,
+ *                 and the last restart's reads are still short-circuit
+ *                 (before old tables were freed, the 64th registration
+ *                 was the last)
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -556,6 +580,214 @@ static void test_kill9_idle(void **state)
 		      (unsigned long long)(clock_mono_ms() - t0), (unsigned long long)st.sc_stale,
 		      (unsigned long long)st.sc_dead);
 	assert_true(n >= NPG);
+	teardown(&sc);
+}
+
+static int64_t find_page(const char *dir, const uint8_t *bytes, char *path, size_t pathlen);
+
+/* Reads page P of chunk I (expecting version V); whether it was a
+ * short-circuit read. */
+static bool read_page_sc(uint32_t i, uint32_t p, uint32_t v)
+{
+	uint8_t *b = aligned_alloc(PG, PG);
+	struct storage_client_stats s0, s1;
+	storage_client_get_stats(cl, &s0);
+	struct storage_read r = { .loc = { .addr = addr, .target = 1 }, .ino = INO, .idx = i,
+				  .off = p * PG, .len = PG, .dst = b };
+	assert_int_equal(storage_client_read(cl, &r, 1, 0), 0);
+	assert_int_equal(r.result, (int)PG);
+	assert_int_equal(page_version(b, i, p), v);
+	free(b);
+	storage_client_get_stats(cl, &s1);
+	return s1.sc_reads > s0.sc_reads;
+}
+
+/* Reads page P of chunk I (version V) until a read is short-circuit, for
+ * up to 20 s; whether one was. */
+static bool until_sc(uint32_t i, uint32_t p, uint32_t v)
+{
+	uint64_t t0 = clock_mono_ms();
+	while (clock_mono_ms() - t0 < 20000) {
+		if (read_page_sc(i, p, v))
+			return true;
+		clock_sleep_ms(5);
+	}
+	return false;
+}
+
+/* The mid-read hook (storage_client_set_sc_test_mid): once armed, the
+ * next blocking read of chunk 0 waits between its halves until mid_go. */
+static _Atomic int mid_armed, mid_paused, mid_go;
+
+static void mid_hook(uint64_t ino, uint32_t idx)
+{
+	int one = 1;
+	if (ino != INO || idx != 0 || !atomic_compare_exchange_strong(&mid_armed, &one, 0))
+		return;
+	atomic_store(&mid_paused, 1);
+	while (!atomic_load(&mid_go))
+		clock_sleep_ms(1);
+}
+
+struct mid_read {
+	pthread_t t;
+	int rc, result;
+	int64_t ver;
+};
+
+static void *mid_main(void *arg)
+{
+	struct mid_read *m = arg;
+	uint8_t *b = aligned_alloc(PG, PG);
+	struct storage_read r = { .loc = { .addr = addr, .target = 1 }, .ino = INO, .idx = 0,
+				  .off = 0, .len = PG, .dst = b };
+	m->rc = storage_client_read(cl, &r, 1, 0);
+	m->result = r.result;
+	m->ver = page_version(b, 0, 0);
+	free(b);
+	return NULL;
+}
+
+static void test_old_table(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	setup(&sc, "short-oldtab");
+	storage_client_set_sc_test_mid(cl, mid_hook);
+	assert_int_equal(write_pages(0, 0, NPG, 1), 0);
+	assert_int_equal(write_pages(1, 0, NPG, 1), 0);
+	assert_true(until_sc(0, 0, 1));
+	assert_true(until_sc(1, 0, 1));
+	struct storage_client_stats s0, s1, s2, s3;
+	storage_client_get_stats(cl, &s0);
+	assert_int_equal(s0.sc_regs, 1);
+	assert_int_equal(s0.sc_tables, 1);
+	/* A read of chunk 0 stops between its halves, on the first table. */
+	atomic_store(&mid_paused, 0);
+	atomic_store(&mid_go, 0);
+	atomic_store(&mid_armed, 1);
+	struct mid_read m = { .rc = -1 };
+	assert_int_equal(pthread_create(&m.t, NULL, mid_main, &m), 0);
+	uint64_t t0 = clock_mono_ms();
+	while (!atomic_load(&mid_paused) && clock_mono_ms() - t0 < 20000)
+		clock_sleep_ms(1);
+	assert_true(atomic_load(&mid_paused));
+	/* Its service is killed and restarted; reads of chunk 1 find it dead
+	 * (counted once), wait out the hold-off (CFS_TEST_SC_OFF_MS) and
+	 * register with the new service. */
+	stor_cluster_signal(&sc, 0, SIGKILL);
+	stor_cluster_start_storage(&sc, 0);
+	assert_true(until_sc(1, 0, 1));
+	storage_client_get_stats(cl, &s1);
+	print_message("registered %llu tables, %llu mapped, dead %llu\n",
+		      (unsigned long long)s1.sc_regs, (unsigned long long)s1.sc_tables,
+		      (unsigned long long)s1.sc_dead);
+	assert_int_equal(s1.sc_regs, 2);
+	assert_int_equal(s1.sc_tables, 2); /* the paused read is still inside the first */
+	assert_true(s1.sc_dead > s0.sc_dead);
+	/* The paused read goes on: its table's server is dead, so it reads
+	 * over RPC, and it must not count the peer (on the new table) dead. */
+	atomic_store(&mid_go, 1);
+	pthread_join(m.t, NULL);
+	assert_int_equal(m.rc, 0);
+	assert_int_equal(m.result, (int)PG);
+	assert_int_equal(m.ver, 1);
+	storage_client_get_stats(cl, &s2);
+	print_message("after the paused read: registered %llu, mapped %llu, dead %llu\n",
+		      (unsigned long long)s2.sc_regs, (unsigned long long)s2.sc_tables,
+		      (unsigned long long)s2.sc_dead);
+	assert_int_equal(s2.sc_dead, s1.sc_dead);
+	assert_int_equal(s2.sc_tables, 1); /* the first table went with its last read */
+	/* No hold-off and no new registration: the next read of chunk 1 is
+	 * short-circuit at once. */
+	assert_true(read_page_sc(1, 1, 1));
+	storage_client_get_stats(cl, &s3);
+	assert_int_equal(s3.sc_regs, 2);
+	assert_int_equal(s3.sc_dead, s1.sc_dead);
+	storage_client_set_sc_test_mid(cl, NULL);
+	teardown(&sc);
+}
+
+static void test_holdoff(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	setup(&sc, "short-holdoff");
+	assert_int_equal(write_pages(0, 0, NPG, 1), 0);
+	uint8_t *pg = malloc(PG);
+	page_fill(pg, 0, 0, 1);
+	char path[1500], hidden[1600];
+	assert_true(find_page(sc.node[0].dirs[0], pg, path, sizeof(path)) >= 0);
+	free(pg);
+	/* Another file in its place: the service still names it (it checks
+	 * the path exists, and the device and inode of its own descriptor),
+	 * the client finds another inode there and refuses it (-EACCES). */
+	snprintf(hidden, sizeof(hidden), "%s.hidden", path);
+	assert_int_equal(rename(path, hidden), 0);
+	int fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	/* Each read maps, refuses the file, and puts the service on hold
+	 * (CFS_TEST_SC_OFF_MS); the next read is after the hold-off. */
+	for (int i = 0; i < 3; i++) {
+		assert_false(read_page_sc(0, 0, 1));
+		clock_sleep_ms(1100); /* and the chunk's own retry time (1 s) */
+	}
+	struct storage_client_stats st;
+	storage_client_get_stats(cl, &st);
+	print_message("file away: registered %llu, mapped %llu, maps %llu, fallbacks %llu\n",
+		      (unsigned long long)st.sc_regs, (unsigned long long)st.sc_tables,
+		      (unsigned long long)st.sc_maps, (unsigned long long)st.sc_fallbacks);
+	assert_int_equal(st.sc_regs, 1);
+	assert_int_equal(rename(hidden, path), 0);
+	assert_true(until_sc(0, 0, 1));
+	storage_client_get_stats(cl, &st);
+	assert_int_equal(st.sc_regs, 1);
+	assert_int_equal(st.sc_tables, 1);
+	teardown(&sc);
+}
+
+#define RESTARTS 70
+
+static void test_restarts(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	setup(&sc, "short-restarts");
+	assert_int_equal(write_pages(0, 0, NPG, 1), 0);
+	assert_true(until_sc(0, 0, 1));
+	uint64_t t0 = clock_mono_ms();
+	for (uint32_t i = 0; i < RESTARTS; i++) {
+		stor_cluster_signal(&sc, 0, SIGKILL);
+		stor_cluster_start_storage(&sc, 0);
+		/* A new version each time: a read trusted on an old table
+		 * would return the one before. */
+		uint64_t t1 = clock_mono_ms();
+		int rc;
+		do {
+			rc = write_pages(0, 0, NPG, i + 2);
+		} while (rc && clock_mono_ms() - t1 < 20000);
+		assert_int_equal(rc, 0);
+		bool ok = until_sc(0, i % NPG, i + 2);
+		if (!ok) {
+			struct storage_client_stats st;
+			storage_client_get_stats(cl, &st);
+			print_message("restart %u: no short-circuit read; registered %llu, "
+				      "mapped %llu\n", i, (unsigned long long)st.sc_regs,
+				      (unsigned long long)st.sc_tables);
+		}
+		assert_true(ok);
+	}
+	struct storage_client_stats st;
+	storage_client_get_stats(cl, &st);
+	print_message("%d restarts in %llu ms: registered %llu tables, %llu mapped, dead %llu\n",
+		      RESTARTS, (unsigned long long)(clock_mono_ms() - t0),
+		      (unsigned long long)st.sc_regs, (unsigned long long)st.sc_tables,
+		      (unsigned long long)st.sc_dead);
+	assert_true(st.sc_regs > 64);
+	assert_int_equal(st.sc_tables, 1);
+	/* Still short-circuit, every page. */
+	assert_int_equal(read_chunk0(RESTARTS + 1), NPG);
 	teardown(&sc);
 }
 
@@ -1377,8 +1609,15 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_evict),   cmocka_unit_test(test_cached),
 		cmocka_unit_test(test_cached_cold),
 	};
-	int rc = cached_mode() ? cmocka_run_group_tests(cached, NULL, NULL)
-			       : cmocka_run_group_tests(tests, NULL, NULL);
+	/* With a short hold-off (test_short_read_reclaim). */
+	const struct CMUnitTest reclaim[] = {
+		cmocka_unit_test(test_old_table),
+		cmocka_unit_test(test_holdoff),
+		cmocka_unit_test(test_restarts),
+	};
+	int rc = getenv("CFS_TEST_SC_OFF_MS") ? cmocka_run_group_tests(reclaim, NULL, NULL)
+		 : cached_mode()	      ? cmocka_run_group_tests(cached, NULL, NULL)
+					      : cmocka_run_group_tests(tests, NULL, NULL);
 	testenv_cleanup();
 	return rc;
 }
