@@ -1332,14 +1332,10 @@ static int read_sync(struct storage_client *c, struct storage_read *r, size_t n,
 	struct sto_read_range *rr = calloc(n, sizeof(*rr));
 	if (av0 && n == 1 && (avoid = calloc(1, sizeof(*avoid))))
 		avoid[0] = *av0;
+	int ret = 0;
 	if (!todo || !g || !idx || !rr || !tgt || (av0 && !avoid)) {
-		free(avoid);
-		free(tgt);
-		free(todo);
-		free(g);
-		free(idx);
-		free(rr);
-		return -ENOMEM;
+		ret = -ENOMEM;
+		goto out;
 	}
 	/* Short-circuit first: a lone range waits for the disk here; a
 	 * batch's ranges (USRBIO, KVCache, the mount's split reads) are all
@@ -1358,15 +1354,8 @@ static int read_sync(struct storage_client *c, struct storage_read *r, size_t n,
 		todo[i] = todo[i] != SC_DIRECT_DONE;
 		left += (size_t)todo[i];
 	}
-	if (!left) {
-		free(avoid);
-		free(tgt);
-		free(todo);
-		free(g);
-		free(idx);
-		free(rr);
-		return 0;
-	}
+	if (!left)
+		goto out;
 	uint64_t start = clock_mono_ms();
 	int fast = 0; /* retries sent without a pause (see node avoidance) */
 	struct read_batch batch = { .left = 0 };
@@ -1533,13 +1522,14 @@ static int read_sync(struct storage_client *c, struct storage_read *r, size_t n,
 	}
 	pthread_mutex_destroy(&batch.mu);
 	pthread_cond_destroy(&batch.cv);
+out:
 	free(avoid);
 	free(tgt);
 	free(todo);
 	free(g);
 	free(idx);
 	free(rr);
-	return 0;
+	return ret;
 }
 
 int storage_client_read(struct storage_client *c, struct storage_read *r, size_t n,
