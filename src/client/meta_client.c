@@ -749,11 +749,13 @@ int meta_client_idata_commit(meta_client *c, const struct meta_cred *cr, uint64_
 	return call_inode(c, cr, m, out, NULL);
 }
 
-int meta_client_sync(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+/* SYNC (QUERY) and FSYNC: LEN (may be NULL) the length the client knows;
+ * *SIZE (may be NULL) the size in the reply. */
+static int sync_call(meta_client *c, const struct meta_cred *cr, uint16_t type, uint64_t ino,
 		     const struct meta_length *len, int query, uint64_t *size)
 {
 	struct meta_rpc_resp r = { 0 };
-	REQ(m, META_RPC_SYNC);
+	REQ(m, type);
 	m->ino = ino;
 	m->has_len = len != NULL;
 	if (len)
@@ -763,6 +765,12 @@ int meta_client_sync(meta_client *c, const struct meta_cred *cr, uint64_t ino,
 	if (rc == 0 && size)
 		*size = r.size;
 	return rc;
+}
+
+int meta_client_sync(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+		     const struct meta_length *len, int query, uint64_t *size)
+{
+	return sync_call(c, cr, META_RPC_SYNC, ino, len, query, size);
 }
 
 int meta_client_close(meta_client *c, const struct meta_cred *cr, uint64_t ino, uint64_t session,
@@ -821,16 +829,7 @@ int meta_client_close_many(meta_client *c, const uint64_t *pairs, int n)
 int meta_client_fsync(meta_client *c, const struct meta_cred *cr, uint64_t ino,
 		      const struct meta_length *len, uint64_t *size)
 {
-	struct meta_rpc_resp r = { 0 };
-	REQ(m, META_RPC_FSYNC);
-	m->ino = ino;
-	m->has_len = len != NULL;
-	if (len)
-		m->len = *len;
-	int rc = call_plain(c, cr, m, &r, ino);
-	if (rc == 0 && size)
-		*size = r.size;
-	return rc;
+	return sync_call(c, cr, META_RPC_FSYNC, ino, len, 0, size);
 }
 
 int meta_client_mkdir(meta_client *c, const struct meta_cred *cr, uint64_t parent,
