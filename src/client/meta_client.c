@@ -773,29 +773,30 @@ int meta_client_sync(meta_client *c, const struct meta_cred *cr, uint64_t ino,
 	return sync_call(c, cr, META_RPC_SYNC, ino, len, query, size);
 }
 
-int meta_client_close(meta_client *c, const struct meta_cred *cr, uint64_t ino, uint64_t session,
-		      const struct meta_length *len)
+/* CLOSE of SESSION with FLAGS (META_CLOSE_*); LEN may be NULL. */
+static int close_call(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+		      uint64_t session, unsigned flags, const struct meta_length *len)
 {
 	REQ(m, META_RPC_CLOSE);
 	m->ino = ino;
 	m->ino2 = session;
+	m->flags = flags;
 	m->has_len = len != NULL;
 	if (len)
 		m->len = *len;
 	return call_plain(c, cr, m, NULL, ino);
 }
 
+int meta_client_close(meta_client *c, const struct meta_cred *cr, uint64_t ino, uint64_t session,
+		      const struct meta_length *len)
+{
+	return close_call(c, cr, ino, session, 0, len);
+}
+
 int meta_client_close_known(meta_client *c, const struct meta_cred *cr, uint64_t ino,
 			    uint64_t session, const struct meta_length *len)
 {
-	REQ(m, META_RPC_CLOSE);
-	m->ino = ino;
-	m->ino2 = session;
-	m->flags = META_CLOSE_LEN_KNOWN;
-	m->has_len = len != NULL;
-	if (len)
-		m->len = *len;
-	return call_plain(c, cr, m, NULL, ino);
+	return close_call(c, cr, ino, session, META_CLOSE_LEN_KNOWN, len);
 }
 
 int meta_client_close_many(meta_client *c, const uint64_t *pairs, int n)
