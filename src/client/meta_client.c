@@ -1002,15 +1002,13 @@ int meta_client_setxattr(meta_client *c, const struct meta_cred *cr, uint64_t in
 	return call_plain(c, cr, m, NULL, 0);
 }
 
-int meta_client_getxattr(meta_client *c, const struct meta_cred *cr, uint64_t ino,
-			 struct meta_name name, void *buf, size_t cap)
+/* Calls whose reply data is copied into BUF (CAP bytes; -ERANGE when it
+ * does not fit, 0: just the size); returns the reply's size. */
+static int call_copy(meta_client *c, const struct meta_cred *cr, struct meta_rpc_req *m,
+		     void *buf, size_t cap)
 {
 	struct meta_rpc_resp r = { 0 };
 	struct buf keep = BUF_INIT;
-	REQ(m, META_RPC_GETXATTR);
-	m->ino = ino;
-	m->name = name;
-	m->count = cap > META_XATTR_VALUE_MAX ? META_XATTR_VALUE_MAX : (uint32_t)cap;
 	int rc = call_keep(c, cr, m, &r, 0, &keep);
 	free(m);
 	if (rc == 0)
@@ -1019,20 +1017,23 @@ int meta_client_getxattr(meta_client *c, const struct meta_cred *cr, uint64_t in
 	return rc;
 }
 
+int meta_client_getxattr(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+			 struct meta_name name, void *buf, size_t cap)
+{
+	REQ(m, META_RPC_GETXATTR);
+	m->ino = ino;
+	m->name = name;
+	m->count = cap > META_XATTR_VALUE_MAX ? META_XATTR_VALUE_MAX : (uint32_t)cap;
+	return call_copy(c, cr, m, buf, cap);
+}
+
 int meta_client_listxattr(meta_client *c, const struct meta_cred *cr, uint64_t ino, char *buf,
 			  size_t cap)
 {
-	struct meta_rpc_resp r = { 0 };
-	struct buf keep = BUF_INIT;
 	REQ(m, META_RPC_LISTXATTR);
 	m->ino = ino;
 	m->count = cap > META_RPC_LIST_MAX ? META_RPC_LIST_MAX : (uint32_t)cap;
-	int rc = call_keep(c, cr, m, &r, 0, &keep);
-	free(m);
-	if (rc == 0)
-		rc = copy_out(&r, r.size, buf, cap, 0);
-	buf_fini(&keep);
-	return rc;
+	return call_copy(c, cr, m, buf, cap);
 }
 
 int meta_client_removexattr(meta_client *c, const struct meta_cred *cr, uint64_t ino,
