@@ -577,6 +577,17 @@ static int call_plain(meta_client *c, const struct meta_cred *cr, struct meta_rp
 	return rc;
 }
 
+/* Calls that take an inode and a name and answer nothing more (RMDIR,
+ * UNLINK, REMOVEXATTR). */
+static int name_call(meta_client *c, const struct meta_cred *cr, uint16_t type, uint64_t ino,
+		     struct meta_name name)
+{
+	REQ(m, type);
+	m->ino = ino;
+	m->name = name;
+	return call_plain(c, cr, m, NULL, 0);
+}
+
 int meta_client_lookup(meta_client *c, const struct meta_cred *cr, uint64_t parent,
 		       struct meta_name name, struct meta_inode *out)
 {
@@ -857,19 +868,13 @@ int meta_client_mknod(meta_client *c, const struct meta_cred *cr, uint64_t paren
 int meta_client_rmdir(meta_client *c, const struct meta_cred *cr, uint64_t parent,
 		      struct meta_name name)
 {
-	REQ(m, META_RPC_RMDIR);
-	m->ino = parent;
-	m->name = name;
-	return call_plain(c, cr, m, NULL, 0);
+	return name_call(c, cr, META_RPC_RMDIR, parent, name);
 }
 
 int meta_client_unlink(meta_client *c, const struct meta_cred *cr, uint64_t parent,
 		       struct meta_name name)
 {
-	REQ(m, META_RPC_UNLINK);
-	m->ino = parent;
-	m->name = name;
-	return call_plain(c, cr, m, NULL, 0);
+	return name_call(c, cr, META_RPC_UNLINK, parent, name);
 }
 
 int meta_client_unlink_dir(meta_client *c, const struct meta_cred *cr, uint64_t parent,
@@ -1039,10 +1044,7 @@ int meta_client_listxattr(meta_client *c, const struct meta_cred *cr, uint64_t i
 int meta_client_removexattr(meta_client *c, const struct meta_cred *cr, uint64_t ino,
 			    struct meta_name name)
 {
-	REQ(m, META_RPC_REMOVEXATTR);
-	m->ino = ino;
-	m->name = name;
-	return call_plain(c, cr, m, NULL, 0);
+	return name_call(c, cr, META_RPC_REMOVEXATTR, ino, name);
 }
 
 int meta_client_layout_get(meta_client *c, const struct meta_cred *cr, uint64_t ino, int *has,
