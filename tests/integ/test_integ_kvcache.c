@@ -133,6 +133,27 @@ static void test_cli(void **st)
 	assert_int_equal(access(p, F_OK), -1);
 }
 
+/* Puts the N values VALS (LENS bytes) under KEYS (KLEN) through IOV, each
+ * of which must be stored, then gets them into BUFS (CAPS bytes, filled
+ * with 0xEE first) and checks each one whole. */
+static void put_get_all(cfs_kvc *kv, cfs_iov *iov, int n, const void *const *keys,
+			const size_t *klen, const void *const *vals, const size_t *lens,
+			void *const *bufs, const size_t *caps)
+{
+	int res[CFS_KVC_BATCH_MAX];
+	assert_true(n <= CFS_KVC_BATCH_MAX);
+	assert_int_equal(cfs_kvc_put(kv, iov, n, keys, klen, vals, lens, res), 0);
+	for (int i = 0; i < n; i++)
+		assert_int_equal(res[i], 0);
+	for (int i = 0; i < n; i++)
+		memset(bufs[i], 0xEE, caps[i]);
+	assert_int_equal(cfs_kvc_get(kv, iov, n, keys, klen, bufs, caps, res), 0);
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(res[i], (int)lens[i]);
+		assert_memory_equal(bufs[i], vals[i], lens[i]);
+	}
+}
+
 /* Pages bigger than a chunk (2 MiB pages, the root's 1 MiB chunks): a put
  * writes each chunk of a page as its own ring write with its own CRC and
  * publishes the CRC folded from them; values of every shape around the
@@ -154,7 +175,6 @@ static void test_big_pages(void **st)
 	const void *keys[N], *vals[N];
 	void *bufs[N];
 	size_t klen[N], lens[N], caps[N];
-	int res[N];
 	for (int i = 0; i < N; i++) {
 		keyname(names[i], 0xb16000u + (uint32_t)i);
 		keys[i] = names[i];
@@ -165,15 +185,7 @@ static void test_big_pages(void **st)
 		caps[i] = BIG;
 		fill((uint8_t *)vals[i], lens[i], (uint32_t)i, 5);
 	}
-	assert_int_equal(cfs_kvc_put(kv, iov, N, keys, klen, vals, lens, res), 0);
-	for (int i = 0; i < N; i++)
-		assert_int_equal(res[i], 0);
-	memset(base + (size_t)N * BIG, 0xEE, (size_t)N * BIG);
-	assert_int_equal(cfs_kvc_get(kv, iov, N, keys, klen, bufs, caps, res), 0);
-	for (int i = 0; i < N; i++) {
-		assert_int_equal(res[i], (int)lens[i]);
-		assert_memory_equal(bufs[i], vals[i], lens[i]);
-	}
+	put_get_all(kv, iov, N, keys, klen, vals, lens, bufs, caps);
 	cfs_iov_destroy(iov);
 	cfs_kvc_close(kv);
 	assert_int_equal(cfs_kvc_destroy(env.mnt, "big", &o), 0);
@@ -258,7 +270,6 @@ static void test_prefill(void **st)
 	const void *keys[N], *vals[N];
 	void *bufs[N];
 	size_t klen[N], lens[N], caps[N];
-	int res[N];
 	for (int i = 0; i < N; i++) {
 		keyname(names[i], 0x9f000u + (uint32_t)i);
 		keys[i] = names[i];
@@ -269,14 +280,7 @@ static void test_prefill(void **st)
 		caps[i] = PAGE;
 		fill((uint8_t *)vals[i], lens[i], (uint32_t)i, 9);
 	}
-	assert_int_equal(cfs_kvc_put(kv, iov, N, keys, klen, vals, lens, res), 0);
-	for (int i = 0; i < N; i++)
-		assert_int_equal(res[i], 0);
-	assert_int_equal(cfs_kvc_get(kv, iov, N, keys, klen, bufs, caps, res), 0);
-	for (int i = 0; i < N; i++) {
-		assert_int_equal(res[i], (int)lens[i]);
-		assert_memory_equal(bufs[i], vals[i], lens[i]);
-	}
+	put_get_all(kv, iov, N, keys, klen, vals, lens, bufs, caps);
 	cfs_iov_destroy(iov);
 	cfs_kvc_close(kv);
 	assert_int_equal(cfs_kvc_destroy(env.mnt, "pf", &o), 0);
