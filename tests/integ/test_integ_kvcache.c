@@ -492,6 +492,17 @@ static void get_n_check(cfs_kvc *kv, cfs_iov *iov, int n, uint32_t base, size_t 
 	}
 }
 
+/* Namespace 0 of KV holds USED entries, with no page reserved and none
+ * evicted: every put so far has settled and found room. */
+static void assert_settled(cfs_kvc *kv, uint64_t used)
+{
+	struct cfs_kvc_info in;
+	assert_int_equal(cfs_kvc_stats(kv, 0, &in), 0);
+	assert_int_equal(in.reserved, 0);
+	assert_int_equal(in.evictions, 0);
+	assert_int_equal(in.used, used);
+}
+
 /* A put whose PUBLISH call fails gives its pages back at once. Before,
  * its reservations stayed until their lease (30 s) ran out, so a few
  * failed puts left a namespace full of dead reservations and later puts
@@ -504,7 +515,6 @@ static void test_failed_put_releases(void **st)
 	cfs_kvc *bad, *good;
 	cfs_iov *iov;
 	int res[16];
-	struct cfs_kvc_info in;
 	assert_int_equal(cfs_kvc_create(env.mnt, "fpub", "kv/fpub", PAGE, 8 * PAGE, 2, &o), 0);
 	setenv("CFS_KVC_TEST_FAIL_PUBLISH", "1", 1);
 	int rc = cfs_kvc_open(env.mnt, "fpub", &o, &bad);
@@ -517,16 +527,12 @@ static void test_failed_put_releases(void **st)
 		assert_int_equal(put_n(bad, iov, 8, 100, 1000, res), -EIO);
 		for (int i = 0; i < 8; i++)
 			assert_int_equal(res[i], -EIO);
-		assert_int_equal(cfs_kvc_stats(good, 0, &in), 0);
-		assert_int_equal(in.reserved, 0);
-		assert_int_equal(in.used, 0);
+		assert_settled(good, 0);
 	}
 	/* Every page is free for the next writer: no -ENOSPC, no eviction. */
 	put_n_ok(good, iov, 8, 200, 1000);
 	get_n_check(good, iov, 8, 200, 1000);
-	assert_int_equal(cfs_kvc_stats(good, 0, &in), 0);
-	assert_int_equal(in.evictions, 0);
-	assert_int_equal(in.used, 8);
+	assert_settled(good, 8);
 	cfs_iov_destroy(iov);
 	cfs_kvc_close(bad);
 	cfs_kvc_close(good);
@@ -569,7 +575,6 @@ static void test_put_resent(void **st)
 	cfs_kvc *slow, *kv;
 	cfs_iov *iov;
 	int res[8];
-	struct cfs_kvc_info in;
 	assert_int_equal(cfs_kvc_create(env.mnt, "resend", "kv/resend", PAGE, 16 * PAGE, 2, &o), 0);
 	struct tcp_proxy *px = proxy_opts(&po, 150, addr, cid, secret);
 	assert_int_equal(cfs_kvc_open(env.mnt, "resend", &po, &slow), 0);
@@ -582,15 +587,11 @@ static void test_put_resent(void **st)
 	for (int i = 0; i < 8; i++)
 		assert_int_equal(res[i], 0);
 	clock_sleep_ms(500); /* every attempt has run (replies are 400 ms late) */
-	assert_int_equal(cfs_kvc_stats(kv, 0, &in), 0);
-	assert_int_equal(in.reserved, 0);
-	assert_int_equal(in.used, 8);
+	assert_settled(kv, 8);
 	/* The other 8 pages are free: a put of 8 new keys evicts nothing. */
 	put_n_ok(kv, iov, 8, 800, 2000);
 	get_n_check(kv, iov, 8, 700, 3000);
-	assert_int_equal(cfs_kvc_stats(kv, 0, &in), 0);
-	assert_int_equal(in.evictions, 0);
-	assert_int_equal(in.used, 16);
+	assert_settled(kv, 16);
 	/* A delete and a create resent the same way answer what their first
 	 * attempt did: the 8 keys deleted (before their tokens: reported
 	 * absent), the namespace made (before: -EEXIST). */
@@ -611,8 +612,7 @@ static void test_put_resent(void **st)
 		assert_int_equal(res[i], 1);
 	assert_int_equal(crc, 0);
 	clock_sleep_ms(500);
-	assert_int_equal(cfs_kvc_stats(kv, 0, &in), 0);
-	assert_int_equal(in.used, 8);
+	assert_settled(kv, 8);
 	/* A namespace delete resent the same way succeeds (before its token
 	 * its last attempt answered -ENOENT, and the slab files stayed), and
 	 * the name can be made again at once. */
