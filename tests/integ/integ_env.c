@@ -191,6 +191,19 @@ int integ_all_serving(const struct integ *e)
 	       !strstr(out, "(waiting)") && !strstr(out, "(lastsrv)");
 }
 
+void integ_up_serving(const struct integ *e, const char *tag, int serving_ms)
+{
+	char log[700];
+	snprintf(log, sizeof(log), "%s/%s.out", e->dir, tag);
+	char *up[] = {(char *)testenv_chainfs(), "up", "--dir", (char *)e->data, NULL};
+	assert_int_equal(integ_run(up, NULL, log, 120000), 0);
+	int ok = 0;
+	uint64_t deadline = clock_mono_ms() + (uint64_t)serving_ms;
+	while (!(ok = integ_all_serving(e)) && clock_mono_ms() < deadline)
+		clock_sleep_ms(500);
+	assert_true(ok);
+}
+
 int integ_run(char *const argv[], const char *cwd, const char *log, int timeout_ms)
 {
 	return testenv_run(argv, cwd, log, timeout_ms);
