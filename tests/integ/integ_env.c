@@ -191,12 +191,17 @@ int integ_all_serving(const struct integ *e)
 	       !strstr(out, "(waiting)") && !strstr(out, "(lastsrv)");
 }
 
-void integ_up_serving(const struct integ *e, const char *tag, int serving_ms)
+int integ_up_again(const struct integ *e, const char *tag)
 {
 	char log[700];
 	snprintf(log, sizeof(log), "%s/%s.out", e->dir, tag);
 	char *up[] = {(char *)testenv_chainfs(), "up", "--dir", (char *)e->data, NULL};
-	assert_int_equal(integ_run(up, NULL, log, 120000), 0);
+	return integ_run(up, NULL, log, 120000);
+}
+
+void integ_up_serving(const struct integ *e, const char *tag, int serving_ms)
+{
+	assert_int_equal(integ_up_again(e, tag), 0);
 	int ok = 0;
 	uint64_t deadline = clock_mono_ms() + (uint64_t)serving_ms;
 	while (!(ok = integ_all_serving(e)) && clock_mono_ms() < deadline)

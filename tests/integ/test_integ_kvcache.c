@@ -937,10 +937,7 @@ static long acked(const char *acks)
 
 static void restart_cluster(void)
 {
-	char log[700];
-	snprintf(log, sizeof(log), "%s/kvc-up-again.out", env.dir);
-	char *again[] = { (char *)testenv_chainfs(), "up", "--dir", env.data, NULL };
-	assert_int_equal(integ_run(again, NULL, log, 120000), 0);
+	assert_int_equal(integ_up_again(&env, "kvc-up-again"), 0);
 }
 
 static void kill_role_under_load(const char *acks, const char *role)
