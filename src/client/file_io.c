@@ -693,6 +693,33 @@ static uint64_t piece_end(const struct file_io *f, const struct file_io_inode *f
 	return e < end ? e : end;
 }
 
+/* Fills JOBS[0, N) with the N pieces of [OFF, END) of FI (cut as
+ * piece_end with SPLIT), each of group G, reading into or writing from its
+ * slice of BUF (which holds the bytes from OFF). */
+static void jobs_fill(const struct file_io *f, struct file_io_inode *fi, struct fio_group *g,
+                      int write, int split, uint64_t off, uint64_t end, char *buf,
+                      struct fio_job *jobs, size_t n)
+{
+	uint32_t cs = fi->layout.chunk_size;
+	uint64_t pos = off;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t index = (uint32_t)(pos / cs);
+		uint64_t pend = piece_end(f, fi, split, pos, end);
+		jobs[i] = (struct fio_job){
+		    .g = g,
+		    .write = write,
+		    .chain = meta_layout_chain(&fi->layout, fi->perm, index),
+		    .index = index,
+		    .off = (uint32_t)(pos % cs),
+		    .len = (uint32_t)(pend - pos),
+		    .chunk_size = cs,
+		    .ino = fi->ino,
+		    .buf = buf + (pos - off),
+		};
+		pos = pend;
+	}
+}
+
 /* Reads the N pieces of [OFF, END) with one backend read_batch call. */
 static int run_batch(struct file_io *f, struct file_io_inode *fi, int split, uint64_t off,
                      uint64_t end, size_t n, char *buf)
@@ -753,24 +780,10 @@ static int run_range_crc(struct file_io *f, struct file_io_inode *fi, int write,
 	struct fio_group g = {.pending = (int)n};
 	pthread_mutex_init(&g.lock, NULL);
 	pthread_cond_init(&g.done, NULL);
-	uint64_t pos = off;
-	for (size_t i = 0; i < n; i++) {
-		uint32_t index = (uint32_t)(pos / cs);
-		uint64_t pend = piece_end(f, fi, split, pos, end);
-		jobs[i] = (struct fio_job){
-		    .g = &g,
-		    .write = write,
-		    .chain = meta_layout_chain(&fi->layout, fi->perm, index),
-		    .index = index,
-		    .off = (uint32_t)(pos % cs),
-		    .len = (uint32_t)(pend - pos),
-		    .chunk_size = cs,
-		    .ino = fi->ino,
-		    .buf = buf + (pos - off),
-		    .has_crc = write && crc && n == 1,
-		    .crc = crc ? *crc : 0,
-		};
-		pos = pend;
+	jobs_fill(f, fi, &g, write, split, off, end, buf, jobs, n);
+	if (write && crc && n == 1) {
+		jobs[0].has_crc = 1;
+		jobs[0].crc = *crc;
 	}
 	if (n > 1)
 		queue_jobs(f, jobs + 1, n - 1);
@@ -899,22 +912,7 @@ static int ra_launch(struct file_io *f, struct file_io_inode *fi, uint64_t off, 
 	pthread_cond_init(&u->g.done, NULL);
 	u->g.pending = (int)n;
 	u->g.ra = u;
-	uint64_t pos = off;
-	for (size_t i = 0; i < n; i++) {
-		uint32_t index = (uint32_t)(pos / cs);
-		uint64_t pend = piece_end(f, fi, 0, pos, end);
-		jobs[i] = (struct fio_job){
-		    .g = &u->g,
-		    .chain = meta_layout_chain(&fi->layout, fi->perm, index),
-		    .index = index,
-		    .off = (uint32_t)(pos % cs),
-		    .len = (uint32_t)(pend - pos),
-		    .chunk_size = cs,
-		    .ino = fi->ino,
-		    .buf = data + (pos - off),
-		};
-		pos = pend;
-	}
+	jobs_fill(f, fi, &u->g, 0, 0, off, end, data, jobs, n);
 	u->next = fi->ra;
 	fi->ra = u;
 	queue_jobs(f, jobs, n);
@@ -1412,23 +1410,7 @@ ssize_t file_io_write_behind(file_io *f, file_io_inode *fi, uint64_t off, size_t
 	pthread_cond_init(&w->g.done, NULL);
 	w->g.pending = (int)n;
 	w->g.wb = w;
-	uint64_t pos = off;
-	for (size_t i = 0; i < n; i++) {
-		uint32_t index = (uint32_t)(pos / cs);
-		uint64_t pend = piece_end(f, fi, 0, pos, end);
-		jobs[i] = (struct fio_job){
-		    .g = &w->g,
-		    .write = 1,
-		    .chain = meta_layout_chain(&fi->layout, fi->perm, index),
-		    .index = index,
-		    .off = (uint32_t)(pos % cs),
-		    .len = (uint32_t)(pend - pos),
-		    .chunk_size = cs,
-		    .ino = fi->ino,
-		    .buf = data + (pos - off),
-		};
-		pos = pend;
-	}
+	jobs_fill(f, fi, &w->g, 1, 0, off, end, data, jobs, n);
 	queue_jobs(f, jobs, n);
 	return (ssize_t)len;
 }

@@ -577,6 +577,17 @@ static int call_plain(meta_client *c, const struct meta_cred *cr, struct meta_rp
 	return rc;
 }
 
+/* Calls that take an inode and a name and answer nothing more (RMDIR,
+ * UNLINK, REMOVEXATTR). */
+static int name_call(meta_client *c, const struct meta_cred *cr, uint16_t type, uint64_t ino,
+		     struct meta_name name)
+{
+	REQ(m, type);
+	m->ino = ino;
+	m->name = name;
+	return call_plain(c, cr, m, NULL, 0);
+}
+
 int meta_client_lookup(meta_client *c, const struct meta_cred *cr, uint64_t parent,
 		       struct meta_name name, struct meta_inode *out)
 {
@@ -749,11 +760,13 @@ int meta_client_idata_commit(meta_client *c, const struct meta_cred *cr, uint64_
 	return call_inode(c, cr, m, out, NULL);
 }
 
-int meta_client_sync(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+/* SYNC (QUERY) and FSYNC: LEN (may be NULL) the length the client knows;
+ * *SIZE (may be NULL) the size in the reply. */
+static int sync_call(meta_client *c, const struct meta_cred *cr, uint16_t type, uint64_t ino,
 		     const struct meta_length *len, int query, uint64_t *size)
 {
 	struct meta_rpc_resp r = { 0 };
-	REQ(m, META_RPC_SYNC);
+	REQ(m, type);
 	m->ino = ino;
 	m->has_len = len != NULL;
 	if (len)
@@ -765,29 +778,36 @@ int meta_client_sync(meta_client *c, const struct meta_cred *cr, uint64_t ino,
 	return rc;
 }
 
-int meta_client_close(meta_client *c, const struct meta_cred *cr, uint64_t ino, uint64_t session,
-		      const struct meta_length *len)
+int meta_client_sync(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+		     const struct meta_length *len, int query, uint64_t *size)
+{
+	return sync_call(c, cr, META_RPC_SYNC, ino, len, query, size);
+}
+
+/* CLOSE of SESSION with FLAGS (META_CLOSE_*); LEN may be NULL. */
+static int close_call(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+		      uint64_t session, unsigned flags, const struct meta_length *len)
 {
 	REQ(m, META_RPC_CLOSE);
 	m->ino = ino;
 	m->ino2 = session;
+	m->flags = flags;
 	m->has_len = len != NULL;
 	if (len)
 		m->len = *len;
 	return call_plain(c, cr, m, NULL, ino);
 }
 
+int meta_client_close(meta_client *c, const struct meta_cred *cr, uint64_t ino, uint64_t session,
+		      const struct meta_length *len)
+{
+	return close_call(c, cr, ino, session, 0, len);
+}
+
 int meta_client_close_known(meta_client *c, const struct meta_cred *cr, uint64_t ino,
 			    uint64_t session, const struct meta_length *len)
 {
-	REQ(m, META_RPC_CLOSE);
-	m->ino = ino;
-	m->ino2 = session;
-	m->flags = META_CLOSE_LEN_KNOWN;
-	m->has_len = len != NULL;
-	if (len)
-		m->len = *len;
-	return call_plain(c, cr, m, NULL, ino);
+	return close_call(c, cr, ino, session, META_CLOSE_LEN_KNOWN, len);
 }
 
 int meta_client_close_many(meta_client *c, const uint64_t *pairs, int n)
@@ -821,16 +841,7 @@ int meta_client_close_many(meta_client *c, const uint64_t *pairs, int n)
 int meta_client_fsync(meta_client *c, const struct meta_cred *cr, uint64_t ino,
 		      const struct meta_length *len, uint64_t *size)
 {
-	struct meta_rpc_resp r = { 0 };
-	REQ(m, META_RPC_FSYNC);
-	m->ino = ino;
-	m->has_len = len != NULL;
-	if (len)
-		m->len = *len;
-	int rc = call_plain(c, cr, m, &r, ino);
-	if (rc == 0 && size)
-		*size = r.size;
-	return rc;
+	return sync_call(c, cr, META_RPC_FSYNC, ino, len, 0, size);
 }
 
 int meta_client_mkdir(meta_client *c, const struct meta_cred *cr, uint64_t parent,
@@ -857,19 +868,13 @@ int meta_client_mknod(meta_client *c, const struct meta_cred *cr, uint64_t paren
 int meta_client_rmdir(meta_client *c, const struct meta_cred *cr, uint64_t parent,
 		      struct meta_name name)
 {
-	REQ(m, META_RPC_RMDIR);
-	m->ino = parent;
-	m->name = name;
-	return call_plain(c, cr, m, NULL, 0);
+	return name_call(c, cr, META_RPC_RMDIR, parent, name);
 }
 
 int meta_client_unlink(meta_client *c, const struct meta_cred *cr, uint64_t parent,
 		       struct meta_name name)
 {
-	REQ(m, META_RPC_UNLINK);
-	m->ino = parent;
-	m->name = name;
-	return call_plain(c, cr, m, NULL, 0);
+	return name_call(c, cr, META_RPC_UNLINK, parent, name);
 }
 
 int meta_client_unlink_dir(meta_client *c, const struct meta_cred *cr, uint64_t parent,
@@ -1002,46 +1007,44 @@ int meta_client_setxattr(meta_client *c, const struct meta_cred *cr, uint64_t in
 	return call_plain(c, cr, m, NULL, 0);
 }
 
-int meta_client_getxattr(meta_client *c, const struct meta_cred *cr, uint64_t ino,
-			 struct meta_name name, void *buf, size_t cap)
+/* Calls whose reply data is copied into BUF (CAP bytes; -ERANGE when it
+ * does not fit, 0: just the size); returns the reply's size. */
+static int call_copy(meta_client *c, const struct meta_cred *cr, struct meta_rpc_req *m,
+		     void *buf, size_t cap)
 {
 	struct meta_rpc_resp r = { 0 };
 	struct buf keep = BUF_INIT;
-	REQ(m, META_RPC_GETXATTR);
-	m->ino = ino;
-	m->name = name;
-	m->count = cap > META_XATTR_VALUE_MAX ? META_XATTR_VALUE_MAX : (uint32_t)cap;
 	int rc = call_keep(c, cr, m, &r, 0, &keep);
 	free(m);
 	if (rc == 0)
 		rc = copy_out(&r, r.size, buf, cap, 0);
 	buf_fini(&keep);
 	return rc;
+}
+
+int meta_client_getxattr(meta_client *c, const struct meta_cred *cr, uint64_t ino,
+			 struct meta_name name, void *buf, size_t cap)
+{
+	REQ(m, META_RPC_GETXATTR);
+	m->ino = ino;
+	m->name = name;
+	m->count = cap > META_XATTR_VALUE_MAX ? META_XATTR_VALUE_MAX : (uint32_t)cap;
+	return call_copy(c, cr, m, buf, cap);
 }
 
 int meta_client_listxattr(meta_client *c, const struct meta_cred *cr, uint64_t ino, char *buf,
 			  size_t cap)
 {
-	struct meta_rpc_resp r = { 0 };
-	struct buf keep = BUF_INIT;
 	REQ(m, META_RPC_LISTXATTR);
 	m->ino = ino;
 	m->count = cap > META_RPC_LIST_MAX ? META_RPC_LIST_MAX : (uint32_t)cap;
-	int rc = call_keep(c, cr, m, &r, 0, &keep);
-	free(m);
-	if (rc == 0)
-		rc = copy_out(&r, r.size, buf, cap, 0);
-	buf_fini(&keep);
-	return rc;
+	return call_copy(c, cr, m, buf, cap);
 }
 
 int meta_client_removexattr(meta_client *c, const struct meta_cred *cr, uint64_t ino,
 			    struct meta_name name)
 {
-	REQ(m, META_RPC_REMOVEXATTR);
-	m->ino = ino;
-	m->name = name;
-	return call_plain(c, cr, m, NULL, 0);
+	return name_call(c, cr, META_RPC_REMOVEXATTR, ino, name);
 }
 
 int meta_client_layout_get(meta_client *c, const struct meta_cred *cr, uint64_t ino, int *has,

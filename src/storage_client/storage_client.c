@@ -607,40 +607,60 @@ int storage_client_write_crc(struct storage_client *c, const struct storage_loc 
 	return write_crc(c, loc, ino, idx, off, len, data, crc, 1, flags, out);
 }
 
+/* Encodes request ARG for D into PL: call_loc's ENCODE. */
+typedef int (*loc_encode_fn)(struct buf *pl, void *arg, const struct dest *d);
+
+/* A request of TYPE without bulk data to LOC (a write: its chain's head),
+ * encoded by ENCODE for each attempt's destination and retried as
+ * retryable() and backoff() say; the reply's payload in RESP. */
+static int call_loc(struct storage_client *c, const struct storage_loc *loc, bool write,
+		    uint16_t type, loc_encode_fn encode, void *arg, struct buf *resp)
+{
+	struct buf pl;
+	buf_init(&pl);
+	uint64_t start = clock_mono_ms();
+	int rc;
+	for (int attempt = 1;; attempt++) {
+		struct dest d;
+		rc = resolve(c, loc, write, &d, NULL);
+		if (!rc) {
+			buf_reset(&pl);
+			if ((rc = encode(&pl, arg, &d)))
+				break;
+			rc = call(c, d.addr, type, &pl, NULL, 0, resp);
+		}
+		if (!rc || !retryable(rc, loc->chain != 0) ||
+		    !backoff(c, start, attempt, rc, d.routing_ver))
+			break;
+	}
+	buf_fini(&pl);
+	return rc;
+}
+
+static int remove_encode(struct buf *pl, void *arg, const struct dest *d)
+{
+	struct sto_remove_req *m = arg;
+	m->target = d->target;
+	m->chain = d->chain;
+	m->chain_ver = d->chain_ver;
+	return sto_remove_req_encode(pl, m);
+}
+
 int storage_client_remove(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
 			  uint32_t begin, uint32_t end, uint32_t *removed)
 {
 	struct sto_remove_req m = { .ino = ino, .begin = begin, .end = end,
 				    .client = c->client_id };
 	next_seq(c, &m.channel, &m.seq);
-	struct buf pl, resp;
-	buf_init(&pl);
+	struct buf resp;
 	buf_init(&resp);
-	uint64_t start = clock_mono_ms();
-	int rc;
-	for (int attempt = 1;; attempt++) {
-		struct dest d;
-		rc = resolve(c, loc, true, &d, NULL);
-		if (!rc) {
-			m.target = d.target;
-			m.chain = d.chain;
-			m.chain_ver = d.chain_ver;
-			buf_reset(&pl);
-			if ((rc = sto_remove_req_encode(&pl, &m)))
-				break;
-			rc = call(c, d.addr, STO_MSG_REMOVE, &pl, NULL, 0, &resp);
-		}
-		if (!rc) {
-			struct sto_remove_resp r;
-			rc = sto_remove_resp_decode(resp.data, resp.len, &r);
-			if (!rc && removed)
-				*removed = r.removed;
-			break;
-		}
-		if (!retryable(rc, loc->chain != 0) || !backoff(c, start, attempt, rc, d.routing_ver))
-			break;
+	int rc = call_loc(c, loc, true, STO_MSG_REMOVE, remove_encode, &m, &resp);
+	if (!rc) {
+		struct sto_remove_resp r;
+		rc = sto_remove_resp_decode(resp.data, resp.len, &r);
+		if (!rc && removed)
+			*removed = r.removed;
 	}
-	buf_fini(&pl);
 	buf_fini(&resp);
 	return rc;
 }
@@ -672,34 +692,23 @@ int storage_client_truncate(struct storage_client *c, const struct storage_loc *
 	return rc;
 }
 
+static int query_encode(struct buf *pl, void *arg, const struct dest *d)
+{
+	struct sto_query_req *m = arg;
+	m->target = d->target;
+	m->chain = d->chain;
+	return sto_query_req_encode(pl, m);
+}
+
 int storage_client_query(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
 			 uint32_t idx, int last, struct sto_query_resp *out)
 {
 	struct sto_query_req m = { .ino = ino, .idx = idx, .last = last ? 1 : 0 };
-	struct buf pl, resp;
-	buf_init(&pl);
+	struct buf resp;
 	buf_init(&resp);
-	uint64_t start = clock_mono_ms();
-	int rc;
-	for (int attempt = 1;; attempt++) {
-		struct dest d;
-		rc = resolve(c, loc, false, &d, NULL);
-		if (!rc) {
-			m.target = d.target;
-			m.chain = d.chain;
-			buf_reset(&pl);
-			if ((rc = sto_query_req_encode(&pl, &m)))
-				break;
-			rc = call(c, d.addr, STO_MSG_QUERY, &pl, NULL, 0, &resp);
-		}
-		if (!rc) {
-			rc = sto_query_resp_decode(resp.data, resp.len, out);
-			break;
-		}
-		if (!retryable(rc, loc->chain != 0) || !backoff(c, start, attempt, rc, d.routing_ver))
-			break;
-	}
-	buf_fini(&pl);
+	int rc = call_loc(c, loc, false, STO_MSG_QUERY, query_encode, &m, &resp);
+	if (!rc)
+		rc = sto_query_resp_decode(resp.data, resp.len, out);
 	buf_fini(&resp);
 	return rc;
 }
@@ -1331,14 +1340,10 @@ static int read_sync(struct storage_client *c, struct storage_read *r, size_t n,
 	struct sto_read_range *rr = calloc(n, sizeof(*rr));
 	if (av0 && n == 1 && (avoid = calloc(1, sizeof(*avoid))))
 		avoid[0] = *av0;
+	int ret = 0;
 	if (!todo || !g || !idx || !rr || !tgt || (av0 && !avoid)) {
-		free(avoid);
-		free(tgt);
-		free(todo);
-		free(g);
-		free(idx);
-		free(rr);
-		return -ENOMEM;
+		ret = -ENOMEM;
+		goto out;
 	}
 	/* Short-circuit first: a lone range waits for the disk here; a
 	 * batch's ranges (USRBIO, KVCache, the mount's split reads) are all
@@ -1357,15 +1362,8 @@ static int read_sync(struct storage_client *c, struct storage_read *r, size_t n,
 		todo[i] = todo[i] != SC_DIRECT_DONE;
 		left += (size_t)todo[i];
 	}
-	if (!left) {
-		free(avoid);
-		free(tgt);
-		free(todo);
-		free(g);
-		free(idx);
-		free(rr);
-		return 0;
-	}
+	if (!left)
+		goto out;
 	uint64_t start = clock_mono_ms();
 	int fast = 0; /* retries sent without a pause (see node avoidance) */
 	struct read_batch batch = { .left = 0 };
@@ -1532,13 +1530,14 @@ static int read_sync(struct storage_client *c, struct storage_read *r, size_t n,
 	}
 	pthread_mutex_destroy(&batch.mu);
 	pthread_cond_destroy(&batch.cv);
+out:
 	free(avoid);
 	free(tgt);
 	free(todo);
 	free(g);
 	free(idx);
 	free(rr);
-	return 0;
+	return ret;
 }
 
 int storage_client_read(struct storage_client *c, struct storage_read *r, size_t n,

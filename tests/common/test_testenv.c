@@ -1,5 +1,5 @@
-/* test_testenv.c - the test harness's own port helper (testenv.h):
- * ports handed to tests are distinct, below the ephemeral range, and
+/* test_testenv.c - the test harness's own helpers (testenv.h): ports handed to
+ * tests are distinct, below the ephemeral range, and
  * never handed to another test process while leased (ctest runs two
  * tests at once; a port probed free is free for anyone until its server
  * binds it, or while a test restarts that server). */
@@ -201,6 +201,32 @@ static void test_spawned_die_with_test(void **state)
 	assert_true(gone);
 }
 
+/* testenv_run: the exit status, the output in the file (appended), a
+ * command past its deadline killed (-1), one that cannot start 127. */
+static void test_run(void **state)
+{
+	(void)state;
+	char *dir = testenv_tmpdir("run");
+	char log[600], out[64];
+	snprintf(log, sizeof(log), "%s/out", dir);
+	char *echo[] = { "sh", "-c", "echo one; echo two >&2; exit 3", NULL };
+	assert_int_equal(testenv_run(echo, NULL, log, 10000), 3);
+	char *pwd[] = { "sh", "-c", "pwd", NULL };
+	assert_int_equal(testenv_run(pwd, "/", log, 10000), 0);
+	assert_int_equal(testenv_read_file(log, out, sizeof(out)), 10);
+	assert_string_equal(out, "one\ntwo\n/\n");
+	assert_int_equal(testenv_read_file(log, out, 4), 3);
+	assert_string_equal(out, "one");
+	char *slow[] = { "sleep", "30", NULL };
+	assert_int_equal(testenv_run(slow, NULL, NULL, 100), -1);
+	char *none[] = { "/nonexistent/cfs-no-such-binary", NULL };
+	assert_int_equal(testenv_run(none, NULL, NULL, 10000), 127);
+	snprintf(log, sizeof(log), "%s/missing", dir);
+	assert_int_equal(testenv_read_file(log, out, sizeof(out)), -1);
+	assert_string_equal(out, "");
+	free(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -208,6 +234,7 @@ int main(void)
 		cmocka_unit_test(test_maps_count),
 		cmocka_unit_test(test_memfd_maps_count),
 		cmocka_unit_test(test_spawned_die_with_test),
+		cmocka_unit_test(test_run),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	testenv_cleanup();

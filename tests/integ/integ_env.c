@@ -185,47 +185,33 @@ int integ_all_serving(const struct integ *e)
 	    "--secret-file",           secret,  NULL};
 	if (integ_run(argv, NULL, log, 30000) != 0)
 		return 0;
-	FILE *f = fopen(log, "r");
-	if (!f)
+	if (testenv_read_file(log, out, sizeof(out)) < 0)
 		return 0;
-	size_t n = fread(out, 1, sizeof(out) - 1, f);
-	fclose(f);
-	out[n] = 0;
 	return strstr(out, "(serving)") && !strstr(out, "(offline)") && !strstr(out, "(syncing)") &&
 	       !strstr(out, "(waiting)") && !strstr(out, "(lastsrv)");
 }
 
+int integ_up_again(const struct integ *e, const char *tag)
+{
+	char log[700];
+	snprintf(log, sizeof(log), "%s/%s.out", e->dir, tag);
+	char *up[] = {(char *)testenv_chainfs(), "up", "--dir", (char *)e->data, NULL};
+	return integ_run(up, NULL, log, 120000);
+}
+
+void integ_up_serving(const struct integ *e, const char *tag, int serving_ms)
+{
+	assert_int_equal(integ_up_again(e, tag), 0);
+	int ok = 0;
+	uint64_t deadline = clock_mono_ms() + (uint64_t)serving_ms;
+	while (!(ok = integ_all_serving(e)) && clock_mono_ms() < deadline)
+		clock_sleep_ms(500);
+	assert_true(ok);
+}
+
 int integ_run(char *const argv[], const char *cwd, const char *log, int timeout_ms)
 {
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		if (log) {
-			int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-			if (fd >= 0) {
-				dup2(fd, 1);
-				dup2(fd, 2);
-			}
-		}
-		if (cwd && chdir(cwd) < 0)
-			_exit(126);
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	int st = 0;
-	uint64_t deadline = clock_mono_ms() + (uint64_t)timeout_ms;
-	for (;;) {
-		if (waitpid(pid, &st, WNOHANG) == pid)
-			break;
-		if (clock_mono_ms() > deadline) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &st, 0);
-			fprintf(stderr, "%s: killed after %d ms\n", argv[0], timeout_ms);
-			return -1;
-		}
-		clock_sleep_ms(10);
-	}
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+	return testenv_run(argv, cwd, log, timeout_ms);
 }
 
 void integ_print_file(const char *path)

@@ -93,6 +93,13 @@ int integ_kill9(const struct integ *e, const char *role);
 /* 1 when `chainfs admin list-chains` shows chains and every member of
  * every chain serving (none offline, syncing, waiting or last-serving). */
 int integ_all_serving(const struct integ *e);
+/* Brings back what was killed: `chainfs up` over E's data, which starts
+ * just what is missing (output in E->dir/TAG.out; killed after 120 s).
+ * Returns its exit status, or -1. */
+int integ_up_again(const struct integ *e, const char *tag);
+/* integ_up_again, which must succeed, then a wait of up to SERVING_MS for
+ * integ_all_serving, which must come. */
+void integ_up_serving(const struct integ *e, const char *tag, int serving_ms);
 /* Starts a second `chainfs mount` of E's cluster on E->dir/mnt2 (its path
  * into MNT, CAP bytes; output in E->dir/mount2.log) and waits up to 30 s
  * until it is mounted, failing the test otherwise. Returns its pid. */

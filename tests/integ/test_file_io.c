@@ -452,6 +452,28 @@ static int which(const uint8_t *r, size_t n, uint64_t off, const uint8_t *p1, co
 	return 0;
 }
 
+/* Options of a file_io over C's fake backend: 4 workers, 2 MiB of
+ * read-ahead whose units serve reads for TTL_MS. */
+static struct file_io_opts ra_opts(struct ctx *c, uint32_t ttl_ms)
+{
+	return (struct file_io_opts){
+	    .backend = {.arg = &c->fk, .read = fake_read, .write = fake_write},
+	    .workers = 4,
+	    .read_ahead = 2 << 20,
+	    .read_ahead_ttl_ms = ttl_ms,
+	};
+}
+
+/* Opens C's inode, as inode INO of size 0, in F. */
+static file_io_inode *open_empty(struct ctx *c, file_io *f, uint64_t ino)
+{
+	file_io_inode *fi;
+	c->in.ino = ino;
+	c->in.size = 0;
+	assert_int_equal(file_io_open(f, &c->in, &fi), 0);
+	return fi;
+}
+
 /* READ-AHEAD COHERENCE. Reader A and writer B are two file_io instances
  * (two mounts) over one backend. A reads a 3 MiB file sequentially in
  * CS pieces: some reads must be served without a backend request (the
@@ -467,17 +489,10 @@ static void test_read_ahead(void **state)
 	const size_t size = 48 * (size_t)CS; /* 3 MiB: three read-ahead units */
 	file_io *A, *B;
 	file_io_inode *fa, *fb;
-	struct file_io_opts o = {
-	    .backend = {.arg = &c->fk, .read = fake_read, .write = fake_write},
-	    .workers = 4,
-	    .read_ahead = 2 << 20,
-	    .read_ahead_ttl_ms = ttl,
-	};
+	struct file_io_opts o = ra_opts(c, ttl);
 	assert_int_equal(file_io_new(&o, &A, err, sizeof(err)), 0);
 	assert_int_equal(file_io_new(&o, &B, err, sizeof(err)), 0);
-	c->in.ino = 96;
-	c->in.size = 0;
-	assert_int_equal(file_io_open(B, &c->in, &fb), 0);
+	fb = open_empty(c, B, 96);
 	uint8_t *p1 = malloc(size), *p2 = malloc(size), *r = malloc(CS);
 	pattern(p1, size, 11);
 	pattern(p2, size, 12);
@@ -582,16 +597,9 @@ static void test_read_ahead_ref(void **state)
 	const size_t size = 48 * (size_t)CS;
 	file_io *A;
 	file_io_inode *fa;
-	struct file_io_opts o = {
-	    .backend = {.arg = &c->fk, .read = fake_read, .write = fake_write},
-	    .workers = 4,
-	    .read_ahead = 2 << 20,
-	    .read_ahead_ttl_ms = 10000,
-	};
+	struct file_io_opts o = ra_opts(c, 10000);
 	assert_int_equal(file_io_new(&o, &A, err, sizeof(err)), 0);
-	c->in.ino = 97;
-	c->in.size = 0;
-	assert_int_equal(file_io_open(A, &c->in, &fa), 0);
+	fa = open_empty(c, A, 97);
 	uint8_t *p1 = malloc(size), *p2 = malloc(size), *r = malloc(CS);
 	pattern(p1, size, 21);
 	pattern(p2, size, 22);
@@ -664,17 +672,10 @@ static void test_read_small_random(void **state)
 	const size_t size = 10 * (size_t)CS + 123; /* 640 KiB: under the 1 MiB bound */
 	file_io *A, *B;
 	file_io_inode *fa, *fb;
-	struct file_io_opts o = {
-	    .backend = {.arg = &c->fk, .read = fake_read, .write = fake_write},
-	    .workers = 4,
-	    .read_ahead = 2 << 20,
-	    .read_ahead_ttl_ms = ttl,
-	};
+	struct file_io_opts o = ra_opts(c, ttl);
 	assert_int_equal(file_io_new(&o, &A, err, sizeof(err)), 0);
 	assert_int_equal(file_io_new(&o, &B, err, sizeof(err)), 0);
-	c->in.ino = 97;
-	c->in.size = 0;
-	assert_int_equal(file_io_open(B, &c->in, &fb), 0);
+	fb = open_empty(c, B, 97);
 	uint8_t *p1 = malloc(size), *p2 = malloc(size), r[64];
 	pattern(p1, size, 21);
 	pattern(p2, size, 22);
@@ -721,9 +722,7 @@ static void test_read_small_random(void **state)
 	const size_t big = 20 * (size_t)CS; /* 1.25 MiB */
 	uint8_t *pb = malloc(big);
 	pattern(pb, big, 23);
-	c->in.ino = 98;
-	c->in.size = 0;
-	assert_int_equal(file_io_open(B, &c->in, &fb), 0);
+	fb = open_empty(c, B, 98);
 	assert_int_equal(file_io_write(B, fb, 0, big, pb), (ssize_t)big);
 	c->in.size = big;
 	assert_int_equal(file_io_open(A, &c->in, &fa), 0);
@@ -799,18 +798,11 @@ static void test_read_ahead_fail_waiters(void **state)
 	const size_t size = 10 * (size_t)CS; /* under the 1 MiB whole-file bound */
 	file_io *A;
 	file_io_inode *fa;
-	struct file_io_opts o = {
-	    .backend = {.arg = &c->fk, .read = fake_read, .write = fake_write},
-	    .workers = 4,
-	    .read_ahead = 2 << 20,
-	    .read_ahead_ttl_ms = 60000, /* the unit never expires under the readers */
-	    .ra_wait = fake_ra_wait,
-	    .ra_wait_arg = &c->fk,
-	};
+	struct file_io_opts o = ra_opts(c, 60000); /* the unit never expires under the readers */
+	o.ra_wait = fake_ra_wait;
+	o.ra_wait_arg = &c->fk;
 	assert_int_equal(file_io_new(&o, &A, err, sizeof(err)), 0);
-	c->in.ino = 99;
-	c->in.size = 0;
-	assert_int_equal(file_io_open(A, &c->in, &fa), 0);
+	fa = open_empty(c, A, 99);
 	uint8_t *p = malloc(size), r[64];
 	pattern(p, size, 31);
 	assert_int_equal(file_io_write(A, fa, 0, size, p), (ssize_t)size);

@@ -111,15 +111,7 @@ static void test_kill9_storage_during_fio(void **state)
 	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 
 	/* Bring the dead service back: `up` starts just what is missing. */
-	char uplog[700];
-	snprintf(uplog, sizeof(uplog), "%s/up-again.out", env.dir);
-	char *up[] = {(char *)testenv_chainfs(), "up", "--dir", env.data, NULL};
-	assert_int_equal(integ_run(up, NULL, uplog, 120000), 0);
-	int ok = 0;
-	deadline = clock_mono_ms() + 120000;
-	while (!(ok = integ_all_serving(&env)) && clock_mono_ms() < deadline)
-		clock_sleep_ms(500);
-	assert_true(ok);
+	integ_up_serving(&env, "up-again", 120000);
 
 	char *verify[] = {"fio",
 	                  dirarg,
@@ -201,15 +193,7 @@ static void test_kill9_mgmtd(void **state)
 		clock_sleep_ms(200);
 	}
 	assert_true(n >= 5);
-	char uplog[700];
-	snprintf(uplog, sizeof(uplog), "%s/up-mgmtd.out", env.dir);
-	char *up[] = {(char *)testenv_chainfs(), "up", "--dir", env.data, NULL};
-	assert_int_equal(integ_run(up, NULL, uplog, 120000), 0);
-	int ok = 0;
-	uint64_t deadline = clock_mono_ms() + 60000;
-	while (!(ok = integ_all_serving(&env)) && clock_mono_ms() < deadline)
-		clock_sleep_ms(500);
-	assert_true(ok);
+	integ_up_serving(&env, "up-mgmtd", 60000);
 	for (uint32_t i = 0; i < n; i++) {
 		snprintf(path, sizeof(path), "%s/f%u", dir, i);
 		read_check(path, i, (size_t)3 << 20);

@@ -626,10 +626,7 @@ static void test_kill9_meta(void **state)
 	assert_int_equal(pwrite(fd, b, sizeof(b), 16384), (ssize_t)sizeof(b));
 	/* meta dies right after the write returned, the file still open */
 	integ_kill9(&env, "meta");
-	char uplog[700];
-	snprintf(uplog, sizeof(uplog), "%s/up-meta.out", env.dir);
-	char *up[] = { (char *)testenv_chainfs(), "up", "--dir", env.data, NULL };
-	assert_int_equal(integ_run(up, NULL, uplog, 120000), 0);
+	assert_int_equal(integ_up_again(&env, "up-meta"), 0);
 	close(fd);
 	clock_sleep_ms(ATTR_BOUND_MS + 200);
 	check_file(p, 16384 + 100, 32);

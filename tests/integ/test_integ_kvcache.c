@@ -133,6 +133,27 @@ static void test_cli(void **st)
 	assert_int_equal(access(p, F_OK), -1);
 }
 
+/* Puts the N values VALS (LENS bytes) under KEYS (KLEN) through IOV, each
+ * of which must be stored, then gets them into BUFS (CAPS bytes, filled
+ * with 0xEE first) and checks each one whole. */
+static void put_get_all(cfs_kvc *kv, cfs_iov *iov, int n, const void *const *keys,
+			const size_t *klen, const void *const *vals, const size_t *lens,
+			void *const *bufs, const size_t *caps)
+{
+	int res[CFS_KVC_BATCH_MAX];
+	assert_true(n <= CFS_KVC_BATCH_MAX);
+	assert_int_equal(cfs_kvc_put(kv, iov, n, keys, klen, vals, lens, res), 0);
+	for (int i = 0; i < n; i++)
+		assert_int_equal(res[i], 0);
+	for (int i = 0; i < n; i++)
+		memset(bufs[i], 0xEE, caps[i]);
+	assert_int_equal(cfs_kvc_get(kv, iov, n, keys, klen, bufs, caps, res), 0);
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(res[i], (int)lens[i]);
+		assert_memory_equal(bufs[i], vals[i], lens[i]);
+	}
+}
+
 /* Pages bigger than a chunk (2 MiB pages, the root's 1 MiB chunks): a put
  * writes each chunk of a page as its own ring write with its own CRC and
  * publishes the CRC folded from them; values of every shape around the
@@ -154,7 +175,6 @@ static void test_big_pages(void **st)
 	const void *keys[N], *vals[N];
 	void *bufs[N];
 	size_t klen[N], lens[N], caps[N];
-	int res[N];
 	for (int i = 0; i < N; i++) {
 		keyname(names[i], 0xb16000u + (uint32_t)i);
 		keys[i] = names[i];
@@ -165,15 +185,7 @@ static void test_big_pages(void **st)
 		caps[i] = BIG;
 		fill((uint8_t *)vals[i], lens[i], (uint32_t)i, 5);
 	}
-	assert_int_equal(cfs_kvc_put(kv, iov, N, keys, klen, vals, lens, res), 0);
-	for (int i = 0; i < N; i++)
-		assert_int_equal(res[i], 0);
-	memset(base + (size_t)N * BIG, 0xEE, (size_t)N * BIG);
-	assert_int_equal(cfs_kvc_get(kv, iov, N, keys, klen, bufs, caps, res), 0);
-	for (int i = 0; i < N; i++) {
-		assert_int_equal(res[i], (int)lens[i]);
-		assert_memory_equal(bufs[i], vals[i], lens[i]);
-	}
+	put_get_all(kv, iov, N, keys, klen, vals, lens, bufs, caps);
 	cfs_iov_destroy(iov);
 	cfs_kvc_close(kv);
 	assert_int_equal(cfs_kvc_destroy(env.mnt, "big", &o), 0);
@@ -258,7 +270,6 @@ static void test_prefill(void **st)
 	const void *keys[N], *vals[N];
 	void *bufs[N];
 	size_t klen[N], lens[N], caps[N];
-	int res[N];
 	for (int i = 0; i < N; i++) {
 		keyname(names[i], 0x9f000u + (uint32_t)i);
 		keys[i] = names[i];
@@ -269,14 +280,7 @@ static void test_prefill(void **st)
 		caps[i] = PAGE;
 		fill((uint8_t *)vals[i], lens[i], (uint32_t)i, 9);
 	}
-	assert_int_equal(cfs_kvc_put(kv, iov, N, keys, klen, vals, lens, res), 0);
-	for (int i = 0; i < N; i++)
-		assert_int_equal(res[i], 0);
-	assert_int_equal(cfs_kvc_get(kv, iov, N, keys, klen, bufs, caps, res), 0);
-	for (int i = 0; i < N; i++) {
-		assert_int_equal(res[i], (int)lens[i]);
-		assert_memory_equal(bufs[i], vals[i], lens[i]);
-	}
+	put_get_all(kv, iov, N, keys, klen, vals, lens, bufs, caps);
 	cfs_iov_destroy(iov);
 	cfs_kvc_close(kv);
 	assert_int_equal(cfs_kvc_destroy(env.mnt, "pf", &o), 0);
@@ -488,6 +492,17 @@ static void get_n_check(cfs_kvc *kv, cfs_iov *iov, int n, uint32_t base, size_t 
 	}
 }
 
+/* Namespace 0 of KV holds USED entries, with no page reserved and none
+ * evicted: every put so far has settled and found room. */
+static void assert_settled(cfs_kvc *kv, uint64_t used)
+{
+	struct cfs_kvc_info in;
+	assert_int_equal(cfs_kvc_stats(kv, 0, &in), 0);
+	assert_int_equal(in.reserved, 0);
+	assert_int_equal(in.evictions, 0);
+	assert_int_equal(in.used, used);
+}
+
 /* A put whose PUBLISH call fails gives its pages back at once. Before,
  * its reservations stayed until their lease (30 s) ran out, so a few
  * failed puts left a namespace full of dead reservations and later puts
@@ -500,7 +515,6 @@ static void test_failed_put_releases(void **st)
 	cfs_kvc *bad, *good;
 	cfs_iov *iov;
 	int res[16];
-	struct cfs_kvc_info in;
 	assert_int_equal(cfs_kvc_create(env.mnt, "fpub", "kv/fpub", PAGE, 8 * PAGE, 2, &o), 0);
 	setenv("CFS_KVC_TEST_FAIL_PUBLISH", "1", 1);
 	int rc = cfs_kvc_open(env.mnt, "fpub", &o, &bad);
@@ -513,16 +527,12 @@ static void test_failed_put_releases(void **st)
 		assert_int_equal(put_n(bad, iov, 8, 100, 1000, res), -EIO);
 		for (int i = 0; i < 8; i++)
 			assert_int_equal(res[i], -EIO);
-		assert_int_equal(cfs_kvc_stats(good, 0, &in), 0);
-		assert_int_equal(in.reserved, 0);
-		assert_int_equal(in.used, 0);
+		assert_settled(good, 0);
 	}
 	/* Every page is free for the next writer: no -ENOSPC, no eviction. */
 	put_n_ok(good, iov, 8, 200, 1000);
 	get_n_check(good, iov, 8, 200, 1000);
-	assert_int_equal(cfs_kvc_stats(good, 0, &in), 0);
-	assert_int_equal(in.evictions, 0);
-	assert_int_equal(in.used, 8);
+	assert_settled(good, 8);
 	cfs_iov_destroy(iov);
 	cfs_kvc_close(bad);
 	cfs_kvc_close(good);
@@ -565,7 +575,6 @@ static void test_put_resent(void **st)
 	cfs_kvc *slow, *kv;
 	cfs_iov *iov;
 	int res[8];
-	struct cfs_kvc_info in;
 	assert_int_equal(cfs_kvc_create(env.mnt, "resend", "kv/resend", PAGE, 16 * PAGE, 2, &o), 0);
 	struct tcp_proxy *px = proxy_opts(&po, 150, addr, cid, secret);
 	assert_int_equal(cfs_kvc_open(env.mnt, "resend", &po, &slow), 0);
@@ -578,15 +587,11 @@ static void test_put_resent(void **st)
 	for (int i = 0; i < 8; i++)
 		assert_int_equal(res[i], 0);
 	clock_sleep_ms(500); /* every attempt has run (replies are 400 ms late) */
-	assert_int_equal(cfs_kvc_stats(kv, 0, &in), 0);
-	assert_int_equal(in.reserved, 0);
-	assert_int_equal(in.used, 8);
+	assert_settled(kv, 8);
 	/* The other 8 pages are free: a put of 8 new keys evicts nothing. */
 	put_n_ok(kv, iov, 8, 800, 2000);
 	get_n_check(kv, iov, 8, 700, 3000);
-	assert_int_equal(cfs_kvc_stats(kv, 0, &in), 0);
-	assert_int_equal(in.evictions, 0);
-	assert_int_equal(in.used, 16);
+	assert_settled(kv, 16);
 	/* A delete and a create resent the same way answer what their first
 	 * attempt did: the 8 keys deleted (before their tokens: reported
 	 * absent), the namespace made (before: -EEXIST). */
@@ -607,8 +612,7 @@ static void test_put_resent(void **st)
 		assert_int_equal(res[i], 1);
 	assert_int_equal(crc, 0);
 	clock_sleep_ms(500);
-	assert_int_equal(cfs_kvc_stats(kv, 0, &in), 0);
-	assert_int_equal(in.used, 8);
+	assert_settled(kv, 8);
 	/* A namespace delete resent the same way succeeds (before its token
 	 * its last attempt answered -ENOENT, and the slab files stayed), and
 	 * the name can be made again at once. */
@@ -933,10 +937,7 @@ static long acked(const char *acks)
 
 static void restart_cluster(void)
 {
-	char log[700];
-	snprintf(log, sizeof(log), "%s/kvc-up-again.out", env.dir);
-	char *again[] = { (char *)testenv_chainfs(), "up", "--dir", env.data, NULL };
-	assert_int_equal(integ_run(again, NULL, log, 120000), 0);
+	assert_int_equal(integ_up_again(&env, "kvc-up-again"), 0);
 }
 
 static void kill_role_under_load(const char *acks, const char *role)

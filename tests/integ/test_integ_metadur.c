@@ -110,10 +110,7 @@ static void test_kill9_meta_after_create(void **state)
 	touch(path);
 	integ_kill9(&env, "meta");
 
-	char uplog[700];
-	snprintf(uplog, sizeof(uplog), "%s/up-meta.out", env.dir);
-	char *up[] = {(char *)testenv_chainfs(), "up", "--dir", env.data, NULL};
-	assert_int_equal(integ_run(up, NULL, uplog, 120000), 0);
+	assert_int_equal(integ_up_again(&env, "up-meta"), 0);
 	clock_sleep_ms(COHERENCE_BOUND_MS + 100); /* the kernel's cached names expire */
 	/* 19 files + renamed + data16k + sub + last */
 	assert_int_equal(count_entries(dir), 23);

@@ -171,10 +171,7 @@ static void test_late_meta_failover(void **state)
 	assert_true(took < BOUND_MS);
 
 	/* Back to the cluster `chainfs down` knows: meta1 up, meta2 stopped. */
-	char out[700];
-	snprintf(out, sizeof(out), "%s/up-again.out", env.dir);
-	char *up[] = {(char *)testenv_chainfs(), "up", "--dir", env.data, NULL};
-	assert_int_equal(integ_run(up, NULL, out, 120000), 0);
+	assert_int_equal(integ_up_again(&env, "up-again"), 0);
 	testenv_kill(meta2, SIGTERM);
 	for (int i = 0; i < 500 && testenv_alive(meta2); i++)
 		clock_sleep_ms(20);

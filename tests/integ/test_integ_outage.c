@@ -57,15 +57,6 @@
 
 static struct integ env;
 
-/* `chainfs up --dir DATA`; returns its exit status; output in DIR/TAG.out. */
-static int up_again(const char *tag)
-{
-	char log[700];
-	snprintf(log, sizeof(log), "%s/%s.out", env.dir, tag);
-	char *up[] = {(char *)testenv_chainfs(), "up", "--dir", env.data, NULL};
-	return integ_run(up, NULL, log, 120000);
-}
-
 static int file_has(const char *path, const char *needle)
 {
 	char buf[8192];
@@ -153,7 +144,7 @@ static void test_up_after_meta_kill9(void **state)
 	clock_sleep_ms(200);
 	assert_int_equal(kill(meta_pid, SIGKILL), 0);
 	clock_sleep_ms(1500); /* the reader's stats now wait for meta */
-	assert_int_equal(up_again("up-after-meta-kill"), 0);
+	assert_int_equal(integ_up_again(&env, "up-after-meta-kill"), 0);
 	char log[700];
 	snprintf(log, sizeof(log), "%s/up-after-meta-kill.out", env.dir);
 	assert_true(file_has(log, "mount") && file_has(log, "already running"));
@@ -182,7 +173,7 @@ static void test_up_cleans_stale_mount(void **state)
 		clock_sleep_ms(20);
 	assert_int_equal(stat(env.mnt, &st), -1);
 	assert_true(errno == ENOTCONN || errno == ECONNABORTED); /* a dead FUSE connection */
-	assert_int_equal(up_again("up-after-mount-kill"), 0);
+	assert_int_equal(integ_up_again(&env, "up-after-mount-kill"), 0);
 	assert_int_not_equal(integ_role_pid(&env, "mount"), mount_pid);
 	assert_int_equal(stat(env.mnt, &st), 0);
 	assert_int_equal((int)st.st_ino, 1);
@@ -273,7 +264,7 @@ static void test_meta_kill_during_ops(void **state)
 		clock_sleep_ms(1500);
 		integ_kill9(&env, "meta");
 		clock_sleep_ms(3000); /* writers wait on meta meanwhile */
-		assert_int_equal(up_again("up-during-writes"), 0);
+		assert_int_equal(integ_up_again(&env, "up-during-writes"), 0);
 	}
 	clock_sleep_ms(2000);
 	atomic_store(&sh->stop, 1);
@@ -412,7 +403,7 @@ static void test_meta_down_past_bound(void **state)
 	assert_int_equal(e, EIO);
 
 	/* Meta back: the same mount works again. */
-	assert_int_equal(up_again("up-after-bound"), 0);
+	assert_int_equal(integ_up_again(&env, "up-after-bound"), 0);
 	assert_int_equal(fsync(fd), 0);
 	assert_int_equal(close(fd), 0);
 	snprintf(path, sizeof(path), "%s/after-bound", mnt2);

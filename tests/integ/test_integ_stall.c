@@ -65,14 +65,6 @@ static struct tcp_proxy *proxy;
 static char mnt2[1100], mnt3[1100];
 static pid_t m2, m3;
 
-static int up_again(const char *tag)
-{
-	char log[700];
-	snprintf(log, sizeof(log), "%s/%s.out", env.dir, tag);
-	char *up[] = {(char *)testenv_chainfs(), "up", "--dir", env.data, NULL};
-	return integ_run(up, NULL, log, 120000);
-}
-
 static int is_root_of(void *arg)
 {
 	struct stat st;
@@ -332,7 +324,7 @@ static void test_down_lookahead_bound(void **state)
 	struct op o;
 	op_start(&o, OP_LOOKUP_ABSENT, "%s/down/run1", mnt3);
 	op_join(&o, "meta down:");
-	assert_int_equal(up_again("up-after-down"), 0);
+	assert_int_equal(integ_up_again(&env, "up-after-down"), 0);
 	assert_int_equal(o.err, EIO);
 	assert_true(o.t1 - o.t0 >= 1500 && o.t1 - o.t0 < 3000);
 	/* back: the same mount answers */
@@ -353,7 +345,7 @@ static void meta_fault_round(const char *dir, int restart, int pid)
 		         dir, i);
 	clock_sleep_ms(4000);
 	if (restart)
-		assert_int_equal(up_again(dir), 0);
+		assert_int_equal(integ_up_again(&env, dir), 0);
 	else
 		assert_int_equal(kill(pid, SIGCONT), 0);
 	uint64_t back = clock_mono_ms();
@@ -413,7 +405,7 @@ static void test_storage_kill_bound(void **state)
 				worst = o[i].t1 - o[i].t0;
 		}
 		if (!restarted && clock_mono_ms() >= t_end) {
-			assert_int_equal(up_again("skill"), 0);
+			assert_int_equal(integ_up_again(&env, "skill"), 0);
 			restarted = 1;
 		}
 		rounds += restarted;

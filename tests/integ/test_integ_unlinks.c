@@ -409,10 +409,7 @@ static void test_kill9_meta_during_unlinks(void **state)
 	while (__atomic_load_n(&k.done, __ATOMIC_ACQUIRE) < N / 4)
 		clock_sleep_ms(1);
 	integ_kill9(&env, "meta");
-	char uplog[2048];
-	snprintf(uplog, sizeof(uplog), "%s/up-meta.out", env.dir);
-	char *up[] = { (char *)testenv_chainfs(), "up", "--dir", env.data, NULL };
-	assert_int_equal(integ_run(up, NULL, uplog, 120000), 0);
+	assert_int_equal(integ_up_again(&env, "up-meta"), 0);
 	pthread_join(th, NULL);
 	if (k.err)
 		fail_msg("unlink f%d across the meta restart: %s", k.at, strerror(k.err));

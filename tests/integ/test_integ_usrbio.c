@@ -632,15 +632,7 @@ static void test_storage_killed(void **state)
 	close(fd);
 	cfs_ior_destroy(r);
 	/* Bring the service back and wait for the resync. */
-	char uplog[700];
-	snprintf(uplog, sizeof(uplog), "%s/up-again.out", env.dir);
-	char *up[] = {(char *)testenv_chainfs(), "up", "--dir", env.data, NULL};
-	assert_int_equal(integ_run(up, NULL, uplog, 120000), 0);
-	int ok = 0;
-	deadline = clock_mono_ms() + 120000;
-	while (!(ok = integ_all_serving(&env)) && clock_mono_ms() < deadline)
-		clock_sleep_ms(500);
-	assert_true(ok);
+	integ_up_serving(&env, "up-again", 120000);
 	fd = open(p, O_RDONLY);
 	assert_true(fd >= 0);
 	unsigned char *chk = malloc(MiB);

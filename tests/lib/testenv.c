@@ -179,6 +179,52 @@ pid_t testenv_spawn(char *const argv[], const char *logpath)
 	return pid;
 }
 
+int testenv_run(char *const argv[], const char *cwd, const char *logpath, int timeout_ms)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		die("fork");
+	if (pid == 0) {
+		if (logpath) {
+			int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0644);
+			if (fd >= 0) {
+				dup2(fd, 1);
+				dup2(fd, 2);
+			}
+		}
+		if (cwd && chdir(cwd) < 0)
+			_exit(126);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	int st = 0;
+	uint64_t deadline = clock_mono_ms() + (uint64_t)timeout_ms;
+	for (;;) {
+		if (waitpid(pid, &st, WNOHANG) == pid)
+			break;
+		if (clock_mono_ms() > deadline) {
+			kill(pid, SIGKILL);
+			waitpid(pid, &st, 0);
+			fprintf(stderr, "%s: killed after %d ms\n", argv[0], timeout_ms);
+			return -1;
+		}
+		clock_sleep_ms(10);
+	}
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int testenv_read_file(const char *path, char *out, size_t outlen)
+{
+	out[0] = 0;
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	size_t n = fread(out, 1, outlen - 1, f);
+	out[n] = 0;
+	fclose(f);
+	return (int)n;
+}
+
 static int forget(pid_t pid)
 {
 	for (int i = 0; i < nchildren; i++) {

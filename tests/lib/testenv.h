@@ -10,6 +10,7 @@
 #ifndef CFS_TESTS_TESTENV_H
 #define CFS_TESTS_TESTENV_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -32,6 +33,15 @@ const char *testenv_chainfs(void);
  * recorded for cleanup. Started from the main thread, the child is also
  * killed (SIGKILL) when the test process dies without cleanup (a crash). */
 pid_t testenv_spawn(char *const argv[], const char *logpath);
+/* Runs ARGV to its end (argv[0] a path or a name on $PATH), stdout+stderr
+ * appended to LOGPATH (may be NULL: inherit), in CWD (may be NULL); kills
+ * it (SIGKILL, with a line on stderr) when it runs past TIMEOUT_MS. Returns
+ * the exit status, or -1 (killed, or not exited). Not recorded for cleanup:
+ * the call waits for it. Aborts when fork fails. */
+int testenv_run(char *const argv[], const char *cwd, const char *logpath, int timeout_ms);
+/* Up to OUTLEN - 1 bytes of PATH into OUT, NUL-terminated; returns the
+ * count, or -1 (OUT empty) when PATH cannot be opened. OUTLEN > 0. */
+int testenv_read_file(const char *path, char *out, size_t outlen);
 /* Sends SIG to PID and, for SIGKILL/SIGTERM, reaps it (waits up to 10 s).
  * Returns the wait status, or -1 when the process was not ours. */
 int testenv_kill(pid_t pid, int sig);

@@ -50,7 +50,7 @@ static pid_t spawn_wait(char **argv, const char *log, uint16_t port)
 static int admin(const char *maddr, const char *cmd, ...)
 {
 	char *argv[16], path[600];
-	int n = 0, st;
+	int n = 0;
 	va_list ap;
 	snprintf(path, sizeof(path), "%s/admin.out", dir);
 	argv[n++] = (char *)testenv_chainfs();
@@ -67,19 +67,8 @@ static int admin(const char *maddr, const char *cmd, ...)
 		argv[n++] = (char *)a;
 	va_end(ap);
 	argv[n] = NULL;
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+	unlink(path);
+	return testenv_run(argv, NULL, path, 20000);
 }
 
 static int registered(void *arg) { return mgmtd_client_node_id(arg) != 0; }

@@ -175,46 +175,16 @@ static int admin(struct env *e, const char *addrs, char *out, size_t outlen, con
 	va_end(ap);
 	argv[n] = NULL;
 	unlink(path);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	int st = 0;
-	uint64_t deadline = clock_mono_ms() + 20000;
-	for (;;) {
-		pid_t r = waitpid(pid, &st, WNOHANG);
-		if (r == pid)
-			break;
-		if (clock_mono_ms() > deadline) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &st, 0);
-			return -1;
-		}
-		clock_sleep_ms(10);
-	}
-	if (out) {
-		out[0] = 0;
-		FILE *f = fopen(path, "r");
-		if (f) {
-			size_t k = fread(out, 1, outlen - 1, f);
-			out[k] = 0;
-			fclose(f);
-		}
-	}
-	if (!WIFEXITED(st) || WEXITSTATUS(st)) { /* say why in the test output */
+	int st = testenv_run(argv, NULL, path, 20000);
+	if (out)
+		testenv_read_file(path, out, outlen);
+	if (st) { /* say why in the test output */
 		char cmdl[800];
 		snprintf(cmdl, sizeof(cmdl), "sed 's/^/admin %s: /' %s >&2", cmd, path);
 		if (system(cmdl) != 0)
 			fprintf(stderr, "admin %s: no output\n", cmd);
 	}
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+	return st;
 }
 
 /* ---- fake nodes ---- */

@@ -93,22 +93,30 @@ static struct rpc_server *start(struct srvctx *s, char *addr)
 	return srv;
 }
 
+/* A client of its own and its peer for the server at ADDR. */
+static struct rpc_peer *client_to(const char *addr, struct rpc_client **c)
+{
+	struct rpc_opts o = opts();
+	struct rpc_peer *p;
+	char err[128];
+	assert_int_equal(rpc_client_new(&o, c), 0);
+	assert_int_equal(rpc_client_peer(*c, addr, &p, err, sizeof(err)), 0);
+	return p;
+}
+
 static int sent_once(void *arg) { return atomic_load(&((struct srvctx *)arg)->sent_done) == 1; }
 
 static void test_bulk_in_place(void **state)
 {
 	struct srvctx *s = calloc(1, sizeof(*s));
-	char addr[64], err[128];
+	char addr[64];
 	s->dest_len = 1 << 20;
 	s->dest = calloc(1, s->dest_len);
 	for (size_t i = 0; i < sizeof(s->src); i++)
 		s->src[i] = (uint8_t)(i ^ 0x5a);
 	struct rpc_server *srv = start(s, addr);
-	struct rpc_opts o = opts();
 	struct rpc_client *c;
-	struct rpc_peer *p;
-	assert_int_equal(rpc_client_new(&o, &c), 0);
-	assert_int_equal(rpc_client_peer(c, addr, &p, err, sizeof(err)), 0);
+	struct rpc_peer *p = client_to(addr, &c);
 
 	uint8_t *data = malloc(s->dest_len);
 	for (size_t i = 0; i < s->dest_len; i++)
@@ -148,15 +156,12 @@ static void test_bulk_in_place(void **state)
 static void test_bulk_scattered(void **state)
 {
 	struct srvctx *s = calloc(1, sizeof(*s));
-	char addr[64], err[128];
+	char addr[64];
 	for (size_t i = 0; i < sizeof(s->src); i++)
 		s->src[i] = (uint8_t)(i * 7 ^ 0x33);
 	struct rpc_server *srv = start(s, addr);
-	struct rpc_opts o = opts();
 	struct rpc_client *c;
-	struct rpc_peer *p;
-	assert_int_equal(rpc_client_new(&o, &c), 0);
-	assert_int_equal(rpc_client_peer(c, addr, &p, err, sizeof(err)), 0);
+	struct rpc_peer *p = client_to(addr, &c);
 	static uint8_t mem[3 << 16];
 	for (int round = 0; round < 4; round++) {
 		/* 40 segments of uneven sizes summing to the bulk, with gaps. */
@@ -217,17 +222,14 @@ static int all_done(void *arg) { return atomic_load(&((struct pipe_ctx *)arg)->d
 static void test_bulk_exact_reads(void **state)
 {
 	struct srvctx *s = calloc(1, sizeof(*s));
-	char addr[64], err[128];
+	char addr[64];
 	s->dest_len = 1 << 16;
 	s->dest = calloc(1, s->dest_len);
 	for (size_t i = 0; i < sizeof(s->src); i++)
 		s->src[i] = (uint8_t)(i * 13 ^ 0xa5);
 	struct rpc_server *srv = start(s, addr);
-	struct rpc_opts o = opts();
 	struct rpc_client *c;
-	struct rpc_peer *p;
-	assert_int_equal(rpc_client_new(&o, &c), 0);
-	assert_int_equal(rpc_client_peer(c, addr, &p, err, sizeof(err)), 0);
+	struct rpc_peer *p = client_to(addr, &c);
 	uint8_t *data = malloc(s->dest_len);
 	static uint8_t meta[400];
 	const uint32_t plen[] = { 100, 100, 100, 100, 300, 10, 10, 10 };
@@ -277,15 +279,12 @@ static int dropped(void *arg) { return atomic_load(&((struct srvctx *)arg)->drop
 static void test_deadline_mid_write_and_drop(void **state)
 {
 	struct srvctx *s = calloc(1, sizeof(*s));
-	char addr[64], err[128];
+	char addr[64];
 	s->dest_len = BIG;
 	s->dest = malloc(BIG);
 	struct rpc_server *srv = start(s, addr);
-	struct rpc_opts o = opts();
 	struct rpc_client *c;
-	struct rpc_peer *p;
-	assert_int_equal(rpc_client_new(&o, &c), 0);
-	assert_int_equal(rpc_client_peer(c, addr, &p, err, sizeof(err)), 0);
+	struct rpc_peer *p = client_to(addr, &c);
 	static uint8_t in[1 << 16];
 	struct rpc_call warm = { .type = T_GET, .resp_bulk = in, .resp_bulk_cap = sizeof(in) };
 	assert_int_equal(rpc_call(p, &warm, NULL, NULL), 0);

@@ -190,39 +190,10 @@ int stor_cluster_admin(struct stor_cluster *c, char *out, size_t outlen, const c
 	va_end(ap);
 	argv[n] = NULL;
 	unlink(path);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-		if (fd >= 0) {
-			dup2(fd, 1);
-			dup2(fd, 2);
-		}
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	int st = 0;
-	uint64_t deadline = clock_mono_ms() + 20000;
-	for (;;) {
-		if (waitpid(pid, &st, WNOHANG) == pid)
-			break;
-		if (clock_mono_ms() > deadline) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &st, 0);
-			return -1;
-		}
-		clock_sleep_ms(10);
-	}
-	if (out && outlen) {
-		out[0] = 0;
-		FILE *f = fopen(path, "r");
-		if (f) {
-			size_t r = fread(out, 1, outlen - 1, f);
-			out[r] = 0;
-			fclose(f);
-		}
-	}
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+	int st = testenv_run(argv, NULL, path, 20000);
+	if (out && outlen)
+		testenv_read_file(path, out, outlen);
+	return st;
 }
 
 void stor_cluster_fini(struct stor_cluster *c)
