@@ -49,6 +49,12 @@ typedef struct cfs_ior cfs_ior; /* opaque: a submission/completion ring */
                                                committed on every replica yet */
 #define CFS_IOR_FORBID_READ_HOLES      2ull /* a read touching a hole fails with -ENODATA
                                                instead of returning zeros */
+/* ChainFS's own: a write ring whose single-chunk writes that carry a CRC
+ * (the library's KVCache puts) complete without a device flush on the
+ * replicas (KVCache --durability cache, docs/kvcache.md "Durability"):
+ * safe against process crashes, not against power loss. Daemons before
+ * it refuse the ring with -EINVAL. */
+#define CFS_IOR_NOFLUSH (1ull << 32)
 
 /* A completion. */
 struct cfs_cqe {
@@ -258,6 +264,16 @@ struct cfs_kvc_opts {
  * writes; docs/kvcache.md "Prefill"). The first puts then overwrite space
  * storage has written once instead of filling fresh space. */
 #define CFS_KVC_PREFILL 1u
+/* cfs_kvc_opts.flags at cfs_kvc_create: the namespace's durability is
+ * "cache" (kept in the namespace record, so every client of it uses it;
+ * without the flag, and in namespaces made before it: "sync"). A sync put
+ * returns after its pages were flushed to the device on every replica; a
+ * cache put after they were written (O_DIRECT) and committed on every
+ * replica without a device flush of their own. Both survive kill -9 of
+ * any process; after power loss the last cache-mode puts before it may
+ * read back as misses, never as wrong bytes (docs/kvcache.md
+ * "Durability"). */
+#define CFS_KVC_CACHE 2u
 
 struct cfs_kvc_info {
 	uint32_t page_size;
@@ -270,6 +286,7 @@ struct cfs_kvc_info {
 	uint64_t expired;        /* entries taken back after their TTL */
 	double evictions_per_s;  /* over the last 10 s, all clients */
 	uint32_t ttl_ms;         /* the namespace's default TTL (0: none) */
+	uint32_t durability;     /* 0: sync, 1: cache (CFS_KVC_CACHE at create) */
 	uint64_t spare[8];       /* room to grow without moving the layout */
 };
 
@@ -300,7 +317,8 @@ int cfs_kvc_put(cfs_kvc *kv, const cfs_iov *iov, int n, const void *const *keys,
 
 /* cfs_kvc_get - reads N keys into BUFS[i] (CAPS[i] bytes, inside IOV).
  * RESULTS[i]: the value's length, -ENOENT (missing, or changed while
- * read), -ENOBUFS (larger than CAPS[i]), -EIO. Recency of hits is
+ * read, or its stored page failed its CRC on every replica: a miss, never
+ * wrong bytes), -ENOBUFS (larger than CAPS[i]), -EIO. Recency of hits is
  * updated (batched by the service). */
 int cfs_kvc_get(cfs_kvc *kv, const cfs_iov *iov, int n, const void *const *keys,
 		const size_t *key_lens, void *const *bufs, const size_t *caps, int *results);

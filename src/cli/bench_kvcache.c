@@ -15,7 +15,9 @@
  * printed): fio's write runs over the file its randread laid out, so it
  * overwrites written space, and so do the puts then. --prefill 0 makes
  * them sparse: the first puts fill fresh space (docs/kvcache.md
- * "Prefill").
+ * "Prefill"). --durability cache makes them cache-mode namespaces
+ * (CFS_KVC_CACHE: page writes without a device flush; docs/kvcache.md
+ * "Durability"); the first line says which.
  *
  * --index-meta ADDR[,ADDR] runs only the index part against another meta
  * service (e.g. one over etcd, started by hand beside the cluster): a
@@ -63,6 +65,7 @@ struct bk {
 	unsigned index_keys;
 	int meta_pid;        /* --meta-pid: report that process's CPU per key */
 	int prefill;         /* --prefill: namespaces made with CFS_KVC_PREFILL */
+	int cache;           /* --durability cache: namespaces made with CFS_KVC_CACHE */
 	char cluster_id[128];
 };
 
@@ -222,7 +225,8 @@ static int bench_page(struct bk *b, uint32_t page, int lookups)
 {
 	char name[64], dir[96];
 	struct cfs_kvc_opts o = { .cluster_dir = b->cluster_dir, .rings = (int)b->threads,
-				  .flags = b->prefill ? CFS_KVC_PREFILL : 0 };
+				  .flags = (b->prefill ? CFS_KVC_PREFILL : 0) |
+					   (b->cache ? CFS_KVC_CACHE : 0) };
 	snprintf(name, sizeof(name), "bench-%u-%d", page, (int)getpid());
 	snprintf(dir, sizeof(dir), "kvbench/%s", name);
 	b->page = page;
@@ -514,7 +518,14 @@ int cli_bench_kvcache(int argc, char **argv)
 			b.meta_pid = atoi(v);
 		else if (!strcmp(a, "--prefill"))
 			b.prefill = atoi(v);
-		else {
+		else if (!strcmp(a, "--durability")) {
+			if (strcmp(v, "sync") && strcmp(v, "cache")) {
+				fprintf(stderr, "bench kvcache: --durability must be sync or cache, "
+						"not '%s'\n", v);
+				return 2;
+			}
+			b.cache = !strcmp(v, "cache");
+		} else {
 			fprintf(stderr, "bench kvcache: unknown option %s\n", a);
 			return 2;
 		}
@@ -524,14 +535,15 @@ int cli_bench_kvcache(int argc, char **argv)
 	if (!b.mount || !b.raw || b.threads < 1 || b.threads > 64 || !b.seconds || !b.mb) {
 		fprintf(stderr, "usage: chainfs bench kvcache --mount M --raw-dir R [--cluster-dir D]"
 				" [--seconds 3] [--threads 4] [--mb 256] [--pages 64K,256K,2M]"
-				" [--prefill 1]\n"
+				" [--prefill 1] [--durability sync|cache]\n"
 				"       chainfs bench kvcache --mount M --cluster-dir D --index-meta "
 				"ADDR [--index-keys 10000] [--seconds 3] [--meta-pid PID]\n");
 		return 2;
 	}
-	printf("bench kvcache: %u threads, batches of %d, %u MiB per namespace%s, %u s per read "
-	       "run\n",
-	       b.threads, BATCH, b.mb, b.prefill ? " (prefilled)" : "", b.seconds);
+	printf("bench kvcache: %u threads, batches of %d, %u MiB per namespace%s, durability "
+	       "%s, %u s per read run\n",
+	       b.threads, BATCH, b.mb, b.prefill ? " (prefilled)" : "",
+	       b.cache ? "cache" : "sync", b.seconds);
 	char list[256];
 	snprintf(list, sizeof(list), "%s", pages);
 	int rc = 0, first = 1;

@@ -15,7 +15,7 @@
 static const char usage[] =
 	"usage: chainfs kvcache create NAME --mount M [--page-size 256K] [--capacity 1G]\n"
 	"                          [--dir kv/NAME] [--slabs 8] [--ttl-ms 0] [--prefill]\n"
-	"                          [CLUSTER]\n"
+	"                          [--durability sync|cache] [CLUSTER]\n"
 	"       chainfs kvcache info|clear|delete NAME --mount M [--reclaim] [CLUSTER]\n"
 	"CLUSTER: --cluster-dir D (a `chainfs up --dir`, default ./chainfs-data)\n"
 	"         or --meta IP:PORT[,...] --cluster-id ID --secret-file F\n"
@@ -24,7 +24,12 @@ static const char usage[] =
 	"the slab files. Sizes take K, M, G, T suffixes (powers of 1024).\n"
 	"--ttl-ms: entries expire that long after their put (0: never).\n"
 	"--prefill: write zeros over every page at create (capacity x replicas bytes\n"
-	"of writes, once), so that puts overwrite written space (docs/kvcache.md).\n";
+	"of writes, once), so that puts overwrite written space (docs/kvcache.md).\n"
+	"--durability: sync (default) returns a put after its pages were flushed to\n"
+	"the device on every replica; cache after they were written and committed\n"
+	"without a device flush: safe against any process crash, but after a power\n"
+	"loss the last puts may read back as misses (never wrong bytes). Kept in the\n"
+	"namespace: every client of it uses it (docs/kvcache.md \"Durability\").\n";
 
 /* "256K" -> bytes; 0 on a malformed size. */
 static uint64_t parse_size(const char *s)
@@ -89,6 +94,17 @@ int cli_kvcache(int argc, char **argv)
 			slabs = atoi(v);
 		else if (!strcmp(a, "--ttl-ms"))
 			o.ttl_ms = (uint32_t)strtoul(v, NULL, 10);
+		else if (!strcmp(a, "--durability")) {
+			if (!strcmp(v, "cache")) {
+				o.flags |= CFS_KVC_CACHE;
+			} else if (!strcmp(v, "sync")) {
+				o.flags &= ~CFS_KVC_CACHE;
+			} else {
+				fprintf(stderr, "chainfs kvcache: --durability must be sync or cache, "
+						"not '%s'\n", v);
+				return 2;
+			}
+		}
 		else if (!strcmp(a, "--cluster-dir"))
 			o.cluster_dir = v;
 		else if (!strcmp(a, "--meta")) {
@@ -128,9 +144,10 @@ int cli_kvcache(int argc, char **argv)
 		else if (rc)
 			fprintf(stderr, "chainfs kvcache create: %s\n", cfs_strerror(rc));
 		else
-			printf("created %s: page %llu bytes, %llu pages in %s (%.2f s%s)\n", name,
-			       (unsigned long long)page,
-			       (unsigned long long)((cap + page - 1) / page), dir, s,
+			printf("created %s: page %llu bytes, %llu pages in %s, durability %s "
+			       "(%.2f s%s)\n", name, (unsigned long long)page,
+			       (unsigned long long)((cap + page - 1) / page), dir,
+			       (o.flags & CFS_KVC_CACHE) ? "cache" : "sync", s,
 			       (o.flags & CFS_KVC_PREFILL) ? ", prefilled" : "");
 		return rc ? 1 : 0;
 	}
@@ -158,12 +175,12 @@ int cli_kvcache(int argc, char **argv)
 		if (!rc)
 			printf("name %s\npage_size %u\nslots %llu\nslabs %u\ndir %s\nused %llu\n"
 			       "reserved %llu\nevictions %llu\nreclaimed %llu\nlost_publishes %llu\n"
-			       "expired %llu\nevictions_per_s %.1f\nttl_ms %u\n",
+			       "expired %llu\nevictions_per_s %.1f\nttl_ms %u\ndurability %s\n",
 			       name, in.page_size, (unsigned long long)in.slots, in.slabs, in.dir,
 			       (unsigned long long)in.used, (unsigned long long)in.reserved,
 			       (unsigned long long)in.evictions, (unsigned long long)in.reclaimed,
 			       (unsigned long long)in.lost, (unsigned long long)in.expired,
-			       in.evictions_per_s, in.ttl_ms);
+			       in.evictions_per_s, in.ttl_ms, in.durability ? "cache" : "sync");
 	}
 	if (rc)
 		fprintf(stderr, "chainfs kvcache %s: %s\n", sub, cfs_strerror(rc));

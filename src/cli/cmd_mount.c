@@ -325,10 +325,12 @@ static int sto_write(void *arg, uint32_t chain, uint64_t ino, uint32_t index, ui
 }
 
 static int sto_write_crc(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t off,
-                         uint32_t len, const void *buf, uint32_t chunk_size, uint32_t crc)
+                         uint32_t len, const void *buf, uint32_t chunk_size, uint32_t crc,
+                         uint32_t flags)
 {
 	struct storage_loc loc = {.chain = chain};
-	return storage_client_write_crc(arg, &loc, ino, index, off, len, buf, crc, 0, NULL);
+	return storage_client_write_crc(arg, &loc, ino, index, off, len, buf, crc,
+	                                (flags & FILE_IO_WF_NOFLUSH) ? STO_WF_NOFLUSH : 0, NULL);
 }
 
 static int sto_remove(void *arg, uint32_t chain, uint64_t ino, uint32_t begin, uint32_t end)

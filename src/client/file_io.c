@@ -191,6 +191,7 @@ struct fio_job {
 	char *buf;
 	int has_crc; /* write: crc is the caller's CRC32C of the piece */
 	uint32_t crc;
+	uint32_t wflags; /* write with has_crc: FILE_IO_WF_* for write_crc */
 };
 
 struct file_io {
@@ -243,7 +244,7 @@ static void job_run(struct file_io *f, struct fio_job *j)
 	int rc;
 	if (j->write && j->has_crc && f->o.backend.write_crc) {
 		rc = f->o.backend.write_crc(f->o.backend.arg, j->chain, j->ino, j->index, j->off,
-		                            j->len, j->buf, j->chunk_size, j->crc);
+		                            j->len, j->buf, j->chunk_size, j->crc, j->wflags);
 	} else if (j->write) {
 		rc = f->o.backend.write(f->o.backend.arg, j->chain, j->ino, j->index, j->off,
 		                        j->len, j->buf, j->chunk_size);
@@ -761,8 +762,9 @@ static int run_batch(struct file_io *f, struct file_io_inode *fi, int split, uin
  * SPLIT (reads only): cut at read_piece boundaries too. */
 /* Runs [OFF, OFF+LEN) as chunk pieces; CRC (may be NULL): the caller's
  * CRC32C of a write's bytes, passed on when the write is one piece. */
-static int run_range_crc(struct file_io *f, struct file_io_inode *fi, int write, int split,
-                         uint64_t off, size_t len, char *buf, const uint32_t *crc)
+static int run_range_crcf(struct file_io *f, struct file_io_inode *fi, int write, int split,
+                          uint64_t off, size_t len, char *buf, const uint32_t *crc,
+                          uint32_t wflags)
 {
 	uint32_t cs = fi->layout.chunk_size;
 	uint64_t end = off + len;
@@ -784,6 +786,7 @@ static int run_range_crc(struct file_io *f, struct file_io_inode *fi, int write,
 	if (write && crc && n == 1) {
 		jobs[0].has_crc = 1;
 		jobs[0].crc = *crc;
+		jobs[0].wflags = wflags;
 	}
 	if (n > 1)
 		queue_jobs(f, jobs + 1, n - 1);
@@ -798,6 +801,12 @@ static int run_range_crc(struct file_io *f, struct file_io_inode *fi, int write,
 	if (jobs != stackjobs)
 		free(jobs);
 	return err;
+}
+
+static int run_range_crc(struct file_io *f, struct file_io_inode *fi, int write, int split,
+                         uint64_t off, size_t len, char *buf, const uint32_t *crc)
+{
+	return run_range_crcf(f, fi, write, split, off, len, buf, crc, 0);
 }
 
 static int run_range(struct file_io *f, struct file_io_inode *fi, int write, int split,
@@ -1227,9 +1236,10 @@ void file_io_read_unref(file_io *f, void *hold)
 	file_io_release(f, fi);
 }
 
-/* file_io_write_attr; CRC (may be NULL) as for file_io_write_crc. */
+/* file_io_write_attr; CRC (may be NULL) and WFLAGS as for
+ * file_io_write_crc_flags. */
 static ssize_t write_range(file_io *f, file_io_inode *fi, uint64_t off, size_t len, const void *buf,
-                           struct meta_inode *attr, const uint32_t *crc)
+                           struct meta_inode *attr, const uint32_t *crc, uint32_t wflags)
 {
 	if (attr)
 		attr->ino = 0;
@@ -1247,7 +1257,7 @@ static ssize_t write_range(file_io *f, file_io_inode *fi, uint64_t off, size_t l
 	if (fi->wb)
 		wb_wait_overlap(fi, off, off + len, 1);
 	pthread_mutex_unlock(&fi->lock);
-	int rc = run_range_crc(f, fi, 1, 0, off, len, (char *)buf, crc);
+	int rc = run_range_crcf(f, fi, 1, 0, off, len, (char *)buf, crc, wflags);
 	pthread_mutex_lock(&fi->lock);
 	ra_drop_all(fi); /* units fetched before the write landed are stale */
 	if (rc < 0) {
@@ -1270,13 +1280,19 @@ ssize_t file_io_write(file_io *f, file_io_inode *fi, uint64_t off, size_t len, c
 ssize_t file_io_write_crc(file_io *f, file_io_inode *fi, uint64_t off, size_t len, const void *buf,
                           uint32_t crc)
 {
-	return write_range(f, fi, off, len, buf, NULL, &crc);
+	return write_range(f, fi, off, len, buf, NULL, &crc, 0);
+}
+
+ssize_t file_io_write_crc_flags(file_io *f, file_io_inode *fi, uint64_t off, size_t len,
+                                const void *buf, uint32_t crc, uint32_t flags)
+{
+	return write_range(f, fi, off, len, buf, NULL, &crc, flags);
 }
 
 ssize_t file_io_write_attr(file_io *f, file_io_inode *fi, uint64_t off, size_t len, const void *buf,
                            struct meta_inode *attr)
 {
-	return write_range(f, fi, off, len, buf, attr, NULL);
+	return write_range(f, fi, off, len, buf, attr, NULL, 0);
 }
 
 /* ---- write-behind ---- */

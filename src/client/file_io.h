@@ -65,9 +65,11 @@ struct file_io_backend {
 	             uint32_t len, const void *buf, uint32_t chunk_size);
 	/* Optional: as write, with CRC the CRC32C of the LEN bytes at BUF from
 	 * the caller of file_io_write_crc (the backend need not compute it;
-	 * bytes that do not match it must never be written). */
+	 * bytes that do not match it must never be written). FLAGS:
+	 * FILE_IO_WF_* from file_io_write_crc_flags (0 otherwise). */
 	int (*write_crc)(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t off,
-	                 uint32_t len, const void *buf, uint32_t chunk_size, uint32_t crc);
+	                 uint32_t len, const void *buf, uint32_t chunk_size, uint32_t crc,
+	                 uint32_t flags);
 	/* Optional: reads N pieces at once, each as read does (P[i].result).
 	 * 0, or <0 when the whole call failed. With it, a read's pieces go
 	 * out together from the calling thread (the backend overlaps them)
@@ -206,6 +208,15 @@ ssize_t file_io_write_attr(file_io *f, file_io_inode *fi, uint64_t off, size_t l
  * no write_crc) go as file_io_write and CRC is not used. */
 ssize_t file_io_write_crc(file_io *f, file_io_inode *fi, uint64_t off, size_t len, const void *buf,
                           uint32_t crc);
+/* Cache mode (KVCache namespaces with --durability cache): the storage
+ * write may be acknowledged without a device flush (STO_WF_NOFLUSH,
+ * docs/kvcache.md "Durability"). */
+#define FILE_IO_WF_NOFLUSH 1u
+/* file_io_write_crc with FLAGS (FILE_IO_WF_*) for the backend's write_crc;
+ * a write that does not go through write_crc (see above) ignores them and
+ * is as durable as any. */
+ssize_t file_io_write_crc_flags(file_io *f, file_io_inode *fi, uint64_t off, size_t len,
+                                const void *buf, uint32_t crc, uint32_t flags);
 
 /* WRITE-BEHIND. Like file_io_write, but returns once a private copy of
  * BUF is queued (up to opts.write_behind bytes per inode and

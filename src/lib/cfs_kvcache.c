@@ -220,7 +220,8 @@ int cfs_kvc_create(const char *mount, const char *name, const char *dir, uint32_
 	int rc;
 	if (!mount || !name || !dir || !*dir || strlen(dir) > KVC_DIR_MAX || slabs < 0 ||
 	    slabs > KVC_SLABS_MAX || !capacity || !page_size || (page_size & (page_size - 1)) ||
-	    page_size < KVC_PAGE_MIN || page_size > KVC_PAGE_MAX)
+	    page_size < KVC_PAGE_MIN || page_size > KVC_PAGE_MAX ||
+	    (o && (o->flags & ~(CFS_KVC_PREFILL | CFS_KVC_CACHE))))
 		return -EINVAL;
 	if ((rc = connect_meta(o, &mc)))
 		return rc;
@@ -243,6 +244,7 @@ int cfs_kvc_create(const char *mount, const char *name, const char *dir, uint32_
 		ns->nslabs = (uint32_t)ns->nslots;
 	ns->slots_per_slab = (ns->nslots + ns->nslabs - 1) / ns->nslabs;
 	ns->ttl_ms = o->ttl_ms;
+	ns->durability = (o->flags & CFS_KVC_CACHE) ? KVC_DUR_CACHE : KVC_DUR_SYNC;
 	snprintf(ns->dir, sizeof(ns->dir), "%s", dir);
 	/* mkdir -p of DIR under the mount */
 	snprintf(path, sizeof(path), "%s/%s", mount, dir);
@@ -416,6 +418,10 @@ int cfs_kvc_open(const char *mount, const char *name, const struct cfs_kvc_opts 
 		if ((rc = cfs_ior_create(mount, &ro, &kv->pairs[i].rd)))
 			goto fail_pairs;
 		ro.for_read = 0;
+		/* Cache mode (the namespace record says so, for every client):
+		 * page writes without a device flush on the replicas. */
+		if (kv->ns.durability == KVC_DUR_CACHE)
+			ro.flags |= CFS_IOR_NOFLUSH;
 		if ((rc = cfs_ior_create(mount, &ro, &kv->pairs[i].wr)))
 			goto fail_pairs;
 	}
@@ -905,7 +911,14 @@ int cfs_kvc_get(cfs_kvc *kv, const cfs_iov *iov, int n, const void *const *keys,
 		for (int j = 0; j < nio; j++) {
 			int i = which[j];
 			const struct kvc_item *a = &r1->items[i], *b = &r2->items[j];
-			if (ios[j].result != (int64_t)a->len)
+			if (ios[j].result == -EBADMSG)
+				/* The stored page failed its CRC on every
+				 * replica (storage_client.c read_avoid): a
+				 * cache-mode page after power loss, or a bad
+				 * disk. The value is gone, not wrong: a miss
+				 * (docs/kvcache.md "Durability"). */
+				results[i] = -ENOENT;
+			else if (ios[j].result != (int64_t)a->len)
 				results[i] = ios[j].result < 0 ? (int)ios[j].result : -EIO;
 			else if (b->status != KVC_ST_OK || b->version != a->version)
 				results[i] = -ENOENT;
@@ -1013,6 +1026,7 @@ int cfs_kvc_stats(cfs_kvc *kv, int reclaim, struct cfs_kvc_info *out)
 		out->expired = r->stats.expired;
 		out->evictions_per_s = (double)r->stats.evict_recent / KVC_RATE_WINDOW_S;
 		out->ttl_ms = r->ns.ttl_ms;
+		out->durability = r->ns.durability;
 	}
 	free(r);
 	batch_free(q);

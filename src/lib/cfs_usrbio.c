@@ -464,7 +464,8 @@ int cfs_ior_create(const char *mount, const struct cfs_ior_opts *o, cfs_ior **ou
 	*out = NULL;
 	if (!o || o->entries <= 0 || o->entries > CFS_RING_MAX_ENTRIES || o->timeout_ms < 0 ||
 	    (o->io_depth > 0 && o->io_depth > o->entries) ||
-	    (o->flags & ~(CFS_IOR_ALLOW_READ_UNCOMMITTED | CFS_IOR_FORBID_READ_HOLES)))
+	    (o->flags & ~(CFS_IOR_ALLOW_READ_UNCOMMITTED | CFS_IOR_FORBID_READ_HOLES |
+	                  CFS_IOR_NOFLUSH)))
 		return -EINVAL;
 	int rc = check_mount(mount);
 	if (rc)

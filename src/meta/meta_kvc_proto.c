@@ -61,6 +61,7 @@ int kvc_msg_encode(struct buf *b, const struct kvc_msg *m)
 	wire_put_u32(&w, m->ttl_ms);
 	wire_put_u64(&w, m->stats.evict_recent);
 	wire_put_u64(&w, m->token);
+	wire_put_u32(&w, ns->durability);
 	return w.err;
 }
 
@@ -135,6 +136,8 @@ int kvc_msg_decode(const void *p, size_t n, struct kvc_msg *m)
 		wire_get_u64(&r, &m->stats.evict_recent);
 	if (!r.err && wire_left(&r) >= 8)
 		wire_get_u64(&r, &m->token);
+	if (!r.err && wire_left(&r) >= 4)
+		wire_get_u32(&r, &ns->durability);
 	if (r.err) {
 		kvc_msg_fini(m);
 		return r.err;

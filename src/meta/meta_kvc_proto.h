@@ -16,7 +16,7 @@
  * (key blob <= KVC_KEY_MAX, status i32, slot u64, version u64, len u32,
  * crc u32, last_used u64), then fields appended later, each absent (zero)
  * in an older peer's message: ns ttl_ms u32, ttl_ms u32, evict_recent u64,
- * token u64.
+ * token u64, ns durability u32.
  * Unknown trailing bytes are skipped.
  *
  * Decoders return 0, -CFS_EPROTO (truncated, a count or length over its
@@ -64,6 +64,13 @@ enum kvc_status {
 	KVC_ST_ABSENT = 2, /* lookup miss; delete of an absent key */
 };
 
+/* Namespace durability (docs/kvcache.md "Durability"). */
+enum kvc_durability {
+	KVC_DUR_SYNC = 0,  /* a put's pages are flushed on every replica before it returns */
+	KVC_DUR_CACHE = 1, /* written (O_DIRECT) and committed without a device flush */
+};
+#define KVC_DUR_MAX KVC_DUR_CACHE
+
 #define KVC_LOOKUP_TOUCH 1u   /* update recency of hits (batched, see meta_kvcache.h) */
 #define KVC_STATS_RECLAIM 1u  /* first reclaim expired reservations */
 
@@ -75,6 +82,7 @@ struct kvc_ns {
 	uint32_t touch_ms;   /* recency granularity: a hit newer than this is not rewritten */
 	uint32_t lease_ms;   /* default reservation lease */
 	uint32_t ttl_ms;     /* default entry lifetime after its put; 0: none (appended field) */
+	uint32_t durability; /* KVC_DUR_* (appended field; 0 in older records: sync) */
 	uint64_t id;
 	int64_t created;     /* ns since the epoch */
 	char dir[KVC_DIR_MAX + 1];

@@ -792,7 +792,8 @@ static int ns_same(const struct kvc_ns *a, const struct kvc_ns *b)
 {
 	if (a->page_size != b->page_size || a->nslots != b->nslots || a->nslabs != b->nslabs ||
 	    a->slots_per_slab != b->slots_per_slab || a->touch_ms != b->touch_ms ||
-	    a->lease_ms != b->lease_ms || a->ttl_ms != b->ttl_ms || strcmp(a->dir, b->dir))
+	    a->lease_ms != b->lease_ms || a->ttl_ms != b->ttl_ms ||
+	    a->durability != b->durability || strcmp(a->dir, b->dir))
 		return 0;
 	for (uint32_t i = 0; i < a->nslabs && i < KVC_SLABS_MAX; i++)
 		if (a->slab_ino[i] != b->slab_ino[i])
@@ -1712,6 +1713,8 @@ static int check_ns(const struct kvc_ns *ns, char *err, size_t errlen)
 	else if (ns->slots_per_slab == 0 || ns->slots_per_slab * ns->nslabs < ns->nslots ||
 		 ns->slots_per_slab > (UINT64_MAX / ns->page_size))
 		why = "slabs do not hold the slots";
+	else if (ns->durability > KVC_DUR_MAX)
+		why = "durability must be sync (0) or cache (1)";
 	if (why)
 		snprintf(err, errlen, "%s", why);
 	return why ? -EINVAL : 0;

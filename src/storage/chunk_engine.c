@@ -14,7 +14,9 @@
  *                  durable together: one flush per batch, chunk_store.c;
  *                  with cfg.shared_flush a batch that only overwrote
  *                  blocks known written rides on a device flush shared
- *                  with the disk's other targets instead, chunk_flush.c),
+ *                  with the disk's other targets instead, chunk_flush.c;
+ *                  a batch of cache-mode writes into such blocks,
+ *                  CHUNK_WF_NOFLUSH, skips the flush: noflush_batch),
  *                  then releases old blocks,
  *                  unlocks chunks and calls back. While it commits, the
  *                  I/O thread keeps submitting: group commit. After the
@@ -99,7 +101,9 @@
  *
  * Invariants:
  *   - Committed metadata only ever points at blocks whose data write has
- *     completed (and, with sync, is durable: fdatasync of its file). Allocation is in
+ *     completed (and, with sync, is durable: fdatasync of its file or a
+ *     device flush; except a cache-mode batch, CHUNK_WF_NOFLUSH: durable
+ *     at the device's next flush, see noflush_batch). Allocation is in
  *     memory; the allocator is rebuilt from metadata at open, so a crash
  *     anywhere loses at most the uncommitted blocks, which are then free.
  *   - A chunk has at most one mutation (write, remove, move) in flight:
@@ -340,6 +344,7 @@ struct chunk_engine {
 	atomic_uint_fast64_t joint_syncs;
 	atomic_uint_fast64_t stage_n, stage_pre_us, stage_io_us, stage_queue_us, stage_commit_us;
 	atomic_uint_fast64_t callback_us, overlapped_batches;
+	atomic_uint_fast64_t noflush_batches, noflush_writes; /* cache mode (noflush_batch) */
 	/* Page-cache probes ("page-cache reads": when the cache pays). */
 	struct cache_probe cr;              /* its .direct: small reads sent O_DIRECT */
 	atomic_uint_fast64_t cr_probes_total, cr_hits_total;
@@ -1714,8 +1719,10 @@ static int sync_batch_data(struct chunk_engine *e, struct req *list, struct reti
 	int err = n ? sync_fds(e, all ? every : fds, n) : 0;
 	atomic_fetch_add_explicit(&e->data_syncs, n, memory_order_relaxed);
 	free(every);
-	if (!err && e->flush && n) {
-		/* Every block this batch wrote from its start, or from the end
+	if (!err && n) {
+		/* (Recorded without a flush group too: cache-mode writes,
+		 * noflush_batch, skip their sync only into such blocks.)
+		 * Every block this batch wrote from its start, or from the end
 		 * of its known written prefix, is now written that far for the
 		 * filesystem, its extent conversions committed by the sync of
 		 * its file (synced here: in FDS): later writes and applies
@@ -1790,6 +1797,66 @@ static int wait_data(struct chunk_engine *e, struct req *list)
 	return err;
 }
 
+/* CACHE-MODE WRITES (CHUNK_WF_NOFLUSH; KVCache namespaces created with
+ * --durability cache, docs/kvcache.md "Durability"). True when the batch
+ * LIST (no retirees: RET NULL) holds only writes that asked for no flush,
+ * none journaled, none dropping a journal of its base, and each into a
+ * block known written up to the end of its image (chunk_alloc_written_upto,
+ * as the shared flush decides it: a plain overwrite, which needs no ext4
+ * journal commit to be readable after a crash of the machine, so no
+ * extent state of the filesystem rides on the flush we skip). Such a
+ * batch is committed without any fdatasync or device flush: its data
+ * writes have completed (O_DIRECT, in the device's cache), its record is
+ * written (O_DIRECT) after them, and it enters the overlay. Any other
+ * batch, a mixed one included, syncs as before, and its flush (a device
+ * cache flush, whatever form it takes) makes every earlier batch's record
+ * and data durable too, those of cache-mode batches included.
+ *
+ * What holds after kill -9 of any process (the machine stays up): the
+ * same as for synced batches. Completed O_DIRECT writes are in the
+ * device (or its cache), which a process's death does not touch; the
+ * record is written only after the batch's data writes completed
+ * (wait_data), and the next record only after this batch committed, so
+ * the log's last record alone may name a data write never issued (record
+ * beside data), which open verifies as before.
+ *
+ * What power loss (or a crash of the machine) can do: every cache-mode
+ * batch after the last flush of the device may lose its record, its data,
+ * or either one alone. Replay takes the records as a run of consecutive
+ * seqs, so what comes back is the state after some prefix of the batches
+ * (records are written one after another; one lost ends the run). In that
+ * prefix a chunk a cache-mode batch wrote may name a block whose data did
+ * not reach the media (it holds older bytes, another chunk's, or zeros);
+ * only the last record is verified at open, so such a chunk comes back
+ * with metadata whose page CRCs its block fails. Every read verifies the
+ * page CRCs (-CFS_ECORRUPT, never the wrong bytes; craq_repair.c repairs
+ * the replica from a good one where there is one), and a chunk whose record
+ * was lost reads as its previous version. The allocator is rebuilt from
+ * the metadata as always, so no block is ever owned twice. Chunks written
+ * by synced batches keep their guarantee: a synced batch is acknowledged
+ * after a flush that followed every earlier record and data write, so the
+ * prefix that comes back reaches at least past it. */
+static bool noflush_batch(struct chunk_engine *e, struct req *list, struct retiree *ret)
+{
+	if (ret || !list)
+		return false;
+	bool ok = true;
+	pthread_mutex_lock(&e->mu); /* the written bits change under mu */
+	for (struct req *r = list; r && ok; r = r->next) {
+		if (r->kind != RQ_WRITE || !r->op || !(r->op->flags & CHUNK_WF_NOFLUSH) ||
+		    r->journal || r->nce != 1) {
+			ok = false;
+			break;
+		}
+		const struct centry *c = &r->ces[0];
+		if (!c->has_new || (c->exists && c->base.jrnl_len) ||
+		    chunk_alloc_written_upto(e->alloc, c->nmeta.pos) < r->img_end)
+			ok = false;
+	}
+	pthread_mutex_unlock(&e->mu);
+	return ok;
+}
+
 static int apply_batch(struct chunk_engine *e, struct req *list, struct retiree *ret)
 {
 	struct chunk_batch *b;
@@ -1857,6 +1924,16 @@ static int apply_batch(struct chunk_engine *e, struct req *list, struct retiree 
 		return err == -ENOSPC ? -EIO : err;
 	}
 	int synced = 0;
+	if (e->cfg.sync && noflush_batch(e, list, ret)) {
+		/* Cache mode: no fdatasync, no flush, no log sync (above). */
+		uint64_t nw = 0;
+		for (struct req *r = list; r; r = r->next)
+			nw++;
+		atomic_fetch_add_explicit(&e->noflush_batches, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&e->noflush_writes, nw, memory_order_relaxed);
+		err = chunk_store_batch_commit_flushed(b, 1);
+		return err;
+	}
 	if (e->cfg.sync) {
 		uint64_t t0 = clock_mono_ns();
 		synced = sync_batch_data(e, list, ret);
@@ -2404,6 +2481,8 @@ void chunk_engine_get_stat(struct chunk_engine *e, struct chunk_engine_stat *out
 	out->stage_commit_us = atomic_load(&e->stage_commit_us);
 	out->callback_us = atomic_load(&e->callback_us);
 	out->overlapped_batches = atomic_load(&e->overlapped_batches);
+	out->noflush_batches = atomic_load(&e->noflush_batches);
+	out->noflush_writes = atomic_load(&e->noflush_writes);
 }
 
 struct iter_ctx {
@@ -2838,12 +2917,14 @@ static void log_commit_stat(struct chunk_engine *e)
 	uint64_t n = st.stage_n ? st.stage_n : 1;
 	LOG_INFO("chunk", "group commit: target=%s batches=%llu writes=%llu data_syncs=%llu joint=%llu "
 		 "flush_led=%llu flush_covered=%llu flush_timeouts=%llu "
+		 "noflush_batches=%llu noflush_writes=%llu "
 		 "window_ms=%llu commit_ms=%llu sync_ms=%llu callback_ms=%llu overlapped=%llu "
 		 "cow_writes=%llu avg_us: pre=%llu "
 		 "io=%llu queue=%llu commit=%llu", e->dir, (unsigned long long)st.commit_batches,
 		 (unsigned long long)st.commit_writes, (unsigned long long)st.data_syncs,
 		 (unsigned long long)st.joint_syncs, (unsigned long long)st.group_led,
 		 (unsigned long long)st.group_covered, (unsigned long long)st.group_timeouts,
+		 (unsigned long long)st.noflush_batches, (unsigned long long)st.noflush_writes,
 		 (unsigned long long)st.window_wait_us / 1000, (unsigned long long)st.commit_us / 1000,
 		 (unsigned long long)st.sync_us / 1000, (unsigned long long)st.callback_us / 1000,
 		 (unsigned long long)st.overlapped_batches, (unsigned long long)st.stage_n,

@@ -17,7 +17,8 @@
  * append that fits the block, in place past the committed end; or, for a
  * small overwrite or a small append inside the block, journaled in the
  * metadata and then written in place)
- * and is durable when it completes (with cfg.sync). Mutations of one chunk are
+ * and is durable when it completes (with cfg.sync; a CHUNK_WF_NOFLUSH write
+ * only against process crashes, see there). Mutations of one chunk are
  * serialised in submission order per chunk; reads see the last completed
  * write. Data is verified against per-page CRC32C on every read; a mismatch
  * fails that range with -CFS_ECORRUPT, is logged and counted.
@@ -183,6 +184,15 @@ enum chunk_write_flags {
 	 * with -CFS_ECHECKSUM, the chunk unchanged. Lets a CRAQ member send
 	 * its forward while its own copy is checked (craq_write.c). */
 	CHUNK_WF_VERIFY = 1 << 2,
+	/* Cache mode (KVCache namespaces with --durability cache): with
+	 * cfg.sync, the write is acknowledged once its data write completed
+	 * (O_DIRECT) and its metadata record is written, without an
+	 * fdatasync or device flush for it, when its whole batch is such
+	 * writes into blocks known written (chunk_engine.c noflush_batch);
+	 * otherwise it commits as any write. After kill -9 it is as durable
+	 * as any write; after power loss it may read back as its previous
+	 * version or fail its CRC (-CFS_ECORRUPT), never as wrong bytes. */
+	CHUNK_WF_NOFLUSH = 1 << 3,
 };
 
 /* The disk-full rule (docs/operations.md "A full disk"). A new block is
@@ -352,6 +362,10 @@ struct chunk_engine_stat {
 	 * commit started while an earlier batch's callbacks still ran. */
 	uint64_t callback_us;
 	uint64_t overlapped_batches;
+	/* Cache mode (CHUNK_WF_NOFLUSH): batches committed without any
+	 * fdatasync or flush, and the writes in them. */
+	uint64_t noflush_batches;
+	uint64_t noflush_writes;
 };
 /* Counters and sizes; cheap, no I/O. Any thread. */
 void chunk_engine_get_stat(struct chunk_engine *e, struct chunk_engine_stat *out);

@@ -80,6 +80,17 @@
  * The engine writes the next record only after the previous batch's
  * flush, so this stays true of the last record only.
  *
+ * Except for cache-mode batches (chunk_engine.c noflush_batch: KVCache
+ * namespaces with --durability cache), committed with flushed = 1 and no
+ * flush at all: after POWER LOSS several records at the end of the run may
+ * name data that never reached the media (those after the device's last
+ * flush), and only the last is verified. Replay still yields the state
+ * after a prefix of the batches (a record lost ends the run), the
+ * allocator is rebuilt from it, and a chunk whose data did not land fails
+ * its page CRCs on every read (-CFS_ECORRUPT, never wrong bytes). After
+ * kill -9 alone nothing changes: such a batch's record is written after
+ * its data writes completed, and the next record after its commit.
+ *
  * Replay (wal_open): see there. A torn or corrupt record fails its CRC
  * and ends the run; replay is idempotent.
  */

@@ -612,7 +612,8 @@ static int late_check(struct craq_op *o)
 
 static void pl_submit(struct craq_op *o)
 {
-	uint32_t fl = (o->w.flags & STO_WF_REPLACE) ? CHUNK_WF_REPLACE : 0;
+	uint32_t fl = ((o->w.flags & STO_WF_REPLACE) ? CHUNK_WF_REPLACE : 0) |
+		      ((o->w.flags & STO_WF_NOFLUSH) ? CHUNK_WF_NOFLUSH : 0);
 	if (!o->head)
 		fl |= CHUNK_WF_FORWARDED;
 	if (o->unchecked) {
@@ -715,7 +716,8 @@ static void locked(void *arg)
 			finish(o, err);
 			return;
 		}
-		uint32_t fl = (o->w.flags & STO_WF_REPLACE) ? CHUNK_WF_REPLACE : 0;
+		uint32_t fl = ((o->w.flags & STO_WF_REPLACE) ? CHUNK_WF_REPLACE : 0) |
+			      ((o->w.flags & STO_WF_NOFLUSH) ? CHUNK_WF_NOFLUSH : 0);
 		o->op = (struct chunk_op){ .type = CHUNK_OP_WRITE, .done = applied, .arg = o,
 					   .id = o->id, .off = o->w.off, .len = o->w.len,
 					   .data = o->data,

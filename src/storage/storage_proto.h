@@ -49,6 +49,13 @@ enum sto_write_flags {
 	STO_WF_REPLACE = 1 << 0,   /* the chunk becomes exactly the data (off must be 0) */
 	STO_WF_FORWARDED = 1 << 1, /* sent by the predecessor in the chain, version assigned */
 	STO_WF_SYNC = 1 << 2,      /* a resync write from the predecessor */
+	/* Cache mode: acknowledge once the data write completed and the
+	 * chunk's metadata is committed, without a device flush or fdatasync
+	 * for this write (CHUNK_WF_NOFLUSH: the engine decides per batch).
+	 * Forwarded down the chain with the write. A service that does not
+	 * know the bit ignores it (unknown flag bits are not errors) and
+	 * syncs as for any write. */
+	STO_WF_NOFLUSH = 1 << 3,
 };
 
 enum sto_read_flags {

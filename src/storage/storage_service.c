@@ -223,7 +223,8 @@ static void write_submit(struct rpc_req *req, struct storage_service *s,
 				   .id = { m.ino, m.idx }, .off = m.off, .len = m.len,
 				   .data = data, .update_ver = m.update_ver,
 				   .chain_ver = m.chain_ver,
-				   .flags = (m.flags & STO_WF_REPLACE) ? CHUNK_WF_REPLACE : 0,
+				   .flags = ((m.flags & STO_WF_REPLACE) ? CHUNK_WF_REPLACE : 0) |
+					    ((m.flags & STO_WF_NOFLUSH) ? CHUNK_WF_NOFLUSH : 0),
 				   .page_crc = page_crc, .data_crc = m.crc };
 	chunk_engine_submit(t->eng, &w->op);
 }

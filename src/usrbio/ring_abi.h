@@ -72,6 +72,10 @@
 
 #define CFS_RING_FLAG_ALLOW_READ_UNCOMMITTED 1ull
 #define CFS_RING_FLAG_FORBID_READ_HOLES      2ull
+/* ChainFS's own (above 3FS's range): a write ring whose writes may be
+ * acknowledged without a device flush (KVCache cache mode,
+ * STO_WF_NOFLUSH). Daemons before it refuse the ring (-EINVAL). */
+#define CFS_RING_FLAG_NOFLUSH                (1ull << 32)
 
 /* daemon_state values */
 #define CFS_RING_SERVING 1u

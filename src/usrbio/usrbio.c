@@ -181,6 +181,11 @@ static int64_t app_errno(int rc)
 		return -ETIMEDOUT;
 	if (e == CFS_ETOOLARGE)
 		return -EFBIG;
+	/* Stored data failed its CRC on every replica: -EBADMSG, as Linux
+	 * filesystems report a checksum failure (EFSBADCRC), so a caller can
+	 * tell it from an I/O error (KVCache gets count it a miss). */
+	if (e == CFS_ECORRUPT)
+		return -EBADMSG;
 	return -EIO;
 }
 
@@ -472,7 +477,7 @@ int usrbio_register(struct usrbio *u, const struct usrbio_caller *c, const char 
 		    h->io_depth != nm.io_depth || (nm.io_depth > 0 && (uint32_t)nm.io_depth > e) ||
 		    (nm.io_depth < 0 && (uint32_t)-nm.io_depth > e) ||
 		    (nm.flags & ~(CFS_RING_FLAG_ALLOW_READ_UNCOMMITTED |
-		                  CFS_RING_FLAG_FORBID_READ_HOLES)) ||
+		                  CFS_RING_FLAG_FORBID_READ_HOLES | CFS_RING_FLAG_NOFLUSH)) ||
 		    shm_guard_poisoned(v->guard)) {
 			rc = -EINVAL;
 			goto fail;
@@ -719,8 +724,9 @@ static void batch_free(struct usrbio *u, struct ub_batch *b)
 
 /* ---- the data path ---- */
 
-static void run_write(struct usrbio *u, struct ub_batch *b)
+static void run_write(struct usrbio *u, struct ub_batch *b, uint64_t flags)
 {
+	uint32_t wf = (flags & CFS_RING_FLAG_NOFLUSH) ? FILE_IO_WF_NOFLUSH : 0;
 	for (int i = 0; i < b->n; i++) {
 		struct ub_io *io = &b->io[i];
 		if (shm_guard_poisoned(io->iov->guard)) {
@@ -731,8 +737,8 @@ static void run_write(struct usrbio *u, struct ub_batch *b)
 		/* With the application's CRC the storage client makes no pass
 		 * over the shared buffer; the head checks its copy against it. */
 		ssize_t n = io->crc_ok
-		                ? file_io_write_crc(u->o.fio, io->reg->fi, io->off, io->len,
-		                                    io->ptr, io->crc)
+		                ? file_io_write_crc_flags(u->o.fio, io->reg->fi, io->off, io->len,
+		                                          io->ptr, io->crc, wf)
 		                : file_io_write(u->o.fio, io->reg->fi, io->off, io->len, io->ptr);
 		if (shm_guard_poisoned(io->iov->guard))
 			n = -EFAULT;
@@ -895,7 +901,7 @@ static void *worker_main(void *arg)
 		pthread_mutex_unlock(&u->qlock);
 		struct ub_ring *r = b->ring->ring;
 		if (b->write)
-			run_write(u, b);
+			run_write(u, b, r->flags);
 		else
 			run_read(u, b, r->flags);
 		uint64_t bytes = 0, errs = 0;

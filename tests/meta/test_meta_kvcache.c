@@ -40,6 +40,7 @@ static uint32_t create_ttl;    /* ns_create: the namespace's TTL */
 static uint32_t batch_ttl;     /* batch: the message's ttl_ms */
 static uint64_t batch_token;   /* batch: the message's token */
 static uint64_t create_token;  /* ns_create: the message's token */
+static uint32_t create_durability; /* ns_create: KVC_DUR_* */
 
 /* One call: direct or through the service. R gets the reply (items
  * owned: kvc_msg_fini). */
@@ -69,7 +70,7 @@ static int ns_create(const char *name, uint32_t page, uint64_t slots, uint32_t t
 	q->name_len = (uint32_t)strlen(name);
 	q->ns = (struct kvc_ns){ .page_size = page, .nslots = slots, .nslabs = 2,
 				 .slots_per_slab = (slots + 1) / 2, .touch_ms = touch_ms,
-				 .ttl_ms = create_ttl };
+				 .ttl_ms = create_ttl, .durability = create_durability };
 	snprintf(q->ns.dir, sizeof(q->ns.dir), "/kv/%s", name);
 	int rc = call(q, r);
 	if (!rc && id)
@@ -240,6 +241,48 @@ static void test_namespaces(void **st)
 	create_token = 0;
 	assert_int_equal(ns_create("ns2", 64 << 10, 100, 0, NULL), -EEXIST);
 	assert_int_equal(ns_simple("ns2", META_RPC_KVC_NS_DELETE), 0);
+}
+
+/* The namespace's durability mode (docs/kvcache.md "Durability"): kept
+ * in its record and answered by NS_GET; a value past KVC_DUR_MAX is
+ * refused; a message without the appended field (an older peer's, or a
+ * record made before it) means sync. */
+static void test_durability(void **st)
+{
+	(void)st;
+	create_durability = KVC_DUR_CACHE;
+	assert_int_equal(ns_create("dur-c", 64 << 10, 10, 0, NULL), 0);
+	create_durability = KVC_DUR_MAX + 1;
+	assert_int_equal(ns_create("dur-x", 64 << 10, 10, 0, NULL), -EINVAL);
+	create_durability = 0;
+	assert_int_equal(ns_create("dur-s", 64 << 10, 10, 0, NULL), 0);
+	const char *names[2] = { "dur-c", "dur-s" };
+	for (int i = 0; i < 2; i++) {
+		struct kvc_msg *q = calloc(1, sizeof(*q)), *r = calloc(1, sizeof(*r));
+		q->type = META_RPC_KVC_NS_GET;
+		q->name = (const uint8_t *)names[i];
+		q->name_len = (uint32_t)strlen(names[i]);
+		assert_int_equal(call(q, r), 0);
+		assert_int_equal(r->ns.durability, i == 0 ? KVC_DUR_CACHE : KVC_DUR_SYNC);
+		kvc_msg_fini(r);
+		free(q);
+		free(r);
+		assert_int_equal(ns_simple(names[i], META_RPC_KVC_NS_DELETE), 0);
+	}
+	assert_int_equal(ns_simple("dur-x", META_RPC_KVC_NS_GET), -ENOENT);
+	/* Without the trailing u32: durability 0 (sync). */
+	struct kvc_msg m = { .type = META_RPC_KVC_NS_GET };
+	m.ns.durability = KVC_DUR_CACHE;
+	struct buf b = BUF_INIT;
+	assert_int_equal(kvc_msg_encode(&b, &m), 0);
+	struct kvc_msg d;
+	assert_int_equal(kvc_msg_decode(b.data, b.len, &d), 0);
+	assert_int_equal(d.ns.durability, KVC_DUR_CACHE);
+	kvc_msg_fini(&d);
+	assert_int_equal(kvc_msg_decode(b.data, b.len - 4, &d), 0);
+	assert_int_equal(d.ns.durability, KVC_DUR_SYNC);
+	kvc_msg_fini(&d);
+	buf_fini(&b);
 }
 
 static void test_put_get_delete(void **st)
@@ -1086,7 +1129,7 @@ int main(void)
 		cmocka_unit_test(test_ttl),            cmocka_unit_test(test_reserve_failure_releases),
 		cmocka_unit_test(test_eviction_rate),  cmocka_unit_test(test_reserve_token_lease),
 		cmocka_unit_test(test_token_per_txn),  cmocka_unit_test(test_delete_resend),
-		cmocka_unit_test(test_ns_delete_resend),
+		cmocka_unit_test(test_ns_delete_resend), cmocka_unit_test(test_durability),
 #ifndef META_KVC_TEST_ETCD
 		cmocka_unit_test(test_reserve_resend), cmocka_unit_test(test_delete_create_resend),
 #endif

@@ -908,6 +908,25 @@ static void test_shared_flush_fallback(void **state)
 	close_expect_rounds(e, dir, gdir, data);
 }
 
+/* One cache-mode round: 4 chunks of 64 KiB (whole blocks) written at
+ * once, FLAGS on every write (CHUNK_WF_NOFLUSH or 0). */
+enum { NF_N = 4, NF_LEN = 64 * 1024 };
+static void noflush_round(struct chunk_engine *e, int round, uint32_t flags,
+			  uint8_t (*data)[NF_LEN])
+{
+	static struct chunk_op ops[NF_N];
+	struct async_ctx c = ASYNC_CTX_INIT;
+	for (int i = 0; i < NF_N; i++) {
+		fill(data[i], NF_LEN, (uint32_t)(round * 100 + i));
+		async_write_op(&ops[i], &c, (struct chunk_id){ 17, (uint32_t)i }, 0, NF_LEN,
+			       data[i]);
+		ops[i].flags = flags;
+		chunk_engine_submit(e, &ops[i]);
+	}
+	assert_int_equal(async_wait(&c, NF_N), 0);
+}
+
+
 /* A write callback that holds its thread until the test releases it, as
  * a slow CRAQ forward or reply would. */
 struct gate {
@@ -932,6 +951,116 @@ static void gate_done(struct chunk_op *op)
 static uint64_t flushes_done(const struct chunk_engine_stat *st)
 {
 	return st->data_syncs + st->group_led + st->group_covered;
+}
+
+/* Cache mode (CHUNK_WF_NOFLUSH, chunk_engine.c noflush_batch), with and
+ * without a flush group: writes into blocks not yet known written sync
+ * (the first rounds: fresh blocks); once the copy-on-write rounds reuse
+ * blocks written and synced before, a round whose batches are all
+ * NOFLUSH makes no data fdatasync and no flush of the group (led or
+ * covered). Plain writes (flags 0) into the same blocks sync every
+ * batch. A mixed batch (a plain write and a NOFLUSH one taken together,
+ * the commit thread held by a callback meanwhile) syncs. Everything
+ * reads back after a clean reopen. */
+static void noflush_case(const char *dir, const char *gdir)
+{
+	static uint8_t data[NF_N][NF_LEN];
+	struct chunk_engine_cfg cfg;
+	no_overlap_cfg(&cfg, dir);
+	cfg.shared_flush = gdir != NULL;
+	cfg.flush_group_dir = gdir;
+	struct chunk_engine *e = NULL;
+	assert_int_equal(chunk_engine_open(&cfg, &e), 0);
+	struct chunk_engine_stat st0, st;
+	/* Fresh blocks: nothing known written, every batch syncs. */
+	chunk_engine_get_stat(e, &st0);
+	noflush_round(e, 0, CHUNK_WF_NOFLUSH, data);
+	chunk_engine_get_stat(e, &st);
+	assert_int_equal(st.noflush_batches, 0);
+	assert_true(st.data_syncs > st0.data_syncs);
+	/* Reused blocks: rounds until one was NOFLUSH only. */
+	int round = 1, clean = 0;
+	for (; round < 24 && !clean; round++) {
+		chunk_engine_get_stat(e, &st0);
+		noflush_round(e, round, CHUNK_WF_NOFLUSH, data);
+		chunk_engine_get_stat(e, &st);
+		uint64_t batches = st.commit_batches - st0.commit_batches;
+		uint64_t nf = st.noflush_batches - st0.noflush_batches;
+		assert_true(nf <= batches);
+		if (nf == batches) {
+			clean = 1;
+			assert_int_equal(st.data_syncs, st0.data_syncs);
+			assert_int_equal(st.group_led, st0.group_led);
+			assert_int_equal(st.group_covered, st0.group_covered);
+			assert_int_equal(st.noflush_writes - st0.noflush_writes, NF_N);
+		}
+	}
+	assert_true(clean);
+	/* Plain writes into the same (known written) blocks: every batch
+	 * syncs (files, or the group's flush). */
+	chunk_engine_get_stat(e, &st0);
+	noflush_round(e, round++, 0, data);
+	chunk_engine_get_stat(e, &st);
+	assert_int_equal(st.noflush_batches, st0.noflush_batches);
+	assert_true(flushes_done(&st) - flushes_done(&st0) >=
+		    st.commit_batches - st0.commit_batches);
+	/* A mixed batch: hold the commit thread in a callback, queue a plain
+	 * write and a NOFLUSH one, release. */
+	for (int k = 0; k < 2; k++) /* blocks for both known written again */
+		noflush_round(e, round++, CHUNK_WF_NOFLUSH, data);
+	struct gate g = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0 };
+	static uint8_t gd[NF_LEN];
+	fill(gd, NF_LEN, 4242);
+	struct chunk_op opg = { .type = CHUNK_OP_WRITE, .done = gate_done, .arg = &g,
+				.id = { 17, 9 }, .len = NF_LEN, .data = gd, .chain_ver = 1 };
+	chunk_engine_submit(e, &opg);
+	pthread_mutex_lock(&g.mu);
+	while (!g.entered)
+		pthread_cond_wait(&g.cv, &g.mu);
+	pthread_mutex_unlock(&g.mu);
+	assert_int_equal(g.result, 0);
+	chunk_engine_get_stat(e, &st0);
+	static struct chunk_op mops[2];
+	struct async_ctx c = ASYNC_CTX_INIT;
+	for (int i = 0; i < 2; i++) {
+		fill(data[i], NF_LEN, (uint32_t)(round * 100 + i));
+		async_write_op(&mops[i], &c, (struct chunk_id){ 17, (uint32_t)i }, 0, NF_LEN,
+			       data[i]);
+		mops[i].flags = i ? CHUNK_WF_NOFLUSH : 0;
+		chunk_engine_submit(e, &mops[i]);
+	}
+	clock_sleep_ms(500); /* both data writes done and queued */
+	pthread_mutex_lock(&g.mu);
+	g.released = 1;
+	pthread_cond_broadcast(&g.cv);
+	pthread_mutex_unlock(&g.mu);
+	assert_int_equal(async_wait(&c, 2), 0);
+	chunk_engine_get_stat(e, &st);
+	if (st.commit_batches - st0.commit_batches == 1) { /* one mixed batch */
+		assert_int_equal(st.noflush_batches, st0.noflush_batches);
+		assert_true(flushes_done(&st) > flushes_done(&st0));
+	}
+	chunk_engine_close(e);
+	e = open_no_overlap(dir);
+	for (int i = 0; i < NF_N; i++)
+		expect_range(e, (struct chunk_id){ 17, (uint32_t)i }, 0, NF_LEN, data[i], NF_LEN);
+	expect_range(e, (struct chunk_id){ 17, 9 }, 0, NF_LEN, gd, NF_LEN);
+	assert_clean(e, NF_N + 1);
+	chunk_engine_close(e);
+}
+
+static void test_noflush(void **state)
+{
+	(void)state;
+	char *dir = testenv_tmpdir("engine_noflush");
+	noflush_case(dir, NULL);
+	free(dir);
+	dir = testenv_tmpdir("engine_noflush_grouped");
+	char *gdir = testenv_tmpdir("engine_noflush_group");
+	if (chunk_flush_fs_ok(dir) != -EOPNOTSUPP)
+		noflush_case(dir, gdir);
+	free(gdir);
+	free(dir);
 }
 
 /* One round of the commit pipeline test on a fresh engine at DIR with
@@ -1379,6 +1508,7 @@ int main(void)
 		cmocka_unit_test(test_shared_flush),
 		cmocka_unit_test(test_shared_flush_fallback),
 		cmocka_unit_test(test_commit_pipeline),
+		cmocka_unit_test(test_noflush),
 		cmocka_unit_test(test_commit_window_env),
 		cmocka_unit_test(test_shared_flush_prefix),
 		cmocka_unit_test(test_cached_reads),
