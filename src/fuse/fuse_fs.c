@@ -2931,6 +2931,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 		}
 		t0 = clock_mono_ns();
 	}
+	fuseloop_will_block(); /* GETXATTR is a fast opcode (fuse_loop.c) */
 	req_cred(req, &cb);
 	int rc = meta_client_getxattr(fs->o.meta, &cb.c, ino, meta_name_c(name), buf, size);
 	if (acc && rc == -ENODATA)
