@@ -1,8 +1,8 @@
 /* fuse_fs.c - libfuse3 low-level operations over meta_client and file_io.
  *
  * HOW IT WORKS. Each operation handler builds the caller's credentials
- * (fuse_req_ctx, plus fuse_req_getgroups for non-root callers), makes one
- * blocking meta_client call and replies. Meta checks permissions with
+ * (fuse_req_ctx, plus the groups of non-root callers: "Caller groups"),
+ * makes one blocking meta_client call and replies. Meta checks permissions with
  * those credentials, and the kernel checks them as well (mount option
  * default_permissions): without it, a path walk through names the kernel
  * cached for another user would skip the search-permission check.
