@@ -1,8 +1,8 @@
 /* fuse_fs.c - libfuse3 low-level operations over meta_client and file_io.
  *
  * HOW IT WORKS. Each operation handler builds the caller's credentials
- * (fuse_req_ctx, plus fuse_req_getgroups for non-root callers), makes one
- * blocking meta_client call and replies. Meta checks permissions with
+ * (fuse_req_ctx, plus the groups of non-root callers: "Caller groups"),
+ * makes one blocking meta_client call and replies. Meta checks permissions with
  * those credentials, and the kernel checks them as well (mount option
  * default_permissions): without it, a path walk through names the kernel
  * cached for another user would skip the search-permission check.
@@ -124,6 +124,12 @@ struct fusefs {
 		uint64_t until_ns; /* mono clock: read start + attr_timeout */
 	} acc_none[256];
 	uint64_t acc_gen;           /* bumped when this mount sets an access ACL */
+	/* Supplementary groups of recent callers ("Caller groups"):
+	 * FUSEFS_GRP_SLOTS, hashed by the caller's thread id; NULL: off
+	 * (every non-root request reads /proc). */
+	pthread_mutex_t grp_lock; /* guards grp */
+	struct grp_slot *grp;
+	uint64_t grp_ttl_ns;
 	unsigned test_acc_set_delay_ms; /* tests only: an access ACL set waits this
 	                                 * long before meta
 	                                 * (CFS_FUSE_TEST_ACL_SET_DELAY_MS) */
@@ -161,6 +167,15 @@ struct oa_slot {
 	 * INO since): "Cached inline reads" may then fill its pages. */
 	int told;
 	uint64_t told_ns;
+};
+
+#define FUSEFS_GRP_SLOTS 256
+#define FUSEFS_GRP_TTL_MS 100 /* default of CFS_FUSE_GROUPS_TTL_MS */
+struct grp_slot {
+	uint32_t pid, uid, gid; /* the caller's thread id, fsuid, fsgid; pid 0: empty */
+	uint32_t n;
+	uint64_t until_ns; /* mono clock: read start + grp_ttl_ns */
+	uint32_t g[FUSEFS_NGROUPS];
 };
 
 struct fusefs_file {
@@ -210,6 +225,39 @@ static struct fusefs *fs_of(fuse_req_t req)
 	return fuse_req_userdata(req);
 }
 
+/* ---- Caller groups ----
+ *
+ * Meta checks each request's permissions with the caller's supplementary
+ * groups, which FUSE does not carry: libfuse reads them from
+ * /proc/PID/task/PID/status, about 20 us of the mount's CPU per request
+ * (the kernel formats the whole status file), three times per create of a
+ * non-root caller (lookup, getattr of the directory, create). The groups
+ * read for a caller thread are kept here for grp_ttl_ns
+ * (CFS_FUSE_GROUPS_TTL_MS, 100 ms by default; 0: off) from the start of
+ * the read, keyed by the thread id and the request's fsuid and fsgid, in
+ * FUSEFS_GRP_SLOTS slots (one per thread-id hash, the last read wins):
+ *   - setgroups(2) in a process whose fsuid and fsgid stay the same
+ *     reaches meta's checks within the TTL (the kernel's own checks,
+ *     default_permissions, see it at once): a group gained may be refused
+ *     by meta, or a set-group-ID bit dropped by a write, for up to 100 ms
+ *     after it; a group given up is refused by the kernel at once.
+ *     su, login, newgrp and sg change the fsuid or fsgid, which is a miss.
+ *   - A thread id names another thread only once the pid space wrapped
+ *     (Linux hands pids out cyclically): with pid_max 32768 that needs
+ *     more than 300,000 new tasks a second to happen within the TTL, and
+ *     the new thread must have the same fsuid and fsgid on top.
+ * Root (fsuid 0) needs no groups and is never looked up. */
+static void grp_read(fuse_req_t req, struct cred_buf *cb)
+{
+	gid_t gids[FUSEFS_NGROUPS];
+	int n = fuse_req_getgroups(req, FUSEFS_NGROUPS, gids);
+	if (n > FUSEFS_NGROUPS)
+		n = FUSEFS_NGROUPS;
+	for (int i = 0; i < n; i++)
+		cb->g[i] = gids[i];
+	cb->c.ngroups = n > 0 ? (uint32_t)n : 0;
+}
+
 static void req_cred(fuse_req_t req, struct cred_buf *cb)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
@@ -219,13 +267,39 @@ static void req_cred(fuse_req_t req, struct cred_buf *cb)
 	cb->c.groups = cb->g;
 	if (ctx->uid == 0)
 		return; /* root passes every check meta makes with groups */
+	struct fusefs *fs = fs_of(req);
+	uint32_t pid = (uint32_t)ctx->pid;
+	if (!fs->grp || !pid) {
+		grp_read(req, cb);
+		return;
+	}
+	struct grp_slot *sl = &fs->grp[(pid * 0x9E3779B1u) >> 24];
+	uint64_t now = clock_mono_ns();
+	pthread_mutex_lock(&fs->grp_lock);
+	if (sl->pid == pid && sl->uid == ctx->uid && sl->gid == ctx->gid && sl->until_ns > now) {
+		cb->c.ngroups = sl->n;
+		memcpy(cb->g, sl->g, sl->n * sizeof(cb->g[0]));
+		pthread_mutex_unlock(&fs->grp_lock);
+		return;
+	}
+	pthread_mutex_unlock(&fs->grp_lock);
 	gid_t gids[FUSEFS_NGROUPS];
 	int n = fuse_req_getgroups(req, FUSEFS_NGROUPS, gids);
+	if (n < 0)
+		return; /* no groups (the caller is gone): not kept */
 	if (n > FUSEFS_NGROUPS)
 		n = FUSEFS_NGROUPS;
 	for (int i = 0; i < n; i++)
 		cb->g[i] = gids[i];
-	cb->c.ngroups = n > 0 ? (uint32_t)n : 0;
+	cb->c.ngroups = (uint32_t)n;
+	pthread_mutex_lock(&fs->grp_lock);
+	sl->pid = pid;
+	sl->uid = ctx->uid;
+	sl->gid = ctx->gid;
+	sl->n = (uint32_t)n;
+	sl->until_ns = now + fs->grp_ttl_ns;
+	memcpy(sl->g, cb->g, (size_t)n * sizeof(cb->g[0]));
+	pthread_mutex_unlock(&fs->grp_lock);
 }
 
 /* 1 for the errnos of a socket or connection. They end a meta or storage
@@ -1030,12 +1104,15 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		free(in);
 		return;
 	}
-	req_cred(req, &cb);
 	uint64_t gen = dc_begin(fs, parent);
 	/* A directory this mount made and nobody else changed: its names
-	 * are known here (the lookup before every create of a new name). */
+	 * are known here (the lookup before every create of a new name).
+	 * Credentials only when meta is asked: a non-root caller's cost
+	 * its groups ("Caller groups"). */
 	int known = fs->dc && strlen(name) <= META_NAME_MAX &&
 	            dircache_absent(fs->dc, parent, name);
+	if (!known)
+		req_cred(req, &cb);
 	int rc = known ? -ENOENT : la_lookup(fs, req, parent, name, &cb.c, in);
 	if (rc == 1) {
 		free(in);
@@ -1128,7 +1205,6 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ff
 	struct meta_inode *in = inode_new(req);
 	if (!in)
 		return;
-	req_cred(req, &cb);
 	struct stat dst;
 	double dttl;
 	if (dattr_get(fs, ino, &dst, &dttl)) {
@@ -1137,6 +1213,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ff
 		free(in);
 		return;
 	}
+	req_cred(req, &cb); /* after the answers that need none */
 	if (la_getattr(fs, req, ino, &cb.c, in)) {
 		free(in);
 		return;
@@ -2854,6 +2931,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 		}
 		t0 = clock_mono_ns();
 	}
+	fuseloop_will_block(); /* GETXATTR is a fast opcode (fuse_loop.c) */
 	req_cred(req, &cb);
 	int rc = meta_client_getxattr(fs->o.meta, &cb.c, ino, meta_name_c(name), buf, size);
 	if (acc && rc == -ENODATA)
@@ -3465,6 +3543,13 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	struct fuse_args args = FUSE_ARGS_INIT(fs.o.debug ? 4 : 3, argv);
 	pthread_mutex_init(&fs.lock, NULL);
 	pthread_mutex_init(&fs.acl_lock, NULL);
+	pthread_mutex_init(&fs.grp_lock, NULL);
+	const char *gt = getenv("CFS_FUSE_GROUPS_TTL_MS"); /* "Caller groups" */
+	unsigned long gttl = gt && *gt ? strtoul(gt, NULL, 10) : FUSEFS_GRP_TTL_MS;
+	if (gttl > 60000)
+		gttl = 60000;
+	fs.grp_ttl_ns = (uint64_t)gttl * 1000000ull;
+	fs.grp = gttl ? calloc(FUSEFS_GRP_SLOTS, sizeof(*fs.grp)) : NULL; /* NULL: off */
 	const char *asd = getenv("CFS_FUSE_TEST_ACL_SET_DELAY_MS"); /* test hook */
 	fs.test_acc_set_delay_ms = asd ? (unsigned)strtoul(asd, NULL, 10) : 0;
 	pthread_mutex_init(&fs.dattr_lock, NULL);
@@ -3478,6 +3563,8 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 		         fs.o.extra_opts ? fs.o.extra_opts : "");
 		pthread_mutex_destroy(&fs.lock);
 		pthread_mutex_destroy(&fs.acl_lock);
+		pthread_mutex_destroy(&fs.grp_lock);
+		free(fs.grp);
 		pthread_mutex_destroy(&fs.dattr_lock);
 		pthread_mutex_destroy(&fs.oa_lock);
 		free(fs.oa);
@@ -3594,6 +3681,8 @@ out:
 	fuse_session_destroy(se);
 	pthread_mutex_destroy(&fs.lock);
 	pthread_mutex_destroy(&fs.acl_lock);
+	pthread_mutex_destroy(&fs.grp_lock);
+	free(fs.grp);
 	pthread_mutex_destroy(&fs.dattr_lock);
 	pthread_mutex_destroy(&fs.oa_lock);
 	free(fs.oa);

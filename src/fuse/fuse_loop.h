@@ -17,9 +17,10 @@
  * HOW. Idle threads wait on their own condition variable in a LIFO stack
  * (the most recently busy thread is woken first: warm caches, one CPU).
  * The leader reads a request and, unless its opcode is one that usually
- * completes without blocking (LOOKUP, GETATTR, FORGET, BATCH_FORGET, and
+ * completes without blocking (LOOKUP, GETATTR, FORGET, BATCH_FORGET;
  * OPEN, READ, FLUSH, RELEASE, which a small file read whole usually is:
- * fuse_fs.c "Open-ahead"; and a small chunk READ, sent asynchronously),
+ * fuse_fs.c "Open-ahead"; a small chunk READ, sent asynchronously; and
+ * GETXATTR, the root's access ACL on a non-root caller's path walk),
  * hands the reading over to the top idle thread (or starts a new one, up
  * to MAX_THREADS) before processing it, so requests that wait on RPCs
  * never hold up the next request. A handler of a "fast" opcode that finds

@@ -12,17 +12,25 @@
  * revoked), a non-root owner setting an ACL on its own file and being
  * refused on another's, default ACLs refused on files, and a non-root
  * user creating through a named-user entry.
+ *
+ * test_groups_change checks the mount's caller-groups cache (fuse_fs.c
+ * "Caller groups"): a process whose supplementary groups change sees the
+ * new access once the cache's bound (100 ms) has passed.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <signal.h>
+#include <sys/fsuid.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -269,6 +277,97 @@ static void test_access_acl_set_race(void **state)
 		         "(a walk during the set cached its absence)");
 }
 
+/* The mount keeps a caller thread's supplementary groups for 100 ms
+ * (fuse_fs.c "Caller groups", CFS_FUSE_GROUPS_TTL_MS), keyed by thread
+ * id, fsuid and fsgid. A child (keeping CAP_SETGID and CAP_SETUID) with
+ * fsuid 4321 and no groups is refused a write open of a file of group
+ * 4242 (mode 0660; meta checks every write open) and has the mount read
+ * and keep its groups (opendir); it joins 4242 with setgroups, and 100 ms
+ * later (the bound) its first open must succeed; leaving the group, it is
+ * refused at once (the kernel checks live credentials). Then, with the
+ * empty groups kept for fsuid 4322, it joins 4242 as fsuid 4321 and must
+ * be granted at once (another key). Fails if the mount kept groups past
+ * the bound (CFS_FUSE_GROUPS_TTL_MS=5000 fails it) or keyed them by
+ * thread id alone. */
+static int try_open(const char *f)
+{
+	int fd = open(f, O_WRONLY);
+	if (fd >= 0)
+		close(fd);
+	return fd >= 0 ? 0 : -errno;
+}
+
+static void groups_fill(const char *d)
+{
+	DIR *x = opendir(d); /* OPENDIR: always asks meta, with the groups */
+	if (x)
+		closedir(x);
+}
+
+static void test_groups_change(void **state)
+{
+	char d[700], f[800];
+	integ_path(&env, "grp", d, sizeof(d));
+	assert_int_equal(mkdir(d, 0755), 0);
+	assert_int_equal(chmod(d, 0755), 0);
+	snprintf(f, sizeof(f), "%s/f", d);
+	FILE *fp = fopen(f, "w");
+	assert_non_null(fp);
+	fputs("data\n", fp);
+	fclose(fp);
+	assert_int_equal(chown(f, 0, 4242), 0);
+	assert_int_equal(chmod(f, 0660), 0);
+	pid_t c = fork();
+	assert_true(c >= 0);
+	if (c == 0) {
+		int bad = 0;
+		gid_t g = 4242;
+		if (setgroups(0, NULL) < 0)
+			_exit(100);
+		setfsgid(4321);
+		setfsuid(4321);
+		if ((gid_t)setfsgid((gid_t)-1) != 4321 || (uid_t)setfsuid((uid_t)-1) != 4321)
+			_exit(101);
+		if (try_open(f) != -EACCES)
+			bad |= 1; /* no group: refused */
+		groups_fill(d);
+		if (setgroups(1, &g) < 0)
+			_exit(102);
+		int rc = try_open(f); /* may be refused: within the bound */
+		fprintf(stderr, "open right after joining the group: %s\n",
+		        rc ? strerror(-rc) : "granted");
+		usleep(101 * 1000);
+		if (try_open(f))
+			bad |= 2; /* joined 101 ms ago: granted */
+		if (setgroups(0, NULL) < 0)
+			_exit(103);
+		if (try_open(f) != -EACCES)
+			bad |= 4; /* left: refused at once */
+		setfsuid(4322);
+		groups_fill(d);
+		if (setgroups(1, &g) < 0)
+			_exit(104);
+		setfsuid(4321);
+		if (try_open(f))
+			bad |= 8; /* another fsuid: the groups are read anew */
+		_exit(bad);
+	}
+	int st = 0;
+	assert_int_equal(waitpid(c, &st, 0), c);
+	assert_true(WIFEXITED(st));
+	int bad = WEXITSTATUS(st);
+	if (bad >= 100)
+		fail_msg("setup step %d failed in the child", bad - 100);
+	if (bad & 1)
+		fail_msg("fsuid 4321 without the group was not refused");
+	if (bad & 2)
+		fail_msg("a group joined 101 ms ago did not grant access (bound 100 ms)");
+	if (bad & 4)
+		fail_msg("a group left was still honoured");
+	if (bad & 8)
+		fail_msg("fsuid 4321 in the group was refused (groups kept across fsuids)");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -276,6 +375,7 @@ int main(void)
 	    cmocka_unit_test(test_default_acl_from_other_mount),
 	    cmocka_unit_test(test_access_acl_of_root),
 	    cmocka_unit_test(test_access_acl_set_race),
+	    cmocka_unit_test(test_groups_change),
 	};
 	return integ_main(&env, "integ-acl", tests, sizeof(tests) / sizeof(tests[0]));
 }
