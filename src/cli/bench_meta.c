@@ -82,6 +82,7 @@ struct bm_conf {
 	char *server_inline;
 	int64_t client_loops;
 	int64_t conns;
+	int idle_conn_first;
 	char *meta_pid;
 	char *log_level;
 };
@@ -122,6 +123,10 @@ static const struct cfg_opt opts[] = {
 	  "RPC loop threads of the bench client" },
 	{ "conns", CFG_INT, "1", 1, 16, offsetof(struct bm_conf, conns),
 	  "connections per instance of the bench client" },
+	{ "idle-conn-first", CFG_BOOL, "false", 0, 0, offsetof(struct bm_conf, idle_conn_first),
+	  "a call goes on the first of --conns connections with nothing in flight (rpc.h "
+	  "idle_conn_first; the mount's CFS_MOUNT_META_CONNS), so with --conns >= --clients "
+	  "each thread sends and reads its own reply" },
 	{ "meta-pid", CFG_STR, "", 0, 0, offsetof(struct bm_conf, meta_pid),
 	  "PID[,PID]: with --meta, the pids of those instances (on this host, in --meta's "
 	  "order) for the CPU per op line; its own instances are measured anyway" },
@@ -515,7 +520,8 @@ static int run_row(const char *const *addrs, int ninst, int nclients, int ndirs,
 				       .cluster_id = bc->cluster_id, .secret = secret,
 				       .secret_len = slen, .timeout_ms = 10000,
 				       .loop_threads = (int)bc->client_loops,
-				       .conns_per_peer = (int)bc->conns };
+				       .conns_per_peer = (int)bc->conns,
+				       .idle_conn_first = bc->idle_conn_first };
 	memset(&r, 0, sizeof(r));
 	if (meta_client_new(&mo, &r.mc, err, sizeof(err))) {
 		fprintf(stderr, "chainfs bench meta: %s\n", err);
