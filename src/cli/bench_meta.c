@@ -22,6 +22,14 @@
  *   unlink   removal of the created files (each thread its own)
  * and prints each rate and create/stat as a fraction of ping. Rates are
  * best-effort on a shared machine: run it twice and compare ratios.
+ *
+ * Under each row a "cpu" line gives, per phase, the CPU time (user +
+ * system) per operation of the meta instances the row used (their pids:
+ * its own instances, or --meta-pid) and of this process (the client),
+ * and their context switches per operation (meta's threads counted
+ * over /proc/PID/task, the client's by getrusage). Other load on the
+ * machine moves these much less than the rates, so they are what an A/B
+ * of the request path should compare (bench/README.md).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -37,7 +45,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -72,6 +82,8 @@ struct bm_conf {
 	char *server_inline;
 	int64_t client_loops;
 	int64_t conns;
+	int idle_conn_first;
+	char *meta_pid;
 	char *log_level;
 };
 
@@ -111,6 +123,13 @@ static const struct cfg_opt opts[] = {
 	  "RPC loop threads of the bench client" },
 	{ "conns", CFG_INT, "1", 1, 16, offsetof(struct bm_conf, conns),
 	  "connections per instance of the bench client" },
+	{ "idle-conn-first", CFG_BOOL, "false", 0, 0, offsetof(struct bm_conf, idle_conn_first),
+	  "a call goes on the first of --conns connections with nothing in flight (rpc.h "
+	  "idle_conn_first; the mount's CFS_MOUNT_META_CONNS), so with --conns >= --clients "
+	  "each thread sends and reads its own reply" },
+	{ "meta-pid", CFG_STR, "", 0, 0, offsetof(struct bm_conf, meta_pid),
+	  "PID[,PID]: with --meta, the pids of those instances (on this host, in --meta's "
+	  "order) for the CPU per op line; its own instances are measured anyway" },
 	{ "log-level", CFG_STR, "warn", 0, 0, offsetof(struct bm_conf, log_level),
 	  "err|warn|notice|info|debug" },
 	CFG_END
@@ -251,6 +270,80 @@ struct row {
 
 static const struct meta_cred ROOT = { 0, 0, 0, NULL };
 
+/* ---- CPU per operation ---- */
+
+/* CPU time and context switches so far. */
+struct cpu_mark {
+	double meta_s, cli_s;
+	uint64_t meta_cs, cli_cs;
+};
+
+static int meta_pids[META_CLIENT_MAX_ADDRS]; /* in address order; 0: unknown */
+
+/* utime + stime of PID in seconds (0 when unknown). */
+static double proc_cpu_s(int pid)
+{
+	char path[64], buf[1024];
+	unsigned long ut = 0, st = 0;
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	FILE *f = fopen(path, "r");
+	size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+	if (f)
+		fclose(f);
+	buf[n] = 0;
+	/* After the command's closing parenthesis: state (3) ... utime (14),
+	 * stime (15). */
+	char *p = strrchr(buf, ')');
+	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
+			 &st) != 2)
+		return 0;
+	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* Voluntary + involuntary context switches of PID's live threads. */
+static uint64_t proc_cs(int pid)
+{
+	char path[320], line[128];
+	uint64_t sum = 0;
+	snprintf(path, sizeof(path), "/proc/%d/task", pid);
+	DIR *d = opendir(path);
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/status", pid, e->d_name);
+		FILE *f = fopen(path, "r");
+		while (f && fgets(line, sizeof(line), f)) {
+			unsigned long long v;
+			if (sscanf(line, "voluntary_ctxt_switches: %llu", &v) == 1 ||
+			    sscanf(line, "nonvoluntary_ctxt_switches: %llu", &v) == 1)
+				sum += v;
+		}
+		if (f)
+			fclose(f);
+	}
+	if (d)
+		closedir(d);
+	return sum;
+}
+
+/* Marks the CPU of the first NINST meta instances and of this process. */
+static void cpu_mark(struct cpu_mark *m, int ninst)
+{
+	struct rusage ru;
+	memset(m, 0, sizeof(*m));
+	for (int i = 0; i < ninst; i++)
+		if (meta_pids[i] > 0) {
+			m->meta_s += proc_cpu_s(meta_pids[i]);
+			m->meta_cs += proc_cs(meta_pids[i]);
+		}
+	if (getrusage(RUSAGE_SELF, &ru) == 0) {
+		m->cli_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+			   ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
+		m->cli_cs = (uint64_t)ru.ru_nvcsw + (uint64_t)ru.ru_nivcsw;
+	}
+}
+
 static void name_of(char *buf, size_t n, int id, uint64_t i)
 {
 	snprintf(buf, n, "c%d-%" PRIu64, id, i);
@@ -338,10 +431,15 @@ out:
 	return NULL;
 }
 
-/* Runs phase PH for SECONDS; returns ops (entries for readdir) per second. */
+/* Runs phase PH for SECONDS; returns ops (entries for readdir) per second
+ * and, in *OPS, the operations done (readdir: calls are not counted, so
+ * entries), with the CPU used meanwhile in *USED (struct cpu_mark
+ * differences). */
 static double run_phase(struct row *r, enum phase ph, int64_t seconds, uint64_t *errors,
-			int *first_error)
+			int *first_error, int ninst, uint64_t *ops, struct cpu_mark *used)
 {
+	struct cpu_mark m0, m1;
+	cpu_mark(&m0, ninst);
 	uint64_t t0 = clock_mono_ns(), total = 0, last_end = t0;
 	r->ph = ph;
 	r->until = t0 + (uint64_t)seconds * 1000000000u;
@@ -361,6 +459,12 @@ static double run_phase(struct row *r, enum phase ph, int64_t seconds, uint64_t 
 			*first_error = r->w[i].first_error;
 	}
 	last_end = clock_mono_ns();
+	cpu_mark(&m1, ninst);
+	used->meta_s = m1.meta_s - m0.meta_s;
+	used->cli_s = m1.cli_s - m0.cli_s;
+	used->meta_cs = m1.meta_cs - m0.meta_cs;
+	used->cli_cs = m1.cli_cs - m0.cli_cs;
+	*ops = total;
 	return (double)total / ((double)(last_end - t0) / 1e9);
 }
 
@@ -408,13 +512,16 @@ static int run_row(const char *const *addrs, int ninst, int nclients, int ndirs,
 	static struct row r;
 	char err[256];
 	double rate[PH_N] = { 0 };
+	struct cpu_mark best[PH_N];
+	uint64_t best_ops[PH_N] = { 0 };
 	uint64_t errors[PH_N] = { 0 }, files = 0, err_total = 0;
 	int first_error[PH_N] = { 0 };
 	struct meta_client_opts mo = { .addrs = addrs, .naddrs = (size_t)ninst,
 				       .cluster_id = bc->cluster_id, .secret = secret,
 				       .secret_len = slen, .timeout_ms = 10000,
 				       .loop_threads = (int)bc->client_loops,
-				       .conns_per_peer = (int)bc->conns };
+				       .conns_per_peer = (int)bc->conns,
+				       .idle_conn_first = bc->idle_conn_first };
 	memset(&r, 0, sizeof(r));
 	if (meta_client_new(&mo, &r.mc, err, sizeof(err))) {
 		fprintf(stderr, "chainfs bench meta: %s\n", err);
@@ -430,10 +537,15 @@ static int run_row(const char *const *addrs, int ninst, int nclients, int ndirs,
 		for (int i = 0; i < nclients; i++)
 			r.w[i].created = 0;
 		for (int ph = 0; ph < PH_N; ph++) {
+			struct cpu_mark used;
+			uint64_t ops = 0;
 			double x = run_phase(&r, (enum phase)ph, bc->seconds, &errors[ph],
-					     &first_error[ph]);
-			if (x > rate[ph])
+					     &first_error[ph], ninst, &ops, &used);
+			if (x > rate[ph] || !round) {
 				rate[ph] = x;
+				best[ph] = used;
+				best_ops[ph] = ops;
+			}
 		}
 		for (int i = 0; i < nclients; i++)
 			files += r.w[i].created;
@@ -444,6 +556,24 @@ static int run_row(const char *const *addrs, int ninst, int nclients, int ndirs,
 	       ninst, nclients, ndirs, rate[PH_PING], rate[PH_CREATE], rate[PH_STAT],
 	       rate[PH_READDIR], rate[PH_UNLINK], rate[PH_CREATE] / rate[PH_PING],
 	       rate[PH_STAT] / rate[PH_PING], files, err_total);
+	int have_meta = 1;
+	for (int i = 0; i < ninst; i++)
+		have_meta &= meta_pids[i] > 0;
+	printf("     cpu us/op %s, cs/op %s:", have_meta ? "meta+client" : "client",
+	       have_meta ? "meta+client" : "client");
+	for (int ph = 0; ph < PH_N; ph++) {
+		double n = best_ops[ph] ? (double)best_ops[ph] : 1.0;
+		if (ph == PH_READDIR)
+			continue; /* per entry, not per call: not comparable */
+		if (have_meta)
+			printf(" %s %.1f+%.1f (%.2f+%.2f)", phase_names[ph], best[ph].meta_s * 1e6 / n,
+			       best[ph].cli_s * 1e6 / n, (double)best[ph].meta_cs / n,
+			       (double)best[ph].cli_cs / n);
+		else
+			printf(" %s %.1f (%.2f)", phase_names[ph], best[ph].cli_s * 1e6 / n,
+			       (double)best[ph].cli_cs / n);
+	}
+	printf("\n");
 	fflush(stdout);
 	for (int ph = 0; ph < PH_N; ph++)
 		if (errors[ph])
@@ -508,6 +638,14 @@ int cli_bench_meta(int argc, char **argv)
 	for (char *save, *t = strtok_r(addrbuf, ",", &save); t && naddrs < META_CLIENT_MAX_ADDRS;
 	     t = strtok_r(NULL, ",", &save))
 		addrs[naddrs++] = t;
+	for (int i = 0; i < own.n && i < META_CLIENT_MAX_ADDRS; i++)
+		meta_pids[i] = own.pid[i];
+	if (*bc.meta_pid && parse_list(bc.meta_pid, meta_pids, META_CLIENT_MAX_ADDRS, 1,
+				       INT_MAX) <= 0) {
+		fprintf(stderr, "chainfs bench meta: bad --meta-pid\n");
+		ret = 2;
+		goto out;
+	}
 
 	printf("chainfs bench meta: %" PRId64 " s per phase, best of %" PRId64 " rounds; rates are "
 	       "ops/s (readdir: entries/s); cr/pg and st/pg are create and stat as fractions of "

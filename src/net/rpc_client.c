@@ -1032,6 +1032,16 @@ int rpc_client_new(const struct rpc_opts *opts, struct rpc_client **out)
 	 * (`chainfs bench rpc --rows sync`, 4 threads: direct sends bounded
 	 * 3.5-3.7 context switches per call, unbounded 2.1-2.2). */
 	cl->direct_max = cl->leaders ? UINT32_MAX : DIRECT_MAX_INFLIGHT;
+	/* CFS_RPC_DIRECT_MAX=N (1..4096; experiment, unset by default): a
+	 * caller sends its request itself while fewer than N are in flight
+	 * on the connection (DIRECT_MAX_INFLIGHT otherwise); docs/rpc.md
+	 * "Threads and wake-ups" has what it measured. */
+	const char *dm = getenv("CFS_RPC_DIRECT_MAX");
+	if (dm && !cl->leaders) {
+		long v = strtol(dm, NULL, 10);
+		if (v >= 1 && v <= 4096)
+			cl->direct_max = (uint32_t)v;
+	}
 	pthread_mutex_init(&cl->mu, NULL);
 	cl->loops = xcalloc((size_t)o.nthreads, sizeof(*cl->loops));
 	int rc = 0;
