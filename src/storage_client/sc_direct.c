@@ -567,11 +567,15 @@ static int peer_register(struct sc_direct *d, struct dpeer *p)
 	peer_drop_maps(d, p);
 	struct dtab *old = p->tab;
 	p->tab = t;
-	pthread_rwlock_unlock(&p->lk);
-	dtab_put(d, old); /* freed now unless a read or a map RPC is still inside */
+	/* Set with the swap, under the lock: read_dead and map_finish mark
+	 * the peer (dead, stale, PS_NONE) under it only while the table they
+	 * judged is P->tab, so neither a verdict on the old table lands on
+	 * the new one nor one on the new table is overwritten here. */
 	atomic_store(&p->stale, 0);
 	atomic_store(&p->dead, 0);
 	atomic_store(&p->st, PS_OK);
+	pthread_rwlock_unlock(&p->lk);
+	dtab_put(d, old); /* freed now unless a read or a map RPC is still inside */
 	return 0;
 }
 
@@ -926,12 +930,17 @@ static bool read_dead(struct sc_direct *d, struct dpeer *p, const struct dmap *m
 	 * took no short-circuit read for good (test_kill9 under load). */
 	pthread_rwlock_rdlock(&p->lk);
 	bool current = p->tab == m->tab;
+	if (current) {
+		/* Under the lock: set after the check but outside it, a
+		 * registration that swapped the table in between would have
+		 * cleared DEAD before this set it, and its new table would be
+		 * taken for dead (peer_register). */
+		atomic_store(&p->dead_ms, clock_mono_ms());
+		atomic_store(&p->dead, 1);
+	}
 	pthread_rwlock_unlock(&p->lk);
-	if (!current)
-		return true;
-	atomic_store(&p->dead_ms, clock_mono_ms());
-	atomic_store(&p->dead, 1);
-	atomic_fetch_add(&d->dead, 1);
+	if (current)
+		atomic_fetch_add(&d->dead, 1);
 	return true;
 }
 
