@@ -233,6 +233,23 @@ void sc_direct_set_test_mid(struct sc_direct *d, void (*fn)(uint64_t ino, uint32
 		atomic_store(&d->test_mid, fn);
 }
 
+int sc_direct_test_bad_map(struct sc_direct *d, const char *addr)
+{
+	struct rpc_peer *rp;
+	char err[128];
+	int rc = rpc_client_peer(d->rpc, addr, &rp, err, sizeof(err));
+	if (rc)
+		return rc;
+	uint8_t junk = 0;
+	struct rpc_call cl = { .type = STO_MSG_SC_MAP, .payload = &junk, .payload_len = 1,
+			       .timeout_ms = 5000 };
+	struct buf resp;
+	buf_init(&resp);
+	rc = rpc_call(rp, &cl, &resp, NULL);
+	buf_fini(&resp);
+	return rc;
+}
+
 static void will_block(struct sc_direct *d)
 {
 	void (*fn)(void) = atomic_load_explicit(&d->will_block, memory_order_relaxed);
@@ -854,8 +871,16 @@ static int read_pre(struct sc_direct *d, struct dpeer *p, const struct dmap *m,
 		 * (killed while no read was between its halves), nothing else
 		 * tells: marked dead here, the peer registers again once its
 		 * address serves; else every read found this table's lease
-		 * run out and went over RPC for good (test_kill9_idle). */
-		read_dead(d, p, m);
+		 * run out and went over RPC for good (test_kill9_idle).
+		 * Alive, with the slot moved on too: the service dropped the
+		 * table (its connection ended: tab_free in stor_sc.c zeroes
+		 * the lease and bumps every slot). The mapping is forgotten
+		 * (*STALE), so a map follows, answered -ESTALE on the new
+		 * connection: a new table. Kept, every read of a chunk mapped
+		 * before went over RPC until some other chunk needed a map. */
+		if (!read_dead(d, p, m) &&
+		    atomic_load_explicit(slot, memory_order_acquire) != m->seq)
+			*stale = true;
 		return 0;
 	}
 	x->s1 = atomic_load_explicit(slot, memory_order_acquire);
