@@ -732,13 +732,16 @@ static void map_finish(struct sc_direct *d, struct dpeer *p, struct dkey *k, str
 			atomic_store(&p->st, PS_NONE);
 		}
 	}
+	/* Refused (by the server, or here): P off for a while, under the
+	 * lock and only for its current table, so that a registration of a
+	 * new table meanwhile is not put off for what the old one got. */
+	if ((rc == -CFS_EBADMSG_TYPE || rc == -EOPNOTSUPP || rc == -ESRCH || rc == -EACCES ||
+	     rc == -CFS_EPROTO) && p->tab == t)
+		peer_off(d, p);
 	atomic_store(&k->st, ME_NONE);
 	pthread_rwlock_unlock(&p->lk);
 	dmap_put(d, m);
 	dtab_put(d, t);
-	if (rc == -CFS_EBADMSG_TYPE || rc == -EOPNOTSUPP || rc == -ESRCH || rc == -EACCES ||
-	    rc == -CFS_EPROTO)
-		peer_off(d, p);
 }
 
 /* Asks P's server for a mapping of key K (ME_MAPPING, set by the caller)
