@@ -85,6 +85,11 @@
  *                 (one on the same connection was only ever refused,
  *                 -ESTALE, and registered again and again); with the file
  *                 back, reads are short-circuit on the first table
+ *   conn_dropped  the short-circuit connection ends under a live service
+ *                 (a malformed map it answers -CFS_EPROTO and closes on):
+ *                 reads of the chunk mapped before become short-circuit
+ *                 again on a second table (before the 2026-12-05 review
+ *                 they stayed on RPC: nothing mapped, nothing registered)
  *   restarts      the service is killed and restarted 70 times (more than
  *                 sc_direct.c's SD_MAX_TABS, 64): after every restart
  *                 reads are short-circuit again, one table stays mapped,
