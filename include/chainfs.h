@@ -53,7 +53,14 @@ typedef struct cfs_ior cfs_ior; /* opaque: a submission/completion ring */
  * (the library's KVCache puts) complete without a device flush on the
  * replicas (KVCache --durability cache, docs/kvcache.md "Durability"):
  * safe against process crashes, not against power loss. Daemons before
- * it refuse the ring with -EINVAL. */
+ * it refuse the ring with -EINVAL. The mount honours it on any file the
+ * ring's process may write, as a local filesystem leaves durability to
+ * the writer's fsync: after power loss a chunk such a ring wrote may come
+ * back as its previous version (on some replicas only) or fail its CRC
+ * (-EBADMSG) as a whole, bytes others wrote in it before included. Only
+ * KVCache's index CRC turns that into a miss; for other files nothing
+ * tells a previous version, so use it only for data whose readers check
+ * it (docs/usrbio.md "Cache-mode writes"). */
 #define CFS_IOR_NOFLUSH (1ull << 32)
 
 /* A completion. */

@@ -1807,7 +1807,8 @@ static int wait_data(struct chunk_engine *e, struct req *list)
  * extent state of the filesystem rides on the flush we skip). Such a
  * batch is committed without any fdatasync or device flush: its data
  * writes have completed (O_DIRECT, in the device's cache), its record is
- * written (O_DIRECT) after them, and it enters the overlay. Any other
+ * written (O_DIRECT; beside the data for an early write, wait_data then
+ * waits for both), and it enters the overlay. Any other
  * batch, a mixed one included, syncs as before, and its flush (a device
  * cache flush, whatever form it takes) makes every earlier batch's record
  * and data durable too, those of cache-mode batches included.

@@ -233,6 +233,23 @@ void sc_direct_set_test_mid(struct sc_direct *d, void (*fn)(uint64_t ino, uint32
 		atomic_store(&d->test_mid, fn);
 }
 
+int sc_direct_test_bad_map(struct sc_direct *d, const char *addr)
+{
+	struct rpc_peer *rp;
+	char err[128];
+	int rc = rpc_client_peer(d->rpc, addr, &rp, err, sizeof(err));
+	if (rc)
+		return rc;
+	uint8_t junk = 0;
+	struct rpc_call cl = { .type = STO_MSG_SC_MAP, .payload = &junk, .payload_len = 1,
+			       .timeout_ms = 5000 };
+	struct buf resp;
+	buf_init(&resp);
+	rc = rpc_call(rp, &cl, &resp, NULL);
+	buf_fini(&resp);
+	return rc;
+}
+
 static void will_block(struct sc_direct *d)
 {
 	void (*fn)(void) = atomic_load_explicit(&d->will_block, memory_order_relaxed);
@@ -567,11 +584,15 @@ static int peer_register(struct sc_direct *d, struct dpeer *p)
 	peer_drop_maps(d, p);
 	struct dtab *old = p->tab;
 	p->tab = t;
-	pthread_rwlock_unlock(&p->lk);
-	dtab_put(d, old); /* freed now unless a read or a map RPC is still inside */
+	/* Set with the swap, under the lock: read_dead and map_finish mark
+	 * the peer (dead, stale, PS_NONE) under it only while the table they
+	 * judged is P->tab, so neither a verdict on the old table lands on
+	 * the new one nor one on the new table is overwritten here. */
 	atomic_store(&p->stale, 0);
 	atomic_store(&p->dead, 0);
 	atomic_store(&p->st, PS_OK);
+	pthread_rwlock_unlock(&p->lk);
+	dtab_put(d, old); /* freed now unless a read or a map RPC is still inside */
 	return 0;
 }
 
@@ -711,13 +732,16 @@ static void map_finish(struct sc_direct *d, struct dpeer *p, struct dkey *k, str
 			atomic_store(&p->st, PS_NONE);
 		}
 	}
+	/* Refused (by the server, or here): P off for a while, under the
+	 * lock and only for its current table, so that a registration of a
+	 * new table meanwhile is not put off for what the old one got. */
+	if ((rc == -CFS_EBADMSG_TYPE || rc == -EOPNOTSUPP || rc == -ESRCH || rc == -EACCES ||
+	     rc == -CFS_EPROTO) && p->tab == t)
+		peer_off(d, p);
 	atomic_store(&k->st, ME_NONE);
 	pthread_rwlock_unlock(&p->lk);
 	dmap_put(d, m);
 	dtab_put(d, t);
-	if (rc == -CFS_EBADMSG_TYPE || rc == -EOPNOTSUPP || rc == -ESRCH || rc == -EACCES ||
-	    rc == -CFS_EPROTO)
-		peer_off(d, p);
 }
 
 /* Asks P's server for a mapping of key K (ME_MAPPING, set by the caller)
@@ -850,8 +874,16 @@ static int read_pre(struct sc_direct *d, struct dpeer *p, const struct dmap *m,
 		 * (killed while no read was between its halves), nothing else
 		 * tells: marked dead here, the peer registers again once its
 		 * address serves; else every read found this table's lease
-		 * run out and went over RPC for good (test_kill9_idle). */
-		read_dead(d, p, m);
+		 * run out and went over RPC for good (test_kill9_idle).
+		 * Alive, with the slot moved on too: the service dropped the
+		 * table (its connection ended: tab_free in stor_sc.c zeroes
+		 * the lease and bumps every slot). The mapping is forgotten
+		 * (*STALE), so a map follows, answered -ESTALE on the new
+		 * connection: a new table. Kept, every read of a chunk mapped
+		 * before went over RPC until some other chunk needed a map. */
+		if (!read_dead(d, p, m) &&
+		    atomic_load_explicit(slot, memory_order_acquire) != m->seq)
+			*stale = true;
 		return 0;
 	}
 	x->s1 = atomic_load_explicit(slot, memory_order_acquire);
@@ -926,12 +958,17 @@ static bool read_dead(struct sc_direct *d, struct dpeer *p, const struct dmap *m
 	 * took no short-circuit read for good (test_kill9 under load). */
 	pthread_rwlock_rdlock(&p->lk);
 	bool current = p->tab == m->tab;
+	if (current) {
+		/* Under the lock: set after the check but outside it, a
+		 * registration that swapped the table in between would have
+		 * cleared DEAD before this set it, and its new table would be
+		 * taken for dead (peer_register). */
+		atomic_store(&p->dead_ms, clock_mono_ms());
+		atomic_store(&p->dead, 1);
+	}
 	pthread_rwlock_unlock(&p->lk);
-	if (!current)
-		return true;
-	atomic_store(&p->dead_ms, clock_mono_ms());
-	atomic_store(&p->dead, 1);
-	atomic_fetch_add(&d->dead, 1);
+	if (current)
+		atomic_fetch_add(&d->dead, 1);
 	return true;
 }
 

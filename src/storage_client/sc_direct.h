@@ -54,6 +54,11 @@ void sc_direct_set_will_block(struct sc_direct *d, void (*fn)(void));
  * read (sc_direct_read) between its halves: its bytes read, nothing
  * checked yet, its mapping (and table) still held. Set before any read. */
 void sc_direct_set_test_mid(struct sc_direct *d, void (*fn)(uint64_t ino, uint32_t idx));
+/* Tests: sends ADDR's service a malformed SC_MAP on this path's own
+ * connection, which the service answers -CFS_EPROTO and then closes: the
+ * connection (and the service's table on it) ends while the service
+ * lives. Returns the call's status (-CFS_EPROTO expected). */
+int sc_direct_test_bad_map(struct sc_direct *d, const char *addr);
 /* Whether async reads go through the page cache (on by default with
  * CFS_SHORT_READ=1; CFS_SHORT_READ_CACHED=0 turns it off): sc_direct_read_async first
  * reads the pages from the block file's page cache on the caller's

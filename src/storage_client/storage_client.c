@@ -135,6 +135,11 @@ void storage_client_set_sc_test_mid(struct storage_client *c,
 	sc_direct_set_test_mid(c->dr, fn);
 }
 
+int storage_client_sc_test_bad_map(struct storage_client *c, const char *addr)
+{
+	return c->dr ? sc_direct_test_bad_map(c->dr, addr) : -EOPNOTSUPP;
+}
+
 static _Atomic uint64_t next_channel = 1;
 static __thread const struct storage_client *tl_client;
 static __thread uint64_t tl_channel, tl_seq;

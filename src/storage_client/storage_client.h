@@ -165,6 +165,8 @@ void storage_client_set_will_block(struct storage_client *c, void (*fn)(void));
 /* Tests: sc_direct.h sc_direct_set_test_mid. */
 void storage_client_set_sc_test_mid(struct storage_client *c,
 				    void (*fn)(uint64_t ino, uint32_t idx));
+/* Tests: sc_direct.h sc_direct_test_bad_map (-EOPNOTSUPP: no path). */
+int storage_client_sc_test_bad_map(struct storage_client *c, const char *addr);
 /* Read RPC counters (monotonic; any thread): what read combining did. */
 struct storage_client_stats {
 	uint64_t read_rpcs;      /* read requests sent */

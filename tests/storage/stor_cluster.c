@@ -108,7 +108,7 @@ void stor_cluster_start_storage(struct stor_cluster *c, int i)
 	argv[k++] = c->secret_path;
 	argv[k++] = "--log-level";
 	argv[k++] = "info";
-	argv[k++] = "--sync=0";
+	argv[k++] = c->sync ? "--sync=1" : "--sync=0";
 	if (c->mgmtd_port) {
 		argv[k++] = "--mgmtd";
 		argv[k++] = n->mgmtd_via[0] ? n->mgmtd_via : c->mgmtd_addr;

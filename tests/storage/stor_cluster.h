@@ -36,6 +36,8 @@ struct stor_cluster {
 	char kv_url[700];
 	uint32_t hb_timeout_ms;     /* mgmtd heartbeat timeout T (fence = T/2) */
 	int targets_per_node;       /* 1 or 2 */
+	int sync;                   /* 1: services start with --sync=1 (0, the default:
+				       --sync=0, no fdatasync or flush at all) */
 	pid_t mgmtd_pid;
 	uint16_t mgmtd_port;
 	char mgmtd_addr[32];

@@ -54,6 +54,12 @@
  *   read_batches_kill  12 threads of small chain reads (sharing read
  *                 RPCs) while a replica is killed -9: no read fails or
  *                 returns a wrong byte
+ *   noflush_chain (kvsync19 review) writes with STO_WF_NOFLUSH (KVCache
+ *                 cache mode) skip the flush on every replica, not only
+ *                 on the head: the forward down the chain carries the
+ *                 bit (each service's noflush_writes, from the group
+ *                 commit line it logs at its stop), and plain writes
+ *                 beside them never count there
  * Every wait is bounded.
  */
 #include <setjmp.h>
@@ -70,6 +76,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "storage/storage_proto.h"
 #include "storage_client/storage_client.h"
 #include "common/clock.h"
 #include "common/crc32c.h"
@@ -166,11 +173,15 @@ static int count_targets(struct env *e)
 	return n;
 }
 
+/* 1: the next env_up's services sync their writes (stor_cluster.sync). */
+static int env_sync;
+
 /* PROXIED: node 0 reaches mgmtd through e->proxy. */
 static void env_up_with(struct env *e, const char *tag, bool proxied)
 {
 	memset(e, 0, sizeof(*e));
 	stor_cluster_init(&e->sc, tag, 3, 1, T_MS);
+	e->sc.sync = env_sync;
 	stor_cluster_start_mgmtd(&e->sc);
 	if (proxied) {
 		e->proxy = tcp_proxy_start(e->sc.mgmtd_port);
@@ -1133,6 +1144,77 @@ static void test_read_batches_kill(void **state)
 	env_down(&e);
 }
 
+/* The last "noflush_writes=N" in the log at PATH (the group commit line a
+ * target logs when its engine closes), or -1 when there is none. */
+static long last_noflush(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	char line[4096];
+	long v = -1;
+	while (fgets(line, sizeof(line), f)) {
+		const char *p = strstr(line, "noflush_writes=");
+		if (p && strstr(line, "group commit"))
+			v = strtol(p + strlen("noflush_writes="), NULL, 10);
+	}
+	fclose(f);
+	return v;
+}
+
+/* Whole-chunk rewrites of one chunk on a chain of three: the first ones
+ * go into fresh blocks (synced), later ones into blocks freed by earlier
+ * versions, known written, which STO_WF_NOFLUSH writes then commit
+ * without a flush on each replica that gets the bit. Plain rewrites of
+ * another chunk, interleaved, always sync: they never count. */
+static void test_noflush_chain(void **state)
+{
+	(void)state;
+	struct env e;
+	env_sync = 1; /* without sync there is no flush to skip */
+	env_up(&e, "craq-noflush");
+	env_sync = 0;
+	struct storage_loc loc = { .chain = e.chain };
+	enum { ROUNDS = 24, CL = 64 << 10 };
+	uint8_t *data = malloc(CL);
+	assert_non_null(data);
+	for (uint64_t i = 0; i < ROUNDS; i++) {
+		gen(1000 + i, data, CL);
+		assert_int_equal(storage_client_write(e.cli, &loc, 31, 0, 0, CL, data,
+						      STO_WF_NOFLUSH, NULL), 0);
+		gen(2000 + i, data, CL);
+		assert_int_equal(storage_client_write(e.cli, &loc, 32, 0, 0, CL, data, 0, NULL), 0);
+	}
+	/* Both read back through the chain before the stop. */
+	uint8_t *want = malloc(CL);
+	assert_non_null(want);
+	for (uint64_t ino = 31; ino <= 32; ino++) {
+		struct storage_read r = { .loc = loc, .ino = ino, .idx = 0, .off = 0, .len = CL,
+					  .dst = data };
+		assert_int_equal(storage_client_read(e.cli, &r, 1, 0), 0);
+		assert_int_equal(r.result, CL);
+		gen((ino == 31 ? 1000 : 2000) + ROUNDS - 1, want, CL);
+		assert_memory_equal(data, want, CL);
+	}
+	free(want);
+	free(data);
+	storage_client_free(e.cli);
+	e.cli = NULL;
+	for (int i = 0; i < e.sc.n; i++)
+		stor_cluster_signal(&e.sc, i, SIGTERM);
+	for (int i = 0; i < e.sc.n; i++) {
+		long n = last_noflush(e.sc.node[i].log);
+		print_message("node %d: noflush_writes=%ld\n", i, n);
+		/* At most the NOFLUSH writes (the plain ones never), and some
+		 * on every replica: head, middle and tail. */
+		assert_true(n > 0);
+		assert_true(n <= ROUNDS);
+	}
+	mgmtd_client_free(e.obs);
+	stor_cluster_fini(&e.sc);
+	tcp_proxy_free(e.proxy);
+}
+
 int main(int argc, char **argv)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -1152,6 +1234,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_full_restart),
 		cmocka_unit_test(test_mgmtd_down),
 		cmocka_unit_test(test_partition),
+		cmocka_unit_test(test_noflush_chain),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	testenv_cleanup();

@@ -85,6 +85,11 @@
  *                 (one on the same connection was only ever refused,
  *                 -ESTALE, and registered again and again); with the file
  *                 back, reads are short-circuit on the first table
+ *   conn_dropped  the short-circuit connection ends under a live service
+ *                 (a malformed map it answers -CFS_EPROTO and closes on):
+ *                 reads of the chunk mapped before become short-circuit
+ *                 again on a second table (before the 2026-12-05 review
+ *                 they stayed on RPC: nothing mapped, nothing registered)
  *   restarts      the service is killed and restarted 70 times (more than
  *                 sc_direct.c's SD_MAX_TABS, 64): after every restart
  *                 reads are short-circuit again, one table stays mapped,
@@ -744,6 +749,36 @@ static void test_holdoff(void **state)
 	storage_client_get_stats(cl, &st);
 	assert_int_equal(st.sc_regs, 1);
 	assert_int_equal(st.sc_tables, 1);
+	teardown(&sc);
+}
+
+/* A connection that ends while its service lives (here: a malformed map
+ * request, which the service answers -CFS_EPROTO and then closes the
+ * connection on): the service drops the table (lease 0, every slot
+ * bumped) and the client's next map is answered -ESTALE on the new
+ * connection. Before 2026-12-05 a read of a chunk mapped before found
+ * the lease run out and the service alive, kept its mapping and read
+ * over RPC, and so did every later read of it: with no other chunk to
+ * map, nothing ever registered a new table. */
+static void test_conn_dropped(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	setup(&sc, "short-conndrop");
+	assert_int_equal(write_pages(0, 0, NPG, 1), 0);
+	assert_true(until_sc(0, 0, 1));
+	struct storage_client_stats s0, s1;
+	storage_client_get_stats(cl, &s0);
+	assert_int_equal(s0.sc_regs, 1);
+	assert_int_equal(storage_client_sc_test_bad_map(cl, addr), -CFS_EPROTO);
+	/* Only chunk 0, mapped before, is read: short-circuit again on a
+	 * new table (after the chunk's map retry time, 1 s). */
+	assert_true(until_sc(0, 1, 1));
+	storage_client_get_stats(cl, &s1);
+	print_message("after the drop: registered %llu, mapped %llu, maps %llu, stale %llu\n",
+		      (unsigned long long)s1.sc_regs, (unsigned long long)s1.sc_tables,
+		      (unsigned long long)s1.sc_maps, (unsigned long long)s1.sc_stale);
+	assert_int_equal(s1.sc_regs, 2);
 	teardown(&sc);
 }
 
@@ -1613,6 +1648,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest reclaim[] = {
 		cmocka_unit_test(test_old_table),
 		cmocka_unit_test(test_holdoff),
+		cmocka_unit_test(test_conn_dropped),
 		cmocka_unit_test(test_restarts),
 	};
 	int rc = getenv("CFS_TEST_SC_OFF_MS") ? cmocka_run_group_tests(reclaim, NULL, NULL)
