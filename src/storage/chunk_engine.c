@@ -1841,19 +1841,21 @@ static bool noflush_batch(struct chunk_engine *e, struct req *list, struct retir
 {
 	if (ret || !list)
 		return false;
+	/* The flags first, without mu: every synced batch comes here, and
+	 * almost none of them is a cache-mode one. */
+	for (struct req *r = list; r; r = r->next) {
+		if (r->kind != RQ_WRITE || !r->op || !(r->op->flags & CHUNK_WF_NOFLUSH) ||
+		    r->journal || r->nce != 1)
+			return false;
+		const struct centry *c = &r->ces[0];
+		if (!c->has_new || (c->exists && c->base.jrnl_len))
+			return false;
+	}
 	bool ok = true;
 	pthread_mutex_lock(&e->mu); /* the written bits change under mu */
-	for (struct req *r = list; r && ok; r = r->next) {
-		if (r->kind != RQ_WRITE || !r->op || !(r->op->flags & CHUNK_WF_NOFLUSH) ||
-		    r->journal || r->nce != 1) {
+	for (struct req *r = list; r && ok; r = r->next)
+		if (chunk_alloc_written_upto(e->alloc, r->ces[0].nmeta.pos) < r->img_end)
 			ok = false;
-			break;
-		}
-		const struct centry *c = &r->ces[0];
-		if (!c->has_new || (c->exists && c->base.jrnl_len) ||
-		    chunk_alloc_written_upto(e->alloc, c->nmeta.pos) < r->img_end)
-			ok = false;
-	}
 	pthread_mutex_unlock(&e->mu);
 	return ok;
 }
