@@ -192,8 +192,9 @@ struct sc_direct {
 	_Atomic uint64_t reads, fallbacks, misses, maps, map_fails, stale, corrupt, dead;
 	_Atomic uint64_t regs;    /* tables registered */
 	_Atomic uint64_t map_rpcs, map_many; /* SC_MAP RPCs sent; SC_MAP_MANY RPCs sent */
-	int many;                 /* 1 (0 with CFS_SC_MAP_MANY=0): a batch maps its chunks
-				     with one SC_MAP_MANY per server (batch_maps) */
+	int many;                 /* 1 with CFS_SC_MAP_MANY=1 (off by default: it lost at
+				     64 KiB pages, docs/kvcache.md fourteenth pass): a batch
+				     maps its chunks with one SC_MAP_MANY per server */
 	_Atomic int64_t tables;   /* tables not freed yet, every peer's */
 	uint64_t off_ms;          /* hold-off (SD_OFF_MS; CFS_TEST_SC_OFF_MS) */
 	void (*_Atomic test_mid)(uint64_t ino, uint32_t idx); /* sc_direct_set_test_mid */
@@ -313,7 +314,7 @@ struct sc_direct *sc_direct_new(const struct rpc_opts *ro, int dflt)
 	const char *cached = getenv("CFS_SHORT_READ_CACHED");
 	d->cached = d->wait_disk && !(cached && !strcmp(cached, "0"));
 	const char *many = getenv("CFS_SC_MAP_MANY");
-	d->many = !many || strcmp(many, "0") != 0;
+	d->many = many && !strcmp(many, "1");
 	const char *probe = getenv("CFS_SHORT_READ_PROBE");
 	d->probe_all = probe && !strcmp(probe, "all");
 	const char *off = getenv("CFS_TEST_SC_OFF_MS"); /* test hook; 0: SD_OFF_MS */

@@ -67,7 +67,8 @@
  *                 misses 7 reads in 8 of a cached page go O_DIRECT without
  *                 a probe (right bytes), and a window of sampled hits
  *                 brings the probing back
- *   map_many      a batch over chunks already mapped, chunks never mapped
+ *   map_many      (a client with CFS_SC_MAP_MANY=1, off by default)
+ *                 a batch over chunks already mapped, chunks never mapped
  *                 and absent chunks maps the unmapped ones with one
  *                 SC_MAP_MANY (no SC_MAP): right bytes, the absent ones
  *                 answered as absent, then every range short-circuit; a
@@ -1568,7 +1569,9 @@ static void map_many_run(bool old)
 	struct stor_cluster sc;
 	if (old)
 		setenv("CFS_TEST_SC_NO_MANY", "1", 1); /* read by the service it starts */
+	setenv("CFS_SC_MAP_MANY", "1", 1);              /* read by the client it makes */
 	setup(&sc, old ? "short-many-old" : "short-many");
+	setenv("CFS_SC_MAP_MANY", "0", 1);
 	if (old)
 		setenv("CFS_TEST_SC_NO_MANY", "0", 1);
 	mm_write(0);
@@ -1765,6 +1768,7 @@ int main(int argc, char **argv)
 	setenv("CFS_SHORT_READ", "1", 1);
 	setenv("CFS_TEST_SC_SLOTS", "0", 1); /* test_evict changes only its value */
 	setenv("CFS_TEST_SC_NO_MANY", "0", 1); /* test_map_many_old changes only its value */
+	setenv("CFS_SC_MAP_MANY", "0", 1);     /* (off by default) map_many_run turns it on */
 	stor_cluster_id();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_engine_hooks),
