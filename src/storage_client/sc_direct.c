@@ -195,6 +195,8 @@ struct sc_direct {
 	int many;                 /* 1 with CFS_SC_MAP_MANY=1 (off by default: it lost at
 				     64 KiB pages, docs/kvcache.md fourteenth pass): a batch
 				     maps its chunks with one SC_MAP_MANY per server */
+	size_t many_group;        /* CFS_SC_MAP_MANY=N (N >= 2): groups of at most N chunks,
+				     each mapped when the batch's reads reach it; 0: all */
 	_Atomic int64_t tables;   /* tables not freed yet, every peer's */
 	uint64_t off_ms;          /* hold-off (SD_OFF_MS; CFS_TEST_SC_OFF_MS) */
 	void (*_Atomic test_mid)(uint64_t ino, uint32_t idx); /* sc_direct_set_test_mid */
@@ -314,7 +316,9 @@ struct sc_direct *sc_direct_new(const struct rpc_opts *ro, int dflt)
 	const char *cached = getenv("CFS_SHORT_READ_CACHED");
 	d->cached = d->wait_disk && !(cached && !strcmp(cached, "0"));
 	const char *many = getenv("CFS_SC_MAP_MANY");
-	d->many = many && !strcmp(many, "1");
+	long mg = many ? strtol(many, NULL, 10) : 0;
+	d->many = mg >= 1;
+	d->many_group = mg >= 2 ? (size_t)mg : 0;
 	const char *probe = getenv("CFS_SHORT_READ_PROBE");
 	d->probe_all = probe && !strcmp(probe, "all");
 	const char *off = getenv("CFS_TEST_SC_OFF_MS"); /* test hook; 0: SD_OFF_MS */
@@ -1693,12 +1697,12 @@ static void map_many(struct sc_direct *d, struct dpeer *p, struct dkey **k,
  * an old server) is read as before: mapping_get maps it alone or the
  * range goes over RPC. */
 static void batch_maps(struct sc_direct *d, const struct sc_direct_item *it, const struct bop *b,
-		       const bool *later, size_t n)
+		       const bool *later, bool *seen, size_t n, size_t from, size_t group)
 {
-	bool *seen = calloc(n, sizeof(*seen));
-	struct dkey **ks = malloc(STO_SC_MAP_MANY_MAX * sizeof(*ks));
-	uint32_t *ch = malloc(STO_SC_MAP_MANY_MAX * sizeof(*ch));
-	for (size_t i = 0; seen && ks && ch && i < n; i++) {
+	size_t cap = group && group < STO_SC_MAP_MANY_MAX ? group : STO_SC_MAP_MANY_MAX;
+	struct dkey **ks = malloc(cap * sizeof(*ks));
+	uint32_t *ch = malloc(cap * sizeof(*ch));
+	for (size_t i = from; ks && ch && i < n; i++) {
 		if (!later[i] || seen[i])
 			continue;
 		struct dpeer *p = b[i].p;
@@ -1715,7 +1719,7 @@ static void batch_maps(struct sc_direct *d, const struct sc_direct_item *it, con
 		uint64_t now = clock_mono_ms();
 		pthread_rwlock_wrlock(&p->lk);
 		struct dtab *t = p->tab;
-		for (size_t j = i; j < n && m < STO_SC_MAP_MANY_MAX; j++) {
+		for (size_t j = i; j < n && m < cap; j++) {
 			if (!later[j] || seen[j] || b[j].p != p)
 				continue;
 			seen[j] = true;
@@ -1734,9 +1738,10 @@ static void batch_maps(struct sc_direct *d, const struct sc_direct_item *it, con
 			will_block(d);
 			map_many(d, p, ks, ch, m, t);
 		}
+		if (group)
+			break; /* the next group when the batch's reads reach it */
 		i--; /* P's chunks past the bound, if any, go in the next request */
 	}
-	free(seen);
 	free(ks);
 	free(ch);
 }
@@ -1770,11 +1775,15 @@ size_t sc_direct_read_batch(struct sc_direct *d, struct sc_direct_item *it, size
 	pthread_mutex_init(&w.mu, NULL);
 	pthread_cond_init(&w.cv, NULL);
 	bool *later = calloc(n, sizeof(*later)); /* NULL: one pass in order */
+	bool *seen = later && d->many ? calloc(n, sizeof(*seen)) : NULL; /* asked in batch_maps */
 	for (size_t j = 0; j < (later ? 2 * n : n); j++) {
 		size_t i = j % n;
 		struct storage_read *r = it[i].r;
-		if (j == n && d->many)
-			batch_maps(d, it, b, later, n); /* the first mappings, one RPC a server */
+		if (j >= n && seen && later[i] && !seen[i])
+			/* The first mappings: one RPC a server for all of them, or
+			 * one per group, each group's reads on the disk while the
+			 * next group is mapped (CFS_SC_MAP_MANY=N). */
+			batch_maps(d, it, b, later, seen, n, d->many_group ? i : 0, d->many_group);
 		if (j >= n && !later[i])
 			continue; /* done in pass 0 */
 		if (j < n) {
@@ -1838,6 +1847,7 @@ size_t sc_direct_read_batch(struct sc_direct *d, struct sc_direct_item *it, size
 		}
 	}
 	free(later);
+	free(seen);
 	if (inflight) {
 		will_block(d);
 		while (inflight)

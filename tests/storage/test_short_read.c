@@ -73,7 +73,8 @@
  *                 SC_MAP_MANY (no SC_MAP): right bytes, the absent ones
  *                 answered as absent, then every range short-circuit; a
  *                 request of more than STO_SC_MAP_MANY_MAX entries is
- *                 refused (-E2BIG, with the limit in its text)
+ *                 refused (-E2BIG, with the limit in its text); a client
+ *                 with CFS_SC_MAP_MANY=4 maps them in requests of 4
  *   map_many_old  the same against a service that does not know
  *                 SC_MAP_MANY (CFS_TEST_SC_NO_MANY=1): the client's one
  *                 SC_MAP_MANY is refused, it maps one by one from then on
@@ -1652,6 +1653,26 @@ static void map_many_run(bool old)
 		buf_fini(&resp);
 		free(e);
 		rpc_client_free(rc);
+		/* Groups (CFS_SC_MAP_MANY=4): 12 new chunks, then the 2 absent
+		 * ones, in requests of at most 4: 4 requests, no single map. */
+		setenv("CFS_SC_MAP_MANY", "4", 1);
+		struct storage_client *c1 = cl;
+		cl = stor_cluster_client();
+		setenv("CFS_SC_MAP_MANY", "0", 1);
+		mm_write(200);
+		clock_sleep_ms(300);
+		storage_client_get_stats(cl, &st0);
+		uint64_t got = mm_batch(200);
+		storage_client_get_stats(cl, &st);
+		print_message("map_many groups of 4: %llu of %d short-circuit, %llu SC_MAP_MANY, "
+			      "%llu SC_MAP\n", (unsigned long long)got, MM_CH,
+			      (unsigned long long)(st.sc_map_many - st0.sc_map_many),
+			      (unsigned long long)(st.sc_map_rpcs - st0.sc_map_rpcs));
+		assert_int_equal(st.sc_map_many - st0.sc_map_many, (MM_CH + 3) / 4 + 1);
+		assert_int_equal(st.sc_map_rpcs, st0.sc_map_rpcs);
+		mm_until_all(200);
+		storage_client_free(cl);
+		cl = c1;
 	}
 	teardown(&sc);
 }
