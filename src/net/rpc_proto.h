@@ -175,6 +175,10 @@
  *                     resp: u32 slot, u64 seq, u32 pid, u64 dev, u64 inode, u64 file_off,
  *                           u32 len, u64 commit_ver, u32 npages, npages x u32 page CRC,
  *                           blob path   (docs/rpc.md "Short-circuit reads")
+ *  316 STO_SC_MAP_MANY req: u64 region, u32 n (<= 256; more: -E2BIG), n x (u32 target,
+ *                           u32 chain, u64 ino, u32 idx)
+ *                     resp: u32 n, n x (i32 result, blob: a STO_SC_MAP resp when result
+ *                           is 0)   (an old server: -CFS_EBADMSG_TYPE; map one by one)
  *   The handshake messages are sent with request ids and replied to like any
  *   request; a refusal is a reply with status -CFS_EAUTH or -CFS_EVERSION.
  *

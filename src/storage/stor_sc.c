@@ -30,6 +30,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -40,6 +41,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/status.h"
+#include "common/wire.h"
 #include "common/xalloc.h"
 #include "storage/stor_shm.h"
 #include "storage/storage_int.h"
@@ -444,9 +446,69 @@ static int publish(void *arg, const struct chunk_meta *m)
 	return rc;
 }
 
-static void map_err(struct rpc_req *req, int err, const char *why)
+/* Maps E's chunk on TAB (the checks of a READ first) and appends the
+ * SC_MAP response to OUT; 0 or the refusal (nothing appended). */
+static int map_one(struct storage_service *s, struct stor_sc *x, struct sc_tab *tab,
+		   const struct sto_sc_map_ent *e, struct buf *out)
 {
-	rpc_reply_error(req, err, why);
+	struct stor_target *t = stor_target_by_id(s, e->target);
+	int err = !t ? -ENODEV : 0;
+	if (!err && fence_witness_fenced(s))
+		err = -CFS_EFENCED; /* again per chunk: a batch's last is mapped later */
+	if (!err && s->mc)
+		err = e->chain ? craq_read_check(s, e->target, e->chain) : -CFS_ECHAIN_VERSION;
+	if (err)
+		return err;
+	struct chunk_id id = { e->ino, e->idx };
+	uint64_t gen1, gen2;
+	if (craq_lock_peek(t->locks, id, &gen1))
+		return -CFS_ENOT_COMMITTED; /* an update pending */
+	struct pub_ctx c = { .x = x, .tab = tab, .t = t, .id = id };
+	struct chunk_meta meta;
+	int fd = -1;
+	uint64_t boff = 0;
+	char path[PATH_MAX];
+	err = chunk_engine_sc_map(t->eng, id, publish, &c, &meta, &fd, &boff, path, sizeof(path));
+	if (err)
+		return err;
+	struct stat st;
+	char abs[PATH_MAX];
+	if (craq_lock_peek(t->locks, id, &gen2) || gen2 != gen1)
+		err = -CFS_ENOT_COMMITTED; /* a chain write started meanwhile */
+	else if (fd < 0 || fstat(fd, &st) || !realpath(path, abs) || strlen(abs) > STO_SC_MAX_PATH)
+		err = -EIO;
+	if (!err) {
+		struct sto_sc_map_fix f = { .slot = c.slot, .seq = c.seq, .pid = (uint32_t)getpid(),
+					    .dev = (uint64_t)st.st_dev, .inode = (uint64_t)st.st_ino,
+					    .file_off = boff, .len = meta.len,
+					    .commit_ver = meta.commit_ver, .npages = meta.npages };
+		size_t at = out->len;
+		err = sto_sc_map_resp_encode(out, &f, meta.page_crc, abs);
+		if (err)
+			out->len = at;
+	}
+	chunk_meta_fini(&meta);
+	if (err) {
+		/* Not answered: the slot goes (a client never holds it). */
+		pthread_mutex_lock(&x->mu);
+		revoke_id_locked(x, t->eng, id, tab);
+		pthread_mutex_unlock(&x->mu);
+		return err;
+	}
+	atomic_fetch_add_explicit(&x->maps, 1, memory_order_relaxed);
+	return 0;
+}
+
+/* The checks every map request makes first, and REGION's table. */
+static int map_pre(struct storage_service *s, struct rpc_req *req, uint64_t region,
+		   struct sc_tab **tab)
+{
+	struct stor_sc *x = s->sc;
+	if (!x)
+		return -EOPNOTSUPP;
+	if (fence_witness_fenced(s))
+		return -CFS_EFENCED;
+	return tab_get(x, req, region, tab);
 }
 
 void stor_sc_handle_map(struct storage_service *s, struct rpc_req *req)
@@ -456,65 +518,80 @@ void stor_sc_handle_map(struct storage_service *s, struct rpc_req *req)
 	struct sto_sc_map_req m;
 	if (sto_sc_map_req_decode(p, plen, &m)) {
 		LOG_WARN("storage", "sc map: malformed request: peer=%s", rpc_req_peer(req));
-		map_err(req, -CFS_EPROTO, "sc map: malformed request");
+		rpc_reply_error(req, -CFS_EPROTO, "sc map: malformed request");
 		return;
 	}
-	struct stor_sc *x = s->sc;
-	struct stor_target *t = stor_target_by_id(s, m.target);
-	int err = !x ? -EOPNOTSUPP : !t ? -ENODEV : 0;
+	/* The target's checks come before the table's, as they always did
+	 * (an unknown target is -ENODEV with or without a table). */
+	struct sto_sc_map_ent e = { .target = m.target, .chain = m.chain, .ino = m.ino,
+				    .idx = m.idx };
+	int err = !s->sc ? -EOPNOTSUPP : !stor_target_by_id(s, m.target) ? -ENODEV : 0;
 	if (!err && s->mc)
 		err = m.chain ? craq_read_check(s, m.target, m.chain) : -CFS_ECHAIN_VERSION;
-	if (!err && fence_witness_fenced(s))
-		err = -CFS_EFENCED;
 	struct sc_tab *tab = NULL;
 	if (!err)
-		err = tab_get(x, req, m.region, &tab);
-	if (err) {
-		map_err(req, err, "sc map");
-		return;
-	}
-	struct chunk_id id = { m.ino, m.idx };
-	uint64_t gen1, gen2;
-	if (craq_lock_peek(t->locks, id, &gen1)) {
-		map_err(req, -CFS_ENOT_COMMITTED, "sc map: update pending");
-		return;
-	}
-	struct pub_ctx c = { .x = x, .tab = tab, .t = t, .id = id };
-	struct chunk_meta meta;
-	int fd = -1;
-	uint64_t boff = 0;
-	char path[PATH_MAX];
-	err = chunk_engine_sc_map(t->eng, id, publish, &c, &meta, &fd, &boff, path, sizeof(path));
-	if (err) {
-		map_err(req, err, "sc map");
-		return;
-	}
-	struct stat st;
-	char abs[PATH_MAX];
-	if (craq_lock_peek(t->locks, id, &gen2) || gen2 != gen1)
-		err = -CFS_ENOT_COMMITTED; /* a chain write started meanwhile */
-	else if (fd < 0 || fstat(fd, &st) || !realpath(path, abs) || strlen(abs) > STO_SC_MAX_PATH)
-		err = -EIO;
-	if (err) {
-		pthread_mutex_lock(&x->mu);
-		revoke_id_locked(x, t->eng, id, tab);
-		pthread_mutex_unlock(&x->mu);
-		chunk_meta_fini(&meta);
-		map_err(req, err, "sc map");
-		return;
-	}
-	struct sto_sc_map_fix f = { .slot = c.slot, .seq = c.seq, .pid = (uint32_t)getpid(),
-				    .dev = (uint64_t)st.st_dev, .inode = (uint64_t)st.st_ino,
-				    .file_off = boff, .len = meta.len,
-				    .commit_ver = meta.commit_ver, .npages = meta.npages };
+		err = map_pre(s, req, m.region, &tab);
 	struct buf b;
 	buf_init(&b);
-	err = sto_sc_map_resp_encode(&b, &f, meta.page_crc, abs);
-	chunk_meta_fini(&meta);
-	atomic_fetch_add_explicit(&x->maps, 1, memory_order_relaxed);
+	if (!err)
+		err = map_one(s, s->sc, tab, &e, &b);
 	if (err)
-		map_err(req, err, "encode");
+		rpc_reply_error(req, err, "sc map");
 	else
 		rpc_reply(req, 0, b.data, (uint32_t)b.len);
 	buf_fini(&b);
+}
+
+void stor_sc_handle_map_many(struct storage_service *s, struct rpc_req *req)
+{
+	uint32_t plen;
+	const uint8_t *p = rpc_req_payload(req, &plen);
+	if (plen >= 12 && wire_load_u32(p + 8) > STO_SC_MAP_MANY_MAX) {
+		char why[96];
+		snprintf(why, sizeof(why), "sc map many: %u entries, at most %u",
+			 wire_load_u32(p + 8), STO_SC_MAP_MANY_MAX);
+		rpc_reply_error(req, -E2BIG, why);
+		return;
+	}
+	struct sto_sc_map_ent *ent = malloc(STO_SC_MAP_MANY_MAX * sizeof(*ent));
+	struct sto_sc_map_many_req m;
+	if (!ent) {
+		rpc_reply_error(req, -ENOMEM, "sc map many");
+		return;
+	}
+	if (sto_sc_map_many_req_decode(p, plen, &m, ent, STO_SC_MAP_MANY_MAX)) {
+		LOG_WARN("storage", "sc map many: malformed request: peer=%s", rpc_req_peer(req));
+		rpc_reply_error(req, -CFS_EPROTO, "sc map many: malformed request");
+		free(ent);
+		return;
+	}
+	struct sc_tab *tab = NULL;
+	int err = map_pre(s, req, m.region, &tab);
+	struct buf b, one;
+	buf_init(&b);
+	buf_init(&one);
+	if (!err)
+		err = sto_sc_map_many_resp_head_encode(&b, m.n);
+	for (uint32_t i = 0; !err && i < m.n; i++) {
+		one.len = 0;
+		/* Past the answer's budget: the client maps the rest again. */
+		int r = b.len >= STO_SC_MAP_MANY_BYTES ? -EMSGSIZE : map_one(s, s->sc, tab, &ent[i], &one);
+		err = sto_sc_map_many_res_encode(&b, r, r ? (const void *)"" : one.data,
+						 r ? 0 : (uint32_t)one.len);
+		if (err && !r) {
+			/* Not answered after all: its slot goes. */
+			struct stor_target *t = stor_target_by_id(s, ent[i].target);
+			pthread_mutex_lock(&s->sc->mu);
+			revoke_id_locked(s->sc, t->eng, (struct chunk_id){ ent[i].ino, ent[i].idx },
+					 tab);
+			pthread_mutex_unlock(&s->sc->mu);
+		}
+	}
+	if (err)
+		rpc_reply_error(req, err, "sc map many");
+	else
+		rpc_reply(req, 0, b.data, (uint32_t)b.len);
+	buf_fini(&one);
+	buf_fini(&b);
+	free(ent);
 }

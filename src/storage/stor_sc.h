@@ -30,6 +30,8 @@ struct stor_sc *stor_sc_new(struct storage_service *s);
 void stor_sc_free(struct stor_sc *x);
 /* Answers SC_MAP (consumes REQ). */
 void stor_sc_handle_map(struct storage_service *s, struct rpc_req *req);
+/* Answers SC_MAP_MANY (consumes REQ): each entry as SC_MAP would. */
+void stor_sc_handle_map_many(struct storage_service *s, struct rpc_req *req);
 /* Revokes every mapping of every table now (a target fenced itself).
  * Any thread not holding an engine or CRAQ lock. NULL-safe. */
 void stor_sc_revoke_all(struct stor_sc *x);

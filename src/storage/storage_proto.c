@@ -40,6 +40,7 @@ WIRE_FIELDS_CODEC(sto_shm_unreg_req, STO_SHM_UNREG_REQ)
 WIRE_FIELDS_CODEC(sto_shm_at, STO_SHM_AT)
 WIRE_FIELDS_CODEC(sto_sc_map_req, STO_SC_MAP_REQ)
 WIRE_FIELDS_CODEC(sto_sc_map_fix, STO_SC_MAP_FIX)
+WIRE_FIELDS_CODEC(sto_sc_map_ent, STO_SC_MAP_ENT)
 
 /* The public encode/decode pair of a message that is only its fields. */
 #define STO_FIXED_CODEC(name)                                          \
@@ -145,6 +146,68 @@ int sto_sc_map_resp_decode(const void *p, size_t n, struct sto_sc_map_resp *m)
 	if (wire_get_ref(&r, (size_t)m->f.npages * 4, &m->crcs) ||
 	    wire_get_blob(&r, STO_SC_MAX_PATH, &m->path, &m->path_len) || m->path_len == 0)
 		return -CFS_EPROTO;
+	return rdone(&r);
+}
+
+int sto_sc_map_many_req_encode(struct buf *b, const struct sto_sc_map_many_req *m)
+{
+	struct wire_writer w;
+	wire_writer_init(&w, b);
+	wire_put_u64(&w, m->region);
+	wire_put_u32(&w, m->n);
+	for (uint32_t i = 0; i < m->n; i++)
+		sto_sc_map_ent_put(&w, &m->e[i]);
+	return wdone(&w);
+}
+
+int sto_sc_map_many_req_decode(const void *p, size_t n, struct sto_sc_map_many_req *m,
+			       struct sto_sc_map_ent *out, size_t cap)
+{
+	struct wire_reader r;
+	wire_reader_init(&r, p, n);
+	wire_get_u64(&r, &m->region);
+	wire_get_u32(&r, &m->n);
+	if (rdone(&r) || m->n > cap || m->n > STO_SC_MAP_MANY_MAX)
+		return -CFS_EPROTO;
+	m->e = out;
+	for (uint32_t i = 0; i < m->n; i++)
+		sto_sc_map_ent_get(&r, &out[i]);
+	return rdone(&r);
+}
+
+int sto_sc_map_many_resp_head_encode(struct buf *b, uint32_t n)
+{
+	struct wire_writer w;
+	wire_writer_init(&w, b);
+	wire_put_u32(&w, n);
+	return wdone(&w);
+}
+
+int sto_sc_map_many_res_encode(struct buf *b, int32_t result, const void *body, uint32_t len)
+{
+	struct wire_writer w;
+	wire_writer_init(&w, b);
+	wire_put_i32(&w, result);
+	wire_put_blob(&w, body, len);
+	return wdone(&w);
+}
+
+int sto_sc_map_many_resp_decode(const void *p, size_t n, struct sto_sc_map_many_resp *m,
+				struct sto_sc_map_many_res *out, size_t cap)
+{
+	struct wire_reader r;
+	wire_reader_init(&r, p, n);
+	wire_get_u32(&r, &m->n);
+	if (rdone(&r) || m->n > cap || m->n > STO_SC_MAP_MANY_MAX)
+		return -CFS_EPROTO;
+	m->r = out;
+	for (uint32_t i = 0; i < m->n; i++) {
+		struct sto_sc_map_resp one;
+		if (wire_get_i32(&r, &out[i].result) ||
+		    wire_get_blob(&r, STO_SC_MAP_BODY_MAX, &out[i].body, &out[i].len) ||
+		    (!out[i].result && sto_sc_map_resp_decode(out[i].body, out[i].len, &one)))
+			return -CFS_EPROTO;
+	}
 	return rdone(&r);
 }
 

@@ -40,6 +40,7 @@ enum sto_msg_type {
 	STO_MSG_SHM_READV = 314,
 	/* Short-circuit reads (docs/rpc.md "Short-circuit reads"). */
 	STO_MSG_SC_MAP = 315,
+	STO_MSG_SC_MAP_MANY = 316,
 };
 
 #define STO_MAX_BATCH 1024   /* ranges in one READ */
@@ -246,6 +247,46 @@ struct sto_sc_map_resp {
 int sto_sc_map_resp_encode(struct buf *b, const struct sto_sc_map_fix *f, const uint32_t *crcs,
 			   const char *path);
 int sto_sc_map_resp_decode(const void *p, size_t n, struct sto_sc_map_resp *m);
+/* SC_MAP_MANY req: u64 region (as SC_MAP's), u32 n (1..STO_SC_MAP_MANY_MAX;
+ * more is refused with -E2BIG), n entries, each an SC_MAP request without
+ * the region. Resp: u32 n (the request's), then per entry in order an i32
+ * result and a blob (u32 length, bytes): when the result is 0 an SC_MAP
+ * response (the entry's mapping, every rule of SC_MAP's), else empty.
+ * A server stops mapping once its answer holds STO_SC_MAP_MANY_BYTES:
+ * the later entries answer -EMSGSIZE (map them again, alone or in a
+ * later request). An older server answers the whole request
+ * -CFS_EBADMSG_TYPE (and closes the connection). */
+#define STO_SC_MAP_MANY_MAX 256u
+#define STO_SC_MAP_MANY_BYTES (4u << 20)
+/* The largest SC_MAP response: 64 MiB of pages' CRCs, a path, the fields. */
+#define STO_SC_MAP_BODY_MAX ((64u << 20) / 4096u * 4u + STO_SC_MAX_PATH + 128u)
+#define STO_SC_MAP_ENT(F) F(u32, target) F(u32, chain) F(u64, ino) F(u32, idx)
+WIRE_STRUCT(sto_sc_map_ent, STO_SC_MAP_ENT);
+struct sto_sc_map_many_req {
+	uint64_t region;
+	uint32_t n;
+	struct sto_sc_map_ent *e; /* encode: borrowed; decode: into caller's array */
+};
+struct sto_sc_map_many_res {
+	int32_t result;
+	const uint8_t *body; /* borrowed: an SC_MAP response when result == 0 */
+	uint32_t len;
+};
+struct sto_sc_map_many_resp {
+	uint32_t n;
+	struct sto_sc_map_many_res *r;
+};
+int sto_sc_map_many_req_encode(struct buf *b, const struct sto_sc_map_many_req *m);
+/* Decodes at most CAP entries into OUT (m->e = OUT); more is -CFS_EPROTO. */
+int sto_sc_map_many_req_decode(const void *p, size_t n, struct sto_sc_map_many_req *m,
+			       struct sto_sc_map_ent *out, size_t cap);
+/* Encodes the head (u32 n); each entry follows with ..._res_encode. */
+int sto_sc_map_many_resp_head_encode(struct buf *b, uint32_t n);
+int sto_sc_map_many_res_encode(struct buf *b, int32_t result, const void *body, uint32_t len);
+/* At most CAP entries into OUT (m->r = OUT); an entry whose result is 0
+ * must hold a well-formed SC_MAP response, else -CFS_EPROTO. */
+int sto_sc_map_many_resp_decode(const void *p, size_t n, struct sto_sc_map_many_resp *m,
+				struct sto_sc_map_many_res *out, size_t cap);
 int sto_shm_read_req_decode(const void *p, size_t n, struct sto_shm_at *at, struct sto_read_req *m,
 			    struct sto_read_range *out, size_t cap);
 

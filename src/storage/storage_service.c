@@ -720,6 +720,10 @@ static void handle_shm_reg(struct rpc_req *req, void *arg)
 	stor_shm_register(req);
 }
 static void handle_sc_map(struct rpc_req *req, void *arg) { stor_sc_handle_map(arg, req); }
+static void handle_sc_map_many(struct rpc_req *req, void *arg)
+{
+	stor_sc_handle_map_many(arg, req);
+}
 static void handle_shm_unreg(struct rpc_req *req, void *arg)
 {
 	(void)arg;
@@ -924,6 +928,12 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 	rpc_server_handle(s->srv, STO_MSG_SHM_READV, &h);
 	h.fn = handle_sc_map;
 	rpc_server_handle(s->srv, STO_MSG_SC_MAP, &h);
+	/* CFS_TEST_SC_NO_MANY=1 (test hook): a server from before SC_MAP_MANY. */
+	const char *no_many = getenv("CFS_TEST_SC_NO_MANY");
+	if (!no_many || strcmp(no_many, "1")) {
+		h.fn = handle_sc_map_many;
+		rpc_server_handle(s->srv, STO_MSG_SC_MAP_MANY, &h);
+	}
 	h.fn = handle_remove;
 	rpc_server_handle(s->srv, STO_MSG_REMOVE, &h);
 	h.fn = handle_query;

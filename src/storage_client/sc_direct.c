@@ -150,6 +150,7 @@ struct dpeer {
 	_Atomic int dead;
 	_Atomic uint64_t dead_ms; /* when it was last found dead (or unreachable since) */
 	_Atomic int stale;        /* the connection was replaced: a new table is needed */
+	_Atomic int no_many;      /* an old server: no SC_MAP_MANY, one map RPC a chunk */
 	struct dtab *tab;         /* current table (a reference on it); NULL: none */
 	_Atomic int ntabs;        /* tables not freed yet: the current one and those
 				     reads (or map RPCs) are still inside */
@@ -190,6 +191,12 @@ struct sc_direct {
 				     before 2026-12-05) */
 	_Atomic uint64_t reads, fallbacks, misses, maps, map_fails, stale, corrupt, dead;
 	_Atomic uint64_t regs;    /* tables registered */
+	_Atomic uint64_t map_rpcs, map_many; /* SC_MAP RPCs sent; SC_MAP_MANY RPCs sent */
+	int many;                 /* 1 with CFS_SC_MAP_MANY=1 (off by default: it lost at
+				     64 KiB pages, docs/kvcache.md fourteenth pass): a batch
+				     maps its chunks with one SC_MAP_MANY per server */
+	size_t many_group;        /* CFS_SC_MAP_MANY=N (N >= 2): groups of at most N chunks,
+				     each mapped when the batch's reads reach it; 0: all */
 	_Atomic int64_t tables;   /* tables not freed yet, every peer's */
 	uint64_t off_ms;          /* hold-off (SD_OFF_MS; CFS_TEST_SC_OFF_MS) */
 	void (*_Atomic test_mid)(uint64_t ino, uint32_t idx); /* sc_direct_set_test_mid */
@@ -325,6 +332,10 @@ struct sc_direct *sc_direct_new(const struct rpc_opts *ro, int dflt)
 	d->big = !big || strcmp(big, "0") != 0;
 	const char *cached = getenv("CFS_SHORT_READ_CACHED");
 	d->cached = d->wait_disk && !(cached && !strcmp(cached, "0"));
+	const char *many = getenv("CFS_SC_MAP_MANY");
+	long mg = many ? strtol(many, NULL, 10) : 0;
+	d->many = mg >= 1;
+	d->many_group = mg >= 2 ? (size_t)mg : 0;
 	const char *probe = getenv("CFS_SHORT_READ_PROBE");
 	d->probe_all = probe && !strcmp(probe, "all");
 	const char *off = getenv("CFS_TEST_SC_OFF_MS"); /* test hook; 0: SD_OFF_MS */
@@ -376,6 +387,7 @@ void sc_direct_free(struct sc_direct *d)
 	if (atomic_load(&d->reads) || atomic_load(&d->fallbacks))
 		LOG_NOTICE("sc_direct",
 			   "stats: reads=%llu fallbacks=%llu misses=%llu maps=%llu map_fails=%llu "
+			   "map_rpcs=%llu map_many=%llu "
 			   "stale=%llu corrupt=%llu dead=%llu regs=%llu cached_hits=%llu "
 			   "cached_misses=%llu cached_direct=%llu",
 			   (unsigned long long)atomic_load(&d->reads),
@@ -383,6 +395,8 @@ void sc_direct_free(struct sc_direct *d)
 			   (unsigned long long)atomic_load(&d->misses),
 			   (unsigned long long)atomic_load(&d->maps),
 			   (unsigned long long)atomic_load(&d->map_fails),
+			   (unsigned long long)atomic_load(&d->map_rpcs),
+			   (unsigned long long)atomic_load(&d->map_many),
 			   (unsigned long long)atomic_load(&d->stale),
 			   (unsigned long long)atomic_load(&d->corrupt),
 			   (unsigned long long)atomic_load(&d->dead),
@@ -452,6 +466,8 @@ void sc_direct_get_stats(struct sc_direct *d, struct sc_direct_stats *out)
 	out->misses = atomic_load(&d->misses);
 	out->maps = atomic_load(&d->maps);
 	out->map_fails = atomic_load(&d->map_fails);
+	out->map_rpcs = atomic_load(&d->map_rpcs);
+	out->map_many = atomic_load(&d->map_many);
 	out->stale = atomic_load(&d->stale);
 	out->corrupt = atomic_load(&d->corrupt);
 	out->dead = atomic_load(&d->dead);
@@ -611,6 +627,22 @@ static struct dkey *key_find(struct dpeer *p, uint32_t target, uint64_t ino, uin
 	return NULL;
 }
 
+/* Under P's exclusive lock: the key of (TARGET, INO, IDX), made when
+ * there is none; NULL: out of memory. */
+static struct dkey *key_get_locked(struct dpeer *p, uint32_t target, uint64_t ino, uint32_t idx)
+{
+	struct dkey *k = key_find(p, target, ino, idx);
+	if (!k && (k = calloc(1, sizeof(*k)))) {
+		k->target = target;
+		k->ino = ino;
+		k->idx = idx;
+		size_t h = hbucket(target, ino, idx);
+		k->next = p->h[h];
+		p->h[h] = k;
+	}
+	return k;
+}
+
 /* Under P's exclusive lock: a descriptor of the file (DEV, INO) at PATH,
  * or -1 (not openable here, or not the file the server named). */
 static int file_get(struct dpeer *p, const char *path, uint64_t dev, uint64_t ino, int *dfd)
@@ -761,6 +793,7 @@ static void map_chunk(struct sc_direct *d, struct dpeer *p, struct dkey *k, uint
 	if (!rc) {
 		struct rpc_call cl = { .type = STO_MSG_SC_MAP, .payload = b.data,
 				       .payload_len = (uint32_t)b.len, .timeout_ms = 5000 };
+		atomic_fetch_add(&d->map_rpcs, 1);
 		rc = rpc_call(rp, &cl, &resp, NULL);
 	}
 	map_finish(d, p, k, t, rc, resp.data, (uint32_t)resp.len);
@@ -802,6 +835,7 @@ static void map_chunk_bg(struct sc_direct *d, struct dpeer *p, struct dkey *k, u
 		struct rpc_call cl = { .type = STO_MSG_SC_MAP, .payload = b.data,
 				       .payload_len = (uint32_t)b.len, .timeout_ms = 5000,
 				       .done = bgmap_done, .arg = g };
+		atomic_fetch_add(&d->map_rpcs, 1);
 		rc = rpc_call_async(rp, &cl);
 	}
 	buf_fini(&b);
@@ -1038,6 +1072,37 @@ static void map_forget(struct sc_direct *d, struct dpeer *p, struct dkey *k, str
 	pthread_rwlock_unlock(&p->lk);
 }
 
+/* P registered and taking direct reads now (registers a table when it
+ * needs one: may wait); false: read over RPC. */
+static bool peer_ready(struct sc_direct *d, struct dpeer *p)
+{
+	int st = atomic_load(&p->st);
+	if (st == PS_OFF && clock_mono_ms() < atomic_load(&p->off_until))
+		return false;
+	if (st != PS_OK || atomic_load(&p->dead)) {
+		pthread_mutex_lock(&p->reg_mu);
+		int rc = 0;
+		if (atomic_load(&p->st) == PS_OK && !atomic_load(&p->dead)) {
+			/* another reader registered meanwhile */
+		} else if (p->tab && !atomic_load(&p->dead) && !atomic_load(&p->stale)) {
+			/* The end of a hold-off (a refused map) with the
+			 * server and its connection still there: that
+			 * connection's table is still the one the server
+			 * knows. A new one on the same connection would only
+			 * be refused (-ESTALE: the server keeps one table a
+			 * connection), and registered again, and again. */
+			atomic_store(&p->st, PS_OK);
+		} else {
+			will_block(d);
+			rc = peer_register(d, p);
+		}
+		pthread_mutex_unlock(&p->reg_mu);
+		if (rc)
+			return false;
+	}
+	return true;
+}
+
 /* The mapping of R's chunk on P (a reference the caller drops), made
  * when there is none (a map RPC: may wait), or NULL: read over RPC. BG:
  * never wait for a map (a registration still may): one is asked for in
@@ -1047,30 +1112,8 @@ static struct dmap *mapping_get(struct sc_direct *d, struct dpeer *p, uint32_t t
 				bool bg)
 {
 	for (int attempt = 0; attempt < 2; attempt++) {
-		int st = atomic_load(&p->st);
-		if (st == PS_OFF && clock_mono_ms() < atomic_load(&p->off_until))
+		if (!peer_ready(d, p))
 			return NULL;
-		if (st != PS_OK || atomic_load(&p->dead)) {
-			pthread_mutex_lock(&p->reg_mu);
-			int rc = 0;
-			if (atomic_load(&p->st) == PS_OK && !atomic_load(&p->dead)) {
-				/* another reader registered meanwhile */
-			} else if (p->tab && !atomic_load(&p->dead) && !atomic_load(&p->stale)) {
-				/* The end of a hold-off (a refused map) with the
-				 * server and its connection still there: that
-				 * connection's table is still the one the server
-				 * knows. A new one on the same connection would only
-				 * be refused (-ESTALE: the server keeps one table a
-				 * connection), and registered again, and again. */
-				atomic_store(&p->st, PS_OK);
-			} else {
-				will_block(d);
-				rc = peer_register(d, p);
-			}
-			pthread_mutex_unlock(&p->reg_mu);
-			if (rc)
-				return NULL;
-		}
 		pthread_rwlock_rdlock(&p->lk);
 		struct dkey *k = key_find(p, target, r->ino, r->idx);
 		struct dmap *m = k ? k->cur : NULL;
@@ -1089,14 +1132,7 @@ static struct dmap *mapping_get(struct sc_direct *d, struct dpeer *p, uint32_t t
 			return NULL;
 		if (!k) {
 			pthread_rwlock_wrlock(&p->lk);
-			if (!(k = key_find(p, target, r->ino, r->idx)) && (k = calloc(1, sizeof(*k)))) {
-				k->target = target;
-				k->ino = r->ino;
-				k->idx = r->idx;
-				size_t h = hbucket(target, r->ino, r->idx);
-				k->next = p->h[h];
-				p->h[h] = k;
-			}
+			k = key_get_locked(p, target, r->ino, r->idx);
 			pthread_rwlock_unlock(&p->lk);
 			if (!k) {
 				dtab_put(d, t);
@@ -1629,6 +1665,124 @@ static void own_submit(struct io_uring *ring, struct bop *b, unsigned *inflight)
 
 /* Flushes the submission queue (ring_mu held): a full completion queue
  * (-EBUSY) or a lack of resources clears as the completion thread reaps. */
+/* One SC_MAP_MANY for the N keys K of P on table T (each ME_MAPPING, set
+ * by the caller, each with a reference on T the caller passes on; CHAIN[i]
+ * K[i]'s chain): waits for it and publishes each answer as map_finish
+ * does. An entry past the server's answer budget (-EMSGSIZE) is left to
+ * a map of its own. An old server (-CFS_EBADMSG_TYPE) is remembered: its
+ * chunks are mapped one by one from then on; it closed the connection
+ * (and so dropped the table), so the next map registers a new table. */
+static void map_many(struct sc_direct *d, struct dpeer *p, struct dkey **k,
+		     const uint32_t *chain, size_t n, struct dtab *t)
+{
+	struct sto_sc_map_ent ent[STO_SC_MAP_MANY_MAX];
+	struct sto_sc_map_many_res res[STO_SC_MAP_MANY_MAX];
+	for (size_t i = 0; i < n; i++)
+		ent[i] = (struct sto_sc_map_ent){ .target = k[i]->target, .chain = chain[i],
+						  .ino = k[i]->ino, .idx = k[i]->idx };
+	struct rpc_peer *rp;
+	char err[128];
+	struct buf b, resp;
+	buf_init(&b);
+	buf_init(&resp);
+	int rc = rpc_client_peer(d->rpc, p->addr, &rp, err, sizeof(err));
+	struct sto_sc_map_many_req q = { .region = t->region, .n = (uint32_t)n, .e = ent };
+	if (!rc)
+		rc = sto_sc_map_many_req_encode(&b, &q);
+	if (!rc) {
+		struct rpc_call cl = { .type = STO_MSG_SC_MAP_MANY, .payload = b.data,
+				       .payload_len = (uint32_t)b.len, .timeout_ms = 5000 };
+		atomic_fetch_add(&d->map_many, 1);
+		rc = rpc_call(rp, &cl, &resp, NULL);
+	}
+	struct sto_sc_map_many_resp mr;
+	if (!rc && (sto_sc_map_many_resp_decode(resp.data, resp.len, &mr, res, n) || mr.n != n))
+		rc = -CFS_EPROTO;
+	if (rc == -CFS_EBADMSG_TYPE) {
+		if (!atomic_exchange(&p->no_many, 1))
+			LOG_NOTICE("sc_direct", "%s: no SC_MAP_MANY (an older server): one map a chunk",
+				   p->addr);
+		pthread_rwlock_wrlock(&p->lk);
+		if (p->tab == t) {
+			atomic_store(&p->stale, 1);
+			atomic_store(&p->st, PS_NONE);
+		}
+		for (size_t i = 0; i < n; i++)
+			atomic_store(&k[i]->st, ME_NONE);
+		pthread_rwlock_unlock(&p->lk);
+		for (size_t i = 0; i < n; i++)
+			dtab_put(d, t);
+	} else {
+		for (size_t i = 0; i < n; i++) {
+			if (!rc && res[i].result == -EMSGSIZE) {
+				atomic_store(&k[i]->st, ME_NONE);
+				dtab_put(d, t);
+				continue;
+			}
+			map_finish(d, p, k[i], t, rc ? rc : res[i].result, rc ? NULL : res[i].body,
+				   rc ? 0 : res[i].len);
+		}
+	}
+	buf_fini(&b);
+	buf_fini(&resp);
+}
+
+/* The chunks of batch IT whose ranges wait for a first mapping (LATER),
+ * mapped with one SC_MAP_MANY per server (of at most STO_SC_MAP_MANY_MAX
+ * chunks each) instead of one SC_MAP each; the batch's mapped ranges are
+ * on the disk meanwhile. A chunk this leaves unmapped (refused, busy,
+ * an old server) is read as before: mapping_get maps it alone or the
+ * range goes over RPC. */
+static void batch_maps(struct sc_direct *d, const struct sc_direct_item *it, const struct bop *b,
+		       const bool *later, bool *seen, size_t n, size_t from, size_t group)
+{
+	size_t cap = group && group < STO_SC_MAP_MANY_MAX ? group : STO_SC_MAP_MANY_MAX;
+	struct dkey **ks = malloc(cap * sizeof(*ks));
+	uint32_t *ch = malloc(cap * sizeof(*ch));
+	for (size_t i = from; ks && ch && i < n; i++) {
+		if (!later[i] || seen[i])
+			continue;
+		struct dpeer *p = b[i].p;
+		size_t want = 0;
+		for (size_t j = i; j < n; j++)
+			want += later[j] && !seen[j] && b[j].p == p;
+		if (want < 2 || atomic_load(&p->no_many) || !peer_ready(d, p)) {
+			for (size_t j = i; j < n; j++)
+				if (b[j].p == p)
+					seen[j] = true;
+			continue;
+		}
+		size_t m = 0;
+		uint64_t now = clock_mono_ms();
+		pthread_rwlock_wrlock(&p->lk);
+		struct dtab *t = p->tab;
+		for (size_t j = i; j < n && m < cap; j++) {
+			if (!later[j] || seen[j] || b[j].p != p)
+				continue;
+			seen[j] = true;
+			const struct storage_read *r = it[j].r;
+			struct dkey *k = t ? key_get_locked(p, it[j].target, r->ino, r->idx) : NULL;
+			int idle = ME_NONE;
+			if (!k || k->cur || now < atomic_load(&k->retry_ms) ||
+			    !atomic_compare_exchange_strong(&k->st, &idle, ME_MAPPING))
+				continue; /* mapped, waiting, or being mapped: as before */
+			dtab_get(t); /* the map's, from the peer's (under its lock) */
+			ks[m] = k;
+			ch[m++] = it[j].chain;
+		}
+		pthread_rwlock_unlock(&p->lk);
+		if (m) {
+			will_block(d);
+			map_many(d, p, ks, ch, m, t);
+		}
+		if (group)
+			break; /* the next group when the batch's reads reach it */
+		i--; /* P's chunks past the bound, if any, go in the next request */
+	}
+	free(ks);
+	free(ch);
+}
+
 size_t sc_direct_read_batch(struct sc_direct *d, struct sc_direct_item *it, size_t n)
 {
 	size_t done = 0;
@@ -1658,9 +1812,15 @@ size_t sc_direct_read_batch(struct sc_direct *d, struct sc_direct_item *it, size
 	pthread_mutex_init(&w.mu, NULL);
 	pthread_cond_init(&w.cv, NULL);
 	bool *later = calloc(n, sizeof(*later)); /* NULL: one pass in order */
+	bool *seen = later && d->many ? calloc(n, sizeof(*seen)) : NULL; /* asked in batch_maps */
 	for (size_t j = 0; j < (later ? 2 * n : n); j++) {
 		size_t i = j % n;
 		struct storage_read *r = it[i].r;
+		if (j >= n && seen && later[i] && !seen[i])
+			/* The first mappings: one RPC a server for all of them, or
+			 * one per group, each group's reads on the disk while the
+			 * next group is mapped (CFS_SC_MAP_MANY=N). */
+			batch_maps(d, it, b, later, seen, n, d->many_group ? i : 0, d->many_group);
 		if (j >= n && !later[i])
 			continue; /* done in pass 0 */
 		if (j < n) {
@@ -1724,6 +1884,7 @@ size_t sc_direct_read_batch(struct sc_direct *d, struct sc_direct_item *it, size
 		}
 	}
 	free(later);
+	free(seen);
 	if (inflight) {
 		will_block(d);
 		while (inflight)

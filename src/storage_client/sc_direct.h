@@ -141,6 +141,8 @@ struct sc_direct_stats {
 	uint64_t misses;     /* ... of which the page cache did not hold the pages */
 	uint64_t maps;       /* mappings obtained */
 	uint64_t map_fails;  /* SC_MAP refused or failed */
+	uint64_t map_rpcs;   /* SC_MAP RPCs sent (one chunk each) */
+	uint64_t map_many;   /* SC_MAP_MANY RPCs sent (a batch's chunks of one server) */
 	uint64_t stale;      /* slot bumped or lease expired at the read */
 	uint64_t corrupt;    /* page CRC mismatches seen (SC_DIRECT_CORRUPT) */
 	uint64_t dead;       /* a service found dead under its mappings */

@@ -116,6 +116,8 @@ void storage_client_get_stats(struct storage_client *c, struct storage_client_st
 	out->sc_fallbacks = ds.fallbacks;
 	out->sc_misses = ds.misses;
 	out->sc_maps = ds.maps;
+	out->sc_map_rpcs = ds.map_rpcs;
+	out->sc_map_many = ds.map_many;
 	out->sc_stale = ds.stale;
 	out->sc_corrupt = ds.corrupt;
 	out->sc_dead = ds.dead;

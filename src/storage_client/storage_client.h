@@ -187,6 +187,8 @@ struct storage_client_stats {
 	uint64_t sc_fallbacks;      /* short-circuit reads tried that went over RPC */
 	uint64_t sc_misses;         /* ... of which the block file read came short or failed */
 	uint64_t sc_maps;           /* short-circuit mappings obtained */
+	uint64_t sc_map_rpcs;       /* SC_MAP RPCs sent */
+	uint64_t sc_map_many;       /* SC_MAP_MANY RPCs sent */
 	uint64_t sc_stale;          /* ... found revoked or past their lease at a read */
 	uint64_t sc_corrupt;        /* page CRC mismatches a short-circuit read saw */
 	uint64_t sc_dead;           /* reads that found their storage service dead */

@@ -27,10 +27,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	buf_init(&b);
 	/* 0xf0.. pick the shared-memory messages (0xf0: 310, 0xf1: 311,
 	 * 0xf2: 312, 0xf3: 313, 0xf4: 314), 0xf5 / 0xf6 the short-circuit
-	 * map request / reply (315); below, the older decoders keep the
-	 * selector their corpus files use. */
-	unsigned sel = data[0] >= 0xf0 && data[0] <= 0xf6 ? 12 + (unsigned)(data[0] - 0xf0)
-			: data[0] >= 0xf7 ? 12 + (unsigned)(data[0] - 0xf0) % 3
+	 * map request / reply (315), 0xf7 the batched map's request and
+	 * reply (316: the same bytes through both); below, the older
+	 * decoders keep the selector their corpus files use. */
+	unsigned sel = data[0] >= 0xf0 && data[0] <= 0xf7 ? 12 + (unsigned)(data[0] - 0xf0)
+			: data[0] >= 0xf8 ? 12 + (unsigned)(data[0] - 0xf0) % 3
 					  : data[0] % 12;
 	switch (sel) {
 	case 0: {
@@ -219,6 +220,39 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			}
 			free(crcs);
 			free(path);
+		}
+		break;
+	}
+	case 19: {
+		struct sto_sc_map_ent e[8], e2[8];
+		struct sto_sc_map_many_req q, q2;
+		if (!sto_sc_map_many_req_decode(p, n, &q, e, 8)) {
+			check(q.n <= 8);
+			check(!sto_sc_map_many_req_encode(&b, &q));
+			check(!sto_sc_map_many_req_decode(b.data, b.len, &q2, e2, 8));
+			check(q.region == q2.region && q.n == q2.n);
+			for (uint32_t i = 0; i < q.n; i++)
+				check(e[i].target == e2[i].target && e[i].chain == e2[i].chain &&
+				      e[i].ino == e2[i].ino && e[i].idx == e2[i].idx);
+		}
+		struct sto_sc_map_many_res r[8], r2[8];
+		struct sto_sc_map_many_resp m, m2;
+		if (!sto_sc_map_many_resp_decode(p, n, &m, r, 8)) {
+			check(m.n <= 8);
+			b.len = 0;
+			check(!sto_sc_map_many_resp_head_encode(&b, m.n));
+			for (uint32_t i = 0; i < m.n; i++) {
+				struct sto_sc_map_resp one;
+				/* a mapped entry holds a well-formed SC_MAP answer */
+				check(r[i].result || !sto_sc_map_resp_decode(r[i].body, r[i].len, &one));
+				check(r[i].len <= STO_SC_MAP_BODY_MAX);
+				check(!sto_sc_map_many_res_encode(&b, r[i].result, r[i].body, r[i].len));
+			}
+			check(!sto_sc_map_many_resp_decode(b.data, b.len, &m2, r2, 8));
+			check(m2.n == m.n);
+			for (uint32_t i = 0; i < m.n; i++)
+				check(r2[i].result == r[i].result && r2[i].len == r[i].len &&
+				      (!r[i].len || !memcmp(r2[i].body, r[i].body, r[i].len)));
 		}
 		break;
 	}

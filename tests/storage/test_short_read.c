@@ -67,6 +67,19 @@
  *                 misses 7 reads in 8 of a cached page go O_DIRECT without
  *                 a probe (right bytes), and a window of sampled hits
  *                 brings the probing back
+ *   map_many      (a client with CFS_SC_MAP_MANY=1, off by default)
+ *                 a batch over chunks already mapped, chunks never mapped
+ *                 and absent chunks maps the unmapped ones with one
+ *                 SC_MAP_MANY (no SC_MAP): right bytes, the absent ones
+ *                 answered as absent, then every range short-circuit; a
+ *                 request of more than STO_SC_MAP_MANY_MAX entries is
+ *                 refused (-E2BIG, with the limit in its text); a client
+ *                 with CFS_SC_MAP_MANY=4 maps them in requests of 4
+ *   map_many_old  the same against a service that does not know
+ *                 SC_MAP_MANY (CFS_TEST_SC_NO_MANY=1): the client's one
+ *                 SC_MAP_MANY is refused, it maps one by one from then on
+ *                 (none of the next batch tries SC_MAP_MANY), the reads
+ *                 are right and short-circuit again
  * Only in test_short_read_reclaim (CFS_TEST_SC_OFF_MS set: a short
  * hold-off after a service is found dead, instead of 10 s):
  *   old_table     a read paused between its halves (the mid-read hook)
@@ -117,6 +130,9 @@
 #include "common/crc32c.h"
 #include "common/status.h"
 #include "mgmtd/mgmtd_client.h"
+#include "net/rpc.h"
+#include "net/rpc_proto.h"
+#include "storage/storage_proto.h"
 #include "storage/chunk_engine.h"
 #include "stor_cluster.h"
 #include "storage_client/storage_client.h"
@@ -1524,6 +1540,190 @@ static void test_evict(void **state)
 	teardown(&sc);
 }
 
+/* ---- batched maps (SC_MAP_MANY) ---- */
+
+#define MM_CH 12
+#define MM_ABSENT 2
+
+/* Reads chunks [FIRST, FIRST + MM_CH) of INO + 2 (2 pages each, as
+ * written) and MM_ABSENT absent ones in one batch; checks the bytes;
+ * returns how many were short-circuit. */
+static uint64_t mm_batch(uint32_t first)
+{
+	struct storage_loc loc = { .addr = addr, .target = 1 };
+	size_t n = MM_CH + MM_ABSENT;
+	uint8_t *buf = aligned_alloc(PG, n * 2 * PG);
+	struct storage_read r[MM_CH + MM_ABSENT];
+	for (size_t i = 0; i < n; i++)
+		r[i] = (struct storage_read){ .loc = loc, .ino = INO + 2,
+					      .idx = i < MM_CH ? first + (uint32_t)i
+							       : 5000 + (uint32_t)i,
+					      .len = 2 * PG, .dst = buf + i * 2 * PG };
+	struct storage_client_stats st0, st;
+	storage_client_get_stats(cl, &st0);
+	assert_int_equal(storage_client_read(cl, r, n, 0), 0);
+	storage_client_get_stats(cl, &st);
+	for (size_t i = 0; i < MM_CH; i++) {
+		assert_int_equal(r[i].result, 2 * PG);
+		assert_int_equal(page_version(buf + i * 2 * PG, r[i].idx, 0), 1);
+		assert_int_equal(page_version(buf + i * 2 * PG + PG, r[i].idx, 1), 1);
+	}
+	for (size_t i = MM_CH; i < n; i++)
+		assert_true(r[i].result == -ENOENT || r[i].result == 0);
+	free(buf);
+	return st.sc_reads - st0.sc_reads;
+}
+
+static void mm_write(uint32_t first)
+{
+	uint8_t *pg = malloc(2 * PG);
+	struct storage_loc loc = { .addr = addr, .target = 1 };
+	for (uint32_t i = first; i < first + MM_CH; i++) {
+		page_fill(pg, i, 0, 1);
+		page_fill(pg + PG, i, 1, 1);
+		assert_int_equal(storage_client_write(cl, &loc, INO + 2, i, 0, 2 * PG, pg, 0, NULL),
+				 0);
+	}
+	free(pg);
+}
+
+/* Batches until one is all short-circuit (journals retire within ~100 ms;
+ * a lease lapse on a loaded machine may send a range over RPC). */
+static void mm_until_all(uint32_t first)
+{
+	uint64_t got = 0;
+	for (int tries = 0; tries < 100 && got < MM_CH; tries++) {
+		got = mm_batch(first);
+		if (got < MM_CH)
+			clock_sleep_ms(30);
+	}
+	assert_int_equal(got, MM_CH);
+}
+
+static void map_many_run(bool old)
+{
+	struct stor_cluster sc;
+	if (old)
+		setenv("CFS_TEST_SC_NO_MANY", "1", 1); /* read by the service it starts */
+	setenv("CFS_SC_MAP_MANY", "1", 1);              /* read by the client it makes */
+	setup(&sc, old ? "short-many-old" : "short-many");
+	setenv("CFS_SC_MAP_MANY", "0", 1);
+	if (old)
+		setenv("CFS_TEST_SC_NO_MANY", "0", 1);
+	mm_write(0);
+	clock_sleep_ms(300); /* journals retired: maps are not refused busy */
+	/* Chunks 0 and 1 mapped first (single reads: one SC_MAP each). */
+	struct storage_loc loc = { .addr = addr, .target = 1 };
+	uint8_t *b = aligned_alloc(PG, 2 * PG);
+	struct storage_client_stats st0, st;
+	for (int tries = 0; tries < 100; tries++) {
+		storage_client_get_stats(cl, &st0);
+		for (uint32_t i = 0; i < 2; i++) {
+			struct storage_read r = { .loc = loc, .ino = INO + 2, .idx = i, .len = PG,
+						  .dst = b };
+			assert_int_equal(storage_client_read(cl, &r, 1, 0), 0);
+		}
+		storage_client_get_stats(cl, &st);
+		if (st.sc_reads - st0.sc_reads == 2)
+			break;
+		clock_sleep_ms(50);
+	}
+	free(b);
+	/* The mixed batch: 2 mapped, 10 not, 2 absent. */
+	storage_client_get_stats(cl, &st0);
+	uint64_t first = mm_batch(0);
+	storage_client_get_stats(cl, &st);
+	print_message("map_many%s: first batch %llu of %d short-circuit, %llu SC_MAP_MANY, "
+		      "%llu SC_MAP, %llu maps\n", old ? " (old server)" : "",
+		      (unsigned long long)first, MM_CH,
+		      (unsigned long long)(st.sc_map_many - st0.sc_map_many),
+		      (unsigned long long)(st.sc_map_rpcs - st0.sc_map_rpcs),
+		      (unsigned long long)(st.sc_maps - st0.sc_maps));
+	assert_int_equal(st.sc_map_many - st0.sc_map_many, 1);
+	if (!old) {
+		/* The 10 unmapped chunks in that one request, none alone; the
+		 * absent ones refused in it (-ENOENT) and read over RPC. */
+		assert_int_equal(st.sc_map_rpcs, st0.sc_map_rpcs);
+		assert_true(st.sc_maps - st0.sc_maps >= 1);
+	}
+	mm_until_all(0);
+	if (old) {
+		/* Remembered: the next batch of new chunks maps one by one. */
+		mm_write(100);
+		clock_sleep_ms(300);
+		storage_client_get_stats(cl, &st0);
+		mm_until_all(100);
+		storage_client_get_stats(cl, &st);
+		assert_int_equal(st.sc_map_many, st0.sc_map_many);
+		assert_true(st.sc_map_rpcs - st0.sc_map_rpcs >= MM_CH);
+	} else {
+		storage_client_get_stats(cl, &st);
+		assert_int_equal(st.sc_map_rpcs, st0.sc_map_rpcs);
+		/* Too many entries: refused as a whole, with the limit named. */
+		struct rpc_opts ro = { .cluster_id = SC_CLUSTER,
+				       .secret = (const uint8_t *)SC_SECRET,
+				       .secret_len = strlen(SC_SECRET) };
+		struct rpc_client *rc;
+		assert_int_equal(rpc_client_new(&ro, &rc), 0);
+		struct rpc_peer *p;
+		char err[128];
+		assert_int_equal(rpc_client_peer(rc, addr, &p, err, sizeof(err)), 0);
+		struct sto_sc_map_ent *e = calloc(STO_SC_MAP_MANY_MAX + 1, sizeof(*e));
+		for (uint32_t i = 0; i <= STO_SC_MAP_MANY_MAX; i++)
+			e[i] = (struct sto_sc_map_ent){ .target = 1, .ino = INO + 2, .idx = i };
+		struct sto_sc_map_many_req q = { .region = 1, .n = STO_SC_MAP_MANY_MAX + 1, .e = e };
+		struct buf pl, resp;
+		buf_init(&pl);
+		buf_init(&resp);
+		assert_int_equal(sto_sc_map_many_req_encode(&pl, &q), 0);
+		struct rpc_call call = { .type = STO_MSG_SC_MAP_MANY, .payload = pl.data,
+					 .payload_len = (uint32_t)pl.len, .timeout_ms = 5000 };
+		assert_int_equal(rpc_call(p, &call, &resp, NULL), -E2BIG);
+		struct rpc_error re;
+		if (resp.len && !rpc_error_decode(resp.data, resp.len, &re)) {
+			print_message("too many: %.*s\n", (int)re.text_len, (const char *)re.text);
+			assert_non_null(memmem(re.text, re.text_len, "at most 256", 11));
+		}
+		buf_fini(&pl);
+		buf_fini(&resp);
+		free(e);
+		rpc_client_free(rc);
+		/* Groups (CFS_SC_MAP_MANY=4): 12 new chunks, then the 2 absent
+		 * ones, in requests of at most 4: 4 requests, no single map. */
+		setenv("CFS_SC_MAP_MANY", "4", 1);
+		struct storage_client *c1 = cl;
+		cl = stor_cluster_client();
+		setenv("CFS_SC_MAP_MANY", "0", 1);
+		mm_write(200);
+		clock_sleep_ms(300);
+		storage_client_get_stats(cl, &st0);
+		uint64_t got = mm_batch(200);
+		storage_client_get_stats(cl, &st);
+		print_message("map_many groups of 4: %llu of %d short-circuit, %llu SC_MAP_MANY, "
+			      "%llu SC_MAP\n", (unsigned long long)got, MM_CH,
+			      (unsigned long long)(st.sc_map_many - st0.sc_map_many),
+			      (unsigned long long)(st.sc_map_rpcs - st0.sc_map_rpcs));
+		assert_int_equal(st.sc_map_many - st0.sc_map_many, (MM_CH + 3) / 4 + 1);
+		assert_int_equal(st.sc_map_rpcs, st0.sc_map_rpcs);
+		mm_until_all(200);
+		storage_client_free(cl);
+		cl = c1;
+	}
+	teardown(&sc);
+}
+
+static void test_map_many(void **state)
+{
+	(void)state;
+	map_many_run(false);
+}
+
+static void test_map_many_old(void **state)
+{
+	(void)state;
+	map_many_run(true);
+}
+
 /* ---- the engine's hooks ---- */
 
 static int hooked[8];
@@ -1623,6 +1823,8 @@ int main(int argc, char **argv)
 	 * under another thread's getenv (a connection's, rpc_conn.c). */
 	setenv("CFS_SHORT_READ", "1", 1);
 	setenv("CFS_TEST_SC_SLOTS", "0", 1); /* test_evict changes only its value */
+	setenv("CFS_TEST_SC_NO_MANY", "0", 1); /* test_map_many_old changes only its value */
+	setenv("CFS_SC_MAP_MANY", "0", 1);     /* (off by default) map_many_run turns it on */
 	stor_cluster_id();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_engine_hooks),
@@ -1633,6 +1835,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_chain_corrupt),
 		cmocka_unit_test(test_shapes),
 		cmocka_unit_test(test_evict),
+		cmocka_unit_test(test_map_many),
+		cmocka_unit_test(test_map_many_old),
 		cmocka_unit_test(test_cached),
 		cmocka_unit_test(test_cached_cold),
 	};

@@ -6,6 +6,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/status.h"
@@ -121,6 +124,92 @@ static void assert_golden(const struct buf *b, const struct golden *g)
 	assert_memory_equal(b->data, g->b, g->n);
 }
 
+/* SC_MAP_MANY: entries and per-entry answers round-trip; more than
+ * STO_SC_MAP_MANY_MAX entries, or more than the caller's room, do not
+ * decode; a mapped entry must hold a well-formed SC_MAP answer; the
+ * fuzz corpus's files decode (tests/fuzz/corpus/storage_proto). */
+static void test_sc_map_many(void **state)
+{
+	(void)state;
+	struct sto_sc_map_ent e[3] = { { 1, 0, 77, 0 }, { 1, 0, 77, 1 }, { 2, 5, 78, 9 } }, e2[3];
+	struct sto_sc_map_many_req q = { .region = 7, .n = 3, .e = e }, q2;
+	struct buf b;
+	buf_init(&b);
+	assert_int_equal(sto_sc_map_many_req_encode(&b, &q), 0);
+	assert_int_equal(b.len, 12 + 3 * 20);
+	assert_int_equal(sto_sc_map_many_req_decode(b.data, b.len, &q2, e2, 3), 0);
+	assert_int_equal(q2.region, 7);
+	assert_int_equal(q2.n, 3);
+	assert_int_equal(e2[2].chain, 5);
+	assert_int_equal(e2[2].ino, 78);
+	assert_int_equal(e2[2].idx, 9);
+	assert_int_equal(sto_sc_map_many_req_decode(b.data, b.len, &q2, e2, 2), -CFS_EPROTO);
+	assert_int_equal(sto_sc_map_many_req_decode(b.data, b.len - 1, &q2, e2, 3), -CFS_EPROTO);
+	b.len = 0;
+	struct sto_sc_map_ent *big = calloc(STO_SC_MAP_MANY_MAX + 1, sizeof(*big));
+	q = (struct sto_sc_map_many_req){ .region = 7, .n = STO_SC_MAP_MANY_MAX + 1, .e = big };
+	assert_int_equal(sto_sc_map_many_req_encode(&b, &q), 0);
+	assert_int_equal(sto_sc_map_many_req_decode(b.data, b.len, &q2, big, STO_SC_MAP_MANY_MAX + 1),
+			 -CFS_EPROTO);
+	free(big);
+
+	/* answers: one mapping, one absent, one past the budget */
+	struct sto_sc_map_fix f = { .slot = 3, .seq = 9, .pid = 1234, .dev = 2049, .inode = 555,
+				    .file_off = 40960, .len = 8192, .commit_ver = 42, .npages = 2 };
+	uint32_t crcs[2] = { 0x11111111, 0x22222222 };
+	struct buf one;
+	buf_init(&one);
+	assert_int_equal(sto_sc_map_resp_encode(&one, &f, crcs, "/tmp/x/data/c0"), 0);
+	b.len = 0;
+	assert_int_equal(sto_sc_map_many_resp_head_encode(&b, 3), 0);
+	assert_int_equal(sto_sc_map_many_res_encode(&b, 0, one.data, (uint32_t)one.len), 0);
+	assert_int_equal(sto_sc_map_many_res_encode(&b, -ENOENT, "", 0), 0);
+	assert_int_equal(sto_sc_map_many_res_encode(&b, -EMSGSIZE, "", 0), 0);
+	struct sto_sc_map_many_res r[3];
+	struct sto_sc_map_many_resp m;
+	assert_int_equal(sto_sc_map_many_resp_decode(b.data, b.len, &m, r, 3), 0);
+	assert_int_equal(m.n, 3);
+	assert_int_equal(r[0].result, 0);
+	assert_int_equal(r[1].result, -ENOENT);
+	assert_int_equal(r[2].result, -EMSGSIZE);
+	struct sto_sc_map_resp mr;
+	assert_int_equal(sto_sc_map_resp_decode(r[0].body, r[0].len, &mr), 0);
+	assert_int_equal(mr.f.slot, 3);
+	assert_int_equal(mr.f.seq, 9);
+	assert_int_equal(mr.path_len, strlen("/tmp/x/data/c0"));
+	assert_int_equal(sto_sc_map_many_resp_decode(b.data, b.len, &m, r, 2), -CFS_EPROTO);
+	/* a "mapped" entry whose body is no SC_MAP answer */
+	b.len = 0;
+	assert_int_equal(sto_sc_map_many_resp_head_encode(&b, 1), 0);
+	assert_int_equal(sto_sc_map_many_res_encode(&b, 0, one.data, (uint32_t)one.len - 1), 0);
+	assert_int_equal(sto_sc_map_many_resp_decode(b.data, b.len, &m, r, 3), -CFS_EPROTO);
+	buf_fini(&one);
+
+	/* the corpus files (first byte: the fuzz target's selector) */
+	char src[1024];
+	snprintf(src, sizeof(src), "%s", __FILE__); /* .../tests/storage/test_storage_proto.c */
+	char *cut = strstr(src, "/tests/storage/");
+	if (cut) {
+		*cut = 0;
+		static const char *const names[] = { "sc_map_many_req", "sc_map_many_resp" };
+		for (int i = 0; i < 2; i++) {
+			char path[1200];
+			snprintf(path, sizeof(path), "%s/tests/fuzz/corpus/storage_proto/%s", src,
+				 names[i]);
+			FILE *fp = fopen(path, "rb");
+			assert_non_null(fp);
+			uint8_t raw[4096];
+			size_t len = fread(raw, 1, sizeof(raw), fp);
+			fclose(fp);
+			assert_true(len > 1 && raw[0] == 0xf7);
+			int rc = i ? sto_sc_map_many_resp_decode(raw + 1, len - 1, &m, r, 3)
+				   : sto_sc_map_many_req_decode(raw + 1, len - 1, &q2, e2, 3);
+			assert_int_equal(rc, 0);
+		}
+	}
+	buf_fini(&b);
+}
+
 static void test_wire_layout(void **state)
 {
 	(void)state;
@@ -197,6 +286,7 @@ int main(void)
 		cmocka_unit_test(test_read_batch),
 		cmocka_unit_test(test_others),
 		cmocka_unit_test(test_wire_layout),
+		cmocka_unit_test(test_sc_map_many),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
