@@ -324,21 +324,8 @@ static int read_cluster_id(const char *dir, char *out, size_t cap)
  * unknown (no such process, not readable). */
 static double proc_cpu_s(int pid)
 {
-	char path[64], buf[1024];
-	unsigned long ut = 0, st = 0;
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	FILE *f = pid > 0 ? fopen(path, "r") : NULL;
-	size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-	if (f)
-		fclose(f);
-	buf[n] = 0;
-	/* Fields after the command's closing parenthesis: state (3) ...
-	 * utime (14), stime (15). */
-	char *p = strrchr(buf, ')');
-	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
-			 &st) != 2)
-		return 0;
-	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+	double v = pid > 0 ? bench_proc_cpu(pid) : -1;
+	return v < 0 ? 0 : v;
 }
 
 /* --index-meta: puts of empty values and lookups, in batches of 64, on a

@@ -52,6 +52,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cli/bench_fio.h"
 #include "cli/cli.h"
 #include "client/meta_client.h"
 #include "common/cfg.h"
@@ -283,21 +284,8 @@ static int meta_pids[META_CLIENT_MAX_ADDRS]; /* in address order; 0: unknown */
 /* utime + stime of PID in seconds (0 when unknown). */
 static double proc_cpu_s(int pid)
 {
-	char path[64], buf[1024];
-	unsigned long ut = 0, st = 0;
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	FILE *f = fopen(path, "r");
-	size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-	if (f)
-		fclose(f);
-	buf[n] = 0;
-	/* After the command's closing parenthesis: state (3) ... utime (14),
-	 * stime (15). */
-	char *p = strrchr(buf, ')');
-	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
-			 &st) != 2)
-		return 0;
-	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+	double v = pid > 0 ? bench_proc_cpu(pid) : -1;
+	return v < 0 ? 0 : v;
 }
 
 /* Voluntary + involuntary context switches of PID's live threads. */
