@@ -39,7 +39,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -103,78 +102,6 @@ static int read_file(const char *path, const uint8_t *want, size_t n)
 	return rc;
 }
 
-/* Flips 8 bytes 100 bytes after MARKER in the first data file of each
- * storage service's targets that holds it, for at most MAX services.
- * Returns how many copies were flipped. */
-static int flip_in(const char *dir, const char *marker, int *left)
-{
-	DIR *d = opendir(dir);
-	int flipped = 0;
-	if (!d)
-		return 0;
-	for (struct dirent *de; *left > 0 && (de = readdir(d));) {
-		if (de->d_name[0] == '.')
-			continue;
-		char path[1400];
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		struct stat st;
-		if (lstat(path, &st) < 0)
-			continue;
-		if (S_ISDIR(st.st_mode)) {
-			flipped += flip_in(path, marker, left);
-			continue;
-		}
-		if (!S_ISREG(st.st_mode) || strstr(de->d_name, ".mdb"))
-			continue;
-		int fd = open(path, O_RDWR);
-		if (fd < 0)
-			continue;
-		size_t ml = strlen(marker), cap = 1 << 20;
-		char *buf = malloc(cap + ml);
-		off_t pos = 0;
-		for (;;) {
-			ssize_t r = pread(fd, buf, cap + ml, pos);
-			if (r <= 0)
-				break;
-			char *hit = memmem(buf, (size_t)r, marker, ml);
-			if (hit) {
-				off_t at = pos + (hit - buf) + 100;
-				uint8_t b[8];
-				assert_int_equal(pread(fd, b, 8, at), 8);
-				for (int i = 0; i < 8; i++)
-					b[i] ^= 0xA5;
-				assert_int_equal(pwrite(fd, b, 8, at), 8);
-				assert_int_equal(fsync(fd), 0);
-				flipped++;
-				(*left)--;
-				break;
-			}
-			if ((size_t)r < cap + ml)
-				break;
-			pos += (off_t)cap;
-		}
-		free(buf);
-		close(fd);
-		if (flipped)
-			break; /* one copy per target directory tree */
-	}
-	closedir(d);
-	return flipped;
-}
-
-/* Flips the marker's neighbourhood in up to N storage services' copies. */
-static int flip_replicas(const char *marker, int n)
-{
-	int done = 0;
-	for (int s = 1; s <= 3 && done < n; s++) {
-		char dir[700];
-		int one = 1;
-		snprintf(dir, sizeof(dir), "%s/storage%d", env.data, s);
-		done += flip_in(dir, marker, &one);
-	}
-	return done;
-}
-
 /* Lines of storage service S's log (1..3; 0: all) holding NEEDLE and,
  * when not NULL, NEEDLE2. */
 static int count_in_log(int only, const char *needle, const char *needle2)
@@ -213,7 +140,7 @@ static void test_one_replica_corrupt(void **state)
 	fill(buf, FILE_LEN, marker);
 	integ_path(&env, "corrupt-one", path, sizeof(path));
 	write_file(path, buf, FILE_LEN);
-	assert_int_equal(flip_replicas(marker, 1), 1);
+	assert_int_equal(integ_flip_marker(&env, marker, 1), 1);
 
 	int bad = 0, n = 0;
 	for (; n < READS_MAX && (n < 40 || !count_in_storage_logs("corrupt chunk:")); n++) {
@@ -267,10 +194,7 @@ static void test_each_service_finds_its_copy(void **state)
 		snprintf(x->ino_s, sizeof(x->ino_s), "ino=%llu idx=0",
 		         (unsigned long long)st.st_ino);
 		/* Storage service S's copy only. */
-		char dir[700];
-		int one = 1;
-		snprintf(dir, sizeof(dir), "%s/storage%d", env.data, s);
-		assert_int_equal(flip_in(dir, x->marker, &one), 1);
+		assert_int_equal(integ_flip_copy(&env, s, x->marker), 1);
 	}
 	int bad = 0, round = 0, all = 0;
 	for (; round < READS_MAX && !all; round++) {
@@ -334,7 +258,7 @@ static void test_every_replica_corrupt(void **state)
 	fill(buf, FILE_LEN, marker);
 	integ_path(&env, "corrupt-all", path, sizeof(path));
 	write_file(path, buf, FILE_LEN);
-	assert_int_equal(flip_replicas(marker, 3), 3);
+	assert_int_equal(integ_flip_marker(&env, marker, 3), 3);
 	uint64_t t0 = clock_mono_ms();
 	assert_int_equal(read_file(path, buf, FILE_LEN), -EIO);
 	assert_true(clock_mono_ms() - t0 < 30000);
