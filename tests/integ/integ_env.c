@@ -46,6 +46,19 @@ void integ_init(struct integ *e, const char *tag)
 	snprintf(e->mnt, sizeof(e->mnt), "%s/mnt", e->dir);
 }
 
+int integ_file_has(const char *path, const char *needle)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	char line[2048];
+	int found = 0;
+	while (!found && fgets(line, sizeof(line), f))
+		found = strstr(line, needle) != NULL;
+	fclose(f);
+	return found;
+}
+
 void integ_path(const struct integ *e, const char *rel, char *out, size_t cap)
 {
 	snprintf(out, cap, "%s/%s", e->mnt, rel);
@@ -364,18 +377,11 @@ void integ_down(struct integ *e)
 	DIR *d = opendir(logs);
 	assert_non_null(d);
 	for (struct dirent *de; (de = readdir(d));) {
-		char path[900], line[1024];
+		char path[900];
 		if (!strstr(de->d_name, ".log"))
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", logs, de->d_name);
-		FILE *f = fopen(path, "r");
-		if (!f)
-			continue;
-		int bad = 0;
-		while (fgets(line, sizeof(line), f))
-			if (strstr(line, "Sanitizer") || strstr(line, "runtime error:"))
-				bad = 1;
-		fclose(f);
+		int bad = integ_file_has(path, "Sanitizer") || integ_file_has(path, "runtime error:");
 		if (bad) {
 			fprintf(stderr, "sanitizer report in %s:\n", path);
 			integ_print_file(path);

@@ -236,20 +236,6 @@ static void test_each_service_finds_its_copy(void **state)
 	}
 }
 
-static int mount_log_has(const char *needle)
-{
-	char p[700], line[2048];
-	int n = 0;
-	snprintf(p, sizeof(p), "%s/logs/mount.log", env.data);
-	FILE *f = fopen(p, "r");
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		n += strstr(line, needle) != NULL;
-	fclose(f);
-	return n;
-}
-
 static void test_every_replica_corrupt(void **state)
 {
 	char path[1100], marker[64];
@@ -267,7 +253,9 @@ static void test_every_replica_corrupt(void **state)
 	char needle[96];
 	snprintf(needle, sizeof(needle), "corrupt on every replica: ino=%llu",
 	         (unsigned long long)st.st_ino);
-	assert_true(mount_log_has(needle) >= 1);
+	char mlog[700];
+	snprintf(mlog, sizeof(mlog), "%s/logs/mount.log", env.data);
+	assert_true(integ_file_has(mlog, needle));
 	/* Nothing good to repair from: the services say so. */
 	assert_int_equal(unlink(path), 0);
 	free(buf);

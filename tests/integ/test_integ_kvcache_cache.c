@@ -54,33 +54,21 @@ static int cli(const char *out, const char *sub, const char *name, const char *e
 	return integ_run(argv, NULL, out, 60000);
 }
 
-static int file_has(const char *path, const char *needle)
-{
-	char text[4096] = "";
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return 0;
-	size_t got = fread(text, 1, sizeof(text) - 1, f);
-	text[got] = 0;
-	fclose(f);
-	return strstr(text, needle) != NULL;
-}
-
 static void test_cli_durability(void **st)
 {
 	(void)st;
 	char out[700];
 	snprintf(out, sizeof(out), "%s/kvc-dur.out", env.dir);
 	assert_int_equal(cli(out, "create", "dc", "--durability", "cache"), 0);
-	assert_true(file_has(out, "durability cache"));
+	assert_true(integ_file_has(out, "durability cache"));
 	assert_int_equal(cli(out, "info", "dc", NULL, NULL), 0);
-	assert_true(file_has(out, "durability cache"));
+	assert_true(integ_file_has(out, "durability cache"));
 	assert_int_equal(cli(out, "create", "ds", "--durability", "sync"), 0);
 	assert_int_equal(cli(out, "info", "ds", NULL, NULL), 0);
-	assert_true(file_has(out, "durability sync"));
+	assert_true(integ_file_has(out, "durability sync"));
 	/* Bad input: refused with a message, nothing made. */
 	assert_int_equal(cli(out, "create", "dx", "--durability", "fast"), 2);
-	assert_true(file_has(out, "--durability must be sync or cache"));
+	assert_true(integ_file_has(out, "--durability must be sync or cache"));
 	assert_int_equal(cli(out, "info", "dx", NULL, NULL), 1);
 	struct cfs_kvc_opts o = opts(0x80);
 	assert_int_equal(cfs_kvc_create(env.mnt, "dy", "kv/dy", PAGE, 8 * PAGE, 1, &o), -EINVAL);
