@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "cli/bench_fio.h"
+#include "cli/bench_stats.h"
 #include "cli/cli.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -497,18 +498,6 @@ static void cpu_print(const char *what, const struct cpu_mark *a, const struct c
 	       (b->client - a->client) / gib, (b->servers - a->servers) / gib);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, unsigned n)
-{
-	qsort(v, n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: chainfs bench storage --dir DIR [--size-mb N] [--qd-seq N] [--qd-rand N]\n"
@@ -574,8 +563,8 @@ static int bench_chain(const struct sbench_opts *o)
 		cpu_print("seq write", &m0, &m1, o->size_mb);
 		cpu_print("seq read", &m2, &m3, o->size_mb);
 	}
-	printf("median: write vs fio/R %.1f%%, read vs fio %.1f%%\n", 100 * median(rw, o->rounds),
-	       100 * median(rr, o->rounds));
+	printf("median: write vs fio/R %.1f%%, read vs fio %.1f%%\n", 100 * bench_median(rw, o->rounds),
+	       100 * bench_median(rr, o->rounds));
 	/* Small random overwrites of the chunks just written, durable when
 	 * acknowledged, beside fio randwrite on the file fio just wrote. */
 	double rwr[MAX_ROUNDS], rwd[MAX_ROUNDS];
@@ -593,7 +582,7 @@ static int bench_chain(const struct sbench_opts *o)
 		       round + 1, "  vs fio fdatasync", "", fd / o->replicas, 100 * rwd[round], fd);
 	}
 	printf("median: rand write vs fio/R %.1f%%, vs fio fdatasync=1 /R %.1f%% (qd %u)\n",
-	       100 * median(rwr, o->rounds), 100 * median(rwd, o->rounds), o->qd_rand);
+	       100 * bench_median(rwr, o->rounds), 100 * bench_median(rwd, o->rounds), o->qd_rand);
 	if (o->replicas > 1) {
 		/* Recovery speed: the last service misses SIZE MiB of writes,
 		 * then comes back; time from its restart to SERVING. */
@@ -770,9 +759,9 @@ int cli_bench_storage(int argc, char **argv)
 	}
 	printf("median ratio server/fio:");
 	for (int w = 0; w < 5; w++)
-		printf("  %s %.1f%%", names[w], 100 * median(ratio[w], o.rounds));
+		printf("  %s %.1f%%", names[w], 100 * bench_median(ratio[w], o.rounds));
 	if (o.sync)
-		printf("  (seq write vs fio fdatasync %.1f%%)", 100 * median(dratio, o.rounds));
+		printf("  (seq write vs fio fdatasync %.1f%%)", 100 * bench_median(dratio, o.rounds));
 	printf("\nnote: shared machine; re-run for noise. Same disk, same block size and depth;\n"
 	       "rand read batched = %u threads x %u reads per request (same %u in flight),\n"
 	       "compared with the same fio run as rand read; rand read async = %u requests\n"
