@@ -63,6 +63,7 @@
 
 #include "cli/cli.h"
 #include "common/cfg.h"
+#include "common/hex.h"
 #include "net/transport.h"
 
 #define UP_STORAGE  3
@@ -676,8 +677,7 @@ static int write_secret(const char *dir)
 	if (fd < 0)
 		return -errno;
 	char hex[65];
-	for (int i = 0; i < 32; i++)
-		snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+	hex_encode(raw, sizeof(raw), hex);
 	dprintf(fd, "%s\n", hex);
 	return close(fd) < 0 ? -errno : 0;
 }
