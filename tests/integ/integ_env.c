@@ -397,6 +397,15 @@ void integ_down(struct integ *e)
 	assert_int_equal(a.st_dev, b.st_dev); /* no longer a mount point */
 }
 
+void integ_write_file(const char *path, const void *data, size_t n)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, data, n), (ssize_t)n);
+	assert_int_equal(fsync(fd), 0);
+	assert_int_equal(close(fd), 0);
+}
+
 int64_t integ_file_crc(const char *path)
 {
 	char buf[1 << 16];

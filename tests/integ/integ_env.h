@@ -58,6 +58,10 @@ void integ_print_file(const char *path);
 int integ_file_has(const char *path, const char *needle);
 /* "DIR/mnt/REL" in OUT. */
 void integ_path(const struct integ *e, const char *rel, char *out, size_t cap);
+/* Creates or truncates file PATH (mode 0644) and writes the N bytes of
+ * DATA in one write, then fsyncs and closes it: what the test wrote is
+ * acknowledged data. Fails the test on any error (a short write too). */
+void integ_write_file(const char *path, const void *data, size_t n);
 /* CRC32C of a whole file; -1 on error. */
 int64_t integ_file_crc(const char *path);
 /* The value of KEY in E's DATA/cluster.conf (ports, cluster id, mount)

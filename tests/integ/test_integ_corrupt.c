@@ -65,15 +65,6 @@ static void fill(uint8_t *buf, size_t n, const char *marker)
 	memcpy(buf + 4096, marker, strlen(marker));
 }
 
-static void write_file(const char *path, const uint8_t *buf, size_t n)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, buf, n), (ssize_t)n);
-	assert_int_equal(fsync(fd), 0);
-	assert_int_equal(close(fd), 0);
-}
-
 /* 0 when PATH reads back as WANT; -errno of a failed read; 1 on a mismatch. */
 static int read_file(const char *path, const uint8_t *want, size_t n)
 {
@@ -139,7 +130,7 @@ static void test_one_replica_corrupt(void **state)
 	snprintf(marker, sizeof(marker), "CFS-CORRUPT-ONE-%08lx", (unsigned long)random());
 	fill(buf, FILE_LEN, marker);
 	integ_path(&env, "corrupt-one", path, sizeof(path));
-	write_file(path, buf, FILE_LEN);
+	integ_write_file(path, buf, FILE_LEN);
 	assert_int_equal(integ_flip_marker(&env, marker, 1), 1);
 
 	int bad = 0, n = 0;
@@ -188,7 +179,7 @@ static void test_each_service_finds_its_copy(void **state)
 		fill(x->buf, FILE_LEN, x->marker);
 		snprintf(rel, sizeof(rel), "corrupt-own-%d", s);
 		integ_path(&env, rel, x->path, sizeof(x->path));
-		write_file(x->path, x->buf, FILE_LEN);
+		integ_write_file(x->path, x->buf, FILE_LEN);
 		struct stat st;
 		assert_int_equal(stat(x->path, &st), 0);
 		snprintf(x->ino_s, sizeof(x->ino_s), "ino=%llu idx=0",
@@ -243,7 +234,7 @@ static void test_every_replica_corrupt(void **state)
 	snprintf(marker, sizeof(marker), "CFS-CORRUPT-ALL-%08lx", (unsigned long)random());
 	fill(buf, FILE_LEN, marker);
 	integ_path(&env, "corrupt-all", path, sizeof(path));
-	write_file(path, buf, FILE_LEN);
+	integ_write_file(path, buf, FILE_LEN);
 	assert_int_equal(integ_flip_marker(&env, marker, 3), 3);
 	uint64_t t0 = clock_mono_ms();
 	assert_int_equal(read_file(path, buf, FILE_LEN), -EIO);
