@@ -705,10 +705,7 @@ int main(int argc, char **argv)
 	if (argc > 2)
 		cmocka_set_test_filter(argv[2]);
 #ifdef META_SVC_TEST_ETCD
-	if (!etcd_cluster_available()) {
-		fprintf(stderr, "no etcd binary: skipped\n");
-		return 77;
-	}
+	etcd_cluster_require();
 #endif
 	log_set_sink(NULL, NULL);
 	const struct CMUnitTest tests[] = {

@@ -795,10 +795,7 @@ int main(void)
 	log_set_level(LOG_LVL_ERR);
 	signal(SIGPIPE, SIG_IGN);
 #ifdef MGMTD_TEST_ETCD
-	if (!etcd_cluster_available()) {
-		fprintf(stderr, "no etcd binary: skipped\n");
-		return 77;
-	}
+	etcd_cluster_require();
 	struct etcd_cluster_opts eo = { .members = 1 };
 	if (etcd_cluster_start(&eo, &etcd)) {
 		fprintf(stderr, "etcd cluster did not start\n");
