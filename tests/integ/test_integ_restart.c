@@ -214,14 +214,7 @@ static void test_storage_port_taken(void **state)
 /* SIGTERM to the mount process unmounts cleanly and ends it. */
 static void test_mount_sigterm(void **state)
 {
-	char pidf[700];
-	int pid = 0;
-	unsigned long long start = 0;
-	snprintf(pidf, sizeof(pidf), "%s/pids/mount.pid", env.data);
-	FILE *f = fopen(pidf, "r");
-	assert_non_null(f);
-	assert_int_equal(fscanf(f, "%d %llu", &pid, &start), 2);
-	fclose(f);
+	int pid = integ_role_pid(&env, "mount");
 	assert_true(pid > 1);
 	assert_int_equal(kill(pid, SIGTERM), 0);
 	struct stat a, b;
