@@ -224,6 +224,26 @@ static void test_run(void **state)
 	snprintf(log, sizeof(log), "%s/missing", dir);
 	assert_int_equal(testenv_read_file(log, out, sizeof(out)), -1);
 	assert_string_equal(out, "");
+	assert_false(testenv_file_has(log, "one")); /* missing file */
+	free(dir);
+}
+
+/* testenv_file_has: a string on any line, not one across lines, not one
+ * that is not there. */
+static void test_file_has(void **state)
+{
+	(void)state;
+	char *dir = testenv_tmpdir("file_has");
+	char path[600];
+	snprintf(path, sizeof(path), "%s/log", dir);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("first line\nsecond: needle here\nthird\n", f);
+	fclose(f);
+	assert_true(testenv_file_has(path, "needle here"));
+	assert_true(testenv_file_has(path, "third"));
+	assert_false(testenv_file_has(path, "line\nsecond"));
+	assert_false(testenv_file_has(path, "absent"));
 	free(dir);
 }
 
@@ -235,6 +255,7 @@ int main(void)
 		cmocka_unit_test(test_memfd_maps_count),
 		cmocka_unit_test(test_spawned_die_with_test),
 		cmocka_unit_test(test_run),
+		cmocka_unit_test(test_file_has),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	testenv_cleanup();

@@ -46,19 +46,6 @@ void integ_init(struct integ *e, const char *tag)
 	snprintf(e->mnt, sizeof(e->mnt), "%s/mnt", e->dir);
 }
 
-int integ_file_has(const char *path, const char *needle)
-{
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return 0;
-	char line[2048];
-	int found = 0;
-	while (!found && fgets(line, sizeof(line), f))
-		found = strstr(line, needle) != NULL;
-	fclose(f);
-	return found;
-}
-
 void integ_path(const struct integ *e, const char *rel, char *out, size_t cap)
 {
 	snprintf(out, cap, "%s/%s", e->mnt, rel);
@@ -381,7 +368,7 @@ void integ_down(struct integ *e)
 		if (!strstr(de->d_name, ".log"))
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", logs, de->d_name);
-		int bad = integ_file_has(path, "Sanitizer") || integ_file_has(path, "runtime error:");
+		int bad = testenv_file_has(path, "Sanitizer") || testenv_file_has(path, "runtime error:");
 		if (bad) {
 			fprintf(stderr, "sanitizer report in %s:\n", path);
 			integ_print_file(path);

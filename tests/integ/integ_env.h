@@ -52,10 +52,6 @@ int integ_run(char *const argv[], const char *cwd, const char *log, int timeout_
 /* Copies file PATH to stderr (a failed step's log); nothing when it
  * cannot be opened. */
 void integ_print_file(const char *path);
-/* 1 when a line of file PATH holds NEEDLE (no newline in it; a line is
- * searched in pieces of up to 2 KiB, so a needle across a piece boundary
- * of a longer line is missed), 0 otherwise or when PATH cannot be opened. */
-int integ_file_has(const char *path, const char *needle);
 /* "DIR/mnt/REL" in OUT. */
 void integ_path(const struct integ *e, const char *rel, char *out, size_t cap);
 /* Creates or truncates file PATH (mode 0644) and writes the N bytes of

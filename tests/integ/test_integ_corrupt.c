@@ -246,7 +246,7 @@ static void test_every_replica_corrupt(void **state)
 	         (unsigned long long)st.st_ino);
 	char mlog[700];
 	snprintf(mlog, sizeof(mlog), "%s/logs/mount.log", env.data);
-	assert_true(integ_file_has(mlog, needle));
+	assert_true(testenv_file_has(mlog, needle));
 	/* Nothing good to repair from: the services say so. */
 	assert_int_equal(unlink(path), 0);
 	free(buf);

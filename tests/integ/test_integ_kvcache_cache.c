@@ -60,15 +60,15 @@ static void test_cli_durability(void **st)
 	char out[700];
 	snprintf(out, sizeof(out), "%s/kvc-dur.out", env.dir);
 	assert_int_equal(cli(out, "create", "dc", "--durability", "cache"), 0);
-	assert_true(integ_file_has(out, "durability cache"));
+	assert_true(testenv_file_has(out, "durability cache"));
 	assert_int_equal(cli(out, "info", "dc", NULL, NULL), 0);
-	assert_true(integ_file_has(out, "durability cache"));
+	assert_true(testenv_file_has(out, "durability cache"));
 	assert_int_equal(cli(out, "create", "ds", "--durability", "sync"), 0);
 	assert_int_equal(cli(out, "info", "ds", NULL, NULL), 0);
-	assert_true(integ_file_has(out, "durability sync"));
+	assert_true(testenv_file_has(out, "durability sync"));
 	/* Bad input: refused with a message, nothing made. */
 	assert_int_equal(cli(out, "create", "dx", "--durability", "fast"), 2);
-	assert_true(integ_file_has(out, "--durability must be sync or cache"));
+	assert_true(testenv_file_has(out, "--durability must be sync or cache"));
 	assert_int_equal(cli(out, "info", "dx", NULL, NULL), 1);
 	struct cfs_kvc_opts o = opts(0x80);
 	assert_int_equal(cfs_kvc_create(env.mnt, "dy", "kv/dy", PAGE, 8 * PAGE, 1, &o), -EINVAL);

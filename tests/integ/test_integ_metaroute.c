@@ -50,7 +50,7 @@ struct log_wait {
 static int log_has(void *arg)
 {
 	struct log_wait *w = arg;
-	return integ_file_has(w->path, w->needle);
+	return testenv_file_has(w->path, w->needle);
 }
 
 static int port_open(void *arg)
@@ -163,8 +163,8 @@ static void test_late_meta_failover(void **state)
 		clock_sleep_ms(20);
 	assert_false(testenv_alive(meta2));
 	meta2 = 0;
-	assert_false(integ_file_has(log2, "ERROR: AddressSanitizer"));
-	assert_false(integ_file_has(log2, "runtime error:"));
+	assert_false(testenv_file_has(log2, "ERROR: AddressSanitizer"));
+	assert_false(testenv_file_has(log2, "runtime error:"));
 }
 
 static void drop_meta2(void)

@@ -135,7 +135,7 @@ static void test_up_after_meta_kill9(void **state)
 	assert_int_equal(integ_up_again(&env, "up-after-meta-kill"), 0);
 	char log[700];
 	snprintf(log, sizeof(log), "%s/up-after-meta-kill.out", env.dir);
-	assert_true(integ_file_has(log, "mount") && integ_file_has(log, "already running"));
+	assert_true(testenv_file_has(log, "mount") && testenv_file_has(log, "already running"));
 	assert_int_equal(integ_role_pid(&env, "mount"), mount_pid);
 	assert_true(integ_pid_alive(mount_pid));
 	assert_int_not_equal(integ_role_pid(&env, "meta"), meta_pid);

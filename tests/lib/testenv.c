@@ -225,6 +225,19 @@ int testenv_read_file(const char *path, char *out, size_t outlen)
 	return (int)n;
 }
 
+int testenv_file_has(const char *path, const char *needle)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	char line[2048];
+	int found = 0;
+	while (!found && fgets(line, sizeof(line), f))
+		found = strstr(line, needle) != NULL;
+	fclose(f);
+	return found;
+}
+
 static int forget(pid_t pid)
 {
 	for (int i = 0; i < nchildren; i++) {

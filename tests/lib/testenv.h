@@ -42,6 +42,11 @@ int testenv_run(char *const argv[], const char *cwd, const char *logpath, int ti
 /* Up to OUTLEN - 1 bytes of PATH into OUT, NUL-terminated; returns the
  * count, or -1 (OUT empty) when PATH cannot be opened. OUTLEN > 0. */
 int testenv_read_file(const char *path, char *out, size_t outlen);
+/* 1 when a line of file PATH holds NEEDLE (no newline in it; a line is
+ * searched in pieces of up to 2 KiB, so a needle across a piece boundary
+ * of a longer line is missed), 0 otherwise or when PATH cannot be opened.
+ * For logs: whether a process said something yet. */
+int testenv_file_has(const char *path, const char *needle);
 /* Sends SIG to PID and, for SIGKILL/SIGTERM, reaps it (waits up to 10 s).
  * Returns the wait status, or -1 when the process was not ours. */
 int testenv_kill(pid_t pid, int sig);

@@ -98,15 +98,9 @@ static void start_instance(int i)
 /* 1 when instance I's log has a line containing NEEDLE. */
 static int log_has(int i, const char *needle)
 {
-	char path[600], line[1024];
-	int found = 0;
+	char path[600];
 	snprintf(path, sizeof(path), "%s/meta%d.log", dir, i);
-	FILE *f = fopen(path, "r");
-	while (f && !found && fgets(line, sizeof(line), f))
-		found = strstr(line, needle) != NULL;
-	if (f)
-		fclose(f);
-	return found;
+	return testenv_file_has(path, needle);
 }
 
 /* A client of the N instances at A whose calls retry for RETRY_MS. */

@@ -293,21 +293,11 @@ static void test_deadlines(void **state)
 
 /* ---- authentication ---- */
 
-static int log_has(const char *needle)
+static int log_has_secret(void *arg) { return testenv_file_has(log_path, "reason=wrong secret"); }
+static int log_has_cluster(void *arg)
 {
-	FILE *f = fopen(log_path, "r");
-	char line[1024];
-	int found = 0;
-	if (!f)
-		return 0;
-	while (!found && fgets(line, sizeof(line), f))
-		found = strstr(line, needle) != NULL;
-	fclose(f);
-	return found;
+	return testenv_file_has(log_path, "reason=cluster id mismatch");
 }
-
-static int log_has_secret(void *arg) { return log_has("reason=wrong secret"); }
-static int log_has_cluster(void *arg) { return log_has("reason=cluster id mismatch"); }
 
 static void test_wrong_secret_and_cluster(void **state)
 {
