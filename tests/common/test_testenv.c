@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/procstat.h"
 #include "testenv.h"
 
 #define N 16
@@ -153,20 +154,6 @@ static void test_memfd_maps_count(void **state)
 	rmdir(dir);
 }
 
-/* 0 once PID is gone or a zombie. */
-static int pid_running(pid_t pid)
-{
-	char path[64], buf[512] = { 0 };
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return 0;
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	char *e = strrchr(buf, ')');
-	return !(n && e && e[1] && (e[2] == 'Z' || e[2] == 'X'));
-}
-
 /* A test process killed outright (no atexit) takes its servers along. */
 static void test_spawned_die_with_test(void **state)
 {
@@ -192,7 +179,7 @@ static void test_spawned_die_with_test(void **state)
 	assert_true(WIFSIGNALED(st));
 	int gone = 0;
 	for (int i = 0; i < 500 && !gone; i++) {
-		gone = !pid_running(c);
+		gone = !procstat_running(c);
 		if (!gone)
 			usleep(10000);
 	}

@@ -22,6 +22,7 @@
 
 #include "common/clock.h"
 #include "common/crc32c.h"
+#include "common/procstat.h"
 #include "integ_env.h"
 #include "testenv.h"
 
@@ -148,18 +149,7 @@ int integ_wait_visible(const char *path, int timeout_ms)
 	}
 }
 
-int integ_pid_alive(int pid)
-{
-	char proc[64], st[1024] = {0};
-	snprintf(proc, sizeof(proc), "/proc/%d/stat", pid);
-	FILE *pf = fopen(proc, "r");
-	if (!pf)
-		return 0;
-	size_t n = fread(st, 1, sizeof(st) - 1, pf);
-	fclose(pf);
-	char *p = strrchr(st, ')');
-	return !(n && p && (p[2] == 'Z' || p[2] == 'X'));
-}
+int integ_pid_alive(int pid) { return procstat_running(pid); }
 
 int integ_kill9(const struct integ *e, const char *role)
 {
@@ -278,30 +268,7 @@ struct proc {
 	char role[300];
 };
 
-static int proc_alive(const struct proc *p)
-{
-	char path[64], buf[1024];
-	snprintf(path, sizeof(path), "/proc/%d/stat", p->pid);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return 0;
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = 0;
-	char *s = strrchr(buf, ')');
-	if (!s || !s[1] || !s[2])
-		return 0;
-	char state = s[2];
-	s += 2;
-	for (int field = 3; field < 22 && s; field++) {
-		s = strchr(s, ' ');
-		if (s)
-			s++;
-	}
-	if (!s || strtoull(s, NULL, 10) != p->start)
-		return 0;
-	return state != 'Z' && state != 'X';
-}
+static int proc_alive(const struct proc *p) { return procstat_running_since(p->pid, p->start); }
 
 static size_t read_pids(const struct integ *e, struct proc *ps, size_t cap)
 {
