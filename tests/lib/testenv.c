@@ -225,6 +225,16 @@ int testenv_read_file(const char *path, char *out, size_t outlen)
 	return (int)n;
 }
 
+void testenv_write_secret(const char *dir, const char *secret, char *path, size_t cap)
+{
+	snprintf(path, cap, "%s/secret", dir);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	size_t n = strlen(secret);
+	if (fd < 0 || write(fd, secret, n) != (ssize_t)n || write(fd, "\n", 1) != 1 ||
+	    close(fd) < 0)
+		die(path);
+}
+
 int testenv_file_has(const char *path, const char *needle)
 {
 	FILE *f = fopen(path, "r");

@@ -42,6 +42,11 @@ int testenv_run(char *const argv[], const char *cwd, const char *logpath, int ti
 /* Up to OUTLEN - 1 bytes of PATH into OUT, NUL-terminated; returns the
  * count, or -1 (OUT empty) when PATH cannot be opened. OUTLEN > 0. */
 int testenv_read_file(const char *path, char *out, size_t outlen);
+/* Writes the cluster secret SECRET and a newline (which readers drop:
+ * net/auth.h) to DIR/secret, mode 0600, and its path into PATH (CAP
+ * bytes): the file every --secret-file argument of a test names. Aborts
+ * when it cannot be written. */
+void testenv_write_secret(const char *dir, const char *secret, char *path, size_t cap);
 /* 1 when a line of file PATH holds NEEDLE (no newline in it; a line is
  * searched in pieces of up to 2 KiB, so a needle across a piece boundary
  * of a longer line is missed), 0 otherwise or when PATH cannot be opened.

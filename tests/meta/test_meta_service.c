@@ -128,11 +128,7 @@ static int setup(void **state)
 {
 	const char *env = getenv("CFS_META_SVC_KV");
 	dir = testenv_tmpdir("meta_service");
-	snprintf(secret_path, sizeof(secret_path), "%s/secret", dir);
-	FILE *f = fopen(secret_path, "w");
-	assert_non_null(f);
-	fputs(SECRET, f);
-	fclose(f);
+	testenv_write_secret(dir, SECRET, secret_path, sizeof(secret_path));
 #ifdef META_SVC_TEST_ETCD
 	struct etcd_cluster_opts eo = { .members = 1 };
 	assert_int_equal(etcd_cluster_start(&eo, &etcd), 0);

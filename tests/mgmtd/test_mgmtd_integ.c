@@ -71,11 +71,7 @@ struct mgmtd_proc {
 static void env_init(struct env *e, const char *tag)
 {
 	e->dir = testenv_tmpdir(tag);
-	snprintf(e->secret_path, sizeof(e->secret_path), "%s/secret", e->dir);
-	FILE *f = fopen(e->secret_path, "w");
-	assert_non_null(f);
-	fputs(SECRET "\n", f);
-	fclose(f);
+	testenv_write_secret(e->dir, SECRET, e->secret_path, sizeof(e->secret_path));
 #ifdef MGMTD_TEST_ETCD
 	static int seq;
 	char prefix[64];

@@ -62,13 +62,8 @@ static void start_server(void)
 static int setup(void **state)
 {
 	dir = testenv_tmpdir("net-rpc");
-	snprintf(secret_path, sizeof(secret_path), "%s/secret", dir);
+	testenv_write_secret(dir, SECRET, secret_path, sizeof(secret_path));
 	snprintf(log_path, sizeof(log_path), "%s/server.log", dir);
-	FILE *f = fopen(secret_path, "w");
-	if (!f)
-		return -1;
-	fprintf(f, "%s\n", SECRET);
-	fclose(f);
 	port = testenv_free_port();
 	snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
 	start_server();

@@ -44,11 +44,7 @@ void stor_cluster_init(struct stor_cluster *c, const char *tag, int nodes, int t
 	c->n = nodes;
 	c->targets_per_node = targets_per_node;
 	c->hb_timeout_ms = hb_timeout_ms;
-	snprintf(c->secret_path, sizeof(c->secret_path), "%s/secret", c->dir);
-	FILE *f = fopen(c->secret_path, "w");
-	assert_non_null(f);
-	fputs(SC_SECRET "\n", f);
-	fclose(f);
+	testenv_write_secret(c->dir, SC_SECRET, c->secret_path, sizeof(c->secret_path));
 	snprintf(c->kv_url, sizeof(c->kv_url), "lmdb://%s/kv", c->dir);
 	for (int i = 0; i < nodes; i++) {
 		struct sc_node *n = &c->node[i];
