@@ -225,6 +225,34 @@ int testenv_read_file(const char *path, char *out, size_t outlen)
 	return (int)n;
 }
 
+int testenv_admin_v(const struct testenv_admin *a, char *out, size_t outlen, const char *cmd,
+		    va_list ap)
+{
+	char *argv[32];
+	int n = 0;
+	argv[n++] = (char *)testenv_chainfs();
+	argv[n++] = "admin";
+	argv[n++] = (char *)cmd;
+	argv[n++] = "--mgmtd";
+	argv[n++] = (char *)a->mgmtd;
+	argv[n++] = "--cluster-id";
+	argv[n++] = (char *)a->cluster_id;
+	argv[n++] = "--secret-file";
+	argv[n++] = (char *)a->secret_path;
+	if (a->timeout_ms) {
+		argv[n++] = "--timeout-ms";
+		argv[n++] = (char *)a->timeout_ms;
+	}
+	for (const char *x; (x = va_arg(ap, const char *)) && n < 31;)
+		argv[n++] = (char *)x;
+	argv[n] = NULL;
+	unlink(a->log);
+	int st = testenv_run(argv, NULL, a->log, 20000);
+	if (out && outlen)
+		testenv_read_file(a->log, out, outlen);
+	return st;
+}
+
 void testenv_write_secret(const char *dir, const char *secret, char *path, size_t cap)
 {
 	snprintf(path, cap, "%s/secret", dir);

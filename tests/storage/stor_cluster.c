@@ -167,28 +167,13 @@ void stor_cluster_signal(struct stor_cluster *c, int i, int sig)
 int stor_cluster_admin(struct stor_cluster *c, char *out, size_t outlen, const char *cmd, ...)
 {
 	char path[700];
-	char *argv[32];
-	int n = 0;
-	va_list ap;
 	snprintf(path, sizeof(path), "%s/admin.out", c->dir);
-	argv[n++] = (char *)testenv_chainfs();
-	argv[n++] = "admin";
-	argv[n++] = (char *)cmd;
-	argv[n++] = "--mgmtd";
-	argv[n++] = c->mgmtd_addr;
-	argv[n++] = "--cluster-id";
-	argv[n++] = SC_CLUSTER;
-	argv[n++] = "--secret-file";
-	argv[n++] = c->secret_path;
+	struct testenv_admin a = { .mgmtd = c->mgmtd_addr, .cluster_id = SC_CLUSTER,
+				   .secret_path = c->secret_path, .log = path };
+	va_list ap;
 	va_start(ap, cmd);
-	for (const char *a; (a = va_arg(ap, const char *)) && n < 31;)
-		argv[n++] = (char *)a;
+	int st = testenv_admin_v(&a, out, outlen, cmd, ap);
 	va_end(ap);
-	argv[n] = NULL;
-	unlink(path);
-	int st = testenv_run(argv, NULL, path, 20000);
-	if (out && outlen)
-		testenv_read_file(path, out, outlen);
 	return st;
 }
 
