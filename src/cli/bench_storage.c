@@ -80,17 +80,25 @@ static double run_fio(const struct sbench_opts *o, const char *rw, const char *b
 	return bench_fio_iops("bench storage", o->dir, o->size_mb, o->seconds, rw, bs, qd, extra);
 }
 
-static pid_t start_server(const struct sbench_opts *o, uint16_t *port)
+/* Writes the bench's cluster secret to DIR/secret, its path into PATH
+ * (CAP bytes): 0, or -1 when it cannot be written. */
+static int write_secret(const struct sbench_opts *o, char *path, size_t cap)
 {
-	char secret[4200], target[4200], log[4200];
-	snprintf(secret, sizeof(secret), "%s/secret", o->dir);
-	snprintf(target, sizeof(target), "%s/target", o->dir);
-	snprintf(log, sizeof(log), "%s/storage.log", o->dir);
-	FILE *f = fopen(secret, "w");
+	snprintf(path, cap, "%s/secret", o->dir);
+	FILE *f = fopen(path, "w");
 	if (!f)
 		return -1;
 	fputs(BENCH_SECRET "\n", f);
-	fclose(f);
+	return fclose(f) ? -1 : 0;
+}
+
+static pid_t start_server(const struct sbench_opts *o, uint16_t *port)
+{
+	char secret[4200], target[4200], log[4200];
+	snprintf(target, sizeof(target), "%s/target", o->dir);
+	snprintf(log, sizeof(log), "%s/storage.log", o->dir);
+	if (write_secret(o, secret, sizeof(secret)) < 0)
+		return -1;
 	/* A free port: bind 0, read it, close (a small race, fine for a bench). */
 	uint16_t p = (uint16_t)(20000 + (getpid() % 20000));
 	*port = p;
@@ -183,14 +191,10 @@ static unsigned chain_serving(struct mgmtd_client *mc)
 static int start_cluster(const struct sbench_opts *o, pid_t *pids, char *mgmtd, size_t mlen)
 {
 	char secret[4200], kv[4200], log[4200], hb[] = "4s";
-	snprintf(secret, sizeof(secret), "%s/secret", o->dir);
 	snprintf(kv, sizeof(kv), "lmdb://%s/kv", o->dir);
 	snprintf(log, sizeof(log), "%s/cluster.log", o->dir);
-	FILE *f = fopen(secret, "w");
-	if (!f)
+	if (write_secret(o, secret, sizeof(secret)) < 0)
 		return -1;
-	fputs(BENCH_SECRET "\n", f);
-	fclose(f);
 	snprintf(mgmtd, mlen, "127.0.0.1:%u", free_port());
 	char *margv[] = { "chainfs", "mgmtd", "--kv", kv, "--listen", mgmtd, "--cluster-id",
 			  BENCH_CLUSTER, "--secret-file", secret, "--heartbeat-timeout", hb,
