@@ -123,14 +123,24 @@ static int repaired(void *arg)
 	return count_in_storage_logs("repaired chunk:") > 0;
 }
 
+/* Writes file NAME (its mount path into PATH, 1100 bytes) of FILE_LEN
+ * pattern bytes with a fresh marker "CFS-CORRUPT-TAG-..." (into MARKER,
+ * 64 bytes) at 4096; returns the bytes (the caller frees them). */
+static uint8_t *marked_file(const char *tag, const char *name, char *marker, char *path)
+{
+	uint8_t *buf = malloc(FILE_LEN);
+	assert_non_null(buf);
+	snprintf(marker, 64, "CFS-CORRUPT-%s-%08lx", tag, (unsigned long)random());
+	fill(buf, FILE_LEN, marker);
+	integ_path(&env, name, path, 1100);
+	integ_write_file(path, buf, FILE_LEN);
+	return buf;
+}
+
 static void test_one_replica_corrupt(void **state)
 {
 	char path[1100], marker[64];
-	uint8_t *buf = malloc(FILE_LEN);
-	snprintf(marker, sizeof(marker), "CFS-CORRUPT-ONE-%08lx", (unsigned long)random());
-	fill(buf, FILE_LEN, marker);
-	integ_path(&env, "corrupt-one", path, sizeof(path));
-	integ_write_file(path, buf, FILE_LEN);
+	uint8_t *buf = marked_file("ONE", "corrupt-one", marker, path);
 	assert_int_equal(integ_flip_marker(&env, marker, 1), 1);
 
 	int bad = 0, n = 0;
@@ -172,14 +182,10 @@ static void test_each_service_finds_its_copy(void **state)
 	struct own_copy f[3];
 	for (int s = 1; s <= 3; s++) {
 		struct own_copy *x = &f[s - 1];
-		char rel[64];
-		snprintf(x->marker, sizeof(x->marker), "CFS-CORRUPT-OWN%d-%08lx", s,
-		         (unsigned long)random());
-		x->buf = malloc(FILE_LEN);
-		fill(x->buf, FILE_LEN, x->marker);
+		char tag[16], rel[64];
+		snprintf(tag, sizeof(tag), "OWN%d", s);
 		snprintf(rel, sizeof(rel), "corrupt-own-%d", s);
-		integ_path(&env, rel, x->path, sizeof(x->path));
-		integ_write_file(x->path, x->buf, FILE_LEN);
+		x->buf = marked_file(tag, rel, x->marker, x->path);
 		struct stat st;
 		assert_int_equal(stat(x->path, &st), 0);
 		snprintf(x->ino_s, sizeof(x->ino_s), "ino=%llu idx=0",
@@ -230,11 +236,7 @@ static void test_each_service_finds_its_copy(void **state)
 static void test_every_replica_corrupt(void **state)
 {
 	char path[1100], marker[64];
-	uint8_t *buf = malloc(FILE_LEN);
-	snprintf(marker, sizeof(marker), "CFS-CORRUPT-ALL-%08lx", (unsigned long)random());
-	fill(buf, FILE_LEN, marker);
-	integ_path(&env, "corrupt-all", path, sizeof(path));
-	integ_write_file(path, buf, FILE_LEN);
+	uint8_t *buf = marked_file("ALL", "corrupt-all", marker, path);
 	assert_int_equal(integ_flip_marker(&env, marker, 3), 3);
 	uint64_t t0 = clock_mono_ms();
 	assert_int_equal(read_file(path, buf, FILE_LEN), -EIO);
