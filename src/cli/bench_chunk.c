@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "cli/bench_fio.h"
+#include "cli/bench_stats.h"
 #include "cli/cli.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -173,18 +174,6 @@ static int rm_rf(const char *path)
 	return out ? 0 : -1;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, unsigned n)
-{
-	qsort(v, n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: chainfs bench chunk --dir DIR [--size-mb N] [--qd-seq N] [--qd-rand N]\n"
@@ -304,11 +293,11 @@ int cli_bench_chunk(int argc, char **argv)
 		d->e = NULL;
 	}
 	printf("median ratio engine/fio over %u rounds: seq write %.1f%%  seq read %.1f%%  rand read %.1f%%\n",
-	       o.rounds, 100 * median(r[0], o.rounds), 100 * median(r[1], o.rounds),
-	       100 * median(r[2], o.rounds));
+	       o.rounds, 100 * bench_median(r[0], o.rounds), 100 * bench_median(r[1], o.rounds),
+	       100 * bench_median(r[2], o.rounds));
 	if (o.sync)
 		printf("median ratio engine/fio --fdatasync=%u (durable baseline): seq write %.1f%%\n", o.qd_seq,
-		       100 * median(r[3], o.rounds));
+		       100 * bench_median(r[3], o.rounds));
 	rc = 0;
 out:
 	rm_rf(target);

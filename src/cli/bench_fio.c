@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli/bench_fio.h"
+#include "common/procstat.h"
 
 char *bench_run_capture(char *const argv[])
 {
@@ -96,20 +97,8 @@ double bench_fio_iops(const char *who, const char *dir, unsigned size_mb, unsign
 
 double bench_proc_cpu(int pid)
 {
-	char p[64], buf[2048];
-	snprintf(p, sizeof(p), "/proc/%d/stat", pid);
-	FILE *f = fopen(p, "r");
-	if (!f)
+	struct procstat ps;
+	if (procstat_read(pid, &ps) < 0)
 		return -1;
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = 0;
-	char *s = strrchr(buf, ')');
-	if (!s)
-		return -1;
-	unsigned long long ut = 0, st = 0;
-	/* fields after the name: state(3) ... utime(14) stime(15) */
-	if (sscanf(s + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-		return -1;
-	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+	return (double)(ps.utime + ps.stime) / (double)sysconf(_SC_CLK_TCK);
 }

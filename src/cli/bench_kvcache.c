@@ -69,7 +69,28 @@ struct bk {
 	char cluster_id[128];
 };
 
-static void key_of(char *out, uint64_t i) { snprintf(out, 32, "page-%016llx", (unsigned long long)i); }
+/* The key arguments of one call of up to 64 keys ("page-%016llx" of a
+ * key number). */
+struct keys {
+	char names[64][32];
+	const void *p[64];
+	size_t len[64];
+};
+
+/* Key I of K is key number ID. */
+static void keys_set(struct keys *k, int i, uint64_t id)
+{
+	snprintf(k->names[i], sizeof(k->names[i]), "page-%016llx", (unsigned long long)id);
+	k->p[i] = k->names[i];
+	k->len[i] = strlen(k->names[i]);
+}
+
+/* The first N keys of K are random key numbers below RANGE. */
+static void keys_random(struct keys *k, int n, unsigned *seed, uint64_t range)
+{
+	for (int i = 0; i < n; i++)
+		keys_set(k, i, (uint64_t)rand_r(seed) % range);
+}
 
 static void *put_thread(void *arg)
 {
@@ -86,17 +107,15 @@ static void *put_thread(void *arg)
 		uint64_t kfirst = b->key_base + first;
 		int n = (int)(!b->deadline_ms && b->npages - first < BATCH ? b->npages - first : BATCH),
 		    res[BATCH];
-		char names[BATCH][32];
-		const void *keys[BATCH], *vals[BATCH];
-		size_t kl[BATCH], lens[BATCH];
+		struct keys k;
+		const void *vals[BATCH];
+		size_t lens[BATCH];
 		for (int i = 0; i < n; i++) {
-			key_of(names[i], kfirst + (uint64_t)i);
-			keys[i] = names[i];
-			kl[i] = strlen(names[i]);
+			keys_set(&k, i, kfirst + (uint64_t)i);
 			vals[i] = mem + (size_t)i * b->page;
 			lens[i] = b->page;
 		}
-		if (cfs_kvc_put(b->kv, b->iov, n, keys, kl, vals, lens, res)) {
+		if (cfs_kvc_put(b->kv, b->iov, n, k.p, k.len, vals, lens, res)) {
 			atomic_fetch_add(&b->errors, 1);
 			continue;
 		}
@@ -115,19 +134,16 @@ static void *get_thread(void *arg)
 	unsigned t = (unsigned)atomic_fetch_add(&b->next, 1), seed = t * 7919u + 3;
 	uint8_t *mem = (uint8_t *)cfs_iov_base(b->iov) + (size_t)t * BATCH * b->page;
 	while (clock_mono_ms() < b->deadline_ms) {
-		char names[BATCH][32];
-		const void *keys[BATCH];
+		struct keys k;
 		void *bufs[BATCH];
-		size_t kl[BATCH], caps[BATCH];
+		size_t caps[BATCH];
 		int res[BATCH];
+		keys_random(&k, BATCH, &seed, b->npages);
 		for (int i = 0; i < BATCH; i++) {
-			key_of(names[i], (uint64_t)rand_r(&seed) % b->npages);
-			keys[i] = names[i];
-			kl[i] = strlen(names[i]);
 			bufs[i] = mem + (size_t)i * b->page;
 			caps[i] = b->page;
 		}
-		if (cfs_kvc_get(b->kv, b->iov, BATCH, keys, kl, bufs, caps, res)) {
+		if (cfs_kvc_get(b->kv, b->iov, BATCH, k.p, k.len, bufs, caps, res)) {
 			atomic_fetch_add(&b->errors, 1);
 			continue;
 		}
@@ -277,16 +293,10 @@ static int bench_page(struct bk *b, uint32_t page, int lookups)
 		uint64_t n = 0, t0 = clock_mono_ns(), end = clock_mono_ms() + b->seconds * 1000ull;
 		unsigned seed = 1;
 		while (clock_mono_ms() < end) {
-			char names[64][32];
-			const void *keys[64];
-			size_t kl[64];
+			struct keys k;
 			int res[64];
-			for (int i = 0; i < 64; i++) {
-				key_of(names[i], (uint64_t)rand_r(&seed) % b->npages);
-				keys[i] = names[i];
-				kl[i] = strlen(names[i]);
-			}
-			if (cfs_kvc_exists(b->kv, 64, keys, kl, res) == 0)
+			keys_random(&k, 64, &seed, b->npages);
+			if (cfs_kvc_exists(b->kv, 64, k.p, k.len, res) == 0)
 				n += 64;
 		}
 		printf("index lookups (1 thread, batches of 64): %.0f /s\n",
@@ -362,16 +372,11 @@ static int bench_index(struct bk *b)
 		lens[i] = 0;
 	}
 	for (unsigned first = 0; first < b->index_keys; first += 64) {
-		char names[64][32];
-		const void *keys[64];
-		size_t kl[64];
+		struct keys k;
 		int res[64], n = b->index_keys - first < 64 ? (int)(b->index_keys - first) : 64;
-		for (int i = 0; i < n; i++) {
-			key_of(names[i], first + (uint64_t)i);
-			keys[i] = names[i];
-			kl[i] = strlen(names[i]);
-		}
-		if (cfs_kvc_put(b->kv, b->iov, n, keys, kl, vals, lens, res) == 0)
+		for (int i = 0; i < n; i++)
+			keys_set(&k, i, first + (uint64_t)i);
+		if (cfs_kvc_put(b->kv, b->iov, n, k.p, k.len, vals, lens, res) == 0)
 			for (int i = 0; i < n; i++)
 				put += res[i] == 0;
 	}
@@ -382,16 +387,10 @@ static int bench_index(struct bk *b)
 	t0 = clock_mono_ns();
 	end = clock_mono_ms() + b->seconds * 1000ull;
 	while (clock_mono_ms() < end) {
-		char names[64][32];
-		const void *keys[64];
-		size_t kl[64];
+		struct keys k;
 		int res[64];
-		for (int i = 0; i < 64; i++) {
-			key_of(names[i], (uint64_t)rand_r(&seed) % b->index_keys);
-			keys[i] = names[i];
-			kl[i] = strlen(names[i]);
-		}
-		if (cfs_kvc_exists(b->kv, 64, keys, kl, res) == 0) {
+		keys_random(&k, 64, &seed, b->index_keys);
+		if (cfs_kvc_exists(b->kv, 64, k.p, k.len, res) == 0) {
 			n += 64;
 			for (int i = 0; i < 64; i++)
 				hits += res[i] == 1;
@@ -409,19 +408,16 @@ static int bench_index(struct bk *b)
 	t0 = clock_mono_ns();
 	end = clock_mono_ms() + b->seconds * 1000ull;
 	while (clock_mono_ms() < end) {
-		char names[64][32];
-		const void *keys[64];
+		struct keys k;
 		void *bufs[64];
-		size_t kl[64], caps[64];
+		size_t caps[64];
 		int res[64];
+		keys_random(&k, 64, &seed, b->index_keys);
 		for (int i = 0; i < 64; i++) {
-			key_of(names[i], (uint64_t)rand_r(&seed) % b->index_keys);
-			keys[i] = names[i];
-			kl[i] = strlen(names[i]);
 			bufs[i] = cfs_iov_base(b->iov);
 			caps[i] = 0;
 		}
-		if (cfs_kvc_get(b->kv, b->iov, 64, keys, kl, bufs, caps, res) == 0) {
+		if (cfs_kvc_get(b->kv, b->iov, 64, k.p, k.len, bufs, caps, res) == 0) {
 			gn += 64;
 			for (int i = 0; i < 64; i++)
 				ghits += res[i] == 0;
@@ -436,16 +432,11 @@ static int bench_index(struct bk *b)
 	t0 = clock_mono_ns();
 	end = clock_mono_ms() + b->seconds * 1000ull;
 	while (clock_mono_ms() < end) {
-		char names[64][32];
-		const void *keys[64];
-		size_t kl[64];
+		struct keys k;
 		int res[64];
-		for (int i = 0; i < 64; i++) {
-			key_of(names[i], next++);
-			keys[i] = names[i];
-			kl[i] = strlen(names[i]);
-		}
-		if (cfs_kvc_put(b->kv, b->iov, 64, keys, kl, vals, lens, res) == 0)
+		for (int i = 0; i < 64; i++)
+			keys_set(&k, i, next++);
+		if (cfs_kvc_put(b->kv, b->iov, 64, k.p, k.len, vals, lens, res) == 0)
 			for (int i = 0; i < 64; i++)
 				fput += res[i] == 0;
 	}

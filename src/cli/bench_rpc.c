@@ -44,6 +44,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "cli/bench_stats.h"
 #include "cli/cli.h"
 #include "common/cfg.h"
 #include "common/clock.h"
@@ -526,16 +527,9 @@ static void row_transport(const struct bench_conf *bc, const char *name, struct 
 			cpg[t][i] = gib > 0 ? c / gib : 0;
 		}
 	}
-	for (int t = 0; t < 2; t++) /* insertion sort for the medians */
-		for (int i = 1; i < n; i++)
-			for (int j = i; j > 0 && cpg[t][j - 1] > cpg[t][j]; j--) {
-				double x = cpg[t][j];
-				cpg[t][j] = cpg[t][j - 1];
-				cpg[t][j - 1] = x;
-			}
 	printf("%-34s %9.1f %9.1f %6.2f   %6.3f %6.3f\n", name, best[0] / (1 << 20),
-	       best[1] / (1 << 20), best[1] > 0 ? best[0] / best[1] : 0.0, cpg[0][n / 2],
-	       cpg[1][n / 2]);
+	       best[1] / (1 << 20), best[1] > 0 ? best[0] / best[1] : 0.0,
+	       bench_median(cpg[0], (unsigned)n), bench_median(cpg[1], (unsigned)n));
 	fflush(stdout);
 }
 
@@ -687,14 +681,8 @@ static void row_sync(const struct bench_conf *bc, const char *name, struct rpc_p
 		raw = w > raw ? w : raw;
 		rpc = r > rpc ? r : rpc;
 	}
-	for (int i = 1; i < n; i++)
-		for (int j = i; j > 0 && cs[j - 1] > cs[j]; j--) {
-			double x = cs[j];
-			cs[j] = cs[j - 1];
-			cs[j - 1] = x;
-		}
 	printf("%-40s %12.1f %12.1f %-6s %6.2f  %5.2f csw/call\n", name, rpc / 1e3, raw / 1e3,
-	       "k/s", raw > 0 ? rpc / raw : 0.0, cs[n / 2]);
+	       "k/s", raw > 0 ? rpc / raw : 0.0, bench_median(cs, (unsigned)n));
 	fflush(stdout);
 }
 

@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "cli/bench_fio.h"
+#include "cli/bench_stats.h"
 #include "cli/cli.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -79,17 +80,25 @@ static double run_fio(const struct sbench_opts *o, const char *rw, const char *b
 	return bench_fio_iops("bench storage", o->dir, o->size_mb, o->seconds, rw, bs, qd, extra);
 }
 
-static pid_t start_server(const struct sbench_opts *o, uint16_t *port)
+/* Writes the bench's cluster secret to DIR/secret, its path into PATH
+ * (CAP bytes): 0, or -1 when it cannot be written. */
+static int write_secret(const struct sbench_opts *o, char *path, size_t cap)
 {
-	char secret[4200], target[4200], log[4200];
-	snprintf(secret, sizeof(secret), "%s/secret", o->dir);
-	snprintf(target, sizeof(target), "%s/target", o->dir);
-	snprintf(log, sizeof(log), "%s/storage.log", o->dir);
-	FILE *f = fopen(secret, "w");
+	snprintf(path, cap, "%s/secret", o->dir);
+	FILE *f = fopen(path, "w");
 	if (!f)
 		return -1;
 	fputs(BENCH_SECRET "\n", f);
-	fclose(f);
+	return fclose(f) ? -1 : 0;
+}
+
+static pid_t start_server(const struct sbench_opts *o, uint16_t *port)
+{
+	char secret[4200], target[4200], log[4200];
+	snprintf(target, sizeof(target), "%s/target", o->dir);
+	snprintf(log, sizeof(log), "%s/storage.log", o->dir);
+	if (write_secret(o, secret, sizeof(secret)) < 0)
+		return -1;
 	/* A free port: bind 0, read it, close (a small race, fine for a bench). */
 	uint16_t p = (uint16_t)(20000 + (getpid() % 20000));
 	*port = p;
@@ -182,14 +191,10 @@ static unsigned chain_serving(struct mgmtd_client *mc)
 static int start_cluster(const struct sbench_opts *o, pid_t *pids, char *mgmtd, size_t mlen)
 {
 	char secret[4200], kv[4200], log[4200], hb[] = "4s";
-	snprintf(secret, sizeof(secret), "%s/secret", o->dir);
 	snprintf(kv, sizeof(kv), "lmdb://%s/kv", o->dir);
 	snprintf(log, sizeof(log), "%s/cluster.log", o->dir);
-	FILE *f = fopen(secret, "w");
-	if (!f)
+	if (write_secret(o, secret, sizeof(secret)) < 0)
 		return -1;
-	fputs(BENCH_SECRET "\n", f);
-	fclose(f);
 	snprintf(mgmtd, mlen, "127.0.0.1:%u", free_port());
 	char *margv[] = { "chainfs", "mgmtd", "--kv", kv, "--listen", mgmtd, "--cluster-id",
 			  BENCH_CLUSTER, "--secret-file", secret, "--heartbeat-timeout", hb,
@@ -497,18 +502,6 @@ static void cpu_print(const char *what, const struct cpu_mark *a, const struct c
 	       (b->client - a->client) / gib, (b->servers - a->servers) / gib);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, unsigned n)
-{
-	qsort(v, n, sizeof(*v), cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: chainfs bench storage --dir DIR [--size-mb N] [--qd-seq N] [--qd-rand N]\n"
@@ -574,8 +567,8 @@ static int bench_chain(const struct sbench_opts *o)
 		cpu_print("seq write", &m0, &m1, o->size_mb);
 		cpu_print("seq read", &m2, &m3, o->size_mb);
 	}
-	printf("median: write vs fio/R %.1f%%, read vs fio %.1f%%\n", 100 * median(rw, o->rounds),
-	       100 * median(rr, o->rounds));
+	printf("median: write vs fio/R %.1f%%, read vs fio %.1f%%\n", 100 * bench_median(rw, o->rounds),
+	       100 * bench_median(rr, o->rounds));
 	/* Small random overwrites of the chunks just written, durable when
 	 * acknowledged, beside fio randwrite on the file fio just wrote. */
 	double rwr[MAX_ROUNDS], rwd[MAX_ROUNDS];
@@ -593,7 +586,7 @@ static int bench_chain(const struct sbench_opts *o)
 		       round + 1, "  vs fio fdatasync", "", fd / o->replicas, 100 * rwd[round], fd);
 	}
 	printf("median: rand write vs fio/R %.1f%%, vs fio fdatasync=1 /R %.1f%% (qd %u)\n",
-	       100 * median(rwr, o->rounds), 100 * median(rwd, o->rounds), o->qd_rand);
+	       100 * bench_median(rwr, o->rounds), 100 * bench_median(rwd, o->rounds), o->qd_rand);
 	if (o->replicas > 1) {
 		/* Recovery speed: the last service misses SIZE MiB of writes,
 		 * then comes back; time from its restart to SERVING. */
@@ -770,9 +763,9 @@ int cli_bench_storage(int argc, char **argv)
 	}
 	printf("median ratio server/fio:");
 	for (int w = 0; w < 5; w++)
-		printf("  %s %.1f%%", names[w], 100 * median(ratio[w], o.rounds));
+		printf("  %s %.1f%%", names[w], 100 * bench_median(ratio[w], o.rounds));
 	if (o.sync)
-		printf("  (seq write vs fio fdatasync %.1f%%)", 100 * median(dratio, o.rounds));
+		printf("  (seq write vs fio fdatasync %.1f%%)", 100 * bench_median(dratio, o.rounds));
 	printf("\nnote: shared machine; re-run for noise. Same disk, same block size and depth;\n"
 	       "rand read batched = %u threads x %u reads per request (same %u in flight),\n"
 	       "compared with the same fio run as rand read; rand read async = %u requests\n"

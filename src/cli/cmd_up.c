@@ -63,6 +63,8 @@
 
 #include "cli/cli.h"
 #include "common/cfg.h"
+#include "common/hex.h"
+#include "common/procstat.h"
 #include "net/transport.h"
 
 #define UP_STORAGE  3
@@ -241,42 +243,6 @@ static long long now_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Start time (clock ticks since boot) and state letter of PID; 0 or -1. */
-static int proc_stat(pid_t pid, unsigned long long *start, char *state)
-{
-	char path[64], buf[1024];
-	pathf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return -1;
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = 0;
-	char *p = strrchr(buf, ')'); /* comm may hold spaces */
-	if (!p || p[1] != ' ')
-		return -1;
-	*state = p[2];
-	p += 2;
-	for (int field = 3; field < 22 && p; field++) {
-		p = strchr(p, ' ');
-		if (p)
-			p++;
-	}
-	if (!p)
-		return -1;
-	*start = strtoull(p, NULL, 10);
-	return 0;
-}
-
-/* 1 while PID is the live process started at START (not a zombie). */
-static int proc_alive(pid_t pid, unsigned long long start)
-{
-	unsigned long long s;
-	char st;
-	if (proc_stat(pid, &s, &st) < 0 || s != start)
-		return 0;
-	return st != 'Z' && st != 'X';
-}
 
 /* Reads DIR/pids/ROLE.pid (its path into PIDF): the pid and the start
  * time recorded into *PID and *START. -1 when there is no such file, 1
@@ -292,7 +258,7 @@ static int read_role_pid(const char *dir, const char *role, char pidf[PATH_MAX],
 		return -1;
 	int ok = fscanf(f, "%d %llu", pid, start) == 2;
 	fclose(f);
-	return ok && *pid > 1 && proc_alive(*pid, *start);
+	return ok && *pid > 1 && procstat_running_since(*pid, *start);
 }
 
 /* The pid of ROLE recorded under DIR while that process lives, else 0. */
@@ -370,10 +336,10 @@ static pid_t spawn_role(struct cluster *c, const char *role, char *const args[])
 		execv(self_exe, argv);
 		_exit(127);
 	}
-	unsigned long long start = 0;
-	char st;
-	for (int i = 0; i < 100 && proc_stat(pid, &start, &st) < 0; i++)
+	struct procstat ps = { 0 };
+	for (int i = 0; i < 100 && procstat_read(pid, &ps) < 0; i++)
 		sleep_ms(1);
+	unsigned long long start = ps.start;
 	if (c->nstarted < (int)(sizeof(c->started) / sizeof(c->started[0])))
 		c->started[c->nstarted++] = role;
 	FILE *f = fopen(pidf, "w");
@@ -390,9 +356,8 @@ static pid_t spawn_role(struct cluster *c, const char *role, char *const args[])
  * 0: a mount, whose check (listed in the kernel's table) up made before. */
 static const char *health_note(int pid, unsigned port)
 {
-	unsigned long long start;
-	char st = 0;
-	if (proc_stat(pid, &start, &st) == 0 && st == 'T')
+	struct procstat ps;
+	if (procstat_read(pid, &ps) == 0 && ps.state == 'T')
 		return "; stopped (SIGSTOP?), kept";
 	if (port && !port_open(port))
 		return "; not answering on its port, kept";
@@ -676,8 +641,7 @@ static int write_secret(const char *dir)
 	if (fd < 0)
 		return -errno;
 	char hex[65];
-	for (int i = 0; i < 32; i++)
-		snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+	hex_encode(raw, sizeof(raw), hex);
 	dprintf(fd, "%s\n", hex);
 	return close(fd) < 0 ? -errno : 0;
 }
@@ -696,17 +660,17 @@ static int stop_role(const char *dir, const char *role, long long stop_ms)
 	if (alive) {
 		kill(pid, SIGTERM);
 		long long deadline = now_ms() + stop_ms;
-		while (proc_alive(pid, start) && now_ms() < deadline) {
+		while (procstat_running_since(pid, start) && now_ms() < deadline) {
 			waitpid(pid, NULL, WNOHANG);
 			sleep_ms(20);
 		}
-		if (proc_alive(pid, start)) {
+		if (procstat_running_since(pid, start)) {
 			fprintf(stderr,
 			        "chainfs down: %s (pid %d) ignored SIGTERM for %lld ms: "
 			        "SIGKILL\n",
 			        role, pid, stop_ms);
 			kill(pid, SIGKILL);
-			for (int i = 0; i < 250 && proc_alive(pid, start); i++)
+			for (int i = 0; i < 250 && procstat_running_since(pid, start); i++)
 				sleep_ms(20);
 		}
 		waitpid(pid, NULL, WNOHANG);
@@ -747,7 +711,7 @@ static int stop_all(const char *dir, const char *mnt, long long stop_ms)
 	pathf(pidf, sizeof(pidf), "%s/pids/mount.pid", dir);
 	FILE *f = fopen(pidf, "r");
 	if (f) {
-		if (fscanf(f, "%d %llu", &pid, &start) == 2 && pid > 1 && proc_alive(pid, start))
+		if (fscanf(f, "%d %llu", &pid, &start) == 2 && pid > 1 && procstat_running_since(pid, start))
 			n++;
 		fclose(f);
 	}

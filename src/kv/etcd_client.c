@@ -999,19 +999,28 @@ int etcdc_lease_grant(struct etcdc *c, int64_t ttl_s, int64_t id, int64_t *id_ou
 	return rc;
 }
 
-int etcdc_lease_keepalive(struct etcdc *c, int64_t id, int64_t *ttl_out)
+/* The TTL that the lease call PATH answers for lease ID into *TTL_OUT (may
+ * be NULL); -ENOENT when it is below MIN_TTL (the lease is gone). */
+static int lease_ttl_call(struct etcdc *c, const char *path, int64_t id, int64_t min_ttl,
+			  int64_t *ttl_out)
 {
 	json_t *reply = NULL;
-	int rc = lease_call(c, "/v3/lease/keepalive", REQ_IDEM, id, 0, &reply);
+	int rc = lease_call(c, path, REQ_IDEM, id, 0, &reply);
 	if (!rc) {
 		int64_t ttl = ji64(reply, "TTL");
-		if (ttl <= 0)
+		if (ttl < min_ttl)
 			rc = -ENOENT;
 		else if (ttl_out)
 			*ttl_out = ttl;
 	}
 	json_decref(reply);
 	return rc;
+}
+
+int etcdc_lease_keepalive(struct etcdc *c, int64_t id, int64_t *ttl_out)
+{
+	/* A keepalive of a lease that is gone answers TTL 0 (or none). */
+	return lease_ttl_call(c, "/v3/lease/keepalive", id, 1, ttl_out);
 }
 
 int etcdc_lease_revoke(struct etcdc *c, int64_t id)
@@ -1024,17 +1033,9 @@ int etcdc_lease_revoke(struct etcdc *c, int64_t id)
 
 int etcdc_lease_ttl(struct etcdc *c, int64_t id, int64_t *ttl_out)
 {
-	json_t *reply = NULL;
-	int rc = lease_call(c, "/v3/lease/timetolive", REQ_IDEM, id, 0, &reply);
-	if (!rc) {
-		int64_t ttl = ji64(reply, "TTL");
-		if (ttl < 0)
-			rc = -ENOENT;
-		else if (ttl_out)
-			*ttl_out = ttl;
-	}
-	json_decref(reply);
-	return rc;
+	/* timetolive answers TTL -1 for a lease that is gone; 0 is a live
+	 * lease about to expire. */
+	return lease_ttl_call(c, "/v3/lease/timetolive", id, 0, ttl_out);
 }
 
 /* ---- status ------------------------------------------------------------ */

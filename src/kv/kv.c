@@ -28,6 +28,7 @@
 #include <time.h>
 
 #include "common/clock.h"
+#include "common/hex.h"
 #include "common/status.h"
 #include "kv/kv.h"
 #include "kv/kv_int.h"
@@ -53,17 +54,6 @@ int kv_errf(char *err, size_t errlen, int code, const char *fmt, ...)
 	return code;
 }
 
-static int hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Percent-decoded copy of [p, p+n) or NULL (ENOMEM, or *bad set on a
  * malformed escape). */
 static char *url_dup(const char *p, size_t n, int *bad)
@@ -81,8 +71,8 @@ static char *url_dup(const char *p, size_t n, int *bad)
 				free(s);
 				return NULL;
 			}
-			h = hexval((unsigned char)p[i + 1]);
-			l = hexval((unsigned char)p[i + 2]);
+			h = hex_digit(p[i + 1]);
+			l = hex_digit(p[i + 2]);
 			if (h < 0 || l < 0 || (h == 0 && l == 0)) {
 				*bad = 1;
 				free(s);

@@ -273,6 +273,19 @@ static uint64_t score_of(const ctab *t)
 	return s;
 }
 
+/* How many random swaps a search over C chains of R replicas tries at
+ * most: 50 per chain and replica pair, kept within 200k..4M, so small
+ * tables still get a thorough search and large ones end in seconds. */
+static uint64_t search_budget(uint32_t C, uint32_t R)
+{
+	uint64_t budget = (uint64_t)C * R * R * 50;
+	if (budget < 200000)
+		budget = 200000;
+	if (budget > 4000000)
+		budget = 4000000;
+	return budget;
+}
+
 /* Step 2. */
 static void local_search(ctab *t, struct rng *rng)
 {
@@ -280,11 +293,7 @@ static void local_search(ctab *t, struct rng *rng)
 	if (R < 2 || C < 2 || R == t->n_nodes)
 		return; /* nothing to choose: every chain holds every node or no pairs */
 	uint64_t bound = score_bound(t), score = score_of(t);
-	uint64_t budget = (uint64_t)C * R * R * 50;
-	if (budget < 200000)
-		budget = 200000;
-	if (budget > 4000000)
-		budget = 4000000;
+	uint64_t budget = search_budget(C, R);
 	for (uint64_t it = 0; it < budget && score > bound; it++) {
 		uint32_t c1 = rng_below(rng, C), c2 = rng_below(rng, C);
 		uint32_t j1 = rng_below(rng, R), j2 = rng_below(rng, R);
@@ -344,11 +353,7 @@ static void balance_positions(ctab *t, struct rng *rng)
 	uint64_t score = 0, bound = position_bound(t);
 	for (size_t i = 0; i < (size_t)N * R; i++)
 		score += (uint64_t)cnt[i] * cnt[i];
-	uint64_t budget = (uint64_t)C * R * R * 50;
-	if (budget < 200000)
-		budget = 200000;
-	if (budget > 4000000)
-		budget = 4000000;
+	uint64_t budget = search_budget(C, R);
 	for (uint64_t it = 0; it < budget && score > bound; it++) {
 		uint32_t c = rng_below(rng, C), p = rng_below(rng, R), q = rng_below(rng, R);
 		if (p == q)

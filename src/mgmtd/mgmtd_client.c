@@ -92,17 +92,6 @@ void mgmtd_routing_put(struct mgmtd_routing *snap)
 
 /* ---- helpers ---- */
 
-static void deadline_in(struct timespec *ts, uint64_t ms)
-{
-	clock_gettime(CLOCK_MONOTONIC, ts);
-	ts->tv_sec += (time_t)(ms / 1000);
-	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts->tv_nsec >= 1000000000L) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000L;
-	}
-}
-
 static bool fenced_locked(const struct mgmtd_client *c, uint64_t now)
 {
 	if (!c->type)
@@ -217,8 +206,7 @@ static void *hb_main(void *arg)
 		}
 		pthread_mutex_lock(&c->mu);
 		if (!c->stop && !c->reports_dirty && wake > now) {
-			struct timespec ts;
-			deadline_in(&ts, wake - now);
+			struct timespec ts = clock_after_ms(CLOCK_MONOTONIC, wake - now);
 			pthread_cond_timedwait(&c->cv, &c->mu, &ts);
 		}
 		pthread_mutex_unlock(&c->mu);
@@ -268,8 +256,7 @@ static void *rt_main(void *arg)
 			LOG_DEBUG(M, "routing poll failed: %s", err);
 			pthread_mutex_lock(&c->mu);
 			if (!c->stop) {
-				struct timespec ts;
-				deadline_in(&ts, RETRY_MS);
+				struct timespec ts = clock_after_ms(CLOCK_MONOTONIC, RETRY_MS);
 				pthread_cond_timedwait(&c->changed, &c->mu, &ts);
 			}
 			pthread_mutex_unlock(&c->mu);
@@ -421,9 +408,8 @@ uint32_t mgmtd_client_fence_ms(const struct mgmtd_client *c)
 static int wait_changed(struct mgmtd_client *c, bool (*ok)(struct mgmtd_client *, uint64_t),
                         uint64_t arg, uint32_t timeout_ms)
 {
-	struct timespec ts;
+	struct timespec ts = clock_after_ms(CLOCK_MONOTONIC, timeout_ms);
 	int rc = 0;
-	deadline_in(&ts, timeout_ms);
 	pthread_mutex_lock(&c->mu);
 	while (!ok(c, arg) && rc != ETIMEDOUT)
 		rc = pthread_cond_timedwait(&c->changed, &c->mu, &ts);

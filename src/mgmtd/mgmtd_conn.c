@@ -217,13 +217,7 @@ static bool wait_election(struct mgmtd_conn *c, uint64_t deadline)
 	uint64_t now = clock_mono_ms();
 	if (now + ELECTION_PAUSE_MS >= deadline)
 		return false;
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_nsec += ELECTION_PAUSE_MS * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	struct timespec ts = clock_after_ms(CLOCK_REALTIME, ELECTION_PAUSE_MS);
 	pthread_mutex_lock(&c->mu);
 	if (!c->cancelled)
 		pthread_cond_timedwait(&c->cv, &c->mu, &ts);

@@ -894,13 +894,7 @@ static void *worker_main(void *arg)
 	for (;;) {
 		pthread_mutex_lock(&m->mu);
 		if (!m->q_head && !m->stop) {
-			struct timespec ts;
-			clock_gettime(CLOCK_MONOTONIC, &ts);
-			ts.tv_nsec += TICK_MS * 1000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
+			struct timespec ts = clock_after_ms(CLOCK_MONOTONIC, TICK_MS);
 			pthread_cond_timedwait(&m->cv, &m->mu, &ts);
 		}
 		bool stop = m->stop;
@@ -1032,14 +1026,7 @@ fail:
 static void *stop_watchdog(void *arg)
 {
 	struct mgmtd_service *m = arg;
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += STOP_KV_GRACE_MS / 1000;
-	ts.tv_nsec += (STOP_KV_GRACE_MS % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	struct timespec ts = clock_after_ms(CLOCK_MONOTONIC, STOP_KV_GRACE_MS);
 	pthread_mutex_lock(&m->mu);
 	while (!m->stopped && pthread_cond_timedwait(&m->cv, &m->mu, &ts) != ETIMEDOUT)
 		;

@@ -321,15 +321,7 @@ static void *sched_main(void *arg)
 		if (!s->head) {
 			pthread_cond_wait(&s->cv, &s->mu);
 		} else {
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			uint64_t wait = s->head->due_ms - now;
-			ts.tv_sec += (time_t)(wait / 1000);
-			ts.tv_nsec += (long)(wait % 1000) * 1000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
+			struct timespec ts = clock_after_ms(CLOCK_REALTIME, s->head->due_ms - now);
 			pthread_cond_timedwait(&s->cv, &s->mu, &ts);
 		}
 	}

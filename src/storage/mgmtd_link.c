@@ -181,13 +181,7 @@ static void *link_main(void *arg)
 		mgmtd_routing_put(snap);
 		pthread_mutex_lock(&s->link_mu);
 		if (kick == s->link_kick && !atomic_load(&s->stopping)) {
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += LINK_TICK_MS * 1000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
+			struct timespec ts = clock_after_ms(CLOCK_REALTIME, LINK_TICK_MS);
 			pthread_cond_timedwait(&s->link_cv, &s->link_mu, &ts);
 		}
 	}

@@ -212,13 +212,7 @@ static void *ticker(void *arg)
 		uint64_t lease = fenced ? 0 : clock_mono_ms() + SC_LEASE_MS;
 		for (struct sc_tab *t = x->tabs; t; t = t->next)
 			atomic_store_explicit(&t->hdr[0], lease, memory_order_release);
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += SC_TICK_MS * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		struct timespec ts = clock_after_ms(CLOCK_REALTIME, SC_TICK_MS);
 		if (!x->stop)
 			pthread_cond_timedwait(&x->cv, &x->mu, &ts);
 	}

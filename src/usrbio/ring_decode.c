@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "common/hex.h"
 #include "usrbio/ring_abi.h"
 
 int usrbio_decode_sqe(const void *raw, uint32_t entries, int for_read, struct usrbio_sqe *out)
@@ -45,17 +46,6 @@ int usrbio_check_range(uint64_t iov_size, uint64_t buf_off, uint64_t len)
 	if (buf_off > iov_size || len > iov_size - buf_off)
 		return -EFAULT;
 	return 0;
-}
-
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
 }
 
 /* Parses a decimal (optionally negative when NEG_OK) up to the next '.'
@@ -99,7 +89,7 @@ int usrbio_parse_name(const char *name, struct usrbio_name *out)
 				return -EINVAL;
 			p++;
 		}
-		int hi = hexval(p[0]), lo = hi < 0 ? -1 : hexval(p[1]);
+		int hi = hex_digit(p[0]), lo = hi < 0 ? -1 : hex_digit(p[1]);
 		if (hi < 0 || lo < 0)
 			return -EINVAL;
 		out->id[i] = (uint8_t)(hi << 4 | lo);

@@ -155,10 +155,7 @@ int usrbio_fuse_getattr(struct usrbio *u, fuse_req_t req, fuse_ino_t ino)
 
 int usrbio_fuse_setattr(struct usrbio *u, fuse_req_t req, fuse_ino_t ino)
 {
-	if (!u || !usrbio_is_virtual(ino))
-		return 0;
-	fuse_reply_err(req, EPERM);
-	return 1;
+	return usrbio_fuse_deny(u, req, ino); /* no attribute of a link or directory changes */
 }
 
 int usrbio_fuse_readlink(struct usrbio *u, fuse_req_t req, fuse_ino_t ino)
@@ -174,15 +171,23 @@ int usrbio_fuse_readlink(struct usrbio *u, fuse_req_t req, fuse_ino_t ino)
 	return 1;
 }
 
+/* Names are made and removed only in the iovs directory: anywhere else
+ * replies EPERM and returns 1. */
+static int refused_outside_iovs(fuse_req_t req, fuse_ino_t parent)
+{
+	if (parent == USRBIO_INO_IOVS)
+		return 0;
+	fuse_reply_err(req, EPERM);
+	return 1;
+}
+
 int usrbio_fuse_symlink(struct usrbio *u, fuse_req_t req, const char *link, fuse_ino_t parent,
                         const char *name)
 {
 	if (!u || !usrbio_is_virtual(parent))
 		return 0;
-	if (parent != USRBIO_INO_IOVS) {
-		fuse_reply_err(req, EPERM);
+	if (refused_outside_iovs(req, parent))
 		return 1;
-	}
 	struct uf_caller uc;
 	caller(req, &uc);
 	uint64_t vino = 0;
@@ -201,10 +206,8 @@ int usrbio_fuse_unlink(struct usrbio *u, fuse_req_t req, fuse_ino_t parent, cons
 {
 	if (!u || !usrbio_is_virtual(parent))
 		return 0;
-	if (parent != USRBIO_INO_IOVS) {
-		fuse_reply_err(req, EPERM);
+	if (refused_outside_iovs(req, parent))
 		return 1;
-	}
 	struct uf_caller uc;
 	caller(req, &uc);
 	fuse_reply_err(req, -usrbio_unregister(u, &uc.c, name));

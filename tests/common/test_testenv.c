@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/procstat.h"
 #include "testenv.h"
 
 #define N 16
@@ -153,20 +154,6 @@ static void test_memfd_maps_count(void **state)
 	rmdir(dir);
 }
 
-/* 0 once PID is gone or a zombie. */
-static int pid_running(pid_t pid)
-{
-	char path[64], buf[512] = { 0 };
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return 0;
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	char *e = strrchr(buf, ')');
-	return !(n && e && e[1] && (e[2] == 'Z' || e[2] == 'X'));
-}
-
 /* A test process killed outright (no atexit) takes its servers along. */
 static void test_spawned_die_with_test(void **state)
 {
@@ -192,7 +179,7 @@ static void test_spawned_die_with_test(void **state)
 	assert_true(WIFSIGNALED(st));
 	int gone = 0;
 	for (int i = 0; i < 500 && !gone; i++) {
-		gone = !pid_running(c);
+		gone = !procstat_running(c);
 		if (!gone)
 			usleep(10000);
 	}
@@ -224,6 +211,26 @@ static void test_run(void **state)
 	snprintf(log, sizeof(log), "%s/missing", dir);
 	assert_int_equal(testenv_read_file(log, out, sizeof(out)), -1);
 	assert_string_equal(out, "");
+	assert_false(testenv_file_has(log, "one")); /* missing file */
+	free(dir);
+}
+
+/* testenv_file_has: a string on any line, not one across lines, not one
+ * that is not there. */
+static void test_file_has(void **state)
+{
+	(void)state;
+	char *dir = testenv_tmpdir("file_has");
+	char path[600];
+	snprintf(path, sizeof(path), "%s/log", dir);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("first line\nsecond: needle here\nthird\n", f);
+	fclose(f);
+	assert_true(testenv_file_has(path, "needle here"));
+	assert_true(testenv_file_has(path, "third"));
+	assert_false(testenv_file_has(path, "line\nsecond"));
+	assert_false(testenv_file_has(path, "absent"));
 	free(dir);
 }
 
@@ -235,6 +242,7 @@ int main(void)
 		cmocka_unit_test(test_memfd_maps_count),
 		cmocka_unit_test(test_spawned_die_with_test),
 		cmocka_unit_test(test_run),
+		cmocka_unit_test(test_file_has),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	testenv_cleanup();

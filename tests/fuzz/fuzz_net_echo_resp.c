@@ -1,28 +1,15 @@
 /* fuzz_net_echo_resp.c - libFuzzer target for rpc_echo_resp_decode (rpc_proto.h).
  * Property: decoding never reads out of bounds; whatever decodes
  * re-encodes to bytes that decode to the same message. */
-#include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
-#include "common/buf.h"
-#include "common/status.h"
+#include "fuzz_roundtrip.h"
 #include "net/rpc_proto.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static int same(const struct rpc_echo_resp *a, const struct rpc_echo_resp *b)
 {
-	struct rpc_echo_resp m, m2;
-	struct buf b = BUF_INIT;
-	int rc = rpc_echo_resp_decode(data, size, &m);
-	if (rc) {
-		if (rc != -CFS_EPROTO)
-			abort();
-		return 0;
-	}
-	if (rpc_echo_resp_encode(&b, &m) || rpc_echo_resp_decode(b.data, b.len, &m2))
-		abort();
-	if (m2.bulk_len != m.bulk_len || m2.data_len != m.data_len || (m.data_len && memcmp(m2.data, m.data, m.data_len)))
-		abort();
-	buf_fini(&b);
-	return 0;
+	return a->bulk_len == b->bulk_len && a->data_len == b->data_len &&
+	       (!a->data_len || !memcmp(a->data, b->data, a->data_len));
 }
+
+FUZZ_ROUNDTRIP(rpc_echo_resp, same)

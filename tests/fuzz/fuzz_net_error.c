@@ -1,28 +1,14 @@
 /* fuzz_net_error.c - libFuzzer target for rpc_error_decode (rpc_proto.h).
  * Property: decoding never reads out of bounds; whatever decodes
  * re-encodes to bytes that decode to the same message. */
-#include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
-#include "common/buf.h"
-#include "common/status.h"
+#include "fuzz_roundtrip.h"
 #include "net/rpc_proto.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+static int same(const struct rpc_error *a, const struct rpc_error *b)
 {
-	struct rpc_error m, m2;
-	struct buf b = BUF_INIT;
-	int rc = rpc_error_decode(data, size, &m);
-	if (rc) {
-		if (rc != -CFS_EPROTO)
-			abort();
-		return 0;
-	}
-	if (rpc_error_encode(&b, &m) || rpc_error_decode(b.data, b.len, &m2))
-		abort();
-	if (m2.text_len != m.text_len || (m.text_len && memcmp(m2.text, m.text, m.text_len)))
-		abort();
-	buf_fini(&b);
-	return 0;
+	return a->text_len == b->text_len && (!a->text_len || !memcmp(a->text, b->text, a->text_len));
 }
+
+FUZZ_ROUNDTRIP(rpc_error, same)

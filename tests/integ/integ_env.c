@@ -22,6 +22,7 @@
 
 #include "common/clock.h"
 #include "common/crc32c.h"
+#include "common/procstat.h"
 #include "integ_env.h"
 #include "testenv.h"
 
@@ -148,18 +149,7 @@ int integ_wait_visible(const char *path, int timeout_ms)
 	}
 }
 
-int integ_pid_alive(int pid)
-{
-	char proc[64], st[1024] = {0};
-	snprintf(proc, sizeof(proc), "/proc/%d/stat", pid);
-	FILE *pf = fopen(proc, "r");
-	if (!pf)
-		return 0;
-	size_t n = fread(st, 1, sizeof(st) - 1, pf);
-	fclose(pf);
-	char *p = strrchr(st, ')');
-	return !(n && p && (p[2] == 'Z' || p[2] == 'X'));
-}
+int integ_pid_alive(int pid) { return procstat_running(pid); }
 
 int integ_kill9(const struct integ *e, const char *role)
 {
@@ -199,14 +189,17 @@ int integ_up_again(const struct integ *e, const char *tag)
 	return integ_run(up, NULL, log, 120000);
 }
 
+static int all_serving(void *e) { return integ_all_serving(e); }
+
+int integ_wait_serving(const struct integ *e, int ms)
+{
+	return testenv_wait(all_serving, (void *)e, ms);
+}
+
 void integ_up_serving(const struct integ *e, const char *tag, int serving_ms)
 {
 	assert_int_equal(integ_up_again(e, tag), 0);
-	int ok = 0;
-	uint64_t deadline = clock_mono_ms() + (uint64_t)serving_ms;
-	while (!(ok = integ_all_serving(e)) && clock_mono_ms() < deadline)
-		clock_sleep_ms(500);
-	assert_true(ok);
+	assert_true(integ_wait_serving(e, serving_ms));
 }
 
 int integ_run(char *const argv[], const char *cwd, const char *log, int timeout_ms)
@@ -275,30 +268,7 @@ struct proc {
 	char role[300];
 };
 
-static int proc_alive(const struct proc *p)
-{
-	char path[64], buf[1024];
-	snprintf(path, sizeof(path), "/proc/%d/stat", p->pid);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return 0;
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = 0;
-	char *s = strrchr(buf, ')');
-	if (!s || !s[1] || !s[2])
-		return 0;
-	char state = s[2];
-	s += 2;
-	for (int field = 3; field < 22 && s; field++) {
-		s = strchr(s, ' ');
-		if (s)
-			s++;
-	}
-	if (!s || strtoull(s, NULL, 10) != p->start)
-		return 0;
-	return state != 'Z' && state != 'X';
-}
+static int proc_alive(const struct proc *p) { return procstat_running_since(p->pid, p->start); }
 
 static size_t read_pids(const struct integ *e, struct proc *ps, size_t cap)
 {
@@ -361,18 +331,11 @@ void integ_down(struct integ *e)
 	DIR *d = opendir(logs);
 	assert_non_null(d);
 	for (struct dirent *de; (de = readdir(d));) {
-		char path[900], line[1024];
+		char path[900];
 		if (!strstr(de->d_name, ".log"))
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", logs, de->d_name);
-		FILE *f = fopen(path, "r");
-		if (!f)
-			continue;
-		int bad = 0;
-		while (fgets(line, sizeof(line), f))
-			if (strstr(line, "Sanitizer") || strstr(line, "runtime error:"))
-				bad = 1;
-		fclose(f);
+		int bad = testenv_file_has(path, "Sanitizer") || testenv_file_has(path, "runtime error:");
 		if (bad) {
 			fprintf(stderr, "sanitizer report in %s:\n", path);
 			integ_print_file(path);
@@ -386,6 +349,15 @@ void integ_down(struct integ *e)
 	assert_int_equal(stat(e->mnt, &a), 0);
 	assert_int_equal(stat(parent, &b), 0);
 	assert_int_equal(a.st_dev, b.st_dev); /* no longer a mount point */
+}
+
+void integ_write_file(const char *path, const void *data, size_t n)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, data, n), (ssize_t)n);
+	assert_int_equal(fsync(fd), 0);
+	assert_int_equal(close(fd), 0);
 }
 
 int64_t integ_file_crc(const char *path)
@@ -554,4 +526,81 @@ unsigned long long integ_cache_drops(void)
 			break;
 	fclose(f);
 	return n;
+}
+
+/* Flips the 8 bytes at MARKER + 100 in file PATH when it holds MARKER
+ * (read in 1 MiB windows overlapping by the marker's length): 1 when it
+ * did. */
+static int flip_in_file(const char *path, const char *marker)
+{
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	size_t ml = strlen(marker), cap = 1 << 20;
+	char *buf = malloc(cap + ml);
+	int flipped = 0;
+	assert_non_null(buf);
+	for (off_t pos = 0;; pos += (off_t)cap) {
+		ssize_t r = pread(fd, buf, cap + ml, pos);
+		if (r <= 0)
+			break;
+		char *hit = memmem(buf, (size_t)r, marker, ml);
+		if (hit) {
+			off_t at = pos + (hit - buf) + 100;
+			uint8_t b[8];
+			assert_int_equal(pread(fd, b, 8, at), 8);
+			for (int i = 0; i < 8; i++)
+				b[i] ^= 0xA5;
+			assert_int_equal(pwrite(fd, b, 8, at), 8);
+			assert_int_equal(fsync(fd), 0);
+			flipped = 1;
+			break;
+		}
+		if ((size_t)r < cap + ml)
+			break;
+	}
+	free(buf);
+	close(fd);
+	return flipped;
+}
+
+/* Flips MARKER's neighbourhood in the first block file under DIR (depth
+ * first) that holds it: 1 when one was flipped. */
+static int flip_in_tree(const char *dir, const char *marker)
+{
+	DIR *d = opendir(dir);
+	int flipped = 0;
+	if (!d)
+		return 0;
+	for (struct dirent *de; !flipped && (de = readdir(d));) {
+		if (de->d_name[0] == '.')
+			continue;
+		char path[1400];
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		struct stat st;
+		if (lstat(path, &st) < 0)
+			continue;
+		if (S_ISDIR(st.st_mode))
+			flipped = flip_in_tree(path, marker);
+		else if (S_ISREG(st.st_mode) && !strstr(de->d_name, ".mdb") &&
+			 strcmp(de->d_name, "wal") != 0)
+			flipped = flip_in_file(path, marker);
+	}
+	closedir(d);
+	return flipped;
+}
+
+int integ_flip_copy(const struct integ *e, int storage, const char *marker)
+{
+	char dir[700];
+	snprintf(dir, sizeof(dir), "%s/storage%d", e->data, storage);
+	return flip_in_tree(dir, marker);
+}
+
+int integ_flip_marker(const struct integ *e, const char *marker, int copies)
+{
+	int done = 0;
+	for (int s = 1; s <= 3 && done < copies; s++)
+		done += integ_flip_copy(e, s, marker);
+	return done;
 }

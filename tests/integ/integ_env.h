@@ -54,6 +54,10 @@ int integ_run(char *const argv[], const char *cwd, const char *log, int timeout_
 void integ_print_file(const char *path);
 /* "DIR/mnt/REL" in OUT. */
 void integ_path(const struct integ *e, const char *rel, char *out, size_t cap);
+/* Creates or truncates file PATH (mode 0644) and writes the N bytes of
+ * DATA in one write, then fsyncs and closes it: what the test wrote is
+ * acknowledged data. Fails the test on any error (a short write too). */
+void integ_write_file(const char *path, const void *data, size_t n);
 /* CRC32C of a whole file; -1 on error. */
 int64_t integ_file_crc(const char *path);
 /* The value of KEY in E's DATA/cluster.conf (ports, cluster id, mount)
@@ -93,6 +97,8 @@ int integ_kill9(const struct integ *e, const char *role);
 /* 1 when `chainfs admin list-chains` shows chains and every member of
  * every chain serving (none offline, syncing, waiting or last-serving). */
 int integ_all_serving(const struct integ *e);
+/* Waits up to MS for integ_all_serving: 1 when it came, 0 when not. */
+int integ_wait_serving(const struct integ *e, int ms);
 /* Brings back what was killed: `chainfs up` over E's data, which starts
  * just what is missing (output in E->dir/TAG.out; killed after 120 s).
  * Returns its exit status, or -1. */
@@ -129,5 +135,16 @@ unsigned long long integ_cache_drops(void);
  * from names it cached until its next directory-count poll
  * (--dircache-poll-ms, README "Durability of metadata"). */
 int integ_wait_visible(const char *path, int timeout_ms);
+
+/* Damages stored data the way a bad disk would: flips 8 bytes 100 bytes
+ * after MARKER (a string the test wrote into the data) in the first block
+ * file under storage service STORAGE's data dir (DATA/storageN, N 1..3)
+ * that holds it; LMDB files and the WAL are passed over. The flip is
+ * fsynced; the service is left running (it finds it by CRC on read).
+ * 1 when a copy was flipped, 0 when none holds MARKER. */
+int integ_flip_copy(const struct integ *e, int storage, const char *marker);
+/* integ_flip_copy over storage services 1, 2, 3 until COPIES copies are
+ * flipped (one per service). Returns how many were. */
+int integ_flip_marker(const struct integ *e, const char *marker, int copies);
 
 #endif

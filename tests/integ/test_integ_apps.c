@@ -38,59 +38,36 @@ static int run(const char *name, const char *cwd, char *const argv[], int timeou
 	return rc;
 }
 
+/* One fio pass (log TAG) of two psync O_DIRECT jobs NAME over one file
+ * each in DIR, --size SIZE, --bs BS, --rw RW, checked with crc32c; VERIFY
+ * says when ("--do_verify=1": after writing; "--verify_only": a read of
+ * what an earlier pass wrote). Returns fio's exit status. */
+static int fio_pass(const char *tag, const char *dir, const char *name, const char *size,
+		    const char *bs, const char *rw, const char *verify)
+{
+	char dirarg[1100], namearg[64], sizearg[64], bsarg[64], rwarg[64];
+	snprintf(dirarg, sizeof(dirarg), "--directory=%s", dir);
+	snprintf(namearg, sizeof(namearg), "--name=%s", name);
+	snprintf(sizearg, sizeof(sizearg), "--size=%s", size);
+	snprintf(bsarg, sizeof(bsarg), "--bs=%s", bs);
+	snprintf(rwarg, sizeof(rwarg), "--rw=%s", rw);
+	char *argv[] = {"fio",           namearg,         dirarg,         "--nrfiles=1",
+	                "--numjobs=2",   sizearg,         bsarg,          rwarg,
+	                "--ioengine=psync", "--direct=1", "--verify=crc32c", (char *)verify,
+	                "--verify_fatal=1", NULL};
+	return run(tag, dir, argv, 120000);
+}
+
 static void test_fio_verify(void **state)
 {
 	char dir[1024];
 	integ_path(&env, "fio", dir, sizeof(dir));
 	assert_int_equal(mkdir(dir, 0755), 0);
-	char dirarg[1100];
-	snprintf(dirarg, sizeof(dirarg), "--directory=%s", dir);
-	char *big[] = {"fio",
-	               "--name=seq",
-	               dirarg,
-	               "--nrfiles=1",
-	               "--numjobs=2",
-	               "--size=24M",
-	               "--bs=1M",
-	               "--rw=write",
-	               "--ioengine=psync",
-	               "--direct=1",
-	               "--verify=crc32c",
-	               "--do_verify=1",
-	               "--verify_fatal=1",
-	               NULL};
-	assert_int_equal(run("fio-seq", dir, big, 120000), 0);
-	char *rnd[] = {"fio",
-	               "--name=rand",
-	               dirarg,
-	               "--nrfiles=1",
-	               "--numjobs=2",
-	               "--size=4M",
-	               "--bs=4k",
-	               "--rw=randwrite",
-	               "--ioengine=psync",
-	               "--direct=1",
-	               "--verify=crc32c",
-	               "--do_verify=1",
-	               "--verify_fatal=1",
-	               NULL};
-	assert_int_equal(run("fio-rand", dir, rnd, 120000), 0);
+	assert_int_equal(fio_pass("fio-seq", dir, "seq", "24M", "1M", "write", "--do_verify=1"), 0);
+	assert_int_equal(fio_pass("fio-rand", dir, "rand", "4M", "4k", "randwrite", "--do_verify=1"),
+	                 0);
 	/* And once more reading only, as a separate pass over the same files. */
-	char *rd[] = {"fio",
-	              "--name=seq",
-	              dirarg,
-	              "--nrfiles=1",
-	              "--numjobs=2",
-	              "--size=24M",
-	              "--bs=1M",
-	              "--rw=read",
-	              "--ioengine=psync",
-	              "--direct=1",
-	              "--verify=crc32c",
-	              "--verify_only",
-	              "--verify_fatal=1",
-	              NULL};
-	assert_int_equal(run("fio-verify", dir, rd, 120000), 0);
+	assert_int_equal(fio_pass("fio-verify", dir, "seq", "24M", "1M", "read", "--verify_only"), 0);
 }
 
 static void test_git_clone(void **state)

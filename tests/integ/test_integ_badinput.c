@@ -302,12 +302,8 @@ static void mount_works(void)
 {
 	char path[1100], buf[64] = {0};
 	integ_path(&env, "after-bad-input", path, sizeof(path));
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, "still here", 10), 10);
-	assert_int_equal(fsync(fd), 0);
-	assert_int_equal(close(fd), 0);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	integ_write_file(path, "still here", 10);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	assert_true(fd >= 0);
 	assert_int_equal(read(fd, buf, sizeof(buf)), 10);
 	close(fd);

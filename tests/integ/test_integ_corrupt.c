@@ -39,7 +39,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -64,15 +63,6 @@ static void fill(uint8_t *buf, size_t n, const char *marker)
 	for (size_t i = 0; i < n; i++)
 		buf[i] = (uint8_t)(i * 31 + (i >> 9));
 	memcpy(buf + 4096, marker, strlen(marker));
-}
-
-static void write_file(const char *path, const uint8_t *buf, size_t n)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, buf, n), (ssize_t)n);
-	assert_int_equal(fsync(fd), 0);
-	assert_int_equal(close(fd), 0);
 }
 
 /* 0 when PATH reads back as WANT; -errno of a failed read; 1 on a mismatch. */
@@ -101,78 +91,6 @@ static int read_file(const char *path, const uint8_t *want, size_t n)
 		rc = 1;
 	free(got);
 	return rc;
-}
-
-/* Flips 8 bytes 100 bytes after MARKER in the first data file of each
- * storage service's targets that holds it, for at most MAX services.
- * Returns how many copies were flipped. */
-static int flip_in(const char *dir, const char *marker, int *left)
-{
-	DIR *d = opendir(dir);
-	int flipped = 0;
-	if (!d)
-		return 0;
-	for (struct dirent *de; *left > 0 && (de = readdir(d));) {
-		if (de->d_name[0] == '.')
-			continue;
-		char path[1400];
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		struct stat st;
-		if (lstat(path, &st) < 0)
-			continue;
-		if (S_ISDIR(st.st_mode)) {
-			flipped += flip_in(path, marker, left);
-			continue;
-		}
-		if (!S_ISREG(st.st_mode) || strstr(de->d_name, ".mdb"))
-			continue;
-		int fd = open(path, O_RDWR);
-		if (fd < 0)
-			continue;
-		size_t ml = strlen(marker), cap = 1 << 20;
-		char *buf = malloc(cap + ml);
-		off_t pos = 0;
-		for (;;) {
-			ssize_t r = pread(fd, buf, cap + ml, pos);
-			if (r <= 0)
-				break;
-			char *hit = memmem(buf, (size_t)r, marker, ml);
-			if (hit) {
-				off_t at = pos + (hit - buf) + 100;
-				uint8_t b[8];
-				assert_int_equal(pread(fd, b, 8, at), 8);
-				for (int i = 0; i < 8; i++)
-					b[i] ^= 0xA5;
-				assert_int_equal(pwrite(fd, b, 8, at), 8);
-				assert_int_equal(fsync(fd), 0);
-				flipped++;
-				(*left)--;
-				break;
-			}
-			if ((size_t)r < cap + ml)
-				break;
-			pos += (off_t)cap;
-		}
-		free(buf);
-		close(fd);
-		if (flipped)
-			break; /* one copy per target directory tree */
-	}
-	closedir(d);
-	return flipped;
-}
-
-/* Flips the marker's neighbourhood in up to N storage services' copies. */
-static int flip_replicas(const char *marker, int n)
-{
-	int done = 0;
-	for (int s = 1; s <= 3 && done < n; s++) {
-		char dir[700];
-		int one = 1;
-		snprintf(dir, sizeof(dir), "%s/storage%d", env.data, s);
-		done += flip_in(dir, marker, &one);
-	}
-	return done;
 }
 
 /* Lines of storage service S's log (1..3; 0: all) holding NEEDLE and,
@@ -205,15 +123,25 @@ static int repaired(void *arg)
 	return count_in_storage_logs("repaired chunk:") > 0;
 }
 
+/* Writes file NAME (its mount path into PATH, 1100 bytes) of FILE_LEN
+ * pattern bytes with a fresh marker "CFS-CORRUPT-TAG-..." (into MARKER,
+ * 64 bytes) at 4096; returns the bytes (the caller frees them). */
+static uint8_t *marked_file(const char *tag, const char *name, char *marker, char *path)
+{
+	uint8_t *buf = malloc(FILE_LEN);
+	assert_non_null(buf);
+	snprintf(marker, 64, "CFS-CORRUPT-%s-%08lx", tag, (unsigned long)random());
+	fill(buf, FILE_LEN, marker);
+	integ_path(&env, name, path, 1100);
+	integ_write_file(path, buf, FILE_LEN);
+	return buf;
+}
+
 static void test_one_replica_corrupt(void **state)
 {
 	char path[1100], marker[64];
-	uint8_t *buf = malloc(FILE_LEN);
-	snprintf(marker, sizeof(marker), "CFS-CORRUPT-ONE-%08lx", (unsigned long)random());
-	fill(buf, FILE_LEN, marker);
-	integ_path(&env, "corrupt-one", path, sizeof(path));
-	write_file(path, buf, FILE_LEN);
-	assert_int_equal(flip_replicas(marker, 1), 1);
+	uint8_t *buf = marked_file("ONE", "corrupt-one", marker, path);
+	assert_int_equal(integ_flip_marker(&env, marker, 1), 1);
 
 	int bad = 0, n = 0;
 	for (; n < READS_MAX && (n < 40 || !count_in_storage_logs("corrupt chunk:")); n++) {
@@ -254,23 +182,16 @@ static void test_each_service_finds_its_copy(void **state)
 	struct own_copy f[3];
 	for (int s = 1; s <= 3; s++) {
 		struct own_copy *x = &f[s - 1];
-		char rel[64];
-		snprintf(x->marker, sizeof(x->marker), "CFS-CORRUPT-OWN%d-%08lx", s,
-		         (unsigned long)random());
-		x->buf = malloc(FILE_LEN);
-		fill(x->buf, FILE_LEN, x->marker);
+		char tag[16], rel[64];
+		snprintf(tag, sizeof(tag), "OWN%d", s);
 		snprintf(rel, sizeof(rel), "corrupt-own-%d", s);
-		integ_path(&env, rel, x->path, sizeof(x->path));
-		write_file(x->path, x->buf, FILE_LEN);
+		x->buf = marked_file(tag, rel, x->marker, x->path);
 		struct stat st;
 		assert_int_equal(stat(x->path, &st), 0);
 		snprintf(x->ino_s, sizeof(x->ino_s), "ino=%llu idx=0",
 		         (unsigned long long)st.st_ino);
 		/* Storage service S's copy only. */
-		char dir[700];
-		int one = 1;
-		snprintf(dir, sizeof(dir), "%s/storage%d", env.data, s);
-		assert_int_equal(flip_in(dir, x->marker, &one), 1);
+		assert_int_equal(integ_flip_copy(&env, s, x->marker), 1);
 	}
 	int bad = 0, round = 0, all = 0;
 	for (; round < READS_MAX && !all; round++) {
@@ -312,29 +233,11 @@ static void test_each_service_finds_its_copy(void **state)
 	}
 }
 
-static int mount_log_has(const char *needle)
-{
-	char p[700], line[2048];
-	int n = 0;
-	snprintf(p, sizeof(p), "%s/logs/mount.log", env.data);
-	FILE *f = fopen(p, "r");
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		n += strstr(line, needle) != NULL;
-	fclose(f);
-	return n;
-}
-
 static void test_every_replica_corrupt(void **state)
 {
 	char path[1100], marker[64];
-	uint8_t *buf = malloc(FILE_LEN);
-	snprintf(marker, sizeof(marker), "CFS-CORRUPT-ALL-%08lx", (unsigned long)random());
-	fill(buf, FILE_LEN, marker);
-	integ_path(&env, "corrupt-all", path, sizeof(path));
-	write_file(path, buf, FILE_LEN);
-	assert_int_equal(flip_replicas(marker, 3), 3);
+	uint8_t *buf = marked_file("ALL", "corrupt-all", marker, path);
+	assert_int_equal(integ_flip_marker(&env, marker, 3), 3);
 	uint64_t t0 = clock_mono_ms();
 	assert_int_equal(read_file(path, buf, FILE_LEN), -EIO);
 	assert_true(clock_mono_ms() - t0 < 30000);
@@ -343,7 +246,9 @@ static void test_every_replica_corrupt(void **state)
 	char needle[96];
 	snprintf(needle, sizeof(needle), "corrupt on every replica: ino=%llu",
 	         (unsigned long long)st.st_ino);
-	assert_true(mount_log_has(needle) >= 1);
+	char mlog[700];
+	snprintf(mlog, sizeof(mlog), "%s/logs/mount.log", env.data);
+	assert_true(testenv_file_has(mlog, needle));
 	/* Nothing good to repair from: the services say so. */
 	assert_int_equal(unlink(path), 0);
 	free(buf);

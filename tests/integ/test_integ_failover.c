@@ -38,7 +38,7 @@ static struct integ env;
 
 static void test_kill9_storage_during_fio(void **state)
 {
-	char dir[1024], dirarg[1100], log[700], pidf[700];
+	char dir[1024], dirarg[1100], log[700];
 	integ_path(&env, "fio", dir, sizeof(dir));
 	assert_int_equal(mkdir(dir, 0755), 0);
 	snprintf(dirarg, sizeof(dirarg), "--directory=%s", dir);
@@ -80,14 +80,7 @@ static void test_kill9_storage_during_fio(void **state)
 		_exit(127);
 	}
 	clock_sleep_ms(400);
-	int spid = 0;
-	unsigned long long start = 0;
-	snprintf(pidf, sizeof(pidf), "%s/pids/storage2.pid", env.data);
-	FILE *f = fopen(pidf, "r");
-	assert_non_null(f);
-	assert_int_equal(fscanf(f, "%d %llu", &spid, &start), 2);
-	fclose(f);
-	assert_int_equal(kill(spid, SIGKILL), 0);
+	integ_kill9(&env, "storage2");
 	int st = 0;
 	uint64_t deadline = clock_mono_ms() + 180000;
 	while (waitpid(pid, &st, WNOHANG) != pid) {
@@ -99,14 +92,8 @@ static void test_kill9_storage_during_fio(void **state)
 		clock_sleep_ms(50);
 	}
 	if (!WIFEXITED(st) || WEXITSTATUS(st)) {
-		char buf[8192] = {0};
-		FILE *lf = fopen(log, "r");
-		if (lf) {
-			size_t n = fread(buf, 1, sizeof(buf) - 1, lf);
-			buf[n] = 0;
-			fclose(lf);
-		}
-		fprintf(stderr, "fio failed:\n%s\n", buf);
+		fprintf(stderr, "fio failed:\n");
+		integ_print_file(log);
 	}
 	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 
@@ -164,11 +151,7 @@ static void write_check(const char *path, uint32_t seed, size_t n)
 {
 	uint8_t *buf = malloc(n);
 	pattern(buf, seed, n);
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, buf, n), (ssize_t)n);
-	assert_int_equal(fsync(fd), 0);
-	assert_int_equal(close(fd), 0);
+	integ_write_file(path, buf, n);
 	free(buf);
 	read_check(path, seed, n);
 }

@@ -65,15 +65,11 @@ static void write_file(const char *rel, size_t len, unsigned seed)
 {
 	char path[600];
 	integ_path(&env, rel, path, sizeof(path));
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	assert_true(fd >= 0);
 	char *b = malloc(len);
 	assert_non_null(b);
 	for (size_t i = 0; i < len; i++)
 		b[i] = (char)(seed * 131 + i * 7);
-	assert_int_equal(write(fd, b, len), (ssize_t)len);
-	assert_int_equal(fsync(fd), 0);
-	assert_int_equal(close(fd), 0);
+	integ_write_file(path, b, len);
 	free(b);
 }
 

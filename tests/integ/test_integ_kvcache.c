@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,11 +30,12 @@
 #include "common/clock.h"
 #include "common/crc32c.h"
 #include "integ_env.h"
+#include "kvc_test.h"
 #include "tcp_proxy.h"
 #include "testenv.h"
 
 static struct integ env;
-#define PAGE (64u << 10)
+#define PAGE KVT_PAGE
 #define BUF_PAGES 256
 
 static struct cfs_kvc_opts opts(void)
@@ -56,55 +58,6 @@ static int cli(const char *sub, const char *name, const char *extra1, const char
 			fprintf(stderr, "(no output)\n");
 	}
 	return rc;
-}
-
-/* A self-describing value: [u32 crc of the rest][u32 key id][bytes...]
- * (len >= 8), or for shorter lengths bytes derived from the key. */
-static void fill(uint8_t *p, size_t len, uint32_t key, uint32_t seed)
-{
-	for (size_t i = 0; i < len; i++)
-		p[i] = (uint8_t)((i * 2654435761u >> 11) ^ key ^ (seed * 31));
-	if (len >= 8) {
-		memcpy(p + 4, &key, 4);
-		uint32_t c = crc32c(0, p + 4, len - 4);
-		memcpy(p, &c, 4);
-	}
-}
-
-/* 1 when P (LEN >= 8) is a value made by fill for KEY (any seed). */
-static int self_ok(const uint8_t *p, size_t len, uint32_t key)
-{
-	uint32_t c, k;
-	if (len < 8)
-		return 0;
-	memcpy(&c, p, 4);
-	memcpy(&k, p + 4, 4);
-	return k == key && c == crc32c(0, p + 4, len - 4);
-}
-
-static void keyname(char *out, uint32_t id) { snprintf(out, 32, "key-%08x", id); }
-
-/* The arguments of one put of up to 16 keys. */
-struct put_batch {
-	char names[16][32];
-	const void *keys[16], *vals[16];
-	size_t kl[16], lens[16];
-};
-
-/* Fills B with N keys, key-IDS[i] (IDS NULL: key-(ID0 + i)), whose values
- * are LEN filled bytes (fill with SEED) in page i of MEM. */
-static void put_batch_fill(struct put_batch *b, int n, uint8_t *mem, const uint32_t *ids,
-			   uint32_t id0, size_t len, uint32_t seed)
-{
-	for (int i = 0; i < n; i++) {
-		uint32_t id = ids ? ids[i] : id0 + (uint32_t)i;
-		keyname(b->names[i], id);
-		b->keys[i] = b->names[i];
-		b->kl[i] = strlen(b->names[i]);
-		b->lens[i] = len;
-		b->vals[i] = mem + (size_t)i * PAGE;
-		fill(mem + (size_t)i * PAGE, len, id, seed);
-	}
 }
 
 static void test_cli(void **st)
@@ -176,14 +129,14 @@ static void test_big_pages(void **st)
 	void *bufs[N];
 	size_t klen[N], lens[N], caps[N];
 	for (int i = 0; i < N; i++) {
-		keyname(names[i], 0xb16000u + (uint32_t)i);
+		kvt_keyname(names[i], 0xb16000u + (uint32_t)i);
 		keys[i] = names[i];
 		klen[i] = strlen(names[i]);
 		lens[i] = shapes[i];
 		vals[i] = base + (size_t)i * BIG;
 		bufs[i] = base + (size_t)(N + i) * BIG;
 		caps[i] = BIG;
-		fill((uint8_t *)vals[i], lens[i], (uint32_t)i, 5);
+		kvt_fill((uint8_t *)vals[i], lens[i], (uint32_t)i, 5);
 	}
 	put_get_all(kv, iov, N, keys, klen, vals, lens, bufs, caps);
 	cfs_iov_destroy(iov);
@@ -271,14 +224,14 @@ static void test_prefill(void **st)
 	void *bufs[N];
 	size_t klen[N], lens[N], caps[N];
 	for (int i = 0; i < N; i++) {
-		keyname(names[i], 0x9f000u + (uint32_t)i);
+		kvt_keyname(names[i], 0x9f000u + (uint32_t)i);
 		keys[i] = names[i];
 		klen[i] = strlen(names[i]);
 		lens[i] = PAGE - (size_t)i * 3;
 		vals[i] = base + (size_t)i * PAGE;
 		bufs[i] = base + (size_t)(N + i) * PAGE;
 		caps[i] = PAGE;
-		fill((uint8_t *)vals[i], lens[i], (uint32_t)i, 9);
+		kvt_fill((uint8_t *)vals[i], lens[i], (uint32_t)i, 9);
 	}
 	put_get_all(kv, iov, N, keys, klen, vals, lens, bufs, caps);
 	cfs_iov_destroy(iov);
@@ -306,14 +259,14 @@ static void test_round_trips(void **st)
 	int res[N];
 	srand(7);
 	for (int i = 0; i < N; i++) {
-		keyname(names[i], (uint32_t)i);
+		kvt_keyname(names[i], (uint32_t)i);
 		keys[i] = names[i];
 		klen[i] = strlen(names[i]);
 		lens[i] = i == 0 ? 1 : i == 1 ? PAGE : 1 + (size_t)rand() % PAGE;
 		vals[i] = base + (size_t)i * PAGE;
 		bufs[i] = base + (size_t)(N + i) * PAGE;
 		caps[i] = PAGE;
-		fill((uint8_t *)vals[i], lens[i], (uint32_t)i, 1);
+		kvt_fill((uint8_t *)vals[i], lens[i], (uint32_t)i, 1);
 	}
 	/* Put the first 48, get all 64: 16 misses. */
 	assert_int_equal(cfs_kvc_put(kv, iov, 48, keys, klen, vals, lens, res), 0);
@@ -402,12 +355,12 @@ static void test_two_processes(void **st)
 		const void *keys[16], *vals[16];
 		size_t kl[16], lens[16];
 		for (int i = 0; i < 16; i++) {
-			keyname(names[i], 1000u + (uint32_t)i);
+			kvt_keyname(names[i], 1000u + (uint32_t)i);
 			keys[i] = names[i];
 			kl[i] = strlen(names[i]);
 			lens[i] = 100u * (uint32_t)(i + 1);
 			vals[i] = (uint8_t *)cfs_iov_base(iov) + (size_t)i * PAGE;
-			fill((uint8_t *)vals[i], lens[i], 1000u + (uint32_t)i, 2);
+			kvt_fill((uint8_t *)vals[i], lens[i], 1000u + (uint32_t)i, 2);
 		}
 		int rc = cfs_kvc_put(kv, iov, 16, keys, kl, vals, lens, res);
 		for (int i = 0; i < 16; i++)
@@ -429,7 +382,7 @@ static void test_two_processes(void **st)
 	size_t kl[16], caps[16];
 	int res[16];
 	for (int i = 0; i < 16; i++) {
-		keyname(names[i], 1000u + (uint32_t)i);
+		kvt_keyname(names[i], 1000u + (uint32_t)i);
 		keys[i] = names[i];
 		kl[i] = strlen(names[i]);
 		bufs[i] = (uint8_t *)cfs_iov_base(iov) + (size_t)i * PAGE;
@@ -438,58 +391,16 @@ static void test_two_processes(void **st)
 	assert_int_equal(cfs_kvc_get(kv, iov, 16, keys, kl, bufs, caps, res), 0);
 	for (int i = 0; i < 16; i++) {
 		assert_int_equal(res[i], 100 * (i + 1));
-		assert_true(self_ok(bufs[i], (size_t)res[i], 1000u + (uint32_t)i));
+		assert_true(kvt_self_ok(bufs[i], (size_t)res[i], 1000u + (uint32_t)i));
 	}
 	cfs_iov_destroy(iov);
 	cfs_kvc_close(kv);
 }
 
-/* Puts of N keys key-(BASE+i) of LEN bytes from KV's iov; RES per key.
- * Returns the call's result. */
+/* kvt_put_n with this file's seed. */
 static int put_n(cfs_kvc *kv, cfs_iov *iov, int n, uint32_t base, size_t len, int *res)
 {
-	struct put_batch b;
-	put_batch_fill(&b, n, cfs_iov_base(iov), NULL, base, len, 3);
-	return cfs_kvc_put(kv, iov, n, b.keys, b.kl, b.vals, b.lens, res);
-}
-
-/* Gets key-(BASE+i) into the iov's second half; RES per key. */
-static int get_n(cfs_kvc *kv, cfs_iov *iov, int n, uint32_t base, int *res)
-{
-	char names[16][32];
-	const void *keys[16];
-	void *bufs[16];
-	size_t kl[16], caps[16];
-	uint8_t *mem = cfs_iov_base(iov);
-	for (int i = 0; i < n; i++) {
-		keyname(names[i], base + (uint32_t)i);
-		keys[i] = names[i];
-		kl[i] = strlen(names[i]);
-		bufs[i] = mem + (size_t)(16 + i) * PAGE;
-		caps[i] = PAGE;
-	}
-	return cfs_kvc_get(kv, iov, n, keys, kl, bufs, caps, res);
-}
-
-/* put_n of N new keys, each of which must be stored. */
-static void put_n_ok(cfs_kvc *kv, cfs_iov *iov, int n, uint32_t base, size_t len)
-{
-	int res[16];
-	assert_int_equal(put_n(kv, iov, n, base, len, res), 0);
-	for (int i = 0; i < n; i++)
-		assert_int_equal(res[i], 0);
-}
-
-/* get_n of N keys put_n stored with LEN bytes: each found, its bytes right. */
-static void get_n_check(cfs_kvc *kv, cfs_iov *iov, int n, uint32_t base, size_t len)
-{
-	int res[16];
-	assert_int_equal(get_n(kv, iov, n, base, res), 0);
-	for (int i = 0; i < n; i++) {
-		assert_int_equal(res[i], (int)len);
-		assert_true(self_ok((uint8_t *)cfs_iov_base(iov) + (size_t)(16 + i) * PAGE, len,
-				    base + (uint32_t)i));
-	}
+	return kvt_put_n(kv, iov, n, base, len, 3, res);
 }
 
 /* Namespace 0 of KV holds USED entries, with no page reserved and none
@@ -530,8 +441,8 @@ static void test_failed_put_releases(void **st)
 		assert_settled(good, 0);
 	}
 	/* Every page is free for the next writer: no -ENOSPC, no eviction. */
-	put_n_ok(good, iov, 8, 200, 1000);
-	get_n_check(good, iov, 8, 200, 1000);
+	kvt_put_n_ok(good, iov, 8, 200, 1000, 3);
+	kvt_get_n_check(good, iov, 8, 200, 1000);
 	assert_settled(good, 8);
 	cfs_iov_destroy(iov);
 	cfs_kvc_close(bad);
@@ -589,8 +500,8 @@ static void test_put_resent(void **st)
 	clock_sleep_ms(500); /* every attempt has run (replies are 400 ms late) */
 	assert_settled(kv, 8);
 	/* The other 8 pages are free: a put of 8 new keys evicts nothing. */
-	put_n_ok(kv, iov, 8, 800, 2000);
-	get_n_check(kv, iov, 8, 700, 3000);
+	kvt_put_n_ok(kv, iov, 8, 800, 2000, 3);
+	kvt_get_n_check(kv, iov, 8, 700, 3000);
 	assert_settled(kv, 16);
 	/* A delete and a create resent the same way answer what their first
 	 * attempt did: the 8 keys deleted (before their tokens: reported
@@ -599,7 +510,7 @@ static void test_put_resent(void **st)
 	const void *keys[8];
 	size_t kl[8];
 	for (int i = 0; i < 8; i++) {
-		keyname(names[i], 700 + (uint32_t)i);
+		kvt_keyname(names[i], 700 + (uint32_t)i);
 		keys[i] = names[i];
 		kl[i] = strlen(names[i]);
 	}
@@ -668,11 +579,11 @@ static void test_bad_namespace(void **st)
 	assert_int_equal(put_n(kv, iov, 4, 900, 100, res), 0);
 	assert_int_equal(cfs_kvc_destroy(env.mnt, "gone", &o), 0);
 	assert_int_equal(put_n(kv, iov, 4, 910, 100, res), -ENOENT);
-	assert_int_equal(get_n(kv, iov, 4, 900, res), -ENOENT);
+	assert_int_equal(kvt_get_n(kv, iov, 4, 900, res), -ENOENT);
 	char name[32];
 	const void *k1[1] = { name };
 	size_t kl1[1];
-	keyname(name, 900);
+	kvt_keyname(name, 900);
 	kl1[0] = strlen(name);
 	assert_int_equal(cfs_kvc_exists(kv, 1, k1, kl1, res), -ENOENT);
 	assert_int_equal(cfs_kvc_delete(kv, 1, k1, kl1, res), -ENOENT);
@@ -680,7 +591,7 @@ static void test_bad_namespace(void **st)
 	assert_int_equal(cfs_kvc_clear(kv), -ENOENT);
 	/* The other namespace is untouched and served. */
 	assert_int_equal(put_n(other, iov, 4, 920, 100, res), 0);
-	assert_int_equal(get_n(other, iov, 4, 920, res), 0);
+	assert_int_equal(kvt_get_n(other, iov, 4, 920, res), 0);
 	for (int i = 0; i < 4; i++)
 		assert_int_equal(res[i], 100);
 	cfs_iov_destroy(iov);
@@ -710,14 +621,14 @@ static void test_ttl(void **st)
 	uint64_t t0 = clock_mono_ms();
 	assert_int_equal(put_n(kv, iov, 4, 300, 500, res), 0);  /* 300 ms */
 	assert_int_equal(put_n(lkv, iov, 4, 400, 500, res), 0); /* a minute */
-	assert_int_equal(get_n(kv, iov, 4, 300, res), 0);
+	assert_int_equal(kvt_get_n(kv, iov, 4, 300, res), 0);
 	for (int i = 0; i < 4 && clock_mono_ms() - t0 < 250; i++) /* else expired */
 		assert_int_equal(res[i], 500);
 	clock_sleep_ms(400);
-	assert_int_equal(get_n(kv, iov, 4, 300, res), 0);
+	assert_int_equal(kvt_get_n(kv, iov, 4, 300, res), 0);
 	for (int i = 0; i < 4; i++)
 		assert_int_equal(res[i], -ENOENT);
-	assert_int_equal(get_n(kv, iov, 4, 400, res), 0);
+	assert_int_equal(kvt_get_n(kv, iov, 4, 400, res), 0);
 	for (int i = 0; i < 4; i++)
 		assert_int_equal(res[i], 500);
 	assert_int_equal(cfs_kvc_stats(kv, 1, &in), 0);
@@ -754,7 +665,7 @@ static void *race_worker(void *arg)
 		int res[8];
 		for (int i = 0; i < 8; i++) {
 			uint32_t k = (uint32_t)rand_r(&seed) % 48; /* 48 keys over 16 pages */
-			keyname(names[i], k);
+			kvt_keyname(names[i], k);
 			keys[i] = names[i];
 			kl[i] = strlen(names[i]);
 			lens[i] = 8 + (size_t)rand_r(&seed) % (PAGE - 8);
@@ -766,7 +677,7 @@ static void *race_worker(void *arg)
 			for (int i = 0; i < 8; i++) {
 				uint32_t k;
 				sscanf(names[i], "key-%x", &k);
-				fill((uint8_t *)vals[i], lens[i], k, (uint32_t)rand_r(&seed));
+				kvt_fill((uint8_t *)vals[i], lens[i], k, (uint32_t)rand_r(&seed));
 			}
 			if (cfs_kvc_put(R.kv, R.iov, 8, keys, kl, vals, lens, res) == 0)
 				for (int i = 0; i < 8; i++) {
@@ -787,7 +698,7 @@ static void *race_worker(void *arg)
 				sscanf(names[i], "key-%x", &k);
 				if (res[i] < 0) {
 					atomic_fetch_add(&R.misses, 1);
-				} else if (self_ok(bufs[i], (size_t)res[i], k)) {
+				} else if (kvt_self_ok(bufs[i], (size_t)res[i], k)) {
 					atomic_fetch_add(&R.hits, 1);
 				} else {
 					atomic_fetch_add(&R.bad, 1);
@@ -855,8 +766,9 @@ static void test_kill9_writer(void **st)
 		if (cfs_kvc_open(env.mnt, "k9", &o, &kv) ||
 		    cfs_iov_create(env.mnt, 8 * PAGE, 0, -1, &iov))
 			_exit(2);
-		struct put_batch b;
-		put_batch_fill(&b, 8, cfs_iov_base(iov), NULL, 500, PAGE, 3);
+		struct kvt_batch b;
+		kvt_batch_keys(&b, 8, NULL, 500);
+		kvt_batch_vals(&b, cfs_iov_base(iov), PAGE, 3);
 		cfs_kvc_put(kv, iov, 8, b.keys, b.kl, b.vals, b.lens, res);
 		_exit(3); /* not reached: the hook kills the process */
 	}
@@ -876,9 +788,10 @@ static void test_kill9_writer(void **st)
 	assert_int_equal(in.reclaimed, 8);
 	/* All 8 pages are usable again. */
 	assert_int_equal(cfs_iov_create(env.mnt, 8 * PAGE, 0, -1, &iov), 0);
-	struct put_batch b;
+	struct kvt_batch b;
 	int res[8];
-	put_batch_fill(&b, 8, cfs_iov_base(iov), NULL, 600, 4096, 4);
+	kvt_batch_keys(&b, 8, NULL, 600);
+	kvt_batch_vals(&b, cfs_iov_base(iov), 4096, 4);
 	assert_int_equal(cfs_kvc_put(kv, iov, 8, b.keys, b.kl, b.vals, b.lens, res), 0);
 	for (int i = 0; i < 8; i++)
 		assert_int_equal(res[i], 0);
@@ -897,66 +810,6 @@ static void test_kill9_writer(void **st)
  * process kills meta, restarts it with `chainfs up`, then a storage
  * service, and at the end reads every acknowledged id back. */
 
-static void writer_child(const char *acks, const char *stopf)
-{
-	struct cfs_kvc_opts o = opts();
-	cfs_kvc *kv;
-	cfs_iov *iov;
-	int fd = open(acks, O_WRONLY | O_APPEND | O_CREAT, 0644);
-	if (fd < 0 || cfs_kvc_open(env.mnt, "dur", &o, &kv) ||
-	    cfs_iov_create(env.mnt, 8 * PAGE, 0, -1, &iov))
-		_exit(2);
-	uint8_t *mem = cfs_iov_base(iov);
-	uint32_t next = 0;
-	while (access(stopf, F_OK) != 0 && next < 40000) {
-		struct put_batch b;
-		int res[8];
-		uint32_t ids[8], ok[8];
-		int nok = 0;
-		for (int i = 0; i < 8; i++)
-			ids[i] = 10000u + next++;
-		put_batch_fill(&b, 8, mem, ids, 0, 8192, 5);
-		if (cfs_kvc_put(kv, iov, 8, b.keys, b.kl, b.vals, b.lens, res))
-			continue;
-		for (int i = 0; i < 8; i++)
-			if (res[i] == 0)
-				ok[nok++] = ids[i];
-		if (nok && write(fd, ok, (size_t)nok * 4) != (ssize_t)nok * 4)
-			_exit(4);
-	}
-	cfs_iov_destroy(iov);
-	cfs_kvc_close(kv);
-	_exit(0);
-}
-
-static long acked(const char *acks)
-{
-	struct stat st;
-	return stat(acks, &st) == 0 ? (long)st.st_size / 4 : 0;
-}
-
-static void restart_cluster(void)
-{
-	assert_int_equal(integ_up_again(&env, "kvc-up-again"), 0);
-}
-
-static void kill_role_under_load(const char *acks, const char *role)
-{
-	long before = acked(acks);
-	uint64_t end = clock_mono_ms() + 60000;
-	while (acked(acks) < before + 64 && clock_mono_ms() < end)
-		clock_sleep_ms(20);
-	assert_true(acked(acks) >= before + 64);
-	integ_kill9(&env, role);
-	clock_sleep_ms(300);
-	restart_cluster();
-	long mid = acked(acks);
-	end = clock_mono_ms() + 90000;
-	while (acked(acks) < mid + 64 && clock_mono_ms() < end)
-		clock_sleep_ms(50);
-	assert_true(acked(acks) >= mid + 64); /* puts go on after the restart */
-}
-
 static void test_kill9_meta_and_storage(void **st)
 {
 	(void)st;
@@ -965,57 +818,15 @@ static void test_kill9_meta_and_storage(void **st)
 	snprintf(acks, sizeof(acks), "%s/kvc-acks", env.dir);
 	snprintf(stopf, sizeof(stopf), "%s/kvc-stop", env.dir);
 	assert_int_equal(cfs_kvc_create(env.mnt, "dur", "kv/dur", PAGE, 4096 * PAGE, 8, &o), 0);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0)
-		writer_child(acks, stopf);
-	kill_role_under_load(acks, "meta");
-	kill_role_under_load(acks, "storage2");
-	FILE *f = fopen(stopf, "w");
-	assert_non_null(f);
-	fclose(f);
-	int status;
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-	uint64_t t0 = clock_mono_ms();
-	while (!integ_all_serving(&env) && clock_mono_ms() - t0 < 60000)
-		clock_sleep_ms(200);
-	/* Every acknowledged put reads back with its bytes. */
-	long n = acked(acks);
-	uint32_t *ids = calloc((size_t)n + 1, 4);
-	f = fopen(acks, "rb");
-	assert_non_null(f);
-	assert_int_equal(fread(ids, 4, (size_t)n, f), (size_t)n);
-	fclose(f);
-	cfs_kvc *kv;
-	cfs_iov *rd;
-	int lost = 0;
-	assert_int_equal(cfs_kvc_open(env.mnt, "dur", &o, &kv), 0);
-	assert_int_equal(cfs_iov_create(env.mnt, 64 * PAGE, 0, -1, &rd), 0);
-	for (long i = 0; i < n; i += 64) {
-		int m = n - i < 64 ? (int)(n - i) : 64, res[64];
-		char names[64][32];
-		const void *keys[64];
-		void *bufs[64];
-		size_t kl[64], caps[64];
-		for (int j = 0; j < m; j++) {
-			keyname(names[j], ids[i + j]);
-			keys[j] = names[j];
-			kl[j] = strlen(names[j]);
-			bufs[j] = (uint8_t *)cfs_iov_base(rd) + (size_t)j * PAGE;
-			caps[j] = PAGE;
-		}
-		assert_int_equal(cfs_kvc_get(kv, rd, m, keys, kl, bufs, caps, res), 0);
-		for (int j = 0; j < m; j++)
-			if (res[j] != 8192 || !self_ok(bufs[j], 8192, ids[i + j]))
-				lost++;
-	}
-	printf("durability: %ld acknowledged puts, %d lost\n", n, lost);
+	struct kvt_writer w = { .mnt = env.mnt, .o = &o, .ns = "dur", .acks = acks,
+				.stopf = stopf, .id0 = 10000, .max_ids = 40000, .len = 8192 };
+	pid_t pid = kvt_writer_start(&w);
+	kvt_kill_under_load(&env, acks, "meta", 64, LONG_MAX);
+	kvt_kill_under_load(&env, acks, "storage2", 64, LONG_MAX);
+	long n, lost = kvt_writer_lost(&w, pid, &env, &n);
+	printf("durability: %ld acknowledged puts, %ld lost\n", n, lost);
 	assert_true(n > 128);
 	assert_int_equal(lost, 0);
-	free(ids);
-	cfs_iov_destroy(rd);
-	cfs_kvc_close(kv);
 }
 
 int main(void)

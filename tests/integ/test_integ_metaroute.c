@@ -42,20 +42,6 @@
 static struct integ env;
 static pid_t meta2;
 
-/* 1 when file PATH contains NEEDLE. */
-static int file_has(const char *path, const char *needle)
-{
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return 0;
-	char line[2048];
-	int found = 0;
-	while (!found && fgets(line, sizeof(line), f))
-		found = strstr(line, needle) != NULL;
-	fclose(f);
-	return found;
-}
-
 struct log_wait {
 	char path[700];
 	char needle[128];
@@ -64,7 +50,7 @@ struct log_wait {
 static int log_has(void *arg)
 {
 	struct log_wait *w = arg;
-	return file_has(w->path, w->needle);
+	return testenv_file_has(w->path, w->needle);
 }
 
 static int port_open(void *arg)
@@ -177,8 +163,8 @@ static void test_late_meta_failover(void **state)
 		clock_sleep_ms(20);
 	assert_false(testenv_alive(meta2));
 	meta2 = 0;
-	assert_false(file_has(log2, "ERROR: AddressSanitizer"));
-	assert_false(file_has(log2, "runtime error:"));
+	assert_false(testenv_file_has(log2, "ERROR: AddressSanitizer"));
+	assert_false(testenv_file_has(log2, "runtime error:"));
 }
 
 static void drop_meta2(void)

@@ -57,18 +57,6 @@
 
 static struct integ env;
 
-static int file_has(const char *path, const char *needle)
-{
-	char buf[8192];
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return 0;
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = 0;
-	return strstr(buf, needle) != NULL;
-}
-
 static void pattern(uint8_t *buf, uint32_t seed, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -147,7 +135,7 @@ static void test_up_after_meta_kill9(void **state)
 	assert_int_equal(integ_up_again(&env, "up-after-meta-kill"), 0);
 	char log[700];
 	snprintf(log, sizeof(log), "%s/up-after-meta-kill.out", env.dir);
-	assert_true(file_has(log, "mount") && file_has(log, "already running"));
+	assert_true(testenv_file_has(log, "mount") && testenv_file_has(log, "already running"));
 	assert_int_equal(integ_role_pid(&env, "mount"), mount_pid);
 	assert_true(integ_pid_alive(mount_pid));
 	assert_int_not_equal(integ_role_pid(&env, "meta"), meta_pid);

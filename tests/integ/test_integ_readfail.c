@@ -121,11 +121,7 @@ static void test_kill9_storage_under_readers(void **state)
 	assert_non_null(data);
 	for (size_t i = 0; i < len; i++)
 		data[i] = pattern(i);
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, data, len), (ssize_t)len);
-	assert_int_equal(fsync(fd), 0);
-	assert_int_equal(close(fd), 0);
+	integ_write_file(path, data, len);
 	free(data);
 
 	struct reader rd[READERS];

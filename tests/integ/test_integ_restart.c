@@ -214,14 +214,7 @@ static void test_storage_port_taken(void **state)
 /* SIGTERM to the mount process unmounts cleanly and ends it. */
 static void test_mount_sigterm(void **state)
 {
-	char pidf[700];
-	int pid = 0;
-	unsigned long long start = 0;
-	snprintf(pidf, sizeof(pidf), "%s/pids/mount.pid", env.data);
-	FILE *f = fopen(pidf, "r");
-	assert_non_null(f);
-	assert_int_equal(fscanf(f, "%d %llu", &pid, &start), 2);
-	fclose(f);
+	int pid = integ_role_pid(&env, "mount");
 	assert_true(pid > 1);
 	assert_int_equal(kill(pid, SIGTERM), 0);
 	struct stat a, b;
@@ -233,22 +226,10 @@ static void test_mount_sigterm(void **state)
 		unmounted = stat(env.mnt, &a) == 0 && stat(parent, &b) == 0 && a.st_dev == b.st_dev;
 	}
 	assert_true(unmounted);
-	char proc[64];
-	int gone = 0;
+	int gone = !integ_pid_alive(pid);
 	for (int i = 0; i < 500 && !gone; i++) {
-		char st[1024] = {0};
-		snprintf(proc, sizeof(proc), "/proc/%d/stat", pid);
-		FILE *pf = fopen(proc, "r");
-		if (!pf) {
-			gone = 1;
-			break;
-		}
-		size_t n = fread(st, 1, sizeof(st) - 1, pf);
-		fclose(pf);
-		char *e = strrchr(st, ')');
-		gone = n && e && (e[2] == 'Z' || e[2] == 'X');
-		if (!gone)
-			usleep(20000);
+		usleep(20000);
+		gone = !integ_pid_alive(pid);
 	}
 	assert_true(gone);
 }

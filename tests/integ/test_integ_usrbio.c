@@ -448,6 +448,12 @@ static void test_bad_inputs(void **state)
 	snprintf(l, sizeof(l), "%s/3fs-virt/somefile", env.mnt);
 	assert_int_equal(mkdir(l, 0755), -1);
 	assert_int_equal(errno, EPERM);
+	/* Links are made only in iovs; nothing virtual changes its attributes. */
+	assert_int_equal(symlink("/dev/shm/x", l), -1);
+	assert_int_equal(errno, EPERM);
+	snprintf(l, sizeof(l), "%s/3fs-virt/iovs", env.mnt);
+	assert_int_equal(chmod(l, 0700), -1);
+	assert_int_equal(errno, EPERM);
 	cfs_dereg_fd(fd);
 	close(fd);
 	close(devnull);

@@ -58,6 +58,27 @@ int etcd_cluster_available(void)
 	return access(etcd_bin(), X_OK) == 0;
 }
 
+void etcd_cluster_require(void)
+{
+	if (etcd_cluster_available())
+		return;
+	fprintf(stderr, "etcd binary %s not found: skipped\n", etcd_bin());
+	exit(77);
+}
+
+int etcd_cluster_group_start(struct etcd_cluster **cl)
+{
+	etcd_cluster_require();
+	return etcd_cluster_start(NULL, cl) ? -1 : 0;
+}
+
+int etcd_cluster_group_stop(struct etcd_cluster **cl)
+{
+	etcd_cluster_stop(*cl);
+	*cl = NULL;
+	return 0;
+}
+
 static pid_t spawn_member(struct etcd_cluster *c, int i)
 {
 	struct member *m = &c->m[i];

@@ -24,6 +24,17 @@ struct etcd_cluster_opts {
 /* 1 when the etcd binary exists and runs (else tests exit 77). */
 int etcd_cluster_available(void);
 
+/* Exits 77 after a message when the etcd binary is missing: the one
+ * reason an etcd test skips. */
+void etcd_cluster_require(void);
+/* The group setup and teardown of a cmocka group whose tests share one
+ * cluster of default options: etcd_cluster_group_start runs
+ * etcd_cluster_require, then starts the cluster into *CL and returns 0,
+ * or -1 (a failed cmocka setup) when it does not start;
+ * etcd_cluster_group_stop stops *CL, sets it NULL and returns 0. */
+int etcd_cluster_group_start(struct etcd_cluster **cl);
+int etcd_cluster_group_stop(struct etcd_cluster **cl);
+
 /* Starts the cluster and waits (up to 30 s) for a leader. OPTS may be NULL.
  * Retries with new ports when a member dies at startup (port race).
  * 0 and *out, or -errno / -CFS_EUNAVAIL with the member logs kept. */

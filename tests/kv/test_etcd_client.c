@@ -28,23 +28,9 @@
 
 static struct etcd_cluster *cl;
 
-static int group_setup(void **state)
-{
-	(void)state;
-	if (!etcd_cluster_available()) {
-		fprintf(stderr, "etcd binary not found: skipping\n");
-		exit(77);
-	}
-	return etcd_cluster_start(NULL, &cl) ? -1 : 0;
-}
+static int group_setup(void **state) { return etcd_cluster_group_start(&cl); }
 
-static int group_teardown(void **state)
-{
-	(void)state;
-	etcd_cluster_stop(cl);
-	cl = NULL;
-	return 0;
-}
+static int group_teardown(void **state) { return etcd_cluster_group_stop(&cl); }
 
 static struct etcdc *client(int op_timeout_ms)
 {

@@ -245,10 +245,7 @@ static void test_kill_members_during_stream(void **state)
 
 int main(void)
 {
-	if (!etcd_cluster_available()) {
-		fprintf(stderr, "etcd binary not found: skipping\n");
-		return 77;
-	}
+	etcd_cluster_require();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_kill_members_during_stream),
 	};

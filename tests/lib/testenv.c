@@ -225,6 +225,57 @@ int testenv_read_file(const char *path, char *out, size_t outlen)
 	return (int)n;
 }
 
+int testenv_admin_v(const struct testenv_admin *a, char *out, size_t outlen, const char *cmd,
+		    va_list ap)
+{
+	char *argv[32];
+	int n = 0;
+	argv[n++] = (char *)testenv_chainfs();
+	argv[n++] = "admin";
+	argv[n++] = (char *)cmd;
+	argv[n++] = "--mgmtd";
+	argv[n++] = (char *)a->mgmtd;
+	argv[n++] = "--cluster-id";
+	argv[n++] = (char *)a->cluster_id;
+	argv[n++] = "--secret-file";
+	argv[n++] = (char *)a->secret_path;
+	if (a->timeout_ms) {
+		argv[n++] = "--timeout-ms";
+		argv[n++] = (char *)a->timeout_ms;
+	}
+	for (const char *x; (x = va_arg(ap, const char *)) && n < 31;)
+		argv[n++] = (char *)x;
+	argv[n] = NULL;
+	unlink(a->log);
+	int st = testenv_run(argv, NULL, a->log, 20000);
+	if (out && outlen)
+		testenv_read_file(a->log, out, outlen);
+	return st;
+}
+
+void testenv_write_secret(const char *dir, const char *secret, char *path, size_t cap)
+{
+	snprintf(path, cap, "%s/secret", dir);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	size_t n = strlen(secret);
+	if (fd < 0 || write(fd, secret, n) != (ssize_t)n || write(fd, "\n", 1) != 1 ||
+	    close(fd) < 0)
+		die(path);
+}
+
+int testenv_file_has(const char *path, const char *needle)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	char line[2048];
+	int found = 0;
+	while (!found && fgets(line, sizeof(line), f))
+		found = strstr(line, needle) != NULL;
+	fclose(f);
+	return found;
+}
+
 static int forget(pid_t pid)
 {
 	for (int i = 0; i < nchildren; i++) {

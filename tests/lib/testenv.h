@@ -10,6 +10,7 @@
 #ifndef CFS_TESTS_TESTENV_H
 #define CFS_TESTS_TESTENV_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -42,6 +43,30 @@ int testenv_run(char *const argv[], const char *cwd, const char *logpath, int ti
 /* Up to OUTLEN - 1 bytes of PATH into OUT, NUL-terminated; returns the
  * count, or -1 (OUT empty) when PATH cannot be opened. OUTLEN > 0. */
 int testenv_read_file(const char *path, char *out, size_t outlen);
+/* Where `chainfs admin` finds a cluster, for testenv_admin_v. */
+struct testenv_admin {
+	const char *mgmtd;       /* --mgmtd ADDR[,ADDR...] */
+	const char *cluster_id;  /* --cluster-id */
+	const char *secret_path; /* --secret-file */
+	const char *timeout_ms;  /* --timeout-ms, or NULL: admin's default */
+	const char *log;         /* the command's output (replaced each call) */
+};
+/* Runs `chainfs admin CMD --mgmtd ... [--timeout-ms T] ARGS...` (AP: up
+ * to 20 more const char * arguments, then NULL) to its end, at most 20 s,
+ * with its output in A->log and, when OUT is not NULL, up to OUTLEN - 1
+ * bytes of it in OUT. Returns the exit status, or -1 (killed). */
+int testenv_admin_v(const struct testenv_admin *a, char *out, size_t outlen, const char *cmd,
+		    va_list ap);
+/* Writes the cluster secret SECRET and a newline (which readers drop:
+ * net/auth.h) to DIR/secret, mode 0600, and its path into PATH (CAP
+ * bytes): the file every --secret-file argument of a test names. Aborts
+ * when it cannot be written. */
+void testenv_write_secret(const char *dir, const char *secret, char *path, size_t cap);
+/* 1 when a line of file PATH holds NEEDLE (no newline in it; a line is
+ * searched in pieces of up to 2 KiB, so a needle across a piece boundary
+ * of a longer line is missed), 0 otherwise or when PATH cannot be opened.
+ * For logs: whether a process said something yet. */
+int testenv_file_has(const char *path, const char *needle);
 /* Sends SIG to PID and, for SIGKILL/SIGTERM, reaps it (waits up to 10 s).
  * Returns the wait status, or -1 when the process was not ours. */
 int testenv_kill(pid_t pid, int sig);

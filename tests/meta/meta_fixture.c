@@ -187,6 +187,32 @@ meta_ctx *fx_meta(struct fx *f, uint64_t instance)
 	return m;
 }
 
+int fx_setup_meta(struct fx *f, meta_ctx **m)
+{
+	fx_setup(f);
+	*m = fx_meta(f, 1);
+	return 0;
+}
+
+int fx_teardown_meta(struct fx *f, meta_ctx **m)
+{
+	meta_free(*m);
+	*m = NULL;
+	fx_teardown(f);
+	return 0;
+}
+
+void fx_assert_fsck_clean(const struct meta_fsck_report *r)
+{
+	assert_int_equal(r->dangling_dentries, 0);
+	assert_int_equal(r->nlink_mismatch, 0);
+	assert_int_equal(r->dir_nlink_mismatch, 0);
+	assert_int_equal(r->orphan_inodes, 0);
+	assert_int_equal(r->bad_parent, 0);
+	assert_int_equal(r->unreachable_dirs, 0);
+	assert_int_equal(r->corrupt_records, 0);
+}
+
 struct meta_req *fx_req(uint64_t client)
 {
 	static atomic_ullong seq = 1;

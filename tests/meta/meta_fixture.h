@@ -54,6 +54,16 @@ void fx_teardown(struct fx *f);
 extern uint32_t fx_idata_max;
 /* A meta instance over F with INSTANCE id; formats the root. */
 meta_ctx *fx_meta(struct fx *f, uint64_t instance);
+/* The setup/teardown pair of a test over one meta instance: fx_setup(F)
+ * and *M = fx_meta(F, 1); then meta_free(*M), *M = NULL and
+ * fx_teardown(F). Both return 0, what a cmocka setup returns for success
+ * (a failed setup aborts, as fx_meta does). */
+int fx_setup_meta(struct fx *f, meta_ctx **m);
+int fx_teardown_meta(struct fx *f, meta_ctx **m);
+/* Asserts that fsck report R found no damage: no dangling dentries, nlink
+ * mismatches of files or directories, orphan inodes, bad parents,
+ * unreachable directories or corrupt records. */
+void fx_assert_fsck_clean(const struct meta_fsck_report *r);
 
 /* Fake storage: a client wrote chunk (ino, index) with LEN bytes on CHAIN. */
 void fx_put_chunk(struct fx_storage *s, uint32_t chain, uint64_t ino, uint32_t index,

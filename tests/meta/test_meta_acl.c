@@ -72,20 +72,9 @@ static void test_values(void **state)
 	assert_int_equal(mode, 0751);
 }
 
-static int setup(void **state)
-{
-	fx_setup(&F);
-	M = fx_meta(&F, 1);
-	return 0;
-}
+static int setup(void **state) { return fx_setup_meta(&F, &M); }
 
-static int teardown(void **state)
-{
-	meta_free(M);
-	M = NULL;
-	fx_teardown(&F);
-	return 0;
-}
+static int teardown(void **state) { return fx_teardown_meta(&F, &M); }
 
 static void test_meta_acls(void **state)
 {

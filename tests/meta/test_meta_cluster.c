@@ -376,18 +376,6 @@ static int node_failed(void *arg)
 	return failed;
 }
 
-static int log_has(const char *path, const char *needle)
-{
-	char line[1024];
-	int found = 0;
-	FILE *f = fopen(path, "r");
-	while (f && !found && fgets(line, sizeof(line), f))
-		found = strstr(line, needle) != NULL;
-	if (f)
-		fclose(f);
-	return found;
-}
-
 static void test_dead_client_sessions(void **state)
 {
 	char err[256], report[700], clog[700];
@@ -459,7 +447,7 @@ static void test_dead_client_sessions(void **state)
 		assert_int_equal(chains_holding(ino_victim), 1);
 	assert_true(testenv_wait(node_failed, &node, WAIT_MS));
 	assert_true(testenv_wait(gone, &ino_victim, WAIT_MS));
-	assert_true(log_has(meta_log, "session prune: dropped="));
+	assert_true(testenv_file_has(meta_log, "session prune: dropped="));
 
 	/* The live and the unmanaged sessions were kept through all that. */
 	assert_int_equal(chains_holding(ino_live), 1);

@@ -211,12 +211,7 @@ static void check_fsck(meta_ctx *m, int expect_gc_empty)
 {
 	struct meta_fsck_report r;
 	assert_int_equal(meta_fsck(m, NULL, 0, &r), 0);
-	assert_int_equal(r.dangling_dentries, 0);
-	assert_int_equal(r.nlink_mismatch, 0);
-	assert_int_equal(r.orphan_inodes, 0);
-	assert_int_equal(r.bad_parent, 0);
-	assert_int_equal(r.unreachable_dirs, 0);
-	assert_int_equal(r.corrupt_records, 0);
+	fx_assert_fsck_clean(&r);
 	if (expect_gc_empty)
 		assert_int_equal(r.gc_pending, 0);
 }

@@ -151,11 +151,7 @@ static void test_rm_reclaims_chunks(void **state)
 	for (size_t i = 0; i < n; i++)
 		data[i] = (uint8_t)(i * 13 + 5);
 	integ_path(&env, "gcfile", f, sizeof(f));
-	int fd = open(f, O_CREAT | O_WRONLY | O_TRUNC, 0644);
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, data, n), (ssize_t)n);
-	assert_int_equal(fsync(fd), 0);
-	assert_int_equal(close(fd), 0);
+	integ_write_file(f, data, n);
 	free(data);
 	struct stat st;
 	assert_int_equal(stat(f, &st), 0);

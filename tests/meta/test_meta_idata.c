@@ -31,8 +31,7 @@ static uint64_t olen;
 static int setup(void **state)
 {
 	fx_idata_max = T;
-	fx_setup(&F);
-	M = fx_meta(&F, 1);
+	fx_setup_meta(&F, &M);
 	memset(oracle, 0, sizeof(oracle));
 	olen = 0;
 	return 0;
@@ -40,9 +39,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-	meta_free(M);
-	M = NULL;
-	fx_teardown(&F);
+	fx_teardown_meta(&F, &M);
 	fx_idata_max = 0;
 	return 0;
 }

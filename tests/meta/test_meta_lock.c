@@ -178,20 +178,9 @@ static void test_codec(void **state)
 
 /* ---- over the KV store ---- */
 
-static int setup(void **state)
-{
-	fx_setup(&F);
-	M = fx_meta(&F, 1);
-	return 0;
-}
+static int setup(void **state) { return fx_setup_meta(&F, &M); }
 
-static int teardown(void **state)
-{
-	meta_free(M);
-	M = NULL;
-	fx_teardown(&F);
-	return 0;
-}
+static int teardown(void **state) { return fx_teardown_meta(&F, &M); }
 
 static void test_kv_set_get_release(void **state)
 {

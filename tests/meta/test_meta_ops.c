@@ -30,20 +30,9 @@ static const struct meta_cred BOB = { 1001, 1001, 0, NULL };
 static const uint32_t CAROL_GROUPS[] = { 1000, 500 };
 static const struct meta_cred CAROL = { 1002, 2000, 2, CAROL_GROUPS };
 
-static int setup(void **state)
-{
-	fx_setup(&F);
-	M = fx_meta(&F, 1);
-	return 0;
-}
+static int setup(void **state) { return fx_setup_meta(&F, &M); }
 
-static int teardown(void **state)
-{
-	meta_free(M);
-	M = NULL;
-	fx_teardown(&F);
-	return 0;
-}
+static int teardown(void **state) { return fx_teardown_meta(&F, &M); }
 
 /* meta_session_prune callback: dead unless in ARG, a 0-terminated id list. */
 static int not_in_list(void *arg, uint64_t client)
@@ -85,13 +74,7 @@ static void assert_clean(void)
 {
 	struct meta_fsck_report r;
 	assert_int_equal(meta_fsck(M, NULL, 0, &r), 0);
-	assert_int_equal(r.dangling_dentries, 0);
-	assert_int_equal(r.nlink_mismatch, 0);
-	assert_int_equal(r.orphan_inodes, 0);
-	assert_int_equal(r.bad_parent, 0);
-	assert_int_equal(r.unreachable_dirs, 0);
-	assert_int_equal(r.corrupt_records, 0);
-	assert_int_equal(r.dir_nlink_mismatch, 0);
+	fx_assert_fsck_clean(&r);
 }
 
 static void test_create_lookup(void **state)

@@ -40,20 +40,9 @@ static meta_ctx *M;
 static const struct meta_cred ALICE = { 1000, 1000, 0, NULL };
 static const struct meta_cred BOB = { 1001, 1001, 0, NULL };
 
-static int setup(void **state)
-{
-	fx_setup(&F);
-	M = fx_meta(&F, 1);
-	return 0;
-}
+static int setup(void **state) { return fx_setup_meta(&F, &M); }
 
-static int teardown(void **state)
-{
-	meta_free(M);
-	M = NULL;
-	fx_teardown(&F);
-	return 0;
-}
+static int teardown(void **state) { return fx_teardown_meta(&F, &M); }
 
 static struct meta_inode *attr(uint64_t ino)
 {

@@ -98,15 +98,9 @@ static void start_instance(int i)
 /* 1 when instance I's log has a line containing NEEDLE. */
 static int log_has(int i, const char *needle)
 {
-	char path[600], line[1024];
-	int found = 0;
+	char path[600];
 	snprintf(path, sizeof(path), "%s/meta%d.log", dir, i);
-	FILE *f = fopen(path, "r");
-	while (f && !found && fgets(line, sizeof(line), f))
-		found = strstr(line, needle) != NULL;
-	if (f)
-		fclose(f);
-	return found;
+	return testenv_file_has(path, needle);
 }
 
 /* A client of the N instances at A whose calls retry for RETRY_MS. */
@@ -134,11 +128,7 @@ static int setup(void **state)
 {
 	const char *env = getenv("CFS_META_SVC_KV");
 	dir = testenv_tmpdir("meta_service");
-	snprintf(secret_path, sizeof(secret_path), "%s/secret", dir);
-	FILE *f = fopen(secret_path, "w");
-	assert_non_null(f);
-	fputs(SECRET, f);
-	fclose(f);
+	testenv_write_secret(dir, SECRET, secret_path, sizeof(secret_path));
 #ifdef META_SVC_TEST_ETCD
 	struct etcd_cluster_opts eo = { .members = 1 };
 	assert_int_equal(etcd_cluster_start(&eo, &etcd), 0);
@@ -705,10 +695,7 @@ int main(int argc, char **argv)
 	if (argc > 2)
 		cmocka_set_test_filter(argv[2]);
 #ifdef META_SVC_TEST_ETCD
-	if (!etcd_cluster_available()) {
-		fprintf(stderr, "no etcd binary: skipped\n");
-		return 77;
-	}
+	etcd_cluster_require();
 #endif
 	log_set_sink(NULL, NULL);
 	const struct CMUnitTest tests[] = {

@@ -97,11 +97,7 @@ static void test_mgmtd(void **state)
 	char err[256];
 
 	dir = testenv_tmpdir("meta_mgmtd");
-	snprintf(secret_path, sizeof(secret_path), "%s/secret", dir);
-	FILE *f = fopen(secret_path, "w");
-	assert_non_null(f);
-	fputs(SECRET, f);
-	fclose(f);
+	testenv_write_secret(dir, SECRET, secret_path, sizeof(secret_path));
 	snprintf(kv_mgmtd, sizeof(kv_mgmtd), "lmdb://%s/mgmtd", dir);
 	snprintf(kv_meta, sizeof(kv_meta), "lmdb://%s/meta?sync=nometa", dir);
 	snprintf(maddr, sizeof(maddr), "127.0.0.1:%u", mport);

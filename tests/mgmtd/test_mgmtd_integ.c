@@ -71,11 +71,7 @@ struct mgmtd_proc {
 static void env_init(struct env *e, const char *tag)
 {
 	e->dir = testenv_tmpdir(tag);
-	snprintf(e->secret_path, sizeof(e->secret_path), "%s/secret", e->dir);
-	FILE *f = fopen(e->secret_path, "w");
-	assert_non_null(f);
-	fputs(SECRET "\n", f);
-	fclose(f);
+	testenv_write_secret(e->dir, SECRET, e->secret_path, sizeof(e->secret_path));
 #ifdef MGMTD_TEST_ETCD
 	static int seq;
 	char prefix[64];
@@ -147,37 +143,21 @@ static void env_fini(struct env *e)
 static int admin(struct env *e, const char *addrs, char *out, size_t outlen, const char *cmd, ...)
 {
 	char path[700];
-	char *argv[32];
-	int n = 0;
-	va_list ap;
 	snprintf(path, sizeof(path), "%s/admin.out", e->dir);
-	argv[n++] = (char *)testenv_chainfs();
-	argv[n++] = "admin";
-	argv[n++] = (char *)cmd;
-	argv[n++] = "--mgmtd";
-	argv[n++] = (char *)addrs;
-	argv[n++] = "--cluster-id";
-	argv[n++] = CLUSTER;
-	argv[n++] = "--secret-file";
-	argv[n++] = e->secret_path;
+	struct testenv_admin a = { .mgmtd = addrs, .cluster_id = CLUSTER,
+				   .secret_path = e->secret_path, .log = path };
 #ifdef MGMTD_TEST_ETCD
 	/* On etcd a fresh mgmtd's election (lease grant, campaign, state
 	 * load) and each admin write are etcd round trips with fsyncs: at
 	 * load 40 they passed admin's 3 s default and init-cluster exited 1
 	 * ("not primary ... election under way"). mgmtd_conn waits for the
 	 * election until this deadline; refusals still end at once. */
-	argv[n++] = "--timeout-ms";
-	argv[n++] = "15000";
+	a.timeout_ms = "15000";
 #endif
+	va_list ap;
 	va_start(ap, cmd);
-	for (const char *a; (a = va_arg(ap, const char *)) && n < 31;)
-		argv[n++] = (char *)a;
+	int st = testenv_admin_v(&a, out, outlen, cmd, ap);
 	va_end(ap);
-	argv[n] = NULL;
-	unlink(path);
-	int st = testenv_run(argv, NULL, path, 20000);
-	if (out)
-		testenv_read_file(path, out, outlen);
 	if (st) { /* say why in the test output */
 		char cmdl[800];
 		snprintf(cmdl, sizeof(cmdl), "sed 's/^/admin %s: /' %s >&2", cmd, path);
@@ -795,10 +775,7 @@ int main(void)
 	log_set_level(LOG_LVL_ERR);
 	signal(SIGPIPE, SIG_IGN);
 #ifdef MGMTD_TEST_ETCD
-	if (!etcd_cluster_available()) {
-		fprintf(stderr, "no etcd binary: skipped\n");
-		return 77;
-	}
+	etcd_cluster_require();
 	struct etcd_cluster_opts eo = { .members = 1 };
 	if (etcd_cluster_start(&eo, &etcd)) {
 		fprintf(stderr, "etcd cluster did not start\n");

@@ -62,13 +62,8 @@ static void start_server(void)
 static int setup(void **state)
 {
 	dir = testenv_tmpdir("net-rpc");
-	snprintf(secret_path, sizeof(secret_path), "%s/secret", dir);
+	testenv_write_secret(dir, SECRET, secret_path, sizeof(secret_path));
 	snprintf(log_path, sizeof(log_path), "%s/server.log", dir);
-	FILE *f = fopen(secret_path, "w");
-	if (!f)
-		return -1;
-	fprintf(f, "%s\n", SECRET);
-	fclose(f);
 	port = testenv_free_port();
 	snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
 	start_server();
@@ -293,21 +288,11 @@ static void test_deadlines(void **state)
 
 /* ---- authentication ---- */
 
-static int log_has(const char *needle)
+static int log_has_secret(void *arg) { return testenv_file_has(log_path, "reason=wrong secret"); }
+static int log_has_cluster(void *arg)
 {
-	FILE *f = fopen(log_path, "r");
-	char line[1024];
-	int found = 0;
-	if (!f)
-		return 0;
-	while (!found && fgets(line, sizeof(line), f))
-		found = strstr(line, needle) != NULL;
-	fclose(f);
-	return found;
+	return testenv_file_has(log_path, "reason=cluster id mismatch");
 }
-
-static int log_has_secret(void *arg) { return log_has("reason=wrong secret"); }
-static int log_has_cluster(void *arg) { return log_has("reason=cluster id mismatch"); }
 
 static void test_wrong_secret_and_cluster(void **state)
 {

@@ -44,11 +44,7 @@ void stor_cluster_init(struct stor_cluster *c, const char *tag, int nodes, int t
 	c->n = nodes;
 	c->targets_per_node = targets_per_node;
 	c->hb_timeout_ms = hb_timeout_ms;
-	snprintf(c->secret_path, sizeof(c->secret_path), "%s/secret", c->dir);
-	FILE *f = fopen(c->secret_path, "w");
-	assert_non_null(f);
-	fputs(SC_SECRET "\n", f);
-	fclose(f);
+	testenv_write_secret(c->dir, SC_SECRET, c->secret_path, sizeof(c->secret_path));
 	snprintf(c->kv_url, sizeof(c->kv_url), "lmdb://%s/kv", c->dir);
 	for (int i = 0; i < nodes; i++) {
 		struct sc_node *n = &c->node[i];
@@ -171,28 +167,13 @@ void stor_cluster_signal(struct stor_cluster *c, int i, int sig)
 int stor_cluster_admin(struct stor_cluster *c, char *out, size_t outlen, const char *cmd, ...)
 {
 	char path[700];
-	char *argv[32];
-	int n = 0;
-	va_list ap;
 	snprintf(path, sizeof(path), "%s/admin.out", c->dir);
-	argv[n++] = (char *)testenv_chainfs();
-	argv[n++] = "admin";
-	argv[n++] = (char *)cmd;
-	argv[n++] = "--mgmtd";
-	argv[n++] = c->mgmtd_addr;
-	argv[n++] = "--cluster-id";
-	argv[n++] = SC_CLUSTER;
-	argv[n++] = "--secret-file";
-	argv[n++] = c->secret_path;
+	struct testenv_admin a = { .mgmtd = c->mgmtd_addr, .cluster_id = SC_CLUSTER,
+				   .secret_path = c->secret_path, .log = path };
+	va_list ap;
 	va_start(ap, cmd);
-	for (const char *a; (a = va_arg(ap, const char *)) && n < 31;)
-		argv[n++] = (char *)a;
+	int st = testenv_admin_v(&a, out, outlen, cmd, ap);
 	va_end(ap);
-	argv[n] = NULL;
-	unlink(path);
-	int st = testenv_run(argv, NULL, path, 20000);
-	if (out && outlen)
-		testenv_read_file(path, out, outlen);
 	return st;
 }
 
