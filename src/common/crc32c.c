@@ -202,7 +202,52 @@ static uint32_t crc32c_hw(uint32_t crc, const void *data, size_t len)
 		c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
 	return ~(uint32_t)c;
 }
+
+/* Three whole pages at a time, one crc32 stream each: the instruction's
+ * latency (3 cycles) is hidden as in crc_3way, but the streams are
+ * independent CRCs, so nothing is shifted or combined at the end. For
+ * 4 KiB pages crc_3way gets only 256-byte blocks (CRC_SHORT), pays two
+ * table shifts per 768 bytes and runs the last 256 bytes as one serial
+ * stream: about 0.75x of this loop's rate (17 vs 22 GB/s on the
+ * development machine, 256 KiB of 4 KiB pages). */
+__attribute__((target("sse4.2")))
+static size_t crc_pages3(const uint8_t *p, size_t npages, size_t page, uint32_t *out)
+{
+	size_t i = 0;
+	for (; i + 3 <= npages; i += 3) {
+		const uint8_t *a = p + i * page, *b = a + page, *c = b + page;
+		uint64_t ca = 0xffffffffu, cb = 0xffffffffu, cc = 0xffffffffu;
+		for (size_t o = 0; o < page; o += 8) {
+			uint64_t x, y, z;
+			memcpy(&x, a + o, 8);
+			memcpy(&y, b + o, 8);
+			memcpy(&z, c + o, 8);
+			ca = __builtin_ia32_crc32di(ca, x);
+			cb = __builtin_ia32_crc32di(cb, y);
+			cc = __builtin_ia32_crc32di(cc, z);
+		}
+		out[i] = ~(uint32_t)ca;
+		out[i + 1] = ~(uint32_t)cb;
+		out[i + 2] = ~(uint32_t)cc;
+	}
+	return i;
+}
 #endif
+
+void crc32c_pages(const void *data, size_t len, size_t page, uint32_t *out)
+{
+	pthread_once(&crc_once, crc_init);
+	const uint8_t *p = data;
+	size_t full = len / page, i = 0;
+#if defined(__x86_64__)
+	if (crc_hw && page % 8 == 0)
+		i = crc_pages3(p, full, page, out);
+#endif
+	for (; i < full; i++)
+		out[i] = crc32c(0, p + i * page, page);
+	if (len % page)
+		out[full] = crc32c(0, p + full * page, len % page);
+}
 
 uint32_t crc32c(uint32_t crc, const void *data, size_t len)
 {

@@ -97,6 +97,41 @@ static void test_combine(void **state)
 	free(p);
 }
 
+/* crc32c_pages == the table path per piece: page sizes that take the
+ * interleaved path (multiples of 8) and that do not, page counts not a
+ * multiple of three (the tail pages), a short last piece, and unaligned
+ * data. */
+static void test_pages(void **state)
+{
+	(void)state;
+	size_t cap = 64 * 4096 + 64;
+	uint8_t *buf = malloc(cap);
+	uint32_t out[80];
+	assert_non_null(buf);
+	srand(7);
+	for (size_t i = 0; i < cap; i++)
+		buf[i] = (uint8_t)rand();
+	static const size_t pages[] = { 8, 256, 4096, 4100, 13 };
+	static const size_t lens[] = { 0, 1, 4096, 2 * 4096, 3 * 4096, 4 * 4096 + 17, 7 * 4096,
+				       64 * 4096, 64 * 4096 - 5 };
+	for (size_t pi = 0; pi < sizeof(pages) / sizeof(pages[0]); pi++)
+		for (size_t li = 0; li < sizeof(lens) / sizeof(lens[0]); li++)
+			for (size_t al = 0; al < 3; al++) {
+				size_t page = pages[pi], len = lens[li];
+				if ((len + page - 1) / page > 80)
+					continue;
+				memset(out, 0xa5, sizeof(out));
+				crc32c_pages(buf + al, len, page, out);
+				size_t n = (len + page - 1) / page;
+				for (size_t i = 0; i < n; i++) {
+					size_t piece = len - i * page < page ? len - i * page : page;
+					assert_int_equal(out[i], crc32c_sw(0, buf + al + i * page, piece));
+				}
+				assert_int_equal(out[n], 0xa5a5a5a5u); /* nothing past the last */
+			}
+	free(buf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -104,6 +139,7 @@ int main(void)
 		cmocka_unit_test(test_paths_agree),
 		cmocka_unit_test(test_long_buffers),
 		cmocka_unit_test(test_combine),
+		cmocka_unit_test(test_pages),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
