@@ -11,6 +11,9 @@
 uint32_t crc32c(uint32_t crc, const void *data, size_t len);
 /* Same result, always the portable table path (for tests and benches). */
 uint32_t crc32c_sw(uint32_t crc, const void *data, size_t len);
+/* Same result without the carry-less-multiply fold: the crc32 instruction
+ * alone, or the table path without SSE4.2 (for tests and benches). */
+uint32_t crc32c_nofold(uint32_t crc, const void *data, size_t len);
 /* CRC32C of A||B from crc(A), crc(B) and len(B) (the zlib combine method
  * over the Castagnoli polynomial: about 64 GF(2) matrix products per bit
  * of LEN_B, no pass over the data). Thread-safe. */

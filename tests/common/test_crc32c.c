@@ -97,6 +97,40 @@ static void test_combine(void **state)
 	free(p);
 }
 
+/* The carry-less-multiply fold (runs of 512 bytes and more on CPUs with
+ * AVX-512 VPCLMULQDQ) == the crc32 instruction alone == the table path:
+ * lengths around every multiple of 256 up to past two 4 KiB pages (the
+ * fold's 256-byte steps, its 512-byte threshold, the tail after it),
+ * unaligned starts, and starting registers other than 0. Where the CPU
+ * has no fold this compares the same path with itself and the table. */
+static void test_fold(void **state)
+{
+	(void)state;
+	size_t cap = 9000 + 8;
+	uint8_t *data = malloc(cap);
+	assert_non_null(data);
+	uint64_t x = 0x2545F4914F6CDD1Dull;
+	for (size_t i = 0; i < cap; i++) {
+		x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+		data[i] = (uint8_t)x;
+	}
+	static const uint32_t inits[] = { 0, 7, 0xffffffffu };
+	static const size_t past[] = { 0, 1, 8, 128, 255 }; /* bytes after the multiple */
+	for (size_t base = 0; base <= 8960; base += 256)
+		for (size_t d = 0; d < 6; d++) {
+			if (d == 5 && !base)
+				continue;
+			size_t len = d < 5 ? base + past[d] : base - 1;
+			for (size_t off = 0; off < 4; off++)
+				for (size_t k = 0; k < 3; k++) {
+					uint32_t want = crc32c_sw(inits[k], data + off, len);
+					assert_int_equal(crc32c(inits[k], data + off, len), want);
+					assert_int_equal(crc32c_nofold(inits[k], data + off, len), want);
+				}
+		}
+	free(data);
+}
+
 /* crc32c_pages == the table path per piece: page sizes that take the
  * interleaved path (multiples of 8) and that do not, page counts not a
  * multiple of three (the tail pages), a short last piece, and unaligned
@@ -140,6 +174,7 @@ int main(void)
 		cmocka_unit_test(test_long_buffers),
 		cmocka_unit_test(test_combine),
 		cmocka_unit_test(test_pages),
+		cmocka_unit_test(test_fold),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
