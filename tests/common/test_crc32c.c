@@ -43,19 +43,25 @@ static void test_paths_agree(void **state)
 	assert_int_equal(whole, part);
 }
 
+/* N bytes of xorshift64 from SEED (malloc'd; the caller frees them). */
+static uint8_t *xorshift_bytes(size_t n, uint64_t x)
+{
+	uint8_t *data = malloc(n);
+	assert_non_null(data);
+	for (size_t i = 0; i < n; i++) {
+		x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+		data[i] = (uint8_t)x;
+	}
+	return data;
+}
+
 /* Lengths past the three-stream thresholds (3 x 256 and 3 x 8192 bytes)
  * exercise the stream join; the table path is the reference. */
 static void test_long_buffers(void **state)
 {
 	(void)state;
 	size_t n = 200000;
-	uint8_t *data = malloc(n);
-	assert_non_null(data);
-	uint64_t x = 88172645463325252ull;
-	for (size_t i = 0; i < n; i++) {
-		x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-		data[i] = (uint8_t)x;
-	}
+	uint8_t *data = xorshift_bytes(n, 88172645463325252ull);
 	static const size_t lens[] = { 767, 768, 769, 24575, 24576, 24577, 24576 + 768,
 				       65536, 131072 + 5, 200000 };
 	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++)
@@ -106,14 +112,7 @@ static void test_combine(void **state)
 static void test_fold(void **state)
 {
 	(void)state;
-	size_t cap = 9000 + 8;
-	uint8_t *data = malloc(cap);
-	assert_non_null(data);
-	uint64_t x = 0x2545F4914F6CDD1Dull;
-	for (size_t i = 0; i < cap; i++) {
-		x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-		data[i] = (uint8_t)x;
-	}
+	uint8_t *data = xorshift_bytes(9000 + 8, 0x2545F4914F6CDD1Dull);
 	static const uint32_t inits[] = { 0, 7, 0xffffffffu };
 	static const size_t past[] = { 0, 1, 8, 128, 255 }; /* bytes after the multiple */
 	for (size_t base = 0; base <= 8960; base += 256)
