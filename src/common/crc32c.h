@@ -21,8 +21,10 @@ uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b);
 /* The CRC32C (from 0) of each PAGE-byte piece of DATA[0, LEN), the last
  * one shorter when LEN is not a multiple of PAGE, into OUT[0 ..
  * ceil(LEN / PAGE)): the values crc32c(0, piece, n) gives, computed
- * several pages at once (chunk page CRCs: storage's write check and read
- * verification). PAGE > 0. Thread-safe. */
+ * several pages at once with the crc32 instruction, or page by page with
+ * the carry-less-multiply fold where the CPU has it and PAGE >= 512
+ * (chunk page CRCs: storage's write check and read verification).
+ * PAGE > 0. Thread-safe. */
 void crc32c_pages(const void *data, size_t len, size_t page, uint32_t *out);
 /* 1 if the hardware path is in use. */
 int crc32c_hw_available(void);
