@@ -59,9 +59,9 @@ uint32_t chunk_crc_pages(const uint8_t *data, size_t len, uint32_t *page_crc)
 {
 	pthread_once(&page_once, page_init);
 	uint32_t whole = 0;
+	crc32c_pages(data, len, CHUNK_PAGE, page_crc);
 	for (size_t off = 0, i = 0; off < len; off += CHUNK_PAGE, i++) {
 		size_t n = len - off < CHUNK_PAGE ? len - off : CHUNK_PAGE;
-		page_crc[i] = crc32c(0, data + off, n);
 		if (!off)
 			whole = page_crc[i];
 		else if (n == CHUNK_PAGE)

@@ -538,16 +538,35 @@ static void log_corrupt(struct chunk_engine *e, struct chunk_id id, uint32_t pag
 }
 
 /* Checks pages [first, first + count) of M held in BUF (BUF = page first). */
+/* The first of pages [FIRST, FIRST + COUNT) of M (their bytes at BUF) whose
+ * CRC differs from M's, or UINT32_MAX when all match. CRCs go through
+ * crc32c_pages, several pages at once, in groups of VERIFY_GROUP. */
+#define VERIFY_GROUP 48
+static uint32_t first_bad_page(const struct chunk_meta *m, const uint8_t *buf, uint32_t first,
+			       uint32_t count)
+{
+	uint32_t crc[VERIFY_GROUP];
+	for (uint32_t g = 0; g < count; g += VERIFY_GROUP) {
+		uint32_t n = count - g < VERIFY_GROUP ? count - g : VERIFY_GROUP;
+		uint64_t start = (uint64_t)(first + g) * CHUNK_PAGE;
+		uint64_t bytes = (uint64_t)n * CHUNK_PAGE;
+		if (m->len - start < bytes)
+			bytes = m->len - start;
+		crc32c_pages(buf + (uint64_t)g * CHUNK_PAGE, bytes, CHUNK_PAGE, crc);
+		for (uint32_t i = 0; i < n; i++)
+			if (crc[i] != m->page_crc[first + g + i])
+				return first + g + i;
+	}
+	return UINT32_MAX;
+}
+
 static int verify_pages(struct chunk_engine *e, struct chunk_id id, const struct chunk_meta *m,
 			const uint8_t *buf, uint32_t first, uint32_t count, const char *what)
 {
-	for (uint32_t p = first; p < first + count; p++) {
-		uint64_t start = (uint64_t)p * CHUNK_PAGE;
-		size_t n = m->len - start < CHUNK_PAGE ? m->len - start : CHUNK_PAGE;
-		if (crc32c(0, buf + (start - (uint64_t)first * CHUNK_PAGE), n) != m->page_crc[p]) {
-			log_corrupt(e, id, p, what);
-			return -CFS_ECORRUPT;
-		}
+	uint32_t bad = first_bad_page(m, buf, first, count);
+	if (bad != UINT32_MAX) {
+		log_corrupt(e, id, bad, what);
+		return -CFS_ECORRUPT;
 	}
 	return 0;
 }
@@ -716,13 +735,7 @@ static uint32_t range_crc(const struct chunk_meta *m, uint64_t off, uint32_t n, 
 static bool pages_match(const struct chunk_meta *m, const uint8_t *buf, uint32_t first,
 			uint32_t count)
 {
-	for (uint32_t p = first; p < first + count; p++) {
-		uint64_t start = (uint64_t)p * CHUNK_PAGE;
-		size_t n = m->len - start < CHUNK_PAGE ? m->len - start : CHUNK_PAGE;
-		if (crc32c(0, buf + (start - (uint64_t)first * CHUNK_PAGE), n) != m->page_crc[p])
-			return false;
-	}
-	return true;
+	return first_bad_page(m, buf, first, count) == UINT32_MAX;
 }
 
 /* true when the cached bytes passed their page CRCs (no need to check

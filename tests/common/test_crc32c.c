@@ -43,19 +43,25 @@ static void test_paths_agree(void **state)
 	assert_int_equal(whole, part);
 }
 
+/* N bytes of xorshift64 from SEED (malloc'd; the caller frees them). */
+static uint8_t *xorshift_bytes(size_t n, uint64_t x)
+{
+	uint8_t *data = malloc(n);
+	assert_non_null(data);
+	for (size_t i = 0; i < n; i++) {
+		x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+		data[i] = (uint8_t)x;
+	}
+	return data;
+}
+
 /* Lengths past the three-stream thresholds (3 x 256 and 3 x 8192 bytes)
  * exercise the stream join; the table path is the reference. */
 static void test_long_buffers(void **state)
 {
 	(void)state;
 	size_t n = 200000;
-	uint8_t *data = malloc(n);
-	assert_non_null(data);
-	uint64_t x = 88172645463325252ull;
-	for (size_t i = 0; i < n; i++) {
-		x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-		data[i] = (uint8_t)x;
-	}
+	uint8_t *data = xorshift_bytes(n, 88172645463325252ull);
 	static const size_t lens[] = { 767, 768, 769, 24575, 24576, 24577, 24576 + 768,
 				       65536, 131072 + 5, 200000 };
 	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++)
@@ -97,6 +103,68 @@ static void test_combine(void **state)
 	free(p);
 }
 
+/* The carry-less-multiply fold (runs of 512 bytes and more on CPUs with
+ * AVX-512 VPCLMULQDQ) == the crc32 instruction alone == the table path:
+ * lengths around every multiple of 256 up to past two 4 KiB pages (the
+ * fold's 256-byte steps, its 512-byte threshold, the tail after it),
+ * unaligned starts, and starting registers other than 0. Where the CPU
+ * has no fold this compares the same path with itself and the table. */
+static void test_fold(void **state)
+{
+	(void)state;
+	uint8_t *data = xorshift_bytes(9000 + 8, 0x2545F4914F6CDD1Dull);
+	static const uint32_t inits[] = { 0, 7, 0xffffffffu };
+	static const size_t past[] = { 0, 1, 8, 128, 255 }; /* bytes after the multiple */
+	for (size_t base = 0; base <= 8960; base += 256)
+		for (size_t d = 0; d < 6; d++) {
+			if (d == 5 && !base)
+				continue;
+			size_t len = d < 5 ? base + past[d] : base - 1;
+			for (size_t off = 0; off < 4; off++)
+				for (size_t k = 0; k < 3; k++) {
+					uint32_t want = crc32c_sw(inits[k], data + off, len);
+					assert_int_equal(crc32c(inits[k], data + off, len), want);
+					assert_int_equal(crc32c_nofold(inits[k], data + off, len), want);
+				}
+		}
+	free(data);
+}
+
+/* crc32c_pages == the table path per piece: page sizes that take the
+ * interleaved path (multiples of 8) and that do not, page counts not a
+ * multiple of three (the tail pages), a short last piece, and unaligned
+ * data. */
+static void test_pages(void **state)
+{
+	(void)state;
+	size_t cap = 64 * 4096 + 64;
+	uint8_t *buf = malloc(cap);
+	uint32_t out[80];
+	assert_non_null(buf);
+	srand(7);
+	for (size_t i = 0; i < cap; i++)
+		buf[i] = (uint8_t)rand();
+	static const size_t pages[] = { 8, 256, 4096, 4100, 13 };
+	static const size_t lens[] = { 0, 1, 4096, 2 * 4096, 3 * 4096, 4 * 4096 + 17, 7 * 4096,
+				       64 * 4096, 64 * 4096 - 5 };
+	for (size_t pi = 0; pi < sizeof(pages) / sizeof(pages[0]); pi++)
+		for (size_t li = 0; li < sizeof(lens) / sizeof(lens[0]); li++)
+			for (size_t al = 0; al < 3; al++) {
+				size_t page = pages[pi], len = lens[li];
+				if ((len + page - 1) / page > 80)
+					continue;
+				memset(out, 0xa5, sizeof(out));
+				crc32c_pages(buf + al, len, page, out);
+				size_t n = (len + page - 1) / page;
+				for (size_t i = 0; i < n; i++) {
+					size_t piece = len - i * page < page ? len - i * page : page;
+					assert_int_equal(out[i], crc32c_sw(0, buf + al + i * page, piece));
+				}
+				assert_int_equal(out[n], 0xa5a5a5a5u); /* nothing past the last */
+			}
+	free(buf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -104,6 +172,8 @@ int main(void)
 		cmocka_unit_test(test_paths_agree),
 		cmocka_unit_test(test_long_buffers),
 		cmocka_unit_test(test_combine),
+		cmocka_unit_test(test_pages),
+		cmocka_unit_test(test_fold),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
