@@ -97,6 +97,45 @@ static void test_combine(void **state)
 	free(p);
 }
 
+/* crc32c_pages against one crc32c per piece: every count of whole pages
+ * around the four-at-once groups, a short last piece, a misaligned
+ * start, odd page sizes (the portable loop), and the table path. */
+static void test_pages(void **state)
+{
+	(void)state;
+	size_t n = 11 * 4096 + 1;
+	uint8_t *p = malloc(n);
+	assert_non_null(p);
+	for (size_t i = 0; i < n; i++)
+		p[i] = (uint8_t)(i * 2654435761u >> 11);
+	uint32_t got[16];
+	size_t lens[] = { 1, 4095, 4096, 4097, 3 * 4096, 4 * 4096, 4 * 4096 + 9, 5 * 4096,
+			  8 * 4096, 9 * 4096 - 1, 11 * 4096 };
+	for (size_t off = 0; off < 2; off++)
+		for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++) {
+			size_t len = lens[k];
+			size_t pages = (len + 4095) / 4096;
+			memset(got, 0, sizeof(got));
+			crc32c_pages(p + off, len, 4096, got);
+			for (size_t i = 0; i < pages; i++) {
+				size_t pl = len - i * 4096 < 4096 ? len - i * 4096 : 4096;
+				assert_int_equal(got[i], crc32c(0, p + off + i * 4096, pl));
+				assert_int_equal(got[i], crc32c_sw(0, p + off + i * 4096, pl));
+			}
+			assert_int_equal(got[pages], 0); /* nothing past the last piece */
+		}
+	size_t odd[] = { 12, 100, 4104 };
+	for (size_t k = 0; k < sizeof(odd) / sizeof(odd[0]); k++) {
+		size_t pg = odd[k], len = n < 15 * pg ? n : 15 * pg;
+		crc32c_pages(p, len, pg, got);
+		for (size_t i = 0; i * pg < len; i++) {
+			size_t pl = len - i * pg < pg ? len - i * pg : pg;
+			assert_int_equal(got[i], crc32c(0, p + i * pg, pl));
+		}
+	}
+	free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -104,6 +143,7 @@ int main(void)
 		cmocka_unit_test(test_paths_agree),
 		cmocka_unit_test(test_long_buffers),
 		cmocka_unit_test(test_combine),
+		cmocka_unit_test(test_pages),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
