@@ -537,35 +537,45 @@ static void log_corrupt(struct chunk_engine *e, struct chunk_id id, uint32_t pag
 		(unsigned long long)id.ino, id.idx, page, what);
 }
 
-/* Checks pages [first, first + count) of M held in BUF (BUF = page first). */
-/* The first of pages [FIRST, FIRST + COUNT) of M (their bytes at BUF) whose
- * CRC differs from M's, or UINT32_MAX when all match. CRCs go through
- * crc32c_pages, several pages at once, in groups of VERIFY_GROUP. */
-#define VERIFY_GROUP 48
-static uint32_t first_bad_page(const struct chunk_meta *m, const uint8_t *buf, uint32_t first,
-			       uint32_t count)
+/* Page CRCs computed at once by bad_page (its stack). */
+#define CE_CRC_BATCH 64u
+
+/* The first of pages [first, first + count) of M held in BUF (BUF = page
+ * first) whose bytes fail its CRC, or UINT32_MAX: each page up to M's
+ * length (a page past it whole), several pages at once (crc32c_pages). */
+static uint32_t bad_page(const struct chunk_meta *m, const uint8_t *buf, uint32_t first,
+			 uint32_t count)
 {
-	uint32_t crc[VERIFY_GROUP];
-	for (uint32_t g = 0; g < count; g += VERIFY_GROUP) {
-		uint32_t n = count - g < VERIFY_GROUP ? count - g : VERIFY_GROUP;
-		uint64_t start = (uint64_t)(first + g) * CHUNK_PAGE;
-		uint64_t bytes = (uint64_t)n * CHUNK_PAGE;
-		if (m->len - start < bytes)
-			bytes = m->len - start;
-		crc32c_pages(buf + (uint64_t)g * CHUNK_PAGE, bytes, CHUNK_PAGE, crc);
-		for (uint32_t i = 0; i < n; i++)
-			if (crc[i] != m->page_crc[first + g + i])
-				return first + g + i;
+	uint32_t got[CE_CRC_BATCH];
+	for (uint32_t p = first, k; p < first + count; p += k) {
+		uint64_t start = (uint64_t)p * CHUNK_PAGE;
+		k = first + count - p < CE_CRC_BATCH ? first + count - p : CE_CRC_BATCH;
+		uint64_t bytes = (uint64_t)k * CHUNK_PAGE;
+		const uint8_t *at = buf + (start - (uint64_t)first * CHUNK_PAGE);
+		if (start >= m->len) { /* one at a time, as before: none at the length */
+			k = 1;
+			got[0] = crc32c(0, at, start == m->len ? 0 : CHUNK_PAGE);
+		} else {
+			if (m->len - start < bytes) {
+				bytes = m->len - start; /* the last page short */
+				k = (uint32_t)((bytes + CHUNK_PAGE - 1) / CHUNK_PAGE);
+			}
+			crc32c_pages(at, bytes, CHUNK_PAGE, got);
+		}
+		for (uint32_t i = 0; i < k; i++)
+			if (got[i] != m->page_crc[p + i])
+				return p + i;
 	}
 	return UINT32_MAX;
 }
 
+/* Checks pages [first, first + count) of M held in BUF (BUF = page first). */
 static int verify_pages(struct chunk_engine *e, struct chunk_id id, const struct chunk_meta *m,
 			const uint8_t *buf, uint32_t first, uint32_t count, const char *what)
 {
-	uint32_t bad = first_bad_page(m, buf, first, count);
-	if (bad != UINT32_MAX) {
-		log_corrupt(e, id, bad, what);
+	uint32_t p = bad_page(m, buf, first, count);
+	if (p != UINT32_MAX) {
+		log_corrupt(e, id, p, what);
 		return -CFS_ECORRUPT;
 	}
 	return 0;
@@ -735,7 +745,7 @@ static uint32_t range_crc(const struct chunk_meta *m, uint64_t off, uint32_t n, 
 static bool pages_match(const struct chunk_meta *m, const uint8_t *buf, uint32_t first,
 			uint32_t count)
 {
-	return first_bad_page(m, buf, first, count) == UINT32_MAX;
+	return bad_page(m, buf, first, count) == UINT32_MAX;
 }
 
 /* true when the cached bytes passed their page CRCs (no need to check

@@ -91,6 +91,8 @@
  * (the logical block size of common devices; a device wanting more
  * fails the read with -EINVAL, which goes over RPC). */
 #define SD_DMA_ALIGN 512u
+/* Page CRCs computed at once by read_check (its stack). */
+#define SD_CRC_BATCH 64u
 #define ALIGN_UP(x) (((x) + SD_PAGE - 1) / SD_PAGE * SD_PAGE)
 
 struct dpeer;
@@ -954,9 +956,18 @@ static int read_check(struct sc_direct *d, const struct dmap *m, const struct rd
 			atomic_fetch_add(&d->misses, 1);
 			return 0;
 		}
+		/* The pages' CRCs a batch at a time (crc32c_pages: several
+		 * pages at once, a third of a 1 MiB read-ahead's CPU here). */
+		uint32_t got[SD_CRC_BATCH];
 		for (uint32_t pg = x->start / SD_PAGE, o = 0; o < x->blen; pg++, o += SD_PAGE) {
-			uint32_t plen = x->blen - o < SD_PAGE ? x->blen - o : SD_PAGE;
-			if (crc32c(0, x->buf + o, plen) != m->crc[pg]) {
+			uint32_t i = (o / SD_PAGE) % SD_CRC_BATCH;
+			if (!i) {
+				uint32_t left = x->blen - o;
+				crc32c_pages(x->buf + o,
+					     left < SD_CRC_BATCH * SD_PAGE ? left : SD_CRC_BATCH * SD_PAGE,
+					     SD_PAGE, got);
+			}
+			if (got[i] != m->crc[pg]) {
 				/* A stale cached page is read from the disk next time;
 				 * a bad disk page is its service's to report. */
 				(void)posix_fadvise(m->fd, (off_t)(m->file_off + x->start), x->blen,
