@@ -1006,7 +1006,9 @@ static void ra_note(struct fusefs *fs, fuse_req_t req, uint64_t parent)
 {
 	struct wa_pool *p = fs->wa;
 	struct wa_job j;
-	if (!p || !p->refill || !lookahead_refill(fs->la, parent, j.start, &j.data))
+	uint64_t data_ttl_ns =
+	    fs->o.fio ? (uint64_t)file_io_snapshot_ms(fs->o.fio) * 1000000ull : UINT64_MAX;
+	if (!p || !p->refill || !lookahead_refill(fs->la, parent, data_ttl_ns, j.start, &j.data))
 		return;
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 	j.dir = parent;

@@ -662,7 +662,7 @@ void lookahead_put(lookahead *la, uint64_t parent, struct lookahead_batch *b, ui
 	pthread_mutex_unlock(&la->mu);
 }
 
-int lookahead_refill(lookahead *la, uint64_t parent, char *start, int *data)
+int lookahead_refill(lookahead *la, uint64_t parent, uint64_t data_ttl_ns, char *start, int *data)
 {
 	int want = 0;
 	uint64_t now = clock_mono_ns();
@@ -674,6 +674,14 @@ int lookahead_refill(lookahead *la, uint64_t parent, char *start, int *data)
 	if (la->off || s->parent != parent || !batch_live(la, s, now) || s->b->eof ||
 	    s->refilled || s->nb || s->ahead || s->n < 2 || s->next < (s->n + 1) / 2 ||
 	    s->b->seq != la->seq)
+		goto out;
+	/* At this walk's pace the next batch, read now, has its last entry
+	 * asked for about N - NEXT + N entries from now: not when that
+	 * outlives what it may answer for (its bytes then fail the open as
+	 * stale and are fetched again: a wasted fetch, and bytes older at
+	 * their use than the walk's own fetch at the batch's end gives). */
+	uint64_t bound = s->b->data && data_ttl_ns < la->ttl_ns ? data_ttl_ns : la->ttl_ns;
+	if ((now - s->read_ns) / s->next * (2 * s->n - s->next) >= bound / 4 * 3)
 		goto out;
 	const char *last = s->ents[s->n - 1].name;
 	size_t nl = strlen(last);

@@ -121,7 +121,11 @@ int lookahead_wait(lookahead *la, uint64_t parent, uint64_t max_ns);
  * after the batch's last entry, and *DATA (the batch holds inline bytes):
  * the caller fetches from *START in the background and ends with
  * lookahead_put_next, or lookahead_ahead_done when the fetch failed; a
- * miss in PARENT meanwhile may wait with lookahead_wait.
+ * miss in PARENT meanwhile may wait with lookahead_wait. Not while the
+ * walk is so slow that, at its pace since the batch's read, the next
+ * batch's last entry would be asked for after 3/4 of the time it may
+ * answer (the TTL, or DATA_TTL_NS for a batch with inline bytes: the
+ * bytes' own bound): a slow walk fetches at the batch's end, as before.
  * lookahead_put_next keeps B as PARENT's next batch (when no batch was put
  * for PARENT since the claim): lookahead_get answers a name the current
  * batch does not hold from it, and then it takes the current batch's
@@ -129,7 +133,7 @@ int lookahead_wait(lookahead *la, uint64_t parent, uint64_t max_ns);
  * dircache generation and epoch) and only while this mount changed
  * nothing at all since its fetch started (an unlink the current batch
  * absorbs, lookahead_unlinked, ends it too), so the bound is unchanged. */
-int lookahead_refill(lookahead *la, uint64_t parent, char *start, int *data);
+int lookahead_refill(lookahead *la, uint64_t parent, uint64_t data_ttl_ns, char *start, int *data);
 void lookahead_put_next(lookahead *la, uint64_t parent, struct lookahead_batch *b, uint64_t gen,
                         uint64_t epoch, uint64_t read_ns, int eof);
 
