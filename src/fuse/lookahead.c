@@ -681,7 +681,7 @@ int lookahead_refill(lookahead *la, uint64_t parent, uint64_t data_ttl_ns, char 
 	 * stale and are fetched again: a wasted fetch, and bytes older at
 	 * their use than the walk's own fetch at the batch's end gives). */
 	uint64_t bound = s->b->data && data_ttl_ns < la->ttl_ns ? data_ttl_ns : la->ttl_ns;
-	if ((now - s->read_ns) / s->next * (2 * s->n - s->next) >= bound / 4 * 3)
+	if (bound == 0 || (now - s->read_ns) / s->next * (2 * s->n - s->next) >= bound / 4 * 3)
 		goto out;
 	const char *last = s->ents[s->n - 1].name;
 	size_t nl = strlen(last);

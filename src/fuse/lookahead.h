@@ -125,7 +125,8 @@ int lookahead_wait(lookahead *la, uint64_t parent, uint64_t max_ns);
  * walk is so slow that, at its pace since the batch's read, the next
  * batch's last entry would be asked for after 3/4 of the time it may
  * answer (the TTL, or DATA_TTL_NS for a batch with inline bytes: the
- * bytes' own bound): a slow walk fetches at the batch's end, as before.
+ * bytes' own bound; 0: such batches claim none): a slow walk fetches at
+ * the batch's end, as before.
  * lookahead_put_next keeps B as PARENT's next batch (when no batch was put
  * for PARENT since the claim): lookahead_get answers a name the current
  * batch does not hold from it, and then it takes the current batch's

@@ -476,6 +476,7 @@ static void test_refill_not_for_slow_walks(void **state)
 	lookahead_put(la, 82, b, 1, lookahead_epoch(la), clock_mono_ns() - 100000000ull, 0);
 	assert_int_equal(lookahead_get(la, 82, "f004", &got, &gen, &read_ns), 1);
 	assert_int_equal(lookahead_refill(la, 82, 300000000ull, start, &data), 0);
+	assert_int_equal(lookahead_refill(la, 82, 0, start, &data), 0); /* not for bytes */
 	assert_int_equal(lookahead_refill(la, 82, 500000000ull, start, &data), 1);
 	assert_int_equal(data, 1);
 	lookahead_free(la);
