@@ -53,8 +53,10 @@ struct lookahead_batch {
 	char *arena;
 	size_t alen, acap;
 	uint64_t gen, epoch, read_ns;
+	uint64_t seq; /* the table's change count when the fetch started */
 	int eof;
 	size_t dbytes; /* inline bytes held by the entries */
+	int data; /* fetched with inline bytes (LOOKUP_PLUSD) */
 	uint32_t uid, gid; /* whose read permission chose the bytes */
 	int shared; /* holds a directory or a file with more than one link */
 };
@@ -67,6 +69,11 @@ struct la_slot {
 	 * (entries are never moved after it: lookahead_unlinked marks). */
 	uint64_t parent; /* 0: empty */
 	struct lookahead_batch *b;
+	/* The batch after B, fetched ahead (lookahead_refill): it answers
+	 * only names B does not hold, and then takes B's place. */
+	struct lookahead_batch *nb;
+	int refilled; /* B set off its refill (once per batch) */
+	int ahead_refill; /* AHEAD below is a refill's, not a walk-ahead's */
 	const struct la_ent *ents; /* b's */
 	size_t n;                  /* b's */
 	uint32_t next; /* the entry after the last one lookahead_get answered */
@@ -150,8 +157,10 @@ void lookahead_free(lookahead *la)
 {
 	if (!la)
 		return;
-	for (size_t i = 0; i < LOOKAHEAD_SLOTS; i++)
+	for (size_t i = 0; i < LOOKAHEAD_SLOTS; i++) {
 		lookahead_batch_free(la->slots[i].b);
+		lookahead_batch_free(la->slots[i].nb);
+	}
 	pthread_cond_destroy(&la->ahead_cv);
 	pthread_mutex_destroy(&la->mu);
 	free(la);
@@ -177,17 +186,29 @@ static void slot_clear(lookahead *la, struct la_slot *s)
 	s->b = NULL;
 }
 
+/* Frees S's next batch, if any. mu held. */
+static void next_clear(lookahead *la, struct la_slot *s)
+{
+	if (!s->nb)
+		return;
+	la->dbytes -= s->nb->dbytes;
+	lookahead_batch_free(s->nb);
+	s->nb = NULL;
+}
+
 /* S now serves directory PARENT (it served another): its state goes,
  * and whoever waits for the other's walk-ahead fetch stops. mu held. */
 static void slot_take(lookahead *la, struct la_slot *s, uint64_t parent)
 {
 	slot_clear(la, s);
+	next_clear(la, s);
 	if (s->ahead)
 		pthread_cond_broadcast(&la->ahead_cv);
 	s->parent = parent;
 	s->last[0] = 0;
 	s->nfetch = 0;
 	s->ahead = 0;
+	s->ahead_refill = 0;
 	s->ahead_batch = 0;
 	s->walk_ns = 0;
 }
@@ -231,6 +252,26 @@ static int batch_live(lookahead *la, struct la_slot *s, uint64_t now)
 	return 0;
 }
 
+/* B (sealed, its fields set, its bytes counted in la->dbytes) becomes
+ * S's batch in place of the one S had. mu held. */
+static void slot_install(lookahead *la, struct la_slot *s, struct lookahead_batch *b)
+{
+	slot_clear(la, s);
+	s->b = b;
+	s->ents = b->ents;
+	s->n = b->n;
+	s->next = 0;
+	s->refilled = 0;
+	s->epoch = b->epoch;
+	s->read_ns = b->read_ns;
+	s->gen = b->gen;
+	if (b->shared) {
+		size_t i = (size_t)(s - la->slots);
+		la->nshared++;
+		la->shared_map[i / 64] |= 1ull << (i % 64);
+	}
+}
+
 static const struct la_ent *batch_search(const struct lookahead_batch *b, const char *name)
 {
 	size_t lo = 0, hi = b->n;
@@ -257,6 +298,29 @@ static void ent_inode(const struct la_ent *e, struct meta_inode *in)
 	in->rdev = e->rdev;
 }
 
+/* NAME's entry in S's next batch when that may answer (it is live by
+ * the rules of the current one, and nothing changed on this mount since
+ * its fetch started: an unlink B survived may have gone into it unseen):
+ * the next batch then takes the current one's place. Else NULL (a dead
+ * next batch is freed). mu held. */
+static const struct la_ent *next_find(lookahead *la, struct la_slot *s, const char *name,
+                                      uint64_t now)
+{
+	struct lookahead_batch *nb = s->nb;
+	if (!nb)
+		return NULL;
+	if (nb->epoch != la->epoch || nb->seq != la->seq || now - nb->read_ns >= la->ttl_ns) {
+		next_clear(la, s);
+		return NULL;
+	}
+	const struct la_ent *e = batch_search(nb, name);
+	if (!e || e->gone)
+		return NULL;
+	s->nb = NULL;
+	slot_install(la, s, nb);
+	return e;
+}
+
 int lookahead_get(lookahead *la, uint64_t parent, const char *name, struct meta_inode *in,
                   uint64_t *gen, uint64_t *read_ns)
 {
@@ -264,19 +328,23 @@ int lookahead_get(lookahead *la, uint64_t parent, const char *name, struct meta_
 	uint64_t now = clock_mono_ns();
 	pthread_mutex_lock(&la->mu);
 	struct la_slot *s = slot_of(la, parent);
-	if (s->parent == parent && batch_live(la, s, now)) {
+	if (s->parent == parent) {
 		/* A walk asks for the names in order: the entry after the last
 		 * answer first, one compare where the binary search touches
 		 * eight entries - cold ones when walks of many directories
 		 * interleave (the peer job's stats over 100). */
 		const struct la_ent *e = NULL;
-		if (s->next < s->n) {
-			const struct la_ent *c = &s->ents[s->next];
-			if (!strcmp(name, c->sname[0] ? c->sname : c->name))
-				e = c;
+		if (batch_live(la, s, now)) {
+			if (s->next < s->n) {
+				const struct la_ent *c = &s->ents[s->next];
+				if (!strcmp(name, c->sname[0] ? c->sname : c->name))
+					e = c;
+			}
+			if (!e)
+				e = batch_search(s->b, name);
 		}
-		if (!e)
-			e = batch_search(s->b, name);
+		if (!e || e->gone)
+			e = next_find(la, s, name, now);
 		if (e && !e->gone) {
 			if (s->ahead_batch) {
 				/* the walk reached a directory fetched ahead: it goes
@@ -302,8 +370,10 @@ void lookahead_drop(lookahead *la, uint64_t parent)
 {
 	pthread_mutex_lock(&la->mu);
 	struct la_slot *s = slot_of(la, parent);
-	if (s->parent == parent)
+	if (s->parent == parent) {
 		slot_clear(la, s);
+		next_clear(la, s);
+	}
 	pthread_mutex_unlock(&la->mu);
 }
 
@@ -402,6 +472,7 @@ int lookahead_batch_add(void *batch, const struct meta_dirent *de, const struct 
 		ents_bytes_free(b);
 		b->n = 0;
 		b->alen = 0;
+		b->data = 0;
 		return 0;
 	}
 	if (b->n == b->cap) {
@@ -464,6 +535,7 @@ int lookahead_batch_add_idata(void *batch, const struct meta_dirent *de,
 		return 0; /* the entry still answers lookups */
 	}
 	*e->lay = in->layout;
+	b->data = 1;
 	if (d->len)
 		memcpy(e->bytes, d->buf, d->len);
 	e->nbytes = d->len;
@@ -502,6 +574,17 @@ int lookahead_get_idata(lookahead *la, uint64_t parent, const char *name, uint64
 				if (e->nbytes)
 					memcpy(buf, e->bytes, e->nbytes);
 				*len = e->nbytes;
+				/* handed over: the open keeps them (in the page
+				 * cache) for as long as they may be read; held
+				 * here too they took room a refill's bytes need */
+				struct la_ent *w = (struct la_ent *)e;
+				s->b->dbytes -= w->nbytes;
+				la->dbytes -= w->nbytes;
+				free(w->bytes);
+				free(w->lay);
+				w->bytes = NULL;
+				w->lay = NULL;
+				w->nbytes = 0;
 				*gen = s->b->gen;
 				*read_ns = s->b->read_ns;
 				*uid = s->b->uid;
@@ -533,47 +616,111 @@ int lookahead_batch_find(const struct lookahead_batch *b, const char *name, stru
 	return 0;
 }
 
-void lookahead_put(lookahead *la, uint64_t parent, struct lookahead_batch *b, uint64_t gen,
-                   uint64_t epoch, uint64_t read_ns, int eof)
+/* B's fetch ended: what put and put_next record of it. */
+static void batch_done(struct lookahead_batch *b, uint64_t gen, uint64_t epoch, uint64_t read_ns,
+                       int eof)
 {
 	batch_seal(b);
 	b->gen = gen;
 	b->read_ns = read_ns;
 	b->eof = eof;
+	b->seq = epoch;
+}
+
+/* The fetch S's directory had on its way (walk-ahead or refill) ended:
+ * whoever waits for it stops. mu held. */
+static void ahead_end(lookahead *la, struct la_slot *s)
+{
+	if (!s->ahead)
+		return;
+	s->ahead = 0;
+	s->ahead_refill = 0;
+	pthread_cond_broadcast(&la->ahead_cv);
+}
+
+void lookahead_put(lookahead *la, uint64_t parent, struct lookahead_batch *b, uint64_t gen,
+                   uint64_t epoch, uint64_t read_ns, int eof)
+{
+	batch_done(b, gen, epoch, read_ns, eof);
 	pthread_mutex_lock(&la->mu);
 	struct la_slot *s = slot_of(la, parent);
 	b->epoch = la->epoch;
 	if (epoch != la->seq || la->ttl_ns == 0) {
-		if (s->parent == parent && s->ahead) {
-			s->ahead = 0;
-			pthread_cond_broadcast(&la->ahead_cv);
-		}
+		if (s->parent == parent)
+			ahead_end(la, s);
 		pthread_mutex_unlock(&la->mu);
 		lookahead_batch_free(b);
 		return;
 	}
 	if (s->parent != parent)
 		slot_take(la, s, parent);
-	s->ahead_batch = s->ahead;
-	if (s->ahead) {
-		s->ahead = 0;
-		pthread_cond_broadcast(&la->ahead_cv);
-	}
-	slot_clear(la, s);
-	s->b = b;
-	s->ents = b->ents;
-	s->n = b->n;
-	s->next = 0;
-	s->epoch = b->epoch;
-	s->read_ns = b->read_ns;
-	s->gen = b->gen;
+	s->ahead_batch = s->ahead && !s->ahead_refill;
+	ahead_end(la, s);
+	next_clear(la, s); /* it followed the batch this one replaces */
 	la->dbytes += b->dbytes;
-	if (b->shared) {
-		size_t i = (size_t)(s - la->slots);
-		la->nshared++;
-		la->shared_map[i / 64] |= 1ull << (i % 64);
+	slot_install(la, s, b);
+	pthread_mutex_unlock(&la->mu);
+}
+
+int lookahead_refill(lookahead *la, uint64_t parent, uint64_t data_ttl_ns, char *start, int *data)
+{
+	int want = 0;
+	uint64_t now = clock_mono_ns();
+	pthread_mutex_lock(&la->mu);
+	struct la_slot *s = slot_of(la, parent);
+	/* Past the middle: the second half gives the fetch time (a walk over
+	 * 100 directories comes back here 100 lookups later, one over one
+	 * directory 128 lookups later). */
+	if (la->off || s->parent != parent || !batch_live(la, s, now) || s->b->eof ||
+	    s->refilled || s->nb || s->ahead || s->n < 2 || s->next < (s->n + 1) / 2 ||
+	    s->b->seq != la->seq)
+		goto out;
+	/* At this walk's pace the next batch, read now, has its last entry
+	 * asked for about N - NEXT + N entries from now: not when that
+	 * outlives what it may answer for (its bytes then fail the open as
+	 * stale and are fetched again: a wasted fetch, and bytes older at
+	 * their use than the walk's own fetch at the batch's end gives). */
+	uint64_t bound = s->b->data && data_ttl_ns < la->ttl_ns ? data_ttl_ns : la->ttl_ns;
+	if (bound == 0 || (now - s->read_ns) / s->next * (2 * s->n - s->next) >= bound / 4 * 3)
+		goto out;
+	const char *last = s->ents[s->n - 1].name;
+	size_t nl = strlen(last);
+	memcpy(start, last, nl + 1);
+	if (nl < META_NAME_MAX) {
+		/* the least name after LAST (names hold no NUL) */
+		start[nl] = 1;
+		start[nl + 1] = 0;
+	}
+	*data = s->b->data;
+	s->refilled = 1;
+	s->ahead = 1;
+	s->ahead_refill = 1;
+	want = 1;
+out:
+	pthread_mutex_unlock(&la->mu);
+	return want;
+}
+
+void lookahead_put_next(lookahead *la, uint64_t parent, struct lookahead_batch *b, uint64_t gen,
+                        uint64_t epoch, uint64_t read_ns, int eof)
+{
+	batch_done(b, gen, epoch, read_ns, eof);
+	pthread_mutex_lock(&la->mu);
+	struct la_slot *s = slot_of(la, parent);
+	b->epoch = la->epoch;
+	/* a batch put since the claim ended it (its refill would not follow
+	 * the new batch) */
+	int keep = s->parent == parent && s->ahead && s->ahead_refill && epoch == la->seq &&
+	           la->ttl_ns && b->n && !s->nb;
+	if (s->parent == parent)
+		ahead_end(la, s);
+	if (keep) {
+		s->nb = b;
+		la->dbytes += b->dbytes;
 	}
 	pthread_mutex_unlock(&la->mu);
+	if (!keep)
+		lookahead_batch_free(b);
 }
 
 /* 1 when B has an entry for inode A or B. */
@@ -694,10 +841,8 @@ void lookahead_ahead_done(lookahead *la, uint64_t dir)
 {
 	pthread_mutex_lock(&la->mu);
 	struct la_slot *s = slot_of(la, dir);
-	if (s->parent == dir && s->ahead) {
-		s->ahead = 0;
-		pthread_cond_broadcast(&la->ahead_cv);
-	}
+	if (s->parent == dir)
+		ahead_end(la, s);
 	pthread_mutex_unlock(&la->mu);
 }
 

@@ -2,6 +2,13 @@
  * large (fuse/lookahead.h lookahead_want), and where it remembers the
  * directories its batches answered (lookahead_dir_seen / _where).
  *
+ * - Refill-ahead: a lookup answered past the middle of a batch that does
+ *   not end its directory claims, once, the fetch of the entries after
+ *   the batch; that next batch answers the names the current one does
+ *   not hold and then takes its place, only while this mount changed
+ *   nothing since the fetch began, and not after a batch was put for the
+ *   directory since the claim; and not when the walk is too slow for the
+ *   next batch to be used within its bound (the TTL, or the bytes' own).
  * - Walk-ahead: once a walk is seen in a directory (a subdirectory's
  *   first miss fetched at once), a subdirectory answered from its batch
  *   claims the next subdirectories without a batch for background
@@ -176,9 +183,12 @@ static void test_interleaved_walks_answer_their_names(void **state)
 	lookahead_free(la);
 }
 
-/* A batch of directory PARENT holding NAMES "f000".. with inodes
- * INO0 + i; DIRS: the entries are directories. */
-static void put_batch(lookahead *la, uint64_t parent, uint64_t ino0, int n, int dirs)
+/* A batch of PARENT with names "f%03d" FIRST..FIRST+N-1 (inodes INO0 +
+ * i; DIRS: directories), fetched from change count EPOCH, ending the
+ * directory when EOF; kept as PARENT's next batch when NEXT; read AGE_NS
+ * ago. */
+static void put_range(lookahead *la, uint64_t parent, uint64_t ino0, int first, int n, int dirs,
+                      int eof, uint64_t epoch, int next, uint64_t age_ns)
 {
 	static struct meta_inode in;
 	struct meta_dirent de;
@@ -187,13 +197,24 @@ static void put_batch(lookahead *la, uint64_t parent, uint64_t ino0, int n, int 
 	for (int i = 0; i < n; i++) {
 		memset(&de, 0, sizeof(de));
 		de.ino = ino0 + (uint64_t)i;
-		de.name_len = (uint8_t)snprintf(de.name, sizeof(de.name), "f%03d", i);
+		de.name_len = (uint8_t)snprintf(de.name, sizeof(de.name), "f%03d", first + i);
 		in.ino = de.ino;
 		in.type = dirs ? META_T_DIR : META_T_FILE;
 		in.nlink = dirs ? 2 : 1;
 		assert_int_equal(lookahead_batch_add(b, &de, &in), 0);
 	}
-	lookahead_put(la, parent, b, 1, lookahead_epoch(la), clock_mono_ns(), 1);
+	uint64_t read_ns = clock_mono_ns() - age_ns;
+	if (next)
+		lookahead_put_next(la, parent, b, 1, epoch, read_ns, eof);
+	else
+		lookahead_put(la, parent, b, 1, epoch, read_ns, eof);
+}
+
+/* A batch of directory PARENT holding NAMES "f000".. with inodes
+ * INO0 + i; DIRS: the entries are directories. */
+static void put_batch(lookahead *la, uint64_t parent, uint64_t ino0, int n, int dirs)
+{
+	put_range(la, parent, ino0, 0, n, dirs, 1, lookahead_epoch(la), 0, 0);
 }
 
 static void test_unlink_drops_only_holders(void **state)
@@ -321,6 +342,146 @@ static void test_walk_ahead_claims_next_dirs_once(void **state)
 	lookahead_free(la);
 }
 
+static void test_refill_fetches_next_batch_once(void **state)
+{
+	(void)state;
+	lookahead *la;
+	struct meta_inode got;
+	uint64_t gen, read_ns;
+	char start[META_NAME_MAX + 1], name[16];
+	int data = -1;
+	assert_int_equal(lookahead_new(10000000000ull, &la), 0);
+	put_range(la, 60, 600, 0, 10, 0, 0, lookahead_epoch(la), 0, 0); /* f000..f009 */
+	/* before the middle: nothing to fetch yet */
+	for (int i = 0; i < 4; i++) {
+		snprintf(name, sizeof(name), "f%03d", i);
+		assert_int_equal(lookahead_get(la, 60, name, &got, &gen, &read_ns), 1);
+		assert_int_equal(lookahead_refill(la, 60, UINT64_MAX, start, &data), 0);
+	}
+	/* past it: once, from the least name after the batch's last */
+	assert_int_equal(lookahead_get(la, 60, "f004", &got, &gen, &read_ns), 1);
+	assert_int_equal(lookahead_refill(la, 60, UINT64_MAX, start, &data), 1);
+	assert_string_equal(start, "f009\001");
+	assert_int_equal(data, 0);
+	assert_int_equal(lookahead_refill(la, 60, UINT64_MAX, start, &data), 0);
+	/* a miss meanwhile waits for the fetch on its way */
+	assert_int_equal(lookahead_wait(la, 60, 1000000ull), 1);
+	uint64_t epoch = lookahead_epoch(la);
+	put_range(la, 60, 610, 10, 10, 0, 0, epoch, 1, 0); /* f010..f019 */
+	assert_int_equal(lookahead_wait(la, 60, 1000000000ull), 0);
+	/* the current batch answers its names, the next one the rest */
+	assert_int_equal(lookahead_get(la, 60, "f008", &got, &gen, &read_ns), 1);
+	assert_int_equal(got.ino, 608);
+	assert_int_equal(lookahead_get(la, 60, "f012", &got, &gen, &read_ns), 1);
+	assert_int_equal(got.ino, 612);
+	/* ... and took the current one's place */
+	assert_int_equal(lookahead_get(la, 60, "f009", &got, &gen, &read_ns), 0);
+	assert_int_equal(lookahead_get(la, 60, "f013", &got, &gen, &read_ns), 1);
+	/* the new batch refills in its turn */
+	assert_int_equal(lookahead_get(la, 60, "f015", &got, &gen, &read_ns), 1);
+	assert_int_equal(lookahead_refill(la, 60, UINT64_MAX, start, &data), 1);
+	assert_string_equal(start, "f019\001");
+	/* A batch put for the directory since the claim (the walk's own
+	 * fetch) ends it: the refill's batch does not follow the new one. */
+	epoch = lookahead_epoch(la);
+	put_range(la, 60, 630, 30, 4, 0, 0, epoch, 0, 0); /* f030..f033 */
+	put_range(la, 60, 620, 20, 10, 0, 0, epoch, 1, 0);
+	assert_int_equal(lookahead_get(la, 60, "f021", &got, &gen, &read_ns), 0);
+	/* a batch that ends the directory claims nothing */
+	put_batch(la, 61, 6100, 10, 0);
+	assert_int_equal(lookahead_get(la, 61, "f008", &got, &gen, &read_ns), 1);
+	assert_int_equal(lookahead_refill(la, 61, UINT64_MAX, start, &data), 0);
+	lookahead_free(la);
+}
+
+/* A next batch answers only while this mount changed nothing since its
+ * fetch began: an unlink the current batch absorbs (lookahead_unlinked)
+ * may have removed a name the next one read before it. */
+static void test_refill_ends_with_any_change(void **state)
+{
+	(void)state;
+	lookahead *la;
+	struct meta_inode got;
+	uint64_t gen, read_ns;
+	char start[META_NAME_MAX + 1];
+	int data;
+	assert_int_equal(lookahead_new(10000000000ull, &la), 0);
+	/* an unlink while the fetch is on its way: not kept */
+	put_range(la, 70, 700, 0, 10, 0, 0, lookahead_epoch(la), 0, 0);
+	assert_int_equal(lookahead_get(la, 70, "f006", &got, &gen, &read_ns), 1);
+	assert_int_equal(lookahead_refill(la, 70, UINT64_MAX, start, &data), 1);
+	uint64_t epoch = lookahead_epoch(la);
+	lookahead_unlinked(la, 70, "f001");
+	assert_int_equal(lookahead_get(la, 70, "f007", &got, &gen, &read_ns), 1); /* absorbed */
+	put_range(la, 70, 710, 10, 10, 0, 0, epoch, 1, 0);
+	assert_int_equal(lookahead_get(la, 70, "f011", &got, &gen, &read_ns), 0);
+	/* kept, then an unlink before it answered: it does not answer */
+	put_range(la, 71, 800, 0, 10, 0, 0, lookahead_epoch(la), 0, 0);
+	assert_int_equal(lookahead_get(la, 71, "f006", &got, &gen, &read_ns), 1);
+	assert_int_equal(lookahead_refill(la, 71, UINT64_MAX, start, &data), 1);
+	put_range(la, 71, 810, 10, 10, 0, 0, lookahead_epoch(la), 1, 0);
+	lookahead_unlinked(la, 71, "f002");
+	assert_int_equal(lookahead_get(la, 71, "f011", &got, &gen, &read_ns), 0);
+	/* and a batch an unlink went into claims no refill (deleting a
+	 * directory would fetch batches no lookup can use) */
+	put_range(la, 72, 900, 0, 10, 0, 0, lookahead_epoch(la), 0, 0);
+	lookahead_unlinked(la, 72, "f000");
+	assert_int_equal(lookahead_get(la, 72, "f007", &got, &gen, &read_ns), 1);
+	assert_int_equal(lookahead_refill(la, 72, UINT64_MAX, start, &data), 0);
+	/* any other change ends every batch, the next ones too */
+	put_range(la, 73, 950, 0, 10, 0, 0, lookahead_epoch(la), 0, 0);
+	assert_int_equal(lookahead_get(la, 73, "f006", &got, &gen, &read_ns), 1);
+	assert_int_equal(lookahead_refill(la, 73, UINT64_MAX, start, &data), 1);
+	put_range(la, 73, 960, 10, 10, 0, 0, lookahead_epoch(la), 1, 0);
+	lookahead_changed(la);
+	assert_int_equal(lookahead_get(la, 73, "f012", &got, &gen, &read_ns), 0);
+	lookahead_free(la);
+}
+
+/* A walk too slow for the next batch to be used within its bound
+ * claims no refill: the batch's end fetches, as before. */
+static void test_refill_not_for_slow_walks(void **state)
+{
+	(void)state;
+	lookahead *la;
+	struct meta_inode got;
+	uint64_t gen, read_ns;
+	char start[META_NAME_MAX + 1];
+	int data;
+	assert_int_equal(lookahead_new(10000000000ull, &la), 0); /* 10 s */
+	/* 5 of 10 entries in 3 s: the next batch's last asked for in ~9 s */
+	put_range(la, 80, 800, 0, 10, 0, 0, lookahead_epoch(la), 0, 3000000000ull);
+	assert_int_equal(lookahead_get(la, 80, "f004", &got, &gen, &read_ns), 1);
+	assert_int_equal(lookahead_refill(la, 80, UINT64_MAX, start, &data), 0);
+	/* in 1 s: ~3 s, well within */
+	put_range(la, 81, 810, 0, 10, 0, 0, lookahead_epoch(la), 0, 1000000000ull);
+	assert_int_equal(lookahead_get(la, 81, "f004", &got, &gen, &read_ns), 1);
+	assert_int_equal(lookahead_refill(la, 81, UINT64_MAX, start, &data), 1);
+	/* A batch with inline bytes is held to their bound (DATA_TTL_NS):
+	 * 5 of 10 in 100 ms, the next batch's last bytes needed in ~300 ms. */
+	struct lookahead_batch *b = lookahead_batch_new();
+	static struct meta_inode in;
+	struct meta_dirent de;
+	struct meta_idata_out d = {.buf = (uint8_t *)"data", .len = 4};
+	for (int i = 0; i < 10; i++) {
+		memset(&de, 0, sizeof(de));
+		de.ino = 820 + (uint64_t)i;
+		de.name_len = (uint8_t)snprintf(de.name, sizeof(de.name), "f%03d", i);
+		in.ino = de.ino;
+		in.type = META_T_FILE;
+		in.nlink = 1;
+		in.has_layout = 1;
+		assert_int_equal(lookahead_batch_add_idata(b, &de, &in, &d), 0);
+	}
+	lookahead_put(la, 82, b, 1, lookahead_epoch(la), clock_mono_ns() - 100000000ull, 0);
+	assert_int_equal(lookahead_get(la, 82, "f004", &got, &gen, &read_ns), 1);
+	assert_int_equal(lookahead_refill(la, 82, 300000000ull, start, &data), 0);
+	assert_int_equal(lookahead_refill(la, 82, 0, start, &data), 0); /* not for bytes */
+	assert_int_equal(lookahead_refill(la, 82, 500000000ull, start, &data), 1);
+	assert_int_equal(data, 1);
+	lookahead_free(la);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -331,6 +492,9 @@ int main(void)
 	    cmocka_unit_test(test_unlink_drops_only_holders),
 	    cmocka_unit_test(test_long_names_answer),
 	    cmocka_unit_test(test_walk_ahead_claims_next_dirs_once),
+	    cmocka_unit_test(test_refill_fetches_next_batch_once),
+	    cmocka_unit_test(test_refill_ends_with_any_change),
+	    cmocka_unit_test(test_refill_not_for_slow_walks),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
