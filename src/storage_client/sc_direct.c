@@ -48,7 +48,8 @@
  * new map revokes another chunk's mapping (CLOCK, stor_sc.c), which its
  * next read here finds stale and maps again. A slot handed out again
  * names a new chunk: the mapping that held it before is dropped then, so
- * this side keeps at most one live mapping (and its CRCs) per slot.
+ * this side keeps at most one live mapping (and its CRCs) per slot, and
+ * the chunk's key goes with it (KEYS AND FILES, at key_unmap).
  */
 #include "storage_client/sc_direct.h"
 
