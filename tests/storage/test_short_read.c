@@ -1502,6 +1502,23 @@ static void test_shapes(void **state)
 
 /* ---- map slot eviction ---- */
 
+/* Reads page 0 of chunk 0 of INO at LOC into B until a read is short-
+ * circuit (pending journals refuse a map: 5 s at most); the client's
+ * stats then in *ST. */
+static void until_first_sc(const struct storage_loc *loc, uint64_t ino, uint8_t *b,
+			   struct storage_client_stats *st)
+{
+	for (int tries = 0; tries < 100; tries++) {
+		struct storage_read r = { .loc = *loc, .ino = ino, .idx = 0, .len = PG, .dst = b };
+		assert_int_equal(storage_client_read(cl, &r, 1, 0), 0);
+		storage_client_get_stats(cl, st);
+		if (st->sc_reads)
+			break;
+		clock_sleep_ms(50);
+	}
+	assert_true(st->sc_reads > 0);
+}
+
 #define EV_SLOTS "4"
 #define EV_CH 16
 #define EV_ROUNDS 3
@@ -1522,17 +1539,8 @@ static void test_evict(void **state)
 				 0);
 	}
 	uint8_t *b = aligned_alloc(PG, 2 * PG);
-	/* Until a read is short-circuit (pending journals refuse a map). */
 	struct storage_client_stats st0, st;
-	for (int tries = 0; tries < 100; tries++) {
-		struct storage_read r = { .loc = loc, .ino = INO + 1, .idx = 0, .len = PG, .dst = b };
-		assert_int_equal(storage_client_read(cl, &r, 1, 0), 0);
-		storage_client_get_stats(cl, &st0);
-		if (st0.sc_reads)
-			break;
-		clock_sleep_ms(50);
-	}
-	assert_true(st0.sc_reads > 0);
+	until_first_sc(&loc, INO + 1, b, &st0);
 	for (int round = 0; round < EV_ROUNDS; round++)
 		for (uint32_t i = 0; i < EV_CH; i++) {
 			memset(b, 0, 2 * PG);
@@ -1595,15 +1603,7 @@ static void test_key_cap(void **state)
 	}
 	uint8_t *b = aligned_alloc(PG, KC_BATCH * PG);
 	struct storage_client_stats st0, st;
-	for (int tries = 0; tries < 100; tries++) { /* until a read is short-circuit */
-		struct storage_read r = { .loc = loc, .ino = INO + 3, .idx = 0, .len = PG, .dst = b };
-		assert_int_equal(storage_client_read(cl, &r, 1, 0), 0);
-		storage_client_get_stats(cl, &st0);
-		if (st0.sc_reads)
-			break;
-		clock_sleep_ms(50);
-	}
-	assert_true(st0.sc_reads > 0);
+	until_first_sc(&loc, INO + 3, b, &st0);
 	/* Every chunk, far more than the cap, three times over: one by one
 	 * (blocking), one by one (async), then in batches; the cap holds
 	 * after every read and the bytes are right. */
