@@ -9,11 +9,12 @@
  * mappings. A mapping is immutable once published and reference counted:
  * a read takes a reference under the peer's lock (held shared only for
  * the lookup, never across I/O) and drops it when done; a new mapping of
- * the chunk replaces it under the lock held exclusively, briefly. Data
- * file descriptors stay until sc_direct_free, so no read ever uses a
- * closed descriptor. A new registration (the server found dead, or the
- * connection replaced: -ESTALE) drops every mapping of that server and
- * starts a new table.
+ * the chunk replaces it under the lock held exclusively, briefly. A data
+ * file is counted by the mappings on it and closed (under the peer's lock
+ * held exclusively) once none is left, so no read ever uses a closed
+ * descriptor (see KEYS AND FILES at key_unmap). A new registration (the
+ * server found dead, or the connection replaced: -ESTALE) drops every
+ * mapping of that server and starts a new table.
  *
  * TABLES are reference counted too (see TABLE LIFETIME at dtab_put): the
  * peer holds its current one, every mapping the table it was made on,
@@ -47,7 +48,8 @@
  * new map revokes another chunk's mapping (CLOCK, stor_sc.c), which its
  * next read here finds stale and maps again. A slot handed out again
  * names a new chunk: the mapping that held it before is dropped then, so
- * this side keeps at most one live mapping (and its CRCs) per slot.
+ * this side keeps at most one live mapping (and its CRCs) per slot, and
+ * the chunk's key goes with it (KEYS AND FILES, at key_unmap).
  */
 #include "storage_client/sc_direct.h"
 
@@ -76,7 +78,11 @@
 
 #define SD_MAX_PEERS 64
 #define SD_ADDR_MAX 64
-#define SD_NB 4096
+#define SD_NB 8192 /* hash buckets a peer: at most SD_KEYS / SD_NB keys each */
+/* Keys a peer keeps at most (CFS_TEST_SC_KEYS): twice the live mappings a
+ * table allows, so keys waiting to map again (a refused map's retry
+ * time) or being mapped have room beside every slot's (KEYS AND FILES). */
+#define SD_KEYS (2u * STO_SC_SLOTS)
 #define SD_MAX_FILES 256
 #define SD_MAX_TABS 64 /* tables held at once per address (old ones that reads are still in) */
 #define SD_OFF_MS 10000
@@ -115,8 +121,9 @@ struct dmap {
 	struct dtab *tab;        /* a reference on it */
 	uint32_t slot;
 	uint64_t seq;
-	int fd;                  /* buffered */
-	int dfd;                 /* O_DIRECT */
+	struct dfile *file;      /* counted in its users; NULL until published */
+	int fd;                  /* buffered (FILE's) */
+	int dfd;                 /* O_DIRECT (FILE's) */
 	uint64_t file_off;
 	uint32_t len;
 	uint64_t commit_ver;
@@ -125,20 +132,26 @@ struct dmap {
 
 enum { ME_NONE, ME_MAPPING };
 
-/* A chunk seen through this peer (kept until sc_direct_free). */
+/* A chunk seen through this peer: freed when it has no mapping, no map
+ * RPC and no retry time ahead (key_reap), or by the clock when the peer
+ * has its SD_KEYS (keys_make_room). Reached only under the peer's lock,
+ * and by the map RPC that set ME_MAPPING (which keeps it). */
 struct dkey {
 	uint32_t target;
 	uint64_t ino;
 	uint32_t idx;
+	_Atomic uint8_t used;      /* read since the clock hand last passed */
 	struct dmap *cur;          /* under the peer's lock; NULL: none */
 	_Atomic int st;            /* ME_MAPPING: one map RPC in flight */
 	_Atomic uint64_t retry_ms; /* no new mapping before */
 	struct dkey *next;
 };
 
+/* An open data file of a peer's server (allocated: mappings point at it). */
 struct dfile {
 	uint64_t dev, ino;
 	int fd, dfd;
+	_Atomic int users; /* mappings on it: raised under the peer's lock only */
 };
 
 enum { PS_NONE, PS_OK, PS_OFF };
@@ -157,7 +170,9 @@ struct dpeer {
 	_Atomic int ntabs;        /* tables not freed yet: the current one and those
 				     reads (or map RPCs) are still inside */
 	struct dkey *h[SD_NB];
-	struct dfile files[SD_MAX_FILES];
+	int nkeys;                /* keys in h */
+	size_t hand;              /* the clock's next bucket (keys_make_room) */
+	struct dfile *files[SD_MAX_FILES];
 	int nfiles;
 };
 
@@ -200,6 +215,9 @@ struct sc_direct {
 	size_t many_group;        /* CFS_SC_MAP_MANY=N (N >= 2): groups of at most N chunks,
 				     each mapped when the batch's reads reach it; 0: all */
 	_Atomic int64_t tables;   /* tables not freed yet, every peer's */
+	_Atomic int64_t keys, files; /* keys and open data files now, every peer's */
+	_Atomic uint64_t key_evictions; /* keys the clock freed (keys_make_room) */
+	int keys_max;             /* keys a peer keeps at most (SD_KEYS; CFS_TEST_SC_KEYS) */
 	uint64_t off_ms;          /* hold-off (SD_OFF_MS; CFS_TEST_SC_OFF_MS) */
 	void (*_Atomic test_mid)(uint64_t ino, uint32_t idx); /* sc_direct_set_test_mid */
 	_Atomic uint64_t cached_hits, cached_misses; /* read_cached */
@@ -311,9 +329,134 @@ static void dtab_put(struct sc_direct *d, struct dtab *t)
 static void dmap_put(struct sc_direct *d, struct dmap *m)
 {
 	if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1) {
+		if (m->file) /* the last use of FILE here: files_reap may close it */
+			atomic_fetch_sub_explicit(&m->file->users, 1, memory_order_release);
 		dtab_put(d, m->tab);
 		free(m->crc);
 		free(m);
+	}
+}
+
+static size_t hbucket(uint32_t target, uint64_t ino, uint32_t idx)
+{
+	uint64_t h = ino * 0x9E3779B97F4A7C15ull ^ (uint64_t)idx * 0xC2B2AE3D27D4EB4Full ^ target;
+	return (size_t)(h >> 40) % SD_NB;
+}
+
+/* KEYS AND FILES. A client used to keep a key for every chunk it ever
+ * read through a server, and every data file it opened, until it ended:
+ * a job reading 100 TB in 4 MiB chunks held 25 M keys (1.6 GB). Now:
+ *
+ * - A key is freed as soon as it has no mapping, no map RPC (ME_MAPPING)
+ *   and no retry time ahead (key_reap): when its slot is handed to
+ *   another chunk (map_finish), when a read finds its mapping stale
+ *   (map_forget), when a registration drops every mapping
+ *   (peer_drop_maps). Mapped keys are at most one a slot (the slot's,
+ *   t->skey), so a peer keeps about STO_SC_SLOTS keys.
+ * - At most D->keys_max a peer all the same (keys waiting out a retry
+ *   time, mappings of older tables): a new key past that frees the
+ *   oldest unused ones first, by a clock over the hash buckets (a key's
+ *   USED bit, set by each read that finds its mapping, buys it one more
+ *   turn; a mapping the server revoked buys none). A key being mapped is
+ *   never freed (its map RPC holds it); with nothing to free the chunk
+ *   is read over RPC.
+ * - Nothing outside the peer's lock holds a key but its map RPC: a read
+ *   holds its mapping (a reference), and forgets a stale one by the
+ *   chunk's name (map_forget), so freeing a key (under the lock held
+ *   exclusively) never frees what a read between its halves uses.
+ * - T->skey[S] == K only while K's mapping is the one of slot S on T
+ *   (key_unmap keeps it so), so a freed key is never found there.
+ * - A data file is counted by the mappings on it (users, dropped by the
+ *   mapping's last reference: dmap_put) and closed by files_reap, under
+ *   the lock held exclusively, once none is left: only a new mapping
+ *   raises the count, under that lock, so none can come back meanwhile.
+ *   The service never deletes a data file (freed blocks are punched), but
+ *   one of a removed target would otherwise stay open, its space held. */
+
+/* Under P's exclusive lock: K loses its mapping (the slot it held is
+ * free for another key; readers keep the mapping until done). */
+static void key_unmap(struct sc_direct *d, struct dpeer *p, struct dkey *k)
+{
+	struct dmap *m = k->cur;
+	if (!m)
+		return;
+	if (m->tab == p->tab && p->tab->skey[m->slot] == k)
+		p->tab->skey[m->slot] = NULL;
+	k->cur = NULL;
+	dmap_put(d, m);
+}
+
+/* Under P's exclusive lock: unlinks and frees K (unmapped, with no map
+ * RPC), PREV the link to it (NULL: found in its bucket). */
+static void key_free(struct sc_direct *d, struct dpeer *p, struct dkey *k, struct dkey **prev)
+{
+	if (!prev)
+		for (prev = &p->h[hbucket(k->target, k->ino, k->idx)]; *prev != k;
+		     prev = &(*prev)->next)
+			;
+	*prev = k->next;
+	p->nkeys--;
+	atomic_fetch_sub(&d->keys, 1);
+	free(k);
+}
+
+/* Under P's exclusive lock: frees K unless something still needs it (a
+ * mapping, a map RPC, a retry time ahead of NOW). */
+static bool key_reap(struct sc_direct *d, struct dpeer *p, struct dkey *k, uint64_t now)
+{
+	if (k->cur || atomic_load(&k->st) == ME_MAPPING || now < atomic_load(&k->retry_ms))
+		return false;
+	key_free(d, p, k, NULL);
+	return true;
+}
+
+/* Whether mapping M no longer holds: its table replaced or its slot
+ * handed on (a read of it would go over RPC anyway). */
+static bool map_revoked(const struct dpeer *p, const struct dmap *m)
+{
+	const _Atomic uint64_t *slot =
+		(const _Atomic uint64_t *)(m->tab->base + STO_SC_HDR + 8ull * m->slot);
+	return m->tab != p->tab || atomic_load_explicit(slot, memory_order_relaxed) != m->seq;
+}
+
+/* Under P's exclusive lock: room for a new key (fewer than keys_max), by
+ * the clock over the buckets: keys read since its last turn (USED) are
+ * passed once, keys being mapped always. False: none could be freed in
+ * two turns (every key being mapped). */
+static bool keys_make_room(struct sc_direct *d, struct dpeer *p)
+{
+	for (size_t n = 0; p->nkeys >= d->keys_max && n < 2 * SD_NB; n++) {
+		struct dkey **prev = &p->h[p->hand], *k;
+		p->hand = (p->hand + 1) % SD_NB;
+		while ((k = *prev) && p->nkeys >= d->keys_max) {
+			if (atomic_load(&k->st) == ME_MAPPING ||
+			    (atomic_exchange_explicit(&k->used, 0, memory_order_relaxed) &&
+			     !(k->cur && map_revoked(p, k->cur)))) {
+				prev = &k->next;
+				continue;
+			}
+			key_unmap(d, p, k);
+			key_free(d, p, k, prev);
+			atomic_fetch_add(&d->key_evictions, 1);
+		}
+	}
+	return p->nkeys < d->keys_max;
+}
+
+/* Under P's exclusive lock: closes the data files no mapping uses. */
+static void files_reap(struct sc_direct *d, struct dpeer *p)
+{
+	for (int i = 0; i < p->nfiles;) {
+		struct dfile *f = p->files[i];
+		if (atomic_load_explicit(&f->users, memory_order_acquire)) {
+			i++;
+			continue;
+		}
+		close(f->fd);
+		close(f->dfd);
+		free(f);
+		p->files[i] = p->files[--p->nfiles];
+		atomic_fetch_sub(&d->files, 1);
 	}
 }
 
@@ -342,6 +485,9 @@ struct sc_direct *sc_direct_new(const struct rpc_opts *ro, int dflt)
 	d->probe_all = probe && !strcmp(probe, "all");
 	const char *off = getenv("CFS_TEST_SC_OFF_MS"); /* test hook; 0: SD_OFF_MS */
 	d->off_ms = off && strtoull(off, NULL, 10) ? strtoull(off, NULL, 10) : SD_OFF_MS;
+	const char *keys = getenv("CFS_TEST_SC_KEYS"); /* test hook; 0: SD_KEYS */
+	long kv = keys ? strtol(keys, NULL, 10) : 0;
+	d->keys_max = kv > 0 && kv < (long)SD_KEYS ? (int)kv : (int)SD_KEYS;
 	const char *win = getenv("CFS_SHORT_READ_PROBE_WINDOW"); /* test hook */
 	cache_probe_init(&d->probe, win ? (uint32_t)strtoul(win, NULL, 10) : 0, CACHE_PROBE_RISE);
 	pthread_once(&shift_once, shift_init);
@@ -370,14 +516,18 @@ struct sc_direct *sc_direct_new(const struct rpc_opts *ro, int dflt)
 }
 
 /* Under P's exclusive lock: drops every mapping (their readers keep them,
- * and their tables, until done). */
+ * and their tables, until done), the keys left with nothing and the
+ * files no mapping uses now. */
 static void peer_drop_maps(struct sc_direct *d, struct dpeer *p)
 {
+	uint64_t now = clock_mono_ms();
 	for (size_t i = 0; i < SD_NB; i++)
-		for (struct dkey *k = p->h[i]; k; k = k->next) {
-			dmap_put(d, k->cur);
-			k->cur = NULL;
+		for (struct dkey *k = p->h[i], *n; k; k = n) {
+			n = k->next;
+			key_unmap(d, p, k);
+			key_reap(d, p, k, now);
 		}
+	files_reap(d, p);
 }
 
 void sc_direct_free(struct sc_direct *d)
@@ -391,7 +541,7 @@ void sc_direct_free(struct sc_direct *d)
 			   "stats: reads=%llu fallbacks=%llu misses=%llu maps=%llu map_fails=%llu "
 			   "map_rpcs=%llu map_many=%llu "
 			   "stale=%llu corrupt=%llu dead=%llu regs=%llu cached_hits=%llu "
-			   "cached_misses=%llu cached_direct=%llu",
+			   "cached_misses=%llu cached_direct=%llu keys=%lld key_evictions=%llu",
 			   (unsigned long long)atomic_load(&d->reads),
 			   (unsigned long long)atomic_load(&d->fallbacks),
 			   (unsigned long long)atomic_load(&d->misses),
@@ -405,7 +555,9 @@ void sc_direct_free(struct sc_direct *d)
 			   (unsigned long long)atomic_load(&d->regs),
 			   (unsigned long long)atomic_load(&d->cached_hits),
 			   (unsigned long long)atomic_load(&d->cached_misses),
-			   (unsigned long long)atomic_load(&d->probe.direct));
+			   (unsigned long long)atomic_load(&d->probe.direct),
+			   (long long)atomic_load(&d->keys),
+			   (unsigned long long)atomic_load(&d->key_evictions));
 	if (d->ring_ok) {
 		/* A NOP with no op stops the completion thread (no read may
 		 * be in flight: the caller's contract). */
@@ -444,8 +596,9 @@ void sc_direct_free(struct sc_direct *d)
 				free(k);
 			}
 		for (int f = 0; f < p->nfiles; f++) {
-			close(p->files[f].fd);
-			close(p->files[f].dfd);
+			close(p->files[f]->fd);
+			close(p->files[f]->dfd);
+			free(p->files[f]);
 		}
 		pthread_rwlock_destroy(&p->lk);
 		pthread_mutex_destroy(&p->reg_mu);
@@ -475,6 +628,9 @@ void sc_direct_get_stats(struct sc_direct *d, struct sc_direct_stats *out)
 	out->dead = atomic_load(&d->dead);
 	out->regs = atomic_load(&d->regs);
 	out->tables = (uint64_t)atomic_load(&d->tables);
+	out->keys = (uint64_t)atomic_load(&d->keys);
+	out->key_evictions = atomic_load(&d->key_evictions);
+	out->files = (uint64_t)atomic_load(&d->files);
 	out->cached_hits = atomic_load(&d->cached_hits);
 	out->cached_misses = atomic_load(&d->cached_misses);
 	out->cached_direct = atomic_load(&d->probe.direct);
@@ -614,12 +770,6 @@ static int peer_register(struct sc_direct *d, struct dpeer *p)
 	return 0;
 }
 
-static size_t hbucket(uint32_t target, uint64_t ino, uint32_t idx)
-{
-	uint64_t h = ino * 0x9E3779B97F4A7C15ull ^ (uint64_t)idx * 0xC2B2AE3D27D4EB4Full ^ target;
-	return (size_t)(h >> 40) % SD_NB;
-}
-
 /* Under P's lock (either mode). */
 static struct dkey *key_find(struct dpeer *p, uint32_t target, uint64_t ino, uint32_t idx)
 {
@@ -630,51 +780,68 @@ static struct dkey *key_find(struct dpeer *p, uint32_t target, uint64_t ino, uin
 }
 
 /* Under P's exclusive lock: the key of (TARGET, INO, IDX), made when
- * there is none; NULL: out of memory. */
-static struct dkey *key_get_locked(struct dpeer *p, uint32_t target, uint64_t ino, uint32_t idx)
+ * there is none (an unused one freed first when P has its keys_max);
+ * NULL: out of memory, or no key could be freed. */
+static struct dkey *key_get_locked(struct sc_direct *d, struct dpeer *p, uint32_t target,
+				   uint64_t ino, uint32_t idx)
 {
 	struct dkey *k = key_find(p, target, ino, idx);
-	if (!k && (k = calloc(1, sizeof(*k)))) {
+	if (!k && keys_make_room(d, p) && (k = calloc(1, sizeof(*k)))) {
 		k->target = target;
 		k->ino = ino;
 		k->idx = idx;
 		size_t h = hbucket(target, ino, idx);
 		k->next = p->h[h];
 		p->h[h] = k;
+		p->nkeys++;
+		atomic_fetch_add(&d->keys, 1);
 	}
 	return k;
 }
 
-/* Under P's exclusive lock: a descriptor of the file (DEV, INO) at PATH,
- * or -1 (not openable here, or not the file the server named). */
-static int file_get(struct dpeer *p, const char *path, uint64_t dev, uint64_t ino, int *dfd)
+/* Under P's exclusive lock: the file (DEV, INO) at PATH, opened when it
+ * is not yet (the files no mapping uses closed first), with a user more;
+ * NULL: -EMFILE (SD_MAX_FILES in use) or -EACCES (not openable here, or
+ * not the file the server named) in *RC. */
+static struct dfile *file_get(struct sc_direct *d, struct dpeer *p, const char *path,
+			      uint64_t dev, uint64_t ino, int *rc)
 {
-	for (int i = 0; i < p->nfiles; i++)
-		if (p->files[i].dev == dev && p->files[i].ino == ino) {
-			*dfd = p->files[i].dfd;
-			return p->files[i].fd;
-		}
-	if (p->nfiles == SD_MAX_FILES)
-		return -1;
+	struct dfile *f = NULL;
+	for (int i = 0; i < p->nfiles && !f; i++)
+		if (p->files[i]->dev == dev && p->files[i]->ino == ino)
+			f = p->files[i];
+	if (f) {
+		atomic_fetch_add_explicit(&f->users, 1, memory_order_relaxed);
+		return f;
+	}
+	files_reap(d, p);
+	if (p->nfiles == SD_MAX_FILES) {
+		*rc = -EMFILE;
+		return NULL;
+	}
+	*rc = -EACCES;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat st;
 	if (fd < 0)
-		return -1;
+		return NULL;
 	if (fstat(fd, &st) || (uint64_t)st.st_dev != dev || (uint64_t)st.st_ino != ino) {
 		close(fd);
-		return -1;
+		return NULL;
 	}
 	int dd = open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
-	if (dd < 0 || fstat(dd, &st) || (uint64_t)st.st_dev != dev || (uint64_t)st.st_ino != ino) {
+	if (dd < 0 || fstat(dd, &st) || (uint64_t)st.st_dev != dev || (uint64_t)st.st_ino != ino ||
+	    !(f = malloc(sizeof(*f)))) {
 		if (dd >= 0)
 			close(dd);
 		close(fd);
-		return -1;
+		return NULL;
 	}
 	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
-	p->files[p->nfiles++] = (struct dfile){ .dev = dev, .ino = ino, .fd = fd, .dfd = dd };
-	*dfd = dd;
-	return fd;
+	*f = (struct dfile){ .dev = dev, .ino = ino, .fd = fd, .dfd = dd, .users = 1 };
+	p->files[p->nfiles++] = f;
+	atomic_fetch_add(&d->files, 1);
+	*rc = 0;
+	return f;
 }
 
 /* The map request for key K on table T into B. */
@@ -733,24 +900,27 @@ static void map_finish(struct sc_direct *d, struct dpeer *p, struct dkey *k, str
 	}
 	if (!rc && t->pid != r.f.pid)
 		rc = -ESRCH;
-	if (!rc && (m->fd = file_get(p, path, r.f.dev, r.f.inode, &m->dfd)) < 0)
-		rc = -EACCES;
+	if (!rc && (m->file = file_get(d, p, path, r.f.dev, r.f.inode, &rc))) {
+		m->fd = m->file->fd;
+		m->dfd = m->file->dfd;
+	}
 	uint64_t now = clock_mono_ms();
 	if (!rc) {
 		/* The slot's previous chunk was evicted (or revoked): drop
-		 * its mapping now rather than at its next read. */
+		 * its mapping now rather than at its next read, and its key
+		 * with it unless something still needs that. */
 		struct dkey *o = t->skey[r.f.slot];
 		bool older = false; /* answers of concurrent maps may come in any order */
 		if (o && o != k && o->cur && o->cur->tab == t && o->cur->slot == r.f.slot) {
 			older = o->cur->seq > r.f.seq; /* slot words only grow */
 			if (!older) {
-				dmap_put(d, o->cur);
-				o->cur = NULL;
+				key_unmap(d, p, o);
+				key_reap(d, p, o, now);
 			}
 		}
+		key_unmap(d, p, k); /* its slot too, if another than this one */
 		if (!older)
 			t->skey[r.f.slot] = k;
-		dmap_put(d, k->cur);
 		k->cur = m;
 		m = NULL;
 		atomic_fetch_add(&d->maps, 1);
@@ -772,6 +942,7 @@ static void map_finish(struct sc_direct *d, struct dpeer *p, struct dkey *k, str
 	if ((rc == -CFS_EBADMSG_TYPE || rc == -EOPNOTSUPP || rc == -ESRCH || rc == -EACCES ||
 	     rc == -CFS_EPROTO) && p->tab == t)
 		peer_off(d, p);
+	/* Under the lock: from here K is no longer this map's (key_reap). */
 	atomic_store(&k->st, ME_NONE);
 	pthread_rwlock_unlock(&p->lk);
 	dmap_put(d, m);
@@ -1072,13 +1243,18 @@ static ssize_t read_io(struct sc_direct *d, const struct dmap *m, const struct r
 	return got >= (ssize_t)x->blen ? (ssize_t)x->blen : got;
 }
 
-/* Forgets K's mapping M (unless replaced meanwhile). */
-static void map_forget(struct sc_direct *d, struct dpeer *p, struct dkey *k, struct dmap *m)
+/* Forgets mapping M of R's chunk (TARGET's) on P, unless replaced
+ * meanwhile, and the key with it unless something still needs that. By
+ * the chunk's name: the key may be gone (KEYS AND FILES). */
+static void map_forget(struct sc_direct *d, struct dpeer *p, uint32_t target,
+		       const struct storage_read *r, struct dmap *m)
 {
+	uint64_t now = clock_mono_ms();
 	pthread_rwlock_wrlock(&p->lk);
-	if (k->cur == m) {
-		k->cur = NULL;
-		dmap_put(d, m);
+	struct dkey *k = key_find(p, target, r->ino, r->idx);
+	if (k && k->cur == m) {
+		key_unmap(d, p, k);
+		key_reap(d, p, k, now);
 	}
 	pthread_rwlock_unlock(&p->lk);
 }
@@ -1118,9 +1294,23 @@ static bool peer_ready(struct sc_direct *d, struct dpeer *p)
  * when there is none (a map RPC: may wait), or NULL: read over RPC. BG:
  * never wait for a map (a registration still may): one is asked for in
  * the background and NULL answered, the caller reading elsewhere. */
+/* Under P's lock (either mode; T P->tab, not NULL): whether this thread
+ * maps K now (ME_MAPPING set, a reference on T taken for the map). One
+ * map RPC per chunk at a time: concurrent readers of the chunk use RPC
+ * meanwhile, as do those before its retry time. Under the lock because
+ * K may be freed once out of ME_MAPPING (key_reap, keys_make_room). */
+static bool map_claim(struct dkey *k, struct dtab *t, uint64_t now)
+{
+	int idle = ME_NONE;
+	if (now < atomic_load(&k->retry_ms) ||
+	    !atomic_compare_exchange_strong(&k->st, &idle, ME_MAPPING))
+		return false;
+	dtab_get(t); /* the map's, from the peer's (under its lock) */
+	return true;
+}
+
 static struct dmap *mapping_get(struct sc_direct *d, struct dpeer *p, uint32_t target,
-				uint32_t chain, const struct storage_read *r, struct dkey **kout,
-				bool bg)
+				uint32_t chain, const struct storage_read *r, bool bg)
 {
 	for (int attempt = 0; attempt < 2; attempt++) {
 		if (!peer_ready(d, p))
@@ -1129,34 +1319,35 @@ static struct dmap *mapping_get(struct sc_direct *d, struct dpeer *p, uint32_t t
 		struct dkey *k = key_find(p, target, r->ino, r->idx);
 		struct dmap *m = k ? k->cur : NULL;
 		struct dtab *t = p->tab;
-		if (m)
-			atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
-		bool wait = k && !m && clock_mono_ms() < atomic_load(&k->retry_ms);
-		if (!m && !attempt && t && !wait)
-			dtab_get(t); /* the map's, from the peer's (under its lock) */
-		pthread_rwlock_unlock(&p->lk);
+		bool mine = false;
 		if (m) {
-			*kout = k;
-			return m;
+			atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+			if (!atomic_load_explicit(&k->used, memory_order_relaxed))
+				atomic_store_explicit(&k->used, 1, memory_order_relaxed);
+		} else if (k && !attempt && t) {
+			mine = map_claim(k, t, clock_mono_ms());
 		}
-		if (attempt || !t || wait)
+		pthread_rwlock_unlock(&p->lk);
+		if (m)
+			return m;
+		if (attempt || !t)
 			return NULL;
 		if (!k) {
+			uint64_t now = clock_mono_ms();
 			pthread_rwlock_wrlock(&p->lk);
-			k = key_get_locked(p, target, r->ino, r->idx);
-			pthread_rwlock_unlock(&p->lk);
-			if (!k) {
-				dtab_put(d, t);
-				return NULL;
+			t = p->tab;
+			if (t && (k = key_get_locked(d, p, target, r->ino, r->idx)) && k->cur) {
+				m = k->cur; /* mapped meanwhile */
+				atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+			} else if (k) {
+				mine = map_claim(k, t, now);
 			}
+			pthread_rwlock_unlock(&p->lk);
+			if (m)
+				return m;
 		}
-		/* One map RPC per chunk at a time; concurrent readers of the
-		 * chunk use RPC meanwhile. */
-		int idle = ME_NONE;
-		if (!atomic_compare_exchange_strong(&k->st, &idle, ME_MAPPING)) {
-			dtab_put(d, t);
+		if (!mine)
 			return NULL;
-		}
 		if (bg) {
 			map_chunk_bg(d, p, k, chain, t);
 			return NULL;
@@ -1175,8 +1366,7 @@ int sc_direct_read(struct sc_direct *d, const char *addr, uint32_t target, uint3
 	struct dpeer *p = peer_get(d, addr);
 	int done = SC_DIRECT_RPC;
 	for (int attempt = 0; p && attempt < 2; attempt++) {
-		struct dkey *k;
-		struct dmap *m = mapping_get(d, p, target, chain, r, &k, false);
+		struct dmap *m = mapping_get(d, p, target, chain, r, false);
 		if (!m)
 			break;
 		struct rd x;
@@ -1192,7 +1382,7 @@ int sc_direct_read(struct sc_direct *d, const char *addr, uint32_t target, uint3
 		}
 		free(x.own);
 		if (stale)
-			map_forget(d, p, k, m);
+			map_forget(d, p, target, r, m);
 		dmap_put(d, m);
 		if (done == SC_DIRECT_DONE)
 			return done;
@@ -1444,8 +1634,7 @@ static int read_async_at(struct sc_direct *d, const char *addr, uint32_t target,
 {
 	struct dpeer *p = peer_get(d, addr);
 	for (int attempt = 0; p && attempt < 2; attempt++) {
-		struct dkey *k;
-		struct dmap *m = mapping_get(d, p, target, chain, r, &k, bg);
+		struct dmap *m = mapping_get(d, p, target, chain, r, bg);
 		if (!m)
 			break;
 		struct aop *o = aop_get(d);
@@ -1520,7 +1709,7 @@ static int read_async_at(struct sc_direct *d, const char *addr, uint32_t target,
 				return 1;
 		}
 		if (stale)
-			map_forget(d, p, k, m);
+			map_forget(d, p, target, r, m);
 		dmap_put(d, m);
 		abuf_put(d, buf, bufsz);
 		aop_put(d, o);
@@ -1622,7 +1811,6 @@ static struct io_uring *own_ring(void)
 /* One range of a batch between submission and check. */
 struct bop {
 	struct dpeer *p;
-	struct dkey *k;
 	struct dmap *m;   /* NULL: not read this way */
 	struct rd x;
 	int res;
@@ -1772,12 +1960,10 @@ static void batch_maps(struct sc_direct *d, const struct sc_direct_item *it, con
 				continue;
 			seen[j] = true;
 			const struct storage_read *r = it[j].r;
-			struct dkey *k = t ? key_get_locked(p, it[j].target, r->ino, r->idx) : NULL;
-			int idle = ME_NONE;
-			if (!k || k->cur || now < atomic_load(&k->retry_ms) ||
-			    !atomic_compare_exchange_strong(&k->st, &idle, ME_MAPPING))
+			struct dkey *k = t ? key_get_locked(d, p, it[j].target, r->ino, r->idx)
+					   : NULL;
+			if (!k || k->cur || !map_claim(k, t, now))
 				continue; /* mapped, waiting, or being mapped: as before */
-			dtab_get(t); /* the map's, from the peer's (under its lock) */
 			ks[m] = k;
 			ch[m++] = it[j].chain;
 		}
@@ -1842,12 +2028,12 @@ size_t sc_direct_read_batch(struct sc_direct *d, struct sc_direct_item *it, size
 				continue;
 			}
 		}
-		b[i].m = mapping_get(d, b[i].p, it[i].target, it[i].chain, r, &b[i].k, false);
+		b[i].m = mapping_get(d, b[i].p, it[i].target, it[i].chain, r, false);
 		bool stale = false;
 		if (b[i].m && (!read_pre(d, b[i].p, b[i].m, r, &b[i].x, NULL, BUF_OWN, &stale) ||
 			       (b[i].x.blen && !own && !(b[i].o = calloc(1, sizeof(*b[i].o)))))) {
 			if (stale)
-				map_forget(d, b[i].p, b[i].k, b[i].m);
+				map_forget(d, b[i].p, it[i].target, r, b[i].m);
 			dmap_put(d, b[i].m);
 			free(b[i].x.own);
 			b[i].m = NULL;

@@ -150,6 +150,11 @@ struct sc_direct_stats {
 				restart or a replaced connection) */
 	uint64_t tables;     /* tables mapped now: the current ones and old ones a
 				read is still inside */
+	uint64_t keys;       /* chunk records kept now, every server's (at most
+				about STO_SC_SLOTS a server, never more than twice
+				that: sc_direct.c KEYS AND FILES) */
+	uint64_t key_evictions; /* ... freed to stay within that bound */
+	uint64_t files;      /* data files open now (closed when no mapping uses them) */
 	uint64_t cached_hits;   /* async reads answered from the page cache at once
 				   (unless CFS_SHORT_READ_CACHED=0) */
 	uint64_t cached_misses; /* ... not all cached: read buffered on the ring */

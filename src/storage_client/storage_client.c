@@ -123,6 +123,9 @@ void storage_client_get_stats(struct storage_client *c, struct storage_client_st
 	out->sc_dead = ds.dead;
 	out->sc_regs = ds.regs;
 	out->sc_tables = ds.tables;
+	out->sc_keys = ds.keys;
+	out->sc_key_evictions = ds.key_evictions;
+	out->sc_files = ds.files;
 	out->sc_cached_direct = ds.cached_direct;
 }
 

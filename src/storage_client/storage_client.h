@@ -194,6 +194,9 @@ struct storage_client_stats {
 	uint64_t sc_dead;           /* reads that found their storage service dead */
 	uint64_t sc_regs;           /* short-circuit tables registered (sc_direct.h regs) */
 	uint64_t sc_tables;         /* ... mapped now (sc_direct.h tables) */
+	uint64_t sc_keys;           /* short-circuit chunk records now (sc_direct.h keys) */
+	uint64_t sc_key_evictions;  /* ... freed by their bound (sc_direct.h key_evictions) */
+	uint64_t sc_files;          /* short-circuit data files open now (sc_direct.h files) */
 	uint64_t sc_cached_direct;  /* small async reads sent O_DIRECT without a page
 				       cache probe (sc_direct.h cached_direct) */
 	uint64_t shm_direct_lost;   /* failed reads into such memory whose region's

@@ -51,6 +51,11 @@
  *                 stale, maps again; the reads stay short-circuit (before
  *                 eviction a full table refused the map and every read
  *                 after the 4th went over RPC) and right
+ *   key_cap       a client keeping at most 8 chunk records a server
+ *                 (CFS_TEST_SC_KEYS) reads 48 chunks three times over
+ *                 (blocking, async, batches): never more than 8 kept, the
+ *                 evicted ones mapped again, reads short-circuit and right
+ *                 (before, a client kept one record a chunk ever read)
  *   cached        (only in the runs without CFS_SHORT_READ_CACHED=0,
  *                 test_short_read_cached, which also runs the others but
  *                 chain_corrupt: that mode keeps a chunk's async reads on
@@ -1497,6 +1502,23 @@ static void test_shapes(void **state)
 
 /* ---- map slot eviction ---- */
 
+/* Reads page 0 of chunk 0 of INO at LOC into B until a read is short-
+ * circuit (pending journals refuse a map: 5 s at most); the client's
+ * stats then in *ST. */
+static void until_first_sc(const struct storage_loc *loc, uint64_t ino, uint8_t *b,
+			   struct storage_client_stats *st)
+{
+	for (int tries = 0; tries < 100; tries++) {
+		struct storage_read r = { .loc = *loc, .ino = ino, .idx = 0, .len = PG, .dst = b };
+		assert_int_equal(storage_client_read(cl, &r, 1, 0), 0);
+		storage_client_get_stats(cl, st);
+		if (st->sc_reads)
+			break;
+		clock_sleep_ms(50);
+	}
+	assert_true(st->sc_reads > 0);
+}
+
 #define EV_SLOTS "4"
 #define EV_CH 16
 #define EV_ROUNDS 3
@@ -1517,17 +1539,8 @@ static void test_evict(void **state)
 				 0);
 	}
 	uint8_t *b = aligned_alloc(PG, 2 * PG);
-	/* Until a read is short-circuit (pending journals refuse a map). */
 	struct storage_client_stats st0, st;
-	for (int tries = 0; tries < 100; tries++) {
-		struct storage_read r = { .loc = loc, .ino = INO + 1, .idx = 0, .len = PG, .dst = b };
-		assert_int_equal(storage_client_read(cl, &r, 1, 0), 0);
-		storage_client_get_stats(cl, &st0);
-		if (st0.sc_reads)
-			break;
-		clock_sleep_ms(50);
-	}
-	assert_true(st0.sc_reads > 0);
+	until_first_sc(&loc, INO + 1, b, &st0);
 	for (int round = 0; round < EV_ROUNDS; round++)
 		for (uint32_t i = 0; i < EV_CH; i++) {
 			memset(b, 0, 2 * PG);
@@ -1548,6 +1561,86 @@ static void test_evict(void **state)
 	 * over RPC, so not all). */
 	assert_true(sc_reads >= (uint64_t)(EV_ROUNDS * EV_CH) * 3 / 4);
 	assert_true(maps + 1 >= sc_reads); /* chunk 0 was mapped before */
+	/* A key whose slot went to another chunk is freed then: about one a
+	 * slot stays (a refused map's keeps its retry time a while), not one
+	 * a chunk ever read (16 before 2026-12-06). */
+	print_message("evict: %llu keys kept\n", (unsigned long long)st.sc_keys);
+	assert_true(st.sc_keys <= 2 * (uint64_t)atoi(EV_SLOTS));
+	free(b);
+	free(pg);
+	teardown(&sc);
+}
+
+/* ---- the bound on kept chunk records ---- */
+
+#define KC_KEYS "8"
+#define KC_CH 48
+#define KC_BATCH 4
+
+/* Checks KC_BATCH one-page reads of chunks [I, I + KC_BATCH) of INO + 3
+ * in B (each chunk's page 0, version 1). */
+static void kc_check(const uint8_t *b, const struct storage_read *r, uint32_t i, uint32_t n)
+{
+	for (uint32_t j = 0; j < n; j++) {
+		assert_int_equal(r[j].result, PG);
+		assert_int_equal(page_version(b + (size_t)j * PG, i + j, 0), 1);
+	}
+}
+
+static void test_key_cap(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	setenv("CFS_TEST_SC_KEYS", KC_KEYS, 1); /* read when the client is made */
+	setup(&sc, "short-keycap");
+	setenv("CFS_TEST_SC_KEYS", "0", 1);
+	const uint64_t cap = (uint64_t)atoi(KC_KEYS);
+	uint8_t *pg = malloc(PG);
+	struct storage_loc loc = { .addr = addr, .target = 1 };
+	for (uint32_t i = 0; i < KC_CH; i++) {
+		page_fill(pg, i, 0, 1);
+		assert_int_equal(storage_client_write(cl, &loc, INO + 3, i, 0, PG, pg, 0, NULL), 0);
+	}
+	uint8_t *b = aligned_alloc(PG, KC_BATCH * PG);
+	struct storage_client_stats st0, st;
+	until_first_sc(&loc, INO + 3, b, &st0);
+	/* Every chunk, far more than the cap, three times over: one by one
+	 * (blocking), one by one (async), then in batches; the cap holds
+	 * after every read and the bytes are right. */
+	uint64_t max_keys = 0;
+	for (int round = 0; round < 3; round++)
+		for (uint32_t i = 0; i < KC_CH; i += round == 2 ? KC_BATCH : 1) {
+			uint32_t n = round == 2 ? KC_BATCH : 1;
+			struct storage_read r[KC_BATCH];
+			memset(b, 0, KC_BATCH * PG);
+			for (uint32_t j = 0; j < n; j++)
+				r[j] = (struct storage_read){ .loc = loc, .ino = INO + 3, .idx = i + j,
+							      .len = PG, .dst = b + (size_t)j * PG };
+			if (round == 1) {
+				bool sync;
+				assert_int_equal(async_read(&r[0], &sync), PG);
+			} else {
+				assert_int_equal(storage_client_read(cl, r, n, 0), 0);
+			}
+			kc_check(b, r, i, n);
+			storage_client_get_stats(cl, &st);
+			if (st.sc_keys > max_keys)
+				max_keys = st.sc_keys;
+		}
+	storage_client_get_stats(cl, &st);
+	uint64_t reads = 2 * KC_CH + KC_CH, sc_reads = st.sc_reads - st0.sc_reads;
+	print_message("key_cap: %llu of %llu reads short-circuit, keys at most %llu (cap %llu), "
+		      "%llu evicted, %llu data files open\n",
+		      (unsigned long long)sc_reads, (unsigned long long)reads,
+		      (unsigned long long)max_keys, (unsigned long long)cap,
+		      (unsigned long long)st.sc_key_evictions, (unsigned long long)st.sc_files);
+	assert_true(max_keys <= cap); /* 48 before 2026-12-06: one a chunk ever read */
+	assert_true(max_keys > 0);
+	assert_true(st.sc_key_evictions >= KC_CH - cap);
+	/* the evicted chunks were mapped again: still short-circuit (a lease
+	 * lapse on a loaded machine may send a few over RPC) */
+	assert_true(sc_reads >= reads * 3 / 4);
+	assert_true(st.sc_files >= 1);
 	free(b);
 	free(pg);
 	teardown(&sc);
@@ -1836,6 +1929,9 @@ int main(int argc, char **argv)
 	 * under another thread's getenv (a connection's, rpc_conn.c). */
 	setenv("CFS_SHORT_READ", "1", 1);
 	setenv("CFS_TEST_SC_SLOTS", "0", 1); /* test_evict changes only its value */
+	/* test_key_cap changes only its value; one set outside runs every
+	 * test before it with that bound (a stress of the key eviction) */
+	setenv("CFS_TEST_SC_KEYS", "0", 0);
 	setenv("CFS_TEST_SC_NO_MANY", "0", 1); /* test_map_many_old changes only its value */
 	setenv("CFS_SC_MAP_MANY", "0", 1);     /* (off by default) map_many_run turns it on */
 	stor_cluster_id();
@@ -1848,6 +1944,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_chain_corrupt),
 		cmocka_unit_test(test_shapes),
 		cmocka_unit_test(test_evict),
+		cmocka_unit_test(test_key_cap),
 		cmocka_unit_test(test_map_many),
 		cmocka_unit_test(test_map_many_old),
 		cmocka_unit_test(test_cached),
@@ -1858,7 +1955,8 @@ int main(int argc, char **argv)
 	const struct CMUnitTest cached[] = {
 		cmocka_unit_test(test_race),    cmocka_unit_test(test_kill9),
 		cmocka_unit_test(test_corrupt), cmocka_unit_test(test_shapes),
-		cmocka_unit_test(test_evict),   cmocka_unit_test(test_cached),
+		cmocka_unit_test(test_evict),   cmocka_unit_test(test_key_cap),
+		cmocka_unit_test(test_cached),
 		cmocka_unit_test(test_cached_cold),
 	};
 	/* With a short hold-off (test_short_read_reclaim). */
