@@ -112,7 +112,7 @@ static void test_combine(void **state)
 static void test_fold(void **state)
 {
 	(void)state;
-	uint8_t *data = xorshift_bytes(9000 + 8, 0x2545F4914F6CDD1Dull);
+	uint8_t *data = xorshift_bytes(8960 + 255 + 4, 0x2545F4914F6CDD1Dull);
 	static const uint32_t inits[] = { 0, 7, 0xffffffffu };
 	static const size_t past[] = { 0, 1, 8, 128, 255 }; /* bytes after the multiple */
 	for (size_t base = 0; base <= 8960; base += 256)
