@@ -11,6 +11,7 @@ PKGS=(
   libinih-dev         # config files
   liblmdb-dev         # embedded KV backend + chunk metadata
   liburing-dev        # O_DIRECT data I/O on storage targets
+  libisal-dev         # CRC32C (Intel ISA-L: carry-less-multiply folding)
   libcurl4-openssl-dev libjansson-dev  # etcd v3 JSON gateway client
   libfuse3-dev fuse3  # FUSE mount
   libcmocka-dev       # unit tests

@@ -9,6 +9,6 @@ int cli_version(int argc, char **argv)
 	(void)argc;
 	(void)argv;
 	printf("chainfs %s\n", CFS_VERSION);
-	printf("crc32c: %s\n", crc32c_hw_available() ? "sse4.2" : "table");
+	printf("crc32c: isa-l (%s)\n", crc32c_hw_available() ? "sse4.2" : "no sse4.2");
 	return 0;
 }

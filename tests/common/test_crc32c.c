@@ -103,12 +103,10 @@ static void test_combine(void **state)
 	free(p);
 }
 
-/* The carry-less-multiply fold (runs of 512 bytes and more on CPUs with
- * AVX-512 VPCLMULQDQ) == the crc32 instruction alone == the table path:
- * lengths around every multiple of 256 up to past two 4 KiB pages (the
- * fold's 256-byte steps, its 512-byte threshold, the tail after it),
- * unaligned starts, and starting registers other than 0. Where the CPU
- * has no fold this compares the same path with itself and the table. */
+/* ISA-L's code (its folding runs 256 bytes and more at a time where the
+ * CPU can) == the table path: lengths around every multiple of 256 up to
+ * past two 4 KiB pages, unaligned starts, and starting registers other
+ * than 0 (the inversions around the library's raw register). */
 static void test_fold(void **state)
 {
 	(void)state;
@@ -124,7 +122,6 @@ static void test_fold(void **state)
 				for (size_t k = 0; k < 3; k++) {
 					uint32_t want = crc32c_sw(inits[k], data + off, len);
 					assert_int_equal(crc32c(inits[k], data + off, len), want);
-					assert_int_equal(crc32c_nofold(inits[k], data + off, len), want);
 				}
 		}
 	free(data);
