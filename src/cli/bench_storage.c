@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -202,9 +203,13 @@ static int start_cluster(const struct sbench_opts *o, pid_t *pids, char *mgmtd, 
 	pids[o->replicas] = spawn(margv, log);
 	char *init[] = { "chainfs", "admin", "init-cluster", "--mgmtd", mgmtd, "--cluster-id",
 			 BENCH_CLUSTER, "--secret-file", secret, NULL };
-	int rc = -1;
+	int rc = -1, st;
 	for (int i = 0; i < 100 && rc; i++) {
 		clock_sleep_ms(100);
+		if (pids[o->replicas] > 0 && waitpid(pids[o->replicas], &st, WNOHANG) > 0) {
+			pids[o->replicas] = 0; /* mgmtd exited (its log says why): no retry helps */
+			return -1;
+		}
 		rc = run_wait(init, log);
 	}
 	if (rc)
@@ -672,7 +677,15 @@ int cli_bench_storage(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	mkdir(o.dir, 0755);
+	/* Absolute from here on: the mgmtd's kv is the URL lmdb://DIR/kv,
+	 * which needs an absolute DIR (a relative one reads as a host), and
+	 * the children get no working directory to resolve it against. */
+	static char absdir[PATH_MAX];
+	if ((mkdir(o.dir, 0755) && errno != EEXIST) || !realpath(o.dir, absdir)) {
+		fprintf(stderr, "bench storage: --dir %s: %s\n", o.dir, strerror(errno));
+		return 1;
+	}
+	o.dir = absdir;
 	signal(SIGPIPE, SIG_IGN);
 	if (o.replicas)
 		return bench_chain(&o);
