@@ -616,15 +616,20 @@ int lookahead_batch_find(const struct lookahead_batch *b, const char *name, stru
 	return 0;
 }
 
-/* B's fetch ended: what put and put_next record of it. */
-static void batch_done(struct lookahead_batch *b, uint64_t gen, uint64_t epoch, uint64_t read_ns,
-                       int eof)
+/* B's fetch for PARENT ended: records what put and put_next keep of it,
+ * then takes mu and returns PARENT's slot (which may serve another
+ * directory); the caller keeps B or frees it, and unlocks. */
+static struct la_slot *put_begin(lookahead *la, uint64_t parent, struct lookahead_batch *b,
+                                 uint64_t gen, uint64_t epoch, uint64_t read_ns, int eof)
 {
 	batch_seal(b);
 	b->gen = gen;
 	b->read_ns = read_ns;
 	b->eof = eof;
 	b->seq = epoch;
+	pthread_mutex_lock(&la->mu);
+	b->epoch = la->epoch;
+	return slot_of(la, parent);
 }
 
 /* The fetch S's directory had on its way (walk-ahead or refill) ended:
@@ -641,10 +646,7 @@ static void ahead_end(lookahead *la, struct la_slot *s)
 void lookahead_put(lookahead *la, uint64_t parent, struct lookahead_batch *b, uint64_t gen,
                    uint64_t epoch, uint64_t read_ns, int eof)
 {
-	batch_done(b, gen, epoch, read_ns, eof);
-	pthread_mutex_lock(&la->mu);
-	struct la_slot *s = slot_of(la, parent);
-	b->epoch = la->epoch;
+	struct la_slot *s = put_begin(la, parent, b, gen, epoch, read_ns, eof);
 	if (epoch != la->seq || la->ttl_ns == 0) {
 		if (s->parent == parent)
 			ahead_end(la, s);
@@ -704,10 +706,7 @@ out:
 void lookahead_put_next(lookahead *la, uint64_t parent, struct lookahead_batch *b, uint64_t gen,
                         uint64_t epoch, uint64_t read_ns, int eof)
 {
-	batch_done(b, gen, epoch, read_ns, eof);
-	pthread_mutex_lock(&la->mu);
-	struct la_slot *s = slot_of(la, parent);
-	b->epoch = la->epoch;
+	struct la_slot *s = put_begin(la, parent, b, gen, epoch, read_ns, eof);
 	/* a batch put since the claim ended it (its refill would not follow
 	 * the new batch) */
 	int keep = s->parent == parent && s->ahead && s->ahead_refill && epoch == la->seq &&
