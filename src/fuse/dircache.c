@@ -892,6 +892,20 @@ static void *poll_main(void *arg)
 	return NULL;
 }
 
+/* The end of DC once its threads are gone and its tables empty: the
+ * locks dircache_new made before its threads, and DC itself. */
+static void dc_destroy(dircache *dc)
+{
+	pthread_rwlock_destroy(&dc->own_lock);
+	pthread_mutex_destroy(&dc->mu);
+	pthread_mutex_destroy(&dc->poll_mu);
+	pthread_mutex_destroy(&dc->stop_mu);
+	pthread_cond_destroy(&dc->stop_cv);
+	pthread_mutex_destroy(&dc->nq_mu);
+	pthread_cond_destroy(&dc->nq_cv);
+	free(dc);
+}
+
 int dircache_new(meta_client *mc, struct fuse_session *se, uint32_t poll_ms, uint64_t ttl_ns,
                  dircache **out)
 {
@@ -931,14 +945,7 @@ int dircache_new(meta_client *mc, struct fuse_session *se, uint32_t poll_ms, uin
 		}
 	}
 	if (rc) {
-		pthread_rwlock_destroy(&dc->own_lock);
-		pthread_mutex_destroy(&dc->mu);
-		pthread_mutex_destroy(&dc->poll_mu);
-		pthread_mutex_destroy(&dc->stop_mu);
-		pthread_cond_destroy(&dc->stop_cv);
-		pthread_mutex_destroy(&dc->nq_mu);
-		pthread_cond_destroy(&dc->nq_cv);
-		free(dc);
+		dc_destroy(dc);
 		return -rc;
 	}
 	*out = dc;
@@ -1006,14 +1013,7 @@ void dircache_free(dircache *dc)
 	for (size_t i = 0; i < dc->npend; i++)
 		free(dc->pend[i].name);
 	free(dc->pend);
-	pthread_rwlock_destroy(&dc->own_lock);
-	pthread_mutex_destroy(&dc->mu);
-	pthread_mutex_destroy(&dc->poll_mu);
-	pthread_mutex_destroy(&dc->stop_mu);
-	pthread_cond_destroy(&dc->stop_cv);
-	pthread_mutex_destroy(&dc->nq_mu);
-	pthread_cond_destroy(&dc->nq_cv);
-	free(dc);
+	dc_destroy(dc);
 }
 
 void dircache_get_stats(dircache *dc, struct dircache_stats *out)
