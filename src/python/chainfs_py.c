@@ -404,6 +404,20 @@ fail:
 	return NULL;
 }
 
+/* Releases and drops MV, the memoryview an item access of an iovec went
+ * through, leaving the error that access raised (if any) as it was (a
+ * failed release must not replace it). */
+static void mv_drop(PyObject *mv)
+{
+	PyObject *t, *e, *tb;
+	PyErr_Fetch(&t, &e, &tb);
+	PyObject *rel = PyObject_CallMethod(mv, "release", NULL);
+	Py_XDECREF(rel);
+	PyErr_Clear();
+	PyErr_Restore(t, e, tb);
+	Py_DECREF(mv);
+}
+
 /* iovec.create(mount_point, size, block_size=0, numa=-1): a buffer the
  * library allocates and registers (hf3fs_iovcreate). */
 static PyObject *cfspy_iov_create(PyObject *cls, PyObject *args, PyObject *kw)
@@ -486,13 +500,7 @@ static PyObject *cfspy_iov_subscript(cfspy_iov *v, PyObject *key)
 	if (!mv)
 		return NULL;
 	PyObject *r = PyObject_GetItem(mv, key);
-	PyObject *t, *e, *tb;
-	PyErr_Fetch(&t, &e, &tb);
-	PyObject *rel = PyObject_CallMethod(mv, "release", NULL);
-	Py_XDECREF(rel);
-	PyErr_Clear();
-	PyErr_Restore(t, e, tb);
-	Py_DECREF(mv);
+	mv_drop(mv);
 	return r;
 }
 
@@ -508,13 +516,7 @@ static int cfspy_iov_ass_subscript(cfspy_iov *v, PyObject *key, PyObject *val)
 	if (!mv)
 		return -1;
 	int rc = PyObject_SetItem(mv, key, val);
-	PyObject *t, *e, *tb;
-	PyErr_Fetch(&t, &e, &tb);
-	PyObject *rel = PyObject_CallMethod(mv, "release", NULL);
-	Py_XDECREF(rel);
-	PyErr_Clear();
-	PyErr_Restore(t, e, tb);
-	Py_DECREF(mv);
+	mv_drop(mv);
 	return rc;
 }
 
