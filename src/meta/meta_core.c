@@ -742,6 +742,17 @@ int meta_check_parent(const struct meta_inode *dir, const struct meta_cred *c, i
 	return meta_may(dir, c, mask);
 }
 
+int meta_parent_dentry(kv_txn *t, uint64_t parent, const struct meta_cred *c, int mask,
+		       struct meta_name name, struct meta_inode *dir, struct meta_dentry *d)
+{
+	int rc;
+	if ((rc = meta_get_inode(t, parent, 0, dir)))
+		return rc;
+	if ((rc = meta_check_parent(dir, c, mask)))
+		return rc;
+	return meta_get_dentry(t, parent, name, 0, d);
+}
+
 int meta_check_name(struct meta_name name, enum meta_name_use use)
 {
 	if (name.n == 0 || !name.p)

@@ -112,6 +112,12 @@ int meta_sticky_ok(const struct meta_inode *dir, const struct meta_inode *victim
 		   const struct meta_cred *c);
 /* Parent checks for adding/removing entries: directory, write + search. */
 int meta_check_parent(const struct meta_inode *dir, const struct meta_cred *c, int mask);
+/* The start of a change of an entry of directory PARENT: loads PARENT
+ * into *DIR, checks it with meta_check_parent(MASK) and reads NAME's
+ * dentry in it (in T, not from a snapshot): 1 and *D when NAME is
+ * there, 0 when not, <0 (PARENT missing, the check's error, KV). */
+int meta_parent_dentry(kv_txn *t, uint64_t parent, const struct meta_cred *c, int mask,
+		       struct meta_name name, struct meta_inode *dir, struct meta_dentry *d);
 
 enum meta_name_use { META_NAME_LOOKUP, META_NAME_NEW, META_NAME_REMOVE };
 /* -ENAMETOOLONG, -EINVAL ('/', NUL, empty, or "."/".." to remove/rename),

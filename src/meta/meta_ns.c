@@ -228,11 +228,7 @@ static int new_body(kv_txn *t, void *arg)
 		rc = meta_get_inode(t, rec.ino, 1, in);
 		return rc == -ENOENT ? 0 : rc;
 	}
-	if ((rc = meta_get_inode(t, a->parent, 0, dir)))
-		return rc;
-	if ((rc = meta_check_parent(dir, a->c, 1)))
-		return rc;
-	rc = meta_get_dentry(t, a->parent, a->name, 0, &d);
+	rc = meta_parent_dentry(t, a->parent, a->c, 1, a->name, dir, &d);
 	if (rc < 0)
 		return rc;
 	if (rc == 1) {
@@ -434,11 +430,7 @@ static int link_body(kv_txn *t, void *arg)
 		return -ENOENT;
 	if (a->in.nlink >= 65000)
 		return -EMLINK;
-	if ((rc = meta_get_inode(t, a->parent, 0, &a->dir)))
-		return rc;
-	if ((rc = meta_check_parent(&a->dir, a->c, 3)))
-		return rc;
-	rc = meta_get_dentry(t, a->parent, a->name, 0, &d);
+	rc = meta_parent_dentry(t, a->parent, a->c, 3, a->name, &a->dir, &d);
 	if (rc < 0)
 		return rc;
 	if (rc == 1)
@@ -549,11 +541,7 @@ static int remove_body(kv_txn *t, void *arg)
 	int rc = meta_idem_check(t, a->rq, op, &rec);
 	if (rc)
 		return rc < 0 ? rc : 0;
-	if ((rc = meta_get_inode(t, a->parent, 0, &a->dir)))
-		return rc;
-	if ((rc = meta_check_parent(&a->dir, a->c, 3)))
-		return rc;
-	rc = meta_get_dentry(t, a->parent, a->name, 0, &d);
+	rc = meta_parent_dentry(t, a->parent, a->c, 3, a->name, &a->dir, &d);
 	if (rc < 0)
 		return rc;
 	if (rc == 0)
