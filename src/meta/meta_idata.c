@@ -179,6 +179,16 @@ static void arg_free(struct idata_arg *a)
 	free(a);
 }
 
+/* The end of a call through A that ran to RC: the inode it read into
+ * *OUT (when OUT) if it succeeded, A freed; returns RC. */
+static int arg_end(struct idata_arg *a, int rc, struct meta_inode *out)
+{
+	if (rc == 0 && out)
+		*out = a->in;
+	arg_free(a);
+	return rc;
+}
+
 int meta_idata_write(meta_ctx *m, const struct meta_req *rq, uint64_t ino, uint64_t off,
 		     const void *data, size_t len, struct meta_inode *out)
 {
@@ -190,11 +200,7 @@ int meta_idata_write(meta_ctx *m, const struct meta_req *rq, uint64_t ino, uint6
 	a->off = off;
 	a->data = data;
 	a->len = len;
-	int rc = meta_run_rw(m, rq, write_body, a);
-	if (rc == 0 && out)
-		*out = a->in;
-	arg_free(a);
-	return rc;
+	return arg_end(a, meta_run_rw(m, rq, write_body, a), out);
 }
 
 static int read_body(kv_txn *t, void *arg)
@@ -216,11 +222,7 @@ int meta_idata_read(meta_ctx *m, uint64_t ino, struct meta_inode *out, struct me
 	if (!a)
 		return -ENOMEM;
 	a->d = d;
-	int rc = meta_run_ro(m, read_body, a);
-	if (rc == 0 && out)
-		*out = a->in;
-	arg_free(a);
-	return rc;
+	return arg_end(a, meta_run_ro(m, read_body, a), out);
 }
 
 static uint64_t client_of(const struct meta_req *rq)
@@ -258,11 +260,7 @@ int meta_idata_convert_begin(meta_ctx *m, const struct meta_req *rq, uint64_t in
 	a->d = d;
 	/* Re-claiming is harmless: safe to retry after a maybe-commit. */
 	struct kv_run_opts o = { .idempotent = 1, .max_retries = 40 };
-	int rc = meta_run(m, &o, begin_body, a);
-	if (rc == 0 && out)
-		*out = a->in;
-	arg_free(a);
-	return rc;
+	return arg_end(a, meta_run(m, &o, begin_body, a), out);
 }
 
 static int commit_body(kv_txn *t, void *arg)
@@ -301,11 +299,7 @@ int meta_idata_convert_commit(meta_ctx *m, const struct meta_req *rq, uint64_t i
 	/* A replay after a maybe-commit that did flip answers ENOTINLINE,
 	 * which callers take as "chunked": the outcome they wanted. */
 	struct kv_run_opts o = { .idempotent = 1, .max_retries = 40 };
-	int rc = meta_run(m, &o, commit_body, a);
-	if (rc == 0 && out)
-		*out = a->in;
-	arg_free(a);
-	return rc;
+	return arg_end(a, meta_run(m, &o, commit_body, a), out);
 }
 
 int meta_open_idata(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
