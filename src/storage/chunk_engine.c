@@ -946,6 +946,18 @@ static int get_buf(struct chunk_engine *e, struct req *r, uint64_t n)
 	return 0;
 }
 
+/* Reads LEN bytes of the current block of R's chunk, from R's image
+ * start on, into R's buffer: the old pages a write's new image keeps, or
+ * a compaction move's whole chunk. R goes on when the read completes. */
+static void read_old(struct chunk_engine *e, struct req *r, uint64_t len)
+{
+	uint64_t boff;
+	int fd = chunk_alloc_fd(e->alloc, r->ces[0].base.pos, &boff);
+	r->state = RS_READ_OLD;
+	r->io.r = r;
+	submit_io(e, &r->io, 0, fd, r->buf, len, boff + r->img_start);
+}
+
 /* Write prepare: the chunk lock is held. */
 static void write_prepare(struct chunk_engine *e, struct req *r)
 {
@@ -1005,11 +1017,7 @@ static void write_prepare(struct chunk_engine *e, struct req *r)
 		else if ((err = get_buf(e, r, jend - jstart)))
 			goto fail;
 		if (r->need_old) {
-			uint64_t boff;
-			int fd = chunk_alloc_fd(e->alloc, c->base.pos, &boff);
-			r->state = RS_READ_OLD;
-			r->io.r = r;
-			submit_io(e, &r->io, 0, fd, r->buf, jend - jstart, boff + jstart);
+			read_old(e, r, jend - jstart);
 			return;
 		}
 		advance(e, r);
@@ -1037,12 +1045,7 @@ static void write_prepare(struct chunk_engine *e, struct req *r)
 		goto fail;
 	}
 	if (r->need_old) {
-		uint64_t boff;
-		int fd = chunk_alloc_fd(e->alloc, c->base.pos, &boff);
-		uint64_t rd_len = r->in_place ? CHUNK_PAGE : ALIGN_UP(old_len);
-		r->state = RS_READ_OLD;
-		r->io.r = r;
-		submit_io(e, &r->io, 0, fd, r->buf, rd_len, boff + r->img_start);
+		read_old(e, r, r->in_place ? CHUNK_PAGE : ALIGN_UP(old_len));
 		return;
 	}
 	advance(e, r);
@@ -1321,11 +1324,7 @@ static void move_prepare(struct chunk_engine *e, struct req *r)
 	r->img_end = ALIGN_UP(c->base.len);
 	if ((err = get_buf(e, r, r->img_end ? r->img_end : CHUNK_PAGE)))
 		goto fail;
-	uint64_t boff;
-	int fd = chunk_alloc_fd(e->alloc, c->base.pos, &boff);
-	r->state = RS_READ_OLD;
-	r->io.r = r;
-	submit_io(e, &r->io, 0, fd, r->buf, r->img_end, boff);
+	read_old(e, r, r->img_end);
 	return;
 fail:
 	fail_mutation(e, r, err);
