@@ -16,7 +16,6 @@
  * also compared with fio --fdatasync=QD, the durable equivalent.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -34,18 +33,9 @@
 #include "common/status.h"
 #include "storage/chunk_engine.h"
 
-#define MAX_ROUNDS 16
-#define MAX_QD 256
+#define MAX_ROUNDS BENCH_FIO_MAX_ROUNDS
+#define MAX_QD BENCH_FIO_MAX_QD
 
-struct bench_opts {
-	const char *dir;
-	unsigned size_mb;   /* data set */
-	unsigned qd_seq;    /* 1 MiB phases */
-	unsigned qd_rand;   /* 4 KiB random reads */
-	unsigned seconds;   /* random-read phase length */
-	unsigned rounds;
-	int sync;
-};
 
 /* ---- engine driver ------------------------------------------------------ */
 
@@ -158,7 +148,7 @@ static double run_engine_phase(struct driver *d, enum phase ph, unsigned qd, uns
 /* ---- fio ---------------------------------------------------------------- */
 
 /* EXTRA: one more fio argument or NULL. */
-static double run_fio(const struct bench_opts *o, const char *rw, const char *bs, unsigned qd,
+static double run_fio(const struct bench_fio_opts *o, const char *rw, const char *bs, unsigned qd,
 		      const char *extra)
 {
 	return bench_fio_iops("bench chunk", o->dir, o->size_mb, o->seconds, rw, bs, qd, extra);
@@ -184,34 +174,10 @@ static void usage(FILE *f)
 
 int cli_bench_chunk(int argc, char **argv)
 {
-	struct bench_opts o = { NULL, 1024, 8, 32, 10, 3, 1 };
-	static const struct option lopts[] = {
-		{ "dir", required_argument, NULL, 'd' },     { "size-mb", required_argument, NULL, 's' },
-		{ "qd-seq", required_argument, NULL, 'q' },  { "qd-rand", required_argument, NULL, 'Q' },
-		{ "seconds", required_argument, NULL, 't' }, { "rounds", required_argument, NULL, 'r' },
-		{ "nosync", no_argument, NULL, 'n' },        { "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	int c;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
-		switch (c) {
-		case 'd': o.dir = optarg; break;
-		case 's': o.size_mb = (unsigned)atoi(optarg); break;
-		case 'q': o.qd_seq = (unsigned)atoi(optarg); break;
-		case 'Q': o.qd_rand = (unsigned)atoi(optarg); break;
-		case 't': o.seconds = (unsigned)atoi(optarg); break;
-		case 'r': o.rounds = (unsigned)atoi(optarg); break;
-		case 'n': o.sync = 0; break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
-		}
-	}
-	if (!o.dir || !o.size_mb || !o.qd_seq || o.qd_seq > MAX_QD || !o.qd_rand ||
-	    o.qd_rand > MAX_QD || !o.seconds || !o.rounds || o.rounds > MAX_ROUNDS) {
-		usage(stderr);
-		return 2;
-	}
+	struct bench_fio_opts o;
+	int parsed = bench_fio_opts_parse(argc, argv, 0, usage, &o);
+	if (parsed >= 0)
+		return parsed;
 	char target[4200], fiofile[4200];
 	snprintf(target, sizeof(target), "%s/cfsbench-target", o.dir);
 	snprintf(fiofile, sizeof(fiofile), "%s/fio.dat", o.dir);

@@ -4,6 +4,7 @@
  * string search rather than a JSON parser, because fio's layout of those
  * two keys has been stable for years and the bench only needs one number.
  */
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,4 +102,44 @@ double bench_proc_cpu(int pid)
 	if (procstat_read(pid, &ps) < 0)
 		return -1;
 	return (double)(ps.utime + ps.stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+int bench_fio_opts_parse(int argc, char **argv, unsigned max_replicas, void (*usage)(FILE *),
+			 struct bench_fio_opts *o)
+{
+	static const struct option lopts[] = {
+		{ "dir", required_argument, NULL, 'd' },     { "size-mb", required_argument, NULL, 's' },
+		{ "qd-seq", required_argument, NULL, 'q' },  { "qd-rand", required_argument, NULL, 'Q' },
+		{ "seconds", required_argument, NULL, 't' }, { "rounds", required_argument, NULL, 'r' },
+		{ "nosync", no_argument, NULL, 'n' },        { "help", no_argument, NULL, 'h' },
+		{ "replicas", required_argument, NULL, 'R' }, { NULL, 0, NULL, 0 },
+	};
+	*o = (struct bench_fio_opts){ NULL, 1024, 8, 32, 10, 3, 1, 0 };
+	int ch;
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
+		switch (ch) {
+		case 'd': o->dir = optarg; break;
+		case 's': o->size_mb = (unsigned)atoi(optarg); break;
+		case 'q': o->qd_seq = (unsigned)atoi(optarg); break;
+		case 'Q': o->qd_rand = (unsigned)atoi(optarg); break;
+		case 't': o->seconds = (unsigned)atoi(optarg); break;
+		case 'r': o->rounds = (unsigned)atoi(optarg); break;
+		case 'n': o->sync = 0; break;
+		case 'R':
+			if (!max_replicas)
+				goto bad;
+			o->replicas = (unsigned)atoi(optarg);
+			break;
+		case 'h': usage(stdout); return 0;
+		default: goto bad;
+		}
+	}
+	if (o->dir && o->size_mb && o->qd_seq && o->qd_seq <= BENCH_FIO_MAX_QD && o->qd_rand &&
+	    o->qd_rand <= BENCH_FIO_MAX_QD && o->seconds && o->rounds &&
+	    o->rounds <= BENCH_FIO_MAX_ROUNDS && o->replicas <= max_replicas)
+		return -1;
+bad:
+	usage(stderr);
+	return 2;
 }

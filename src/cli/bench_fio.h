@@ -4,6 +4,34 @@
 #ifndef CFS_CLI_BENCH_FIO_H
 #define CFS_CLI_BENCH_FIO_H
 
+#include <stdio.h>
+
+#define BENCH_FIO_MAX_QD 256
+#define BENCH_FIO_MAX_ROUNDS 16
+
+/* The options of the benches that run beside fio on one directory
+ * (bench chunk, bench storage). */
+struct bench_fio_opts {
+	const char *dir;
+	unsigned size_mb;  /* data set */
+	unsigned qd_seq;   /* 1 MiB phases */
+	unsigned qd_rand;  /* 4 KiB random phases */
+	unsigned seconds;  /* random phases' length */
+	unsigned rounds;
+	int sync;          /* 0 with --nosync */
+	unsigned replicas; /* --replicas R (bench storage): 0 when not given */
+};
+
+/* Parses ARGV into *O: --dir (required), --size-mb, --qd-seq, --qd-rand
+ * (each 1..BENCH_FIO_MAX_QD), --seconds, --rounds (1..BENCH_FIO_MAX_ROUNDS),
+ * --nosync, --help, and --replicas (at most MAX_REPLICAS) unless
+ * MAX_REPLICAS is 0, over the defaults 1024 MiB, 8, 32, 10 s, 3 rounds,
+ * sync on, no replicas. Returns -1 when the bench should run, else its
+ * exit status: 0 after printing USAGE to stdout for --help, 2 after
+ * printing it to stderr for a bad or missing option. */
+int bench_fio_opts_parse(int argc, char **argv, unsigned max_replicas, void (*usage)(FILE *),
+			 struct bench_fio_opts *o);
+
 /* Runs ARGV[0] with ARGV and returns its stdout (malloc'd, NUL-terminated;
  * caller frees), or NULL when it could not run or exited non-zero. */
 char *bench_run_capture(char *const argv[]);

@@ -28,7 +28,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -56,26 +55,16 @@
 #include "net/rpc.h"
 #include "net/transport.h"
 
-#define MAX_ROUNDS 16
-#define MAX_QD 256
+#define MAX_ROUNDS BENCH_FIO_MAX_ROUNDS
+#define MAX_QD BENCH_FIO_MAX_QD
 #define BENCH_CLUSTER "bench"
 #define BENCH_SECRET "bench-storage-secret-0123456789"
 
-struct sbench_opts {
-	const char *dir;
-	unsigned size_mb;
-	unsigned qd_seq;
-	unsigned qd_rand;
-	unsigned seconds;
-	unsigned rounds;
-	int sync;
-	unsigned replicas; /* 0: one standalone server; R: mgmtd + R servers, one chain */
-};
 
 /* ---- child processes ---- */
 
 /* EXTRA: one more fio argument or NULL. */
-static double run_fio(const struct sbench_opts *o, const char *rw, const char *bs, unsigned qd,
+static double run_fio(const struct bench_fio_opts *o, const char *rw, const char *bs, unsigned qd,
 		      const char *extra)
 {
 	return bench_fio_iops("bench storage", o->dir, o->size_mb, o->seconds, rw, bs, qd, extra);
@@ -83,7 +72,7 @@ static double run_fio(const struct sbench_opts *o, const char *rw, const char *b
 
 /* Writes the bench's cluster secret to DIR/secret, its path into PATH
  * (CAP bytes): 0, or -1 when it cannot be written. */
-static int write_secret(const struct sbench_opts *o, char *path, size_t cap)
+static int write_secret(const struct bench_fio_opts *o, char *path, size_t cap)
 {
 	snprintf(path, cap, "%s/secret", o->dir);
 	FILE *f = fopen(path, "w");
@@ -93,7 +82,7 @@ static int write_secret(const struct sbench_opts *o, char *path, size_t cap)
 	return fclose(f) ? -1 : 0;
 }
 
-static pid_t start_server(const struct sbench_opts *o, uint16_t *port)
+static pid_t start_server(const struct bench_fio_opts *o, uint16_t *port)
 {
 	char secret[4200], target[4200], log[4200];
 	snprintf(target, sizeof(target), "%s/target", o->dir);
@@ -165,7 +154,7 @@ struct svc_cmd {
 static struct svc_cmd svc[MAX_REPLICAS];
 static char cl_secret[4200], cl_log[4200], cl_mgmtd[64];
 
-static pid_t start_svc(const struct sbench_opts *o, unsigned i)
+static pid_t start_svc(const struct bench_fio_opts *o, unsigned i)
 {
 	char *sargv[] = { "chainfs", "storage", "--targets", svc[i].target, "--listen",
 			  svc[i].listen, "--cluster-id", BENCH_CLUSTER, "--secret-file", cl_secret,
@@ -189,7 +178,7 @@ static unsigned chain_serving(struct mgmtd_client *mc)
 
 /* mgmtd + R storage services (one target each) + a table of one chain of
  * R. PIDS gets R + 1 pids (mgmtd last); *MGMTD its address. */
-static int start_cluster(const struct sbench_opts *o, pid_t *pids, char *mgmtd, size_t mlen)
+static int start_cluster(const struct bench_fio_opts *o, pid_t *pids, char *mgmtd, size_t mlen)
 {
 	char secret[4200], kv[4200], log[4200], hb[] = "4s";
 	snprintf(kv, sizeof(kv), "lmdb://%s/kv", o->dir);
@@ -520,7 +509,7 @@ static void usage(FILE *f)
 }
 
 /* --replicas R: seq write and read through one chain vs fio. */
-static int bench_chain(const struct sbench_opts *o)
+static int bench_chain(const struct bench_fio_opts *o)
 {
 	pid_t pids[MAX_REPLICAS + 1] = { 0 };
 	char mgmtd[64];
@@ -647,36 +636,10 @@ out:
 
 int cli_bench_storage(int argc, char **argv)
 {
-	struct sbench_opts o = { NULL, 1024, 8, 32, 10, 3, 1, 0 };
-	static const struct option lopts[] = {
-		{ "dir", required_argument, NULL, 'd' },     { "size-mb", required_argument, NULL, 's' },
-		{ "qd-seq", required_argument, NULL, 'q' },  { "qd-rand", required_argument, NULL, 'Q' },
-		{ "seconds", required_argument, NULL, 't' }, { "rounds", required_argument, NULL, 'r' },
-		{ "nosync", no_argument, NULL, 'n' },        { "help", no_argument, NULL, 'h' },
-		{ "replicas", required_argument, NULL, 'R' }, { NULL, 0, NULL, 0 },
-	};
-	int ch;
-	optind = 1;
-	while ((ch = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
-		switch (ch) {
-		case 'd': o.dir = optarg; break;
-		case 's': o.size_mb = (unsigned)atoi(optarg); break;
-		case 'q': o.qd_seq = (unsigned)atoi(optarg); break;
-		case 'Q': o.qd_rand = (unsigned)atoi(optarg); break;
-		case 't': o.seconds = (unsigned)atoi(optarg); break;
-		case 'r': o.rounds = (unsigned)atoi(optarg); break;
-		case 'n': o.sync = 0; break;
-		case 'R': o.replicas = (unsigned)atoi(optarg); break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
-		}
-	}
-	if (!o.dir || !o.size_mb || !o.qd_seq || o.qd_seq > MAX_QD || !o.qd_rand ||
-	    o.qd_rand > MAX_QD || !o.seconds || !o.rounds || o.rounds > MAX_ROUNDS ||
-	    o.replicas > MAX_REPLICAS) {
-		usage(stderr);
-		return 2;
-	}
+	struct bench_fio_opts o;
+	int parsed = bench_fio_opts_parse(argc, argv, MAX_REPLICAS, usage, &o);
+	if (parsed >= 0)
+		return parsed;
 	/* Absolute from here on: the mgmtd's kv is the URL lmdb://DIR/kv,
 	 * which needs an absolute DIR (a relative one reads as a host), and
 	 * the children get no working directory to resolve it against. */
