@@ -117,13 +117,9 @@ static int setattr_body(kv_txn *t, void *arg)
 {
 	struct setattr_arg *a = arg;
 	struct meta_idem_rec rec;
-	int rc = meta_idem_check(t, a->rq, META_OP_SETATTR, &rec);
-	if (rc < 0)
-		return rc;
-	if (rc == 1) {
-		rc = meta_get_inode(t, a->ino, 1, &a->in);
-		return rc == -ENOENT ? 0 : rc;
-	}
+	int rc = meta_idem_replay(t, a->rq, META_OP_SETATTR, a->ino, &rec, &a->in);
+	if (rc)
+		return rc < 0 ? rc : 0;
 	if ((rc = meta_get_inode(t, a->ino, 0, &a->in)))
 		return rc;
 	/* The file went from inline to chunks after the storage step skipped

@@ -449,6 +449,16 @@ int meta_idem_check(kv_txn *t, const struct meta_req *rq, uint32_t op,
 	return 1;
 }
 
+int meta_idem_replay(kv_txn *t, const struct meta_req *rq, uint32_t op, uint64_t ino,
+		     struct meta_idem_rec *rec, struct meta_inode *in)
+{
+	int rc = meta_idem_check(t, rq, op, rec);
+	if (rc != 1)
+		return rc;
+	rc = meta_get_inode(t, ino, 1, in);
+	return rc && rc != -ENOENT ? rc : 1; /* gone since: a replay all the same */
+}
+
 static int idem_set(kv_txn *t, const struct meta_key *k, const struct meta_idem_rec *r)
 {
 	struct buf b = BUF_INIT;

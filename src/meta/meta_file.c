@@ -72,14 +72,11 @@ static int open_rw_body(kv_txn *t, void *arg)
 	struct meta_key k;
 	struct buf b = BUF_INIT;
 	a->session = 0;
-	int rc = meta_idem_check(t, a->rq, META_OP_OPEN, &rec);
-	if (rc < 0)
-		return rc;
-	if (rc == 1) {
+	int rc = meta_idem_replay(t, a->rq, META_OP_OPEN, a->ino, &rec, &a->in);
+	if (rc == 1)
 		a->session = rec.aux;
-		rc = meta_get_inode(t, a->ino, 1, &a->in);
-		return rc == -ENOENT ? 0 : rc;
-	}
+	if (rc)
+		return rc < 0 ? rc : 0;
 	/* conflict read: an unlink racing this open either commits first
 	 * (we see nlink 0) or aborts us */
 	if ((rc = meta_get_inode(t, a->ino, 0, &a->in)))

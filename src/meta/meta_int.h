@@ -54,6 +54,11 @@ int meta_run_ro(meta_ctx *m, kv_txn_fn fn, void *arg);
  * request cannot both apply. */
 int meta_idem_check(kv_txn *t, const struct meta_req *rq, uint32_t op,
 		    struct meta_idem_rec *rec);
+/* meta_idem_check for a change of inode INO: when RQ was already applied,
+ * 1 with *REC and *IN, INO as the snapshot reads it now (*IN untouched
+ * when INO has gone since); 0 when not applied; <0. */
+int meta_idem_replay(kv_txn *t, const struct meta_req *rq, uint32_t op, uint64_t ino,
+		     struct meta_idem_rec *rec, struct meta_inode *in);
 int meta_idem_put(meta_ctx *m, kv_txn *t, const struct meta_req *rq, uint32_t op, int result,
 		  uint64_t ino, uint64_t aux);
 

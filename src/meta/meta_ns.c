@@ -415,13 +415,9 @@ static int link_body(kv_txn *t, void *arg)
 	struct link_arg *a = arg;
 	struct meta_idem_rec rec;
 	struct meta_dentry d;
-	int rc = meta_idem_check(t, a->rq, META_OP_LINK, &rec);
-	if (rc < 0)
-		return rc;
-	if (rc == 1) {
-		rc = meta_get_inode(t, a->ino, 1, &a->in);
-		return rc == -ENOENT ? 0 : rc;
-	}
+	int rc = meta_idem_replay(t, a->rq, META_OP_LINK, a->ino, &rec, &a->in);
+	if (rc)
+		return rc < 0 ? rc : 0;
 	if ((rc = meta_get_inode(t, a->ino, 0, &a->in)))
 		return rc;
 	if (a->in.type == META_T_DIR)
