@@ -31,6 +31,7 @@
 #include "cli/cli.h"
 #include "client/file_io.h"
 #include "client/meta_client.h"
+#include "meta/meta_local.h"
 #include "storage_client/storage_client.h"
 #include "common/cfg.h"
 #include "common/log.h"
@@ -73,6 +74,8 @@ struct mount_conf {
 	int64_t usrbio_batch;
 	int64_t usrbio_piece;
 	int fuse_uring;
+	char *meta_local;
+	int64_t meta_local_inline_max;
 };
 
 static const struct cfg_opt opts[] = {
@@ -141,6 +144,14 @@ static const struct cfg_opt opts[] = {
     {"fuse-uring", CFG_BOOL, "false", 0, 0, offsetof(struct mount_conf, fuse_uring),
      "serve FUSE requests over io_uring (kernel 6.14+ with the fuse module parameter "
      "enable_uring=Y; otherwise, or when the kernel refuses, over /dev/fuse as by default)"},
+    {"meta-local", CFG_STR, "", 0, 0, offsetof(struct mount_conf, meta_local),
+     "run metadata reads and namespace changes in this process on the meta service's "
+     "LMDB store: its KV URL exactly as meta has it (lmdb://DIR?sync=...; this host only; "
+     "`chainfs up --meta-local`; CFS_META_LOCAL=0 turns it off; README \"Durability of "
+     "metadata\")"},
+    {"meta-local-inline-max", CFG_SIZE, "64K", 0, 65536,
+     offsetof(struct mount_conf, meta_local_inline_max),
+     "with --meta-local: the meta service's --inline-max"},
     CFG_END};
 
 /* Splits a comma list in place into ADDRS; returns the count or -1. */
@@ -373,6 +384,7 @@ int cli_mount(int argc, char **argv)
 	struct mount_conf mc;
 	struct mgmtd_client *mg = NULL;
 	meta_client *meta = NULL;
+	struct meta_local *local = NULL;
 	struct meta_feed feed = {.mu = PTHREAD_MUTEX_INITIALIZER, .meta = NULL};
 	file_io *fio = NULL;
 	struct storage_client *sc = NULL;
@@ -544,6 +556,23 @@ int cli_mount(int argc, char **argv)
 		fprintf(stderr, "chainfs mount: %s\n", err);
 		goto out;
 	}
+	/* CFS_META_LOCAL=0 turns --meta-local off (docs/operations.md). */
+	const char *ml_env = getenv("CFS_META_LOCAL");
+	if (*mc.meta_local && !(ml_env && !strcmp(ml_env, "0"))) {
+		struct meta_local_opts lo = {
+		    .kv_url = mc.meta_local,
+		    .mgmtd = mg,
+		    .idata_max = (uint32_t)mc.meta_local_inline_max,
+		};
+		rc = meta_local_open(&lo, &local, err, sizeof(err));
+		if (rc) {
+			fprintf(stderr, "chainfs mount: --meta-local: %s\n", err);
+			goto out;
+		}
+		meta_client_set_local(meta, meta_local_call, local);
+		LOG_NOTICE("mount", "meta in-process on %s (reads and namespace changes; the rest "
+		           "to meta %s)", mc.meta_local, metabuf);
+	}
 	if (!*mc.meta)
 		meta_feed_start(&feed, mg, meta);
 	struct storage_client_opts so = {
@@ -614,6 +643,7 @@ out:
 	feed.meta = NULL;
 	pthread_mutex_unlock(&feed.mu);
 	meta_client_free(meta);
+	meta_local_close(local); /* after the client: its calls may use it */
 	mgmtd_client_free(mg);
 	cfg_free(opts, &mc);
 	return ret;

@@ -83,6 +83,7 @@ struct up_conf {
 	int meta_writemap;
 	int64_t inline_max;
 	int no_local_socket;
+	int meta_local;
 	int fuse_uring;
 };
 
@@ -118,6 +119,10 @@ static const struct cfg_opt up_opts[] = {
     {"no-local-socket", CFG_BOOL, "false", 0, 0, offsetof(struct up_conf, no_local_socket),
      "the roles started now (and the mount) talk TCP only, without the same-host unix "
      "socket (sets CFS_NO_LOCAL_SOCKET=1 for them; for measurement and debugging)"},
+    {"meta-local", CFG_BOOL, "false", 0, 0, offsetof(struct up_conf, meta_local),
+     "the mount runs metadata reads and namespace changes itself on meta's LMDB store "
+     "(mount --meta-local; no RPC hop; the meta service keeps the rest; CFS_META_LOCAL=0 "
+     "in the mount's environment turns it off)"},
     CFG_END};
 
 /* What D/cluster.conf records. */
@@ -480,8 +485,11 @@ static int probe_stat(const char *mnt, int timeout_ms)
 	if (pid < 0)
 		return -errno;
 	if (pid == 0) {
-		struct stat st;
-		if (stat(mnt, &st) == 0)
+		/* Forced: the kernel answers a plain stat from the root's cached
+		 * attributes while they are valid, and a dead mount's root then
+		 * looks alive (seen after a mount died inside an LMDB write). */
+		struct statx st;
+		if (statx(AT_FDCWD, mnt, AT_STATX_FORCE_SYNC, STATX_BASIC_STATS, &st) == 0)
 			_exit(0);
 		_exit(errno > 0 && errno < 255 ? errno : 254);
 	}
@@ -877,11 +885,23 @@ static int start_cluster(struct cluster *c, const struct up_conf *uc)
 		a[n++] = uc->log_level;
 		char extra[1024];
 		pathf(extra, sizeof(extra), "%s", uc->mount_opts);
-		for (char *save = NULL, *t = strtok_r(extra, " ", &save); t && n < 36;
+		for (char *save = NULL, *t = strtok_r(extra, " ", &save); t && n < 32;
 		     t = strtok_r(NULL, " ", &save))
 			a[n++] = t;
 		if (uc->fuse_uring)
 			a[n++] = "--fuse-uring";
+		char inl[24];
+		/* CFS_META_LOCAL=1 turns --meta-local on (the integration tests
+		 * in that mode), 0 off; the mount reads the same switch. */
+		const char *ml_env = getenv("CFS_META_LOCAL");
+		int meta_local = ml_env ? !strcmp(ml_env, "1") : uc->meta_local;
+		if (meta_local) {
+			pathf(inl, sizeof(inl), "%lld", (long long)uc->inline_max);
+			a[n++] = "--meta-local";
+			a[n++] = kv;
+			a[n++] = "--meta-local-inline-max";
+			a[n++] = inl;
+		}
 		a[n++] = c->mount;
 		a[n] = NULL;
 		pid_t pid = spawn_role(c, "mount", a);

@@ -86,6 +86,21 @@ int meta_client_add_addr(meta_client *c, const char *addr);
  * since). Any thread. */
 size_t meta_client_naddrs(meta_client *c);
 
+/* In-process instance (meta_local.h): FN runs an encoded request of TYPE
+ * (REQ, LEN bytes) in the calling thread and returns 0 with the encoded
+ * reply in RESP, <0 with the error text in ERR, or 1 (META_LOCAL_PASS) for
+ * a type it does not run. A function pointer, so the client library does
+ * not link the KV store. */
+typedef int (*meta_client_local_fn)(void *arg, uint16_t type, const uint8_t *req, size_t len,
+				    struct buf *resp, char *err, size_t errlen);
+/* Sends every call through FN(ARG, ...) first; a call it passes on (1), or
+ * that fails with a failover error (-CFS_EUNAVAIL, a conflict that outlived
+ * the retries, ...), goes to the instances as usual, with the same request
+ * id (applied once: meta.h "Idempotency"). Set it before the first call
+ * and keep ARG alive until meta_client_free; NULL turns it off.
+ * Threads: not concurrently with calls. */
+void meta_client_set_local(meta_client *c, meta_client_local_fn fn, void *arg);
+
 /* The server's message for this thread's last failed call ("CREATE: File
  * exists"), or "" when it gave none. Thread-local storage. */
 const char *meta_client_last_error(void);

@@ -166,6 +166,7 @@ struct lmdb_engine {
 	uint64_t wait_max_ns;           /* cap on gathering (group_wait_us) */
 
 	atomic_ullong nbatches, ntxns;  /* group-commit statistics */
+	uint64_t kill_in_write, nwrites; /* test hook (kill_in_write); leader only */
 
 	/* sync=window (see "Windowed sync" below). */
 	_Atomic int64_t committed_id;   /* newest write txn id committed (page cache) */
@@ -263,19 +264,32 @@ static struct kv_slice sl(MDB_val v)
  * sync=full (a sync per group commit) is the mode without that caveat.
  *
  * committed_id/synced_id are LMDB write txn ids: a flush that finds
- * synced_id >= the id committed when it started has nothing to do, so
- * concurrent flushes queued on sync_mu share one fdatasync. */
+ * synced_id >= what is committed when it takes sync_mu has nothing to do,
+ * so concurrent flushes queued on sync_mu share one fdatasync.
+ *
+ * Several processes. Another process (a mount running meta in-process,
+ * meta_local.h) commits into the same file, and a flush here must cover
+ * its commits too: fsync(2) through the mount reaches the meta service's
+ * kv_flush, which may have committed nothing itself since its last sync.
+ * So the target is the newer of this process's committed_id and the
+ * environment's last txn id (LMDB's meta page, shared by every process);
+ * mdb_env_sync syncs the whole file whoever wrote it. e->env is read
+ * under sync_mu (compact_online swaps it under that lock). */
 static int window_sync(struct lmdb_engine *e)
 {
-	int64_t target = atomic_load_explicit(&e->committed_id, memory_order_acquire);
+	MDB_envinfo info;
 	int rc = 0;
 
-	if (atomic_load_explicit(&e->synced_id, memory_order_acquire) >= target)
-		return 0;
 	pthread_mutex_lock(&e->sync_mu);
-	if (atomic_load_explicit(&e->synced_id, memory_order_acquire) < target) {
-		/* What was committed when the sync starts is covered by it. */
-		target = atomic_load_explicit(&e->committed_id, memory_order_acquire);
+	/* What was committed when the sync starts is covered by it. */
+	int64_t target = atomic_load_explicit(&e->committed_id, memory_order_acquire);
+	if (e->env && !mdb_env_info(e->env, &info)) {
+		int64_t any = atomic_load_explicit(&e->id_base, memory_order_relaxed) +
+			      (int64_t)info.me_last_txnid;
+		if (any > target)
+			target = any;
+	}
+	if (e->env && atomic_load_explicit(&e->synced_id, memory_order_acquire) < target) {
 		rc = mdb_env_sync(e->env, 1);
 		if (rc == 0) {
 			atomic_store_explicit(&e->synced_id, target, memory_order_release);
@@ -980,6 +994,8 @@ static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, 
 	pthread_condattr_destroy(&ca);
 	e->wait_max_ns = wait_us * 1000;
 	e->sync_ms = (uint32_t)sync_ms;
+	const char *kw = getenv("CFS_TEST_LMDB_KILL_IN_WRITE");
+	e->kill_in_write = kw ? strtoull(kw, NULL, 10) : 0;
 	e->map_size = map;
 	if (writemap) {
 		e->writemap = 1;
@@ -1425,6 +1441,16 @@ static int apply(struct lmdb_engine *e, MDB_txn *w, const struct kv_wbuf *wb)
 
 /* Commits W, which carries APPLIED members of B; fills rc (on failure)
  * and version of each member that succeeded so far. */
+/* Tests (CFS_TEST_LMDB_KILL_IN_WRITE=N, read at open): SIGKILL this process
+ * in its Nth batch, holding LMDB's writer lock with the batch's pages
+ * written but not committed (test_integ_metalocal: another process must
+ * then take the lock and find the store intact). */
+static void kill_in_write(struct lmdb_engine *e)
+{
+	if (e->kill_in_write && ++e->nwrites == e->kill_in_write)
+		raise(SIGKILL);
+}
+
 static void commit_batch(struct lmdb_engine *e, MDB_txn *w, int64_t id, struct lmdb_req **b,
 			 int n, int applied)
 {
@@ -1434,6 +1460,7 @@ static void commit_batch(struct lmdb_engine *e, MDB_txn *w, int64_t id, struct l
 		mdb_txn_abort(w);
 		return;
 	}
+	kill_in_write(e);
 	rc = mdb_txn_commit(w);
 	if (rc) {
 		/* LMDB restores the old meta page on a failed commit, but a

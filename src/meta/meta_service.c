@@ -64,6 +64,7 @@
 #include "common/xalloc.h"
 #include "kv/kv.h"
 #include "meta/meta.h"
+#include "meta/meta_dispatch.h"
 #include "meta/meta_kvc_proto.h"
 #include "meta/meta_kvcache.h"
 #include "meta/meta_lock.h"
@@ -104,14 +105,7 @@ struct suspect {
 struct worker {
 	struct meta_service *svc;
 	pthread_t th;
-	struct meta_rpc_req req;                        /* decoded request */
-	struct meta_inode inode;                        /* reply scratch */
-	struct meta_inode dir;                          /* CREATE_DIR, UNLINK_DIR scratch */
-	struct meta_dirent ents[META_RPC_READDIR_MAX];  /* readdir scratch */
-	uint8_t xval[META_XATTR_VALUE_MAX];             /* getxattr scratch */
-	char link[META_SYMLINK_MAX + 1];                /* readlink scratch */
-	char *list;                                     /* listxattr names, one request */
-	struct buf out;                                 /* reply encoding */
+	struct meta_scratch sc; /* meta_dispatch's scratch */
 };
 
 struct meta_service {
@@ -160,29 +154,11 @@ struct meta_service {
 
 /* ---- chain-table view: routing from mgmtd, else static ---- */
 
-static int routing_table(struct meta_service *s, uint32_t table_id, uint32_t *chains,
-			 uint32_t cap)
-{
-	struct mgmtd_routing *snap = mgmtd_client_routing(s->mgmtd);
-	const struct route_table *t;
-	int rc = -ENOENT;
-	if (!snap)
-		return -ENOENT;
-	t = route_find_table(mgmtd_routing_info(snap), table_id);
-	if (t && t->n <= INT32_MAX) {
-		for (uint32_t k = 0; k < t->n && k < cap; k++)
-			chains[k] = t->chains[k];
-		rc = (int)t->n;
-	}
-	mgmtd_routing_put(snap);
-	return rc;
-}
-
 static int view_table(void *arg, uint32_t table_id, uint32_t *chains, uint32_t cap)
 {
 	struct meta_service *s = arg;
 	if (s->mgmtd)
-		return routing_table(s, table_id, chains, cap);
+		return meta_routing_table(s->mgmtd, table_id, chains, cap);
 	for (int i = 0; i < s->ntables; i++) {
 		const struct chain_table_spec *t = &s->tables[i];
 		if (t->id != table_id)
@@ -221,30 +197,6 @@ static int parse_tables(struct meta_service *s, const char *spec, char *err, siz
 	return 0;
 }
 
-/* ---- storage hook ----
- * Without a storage service every storage call fails with -EOPNOTSUPP (not
- * -CFS_EUNAVAIL, which clients would take as "try another instance"). */
-
-static int none_remove(void *arg, uint32_t chain, uint64_t ino, uint32_t first)
-{
-	return -EOPNOTSUPP;
-}
-
-static int none_truncate(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t len)
-{
-	return -EOPNOTSUPP;
-}
-
-static int none_query(void *arg, uint32_t chain, uint64_t ino, uint32_t *index, uint32_t *len)
-{
-	return -EOPNOTSUPP;
-}
-
-static int none_capacity(void *arg, uint64_t *total, uint64_t *free_bytes)
-{
-	return -EOPNOTSUPP;
-}
-
 /* Fills *ST with the storage service of O->storage and sets s->gc_enabled
  * when GC can make progress. Chains need the mgmtd client (start_mgmtd
  * first). 0 or <0 with a message in ERR. */
@@ -276,8 +228,7 @@ static int storage_for(struct meta_service *s, const struct meta_service_opts *o
 		return 0;
 	}
 	s->gc_enabled = 0;
-	*st = (struct meta_storage){ NULL, none_remove, none_truncate, none_query,
-				     none_capacity, NULL };
+	*st = meta_storage_none();
 	return 0;
 }
 
@@ -291,275 +242,6 @@ static void reply_err(struct rpc_req *req, const char *op, int rc, const char *d
 	rpc_reply_error(req, rc, text);
 }
 
-/* The parent's attributes for a CREATE_DIR / UNLINK_DIR reply, read after
- * the change committed (as a GETATTR right after it would). The change
- * stands whatever happens here: a failed read (the directory went away
- * meanwhile) replies ino 0, which the mount does not cache. */
-static void reply_dir_attrs(struct worker *w, uint64_t dir, struct meta_rpc_resp *r)
-{
-	r->dir = &w->dir;
-	if (meta_getattr(w->svc->meta, dir, &w->dir) < 0) {
-		memset(&w->dir, 0, sizeof(w->dir));
-		w->dir.ino = 0;
-	}
-}
-
-/* Points R's inline-data fields at D when R->has_idata. */
-static void idata_out(struct meta_rpc_resp *r, const struct meta_idata_out *d)
-{
-	if (!r->has_idata)
-		return;
-	r->idata = d->buf;
-	r->idata_len = d->len;
-	r->idata_ver = d->ver;
-	r->idata_flags = d->flags;
-}
-
-/* LOOKUP_PLUS reply entries, encoded as meta_lookup_plus hands them over. */
-struct plus_out {
-	struct buf b;
-	int n;
-};
-
-static int plus_add(void *arg, const struct meta_dirent *de, const struct meta_inode *in)
-{
-	struct plus_out *po = arg;
-	if (!de) { /* the txn body (re)starts */
-		buf_reset(&po->b);
-		po->n = 0;
-		return 0;
-	}
-	if (po->b.len >= META_PLUS_REPLY_MAX)
-		return 1; /* enough for one reply: the rest is "not eof" */
-	int rc = meta_rpc_plus_put(&po->b, de, in);
-	if (rc == 0)
-		po->n++;
-	return rc;
-}
-
-/* LOOKUP_PLUSD entries, likewise, with the inline bytes. */
-static int plusd_add(void *arg, const struct meta_dirent *de, const struct meta_inode *in,
-		     const struct meta_idata_out *d)
-{
-	struct plus_out *po = arg;
-	if (!de)
-		return plus_add(arg, NULL, NULL);
-	if (po->b.len >= META_PLUS_REPLY_MAX)
-		return 1;
-	int rc = meta_rpc_plusd_put(&po->b, de, in, d ? d->buf : NULL, d ? d->len : 0);
-	if (rc == 0)
-		po->n++;
-	return rc;
-}
-
-/* Runs M on W's scratch; fills R. Returns 0 or the operation's error; a
- * layout refusal leaves its reason in err. */
-static int run_op(struct worker *w, const struct meta_rpc_req *m, struct meta_rpc_resp *r,
-		  char *err, size_t errlen)
-{
-	meta_ctx *mc = w->svc->meta;
-	struct meta_cred c = { m->uid, m->gid, m->ngroups, m->groups };
-	struct meta_req rq = { m->client, m->seq, m->idem_low };
-	const struct meta_length *len = m->has_len ? &m->len : NULL;
-	int rc;
-
-	r->inode = &w->inode;
-	switch (m->type) {
-	case META_RPC_LOOKUP:
-		return meta_lookup(mc, &c, m->ino, m->name, &w->inode);
-	case META_RPC_GETATTR:
-		return meta_getattr(mc, m->ino, &w->inode);
-	case META_RPC_SETATTR:
-		return meta_setattr(mc, &c, &rq, m->ino, &m->sa, &w->inode);
-	case META_RPC_CREATE:
-		return meta_create(mc, &c, &rq, m->ino, m->name, m->mode, m->flags, &w->inode,
-				   &r->session);
-	case META_RPC_OPEN:
-		if (m->flags & META_O_IDATA) {
-			struct meta_idata_out d = { .buf = w->xval };
-			rc = meta_open_idata(mc, &c, &rq, m->ino, m->flags, &w->inode, &r->session,
-					     &d, &r->has_idata);
-			idata_out(r, &d);
-			return rc;
-		}
-		/* A client that does not ask for inline bytes (one older than
-		 * inline data) would read an inline file's absent chunks as
-		 * zeros: refuse it with a reason instead. */
-		if (meta_getattr(mc, m->ino, &w->inode) == 0 && w->inode.idata) {
-			snprintf(err, errlen, "the file keeps its bytes in meta (inline data) and "
-			                      "this client does not read them: upgrade it");
-			return -EOPNOTSUPP;
-		}
-		return meta_open(mc, &c, &rq, m->ino, m->flags, &w->inode, &r->session);
-	case META_RPC_IDATA_WRITE:
-		return meta_idata_write(mc, &rq, m->ino, m->off, m->data, m->data_len, &w->inode);
-	case META_RPC_IDATA_READ: {
-		struct meta_idata_out d = { .buf = w->xval };
-		rc = meta_idata_read(mc, m->ino, &w->inode, &d);
-		r->has_idata = rc == 0 && w->inode.idata;
-		idata_out(r, &d);
-		return rc;
-	}
-	case META_RPC_IDATA_CONVERT: {
-		if (m->count == META_RPC_IDATA_COMMIT)
-			return meta_idata_convert_commit(mc, &rq, m->ino, m->ver, m->flags, &w->inode);
-		struct meta_idata_out d = { .buf = w->xval };
-		rc = meta_idata_convert_begin(mc, &rq, m->ino, &w->inode, &d);
-		r->has_idata = rc == 0;
-		idata_out(r, &d);
-		return rc;
-	}
-	case META_RPC_CLOSE:
-		if (m->flags & META_CLOSE_LEN_KNOWN)
-			return meta_close_known(mc, &rq, m->ino, m->ino2, len);
-		return meta_close(mc, &rq, m->ino, m->ino2, len);
-	case META_RPC_CLOSE_MANY: {
-		uint64_t pairs[2 * META_CLOSE_MANY_MAX];
-		int n = (int)(m->data_len / 16);
-		for (int i = 0; i < 2 * n; i++)
-			pairs[i] = wire_load_u64(m->data + 8 * i);
-		return meta_close_many(mc, &rq, pairs, n);
-	}
-	case META_RPC_MKDIR:
-		return meta_mkdir(mc, &c, &rq, m->ino, m->name, m->mode, &w->inode);
-	case META_RPC_MKNOD:
-		return meta_mknod(mc, &c, &rq, m->ino, m->name, m->mode, m->rdev, &w->inode);
-	case META_RPC_RMDIR:
-		return meta_rmdir(mc, &c, &rq, m->ino, m->name);
-	case META_RPC_UNLINK:
-		return meta_unlink(mc, &c, &rq, m->ino, m->name);
-	case META_RPC_CREATE_DIR:
-		rc = meta_create(mc, &c, &rq, m->ino, m->name, m->mode, m->flags, &w->inode,
-				 &r->session);
-		if (rc == 0)
-			reply_dir_attrs(w, m->ino, r);
-		return rc;
-	case META_RPC_UNLINK_DIR:
-		rc = meta_unlink(mc, &c, &rq, m->ino, m->name);
-		if (rc == 0)
-			reply_dir_attrs(w, m->ino, r);
-		return rc;
-	case META_RPC_RENAME:
-		return meta_rename(mc, &c, &rq, m->ino, m->name, m->ino2, m->name2, m->flags);
-	case META_RPC_LINK:
-		return meta_link(mc, &c, &rq, m->ino, m->ino2, m->name, &w->inode);
-	case META_RPC_SYMLINK:
-		return meta_symlink(mc, &c, &rq, m->ino, m->name,
-				    (struct meta_name){ (const char *)m->data, m->data_len },
-				    &w->inode);
-	case META_RPC_READLINK:
-		rc = meta_readlink(mc, m->ino, w->link, sizeof(w->link));
-		if (rc < 0)
-			return rc;
-		r->data = (const uint8_t *)w->link;
-		r->data_len = (uint32_t)rc;
-		return 0;
-	case META_RPC_READDIR:
-		r->ents = w->ents;
-		return meta_readdir(mc, &c, m->ino, m->name, w->ents, (int)m->count, &r->n, &r->eof);
-	case META_RPC_DIRLIST:
-		r->ents = w->ents;
-		return meta_dir_list(mc, &c, m->ino, m->name, w->ents, (int)m->count, &r->n, &r->eof,
-				     &r->dir_ver);
-	case META_RPC_GETXATTR: {
-		size_t cap = m->count < sizeof(w->xval) ? m->count : sizeof(w->xval);
-		rc = meta_getxattr(mc, &c, m->ino, m->name, w->xval, cap);
-		if (rc < 0)
-			return rc;
-		r->size = (uint64_t)rc;
-		r->data = w->xval;
-		r->data_len = cap ? (uint32_t)rc : 0;
-		return 0;
-	}
-	case META_RPC_SETXATTR:
-		return meta_setxattr(mc, &c, &rq, m->ino, m->name, m->data, m->data_len, m->flags);
-	case META_RPC_LISTXATTR: {
-		size_t cap = m->count < META_RPC_LIST_MAX ? m->count : META_RPC_LIST_MAX;
-		if (cap && !(w->list = malloc(cap)))
-			return -ENOMEM;
-		rc = meta_listxattr(mc, &c, m->ino, w->list, cap);
-		if (rc < 0)
-			return rc;
-		r->size = (uint64_t)rc;
-		r->data = (const uint8_t *)w->list;
-		r->data_len = cap ? (uint32_t)rc : 0;
-		return 0;
-	}
-	case META_RPC_REMOVEXATTR:
-		return meta_removexattr(mc, &c, &rq, m->ino, m->name);
-	case META_RPC_STATFS:
-		return meta_statfs(mc, &r->statfs);
-	case META_RPC_SYNC:
-		return meta_sync(mc, m->ino, len, m->query, &r->size);
-	case META_RPC_FSYNC:
-		return meta_fsync(mc, m->ino, len, m->query, &r->size);
-	case META_RPC_DIRVER: {
-		size_t n = m->data_len / 8;
-		uint64_t *dirs = malloc((n ? n : 1) * sizeof(*dirs));
-		uint8_t *out = malloc((n ? n : 1) * 8);
-		if (!dirs || !out) {
-			free(dirs);
-			free(out);
-			return -ENOMEM;
-		}
-		for (size_t i = 0; i < n; i++)
-			dirs[i] = wire_load_u64(m->data + 8 * i);
-		rc = meta_dir_versions(mc, dirs, n, dirs);
-		for (size_t i = 0; rc == 0 && i < n; i++)
-			wire_store_u64(out + 8 * i, dirs[i]);
-		free(dirs);
-		if (rc < 0) {
-			free(out);
-			return rc;
-		}
-		w->list = (char *)out; /* freed with the worker's reply, as listxattr's */
-		r->data = out;
-		r->data_len = (uint32_t)(8 * n);
-		return 0;
-	}
-	case META_RPC_LOOKUP_PLUS:
-	case META_RPC_LOOKUP_PLUSD: {
-		struct plus_out po = { BUF_INIT, 0 };
-		int eof = 0;
-		rc = m->type == META_RPC_LOOKUP_PLUSD
-			     ? meta_lookup_plus_idata(mc, &c, m->ino, m->name, (int)m->count,
-						      plusd_add, &po, &eof)
-			     : meta_lookup_plus(mc, &c, m->ino, m->name, (int)m->count, plus_add,
-						&po, &eof);
-		w->list = (char *)po.b.data; /* freed with the worker's reply, as listxattr's */
-		if (rc < 0)
-			return rc;
-		r->n = po.n;
-		r->eof = eof;
-		r->data = po.b.data;
-		r->data_len = (uint32_t)po.b.len;
-		return 0;
-	}
-	case META_RPC_LAYOUT_GET:
-		rc = meta_getattr(mc, m->ino, &w->inode);
-		if (rc < 0)
-			return rc;
-		r->has_layout = w->inode.has_layout;
-		r->layout = &w->inode.layout;
-		return 0;
-	case META_RPC_LAYOUT_SET:
-		return meta_set_dir_layout(mc, &c, &rq, m->ino, m->chunk_size, m->stripe,
-					   m->table_id, err, errlen);
-	case META_RPC_ACCESS:
-		return meta_access(mc, &c, m->ino, (int)m->flags);
-	case META_RPC_LOCK_SET:
-		return meta_lock_set(mc, m->ino, &m->lock, NULL);
-	case META_RPC_LOCK_GET:
-		rc = meta_lock_get(mc, m->ino, &m->lock, &r->lock);
-		r->has_lock = rc == 1;
-		return rc < 0 ? rc : 0;
-	case META_RPC_LOCK_RELEASE:
-		rc = meta_lock_release(mc, m->ino, m->client, m->lock.owner,
-				       (m->flags & META_RPC_LOCK_ANY_OWNER) != 0, m->flags);
-		return rc < 0 ? rc : 0;
-	}
-	return -CFS_EBADMSG_TYPE;
-}
 
 /* Wakes the background thread for GC after an operation that can queue a
  * file (unlink, rename over a file), so space comes back within a GC
@@ -603,10 +285,10 @@ static void serve_kvc(struct worker *w, struct rpc_req *req, uint16_t type)
 	if (rc) {
 		reply_err(req, op, rc, *err ? err : NULL);
 	} else {
-		buf_reset(&w->out);
-		rc = kvc_msg_encode(&w->out, &r);
+		buf_reset(&w->sc.out);
+		rc = kvc_msg_encode(&w->sc.out, &r);
 		if (rc == 0)
-			rpc_reply(req, 0, w->out.data, (uint32_t)w->out.len);
+			rpc_reply(req, 0, w->sc.out.data, (uint32_t)w->sc.out.len);
 		else
 			reply_err(req, op, rc, "encoding the reply");
 		kvc_msg_fini(&r);
@@ -616,53 +298,28 @@ static void serve_kvc(struct worker *w, struct rpc_req *req, uint16_t type)
 
 static void serve(struct worker *w, struct rpc_req *req)
 {
-	struct meta_rpc_req *m = &w->req;
-	struct meta_rpc_resp r;
-	char err[256] = "";
+	char err[RPC_ERROR_TEXT_MAX];
 	uint16_t type = rpc_req_type(req);
-	const char *op = meta_rpc_name(type);
 	uint32_t plen;
 	const uint8_t *p = rpc_req_payload(req, &plen);
-	int rc;
+	int malformed, rc;
 
 	if (kvc_rpc_name(type)) {
 		serve_kvc(w, req, type);
 		return;
 	}
-	if (!op) {
-		reply_err(req, "meta", -CFS_EBADMSG_TYPE, NULL);
-		return;
-	}
-	rc = meta_rpc_req_decode(type, p, plen, m);
-	if (rc == -CFS_EPROTO) {
+	rc = meta_dispatch(w->svc->meta, &w->sc, type, p, plen, err, sizeof(err), &malformed);
+	if (malformed) {
 		atomic_fetch_add_explicit(&w->svc->bad_requests, 1, memory_order_relaxed);
 		LOG_WARN("meta", "malformed request: peer=%s type=%s len=%u", rpc_req_peer(req),
-			 op, plen);
-		reply_err(req, op, rc, "malformed payload");
-		return;
+			 meta_rpc_name(type), plen);
 	}
 	if (rc) {
-		reply_err(req, op, rc, "field over its limit");
+		rpc_reply_error(req, rc, err);
 		return;
 	}
-	memset(&r, 0, sizeof(r));
-	r.type = type;
-	buf_reset(&w->out);
-	w->list = NULL;
-	rc = run_op(w, m, &r, err, sizeof(err));
-	if (rc < 0) {
-		reply_err(req, op, rc, *err ? err : NULL);
-		goto out;
-	}
-	rc = meta_rpc_resp_encode(&w->out, &r);
-	if (rc == 0)
-		rpc_reply(req, 0, w->out.data, (uint32_t)w->out.len);
-	if (rc)
-		reply_err(req, op, rc, "encoding the reply");
+	rpc_reply(req, 0, w->sc.out.data, (uint32_t)w->sc.out.len);
 	gc_kick(w->svc, type);
-out:
-	free(w->list);
-	w->list = NULL;
 }
 
 static void *worker_main(void *arg)
@@ -726,31 +383,6 @@ static void read_handler(struct rpc_req *req, void *arg)
 	pthread_mutex_lock(&s->inline_mu);
 	s->inline_free[s->inline_nfree++] = w;
 	pthread_mutex_unlock(&s->inline_mu);
-}
-
-static int read_only_type(uint16_t t)
-{
-	switch (t) {
-	case META_RPC_LOOKUP: case META_RPC_GETATTR: case META_RPC_ACCESS:
-	case META_RPC_READLINK: case META_RPC_READDIR: case META_RPC_GETXATTR:
-	case META_RPC_LISTXATTR: case META_RPC_LAYOUT_GET:
-		return 1;
-	}
-	return 0;
-}
-
-/* Namespace mutations that only touch the KV (meta_ns.c: no storage call,
- * no lock wait), run on the loop thread like inline reads when a commit
- * does not wait for the disk (see "Inline mutations"). */
-static int kv_only_mutation(uint16_t t)
-{
-	switch (t) {
-	case META_RPC_CREATE: case META_RPC_MKDIR: case META_RPC_MKNOD: case META_RPC_UNLINK:
-	case META_RPC_RMDIR: case META_RPC_RENAME: case META_RPC_LINK: case META_RPC_SYMLINK:
-	case META_RPC_CREATE_DIR: case META_RPC_UNLINK_DIR:
-		return 1;
-	}
-	return 0;
 }
 
 /* 1 when URL names an lmdb environment whose commits do not fsync
@@ -1114,7 +746,7 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 		for (int i = 0; i < s->ninline; i++) {
 			struct worker *w = xcalloc(1, sizeof(*w));
 			w->svc = s;
-			buf_init(&w->out);
+			buf_init(&w->sc.out);
 			s->inline_free[s->inline_nfree++] = w;
 		}
 	}
@@ -1122,8 +754,8 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 	rpc_server_handle(s->rpc, META_RPC_INFO, &hi);
 	int inline_writes = s->ninline && lmdb_commit_is_fast(o->kv_url);
 	for (uint16_t t = META_RPC_FIRST + 1; t <= META_RPC_LAST; t++)
-		rpc_server_handle(s->rpc, t, s->ninline && (read_only_type(t) ||
-							   (inline_writes && kv_only_mutation(t)))
+		rpc_server_handle(s->rpc, t, s->ninline && (meta_type_read_only(t) ||
+							   (inline_writes && meta_type_kv_only_mutation(t)))
 					     ? &hr : &hq);
 	for (uint16_t t = META_RPC_FSYNC; t <= META_RPC_LAST_240; t++)
 		rpc_server_handle(s->rpc, t, &hq);
@@ -1135,7 +767,7 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 	rpc_server_handle(s->rpc, META_RPC_CLOSE_MANY, inline_writes ? &hr : &hq);
 	rpc_server_handle(s->rpc, META_RPC_LOOKUP_PLUSD, s->ninline ? &hr : &hq);
 	for (uint16_t t = META_RPC_FIRST_265; t <= META_RPC_LAST_265; t++)
-		rpc_server_handle(s->rpc, t, inline_writes && kv_only_mutation(t) ? &hr : &hq);
+		rpc_server_handle(s->rpc, t, inline_writes && meta_type_kv_only_mutation(t) ? &hr : &hq);
 	/* Inline data: a read and a write touch only the KV, like the
 	 * namespace calls above; a conversion step goes to the workers. */
 	rpc_server_handle(s->rpc, META_RPC_IDATA_READ, s->ninline ? &hr : &hq);
@@ -1157,7 +789,7 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 	for (int i = 0; i < s->nworkers; i++) {
 		struct worker *w = xcalloc(1, sizeof(*w));
 		w->svc = s;
-		buf_init(&w->out);
+		buf_init(&w->sc.out);
 		s->workers[i] = w;
 		if (pthread_create(&w->th, NULL, worker_main, w)) {
 			free(w);
@@ -1245,7 +877,7 @@ void meta_service_stop(struct meta_service *s)
 		if (!s->workers[i])
 			continue;
 		pthread_join(s->workers[i]->th, NULL);
-		buf_fini(&s->workers[i]->out);
+		buf_fini(&s->workers[i]->sc.out);
 		free(s->workers[i]);
 	}
 	free(s->workers);
@@ -1270,7 +902,7 @@ void meta_service_stop(struct meta_service *s)
 	pthread_cond_destroy(&g.cv);
 	/* Loop threads are gone: the whole pool is back. */
 	for (int i = 0; i < s->inline_nfree; i++) {
-		buf_fini(&s->inline_free[i]->out);
+		buf_fini(&s->inline_free[i]->sc.out);
 		free(s->inline_free[i]);
 	}
 	free(s->inline_free);

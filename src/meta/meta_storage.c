@@ -207,3 +207,46 @@ struct meta_storage meta_chains_storage(struct meta_chains *c)
 	return (struct meta_storage){ c, chains_remove, chains_truncate, chains_query,
 				      chains_capacity, chains_gc_remove };
 }
+
+int meta_routing_table(void *mgmtd, uint32_t table_id, uint32_t *chains, uint32_t cap)
+{
+	struct mgmtd_routing *snap = mgmtd_client_routing(mgmtd);
+	const struct route_table *t;
+	int rc = -ENOENT;
+	if (!snap)
+		return -ENOENT;
+	t = route_find_table(mgmtd_routing_info(snap), table_id);
+	if (t && t->n <= INT32_MAX) {
+		for (uint32_t k = 0; k < t->n && k < cap; k++)
+			chains[k] = t->chains[k];
+		rc = (int)t->n;
+	}
+	mgmtd_routing_put(snap);
+	return rc;
+}
+
+static int none_remove(void *arg, uint32_t chain, uint64_t ino, uint32_t first)
+{
+	return -EOPNOTSUPP;
+}
+
+static int none_truncate(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t len)
+{
+	return -EOPNOTSUPP;
+}
+
+static int none_query(void *arg, uint32_t chain, uint64_t ino, uint32_t *index, uint32_t *len)
+{
+	return -EOPNOTSUPP;
+}
+
+static int none_capacity(void *arg, uint64_t *total, uint64_t *free_bytes)
+{
+	return -EOPNOTSUPP;
+}
+
+struct meta_storage meta_storage_none(void)
+{
+	return (struct meta_storage){ NULL, none_remove, none_truncate, none_query, none_capacity,
+				      NULL };
+}

@@ -38,4 +38,13 @@ void meta_chains_free(struct meta_chains *c);
 /* The meta.h storage interface over C. */
 struct meta_storage meta_chains_storage(struct meta_chains *c);
 
+/* No storage service: every storage call fails with -EOPNOTSUPP (not
+ * -CFS_EUNAVAIL, which clients would take as "try another instance"). */
+struct meta_storage meta_storage_none(void);
+
+/* A meta_chain_view table function (layout.h) over the latest routing of
+ * the mgmtd_client MGMTD: the chains of TABLE_ID, or -ENOENT (unknown
+ * table, no routing yet). Any thread. */
+int meta_routing_table(void *mgmtd, uint32_t table_id, uint32_t *chains, uint32_t cap);
+
 #endif

@@ -604,3 +604,24 @@ int integ_flip_marker(const struct integ *e, const char *marker, int copies)
 		done += integ_flip_copy(e, s, marker);
 	return done;
 }
+
+void integ_touch(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(close(fd), 0);
+}
+
+int integ_count_entries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return -1;
+	int n = 0;
+	struct dirent *de;
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			n++;
+	closedir(d);
+	return n;
+}

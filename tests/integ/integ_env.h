@@ -58,6 +58,10 @@ void integ_path(const struct integ *e, const char *rel, char *out, size_t cap);
  * DATA in one write, then fsyncs and closes it: what the test wrote is
  * acknowledged data. Fails the test on any error (a short write too). */
 void integ_write_file(const char *path, const void *data, size_t n);
+/* Creates PATH empty (O_EXCL) and closes it; fails the test on error. */
+void integ_touch(const char *path);
+/* Entries of DIR (not . and ..), or -1 when it cannot be read. */
+int integ_count_entries(const char *dir);
 /* CRC32C of a whole file; -1 on error. */
 int64_t integ_file_crc(const char *path);
 /* The value of KEY in E's DATA/cluster.conf (ports, cluster id, mount)

@@ -63,26 +63,6 @@ static void pattern(uint8_t *buf, uint32_t seed, size_t n)
 		buf[i] = (uint8_t)(seed * 131 + i * 7 + (i >> 12));
 }
 
-static void touch(const char *path)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
-	assert_true(fd >= 0);
-	assert_int_equal(close(fd), 0);
-}
-
-static int count_entries(const char *dir)
-{
-	DIR *d = opendir(dir);
-	assert_non_null(d);
-	int n = 0;
-	struct dirent *de;
-	while ((de = readdir(d)))
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-			n++;
-	closedir(d);
-	return n;
-}
-
 /* Creates, a written file, a mkdir and a rename return; meta is killed at
  * once; after the restart all of it is there. */
 static void test_kill9_meta_after_create(void **state)
@@ -93,7 +73,7 @@ static void test_kill9_meta_after_create(void **state)
 	assert_int_equal(mkdir(dir, 0755), 0);
 	for (int i = 0; i < 20; i++) {
 		snprintf(path, sizeof(path), "%s/f%02d", dir, i);
-		touch(path);
+		integ_touch(path);
 	}
 	snprintf(path, sizeof(path), "%s/data16k", dir);
 	pattern(buf, 7, sizeof(buf));
@@ -107,13 +87,13 @@ static void test_kill9_meta_after_create(void **state)
 	snprintf(path2, sizeof(path2), "%s/renamed", dir);
 	assert_int_equal(rename(path, path2), 0);
 	snprintf(path, sizeof(path), "%s/last", dir);
-	touch(path);
+	integ_touch(path);
 	integ_kill9(&env, "meta");
 
 	assert_int_equal(integ_up_again(&env, "up-meta"), 0);
 	clock_sleep_ms(COHERENCE_BOUND_MS + 100); /* the kernel's cached names expire */
 	/* 19 files + renamed + data16k + sub + last */
-	assert_int_equal(count_entries(dir), 23);
+	assert_int_equal(integ_count_entries(dir), 23);
 	struct stat st;
 	snprintf(path, sizeof(path), "%s/f00", dir);
 	assert_int_equal(stat(path, &st), -1);
@@ -171,7 +151,7 @@ static void test_fsync_dir_then_copy(void **state)
 	assert_int_equal(mkdir(dir, 0755), 0);
 	for (int i = 0; i < 50; i++) {
 		snprintf(path, sizeof(path), "%s/e%02d", dir, i);
-		touch(path);
+		integ_touch(path);
 	}
 	struct stat st;
 	assert_int_equal(stat(dir, &st), 0);
@@ -278,8 +258,8 @@ static void test_two_mounts_coherent(void **state)
 	snprintf(a2, sizeof(a2), "%s/coh/x", mnt2);
 	snprintf(b2, sizeof(b2), "%s/coh/y", mnt2);
 	snprintf(c2, sizeof(c2), "%s/coh/z", mnt2);
-	touch(a);
-	touch(c);
+	integ_touch(a);
+	integ_touch(c);
 	/* a name created on mount 1 is there on mount 2 at once (no
 	 * negative entries are cached) */
 	struct stat st;
@@ -338,7 +318,7 @@ static void test_two_mounts_names_bound(void **state)
 	snprintf(p2, sizeof(p2), "%s/neg", d2);
 	assert_int_equal(stat(p2, &st), -1);
 	cache_on2(p2);
-	touch(p1);
+	integ_touch(p1);
 	int64_t t_create = wait_seen(p2, seen_exists, NULL);
 
 	/* a positive entry: unlinked on 1 */
@@ -352,7 +332,7 @@ static void test_two_mounts_names_bound(void **state)
 	snprintf(p2, sizeof(p2), "%s/from", d2);
 	snprintf(q1, sizeof(q1), "%s/to", d1);
 	snprintf(q2, sizeof(q2), "%s/to", d2);
-	touch(p1);
+	integ_touch(p1);
 	assert_int_equal(wait_seen(p2, seen_exists, NULL) >= 0, 1);
 	assert_int_equal(stat(q2, &st), -1);
 	cache_on2(p2);
@@ -420,7 +400,7 @@ static void test_cwd_survives_invalidation(void **state)
 	assert_int_equal(mkdir(sub, 0755), 0);
 	snprintf(a, sizeof(a), "%s/a", d1);
 	snprintf(b, sizeof(b), "%s/b", d1);
-	touch(a);
+	integ_touch(a);
 	if (mount2_pid <= 0)
 		start_mount2();
 	snprintf(d2f, sizeof(d2f), "%s/cwdinv/from2", mnt2);
@@ -445,7 +425,7 @@ static void test_cwd_survives_invalidation(void **state)
 	char c = 0;
 	assert_int_equal(read(done[0], &c, 1), 1);
 	assert_int_equal(rename(a, b), 0);
-	touch(d2f);
+	integ_touch(d2f);
 	/* several polls: the invalidation has reached the kernel by then */
 	clock_sleep_ms(NAME_BOUND_MS * 5);
 	assert_int_equal(write(go[1], &c, 1), 1);
@@ -478,7 +458,7 @@ static void test_complete_dir_coherent(void **state)
 	assert_int_equal(stat(p2, &st), -1); /* answered by mount 2 alone */
 	assert_int_equal(errno, ENOENT);
 	assert_int_equal(wait_seen(d1, seen_exists, NULL) >= 0, 1);
-	touch(p1);
+	integ_touch(p1);
 	if (!integ_drop_dentries())
 		print_message("drop_caches refused: the kernel may answer\n");
 	int64_t t_seen = wait_seen(p2, seen_exists, NULL);
@@ -490,7 +470,7 @@ static void test_complete_dir_coherent(void **state)
 	assert_int_equal(mkdir(d1, 0755), 0);
 	snprintf(p1, sizeof(p1), "%s/x", d1);
 	snprintf(q1, sizeof(q1), "%s/y", d1);
-	touch(p1);
+	integ_touch(p1);
 	assert_int_equal(rename(p1, q1), 0);
 	if (!integ_drop_dentries())
 		print_message("drop_caches refused: the kernel may answer\n");
@@ -573,7 +553,7 @@ static void test_dir_attrs_coherent(void **state)
 	snprintf(sub, sizeof(sub), "%s/sub", d);
 	assert_int_equal(stat(d, &st0), 0);
 	clock_sleep_ms(50);
-	touch(f); /* CREATE_DIR: the directory's new attributes are kept */
+	integ_touch(f); /* CREATE_DIR: the directory's new attributes are kept */
 	assert_int_equal(stat(d, &st), 0);
 	assert_true(ts_after(st.st_mtim, st0.st_mtim));
 	assert_int_equal(st.st_nlink, 2);
@@ -581,7 +561,7 @@ static void test_dir_attrs_coherent(void **state)
 	assert_int_equal(stat(d, &st), 0);
 	assert_int_equal(st.st_nlink, 3);
 	assert_int_equal(rmdir(sub), 0);
-	touch(sub); /* a file named like the gone directory, cached again */
+	integ_touch(sub); /* a file named like the gone directory, cached again */
 	assert_int_equal(chmod(d, 0711), 0);
 	assert_int_equal(stat(d, &st), 0);
 	assert_int_equal(st.st_mode & 07777, 0711);
@@ -598,7 +578,7 @@ static void test_dir_attrs_coherent(void **state)
 	start_mount2();
 	snprintf(d2, sizeof(d2), "%s/dattr", mnt2);
 	snprintf(g2, sizeof(g2), "%s/dattr/g", mnt2);
-	touch(g2);
+	integ_touch(g2);
 	assert_int_equal(stat(d2, &st), 0);
 	mode_t mode = 0750;
 	assert_int_equal(chmod(d, mode), 0);
@@ -630,7 +610,7 @@ static void test_lookahead_coherent(void **state)
 	assert_int_equal(mkdir(d, 0755), 0);
 	for (int i = 0; i < 64; i++) {
 		snprintf(p1, sizeof(p1), "%s/f%03d", d, i);
-		touch(p1);
+		integ_touch(p1);
 		if (i % 3 == 0)
 			assert_int_equal(chmod(p1, 0600), 0);
 		if (i % 5 == 0) {
@@ -709,7 +689,7 @@ static void test_complete_dir_batch(void **state)
 	assert_int_equal(mkdir(d, 0755), 0); /* complete on mount 1 */
 	for (int i = 0; i < 64; i++) {
 		snprintf(p1, sizeof(p1), "%s/f%03d", d, i);
-		touch(p1);
+		integ_touch(p1);
 	}
 	start_mount2();
 	snprintf(p2, sizeof(p2), "%s/cbatch", mnt2);
@@ -733,7 +713,7 @@ static void test_complete_dir_batch(void **state)
 	snprintf(p2, sizeof(p2), "%s/cbatch/f030", mnt2);
 	assert_int_equal(unlink(p2), 0);
 	snprintf(p2, sizeof(p2), "%s/cbatch/f030x", mnt2);
-	touch(p2);
+	integ_touch(p2);
 	snprintf(p2, sizeof(p2), "%s/cbatch/f050", mnt2);
 	mode_t mode = 0600;
 	assert_int_equal(chmod(p2, mode), 0);
@@ -788,7 +768,7 @@ static void test_dir_walk_ahead(void **state)
 		assert_int_equal(mkdir(p1, 0755), 0);
 		for (int f = 0; f < 2; f++) {
 			snprintf(p1, sizeof(p1), "%s/d%02d/f%d", d, i, f);
-			touch(p1);
+			integ_touch(p1);
 		}
 	}
 	start_mount2();

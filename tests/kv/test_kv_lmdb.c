@@ -570,6 +570,48 @@ static void t_window_sync(void **state)
 	kv_close(e);
 }
 
+/* sync=window with two processes on one environment (a mount running meta
+ * in-process, meta_local.h): a flush covers what the OTHER process
+ * committed, since meta's META_FSYNC may have committed nothing itself.
+ * The child commits and exits without closing (its window sync never
+ * runs, as after kill -9); the parent's flush must then sync once, and a
+ * second flush finds nothing new. Before, the parent compared only its
+ * own commits and did not sync at all. */
+static void t_window_sync_other_process(void **state)
+{
+	char url[1000];
+	int64_t committed, synced;
+	uint64_t syncs, syncs2, syncs3;
+	kv_engine *e;
+	int st;
+
+	fresh_url(url, sizeof(url), "?sync=window&sync_ms=60000");
+	e = open_ok(url);
+	assert_int_equal(kv_flush(e), 0);
+	kv_lmdb_sync_stats(e, &committed, &synced, &syncs);
+	pid_t pid = child_fork();
+	if (pid == 0) {
+		kv_engine *c;
+		char err[256];
+		if (kv_open(url, &c, err, sizeof(err)))
+			_exit(1);
+		_exit(kv_run(c, NULL, win_body, "other/1", NULL) ? 2 : 0);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	for (int j = 0; j < 4; j++)
+		if (children[j] == pid)
+			children[j] = 0;
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	assert_int_equal(win_has(e, "other/1"), 1);
+	assert_int_equal(kv_flush(e), 0);
+	kv_lmdb_sync_stats(e, &committed, &synced, &syncs2);
+	assert_int_equal(syncs2, syncs + 1);
+	assert_int_equal(kv_flush(e), 0); /* nothing new: no second sync */
+	kv_lmdb_sync_stats(e, &committed, &synced, &syncs3);
+	assert_int_equal(syncs3, syncs2);
+	kv_close(e);
+}
+
 static void t_multi_process(void **state)
 {
 	char url[512];
@@ -1234,6 +1276,7 @@ int main(void)
 		cmocka_unit_test_teardown(t_writemap_batches, reap_children),
 		cmocka_unit_test_teardown(t_writemap_map_full, reap_children),
 		cmocka_unit_test_teardown(t_window_sync, reap_children),
+		cmocka_unit_test_teardown(t_window_sync_other_process, reap_children),
 		cmocka_unit_test_teardown(t_multi_process, reap_children),
 		cmocka_unit_test_teardown(t_map_full, reap_children),
 		cmocka_unit_test_teardown(t_readers_full, reap_children),

@@ -1,0 +1,49 @@
+/* meta_dispatch.h - one encoded meta request run to its encoded reply:
+ * decode, the meta.h operation, encode. The code path both the meta
+ * service's RPC handlers (meta_service.c) and an in-process instance
+ * (meta_local.h) run, so the two answer byte for byte alike.
+ *
+ * Threads: a meta_scratch is used by one thread at a time; any number of
+ * threads may dispatch on one meta_ctx, each with its own scratch.
+ */
+#ifndef CFS_META_META_DISPATCH_H
+#define CFS_META_META_DISPATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "meta/meta.h"
+#include "meta/meta_proto.h"
+
+/* Per-thread scratch of one request (large: keep it off the stack). */
+struct meta_scratch {
+	struct meta_rpc_req req;                        /* decoded request */
+	struct meta_inode inode;                        /* reply scratch */
+	struct meta_inode dir;                          /* CREATE_DIR, UNLINK_DIR scratch */
+	struct meta_dirent ents[META_RPC_READDIR_MAX];  /* readdir scratch */
+	uint8_t xval[META_XATTR_VALUE_MAX];             /* getxattr scratch */
+	char link[META_SYMLINK_MAX + 1];                /* readlink scratch */
+	char *list;                                     /* listxattr names, one request */
+	struct buf out;                                 /* reply encoding */
+};
+
+/* Runs the meta request of TYPE whose payload is the PLEN bytes at P on
+ * MC, with S's scratch. 0: S->out holds the encoded reply payload (valid
+ * until S's next dispatch). <0: the error to answer (-errno / -CFS_E*),
+ * with the reply text "OP: strerror[: detail]" in ERR (ERRLEN >= 1);
+ * *MALFORMED is set to 1 when the payload did not decode (-CFS_EPROTO),
+ * else 0. TYPE must be a meta message (meta_rpc_name(TYPE) != NULL),
+ * KVCache messages excepted; others give -CFS_EBADMSG_TYPE. */
+int meta_dispatch(meta_ctx *mc, struct meta_scratch *s, uint16_t type, const uint8_t *p,
+		  uint32_t plen, char *err, size_t errlen, int *malformed);
+
+/* 1 for the read-only operations (lookup, getattr, access, readlink,
+ * readdir, getxattr, listxattr, layout get). */
+int meta_type_read_only(uint16_t type);
+/* 1 for the namespace mutations that touch nothing but the KV (meta_ns.c:
+ * no storage call, no lock wait): create, mkdir, mknod, unlink, rmdir,
+ * rename, link, symlink, create-dir, unlink-dir. */
+int meta_type_kv_only_mutation(uint16_t type);
+
+#endif

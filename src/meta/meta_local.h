@@ -1,0 +1,74 @@
+/* meta_local.h - a metadata instance inside a client process (the mount):
+ * meta operations answered in the calling thread on the shared LMDB store,
+ * with no RPC hop.
+ *
+ * Meta is stateless over its KV store and LMDB lets several PROCESSES
+ * share one environment (kv_lmdb.c: the writer lock is process-shared,
+ * commit validation sees every process's commits), so a mount on the host
+ * that holds the cluster's meta store can open the same environment, with
+ * the same URL (sync mode, map_size, writemap) as the meta service, and
+ * run the operations that touch nothing but the KV itself: the read-only
+ * ones and the namespace mutations (meta_dispatch.h), directory listings
+ * and versions, CLOSE_MANY, inline-data reads and writes. Each goes
+ * through meta_dispatch, the code path of the service, so replies and
+ * errors are the service's byte for byte. Everything else (setattr,
+ * open, close, sync, fsync, statfs, locks, KVCache, GC, session pruning,
+ * idempotency pruning) stays with the meta service process.
+ *
+ * What is per process and how this instance handles it:
+ * - inode ids: its own allocator range, as any instance (meta.h);
+ * - idempotency records: in the KV; a request that failed over from here
+ *   to the service keeps its (client, seq) and is applied once;
+ * - GC: never runs here; the service's background pass finds what a local
+ *   unlink queued within its period (bg_interval_ms), not at once (no
+ *   gc_kick across processes);
+ * - durability: commits are in the page cache when they return (sync=window)
+ *   or on disk (sync=full); this engine's own window thread syncs its
+ *   commits, and the service's kv_flush (META_FSYNC) syncs every process's
+ *   commits (kv_lmdb.c window_sync reads LMDB's last txn id);
+ * - a process killed with the writer lock or reader slots: LMDB's robust
+ *   mutex and stale-reader check (kv_lmdb.c).
+ *
+ * Threads: meta_local_call from any number of threads at once.
+ */
+#ifndef CFS_META_META_LOCAL_H
+#define CFS_META_META_LOCAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+
+struct mgmtd_client;
+struct meta_local;
+
+struct meta_local_opts {
+	const char *kv_url;           /* the meta service's KV URL, exactly; lmdb only */
+	struct mgmtd_client *mgmtd;   /* chain tables for new files; borrowed, outlives */
+	uint32_t idata_max;           /* the service's inline-data threshold (--inline-max) */
+};
+
+/* Opens the store and checks that meta formatted it (the root exists).
+ * 0, or -EINVAL (not lmdb, bad URL) / -ENOENT (no root: meta has not run)
+ * / the kv_open error, each with a message in ERR. */
+int meta_local_open(const struct meta_local_opts *o, struct meta_local **out, char *err,
+		    size_t errlen);
+
+/* Returned by meta_local_call for a TYPE it does not run here. */
+#define META_LOCAL_PASS 1
+
+/* Runs the encoded meta request of TYPE (REQ, LEN bytes) in the calling
+ * thread; L is a struct meta_local (void * to fit meta_client's hook).
+ * 0: RESP (reset first) holds the encoded reply payload; <0: the error,
+ * with the reply text in ERR (as meta_dispatch); META_LOCAL_PASS: TYPE is
+ * not one this instance runs (send it to the service). */
+int meta_local_call(void *l, uint16_t type, const uint8_t *req, size_t len, struct buf *resp,
+		    char *err, size_t errlen);
+
+/* Calls answered here since open. */
+uint64_t meta_local_calls(const struct meta_local *l);
+
+/* No call may be in progress. NULL-safe. */
+void meta_local_close(struct meta_local *l);
+
+#endif

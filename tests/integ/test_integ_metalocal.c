@@ -1,0 +1,309 @@
+/* test_integ_metalocal.c - the mount running meta operations in its own
+ * process on meta's LMDB store (`chainfs up --meta-local`, meta_local.h;
+ * README "Durability of metadata").
+ *
+ * - Round trip: the mount says it runs meta in-process; creates, inline
+ *   writes and reads, rename, link, symlink, readdir, xattrs and the usual
+ *   errors (EEXIST, ENOENT, ENOTEMPTY) work; with the meta service stopped
+ *   (SIGSTOP) a mkdir, stat, symlink, readlink and rmdir still complete
+ *   (they never leave the mount), which they cannot over RPC.
+ * - kill -9 of meta: what the mount acknowledged before is there after the
+ *   restart, and so is what it did while meta was dead.
+ * - Two mounts: a second mount over RPC (no --meta-local) sees the first's
+ *   changes, and the first sees the second's, within the name bound.
+ * - kill -9 of the mount while it holds LMDB's writer lock, in the middle
+ *   of a create storm (CFS_TEST_LMDB_KILL_IN_WRITE kills it inside a write
+ *   txn): the meta service still commits (a second mount over RPC creates),
+ *   a new mount comes up, every create acknowledged before the kill is
+ *   there, and `chainfs fsck` finds the namespace clean.
+ *
+ * The whole group runs with CFS_META_LOCAL=1, set before any thread, so
+ * every `chainfs up` of the test (restarts included) starts the mount
+ * with --meta-local.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "integ_env.h"
+#include "testenv.h"
+
+#define NAME_BOUND_MS 100   /* the mount's --dircache-poll-ms */
+#define SLACK_MS      2000  /* polls, a round trip, a loaded CI host */
+
+static struct integ env;
+
+/* integ_up_again, with its output on failure. */
+static int up_again(const char *tag)
+{
+	char log[700], out[8192];
+	int rc = integ_up_again(&env, tag);
+	snprintf(log, sizeof(log), "%s/%s.out", env.dir, tag);
+	if (rc && testenv_read_file(log, out, sizeof(out)) >= 0)
+		print_message("up %s: rc=%d\n%s\n", tag, rc, out);
+	return rc;
+}
+
+/* Waits up to MS for stat(PATH) to succeed (WANT 1) or fail ENOENT (0). */
+static int wait_exists(const char *path, int want, int ms)
+{
+	uint64_t until = clock_mono_ms() + (uint64_t)ms;
+	for (;;) {
+		struct stat st;
+		int rc = stat(path, &st);
+		if ((want && rc == 0) || (!want && rc < 0 && errno == ENOENT))
+			return 1;
+		if (clock_mono_ms() > until)
+			return 0;
+		clock_sleep_ms(20);
+	}
+}
+
+/* Namespace calls that stay in the mount; exit status 0 when all worked. */
+static int local_only_ops(const char *dir)
+{
+	char p[1200], q[1200], link[64];
+	struct stat st;
+	snprintf(p, sizeof(p), "%s/while-stopped", dir);
+	snprintf(q, sizeof(q), "%s/sym-stopped", dir);
+	if (mkdir(p, 0755) || stat(p, &st) || !S_ISDIR(st.st_mode))
+		return 1;
+	if (symlink("target", q) || readlink(q, link, sizeof(link)) != 6)
+		return 2;
+	if (unlink(q) || rmdir(p))
+		return 3;
+	return 0;
+}
+
+static void test_roundtrip(void **state)
+{
+	char log[700], dir[1024], p[1200], q[1200], buf[64];
+	snprintf(log, sizeof(log), "%s/logs/mount.log", env.data);
+	assert_true(testenv_file_has(log, "meta in-process on lmdb://"));
+
+	integ_path(&env, "rt", dir, sizeof(dir));
+	assert_int_equal(mkdir(dir, 0755), 0);
+	assert_int_equal(mkdir(dir, 0755), -1);
+	assert_int_equal(errno, EEXIST);
+	snprintf(p, sizeof(p), "%s/small", dir);
+	integ_write_file(p, "hello, in-process meta", 22);
+	int fd = open(p, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(read(fd, buf, sizeof(buf)), 22);
+	close(fd);
+	assert_memory_equal(buf, "hello, in-process meta", 22);
+	snprintf(q, sizeof(q), "%s/small2", dir);
+	assert_int_equal(rename(p, q), 0);
+	assert_int_equal(link(q, p), 0);
+	struct stat st;
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_nlink, 2);
+	assert_int_equal(setxattr(p, "user.k", "v1", 2, 0), 0);
+	assert_int_equal(getxattr(q, "user.k", buf, sizeof(buf)), 2);
+	snprintf(q, sizeof(q), "%s/sym", dir);
+	assert_int_equal(symlink("small", q), 0);
+	assert_int_equal(readlink(q, buf, sizeof(buf)), 5);
+	for (int i = 0; i < 50; i++) {
+		snprintf(q, sizeof(q), "%s/f%02d", dir, i);
+		integ_touch(q);
+	}
+	assert_int_equal(integ_count_entries(dir), 53);
+	assert_int_equal(rmdir(dir), -1);
+	assert_int_equal(errno, ENOTEMPTY);
+	snprintf(q, sizeof(q), "%s/missing", dir);
+	assert_int_equal(unlink(q), -1);
+	assert_int_equal(errno, ENOENT);
+
+	/* Meta stopped: the calls that stay in the mount still complete. */
+	int meta = integ_role_pid(&env, "meta");
+	assert_int_equal(kill(meta, SIGSTOP), 0);
+	pid_t child = fork();
+	assert_true(child >= 0);
+	if (child == 0)
+		_exit(local_only_ops(dir));
+	int st_child = -1, done = 0;
+	for (int i = 0; i < 750 && !done; i++) {
+		done = waitpid(child, &st_child, WNOHANG) == child;
+		if (!done)
+			clock_sleep_ms(20);
+	}
+	kill(meta, SIGCONT);
+	if (!done) {
+		kill(child, SIGKILL);
+		waitpid(child, &st_child, 0);
+	}
+	assert_true(done);
+	assert_true(WIFEXITED(st_child));
+	assert_int_equal(WEXITSTATUS(st_child), 0);
+}
+
+/* Creates acknowledged before kill -9 of meta, and mkdirs done while it
+ * was dead, are all there after the restart. */
+static void test_kill9_meta(void **state)
+{
+	char dir[1024], p[1200];
+	integ_path(&env, "k9meta", dir, sizeof(dir));
+	assert_int_equal(mkdir(dir, 0755), 0);
+	for (int i = 0; i < 20; i++) {
+		snprintf(p, sizeof(p), "%s/f%02d", dir, i);
+		integ_touch(p);
+	}
+	integ_kill9(&env, "meta");
+	for (int i = 0; i < 10; i++) {
+		snprintf(p, sizeof(p), "%s/d%02d", dir, i);
+		assert_int_equal(mkdir(p, 0755), 0);
+	}
+	assert_int_equal(up_again("up-meta"), 0);
+	assert_int_equal(integ_count_entries(dir), 30);
+	snprintf(p, sizeof(p), "%s/after", dir);
+	integ_touch(p);
+	assert_int_equal(integ_count_entries(dir), 31);
+}
+
+/* A second mount over RPC and the in-process one see each other's name
+ * changes within the bound, names cached on both sides first. */
+static void test_two_mounts(void **state)
+{
+	char mnt2[600], d1[1024], d2[1200], a1[1300], b1[1300], a2[1300], b2[1300];
+	pid_t m2 = integ_mount2_start(&env, mnt2, sizeof(mnt2));
+	integ_path(&env, "two", d1, sizeof(d1));
+	snprintf(d2, sizeof(d2), "%s/two", mnt2);
+	assert_int_equal(mkdir(d1, 0755), 0);
+	snprintf(a1, sizeof(a1), "%s/a", d1);
+	snprintf(b1, sizeof(b1), "%s/b", d1);
+	snprintf(a2, sizeof(a2), "%s/a", d2);
+	snprintf(b2, sizeof(b2), "%s/b", d2);
+	assert_true(wait_exists(d2, 1, SLACK_MS));
+	/* both mounts cache "a" absent, then mount 1 creates it */
+	assert_true(wait_exists(a1, 0, 10) && wait_exists(a2, 0, 10));
+	integ_touch(a1);
+	assert_true(wait_exists(a2, 1, NAME_BOUND_MS + SLACK_MS));
+	/* both cache "a" present, then mount 2 renames it */
+	assert_true(wait_exists(a1, 1, 10));
+	assert_int_equal(rename(a2, b2), 0);
+	assert_true(wait_exists(a1, 0, NAME_BOUND_MS + SLACK_MS));
+	assert_true(wait_exists(b1, 1, NAME_BOUND_MS + SLACK_MS));
+	/* mount 1 unlinks what mount 2 holds */
+	assert_true(wait_exists(b2, 1, 10));
+	assert_int_equal(unlink(b1), 0);
+	assert_true(wait_exists(b2, 0, NAME_BOUND_MS + SLACK_MS));
+	integ_mount2_stop(&m2);
+}
+
+static int run_fsck(void)
+{
+	char log[700];
+	snprintf(log, sizeof(log), "%s/fsck-metalocal.out", env.dir);
+	unlink(log);
+	char *argv[] = {(char *)testenv_chainfs(), "fsck", "--dir", env.data, NULL};
+	int rc = integ_run(argv, NULL, log, 120000);
+	char out[8192];
+	if (rc && testenv_read_file(log, out, sizeof(out)) >= 0)
+		print_message("fsck: rc=%d\n%s\n", rc, out);
+	return rc;
+}
+
+/* Creates files in DIR until one fails; writes the index of each create
+ * that returned to FD (the acknowledged ones). */
+static int storm(const char *dir, int fd)
+{
+	char p[1200];
+	for (int i = 0; i < 100000; i++) {
+		snprintf(p, sizeof(p), "%s/s%05d", dir, i);
+		int f = open(p, O_WRONLY | O_CREAT | O_EXCL, 0644);
+		if (f < 0)
+			return 0;
+		close(f);
+		if (write(fd, &i, sizeof(i)) != (ssize_t)sizeof(i))
+			return 1;
+	}
+	return 2; /* the mount never died */
+}
+
+static void test_kill9_mount_in_write(void **state)
+{
+	char dir[1024], p[1200], mnt2[600], d2[1200];
+	integ_path(&env, "storm", dir, sizeof(dir));
+	assert_int_equal(mkdir(dir, 0755), 0);
+	/* A mount that kills itself inside its 40th LMDB write txn. */
+	integ_kill9(&env, "mount");
+	assert_int_equal(setenv("CFS_TEST_LMDB_KILL_IN_WRITE", "40", 1), 0);
+	int rc = up_again("up-killer");
+	unsetenv("CFS_TEST_LMDB_KILL_IN_WRITE");
+	assert_int_equal(rc, 0);
+	int mount = integ_role_pid(&env, "mount");
+
+	int pfd[2];
+	assert_int_equal(pipe(pfd), 0);
+	pid_t child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		close(pfd[0]);
+		_exit(storm(dir, pfd[1]));
+	}
+	close(pfd[1]);
+	int idx, acked = 0, last = -1;
+	while (read(pfd[0], &idx, sizeof(idx)) == (ssize_t)sizeof(idx)) {
+		assert_int_equal(idx, last + 1);
+		last = idx;
+		acked++;
+	}
+	close(pfd[0]);
+	int st;
+	assert_int_equal(waitpid(child, &st, 0), child);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0); /* stopped by the dead mount */
+	for (int i = 0; i < 500 && integ_pid_alive(mount); i++)
+		clock_sleep_ms(20);
+	assert_false(integ_pid_alive(mount));
+	print_message("storm: %d creates acknowledged before the mount died\n", acked);
+	assert_true(acked > 0);
+
+	/* The meta service takes the writer lock the dead mount held. */
+	pid_t m2 = integ_mount2_start(&env, mnt2, sizeof(mnt2));
+	snprintf(d2, sizeof(d2), "%s/storm/over-rpc", mnt2);
+	integ_touch(d2);
+	integ_mount2_stop(&m2);
+
+	/* A new in-process mount: every acknowledged create is there. */
+	assert_int_equal(up_again("up-after-storm"), 0);
+	for (int i = 0; i < acked; i++) {
+		struct stat sb;
+		snprintf(p, sizeof(p), "%s/s%05d", dir, i);
+		assert_int_equal(stat(p, &sb), 0);
+	}
+	snprintf(p, sizeof(p), "%s/over-rpc", dir);
+	struct stat sb;
+	assert_int_equal(stat(p, &sb), 0);
+	snprintf(p, sizeof(p), "%s/after", dir);
+	integ_touch(p);
+	assert_int_equal(run_fsck(), 0);
+}
+
+int main(void)
+{
+	integ_require_fuse();
+	/* Before any thread: every `chainfs up` here passes --meta-local. */
+	setenv("CFS_META_LOCAL", "1", 1);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_roundtrip),
+		cmocka_unit_test(test_kill9_meta),
+		cmocka_unit_test(test_two_mounts),
+		cmocka_unit_test(test_kill9_mount_in_write),
+	};
+	return integ_main(&env, "metalocal", tests, sizeof(tests) / sizeof(tests[0]));
+}
