@@ -40,8 +40,8 @@
  * requests are in flight already (DIRECT_MAX_INFLIGHT: the loop batches
  * them) while the loop is awake, or a posted request has not reached the
  * loop yet; the last keeps one thread's calls in the order it made them.
- * While the slot's loop sleeps in epoll_wait (loop_idle), a caller sends
- * directly however many are in flight: posting would cost the eventfd
+ * While the slot's loop sleeps in epoll_wait (loop_idle), a blocking
+ * caller (rpc_call) sends directly however many are in flight: posting would cost the eventfd
  * write and the loop's wake-up that batching saves, and with blocking
  * callers that read their own replies the loop sleeps most of the time
  * (issue 13, `chainfs bench meta --clients 8`: the client's CPU per
@@ -1246,7 +1246,9 @@ static int submit(struct rpc_peer *peer, const struct rpc_call *call, int oneway
 	for (int t = 0; t <= nidle; t++) {
 		struct cslot *s = t < nidle ? &peer->slots[t] : rs;
 		uint32_t max = t < nidle ? 1 : cl->direct_max;
-		if (t >= nidle && cl->direct_idle && loop_idle(s->lp->l))
+		/* Blocking callers only: a burst of async calls from one
+		 * thread still reaches the server in the loop's one writev. */
+		if (t >= nidle && own && cl->direct_idle && loop_idle(s->lp->l))
 			max = UINT32_MAX;
 		/* trylock: when another thread is sending (or the loop is
 		 * reading a reply), the loop message path batches this
