@@ -51,6 +51,7 @@ struct loop {
 	atomic_bool stop;          /* loop_run returns when set */
 	pthread_t owner;           /* valid while running */
 	atomic_bool running;
+	atomic_bool idle;          /* owner waits in epoll_wait (loop_idle) */
 	pthread_t thread;          /* made by loop_thread_start */
 	int has_thread;
 
@@ -126,6 +127,11 @@ int loop_in_thread(const struct loop *l)
 {
 	return atomic_load_explicit(&l->running, memory_order_acquire) &&
 	       pthread_equal(l->owner, pthread_self());
+}
+
+int loop_idle(const struct loop *l)
+{
+	return atomic_load_explicit(&l->idle, memory_order_relaxed);
 }
 
 void loop_stop(struct loop *l)
@@ -293,7 +299,13 @@ void loop_run(struct loop *l)
 	l->owner = pthread_self();
 	atomic_store_explicit(&l->running, true, memory_order_release);
 	while (!atomic_load_explicit(&l->stop, memory_order_relaxed)) {
-		int n = epoll_wait(l->epfd, evs, 128, more ? 0 : next_timeout_ms(l));
+		int tmo = more ? 0 : next_timeout_ms(l);
+		/* Only a wait that may sleep counts as idle (loop_idle). */
+		if (tmo)
+			atomic_store_explicit(&l->idle, true, memory_order_relaxed);
+		int n = epoll_wait(l->epfd, evs, 128, tmo);
+		if (tmo)
+			atomic_store_explicit(&l->idle, false, memory_order_relaxed);
 		for (int i = 0; i < n; i++) {
 			struct loop_io *io = evs[i].data.ptr;
 			uint32_t e = evs[i].events, ev = 0;

@@ -70,6 +70,13 @@ void loop_thread_stop(struct loop *l);
 void loop_stop(struct loop *l);
 /* 1 when called on the loop's owner thread. */
 int loop_in_thread(const struct loop *l);
+/* A hint, any thread: 1 while the owner is blocked (or about to block) in
+ * its wait for events with nothing queued, so a loop_post now would cost
+ * a wake-up of the owner (an eventfd write and a context switch); 0 while
+ * it runs an iteration, which drains posts without one. It may change
+ * right after the call: use it only to choose between paths that are
+ * both correct. */
+int loop_idle(const struct loop *l);
 
 /* Queues M (fn and arg set by the caller) to run on the owner. Any thread;
  * never fails; FIFO per posting thread. */

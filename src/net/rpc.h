@@ -55,8 +55,10 @@
  * called from any thread except that the blocking rpc_call must not run on
  * a loop thread (-EDEADLK). Requests made by one thread on one connection
  * go out in the order it made them; when nothing else is in flight on the
- * connection the calling thread writes its request itself (no wake-up of a
- * loop thread), otherwise a loop thread sends it with others in one write.
+ * connection (for a blocking rpc_call, also while the connection's loop
+ * thread sleeps) the calling thread writes its request itself (no wake-up
+ * of a loop thread), otherwise the loop thread sends it with others in one
+ * write.
  * A thread blocked in rpc_call may also read the connection itself (its
  * own reply and any other that arrives meanwhile, rpc_client.c OWN
  * REPLIES); done() of async calls still runs on a loop thread.

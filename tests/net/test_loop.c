@@ -268,6 +268,52 @@ static void test_post_wakes_sleeping_loop(void **state)
 	assert_int_equal(atomic_load(&w.ran), ROUNDS);
 }
 
+/* loop_idle (the hint callers use to send themselves rather than wake the
+ * loop, rpc_client.c DIRECT SEND): 1 while the owner sleeps in its wait, 0
+ * while it runs a message, 0 again once the loop stopped. */
+static atomic_int idle_gate, idle_in_msg;
+
+static void idle_block(struct loop_msg *m)
+{
+	(void)m;
+	atomic_store(&idle_in_msg, 1);
+	while (!atomic_load(&idle_gate))
+		usleep(100);
+}
+
+static int wait_idle(struct loop *l, int want)
+{
+	uint64_t until = clock_mono_ms() + 10000;
+	while (loop_idle(l) != want && clock_mono_ms() < until)
+		usleep(100);
+	return loop_idle(l) == want;
+}
+
+static void test_idle_hint(void **state)
+{
+	(void)state;
+	struct loop *l;
+	static struct loop_msg m = { .fn = idle_block };
+	assert_int_equal(loop_new(&l), 0);
+	assert_int_equal(loop_idle(l), 0); /* not running */
+	assert_int_equal(loop_thread_start(l, "t-loop"), 0);
+	assert_true(wait_idle(l, 1)); /* nothing to do: asleep */
+	loop_post(l, &m);
+	uint64_t until = clock_mono_ms() + 10000;
+	while (!atomic_load(&idle_in_msg) && clock_mono_ms() < until)
+		usleep(100);
+	assert_int_equal(atomic_load(&idle_in_msg), 1);
+	for (int i = 0; i < 20; i++) { /* busy the whole time the message runs */
+		assert_int_equal(loop_idle(l), 0);
+		usleep(500);
+	}
+	atomic_store(&idle_gate, 1);
+	assert_true(wait_idle(l, 1)); /* asleep again */
+	loop_thread_stop(l);
+	assert_int_equal(loop_idle(l), 0);
+	loop_free(l);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -276,6 +322,7 @@ int main(void)
 		cmocka_unit_test(test_post_many_threads),
 		cmocka_unit_test(test_post_wakes_sleeping_loop),
 		cmocka_unit_test(test_fd_readiness),
+		cmocka_unit_test(test_idle_hint),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
