@@ -64,6 +64,7 @@
 #define LMDB_DEFAULT_READERS 1024
 #define LMDB_POOL_MAX 256   /* reset read handles kept for reuse */
 #define LMDB_BATCH_MAX 1024 /* txns per write txn */
+#define READER_CHECK_NS 1000000000ull /* stale-reader checks while committing */
 
 /* writemap=1: a batch writes its pages straight into the shared map, and a
  * store into a hole of the sparse file on a full disk is a SIGBUS, not an
@@ -167,6 +168,7 @@ struct lmdb_engine {
 
 	atomic_ullong nbatches, ntxns;  /* group-commit statistics */
 	uint64_t kill_in_write, nwrites; /* test hook (kill_in_write); leader only */
+	uint64_t readers_checked_ns;    /* last stale-reader check (batch_begin); leader only */
 
 	/* sync=window (see "Windowed sync" below). */
 	_Atomic int64_t committed_id;   /* newest write txn id committed (page cache) */
@@ -1524,6 +1526,22 @@ static int wm_room(struct lmdb_engine *e, MDB_txn *w)
  * member gets the error and the result is nonzero. */
 static int batch_begin(struct lmdb_engine *e, struct lmdb_req **b, int n, MDB_txn **w)
 {
+	/* A process that shares the environment (meta_local.h) and died in
+	 * a read txn leaves its reader slot at the txn id it read, and LMDB
+	 * reuses no page freed after that: every commit would take fresh
+	 * pages until a restart. LMDB clears such slots only when asked
+	 * (open_env, a full reader table), so the leader asks at most once
+	 * per READER_CHECK_NS: a scan of the table and one lock probe per
+	 * process in it. */
+	uint64_t now = clock_mono_ns();
+	if (now - e->readers_checked_ns >= READER_CHECK_NS) {
+		int dead = 0;
+		e->readers_checked_ns = now;
+		mdb_reader_check(e->env, &dead);
+		if (dead)
+			LOG_NOTICE("kv", "lmdb: cleared stale readers: path=%s count=%d", e->path,
+				   dead);
+	}
 	int rc = mdb_txn_begin(e->env, NULL, 0, w);
 	if (rc) {
 		LOG_ERR("kv", "lmdb: write txn: path=%s: %s", e->path, mdb_strerror(rc));

@@ -809,6 +809,78 @@ static void t_readers_full(void **state)
 	kv_close(e);
 }
 
+/* A process that shares the environment (a mount running meta in-process)
+ * dies inside a read txn: its reader slot keeps the txn id it read at,
+ * and LMDB frees no page newer than the oldest reader's snapshot. The
+ * surviving engine must clear the dead slot while it runs, or every
+ * commit from then on takes fresh pages and the file grows without end
+ * (until a restart). */
+#define PIN_VAL (64 * 1024)
+#define PIN_ROUNDS 300
+
+static int pin_body(kv_txn *t, void *arg)
+{
+	static char v[PIN_VAL];
+	memset(v, *(int *)arg & 0xff, sizeof(v));
+	return kv_set(t, kv_str("pin"), kv_mem(v, sizeof(v)));
+}
+
+static off_t data_size(const char *url)
+{
+	char path[1000];
+	struct stat st;
+	const char *p = strstr(url, "://") + 3;
+	snprintf(path, sizeof(path), "%.*s/data.mdb", (int)strcspn(p, "?"), p);
+	assert_int_equal(stat(path, &st), 0);
+	return st.st_size;
+}
+
+static void t_dead_reader_cleared(void **state)
+{
+	char url[1000], c;
+	int pfd[2], i = 0;
+	kv_engine *e;
+
+	fresh_url(url, sizeof(url), "?sync=none&compact=0&writemap=0");
+	e = open_ok(url);
+	assert_int_equal(kv_run(e, NULL, pin_body, &i, NULL), 0);
+	assert_int_equal(pipe(pfd), 0);
+	pid_t pid = child_fork();
+	if (pid == 0) {
+		char err[256];
+		kv_engine *ce;
+		kv_txn *t;
+		struct kv_slice v;
+		if (kv_open(url, &ce, err, sizeof(err)) || kv_begin(ce, KV_RDONLY, &t) ||
+		    kv_get(t, kv_str("pin"), 1, &v) != 1)
+			_exit(2);
+		if (write(pfd[1], "r", 1) != 1)
+			_exit(3);
+		pause();
+		_exit(0);
+	}
+	close(pfd[1]);
+	assert_int_equal(read(pfd[0], &c, 1), 1);
+	close(pfd[0]);
+	/* Killed holding its snapshot. */
+	child_kill(pid);
+	/* A few commits, then the file should stop growing. */
+	for (i = 1; i <= 10; i++)
+		assert_int_equal(kv_run(e, NULL, pin_body, &i, NULL), 0);
+	clock_sleep_ms(1100);
+	for (; i <= 20; i++)
+		assert_int_equal(kv_run(e, NULL, pin_body, &i, NULL), 0);
+	off_t before = data_size(url);
+	for (; i <= 20 + PIN_ROUNDS; i++)
+		assert_int_equal(kv_run(e, NULL, pin_body, &i, NULL), 0);
+	off_t grown = data_size(url) - before;
+	/* Pinned, each round takes ~17 new pages (~20 MiB in all). */
+	if (grown > 4 * 1024 * 1024)
+		fail_msg("data.mdb grew %lld bytes over %d rewrites of one %d-byte value",
+			 (long long)grown, PIN_ROUNDS, PIN_VAL);
+	kv_close(e);
+}
+
 static void t_bad_urls(void **state)
 {
 	const char *bad[] = {
@@ -1284,6 +1356,7 @@ int main(void)
 		cmocka_unit_test_teardown(t_compact_online, reap_children),
 		cmocka_unit_test_teardown(t_compact_online_crash, reap_children),
 		cmocka_unit_test_teardown(t_compact_online_bar, reap_children),
+		cmocka_unit_test_teardown(t_dead_reader_cleared, reap_children),
 		cmocka_unit_test_teardown(t_bad_urls, reap_children),
 	};
 	int rc;
