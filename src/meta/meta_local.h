@@ -27,7 +27,9 @@
  *   commits, and the service's kv_flush (META_FSYNC) syncs every process's
  *   commits (kv_lmdb.c window_sync reads LMDB's last txn id);
  * - a process killed with the writer lock or reader slots: LMDB's robust
- *   mutex and stale-reader check (kv_lmdb.c).
+ *   mutex, and the stale-reader check each engine's commit leader runs
+ *   at most once a second (kv_lmdb.c batch_begin); a dead reader's slot
+ *   would otherwise keep every commit from reusing freed pages.
  *
  * Threads: meta_local_call from any number of threads at once.
  */
