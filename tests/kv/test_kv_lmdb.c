@@ -108,6 +108,38 @@ static kv_engine *open_ok(const char *url)
 	return e;
 }
 
+/* Forks a child that opens URL, begins NREAD read txns (the first reads
+ * KEY when not NULL, so its snapshot is taken) and then waits to be
+ * killed; returns its pid once it holds them. */
+static pid_t child_reader(const char *url, int nread, const char *key)
+{
+	int pfd[2];
+	char c;
+
+	assert_int_equal(pipe(pfd), 0);
+	pid_t pid = child_fork();
+	if (pid == 0) {
+		char err[256];
+		kv_engine *ce;
+		kv_txn *t;
+		struct kv_slice v;
+		if (kv_open(url, &ce, err, sizeof(err)))
+			_exit(2);
+		for (int i = 0; i < nread; i++)
+			if (kv_begin(ce, KV_RDONLY, &t) ||
+			    (i == 0 && key && kv_get(t, kv_str(key), 1, &v) != 1))
+				_exit(2);
+		if (write(pfd[1], "r", 1) != 1)
+			_exit(3);
+		pause();
+		_exit(0);
+	}
+	close(pfd[1]);
+	assert_int_equal(read(pfd[0], &c, 1), 1);
+	close(pfd[0]);
+	return pid;
+}
+
 /* ---- group commit ------------------------------------------------------- */
 
 #define GC_THREADS 64
@@ -760,11 +792,9 @@ static void t_writemap_map_full(void **state)
 static void t_readers_full(void **state)
 {
 	char url[512];
-	int pfd[2];
 	kv_engine *e;
 	kv_txn *t[3] = { NULL, NULL, NULL };
 	pid_t pid;
-	char c;
 
 	fresh_url(url, sizeof(url), "?max_readers=2");
 	e = open_ok(url);
@@ -779,23 +809,7 @@ static void t_readers_full(void **state)
 
 	/* A child takes both slots and dies holding them. */
 	e = open_ok(url);
-	assert_int_equal(pipe(pfd), 0);
-	pid = child_fork();
-	if (pid == 0) {
-		char err[256];
-		kv_engine *ce;
-		kv_txn *a, *b;
-		if (kv_open(url, &ce, err, sizeof(err)) || kv_begin(ce, KV_RDONLY, &a) ||
-		    kv_begin(ce, KV_RDONLY, &b))
-			_exit(2);
-		if (write(pfd[1], "r", 1) != 1)
-			_exit(3);
-		pause();
-		_exit(0);
-	}
-	close(pfd[1]);
-	assert_int_equal(read(pfd[0], &c, 1), 1);
-	close(pfd[0]);
+	pid = child_reader(url, 2, NULL);
 	/* While it lives, nothing is stale: opening needs a slot too. */
 	{
 		char err[256];
@@ -837,31 +851,14 @@ static off_t data_size(const char *url)
 
 static void t_dead_reader_cleared(void **state)
 {
-	char url[1000], c;
-	int pfd[2], i = 0;
+	char url[1000];
+	int i = 0;
 	kv_engine *e;
 
 	fresh_url(url, sizeof(url), "?sync=none&compact=0&writemap=0");
 	e = open_ok(url);
 	assert_int_equal(kv_run(e, NULL, pin_body, &i, NULL), 0);
-	assert_int_equal(pipe(pfd), 0);
-	pid_t pid = child_fork();
-	if (pid == 0) {
-		char err[256];
-		kv_engine *ce;
-		kv_txn *t;
-		struct kv_slice v;
-		if (kv_open(url, &ce, err, sizeof(err)) || kv_begin(ce, KV_RDONLY, &t) ||
-		    kv_get(t, kv_str("pin"), 1, &v) != 1)
-			_exit(2);
-		if (write(pfd[1], "r", 1) != 1)
-			_exit(3);
-		pause();
-		_exit(0);
-	}
-	close(pfd[1]);
-	assert_int_equal(read(pfd[0], &c, 1), 1);
-	close(pfd[0]);
+	pid_t pid = child_reader(url, 1, "pin");
 	/* Killed holding its snapshot. */
 	child_kill(pid);
 	/* A few commits, then the file should stop growing. */
