@@ -252,8 +252,11 @@ static void reply_err(struct rpc_req *req, const char *op, int rc, const char *d
 static void gc_kick(struct meta_service *s, uint16_t type)
 {
 	if (!s->gc_enabled || (type != META_RPC_UNLINK && type != META_RPC_UNLINK_DIR &&
-				type != META_RPC_RENAME))
+				type != META_RPC_RENAME && type != META_RPC_GC_KICK))
 		return;
+	/* A GC pass clears gc_kicked under bg_mu before it reads the queue, so
+	 * a kick that finds it set is still served by a pass that starts
+	 * after the kick's change committed (GC_KICK relies on it). */
 	pthread_mutex_lock(&s->bg_mu);
 	if (!s->gc_kicked) {
 		s->gc_kicked = 1;
@@ -414,6 +417,16 @@ static void info_handler(struct rpc_req *req, void *arg)
 	else
 		rpc_reply(req, 0, b.data, (uint32_t)b.len);
 	buf_fini(&b);
+}
+
+/* GC_KICK (meta_proto.h) from a mount whose in-process meta committed an
+ * unlink or rename: the same wake-up as after our own (gc_kick), on the
+ * loop thread (one flag under bg_mu). The payload is not read: there is
+ * nothing in it but the header, and a kick is harmless. */
+static void gc_kick_handler(struct rpc_req *req, void *arg)
+{
+	gc_kick(arg, META_RPC_GC_KICK);
+	rpc_reply(req, 0, NULL, 0);
 }
 
 static void echo_handler(struct rpc_req *req, void *arg)
@@ -676,6 +689,11 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 	s->cap = o->queue_max ? o->queue_max : 65536;
 	s->ring = xcalloc(s->cap, sizeof(*s->ring));
 	s->bg_interval_ms = o->bg_interval_ms ? o->bg_interval_ms : 1000;
+	/* Test hook: a long period tells a kicked GC from the periodic one
+	 * (test_integ_metalocal gc_kick). */
+	const char *tbg = getenv("CFS_TEST_META_BG_MS");
+	if (tbg && atoi(tbg) > 0)
+		s->bg_interval_ms = (uint32_t)atoi(tbg);
 	s->session_check_ms = o->session_check_ms ? o->session_check_ms : 5000;
 	s->absent_grace_ms = 2 * (o->fence_ms ? o->fence_ms : 5000);
 	s->last_check_ms = clock_mono_ms();
@@ -740,6 +758,7 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 	struct rpc_handler hr = { .fn = read_handler, .arg = s };
 	struct rpc_handler hi = { .fn = info_handler, .arg = s };
 	struct rpc_handler he = { .fn = echo_handler, .arg = s };
+	struct rpc_handler hk = { .fn = gc_kick_handler, .arg = s };
 	if (o->inline_reads == META_INLINE_AUTO && !strcmp(kv_engine_name(s->kv), "lmdb")) {
 		s->ninline = ro.nthreads;
 		s->inline_free = xcalloc((size_t)s->ninline, sizeof(*s->inline_free));
@@ -752,6 +771,7 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 	}
 	rpc_server_handle(s->rpc, RPC_MSG_ECHO, &he);
 	rpc_server_handle(s->rpc, META_RPC_INFO, &hi);
+	rpc_server_handle(s->rpc, META_RPC_GC_KICK, &hk);
 	int inline_writes = s->ninline && lmdb_commit_is_fast(o->kv_url);
 	for (uint16_t t = META_RPC_FIRST + 1; t <= META_RPC_LAST; t++)
 		rpc_server_handle(s->rpc, t, s->ninline && (meta_type_read_only(t) ||
