@@ -176,6 +176,8 @@ enum meta_rpc_type_267 {
 enum meta_rpc_type_290 {
 	META_RPC_GC_KICK = 290,
 };
+#define META_RPC_FIRST_290 META_RPC_GC_KICK
+#define META_RPC_LAST_290 META_RPC_GC_KICK
 
 /* CLOSE flags (the request's trailing u32; absent: 0). */
 enum meta_close_flags {
