@@ -55,9 +55,12 @@
  * it. At most one is in flight; calls made meanwhile only mark it dirty,
  * and its completion sends one more. That loses no change: the kick sent
  * after a change committed is served by a GC pass that reads the queue
- * after that commit (gc_kick). A failed kick is dropped (the background
- * pass remains); an instance that does not know the type ("bad type", an
- * old meta) turns kicks off for good.
+ * after that commit (gc_kick). Meta answers a kick when the GC pass that
+ * covers it starts (50 ms later, or after the pass under way), so while
+ * the mount deletes it kicks about once per pass. A failed kick is dropped
+ * (the background pass remains; a dirty one is sent again); an instance
+ * that does not know the type ("bad type", an old meta) turns kicks off
+ * for good.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -116,7 +119,7 @@ struct meta_client {
 
 /* See "GC kicks". */
 enum kick_state { KICK_IDLE, KICK_SENT, KICK_SENT_DIRTY };
-#define KICK_TIMEOUT_MS 1000 /* a kick not answered by then is dropped */
+#define KICK_TIMEOUT_MS 5000 /* a kick not answered by then (a long GC pass) ends */
 
 static __thread char last_err[RPC_ERROR_TEXT_MAX + 1];
 

@@ -171,7 +171,8 @@ enum meta_rpc_type_267 {
  * service wakes its GC as after its own unlink (meta_service.c gc_kick).
  * A mount that runs unlinks in its own process sends it after each, at
  * most one in flight (meta_client.c "GC kicks"). Request: the header only.
- * Reply: empty. An old meta answers "bad type" (the client stops kicking;
+ * Reply: empty, when the GC pass that covers the kick starts (so a mount
+ * kicks about once per pass). An old meta answers "bad type" (the client stops kicking;
  * the service's background pass still finds the files). */
 enum meta_rpc_type_290 {
 	META_RPC_GC_KICK = 290,

@@ -20,7 +20,10 @@
  *   (CFS_TEST_META_BG_MS), the space of a closed file the mount unlinks
  *   in-process comes back (df) within GC_BOUND_MS: the mount's GC_KICK
  *   woke meta's GC (meta_client.c "GC kicks"). Without the kick it waited
- *   for the next pass, 30 s.
+ *   for the next pass, 30 s. And 2000 unlinks in a row send meta at most
+ *   KICKS_MAX requests: meta answers a kick when its GC pass starts, so
+ *   the mount kicks about once per pass, not once per unlink (which
+ *   halved the mount's delete rate).
  *
  * The whole group runs with CFS_META_LOCAL=1, set before any thread, so
  * every `chainfs up` of the test (restarts included) starts the mount
@@ -52,6 +55,8 @@
 #define SLACK_MS      2000  /* polls, a round trip, a loaded CI host */
 #define SLOW_BG_MS    "30000" /* meta's background pass in test_gc_kick */
 #define GC_BOUND_MS   8000  /* kick + GC + meta's 1 s statfs cache, loaded host */
+#define NDEL          2000
+#define KICKS_MAX     (NDEL / 10) /* one per 50 ms GC pass: ~10 at 10k unlinks/s */
 
 static struct integ env;
 
@@ -355,6 +360,26 @@ static void test_gc_kick(void **state)
 		      (unsigned long long)gone, (unsigned long long)ms);
 	assert_true(gone < full);
 	assert_true(ms <= GC_BOUND_MS);
+
+	integ_path(&env, "gc-kicks", p, sizeof(p));
+	assert_int_equal(mkdir(p, 0755), 0);
+	char f[1300];
+	for (int i = 0; i < NDEL; i++) {
+		snprintf(f, sizeof(f), "%s/f%04d", p, i);
+		integ_touch(f);
+	}
+	unsigned long long before_req = integ_meta_requests(&env);
+	t0 = clock_mono_ms();
+	for (int i = 0; i < NDEL; i++) {
+		snprintf(f, sizeof(f), "%s/f%04d", p, i);
+		assert_int_equal(unlink(f), 0);
+	}
+	ms = clock_mono_ms() - t0;
+	/* the 1 is integ_meta_requests' own call */
+	unsigned long long sent = integ_meta_requests(&env) - before_req - 1;
+	print_message("%d unlinks in %llu ms: %llu meta requests\n", NDEL,
+		      (unsigned long long)ms, sent);
+	assert_true(sent <= KICKS_MAX);
 
 	/* meta as before, for what follows */
 	integ_kill9(&env, "meta");
