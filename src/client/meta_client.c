@@ -46,6 +46,21 @@
  * listed seq, sent with every mutation as its idem_low, is never above a
  * seq that some thread has drawn but not sent yet (meta refuses copies
  * below the floor that idem_low raises; meta.h "Bound").
+ *
+ * GC kicks. A meta service wakes its GC right after an unlink or rename it
+ * ran (meta_service.c gc_kick); one the in-process instance ran (set_local)
+ * is unknown to it, and the file's space would wait for its background
+ * pass (up to 1 s). So after each such call that succeeded locally, a
+ * GC_KICK goes to one instance, asynchronously: the caller never waits for
+ * it. At most one is in flight; calls made meanwhile only mark it dirty,
+ * and its completion sends one more. That loses no change: the kick sent
+ * after a change committed is served by a GC pass that reads the queue
+ * after that commit (gc_kick). Meta answers a kick when the GC pass that
+ * covers it starts (50 ms later, or after the pass under way), so while
+ * the mount deletes it kicks about once per pass. A failed kick is dropped
+ * (the background pass remains; a dirty one is sent again); an instance
+ * that does not know the type ("bad type", an old meta) turns kicks off
+ * for good.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -97,7 +112,14 @@ struct meta_client {
 	_Atomic int no_close_many;  /* meta answered CLOSE_MANY "bad type" */
 	meta_client_local_fn local;  /* in-process instance, or NULL */
 	void *local_arg;
+	_Atomic int kick;            /* GC kicks: enum kick_state */
+	_Atomic int no_gc_kick;      /* meta answered GC_KICK "bad type" */
+	struct buf kick_req;         /* the encoded GC_KICK; set with local */
 };
+
+/* See "GC kicks". */
+enum kick_state { KICK_IDLE, KICK_SENT, KICK_SENT_DIRTY };
+#define KICK_TIMEOUT_MS 5000 /* a kick not answered by then (a long GC pass) ends */
 
 static __thread char last_err[RPC_ERROR_TEXT_MAX + 1];
 
@@ -193,7 +215,8 @@ void meta_client_free(meta_client *c)
 {
 	if (!c)
 		return;
-	rpc_client_free(c->rpc);
+	rpc_client_free(c->rpc); /* completes a kick in flight (kick_done) */
+	buf_fini(&c->kick_req);
 	pthread_mutex_destroy(&c->add_mu);
 	pthread_mutex_destroy(&c->seq_mu);
 	free(c->awaited);
@@ -282,6 +305,16 @@ void meta_client_set_local(meta_client *c, meta_client_local_fn fn, void *arg)
 {
 	c->local = fn;
 	c->local_arg = arg;
+	buf_reset(&c->kick_req);
+	if (fn) {
+		struct meta_rpc_req *m = calloc(1, sizeof(*m));
+		if (m) {
+			m->type = META_RPC_GC_KICK;
+			if (meta_rpc_req_encode(&c->kick_req, m))
+				buf_reset(&c->kick_req); /* no kicks: the background pass remains */
+			free(m);
+		}
+	}
 }
 
 static int is_down(meta_client *c, size_t i, uint64_t now)
@@ -369,6 +402,59 @@ static size_t order_instances(meta_client *c, uint64_t route, size_t *order)
 	return k;
 }
 
+static void send_kick(meta_client *c);
+
+/* Completion of a GC_KICK (client loop thread). */
+static void kick_done(void *arg, const struct rpc_result *res)
+{
+	meta_client *c = arg;
+	int st = KICK_SENT;
+	if (res->status == -CFS_EBADMSG_TYPE)
+		atomic_store_explicit(&c->no_gc_kick, 1, memory_order_relaxed);
+	if (atomic_compare_exchange_strong(&c->kick, &st, KICK_IDLE))
+		return;
+	/* Dirty: a change committed after the kick left; it needs its own
+	 * (refused with -CFS_ECLOSED while rpc_client_free runs). */
+	atomic_store(&c->kick, KICK_SENT);
+	send_kick(c);
+}
+
+/* Sends a GC_KICK with c->kick == KICK_SENT; back to KICK_IDLE when it
+ * cannot go. Never waits. */
+static void send_kick(meta_client *c)
+{
+	size_t order[META_CLIENT_MAX_ADDRS];
+	if (!atomic_load_explicit(&c->no_gc_kick, memory_order_relaxed) && c->kick_req.len &&
+	    order_instances(c, 0, order)) {
+		struct rpc_call call = { .type = META_RPC_GC_KICK, .timeout_ms = KICK_TIMEOUT_MS,
+					 .payload = c->kick_req.data,
+					 .payload_len = (uint32_t)c->kick_req.len,
+					 .done = kick_done, .arg = c };
+		if (rpc_call_async(c->inst[order[0]].peer, &call) == 0)
+			return;
+	}
+	atomic_store(&c->kick, KICK_IDLE);
+}
+
+/* After TYPE succeeded in the in-process instance: a GC kick when it may
+ * have queued a file (the service's own rule, meta_service.c gc_kick). */
+static void kick_gc(meta_client *c, uint16_t type)
+{
+	if (type != META_RPC_UNLINK && type != META_RPC_UNLINK_DIR && type != META_RPC_RENAME)
+		return;
+	int st = atomic_load(&c->kick);
+	for (;;) {
+		if (st == KICK_SENT_DIRTY)
+			return;
+		int next = st == KICK_IDLE ? KICK_SENT : KICK_SENT_DIRTY;
+		if (atomic_compare_exchange_weak(&c->kick, &st, next)) {
+			if (next == KICK_SENT)
+				send_kick(c);
+			return;
+		}
+	}
+}
+
 /* Sends the encoded request of TYPE with failover; on success the reply
  * payload is in RESP. Returns 0 or the final error. */
 static int send_with_failover(meta_client *c, uint16_t type, const struct buf *req,
@@ -385,8 +471,10 @@ static int send_with_failover(meta_client *c, uint16_t type, const struct buf *r
 		rc = c->local(c->local_arg, type, req->data, req->len, resp, last_err,
 			      sizeof(last_err));
 		if (rc <= 0 && !failover_error(rc)) {
-			if (rc == 0)
+			if (rc == 0) {
 				last_err[0] = 0;
+				kick_gc(c, type);
+			}
 			return rc;
 		}
 		/* not run here, or the store was busy: the instances answer */

@@ -96,7 +96,9 @@ typedef int (*meta_client_local_fn)(void *arg, uint16_t type, const uint8_t *req
 /* Sends every call through FN(ARG, ...) first; a call it passes on (1), or
  * that fails with a failover error (-CFS_EUNAVAIL, a conflict that outlived
  * the retries, ...), goes to the instances as usual, with the same request
- * id (applied once: meta.h "Idempotency"). Set it before the first call
+ * id (applied once: meta.h "Idempotency"). An unlink or rename FN ran
+ * is followed by a GC_KICK to an instance, sent without waiting (the file
+ * comment's "GC kicks"). Set it before the first call
  * and keep ARG alive until meta_client_free; NULL turns it off.
  * Threads: not concurrently with calls. */
 void meta_client_set_local(meta_client *c, meta_client_local_fn fn, void *arg);

@@ -19,9 +19,11 @@
  * - inode ids: its own allocator range, as any instance (meta.h);
  * - idempotency records: in the KV; a request that failed over from here
  *   to the service keeps its (client, seq) and is applied once;
- * - GC: never runs here; the service's background pass finds what a local
- *   unlink queued within its period (bg_interval_ms), not at once (no
- *   gc_kick across processes);
+ * - GC: never runs here; after a local unlink or rename the client sends
+ *   the service a GC_KICK (meta_client.c "GC kicks", asynchronous), which
+ *   wakes its GC as its own unlink does; a kick lost (service down, old
+ *   meta) leaves the file to the service's next background pass
+ *   (bg_interval_ms);
  * - durability: commits are in the page cache when they return (sync=window)
  *   or on disk (sync=full); this engine's own window thread syncs its
  *   commits, and the service's kv_flush (META_FSYNC) syncs every process's

@@ -271,6 +271,7 @@ static const struct msg msgs[] = {
 	{ MSG(META_RPC_LOOKUP_PLUS, "LOOKUP_PLUS", RO),
 	  .req = { Q(U64, ino), Q(NAME, name), QRANGE(count, 1, META_PLUS_MAX, -EINVAL) },
 	  .resp = { A(PLUS, data) } },
+	{ MSG(META_RPC_GC_KICK, "GC_KICK", RO) },
 };
 
 static const struct msg *find(uint16_t type)

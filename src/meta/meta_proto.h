@@ -166,6 +166,20 @@ enum meta_rpc_type_267 {
 #define META_RPC_FIRST_267 META_RPC_LOOKUP_PLUS
 #define META_RPC_LAST_267 META_RPC_LOOKUP_PLUS
 
+/* Block 290..295 (the in-process meta of a mount, meta_local.h). GC_KICK:
+ * "a change that may have queued a file for GC committed": the meta
+ * service wakes its GC as after its own unlink (meta_service.c gc_kick).
+ * A mount that runs unlinks in its own process sends it after each, at
+ * most one in flight (meta_client.c "GC kicks"). Request: the header only.
+ * Reply: empty, when the GC pass that covers the kick starts (so a mount
+ * kicks about once per pass). An old meta answers "bad type" (the client stops kicking;
+ * the service's background pass still finds the files). */
+enum meta_rpc_type_290 {
+	META_RPC_GC_KICK = 290,
+};
+#define META_RPC_FIRST_290 META_RPC_GC_KICK
+#define META_RPC_LAST_290 META_RPC_GC_KICK
+
 /* CLOSE flags (the request's trailing u32; absent: 0). */
 enum meta_close_flags {
 	/* The client's length report covers everything it wrote through

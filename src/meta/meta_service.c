@@ -79,6 +79,7 @@
 #define MAX_TABLES 16
 #define IDEM_PRUNE_EVERY_NS (60LL * 1000000000LL)
 #define GC_COALESCE_MS 50     /* a kicked GC waits this long for more files (bg_main) */
+#define KICK_HELD_MAX 64      /* GC_KICKs held for their reply (gc_kick_handler) */
 #define GC_STEPS_PER_PASS 256 /* GC batches per pass (each up to GC_BATCH files) */
 #define GC_BATCH 16
 /* How long a stop waits for the workers and the background thread before
@@ -132,6 +133,8 @@ struct meta_service {
 	pthread_cond_t bg_cv;
 	int bg_stop;
 	int gc_kicked;             /* an op may have queued a file for GC */
+	struct rpc_req *kick_held[KICK_HELD_MAX]; /* GC_KICKs answered when GC next starts */
+	int nkick_held;
 	int bg_started;
 	uint32_t bg_interval_ms;
 	int gc_enabled;            /* a storage service is wired */
@@ -252,8 +255,11 @@ static void reply_err(struct rpc_req *req, const char *op, int rc, const char *d
 static void gc_kick(struct meta_service *s, uint16_t type)
 {
 	if (!s->gc_enabled || (type != META_RPC_UNLINK && type != META_RPC_UNLINK_DIR &&
-				type != META_RPC_RENAME))
+				type != META_RPC_RENAME && type != META_RPC_GC_KICK))
 		return;
+	/* A GC pass clears gc_kicked under bg_mu before it reads the queue, so
+	 * a kick that finds it set is still served by a pass that starts
+	 * after the kick's change committed (GC_KICK relies on it). */
 	pthread_mutex_lock(&s->bg_mu);
 	if (!s->gc_kicked) {
 		s->gc_kicked = 1;
@@ -414,6 +420,44 @@ static void info_handler(struct rpc_req *req, void *arg)
 	else
 		rpc_reply(req, 0, b.data, (uint32_t)b.len);
 	buf_fini(&b);
+}
+
+/* GC_KICK (meta_proto.h) from a mount whose in-process meta committed an
+ * unlink or rename: the same wake-up as after our own (gc_kick), on the
+ * loop thread (one flag under bg_mu). The reply waits until the GC pass
+ * that covers the kick starts (bg_main answers the held kicks when it
+ * clears gc_kicked): the mount keeps one kick in flight, so it then kicks
+ * about once per GC pass instead of once per round trip while it deletes
+ * (a kick per few unlinks cost the FUSE thread a send and meta's loop a
+ * wake-up each). The payload is not read: there is nothing in it but the
+ * header, and a kick is harmless. */
+static void gc_kick_handler(struct rpc_req *req, void *arg)
+{
+	struct meta_service *s = arg;
+	pthread_mutex_lock(&s->bg_mu);
+	if (s->gc_enabled && s->bg_started && !s->bg_stop && s->nkick_held < KICK_HELD_MAX) {
+		s->kick_held[s->nkick_held++] = req;
+		req = NULL;
+	}
+	pthread_mutex_unlock(&s->bg_mu);
+	gc_kick(s, META_RPC_GC_KICK);
+	if (req)
+		rpc_reply(req, 0, NULL, 0);
+}
+
+/* Answers the held GC_KICKs; called with bg_mu held, returns with it. */
+static void answer_kicks_locked(struct meta_service *s)
+{
+	struct rpc_req *r[KICK_HELD_MAX];
+	int n = s->nkick_held;
+	if (!n)
+		return;
+	memcpy(r, s->kick_held, (size_t)n * sizeof(r[0]));
+	s->nkick_held = 0;
+	pthread_mutex_unlock(&s->bg_mu);
+	for (int i = 0; i < n; i++)
+		rpc_reply(r[i], 0, NULL, 0);
+	pthread_mutex_lock(&s->bg_mu);
 }
 
 static void echo_handler(struct rpc_req *req, void *arg)
@@ -588,6 +632,8 @@ static void *bg_main(void *arg)
 		if (s->bg_stop)
 			break;
 		s->gc_kicked = 0;
+		/* the pass below reads the queue after every held kick's change */
+		answer_kicks_locked(s);
 		pthread_mutex_unlock(&s->bg_mu);
 		/* a wait that timed out ends a period (give it 10% for the
 		 * prune's own time, which started the period late) */
@@ -607,6 +653,7 @@ static void *bg_main(void *arg)
 		}
 		pthread_mutex_lock(&s->bg_mu);
 	}
+	answer_kicks_locked(s); /* bg_stop is set: the handler holds no more */
 	pthread_mutex_unlock(&s->bg_mu);
 	return NULL;
 }
@@ -676,6 +723,11 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 	s->cap = o->queue_max ? o->queue_max : 65536;
 	s->ring = xcalloc(s->cap, sizeof(*s->ring));
 	s->bg_interval_ms = o->bg_interval_ms ? o->bg_interval_ms : 1000;
+	/* Test hook: a long period tells a kicked GC from the periodic one
+	 * (test_integ_metalocal gc_kick). */
+	const char *tbg = getenv("CFS_TEST_META_BG_MS");
+	if (tbg && atoi(tbg) > 0)
+		s->bg_interval_ms = (uint32_t)atoi(tbg);
 	s->session_check_ms = o->session_check_ms ? o->session_check_ms : 5000;
 	s->absent_grace_ms = 2 * (o->fence_ms ? o->fence_ms : 5000);
 	s->last_check_ms = clock_mono_ms();
@@ -740,6 +792,7 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 	struct rpc_handler hr = { .fn = read_handler, .arg = s };
 	struct rpc_handler hi = { .fn = info_handler, .arg = s };
 	struct rpc_handler he = { .fn = echo_handler, .arg = s };
+	struct rpc_handler hk = { .fn = gc_kick_handler, .arg = s };
 	if (o->inline_reads == META_INLINE_AUTO && !strcmp(kv_engine_name(s->kv), "lmdb")) {
 		s->ninline = ro.nthreads;
 		s->inline_free = xcalloc((size_t)s->ninline, sizeof(*s->inline_free));
@@ -752,6 +805,7 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 	}
 	rpc_server_handle(s->rpc, RPC_MSG_ECHO, &he);
 	rpc_server_handle(s->rpc, META_RPC_INFO, &hi);
+	rpc_server_handle(s->rpc, META_RPC_GC_KICK, &hk);
 	int inline_writes = s->ninline && lmdb_commit_is_fast(o->kv_url);
 	for (uint16_t t = META_RPC_FIRST + 1; t <= META_RPC_LAST; t++)
 		rpc_server_handle(s->rpc, t, s->ninline && (meta_type_read_only(t) ||

@@ -130,6 +130,9 @@
  *                       inode, u64 rdev, u8 inline flag each)
  *                       (a lookup-ahead: the mount answers the next lookups in
  *                       the directory from it; meta_lookup_plus)
+ *  290 META_GC_KICK     req: hdr   resp: empty  (a mount's in-process meta committed
+ *                       an unlink or rename: wake GC now; answered when the GC
+ *                       pass starts; meta_service.c gc_kick_handler)
  *  250..259 META_KVC_*  the KVCache index: NS_CREATE, NS_GET, NS_DELETE, LOOKUP,
  *                       RESERVE, PUBLISH, DELETE, CLEAR, RELEASE, STATS; one
  *                       batch layout both ways (meta/meta_kvc_proto.h)

@@ -112,8 +112,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 2)
 		return 0;
 	/* The first byte picks the type: from 250 the 240..249 block, from
-	 * 0xE0 the lock types (230..), below the main range, so that seeds keep
-	 * their type when any range grows. */
+	 * 0xE0 the lock types (230..), 0xBC the 290 block (GC_KICK), below the
+	 * main range, so that seeds keep their type when any range grows. */
 	uint16_t type;
 	if (data[0] >= 250) {
 		type = (uint16_t)(META_RPC_FSYNC + (data[0] - 250)); /* 252: DIRVER */
@@ -138,6 +138,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	else if (data[0] >= 0xC0)
 		type = (uint16_t)(META_RPC_FIRST_267 +
 				  (data[0] - 0xC0) % (META_RPC_LAST_267 - META_RPC_FIRST_267 + 1));
+	else if (data[0] >= 0xBC)
+		type = (uint16_t)(META_RPC_FIRST_290 +
+				  (data[0] - 0xBC) % (META_RPC_LAST_290 - META_RPC_FIRST_290 + 1));
 	else
 		type = (uint16_t)(META_RPC_FIRST + data[0] % (META_RPC_LAST - META_RPC_FIRST + 1));
 	if (data[1] & 1)

@@ -16,6 +16,14 @@
  *   txn): the meta service still commits (a second mount over RPC creates),
  *   a new mount comes up, every create acknowledged before the kill is
  *   there, and `chainfs fsck` finds the namespace clean.
+ * - GC kick: with meta's background pass made 30 s long
+ *   (CFS_TEST_META_BG_MS), the space of a closed file the mount unlinks
+ *   in-process comes back (df) within GC_BOUND_MS: the mount's GC_KICK
+ *   woke meta's GC (meta_client.c "GC kicks"). Without the kick it waited
+ *   for the next pass, 30 s. And 2000 unlinks in a row send meta at most
+ *   KICKS_MAX requests: meta answers a kick when its GC pass starts, so
+ *   the mount kicks about once per pass, not once per unlink (which
+ *   halved the mount's delete rate).
  *
  * The whole group runs with CFS_META_LOCAL=1, set before any thread, so
  * every `chainfs up` of the test (restarts included) starts the mount
@@ -34,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -44,6 +53,10 @@
 
 #define NAME_BOUND_MS 100   /* the mount's --dircache-poll-ms */
 #define SLACK_MS      2000  /* polls, a round trip, a loaded CI host */
+#define SLOW_BG_MS    "30000" /* meta's background pass in test_gc_kick */
+#define GC_BOUND_MS   8000  /* kick + GC + meta's 1 s statfs cache, loaded host */
+#define NDEL          2000
+#define KICKS_MAX     (NDEL / 10) /* one per 50 ms GC pass: ~10 at 10k unlinks/s */
 
 static struct integ env;
 
@@ -294,6 +307,85 @@ static void test_kill9_mount_in_write(void **state)
 	assert_int_equal(run_fsck(), 0);
 }
 
+/* Bytes the storage targets use, as df shows them (meta caches 1 s). */
+static uint64_t df_used(void)
+{
+	struct statvfs sv;
+	assert_int_equal(statvfs(env.mnt, &sv), 0);
+	assert_true(sv.f_blocks >= sv.f_bfree);
+	return (uint64_t)(sv.f_blocks - sv.f_bfree) * sv.f_frsize;
+}
+
+/* Waits up to MS for df's used bytes to reach WANT (ABOVE 1) or drop
+ * below it (0); returns the last figure. */
+static uint64_t wait_used(uint64_t want, int above, int ms)
+{
+	uint64_t until = clock_mono_ms() + (uint64_t)ms, used;
+	for (;;) {
+		used = df_used();
+		if ((above && used >= want) || (!above && used < want) || clock_mono_ms() > until)
+			return used;
+		clock_sleep_ms(50);
+	}
+}
+
+static void test_gc_kick(void **state)
+{
+	static char data[8u << 20];
+	char p[1200];
+	/* meta again, with a background pass too long to be what frees it */
+	integ_kill9(&env, "meta");
+	assert_int_equal(setenv("CFS_TEST_META_BG_MS", SLOW_BG_MS, 1), 0);
+	int rc = up_again("up-slow-bg");
+	unsetenv("CFS_TEST_META_BG_MS");
+	assert_int_equal(rc, 0);
+
+	integ_path(&env, "gc-kick", p, sizeof(p));
+	memset(data, 0x5a, sizeof(data));
+	uint64_t before = df_used();
+	int fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, data, sizeof(data)), (ssize_t)sizeof(data));
+	assert_int_equal(fsync(fd), 0);
+	assert_int_equal(close(fd), 0);
+	uint64_t full = wait_used(before + sizeof(data), 1, 5000);
+	assert_true(full >= before + sizeof(data));
+
+	uint64_t t0 = clock_mono_ms();
+	assert_int_equal(unlink(p), 0);
+	uint64_t gone = wait_used(full, 0, 2 * GC_BOUND_MS);
+	uint64_t ms = clock_mono_ms() - t0;
+	print_message("df used: before=%llu written=%llu after unlink=%llu in %llu ms\n",
+		      (unsigned long long)before, (unsigned long long)full,
+		      (unsigned long long)gone, (unsigned long long)ms);
+	assert_true(gone < full);
+	assert_true(ms <= GC_BOUND_MS);
+
+	integ_path(&env, "gc-kicks", p, sizeof(p));
+	assert_int_equal(mkdir(p, 0755), 0);
+	char f[1300];
+	for (int i = 0; i < NDEL; i++) {
+		snprintf(f, sizeof(f), "%s/f%04d", p, i);
+		integ_touch(f);
+	}
+	unsigned long long before_req = integ_meta_requests(&env);
+	t0 = clock_mono_ms();
+	for (int i = 0; i < NDEL; i++) {
+		snprintf(f, sizeof(f), "%s/f%04d", p, i);
+		assert_int_equal(unlink(f), 0);
+	}
+	ms = clock_mono_ms() - t0;
+	/* the 1 is integ_meta_requests' own call */
+	unsigned long long sent = integ_meta_requests(&env) - before_req - 1;
+	print_message("%d unlinks in %llu ms: %llu meta requests\n", NDEL,
+		      (unsigned long long)ms, sent);
+	assert_true(sent <= KICKS_MAX);
+
+	/* meta as before, for what follows */
+	integ_kill9(&env, "meta");
+	assert_int_equal(up_again("up-meta-again"), 0);
+}
+
 int main(void)
 {
 	integ_require_fuse();
@@ -304,6 +396,7 @@ int main(void)
 		cmocka_unit_test(test_kill9_meta),
 		cmocka_unit_test(test_two_mounts),
 		cmocka_unit_test(test_kill9_mount_in_write),
+		cmocka_unit_test(test_gc_kick),
 	};
 	return integ_main(&env, "metalocal", tests, sizeof(tests) / sizeof(tests[0]));
 }

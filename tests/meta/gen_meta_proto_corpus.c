@@ -19,8 +19,9 @@ static int write_case(const char *dir, int resp, uint16_t type, const struct buf
 	/* The type byte as fuzz_meta_proto.c reads it: from 250 the 240..249
 	 * block, from 0xE0 the lock types, 0xD0 inline data, 0xD8 the 265
 	 * block, 0xC0 the 267 block, 0xC8 the 225 block, 0xCC the 233 block,
-	 * below the main range. */
-	uint8_t t0 = type >= META_RPC_FIRST_267 ? (uint8_t)(0xC0 + type - META_RPC_FIRST_267)
+	 * 0xBC the 290 block, below the main range. */
+	uint8_t t0 = type >= META_RPC_FIRST_290 ? (uint8_t)(0xBC + type - META_RPC_FIRST_290)
+		     : type >= META_RPC_FIRST_267 ? (uint8_t)(0xC0 + type - META_RPC_FIRST_267)
 		     : type >= META_RPC_FIRST_225 && type <= META_RPC_LAST_225
 			     ? (uint8_t)(0xC8 + type - META_RPC_FIRST_225)
 		     : type >= META_RPC_FIRST_233 && type <= META_RPC_LAST_233

@@ -10,6 +10,13 @@
  *   meta_client_last_error, and nothing is sent;
  * - META_LOCAL_PASS (1) and a failover error (-CFS_EUNAVAIL) send the call
  *   to the instances (failovers counted, a transport error returned).
+ *
+ * GC kicks (meta_client.c "GC kicks"), against an in-process server that
+ * holds each GC_KICK without replying until the test releases it: an
+ * unlink the hook ran sends one kick; unlinks and renames while it is in
+ * flight send nothing more; its reply sends exactly one more (the changes
+ * made meanwhile); that one's reply, with no change since, none; a
+ * getattr none. The calls return while their kick waits.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,10 +26,13 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <pthread.h>
 
 #include "client/meta_client.h"
+#include "common/clock.h"
 #include "common/status.h"
 #include "meta/meta_proto.h"
+#include "net/rpc.h"
 #include "testenv.h"
 
 static const char CID[] = "test-cluster";
@@ -99,10 +109,103 @@ static void test_hook(void **state)
 	meta_client_free(c);
 }
 
+/* The kicks the server got, and those it has not answered yet. */
+static pthread_mutex_t kick_mu = PTHREAD_MUTEX_INITIALIZER;
+static int nkicks;
+static struct rpc_req *held[8];
+static int nheld;
+
+static void kick_handler(struct rpc_req *req, void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&kick_mu);
+	nkicks++;
+	if (nheld < 8)
+		held[nheld++] = req;
+	else
+		rpc_reply(req, 0, NULL, 0);
+	pthread_mutex_unlock(&kick_mu);
+}
+
+static int kicks(void)
+{
+	pthread_mutex_lock(&kick_mu);
+	int n = nkicks;
+	pthread_mutex_unlock(&kick_mu);
+	return n;
+}
+
+/* Waits up to MS for at least WANT kicks; returns the count. */
+static int wait_kicks(int want, int ms)
+{
+	uint64_t until = clock_mono_ms() + (uint64_t)ms;
+	while (kicks() < want && clock_mono_ms() < until)
+		clock_sleep_ms(5);
+	return kicks();
+}
+
+static void release_kicks(void)
+{
+	pthread_mutex_lock(&kick_mu);
+	for (int i = 0; i < nheld; i++)
+		rpc_reply(held[i], 0, NULL, 0);
+	nheld = 0;
+	pthread_mutex_unlock(&kick_mu);
+}
+
+static void test_gc_kicks(void **state)
+{
+	struct rpc_opts so = {
+	    .cluster_id = CID, .secret = SECRET, .secret_len = sizeof(SECRET), .nthreads = 1};
+	struct rpc_server *srv = NULL;
+	char addr[32], err[256];
+	assert_int_equal(rpc_server_new(&so, &srv), 0);
+	struct rpc_handler hk = {.fn = kick_handler};
+	assert_int_equal(rpc_server_handle(srv, META_RPC_GC_KICK, &hk), 0);
+	assert_int_equal(rpc_server_start(srv, "127.0.0.1:0", err, sizeof(err)), 0);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", (unsigned)rpc_server_port(srv));
+	const char *addrs[] = {addr};
+	struct meta_client_opts o = {.addrs = addrs, .naddrs = 1, .cluster_id = CID,
+	                             .secret = SECRET, .secret_len = sizeof(SECRET),
+	                             .timeout_ms = 2000, .retry_ms = 3000, .down_ms = 100};
+	meta_client *c = NULL;
+	struct meta_inode in;
+	struct hook h = {0};
+	struct meta_name a = {"a", 1}, b = {"b", 1};
+	assert_int_equal(meta_client_new(&o, &c, err, sizeof(err)), 0);
+	meta_client_set_local(c, hook_fn, &h);
+
+	assert_int_equal(meta_client_getattr(c, NULL, 77, &in), 0);
+	assert_int_equal(meta_client_unlink(c, NULL, 1, a), 0);
+	assert_int_equal(wait_kicks(1, 5000), 1);
+	/* kick 1 is held: these only mark it dirty */
+	assert_int_equal(meta_client_unlink(c, NULL, 1, b), 0);
+	assert_int_equal(meta_client_rename(c, NULL, 1, a, 1, b, 0), 0);
+	assert_int_equal(meta_client_unlink(c, NULL, 1, a), 0);
+	clock_sleep_ms(200);
+	assert_int_equal(kicks(), 1);
+	release_kicks();
+	assert_int_equal(wait_kicks(2, 5000), 2);
+	release_kicks();
+	clock_sleep_ms(200);
+	assert_int_equal(kicks(), 2);
+	assert_int_equal(meta_client_getattr(c, NULL, 78, &in), 0);
+	clock_sleep_ms(100);
+	assert_int_equal(kicks(), 2);
+	/* idle again: the next unlink kicks at once */
+	assert_int_equal(meta_client_unlink(c, NULL, 1, b), 0);
+	assert_int_equal(wait_kicks(3, 5000), 3);
+	assert_int_equal(h.calls, 7);
+	meta_client_free(c); /* with kick 3 still held */
+	release_kicks();
+	rpc_server_free(srv);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_hook),
+		cmocka_unit_test(test_gc_kicks),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
