@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/clock.h"
 #include "common/log.h"
@@ -32,6 +33,7 @@ struct srvctx {
 	uint8_t *dest;            /* bulk_dest memory */
 	uint64_t dest_len;
 	atomic_int dest_calls, drops, handled, sent_done;
+	int dest_stall_ms;        /* put_dest sleeps this long first */
 	uint8_t src[1 << 16];     /* reply bulk for T_GET */
 };
 
@@ -39,6 +41,8 @@ static void *put_dest(struct rpc_req *req, uint64_t len, void *arg)
 {
 	struct srvctx *s = arg;
 	atomic_fetch_add(&s->dest_calls, 1);
+	if (s->dest_stall_ms)
+		usleep((useconds_t)s->dest_stall_ms * 1000);
 	return len <= s->dest_len ? s->dest : NULL;
 }
 
@@ -289,9 +293,14 @@ static void test_deadline_mid_write_and_drop(void **state)
 	struct rpc_call warm = { .type = T_GET, .resp_bulk = in, .resp_bulk_cap = sizeof(in) };
 	assert_int_equal(rpc_call(p, &warm, NULL, NULL), 0);
 
-	/* 48 MiB cannot cross loopback in 2 ms: the deadline passes while the
-	 * frame is half-written, the connection is reset, the caller gets
-	 * -CFS_ETIMEDOUT, and the server hands the half-filled memory back. */
+	/* The server stops reading for 200 ms when the 48 MiB frame's header
+	 * arrives, so the frame cannot be whole before the deadline, which a
+	 * direct send arms up to SWEEP_MS (10 ms) late; a fast quiet machine
+	 * moved all of it across loopback inside that slack without the stall.
+	 * The deadline passes while the frame is half-written, the connection
+	 * is reset, the caller gets -CFS_ETIMEDOUT, and the server hands the
+	 * half-filled memory back. */
+	s->dest_stall_ms = 200;
 	uint8_t *data = calloc(1, BIG);
 	struct rpc_call put = { .type = T_PUT, .timeout_ms = 2, .bulk = data, .bulk_len = BIG };
 	assert_int_equal(rpc_call(p, &put, NULL, NULL), -CFS_ETIMEDOUT);
