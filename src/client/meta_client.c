@@ -72,6 +72,7 @@
 #include <sys/random.h>
 
 #include "client/meta_client.h"
+#include "common/block_hint.h"
 #include "common/buf.h"
 #include "common/clock.h"
 #include "common/status.h"
@@ -317,6 +318,11 @@ void meta_client_set_local(meta_client *c, meta_client_local_fn fn, void *arg)
 	}
 }
 
+int meta_client_has_local(const meta_client *c)
+{
+	return c->local != NULL;
+}
+
 static int is_down(meta_client *c, size_t i, uint64_t now)
 {
 	return atomic_load_explicit(&c->inst[i].down_until, memory_order_relaxed) > now;
@@ -479,6 +485,10 @@ static int send_with_failover(meta_client *c, uint16_t type, const struct buf *r
 		}
 		/* not run here, or the store was busy: the instances answer */
 	}
+	/* A round trip from here on: a FUSE thread lets another read the
+	 * next request meanwhile (block_hint.h; a call run in-process above
+	 * handed over only where it waited, if at all). */
+	block_hint_wait();
 	/* Every slot, not just [0, n): an instance added during the call
 	 * joins at the next round with the base timeout. */
 	for (size_t i = 0; i < META_CLIENT_MAX_ADDRS; i++)

@@ -102,6 +102,9 @@ typedef int (*meta_client_local_fn)(void *arg, uint16_t type, const uint8_t *req
  * and keep ARG alive until meta_client_free; NULL turns it off.
  * Threads: not concurrently with calls. */
 void meta_client_set_local(meta_client *c, meta_client_local_fn fn, void *arg);
+/* 1 when an in-process instance is set (meta_client_set_local), else 0.
+ * Any thread (not concurrently with meta_client_set_local). */
+int meta_client_has_local(const meta_client *c);
 
 /* The server's message for this thread's last failed call ("CREATE: File
  * exists"), or "" when it gave none. Thread-local storage. */

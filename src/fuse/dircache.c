@@ -54,6 +54,7 @@
 #include <string.h>
 #include <sys/uio.h>
 
+#include "common/block_hint.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/status.h"
@@ -502,6 +503,11 @@ int dircache_note(dircache *dc, uint64_t parent, const char *name, uint64_t gen)
 
 void dircache_own_begin(dircache *dc)
 {
+	if (pthread_rwlock_tryrdlock(&dc->own_lock) == 0)
+		return;
+	/* A poll holds it across a meta read (maybe a round trip): a FUSE
+	 * thread in a fast request lets another read meanwhile. */
+	block_hint_wait();
 	pthread_rwlock_rdlock(&dc->own_lock);
 }
 

@@ -469,6 +469,18 @@ static int dc_note(struct fusefs *fs, uint64_t parent, const char *name, uint64_
 	return fs->dc ? dircache_note(fs->dc, parent, name, gen) : 1;
 }
 
+/* Before a meta call in a fast opcode's handler (fuse_loop.h): hands the
+ * FUSE reading over, unless the mount runs a metadata instance in its
+ * process (meta_local.h). Then a call it answers at once keeps the
+ * reading thread, and the meta client (before an RPC) and the KV store
+ * (before a writer lock, commit or fsync wait) hand over themselves, from
+ * the block hint every FUSE thread sets (block_hint.h). */
+static void meta_will_block(struct fusefs *fs)
+{
+	if (!meta_client_has_local(fs->o.meta))
+		fuseloop_will_block();
+}
+
 static void own_begin(struct fusefs *fs)
 {
 	if (fs->dc)
@@ -1084,7 +1096,7 @@ static int la_fetch(struct fusefs *fs, uint64_t parent, const char *name,
 	*gen = dc_begin(fs, parent);
 	*read_ns = clock_mono_ns();
 	int eof = 0;
-	fuseloop_will_block();
+	meta_will_block(fs);
 	int rc;
 	if (data && !atomic_load(&fs->oa_off)) {
 		lookahead_batch_set_cred(b, cr->uid, cr->gid);
@@ -1192,7 +1204,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	if (rc == 0) {
-		fuseloop_will_block();
+		meta_will_block(fs);
 		rc = meta_client_lookup(fs->o.meta, &cb.c, parent, meta_name_c(name), in);
 	}
 	/* A name meta does not have, in a directory whose names are not all
@@ -1291,7 +1303,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ff
 		free(in);
 		return;
 	}
-	fuseloop_will_block();
+	meta_will_block(fs);
 	int rc = meta_client_getattr(fs->o.meta, &cb.c, ino, in);
 	if (rc < 0) {
 		reply_ino_err(req, rc);
@@ -1803,6 +1815,10 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	/* UNLINK may be a fast opcode (fuse_loop.h): unregistering an iov
+	 * may wait */
+	if (usrbio_is_virtual(parent))
+		fuseloop_will_block();
 	if (usrbio_fuse_unlink(fs_of(req)->o.usrbio, req, parent, name))
 		return;
 	struct fusefs *fs = fs_of(req);
@@ -1839,6 +1855,10 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
+	/* SYMLINK may be a fast opcode (fuse_loop.h): registering an iov
+	 * may wait */
+	if (usrbio_is_virtual(parent))
+		fuseloop_will_block();
 	if (usrbio_fuse_symlink(fs_of(req)->o.usrbio, req, link, parent, name))
 		return;
 	struct new_entry ne;
@@ -2350,7 +2370,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 		ahead = has = 1;
 	}
 	if (!ahead) {
-		fuseloop_will_block();
+		meta_will_block(fs);
 		read_ns = clock_mono_ns(); /* the bytes are at least this new */
 	}
 	int rc = ahead  ? 0
@@ -2502,7 +2522,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	 * right after open costs no extra round trip. */
 	if ((uint64_t)off + size > file_io_size(f->fi) &&
 	    (double)(clock_mono_ns() - f->size_ns) / 1e9 >= fs->o.attr_timeout) {
-		fuseloop_will_block();
+		meta_will_block(fs);
 		struct meta_inode *in = malloc(sizeof(*in));
 		struct meta_cred cr = {0, 0, 0, NULL};
 		if (in && meta_client_getattr(fs->o.meta, &cr, ino, in) == 0) {
@@ -3027,7 +3047,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 		}
 		t0 = clock_mono_ns();
 	}
-	fuseloop_will_block(); /* GETXATTR is a fast opcode (fuse_loop.c) */
+	meta_will_block(fs); /* GETXATTR is a fast opcode (fuse_loop.c) */
 	req_cred(req, &cb);
 	int rc = meta_client_getxattr(fs->o.meta, &cb.c, ino, meta_name_c(name), buf, size);
 	if (acc && rc == -ENODATA)
@@ -3718,7 +3738,8 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	/* Our loop, not fuse_session_loop_mt: one reader at a time, so the
 	 * thread that answered a request from the caches reads the next
 	 * (fuse_loop.h). */
-	rc = fuseloop_run(se, fs.o.threads, fs.ring);
+	rc = fuseloop_run(se, fs.o.threads, fs.ring,
+	                  meta_client_has_local(fs.o.meta) ? FUSELOOP_NS_FAST : 0);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	if (rc < 0)
 		snprintf(err, errlen, "session loop failed: %s", strerror(-rc));

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/block_hint.h"
 #include "common/log.h"
 #include "common/sched_hint.h"
 #include "fuse/fuse_uring.h"
@@ -58,6 +59,7 @@ struct fuseloop {
 	int stop;
 	int error; /* first read error (-errno) */
 	int nthreads, max_threads;
+	unsigned flags; /* FUSELOOP_* */
 	struct fl_worker *idle;
 	struct fl_worker *all;
 };
@@ -145,8 +147,17 @@ void fuseloop_will_block(void)
 }
 
 /* Opcodes the mount usually answers from memory (its handlers call
- * fuseloop_will_block before anything that waits). */
-static int fl_fast(const struct fuse_buf *b)
+ * fuseloop_will_block before anything that waits), and with
+ * FUSELOOP_NS_FAST the namespace changes, which then run through the
+ * metadata instance in this process (meta_local.h): whatever inside them
+ * waits (an RPC when the instance declines, LMDB's writer lock held by
+ * another process, another thread's group commit, a synchronous fsync, a
+ * dircache poll) hands over through block_hint_wait, which FUSE threads
+ * point at fuseloop_will_block. Handing over for every unlink cost ~2
+ * sleeps of the reading thread and a futex sleep of the other per
+ * delete: 35.5 us per delete instead of 19.7 with one thread (issue 13,
+ * bench/history.md). */
+static int fl_fast(const struct fuseloop *fl, const struct fuse_buf *b)
 {
 	if ((b->flags & FUSE_BUF_IS_FD) || b->size < sizeof(struct fuse_in_header))
 		return 0;
@@ -166,6 +177,16 @@ static int fl_fast(const struct fuse_buf *b)
 	 * than root: answered from fuse_fs.c's "no access ACL" cache */
 	case FUSE_GETXATTR:
 		return 1;
+	case FUSE_CREATE:
+	case FUSE_MKNOD:
+	case FUSE_MKDIR:
+	case FUSE_SYMLINK:
+	case FUSE_LINK:
+	case FUSE_UNLINK:
+	case FUSE_RMDIR:
+	case FUSE_RENAME:
+	case FUSE_RENAME2:
+		return (fl->flags & FUSELOOP_NS_FAST) != 0;
 	}
 	return 0;
 }
@@ -194,6 +215,8 @@ static void *fl_main(void *arg)
 	/* each request is a short turn an application waits on */
 	sched_hint_latency();
 	fl_cur = w;
+	/* waits deep in the meta client and the KV hand the reading over */
+	block_hint_set(fuseloop_will_block);
 	pthread_mutex_lock(&fl->mu);
 	for (;;) {
 		/* READER is set for us when TOLD; else wait our turn */
@@ -228,7 +251,7 @@ static void *fl_main(void *arg)
 			}
 			w->promoted = 0;
 			struct fl_worker *wake = NULL;
-			if (!fl_fast(&w->rbuf)) {
+			if (!fl_fast(fl, &w->rbuf)) {
 				w->promoted = 1;
 				wake = fl_hand_over_locked(fl);
 			}
@@ -254,7 +277,7 @@ static void *fl_main(void *arg)
 		}
 		w->promoted = 0;
 		struct fl_worker *wake = NULL;
-		if (!fl_fast(&w->buf)) {
+		if (!fl_fast(fl, &w->buf)) {
 			w->promoted = 1;
 			wake = fl_hand_over_locked(fl);
 		}
@@ -270,9 +293,10 @@ static void *fl_main(void *arg)
 
 /* Starts FL's first thread (it reads first). 0 or -errno. */
 static int fl_start(struct fuseloop *fl, struct fuse_session *se, furing *ring, int q, sem_t *done,
-                    int max_threads)
+                    int max_threads, unsigned flags)
 {
 	memset(fl, 0, sizeof(*fl));
+	fl->flags = flags;
 	fl->se = se;
 	fl->ring = ring;
 	fl->q = q;
@@ -315,7 +339,7 @@ static int fl_join(struct fuseloop *fl)
 	return err;
 }
 
-int fuseloop_run(struct fuse_session *se, int max_threads, furing *ring)
+int fuseloop_run(struct fuse_session *se, int max_threads, furing *ring, unsigned flags)
 {
 	sem_t done;
 	sem_init(&done, 0, 0);
@@ -325,14 +349,15 @@ int fuseloop_run(struct fuse_session *se, int max_threads, furing *ring)
 		sem_destroy(&done);
 		return -ENOMEM;
 	}
-	int rc = fl_start(&fls[0], se, NULL, 0, &done, max_threads);
+	int rc = fl_start(&fls[0], se, NULL, 0, &done, max_threads, flags);
 	/* A queue's requests in flight are bounded by its entries: as many
 	 * threads as those at most. Their first thread waits for the ring
 	 * to start (after INIT) or be refused, and then ends. */
 	for (int q = 0; q < nq; q++)
 		if (fl_start(&fls[q + 1], se, ring, q, &done,
 		             furing_queue_threads(ring) ? furing_queue_threads(ring)
-		                                        : max_threads) < 0)
+		                                        : max_threads,
+		             flags) < 0)
 			LOG_WARN("fuse", "cannot start the thread of ring queue %d", q);
 
 	if (rc == 0) {

@@ -28,6 +28,13 @@
  * fuseloop_will_block first, which hands the reading over then. When a
  * thread finishes a request and nobody reads, it reads; else it goes idle.
  *
+ * With FUSELOOP_NS_FAST (the mount runs a metadata instance in its own
+ * process, meta_local.h) the namespace changes are fast opcodes too:
+ * CREATE, MKNOD, MKDIR, SYMLINK, LINK, UNLINK, RMDIR, RENAME(2). Their
+ * waits are deep in the meta client and the KV store, which call
+ * block_hint_wait (common/block_hint.h) right before they wait; every
+ * thread of the loop sets fuseloop_will_block as its block hint.
+ *
  * Over io_uring (fuse_uring.h) each ring queue gets a loop of its own
  * with the same rules, its reader waiting on the queue's completions
  * instead of reading /dev/fuse; the /dev/fuse loop keeps running for
@@ -44,12 +51,17 @@
 struct fuse_session;
 struct furing;
 
+/* FLAGS of fuseloop_run: the namespace changes run in this process
+ * (meta_local.h) and hand over only where they wait (block_hint.h). */
+#define FUSELOOP_NS_FAST 1u
+
 /* Serves SE until it exits. 0 after an unmount or a stop (signal,
  * fuse_session_exit); -errno when reading the device failed or no
  * thread could be started. MAX_THREADS >= 1 bounds the requests served
  * at once per loop. RING (borrowed; may be NULL): also serve its queues
- * once it starts; stopped (furing_stop) before this returns. */
-int fuseloop_run(struct fuse_session *se, int max_threads, struct furing *ring);
+ * once it starts; stopped (furing_stop) before this returns. FLAGS:
+ * FUSELOOP_* or 0. */
+int fuseloop_run(struct fuse_session *se, int max_threads, struct furing *ring, unsigned flags);
 
 /* The calling request handler is about to wait (an RPC): let another
  * thread read the next request meanwhile. Cheap when already done. */

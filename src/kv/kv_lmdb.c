@@ -49,11 +49,13 @@
 #include <string.h>
 #include <linux/futex.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "common/block_hint.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/status.h"
@@ -137,6 +139,15 @@ struct lmdb_engine {
 	uint64_t psize;                 /* LMDB page size */
 	uint64_t alloc_end;             /* writemap: file bytes known allocated (leader only) */
 	int lock_fd;                    /* lock.mdb, open until the engine closes; -1 if none */
+	/* LMDB's writer mutex word in lock.mdb, mapped read-only (see "Waits
+	 * and the block hint"); NULL when its place could not be confirmed:
+	 * then every write txn counts as a wait. */
+	const _Atomic uint32_t *wlock;
+	void *wlock_map;
+	/* lock.mdb for wlock_map, open until the engine closes: closing any
+	 * descriptor of the file drops this process's fcntl locks on it,
+	 * LMDB's included (as for lock_fd); -1 if none */
+	int wlock_fd;
 	int counted;                    /* counted in lmdb_nopen */
 	unsigned env_flags;             /* mdb_env_open flags, for reopening */
 	uint64_t readers;               /* max_readers */
@@ -910,6 +921,69 @@ void kv_lmdb_compact_stats(kv_engine *base, uint64_t *count, uint64_t *last_stal
 
 /* ---- open / close ------------------------------------------------------- */
 
+/* ---- Waits and the block hint ----
+ *
+ * A committer may run in a FUSE thread that reads /dev/fuse for the others
+ * (the mount's in-process meta, meta_local.h; fuse_loop.h): right before
+ * it waits it calls block_hint_wait (block_hint.h) so that another thread
+ * reads meanwhile, and only then, since handing the reading over costs
+ * ~16 us per request. The waits: a follower's (another thread leads its
+ * batch), the leader's gathering, LMDB's writer lock held by another
+ * process (the meta service, another mount), a synchronous commit
+ * (sync=full or nometa: an fdatasync), and a begin during an online
+ * compaction's swap.
+ *
+ * LMDB has no try-lock for its writer lock, so whether another process
+ * holds it is read from the lock itself: a process-shared robust
+ * pthread mutex in lock.mdb (LMDB 0.9 on Linux: MDB_txninfo's second
+ * cache line, WLOCK_OFF), whose first word glibc keeps at 0 when free and
+ * at the owner's thread id otherwise. The place is confirmed at open by
+ * taking the lock and finding this thread's id there; where it is not (a
+ * different LMDB build), every write txn counts as a wait. The read is a
+ * hint: a writer that takes the lock right after it makes this one wait
+ * without having handed over, for that writer's one batch. */
+#define WLOCK_OFF 64
+#define WLOCK_MAGIC 0xBEEFC0DEu  /* MDB_MAGIC, the lock file's first word */
+#define WLOCK_TID_MASK 0x3fffffffu /* without FUTEX_WAITERS, FUTEX_OWNER_DIED */
+
+static void wlock_probe(struct lmdb_engine *e)
+{
+	char lock[PATH_MAX];
+	MDB_txn *w = NULL;
+	int fd;
+
+	if ((size_t)snprintf(lock, sizeof(lock), "%s/lock.mdb", e->path) >= sizeof(lock) ||
+	    (fd = open(lock, O_RDONLY | O_CLOEXEC)) < 0)
+		return;
+	e->wlock_fd = fd; /* closed with the engine (see wlock_fd) */
+	void *m = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
+	if (m == MAP_FAILED)
+		return;
+	const _Atomic uint32_t *word = (const _Atomic uint32_t *)((char *)m + WLOCK_OFF);
+	uint32_t tid = (uint32_t)syscall(SYS_gettid);
+	int ok = *(const uint32_t *)m == WLOCK_MAGIC && !mdb_txn_begin(e->env, NULL, 0, &w) &&
+		 (atomic_load_explicit(word, memory_order_relaxed) & WLOCK_TID_MASK) == tid;
+	if (w)
+		mdb_txn_abort(w);
+	if (!ok) {
+		munmap(m, 4096);
+		LOG_NOTICE("kv", "lmdb: writer lock not found in %s: every write counts as a wait",
+			   lock);
+		return;
+	}
+	e->wlock_map = m;
+	e->wlock = word;
+}
+
+/* Right before the leader takes LMDB's writer lock and commits: hands a
+ * FUSE thread's reading over when that will wait (see above). */
+static void wait_hint_write(struct lmdb_engine *e)
+{
+	if (!e->wlock || e->sync == LMDB_SYNC_FULL || e->sync == LMDB_SYNC_NOMETA ||
+	    atomic_load_explicit(e->wlock, memory_order_relaxed))
+		block_hint_wait();
+}
+
 static void lmdb_close(struct kv_engine *base)
 {
 	struct lmdb_engine *e = (struct lmdb_engine *)base;
@@ -929,6 +1003,10 @@ static void lmdb_close(struct kv_engine *base)
 		mdb_env_close(e->env);
 	if (e->lock_fd >= 0)
 		close(e->lock_fd); /* after LMDB's: see compact_at_open */
+	if (e->wlock_map)
+		munmap(e->wlock_map, 4096);
+	if (e->wlock_fd >= 0)
+		close(e->wlock_fd); /* after LMDB's (see wlock_fd) */
 	if (e->counted) {
 		pthread_mutex_lock(&lmdb_open_mu);
 		lmdb_nopen--;
@@ -983,6 +1061,7 @@ static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, 
 	if (!e)
 		return -ENOMEM;
 	e->lock_fd = -1;
+	e->wlock_fd = -1;
 	pthread_mutex_init(&e->pool_mu, NULL);
 	pthread_mutex_init(&e->gc_mu, NULL);
 	pthread_mutex_init(&e->sync_mu, NULL);
@@ -1052,6 +1131,7 @@ static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, 
 		MDB_stat st;
 		e->psize = mdb_env_stat(e->env, &st) ? 4096 : st.ms_psize;
 	}
+	wlock_probe(e);
 	if (compact && e->lock_fd < 0) {
 		char lock[PATH_MAX];
 		snprintf(lock, sizeof(lock), "%s/lock.mdb", e->path);
@@ -1091,6 +1171,8 @@ static int lmdb_txn_begin(struct kv_txn *t)
 	int rc, tries;
 
 	pthread_mutex_lock(&e->pool_mu);
+	if (e->swapping)
+		block_hint_wait(); /* an online compaction's swap (see "Waits") */
 	while (e->swapping)
 		pthread_cond_wait(&e->swap_cv, &e->pool_mu);
 	if (!e->env) {
@@ -1668,6 +1750,7 @@ static void gather(struct lmdb_engine *e)
 
 	if (!wait || e->qlen >= LMDB_BATCH_MAX || (e->open_rw == 0 && e->qlen >= e->target))
 		return;
+	block_hint_wait(); /* see "Waits and the block hint" */
 	until = clock_mono_ns() + wait;
 	ts.tv_sec = (time_t)(until / 1000000000u);
 	ts.tv_nsec = (long)(until % 1000000000u);
@@ -1727,8 +1810,11 @@ static int lmdb_commit(struct kv_txn *t, int64_t *version)
 	lead = !e->leading;
 	e->leading = 1;
 	pthread_mutex_unlock(&e->gc_mu);
-	if (!lead && req_wait(&req.state) == REQ_DONE)
-		goto out;
+	if (!lead) {
+		block_hint_wait(); /* another thread's batch (see "Waits") */
+		if (req_wait(&req.state) == REQ_DONE)
+			goto out;
+	}
 	/* We lead (e->leading is ours) and our request is still queued. */
 	for (;;) {
 		struct lmdb_req *next = NULL;
@@ -1753,6 +1839,7 @@ static int lmdb_commit(struct kv_txn *t, int64_t *version)
 		if (!e->q_head)
 			e->q_tail = NULL;
 		pthread_mutex_unlock(&e->gc_mu);
+		wait_hint_write(e);
 		t0 = clock_mono_ns();
 		run_batch(e, batch, n);
 		t0 = clock_mono_ns() - t0;

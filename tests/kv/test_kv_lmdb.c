@@ -26,6 +26,10 @@
  *   through kv_run's retry, an open read txn keeps its values and holds
  *   the compaction off); a process killed at any step of it leaves an
  *   environment that opens with every acknowledged key.
+ * - Waits and the block hint: a commit calls the thread's block hint
+ *   (block_hint.h) before it waits on LMDB's writer lock held by another
+ *   process, and with sync=full (an fdatasync), but not when it will not
+ *   wait (sync=window, lock free).
  * - URL and option errors are reported, not crashed on.
  */
 #include <errno.h>
@@ -40,13 +44,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <lmdb.h>
 
+#include "common/block_hint.h"
 #include "common/clock.h"
 #include "common/status.h"
 #include "kv/kv.h"
@@ -878,6 +885,109 @@ static void t_dead_reader_cleared(void **state)
 	kv_close(e);
 }
 
+/* ---- waits and the block hint ------------------------------------------- */
+
+static int hint_calls;
+static int hint_release_fd = -1; /* the holder's release pipe, when set */
+static uint64_t hint_ns;
+
+static void count_hint(void)
+{
+	hint_calls++;
+	hint_ns = clock_mono_ns();
+	/* Let the writer lock's holder go: without this call the commit
+	 * waits for the holder's own timeout. */
+	if (hint_release_fd >= 0 && write(hint_release_fd, "g", 1) != 1)
+		fail_msg("release pipe");
+}
+
+/* Forks a child that opens the environment of URL with LMDB itself and
+ * holds its writer lock (a write txn) until a byte comes on the pipe whose
+ * write end goes to *RELEASE, or HOLD_MS passed; returns its pid once it
+ * holds the lock. */
+static pid_t child_writer(const char *url, int hold_ms, int *release)
+{
+	int ready[2], go[2];
+	char c;
+
+	assert_int_equal(pipe(ready), 0);
+	assert_int_equal(pipe(go), 0);
+	pid_t pid = child_fork();
+	if (pid == 0) {
+		MDB_env *env;
+		MDB_txn *w;
+		const char *path = url + strlen("lmdb://");
+		char p[4096];
+		snprintf(p, sizeof(p), "%.*s", (int)strcspn(path, "?"), path);
+		if (mdb_env_create(&env) || mdb_env_set_mapsize(env, (size_t)64 << 30) ||
+		    mdb_env_open(env, p, MDB_NOTLS, 0644) || mdb_txn_begin(env, NULL, 0, &w))
+			_exit(2);
+		if (write(ready[1], "w", 1) != 1)
+			_exit(3);
+		struct timespec ts = { hold_ms / 1000, (long)(hold_ms % 1000) * 1000000 };
+		fd_set rs;
+		FD_ZERO(&rs);
+		FD_SET(go[0], &rs);
+		struct timeval tv = { ts.tv_sec, ts.tv_nsec / 1000 };
+		select(go[0] + 1, &rs, NULL, NULL, &tv);
+		mdb_txn_abort(w);
+		mdb_env_close(env);
+		_exit(0);
+	}
+	close(ready[1]);
+	close(go[0]);
+	assert_int_equal(read(ready[0], &c, 1), 1);
+	close(ready[0]);
+	*release = go[1];
+	return pid;
+}
+
+static void t_writer_wait_hint(void **state)
+{
+	char url[512];
+	kv_engine *e;
+	int st;
+	(void)state;
+
+	block_hint_set(count_hint);
+	/* sync=window, lock free: the commit does not wait, no hint. Also
+	 * shows that the writer lock was found (else every write hints). */
+	fresh_url(url, sizeof(url), "?sync=window");
+	e = open_ok(url);
+	hint_calls = 0;
+	assert_int_equal(kv_run(e, NULL, win_body, "a", NULL), 0);
+	assert_int_equal(hint_calls, 0);
+
+	/* Another process holds the writer lock: the commit hints first,
+	 * and the hint (releasing the holder) comes before the commit ends;
+	 * without it the commit would wait the holder's 5 s. */
+	pid_t pid = child_writer(url, 5000, &hint_release_fd);
+	uint64_t t0 = clock_mono_ns();
+	assert_int_equal(kv_run(e, NULL, win_body, "b", NULL), 0);
+	uint64_t t1 = clock_mono_ns();
+	assert_int_equal(hint_calls, 1);
+	assert_true(hint_ns >= t0 && hint_ns <= t1);
+	assert_true(t1 - t0 < 4000000000ull);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	for (int j = 0; j < 4; j++)
+		if (children[j] == pid)
+			children[j] = 0;
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	close(hint_release_fd);
+	hint_release_fd = -1;
+	assert_int_equal(win_has(e, "b"), 1);
+	kv_close(e);
+
+	/* sync=full: every commit waits for the disk. */
+	fresh_url(url, sizeof(url), "?sync=full");
+	e = open_ok(url);
+	hint_calls = 0;
+	assert_int_equal(kv_run(e, NULL, win_body, "c", NULL), 0);
+	assert_int_equal(hint_calls, 1);
+	kv_close(e);
+	block_hint_set(NULL);
+}
+
 static void t_bad_urls(void **state)
 {
 	const char *bad[] = {
@@ -1355,6 +1465,7 @@ int main(void)
 		cmocka_unit_test_teardown(t_compact_online_bar, reap_children),
 		cmocka_unit_test_teardown(t_dead_reader_cleared, reap_children),
 		cmocka_unit_test_teardown(t_bad_urls, reap_children),
+		cmocka_unit_test_teardown(t_writer_wait_hint, reap_children),
 	};
 	int rc;
 
