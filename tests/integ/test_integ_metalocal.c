@@ -25,6 +25,16 @@
  *   the mount kicks about once per pass, not once per unlink (which
  *   halved the mount's delete rate).
  *
+ * - A namespace change that waits does not hold the mount up: a process
+ *   holds LMDB's writer lock (a write txn of its own on meta's store)
+ *   while an unlink runs in the mount, which must wait for it; a stat
+ *   and a readdir elsewhere in the mount still complete at once, and the
+ *   unlink completes once the holder lets go. UNLINK is answered by the
+ *   thread that read it (fuse_loop.c fl_fast with an in-process meta);
+ *   without the block hint in kv_lmdb.c that thread waited in LMDB while
+ *   holding the reading of /dev/fuse, and every request of the mount
+ *   waited with it.
+ *
  * The whole group runs with CFS_META_LOCAL=1, set before any thread, so
  * every `chainfs up` of the test (restarts included) starts the mount
  * with --meta-local.
@@ -37,6 +47,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <lmdb.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -386,6 +398,112 @@ static void test_gc_kick(void **state)
 	assert_int_equal(up_again("up-meta-again"), 0);
 }
 
+/* A child that holds the writer lock of the LMDB store in PATH until a
+ * byte comes on the pipe it returns in *RELEASE (or 20 s pass); returns
+ * its pid once it holds it. */
+static pid_t hold_writer_lock(const char *path, int *release)
+{
+	int ready[2], go[2];
+	char c;
+	assert_int_equal(pipe(ready), 0);
+	assert_int_equal(pipe(go), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		MDB_env *menv;
+		MDB_txn *w;
+		if (mdb_env_create(&menv) || mdb_env_set_mapsize(menv, (size_t)64 << 30) ||
+		    mdb_env_open(menv, path, MDB_NOTLS, 0644) || mdb_txn_begin(menv, NULL, 0, &w))
+			_exit(2);
+		if (write(ready[1], "w", 1) != 1)
+			_exit(3);
+		struct pollfd pf = { .fd = go[0], .events = POLLIN };
+		poll(&pf, 1, 20000);
+		mdb_txn_abort(w);
+		mdb_env_close(menv);
+		_exit(0);
+	}
+	close(ready[1]);
+	close(go[0]);
+	assert_int_equal(read(ready[0], &c, 1), 1);
+	close(ready[0]);
+	*release = go[1];
+	return pid;
+}
+
+/* Waits up to MS for child PID; 1 with its status in *ST once it ended. */
+static int wait_child(pid_t pid, int ms, int *st)
+{
+	for (int i = 0; i <= ms / 10; i++) {
+		if (waitpid(pid, st, WNOHANG) == pid)
+			return 1;
+		clock_sleep_ms(10);
+	}
+	return 0;
+}
+
+/* stat of a name never looked up and a readdir, in DIR; 0 when both worked. */
+static int other_requests(const char *dir)
+{
+	char p[1200];
+	struct stat st;
+	snprintf(p, sizeof(p), "%s/never-looked-up", dir);
+	if (stat(p, &st) == 0 || errno != ENOENT)
+		return 1;
+	snprintf(p, sizeof(p), "%s/present", dir);
+	if (stat(p, &st))
+		return 2;
+	return integ_count_entries(dir) == 1 ? 0 : 3;
+}
+
+static void test_wait_hands_over(void **state)
+{
+	char store[700], d1[1024], d2[1024], victim[1200], p[1200];
+	snprintf(store, sizeof(store), "%s/meta", env.data);
+	integ_path(&env, "wait1", d1, sizeof(d1));
+	integ_path(&env, "wait2", d2, sizeof(d2));
+	assert_int_equal(mkdir(d1, 0755), 0);
+	assert_int_equal(mkdir(d2, 0755), 0);
+	snprintf(victim, sizeof(victim), "%s/victim", d1);
+	integ_touch(victim);
+	snprintf(p, sizeof(p), "%s/present", d2);
+	integ_touch(p);
+
+	int release = -1, st = -1;
+	pid_t holder = hold_writer_lock(store, &release);
+	/* The unlink in its own process: it waits for the holder. (Another
+	 * directory for the rest: the kernel holds d1's lock meanwhile.) */
+	pid_t unl = fork();
+	assert_true(unl >= 0);
+	if (unl == 0)
+		_exit(unlink(victim) ? 1 : 0);
+	clock_sleep_ms(300); /* the UNLINK is in the mount, waiting */
+	pid_t other = fork();
+	assert_true(other >= 0);
+	if (other == 0)
+		_exit(other_requests(d2));
+	int other_done = wait_child(other, 3000, &st);
+	int unl_early = waitpid(unl, &(int){0}, WNOHANG) == unl;
+	/* let go either way, so that nothing hangs */
+	assert_int_equal(write(release, "g", 1), 1);
+	close(release);
+	if (!other_done) {
+		kill(other, SIGKILL);
+		waitpid(other, &st, 0);
+	}
+	int ust = -1;
+	int unl_done = unl_early || wait_child(unl, 10000, &ust);
+	int hst = -1;
+	waitpid(holder, &hst, 0);
+	assert_true(WIFEXITED(hst) && WEXITSTATUS(hst) == 0);
+	assert_false(unl_early); /* it did wait for the lock */
+	assert_true(other_done); /* ... without holding the mount up */
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	assert_true(unl_done);
+	assert_true(WIFEXITED(ust) && WEXITSTATUS(ust) == 0);
+	assert_true(wait_exists(victim, 0, 10));
+}
+
 int main(void)
 {
 	integ_require_fuse();
@@ -397,6 +515,7 @@ int main(void)
 		cmocka_unit_test(test_two_mounts),
 		cmocka_unit_test(test_kill9_mount_in_write),
 		cmocka_unit_test(test_gc_kick),
+		cmocka_unit_test(test_wait_hands_over),
 	};
 	return integ_main(&env, "metalocal", tests, sizeof(tests) / sizeof(tests[0]));
 }
