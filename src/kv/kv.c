@@ -27,6 +27,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/block_hint.h"
 #include "common/clock.h"
 #include "common/hex.h"
 #include "common/status.h"
@@ -1108,6 +1109,7 @@ int kv_run(kv_engine *e, const struct kv_run_opts *opts, kv_txn_fn fn, void *arg
 			 * txns that conflicted with each other. */
 			uint64_t us = backoff / 2 + jitter_next() % (backoff / 2 + 1);
 			struct timespec ts = { (time_t)(us / 1000000), (long)(us % 1000000) * 1000 };
+			block_hint_wait(); /* a FUSE thread lets another read meanwhile */
 			while (nanosleep(&ts, &ts) && errno == EINTR)
 				;
 		}
