@@ -3738,8 +3738,16 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	/* Our loop, not fuse_session_loop_mt: one reader at a time, so the
 	 * thread that answered a request from the caches reads the next
 	 * (fuse_loop.h). */
+	/* CFS_FUSE_NS_FAST=1: with the in-process meta, namespace changes
+	 * are served by the reading thread (fuse_loop.h). Off by default: on
+	 * a loaded host it cut the mount's CPU and context switches per
+	 * create and delete but lost wall time (bench/history.md "Fast
+	 * namespace opcodes"). */
+	const char *nsf = getenv("CFS_FUSE_NS_FAST");
 	rc = fuseloop_run(se, fs.o.threads, fs.ring,
-	                  meta_client_has_local(fs.o.meta) ? FUSELOOP_NS_FAST : 0);
+	                  meta_client_has_local(fs.o.meta) && nsf && !strcmp(nsf, "1")
+	                      ? FUSELOOP_NS_FAST
+	                      : 0);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	if (rc < 0)
 		snprintf(err, errlen, "session loop failed: %s", strerror(-rc));

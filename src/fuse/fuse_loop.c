@@ -156,7 +156,10 @@ void fuseloop_will_block(void)
  * point at fuseloop_will_block. Handing over for every unlink cost ~2
  * sleeps of the reading thread and a futex sleep of the other per
  * delete: 35.5 us per delete instead of 19.7 with one thread (issue 13,
- * bench/history.md). */
+ * bench/history.md). Opt-in (fuse_fs.c, CFS_FUSE_NS_FAST=1): on a loaded
+ * host the reading thread, preempted when its reply wakes the caller,
+ * was runnable instead of asleep in read(2) when the next request came,
+ * and creates and deletes ran slower ("Fast namespace opcodes"). */
 static int fl_fast(const struct fuseloop *fl, const struct fuse_buf *b)
 {
 	if ((b->flags & FUSE_BUF_IS_FD) || b->size < sizeof(struct fuse_in_header))

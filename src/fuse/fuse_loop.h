@@ -29,7 +29,8 @@
  * thread finishes a request and nobody reads, it reads; else it goes idle.
  *
  * With FUSELOOP_NS_FAST (the mount runs a metadata instance in its own
- * process, meta_local.h) the namespace changes are fast opcodes too:
+ * process, meta_local.h, and CFS_FUSE_NS_FAST=1) the namespace changes
+ * are fast opcodes too:
  * CREATE, MKNOD, MKDIR, SYMLINK, LINK, UNLINK, RMDIR, RENAME(2). Their
  * waits are deep in the meta client and the KV store, which call
  * block_hint_wait (common/block_hint.h) right before they wait; every

@@ -35,9 +35,10 @@
  *   holding the reading of /dev/fuse, and every request of the mount
  *   waited with it.
  *
- * The whole group runs with CFS_META_LOCAL=1, set before any thread, so
- * every `chainfs up` of the test (restarts included) starts the mount
- * with --meta-local.
+ * The whole group runs with CFS_META_LOCAL=1 and CFS_FUSE_NS_FAST=1, set
+ * before any thread, so every `chainfs up` of the test (restarts
+ * included) starts the mount with --meta-local and the namespace changes
+ * on the reading thread.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -509,6 +510,9 @@ int main(void)
 	integ_require_fuse();
 	/* Before any thread: every `chainfs up` here passes --meta-local. */
 	setenv("CFS_META_LOCAL", "1", 1);
+	/* ... with the namespace changes on the reading thread, whose waits
+	 * test_wait_hands_over is about (fuse_loop.h FUSELOOP_NS_FAST) */
+	setenv("CFS_FUSE_NS_FAST", "1", 1);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip),
 		cmocka_unit_test(test_kill9_meta),
