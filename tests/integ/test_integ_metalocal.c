@@ -48,8 +48,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <lmdb.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +60,7 @@
 
 #include "common/clock.h"
 #include "integ_env.h"
+#include "lmdb_holder.h"
 #include "testenv.h"
 
 #define NAME_BOUND_MS 100   /* the mount's --dircache-poll-ms */
@@ -399,39 +398,6 @@ static void test_gc_kick(void **state)
 	assert_int_equal(up_again("up-meta-again"), 0);
 }
 
-/* A child that holds the writer lock of the LMDB store in PATH until a
- * byte comes on the pipe it returns in *RELEASE (or 20 s pass); returns
- * its pid once it holds it. */
-static pid_t hold_writer_lock(const char *path, int *release)
-{
-	int ready[2], go[2];
-	char c;
-	assert_int_equal(pipe(ready), 0);
-	assert_int_equal(pipe(go), 0);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		MDB_env *menv;
-		MDB_txn *w;
-		if (mdb_env_create(&menv) || mdb_env_set_mapsize(menv, (size_t)64 << 30) ||
-		    mdb_env_open(menv, path, MDB_NOTLS, 0644) || mdb_txn_begin(menv, NULL, 0, &w))
-			_exit(2);
-		if (write(ready[1], "w", 1) != 1)
-			_exit(3);
-		struct pollfd pf = { .fd = go[0], .events = POLLIN };
-		poll(&pf, 1, 20000);
-		mdb_txn_abort(w);
-		mdb_env_close(menv);
-		_exit(0);
-	}
-	close(ready[1]);
-	close(go[0]);
-	assert_int_equal(read(ready[0], &c, 1), 1);
-	close(ready[0]);
-	*release = go[1];
-	return pid;
-}
-
 /* Waits up to MS for child PID; 1 with its status in *ST once it ended. */
 static int wait_child(pid_t pid, int ms, int *st)
 {
@@ -471,7 +437,8 @@ static void test_wait_hands_over(void **state)
 	integ_touch(p);
 
 	int release = -1, st = -1;
-	pid_t holder = hold_writer_lock(store, &release);
+	pid_t holder = lmdb_hold_writer(store, 20000, &release);
+	assert_true(holder > 0);
 	/* The unlink in its own process: it waits for the holder. (Another
 	 * directory for the rest: the kernel holds d1's lock meanwhile.) */
 	pid_t unl = fork();

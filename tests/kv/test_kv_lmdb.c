@@ -44,20 +44,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/select.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
-#include <lmdb.h>
 
 #include "common/block_hint.h"
 #include "common/clock.h"
 #include "common/status.h"
 #include "kv/kv.h"
 #include "kv/kv_int.h"
+#include "lmdb_holder.h"
 #include "testenv.h"
 
 static char *dir;
@@ -901,45 +900,33 @@ static void count_hint(void)
 		fail_msg("release pipe");
 }
 
-/* Forks a child that opens the environment of URL with LMDB itself and
- * holds its writer lock (a write txn) until a byte comes on the pipe whose
- * write end goes to *RELEASE, or HOLD_MS passed; returns its pid once it
- * holds the lock. */
+/* lmdb_hold_writer on URL's directory; the child is killed if the test
+ * fails midway. */
 static pid_t child_writer(const char *url, int hold_ms, int *release)
 {
-	int ready[2], go[2];
-	char c;
-
-	assert_int_equal(pipe(ready), 0);
-	assert_int_equal(pipe(go), 0);
-	pid_t pid = child_fork();
-	if (pid == 0) {
-		MDB_env *env;
-		MDB_txn *w;
-		const char *path = url + strlen("lmdb://");
-		char p[4096];
-		snprintf(p, sizeof(p), "%.*s", (int)strcspn(path, "?"), path);
-		if (mdb_env_create(&env) || mdb_env_set_mapsize(env, (size_t)64 << 30) ||
-		    mdb_env_open(env, p, MDB_NOTLS, 0644) || mdb_txn_begin(env, NULL, 0, &w))
-			_exit(2);
-		if (write(ready[1], "w", 1) != 1)
-			_exit(3);
-		struct timespec ts = { hold_ms / 1000, (long)(hold_ms % 1000) * 1000000 };
-		fd_set rs;
-		FD_ZERO(&rs);
-		FD_SET(go[0], &rs);
-		struct timeval tv = { ts.tv_sec, ts.tv_nsec / 1000 };
-		select(go[0] + 1, &rs, NULL, NULL, &tv);
-		mdb_txn_abort(w);
-		mdb_env_close(env);
-		_exit(0);
-	}
-	close(ready[1]);
-	close(go[0]);
-	assert_int_equal(read(ready[0], &c, 1), 1);
-	close(ready[0]);
-	*release = go[1];
+	char p[512];
+	const char *path = url + strlen("lmdb://");
+	snprintf(p, sizeof(p), "%.*s", (int)strcspn(path, "?"), path);
+	pid_t pid = lmdb_hold_writer(p, hold_ms, release);
+	assert_true(pid > 0);
+	for (int i = 0; i < 4; i++)
+		if (!children[i]) {
+			children[i] = pid;
+			break;
+		}
 	return pid;
+}
+
+/* Block hints in one commit of a fresh engine of OPTS. */
+static int hints_of_a_commit(const char *opts)
+{
+	char url[512];
+	fresh_url(url, sizeof(url), opts);
+	kv_engine *e = open_ok(url);
+	hint_calls = 0;
+	assert_int_equal(kv_run(e, NULL, win_body, "a", NULL), 0);
+	kv_close(e);
+	return hint_calls;
 }
 
 static void t_writer_wait_hint(void **state)
@@ -952,16 +939,18 @@ static void t_writer_wait_hint(void **state)
 	block_hint_set(count_hint);
 	/* sync=window, lock free: the commit does not wait, no hint. Also
 	 * shows that the writer lock was found (else every write hints). */
+	assert_int_equal(hints_of_a_commit("?sync=window"), 0);
+	/* sync=full: every commit waits for the disk. */
+	assert_int_equal(hints_of_a_commit("?sync=full"), 1);
+
 	fresh_url(url, sizeof(url), "?sync=window");
 	e = open_ok(url);
-	hint_calls = 0;
-	assert_int_equal(kv_run(e, NULL, win_body, "a", NULL), 0);
-	assert_int_equal(hint_calls, 0);
 
 	/* Another process holds the writer lock: the commit hints first,
 	 * and the hint (releasing the holder) comes before the commit ends;
 	 * without it the commit would wait the holder's 5 s. */
 	pid_t pid = child_writer(url, 5000, &hint_release_fd);
+	hint_calls = 0;
 	uint64_t t0 = clock_mono_ns();
 	assert_int_equal(kv_run(e, NULL, win_body, "b", NULL), 0);
 	uint64_t t1 = clock_mono_ns();
@@ -976,14 +965,6 @@ static void t_writer_wait_hint(void **state)
 	close(hint_release_fd);
 	hint_release_fd = -1;
 	assert_int_equal(win_has(e, "b"), 1);
-	kv_close(e);
-
-	/* sync=full: every commit waits for the disk. */
-	fresh_url(url, sizeof(url), "?sync=full");
-	e = open_ok(url);
-	hint_calls = 0;
-	assert_int_equal(kv_run(e, NULL, win_body, "c", NULL), 0);
-	assert_int_equal(hint_calls, 1);
 	kv_close(e);
 	block_hint_set(NULL);
 }
