@@ -399,26 +399,6 @@ static void test_gc_kick(void **state)
 	assert_int_equal(up_again("up-meta-again"), 0);
 }
 
-/* Write sessions in meta's store, from `chainfs fsck` (it reads the KV
- * while the cluster runs). */
-static long long fsck_sessions(void)
-{
-	char log[700], line[1024];
-	long long n = -1;
-	snprintf(log, sizeof(log), "%s/fsck-sessions.out", env.dir);
-	char *argv[] = {(char *)testenv_chainfs(), "fsck", "--dir", env.data, NULL};
-	integ_run(argv, NULL, log, 120000);
-	FILE *f = fopen(log, "r");
-	assert_non_null(f);
-	while (fgets(line, sizeof(line), f)) {
-		char *p = strstr(line, " sessions=");
-		if (!strncmp(line, "meta inodes=", 12) && p)
-			n = strtoll(p + 10, NULL, 10);
-	}
-	fclose(f);
-	return n;
-}
-
 /* Waits up to MS for PATH's mode (permission bits) and mtime seconds to
  * be MODE and MTIME. */
 static int wait_attrs(const char *path, mode_t mode, time_t mtime, int ms)
@@ -497,7 +477,7 @@ static void test_file_ops_local(void **state)
 	assert_true(held >= 0);
 	assert_int_equal(chmod(a, 0604), 0);
 	assert_int_equal(utimensat(AT_FDCWD, a, last, 0), 0);
-	assert_true(fsck_sessions() >= 1);
+	assert_true(integ_fsck_sessions(&env) >= 1);
 	/* the mount over RPC sees them within its attribute timeout */
 	assert_true(wait_attrs(a2, 0604, 7777, ATTR_BOUND_MS + SLACK_MS));
 	integ_kill9(&env, "mount");
@@ -518,7 +498,7 @@ static void test_file_ops_local(void **state)
 	/* the held file's session (recorded in-process) is pruned by meta */
 	uint64_t until = clock_mono_ms() + PRUNE_MS;
 	long long left;
-	while ((left = fsck_sessions()) != 0 && clock_mono_ms() < until)
+	while ((left = integ_fsck_sessions(&env)) != 0 && clock_mono_ms() < until)
 		clock_sleep_ms(1000);
 	assert_int_equal(left, 0);
 }
