@@ -37,7 +37,26 @@ struct meta_local {
 };
 
 /* The operations that touch only the KV (the service runs the same set on
- * its loop threads when commits do not wait for the disk). */
+ * its loop threads when commits do not wait for the disk), and
+ * IDATA_CONVERT (meta_idata.c: a claim and a flip; the client copies the
+ * bytes). OPEN, CLOSE, SETATTR and SYNC only in their KV-only forms (meta_request_kv_only:
+ * no truncate, a known length, no size change, no storage query); the
+ * rest of each goes to the service. What keeps them right here:
+ * - a write session an OPEN records carries the mount's client id, as
+ *   CREATE's always did here: meta's session prune sees it in the KV and
+ *   drops it when the mount dies (meta_service.c prune_sessions);
+ * - every storage-dependent step (cutting chunks, asking storage for a
+ *   length) is in the forms left to the service: this instance has no
+ *   storage (meta_storage_none);
+ * - a failover error (meta_client.c) comes from the KV before the commit,
+ *   and the service's replay under the same request id applies it once
+ *   (OPEN and SETATTR keep idempotency records; CLOSE and SYNC are
+ *   idempotent: a session key cleared twice, a length only raised;
+ *   IDATA_CONVERT's begin re-claims, its commit replayed answers
+ *   "not inline", which the client takes as done: meta_idata.c);
+ * - none of them changes a directory, so other mounts learn of them as
+ *   before: attributes within their attr timeout (no notification is sent
+ *   for these by the service either). */
 static int local_type(uint16_t t)
 {
 	if (meta_type_read_only(t) || meta_type_kv_only_mutation(t))
@@ -45,7 +64,8 @@ static int local_type(uint16_t t)
 	switch (t) {
 	case META_RPC_DIRVER: case META_RPC_LOOKUP_PLUS: case META_RPC_LOOKUP_PLUSD:
 	case META_RPC_DIRLIST: case META_RPC_CLOSE_MANY: case META_RPC_IDATA_READ:
-	case META_RPC_IDATA_WRITE:
+	case META_RPC_IDATA_WRITE: case META_RPC_IDATA_CONVERT: case META_RPC_OPEN:
+	case META_RPC_CLOSE: case META_RPC_SETATTR: case META_RPC_SYNC:
 		return 1;
 	}
 	return 0;
@@ -138,10 +158,14 @@ int meta_local_call(void *arg, uint16_t type, const uint8_t *req, size_t len, st
 			return -ENOMEM;
 		buf_init(&n->sc.out);
 	}
-	atomic_fetch_add_explicit(&l->calls, 1, memory_order_relaxed);
-	rc = meta_dispatch(l->meta, &n->sc, type, req, (uint32_t)len, err, errlen, &malformed);
+	rc = meta_dispatch_kv_only(l->meta, &n->sc, type, req, (uint32_t)len, err, errlen,
+				   &malformed);
+	if (rc != META_DISPATCH_PASS)
+		atomic_fetch_add_explicit(&l->calls, 1, memory_order_relaxed);
 	buf_reset(resp);
-	if (rc == 0 && buf_append(resp, n->sc.out.data, n->sc.out.len))
+	if (rc == META_DISPATCH_PASS)
+		rc = META_LOCAL_PASS;
+	else if (rc == 0 && buf_append(resp, n->sc.out.data, n->sc.out.len))
 		rc = -ENOMEM;
 	pthread_mutex_lock(&l->mu);
 	n->next = l->free_list;

@@ -9,11 +9,13 @@
  * the same URL (sync mode, map_size, writemap) as the meta service, and
  * run the operations that touch nothing but the KV itself: the read-only
  * ones and the namespace mutations (meta_dispatch.h), directory listings
- * and versions, CLOSE_MANY, inline-data reads and writes. Each goes
- * through meta_dispatch, the code path of the service, so replies and
- * errors are the service's byte for byte. Everything else (setattr,
- * open, close, sync, fsync, statfs, locks, KVCache, GC, session pruning,
- * idempotency pruning) stays with the meta service process.
+ * and versions, CLOSE_MANY, inline-data reads, writes and conversions, and the
+ * KV-only forms of open (no truncate), close (length known), setattr (no
+ * size change) and sync (no storage query): meta_request_kv_only. Each
+ * goes through meta_dispatch, the code path of the service, so replies
+ * and errors are the service's byte for byte. Everything else (the other
+ * forms of those four, fsync, statfs, locks, KVCache, GC, session
+ * pruning, idempotency pruning) stays with the meta service process.
  *
  * What is per process and how this instance handles it:
  * - inode ids: its own allocator range, as any instance (meta.h);

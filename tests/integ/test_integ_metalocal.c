@@ -24,6 +24,16 @@
  *   KICKS_MAX requests: meta answers a kick when its GC pass starts, so
  *   the mount kicks about once per pass, not once per unlink (which
  *   halved the mount's delete rate).
+ * - File calls in the mount: open without truncate, close with the known
+ *   length, chmod and utimens (setattr without a size), the length
+ *   report of a chunked file and an inline file's conversion run
+ *   in-process: NFOPS rounds of them send meta at most NFOPS / 4
+ *   requests (over RPC: at least 5 per round). A second mount over RPC
+ *   sees the mode and mtime change within its attribute timeout; after
+ *   kill -9 of the mount right after the last close and setattr
+ *   returned, the new mount and the one over RPC see the last mode,
+ *   mtime and length; the write session a file still held open at the
+ *   kill had recorded in-process is pruned by meta (fsck: none left).
  *
  * The whole group runs with CFS_META_LOCAL=1, set before any thread, so
  * every `chainfs up` of the test (restarts included) starts the mount
@@ -57,6 +67,9 @@
 #define GC_BOUND_MS   8000  /* kick + GC + meta's 1 s statfs cache, loaded host */
 #define NDEL          2000
 #define KICKS_MAX     (NDEL / 10) /* one per 50 ms GC pass: ~10 at 10k unlinks/s */
+#define NFOPS         300
+#define ATTR_BOUND_MS 1000  /* the mount's --attr-timeout */
+#define PRUNE_MS      60000 /* mgmtd's heartbeat timeout (10 s) + meta's session check, loaded */
 
 static struct integ env;
 
@@ -386,6 +399,110 @@ static void test_gc_kick(void **state)
 	assert_int_equal(up_again("up-meta-again"), 0);
 }
 
+/* Waits up to MS for PATH's mode (permission bits) and mtime seconds to
+ * be MODE and MTIME. */
+static int wait_attrs(const char *path, mode_t mode, time_t mtime, int ms)
+{
+	uint64_t until = clock_mono_ms() + (uint64_t)ms;
+	for (;;) {
+		struct stat st;
+		if (stat(path, &st) == 0 && (st.st_mode & 07777) == mode && st.st_mtime == mtime)
+			return 1;
+		if (clock_mono_ms() > until)
+			return 0;
+		clock_sleep_ms(20);
+	}
+}
+
+static void expect_file(const char *path, mode_t mode, time_t mtime, off_t size)
+{
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, mode);
+	assert_int_equal(st.st_mtime, mtime);
+	assert_int_equal(st.st_size, size);
+}
+
+static void test_file_ops_local(void **state)
+{
+	static char blk[4096], big0[200 << 10];
+	char dir[1024], a[1200], big[1200], conv[1200], mnt2[600], a2[1300], big2[1300];
+	integ_path(&env, "fops", dir, sizeof(dir));
+	assert_int_equal(mkdir(dir, 0755), 0);
+	snprintf(a, sizeof(a), "%s/a", dir);
+	snprintf(big, sizeof(big), "%s/big", dir);
+	integ_write_file(a, "inline bytes", 12);
+	memset(big0, 0x42, sizeof(big0));
+	integ_write_file(big, big0, sizeof(big0)); /* past the inline threshold: chunks */
+	memset(blk, 0x17, sizeof(blk));
+
+	pid_t m2 = integ_mount2_start(&env, mnt2, sizeof(mnt2));
+	snprintf(a2, sizeof(a2), "%s/fops/a", mnt2);
+	snprintf(big2, sizeof(big2), "%s/fops/big", mnt2);
+	assert_true(wait_exists(a2, 1, NAME_BOUND_MS + SLACK_MS));
+
+	uint64_t t0;
+	unsigned long long before = integ_meta_requests_settled(&env, 2, &t0);
+	for (int i = 0; i < NFOPS; i++) {
+		struct timespec ts[2] = {{1000 + i, 0}, {2000 + i, 0}};
+		assert_int_equal(chmod(a, i % 2 ? 0600 : 0640), 0);
+		assert_int_equal(utimensat(AT_FDCWD, a, ts, 0), 0);
+		int fd = open(a, O_RDWR);
+		assert_true(fd >= 0);
+		assert_int_equal(close(fd), 0);
+		fd = open(big, O_WRONLY);
+		assert_true(fd >= 0);
+		assert_int_equal(pwrite(fd, blk, sizeof(blk), (off_t)sizeof(big0) + 4096 * i),
+				 (ssize_t)sizeof(blk));
+		assert_int_equal(close(fd), 0);
+	}
+	/* an inline file grown past the threshold converts (begin, commit) */
+	snprintf(conv, sizeof(conv), "%s/conv", dir);
+	integ_write_file(conv, "x", 1);
+	int fd = open(conv, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, big0, sizeof(big0), 1), (ssize_t)sizeof(big0));
+	assert_int_equal(close(fd), 0);
+	uint64_t ms = (clock_mono_ns() - t0) / 1000000u;
+	unsigned long long sent = integ_meta_requests(&env) - before - 1;
+	print_message("%d rounds of chmod, utimens, 2 opens, a write, 2 closes in %llu ms: "
+		      "%llu meta requests\n", NFOPS, (unsigned long long)ms, sent);
+	/* the heartbeats and kicks of a few seconds; over RPC >= 5 * NFOPS */
+	assert_true(sent <= NFOPS / 4 + ms / 50);
+
+	/* the last changes, then the mount dies at once with a file held open */
+	const off_t size = (off_t)sizeof(big0) + 4096 * NFOPS;
+	struct timespec last[2] = {{10, 0}, {7777, 0}};
+	int held = open(big, O_RDWR);
+	assert_true(held >= 0);
+	assert_int_equal(chmod(a, 0604), 0);
+	assert_int_equal(utimensat(AT_FDCWD, a, last, 0), 0);
+	assert_true(integ_fsck_sessions(&env) >= 1);
+	/* the mount over RPC sees them within its attribute timeout */
+	assert_true(wait_attrs(a2, 0604, 7777, ATTR_BOUND_MS + SLACK_MS));
+	integ_kill9(&env, "mount");
+	close(held);
+	/* meta's view: the mount over RPC, its attribute cache expired */
+	clock_sleep_ms(ATTR_BOUND_MS + 100);
+	expect_file(a2, 0604, 7777, 12);
+	struct stat st;
+	assert_int_equal(stat(big2, &st), 0);
+	assert_int_equal(st.st_size, size);
+	integ_mount2_stop(&m2);
+	assert_int_equal(up_again("up-after-fops"), 0);
+	expect_file(a, 0604, 7777, 12);
+	assert_int_equal(stat(big, &st), 0);
+	assert_int_equal(st.st_size, size);
+	assert_int_equal(stat(conv, &st), 0);
+	assert_int_equal(st.st_size, (off_t)sizeof(big0) + 1);
+	/* the held file's session (recorded in-process) is pruned by meta */
+	uint64_t until = clock_mono_ms() + PRUNE_MS;
+	long long left;
+	while ((left = integ_fsck_sessions(&env)) != 0 && clock_mono_ms() < until)
+		clock_sleep_ms(1000);
+	assert_int_equal(left, 0);
+}
+
 int main(void)
 {
 	integ_require_fuse();
@@ -397,6 +514,7 @@ int main(void)
 		cmocka_unit_test(test_two_mounts),
 		cmocka_unit_test(test_kill9_mount_in_write),
 		cmocka_unit_test(test_gc_kick),
+		cmocka_unit_test(test_file_ops_local),
 	};
 	return integ_main(&env, "metalocal", tests, sizeof(tests) / sizeof(tests[0]));
 }
