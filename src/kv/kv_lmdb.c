@@ -696,7 +696,7 @@ static int free_pages(struct lmdb_engine *e, uint64_t *nfree, uint64_t *total)
  * compacted, when the list no longer qualifies, or after COMPACT_ASK_MS
  * without the lock (a process that does not watch: asked again only
  * after COMPACT_ASK_BACKOFF_MS). A watcher ignores a want older than
- * META_LOCAL_WANT_STALE_MS (meta_local.c: this engine died asking).
+ * WANT_STALE_MS (meta_local.c: this engine died asking).
  * compact_mu held. */
 static void ask_end(struct lmdb_engine *e)
 {
@@ -719,6 +719,7 @@ static void ask_others(struct lmdb_engine *e)
 		if ((size_t)snprintf(p, sizeof(p), "%s/compact.want", e->path) >= sizeof(p) ||
 		    (fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
 			return;
+		futimens(fd, NULL); /* a stale file of a dead engine: fresh again */
 		close(fd);
 		e->ask_since_ns = now;
 		LOG_INFO("kv", "lmdb: online compaction: asking the other processes to close %s",
