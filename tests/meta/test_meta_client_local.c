@@ -77,20 +77,26 @@ static int hook_fn(void *arg, uint16_t type, const uint8_t *req, size_t len, str
 	return meta_rpc_resp_encode(resp, &r);
 }
 
-static void test_hook(void **state)
+/* A client whose only instance is dead (a free port), short timeouts. */
+static meta_client *dead_client(void)
 {
-	char addr[32];
+	char addr[32], err[256];
 	snprintf(addr, sizeof(addr), "127.0.0.1:%u", (unsigned)testenv_free_port());
 	const char *addrs[] = {addr};
 	struct meta_client_opts o = {.addrs = addrs, .naddrs = 1, .cluster_id = CID,
 	                             .secret = SECRET, .secret_len = sizeof(SECRET),
 	                             .timeout_ms = 200, .retry_ms = 300, .down_ms = 100};
 	meta_client *c = NULL;
-	char err[256];
+	assert_int_equal(meta_client_new(&o, &c, err, sizeof(err)), 0);
+	return c;
+}
+
+static void test_hook(void **state)
+{
+	meta_client *c = dead_client();
 	struct meta_inode in;
 	struct meta_client_stats st;
 	struct hook h = {0};
-	assert_int_equal(meta_client_new(&o, &c, err, sizeof(err)), 0);
 	meta_client_set_local(c, hook_fn, &h);
 
 	assert_int_equal(meta_client_getattr(c, NULL, 77, &in), 0);
@@ -226,7 +232,7 @@ static int one_table(void *arg, uint32_t table_id, uint32_t *chains, uint32_t ca
 
 static void test_unknown_table(void **state)
 {
-	char url[600], err[256], mg[32], addr[32];
+	char url[600], err[256], mg[32];
 	char *dir = testenv_tmpdir("meta-local");
 	kv_engine *kv = NULL;
 	meta_ctx *m = NULL;
@@ -252,15 +258,9 @@ static void test_unknown_table(void **state)
 	struct meta_local *l = NULL;
 	assert_int_equal(meta_local_open(&lo, &l, err, sizeof(err)), 0);
 
-	snprintf(addr, sizeof(addr), "127.0.0.1:%u", (unsigned)testenv_free_port());
-	const char *addrs[] = {addr};
-	struct meta_client_opts o = {.addrs = addrs, .naddrs = 1, .cluster_id = CID,
-	                             .secret = SECRET, .secret_len = sizeof(SECRET),
-	                             .timeout_ms = 200, .retry_ms = 300, .down_ms = 100};
-	meta_client *c = NULL;
+	meta_client *c = dead_client();
 	struct meta_client_stats st;
 	struct meta_inode in;
-	assert_int_equal(meta_client_new(&o, &c, err, sizeof(err)), 0);
 	meta_client_set_local(c, meta_local_call, l);
 	struct meta_name name = { "f", 1 };
 	int rc = meta_client_create(c, NULL, META_ROOT_INO, name, 0644, 0, NULL, NULL);
