@@ -35,9 +35,20 @@
  *   mtime and length; the write session a file still held open at the
  *   kill had recorded in-process is pruned by meta (fsck: none left).
  *
- * The whole group runs with CFS_META_LOCAL=1, set before any thread, so
- * every `chainfs up` of the test (restarts included) starts the mount
- * with --meta-local.
+ * - Compaction hand-off: 20,000 creates and unlinks leave meta's store a
+ *   free list worth compacting; while another thread keeps creating
+ *   files through the mount, meta asks for the store (compact.want), the
+ *   mount releases it (calls over RPC meanwhile), meta compacts online and
+ *   the mount opens the store again; no create fails, every acknowledged
+ *   one is there after, and creates went on while the store was
+ *   released. Without the hand-off meta skips the compaction for as long
+ *   as the mount runs.
+ * - No store: `chainfs mount --meta-local` on a path without a meta store
+ *   (a typo whose parent exists) refuses with a clear error and creates
+ *   nothing there.
+ *
+ * `chainfs up` starts the mount with --meta-local by default (the group
+ * sets nothing), restarts included.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -47,7 +58,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +83,8 @@
 #define NFOPS         300
 #define ATTR_BOUND_MS 1000  /* the mount's --attr-timeout */
 #define PRUNE_MS      60000 /* mgmtd's heartbeat timeout (10 s) + meta's session check, loaded */
+#define NBULK         20000 /* creates and unlinks that make compaction worth it */
+#define COMPACT_BOUND_MS 20000 /* settle (100 ms checks), ask, release, copy: loaded host */
 
 static struct integ env;
 
@@ -503,11 +518,131 @@ static void test_file_ops_local(void **state)
 	assert_int_equal(left, 0);
 }
 
+/* Lines of the file at PATH holding NEEDLE (0 if none or no file). */
+static int lines_with(const char *path, const char *needle)
+{
+	char line[2048];
+	int n = 0;
+	FILE *fp = fopen(path, "r");
+	if (!fp)
+		return 0;
+	while (fgets(line, sizeof(line), fp))
+		n += strstr(line, needle) != NULL;
+	fclose(fp);
+	return n;
+}
+
+/* The creating thread of test_compact_handoff. */
+struct busy {
+	char dir[1100];
+	_Atomic int stop;
+	_Atomic int made;    /* creates acknowledged */
+	int failed_errno;    /* first failure, 0 if none */
+};
+
+static void *busy_main(void *arg)
+{
+	struct busy *b = arg;
+	char f[1200];
+	while (!atomic_load(&b->stop)) {
+		int i = atomic_load(&b->made);
+		snprintf(f, sizeof(f), "%s/b%06d", b->dir, i);
+		int fd = open(f, O_WRONLY | O_CREAT | O_EXCL, 0644);
+		if (fd < 0 || close(fd)) {
+			b->failed_errno = errno ? errno : EIO;
+			break;
+		}
+		atomic_store(&b->made, i + 1);
+		clock_sleep_ms(2);
+	}
+	return NULL;
+}
+
+static void test_compact_handoff(void **state)
+{
+	char p[1200], f[1300], mlog[700], melog[700];
+	static struct busy b;
+	pthread_t th;
+
+	snprintf(mlog, sizeof(mlog), "%s/logs/mount.log", env.data);
+	snprintf(melog, sizeof(melog), "%s/logs/meta.log", env.data);
+	/* earlier tests may have compacted: count what this one adds */
+	int released0 = lines_with(mlog, "store released for the service");
+	int compacted0 = lines_with(melog, "lmdb: compacted online");
+	int reopened0 = lines_with(mlog, "in-process meta: store open again");
+	integ_path(&env, "bulk", p, sizeof(p));
+	assert_int_equal(mkdir(p, 0755), 0);
+	for (int i = 0; i < NBULK; i++) {
+		snprintf(f, sizeof(f), "%s/f%05d", p, i);
+		integ_touch(f);
+	}
+	integ_path(&env, "busy", b.dir, sizeof(b.dir));
+	assert_int_equal(mkdir(b.dir, 0755), 0);
+	assert_int_equal(pthread_create(&th, NULL, busy_main, &b), 0);
+	for (int i = 0; i < NBULK; i++) {
+		snprintf(f, sizeof(f), "%s/f%05d", p, i);
+		assert_int_equal(unlink(f), 0);
+	}
+	uint64_t until = clock_mono_ms() + COMPACT_BOUND_MS;
+	int released = 0, compacted = 0, reopened = 0, made_released = -1;
+	while (clock_mono_ms() < until && !(compacted && reopened)) {
+		if (!released && lines_with(mlog, "store released for the service") > released0) {
+			released = 1;
+			made_released = atomic_load(&b.made);
+		}
+		compacted = lines_with(melog, "lmdb: compacted online") > compacted0;
+		reopened = lines_with(mlog, "in-process meta: store open again") > reopened0;
+		clock_sleep_ms(20);
+	}
+	clock_sleep_ms(300); /* creates after the reopen, in-process again */
+	atomic_store(&b.stop, 1);
+	pthread_join(th, NULL);
+	int made = atomic_load(&b.made);
+	print_message("released=%d compacted=%d reopened=%d; %d creates, %d before the "
+		      "release was seen, first error %d\n", released, compacted, reopened, made,
+		      made_released, b.failed_errno);
+	assert_int_equal(b.failed_errno, 0);
+	assert_true(released && compacted && reopened);
+	assert_true(made > made_released);
+	assert_int_equal(integ_count_entries(b.dir), made);
+	for (int i = 0; i < made; i++) {
+		struct stat st;
+		snprintf(f, sizeof(f), "%s/b%06d", b.dir, i);
+		assert_int_equal(stat(f, &st), 0);
+	}
+	/* the store serves in-process again: a namespace op with meta stopped */
+	int meta = integ_role_pid(&env, "meta");
+	assert_true(meta > 0);
+	assert_int_equal(kill(meta, SIGSTOP), 0);
+	int rc = local_only_ops(b.dir);
+	kill(meta, SIGCONT);
+	assert_int_equal(rc, 0);
+}
+
+static void test_no_store(void **state)
+{
+	char url[800], typo[700], mnt[700], log[700], cid[128], port[32], addr[64], secret[700];
+	snprintf(typo, sizeof(typo), "%s/metax", env.data);
+	snprintf(url, sizeof(url), "lmdb://%s?sync=window", typo);
+	snprintf(mnt, sizeof(mnt), "%s/mnt-nostore", env.dir);
+	snprintf(log, sizeof(log), "%s/mount-nostore.log", env.dir);
+	snprintf(secret, sizeof(secret), "%s/secret", env.data);
+	integ_conf_get(&env, "mgmtd_port", port, sizeof(port));
+	integ_conf_get(&env, "cluster_id", cid, sizeof(cid));
+	snprintf(addr, sizeof(addr), "127.0.0.1:%s", port);
+	assert_int_equal(mkdir(mnt, 0755), 0);
+	char *argv[] = {(char *)testenv_chainfs(), "mount", "--mgmtd", addr, "--cluster-id", cid,
+			"--secret-file", secret, "--meta-local", url, mnt, NULL};
+	assert_int_not_equal(integ_run(argv, NULL, log, 30000), 0);
+	assert_true(testenv_file_has(log, "no meta store there"));
+	struct stat st;
+	assert_int_equal(stat(typo, &st), -1);
+	assert_int_equal(errno, ENOENT);
+}
+
 int main(void)
 {
 	integ_require_fuse();
-	/* Before any thread: every `chainfs up` here passes --meta-local. */
-	setenv("CFS_META_LOCAL", "1", 1);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip),
 		cmocka_unit_test(test_kill9_meta),
@@ -515,6 +650,8 @@ int main(void)
 		cmocka_unit_test(test_kill9_mount_in_write),
 		cmocka_unit_test(test_gc_kick),
 		cmocka_unit_test(test_file_ops_local),
+		cmocka_unit_test(test_compact_handoff),
+		cmocka_unit_test(test_no_store),
 	};
 	return integ_main(&env, "metalocal", tests, sizeof(tests) / sizeof(tests[0]));
 }
