@@ -23,6 +23,12 @@
  *                    engines report per-file latency poorly and need a
  *                    job per directory; a plain loop is what tools like
  *                    mdtest do)
+ *   mtcreate         the same three phases over N files in 8 directories
+ *                    (bench_mtcreate.h), first from one thread, then from
+ *                    --mt-threads threads, one directory each; the row
+ *                    "T threads / 1 thread" gives the scaling on the mount
+ *                    and on the raw directory (issue 13: 8 threads >= 3x
+ *                    one thread for creates)
  *   space            (--data-dir D, the `chainfs up --dir`) N files of 16 KiB
  *                    over 100 directories are written, then removed with a
  *                    recursive unlink (rm -rf); the bench then polls df on
@@ -60,6 +66,7 @@
 
 #include "cli/bench_apps.h"
 #include "cli/bench_fio.h"
+#include "cli/bench_mtcreate.h"
 #include "cli/cli.h"
 #include "common/cfg.h"
 #include "common/clock.h"
@@ -78,6 +85,7 @@ struct bf_conf {
 	int64_t space_files; /* files written then removed by the space phase */
 	int64_t apps_files;  /* files in the repository the apps phase clones */
 	char *bindfs;        /* a FUSE passthrough mount (randwr baseline) */
+	int64_t mt_threads;  /* mtcreate: threads (and directories) against one */
 };
 
 static const struct cfg_opt opts[] = {
@@ -94,7 +102,8 @@ static const struct cfg_opt opts[] = {
     {"replicas", CFG_INT, "3", 1, 16, offsetof(struct bf_conf, replicas),
      "replication factor of the mount's chains (the write goal is raw/R)"},
     {"only", CFG_STR, "", 0, 0, offsetof(struct bf_conf, only),
-     "run only these workloads: seqwr1,seqrd1,seqwr4,seqrd4,randrd,randwr,meta,space,apps "
+     "run only these workloads: seqwr1,seqrd1,seqwr4,seqrd4,randrd,randwr,meta,mtcreate,space,"
+     "apps "
      "(apps runs only when named)"},
     {"data-dir", CFG_STR, "", 0, 0, offsetof(struct bf_conf, data_dir),
      "the cluster's chainfs up --dir: enables the space phase (how long after rm -rf "
@@ -107,6 +116,9 @@ static const struct cfg_opt opts[] = {
      "a FUSE passthrough mount of the local disk (../shared/peers/setup-bindfs.sh): randwr "
      "also runs there with fdatasync after every write (durable, as the mount's writes are; "
      "bindfs drops O_DIRECT), goal >= 1/3 of it"},
+    {"mt-threads", CFG_INT, "8", 2, 256, offsetof(struct bf_conf, mt_threads),
+     "mtcreate: --files files in 8 directories from 1 thread, then from this many threads "
+     "(file i in directory i % 8, by thread i % T); goal for creates >= 3x one thread"},
     CFG_END};
 
 enum bf_goal { GOAL_NONE, GOAL_READ, GOAL_WRITE, GOAL_RAND, GOAL_RANDWR, GOAL_THIRD };
@@ -433,6 +445,47 @@ static void print_row(const char *what, const char *unit, const struct bf_result
 	fflush(stdout);
 }
 
+#define MT_DIRS 8
+
+/* The mtcreate phase: bench_mtcreate_run on the mount and the raw directory
+ * with 1 thread, then with --mt-threads; a row per phase and thread count,
+ * then the scaling rows (T threads over 1 thread, mount and raw). 0, or <0
+ * when a run failed (its rows say "failed"). */
+static int run_mtcreate(const struct bf_conf *bc, const char *mdir, const char *rdir)
+{
+	struct bench_mt_rates m[2], w[2];
+	const int th[2] = {1, (int)bc->mt_threads};
+	int rc = 0;
+	for (int t = 0; t < 2; t++) {
+		rc |= bench_mtcreate_run(mdir, bc->files, th[t], MT_DIRS, &m[t]);
+		rc |= bench_mtcreate_run(rdir, bc->files, th[t], MT_DIRS, &w[t]);
+	}
+	for (int t = 0; t < 2; t++)
+		for (int ph = 0; ph < BENCH_MT_NPHASES; ph++) {
+			char what[64];
+			snprintf(what, sizeof(what), "%s, %d thr %d dirs",
+			         bench_mtcreate_phase_name((enum bench_mt_phase)ph), th[t], MT_DIRS);
+			struct bf_result r = {m[t].ops[ph], w[t].ops[ph]};
+			print_row(what, "ops/s", &r, GOAL_NONE, 0);
+		}
+	for (int ph = 0; ph < BENCH_MT_NPHASES; ph++) {
+		char what[64], ms[16] = "failed", ws[16] = "failed", goal[40] = "-";
+		double ms_x = m[0].ops[ph] > 0 && m[1].ops[ph] > 0 ? m[1].ops[ph] / m[0].ops[ph] : -1;
+		double ws_x = w[0].ops[ph] > 0 && w[1].ops[ph] > 0 ? w[1].ops[ph] / w[0].ops[ph] : -1;
+		if (ms_x >= 0)
+			snprintf(ms, sizeof(ms), "%.2fx", ms_x);
+		if (ws_x >= 0)
+			snprintf(ws, sizeof(ws), "%.2fx", ws_x);
+		if (ph == BENCH_MT_CREATE && ms_x >= 0)
+			snprintf(goal, sizeof(goal), ">= 3x one thread: %s", ms_x >= 3 ? "met" : "missed");
+		snprintf(what, sizeof(what), "%s, %d thr / 1 thr",
+		         bench_mtcreate_phase_name((enum bench_mt_phase)ph), th[1]);
+		printf("%-24s %-7s %10s %10s %7s  %s\n", what, "scaling", ms, ws, "-", goal);
+	}
+	fflush(stdout);
+	return rc;
+}
+
 /* Makes BASE/BF_SUBDIR; its path in OUT only when it exists (cleanup). */
 static int make_dir(const char *base, char *out, size_t cap)
 {
@@ -478,7 +531,7 @@ int cli_bench_fuse(int argc, char **argv)
 	printf("chainfs bench fuse: mount %s vs raw %s; %lld MiB per sequential workload, "
 	       "random reads %lld s, %lld files; direct=1, fallocate=none\n",
 	       bc.mount, bc.raw_dir, (long long)bc.size_mb, (long long)bc.seconds,
-	       want(&bc, "meta") ? (long long)bc.files : 0LL);
+	       want(&bc, "meta") || want(&bc, "mtcreate") ? (long long)bc.files : 0LL);
 	printf("%-24s %-7s %10s %10s %7s  %s\n", "workload", "unit", "mount", "raw", "ratio",
 	       "goal");
 	for (size_t i = 0; i < sizeof(fio_jobs) / sizeof(fio_jobs[0]); i++) {
@@ -517,6 +570,8 @@ int cli_bench_fuse(int argc, char **argv)
 			print_row(meta_names[ph], "ops/s", &r, GOAL_NONE, 0);
 		}
 	}
+	if (want(&bc, "mtcreate"))
+		failed |= run_mtcreate(&bc, mdir, rdir) < 0;
 	if (*bc.data_dir && want(&bc, "space"))
 		failed |= run_space(&bc, mdir) < 0;
 	if (*bc.only && want(&bc, "apps"))

@@ -119,10 +119,11 @@ static const struct cfg_opt up_opts[] = {
     {"no-local-socket", CFG_BOOL, "false", 0, 0, offsetof(struct up_conf, no_local_socket),
      "the roles started now (and the mount) talk TCP only, without the same-host unix "
      "socket (sets CFS_NO_LOCAL_SOCKET=1 for them; for measurement and debugging)"},
-    {"meta-local", CFG_BOOL, "false", 0, 0, offsetof(struct up_conf, meta_local),
+    {"meta-local", CFG_BOOL, "true", 0, 0, offsetof(struct up_conf, meta_local),
      "the mount runs metadata reads and namespace changes itself on meta's LMDB store "
-     "(mount --meta-local; no RPC hop; the meta service keeps the rest; CFS_META_LOCAL=0 "
-     "in the mount's environment turns it off)"},
+     "(mount --meta-local with meta's store URL; no RPC hop; the meta service keeps the "
+     "rest, syncs the store and compacts it); --no-meta-local or CFS_META_LOCAL=0: every "
+     "metadata call over RPC"},
     CFG_END};
 
 /* What D/cluster.conf records. */
@@ -264,6 +265,35 @@ static int read_role_pid(const char *dir, const char *role, char pidf[PATH_MAX],
 	int ok = fscanf(f, "%d %llu", pid, start) == 2;
 	fclose(f);
 	return ok && *pid > 1 && procstat_running_since(*pid, *start);
+}
+
+/* The value of option NAME ("--kv") on the command line of process PID
+ * ("--kv V" or "--kv=V") into OUT: 1, or 0 when the process or the option
+ * is not there (or the value does not fit). */
+static int proc_opt(int pid, const char *name, char *out, size_t cap)
+{
+	char p[64], buf[8192];
+	size_t n, nl = strlen(name);
+	int found = 0;
+	pathf(p, sizeof(p), "/proc/%d/cmdline", pid);
+	FILE *f = fopen(p, "r");
+	if (!f)
+		return 0;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	for (size_t i = 0; i < n && !found; i += strlen(buf + i) + 1) {
+		const char *a = buf + i, *v = NULL;
+		if (!strcmp(a, name) && i + nl + 1 < n)
+			v = a + nl + 1;
+		else if (!strncmp(a, name, nl) && a[nl] == '=')
+			v = a + nl + 1;
+		if (v && strlen(v) < cap) {
+			memcpy(out, v, strlen(v) + 1);
+			found = 1;
+		}
+	}
+	return found;
 }
 
 /* The pid of ROLE recorded under DIR while that process lives, else 0. */
@@ -841,15 +871,24 @@ static int start_cluster(struct cluster *c, const struct up_conf *uc)
 	pathf(kv, sizeof(kv), "lmdb://%s/meta?sync=%s%s", c->dir, uc->meta_sync,
 	      uc->meta_writemap ? "&writemap=1" : "");
 	pathf(listen, sizeof(listen), "127.0.0.1:%u", c->meta_port);
+	/* The in-process meta opens meta's store with meta's own URL and
+	 * inline threshold: a meta already running keeps the ones it was
+	 * started with, whatever this run's --meta-sync or --inline-max say,
+	 * so they are read from its command line. kv_ok: KV is meta's URL. */
+	char inline_max[24];
+	int kv_ok = 1;
+	pathf(inline_max, sizeof(inline_max), "%lld", (long long)uc->inline_max);
 	if (role_pid(c->dir, "meta")) {
 		int pid = role_pid(c->dir, "meta");
 		printf("  meta      %-21s already running (pid %d)%s\n", listen, pid,
 		       health_note(pid, c->meta_port));
+		kv_ok = proc_opt(pid, "--kv", kv, sizeof(kv));
+		if (kv_ok && !proc_opt(pid, "--inline-max", inline_max, sizeof(inline_max)))
+			pathf(inline_max, sizeof(inline_max), "64K"); /* meta's default */
 	} else {
 		/* Files spread over every chain of the table by default. */
-		char stripe[16], inline_max[24];
+		char stripe[16];
 		pathf(stripe, sizeof(stripe), "%d", c->nstorage * UP_TARGETS / UP_REPLICAS);
-		pathf(inline_max, sizeof(inline_max), "%lld", (long long)uc->inline_max);
 		char *a[] = {"meta",        "--kv",          kv,
 		             "--listen",    listen,          "--cluster-id",
 		             c->cluster_id, "--secret-file", secret,
@@ -890,17 +929,21 @@ static int start_cluster(struct cluster *c, const struct up_conf *uc)
 			a[n++] = t;
 		if (uc->fuse_uring)
 			a[n++] = "--fuse-uring";
-		char inl[24];
-		/* CFS_META_LOCAL=1 turns --meta-local on (the integration tests
-		 * in that mode), 0 off; the mount reads the same switch. */
+		/* CFS_META_LOCAL=0 turns the in-process meta off, 1 on; the
+		 * mount reads the same switch. Only over an LMDB store on this
+		 * host (up starts meta here); etcd-backed meta stays on RPC. */
 		const char *ml_env = getenv("CFS_META_LOCAL");
-		int meta_local = ml_env ? !strcmp(ml_env, "1") : uc->meta_local;
+		int meta_local = ml_env ? strcmp(ml_env, "0") != 0 : uc->meta_local;
+		if (meta_local && (!kv_ok || strncmp(kv, "lmdb://", 7))) {
+			printf("  mount: metadata over RPC (meta's store URL is not known or "
+			       "not LMDB)\n");
+			meta_local = 0;
+		}
 		if (meta_local) {
-			pathf(inl, sizeof(inl), "%lld", (long long)uc->inline_max);
 			a[n++] = "--meta-local";
 			a[n++] = kv;
 			a[n++] = "--meta-local-inline-max";
-			a[n++] = inl;
+			a[n++] = inline_max;
 		}
 		a[n++] = c->mount;
 		a[n] = NULL;

@@ -233,6 +233,9 @@ void kv_lmdb_stats(kv_engine *e, uint64_t *batches, uint64_t *txns);
 /* sync=window state of an lmdb engine (tests): the newest committed and
  * the newest synced write txn id, and the fdatasyncs done. 0 for others. */
 void kv_lmdb_sync_stats(kv_engine *e, int64_t *committed, int64_t *synced, uint64_t *syncs);
+/* 1 if E is the background syncer of its store (holds DIR/sync.lock:
+ * kv_lmdb.c "one background syncer"), else 0 (also for other backends). */
+int kv_lmdb_sync_owner(kv_engine *e);
 /* Online compaction of an lmdb engine (compact=1 runs it from the engine's
  * background thread after a large delete; kv_lmdb.c "online
  * compaction"): runs it now, with FORCE whatever the free list. 1 if the

@@ -110,6 +110,11 @@
 #define COMPACT_CHECK_MS 100
 #define COMPACT_DUTY 20
 #define COMPACT_DRAIN_MS 250
+/* Hand-off (see "online compaction"): how long an engine asks the other
+ * processes to let go before it gives up for this round, and how long it
+ * then waits before it asks again. */
+#define COMPACT_ASK_MS 2000
+#define COMPACT_ASK_BACKOFF_MS 60000
 
 enum compact_mode { COMPACT_FORCE, COMPACT_RULE, COMPACT_SETTLED };
 
@@ -190,12 +195,15 @@ struct lmdb_engine {
 	int sync_started, sync_stop;
 	uint32_t sync_ms;               /* background sync period */
 	atomic_ullong nsyncs;           /* fdatasyncs done by flush or the sync thread */
+	int sync_lock_fd;               /* sync.lock (see "one background syncer"); -1 */
+	int sync_owner;                 /* holds sync.lock: the background syncer */
 
 	/* Online compaction (bg thread, or kv_lmdb_compact). */
 	pthread_mutex_t compact_mu;     /* one compaction at a time */
 	uint64_t next_check_ns;         /* bg thread: next look at the free list */
 	uint64_t next_allowed_ns;       /* bound on the share of time spent stalled */
 	uint64_t prev_nfree;            /* free pages at the previous look (compact_mu) */
+	uint64_t ask_since_ns;          /* compact.want written then; 0: not asking (compact_mu) */
 	atomic_ullong ncompactions;
 	atomic_ullong last_stall_ns;
 };
@@ -316,6 +324,45 @@ static int window_sync(struct lmdb_engine *e)
 	return rc;
 }
 
+/* One background syncer per store. Every process that has the environment
+ * open with sync=window (the meta service, and a mount running meta
+ * in-process) would otherwise fdatasync the same file every period. The
+ * background sync is done by the engine that holds an exclusive flock on
+ * DIR/sync.lock: the first to take it keeps it until it closes (or its
+ * process dies: the kernel drops the lock), and the others try again every
+ * period, so within one period of the holder's end another engine syncs.
+ * The holder's window_sync targets LMDB's last txn id, so it covers every
+ * process's commits; each process's kv_flush (fsync) still syncs itself.
+ * With `chainfs up` meta opens first and holds it; when meta is down, the
+ * mount's engine takes it over and its commits stay within the window.
+ * Called by the sync thread only. If the lock file cannot be opened the
+ * engine syncs (the old behaviour: never less durable). */
+static int sync_holder(struct lmdb_engine *e)
+{
+	if (e->sync_owner)
+		return 1;
+	if (e->sync_lock_fd < 0) {
+		char p[PATH_MAX];
+		if ((size_t)snprintf(p, sizeof(p), "%s/sync.lock", e->path) >= sizeof(p))
+			return 1;
+		e->sync_lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+		if (e->sync_lock_fd < 0)
+			return 1;
+	}
+	if (flock(e->sync_lock_fd, LOCK_EX | LOCK_NB))
+		return errno != EWOULDBLOCK;
+	e->sync_owner = 1;
+	LOG_INFO("kv", "lmdb: background sync of %s by this process (pid %d)", e->path,
+		 (int)getpid());
+	return 1;
+}
+
+int kv_lmdb_sync_owner(kv_engine *base)
+{
+	struct lmdb_engine *e = (struct lmdb_engine *)base;
+	return base->ops == &kv_lmdb_ops && e->sync_owner;
+}
+
 static void compact_tick(struct lmdb_engine *e);
 
 /* The background thread: the window's sync (sync=window) and the online
@@ -336,7 +383,7 @@ static void *sync_main(void *arg)
 		if (e->sync_stop)
 			break;
 		pthread_mutex_unlock(&e->sync_mu);
-		if (window)
+		if (window && sync_holder(e))
 			window_sync(e);
 		if (e->online)
 			compact_tick(e);
@@ -647,6 +694,57 @@ static int free_pages(struct lmdb_engine *e, uint64_t *nfree, uint64_t *total)
 	return rc;
 }
 
+/* Hand-off. A process running meta in-process (meta_local.h) keeps the
+ * environment open, and LMDB's shared lock with it, so step 3 would fail
+ * for as long as that process runs. So when the background check finds a
+ * qualifying, settled free list and another process holds the lock, the
+ * engine writes DIR/compact.want; a process that watches for it (the
+ * mount's in-process meta, meta_local.c) sends its calls to the meta
+ * service over RPC meanwhile, closes the environment and reopens it once
+ * the file is gone. The engine compacts at its next check once the lock
+ * is free (the free list need not be settled then: the other process's
+ * work now comes through this engine), and removes the file when it has
+ * compacted, when the list no longer qualifies, or after COMPACT_ASK_MS
+ * without the lock (a process that does not watch: asked again only
+ * after COMPACT_ASK_BACKOFF_MS). A watcher ignores a want older than
+ * WANT_STALE_MS (meta_local.c: this engine died asking).
+ * compact_mu held. */
+static void ask_end(struct lmdb_engine *e)
+{
+	char p[PATH_MAX];
+
+	if (!e->ask_since_ns)
+		return;
+	e->ask_since_ns = 0;
+	if ((size_t)snprintf(p, sizeof(p), "%s/compact.want", e->path) < sizeof(p))
+		unlink(p);
+}
+
+static void ask_others(struct lmdb_engine *e)
+{
+	uint64_t now = clock_mono_ns();
+	char p[PATH_MAX];
+
+	if (!e->ask_since_ns) {
+		int fd;
+		if ((size_t)snprintf(p, sizeof(p), "%s/compact.want", e->path) >= sizeof(p) ||
+		    (fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
+			return;
+		futimens(fd, NULL); /* a stale file of a dead engine: fresh again */
+		close(fd);
+		e->ask_since_ns = now;
+		LOG_INFO("kv", "lmdb: online compaction: asking the other processes to close %s",
+			 e->path);
+		return;
+	}
+	if (now - e->ask_since_ns > (uint64_t)COMPACT_ASK_MS * 1000000u) {
+		LOG_NOTICE("kv", "lmdb: online compaction put off: another process keeps %s open",
+			   e->path);
+		ask_end(e);
+		e->next_allowed_ns = now + (uint64_t)COMPACT_ASK_BACKOFF_MS * 1000000u;
+	}
+}
+
 /* 1 if compacted, 0 if not (the free list does not qualify under MODE,
  * or not possible now: another process has the environment, txns stayed
  * open, batches went on), or an LMDB error / -errno. Never called with a
@@ -662,7 +760,7 @@ static int compact_online(struct lmdb_engine *e, enum compact_mode mode)
 	MDB_dbi ndbi = 0;
 	const char *what = NULL;
 	int64_t last;
-	int rc = 0, fd = -1, sole, swapped = 0, held = 0;
+	int rc = 0, fd = -1, sole, swapped = 0, held = 0, others = 0;
 	uint64_t tstep[5] = { 0 };
 
 	if (e->lock_fd < 0 ||
@@ -675,10 +773,12 @@ static int compact_online(struct lmdb_engine *e, enum compact_mode mode)
 	{
 		int grew = nfree > e->prev_nfree;
 		e->prev_nfree = nfree;
+		/* Once asked, the others' work comes through here: the list
+		 * may grow and still be worth compacting now. */
 		if (mode != COMPACT_FORCE &&
 		    (nfree < COMPACT_ONLINE_MIN_FREE || nfree * COMPACT_ONLINE_FRAC < total ||
 		     (total - nfree) * e->psize > COMPACT_ONLINE_MAX ||
-		     (mode == COMPACT_SETTLED && grew)))
+		     (mode == COMPACT_SETTLED && grew && !e->ask_since_ns)))
 			goto out;
 	}
 	/* Another engine of this process could be on the same environment,
@@ -692,8 +792,12 @@ static int compact_online(struct lmdb_engine *e, enum compact_mode mode)
 	 * up (the exclusive lock below decides; this only avoids the stall). */
 	{
 		struct flock gl = fl;
-		if (fcntl(e->lock_fd, F_GETLK, &gl) || gl.l_type != F_UNLCK)
+		if (fcntl(e->lock_fd, F_GETLK, &gl))
 			goto out;
+		if (gl.l_type != F_UNLCK) {
+			others = 1;
+			goto out;
+		}
 	}
 
 	/* 0. Write the dirty pages back before commits are held, so that the
@@ -769,6 +873,7 @@ static int compact_online(struct lmdb_engine *e, enum compact_mode mode)
 	if (fcntl(e->lock_fd, F_SETLK, &fl)) {
 		rc = 0;
 		what = NULL; /* another process has it open: leave it be */
+		others = 1;
 		goto resume;
 	}
 	if ((rc = mdb_env_info(e->env, &info))) {
@@ -869,6 +974,7 @@ resume:
 			   (unsigned long long)((tstep[2] - tstep[1]) / 1000000u),
 			   (unsigned long long)((tstep[3] - tstep[2]) / 1000000u),
 			   (unsigned long long)((tstep[4] - tstep[3]) / 1000000u));
+		ask_end(e);
 		pthread_mutex_unlock(&e->compact_mu);
 		return 1;
 	}
@@ -883,6 +989,10 @@ out:
 	if (what)
 		LOG_WARN("kv", "lmdb: online compaction skipped: path=%s: %s: %s", e->path, what,
 			 rc > 0 ? mdb_strerror(rc) : "");
+	if (others && mode == COMPACT_SETTLED)
+		ask_others(e);
+	else
+		ask_end(e);
 	pthread_mutex_unlock(&e->compact_mu);
 	return rc > 0 ? lmdb_err(rc) : rc;
 }
@@ -997,6 +1107,7 @@ static void lmdb_close(struct kv_engine *base)
 	}
 	if (e->env && e->sync == LMDB_SYNC_WINDOW)
 		window_sync(e);
+	ask_end(e); /* the sync thread is gone: no compaction runs */
 	for (int i = 0; i < e->npool; i++)
 		mdb_txn_abort(e->pool[i]);
 	if (e->env)
@@ -1007,6 +1118,8 @@ static void lmdb_close(struct kv_engine *base)
 		munmap(e->wlock_map, 4096);
 	if (e->wlock_fd >= 0)
 		close(e->wlock_fd); /* after LMDB's (see wlock_fd) */
+	if (e->sync_lock_fd >= 0)
+		close(e->sync_lock_fd); /* after the last sync: another engine takes over */
 	if (e->counted) {
 		pthread_mutex_lock(&lmdb_open_mu);
 		lmdb_nopen--;
@@ -1062,6 +1175,7 @@ static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, 
 		return -ENOMEM;
 	e->lock_fd = -1;
 	e->wlock_fd = -1;
+	e->sync_lock_fd = -1;
 	pthread_mutex_init(&e->pool_mu, NULL);
 	pthread_mutex_init(&e->gc_mu, NULL);
 	pthread_mutex_init(&e->sync_mu, NULL);

@@ -284,8 +284,27 @@ static int run_op(meta_ctx *mc, struct meta_scratch *w, const struct meta_rpc_re
 	return rc;
 }
 
-int meta_dispatch(meta_ctx *mc, struct meta_scratch *s, uint16_t type, const uint8_t *p,
-		  uint32_t plen, char *err, size_t errlen, int *malformed)
+int meta_request_kv_only(const struct meta_rpc_req *m)
+{
+	switch (m->type) {
+	case META_RPC_OPEN:
+		/* meta_open's truncate of a chunked file cuts chunks on storage */
+		return !(m->flags & META_O_TRUNC);
+	case META_RPC_CLOSE:
+		/* without the length, meta_close asks storage (meta_sync query) */
+		return (m->flags & META_CLOSE_LEN_KNOWN) != 0;
+	case META_RPC_SETATTR:
+		/* a size change of a chunked file cuts chunks (truncate_storage) */
+		return !(m->sa.valid & META_SET_SIZE);
+	case META_RPC_SYNC:
+		/* a length the client reports, no storage query (meta_sync) */
+		return !m->query;
+	}
+	return 1;
+}
+
+static int dispatch(meta_ctx *mc, struct meta_scratch *s, uint16_t type, const uint8_t *p,
+		    uint32_t plen, char *err, size_t errlen, int *malformed, int kv_only)
 {
 	struct meta_rpc_req *m = &s->req;
 	struct meta_rpc_resp r;
@@ -303,6 +322,8 @@ int meta_dispatch(meta_ctx *mc, struct meta_scratch *s, uint16_t type, const uin
 	}
 	if (rc)
 		return reply_text(err, errlen, op, rc, "field over its limit");
+	if (kv_only && !meta_request_kv_only(m))
+		return META_DISPATCH_PASS;
 	memset(&r, 0, sizeof(r));
 	r.type = type;
 	buf_reset(&s->out);
@@ -318,6 +339,18 @@ int meta_dispatch(meta_ctx *mc, struct meta_scratch *s, uint16_t type, const uin
 	free(s->list);
 	s->list = NULL;
 	return rc;
+}
+
+int meta_dispatch(meta_ctx *mc, struct meta_scratch *s, uint16_t type, const uint8_t *p,
+		  uint32_t plen, char *err, size_t errlen, int *malformed)
+{
+	return dispatch(mc, s, type, p, plen, err, errlen, malformed, 0);
+}
+
+int meta_dispatch_kv_only(meta_ctx *mc, struct meta_scratch *s, uint16_t type,
+			  const uint8_t *p, uint32_t plen, char *err, size_t errlen, int *malformed)
+{
+	return dispatch(mc, s, type, p, plen, err, errlen, malformed, 1);
 }
 
 int meta_type_read_only(uint16_t t)

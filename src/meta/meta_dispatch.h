@@ -38,6 +38,20 @@ struct meta_scratch {
 int meta_dispatch(meta_ctx *mc, struct meta_scratch *s, uint16_t type, const uint8_t *p,
 		  uint32_t plen, char *err, size_t errlen, int *malformed);
 
+/* meta_dispatch for a caller that runs only what touches nothing but the
+ * KV (an in-process instance without storage, meta_local.h): a request
+ * that needs more (meta_request_kv_only 0) is decoded and left alone,
+ * nothing committed, and META_DISPATCH_PASS comes back. */
+#define META_DISPATCH_PASS 1
+int meta_dispatch_kv_only(meta_ctx *mc, struct meta_scratch *s, uint16_t type,
+			  const uint8_t *p, uint32_t plen, char *err, size_t errlen, int *malformed);
+/* 1 when the decoded request M, of a type the KV-only set may hold
+ * (meta_local.c local_type), runs on the KV alone in this instance: an
+ * OPEN without META_O_TRUNC, a CLOSE with META_CLOSE_LEN_KNOWN, a SETATTR
+ * without META_SET_SIZE, a SYNC without a storage query; 1 for every
+ * other type (the type set decides those). */
+int meta_request_kv_only(const struct meta_rpc_req *m);
+
 /* 1 for the read-only operations (lookup, getattr, access, readlink,
  * readdir, getxattr, listxattr, layout get). */
 int meta_type_read_only(uint16_t type);

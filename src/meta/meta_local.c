@@ -4,15 +4,34 @@
  * threads take one from a free list and give it back; the list grows to
  * the number of threads that ever called at once (the mount's FUSE
  * threads) and is freed at close.
+ *
+ * Compaction hand-off (kv_lmdb.c "Hand-off"): the meta service compacts
+ * its store online only while no other process has it open. When it wants
+ * to, it writes DIR/compact.want; the watch thread here (one stat every
+ * WATCH_MS) then releases the store: calls answer META_LOCAL_PASS (the
+ * client sends them to the service over RPC, with the same request id, so
+ * idempotency holds), in-flight calls drain (the rwlock), the engine
+ * closes (its window sync first: acknowledged commits are in the page
+ * cache and the service syncs the whole file before it copies). Once the
+ * file is gone the store is opened again (the compacted file) and calls
+ * run here again. A want older than WANT_STALE_MS is ignored: the service
+ * asks for at most COMPACT_ASK_MS (2 s), so an older one was left by a
+ * service that died asking.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
 #include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "common/block_hint.h"
+#include "common/log.h"
 #include "common/status.h"
 #include "common/xalloc.h"
 #include "kv/kv.h"
@@ -28,16 +47,63 @@ struct scratch_node {
 	struct scratch_node *next;
 };
 
+#define WATCH_MS 50
+#define WANT_STALE_MS 5000
+
 struct meta_local {
+	/* kv and meta: NULL while released to a compaction. Calls hold rw for
+	 * reading; only the watch thread (and open/close) set them, under rw
+	 * for writing. */
+	pthread_rwlock_t rw;
 	kv_engine *kv;
 	meta_ctx *meta;
-	pthread_mutex_t mu;          /* guards free_list */
+	char *url;                   /* the service's URL, plus compact=0 */
+	char want[PATH_MAX];         /* DIR/compact.want */
+	struct meta_local_opts o;    /* kv_url not kept (url) */
+	uint64_t id;                 /* instance id, the same across reopens */
+	pthread_mutex_t mu;          /* guards free_list, stop */
+	pthread_cond_t cv;           /* wakes the watch thread to stop */
+	int stop, watching;
+	pthread_t watch_th;
 	struct scratch_node *free_list;
 	_Atomic uint64_t calls;
+	_Atomic uint64_t handoffs;
 };
 
+static _Thread_local int table_missing;
+
+/* The chain-table view of this instance: mgmtd's routing snapshot. A table
+ * missing from it (a table created after the mount's last routing refresh)
+ * marks the call, which then goes to the service (meta_local_call). */
+static int local_table(void *mgmtd, uint32_t table_id, uint32_t *chains, uint32_t cap)
+{
+	int rc = meta_routing_table(mgmtd, table_id, chains, cap);
+	if (rc < 0)
+		table_missing = 1;
+	return rc;
+}
+
 /* The operations that touch only the KV (the service runs the same set on
- * its loop threads when commits do not wait for the disk). */
+ * its loop threads when commits do not wait for the disk), and
+ * IDATA_CONVERT (meta_idata.c: a claim and a flip; the client copies the
+ * bytes). OPEN, CLOSE, SETATTR and SYNC only in their KV-only forms (meta_request_kv_only:
+ * no truncate, a known length, no size change, no storage query); the
+ * rest of each goes to the service. What keeps them right here:
+ * - a write session an OPEN records carries the mount's client id, as
+ *   CREATE's always did here: meta's session prune sees it in the KV and
+ *   drops it when the mount dies (meta_service.c prune_sessions);
+ * - every storage-dependent step (cutting chunks, asking storage for a
+ *   length) is in the forms left to the service: this instance has no
+ *   storage (meta_storage_none);
+ * - a failover error (meta_client.c) comes from the KV before the commit,
+ *   and the service's replay under the same request id applies it once
+ *   (OPEN and SETATTR keep idempotency records; CLOSE and SYNC are
+ *   idempotent: a session key cleared twice, a length only raised;
+ *   IDATA_CONVERT's begin re-claims, its commit replayed answers
+ *   "not inline", which the client takes as done: meta_idata.c);
+ * - none of them changes a directory, so other mounts learn of them as
+ *   before: attributes within their attr timeout (no notification is sent
+ *   for these by the service either). */
 static int local_type(uint16_t t)
 {
 	if (meta_type_read_only(t) || meta_type_kv_only_mutation(t))
@@ -45,34 +111,180 @@ static int local_type(uint16_t t)
 	switch (t) {
 	case META_RPC_DIRVER: case META_RPC_LOOKUP_PLUS: case META_RPC_LOOKUP_PLUSD:
 	case META_RPC_DIRLIST: case META_RPC_CLOSE_MANY: case META_RPC_IDATA_READ:
-	case META_RPC_IDATA_WRITE:
+	case META_RPC_IDATA_WRITE: case META_RPC_IDATA_CONVERT: case META_RPC_OPEN:
+	case META_RPC_CLOSE: case META_RPC_SETATTR: case META_RPC_SYNC:
 		return 1;
 	}
 	return 0;
 }
 
-static int new_ctx(struct meta_local *l, const struct meta_local_opts *o,
-		   const struct meta_layout *root, uint64_t id)
+static int new_ctx(struct meta_local *l, kv_engine *kv, const struct meta_layout *root,
+		   meta_ctx **out)
 {
 	struct meta_opts mo = {
-		.instance_id = id,
+		.instance_id = l->id,
 		.root_layout = *root,
 		/* never called by the operations run here (local_type) */
 		.storage = meta_storage_none(),
-		.chains = { o->mgmtd, meta_routing_table },
-		.idata_max = o->idata_max <= META_IDATA_MAX ? o->idata_max : META_IDATA_MAX,
+		.chains = { l->o.mgmtd, local_table },
+		.idata_max = l->o.idata_max <= META_IDATA_MAX ? l->o.idata_max : META_IDATA_MAX,
 	};
-	return meta_new(l->kv, &mo, &l->meta);
+	return meta_new(kv, &mo, out);
+}
+
+/* Opens l->url and a meta instance on it into *KV, *META: 0, or an error
+ * with a message in ERR. */
+static int open_store(struct meta_local *l, kv_engine **kvp, meta_ctx **metap, char *err,
+		      size_t errlen)
+{
+	struct meta_inode root;
+	/* Only to read the root: its default layout is the instance's
+	 * root_layout, as the service formatted it. */
+	struct meta_layout probe = { .chunk_size = 1 << 20, .stripe = 1, .table_id = 1 };
+	kv_engine *kv = NULL;
+	meta_ctx *m = NULL;
+	int rc;
+
+	if ((rc = kv_open(l->url, &kv, err, errlen)))
+		return rc;
+	if ((rc = new_ctx(l, kv, &probe, &m))) {
+		snprintf(err, errlen, "meta instance: %s", cfs_strerror(rc));
+		goto fail;
+	}
+	rc = meta_getattr(m, META_ROOT_INO, &root);
+	meta_free(m);
+	m = NULL;
+	if (rc == 0 && !root.has_layout)
+		rc = -EINVAL;
+	if (rc) {
+		snprintf(err, errlen, "%s: no root directory with a layout (%s): start meta first",
+			 l->url, cfs_strerror(rc));
+		goto fail;
+	}
+	if ((rc = new_ctx(l, kv, &root.layout, &m))) {
+		snprintf(err, errlen, "meta instance: %s", cfs_strerror(rc));
+		goto fail;
+	}
+	*kvp = kv;
+	*metap = m;
+	return 0;
+fail:
+	kv_close(kv);
+	return rc;
+}
+
+/* 1 if the service asks for the store (a fresh DIR/compact.want). */
+static int want_fresh(const struct meta_local *l)
+{
+	struct stat st;
+	struct timespec now;
+
+	if (stat(l->want, &st))
+		return 0;
+	clock_gettime(CLOCK_REALTIME, &now);
+	int64_t age_ms = ((int64_t)now.tv_sec - (int64_t)st.st_mtim.tv_sec) * 1000 +
+			 ((int64_t)now.tv_nsec - (int64_t)st.st_mtim.tv_nsec) / 1000000;
+	return age_ms < WANT_STALE_MS;
+}
+
+static void release_store(struct meta_local *l)
+{
+	pthread_rwlock_wrlock(&l->rw);
+	meta_ctx *m = l->meta;
+	kv_engine *kv = l->kv;
+	l->meta = NULL;
+	l->kv = NULL;
+	pthread_rwlock_unlock(&l->rw);
+	/* No call uses them now: close outside the lock (kv_close syncs). */
+	meta_free(m);
+	kv_close(kv);
+	atomic_fetch_add_explicit(&l->handoffs, 1, memory_order_relaxed);
+	LOG_INFO("meta", "in-process meta: store released for the service's compaction; "
+		 "calls go over RPC until it is done");
+}
+
+/* The watch thread (see the file comment). */
+static void *watch_main(void *arg)
+{
+	struct meta_local *l = arg;
+	uint64_t failed = 0;
+
+	pthread_mutex_lock(&l->mu);
+	while (!l->stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += WATCH_MS * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&l->cv, &l->mu, &ts);
+		if (l->stop)
+			break;
+		pthread_mutex_unlock(&l->mu);
+		int want = want_fresh(l);
+		if (want && l->meta) {
+			release_store(l);
+		} else if (!want && !l->meta) {
+			kv_engine *kv;
+			meta_ctx *m;
+			char err[256];
+			if (open_store(l, &kv, &m, err, sizeof(err)) == 0) {
+				pthread_rwlock_wrlock(&l->rw);
+				l->kv = kv;
+				l->meta = m;
+				pthread_rwlock_unlock(&l->rw);
+				LOG_INFO("meta", "in-process meta: store open again");
+				failed = 0;
+			} else if (failed++ % 200 == 0) { /* every 10 s */
+				LOG_WARN("meta", "in-process meta: reopen: %s (calls stay on RPC)",
+					 err);
+			}
+		}
+		pthread_mutex_lock(&l->mu);
+	}
+	pthread_mutex_unlock(&l->mu);
+	return NULL;
+}
+
+/* L->url: URL with compact=0 (compaction is the service's: a second
+ * compacting engine here would ask itself for the store), unless the URL
+ * sets compact itself; L->want from its path. Refuses a path without a
+ * store: only the service formats one. 0, or -EINVAL / -ENOENT with ERR. */
+static int local_url(struct meta_local *l, const char *url, char *err, size_t errlen)
+{
+	const char *path = url + 7, *q = strchr(path, '?');
+	size_t plen = q ? (size_t)(q - path) : strlen(path);
+	struct stat st;
+	char data[PATH_MAX];
+
+	if (!plen || path[0] != '/' || plen + sizeof("/compact.want") > sizeof(l->want)) {
+		snprintf(err, errlen, "in-process meta: '%s' has no absolute store path", url);
+		return -EINVAL;
+	}
+	snprintf(l->want, sizeof(l->want), "%.*s/compact.want", (int)plen, path);
+	snprintf(data, sizeof(data), "%.*s/data.mdb", (int)plen, path);
+	if (stat(data, &st) || !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s: no meta store there (%s): give the meta service's "
+			 "--kv URL, on this host, and start meta first", data,
+			 strerror(errno ? errno : EINVAL));
+		return -ENOENT;
+	}
+	if (q && strstr(q, "compact=")) {
+		l->url = xstrdup(url);
+	} else {
+		size_t n = strlen(url) + sizeof("?compact=0");
+		l->url = xmalloc(n);
+		snprintf(l->url, n, "%s%scompact=0", url, q ? (q[1] ? "&" : "") : "?");
+	}
+	return 0;
 }
 
 int meta_local_open(const struct meta_local_opts *o, struct meta_local **out, char *err,
 		    size_t errlen)
 {
 	struct meta_local *l;
-	struct meta_inode root;
-	/* Only to read the root: its default layout is the instance's
-	 * root_layout, as the service formatted it. */
-	struct meta_layout probe = { .chunk_size = 1 << 20, .stripe = 1, .table_id = 1 };
+	pthread_rwlockattr_t ra;
 	uint64_t id = 0;
 	int rc;
 
@@ -87,28 +299,25 @@ int meta_local_open(const struct meta_local_opts *o, struct meta_local **out, ch
 			return -EIO;
 		}
 	l = xcalloc(1, sizeof(*l));
+	l->o = *o;
+	l->o.kv_url = NULL;
+	l->id = id;
 	pthread_mutex_init(&l->mu, NULL);
-	rc = kv_open(o->kv_url, &l->kv, err, errlen);
-	if (rc)
+	pthread_cond_init(&l->cv, NULL);
+	/* Writers first: a release must not wait behind a stream of calls. */
+	pthread_rwlockattr_init(&ra);
+	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&l->rw, &ra);
+	pthread_rwlockattr_destroy(&ra);
+	if ((rc = local_url(l, o->kv_url, err, errlen)) ||
+	    (rc = open_store(l, &l->kv, &l->meta, err, errlen)))
 		goto fail;
-	if ((rc = new_ctx(l, o, &probe, id))) {
-		snprintf(err, errlen, "meta instance: %s", cfs_strerror(rc));
-		goto fail;
-	}
-	rc = meta_getattr(l->meta, META_ROOT_INO, &root);
-	meta_free(l->meta);
-	l->meta = NULL;
-	if (rc == 0 && !root.has_layout)
-		rc = -EINVAL;
-	if (rc) {
-		snprintf(err, errlen, "%s: no root directory with a layout (%s): start meta first",
-			 o->kv_url, cfs_strerror(rc));
+	if ((rc = pthread_create(&l->watch_th, NULL, watch_main, l))) {
+		snprintf(err, errlen, "in-process meta: watch thread: %s", strerror(rc));
+		rc = -rc;
 		goto fail;
 	}
-	if ((rc = new_ctx(l, o, &root.layout, id))) {
-		snprintf(err, errlen, "meta instance: %s", cfs_strerror(rc));
-		goto fail;
-	}
+	l->watching = 1;
 	*out = l;
 	return 0;
 fail:
@@ -127,6 +336,17 @@ int meta_local_call(void *arg, uint16_t type, const uint8_t *req, size_t len, st
 		return META_LOCAL_PASS;
 	if (len > UINT32_MAX)
 		return -CFS_EPROTO;
+	if (pthread_rwlock_tryrdlock(&l->rw)) {
+		/* the watch thread swaps the store, after the calls in flight
+		 * (which may wait on LMDB): a FUSE thread hands its reading
+		 * over first (common/block_hint.h) */
+		block_hint_wait();
+		pthread_rwlock_rdlock(&l->rw);
+	}
+	if (!l->meta) { /* released to a compaction: the service answers */
+		pthread_rwlock_unlock(&l->rw);
+		return META_LOCAL_PASS;
+	}
 	pthread_mutex_lock(&l->mu);
 	n = l->free_list;
 	if (n)
@@ -134,14 +354,27 @@ int meta_local_call(void *arg, uint16_t type, const uint8_t *req, size_t len, st
 	pthread_mutex_unlock(&l->mu);
 	if (!n) {
 		n = calloc(1, sizeof(*n));
-		if (!n)
+		if (!n) {
+			pthread_rwlock_unlock(&l->rw);
 			return -ENOMEM;
+		}
 		buf_init(&n->sc.out);
 	}
-	atomic_fetch_add_explicit(&l->calls, 1, memory_order_relaxed);
-	rc = meta_dispatch(l->meta, &n->sc, type, req, (uint32_t)len, err, errlen, &malformed);
+	table_missing = 0;
+	rc = meta_dispatch_kv_only(l->meta, &n->sc, type, req, (uint32_t)len, err, errlen,
+				   &malformed);
+	pthread_rwlock_unlock(&l->rw);
+	/* A chain table this mount's routing does not know yet: nothing was
+	 * committed (the txn failed), and the service, whose routing may
+	 * have it, answers instead. */
+	if (rc < 0 && table_missing)
+		rc = META_DISPATCH_PASS;
+	if (rc != META_DISPATCH_PASS)
+		atomic_fetch_add_explicit(&l->calls, 1, memory_order_relaxed);
 	buf_reset(resp);
-	if (rc == 0 && buf_append(resp, n->sc.out.data, n->sc.out.len))
+	if (rc == META_DISPATCH_PASS)
+		rc = META_LOCAL_PASS;
+	else if (rc == 0 && buf_append(resp, n->sc.out.data, n->sc.out.len))
 		rc = -ENOMEM;
 	pthread_mutex_lock(&l->mu);
 	n->next = l->free_list;
@@ -155,10 +388,22 @@ uint64_t meta_local_calls(const struct meta_local *l)
 	return atomic_load_explicit(&l->calls, memory_order_relaxed);
 }
 
+uint64_t meta_local_handoffs(const struct meta_local *l)
+{
+	return atomic_load_explicit(&l->handoffs, memory_order_relaxed);
+}
+
 void meta_local_close(struct meta_local *l)
 {
 	if (!l)
 		return;
+	if (l->watching) {
+		pthread_mutex_lock(&l->mu);
+		l->stop = 1;
+		pthread_cond_signal(&l->cv);
+		pthread_mutex_unlock(&l->mu);
+		pthread_join(l->watch_th, NULL);
+	}
 	while (l->free_list) {
 		struct scratch_node *n = l->free_list;
 		l->free_list = n->next;
@@ -167,6 +412,9 @@ void meta_local_close(struct meta_local *l)
 	}
 	meta_free(l->meta);
 	kv_close(l->kv);
+	pthread_rwlock_destroy(&l->rw);
+	pthread_cond_destroy(&l->cv);
 	pthread_mutex_destroy(&l->mu);
+	free(l->url);
 	free(l);
 }

@@ -9,11 +9,13 @@
  * the same URL (sync mode, map_size, writemap) as the meta service, and
  * run the operations that touch nothing but the KV itself: the read-only
  * ones and the namespace mutations (meta_dispatch.h), directory listings
- * and versions, CLOSE_MANY, inline-data reads and writes. Each goes
- * through meta_dispatch, the code path of the service, so replies and
- * errors are the service's byte for byte. Everything else (setattr,
- * open, close, sync, fsync, statfs, locks, KVCache, GC, session pruning,
- * idempotency pruning) stays with the meta service process.
+ * and versions, CLOSE_MANY, inline-data reads, writes and conversions, and the
+ * KV-only forms of open (no truncate), close (length known), setattr (no
+ * size change) and sync (no storage query): meta_request_kv_only. Each
+ * goes through meta_dispatch, the code path of the service, so replies
+ * and errors are the service's byte for byte. Everything else (the other
+ * forms of those four, fsync, statfs, locks, KVCache, GC, session
+ * pruning, idempotency pruning) stays with the meta service process.
  *
  * What is per process and how this instance handles it:
  * - inode ids: its own allocator range, as any instance (meta.h);
@@ -25,9 +27,16 @@
  *   meta) leaves the file to the service's next background pass
  *   (bg_interval_ms);
  * - durability: commits are in the page cache when they return (sync=window)
- *   or on disk (sync=full); this engine's own window thread syncs its
- *   commits, and the service's kv_flush (META_FSYNC) syncs every process's
- *   commits (kv_lmdb.c window_sync reads LMDB's last txn id);
+ *   or on disk (sync=full); one engine per store syncs in the background
+ *   (kv_lmdb.c "one background syncer": the service while it runs, this
+ *   engine once it is gone), and the service's kv_flush (META_FSYNC) syncs
+ *   every process's commits (kv_lmdb.c window_sync reads LMDB's last txn
+ *   id);
+ * - compaction: the service's; this engine opens with compact=0 and
+ *   releases the store while the service compacts it (meta_local.c
+ *   "Compaction hand-off"), calls going over RPC meanwhile;
+ * - a chain table missing from this process's routing snapshot: the call
+ *   goes to the service (META_LOCAL_PASS; nothing was committed);
  * - a process killed with the writer lock or reader slots: LMDB's robust
  *   mutex, and the stale-reader check each engine's commit leader runs
  *   at most once a second (kv_lmdb.c batch_begin); a dead reader's slot
@@ -52,9 +61,10 @@ struct meta_local_opts {
 	uint32_t idata_max;           /* the service's inline-data threshold (--inline-max) */
 };
 
-/* Opens the store and checks that meta formatted it (the root exists).
- * 0, or -EINVAL (not lmdb, bad URL) / -ENOENT (no root: meta has not run)
- * / the kv_open error, each with a message in ERR. */
+/* Opens the store and checks that meta formatted it (the root exists);
+ * never creates one. 0, or -EINVAL (not lmdb, bad URL) / -ENOENT (no
+ * data.mdb at the path, or no root: meta has not run) / the kv_open
+ * error, each with a message in ERR. */
 int meta_local_open(const struct meta_local_opts *o, struct meta_local **out, char *err,
 		    size_t errlen);
 
@@ -69,8 +79,11 @@ int meta_local_open(const struct meta_local_opts *o, struct meta_local **out, ch
 int meta_local_call(void *l, uint16_t type, const uint8_t *req, size_t len, struct buf *resp,
 		    char *err, size_t errlen);
 
-/* Calls answered here since open. */
+/* Calls answered here since open (not those passed to the service). */
 uint64_t meta_local_calls(const struct meta_local *l);
+
+/* Times the store was released to the service's compaction since open. */
+uint64_t meta_local_handoffs(const struct meta_local *l);
 
 /* No call may be in progress. NULL-safe. */
 void meta_local_close(struct meta_local *l);

@@ -625,3 +625,23 @@ int integ_count_entries(const char *dir)
 	closedir(d);
 	return n;
 }
+
+long long integ_fsck_sessions(const struct integ *e)
+{
+	char log[700], line[1024];
+	long long n = -1;
+	snprintf(log, sizeof(log), "%s/fsck-sessions.out", e->dir);
+	unlink(log);
+	char *argv[] = {(char *)testenv_chainfs(), "fsck", "--dir", (char *)e->data, NULL};
+	integ_run(argv, NULL, log, 120000);
+	FILE *f = fopen(log, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		char *p = strstr(line, " sessions=");
+		if (!strncmp(line, "meta inodes=", 12) && p)
+			n = strtoll(p + 10, NULL, 10);
+	}
+	fclose(f);
+	return n;
+}

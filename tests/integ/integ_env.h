@@ -140,6 +140,11 @@ unsigned long long integ_cache_drops(void);
  * (--dircache-poll-ms, README "Durability of metadata"). */
 int integ_wait_visible(const char *path, int timeout_ms);
 
+/* Write sessions in E's meta store, from `chainfs fsck` (it reads the KV
+ * while the cluster runs; output in E->dir/fsck-sessions.out), or -1 when
+ * fsck printed no count. */
+long long integ_fsck_sessions(const struct integ *e);
+
 /* Damages stored data the way a bad disk would: flips 8 bytes 100 bytes
  * after MARKER (a string the test wrote into the data) in the first block
  * file under storage service STORAGE's data dir (DATA/storageN, N 1..3)

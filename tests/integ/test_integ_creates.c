@@ -81,19 +81,10 @@ static void expect_size(const char *path, off_t len)
 static unsigned long long sessions_become(unsigned long long want)
 {
 	char log[700], line[1024];
-	snprintf(log, sizeof(log), "%s/fsck-creates.out", env.dir);
+	snprintf(log, sizeof(log), "%s/fsck-sessions.out", env.dir);
 	unsigned long long s = ~0ull;
 	for (int i = 0; i < 20; i++) {
-		char *argv[] = { (char *)testenv_chainfs(), "fsck", "--dir", env.data, NULL };
-		integ_run(argv, NULL, log, 120000);
-		FILE *f = fopen(log, "r");
-		assert_non_null(f);
-		while (fgets(line, sizeof(line), f)) {
-			char *p = strstr(line, " sessions=");
-			if (!strncmp(line, "meta inodes=", 12) && p)
-				s = strtoull(p + 10, NULL, 10);
-		}
-		fclose(f);
+		s = (unsigned long long)integ_fsck_sessions(&env);
 		if (s == want)
 			break;
 		clock_sleep_ms(500);

@@ -24,6 +24,16 @@
  *   KICKS_MAX requests: meta answers a kick when its GC pass starts, so
  *   the mount kicks about once per pass, not once per unlink (which
  *   halved the mount's delete rate).
+ * - File calls in the mount: open without truncate, close with the known
+ *   length, chmod and utimens (setattr without a size), the length
+ *   report of a chunked file and an inline file's conversion run
+ *   in-process: NFOPS rounds of them send meta at most NFOPS / 4
+ *   requests (over RPC: at least 5 per round). A second mount over RPC
+ *   sees the mode and mtime change within its attribute timeout; after
+ *   kill -9 of the mount right after the last close and setattr
+ *   returned, the new mount and the one over RPC see the last mode,
+ *   mtime and length; the write session a file still held open at the
+ *   kill had recorded in-process is pruned by meta (fsck: none left).
  *
  * - A namespace change that waits does not hold the mount up: a process
  *   holds LMDB's writer lock (a write txn of its own on meta's store)
@@ -35,10 +45,21 @@
  *   holding the reading of /dev/fuse, and every request of the mount
  *   waited with it.
  *
- * The whole group runs with CFS_META_LOCAL=1 and CFS_FUSE_NS_FAST=1, set
- * before any thread, so every `chainfs up` of the test (restarts
- * included) starts the mount with --meta-local and the namespace changes
- * on the reading thread.
+ * - Compaction hand-off: 20,000 creates and unlinks leave meta's store a
+ *   free list worth compacting; while another thread keeps creating
+ *   files through the mount, meta asks for the store (compact.want), the
+ *   mount releases it (calls over RPC meanwhile), meta compacts online and
+ *   the mount opens the store again; no create fails, every acknowledged
+ *   one is there after, and creates went on while the store was
+ *   released. Without the hand-off meta skips the compaction for as long
+ *   as the mount runs.
+ * - No store: `chainfs mount --meta-local` on a path without a meta store
+ *   (a typo whose parent exists) refuses with a clear error and creates
+ *   nothing there.
+ *
+ * `chainfs up` starts the mount with --meta-local by default, restarts
+ * included; the group sets CFS_FUSE_NS_FAST=1 before any thread, so the
+ * namespace changes run on the reading thread (fuse_loop.h).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -48,7 +69,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +92,11 @@
 #define GC_BOUND_MS   8000  /* kick + GC + meta's 1 s statfs cache, loaded host */
 #define NDEL          2000
 #define KICKS_MAX     (NDEL / 10) /* one per 50 ms GC pass: ~10 at 10k unlinks/s */
+#define NFOPS         300
+#define ATTR_BOUND_MS 1000  /* the mount's --attr-timeout */
+#define PRUNE_MS      60000 /* mgmtd's heartbeat timeout (10 s) + meta's session check, loaded */
+#define NBULK         20000 /* creates and unlinks that make compaction worth it */
+#define COMPACT_BOUND_MS 20000 /* settle (100 ms checks), ask, release, copy: loaded host */
 
 static struct integ env;
 
@@ -472,13 +500,238 @@ static void test_wait_hands_over(void **state)
 	assert_true(wait_exists(victim, 0, 10));
 }
 
+/* Waits up to MS for PATH's mode (permission bits) and mtime seconds to
+ * be MODE and MTIME. */
+static int wait_attrs(const char *path, mode_t mode, time_t mtime, int ms)
+{
+	uint64_t until = clock_mono_ms() + (uint64_t)ms;
+	for (;;) {
+		struct stat st;
+		if (stat(path, &st) == 0 && (st.st_mode & 07777) == mode && st.st_mtime == mtime)
+			return 1;
+		if (clock_mono_ms() > until)
+			return 0;
+		clock_sleep_ms(20);
+	}
+}
+
+static void expect_file(const char *path, mode_t mode, time_t mtime, off_t size)
+{
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, mode);
+	assert_int_equal(st.st_mtime, mtime);
+	assert_int_equal(st.st_size, size);
+}
+
+static void test_file_ops_local(void **state)
+{
+	static char blk[4096], big0[200 << 10];
+	char dir[1024], a[1200], big[1200], conv[1200], mnt2[600], a2[1300], big2[1300];
+	integ_path(&env, "fops", dir, sizeof(dir));
+	assert_int_equal(mkdir(dir, 0755), 0);
+	snprintf(a, sizeof(a), "%s/a", dir);
+	snprintf(big, sizeof(big), "%s/big", dir);
+	integ_write_file(a, "inline bytes", 12);
+	memset(big0, 0x42, sizeof(big0));
+	integ_write_file(big, big0, sizeof(big0)); /* past the inline threshold: chunks */
+	memset(blk, 0x17, sizeof(blk));
+
+	pid_t m2 = integ_mount2_start(&env, mnt2, sizeof(mnt2));
+	snprintf(a2, sizeof(a2), "%s/fops/a", mnt2);
+	snprintf(big2, sizeof(big2), "%s/fops/big", mnt2);
+	assert_true(wait_exists(a2, 1, NAME_BOUND_MS + SLACK_MS));
+
+	uint64_t t0;
+	unsigned long long before = integ_meta_requests_settled(&env, 2, &t0);
+	for (int i = 0; i < NFOPS; i++) {
+		struct timespec ts[2] = {{1000 + i, 0}, {2000 + i, 0}};
+		assert_int_equal(chmod(a, i % 2 ? 0600 : 0640), 0);
+		assert_int_equal(utimensat(AT_FDCWD, a, ts, 0), 0);
+		int fd = open(a, O_RDWR);
+		assert_true(fd >= 0);
+		assert_int_equal(close(fd), 0);
+		fd = open(big, O_WRONLY);
+		assert_true(fd >= 0);
+		assert_int_equal(pwrite(fd, blk, sizeof(blk), (off_t)sizeof(big0) + 4096 * i),
+				 (ssize_t)sizeof(blk));
+		assert_int_equal(close(fd), 0);
+	}
+	/* an inline file grown past the threshold converts (begin, commit) */
+	snprintf(conv, sizeof(conv), "%s/conv", dir);
+	integ_write_file(conv, "x", 1);
+	int fd = open(conv, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, big0, sizeof(big0), 1), (ssize_t)sizeof(big0));
+	assert_int_equal(close(fd), 0);
+	uint64_t ms = (clock_mono_ns() - t0) / 1000000u;
+	unsigned long long sent = integ_meta_requests(&env) - before - 1;
+	print_message("%d rounds of chmod, utimens, 2 opens, a write, 2 closes in %llu ms: "
+		      "%llu meta requests\n", NFOPS, (unsigned long long)ms, sent);
+	/* the heartbeats and kicks of a few seconds; over RPC >= 5 * NFOPS */
+	assert_true(sent <= NFOPS / 4 + ms / 50);
+
+	/* the last changes, then the mount dies at once with a file held open */
+	const off_t size = (off_t)sizeof(big0) + 4096 * NFOPS;
+	struct timespec last[2] = {{10, 0}, {7777, 0}};
+	int held = open(big, O_RDWR);
+	assert_true(held >= 0);
+	assert_int_equal(chmod(a, 0604), 0);
+	assert_int_equal(utimensat(AT_FDCWD, a, last, 0), 0);
+	assert_true(integ_fsck_sessions(&env) >= 1);
+	/* the mount over RPC sees them within its attribute timeout */
+	assert_true(wait_attrs(a2, 0604, 7777, ATTR_BOUND_MS + SLACK_MS));
+	integ_kill9(&env, "mount");
+	close(held);
+	/* meta's view: the mount over RPC, its attribute cache expired */
+	clock_sleep_ms(ATTR_BOUND_MS + 100);
+	expect_file(a2, 0604, 7777, 12);
+	struct stat st;
+	assert_int_equal(stat(big2, &st), 0);
+	assert_int_equal(st.st_size, size);
+	integ_mount2_stop(&m2);
+	assert_int_equal(up_again("up-after-fops"), 0);
+	expect_file(a, 0604, 7777, 12);
+	assert_int_equal(stat(big, &st), 0);
+	assert_int_equal(st.st_size, size);
+	assert_int_equal(stat(conv, &st), 0);
+	assert_int_equal(st.st_size, (off_t)sizeof(big0) + 1);
+	/* the held file's session (recorded in-process) is pruned by meta */
+	uint64_t until = clock_mono_ms() + PRUNE_MS;
+	long long left;
+	while ((left = integ_fsck_sessions(&env)) != 0 && clock_mono_ms() < until)
+		clock_sleep_ms(1000);
+	assert_int_equal(left, 0);
+}
+
+/* Lines of the file at PATH holding NEEDLE (0 if none or no file). */
+static int lines_with(const char *path, const char *needle)
+{
+	char line[2048];
+	int n = 0;
+	FILE *fp = fopen(path, "r");
+	if (!fp)
+		return 0;
+	while (fgets(line, sizeof(line), fp))
+		n += strstr(line, needle) != NULL;
+	fclose(fp);
+	return n;
+}
+
+/* The creating thread of test_compact_handoff. */
+struct busy {
+	char dir[1100];
+	_Atomic int stop;
+	_Atomic int made;    /* creates acknowledged */
+	int failed_errno;    /* first failure, 0 if none */
+};
+
+static void *busy_main(void *arg)
+{
+	struct busy *b = arg;
+	char f[1200];
+	while (!atomic_load(&b->stop)) {
+		int i = atomic_load(&b->made);
+		snprintf(f, sizeof(f), "%s/b%06d", b->dir, i);
+		int fd = open(f, O_WRONLY | O_CREAT | O_EXCL, 0644);
+		if (fd < 0 || close(fd)) {
+			b->failed_errno = errno ? errno : EIO;
+			break;
+		}
+		atomic_store(&b->made, i + 1);
+		clock_sleep_ms(2);
+	}
+	return NULL;
+}
+
+static void test_compact_handoff(void **state)
+{
+	char p[1200], f[1300], mlog[700], melog[700];
+	static struct busy b;
+	pthread_t th;
+
+	snprintf(mlog, sizeof(mlog), "%s/logs/mount.log", env.data);
+	snprintf(melog, sizeof(melog), "%s/logs/meta.log", env.data);
+	/* earlier tests may have compacted: count what this one adds */
+	int released0 = lines_with(mlog, "store released for the service");
+	int compacted0 = lines_with(melog, "lmdb: compacted online");
+	int reopened0 = lines_with(mlog, "in-process meta: store open again");
+	integ_path(&env, "bulk", p, sizeof(p));
+	assert_int_equal(mkdir(p, 0755), 0);
+	for (int i = 0; i < NBULK; i++) {
+		snprintf(f, sizeof(f), "%s/f%05d", p, i);
+		integ_touch(f);
+	}
+	integ_path(&env, "busy", b.dir, sizeof(b.dir));
+	assert_int_equal(mkdir(b.dir, 0755), 0);
+	assert_int_equal(pthread_create(&th, NULL, busy_main, &b), 0);
+	for (int i = 0; i < NBULK; i++) {
+		snprintf(f, sizeof(f), "%s/f%05d", p, i);
+		assert_int_equal(unlink(f), 0);
+	}
+	uint64_t until = clock_mono_ms() + COMPACT_BOUND_MS;
+	int released = 0, compacted = 0, reopened = 0, made_released = -1;
+	while (clock_mono_ms() < until && !(compacted && reopened)) {
+		if (!released && lines_with(mlog, "store released for the service") > released0) {
+			released = 1;
+			made_released = atomic_load(&b.made);
+		}
+		compacted = lines_with(melog, "lmdb: compacted online") > compacted0;
+		reopened = lines_with(mlog, "in-process meta: store open again") > reopened0;
+		clock_sleep_ms(20);
+	}
+	clock_sleep_ms(300); /* creates after the reopen, in-process again */
+	atomic_store(&b.stop, 1);
+	pthread_join(th, NULL);
+	int made = atomic_load(&b.made);
+	print_message("released=%d compacted=%d reopened=%d; %d creates, %d before the "
+		      "release was seen, first error %d\n", released, compacted, reopened, made,
+		      made_released, b.failed_errno);
+	assert_int_equal(b.failed_errno, 0);
+	assert_true(released && compacted && reopened);
+	assert_true(made > made_released);
+	assert_int_equal(integ_count_entries(b.dir), made);
+	for (int i = 0; i < made; i++) {
+		struct stat st;
+		snprintf(f, sizeof(f), "%s/b%06d", b.dir, i);
+		assert_int_equal(stat(f, &st), 0);
+	}
+	/* the store serves in-process again: a namespace op with meta stopped */
+	int meta = integ_role_pid(&env, "meta");
+	assert_true(meta > 0);
+	assert_int_equal(kill(meta, SIGSTOP), 0);
+	int rc = local_only_ops(b.dir);
+	kill(meta, SIGCONT);
+	assert_int_equal(rc, 0);
+}
+
+static void test_no_store(void **state)
+{
+	char url[800], typo[700], mnt[700], log[700], cid[128], port[32], addr[64], secret[700];
+	snprintf(typo, sizeof(typo), "%s/metax", env.data);
+	snprintf(url, sizeof(url), "lmdb://%s?sync=window", typo);
+	snprintf(mnt, sizeof(mnt), "%s/mnt-nostore", env.dir);
+	snprintf(log, sizeof(log), "%s/mount-nostore.log", env.dir);
+	snprintf(secret, sizeof(secret), "%s/secret", env.data);
+	integ_conf_get(&env, "mgmtd_port", port, sizeof(port));
+	integ_conf_get(&env, "cluster_id", cid, sizeof(cid));
+	snprintf(addr, sizeof(addr), "127.0.0.1:%s", port);
+	assert_int_equal(mkdir(mnt, 0755), 0);
+	char *argv[] = {(char *)testenv_chainfs(), "mount", "--mgmtd", addr, "--cluster-id", cid,
+			"--secret-file", secret, "--meta-local", url, mnt, NULL};
+	assert_int_not_equal(integ_run(argv, NULL, log, 30000), 0);
+	assert_true(testenv_file_has(log, "no meta store there"));
+	struct stat st;
+	assert_int_equal(stat(typo, &st), -1);
+	assert_int_equal(errno, ENOENT);
+}
+
 int main(void)
 {
 	integ_require_fuse();
-	/* Before any thread: every `chainfs up` here passes --meta-local. */
-	setenv("CFS_META_LOCAL", "1", 1);
-	/* ... with the namespace changes on the reading thread, whose waits
-	 * test_wait_hands_over is about (fuse_loop.h FUSELOOP_NS_FAST) */
+	/* Before any thread: every `chainfs up` here runs the namespace
+	 * changes on the reading thread, whose waits test_wait_hands_over
+	 * is about (fuse_loop.h FUSELOOP_NS_FAST) */
 	setenv("CFS_FUSE_NS_FAST", "1", 1);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip),
@@ -486,6 +739,9 @@ int main(void)
 		cmocka_unit_test(test_two_mounts),
 		cmocka_unit_test(test_kill9_mount_in_write),
 		cmocka_unit_test(test_gc_kick),
+		cmocka_unit_test(test_file_ops_local),
+		cmocka_unit_test(test_compact_handoff),
+		cmocka_unit_test(test_no_store),
 		cmocka_unit_test(test_wait_hands_over),
 	};
 	return integ_main(&env, "metalocal", tests, sizeof(tests) / sizeof(tests[0]));

@@ -650,6 +650,80 @@ static void t_window_sync_other_process(void **state)
 	kv_close(e);
 }
 
+/* Waits up to MS for E to be its store's background syncer. */
+static int wait_owner(kv_engine *e, int ms)
+{
+	uint64_t until = clock_mono_ms() + (uint64_t)ms;
+	while (!kv_lmdb_sync_owner(e) && clock_mono_ms() < until)
+		usleep(5000);
+	return kv_lmdb_sync_owner(e);
+}
+
+/* One background syncer per store (kv_lmdb.c "one background syncer"):
+ * with the parent's engine syncing, a second process's engine commits but
+ * its background thread never syncs (the parent's syncs cover its commit);
+ * once the parent's engine closes, the child's takes over and syncs its
+ * next commit within the window. Before, both synced every period. */
+static void t_one_background_syncer(void **state)
+{
+	char url[1000];
+	int64_t committed, synced;
+	uint64_t syncs0, syncs1;
+	int p2c[2], c2p[2], st;
+	char b;
+
+	fresh_url(url, sizeof(url), "?sync=window&sync_ms=20&compact=0");
+	assert_int_equal(pipe(p2c), 0);
+	assert_int_equal(pipe(c2p), 0);
+	/* Forked before the parent's engine opens: a child must not inherit
+	 * its sync.lock descriptor (flock belongs to the open file). */
+	pid_t pid = child_fork();
+	if (pid == 0) {
+		kv_engine *c;
+		char err[256];
+		if (read(p2c[0], &b, 1) != 1 || kv_open(url, &c, err, sizeof(err)))
+			_exit(1);
+		if (kv_run(c, NULL, win_body, "child/1", NULL))
+			_exit(2);
+		usleep(300000); /* 15 periods */
+		kv_lmdb_sync_stats(c, &committed, &synced, &syncs0);
+		if (kv_lmdb_sync_owner(c) || syncs0)
+			_exit(3);
+		if (write(c2p[1], "r", 1) != 1 || read(p2c[0], &b, 1) != 1)
+			_exit(4);
+		/* the parent's engine is closed: this one takes over */
+		if (!wait_owner(c, 2000))
+			_exit(5);
+		if (kv_run(c, NULL, win_body, "child/2", NULL))
+			_exit(6);
+		uint64_t until = clock_mono_ms() + 2000;
+		do {
+			usleep(5000);
+			kv_lmdb_sync_stats(c, &committed, &synced, &syncs1);
+		} while (synced < committed && clock_mono_ms() < until);
+		_exit(synced >= committed && syncs1 >= 1 ? 0 : 7);
+	}
+	kv_engine *e = open_ok(url);
+	assert_true(wait_owner(e, 2000));
+	assert_int_equal(write(p2c[1], "o", 1), 1);
+	kv_lmdb_sync_stats(e, &committed, &synced, &syncs0);
+	assert_int_equal(read(c2p[0], &b, 1), 1);
+	kv_lmdb_sync_stats(e, &committed, &synced, &syncs1);
+	assert_true(syncs1 > syncs0); /* the child's commit, synced here */
+	kv_close(e);
+	assert_int_equal(write(p2c[1], "g", 1), 1);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	for (int j = 0; j < 4; j++)
+		if (children[j] == pid)
+			children[j] = 0;
+	close(p2c[0]);
+	close(p2c[1]);
+	close(c2p[0]);
+	close(c2p[1]);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 static void t_multi_process(void **state)
 {
 	char url[512];
@@ -1437,6 +1511,7 @@ int main(void)
 		cmocka_unit_test_teardown(t_writemap_map_full, reap_children),
 		cmocka_unit_test_teardown(t_window_sync, reap_children),
 		cmocka_unit_test_teardown(t_window_sync_other_process, reap_children),
+		cmocka_unit_test_teardown(t_one_background_syncer, reap_children),
 		cmocka_unit_test_teardown(t_multi_process, reap_children),
 		cmocka_unit_test_teardown(t_map_full, reap_children),
 		cmocka_unit_test_teardown(t_readers_full, reap_children),

@@ -17,6 +17,13 @@
  * flight send nothing more; its reply sends exactly one more (the changes
  * made meanwhile); that one's reply, with no change since, none; a
  * getattr none. The calls return while their kick waits.
+ *
+ * meta_local itself (test_unknown_table): on a store meta formatted, with
+ * a mgmtd client that has no routing yet (its mgmtd is dead), a create
+ * needs a chain table the instance cannot see; meta_local_call passes it
+ * to the service (the client fails over to its dead instance: a transport
+ * error, a failover counted), not -EINVAL; a getattr still runs
+ * in-process.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,10 +32,16 @@
 #include <cmocka.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
 
 #include "client/meta_client.h"
+#include "kv/kv.h"
+#include "meta/meta.h"
+#include "meta/meta_local.h"
+#include "meta/meta_storage.h"
+#include "mgmtd/mgmtd_client.h"
 #include "common/clock.h"
 #include "common/status.h"
 #include "meta/meta_proto.h"
@@ -64,20 +77,26 @@ static int hook_fn(void *arg, uint16_t type, const uint8_t *req, size_t len, str
 	return meta_rpc_resp_encode(resp, &r);
 }
 
-static void test_hook(void **state)
+/* A client whose only instance is dead (a free port), short timeouts. */
+static meta_client *dead_client(void)
 {
-	char addr[32];
+	char addr[32], err[256];
 	snprintf(addr, sizeof(addr), "127.0.0.1:%u", (unsigned)testenv_free_port());
 	const char *addrs[] = {addr};
 	struct meta_client_opts o = {.addrs = addrs, .naddrs = 1, .cluster_id = CID,
 	                             .secret = SECRET, .secret_len = sizeof(SECRET),
 	                             .timeout_ms = 200, .retry_ms = 300, .down_ms = 100};
 	meta_client *c = NULL;
-	char err[256];
+	assert_int_equal(meta_client_new(&o, &c, err, sizeof(err)), 0);
+	return c;
+}
+
+static void test_hook(void **state)
+{
+	meta_client *c = dead_client();
 	struct meta_inode in;
 	struct meta_client_stats st;
 	struct hook h = {0};
-	assert_int_equal(meta_client_new(&o, &c, err, sizeof(err)), 0);
 	meta_client_set_local(c, hook_fn, &h);
 
 	assert_int_equal(meta_client_getattr(c, NULL, 77, &in), 0);
@@ -201,9 +220,68 @@ static void test_gc_kicks(void **state)
 	rpc_server_free(srv);
 }
 
+static int one_table(void *arg, uint32_t table_id, uint32_t *chains, uint32_t cap)
+{
+	(void)arg;
+	if (table_id != 1)
+		return -ENOENT;
+	if (cap)
+		chains[0] = 1;
+	return 1;
+}
+
+static void test_unknown_table(void **state)
+{
+	char url[600], err[256], mg[32];
+	char *dir = testenv_tmpdir("meta-local");
+	kv_engine *kv = NULL;
+	meta_ctx *m = NULL;
+	assert_non_null(dir);
+	snprintf(url, sizeof(url), "lmdb://%s/meta?sync=window", dir);
+	assert_int_equal(kv_open(url, &kv, err, sizeof(err)), 0);
+	struct meta_opts mo = { .instance_id = 1,
+				.root_layout = { .chunk_size = 1u << 20, .stripe = 1, .table_id = 1 },
+				.storage = meta_storage_none(),
+				.chains = { NULL, one_table } };
+	assert_int_equal(meta_new(kv, &mo, &m), 0);
+	assert_int_equal(meta_format(m), 0);
+	meta_free(m);
+	kv_close(kv);
+
+	snprintf(mg, sizeof(mg), "127.0.0.1:%u", (unsigned)testenv_free_port());
+	const char *mgs[] = {mg};
+	struct mgmtd_client_opts mgo = { .mgmtd_addrs = mgs, .n_mgmtd = 1, .cluster_id = CID,
+					 .secret = SECRET, .secret_len = sizeof(SECRET) };
+	struct mgmtd_client *mc = NULL;
+	assert_int_equal(mgmtd_client_new(&mgo, &mc, err, sizeof(err)), 0);
+	struct meta_local_opts lo = { .kv_url = url, .mgmtd = mc };
+	struct meta_local *l = NULL;
+	assert_int_equal(meta_local_open(&lo, &l, err, sizeof(err)), 0);
+
+	meta_client *c = dead_client();
+	struct meta_client_stats st;
+	struct meta_inode in;
+	meta_client_set_local(c, meta_local_call, l);
+	struct meta_name name = { "f", 1 };
+	int rc = meta_client_create(c, NULL, META_ROOT_INO, name, 0644, 0, NULL, NULL);
+	print_message("create with an unknown chain table: %d (%s)\n", rc, cfs_strerror(rc));
+	assert_true(rc < 0 && rc != -EINVAL);
+	meta_client_get_stats(c, &st);
+	assert_true(st.failovers >= 1);
+	assert_int_equal(meta_client_getattr(c, NULL, META_ROOT_INO, &in), 0);
+	assert_int_equal(in.ino, META_ROOT_INO);
+	/* the getattr only: the create went to the service */
+	assert_int_equal(meta_local_calls(l), 1);
+	meta_client_free(c);
+	meta_local_close(l);
+	mgmtd_client_free(mc);
+	free(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_unknown_table),
 		cmocka_unit_test(test_hook),
 		cmocka_unit_test(test_gc_kicks),
 	};
