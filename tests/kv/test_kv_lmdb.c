@@ -718,6 +718,67 @@ static void t_one_background_syncer(void **state)
 	assert_int_equal(WEXITSTATUS(st), 0);
 }
 
+/* A background syncer that is alive but stopped (SIGSTOP: it keeps
+ * sync.lock and syncs nothing) must not leave another process's commits
+ * unsynced: the in-process meta acknowledges them without the service.
+ * The child holds the lock and is stopped; the parent's commit is synced
+ * by the parent's own background thread once the child's heartbeat is
+ * late (kv_lmdb.c "one background syncer"). Before, the parent never
+ * synced while the child lived. */
+static void t_syncer_stopped(void **state)
+{
+	char url[1000];
+	int64_t committed = 0, synced = 0;
+	uint64_t syncs0, syncs1 = 0;
+	int p2c[2], c2p[2], st;
+	char b;
+
+	fresh_url(url, sizeof(url), "?sync=window&sync_ms=20&compact=0");
+	assert_int_equal(pipe(p2c), 0);
+	assert_int_equal(pipe(c2p), 0);
+	pid_t pid = child_fork();
+	if (pid == 0) {
+		kv_engine *c;
+		char err[256];
+		if (kv_open(url, &c, err, sizeof(err)))
+			_exit(1);
+		if (!wait_owner(c, 2000))
+			_exit(2);
+		if (write(c2p[1], "o", 1) != 1 || read(p2c[0], &b, 1) != 1)
+			_exit(3);
+		kv_close(c);
+		_exit(0);
+	}
+	assert_int_equal(read(c2p[0], &b, 1), 1);
+	kv_engine *e = open_ok(url);
+	usleep(100000); /* the parent's thread has tried the lock */
+	assert_false(kv_lmdb_sync_owner(e));
+	assert_int_equal(kill(pid, SIGSTOP), 0);
+	kv_lmdb_sync_stats(e, &committed, &synced, &syncs0);
+	assert_int_equal(kv_run(e, NULL, win_body, "stopped/1", NULL), 0);
+	uint64_t until = clock_mono_ms() + 2000;
+	do {
+		usleep(5000);
+		kv_lmdb_sync_stats(e, &committed, &synced, &syncs1);
+	} while ((synced < committed || syncs1 == syncs0) && clock_mono_ms() < until);
+	assert_int_equal(kill(pid, SIGCONT), 0);
+	assert_false(kv_lmdb_sync_owner(e));
+	assert_int_equal(write(p2c[1], "g", 1), 1);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	for (int j = 0; j < 4; j++)
+		if (children[j] == pid)
+			children[j] = 0;
+	close(p2c[0]);
+	close(p2c[1]);
+	close(c2p[0]);
+	close(c2p[1]);
+	kv_close(e);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	assert_true(synced >= committed);
+	assert_true(syncs1 > syncs0);
+}
+
 static void t_multi_process(void **state)
 {
 	char url[512];
@@ -1421,6 +1482,7 @@ int main(void)
 		cmocka_unit_test_teardown(t_window_sync, reap_children),
 		cmocka_unit_test_teardown(t_window_sync_other_process, reap_children),
 		cmocka_unit_test_teardown(t_one_background_syncer, reap_children),
+		cmocka_unit_test_teardown(t_syncer_stopped, reap_children),
 		cmocka_unit_test_teardown(t_multi_process, reap_children),
 		cmocka_unit_test_teardown(t_map_full, reap_children),
 		cmocka_unit_test_teardown(t_readers_full, reap_children),
