@@ -640,14 +640,41 @@ static void crash_at(int step)
 		raise(SIGKILL);
 }
 
+/* Stale lock file. LMDB keeps the last txn id in lock.mdb (mti_txnid)
+ * and every txn picks its meta page by that id's parity; the process that
+ * opens the environment alone (LMDB's exclusive lock) sets it from the
+ * data file, the others trust it. A compaction replaces data.mdb (its
+ * copy restarts the count at 1) while it holds the exclusive lock, and
+ * then closes and reopens. A process that began opening meanwhile (a
+ * mount starting, or reopening after the hand-off, meta_local.c) waits in
+ * LMDB's open for the shared lock, gets it the moment the old environment
+ * closes, and then neither it nor the compacting engine opens alone: both
+ * would read the new file through the old id, and a write txn on the
+ * wrong meta page (the empty one when the old id is even) commits over the
+ * whole database. The id in lock.mdb is never above the newest meta page
+ * of the data file (a commit writes the page, then the id), so a read txn
+ * whose id is above it shows the stale state before anything is written:
+ * the opener closes and tries again after a short random pause, and the
+ * first process that then opens alone sets the id right. Up to
+ * STALE_TRIES_MS, then EAGAIN. */
+#define STALE_TRIES_MS 2000
+
 /* Opens e->path as the engine's environment (e->env_flags, map size,
  * readers) and its main DB. */
 static int open_env(struct lmdb_engine *e, MDB_env **envp, MDB_dbi *dbi)
 {
-	MDB_env *env = NULL;
-	MDB_txn *txn = NULL;
-	int rc, dead = 0;
+	uint64_t until = clock_mono_ns() + (uint64_t)STALE_TRIES_MS * 1000000u;
+	unsigned seed = (unsigned)getpid() ^ (unsigned)until;
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_envinfo info;
+	uint64_t lock_id = 0;
+	int rc, dead, stale, tries = 0;
 
+again:
+	env = NULL;
+	txn = NULL;
+	dead = stale = 0;
 	if ((rc = mdb_env_create(&env)))
 		return rc;
 	if ((rc = mdb_env_set_mapsize(env, (size_t)e->map_size)) ||
@@ -658,8 +685,15 @@ static int open_env(struct lmdb_engine *e, MDB_env **envp, MDB_dbi *dbi)
 	mdb_reader_check(env, &dead);
 	if (dead)
 		LOG_NOTICE("kv", "lmdb: cleared stale readers: path=%s count=%d", e->path, dead);
-	if ((rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) ||
-	    (rc = mdb_dbi_open(txn, NULL, 0, dbi)))
+	if ((rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) || (rc = mdb_env_info(env, &info)))
+		goto fail;
+	lock_id = (uint64_t)mdb_txn_id(txn);
+	if (lock_id > (uint64_t)info.me_last_txnid) {
+		stale = 1;
+		rc = EAGAIN;
+		goto fail;
+	}
+	if ((rc = mdb_dbi_open(txn, NULL, 0, dbi)))
 		goto fail;
 	mdb_txn_commit(txn);
 	*envp = env;
@@ -668,6 +702,17 @@ fail:
 	if (txn)
 		mdb_txn_abort(txn);
 	mdb_env_close(env);
+	if (stale) {
+		if (!tries++)
+			LOG_NOTICE("kv", "lmdb: open %s: lock file's txn %llu is past the data "
+				   "file's %llu (opened during a compaction): opening again",
+				   e->path, (unsigned long long)lock_id,
+				   (unsigned long long)info.me_last_txnid);
+		if (clock_mono_ns() < until) {
+			clock_sleep_ms(5 + rand_r(&seed) % 20);
+			goto again;
+		}
+	}
 	return rc;
 }
 

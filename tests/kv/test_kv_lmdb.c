@@ -46,6 +46,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <lmdb.h>
 
 #include "common/clock.h"
 #include "common/status.h"
@@ -779,6 +780,88 @@ static void t_syncer_stopped(void **state)
 	assert_true(syncs1 > syncs0);
 }
 
+/* A process that opens the store while a compaction replaces data.mdb
+ * gets LMDB's shared lock when the compacting environment closes, and
+ * then nobody re-reads the last txn id that lock.mdb keeps (kv_lmdb.c
+ * "Stale lock file"). Here a child keeps the old environment open (as
+ * the opener would), data.mdb is replaced by a compacting copy (its ids
+ * restart at 1) at an even last id, and the parent opens while the child
+ * still holds it: the parent must see the data (and may then write).
+ * Before, it read through the empty meta page: the key was gone, and its
+ * first commit would have written an empty database over it. */
+static void t_stale_lock_after_swap(void **state)
+{
+	char url[1000], path[1000], cp[1100], from[1200], to[1200];
+	int64_t committed, synced;
+	uint64_t syncs;
+	int p2c[2], c2p[2], st, n = 0;
+	char b;
+
+	fresh_url(url, sizeof(url), "?sync=full&compact=0");
+	snprintf(path, sizeof(path), "%s", url + 7);
+	*strchr(path, '?') = 0;
+	kv_engine *e = open_ok(url);
+	assert_int_equal(kv_run(e, NULL, win_body, "swap/1", NULL), 0);
+	do { /* an even last id: the stale parity picks the empty meta page */
+		char k[32];
+		snprintf(k, sizeof(k), "swap/x%d", n++);
+		assert_int_equal(kv_run(e, NULL, win_body, k, NULL), 0);
+		kv_lmdb_sync_stats(e, &committed, &synced, &syncs);
+	} while (committed % 2 || committed < 4);
+	kv_close(e);
+
+	assert_int_equal(pipe(p2c), 0);
+	assert_int_equal(pipe(c2p), 0);
+	pid_t pid = child_fork();
+	if (pid == 0) {
+		MDB_env *env;
+		if (mdb_env_create(&env) || mdb_env_open(env, path, 0, 0644))
+			_exit(1);
+		if (write(c2p[1], "o", 1) != 1 || read(p2c[0], &b, 1) != 1)
+			_exit(2);
+		usleep(300000); /* the parent's open starts while this holds it */
+		mdb_env_close(env);
+		_exit(0);
+	}
+	assert_int_equal(read(c2p[0], &b, 1), 1);
+	{
+		MDB_env *env;
+		snprintf(cp, sizeof(cp), "%s.cp", path);
+		assert_int_equal(mkdir(cp, 0755), 0);
+		assert_int_equal(mdb_env_create(&env), 0);
+		assert_int_equal(mdb_env_open(env, path, 0, 0644), 0);
+		assert_int_equal(mdb_env_copy2(env, cp, MDB_CP_COMPACT), 0);
+		mdb_env_close(env);
+		snprintf(from, sizeof(from), "%s/data.mdb", cp);
+		snprintf(to, sizeof(to), "%s/data.mdb", path);
+		assert_int_equal(rename(from, to), 0);
+		rmdir(cp);
+	}
+	assert_int_equal(write(p2c[1], "g", 1), 1);
+	e = open_ok(url);
+	int has = win_has(e, "swap/1");
+	int wrote = kv_run(e, NULL, win_body, "swap/2", NULL);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	for (int j = 0; j < 4; j++)
+		if (children[j] == pid)
+			children[j] = 0;
+	close(p2c[0]);
+	close(p2c[1]);
+	close(c2p[0]);
+	close(c2p[1]);
+	assert_int_equal(has, 1);
+	assert_int_equal(wrote, 0);
+	assert_int_equal(win_has(e, "swap/1"), 1);
+	assert_int_equal(win_has(e, "swap/2"), 1);
+	kv_close(e);
+	e = open_ok(url); /* and again, alone */
+	assert_int_equal(win_has(e, "swap/1"), 1);
+	assert_int_equal(win_has(e, "swap/2"), 1);
+	kv_close(e);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 static void t_multi_process(void **state)
 {
 	char url[512];
@@ -1483,6 +1566,7 @@ int main(void)
 		cmocka_unit_test_teardown(t_window_sync_other_process, reap_children),
 		cmocka_unit_test_teardown(t_one_background_syncer, reap_children),
 		cmocka_unit_test_teardown(t_syncer_stopped, reap_children),
+		cmocka_unit_test_teardown(t_stale_lock_after_swap, reap_children),
 		cmocka_unit_test_teardown(t_multi_process, reap_children),
 		cmocka_unit_test_teardown(t_map_full, reap_children),
 		cmocka_unit_test_teardown(t_readers_full, reap_children),
