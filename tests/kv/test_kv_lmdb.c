@@ -645,6 +645,22 @@ static void t_window_sync_other_process(void **state)
 	kv_close(e);
 }
 
+/* Waits for child PID (child_fork), no longer reaped at teardown, and
+ * closes the two pipes the test talked to it through: its wait status. */
+static int child_reap(pid_t pid, int p2c[2], int c2p[2])
+{
+	int st = 0;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	for (int j = 0; j < 4; j++)
+		if (children[j] == pid)
+			children[j] = 0;
+	close(p2c[0]);
+	close(p2c[1]);
+	close(c2p[0]);
+	close(c2p[1]);
+	return st;
+}
+
 /* Waits up to MS for E to be its store's background syncer. */
 static int wait_owner(kv_engine *e, int ms)
 {
@@ -707,14 +723,7 @@ static void t_one_background_syncer(void **state)
 	assert_true(syncs1 > syncs0); /* the child's commit, synced here */
 	kv_close(e);
 	assert_int_equal(write(p2c[1], "g", 1), 1);
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	for (int j = 0; j < 4; j++)
-		if (children[j] == pid)
-			children[j] = 0;
-	close(p2c[0]);
-	close(p2c[1]);
-	close(c2p[0]);
-	close(c2p[1]);
+	st = child_reap(pid, p2c, c2p);
 	assert_true(WIFEXITED(st));
 	assert_int_equal(WEXITSTATUS(st), 0);
 }
@@ -765,14 +774,7 @@ static void t_syncer_stopped(void **state)
 	assert_int_equal(kill(pid, SIGCONT), 0);
 	assert_false(kv_lmdb_sync_owner(e));
 	assert_int_equal(write(p2c[1], "g", 1), 1);
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	for (int j = 0; j < 4; j++)
-		if (children[j] == pid)
-			children[j] = 0;
-	close(p2c[0]);
-	close(p2c[1]);
-	close(c2p[0]);
-	close(c2p[1]);
+	st = child_reap(pid, p2c, c2p);
 	kv_close(e);
 	assert_true(WIFEXITED(st));
 	assert_int_equal(WEXITSTATUS(st), 0);
@@ -841,14 +843,7 @@ static void t_stale_lock_after_swap(void **state)
 	e = open_ok(url);
 	int has = win_has(e, "swap/1");
 	int wrote = kv_run(e, NULL, win_body, "swap/2", NULL);
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	for (int j = 0; j < 4; j++)
-		if (children[j] == pid)
-			children[j] = 0;
-	close(p2c[0]);
-	close(p2c[1]);
-	close(c2p[0]);
-	close(c2p[1]);
+	st = child_reap(pid, p2c, c2p);
 	assert_int_equal(has, 1);
 	assert_int_equal(wrote, 0);
 	assert_int_equal(win_has(e, "swap/1"), 1);
