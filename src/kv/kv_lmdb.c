@@ -336,7 +336,30 @@ static int window_sync(struct lmdb_engine *e)
  * With `chainfs up` meta opens first and holds it; when meta is down, the
  * mount's engine takes it over and its commits stay within the window.
  * Called by the sync thread only. If the lock file cannot be opened the
- * engine syncs (the old behaviour: never less durable). */
+ * engine syncs (the old behaviour: never less durable).
+ *
+ * A holder that is alive but does not sync (SIGSTOP, a debugger, a sync
+ * thread stuck) keeps the lock, and the others' commits would stay in the
+ * page cache for as long as it lasts: the in-process meta acknowledges
+ * them without the service. So the holder writes a heartbeat into
+ * sync.lock after every background sync (sync_beat: the CLOCK_MONOTONIC
+ * time the sync started; everything committed before it is durable), and
+ * an engine that does not hold the lock syncs itself at its period while
+ * that heartbeat is older than SYNC_BEAT_LATE periods, and at least
+ * SYNC_BEAT_LATE_MIN_MS (or unreadable): a holder's late sync on a loaded
+ * host costs an extra fdatasync, not a missing one. With the default
+ * 100 ms period a stopped holder's share of the window is then 400 ms at
+ * most, instead of unbounded. */
+#define SYNC_BEAT_LATE 3
+#define SYNC_BEAT_LATE_MIN_MS 250
+
+static void sync_beat(struct lmdb_engine *e, uint64_t t)
+{
+	if (e->sync_owner && pwrite(e->sync_lock_fd, &t, sizeof(t), 0) != (ssize_t)sizeof(t))
+		LOG_WARN("kv", "lmdb: sync.lock heartbeat: path=%s: %s", e->path,
+			 cfs_strerror(-errno));
+}
+
 static int sync_holder(struct lmdb_engine *e)
 {
 	if (e->sync_owner)
@@ -349,8 +372,17 @@ static int sync_holder(struct lmdb_engine *e)
 		if (e->sync_lock_fd < 0)
 			return 1;
 	}
-	if (flock(e->sync_lock_fd, LOCK_EX | LOCK_NB))
-		return errno != EWOULDBLOCK;
+	if (flock(e->sync_lock_fd, LOCK_EX | LOCK_NB)) {
+		uint64_t beat;
+		if (errno != EWOULDBLOCK ||
+		    pread(e->sync_lock_fd, &beat, sizeof(beat), 0) != (ssize_t)sizeof(beat))
+			return 1;
+		uint64_t late_ms = (uint64_t)SYNC_BEAT_LATE * e->sync_ms;
+		if (late_ms < SYNC_BEAT_LATE_MIN_MS)
+			late_ms = SYNC_BEAT_LATE_MIN_MS;
+		/* A beat from the future (another boot's): late too. */
+		return clock_mono_ns() - beat > late_ms * 1000000u;
+	}
 	e->sync_owner = 1;
 	LOG_INFO("kv", "lmdb: background sync of %s by this process (pid %d)", e->path,
 		 (int)getpid());
@@ -383,8 +415,11 @@ static void *sync_main(void *arg)
 		if (e->sync_stop)
 			break;
 		pthread_mutex_unlock(&e->sync_mu);
-		if (window && sync_holder(e))
-			window_sync(e);
+		if (window && sync_holder(e)) {
+			uint64_t t = clock_mono_ns();
+			if (window_sync(e) == 0)
+				sync_beat(e, t);
+		}
 		if (e->online)
 			compact_tick(e);
 		pthread_mutex_lock(&e->sync_mu);
@@ -616,14 +651,41 @@ static void crash_at(int step)
 		raise(SIGKILL);
 }
 
+/* Stale lock file. LMDB keeps the last txn id in lock.mdb (mti_txnid)
+ * and every txn picks its meta page by that id's parity; the process that
+ * opens the environment alone (LMDB's exclusive lock) sets it from the
+ * data file, the others trust it. A compaction replaces data.mdb (its
+ * copy restarts the count at 1) while it holds the exclusive lock, and
+ * then closes and reopens. A process that began opening meanwhile (a
+ * mount starting, or reopening after the hand-off, meta_local.c) waits in
+ * LMDB's open for the shared lock, gets it the moment the old environment
+ * closes, and then neither it nor the compacting engine opens alone: both
+ * would read the new file through the old id, and a write txn on the
+ * wrong meta page (the empty one when the old id is even) commits over the
+ * whole database. The id in lock.mdb is never above the newest meta page
+ * of the data file (a commit writes the page, then the id), so a read txn
+ * whose id is above it shows the stale state before anything is written:
+ * the opener closes and tries again after a short random pause, and the
+ * first process that then opens alone sets the id right. Up to
+ * STALE_TRIES_MS, then EAGAIN. */
+#define STALE_TRIES_MS 2000
+
 /* Opens e->path as the engine's environment (e->env_flags, map size,
  * readers) and its main DB. */
 static int open_env(struct lmdb_engine *e, MDB_env **envp, MDB_dbi *dbi)
 {
-	MDB_env *env = NULL;
-	MDB_txn *txn = NULL;
-	int rc, dead = 0;
+	uint64_t until = clock_mono_ns() + (uint64_t)STALE_TRIES_MS * 1000000u;
+	unsigned seed = (unsigned)getpid() ^ (unsigned)until;
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_envinfo info;
+	uint64_t lock_id = 0;
+	int rc, dead, stale, tries = 0;
 
+again:
+	env = NULL;
+	txn = NULL;
+	dead = stale = 0;
 	if ((rc = mdb_env_create(&env)))
 		return rc;
 	if ((rc = mdb_env_set_mapsize(env, (size_t)e->map_size)) ||
@@ -634,8 +696,15 @@ static int open_env(struct lmdb_engine *e, MDB_env **envp, MDB_dbi *dbi)
 	mdb_reader_check(env, &dead);
 	if (dead)
 		LOG_NOTICE("kv", "lmdb: cleared stale readers: path=%s count=%d", e->path, dead);
-	if ((rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) ||
-	    (rc = mdb_dbi_open(txn, NULL, 0, dbi)))
+	if ((rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn)) || (rc = mdb_env_info(env, &info)))
+		goto fail;
+	lock_id = (uint64_t)mdb_txn_id(txn);
+	if (lock_id > (uint64_t)info.me_last_txnid) {
+		stale = 1;
+		rc = EAGAIN;
+		goto fail;
+	}
+	if ((rc = mdb_dbi_open(txn, NULL, 0, dbi)))
 		goto fail;
 	mdb_txn_commit(txn);
 	*envp = env;
@@ -644,6 +713,17 @@ fail:
 	if (txn)
 		mdb_txn_abort(txn);
 	mdb_env_close(env);
+	if (stale) {
+		if (!tries++)
+			LOG_NOTICE("kv", "lmdb: open %s: lock file's txn %llu is past the data "
+				   "file's %llu (opened during a compaction): opening again",
+				   e->path, (unsigned long long)lock_id,
+				   (unsigned long long)info.me_last_txnid);
+		if (clock_mono_ns() < until) {
+			clock_sleep_ms(5 + rand_r(&seed) % 20);
+			goto again;
+		}
+	}
 	return rc;
 }
 

@@ -50,6 +50,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <lmdb.h>
 
 #include "common/block_hint.h"
 #include "common/clock.h"
@@ -650,6 +651,22 @@ static void t_window_sync_other_process(void **state)
 	kv_close(e);
 }
 
+/* Waits for child PID (child_fork), no longer reaped at teardown, and
+ * closes the two pipes the test talked to it through: its wait status. */
+static int child_reap(pid_t pid, int p2c[2], int c2p[2])
+{
+	int st = 0;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	for (int j = 0; j < 4; j++)
+		if (children[j] == pid)
+			children[j] = 0;
+	close(p2c[0]);
+	close(p2c[1]);
+	close(c2p[0]);
+	close(c2p[1]);
+	return st;
+}
+
 /* Waits up to MS for E to be its store's background syncer. */
 static int wait_owner(kv_engine *e, int ms)
 {
@@ -712,14 +729,186 @@ static void t_one_background_syncer(void **state)
 	assert_true(syncs1 > syncs0); /* the child's commit, synced here */
 	kv_close(e);
 	assert_int_equal(write(p2c[1], "g", 1), 1);
+	st = child_reap(pid, p2c, c2p);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+/* A background syncer that is alive but stopped (SIGSTOP: it keeps
+ * sync.lock and syncs nothing) must not leave another process's commits
+ * unsynced: the in-process meta acknowledges them without the service.
+ * The child holds the lock and is stopped; the parent's commit is synced
+ * by the parent's own background thread once the child's heartbeat is
+ * late (kv_lmdb.c "one background syncer"). Before, the parent never
+ * synced while the child lived. */
+static void t_syncer_stopped(void **state)
+{
+	char url[1000];
+	int64_t committed = 0, synced = 0;
+	uint64_t syncs0, syncs1 = 0;
+	int p2c[2], c2p[2], st;
+	char b;
+
+	fresh_url(url, sizeof(url), "?sync=window&sync_ms=20&compact=0");
+	assert_int_equal(pipe(p2c), 0);
+	assert_int_equal(pipe(c2p), 0);
+	pid_t pid = child_fork();
+	if (pid == 0) {
+		kv_engine *c;
+		char err[256];
+		if (kv_open(url, &c, err, sizeof(err)))
+			_exit(1);
+		if (!wait_owner(c, 2000))
+			_exit(2);
+		if (write(c2p[1], "o", 1) != 1 || read(p2c[0], &b, 1) != 1)
+			_exit(3);
+		kv_close(c);
+		_exit(0);
+	}
+	assert_int_equal(read(c2p[0], &b, 1), 1);
+	kv_engine *e = open_ok(url);
+	usleep(100000); /* the parent's thread has tried the lock */
+	assert_false(kv_lmdb_sync_owner(e));
+	assert_int_equal(kill(pid, SIGSTOP), 0);
+	kv_lmdb_sync_stats(e, &committed, &synced, &syncs0);
+	assert_int_equal(kv_run(e, NULL, win_body, "stopped/1", NULL), 0);
+	uint64_t until = clock_mono_ms() + 2000;
+	do {
+		usleep(5000);
+		kv_lmdb_sync_stats(e, &committed, &synced, &syncs1);
+	} while ((synced < committed || syncs1 == syncs0) && clock_mono_ms() < until);
+	assert_int_equal(kill(pid, SIGCONT), 0);
+	assert_false(kv_lmdb_sync_owner(e));
+	assert_int_equal(write(p2c[1], "g", 1), 1);
+	st = child_reap(pid, p2c, c2p);
+	kv_close(e);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	assert_true(synced >= committed);
+	assert_true(syncs1 > syncs0);
+}
+
+/* A process that opens the store while a compaction replaces data.mdb
+ * gets LMDB's shared lock when the compacting environment closes, and
+ * then nobody re-reads the last txn id that lock.mdb keeps (kv_lmdb.c
+ * "Stale lock file"). Here a child keeps the old environment open (as
+ * the opener would), data.mdb is replaced by a compacting copy (its ids
+ * restart at 1) at an even last id, and the parent opens while the child
+ * still holds it: the parent must see the data (and may then write).
+ * Before, it read through the empty meta page: the key was gone, and its
+ * first commit would have written an empty database over it. */
+static void t_stale_lock_after_swap(void **state)
+{
+	char url[1000], path[1000], cp[1100], from[1200], to[1200];
+	int64_t committed, synced;
+	uint64_t syncs;
+	int p2c[2], c2p[2], st, n = 0;
+	char b;
+
+	fresh_url(url, sizeof(url), "?sync=full&compact=0");
+	snprintf(path, sizeof(path), "%s", url + 7);
+	*strchr(path, '?') = 0;
+	kv_engine *e = open_ok(url);
+	assert_int_equal(kv_run(e, NULL, win_body, "swap/1", NULL), 0);
+	do { /* an even last id: the stale parity picks the empty meta page */
+		char k[32];
+		snprintf(k, sizeof(k), "swap/x%d", n++);
+		assert_int_equal(kv_run(e, NULL, win_body, k, NULL), 0);
+		kv_lmdb_sync_stats(e, &committed, &synced, &syncs);
+	} while (committed % 2 || committed < 4);
+	kv_close(e);
+
+	assert_int_equal(pipe(p2c), 0);
+	assert_int_equal(pipe(c2p), 0);
+	pid_t pid = child_fork();
+	if (pid == 0) {
+		MDB_env *env;
+		if (mdb_env_create(&env) || mdb_env_open(env, path, 0, 0644))
+			_exit(1);
+		if (write(c2p[1], "o", 1) != 1 || read(p2c[0], &b, 1) != 1)
+			_exit(2);
+		usleep(300000); /* the parent's open starts while this holds it */
+		mdb_env_close(env);
+		_exit(0);
+	}
+	assert_int_equal(read(c2p[0], &b, 1), 1);
+	{
+		MDB_env *env;
+		snprintf(cp, sizeof(cp), "%s.cp", path);
+		assert_int_equal(mkdir(cp, 0755), 0);
+		assert_int_equal(mdb_env_create(&env), 0);
+		assert_int_equal(mdb_env_open(env, path, 0, 0644), 0);
+		assert_int_equal(mdb_env_copy2(env, cp, MDB_CP_COMPACT), 0);
+		mdb_env_close(env);
+		snprintf(from, sizeof(from), "%s/data.mdb", cp);
+		snprintf(to, sizeof(to), "%s/data.mdb", path);
+		assert_int_equal(rename(from, to), 0);
+		rmdir(cp);
+	}
+	assert_int_equal(write(p2c[1], "g", 1), 1);
+	e = open_ok(url);
+	int has = win_has(e, "swap/1");
+	int wrote = kv_run(e, NULL, win_body, "swap/2", NULL);
+	st = child_reap(pid, p2c, c2p);
+	assert_int_equal(has, 1);
+	assert_int_equal(wrote, 0);
+	assert_int_equal(win_has(e, "swap/1"), 1);
+	assert_int_equal(win_has(e, "swap/2"), 1);
+	kv_close(e);
+	e = open_ok(url); /* and again, alone */
+	assert_int_equal(win_has(e, "swap/1"), 1);
+	assert_int_equal(win_has(e, "swap/2"), 1);
+	kv_close(e);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+/* The race t_stale_lock_after_swap sets up by hand: a child opens,
+ * reads and closes the store in a loop while the parent compacts it in a
+ * loop (one commit between compactions, so the old last id is even). An
+ * open that begins while a compaction holds LMDB's exclusive lock must
+ * still see the data. Before, some opens saw an empty store. */
+static void t_open_during_compaction(void **state)
+{
+	char url[1000], curl[1000];
+	int st, n = 0, compacted = 0;
+
+	(void)state;
+	fresh_url(url, sizeof(url), "?sync=full&compact=1");
+	snprintf(curl, sizeof(curl), "%.*s?sync=full&compact=0", (int)(strchr(url, '?') - url),
+		 url);
+	kv_engine *e = open_ok(url);
+	assert_int_equal(kv_run(e, NULL, win_body, "race/base", NULL), 0);
+	pid_t pid = child_fork();
+	if (pid == 0) {
+		int bad = 0;
+		uint64_t until = clock_mono_ms() + 3000;
+		while (clock_mono_ms() < until) {
+			kv_engine *c;
+			char err[256];
+			if (kv_open(curl, &c, err, sizeof(err)))
+				_exit(100);
+			if (win_has(c, "race/base") != 1)
+				bad++;
+			kv_close(c);
+		}
+		_exit(bad > 99 ? 99 : bad);
+	}
+	uint64_t until = clock_mono_ms() + 3000;
+	while (clock_mono_ms() < until) {
+		char k[32];
+		snprintf(k, sizeof(k), "race/%d", n++);
+		if (kv_run(e, NULL, win_body, k, NULL) == 0 && kv_lmdb_compact(e, 1) == 1)
+			compacted++;
+	}
 	assert_int_equal(waitpid(pid, &st, 0), pid);
 	for (int j = 0; j < 4; j++)
 		if (children[j] == pid)
 			children[j] = 0;
-	close(p2c[0]);
-	close(p2c[1]);
-	close(c2p[0]);
-	close(c2p[1]);
+	print_message("open during compaction: %d compactions\n", compacted);
+	assert_int_equal(win_has(e, "race/base"), 1);
+	kv_close(e);
+	assert_true(compacted > 0);
 	assert_true(WIFEXITED(st));
 	assert_int_equal(WEXITSTATUS(st), 0);
 }
@@ -1512,6 +1701,9 @@ int main(void)
 		cmocka_unit_test_teardown(t_window_sync, reap_children),
 		cmocka_unit_test_teardown(t_window_sync_other_process, reap_children),
 		cmocka_unit_test_teardown(t_one_background_syncer, reap_children),
+		cmocka_unit_test_teardown(t_syncer_stopped, reap_children),
+		cmocka_unit_test_teardown(t_stale_lock_after_swap, reap_children),
+		cmocka_unit_test_teardown(t_open_during_compaction, reap_children),
 		cmocka_unit_test_teardown(t_multi_process, reap_children),
 		cmocka_unit_test_teardown(t_map_full, reap_children),
 		cmocka_unit_test_teardown(t_readers_full, reap_children),
