@@ -46,7 +46,8 @@ struct kv_url {
 /* Parses URL. 0, -EINVAL (err says why) or -ENOMEM. */
 int kv_url_parse(const char *url, struct kv_url *u, char *err, size_t errlen);
 void kv_url_fini(struct kv_url *u);
-/* Value of option KEY, or NULL if absent. Borrowed from U. */
+/* Value of option KEY (the last one if KEY repeats), or NULL if absent.
+ * Borrowed from U. */
 const char *kv_url_opt(const struct kv_url *u, const char *key);
 /* Fails with -EINVAL (err names it) if U has an option not in ALLOWED
  * (a NULL-terminated list). */

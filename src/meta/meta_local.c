@@ -270,13 +270,12 @@ static int local_url(struct meta_local *l, const char *url, char *err, size_t er
 			 strerror(errno ? errno : EINVAL));
 		return -ENOENT;
 	}
-	if (q && strstr(q, "compact=")) {
-		l->url = xstrdup(url);
-	} else {
-		size_t n = strlen(url) + sizeof("?compact=0");
-		l->url = xmalloc(n);
-		snprintf(l->url, n, "%s%scompact=0", url, q ? (q[1] ? "&" : "") : "?");
-	}
+	/* Always compact=0, even over a compact= of meta's URL (the last of
+	 * a repeated key wins, kv_url_opt): a mount that compacted would ask
+	 * for the store itself and its own watch thread would release it. */
+	size_t n = strlen(url) + sizeof("&compact=0");
+	l->url = xmalloc(n);
+	snprintf(l->url, n, "%s%scompact=0", url, q ? (q[1] ? "&" : "") : "?");
 	return 0;
 }
 

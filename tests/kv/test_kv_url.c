@@ -31,6 +31,12 @@ static void test_parts_decoded(void **state)
 	assert_string_equal(u.authority, "h1:2379,h2:2379");
 	assert_string_equal(u.path, "/pre~fix");
 	kv_url_fini(&u);
+	/* a repeated key: the last wins (meta_local.c appends compact=0 to
+	 * meta's URL whatever it says) */
+	assert_int_equal(kv_url_parse("lmdb:///tmp/x?compact=1&sync=window&compact=0", &u, err,
+				      sizeof(err)), 0);
+	assert_string_equal(kv_url_opt(&u, "compact"), "0");
+	kv_url_fini(&u);
 }
 
 /* A short, non-hex or NUL escape is -EINVAL with a message; nothing is
