@@ -323,12 +323,21 @@ static void test_walk_ahead_claims_next_dirs_once(void **state)
 	lookahead_free(la);
 }
 
+/* PARENT's batches answer NAME; then lookahead_refill of PARENT with
+ * BOUND_NS (START, *DATA): whether the lookup would claim a refill. */
+static int refill_after(lookahead *la, uint64_t parent, const char *name, uint64_t bound_ns,
+                        char *start, int *data)
+{
+	struct meta_inode got;
+	uint64_t gen, read_ns;
+	assert_int_equal(lookahead_get(la, parent, name, &got, &gen, &read_ns), 1);
+	return lookahead_refill(la, parent, bound_ns, start, data);
+}
+
 static void test_refill_fetches_next_batch_once(void **state)
 {
 	(void)state;
 	lookahead *la;
-	struct meta_inode got;
-	uint64_t gen, read_ns;
 	char start[META_NAME_MAX + 1], name[16];
 	int data = -1;
 	assert_int_equal(lookahead_new(10000000000ull, &la), 0);
@@ -336,12 +345,10 @@ static void test_refill_fetches_next_batch_once(void **state)
 	/* before the middle: nothing to fetch yet */
 	for (int i = 0; i < 4; i++) {
 		snprintf(name, sizeof(name), "f%03d", i);
-		assert_int_equal(lookahead_get(la, 60, name, &got, &gen, &read_ns), 1);
-		assert_int_equal(lookahead_refill(la, 60, UINT64_MAX, start, &data), 0);
+		assert_int_equal(refill_after(la, 60, name, UINT64_MAX, start, &data), 0);
 	}
 	/* past it: once, from the least name after the batch's last */
-	assert_int_equal(lookahead_get(la, 60, "f004", &got, &gen, &read_ns), 1);
-	assert_int_equal(lookahead_refill(la, 60, UINT64_MAX, start, &data), 1);
+	assert_int_equal(refill_after(la, 60, "f004", UINT64_MAX, start, &data), 1);
 	assert_string_equal(start, "f009\001");
 	assert_int_equal(data, 0);
 	assert_int_equal(lookahead_refill(la, 60, UINT64_MAX, start, &data), 0);
@@ -355,10 +362,9 @@ static void test_refill_fetches_next_batch_once(void **state)
 	assert_answers(la, 60, "f012", 612);
 	/* ... and took the current one's place */
 	assert_no_answer(la, 60, "f009");
-	assert_int_equal(lookahead_get(la, 60, "f013", &got, &gen, &read_ns), 1);
+	assert_answers(la, 60, "f013", 613);
 	/* the new batch refills in its turn */
-	assert_int_equal(lookahead_get(la, 60, "f015", &got, &gen, &read_ns), 1);
-	assert_int_equal(lookahead_refill(la, 60, UINT64_MAX, start, &data), 1);
+	assert_int_equal(refill_after(la, 60, "f015", UINT64_MAX, start, &data), 1);
 	assert_string_equal(start, "f019\001");
 	/* A batch put for the directory since the claim (the walk's own
 	 * fetch) ends it: the refill's batch does not follow the new one. */
@@ -368,8 +374,7 @@ static void test_refill_fetches_next_batch_once(void **state)
 	assert_no_answer(la, 60, "f021");
 	/* a batch that ends the directory claims nothing */
 	put_batch(la, 61, 6100, 10, 0);
-	assert_int_equal(lookahead_get(la, 61, "f008", &got, &gen, &read_ns), 1);
-	assert_int_equal(lookahead_refill(la, 61, UINT64_MAX, start, &data), 0);
+	assert_int_equal(refill_after(la, 61, "f008", UINT64_MAX, start, &data), 0);
 	lookahead_free(la);
 }
 
@@ -380,24 +385,20 @@ static void test_refill_ends_with_any_change(void **state)
 {
 	(void)state;
 	lookahead *la;
-	struct meta_inode got;
-	uint64_t gen, read_ns;
 	char start[META_NAME_MAX + 1];
 	int data;
 	assert_int_equal(lookahead_new(10000000000ull, &la), 0);
 	/* an unlink while the fetch is on its way: not kept */
 	put_range(la, 70, 700, 0, 10, 0, 0, lookahead_epoch(la), 0, 0);
-	assert_int_equal(lookahead_get(la, 70, "f006", &got, &gen, &read_ns), 1);
-	assert_int_equal(lookahead_refill(la, 70, UINT64_MAX, start, &data), 1);
+	assert_int_equal(refill_after(la, 70, "f006", UINT64_MAX, start, &data), 1);
 	uint64_t epoch = lookahead_epoch(la);
 	lookahead_unlinked(la, 70, "f001");
-	assert_int_equal(lookahead_get(la, 70, "f007", &got, &gen, &read_ns), 1); /* absorbed */
+	assert_answers(la, 70, "f007", 707); /* absorbed */
 	put_range(la, 70, 710, 10, 10, 0, 0, epoch, 1, 0);
 	assert_no_answer(la, 70, "f011");
 	/* kept, then an unlink before it answered: it does not answer */
 	put_range(la, 71, 800, 0, 10, 0, 0, lookahead_epoch(la), 0, 0);
-	assert_int_equal(lookahead_get(la, 71, "f006", &got, &gen, &read_ns), 1);
-	assert_int_equal(lookahead_refill(la, 71, UINT64_MAX, start, &data), 1);
+	assert_int_equal(refill_after(la, 71, "f006", UINT64_MAX, start, &data), 1);
 	put_range(la, 71, 810, 10, 10, 0, 0, lookahead_epoch(la), 1, 0);
 	lookahead_unlinked(la, 71, "f002");
 	assert_no_answer(la, 71, "f011");
@@ -405,12 +406,10 @@ static void test_refill_ends_with_any_change(void **state)
 	 * directory would fetch batches no lookup can use) */
 	put_range(la, 72, 900, 0, 10, 0, 0, lookahead_epoch(la), 0, 0);
 	lookahead_unlinked(la, 72, "f000");
-	assert_int_equal(lookahead_get(la, 72, "f007", &got, &gen, &read_ns), 1);
-	assert_int_equal(lookahead_refill(la, 72, UINT64_MAX, start, &data), 0);
+	assert_int_equal(refill_after(la, 72, "f007", UINT64_MAX, start, &data), 0);
 	/* any other change ends every batch, the next ones too */
 	put_range(la, 73, 950, 0, 10, 0, 0, lookahead_epoch(la), 0, 0);
-	assert_int_equal(lookahead_get(la, 73, "f006", &got, &gen, &read_ns), 1);
-	assert_int_equal(lookahead_refill(la, 73, UINT64_MAX, start, &data), 1);
+	assert_int_equal(refill_after(la, 73, "f006", UINT64_MAX, start, &data), 1);
 	put_range(la, 73, 960, 10, 10, 0, 0, lookahead_epoch(la), 1, 0);
 	lookahead_changed(la);
 	assert_no_answer(la, 73, "f012");
@@ -423,19 +422,15 @@ static void test_refill_not_for_slow_walks(void **state)
 {
 	(void)state;
 	lookahead *la;
-	struct meta_inode got;
-	uint64_t gen, read_ns;
 	char start[META_NAME_MAX + 1];
 	int data;
 	assert_int_equal(lookahead_new(10000000000ull, &la), 0); /* 10 s */
 	/* 5 of 10 entries in 3 s: the next batch's last asked for in ~9 s */
 	put_range(la, 80, 800, 0, 10, 0, 0, lookahead_epoch(la), 0, 3000000000ull);
-	assert_int_equal(lookahead_get(la, 80, "f004", &got, &gen, &read_ns), 1);
-	assert_int_equal(lookahead_refill(la, 80, UINT64_MAX, start, &data), 0);
+	assert_int_equal(refill_after(la, 80, "f004", UINT64_MAX, start, &data), 0);
 	/* in 1 s: ~3 s, well within */
 	put_range(la, 81, 810, 0, 10, 0, 0, lookahead_epoch(la), 0, 1000000000ull);
-	assert_int_equal(lookahead_get(la, 81, "f004", &got, &gen, &read_ns), 1);
-	assert_int_equal(lookahead_refill(la, 81, UINT64_MAX, start, &data), 1);
+	assert_int_equal(refill_after(la, 81, "f004", UINT64_MAX, start, &data), 1);
 	/* A batch with inline bytes is held to their bound (DATA_TTL_NS):
 	 * 5 of 10 in 100 ms, the next batch's last bytes needed in ~300 ms. */
 	struct lookahead_batch *b = lookahead_batch_new();
@@ -447,8 +442,7 @@ static void test_refill_not_for_slow_walks(void **state)
 		add_ent(b, 820 + (uint64_t)i, name, 0, &d);
 	}
 	lookahead_put(la, 82, b, 1, lookahead_epoch(la), clock_mono_ns() - 100000000ull, 0);
-	assert_int_equal(lookahead_get(la, 82, "f004", &got, &gen, &read_ns), 1);
-	assert_int_equal(lookahead_refill(la, 82, 300000000ull, start, &data), 0);
+	assert_int_equal(refill_after(la, 82, "f004", 300000000ull, start, &data), 0);
 	assert_int_equal(lookahead_refill(la, 82, 0, start, &data), 0); /* not for bytes */
 	assert_int_equal(lookahead_refill(la, 82, 500000000ull, start, &data), 1);
 	assert_int_equal(data, 1);
