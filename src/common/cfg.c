@@ -184,8 +184,8 @@ void cfg_free(const struct cfg_opt *opts, void *conf)
 	}
 }
 
-int cfg_parse(const struct cfg_opt *opts, void *conf, int argc, char **argv,
-	      int *npos, char *err, size_t errlen)
+static int parse_into(const struct cfg_opt *opts, void *conf, int argc, char **argv,
+		      int *npos, char *err, size_t errlen)
 {
 	int rc;
 	*npos = 0;
@@ -273,4 +273,14 @@ int cfg_parse(const struct cfg_opt *opts, void *conf, int argc, char **argv,
 	}
 	*npos = pos;
 	return 0;
+}
+
+int cfg_parse(const struct cfg_opt *opts, void *conf, int argc, char **argv,
+	      int *npos, char *err, size_t errlen)
+{
+	int rc = parse_into(opts, conf, argc, argv, npos, err, errlen);
+	/* a caller that stops at --help or an error need not free */
+	if (rc)
+		cfg_free(opts, conf);
+	return rc;
 }

@@ -32,7 +32,8 @@ struct cfg_opt {
  * cfg_free), int64_t for INT and SIZE, int for BOOL). Positional arguments
  * are moved to the front of ARGV and their count stored in *NPOS.
  * Returns 0, 1 when --help was given (help already printed to stdout), or
- * -EINVAL with a message in ERR. */
+ * -EINVAL with a message in ERR; on 1 or an error CONF keeps no strings
+ * (cfg_free is then a no-op, so calling it anyway is harmless). */
 int cfg_parse(const struct cfg_opt *opts, void *conf, int argc, char **argv,
 	      int *npos, char *err, size_t errlen);
 /* Frees the strings cfg_parse stored in CONF. */

@@ -62,6 +62,8 @@ static void test_errors(void **state)
 	char *a1[] = { "x", "--threads=100", NULL };
 	assert_int_equal(parse(2, a1, &c, &npos, err), -EINVAL);
 	assert_non_null(strstr(err, "outside"));
+	/* the strings set before the error are freed by cfg_parse */
+	assert_null(c.listen);
 	cfg_free(opts, &c);
 	char *a2[] = { "x", "--bogus=1", NULL };
 	assert_int_equal(parse(2, a2, &c, &npos, err), -EINVAL);
