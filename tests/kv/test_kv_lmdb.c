@@ -651,6 +651,16 @@ static void t_window_sync_other_process(void **state)
 	kv_close(e);
 }
 
+/* The two syncer tests' start: a fresh store URL with a 20 ms window and
+ * no compaction, and the pipes to and from the child (child_reap closes
+ * them). */
+static void syncer_setup(char *url, size_t len, int p2c[2], int c2p[2])
+{
+	fresh_url(url, len, "?sync=window&sync_ms=20&compact=0");
+	assert_int_equal(pipe(p2c), 0);
+	assert_int_equal(pipe(c2p), 0);
+}
+
 /* Waits for child PID (child_fork), no longer reaped at teardown, and
  * closes the two pipes the test talked to it through: its wait status. */
 static int child_reap(pid_t pid, int p2c[2], int c2p[2])
@@ -689,9 +699,7 @@ static void t_one_background_syncer(void **state)
 	int p2c[2], c2p[2], st;
 	char b;
 
-	fresh_url(url, sizeof(url), "?sync=window&sync_ms=20&compact=0");
-	assert_int_equal(pipe(p2c), 0);
-	assert_int_equal(pipe(c2p), 0);
+	syncer_setup(url, sizeof(url), p2c, c2p);
 	/* Forked before the parent's engine opens: a child must not inherit
 	 * its sync.lock descriptor (flock belongs to the open file). */
 	pid_t pid = child_fork();
@@ -749,9 +757,7 @@ static void t_syncer_stopped(void **state)
 	int p2c[2], c2p[2], st;
 	char b;
 
-	fresh_url(url, sizeof(url), "?sync=window&sync_ms=20&compact=0");
-	assert_int_equal(pipe(p2c), 0);
-	assert_int_equal(pipe(c2p), 0);
+	syncer_setup(url, sizeof(url), p2c, c2p);
 	pid_t pid = child_fork();
 	if (pid == 0) {
 		kv_engine *c;
