@@ -145,7 +145,8 @@ static const struct cfg_opt opts[] = {
      "serve FUSE requests over io_uring (kernel 6.14+ with the fuse module parameter "
      "enable_uring=Y; otherwise, or when the kernel refuses, over /dev/fuse as by default)"},
     {"meta-local", CFG_STR, "", 0, 0, offsetof(struct mount_conf, meta_local),
-     "run metadata reads and namespace changes in this process on the meta service's "
+     "run metadata reads, namespace changes and the store-only forms of open, close and "
+     "setattr in this process on the meta service's "
      "LMDB store: its KV URL exactly as meta has it (lmdb://DIR?sync=...; this host only; "
      "`chainfs up --meta-local`; CFS_META_LOCAL=0 turns it off; README \"Durability of "
      "metadata\")"},
@@ -570,7 +571,8 @@ int cli_mount(int argc, char **argv)
 			goto out;
 		}
 		meta_client_set_local(meta, meta_local_call, local);
-		LOG_NOTICE("mount", "meta in-process on %s (reads and namespace changes; the rest "
+		LOG_NOTICE("mount", "meta in-process on %s (reads, namespace changes, store-only "
+		           "open/close/setattr; the rest "
 		           "to meta %s)", mc.meta_local, metabuf);
 	}
 	if (!*mc.meta)

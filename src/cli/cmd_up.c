@@ -120,7 +120,8 @@ static const struct cfg_opt up_opts[] = {
      "the roles started now (and the mount) talk TCP only, without the same-host unix "
      "socket (sets CFS_NO_LOCAL_SOCKET=1 for them; for measurement and debugging)"},
     {"meta-local", CFG_BOOL, "true", 0, 0, offsetof(struct up_conf, meta_local),
-     "the mount runs metadata reads and namespace changes itself on meta's LMDB store "
+     "the mount runs metadata reads, namespace changes and the store-only forms of open, "
+     "close and setattr itself on meta's LMDB store "
      "(mount --meta-local with meta's store URL; no RPC hop; the meta service keeps the "
      "rest, syncs the store and compacts it); --no-meta-local or CFS_META_LOCAL=0: every "
      "metadata call over RPC"},
