@@ -19,26 +19,33 @@
  * service that died asking.
  *
  * No idempotency records. Calls run here through meta_dispatch_in_process:
- * a mutation neither reads nor writes IDEM(client, seq) (in a profile of
- * an in-process unlink, 35 % of its LMDB txn). Records exist so that a
+ * a mutation neither reads nor writes IDEM(client, seq) nor the client's
+ * floor (a third of an in-process unlink's LMDB txn in one profile, 1.3 %
+ * of the mount's CPU under meta-bench: bench/history.md). CLOSE, SYNC,
+ * CLOSE_MANY and IDATA_CONVERT never had records (idempotent as they
+ * are, see local_type): unchanged. Records exist so that a
  * request DELIVERED AGAIN after its first delivery committed (a lost
  * reply, a failover) is applied once. A call that committed here is never
  * delivered again:
  * 1. It is delivered a second time only by meta_client.c
  *    send_with_failover, and only when this function returned
- *    META_LOCAL_PASS or a failover_error() code (-CFS_ECONFLICT, -CFS_ETOOOLD,
- *    -CFS_EUNAVAIL, -ETIMEDOUT and transport codes); every other outcome goes
- *    back to the caller. Each of those means nothing of the request
- *    committed:
+ *    META_LOCAL_PASS or a failover_error() code (-CFS_ECONFLICT,
+ *    -CFS_ETOOOLD, -CFS_EUNAVAIL, -ETIMEDOUT and transport codes); every
+ *    other outcome goes back to the caller. Each of those means nothing
+ *    of the request committed:
  *    - PASS before the dispatch: a type or form not run here, or the
  *      store released to a compaction (checked under the read lock, which
  *      the release waits for, so a call in flight finishes first);
  *    - PASS for a missing chain table: local_table fails only inside
  *      meta_layout_validate / _assign, which then return -EINVAL, a code
  *      kv_run does not retry: the run ends there, uncommitted;
- *    - the KV codes: kv_lmdb.c reports -CFS_EUNAVAIL only for
- *      MDB_READERS_FULL / MDB_MAP_RESIZED at a txn's begin, -CFS_ECONFLICT
- *      for a failed validation (checked before the member's writes are
+ *    - the KV codes: kv_lmdb.c never reports -CFS_ETOOOLD, and
+ *      -CFS_EUNAVAIL only for MDB_READERS_FULL / MDB_MAP_RESIZED, which
+ *      LMDB returns where a txn (or a batch's write txn) begins; the
+ *      transport codes and -ETIMEDOUT never come from here (the one
+ *      -ETIMEDOUT of meta, a stale copy below the floor, comes from the
+ *      idempotency check, not run here); -CFS_ECONFLICT for a failed
+ *      validation (checked before the member's writes are
  *      applied; its nested txn is aborted, or, with writemap, validation
  *      only reads) or a commit queued during a compaction (nothing
  *      applied); a group commit hands each member its own outcome, and a
@@ -150,7 +157,10 @@ static int local_table(void *mgmtd, uint32_t table_id, uint32_t *chains, uint32_
  *   storage (meta_storage_none);
  * - a failover error (meta_client.c) comes from the KV before the commit
  *   (see "No idempotency records"), and the service then runs the
- *   request for the first time;
+ *   request for the first time; CLOSE and SYNC are idempotent (a session
+ *   key cleared twice, a length only raised), IDATA_CONVERT's begin
+ *   re-claims and its commit replayed answers "not inline", which the
+ *   client takes as done (meta_idata.c);
  * - none of them changes a directory, so other mounts learn of them as
  *   before: attributes within their attr timeout (no notification is sent
  *   for these by the service either). */
