@@ -17,7 +17,10 @@
  * change. So a request retried after -CFS_EMAYBE (kv_run retries it itself)
  * or resent to another instance after a failover is applied once and
  * answers as the first time. req NULL or seq 0: not tracked, and a
- * maybe-committed outcome is returned to the caller as -CFS_EMAYBE.
+ * maybe-committed outcome is returned to the caller as -CFS_EMAYBE. The
+ * mount's in-process instance runs every mutation untracked: its calls
+ * have no lost reply and go to the service only when nothing committed
+ * (meta_local.c "No idempotency records").
  * Bound. LOW is the client's lowest seq still awaiting a reply (0: not
  * reported). Once LOW passes the client's floor record IDEM(client, 0) by
  * META_IDEM_FLOOR_STEP, the transaction raises the floor to LOW and deletes

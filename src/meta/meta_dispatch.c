@@ -303,8 +303,12 @@ int meta_request_kv_only(const struct meta_rpc_req *m)
 	return 1;
 }
 
+/* dispatch's MODE bits. */
+#define D_KV_ONLY 1   /* meta_dispatch_kv_only: leave what needs more than the KV */
+#define D_NO_IDEM 2   /* meta_dispatch_in_process: no idempotency record */
+
 static int dispatch(meta_ctx *mc, struct meta_scratch *s, uint16_t type, const uint8_t *p,
-		    uint32_t plen, char *err, size_t errlen, int *malformed, int kv_only)
+		    uint32_t plen, char *err, size_t errlen, int *malformed, int mode)
 {
 	struct meta_rpc_req *m = &s->req;
 	struct meta_rpc_resp r;
@@ -322,8 +326,10 @@ static int dispatch(meta_ctx *mc, struct meta_scratch *s, uint16_t type, const u
 	}
 	if (rc)
 		return reply_text(err, errlen, op, rc, "field over its limit");
-	if (kv_only && !meta_request_kv_only(m))
+	if ((mode & D_KV_ONLY) && !meta_request_kv_only(m))
 		return META_DISPATCH_PASS;
+	if (mode & D_NO_IDEM)
+		m->seq = m->idem_low = 0; /* meta_idem_check / _put: no record */
 	memset(&r, 0, sizeof(r));
 	r.type = type;
 	buf_reset(&s->out);
@@ -350,7 +356,14 @@ int meta_dispatch(meta_ctx *mc, struct meta_scratch *s, uint16_t type, const uin
 int meta_dispatch_kv_only(meta_ctx *mc, struct meta_scratch *s, uint16_t type,
 			  const uint8_t *p, uint32_t plen, char *err, size_t errlen, int *malformed)
 {
-	return dispatch(mc, s, type, p, plen, err, errlen, malformed, 1);
+	return dispatch(mc, s, type, p, plen, err, errlen, malformed, D_KV_ONLY | D_NO_IDEM);
+}
+
+int meta_dispatch_in_process(meta_ctx *mc, struct meta_scratch *s, uint16_t type,
+			     const uint8_t *p, uint32_t plen, char *err, size_t errlen,
+			     int *malformed)
+{
+	return dispatch(mc, s, type, p, plen, err, errlen, malformed, D_KV_ONLY | D_NO_IDEM);
 }
 
 int meta_type_read_only(uint16_t t)

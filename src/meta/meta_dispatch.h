@@ -45,6 +45,17 @@ int meta_dispatch(meta_ctx *mc, struct meta_scratch *s, uint16_t type, const uin
 #define META_DISPATCH_PASS 1
 int meta_dispatch_kv_only(meta_ctx *mc, struct meta_scratch *s, uint16_t type,
 			  const uint8_t *p, uint32_t plen, char *err, size_t errlen, int *malformed);
+/* meta_dispatch_kv_only without idempotency: the request's seq and
+ * idem_low are dropped after decoding, so a mutation neither checks nor
+ * writes an IDEM record, nor raises the client's floor (meta.h
+ * "Idempotency"), and its txn is not retried after a maybe-committed
+ * outcome (meta_run_rw: -CFS_EMAYBE comes back). Only for a caller whose
+ * request cannot be delivered twice once it committed: meta_local.c
+ * "No idempotency records" has the proof for the mount's in-process
+ * instance. */
+int meta_dispatch_in_process(meta_ctx *mc, struct meta_scratch *s, uint16_t type,
+			     const uint8_t *p, uint32_t plen, char *err, size_t errlen,
+			     int *malformed);
 /* 1 when the decoded request M, of a type the KV-only set may hold
  * (meta_local.c local_type), runs on the KV alone in this instance: an
  * OPEN without META_O_TRUNC, a CLOSE with META_CLOSE_LEN_KNOWN, a SETATTR

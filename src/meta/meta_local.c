@@ -17,6 +17,66 @@
  * run here again. A want older than WANT_STALE_MS is ignored: the service
  * asks for at most COMPACT_ASK_MS (2 s), so an older one was left by a
  * service that died asking.
+ *
+ * No idempotency records. Calls run here through meta_dispatch_in_process:
+ * a mutation neither reads nor writes IDEM(client, seq) nor the client's
+ * floor (a third of an in-process unlink's LMDB txn in one profile, 1.3 %
+ * of the mount's CPU under meta-bench: bench/history.md). CLOSE, SYNC,
+ * CLOSE_MANY and IDATA_CONVERT never had records (idempotent as they
+ * are, see local_type): unchanged. Records exist so that a
+ * request DELIVERED AGAIN after its first delivery committed (a lost
+ * reply, a failover) is applied once. A call that committed here is never
+ * delivered again:
+ * 1. It is delivered a second time only by meta_client.c
+ *    send_with_failover, and only when this function returned
+ *    META_LOCAL_PASS or a failover_error() code (-CFS_ECONFLICT,
+ *    -CFS_ETOOOLD, -CFS_EUNAVAIL, -ETIMEDOUT and transport codes); every
+ *    other outcome goes back to the caller. Each of those means nothing
+ *    of the request committed:
+ *    - PASS before the dispatch: a type or form not run here, or the
+ *      store released to a compaction (checked under the read lock, which
+ *      the release waits for, so a call in flight finishes first);
+ *    - PASS for a missing chain table: local_table fails only inside
+ *      meta_layout_validate / _assign, which then return -EINVAL, a code
+ *      kv_run does not retry: the run ends there, uncommitted;
+ *    - the KV codes: kv_lmdb.c never reports -CFS_ETOOOLD, and
+ *      -CFS_EUNAVAIL only for MDB_READERS_FULL / MDB_MAP_RESIZED, which
+ *      LMDB returns where a txn (or a batch's write txn) begins; the
+ *      transport codes and -ETIMEDOUT never come from here (the one
+ *      -ETIMEDOUT of meta, a stale copy below the floor, comes from the
+ *      idempotency check, not run here); -CFS_ECONFLICT for a failed
+ *      validation (checked before the member's writes are
+ *      applied; its nested txn is aborted, or, with writemap, validation
+ *      only reads) or a commit queued during a compaction (nothing
+ *      applied); a group commit hands each member its own outcome, and a
+ *      member that failed is not in the batch that commits. A commit that
+ *      fails in LMDB gives every applied member -CFS_EMAYBE (or -ENOSPC),
+ *      neither a failover code; without a seq meta_run_rw no longer
+ *      retries it (kv_run retries -CFS_EMAYBE only for idempotent txns),
+ *      so it reaches the caller as an error and is not sent again. kv_run
+ *      returns a failover code only when its last attempt failed with it,
+ *      and every earlier attempt ended in a retried, i.e. uncommitted,
+ *      code. Untracked SETATTR (no size change here) retries -CFS_EMAYBE
+ *      itself (meta_attr.c): it sets absolute values, so even a commit
+ *      reported as maybe and applied again by the service ends the same;
+ *    - each operation run here commits one txn of the request (CREATE's
+ *      inode-id range is its own txn: a range taken twice is a gap), and
+ *      nothing after that commit returns a failover code (CREATE_DIR's
+ *      parent read and OPEN's inline-bytes read are ignored on failure;
+ *      the reply encoding gives -ENOMEM / -CFS_ETOOLARGE);
+ *    - send_with_failover never comes back here after the first try, so
+ *      an RPC copy (recorded by the service) and a local run never both
+ *      apply.
+ * 2. Nothing else resends a request: each meta_client call encodes it once
+ *    with a fresh seq (call_keep), and the mount's own second calls are
+ *    new requests that never relied on a record (a record answers only
+ *    its own seq): create's non-exclusive retry after -EEXIST (fuse_fs.c)
+ *    follows an exclusive create that failed, so committed nothing.
+ * 3. The client's bookkeeping is unchanged: a seq is drawn and listed for
+ *    each mutation and marked done when send_with_failover returns, local
+ *    or not, so the idem_low its RPC calls carry still advances and still
+ *    bounds the floor they raise. A failed-over call's seq stays listed
+ *    until its RPC attempts end, so the floor never passes it.
  */
 #include <errno.h>
 #include <limits.h>
@@ -95,12 +155,12 @@ static int local_table(void *mgmtd, uint32_t table_id, uint32_t *chains, uint32_
  * - every storage-dependent step (cutting chunks, asking storage for a
  *   length) is in the forms left to the service: this instance has no
  *   storage (meta_storage_none);
- * - a failover error (meta_client.c) comes from the KV before the commit,
- *   and the service's replay under the same request id applies it once
- *   (OPEN and SETATTR keep idempotency records; CLOSE and SYNC are
- *   idempotent: a session key cleared twice, a length only raised;
- *   IDATA_CONVERT's begin re-claims, its commit replayed answers
- *   "not inline", which the client takes as done: meta_idata.c);
+ * - a failover error (meta_client.c) comes from the KV before the commit
+ *   (see "No idempotency records"), and the service then runs the
+ *   request for the first time; CLOSE and SYNC are idempotent (a session
+ *   key cleared twice, a length only raised), IDATA_CONVERT's begin
+ *   re-claims and its commit replayed answers "not inline", which the
+ *   client takes as done (meta_idata.c);
  * - none of them changes a directory, so other mounts learn of them as
  *   before: attributes within their attr timeout (no notification is sent
  *   for these by the service either). */
@@ -360,8 +420,8 @@ int meta_local_call(void *arg, uint16_t type, const uint8_t *req, size_t len, st
 		buf_init(&n->sc.out);
 	}
 	table_missing = 0;
-	rc = meta_dispatch_kv_only(l->meta, &n->sc, type, req, (uint32_t)len, err, errlen,
-				   &malformed);
+	rc = meta_dispatch_in_process(l->meta, &n->sc, type, req, (uint32_t)len, err, errlen,
+				      &malformed);
 	pthread_rwlock_unlock(&l->rw);
 	/* A chain table this mount's routing does not know yet: nothing was
 	 * committed (the txn failed), and the service, whose routing may

@@ -19,8 +19,11 @@
  *
  * What is per process and how this instance handles it:
  * - inode ids: its own allocator range, as any instance (meta.h);
- * - idempotency records: in the KV; a request that failed over from here
- *   to the service keeps its (client, seq) and is applied once;
+ * - idempotency records: none for a call run here (meta_local.c "No
+ *   idempotency records": it has no lost reply, and it goes to the
+ *   service, with its (client, seq), only when nothing of it committed);
+ *   the service records the calls it answers, those that failed over
+ *   from here included, as for any client;
  * - GC: never runs here; after a local unlink or rename the client sends
  *   the service a GC_KICK (meta_client.c "GC kicks", asynchronous), which
  *   wakes its GC as its own unlink does; a kick lost (service down, old

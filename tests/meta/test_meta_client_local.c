@@ -24,6 +24,17 @@
  * to the service (the client fails over to its dead instance: a transport
  * error, a failover counted), not -EINVAL; a getattr still runs
  * in-process.
+ *
+ * Idempotency (meta_local.c "No idempotency records"):
+ * - test_local_no_idem: mkdir, symlink, link, rename, setattr, unlink and
+ *   rmdir run by meta_local_call on a real store leave no IDEM key in it
+ *   (before: one record per mutation), while each one's reply is right;
+ * - test_seq_across_local: a client whose mutations alternate between the
+ *   hook (run "in-process") and the instance (the hook passes them): every
+ *   request the instance gets carries the seq the hook saw for it (the
+ *   same request id), and an idem_low equal to that seq, i.e. every
+ *   locally answered seq was marked done and the floor can pass it; a
+ *   passed request is delivered to the instance exactly once.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -45,6 +56,7 @@
 #include "common/clock.h"
 #include "common/status.h"
 #include "meta/meta_proto.h"
+#include "meta/schema.h"
 #include "net/rpc.h"
 #include "testenv.h"
 
@@ -172,26 +184,34 @@ static void release_kicks(void)
 	pthread_mutex_unlock(&kick_mu);
 }
 
-static void test_gc_kicks(void **state)
+/* An in-process instance that serves only TYPE, with FN, in *SRV, and a
+ * client of it in *C. */
+static void one_type_server(uint16_t type, void (*fn)(struct rpc_req *, void *),
+			    struct rpc_server **srv, meta_client **c)
 {
 	struct rpc_opts so = {
 	    .cluster_id = CID, .secret = SECRET, .secret_len = sizeof(SECRET), .nthreads = 1};
-	struct rpc_server *srv = NULL;
 	char addr[32], err[256];
-	assert_int_equal(rpc_server_new(&so, &srv), 0);
-	struct rpc_handler hk = {.fn = kick_handler};
-	assert_int_equal(rpc_server_handle(srv, META_RPC_GC_KICK, &hk), 0);
-	assert_int_equal(rpc_server_start(srv, "127.0.0.1:0", err, sizeof(err)), 0);
-	snprintf(addr, sizeof(addr), "127.0.0.1:%u", (unsigned)rpc_server_port(srv));
+	assert_int_equal(rpc_server_new(&so, srv), 0);
+	struct rpc_handler h = {.fn = fn};
+	assert_int_equal(rpc_server_handle(*srv, type, &h), 0);
+	assert_int_equal(rpc_server_start(*srv, "127.0.0.1:0", err, sizeof(err)), 0);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%u", (unsigned)rpc_server_port(*srv));
 	const char *addrs[] = {addr};
 	struct meta_client_opts o = {.addrs = addrs, .naddrs = 1, .cluster_id = CID,
 	                             .secret = SECRET, .secret_len = sizeof(SECRET),
 	                             .timeout_ms = 2000, .retry_ms = 3000, .down_ms = 100};
+	assert_int_equal(meta_client_new(&o, c, err, sizeof(err)), 0);
+}
+
+static void test_gc_kicks(void **state)
+{
+	struct rpc_server *srv = NULL;
 	meta_client *c = NULL;
 	struct meta_inode in;
 	struct hook h = {0};
 	struct meta_name a = {"a", 1}, b = {"b", 1};
-	assert_int_equal(meta_client_new(&o, &c, err, sizeof(err)), 0);
+	one_type_server(META_RPC_GC_KICK, kick_handler, &srv, &c);
 	meta_client_set_local(c, hook_fn, &h);
 
 	assert_int_equal(meta_client_getattr(c, NULL, 77, &in), 0);
@@ -230,14 +250,15 @@ static int one_table(void *arg, uint32_t table_id, uint32_t *chains, uint32_t ca
 	return 1;
 }
 
-static void test_unknown_table(void **state)
+/* A formatted lmdb store in a fresh directory; its URL in URL. */
+static char *format_store(char *url, size_t n)
 {
-	char url[600], err[256], mg[32];
+	char err[256];
 	char *dir = testenv_tmpdir("meta-local");
 	kv_engine *kv = NULL;
 	meta_ctx *m = NULL;
 	assert_non_null(dir);
-	snprintf(url, sizeof(url), "lmdb://%s/meta?sync=window", dir);
+	snprintf(url, n, "lmdb://%s/meta?sync=window", dir);
 	assert_int_equal(kv_open(url, &kv, err, sizeof(err)), 0);
 	struct meta_opts mo = { .instance_id = 1,
 				.root_layout = { .chunk_size = 1u << 20, .stripe = 1, .table_id = 1 },
@@ -247,21 +268,50 @@ static void test_unknown_table(void **state)
 	assert_int_equal(meta_format(m), 0);
 	meta_free(m);
 	kv_close(kv);
+	return dir;
+}
 
+/* A formatted store, meta_local on it with a mgmtd client that has no
+ * routing (its mgmtd is dead), and a dead client whose hook it is. */
+struct on_store {
+	char url[600];
+	char *dir;
+	struct mgmtd_client *mc;
+	struct meta_local *l;
+	meta_client *c;
+};
+
+static void on_store_open(struct on_store *o)
+{
+	char err[256], mg[32];
+	o->dir = format_store(o->url, sizeof(o->url));
 	snprintf(mg, sizeof(mg), "127.0.0.1:%u", (unsigned)testenv_free_port());
 	const char *mgs[] = {mg};
 	struct mgmtd_client_opts mgo = { .mgmtd_addrs = mgs, .n_mgmtd = 1, .cluster_id = CID,
 					 .secret = SECRET, .secret_len = sizeof(SECRET) };
-	struct mgmtd_client *mc = NULL;
-	assert_int_equal(mgmtd_client_new(&mgo, &mc, err, sizeof(err)), 0);
-	struct meta_local_opts lo = { .kv_url = url, .mgmtd = mc };
-	struct meta_local *l = NULL;
-	assert_int_equal(meta_local_open(&lo, &l, err, sizeof(err)), 0);
+	assert_int_equal(mgmtd_client_new(&mgo, &o->mc, err, sizeof(err)), 0);
+	struct meta_local_opts lo = { .kv_url = o->url, .mgmtd = o->mc };
+	assert_int_equal(meta_local_open(&lo, &o->l, err, sizeof(err)), 0);
+	o->c = dead_client();
+	meta_client_set_local(o->c, meta_local_call, o->l);
+}
 
-	meta_client *c = dead_client();
+static void on_store_close(struct on_store *o)
+{
+	meta_client_free(o->c);
+	meta_local_close(o->l);
+	mgmtd_client_free(o->mc);
+	free(o->dir);
+}
+
+static void test_unknown_table(void **state)
+{
+	struct on_store o;
+	on_store_open(&o);
+	meta_client *c = o.c;
+	struct meta_local *l = o.l;
 	struct meta_client_stats st;
 	struct meta_inode in;
-	meta_client_set_local(c, meta_local_call, l);
 	struct meta_name name = { "f", 1 };
 	int rc = meta_client_create(c, NULL, META_ROOT_INO, name, 0644, 0, NULL, NULL);
 	print_message("create with an unknown chain table: %d (%s)\n", rc, cfs_strerror(rc));
@@ -272,16 +322,140 @@ static void test_unknown_table(void **state)
 	assert_int_equal(in.ino, META_ROOT_INO);
 	/* the getattr only: the create went to the service */
 	assert_int_equal(meta_local_calls(l), 1);
+	on_store_close(&o);
+}
+
+static int count_idem(const char *url)
+{
+	char err[256];
+	kv_engine *kv = NULL;
+	kv_txn *t = NULL;
+	struct meta_key b, e;
+	struct kv_range r;
+	assert_int_equal(kv_open(url, &kv, err, sizeof(err)), 0);
+	meta_key_prefix_range(&b, &e, "IDEM");
+	assert_int_equal(kv_begin(kv, KV_RDONLY, &t), 0);
+	assert_int_equal(kv_get_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n), 10000, 1, 0, &r), 0);
+	int n = r.n;
+	kv_txn_free(t);
+	kv_close(kv);
+	return n;
+}
+
+static void test_local_no_idem(void **state)
+{
+	struct on_store o;
+	on_store_open(&o);
+	meta_client *c = o.c;
+
+	struct meta_inode d, s, in;
+	struct meta_client_stats st;
+	assert_int_equal(meta_client_mkdir(c, NULL, META_ROOT_INO, meta_name_c("d"), 0755, &d), 0);
+	assert_int_equal(meta_client_symlink(c, NULL, d.ino, meta_name_c("s"),
+					     meta_name_c("target"), &s), 0);
+	assert_int_equal(meta_client_link(c, NULL, s.ino, d.ino, meta_name_c("h"), &in), 0);
+	assert_int_equal(in.nlink, 2);
+	assert_int_equal(meta_client_rename(c, NULL, d.ino, meta_name_c("h"), d.ino,
+					    meta_name_c("g"), 0), 0);
+	struct meta_setattr sa = { .valid = META_SET_MODE, .mode = 0700 };
+	assert_int_equal(meta_client_setattr(c, NULL, d.ino, &sa, &in), 0);
+	assert_int_equal(in.mode & 07777, 0700);
+	assert_int_equal(meta_client_unlink(c, NULL, d.ino, meta_name_c("g")), 0);
+	assert_int_equal(meta_client_unlink(c, NULL, d.ino, meta_name_c("s")), 0);
+	assert_int_equal(meta_client_rmdir(c, NULL, META_ROOT_INO, meta_name_c("d")), 0);
+	assert_int_equal(meta_client_getattr(c, NULL, d.ino, &in), -ENOENT);
+	meta_client_get_stats(c, &st);
+	assert_int_equal(st.failovers, 0);  /* all ran in-process */
+	assert_int_equal(meta_local_calls(o.l), 9);
 	meta_client_free(c);
-	meta_local_close(l);
-	mgmtd_client_free(mc);
-	free(dir);
+	meta_local_close(o.l);
+	o.c = NULL;
+	o.l = NULL;
+	int n = count_idem(o.url);
+	print_message("IDEM keys after 8 in-process mutations: %d\n", n);
+	assert_int_equal(n, 0);
+	on_store_close(&o);
+}
+
+/* The instance of test_seq_across_local: answers MKDIR with an inode,
+ * recording each request's seq and idem_low. */
+static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t seen_seq[64], seen_low[64];
+static int nseen;
+
+static void mkdir_handler(struct rpc_req *req, void *arg)
+{
+	(void)arg;
+	uint32_t len;
+	const uint8_t *p = rpc_req_payload(req, &len);
+	struct meta_rpc_req m;
+	struct buf b = BUF_INIT;
+	if (meta_rpc_req_decode(META_RPC_MKDIR, p, len, &m)) {
+		rpc_reply_error(req, -CFS_EPROTO, "bad request");
+		return;
+	}
+	pthread_mutex_lock(&seen_mu);
+	if (nseen < 64) {
+		seen_seq[nseen] = m.seq;
+		seen_low[nseen] = m.idem_low;
+	}
+	nseen++;
+	pthread_mutex_unlock(&seen_mu);
+	struct meta_inode in = { .ino = 5, .type = META_T_DIR, .mode = 0755, .nlink = 2 };
+	struct meta_rpc_resp r = { .type = META_RPC_MKDIR, .inode = &in };
+	assert_int_equal(meta_rpc_resp_encode(&b, &r), 0);
+	rpc_reply(req, 0, b.data, (uint32_t)b.len);
+	buf_fini(&b);
+}
+
+/* The hook of test_seq_across_local: every third call passes (the
+ * instance answers), the others are answered here; each seq seen. */
+static uint64_t hook_seq[64];
+static int nhook;
+
+static int seq_hook(void *arg, uint16_t type, const uint8_t *req, size_t len, struct buf *resp,
+		    char *err, size_t errlen)
+{
+	(void)arg;
+	(void)err;
+	(void)errlen;
+	struct meta_rpc_req m;
+	assert_int_equal(meta_rpc_req_decode(type, req, len, &m), 0);
+	int i = nhook++;
+	hook_seq[i % 64] = m.seq;
+	if (i % 3 == 2)
+		return 1; /* META_LOCAL_PASS */
+	struct meta_inode in = { .ino = 6, .type = META_T_DIR, .mode = 0755, .nlink = 2 };
+	struct meta_rpc_resp r = { .type = type, .inode = &in };
+	buf_reset(resp);
+	return meta_rpc_resp_encode(resp, &r);
+}
+
+static void test_seq_across_local(void **state)
+{
+	struct rpc_server *srv = NULL;
+	meta_client *c = NULL;
+	struct meta_inode in;
+	one_type_server(META_RPC_MKDIR, mkdir_handler, &srv, &c);
+	meta_client_set_local(c, seq_hook, NULL);
+	for (int i = 0; i < 60; i++)
+		assert_int_equal(meta_client_mkdir(c, NULL, 1, meta_name_c("d"), 0755, &in), 0);
+	assert_int_equal(nhook, 60);
+	assert_int_equal(nseen, 20); /* each passed call once, nothing else */
+	for (int k = 0; k < 20; k++) {
+		assert_int_equal(seen_seq[k], hook_seq[3 * k + 2]);
+		assert_int_equal(seen_low[k], seen_seq[k]);
+	}
+	meta_client_free(c);
+	rpc_server_free(srv);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_unknown_table),
+		cmocka_unit_test(test_local_no_idem),
+		cmocka_unit_test(test_seq_across_local),
 		cmocka_unit_test(test_hook),
 		cmocka_unit_test(test_gc_kicks),
 	};

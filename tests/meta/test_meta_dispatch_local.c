@@ -11,6 +11,14 @@
  *   recorded and its id in the reply), a SETATTR of mode and mtime, a
  *   CLOSE with the known length (session gone, length raised), a SYNC of
  *   a reported length; none calls storage.
+ *
+ * Idempotency (test_no_idem): the same mutations (create, mkdir, symlink,
+ * link, setattr, open, rename, unlink, rmdir), each with a seq and an
+ * idem_low that would raise the floor, write no IDEM record through
+ * meta_dispatch_in_process (the in-process instance's path, meta_local.c
+ * "No idempotency records") and one each through meta_dispatch (the
+ * service's path), where a second delivery of a request answers from its
+ * record instead of applying again.
  * Runs on mem:// and lmdb:// (meta_fixture.h).
  */
 #include <errno.h>
@@ -25,6 +33,7 @@
 
 #include "common/buf.h"
 #include "meta/meta_dispatch.h"
+#include "meta/schema.h"
 #include "meta_fixture.h"
 
 #define R1 META_ROOT_INO
@@ -151,6 +160,106 @@ static void test_forms(void **state)
 			 storage_calls);
 }
 
+/* The stored IDEM keys (records and floors). */
+static int idem_keys(void)
+{
+	struct meta_key b, e;
+	struct kv_range r;
+	kv_txn *t = NULL;
+	meta_key_prefix_range(&b, &e, "IDEM");
+	assert_int_equal(kv_begin(F.kv, KV_RDONLY, &t), 0);
+	assert_int_equal(kv_get_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n), 10000, 1, 0, &r), 0);
+	int n = r.n;
+	kv_txn_free(t);
+	return n;
+}
+
+/* M0 encoded with SEQ (and idem_low SEQ: the floor would rise) through the
+ * in-process dispatch (LOCAL) or the service's; its result. */
+static int run_as(int local, struct meta_rpc_req *m0, uint64_t seq, struct meta_inode *in)
+{
+	struct buf b = BUF_INIT;
+	char err[256];
+	int malformed;
+	m0->client = CLIENT;
+	m0->seq = seq;
+	m0->idem_low = seq;
+	assert_int_equal(meta_rpc_req_encode(&b, m0), 0);
+	int rc = local ? meta_dispatch_in_process(M, S, m0->type, b.data, (uint32_t)b.len, err,
+						  sizeof(err), &malformed)
+		       : meta_dispatch(M, S, m0->type, b.data, (uint32_t)b.len, err,
+				       sizeof(err), &malformed);
+	buf_fini(&b);
+	assert_int_equal(malformed, 0);
+	if (rc == 0 && in) {
+		struct meta_rpc_resp r = { .type = m0->type, .inode = in };
+		assert_int_equal(meta_rpc_resp_decode(S->out.data, S->out.len, &r), 0);
+	}
+	return rc;
+}
+
+/* Nine mutations in directory DIR (names prefixed P) through the
+ * in-process dispatch or the service's, seqs from *SEQ. */
+static void mutations(int local, const char *p, uint64_t *seq)
+{
+	char f[8], d[8], l[8], h[8], g[8];
+	struct meta_inode in, file;
+	snprintf(f, sizeof(f), "%sf", p);
+	snprintf(d, sizeof(d), "%sd", p);
+	snprintf(l, sizeof(l), "%sl", p);
+	snprintf(h, sizeof(h), "%sh", p);
+	snprintf(g, sizeof(g), "%sg", p);
+	struct meta_rpc_req m = { .type = META_RPC_CREATE, .ino = R1, .name = meta_name_c(f),
+				  .mode = 0644, .flags = META_O_EXCL };
+	assert_int_equal(run_as(local, &m, (*seq)++, &file), 0);
+	m = (struct meta_rpc_req){ .type = META_RPC_MKDIR, .ino = R1, .name = meta_name_c(d),
+				   .mode = 0755 };
+	assert_int_equal(run_as(local, &m, (*seq)++, &in), 0);
+	m = (struct meta_rpc_req){ .type = META_RPC_SYMLINK, .ino = R1, .name = meta_name_c(l),
+				   .data = (const uint8_t *)"t", .data_len = 1 };
+	assert_int_equal(run_as(local, &m, (*seq)++, &in), 0);
+	m = (struct meta_rpc_req){ .type = META_RPC_LINK, .ino = file.ino, .ino2 = R1,
+				   .name = meta_name_c(h) };
+	assert_int_equal(run_as(local, &m, (*seq)++, &in), 0);
+	m = (struct meta_rpc_req){ .type = META_RPC_SETATTR, .ino = file.ino,
+				   .sa = { .valid = META_SET_MODE, .mode = 0600 } };
+	assert_int_equal(run_as(local, &m, (*seq)++, &in), 0);
+	m = (struct meta_rpc_req){ .type = META_RPC_OPEN, .ino = file.ino,
+				   .flags = META_O_READ | META_O_WRITE };
+	assert_int_equal(run_as(local, &m, (*seq)++, &in), 0);
+	m = (struct meta_rpc_req){ .type = META_RPC_RENAME, .ino = R1, .name = meta_name_c(h),
+				   .ino2 = R1, .name2 = meta_name_c(g) };
+	assert_int_equal(run_as(local, &m, (*seq)++, NULL), 0);
+	m = (struct meta_rpc_req){ .type = META_RPC_UNLINK, .ino = R1, .name = meta_name_c(g) };
+	assert_int_equal(run_as(local, &m, (*seq)++, NULL), 0);
+	m = (struct meta_rpc_req){ .type = META_RPC_RMDIR, .ino = R1, .name = meta_name_c(d) };
+	assert_int_equal(run_as(local, &m, (*seq)++, NULL), 0);
+}
+
+static void test_no_idem(void **state)
+{
+	uint64_t seq = 1000;
+	int before = idem_keys();
+	mutations(1, "a", &seq);
+	print_message("IDEM keys: %d before, %d after 9 in-process mutations\n", before,
+		      idem_keys());
+	assert_int_equal(idem_keys(), before);
+
+	/* the service's path still records each (and a floor) */
+	mutations(0, "b", &seq);
+	int after = idem_keys();
+	print_message("IDEM keys after 9 over the service's path: %d\n", after);
+	assert_true(after >= before + 9);
+	/* a second delivery of the service's last request (rmdir of "bd")
+	 * answers from its record: done, not -ENOENT */
+	struct meta_rpc_req m = { .type = META_RPC_RMDIR, .ino = R1, .name = meta_name_c("bd") };
+	assert_int_equal(run_as(0, &m, seq - 1, NULL), 0);
+	/* an in-process request is not looked up: the same seq reused there
+	 * runs (and finds the directory gone) */
+	m = (struct meta_rpc_req){ .type = META_RPC_RMDIR, .ino = R1, .name = meta_name_c("bd") };
+	assert_int_equal(run_as(1, &m, seq - 1, NULL), -ENOENT);
+}
+
 /* The other types are the type set's business: meta_request_kv_only is 1. */
 static void test_other_types(void **state)
 {
@@ -166,6 +275,7 @@ int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_forms, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_idem, setup, teardown),
 		cmocka_unit_test(test_other_types),
 	};
 	return fx_run_groups("meta dispatch kv-only", tests, sizeof(tests) / sizeof(tests[0]),
