@@ -356,7 +356,7 @@ int meta_dispatch(meta_ctx *mc, struct meta_scratch *s, uint16_t type, const uin
 int meta_dispatch_kv_only(meta_ctx *mc, struct meta_scratch *s, uint16_t type,
 			  const uint8_t *p, uint32_t plen, char *err, size_t errlen, int *malformed)
 {
-	return dispatch(mc, s, type, p, plen, err, errlen, malformed, D_KV_ONLY | D_NO_IDEM);
+	return dispatch(mc, s, type, p, plen, err, errlen, malformed, D_KV_ONLY);
 }
 
 int meta_dispatch_in_process(meta_ctx *mc, struct meta_scratch *s, uint16_t type,

@@ -60,6 +60,8 @@ static int teardown(void **state)
 	return fx_teardown_meta(&F, &M);
 }
 
+static int idem_keys(void);
+
 static uint64_t sessions(void)
 {
 	struct meta_fsck_report r;
@@ -119,10 +121,13 @@ static void test_forms(void **state)
 	assert_int_equal(meta_getattr(M, in.ino, &got), 0);
 	assert_int_equal(got.size, 3 * CHUNK / 2);
 
-	/* an open for writing runs: a session */
+	/* an open for writing runs: a session, and (unlike
+	 * meta_dispatch_in_process) its idempotency record */
+	int keys0 = idem_keys();
 	m = (struct meta_rpc_req){ .type = META_RPC_OPEN, .ino = in.ino,
 				   .flags = META_O_READ | META_O_WRITE };
 	assert_int_equal(run(&m, &r, &got), 0);
+	assert_true(idem_keys() > keys0);
 	assert_int_not_equal(r.session, 0);
 	assert_int_equal(got.ino, in.ino);
 	assert_int_equal(sessions(), 1);
