@@ -2711,6 +2711,22 @@ static int file_quiet(struct fusefs *fs, const struct fusefs_file *f)
 	return quiet;
 }
 
+/* WHY EVERY CLOSE FLUSHES. FLUSH is one synchronous round trip of every
+ * create+close, and the kernel skips it for a handle opened with
+ * FOPEN_NOFLUSH (writeback cache is off here, so the flag is honoured).
+ * No handle gets it, not even a create's that never writes: FLUSH is the
+ * only sign of a close(2) the mount gets, and close(2) of any descriptor
+ * of a file drops every POSIX lock the closing process holds on it. Those
+ * locks are meta's, not the kernel's (it records none, and fuse_setlk
+ * leaves unlock-on-close to the flush), and the process may take one
+ * after the open, through another descriptor; a handle's open flags
+ * cannot change after the open, and RELEASE is no substitute (sent after
+ * close(2) returned, only at the last close of the description, and
+ * without the POSIX owner). So the mount can never know at open time
+ * that skipping the flush will be safe
+ * (test_integ_creates.c test_create_fd_close_drops_other_fds_lock). The
+ * length report below (close-to-open) would also need every write
+ * through such a handle to reach meta before it returns. */
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 {
 	if (!file_quiet(fs_of(req), (struct fusefs_file *)(uintptr_t)ffi->fh))
@@ -3742,7 +3758,11 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	 * are served by the reading thread (fuse_loop.h). Off by default: on
 	 * a loaded host it cut the mount's CPU and context switches per
 	 * create and delete but lost wall time (bench/history.md "Fast
-	 * namespace opcodes"). */
+	 * namespace opcodes"). CREATE alone on the reading thread by default
+	 * lost the same way: 0.62-0.94x the creates/s, the mount preempted
+	 * after its reply (3-4.5 involuntary switches per create instead of
+	 * 1-2) where a reader asleep in read(2) was not (bench/history.md
+	 * "Creates on the reading thread"). */
 	const char *nsf = getenv("CFS_FUSE_NS_FAST");
 	rc = fuseloop_run(se, fs.o.threads, fs.ring,
 	                  meta_client_has_local(fs.o.meta) && nsf && !strcmp(nsf, "1")

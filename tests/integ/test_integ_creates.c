@@ -10,7 +10,9 @@
  *   empty, inline (<= 64 KiB) and chunked files, and a file written
  *   through a dup'd descriptor after the first close(2) flushed;
  * - locks taken on a created file go at close: the other mount gets them
- *   at once (POSIX: any close of the file; flock: the last close);
+ *   at once (POSIX: any close of the file; flock: the last close), also
+ *   a lock taken through another descriptor when the create's own,
+ *   never written, is closed (what rules out FOPEN_NOFLUSH for creates);
  * - kill -9 of meta right after creates returned: every file is there
  *   after `chainfs up` restarts it;
  * - 8 threads, each in its own directory, creating, writing, renaming and
@@ -224,6 +226,35 @@ static void test_locks_dropped_at_close(void **state)
 	w.l_type = F_UNLCK;
 	assert_int_equal(fcntl(fb, F_SETLK, &w), 0);
 	assert_int_equal(close(fa), 0);
+	assert_int_equal(close(fb), 0);
+}
+
+/* A create's handle carries no lock and, when nothing is written through
+ * it, no length: skipping its FLUSH (FOPEN_NOFLUSH) looks free, but a
+ * POSIX lock the process takes later through another descriptor must
+ * still go when the create's descriptor is closed, and only FLUSH tells
+ * the mount (fuse_fs.c op_flush "Why every close flushes"). */
+static void test_create_fd_close_drops_other_fds_lock(void **state)
+{
+	char a[800], b[800];
+	snprintf(a, sizeof(a), "%s/lkc", env.mnt);
+	snprintf(b, sizeof(b), "%s/lkc", mnt2);
+	int fc = open(a, O_CREAT | O_EXCL | O_WRONLY, 0644);
+	assert_true(fc >= 0);
+	int fo = open(a, O_RDWR);
+	assert_true(fo >= 0);
+	struct flock w = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0 };
+	assert_int_equal(fcntl(fo, F_SETLK, &w), 0);
+	int fb = open(b, O_RDWR);
+	assert_true(fb >= 0);
+	assert_int_equal(fcntl(fb, F_SETLK, &w), -1);
+	assert_true(errno == EAGAIN || errno == EACCES);
+	/* the create's descriptor, never written: the lock goes at once */
+	assert_int_equal(close(fc), 0);
+	assert_int_equal(fcntl(fb, F_SETLK, &w), 0);
+	w.l_type = F_UNLCK;
+	assert_int_equal(fcntl(fb, F_SETLK, &w), 0);
+	assert_int_equal(close(fo), 0);
 	assert_int_equal(close(fb), 0);
 }
 
@@ -542,6 +573,7 @@ int main(void)
 		cmocka_unit_test(test_create_close_costs_one_request),
 		cmocka_unit_test(test_lengths_seen_after_close),
 		cmocka_unit_test(test_locks_dropped_at_close),
+		cmocka_unit_test(test_create_fd_close_drops_other_fds_lock),
 		cmocka_unit_test(test_kill9_meta_after_creates),
 		cmocka_unit_test(test_threads_in_dirs),
 		cmocka_unit_test(test_small_file_random_reads),
