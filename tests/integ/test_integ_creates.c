@@ -158,6 +158,13 @@ static void test_create_close_costs_one_request(void **state)
 	assert_int_equal(sessions_become(0), 0);
 }
 
+/* NAME's path on this mount (A) and on the second one (B), 800 bytes each. */
+static void both_paths(const char *name, char *a, char *b)
+{
+	snprintf(a, 800, "%s/%s", env.mnt, name);
+	snprintf(b, 800, "%s/%s", mnt2, name);
+}
+
 static void test_lengths_seen_after_close(void **state)
 {
 	static const size_t lens[] = { 0, 1, 4096, 65536, 65537, 300000 };
@@ -171,8 +178,7 @@ static void test_lengths_seen_after_close(void **state)
 	}
 	/* a close(2) flushes, then the file grows through a dup'd descriptor:
 	 * the last close reports the new length */
-	snprintf(a, sizeof(a), "%s/dup", env.mnt);
-	snprintf(b, sizeof(b), "%s/dup", mnt2);
+	both_paths("dup", a, b);
 	int fd = open(a, O_CREAT | O_EXCL | O_WRONLY, 0644);
 	assert_true(fd >= 0);
 	int fd2 = dup(fd);
@@ -189,11 +195,27 @@ static void test_lengths_seen_after_close(void **state)
 	expect_size(b, 10 + (off_t)sizeof(big));
 }
 
+/* This process holds a write lock on the file; FB, the other mount's
+ * descriptor of it, cannot take one until CLOSING is closed, and then
+ * can at once (close(2) of any descriptor drops the process's POSIX
+ * locks). Closes CLOSING, OTHER and FB. */
+static void assert_close_drops_lock(int fb, int closing, int other)
+{
+	struct flock w = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0 };
+	assert_int_equal(fcntl(fb, F_SETLK, &w), -1);
+	assert_true(errno == EAGAIN || errno == EACCES);
+	assert_int_equal(close(closing), 0);
+	assert_int_equal(fcntl(fb, F_SETLK, &w), 0);
+	w.l_type = F_UNLCK;
+	assert_int_equal(fcntl(fb, F_SETLK, &w), 0);
+	assert_int_equal(close(other), 0);
+	assert_int_equal(close(fb), 0);
+}
+
 static void test_locks_dropped_at_close(void **state)
 {
 	char a[800], b[800];
-	snprintf(a, sizeof(a), "%s/lk", env.mnt);
-	snprintf(b, sizeof(b), "%s/lk", mnt2);
+	both_paths("lk", a, b);
 	/* flock: goes with the last close of the description */
 	int fa = open(a, O_CREAT | O_EXCL | O_RDWR, 0644);
 	assert_true(fa >= 0);
@@ -219,14 +241,7 @@ static void test_locks_dropped_at_close(void **state)
 	assert_true(fa2 >= 0);
 	struct flock w = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0 };
 	assert_int_equal(fcntl(fa, F_SETLK, &w), 0);
-	assert_int_equal(fcntl(fb, F_SETLK, &w), -1);
-	assert_true(errno == EAGAIN || errno == EACCES);
-	assert_int_equal(close(fa2), 0);
-	assert_int_equal(fcntl(fb, F_SETLK, &w), 0);
-	w.l_type = F_UNLCK;
-	assert_int_equal(fcntl(fb, F_SETLK, &w), 0);
-	assert_int_equal(close(fa), 0);
-	assert_int_equal(close(fb), 0);
+	assert_close_drops_lock(fb, fa2, fa);
 }
 
 /* A create's handle carries no lock and, when nothing is written through
@@ -237,8 +252,7 @@ static void test_locks_dropped_at_close(void **state)
 static void test_create_fd_close_drops_other_fds_lock(void **state)
 {
 	char a[800], b[800];
-	snprintf(a, sizeof(a), "%s/lkc", env.mnt);
-	snprintf(b, sizeof(b), "%s/lkc", mnt2);
+	both_paths("lkc", a, b);
 	int fc = open(a, O_CREAT | O_EXCL | O_WRONLY, 0644);
 	assert_true(fc >= 0);
 	int fo = open(a, O_RDWR);
@@ -247,15 +261,8 @@ static void test_create_fd_close_drops_other_fds_lock(void **state)
 	assert_int_equal(fcntl(fo, F_SETLK, &w), 0);
 	int fb = open(b, O_RDWR);
 	assert_true(fb >= 0);
-	assert_int_equal(fcntl(fb, F_SETLK, &w), -1);
-	assert_true(errno == EAGAIN || errno == EACCES);
-	/* the create's descriptor, never written: the lock goes at once */
-	assert_int_equal(close(fc), 0);
-	assert_int_equal(fcntl(fb, F_SETLK, &w), 0);
-	w.l_type = F_UNLCK;
-	assert_int_equal(fcntl(fb, F_SETLK, &w), 0);
-	assert_int_equal(close(fo), 0);
-	assert_int_equal(close(fb), 0);
+	/* closing the create's descriptor, never written, drops it */
+	assert_close_drops_lock(fb, fc, fo);
 }
 
 static void test_kill9_meta_after_creates(void **state)
