@@ -404,15 +404,6 @@ int cli_mount(int argc, char **argv)
 	 * Fixed thresholds keep such buffers in the heaps for reuse. */
 	mallopt(M_MMAP_THRESHOLD, 8 << 20);
 	mallopt(M_TRIM_THRESHOLD, 64 << 20);
-	/* libfuse callocs every request (128 bytes in 3.14: a 144-byte
-	 * chunk) and frees it with the reply. glibc's calloc skips the
-	 * thread cache, so that cache fills with the frees and every
-	 * further free took the arena's lock and its unsorted bin: a
-	 * cache-missing _int_free at ~5 % of the mount's CPU in 4 KiB
-	 * random reads. Fast bins up to the largest size glibc allows
-	 * (160 bytes) take such chunks lock-free and hand them to the next
-	 * calloc directly. */
-	mallopt(M_MXFAST, 160);
 	double attr_to, entry_to, neg_to;
 
 	memset(&mc, 0, sizeof(mc));
