@@ -112,9 +112,10 @@ int bench_fio_opts_parse(int argc, char **argv, unsigned max_replicas, void (*us
 		{ "qd-seq", required_argument, NULL, 'q' },  { "qd-rand", required_argument, NULL, 'Q' },
 		{ "seconds", required_argument, NULL, 't' }, { "rounds", required_argument, NULL, 'r' },
 		{ "nosync", no_argument, NULL, 'n' },        { "help", no_argument, NULL, 'h' },
-		{ "replicas", required_argument, NULL, 'R' }, { NULL, 0, NULL, 0 },
+		{ "replicas", required_argument, NULL, 'R' }, { "page-cache", no_argument, NULL, 'P' },
+		{ NULL, 0, NULL, 0 },
 	};
-	*o = (struct bench_fio_opts){ NULL, 1024, 8, 32, 10, 3, 1, 0 };
+	*o = (struct bench_fio_opts){ NULL, 1024, 8, 32, 10, 3, 1, 0, 0 };
 	int ch;
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
@@ -126,6 +127,7 @@ int bench_fio_opts_parse(int argc, char **argv, unsigned max_replicas, void (*us
 		case 't': o->seconds = (unsigned)atoi(optarg); break;
 		case 'r': o->rounds = (unsigned)atoi(optarg); break;
 		case 'n': o->sync = 0; break;
+		case 'P': o->page_cache = 1; break;
 		case 'R':
 			if (!max_replicas)
 				goto bad;

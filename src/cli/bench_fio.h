@@ -20,13 +20,15 @@ struct bench_fio_opts {
 	unsigned rounds;
 	int sync;          /* 0 with --nosync */
 	unsigned replicas; /* --replicas R (bench storage): 0 when not given */
+	int page_cache;    /* --page-cache: the engine's small reads may use the page
+			      cache (its default); 0: every read O_DIRECT, as fio's */
 };
 
 /* Parses ARGV into *O: --dir (required), --size-mb, --qd-seq, --qd-rand
  * (each 1..BENCH_FIO_MAX_QD), --seconds, --rounds (1..BENCH_FIO_MAX_ROUNDS),
- * --nosync, --help, and --replicas (at most MAX_REPLICAS) unless
+ * --nosync, --page-cache, --help, and --replicas (at most MAX_REPLICAS) unless
  * MAX_REPLICAS is 0, over the defaults 1024 MiB, 8, 32, 10 s, 3 rounds,
- * sync on, no replicas. Returns -1 when the bench should run, else its
+ * sync on, no replicas, page cache off. Returns -1 when the bench should run, else its
  * exit status: 0 after printing USAGE to stdout for --help, 2 after
  * printing it to stderr for a bad or missing option. */
 int bench_fio_opts_parse(int argc, char **argv, unsigned max_replicas, void (*usage)(FILE *),

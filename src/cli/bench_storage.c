@@ -20,7 +20,12 @@
  *              fio randwrite 4k at the same depth, plain and with
  *              fdatasync after every write, each divided by R
  * fio runs beside each phase with ioengine=io_uring, direct=1 and the same
- * block size and depth on DIR/fio.dat. Rounds alternate server and fio
+ * block size and depth on DIR/fio.dat. The server reads O_DIRECT too
+ * (--cached-read-max=0): with its default, small reads go through the
+ * page cache, which a 1 GiB data set on this machine fits in, so its
+ * random reads were served from memory (every data page resident after
+ * one round) while fio's came from the disk. --page-cache keeps the
+ * server's default for that figure. Rounds alternate server and fio
  * phase by phase so both see the same background load; the per-round
  * ratios and their medians are printed. The server acknowledges a write
  * once durable (unless --nosync), so the write phase is also compared
@@ -103,7 +108,8 @@ static pid_t start_server(const struct bench_fio_opts *o, uint16_t *port)
 		}
 		char *argv[] = { "chainfs", "storage", "--targets", target, "--listen", listen,
 				 "--cluster-id", BENCH_CLUSTER, "--secret-file", secret,
-				 "--log-level", "warn", o->sync ? "--sync=1" : "--sync=0", NULL };
+				 "--log-level", "warn", o->sync ? "--sync=1" : "--sync=0",
+				 o->page_cache ? NULL : "--cached-read-max=0", NULL };
 		execv("/proc/self/exe", argv);
 		_exit(127);
 	}
@@ -159,7 +165,8 @@ static pid_t start_svc(const struct bench_fio_opts *o, unsigned i)
 	char *sargv[] = { "chainfs", "storage", "--targets", svc[i].target, "--listen",
 			  svc[i].listen, "--cluster-id", BENCH_CLUSTER, "--secret-file", cl_secret,
 			  "--mgmtd", cl_mgmtd, "--log-level", "notice",
-			  o->sync ? "--sync=1" : "--sync=0", NULL };
+			  o->sync ? "--sync=1" : "--sync=0",
+			  o->page_cache ? NULL : "--cached-read-max=0", NULL };
 	return spawn(sargv, cl_log);
 }
 
@@ -496,13 +503,28 @@ static void cpu_print(const char *what, const struct cpu_mark *a, const struct c
 	       (b->client - a->client) / gib, (b->servers - a->servers) / gib);
 }
 
+/* CPU microseconds per operation between A and B, OPS operations a
+ * second for SECS seconds (the random read phases). */
+static void cpu_print_ops(const char *what, const struct cpu_mark *a, const struct cpu_mark *b,
+			  double ops, unsigned secs)
+{
+	double n = ops * secs;
+	if (a->client < 0 || b->client < 0 || a->servers < 0 || b->servers < 0 || n <= 0)
+		return;
+	printf("       %-17s cpu us/read: client %.1f  server %.1f\n", what,
+	       1e6 * (b->client - a->client) / n, 1e6 * (b->servers - a->servers) / n);
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: chainfs bench storage --dir DIR [--size-mb N] [--qd-seq N] [--qd-rand N]\n"
 		   "                            [--seconds N] [--rounds N] [--nosync] [--replicas R]\n"
+		   "                            [--page-cache]\n"
 		   "  A chainfs storage process on DIR/target over loopback vs fio on DIR/fio.dat\n"
 		   "  (removed afterwards). defaults: --size-mb 1024 --qd-seq 8 --qd-rand 32\n"
 		   "  --seconds 10 --rounds 3\n"
+		   "  --page-cache: the server's small reads may use the page cache (its\n"
+		   "  default); without it every server read is O_DIRECT, as fio's are.\n"
 		   "  --replicas R: mgmtd + R storage processes, writes and reads through one\n"
 		   "  CRAQ chain of R; writes are compared with fio / R (one disk holds every\n"
 		   "  copy), reads (spread over the replicas) with fio.\n");
@@ -720,6 +742,8 @@ int cli_bench_storage(int argc, char **argv)
 			       srv_ops, units[w], fio, units[w], 100 * srv_ops / fio);
 			if (w < 2)
 				cpu_print(names[w], &m0, &m1, o.size_mb);
+			else
+				cpu_print_ops(names[w], &m0, &m1, srv_ops, o.seconds);
 			if (w == 0 && o.sync) {
 				char fds[32];
 				snprintf(fds, sizeof(fds), "--fdatasync=%u", qd);
@@ -742,7 +766,13 @@ int cli_bench_storage(int argc, char **argv)
 		printf("  %s %.1f%%", names[w], 100 * bench_median(ratio[w], o.rounds));
 	if (o.sync)
 		printf("  (seq write vs fio fdatasync %.1f%%)", 100 * bench_median(dratio, o.rounds));
-	printf("\nnote: shared machine; re-run for noise. Same disk, same block size and depth;\n"
+	printf("\nfio job: --ioengine=io_uring --direct=1 --size=%um on %s/fio.dat, one job;\n"
+	       "  seq: --rw=write|read --bs=1m --iodepth=%u; rand: --rw=randread --bs=4k\n"
+	       "  --iodepth=%u --time_based --runtime=%u. server reads: %s\n",
+	       o.size_mb, o.dir, o.qd_seq, o.qd_rand, o.seconds,
+	       o.page_cache ? "small ones through the page cache (--page-cache)"
+			    : "all O_DIRECT (--cached-read-max=0)");
+	printf("note: shared machine; re-run for noise. Same disk, same block size and depth;\n"
 	       "rand read batched = %u threads x %u reads per request (same %u in flight),\n"
 	       "compared with the same fio run as rand read; rand read async = %u requests\n"
 	       "kept in flight by completion callbacks on the RPC client (one loop thread),\n"
