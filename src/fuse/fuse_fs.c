@@ -3742,12 +3742,15 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	 * are served by the reading thread (fuse_loop.h). Off by default: on
 	 * a loaded host it cut the mount's CPU and context switches per
 	 * create and delete but lost wall time (bench/history.md "Fast
-	 * namespace opcodes"). */
+	 * namespace opcodes"). CFS_FUSE_NS_FAST=auto: only while the host's
+	 * CPUs are not contended (fuse_loop.h FUSELOOP_NS_AUTO). */
 	const char *nsf = getenv("CFS_FUSE_NS_FAST");
-	rc = fuseloop_run(se, fs.o.threads, fs.ring,
-	                  meta_client_has_local(fs.o.meta) && nsf && !strcmp(nsf, "1")
-	                      ? FUSELOOP_NS_FAST
-	                      : 0);
+	unsigned nsflags = 0;
+	if (meta_client_has_local(fs.o.meta) && nsf && !strcmp(nsf, "1"))
+		nsflags = FUSELOOP_NS_FAST;
+	else if (meta_client_has_local(fs.o.meta) && nsf && !strcmp(nsf, "auto"))
+		nsflags = FUSELOOP_NS_AUTO;
+	rc = fuseloop_run(se, fs.o.threads, fs.ring, nsflags);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	if (rc < 0)
 		snprintf(err, errlen, "session loop failed: %s", strerror(-rc));
