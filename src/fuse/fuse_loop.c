@@ -169,7 +169,8 @@ static int fl_ns_serve_here(struct fuseloop *fl)
 {
 	uint64_t now = clock_mono_ns();
 	uint64_t at = atomic_load_explicit(&fl->pressure_at, memory_order_relaxed);
-	if (now - at >= NS_AUTO_PERIOD_NS &&
+	/* NOW > AT: another thread may have stored a later reading time */
+	if (now > at && now - at >= NS_AUTO_PERIOD_NS &&
 	    atomic_compare_exchange_strong_explicit(&fl->pressure_at, &at, now,
 	                                            memory_order_relaxed, memory_order_relaxed))
 		atomic_store_explicit(&fl->pressure, sched_hint_cpu_pressure(),
