@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 /* The kernel's struct sched_attr, first version (48 bytes); glibc before
@@ -61,4 +62,41 @@ long long sched_hint_slice_ns(void)
 			v = atoll(strchr(line, ':') + 1);
 	fclose(f);
 	return v;
+}
+
+int sched_hint_parse_pressure(const char *text)
+{
+	const char *p = strstr(text, "some avg10=");
+	if (!p || (p != text && p[-1] != '\n'))
+		return -1;
+	p += strlen("some avg10=");
+	long whole = 0, frac = 0;
+	int digits = 0;
+	for (; *p >= '0' && *p <= '9' && whole <= 100; p++, digits++)
+		whole = whole * 10 + (*p - '0');
+	if (!digits || whole > 100)
+		return -1;
+	if (*p == '.') {
+		p++;
+		if (*p >= '0' && *p <= '9')
+			frac = (*p++ - '0') * 10;
+		if (*p >= '0' && *p <= '9')
+			frac += *p - '0';
+	}
+	long v = whole * 100 + frac;
+	return v > 10000 ? 10000 : (int)v;
+}
+
+int sched_hint_cpu_pressure(void)
+{
+	char text[256];
+	int fd = open("/proc/pressure/cpu", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, text, sizeof(text) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	text[n] = 0;
+	return sched_hint_parse_pressure(text);
 }

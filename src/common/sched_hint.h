@@ -30,4 +30,19 @@ void sched_hint_latency(void);
  * /proc/self/task/TID/sched), or -1 when it does not (older kernels). */
 long long sched_hint_slice_ns(void);
 
+/* How much the host's tasks waited for a CPU lately: the "some avg10"
+ * of the kernel's CPU pressure (PSI), the share of the last ~10 s in
+ * which at least one runnable task was waiting, in hundredths of a
+ * percent (0..10000); -1 when the kernel does not say (no
+ * /proc/pressure/cpu: PSI off, before Linux 4.20). A thread that hands
+ * its work to another thread and then sleeps is cheaper on an idle host,
+ * but on a busy one it pays to be asleep and woken wherever a CPU is
+ * free: this tells the two apart. One read of a procfs file (a few us):
+ * callers cache it. Any thread. */
+int sched_hint_cpu_pressure(void);
+
+/* The same from TEXT, the contents of a PSI file ("some avg10=1.23 ...");
+ * -1 when it has no "some" line with avg10. */
+int sched_hint_parse_pressure(const char *text);
+
 #endif

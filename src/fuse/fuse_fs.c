@@ -3762,12 +3762,16 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	 * lost the same way: 0.62-0.94x the creates/s, the mount preempted
 	 * after its reply (3-4.5 involuntary switches per create instead of
 	 * 1-2) where a reader asleep in read(2) was not (bench/history.md
-	 * "Creates on the reading thread"). */
+	 * "Creates on the reading thread").
+	 * CFS_FUSE_NS_FAST=auto: only while the host's CPUs are not contended
+	 * (fuse_loop.h FUSELOOP_NS_AUTO). */
 	const char *nsf = getenv("CFS_FUSE_NS_FAST");
-	rc = fuseloop_run(se, fs.o.threads, fs.ring,
-	                  meta_client_has_local(fs.o.meta) && nsf && !strcmp(nsf, "1")
-	                      ? FUSELOOP_NS_FAST
-	                      : 0);
+	unsigned nsflags = 0;
+	if (meta_client_has_local(fs.o.meta) && nsf && !strcmp(nsf, "1"))
+		nsflags = FUSELOOP_NS_FAST;
+	else if (meta_client_has_local(fs.o.meta) && nsf && !strcmp(nsf, "auto"))
+		nsflags = FUSELOOP_NS_AUTO;
+	rc = fuseloop_run(se, fs.o.threads, fs.ring, nsflags);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	if (rc < 0)
 		snprintf(err, errlen, "session loop failed: %s", strerror(-rc));

@@ -28,10 +28,13 @@
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/block_hint.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/sched_hint.h"
 #include "fuse/fuse_uring.h"
@@ -60,6 +63,9 @@ struct fuseloop {
 	int error; /* first read error (-errno) */
 	int nthreads, max_threads;
 	unsigned flags; /* FUSELOOP_* */
+	_Atomic uint64_t pressure_at; /* FUSELOOP_NS_AUTO: when PRESSURE was read
+	                               * (mono ns; any thread, no lock) */
+	_Atomic int pressure;         /* sched_hint_cpu_pressure then */
 	struct fl_worker *idle;
 	struct fl_worker *all;
 };
@@ -146,6 +152,33 @@ void fuseloop_will_block(void)
 	fl_wake(wake);
 }
 
+/* FUSELOOP_NS_AUTO: whether the thread that read a namespace change
+ * serves it itself: while the host's CPUs are not contended (CPU
+ * pressure, sched_hint_cpu_pressure, below NS_AUTO_PRESSURE; read again
+ * at most every NS_AUTO_PERIOD_NS by whichever thread finds it stale).
+ * On a busy host the reading thread, preempted when its reply woke the
+ * caller, was runnable instead of asleep in read(2) when the next
+ * request came and waited behind the other load for its CPU, while a
+ * reader asleep in read(2) is woken on whichever CPU is free
+ * (bench/history.md "Fast namespace opcodes", "Adaptive fast namespace
+ * opcodes"). Unknown pressure (no PSI): hand over, the safe side. */
+#define NS_AUTO_PRESSURE 2000                 /* 20.00 % some avg10 */
+#define NS_AUTO_PERIOD_NS (250ull * 1000000u) /* 250 ms */
+
+static int fl_ns_serve_here(struct fuseloop *fl)
+{
+	uint64_t now = clock_mono_ns();
+	uint64_t at = atomic_load_explicit(&fl->pressure_at, memory_order_relaxed);
+	/* NOW > AT: another thread may have stored a later reading time */
+	if (now > at && now - at >= NS_AUTO_PERIOD_NS &&
+	    atomic_compare_exchange_strong_explicit(&fl->pressure_at, &at, now,
+	                                            memory_order_relaxed, memory_order_relaxed))
+		atomic_store_explicit(&fl->pressure, sched_hint_cpu_pressure(),
+		                      memory_order_relaxed);
+	int p = atomic_load_explicit(&fl->pressure, memory_order_relaxed);
+	return p >= 0 && p < NS_AUTO_PRESSURE;
+}
+
 /* Opcodes the mount usually answers from memory (its handlers call
  * fuseloop_will_block before anything that waits), and with
  * FUSELOOP_NS_FAST the namespace changes, which then run through the
@@ -156,11 +189,13 @@ void fuseloop_will_block(void)
  * point at fuseloop_will_block. Handing over for every unlink cost ~2
  * sleeps of the reading thread and a futex sleep of the other per
  * delete: 35.5 us per delete instead of 19.7 with one thread (issue 13,
- * bench/history.md). Opt-in (fuse_fs.c, CFS_FUSE_NS_FAST=1): on a loaded
- * host the reading thread, preempted when its reply wakes the caller,
- * was runnable instead of asleep in read(2) when the next request came,
- * and creates and deletes ran slower ("Fast namespace opcodes"). */
-static int fl_fast(const struct fuseloop *fl, const struct fuse_buf *b)
+ * bench/history.md). Always (FUSELOOP_NS_FAST) lost on a loaded host: the
+ * reading thread, preempted when its reply woke the caller, was runnable
+ * instead of asleep in read(2) when the next request came, and creates
+ * and deletes ran slower ("Fast namespace opcodes"); FUSELOOP_NS_AUTO
+ * serves them here only while the host's CPUs are not contended
+ * (fl_ns_serve_here). */
+static int fl_fast(struct fuseloop *fl, const struct fuse_buf *b)
 {
 	if ((b->flags & FUSE_BUF_IS_FD) || b->size < sizeof(struct fuse_in_header))
 		return 0;
@@ -189,7 +224,11 @@ static int fl_fast(const struct fuseloop *fl, const struct fuse_buf *b)
 	case FUSE_RMDIR:
 	case FUSE_RENAME:
 	case FUSE_RENAME2:
-		return (fl->flags & FUSELOOP_NS_FAST) != 0;
+		if (fl->flags & FUSELOOP_NS_FAST)
+			return 1;
+		if (fl->flags & FUSELOOP_NS_AUTO)
+			return fl_ns_serve_here(fl);
+		return 0;
 	}
 	return 0;
 }
@@ -305,6 +344,8 @@ static int fl_start(struct fuseloop *fl, struct fuse_session *se, furing *ring, 
 	fl->q = q;
 	fl->done = done;
 	fl->max_threads = max_threads > 0 ? max_threads : 1;
+	atomic_init(&fl->pressure, -1);
+	atomic_init(&fl->pressure_at, 0);
 	pthread_mutex_init(&fl->mu, NULL);
 	pthread_mutex_lock(&fl->mu);
 	fl->reader = 1;

@@ -30,7 +30,9 @@
  *
  * With FUSELOOP_NS_FAST (the mount runs a metadata instance in its own
  * process, meta_local.h, and CFS_FUSE_NS_FAST=1) the namespace changes
- * are fast opcodes too:
+ * are fast opcodes too; with FUSELOOP_NS_AUTO (CFS_FUSE_NS_FAST=auto)
+ * they are while the host's CPUs are not contended (sched_hint.h CPU
+ * pressure):
  * CREATE, MKNOD, MKDIR, SYMLINK, LINK, UNLINK, RMDIR, RENAME(2). Their
  * waits are deep in the meta client and the KV store, which call
  * block_hint_wait (common/block_hint.h) right before they wait; every
@@ -53,8 +55,12 @@ struct fuse_session;
 struct furing;
 
 /* FLAGS of fuseloop_run: the namespace changes run in this process
- * (meta_local.h) and hand over only where they wait (block_hint.h). */
+ * (meta_local.h) and hand over only where they wait (block_hint.h).
+ * NS_FAST: the reading thread always serves them; NS_AUTO: it does while
+ * the host's CPUs are not contended (CPU pressure), else it hands the
+ * reading over first as for any other opcode. */
 #define FUSELOOP_NS_FAST 1u
+#define FUSELOOP_NS_AUTO 2u
 
 /* Serves SE until it exits. 0 after an unmount or a stop (signal,
  * fuse_session_exit); -errno when reading the device failed or no

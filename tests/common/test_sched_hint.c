@@ -2,7 +2,8 @@
  * the short slice CFS_SLICE_US asks for, keeps its nice value, and leaves
  * the kernel default with CFS_SLICE_US=0. Skipped where the kernel has no
  * custom slices (before Linux 6.12: no se.slice in /proc/.../sched, or a
- * slice asked for directly does not show there). */
+ * slice asked for directly does not show there). sched_hint_parse_pressure
+ * and sched_hint_cpu_pressure read the kernel's CPU pressure. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -120,12 +121,38 @@ static void test_env_zero_leaves_default(void **state)
 	assert_int_equal(p.after, p.before);
 }
 
+/* sched_hint_parse_pressure reads "some avg10" in hundredths of a
+ * percent and refuses text without it. */
+static void test_parse_pressure(void **state)
+{
+	(void)state;
+	assert_int_equal(sched_hint_parse_pressure("some avg10=78.02 avg60=58.95 avg300=47.50 "
+	                                           "total=11649048864\n"
+	                                           "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"),
+	                 7802);
+	assert_int_equal(sched_hint_parse_pressure("some avg10=0.00 avg60=0.00\n"), 0);
+	assert_int_equal(sched_hint_parse_pressure("some avg10=100.00 avg60=99.5\n"), 10000);
+	assert_int_equal(sched_hint_parse_pressure("some avg10=5 avg60=1\n"), 500);
+	assert_int_equal(sched_hint_parse_pressure("some avg10=19.9 avg60=1\n"), 1990);
+	assert_int_equal(sched_hint_parse_pressure("full avg10=3.00 avg60=0.00\n"), -1);
+	assert_int_equal(sched_hint_parse_pressure("some avg60=3.00\n"), -1);
+	assert_int_equal(sched_hint_parse_pressure("some avg10=x\n"), -1);
+	assert_int_equal(sched_hint_parse_pressure("some avg10=1000.00\n"), -1);
+	assert_int_equal(sched_hint_parse_pressure(""), -1);
+	/* the live file, where there is one, parses */
+	if (access("/proc/pressure/cpu", R_OK) == 0) {
+		int p = sched_hint_cpu_pressure();
+		assert_true(p >= 0 && p <= 10000);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_default_hint),
 		cmocka_unit_test(test_env_slice_and_nice_kept),
 		cmocka_unit_test(test_env_zero_leaves_default),
+		cmocka_unit_test(test_parse_pressure),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
