@@ -28,6 +28,16 @@
  * fuseloop_will_block first, which hands the reading over then. When a
  * thread finishes a request and nobody reads, it reads; else it goes idle.
  *
+ * A fast request stays with the reading thread even when more are
+ * queued. Handing the reading over after a READ when poll(2) found the
+ * next request queued (at most 2 or 3 served at once; also with the
+ * finishing thread reading beside the reader while requests were
+ * queued) gave 4 KiB random reads at queue depth 64 no more IOPS on the
+ * shared 2-core host (median 0.59x and 0.94x of this loop's), for the
+ * same or more of the mount's CPU per read: the threads it added waited
+ * for a CPU longer than they ran (bench/history.md "READ handed over on
+ * a backlog").
+ *
  * With FUSELOOP_NS_FAST (the mount runs a metadata instance in its own
  * process, meta_local.h, and CFS_FUSE_NS_FAST=1) the namespace changes
  * are fast opcodes too; with FUSELOOP_NS_AUTO (CFS_FUSE_NS_FAST=auto)
