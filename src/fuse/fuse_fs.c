@@ -3754,23 +3754,29 @@ int fusefs_run(const char *mountpoint, const struct fusefs_opts *o, char *err, s
 	/* Our loop, not fuse_session_loop_mt: one reader at a time, so the
 	 * thread that answered a request from the caches reads the next
 	 * (fuse_loop.h). */
-	/* CFS_FUSE_NS_FAST=1: with the in-process meta, namespace changes
-	 * are served by the reading thread (fuse_loop.h). Off by default: on
-	 * a loaded host it cut the mount's CPU and context switches per
-	 * create and delete but lost wall time (bench/history.md "Fast
-	 * namespace opcodes"). CREATE alone on the reading thread by default
-	 * lost the same way: 0.62-0.94x the creates/s, the mount preempted
-	 * after its reply (3-4.5 involuntary switches per create instead of
-	 * 1-2) where a reader asleep in read(2) was not (bench/history.md
-	 * "Creates on the reading thread").
-	 * CFS_FUSE_NS_FAST=auto: only while the host's CPUs are not contended
-	 * (fuse_loop.h FUSELOOP_NS_AUTO). */
+	/* With the in-process meta the namespace changes are served by the
+	 * reading thread while the host's CPUs are not contended
+	 * (FUSELOOP_NS_AUTO, the default: 1.05-1.15x the creates/s and
+	 * deletes/s of the hand-over in 4 of 4 quiet pairs, bench/history.md
+	 * "Adaptive fast namespace opcodes: the default"). Always serving them
+	 * there (CFS_FUSE_NS_FAST=1) cut the mount's CPU and context switches
+	 * but lost wall time on a loaded host: the reading thread, preempted
+	 * after its reply, waited for a CPU where a reader asleep in read(2)
+	 * was woken at once ("Fast namespace opcodes"; CREATE alone lost the
+	 * same way: "Creates on the reading thread"). CFS_FUSE_NS_FAST=0: always
+	 * hand over (the previous default). */
 	const char *nsf = getenv("CFS_FUSE_NS_FAST");
 	unsigned nsflags = 0;
-	if (meta_client_has_local(fs.o.meta) && nsf && !strcmp(nsf, "1"))
-		nsflags = FUSELOOP_NS_FAST;
-	else if (meta_client_has_local(fs.o.meta) && nsf && !strcmp(nsf, "auto"))
-		nsflags = FUSELOOP_NS_AUTO;
+	if (meta_client_has_local(fs.o.meta)) {
+		if (nsf && !strcmp(nsf, "1"))
+			nsflags = FUSELOOP_NS_FAST;
+		else if (!nsf || strcmp(nsf, "0"))
+			nsflags = FUSELOOP_NS_AUTO;
+	}
+	LOG_NOTICE("fuse", "namespace changes on the reading thread: %s",
+	           nsflags == FUSELOOP_NS_FAST   ? "always (CFS_FUSE_NS_FAST=1)"
+	           : nsflags == FUSELOOP_NS_AUTO ? "while the CPUs are not contended"
+	                                         : "never");
 	rc = fuseloop_run(se, fs.o.threads, fs.ring, nsflags);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	if (rc < 0)

@@ -40,9 +40,9 @@
  *
  * With FUSELOOP_NS_FAST (the mount runs a metadata instance in its own
  * process, meta_local.h, and CFS_FUSE_NS_FAST=1) the namespace changes
- * are fast opcodes too; with FUSELOOP_NS_AUTO (CFS_FUSE_NS_FAST=auto)
- * they are while the host's CPUs are not contended (sched_hint.h CPU
- * pressure):
+ * are fast opcodes too; with FUSELOOP_NS_AUTO (the mount's default with
+ * the in-process meta; CFS_FUSE_NS_FAST=0 turns it off) they are while
+ * the host's CPUs are not contended (sched_hint.h CPU pressure):
  * CREATE, MKNOD, MKDIR, SYMLINK, LINK, UNLINK, RMDIR, RENAME(2). Their
  * waits are deep in the meta client and the KV store, which call
  * block_hint_wait (common/block_hint.h) right before they wait; every

@@ -147,6 +147,7 @@ static void test_roundtrip(void **state)
 	char log[700], dir[1024], p[1200], q[1200], buf[64];
 	snprintf(log, sizeof(log), "%s/logs/mount.log", env.data);
 	assert_true(testenv_file_has(log, "meta in-process on lmdb://"));
+	assert_true(testenv_file_has(log, "namespace changes on the reading thread: always"));
 
 	integ_path(&env, "rt", dir, sizeof(dir));
 	assert_int_equal(mkdir(dir, 0755), 0);
