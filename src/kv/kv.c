@@ -449,6 +449,7 @@ int kv_begin(kv_engine *e, unsigned flags, kv_txn **out)
 	t->state = KV_TXN_OPEN;
 	t->err = 0;
 	t->nconflicts = 0;
+	t->alone = 0;
 	kv_arena_init(&t->arena);
 	t->wb.npts = t->wb.nranges = t->wb.ncalls = 0;
 	t->wb.bytes = 0;
@@ -506,6 +507,11 @@ static int count_conflicts(struct kv_txn *t, int n)
 	}
 	t->nconflicts += n;
 	return 0;
+}
+
+int kv_reports_alone(const kv_engine *e)
+{
+	return e->ops->reports_alone;
 }
 
 int kv_read_version(kv_txn *t, int64_t *version)
@@ -1081,10 +1087,12 @@ int kv_run(kv_engine *e, const struct kv_run_opts *opts, kv_txn_fn fn, void *arg
 	if (stats) {
 		stats->retries = 0;
 		stats->version = -1;
+		stats->alone = 0;
 	}
 	for (attempt = 0;; attempt++) {
 		kv_txn *t = NULL;
 		int64_t v = -1;
+		int alone = 0;
 
 		rc = kv_begin(e, o.flags, &t);
 		if (!rc) {
@@ -1093,13 +1101,16 @@ int kv_run(kv_engine *e, const struct kv_run_opts *opts, kv_txn_fn fn, void *arg
 				rc = -EINVAL; /* a body must return 0 or <0 */
 			if (!rc)
 				rc = kv_commit(t, &v);
+			alone = !rc && v >= 0 && t->alone;
 			kv_txn_free(t);
 		}
 		if (stats)
 			stats->retries = attempt;
 		if (!rc) {
-			if (stats)
+			if (stats) {
 				stats->version = v;
+				stats->alone = alone;
+			}
 			return 0;
 		}
 		if (!kv_is_retryable(rc, o.idempotent) || attempt >= o.max_retries)

@@ -301,7 +301,18 @@ struct kv_run_opts {
 struct kv_run_stats {
 	int retries;         /* attempts made after the first */
 	int64_t version;     /* commit version of the successful attempt, or -1 */
+	int alone;           /* 1: the successful attempt's writes went onto its
+	                        own read snapshot with no other write between
+	                        (lmdb only, see kv_reports_alone), so what its body
+	                        read, merged with its own writes, is exactly the
+	                        state its commit made; 0: unknown. A read-only
+	                        or write-free attempt: 0. */
 };
+
+/* 1 when E's backend fills kv_run_stats.alone (lmdb), else 0 (etcd, mem):
+ * a caller that would read something inside its txn only to use it when
+ * alone skips the read where it can never be used. */
+int kv_reports_alone(const kv_engine *e);
 
 /* Runs FN in a fresh txn, commits, and on a retryable error (see
  * kv_is_retryable) sleeps a jittered exponential backoff and runs again,

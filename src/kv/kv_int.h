@@ -156,6 +156,7 @@ struct kv_txn {
 	int nconflicts;          /* read-conflict entries counted so far */
 	struct kv_arena arena;   /* everything returned to the caller */
 	struct kv_wbuf wb;       /* pending writes (read-write txns) */
+	int alone;               /* set by a commit that reports it: kv_run_stats.alone */
 	/* backend private area of ops->txn_priv_size bytes follows,
 	 * zero-initialised at begin; reach it with kv_txn_priv() */
 };
@@ -217,8 +218,12 @@ struct kv_backend_ops {
 			    int single);
 
 	/* Atomically validates the read-conflict set and applies t->wb
-	 * (non-empty; read-write txn). *version = commit version. */
+	 * (non-empty; read-write txn). *version = commit version. A backend
+	 * that sets reports_alone also sets t->alone on success: 1 when no
+	 * other write committed between the txn's read version and its
+	 * writes (kv_run_stats.alone), else 0. */
 	int (*commit)(struct kv_txn *t, int64_t *version);
+	int reports_alone;
 
 	/* Makes every commit so far durable (kv_flush). NULL: commits are
 	 * durable when they return. */

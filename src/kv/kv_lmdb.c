@@ -1854,7 +1854,10 @@ static void run_batch_flat(struct lmdb_engine *e, struct lmdb_req **b, int n)
 		struct lmdb_txn *p = kv_txn_priv(t);
 
 		rc = 0;
-		if (dirty || id != p->rid + 1)
+		/* alone: nothing committed since its snapshot, no earlier member
+		 * wrote (kv_run_stats.alone); a failed commit is not reported */
+		t->alone = !dirty && id == p->rid + 1;
+		if (!t->alone)
 			rc = validate(e, w, t);
 		b[i]->rc = rc;
 		if (rc)
@@ -1907,7 +1910,8 @@ static void run_batch(struct lmdb_engine *e, struct lmdb_req **b, int n)
 			continue;
 		}
 		rc = 0;
-		if (dirty || id != p->rid + 1)
+		t->alone = !dirty && id == p->rid + 1; /* as in run_batch_flat */
+		if (!t->alone)
 			rc = validate(e, c, t);
 		if (!rc)
 			rc = apply(e, c, &t->wb);
@@ -2087,5 +2091,6 @@ const struct kv_backend_ops kv_lmdb_ops = {
 	.get_range = lmdb_get_range,
 	.add_conflict = lmdb_add_conflict,
 	.commit = lmdb_commit,
+	.reports_alone = 1,
 	.flush = lmdb_flush,
 };

@@ -31,6 +31,10 @@
  *   process, and with sync=full (an fdatasync), but not when it will not
  *   wait (sync=window, lock free).
  * - URL and option errors are reported, not crashed on.
+ * - kv_run_stats.alone (writemap and not): 1 for a write committed onto its
+ *   own snapshot; 0 when another write committed after the snapshot (made
+ *   from inside the body), for a read-only run, and for a run whose body
+ *   wrote nothing; the engine reports it (kv_reports_alone), mem does not.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -999,6 +1003,78 @@ static void t_map_full(void **state)
 	kv_close(e);
 }
 
+/* A body that writes its key; on its first attempt (ARG's count 0) it
+ * first lets another txn commit a different key after its snapshot. */
+struct alone_arg {
+	kv_engine *e;
+	int interleave, calls;
+};
+
+static int other_body(kv_txn *t, void *arg)
+{
+	(void)arg;
+	return kv_set(t, kv_str("alone/other"), kv_str("x"));
+}
+
+static int alone_body(kv_txn *t, void *arg)
+{
+	struct alone_arg *a = arg;
+	struct kv_slice v;
+	int rc = kv_get(t, kv_str("alone/mine"), 0, &v); /* takes the snapshot */
+	if (rc < 0)
+		return rc;
+	if (a->interleave && a->calls++ == 0 &&
+	    (rc = kv_run(a->e, NULL, other_body, NULL, NULL)))
+		return rc;
+	return kv_set(t, kv_str("alone/mine"), kv_str("y"));
+}
+
+static int noop_body(kv_txn *t, void *arg)
+{
+	struct kv_slice v;
+	(void)arg;
+	return kv_get(t, kv_str("alone/mine"), 0, &v) < 0 ? -EIO : 0;
+}
+
+static void t_alone(void **state)
+{
+	const char *opts[] = { "?sync=none", "?sync=window&writemap=1&map_size=64m" };
+	(void)state;
+	for (int i = 0; i < 2; i++) {
+		char url[512];
+		struct kv_run_stats st;
+		struct kv_run_opts ro = { .flags = KV_RDONLY };
+		fresh_url(url, sizeof(url), opts[i]);
+		kv_engine *e = open_ok(url);
+		struct alone_arg a = { .e = e };
+		assert_int_equal(kv_reports_alone(e), 1);
+		assert_int_equal(kv_run(e, NULL, alone_body, &a, &st), 0);
+		assert_int_equal(st.alone, 1);
+		a.interleave = 1;
+		assert_int_equal(kv_run(e, NULL, alone_body, &a, &st), 0);
+		assert_int_equal(a.calls, 1); /* no conflict: other keys */
+		assert_int_equal(st.alone, 0);
+		a.interleave = 0;
+		assert_int_equal(kv_run(e, NULL, alone_body, &a, &st), 0);
+		assert_int_equal(st.alone, 1);
+		assert_int_equal(kv_run(e, &ro, noop_body, NULL, &st), 0);
+		assert_int_equal(st.alone, 0);
+		assert_int_equal(kv_run(e, NULL, noop_body, NULL, &st), 0);
+		assert_int_equal(st.alone, 0);
+		kv_close(e);
+	}
+	char err[256];
+	kv_engine *m = NULL;
+	struct kv_run_stats st;
+	struct alone_arg a = { 0 };
+	assert_int_equal(kv_open("mem://", &m, err, sizeof(err)), 0);
+	assert_int_equal(kv_reports_alone(m), 0);
+	a.e = m;
+	assert_int_equal(kv_run(m, NULL, alone_body, &a, &st), 0);
+	assert_int_equal(st.alone, 0);
+	kv_close(m);
+}
+
 /* writemap=1, several threads filling a small map: a member whose apply
  * fails drops the flat batch, whose other members then commit alone; so
  * every acknowledged fill is present, and the only error is -ENOSPC. */
@@ -1720,6 +1796,7 @@ int main(void)
 		cmocka_unit_test_teardown(t_dead_reader_cleared, reap_children),
 		cmocka_unit_test_teardown(t_bad_urls, reap_children),
 		cmocka_unit_test_teardown(t_writer_wait_hint, reap_children),
+		cmocka_unit_test_teardown(t_alone, reap_children),
 	};
 	int rc;
 
