@@ -349,6 +349,20 @@ int meta_rmdir(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq
 /* -EISDIR for directories; the last link of a file goes to the GC queue. */
 int meta_unlink(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
 		uint64_t parent, struct meta_name name);
+/* meta_create and meta_unlink that also set *DIR to PARENT's attributes
+ * as meta_getattr would give them right after the change committed (the
+ * CREATE_DIR / UNLINK_DIR replies, which the mount caches for the next
+ * permission check): read inside the change's own txn when the KV reports
+ * that nothing else committed between its snapshot and its writes
+ * (kv_run_stats.alone: the state it read plus its writes is then the state
+ * it committed), else by a meta_getattr after the commit; DIR->ino 0 when
+ * that read failed (the directory went away meanwhile). DIR is untouched
+ * when the change fails. */
+int meta_create_dir(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+		    uint64_t parent, struct meta_name name, uint32_t mode, unsigned flags,
+		    struct meta_inode *out, uint64_t *session, struct meta_inode *dir);
+int meta_unlink_dir(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+		    uint64_t parent, struct meta_name name, struct meta_inode *dir);
 
 enum meta_rename_flags {
 	META_RENAME_NOREPLACE = 1 << 0, /* Linux RENAME_NOREPLACE */

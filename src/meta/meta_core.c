@@ -101,16 +101,24 @@ static int run_tramp_body(kv_txn *t, void *arg)
 	return rc;
 }
 
-int meta_run(meta_ctx *m, const struct kv_run_opts *o, kv_txn_fn fn, void *arg)
+int meta_run_alone(meta_ctx *m, const struct kv_run_opts *o, kv_txn_fn fn, void *arg,
+		   int *alone)
 {
-	struct kv_run_stats st = { 0, -1 };
+	struct kv_run_stats st = { 0, -1, 0 };
 	struct run_tramp tr = { fn, arg };
 	int rc = kv_run(m->kv, o, run_tramp_body, &tr, &st);
 	atomic_fetch_add_explicit(&m->txns, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&m->retries, (uint64_t)st.retries, memory_order_relaxed);
 	if (rc < 0)
 		atomic_fetch_add_explicit(&m->failures, 1, memory_order_relaxed);
+	if (alone)
+		*alone = rc == 0 && st.alone;
 	return rc;
+}
+
+int meta_run(meta_ctx *m, const struct kv_run_opts *o, kv_txn_fn fn, void *arg)
+{
+	return meta_run_alone(m, o, fn, arg, NULL);
 }
 
 void meta_get_stats(meta_ctx *m, struct meta_stats *out)
@@ -120,10 +128,16 @@ void meta_get_stats(meta_ctx *m, struct meta_stats *out)
 	out->failures = atomic_load_explicit(&m->failures, memory_order_relaxed);
 }
 
-int meta_run_rw(meta_ctx *m, const struct meta_req *rq, kv_txn_fn fn, void *arg)
+int meta_run_rw_alone(meta_ctx *m, const struct meta_req *rq, kv_txn_fn fn, void *arg,
+		      int *alone)
 {
 	struct kv_run_opts o = { .idempotent = rq && rq->seq, .max_retries = 40 };
-	return meta_run(m, &o, fn, arg);
+	return meta_run_alone(m, &o, fn, arg, alone);
+}
+
+int meta_run_rw(meta_ctx *m, const struct meta_req *rq, kv_txn_fn fn, void *arg)
+{
+	return meta_run_rw_alone(m, rq, fn, arg, NULL);
 }
 
 int meta_run_ro(meta_ctx *m, kv_txn_fn fn, void *arg)

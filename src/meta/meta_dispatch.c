@@ -9,20 +9,6 @@
 #include "meta/meta_dispatch.h"
 #include "meta/meta_lock.h"
 
-/* The parent's attributes for a CREATE_DIR / UNLINK_DIR reply, read after
- * the change committed (as a GETATTR right after it would). The change
- * stands whatever happens here: a failed read (the directory went away
- * meanwhile) replies ino 0, which the mount does not cache. */
-static void reply_dir_attrs(meta_ctx *mc, struct meta_scratch *w, uint64_t dir,
-			    struct meta_rpc_resp *r)
-{
-	r->dir = &w->dir;
-	if (meta_getattr(mc, dir, &w->dir) < 0) {
-		memset(&w->dir, 0, sizeof(w->dir));
-		w->dir.ino = 0;
-	}
-}
-
 /* Points R's inline-data fields at D when R->has_idata. */
 static void idata_out(struct meta_rpc_resp *r, const struct meta_idata_out *d)
 {
@@ -147,15 +133,15 @@ static int run_op(meta_ctx *mc, struct meta_scratch *w, const struct meta_rpc_re
 	case META_RPC_UNLINK:
 		return meta_unlink(mc, &c, &rq, m->ino, m->name);
 	case META_RPC_CREATE_DIR:
-		rc = meta_create(mc, &c, &rq, m->ino, m->name, m->mode, m->flags, &w->inode,
-				 &r->session);
+		rc = meta_create_dir(mc, &c, &rq, m->ino, m->name, m->mode, m->flags, &w->inode,
+				     &r->session, &w->dir);
 		if (rc == 0)
-			reply_dir_attrs(mc, w, m->ino, r);
+			r->dir = &w->dir;
 		return rc;
 	case META_RPC_UNLINK_DIR:
-		rc = meta_unlink(mc, &c, &rq, m->ino, m->name);
+		rc = meta_unlink_dir(mc, &c, &rq, m->ino, m->name, &w->dir);
 		if (rc == 0)
-			reply_dir_attrs(mc, w, m->ino, r);
+			r->dir = &w->dir;
 		return rc;
 	case META_RPC_RENAME:
 		return meta_rename(mc, &c, &rq, m->ino, m->name, m->ino2, m->name2, m->flags);

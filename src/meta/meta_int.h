@@ -43,10 +43,16 @@ int meta_alloc_ino(meta_ctx *m, uint64_t *ino);
  * it covers every chunk, capped at the stripe. */
 uint32_t meta_chains_hint(const struct meta_inode *in, uint64_t size);
 
-/* kv_run on the instance's engine, counted in its stats. */
+/* kv_run on the instance's engine, counted in its stats. ALONE (may be
+ * NULL): kv_run_stats.alone of the run, 0 when it failed. */
+int meta_run_alone(meta_ctx *m, const struct kv_run_opts *o, kv_txn_fn fn, void *arg,
+		   int *alone);
 int meta_run(meta_ctx *m, const struct kv_run_opts *o, kv_txn_fn fn, void *arg);
 /* Runs FN read-write (idempotent when rq tracks the request) or read-only. */
 int meta_run_rw(meta_ctx *m, const struct meta_req *rq, kv_txn_fn fn, void *arg);
+/* meta_run_rw with meta_run_alone's ALONE. */
+int meta_run_rw_alone(meta_ctx *m, const struct meta_req *rq, kv_txn_fn fn, void *arg,
+		      int *alone);
 int meta_run_ro(meta_ctx *m, kv_txn_fn fn, void *arg);
 
 /* Idempotency: 1 and *rec when RQ was already applied, 0 when not (or rq

@@ -122,6 +122,64 @@ static void test_create_lookup(void **state)
 	assert_clean();
 }
 
+/* D (the parent as meta_create_dir / meta_unlink_dir report it) is what a
+ * meta_getattr right after gives: on lmdb read inside the change's txn,
+ * on the other KVs (and a create that opened an existing file) by a
+ * getattr after it. The entry counters are folded in (nlink 3 with one
+ * subdirectory, mtime and ctime from the change). */
+static void assert_parent_reply(uint64_t dir, const struct meta_inode *d)
+{
+	struct meta_inode g;
+	assert_int_equal(meta_getattr(M, dir, &g), 0);
+	assert_int_equal(d->ino, dir);
+	assert_int_equal(d->type, META_T_DIR);
+	assert_int_equal(d->mode, g.mode);
+	assert_int_equal(d->uid, g.uid);
+	assert_int_equal(d->gid, g.gid);
+	assert_int_equal(d->nlink, 3);
+	assert_int_equal(g.nlink, 3);
+	assert_int_equal(d->size, g.size);
+	assert_int_equal(d->atime, g.atime);
+	assert_int_equal(d->mtime, g.mtime);
+	assert_int_equal(d->ctime, g.ctime);
+	assert_int_equal(d->parent, g.parent);
+	assert_int_equal(d->has_layout, g.has_layout);
+}
+
+static void test_parent_reply(void **state)
+{
+	struct meta_inode in, d;
+	uint64_t session = 0;
+	uint64_t dir = mkdirp(&FX_ROOT, R1, "pd", 0755);
+	mkdirp(&FX_ROOT, dir, "sub", 0755);
+	for (int i = 0; i < 3; i++) {
+		memset(&d, 0, sizeof(d));
+		assert_int_equal(meta_create_dir(M, &FX_ROOT, RQ, dir, N("f"), 0644,
+						 META_O_EXCL | META_O_WRITE, &in, &session, &d), 0);
+		assert_true(session != 0);
+		/* within the directory times' grain (4 ms, meta_int.h) */
+		assert_true(d.mtime > 0 && d.mtime >= in.ctime - 4000000);
+		assert_parent_reply(dir, &d);
+		assert_int_equal(meta_close(M, RQ, in.ino, session, NULL), 0);
+		/* an existing file opened (no O_EXCL): the reply still holds */
+		memset(&d, 0, sizeof(d));
+		assert_int_equal(meta_create_dir(M, &FX_ROOT, RQ, dir, N("f"), 0644, 0, &in,
+						 &session, &d), 0);
+		assert_parent_reply(dir, &d);
+		memset(&d, 0, sizeof(d));
+		assert_int_equal(meta_unlink_dir(M, &FX_ROOT, RQ, dir, N("f"), &d), 0);
+		assert_parent_reply(dir, &d);
+	}
+	/* a failed change leaves D alone */
+	d.ino = 12345;
+	assert_int_equal(meta_unlink_dir(M, &FX_ROOT, RQ, dir, N("f"), &d), -ENOENT);
+	assert_int_equal(d.ino, 12345);
+	assert_int_equal(meta_create_dir(M, &FX_ROOT, RQ, dir, N("sub"), 0644, META_O_EXCL, &in,
+					 NULL, &d), -EEXIST);
+	assert_int_equal(d.ino, 12345);
+	assert_clean();
+}
+
 static void test_names(void **state)
 {
 	struct meta_inode in;
@@ -1219,6 +1277,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_create_lookup, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_names, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_parent_reply, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mkdir_rmdir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_link_unlink, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gc_batch_and_close_known, setup, teardown),
