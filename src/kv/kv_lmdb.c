@@ -1687,8 +1687,6 @@ static int apply(struct lmdb_engine *e, MDB_txn *w, const struct kv_wbuf *wb)
 		if (rc == MDB_NOTFOUND)
 			rc = 0;
 	}
-	if (c)
-		mdb_cursor_close(c);
 	for (int i = 0; i < wb->npts && !rc; i++) {
 		const struct kv_wpoint *pt = &wb->pts[i];
 		MDB_val k = mv(pt->key), v;
@@ -1704,16 +1702,28 @@ static int apply(struct lmdb_engine *e, MDB_txn *w, const struct kv_wbuf *wb)
 				rc = 0;
 			break;
 		case KV_WOP_ADD:
-		case KV_WOP_MAX:
-			rc = mdb_get(w, e->dbi, &k, &v);
+		case KV_WOP_MAX: {
+			/* Read and rewrite through one cursor: the put then
+			 * needs no second search from the root (a directory's
+			 * counters are two of an entry change's five or six
+			 * writes). */
+			int found;
+			if (!c && (rc = mdb_cursor_open(w, e->dbi, &c)))
+				break;
+			rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY);
 			if (rc && rc != MDB_NOTFOUND)
 				break;
-			kv_point_apply(pt->op, v.mv_data, rc ? 0 : v.mv_size, !rc, pt->delta, sum);
+			found = !rc;
+			kv_point_apply(pt->op, v.mv_data, found ? v.mv_size : 0, found, pt->delta, sum);
 			v = (MDB_val){ 8, sum };
-			rc = mdb_put(w, e->dbi, &k, &v, 0);
+			k = mv(pt->key);
+			rc = mdb_cursor_put(c, &k, &v, found ? MDB_CURRENT : 0);
 			break;
 		}
+		}
 	}
+	if (c)
+		mdb_cursor_close(c);
 	return rc ? lmdb_err(rc) : 0;
 }
 
