@@ -1,0 +1,172 @@
+/* meta_ns_cost.c - the in-process meta path of one create and one unlink,
+ * for counting (not a test: built, never run by ctest).
+ *
+ *   meta_ns_cost DIR NFILES NDIRS [URLOPTS]
+ *
+ * Formats a fresh LMDB store under DIR (lmdb://DIR/meta?sync=window&
+ * writemap=1, as `chainfs up` opens it, plus URLOPTS), makes NDIRS
+ * directories under the root, then runs what the mount's in-process
+ * instance (meta_local.c) runs for the peer job `meta-bench meta M NFILES
+ * NDIRS 1 1`: per file i (in directory i % NDIRS) an encoded CREATE_DIR
+ * (O_EXCL | write | inline, as fuse_fs.c sends for open(O_CREAT|O_EXCL|
+ * O_WRONLY)) through meta_dispatch_in_process, the sessions closed in
+ * batches of META_CLOSE_MANY_MAX (the mount's closer), then one encoded
+ * UNLINK_DIR per file. Each phase's CPU time per operation is printed.
+ *
+ * Under valgrind --tool=callgrind --collect-atstart=no only the create
+ * phase and the unlink phase are collected (each dumped on its own:
+ * callgrind.out.PID.1 creates, .2 unlinks), so Ir / NFILES is the
+ * user-space instructions of one operation, deterministic run to run. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <valgrind/callgrind.h>
+
+#include "common/buf.h"
+#include "kv/kv.h"
+#include "meta/meta.h"
+#include "meta/meta_dispatch.h"
+#include "meta/meta_proto.h"
+#include "meta/meta_storage.h"
+#include "net/rpc_proto.h"
+
+static int one_table(void *arg, uint32_t table_id, uint32_t *chains, uint32_t cap)
+{
+	(void)arg;
+	if (table_id != 1)
+		return -ENOENT;
+	if (cap)
+		chains[0] = 1;
+	return 1;
+}
+
+static double cpu_s(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec +
+	       ru.ru_stime.tv_usec / 1e6;
+}
+
+static int call(meta_ctx *m, struct meta_scratch *s, struct buf *b, struct meta_rpc_req *r)
+{
+	char err[256];
+	int malformed;
+	buf_reset(b);
+	if (meta_rpc_req_encode(b, r))
+		return -ENOMEM;
+	int rc = meta_dispatch_in_process(m, s, r->type, b->data, (uint32_t)b->len, err,
+					  sizeof(err), &malformed);
+	if (rc)
+		fprintf(stderr, "type %u: %d %s\n", r->type, rc, err);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 4) {
+		fprintf(stderr, "usage: %s DIR NFILES NDIRS [URLOPTS]\n", argv[0]);
+		return 2;
+	}
+	int nfiles = atoi(argv[2]), ndirs = atoi(argv[3]);
+	char url[1024], err[256], name[64];
+	snprintf(url, sizeof(url), "lmdb://%s/meta?sync=window&writemap=1%s%s", argv[1],
+		 argc > 4 ? "&" : "", argc > 4 ? argv[4] : "");
+	kv_engine *kv = NULL;
+	meta_ctx *m = NULL;
+	if (kv_open(url, &kv, err, sizeof(err))) {
+		fprintf(stderr, "%s: %s\n", url, err);
+		return 1;
+	}
+	struct meta_opts mo = { .instance_id = 7,
+				.root_layout = { .chunk_size = 1u << 20, .stripe = 1, .table_id = 1 },
+				.storage = meta_storage_none(),
+				.chains = { NULL, one_table },
+				.idata_max = 65536 };
+	if (meta_new(kv, &mo, &m) || meta_format(m)) {
+		fprintf(stderr, "meta_new/format failed\n");
+		return 1;
+	}
+	struct meta_scratch *s = calloc(1, sizeof(*s));
+	uint64_t *dirs = calloc((size_t)ndirs, sizeof(*dirs));
+	uint64_t *pairs = calloc(2 * (size_t)nfiles, sizeof(*pairs));
+	struct meta_rpc_req r;
+	struct meta_rpc_resp resp;
+	struct meta_inode in, dir;
+	struct buf b = BUF_INIT;
+	buf_init(&s->out);
+	for (int d = 0; d < ndirs; d++) {
+		struct meta_cred c = { 0, 0, 0, NULL }; /* the root is root's, 0755 */
+		snprintf(name, sizeof(name), "d%d", d);
+		int rc = meta_mkdir(m, &c, NULL, META_ROOT_INO, meta_name_c(name), 0777, &in);
+		if (rc) {
+			fprintf(stderr, "mkdir %s: %d\n", name, rc);
+			return 1;
+		}
+		dirs[d] = in.ino;
+	}
+	double t0 = cpu_s();
+	CALLGRIND_TOGGLE_COLLECT;
+	for (int i = 0; i < nfiles; i++) {
+		memset(&r, 0, sizeof(r));
+		r.type = META_RPC_CREATE_DIR;
+		r.uid = r.gid = 1000;
+		r.client = 42;
+		r.ino = dirs[i % ndirs];
+		snprintf(name, sizeof(name), "f%d", i);
+		r.name = meta_name_c(name);
+		r.mode = 0644;
+		r.flags = META_O_WRITE | META_O_IDATA | META_O_EXCL;
+		if (call(m, s, &b, &r))
+			return 1;
+		memset(&resp, 0, sizeof(resp));
+		resp.type = META_RPC_CREATE_DIR;
+		resp.inode = &in;
+		resp.dir = &dir;
+		if (meta_rpc_resp_decode(s->out.data, s->out.len, &resp)) {
+			fprintf(stderr, "create reply does not decode\n");
+			return 1;
+		}
+		pairs[2 * i] = in.ino;
+		pairs[2 * i + 1] = resp.session;
+	}
+	CALLGRIND_TOGGLE_COLLECT;
+	CALLGRIND_DUMP_STATS_AT("create");
+	double t1 = cpu_s();
+	struct meta_req rq = { .client = 42 };
+	for (int i = 0; i < nfiles; i += META_CLOSE_MANY_MAX) {
+		int n = nfiles - i < META_CLOSE_MANY_MAX ? nfiles - i : META_CLOSE_MANY_MAX;
+		if (meta_close_many(m, &rq, pairs + 2 * i, n)) {
+			fprintf(stderr, "close_many failed\n");
+			return 1;
+		}
+	}
+	double t2 = cpu_s();
+	CALLGRIND_TOGGLE_COLLECT;
+	for (int i = 0; i < nfiles; i++) {
+		memset(&r, 0, sizeof(r));
+		r.type = META_RPC_UNLINK_DIR;
+		r.uid = r.gid = 1000;
+		r.client = 42;
+		r.ino = dirs[i % ndirs];
+		snprintf(name, sizeof(name), "f%d", i);
+		r.name = meta_name_c(name);
+		if (call(m, s, &b, &r))
+			return 1;
+	}
+	CALLGRIND_TOGGLE_COLLECT;
+	CALLGRIND_DUMP_STATS_AT("unlink");
+	double t3 = cpu_s();
+	printf("files %d dirs %d: create %.2f us/op, unlink %.2f us/op (CPU)\n", nfiles, ndirs,
+	       (t1 - t0) * 1e6 / nfiles, (t3 - t2) * 1e6 / nfiles);
+	buf_fini(&b);
+	buf_fini(&s->out);
+	free(s);
+	free(dirs);
+	free(pairs);
+	meta_free(m);
+	kv_close(kv);
+	return 0;
+}
