@@ -647,7 +647,7 @@ static int run_remove(meta_ctx *m, const struct meta_cred *c, const struct meta_
 			return -ENOTEMPTY;
 		return rc;
 	}
-	/* Not zeroed: dir and in (two inodes, ~9 KiB with their symlink
+	/* Not zeroed: dir and in (two inodes, 10.5 KiB with their symlink
 	 * targets) are filled by their reads before any use, and zeroing
 	 * them (twice, calloc then the literal) was 16 % of an in-process
 	 * unlink's instructions (bench/history.md "What a namespace change

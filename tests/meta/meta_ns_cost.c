@@ -50,6 +50,19 @@ static double cpu_s(void)
 	       ru.ru_stime.tv_usec / 1e6;
 }
 
+/* R: a request of TYPE from uid 1000 for file I ("f<I>", in NAME) in DIR. */
+static void req_at(struct meta_rpc_req *r, uint16_t type, uint64_t dir, char *name, size_t cap,
+		   int i)
+{
+	memset(r, 0, sizeof(*r));
+	r->type = type;
+	r->uid = r->gid = 1000;
+	r->client = 42;
+	r->ino = dir;
+	snprintf(name, cap, "f%d", i);
+	r->name = meta_name_c(name);
+}
+
 static int call(meta_ctx *m, struct meta_scratch *s, struct buf *b, struct meta_rpc_req *r)
 {
 	char err[256];
@@ -110,13 +123,7 @@ int main(int argc, char **argv)
 	double t0 = cpu_s();
 	CALLGRIND_TOGGLE_COLLECT;
 	for (int i = 0; i < nfiles; i++) {
-		memset(&r, 0, sizeof(r));
-		r.type = META_RPC_CREATE_DIR;
-		r.uid = r.gid = 1000;
-		r.client = 42;
-		r.ino = dirs[i % ndirs];
-		snprintf(name, sizeof(name), "f%d", i);
-		r.name = meta_name_c(name);
+		req_at(&r, META_RPC_CREATE_DIR, dirs[i % ndirs], name, sizeof(name), i);
 		r.mode = 0644;
 		r.flags = META_O_WRITE | META_O_IDATA | META_O_EXCL;
 		if (call(m, s, &b, &r))
@@ -146,13 +153,7 @@ int main(int argc, char **argv)
 	double t2 = cpu_s();
 	CALLGRIND_TOGGLE_COLLECT;
 	for (int i = 0; i < nfiles; i++) {
-		memset(&r, 0, sizeof(r));
-		r.type = META_RPC_UNLINK_DIR;
-		r.uid = r.gid = 1000;
-		r.client = 42;
-		r.ino = dirs[i % ndirs];
-		snprintf(name, sizeof(name), "f%d", i);
-		r.name = meta_name_c(name);
+		req_at(&r, META_RPC_UNLINK_DIR, dirs[i % ndirs], name, sizeof(name), i);
 		if (call(m, s, &b, &r))
 			return 1;
 	}
