@@ -21,6 +21,12 @@
  *   kill9         the service is SIGKILLed under short-circuit readers and
  *                 restarted: reads fail or are right, never wrong; then
  *                 short-circuit again
+ *   kill9_fast    the same with a 3 s lease (CFS_TEST_SC_LEASE_MS) and the
+ *                 restart at once: the new service opens the target, so
+ *                 acknowledges a rewrite, only after the old lease ran
+ *                 out, and no read of an old mapping returns the version
+ *                 before that rewrite once it was acknowledged (no read
+ *                 polls the service's pidfd since 2026-12-06)
  *   corrupt       a page of a chunk's block is damaged on disk: the short-
  *                 circuit read sees the CRC mismatch and the RPC read that
  *                 follows reports -CFS_ECORRUPT, through the blocking call
@@ -554,6 +560,78 @@ static void test_kill9(void **state)
 	/* The new service's mappings are used again. */
 	assert_true(st.sc_reads > st0.sc_reads + 100);
 	teardown(&sc);
+}
+
+/* kill -9 under short-circuit readers and an immediate restart, with a
+ * lease (3 s) long enough that the restarted service could take a write
+ * while the old table's lease still holds. No read checks the service's
+ * pidfd any more (sc_direct.c "A READ"): what keeps a read of an old
+ * mapping from returning version 1 after the new service acknowledged
+ * version 2 is that service waiting out its predecessor's lease before
+ * it opens the target (stor_sc.c "A SUCCESSOR"). Without that wait the
+ * write is acknowledged ~0.1 s after the kill and readers of the old
+ * mapping see version 1 for 3 s (wrong). */
+#define FAST_LEASE_MS 3000
+static void test_kill9_fast(void **state)
+{
+	(void)state;
+	struct stor_cluster sc;
+	setenv("CFS_TEST_SC_LEASE_MS", "3000", 1); /* read by the service it starts */
+	setup(&sc, "short-fast");
+	for (uint32_t i = 0; i < NCH; i++)
+		assert_int_equal(write_pages(i, 0, NPG, 1), 0);
+	struct worker rd[READERS];
+	memset(rd, 0, sizeof(rd));
+	atomic_store(&stop, 0);
+	for (int i = 0; i < READERS; i++) {
+		rd[i].seed = 0x5151ull * (uint64_t)(i + 1);
+		assert_int_equal(pthread_create(&rd[i].t, NULL, reader_main, &rd[i]), 0);
+	}
+	struct storage_client_stats st0, st;
+	uint64_t t1 = clock_mono_ms();
+	do {
+		clock_sleep_ms(50);
+		storage_client_get_stats(cl, &st0);
+	} while ((clock_mono_ms() - t1 < 300 || st0.sc_reads <= 100) && clock_mono_ms() - t1 < 20000);
+	uint64_t killed = clock_mono_ms();
+	stor_cluster_signal(&sc, 0, SIGKILL);
+	stor_cluster_start_storage(&sc, 0);
+	rewrite_chunk0_after_restart();
+	uint64_t acked_ms = clock_mono_ms() - killed;
+	/* Readers go on past the old lease, until the new service's mappings
+	 * served 100 reads. */
+	t1 = clock_mono_ms();
+	for (;;) {
+		clock_sleep_ms(50);
+		storage_client_get_stats(cl, &st);
+		uint64_t ms = clock_mono_ms() - t1;
+		if ((ms >= 800 && st.sc_reads > st0.sc_reads + 100) || ms >= 20000)
+			break;
+	}
+	atomic_store(&stop, 1);
+	uint64_t ok = 0, failed = 0;
+	int wrong = 0;
+	for (int i = 0; i < READERS; i++) {
+		pthread_join(rd[i].t, NULL);
+		ok += rd[i].ok;
+		failed += rd[i].failed;
+		wrong |= rd[i].wrong;
+	}
+	storage_client_get_stats(cl, &st);
+	print_message("rewrite acknowledged %llu ms after the kill; reads %llu right, %llu failed; "
+		      "short-circuit %llu -> %llu, dead %llu, stale %llu\n",
+		      (unsigned long long)acked_ms, (unsigned long long)ok,
+		      (unsigned long long)failed, (unsigned long long)st0.sc_reads,
+		      (unsigned long long)st.sc_reads, (unsigned long long)st.sc_dead,
+		      (unsigned long long)st.sc_stale);
+	teardown(&sc);
+	setenv("CFS_TEST_SC_LEASE_MS", "0", 1);
+	assert_int_equal(wrong, 0);
+	assert_true(st0.sc_reads > 100);
+	/* The new service waited out the old lease (renewed every 50 ms; a
+	 * ticker late by up to a second on a loaded host still passes). */
+	assert_true(acked_ms >= FAST_LEASE_MS - 1000);
+	assert_true(st.sc_reads > st0.sc_reads + 100);
 }
 
 /* Short-circuit reads of every page of chunk 0, each checked against
@@ -1934,12 +2012,14 @@ int main(int argc, char **argv)
 	setenv("CFS_TEST_SC_KEYS", "0", 0);
 	setenv("CFS_TEST_SC_NO_MANY", "0", 1); /* test_map_many_old changes only its value */
 	setenv("CFS_SC_MAP_MANY", "0", 1);     /* (off by default) map_many_run turns it on */
+	setenv("CFS_TEST_SC_LEASE_MS", "0", 1); /* test_kill9_fast changes only its value */
 	stor_cluster_id();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_engine_hooks),
 		cmocka_unit_test(test_race),
 		cmocka_unit_test(test_kill9),
 		cmocka_unit_test(test_kill9_idle),
+		cmocka_unit_test(test_kill9_fast),
 		cmocka_unit_test(test_corrupt),
 		cmocka_unit_test(test_chain_corrupt),
 		cmocka_unit_test(test_shapes),
@@ -1954,6 +2034,7 @@ int main(int argc, char **argv)
 	 * they do not reach the other copies (chain_corrupt's premise). */
 	const struct CMUnitTest cached[] = {
 		cmocka_unit_test(test_race),    cmocka_unit_test(test_kill9),
+		cmocka_unit_test(test_kill9_fast),
 		cmocka_unit_test(test_corrupt), cmocka_unit_test(test_shapes),
 		cmocka_unit_test(test_evict),   cmocka_unit_test(test_key_cap),
 		cmocka_unit_test(test_cached),
