@@ -1245,6 +1245,16 @@ static int read_post(struct sc_direct *d, const struct dmap *m, struct storage_r
 	return SC_DIRECT_DONE;
 }
 
+/* preadv2(FD, one IOV at OFF, RWF_NOWAIT) without glibc's cancellation
+ * wrapper (two atomic read-modify-writes of the thread's cancel word
+ * around every cancellable call; the mount's threads serve with
+ * cancellation off anyway, fuse_loop.c). A page-cache-only read never
+ * blocks, so nothing waits in it for a cancellation to act. */
+static ssize_t preadv2_nowait(int fd, const struct iovec *iov, uint64_t off)
+{
+	return syscall(SYS_preadv2, fd, iov, 1, (long)off, (long)(off >> 32), RWF_NOWAIT);
+}
+
 /* The I/O of a synchronous read. */
 static ssize_t read_io(struct sc_direct *d, const struct dmap *m, const struct rd *x)
 {
@@ -1254,7 +1264,7 @@ static ssize_t read_io(struct sc_direct *d, const struct dmap *m, const struct r
 		/* Page cache hits only (CFS_SHORT_READ=cache); a miss goes over
 		 * RPC while the readahead it started fills the page. */
 		struct iovec iov = { .iov_base = x->buf, .iov_len = x->blen };
-		return preadv2(m->fd, &iov, 1, (off_t)(m->file_off + x->start), RWF_NOWAIT);
+		return preadv2_nowait(m->fd, &iov, m->file_off + x->start);
 	}
 	will_block(d);
 	ssize_t got = pread(m->dfd, x->buf, ALIGN_UP(x->blen), (off_t)(m->file_off + x->start));
@@ -1608,7 +1618,7 @@ static int read_cached(struct sc_direct *d, const struct dmap *m, struct storage
 		       const struct rd *x, bool *stale, bool counted)
 {
 	struct iovec iov = { .iov_base = x->buf, .iov_len = x->blen };
-	ssize_t got = preadv2(m->fd, &iov, 1, (off_t)(m->file_off + x->start), RWF_NOWAIT);
+	ssize_t got = preadv2_nowait(m->fd, &iov, m->file_off + x->start);
 	if (counted)
 		cache_probe_report(&d->probe, got >= (ssize_t)x->blen);
 	if (got < (ssize_t)x->blen) {
@@ -1641,7 +1651,9 @@ static int read_async_at(struct sc_direct *d, const char *addr, uint32_t target,
 		struct dmap *m = mapping_get(d, p, target, chain, r, bg);
 		if (!m)
 			break;
-		struct aop *o = aop_get(d);
+		/* The read's state stays on the stack until it goes to the
+		 * ring: a page-cache hit takes no record (and no pool lock). */
+		struct rd x;
 		size_t bufsz = 0;
 		uint8_t *buf = NULL;
 		bool stale = false;
@@ -1649,20 +1661,19 @@ static int read_async_at(struct sc_direct *d, const char *addr, uint32_t target,
 		 * needs the alignment): no bounce buffer, no copy. Its bytes
 		 * are only R's once checked; until then R->dst is the caller's
 		 * scratch, as the contract allows. */
-		int go = o && read_pre(d, p, m, r, &o->x, r->dst, BUF_TLS, &stale);
-		if (go && o->x.blen &&
-		    ((uintptr_t)r->dst % SD_PAGE || o->x.start != r->off ||
-		     o->x.blen != o->x.n || o->x.blen % SD_PAGE)) {
+		int go = read_pre(d, p, m, r, &x, r->dst, BUF_TLS, &stale);
+		if (go && x.blen &&
+		    ((uintptr_t)r->dst % SD_PAGE || x.start != r->off ||
+		     x.blen != x.n || x.blen % SD_PAGE)) {
 			bufsz = ALIGN_UP(r->len) + SD_PAGE;
 			go = (buf = abuf_get(d, bufsz)) != NULL;
-			o->x.buf = buf;
+			x.buf = buf;
 		}
-		if (go && !o->x.blen) {
+		if (go && !x.blen) {
 			/* Nothing to read (past the end): the second half now. */
-			go = read_post(d, m, r, &o->x, 0) == SC_DIRECT_DONE;
+			go = read_post(d, m, r, &x, 0) == SC_DIRECT_DONE;
 			dmap_put(d, m);
 			abuf_put(d, buf, bufsz);
-			aop_put(d, o);
 			if (go) {
 				done(arg, SC_DIRECT_DONE);
 				return 1;
@@ -1677,19 +1688,19 @@ static int read_async_at(struct sc_direct *d, const char *addr, uint32_t target,
 		 * they would turn the policy cold for the random reads after. */
 		bool counted = !d->probe_all && r->len <= SD_SMALL;
 		int how = go && d->cached && (!counted || cache_probe_wanted(&d->probe))
-				  ? read_cached(d, m, r, &o->x, &stale, counted)
+				  ? read_cached(d, m, r, &x, &stale, counted)
 				  : RC_DIRECT;
 		if (how == RC_DONE) {
 			dmap_put(d, m);
 			abuf_put(d, buf, bufsz);
-			aop_put(d, o);
 			done(arg, SC_DIRECT_DONE);
 			return 1;
 		}
 		if (how == RC_RPC)
 			go = 0;
-		if (go) {
-			*o = (struct aop){ .d = d, .p = p, .m = m, .r = r, .x = o->x, .bounce = buf,
+		struct aop *o = go ? aop_get(d) : NULL;
+		if (o) {
+			*o = (struct aop){ .d = d, .p = p, .m = m, .r = r, .x = x, .bounce = buf,
 					   .bufsz = bufsz, .done = done, .arg = arg };
 			pthread_mutex_lock(&d->ring_mu);
 			struct io_uring_sqe *sqe = io_uring_get_sqe(&d->ring);
@@ -1697,12 +1708,12 @@ static int read_async_at(struct sc_direct *d, const char *addr, uint32_t target,
 				/* a cache miss waits for the pages its probe
 				 * started reading (RC_MISS) */
 				if (how == RC_MISS)
-					io_uring_prep_read(sqe, m->fd, o->x.buf, o->x.blen,
-							   m->file_off + o->x.start);
+					io_uring_prep_read(sqe, m->fd, x.buf, x.blen,
+							   m->file_off + x.start);
 				else
-					io_uring_prep_read(sqe, m->dfd, o->x.buf,
-							   ALIGN_UP(o->x.blen),
-							   m->file_off + o->x.start);
+					io_uring_prep_read(sqe, m->dfd, x.buf,
+							   ALIGN_UP(x.blen),
+							   m->file_off + x.start);
 				io_uring_sqe_set_data(sqe, o);
 				ring_flush(d, 1);
 			} else {
@@ -1711,12 +1722,12 @@ static int read_async_at(struct sc_direct *d, const char *addr, uint32_t target,
 			pthread_mutex_unlock(&d->ring_mu);
 			if (go)
 				return 1;
+			aop_put(d, o);
 		}
 		if (stale)
 			map_forget(d, p, target, r, m);
 		dmap_put(d, m);
 		abuf_put(d, buf, bufsz);
-		aop_put(d, o);
 		if (!stale)
 			break;
 	}
