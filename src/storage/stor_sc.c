@@ -121,6 +121,7 @@ struct stor_sc {
 	uint64_t lease_ms;             /* SC_LEASE_MS (CFS_TEST_SC_LEASE_MS) */
 	uint64_t rec_max;              /* the lease recorded in every target's file */
 	bool rec_warned;
+	bool legacy;                   /* CFS_TEST_SC_LEGACY: no records (a service before them) */
 	_Atomic uint64_t maps, revokes, ntabs, evictions;
 };
 
@@ -216,7 +217,7 @@ static bool target_started(struct sc_ent *n, void *arg)
 static uint64_t lease_grant(struct stor_sc *x)
 {
 	uint64_t lease = clock_mono_ms() + x->lease_ms;
-	if (lease <= x->rec_max)
+	if (lease <= x->rec_max || x->legacy)
 		return lease;
 	for (size_t i = 0; i < x->s->nt; i++) {
 		struct sc_hook *h = &x->hooks[i];
@@ -233,8 +234,16 @@ static uint64_t lease_grant(struct stor_sc *x)
 	return lease;
 }
 
+bool stor_sc_test_legacy(void)
+{
+	const char *e = getenv("CFS_TEST_SC_LEGACY");
+	return e && !strcmp(e, "1");
+}
+
 void stor_sc_wait_predecessor(const char *dir)
 {
+	if (stor_sc_test_legacy())
+		return;
 	char path[4200];
 	snprintf(path, sizeof(path), "%s/" SC_REC_NAME, dir);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -307,6 +316,7 @@ struct stor_sc *stor_sc_new(struct storage_service *s)
 	const char *ls = getenv("CFS_TEST_SC_LEASE_MS");
 	long lv = ls ? strtol(ls, NULL, 10) : 0;
 	x->lease_ms = lv >= 4 * SC_TICK_MS && lv <= SC_LEASE_MAX_MS ? (uint64_t)lv : SC_LEASE_MS;
+	x->legacy = stor_sc_test_legacy();
 	pthread_mutex_init(&x->mu, NULL);
 	pthread_cond_init(&x->cv, NULL);
 	for (size_t i = 0; i < s->nt; i++) {
@@ -366,7 +376,13 @@ void stor_sc_free(struct stor_sc *x)
 	pthread_mutex_unlock(&x->mu);
 	pthread_cond_destroy(&x->cv);
 	pthread_mutex_destroy(&x->mu);
-	/* The records stay: a successor started within a lease still waits. */
+	/* A clean stop outlives its leases, so that even a successor that
+	 * does not read the records (a binary before them: a downgrade)
+	 * cannot change a block a client still trusts (at most the lease,
+	 * 250 ms, and only after tables were in use). The records stay: a
+	 * successor of a kill -9 still waits. */
+	for (uint64_t now; !x->legacy && (now = clock_mono_ms()) <= x->rec_max;)
+		clock_sleep_ms(x->rec_max + 1 - now);
 	for (size_t i = 0; i < x->s->nt; i++)
 		if (x->hooks[i].rec_fd >= 0)
 			close(x->hooks[i].rec_fd);
@@ -421,6 +437,10 @@ static int tab_get(struct stor_sc *x, struct rpc_req *req, uint64_t region, stru
 		return rc;
 	}
 	pthread_mutex_lock(&x->mu);
+	/* The client trusts the lease alone (no pidfd poll per read) only
+	 * with this word set, seen through the lease's release. */
+	if (!x->legacy)
+		atomic_store_explicit(&t->hdr[1], STO_SC_RECORDED, memory_order_relaxed);
 	/* The first lease; the ticker renews it (the handler checked the
 	 * fence just before). */
 	atomic_store_explicit(&t->hdr[0], lease_grant(x), memory_order_release);

@@ -1049,6 +1049,7 @@ static bool server_dead(const struct dtab *t)
 struct rd {
 	uint64_t s1;           /* the slot word before the I/O */
 	uint64_t lease;        /* the lease word before it (ms): the clock must stay below */
+	bool poll;             /* the server records no leases (before 2026-12-06): poll its pidfd */
 	uint32_t n;            /* bytes for the caller */
 	uint32_t start, blen;  /* the whole pages read: chunk offset, bytes */
 	uint8_t *buf;          /* where they land */
@@ -1085,6 +1086,7 @@ static int read_pre(struct sc_direct *d, struct dpeer *p, const struct dmap *m,
 	const _Atomic uint64_t *slot =
 		(const _Atomic uint64_t *)(m->tab->base + STO_SC_HDR + 8ull * m->slot);
 	x->lease = atomic_load_explicit(&hdr[0], memory_order_acquire);
+	x->poll = atomic_load_explicit(&hdr[1], memory_order_relaxed) != STO_SC_RECORDED;
 	if (clock_mono_ms() >= x->lease) {
 		atomic_fetch_add(&d->stale, 1);
 		/* No lease: the server is fenced, stalled or gone. Gone
@@ -1174,6 +1176,13 @@ static int read_check(struct sc_direct *d, const struct dmap *m, const struct rd
 	}
 	atomic_thread_fence(memory_order_acquire);
 	if (atomic_load_explicit(slot, memory_order_relaxed) != x->s1 || !lease_held(x)) {
+		atomic_fetch_add(&d->stale, 1);
+		return 0;
+	}
+	/* A server that records no leases (older than the rule) gives no
+	 * successor a reason to wait: alive after the bytes were read, as
+	 * before 2026-12-06. Dead, the lease's end marks the peer. */
+	if (x->poll && server_dead(m->tab)) {
 		atomic_fetch_add(&d->stale, 1);
 		return 0;
 	}

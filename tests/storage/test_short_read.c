@@ -27,6 +27,10 @@
  *                 out, and no read of an old mapping returns the version
  *                 before that rewrite once it was acknowledged (no read
  *                 polls the service's pidfd since 2026-12-06)
+ *   kill9_legacy  the same against a service acting as one before the
+ *                 lease records (CFS_TEST_SC_LEGACY): its restart does
+ *                 not wait, and the client, finding no STO_SC_RECORDED
+ *                 in the table, polls the pidfd after each read: right
  *   corrupt       a page of a chunk's block is damaged on disk: the short-
  *                 circuit read sees the CRC mismatch and the RPC read that
  *                 follows reports -CFS_ECORRUPT, through the blocking call
@@ -572,12 +576,13 @@ static void test_kill9(void **state)
  * write is acknowledged ~0.1 s after the kill and readers of the old
  * mapping see version 1 for 3 s (wrong). */
 #define FAST_LEASE_MS 3000
-static void test_kill9_fast(void **state)
+static void kill9_fast_run(bool legacy)
 {
-	(void)state;
 	struct stor_cluster sc;
 	setenv("CFS_TEST_SC_LEASE_MS", "3000", 1); /* read by the service it starts */
-	setup(&sc, "short-fast");
+	if (legacy)
+		setenv("CFS_TEST_SC_LEGACY", "1", 1);
+	setup(&sc, legacy ? "short-legacy" : "short-fast");
 	for (uint32_t i = 0; i < NCH; i++)
 		assert_int_equal(write_pages(i, 0, NPG, 1), 0);
 	struct worker rd[READERS];
@@ -626,12 +631,33 @@ static void test_kill9_fast(void **state)
 		      (unsigned long long)st.sc_stale);
 	teardown(&sc);
 	setenv("CFS_TEST_SC_LEASE_MS", "0", 1);
+	setenv("CFS_TEST_SC_LEGACY", "0", 1);
 	assert_int_equal(wrong, 0);
 	assert_true(st0.sc_reads > 100);
 	/* The new service waited out the old lease (renewed every 50 ms; a
-	 * ticker late by up to a second on a loaded host still passes). */
-	assert_true(acked_ms >= FAST_LEASE_MS - 1000);
+	 * ticker late by up to a second on a loaded host still passes); an
+	 * older one does not wait, which the client's pidfd covers. */
+	if (!legacy)
+		assert_true(acked_ms >= FAST_LEASE_MS - 1000);
 	assert_true(st.sc_reads > st0.sc_reads + 100);
+}
+
+static void test_kill9_fast(void **state)
+{
+	(void)state;
+	kill9_fast_run(false);
+}
+
+/* The same against a service that records no leases (CFS_TEST_SC_LEGACY,
+ * one from before 2026-12-06, whose restart does not wait): the client
+ * sees no STO_SC_RECORDED in the table and checks the pidfd after each
+ * read, so no read returns version 1 after version 2's acknowledgement
+ * (trusting the lease alone, a reader did: the new client against the
+ * old binary failed test_restarts, 2026-12-06). */
+static void test_kill9_legacy(void **state)
+{
+	(void)state;
+	kill9_fast_run(true);
 }
 
 /* Short-circuit reads of every page of chunk 0, each checked against
@@ -2013,6 +2039,7 @@ int main(int argc, char **argv)
 	setenv("CFS_TEST_SC_NO_MANY", "0", 1); /* test_map_many_old changes only its value */
 	setenv("CFS_SC_MAP_MANY", "0", 1);     /* (off by default) map_many_run turns it on */
 	setenv("CFS_TEST_SC_LEASE_MS", "0", 1); /* test_kill9_fast changes only its value */
+	setenv("CFS_TEST_SC_LEGACY", "0", 1);   /* test_kill9_legacy changes only its value */
 	stor_cluster_id();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_engine_hooks),
@@ -2020,6 +2047,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_kill9),
 		cmocka_unit_test(test_kill9_idle),
 		cmocka_unit_test(test_kill9_fast),
+		cmocka_unit_test(test_kill9_legacy),
 		cmocka_unit_test(test_corrupt),
 		cmocka_unit_test(test_chain_corrupt),
 		cmocka_unit_test(test_shapes),
@@ -2034,7 +2062,7 @@ int main(int argc, char **argv)
 	 * they do not reach the other copies (chain_corrupt's premise). */
 	const struct CMUnitTest cached[] = {
 		cmocka_unit_test(test_race),    cmocka_unit_test(test_kill9),
-		cmocka_unit_test(test_kill9_fast),
+		cmocka_unit_test(test_kill9_fast), cmocka_unit_test(test_kill9_legacy),
 		cmocka_unit_test(test_corrupt), cmocka_unit_test(test_shapes),
 		cmocka_unit_test(test_evict),   cmocka_unit_test(test_key_cap),
 		cmocka_unit_test(test_cached),
