@@ -1181,11 +1181,9 @@ static int read_check(struct sc_direct *d, const struct dmap *m, const struct rd
 	}
 	/* A server that records no leases (older than the rule) gives no
 	 * successor a reason to wait: alive after the bytes were read, as
-	 * before 2026-12-06. Dead, the lease's end marks the peer. */
-	if (x->poll && server_dead(m->tab)) {
-		atomic_fetch_add(&d->stale, 1);
+	 * before 2026-12-06 (dead, its peer is marked for a registration). */
+	if (x->poll && read_dead(d, m->tab->p, m))
 		return 0;
-	}
 	return 1;
 }
 
