@@ -62,6 +62,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <sys/file.h>
 #include <sys/uio.h>
 #include <sys/xattr.h>
@@ -3489,7 +3490,11 @@ static ssize_t mmap_io_writev(int fd, struct iovec *iov, int count, void *userda
 		if (n != 0)
 			return n;
 	}
-	ssize_t n = writev(fd, iov, count);
+	/* Not glibc's writev: its cancellation wrapper costs two atomic
+	 * read-modify-writes per reply, and the FUSE threads answer with
+	 * cancellation off (fuse_loop.c: only their read of /dev/fuse is a
+	 * cancellation point). A reply is never waited on for long. */
+	ssize_t n = syscall(SYS_writev, fd, iov, count);
 	/* the kernel set the connection up while taking the reply: the
 	 * ring's entries can register now (fuse_uring.h) */
 	if (init && n > 0)

@@ -21,14 +21,30 @@
  *     keep), a change of routing version, a target that stopped serving:
  *     every slot concerned;
  *   - the service fenced or dead: the lease word (CLOCK_MONOTONIC ms)
- *     stops being refreshed; clients stop trusting slots past it. A dead
- *     service is also seen at once through its pid (the client's pidfd).
+ *     stops being refreshed; a client trusts a read only when the lease
+ *     it loaded before the read is still ahead of the clock after the
+ *     read's bytes are in (sc_direct.c read_check).
  * The bump is a sequentially consistent RMW, ordered before the
  * mutation's own stores and I/O system calls.
+ *
+ * A SUCCESSOR. A service killed with tables out bumps nothing more, and
+ * the service restarted on its targets knows nothing of its tables. So
+ * no lease is published before it is recorded in each target's
+ * "sc_lease" file (lease_grant: the largest lease this process gave,
+ * written before any table shows it; page cache only, a process death
+ * keeps it), and a service opening a target first waits until the
+ * clock has passed that record (stor_sc_wait_predecessor, before the
+ * engine opens: recovery, compaction and writes all come after). Any
+ * mutation of the new process therefore happens after every lease the
+ * old one gave has run out, hence after every read that passed its
+ * checks had its bytes: a successor can never change what such a read
+ * returned. (Until 2026-12-06 clients polled the service's pidfd after
+ * each read instead: one system call a read.)
  */
 #include "storage/stor_sc.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <pthread.h>
@@ -49,6 +65,11 @@
 #define SC_NB 4096
 #define SC_TICK_MS 50
 #define SC_LEASE_MS 250
+/* Longest lease CFS_TEST_SC_LEASE_MS may ask; a record further ahead of
+ * the clock than this was written in another boot (no client of it is
+ * left) and is not waited for. */
+#define SC_LEASE_MAX_MS 10000
+#define SC_REC_NAME "sc_lease"
 #define SC_GHOST 65536u
 
 struct sc_tab;
@@ -81,6 +102,7 @@ struct sc_tab {
 struct sc_hook {
 	struct stor_sc *x;
 	struct stor_target *t;
+	int rec_fd; /* the target's lease record (A SUCCESSOR); -1: none, no lease given */
 };
 
 struct stor_sc {
@@ -96,6 +118,10 @@ struct stor_sc {
 	bool stop;
 	_Atomic uint64_t nent;         /* entries: hooks skip the mutex at 0 */
 	uint32_t nslots;               /* slots used per table (CFS_TEST_SC_SLOTS) */
+	uint64_t lease_ms;             /* SC_LEASE_MS (CFS_TEST_SC_LEASE_MS) */
+	uint64_t rec_max;              /* the lease recorded in every target's file */
+	bool rec_warned;
+	bool legacy;                   /* CFS_TEST_SC_LEGACY: no records (a service before them) */
 	_Atomic uint64_t maps, revokes, ntabs, evictions;
 };
 
@@ -185,6 +211,56 @@ static bool target_started(struct sc_ent *n, void *arg)
 	return atomic_load(&n->t->started);
 }
 
+/* Under mu: a lease for the tables, recorded first in every target's
+ * record (A SUCCESSOR); 0 (no lease: reads go over RPC) when a record
+ * cannot be written. */
+static uint64_t lease_grant(struct stor_sc *x)
+{
+	uint64_t lease = clock_mono_ms() + x->lease_ms;
+	if (lease <= x->rec_max || x->legacy)
+		return lease;
+	for (size_t i = 0; i < x->s->nt; i++) {
+		struct sc_hook *h = &x->hooks[i];
+		if (h->rec_fd < 0 || pwrite(h->rec_fd, &lease, sizeof(lease), 0) != sizeof(lease)) {
+			if (!x->rec_warned)
+				LOG_WARN("storage", "target %s: cannot record the short-circuit lease "
+						    "(%s): no short-circuit reads", h->t->dir,
+					 h->rec_fd < 0 ? "not open" : strerror(errno));
+			x->rec_warned = true;
+			return 0;
+		}
+	}
+	x->rec_max = lease;
+	return lease;
+}
+
+bool stor_sc_test_legacy(void)
+{
+	const char *e = getenv("CFS_TEST_SC_LEGACY");
+	return e && !strcmp(e, "1");
+}
+
+void stor_sc_wait_predecessor(const char *dir)
+{
+	if (stor_sc_test_legacy())
+		return;
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/" SC_REC_NAME, dir);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return; /* never gave a lease here */
+	uint64_t rec = 0;
+	ssize_t got = pread(fd, &rec, sizeof(rec), 0);
+	close(fd);
+	uint64_t now = clock_mono_ms();
+	if (got != sizeof(rec) || rec < now || rec > now + SC_LEASE_MAX_MS)
+		return;
+	LOG_INFO("storage", "target %s: waiting %llu ms for the short-circuit leases of its "
+			    "previous service to run out", dir, (unsigned long long)(rec + 1 - now));
+	while ((now = clock_mono_ms()) <= rec)
+		clock_sleep_ms(rec + 1 - now);
+}
+
 static void *ticker(void *arg)
 {
 	struct stor_sc *x = arg;
@@ -209,7 +285,7 @@ static void *ticker(void *arg)
 		} else {
 			revoke_where(x, target_started, NULL);
 		}
-		uint64_t lease = fenced ? 0 : clock_mono_ms() + SC_LEASE_MS;
+		uint64_t lease = fenced || !x->tabs ? 0 : lease_grant(x);
 		for (struct sc_tab *t = x->tabs; t; t = t->next)
 			atomic_store_explicit(&t->hdr[0], lease, memory_order_release);
 		struct timespec ts = clock_after_ms(CLOCK_REALTIME, SC_TICK_MS);
@@ -235,10 +311,20 @@ struct stor_sc *stor_sc_new(struct storage_service *s)
 	const char *ns = getenv("CFS_TEST_SC_SLOTS");
 	long v = ns ? strtol(ns, NULL, 10) : 0;
 	x->nslots = v > 0 && v < (long)STO_SC_SLOTS ? (uint32_t)v : STO_SC_SLOTS;
+	/* Tests lengthen the lease to leave a restarted service time to act
+	 * inside its predecessor's (test_short_read kill9_fast). */
+	const char *ls = getenv("CFS_TEST_SC_LEASE_MS");
+	long lv = ls ? strtol(ls, NULL, 10) : 0;
+	x->lease_ms = lv >= 4 * SC_TICK_MS && lv <= SC_LEASE_MAX_MS ? (uint64_t)lv : SC_LEASE_MS;
+	x->legacy = stor_sc_test_legacy();
 	pthread_mutex_init(&x->mu, NULL);
 	pthread_cond_init(&x->cv, NULL);
 	for (size_t i = 0; i < s->nt; i++) {
-		x->hooks[i] = (struct sc_hook){ .x = x, .t = &s->t[i] };
+		char path[4200];
+		snprintf(path, sizeof(path), "%s/" SC_REC_NAME, s->t[i].dir);
+		x->hooks[i] = (struct sc_hook){
+			.x = x, .t = &s->t[i],
+			.rec_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600) };
 		chunk_engine_set_mut_hook(s->t[i].eng, eng_hook, x);
 		craq_locks_set_hook(s->t[i].locks, craq_hook, &x->hooks[i]);
 	}
@@ -290,6 +376,16 @@ void stor_sc_free(struct stor_sc *x)
 	pthread_mutex_unlock(&x->mu);
 	pthread_cond_destroy(&x->cv);
 	pthread_mutex_destroy(&x->mu);
+	/* A clean stop outlives its leases, so that even a successor that
+	 * does not read the records (a binary before them: a downgrade)
+	 * cannot change a block a client still trusts (at most the lease,
+	 * 250 ms, and only after tables were in use). The records stay: a
+	 * successor of a kill -9 still waits. */
+	for (uint64_t now; !x->legacy && (now = clock_mono_ms()) <= x->rec_max;)
+		clock_sleep_ms(x->rec_max + 1 - now);
+	for (size_t i = 0; i < x->s->nt; i++)
+		if (x->hooks[i].rec_fd >= 0)
+			close(x->hooks[i].rec_fd);
 	free(x->hooks);
 	free(x);
 }
@@ -341,9 +437,13 @@ static int tab_get(struct stor_sc *x, struct rpc_req *req, uint64_t region, stru
 		return rc;
 	}
 	pthread_mutex_lock(&x->mu);
+	/* The client trusts the lease alone (no pidfd poll per read) only
+	 * with this word set, seen through the lease's release. */
+	if (!x->legacy)
+		atomic_store_explicit(&t->hdr[1], STO_SC_RECORDED, memory_order_relaxed);
 	/* The first lease; the ticker renews it (the handler checked the
 	 * fence just before). */
-	atomic_store_explicit(&t->hdr[0], clock_mono_ms() + SC_LEASE_MS, memory_order_release);
+	atomic_store_explicit(&t->hdr[0], lease_grant(x), memory_order_release);
 	t->next = x->tabs;
 	if (x->tabs)
 		x->tabs->prev = t;

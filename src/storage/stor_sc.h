@@ -16,6 +16,8 @@
 #ifndef CFS_STORAGE_STOR_SC_H
 #define CFS_STORAGE_STOR_SC_H
 
+#include <stdbool.h>
+
 #include "net/rpc.h"
 
 struct storage_service;
@@ -28,6 +30,18 @@ struct stor_sc *stor_sc_new(struct storage_service *s);
 /* Removes the hooks and stops the ticker; after the RPC server is freed
  * (connections gone), before the targets close. NULL-safe. */
 void stor_sc_free(struct stor_sc *x);
+/* Waits until every short-circuit lease a previous service gave on the
+ * target in DIR has run out (the clock past the lease recorded in DIR:
+ * at most the lease, 250 ms; nothing to wait for when none is recorded
+ * or it is past). Call before the target's engine opens: no block file
+ * may change while a client could still trust a read of the old
+ * service's mappings (stor_sc.c "A SUCCESSOR"). */
+void stor_sc_wait_predecessor(const char *dir);
+/* CFS_TEST_SC_LEGACY=1 (test hook): the service behaves as one before
+ * 2026-12-06: no lease records, no STO_SC_RECORDED in its tables, no
+ * wait for a predecessor (the client's pidfd fallback: test_short_read
+ * kill9_legacy). */
+bool stor_sc_test_legacy(void);
 /* Answers SC_MAP (consumes REQ). */
 void stor_sc_handle_map(struct storage_service *s, struct rpc_req *req);
 /* Answers SC_MAP_MANY (consumes REQ): each entry as SC_MAP would. */

@@ -224,7 +224,10 @@ int sto_sc_map_req_decode(const void *p, size_t n, struct sto_sc_map_req *m);
 #define STO_SC_MAX_PATH 4096
 /* The slot table a client registers for SC_MAP (a sealed memfd, SHM_REG):
  * a 64-byte header (u64 0: lease, CLOCK_MONOTONIC ms until which the
- * service vouches for its slots), then STO_SC_SLOTS u64 slot words. */
+ * service vouches for its slots; u64 1: STO_SC_RECORDED when the service
+ * records its leases for its successor, written before the first lease;
+ * 0 from a service before 2026-12-06), then STO_SC_SLOTS u64 slot words. */
+#define STO_SC_RECORDED 0x3143455243534353ull /* "SCSRCEC1": docs/rpc.md, the lease */
 #define STO_SC_SLOTS 16384u
 #define STO_SC_HDR 64u
 #define STO_SC_TABLE_BYTES (STO_SC_HDR + 8ull * STO_SC_SLOTS)

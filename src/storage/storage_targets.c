@@ -17,6 +17,7 @@
 #include "common/status.h"
 #include "common/xalloc.h"
 #include "storage/chunk_buf.h"
+#include "storage/stor_sc.h"
 #include "storage/storage_int.h"
 #include "storage_client/sc_shm.h"
 
@@ -138,6 +139,7 @@ int stor_targets_open(struct storage_service *s, const struct storage_service_op
 		t->locks = craq_locks_new();
 		atomic_store(&t->local_state, CHAIN_LS_OFFLINE);
 		s->nt = i + 1;
+		stor_sc_wait_predecessor(t->dir);
 		if ((rc = chunk_engine_open(&cfg, &t->eng))) {
 			snprintf(err, errlen, "target %s: %s", t->dir, cfs_strerror(rc));
 			return rc;

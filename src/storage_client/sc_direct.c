@@ -4,7 +4,7 @@
  * PEERS. Per server address: a slot table (a sealed memfd of
  * STO_SC_TABLE_BYTES, mapped read-only here, registered with SHM_REG on
  * this path's own connection), the server's pid (a pidfd: a dead server
- * stops being trusted at once), the data files opened so far (checked
+ * is found dead when its lease runs out), the data files opened so far (checked
  * against the device and inode the server named) and a hash of chunk
  * mappings. A mapping is immutable once published and reference counted:
  * a read takes a reference under the peer's lock (held shared only for
@@ -23,7 +23,7 @@
  * pidfd closed) when the last read still inside it is done, and a
  * client survives any number of its servers' restarts.
  *
- * A READ. Lease word still ahead of the monotonic clock; slot word equal
+ * A READ. Lease word L still ahead of the monotonic clock; slot word equal
  * to the mapping's value (acquire); the whole pages holding the range
  * read from the block file (O_DIRECT: on this path's io_uring for the
  * async call, whose completion thread finishes the read and calls back,
@@ -32,7 +32,11 @@
  * by default (CFS_SHORT_READ_CACHED=0 turns it off) the async call tries
  * the page cache on the caller's thread first, see read_cached); each page's
  * CRC32C against the mapping's; acquire fence and the slot word again;
- * the server alive (pidfd). Only then are the bytes the caller's. A CRC
+ * the clock still before L. Only then are the bytes the caller's: the
+ * server bumped no slot of ours meanwhile, and had it died, no successor
+ * touches its targets' files before the clock passes L (stor_sc.c "A
+ * SUCCESSOR"), so nothing but the server the slot word speaks for can
+ * have changed the bytes while they were read. A CRC
  * mismatch under a slot still valid answers SC_DIRECT_CORRUPT: the caller
  * reads over RPC from the same target, whose service then finds the bad
  * page itself, reports it and repairs its copy. An async read of whole pages into a page-aligned destination
@@ -41,8 +45,11 @@
  * The completion thread takes its completions in batches: it hands a
  * sc_direct_read_batch's reads to their waiting caller (a batch on the
  * shared ring: most run on their thread's own ring, see own_ring), and
- * finishes the async reads (aio_batch), polling each server's pidfd once
- * per batch, after every check of the batch's reads of that server.
+ * finishes the async reads (aio_batch). No system call of the rule's
+ * own: until 2026-12-06 a read ended with a poll(2) of the server's
+ * pidfd (once per batch on the completion thread, once per read on the
+ * callers' threads); the pidfd now only tells a dead server from a
+ * dropped table once a lease has run out (read_dead).
  *
  * EVICTION. A server gives a table STO_SC_SLOTS slots; with all in use, a
  * new map revokes another chunk's mapping (CLOCK, stor_sc.c), which its
@@ -284,11 +291,12 @@ static void will_block(struct sc_direct *d)
 		fn();
 }
 
-/* TABLE LIFETIME. A table's memory (its slot and lease words) and its
- * pidfd are what tell a read its bytes are good, so they must outlive
- * every read that found its mapping on the table: one unmapped under a
- * read between its halves would fault, and one whose pidfd were closed
- * (and the number reused) could answer "alive" for a dead server. Those
+/* TABLE LIFETIME. A table's memory (its slot and lease words) tells a
+ * read its bytes are good and its pidfd whether a lapsed lease means a
+ * dead server, so they must outlive every read that found its mapping
+ * on the table: one unmapped under a read between its halves would
+ * fault, and one whose pidfd were closed (and the number reused) could
+ * answer "alive" for a dead server. Those
  * reads are not counted anywhere else, which is why tables used to stay
  * until the client ended, and why after SD_MAX_TABS registrations with
  * one address a client took no short-circuit read from it again.
@@ -1040,6 +1048,8 @@ static bool server_dead(const struct dtab *t)
 /* One read between its halves. */
 struct rd {
 	uint64_t s1;           /* the slot word before the I/O */
+	uint64_t lease;        /* the lease word before it (ms): the clock must stay below */
+	bool poll;             /* the server records no leases (before 2026-12-06): poll its pidfd */
 	uint32_t n;            /* bytes for the caller */
 	uint32_t start, blen;  /* the whole pages read: chunk offset, bytes */
 	uint8_t *buf;          /* where they land */
@@ -1075,7 +1085,9 @@ static int read_pre(struct sc_direct *d, struct dpeer *p, const struct dmap *m,
 	const _Atomic uint64_t *hdr = (const _Atomic uint64_t *)m->tab->base;
 	const _Atomic uint64_t *slot =
 		(const _Atomic uint64_t *)(m->tab->base + STO_SC_HDR + 8ull * m->slot);
-	if (clock_mono_ms() >= atomic_load_explicit(&hdr[0], memory_order_acquire)) {
+	x->lease = atomic_load_explicit(&hdr[0], memory_order_acquire);
+	x->poll = atomic_load_explicit(&hdr[1], memory_order_relaxed) != STO_SC_RECORDED;
+	if (clock_mono_ms() >= x->lease) {
 		atomic_fetch_add(&d->stale, 1);
 		/* No lease: the server is fenced, stalled or gone. Gone
 		 * (killed while no read was between its halves), nothing else
@@ -1114,10 +1126,17 @@ static int read_pre(struct sc_direct *d, struct dpeer *p, const struct dmap *m,
 	return 1;
 }
 
+/* Whether X's lease still holds, after its bytes were read: then no
+ * successor of the server has touched the block files yet (stor_sc.c "A
+ * SUCCESSOR"). The clock is read after the I/O completed (the syscall's
+ * return or the completion's load), and the vDSO's read of it is
+ * ordered. */
+static bool lease_held(const struct rd *x) { return clock_mono_ms() < x->lease; }
+
 /* Second half, part one, the I/O done with RES (bytes or -errno): the
- * pages' CRCs and the slot word again. 1 the bytes are good if the server
- * is still alive now (read_done), 0 not (read over RPC), SC_DIRECT_CORRUPT
- * a page failed its CRC while the slot held (the block's own bytes). */
+ * pages' CRCs, the slot word again and the lease. 1 the bytes are good
+ * (read_done), 0 not (read over RPC), SC_DIRECT_CORRUPT a page failed its
+ * CRC while the slot and the lease held (the block's own bytes). */
 static int read_check(struct sc_direct *d, const struct dmap *m, const struct rd *x, ssize_t res)
 {
 	const _Atomic uint64_t *slot =
@@ -1144,8 +1163,10 @@ static int read_check(struct sc_direct *d, const struct dmap *m, const struct rd
 				(void)posix_fadvise(m->fd, (off_t)(m->file_off + x->start), x->blen,
 						    POSIX_FADV_DONTNEED);
 				atomic_thread_fence(memory_order_acquire);
-				if (atomic_load_explicit(slot, memory_order_relaxed) != x->s1) {
-					atomic_fetch_add(&d->stale, 1); /* changed under us */
+				if (atomic_load_explicit(slot, memory_order_relaxed) != x->s1 ||
+				    !lease_held(x)) {
+					/* changed under us, or perhaps by a successor */
+					atomic_fetch_add(&d->stale, 1);
 					return 0;
 				}
 				atomic_fetch_add(&d->corrupt, 1);
@@ -1154,15 +1175,21 @@ static int read_check(struct sc_direct *d, const struct dmap *m, const struct rd
 		}
 	}
 	atomic_thread_fence(memory_order_acquire);
-	if (atomic_load_explicit(slot, memory_order_relaxed) != x->s1) {
+	if (atomic_load_explicit(slot, memory_order_relaxed) != x->s1 || !lease_held(x)) {
 		atomic_fetch_add(&d->stale, 1);
 		return 0;
 	}
+	/* A server that records no leases (older than the rule) gives no
+	 * successor a reason to wait: alive after the bytes were read, as
+	 * before 2026-12-06 (dead, its peer is marked for a registration). */
+	if (x->poll && read_dead(d, m->tab->p, m))
+		return 0;
 	return 1;
 }
 
-/* Whether M's server is dead, as seen after read_check (then the bytes
- * may be a restarted server's: read over RPC). */
+/* Whether M's server is dead (its pidfd), asked once its lease ran out:
+ * dead, P registers again when its address serves; alive, the table was
+ * dropped or the server is fenced or stalled. */
 static bool read_dead(struct sc_direct *d, struct dpeer *p, const struct dmap *m)
 {
 	if (!server_dead(m->tab))
@@ -1214,17 +1241,25 @@ static void read_done(struct sc_direct *d, const struct dmap *m, struct storage_
 	atomic_fetch_add(&d->reads, 1);
 }
 
-/* Second half (read_check, read_dead, read_done): an enum sc_direct_res. */
-static int read_post(struct sc_direct *d, struct dpeer *p, const struct dmap *m,
-		     struct storage_read *r, const struct rd *x, ssize_t res)
+/* Second half (read_check, read_done): an enum sc_direct_res. */
+static int read_post(struct sc_direct *d, const struct dmap *m, struct storage_read *r,
+		     const struct rd *x, ssize_t res)
 {
 	int rc = read_check(d, m, x, res);
 	if (rc != 1)
 		return rc;
-	if (read_dead(d, p, m))
-		return SC_DIRECT_RPC;
 	read_done(d, m, r, x);
 	return SC_DIRECT_DONE;
+}
+
+/* preadv2(FD, one IOV at OFF, RWF_NOWAIT) without glibc's cancellation
+ * wrapper (two atomic read-modify-writes of the thread's cancel word
+ * around every cancellable call; the mount's threads serve with
+ * cancellation off anyway, fuse_loop.c). A page-cache-only read never
+ * blocks, so nothing waits in it for a cancellation to act. */
+static ssize_t preadv2_nowait(int fd, const struct iovec *iov, uint64_t off)
+{
+	return syscall(SYS_preadv2, fd, iov, 1, (long)off, (long)(off >> 32), RWF_NOWAIT);
 }
 
 /* The I/O of a synchronous read. */
@@ -1236,7 +1271,7 @@ static ssize_t read_io(struct sc_direct *d, const struct dmap *m, const struct r
 		/* Page cache hits only (CFS_SHORT_READ=cache); a miss goes over
 		 * RPC while the readahead it started fills the page. */
 		struct iovec iov = { .iov_base = x->buf, .iov_len = x->blen };
-		return preadv2(m->fd, &iov, 1, (off_t)(m->file_off + x->start), RWF_NOWAIT);
+		return preadv2_nowait(m->fd, &iov, m->file_off + x->start);
 	}
 	will_block(d);
 	ssize_t got = pread(m->dfd, x->buf, ALIGN_UP(x->blen), (off_t)(m->file_off + x->start));
@@ -1378,7 +1413,7 @@ int sc_direct_read(struct sc_direct *d, const char *addr, uint32_t target, uint3
 				atomic_load_explicit(&d->test_mid, memory_order_relaxed);
 			if (mid)
 				mid(r->ino, r->idx);
-			done = read_post(d, p, m, r, &x, res);
+			done = read_post(d, m, r, &x, res);
 		}
 		free(x.own);
 		if (stale)
@@ -1485,11 +1520,8 @@ static void aops_free(struct sc_direct *d)
 /* Completions taken off the ring at once. */
 #define SD_BATCH 32
 
-/* Finishes the N reads of one batch of completions, then runs their
- * DONEs. Every read's pages are checked first, and then each server
- * whose reads passed is asked once whether it is alive: still after
- * each of those reads' bytes were read, which is all the rule asks, for
- * one poll(2) per server and batch instead of one per read. */
+/* Finishes the N reads of one batch of completions (read_check each),
+ * then runs their DONEs. */
 static void aio_batch(struct sc_direct *d, struct aop **ops, int n)
 {
 	for (int i = 0; i < n; i++) {
@@ -1497,20 +1529,9 @@ static void aio_batch(struct sc_direct *d, struct aop **ops, int n)
 		int res = o->cres >= (int)o->x.blen ? (int)o->x.blen : o->cres;
 		o->ok = read_check(d, o->m, &o->x, res);
 	}
-	/* ok: SC_DIRECT_CORRUPT or 0 failed, 1 checked, 2 checked and its
-	 * server alive after */
-	for (int i = 0; i < n; i++) {
-		if (ops[i]->ok != 1)
-			continue;
-		const struct dtab *t = ops[i]->m->tab;
-		int v = read_dead(d, ops[i]->p, ops[i]->m) ? 0 : 2;
-		for (int j = i; j < n; j++)
-			if (ops[j]->ok == 1 && ops[j]->m->tab == t)
-				ops[j]->ok = v;
-	}
 	for (int i = 0; i < n; i++) {
 		struct aop *o = ops[i];
-		int ok = o->ok == 2 ? SC_DIRECT_DONE : o->ok < 0 ? SC_DIRECT_CORRUPT : SC_DIRECT_RPC;
+		int ok = o->ok == 1 ? SC_DIRECT_DONE : o->ok < 0 ? SC_DIRECT_CORRUPT : SC_DIRECT_RPC;
 		if (ok == SC_DIRECT_DONE)
 			read_done(d, o->m, o->r, &o->x);
 		else
@@ -1588,7 +1609,7 @@ enum { RC_DONE, RC_RPC, RC_MISS, RC_DIRECT };
 /* The page-cache attempt of an async read (unless CFS_SHORT_READ_CACHED=0), on
  * the caller's thread, X prepared by read_pre: X's pages from the buffered
  * descriptor if the cache holds them all (preadv2 RWF_NOWAIT), then the
- * whole rule (read_post: CRCs, slot word, server alive). RC_DONE: R is
+ * whole rule (read_post: CRCs, slot word, lease). RC_DONE: R is
  * final, the caller answers at once (no ring, no completion thread, no
  * wake-up). RC_MISS: not all cached; the probe started the kernel's read
  * of the missing pages into the cache, so the ring's read goes through
@@ -1597,14 +1618,14 @@ enum { RC_DONE, RC_RPC, RC_MISS, RC_DIRECT };
  * with the slot still valid; as the engine's cached reads
  * (chunk_engine.c "Page-cache reads") only an O_DIRECT read may call a
  * block corrupt, so the ring reads it O_DIRECT (read_check dropped the
- * cached pages). RC_RPC: the slot moved or the server died (*STALE
+ * cached pages). RC_RPC: the slot moved or the lease ran out (*STALE
  * set when the slot moved). COUNTED: the probe's outcome goes to the
  * adaptive policy (d->probe: reads of at most SD_SMALL). */
-static int read_cached(struct sc_direct *d, struct dpeer *p, const struct dmap *m,
-		       struct storage_read *r, const struct rd *x, bool *stale, bool counted)
+static int read_cached(struct sc_direct *d, const struct dmap *m, struct storage_read *r,
+		       const struct rd *x, bool *stale, bool counted)
 {
 	struct iovec iov = { .iov_base = x->buf, .iov_len = x->blen };
-	ssize_t got = preadv2(m->fd, &iov, 1, (off_t)(m->file_off + x->start), RWF_NOWAIT);
+	ssize_t got = preadv2_nowait(m->fd, &iov, m->file_off + x->start);
 	if (counted)
 		cache_probe_report(&d->probe, got >= (ssize_t)x->blen);
 	if (got < (ssize_t)x->blen) {
@@ -1613,7 +1634,7 @@ static int read_cached(struct sc_direct *d, struct dpeer *p, const struct dmap *
 	}
 	const _Atomic uint64_t *slot =
 		(const _Atomic uint64_t *)(m->tab->base + STO_SC_HDR + 8ull * m->slot);
-	int rc = read_post(d, p, m, r, x, got);
+	int rc = read_post(d, m, r, x, got);
 	if (rc == SC_DIRECT_DONE) {
 		atomic_fetch_add_explicit(&d->cached_hits, 1, memory_order_relaxed);
 		return RC_DONE;
@@ -1637,7 +1658,9 @@ static int read_async_at(struct sc_direct *d, const char *addr, uint32_t target,
 		struct dmap *m = mapping_get(d, p, target, chain, r, bg);
 		if (!m)
 			break;
-		struct aop *o = aop_get(d);
+		/* The read's state stays on the stack until it goes to the
+		 * ring: a page-cache hit takes no record (and no pool lock). */
+		struct rd x;
 		size_t bufsz = 0;
 		uint8_t *buf = NULL;
 		bool stale = false;
@@ -1645,20 +1668,19 @@ static int read_async_at(struct sc_direct *d, const char *addr, uint32_t target,
 		 * needs the alignment): no bounce buffer, no copy. Its bytes
 		 * are only R's once checked; until then R->dst is the caller's
 		 * scratch, as the contract allows. */
-		int go = o && read_pre(d, p, m, r, &o->x, r->dst, BUF_TLS, &stale);
-		if (go && o->x.blen &&
-		    ((uintptr_t)r->dst % SD_PAGE || o->x.start != r->off ||
-		     o->x.blen != o->x.n || o->x.blen % SD_PAGE)) {
+		int go = read_pre(d, p, m, r, &x, r->dst, BUF_TLS, &stale);
+		if (go && x.blen &&
+		    ((uintptr_t)r->dst % SD_PAGE || x.start != r->off ||
+		     x.blen != x.n || x.blen % SD_PAGE)) {
 			bufsz = ALIGN_UP(r->len) + SD_PAGE;
 			go = (buf = abuf_get(d, bufsz)) != NULL;
-			o->x.buf = buf;
+			x.buf = buf;
 		}
-		if (go && !o->x.blen) {
+		if (go && !x.blen) {
 			/* Nothing to read (past the end): the second half now. */
-			go = read_post(d, p, m, r, &o->x, 0) == SC_DIRECT_DONE;
+			go = read_post(d, m, r, &x, 0) == SC_DIRECT_DONE;
 			dmap_put(d, m);
 			abuf_put(d, buf, bufsz);
-			aop_put(d, o);
 			if (go) {
 				done(arg, SC_DIRECT_DONE);
 				return 1;
@@ -1673,19 +1695,19 @@ static int read_async_at(struct sc_direct *d, const char *addr, uint32_t target,
 		 * they would turn the policy cold for the random reads after. */
 		bool counted = !d->probe_all && r->len <= SD_SMALL;
 		int how = go && d->cached && (!counted || cache_probe_wanted(&d->probe))
-				  ? read_cached(d, p, m, r, &o->x, &stale, counted)
+				  ? read_cached(d, m, r, &x, &stale, counted)
 				  : RC_DIRECT;
 		if (how == RC_DONE) {
 			dmap_put(d, m);
 			abuf_put(d, buf, bufsz);
-			aop_put(d, o);
 			done(arg, SC_DIRECT_DONE);
 			return 1;
 		}
 		if (how == RC_RPC)
 			go = 0;
-		if (go) {
-			*o = (struct aop){ .d = d, .p = p, .m = m, .r = r, .x = o->x, .bounce = buf,
+		struct aop *o = go ? aop_get(d) : NULL;
+		if (o) {
+			*o = (struct aop){ .d = d, .p = p, .m = m, .r = r, .x = x, .bounce = buf,
 					   .bufsz = bufsz, .done = done, .arg = arg };
 			pthread_mutex_lock(&d->ring_mu);
 			struct io_uring_sqe *sqe = io_uring_get_sqe(&d->ring);
@@ -1693,12 +1715,12 @@ static int read_async_at(struct sc_direct *d, const char *addr, uint32_t target,
 				/* a cache miss waits for the pages its probe
 				 * started reading (RC_MISS) */
 				if (how == RC_MISS)
-					io_uring_prep_read(sqe, m->fd, o->x.buf, o->x.blen,
-							   m->file_off + o->x.start);
+					io_uring_prep_read(sqe, m->fd, x.buf, x.blen,
+							   m->file_off + x.start);
 				else
-					io_uring_prep_read(sqe, m->dfd, o->x.buf,
-							   ALIGN_UP(o->x.blen),
-							   m->file_off + o->x.start);
+					io_uring_prep_read(sqe, m->dfd, x.buf,
+							   ALIGN_UP(x.blen),
+							   m->file_off + x.start);
 				io_uring_sqe_set_data(sqe, o);
 				ring_flush(d, 1);
 			} else {
@@ -1707,12 +1729,12 @@ static int read_async_at(struct sc_direct *d, const char *addr, uint32_t target,
 			pthread_mutex_unlock(&d->ring_mu);
 			if (go)
 				return 1;
+			aop_put(d, o);
 		}
 		if (stale)
 			map_forget(d, p, target, r, m);
 		dmap_put(d, m);
 		abuf_put(d, buf, bufsz);
-		aop_put(d, o);
 		if (!stale)
 			break;
 	}
@@ -2104,7 +2126,7 @@ size_t sc_direct_read_batch(struct sc_direct *d, struct sc_direct_item *it, size
 			int res = b[i].res;
 			if (b[i].x.blen && res >= (int)b[i].x.blen)
 				res = (int)b[i].x.blen;
-			it[i].ok = read_post(d, b[i].p, b[i].m, it[i].r, &b[i].x,
+			it[i].ok = read_post(d, b[i].m, it[i].r, &b[i].x,
 					     b[i].x.blen ? res : 0);
 			dmap_put(d, b[i].m);
 			free(b[i].x.own);

@@ -21,6 +21,16 @@
  *   kill9         the service is SIGKILLed under short-circuit readers and
  *                 restarted: reads fail or are right, never wrong; then
  *                 short-circuit again
+ *   kill9_fast    the same with a 3 s lease (CFS_TEST_SC_LEASE_MS) and the
+ *                 restart at once: the new service opens the target, so
+ *                 acknowledges a rewrite, only after the old lease ran
+ *                 out, and no read of an old mapping returns the version
+ *                 before that rewrite once it was acknowledged (no read
+ *                 polls the service's pidfd since 2026-12-06)
+ *   kill9_legacy  the same against a service acting as one before the
+ *                 lease records (CFS_TEST_SC_LEGACY): its restart does
+ *                 not wait, and the client, finding no STO_SC_RECORDED
+ *                 in the table, polls the pidfd after each read: right
  *   corrupt       a page of a chunk's block is damaged on disk: the short-
  *                 circuit read sees the CRC mismatch and the RPC read that
  *                 follows reports -CFS_ECORRUPT, through the blocking call
@@ -492,11 +502,23 @@ static void test_race(void **state)
 	teardown(&sc);
 }
 
-static void test_kill9(void **state)
+/* kill -9 of the service under READERS short-circuit readers, DEAD_MS
+ * without it, a restart and a rewrite of chunk 0 to version 2 (an old
+ * mapping of it still trusted would return version 1); readers go on
+ * for 800 ms after that write and until the new service's mappings
+ * served 100 reads (bounded: a loaded machine once managed only 97 in a
+ * fixed 800 ms). LEASE (NULL: the default) is CFS_TEST_SC_LEASE_MS and
+ * LEGACY CFS_TEST_SC_LEGACY for the service. Asserts no wrong read and
+ * short-circuit reads before and after; the ms from the kill to the
+ * rewrite's acknowledgement. */
+static uint64_t kill9_run(const char *tag, uint64_t dead_ms, const char *lease, bool legacy)
 {
-	(void)state;
 	struct stor_cluster sc;
-	setup(&sc, "short-kill");
+	if (lease)
+		setenv("CFS_TEST_SC_LEASE_MS", lease, 1); /* read by the service it starts */
+	if (legacy)
+		setenv("CFS_TEST_SC_LEGACY", "1", 1);
+	setup(&sc, tag);
 	for (uint32_t i = 0; i < NCH; i++)
 		assert_int_equal(write_pages(i, 0, NPG, 1), 0);
 	struct worker rd[READERS];
@@ -514,18 +536,12 @@ static void test_kill9(void **state)
 		clock_sleep_ms(50);
 		storage_client_get_stats(cl, &st0);
 	} while ((clock_mono_ms() - t1 < 500 || st0.sc_reads <= 100) && clock_mono_ms() - t1 < 20000);
+	uint64_t killed = clock_mono_ms();
 	stor_cluster_signal(&sc, 0, SIGKILL);
-	/* While it is dead, and after it comes back with the same files:
-	 * nothing read from a stale mapping may be wrong. A write after the
-	 * restart moves chunk 0 (copy-on-write): an old mapping of it that
-	 * were still trusted would return version 1. */
-	clock_sleep_ms(300);
+	clock_sleep_ms(dead_ms);
 	stor_cluster_start_storage(&sc, 0);
 	rewrite_chunk0_after_restart();
-	/* Readers go on for 800 ms after that write, and until the new
-	 * service's mappings served 100 reads (asserted below), bounded: a
-	 * loaded machine (ctest -j2 beside other work) once managed only 97
-	 * in a fixed 800 ms, most of its reads still finding stale mappings. */
+	uint64_t acked_ms = clock_mono_ms() - killed;
 	t1 = clock_mono_ms();
 	for (;;) {
 		clock_sleep_ms(50);
@@ -544,16 +560,57 @@ static void test_kill9(void **state)
 		wrong |= rd[i].wrong;
 	}
 	storage_client_get_stats(cl, &st);
-	print_message("reads %llu right, %llu failed; short-circuit %llu -> %llu, dead %llu, "
-		      "stale %llu\n",
-		      (unsigned long long)ok, (unsigned long long)failed,
-		      (unsigned long long)st0.sc_reads, (unsigned long long)st.sc_reads,
-		      (unsigned long long)st.sc_dead, (unsigned long long)st.sc_stale);
+	print_message("rewrite acknowledged %llu ms after the kill; reads %llu right, %llu failed; "
+		      "short-circuit %llu -> %llu, dead %llu, stale %llu\n",
+		      (unsigned long long)acked_ms, (unsigned long long)ok,
+		      (unsigned long long)failed, (unsigned long long)st0.sc_reads,
+		      (unsigned long long)st.sc_reads, (unsigned long long)st.sc_dead,
+		      (unsigned long long)st.sc_stale);
+	teardown(&sc);
+	setenv("CFS_TEST_SC_LEASE_MS", "0", 1);
+	setenv("CFS_TEST_SC_LEGACY", "0", 1);
 	assert_int_equal(wrong, 0);
 	assert_true(st0.sc_reads > 100);
 	/* The new service's mappings are used again. */
 	assert_true(st.sc_reads > st0.sc_reads + 100);
-	teardown(&sc);
+	return acked_ms;
+}
+
+static void test_kill9(void **state)
+{
+	(void)state;
+	kill9_run("short-kill", 300, NULL, false);
+}
+
+/* kill -9 under short-circuit readers and an immediate restart, with a
+ * lease (3 s) long enough that the restarted service could take a write
+ * while the old table's lease still holds. No read checks the service's
+ * pidfd any more (sc_direct.c "A READ"): what keeps a read of an old
+ * mapping from returning version 1 after the new service acknowledged
+ * version 2 is that service waiting out its predecessor's lease before
+ * it opens the target (stor_sc.c "A SUCCESSOR"). Without that wait the
+ * write was acknowledged 0.34 s after the kill and readers of the old
+ * mapping see version 1 for 3 s (wrong). */
+#define FAST_LEASE_MS 3000
+static void test_kill9_fast(void **state)
+{
+	(void)state;
+	uint64_t acked_ms = kill9_run("short-fast", 0, "3000", false);
+	/* The new service waited out the old lease (renewed every 50 ms; a
+	 * ticker late by up to a second on a loaded host still passes). */
+	assert_true(acked_ms >= FAST_LEASE_MS - 1000);
+}
+
+/* The same against a service that records no leases (CFS_TEST_SC_LEGACY,
+ * one from before 2026-12-06, whose restart does not wait): the client
+ * sees no STO_SC_RECORDED in the table and checks the pidfd after each
+ * read, so no read returns version 1 after version 2's acknowledgement
+ * (trusting the lease alone, a reader did: the new client against the
+ * old binary failed test_restarts, 2026-12-06). */
+static void test_kill9_legacy(void **state)
+{
+	(void)state;
+	kill9_run("short-legacy", 0, "3000", true); /* its restart does not wait */
 }
 
 /* Short-circuit reads of every page of chunk 0, each checked against
@@ -1934,12 +1991,16 @@ int main(int argc, char **argv)
 	setenv("CFS_TEST_SC_KEYS", "0", 0);
 	setenv("CFS_TEST_SC_NO_MANY", "0", 1); /* test_map_many_old changes only its value */
 	setenv("CFS_SC_MAP_MANY", "0", 1);     /* (off by default) map_many_run turns it on */
+	setenv("CFS_TEST_SC_LEASE_MS", "0", 1); /* test_kill9_fast changes only its value */
+	setenv("CFS_TEST_SC_LEGACY", "0", 1);   /* test_kill9_legacy changes only its value */
 	stor_cluster_id();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_engine_hooks),
 		cmocka_unit_test(test_race),
 		cmocka_unit_test(test_kill9),
 		cmocka_unit_test(test_kill9_idle),
+		cmocka_unit_test(test_kill9_fast),
+		cmocka_unit_test(test_kill9_legacy),
 		cmocka_unit_test(test_corrupt),
 		cmocka_unit_test(test_chain_corrupt),
 		cmocka_unit_test(test_shapes),
@@ -1954,6 +2015,7 @@ int main(int argc, char **argv)
 	 * they do not reach the other copies (chain_corrupt's premise). */
 	const struct CMUnitTest cached[] = {
 		cmocka_unit_test(test_race),    cmocka_unit_test(test_kill9),
+		cmocka_unit_test(test_kill9_fast), cmocka_unit_test(test_kill9_legacy),
 		cmocka_unit_test(test_corrupt), cmocka_unit_test(test_shapes),
 		cmocka_unit_test(test_evict),   cmocka_unit_test(test_key_cap),
 		cmocka_unit_test(test_cached),
