@@ -39,6 +39,9 @@ static void ring_reap(struct loop_io *lio, uint32_t events)
 	(void)events;
 	struct stor_ring *r = lio->arg;
 	struct io_uring_cqe *cqe;
+	/* Reads queued by the requests this iteration received before now go
+	 * to the disk first, not after the CRC checks and replies below. */
+	stor_ring_submit(r);
 	/* One at a time: a callback may answer and free the request that owns
 	 * the io, never the ring. */
 	while (io_uring_peek_cqe(&r->ring, &cqe) == 0) {
