@@ -9,12 +9,13 @@
  * engine then writes without a copy; read replies are sent from the
  * aligned buffer the engine filled (rpc_reply_bulk frees it when sent).
  * Reads run to completion on the loop thread that received them: the
- * thread looks the ranges up (chunk_engine_read_prep), submits them to its
- * own io_uring (stor_ring.c), reaps the completions in its loop, checks
- * the CRCs (chunk_engine_read_end) and replies from there, without a
- * hand-off to the engine's I/O thread and back. Requests of more than
- * STOR_RING_MAX_BYTES, and any when no ring can be made or it is full, go
- * through the engine's inbox.
+ * thread looks the ranges up (chunk_engine_read_prep), queues them on its
+ * own io_uring (stor_ring.c; sent once per loop iteration for all the
+ * requests of one wake-up, or at 8 queued), reaps the completions in its
+ * loop, checks the CRCs (chunk_engine_read_end) and replies from there,
+ * without a hand-off to the engine's I/O thread and back. Requests of
+ * more than STOR_RING_MAX_BYTES, and any when no ring can be made or it is
+ * full, go through the engine's inbox.
  *
  * SHM_WRITE (a same-host client or chain predecessor, docs/rpc.md "Shared
  * memory") names the data in the sender's registered region instead of
