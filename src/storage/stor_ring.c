@@ -17,6 +17,8 @@
 #include "storage/stor_ring.h"
 
 #define RING_ENTRIES 256u
+/* stor_ring_submit_soon sends at once when this many reads are queued. */
+#define RING_SUBMIT_BATCH 8u
 
 struct stor_ring {
 	struct io_uring ring;
@@ -25,6 +27,8 @@ struct stor_ring {
 	struct loop *loop;
 	unsigned queued;    /* prepared, not yet submitted */
 	unsigned inflight;  /* submitted, not yet reaped */
+	struct loop_msg submit_msg; /* end-of-iteration submit (stor_ring_submit_soon) */
+	int submit_posted;          /* submit_msg is queued on the loop */
 	struct stor_ring *next; /* s->rings, under s->rings_mu */
 };
 
@@ -35,6 +39,9 @@ static void ring_reap(struct loop_io *lio, uint32_t events)
 	(void)events;
 	struct stor_ring *r = lio->arg;
 	struct io_uring_cqe *cqe;
+	/* Reads queued by the requests this iteration received before now go
+	 * to the disk first, not after the CRC checks and replies below. */
+	stor_ring_submit(r);
 	/* One at a time: a callback may answer and free the request that owns
 	 * the io, never the ring. */
 	while (io_uring_peek_cqe(&r->ring, &cqe) == 0) {
@@ -110,6 +117,30 @@ void stor_ring_submit(struct stor_ring *r)
 			break;
 		}
 	}
+}
+
+static void submit_msg_run(struct loop_msg *m)
+{
+	struct stor_ring *r = m->arg;
+	r->submit_posted = 0;
+	stor_ring_submit(r);
+}
+
+void stor_ring_submit_soon(struct stor_ring *r)
+{
+	if (r->queued >= RING_SUBMIT_BATCH) {
+		stor_ring_submit(r);
+		return;
+	}
+	if (!r->queued || r->submit_posted)
+		return;
+	/* Posted from the owner thread: no wake-up, it runs when this
+	 * iteration's events are handled (loop.c), with whatever the other
+	 * requests of the iteration queued. */
+	r->submit_posted = 1;
+	r->submit_msg.fn = submit_msg_run;
+	r->submit_msg.arg = r;
+	loop_post(r->loop, &r->submit_msg);
 }
 
 void stor_rings_free(struct storage_service *s)

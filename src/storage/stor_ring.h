@@ -39,6 +39,12 @@ void stor_ring_read(struct stor_ring *r, struct stor_ring_io *io, int fd, void *
 		    uint64_t len, uint64_t off);
 /* Sends the queued reads to the kernel (one system call). */
 void stor_ring_submit(struct stor_ring *r);
+/* Sends the queued reads now if there are enough of them for one system
+ * call, else at the end of the loop's current iteration (after the other
+ * requests it received in the same wake-up queued theirs): one
+ * io_uring_enter and one device notification for all of them instead of
+ * one each. Loop thread only. */
+void stor_ring_submit_soon(struct stor_ring *r);
 /* Frees S's rings, waiting for reads still in the kernel. After the loop
  * threads stopped. */
 void stor_rings_free(struct storage_service *s);

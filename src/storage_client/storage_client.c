@@ -934,6 +934,12 @@ static void read_group_finish(struct read_group *g, struct storage_read *r)
 /* Only groups of at most this many bytes queue: a combined reply is copied
  * out of one buffer, which small reads do not notice and large ones would. */
 #define READQ_SMALL (128u << 10)
+/* A group of at least this many ranges never queues: its own RPC already
+ * shares one server wake-up, disk submission and reply among them, and
+ * queueing it would only hold its reads off the disk until an RPC in
+ * flight returns, then send it with others as one request that waits for
+ * the slowest read of all. */
+#define READQ_ALONE 8u
 
 /* One read RPC: a single group's, or several groups' combined. */
 struct read_rpc {
@@ -1178,7 +1184,7 @@ static void read_dispatch(struct storage_client *c, struct read_group *g, uint32
 		return;
 	}
 	g->qnext = NULL;
-	if (q->inflight >= READQ_INFLIGHT && g->n < STO_MAX_BATCH && g->cap <= READQ_SMALL) {
+	if (q->inflight >= READQ_INFLIGHT && g->n < READQ_ALONE && g->cap <= READQ_SMALL) {
 		if (q->tail)
 			q->tail->qnext = g;
 		else
