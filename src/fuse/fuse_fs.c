@@ -2521,7 +2521,9 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	 * from meta within attr_timeout (the bound the kernel's attribute
 	 * cache gives every other client too): a small file read to its end
 	 * right after open costs no extra round trip. */
-	if ((uint64_t)off + size > file_io_size(f->fi) &&
+	uint64_t fsize;
+	int wont_wait = file_io_read_wont_wait(fs->o.fio, f->fi, (uint64_t)off, size, &fsize);
+	if ((uint64_t)off + size > fsize &&
 	    (double)(clock_mono_ns() - f->size_ns) / 1e9 >= fs->o.attr_timeout) {
 		meta_will_block(fs);
 		struct meta_inode *in = malloc(sizeof(*in));
@@ -2544,11 +2546,11 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	x->fs = fs;
 	/* READ is a fast opcode (fuse_loop.h): cached inline bytes, bytes in
 	 * a finished read-ahead unit, and a small chunk read that goes out
-	 * asynchronously (a 4 KiB random read: file_io_read_no_wait) are
-	 * served without handing the reading over; the next READ of a deep
-	 * queue is read at once */
-	if (!file_io_read_cached_range(fs->o.fio, f->fi, (uint64_t)off, size) &&
-	    !file_io_read_no_wait(fs->o.fio, f->fi, (uint64_t)off, size))
+	 * asynchronously (a 4 KiB random read) are served without handing the
+	 * reading over; the next READ of a deep queue is read at once. (Asked
+	 * with the size, before the getattr above: a getattr that waits hands
+	 * the reading over itself, and the size it brings changes no hint.) */
+	if (!wont_wait)
 		fuseloop_will_block();
 	/* The reply goes out from whichever thread completes the read (for a
 	 * one-piece read the storage client's loop thread): this thread goes
