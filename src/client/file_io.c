@@ -620,13 +620,20 @@ void file_io_release(file_io *f, file_io_inode *fi)
 	free(fi);
 }
 
+/* file_io_size; caller holds fi->lock. */
+static uint64_t size_locked(const struct file_io_inode *fi)
+{
+	uint64_t s = fi->size > fi->written ? fi->size : fi->written;
+	for (const struct fio_wb *w = fi->wb; w; w = w->next)
+		if (w->off + w->len > s)
+			s = w->off + w->len;
+	return s;
+}
+
 uint64_t file_io_size(file_io_inode *fi)
 {
 	pthread_mutex_lock(&fi->lock);
-	uint64_t s = fi->size > fi->written ? fi->size : fi->written;
-	for (struct fio_wb *w = fi->wb; w; w = w->next)
-		if (w->off + w->len > s)
-			s = w->off + w->len;
+	uint64_t s = size_locked(fi);
 	pthread_mutex_unlock(&fi->lock);
 	return s;
 }
@@ -941,6 +948,20 @@ static int ra_launch(struct file_io *f, struct file_io_inode *fi, uint64_t off, 
 	return 0;
 }
 
+/* 0 when ra_read of a read at OFF of FI (SIZE bytes long) can neither
+ * launch a unit nor hold one, so needs no inode references: it continues
+ * no stream and the file is too large to be fetched whole. Caller holds
+ * fi->lock. */
+static int ra_may_launch(const struct file_io_inode *fi, uint64_t off, uint64_t size)
+{
+	if (size <= FIO_RA_SMALL)
+		return 1;
+	for (int i = 0; i < FIO_RA_STREAMS; i++)
+		if (fi->ra_st[i].next == off)
+			return 1;
+	return 0;
+}
+
 /* Serves [OFF, OFF+LEN) from FI's units if they cover all of it, fresh
  * enough; updates the sequential detection and, for a sequential read,
  * launches more units. Returns 1 when BUF was filled. Caller holds
@@ -1091,36 +1112,47 @@ static int read_prelude(file_io *f, file_io_inode *fi, uint64_t off, size_t *len
 		}
 	}
 	/* Read what this mount wrote: wait out write-behind writes of the
-	 * range (the size below then counts only what landed or failed). */
+	 * range (the size below then counts only what landed or failed). One
+	 * hold of fi->lock for the wait, the size and the read-ahead when the
+	 * read can launch no unit (a random read of a large file): it was
+	 * five lock pairs per 4 KiB random read, two of them f->lock's for
+	 * references nothing used (bench/history.md, rr25). */
 	pthread_mutex_lock(&fi->lock);
 	if (fi->wb)
 		wb_wait_overlap(fi, off, off + *len < off ? UINT64_MAX : off + *len, 0);
-	pthread_mutex_unlock(&fi->lock);
-	uint64_t size = file_io_size(fi);
+	uint64_t size = size_locked(fi);
 	if (off >= size) {
+		pthread_mutex_unlock(&fi->lock);
 		*len = 0;
 		return 1;
 	}
 	if (*len > size - off)
 		*len = (size_t)(size - off);
-	if (f->o.read_ahead > 0) {
+	if (f->o.read_ahead <= 0) {
+		pthread_mutex_unlock(&fi->lock);
+		return 0;
+	}
+	int refs = 0;
+	if (ra_may_launch(fi, off, size)) {
 		/* References for the units this read may launch, taken first
-		 * (lock order); the caller's own keeps FI alive meanwhile. */
-		int take = f->o.read_ahead / (int)FIO_RA_UNIT + 2;
-		int refs = take;
+		 * (f->lock comes before fi->lock); the caller's own keeps FI
+		 * alive meanwhile. The file may change in the gap, as between
+		 * any two reads. */
+		pthread_mutex_unlock(&fi->lock);
+		refs = f->o.read_ahead / (int)FIO_RA_UNIT + 2;
 		pthread_mutex_lock(&f->lock);
-		fi->refs += take;
+		fi->refs += refs;
 		pthread_mutex_unlock(&f->lock);
 		pthread_mutex_lock(&fi->lock);
-		int served = ra_read(f, fi, off, *len, buf, size, &refs, held);
-		pthread_mutex_unlock(&fi->lock);
+	}
+	int served = ra_read(f, fi, off, *len, buf, size, &refs, held);
+	pthread_mutex_unlock(&fi->lock);
+	if (refs) {
 		pthread_mutex_lock(&f->lock);
 		fi->refs -= refs;
 		pthread_mutex_unlock(&f->lock);
-		if (served)
-			return 1;
 	}
-	return 0;
+	return served;
 }
 
 ssize_t file_io_read(file_io *f, file_io_inode *fi, uint64_t off, size_t len, void *buf)
@@ -1522,41 +1554,61 @@ void file_io_idata_prime_at(file_io_inode *fi, const void *data, uint32_t len, u
 	fio_idata_prime_at(fi->idata, data, len, read_ns);
 }
 
-int file_io_read_no_wait(file_io *f, file_io_inode *fi, uint64_t off, size_t len)
+/* file_io_read_wont_wait's second case; caller holds fi->lock. */
+static int no_wait_locked(const struct file_io *f, const struct file_io_inode *fi, uint64_t off,
+                          size_t len)
 {
 	if ((fi->idata && fio_idata_on(fi->idata)) || !f->o.backend.read_async || len == 0 ||
-	    len > FIO_ASYNC_MAX || off + len < off)
+	    len > FIO_ASYNC_MAX || off + len < off || fi->wb)
 		return 0;
 	uint64_t end = off + len;
 	if ((end - 1) / fi->layout.chunk_size > UINT32_MAX || piece_end(f, fi, 1, off, end) != end)
 		return 0;
-	pthread_mutex_lock(&fi->lock);
-	int ok = !fi->wb;
-	for (int i = 0; ok && f->o.read_ahead > 0 && fi->ra && i < FIO_RA_STREAMS; i++)
+	for (int i = 0; f->o.read_ahead > 0 && fi->ra && i < FIO_RA_STREAMS; i++)
 		if (fi->ra_st[i].next == off)
-			ok = 0;
-	pthread_mutex_unlock(&fi->lock);
-	return ok;
+			return 0;
+	return 1;
+}
+
+/* file_io_read_cached_range for a chunked file; caller holds fi->lock. */
+static int cached_locked(const struct file_io *f, const struct file_io_inode *fi, uint64_t off,
+                         size_t len)
+{
+	if (!f->o.read_ahead || fi->wb)
+		return 0;
+	uint64_t size = fi->size > fi->written ? fi->size : fi->written;
+	uint64_t end = off + len < off || off + len > size ? size : off + len;
+	if (off >= end || !fi->ra)
+		return 0;
+	uint64_t now = clock_mono_ms();
+	for (const struct fio_ra *u = fi->ra; u; u = u->next)
+		if (u->ready && !u->err && !u->dropped && u->off <= off && end <= u->off + u->len &&
+		    now - u->born_ms <= f->o.read_ahead_ttl_ms)
+			return 1;
+	return 0;
 }
 
 int file_io_read_cached_range(file_io *f, file_io_inode *fi, uint64_t off, size_t len)
 {
 	if (fi->idata)
 		return fio_idata_cached(f, fi->idata);
-	if (!f->o.read_ahead)
-		return 0;
-	int hit = 0;
-	uint64_t now = clock_mono_ms();
 	pthread_mutex_lock(&fi->lock);
-	uint64_t size = fi->size > fi->written ? fi->size : fi->written;
-	uint64_t end = off + len < off || off + len > size ? size : off + len;
-	if (!fi->wb && off < end) {
-		for (struct fio_ra *u = fi->ra; u && !hit; u = u->next)
-			hit = u->ready && !u->err && !u->dropped && u->off <= off &&
-			      end <= u->off + u->len && now - u->born_ms <= f->o.read_ahead_ttl_ms;
-	}
+	int hit = cached_locked(f, fi, off, len);
 	pthread_mutex_unlock(&fi->lock);
 	return hit;
+}
+
+int file_io_read_wont_wait(file_io *f, file_io_inode *fi, uint64_t off, size_t len,
+                           uint64_t *size)
+{
+	/* the inline cache's own lock is not taken under fi->lock */
+	int ok = fi->idata && fio_idata_cached(f, fi->idata);
+	pthread_mutex_lock(&fi->lock);
+	*size = size_locked(fi);
+	if (!ok)
+		ok = (!fi->idata && cached_locked(f, fi, off, len)) || no_wait_locked(f, fi, off, len);
+	pthread_mutex_unlock(&fi->lock);
+	return ok;
 }
 
 uint32_t file_io_snapshot_ms(const file_io *f)

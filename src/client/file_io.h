@@ -271,16 +271,19 @@ int file_io_idata_on(file_io_inode *fi);
 void file_io_idata_prime_at(file_io_inode *fi, const void *data, uint32_t len, uint64_t read_ns);
 /* 1 when a read of [OFF, OFF+LEN) of FI would be answered from memory
  * now, without any wait (an inline file whose cached bytes are fresh, or
- * a fresh read-ahead unit that finished and holds all of it): the mount's
- * FUSE loop then serves it on its reading thread. A hint (it may expire). */
+ * a fresh read-ahead unit that finished and holds all of it). A hint (it
+ * may expire). */
 int file_io_read_cached_range(file_io *f, file_io_inode *fi, uint64_t off, size_t len);
-/* 1 when file_io_read_async of [OFF, OFF+LEN) is sure to return without
- * waiting: a chunked file with no write-behind in flight, a read small
- * enough for the async path within one piece, not continuing a read-ahead
- * stream (that may wait for a unit in flight). The mount's FUSE loop then
- * sends it from its reading thread without handing the reading over. A
- * hint: a read that waits after all only delays the next request. */
-int file_io_read_no_wait(file_io *f, file_io_inode *fi, uint64_t off, size_t len);
+/* The mount's READ hints, under one lock: *SIZE gets file_io_size(FI),
+ * and it returns 1 when file_io_read_cached_range of [OFF, OFF+LEN) is
+ * 1, or when file_io_read_async of it is sure to return without waiting
+ * (a chunked file with no write-behind in flight, a read small enough for
+ * the async path within one piece, not continuing a read-ahead stream,
+ * which may wait for a unit in flight). The mount's FUSE loop then serves
+ * it on its reading thread without handing the reading over. A hint (it
+ * may expire): a read that waits after all only delays the next request. */
+int file_io_read_wont_wait(file_io *f, file_io_inode *fi, uint64_t off, size_t len,
+                           uint64_t *size);
 /* read_ahead_ttl_ms: how old inline bytes may be when they serve a read. */
 uint32_t file_io_snapshot_ms(const file_io *f);
 /* Moves FI's data to chunks (no-op when chunked): for callers that need

@@ -104,6 +104,30 @@ void crc32c_pages(const void *data, size_t len, size_t page, uint32_t *out)
 		out[full] = crc32c(0, p + full * page, len % page);
 }
 
+/* ISA-L's AVX-512 version (crc32_iscsi_by16_10) returns with the upper
+ * halves of the vector registers dirty (no VZEROUPPER): until something
+ * clears them, every legacy-SSE instruction after it (glibc's malloc,
+ * string functions) carries a merge dependency on those bits, and the
+ * core may keep its AVX-512 power state. Cleared here, after every call
+ * (bench/history.md, rr25). */
+static int has_avx = -1;
+
+static inline void zero_upper(void)
+{
+#if defined(__x86_64__)
+	int a = __atomic_load_n(&has_avx, __ATOMIC_RELAXED);
+	if (a < 0) {
+		__builtin_cpu_init();
+		a = __builtin_cpu_supports("avx");
+		__atomic_store_n(&has_avx, a, __ATOMIC_RELAXED);
+	}
+	if (a)
+		__asm__ volatile("vzeroupper" ::: "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5",
+		                 "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12",
+		                 "xmm13", "xmm14", "xmm15");
+#endif
+}
+
 uint32_t crc32c(uint32_t crc, const void *data, size_t len)
 {
 	/* The library's length is an int: runs of at most 1 GiB. Its buffer
@@ -116,6 +140,7 @@ uint32_t crc32c(uint32_t crc, const void *data, size_t len)
 		p += n;
 		len -= n;
 	}
+	zero_upper();
 	return ~c;
 }
 

@@ -2435,6 +2435,44 @@ static pthread_mutex_t read_pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct read_ctx *read_pool[READ_POOL_MAX];
 static int read_pool_n;
 
+/* One pooled context kept by each thread ahead of the pool's mutex: a
+ * read answered on the FUSE thread (a page-cache hit) frees its context
+ * there, and the next read takes it back without the two lock pairs.
+ * The key only gives a thread that ends its spare back to the pool. */
+static __thread struct read_ctx *read_spare;
+static __thread int read_spare_armed; /* read_spare_key set for this thread */
+static pthread_key_t read_spare_key;
+static pthread_once_t read_spare_once = PTHREAD_ONCE_INIT;
+static int read_spare_ok; /* the key exists */
+
+/* Gives pooled context X (NULL: none) to the pool, or to malloc when it
+ * is full. */
+static void read_pool_put(struct read_ctx *x)
+{
+	if (!x)
+		return;
+	pthread_mutex_lock(&read_pool_mu);
+	if (read_pool_n < READ_POOL_MAX) {
+		read_pool[read_pool_n++] = x;
+		x = NULL;
+	}
+	pthread_mutex_unlock(&read_pool_mu);
+	free(x);
+}
+
+static void read_spare_drop(void *unused)
+{
+	(void)unused;
+	struct read_ctx *x = read_spare;
+	read_spare = NULL;
+	read_pool_put(x);
+}
+
+static void read_spare_init(void)
+{
+	read_spare_ok = pthread_key_create(&read_spare_key, read_spare_drop) == 0;
+}
+
 /* Reads of more than READ_BIG_MIN bytes (up to IOBUF_SIZE) read into a
  * buffer of the process's pool (common/iobuf.h), apart from their
  * context: a 1 MiB malloc per read fragmented the heap (it grew by
@@ -2459,10 +2497,14 @@ static struct read_ctx *read_ctx_new(size_t size)
 		return x;
 	}
 	if (size <= READ_POOL_SZ) {
-		pthread_mutex_lock(&read_pool_mu);
-		if (read_pool_n)
-			x = read_pool[--read_pool_n];
-		pthread_mutex_unlock(&read_pool_mu);
+		if ((x = read_spare)) {
+			read_spare = NULL;
+		} else {
+			pthread_mutex_lock(&read_pool_mu);
+			if (read_pool_n)
+				x = read_pool[--read_pool_n];
+			pthread_mutex_unlock(&read_pool_mu);
+		}
 		size = READ_POOL_SZ;
 	}
 	if (!x && !(x = malloc(sizeof(*x) + READ_ALIGN + (size ? size : 1))))
@@ -2476,12 +2518,21 @@ static void read_ctx_free(struct read_ctx *x)
 	if (x->size > READ_BIG_MIN && x->size <= IOBUF_SIZE) {
 		iobuf_put(x->buf);
 	} else if (x->size <= READ_POOL_SZ) {
-		pthread_mutex_lock(&read_pool_mu);
-		if (read_pool_n < READ_POOL_MAX) {
-			read_pool[read_pool_n++] = x;
-			x = NULL;
+		if (!read_spare) {
+			if (!read_spare_armed) {
+				/* the key's value only arms its destructor */
+				pthread_once(&read_spare_once, read_spare_init);
+				read_spare_armed =
+				    read_spare_ok &&
+				    !pthread_setspecific(read_spare_key, &read_spare_key);
+			}
+			if (read_spare_armed) {
+				read_spare = x;
+				return;
+			}
 		}
-		pthread_mutex_unlock(&read_pool_mu);
+		read_pool_put(x);
+		return;
 	}
 	free(x);
 }
@@ -2521,7 +2572,9 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	 * from meta within attr_timeout (the bound the kernel's attribute
 	 * cache gives every other client too): a small file read to its end
 	 * right after open costs no extra round trip. */
-	if ((uint64_t)off + size > file_io_size(f->fi) &&
+	uint64_t fsize;
+	int wont_wait = file_io_read_wont_wait(fs->o.fio, f->fi, (uint64_t)off, size, &fsize);
+	if ((uint64_t)off + size > fsize &&
 	    (double)(clock_mono_ns() - f->size_ns) / 1e9 >= fs->o.attr_timeout) {
 		meta_will_block(fs);
 		struct meta_inode *in = malloc(sizeof(*in));
@@ -2544,11 +2597,11 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	x->fs = fs;
 	/* READ is a fast opcode (fuse_loop.h): cached inline bytes, bytes in
 	 * a finished read-ahead unit, and a small chunk read that goes out
-	 * asynchronously (a 4 KiB random read: file_io_read_no_wait) are
-	 * served without handing the reading over; the next READ of a deep
-	 * queue is read at once */
-	if (!file_io_read_cached_range(fs->o.fio, f->fi, (uint64_t)off, size) &&
-	    !file_io_read_no_wait(fs->o.fio, f->fi, (uint64_t)off, size))
+	 * asynchronously (a 4 KiB random read) are served without handing the
+	 * reading over; the next READ of a deep queue is read at once. (Asked
+	 * with the size, before the getattr above: a getattr that waits hands
+	 * the reading over itself, and the size it brings changes no hint.) */
+	if (!wont_wait)
 		fuseloop_will_block();
 	/* The reply goes out from whichever thread completes the read (for a
 	 * one-piece read the storage client's loop thread): this thread goes

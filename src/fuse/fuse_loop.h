@@ -25,8 +25,11 @@
  * to MAX_THREADS) before processing it, so requests that wait on RPCs
  * never hold up the next request. A handler of a "fast" opcode that finds
  * it must block after all (a cache miss: a meta round trip) calls
- * fuseloop_will_block first, which hands the reading over then. When a
- * thread finishes a request and nobody reads, it reads; else it goes idle.
+ * fuseloop_will_block first, which hands the reading over then. While
+ * the leader serves a fast request it stays the reader (a thread that
+ * finishes a request meanwhile goes idle) and reads the next request
+ * without taking the loop's lock. When a thread finishes a request and
+ * nobody reads, it reads; else it goes idle.
  *
  * A fast request stays with the reading thread even when more are
  * queued. Handing the reading over after a READ when poll(2) found the

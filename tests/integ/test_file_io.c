@@ -572,6 +572,14 @@ static void test_read_ahead(void **state)
 	free(r);
 }
 
+static int fake_requests(struct fake *fk)
+{
+	pthread_mutex_lock(&fk->lock);
+	int n = fk->requests;
+	pthread_mutex_unlock(&fk->lock);
+	return n;
+}
+
 struct ref_read {
 	ssize_t n;
 	int calls;
@@ -582,6 +590,73 @@ static void ref_done(void *arg, ssize_t n)
 	struct ref_read *x = arg;
 	x->n = n;
 	x->calls++;
+}
+
+/* The fake's async read: synchronous, then DONE (as a page-cache hit). */
+static int fake_read_async(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t off,
+                           uint32_t len, void *buf, void (*done)(void *darg, int rc), void *darg)
+{
+	done(darg, fake_read(arg, chain, ino, index, off, len, buf));
+	return 0;
+}
+
+/* READ HINTS (file_io_read_wont_wait, the mount's READ): the size is
+ * file_io_size's; a small read inside one piece of a large file goes
+ * async without a wait (1), one across a piece does not (0), nor one
+ * continuing a sequential stream with units about; random reads of a
+ * large file (no references taken: the prelude's one-lock path) return
+ * the right bytes and leave read-ahead working for a sequential reader
+ * after them. */
+static void test_read_hints(void **state)
+{
+	struct ctx *c = *state;
+	char err[256];
+	const size_t size = 48 * (size_t)CS; /* 3 MiB: larger than a whole-file unit */
+	file_io *A;
+	file_io_inode *fa;
+	struct file_io_opts o = ra_opts(c, 10000);
+	o.backend.read_async = fake_read_async;
+	assert_int_equal(file_io_new(&o, &A, err, sizeof(err)), 0);
+	fa = open_empty(c, A, 99);
+	uint8_t *p1 = malloc(size), r[4096];
+	pattern(p1, size, 31);
+	assert_int_equal(file_io_write(A, fa, 0, size, p1), (ssize_t)size);
+	uint64_t sz = 0;
+	assert_int_equal(file_io_read_wont_wait(A, fa, 5 * CS + 4096, 4096, &sz), 1);
+	assert_int_equal(sz, file_io_size(fa));
+	assert_int_equal(sz, size);
+	assert_int_equal(file_io_read_wont_wait(A, fa, 2 * CS - 100, 4096, &sz), 0);
+	unsigned seed = 9;
+	for (int k = 0; k < 200; k++) {
+		seed = seed * 1103515245u + 12345u;
+		uint64_t off = 4096 + (uint64_t)((seed >> 4) % (size / 4096 - 2)) * 4096;
+		struct ref_read x = {0, 0};
+		const void *data;
+		void *hold;
+		file_io_read_async_ref(A, fa, off, 4096, r, &data, &hold, ref_done, &x);
+		assert_int_equal(x.calls, 1);
+		assert_int_equal(x.n, 4096);
+		assert_memory_equal(data, p1 + off, 4096);
+		file_io_read_unref(A, hold);
+	}
+	/* a sequential reader after them: its units serve some reads */
+	int from_units = 0;
+	uint8_t *big = malloc(CS);
+	for (uint64_t pos = 0; pos < 16 * (uint64_t)CS; pos += CS) {
+		int before = fake_requests(&c->fk);
+		assert_int_equal(file_io_read(A, fa, pos, CS, big), CS);
+		assert_memory_equal(big, p1 + pos, CS);
+		from_units += fake_requests(&c->fk) == before;
+		sleep_ms(5); /* let the units land */
+	}
+	free(big);
+	assert_true(from_units > 0);
+	/* continuing the stream: it may wait for a unit, unless one holds it */
+	int w = file_io_read_wont_wait(A, fa, 16 * (uint64_t)CS, CS, &sz);
+	assert_int_equal(w, file_io_read_cached_range(A, fa, 16 * (uint64_t)CS, CS));
+	file_io_release(A, fa);
+	file_io_free(A);
+	free(p1);
 }
 
 /* READ-AHEAD BY REFERENCE (the mount's FUSE replies): sequential reads
@@ -649,14 +724,6 @@ static void test_read_ahead_ref(void **state)
 	free(p1);
 	free(p2);
 	free(r);
-}
-
-static int fake_requests(struct fake *fk)
-{
-	pthread_mutex_lock(&fk->lock);
-	int n = fk->requests;
-	pthread_mutex_unlock(&fk->lock);
-	return n;
 }
 
 /* A small file read at random in tiny pieces (git's index-pack resolving
@@ -908,6 +975,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_read_pieces, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_write_behind, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_read_ahead, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_read_hints, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_read_ahead_ref, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_read_small_random, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_punch, setup, teardown),
