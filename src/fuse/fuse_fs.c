@@ -678,9 +678,10 @@ static void reply_entry_c(fuse_req_t req, const struct meta_inode *in, int cache
  * (malloc_consolidate), each free through _int_free's locked path. The
  * requests of every create (LOOKUP, CREATE, GETATTR of the parent) keep
  * theirs on the stack instead: FUSE requests run on fuse_loop.c's threads
- * (default attributes: the process's stack limit, 8 MiB here, never less
- * than 2 MiB), and meta's in-process calls below them keep their large
- * state on the heap. The other handlers allocate, as before. */
+ * (default attributes: glibc gives them the process's stack limit, 8 MiB
+ * by default, 2 MiB when unlimited), and meta's in-process calls below
+ * them keep their large state on the heap. The other handlers allocate,
+ * as before. */
 static struct meta_inode *inode_new(fuse_req_t req)
 {
 	struct meta_inode *in = malloc(sizeof(*in));
