@@ -672,8 +672,16 @@ static void reply_entry_c(fuse_req_t req, const struct meta_inode *in, int cache
 	fuse_reply_entry(req, &e);
 }
 
-/* Handlers allocate the (5 KiB) inode record rather than keep it on the
- * stack of libfuse's worker threads. */
+/* INODE RECORDS. A struct meta_inode is 5 KiB (the symlink target), past
+ * glibc's thread cache and small bins: each malloc of one went through
+ * _int_malloc's large-bin path and first consolidated the fast bins
+ * (malloc_consolidate), each free through _int_free's locked path. The
+ * requests of every create (LOOKUP, CREATE, GETATTR of the parent) keep
+ * theirs on the stack instead: FUSE requests run on fuse_loop.c's threads
+ * (default attributes: glibc gives them the process's stack limit, 8 MiB
+ * by default, 2 MiB when unlimited), and meta's in-process calls below
+ * them keep their large state on the heap. The other handlers allocate,
+ * as before. */
 static struct meta_inode *inode_new(fuse_req_t req)
 {
 	struct meta_inode *in = malloc(sizeof(*in));
@@ -1179,15 +1187,12 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
-	struct meta_inode *in = inode_new(req);
-	if (!in)
-		return;
+	struct meta_inode inb, *in = &inb; /* on the stack: see INODE RECORDS */
 	/* A hit first, before any work only a miss needs: a stat of every
 	 * file over many directories touched each one's dircache entry and
 	 * name sets (cold memory) per lookup, and a caller other than root
 	 * had its groups read from /proc. */
 	if (la_hit(fs, req, parent, name, in)) {
-		free(in);
 		return;
 	}
 	uint64_t gen = dc_begin(fs, parent);
@@ -1201,7 +1206,6 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		req_cred(req, &cb);
 	int rc = known ? -ENOENT : la_lookup(fs, req, parent, name, &cb.c, in);
 	if (rc == 1) {
-		free(in);
 		return;
 	}
 	if (rc == 0) {
@@ -1227,7 +1231,6 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	} else {
 		reply_entry_c(req, in, dc_note(fs, parent, name, gen));
 	}
-	free(in);
 }
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -1288,22 +1291,17 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ff
 		return;
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
-	struct meta_inode *in = inode_new(req);
-	if (!in)
-		return;
+	struct meta_inode inb, *in = &inb; /* on the stack: see INODE RECORDS */
 	struct stat dst;
 	double dttl;
 	if (dattr_get(fs, ino, &dst, &dttl)) {
 		oa_untold(fs, ino);
 		fuse_reply_attr(req, &dst, dttl);
-		free(in);
 		return;
 	}
 	req_cred(req, &cb); /* after the answers that need none */
-	if (la_getattr(fs, req, ino, &cb.c, in)) {
-		free(in);
+	if (la_getattr(fs, req, ino, &cb.c, in))
 		return;
-	}
 	meta_will_block(fs);
 	int rc = meta_client_getattr(fs->o.meta, &cb.c, ino, in);
 	if (rc < 0) {
@@ -1313,7 +1311,6 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ff
 		fill_stat(fs, in, &st);
 		fuse_reply_attr(req, &st, fs->o.attr_timeout);
 	}
-	free(in);
 }
 
 /* Waits for the inode's write-behind writes, then hands this client's
@@ -1728,27 +1725,24 @@ static void acl_finish(struct fusefs *fs, const struct meta_cred *c, const struc
 struct new_entry {
 	struct fusefs *fs;
 	struct cred_buf cb;    /* the caller's credentials */
-	struct meta_inode *in; /* the reply's inode, owned */
+	struct meta_inode *in; /* the reply's inode: &inb */
 	uint64_t gen;          /* PARENT's dircache generation before the change */
+	struct meta_inode inb; /* on the caller's stack ("INODE RECORDS") */
 };
 
 /* Starts such a request: the caller's credentials, the reply's inode and
- * PARENT's dircache generation (taken before meta changes it, dc_note).
- * Returns 0 after replying ENOMEM (nothing to release), else 1; then
- * new_entry_reply answers and releases. */
-static int new_entry_begin(fuse_req_t req, uint64_t parent, struct new_entry *ne)
+ * PARENT's dircache generation (taken before meta changes it, dc_note);
+ * new_entry_reply answers. */
+static void new_entry_begin(fuse_req_t req, uint64_t parent, struct new_entry *ne)
 {
 	ne->fs = fs_of(req);
-	ne->in = inode_new(req);
-	if (!ne->in)
-		return 0;
+	ne->in = &ne->inb;
 	req_cred(req, &ne->cb);
 	ne->gen = dc_begin(ne->fs, parent);
-	return 1;
 }
 
 /* Answers with RC's error or NE's inode as the entry NAME in PARENT (kept in
- * the kernel's cache only while dc_note says so), and frees the inode. */
+ * the kernel's cache only while dc_note says so). */
 static void new_entry_reply(fuse_req_t req, struct new_entry *ne, int rc, uint64_t parent,
                             const char *name)
 {
@@ -1756,8 +1750,6 @@ static void new_entry_reply(fuse_req_t req, struct new_entry *ne, int rc, uint64
 		reply_err(req, rc);
 	else
 		reply_entry_c(req, ne->in, dc_note(ne->fs, parent, name, ne->gen));
-	free(ne->in);
-	ne->in = NULL;
 }
 
 /* FIFOs, sockets and devices are nodes in meta; the kernel serves them
@@ -1768,8 +1760,7 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	if (usrbio_fuse_deny(fs_of(req)->o.usrbio, req, parent))
 		return;
 	struct new_entry ne;
-	if (!new_entry_begin(req, parent, &ne))
-		return;
+	new_entry_begin(req, parent, &ne);
 	struct fusefs *fs = ne.fs;
 	uint32_t m = mode & 07777;
 	struct acl_inherit ai;
@@ -1796,8 +1787,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	if (usrbio_fuse_deny(fs_of(req)->o.usrbio, req, parent))
 		return;
 	struct new_entry ne;
-	if (!new_entry_begin(req, parent, &ne))
-		return;
+	new_entry_begin(req, parent, &ne);
 	struct fusefs *fs = ne.fs;
 	uint32_t m = mode & 07777;
 	struct acl_inherit ai;
@@ -1863,8 +1853,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 	if (usrbio_fuse_symlink(fs_of(req)->o.usrbio, req, link, parent, name))
 		return;
 	struct new_entry ne;
-	if (!new_entry_begin(req, parent, &ne))
-		return;
+	new_entry_begin(req, parent, &ne);
 	struct fusefs *fs = ne.fs;
 	own_begin(fs);
 	int rc = meta_client_symlink(fs->o.meta, &ne.cb.c, parent, meta_name_c(name),
@@ -1918,8 +1907,7 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 	if (usrbio_fuse_deny(fs_of(req)->o.usrbio, req, newparent))
 		return;
 	struct new_entry ne;
-	if (!new_entry_begin(req, newparent, &ne))
-		return;
+	new_entry_begin(req, newparent, &ne);
 	struct fusefs *fs = ne.fs;
 	own_begin(fs);
 	int rc =
@@ -2128,8 +2116,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	if (fs->o.fio)
 		mf |= META_O_IDATA; /* new files may keep their bytes in meta (file_io.h) */
 	struct new_entry ne;
-	if (!new_entry_begin(req, parent, &ne))
-		return;
+	new_entry_begin(req, parent, &ne);
 	struct meta_inode *in = ne.in;
 	const struct meta_cred *cr = &ne.cb.c;
 	uint32_t m = mode & 07777;
@@ -2141,23 +2128,14 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	 * name it believes absent, so the second call is rare. */
 	int inherit = ai.acc || ai.def;
 	if (rc == 0) {
-		struct meta_inode *dir = malloc(sizeof(*dir));
+		struct meta_inode dir; /* the parent after the change ("INODE RECORDS") */
 		struct dattr_ticket dt = dattr_begin(fs, parent);
 		own_begin(fs);
-		if (dir)
-			rc = meta_client_create_dir(fs->o.meta, cr, parent, meta_name_c(name), m,
-			                            mf | META_O_EXCL, in, &session, dir);
-		else
-			rc = meta_client_create(fs->o.meta, cr, parent, meta_name_c(name), m,
-			                        mf | META_O_EXCL, in, &session);
-		if (rc == 0) {
-			if (dir)
-				dattr_put(fs, parent, dt, dir);
-			else
-				dattr_drop_all(fs);
-		}
+		rc = meta_client_create_dir(fs->o.meta, cr, parent, meta_name_c(name), m,
+		                            mf | META_O_EXCL, in, &session, &dir);
+		if (rc == 0)
+			dattr_put(fs, parent, dt, &dir);
 		own_end(fs, parent, name, rc, 1);
-		free(dir);
 	}
 	if (rc == -EEXIST && !(mf & META_O_EXCL)) {
 		inherit = 0;
@@ -2182,7 +2160,6 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		if (reply_create(req, &e, ffi) == -ENOENT)
 			file_drop(fs, (struct fusefs_file *)(uintptr_t)ffi->fh, cr);
 	}
-	free(in);
 }
 
 /* CACHED INLINE READS. A read-only open of an inline file whose whole

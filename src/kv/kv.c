@@ -432,6 +432,92 @@ static size_t txn_head_size(void)
 	return (sizeof(struct kv_txn) + 15) & ~(size_t)15;
 }
 
+/* THE THREAD'S SPARE TXN. A txn record (5 KiB with the lmdb backend's
+ * private area) and its arena's chunks (a 5 KiB inode record, then a
+ * 10 KiB chunk for the rest) are past glibc's thread cache: every begin
+ * and free of a namespace change went through _int_malloc's large-bin path
+ * (which consolidates the fast bins first) and _int_free's locked path,
+ * three times, and a create through the mount's in-process meta runs two
+ * txns. kv_txn_free keeps the last txn of the thread, with its newest
+ * arena chunk when that is at most SPARE_CHUNK_MAX, for the thread's next
+ * kv_begin with the same private size; the key's destructor frees it when
+ * the thread ends. Only memory is reused: begin initialises every field
+ * as for a new record, and the kept chunk is empty again. */
+#define SPARE_CHUNK_MAX (32u << 10)
+
+static pthread_key_t spare_key;
+static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
+static int spare_ok;
+static __thread struct kv_txn *spare_txn;
+static __thread size_t spare_size; /* txn_head_size() + priv size of SPARE_TXN */
+
+static void spare_free(void *p)
+{
+	struct kv_txn *t = p;
+	if (t == spare_txn)
+		spare_txn = NULL;
+	kv_arena_fini(&t->arena);
+	free(t);
+}
+
+static void spare_init(void)
+{
+	spare_ok = pthread_key_create(&spare_key, spare_free) == 0;
+#if defined(__SANITIZE_ADDRESS__)
+	spare_ok = 0; /* ASan builds: every txn fresh, so a use after free shows */
+#endif
+}
+
+/* A txn record of SIZE bytes: the thread's spare (its arena holding the
+ * kept chunk, empty) or a new one (arena empty). */
+static struct kv_txn *txn_alloc(size_t size)
+{
+	struct kv_txn *t = spare_txn;
+	if (t && spare_size == size) {
+		spare_txn = NULL;
+		pthread_setspecific(spare_key, NULL);
+		return t;
+	}
+	t = malloc(size);
+	if (t)
+		kv_arena_init(&t->arena);
+	return t;
+}
+
+/* Frees T (its backend state released) or keeps it as the thread's spare. */
+static void txn_release(struct kv_txn *t)
+{
+	pthread_once(&spare_once, spare_init);
+	if (spare_txn || !spare_ok) {
+		kv_arena_fini(&t->arena);
+		free(t);
+		return;
+	}
+	/* keep the newest chunk (the largest) if small enough, emptied */
+	struct kv_arena_chunk *keep = t->arena.head;
+	if (keep && keep->size > SPARE_CHUNK_MAX)
+		keep = NULL;
+	struct kv_arena_chunk *c = t->arena.head, *n;
+	for (; c; c = n) {
+		n = c->next;
+		if (c != keep)
+			free(c);
+	}
+	kv_arena_init(&t->arena);
+	if (keep) {
+		keep->next = NULL;
+		t->arena.head = keep;
+		t->arena.cur = keep->data;
+		t->arena.end = keep->data + keep->size;
+	}
+	if (pthread_setspecific(spare_key, t)) {
+		spare_free(t);
+		return;
+	}
+	spare_txn = t;
+	spare_size = txn_head_size() + t->eng->ops->txn_priv_size;
+}
+
 int kv_begin(kv_engine *e, unsigned flags, kv_txn **out)
 {
 	size_t psz = e->ops->txn_priv_size;
@@ -441,7 +527,7 @@ int kv_begin(kv_engine *e, unsigned flags, kv_txn **out)
 	if (flags & ~(unsigned)KV_RDONLY)
 		return -EINVAL;
 	/* The write buffer is large and needs no zeroing beyond its counts. */
-	t = malloc(txn_head_size() + psz);
+	t = txn_alloc(txn_head_size() + psz);
 	if (!t)
 		return -ENOMEM;
 	t->eng = e;
@@ -450,14 +536,12 @@ int kv_begin(kv_engine *e, unsigned flags, kv_txn **out)
 	t->err = 0;
 	t->nconflicts = 0;
 	t->alone = 0;
-	kv_arena_init(&t->arena);
 	t->wb.npts = t->wb.nranges = t->wb.ncalls = 0;
 	t->wb.bytes = 0;
 	memset(kv_txn_priv(t), 0, psz);
 	rc = e->ops->txn_begin(t);
 	if (rc) {
-		kv_arena_fini(&t->arena);
-		free(t);
+		txn_release(t);
 		return rc;
 	}
 	*out = t;
@@ -469,8 +553,7 @@ void kv_txn_free(kv_txn *t)
 	if (!t)
 		return;
 	t->eng->ops->txn_free(t);
-	kv_arena_fini(&t->arena);
-	free(t);
+	txn_release(t);
 }
 
 static int poison(struct kv_txn *t, int err)

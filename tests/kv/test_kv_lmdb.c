@@ -1075,6 +1075,58 @@ static void t_alone(void **state)
 	kv_close(m);
 }
 
+/* kv.c "The thread's spare txn": a txn begun after another was freed on
+ * the same thread reuses its record and arena chunk, and must start as a
+ * new one: no pending write of the aborted txn commits, no error or
+ * conflict count carries over, and values read into the kept chunk stay
+ * intact while the txn reads more (a large value first, as an inode
+ * record is, so the chunk is the one a namespace change leaves). */
+static void t_spare_txn_reuse(void **state)
+{
+	(void)state;
+	char url[512];
+	fresh_url(url, sizeof(url), "?sync=none");
+	kv_engine *e = open_ok(url);
+	char big[5000];
+	memset(big, 'b', sizeof(big));
+	kv_txn *t = NULL;
+	assert_int_equal(kv_begin(e, 0, &t), 0);
+	assert_int_equal(kv_set(t, kv_str("big"), (struct kv_slice){ big, sizeof(big) }), 0);
+	assert_int_equal(kv_set(t, kv_str("small"), kv_str("v")), 0);
+	assert_int_equal(kv_commit(t, NULL), 0);
+	kv_txn_free(t);
+	for (int round = 0; round < 3; round++) {
+		/* a write left pending, then the txn freed without commit */
+		assert_int_equal(kv_begin(e, 0, &t), 0);
+		assert_int_equal(kv_set(t, kv_str("aborted"), kv_str("x")), 0);
+		struct kv_slice v;
+		assert_int_equal(kv_get(t, kv_str("missing"), 0, &v), 0);
+		assert_int_equal(kv_get(t, kv_str("big"), 0, &v), 1); /* a chunk to keep */
+		kv_txn_free(t);
+		/* the next txn on this thread: nothing of the last one */
+		assert_int_equal(kv_begin(e, 0, &t), 0);
+		struct kv_slice b, sm;
+		assert_int_equal(kv_get(t, kv_str("big"), 0, &b), 1);
+		assert_int_equal(kv_get(t, kv_str("small"), 0, &sm), 1);
+		for (int i = 0; i < 64; i++) { /* more reads into the arena */
+			struct kv_slice x;
+			assert_int_equal(kv_get(t, kv_str("small"), 1, &x), 1);
+		}
+		assert_int_equal(b.n, sizeof(big));
+		assert_memory_equal(b.p, big, sizeof(big));
+		assert_int_equal(sm.n, 1);
+		assert_memory_equal(sm.p, "v", 1);
+		assert_int_equal(kv_set(t, kv_str("round"), kv_str("r")), 0);
+		assert_int_equal(kv_commit(t, NULL), 0);
+		kv_txn_free(t);
+		assert_int_equal(kv_begin(e, KV_RDONLY, &t), 0);
+		assert_int_equal(kv_get(t, kv_str("aborted"), 0, &v), 0);
+		assert_int_equal(kv_get(t, kv_str("round"), 0, &v), 1);
+		kv_txn_free(t);
+	}
+	kv_close(e);
+}
+
 /* writemap=1, several threads filling a small map: a member whose apply
  * fails drops the flat batch, whose other members then commit alone; so
  * every acknowledged fill is present, and the only error is -ENOSPC. */
@@ -1797,6 +1849,7 @@ int main(void)
 		cmocka_unit_test_teardown(t_bad_urls, reap_children),
 		cmocka_unit_test_teardown(t_writer_wait_hint, reap_children),
 		cmocka_unit_test_teardown(t_alone, reap_children),
+		cmocka_unit_test_teardown(t_spare_txn_reuse, reap_children),
 	};
 	int rc;
 
