@@ -536,6 +536,14 @@ static void cpu_print_ops(const char *what, const struct cpu_mark *a, const stru
 	       1e6 * (b->client - a->client) / n, 1e6 * (b->servers - a->servers) / n);
 }
 
+/* A phase's second baseline: the line under the phase's own, with the
+ * ratio of SRV to FIO (in UNIT). */
+static void print_vs(unsigned round, const char *what, const char *unit, double srv, double fio)
+{
+	printf("%-6u %-17s %9s %s  %9.0f %s  %6.1f%%\n", round + 1, what, "", unit, fio, unit,
+	       100 * srv / fio);
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: chainfs bench storage --dir DIR [--size-mb N] [--qd-seq N] [--qd-rand N]\n"
@@ -770,9 +778,7 @@ int cli_bench_storage(int argc, char **argv)
 				if (fb <= 0)
 					goto out;
 				bratio[round] = srv_ops / fb;
-				printf("%-6u %-17s %9s %s  %9.0f %s  %6.1f%%\n", round + 1,
-				       "  vs fio batched", "", units[3], fb, units[3],
-				       100 * srv_ops / fb);
+				print_vs(round, "  vs fio batched", units[3], srv_ops, fb);
 			}
 			if (w == 0 && o.sync) {
 				char fds[32];
@@ -782,9 +788,7 @@ int cli_bench_storage(int argc, char **argv)
 				if (dfio <= 0)
 					goto out;
 				dratio[round] = srv_ops / dfio;
-				printf("%-6u %-17s %9s %s  %9.0f %s  %6.1f%%\n", round + 1,
-				       "  vs fio fdatasync", "", units[0], dfio, units[0],
-				       100 * srv_ops / dfio);
+				print_vs(round, "  vs fio fdatasync", units[0], srv_ops, dfio);
 				unlink(fiofile);
 				if (run_fio(&o, "write", "1m", qd, NULL) <= 0) /* the read phases' file */
 					goto out;
