@@ -56,6 +56,11 @@
  *           in-memory overlay, which every read consults before LMDB;
  *           the caller acknowledges.
  *
+ * An overlay value's record CRC is checked once, as it enters the overlay
+ * (ov_set), and nothing writes it afterwards: small reads of it skip that
+ * CRC (chunk_store_reader_get_pages). LMDB's values come from the disk
+ * (its map) and are checked on every read.
+ *
  * Checkpoints (chunk_store_maintain, when the log is half full or the
  * overlay large; at close) write the overlay into LMDB in one ordinary
  * synced transaction and restart the log at offset 0, so LMDB's protocol
