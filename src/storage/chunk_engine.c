@@ -768,14 +768,14 @@ static bool pages_match(const struct chunk_read_io *io, uint32_t first, uint32_t
 }
 
 /* true when the cached bytes passed their page CRCs (no need to check
- * them again); false leaves the decision to verify_pages on IO->buf. */
+ * them again); false leaves the decision to the caller's page check of IO->buf. */
 static bool recheck_cached(struct chunk_engine *e, struct chunk_read_range *rr,
 			   struct chunk_read_io *io, uint32_t first)
 {
 	uint32_t count = (uint32_t)(io->len / CHUNK_PAGE);
 	if (pages_match(io, first, count))
 		return true;
-	/* The caller's verify_pages decides on the direct bytes. IO->buf is
+	/* The caller's page check decides on the direct bytes. IO->buf is
 	 * aligned (prep bounces unaligned ranges), as O_DIRECT needs. */
 	ssize_t got = pread(io->dfd, io->buf, io->len, (off_t)io->file_off);
 	if (got != (ssize_t)io->len) {
