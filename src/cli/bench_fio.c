@@ -74,6 +74,13 @@ static double fio_iops(const char *json, const char *section)
 double bench_fio_iops(const char *who, const char *dir, unsigned size_mb, unsigned seconds,
 		      const char *rw, const char *bs, unsigned qd, const char *extra)
 {
+	const char *more[] = { extra, NULL };
+	return bench_fio_iops_argv(who, dir, size_mb, seconds, rw, bs, qd, more);
+}
+
+double bench_fio_iops_argv(const char *who, const char *dir, unsigned size_mb, unsigned seconds,
+			   const char *rw, const char *bs, unsigned qd, const char *const *extra)
+{
 	char filename[4200], size[32], depth[16], runtime[32], rwarg[32], bsarg[32];
 	snprintf(filename, sizeof(filename), "--filename=%s/fio.dat", dir);
 	snprintf(size, sizeof(size), "--size=%um", size_mb);
@@ -82,10 +89,14 @@ double bench_fio_iops(const char *who, const char *dir, unsigned size_mb, unsign
 	snprintf(rwarg, sizeof(rwarg), "--rw=%s", rw);
 	snprintf(bsarg, sizeof(bsarg), "--bs=%s", bs);
 	int timed = !strcmp(rw, "randread");
-	char *argv[] = { "fio", "--name=cfsbench", filename, size, rwarg, bsarg, depth,
-			 "--ioengine=io_uring", "--direct=1", "--output-format=json",
-			 timed ? "--time_based" : "--randrepeat=0", timed ? runtime : "--randrepeat=0",
-			 (char *)extra, NULL };
+#define FIO_MAX_EXTRA 8
+	char *argv[13 + FIO_MAX_EXTRA] = { "fio", "--name=cfsbench", filename, size, rwarg, bsarg,
+					   depth, "--ioengine=io_uring", "--direct=1",
+					   "--output-format=json",
+					   timed ? "--time_based" : "--randrepeat=0",
+					   timed ? runtime : "--randrepeat=0" };
+	for (int i = 0; extra && extra[i] && i < FIO_MAX_EXTRA; i++)
+		argv[12 + i] = (char *)extra[i];
 	char *json = bench_run_capture(argv);
 	if (!json) {
 		fprintf(stderr, "%s: fio failed (is it installed?)\n", who);

@@ -45,6 +45,11 @@ char *bench_run_capture(char *const argv[]);
  * fails (not installed, bad directory). */
 double bench_fio_iops(const char *who, const char *dir, unsigned size_mb, unsigned seconds,
 		      const char *rw, const char *bs, unsigned qd, const char *extra);
+/* bench_fio_iops with EXTRA a NULL-terminated list of up to 8 more fio
+ * arguments (NULL: none). With --numjobs and --group_reporting the IOPS
+ * are the jobs' sum. */
+double bench_fio_iops_argv(const char *who, const char *dir, unsigned size_mb, unsigned seconds,
+			   const char *rw, const char *bs, unsigned qd, const char *const *extra);
 
 /* CPU time (utime + stime) of process PID so far, in seconds, or -1. */
 double bench_proc_cpu(int pid);

@@ -245,6 +245,7 @@ void chunk_engine_submit(struct chunk_engine *e, struct chunk_op *op);
  * metadata lock briefly; read_end of a cached read whose CRCs fail re-reads
  * the range O_DIRECT before calling it corrupt, a blocking read on that
  * rare path); the engine's own reads use the same pair. */
+#define CHUNK_READ_PC_WIN 16u /* pages: reads up to 64 KiB decode no page CRC array */
 struct chunk_read_io {
 	int fd;              /* out of prep: what to read */
 	uint64_t file_off;
@@ -257,6 +258,11 @@ struct chunk_read_io {
 	int dfd;             /* ... and this the O_DIRECT one, for a re-check */
 	uint64_t rd_off;     /* chunk offset of buf[0] */
 	uint32_t n;          /* bytes for the caller */
+	/* The range's page CRCs when meta.page_crc is NULL (a range of at
+	 * most CHUNK_READ_PC_WIN pages: prep decodes only those); pc_win[i]
+	 * is page pc_first + i's. */
+	uint32_t pc_first;
+	uint32_t pc_win[CHUNK_READ_PC_WIN];
 };
 int chunk_engine_read_prep(struct chunk_engine *e, struct chunk_read_range *rr,
 			   struct chunk_read_io *io);

@@ -119,9 +119,11 @@ void chunk_meta_encode(const struct chunk_meta *m, uint8_t *out)
 	wire_store_u32(out + body, crc32c(0, out, body));
 }
 
-int chunk_meta_decode(const void *p, size_t n, struct chunk_meta *out)
+/* Checks a value (magic, version, class, length, the record's CRC over
+ * all of it unless CRC_DONE, position) and fills OUT's fields but page_crc
+ * and jrnl (left NULL). 0 or -CFS_ECORRUPT. */
+static int meta_check(const uint8_t *b, size_t n, struct chunk_meta *out, int crc_done)
 {
-	const uint8_t *b = p;
 	memset(out, 0, sizeof(*out));
 	if (n < META_FIXED + 4 || wire_load_u32(b) != META_MAGIC ||
 	    (b[4] != META_VERSION && b[4] != META_VERSION_JRNL))
@@ -143,7 +145,7 @@ int chunk_meta_decode(const void *p, size_t n, struct chunk_meta *out)
 			return -CFS_ECORRUPT;
 		body += 8 + (size_t)jlen;
 	}
-	if (n != body + 4 || wire_load_u32(b + body) != crc32c(0, b, body))
+	if (n != body + 4 || (!crc_done && wire_load_u32(b + body) != crc32c(0, b, body)))
 		return -CFS_ECORRUPT;
 	uint16_t file = wire_load_u16(b + 6);
 	uint32_t block = wire_load_u32(b + 8);
@@ -152,23 +154,6 @@ int chunk_meta_decode(const void *p, size_t n, struct chunk_meta *out)
 	if (file >= CHUNK_MAX_FILES || pending < commit ||
 	    (uint64_t)block > (UINT64_C(1) << 62) / chunk_class_size(cls))
 		return -CFS_ECORRUPT;
-	uint32_t *pc = NULL;
-	uint8_t *jr = NULL;
-	if (npages) {
-		pc = malloc(4 * (size_t)npages);
-		if (!pc)
-			return -ENOMEM;
-		for (uint32_t i = 0; i < npages; i++)
-			pc[i] = wire_load_u32(b + META_FIXED + 4 * i);
-	}
-	if (jlen) {
-		jr = malloc(jlen);
-		if (!jr) {
-			free(pc);
-			return -ENOMEM;
-		}
-		memcpy(jr, b + META_FIXED + 4 * (size_t)npages + 8, jlen);
-	}
 	out->pos.cls = cls;
 	out->pos.file = file;
 	out->pos.block = block;
@@ -178,11 +163,56 @@ int chunk_meta_decode(const void *p, size_t n, struct chunk_meta *out)
 	out->commit_ver = commit;
 	out->pending_ver = pending;
 	out->npages = npages;
-	out->page_crc = pc;
 	out->jrnl_off = joff;
 	out->jrnl_len = jlen;
+	return 0;
+}
+
+int chunk_meta_decode(const void *p, size_t n, struct chunk_meta *out)
+{
+	const uint8_t *b = p;
+	int rc = meta_check(b, n, out, 0);
+	if (rc)
+		return rc;
+	uint32_t *pc = NULL;
+	uint8_t *jr = NULL;
+	if (out->npages) {
+		pc = malloc(4 * (size_t)out->npages);
+		if (!pc)
+			goto nomem;
+		for (uint32_t i = 0; i < out->npages; i++)
+			pc[i] = wire_load_u32(b + META_FIXED + 4 * i);
+	}
+	if (out->jrnl_len) {
+		jr = malloc(out->jrnl_len);
+		if (!jr) {
+			free(pc);
+			goto nomem;
+		}
+		memcpy(jr, b + META_FIXED + 4 * (size_t)out->npages + 8, out->jrnl_len);
+	}
+	out->page_crc = pc;
 	out->jrnl = jr;
 	return 0;
+nomem:
+	memset(out, 0, sizeof(*out));
+	return -ENOMEM;
+}
+
+int chunk_meta_check(const void *p, size_t n)
+{
+	struct chunk_meta m;
+	return meta_check(p, n, &m, 0);
+}
+
+int chunk_meta_decode_pages(const void *p, size_t n, uint32_t first, uint32_t count,
+			    struct chunk_meta *out, uint32_t *pc, int crc_done)
+{
+	const uint8_t *b = p;
+	int rc = meta_check(b, n, out, crc_done);
+	for (uint32_t i = 0; !rc && i < count && first + i < out->npages; i++)
+		pc[i] = wire_load_u32(b + META_FIXED + 4 * ((size_t)first + i));
+	return rc;
 }
 
 void chunk_meta_fini(struct chunk_meta *m)

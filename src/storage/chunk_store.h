@@ -51,6 +51,11 @@ int chunk_store_reader_new(struct chunk_store *s, struct chunk_store_reader **ou
 void chunk_store_reader_free(struct chunk_store_reader *r); /* NULL-safe */
 /* As chunk_store_get, on a fresh snapshot. */
 int chunk_store_reader_get(struct chunk_store_reader *r, struct chunk_id id, struct chunk_meta *out);
+/* As chunk_store_reader_get for a read of pages [FIRST, FIRST + COUNT)
+ * only: the value is checked whole, but OUT->page_crc stays NULL and PC
+ * (COUNT entries) gets those pages' CRCs (chunk_meta_decode_pages). */
+int chunk_store_reader_get_pages(struct chunk_store_reader *r, struct chunk_id id, uint32_t first,
+				 uint32_t count, struct chunk_meta *out, uint32_t *pc);
 
 /* Last chunk (highest index) of inode INO: 0 with *ID and *OUT filled,
  * -ENOENT when the inode has no chunk, or an error as chunk_store_get. */

@@ -66,6 +66,55 @@ static void test_meta_roundtrip(void **state)
 	free(m.page_crc);
 }
 
+/* A read's decode (chunk_meta_decode_pages): the same fields and checks
+ * as the whole decode, only the window's page CRCs, none past the chunk. */
+static void test_meta_pages(void **state)
+{
+	(void)state;
+	uint32_t pc[5] = { 11, 22, 33, 44, 55 };
+	struct chunk_meta m = { .pos = { 3, 200, 70000 }, .len = 4 * 4096 + 100, .crc = 7,
+				.chain_ver = 5, .commit_ver = 9, .pending_ver = 10, .npages = 5,
+				.page_crc = pc };
+	uint8_t buf[256];
+	size_t n = chunk_meta_size(&m);
+	chunk_meta_encode(&m, buf);
+	struct chunk_meta d, w;
+	uint32_t win[4] = { 0, 0, 0, 0xabcd };
+	assert_int_equal(chunk_meta_decode(buf, n, &d), 0);
+	assert_int_equal(chunk_meta_decode_pages(buf, n, 2, 4, &w, win, 0), 0);
+	assert_null(w.page_crc);
+	assert_null(w.jrnl);
+	assert_int_equal(w.len, d.len);
+	assert_int_equal(w.npages, 5);
+	assert_int_equal(w.commit_ver, 9);
+	assert_int_equal(w.pending_ver, 10);
+	assert_int_equal(w.chain_ver, 5);
+	assert_true(chunk_pos_eq(w.pos, d.pos));
+	assert_int_equal(win[0], 33); /* pages 2, 3, 4 */
+	assert_int_equal(win[1], 44);
+	assert_int_equal(win[2], 55);
+	assert_int_equal(win[3], 0xabcd); /* page 5 does not exist: untouched */
+	chunk_meta_fini(&d);
+	/* The whole record is still checked: a flip outside the window too. */
+	for (size_t i = 0; i < n; i++) {
+		buf[i] ^= 0x40;
+		assert_int_equal(chunk_meta_decode_pages(buf, n, 2, 1, &w, win, 0), -CFS_ECORRUPT);
+		assert_int_equal(chunk_meta_check(buf, n), -CFS_ECORRUPT);
+		buf[i] ^= 0x40;
+	}
+	assert_int_equal(chunk_meta_check(buf, n), 0);
+	assert_int_equal(chunk_meta_decode_pages(buf, n - 1, 0, 1, &w, win, 0), -CFS_ECORRUPT);
+	/* Bytes checked before (the store's overlay): the CRC is not computed
+	 * again, every other check still is. */
+	buf[n - 1] ^= 0x40;
+	assert_int_equal(chunk_meta_decode_pages(buf, n, 2, 1, &w, win, 1), 0);
+	assert_int_equal(win[0], 33);
+	buf[n - 1] ^= 0x40;
+	buf[0] ^= 0x40; /* the magic */
+	assert_int_equal(chunk_meta_decode_pages(buf, n, 2, 1, &w, win, 1), -CFS_ECORRUPT);
+	buf[0] ^= 0x40;
+}
+
 /* Version 2: a journal of pages rides along; the same checks apply, and
  * journal fields that do not fit the chunk are refused. */
 static void test_meta_journal(void **state)
@@ -165,6 +214,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_key_order), cmocka_unit_test(test_meta_roundtrip),
+		cmocka_unit_test(test_meta_pages),
 		cmocka_unit_test(test_meta_journal),
 		cmocka_unit_test(test_file_hdr), cmocka_unit_test(test_classes),
 		cmocka_unit_test(test_crc_fold),
