@@ -120,9 +120,9 @@ void chunk_meta_encode(const struct chunk_meta *m, uint8_t *out)
 }
 
 /* Checks a value (magic, version, class, length, the record's CRC over
- * all of it unless CRC_DONE, position) and fills OUT's fields but page_crc
- * and jrnl (left NULL). 0 or -CFS_ECORRUPT. */
-static int meta_check(const uint8_t *b, size_t n, struct chunk_meta *out, int crc_done)
+ * all of it, position) and fills OUT's fields but page_crc and jrnl (left
+ * NULL). 0 or -CFS_ECORRUPT. */
+static int meta_check(const uint8_t *b, size_t n, struct chunk_meta *out)
 {
 	memset(out, 0, sizeof(*out));
 	if (n < META_FIXED + 4 || wire_load_u32(b) != META_MAGIC ||
@@ -145,7 +145,7 @@ static int meta_check(const uint8_t *b, size_t n, struct chunk_meta *out, int cr
 			return -CFS_ECORRUPT;
 		body += 8 + (size_t)jlen;
 	}
-	if (n != body + 4 || (!crc_done && wire_load_u32(b + body) != crc32c(0, b, body)))
+	if (n != body + 4 || wire_load_u32(b + body) != crc32c(0, b, body))
 		return -CFS_ECORRUPT;
 	uint16_t file = wire_load_u16(b + 6);
 	uint32_t block = wire_load_u32(b + 8);
@@ -171,7 +171,7 @@ static int meta_check(const uint8_t *b, size_t n, struct chunk_meta *out, int cr
 int chunk_meta_decode(const void *p, size_t n, struct chunk_meta *out)
 {
 	const uint8_t *b = p;
-	int rc = meta_check(b, n, out, 0);
+	int rc = meta_check(b, n, out);
 	if (rc)
 		return rc;
 	uint32_t *pc = NULL;
@@ -199,17 +199,11 @@ nomem:
 	return -ENOMEM;
 }
 
-int chunk_meta_check(const void *p, size_t n)
-{
-	struct chunk_meta m;
-	return meta_check(p, n, &m, 0);
-}
-
 int chunk_meta_decode_pages(const void *p, size_t n, uint32_t first, uint32_t count,
-			    struct chunk_meta *out, uint32_t *pc, int crc_done)
+			    struct chunk_meta *out, uint32_t *pc)
 {
 	const uint8_t *b = p;
-	int rc = meta_check(b, n, out, crc_done);
+	int rc = meta_check(b, n, out);
 	for (uint32_t i = 0; !rc && i < count && first + i < out->npages; i++)
 		pc[i] = wire_load_u32(b + META_FIXED + 4 * ((size_t)first + i));
 	return rc;

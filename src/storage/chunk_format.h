@@ -81,19 +81,14 @@ void chunk_meta_encode(const struct chunk_meta *m, uint8_t *out);
  * -ENOMEM. On error OUT holds nothing to free. */
 int chunk_meta_decode(const void *p, size_t n, struct chunk_meta *out);
 /* chunk_meta_decode for a read of pages [FIRST, FIRST + COUNT): the same
- * checks of the whole value (its CRC included unless CRC_DONE), but it
- * allocates and copies nothing else: OUT->page_crc and OUT->jrnl stay NULL
- * (npages, jrnl_off and jrnl_len are set) and PC[i] gets the CRC of page
- * FIRST + i for each such page below npages (PC holds COUNT). A 4 KiB read
- * of a 1 MiB chunk needs one of its 256 page CRCs. CRC_DONE: these very
- * bytes passed chunk_meta_check in memory that nothing wrote since (the
- * store's overlay, chunk_store.c); bytes read from the disk or its cache
- * are checked. 0 or -CFS_ECORRUPT; OUT holds nothing to free either way. */
+ * checks of the whole value (its CRC included), but it allocates and
+ * copies nothing else: OUT->page_crc and OUT->jrnl stay NULL (npages,
+ * jrnl_off and jrnl_len are set) and PC[i] gets the CRC of page FIRST + i
+ * for each such page below npages (PC holds COUNT). A 4 KiB read of a
+ * 1 MiB chunk needs one of its 256 page CRCs. 0 or -CFS_ECORRUPT; OUT
+ * holds nothing to free either way. */
 int chunk_meta_decode_pages(const void *p, size_t n, uint32_t first, uint32_t count,
-			    struct chunk_meta *out, uint32_t *pc, int crc_done);
-/* chunk_meta_decode's checks of a value, its CRC included, without
- * decoding it: 0 or -CFS_ECORRUPT. */
-int chunk_meta_check(const void *p, size_t n);
+			    struct chunk_meta *out, uint32_t *pc);
 /* Frees OUT->page_crc. NULL-safe; leaves OUT zeroed. */
 void chunk_meta_fini(struct chunk_meta *m);
 /* Deep copy (the journal too); 0 or -ENOMEM. */

@@ -128,7 +128,6 @@ struct ov_ent {
 	struct chunk_id id;
 	uint8_t *val;           /* owned, chunk_meta_encode() bytes; NULL for a delete */
 	uint32_t len;
-	int crc_ok;             /* overlay: val passed chunk_meta_check in ov_set */
 	struct ov_ent *next;    /* bucket chain */
 };
 
@@ -235,12 +234,6 @@ static void ov_set(struct chunk_store *s, const struct ov_ent *e)
 	free(o->val);
 	o->val = e->val;
 	o->len = e->len;
-	/* Checked once here, as it enters memory that only ov_set writes:
-	 * small reads then skip the record's CRC (chunk_meta_decode_pages),
-	 * which cost them ~8 % of the server's CPU (the first touch of the
-	 * 1 KiB record of a 1 MiB chunk, mostly cache misses). A value that
-	 * fails is left to every reader's full check, which reports it. */
-	o->crc_ok = o->val && !chunk_meta_check(o->val, o->len);
 }
 
 /* Under omu. */
@@ -268,11 +261,9 @@ struct page_win {
 	uint32_t *pc;
 };
 
-/* CRC_OK: P passed chunk_meta_check in memory unchanged since (ov_set). */
-static int decode_win(const void *p, size_t n, struct chunk_meta *out, const struct page_win *w,
-		      int crc_ok)
+static int decode_win(const void *p, size_t n, struct chunk_meta *out, const struct page_win *w)
 {
-	return w ? chunk_meta_decode_pages(p, n, w->first, w->count, out, w->pc, crc_ok)
+	return w ? chunk_meta_decode_pages(p, n, w->first, w->count, out, w->pc)
 		 : chunk_meta_decode(p, n, out);
 }
 
@@ -284,7 +275,7 @@ static int ov_get_win(struct chunk_store *s, struct chunk_id id, struct chunk_me
 	pthread_mutex_lock(&s->omu);
 	struct ov_ent *o = ov_find(s, id);
 	if (o)
-		*rc = o->val ? decode_win(o->val, o->len, out, w, o->crc_ok) : -ENOENT;
+		*rc = o->val ? decode_win(o->val, o->len, out, w) : -ENOENT;
 	pthread_mutex_unlock(&s->omu);
 	return o != NULL;
 }
@@ -808,7 +799,7 @@ static int get_in_win(MDB_txn *txn, MDB_dbi dbi, struct chunk_id id, struct chun
 	int rc = mdb_get(txn, dbi, &key, &val);
 	if (rc)
 		return map_err(rc);
-	return decode_win(val.mv_data, val.mv_size, out, w, 0);
+	return decode_win(val.mv_data, val.mv_size, out, w);
 }
 
 static int get_in(MDB_txn *txn, MDB_dbi dbi, struct chunk_id id, struct chunk_meta *out)
