@@ -56,10 +56,11 @@
  *           in-memory overlay, which every read consults before LMDB;
  *           the caller acknowledges.
  *
- * An overlay value's record CRC is checked once, as it enters the overlay
- * (ov_set), and nothing writes it afterwards: small reads of it skip that
- * CRC (chunk_store_reader_get_pages). LMDB's values come from the disk
- * (its map) and are checked on every read.
+ * Every read checks the record CRC of the value it uses, from the overlay
+ * or from LMDB alike: skipping it for overlay values (checked once at
+ * ov_set) saved server CPU under load but no IOPS on a quiet host, and a
+ * record corrupted in memory would then go unnoticed in its length and
+ * version fields (bench/history.md, sb25).
  *
  * Checkpoints (chunk_store_maintain, when the log is half full or the
  * overlay large; at close) write the overlay into LMDB in one ordinary
