@@ -253,8 +253,6 @@ static void ov_clear(struct chunk_store *s)
 	s->ov_n = 0;
 }
 
-/* ID as the overlay has it: 1 with *OUT a decode of it (or -ENOENT in RC
- * for a delete), 0 when the overlay does not have ID. */
 /* Pages [first, first + count) of a read's lookup (chunk_meta_decode_pages
  * into pc); NULL: the whole value (chunk_meta_decode). */
 struct page_win {
@@ -268,6 +266,8 @@ static int decode_win(const void *p, size_t n, struct chunk_meta *out, const str
 		 : chunk_meta_decode(p, n, out);
 }
 
+/* ID as the overlay has it: 1 with *OUT a decode of it (or -ENOENT in RC
+ * for a delete) as W asks, 0 when the overlay does not have ID. */
 static int ov_get_win(struct chunk_store *s, struct chunk_id id, struct chunk_meta *out, int *rc,
 		      const struct page_win *w)
 {
