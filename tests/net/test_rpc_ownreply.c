@@ -590,16 +590,31 @@ static void pool_warm(struct rpc_peer *p)
 		(void)conn_of_call(p);
 }
 
-/* Returns a mask of the connections N calls in a row went on. */
-static uint32_t conns_of_calls(struct rpc_peer *p, int n)
+/* Makes N calls in a row; returns the connection most of them went on
+ * and stores how many did in *TOP (and the mask of all used in *MASK).
+ *
+ * Why "most" and not "all": a call looks for an idle connection with a
+ * trylock on its slot, and skips the slot when the loop thread holds that
+ * lock for a moment (freeing the previous call's entry, a sweep tick) or
+ * has not yet returned the entry to the table; the call then takes the
+ * round-robin connection as the option's contract allows. Under ASan on
+ * a loaded CI host a run of 40 calls met that window. Round robin
+ * alone puts N / POOL calls on each connection, so a floor of 3/4 of N
+ * on one still fails when the option does nothing. */
+static uint32_t conns_of_calls(struct rpc_peer *p, int n, int *top, uint32_t *mask)
 {
-	uint32_t mask = 0;
+	int count[32] = { 0 };
+	uint32_t best = 0;
+	*mask = 0;
 	for (int i = 0; i < n; i++) {
 		uint32_t id = conn_of_call(p);
 		assert_true(id >= 1 && id <= 31);
-		mask |= 1u << id;
+		*mask |= 1u << id;
+		if (++count[id] > count[best])
+			best = id;
 	}
-	return mask;
+	*top = count[best];
+	return best;
 }
 
 static int bits(uint32_t m)
@@ -614,14 +629,19 @@ static void test_idle_conn_first_lone_caller(void **state)
 	/* without it, the round robin spreads the calls */
 	struct rpc_client *cl = pool_client(s->port, 0, &p);
 	pool_warm(p);
-	assert_true(bits(conns_of_calls(p, 40)) > 1);
+	int top;
+	uint32_t mask;
+	(void)conns_of_calls(p, 40, &top, &mask);
+	assert_true(bits(mask) > 1);
+	assert_true(top < 30);
 	rpc_client_free(cl);
 	/* with it, a lone caller stays on the first connection, reading its
 	 * own replies */
 	cl = pool_client(s->port, 1, &p);
 	pool_warm(p);
 	uint64_t own0 = by_caller(cl);
-	assert_int_equal(bits(conns_of_calls(p, 40)), 1);
+	(void)conns_of_calls(p, 40, &top, &mask);
+	assert_true(top >= 30);
 	assert_true(by_caller(cl) - own0 >= 20);
 	rpc_client_free(cl);
 	rpc_test_srv_stop(s);
@@ -647,7 +667,9 @@ static void test_idle_conn_first_busy_conn(void **state)
 	struct rpc_peer *p;
 	struct rpc_client *cl = pool_client(s->port, 1, &p);
 	pool_warm(p);
-	uint32_t first = conns_of_calls(p, 1);
+	int top;
+	uint32_t mask;
+	uint32_t first = conns_of_calls(p, 1, &top, &mask);
 	/* a call held on the first connection */
 	struct holder h = { .p = p, .r = BUF_INIT };
 	pthread_t th;
@@ -658,9 +680,9 @@ static void test_idle_conn_first_busy_conn(void **state)
 	assert_int_equal(rpc_test_srv_held(s), 1);
 	/* this thread's calls meanwhile: one other connection, own replies */
 	uint64_t own0 = by_caller(cl);
-	uint32_t m = conns_of_calls(p, 40);
-	assert_int_equal(bits(m), 1);
-	assert_int_equal(m & first, 0);
+	uint32_t other = conns_of_calls(p, 40, &top, &mask);
+	assert_true(top >= 30);
+	assert_int_not_equal(other, first);
 	/* own replies: the loop may hold a connection's receive side at the
 	 * first call (it read there last), not more */
 	assert_true(by_caller(cl) - own0 >= 20);
@@ -671,7 +693,8 @@ static void test_idle_conn_first_busy_conn(void **state)
 	assert_memory_equal(h.r.data, "held", 4);
 	buf_fini(&h.r);
 	/* the first connection is idle again: back to it */
-	assert_int_equal(conns_of_calls(p, 10), first);
+	assert_int_equal(conns_of_calls(p, 20, &top, &mask), first);
+	assert_true(top >= 15);
 	rpc_client_free(cl);
 	rpc_test_srv_stop(s);
 }
