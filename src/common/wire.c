@@ -26,61 +26,7 @@ static inline int take(struct wire_reader *r, size_t n, const uint8_t **out)
 	return 0;
 }
 
-int wire_get_u8(struct wire_reader *r, uint8_t *out)
-{
-	const uint8_t *p = NULL; /* set by take(); NULL keeps -fPIC builds free of a false warning */
-	*out = 0;
-	if (take(r, 1, &p))
-		return r->err;
-	*out = p[0];
-	return 0;
-}
-
-int wire_get_u16(struct wire_reader *r, uint16_t *out)
-{
-	const uint8_t *p = NULL; /* set by take(); NULL keeps -fPIC builds free of a false warning */
-	*out = 0;
-	if (take(r, 2, &p))
-		return r->err;
-	*out = wire_load_u16(p);
-	return 0;
-}
-
-int wire_get_u32(struct wire_reader *r, uint32_t *out)
-{
-	const uint8_t *p = NULL; /* set by take(); NULL keeps -fPIC builds free of a false warning */
-	*out = 0;
-	if (take(r, 4, &p))
-		return r->err;
-	*out = wire_load_u32(p);
-	return 0;
-}
-
-int wire_get_u64(struct wire_reader *r, uint64_t *out)
-{
-	const uint8_t *p = NULL; /* set by take(); NULL keeps -fPIC builds free of a false warning */
-	*out = 0;
-	if (take(r, 8, &p))
-		return r->err;
-	*out = wire_load_u64(p);
-	return 0;
-}
-
-int wire_get_i32(struct wire_reader *r, int32_t *out)
-{
-	uint32_t v;
-	int rc = wire_get_u32(r, &v);
-	*out = (int32_t)v;
-	return rc;
-}
-
-int wire_get_i64(struct wire_reader *r, int64_t *out)
-{
-	uint64_t v;
-	int rc = wire_get_u64(r, &v);
-	*out = (int64_t)v;
-	return rc;
-}
+int wire_get_short_(struct wire_reader *r) { return wire_fail(r, -CFS_EPROTO); }
 
 int wire_get_bytes(struct wire_reader *r, void *out, size_t n)
 {
@@ -124,36 +70,12 @@ static inline uint8_t *grow(struct wire_writer *w, size_t n)
 	return p;
 }
 
-void wire_put_u8(struct wire_writer *w, uint8_t v)
+void wire_put_slow_(struct wire_writer *w, const void *p, size_t n)
 {
-	uint8_t *p = grow(w, 1);
-	if (p)
-		p[0] = v;
+	uint8_t *d = grow(w, n);
+	if (d)
+		memcpy(d, p, n);
 }
-
-void wire_put_u16(struct wire_writer *w, uint16_t v)
-{
-	uint8_t *p = grow(w, 2);
-	if (p)
-		wire_store_u16(p, v);
-}
-
-void wire_put_u32(struct wire_writer *w, uint32_t v)
-{
-	uint8_t *p = grow(w, 4);
-	if (p)
-		wire_store_u32(p, v);
-}
-
-void wire_put_u64(struct wire_writer *w, uint64_t v)
-{
-	uint8_t *p = grow(w, 8);
-	if (p)
-		wire_store_u64(p, v);
-}
-
-void wire_put_i32(struct wire_writer *w, int32_t v) { wire_put_u32(w, (uint32_t)v); }
-void wire_put_i64(struct wire_writer *w, int64_t v) { wire_put_u64(w, (uint64_t)v); }
 
 void wire_put_bytes(struct wire_writer *w, const void *p, size_t n)
 {

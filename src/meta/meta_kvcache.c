@@ -1505,6 +1505,7 @@ static int delete_fn(kv_txn *t, void *arg)
 		struct key k;
 		struct kv_slice v;
 		struct delres d;
+		d.n = 0; /* read only after a record decoded; GCC cannot see that */
 		mk_delres(&k, o->ns.id, o->req->token, o->from);
 		if ((rc = kv_get(t, ks(&k), 0, &v)) < 0)
 			return rc;
