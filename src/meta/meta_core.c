@@ -248,20 +248,76 @@ static int dir_time(kv_txn *t, uint64_t dir, int64_t *out)
 	return rc;
 }
 
+/* DIR's counters as meta_dir_stat folds them: the sum of its link shards
+ * (*LINKS) and the latest of its time shards (*LAST, 0: none), one
+ * snapshot range read over all its DSTA keys. */
+static int dir_counters(kv_txn *t, uint64_t dir, int64_t *links, int64_t *last)
+{
+	struct meta_key b, e;
+	struct kv_range r;
+	*links = *last = 0;
+	meta_key_dirstat_range(&b, &e, dir);
+	/* L and T sort before V: 2 * SHARDS holds every L and T shard */
+	int rc = kv_get_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n), 2 * META_DSTA_SHARDS, 1, 0,
+			      &r);
+	if (rc < 0)
+		return rc;
+	for (int i = 0; i < r.n; i++) {
+		struct kv_slice k = r.kvs[i].key;
+		int64_t v = dirstat_val(r.kvs[i].val);
+		if (k.n != 14)
+			continue;
+		switch (((const uint8_t *)k.p)[12]) {
+		case META_DSTA_LINKS:
+			*links += v;
+			break;
+		case META_DSTA_TIME:
+			if (v > *last)
+				*last = v;
+			break;
+		}
+	}
+	return 0;
+}
+
+/* Folds counters LINKS and LAST (dir_counters) into the directory IN. */
+static void dir_fold(struct meta_inode *in, int64_t links, int64_t last)
+{
+	if (last > in->mtime)
+		in->mtime = last;
+	if (last > in->ctime)
+		in->ctime = last;
+	if (links) {
+		int64_t n = (int64_t)in->nlink + links;
+		in->nlink = n < 2 ? 2 : n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+	}
+}
+
 int meta_dir_changed(meta_ctx *m, kv_txn *t, uint64_t dir, int64_t now, int subdirs)
 {
+	return meta_dir_changed_stat(m, t, dir, now, subdirs, NULL);
+}
+
+int meta_dir_changed_stat(meta_ctx *m, kv_txn *t, uint64_t dir, int64_t now, int subdirs,
+			  struct meta_inode *in)
+{
 	struct meta_key k;
-	int64_t last;
+	int64_t last, links = 0;
+	int wrote_time = 0;
 	uint8_t shard = m->dsta_shards > 1 ? (uint8_t)(meta_random(m) % m->dsta_shards) : 0;
 	/* Directory times are as fine as the kernel's own file timestamps,
 	 * which come from the coarse clock (one tick): when an entry change
 	 * of the last META_DIR_TIME_GRAIN_NS already set the time, a busy
 	 * directory's creates skip the write (the single LMDB writer, etcd's
-	 * compare) and read the time only. */
-	int rc = dir_time(t, dir, &last);
+	 * compare) and read the time only. With IN, the same read takes the
+	 * link shards too, so that IN gets what meta_dir_stat would read
+	 * after these writes (max and add over the same snapshot) without a
+	 * second range read. */
+	int rc = in ? dir_counters(t, dir, &links, &last) : dir_time(t, dir, &last);
 	if (rc == 0 && last < now - META_DIR_TIME_GRAIN_NS) {
 		meta_key_dirstat(&k, dir, META_DSTA_TIME, shard);
 		rc = kv_atomic_max(t, kv_mem(k.b, k.n), now);
+		wrote_time = 1;
 	}
 	if (rc == 0 && subdirs) {
 		meta_key_dirstat(&k, dir, META_DSTA_LINKS, shard);
@@ -271,6 +327,8 @@ int meta_dir_changed(meta_ctx *m, kv_txn *t, uint64_t dir, int64_t now, int subd
 		meta_key_dirstat(&k, dir, META_DSTA_VERSION, shard);
 		rc = kv_atomic_add(t, kv_mem(k.b, k.n), 1);
 	}
+	if (rc == 0 && in && in->type == META_T_DIR)
+		dir_fold(in, links + subdirs, wrote_time && now > last ? now : last);
 	return rc;
 }
 
@@ -330,38 +388,13 @@ static int64_t dirstat_val(struct kv_slice v)
 
 int meta_dir_stat(kv_txn *t, struct meta_inode *in)
 {
-	struct meta_key b, e;
-	struct kv_range r;
+	int64_t links, last;
 	if (in->type != META_T_DIR)
 		return 0;
-	meta_key_dirstat_range(&b, &e, in->ino);
-	int rc = kv_get_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n), 2 * META_DSTA_SHARDS, 1, 0,
-			      &r);
-	if (rc < 0)
-		return rc;
-	int64_t links = 0;
-	for (int i = 0; i < r.n; i++) {
-		struct kv_slice k = r.kvs[i].key;
-		int64_t v = dirstat_val(r.kvs[i].val);
-		if (k.n != 14)
-			continue;
-		switch (((const uint8_t *)k.p)[12]) {
-		case META_DSTA_LINKS:
-			links += v;
-			break;
-		case META_DSTA_TIME:
-			if (v > in->mtime)
-				in->mtime = v;
-			if (v > in->ctime)
-				in->ctime = v;
-			break;
-		}
-	}
-	if (links) {
-		int64_t n = (int64_t)in->nlink + links;
-		in->nlink = n < 2 ? 2 : n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
-	}
-	return 0;
+	int rc = dir_counters(t, in->ino, &links, &last);
+	if (rc == 0)
+		dir_fold(in, links, last);
+	return rc;
 }
 
 int meta_dir_stat_clear(kv_txn *t, uint64_t dir)

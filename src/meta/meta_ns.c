@@ -193,20 +193,17 @@ static int put_session(meta_ctx *m, kv_txn *t, uint64_t ino, uint64_t client,
 	return rc;
 }
 
-/* The parent's attributes for meta_create_dir / meta_unlink_dir, at the
- * end of the change's body: DIR (the parent as the body read it, with a
- * conflict) with its entry counters folded in by a snapshot read, which
- * the txn's own pending writes are merged into. That is the committed
- * state only if nothing else commits between the snapshot and this txn
- * (kv_run_stats.alone), which the caller checks; WANT 0 (the KV cannot
- * tell): nothing read. */
-static int parent_after(kv_txn *t, int want, struct meta_inode *dir, int *ok)
+/* The parent's attributes for meta_create_dir / meta_unlink_dir: DIR (the
+ * parent as the body read it, with a conflict) with its entry counters
+ * folded in by the snapshot read of the body's meta_dir_changed_stat, as
+ * they stand after the txn's own writes (parent_dir returns DIR to fold
+ * into, or NULL when not WANTed: the KV cannot tell whether the commit
+ * was alone). That is the committed state only if nothing else commits
+ * between the snapshot and this txn (kv_run_stats.alone), which the
+ * caller checks. The body sets *OK only at its successful end. */
+static struct meta_inode *parent_dir(int want, struct meta_inode *dir)
 {
-	if (!want)
-		return 0;
-	int rc = meta_dir_stat(t, dir);
-	*ok = rc == 0;
-	return rc;
+	return want ? dir : NULL;
 }
 
 /* *OUT for meta_create_dir / meta_unlink_dir after a committed change:
@@ -347,14 +344,16 @@ static int new_body(kv_txn *t, void *arg)
 		return rc;
 	if ((rc = meta_put_dentry(t, a->parent, a->name, in->ino, in->type)))
 		return rc;
-	if ((rc = meta_dir_changed(a->m, t, a->parent, now, a->type == META_T_DIR)))
+	if ((rc = meta_dir_changed_stat(a->m, t, a->parent, now, a->type == META_T_DIR,
+					parent_dir(a->want_dir, dir))))
 		return rc;
 	if (a->type == META_T_FILE && (a->flags & META_O_WRITE) &&
 	    (rc = put_session(a->m, t, in->ino, a->rq ? a->rq->client : 0, &a->session)))
 		return rc;
 	if ((rc = meta_idem_put(a->m, t, a->rq, op, 0, in->ino, a->session)))
 		return rc;
-	return parent_after(t, a->want_dir, dir, &a->dir_ok);
+	a->dir_ok = a->want_dir;
+	return 0;
 }
 
 /* DIR: meta_create_dir's, or NULL. */
@@ -633,11 +632,13 @@ static int remove_body(kv_txn *t, void *arg)
 		return rc;
 	if ((rc = drop_link(a->m, t, &a->in, now)))
 		return rc;
-	if ((rc = meta_dir_changed(a->m, t, a->parent, now, a->dir_op ? -1 : 0)))
+	if ((rc = meta_dir_changed_stat(a->m, t, a->parent, now, a->dir_op ? -1 : 0,
+					parent_dir(a->want_dir, &a->dir))))
 		return rc;
 	if ((rc = meta_idem_put(a->m, t, a->rq, op, 0, d.ino, 0)))
 		return rc;
-	return parent_after(t, a->want_dir, &a->dir, &a->dir_ok);
+	a->dir_ok = a->want_dir;
+	return 0;
 }
 
 /* DIR: meta_unlink_dir's, or NULL. */
