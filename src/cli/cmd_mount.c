@@ -571,6 +571,7 @@ int cli_mount(int argc, char **argv)
 			goto out;
 		}
 		meta_client_set_local(meta, meta_local_call, local);
+		meta_client_set_local_req(meta, meta_local_call_req);
 		LOG_NOTICE("mount", "meta in-process on %s (reads, namespace changes, store-only "
 		           "open/close/setattr; the rest "
 		           "to meta %s)", mc.meta_local, metabuf);

@@ -112,6 +112,7 @@ struct meta_client {
 	_Atomic int no_dir_replies; /* meta answered CREATE_DIR/UNLINK_DIR "bad type" */
 	_Atomic int no_close_many;  /* meta answered CLOSE_MANY "bad type" */
 	meta_client_local_fn local;  /* in-process instance, or NULL */
+	meta_client_local_req_fn local_req; /* its direct calls, or NULL */
 	void *local_arg;
 	_Atomic int kick;            /* GC kicks: enum kick_state */
 	_Atomic int no_gc_kick;      /* meta answered GC_KICK "bad type" */
@@ -306,6 +307,8 @@ void meta_client_set_local(meta_client *c, meta_client_local_fn fn, void *arg)
 {
 	c->local = fn;
 	c->local_arg = arg;
+	if (!fn)
+		c->local_req = NULL;
 	buf_reset(&c->kick_req);
 	if (fn) {
 		struct meta_rpc_req *m = calloc(1, sizeof(*m));
@@ -316,6 +319,11 @@ void meta_client_set_local(meta_client *c, meta_client_local_fn fn, void *arg)
 			free(m);
 		}
 	}
+}
+
+void meta_client_set_local_req(meta_client *c, meta_client_local_req_fn fn)
+{
+	c->local_req = c->local ? fn : NULL;
 }
 
 int meta_client_has_local(const meta_client *c)
@@ -461,10 +469,11 @@ static void kick_gc(meta_client *c, uint16_t type)
 	}
 }
 
-/* Sends the encoded request of TYPE with failover; on success the reply
- * payload is in RESP. Returns 0 or the final error. */
-static int send_with_failover(meta_client *c, uint16_t type, const struct buf *req,
-			      uint64_t route, struct buf *resp)
+/* Sends the encoded request of TYPE with failover (through the
+ * in-process instance first when TRY_LOCAL); on success the reply payload
+ * is in RESP. Returns 0 or the final error. */
+static int send_ex(meta_client *c, uint16_t type, const struct buf *req, uint64_t route,
+		   struct buf *resp, int try_local)
 {
 	uint64_t deadline = clock_mono_ns() + (uint64_t)c->retry_ms * 1000000u;
 	uint32_t backoff = BACKOFF_MIN_MS;
@@ -473,7 +482,7 @@ static int send_with_failover(meta_client *c, uint16_t type, const struct buf *r
 	int rc = -CFS_EUNAVAIL, attempts = 0;
 
 	atomic_fetch_add_explicit(&c->calls, 1, memory_order_relaxed);
-	if (c->local) {
+	if (c->local && try_local) {
 		rc = c->local(c->local_arg, type, req->data, req->len, resp, last_err,
 			      sizeof(last_err));
 		if (rc <= 0 && !failover_error(rc)) {
@@ -536,6 +545,12 @@ static int send_with_failover(meta_client *c, uint16_t type, const struct buf *r
 out:
 	note_error(rc, resp);
 	return rc;
+}
+
+static int send_with_failover(meta_client *c, uint16_t type, const struct buf *req,
+			      uint64_t route, struct buf *resp)
+{
+	return send_ex(c, type, req, route, resp, 1);
 }
 
 int meta_client_call_raw(meta_client *c, uint16_t type, const struct buf *req,
@@ -607,9 +622,30 @@ static int call_keep(meta_client *c, const struct meta_cred *cr, struct meta_rpc
 	m->seq = m->idem_low = 0;
 	if (meta_rpc_is_mutation(m->type))
 		m->seq = seq_draw(c, &m->idem_low);
+	/* A direct call (meta_local.h): no bytes either way. It answers
+	 * as send_ex's in-process call would, and what it passes on (1) or
+	 * fails over goes the encoded way, not to the instance again. */
+	int try_local = 1;
+	if (c->local_req) {
+		r->type = m->type;
+		rc = c->local_req(c->local_arg, m, r, last_err, sizeof(last_err));
+		if (rc <= 0 && !failover_error(rc)) {
+			atomic_fetch_add_explicit(&c->calls, 1, memory_order_relaxed);
+			if (rc == 0) {
+				last_err[0] = 0;
+				kick_gc(c, m->type);
+			}
+			if (m->idem_low)
+				seq_done(c, m->seq);
+			if (keep)
+				*keep = resp;
+			return rc;
+		}
+		try_local = rc == 1;
+	}
 	rc = meta_rpc_req_encode(&req, m);
 	if (rc == 0)
-		rc = send_with_failover(c, m->type, &req, route, &resp);
+		rc = send_ex(c, m->type, &req, route, &resp, try_local);
 	if (m->idem_low)
 		seq_done(c, m->seq);
 	if (rc == 0) {

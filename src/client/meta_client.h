@@ -102,6 +102,18 @@ typedef int (*meta_client_local_fn)(void *arg, uint16_t type, const uint8_t *req
  * and keep ARG alive until meta_client_free; NULL turns it off.
  * Threads: not concurrently with calls. */
 void meta_client_set_local(meta_client *c, meta_client_local_fn fn, void *arg);
+/* The in-process instance's direct calls (meta_local.h, meta_local_call_req):
+ * FN(ARG of meta_client_set_local, M, R, ERR, ERRLEN) runs the request M
+ * and fills R (type and caller memory set) as decoding its reply would,
+ * or returns 1 (META_LOCAL_PASS) for a type it does not take, before
+ * anything runs. A call tries FN first, then (passed on) the encoded way
+ * through the FN of meta_client_set_local, with the same outcomes. Set it
+ * after meta_client_set_local (ignored without one). Threads: as that. */
+struct meta_rpc_req;
+struct meta_rpc_resp;
+typedef int (*meta_client_local_req_fn)(void *arg, const struct meta_rpc_req *m,
+					struct meta_rpc_resp *r, char *err, size_t errlen);
+void meta_client_set_local_req(meta_client *c, meta_client_local_req_fn fn);
 /* 1 when an in-process instance is set (meta_client_set_local), else 0.
  * Any thread (not concurrently with meta_client_set_local). */
 int meta_client_has_local(const meta_client *c);

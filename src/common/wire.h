@@ -89,8 +89,8 @@ static inline size_t wire_left(const struct wire_reader *r) { return (size_t)(r-
 
 /* Each returns 0 or the latched negative error; *out is 0 on error. The
  * scalar getters and putters below are inline: a message codec calls them
- * per field, and out of line (a call, then a byte loop) they were a fifth
- * of the in-process meta path's codec instructions (docs/meta.md "The
+ * per field, and out of line (a call, then a byte loop) they were 15 % of
+ * the instructions of an in-process create (bench/history.md "The
  * in-process call's codec"). The rare paths (short input, a full buffer,
  * a latched error) stay in wire.c. */
 int wire_get_short_(struct wire_reader *r); /* latches -CFS_EPROTO; returns r->err */

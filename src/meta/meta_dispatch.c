@@ -263,7 +263,9 @@ static int run_op(meta_ctx *mc, struct meta_scratch *w, const struct meta_rpc_re
 		return rc < 0 ? rc : 0;
 	}
 	return -CFS_EBADMSG_TYPE;
-}static int reply_text(char *err, size_t errlen, const char *op, int rc, const char *detail)
+}
+
+static int reply_text(char *err, size_t errlen, const char *op, int rc, const char *detail)
 {
 	snprintf(err, errlen, "%s: %s%s%s", op, cfs_strerror(rc), detail ? ": " : "",
 		 detail ? detail : "");
@@ -293,36 +295,33 @@ int meta_request_kv_only(const struct meta_rpc_req *m)
 #define D_KV_ONLY 1   /* meta_dispatch_kv_only: leave what needs more than the KV */
 #define D_NO_IDEM 2   /* meta_dispatch_in_process: no idempotency record */
 
-static int dispatch(meta_ctx *mc, struct meta_scratch *s, uint16_t type, const uint8_t *p,
-		    uint32_t plen, char *err, size_t errlen, int *malformed, int mode)
+/* Runs the request decoded into S->req (operation name OP) in MODE; the
+ * reply goes to S->out encoded, or with DIRECT to *DIRECT as decoding
+ * that encoding would give (meta_rpc_resp_copy). */
+static int run_decoded(meta_ctx *mc, struct meta_scratch *s, const char *op, int mode,
+		       struct meta_rpc_resp *direct, char *err, size_t errlen)
 {
 	struct meta_rpc_req *m = &s->req;
 	struct meta_rpc_resp r;
 	char detail[256] = "";
-	const char *op = meta_rpc_name(type);
 	int rc;
 
-	*malformed = 0;
-	if (!op)
-		return reply_text(err, errlen, "meta", -CFS_EBADMSG_TYPE, NULL);
-	rc = meta_rpc_req_decode(type, p, plen, m);
-	if (rc == -CFS_EPROTO) {
-		*malformed = 1;
-		return reply_text(err, errlen, op, rc, "malformed payload");
-	}
-	if (rc)
-		return reply_text(err, errlen, op, rc, "field over its limit");
 	if ((mode & D_KV_ONLY) && !meta_request_kv_only(m))
 		return META_DISPATCH_PASS;
 	if (mode & D_NO_IDEM)
 		m->seq = m->idem_low = 0; /* meta_idem_check / _put: no record */
 	memset(&r, 0, sizeof(r));
-	r.type = type;
+	r.type = m->type;
 	buf_reset(&s->out);
 	s->list = NULL;
 	rc = run_op(mc, s, m, &r, detail, sizeof(detail));
 	if (rc < 0) {
 		reply_text(err, errlen, op, rc, *detail ? detail : NULL);
+	} else if (direct) {
+		rc = meta_rpc_resp_copy(direct, &r);
+		if (rc)
+			reply_text(err, errlen, op, rc, rc == -CFS_EPROTO ? "a reply inode of no known type"
+									 : "encoding the reply");
 	} else {
 		rc = meta_rpc_resp_encode(&s->out, &r);
 		if (rc)
@@ -331,6 +330,30 @@ static int dispatch(meta_ctx *mc, struct meta_scratch *s, uint16_t type, const u
 	free(s->list);
 	s->list = NULL;
 	return rc;
+}
+
+/* The request's own code: -CFS_EPROTO malformed, another over a limit. */
+static int bad_request(char *err, size_t errlen, const char *op, int rc)
+{
+	return reply_text(err, errlen, op, rc,
+			  rc == -CFS_EPROTO ? "malformed payload" : "field over its limit");
+}
+
+static int dispatch(meta_ctx *mc, struct meta_scratch *s, uint16_t type, const uint8_t *p,
+		    uint32_t plen, char *err, size_t errlen, int *malformed, int mode)
+{
+	const char *op = meta_rpc_name(type);
+	int rc;
+
+	*malformed = 0;
+	if (!op)
+		return reply_text(err, errlen, "meta", -CFS_EBADMSG_TYPE, NULL);
+	rc = meta_rpc_req_decode(type, p, plen, &s->req);
+	if (rc) {
+		*malformed = rc == -CFS_EPROTO;
+		return bad_request(err, errlen, op, rc);
+	}
+	return run_decoded(mc, s, op, mode, NULL, err, errlen);
 }
 
 int meta_dispatch(meta_ctx *mc, struct meta_scratch *s, uint16_t type, const uint8_t *p,
@@ -350,6 +373,23 @@ int meta_dispatch_in_process(meta_ctx *mc, struct meta_scratch *s, uint16_t type
 			     int *malformed)
 {
 	return dispatch(mc, s, type, p, plen, err, errlen, malformed, D_KV_ONLY | D_NO_IDEM);
+}
+
+int meta_dispatch_in_process_req(meta_ctx *mc, struct meta_scratch *s,
+				 const struct meta_rpc_req *m, struct meta_rpc_resp *out, char *err,
+				 size_t errlen)
+{
+	const char *op = meta_rpc_name(m->type);
+	int rc;
+
+	if (!op)
+		return reply_text(err, errlen, "meta", -CFS_EBADMSG_TYPE, NULL);
+	if (!meta_rpc_resp_copyable(m->type) || out->type != m->type)
+		return reply_text(err, errlen, op, -EINVAL, "no direct call of this type");
+	rc = meta_rpc_req_copy(&s->req, m);
+	if (rc)
+		return bad_request(err, errlen, op, rc);
+	return run_decoded(mc, s, op, D_KV_ONLY | D_NO_IDEM, out, err, errlen);
 }
 
 int meta_type_read_only(uint16_t t)

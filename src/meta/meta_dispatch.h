@@ -56,6 +56,20 @@ int meta_dispatch_kv_only(meta_ctx *mc, struct meta_scratch *s, uint16_t type,
 int meta_dispatch_in_process(meta_ctx *mc, struct meta_scratch *s, uint16_t type,
 			     const uint8_t *p, uint32_t plen, char *err, size_t errlen,
 			     int *malformed);
+/* meta_dispatch_in_process without the bytes, for a caller in this
+ * process (meta_local.h "Direct calls"): M is taken as
+ * meta_rpc_req_copy takes it (as if decoded from its encoding, checks and
+ * codes included), runs through the same operation code, and on success
+ * the reply goes to OUT (OUT->type M's type, its caller memory set as for
+ * meta_rpc_resp_decode) as meta_rpc_resp_copy gives it, instead of to
+ * S->out. The codes, reply texts and META_DISPATCH_PASS are
+ * meta_dispatch_in_process's; a reply the client's decoder would refuse
+ * (an inode of no known type) is -CFS_EPROTO here. M's type must have a
+ * copyable reply (meta_rpc_resp_copyable), else -EINVAL before anything
+ * runs. */
+int meta_dispatch_in_process_req(meta_ctx *mc, struct meta_scratch *s,
+				 const struct meta_rpc_req *m, struct meta_rpc_resp *out, char *err,
+				 size_t errlen);
 /* 1 when the decoded request M, of a type the KV-only set may hold
  * (meta_local.c local_type), runs on the KV alone in this instance: an
  * OPEN without META_O_TRUNC, a CLOSE with META_CLOSE_LEN_KNOWN, a SETATTR

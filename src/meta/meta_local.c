@@ -384,17 +384,13 @@ fail:
 	return rc;
 }
 
-int meta_local_call(void *arg, uint16_t type, const uint8_t *req, size_t len, struct buf *resp,
-		    char *err, size_t errlen)
+/* Takes the store for a call (the read lock) and a scratch into *N: 0,
+ * META_LOCAL_PASS (released to a compaction) or -ENOMEM, with nothing
+ * held then. */
+static int call_begin(struct meta_local *l, struct scratch_node **np)
 {
-	struct meta_local *l = arg;
 	struct scratch_node *n;
-	int malformed, rc;
 
-	if (!local_type(type))
-		return META_LOCAL_PASS;
-	if (len > UINT32_MAX)
-		return -CFS_EPROTO;
 	if (pthread_rwlock_tryrdlock(&l->rw)) {
 		/* the watch thread swaps the store, after the calls in flight
 		 * (which may wait on LMDB): a FUSE thread hands its reading
@@ -420,25 +416,71 @@ int meta_local_call(void *arg, uint16_t type, const uint8_t *req, size_t len, st
 		buf_init(&n->sc.out);
 	}
 	table_missing = 0;
-	rc = meta_dispatch_in_process(l->meta, &n->sc, type, req, (uint32_t)len, err, errlen,
-				      &malformed);
+	*np = n;
+	return 0;
+}
+
+/* Ends a call call_begin began whose dispatch returned RC: the store's
+ * read lock goes (N stays the caller's until call_put). Returns RC as
+ * meta_local_call answers it. */
+static int call_end(struct meta_local *l, int rc)
+{
 	pthread_rwlock_unlock(&l->rw);
 	/* A chain table this mount's routing does not know yet: nothing was
 	 * committed (the txn failed), and the service, whose routing may
 	 * have it, answers instead. */
 	if (rc < 0 && table_missing)
 		rc = META_DISPATCH_PASS;
-	if (rc != META_DISPATCH_PASS)
-		atomic_fetch_add_explicit(&l->calls, 1, memory_order_relaxed);
-	buf_reset(resp);
 	if (rc == META_DISPATCH_PASS)
-		rc = META_LOCAL_PASS;
-	else if (rc == 0 && buf_append(resp, n->sc.out.data, n->sc.out.len))
-		rc = -ENOMEM;
+		return META_LOCAL_PASS;
+	atomic_fetch_add_explicit(&l->calls, 1, memory_order_relaxed);
+	return rc;
+}
+
+static void call_put(struct meta_local *l, struct scratch_node *n)
+{
 	pthread_mutex_lock(&l->mu);
 	n->next = l->free_list;
 	l->free_list = n;
 	pthread_mutex_unlock(&l->mu);
+}
+
+int meta_local_call(void *arg, uint16_t type, const uint8_t *req, size_t len, struct buf *resp,
+		    char *err, size_t errlen)
+{
+	struct meta_local *l = arg;
+	struct scratch_node *n = NULL;
+	int malformed, rc;
+
+	if (!local_type(type))
+		return META_LOCAL_PASS;
+	if (len > UINT32_MAX)
+		return -CFS_EPROTO;
+	if ((rc = call_begin(l, &n)))
+		return rc;
+	rc = meta_dispatch_in_process(l->meta, &n->sc, type, req, (uint32_t)len, err, errlen,
+				      &malformed);
+	rc = call_end(l, rc);
+	buf_reset(resp);
+	if (rc == 0 && buf_append(resp, n->sc.out.data, n->sc.out.len))
+		rc = -ENOMEM;
+	call_put(l, n);
+	return rc;
+}
+
+int meta_local_call_req(void *arg, const struct meta_rpc_req *m, struct meta_rpc_resp *r,
+			char *err, size_t errlen)
+{
+	struct meta_local *l = arg;
+	struct scratch_node *n = NULL;
+	int rc;
+
+	if (!local_type(m->type) || !meta_rpc_resp_copyable(m->type))
+		return META_LOCAL_PASS;
+	if ((rc = call_begin(l, &n)))
+		return rc;
+	rc = call_end(l, meta_dispatch_in_process_req(l->meta, &n->sc, m, r, err, errlen));
+	call_put(l, n);
 	return rc;
 }
 

@@ -54,6 +54,7 @@
 #include <stdint.h>
 
 #include "common/buf.h"
+#include "meta/meta_proto.h"
 
 struct mgmtd_client;
 struct meta_local;
@@ -81,6 +82,20 @@ int meta_local_open(const struct meta_local_opts *o, struct meta_local **out, ch
  * not one this instance runs (send it to the service). */
 int meta_local_call(void *l, uint16_t type, const uint8_t *req, size_t len, struct buf *resp,
 		    char *err, size_t errlen);
+
+/* Direct calls. meta_local_call without the bytes: the request M and
+ * the reply R (R->type M's type, caller memory set as for
+ * meta_rpc_resp_decode) as structs, for the types whose reply borrows
+ * nothing from its bytes (meta_rpc_resp_copyable: LOOKUP, GETATTR,
+ * CREATE_DIR, UNLINK_DIR, MKDIR, ...). The same dispatch, operation code
+ * and outcomes as meta_local_call (meta_dispatch_in_process_req): what
+ * a caller gets in R is what it would decode from meta_local_call's
+ * reply, and META_LOCAL_PASS or a failover code again mean nothing
+ * committed ("No idempotency records" holds unchanged). A type not
+ * taken here: META_LOCAL_PASS before anything runs (the caller then
+ * encodes it). Any thread. */
+int meta_local_call_req(void *l, const struct meta_rpc_req *m, struct meta_rpc_resp *r,
+			char *err, size_t errlen);
 
 /* Calls answered here since open (not those passed to the service). */
 uint64_t meta_local_calls(const struct meta_local *l);

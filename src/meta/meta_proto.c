@@ -718,6 +718,16 @@ int meta_rpc_req_decode(uint16_t type, const void *p, size_t n, struct meta_rpc_
 
 /* ---- replies ---- */
 
+/* All of M but the caller's type and memory zeroed, as a decoder leaves it
+ * to fill. */
+static void resp_reset(struct meta_rpc_resp *m)
+{
+	struct meta_rpc_resp keep = *m;
+	memset(m, 0, sizeof(*m));
+	m->type = keep.type, m->inode = keep.inode, m->dir = keep.dir, m->layout = keep.layout;
+	m->ents = keep.ents, m->ents_cap = keep.ents_cap;
+}
+
 int meta_rpc_resp_encode(struct buf *b, const struct meta_rpc_resp *m)
 {
 	const struct msg *d = find(m->type);
@@ -732,12 +742,8 @@ int meta_rpc_resp_decode(const void *p, size_t n, struct meta_rpc_resp *m)
 {
 	const struct msg *d = find(m->type);
 	struct wire_reader r;
-	struct meta_rpc_resp keep = *m;
 
-	/* all but the caller's type and memory is overwritten */
-	memset(m, 0, sizeof(*m));
-	m->type = keep.type, m->inode = keep.inode, m->dir = keep.dir, m->layout = keep.layout;
-	m->ents = keep.ents, m->ents_cap = keep.ents_cap;
+	resp_reset(m);
 	if (!d)
 		return -CFS_EPROTO;
 	wire_reader_init(&r, p, n);
@@ -746,6 +752,215 @@ int meta_rpc_resp_decode(const void *p, size_t n, struct meta_rpc_resp *m)
 	if (d->resp_check)
 		d->resp_check(&r, m);
 	return r.err;
+}
+
+/* ---- copies without the bytes (meta_proto.h "Direct calls") ----
+ *
+ * Each copy walks the same row as the codecs and gives, field by field,
+ * what the decoder reads back from what the encoder writes: values the
+ * encoder normalises (a flag as 0/1, a length record without has_len,
+ * a clamped chain count, a target only for symlinks) are normalised the
+ * same way, and every check the decoder makes on well-formed bytes (name
+ * and blob bounds, ranges, the request's watermark, the lock rules, the
+ * inode type) is made on the value. tests/meta/test_meta_proto.c
+ * compares the two on every named type. */
+
+static const uint8_t empty_bytes[1]; /* a present empty blob: the decoder's pointer is non-NULL */
+
+/* The flag F of SRC at P to Q as 0/1; returns the field the copy goes on
+ * after (past the fields that travel only when it is set). */
+static const struct field *copy_bool(const struct field *f, void *q, const void *p)
+{
+	*(int *)q = *(const int *)p ? 1 : 0;
+	return *(int *)q ? f : f + f->cond;
+}
+
+/* The scalar member of kind K at P to Q. */
+static void copy_scalar(uint8_t k, void *q, const void *p)
+{
+	switch (k) {
+	case FK_U8: *(uint8_t *)q = *(const uint8_t *)p; break;
+	case FK_U32: *(uint32_t *)q = *(const uint32_t *)p; break;
+	case FK_U64: *(uint64_t *)q = *(const uint64_t *)p; break;
+	case FK_I64: *(int64_t *)q = *(const int64_t *)p; break;
+	}
+}
+
+/* Copies the scalar fields F (FK_U8..FK_I64 only) of SRC to DST. */
+static void copy_scalars(const struct field *f, void *dst, const void *src)
+{
+	for (; f->kind != FK_END; f++)
+		copy_scalar(f->kind, AT(dst, f->off, void *), CAT(src, f->off, const void *));
+}
+
+static void copy_layout(struct meta_layout *d, const struct meta_layout *s)
+{
+	uint32_t n = s->nchains <= META_MAX_STRIPE ? s->nchains : META_MAX_STRIPE;
+	copy_scalars(layout_fields, d, s);
+	d->nchains = n;
+	memcpy(d->chains, s->chains, n * sizeof(d->chains[0]));
+}
+
+/* get_inode(put_inode(S)) into D (NULL: only checked): 0 or -CFS_EPROTO. */
+static int copy_inode(struct meta_inode *d, const struct meta_inode *s)
+{
+	if (s->type < META_T_FILE || s->type > META_T_MAX)
+		return -CFS_EPROTO;
+	if (!d)
+		return 0;
+	uint32_t tl = s->type == META_T_SYMLINK && s->target_len <= META_SYMLINK_MAX
+			      ? s->target_len : 0;
+	memset(d, 0, offsetof(struct meta_inode, layout));
+	copy_scalars(inode_fields, d, s);
+	d->has_layout = s->has_layout ? 1 : 0;
+	if (d->has_layout)
+		copy_layout(&d->layout, &s->layout);
+	else
+		d->layout.nchains = 0;
+	memcpy(d->target, s->target, tl);
+	d->target[tl] = 0;
+	d->target_len = tl;
+	d->rdev = 0;
+	return 0;
+}
+
+int meta_rpc_req_copy(struct meta_rpc_req *dst, const struct meta_rpc_req *src)
+{
+	const struct msg *d = find(src->type);
+	const struct field *f;
+	int err = 0;
+	memset(dst, 0, sizeof(*dst));
+	dst->type = src->type;
+	if (!d)
+		return -CFS_EPROTO;
+	if (src->ngroups > META_RPC_GROUPS_MAX)
+		return -EINVAL;
+	dst->uid = src->uid;
+	dst->gid = src->gid;
+	dst->ngroups = src->ngroups;
+	memcpy(dst->groups, src->groups, src->ngroups * sizeof(src->groups[0]));
+	dst->client = src->client;
+	dst->seq = src->seq;
+	for (f = d->req; f->kind != FK_END; f++) {
+		void *q = AT(dst, f->off, void *);
+		const void *p = CAT(src, f->off, const void *);
+		switch (f->kind) {
+		case FK_BOOL: f = copy_bool(f, q, p); break;
+		case FK_NAME: {
+			const struct meta_name *n = p;
+			if (n->n > META_NAME_MAX) {
+				err = err ? err : -ENAMETOOLONG;
+				break;
+			}
+			*(struct meta_name *)q = (struct meta_name){ n->n ? n->p : (const char *)empty_bytes,
+								   n->n };
+			break;
+		}
+		case FK_BLOB: {
+			const uint8_t *b = *(const uint8_t *const *)p;
+			uint32_t len = *CAT(src, f->off2, const uint32_t *);
+			if (len > f->max || len % f->unit) {
+				err = err ? err : len > f->max ? f->err : -CFS_EPROTO;
+				break;
+			}
+			*(const uint8_t **)q = len ? b : empty_bytes;
+			*AT(dst, f->off2, uint32_t *) = len;
+			break;
+		}
+		case FK_LEN: {
+			const struct meta_length *l = CAT(src, f->off2, const struct meta_length *);
+			int has = *(const int *)p ? 1 : 0;
+			*(int *)q = has;
+			if (has)
+				*AT(dst, f->off2, struct meta_length *) = *l;
+			break;
+		}
+		default: copy_scalar(f->kind, q, p); break;
+		}
+	}
+	for (const struct field *g = d->req; g < f && !err; g++) {
+		uint32_t v;
+		if (g->kind != FK_U32 || !g->err)
+			continue;
+		v = *AT(dst, g->off, uint32_t *);
+		if (v < g->min || v > g->max)
+			err = g->err;
+	}
+	if (!err && dst->idem_low > dst->seq)
+		err = -CFS_EPROTO;
+	if (d->req_check) {
+		struct wire_reader r = { NULL, NULL, err };
+		d->req_check(&r, dst);
+		err = r.err;
+	}
+	return err;
+}
+
+int meta_rpc_resp_copyable(uint16_t type)
+{
+	const struct msg *d = find(type);
+	if (!d)
+		return 0;
+	for (const struct field *f = d->resp; f->kind != FK_END; f++)
+		if (f->kind == FK_NAME || f->kind == FK_BLOB || f->kind == FK_LEN ||
+		    f->kind == FK_DIRENTS || f->kind == FK_PLUS || f->kind == FK_PLUSD)
+			return 0;
+	return 1;
+}
+
+int meta_rpc_resp_copy(struct meta_rpc_resp *dst, const struct meta_rpc_resp *src)
+{
+	const struct msg *d = find(dst->type);
+	const struct field *f;
+	int err = 0;
+
+	if (!d || !meta_rpc_resp_copyable(dst->type))
+		return -EINVAL;
+	/* what the encoder refuses first: a record pointer NULL */
+	for (f = d->resp; f->kind != FK_END; f++) {
+		const void *p = CAT(src, f->off, const void *);
+		if ((f->kind == FK_INODE || f->kind == FK_LAYOUT || f->kind == FK_RDEV ||
+		     f->kind == FK_IFLAG) && !*(const void *const *)p)
+			return -EINVAL;
+		if (f->kind == FK_BOOL && !*(const int *)p)
+			f += f->cond;
+	}
+	resp_reset(dst);
+	for (f = d->resp; f->kind != FK_END && !err; f++) {
+		void *q = AT(dst, f->off, void *);
+		const void *p = CAT(src, f->off, const void *);
+		switch (f->kind) {
+		case FK_BOOL: f = copy_bool(f, q, p); break;
+		case FK_INODE:
+			err = copy_inode(*(struct meta_inode **)q, *(const struct meta_inode *const *)p);
+			break;
+		case FK_LAYOUT: {
+			struct meta_layout *l = *(struct meta_layout **)q;
+			if (l)
+				copy_layout(l, *(const struct meta_layout *const *)p);
+			break;
+		}
+		case FK_RDEV: {
+			struct meta_inode *in = *(struct meta_inode **)q;
+			if (in)
+				in->rdev = (*(const struct meta_inode *const *)p)->rdev;
+			break;
+		}
+		case FK_IFLAG: {
+			struct meta_inode *in = *(struct meta_inode **)q;
+			if (in)
+				in->idata = (*(const struct meta_inode *const *)p)->idata ? 1 : 0;
+			break;
+		}
+		default: copy_scalar(f->kind, q, p); break;
+		}
+	}
+	if (d->resp_check) {
+		struct wire_reader r = { NULL, NULL, err };
+		d->resp_check(&r, dst);
+		err = r.err;
+	}
+	return err;
 }
 
 /* ---- LOOKUP_PLUS entries: a name blob, an inode, its tail (rdev, inline flag) ---- */

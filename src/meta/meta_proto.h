@@ -288,6 +288,26 @@ int meta_rpc_resp_encode(struct buf *b, const struct meta_rpc_resp *m);
  * field's content but still checks it). Other fields are overwritten. */
 int meta_rpc_resp_decode(const void *p, size_t n, struct meta_rpc_resp *m);
 
+/* Direct calls: a caller in the process of the meta instance it calls
+ * (meta_local.h "Direct calls") hands over and takes back the structs,
+ * and these copies stand for the codec on the way. meta_rpc_req_copy
+ * gives DST what meta_rpc_req_decode(SRC->type, the bytes
+ * meta_rpc_req_encode(SRC) writes) gives and returns its code, for a SRC
+ * the encoder takes whole (ngroups <= META_RPC_GROUPS_MAX, otherwise
+ * -EINVAL; names and blobs in memory, under 4 GiB); DST's pointers borrow
+ * SRC's memory instead of the bytes. meta_rpc_resp_copyable: 1 when
+ * TYPE's reply borrows nothing from its bytes (no name, blob or entries:
+ * its inodes and layout go to caller memory), which meta_rpc_resp_copy
+ * takes. meta_rpc_resp_copy gives DST (type and caller memory set as for
+ * meta_rpc_resp_decode) what decoding SRC's encoding gives, and returns
+ * the encoder's code (-EINVAL: a record pointer NULL, DST untouched) or
+ * else the decoder's (-CFS_EPROTO: an inode of no known type); -EINVAL
+ * for a type not copyable. tests/meta/test_meta_proto.c checks both
+ * against the codecs on random messages of every type. Thread-safe. */
+int meta_rpc_req_copy(struct meta_rpc_req *dst, const struct meta_rpc_req *src);
+int meta_rpc_resp_copyable(uint16_t type);
+int meta_rpc_resp_copy(struct meta_rpc_resp *dst, const struct meta_rpc_resp *src);
+
 /* LOOKUP_PLUS entries. put appends one entry (name DE, inode IN) to B:
  * 0 or -ENOMEM. next decodes the entry at *P (N bytes left) into DE and
  * IN and advances both: 0, or -CFS_EPROTO (bad entry). */

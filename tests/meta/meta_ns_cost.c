@@ -1,7 +1,7 @@
 /* meta_ns_cost.c - the in-process meta path of one create and one unlink,
  * for counting (not a test: built, never run by ctest).
  *
- *   meta_ns_cost DIR NFILES NDIRS [URLOPTS]
+ *   meta_ns_cost [-b] DIR NFILES NDIRS [URLOPTS]
  *
  * Formats a fresh LMDB store under DIR (lmdb://DIR/meta?sync=window&
  * writemap=1, as `chainfs up` opens it, plus URLOPTS), makes NDIRS
@@ -9,9 +9,11 @@
  * instance (meta_local.c) runs for the peer job `meta-bench meta M NFILES
  * NDIRS 1 1`: per file i (in directory i % NDIRS) an encoded CREATE_DIR
  * (O_EXCL | write | inline, as fuse_fs.c sends for open(O_CREAT|O_EXCL|
- * O_WRONLY)) through meta_dispatch_in_process, the sessions closed in
- * batches of META_CLOSE_MANY_MAX (the mount's closer), then one encoded
- * UNLINK_DIR per file. Each phase's CPU time per operation is printed.
+ * O_WRONLY)) as a direct call (meta_dispatch_in_process_req, as the
+ * mount's meta_local_call_req; -b: encoded, through
+ * meta_dispatch_in_process and the reply decoded), the sessions closed in
+ * batches of META_CLOSE_MANY_MAX (the mount's closer), then one UNLINK_DIR
+ * per file, likewise. Each phase's CPU time per operation is printed.
  *
  * Under valgrind --tool=callgrind --collect-atstart=no only the create
  * phase and the unlink phase are collected (each dumped on its own:
@@ -63,10 +65,21 @@ static void req_at(struct meta_rpc_req *r, uint16_t type, uint64_t dir, char *na
 	r->name = meta_name_c(name);
 }
 
-static int call(meta_ctx *m, struct meta_scratch *s, struct buf *b, struct meta_rpc_req *r)
+static int bytes; /* -b */
+
+/* R run as the mount runs it, its reply into RESP (type and caller memory
+ * set). */
+static int call(meta_ctx *m, struct meta_scratch *s, struct buf *b, struct meta_rpc_req *r,
+		struct meta_rpc_resp *resp)
 {
 	char err[256];
 	int malformed;
+	if (!bytes) {
+		int rc = meta_dispatch_in_process_req(m, s, r, resp, err, sizeof(err));
+		if (rc)
+			fprintf(stderr, "type %u: %d %s\n", r->type, rc, err);
+		return rc;
+	}
 	buf_reset(b);
 	if (meta_rpc_req_encode(b, r))
 		return -ENOMEM;
@@ -74,13 +87,21 @@ static int call(meta_ctx *m, struct meta_scratch *s, struct buf *b, struct meta_
 					  sizeof(err), &malformed);
 	if (rc)
 		fprintf(stderr, "type %u: %d %s\n", r->type, rc, err);
+	if (rc == 0 && meta_rpc_resp_decode(s->out.data, s->out.len, resp)) {
+		fprintf(stderr, "type %u: the reply does not decode\n", r->type);
+		return -1;
+	}
 	return rc;
 }
 
 int main(int argc, char **argv)
 {
+	if (argc > 1 && !strcmp(argv[1], "-b")) {
+		bytes = 1;
+		argv++, argc--;
+	}
 	if (argc < 4) {
-		fprintf(stderr, "usage: %s DIR NFILES NDIRS [URLOPTS]\n", argv[0]);
+		fprintf(stderr, "usage: %s [-b] DIR NFILES NDIRS [URLOPTS]\n", argv[0]);
 		return 2;
 	}
 	int nfiles = atoi(argv[2]), ndirs = atoi(argv[3]);
@@ -126,16 +147,12 @@ int main(int argc, char **argv)
 		req_at(&r, META_RPC_CREATE_DIR, dirs[i % ndirs], name, sizeof(name), i);
 		r.mode = 0644;
 		r.flags = META_O_WRITE | META_O_IDATA | META_O_EXCL;
-		if (call(m, s, &b, &r))
-			return 1;
 		memset(&resp, 0, sizeof(resp));
 		resp.type = META_RPC_CREATE_DIR;
 		resp.inode = &in;
 		resp.dir = &dir;
-		if (meta_rpc_resp_decode(s->out.data, s->out.len, &resp)) {
-			fprintf(stderr, "create reply does not decode\n");
+		if (call(m, s, &b, &r, &resp))
 			return 1;
-		}
 		pairs[2 * i] = in.ino;
 		pairs[2 * i + 1] = resp.session;
 	}
@@ -154,7 +171,10 @@ int main(int argc, char **argv)
 	CALLGRIND_TOGGLE_COLLECT;
 	for (int i = 0; i < nfiles; i++) {
 		req_at(&r, META_RPC_UNLINK_DIR, dirs[i % ndirs], name, sizeof(name), i);
-		if (call(m, s, &b, &r))
+		memset(&resp, 0, sizeof(resp));
+		resp.type = META_RPC_UNLINK_DIR;
+		resp.dir = &dir;
+		if (call(m, s, &b, &r, &resp))
 			return 1;
 	}
 	CALLGRIND_TOGGLE_COLLECT;

@@ -140,6 +140,76 @@ static void test_hook(void **state)
 	meta_client_free(c);
 }
 
+/* The direct hook of test_direct_hook (meta_client_set_local_req): ARG
+ * is the set_local hook's; answers a getattr with size 4343. */
+static int dcalls, drc;
+static uint64_t dseq;
+
+static int direct_fn(void *arg, const struct meta_rpc_req *m, struct meta_rpc_resp *r,
+		     char *err, size_t errlen)
+{
+	assert_non_null(arg);
+	dcalls++;
+	dseq = m->seq;
+	if (drc) {
+		snprintf(err, errlen, "GETATTR: from the direct hook");
+		return drc;
+	}
+	assert_int_equal(r->type, m->type);
+	memset(r->inode, 0, sizeof(*r->inode));
+	r->inode->ino = m->ino, r->inode->type = META_T_FILE, r->inode->size = 4343;
+	return 0;
+}
+
+/* Direct calls first: an answer or an operation error from the direct
+ * hook is the call's (the encoded hook and the instance untouched); a
+ * pass goes to the encoded hook; a failover error goes to the instance,
+ * not to the encoded hook (a call is tried in-process once); without the
+ * encoded hook the direct one is off too. */
+static void test_direct_hook(void **state)
+{
+	meta_client *c = dead_client();
+	struct meta_inode in;
+	struct meta_client_stats st;
+	struct hook h = {0};
+	meta_client_set_local_req(c, direct_fn); /* no local yet: ignored */
+	meta_client_set_local(c, hook_fn, &h);
+	meta_client_set_local_req(c, direct_fn);
+
+	assert_int_equal(meta_client_getattr(c, NULL, 77, &in), 0);
+	assert_int_equal(dcalls, 1);
+	assert_int_equal(h.calls, 0);
+	assert_int_equal(in.ino, 77);
+	assert_int_equal(in.size, 4343);
+
+	drc = -ENOENT;
+	assert_int_equal(meta_client_getattr(c, NULL, 78, &in), -ENOENT);
+	assert_string_equal(meta_client_last_error(), "GETATTR: from the direct hook");
+	assert_int_equal(h.calls, 0);
+
+	drc = 1; /* META_LOCAL_PASS: the encoded hook answers */
+	assert_int_equal(meta_client_getattr(c, NULL, 79, &in), 0);
+	assert_int_equal(in.size, 4242);
+	assert_int_equal(h.calls, 1);
+	assert_int_equal(h.ino, 79);
+	meta_client_get_stats(c, &st);
+	assert_int_equal(st.failovers, 0);
+
+	drc = -CFS_EUNAVAIL; /* to the (dead) instance, not to the encoded hook */
+	int rc = meta_client_getattr(c, NULL, 80, &in);
+	assert_true(rc < 0 && rc != -ENOENT);
+	assert_int_equal(h.calls, 1);
+	meta_client_get_stats(c, &st);
+	assert_true(st.failovers >= 1);
+	assert_int_equal(dcalls, 4);
+
+	meta_client_set_local(c, NULL, NULL); /* both off */
+	rc = meta_client_getattr(c, NULL, 81, &in);
+	assert_true(rc < 0 && rc != -ENOENT);
+	assert_int_equal(dcalls, 4);
+	meta_client_free(c);
+}
+
 /* The kicks the server got, and those it has not answered yet. */
 static pthread_mutex_t kick_mu = PTHREAD_MUTEX_INITIALIZER;
 static int nkicks;
@@ -294,6 +364,7 @@ static void on_store_open(struct on_store *o)
 	assert_int_equal(meta_local_open(&lo, &o->l, err, sizeof(err)), 0);
 	o->c = dead_client();
 	meta_client_set_local(o->c, meta_local_call, o->l);
+	meta_client_set_local_req(o->c, meta_local_call_req); /* as the mount: direct calls */
 }
 
 static void on_store_close(struct on_store *o)
@@ -457,6 +528,7 @@ int main(void)
 		cmocka_unit_test(test_local_no_idem),
 		cmocka_unit_test(test_seq_across_local),
 		cmocka_unit_test(test_hook),
+		cmocka_unit_test(test_direct_hook),
 		cmocka_unit_test(test_gc_kicks),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

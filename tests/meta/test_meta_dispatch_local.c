@@ -265,6 +265,146 @@ static void test_no_idem(void **state)
 	assert_int_equal(run_as(1, &m, seq - 1, NULL), -ENOENT);
 }
 
+/* ---- direct calls (meta_dispatch_in_process_req) ---- */
+
+static struct fx F2;
+static meta_ctx *M2;
+static struct meta_scratch *S2;
+
+/* An inode with what differs between two stores run alike zeroed: the
+ * times (the clock), the layout seed and the chains it picked (random). */
+static void norm_inode(struct meta_inode *in)
+{
+	in->atime = in->mtime = in->ctime = 0;
+	in->layout.seed = 0;
+	memset(in->layout.chains, 0, sizeof(in->layout.chains));
+}
+
+/* M0 run on M through the bytes (meta_dispatch_in_process, the reply
+ * decoded) and on M2 directly; asserts the same code, reply text and
+ * reply (inode, session given or not, parent), and returns the code. */
+static int both(struct meta_rpc_req *m0, const struct meta_cred *c, struct meta_inode *out)
+{
+	static struct meta_inode i1, i2, d1, d2;
+	struct buf b = BUF_INIT;
+	char e1[256] = "", e2[256] = "";
+	int malformed;
+	m0->client = CLIENT;
+	m0->seq = next_seq, m0->idem_low = next_seq++; /* as the mount sends them */
+	m0->uid = c->uid, m0->gid = c->gid, m0->ngroups = 0;
+	memset(&i1, 0x5a, sizeof(i1)), memset(&i2, 0x5a, sizeof(i2));
+	memset(&d1, 0x5a, sizeof(d1)), memset(&d2, 0x5a, sizeof(d2));
+	struct meta_rpc_resp r1 = { .type = m0->type, .inode = &i1, .dir = &d1 };
+	struct meta_rpc_resp r2 = { .type = m0->type, .inode = &i2, .dir = &d2 };
+	assert_int_equal(meta_rpc_req_encode(&b, m0), 0);
+	int rc1 = meta_dispatch_in_process(M, S, m0->type, b.data, (uint32_t)b.len, e1,
+					   sizeof(e1), &malformed);
+	buf_fini(&b);
+	if (rc1 == 0)
+		assert_int_equal(meta_rpc_resp_decode(S->out.data, S->out.len, &r1), 0);
+	int rc2 = meta_dispatch_in_process_req(M2, S2, m0, &r2, e2, sizeof(e2));
+	print_message("%s: %d %s\n", meta_rpc_name(m0->type), rc1, e1);
+	assert_int_equal(rc1, rc2);
+	assert_string_equal(e1, e2);
+	if (rc1 == 0) {
+		norm_inode(&i1), norm_inode(&i2), norm_inode(&d1), norm_inode(&d2);
+		assert_memory_equal(&i1, &i2, sizeof(i1));
+		assert_memory_equal(&d1, &d2, sizeof(d1));
+		assert_int_equal(!r1.session, !r2.session);
+		r1.session = r2.session = 0;
+		r1.inode = r2.inode = NULL, r1.dir = r2.dir = NULL;
+		assert_memory_equal(&r1, &r2, sizeof(r1));
+		if (out)
+			*out = i1;
+	}
+	return rc1;
+}
+
+/* The same requests through the bytes and directly, on two stores that
+ * start alike: the same codes and texts (operation errors, a name over
+ * its limit caught as the decoder catches it, a request passed on), the
+ * same replies, and neither writes an idempotency record, so a request
+ * sent again runs again on both. */
+static void test_direct_same(void **state)
+{
+	(void)state;
+	struct meta_cred user = { 1000, 1000, 0, NULL };
+	struct meta_inode d, f, s;
+	char longname[META_NAME_MAX + 2];
+	fx_setup(&F2);
+	M2 = fx_meta(&F2, 1);
+	S2 = calloc(1, sizeof(*S2));
+	assert_non_null(S2);
+	buf_init(&S2->out);
+	memset(longname, 'a', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = 0;
+
+	struct meta_rpc_req m = { .type = META_RPC_MKDIR, .ino = R1, .name = meta_name_c("d"),
+				  .mode = 0755 };
+	assert_int_equal(both(&m, &FX_ROOT, &d), 0);
+	uint32_t cflags = META_O_EXCL | META_O_WRITE | META_O_IDATA;
+	m = (struct meta_rpc_req){ .type = META_RPC_CREATE_DIR, .ino = d.ino,
+				   .name = meta_name_c("f"), .mode = 0644, .flags = cflags };
+	assert_int_equal(both(&m, &FX_ROOT, &f), 0);
+	assert_int_equal(both(&m, &FX_ROOT, NULL), -EEXIST); /* sent again: runs again */
+	m.flags = META_O_WRITE;
+	assert_int_equal(both(&m, &FX_ROOT, NULL), 0); /* opens the file */
+	m.flags = cflags;
+	m.ino = 999999;
+	assert_int_equal(both(&m, &FX_ROOT, NULL), -ENOENT);
+	m.ino = f.ino;
+	assert_int_equal(both(&m, &FX_ROOT, NULL), -ENOTDIR);
+	m.ino = d.ino;
+	m.name = meta_name_c(longname);
+	assert_int_equal(both(&m, &FX_ROOT, NULL), -ENAMETOOLONG);
+	m.name = meta_name_c("g");
+	assert_int_equal(both(&m, &user, NULL), -EACCES);
+	m = (struct meta_rpc_req){ .type = META_RPC_LOOKUP, .ino = d.ino, .name = meta_name_c("f") };
+	assert_int_equal(both(&m, &FX_ROOT, NULL), 0);
+	m.name = meta_name_c("none");
+	assert_int_equal(both(&m, &FX_ROOT, NULL), -ENOENT);
+	m = (struct meta_rpc_req){ .type = META_RPC_GETATTR, .ino = d.ino };
+	assert_int_equal(both(&m, &FX_ROOT, NULL), 0);
+	m = (struct meta_rpc_req){ .type = META_RPC_SYMLINK, .ino = d.ino, .name = meta_name_c("s"),
+				   .data = (const uint8_t *)"target", .data_len = 6 };
+	assert_int_equal(both(&m, &FX_ROOT, &s), 0);
+	assert_int_equal(s.target_len, 6);
+	m = (struct meta_rpc_req){ .type = META_RPC_LINK, .ino = f.ino, .ino2 = d.ino,
+				   .name = meta_name_c("h") };
+	assert_int_equal(both(&m, &FX_ROOT, NULL), 0);
+	m = (struct meta_rpc_req){ .type = META_RPC_RENAME, .ino = d.ino, .name = meta_name_c("h"),
+				   .ino2 = d.ino, .name2 = meta_name_c("h2") };
+	assert_int_equal(both(&m, &FX_ROOT, NULL), 0);
+	m = (struct meta_rpc_req){ .type = META_RPC_SETATTR, .ino = f.ino,
+				   .sa = { .valid = META_SET_MODE, .mode = 0600 } };
+	assert_int_equal(both(&m, &FX_ROOT, NULL), 0);
+	m.sa = (struct meta_setattr){ .valid = META_SET_SIZE, .size = 5 };
+	assert_int_equal(both(&m, &FX_ROOT, NULL), META_DISPATCH_PASS); /* the service's */
+	m = (struct meta_rpc_req){ .type = META_RPC_UNLINK_DIR, .ino = d.ino, .name = meta_name_c("f") };
+	assert_int_equal(both(&m, &FX_ROOT, NULL), 0);
+	assert_int_equal(both(&m, &FX_ROOT, NULL), -ENOENT);
+	m = (struct meta_rpc_req){ .type = META_RPC_RMDIR, .ino = R1, .name = meta_name_c("d") };
+	assert_int_equal(both(&m, &FX_ROOT, NULL), -ENOTEMPTY);
+	m = (struct meta_rpc_req){ .type = META_RPC_UNLINK, .ino = d.ino, .name = meta_name_c("h2") };
+	assert_int_equal(both(&m, &FX_ROOT, NULL), 0);
+	m.name = meta_name_c("s");
+	assert_int_equal(both(&m, &FX_ROOT, NULL), 0);
+	m = (struct meta_rpc_req){ .type = META_RPC_RMDIR, .ino = R1, .name = meta_name_c("d") };
+	assert_int_equal(both(&m, &FX_ROOT, NULL), 0);
+	assert_int_equal(idem_keys(), 0);
+
+	/* a type whose reply borrows its bytes is refused before it runs */
+	char err[256];
+	struct meta_rpc_resp r = { .type = META_RPC_READDIR };
+	m = (struct meta_rpc_req){ .type = META_RPC_READDIR, .ino = R1, .count = 10 };
+	assert_int_equal(meta_dispatch_in_process_req(M2, S2, &m, &r, err, sizeof(err)), -EINVAL);
+
+	buf_fini(&S2->out);
+	free(S2);
+	meta_free(M2);
+	fx_teardown(&F2);
+}
+
 /* The other types are the type set's business: meta_request_kv_only is 1. */
 static void test_other_types(void **state)
 {
@@ -282,6 +422,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_forms, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_idem, setup, teardown),
 		cmocka_unit_test(test_other_types),
+		cmocka_unit_test_setup_teardown(test_direct_same, setup, teardown),
 	};
 	return fx_run_groups("meta dispatch kv-only", tests, sizeof(tests) / sizeof(tests[0]),
 			     argc, argv, NULL);

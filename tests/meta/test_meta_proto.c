@@ -15,6 +15,7 @@
 
 #include "common/status.h"
 #include "meta/meta_proto.h"
+#include "test_rand.h"
 
 struct golden {
 	uint8_t b[2048];
@@ -601,6 +602,175 @@ static void test_every_type(void **state)
 	assert_true(types >= 38); /* 200..225, 230..233, 240, 242, 260..262, 265..267 */
 }
 
+/* ---- copies without the bytes (meta_rpc_req_copy, meta_rpc_resp_copy) ---- */
+
+static uint64_t rng = 88172645463325252ull; /* one seed: a failure repeats */
+static uint64_t rnd(void) { return test_rand_next(&rng); }
+static void fill(void *p, size_t n) { test_rand_fill(&rng, p, n); }
+
+/* A small value mostly, sometimes any: ranges, flags and enums get hit. */
+static uint64_t pick(void)
+{
+	switch (rnd() % 4) {
+	case 0: return 0;
+	case 1: return 1 + rnd() % 4;
+	default: return rnd();
+	}
+}
+
+static uint8_t names[2][META_NAME_MAX + 8], blob[16 * META_CLOSE_MANY_MAX + 16];
+
+/* A request of TYPE with every field random, in the encoder's domain
+ * (ngroups <= META_RPC_GROUPS_MAX, names and the blob in memory), names
+ * and blob lengths across their limits. */
+static void random_req(struct meta_rpc_req *m, uint16_t type)
+{
+	fill(m, sizeof(*m));
+	m->type = type;
+	m->ngroups = (uint32_t)(rnd() % 4 ? rnd() % 4 : rnd() % (META_RPC_GROUPS_MAX + 1));
+	uint32_t *u32s[] = { &m->uid, &m->gid, &m->mode, &m->flags, &m->count, &m->chunk_size,
+			     &m->stripe, &m->table_id };
+	for (size_t i = 0; i < sizeof(u32s) / sizeof(u32s[0]); i++)
+		*u32s[i] = (uint32_t)pick();
+	m->seq = pick(), m->idem_low = pick(), m->has_len = (int)pick(), m->query = (int)pick();
+	m->lock.kind = (uint8_t)pick(), m->lock.type = (uint8_t)pick();
+	m->lock.start = pick(), m->lock.end = pick();
+	size_t n1 = rnd() % 3 ? rnd() % 8 : META_NAME_MAX - 1 + rnd() % 4;
+	size_t n2 = rnd() % 3 ? rnd() % 8 : META_NAME_MAX - 1 + rnd() % 4;
+	fill(names, sizeof(names));
+	m->name = (struct meta_name){ (const char *)names[0], n1 };
+	m->name2 = (struct meta_name){ (const char *)names[1], n2 };
+	m->data = blob;
+	m->data_len = (uint32_t)(rnd() % 2 ? 8 * (rnd() % 4) : rnd() % sizeof(blob));
+	if (rnd() % 8 == 0)
+		m->data = NULL, m->data_len = 0;
+}
+
+/* Pointer members compared by what they point to, then zeroed. */
+static void req_norm(struct meta_rpc_req *a, struct meta_rpc_req *b)
+{
+	assert_int_equal(a->name.n, b->name.n);
+	assert_int_equal(a->name2.n, b->name2.n);
+	assert_int_equal(a->data_len, b->data_len);
+	assert_true(!a->name.p == !b->name.p && !a->name2.p == !b->name2.p && !a->data == !b->data);
+	if (a->name.n)
+		assert_memory_equal(a->name.p, b->name.p, a->name.n);
+	if (a->name2.n)
+		assert_memory_equal(a->name2.p, b->name2.p, a->name2.n);
+	if (a->data_len)
+		assert_memory_equal(a->data, b->data, a->data_len);
+	a->name.p = b->name.p = NULL;
+	a->name2.p = b->name2.p = NULL;
+	a->data = b->data = NULL;
+}
+
+/* Every named type, random requests: the copy gives what decoding the
+ * encoding gives, code and fields. */
+static void test_req_copy(void **state)
+{
+	(void)state;
+	static struct meta_rpc_req src, viaw, copy;
+	int errs = 0, oks = 0;
+	for (uint32_t t = 0; t <= UINT16_MAX; t++) {
+		if (!meta_rpc_name((uint16_t)t))
+			continue;
+		for (int i = 0; i < 400; i++) {
+			struct buf b = BUF_INIT;
+			random_req(&src, (uint16_t)t);
+			assert_int_equal(meta_rpc_req_encode(&b, &src), 0);
+			int rc1 = meta_rpc_req_decode((uint16_t)t, b.data, b.len, &viaw);
+			int rc2 = meta_rpc_req_copy(&copy, &src);
+			buf_fini(&b);
+			assert_int_equal(rc1, rc2);
+			if (rc1) {
+				errs++;
+				continue;
+			}
+			oks++;
+			req_norm(&viaw, &copy);
+			assert_memory_equal(&viaw, &copy, sizeof(viaw));
+		}
+	}
+	assert_true(errs > 100 && oks > 1000);
+}
+
+static void random_inode(struct meta_inode *in)
+{
+	fill(in, sizeof(*in));
+	in->type = (uint8_t)(rnd() % 10 ? 1 + rnd() % META_T_MAX : rnd() % 256);
+	in->has_layout = (int)pick(), in->idata = (int)pick();
+	in->layout.nchains = (uint32_t)(rnd() % 4 ? rnd() % 4 : rnd() % (2 * META_MAX_STRIPE));
+	in->target_len = (uint32_t)(rnd() % 4 ? rnd() % 16 : rnd() % (2 * META_SYMLINK_MAX));
+}
+
+/* Every type whose reply the copy takes, random replies (records of bad
+ * types, NULL record pointers, caller memory or none): the copy gives
+ * what encoding then decoding gives, code, fields and caller memory. */
+static void test_resp_copy(void **state)
+{
+	(void)state;
+	static struct meta_inode in, dir, o1, o2, d1, d2;
+	static struct meta_layout lay, l1, l2;
+	static struct meta_rpc_resp src;
+	int types = 0, errs = 0, oks = 0;
+	for (uint32_t t = 0; t <= UINT16_MAX; t++) {
+		if (!meta_rpc_name((uint16_t)t) || !meta_rpc_resp_copyable((uint16_t)t))
+			continue;
+		types++;
+		for (int i = 0; i < 300; i++) {
+			random_inode(&in);
+			random_inode(&dir);
+			fill(&lay, sizeof(lay));
+			lay.nchains = (uint32_t)(rnd() % 2 * META_MAX_STRIPE);
+			fill(&src, sizeof(src));
+			src.type = (uint16_t)t;
+			src.inode = rnd() % 16 ? &in : NULL;
+			src.dir = rnd() % 16 ? &dir : NULL;
+			src.layout = rnd() % 16 ? &lay : NULL;
+			src.has_layout = (int)pick(), src.has_lock = (int)pick();
+			src.has_idata = 0; /* IDATA_TAIL replies carry a blob: not copyable */
+			src.lock.kind = (uint8_t)pick(), src.lock.type = (uint8_t)pick();
+			src.lock.start = pick(), src.lock.end = pick();
+			/* the same caller memory on both sides, or none */
+			fill(&o1, sizeof(o1));
+			fill(&d1, sizeof(d1));
+			fill(&l1, sizeof(l1));
+			o2 = o1, d2 = d1, l2 = l1;
+			int want = (int)(rnd() % 8);
+			struct meta_rpc_resp r1 = { .type = (uint16_t)t, .inode = want & 1 ? &o1 : NULL,
+						    .dir = want & 2 ? &d1 : NULL,
+						    .layout = want & 4 ? &l1 : NULL };
+			struct meta_rpc_resp r2 = { .type = (uint16_t)t, .inode = want & 1 ? &o2 : NULL,
+						    .dir = want & 2 ? &d2 : NULL,
+						    .layout = want & 4 ? &l2 : NULL };
+			struct buf b = BUF_INIT;
+			int rc1 = meta_rpc_resp_encode(&b, &src);
+			if (rc1 == 0)
+				rc1 = meta_rpc_resp_decode(b.data, b.len, &r1);
+			buf_fini(&b);
+			int rc2 = meta_rpc_resp_copy(&r2, &src);
+			assert_int_equal(rc1, rc2);
+			if (rc1) {
+				errs++;
+				continue;
+			}
+			oks++;
+			assert_memory_equal(&o1, &o2, sizeof(o1));
+			assert_memory_equal(&d1, &d2, sizeof(d1));
+			assert_memory_equal(&l1, &l2, sizeof(l1));
+			r1.inode = r2.inode = NULL, r1.dir = r2.dir = NULL, r1.layout = r2.layout = NULL;
+			assert_memory_equal(&r1, &r2, sizeof(r1));
+		}
+	}
+	/* LOOKUP, GETATTR, CREATE_DIR, UNLINK_DIR among them; READDIR not */
+	assert_true(meta_rpc_resp_copyable(META_RPC_CREATE_DIR) &&
+		    meta_rpc_resp_copyable(META_RPC_UNLINK_DIR) &&
+		    meta_rpc_resp_copyable(META_RPC_LOOKUP) && meta_rpc_resp_copyable(META_RPC_GETATTR));
+	assert_false(meta_rpc_resp_copyable(META_RPC_READDIR) ||
+		     meta_rpc_resp_copyable(META_RPC_CREATE) || meta_rpc_resp_copyable(META_RPC_READLINK));
+	assert_true(types >= 20 && errs > 100 && oks > 1000);
+}
+
 /* LOOKUP_PLUSD entries: bytes ride only with an inline file and are
  * exactly its size; the walk returns them in place. */
 static void test_plusd_entries(void **state)
@@ -652,6 +822,8 @@ int main(void)
 		cmocka_unit_test(test_limits),
 		cmocka_unit_test(test_every_type),
 		cmocka_unit_test(test_plusd_entries),
+		cmocka_unit_test(test_req_copy),
+		cmocka_unit_test(test_resp_copy),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
