@@ -649,15 +649,22 @@ int file_io_length(file_io_inode *fi, struct meta_length *out)
 	return wrote;
 }
 
-int file_io_length_unreported(file_io_inode *fi, struct meta_length *out)
+/* file_io_length_unreported; caller holds fi->lock. */
+static int unreported_locked(struct file_io_inode *fi, struct meta_length *out)
 {
-	pthread_mutex_lock(&fi->lock);
 	out->length = fi->written;
 	out->truncate_ver = fi->truncate_ver;
 	int news = fi->wrote && !(fi->rep_valid && fi->rep_len == fi->written &&
 				  fi->rep_tv == fi->truncate_ver);
 	if (news)
 		fi->dirty = 0;
+	return news;
+}
+
+int file_io_length_unreported(file_io_inode *fi, struct meta_length *out)
+{
+	pthread_mutex_lock(&fi->lock);
+	int news = unreported_locked(fi, out);
 	pthread_mutex_unlock(&fi->lock);
 	return news;
 }
@@ -1498,6 +1505,23 @@ int file_io_drain(file_io_inode *fi)
 	fi->wb_err = 0;
 	pthread_mutex_unlock(&fi->lock);
 	return err;
+}
+
+int file_io_drain_unreported(file_io_inode *fi, int wait, struct meta_length *out, int *err)
+{
+	pthread_mutex_lock(&fi->lock);
+	uint64_t seq = fi->wb_seq; /* as file_io_drain: only what was queued before */
+	if (!wait && wb_before(fi, seq)) {
+		pthread_mutex_unlock(&fi->lock);
+		return -EAGAIN;
+	}
+	while (wb_before(fi, seq))
+		pthread_cond_wait(&fi->wb_cond, &fi->lock);
+	*err = fi->wb_err;
+	fi->wb_err = 0;
+	int news = unreported_locked(fi, out);
+	pthread_mutex_unlock(&fi->lock);
+	return news;
 }
 
 int file_io_settled(file_io_inode *fi)

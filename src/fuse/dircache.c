@@ -136,7 +136,10 @@ struct dircache {
 	size_t npend, pendcap;
 	uint64_t gen_next;
 	uint64_t fail_since_ns; /* 0: the last poll succeeded */
-	int unhealthy;
+	/* Set and cleared under mu; dircache_healthy reads it without (a
+	 * flag alone, publishing nothing: a read racing with the poll that
+	 * flips it takes either side, as it could under mu). */
+	_Atomic int unhealthy;
 	pthread_mutex_t poll_mu;   /* one poll at a time */
 	pthread_rwlock_t own_lock; /* own calls (read) vs a poll's read (write) */
 	pthread_t th;
@@ -723,10 +726,7 @@ int dircache_healthy(dircache *dc)
 {
 	if (!dc)
 		return 0;
-	pthread_mutex_lock(&dc->mu);
-	int h = !dc->unhealthy;
-	pthread_mutex_unlock(&dc->mu);
-	return h;
+	return !atomic_load_explicit(&dc->unhealthy, memory_order_relaxed);
 }
 
 struct snap {

@@ -113,7 +113,9 @@ struct fusefs {
 	pthread_mutex_t lock;      /* guards the two handle lists */
 	struct fusefs_file *files; /* open file handles, for cleanup at unmount */
 	struct fusefs_dir *dirs;   /* open directory handles, likewise */
-	size_t nlk_files;          /* files with lk_owners recorded; guarded by lock */
+	/* Files with lk_owners recorded: changed under lock, read without it
+	 * by the close path (lk_none). */
+	_Atomic size_t nlk_files;
 	int acl;                   /* the kernel enforces POSIX ACLs ("ACLs") */
 	pthread_mutex_t acl_lock;  /* guards acl_none, acc_none and acc_gen */
 	struct acl_none_slot {     /* directories known to have no default ACL */
@@ -404,9 +406,16 @@ static mode_t type_bits(uint8_t type)
 
 static void oa_untold(struct fusefs *fs, uint64_t ino);
 
-static void fill_stat(struct fusefs *fs, const struct meta_inode *in, struct stat *st)
+/* FI: IN's open state when the caller holds a reference to it (a create's
+ * new handle), else NULL: looked up here. */
+static void fill_stat_fi(struct fusefs *fs, const struct meta_inode *in, file_io_inode *fi,
+                         struct stat *st)
 {
-	oa_untold(fs, in->ino); /* these attributes may reach the kernel */
+	/* These attributes may reach the kernel. Open-ahead records files
+	 * only (oa_note): a directory's (every create's and unlink's parent,
+	 * dattr_put) has no slot to clear. */
+	if (in->type == META_T_FILE)
+		oa_untold(fs, in->ino);
 	memset(st, 0, sizeof(*st));
 	st->st_ino = in->ino;
 	st->st_mode = type_bits(in->type) | (in->mode & 07777);
@@ -416,12 +425,12 @@ static void fill_stat(struct fusefs *fs, const struct meta_inode *in, struct sta
 	st->st_rdev = (dev_t)in->rdev;
 	st->st_size = (off_t)in->size;
 	if (in->type == META_T_FILE && fs->o.fio) {
-		file_io_inode *fi = file_io_find(fs->o.fio, in->ino);
-		if (fi) {
-			uint64_t s = file_io_size(fi);
+		file_io_inode *found = fi ? NULL : file_io_find(fs->o.fio, in->ino);
+		if (fi || found) {
+			uint64_t s = file_io_size(fi ? fi : found);
 			if (s > in->size)
 				st->st_size = (off_t)s;
-			file_io_release(fs->o.fio, fi);
+			file_io_release(fs->o.fio, found);
 		}
 	}
 	st->st_blksize = 1 << 20;
@@ -434,6 +443,11 @@ static void fill_stat(struct fusefs *fs, const struct meta_inode *in, struct sta
 	st->st_mtim.tv_nsec = in->mtime % 1000000000;
 	st->st_ctim.tv_sec = in->ctime / 1000000000;
 	st->st_ctim.tv_nsec = in->ctime % 1000000000;
+}
+
+static void fill_stat(struct fusefs *fs, const struct meta_inode *in, struct stat *st)
+{
+	fill_stat_fi(fs, in, NULL, st);
 }
 
 /* ---- name caching (dircache.h) ----
@@ -652,14 +666,21 @@ static int dattr_get(struct fusefs *fs, uint64_t ino, struct stat *st, double *t
 	return hit;
 }
 
-static void fill_entry(struct fusefs *fs, const struct meta_inode *in, struct fuse_entry_param *e)
+/* FI as for fill_stat_fi. */
+static void fill_entry_fi(struct fusefs *fs, const struct meta_inode *in, file_io_inode *fi,
+                          struct fuse_entry_param *e)
 {
 	memset(e, 0, sizeof(*e));
 	e->ino = in->ino;
 	e->generation = 1;
 	e->attr_timeout = fs->o.attr_timeout;
 	e->entry_timeout = entry_ttl(fs);
-	fill_stat(fs, in, &e->attr);
+	fill_stat_fi(fs, in, fi, &e->attr);
+}
+
+static void fill_entry(struct fusefs *fs, const struct meta_inode *in, struct fuse_entry_param *e)
+{
+	fill_entry_fi(fs, in, NULL, e);
 }
 
 /* CACHE: 0 when the name must not stay in the kernel's cache (dc_note). */
@@ -676,11 +697,11 @@ static void reply_entry_c(fuse_req_t req, const struct meta_inode *in, int cache
  * glibc's thread cache and small bins: each malloc of one went through
  * _int_malloc's large-bin path and first consolidated the fast bins
  * (malloc_consolidate), each free through _int_free's locked path. The
- * requests of every create (LOOKUP, CREATE, GETATTR of the parent) keep
- * theirs on the stack instead: FUSE requests run on fuse_loop.c's threads
- * (default attributes: glibc gives them the process's stack limit, 8 MiB
- * by default, 2 MiB when unlimited), and meta's in-process calls below
- * them keep their large state on the heap. The other handlers allocate,
+ * requests of every create (LOOKUP, CREATE, GETATTR of the parent) and
+ * every unlink keep theirs on the stack instead: FUSE requests run on
+ * fuse_loop.c's threads (default attributes: glibc gives them the
+ * process's stack limit, 8 MiB by default, 2 MiB when unlimited), and
+ * meta's in-process calls below them keep their large state on the heap. The other handlers allocate,
  * as before. */
 static struct meta_inode *inode_new(fuse_req_t req)
 {
@@ -1313,6 +1334,19 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ff
 	}
 }
 
+/* Sends LEN, the unreported length FI gave, as INO's (no session
+ * needed) and records it as acknowledged. 0 or <0. */
+static int report_taken(struct fusefs *fs, file_io_inode *fi, uint64_t ino,
+                        const struct meta_length *len)
+{
+	struct meta_cred cr = {0, 0, 0, NULL};
+	uint64_t size = 0;
+	int rc = meta_client_sync(fs->o.meta, &cr, ino, len, 0, &size);
+	if (rc == 0)
+		file_io_length_reported(fi, len);
+	return rc;
+}
+
 /* Waits for the inode's write-behind writes, then hands this client's
  * written length to meta (query 0: our hint is exact for what we wrote;
  * storage acks are durable). 0 when nothing to say; a write-behind
@@ -1815,19 +1849,16 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	req_cred(req, &cb);
-	struct meta_inode *dir = inode_new(req);
-	if (!dir)
-		return;
+	struct meta_inode dir; /* the parent after the change ("INODE RECORDS") */
 	struct dattr_ticket dt = dattr_begin(fs, parent);
 	own_begin(fs);
-	int rc = meta_client_unlink_dir(fs->o.meta, &cb.c, parent, meta_name_c(name), dir);
+	int rc = meta_client_unlink_dir(fs->o.meta, &cb.c, parent, meta_name_c(name), &dir);
 	if (rc == 0) {
-		dattr_put(fs, parent, dt, dir);
+		dattr_put(fs, parent, dt, &dir);
 		dattr_forget_files(fs);
 	}
 	own_end(fs, parent, name, rc, -1);
 	fuse_reply_err(req, to_errno(rc));
-	free(dir);
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -1940,16 +1971,18 @@ static void file_drop(struct fusefs *fs, struct fusefs_file *f, const struct met
 	lock_drop_file(fs, f);
 	if (f->session)
 		la_changed(fs); /* a writer's length and times reach meta now */
-	if (f->fi)
-		file_io_drain(f->fi); /* flush (close) reported any error already */
-	/* Meta has this session's length (nothing written, or flush reported
-	 * it): the close only removes the session key, and nobody waits for
-	 * it (closer.h). */
+	/* Flush (close) reported any write error already. Meta has this
+	 * session's length (nothing written, or flush reported it): the close
+	 * only removes the session key, and nobody waits for it (closer.h).
+	 * The drain and that check in one hold of the inode's lock. */
 	if (f->session && fs->closer) {
 		struct meta_length len;
-		if (!(f->fi && file_io_length_unreported(f->fi, &len)) &&
+		int werr;
+		if (!(f->fi && file_io_drain_unreported(f->fi, 1, &len, &werr)) &&
 		    closer_add(fs->closer, f->ino, f->session))
 			f->session = 0;
+	} else if (f->fi) {
+		file_io_drain(f->fi);
 	}
 	if (f->session) {
 		fuseloop_will_block(); /* RELEASE is a fast opcode (file_quiet) */
@@ -2153,7 +2186,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		reply_err(req, rc);
 	} else {
 		struct fuse_entry_param e;
-		fill_entry(fs, in, &e);
+		fill_entry_fi(fs, in, ((struct fusefs_file *)(uintptr_t)ffi->fh)->fi, &e);
 		if (!dc_note(fs, parent, name, ne.gen))
 			e.entry_timeout = 0;
 		/* An interrupted open gets no release from the kernel. */
@@ -2732,14 +2765,12 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
  * reading over twice here (4 of its ~10 context switches, each a wait for
  * a CPU on a loaded machine: issue 13). A call that turns out to block
  * anyway (the closer's queue full) hands over at that point. */
+static int lk_none(struct fusefs *fs);
+
 static int file_quiet(struct fusefs *fs, const struct fusefs_file *f)
 {
-	if (!f || !f->fi || (f->session && !fs->closer) || !file_io_settled(f->fi))
-		return 0;
-	pthread_mutex_lock(&fs->lock);
-	int quiet = fs->nlk_files == 0 && f->nlk == 0;
-	pthread_mutex_unlock(&fs->lock);
-	return quiet;
+	return f && f->fi && !(f->session && !fs->closer) && lk_none(fs) &&
+	       file_io_settled(f->fi);
 }
 
 /* WHY EVERY CLOSE FLUSHES. FLUSH is one synchronous round trip of every
@@ -2760,13 +2791,35 @@ static int file_quiet(struct fusefs *fs, const struct fusefs_file *f)
  * through such a handle to reach meta before it returns. */
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 {
-	if (!file_quiet(fs_of(req), (struct fusefs_file *)(uintptr_t)ffi->fh))
+	struct fusefs *fs = fs_of(req);
+	struct fusefs_file *f = (struct fusefs_file *)(uintptr_t)ffi->fh;
+	if (!f || !f->fi) {
 		fuseloop_will_block();
+		lock_flush(fs, ino, ffi->lock_owner);
+		fuse_reply_err(req, to_errno(report_length(fs, ino)));
+		return;
+	}
+	/* The handle holds its inode state (file_setup to file_drop; the
+	 * kernel sends RELEASE after this FLUSH is answered): no lookup by
+	 * INO, and the drain and the length in one hold of its lock. Nothing
+	 * written and no locks: nothing waits and nothing is sent, and the
+	 * reading stays with this thread (file_quiet's conditions, minus the
+	 * session's, which only the release closes). */
+	struct meta_length len;
+	int werr = 0;
+	int news = file_io_drain_unreported(f->fi, 0, &len, &werr);
+	int locks = !lk_none(fs);
+	if (news || locks)
+		fuseloop_will_block();
+	if (news < 0)
+		news = file_io_drain_unreported(f->fi, 1, &len, &werr);
 	/* close(2) drops the process's POSIX locks on the file. */
-	lock_flush(fs_of(req), ino, ffi->lock_owner);
+	if (locks)
+		lock_flush(fs, ino, ffi->lock_owner);
 	/* close(2) returns after this: make the length visible to every
 	 * client now, not when the asynchronous release arrives. */
-	fuse_reply_err(req, to_errno(report_length(fs_of(req), ino)));
+	int rc = news ? report_taken(fs, f->fi, ino, &len) : 0;
+	fuse_reply_err(req, to_errno(werr ? werr : rc));
 }
 
 /* fsync and fdatasync: the data is durable on every replica when a write
@@ -3201,7 +3254,7 @@ static int lock_note(struct fusefs *fs, struct fusefs_file *f, uint64_t owner)
 		f->lk_cap = nc;
 	}
 	if (f->nlk++ == 0)
-		fs->nlk_files++;
+		atomic_fetch_add(&fs->nlk_files, 1);
 	f->lk_owners[f->nlk - 1] = owner;
 out:
 	pthread_mutex_unlock(&fs->lock);
@@ -3215,15 +3268,32 @@ static int lock_forget(struct fusefs *fs, struct fusefs_file *f, uint64_t owner)
 		if (f->lk_owners[i] == owner) {
 			f->lk_owners[i] = f->lk_owners[--f->nlk];
 			if (f->nlk == 0)
-				fs->nlk_files--;
+				atomic_fetch_sub(&fs->nlk_files, 1);
 			return 1;
 		}
 	return 0;
 }
 
+/* 1 when no handle has a lock owner recorded. Read without fs->lock
+ * (the close path: FLUSH and RELEASE of every create): a lock request
+ * records its owner (lock_note: nlk_files 0 -> 1, a release store under
+ * fs->lock) before it asks meta, so before the reply that grants it is
+ * written to the kernel; a close(2) the locking process makes after that
+ * reaches this mount through the same kernel connection, whose queue lock
+ * orders the reply's write before the close's read, and this acquire load
+ * sees the count. A close racing with a request still unanswered may read
+ * 0: the order it could also have taken under fs->lock (the close first,
+ * lock_note after it), where it did not see the owner either. */
+static int lk_none(struct fusefs *fs)
+{
+	return atomic_load_explicit(&fs->nlk_files, memory_order_acquire) == 0;
+}
+
 static void lock_flush(struct fusefs *fs, uint64_t ino, uint64_t owner)
 {
 	int found = 0;
+	if (lk_none(fs))
+		return;
 	pthread_mutex_lock(&fs->lock);
 	if (fs->nlk_files)
 		for (struct fusefs_file *f = fs->files; f; f = f->next)
@@ -3241,7 +3311,10 @@ static void lock_flush(struct fusefs *fs, uint64_t ino, uint64_t owner)
 
 static void lock_drop_file(struct fusefs *fs, struct fusefs_file *f)
 {
-	for (;;) {
+	/* No file has a record, so F has none: at its release no request on
+	 * F is in flight (the kernel releases after the last one), and its
+	 * own lock_note happened before (lk_none). */
+	while (!lk_none(fs)) {
 		uint64_t owner;
 		pthread_mutex_lock(&fs->lock);
 		if (f->nlk == 0) {
