@@ -139,7 +139,7 @@ struct fusefs {
 	                                 * (CFS_FUSE_TEST_ACL_SET_DELAY_MS) */
 	pthread_mutex_t dattr_lock; /* guards dattr_gen and dattr */
 	uint64_t dattr_gen;         /* bumped by every change that may alter a directory */
-	int dattr_files;            /* a file's attributes may be in dattr (dattr_forget_files) */
+	int dattr_files; /* a file's attributes may be in dattr (dattr_forget_files_locked) */
 	struct dattr_slot {         /* attributes from CREATE_DIR / UNLINK_DIR / inline writes */
 		uint64_t ino;       /* 0: empty */
 		uint64_t ops;       /* calls that began on an inode of this slot */
@@ -584,12 +584,15 @@ static void dattr_drop_all(struct fusefs *fs)
  * as meta read it after the change; ino 0: meta gave none) when T still
  * holds; otherwise forgets the slot. A change without a reply (ino 0)
  * empties the table, as any other directory change of this mount does. */
+static void dattr_forget_files_locked(struct fusefs *fs);
+
+/* FILES: an unlink's (dattr_forget_files_locked in the same hold). */
 static void dattr_put(struct fusefs *fs, uint64_t dir, struct dattr_ticket t,
-                      const struct meta_inode *in)
+                      const struct meta_inode *in, int files)
 {
 	if (in->ino != dir || (in->type != META_T_DIR && in->type != META_T_FILE) ||
 	    fs->o.attr_timeout <= 0) {
-		dattr_drop_all(fs);
+		dattr_drop_all(fs); /* files' entries too */
 		return;
 	}
 	struct stat st;
@@ -606,6 +609,8 @@ static void dattr_put(struct fusefs *fs, uint64_t dir, struct dattr_ticket t,
 	} else {
 		sl->ino = 0;
 	}
+	if (files)
+		dattr_forget_files_locked(fs);
 	pthread_mutex_unlock(&fs->dattr_lock);
 }
 
@@ -638,16 +643,15 @@ static void dattr_invalidate(struct fusefs *fs, uint64_t ino)
  * keep them right); keeps in flight fail. The table is walked only when
  * a file's entry was stored since the last walk (a delete-only load
  * stores directories' alone). */
-static void dattr_forget_files(struct fusefs *fs)
+static void dattr_forget_files_locked(struct fusefs *fs) /* dattr_lock held */
 {
-	pthread_mutex_lock(&fs->dattr_lock);
 	fs->dattr_gen++;
 	for (size_t i = 0; fs->dattr_files && i < sizeof(fs->dattr) / sizeof(fs->dattr[0]); i++)
 		if (fs->dattr[i].ino && !S_ISDIR(fs->dattr[i].st.st_mode))
 			fs->dattr[i].ino = 0;
 	fs->dattr_files = 0;
-	pthread_mutex_unlock(&fs->dattr_lock);
 }
+
 
 /* 1 and *ST, *TTL (seconds left) when directory INO's attributes are
  * kept and still within attr_timeout of when meta read them. */
@@ -701,8 +705,8 @@ static void reply_entry_c(fuse_req_t req, const struct meta_inode *in, int cache
  * every unlink keep theirs on the stack instead: FUSE requests run on
  * fuse_loop.c's threads (default attributes: glibc gives them the
  * process's stack limit, 8 MiB by default, 2 MiB when unlimited), and
- * meta's in-process calls below them keep their large state on the heap. The other handlers allocate,
- * as before. */
+ * meta's in-process calls below them keep their large state on the heap.
+ * The other handlers allocate, as before. */
 static struct meta_inode *inode_new(fuse_req_t req)
 {
 	struct meta_inode *in = malloc(sizeof(*in));
@@ -1853,10 +1857,8 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct dattr_ticket dt = dattr_begin(fs, parent);
 	own_begin(fs);
 	int rc = meta_client_unlink_dir(fs->o.meta, &cb.c, parent, meta_name_c(name), &dir);
-	if (rc == 0) {
-		dattr_put(fs, parent, dt, &dir);
-		dattr_forget_files(fs);
-	}
+	if (rc == 0)
+		dattr_put(fs, parent, dt, &dir, 1);
 	own_end(fs, parent, name, rc, -1);
 	fuse_reply_err(req, to_errno(rc));
 }
@@ -1966,7 +1968,11 @@ static unsigned open_flags(int flags)
  * file_io reference, unlinks and frees it. CR: whose close it is. */
 static void lock_drop_file(struct fusefs *fs, struct fusefs_file *f);
 
-static void file_drop(struct fusefs *fs, struct fusefs_file *f, const struct meta_cred *cr)
+/* TAKEN: -1, or what file_io_drain_unreported returned for F's inode
+ * when the caller drained it already (F with a session the closer may
+ * end). */
+static void file_drop_taken(struct fusefs *fs, struct fusefs_file *f, const struct meta_cred *cr,
+                            int taken)
 {
 	lock_drop_file(fs, f);
 	if (f->session)
@@ -1978,8 +1984,9 @@ static void file_drop(struct fusefs *fs, struct fusefs_file *f, const struct met
 	if (f->session && fs->closer) {
 		struct meta_length len;
 		int werr;
-		if (!(f->fi && file_io_drain_unreported(f->fi, 1, &len, &werr)) &&
-		    closer_add(fs->closer, f->ino, f->session))
+		if (taken < 0 && f->fi)
+			taken = file_io_drain_unreported(f->fi, 1, &len, &werr);
+		if (taken <= 0 && closer_add(fs->closer, f->ino, f->session))
 			f->session = 0;
 	} else if (f->fi) {
 		file_io_drain(f->fi);
@@ -2013,6 +2020,11 @@ static void file_drop(struct fusefs *fs, struct fusefs_file *f, const struct met
 	pthread_mutex_unlock(&fs->lock);
 	file_io_release(fs->o.fio, f->fi);
 	free(f);
+}
+
+static void file_drop(struct fusefs *fs, struct fusefs_file *f, const struct meta_cred *cr)
+{
+	file_drop_taken(fs, f, cr, -1);
 }
 
 /* Builds the handle for an opened IN and sets the open flags the kernel
@@ -2167,7 +2179,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		rc = meta_client_create_dir(fs->o.meta, cr, parent, meta_name_c(name), m,
 		                            mf | META_O_EXCL, in, &session, &dir);
 		if (rc == 0)
-			dattr_put(fs, parent, dt, &dir);
+			dattr_put(fs, parent, dt, &dir, 0);
 		own_end(fs, parent, name, rc, 1);
 	}
 	if (rc == -EEXIST && !(mf & META_O_EXCL)) {
@@ -2686,7 +2698,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		n = file_io_write_behind(fs->o.fio, f->fi, (uint64_t)off, size, buf);
 	}
 	if (n >= 0 && attr && attr->ino == ino)
-		dattr_put(fs, ino, t, attr);
+		dattr_put(fs, ino, t, attr, 0);
 	else
 		dattr_forget(fs, ino);
 	free(attr);
@@ -2836,14 +2848,29 @@ static int lock_note(struct fusefs *fs, struct fusefs_file *f, uint64_t owner);
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 {
 	struct meta_cred cr = {0, 0, 0, NULL};
+	struct fusefs *fs = fs_of(req);
 	struct fusefs_file *f = (struct fusefs_file *)(uintptr_t)ffi->fh;
-	if (ffi->flock_release || !file_quiet(fs_of(req), f))
+	/* A write session the closer ends (every create's): file_drop's
+	 * drain and length check taken here, without waiting, in one hold of
+	 * the inode's lock, and file_quiet's answer read from it (nothing to
+	 * wait for, nothing unreported) rather than from a hold of its own. */
+	int taken = -1;
+	struct meta_length len;
+	if (!ffi->flock_release && f && f->fi && f->session && fs->closer && lk_none(fs)) {
+		int werr;
+		taken = file_io_drain_unreported(f->fi, 0, &len, &werr);
+		if (taken < 0)
+			taken = -1; /* a write in flight: file_drop waits for it */
+		if (taken)
+			fuseloop_will_block();
+	} else if (ffi->flock_release || !file_quiet(fs, f)) {
 		fuseloop_will_block();
+	}
 	/* The flock owner the kernel names here is the file's own id; drop
 	 * its locks with the others recorded on the handle. */
 	if (ffi->flock_release)
-		lock_note(fs_of(req), f, ffi->lock_owner);
-	file_drop(fs_of(req), f, &cr);
+		lock_note(fs, f, ffi->lock_owner);
+	file_drop_taken(fs, f, &cr, taken);
 	fuse_reply_err(req, 0);
 }
 
