@@ -1220,13 +1220,18 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (la_hit(fs, req, parent, name, in)) {
 		return;
 	}
-	uint64_t gen = dc_begin(fs, parent);
 	/* A directory this mount made and nobody else changed: its names
-	 * are known here (the lookup before every create of a new name).
+	 * are known here (the lookup before every create of a new name),
+	 * and the negative entry is noted in the same hold.
 	 * Credentials only when meta is asked: a non-root caller's cost
 	 * its groups ("Caller groups"). */
-	int known = fs->dc && strlen(name) <= META_NAME_MAX &&
-	            dircache_absent(fs->dc, parent, name);
+	double neg = negative_ttl(fs);
+	uint64_t gen = 0;
+	int known = 0, known_cache = 0;
+	if (fs->dc && strlen(name) <= META_NAME_MAX)
+		known = dircache_begin_absent(fs->dc, parent, name, neg > 0, &gen, &known_cache);
+	else
+		gen = dc_begin(fs, parent);
 	if (!known)
 		req_cred(req, &cb);
 	int rc = known ? -ENOENT : la_lookup(fs, req, parent, name, &cb.c, in);
@@ -1245,8 +1250,10 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuseloop_will_block();
 		dircache_list(fs->dc, parent, &cb.c);
 	}
-	double neg = negative_ttl(fs);
-	if (rc == -ENOENT && neg > 0 && dc_note(fs, parent, name, gen)) {
+	if (!known)
+		neg = negative_ttl(fs); /* after the meta call, as it answers */
+	if (rc == -ENOENT && neg > 0 &&
+	    (known ? known_cache : dc_note(fs, parent, name, gen))) {
 		struct fuse_entry_param e;
 		memset(&e, 0, sizeof(e));
 		e.entry_timeout = neg;
