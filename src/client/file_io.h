@@ -247,6 +247,13 @@ int file_io_length(file_io_inode *fi, struct meta_length *out);
  * meta already has sends nothing (a forked child's exec closing inherited
  * descriptors then needs no meta). */
 int file_io_length_unreported(file_io_inode *fi, struct meta_length *out);
+/* file_io_drain then file_io_length_unreported in one hold of the inode's
+ * lock (a close's two steps, and one interleaving of calling them in
+ * turn): the kept error goes to *ERR, the length to *OUT, and the result
+ * is file_io_length_unreported's. With WAIT 0 and a write-behind write
+ * queued before the call still in flight, returns -EAGAIN and takes
+ * nothing (the caller hands its thread over, then calls with WAIT 1). */
+int file_io_drain_unreported(file_io_inode *fi, int wait, struct meta_length *out, int *err);
 /* 1 when file_io_drain would not wait (no write-behind write queued)
  * and file_io_length_unreported would report nothing: closing a handle
  * of FI then costs no wait and no meta call. Any thread; a snapshot. */

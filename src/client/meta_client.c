@@ -1033,11 +1033,10 @@ int meta_client_unlink_dir(meta_client *c, const struct meta_cred *cr, uint64_t 
 	dir->ino = 0;
 	if (!atomic_load_explicit(&c->no_dir_replies, memory_order_relaxed)) {
 		struct meta_rpc_resp r = { .dir = dir };
-		REQ(m, META_RPC_UNLINK_DIR);
-		m->ino = parent;
-		m->name = name;
-		int rc = call(c, cr, m, &r, 0);
-		free(m);
+		/* on the stack, as meta_client_create_dir's (every unlink
+		 * through the mount comes here) */
+		struct meta_rpc_req m = { .type = META_RPC_UNLINK_DIR, .ino = parent, .name = name };
+		int rc = call(c, cr, &m, &r, 0);
 		if (rc != -CFS_EBADMSG_TYPE) {
 			if (rc)
 				dir->ino = 0;

@@ -136,7 +136,10 @@ struct dircache {
 	size_t npend, pendcap;
 	uint64_t gen_next;
 	uint64_t fail_since_ns; /* 0: the last poll succeeded */
-	int unhealthy;
+	/* Set and cleared under mu; dircache_healthy reads it without (a
+	 * flag alone, publishing nothing: a read racing with the poll that
+	 * flips it takes either side, as it could under mu). */
+	_Atomic int unhealthy;
 	pthread_mutex_t poll_mu;   /* one poll at a time */
 	pthread_rwlock_t own_lock; /* own calls (read) vs a poll's read (write) */
 	pthread_t th;
@@ -484,11 +487,11 @@ uint64_t dircache_begin(dircache *dc, uint64_t parent)
 	return gen;
 }
 
-int dircache_note(dircache *dc, uint64_t parent, const char *name, uint64_t gen)
+/* dircache_note's work on D (dir_get's for PARENT; NULL: nothing kept);
+ * dc->mu held. */
+static int note_locked(dircache *dc, struct dc_dir *d, const char *name, uint64_t gen)
 {
 	int ok = 0;
-	pthread_mutex_lock(&dc->mu);
-	struct dc_dir *d = dir_get(dc, parent);
 	if (d) {
 		d->last_ns = clock_mono_ns();
 		if (set_add(dc, d, name) == 0)
@@ -497,6 +500,13 @@ int dircache_note(dircache *dc, uint64_t parent, const char *name, uint64_t gen)
 			d->force = 1; /* the next poll drops them: not here, where the
 			                 kernel may hold the directory's lock */
 	}
+	return ok;
+}
+
+int dircache_note(dircache *dc, uint64_t parent, const char *name, uint64_t gen)
+{
+	pthread_mutex_lock(&dc->mu);
+	int ok = note_locked(dc, dir_get(dc, parent), name, gen);
 	pthread_mutex_unlock(&dc->mu);
 	return ok;
 }
@@ -552,6 +562,23 @@ void dircache_incomplete(dircache *dc, uint64_t ino)
 	if (d)
 		pres_drop(dc, d);
 	pthread_mutex_unlock(&dc->mu);
+}
+
+int dircache_begin_absent(dircache *dc, uint64_t parent, const char *name, int note,
+                          uint64_t *gen, int *cache)
+{
+	pthread_mutex_lock(&dc->mu);
+	/* dircache_begin's entry (dir_get), then dircache_absent's test */
+	struct dc_dir *d = dir_get(dc, parent);
+	*gen = d ? d->gen : UINT64_MAX;
+	int absent = d && d->complete && !dc->unhealthy && pres_find(d, name) < 0;
+	*cache = 0;
+	if (absent && note)
+		*cache = note_locked(dc, d, name, *gen); /* sets last_ns, as begin */
+	else if (d)
+		d->last_ns = clock_mono_ns();
+	pthread_mutex_unlock(&dc->mu);
+	return absent;
 }
 
 int dircache_absent(dircache *dc, uint64_t parent, const char *name)
@@ -723,10 +750,7 @@ int dircache_healthy(dircache *dc)
 {
 	if (!dc)
 		return 0;
-	pthread_mutex_lock(&dc->mu);
-	int h = !dc->unhealthy;
-	pthread_mutex_unlock(&dc->mu);
-	return h;
+	return !atomic_load_explicit(&dc->unhealthy, memory_order_relaxed);
 }
 
 struct snap {

@@ -89,6 +89,15 @@ void dircache_dir_made(dircache *dc, uint64_t ino);
  * dircache_own_end cannot describe (rename). */
 void dircache_incomplete(dircache *dc, uint64_t ino);
 int dircache_absent(dircache *dc, uint64_t parent, const char *name);
+/* A lookup's dircache_begin, dircache_absent and, for a name known
+ * absent and NOTE set (a negative entry may be cached), its
+ * dircache_note, in one hold of the lock (the lookup before every create
+ * of a new name: one hold instead of three). 1 when NAME is known absent,
+ * *CACHE then what dircache_note returned (0 without NOTE); else 0, *GEN
+ * what dircache_begin returned, and the caller notes after its meta call
+ * as before. */
+int dircache_begin_absent(dircache *dc, uint64_t parent, const char *name, int note,
+                          uint64_t *gen, int *cache);
 /* LISTED DIRECTORIES. Makes DIR (a directory begun here, i.e. tracked)
  * complete from meta's listing of it (DIRLIST pages read as CR, all with
  * one entry-change count), so later lookups of absent names there need no

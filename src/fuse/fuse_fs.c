@@ -113,7 +113,9 @@ struct fusefs {
 	pthread_mutex_t lock;      /* guards the two handle lists */
 	struct fusefs_file *files; /* open file handles, for cleanup at unmount */
 	struct fusefs_dir *dirs;   /* open directory handles, likewise */
-	size_t nlk_files;          /* files with lk_owners recorded; guarded by lock */
+	/* Files with lk_owners recorded: changed under lock, read without it
+	 * by the close path (lk_none). */
+	_Atomic size_t nlk_files;
 	int acl;                   /* the kernel enforces POSIX ACLs ("ACLs") */
 	pthread_mutex_t acl_lock;  /* guards acl_none, acc_none and acc_gen */
 	struct acl_none_slot {     /* directories known to have no default ACL */
@@ -137,7 +139,7 @@ struct fusefs {
 	                                 * (CFS_FUSE_TEST_ACL_SET_DELAY_MS) */
 	pthread_mutex_t dattr_lock; /* guards dattr_gen and dattr */
 	uint64_t dattr_gen;         /* bumped by every change that may alter a directory */
-	int dattr_files;            /* a file's attributes may be in dattr (dattr_forget_files) */
+	int dattr_files; /* a file's attributes may be in dattr (dattr_forget_files_locked) */
 	struct dattr_slot {         /* attributes from CREATE_DIR / UNLINK_DIR / inline writes */
 		uint64_t ino;       /* 0: empty */
 		uint64_t ops;       /* calls that began on an inode of this slot */
@@ -404,9 +406,16 @@ static mode_t type_bits(uint8_t type)
 
 static void oa_untold(struct fusefs *fs, uint64_t ino);
 
-static void fill_stat(struct fusefs *fs, const struct meta_inode *in, struct stat *st)
+/* FI: IN's open state when the caller holds a reference to it (a create's
+ * new handle), else NULL: looked up here. */
+static void fill_stat_fi(struct fusefs *fs, const struct meta_inode *in, file_io_inode *fi,
+                         struct stat *st)
 {
-	oa_untold(fs, in->ino); /* these attributes may reach the kernel */
+	/* These attributes may reach the kernel. Open-ahead records files
+	 * only (oa_note): a directory's (every create's and unlink's parent,
+	 * dattr_put) has no slot to clear. */
+	if (in->type == META_T_FILE)
+		oa_untold(fs, in->ino);
 	memset(st, 0, sizeof(*st));
 	st->st_ino = in->ino;
 	st->st_mode = type_bits(in->type) | (in->mode & 07777);
@@ -416,12 +425,12 @@ static void fill_stat(struct fusefs *fs, const struct meta_inode *in, struct sta
 	st->st_rdev = (dev_t)in->rdev;
 	st->st_size = (off_t)in->size;
 	if (in->type == META_T_FILE && fs->o.fio) {
-		file_io_inode *fi = file_io_find(fs->o.fio, in->ino);
-		if (fi) {
-			uint64_t s = file_io_size(fi);
+		file_io_inode *found = fi ? NULL : file_io_find(fs->o.fio, in->ino);
+		if (fi || found) {
+			uint64_t s = file_io_size(fi ? fi : found);
 			if (s > in->size)
 				st->st_size = (off_t)s;
-			file_io_release(fs->o.fio, fi);
+			file_io_release(fs->o.fio, found);
 		}
 	}
 	st->st_blksize = 1 << 20;
@@ -434,6 +443,11 @@ static void fill_stat(struct fusefs *fs, const struct meta_inode *in, struct sta
 	st->st_mtim.tv_nsec = in->mtime % 1000000000;
 	st->st_ctim.tv_sec = in->ctime / 1000000000;
 	st->st_ctim.tv_nsec = in->ctime % 1000000000;
+}
+
+static void fill_stat(struct fusefs *fs, const struct meta_inode *in, struct stat *st)
+{
+	fill_stat_fi(fs, in, NULL, st);
 }
 
 /* ---- name caching (dircache.h) ----
@@ -570,12 +584,15 @@ static void dattr_drop_all(struct fusefs *fs)
  * as meta read it after the change; ino 0: meta gave none) when T still
  * holds; otherwise forgets the slot. A change without a reply (ino 0)
  * empties the table, as any other directory change of this mount does. */
+static void dattr_forget_files_locked(struct fusefs *fs);
+
+/* FILES: an unlink's (dattr_forget_files_locked in the same hold). */
 static void dattr_put(struct fusefs *fs, uint64_t dir, struct dattr_ticket t,
-                      const struct meta_inode *in)
+                      const struct meta_inode *in, int files)
 {
 	if (in->ino != dir || (in->type != META_T_DIR && in->type != META_T_FILE) ||
 	    fs->o.attr_timeout <= 0) {
-		dattr_drop_all(fs);
+		dattr_drop_all(fs); /* files' entries too */
 		return;
 	}
 	struct stat st;
@@ -592,6 +609,8 @@ static void dattr_put(struct fusefs *fs, uint64_t dir, struct dattr_ticket t,
 	} else {
 		sl->ino = 0;
 	}
+	if (files)
+		dattr_forget_files_locked(fs);
 	pthread_mutex_unlock(&fs->dattr_lock);
 }
 
@@ -624,16 +643,15 @@ static void dattr_invalidate(struct fusefs *fs, uint64_t ino)
  * keep them right); keeps in flight fail. The table is walked only when
  * a file's entry was stored since the last walk (a delete-only load
  * stores directories' alone). */
-static void dattr_forget_files(struct fusefs *fs)
+static void dattr_forget_files_locked(struct fusefs *fs) /* dattr_lock held */
 {
-	pthread_mutex_lock(&fs->dattr_lock);
 	fs->dattr_gen++;
 	for (size_t i = 0; fs->dattr_files && i < sizeof(fs->dattr) / sizeof(fs->dattr[0]); i++)
 		if (fs->dattr[i].ino && !S_ISDIR(fs->dattr[i].st.st_mode))
 			fs->dattr[i].ino = 0;
 	fs->dattr_files = 0;
-	pthread_mutex_unlock(&fs->dattr_lock);
 }
+
 
 /* 1 and *ST, *TTL (seconds left) when directory INO's attributes are
  * kept and still within attr_timeout of when meta read them. */
@@ -652,14 +670,21 @@ static int dattr_get(struct fusefs *fs, uint64_t ino, struct stat *st, double *t
 	return hit;
 }
 
-static void fill_entry(struct fusefs *fs, const struct meta_inode *in, struct fuse_entry_param *e)
+/* FI as for fill_stat_fi. */
+static void fill_entry_fi(struct fusefs *fs, const struct meta_inode *in, file_io_inode *fi,
+                          struct fuse_entry_param *e)
 {
 	memset(e, 0, sizeof(*e));
 	e->ino = in->ino;
 	e->generation = 1;
 	e->attr_timeout = fs->o.attr_timeout;
 	e->entry_timeout = entry_ttl(fs);
-	fill_stat(fs, in, &e->attr);
+	fill_stat_fi(fs, in, fi, &e->attr);
+}
+
+static void fill_entry(struct fusefs *fs, const struct meta_inode *in, struct fuse_entry_param *e)
+{
+	fill_entry_fi(fs, in, NULL, e);
 }
 
 /* CACHE: 0 when the name must not stay in the kernel's cache (dc_note). */
@@ -676,12 +701,12 @@ static void reply_entry_c(fuse_req_t req, const struct meta_inode *in, int cache
  * glibc's thread cache and small bins: each malloc of one went through
  * _int_malloc's large-bin path and first consolidated the fast bins
  * (malloc_consolidate), each free through _int_free's locked path. The
- * requests of every create (LOOKUP, CREATE, GETATTR of the parent) keep
- * theirs on the stack instead: FUSE requests run on fuse_loop.c's threads
- * (default attributes: glibc gives them the process's stack limit, 8 MiB
- * by default, 2 MiB when unlimited), and meta's in-process calls below
- * them keep their large state on the heap. The other handlers allocate,
- * as before. */
+ * requests of every create (LOOKUP, CREATE, GETATTR of the parent) and
+ * every unlink keep theirs on the stack instead: FUSE requests run on
+ * fuse_loop.c's threads (default attributes: glibc gives them the
+ * process's stack limit, 8 MiB by default, 2 MiB when unlimited), and
+ * meta's in-process calls below them keep their large state on the heap.
+ * The other handlers allocate, as before. */
 static struct meta_inode *inode_new(fuse_req_t req)
 {
 	struct meta_inode *in = malloc(sizeof(*in));
@@ -1195,13 +1220,18 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (la_hit(fs, req, parent, name, in)) {
 		return;
 	}
-	uint64_t gen = dc_begin(fs, parent);
 	/* A directory this mount made and nobody else changed: its names
-	 * are known here (the lookup before every create of a new name).
+	 * are known here (the lookup before every create of a new name),
+	 * and the negative entry is noted in the same hold.
 	 * Credentials only when meta is asked: a non-root caller's cost
 	 * its groups ("Caller groups"). */
-	int known = fs->dc && strlen(name) <= META_NAME_MAX &&
-	            dircache_absent(fs->dc, parent, name);
+	double neg = negative_ttl(fs);
+	uint64_t gen = 0;
+	int known = 0, known_cache = 0;
+	if (fs->dc && strlen(name) <= META_NAME_MAX)
+		known = dircache_begin_absent(fs->dc, parent, name, neg > 0, &gen, &known_cache);
+	else
+		gen = dc_begin(fs, parent);
 	if (!known)
 		req_cred(req, &cb);
 	int rc = known ? -ENOENT : la_lookup(fs, req, parent, name, &cb.c, in);
@@ -1220,8 +1250,10 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuseloop_will_block();
 		dircache_list(fs->dc, parent, &cb.c);
 	}
-	double neg = negative_ttl(fs);
-	if (rc == -ENOENT && neg > 0 && dc_note(fs, parent, name, gen)) {
+	if (!known)
+		neg = negative_ttl(fs); /* after the meta call, as it answers */
+	if (rc == -ENOENT && neg > 0 &&
+	    (known ? known_cache : dc_note(fs, parent, name, gen))) {
 		struct fuse_entry_param e;
 		memset(&e, 0, sizeof(e));
 		e.entry_timeout = neg;
@@ -1311,6 +1343,19 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ff
 		fill_stat(fs, in, &st);
 		fuse_reply_attr(req, &st, fs->o.attr_timeout);
 	}
+}
+
+/* Sends LEN, the unreported length FI gave, as INO's (no session
+ * needed) and records it as acknowledged. 0 or <0. */
+static int report_taken(struct fusefs *fs, file_io_inode *fi, uint64_t ino,
+                        const struct meta_length *len)
+{
+	struct meta_cred cr = {0, 0, 0, NULL};
+	uint64_t size = 0;
+	int rc = meta_client_sync(fs->o.meta, &cr, ino, len, 0, &size);
+	if (rc == 0)
+		file_io_length_reported(fi, len);
+	return rc;
 }
 
 /* Waits for the inode's write-behind writes, then hands this client's
@@ -1815,19 +1860,14 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fusefs *fs = fs_of(req);
 	struct cred_buf cb;
 	req_cred(req, &cb);
-	struct meta_inode *dir = inode_new(req);
-	if (!dir)
-		return;
+	struct meta_inode dir; /* the parent after the change ("INODE RECORDS") */
 	struct dattr_ticket dt = dattr_begin(fs, parent);
 	own_begin(fs);
-	int rc = meta_client_unlink_dir(fs->o.meta, &cb.c, parent, meta_name_c(name), dir);
-	if (rc == 0) {
-		dattr_put(fs, parent, dt, dir);
-		dattr_forget_files(fs);
-	}
+	int rc = meta_client_unlink_dir(fs->o.meta, &cb.c, parent, meta_name_c(name), &dir);
+	if (rc == 0)
+		dattr_put(fs, parent, dt, &dir, 1);
 	own_end(fs, parent, name, rc, -1);
 	fuse_reply_err(req, to_errno(rc));
-	free(dir);
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -1935,21 +1975,28 @@ static unsigned open_flags(int flags)
  * file_io reference, unlinks and frees it. CR: whose close it is. */
 static void lock_drop_file(struct fusefs *fs, struct fusefs_file *f);
 
-static void file_drop(struct fusefs *fs, struct fusefs_file *f, const struct meta_cred *cr)
+/* TAKEN: -1, or what file_io_drain_unreported returned for F's inode
+ * when the caller drained it already (F with a session the closer may
+ * end). */
+static void file_drop_taken(struct fusefs *fs, struct fusefs_file *f, const struct meta_cred *cr,
+                            int taken)
 {
 	lock_drop_file(fs, f);
 	if (f->session)
 		la_changed(fs); /* a writer's length and times reach meta now */
-	if (f->fi)
-		file_io_drain(f->fi); /* flush (close) reported any error already */
-	/* Meta has this session's length (nothing written, or flush reported
-	 * it): the close only removes the session key, and nobody waits for
-	 * it (closer.h). */
+	/* Flush (close) reported any write error already. Meta has this
+	 * session's length (nothing written, or flush reported it): the close
+	 * only removes the session key, and nobody waits for it (closer.h).
+	 * The drain and that check in one hold of the inode's lock. */
 	if (f->session && fs->closer) {
 		struct meta_length len;
-		if (!(f->fi && file_io_length_unreported(f->fi, &len)) &&
-		    closer_add(fs->closer, f->ino, f->session))
+		int werr;
+		if (taken < 0 && f->fi)
+			taken = file_io_drain_unreported(f->fi, 1, &len, &werr);
+		if (taken <= 0 && closer_add(fs->closer, f->ino, f->session))
 			f->session = 0;
+	} else if (f->fi) {
+		file_io_drain(f->fi);
 	}
 	if (f->session) {
 		fuseloop_will_block(); /* RELEASE is a fast opcode (file_quiet) */
@@ -1980,6 +2027,11 @@ static void file_drop(struct fusefs *fs, struct fusefs_file *f, const struct met
 	pthread_mutex_unlock(&fs->lock);
 	file_io_release(fs->o.fio, f->fi);
 	free(f);
+}
+
+static void file_drop(struct fusefs *fs, struct fusefs_file *f, const struct meta_cred *cr)
+{
+	file_drop_taken(fs, f, cr, -1);
 }
 
 /* Builds the handle for an opened IN and sets the open flags the kernel
@@ -2134,7 +2186,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		rc = meta_client_create_dir(fs->o.meta, cr, parent, meta_name_c(name), m,
 		                            mf | META_O_EXCL, in, &session, &dir);
 		if (rc == 0)
-			dattr_put(fs, parent, dt, &dir);
+			dattr_put(fs, parent, dt, &dir, 0);
 		own_end(fs, parent, name, rc, 1);
 	}
 	if (rc == -EEXIST && !(mf & META_O_EXCL)) {
@@ -2153,7 +2205,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		reply_err(req, rc);
 	} else {
 		struct fuse_entry_param e;
-		fill_entry(fs, in, &e);
+		fill_entry_fi(fs, in, ((struct fusefs_file *)(uintptr_t)ffi->fh)->fi, &e);
 		if (!dc_note(fs, parent, name, ne.gen))
 			e.entry_timeout = 0;
 		/* An interrupted open gets no release from the kernel. */
@@ -2653,7 +2705,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		n = file_io_write_behind(fs->o.fio, f->fi, (uint64_t)off, size, buf);
 	}
 	if (n >= 0 && attr && attr->ino == ino)
-		dattr_put(fs, ino, t, attr);
+		dattr_put(fs, ino, t, attr, 0);
 	else
 		dattr_forget(fs, ino);
 	free(attr);
@@ -2732,14 +2784,12 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
  * reading over twice here (4 of its ~10 context switches, each a wait for
  * a CPU on a loaded machine: issue 13). A call that turns out to block
  * anyway (the closer's queue full) hands over at that point. */
+static int lk_none(struct fusefs *fs);
+
 static int file_quiet(struct fusefs *fs, const struct fusefs_file *f)
 {
-	if (!f || !f->fi || (f->session && !fs->closer) || !file_io_settled(f->fi))
-		return 0;
-	pthread_mutex_lock(&fs->lock);
-	int quiet = fs->nlk_files == 0 && f->nlk == 0;
-	pthread_mutex_unlock(&fs->lock);
-	return quiet;
+	return f && f->fi && !(f->session && !fs->closer) && lk_none(fs) &&
+	       file_io_settled(f->fi);
 }
 
 /* WHY EVERY CLOSE FLUSHES. FLUSH is one synchronous round trip of every
@@ -2760,13 +2810,35 @@ static int file_quiet(struct fusefs *fs, const struct fusefs_file *f)
  * through such a handle to reach meta before it returns. */
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 {
-	if (!file_quiet(fs_of(req), (struct fusefs_file *)(uintptr_t)ffi->fh))
+	struct fusefs *fs = fs_of(req);
+	struct fusefs_file *f = (struct fusefs_file *)(uintptr_t)ffi->fh;
+	if (!f || !f->fi) {
 		fuseloop_will_block();
+		lock_flush(fs, ino, ffi->lock_owner);
+		fuse_reply_err(req, to_errno(report_length(fs, ino)));
+		return;
+	}
+	/* The handle holds its inode state (file_setup to file_drop; the
+	 * kernel sends RELEASE after this FLUSH is answered): no lookup by
+	 * INO, and the drain and the length in one hold of its lock. Nothing
+	 * written and no locks: nothing waits and nothing is sent, and the
+	 * reading stays with this thread (file_quiet's conditions, minus the
+	 * session's, which only the release closes). */
+	struct meta_length len;
+	int werr = 0;
+	int news = file_io_drain_unreported(f->fi, 0, &len, &werr);
+	int locks = !lk_none(fs);
+	if (news || locks)
+		fuseloop_will_block();
+	if (news < 0)
+		news = file_io_drain_unreported(f->fi, 1, &len, &werr);
 	/* close(2) drops the process's POSIX locks on the file. */
-	lock_flush(fs_of(req), ino, ffi->lock_owner);
+	if (locks)
+		lock_flush(fs, ino, ffi->lock_owner);
 	/* close(2) returns after this: make the length visible to every
 	 * client now, not when the asynchronous release arrives. */
-	fuse_reply_err(req, to_errno(report_length(fs_of(req), ino)));
+	int rc = news ? report_taken(fs, f->fi, ino, &len) : 0;
+	fuse_reply_err(req, to_errno(werr ? werr : rc));
 }
 
 /* fsync and fdatasync: the data is durable on every replica when a write
@@ -2783,14 +2855,29 @@ static int lock_note(struct fusefs *fs, struct fusefs_file *f, uint64_t owner);
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 {
 	struct meta_cred cr = {0, 0, 0, NULL};
+	struct fusefs *fs = fs_of(req);
 	struct fusefs_file *f = (struct fusefs_file *)(uintptr_t)ffi->fh;
-	if (ffi->flock_release || !file_quiet(fs_of(req), f))
+	/* A write session the closer ends (every create's): file_drop's
+	 * drain and length check taken here, without waiting, in one hold of
+	 * the inode's lock, and file_quiet's answer read from it (nothing to
+	 * wait for, nothing unreported) rather than from a hold of its own. */
+	int taken = -1;
+	struct meta_length len;
+	if (!ffi->flock_release && f && f->fi && f->session && fs->closer && lk_none(fs)) {
+		int werr;
+		taken = file_io_drain_unreported(f->fi, 0, &len, &werr);
+		if (taken < 0)
+			taken = -1; /* a write in flight: file_drop waits for it */
+		if (taken)
+			fuseloop_will_block();
+	} else if (ffi->flock_release || !file_quiet(fs, f)) {
 		fuseloop_will_block();
+	}
 	/* The flock owner the kernel names here is the file's own id; drop
 	 * its locks with the others recorded on the handle. */
 	if (ffi->flock_release)
-		lock_note(fs_of(req), f, ffi->lock_owner);
-	file_drop(fs_of(req), f, &cr);
+		lock_note(fs, f, ffi->lock_owner);
+	file_drop_taken(fs, f, &cr, taken);
 	fuse_reply_err(req, 0);
 }
 
@@ -3201,7 +3288,7 @@ static int lock_note(struct fusefs *fs, struct fusefs_file *f, uint64_t owner)
 		f->lk_cap = nc;
 	}
 	if (f->nlk++ == 0)
-		fs->nlk_files++;
+		atomic_fetch_add(&fs->nlk_files, 1);
 	f->lk_owners[f->nlk - 1] = owner;
 out:
 	pthread_mutex_unlock(&fs->lock);
@@ -3215,15 +3302,32 @@ static int lock_forget(struct fusefs *fs, struct fusefs_file *f, uint64_t owner)
 		if (f->lk_owners[i] == owner) {
 			f->lk_owners[i] = f->lk_owners[--f->nlk];
 			if (f->nlk == 0)
-				fs->nlk_files--;
+				atomic_fetch_sub(&fs->nlk_files, 1);
 			return 1;
 		}
 	return 0;
 }
 
+/* 1 when no handle has a lock owner recorded. Read without fs->lock
+ * (the close path: FLUSH and RELEASE of every create): a lock request
+ * records its owner (lock_note: nlk_files 0 -> 1, a release store under
+ * fs->lock) before it asks meta, so before the reply that grants it is
+ * written to the kernel; a close(2) the locking process makes after that
+ * reaches this mount through the same kernel connection, whose queue lock
+ * orders the reply's write before the close's read, and this acquire load
+ * sees the count. A close racing with a request still unanswered may read
+ * 0: the order it could also have taken under fs->lock (the close first,
+ * lock_note after it), where it did not see the owner either. */
+static int lk_none(struct fusefs *fs)
+{
+	return atomic_load_explicit(&fs->nlk_files, memory_order_acquire) == 0;
+}
+
 static void lock_flush(struct fusefs *fs, uint64_t ino, uint64_t owner)
 {
 	int found = 0;
+	if (lk_none(fs))
+		return;
 	pthread_mutex_lock(&fs->lock);
 	if (fs->nlk_files)
 		for (struct fusefs_file *f = fs->files; f; f = f->next)
@@ -3241,7 +3345,10 @@ static void lock_flush(struct fusefs *fs, uint64_t ino, uint64_t owner)
 
 static void lock_drop_file(struct fusefs *fs, struct fusefs_file *f)
 {
-	for (;;) {
+	/* No file has a record, so F has none: at its release no request on
+	 * F is in flight (the kernel releases after the last one), and its
+	 * own lock_note happened before (lk_none). */
+	while (!lk_none(fs)) {
 		uint64_t owner;
 		pthread_mutex_lock(&fs->lock);
 		if (f->nlk == 0) {

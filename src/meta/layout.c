@@ -34,8 +34,10 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
 	return -EINVAL;
 }
 
-int meta_layout_validate(const struct meta_layout *l, const struct meta_chain_view *v,
-			 char *err, size_t errlen)
+/* meta_layout_validate's checks of L itself and of V's presence, without
+ * asking V for the table. */
+static int check_fields(const struct meta_layout *l, const struct meta_chain_view *v,
+			char *err, size_t errlen)
 {
 	if ((l->chunk_size & (l->chunk_size - 1)) != 0 || l->chunk_size == 0)
 		return fail(err, errlen, "chunk size %u is not a power of two",
@@ -51,6 +53,15 @@ int meta_layout_validate(const struct meta_layout *l, const struct meta_chain_vi
 	if (!v || !v->table)
 		return fail(err, errlen, "no chain table view to check table %u",
 			    l->table_id);
+	return 0;
+}
+
+int meta_layout_validate(const struct meta_layout *l, const struct meta_chain_view *v,
+			 char *err, size_t errlen)
+{
+	int rc = check_fields(l, v, err, errlen);
+	if (rc)
+		return rc;
 	int n = v->table(v->arg, l->table_id, NULL, 0);
 	if (n < 0)
 		return fail(err, errlen, "unknown chain table %u", l->table_id);
@@ -60,24 +71,37 @@ int meta_layout_validate(const struct meta_layout *l, const struct meta_chain_vi
 	return 0;
 }
 
+/* Chains of a table meta_layout_assign copies onto its stack (1 KiB). */
+#define LAYOUT_TABLE_STACK 256
+
 int meta_layout_assign(const struct meta_layout *def, const struct meta_chain_view *v,
 		       uint64_t cursor, uint64_t seed, struct meta_layout *out,
 		       char *err, size_t errlen)
 {
-	int rc = meta_layout_validate(def, v, err, errlen);
+	int rc = check_fields(def, v, err, errlen);
 	if (rc)
 		return rc;
-	int n = v->table(v->arg, def->table_id, NULL, 0);
+	/* One look at the table for a table that fits on the stack (every
+	 * file create: each look takes the routing snapshot, under the
+	 * mgmtd client's lock in the mount); a larger one is copied again
+	 * into memory of its size. */
+	uint32_t small[LAYOUT_TABLE_STACK];
+	uint32_t *table = small;
+	int n = v->table(v->arg, def->table_id, small, LAYOUT_TABLE_STACK);
 	if (n < 0)
 		return fail(err, errlen, "unknown chain table %u", def->table_id);
-	uint32_t *table = malloc(((size_t)n + 1) * sizeof(*table));
-	if (!table)
-		return -ENOMEM;
-	/* the table may have changed since the first call: use what we got */
-	int got = v->table(v->arg, def->table_id, table, (uint32_t)n);
-	uint32_t have = got < 0 ? 0 : (uint32_t)got < (uint32_t)n ? (uint32_t)got : (uint32_t)n;
+	uint32_t have = (uint32_t)n;
+	if (have > LAYOUT_TABLE_STACK) {
+		table = malloc(((size_t)n + 1) * sizeof(*table));
+		if (!table)
+			return -ENOMEM;
+		/* the table may have changed since the first call: use what we got */
+		int got = v->table(v->arg, def->table_id, table, (uint32_t)n);
+		have = got < 0 ? 0 : (uint32_t)got < (uint32_t)n ? (uint32_t)got : (uint32_t)n;
+	}
 	if (have < def->stripe) {
-		free(table);
+		if (table != small)
+			free(table);
 		return fail(err, errlen, "stripe size %u larger than chain table %u (%u chains)",
 			    def->stripe, def->table_id, have);
 	}
@@ -89,7 +113,8 @@ int meta_layout_assign(const struct meta_layout *def, const struct meta_chain_vi
 	uint64_t base = cursor % have;
 	for (uint32_t i = 0; i < def->stripe; i++)
 		out->chains[i] = table[(base + i) % have];
-	free(table);
+	if (table != small)
+		free(table);
 	return 0;
 }
 

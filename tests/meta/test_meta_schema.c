@@ -216,6 +216,51 @@ static int table(void *arg, uint32_t id, uint32_t *chains, uint32_t cap)
 	return 5;
 }
 
+static int big_calls; /* calls of big_table */
+
+/* Table 7: 300 chains 1000..1299 (past meta_layout_assign's stack copy);
+ * table 8: 5 chains 20..24. Counts its calls. */
+static int big_table(void *arg, uint32_t id, uint32_t *chains, uint32_t cap)
+{
+	big_calls++;
+	uint32_t n = id == 7 ? 300 : id == 8 ? 5 : 0;
+	if (!n)
+		return -ENOENT;
+	uint32_t base = id == 7 ? 1000 : 20;
+	for (uint32_t i = 0; i < n && i < cap; i++)
+		chains[i] = base + i;
+	return (int)n;
+}
+
+/* meta_layout_assign asks the view once for a table that fits its stack
+ * copy (the lock of every create's routing lookup), and takes a larger
+ * table whole. */
+static void test_layout_assign_table_size(void **state)
+{
+	struct meta_chain_view v = { NULL, big_table };
+	struct meta_layout l = { .chunk_size = 1 << 20, .stripe = 3, .table_id = 8 }, f;
+	char err[128];
+	big_calls = 0;
+	assert_int_equal(meta_layout_assign(&l, &v, 4, 1, &f, err, sizeof(err)), 0);
+	assert_int_equal(big_calls, 1);
+	assert_int_equal(f.chains[0], 24);
+	assert_int_equal(f.chains[1], 20);
+	assert_int_equal(f.chains[2], 21);
+	/* 298, 299, then 0: the whole 300-chain table, not its first 256 */
+	l.table_id = 7;
+	assert_int_equal(meta_layout_assign(&l, &v, 298, 1, &f, err, sizeof(err)), 0);
+	assert_int_equal(f.chains[0], 1298);
+	assert_int_equal(f.chains[1], 1299);
+	assert_int_equal(f.chains[2], 1000);
+	l.table_id = 9;
+	assert_int_equal(meta_layout_assign(&l, &v, 0, 1, &f, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "unknown chain table 9"));
+	l.table_id = 8;
+	l.stripe = 6;
+	assert_int_equal(meta_layout_assign(&l, &v, 0, 1, &f, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "larger than chain table"));
+}
+
 static void test_layout_validate(void **state)
 {
 	struct meta_chain_view v = { NULL, table };
@@ -271,6 +316,7 @@ int main(void)
 		cmocka_unit_test(test_key_order),
 		cmocka_unit_test(test_shuffle_vectors),
 		cmocka_unit_test(test_layout_validate),
+		cmocka_unit_test(test_layout_assign_table_size),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
