@@ -51,19 +51,12 @@
  * commit thread writes the batch's log record while the data writes run,
  * waits for them (wait_data), then flushes once. At queue depth 1 the
  * record write and the commit thread's wake-up leave the write's latency
- * (they overlap the data write). With several writes in flight it also
- * takes the record and the commit thread's turn out of the time a write
- * holds its client's slot without being at the disk: the batch's record
- * goes out beside its data, and a write whose data is still running
- * joins the batch that starts next instead of the one after it (1 MiB
- * writes at depth 8: the data write stage was 1.5 of ~4.3 ms in the
- * engine, so at most ~3 of the 8 were at the disk; bench/history.md
- * sb26). With a group commit window (cfg.commit_window_us, none by
- * default) a write goes early only on a target writing one at a time
- * (no other data write in flight, and none for EARLY_QUIET_MS): with
- * several at once, an early write's batch closes at its first write and
- * splits what the window would have gathered into one flush, so those
- * keep the old order. Why it is safe: an acknowledgement still
+ * (they overlap the data write). A write goes early only on a target
+ * writing one at a time (no other data write in flight, and none for
+ * EARLY_QUIET_MS): with several at once, an early write's batch closes
+ * at its first write and splits what the group commit window
+ * (commit_main) would have gathered into one flush, so those keep the
+ * old order. Why it is safe: an acknowledgement still
  * follows a flush issued after both the record and the data completed,
  * and the next record is written only after that flush, so only the log's
  * last record can name data that is not on disk - now also after kill -9
@@ -352,7 +345,6 @@ struct chunk_engine {
 	atomic_uint_fast64_t stage_n, stage_pre_us, stage_io_us, stage_queue_us, stage_commit_us;
 	atomic_uint_fast64_t callback_us, overlapped_batches;
 	atomic_uint_fast64_t noflush_batches, noflush_writes; /* cache mode (noflush_batch) */
-	atomic_uint_fast64_t early_total;       /* writes that went early */
 	/* Page-cache probes ("page-cache reads": when the cache pays). */
 	struct cache_probe cr;              /* its .direct: small reads sent O_DIRECT */
 	atomic_uint_fast64_t cr_probes_total, cr_hits_total;
@@ -1306,17 +1298,14 @@ static void write_image(struct chunk_engine *e, struct req *r)
 	uint64_t now_ms = clock_mono_ms();
 	if (!alone)
 		e->beside_ms = now_ms;
-	bool solo = alone && now_ms - e->beside_ms >= EARLY_QUIET_MS;
-	if (e->cfg.record_overlap && e->cfg.sync && (!e->cfg.commit_window_us || solo)) {
+	if (e->cfg.record_overlap && e->cfg.sync && alone && now_ms - e->beside_ms >= EARLY_QUIET_MS) {
 		/* RECORD BESIDE DATA: the metadata is final now, so the write
 		 * joins the commit queue at once and its batch's log record is
-		 * written while the data write runs (commit_main). With a
-		 * group commit window, only on a target writing one at a
-		 * time: beside others, the window gathers more writes into
-		 * one flush, which an early write's batch would close. */
+		 * written while the data write runs (commit_main). Only for a
+		 * target writing one at a time: beside others, the group
+		 * commit window gathers more writes into one flush. */
 		r->early = 1;
 		atomic_fetch_add_explicit(&e->early_writes, 1, memory_order_relaxed);
-		atomic_fetch_add_explicit(&e->early_total, 1, memory_order_relaxed);
 		r->data_pending = 1;
 		if (e->test_crash_record && ++e->test_early_seen == e->test_crash_record)
 			r->io.want = 0; /* test: this data write is never issued */
@@ -2540,7 +2529,6 @@ void chunk_engine_get_stat(struct chunk_engine *e, struct chunk_engine_stat *out
 	out->overlapped_batches = atomic_load(&e->overlapped_batches);
 	out->noflush_batches = atomic_load(&e->noflush_batches);
 	out->noflush_writes = atomic_load(&e->noflush_writes);
-	out->early_writes = atomic_load(&e->early_total);
 }
 
 struct iter_ctx {
@@ -2975,7 +2963,7 @@ static void log_commit_stat(struct chunk_engine *e)
 	uint64_t n = st.stage_n ? st.stage_n : 1;
 	LOG_INFO("chunk", "group commit: target=%s batches=%llu writes=%llu data_syncs=%llu joint=%llu "
 		 "flush_led=%llu flush_covered=%llu flush_timeouts=%llu "
-		 "noflush_batches=%llu noflush_writes=%llu early=%llu "
+		 "noflush_batches=%llu noflush_writes=%llu "
 		 "window_ms=%llu commit_ms=%llu sync_ms=%llu callback_ms=%llu overlapped=%llu "
 		 "cow_writes=%llu avg_us: pre=%llu "
 		 "io=%llu queue=%llu commit=%llu", e->dir, (unsigned long long)st.commit_batches,
@@ -2983,7 +2971,6 @@ static void log_commit_stat(struct chunk_engine *e)
 		 (unsigned long long)st.joint_syncs, (unsigned long long)st.group_led,
 		 (unsigned long long)st.group_covered, (unsigned long long)st.group_timeouts,
 		 (unsigned long long)st.noflush_batches, (unsigned long long)st.noflush_writes,
-		 (unsigned long long)st.early_writes,
 		 (unsigned long long)st.window_wait_us / 1000, (unsigned long long)st.commit_us / 1000,
 		 (unsigned long long)st.sync_us / 1000, (unsigned long long)st.callback_us / 1000,
 		 (unsigned long long)st.overlapped_batches, (unsigned long long)st.stage_n,

@@ -372,9 +372,6 @@ struct chunk_engine_stat {
 	 * fdatasync or flush, and the writes in them. */
 	uint64_t noflush_batches;
 	uint64_t noflush_writes;
-	/* Writes that joined the commit queue when their data write was
-	 * issued (record beside data, chunk_engine.c), not when it ended. */
-	uint64_t early_writes;
 };
 /* Counters and sizes; cheap, no I/O. Any thread. */
 void chunk_engine_get_stat(struct chunk_engine *e, struct chunk_engine_stat *out);

@@ -736,58 +736,6 @@ static void test_commit_stats(void **state)
 	free(dir);
 }
 
-/* Record beside data with several writes in flight: without a commit
- * window (the default) every one of N writes submitted at once joins the
- * commit queue when its data write is issued (early_writes == N, none
- * goes the record-after-data way: stage_n 0), and each reads back after a
- * reopen. With a window, writes beside others keep the old order (fewer
- * than N early: at most those that found the target writing nothing). */
-static void test_early_beside_others(void **state)
-{
-	enum { N = 32 };
-	static struct chunk_op ops[N];
-	static uint8_t data[N][65536];
-	for (int win = 0; win < 2; win++) {
-		char *dir = testenv_tmpdir(win ? "engine_early_window" : "engine_early_all");
-		struct chunk_engine_cfg cfg;
-		chunk_engine_cfg_default(&cfg);
-		cfg.dir = dir;
-		cfg.meta_map_bytes = 256u * MB;
-		cfg.buf_cache_bytes = 16u * MB;
-		cfg.compact_interval_ms = 0;
-		cfg.record_overlap = 1;
-		cfg.commit_window_us = win ? 10000 : 0;
-		struct chunk_engine *e = NULL;
-		assert_int_equal(chunk_engine_open(&cfg, &e), 0);
-		struct async_ctx c = ASYNC_CTX_INIT;
-		for (int i = 0; i < N; i++) {
-			fill(data[i], sizeof(data[i]), 7000 + 100 * (uint32_t)win + (uint32_t)i);
-			async_write(e, &ops[i], &c, (struct chunk_id){ 14, (uint32_t)i }, 0,
-				    sizeof(data[i]), data[i]);
-		}
-		assert_int_equal(async_wait(&c, N), 0);
-		struct chunk_engine_stat st;
-		chunk_engine_get_stat(e, &st);
-		assert_int_equal(st.commit_writes, N);
-		if (!win) {
-			assert_int_equal(st.early_writes, N);
-			assert_int_equal(st.stage_n, 0);
-		} else {
-			assert_true(st.early_writes < N);
-			assert_int_equal(st.early_writes + st.stage_n, N);
-		}
-		chunk_engine_close(e);
-		assert_int_equal(chunk_engine_open(&cfg, &e), 0);
-		for (int i = 0; i < N; i++)
-			expect_range(e, (struct chunk_id){ 14, (uint32_t)i }, 0, sizeof(data[i]),
-				     data[i], (int)sizeof(data[i]));
-		assert_clean(e, N);
-		chunk_engine_close(e);
-		free(dir);
-	}
-	(void)state;
-}
-
 /* One round: 3 new chunks in each of 3 size classes (3 data files),
  * submitted at once, so batches span several files. */
 enum { SYNC_ROUND = 9 };
@@ -1615,7 +1563,6 @@ int main(void)
 		cmocka_unit_test(test_background_compactor),
 		cmocka_unit_test(test_async),
 		cmocka_unit_test(test_commit_stats),
-		cmocka_unit_test(test_early_beside_others),
 		cmocka_unit_test(test_joint_syncs),
 		cmocka_unit_test(test_shared_flush),
 		cmocka_unit_test(test_shared_flush_fallback),
