@@ -7,7 +7,8 @@
 # checks that it says so and that no page of the server's block files is
 # in the page cache afterwards (fincore), i.e. every read went O_DIRECT.
 # With --qd-rand 16 the batched phase (2 threads x 8) is also compared
-# with fio batched (2 jobs that each submit 8 and reap all 8).
+# with fio batched (2 jobs that each submit 8 and reap all 8), and the
+# write phase with fio --sync=dsync.
 set -u
 bin=${CFS_BIN:?}
 command -v fio >/dev/null || { echo "skip: no fio"; exit 77; }
@@ -30,6 +31,11 @@ check "CPU per random read printed" 'printf "%s\n" "$out" | grep -q "rand read b
 check "batched vs fio batched per round" 'printf "%s\n" "$out" | grep -qE "^1 +  vs fio batched +IOPS +[0-9]+ IOPS +[0-9.]+%"'
 check "its median printed" 'printf "%s\n" "$out" | grep -qE "rand read batched vs fio batched [0-9.]+%"'
 check "fio batched job printed" 'printf "%s\n" "$out" | grep -q -- "--iodepth_batch_complete_min=8"'
+# The write phase is also compared with fio doing the server's durable
+# work: O_DSYNC writes, each durable when it completes.
+check "write vs fio dsync per round" 'printf "%s\n" "$out" | grep -qE "^1 +  vs fio dsync +MiB/s +[0-9]+ MiB/s +[0-9.]+%"'
+check "dsync median printed" 'printf "%s\n" "$out" | grep -qE "vs fio dsync [0-9.]+%\)"'
+check "fio dsync job printed" 'printf "%s\n" "$out" | grep -q -- "--sync=dsync"'
 files=$(find "$tmp/sb/target/data" -type f -name 'f*')
 check "block files there" '[ -n "$files" ]'
 pages=$(fincore -n -b -o PAGES $files 2>/dev/null | awk '{s += $1} END {print s + 0}')
