@@ -764,7 +764,13 @@ static void test_stop_cut_off(void **state)
 		print_message("round %d: mgmtd stopped %llu ms after SIGTERM (status %d)\n", round,
 		              (unsigned long long)took, st);
 		assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-		assert_true(took < 2500);
+		/* The stop waits STOP_KV_GRACE_MS (1 s), then kv_cancel ends
+		 * the hanging call within about a second: 1.6-1.9 s under ASan
+		 * at load 6-10, so 2.5 s left a loaded CI host ~0.6 s. Without
+		 * the cancel the stop takes minutes (testenv_kill's SIGKILL at
+		 * 10 s ends it, status 9): 5 s still fails that, as in
+		 * test_meta_service_etcd's test_stop_cut_off. */
+		assert_true(took < 5000);
 	}
 	env_fini(&e);
 }

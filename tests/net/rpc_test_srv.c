@@ -127,6 +127,15 @@ int rpc_test_srv_held(struct rpc_test_srv *s)
 	return n;
 }
 
+int rpc_test_srv_wait_held(struct rpc_test_srv *s, int n, int timeout_ms)
+{
+	uint64_t until = clock_mono_ms() + (uint64_t)timeout_ms;
+	int held;
+	while ((held = rpc_test_srv_held(s)) < n && clock_mono_ms() < until)
+		clock_sleep_ms(1);
+	return held;
+}
+
 void rpc_test_srv_release(struct rpc_test_srv *s, const void *reply, uint32_t len)
 {
 	struct rpc_test_srv_priv *p = s->priv;

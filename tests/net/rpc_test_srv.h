@@ -41,6 +41,13 @@ struct rpc_test_srv *rpc_test_srv_start(const struct rpc_opts *o, int nworkers,
 /* How many requests are held now. */
 int rpc_test_srv_held(struct rpc_test_srv *s);
 
+/* Waits until at least N requests are held or TIMEOUT_MS passed; returns
+ * how many are held then. A request a client sent reaches the holder only
+ * when the server's loop thread has read it, which on a loaded host may
+ * be well after the call returned (timed out): a count taken at once
+ * would depend on the scheduler. */
+int rpc_test_srv_wait_held(struct rpc_test_srv *s, int n, int timeout_ms);
+
 /* Answers every held request with status 0: with REPLY/LEN, or with the
  * request's own payload when REPLY is NULL. */
 void rpc_test_srv_release(struct rpc_test_srv *s, const void *reply, uint32_t len);

@@ -308,10 +308,7 @@ static void test_cut(void **state)
 	for (int i = 0; i < RACE_THREADS; i++)
 		rs[i].stop_on_err = 1;
 	run_racers(rs, RACE_THREADS, th);
-	uint64_t t0 = clock_mono_ns();
-	while (rpc_test_srv_held(s) < RACE_THREADS / 2 && clock_mono_ns() - t0 < 10000000000ull)
-		clock_sleep_ms(5);
-	assert_int_equal(rpc_test_srv_held(s), RACE_THREADS / 2);
+	assert_int_equal(rpc_test_srv_wait_held(s, RACE_THREADS / 2, 10000), RACE_THREADS / 2);
 	uint64_t cut_at = clock_mono_ns();
 	tcp_proxy_cut(px, true);
 	for (int i = 0; i < RACE_THREADS; i++)
