@@ -44,6 +44,12 @@
  *   without the block hint in kv_lmdb.c that thread waited in LMDB while
  *   holding the reading of /dev/fuse, and every request of the mount
  *   waited with it.
+ * - The same for WRITE, which the reading thread serves when it is an
+ *   inline write (fuse_loop.c fl_fast): an inline write behind that
+ *   lock, and a write to a chunked file with the storage services
+ *   stopped (SIGSTOP), each leave a stat and a readdir free to complete;
+ *   both writes complete once let go. Without op_write's hand-over the
+ *   chunk write held every request of the mount until storage ran.
  *
  * - Compaction hand-off: 20,000 creates and unlinks leave meta's store a
  *   free list worth compacting; while another thread keeps creating
@@ -501,6 +507,129 @@ static void test_wait_hands_over(void **state)
 	assert_true(wait_exists(victim, 0, 10));
 }
 
+/* Child: pwrite N bytes of BYTE at OFF into PATH; 0 when all went. */
+static int child_write(const char *path, size_t n, off_t off, int byte)
+{
+	char *b = malloc(n);
+	int fd = open(path, O_WRONLY);
+	if (!b || fd < 0)
+		return 1;
+	memset(b, byte, n);
+	int rc = pwrite(fd, b, n, off) == (ssize_t)n ? 0 : 2;
+	free(b);
+	return close(fd) || rc ? 3 : 0;
+}
+
+/* Whether PATH holds N bytes, each BYTE. */
+static int all_bytes(const char *path, size_t n, int byte)
+{
+	char *b = malloc(n + 1);
+	int fd = open(path, O_RDONLY);
+	ssize_t got = fd >= 0 && b ? read(fd, b, n + 1) : -1;
+	int ok = got == (ssize_t)n;
+	for (size_t i = 0; ok && i < n; i++)
+		ok = b[i] == (char)byte;
+	if (fd >= 0)
+		close(fd);
+	free(b);
+	return ok;
+}
+
+/* A write that waits must not hold the mount up either: WRITE is read
+ * and served by one thread when it is an inline write (fuse_loop.c
+ * fl_fast), so (a) an inline write waiting for LMDB's writer lock hands
+ * the reading over through the block hint, and (b) a write to a chunked
+ * file, which waits on storage (stopped here), hands it over before it
+ * starts (fuse_fs.c op_write). Meanwhile a stat and a readdir elsewhere
+ * complete at once; both writes complete once let go. Without op_write's
+ * hand-over (b) holds every request of the mount until storage runs. */
+static void test_write_hands_over(void **state)
+{
+	char store[700], d1[1024], d2[1024], small[1200], big[1200], p[1200];
+	snprintf(store, sizeof(store), "%s/meta", env.data);
+	integ_path(&env, "wwait1", d1, sizeof(d1));
+	integ_path(&env, "wwait2", d2, sizeof(d2));
+	assert_int_equal(mkdir(d1, 0755), 0);
+	assert_int_equal(mkdir(d2, 0755), 0);
+	snprintf(small, sizeof(small), "%s/small", d1);
+	integ_touch(small);
+	snprintf(big, sizeof(big), "%s/big", d1);
+	size_t bign = 256 * 1024; /* past the 64 KiB inline threshold: chunks */
+	char *b = malloc(bign);
+	assert_non_null(b);
+	memset(b, 'a', bign);
+	integ_write_file(big, b, bign);
+	free(b);
+	snprintf(p, sizeof(p), "%s/present", d2);
+	integ_touch(p);
+
+	/* (a) inline write behind LMDB's writer lock */
+	int release = -1, st = -1;
+	pid_t holder = lmdb_hold_writer(store, 20000, &release);
+	assert_true(holder > 0);
+	pid_t w = fork();
+	assert_true(w >= 0);
+	if (w == 0)
+		_exit(child_write(small, 16384, 0, 's'));
+	clock_sleep_ms(300); /* the WRITE is in the mount, waiting */
+	pid_t other = fork();
+	assert_true(other >= 0);
+	if (other == 0)
+		_exit(other_requests(d2));
+	int other_done = wait_child(other, 3000, &st);
+	int w_early = waitpid(w, &(int){0}, WNOHANG) == w;
+	assert_int_equal(write(release, "g", 1), 1);
+	close(release);
+	if (!other_done) {
+		kill(other, SIGKILL);
+		waitpid(other, &st, 0);
+	}
+	int wst = -1;
+	int w_done = w_early || wait_child(w, 10000, &wst);
+	int hst = -1;
+	waitpid(holder, &hst, 0);
+	assert_true(WIFEXITED(hst) && WEXITSTATUS(hst) == 0);
+	assert_false(w_early); /* it did wait for the lock */
+	assert_true(other_done);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	assert_true(w_done);
+	assert_true(WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
+	assert_true(all_bytes(small, 16384, 's'));
+
+	/* (b) chunk write with every storage service stopped */
+	int sp[3];
+	for (int i = 0; i < 3; i++) {
+		char role[16];
+		snprintf(role, sizeof(role), "storage%d", i + 1);
+		sp[i] = integ_role_pid(&env, role);
+		assert_int_equal(kill(sp[i], SIGSTOP), 0);
+	}
+	w = fork();
+	assert_true(w >= 0);
+	if (w == 0)
+		_exit(child_write(big, bign, 0, 'b'));
+	clock_sleep_ms(300);
+	other = fork();
+	assert_true(other >= 0);
+	if (other == 0)
+		_exit(other_requests(d2));
+	other_done = wait_child(other, 3000, &st);
+	w_early = waitpid(w, &wst, WNOHANG) == w;
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(kill(sp[i], SIGCONT), 0);
+	if (!other_done) {
+		kill(other, SIGKILL);
+		waitpid(other, &st, 0);
+	}
+	w_done = w_early || wait_child(w, 30000, &wst);
+	assert_false(w_early);
+	assert_true(other_done); /* ... without holding the mount up */
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	assert_true(w_done);
+	assert_true(WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
+	assert_true(all_bytes(big, bign, 'b'));
+}
+
 /* Waits up to MS for PATH's mode (permission bits) and mtime seconds to
  * be MODE and MTIME. */
 static int wait_attrs(const char *path, mode_t mode, time_t mtime, int ms)
@@ -744,6 +873,7 @@ int main(void)
 		cmocka_unit_test(test_compact_handoff),
 		cmocka_unit_test(test_no_store),
 		cmocka_unit_test(test_wait_hands_over),
+		cmocka_unit_test(test_write_hands_over),
 	};
 	return integ_main(&env, "metalocal", tests, sizeof(tests) / sizeof(tests[0]));
 }
