@@ -48,8 +48,9 @@
  *   inline write (fuse_loop.c fl_fast): an inline write behind that
  *   lock, and a write to a chunked file with the storage services
  *   stopped (SIGSTOP), each leave a stat and a readdir free to complete;
- *   both writes complete once let go. Without op_write's hand-over the
- *   chunk write held every request of the mount until storage ran.
+ *   both writes complete once let go. Without the hand-over before a
+ *   chunk write (op_write's, and write_range's block hint) the chunk
+ *   write held every request of the mount until storage ran.
  *
  * - Compaction hand-off: 20,000 creates and unlinks leave meta's store a
  *   free list worth compacting; while another thread keeps creating
@@ -594,8 +595,9 @@ static int all_bytes(const char *path, size_t n, int byte)
  * the reading over through the block hint, and (b) a write to a chunked
  * file, which waits on storage (stopped here), hands it over before it
  * starts (fuse_fs.c op_write). Meanwhile a stat and a readdir elsewhere
- * complete at once; both writes complete once let go. Without op_write's
- * hand-over (b) holds every request of the mount until storage runs. */
+ * complete at once; both writes complete once let go. Without the
+ * hand-over before a chunk write (op_write's and write_range's block
+ * hint) (b) holds every request of the mount until storage runs. */
 static void test_write_hands_over(void **state)
 {
 	char store[700], d1[1024], d2[1024], small[1200], big[1200];
