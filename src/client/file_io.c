@@ -90,6 +90,7 @@
 #include <time.h>
 
 #include "client/file_io_idata.h"
+#include "common/block_hint.h"
 #include "common/clock.h"
 #include "common/iobuf.h"
 #include "common/log.h"
@@ -1362,6 +1363,10 @@ static ssize_t write_range(file_io *f, file_io_inode *fi, uint64_t off, size_t l
 		if (handled)
 			return n;
 	}
+	/* chunks: storage RPCs (and a file that became chunked after the
+	 * caller looked, fuse_fs.c op_write): a FUSE thread that read the
+	 * write itself lets another read meanwhile */
+	block_hint_wait();
 	pthread_mutex_lock(&fi->lock);
 	if (fi->wb)
 		wb_wait_overlap(fi, off, off + len, 1);

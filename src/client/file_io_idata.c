@@ -37,6 +37,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/block_hint.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/status.h"
@@ -279,6 +280,9 @@ int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st)
 	struct meta_idata_out d = { .buf = malloc(META_IDATA_MAX) };
 	int rc = in && d.buf ? 0 : -ENOMEM;
 	uint64_t give_up = clock_mono_ns() + (uint64_t)META_IDATA_LEASE_NS + 5000000000ULL;
+	/* the conversion waits on storage and on another client's claim: a
+	 * FUSE thread that read the write itself lets another read meanwhile */
+	block_hint_wait();
 	pthread_mutex_lock(&st->conv);
 	snap_drop(st);
 	/* Empty inline data: nothing to copy, one txn. */

@@ -2674,6 +2674,18 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		fuse_reply_err(req, EIO);
 		return;
 	}
+	/* WRITE may be served by the thread that read it (fuse_loop.c
+	 * fl_fast): only an inline write within the threshold runs in this
+	 * process without waiting (meta's in-process store; its own waits
+	 * hand over through block_hint_wait). Anything else (chunks, a
+	 * conversion, the setattr and inode invalidation of kill_privs, an
+	 * append, whose lock a converting append may hold while it waits on
+	 * storage) waits on RPCs or the kernel: let another thread read
+	 * first. */
+	if (!file_io_idata_on(f->fi) || off < 0 || (uint64_t)off > META_IDATA_MAX ||
+	    size > META_IDATA_MAX - (uint64_t)off || ((f->mode & 06000) && !f->privs_killed) ||
+	    (f->flags & O_APPEND))
+		fuseloop_will_block();
 	if ((f->mode & 06000) && !f->privs_killed) {
 		int rc = kill_privs(req, fs, f);
 		if (rc < 0) {

@@ -229,6 +229,10 @@ static int fl_fast(struct fuseloop *fl, const struct fuse_buf *b)
 	case FUSE_RMDIR:
 	case FUSE_RENAME:
 	case FUSE_RENAME2:
+	/* a write of a small file: one txn on the in-process store, as a
+	 * create (docs/inline-data.md "Writing a small file"); op_write
+	 * hands over first for any other write (chunks, RPC) */
+	case FUSE_WRITE:
 		if (fl->flags & FUSELOOP_NS_FAST)
 			return 1;
 		if (fl->flags & FUSELOOP_NS_AUTO)

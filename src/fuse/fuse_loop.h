@@ -46,7 +46,9 @@
  * are fast opcodes too; with FUSELOOP_NS_AUTO (the mount's default with
  * the in-process meta; CFS_FUSE_NS_FAST=0 turns it off) they are while
  * the host's CPUs are not contended (sched_hint.h CPU pressure):
- * CREATE, MKNOD, MKDIR, SYMLINK, LINK, UNLINK, RMDIR, RENAME(2). Their
+ * CREATE, MKNOD, MKDIR, SYMLINK, LINK, UNLINK, RMDIR, RENAME(2), and
+ * WRITE (a small file's write is one txn on the in-process store; the
+ * handler hands over first for any other write). Their
  * waits are deep in the meta client and the KV store, which call
  * block_hint_wait (common/block_hint.h) right before they wait; every
  * thread of the loop sets fuseloop_will_block as its block hint.

@@ -44,6 +44,13 @@
  *   without the block hint in kv_lmdb.c that thread waited in LMDB while
  *   holding the reading of /dev/fuse, and every request of the mount
  *   waited with it.
+ * - The same for WRITE, which the reading thread serves when it is an
+ *   inline write (fuse_loop.c fl_fast): an inline write behind that
+ *   lock, and a write to a chunked file with the storage services
+ *   stopped (SIGSTOP), each leave a stat and a readdir free to complete;
+ *   both writes complete once let go. Without the hand-over before a
+ *   chunk write (op_write's, and write_range's block hint) the chunk
+ *   write held every request of the mount until storage ran.
  *
  * - Compaction hand-off: 20,000 creates and unlinks leave meta's store a
  *   free list worth compacting; while another thread keeps creating
@@ -452,53 +459,174 @@ static int other_requests(const char *dir)
 	return integ_count_entries(dir) == 1 ? 0 : 3;
 }
 
-static void test_wait_hands_over(void **state)
+/* Let-go actions for check_waiter: the LMDB writer lock's holder, or the
+ * stopped storage services. */
+static void let_go_holder(void *arg)
 {
-	char store[700], d1[1024], d2[1024], victim[1200], p[1200];
-	snprintf(store, sizeof(store), "%s/meta", env.data);
-	integ_path(&env, "wait1", d1, sizeof(d1));
-	integ_path(&env, "wait2", d2, sizeof(d2));
-	assert_int_equal(mkdir(d1, 0755), 0);
-	assert_int_equal(mkdir(d2, 0755), 0);
-	snprintf(victim, sizeof(victim), "%s/victim", d1);
-	integ_touch(victim);
-	snprintf(p, sizeof(p), "%s/present", d2);
-	integ_touch(p);
+	int *release = arg;
+	assert_int_equal(write(*release, "g", 1), 1);
+	close(*release);
+}
 
-	int release = -1, st = -1;
-	pid_t holder = lmdb_hold_writer(store, 20000, &release);
-	assert_true(holder > 0);
-	/* The unlink in its own process: it waits for the holder. (Another
-	 * directory for the rest: the kernel holds d1's lock meanwhile.) */
-	pid_t unl = fork();
-	assert_true(unl >= 0);
-	if (unl == 0)
-		_exit(unlink(victim) ? 1 : 0);
-	clock_sleep_ms(300); /* the UNLINK is in the mount, waiting */
+static void let_go_storage(void *arg)
+{
+	const int *sp = arg;
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(kill(sp[i], SIGCONT), 0);
+}
+
+/* CHILD runs a request that waits until LET_GO(ARG): it must still be
+ * waiting after 300 ms, while a stat and a readdir in DIR complete within
+ * 3 s (the mount's reading went on); after LET_GO it exits 0 within
+ * DONE_MS. */
+static void check_waiter(pid_t child, const char *dir, void (*let_go)(void *), void *arg,
+                         int done_ms)
+{
+	int st = -1, cst = -1;
+	assert_true(child > 0);
+	clock_sleep_ms(300); /* the request is in the mount, waiting */
 	pid_t other = fork();
 	assert_true(other >= 0);
 	if (other == 0)
-		_exit(other_requests(d2));
+		_exit(other_requests(dir));
 	int other_done = wait_child(other, 3000, &st);
-	int unl_early = waitpid(unl, &(int){0}, WNOHANG) == unl;
-	/* let go either way, so that nothing hangs */
-	assert_int_equal(write(release, "g", 1), 1);
-	close(release);
+	int early = waitpid(child, &cst, WNOHANG) == child;
+	let_go(arg); /* either way, so that nothing hangs */
 	if (!other_done) {
 		kill(other, SIGKILL);
 		waitpid(other, &st, 0);
 	}
-	int ust = -1;
-	int unl_done = unl_early || wait_child(unl, 10000, &ust);
-	int hst = -1;
-	waitpid(holder, &hst, 0);
-	assert_true(WIFEXITED(hst) && WEXITSTATUS(hst) == 0);
-	assert_false(unl_early); /* it did wait for the lock */
+	int done = early || wait_child(child, done_ms, &cst);
+	assert_false(early);     /* it did wait */
 	assert_true(other_done); /* ... without holding the mount up */
 	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-	assert_true(unl_done);
-	assert_true(WIFEXITED(ust) && WEXITSTATUS(ust) == 0);
+	assert_true(done);
+	assert_true(WIFEXITED(cst) && WEXITSTATUS(cst) == 0);
+}
+
+/* OP(PATH) in a child while another process holds LMDB's writer lock on
+ * STORE: check_waiter with DIR, the holder letting go. */
+static void check_behind_writer(const char *store, const char *dir, int (*op)(const char *),
+                                const char *path)
+{
+	int release = -1, hst = -1;
+	pid_t holder = lmdb_hold_writer(store, 20000, &release);
+	assert_true(holder > 0);
+	pid_t child = fork();
+	if (child == 0)
+		_exit(op(path));
+	check_waiter(child, dir, let_go_holder, &release, 10000);
+	waitpid(holder, &hst, 0);
+	assert_true(WIFEXITED(hst) && WEXITSTATUS(hst) == 0);
+}
+
+static int unlink_op(const char *path)
+{
+	return unlink(path) ? 1 : 0;
+}
+
+/* The waiting tests' setup: STORE (700) is meta's store, D1 and D2 (1024)
+ * new directories TAG1 and TAG2, F1 (1200) the empty file D1/NAME, and
+ * D2 holds "present" (other_requests). */
+static void wait_setup(const char *tag, char *store, char *d1, char *d2, char *f1,
+                       const char *name)
+{
+	char t[64], p[1200];
+	snprintf(store, 700, "%s/meta", env.data);
+	snprintf(t, sizeof(t), "%s1", tag);
+	integ_path(&env, t, d1, 1024);
+	snprintf(t, sizeof(t), "%s2", tag);
+	integ_path(&env, t, d2, 1024);
+	assert_int_equal(mkdir(d1, 0755), 0);
+	assert_int_equal(mkdir(d2, 0755), 0);
+	snprintf(f1, 1200, "%s/%s", d1, name);
+	integ_touch(f1);
+	snprintf(p, sizeof(p), "%s/present", d2);
+	integ_touch(p);
+}
+
+static void test_wait_hands_over(void **state)
+{
+	char store[700], d1[1024], d2[1024], victim[1200];
+	wait_setup("wait", store, d1, d2, victim, "victim");
+
+	/* The unlink in its own process: it waits for the holder. (Another
+	 * directory for the rest: the kernel holds d1's lock meanwhile.) */
+	check_behind_writer(store, d2, unlink_op, victim);
 	assert_true(wait_exists(victim, 0, 10));
+}
+
+/* Child: pwrite N bytes of BYTE at OFF into PATH; 0 when all went. */
+static int child_write(const char *path, size_t n, off_t off, int byte)
+{
+	char *b = malloc(n);
+	int fd = open(path, O_WRONLY);
+	if (!b || fd < 0)
+		return 1;
+	memset(b, byte, n);
+	int rc = pwrite(fd, b, n, off) == (ssize_t)n ? 0 : 2;
+	free(b);
+	return close(fd) || rc ? 3 : 0;
+}
+
+static int write_small_op(const char *path)
+{
+	return child_write(path, 16384, 0, 's');
+}
+
+/* Whether PATH holds N bytes, each BYTE. */
+static int all_bytes(const char *path, size_t n, int byte)
+{
+	char *b = malloc(n + 1);
+	int fd = open(path, O_RDONLY);
+	ssize_t got = fd >= 0 && b ? read(fd, b, n + 1) : -1;
+	int ok = got == (ssize_t)n;
+	for (size_t i = 0; ok && i < n; i++)
+		ok = b[i] == (char)byte;
+	if (fd >= 0)
+		close(fd);
+	free(b);
+	return ok;
+}
+
+/* A write that waits must not hold the mount up either: WRITE is read
+ * and served by one thread when it is an inline write (fuse_loop.c
+ * fl_fast), so (a) an inline write waiting for LMDB's writer lock hands
+ * the reading over through the block hint, and (b) a write to a chunked
+ * file, which waits on storage (stopped here), hands it over before it
+ * starts (fuse_fs.c op_write). Meanwhile a stat and a readdir elsewhere
+ * complete at once; both writes complete once let go. Without the
+ * hand-over before a chunk write (op_write's and write_range's block
+ * hint) (b) holds every request of the mount until storage runs. */
+static void test_write_hands_over(void **state)
+{
+	char store[700], d1[1024], d2[1024], small[1200], big[1200];
+	wait_setup("wwait", store, d1, d2, small, "small");
+	snprintf(big, sizeof(big), "%s/big", d1);
+	size_t bign = 256 * 1024; /* past the 64 KiB inline threshold: chunks */
+	char *b = malloc(bign);
+	assert_non_null(b);
+	memset(b, 'a', bign);
+	integ_write_file(big, b, bign);
+	free(b);
+
+	/* (a) inline write behind LMDB's writer lock */
+	check_behind_writer(store, d2, write_small_op, small);
+	assert_true(all_bytes(small, 16384, 's'));
+
+	/* (b) chunk write with every storage service stopped */
+	int sp[3];
+	for (int i = 0; i < 3; i++) {
+		char role[16];
+		snprintf(role, sizeof(role), "storage%d", i + 1);
+		sp[i] = integ_role_pid(&env, role);
+		assert_int_equal(kill(sp[i], SIGSTOP), 0);
+	}
+	pid_t w = fork();
+	if (w == 0)
+		_exit(child_write(big, bign, 0, 'b'));
+	check_waiter(w, d2, let_go_storage, sp, 30000);
+	assert_true(all_bytes(big, bign, 'b'));
 }
 
 /* Waits up to MS for PATH's mode (permission bits) and mtime seconds to
@@ -744,6 +872,7 @@ int main(void)
 		cmocka_unit_test(test_compact_handoff),
 		cmocka_unit_test(test_no_store),
 		cmocka_unit_test(test_wait_hands_over),
+		cmocka_unit_test(test_write_hands_over),
 	};
 	return integ_main(&env, "metalocal", tests, sizeof(tests) / sizeof(tests[0]));
 }
