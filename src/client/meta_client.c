@@ -3,7 +3,9 @@
  *
  * One call:
  *   1. fill the request (credentials, request id: mutations take the next
- *      seq of this client once, before any attempt) and encode it once;
+ *      seq of this client once, before the first encoded attempt; a direct
+ *      in-process call, which writes no idempotency record, takes none)
+ *      and encode it once;
  *   2. order the instances: routed calls (sync, close) put the rendezvous
  *      owner of the inode first; others start at a round-robin position.
  *      Instances marked down are tried last;
