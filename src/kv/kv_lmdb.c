@@ -133,6 +133,26 @@ struct lmdb_req {
 	struct lmdb_req *next;
 };
 
+/* A reset read-only txn kept for reuse, with the cursor its last user
+ * opened (NULL: none), which LMDB lets a renewed read txn take over
+ * (mdb_cursor_renew): the range reads of the next txn then cost no
+ * mdb_cursor_open's malloc and mdb_cursor_close's free. */
+struct pooled_read {
+	MDB_txn *r;
+	MDB_cursor *cur;
+};
+
+/* Ends a pooled read handle for good (the cursor first: a read-only txn's
+ * cursors are closed explicitly). */
+static void pooled_read_abort(struct pooled_read *pr)
+{
+	if (pr->cur)
+		mdb_cursor_close(pr->cur);
+	mdb_txn_abort(pr->r);
+	pr->cur = NULL;
+	pr->r = NULL;
+}
+
 struct lmdb_engine {
 	struct kv_engine base;
 	MDB_env *env;
@@ -164,7 +184,7 @@ struct lmdb_engine {
 	_Atomic int64_t id_base;
 
 	pthread_mutex_t pool_mu;        /* guards pool, npool, nactive, swapping */
-	MDB_txn *pool[LMDB_POOL_MAX];   /* reset read-only handles */
+	struct pooled_read pool[LMDB_POOL_MAX]; /* reset read-only handles */
 	int npool;
 	int nactive;                    /* txns holding a read handle of env */
 	int swapping;                   /* compact_online: txn_begin waits on swap_cv */
@@ -938,7 +958,7 @@ static int compact_online(struct lmdb_engine *e, enum compact_mode mode)
 		goto out;
 	}
 	for (int i = 0; i < e->npool; i++)
-		mdb_txn_abort(e->pool[i]);
+		pooled_read_abort(&e->pool[i]);
 	e->npool = 0;
 	pthread_mutex_unlock(&e->pool_mu);
 	drained = clock_mono_ns() - t0;
@@ -1189,7 +1209,7 @@ static void lmdb_close(struct kv_engine *base)
 		window_sync(e);
 	ask_end(e); /* the sync thread is gone: no compaction runs */
 	for (int i = 0; i < e->npool; i++)
-		mdb_txn_abort(e->pool[i]);
+		pooled_read_abort(&e->pool[i]);
 	if (e->env)
 		mdb_env_close(e->env);
 	if (e->lock_fd >= 0)
@@ -1362,6 +1382,7 @@ static int lmdb_txn_begin(struct kv_txn *t)
 	struct lmdb_engine *e = (struct lmdb_engine *)t->eng;
 	struct lmdb_txn *p = kv_txn_priv(t);
 	MDB_txn *r = NULL;
+	MDB_cursor *cur = NULL;
 	int rc, tries;
 
 	pthread_mutex_lock(&e->pool_mu);
@@ -1374,8 +1395,11 @@ static int lmdb_txn_begin(struct kv_txn *t)
 		return -EIO; /* a failed online compaction could not reopen it */
 	}
 	e->nactive++;
-	if (e->npool)
-		r = e->pool[--e->npool];
+	if (e->npool) {
+		struct pooled_read *pr = &e->pool[--e->npool];
+		r = pr->r;
+		cur = pr->cur;
+	}
 	pthread_mutex_unlock(&e->pool_mu);
 	for (tries = 0;; tries++) {
 		rc = r ? mdb_txn_renew(r) : mdb_txn_begin(e->env, NULL, MDB_RDONLY, &r);
@@ -1389,12 +1413,19 @@ static int lmdb_txn_begin(struct kv_txn *t)
 		if (rc == MDB_MAP_RESIZED)
 			LOG_ERR("kv", "lmdb: map grown by another process: path=%s: reopen with a larger map_size",
 				e->path);
+		if (cur)
+			mdb_cursor_close(cur);
 		if (r)
 			mdb_txn_abort(r);
 		active_put(e);
 		return lmdb_err(rc);
 	}
+	if (cur && mdb_cursor_renew(r, cur)) {
+		mdb_cursor_close(cur); /* read_cursor opens another if needed */
+		cur = NULL;
+	}
 	p->r = r;
+	p->cur = cur;
 	p->rid = gid(e, r);
 	if (!(t->flags & KV_RDONLY)) {
 		pthread_mutex_lock(&e->gc_mu);
@@ -1427,17 +1458,21 @@ static void lmdb_txn_free(struct kv_txn *t)
 		uncount(e, p);
 		pthread_mutex_unlock(&e->gc_mu);
 	}
-	if (p->cur)
-		mdb_cursor_close(p->cur);
-	if (!p->r)
+	if (!p->r) {
+		if (p->cur)
+			mdb_cursor_close(p->cur);
+		p->cur = NULL;
 		return;
+	}
 	mdb_txn_reset(p->r);
+	struct pooled_read pr = { p->r, p->cur };
 	pthread_mutex_lock(&e->pool_mu);
 	if (e->npool < LMDB_POOL_MAX)
-		e->pool[e->npool++] = p->r;
+		e->pool[e->npool++] = pr;
 	else
-		mdb_txn_abort(p->r); /* under pool_mu: the env must outlive it */
+		pooled_read_abort(&pr); /* under pool_mu: the env must outlive it */
 	p->r = NULL;
+	p->cur = NULL;
 	if (--e->nactive == 0 && e->swapping)
 		pthread_cond_broadcast(&e->swap_cv);
 	pthread_mutex_unlock(&e->pool_mu);

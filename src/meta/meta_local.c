@@ -72,11 +72,13 @@
  *    new requests that never relied on a record (a record answers only
  *    its own seq): create's non-exclusive retry after -EEXIST (fuse_fs.c)
  *    follows an exclusive create that failed, so committed nothing.
- * 3. The client's bookkeeping is unchanged: a seq is drawn and listed for
- *    each mutation and marked done when send_with_failover returns, local
- *    or not, so the idem_low its RPC calls carry still advances and still
- *    bounds the floor they raise. A failed-over call's seq stays listed
- *    until its RPC attempts end, so the floor never passes it.
+ * 3. The client draws a seq only for a mutation that goes the encoded
+ *    way (call_keep: a call answered here never needs one; one passed on
+ *    or failed over draws it after this try, before its first RPC), lists
+ *    it and marks it done when send_with_failover returns, so the
+ *    idem_low its RPC calls carry still advances and still bounds the
+ *    floor they raise. A failed-over call's seq stays listed until its
+ *    RPC attempts end, so the floor never passes it.
  */
 #include <errno.h>
 #include <limits.h>
@@ -107,6 +109,11 @@ struct scratch_node {
 	struct scratch_node *next;
 };
 
+/* Scratches parked in lock-free slots (one atomic exchange to take one, one
+ * compare-and-swap to give it back) before the mutex-guarded free list:
+ * as many as FUSE threads usually call at once. */
+#define SPARE_SLOTS 4
+
 #define WATCH_MS 50
 #define WANT_STALE_MS 5000
 
@@ -126,6 +133,7 @@ struct meta_local {
 	int stop, watching;
 	pthread_t watch_th;
 	struct scratch_node *free_list;
+	_Atomic(struct scratch_node *) spare[SPARE_SLOTS]; /* owned by no call */
 	_Atomic uint64_t calls;
 	_Atomic uint64_t handoffs;
 };
@@ -358,6 +366,8 @@ int meta_local_open(const struct meta_local_opts *o, struct meta_local **out, ch
 			return -EIO;
 		}
 	l = xcalloc(1, sizeof(*l));
+	for (int i = 0; i < SPARE_SLOTS; i++)
+		atomic_init(&l->spare[i], NULL);
 	l->o = *o;
 	l->o.kv_url = NULL;
 	l->id = id;
@@ -402,11 +412,17 @@ static int call_begin(struct meta_local *l, struct scratch_node **np)
 		pthread_rwlock_unlock(&l->rw);
 		return META_LOCAL_PASS;
 	}
-	pthread_mutex_lock(&l->mu);
-	n = l->free_list;
-	if (n)
-		l->free_list = n->next;
-	pthread_mutex_unlock(&l->mu);
+	n = NULL;
+	for (int i = 0; i < SPARE_SLOTS && !n; i++)
+		if (atomic_load_explicit(&l->spare[i], memory_order_relaxed))
+			n = atomic_exchange_explicit(&l->spare[i], NULL, memory_order_acquire);
+	if (!n) {
+		pthread_mutex_lock(&l->mu);
+		n = l->free_list;
+		if (n)
+			l->free_list = n->next;
+		pthread_mutex_unlock(&l->mu);
+	}
 	if (!n) {
 		n = calloc(1, sizeof(*n));
 		if (!n) {
@@ -439,6 +455,13 @@ static int call_end(struct meta_local *l, int rc)
 
 static void call_put(struct meta_local *l, struct scratch_node *n)
 {
+	for (int i = 0; i < SPARE_SLOTS; i++) {
+		struct scratch_node *none = NULL;
+		if (atomic_compare_exchange_strong_explicit(&l->spare[i], &none, n,
+							    memory_order_release,
+							    memory_order_relaxed))
+			return;
+	}
 	pthread_mutex_lock(&l->mu);
 	n->next = l->free_list;
 	l->free_list = n;
@@ -504,6 +527,13 @@ void meta_local_close(struct meta_local *l)
 		pthread_cond_signal(&l->cv);
 		pthread_mutex_unlock(&l->mu);
 		pthread_join(l->watch_th, NULL);
+	}
+	for (int i = 0; i < SPARE_SLOTS; i++) {
+		struct scratch_node *n = atomic_load_explicit(&l->spare[i], memory_order_relaxed);
+		if (n) {
+			buf_fini(&n->sc.out);
+			free(n);
+		}
 	}
 	while (l->free_list) {
 		struct scratch_node *n = l->free_list;

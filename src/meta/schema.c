@@ -8,6 +8,7 @@
  * fields) are ignored.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "common/crc32c.h"
@@ -246,6 +247,25 @@ int meta_inode_encode(const struct meta_inode *in, struct buf *b)
 	if (meta_type_special(in->type))
 		wire_put_u64(&w, in->rdev);
 	return rec_end(&w);
+}
+
+void meta_inode_copy(struct meta_inode *dst, const struct meta_inode *src)
+{
+	memcpy(dst, src, offsetof(struct meta_inode, layout));
+	if (src->has_layout) {
+		uint32_t nc = src->layout.nchains <= META_MAX_STRIPE ? src->layout.nchains : 0;
+		memcpy(&dst->layout, &src->layout, offsetof(struct meta_layout, chains));
+		dst->layout.nchains = nc;
+		memcpy(dst->layout.chains, src->layout.chains, nc * sizeof(src->layout.chains[0]));
+	} else {
+		dst->layout.nchains = 0;
+	}
+	uint32_t tl = src->type == META_T_SYMLINK && src->target_len <= META_SYMLINK_MAX
+			      ? src->target_len : 0;
+	memcpy(dst->target, src->target, tl);
+	dst->target[tl] = 0;
+	dst->target_len = tl;
+	dst->rdev = src->rdev;
 }
 
 int meta_inode_decode(const void *p, size_t n, struct meta_inode *out)

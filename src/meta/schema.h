@@ -186,6 +186,14 @@ void meta_key_dirstat_kind_range(struct meta_key *b, struct meta_key *e, uint64_
 /* [begin, end) covering every key with a 4-byte prefix, e.g. "INOD". */
 void meta_key_prefix_range(struct meta_key *b, struct meta_key *e, const char prefix[4]);
 
+/* Copies the part of SRC that the inode's value is made of, as
+ * meta_inode_decode fills it: the fields before the layout, the layout with
+ * its first nchains chains (has_layout; else nchains 0), a symlink's target
+ * up to its NUL, rdev. The rest of DST (chains past nchains, target bytes
+ * past the NUL: a struct meta_inode is 5 KiB, its value ~100 bytes for
+ * most inodes) is left as it was. Thread-safe. */
+void meta_inode_copy(struct meta_inode *dst, const struct meta_inode *src);
+
 /* Encoders replace B's contents; 0 or -ENOMEM. Decoders: 0 or -CFS_ECORRUPT. */
 int meta_inode_encode(const struct meta_inode *in, struct buf *b);
 int meta_inode_decode(const void *p, size_t n, struct meta_inode *out);
