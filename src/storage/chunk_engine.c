@@ -21,12 +21,6 @@
  *                  unlocks chunks and calls back. While it commits, the
  *                  I/O thread keeps submitting: group commit. After the
  *                  callbacks it checkpoints the log into LMDB when due.
- *   flush thread   (cfg.commit_depth 2, the default with sync; started and
- *                  joined by the commit thread) does a batch's second
- *                  half - the flush, the commit into the overlay, block
- *                  releases, unlocks, callbacks - while the commit thread
- *                  writes the next batch's record ("commit depth" at
- *                  commit_main).
  *   callback thread  (cfg.commit_pipeline, started and joined by the
  *                  commit thread) unlocks and calls back committed
  *                  batches while the commit thread commits the next one
@@ -63,17 +57,14 @@
  * at its first write and splits what the group commit window
  * (commit_main) would have gathered into one flush, so those keep the
  * old order. Why it is safe: an acknowledgement still
- * follows a flush issued after both the record and the data completed.
- * THE CRASH RULE: a record is written only after the flush of the batch
- * two before it completed (commit depth 2: one batch may flush while the
- * next one's record is written), so only the log's LAST TWO records can
- * name data that is not on disk - after power loss, and also after kill
- * -9 alone (a data write still queued in the ring is never issued) -
- * which is why open verifies the last two records in every boot and
- * replays up to the first that fails (chunk_store.c). A data write that
- * fails after its record was written puts the target in ERROR state: no
- * later record may follow that one, and no batch not yet acknowledged is.
- * Compaction moves keep the old order (record after data).
+ * follows a flush issued after both the record and the data completed,
+ * and the next record is written only after that flush, so only the log's
+ * last record can name data that is not on disk - now also after kill -9
+ * alone (a data write still queued in the ring is never issued), which is
+ * why open verifies the last record in every boot (chunk_store.c). A data
+ * write that fails after its record was written puts the target in ERROR
+ * state: no later record may follow that one. Compaction moves keep the
+ * old order (record after data).
  *
  * Small overwrites and appends (journaled): a write inside the committed
  * length whose pages span at most cfg.journal_max bytes and at most half
@@ -368,7 +359,7 @@ struct chunk_engine {
 	atomic_uint_fast64_t joint_syncs;
 	atomic_uint_fast64_t stage_n, stage_pre_us, stage_io_us, stage_queue_us, stage_commit_us;
 	atomic_uint_fast64_t callback_us, overlapped_batches;
-	atomic_uint_fast64_t flush_overlaps, flush_wait_us, record_us; /* commit depth */
+	atomic_uint_fast64_t flush_overlaps, flush_wait_us; /* commit depth */
 	atomic_uint_fast64_t noflush_batches, noflush_writes; /* cache mode (noflush_batch) */
 	/* Page-cache probes ("page-cache reads": when the cache pays). */
 	struct cache_probe cr;              /* its .direct: small reads sent O_DIRECT */
@@ -1890,11 +1881,11 @@ static int wait_data(struct chunk_engine *e, struct req *list)
  *
  * What holds after kill -9 of any process (the machine stays up): the
  * same as for synced batches. Completed O_DIRECT writes are in the
- * device (or its cache), which a process's death does not touch; a
- * batch's data writes completed (wait_data) before the next record is
- * written, and the record after that waits for this batch's commit, so
- * only the log's last two records may name a data write never issued
- * (record beside data), which open verifies as before.
+ * device (or its cache), which a process's death does not touch; the
+ * record is written only after the batch's data writes completed
+ * (wait_data), and the next record only after this batch committed, so
+ * the log's last record alone may name a data write never issued (record
+ * beside data), which open verifies as before.
  *
  * What power loss (or a crash of the machine) can do: every cache-mode
  * batch after the last flush of the device may lose its record, its data,
@@ -1903,7 +1894,7 @@ static int wait_data(struct chunk_engine *e, struct req *list)
  * (records are written one after another; one lost ends the run). In that
  * prefix a chunk a cache-mode batch wrote may name a block whose data did
  * not reach the media (it holds older bytes, another chunk's, or zeros);
- * only the last two records are verified at open, so such a chunk comes back
+ * only the last record is verified at open, so such a chunk comes back
  * with metadata whose page CRCs its block fails. Every read verifies the
  * page CRCs (-CFS_ECORRUPT, never the wrong bytes; craq_repair.c repairs
  * the replica from a good one where there is one), and a chunk whose record
@@ -2457,7 +2448,6 @@ static void *commit_main(void *arg)
 		j->err = atomic_load(&e->failed);
 		if (!j->err)
 			j->err = batch_record(e, list, ret, &j->b, &j->retired);
-		add_us(&e->record_us, t_take, clock_mono_ns());
 		/* Whatever failed, no early data write may still be reading
 		 * a buffer that finalize and the callbacks give back. */
 		int derr = wait_data(e, list);
@@ -2773,7 +2763,6 @@ void chunk_engine_get_stat(struct chunk_engine *e, struct chunk_engine_stat *out
 	out->overlapped_batches = atomic_load(&e->overlapped_batches);
 	out->flush_overlaps = atomic_load(&e->flush_overlaps);
 	out->flush_wait_us = atomic_load(&e->flush_wait_us);
-	out->record_us = atomic_load(&e->record_us);
 	out->noflush_batches = atomic_load(&e->noflush_batches);
 	out->noflush_writes = atomic_load(&e->noflush_writes);
 }
@@ -3219,7 +3208,7 @@ static void log_commit_stat(struct chunk_engine *e)
 		 "flush_led=%llu flush_covered=%llu flush_timeouts=%llu "
 		 "noflush_batches=%llu noflush_writes=%llu "
 		 "window_ms=%llu commit_ms=%llu sync_ms=%llu callback_ms=%llu overlapped=%llu "
-		 "flush_overlaps=%llu flush_wait_ms=%llu record_ms=%llu cow_writes=%llu avg_us: pre=%llu "
+		 "cow_writes=%llu avg_us: pre=%llu "
 		 "io=%llu queue=%llu commit=%llu", e->dir, (unsigned long long)st.commit_batches,
 		 (unsigned long long)st.commit_writes, (unsigned long long)st.data_syncs,
 		 (unsigned long long)st.joint_syncs, (unsigned long long)st.group_led,
@@ -3227,9 +3216,7 @@ static void log_commit_stat(struct chunk_engine *e)
 		 (unsigned long long)st.noflush_batches, (unsigned long long)st.noflush_writes,
 		 (unsigned long long)st.window_wait_us / 1000, (unsigned long long)st.commit_us / 1000,
 		 (unsigned long long)st.sync_us / 1000, (unsigned long long)st.callback_us / 1000,
-		 (unsigned long long)st.overlapped_batches, (unsigned long long)st.flush_overlaps,
-		 (unsigned long long)st.flush_wait_us / 1000, (unsigned long long)st.record_us / 1000,
-		 (unsigned long long)st.stage_n,
+		 (unsigned long long)st.overlapped_batches, (unsigned long long)st.stage_n,
 		 (unsigned long long)(st.stage_pre_us / n), (unsigned long long)(st.stage_io_us / n),
 		 (unsigned long long)(st.stage_queue_us / n),
 		 (unsigned long long)(st.stage_commit_us / n));

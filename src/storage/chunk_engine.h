@@ -379,8 +379,6 @@ struct chunk_engine_stat {
 	 * reached, or a checkpoint that needs it empty). */
 	uint64_t flush_overlaps;
 	uint64_t flush_wait_us;
-	uint64_t record_us; /* the commit thread from taking a batch to its
-			     * record written and its data waited for */
 	/* Cache mode (CHUNK_WF_NOFLUSH): batches committed without any
 	 * fdatasync or flush, and the writes in them. */
 	uint64_t noflush_batches;

@@ -71,39 +71,26 @@
  *
  * Why one flush is enough. The record and the data it points at reach
  * the disk in any order, but the caller acknowledges only after a flush
- * that followed both. The writer may write a batch's record while the
- * batch before it still waits for its flush, but no further: the record
- * after that waits until the earlier flush completed (the engine's commit
- * depth 2, chunk_engine.c commit_main; at most CHUNK_STORE_VERIFY_TAIL
- * written, uncommitted batches here). So after a power loss every record
- * of the run but the LAST TWO was followed by a completed flush (its data
- * durable); only those two may name data that never left the cache. Open
- * therefore checks the chunks they put against their page CRCs
- * (chunk_store_verify_fn), the older first, and drops the first record
- * with a failing chunk together with every record after it (replay stays
- * a prefix): none of them was acknowledged. A chunk the last record
- * changes again is not checked in the one before: the engine changes a
- * chunk only after the batch that changed it before was flushed (it holds
- * the chunk's lock until then), and the later change may have altered
- * the block in place since. A dropped chunk is then its previous version,
- * whose block the allocator had not reused (a block is freed only after
- * the flush of the batch that stops pointing at it, so only a batch whose
- * record follows that durable one reuses it; drop that record and the
- * state replayed still does not point at the block). The check runs in
- * every boot: the engine writes a batch's record while its data writes
- * run (chunk_engine.c "record beside data"), so after kill -9 alone the
- * last records may name a data write that was still queued and never
- * issued. A checkpoint restarts the log, so it waits until no written
- * batch is uncommitted (chunk_store_batch_write returns -EAGAIN,
- * chunk_store_maintain does nothing); a written record whose batch is
- * abandoned stops every later record (wal_broken): the run would replay
- * it as committed.
+ * that followed both, and the next record is written only after that.
+ * So after a power loss every record of the run but the last was
+ * followed by a completed flush (its data durable); only the last may
+ * name data that never left the cache. Open therefore checks the chunks
+ * the last record puts against their page CRCs (chunk_store_verify_fn)
+ * and drops the record when one fails: it was never acknowledged. The
+ * chunk is then its previous version, whose block the allocator had not
+ * reused (a block is freed only after the commit that stops pointing at
+ * it, and reused by writes after that). The check runs in every boot:
+ * the engine writes a batch's record while its data writes run
+ * (chunk_engine.c "record beside data"), so after kill -9 alone the last
+ * record may name a data write that was still queued and never issued.
+ * The engine writes the next record only after the previous batch's
+ * flush, so this stays true of the last record only.
  *
  * Except for cache-mode batches (chunk_engine.c noflush_batch: KVCache
  * namespaces with --durability cache), committed with flushed = 1 and no
  * flush at all: after POWER LOSS several records at the end of the run may
  * name data that never reached the media (those after the device's last
- * flush), and only the last two are verified. Replay still yields the state
+ * flush), and only the last is verified. Replay still yields the state
  * after a prefix of the batches (a record lost ends the run), the
  * allocator is rebuilt from it, and a chunk whose data did not land fails
  * its page CRCs on every read (-CFS_ECORRUPT, never wrong bytes). After
@@ -315,7 +302,7 @@ static int ov_get(struct chunk_store *s, struct chunk_id id, struct chunk_meta *
 
 /* This boot of the machine, as a number, stamped in every record (for a
  * post-mortem: which boot wrote it). Replay no longer depends on it: the
- * last records are verified in every boot (wal_open). CFS_TEST_BOOT_ID
+ * last record is verified in every boot (wal_open). CFS_TEST_BOOT_ID
  * overrides it: tests simulate a reboot with it. */
 static uint64_t boot_id(void)
 {
@@ -547,13 +534,12 @@ static int wal_cut(struct chunk_store *s, uint8_t *page)
  * checkpoint; seqs only grow, so it cannot follow by accident). The run is
  * exactly the changes since the last checkpoint, older ones possibly
  * included (every checkpoint holds them too): applying it is idempotent.
- * The LAST TWO records of the run alone may name data that is not durable
- * (power lost after a page reached the disk but before the flush that
- * would have acknowledged it, or kill -9 before a data write was issued;
- * every earlier record was followed by a completed flush before the
- * record two after it was written): VERIFY checks each chunk they put, in
- * every boot, and from the first record with a failing chunk on, records
- * are dropped, as never acknowledged ("Why one flush is enough"). */
+ * The LAST record of the run alone may name data that is not durable
+ * (power lost after its page reached the disk but before the flush that
+ * would have acknowledged it, or kill -9 before its data write was
+ * issued; every earlier record was followed by a completed flush before
+ * the next was written): VERIFY checks each chunk it puts, in every boot,
+ * and when one fails the record is dropped, as never acknowledged. */
 static int wal_open(struct chunk_store *s, const char *dir, chunk_store_verify_fn verify,
 		    void *varg)
 {
