@@ -169,7 +169,6 @@ enum req_kind { RQ_WRITE, RQ_READ, RQ_REMOVE, RQ_QUERY, RQ_QUERY_LAST, RQ_MOVE }
 enum req_state { RS_START, RS_LOCKING, RS_READ_OLD, RS_WRITE, RS_COMMIT, RS_APPLY };
 
 struct req;
-struct flush_job;
 
 /* What a write I/O is (struct iox.write; 0 for reads). */
 enum {
@@ -313,14 +312,6 @@ struct chunk_engine {
 	int done_stop;                         /* under dmu */
 	atomic_int done_pending;               /* batches handed over, not yet called back */
 	int done_tid_ok;                       /* commit thread: the callback thread runs */
-	/* Flush stage (cfg.commit_depth 2, "commit depth" at commit_main):
-	 * written batches the flush thread flushes and calls back. */
-	pthread_mutex_t fmu;
-	pthread_cond_t fcv;
-	struct flush_job *flush_head, *flush_tail; /* under fmu */
-	unsigned flush_inflight;               /* handed over, not yet called back; under fmu */
-	int flush_stop;                        /* under fmu */
-	int flush_tid_ok;                      /* the flush thread runs; commit thread */
 
 	pthread_t comp_tid;
 	int comp_started;
@@ -333,12 +324,6 @@ struct chunk_engine {
 	 * never issued, and the process _exits once its batch's record is
 	 * written: a crash with a record on disk whose data never was. */
 	unsigned test_crash_record;
-	/* CFS_TEST_SLOW_FLUSH=N, CFS_TEST_FAIL_FLUSH=N (tests only): the Nth
-	 * written batch's flush first sleeps 300 ms, or fails (-EIO).
-	 * CFS_TEST_FAIL_DATA=N: the Nth early data write fails (-EIO, never
-	 * issued). */
-	unsigned test_slow_flush, test_fail_flush, test_fail_data;
-	unsigned test_flush_seen;           /* flush stage */
 	uint64_t beside_ms;                 /* I/O thread: when a write last found
 					     * another data write in flight */
 	unsigned test_early_seen;           /* I/O thread */
@@ -359,7 +344,6 @@ struct chunk_engine {
 	atomic_uint_fast64_t joint_syncs;
 	atomic_uint_fast64_t stage_n, stage_pre_us, stage_io_us, stage_queue_us, stage_commit_us;
 	atomic_uint_fast64_t callback_us, overlapped_batches;
-	atomic_uint_fast64_t flush_overlaps, flush_wait_us; /* commit depth */
 	atomic_uint_fast64_t noflush_batches, noflush_writes; /* cache mode (noflush_batch) */
 	/* Page-cache probes ("page-cache reads": when the cache pays). */
 	struct cache_probe cr;              /* its .direct: small reads sent O_DIRECT */
@@ -1323,18 +1307,11 @@ static void write_image(struct chunk_engine *e, struct req *r)
 		r->early = 1;
 		atomic_fetch_add_explicit(&e->early_writes, 1, memory_order_relaxed);
 		r->data_pending = 1;
-		unsigned nth = e->test_crash_record || e->test_fail_data ? ++e->test_early_seen : 0;
-		if (nth && nth == e->test_crash_record) {
+		if (e->test_crash_record && ++e->test_early_seen == e->test_crash_record)
 			r->io.want = 0; /* test: this data write is never issued */
-		} else if (nth && nth == e->test_fail_data) {
-			/* test: this data write failed (published by to_commit) */
-			atomic_fetch_sub_explicit(&e->early_writes, 1, memory_order_relaxed);
-			r->data_pending = 0;
-			r->data_err = -EIO;
-		} else {
+		else
 			submit_io(e, &r->io, IO_EARLY, fd, r->buf, r->img_end - r->img_start,
 				  boff + r->img_start);
-		}
 		to_commit(e, r);
 		return;
 	}
@@ -1926,41 +1903,19 @@ static bool noflush_batch(struct chunk_engine *e, struct req *list, struct retir
 	return ok;
 }
 
-/* Waits until at most MAX batches are in the flush stage (written, not
- * yet flushed and called back). Commit thread. */
-static void flush_wait(struct chunk_engine *e, unsigned max)
-{
-	pthread_mutex_lock(&e->fmu);
-	if (e->flush_inflight > max) {
-		uint64_t t0 = clock_mono_ns();
-		while (e->flush_inflight > max)
-			pthread_cond_wait(&e->fcv, &e->fmu);
-		add_us(&e->flush_wait_us, t0, clock_mono_ns());
-	}
-	pthread_mutex_unlock(&e->fmu);
-}
-
-/* The first half of a batch's commit, on the commit thread: LIST's
- * changes (and RET's retirements) into a store batch, its record written
- * to the log, and the early data writes waited for. 0 with *OUT the
- * written batch (RETIRED: journals it drops), or the error (nothing is
- * left open; a record already written leaves the store refusing more:
- * the caller puts the target in ERROR). */
-static int batch_record(struct chunk_engine *e, struct req *list, struct retiree *ret,
-			struct chunk_batch **out, uint64_t *retired)
+static int apply_batch(struct chunk_engine *e, struct req *list, struct retiree *ret)
 {
 	struct chunk_batch *b;
-	*out = NULL;
-	*retired = 0;
 	int err = chunk_store_batch_begin(e->store, &b);
 	if (err)
 		return err;
+	uint64_t retired = 0;
 	for (struct retiree *t = ret; t; t = t->next) {
 		if ((err = retire_one(b, t)) < 0) {
 			chunk_store_batch_abort(b);
 			return err;
 		}
-		*retired += (uint64_t)err;
+		retired += (uint64_t)err;
 		err = 0;
 	}
 	for (struct req *r = list; r; r = r->next) {
@@ -1994,57 +1949,27 @@ static int batch_record(struct chunk_engine *e, struct req *list, struct retiree
 	}
 	/* ONE FLUSH PER BATCH (chunk_store.c, write-ahead log): the batch's
 	 * metadata record is written first, then the data files' fdatasync
-	 * (batch_flush) makes both it and the data durable. The record may
-	 * go out while the previous batch's flush runs (COMMIT DEPTH, at
-	 * commit_main); one that needs a checkpoint first waits for it. */
-	pthread_mutex_lock(&e->fmu);
-	bool beside = e->flush_inflight > 0;
-	pthread_mutex_unlock(&e->fmu);
-	while ((err = chunk_store_batch_write(b)) == -EAGAIN) {
-		flush_wait(e, 0);
-		beside = false;
-	}
-	if (err) {
+	 * makes both it and the data durable; only with no data file to sync
+	 * does the store sync its log itself. */
+	if ((err = chunk_store_batch_write(b))) {
 		chunk_store_batch_abort(b);
 		return err;
 	}
-	if (beside)
-		atomic_fetch_add_explicit(&e->flush_overlaps, 1, memory_order_relaxed);
 	for (struct req *r = list; e->test_crash_record && r; r = r->next)
 		if (r->early && r->io.want == 0)
 			_exit(77); /* test: the record is written, its data never was */
 	/* Early writes: the record went out beside their data; the flush
-	 * must follow the data too. A data write that failed leaves a
+	 * below must follow the data too. A data write that failed leaves a
 	 * record naming data that is not there: only the replay rule (the
-	 * log's last records are verified) may decide about it, so no later
-	 * record may be written: ERROR state (-EIO even for a short write). */
+	 * last record is verified) may decide about it, so no later record
+	 * may be written: ERROR state (-EIO even for a short write). */
 	if ((err = wait_data(e, list))) {
 		chunk_store_batch_abort(b);
 		LOG_ERR("chunk", "data write of a logged batch failed: target=%s err=%s", e->dir,
 			cfs_strerror(err));
 		return err == -ENOSPC ? -EIO : err;
 	}
-	*out = b;
-	return 0;
-}
-
-/* The second half, in the flush stage: the flush that makes the written
- * batch B (LIST, RET) durable, then its changes enter the overlay. B is
- * gone on return. 0 or the error; never -ENOSPC (B's record is in the
- * log: whatever failed, the target must enter ERROR). */
-static int batch_flush(struct chunk_engine *e, struct req *list, struct retiree *ret,
-		       struct chunk_batch *b)
-{
-	int err;
-	if (e->test_fail_flush || e->test_slow_flush) {
-		unsigned n = ++e->test_flush_seen;
-		if (n == e->test_slow_flush)
-			usleep(300 * 1000);
-		if (n == e->test_fail_flush) {
-			chunk_store_batch_abort(b);
-			return -EIO; /* test: the flush failed */
-		}
-	}
+	int synced = 0;
 	if (e->cfg.sync && noflush_batch(e, list, ret)) {
 		/* Cache mode: no fdatasync, no flush, no log sync (above). */
 		uint64_t nw = 0;
@@ -2053,28 +1978,21 @@ static int batch_flush(struct chunk_engine *e, struct req *list, struct retiree 
 		atomic_fetch_add_explicit(&e->noflush_batches, 1, memory_order_relaxed);
 		atomic_fetch_add_explicit(&e->noflush_writes, nw, memory_order_relaxed);
 		err = chunk_store_batch_commit_flushed(b, 1);
-		return err == -ENOSPC ? -EIO : err;
+		return err;
 	}
-	int synced = 0;
 	if (e->cfg.sync) {
 		uint64_t t0 = clock_mono_ns();
 		synced = sync_batch_data(e, list, ret);
 		add_us(&e->sync_us, t0, clock_mono_ns());
 		if (synced < 0) {
 			chunk_store_batch_abort(b);
-			return synced == -ENOSPC ? -EIO : synced;
+			return synced;
 		}
 	}
-	/* The target entered ERROR while this batch flushed (a later batch's
-	 * data write failed beside its record, or its record write): the
-	 * batch fails too, never acknowledged. Its record may stay in the
-	 * log and be replayed: that is allowed (the data is durable now). */
-	if ((err = atomic_load(&e->failed))) {
-		chunk_store_batch_abort(b);
-		return err;
-	}
 	err = chunk_store_batch_commit_flushed(b, synced > 0 && e->wal_same_fs);
-	return err == -ENOSPC ? -EIO : err;
+	if (!err)
+		atomic_fetch_add_explicit(&e->journals_retired, retired, memory_order_relaxed);
+	return err;
 }
 
 /* After the commit (ERR = its outcome): block bookkeeping and unlocks. */
@@ -2216,143 +2134,10 @@ static void hand_over(struct chunk_engine *e, struct req *list, int err)
 	pthread_mutex_unlock(&e->dmu);
 }
 
-/* A batch on its way from the commit thread to the flush stage. */
-struct flush_job {
-	struct req *list;
-	struct retiree *ret;
-	struct chunk_batch *b;  /* written; NULL when the batch already failed */
-	uint64_t retired;       /* journals the batch drops */
-	uint64_t t_take;        /* when the commit thread took the batch */
-	int err;                /* the record stage's outcome */
-	struct flush_job *next;
-};
-
-/* The end of a batch: its flush (unless it failed before), the ERROR
- * state after a failure past its record, then unlocks and callbacks.
- * The flush thread, in the order batches were written; or the commit
- * thread when there is none. */
-static void flush_one(struct chunk_engine *e, struct flush_job *j)
-{
-	int err = j->err;
-	struct retiree *ret = j->ret;
-	if (!err && j->b) {
-		if ((err = atomic_load(&e->failed)))
-			chunk_store_batch_abort(j->b); /* an earlier batch failed */
-		else
-			err = batch_flush(e, j->list, ret, j->b);
-		if (!err)
-			atomic_fetch_add_explicit(&e->journals_retired, j->retired,
-						  memory_order_relaxed);
-	}
-	add_us(&e->commit_us, j->t_take, clock_mono_ns());
-	if (err == -ENOSPC && ret) {
-		/* Still applied in place: retire them with a later batch. */
-		struct retiree *t = ret;
-		size_t n = 1;
-		for (; t->next; t = t->next)
-			n++;
-		pthread_mutex_lock(&e->cmu);
-		if (!e->retire_head)
-			e->retire_since_ms = clock_mono_ms();
-		t->next = e->retire_head;
-		e->retire_head = ret;
-		e->retire_n += n;
-		pthread_mutex_unlock(&e->cmu);
-		ret = NULL;
-	}
-	retire_free(ret);
-	if (err && err != -ENOSPC) {
-		/* The data or metadata state on disk is now uncertain. */
-		int zero = 0;
-		if (atomic_compare_exchange_strong(&e->failed, &zero, err))
-			LOG_ERR("chunk", "commit failed, target enters ERROR state: target=%s err=%s",
-				e->dir, cfs_strerror(err));
-	}
-	if (j->list && e->done_tid_ok)
-		hand_over(e, j->list, err);
-	else
-		finish_batch(e, j->list, err);
-	free(j);
-}
-
-/* FLUSH STAGE (cfg.commit_depth 2): flushes and calls back the batches
- * the commit thread wrote, one at a time in their order, while the commit
- * thread builds and writes the next batch's record. */
-static void *flush_main(void *arg)
-{
-	struct chunk_engine *e = arg;
-	pthread_mutex_lock(&e->fmu);
-	for (;;) {
-		while (!e->flush_head && !e->flush_stop)
-			pthread_cond_wait(&e->fcv, &e->fmu);
-		struct flush_job *j = e->flush_head;
-		if (!j)
-			break; /* stop, and nothing left */
-		e->flush_head = j->next;
-		if (!e->flush_head)
-			e->flush_tail = NULL;
-		pthread_mutex_unlock(&e->fmu);
-		flush_one(e, j);
-		pthread_mutex_lock(&e->fmu);
-		e->flush_inflight--;
-		pthread_cond_broadcast(&e->fcv);
-	}
-	pthread_mutex_unlock(&e->fmu);
-	return NULL;
-}
-
-static void flush_hand(struct chunk_engine *e, struct flush_job *j)
-{
-	if (!e->flush_tid_ok) {
-		flush_one(e, j);
-		return;
-	}
-	j->next = NULL;
-	pthread_mutex_lock(&e->fmu);
-	e->flush_inflight++;
-	if (e->flush_tail)
-		e->flush_tail->next = j;
-	else
-		e->flush_head = j;
-	e->flush_tail = j;
-	pthread_cond_broadcast(&e->fcv);
-	pthread_mutex_unlock(&e->fmu);
-}
-
-/* COMMIT DEPTH (cfg.commit_depth). With depth 1 the commit thread runs
- * each batch's cycle serially: record, data wait, flush, callbacks, and
- * only then the next batch's record. A write that completed its data
- * write meanwhile waited through that whole cycle (1.4 ms per 1 MiB write
- * of 3.0 ms at depth 8, bench/history.md), and on average only 2.4 of 8
- * writes were at the disk. With depth 2 a flush thread flushes and calls
- * back batch N while the commit thread takes batch N+1 and writes its
- * record (and waits for its early data writes); the record of batch N+2
- * waits until batch N's flush completed (flush_wait). Durability: a write
- * is still acknowledged only after a flush that followed its data and its
- * record (batch_flush runs after batch_record), in batch order. What
- * changes is the crash rule: after a power loss (or kill -9, an early
- * data write never issued) the LAST TWO records of the log may name data
- * that is not on disk, so open verifies both (chunk_store.c,
- * CHUNK_STORE_VERIFY_TAIL) and drops from the first that fails. Blocks
- * stay safe to reuse: a block is freed only in finalize, after the flush
- * of the batch that stopped pointing at it, so it is written again only
- * by a batch whose record follows a durable one that freed it; if that
- * later record is dropped, the state replayed still does not point at
- * the block. A chunk is locked from its mutation's start to its batch's
- * finalize, so two batches in flight never hold changes of one chunk,
- * and a later record that changes a chunk of the record before it proves
- * that one flushed (which is why open skips such a chunk in the earlier
- * record). Checkpoints restart the log, so they run only with no batch in
- * the flush stage (chunk_store_batch_write -EAGAIN, chunk_store_maintain;
- * the commit thread waits for the stage to drain first). A failure after
- * a record was written (its data write, the record write, a flush) puts
- * the target in ERROR; every batch of the flush stage not yet flushed
- * then fails too, and so does one whose flush completes after it
- * (batch_flush), never acknowledged. */
 static void *commit_main(void *arg)
 {
 	struct chunk_engine *e = arg;
-	pthread_t done_tid, flush_tid = 0;
+	pthread_t done_tid;
 	if (e->cfg.commit_pipeline) {
 		int perr = pthread_create(&done_tid, NULL, done_main, e);
 		e->done_tid_ok = !perr;
@@ -2360,21 +2145,7 @@ static void *commit_main(void *arg)
 			LOG_WARN("chunk", "no callback thread, calling back on the commit thread: "
 				 "target=%s err=%s", e->dir, cfs_strerror(-perr));
 	}
-	unsigned depth = e->cfg.commit_depth ? e->cfg.commit_depth : 1;
-	if (depth > CHUNK_STORE_VERIFY_TAIL)
-		depth = CHUNK_STORE_VERIFY_TAIL; /* what open verifies */
-	if (depth > 1 && e->cfg.sync) {
-		int perr = pthread_create(&flush_tid, NULL, flush_main, e);
-		e->flush_tid_ok = !perr;
-		if (perr) /* as correct, one batch at a time */
-			LOG_WARN("chunk", "no flush thread, committing one batch at a time: "
-				 "target=%s err=%s", e->dir, cfs_strerror(-perr));
-	}
 	for (;;) {
-		/* Depth: the next record may be written once at most
-		 * depth - 1 batches are still in the flush stage. */
-		if (e->flush_tid_ok)
-			flush_wait(e, depth - 1);
 		pthread_mutex_lock(&e->cmu);
 		while (!e->commit_head && !e->commit_stop && !retire_due(e)) {
 			if (!e->retire_head) {
@@ -2436,47 +2207,44 @@ static void *commit_main(void *arg)
 			if (r->journal)
 				lock_find(e, r->ces[0].id)->applying = 1;
 		pthread_mutex_unlock(&e->mu);
-		/* Retirements read the chunk's current metadata (retire_one),
-		 * which a batch still in the flush stage may be changing (the
-		 * chunk's next mutation holds its lock, not the retiree): they
-		 * go only into a batch written after every earlier one
-		 * committed. Lazy, so rare (retire_due). */
-		if (ret && e->flush_tid_ok)
-			flush_wait(e, 0);
-		struct flush_job *j = xcalloc(1, sizeof(*j));
-		*j = (struct flush_job){ .list = list, .ret = ret, .t_take = t_take };
-		j->err = atomic_load(&e->failed);
-		if (!j->err)
-			j->err = batch_record(e, list, ret, &j->b, &j->retired);
+		int err = atomic_load(&e->failed);
+		if (!err)
+			err = apply_batch(e, list, ret);
+		add_us(&e->commit_us, t_take, clock_mono_ns());
 		/* Whatever failed, no early data write may still be reading
 		 * a buffer that finalize and the callbacks give back. */
 		int derr = wait_data(e, list);
-		if (!j->err && derr)
-			j->err = -EIO; /* cannot happen: batch_record waited */
-		if (j->err && j->err != -ENOSPC) {
-			/* At once, not in the flush stage: a batch flushing
-			 * there now must not be acknowledged (batch_flush). */
-			int zero = 0;
-			if (atomic_compare_exchange_strong(&e->failed, &zero, j->err))
-				LOG_ERR("chunk", "commit failed, target enters ERROR state: "
-					"target=%s err=%s", e->dir, cfs_strerror(j->err));
+		if (!err && derr)
+			err = -EIO; /* cannot happen: apply_batch waited */
+		if (err == -ENOSPC && ret) {
+			/* Still applied in place: retire them with a later batch. */
+			struct retiree *t = ret;
+			size_t n = 1;
+			for (; t->next; t = t->next)
+				n++;
+			pthread_mutex_lock(&e->cmu);
+			if (!e->retire_head)
+				e->retire_since_ms = clock_mono_ms();
+			t->next = e->retire_head;
+			e->retire_head = ret;
+			e->retire_n += n;
+			pthread_mutex_unlock(&e->cmu);
+			ret = NULL;
 		}
-		flush_hand(e, j);
-		/* A checkpoint restarts the log: with nothing in the flush
-		 * stage, after the callbacks (a due one delays no answer). */
-		if (!atomic_load(&e->failed) && chunk_store_maintain_due(e->store)) {
-			if (e->flush_tid_ok)
-				flush_wait(e, 0);
+		retire_free(ret);
+		if (err && err != -ENOSPC && !atomic_load(&e->failed)) {
+			/* The data or metadata state on disk is now uncertain. */
+			LOG_ERR("chunk", "commit failed, target enters ERROR state: target=%s err=%s",
+				e->dir, cfs_strerror(err));
+			atomic_store(&e->failed, err);
+		}
+		if (list && e->done_tid_ok)
+			hand_over(e, list, err);
+		else
+			finish_batch(e, list, err);
+		/* After the callbacks: a due checkpoint delays no answer. */
+		if (!atomic_load(&e->failed))
 			(void)chunk_store_maintain(e->store);
-		}
-	}
-	if (e->flush_tid_ok) {
-		pthread_mutex_lock(&e->fmu);
-		e->flush_stop = 1;
-		pthread_cond_broadcast(&e->fcv);
-		pthread_mutex_unlock(&e->fmu);
-		pthread_join(flush_tid, NULL);
-		e->flush_tid_ok = 0;
 	}
 	if (e->done_tid_ok) {
 		pthread_mutex_lock(&e->dmu);
@@ -2554,8 +2322,6 @@ void chunk_engine_cfg_default(struct chunk_engine_cfg *cfg)
 	}
 	const char *fp = getenv("CFS_CHUNK_FLUSH_PREFIX");
 	cfg->flush_prefix = fp && !strcmp(fp, "1");
-	const char *cd = getenv("CFS_CHUNK_COMMIT_DEPTH");
-	cfg->commit_depth = cd && !strcmp(cd, "1") ? 1 : 2;
 }
 
 static void op_fail_now(struct chunk_op *op, int err)
@@ -2761,8 +2527,6 @@ void chunk_engine_get_stat(struct chunk_engine *e, struct chunk_engine_stat *out
 	out->stage_commit_us = atomic_load(&e->stage_commit_us);
 	out->callback_us = atomic_load(&e->callback_us);
 	out->overlapped_batches = atomic_load(&e->overlapped_batches);
-	out->flush_overlaps = atomic_load(&e->flush_overlaps);
-	out->flush_wait_us = atomic_load(&e->flush_wait_us);
 	out->noflush_batches = atomic_load(&e->noflush_batches);
 	out->noflush_writes = atomic_load(&e->noflush_writes);
 }
@@ -3073,11 +2837,6 @@ int chunk_engine_open(const struct chunk_engine_cfg *cfg, struct chunk_engine **
 	e->dir = xstrdup(cfg->dir);
 	const char *tcr = getenv("CFS_TEST_CRASH_RECORD");
 	e->test_crash_record = tcr ? (unsigned)strtoul(tcr, NULL, 10) : 0;
-	const char *tsf = getenv("CFS_TEST_SLOW_FLUSH"), *tff = getenv("CFS_TEST_FAIL_FLUSH");
-	e->test_slow_flush = tsf ? (unsigned)strtoul(tsf, NULL, 10) : 0;
-	e->test_fail_flush = tff ? (unsigned)strtoul(tff, NULL, 10) : 0;
-	const char *tfd = getenv("CFS_TEST_FAIL_DATA");
-	e->test_fail_data = tfd ? (unsigned)strtoul(tfd, NULL, 10) : 0;
 	e->cfg.dir = e->dir;
 	if (!e->cfg.ring_entries)
 		e->cfg.ring_entries = 256;
@@ -3098,8 +2857,6 @@ int chunk_engine_open(const struct chunk_engine_cfg *cfg, struct chunk_engine **
 	pthread_cond_init(&e->compcv, NULL);
 	pthread_mutex_init(&e->dmu, NULL);
 	pthread_cond_init(&e->dcv, NULL);
-	pthread_mutex_init(&e->fmu, NULL);
-	pthread_cond_init(&e->fcv, NULL);
 	int err = chunk_alloc_open(cfg->dir, cfg->capacity, &e->alloc);
 	if (err)
 		goto fail;
@@ -3268,8 +3025,6 @@ void chunk_engine_close(struct chunk_engine *e)
 	pthread_cond_destroy(&e->compcv);
 	pthread_mutex_destroy(&e->dmu);
 	pthread_cond_destroy(&e->dcv);
-	pthread_mutex_destroy(&e->fmu);
-	pthread_cond_destroy(&e->fcv);
 	free(e->dir);
 	free(e);
 }

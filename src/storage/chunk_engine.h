@@ -91,12 +91,6 @@ struct chunk_engine_cfg {
 					   * default off: it did not pay;
 					   * CFS_CHUNK_COMMIT_PIPELINE=1 in the
 					   * environment: on) */
-	unsigned commit_depth;            /* with sync: batches whose record is
-					   * written while earlier ones still wait
-					   * for their flush, counting the earlier
-					   * (chunk_engine.c "commit depth"); 1 or
-					   * 2 (default 2; CFS_CHUNK_COMMIT_DEPTH=1
-					   * in the environment: 1); 0 is 1 */
 };
 
 /* Fills defaults: sync on, 64 GiB map, 256 ring entries, no commit
@@ -374,11 +368,6 @@ struct chunk_engine_stat {
 	 * commit started while an earlier batch's callbacks still ran. */
 	uint64_t callback_us;
 	uint64_t overlapped_batches;
-	/* Commit depth 2: records written while an earlier batch's flush ran,
-	 * and the commit thread's time waiting for the flush stage (depth
-	 * reached, or a checkpoint that needs it empty). */
-	uint64_t flush_overlaps;
-	uint64_t flush_wait_us;
 	/* Cache mode (CHUNK_WF_NOFLUSH): batches committed without any
 	 * fdatasync or flush, and the writes in them. */
 	uint64_t noflush_batches;

@@ -105,7 +105,6 @@
 #include <limits.h>
 #include <lmdb.h>
 #include <pthread.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,19 +139,8 @@ struct chunk_store {
 	 * are LMDB transactions. */
 	int wal_fd;             /* O_DIRECT, the preallocated log file */
 	uint64_t wal_size;      /* bytes, multiple of CHUNK_PAGE */
-	/* Batch state. The writer (chunk_store_batch_write: one thread at a
-	 * time) and the committer (commit_flushed / abort, possibly another
-	 * thread) share these under wmu. */
-	pthread_mutex_t wmu;
-	pthread_cond_t wcv;     /* a direct batch committed or aborted */
-	uint64_t wal_off;       /* where the next record goes; under wmu */
-	uint64_t wal_seq;       /* seq of the last record written; writer only */
-	unsigned wal_pending;   /* batches written (or gone direct), not yet
-				 * committed or aborted; under wmu */
-	int wal_pending_direct; /* one of them commits straight into LMDB */
-	int wal_broken;         /* a written record was abandoned: no later
-				 * record may follow it (it would be replayed
-				 * as committed); under wmu, until reopened */
+	uint64_t wal_off;       /* where the next record goes; batch owner only */
+	uint64_t wal_seq;       /* seq of the last record written; batch owner only */
 	pthread_mutex_t omu;    /* guards the overlay */
 	struct ov_ent **ov;     /* [OV_BUCKETS] committed changes not yet in LMDB */
 	size_t ov_n;
@@ -387,10 +375,8 @@ struct replay_ctx {
 	chunk_store_verify_fn verify;
 	void *arg;
 	uint64_t ops;
-	struct chunk_id *ids;   /* verify: the record's ids, in order */
+	struct chunk_id *ids;   /* verify: the last record's ids, in order */
 	size_t nids, capids, at;
-	struct chunk_id *later; /* verify: ids a later record of the tail changes */
-	size_t nlater;
 };
 
 static int replay_op(void *arg, const struct ov_ent *e)
@@ -421,14 +407,6 @@ static int verify_op(void *arg, const struct ov_ent *e)
 	size_t i = c->at++;
 	for (size_t j = i + 1; j < c->nids; j++)
 		if (!chunk_id_cmp(c->ids[j], e->id))
-			return 0;
-	/* Changed again by a later record of the tail: that change locked
-	 * the chunk after this record's batch was flushed (the engine holds
-	 * a chunk's lock until its batch's flush completed), so this value's
-	 * data was durable; the later change may have altered its block in
-	 * place since (a journal applied, a block freed and reused). */
-	for (size_t j = 0; j < c->nlater; j++)
-		if (!chunk_id_cmp(c->later[j], e->id))
 			return 0;
 	if (!e->val)
 		return 0;
@@ -581,49 +559,27 @@ static int wal_open(struct chunk_store *s, const char *dir, chunk_store_verify_f
 	for (uint64_t off = 0; off < WAL_BYTES; off += CHUNK_PAGE)
 		if (rec_parse(buf + off, WAL_BYTES - off, &seq) && seq > max_seq)
 			max_seq = seq;
-	uint64_t off = 0, prev = 0, nrec = 0;
-	uint64_t tail[CHUNK_STORE_VERIFY_TAIL] = { 0 }; /* offsets of the last records */
+	uint64_t off = 0, prev = 0, last = UINT64_MAX, nrec = 0;
 	size_t n;
 	while (off < WAL_BYTES && (n = rec_parse(buf + off, WAL_BYTES - off, &seq)) &&
 	       (!prev || seq == prev + 1)) {
-		memmove(tail, tail + 1, sizeof(tail) - sizeof(tail[0]));
-		tail[CHUNK_STORE_VERIFY_TAIL - 1] = off;
+		last = off;
 		prev = seq;
 		off += n;
 		nrec++;
 	}
 	s->wal_seq = max_seq;
-	struct replay_ctx c = { s, NULL, verify, varg, 0, NULL, 0, 0, 0, NULL, 0 };
-	/* The tail's records oldest first; the first that fails is dropped
-	 * with every record after it (replay stays a prefix). */
-	uint64_t ntail = nrec < CHUNK_STORE_VERIFY_TAIL ? nrec : CHUNK_STORE_VERIFY_TAIL;
-	for (uint64_t t = 0; t < ntail && verify; t++) {
-		const uint8_t *rec = buf + tail[CHUNK_STORE_VERIFY_TAIL - ntail + t];
-		/* The ids the later records of the tail change. */
-		c.nids = 0;
-		for (uint64_t u = t + 1; u < ntail && !err; u++)
-			err = rec_each(buf + tail[CHUNK_STORE_VERIFY_TAIL - ntail + u], collect_id, &c);
-		free(c.later);
-		c.later = c.ids;
-		c.nlater = c.nids;
-		c.ids = NULL;
-		c.nids = c.capids = c.at = 0;
-		if (!err && !(err = rec_each(rec, collect_id, &c)))
-			err = rec_each(rec, verify_op, &c);
-		if (err) {
-			uint64_t dropped = ntail - t;
-			LOG_WARN("chunk", "wal: a record of the log's tail names data that is not on "
-				 "disk, dropped with every record after it as never acknowledged: "
-				 "dir=%s seq=%llu dropped=%llu err=%s", dir,
-				 (unsigned long long)(prev - dropped + 1), (unsigned long long)dropped,
-				 cfs_strerror(err));
-			nrec -= dropped;
-			err = 0;
-			break;
-		}
-	}
+	struct replay_ctx c = { s, NULL, verify, varg, 0, NULL, 0, 0, 0 };
+	if (nrec && verify && !(err = rec_each(buf + last, collect_id, &c)))
+		err = rec_each(buf + last, verify_op, &c);
 	free(c.ids);
-	free(c.later);
+	if (err) {
+		LOG_WARN("chunk", "wal: last record names data that is not on disk, dropped as "
+			 "never acknowledged: dir=%s seq=%llu err=%s", dir,
+			 (unsigned long long)prev, cfs_strerror(err));
+		nrec--;
+		err = 0;
+	}
 	if (nrec) {
 		int rc = mdb_txn_begin(s->env, NULL, 0, &c.txn);
 		if (rc) {
@@ -681,9 +637,7 @@ static int checkpoint_with(struct chunk_store *s, struct ov_ent *ops, size_t nop
 		pthread_mutex_unlock(&s->omu);
 		s->checkpoints++;
 	}
-	pthread_mutex_lock(&s->wmu);
 	s->wal_off = 0;
-	pthread_mutex_unlock(&s->wmu);
 	return 0;
 }
 
@@ -692,29 +646,9 @@ static int checkpoint(struct chunk_store *s)
 	return checkpoint_with(s, NULL, 0);
 }
 
-bool chunk_store_maintain_due(struct chunk_store *s)
-{
-	if (s->wal_fd < 0)
-		return false;
-	pthread_mutex_lock(&s->omu);
-	size_t n = s->ov_n;
-	pthread_mutex_unlock(&s->omu);
-	pthread_mutex_lock(&s->wmu);
-	bool due = n >= WAL_CKPT_ENTRIES || s->wal_off >= s->wal_size / 2;
-	pthread_mutex_unlock(&s->wmu);
-	return due;
-}
-
 int chunk_store_maintain(struct chunk_store *s)
 {
-	if (!chunk_store_maintain_due(s))
-		return 0;
-	/* A checkpoint restarts the log: never under a record whose batch
-	 * has not committed yet (its changes are not in the overlay). */
-	pthread_mutex_lock(&s->wmu);
-	unsigned pending = s->wal_pending;
-	pthread_mutex_unlock(&s->wmu);
-	if (pending)
+	if (s->wal_fd < 0 || (s->ov_n < WAL_CKPT_ENTRIES && s->wal_off < s->wal_size / 2))
 		return 0;
 	int err = checkpoint(s);
 	if (err)
@@ -732,8 +666,6 @@ static int store_open(const char *dir, uint64_t map_bytes, int sync, int snapsho
 	s->wal_fd = -1;
 	s->boot = boot_id();
 	pthread_mutex_init(&s->omu, NULL);
-	pthread_mutex_init(&s->wmu, NULL);
-	pthread_cond_init(&s->wcv, NULL);
 	int err = 0;
 	int rc = mdb_env_create(&s->env);
 	if (rc)
@@ -805,8 +737,6 @@ fail:
 	if (s->env)
 		mdb_env_close(s->env);
 	pthread_mutex_destroy(&s->omu);
-	pthread_mutex_destroy(&s->wmu);
-	pthread_cond_destroy(&s->wcv);
 	free(s);
 	return err;
 }
@@ -846,8 +776,6 @@ void chunk_store_close(struct chunk_store *s)
 	}
 	mdb_env_close(s->env);
 	pthread_mutex_destroy(&s->omu);
-	pthread_mutex_destroy(&s->wmu);
-	pthread_cond_destroy(&s->wcv);
 	free(s);
 }
 
@@ -1164,12 +1092,6 @@ uint64_t chunk_store_count(struct chunk_store *s)
 
 int chunk_store_batch_begin(struct chunk_store *s, struct chunk_batch **out)
 {
-	/* A batch straight into LMDB empties the overlay at its commit: a
-	 * batch begun before would miss those changes in its lookups. */
-	pthread_mutex_lock(&s->wmu);
-	while (s->wal_pending_direct)
-		pthread_cond_wait(&s->wcv, &s->wmu);
-	pthread_mutex_unlock(&s->wmu);
 	struct chunk_batch *b = xcalloc(1, sizeof(*b));
 	b->s = s;
 	int rc = mdb_txn_begin(s->env, NULL, s->wal_fd >= 0 ? MDB_RDONLY : 0, &b->txn);
@@ -1243,28 +1165,11 @@ int chunk_store_batch_write(struct chunk_batch *b)
 	for (size_t i = 0; i < b->nops; i++)
 		len += 1 + CHUNK_KEY_LEN + 4 + b->ops[i].len;
 	size_t padded = rec_pad(WAL_HDR + len);
-	bool direct = padded > s->wal_size / 4; /* a huge batch (a big remove) */
-	pthread_mutex_lock(&s->wmu);
-	bool full = s->wal_off + padded > s->wal_size;
-	unsigned pending = s->wal_pending;
-	int broken = s->wal_broken, pdirect = s->wal_pending_direct;
-	pthread_mutex_unlock(&s->wmu);
-	if (broken)
-		return -EIO;
-	/* A checkpoint (log full, or a batch straight into LMDB at its
-	 * commit) restarts the log: only once every earlier batch has
-	 * committed; and nothing follows a direct batch until it has. */
-	if (pending && (direct || full || pdirect))
-		return -EAGAIN;
-	if (direct) {
-		b->direct = 1;
-		pthread_mutex_lock(&s->wmu);
-		s->wal_pending++;
-		s->wal_pending_direct = 1;
-		pthread_mutex_unlock(&s->wmu);
+	if (padded > s->wal_size / 4) {
+		b->direct = 1; /* a huge batch (a big remove): straight into LMDB */
 		return 0;
 	}
-	if (full) {
+	if (s->wal_off + padded > s->wal_size) {
 		int err = checkpoint(s);
 		if (err)
 			return err;
@@ -1292,18 +1197,11 @@ int chunk_store_batch_write(struct chunk_batch *b)
 	/* The seq is spent even if the write fails: a later record must not
 	 * reuse it, whatever part of this one reached the disk. */
 	s->wal_seq++;
-	/* The offset is taken before the write: the next record goes after
-	 * this one even while this batch's flush runs (two in flight). */
-	pthread_mutex_lock(&s->wmu);
-	uint64_t at = s->wal_off;
-	s->wal_off += padded;
-	s->wal_pending++;
-	pthread_mutex_unlock(&s->wmu);
+	ssize_t n = pwrite(s->wal_fd, p, padded, (off_t)s->wal_off);
+	if (n != (ssize_t)padded)
+		return n < 0 ? -errno : -EIO;
 	b->rec_len = padded;
 	b->written = 1;
-	ssize_t n = pwrite(s->wal_fd, p, padded, (off_t)at);
-	if (n != (ssize_t)padded)
-		return n < 0 ? -errno : -EIO; /* the caller aborts: broken */
 	return 0;
 }
 
@@ -1339,11 +1237,6 @@ int chunk_store_batch_commit_flushed(struct chunk_batch *b, int flushed)
 		err = chunk_store_batch_write(b);
 	if (!err && b->direct) {
 		err = commit_direct(b);
-		pthread_mutex_lock(&s->wmu);
-		s->wal_pending--;
-		s->wal_pending_direct = 0;
-		pthread_cond_broadcast(&s->wcv);
-		pthread_mutex_unlock(&s->wmu);
 		batch_free(b);
 		return err;
 	}
@@ -1355,7 +1248,7 @@ int chunk_store_batch_commit_flushed(struct chunk_batch *b, int flushed)
 	mdb_txn_abort(b->txn);
 	b->txn = NULL;
 	if (err) {
-		chunk_store_batch_abort(b);
+		batch_free(b);
 		return err;
 	}
 	/* Durable: visible to readers from now on. */
@@ -1365,9 +1258,7 @@ int chunk_store_batch_commit_flushed(struct chunk_batch *b, int flushed)
 		b->ops[i].val = NULL;
 	}
 	pthread_mutex_unlock(&s->omu);
-	pthread_mutex_lock(&s->wmu);
-	s->wal_pending--;
-	pthread_mutex_unlock(&s->wmu);
+	s->wal_off += b->rec_len;
 	batch_free(b);
 	return 0;
 }
@@ -1383,16 +1274,5 @@ void chunk_store_batch_abort(struct chunk_batch *b)
 		return;
 	if (b->txn)
 		mdb_txn_abort(b->txn);
-	if (b->written || b->direct) {
-		struct chunk_store *s = b->s;
-		pthread_mutex_lock(&s->wmu);
-		s->wal_pending--;
-		if (b->direct) {
-			s->wal_pending_direct = 0;
-			pthread_cond_broadcast(&s->wcv);
-		} else
-			s->wal_broken = 1; /* its record may be in the log */
-		pthread_mutex_unlock(&s->wmu);
-	}
 	batch_free(b);
 }

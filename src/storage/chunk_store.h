@@ -6,18 +6,13 @@
  * with one sync. Reads use short read-only transactions and never block on
  * writers.
  *
- * Threads: any thread may call the read functions concurrently. One thread
- * (the writer) begins batches and writes their records, one at a time. In
- * WAL mode a written batch may be handed to another thread that commits
- * (or aborts) it while the writer begins and writes the next one: at most
- * CHUNK_STORE_VERIFY_TAIL written, uncommitted batches, committed in the
- * order they were written. Without the log (LMDB transactions) one batch
- * at a time.
+ * Threads: any thread may call the read functions concurrently. One batch
+ * at a time may be open (LMDB has a single writer); the batch belongs to the
+ * thread that began it.
  */
 #ifndef CFS_STORAGE_CHUNK_STORE_H
 #define CFS_STORAGE_CHUNK_STORE_H
 
-#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,25 +21,16 @@
 struct chunk_store;
 struct chunk_batch;
 
-/* How many records at the log's end open verifies (chunk_store.c, "Why
- * one flush is enough"): the writer may write a record while the batch
- * before it still waits for its flush, so the last two may name data
- * that is not durable. */
-#define CHUNK_STORE_VERIFY_TAIL 2
-
 /* Opens (creating) the store in directory DIR (must exist). MAP_BYTES caps
  * its size; SYNC 0 skips fsync at commit (tests only: a machine crash may
  * then lose recent commits, a process crash loses nothing).
  * Returns 0, -errno, or -CFS_ECORRUPT when the files are not a store. */
 int chunk_store_open(const char *dir, uint64_t map_bytes, int sync, struct chunk_store **out);
 /* Checks that the data META describes is on disk (open-time replay of the
- * log's last records, chunk_store.c): 0 when it is, nonzero when not. */
+ * log's last record, chunk_store.c): 0 when it is, nonzero when not. */
 typedef int (*chunk_store_verify_fn)(void *arg, struct chunk_id id, const struct chunk_meta *meta);
 /* As chunk_store_open; VERIFY (may be NULL: not checked) is called during
- * the open for each chunk the log's last CHUNK_STORE_VERIFY_TAIL records
- * put (oldest first; a chunk a later one of them changes again is not
- * checked in the earlier). The first record with a failing chunk is
- * dropped with every record after it. */
+ * the open for each chunk the log's last record puts. */
 int chunk_store_open_verified(const char *dir, uint64_t map_bytes, int sync,
 			      chunk_store_verify_fn verify, void *arg, struct chunk_store **out);
 /* Read-only view for inspection (fsck), safe beside a running target:
@@ -96,26 +82,17 @@ int chunk_store_batch_put(struct chunk_batch *b, struct chunk_id id, const struc
 /* Deleting an absent id is not an error. Errors as batch_put. */
 int chunk_store_batch_del(struct chunk_batch *b, struct chunk_id id);
 /* WAL mode (opened with sync): writes B's record to the log, not yet
- * durable; no change may be added after it. Otherwise a no-op. The writer
- * thread. 0, -EAGAIN when B needs a checkpoint first (the log is full, or
- * B is too big for it) or an earlier batch commits straight into LMDB,
- * while earlier written batches have not committed: commit them, then
- * call again (B is unchanged); -EIO after an earlier written batch was
- * aborted (until reopened: no record may follow one that was abandoned);
- * or -errno (abort B then). */
+ * durable; no change may be added after it. Otherwise a no-op. 0 or
+ * -errno (abort B then). */
 int chunk_store_batch_write(struct chunk_batch *b);
 /* As chunk_store_batch_commit. FLUSHED 1: the caller has called fdatasync
  * on a file of the log's filesystem after chunk_store_batch_write
  * returned, so the record is durable and the commit needs no flush of
- * its own. Changes are visible to readers only after it returns 0. Any
- * thread, in the order the batches were written. */
+ * its own. Changes are visible to readers only after it returns 0. */
 int chunk_store_batch_commit_flushed(struct chunk_batch *b, int flushed);
-/* Writer thread, no batch open: checkpoints the log into LMDB when it is
- * due and no written batch waits for its commit (then nothing, 0). 0 or
- * -errno (the changes stay in the log and overlay). */
+/* Batch owner thread, no batch open: checkpoints the log into LMDB when
+ * it is due. 0 or -errno (the changes stay in the log and overlay). */
 int chunk_store_maintain(struct chunk_store *s);
-/* Whether chunk_store_maintain has a checkpoint to do. Any thread. */
-bool chunk_store_maintain_due(struct chunk_store *s);
 struct chunk_store_stat {
 	int wal;                /* batches go through the log */
 	uint64_t wal_syncs;     /* fdatasyncs of the log itself */
@@ -132,8 +109,7 @@ int chunk_store_wal_decode(const void *data, size_t size, uint64_t *records, uin
 /* Commits and frees B. 0, -ENOSPC or -EIO; B is gone either way, and on
  * error nothing of it was applied. */
 int chunk_store_batch_commit(struct chunk_batch *b);
-/* Discards B. NULL-safe. Discarding a batch whose record was written
- * leaves the store refusing later records (chunk_store_batch_write). */
+/* Discards B. NULL-safe. */
 void chunk_store_batch_abort(struct chunk_batch *b);
 
 #endif

@@ -9,11 +9,10 @@
  *   idempotent       replaying a run LMDB already holds, once or twice,
  *                    changes nothing; deletes replay in order
  *   snapshot         fsck's read-only view sees the log, leaves it alone
- *   verify_last      the log's last two records are verified: the last
- *                    failing drops it alone, the second-to-last failing
- *                    drops both, a value the last record supersedes is
- *                    not checked in the one before; in the same boot
- *                    (kill -9 only) as after a reboot (CFS_TEST_BOOT_ID)
+ *   verify_last      a last record whose data the verify callback rejects
+ *                    is dropped, in the same boot (kill -9 only) as after a
+ *                    reboot (CFS_TEST_BOOT_ID); the same files verified OK
+ *                    keep it
  *   seq_after_reopen records written after a replay never join stale ones
  *                    left further in the file
  *   overlay_views    scan, last, count and get merge the overlay (changes
@@ -26,12 +25,6 @@
  *                    and read the chunk's previous version, intact. What it
  *                    proves: the recovery rule for the one record that may
  *                    outrun its data; not that the disk honours flushes.
- *   unflushed_tail   power loss with the last two records naming data not
- *                    on disk (commit depth 2): the second-to-last's data
- *                    missing drops both, the last's only it
- *   fail_in_flight   a failed flush or data write with two batches in
- *                    flight (CFS_TEST_SLOW_FLUSH, _FAIL_FLUSH, _FAIL_DATA),
- *                    in each position: which writes fail, ERROR state
  *   unissued_data    kill -9 with a record beside data: the engine writes
  *                    a batch's record while its data write runs; the child
  *                    (CFS_TEST_CRASH_RECORD=2) never issues its second
@@ -47,7 +40,6 @@
 #include <cmocka.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -265,105 +257,66 @@ static int reject_ver2(void *arg, struct chunk_id id, const struct chunk_meta *m
 	return m->commit_ver == 2 ? -EIO : 0;
 }
 
-static int reject_ver3(void *arg, struct chunk_id id, const struct chunk_meta *m)
+static int accept_all(void *arg, struct chunk_id id, const struct chunk_meta *m)
 {
 	(void)arg;
 	(void)id;
+	(void)m;
 	verify_calls++;
-	return m->commit_ver == 3 ? -EIO : 0;
+	return 0;
 }
 
-static int reject_ver9(void *arg, struct chunk_id id, const struct chunk_meta *m)
-{
-	(void)arg;
-	(void)id;
-	verify_calls++;
-	return m->commit_ver == 9 ? -EIO : 0;
-}
-
-/* Copies the store at FROM (data.mdb and wal) to a fresh dir tagged TAG. */
-static char *copy_store(const char *from_dir, const char *tag)
-{
-	char *to_dir = meta_dir(tag);
-	char from[1024], to[1024];
-	const char *files[] = { "data.mdb", "wal" };
-	for (int i = 0; i < 2; i++) {
-		path_in(from, sizeof(from), from_dir, files[i]);
-		path_in(to, sizeof(to), to_dir, files[i]);
-		copy_file(from, to);
-	}
-	return to_dir;
-}
-
-/* The log's last CHUNK_STORE_VERIFY_TAIL (2) records are verified, oldest
- * first, and replay drops from the first that fails: the engine may write
- * a record while the batch before it still waits for its flush (commit
- * depth 2), so after a power loss either may name data never flushed.
- * Records: R1 {A=1, D=2}, R2 {A=9, F=3}, R3 {A=2, E=7}.
- *   - ver 2 in R1 (outside the tail) is never checked;
- *   - only the last fails (A=2 in R3): R3 alone dropped, R2 kept;
- *   - the second-to-last fails (F=3 in R2): R2 and R3 dropped;
- *   - A=9 in R2 is not checked: R3 changes A again, which the engine does
- *     only after R2's batch flushed (its chunk lock), and A's block may
- *     have changed in place since;
- *   - so with A=9 the one rejected, all pass: every record stays, 3
- *     checks (F; A and E).
- * Without the tail rule (last record only) the second-to-last case keeps
- * F=3, whose data is not there. Same boot (kill -9 alone) as after a
- * reboot (CFS_TEST_BOOT_ID): checked in both. */
 static void test_verify_last(void **state)
 {
 	(void)state;
 	static const struct op ops[] = {
-		{ 0, 1, 0, 1 }, { 0, 4, 0, 2 }, { -1, 0, 0, 0 }, /* R1: ver 2 outside the tail */
-		{ 0, 1, 0, 9 }, { 0, 6, 0, 3 }, { -1, 0, 0, 0 }, /* R2: A=9 (superseded), F=3 */
-		{ 0, 1, 0, 2 }, { 0, 5, 0, 7 }, { -1, 0, 0, 0 }, /* R3, last: A=2, E=7 */
+		{ 0, 1, 0, 1 }, { 0, 4, 0, 2 }, { -1, 0, 0, 0 }, /* ver 2 in a non-last record */
+		{ 0, 1, 0, 2 }, { 0, 5, 0, 7 }, { -1, 0, 0, 0 }, /* last: A=2 (rejected), E=7 */
 	};
 	char *dir = meta_dir("wal_verify");
 	crash_after(dir, ops, sizeof(ops) / sizeof(ops[0]));
+	char *copy = meta_dir("wal_verify_copy");
+	char from[1024], to[1024];
+	const char *files[] = { "data.mdb", "wal" };
+	for (int i = 0; i < 2; i++) {
+		path_in(from, sizeof(from), dir, files[i]);
+		path_in(to, sizeof(to), copy, files[i]);
+		copy_file(from, to);
+	}
 	struct chunk_store *s;
-	/* Same boot: only the last record fails. */
-	char *same = copy_store(dir, "wal_verify_same");
+	/* Same boot (kill -9 alone): checked too, as a record may have been
+	 * written beside a data write that was never issued. */
 	verify_calls = 0;
+	char *same = meta_dir("wal_verify_same");
+	for (int i = 0; i < 2; i++) {
+		path_in(from, sizeof(from), dir, files[i]);
+		path_in(to, sizeof(to), same, files[i]);
+		copy_file(from, to);
+	}
 	assert_int_equal(chunk_store_open_verified(same, 64 * MB, 1, reject_ver2, NULL, &s), 0);
-	assert_int_equal(verify_calls, 2); /* F in R2, then A in R3 fails it */
-	assert_int_equal(ver_of(s, 1, 0), 9); /* R3 dropped, R2 kept */
-	assert_int_equal(ver_of(s, 6, 0), 3);
+	assert_int_equal(verify_calls, 1);
+	assert_int_equal(ver_of(s, 1, 0), 1);
 	assert_int_equal(ver_of(s, 5, 0), 0);
-	assert_int_equal(ver_of(s, 4, 0), 2);
 	chunk_store_close(s);
 	free(same);
+	/* After a reboot (power loss) the last record's data is checked. */
 	setenv("CFS_TEST_BOOT_ID", "another-boot", 1);
-	/* The second-to-last fails: both dropped. */
-	char *second = copy_store(dir, "wal_verify_second");
 	verify_calls = 0;
-	assert_int_equal(chunk_store_open_verified(second, 64 * MB, 1, reject_ver3, NULL, &s), 0);
-	assert_int_equal(verify_calls, 1); /* F in R2 fails it; R3 not checked */
-	assert_int_equal(ver_of(s, 1, 0), 1);
-	assert_int_equal(ver_of(s, 6, 0), 0);
+	assert_int_equal(chunk_store_open_verified(dir, 64 * MB, 1, reject_ver2, NULL, &s), 0);
+	assert_int_equal(verify_calls, 1); /* the last record's first put fails it */
+	assert_int_equal(ver_of(s, 1, 0), 1); /* the whole last record dropped */
 	assert_int_equal(ver_of(s, 5, 0), 0);
 	assert_int_equal(ver_of(s, 4, 0), 2);
 	chunk_store_close(s);
-	free(second);
-	/* A superseded value in the second-to-last is not checked. */
-	char *sup = copy_store(dir, "wal_verify_superseded");
 	verify_calls = 0;
-	assert_int_equal(chunk_store_open_verified(sup, 64 * MB, 1, reject_ver9, NULL, &s), 0);
-	assert_int_equal(verify_calls, 3);
+	assert_int_equal(chunk_store_open_verified(copy, 64 * MB, 1, accept_all, NULL, &s), 0);
+	assert_int_equal(verify_calls, 2); /* only the last record's puts are checked */
 	assert_int_equal(ver_of(s, 1, 0), 2);
 	assert_int_equal(ver_of(s, 5, 0), 7);
 	chunk_store_close(s);
-	free(sup);
-	/* After a reboot, only the last fails: only it is dropped. */
-	verify_calls = 0;
-	assert_int_equal(chunk_store_open_verified(dir, 64 * MB, 1, reject_ver2, NULL, &s), 0);
-	assert_int_equal(verify_calls, 2);
-	assert_int_equal(ver_of(s, 1, 0), 9);
-	assert_int_equal(ver_of(s, 5, 0), 0);
-	assert_int_equal(ver_of(s, 4, 0), 2);
-	chunk_store_close(s);
 	unsetenv("CFS_TEST_BOOT_ID");
 	free(dir);
+	free(copy);
 }
 
 static void test_seq_after_reopen(void **state)
@@ -610,241 +563,6 @@ static void test_unissued_data(void **state)
 	free(root);
 }
 
-
-/* E's allocator agrees with its metadata: WANT chunks, none leaked or
- * held twice. */
-static void assert_clean(struct chunk_engine *e, uint64_t want)
-{
-	uint64_t chunks, leaked, doubled;
-	assert_int_equal(chunk_engine_check(e, &chunks, &leaked, &doubled), 0);
-	assert_int_equal(chunks, want);
-	assert_int_equal(leaked, 0);
-	assert_int_equal(doubled, 0);
-}
-
-/* Chunk (5, IDX)'s state after a reopen of DIR: 0 when absent, 1 when it
- * reads back as the XLEN bytes of SEED. Fails the test otherwise. */
-static int chunk_state(struct chunk_engine *e, uint32_t idx, uint32_t seed)
-{
-	uint8_t *buf = malloc(XLEN), *want = malloc(XLEN);
-	fill(want, XLEN, seed);
-	struct chunk_read_range rr = { .id = { 5, idx }, .off = 0, .len = XLEN, .dst = buf };
-	assert_int_equal(chunk_engine_read(e, &rr, 1), 0);
-	int st = rr.result == -ENOENT ? 0 : -1;
-	if (rr.result == (int)XLEN && !memcmp(buf, want, XLEN))
-		st = 1;
-	free(buf);
-	free(want);
-	assert_true(st >= 0);
-	return st;
-}
-
-/* Zeroes the block chunk (5, IDX) has in the log of DIR (replayed from a
- * copy of its metadata, unverified): its data "never left the device
- * cache". */
-static void zero_block(const char *root, const char *dir, uint32_t idx)
-{
-	char meta[1100], mcopy[1100];
-	path_in(meta, sizeof(meta), dir, "meta");
-	snprintf(mcopy, sizeof(mcopy), "%s/meta-z%u", root, idx);
-	copy_file(meta, mcopy);
-	struct chunk_store *s;
-	struct chunk_meta m;
-	assert_int_equal(chunk_store_open(mcopy, 64 * MB, 0, &s), 0);
-	assert_int_equal(chunk_store_get(s, cid(5, idx), &m), 0);
-	chunk_store_close(s);
-	char path[1200];
-	snprintf(path, sizeof(path), "%s/data/c%02u/f%03u", dir, m.pos.cls, m.pos.file);
-	int fd = open(path, O_RDWR);
-	assert_true(fd >= 0);
-	uint8_t *zero = calloc(1, XLEN);
-	off_t at = (off_t)(CHUNK_FILE_HDR + (uint64_t)m.pos.block * chunk_class_size(m.pos.cls));
-	assert_int_equal(pwrite(fd, zero, XLEN, at), (ssize_t)XLEN);
-	close(fd);
-	free(zero);
-	chunk_meta_fini(&m);
-}
-
-/* Power loss with the last TWO records naming data not on disk (commit
- * depth 2: a batch's record may be written while the batch before still
- * waits for its flush). Three acknowledged writes, one record each, to
- * chunks 0, 1, 2; then, in copies of the target:
- *   - chunk 1's block zeroed (the second-to-last record's data): reopen
- *     drops both its record and the last one: chunk 0 intact, 1 and 2
- *     absent, nothing leaked. Fails with only the last record verified
- *     (chunk 1 would read back corrupt).
- *   - chunk 2's block zeroed (the last only): only it is dropped.
- *   - nothing zeroed: all three stay. */
-static void test_unflushed_tail(void **state)
-{
-	(void)state;
-	char *root = testenv_tmpdir("wal_unflushed_tail");
-	char dir[1024], second[1024], last[1024];
-	path_in(dir, sizeof(dir), root, "t");
-	path_in(second, sizeof(second), root, "second");
-	path_in(last, sizeof(last), root, "last");
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		struct chunk_engine *e = open_engine(dir);
-		uint8_t *data = malloc(XLEN);
-		for (uint32_t i = 0; i < 3; i++) {
-			fill(data, XLEN, 10 + i);
-			if (chunk_engine_write(e, (struct chunk_id){ 5, i }, 0, XLEN, data, 0, 1, NULL))
-				_exit(2);
-		}
-		_exit(0); /* all acknowledged; no close, no checkpoint */
-	}
-	int st;
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-	copy_file(dir, second);
-	copy_file(dir, last);
-	zero_block(root, second, 1);
-	zero_block(root, last, 2);
-	setenv("CFS_TEST_BOOT_ID", "after-power-loss", 1);
-	struct chunk_engine *e = open_engine(second);
-	assert_int_equal(chunk_state(e, 0, 10), 1);
-	assert_int_equal(chunk_state(e, 1, 11), 0);
-	assert_int_equal(chunk_state(e, 2, 12), 0);
-	assert_clean(e, 1);
-	chunk_engine_close(e);
-	e = open_engine(last);
-	assert_int_equal(chunk_state(e, 0, 10), 1);
-	assert_int_equal(chunk_state(e, 1, 11), 1);
-	assert_int_equal(chunk_state(e, 2, 12), 0);
-	assert_clean(e, 2);
-	chunk_engine_close(e);
-	e = open_engine(dir); /* control */
-	for (uint32_t i = 0; i < 3; i++)
-		assert_int_equal(chunk_state(e, i, 10 + i), 1);
-	assert_clean(e, 3);
-	chunk_engine_close(e);
-	unsetenv("CFS_TEST_BOOT_ID");
-	free(root);
-}
-
-struct wait_op {
-	struct chunk_op op;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	int done;
-};
-
-static void wait_op_done(struct chunk_op *op)
-{
-	struct wait_op *w = op->arg;
-	pthread_mutex_lock(&w->mu);
-	w->done = 1;
-	pthread_cond_signal(&w->cv);
-	pthread_mutex_unlock(&w->mu);
-}
-
-static int wait_op_result(struct wait_op *w)
-{
-	pthread_mutex_lock(&w->mu);
-	while (!w->done)
-		pthread_cond_wait(&w->cv, &w->mu);
-	pthread_mutex_unlock(&w->mu);
-	return w->op.result;
-}
-
-/* Child of test_fail_in_flight: the fault environment (NAME=VALUE pairs
- * in ENV) set before the engine opens; write A (chunk 0), then 100 ms
- * later (A's batch in its 300 ms slow flush) write B (chunk 1), then a
- * third write once both are done. Exit code: 1 A failed, 2 B failed, 4
- * the third failed (ERROR state), 8 B's record was written while A's
- * batch was in its flush. */
-static void fail_child(const char *dir, const char *const *env)
-{
-	for (; env[0]; env += 2)
-		setenv(env[0], env[1], 1);
-	struct chunk_engine *e = open_engine(dir);
-	static uint8_t a[XLEN], b[XLEN], c[XLEN];
-	fill(a, XLEN, 21);
-	fill(b, XLEN, 22);
-	fill(c, XLEN, 23);
-	static struct wait_op wa = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER },
-			      wb = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
-	wa.op = (struct chunk_op){ .type = CHUNK_OP_WRITE, .done = wait_op_done, .arg = &wa,
-				   .id = { 5, 0 }, .len = XLEN, .data = a, .chain_ver = 1 };
-	wb.op = wa.op;
-	wb.op.arg = &wb;
-	wb.op.id.idx = 1;
-	wb.op.data = b;
-	chunk_engine_submit(e, &wa.op);
-	usleep(100 * 1000);
-	chunk_engine_submit(e, &wb.op);
-	int code = (wait_op_result(&wa) ? 1 : 0) | (wait_op_result(&wb) ? 2 : 0);
-	if (chunk_engine_write(e, (struct chunk_id){ 5, 2 }, 0, XLEN, c, 0, 1, NULL))
-		code |= 4;
-	struct chunk_engine_stat es;
-	chunk_engine_get_stat(e, &es);
-	if (es.flush_overlaps)
-		code |= 8;
-	chunk_engine_close(e);
-	_exit(code);
-}
-
-/* A failure with two batches in flight (A's batch in a slow flush, B's
- * record written beside it), in each position:
- *   A's flush fails           -> A and B fail, target in ERROR
- *   B's flush fails           -> A acknowledged, B fails, ERROR
- *   B's data write fails      -> B fails and so does A, whose flush ends
- *                                after the target entered ERROR; ERROR
- *   A's data write fails      -> A fails, ERROR, B fails (no overlap:
- *                                A never reaches its flush)
- * After each, the reopened target reads every chunk as absent or as the
- * data written (a failed write may have landed: never acknowledged), and
- * the allocator is clean. With commit depth 1 (CFS_CHUNK_COMMIT_DEPTH=1)
- * B's record waits for A's flush: no overlap (flag 8), and in the third
- * case A is acknowledged, so the expectations here fail. */
-static void test_fail_in_flight(void **state)
-{
-	(void)state;
-	static const char *const flush_a[] = { "CFS_TEST_SLOW_FLUSH", "1", "CFS_TEST_FAIL_FLUSH",
-					       "1", NULL };
-	static const char *const flush_b[] = { "CFS_TEST_SLOW_FLUSH", "1", "CFS_TEST_FAIL_FLUSH",
-					       "2", NULL };
-	static const char *const data_b[] = { "CFS_TEST_SLOW_FLUSH", "1", "CFS_TEST_FAIL_DATA", "2",
-					      NULL };
-	static const char *const data_a[] = { "CFS_TEST_SLOW_FLUSH", "1", "CFS_TEST_FAIL_DATA", "1",
-					      NULL };
-	static const struct {
-		const char *tag;
-		const char *const *env;
-		int want;
-	} cases[] = {
-		{ "flush_a", flush_a, 1 | 2 | 4 | 8 },
-		{ "flush_b", flush_b, 2 | 4 | 8 },
-		{ "data_b", data_b, 1 | 2 | 4 | 8 },
-		{ "data_a", data_a, 1 | 2 | 4 },
-	};
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		char tag[64];
-		snprintf(tag, sizeof(tag), "wal_fail_%s", cases[i].tag);
-		char *dir = testenv_tmpdir(tag);
-		pid_t pid = fork();
-		assert_true(pid >= 0);
-		if (pid == 0)
-			fail_child(dir, cases[i].env);
-		int st;
-		assert_int_equal(waitpid(pid, &st, 0), pid);
-		assert_true(WIFEXITED(st));
-		print_message("%s: exit %d\n", cases[i].tag, WEXITSTATUS(st));
-		assert_int_equal(WEXITSTATUS(st), cases[i].want);
-		struct chunk_engine *e = open_engine(dir);
-		uint64_t n = 0;
-		for (uint32_t k = 0; k < 3; k++)
-			n += (uint64_t)chunk_state(e, k, 21 + k);
-		assert_clean(e, n);
-		if (!(cases[i].want & 1))
-			assert_int_equal(chunk_state(e, 0, 21), 1); /* acknowledged */
-		chunk_engine_close(e);
-		free(dir);
-	}
-}
-
 int main(void)
 {
 	log_set_level(LOG_LVL_WARN);
@@ -858,8 +576,6 @@ int main(void)
 		cmocka_unit_test(test_overlay_views),
 		cmocka_unit_test(test_unflushed_data),
 		cmocka_unit_test(test_unissued_data),
-		cmocka_unit_test(test_unflushed_tail),
-		cmocka_unit_test(test_fail_in_flight),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	testenv_cleanup();
