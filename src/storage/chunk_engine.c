@@ -62,8 +62,10 @@
  * last record can name data that is not on disk - now also after kill -9
  * alone (a data write still queued in the ring is never issued), which is
  * why open verifies the last record in every boot (chunk_store.c). A data
- * write that fails after its record was written puts the target in ERROR
- * state: no later record may follow that one. Compaction moves keep the
+ * write, data sync or log write that fails after its record was written
+ * (or while it was being written) puts the target in ERROR state, even
+ * for -ENOSPC: no later record may follow that one (its seq is spent, and
+ * a record with a gap in the seqs ends the replay). Compaction moves keep the
  * old order (record after data).
  *
  * Small overwrites and appends (journaled): a write inside the committed
@@ -324,6 +326,9 @@ struct chunk_engine {
 	 * never issued, and the process _exits once its batch's record is
 	 * written: a crash with a record on disk whose data never was. */
 	unsigned test_crash_record;
+	/* CFS_TEST_SYNC_ENOSPC=N (tests only): the Nth batch's data sync
+	 * fails with -ENOSPC after its record was written. */
+	unsigned test_sync_enospc, test_syncs; /* commit thread */
 	uint64_t beside_ms;                 /* I/O thread: when a write last found
 					     * another data write in flight */
 	unsigned test_early_seen;           /* I/O thread */
@@ -1982,11 +1987,21 @@ static int apply_batch(struct chunk_engine *e, struct req *list, struct retiree 
 	}
 	if (e->cfg.sync) {
 		uint64_t t0 = clock_mono_ns();
-		synced = sync_batch_data(e, list, ret);
+		if (e->test_sync_enospc && ++e->test_syncs == e->test_sync_enospc)
+			synced = -ENOSPC;
+		else
+			synced = sync_batch_data(e, list, ret);
 		add_us(&e->sync_us, t0, clock_mono_ns());
 		if (synced < 0) {
+			/* The record is written and its seq spent: a later
+			 * record at this offset would carry a seq one too high
+			 * and end the replay there, losing every batch after
+			 * it, so no later record may follow: never the
+			 * retryable -ENOSPC, ERROR state (-EIO). */
 			chunk_store_batch_abort(b);
-			return synced;
+			LOG_ERR("chunk", "data sync of a logged batch failed: target=%s err=%s", e->dir,
+				cfs_strerror(synced));
+			return synced == -ENOSPC ? -EIO : synced;
 		}
 	}
 	err = chunk_store_batch_commit_flushed(b, synced > 0 && e->wal_same_fs);
@@ -2837,6 +2852,8 @@ int chunk_engine_open(const struct chunk_engine_cfg *cfg, struct chunk_engine **
 	e->dir = xstrdup(cfg->dir);
 	const char *tcr = getenv("CFS_TEST_CRASH_RECORD");
 	e->test_crash_record = tcr ? (unsigned)strtoul(tcr, NULL, 10) : 0;
+	const char *tse = getenv("CFS_TEST_SYNC_ENOSPC");
+	e->test_sync_enospc = tse ? (unsigned)strtoul(tse, NULL, 10) : 0;
 	e->cfg.dir = e->dir;
 	if (!e->cfg.ring_entries)
 		e->cfg.ring_entries = 256;

@@ -1198,8 +1198,14 @@ int chunk_store_batch_write(struct chunk_batch *b)
 	 * reuse it, whatever part of this one reached the disk. */
 	s->wal_seq++;
 	ssize_t n = pwrite(s->wal_fd, p, padded, (off_t)s->wal_off);
-	if (n != (ssize_t)padded)
-		return n < 0 ? -errno : -EIO;
+	if (n != (ssize_t)padded) {
+		/* Spent seq: the next record here would end the replay (seqs
+		 * must follow one another), so the caller must stop writing
+		 * records: -EIO, never the retryable -ENOSPC. */
+		LOG_ERR("chunk", "wal: record write failed: off=%llu err=%s",
+			(unsigned long long)s->wal_off, n < 0 ? cfs_strerror(-errno) : "short write");
+		return -EIO;
+	}
 	b->rec_len = padded;
 	b->written = 1;
 	return 0;
@@ -1241,8 +1247,9 @@ int chunk_store_batch_commit_flushed(struct chunk_batch *b, int flushed)
 		return err;
 	}
 	if (!err && !flushed) {
+		/* After the record: -EIO as for its write (chunk_store_batch_write) */
 		if (fdatasync(s->wal_fd))
-			err = -errno;
+			err = errno == ENOSPC ? -EIO : -errno;
 		s->wal_syncs++;
 	}
 	mdb_txn_abort(b->txn);

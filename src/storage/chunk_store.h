@@ -83,7 +83,12 @@ int chunk_store_batch_put(struct chunk_batch *b, struct chunk_id id, const struc
 int chunk_store_batch_del(struct chunk_batch *b, struct chunk_id id);
 /* WAL mode (opened with sync): writes B's record to the log, not yet
  * durable; no change may be added after it. Otherwise a no-op. 0 or
- * -errno (abort B then). */
+ * -errno (abort B then): -ENOSPC/-ENOMEM only from before the record's
+ * seq was spent (a due checkpoint, the buffer); a failed record write is
+ * -EIO, after which no further record may be written to this store (the
+ * next one would carry a seq that ends the replay): the caller stops the
+ * store's writes (the engine's ERROR state). The same holds for any
+ * failure after this returned 0 (the data sync, batch_commit_flushed). */
 int chunk_store_batch_write(struct chunk_batch *b);
 /* As chunk_store_batch_commit. FLUSHED 1: the caller has called fdatasync
  * on a file of the log's filesystem after chunk_store_batch_write

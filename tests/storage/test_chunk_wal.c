@@ -32,6 +32,16 @@
  *                    Reopen in the same boot drops the record and reads the
  *                    first (acknowledged) version intact, nothing leaked;
  *                    a third write after that reopen works.
+ *   failed_sync      a batch's data sync fails with -ENOSPC after its
+ *                    record was written (CFS_TEST_SYNC_ENOSPC=2): that
+ *                    record's seq is spent, so a later record at the same
+ *                    offset would end the replay and lose every batch
+ *                    after it. The child writes versions 1, 2 (fails) and
+ *                    3, then _exits (kill -9): whatever was acknowledged
+ *                    must be what reopen reads. Before the fix version 3
+ *                    was acknowledged and lost (reopen read version 1);
+ *                    now the failed sync puts the target in ERROR and
+ *                    version 3 is refused with -EIO.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -563,6 +573,63 @@ static void test_unissued_data(void **state)
 	free(root);
 }
 
+static void test_failed_sync(void **state)
+{
+	(void)state;
+	char *root = testenv_tmpdir("wal_failed_sync");
+	char dir[1024];
+	path_in(dir, sizeof(dir), root, "t");
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		setenv("CFS_TEST_SYNC_ENOSPC", "2", 1);
+		struct chunk_engine *e = open_engine(dir);
+		uint8_t *data = malloc(XLEN);
+		int rc[4] = { 0 };
+		for (uint32_t seed = 1; seed <= 3; seed++) {
+			fill(data, XLEN, seed);
+			rc[seed] = chunk_engine_write(e, (struct chunk_id){ 5, 0 }, 0, XLEN, data, 0, 1,
+						      NULL);
+		}
+		if (rc[1] != 0 || rc[2] == 0)
+			_exit(2); /* version 1 acknowledged, 2 failed */
+		if (rc[2] != -EIO)
+			_exit(rc[3] == 0 ? 5 : 6); /* retryable error (then 3 went on: 5) */
+		_exit(rc[3] == 0 ? 13 : rc[3] == -EIO ? 10 : 4);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	int code = WEXITSTATUS(st);
+	if (code == 13 || code == 5) {
+		read_expect(dir, 3); /* acknowledged: must survive */
+		assert_int_equal(code, 13); /* and version 2's error was -EIO */
+	} else {
+		assert_int_equal(code, 10); /* refused: the ERROR state */
+		/* Version 2 failed but its record and data reached the page
+		 * cache: either 1 or 2 may come back, never a mix. */
+		struct chunk_engine *e = open_engine(dir);
+		uint8_t *buf = malloc(XLEN), *v1 = malloc(XLEN), *v2 = malloc(XLEN);
+		fill(v1, XLEN, 1);
+		fill(v2, XLEN, 2);
+		struct chunk_read_range rr = { .id = { 5, 0 }, .off = 0, .len = XLEN, .dst = buf };
+		assert_int_equal(chunk_engine_read(e, &rr, 1), 0);
+		assert_int_equal(rr.result, (int)XLEN);
+		assert_true(!memcmp(buf, v1, XLEN) || !memcmp(buf, v2, XLEN));
+		/* The reopened target writes again, and keeps it. */
+		fill(buf, XLEN, 4);
+		assert_int_equal(chunk_engine_write(e, (struct chunk_id){ 5, 0 }, 0, XLEN, buf, 0, 1,
+						    NULL),
+				 0);
+		chunk_engine_close(e);
+		free(buf);
+		free(v1);
+		free(v2);
+		read_expect(dir, 4);
+	}
+	free(root);
+}
+
 int main(void)
 {
 	log_set_level(LOG_LVL_WARN);
@@ -576,6 +643,7 @@ int main(void)
 		cmocka_unit_test(test_overlay_views),
 		cmocka_unit_test(test_unflushed_data),
 		cmocka_unit_test(test_unissued_data),
+		cmocka_unit_test(test_failed_sync),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	testenv_cleanup();
