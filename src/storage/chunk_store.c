@@ -67,7 +67,10 @@
  * synced transaction and restart the log at offset 0, so LMDB's protocol
  * (pages durable before the meta page that points at them) is unchanged
  * and LMDB is always a consistent snapshot; its two flushes are paid once
- * per checkpoint, not per batch.
+ * per checkpoint, not per batch. The log is not cut there: replaying its
+ * old run over the checkpoint (a crash before the next record) rewrites
+ * the same values. A checkpoint that carries a batch too big for the log
+ * (commit_direct) does cut it: LMDB then holds changes newer than the run.
  *
  * Why one flush is enough. The record and the data it points at reach
  * the disk in any order, but the caller acknowledges only after a flush
@@ -636,6 +639,27 @@ static int checkpoint_with(struct chunk_store *s, struct ov_ent *ops, size_t nop
 		ov_clear(s);
 		pthread_mutex_unlock(&s->omu);
 		s->checkpoints++;
+		if (nops) {
+			/* LMDB now holds changes newer than the log's run, which
+			 * stays replayable until the next record overwrites its
+			 * start: replayed over them after a crash, it would put
+			 * back the older values of the chunks OPS changed (an
+			 * acknowledged write lost, a removed chunk back). So cut
+			 * it first. A failed cut is -EIO (ERROR state: no record
+			 * may follow); the batch is then not acknowledged, and a
+			 * replay leaves each of its chunks old or new. */
+			uint8_t *page = NULL;
+			int err = posix_memalign((void **)&page, CHUNK_PAGE, CHUNK_PAGE) ? -ENOMEM
+											: 0;
+			if (!err && wal_cut(s, page))
+				err = -EIO;
+			free(page);
+			s->wal_off = 0;
+			if (err)
+				LOG_ERR("chunk", "wal: log cut after a direct commit failed: err=%s",
+					cfs_strerror(err));
+			return err;
+		}
 	}
 	s->wal_off = 0;
 	return 0;

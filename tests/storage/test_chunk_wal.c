@@ -42,6 +42,14 @@
  *                    was acknowledged and lost (reopen read version 1);
  *                    now the failed sync puts the target in ERROR and
  *                    version 3 is refused with -EIO.
+ *   direct_then_crash a batch too big for the log commits straight into
+ *                    LMDB (commit_direct, a checkpoint carrying it), then
+ *                    kill -9 before any later record. The log still held
+ *                    the run from before that checkpoint, and reopen
+ *                    replayed it over the newer LMDB: a chunk the direct
+ *                    batch had rewritten went back to its older version
+ *                    (acknowledged change lost), one it deleted came back.
+ *                    Now a checkpoint that carries a batch cuts the log.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -630,6 +638,47 @@ static void test_failed_sync(void **state)
 	free(root);
 }
 
+static void test_direct_then_crash(void **state)
+{
+	(void)state;
+	char *dir = meta_dir("wal_direct");
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct chunk_store *s;
+		if (chunk_store_open(dir, 64 * MB, 1, &s))
+			_exit(2);
+		/* In the log: A=1, B=5. */
+		static const struct op first[] = { { 0, 1, 0, 1 }, { 0, 2, 0, 5 }, { -1, 0, 0, 0 } };
+		commit_ops(s, first, 3);
+		/* One batch too big for the log (over a quarter of it): A=2,
+		 * del B, and enough deletes of absent chunks (17 bytes each in
+		 * a record) to pass 1 MiB. */
+		struct chunk_batch *b;
+		if (chunk_store_batch_begin(s, &b))
+			_exit(3);
+		struct chunk_meta m = mk(0, 2);
+		if (chunk_store_batch_put(b, cid(1, 0), &m) || chunk_store_batch_del(b, cid(2, 0)))
+			_exit(4);
+		for (uint32_t i = 0; i < 70000; i++)
+			if (chunk_store_batch_del(b, cid(1000, i)))
+				_exit(5);
+		if (chunk_store_batch_commit(b))
+			_exit(6);
+		_exit(0); /* kill -9: no later record, no close */
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	struct chunk_store *s;
+	assert_int_equal(chunk_store_open(dir, 64 * MB, 1, &s), 0);
+	assert_int_equal(ver_of(s, 1, 0), 2); /* the direct batch's put... */
+	assert_int_equal(ver_of(s, 2, 0), 0); /* ...and its delete survive */
+	chunk_store_close(s);
+	free(dir);
+}
+
 int main(void)
 {
 	log_set_level(LOG_LVL_WARN);
@@ -644,6 +693,7 @@ int main(void)
 		cmocka_unit_test(test_unflushed_data),
 		cmocka_unit_test(test_unissued_data),
 		cmocka_unit_test(test_failed_sync),
+		cmocka_unit_test(test_direct_then_crash),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	testenv_cleanup();
