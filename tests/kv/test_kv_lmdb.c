@@ -15,6 +15,11 @@
  * - sync=window: commits survive kill -9 at once; kv_flush and the
  *   background sync make them durable (a copy of the files right after
  *   kv_flush holds them).
+ * - sync=window, a failed sync (fsyncgate): once a sync of the file failed,
+ *   every later kv_flush fails too, until the engine is reopened; the
+ *   kernel reports a writeback error to one fsync only and may have
+ *   dropped the pages, so a later sync's success proves nothing
+ *   (t_window_sync_failed).
  * - compact=1 (default): an environment whose free list dominates is
  *   rewritten without it at open (smaller file, same contents, writable),
  *   a left-over copy of an interrupted compaction is removed, and nothing
@@ -652,6 +657,50 @@ static void t_window_sync_other_process(void **state)
 	assert_int_equal(kv_flush(e), 0); /* nothing new: no second sync */
 	kv_lmdb_sync_stats(e, &committed, &synced, &syncs3);
 	assert_int_equal(syncs3, syncs2);
+	kv_close(e);
+}
+
+/* sync=window, a failed sync: Linux reports a writeback error to the
+ * first fsync of a file description after it, then marks the pages clean
+ * (possibly never written); the next fsync returns 0. So kv_flush (an
+ * fsync(2) through the mount, META_FSYNC) must keep failing after a
+ * failed sync, or it acknowledges changes that are lost. The hook
+ * CFS_TEST_LMDB_SYNC_FAIL=1 fails the engine's first sync with EIO
+ * without syncing, as the kernel would after dropping the pages. Before
+ * the fix the second flush returned 0. Set in a child: no thread runs
+ * while it is set. */
+static void t_window_sync_failed(void **state)
+{
+	char url[1000];
+	int st;
+
+	fresh_url(url, sizeof(url), "?sync=window&sync_ms=60000");
+	pid_t pid = child_fork();
+	if (pid == 0) {
+		kv_engine *c;
+		char err[256];
+		setenv("CFS_TEST_LMDB_SYNC_FAIL", "1", 1);
+		if (kv_open(url, &c, err, sizeof(err)))
+			_exit(1);
+		if (kv_run(c, NULL, win_body, "f/1", NULL))
+			_exit(2);
+		if (kv_flush(c) != -EIO)
+			_exit(3); /* the injected failure */
+		if (kv_run(c, NULL, win_body, "f/2", NULL))
+			_exit(4);
+		int rc = kv_flush(c);
+		_exit(rc == 0 ? 5 : rc == -EIO ? 0 : 6); /* 5: success after the failure */
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	for (int j = 0; j < 4; j++)
+		if (children[j] == pid)
+			children[j] = 0;
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	/* A reopened engine starts clean. */
+	kv_engine *e = open_ok(url);
+	assert_int_equal(win_has(e, "f/2"), 1);
+	assert_int_equal(kv_flush(e), 0);
 	kv_close(e);
 }
 
@@ -1834,6 +1883,7 @@ int main(void)
 		cmocka_unit_test_teardown(t_writemap_map_full, reap_children),
 		cmocka_unit_test_teardown(t_window_sync, reap_children),
 		cmocka_unit_test_teardown(t_window_sync_other_process, reap_children),
+		cmocka_unit_test_teardown(t_window_sync_failed, reap_children),
 		cmocka_unit_test_teardown(t_one_background_syncer, reap_children),
 		cmocka_unit_test_teardown(t_syncer_stopped, reap_children),
 		cmocka_unit_test_teardown(t_stale_lock_after_swap, reap_children),
