@@ -320,6 +320,17 @@ static struct kv_slice sl(MDB_val v)
  * environment's last txn id (LMDB's meta page, shared by every process);
  * mdb_env_sync syncs the whole file whoever wrote it. e->env is read
  * under sync_mu (compact_online swaps it under that lock). */
+/* mdb_env_sync(e->env, 1) under sync_mu; every sync of the engine goes
+ * through here. Test hook (CFS_TEST_LMDB_SYNC_FAIL=N): the Nth fails with
+ * EIO without syncing, as after a writeback error whose pages the kernel
+ * dropped. */
+static int env_sync(struct lmdb_engine *e)
+{
+	if (e->sync_fail && ++e->nsync_calls == e->sync_fail)
+		return EIO;
+	return mdb_env_sync(e->env, 1);
+}
+
 /* Under sync_mu: the result of a sync that returned RC, given the ones
  * before. A failed sync puts the engine in an ERROR state for its flushes
  * (fsyncgate): Linux reports a writeback error to one fsync of a file
@@ -352,12 +363,7 @@ static int window_sync(struct lmdb_engine *e)
 			target = any;
 	}
 	if (e->env && atomic_load_explicit(&e->synced_id, memory_order_acquire) < target) {
-		/* Test hook: the Nth sync fails as after a writeback error
-		 * whose pages the kernel dropped, without syncing. */
-		if (e->sync_fail && ++e->nsync_calls == e->sync_fail)
-			rc = EIO;
-		else
-			rc = mdb_env_sync(e->env, 1);
+		rc = env_sync(e);
 		if (rc == 0) {
 			atomic_store_explicit(&e->synced_id, target, memory_order_release);
 			atomic_fetch_add_explicit(&e->nsyncs, 1, memory_order_relaxed);
@@ -484,7 +490,7 @@ static int lmdb_flush(struct kv_engine *base)
 	case LMDB_SYNC_NOMETA: {
 		int rc;
 		pthread_mutex_lock(&e->sync_mu); /* e->env is stable (compact_online) */
-		rc = sync_sticky(e, lmdb_err(mdb_env_sync(e->env, 1)));
+		rc = sync_sticky(e, lmdb_err(env_sync(e)));
 		pthread_mutex_unlock(&e->sync_mu);
 		return rc;
 	}
@@ -931,7 +937,9 @@ static int compact_online(struct lmdb_engine *e, enum compact_mode mode)
 	 * window's worth; sync=none all since the last compaction). e->env
 	 * is stable: only this function, under compact_mu, replaces it. */
 	pthread_mutex_lock(&e->sync_mu);
-	mdb_env_sync(e->env, 1); /* an error shows again in step 3 */
+	/* A failure here is reported by no later sync (the kernel tells one
+	 * fsync only): remembered (sync_sticky), and step 3 stops on it. */
+	(void)sync_sticky(e, lmdb_err(env_sync(e)));
 	pthread_mutex_unlock(&e->sync_mu);
 
 	/* 1. Writers: new commits fail from now on; the leader finishes what
@@ -991,7 +999,11 @@ static int compact_online(struct lmdb_engine *e, enum compact_mode mode)
 
 	/* 3. */
 	pthread_mutex_lock(&e->sync_mu);
-	if ((rc = mdb_env_sync(e->env, 1))) {
+	if ((rc = env_sync(e)) || e->sync_err) {
+		if (rc)
+			(void)sync_sticky(e, lmdb_err(rc));
+		else
+			rc = EIO; /* step 0 failed: no copy of pages that may be lost */
 		what = "sync";
 		goto resume;
 	}

@@ -19,7 +19,8 @@
  *   every later kv_flush fails too, until the engine is reopened; the
  *   kernel reports a writeback error to one fsync only and may have
  *   dropped the pages, so a later sync's success proves nothing
- *   (t_window_sync_failed).
+ *   (t_window_sync_failed); also when the failed sync was the online
+ *   compaction's first step (t_compact_sync_failed).
  * - compact=1 (default): an environment whose free list dominates is
  *   rewritten without it at open (smaller file, same contents, writable),
  *   a left-over copy of an interrupted compaction is removed, and nothing
@@ -701,6 +702,41 @@ static void t_window_sync_failed(void **state)
 	kv_engine *e = open_ok(url);
 	assert_int_equal(win_has(e, "f/2"), 1);
 	assert_int_equal(kv_flush(e), 0);
+	kv_close(e);
+}
+
+/* The same when the failed sync is the online compaction's first one (its
+ * write-back before commits are held): that error was ignored ("shows
+ * again in step 3"), but the kernel reports it once, so step 3's sync
+ * succeeded, the compaction went on and the next kv_flush returned 0.
+ * Now the compaction stops and every later flush fails. */
+static void t_compact_sync_failed(void **state)
+{
+	char url[1000];
+	int st;
+
+	fresh_url(url, sizeof(url), "?sync=window&sync_ms=60000");
+	pid_t pid = child_fork();
+	if (pid == 0) {
+		kv_engine *c;
+		char err[256];
+		setenv("CFS_TEST_LMDB_SYNC_FAIL", "1", 1);
+		if (kv_open(url, &c, err, sizeof(err)))
+			_exit(1);
+		if (kv_run(c, NULL, win_body, "c/1", NULL))
+			_exit(2);
+		int crc = kv_lmdb_compact(c, 1); /* its first sync fails */
+		int rc = kv_flush(c);
+		_exit(rc == 0 ? (crc == 1 ? 5 : 6) : rc == -EIO ? (crc == 1 ? 7 : 0) : 8);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	for (int j = 0; j < 4; j++)
+		if (children[j] == pid)
+			children[j] = 0;
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0); /* 5: compacted and flushed "OK" */
+	kv_engine *e = open_ok(url);
+	assert_int_equal(win_has(e, "c/1"), 1);
 	kv_close(e);
 }
 
@@ -1884,6 +1920,7 @@ int main(void)
 		cmocka_unit_test_teardown(t_window_sync, reap_children),
 		cmocka_unit_test_teardown(t_window_sync_other_process, reap_children),
 		cmocka_unit_test_teardown(t_window_sync_failed, reap_children),
+		cmocka_unit_test_teardown(t_compact_sync_failed, reap_children),
 		cmocka_unit_test_teardown(t_one_background_syncer, reap_children),
 		cmocka_unit_test_teardown(t_syncer_stopped, reap_children),
 		cmocka_unit_test_teardown(t_stale_lock_after_swap, reap_children),
