@@ -135,8 +135,10 @@ static void commit_ops(struct chunk_store *s, const struct op *ops, size_t n)
 		assert_int_equal(chunk_store_batch_commit(b), 0);
 }
 
-/* A child that commits OPS and exits without closing the store. */
-static void crash_after(const char *dir, const struct op *ops, size_t n)
+/* A child that commits OPS, then runs THEN (NULL: none; nonzero fails),
+ * and exits without closing the store. */
+static void crash_after_then(const char *dir, const struct op *ops, size_t n,
+			     int (*then)(struct chunk_store *))
 {
 	pid_t pid = fork();
 	assert_true(pid >= 0);
@@ -145,11 +147,16 @@ static void crash_after(const char *dir, const struct op *ops, size_t n)
 		if (chunk_store_open(dir, 64 * MB, 1, &s))
 			_exit(2);
 		commit_ops(s, ops, n);
-		_exit(0);
+		_exit(then && then(s) ? 3 : 0);
 	}
 	int st;
 	assert_int_equal(waitpid(pid, &st, 0), pid);
 	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+static void crash_after(const char *dir, const struct op *ops, size_t n)
+{
+	crash_after_then(dir, ops, n, NULL);
 }
 
 /* ID's commit_ver, 0 when absent. */
@@ -638,39 +645,31 @@ static void test_failed_sync(void **state)
 	free(root);
 }
 
+/* One batch too big for the log (over a quarter of it): A=2, del B, and
+ * enough deletes of absent chunks (17 bytes each in a record) to pass
+ * 1 MiB. */
+static int commit_huge(struct chunk_store *s)
+{
+	struct chunk_batch *b;
+	if (chunk_store_batch_begin(s, &b))
+		return -1;
+	struct chunk_meta m = mk(0, 2);
+	if (chunk_store_batch_put(b, cid(1, 0), &m) || chunk_store_batch_del(b, cid(2, 0)))
+		return -1;
+	for (uint32_t i = 0; i < 70000; i++)
+		if (chunk_store_batch_del(b, cid(1000, i)))
+			return -1;
+	return chunk_store_batch_commit(b);
+}
+
 static void test_direct_then_crash(void **state)
 {
 	(void)state;
 	char *dir = meta_dir("wal_direct");
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		struct chunk_store *s;
-		if (chunk_store_open(dir, 64 * MB, 1, &s))
-			_exit(2);
-		/* In the log: A=1, B=5. */
-		static const struct op first[] = { { 0, 1, 0, 1 }, { 0, 2, 0, 5 }, { -1, 0, 0, 0 } };
-		commit_ops(s, first, 3);
-		/* One batch too big for the log (over a quarter of it): A=2,
-		 * del B, and enough deletes of absent chunks (17 bytes each in
-		 * a record) to pass 1 MiB. */
-		struct chunk_batch *b;
-		if (chunk_store_batch_begin(s, &b))
-			_exit(3);
-		struct chunk_meta m = mk(0, 2);
-		if (chunk_store_batch_put(b, cid(1, 0), &m) || chunk_store_batch_del(b, cid(2, 0)))
-			_exit(4);
-		for (uint32_t i = 0; i < 70000; i++)
-			if (chunk_store_batch_del(b, cid(1000, i)))
-				_exit(5);
-		if (chunk_store_batch_commit(b))
-			_exit(6);
-		_exit(0); /* kill -9: no later record, no close */
-	}
-	int st;
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_true(WIFEXITED(st));
-	assert_int_equal(WEXITSTATUS(st), 0);
+	/* In the log: A=1, B=5; then the huge batch, and kill -9 before any
+	 * later record. */
+	static const struct op first[] = { { 0, 1, 0, 1 }, { 0, 2, 0, 5 }, { -1, 0, 0, 0 } };
+	crash_after_then(dir, first, 3, commit_huge);
 	struct chunk_store *s;
 	assert_int_equal(chunk_store_open(dir, 64 * MB, 1, &s), 0);
 	assert_int_equal(ver_of(s, 1, 0), 2); /* the direct batch's put... */
