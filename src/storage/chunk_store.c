@@ -576,6 +576,13 @@ static int wal_open(struct chunk_store *s, const char *dir, chunk_store_verify_f
 	if (nrec && verify && !(err = rec_each(buf + last, collect_id, &c)))
 		err = rec_each(buf + last, verify_op, &c);
 	free(c.ids);
+	if (err == -ENOMEM || err == -EMFILE || err == -ENFILE) {
+		/* Could not check (chunk_store_verify_fn): dropping the record
+		 * (and cutting the log below) would lose it for good if it was
+		 * acknowledged. Fail the open (store_open logs it); a later
+		 * one checks again. */
+		goto out;
+	}
 	if (err) {
 		LOG_WARN("chunk", "wal: last record names data that is not on disk, dropped as "
 			 "never acknowledged: dir=%s seq=%llu err=%s", dir,

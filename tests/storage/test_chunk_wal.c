@@ -42,6 +42,12 @@
  *                    was acknowledged and lost (reopen read version 1);
  *                    now the failed sync puts the target in ERROR and
  *                    version 3 is refused with -EIO.
+ *   verify_unsure    a verify callback that cannot check (-ENOMEM: no
+ *                    buffer, as verify_on_disk under memory pressure) fails
+ *                    the open and leaves the log alone; a later open keeps
+ *                    the record. Before, the record was dropped as "not on
+ *                    disk" and the log cut: an acknowledged batch lost for
+ *                    a transient error.
  *   direct_then_crash a batch too big for the log commits straight into
  *                    LMDB (commit_direct, a checkpoint carrying it), then
  *                    kill -9 before any later record. The log still held
@@ -645,6 +651,34 @@ static void test_failed_sync(void **state)
 	free(root);
 }
 
+static int no_memory(void *arg, struct chunk_id id, const struct chunk_meta *m)
+{
+	(void)arg;
+	(void)id;
+	(void)m;
+	verify_calls++;
+	return -ENOMEM;
+}
+
+static void test_verify_unsure(void **state)
+{
+	(void)state;
+	static const struct op ops[] = {
+		{ 0, 1, 0, 1 }, { -1, 0, 0, 0 },
+		{ 0, 1, 0, 2 }, { -1, 0, 0, 0 }, /* last: A=2, acknowledged */
+	};
+	char *dir = meta_dir("wal_unsure");
+	crash_after(dir, ops, sizeof(ops) / sizeof(ops[0]));
+	struct chunk_store *s = NULL;
+	verify_calls = 0;
+	assert_int_equal(chunk_store_open_verified(dir, 64 * MB, 1, no_memory, NULL, &s), -ENOMEM);
+	assert_int_equal(verify_calls, 1);
+	assert_int_equal(chunk_store_open_verified(dir, 64 * MB, 1, accept_all, NULL, &s), 0);
+	assert_int_equal(ver_of(s, 1, 0), 2);
+	chunk_store_close(s);
+	free(dir);
+}
+
 /* One batch too big for the log (over a quarter of it): A=2, del B, and
  * enough deletes of absent chunks (17 bytes each in a record) to pass
  * 1 MiB. */
@@ -692,6 +726,7 @@ int main(void)
 		cmocka_unit_test(test_unflushed_data),
 		cmocka_unit_test(test_unissued_data),
 		cmocka_unit_test(test_failed_sync),
+		cmocka_unit_test(test_verify_unsure),
 		cmocka_unit_test(test_direct_then_crash),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
