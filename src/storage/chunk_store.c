@@ -79,7 +79,9 @@
  * followed by a completed flush (its data durable); only the last may
  * name data that never left the cache. Open therefore checks the chunks
  * the last record puts against their page CRCs (chunk_store_verify_fn)
- * and drops the record when one fails: it was never acknowledged. The
+ * and drops the record when one fails: it was never acknowledged (a
+ * check that could not run, for want of memory or a file descriptor,
+ * fails the open instead: dropping would be for good). The
  * chunk is then its previous version, whose block the allocator had not
  * reused (a block is freed only after the commit that stops pointing at
  * it, and reused by writes after that). The check runs in every boot:
