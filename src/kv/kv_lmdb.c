@@ -204,6 +204,9 @@ struct lmdb_engine {
 
 	atomic_ullong nbatches, ntxns;  /* group-commit statistics */
 	uint64_t kill_in_write, nwrites; /* test hook (kill_in_write); leader only */
+	uint64_t sync_fail, nsync_calls; /* test hook (CFS_TEST_LMDB_SYNC_FAIL); sync_mu */
+	int sync_err;                   /* ERROR state: the first failed sync's -errno,
+					 * returned by every later flush; sync_mu */
 	uint64_t readers_checked_ns;    /* last stale-reader check (batch_begin); leader only */
 
 	/* sync=window (see "Windowed sync" below). */
@@ -303,6 +306,7 @@ static struct kv_slice sl(MDB_val v)
  * MDB_NOSYNC, what a power loss inside the window keeps is the state of
  * some earlier commit only if the file system preserves write order;
  * sync=full (a sync per group commit) is the mode without that caveat.
+ * After a failed sync every later flush fails (sync_sticky).
  *
  * committed_id/synced_id are LMDB write txn ids: a flush that finds
  * synced_id >= what is committed when it takes sync_mu has nothing to do,
@@ -316,6 +320,34 @@ static struct kv_slice sl(MDB_val v)
  * environment's last txn id (LMDB's meta page, shared by every process);
  * mdb_env_sync syncs the whole file whoever wrote it. e->env is read
  * under sync_mu (compact_online swaps it under that lock). */
+/* mdb_env_sync(e->env, 1) under sync_mu; every sync of the engine goes
+ * through here. Test hook (CFS_TEST_LMDB_SYNC_FAIL=N): the Nth fails with
+ * EIO without syncing, as after a writeback error whose pages the kernel
+ * dropped. */
+static int env_sync(struct lmdb_engine *e)
+{
+	if (e->sync_fail && ++e->nsync_calls == e->sync_fail)
+		return EIO;
+	return mdb_env_sync(e->env, 1);
+}
+
+/* Under sync_mu: the result of a sync that returned RC, given the ones
+ * before. A failed sync puts the engine in an ERROR state for its flushes
+ * (fsyncgate): Linux reports a writeback error to one fsync of a file
+ * description and may have dropped the pages it could not write, so a
+ * later sync that succeeds does not make them durable. Every later flush
+ * returns the first error until the engine is reopened; syncs still run,
+ * so what is committed later reaches the disk as before. */
+static int sync_sticky(struct lmdb_engine *e, int rc)
+{
+	if (rc && !e->sync_err) {
+		e->sync_err = rc;
+		LOG_ERR("kv", "lmdb: sync failed, every later flush fails until reopened: "
+			"path=%s err=%s", e->path, cfs_strerror(rc));
+	}
+	return e->sync_err;
+}
+
 static int window_sync(struct lmdb_engine *e)
 {
 	MDB_envinfo info;
@@ -331,15 +363,15 @@ static int window_sync(struct lmdb_engine *e)
 			target = any;
 	}
 	if (e->env && atomic_load_explicit(&e->synced_id, memory_order_acquire) < target) {
-		rc = mdb_env_sync(e->env, 1);
+		rc = env_sync(e);
 		if (rc == 0) {
 			atomic_store_explicit(&e->synced_id, target, memory_order_release);
 			atomic_fetch_add_explicit(&e->nsyncs, 1, memory_order_relaxed);
 		} else {
-			LOG_ERR("kv", "lmdb: sync: path=%s: %s", e->path, mdb_strerror(rc));
-			rc = lmdb_err(rc);
+			rc = lmdb_err(rc); /* logged by sync_sticky */
 		}
 	}
+	rc = sync_sticky(e, rc);
 	pthread_mutex_unlock(&e->sync_mu);
 	return rc;
 }
@@ -458,9 +490,9 @@ static int lmdb_flush(struct kv_engine *base)
 	case LMDB_SYNC_NOMETA: {
 		int rc;
 		pthread_mutex_lock(&e->sync_mu); /* e->env is stable (compact_online) */
-		rc = mdb_env_sync(e->env, 1);
+		rc = sync_sticky(e, lmdb_err(env_sync(e)));
 		pthread_mutex_unlock(&e->sync_mu);
-		return lmdb_err(rc);
+		return rc;
 	}
 	default:
 		return window_sync(e);
@@ -905,7 +937,9 @@ static int compact_online(struct lmdb_engine *e, enum compact_mode mode)
 	 * window's worth; sync=none all since the last compaction). e->env
 	 * is stable: only this function, under compact_mu, replaces it. */
 	pthread_mutex_lock(&e->sync_mu);
-	mdb_env_sync(e->env, 1); /* an error shows again in step 3 */
+	/* A failure here is reported by no later sync (the kernel tells one
+	 * fsync only): remembered (sync_sticky), and step 3 stops on it. */
+	(void)sync_sticky(e, lmdb_err(env_sync(e)));
 	pthread_mutex_unlock(&e->sync_mu);
 
 	/* 1. Writers: new commits fail from now on; the leader finishes what
@@ -965,7 +999,11 @@ static int compact_online(struct lmdb_engine *e, enum compact_mode mode)
 
 	/* 3. */
 	pthread_mutex_lock(&e->sync_mu);
-	if ((rc = mdb_env_sync(e->env, 1))) {
+	if ((rc = env_sync(e)) || e->sync_err) {
+		if (rc)
+			(void)sync_sticky(e, lmdb_err(rc));
+		else
+			rc = EIO; /* step 0 failed: no copy of pages that may be lost */
 		what = "sync";
 		goto resume;
 	}
@@ -1291,6 +1329,8 @@ static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, 
 	e->sync_ms = (uint32_t)sync_ms;
 	const char *kw = getenv("CFS_TEST_LMDB_KILL_IN_WRITE");
 	e->kill_in_write = kw ? strtoull(kw, NULL, 10) : 0;
+	const char *sf = getenv("CFS_TEST_LMDB_SYNC_FAIL");
+	e->sync_fail = sf ? strtoull(sf, NULL, 10) : 0;
 	e->map_size = map;
 	if (writemap) {
 		e->writemap = 1;

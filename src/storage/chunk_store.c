@@ -67,7 +67,10 @@
  * synced transaction and restart the log at offset 0, so LMDB's protocol
  * (pages durable before the meta page that points at them) is unchanged
  * and LMDB is always a consistent snapshot; its two flushes are paid once
- * per checkpoint, not per batch.
+ * per checkpoint, not per batch. The log is not cut there: replaying its
+ * old run over the checkpoint (a crash before the next record) rewrites
+ * the same values. A checkpoint that carries a batch too big for the log
+ * (commit_direct) does cut it: LMDB then holds changes newer than the run.
  *
  * Why one flush is enough. The record and the data it points at reach
  * the disk in any order, but the caller acknowledges only after a flush
@@ -76,7 +79,9 @@
  * followed by a completed flush (its data durable); only the last may
  * name data that never left the cache. Open therefore checks the chunks
  * the last record puts against their page CRCs (chunk_store_verify_fn)
- * and drops the record when one fails: it was never acknowledged. The
+ * and drops the record when one fails: it was never acknowledged (a
+ * check that could not run, for want of memory or a file descriptor,
+ * fails the open instead: dropping would be for good). The
  * chunk is then its previous version, whose block the allocator had not
  * reused (a block is freed only after the commit that stops pointing at
  * it, and reused by writes after that). The check runs in every boot:
@@ -573,6 +578,13 @@ static int wal_open(struct chunk_store *s, const char *dir, chunk_store_verify_f
 	if (nrec && verify && !(err = rec_each(buf + last, collect_id, &c)))
 		err = rec_each(buf + last, verify_op, &c);
 	free(c.ids);
+	if (err == -ENOMEM || err == -EMFILE || err == -ENFILE) {
+		/* Could not check (chunk_store_verify_fn): dropping the record
+		 * (and cutting the log below) would lose it for good if it was
+		 * acknowledged. Fail the open (store_open logs it); a later
+		 * one checks again. */
+		goto out;
+	}
 	if (err) {
 		LOG_WARN("chunk", "wal: last record names data that is not on disk, dropped as "
 			 "never acknowledged: dir=%s seq=%llu err=%s", dir,
@@ -636,6 +648,27 @@ static int checkpoint_with(struct chunk_store *s, struct ov_ent *ops, size_t nop
 		ov_clear(s);
 		pthread_mutex_unlock(&s->omu);
 		s->checkpoints++;
+		if (nops) {
+			/* LMDB now holds changes newer than the log's run, which
+			 * stays replayable until the next record overwrites its
+			 * start: replayed over them after a crash, it would put
+			 * back the older values of the chunks OPS changed (an
+			 * acknowledged write lost, a removed chunk back). So cut
+			 * it first. A failed cut is -EIO (ERROR state: no record
+			 * may follow); the batch is then not acknowledged, and a
+			 * replay leaves each of its chunks old or new. */
+			uint8_t *page = NULL;
+			int err = posix_memalign((void **)&page, CHUNK_PAGE, CHUNK_PAGE) ? -ENOMEM
+											: 0;
+			if (!err && wal_cut(s, page))
+				err = -EIO;
+			free(page);
+			s->wal_off = 0;
+			if (err)
+				LOG_ERR("chunk", "wal: log cut after a direct commit failed: err=%s",
+					cfs_strerror(err));
+			return err;
+		}
 	}
 	s->wal_off = 0;
 	return 0;

@@ -27,7 +27,10 @@ struct chunk_batch;
  * Returns 0, -errno, or -CFS_ECORRUPT when the files are not a store. */
 int chunk_store_open(const char *dir, uint64_t map_bytes, int sync, struct chunk_store **out);
 /* Checks that the data META describes is on disk (open-time replay of the
- * log's last record, chunk_store.c): 0 when it is, nonzero when not. */
+ * log's last record, chunk_store.c): 0 when it is; -ENOMEM, -EMFILE or
+ * -ENFILE when it could not be checked (the open then fails with that
+ * error, the log untouched); any other nonzero value when it is not (the
+ * record is dropped as never acknowledged). */
 typedef int (*chunk_store_verify_fn)(void *arg, struct chunk_id id, const struct chunk_meta *meta);
 /* As chunk_store_open; VERIFY (may be NULL: not checked) is called during
  * the open for each chunk the log's last record puts. */

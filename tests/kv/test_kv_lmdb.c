@@ -15,6 +15,12 @@
  * - sync=window: commits survive kill -9 at once; kv_flush and the
  *   background sync make them durable (a copy of the files right after
  *   kv_flush holds them).
+ * - sync=window, a failed sync (fsyncgate): once a sync of the file failed,
+ *   every later kv_flush fails too, until the engine is reopened; the
+ *   kernel reports a writeback error to one fsync only and may have
+ *   dropped the pages, so a later sync's success proves nothing
+ *   (t_window_sync_failed); also when the failed sync was the online
+ *   compaction's first step (t_compact_sync_failed).
  * - compact=1 (default): an environment whose free list dominates is
  *   rewritten without it at open (smaller file, same contents, writable),
  *   a left-over copy of an interrupted compaction is removed, and nothing
@@ -652,6 +658,88 @@ static void t_window_sync_other_process(void **state)
 	assert_int_equal(kv_flush(e), 0); /* nothing new: no second sync */
 	kv_lmdb_sync_stats(e, &committed, &synced, &syncs3);
 	assert_int_equal(syncs3, syncs2);
+	kv_close(e);
+}
+
+/* Runs BODY in a child on an engine opened at URL with
+ * CFS_TEST_LMDB_SYNC_FAIL=1 (its first sync fails); BODY's value is the
+ * child's exit status, returned. Set in a child: no thread runs while it
+ * is set. */
+static int sync_fail_child(const char *url, int (*body)(kv_engine *))
+{
+	int st;
+	pid_t pid = child_fork();
+	if (pid == 0) {
+		kv_engine *c;
+		char err[256];
+		setenv("CFS_TEST_LMDB_SYNC_FAIL", "1", 1);
+		if (kv_open(url, &c, err, sizeof(err)))
+			_exit(1);
+		_exit(body(c));
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	for (int j = 0; j < 4; j++)
+		if (children[j] == pid)
+			children[j] = 0;
+	assert_true(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+static int flush_twice(kv_engine *c)
+{
+	if (kv_run(c, NULL, win_body, "f/1", NULL))
+		return 2;
+	if (kv_flush(c) != -EIO)
+		return 3; /* the injected failure */
+	if (kv_run(c, NULL, win_body, "f/2", NULL))
+		return 4;
+	int rc = kv_flush(c);
+	return rc == 0 ? 5 : rc == -EIO ? 0 : 6; /* 5: success after the failure */
+}
+
+/* sync=window, a failed sync: Linux reports a writeback error to the
+ * first fsync of a file description after it, then marks the pages clean
+ * (possibly never written); the next fsync returns 0. So kv_flush (an
+ * fsync(2) through the mount, META_FSYNC) must keep failing after a
+ * failed sync, or it acknowledges changes that are lost. The hook
+ * CFS_TEST_LMDB_SYNC_FAIL=1 fails the engine's first sync with EIO
+ * without syncing, as the kernel would after dropping the pages. Before
+ * the fix the second flush returned 0 (exit 5). */
+static void t_window_sync_failed(void **state)
+{
+	char url[1000];
+
+	fresh_url(url, sizeof(url), "?sync=window&sync_ms=60000");
+	assert_int_equal(sync_fail_child(url, flush_twice), 0);
+	/* A reopened engine starts clean. */
+	kv_engine *e = open_ok(url);
+	assert_int_equal(win_has(e, "f/2"), 1);
+	assert_int_equal(kv_flush(e), 0);
+	kv_close(e);
+}
+
+static int compact_then_flush(kv_engine *c)
+{
+	if (kv_run(c, NULL, win_body, "c/1", NULL))
+		return 2;
+	int crc = kv_lmdb_compact(c, 1); /* its first sync fails */
+	int rc = kv_flush(c);
+	return rc == 0 ? (crc == 1 ? 5 : 6) : rc == -EIO ? (crc == 1 ? 7 : 0) : 8;
+}
+
+/* The same when the failed sync is the online compaction's first one (its
+ * write-back before commits are held): that error was ignored ("shows
+ * again in step 3"), but the kernel reports it once, so step 3's sync
+ * succeeded, the compaction went on and the next kv_flush returned 0
+ * (exit 5). Now the compaction stops and every later flush fails. */
+static void t_compact_sync_failed(void **state)
+{
+	char url[1000];
+
+	fresh_url(url, sizeof(url), "?sync=window&sync_ms=60000");
+	assert_int_equal(sync_fail_child(url, compact_then_flush), 0);
+	kv_engine *e = open_ok(url);
+	assert_int_equal(win_has(e, "c/1"), 1);
 	kv_close(e);
 }
 
@@ -1834,6 +1922,8 @@ int main(void)
 		cmocka_unit_test_teardown(t_writemap_map_full, reap_children),
 		cmocka_unit_test_teardown(t_window_sync, reap_children),
 		cmocka_unit_test_teardown(t_window_sync_other_process, reap_children),
+		cmocka_unit_test_teardown(t_window_sync_failed, reap_children),
+		cmocka_unit_test_teardown(t_compact_sync_failed, reap_children),
 		cmocka_unit_test_teardown(t_one_background_syncer, reap_children),
 		cmocka_unit_test_teardown(t_syncer_stopped, reap_children),
 		cmocka_unit_test_teardown(t_stale_lock_after_swap, reap_children),

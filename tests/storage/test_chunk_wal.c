@@ -42,6 +42,20 @@
  *                    was acknowledged and lost (reopen read version 1);
  *                    now the failed sync puts the target in ERROR and
  *                    version 3 is refused with -EIO.
+ *   verify_unsure    a verify callback that cannot check (-ENOMEM: no
+ *                    buffer, as verify_on_disk under memory pressure) fails
+ *                    the open and leaves the log alone; a later open keeps
+ *                    the record. Before, the record was dropped as "not on
+ *                    disk" and the log cut: an acknowledged batch lost for
+ *                    a transient error.
+ *   direct_then_crash a batch too big for the log commits straight into
+ *                    LMDB (commit_direct, a checkpoint carrying it), then
+ *                    kill -9 before any later record. The log still held
+ *                    the run from before that checkpoint, and reopen
+ *                    replayed it over the newer LMDB: a chunk the direct
+ *                    batch had rewritten went back to its older version
+ *                    (acknowledged change lost), one it deleted came back.
+ *                    Now a checkpoint that carries a batch cuts the log.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -127,8 +141,10 @@ static void commit_ops(struct chunk_store *s, const struct op *ops, size_t n)
 		assert_int_equal(chunk_store_batch_commit(b), 0);
 }
 
-/* A child that commits OPS and exits without closing the store. */
-static void crash_after(const char *dir, const struct op *ops, size_t n)
+/* A child that commits OPS, then runs THEN (NULL: none; nonzero fails),
+ * and exits without closing the store. */
+static void crash_after_then(const char *dir, const struct op *ops, size_t n,
+			     int (*then)(struct chunk_store *))
 {
 	pid_t pid = fork();
 	assert_true(pid >= 0);
@@ -137,11 +153,16 @@ static void crash_after(const char *dir, const struct op *ops, size_t n)
 		if (chunk_store_open(dir, 64 * MB, 1, &s))
 			_exit(2);
 		commit_ops(s, ops, n);
-		_exit(0);
+		_exit(then && then(s) ? 3 : 0);
 	}
 	int st;
 	assert_int_equal(waitpid(pid, &st, 0), pid);
 	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+static void crash_after(const char *dir, const struct op *ops, size_t n)
+{
+	crash_after_then(dir, ops, n, NULL);
 }
 
 /* ID's commit_ver, 0 when absent. */
@@ -630,6 +651,67 @@ static void test_failed_sync(void **state)
 	free(root);
 }
 
+static int no_memory(void *arg, struct chunk_id id, const struct chunk_meta *m)
+{
+	(void)arg;
+	(void)id;
+	(void)m;
+	verify_calls++;
+	return -ENOMEM;
+}
+
+static void test_verify_unsure(void **state)
+{
+	(void)state;
+	static const struct op ops[] = {
+		{ 0, 1, 0, 1 }, { -1, 0, 0, 0 },
+		{ 0, 1, 0, 2 }, { -1, 0, 0, 0 }, /* last: A=2, acknowledged */
+	};
+	char *dir = meta_dir("wal_unsure");
+	crash_after(dir, ops, sizeof(ops) / sizeof(ops[0]));
+	struct chunk_store *s = NULL;
+	verify_calls = 0;
+	assert_int_equal(chunk_store_open_verified(dir, 64 * MB, 1, no_memory, NULL, &s), -ENOMEM);
+	assert_int_equal(verify_calls, 1);
+	assert_int_equal(chunk_store_open_verified(dir, 64 * MB, 1, accept_all, NULL, &s), 0);
+	assert_int_equal(ver_of(s, 1, 0), 2);
+	chunk_store_close(s);
+	free(dir);
+}
+
+/* One batch too big for the log (over a quarter of it): A=2, del B, and
+ * enough deletes of absent chunks (17 bytes each in a record) to pass
+ * 1 MiB. */
+static int commit_huge(struct chunk_store *s)
+{
+	struct chunk_batch *b;
+	if (chunk_store_batch_begin(s, &b))
+		return -1;
+	struct chunk_meta m = mk(0, 2);
+	if (chunk_store_batch_put(b, cid(1, 0), &m) || chunk_store_batch_del(b, cid(2, 0)))
+		return -1;
+	for (uint32_t i = 0; i < 70000; i++)
+		if (chunk_store_batch_del(b, cid(1000, i)))
+			return -1;
+	return chunk_store_batch_commit(b);
+}
+
+static void test_direct_then_crash(void **state)
+{
+	(void)state;
+	char *dir = meta_dir("wal_direct");
+	/* In the log: A=1, B=5; then the huge batch, and kill -9 before any
+	 * later record. */
+	static const struct op first[] = { { 0, 1, 0, 1 }, { 0, 2, 0, 5 }, { -1, 0, 0, 0 } };
+	crash_after_then(dir, first, 3, commit_huge);
+	struct chunk_store *s;
+	assert_int_equal(chunk_store_open(dir, 64 * MB, 1, &s), 0);
+	assert_int_equal(ver_of(s, 1, 0), 2); /* the direct batch's put... */
+	assert_int_equal(ver_of(s, 2, 0), 0); /* ...and its delete survive */
+	chunk_store_close(s);
+	free(dir);
+}
+
 int main(void)
 {
 	log_set_level(LOG_LVL_WARN);
@@ -644,6 +726,8 @@ int main(void)
 		cmocka_unit_test(test_unflushed_data),
 		cmocka_unit_test(test_unissued_data),
 		cmocka_unit_test(test_failed_sync),
+		cmocka_unit_test(test_verify_unsure),
+		cmocka_unit_test(test_direct_then_crash),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	testenv_cleanup();
