@@ -705,15 +705,23 @@ static int flush_twice(kv_engine *c)
  * CFS_TEST_LMDB_SYNC_FAIL=1 fails the engine's first sync with EIO
  * without syncing, as the kernel would after dropping the pages. Before
  * the fix the second flush returned 0 (exit 5). */
-static void t_window_sync_failed(void **state)
+/* A fresh sync=window store; BODY runs in sync_fail_child and must exit
+ * 0; then the store reopened in this process (a reopened engine starts
+ * clean), with KEY present. The caller closes it. */
+static kv_engine *after_sync_fail(int (*body)(kv_engine *), const char *key)
 {
 	char url[1000];
 
 	fresh_url(url, sizeof(url), "?sync=window&sync_ms=60000");
-	assert_int_equal(sync_fail_child(url, flush_twice), 0);
-	/* A reopened engine starts clean. */
+	assert_int_equal(sync_fail_child(url, body), 0);
 	kv_engine *e = open_ok(url);
-	assert_int_equal(win_has(e, "f/2"), 1);
+	assert_int_equal(win_has(e, key), 1);
+	return e;
+}
+
+static void t_window_sync_failed(void **state)
+{
+	kv_engine *e = after_sync_fail(flush_twice, "f/2");
 	assert_int_equal(kv_flush(e), 0);
 	kv_close(e);
 }
@@ -734,13 +742,7 @@ static int compact_then_flush(kv_engine *c)
  * (exit 5). Now the compaction stops and every later flush fails. */
 static void t_compact_sync_failed(void **state)
 {
-	char url[1000];
-
-	fresh_url(url, sizeof(url), "?sync=window&sync_ms=60000");
-	assert_int_equal(sync_fail_child(url, compact_then_flush), 0);
-	kv_engine *e = open_ok(url);
-	assert_int_equal(win_has(e, "c/1"), 1);
-	kv_close(e);
+	kv_close(after_sync_fail(compact_then_flush, "c/1"));
 }
 
 /* The two syncer tests' start: a fresh store URL with a 20 ms window and

@@ -541,29 +541,48 @@ static void test_unflushed_data(void **state)
 	free(root);
 }
 
+/* Forks a child that sets VAR=VAL (a test hook), opens the engine in DIR
+ * and writes versions 1..N of chunk {5, 0} (fill's seeds), RC[v] each
+ * write's result; then _exits with END(RC) without closing: a crash.
+ * Returns the child's exit status (the engine's own _exit, if a hook
+ * ends it first). */
+static int write_child(const char *dir, const char *var, const char *val, uint32_t n,
+		       int (*end)(const int *rc))
+{
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		setenv(var, val, 1);
+		struct chunk_engine *e = open_engine(dir);
+		uint8_t *data = malloc(XLEN);
+		int rc[8] = { 0 };
+		for (uint32_t seed = 1; seed <= n && seed < 8; seed++) {
+			fill(data, XLEN, seed);
+			rc[seed] = chunk_engine_write(e, (struct chunk_id){ 5, 0 }, 0, XLEN, data, 0, 1,
+						      NULL);
+		}
+		_exit(end(rc));
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+static int unissued_end(const int *rc)
+{
+	/* the engine _exits (77) once the second record is written: the
+	 * second write must not have been acknowledged */
+	return rc[1] || rc[2] ? 2 : 3;
+}
+
 static void test_unissued_data(void **state)
 {
 	(void)state;
 	char *root = testenv_tmpdir("wal_unissued");
 	char dir[1024];
 	path_in(dir, sizeof(dir), root, "t");
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		setenv("CFS_TEST_CRASH_RECORD", "2", 1);
-		struct chunk_engine *e = open_engine(dir);
-		uint8_t *data = malloc(XLEN);
-		for (uint32_t seed = 1; seed <= 2; seed++) {
-			fill(data, XLEN, seed);
-			if (chunk_engine_write(e, (struct chunk_id){ 5, 0 }, 0, XLEN, data, 0, 1, NULL))
-				_exit(2);
-		}
-		_exit(3); /* the second write must not have been acknowledged */
-	}
-	int st;
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_true(WIFEXITED(st));
-	assert_int_equal(WEXITSTATUS(st), 77);
+	assert_int_equal(write_child(dir, "CFS_TEST_CRASH_RECORD", "2", 2, unissued_end), 77);
 	/* The record of version 2 is the log's last: its data is not there. */
 	char meta[1100];
 	path_in(meta, sizeof(meta), dir, "meta");
@@ -594,34 +613,22 @@ static void test_unissued_data(void **state)
 	free(root);
 }
 
+static int failed_sync_end(const int *rc)
+{
+	if (rc[1] != 0 || rc[2] == 0)
+		return 2; /* version 1 acknowledged, 2 failed */
+	if (rc[2] != -EIO)
+		return rc[3] == 0 ? 5 : 6; /* retryable error (then 3 went on: 5) */
+	return rc[3] == 0 ? 13 : rc[3] == -EIO ? 10 : 4;
+}
+
 static void test_failed_sync(void **state)
 {
 	(void)state;
 	char *root = testenv_tmpdir("wal_failed_sync");
 	char dir[1024];
 	path_in(dir, sizeof(dir), root, "t");
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		setenv("CFS_TEST_SYNC_ENOSPC", "2", 1);
-		struct chunk_engine *e = open_engine(dir);
-		uint8_t *data = malloc(XLEN);
-		int rc[4] = { 0 };
-		for (uint32_t seed = 1; seed <= 3; seed++) {
-			fill(data, XLEN, seed);
-			rc[seed] = chunk_engine_write(e, (struct chunk_id){ 5, 0 }, 0, XLEN, data, 0, 1,
-						      NULL);
-		}
-		if (rc[1] != 0 || rc[2] == 0)
-			_exit(2); /* version 1 acknowledged, 2 failed */
-		if (rc[2] != -EIO)
-			_exit(rc[3] == 0 ? 5 : 6); /* retryable error (then 3 went on: 5) */
-		_exit(rc[3] == 0 ? 13 : rc[3] == -EIO ? 10 : 4);
-	}
-	int st;
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_true(WIFEXITED(st));
-	int code = WEXITSTATUS(st);
+	int code = write_child(dir, "CFS_TEST_SYNC_ENOSPC", "2", 3, failed_sync_end);
 	if (code == 13 || code == 5) {
 		read_expect(dir, 3); /* acknowledged: must survive */
 		assert_int_equal(code, 13); /* and version 2's error was -EIO */
