@@ -157,6 +157,7 @@ struct fusefs {
 	 * how many are open (guarded by lock), and the sweeper that ends
 	 * their cached pages within read_ahead_ttl_ms. */
 	size_t npc;
+	size_t nwr; /* writable handles open (guarded by lock) */
 	pthread_t pc_thread;
 	int pc_started;
 	_Atomic int pc_stop, pc_done;
@@ -1970,6 +1971,32 @@ static unsigned open_flags(int flags)
 	return f;
 }
 
+static int file_writable(int flags)
+{
+	return (flags & O_ACCMODE) != O_RDONLY;
+}
+
+/* 1 when a page-cache handle of INO is open here; fs->lock held. */
+static int pc_of_locked(const struct fusefs *fs, uint64_t ino)
+{
+	if (fs->npc)
+		for (const struct fusefs_file *g = fs->files; g; g = g->next)
+			if (g->pc && g->ino == ino)
+				return 1;
+	return 0;
+}
+
+/* 1 when a writable handle of INO other than F is open here; fs->lock
+ * held. */
+static int writer_of_locked(const struct fusefs *fs, uint64_t ino, const struct fusefs_file *f)
+{
+	if (fs->nwr)
+		for (const struct fusefs_file *g = fs->files; g; g = g->next)
+			if (g != f && g->ino == ino && file_writable(g->flags))
+				return 1;
+	return 0;
+}
+
 /* Closes F's meta session (reporting the written length; when meta has
  * the length already, later with others through fs->closer), drops its
  * file_io reference, unlinks and frees it. CR: whose close it is. */
@@ -2024,6 +2051,8 @@ static void file_drop_taken(struct fusefs *fs, struct fusefs_file *f, const stru
 		f->next->prev = f->prev;
 	if (f->pc)
 		fs->npc--;
+	if (file_writable(f->flags))
+		fs->nwr--;
 	pthread_mutex_unlock(&fs->lock);
 	file_io_release(fs->o.fio, f->fi);
 	free(f);
@@ -2059,13 +2088,23 @@ static int file_setup(struct fusefs *fs, const struct meta_inode *in, uint64_t s
 	if (fs->files)
 		fs->files->prev = f;
 	fs->files = f;
+	if (file_writable(f->flags)) {
+		fs->nwr++;
+		/* "Cached inline reads": no direct writer beside a page-cache
+		 * handle; this one goes through the page cache too */
+		if (pc_of_locked(fs, f->ino)) {
+			f->pc = 1;
+			f->pc_ns = clock_mono_ns();
+			fs->npc++;
+		}
+	}
 	pthread_mutex_unlock(&fs->lock);
 	ffi->fh = (uint64_t)(uintptr_t)f;
 	if (fs->o.keep_cache_ro && (ffi->flags & O_ACCMODE) == O_RDONLY) {
 		ffi->direct_io = 0;
 		ffi->keep_cache = 1;
 	} else {
-		ffi->direct_io = 1;
+		ffi->direct_io = !f->pc;
 	}
 	return 0;
 }
@@ -2229,9 +2268,23 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
  *     and the cached bytes with them, so its next read asks meta: a
  *     rewrite through another mount shows within the same bound as for
  *     direct I/O reads (README "Open-ahead");
- *   - writes through this mount go direct, and the kernel drops the
- *     pages they cover (FUSE_DIRECT_IO_ALLOW_MMAP, kernel >= 6.6);
- *     truncates drop them too.
+ *   - no direct writer of the file is open here beside a page-cache
+ *     handle: a read-only open while a writable handle is open goes
+ *     direct, and a writable open while a page-cache handle is open
+ *     goes through the page cache itself (write-through, as every
+ *     write here). Mixed, the kernel does not order them: a READ
+ *     answered with the old size leaves its last page zero-filled past
+ *     that size, and a direct write extending the file meanwhile raises
+ *     i_size before the reader copies, so it reads zeros where the
+ *     write put bytes (test_integ_idata test_readers_while_growing,
+ *     once under load). Page-cache writes lock the pages they fill,
+ *     which orders them against the READ; truncates drop the pages.
+ *     While a writer is open here the sweeper leaves the file's pages
+ *     alone: dropping a page that holds a write's bytes before its
+ *     WRITE reaches meta would let a READ bring older bytes back. The
+ *     kernel still drops them when it learns of a change of size or
+ *     mtime (auto_inval_data, at most attr_timeout late), so another
+ *     mount's writes show when it reports them, and at the next open.
  * Not with keep_cache_ro (its own page-cache mode) and not when the
  * sweeper did not start (then direct I/O, as before). */
 #define PC_SWEEP_MS 50
@@ -2242,6 +2295,10 @@ static void pc_open(struct fusefs *fs, struct fusefs_file *f, struct fuse_file_i
 	if (!fs->pc_started || !fs->se || fs->o.keep_cache_ro || !ffi->direct_io)
 		return;
 	pthread_mutex_lock(&fs->lock);
+	if (writer_of_locked(fs, f->ino, f)) {
+		pthread_mutex_unlock(&fs->lock);
+		return;
+	}
 	f->pc = 1;
 	f->pc_ns = read_ns;
 	fs->npc++;
@@ -2290,11 +2347,8 @@ static int pc_store(struct fusefs *fs, struct fusefs_file *f, const void *buf, u
 /* 1 when a page-cache handle of INO is open on this mount. */
 static int pc_held(struct fusefs *fs, uint64_t ino)
 {
-	int held = 0;
 	pthread_mutex_lock(&fs->lock);
-	if (fs->npc)
-		for (struct fusefs_file *f = fs->files; f && !held; f = f->next)
-			held = f->pc && f->ino == ino;
+	int held = pc_of_locked(fs, ino);
 	pthread_mutex_unlock(&fs->lock);
 	return held;
 }
@@ -2312,6 +2366,11 @@ static void pc_sweep(struct fusefs *fs)
 	if (fs->npc)
 		for (struct fusefs_file *f = fs->files; f && n < 64; f = f->next) {
 			if (!f->pc || now - f->pc_ns + margin < ttl_ns)
+				continue;
+			/* a page-cache writer's bytes may sit in a page, not yet
+			 * at meta: dropped now, a READ would bring back older
+			 * ones (see "CACHED INLINE READS") */
+			if (writer_of_locked(fs, f->ino, NULL))
 				continue;
 			/* bytes read from now on are at least this new */
 			f->pc_ns = now;
