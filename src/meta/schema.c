@@ -249,14 +249,28 @@ int meta_inode_encode(const struct meta_inode *in, struct buf *b)
 	return rec_end(&w);
 }
 
+/* meta_inode_copy copies by position: the fields before `layout` in one
+ * memcpy, the layout's head and used chains, the symlink target's used
+ * bytes, and everything after the target (rdev, and any field added
+ * there) in one memcpy each. Only a field put between `layout` and
+ * `target` would be left out; these stop the build instead. */
+_Static_assert(offsetof(struct meta_inode, target_len) ==
+                       offsetof(struct meta_inode, layout) + sizeof(struct meta_layout) &&
+                   offsetof(struct meta_inode, target) ==
+                       offsetof(struct meta_inode, target_len) + sizeof(uint32_t),
+               "meta_inode_copy: a field between `layout` and `target` must be copied there");
+
 void meta_inode_copy(struct meta_inode *dst, const struct meta_inode *src)
 {
 	memcpy(dst, src, offsetof(struct meta_inode, layout));
 	if (src->has_layout) {
 		uint32_t nc = src->layout.nchains <= META_MAX_STRIPE ? src->layout.nchains : 0;
+		size_t lt = offsetof(struct meta_layout, chains) + sizeof(src->layout.chains);
 		memcpy(&dst->layout, &src->layout, offsetof(struct meta_layout, chains));
 		dst->layout.nchains = nc;
 		memcpy(dst->layout.chains, src->layout.chains, nc * sizeof(src->layout.chains[0]));
+		memcpy((char *)&dst->layout + lt, (const char *)&src->layout + lt,
+		       sizeof(src->layout) - lt);
 	} else {
 		dst->layout.nchains = 0;
 	}
@@ -265,7 +279,8 @@ void meta_inode_copy(struct meta_inode *dst, const struct meta_inode *src)
 	memcpy(dst->target, src->target, tl);
 	dst->target[tl] = 0;
 	dst->target_len = tl;
-	dst->rdev = src->rdev;
+	size_t tail = offsetof(struct meta_inode, target) + sizeof(src->target);
+	memcpy((char *)dst + tail, (const char *)src + tail, sizeof(*src) - tail);
 }
 
 int meta_inode_decode(const void *p, size_t n, struct meta_inode *out)
