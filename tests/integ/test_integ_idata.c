@@ -193,6 +193,18 @@ struct grow {
 	_Atomic long reads, bad;
 };
 
+/* Checks the N bytes a reader read at B; 0 when they are the pattern. */
+static int grow_check(const uint8_t *b, ssize_t n)
+{
+	for (ssize_t i = 0; i < n; i++)
+		if (b[i] != pat((uint64_t)i, 9)) {
+			fprintf(stderr, "reader: byte %zd of %zd is %u, want %u\n", i, n, b[i],
+			        pat((uint64_t)i, 9));
+			return -1;
+		}
+	return 0;
+}
+
 static void *grow_reader(void *arg)
 {
 	struct grow *g = arg;
@@ -203,17 +215,10 @@ static void *grow_reader(void *arg)
 			continue;
 		ssize_t n = pread(fd, b, 4 * T, 0);
 		close(fd);
-		if (n < 0) {
+		if (n < 0 || grow_check(b, n)) {
 			atomic_fetch_add(&g->bad, 1);
 			continue;
 		}
-		for (ssize_t i = 0; i < n; i++)
-			if (b[i] != pat((uint64_t)i, 9)) {
-				fprintf(stderr, "reader: byte %zd of %zd is %u, want %u\n", i, n, b[i],
-				        pat((uint64_t)i, 9));
-				atomic_fetch_add(&g->bad, 1);
-				break;
-			}
 		atomic_fetch_add(&g->reads, 1);
 	}
 	free(b);
@@ -252,18 +257,6 @@ struct held {
 	_Atomic long size; /* what the writer wrote, once it closed */
 };
 
-/* Checks the N bytes at B; 0 when they are the pattern. */
-static int held_check(const uint8_t *b, ssize_t n)
-{
-	for (ssize_t i = 0; i < n; i++)
-		if (b[i] != pat((uint64_t)i, 9)) {
-			fprintf(stderr, "held reader: byte %zd of %zd is %u, want %u\n", i, n, b[i],
-			        pat((uint64_t)i, 9));
-			return -1;
-		}
-	return 0;
-}
-
 static void *held_reader(void *arg)
 {
 	struct held *h = arg;
@@ -272,13 +265,13 @@ static void *held_reader(void *arg)
 	atomic_fetch_add(&h->opened, 1);
 	while (fd >= 0 && b && !atomic_load(&h->done)) {
 		ssize_t n = pread(fd, b, 4 * T, 0);
-		if (n < 0 || held_check(b, n))
+		if (n < 0 || grow_check(b, n))
 			atomic_fetch_add(&h->bad, 1);
 		atomic_fetch_add(&h->reads, 1);
 	}
 	/* the writer closed before done: its bytes are all there now */
 	ssize_t n = fd >= 0 && b ? pread(fd, b, 4 * T, 0) : -1;
-	if (n == atomic_load(&h->size) && !held_check(b, n))
+	if (n == atomic_load(&h->size) && !grow_check(b, n))
 		atomic_fetch_add(&h->whole, 1);
 	else
 		fprintf(stderr, "held reader: last read %zd bytes, want %ld\n", n,
