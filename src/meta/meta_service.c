@@ -432,7 +432,8 @@ static void info_handler(struct rpc_req *req, void *arg)
 {
 	struct meta_service *s = arg;
 	struct meta_rpc_resp r = { .type = META_RPC_INFO, .instance_id = s->instance_id,
-				   .threads = (uint32_t)s->nworkers };
+				   .threads = (uint32_t)s->nworkers,
+				   .info_flags = kv_write_error(s->kv) ? META_INFO_F_NO_WRITES : 0 };
 	struct buf b = BUF_INIT;
 	if (meta_rpc_resp_encode(&b, &r))
 		rpc_reply_error(req, -ENOMEM, "INFO: out of memory");

@@ -16,8 +16,9 @@
  *      create and a mkdir fail the same way, while a lookup and a
  *      getattr of the earlier files work; the log has the KV's line.
  *      Before the fix every create succeeded (only fsync failed).
+ *      `chainfs admin meta-status` says writes=refused, exit status 1.
  *   3. meta restarted without the hook: a create works, the earlier
- *      files are there.
+ *      files are there; meta-status says writes=ok.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -39,14 +40,17 @@
 
 static const char SECRET[] = "meta-sync-failed-test-secret-0123456789";
 static const char CLUSTER[] = "metasyncfail";
-static const struct meta_cred ROOT = { 0, 0, 0, NULL };
+static const struct meta_cred ROOT = {0, 0, 0, NULL};
 
 static char *dir;
 static char kv_url[600], secret_path[512], addr[64], logpath[600];
 static uint16_t port;
 static pid_t proc;
 
-static int port_open(void *arg) { return testenv_port_open(*(uint16_t *)arg); }
+static int port_open(void *arg)
+{
+	return testenv_port_open(*(uint16_t *)arg);
+}
 
 /* Starts meta; with FAIL its engine's first sync fails (the env hook). */
 static void start_meta(int fail, int n)
@@ -54,10 +58,23 @@ static void start_meta(int fail, int n)
 	char listen[64];
 	snprintf(listen, sizeof(listen), "127.0.0.1:%u", port);
 	snprintf(logpath, sizeof(logpath), "%s/meta%d.log", dir, n);
-	char *argv[] = { "env", fail ? "CFS_TEST_LMDB_SYNC_FAIL=1" : "CFS_TEST_LMDB_SYNC_FAIL=0",
-			 (char *)testenv_chainfs(), "meta", "--kv", kv_url, "--listen", listen,
-			 "--cluster-id", (char *)CLUSTER, "--secret-file", secret_path,
-			 "--threads", "4", "--log-level", "info", NULL };
+	char *argv[] = {"env",
+	                fail ? "CFS_TEST_LMDB_SYNC_FAIL=1" : "CFS_TEST_LMDB_SYNC_FAIL=0",
+	                (char *)testenv_chainfs(),
+	                "meta",
+	                "--kv",
+	                kv_url,
+	                "--listen",
+	                listen,
+	                "--cluster-id",
+	                (char *)CLUSTER,
+	                "--secret-file",
+	                secret_path,
+	                "--threads",
+	                "4",
+	                "--log-level",
+	                "info",
+	                NULL};
 	proc = testenv_spawn(argv, logpath);
 	assert_true(testenv_wait(port_open, &port, 20000));
 }
@@ -74,14 +91,36 @@ static meta_client *client(void)
 {
 	meta_client *c = NULL;
 	char err[256];
-	const char *a[1] = { addr };
-	struct meta_client_opts o = { .addrs = a, .naddrs = 1, .cluster_id = CLUSTER,
-				      .secret = (const uint8_t *)SECRET,
-				      .secret_len = strlen(SECRET), .timeout_ms = 3000,
-				      .retry_ms = 5000, .down_ms = 500 };
+	const char *a[1] = {addr};
+	struct meta_client_opts o = {.addrs = a,
+	                             .naddrs = 1,
+	                             .cluster_id = CLUSTER,
+	                             .secret = (const uint8_t *)SECRET,
+	                             .secret_len = strlen(SECRET),
+	                             .timeout_ms = 3000,
+	                             .retry_ms = 5000,
+	                             .down_ms = 500};
 	if (meta_client_new(&o, &c, err, sizeof(err)))
 		fail_msg("meta_client_new: %s", err);
 	return c;
+}
+
+/* `chainfs admin meta-status` against the instance: its exit status;
+ * its output (appended) in DIR/status-N.out. */
+static int meta_status(int n, char *out, size_t cap)
+{
+	snprintf(out, cap, "%s/status-%d.out", dir, n);
+	char *argv[] = {(char *)testenv_chainfs(),
+	                "admin",
+	                "meta-status",
+	                "--addr",
+	                addr,
+	                "--cluster-id",
+	                (char *)CLUSTER,
+	                "--secret-file",
+	                secret_path,
+	                NULL};
+	return testenv_run(argv, NULL, out, 20000);
 }
 
 static int create(meta_client *c, uint64_t parent, const char *name)
@@ -89,7 +128,7 @@ static int create(meta_client *c, uint64_t parent, const char *name)
 	struct meta_inode f;
 	uint64_t session = 0;
 	return meta_client_create(c, &ROOT, parent, meta_name_c(name), 0644, META_O_EXCL, &f,
-				  &session);
+	                          &session);
 }
 
 static void test_sync_failed(void **state)
@@ -128,6 +167,9 @@ static void test_sync_failed(void **state)
 	assert_int_equal(meta_client_getattr(c, &ROOT, x.ino, &x), 0);
 	assert_int_equal(meta_client_lookup(c, &ROOT, d.ino, meta_name_c("b"), &x), 0);
 	assert_int_equal(meta_client_lookup(c, &ROOT, d.ino, meta_name_c("after"), &x), -ENOENT);
+	char out[700];
+	assert_int_equal(meta_status(2, out, sizeof(out)), 1);
+	assert_true(testenv_file_has(out, "writes=refused"));
 	meta_client_free(c);
 	stop_meta();
 
@@ -138,6 +180,8 @@ static void test_sync_failed(void **state)
 	assert_int_equal(meta_client_lookup(c, &ROOT, d.ino, meta_name_c("a"), &x), 0);
 	assert_int_equal(meta_client_lookup(c, &ROOT, d.ino, meta_name_c("b"), &x), 0);
 	assert_int_equal(meta_client_lookup(c, &ROOT, d.ino, meta_name_c("z"), &x), 0);
+	assert_int_equal(meta_status(3, out, sizeof(out)), 0);
+	assert_true(testenv_file_has(out, "writes=ok"));
 	meta_client_free(c);
 	stop_meta();
 }
@@ -149,7 +193,7 @@ int main(void)
 	snprintf(kv_url, sizeof(kv_url), "lmdb://%s/kv?sync=window&sync_ms=20", dir);
 	port = testenv_free_port();
 	snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
-	const struct CMUnitTest tests[] = { cmocka_unit_test(test_sync_failed) };
+	const struct CMUnitTest tests[] = {cmocka_unit_test(test_sync_failed)};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	if (!rc)
 		testenv_cleanup();
