@@ -211,7 +211,8 @@ struct lmdb_engine {
 	 * (sync_sticky, failed_elsewhere): every commit is refused from then
 	 * on; 0 before. Set once, never cleared: a reopened engine is new. */
 	_Atomic int write_err;
-	uint64_t opened_rt_ns;          /* CLOCK_REALTIME at open (failed_elsewhere) */
+	uint64_t failed_seen;           /* sync.failed's token at open, 0: none
+	                                 * (failed_elsewhere) */
 	uint64_t readers_checked_ns;    /* last stale-reader check (batch_begin); leader only */
 
 	/* sync=window (see "Windowed sync" below). */
@@ -363,12 +364,16 @@ static int sync_sticky(struct lmdb_engine *e, int rc)
 /* Several processes. The other processes on the environment (a mount
  * running meta in-process) commit into the same file, mostly without
  * syncing it themselves (the background syncer is one process), so they
- * would not see the error. The engine that saw it writes the time
- * (CLOCK_REALTIME ns) into DIR/sync.failed, and every engine's background
- * thread looks for that file each period (a stat): one that was open
- * before that time refuses writes from then on; one opened after it (the
- * restarted meta) ignores it. The file stays as a record for the
- * operator; nothing reads it at open. A commit that another process
+ * would not see the error. The engine that saw it writes a token of the
+ * failure (its CLOCK_REALTIME ns, mixed with its pid) into
+ * DIR/sync.failed, and every engine's background thread looks at that
+ * file each period (a stat, and an 8-byte read when it exists): one that
+ * finds a token other than the one it found at open (none, or an older
+ * failure's) refuses writes from then on; an engine opened after the
+ * failure (the restarted meta) found that token at open and ignores it.
+ * A token, not a time compared with the open's: a clock stepped back
+ * between the failure and the restart does not stop the restarted meta.
+ * The file stays as a record for the operator. A commit that another process
  * makes between the failure and its next look (one period) is taken, as
  * is one of this process that raced with the failing sync: the error
  * itself arrives up to a period after the writeback failed, so a window
@@ -400,7 +405,8 @@ static void mark_failed(struct lmdb_engine *e)
 	int fd;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
-	t = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	t = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^ ((uint64_t)getpid() << 40);
+	t += !t; /* 0 reads as "none" */
 	if ((size_t)snprintf(p, sizeof(p), "%s/" SYNC_FAILED_FILE, e->path) >= sizeof(p))
 		return;
 	fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -413,25 +419,37 @@ static void mark_failed(struct lmdb_engine *e)
 		close(fd);
 }
 
-/* Background thread: another process's sync of the store failed after
- * this engine opened (see SYNC_FAILED_FILE). */
-static void failed_elsewhere(struct lmdb_engine *e)
+/* The token in DIR/sync.failed, or 0 (no file, or not written yet). */
+static uint64_t failed_token(struct lmdb_engine *e)
 {
 	char p[PATH_MAX];
 	struct stat st;
 	uint64_t t = 0;
 	int fd;
 
-	if (atomic_load_explicit(&e->write_err, memory_order_relaxed) ||
-	    (size_t)snprintf(p, sizeof(p), "%s/" SYNC_FAILED_FILE, e->path) >= sizeof(p) ||
+	if ((size_t)snprintf(p, sizeof(p), "%s/" SYNC_FAILED_FILE, e->path) >= sizeof(p) ||
 	    stat(p, &st))
-		return;
+		return 0;
 	fd = open(p, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return;
-	if (pread(fd, &t, sizeof(t), 0) == (ssize_t)sizeof(t) && t >= e->opened_rt_ns)
-		refuse_writes(e, -EIO, "another process's sync of the store failed");
+		return 0;
+	if (pread(fd, &t, sizeof(t), 0) != (ssize_t)sizeof(t))
+		t = 0;
 	close(fd);
+	return t;
+}
+
+/* Background thread: another process's sync of the store failed after
+ * this engine opened (see SYNC_FAILED_FILE). */
+static void failed_elsewhere(struct lmdb_engine *e)
+{
+	uint64_t t;
+
+	if (atomic_load_explicit(&e->write_err, memory_order_relaxed))
+		return;
+	t = failed_token(e);
+	if (t && t != e->failed_seen)
+		refuse_writes(e, -EIO, "another process's sync of the store failed");
 }
 
 static int window_sync(struct lmdb_engine *e)
@@ -1418,11 +1436,6 @@ static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, 
 	e->kill_in_write = kw ? strtoull(kw, NULL, 10) : 0;
 	const char *sf = getenv("CFS_TEST_LMDB_SYNC_FAIL");
 	e->sync_fail = sf ? strtoull(sf, NULL, 10) : 0;
-	{
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		e->opened_rt_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-	}
 	e->map_size = map;
 	if (writemap) {
 		e->writemap = 1;
@@ -1456,6 +1469,7 @@ static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, 
 			     cfs_strerror(-errno));
 		goto fail;
 	}
+	e->failed_seen = failed_token(e); /* an earlier failure's: not ours */
 	e->env_flags = flags;
 	e->readers = readers;
 	e->online = (int)compact;

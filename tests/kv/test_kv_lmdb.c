@@ -796,7 +796,7 @@ static void t_sync_failed_other_process(void **state)
 	kv_close(e);
 
 	e = open_ok(url);
-	usleep(100 * 1000); /* a few periods: sync.failed is older than it */
+	usleep(100 * 1000); /* a few periods: sync.failed holds the token it found at open */
 	assert_int_equal(kv_write_error(e), 0);
 	assert_int_equal(kv_run(e, NULL, win_body, "o/4", NULL), 0);
 	assert_int_equal(win_has(e, "o/2"), 1);
