@@ -23,6 +23,8 @@ int cli_admin_create_chain_table(int argc, char **argv);
 int cli_admin_set_target_offline(int argc, char **argv);
 int cli_admin_set_target_online(int argc, char **argv);
 int cli_admin_layout(int argc, char **argv); /* cmd_admin_layout.c: get|set DIR (meta) */
+/* cmd_admin_metastatus.c: a meta instance's state (writes taken or refused) */
+int cli_admin_meta_status(int argc, char **argv);
 /* cmd_admin_rpcstats.c: any server's connection counters */
 int cli_admin_rpc_stats(int argc, char **argv);
 

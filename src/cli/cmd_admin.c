@@ -22,6 +22,8 @@ static const struct cli_admin_cmd commands[] = {
     {"set-target-online", cli_admin_set_target_online,
      "undo set-target-offline (mgmtd)"},
     {"layout", cli_admin_layout, "get|set DIR: a directory's default file layout (meta)"},
+    {"meta-status", cli_admin_meta_status,
+     "a meta instance's id, workers and whether it takes writes (exit 1: refused)"},
     {"rpc-stats", cli_admin_rpc_stats,
      "connection counters of any server: accepted, refused, malformed, half-open"},
     {NULL, NULL, NULL},

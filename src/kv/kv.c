@@ -414,6 +414,11 @@ int kv_flush(kv_engine *e)
 	return e->ops->flush ? e->ops->flush(e) : 0;
 }
 
+int kv_write_error(kv_engine *e)
+{
+	return e && e->ops->write_error ? e->ops->write_error(e) : 0;
+}
+
 void kv_cancel(kv_engine *e)
 {
 	if (e && e->ops->cancel)

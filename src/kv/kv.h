@@ -177,6 +177,15 @@ void kv_close(kv_engine *e);
  * concurrent callers) and nometa. 0 or -EIO. Thread-safe; blocks. */
 int kv_flush(kv_engine *e);
 
+/* 0 while the engine takes writes; else the negative code every commit
+ * of a read-write txn with writes now returns, for good until the engine
+ * is reopened: lmdb gives -EIO once a sync of its file failed, in this
+ * process or another one on the environment (kv_lmdb.c sync_sticky: a
+ * later commit could make durable a root that points at pages the disk
+ * never got). Reads go on. etcd and mem: always 0. Thread-safe, cheap
+ * (an atomic load); NULL-safe (0). */
+int kv_write_error(kv_engine *e);
+
 /* Backend name: "lmdb", "etcd" or "mem". Static string. */
 /* Shutdown of a remote backend (etcd): every call in progress ends soon
  * (about a second at most) and every later one at once with -ECANCELED,

@@ -229,6 +229,9 @@ struct kv_backend_ops {
 	 * durable when they return. */
 	int (*flush)(struct kv_engine *e);
 
+	/* kv_write_error. NULL: the backend never refuses writes as a state. */
+	int (*write_error)(struct kv_engine *e);
+
 	/* kv_cancel. NULL: the backend never blocks on a peer. */
 	void (*cancel)(struct kv_engine *e);
 };

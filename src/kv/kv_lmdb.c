@@ -207,6 +207,12 @@ struct lmdb_engine {
 	uint64_t sync_fail, nsync_calls; /* test hook (CFS_TEST_LMDB_SYNC_FAIL); sync_mu */
 	int sync_err;                   /* ERROR state: the first failed sync's -errno,
 					 * returned by every later flush; sync_mu */
+	/* -EIO once a sync of the store failed, here or in another process
+	 * (sync_sticky, failed_elsewhere): every commit is refused from then
+	 * on; 0 before. Set once, never cleared: a reopened engine is new. */
+	_Atomic int write_err;
+	uint64_t failed_seen;           /* sync.failed's token at open, 0: none
+	                                 * (failed_elsewhere) */
 	uint64_t readers_checked_ns;    /* last stale-reader check (batch_begin); leader only */
 
 	/* sync=window (see "Windowed sync" below). */
@@ -332,20 +338,118 @@ static int env_sync(struct lmdb_engine *e)
 }
 
 /* Under sync_mu: the result of a sync that returned RC, given the ones
- * before. A failed sync puts the engine in an ERROR state for its flushes
- * (fsyncgate): Linux reports a writeback error to one fsync of a file
- * description and may have dropped the pages it could not write, so a
- * later sync that succeeds does not make them durable. Every later flush
- * returns the first error until the engine is reopened; syncs still run,
- * so what is committed later reaches the disk as before. */
+ * before. A failed sync puts the engine in an ERROR state (fsyncgate):
+ * Linux reports a writeback error to one fsync of a file description and
+ * may have dropped the pages it could not write, so a later sync that
+ * succeeds does not make them durable. Every later flush returns the
+ * first error until the engine is reopened, and every later commit is
+ * refused (refuse_writes): a commit after the failure would write a new
+ * root that may point at pages the disk never got, and a later sync that
+ * succeeds (ours, or the kernel's own writeback) would make that root
+ * durable, i.e. a store that reads back corrupt after a power loss or
+ * once the clean-marked pages are evicted. Syncs still run. */
+static void refuse_writes(struct lmdb_engine *e, int rc, const char *why);
+static void mark_failed(struct lmdb_engine *e);
+
 static int sync_sticky(struct lmdb_engine *e, int rc)
 {
 	if (rc && !e->sync_err) {
 		e->sync_err = rc;
-		LOG_ERR("kv", "lmdb: sync failed, every later flush fails until reopened: "
-			"path=%s err=%s", e->path, cfs_strerror(rc));
+		refuse_writes(e, rc, "a sync of the store failed");
+		mark_failed(e);
 	}
 	return e->sync_err;
+}
+
+/* Several processes. The other processes on the environment (a mount
+ * running meta in-process) commit into the same file, mostly without
+ * syncing it themselves (the background syncer is one process), so they
+ * would not see the error. The engine that saw it writes a token of the
+ * failure (its CLOCK_REALTIME ns, mixed with its pid) into
+ * DIR/sync.failed, and every engine's background thread looks at that
+ * file each period (a stat, and an 8-byte read when it exists): one that
+ * finds a token other than the one it found at open (none, or an older
+ * failure's) refuses writes from then on; an engine opened after the
+ * failure (the restarted meta) found that token at open and ignores it.
+ * A token, not a time compared with the open's: a clock stepped back
+ * between the failure and the restart does not stop the restarted meta.
+ * The file stays as a record for the operator. A commit that another process
+ * makes between the failure and its next look (one period) is taken, as
+ * is one of this process that raced with the failing sync: the error
+ * itself arrives up to a period after the writeback failed, so a window
+ * of that order is left either way. */
+#define SYNC_FAILED_FILE "sync.failed"
+
+static void refuse_writes(struct lmdb_engine *e, int rc, const char *why)
+{
+	int expect = 0;
+
+	if (!atomic_compare_exchange_strong_explicit(&e->write_err, &expect, -EIO,
+	                                             memory_order_release, memory_order_relaxed))
+		return;
+	LOG_ERR("kv",
+	        "lmdb: %s (%s): path=%s: writes are refused with EIO from now on, "
+	        "reads go on; the pages it could not write may be lost, so no commit may "
+	        "follow them. Remedy: repair the disk, then restart meta (the store "
+	        "reopens with what its file holds; commits since the last good sync "
+	        "may be missing)",
+	        why, cfs_strerror(rc), e->path);
+}
+
+/* Under sync_mu, after this engine's sync failed: tells the others. */
+static void mark_failed(struct lmdb_engine *e)
+{
+	char p[PATH_MAX];
+	struct timespec ts;
+	uint64_t t;
+	int fd;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	t = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^ ((uint64_t)getpid() << 40);
+	t += !t; /* 0 reads as "none" */
+	if ((size_t)snprintf(p, sizeof(p), "%s/" SYNC_FAILED_FILE, e->path) >= sizeof(p))
+		return;
+	fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0 || pwrite(fd, &t, sizeof(t), 0) != (ssize_t)sizeof(t))
+		LOG_ERR("kv",
+		        "lmdb: cannot write %s: %s: other processes on the store "
+		        "go on writing",
+		        p, cfs_strerror(-errno));
+	if (fd >= 0)
+		close(fd);
+}
+
+/* The token in DIR/sync.failed, or 0 (no file, or not written yet). */
+static uint64_t failed_token(struct lmdb_engine *e)
+{
+	char p[PATH_MAX];
+	struct stat st;
+	uint64_t t = 0;
+	int fd;
+
+	if ((size_t)snprintf(p, sizeof(p), "%s/" SYNC_FAILED_FILE, e->path) >= sizeof(p) ||
+	    stat(p, &st))
+		return 0;
+	fd = open(p, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	if (pread(fd, &t, sizeof(t), 0) != (ssize_t)sizeof(t))
+		t = 0;
+	close(fd);
+	return t;
+}
+
+/* Background thread: another process's sync of the store failed after
+ * this engine opened (see SYNC_FAILED_FILE). */
+static void failed_elsewhere(struct lmdb_engine *e)
+{
+	uint64_t t;
+
+	if (atomic_load_explicit(&e->write_err, memory_order_relaxed))
+		return;
+	t = failed_token(e);
+	if (t && t != e->failed_seen)
+		refuse_writes(e, -EIO, "another process's sync of the store failed");
 }
 
 static int window_sync(struct lmdb_engine *e)
@@ -467,6 +571,7 @@ static void *sync_main(void *arg)
 		if (e->sync_stop)
 			break;
 		pthread_mutex_unlock(&e->sync_mu);
+		failed_elsewhere(e);
 		if (window && sync_holder(e)) {
 			uint64_t t = clock_mono_ns();
 			if (window_sync(e) == 0)
@@ -1364,6 +1469,7 @@ static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, 
 			     cfs_strerror(-errno));
 		goto fail;
 	}
+	e->failed_seen = failed_token(e); /* an earlier failure's: not ours */
 	e->env_flags = flags;
 	e->readers = readers;
 	e->online = (int)compact;
@@ -1823,6 +1929,16 @@ static void commit_batch(struct lmdb_engine *e, MDB_txn *w, int64_t id, struct l
 		mdb_txn_abort(w);
 		return;
 	}
+	/* A sync failed while the batch was built (sync_sticky): its root
+	 * must not be written; nothing of it is applied. */
+	rc = atomic_load_explicit(&e->write_err, memory_order_acquire);
+	if (rc) {
+		mdb_txn_abort(w);
+		for (int i = 0; i < n; i++)
+			if (!b[i]->rc)
+				b[i]->rc = rc;
+		return;
+	}
 	kill_in_write(e);
 	rc = mdb_txn_commit(w);
 	if (rc) {
@@ -2074,7 +2190,15 @@ static int lmdb_commit(struct kv_txn *t, int64_t *version)
 	int lead;
 
 	atomic_init(&req.state, REQ_WAIT);
+	int werr = atomic_load_explicit(&e->write_err, memory_order_acquire);
 	pthread_mutex_lock(&e->gc_mu);
+	if (werr) {
+		/* A sync failed (sync_sticky): nothing applied. */
+		uncount(e, p);
+		pthread_mutex_unlock(&e->gc_mu);
+		*version = -1;
+		return werr;
+	}
 	if (e->compacting) {
 		/* Its snapshot is of the environment being replaced: nothing
 		 * was applied; kv_run begins it again on the new one. */
@@ -2153,6 +2277,13 @@ out:
 	return req.rc;
 }
 
+static int lmdb_write_error(struct kv_engine *base)
+{
+	struct lmdb_engine *e = (struct lmdb_engine *)base;
+
+	return atomic_load_explicit(&e->write_err, memory_order_acquire);
+}
+
 void kv_lmdb_stats(kv_engine *base, uint64_t *batches, uint64_t *txns)
 {
 	struct lmdb_engine *e = (struct lmdb_engine *)base;
@@ -2178,4 +2309,5 @@ const struct kv_backend_ops kv_lmdb_ops = {
 	.commit = lmdb_commit,
 	.reports_alone = 1,
 	.flush = lmdb_flush,
+	.write_error = lmdb_write_error,
 };

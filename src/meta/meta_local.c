@@ -394,10 +394,18 @@ fail:
 	return rc;
 }
 
-/* Takes the store for a call (the read lock) and a scratch into *N: 0,
- * META_LOCAL_PASS (released to a compaction) or -ENOMEM, with nothing
- * held then. */
-static int call_begin(struct meta_local *l, struct scratch_node **np)
+/* Takes the store for a call of TYPE (the read lock) and a scratch into
+ * *N: 0, META_LOCAL_PASS (released to a compaction, or a mutation while
+ * the store refuses writes) or -ENOMEM, with nothing held then.
+ *
+ * A store that refuses writes (kv_write_error: a sync of it failed, in
+ * the service or here; kv_lmdb.c sync_sticky) keeps answering reads
+ * here, and passes every mutation to the service before anything runs
+ * (nothing committed: "No idempotency records" holds). The service
+ * answers EIO while it refuses too, and takes the call again once it was
+ * restarted on a repaired disk; this engine refuses until the mount
+ * reopens it. */
+static int call_begin(struct meta_local *l, uint16_t type, struct scratch_node **np)
 {
 	struct scratch_node *n;
 
@@ -408,7 +416,8 @@ static int call_begin(struct meta_local *l, struct scratch_node **np)
 		block_hint_wait();
 		pthread_rwlock_rdlock(&l->rw);
 	}
-	if (!l->meta) { /* released to a compaction: the service answers */
+	if (!l->meta || (meta_rpc_is_mutation(type) && kv_write_error(l->kv))) {
+		/* released to a compaction, or no writes: the service answers */
 		pthread_rwlock_unlock(&l->rw);
 		return META_LOCAL_PASS;
 	}
@@ -479,7 +488,7 @@ int meta_local_call(void *arg, uint16_t type, const uint8_t *req, size_t len, st
 		return META_LOCAL_PASS;
 	if (len > UINT32_MAX)
 		return -CFS_EPROTO;
-	if ((rc = call_begin(l, &n)))
+	if ((rc = call_begin(l, type, &n)))
 		return rc;
 	rc = meta_dispatch_in_process(l->meta, &n->sc, type, req, (uint32_t)len, err, errlen,
 				      &malformed);
@@ -500,7 +509,7 @@ int meta_local_call_req(void *arg, const struct meta_rpc_req *m, struct meta_rpc
 
 	if (!local_type(m->type) || !meta_rpc_resp_copyable(m->type))
 		return META_LOCAL_PASS;
-	if ((rc = call_begin(l, &n)))
+	if ((rc = call_begin(l, m->type, &n)))
 		return rc;
 	rc = call_end(l, meta_dispatch_in_process_req(l->meta, &n->sc, m, r, err, errlen));
 	call_put(l, n);

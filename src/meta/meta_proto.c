@@ -170,7 +170,7 @@ static void lock_resp_check(struct wire_reader *r, struct meta_rpc_resp *m);
 /* Every message, in type order. */
 static const struct msg msgs[] = {
 	{ MSG(META_RPC_INFO, "INFO", RO),
-	  .resp = { A(U64, instance_id), A(U32, threads) } },
+	  .resp = { A(U64, instance_id), A(U32, threads), AOPT(U32, info_flags) } },
 	{ MSG(META_RPC_LOOKUP, "LOOKUP", RO),
 	  .req = { Q(U64, ino), Q(NAME, name) }, .resp = INODE_REPLY },
 	{ MSG(META_RPC_GETATTR, "GETATTR", RO),

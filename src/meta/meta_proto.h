@@ -234,6 +234,11 @@ struct meta_rpc_req {
 	uint64_t off, ver;
 };
 
+/* INFO's flags (meta_rpc_resp.info_flags). META_INFO_F_NO_WRITES: its KV
+ * refuses writes (kv_write_error: a sync of the store failed), so every
+ * mutation gets EIO. */
+#define META_INFO_F_NO_WRITES 1u
+
 /* A decoded reply of a successful call. Field use per type:
  *   inode     lookup, getattr, setattr, create, open, mkdir, link,
  *             symlink, mknod: points to caller memory the decoder fills
@@ -248,7 +253,7 @@ struct meta_rpc_req {
  *   data, n, eof  lookup_plus: the encoded entries (meta_rpc_plus_next)
  *   statfs    statfs
  *   layout    layout_get (has_layout) into caller memory
- *   instance_id, threads   info
+ *   instance_id, threads, info_flags   info
  *   has_lock, lock  lock_get: the conflicting lock (has_lock 0: none)
  *   has_idata, idata*  open, create, idata_read, idata_convert (begin):
  *             the inline bytes (borrowed), their version and META_IDATA_F_*
@@ -268,6 +273,7 @@ struct meta_rpc_resp {
 	struct meta_layout *layout;
 	uint64_t instance_id;
 	uint32_t threads;
+	uint32_t info_flags; /* info: META_INFO_F_*; absent (older meta): 0 */
 	int has_lock;
 	struct meta_lock lock;
 	int has_idata;

@@ -302,6 +302,18 @@ static void serve_kvc(struct worker *w, struct rpc_req *req, uint16_t type)
 	kvc_msg_fini(&m);
 }
 
+/* The reply text of a request refused because the store takes no writes
+ * (kv_write_error: lmdb after a failed sync of its file, kv_lmdb.c
+ * sync_sticky). The service stays up: reads are answered as before. */
+static void writes_refused(char *err, size_t errlen, uint16_t type)
+{
+	snprintf(err, errlen,
+	         "%s: meta refuses writes: a sync of its metadata store failed (disk I/O "
+	         "error), so later commits could become durable on top of lost pages; "
+	         "reads go on; restart meta once the disk is repaired (see its log)",
+	         meta_rpc_name(type));
+}
+
 static void serve(struct worker *w, struct rpc_req *req)
 {
 	char err[RPC_ERROR_TEXT_MAX];
@@ -314,7 +326,14 @@ static void serve(struct worker *w, struct rpc_req *req)
 		serve_kvc(w, req, type);
 		return;
 	}
+	if (meta_rpc_is_mutation(type) && kv_write_error(w->svc->kv)) {
+		writes_refused(err, sizeof(err), type);
+		rpc_reply_error(req, -EIO, err);
+		return;
+	}
 	rc = meta_dispatch(w->svc->meta, &w->sc, type, p, plen, err, sizeof(err), &malformed);
+	if (rc == -EIO && kv_write_error(w->svc->kv))
+		writes_refused(err, sizeof(err), type); /* a write of a request typed read-only */
 	if (malformed) {
 		atomic_fetch_add_explicit(&w->svc->bad_requests, 1, memory_order_relaxed);
 		LOG_WARN("meta", "malformed request: peer=%s type=%s len=%u", rpc_req_peer(req),
@@ -413,7 +432,8 @@ static void info_handler(struct rpc_req *req, void *arg)
 {
 	struct meta_service *s = arg;
 	struct meta_rpc_resp r = { .type = META_RPC_INFO, .instance_id = s->instance_id,
-				   .threads = (uint32_t)s->nworkers };
+				   .threads = (uint32_t)s->nworkers,
+				   .info_flags = kv_write_error(s->kv) ? META_INFO_F_NO_WRITES : 0 };
 	struct buf b = BUF_INIT;
 	if (meta_rpc_resp_encode(&b, &r))
 		rpc_reply_error(req, -ENOMEM, "INFO: out of memory");
@@ -635,6 +655,14 @@ static void *bg_main(void *arg)
 		/* the pass below reads the queue after every held kick's change */
 		answer_kicks_locked(s);
 		pthread_mutex_unlock(&s->bg_mu);
+		if (kv_write_error(s->kv)) {
+			/* The store takes no writes (logged by the KV when it
+			 * began): every pass would fail; nothing to do until a
+			 * restart. */
+			more = 0;
+			pthread_mutex_lock(&s->bg_mu);
+			continue;
+		}
 		/* a wait that timed out ends a period (give it 10% for the
 		 * prune's own time, which started the period late) */
 		int full = clock_mono_ns() - last_pass >= (uint64_t)s->bg_interval_ms * 900000u;

@@ -12,7 +12,7 @@
  *        META_IDATA_* (260..262; an old meta answers "bad type", and never
  *        makes inline files, so a new mount just never sees one);
  *        MGMTD_REGISTER's trailing u64 incarnation (absent = 0: every try is a
- *        new node, as before).
+ *        new node, as before); META_INFO's trailing u32 flags (absent = 0).
  *   1.0+ STATS (17), answered by every server's RPC layer: a peer that does
  *        not know it answers -CFS_EBADMSG_TYPE (no minor bump needed).
  * Rules: a new field is appended to a message and bumps the minor; decoders
@@ -62,7 +62,8 @@
  *       layout = u32 chunk_size, u32 stripe, u32 table, u64 seed, u32 n(<=256), n x u32;
  *       len = u8 present, u64 length, u64 truncate_ver. Errors: status -errno and
  *       an ERROR payload "OP: message". ---
- *  200 META_INFO        req: hdr                                  resp: u64 instance id, u32 workers
+ *  200 META_INFO        req: hdr                                  resp: u64 instance id, u32 workers,
+ *                       [u32 flags: 1 = its store refuses writes after a failed sync]
  *  201 META_LOOKUP      req: hdr, u64 parent, name                resp: inode
  *  202 META_GETATTR     req: hdr, u64 ino                         resp: inode
  *  203 META_SETATTR     req: hdr, u64 ino, u32 valid, u32 mode, u32 uid, u32 gid, u64 size,

@@ -208,6 +208,9 @@ struct rsub {
 	struct rsub *wnext;      /* parked on a chunk being journal-applied */
 };
 
+/* How a synced batch in a flush group is made durable (test hook). */
+enum flush_path { FP_ANY, FP_SHARED, FP_FILES };
+
 struct req {
 	/* Write stage clocks (CLOCK_MONOTONIC ns, 0 = not reached): submit,
 	 * data write issued, queued for commit, taken into a batch. */
@@ -237,6 +240,10 @@ struct req {
 	int data_pending;       /* early: the data write has not completed; under cmu */
 	int data_err;           /* early: how it failed (0: ok); under cmu */
 	uint32_t *vcrc;         /* CHUNK_WF_VERIFY: data's page CRCs from the check */
+	/* flush group (e->flush): its err_seq before the first write of the
+	 * request was submitted (chunk_flush_group_sample; fseq_set) */
+	uint64_t fseq;
+	int fseq_set;
 	/* move */
 	struct chunk_pos move_from; /* where the compactor saw the chunk */
 	/* read */
@@ -262,6 +269,8 @@ struct retiree {
 	uint64_t ver;              /* commit_ver the journal belongs to */
 	struct chunk_pos pos;
 	uint32_t jend;             /* the journal's end in the block (its apply's) */
+	uint64_t fseq;             /* flush group: the apply's req->fseq (fseq_set) */
+	int fseq_set;              /* 0: replayed at open (synced there) or no group */
 	struct retiree *next;
 };
 
@@ -329,6 +338,14 @@ struct chunk_engine {
 	/* CFS_TEST_SYNC_ENOSPC=N (tests only): the Nth batch's data sync
 	 * fails with -ENOSPC after its record was written. */
 	unsigned test_sync_enospc, test_syncs; /* commit thread */
+	/* CFS_TEST_GROUP_FLUSH_FAIL=N (tests only): in a flush group, the Nth
+	 * synced batch finds that a flush of the disk failed after its writes
+	 * completed and before its own flush (as another member's would):
+	 * the batch must fail. CFS_TEST_GROUP_FLUSH_FAIL_PATH=shared or files
+	 * counts only the batches that ride on the group's flush, or only
+	 * those that sync their files. */
+	unsigned test_flush_fail, test_flushes; /* commit thread */
+	enum flush_path test_flush_path;
 	uint64_t beside_ms;                 /* I/O thread: when a write last found
 					     * another data write in flight */
 	unsigned test_early_seen;           /* I/O thread */
@@ -529,6 +546,12 @@ static void submit_io(struct chunk_engine *e, struct iox *io, int write, int fd,
 	io->want = len;
 	io->write = write;
 	io->r->nio++;
+	if (write && e->flush && !io->r->fseq_set) {
+		/* Before the write can complete: a flush of the disk that fails
+		 * from now on may lose it (chunk_flush.c "Errors"). */
+		io->r->fseq = chunk_flush_group_sample(e->flush);
+		io->r->fseq_set = 1;
+	}
 	if (write == IO_DATA) {
 		io->r->t_io_ns = clock_mono_ns();
 		atomic_fetch_add_explicit(&e->data_writes, 1, memory_order_relaxed);
@@ -1192,6 +1215,8 @@ static void journal_done(struct chunk_engine *e, struct req *r, int err)
 		t->ver = c->nmeta.commit_ver;
 		t->pos = c->nmeta.pos;
 		t->jend = c->nmeta.jrnl_off + c->nmeta.jrnl_len;
+		t->fseq = r->fseq;
+		t->fseq_set = r->fseq_set;
 		pthread_mutex_lock(&e->cmu);
 		if (!e->retire_head) {
 			/* An idle commit thread starts its retire timer. */
@@ -1701,6 +1726,15 @@ static bool whole_block(const struct req *r, const struct centry *c)
 	       r->img_end >= chunk_class_size(c->nmeta.pos.cls);
 }
 
+/* Test hook (test_flush_fail): a flush of the disk fails now, after the
+ * batch's writes completed and before its flush (by PATH). */
+static void test_flush_point(struct chunk_engine *e, enum flush_path path)
+{
+	if (e->test_flush_fail && (e->test_flush_path == FP_ANY || e->test_flush_path == path) &&
+	    ++e->test_flushes == e->test_flush_fail)
+		chunk_flush_group_failed(e->flush);
+}
+
 /* ... and the in-place pages of the journals the batch retires (RET). A
  * journaled overwrite wrote nothing before its commit: its journal is in
  * the metadata. In a flush group, writes into blocks known written share
@@ -1708,7 +1742,8 @@ static bool whole_block(const struct req *r, const struct centry *c)
  * does the log record alone (chunk_flush.c); the files of any other write
  * are synced here, which flushes the device after those writes too.
  * Returns how many files it synced (1 for a shared flush), or -errno. */
-static int sync_batch_data(struct chunk_engine *e, struct req *list, struct retiree *ret)
+static int sync_batch_data(struct chunk_engine *e, struct req *list, struct retiree *ret,
+                           uint64_t since)
 {
 	int fds[64], sfds[64];
 	size_t n = 0, sn = 0;
@@ -1737,7 +1772,8 @@ static int sync_batch_data(struct chunk_engine *e, struct req *list, struct reti
 	if (e->flush)
 		pthread_mutex_unlock(&e->mu);
 	if (group && !n && !all && (shared || e->wal_same_fs)) {
-		int err = chunk_flush_group_flush(e->flush, e->cfg.shared_flush_wait_ms);
+		test_flush_point(e, FP_SHARED);
+		int err = chunk_flush_group_flush(e->flush, e->cfg.shared_flush_wait_ms, since);
 		if (err != -ETIMEDOUT)
 			return err ? err : 1;
 		/* Another member held the group's lock for the whole wait
@@ -1764,9 +1800,24 @@ static int sync_batch_data(struct chunk_engine *e, struct req *list, struct reti
 		n = chunk_alloc_fds(e->alloc, every, CHUNK_NCLASS * CHUNK_MAX_FILES);
 		pthread_mutex_unlock(&e->mu);
 	}
+	if (e->flush && n)
+		test_flush_point(e, FP_FILES);
 	int err = n ? sync_fds(e, all ? every : fds, n) : 0;
 	atomic_fetch_add_explicit(&e->data_syncs, n, memory_order_relaxed);
 	free(every);
+	if (e->flush && n) {
+		/* The group's other members: a failed sync here is a failed
+		 * flush of their disk too; and one of theirs since this batch's
+		 * first write may have lost its completed writes, which our
+		 * syncs cannot bring back (chunk_flush.c "Errors"). */
+		if (err)
+			chunk_flush_group_failed(e->flush);
+		else if ((err = chunk_flush_group_check(e->flush, since)))
+			LOG_ERR("chunk",
+			        "a flush of the disk failed while the batch's writes "
+			        "ran: target=%s",
+			        e->dir);
+	}
 	if (!err && n) {
 		/* (Recorded without a flush group too: cache-mode writes,
 		 * noflush_batch, skip their sync only into such blocks.)
@@ -1908,9 +1959,25 @@ static bool noflush_batch(struct chunk_engine *e, struct req *list, struct retir
 	return ok;
 }
 
+/* The oldest flush-group sample of the batch's writes (LIST's requests,
+ * RET's applies, NOW for the record it is about to write): a failed
+ * flush of the disk after it fails the batch (chunk_flush.c "Errors"). */
+static uint64_t batch_fseq(struct req *list, struct retiree *ret, uint64_t now)
+{
+	uint64_t since = now;
+	for (struct req *r = list; r; r = r->next)
+		if (r->fseq_set && r->fseq < since)
+			since = r->fseq;
+	for (struct retiree *t = ret; t; t = t->next)
+		if (t->fseq_set && t->fseq < since)
+			since = t->fseq;
+	return since;
+}
+
 static int apply_batch(struct chunk_engine *e, struct req *list, struct retiree *ret)
 {
 	struct chunk_batch *b;
+	uint64_t since = e->flush ? batch_fseq(list, ret, chunk_flush_group_sample(e->flush)) : 0;
 	int err = chunk_store_batch_begin(e->store, &b);
 	if (err)
 		return err;
@@ -1990,7 +2057,7 @@ static int apply_batch(struct chunk_engine *e, struct req *list, struct retiree 
 		if (e->test_sync_enospc && ++e->test_syncs == e->test_sync_enospc)
 			synced = -ENOSPC;
 		else
-			synced = sync_batch_data(e, list, ret);
+			synced = sync_batch_data(e, list, ret, since);
 		add_us(&e->sync_us, t0, clock_mono_ns());
 		if (synced < 0) {
 			/* The record is written and its seq spent: a later
@@ -2758,6 +2825,8 @@ static int open_cb(void *arg, struct chunk_id id, const struct chunk_meta *m, in
 		t->ver = m->commit_ver;
 		t->pos = m->pos;
 		t->jend = m->jrnl_off + m->jrnl_len;
+		t->fseq = 0;
+		t->fseq_set = 0;
 		t->next = oc->replayed;
 		oc->replayed = t;
 	}
@@ -2854,6 +2923,13 @@ int chunk_engine_open(const struct chunk_engine_cfg *cfg, struct chunk_engine **
 	e->test_crash_record = tcr ? (unsigned)strtoul(tcr, NULL, 10) : 0;
 	const char *tse = getenv("CFS_TEST_SYNC_ENOSPC");
 	e->test_sync_enospc = tse ? (unsigned)strtoul(tse, NULL, 10) : 0;
+	const char *tff = getenv("CFS_TEST_GROUP_FLUSH_FAIL");
+	e->test_flush_fail = tff ? (unsigned)strtoul(tff, NULL, 10) : 0;
+	const char *tfp = getenv("CFS_TEST_GROUP_FLUSH_FAIL_PATH");
+	e->test_flush_path = !tfp                     ? FP_ANY
+	                     : !strcmp(tfp, "shared") ? FP_SHARED
+	                     : !strcmp(tfp, "files")  ? FP_FILES
+	                                              : FP_ANY;
 	e->cfg.dir = e->dir;
 	if (!e->cfg.ring_entries)
 		e->cfg.ring_entries = 256;

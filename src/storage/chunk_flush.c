@@ -94,7 +94,24 @@
  *
  * Errors. A failed flush leaves the device cache in an unknown state, so
  * it bumps err_seq, and every member whose call saw err_seq move fails too
- * (its target enters ERROR state), covered or not.
+ * (its target enters ERROR state), covered or not. "Saw it move" counts
+ * from before the member's first write of the batch was submitted (the
+ * caller's sample, SINCE), not from the call: the call comes after the
+ * writes completed, and a flush that failed between the first write's
+ * completion and the call may have lost it, while the flush that then
+ * covers the call succeeds:
+ *
+ *   target A                          target B (leader)
+ *   write W1 completes (dev cache)
+ *                                     flush F1 (ticket s), fails: err_seq++
+ *   last write completes
+ *   call: s' = started (>= s)
+ *   leads F2 (ticket > s'), it works
+ *   err_seq unchanged since the call: W1 acknowledged, maybe lost
+ *
+ * As the kernel's errseq_sample/errseq_check. A member's failed fdatasync
+ * of its own files is a failed flush of the disk too
+ * (chunk_flush_group_failed).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -257,10 +274,25 @@ static int lead(struct chunk_flush_group *g, uint64_t s)
 	return rc;
 }
 
-int chunk_flush_group_flush(struct chunk_flush_group *g, unsigned wait_ms)
+uint64_t chunk_flush_group_sample(struct chunk_flush_group *g)
+{
+	return atomic_load(&g->sh->err_seq);
+}
+
+int chunk_flush_group_check(struct chunk_flush_group *g, uint64_t since)
+{
+	return atomic_load(&g->sh->err_seq) != since ? -EIO : 0;
+}
+
+void chunk_flush_group_failed(struct chunk_flush_group *g)
+{
+	atomic_fetch_add(&g->sh->err_seq, 1);
+}
+
+int chunk_flush_group_flush(struct chunk_flush_group *g, unsigned wait_ms, uint64_t since)
 {
 	uint64_t t0 = clock_mono_ns(), deadline = t0 + (uint64_t)wait_ms * 1000000;
-	uint64_t err0 = atomic_load(&g->sh->err_seq);
+	uint64_t err0 = since;
 	uint64_t s = atomic_load(&g->sh->started);
 	int rc = 0;
 	atomic_fetch_add(&g->sh->waiting, 1);

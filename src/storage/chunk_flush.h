@@ -44,20 +44,38 @@ int chunk_flush_group_open(const char *dir, const char *group_dir, struct chunk_
 /* Leaves the group. NULL-safe. No flush may be running on G. */
 void chunk_flush_group_close(struct chunk_flush_group *g);
 
+/* The group's count of failed flushes now (err_seq), as the kernel's
+ * errseq_sample: taken before the first write that a later flush must
+ * make durable is submitted, and handed to chunk_flush_group_flush or
+ * chunk_flush_group_check, which fail if any flush of the disk failed
+ * since. Any thread; a load of the shared page. */
+uint64_t chunk_flush_group_sample(struct chunk_flush_group *g);
+
+/* -EIO if a flush of the disk failed in the group (any member, any
+ * process) since SINCE (chunk_flush_group_sample), else 0. Any thread. */
+int chunk_flush_group_check(struct chunk_flush_group *g, uint64_t since);
+
+/* A member's own sync of its files on the disk failed (an fdatasync, whose
+ * last step is a device cache flush): counted as a failed flush, so every
+ * member with writes out since then fails as well. Any thread. */
+void chunk_flush_group_failed(struct chunk_flush_group *g);
+
 /* Returns once a device cache flush that started after this call began
  * has completed without error (made by this or another member), so every
  * write to the device that completed before the call and needs no journal
  * commit to be read back (an overwrite of written extents, a metadata log
  * record) is durable; extent conversions are not (chunk_flush.c). 0, or
- * -errno: the covering flush failed, or any member's flush failed while
- * this call waited (conservative: whether a failed flush lost this
- * caller's data is unknown); -ETIMEDOUT: for WAIT_MS no such flush
- * completed and another member held the lock all along (stopped, or slow):
- * nothing was made durable for the caller, who must sync its own files.
- * One caller at a time per G (the target's commit thread). The wait for
- * other members is bounded by WAIT_MS; a flush this call leads runs to
- * its end. */
-int chunk_flush_group_flush(struct chunk_flush_group *g, unsigned wait_ms);
+ * -errno: the covering flush failed, or any member's flush failed since
+ * SINCE (chunk_flush_group_sample, taken before the caller's first write
+ * was submitted: a flush that failed while the writes ran, before this
+ * call, may have lost those that had completed; conservative: whether it
+ * did is unknown); -ETIMEDOUT: for WAIT_MS no such flush completed and
+ * another member held the lock all along (stopped, or slow): nothing was
+ * made durable for the caller, who must sync its own files (and check
+ * SINCE after). One caller at a time per G (the target's commit thread).
+ * The wait for other members is bounded by WAIT_MS; a flush this call
+ * leads runs to its end. */
+int chunk_flush_group_flush(struct chunk_flush_group *g, unsigned wait_ms, uint64_t since);
 
 /* Copies G's counters. Any thread. */
 void chunk_flush_group_stat(struct chunk_flush_group *g, struct chunk_flush_stat *out);

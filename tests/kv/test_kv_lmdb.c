@@ -20,7 +20,10 @@
  *   kernel reports a writeback error to one fsync only and may have
  *   dropped the pages, so a later sync's success proves nothing
  *   (t_window_sync_failed); also when the failed sync was the online
- *   compaction's first step (t_compact_sync_failed).
+ *   compaction's first step (t_compact_sync_failed). And from then on
+ *   every commit fails with -EIO (reads go on) until the store is
+ *   reopened, in this process and in the others open on the store
+ *   (t_sync_failed_other_process).
  * - compact=1 (default): an environment whose free list dominates is
  *   rewritten without it at open (smaller file, same contents, writable),
  *   a left-over copy of an interrupted compaction is removed, and nothing
@@ -689,10 +692,16 @@ static int flush_twice(kv_engine *c)
 {
 	if (kv_run(c, NULL, win_body, "f/1", NULL))
 		return 2;
+	if (kv_write_error(c))
+		return 9;
 	if (kv_flush(c) != -EIO)
 		return 3; /* the injected failure */
-	if (kv_run(c, NULL, win_body, "f/2", NULL))
-		return 4;
+	if (kv_write_error(c) != -EIO)
+		return 10;
+	if (kv_run(c, NULL, win_body, "f/2", NULL) != -EIO)
+		return 4; /* a commit after the failed sync was taken */
+	if (win_has(c, "f/1") != 1 || win_has(c, "f/2") != 0)
+		return 11; /* reads go on */
 	int rc = kv_flush(c);
 	return rc == 0 ? 5 : rc == -EIO ? 0 : 6; /* 5: success after the failure */
 }
@@ -701,10 +710,14 @@ static int flush_twice(kv_engine *c)
  * first fsync of a file description after it, then marks the pages clean
  * (possibly never written); the next fsync returns 0. So kv_flush (an
  * fsync(2) through the mount, META_FSYNC) must keep failing after a
- * failed sync, or it acknowledges changes that are lost. The hook
- * CFS_TEST_LMDB_SYNC_FAIL=1 fails the engine's first sync with EIO
- * without syncing, as the kernel would after dropping the pages. Before
- * the fix the second flush returned 0 (exit 5). */
+ * failed sync, or it acknowledges changes that are lost; and no commit
+ * may follow, or a later successful sync makes durable a root that points
+ * at the lost pages. The hook CFS_TEST_LMDB_SYNC_FAIL=1 fails the
+ * engine's first sync with EIO without syncing, as the kernel would after
+ * dropping the pages. Before 221b2bd the second flush returned 0 (exit
+ * 5); before writes were refused the commit of f/2 returned 0 (exit 4).
+ * Reads go on in the failed engine; the store reopened holds f/1 and not
+ * f/2, and takes writes again. */
 /* A fresh sync=window store; BODY runs in sync_fail_child and must exit
  * 0; then the store reopened in this process (a reopened engine starts
  * clean), with KEY present. The caller closes it. */
@@ -721,8 +734,12 @@ static kv_engine *after_sync_fail(int (*body)(kv_engine *), const char *key)
 
 static void t_window_sync_failed(void **state)
 {
-	kv_engine *e = after_sync_fail(flush_twice, "f/2");
+	kv_engine *e = after_sync_fail(flush_twice, "f/1");
+	assert_int_equal(win_has(e, "f/2"), 0);
+	assert_int_equal(kv_write_error(e), 0);
+	assert_int_equal(kv_run(e, NULL, win_body, "f/3", NULL), 0);
 	assert_int_equal(kv_flush(e), 0);
+	assert_int_equal(win_has(e, "f/3"), 1);
 	kv_close(e);
 }
 
@@ -743,6 +760,48 @@ static int compact_then_flush(kv_engine *c)
 static void t_compact_sync_failed(void **state)
 {
 	kv_close(after_sync_fail(compact_then_flush, "c/1"));
+}
+
+/* The failed sync in ANOTHER process on the environment (the meta
+ * service's, while a mount runs meta in-process): that process writes
+ * DIR/sync.failed, and this engine, open before, refuses commits with
+ * -EIO within a few of its periods; reads go on. An engine opened after
+ * the failure (meta restarted) takes writes and finds what was
+ * committed. Before, this engine went on committing (its commit of o/3
+ * returned 0). */
+static int commit_then_flush(kv_engine *c)
+{
+	if (kv_run(c, NULL, win_body, "o/2", NULL))
+		return 2;
+	return kv_flush(c) == -EIO ? 0 : 3;
+}
+
+static void t_sync_failed_other_process(void **state)
+{
+	char url[1000];
+	kv_engine *e;
+
+	fresh_url(url, sizeof(url), "?sync=window&sync_ms=20&compact=0");
+	e = open_ok(url);
+	assert_int_equal(kv_run(e, NULL, win_body, "o/1", NULL), 0);
+	assert_int_equal(sync_fail_child(url, commit_then_flush), 0);
+	uint64_t until = clock_mono_ms() + 5000;
+	while (!kv_write_error(e) && clock_mono_ms() < until)
+		usleep(5000);
+	assert_int_equal(kv_write_error(e), -EIO);
+	assert_int_equal(kv_run(e, NULL, win_body, "o/3", NULL), -EIO);
+	assert_int_equal(win_has(e, "o/1"), 1);
+	assert_int_equal(win_has(e, "o/2"), 1);
+	assert_int_equal(win_has(e, "o/3"), 0);
+	kv_close(e);
+
+	e = open_ok(url);
+	usleep(100 * 1000); /* a few periods: sync.failed holds the token it found at open */
+	assert_int_equal(kv_write_error(e), 0);
+	assert_int_equal(kv_run(e, NULL, win_body, "o/4", NULL), 0);
+	assert_int_equal(win_has(e, "o/2"), 1);
+	assert_int_equal(kv_flush(e), 0);
+	kv_close(e);
 }
 
 /* The two syncer tests' start: a fresh store URL with a 20 ms window and
@@ -1926,6 +1985,7 @@ int main(void)
 		cmocka_unit_test_teardown(t_window_sync_other_process, reap_children),
 		cmocka_unit_test_teardown(t_window_sync_failed, reap_children),
 		cmocka_unit_test_teardown(t_compact_sync_failed, reap_children),
+		cmocka_unit_test_teardown(t_sync_failed_other_process, reap_children),
 		cmocka_unit_test_teardown(t_one_background_syncer, reap_children),
 		cmocka_unit_test_teardown(t_syncer_stopped, reap_children),
 		cmocka_unit_test_teardown(t_stale_lock_after_swap, reap_children),

@@ -326,7 +326,8 @@ static void test_wire_layout_resp(void **state)
 	assert_int_equal(b.len, 1);
 	assert_int_equal(b.data[0], 0);
 
-	/* 221 LAYOUT_GET: u8 has_layout [layout]; 200 INFO: u64 instance, u32 threads. */
+	/* 221 LAYOUT_GET: u8 has_layout [layout]; 200 INFO: u64 instance, u32 threads,
+	 * u32 flags (optional). */
 	r = (struct meta_rpc_resp){ .type = META_RPC_LAYOUT_GET, .has_layout = 1, .layout = &in.layout };
 	g.n = 0;
 	g_le(&g, 1, 1), g_le(&g, 0x31313131, 4), g_le(&g, 0x32323232, 4), g_le(&g, 0x33333333, 4);
@@ -335,12 +336,17 @@ static void test_wire_layout_resp(void **state)
 	assert_int_equal(meta_rpc_resp_encode(&b, &r), 0);
 	assert_golden(&b, &g);
 	r = (struct meta_rpc_resp){ .type = META_RPC_INFO, .instance_id = 0xf1f1f1f1f1f1f1f1ull,
-				    .threads = 0xf2f2f2f2 };
+				    .threads = 0xf2f2f2f2, .info_flags = META_INFO_F_NO_WRITES };
 	g.n = 0;
-	g_le(&g, 0xf1f1f1f1f1f1f1f1ull, 8), g_le(&g, 0xf2f2f2f2, 4);
+	g_le(&g, 0xf1f1f1f1f1f1f1f1ull, 8), g_le(&g, 0xf2f2f2f2, 4), g_le(&g, 1, 4);
 	buf_reset(&b);
 	assert_int_equal(meta_rpc_resp_encode(&b, &r), 0);
 	assert_golden(&b, &g);
+	/* an older meta's reply has no flags: 0 */
+	struct meta_rpc_resp dr = { .type = META_RPC_INFO };
+	assert_int_equal(meta_rpc_resp_decode(b.data, b.len - 4, &dr), 0);
+	assert_int_equal(dr.threads, 0xf2f2f2f2);
+	assert_int_equal(dr.info_flags, 0);
 	buf_fini(&b);
 }
 

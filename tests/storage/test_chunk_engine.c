@@ -963,6 +963,61 @@ static void test_shared_flush_fallback(void **state)
 	close_expect_rounds(e, dir, gdir, data);
 }
 
+/* A flush of the disk that fails after a batch's writes completed and
+ * before the batch's own flush (another member's, on the same disk:
+ * CFS_TEST_GROUP_FLUSH_FAIL=1 with _PATH) fails that batch with -EIO and
+ * puts the target in ERROR state: the failed flush may have lost the
+ * writes that had completed, and the batch's own flush, which works,
+ * cannot tell. PATH "files": the batch syncs its files (blocks not known
+ * written: the first round); "shared": it rides on the group's flush
+ * (rounds until one does). Before, neither failed: the group's error
+ * count was read when the batch asked for its flush (after the failure),
+ * and not at all after file syncs; au27's audit, chunk_flush.c "Errors". */
+static void flush_failed_between(const char *path)
+{
+	char tag[64];
+	snprintf(tag, sizeof(tag), "engine_flush_between_%s", path);
+	char *dir = testenv_tmpdir(tag);
+	snprintf(tag, sizeof(tag), "engine_flush_between_%s_g", path);
+	char *gdir = testenv_tmpdir(tag);
+	static uint8_t data[SYNC_ROUND][256 * 1024];
+	static struct chunk_op ops[SYNC_ROUND];
+	setenv("CFS_TEST_GROUP_FLUSH_FAIL", "1", 1);
+	setenv("CFS_TEST_GROUP_FLUSH_FAIL_PATH", path, 1);
+	struct chunk_engine *e = open_grouped(dir, gdir, 0);
+	unsetenv("CFS_TEST_GROUP_FLUSH_FAIL");
+	unsetenv("CFS_TEST_GROUP_FLUSH_FAIL_PATH");
+	int failed = 0, eio = 0;
+	for (int round = 0; round < 8 && !failed; round++) {
+		struct async_ctx c = ASYNC_CTX_INIT;
+		for (int i = 0; i < SYNC_ROUND; i++) {
+			uint32_t len = (64u * KB) << (i % 3);
+			fill(data[i], len, (uint32_t)(round * 100 + i));
+			async_write(e, &ops[i], &c, (struct chunk_id){13, (uint32_t)i}, 0, len,
+			            data[i]);
+		}
+		failed = async_wait(&c, SYNC_ROUND);
+		for (int i = 0; i < SYNC_ROUND; i++)
+			eio += ops[i].result == -EIO;
+	}
+	assert_true(failed > 0);
+	assert_true(eio > 0);
+	/* ERROR state: nothing is acknowledged after it. */
+	struct async_ctx c = ASYNC_CTX_INIT;
+	async_write(e, &ops[0], &c, (struct chunk_id){14, 0}, 0, 64u * KB, data[0]);
+	assert_int_equal(async_wait(&c, 1), 1);
+	chunk_engine_close(e);
+	free(gdir);
+	free(dir);
+}
+
+static void test_shared_flush_failed_between(void **state)
+{
+	(void)state;
+	flush_failed_between("files");
+	flush_failed_between("shared");
+}
+
 /* One cache-mode round: 4 chunks of 64 KiB (whole blocks) written at
  * once, FLAGS on every write (CHUNK_WF_NOFLUSH or 0). */
 enum { NF_N = 4, NF_LEN = 64 * 1024 };
@@ -1566,6 +1621,7 @@ int main(void)
 		cmocka_unit_test(test_joint_syncs),
 		cmocka_unit_test(test_shared_flush),
 		cmocka_unit_test(test_shared_flush_fallback),
+		cmocka_unit_test(test_shared_flush_failed_between),
 		cmocka_unit_test(test_commit_pipeline),
 		cmocka_unit_test(test_noflush),
 		cmocka_unit_test(test_commit_window_env),
