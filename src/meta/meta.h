@@ -505,7 +505,8 @@ int meta_gc_batch(meta_ctx *m, int max);
  * caller's thread, possibly several times for one client in one prune. */
 typedef int (*meta_client_dead_fn)(void *arg, uint64_t client);
 /* Drops the write sessions of the clients IS_DEAD calls dead, syncing each
- * affected file's length from storage first. Returns the number dropped. */
+ * affected file's length from storage first; the sessions of a file whose
+ * sync fails stay for a later call. Returns the number dropped. */
 int meta_session_prune(meta_ctx *m, meta_client_dead_fn is_dead, void *arg);
 /* Deletes idempotency records written before NOW - TTL_NS (callers use
  * META_IDEM_TTL_NS), in batches of 48 per txn. Returns the number deleted

@@ -656,6 +656,7 @@ int meta_gc_step(meta_ctx *m)
 
 struct sess_ref {
 	uint64_t ino, client, session;
+	int keep; /* the file's length sync failed: kept for the next prune */
 };
 
 struct prune_arg {
@@ -681,7 +682,7 @@ static int sess_scan_body(kv_txn *t, void *arg)
 		if (r.kvs[i].key.n != 28)
 			continue;
 		struct sess_ref s = { wire_load_be64(key + 4), wire_load_be64(key + 12),
-				      wire_load_be64(key + 20) };
+				      wire_load_be64(key + 20), 0 };
 		if (!a->is_dead(a->dead_arg, s.client))
 			continue;
 		if (a->ndead == a->cap) {
@@ -702,6 +703,8 @@ static int sess_del_body(kv_txn *t, void *arg)
 	struct prune_arg *a = arg;
 	for (size_t i = a->from; i < a->to; i++) {
 		struct meta_key k;
+		if (a->dead[i].keep)
+			continue;
 		meta_key_session(&k, a->dead[i].ino, a->dead[i].client, a->dead[i].session);
 		int rc = kv_clear(t, kv_mem(k.b, k.n));
 		if (rc)
@@ -715,19 +718,31 @@ int meta_session_prune(meta_ctx *m, meta_client_dead_fn is_dead, void *arg)
 	struct prune_arg a = { .is_dead = is_dead, .dead_arg = arg };
 	struct kv_run_opts o = { .idempotent = 1, .max_retries = 40 };
 	int rc = meta_run_ro(m, sess_scan_body, &a);
+	size_t dropped = 0;
+	/* The dead client's writes are acknowledged but their length may be
+	 * known only to storage: a session goes only once that length is in
+	 * the inode. After a failed sync the file's sessions stay (the next
+	 * prune tries again); dropped, nothing would ever ask storage again
+	 * and the file would stay short of what was written. */
 	for (size_t i = 0; rc == 0 && i < a.ndead; i++) {
-		if (i > 0 && a.dead[i].ino == a.dead[i - 1].ino)
+		if (i > 0 && a.dead[i].ino == a.dead[i - 1].ino) {
+			a.dead[i].keep = a.dead[i - 1].keep;
 			continue;
+		}
 		int src = meta_sync(m, a.dead[i].ino, NULL, META_SYNC_QUERY_ALL, NULL);
-		if (src && src != -ENOENT)
-			LOG_WARN("meta", "session prune: length sync failed: ino=%llu: %s",
-				 (unsigned long long)a.dead[i].ino, cfs_strerror(src));
+		if (src && src != -ENOENT) {
+			LOG_WARN("meta", "session prune: length sync failed, sessions kept: "
+				 "ino=%llu: %s", (unsigned long long)a.dead[i].ino,
+				 cfs_strerror(src));
+			a.dead[i].keep = 1;
+		}
 	}
+	for (size_t i = 0; i < a.ndead; i++)
+		dropped += !a.dead[i].keep;
 	for (a.from = 0; rc == 0 && a.from < a.ndead; a.from = a.to) {
 		a.to = a.from + 48 < a.ndead ? a.from + 48 : a.ndead;
 		rc = meta_run(m, &o, sess_del_body, &a);
 	}
-	size_t dropped = a.ndead;
 	free(a.dead);
 	return rc ? rc : (int)dropped;
 }

@@ -90,6 +90,10 @@ static int fx_query(void *arg, uint32_t chain, uint64_t ino, uint32_t *index, ui
 	int found = 0;
 	pthread_mutex_lock(&s->mu);
 	s->query_calls++;
+	if (s->fail_query) {
+		pthread_mutex_unlock(&s->mu);
+		return -EIO;
+	}
 	for (int i = 0; i < s->nchunks; i++) {
 		struct fx_chunk *c = &s->chunks[i];
 		if (c->chain == chain && c->ino == ino && (!found || c->index > *index)) {

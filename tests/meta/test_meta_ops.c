@@ -994,6 +994,28 @@ static void test_gc_sessions(void **state)
 	assert_int_equal(meta_session_prune(M, not_in_list, live), 0);
 	assert_int_equal(meta_gc_step(M), 1);
 
+	/* a dead client's unreported writes: while storage cannot say how
+	 * long the file is, its session stays (dropped, nothing would ask
+	 * again and the file would stay empty); the next prune recovers the
+	 * length, then drops it */
+	struct meta_req dead2 = { 98, 5, 0 };
+	assert_int_equal(meta_create(M, &FX_ROOT, &dead2, R1, N("w"), 0644, META_O_WRITE, &in, &s2),
+			 0);
+	uint64_t w = in.ino;
+	meta_layout_perm(in.layout.seed, 4, perm);
+	fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, 0), w, 0, 1 << 20);
+	fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, 1), w, 1, 5000);
+	F.st.fail_query = 1;
+	assert_int_equal(meta_session_prune(M, not_in_list, live), 0);
+	F.st.fail_query = 0;
+	assert_int_equal(meta_getattr(M, w, &in), 0);
+	assert_true(in.size == 0);
+	assert_int_equal(meta_session_prune(M, not_in_list, live), 1);
+	assert_int_equal(meta_getattr(M, w, &in), 0);
+	assert_true(in.size == (1 << 20) + 5000);
+	assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, R1, N("w")), 0);
+	assert_int_equal(meta_gc_step(M), 1);
+
 	/* storage failure keeps the entry; the next step finishes it */
 	uint64_t h = mkfile(&FX_ROOT, R1, "h", 0644);
 	assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, R1, N("h")), 0);
