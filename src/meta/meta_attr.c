@@ -2,7 +2,8 @@
  *
  * Truncate runs in three steps because storage is not transactional with
  * the KV store: (1) a read-only txn checks the caller may write the file
- * and fetches its layout; (2) chunks past the new length are removed and
+ * and fetches its layout (and, when writers may have data meta has not
+ * heard of, storage's end of data: trunc_storage_end); (2) chunks past the new length are removed and
  * the new last chunk shortened on every chain of the layout; (3) the
  * setattr txn writes the size and bumps truncate_ver (invalidating length
  * reports made under the old version). If (2) fails nothing is committed
@@ -37,6 +38,8 @@ struct setattr_arg {
 	uint64_t ino;
 	const struct meta_setattr *sa;
 	int expect_idata;          /* SIZE: the storage step saw an inline file (skipped) */
+	uint64_t stored_end;       /* SIZE: the data's end on storage before the cut
+	                            * (when asked: trunc_storage_end), else 0 */
 	uint8_t *scratch;          /* SIZE of an inline file: META_IDATA_MAX bytes */
 	struct meta_inode in;
 };
@@ -102,7 +105,11 @@ static int setattr_apply(struct setattr_arg *a, int64_t now)
 			return -EINVAL;
 		if (!(sa->valid & META_SET_FD_WRITE) && (rc = meta_may(in, c, 2)))
 			return rc;
-		if (sa->size < in->size)
+		/* A cut voids length reports made before it: past the
+		 * stored size, and past unreported data that was on
+		 * storage (the writer's report would regrow the file over
+		 * the removed chunks as zeros). */
+		if (sa->size < in->size || sa->size < a->stored_end)
 			in->truncate_ver++;
 		in->size = sa->size;
 		in->chains_used = meta_chains_hint(in, sa->size);
@@ -187,6 +194,7 @@ struct trunc_check_arg {
 	const struct meta_cred *c;
 	uint64_t ino;
 	int fd_write;
+	int writers;               /* the file has write sessions */
 	struct meta_inode in;
 };
 
@@ -200,7 +208,28 @@ static int trunc_check_body(kv_txn *t, void *arg)
 		return -EISDIR;
 	if (a->in.type != META_T_FILE)
 		return -EINVAL;
-	return a->fd_write ? 0 : meta_may(&a->in, a->c, 2);
+	if ((rc = a->fd_write ? 0 : meta_may(&a->in, a->c, 2)))
+		return rc;
+	rc = meta_has_sessions(t, a->ino, 1);
+	a->writers = rc > 0;
+	return rc < 0 ? rc : 0;
+}
+
+/* What storage holds of file IN before a cut to SIZE, into *END, when that
+ * can pass what meta knows: a writer (a session) may have written past the
+ * size it reported. A cut at or past the stored size does not bump
+ * truncate_ver (nothing of what meta knows goes), so without this a
+ * writer's report sent after the cut, under the old truncate_ver, would
+ * regrow the file over the chunks the cut removed, as zeros. Without
+ * writers every length is in the inode (close reports it): no query, 0.
+ * 0 or the query's error (the truncate fails: nothing is cut). */
+static int trunc_storage_end(meta_ctx *m, const struct trunc_check_arg *ta, uint64_t size,
+			     uint64_t *end)
+{
+	*end = 0;
+	if (!ta->writers || size < ta->in.size)
+		return 0;
+	return meta_query_storage(m, &ta->in, 1, end);
 }
 
 int meta_setattr(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
@@ -228,6 +257,9 @@ int meta_setattr(meta_ctx *m, const struct meta_cred *c, const struct meta_req *
 			if (rc == 0 && sa->size / ta->in.layout.chunk_size > UINT32_MAX)
 				rc = -EFBIG;
 			a->expect_idata = rc == 0 && ta->in.idata;
+			a->stored_end = 0;
+			if (rc == 0 && !ta->in.idata)
+				rc = trunc_storage_end(m, ta, sa->size, &a->stored_end);
 			if (rc == 0 && !ta->in.idata)
 				rc = truncate_storage(m, &ta->in, sa->size);
 			free(ta);

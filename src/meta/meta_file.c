@@ -176,8 +176,9 @@ static int sync_body(kv_txn *t, void *arg)
 
 /* ALL: every stripe slot, not only the first chains_used. A client that
  * died may have written chunks past the hint it last reported (the mount
- * does not report before crossing it), so the session prune asks them all. */
-static int query_storage(meta_ctx *m, const struct meta_inode *in, int all, uint64_t *len)
+ * does not report before crossing it), so the session prune asks them all
+ * (and so does a truncate that must know what storage holds). */
+int meta_query_storage(meta_ctx *m, const struct meta_inode *in, int all, uint64_t *len)
 {
 	const struct meta_storage *s = &m->o.storage;
 	const struct meta_layout *l = &in->layout;
@@ -218,7 +219,7 @@ int meta_sync(meta_ctx *m, uint64_t ino, const struct meta_length *len, int quer
 		if (query) {
 			rc = meta_run_ro(m, sync_read_body, a);
 			if (rc == 0 && a->in.type == META_T_FILE && !a->in.idata)
-				rc = query_storage(m, &a->in, query == META_SYNC_QUERY_ALL,
+				rc = meta_query_storage(m, &a->in, query == META_SYNC_QUERY_ALL,
 						   &a->storage_len);
 			if (rc)
 				break;

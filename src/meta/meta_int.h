@@ -109,6 +109,10 @@ int meta_dir_time_clear(kv_txn *t, uint64_t dir);
 int meta_dir_nonempty(kv_txn *t, uint64_t dir);
 /* Queues a file whose last link went for GC. */
 int meta_gc_enqueue(meta_ctx *m, kv_txn *t, uint64_t ino);
+/* The end of file IN's data on storage (the end of the last chunk of the
+ * first chains_used stripe slots, or of every slot when ALL) into *LEN:
+ * 0, or the first query's error (-EOPNOTSUPP without storage). */
+int meta_query_storage(meta_ctx *m, const struct meta_inode *in, int all, uint64_t *len);
 /* 1 when file INO has a write session, 0 if not, <0. SNAPSHOT 0: a
  * conflict read (a session opened meanwhile aborts one of the txns). */
 int meta_has_sessions(kv_txn *t, uint64_t ino, int snapshot);

@@ -774,6 +774,64 @@ static void test_truncate_and_length(void **state)
 	assert_true(in.size == 3ULL * C);
 }
 
+/* A cut of another client's writes that meta has not heard of yet (its
+ * size is still below the cut): the writer's later report, made under
+ * the old truncate_ver, must not regrow the file over removed chunks. */
+static void test_truncate_unreported(void **state)
+{
+	struct meta_inode in;
+	uint64_t sess, s2;
+	const uint32_t C = 1 << 20;
+	struct meta_req *w = fx_req(7);
+	assert_int_equal(meta_create(M, &FX_ROOT, w, R1, N("f"), 0644, META_O_WRITE, &in, &sess),
+			 0);
+	uint64_t ino = in.ino;
+	uint32_t perm[4];
+	meta_layout_perm(in.layout.seed, 4, perm);
+	for (uint32_t i = 0; i < 3; i++)
+		fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, i), ino, i,
+			     i == 2 ? C / 2 : C);
+	/* another client cuts at 1.5 chunks: to meta (size 0) an extension */
+	struct meta_setattr sa = { .valid = META_SET_SIZE, .size = C + C / 2 };
+	assert_int_equal(meta_setattr(M, &FX_ROOT, fx_req(8), ino, &sa, &in), 0);
+	assert_int_equal(fx_count_chunks(&F.st, ino), 2);
+	assert_int_equal(in.truncate_ver, 1);
+	/* the writer's report of what it wrote before the cut */
+	struct meta_length len = { .length = 2 * C + C / 2, .truncate_ver = 0 };
+	assert_int_equal(meta_close_known(M, fx_req(7), ino, sess, &len), 0);
+	assert_int_equal(meta_getattr(M, ino, &in), 0);
+	assert_true(in.size == C + C / 2);
+	/* the same with a close that also asks storage */
+	assert_int_equal(meta_open(M, &FX_ROOT, fx_req(7), ino, META_O_WRITE, &in, &sess), 0);
+	fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, 2), ino, 2, C);
+	sa.size = 2 * C + 10;
+	assert_int_equal(meta_setattr(M, &FX_ROOT, fx_req(8), ino, &sa, &in), 0);
+	assert_int_equal(in.truncate_ver, 2);
+	len = (struct meta_length){ .length = 3 * C, .truncate_ver = 1 };
+	assert_int_equal(meta_close(M, fx_req(7), ino, sess, &len), 0);
+	assert_int_equal(meta_getattr(M, ino, &in), 0);
+	assert_true(in.size == 2 * C + 10);
+	/* writes within the new size keep their reports */
+	assert_int_equal(meta_open(M, &FX_ROOT, fx_req(7), ino, META_O_WRITE, &in, &s2), 0);
+	sa.size = 4 * C;
+	assert_int_equal(meta_setattr(M, &FX_ROOT, fx_req(8), ino, &sa, &in), 0);
+	assert_int_equal(in.truncate_ver, 2);
+	/* a storage that does not answer fails the cut: nothing cut */
+	F.st.fail_query = 1;
+	sa.size = 4 * C + 1;
+	assert_int_equal(meta_setattr(M, &FX_ROOT, fx_req(8), ino, &sa, &in), -EIO);
+	F.st.fail_query = 0;
+	assert_int_equal(meta_close(M, fx_req(7), ino, s2, NULL), 0);
+	assert_int_equal(meta_getattr(M, ino, &in), 0);
+	assert_true(in.size == 4ULL * C);
+	/* no writer: an extension asks storage nothing */
+	int q0 = F.st.query_calls;
+	sa.size = 5 * C;
+	assert_int_equal(meta_setattr(M, &FX_ROOT, fx_req(8), ino, &sa, &in), 0);
+	assert_int_equal(F.st.query_calls, q0);
+	assert_true(in.size == 5ULL * C);
+}
+
 static void test_xattr(void **state)
 {
 	char buf[256];
@@ -1316,6 +1374,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_lookup_plus, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_permissions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncate_and_length, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_truncate_unreported, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_xattr, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idem_floor, setup, teardown),
