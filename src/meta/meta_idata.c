@@ -10,7 +10,7 @@
  *   inline --write/truncate with end <= idata_max--> inline
  *   inline --convert_begin (claim, lease)--> inline+claimed
  *          --client writes bytes to chunks, convert_commit(ver)--> chunked
- *   inline --convert_commit(EMPTY), data empty--> chunked
+ *   inline --convert_commit(EMPTY), data empty, never ATTEMPTED--> chunked
  *   chunked: never inline again (a truncate below the threshold keeps the
  *            chunks: simpler, and the file was large once).
  *
@@ -275,7 +275,12 @@ static int commit_body(kv_txn *t, void *arg)
 	if ((rc = meta_idata_get(t, a->ino, 0, &r)) < 0)
 		return rc;
 	if (a->flags & META_IDATA_COMMIT_EMPTY) {
-		if (r.len)
+		/* After an attempt chunk 0 may hold its bytes (even when the
+		 * data was cut to nothing since): flipping without removing
+		 * them would expose them under the next write or extension.
+		 * -EAGAIN sends the client the long way (begin, which says
+		 * ATTEMPTED and waits out a live claim, then the removal). */
+		if (r.len || (r.flags & META_IDATA_F_ATTEMPTED))
 			return -EAGAIN;
 	} else if (r.conv_owner != client_of(a->rq) || r.ver != a->ver) {
 		return -EAGAIN;

@@ -236,6 +236,33 @@ static void test_convert_empty(void **state)
 	assert_int_equal(meta_idata_convert_commit(M, &a, e, 0, META_IDATA_COMMIT_EMPTY, &in), 0);
 	assert_false(in.idata);
 	assert_int_equal(in.size, 0);
+
+	/* A converter copies "hello" to chunk 0 and dies before its commit;
+	 * the file is then cut to nothing. The empty fast path would flip it
+	 * with the dead attempt's bytes still in chunk 0, where the next
+	 * extension shows them: it must send the client the long way, whose
+	 * begin says ATTEMPTED (remove chunk 0 first). */
+	uint64_t g = mk("g", META_O_IDATA);
+	struct meta_req b = { 200, 0, 0 };
+	struct meta_idata_out d = { .buf = got };
+	assert_int_equal(meta_idata_write(M, fx_req(9), g, 0, "hello", 5, &in), 0);
+	assert_int_equal(meta_idata_convert_begin(M, &b, g, &in, &d), 0);
+	uint32_t perm[META_MAX_STRIPE];
+	meta_layout_perm(in.layout.seed, in.layout.stripe, perm);
+	fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, 0), g, 0, 5);
+	struct meta_setattr sa = { .valid = META_SET_SIZE, .size = 0 };
+	assert_int_equal(meta_setattr(M, &FX_ROOT, fx_req(9), g, &sa, &in), 0);
+	assert_true(in.idata);
+	assert_int_equal(in.size, 0);
+	assert_int_equal(meta_idata_convert_commit(M, &a, g, 0, META_IDATA_COMMIT_EMPTY, &in),
+			 -EAGAIN);
+	assert_int_equal(meta_getattr(M, g, &in), 0);
+	assert_true(in.idata);
+	/* the long way waits out the dead converter's claim, then says */
+	assert_int_equal(meta_idata_convert_begin(M, &a, g, &in, &d), -EBUSY);
+	assert_int_equal(meta_idata_convert_begin(M, &b, g, &in, &d), 0);
+	assert_true(d.flags & META_IDATA_F_ATTEMPTED);
+	assert_int_equal(d.len, 0);
 }
 
 static void test_gc_link_fsck(void **state)
