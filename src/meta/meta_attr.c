@@ -192,8 +192,10 @@ static int truncate_storage(meta_ctx *m, const struct meta_inode *in, uint64_t s
 
 struct trunc_check_arg {
 	const struct meta_cred *c;
+	const struct meta_req *rq;
 	uint64_t ino;
 	int fd_write;
+	int applied;               /* RQ was applied before: replay, cut nothing */
 	int writers;               /* the file has write sessions */
 	struct meta_inode in;
 };
@@ -201,7 +203,16 @@ struct trunc_check_arg {
 static int trunc_check_body(kv_txn *t, void *arg)
 {
 	struct trunc_check_arg *a = arg;
-	int rc = meta_get_inode(t, a->ino, 1, &a->in);
+	struct meta_idem_rec rec;
+	/* A retry of a truncate that committed (its reply lost) must not cut
+	 * again: since the first cut others may have written past the size
+	 * and reported it, and a second cut would remove those chunks while
+	 * the txn, a replay, keeps the size that covers them. */
+	int rc = meta_idem_check(t, a->rq, META_OP_SETATTR, &rec);
+	a->applied = rc == 1;
+	if (rc)
+		return rc < 0 ? rc : 0;
+	rc = meta_get_inode(t, a->ino, 1, &a->in);
 	if (rc)
 		return rc;
 	if (a->in.type == META_T_DIR)
@@ -251,16 +262,19 @@ int meta_setattr(meta_ctx *m, const struct meta_cred *c, const struct meta_req *
 				break;
 			}
 			ta->c = c;
+			ta->rq = rq;
 			ta->ino = ino;
 			ta->fd_write = (sa->valid & META_SET_FD_WRITE) != 0;
 			rc = meta_run_ro(m, trunc_check_body, ta);
-			if (rc == 0 && sa->size / ta->in.layout.chunk_size > UINT32_MAX)
+			/* cut: not a replay (whose txn only answers) */
+			int cut = rc == 0 && !ta->applied;
+			if (cut && sa->size / ta->in.layout.chunk_size > UINT32_MAX)
 				rc = -EFBIG;
-			a->expect_idata = rc == 0 && ta->in.idata;
+			a->expect_idata = cut && ta->in.idata;
 			a->stored_end = 0;
-			if (rc == 0 && !ta->in.idata)
+			if (rc == 0 && cut && !ta->in.idata)
 				rc = trunc_storage_end(m, ta, sa->size, &a->stored_end);
-			if (rc == 0 && !ta->in.idata)
+			if (rc == 0 && cut && !ta->in.idata)
 				rc = truncate_storage(m, &ta->in, sa->size);
 			free(ta);
 			if (rc)

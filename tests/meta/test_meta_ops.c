@@ -832,6 +832,44 @@ static void test_truncate_unreported(void **state)
 	assert_true(in.size == 5ULL * C);
 }
 
+/* A truncate whose reply was lost is retried with the same request id
+ * after another client wrote past the new size: the retry is a replay
+ * and must not cut the new data. */
+static void test_truncate_replay(void **state)
+{
+	struct meta_inode in;
+	uint64_t sess;
+	const uint32_t C = 1 << 20;
+	assert_int_equal(meta_create(M, &FX_ROOT, fx_req(7), R1, N("f"), 0644, META_O_WRITE, &in,
+				     &sess), 0);
+	uint64_t ino = in.ino;
+	uint32_t perm[4];
+	meta_layout_perm(in.layout.seed, 4, perm);
+	for (uint32_t i = 0; i < 3; i++)
+		fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, i), ino, i, C);
+	struct meta_length len = { .length = 3 * C, .truncate_ver = 0 };
+	assert_int_equal(meta_sync(M, ino, &len, 0, NULL), 0);
+	struct meta_req tr = *fx_req(8);
+	struct meta_setattr sa = { .valid = META_SET_SIZE, .size = C / 2 };
+	assert_int_equal(meta_setattr(M, &FX_ROOT, &tr, ino, &sa, &in), 0);
+	assert_int_equal(in.truncate_ver, 1);
+	assert_int_equal(fx_count_chunks(&F.st, ino), 1);
+	/* the writer learns the cut, writes two chunks and reports them */
+	fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, 0), ino, 0, C);
+	fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, 1), ino, 1, C);
+	len = (struct meta_length){ .length = 2 * C, .truncate_ver = 1 };
+	assert_int_equal(meta_sync(M, ino, &len, 0, NULL), 0);
+	/* the truncate's retry */
+	assert_int_equal(meta_setattr(M, &FX_ROOT, &tr, ino, &sa, &in), 0);
+	assert_int_equal(fx_count_chunks(&F.st, ino), 2);
+	assert_int_equal(meta_getattr(M, ino, &in), 0);
+	assert_true(in.size == 2ULL * C);
+	assert_int_equal(in.truncate_ver, 1);
+	assert_int_equal(meta_close(M, fx_req(7), ino, sess, NULL), 0);
+	assert_int_equal(meta_getattr(M, ino, &in), 0);
+	assert_true(in.size == 2ULL * C);
+}
+
 static void test_xattr(void **state)
 {
 	char buf[256];
@@ -1375,6 +1413,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_permissions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncate_and_length, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncate_unreported, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_truncate_replay, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_xattr, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idem_floor, setup, teardown),
