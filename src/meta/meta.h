@@ -235,7 +235,8 @@ enum meta_open_flags {
 
 /* Creates a regular file NAME in PARENT with permission bits MODE (umask
  * already applied by the client) or, without META_O_EXCL, opens it if it
- * exists. The layout comes from PARENT's default. With META_O_WRITE a
+ * exists (and with META_O_WRITE | META_O_TRUNC truncates it, as
+ * meta_open). The layout comes from PARENT's default. With META_O_WRITE a
  * session is recorded and *session set (else 0). -EEXIST, -EISDIR (exists
  * as a directory), -ENOENT (parent gone), -ENOTDIR, -EACCES, -EINVAL,
  * -ENAMETOOLONG. */

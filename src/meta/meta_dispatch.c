@@ -287,6 +287,11 @@ int meta_request_kv_only(const struct meta_rpc_req *m)
 	case META_RPC_SYNC:
 		/* a length the client reports, no storage query (meta_sync) */
 		return !m->query;
+	case META_RPC_CREATE:
+	case META_RPC_CREATE_DIR:
+		/* opening an existing file with O_TRUNC truncates it (meta_create);
+		 * an exclusive create (the mount's first try) never opens one */
+		return !(m->flags & META_O_TRUNC) || (m->flags & META_O_EXCL);
 	}
 	return 1;
 }

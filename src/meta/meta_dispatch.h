@@ -73,8 +73,10 @@ int meta_dispatch_in_process_req(meta_ctx *mc, struct meta_scratch *s,
 /* 1 when the decoded request M, of a type the KV-only set may hold
  * (meta_local.c local_type), runs on the KV alone in this instance: an
  * OPEN without META_O_TRUNC, a CLOSE with META_CLOSE_LEN_KNOWN, a SETATTR
- * without META_SET_SIZE, a SYNC without a storage query; 1 for every
- * other type (the type set decides those). */
+ * without META_SET_SIZE, a SYNC without a storage query, a CREATE or
+ * CREATE_DIR with META_O_EXCL or without META_O_TRUNC (one that opens an
+ * existing file truncates it); 1 for every other type (the type set
+ * decides those). */
 int meta_request_kv_only(const struct meta_rpc_req *m);
 
 /* 1 for the read-only operations (lookup, getattr, access, readlink,
@@ -82,7 +84,8 @@ int meta_request_kv_only(const struct meta_rpc_req *m);
 int meta_type_read_only(uint16_t type);
 /* 1 for the namespace mutations that touch nothing but the KV (meta_ns.c:
  * no storage call, no lock wait): create, mkdir, mknod, unlink, rmdir,
- * rename, link, symlink, create-dir, unlink-dir. */
+ * rename, link, symlink, create-dir, unlink-dir; except the forms
+ * meta_request_kv_only leaves out (a create that may truncate). */
 int meta_type_kv_only_mutation(uint16_t type);
 
 #endif

@@ -163,6 +163,7 @@ struct new_arg {
 	struct meta_inode *out; /* result (also scratch) */
 	struct meta_inode *dir; /* scratch: the parent */
 	uint64_t session;       /* out */
+	uint64_t existing;      /* out: the file opened instead of created, or 0 */
 	int want_dir;           /* fold the parent's counters into dir at the end */
 	int dir_ok;             /* out: dir holds the parent as this txn leaves it */
 };
@@ -251,12 +252,19 @@ static int new_body(kv_txn *t, void *arg)
 	uint32_t op = new_op(a->type);
 
 	a->session = 0;
+	a->existing = 0;
 	a->dir_ok = 0;
 	int rc = meta_idem_check(t, a->rq, op, &rec);
 	if (rc < 0)
 		return rc;
 	if (rc == 1) {
 		a->session = rec.aux;
+		/* Not the inode this call would create: the first attempt
+		 * opened an existing file (or, for a resend, a create of an
+		 * earlier call made it: truncating it again is an O_TRUNC a
+		 * little later, still within this call). */
+		if (rec.ino != a->ino)
+			a->existing = rec.ino;
 		rc = meta_get_inode(t, rec.ino, 1, in);
 		return rc == -ENOENT ? 0 : rc;
 	}
@@ -269,6 +277,8 @@ static int new_body(kv_txn *t, void *arg)
 		rc = new_open_existing(a, t, &d);
 		if (rc == 0)
 			rc = meta_idem_put(a->m, t, a->rq, op, 0, d.ino, a->session);
+		if (rc == 0)
+			a->existing = d.ino;
 		return rc;
 	}
 	if ((rc = meta_may(dir, a->c, 3)))
@@ -385,6 +395,23 @@ static int run_new(meta_ctx *m, struct new_arg *a, struct meta_inode *out,
 	return rc;
 }
 
+/* O_TRUNC of the file a create without O_EXCL found and opened (A's
+ * existing, also on a replay: the record says so): truncated as
+ * meta_open does, after the txn; on failure its session goes again. OUT
+ * (may be NULL) gets the truncated inode. */
+static int create_trunc(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+			struct new_arg *a, struct meta_inode *out)
+{
+	if (!a->existing || !(a->flags & META_O_TRUNC) || !(a->flags & META_O_WRITE) ||
+	    (a->flags & META_O_EXCL))
+		return 0;
+	struct meta_setattr sa = { .valid = META_SET_SIZE, .size = 0 };
+	int rc = meta_setattr(m, c, NULL, a->existing, &sa, out);
+	if (rc && a->session)
+		meta_close(m, rq, a->existing, a->session, NULL);
+	return rc;
+}
+
 int meta_create(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
 		uint64_t parent, struct meta_name name, uint32_t mode, unsigned flags,
 		struct meta_inode *out, uint64_t *session)
@@ -392,6 +419,8 @@ int meta_create(meta_ctx *m, const struct meta_cred *c, const struct meta_req *r
 	struct new_arg a = { .c = c, .rq = rq, .parent = parent, .name = name, .mode = mode,
 			     .flags = flags, .type = META_T_FILE };
 	int rc = run_new(m, &a, out, NULL);
+	if (rc == 0)
+		rc = create_trunc(m, c, rq, &a, out);
 	if (session)
 		*session = rc == 0 ? a.session : 0;
 	return rc;
@@ -404,6 +433,8 @@ int meta_create_dir(meta_ctx *m, const struct meta_cred *c, const struct meta_re
 	struct new_arg a = { .c = c, .rq = rq, .parent = parent, .name = name, .mode = mode,
 			     .flags = flags, .type = META_T_FILE };
 	int rc = run_new(m, &a, out, dir);
+	if (rc == 0)
+		rc = create_trunc(m, c, rq, &a, out);
 	if (session)
 		*session = rc == 0 ? a.session : 0;
 	return rc;

@@ -314,7 +314,11 @@ static void writes_refused(char *err, size_t errlen, uint16_t type)
 	         meta_rpc_name(type));
 }
 
-static void serve(struct worker *w, struct rpc_req *req)
+/* Serves REQ on W. KV_ONLY (a loop thread: read_handler): only a request
+ * that touches nothing but the KV runs; another form of its type (a create
+ * that may truncate an existing file on storage) is left untouched and
+ * META_DISPATCH_PASS returned, for a worker. Else 0. */
+static int serve(struct worker *w, struct rpc_req *req, int kv_only)
 {
 	char err[RPC_ERROR_TEXT_MAX];
 	uint16_t type = rpc_req_type(req);
@@ -324,14 +328,21 @@ static void serve(struct worker *w, struct rpc_req *req)
 
 	if (kvc_rpc_name(type)) {
 		serve_kvc(w, req, type);
-		return;
+		return 0;
 	}
 	if (meta_rpc_is_mutation(type) && kv_write_error(w->svc->kv)) {
 		writes_refused(err, sizeof(err), type);
 		rpc_reply_error(req, -EIO, err);
-		return;
+		return 0;
 	}
-	rc = meta_dispatch(w->svc->meta, &w->sc, type, p, plen, err, sizeof(err), &malformed);
+	if (kv_only)
+		rc = meta_dispatch_kv_only(w->svc->meta, &w->sc, type, p, plen, err, sizeof(err),
+					   &malformed);
+	else
+		rc = meta_dispatch(w->svc->meta, &w->sc, type, p, plen, err, sizeof(err),
+				   &malformed);
+	if (rc == META_DISPATCH_PASS)
+		return rc;
 	if (rc == -EIO && kv_write_error(w->svc->kv))
 		writes_refused(err, sizeof(err), type); /* a write of a request typed read-only */
 	if (malformed) {
@@ -341,10 +352,11 @@ static void serve(struct worker *w, struct rpc_req *req)
 	}
 	if (rc) {
 		rpc_reply_error(req, rc, err);
-		return;
+		return 0;
 	}
 	rpc_reply(req, 0, w->sc.out.data, (uint32_t)w->sc.out.len);
 	gc_kick(w->svc, type);
+	return 0;
 }
 
 static void *worker_main(void *arg)
@@ -364,7 +376,7 @@ static void *worker_main(void *arg)
 		s->head = (s->head + 1) % s->cap;
 		s->len--;
 		pthread_mutex_unlock(&s->mu);
-		serve(w, req);
+		serve(w, req, 0);
 		pthread_mutex_lock(&s->mu);
 	}
 	pthread_mutex_unlock(&s->mu);
@@ -404,10 +416,12 @@ static void read_handler(struct rpc_req *req, void *arg)
 		queue_handler(req, arg);
 		return;
 	}
-	serve(w, req);
+	int rc = serve(w, req, 1);
 	pthread_mutex_lock(&s->inline_mu);
 	s->inline_free[s->inline_nfree++] = w;
 	pthread_mutex_unlock(&s->inline_mu);
+	if (rc == META_DISPATCH_PASS)
+		queue_handler(req, arg);
 }
 
 /* 1 when URL names an lmdb environment whose commits do not fsync

@@ -414,6 +414,16 @@ static void test_other_types(void **state)
 	assert_int_equal(meta_request_kv_only(&m), 1);
 	m.flags |= META_O_TRUNC;
 	assert_int_equal(meta_request_kv_only(&m), 0);
+	/* a create that may open an existing file and truncate it */
+	for (int i = 0; i < 2; i++) {
+		uint16_t type = i ? META_RPC_CREATE_DIR : META_RPC_CREATE;
+		m = (struct meta_rpc_req){ .type = type, .flags = META_O_WRITE };
+		assert_int_equal(meta_request_kv_only(&m), 1);
+		m.flags |= META_O_TRUNC;
+		assert_int_equal(meta_request_kv_only(&m), 0);
+		m.flags |= META_O_EXCL;
+		assert_int_equal(meta_request_kv_only(&m), 1);
+	}
 }
 
 int main(int argc, char **argv)

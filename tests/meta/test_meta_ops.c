@@ -870,6 +870,50 @@ static void test_truncate_replay(void **state)
 	assert_true(in.size == 2ULL * C);
 }
 
+/* O_CREAT | O_TRUNC without O_EXCL of a name another client created
+ * meanwhile (the mount tries an exclusive create first, then this): the
+ * file is opened and must be truncated like an open with O_TRUNC, or the
+ * caller writes over the old bytes and their tail stays. */
+static void test_create_trunc_existing(void **state)
+{
+	struct meta_inode in;
+	uint64_t sess;
+	const uint32_t C = 1 << 20;
+	chmod_(&FX_ROOT, R1, 0777);
+	assert_int_equal(meta_create(M, &ALICE, fx_req(7), R1, N("f"), 0644, META_O_WRITE, &in,
+				     &sess), 0);
+	uint64_t ino = in.ino;
+	uint32_t perm[4];
+	meta_layout_perm(in.layout.seed, 4, perm);
+	for (uint32_t i = 0; i < 2; i++)
+		fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, i), ino, i, C);
+	struct meta_length len = { .length = 2 * C, .truncate_ver = 0 };
+	assert_int_equal(meta_close(M, fx_req(7), ino, sess, &len), 0);
+	assert_int_equal(meta_create(M, &ALICE, fx_req(8), R1, N("f"), 0644,
+				     META_O_WRITE | META_O_TRUNC, &in, &sess), 0);
+	assert_true(in.ino == ino);
+	assert_true(sess != 0);
+	assert_true(in.size == 0);
+	assert_int_equal(fx_count_chunks(&F.st, ino), 0);
+	assert_int_equal(meta_close(M, fx_req(8), ino, sess, NULL), 0);
+	/* meta_create_dir (the mount's create), the same */
+	fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, 0), ino, 0, 100);
+	len = (struct meta_length){ .length = 100, .truncate_ver = in.truncate_ver };
+	assert_int_equal(meta_sync(M, ino, &len, 0, NULL), 0);
+	struct meta_inode dir;
+	assert_int_equal(meta_create_dir(M, &ALICE, fx_req(8), R1, N("f"), 0644,
+					 META_O_WRITE | META_O_TRUNC, &in, &sess, &dir), 0);
+	assert_true(in.size == 0);
+	assert_int_equal(fx_count_chunks(&F.st, ino), 0);
+	assert_int_equal(meta_close(M, fx_req(8), ino, sess, NULL), 0);
+	/* without write permission: refused, no session left */
+	assert_int_equal(meta_create(M, &BOB, fx_req(9), R1, N("f"), 0644,
+				     META_O_WRITE | META_O_TRUNC, &in, &sess), -EACCES);
+	struct meta_fsck_report r;
+	assert_int_equal(meta_fsck(M, NULL, 0, &r), 0);
+	assert_int_equal(r.sessions, 0);
+}
+
 static void test_xattr(void **state)
 {
 	char buf[256];
@@ -1414,6 +1458,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_truncate_and_length, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncate_unreported, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncate_replay, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_create_trunc_existing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_xattr, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idem_floor, setup, teardown),
