@@ -20,6 +20,7 @@
 
 #include "common/log.h"
 #include "common/status.h"
+#include "common/wire.h"
 #include "meta/acl.h"
 #include "meta/meta_int.h"
 
@@ -196,9 +197,29 @@ struct trunc_check_arg {
 	uint64_t ino;
 	int fd_write;
 	int applied;               /* RQ was applied before: replay, cut nothing */
-	int writers;               /* the file has write sessions */
+	int writers;               /* the file has write sessions of other clients */
 	struct meta_inode in;
 };
+
+/* *OTHERS 1 when file INO has a write session of a client other than
+ * RQ's (any, without RQ): the caller reported its own length first (the
+ * mount does before a truncate), others may not have. Snapshot read. */
+static int other_writers(kv_txn *t, uint64_t ino, const struct meta_req *rq, int *others)
+{
+	struct meta_key b, e;
+	struct kv_range r;
+	*others = 0;
+	meta_key_session_range(&b, &e, ino);
+	int rc = kv_get_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n), 0, 1, 0, &r);
+	if (rc < 0)
+		return rc;
+	for (int i = 0; i < r.n && !*others; i++) {
+		const uint8_t *key = r.kvs[i].key.p;
+		/* SESS + ino + client + session (schema.h) */
+		*others = !rq || r.kvs[i].key.n != 28 || wire_load_be64(key + 12) != rq->client;
+	}
+	return 0;
+}
 
 static int trunc_check_body(kv_txn *t, void *arg)
 {
@@ -221,9 +242,7 @@ static int trunc_check_body(kv_txn *t, void *arg)
 		return -EINVAL;
 	if ((rc = a->fd_write ? 0 : meta_may(&a->in, a->c, 2)))
 		return rc;
-	rc = meta_has_sessions(t, a->ino, 1);
-	a->writers = rc > 0;
-	return rc < 0 ? rc : 0;
+	return other_writers(t, a->ino, a->rq, &a->writers);
 }
 
 /* What storage holds of file IN before a cut to SIZE, into *END, when that

@@ -113,7 +113,10 @@ int meta_open(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
 		rc = meta_run_ro(m, open_ro_body, a);
 	if (rc == 0 && (flags & META_O_TRUNC) && a->in.type == META_T_FILE) {
 		struct meta_setattr sa = { .valid = META_SET_SIZE, .size = 0 };
-		rc = meta_setattr(m, c, NULL, ino, &sa, &a->in);
+		/* untracked (seq 0), but by whom: its own session is no
+		 * other writer (meta_setattr) */
+		struct meta_req trq = { rq ? rq->client : 0, 0, 0 };
+		rc = meta_setattr(m, c, rq ? &trq : NULL, ino, &sa, &a->in);
 		if (rc && a->session)
 			meta_close(m, rq, ino, a->session, NULL);
 	}

@@ -406,7 +406,10 @@ static int create_trunc(meta_ctx *m, const struct meta_cred *c, const struct met
 	    (a->flags & META_O_EXCL))
 		return 0;
 	struct meta_setattr sa = { .valid = META_SET_SIZE, .size = 0 };
-	int rc = meta_setattr(m, c, NULL, a->existing, &sa, out);
+	/* untracked (seq 0), but by whom: its own session is no other
+	 * writer (meta_setattr) */
+	struct meta_req trq = { rq ? rq->client : 0, 0, 0 };
+	int rc = meta_setattr(m, c, rq ? &trq : NULL, a->existing, &sa, out);
 	if (rc && a->session)
 		meta_close(m, rq, a->existing, a->session, NULL);
 	return rc;

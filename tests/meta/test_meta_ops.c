@@ -830,6 +830,21 @@ static void test_truncate_unreported(void **state)
 	assert_int_equal(meta_setattr(M, &FX_ROOT, fx_req(8), ino, &sa, &in), 0);
 	assert_int_equal(F.st.query_calls, q0);
 	assert_true(in.size == 5ULL * C);
+	/* nor the writer's own truncate (it reported its length first), nor
+	 * its O_TRUNC open */
+	assert_int_equal(meta_open(M, &FX_ROOT, fx_req(7), ino, META_O_WRITE, &in, &s2), 0);
+	sa.size = 6 * C;
+	q0 = F.st.query_calls;
+	assert_int_equal(meta_setattr(M, &FX_ROOT, fx_req(7), ino, &sa, &in), 0);
+	assert_int_equal(F.st.query_calls, q0);
+	assert_int_equal(meta_close(M, fx_req(7), ino, s2, NULL), 0);
+	sa.size = 0;
+	assert_int_equal(meta_setattr(M, &FX_ROOT, fx_req(7), ino, &sa, &in), 0);
+	q0 = F.st.query_calls;
+	assert_int_equal(meta_open(M, &FX_ROOT, fx_req(7), ino, META_O_WRITE | META_O_TRUNC, &in,
+				   &s2), 0);
+	assert_int_equal(F.st.query_calls, q0);
+	assert_int_equal(meta_close(M, fx_req(7), ino, s2, NULL), 0);
 }
 
 /* A truncate whose reply was lost is retried with the same request id
