@@ -727,14 +727,15 @@ int meta_session_prune(meta_ctx *m, meta_client_dead_fn is_dead, void *arg)
 	 * known only to storage: a session goes only once that length is in
 	 * the inode. After a failed sync the file's sessions stay (the next
 	 * prune tries again); dropped, nothing would ever ask storage again
-	 * and the file would stay short of what was written. */
+	 * and the file would stay short of what was written. An instance
+	 * without storage (-EOPNOTSUPP) has nothing to ask: they go. */
 	for (size_t i = 0; rc == 0 && i < a.ndead; i++) {
 		if (i > 0 && a.dead[i].ino == a.dead[i - 1].ino) {
 			a.dead[i].keep = a.dead[i - 1].keep;
 			continue;
 		}
 		int src = meta_sync(m, a.dead[i].ino, NULL, META_SYNC_QUERY_ALL, NULL);
-		if (src && src != -ENOENT) {
+		if (src && src != -ENOENT && src != -EOPNOTSUPP) {
 			LOG_WARN("meta", "session prune: length sync failed, sessions kept: "
 				 "ino=%llu: %s", (unsigned long long)a.dead[i].ino,
 				 cfs_strerror(src));

@@ -91,8 +91,9 @@ static int fx_query(void *arg, uint32_t chain, uint64_t ino, uint32_t *index, ui
 	pthread_mutex_lock(&s->mu);
 	s->query_calls++;
 	if (s->fail_query) {
+		int rc = s->fail_query == 1 ? -EIO : -s->fail_query;
 		pthread_mutex_unlock(&s->mu);
-		return -EIO;
+		return rc;
 	}
 	for (int i = 0; i < s->nchunks; i++) {
 		struct fx_chunk *c = &s->chunks[i];

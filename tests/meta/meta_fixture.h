@@ -33,7 +33,7 @@ struct fx_storage {
 	uint64_t removed_inos[FX_MAX_CHUNKS]; /* ino of each remove call with first == 0 */
 	int nremoved;
 	int fail_remove;  /* != 0: remove_chunks returns -EIO */
-	int fail_query;   /* != 0: query_last_chunk returns -EIO */
+	int fail_query;   /* != 0: query_last_chunk fails: -EIO for 1, else -fail_query */
 };
 
 struct fx {

@@ -1170,6 +1170,15 @@ static void test_gc_sessions(void **state)
 	assert_true(in.size == (1 << 20) + 5000);
 	assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, R1, N("w")), 0);
 	assert_int_equal(meta_gc_step(M), 1);
+	/* an instance without storage has no length to ask for: they go */
+	dead2.seq++;
+	assert_int_equal(meta_create(M, &FX_ROOT, &dead2, R1, N("w2"), 0644, META_O_WRITE, &in,
+				     &s2), 0);
+	F.st.fail_query = EOPNOTSUPP;
+	assert_int_equal(meta_session_prune(M, not_in_list, live), 1);
+	F.st.fail_query = 0;
+	assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, R1, N("w2")), 0);
+	assert_int_equal(meta_gc_step(M), 1);
 
 	/* storage failure keeps the entry; the next step finishes it */
 	uint64_t h = mkfile(&FX_ROOT, R1, "h", 0644);
