@@ -396,9 +396,10 @@ static int run_new(meta_ctx *m, struct new_arg *a, struct meta_inode *out,
 }
 
 /* O_TRUNC of the file a create without O_EXCL found and opened (A's
- * existing, also on a replay: the record says so): truncated as
- * meta_open does, after the txn; on failure its session goes again. OUT
- * (may be NULL) gets the truncated inode. */
+ * existing, also on a replay whose record names an inode other than the
+ * one this call would make): truncated as meta_open does, after the txn;
+ * on failure its session goes again. OUT (may be NULL) gets the truncated
+ * inode. */
 static int create_trunc(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
 			struct new_arg *a, struct meta_inode *out)
 {
