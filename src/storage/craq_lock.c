@@ -244,19 +244,23 @@ static void devict(struct dedup_ent **head)
 	}
 }
 
-bool craq_dedup_get(struct craq_dedup *d, uint64_t client, uint32_t chain, uint64_t channel,
-		    uint64_t seq, int *status, uint8_t *resp, uint32_t *resp_len)
+int craq_dedup_get(struct craq_dedup *d, uint64_t client, uint32_t chain, uint64_t channel,
+		   uint64_t seq, int *status, uint8_t *resp, uint32_t *resp_len)
 {
 	pthread_mutex_lock(&d->mu);
 	struct dedup_ent *e = *dslot(d, client, chain, channel);
-	bool hit = e && e->seq == seq;
-	if (hit) {
+	int r = DEDUP_MISS;
+	if (e && e->seq == seq)
+		r = DEDUP_HIT;
+	else if (e && e->seq > seq)
+		r = DEDUP_STALE;
+	if (r == DEDUP_HIT) {
 		*status = e->status;
 		memcpy(resp, e->resp, e->resp_len);
 		*resp_len = e->resp_len;
 	}
 	pthread_mutex_unlock(&d->mu);
-	return hit;
+	return r;
 }
 
 void craq_dedup_put(struct craq_dedup *d, uint64_t client, uint32_t chain, uint64_t channel,

@@ -239,11 +239,23 @@ static bool dedup_answer(struct craq_op *o)
 	int status;
 	uint8_t resp[64];
 	uint32_t len;
-	if (!craq_dedup_get(o->s->dedup, o->client, o->chain, o->channel, o->seq, &status, resp,
-			    &len))
+	int r = craq_dedup_get(o->s->dedup, o->client, o->chain, o->channel, o->seq, &status, resp,
+			       &len);
+	if (r == DEDUP_MISS)
 		return false;
 	struct storage_service *s = o->s;
-	rpc_reply(o->req, status, resp, len);
+	if (r == DEDUP_STALE) {
+		/* A late copy of a request (an attempt that lost the race with
+		 * another attempt of it): its sender has since had a later one
+		 * answered, so applying this now would undo that one (an old
+		 * write's bytes over it, a remove of what it wrote). */
+		LOG_INFO("craq", "late duplicate refused: chain=%u client=%llu channel=%llu seq=%llu",
+			 o->chain, (unsigned long long)o->client, (unsigned long long)o->channel,
+			 (unsigned long long)o->seq);
+		reply_err(o->req, -CFS_ESUPERSEDED, o->kind == CRAQ_WRITE ? "write" : "remove");
+	} else {
+		rpc_reply(o->req, status, resp, len);
+	}
 	if (o->locked)
 		craq_unlock(o->t->locks, o->id);
 	op_free(o);

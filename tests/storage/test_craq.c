@@ -23,7 +23,9 @@
  *   stale         a write with an old chain version is rejected with
  *                 -CFS_ECHAIN_VERSION, one sent to a non-head with
  *                 -CFS_ENOT_HEAD; a repeated (client, channel, seq) is
- *                 applied once (same version on every replica); truncate
+ *                 applied once (same version on every replica); a late
+ *                 copy of an older seq of a channel (write or remove) is
+ *                 refused with -CFS_ESUPERSEDED, not applied; truncate
  *                 and remove go through the chain; a write whose CRC
  *                 its bytes do not match fails with -CFS_ECHECKSUM at
  *                 once, applied nowhere, nobody fenced
@@ -623,6 +625,90 @@ static void test_check_late(void **state)
 	}
 }
 
+/* Sends the hand-made WRITE M (bulk DATA) or, with DATA NULL, REMOVE RM
+ * through RC to the service of M's / RM's target: the RPC status. */
+static int raw_send(struct env *e, struct rpc_client *rc, const struct sto_write_req *m,
+		    const void *data, const struct sto_remove_req *rm)
+{
+	struct buf pl, resp;
+	buf_init(&pl);
+	buf_init(&resp);
+	if (data)
+		sto_write_req_encode(&pl, m);
+	else
+		sto_remove_req_encode(&pl, rm);
+	struct rpc_peer *p;
+	char err[128];
+	int ni = node_of(e, data ? m->target : rm->target);
+	assert_true(ni >= 0);
+	assert_int_equal(rpc_client_peer(rc, e->sc.node[ni].addr, &p, err, sizeof(err)), 0);
+	struct rpc_call call = { .type = data ? STO_MSG_WRITE : STO_MSG_REMOVE,
+				 .payload = pl.data, .payload_len = (uint32_t)pl.len,
+				 .bulk = data, .bulk_len = data ? m->len : 0, .timeout_ms = 5000 };
+	int r = call_unfenced(p, &call, &resp);
+	buf_fini(&pl);
+	buf_fini(&resp);
+	return r;
+}
+
+/* Every member of E's chain holds exactly WANT (N bytes) as chunk INO:IDX. */
+static void assert_replicas_hold(struct env *e, uint64_t ino, uint32_t idx, const uint8_t *want,
+				 uint32_t n)
+{
+	struct route_chain c;
+	assert_true(get_chain(e, &c));
+	uint8_t *out = malloc(n);
+	for (uint32_t k = 0; k < c.n; k++) {
+		int ni = node_of(e, c.m[k].target_id);
+		struct storage_read r = { .loc = { .chain = e->chain, .addr = e->sc.node[ni].addr,
+						   .target = c.m[k].target_id },
+					  .ino = ino, .idx = idx, .len = n, .dst = out };
+		assert_int_equal(storage_client_read(e->cli, &r, 1, 0), 0);
+		if (r.result != (int)n || memcmp(out, want, n))
+			print_message("target %u: %d bytes, seed %llu\n", c.m[k].target_id, r.result,
+				      (unsigned long long)wire_load_u64(out));
+		assert_int_equal(r.result, (int)n);
+		assert_memory_equal(out, want, n);
+	}
+	free(out);
+}
+
+/* A late copy of a request (an attempt of a retried write or remove that
+ * arrives after another attempt of it was answered and the sender went on
+ * to its next request on that channel) must not be applied: the old
+ * write's bytes would replace the later acknowledged write's, the late
+ * remove would delete what the later write stored. The head answers
+ * -CFS_ESUPERSEDED and changes nothing. Before the fix the exactly-once
+ * cache matched only the last seq, so both were applied again. */
+static void late_duplicates(struct env *e, struct rpc_client *rc)
+{
+	struct route_chain c;
+	assert_true(get_chain(e, &c));
+	static uint8_t a[4096], b[4096];
+	gen(71, a, sizeof(a));
+	gen(72, b, sizeof(b));
+	struct sto_write_req m = { .target = c.m[0].target_id, .chain = e->chain,
+				   .chain_ver = c.version, .ino = 19, .idx = 0, .len = sizeof(a),
+				   .crc = crc32c(0, a, sizeof(a)), .client = 778, .channel = 3,
+				   .seq = 1 };
+	assert_int_equal(raw_send(e, rc, &m, a, NULL), 0);
+	struct sto_write_req m2 = m;
+	m2.seq = 2;
+	m2.crc = crc32c(0, b, sizeof(b));
+	assert_int_equal(raw_send(e, rc, &m2, b, NULL), 0);
+	assert_int_equal(raw_send(e, rc, &m, a, NULL), -CFS_ESUPERSEDED); /* seq 1 again */
+	assert_replicas_hold(e, 19, 0, b, sizeof(b));
+	/* A remove (seq 3), the chunk written again (seq 4), the remove late. */
+	struct sto_remove_req rm = { .target = c.m[0].target_id, .chain = e->chain,
+				     .chain_ver = c.version, .ino = 19, .begin = 0, .end = 1,
+				     .client = 778, .channel = 3, .seq = 3 };
+	assert_int_equal(raw_send(e, rc, NULL, NULL, &rm), 0);
+	m.seq = 4;
+	assert_int_equal(raw_send(e, rc, &m, a, NULL), 0);
+	assert_int_equal(raw_send(e, rc, NULL, NULL, &rm), -CFS_ESUPERSEDED);
+	assert_replicas_hold(e, 19, 0, a, sizeof(a));
+}
+
 static void test_stale(void **state)
 {
 	(void)state;
@@ -698,6 +784,7 @@ static void test_stale(void **state)
 		assert_int_equal(storage_client_query(e.cli, &pin, 9, 0, 0, &q), 0);
 		assert_int_equal(q.commit_ver, vers[2]);
 	}
+	late_duplicates(&e, rc);
 	rpc_client_free(rc);
 	/* The client refreshes and goes through; the data is on all three. */
 	struct storage_loc loc = { .chain = e.chain };
