@@ -171,6 +171,29 @@ void craq_lock_wait(struct craq_locks *l, struct chunk_id id)
 	pthread_cond_destroy(&b.cv);
 }
 
+void craq_locks_drain(struct craq_locks *l)
+{
+	struct chunk_id *ids = NULL;
+	size_t n = 0, cap = 0;
+	pthread_mutex_lock(&l->mu);
+	for (size_t i = 0; i < NBUCKET; i++)
+		for (struct lock_ent *e = l->b[i]; e; e = e->next) {
+			if (!e->held)
+				continue;
+			if (n == cap) {
+				cap = cap ? cap * 2 : 64;
+				ids = xrealloc(ids, cap * sizeof(*ids));
+			}
+			ids[n++] = e->id;
+		}
+	pthread_mutex_unlock(&l->mu);
+	for (size_t i = 0; i < n; i++) {
+		craq_lock_wait(l, ids[i]);
+		craq_unlock(l, ids[i]);
+	}
+	free(ids);
+}
+
 /* ---- dedup ---- */
 
 #define DEDUP_RESP_MAX 64

@@ -4,7 +4,9 @@
  * The predecessor of a SYNCING target (the last SERVING one) runs a pass
  * on its mgmtd link thread, blocking calls allowed:
  *   1. DUMP: page through the successor's chunk metadata of the chain.
- *   2. Walk our own metadata (one snapshot) and merge by chunk id:
+ *   2. Wait for the chain ops in flight (they may have skipped the
+ *      successor under older routing), then walk our own metadata (one
+ *      snapshot) and merge by chunk id:
  *        ours only, or (length, crc, committed version) differ
  *                                -> send the whole chunk as a replace
  *                                   write carrying our version
@@ -170,6 +172,15 @@ static int sync_one(struct storage_service *s, struct stor_target *t, const stru
 	uint64_t t0 = clock_mono_ms();
 	struct ent_vec remote = { 0 }, local = { 0 };
 	int rc = dump_remote(s, addr, succ, c->id, &remote);
+	/* A chain op in flight may have chosen its successor from routing
+	 * older than ours, where this one was not SYNCING yet (so it skipped
+	 * it), and not have applied yet: our snapshot would miss its write and
+	 * the successor never get it. Every op holds its chunk lock until both
+	 * its apply and its forward ended, and one that forwards after this
+	 * point reads routing at least as new as SNAP: so once the locks held
+	 * now were released, every such apply is in the snapshot below. */
+	if (!rc)
+		craq_locks_drain(t->locks);
 	if (!rc)
 		rc = chunk_engine_iterate(t->eng, (struct chunk_id){ 0, 0 },
 					  (struct chunk_id){ UINT64_MAX, UINT32_MAX }, collect_local,

@@ -87,7 +87,10 @@
  * DIR/faultinj_craq_head_apply of its target; if present, it is removed
  * and that apply "fails" with -EIO once the forward has finished, without
  * touching the disk: the head's disk write failed after the successor
- * applied (tests/storage/test_craq.c head_apply_fails).
+ * applied (tests/storage/test_craq.c head_apply_fails). Likewise a file
+ * DIR/faultinj_craq_apply_delay holding a number of milliseconds makes
+ * the next pipelined apply of that target (any member) start that much
+ * later, its forward not (test_craq.c resync_inflight).
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -149,6 +152,7 @@ struct craq_op {
 	 * finishes the op. */
 	bool pipelined;
 	bool fault;                  /* injected: the local apply fails (-EIO) */
+	uint32_t apply_delay_ms;     /* injected: the local apply starts that late */
 	uint64_t uver;               /* the version applied and forwarded */
 	_Atomic int parts;           /* parts still running (2, or 1 with fault) */
 	_Atomic int pflags;          /* PL_LOCAL_DONE, PL_FWD_WAITS */
@@ -612,6 +616,23 @@ static bool fault_armed(struct craq_op *o)
 	return unlink(path) == 0;
 }
 
+/* Milliseconds to hold this apply back (fault injection): mostly 0. */
+static uint32_t fault_delay(struct craq_op *o)
+{
+	if (!o->s->faultinj)
+		return 0;
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/faultinj_craq_apply_delay", o->t->dir);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	unsigned ms = 0;
+	if (fscanf(f, "%u", &ms) != 1)
+		ms = 0;
+	fclose(f);
+	return unlink(path) == 0 ? ms : 0;
+}
+
 /* The write's CRC check when it was left to us (check_late): 0 or
  * -CFS_ECHECKSUM. Fills o->page_crc. Runs once. */
 static int late_check(struct craq_op *o)
@@ -622,8 +643,16 @@ static int late_check(struct craq_op *o)
 	return stor_write_crc_check(&o->w, o->data, &o->page_crc);
 }
 
+static void pl_submit_later(void *arg);
+
 static void pl_submit(struct craq_op *o)
 {
+	if (o->apply_delay_ms) {
+		uint32_t ms = o->apply_delay_ms;
+		o->apply_delay_ms = 0;
+		craq_sched_after(o->s->sched, ms, pl_submit_later, o);
+		return;
+	}
 	uint32_t fl = ((o->w.flags & STO_WF_REPLACE) ? CHUNK_WF_REPLACE : 0) |
 		      ((o->w.flags & STO_WF_NOFLUSH) ? CHUNK_WF_NOFLUSH : 0);
 	if (!o->head)
@@ -642,6 +671,11 @@ static void pl_submit(struct craq_op *o)
 	chunk_engine_submit(o->t->eng, &o->op);
 }
 
+static void pl_submit_later(void *arg)
+{
+	pl_submit(arg);
+}
+
 /* Starts the local apply of version U and the forward of it together.
  *
  * CHECK AFTER FORWARDING (CFS_CRAQ_CHECK_LATE, off by default: measured,
@@ -656,6 +690,7 @@ static void pl_start(struct craq_op *o, uint64_t u)
 	o->pipelined = true;
 	o->uver = u;
 	o->fault = o->head && fault_armed(o);
+	o->apply_delay_ms = fault_delay(o);
 	/* Two parts unless injected: then the local apply "failed" without
 	 * touching the disk, and the forward's end decides alone. */
 	atomic_store(&o->parts, o->fault ? 1 : 2);

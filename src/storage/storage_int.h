@@ -44,6 +44,11 @@ void craq_locks_set_hook(struct craq_locks *l, void (*fn)(void *arg, struct chun
 			 void *arg);
 /* Blocking acquire for worker threads (resync). */
 void craq_lock_wait(struct craq_locks *l, struct chunk_id id);
+/* Blocks until every lock held at the call has been released once (each
+ * is taken and given back in turn, FIFO behind its waiters): every chain
+ * op in flight at the call has ended. Locks taken after it are not waited
+ * for. Worker threads only (resync). */
+void craq_locks_drain(struct craq_locks *l);
 
 /* ---- exactly-once cache: last result per (client, chain, channel) ---- */
 struct craq_dedup;

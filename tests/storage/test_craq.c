@@ -53,6 +53,9 @@
  *                 the head position (fences itself), writes go on, and it rejoins
  *                 at the end of the chain through resync; at the end
  *                 every replica holds the same acceptable seed
+ *   resync_inflight  a write the middle took while the tail was down
+ *                 (no successor) but applies late (fault injection) is
+ *                 on the old tail once it was resynced and serves again
  *   read_batches_kill  12 threads of small chain reads (sharing read
  *                 RPCs) while a replica is killed -9: no read fails or
  *                 returns a wrong byte
@@ -709,6 +712,83 @@ static void late_duplicates(struct env *e, struct rpc_client *rc)
 	assert_replicas_hold(e, 19, 0, a, sizeof(a));
 }
 
+/* ---- a write in flight across its successor's return ---- */
+
+struct bg_write {
+	struct env *e;
+	uint64_t ino;
+	const uint8_t *data;
+	uint32_t len;
+	pthread_t th;
+	int rc;
+	uint64_t ms;
+};
+
+static void *bg_write_main(void *arg)
+{
+	struct bg_write *b = arg;
+	struct storage_loc loc = { .chain = b->e->chain };
+	uint64_t t0 = clock_mono_ms();
+	b->rc = storage_client_write(b->e->cli, &loc, b->ino, 0, 0, b->len, b->data, 0, NULL);
+	b->ms = clock_mono_ms() - t0;
+	return NULL;
+}
+
+/* The tail is killed: the chain is head -> middle. A write reaches the
+ * middle, which finds no successor (the old tail is OFFLINE) but whose
+ * own apply is held back 3 s (fault injection, craq_write.c; less than
+ * the head's forward timeout, whose retry would carry the write to the
+ * old tail once it serves, as a later write would). Meanwhile
+ * the old tail restarts, turns SYNCING, and the middle resyncs it. The
+ * write is acknowledged once the middle applied it; the returning tail
+ * must hold it when it serves. Before the fix the pass compared the
+ * middle's metadata while that apply had not landed (equal to the
+ * returning copy: nothing sent), marked the target synced, and it served
+ * the older bytes for good. */
+static void test_resync_inflight(void **state)
+{
+	(void)state;
+	struct env e;
+	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
+	env_up(&e, "craq-rsinfl");
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	static uint8_t v1[CLEN], v2[CLEN];
+	gen(1001, v1, CLEN);
+	gen(1002, v2, CLEN);
+	struct storage_loc loc = { .chain = e.chain };
+	assert_int_equal(storage_client_write(e.cli, &loc, 31, 0, 0, CLEN, v1, 0, NULL), 0);
+	uint32_t tail = c.m[2].target_id, mid = c.m[1].target_id;
+	int tn = node_of(&e, tail), mn = node_of(&e, mid);
+	assert_true(tn >= 0 && mn >= 0);
+	stor_cluster_signal(&e.sc, tn, SIGKILL);
+	assert_true(wait_chain(&e, 2, tail, CHAIN_PS_OFFLINE, 20000));
+	char path[800];
+	snprintf(path, sizeof(path), "%s/faultinj_craq_apply_delay", e.sc.node[mn].dirs[0]);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fprintf(f, "3000\n");
+	fclose(f);
+	struct bg_write b = { .e = &e, .ino = 31, .data = v2, .len = CLEN };
+	assert_int_equal(pthread_create(&b.th, NULL, bg_write_main, &b), 0);
+	/* Consumed: the middle has the write and forwarded it nowhere. */
+	uint64_t until = clock_mono_ms() + 5000;
+	while (access(path, F_OK) == 0 && clock_mono_ms() < until)
+		clock_sleep_ms(10);
+	assert_int_not_equal(access(path, F_OK), 0);
+	uint64_t t0 = clock_mono_ms();
+	stor_cluster_start_storage(&e.sc, tn);
+	unsetenv("CFS_FAULTINJ");
+	assert_chain_recovers(&e, 60000);
+	print_message("old tail serving again after %llu ms\n",
+		      (unsigned long long)(clock_mono_ms() - t0));
+	pthread_join(b.th, NULL);
+	print_message("write acknowledged after %llu ms\n", (unsigned long long)b.ms);
+	assert_int_equal(b.rc, 0);
+	assert_replicas_hold(&e, 31, 0, v2, CLEN);
+	env_down(&e);
+}
+
 static void test_stale(void **state)
 {
 	(void)state;
@@ -1312,6 +1392,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_check_late),
 		cmocka_unit_test(test_concurrent),
 		cmocka_unit_test(test_head_apply_fails),
+		cmocka_unit_test(test_resync_inflight),
 		cmocka_unit_test(test_kill_middle),
 		cmocka_unit_test(test_kill_head),
 		cmocka_unit_test(test_kill_tail),
