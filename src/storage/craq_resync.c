@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/clock.h"
 #include "common/crc32c.h"
@@ -102,6 +103,47 @@ static int dump_remote(struct storage_service *s, const char *addr, uint32_t tar
 	return rc;
 }
 
+/* Removes ID at the successor. */
+static int remove_remote(struct storage_service *s, const char *addr, uint32_t succ,
+			 uint32_t chain, uint32_t chain_ver, struct chunk_id id)
+{
+	struct buf pl, resp;
+	buf_init(&pl);
+	buf_init(&resp);
+	struct sto_remove_req m = { .target = succ, .chain = chain, .chain_ver = chain_ver,
+				    .ino = id.ino, .begin = id.idx, .end = id.idx + 1,
+				    .flags = STO_WF_FORWARDED | STO_WF_SYNC };
+	sto_remove_req_encode(&pl, &m);
+	int rc = call(s, addr, STO_MSG_REMOVE, &pl, NULL, 0, &resp);
+	buf_fini(&pl);
+	buf_fini(&resp);
+	return rc;
+}
+
+/* Fault injection (CFS_FAULTINJ, tests only): a file NAME in T's
+ * directory holding milliseconds makes this thread sleep that long once. */
+static void fault_pause(struct storage_service *s, struct stor_target *t, const char *name)
+{
+	if (!s->faultinj)
+		return;
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/%s", t->dir, name);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return;
+	unsigned ms = 0;
+	if (fscanf(f, "%u", &ms) != 1)
+		ms = 0;
+	fclose(f);
+	if (unlink(path) == 0 && ms)
+		clock_sleep_ms(ms);
+}
+
+static bool gone(int rc, const struct chunk_info *info)
+{
+	return rc == -ENOENT || (rc == 0 && info->len == 0);
+}
+
 /* Makes the successor's copy of ID equal ours (under the chunk lock). */
 static int sync_chunk(struct storage_service *s, struct stor_target *t, const char *addr,
 		      uint32_t succ, uint32_t chain, uint32_t chain_ver, struct chunk_id id)
@@ -113,12 +155,8 @@ static int sync_chunk(struct storage_service *s, struct stor_target *t, const ch
 	craq_lock_wait(t->locks, id);
 	struct chunk_info info;
 	int rc = chunk_engine_query(t->eng, id, &info);
-	if (rc == -ENOENT || (rc == 0 && info.len == 0)) {
-		struct sto_remove_req m = { .target = succ, .chain = chain, .chain_ver = chain_ver,
-					    .ino = id.ino, .begin = id.idx, .end = id.idx + 1,
-					    .flags = STO_WF_FORWARDED | STO_WF_SYNC };
-		sto_remove_req_encode(&pl, &m);
-		rc = call(s, addr, STO_MSG_REMOVE, &pl, NULL, 0, &resp);
+	if (gone(rc, &info)) {
+		rc = remove_remote(s, addr, succ, chain, chain_ver, id);
 		goto out;
 	}
 	if (rc)
@@ -137,7 +175,14 @@ static int sync_chunk(struct storage_service *s, struct stor_target *t, const ch
 				   .update_ver = info.commit_ver,
 				   .flags = STO_WF_FORWARDED | STO_WF_REPLACE | STO_WF_SYNC };
 	sto_write_req_encode(&pl, &m);
+	fault_pause(s, t, "faultinj_resync_send_delay");
 	rc = call(s, addr, STO_MSG_WRITE, &pl, data, m.len, &resp);
+	/* A remove of a range takes only its first chunk's lock, so one can
+	 * have removed ID here, and at the successor, while our copy was on
+	 * its way: it would land after that remove and bring the chunk back
+	 * there alone. Gone now: remove it there again. */
+	if (!rc && gone(chunk_engine_query(t->eng, id, &info), &info))
+		rc = remove_remote(s, addr, succ, chain, chain_ver, id);
 out:
 	craq_unlock(t->locks, id);
 	free(data);

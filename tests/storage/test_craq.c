@@ -56,6 +56,8 @@
  *   resync_inflight  a write the middle took while the tail was down
  *                 (no successor) but applies late (fault injection) is
  *                 on the old tail once it was resynced and serves again
+ *   resync_remove_race  a chunk removed (by a range remove) while resync
+ *                 sends it to the returning tail is gone there too
  *   read_batches_kill  12 threads of small chain reads (sharing read
  *                 RPCs) while a replica is killed -9: no read fails or
  *                 returns a wrong byte
@@ -789,6 +791,62 @@ static void test_resync_inflight(void **state)
 	env_down(&e);
 }
 
+/* Resync sends a chunk (the middle holds it, the returning tail does not)
+ * and, while that copy is on its way (held back 3 s by fault injection,
+ * craq_resync.c), the file's chunks are removed through the chain; the
+ * remove of the range locks only its first chunk, so it does not wait for
+ * the resync of the second. The chunk must be gone on every member once
+ * the tail serves. Before the fix the copy landed after the remove had
+ * reached the tail and brought the chunk back there alone. */
+static void test_resync_remove_race(void **state)
+{
+	(void)state;
+	struct env e;
+	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
+	env_up(&e, "craq-rsrm");
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	uint32_t tail = c.m[2].target_id, mid = c.m[1].target_id;
+	int tn = node_of(&e, tail), mn = node_of(&e, mid);
+	assert_true(tn >= 0 && mn >= 0);
+	stor_cluster_signal(&e.sc, tn, SIGKILL);
+	assert_true(wait_chain(&e, 2, tail, CHAIN_PS_OFFLINE, 20000));
+	static uint8_t v[CLEN];
+	gen(1101, v, CLEN);
+	struct storage_loc loc = { .chain = e.chain };
+	assert_int_equal(storage_client_write(e.cli, &loc, 41, 1, 0, CLEN, v, 0, NULL), 0);
+	char path[800];
+	snprintf(path, sizeof(path), "%s/faultinj_resync_send_delay", e.sc.node[mn].dirs[0]);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fprintf(f, "3000\n");
+	fclose(f);
+	stor_cluster_start_storage(&e.sc, tn);
+	unsetenv("CFS_FAULTINJ");
+	/* Consumed: the middle read the chunk and holds its copy back. */
+	uint64_t until = clock_mono_ms() + 30000;
+	while (access(path, F_OK) == 0 && clock_mono_ms() < until)
+		clock_sleep_ms(10);
+	assert_int_not_equal(access(path, F_OK), 0);
+	uint32_t removed = 0;
+	assert_int_equal(storage_client_remove(e.cli, &loc, 41, 0, UINT32_MAX, &removed), 0);
+	assert_int_equal(removed, 1);
+	assert_chain_recovers(&e, 60000);
+	assert_true(get_chain(&e, &c));
+	for (uint32_t k = 0; k < c.n; k++) {
+		int ni = node_of(&e, c.m[k].target_id);
+		struct storage_loc pin = { .chain = e.chain, .addr = e.sc.node[ni].addr,
+					   .target = c.m[k].target_id };
+		struct sto_query_resp q;
+		int r = storage_client_query(e.cli, &pin, 41, 1, 0, &q);
+		if (r != -ENOENT)
+			print_message("target %u: chunk 41:1 %s\n", c.m[k].target_id,
+				      r ? cfs_strerror(r) : "present");
+		assert_int_equal(r, -ENOENT);
+	}
+	env_down(&e);
+}
+
 static void test_stale(void **state)
 {
 	(void)state;
@@ -1393,6 +1451,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_concurrent),
 		cmocka_unit_test(test_head_apply_fails),
 		cmocka_unit_test(test_resync_inflight),
+		cmocka_unit_test(test_resync_remove_race),
 		cmocka_unit_test(test_kill_middle),
 		cmocka_unit_test(test_kill_head),
 		cmocka_unit_test(test_kill_tail),
