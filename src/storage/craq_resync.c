@@ -390,8 +390,10 @@ void craq_sync_done_handle(struct storage_service *s, struct rpc_req *req)
 	struct mgmtd_routing *snap = s->mc ? mgmtd_client_routing(s->mc) : NULL;
 	const struct route_chain *c = snap ? route_find_chain(mgmtd_routing_info(snap), m.chain)
 					   : NULL;
+	/* Only from a pass at our chain version: one that began before this
+	 * target last left the chain (and missed writes) proves nothing. */
 	int err = -CFS_ECHAIN_VERSION;
-	for (uint32_t i = 0; t && c && i < c->n; i++)
+	for (uint32_t i = 0; t && c && c->version == m.chain_ver && i < c->n; i++)
 		if (c->m[i].target_id == m.target && c->m[i].state == CHAIN_PS_SYNCING)
 			err = 0;
 	mgmtd_routing_put(snap);

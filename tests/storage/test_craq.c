@@ -58,6 +58,7 @@
  *                 on the old tail once it was resynced and serves again
  *   resync_remove_race  a chunk removed (by a range remove) while resync
  *                 sends it to the returning tail is gone there too
+ *   sync_done_version  a SYNC_DONE of another chain version is refused
  *   read_batches_kill  12 threads of small chain reads (sharing read
  *                 RPCs) while a replica is killed -9: no read fails or
  *                 returns a wrong byte
@@ -847,6 +848,67 @@ static void test_resync_remove_race(void **state)
 	env_down(&e);
 }
 
+/* A SYNC_DONE for a chain version other than the target's is refused,
+ * like every other chain message: a pass that began before the target
+ * last left the chain (and missed writes there) proves nothing about it.
+ * Sent by hand to the old tail while it is SYNCING (resync held back by
+ * fault injection); before the fix it was taken, the target reported
+ * UPTODATE and mgmtd made it SERVING before its copy arrived. */
+static void test_sync_done_version(void **state)
+{
+	(void)state;
+	struct env e;
+	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
+	env_up(&e, "craq-sdver");
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	uint32_t tail = c.m[2].target_id, mid = c.m[1].target_id;
+	int tn = node_of(&e, tail), mn = node_of(&e, mid);
+	assert_true(tn >= 0 && mn >= 0);
+	stor_cluster_signal(&e.sc, tn, SIGKILL);
+	assert_true(wait_chain(&e, 2, tail, CHAIN_PS_OFFLINE, 20000));
+	static uint8_t v[CLEN];
+	gen(1201, v, CLEN);
+	struct storage_loc loc = { .chain = e.chain };
+	assert_int_equal(storage_client_write(e.cli, &loc, 51, 0, 0, CLEN, v, 0, NULL), 0);
+	char path[800];
+	snprintf(path, sizeof(path), "%s/faultinj_resync_send_delay", e.sc.node[mn].dirs[0]);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fprintf(f, "3000\n");
+	fclose(f);
+	stor_cluster_start_storage(&e.sc, tn);
+	unsetenv("CFS_FAULTINJ");
+	uint64_t until = clock_mono_ms() + 30000;
+	while (access(path, F_OK) == 0 && clock_mono_ms() < until)
+		clock_sleep_ms(10);
+	assert_int_not_equal(access(path, F_OK), 0);
+	/* Syncing in our routing; in the target's too (it answered DUMP). */
+	assert_true(wait_chain(&e, 2, tail, CHAIN_PS_SYNCING, 2500));
+	clock_sleep_ms(100);
+	struct route_chain now;
+	assert_true(get_chain(&e, &now));
+	struct sto_sync_done_req m = { .target = tail, .chain = e.chain,
+				       .chain_ver = now.version - 1 };
+	struct rpc_client *rc = stor_cluster_rpc_client();
+	struct buf pl, resp;
+	buf_init(&pl);
+	buf_init(&resp);
+	sto_sync_done_req_encode(&pl, &m);
+	struct rpc_peer *p;
+	char err[128];
+	assert_int_equal(rpc_client_peer(rc, e.sc.node[tn].addr, &p, err, sizeof(err)), 0);
+	struct rpc_call call = { .type = STO_MSG_SYNC_DONE, .payload = pl.data,
+				 .payload_len = (uint32_t)pl.len, .timeout_ms = 5000 };
+	assert_int_equal(call_unfenced(p, &call, &resp), -CFS_ECHAIN_VERSION);
+	buf_fini(&pl);
+	buf_fini(&resp);
+	rpc_client_free(rc);
+	assert_chain_recovers(&e, 60000);
+	assert_replicas_hold(&e, 51, 0, v, CLEN);
+	env_down(&e);
+}
+
 static void test_stale(void **state)
 {
 	(void)state;
@@ -1452,6 +1514,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_head_apply_fails),
 		cmocka_unit_test(test_resync_inflight),
 		cmocka_unit_test(test_resync_remove_race),
+		cmocka_unit_test(test_sync_done_version),
 		cmocka_unit_test(test_kill_middle),
 		cmocka_unit_test(test_kill_head),
 		cmocka_unit_test(test_kill_tail),
