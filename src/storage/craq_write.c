@@ -4,7 +4,10 @@
  *
  *   receive ─ check fenced, chain version, role (head: first SERVING;
  *      │      others: SERVING or SYNCING and sent by the predecessor)
- *      │      head only: exactly-once cache hit -> answer the cached reply
+ *      │      head only: exactly-once cache hit -> answer the cached reply;
+ *      │      a seq below the channel's cached one (a late copy of a
+ *      │      request its sender went past) -> -CFS_ESUPERSEDED, nothing
+ *      │      applied
  *      v
  *   LOCK the chunk (FIFO; writes to one chunk are serialised at the head
  *      │      and, in the same order, at every replica)
@@ -43,6 +46,16 @@
  * chunk whose version differs from its predecessor's.
  *
  * Removes travel the same way, locking the first chunk of their range.
+ * OPEN HAZARD (not fixed): only that chunk is ordered. A write to another
+ * chunk K of the range can reach a successor before or after the remove
+ * independently of the order the head applied them in: head removes K,
+ * then a new write creates K there at version 1, its forward overtakes
+ * the remove (queued behind chunk `begin`'s lock) at the successor, which
+ * still holds K at v > 1 and so answers it as a repeat; the remove then
+ * deletes K there. The write is acknowledged but only the head holds it.
+ * It takes a write racing a truncate or remove of the same file. The fix
+ * is 3FS's: the head removes a range as one chain op per existing chunk,
+ * each under that chunk's lock (resync copes already: craq_resync.c).
  *
  * LOCAL FAILURE AFTER THE SUCCESSOR APPLIED (pipelining's rule). When a
  * member's own apply fails (disk error, engine in ERROR) while its forward
