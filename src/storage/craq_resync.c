@@ -177,10 +177,11 @@ static int sync_chunk(struct storage_service *s, struct stor_target *t, const ch
 	sto_write_req_encode(&pl, &m);
 	fault_pause(s, t, "faultinj_resync_send_delay");
 	rc = call(s, addr, STO_MSG_WRITE, &pl, data, m.len, &resp);
-	/* A remove of a range takes only its first chunk's lock, so one can
-	 * have removed ID here, and at the successor, while our copy was on
-	 * its way: it would land after that remove and bring the chunk back
-	 * there alone. Gone now: remove it there again. */
+	/* Had a remove taken ID here, and at the successor, while our copy
+	 * was on its way, the copy would land after it and bring the chunk
+	 * back there alone. Removes lock each chunk they remove now (so one
+	 * waits for us), but a range remove of an older service locked only
+	 * its first: gone now, remove it there again. */
 	if (!rc && gone(chunk_engine_query(t->eng, id, &info), &info))
 		rc = remove_remote(s, addr, succ, chain, chain_ver, id);
 out:

@@ -59,6 +59,9 @@
  *   resync_remove_race  a chunk removed (by a range remove) while resync
  *                 sends it to the returning tail is gone there too
  *   sync_done_version  a SYNC_DONE of another chain version is refused
+ *   remove_write_order  a remove of a file's chunks whose forward is
+ *                 retried, and a write recreating one of them meanwhile:
+ *                 every replica ends with the write's bytes
  *   read_batches_kill  12 threads of small chain reads (sharing read
  *                 RPCs) while a replica is killed -9: no read fails or
  *                 returns a wrong byte
@@ -909,6 +912,68 @@ static void test_sync_done_version(void **state)
 	env_down(&e);
 }
 
+struct bg_remove {
+	struct env *e;
+	uint64_t ino;
+	pthread_t th;
+	int rc;
+	uint32_t removed;
+};
+
+static void *bg_remove_main(void *arg)
+{
+	struct bg_remove *b = arg;
+	struct storage_loc loc = { .chain = b->e->chain };
+	b->rc = storage_client_remove(b->e->cli, &loc, b->ino, 0, UINT32_MAX, &b->removed);
+	return NULL;
+}
+
+/* A remove of a file's chunks and a write to its second chunk that the
+ * head applied in that order must reach every replica in that order. The
+ * remove's forward to the middle is refused once (fault injection), so
+ * the head resends it 100 ms later; the write, sent meanwhile, creates
+ * the chunk anew (version 1) at the head. Before the fix the remove locked
+ * only the range's first chunk, so the write was forwarded at once; the
+ * middle and tail, still holding the chunk at version 3, took it as a
+ * repeat (not applied), then the late remove deleted the chunk there: an
+ * acknowledged write held by the head alone. */
+static void test_remove_write_order(void **state)
+{
+	(void)state;
+	struct env e;
+	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
+	env_up(&e, "craq-rmord");
+	unsetenv("CFS_FAULTINJ");
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	int mn = node_of(&e, c.m[1].target_id);
+	assert_true(mn >= 0);
+	static uint8_t old[CLEN], v[CLEN];
+	struct storage_loc loc = { .chain = e.chain };
+	for (int k = 0; k < 3; k++) {
+		gen(1300 + (uint64_t)k, old, CLEN);
+		assert_int_equal(storage_client_write(e.cli, &loc, 61, 1, 0, CLEN, old, 0, NULL), 0);
+	}
+	char path[800];
+	snprintf(path, sizeof(path), "%s/faultinj_craq_remove_refuse", e.sc.node[mn].dirs[0]);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fclose(f);
+	struct bg_remove b = { .e = &e, .ino = 61 };
+	assert_int_equal(pthread_create(&b.th, NULL, bg_remove_main, &b), 0);
+	uint64_t until = clock_mono_ms() + 5000;
+	while (access(path, F_OK) == 0 && clock_mono_ms() < until)
+		usleep(200);
+	assert_int_not_equal(access(path, F_OK), 0);
+	gen(1310, v, CLEN);
+	int wrc = storage_client_write(e.cli, &loc, 61, 1, 0, CLEN, v, 0, NULL);
+	pthread_join(b.th, NULL);
+	assert_int_equal(b.rc, 0);
+	assert_int_equal(wrc, 0);
+	assert_replicas_hold(&e, 61, 1, v, CLEN);
+	env_down(&e);
+}
+
 static void test_stale(void **state)
 {
 	(void)state;
@@ -1515,6 +1580,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_resync_inflight),
 		cmocka_unit_test(test_resync_remove_race),
 		cmocka_unit_test(test_sync_done_version),
+		cmocka_unit_test(test_remove_write_order),
 		cmocka_unit_test(test_kill_middle),
 		cmocka_unit_test(test_kill_head),
 		cmocka_unit_test(test_kill_tail),
