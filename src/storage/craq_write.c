@@ -885,7 +885,7 @@ void craq_write_handle(struct storage_service *s, struct rpc_req *req,
  * on the wrong side of it). A chunk the head does not hold when it lists
  * them is not removed anywhere: a write creating it then comes after the
  * remove on every replica alike. At most RM_WINDOW chunks at once. */
-#define RM_WINDOW 16
+#define RM_WINDOW 64
 
 struct rm_job {
 	struct storage_service *s;
