@@ -33,6 +33,8 @@ static const struct {
 	[CFS_EBADMSG_TYPE - CFS_EBASE] = { "CFS_EBADMSG_TYPE", "unknown message type" },
 	[CFS_ELAYOUT - CFS_EBASE] = { "CFS_ELAYOUT", "invalid file layout" },
 	[CFS_ENOTINLINE - CFS_EBASE] = { "CFS_ENOTINLINE", "file data not inline in metadata" },
+	[CFS_ESUPERSEDED - CFS_EBASE] = { "CFS_ESUPERSEDED",
+					  "request superseded by a later one of its sender" },
 };
 
 const char *cfs_strerror(int code)

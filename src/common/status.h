@@ -31,6 +31,7 @@ enum cfs_status {
 	CFS_EBADMSG_TYPE = 1018,  /* message type unknown to the receiver */
 	CFS_ELAYOUT = 1019,       /* invalid file layout */
 	CFS_ENOTINLINE = 1020,    /* the file's data is not (or cannot stay) inline in meta */
+	CFS_ESUPERSEDED = 1021,   /* a late copy of a request its sender has moved past */
 	CFS_ELAST
 };
 

@@ -171,6 +171,29 @@ void craq_lock_wait(struct craq_locks *l, struct chunk_id id)
 	pthread_cond_destroy(&b.cv);
 }
 
+void craq_locks_drain(struct craq_locks *l)
+{
+	struct chunk_id *ids = NULL;
+	size_t n = 0, cap = 0;
+	pthread_mutex_lock(&l->mu);
+	for (size_t i = 0; i < NBUCKET; i++)
+		for (struct lock_ent *e = l->b[i]; e; e = e->next) {
+			if (!e->held)
+				continue;
+			if (n == cap) {
+				cap = cap ? cap * 2 : 64;
+				ids = xrealloc(ids, cap * sizeof(*ids));
+			}
+			ids[n++] = e->id;
+		}
+	pthread_mutex_unlock(&l->mu);
+	for (size_t i = 0; i < n; i++) {
+		craq_lock_wait(l, ids[i]);
+		craq_unlock(l, ids[i]);
+	}
+	free(ids);
+}
+
 /* ---- dedup ---- */
 
 #define DEDUP_RESP_MAX 64
@@ -244,19 +267,23 @@ static void devict(struct dedup_ent **head)
 	}
 }
 
-bool craq_dedup_get(struct craq_dedup *d, uint64_t client, uint32_t chain, uint64_t channel,
-		    uint64_t seq, int *status, uint8_t *resp, uint32_t *resp_len)
+int craq_dedup_get(struct craq_dedup *d, uint64_t client, uint32_t chain, uint64_t channel,
+		   uint64_t seq, int *status, uint8_t *resp, uint32_t *resp_len)
 {
 	pthread_mutex_lock(&d->mu);
 	struct dedup_ent *e = *dslot(d, client, chain, channel);
-	bool hit = e && e->seq == seq;
-	if (hit) {
+	int r = DEDUP_MISS;
+	if (e && e->seq == seq)
+		r = DEDUP_HIT;
+	else if (e && e->seq > seq)
+		r = DEDUP_STALE;
+	if (r == DEDUP_HIT) {
 		*status = e->status;
 		memcpy(resp, e->resp, e->resp_len);
 		*resp_len = e->resp_len;
 	}
 	pthread_mutex_unlock(&d->mu);
-	return hit;
+	return r;
 }
 
 void craq_dedup_put(struct craq_dedup *d, uint64_t client, uint32_t chain, uint64_t channel,

@@ -4,7 +4,9 @@
  * The predecessor of a SYNCING target (the last SERVING one) runs a pass
  * on its mgmtd link thread, blocking calls allowed:
  *   1. DUMP: page through the successor's chunk metadata of the chain.
- *   2. Walk our own metadata (one snapshot) and merge by chunk id:
+ *   2. Wait for the chain ops in flight (they may have skipped the
+ *      successor under older routing), then walk our own metadata (one
+ *      snapshot) and merge by chunk id:
  *        ours only, or (length, crc, committed version) differ
  *                                -> send the whole chunk as a replace
  *                                   write carrying our version
@@ -20,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/clock.h"
 #include "common/crc32c.h"
@@ -100,6 +103,47 @@ static int dump_remote(struct storage_service *s, const char *addr, uint32_t tar
 	return rc;
 }
 
+/* Removes ID at the successor. */
+static int remove_remote(struct storage_service *s, const char *addr, uint32_t succ,
+			 uint32_t chain, uint32_t chain_ver, struct chunk_id id)
+{
+	struct buf pl, resp;
+	buf_init(&pl);
+	buf_init(&resp);
+	struct sto_remove_req m = { .target = succ, .chain = chain, .chain_ver = chain_ver,
+				    .ino = id.ino, .begin = id.idx, .end = id.idx + 1,
+				    .flags = STO_WF_FORWARDED | STO_WF_SYNC };
+	sto_remove_req_encode(&pl, &m);
+	int rc = call(s, addr, STO_MSG_REMOVE, &pl, NULL, 0, &resp);
+	buf_fini(&pl);
+	buf_fini(&resp);
+	return rc;
+}
+
+/* Fault injection (CFS_FAULTINJ, tests only): a file NAME in T's
+ * directory holding milliseconds makes this thread sleep that long once. */
+static void fault_pause(struct storage_service *s, struct stor_target *t, const char *name)
+{
+	if (!s->faultinj)
+		return;
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/%s", t->dir, name);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return;
+	unsigned ms = 0;
+	if (fscanf(f, "%u", &ms) != 1)
+		ms = 0;
+	fclose(f);
+	if (unlink(path) == 0 && ms)
+		clock_sleep_ms(ms);
+}
+
+static bool gone(int rc, const struct chunk_info *info)
+{
+	return rc == -ENOENT || (rc == 0 && info->len == 0);
+}
+
 /* Makes the successor's copy of ID equal ours (under the chunk lock). */
 static int sync_chunk(struct storage_service *s, struct stor_target *t, const char *addr,
 		      uint32_t succ, uint32_t chain, uint32_t chain_ver, struct chunk_id id)
@@ -111,12 +155,8 @@ static int sync_chunk(struct storage_service *s, struct stor_target *t, const ch
 	craq_lock_wait(t->locks, id);
 	struct chunk_info info;
 	int rc = chunk_engine_query(t->eng, id, &info);
-	if (rc == -ENOENT || (rc == 0 && info.len == 0)) {
-		struct sto_remove_req m = { .target = succ, .chain = chain, .chain_ver = chain_ver,
-					    .ino = id.ino, .begin = id.idx, .end = id.idx + 1,
-					    .flags = STO_WF_FORWARDED | STO_WF_SYNC };
-		sto_remove_req_encode(&pl, &m);
-		rc = call(s, addr, STO_MSG_REMOVE, &pl, NULL, 0, &resp);
+	if (gone(rc, &info)) {
+		rc = remove_remote(s, addr, succ, chain, chain_ver, id);
 		goto out;
 	}
 	if (rc)
@@ -135,7 +175,15 @@ static int sync_chunk(struct storage_service *s, struct stor_target *t, const ch
 				   .update_ver = info.commit_ver,
 				   .flags = STO_WF_FORWARDED | STO_WF_REPLACE | STO_WF_SYNC };
 	sto_write_req_encode(&pl, &m);
+	fault_pause(s, t, "faultinj_resync_send_delay");
 	rc = call(s, addr, STO_MSG_WRITE, &pl, data, m.len, &resp);
+	/* Had a remove taken ID here, and at the successor, while our copy
+	 * was on its way, the copy would land after it and bring the chunk
+	 * back there alone. Removes lock each chunk they remove now (so one
+	 * waits for us), but a range remove of an older service locked only
+	 * its first: gone now, remove it there again. */
+	if (!rc && gone(chunk_engine_query(t->eng, id, &info), &info))
+		rc = remove_remote(s, addr, succ, chain, chain_ver, id);
 out:
 	craq_unlock(t->locks, id);
 	free(data);
@@ -170,6 +218,15 @@ static int sync_one(struct storage_service *s, struct stor_target *t, const stru
 	uint64_t t0 = clock_mono_ms();
 	struct ent_vec remote = { 0 }, local = { 0 };
 	int rc = dump_remote(s, addr, succ, c->id, &remote);
+	/* A chain op in flight may have chosen its successor from routing
+	 * older than ours, where this one was not SYNCING yet (so it skipped
+	 * it), and not have applied yet: our snapshot would miss its write and
+	 * the successor never get it. Every op holds its chunk lock until both
+	 * its apply and its forward ended, and one that forwards after this
+	 * point reads routing at least as new as SNAP: so once the locks held
+	 * now were released, every such apply is in the snapshot below. */
+	if (!rc)
+		craq_locks_drain(t->locks);
 	if (!rc)
 		rc = chunk_engine_iterate(t->eng, (struct chunk_id){ 0, 0 },
 					  (struct chunk_id){ UINT64_MAX, UINT32_MAX }, collect_local,
@@ -334,8 +391,10 @@ void craq_sync_done_handle(struct storage_service *s, struct rpc_req *req)
 	struct mgmtd_routing *snap = s->mc ? mgmtd_client_routing(s->mc) : NULL;
 	const struct route_chain *c = snap ? route_find_chain(mgmtd_routing_info(snap), m.chain)
 					   : NULL;
+	/* Only from a pass at our chain version: one that began before this
+	 * target last left the chain (and missed writes) proves nothing. */
 	int err = -CFS_ECHAIN_VERSION;
-	for (uint32_t i = 0; t && c && i < c->n; i++)
+	for (uint32_t i = 0; t && c && c->version == m.chain_ver && i < c->n; i++)
 		if (c->m[i].target_id == m.target && c->m[i].state == CHAIN_PS_SYNCING)
 			err = 0;
 	mgmtd_routing_put(snap);

@@ -4,7 +4,10 @@
  *
  *   receive ─ check fenced, chain version, role (head: first SERVING;
  *      │      others: SERVING or SYNCING and sent by the predecessor)
- *      │      head only: exactly-once cache hit -> answer the cached reply
+ *      │      head only: exactly-once cache hit -> answer the cached reply;
+ *      │      a seq below the channel's cached one (a late copy of a
+ *      │      request its sender went past) -> -CFS_ESUPERSEDED, nothing
+ *      │      applied
  *      v
  *   LOCK the chunk (FIFO; writes to one chunk are serialised at the head
  *      │      and, in the same order, at every replica)
@@ -42,7 +45,14 @@
  * target comes back through resync (startup fencing), which replaces any
  * chunk whose version differs from its predecessor's.
  *
- * Removes travel the same way, locking the first chunk of their range.
+ * Removes travel the same way, one chunk per op: the head turns a remove
+ * of a range into one op for each chunk of it that it holds (rm_range),
+ * each under that chunk's lock like a write. (One op for the range, under
+ * its first chunk's lock only, let a write to another chunk of it reach a
+ * successor on the other side of the remove than at the head: a chunk
+ * the head removed and a new write created again at version 1 was taken
+ * as a repeat by a successor still holding it at a higher version, then
+ * deleted there by the late remove: acknowledged, on the head alone.)
  *
  * LOCAL FAILURE AFTER THE SUCCESSOR APPLIED (pipelining's rule). When a
  * member's own apply fails (disk error, engine in ERROR) while its forward
@@ -87,7 +97,13 @@
  * DIR/faultinj_craq_head_apply of its target; if present, it is removed
  * and that apply "fails" with -EIO once the forward has finished, without
  * touching the disk: the head's disk write failed after the successor
- * applied (tests/storage/test_craq.c head_apply_fails).
+ * applied (tests/storage/test_craq.c head_apply_fails). Likewise a file
+ * DIR/faultinj_craq_apply_delay holding a number of milliseconds makes
+ * the next pipelined apply of that target (any member) start that much
+ * later, its forward not (test_craq.c resync_inflight); a file
+ * DIR/faultinj_craq_remove_refuse makes the next forwarded remove to that
+ * target be answered -CFS_EUNAVAIL (its sender retries in 100 ms) without
+ * touching anything (test_craq.c remove_write_order).
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -149,17 +165,20 @@ struct craq_op {
 	 * finishes the op. */
 	bool pipelined;
 	bool fault;                  /* injected: the local apply fails (-EIO) */
+	uint32_t apply_delay_ms;     /* injected: the local apply starts that late */
 	uint64_t uver;               /* the version applied and forwarded */
 	_Atomic int parts;           /* parts still running (2, or 1 with fault) */
 	_Atomic int pflags;          /* PL_LOCAL_DONE, PL_FWD_WAITS */
 	int local_err, fwd_err;      /* each written by its part before its end */
 	struct chunk_info local_info;/* the local apply's result */
+	struct rm_job *parent;       /* REMOVE of one chunk of a range at the head */
 };
 
 enum { PL_LOCAL_DONE = 1, PL_FWD_WAITS = 2 };
 
 static void forward(void *arg);
 static void fwd_end(struct craq_op *o, int err);
+static void rm_part_done(struct rm_job *j, int err, uint32_t removed);
 
 /* Finds TARGET in CHAIN of SNAP. Returns its index or -1. */
 static int member_pos(const struct route_chain *c, uint32_t target)
@@ -212,6 +231,15 @@ static void op_free(struct craq_op *o)
 static void finish(struct craq_op *o, int err)
 {
 	struct storage_service *s = o->s;
+	if (o->parent) {
+		struct rm_job *j = o->parent;
+		uint32_t removed = o->removed;
+		if (o->locked)
+			craq_unlock(o->t->locks, o->id);
+		op_free(o);
+		rm_part_done(j, err, removed);
+		return;
+	}
 	if (err) {
 		if (err != -CFS_ECHAIN_VERSION && err != -CFS_ENOT_HEAD)
 			LOG_WARN("craq", "op failed: chain=%u ino=%llu idx=%u err=%s", o->chain,
@@ -239,11 +267,23 @@ static bool dedup_answer(struct craq_op *o)
 	int status;
 	uint8_t resp[64];
 	uint32_t len;
-	if (!craq_dedup_get(o->s->dedup, o->client, o->chain, o->channel, o->seq, &status, resp,
-			    &len))
+	int r = craq_dedup_get(o->s->dedup, o->client, o->chain, o->channel, o->seq, &status, resp,
+			       &len);
+	if (r == DEDUP_MISS)
 		return false;
 	struct storage_service *s = o->s;
-	rpc_reply(o->req, status, resp, len);
+	if (r == DEDUP_STALE) {
+		/* A late copy of a request (an attempt that lost the race with
+		 * another attempt of it): its sender has since had a later one
+		 * answered, so applying this now would undo that one (an old
+		 * write's bytes over it, a remove of what it wrote). */
+		LOG_INFO("craq", "late duplicate refused: chain=%u client=%llu channel=%llu seq=%llu",
+			 o->chain, (unsigned long long)o->client, (unsigned long long)o->channel,
+			 (unsigned long long)o->seq);
+		reply_err(o->req, -CFS_ESUPERSEDED, o->kind == CRAQ_WRITE ? "write" : "remove");
+	} else {
+		rpc_reply(o->req, status, resp, len);
+	}
 	if (o->locked)
 		craq_unlock(o->t->locks, o->id);
 	op_free(o);
@@ -600,6 +640,23 @@ static bool fault_armed(struct craq_op *o)
 	return unlink(path) == 0;
 }
 
+/* Milliseconds to hold this apply back (fault injection): mostly 0. */
+static uint32_t fault_delay(struct craq_op *o)
+{
+	if (!o->s->faultinj)
+		return 0;
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/faultinj_craq_apply_delay", o->t->dir);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	unsigned ms = 0;
+	if (fscanf(f, "%u", &ms) != 1)
+		ms = 0;
+	fclose(f);
+	return unlink(path) == 0 ? ms : 0;
+}
+
 /* The write's CRC check when it was left to us (check_late): 0 or
  * -CFS_ECHECKSUM. Fills o->page_crc. Runs once. */
 static int late_check(struct craq_op *o)
@@ -610,8 +667,16 @@ static int late_check(struct craq_op *o)
 	return stor_write_crc_check(&o->w, o->data, &o->page_crc);
 }
 
+static void pl_submit_later(void *arg);
+
 static void pl_submit(struct craq_op *o)
 {
+	if (o->apply_delay_ms) {
+		uint32_t ms = o->apply_delay_ms;
+		o->apply_delay_ms = 0;
+		craq_sched_after(o->s->sched, ms, pl_submit_later, o);
+		return;
+	}
 	uint32_t fl = ((o->w.flags & STO_WF_REPLACE) ? CHUNK_WF_REPLACE : 0) |
 		      ((o->w.flags & STO_WF_NOFLUSH) ? CHUNK_WF_NOFLUSH : 0);
 	if (!o->head)
@@ -630,6 +695,11 @@ static void pl_submit(struct craq_op *o)
 	chunk_engine_submit(o->t->eng, &o->op);
 }
 
+static void pl_submit_later(void *arg)
+{
+	pl_submit(arg);
+}
+
 /* Starts the local apply of version U and the forward of it together.
  *
  * CHECK AFTER FORWARDING (CFS_CRAQ_CHECK_LATE, off by default: measured,
@@ -644,6 +714,7 @@ static void pl_start(struct craq_op *o, uint64_t u)
 	o->pipelined = true;
 	o->uver = u;
 	o->fault = o->head && fault_armed(o);
+	o->apply_delay_ms = fault_delay(o);
 	/* Two parts unless injected: then the local apply "failed" without
 	 * touching the disk, and the forward's end decides alone. */
 	atomic_store(&o->parts, o->fault ? 1 : 2);
@@ -806,6 +877,146 @@ void craq_write_handle(struct storage_service *s, struct rpc_req *req,
 	start(o);
 }
 
+/* ---- removes of a range (head) ----
+ * The head removes a range of chunks as one chain op per chunk it holds,
+ * each under that chunk's lock, so every replica orders it against the
+ * writes of that chunk as the head did (before, one op locked only the
+ * range's first chunk: a write to another chunk could reach a successor
+ * on the wrong side of it). A chunk the head does not hold when it lists
+ * them is not removed anywhere: a write creating it then comes after the
+ * remove on every replica alike. At most RM_WINDOW chunks at once. */
+#define RM_WINDOW 64
+
+struct rm_job {
+	struct storage_service *s;
+	struct stor_target *t;
+	struct rpc_req *req;
+	struct sto_remove_req m;
+	struct chunk_id *ids;
+	size_t n, cap;
+	pthread_mutex_t mu;
+	size_t started, done; /* under mu */
+	uint32_t removed;     /* under mu */
+	int err;              /* under mu: the first part's error */
+};
+
+static int rm_collect(void *arg, struct chunk_id id, const struct chunk_info *info)
+{
+	(void)info;
+	struct rm_job *j = arg;
+	if (j->n == j->cap) {
+		j->cap = j->cap ? j->cap * 2 : 64;
+		j->ids = xrealloc(j->ids, j->cap * sizeof(*j->ids));
+	}
+	j->ids[j->n++] = id;
+	return 0;
+}
+
+static void rm_finish(struct rm_job *j)
+{
+	struct storage_service *s = j->s;
+	if (j->err) {
+		reply_err(j->req, j->err, "remove");
+	} else {
+		struct buf b;
+		buf_init(&b);
+		sto_remove_resp_encode(&b, &(struct sto_remove_resp){ .removed = j->removed });
+		if (j->m.seq && b.len <= 64)
+			craq_dedup_put(s->dedup, j->m.client, j->m.chain, j->m.channel, j->m.seq, 0,
+				       b.data, (uint32_t)b.len);
+		rpc_reply(j->req, 0, b.data, (uint32_t)b.len);
+		buf_fini(&b);
+	}
+	pthread_mutex_destroy(&j->mu);
+	free(j->ids);
+	free(j);
+	stor_end(s);
+}
+
+static void rm_part_start(struct rm_job *j, size_t i)
+{
+	struct craq_op *o = xcalloc(1, sizeof(*o));
+	o->s = j->s;
+	o->t = j->t;
+	o->kind = CRAQ_REMOVE;
+	o->rm = j->m;
+	o->rm.begin = j->ids[i].idx;
+	o->rm.end = j->ids[i].idx + 1;
+	o->rm.seq = 0; /* the range's reply is cached, not the parts' */
+	o->id = j->ids[i];
+	o->head = true;
+	o->chain = j->m.chain;
+	o->parent = j;
+	start(o);
+}
+
+/* Starts parts while the window has room; finishes J after the last. */
+static void rm_part_done(struct rm_job *j, int err, uint32_t removed)
+{
+	pthread_mutex_lock(&j->mu);
+	j->done++;
+	j->removed += removed;
+	if (err && !j->err)
+		j->err = err;
+	size_t next = !j->err && j->started < j->n ? j->started++ : SIZE_MAX;
+	bool last = next == SIZE_MAX && j->done == j->started;
+	pthread_mutex_unlock(&j->mu);
+	if (next != SIZE_MAX)
+		rm_part_start(j, next);
+	else if (last)
+		rm_finish(j);
+}
+
+/* On the scheduler thread: the metadata scan must not run on a loop. */
+static void rm_list(void *arg)
+{
+	struct rm_job *j = arg;
+	int rc = chunk_engine_iterate(j->t->eng, (struct chunk_id){ j->m.ino, j->m.begin },
+				      (struct chunk_id){ j->m.ino, j->m.end }, rm_collect, j);
+	if (rc < 0 || j->n == 0 || atomic_load(&j->s->stopping)) {
+		j->err = rc < 0 ? rc : atomic_load(&j->s->stopping) ? -CFS_EUNAVAIL : 0;
+		rm_finish(j);
+		return;
+	}
+	pthread_mutex_lock(&j->mu);
+	size_t k = j->n < RM_WINDOW ? j->n : RM_WINDOW;
+	j->started = k;
+	pthread_mutex_unlock(&j->mu);
+	for (size_t i = 0; i < k; i++)
+		rm_part_start(j, i);
+}
+
+/* A head's remove of more than one chunk; false: not ours (the op as ever). */
+static bool rm_range(struct storage_service *s, struct stor_target *t, struct rpc_req *req,
+		     const struct sto_remove_req *m)
+{
+	if ((m->flags & STO_WF_FORWARDED) || m->end - m->begin <= 1)
+		return false;
+	if (m->seq) {
+		int status;
+		uint8_t resp[64];
+		uint32_t len;
+		int r = craq_dedup_get(s->dedup, m->client, m->chain, m->channel, m->seq, &status,
+				       resp, &len);
+		if (r != DEDUP_MISS) {
+			if (r == DEDUP_HIT)
+				rpc_reply(req, status, resp, len);
+			else
+				reply_err(req, -CFS_ESUPERSEDED, "remove");
+			stor_end(s);
+			return true;
+		}
+	}
+	struct rm_job *j = xcalloc(1, sizeof(*j));
+	j->s = s;
+	j->t = t;
+	j->req = req;
+	j->m = *m;
+	pthread_mutex_init(&j->mu, NULL);
+	craq_sched_after(s->sched, 0, rm_list, j);
+	return true;
+}
+
 void craq_remove_handle(struct storage_service *s, struct rpc_req *req,
 			const struct sto_remove_req *m)
 {
@@ -813,11 +1024,20 @@ void craq_remove_handle(struct storage_service *s, struct rpc_req *req,
 	int err = !s->mc ? -EINVAL : !t ? -ENODEV : 0;
 	if (!err)
 		err = check_role(s, t, m->chain, m->chain_ver, (m->flags & STO_WF_FORWARDED) != 0);
+	if (!err && s->faultinj && (m->flags & STO_WF_FORWARDED)) {
+		/* Fault injection: refuse the next forwarded remove once. */
+		char path[4200];
+		snprintf(path, sizeof(path), "%s/faultinj_craq_remove_refuse", t->dir);
+		if (unlink(path) == 0)
+			err = -CFS_EUNAVAIL;
+	}
 	if (err) {
 		reply_err(req, err, "remove");
 		stor_end(s);
 		return;
 	}
+	if (rm_range(s, t, req, m))
+		return;
 	struct craq_op *o = xcalloc(1, sizeof(*o));
 	o->s = s;
 	o->t = t;

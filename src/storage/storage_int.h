@@ -44,14 +44,24 @@ void craq_locks_set_hook(struct craq_locks *l, void (*fn)(void *arg, struct chun
 			 void *arg);
 /* Blocking acquire for worker threads (resync). */
 void craq_lock_wait(struct craq_locks *l, struct chunk_id id);
+/* Blocks until every lock held at the call has been released once (each
+ * is taken and given back in turn, FIFO behind its waiters): every chain
+ * op in flight at the call has ended. Locks taken after it are not waited
+ * for. Worker threads only (resync). */
+void craq_locks_drain(struct craq_locks *l);
 
 /* ---- exactly-once cache: last result per (client, chain, channel) ---- */
 struct craq_dedup;
 struct craq_dedup *craq_dedup_new(void);
 void craq_dedup_free(struct craq_dedup *d);
-/* true when SEQ is the cached one: *STATUS and RESP (<= 64 bytes) filled. */
-bool craq_dedup_get(struct craq_dedup *d, uint64_t client, uint32_t chain, uint64_t channel,
-		    uint64_t seq, int *status, uint8_t *resp, uint32_t *resp_len);
+/* DEDUP_HIT when SEQ is the cached one (*STATUS and RESP, <= 64 bytes,
+ * filled); DEDUP_STALE when the channel's cached seq is above SEQ: a late
+ * copy of a request whose sender has since had a later one answered
+ * (channels send one request at a time, seqs only grow), which must not
+ * be applied again; DEDUP_MISS otherwise. */
+enum { DEDUP_MISS = 0, DEDUP_HIT = 1, DEDUP_STALE = 2 };
+int craq_dedup_get(struct craq_dedup *d, uint64_t client, uint32_t chain, uint64_t channel,
+		   uint64_t seq, int *status, uint8_t *resp, uint32_t *resp_len);
 void craq_dedup_put(struct craq_dedup *d, uint64_t client, uint32_t chain, uint64_t channel,
 		    uint64_t seq, int status, const uint8_t *resp, uint32_t resp_len);
 

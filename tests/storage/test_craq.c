@@ -23,7 +23,9 @@
  *   stale         a write with an old chain version is rejected with
  *                 -CFS_ECHAIN_VERSION, one sent to a non-head with
  *                 -CFS_ENOT_HEAD; a repeated (client, channel, seq) is
- *                 applied once (same version on every replica); truncate
+ *                 applied once (same version on every replica); a late
+ *                 copy of an older seq of a channel (write or remove) is
+ *                 refused with -CFS_ESUPERSEDED, not applied; truncate
  *                 and remove go through the chain; a write whose CRC
  *                 its bytes do not match fails with -CFS_ECHECKSUM at
  *                 once, applied nowhere, nobody fenced
@@ -51,6 +53,15 @@
  *                 the head position (fences itself), writes go on, and it rejoins
  *                 at the end of the chain through resync; at the end
  *                 every replica holds the same acceptable seed
+ *   resync_inflight  a write the middle took while the tail was down
+ *                 (no successor) but applies late (fault injection) is
+ *                 on the old tail once it was resynced and serves again
+ *   resync_remove_race  a chunk removed (by a range remove) while resync
+ *                 sends it to the returning tail is gone there too
+ *   sync_done_version  a SYNC_DONE of another chain version is refused
+ *   remove_write_order  a remove of a file's chunks whose forward is
+ *                 retried, and a write recreating one of them meanwhile:
+ *                 every replica ends with the write's bytes
  *   read_batches_kill  12 threads of small chain reads (sharing read
  *                 RPCs) while a replica is killed -9: no read fails or
  *                 returns a wrong byte
@@ -623,6 +634,346 @@ static void test_check_late(void **state)
 	}
 }
 
+/* Sends the hand-made WRITE M (bulk DATA) or, with DATA NULL, REMOVE RM
+ * through RC to the service of M's / RM's target: the RPC status. */
+static int raw_send(struct env *e, struct rpc_client *rc, const struct sto_write_req *m,
+		    const void *data, const struct sto_remove_req *rm)
+{
+	struct buf pl, resp;
+	buf_init(&pl);
+	buf_init(&resp);
+	if (data)
+		sto_write_req_encode(&pl, m);
+	else
+		sto_remove_req_encode(&pl, rm);
+	struct rpc_peer *p;
+	char err[128];
+	int ni = node_of(e, data ? m->target : rm->target);
+	assert_true(ni >= 0);
+	assert_int_equal(rpc_client_peer(rc, e->sc.node[ni].addr, &p, err, sizeof(err)), 0);
+	struct rpc_call call = { .type = data ? STO_MSG_WRITE : STO_MSG_REMOVE,
+				 .payload = pl.data, .payload_len = (uint32_t)pl.len,
+				 .bulk = data, .bulk_len = data ? m->len : 0, .timeout_ms = 5000 };
+	int r = call_unfenced(p, &call, &resp);
+	buf_fini(&pl);
+	buf_fini(&resp);
+	return r;
+}
+
+/* Every member of E's chain holds exactly WANT (N bytes) as chunk INO:IDX. */
+static void assert_replicas_hold(struct env *e, uint64_t ino, uint32_t idx, const uint8_t *want,
+				 uint32_t n)
+{
+	struct route_chain c;
+	assert_true(get_chain(e, &c));
+	uint8_t *out = malloc(n);
+	for (uint32_t k = 0; k < c.n; k++) {
+		int ni = node_of(e, c.m[k].target_id);
+		struct storage_read r = { .loc = { .chain = e->chain, .addr = e->sc.node[ni].addr,
+						   .target = c.m[k].target_id },
+					  .ino = ino, .idx = idx, .len = n, .dst = out };
+		assert_int_equal(storage_client_read(e->cli, &r, 1, 0), 0);
+		if (r.result != (int)n || memcmp(out, want, n))
+			print_message("target %u: %d bytes, seed %llu\n", c.m[k].target_id, r.result,
+				      (unsigned long long)wire_load_u64(out));
+		assert_int_equal(r.result, (int)n);
+		assert_memory_equal(out, want, n);
+	}
+	free(out);
+}
+
+/* A late copy of a request (an attempt of a retried write or remove that
+ * arrives after another attempt of it was answered and the sender went on
+ * to its next request on that channel) must not be applied: the old
+ * write's bytes would replace the later acknowledged write's, the late
+ * remove would delete what the later write stored. The head answers
+ * -CFS_ESUPERSEDED and changes nothing. Before the fix the exactly-once
+ * cache matched only the last seq, so both were applied again. */
+static void late_duplicates(struct env *e, struct rpc_client *rc)
+{
+	struct route_chain c;
+	assert_true(get_chain(e, &c));
+	static uint8_t a[4096], b[4096];
+	gen(71, a, sizeof(a));
+	gen(72, b, sizeof(b));
+	struct sto_write_req m = { .target = c.m[0].target_id, .chain = e->chain,
+				   .chain_ver = c.version, .ino = 19, .idx = 0, .len = sizeof(a),
+				   .crc = crc32c(0, a, sizeof(a)), .client = 778, .channel = 3,
+				   .seq = 1 };
+	assert_int_equal(raw_send(e, rc, &m, a, NULL), 0);
+	struct sto_write_req m2 = m;
+	m2.seq = 2;
+	m2.crc = crc32c(0, b, sizeof(b));
+	assert_int_equal(raw_send(e, rc, &m2, b, NULL), 0);
+	assert_int_equal(raw_send(e, rc, &m, a, NULL), -CFS_ESUPERSEDED); /* seq 1 again */
+	assert_replicas_hold(e, 19, 0, b, sizeof(b));
+	/* A remove (seq 3), the chunk written again (seq 4), the remove late. */
+	struct sto_remove_req rm = { .target = c.m[0].target_id, .chain = e->chain,
+				     .chain_ver = c.version, .ino = 19, .begin = 0, .end = 1,
+				     .client = 778, .channel = 3, .seq = 3 };
+	assert_int_equal(raw_send(e, rc, NULL, NULL, &rm), 0);
+	m.seq = 4;
+	assert_int_equal(raw_send(e, rc, &m, a, NULL), 0);
+	assert_int_equal(raw_send(e, rc, NULL, NULL, &rm), -CFS_ESUPERSEDED);
+	assert_replicas_hold(e, 19, 0, a, sizeof(a));
+}
+
+/* ---- a write in flight across its successor's return ---- */
+
+struct bg_write {
+	struct env *e;
+	uint64_t ino;
+	const uint8_t *data;
+	uint32_t len;
+	pthread_t th;
+	int rc;
+	uint64_t ms;
+};
+
+static void *bg_write_main(void *arg)
+{
+	struct bg_write *b = arg;
+	struct storage_loc loc = { .chain = b->e->chain };
+	uint64_t t0 = clock_mono_ms();
+	b->rc = storage_client_write(b->e->cli, &loc, b->ino, 0, 0, b->len, b->data, 0, NULL);
+	b->ms = clock_mono_ms() - t0;
+	return NULL;
+}
+
+/* The tail is killed: the chain is head -> middle. A write reaches the
+ * middle, which finds no successor (the old tail is OFFLINE) but whose
+ * own apply is held back 3 s (fault injection, craq_write.c; less than
+ * the head's forward timeout, whose retry would carry the write to the
+ * old tail once it serves, as a later write would). Meanwhile
+ * the old tail restarts, turns SYNCING, and the middle resyncs it. The
+ * write is acknowledged once the middle applied it; the returning tail
+ * must hold it when it serves. Before the fix the pass compared the
+ * middle's metadata while that apply had not landed (equal to the
+ * returning copy: nothing sent), marked the target synced, and it served
+ * the older bytes for good. */
+static void test_resync_inflight(void **state)
+{
+	(void)state;
+	struct env e;
+	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
+	env_up(&e, "craq-rsinfl");
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	static uint8_t v1[CLEN], v2[CLEN];
+	gen(1001, v1, CLEN);
+	gen(1002, v2, CLEN);
+	struct storage_loc loc = { .chain = e.chain };
+	assert_int_equal(storage_client_write(e.cli, &loc, 31, 0, 0, CLEN, v1, 0, NULL), 0);
+	uint32_t tail = c.m[2].target_id, mid = c.m[1].target_id;
+	int tn = node_of(&e, tail), mn = node_of(&e, mid);
+	assert_true(tn >= 0 && mn >= 0);
+	stor_cluster_signal(&e.sc, tn, SIGKILL);
+	assert_true(wait_chain(&e, 2, tail, CHAIN_PS_OFFLINE, 20000));
+	char path[800];
+	snprintf(path, sizeof(path), "%s/faultinj_craq_apply_delay", e.sc.node[mn].dirs[0]);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fprintf(f, "3000\n");
+	fclose(f);
+	struct bg_write b = { .e = &e, .ino = 31, .data = v2, .len = CLEN };
+	assert_int_equal(pthread_create(&b.th, NULL, bg_write_main, &b), 0);
+	/* Consumed: the middle has the write and forwarded it nowhere. */
+	uint64_t until = clock_mono_ms() + 5000;
+	while (access(path, F_OK) == 0 && clock_mono_ms() < until)
+		clock_sleep_ms(10);
+	assert_int_not_equal(access(path, F_OK), 0);
+	uint64_t t0 = clock_mono_ms();
+	stor_cluster_start_storage(&e.sc, tn);
+	unsetenv("CFS_FAULTINJ");
+	assert_chain_recovers(&e, 60000);
+	print_message("old tail serving again after %llu ms\n",
+		      (unsigned long long)(clock_mono_ms() - t0));
+	pthread_join(b.th, NULL);
+	print_message("write acknowledged after %llu ms\n", (unsigned long long)b.ms);
+	assert_int_equal(b.rc, 0);
+	assert_replicas_hold(&e, 31, 0, v2, CLEN);
+	env_down(&e);
+}
+
+/* Resync sends a chunk (the middle holds it, the returning tail does not)
+ * and, while that copy is on its way (held back 3 s by fault injection,
+ * craq_resync.c), the file's chunks are removed through the chain; the
+ * remove of the range locks only its first chunk, so it does not wait for
+ * the resync of the second. The chunk must be gone on every member once
+ * the tail serves. Before the fix the copy landed after the remove had
+ * reached the tail and brought the chunk back there alone. */
+static void test_resync_remove_race(void **state)
+{
+	(void)state;
+	struct env e;
+	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
+	env_up(&e, "craq-rsrm");
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	uint32_t tail = c.m[2].target_id, mid = c.m[1].target_id;
+	int tn = node_of(&e, tail), mn = node_of(&e, mid);
+	assert_true(tn >= 0 && mn >= 0);
+	stor_cluster_signal(&e.sc, tn, SIGKILL);
+	assert_true(wait_chain(&e, 2, tail, CHAIN_PS_OFFLINE, 20000));
+	static uint8_t v[CLEN];
+	gen(1101, v, CLEN);
+	struct storage_loc loc = { .chain = e.chain };
+	assert_int_equal(storage_client_write(e.cli, &loc, 41, 1, 0, CLEN, v, 0, NULL), 0);
+	char path[800];
+	snprintf(path, sizeof(path), "%s/faultinj_resync_send_delay", e.sc.node[mn].dirs[0]);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fprintf(f, "3000\n");
+	fclose(f);
+	stor_cluster_start_storage(&e.sc, tn);
+	unsetenv("CFS_FAULTINJ");
+	/* Consumed: the middle read the chunk and holds its copy back. */
+	uint64_t until = clock_mono_ms() + 30000;
+	while (access(path, F_OK) == 0 && clock_mono_ms() < until)
+		clock_sleep_ms(10);
+	assert_int_not_equal(access(path, F_OK), 0);
+	uint32_t removed = 0;
+	assert_int_equal(storage_client_remove(e.cli, &loc, 41, 0, UINT32_MAX, &removed), 0);
+	assert_int_equal(removed, 1);
+	assert_chain_recovers(&e, 60000);
+	assert_true(get_chain(&e, &c));
+	for (uint32_t k = 0; k < c.n; k++) {
+		int ni = node_of(&e, c.m[k].target_id);
+		struct storage_loc pin = { .chain = e.chain, .addr = e.sc.node[ni].addr,
+					   .target = c.m[k].target_id };
+		struct sto_query_resp q;
+		int r = storage_client_query(e.cli, &pin, 41, 1, 0, &q);
+		if (r != -ENOENT)
+			print_message("target %u: chunk 41:1 %s\n", c.m[k].target_id,
+				      r ? cfs_strerror(r) : "present");
+		assert_int_equal(r, -ENOENT);
+	}
+	env_down(&e);
+}
+
+/* A SYNC_DONE for a chain version other than the target's is refused,
+ * like every other chain message: a pass that began before the target
+ * last left the chain (and missed writes there) proves nothing about it.
+ * Sent by hand to the old tail while it is SYNCING (resync held back by
+ * fault injection); before the fix it was taken, the target reported
+ * UPTODATE and mgmtd made it SERVING before its copy arrived. */
+static void test_sync_done_version(void **state)
+{
+	(void)state;
+	struct env e;
+	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
+	env_up(&e, "craq-sdver");
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	uint32_t tail = c.m[2].target_id, mid = c.m[1].target_id;
+	int tn = node_of(&e, tail), mn = node_of(&e, mid);
+	assert_true(tn >= 0 && mn >= 0);
+	stor_cluster_signal(&e.sc, tn, SIGKILL);
+	assert_true(wait_chain(&e, 2, tail, CHAIN_PS_OFFLINE, 20000));
+	static uint8_t v[CLEN];
+	gen(1201, v, CLEN);
+	struct storage_loc loc = { .chain = e.chain };
+	assert_int_equal(storage_client_write(e.cli, &loc, 51, 0, 0, CLEN, v, 0, NULL), 0);
+	char path[800];
+	snprintf(path, sizeof(path), "%s/faultinj_resync_send_delay", e.sc.node[mn].dirs[0]);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fprintf(f, "3000\n");
+	fclose(f);
+	stor_cluster_start_storage(&e.sc, tn);
+	unsetenv("CFS_FAULTINJ");
+	uint64_t until = clock_mono_ms() + 30000;
+	while (access(path, F_OK) == 0 && clock_mono_ms() < until)
+		clock_sleep_ms(10);
+	assert_int_not_equal(access(path, F_OK), 0);
+	/* Syncing in our routing; in the target's too (it answered DUMP). */
+	assert_true(wait_chain(&e, 2, tail, CHAIN_PS_SYNCING, 2500));
+	clock_sleep_ms(100);
+	struct route_chain now;
+	assert_true(get_chain(&e, &now));
+	struct sto_sync_done_req m = { .target = tail, .chain = e.chain,
+				       .chain_ver = now.version - 1 };
+	struct rpc_client *rc = stor_cluster_rpc_client();
+	struct buf pl, resp;
+	buf_init(&pl);
+	buf_init(&resp);
+	sto_sync_done_req_encode(&pl, &m);
+	struct rpc_peer *p;
+	char err[128];
+	assert_int_equal(rpc_client_peer(rc, e.sc.node[tn].addr, &p, err, sizeof(err)), 0);
+	struct rpc_call call = { .type = STO_MSG_SYNC_DONE, .payload = pl.data,
+				 .payload_len = (uint32_t)pl.len, .timeout_ms = 5000 };
+	assert_int_equal(call_unfenced(p, &call, &resp), -CFS_ECHAIN_VERSION);
+	buf_fini(&pl);
+	buf_fini(&resp);
+	rpc_client_free(rc);
+	assert_chain_recovers(&e, 60000);
+	assert_replicas_hold(&e, 51, 0, v, CLEN);
+	env_down(&e);
+}
+
+struct bg_remove {
+	struct env *e;
+	uint64_t ino;
+	pthread_t th;
+	int rc;
+	uint32_t removed;
+};
+
+static void *bg_remove_main(void *arg)
+{
+	struct bg_remove *b = arg;
+	struct storage_loc loc = { .chain = b->e->chain };
+	b->rc = storage_client_remove(b->e->cli, &loc, b->ino, 0, UINT32_MAX, &b->removed);
+	return NULL;
+}
+
+/* A remove of a file's chunks and a write to its second chunk that the
+ * head applied in that order must reach every replica in that order. The
+ * remove's forward to the middle is refused once (fault injection), so
+ * the head resends it 100 ms later; the write, sent meanwhile, creates
+ * the chunk anew (version 1) at the head. Before the fix the remove locked
+ * only the range's first chunk, so the write was forwarded at once; the
+ * middle and tail, still holding the chunk at version 3, took it as a
+ * repeat (not applied), then the late remove deleted the chunk there: an
+ * acknowledged write held by the head alone. */
+static void test_remove_write_order(void **state)
+{
+	(void)state;
+	struct env e;
+	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
+	env_up(&e, "craq-rmord");
+	unsetenv("CFS_FAULTINJ");
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	int mn = node_of(&e, c.m[1].target_id);
+	assert_true(mn >= 0);
+	static uint8_t old[CLEN], v[CLEN];
+	struct storage_loc loc = { .chain = e.chain };
+	for (int k = 0; k < 3; k++) {
+		gen(1300 + (uint64_t)k, old, CLEN);
+		assert_int_equal(storage_client_write(e.cli, &loc, 61, 1, 0, CLEN, old, 0, NULL), 0);
+	}
+	char path[800];
+	snprintf(path, sizeof(path), "%s/faultinj_craq_remove_refuse", e.sc.node[mn].dirs[0]);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fclose(f);
+	struct bg_remove b = { .e = &e, .ino = 61 };
+	assert_int_equal(pthread_create(&b.th, NULL, bg_remove_main, &b), 0);
+	uint64_t until = clock_mono_ms() + 5000;
+	while (access(path, F_OK) == 0 && clock_mono_ms() < until)
+		usleep(200);
+	assert_int_not_equal(access(path, F_OK), 0);
+	gen(1310, v, CLEN);
+	int wrc = storage_client_write(e.cli, &loc, 61, 1, 0, CLEN, v, 0, NULL);
+	pthread_join(b.th, NULL);
+	assert_int_equal(b.rc, 0);
+	assert_int_equal(wrc, 0);
+	assert_replicas_hold(&e, 61, 1, v, CLEN);
+	env_down(&e);
+}
+
 static void test_stale(void **state)
 {
 	(void)state;
@@ -698,6 +1049,7 @@ static void test_stale(void **state)
 		assert_int_equal(storage_client_query(e.cli, &pin, 9, 0, 0, &q), 0);
 		assert_int_equal(q.commit_ver, vers[2]);
 	}
+	late_duplicates(&e, rc);
 	rpc_client_free(rc);
 	/* The client refreshes and goes through; the data is on all three. */
 	struct storage_loc loc = { .chain = e.chain };
@@ -1225,6 +1577,10 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_check_late),
 		cmocka_unit_test(test_concurrent),
 		cmocka_unit_test(test_head_apply_fails),
+		cmocka_unit_test(test_resync_inflight),
+		cmocka_unit_test(test_resync_remove_race),
+		cmocka_unit_test(test_sync_done_version),
+		cmocka_unit_test(test_remove_write_order),
 		cmocka_unit_test(test_kill_middle),
 		cmocka_unit_test(test_kill_head),
 		cmocka_unit_test(test_kill_tail),

@@ -92,14 +92,15 @@ static void test_dedup(void **state)
 	uint32_t len;
 	assert_false(craq_dedup_get(d, 1, 2, 3, 4, &st, resp, &len));
 	craq_dedup_put(d, 1, 2, 3, 4, 0, (const uint8_t *)"abc", 3);
-	assert_true(craq_dedup_get(d, 1, 2, 3, 4, &st, resp, &len));
+	assert_int_equal(craq_dedup_get(d, 1, 2, 3, 4, &st, resp, &len), DEDUP_HIT);
 	assert_int_equal(st, 0);
 	assert_int_equal(len, 3);
 	assert_memory_equal(resp, "abc", 3);
-	assert_false(craq_dedup_get(d, 1, 2, 3, 5, &st, resp, &len)); /* next seq */
+	assert_int_equal(craq_dedup_get(d, 1, 2, 3, 5, &st, resp, &len), DEDUP_MISS); /* next */
 	assert_false(craq_dedup_get(d, 1, 9, 3, 4, &st, resp, &len)); /* other chain */
 	craq_dedup_put(d, 1, 2, 3, 5, 0, (const uint8_t *)"de", 2);
-	assert_false(craq_dedup_get(d, 1, 2, 3, 4, &st, resp, &len)); /* only the last */
+	/* Only the last is answered; an older seq is a late copy, refused. */
+	assert_int_equal(craq_dedup_get(d, 1, 2, 3, 4, &st, resp, &len), DEDUP_STALE);
 	craq_dedup_put(d, 1, 2, 3, 4, 0, (const uint8_t *)"zz", 2);  /* older: ignored */
 	assert_true(craq_dedup_get(d, 1, 2, 3, 5, &st, resp, &len));
 	assert_memory_equal(resp, "de", 2);
