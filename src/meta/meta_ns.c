@@ -787,10 +787,13 @@ static int rename_body(kv_txn *t, void *arg)
 	int exists = meta_get_dentry(t, a->dparent, a->dname, 0, &dd);
 	if (exists < 0)
 		return exists;
-	if (exists && dd.ino == sd.ino)
-		return meta_idem_put(a->m, t, a->rq, META_OP_RENAME, 0, sd.ino, 0);
+	/* NOREPLACE first: Linux refuses an existing target name even when
+	 * it links the source's inode (do_renameat2 checks before rename's
+	 * same-inode shortcut) */
 	if ((a->flags & META_RENAME_NOREPLACE) && exists)
 		return -EEXIST;
+	if (exists && dd.ino == sd.ino)
+		return meta_idem_put(a->m, t, a->rq, META_OP_RENAME, 0, sd.ino, 0);
 	if (exch && !exists)
 		return -ENOENT;
 	if ((rc = meta_get_inode(t, sd.ino, 0, &a->si)))

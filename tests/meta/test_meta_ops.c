@@ -432,6 +432,20 @@ static void test_rename(void **state)
 				     META_RENAME_NOREPLACE), -EEXIST);
 	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, R1, N("p"), R1, N("r"),
 				     META_RENAME_NOREPLACE), 0);
+	/* onto itself or another link of the same inode: EEXIST with
+	 * NOREPLACE (Linux checks the target name before the same-inode
+	 * shortcut); without it nothing happens and both names stay */
+	struct meta_inode qi;
+	assert_int_equal(meta_lookup(M, &FX_ROOT, R1, N("q"), &qi), 0);
+	assert_int_equal(meta_link(M, &FX_ROOT, RQ, qi.ino, R1, N("q2"), &in), 0);
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, R1, N("q"), R1, N("q"),
+				     META_RENAME_NOREPLACE), -EEXIST);
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, R1, N("q"), R1, N("q2"),
+				     META_RENAME_NOREPLACE), -EEXIST);
+	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, R1, N("q"), R1, N("q2"), 0), 0);
+	assert_int_equal(meta_lookup(M, &FX_ROOT, R1, N("q"), &in), 0);
+	assert_int_equal(meta_lookup(M, &FX_ROOT, R1, N("q2"), &in), 0);
+	assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, R1, N("q2")), 0);
 	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, R1, N("r"), R1, N("zz"),
 				     META_RENAME_EXCHANGE), -ENOENT);
 	assert_int_equal(meta_rename(M, &FX_ROOT, RQ, R1, N("r"), R1, N("q"),
