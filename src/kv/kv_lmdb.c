@@ -213,6 +213,9 @@ struct lmdb_engine {
 	_Atomic int write_err;
 	uint64_t failed_seen;           /* sync.failed's token at open, 0: none
 	                                 * (failed_elsewhere) */
+	int failed_fd;                  /* sync.failed, open with an OFD lock
+	                                 * while this engine, whose sync failed,
+	                                 * is open (mark_failed); -1 */
 	uint64_t readers_checked_ns;    /* last stale-reader check (batch_begin); leader only */
 
 	/* sync=window (see "Windowed sync" below). */
@@ -370,7 +373,11 @@ static int sync_sticky(struct lmdb_engine *e, int rc)
  * file each period (a stat, and an 8-byte read when it exists): one that
  * finds a token other than the one it found at open (none, or an older
  * failure's) refuses writes from then on; an engine opened after the
- * failure (the restarted meta) found that token at open and ignores it.
+ * failure (the restarted meta) found that token at open and ignores it,
+ * unless the engine that wrote it is still open (its OFD lock on the file,
+ * held until it closes or its process dies: failed_holder): then the new
+ * engine (a mount starting meta in-process beside the failed meta
+ * service) refuses writes from its open.
  * A token, not a time compared with the open's: a clock stepped back
  * between the failure and the restart does not stop the restarted meta.
  * The file stays as a record for the operator. A commit that another process
@@ -415,8 +422,32 @@ static void mark_failed(struct lmdb_engine *e)
 		        "lmdb: cannot write %s: %s: other processes on the store "
 		        "go on writing",
 		        p, cfs_strerror(-errno));
-	if (fd >= 0)
+	/* Held while this engine is open: an engine opened meanwhile finds
+	 * the failure is not of a store since reopened (failed_holder). */
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	if (fd >= 0 && e->failed_fd < 0 && fcntl(fd, F_OFD_SETLK, &fl) == 0)
+		e->failed_fd = fd;
+	else if (fd >= 0)
 		close(fd);
+}
+
+/* 1 when an engine whose sync of the store failed is open now (in any
+ * process: its lock on DIR/sync.failed, mark_failed), else 0. */
+static int failed_holder(struct lmdb_engine *e)
+{
+	char p[PATH_MAX];
+	struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET };
+	int fd, held = 0;
+
+	if ((size_t)snprintf(p, sizeof(p), "%s/" SYNC_FAILED_FILE, e->path) >= sizeof(p))
+		return 0;
+	fd = open(p, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	if (fcntl(fd, F_OFD_GETLK, &fl) == 0)
+		held = fl.l_type != F_UNLCK;
+	close(fd);
+	return held;
 }
 
 /* The token in DIR/sync.failed, or 0 (no file, or not written yet). */
@@ -1363,6 +1394,8 @@ static void lmdb_close(struct kv_engine *base)
 		close(e->wlock_fd); /* after LMDB's (see wlock_fd) */
 	if (e->sync_lock_fd >= 0)
 		close(e->sync_lock_fd); /* after the last sync: another engine takes over */
+	if (e->failed_fd >= 0)
+		close(e->failed_fd);
 	if (e->counted) {
 		pthread_mutex_lock(&lmdb_open_mu);
 		lmdb_nopen--;
@@ -1419,6 +1452,7 @@ static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, 
 	e->lock_fd = -1;
 	e->wlock_fd = -1;
 	e->sync_lock_fd = -1;
+	e->failed_fd = -1;
 	pthread_mutex_init(&e->pool_mu, NULL);
 	pthread_mutex_init(&e->gc_mu, NULL);
 	pthread_mutex_init(&e->sync_mu, NULL);
@@ -1470,6 +1504,8 @@ static int lmdb_open(const struct kv_url *u, struct kv_engine **out, char *err, 
 		goto fail;
 	}
 	e->failed_seen = failed_token(e); /* an earlier failure's: not ours */
+	if (e->failed_seen && failed_holder(e))
+		refuse_writes(e, -EIO, "a sync of the store failed in an engine still open on it");
 	e->env_flags = flags;
 	e->readers = readers;
 	e->online = (int)compact;

@@ -103,7 +103,10 @@
  * later, its forward not (test_craq.c resync_inflight); a file
  * DIR/faultinj_craq_remove_refuse makes the next forwarded remove to that
  * target be answered -CFS_EUNAVAIL (its sender retries in 100 ms) without
- * touching anything (test_craq.c remove_write_order).
+ * touching anything (test_craq.c remove_write_order); while a file
+ * DIR/faultinj_craq_remove_hold holding a chunk index N is present, every
+ * forwarded remove to that target beginning below N is answered so
+ * (test_craq.c remove_late_part).
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -259,9 +262,13 @@ static void finish(struct craq_op *o, int err)
 	stor_end(s);
 }
 
+static bool rm_part_answered(struct craq_op *o);
+
 /* Answers from the exactly-once cache; true if it did (O is finished). */
 static bool dedup_answer(struct craq_op *o)
 {
+	if (o->parent)
+		return rm_part_answered(o);
 	if (!o->head || !o->seq)
 		return false;
 	int status;
@@ -900,6 +907,27 @@ struct rm_job {
 	int err;              /* under mu: the first part's error */
 };
 
+/* A chunk op of a range whose remove another attempt already had
+ * answered (a retry that overtook this one in the window): its sender may
+ * have gone on and written the chunk anew since, so it must not be
+ * removed. Checked once the op holds the chunk's lock: an answer given
+ * before a write the lock let in first is in the cache by then. True if
+ * so (O is finished, its job told -CFS_ESUPERSEDED). */
+static bool rm_part_answered(struct craq_op *o)
+{
+	const struct sto_remove_req *m = &o->parent->m;
+	if (!m->seq)
+		return false;
+	int status;
+	uint8_t resp[64];
+	uint32_t len;
+	if (craq_dedup_get(o->s->dedup, m->client, m->chain, m->channel, m->seq, &status, resp,
+			   &len) == DEDUP_MISS)
+		return false;
+	finish(o, -CFS_ESUPERSEDED);
+	return true;
+}
+
 static int rm_collect(void *arg, struct chunk_id id, const struct chunk_info *info)
 {
 	(void)info;
@@ -915,7 +943,15 @@ static int rm_collect(void *arg, struct chunk_id id, const struct chunk_info *in
 static void rm_finish(struct rm_job *j)
 {
 	struct storage_service *s = j->s;
-	if (j->err) {
+	int status;
+	uint8_t resp[64];
+	uint32_t len;
+	if (j->err == -CFS_ESUPERSEDED &&
+	    craq_dedup_get(s->dedup, j->m.client, j->m.chain, j->m.channel, j->m.seq, &status,
+			   resp, &len) == DEDUP_HIT) {
+		/* Another attempt of this request did it: its answer. */
+		rpc_reply(j->req, status, resp, len);
+	} else if (j->err) {
 		reply_err(j->req, j->err, "remove");
 	} else {
 		struct buf b;
@@ -1030,6 +1066,14 @@ void craq_remove_handle(struct storage_service *s, struct rpc_req *req,
 		snprintf(path, sizeof(path), "%s/faultinj_craq_remove_refuse", t->dir);
 		if (unlink(path) == 0)
 			err = -CFS_EUNAVAIL;
+		unsigned below = 0;
+		snprintf(path, sizeof(path), "%s/faultinj_craq_remove_hold", t->dir);
+		FILE *f = err ? NULL : fopen(path, "r");
+		if (f) {
+			if (fscanf(f, "%u", &below) == 1 && m->begin < below)
+				err = -CFS_EUNAVAIL;
+			fclose(f);
+		}
 	}
 	if (err) {
 		reply_err(req, err, "remove");

@@ -23,7 +23,8 @@
  *   compaction's first step (t_compact_sync_failed). And from then on
  *   every commit fails with -EIO (reads go on) until the store is
  *   reopened, in this process and in the others open on the store
- *   (t_sync_failed_other_process).
+ *   (t_sync_failed_other_process), and in an engine opened while the
+ *   failed one is still open (t_sync_failed_open_beside).
  * - compact=1 (default): an environment whose free list dominates is
  *   rewritten without it at open (smaller file, same contents, writable),
  *   a left-over copy of an interrupted compaction is removed, and nothing
@@ -800,6 +801,64 @@ static void t_sync_failed_other_process(void **state)
 	assert_int_equal(kv_write_error(e), 0);
 	assert_int_equal(kv_run(e, NULL, win_body, "o/4", NULL), 0);
 	assert_int_equal(win_has(e, "o/2"), 1);
+	assert_int_equal(kv_flush(e), 0);
+	kv_close(e);
+}
+
+/* An engine opened while the process whose sync of the store failed is
+ * still open on it (a mount starting meta in-process while the meta
+ * service refuses writes, not yet restarted) must refuse writes too: the
+ * token it finds at open is not of a failure before a restart. Before,
+ * it took the token for an earlier failure's and took writes
+ * (kv_write_error 0): roots that the failed process's later syncs could
+ * make durable over the lost pages. Once that process is gone
+ * (restarted), an engine opened then takes writes. */
+static void t_sync_failed_open_beside(void **state)
+{
+	(void)state;
+	char url[1000];
+	int up[2], down[2];
+	kv_engine *e;
+
+	fresh_url(url, sizeof(url), "?sync=window&sync_ms=20&compact=0");
+	kv_close(open_ok(url));
+	assert_int_equal(pipe(up), 0);
+	assert_int_equal(pipe(down), 0);
+	pid_t pid = child_fork();
+	if (pid == 0) {
+		kv_engine *c;
+		char err[256], b = 0;
+		setenv("CFS_TEST_LMDB_SYNC_FAIL", "1", 1);
+		if (kv_open(url, &c, err, sizeof(err)))
+			_exit(1);
+		b = (char)commit_then_flush(c);
+		if (write(up[1], &b, 1) != 1 || read(down[0], &b, 1) < 0)
+			_exit(4);
+		_exit(0); /* without kv_close, as a process that dies */
+	}
+	char b = 9;
+	assert_int_equal(read(up[0], &b, 1), 1);
+	assert_int_equal(b, 0);
+	e = open_ok(url);
+	assert_int_equal(kv_write_error(e), -EIO);
+	assert_int_equal(kv_run(e, NULL, win_body, "o/3", NULL), -EIO);
+	assert_int_equal(win_has(e, "o/2"), 1); /* reads go on */
+	kv_close(e);
+	assert_int_equal(write(down[1], &b, 1), 1);
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	for (int j = 0; j < 4; j++)
+		if (children[j] == pid)
+			children[j] = 0;
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	close(up[0]);
+	close(up[1]);
+	close(down[0]);
+	close(down[1]);
+	e = open_ok(url);
+	assert_int_equal(kv_write_error(e), 0);
+	assert_int_equal(kv_run(e, NULL, win_body, "o/4", NULL), 0);
 	assert_int_equal(kv_flush(e), 0);
 	kv_close(e);
 }
@@ -1986,6 +2045,7 @@ int main(void)
 		cmocka_unit_test_teardown(t_window_sync_failed, reap_children),
 		cmocka_unit_test_teardown(t_compact_sync_failed, reap_children),
 		cmocka_unit_test_teardown(t_sync_failed_other_process, reap_children),
+		cmocka_unit_test_teardown(t_sync_failed_open_beside, reap_children),
 		cmocka_unit_test_teardown(t_one_background_syncer, reap_children),
 		cmocka_unit_test_teardown(t_syncer_stopped, reap_children),
 		cmocka_unit_test_teardown(t_stale_lock_after_swap, reap_children),

@@ -62,6 +62,9 @@
  *   remove_write_order  a remove of a file's chunks whose forward is
  *                 retried, and a write recreating one of them meanwhile:
  *                 every replica ends with the write's bytes
+ *   remove_late_part  a range remove's first attempt, held in its window,
+ *                 does not remove a chunk written after its second
+ *                 attempt was answered
  *   read_batches_kill  12 threads of small chain reads (sharing read
  *                 RPCs) while a replica is killed -9: no read fails or
  *                 returns a wrong byte
@@ -974,6 +977,83 @@ static void test_remove_write_order(void **state)
 	env_down(&e);
 }
 
+struct bg_raw_remove {
+	struct env *e;
+	struct rpc_client *rc;
+	struct sto_remove_req rm;
+	pthread_t th;
+	int r;
+};
+
+static void *bg_raw_remove_main(void *arg)
+{
+	struct bg_raw_remove *b = arg;
+	b->r = raw_send(b->e, b->rc, NULL, NULL, &b->rm);
+	return NULL;
+}
+
+/* Two attempts of one range remove in flight at the head (the sender's
+ * first timed out): the first's chunk ops wait in its window (their
+ * forwards refused, fault injection) while the second, listing only the
+ * chunk the first has not reached, removes it and is answered; the
+ * sender goes on and a write creates that chunk anew. The first attempt's
+ * late op for it must not remove the acknowledged write. Before the fix a
+ * range's chunk ops did not look at the exactly-once cache, so the late
+ * op deleted the new chunk on every replica. */
+static void test_remove_late_part(void **state)
+{
+	(void)state;
+	struct env e;
+	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
+	env_up(&e, "craq-rmlate");
+	unsetenv("CFS_FAULTINJ");
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	int mn = node_of(&e, c.m[1].target_id);
+	assert_true(mn >= 0);
+	struct storage_loc loc = {.chain = e.chain};
+	enum { N = 65 }; /* one past the head's window of chunk ops */
+	static uint8_t small[64], v[CLEN];
+	for (uint32_t k = 0; k < N; k++) {
+		gen(1400 + k, small, sizeof(small));
+		assert_int_equal(
+		    storage_client_write(e.cli, &loc, 63, k, 0, sizeof(small), small, 0, NULL), 0);
+	}
+	char path[800];
+	snprintf(path, sizeof(path), "%s/faultinj_craq_remove_hold", e.sc.node[mn].dirs[0]);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fprintf(f, "%u\n", (unsigned)N - 1);
+	fclose(f);
+	struct rpc_opts ro = {.cluster_id = SC_CLUSTER,
+	                      .secret = (const uint8_t *)SC_SECRET,
+	                      .secret_len = strlen(SC_SECRET)};
+	struct rpc_client *rc;
+	assert_int_equal(rpc_client_new(&ro, &rc), 0);
+	struct bg_raw_remove b = {.e = &e,
+	                          .rc = rc,
+	                          .rm = {.target = c.m[0].target_id,
+	                                 .chain = e.chain,
+	                                 .chain_ver = c.version,
+	                                 .ino = 63,
+	                                 .begin = 0,
+	                                 .end = N,
+	                                 .client = 781,
+	                                 .channel = 1,
+	                                 .seq = 1}};
+	assert_int_equal(pthread_create(&b.th, NULL, bg_raw_remove_main, &b), 0);
+	usleep(500 * 1000); /* the first attempt's window is held */
+	assert_int_equal(raw_send(&e, rc, NULL, NULL, &b.rm), 0); /* its second attempt */
+	gen(1490, v, CLEN);
+	assert_int_equal(storage_client_write(e.cli, &loc, 63, N - 1, 0, CLEN, v, 0, NULL), 0);
+	unlink(path);
+	pthread_join(b.th, NULL);
+	assert_int_equal(b.r, 0); /* answered from the cache: the remove is done */
+	assert_replicas_hold(&e, 63, N - 1, v, CLEN);
+	rpc_client_free(rc);
+	env_down(&e);
+}
+
 static void test_stale(void **state)
 {
 	(void)state;
@@ -1581,6 +1661,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_resync_remove_race),
 		cmocka_unit_test(test_sync_done_version),
 		cmocka_unit_test(test_remove_write_order),
+		cmocka_unit_test(test_remove_late_part),
 		cmocka_unit_test(test_kill_middle),
 		cmocka_unit_test(test_kill_head),
 		cmocka_unit_test(test_kill_tail),
