@@ -28,4 +28,16 @@ int cli_admin_meta_status(int argc, char **argv);
 /* cmd_admin_rpcstats.c: any server's connection counters */
 int cli_admin_rpc_stats(int argc, char **argv);
 
+struct rpc_client;
+struct rpc_peer;
+/* cmd_admin.c: connects an admin command (CMD names it in messages) to
+ * the server at ADDR: loads SECRET_FILE, makes a one-thread client whose
+ * calls and handshake time out after TIMEOUT_MS, and its peer. 0 with
+ * *CLI (the caller's: rpc_client_free) and *P (owned by *CLI); else 1
+ * after printing why to stderr (*CLI NULL or to be freed as on success).
+ * Any thread. */
+int cli_admin_peer(const char *cmd, const char *addr, const char *cluster_id,
+                   const char *secret_file, int timeout_ms, struct rpc_client **cli,
+                   struct rpc_peer **p);
+
 #endif

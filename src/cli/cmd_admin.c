@@ -1,10 +1,15 @@
 /* cmd_admin.c - chainfs admin <command>: cluster administration. Each
  * command lives in its own cmd_admin_<x>.c; add a row below to register one. */
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/admin.h"
 #include "cli/cli.h"
+#include "common/status.h"
+#include "net/auth.h"
+#include "net/rpc.h"
 
 static const struct cli_admin_cmd commands[] = {
     {"gen-chain-table", cli_admin_gen_chain_table,
@@ -44,4 +49,29 @@ int cli_admin(int argc, char **argv)
 	for (size_t i = 0; commands[i].name; i++)
 		fprintf(out, "  %-16s %s\n", commands[i].name, commands[i].help);
 	return help ? 0 : 2;
+}
+
+int cli_admin_peer(const char *cmd, const char *addr, const char *cluster_id,
+                   const char *secret_file, int timeout_ms, struct rpc_client **cli,
+                   struct rpc_peer **p)
+{
+	char err[512];
+	uint8_t secret[AUTH_SECRET_MAX];
+	int rc = auth_load_secret(secret_file, secret, err, sizeof(err));
+	if (rc < 0) {
+		fprintf(stderr, "chainfs admin %s: %s\n", cmd, err);
+		return 1;
+	}
+	struct rpc_opts ro = {.cluster_id = cluster_id,
+	                      .secret = secret,
+	                      .secret_len = (size_t)rc,
+	                      .nthreads = 1,
+	                      .timeout_ms = (uint32_t)timeout_ms,
+	                      .handshake_ms = (uint32_t)timeout_ms};
+	if ((rc = rpc_client_new(&ro, cli)) ||
+	    (rc = rpc_client_peer(*cli, addr, p, err, sizeof(err)))) {
+		fprintf(stderr, "chainfs admin %s: %s\n", cmd, rc == -EINVAL ? err : cfs_strerror(rc));
+		return 1;
+	}
+	return 0;
 }

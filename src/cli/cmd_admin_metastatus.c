@@ -49,7 +49,6 @@ int cli_admin_meta_status(int argc, char **argv)
 {
 	struct metastatus_conf c = {0};
 	char err[512];
-	uint8_t secret[AUTH_SECRET_MAX];
 	struct rpc_client *cli = NULL;
 	struct buf req = BUF_INIT, resp = BUF_INIT;
 	int npos = 0, ret = 1;
@@ -63,24 +62,9 @@ int cli_admin_meta_status(int argc, char **argv)
 		ret = 2;
 		goto out;
 	}
-	rc = auth_load_secret(c.secret_file, secret, err, sizeof(err));
-	if (rc < 0) {
-		fprintf(stderr, "chainfs admin meta-status: %s\n", err);
-		goto out;
-	}
-	struct rpc_opts ro = {.cluster_id = c.cluster_id,
-	                      .secret = secret,
-	                      .secret_len = (size_t)rc,
-	                      .nthreads = 1,
-	                      .timeout_ms = (uint32_t)c.timeout_ms,
-	                      .handshake_ms = (uint32_t)c.timeout_ms};
 	struct rpc_peer *p;
-	if ((rc = rpc_client_new(&ro, &cli)) ||
-	    (rc = rpc_client_peer(cli, c.addr, &p, err, sizeof(err)))) {
-		fprintf(stderr, "chainfs admin meta-status: %s\n",
-		        rc == -EINVAL ? err : cfs_strerror(rc));
+	if (cli_admin_peer("meta-status", c.addr, c.cluster_id, c.secret_file, c.timeout_ms, &cli, &p))
 		goto out;
-	}
 	struct meta_rpc_req m = {.type = META_RPC_INFO};
 	if ((rc = meta_rpc_req_encode(&req, &m))) {
 		fprintf(stderr, "chainfs admin meta-status: %s\n", cfs_strerror(rc));

@@ -46,7 +46,6 @@ int cli_admin_rpc_stats(int argc, char **argv)
 {
 	struct rpcstats_conf c = {0};
 	char err[512];
-	uint8_t secret[AUTH_SECRET_MAX];
 	struct rpc_client *cli = NULL;
 	struct buf resp = BUF_INIT;
 	int npos = 0, ret = 1;
@@ -60,24 +59,9 @@ int cli_admin_rpc_stats(int argc, char **argv)
 		ret = 2;
 		goto out;
 	}
-	rc = auth_load_secret(c.secret_file, secret, err, sizeof(err));
-	if (rc < 0) {
-		fprintf(stderr, "chainfs admin rpc-stats: %s\n", err);
-		goto out;
-	}
-	struct rpc_opts ro = {.cluster_id = c.cluster_id,
-	                      .secret = secret,
-	                      .secret_len = (size_t)rc,
-	                      .nthreads = 1,
-	                      .timeout_ms = (uint32_t)c.timeout_ms,
-	                      .handshake_ms = (uint32_t)c.timeout_ms};
 	struct rpc_peer *p;
-	if ((rc = rpc_client_new(&ro, &cli)) ||
-	    (rc = rpc_client_peer(cli, c.addr, &p, err, sizeof(err)))) {
-		fprintf(stderr, "chainfs admin rpc-stats: %s\n",
-		        rc == -EINVAL ? err : cfs_strerror(rc));
+	if (cli_admin_peer("rpc-stats", c.addr, c.cluster_id, c.secret_file, c.timeout_ms, &cli, &p))
 		goto out;
-	}
 	struct rpc_call call = {.type = RPC_MSG_STATS};
 	struct rpc_stats_resp m;
 	rc = rpc_call(p, &call, &resp, NULL);
