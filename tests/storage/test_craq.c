@@ -743,6 +743,27 @@ static void *bg_write_main(void *arg)
 	return NULL;
 }
 
+/* Arms fault point NAME (a file the service consumes) on node N of E
+ * with TEXT ("": empty); its path into PATH. */
+static void arm_fault(struct env *e, int n, const char *name, const char *text, char *path,
+		      size_t cap)
+{
+	snprintf(path, cap, "%s/%s", e->sc.node[n].dirs[0], name);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* Waits up to MS for the service to consume the fault file at PATH. */
+static void wait_consumed(const char *path, uint64_t ms)
+{
+	uint64_t until = clock_mono_ms() + ms;
+	while (access(path, F_OK) == 0 && clock_mono_ms() < until)
+		usleep(200);
+	assert_int_not_equal(access(path, F_OK), 0);
+}
+
 /* The tail is killed: the chain is head -> middle. A write reaches the
  * middle, which finds no successor (the old tail is OFFLINE) but whose
  * own apply is held back 3 s (fault injection, craq_write.c; less than
@@ -773,18 +794,11 @@ static void test_resync_inflight(void **state)
 	stor_cluster_signal(&e.sc, tn, SIGKILL);
 	assert_true(wait_chain(&e, 2, tail, CHAIN_PS_OFFLINE, 20000));
 	char path[800];
-	snprintf(path, sizeof(path), "%s/faultinj_craq_apply_delay", e.sc.node[mn].dirs[0]);
-	FILE *f = fopen(path, "w");
-	assert_non_null(f);
-	fprintf(f, "3000\n");
-	fclose(f);
+	arm_fault(&e, mn, "faultinj_craq_apply_delay", "3000\n", path, sizeof(path));
 	struct bg_write b = { .e = &e, .ino = 31, .data = v2, .len = CLEN };
 	assert_int_equal(pthread_create(&b.th, NULL, bg_write_main, &b), 0);
 	/* Consumed: the middle has the write and forwarded it nowhere. */
-	uint64_t until = clock_mono_ms() + 5000;
-	while (access(path, F_OK) == 0 && clock_mono_ms() < until)
-		clock_sleep_ms(10);
-	assert_int_not_equal(access(path, F_OK), 0);
+	wait_consumed(path, 5000);
 	uint64_t t0 = clock_mono_ms();
 	stor_cluster_start_storage(&e.sc, tn);
 	unsetenv("CFS_FAULTINJ");
@@ -823,18 +837,11 @@ static void test_resync_remove_race(void **state)
 	struct storage_loc loc = { .chain = e.chain };
 	assert_int_equal(storage_client_write(e.cli, &loc, 41, 1, 0, CLEN, v, 0, NULL), 0);
 	char path[800];
-	snprintf(path, sizeof(path), "%s/faultinj_resync_send_delay", e.sc.node[mn].dirs[0]);
-	FILE *f = fopen(path, "w");
-	assert_non_null(f);
-	fprintf(f, "3000\n");
-	fclose(f);
+	arm_fault(&e, mn, "faultinj_resync_send_delay", "3000\n", path, sizeof(path));
 	stor_cluster_start_storage(&e.sc, tn);
 	unsetenv("CFS_FAULTINJ");
 	/* Consumed: the middle read the chunk and holds its copy back. */
-	uint64_t until = clock_mono_ms() + 30000;
-	while (access(path, F_OK) == 0 && clock_mono_ms() < until)
-		clock_sleep_ms(10);
-	assert_int_not_equal(access(path, F_OK), 0);
+	wait_consumed(path, 30000);
 	uint32_t removed = 0;
 	assert_int_equal(storage_client_remove(e.cli, &loc, 41, 0, UINT32_MAX, &removed), 0);
 	assert_int_equal(removed, 1);
@@ -878,17 +885,10 @@ static void test_sync_done_version(void **state)
 	struct storage_loc loc = { .chain = e.chain };
 	assert_int_equal(storage_client_write(e.cli, &loc, 51, 0, 0, CLEN, v, 0, NULL), 0);
 	char path[800];
-	snprintf(path, sizeof(path), "%s/faultinj_resync_send_delay", e.sc.node[mn].dirs[0]);
-	FILE *f = fopen(path, "w");
-	assert_non_null(f);
-	fprintf(f, "3000\n");
-	fclose(f);
+	arm_fault(&e, mn, "faultinj_resync_send_delay", "3000\n", path, sizeof(path));
 	stor_cluster_start_storage(&e.sc, tn);
 	unsetenv("CFS_FAULTINJ");
-	uint64_t until = clock_mono_ms() + 30000;
-	while (access(path, F_OK) == 0 && clock_mono_ms() < until)
-		clock_sleep_ms(10);
-	assert_int_not_equal(access(path, F_OK), 0);
+	wait_consumed(path, 30000);
 	/* Syncing in our routing; in the target's too (it answered DUMP). */
 	assert_true(wait_chain(&e, 2, tail, CHAIN_PS_SYNCING, 2500));
 	clock_sleep_ms(100);
@@ -958,16 +958,10 @@ static void test_remove_write_order(void **state)
 		assert_int_equal(storage_client_write(e.cli, &loc, 61, 1, 0, CLEN, old, 0, NULL), 0);
 	}
 	char path[800];
-	snprintf(path, sizeof(path), "%s/faultinj_craq_remove_refuse", e.sc.node[mn].dirs[0]);
-	FILE *f = fopen(path, "w");
-	assert_non_null(f);
-	fclose(f);
+	arm_fault(&e, mn, "faultinj_craq_remove_refuse", "", path, sizeof(path));
 	struct bg_remove b = { .e = &e, .ino = 61 };
 	assert_int_equal(pthread_create(&b.th, NULL, bg_remove_main, &b), 0);
-	uint64_t until = clock_mono_ms() + 5000;
-	while (access(path, F_OK) == 0 && clock_mono_ms() < until)
-		usleep(200);
-	assert_int_not_equal(access(path, F_OK), 0);
+	wait_consumed(path, 5000);
 	gen(1310, v, CLEN);
 	int wrc = storage_client_write(e.cli, &loc, 61, 1, 0, CLEN, v, 0, NULL);
 	pthread_join(b.th, NULL);
@@ -1019,12 +1013,9 @@ static void test_remove_late_part(void **state)
 		assert_int_equal(
 		    storage_client_write(e.cli, &loc, 63, k, 0, sizeof(small), small, 0, NULL), 0);
 	}
-	char path[800];
-	snprintf(path, sizeof(path), "%s/faultinj_craq_remove_hold", e.sc.node[mn].dirs[0]);
-	FILE *f = fopen(path, "w");
-	assert_non_null(f);
-	fprintf(f, "%u\n", (unsigned)N - 1);
-	fclose(f);
+	char path[800], text[32];
+	snprintf(text, sizeof(text), "%u\n", (unsigned)N - 1);
+	arm_fault(&e, mn, "faultinj_craq_remove_hold", text, path, sizeof(path));
 	struct rpc_opts ro = {.cluster_id = SC_CLUSTER,
 	                      .secret = (const uint8_t *)SC_SECRET,
 	                      .secret_len = strlen(SC_SECRET)};
@@ -1438,10 +1429,7 @@ static void test_head_apply_fails(void **state)
 	int hn = node_of(&e, head);
 	assert_true(hn >= 0);
 	char path[800];
-	snprintf(path, sizeof(path), "%s/faultinj_craq_head_apply", e.sc.node[hn].dirs[0]);
-	FILE *f = fopen(path, "w");
-	assert_non_null(f);
-	fclose(f);
+	arm_fault(&e, hn, "faultinj_craq_head_apply", "", path, sizeof(path));
 	/* Read the old head directly until it serves at the tail again: a
 	 * successful read is never older than what was acknowledged before
 	 * it began (seeds of one chunk only grow). */
