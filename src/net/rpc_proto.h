@@ -183,6 +183,9 @@
  *                           u32 chain, u64 ino, u32 idx)
  *                     resp: u32 n, n x (i32 result, blob: a STO_SC_MAP resp when result
  *                           is 0)   (an old server: -CFS_EBADMSG_TYPE; map one by one)
+ *  317 STO_TRUNCATE   req:  tgt, u64 ino, u32 idx, u32 len (>= 1), u32 flags, eo
+ *                     resp: as STO_WRITE's (the chunk after the cut); to the head only,
+ *                           it goes down the chain as a replace STO_WRITE
  *   The handshake messages are sent with request ids and replied to like any
  *   request; a refusal is a reply with status -CFS_EAUTH or -CFS_EVERSION.
  *

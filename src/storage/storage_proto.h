@@ -41,6 +41,8 @@ enum sto_msg_type {
 	/* Short-circuit reads (docs/rpc.md "Short-circuit reads"). */
 	STO_MSG_SC_MAP = 315,
 	STO_MSG_SC_MAP_MANY = 316,
+	/* Cuts a chunk short at its chain's head (craq_write.c "Truncates"). */
+	STO_MSG_TRUNCATE = 317,
 };
 
 #define STO_MAX_BATCH 1024   /* ranges in one READ */
@@ -112,6 +114,23 @@ WIRE_STRUCT(sto_remove_req, STO_REMOVE_REQ);
 
 #define STO_REMOVE_RESP(F) F(u32, removed)
 WIRE_STRUCT(sto_remove_resp, STO_REMOVE_RESP);
+
+/* TRUNCATE req: chunk (INO, IDX) becomes its first LEN bytes (LEN >= 1:
+ * a cut to 0 is a REMOVE); a chunk no longer than LEN is left alone.
+ * Sent to the chain's head only (chain != 0); it is applied there under
+ * the chunk's lock and goes down the chain as a replace WRITE of the kept
+ * bytes at the next version, so every replica orders it against the
+ * chunk's writes as the head did. FLAGS: none defined yet (unknown bits
+ * ignored). Resp: a WRITE response, the chunk after the cut (or as it
+ * was, when it was no longer than LEN). -ENOENT if the head has no such
+ * chunk. */
+#define STO_TRUNCATE_REQ(F)                                \
+	F(u32, target) F(u32, chain) F(u32, chain_ver)     \
+	F(u64, ino)                                        \
+	F(u32, idx) F(u32, len)                            \
+	F(u32, flags)                                      \
+	F(u64, client) F(u64, channel) F(u64, seq)
+WIRE_STRUCT(sto_truncate_req, STO_TRUNCATE_REQ);
 
 #define STO_QUERY_REQ(F)              \
 	F(u32, target) F(u32, chain)  \
@@ -308,6 +327,8 @@ int sto_remove_req_encode(struct buf *b, const struct sto_remove_req *m);
 int sto_remove_req_decode(const void *p, size_t n, struct sto_remove_req *m);
 int sto_remove_resp_encode(struct buf *b, const struct sto_remove_resp *m);
 int sto_remove_resp_decode(const void *p, size_t n, struct sto_remove_resp *m);
+int sto_truncate_req_encode(struct buf *b, const struct sto_truncate_req *m);
+int sto_truncate_req_decode(const void *p, size_t n, struct sto_truncate_req *m);
 int sto_query_req_encode(struct buf *b, const struct sto_query_req *m);
 int sto_query_req_decode(const void *p, size_t n, struct sto_query_req *m);
 int sto_query_resp_encode(struct buf *b, const struct sto_query_resp *m);

@@ -28,10 +28,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* 0xf0.. pick the shared-memory messages (0xf0: 310, 0xf1: 311,
 	 * 0xf2: 312, 0xf3: 313, 0xf4: 314), 0xf5 / 0xf6 the short-circuit
 	 * map request / reply (315), 0xf7 the batched map's request and
-	 * reply (316: the same bytes through both); below, the older
-	 * decoders keep the selector their corpus files use. */
-	unsigned sel = data[0] >= 0xf0 && data[0] <= 0xf7 ? 12 + (unsigned)(data[0] - 0xf0)
-			: data[0] >= 0xf8 ? 12 + (unsigned)(data[0] - 0xf0) % 3
+	 * reply (316: the same bytes through both), 0xf8 the truncate
+	 * request (317); below, the older decoders keep the selector their
+	 * corpus files use. */
+	unsigned sel = data[0] >= 0xf0 && data[0] <= 0xf8 ? 12 + (unsigned)(data[0] - 0xf0)
+			: data[0] >= 0xf9 ? 12 + (unsigned)(data[0] - 0xf0) % 3
 					  : data[0] % 12;
 	switch (sel) {
 	case 0: {
@@ -253,6 +254,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			for (uint32_t i = 0; i < m.n; i++)
 				check(r2[i].result == r[i].result && r2[i].len == r[i].len &&
 				      (!r[i].len || !memcmp(r2[i].body, r[i].body, r[i].len)));
+		}
+		break;
+	}
+	case 20: {
+		struct sto_truncate_req m, m2;
+		if (!sto_truncate_req_decode(p, n, &m)) {
+			check(!sto_truncate_req_encode(&b, &m));
+			check(!sto_truncate_req_decode(b.data, b.len, &m2));
+			check(m.target == m2.target && m.chain == m2.chain &&
+			      m.chain_ver == m2.chain_ver && m.ino == m2.ino && m.idx == m2.idx &&
+			      m.len == m2.len && m.flags == m2.flags && m.client == m2.client &&
+			      m.channel == m2.channel && m.seq == m2.seq);
 		}
 		break;
 	}
