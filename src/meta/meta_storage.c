@@ -7,9 +7,9 @@
  *   remove_chunks(chain, ino, first)  STO_REMOVE [first, UINT32_MAX) at the head
  *   gc_remove_chunks                  the same on a client of its own with a 2 s
  *                                     timeout and budget
- *   truncate_chunk(chain, ino, i, n)  storage_client_truncate: read the prefix,
- *                                     write it back as a full-chunk replace
- *                                     (the protocol has no shorten message)
+ *   truncate_chunk(chain, ino, i, n)  storage_client_truncate: STO_TRUNCATE to the
+ *                                     chain's head, which cuts the chunk under its
+ *                                     lock and replicates the cut like a write
  *   query_last_chunk(chain, ino)      STO_QUERY with last = 1
  *   capacity                          per chain the smallest member's capacity
  *                                     and free bytes (a chain holds one copy per

@@ -1,4 +1,4 @@
-/* craq_write.c - chain replication of writes and removes (3FS's CRAQ).
+/* craq_write.c - chain replication of writes, removes and truncates (3FS's CRAQ).
  *
  * A chain op walks head -> ... -> tail (-> the SYNCING target, if any):
  *
@@ -54,6 +54,18 @@
  * as a repeat by a successor still holding it at a higher version, then
  * deleted there by the late remove: acknowledged, on the head alone.)
  *
+ * Truncates (STO_MSG_TRUNCATE, head only) are a chain op of their own at
+ * the head: under the chunk's lock it looks the chunk up (no longer than
+ * the cut: answered as is, nothing changes), reads the kept prefix from
+ * its own copy, and applies it as a replace at the next version; from
+ * there it is a replace write: forwarded down the chain at that version,
+ * answered once the tail applied it, cached for exactly-once like any
+ * write. So a write of the chunk lands wholly before the cut or after it
+ * on every replica, and a returning replica gets the shortened chunk
+ * from resync like any newer version. (The storage client used to cut a
+ * chunk itself: read the prefix from any replica, then send a replace; a
+ * write acknowledged between the two was undone by the replace.)
+ *
  * LOCAL FAILURE AFTER THE SUCCESSOR APPLIED (pipelining's rule). When a
  * member's own apply fails (disk error, engine in ERROR) while its forward
  * went through, the successors hold u and it does not. The member FENCES
@@ -106,7 +118,10 @@
  * touching anything (test_craq.c remove_write_order); while a file
  * DIR/faultinj_craq_remove_hold holding a chunk index N is present, every
  * forwarded remove to that target beginning below N is answered so
- * (test_craq.c remove_late_part).
+ * (test_craq.c remove_late_part); while a file DIR/faultinj_craq_trunc_hold
+ * is present, a truncate at that head waits after it read the kept bytes,
+ * the chunk locked, and writes DIR/faultinj_craq_trunc_held once
+ * (test_craq.c truncate_write_race).
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -128,7 +143,9 @@
 #define FORWARD_RETRY_MS 100
 #define FORWARD_TIMEOUT_MS 5000
 
-enum craq_kind { CRAQ_WRITE, CRAQ_REMOVE };
+/* A TRUNCATE becomes a WRITE (a replace of the kept bytes) once the head
+ * read them under the chunk's lock. */
+enum craq_kind { CRAQ_WRITE, CRAQ_REMOVE, CRAQ_TRUNC };
 
 struct craq_op {
 	struct storage_service *s;
@@ -175,6 +192,7 @@ struct craq_op {
 	int local_err, fwd_err;      /* each written by its part before its end */
 	struct chunk_info local_info;/* the local apply's result */
 	struct rm_job *parent;       /* REMOVE of one chunk of a range at the head */
+	bool trunc_held;             /* TRUNC: held by fault injection (reported once) */
 };
 
 enum { PL_LOCAL_DONE = 1, PL_FWD_WAITS = 2 };
@@ -197,6 +215,11 @@ static bool receives_writes(enum chain_pub_state ps)
 	return ps == CHAIN_PS_SERVING || ps == CHAIN_PS_SYNCING;
 }
 
+static const char *kind_name(enum craq_kind k)
+{
+	return k == CRAQ_WRITE ? "write" : k == CRAQ_REMOVE ? "remove" : "truncate";
+}
+
 static void reply_err(struct rpc_req *req, int err, const char *what)
 {
 	char text[160];
@@ -208,7 +231,7 @@ static void encode_reply(struct craq_op *o, uint8_t *out, uint32_t *len)
 {
 	struct buf b;
 	buf_init(&b);
-	if (o->kind == CRAQ_WRITE)
+	if (o->kind != CRAQ_REMOVE)
 		sto_write_resp_encode(&b, &o->wresp);
 	else
 		sto_remove_resp_encode(&b, &(struct sto_remove_resp){ .removed = o->removed });
@@ -244,10 +267,12 @@ static void finish(struct craq_op *o, int err)
 		return;
 	}
 	if (err) {
-		if (err != -CFS_ECHAIN_VERSION && err != -CFS_ENOT_HEAD)
+		/* A truncate of an absent chunk (a hole) is an answer, not a failure. */
+		if (err != -CFS_ECHAIN_VERSION && err != -CFS_ENOT_HEAD &&
+		    !(o->kind == CRAQ_TRUNC && err == -ENOENT))
 			LOG_WARN("craq", "op failed: chain=%u ino=%llu idx=%u err=%s", o->chain,
 				 (unsigned long long)o->id.ino, o->id.idx, cfs_strerror(err));
-		reply_err(o->req, err, o->kind == CRAQ_WRITE ? "write" : "remove");
+		reply_err(o->req, err, kind_name(o->kind));
 	} else {
 		uint8_t resp[64];
 		uint32_t len;
@@ -287,7 +312,7 @@ static bool dedup_answer(struct craq_op *o)
 		LOG_INFO("craq", "late duplicate refused: chain=%u client=%llu channel=%llu seq=%llu",
 			 o->chain, (unsigned long long)o->client, (unsigned long long)o->channel,
 			 (unsigned long long)o->seq);
-		reply_err(o->req, -CFS_ESUPERSEDED, o->kind == CRAQ_WRITE ? "write" : "remove");
+		reply_err(o->req, -CFS_ESUPERSEDED, kind_name(o->kind));
 	} else {
 		rpc_reply(o->req, status, resp, len);
 	}
@@ -763,12 +788,18 @@ static void head_version(struct craq_op *o, int result, const struct chunk_info 
 	pl_start(o, v + 1);
 }
 
+static void trunc_locked(struct craq_op *o);
+
 static void locked(void *arg)
 {
 	struct craq_op *o = arg;
 	o->locked = true;
 	if (dedup_answer(o))
 		return;
+	if (o->kind == CRAQ_TRUNC) {
+		trunc_locked(o);
+		return;
+	}
 	if (o->kind == CRAQ_WRITE && o->head && !(o->w.flags & STO_WF_REPLACE) &&
 	    !chunk_engine_space_low(o->t->eng)) {
 		/* The version to forward before our own apply assigns it, looked
@@ -1090,6 +1121,134 @@ void craq_remove_handle(struct storage_service *s, struct rpc_req *req,
 	o->rm = *m;
 	o->id = (struct chunk_id){ m->ino, m->begin };
 	o->head = !(m->flags & STO_WF_FORWARDED);
+	o->client = m->client;
+	o->channel = m->channel;
+	o->seq = m->seq;
+	o->chain = m->chain;
+	start(o);
+}
+
+/* ---- truncates (head) ----
+ * See "Truncates" at the top. The head holds the chunk's lock from its
+ * look at the chunk to the tail's answer, so no write of the chunk lands
+ * between the read of the kept bytes and the replace that puts them back
+ * (the cut a client made as a read then a replace lost a write
+ * acknowledged in between), and the bytes it keeps are the newest
+ * committed ones: under the lock the head's copy has no pending update. */
+
+/* Fault injection: while DIR/faultinj_craq_trunc_hold exists, a truncate
+ * that read its kept bytes waits before it applies them, holding the
+ * chunk's lock; it writes DIR/faultinj_craq_trunc_held once it waits. */
+static bool trunc_hold(struct craq_op *o)
+{
+	if (!o->s->faultinj || atomic_load(&o->s->stopping))
+		return false;
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/faultinj_craq_trunc_hold", o->t->dir);
+	if (access(path, F_OK) != 0)
+		return false;
+	if (!o->trunc_held) {
+		o->trunc_held = true;
+		snprintf(path, sizeof(path), "%s/faultinj_craq_trunc_held", o->t->dir);
+		FILE *f = fopen(path, "w");
+		if (f)
+			fclose(f);
+	}
+	return true;
+}
+
+/* Applies the kept bytes as a replace at the next version; from here the
+ * op is a replace WRITE (applied, then forwarded: craq_write's path). */
+static void trunc_apply(void *arg)
+{
+	struct craq_op *o = arg;
+	if (trunc_hold(o)) {
+		craq_sched_after(o->s->sched, 20, trunc_apply, o);
+		return;
+	}
+	o->kind = CRAQ_WRITE;
+	o->op = (struct chunk_op){ .type = CHUNK_OP_WRITE, .done = applied, .arg = o,
+				   .id = o->id, .off = 0, .len = o->w.len, .data = o->data,
+				   .chain_ver = o->w.chain_ver, .flags = CHUNK_WF_REPLACE,
+				   .data_crc = o->w.crc };
+	chunk_engine_submit(o->t->eng, &o->op);
+}
+
+static void trunc_read_done(struct chunk_op *op)
+{
+	struct craq_op *o = op->arg;
+	int r = op->result < 0 ? op->result : o->rr.result;
+	if (r < 0) {
+		finish(o, r);
+		return;
+	}
+	if ((uint32_t)r != o->w.len) {
+		/* The lock keeps every mutation out, so the chunk is as long as
+		 * the lookup said; anything else is not ours to guess at. */
+		finish(o, -EIO);
+		return;
+	}
+	o->w.crc = o->rr.crc;
+	trunc_apply(o);
+}
+
+/* Under the chunk's lock: a no-op when the chunk is no longer than the
+ * cut, else reads the kept bytes. */
+static void trunc_locked(struct craq_op *o)
+{
+	struct chunk_info ci;
+	int qr = chunk_engine_query_now(o->t->eng, o->id, &ci);
+	if (qr) {
+		finish(o, qr);
+		return;
+	}
+	if (o->w.chain_ver < ci.chain_ver) {
+		finish(o, -CFS_ECHAIN_VERSION);
+		return;
+	}
+	if (ci.len <= o->w.len) {
+		o->wresp = (struct sto_write_resp){ .commit_ver = ci.commit_ver, .len = ci.len,
+						    .crc = ci.crc };
+		finish(o, 0);
+		return;
+	}
+	o->data = stor_buf_get(o->s, o->w.len);
+	if (!o->data) {
+		finish(o, -ENOMEM);
+		return;
+	}
+	o->rr = (struct chunk_read_range){ .id = o->id, .off = 0, .len = o->w.len,
+					   .dst = o->data };
+	o->op = (struct chunk_op){ .type = CHUNK_OP_READ, .done = trunc_read_done, .arg = o,
+				   .ranges = &o->rr, .nranges = 1 };
+	chunk_engine_submit(o->t->eng, &o->op);
+}
+
+void craq_truncate_handle(struct storage_service *s, struct rpc_req *req,
+			  const struct sto_truncate_req *m)
+{
+	struct stor_target *t = stor_target_by_id(s, m->target);
+	int err = !s->mc ? -EINVAL : !t ? -ENODEV : 0;
+	if (!err)
+		err = check_role(s, t, m->chain, m->chain_ver, false);
+	if (err) {
+		reply_err(req, err, "truncate");
+		stor_end(s);
+		return;
+	}
+	struct craq_op *o = xcalloc(1, sizeof(*o));
+	o->s = s;
+	o->t = t;
+	o->req = req;
+	o->kind = CRAQ_TRUNC;
+	/* The replace it becomes: off 0, LEN kept bytes (CRC once read). */
+	o->w = (struct sto_write_req){ .target = m->target, .chain = m->chain,
+				       .chain_ver = m->chain_ver, .ino = m->ino, .idx = m->idx,
+				       .off = 0, .len = m->len, .flags = STO_WF_REPLACE,
+				       .client = m->client, .channel = m->channel,
+				       .seq = m->seq };
+	o->id = (struct chunk_id){ m->ino, m->idx };
+	o->head = true;
 	o->client = m->client;
 	o->channel = m->channel;
 	o->seq = m->seq;

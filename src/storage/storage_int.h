@@ -165,6 +165,10 @@ void craq_write_handle(struct storage_service *s, struct rpc_req *req,
 		       uint32_t *page_crc, bool checked);
 void craq_remove_handle(struct storage_service *s, struct rpc_req *req,
 			const struct sto_remove_req *m);
+/* TRUNCATE of a chain chunk (M->chain != 0, M->len >= 1), admitted
+ * (fence_witness_admit); answers REQ and ends the request itself. */
+void craq_truncate_handle(struct storage_service *s, struct rpc_req *req,
+			  const struct sto_truncate_req *m);
 /* The local-failure rule of pipelined writes: T stops serving at once
  * and reports OFFLINE; it rejoins through startup fencing and resync.
  * Idempotent; any thread. */

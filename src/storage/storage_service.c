@@ -799,6 +799,28 @@ static void handle_remove(struct rpc_req *req, void *arg)
 	chunk_engine_submit(t->eng, &r->op);
 }
 
+/* ---- TRUNCATE ---- */
+
+/* Chain targets only: a cut is ordered against the chunk's writes by the
+ * head's chunk lock, which direct addressing (no chain) does not take. */
+static void handle_truncate(struct rpc_req *req, void *arg)
+{
+	struct storage_service *s = arg;
+	struct sto_truncate_req m;
+	uint32_t plen;
+	const uint8_t *p = rpc_req_payload(req, &plen);
+	if (sto_truncate_req_decode(p, plen, &m)) {
+		reply_err(req, -CFS_EPROTO, "truncate: malformed request");
+		return;
+	}
+	int err = !m.len || !m.chain ? -EINVAL : fence_witness_admit(s);
+	if (err) {
+		reply_err(req, err, "truncate");
+		return;
+	}
+	craq_truncate_handle(s, req, &m);
+}
+
 /* ---- QUERY ---- */
 
 struct query_ctx {
@@ -946,6 +968,8 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 	}
 	h.fn = handle_remove;
 	rpc_server_handle(s->srv, STO_MSG_REMOVE, &h);
+	h.fn = handle_truncate;
+	rpc_server_handle(s->srv, STO_MSG_TRUNCATE, &h);
 	h.fn = handle_query;
 	rpc_server_handle(s->srv, STO_MSG_QUERY, &h);
 	h.fn = handle_stat;

@@ -675,20 +675,24 @@ int storage_client_remove(struct storage_client *c, const struct storage_loc *lo
 	return rc;
 }
 
-int storage_client_truncate(struct storage_client *c, const struct storage_loc *loc,
-			    uint64_t ino, uint32_t idx, uint32_t len)
+static int truncate_encode(struct buf *pl, void *arg, const struct dest *d)
 {
-	if (len == 0) {
-		uint32_t removed = 0;
-		int rc = storage_client_remove(c, loc, ino, idx, idx + 1, &removed);
-		return rc ? rc : removed ? 0 : -ENOENT;
-	}
+	struct sto_truncate_req *m = arg;
+	m->target = d->target;
+	m->chain = d->chain;
+	m->chain_ver = d->chain_ver;
+	return sto_truncate_req_encode(pl, m);
+}
+
+/* Direct addressing (no chain, tests and single services): the cut as a
+ * read then a replace; nothing orders it against writes there. */
+static int truncate_direct(struct storage_client *c, const struct storage_loc *loc,
+			   uint64_t ino, uint32_t idx, uint32_t len)
+{
 	void *buf = malloc(len);
 	if (!buf)
 		return -ENOMEM;
 	struct storage_read r = { .loc = *loc, .ino = ino, .idx = idx, .len = len, .dst = buf };
-	if (loc->chain)
-		r.loc.addr = NULL, r.loc.target = 0; /* any serving replica */
 	int rc = storage_client_read(c, &r, 1, 0);
 	if (!rc && r.result < 0)
 		rc = r.result;
@@ -699,6 +703,29 @@ int storage_client_truncate(struct storage_client *c, const struct storage_loc *
 			rc = storage_client_write(c, loc, ino, idx, 0, len, buf, STO_WF_REPLACE, NULL);
 	}
 	free(buf);
+	return rc;
+}
+
+int storage_client_truncate(struct storage_client *c, const struct storage_loc *loc,
+			    uint64_t ino, uint32_t idx, uint32_t len)
+{
+	if (len == 0) {
+		uint32_t removed = 0;
+		int rc = storage_client_remove(c, loc, ino, idx, idx + 1, &removed);
+		return rc ? rc : removed ? 0 : -ENOENT;
+	}
+	if (!loc->chain)
+		return truncate_direct(c, loc, ino, idx, len);
+	struct sto_truncate_req m = { .ino = ino, .idx = idx, .len = len, .client = c->client_id };
+	next_seq(c, &m.channel, &m.seq);
+	struct buf resp;
+	buf_init(&resp);
+	int rc = call_loc(c, loc, true, STO_MSG_TRUNCATE, truncate_encode, &m, &resp);
+	if (!rc) {
+		struct sto_write_resp r;
+		rc = sto_write_resp_decode(resp.data, resp.len, &r);
+	}
+	buf_fini(&resp);
 	return rc;
 }
 

@@ -125,11 +125,14 @@ int storage_client_write(struct storage_client *c, const struct storage_loc *loc
 int storage_client_write_crc(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
                              uint32_t idx, uint32_t off, uint32_t len, const void *data,
                              uint32_t crc, uint32_t flags, struct sto_write_resp *out);
-/* Cuts chunk (INO, IDX) to LEN bytes (0 removes it): reads the prefix and
- * writes it back as a replace, so it travels the chain like a write. Not
- * atomic against concurrent writers of the same chunk (the metadata
- * service serialises truncates of a file). -ENOENT if the chunk is absent;
- * a chunk already shorter is left alone. */
+/* Cuts chunk (INO, IDX) to LEN bytes (0 removes it). On a chain, one
+ * STO_TRUNCATE to its head, which cuts the chunk under the chunk's lock
+ * and replicates the cut like a write: atomic against writes of the
+ * chunk (each lands wholly before or after it on every replica), and
+ * exactly-once like them. With direct addressing (LOC's chain 0) a read
+ * of the prefix then a replace, not ordered against concurrent writers.
+ * -ENOENT if the chunk is absent; a chunk no longer than LEN is left
+ * alone. Thread-safe. */
 int storage_client_truncate(struct storage_client *c, const struct storage_loc *loc,
 			    uint64_t ino, uint32_t idx, uint32_t len);
 /* Removes chunks [BEGIN, END) of INO; *REMOVED (may be NULL) the count. */

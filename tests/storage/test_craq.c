@@ -65,6 +65,13 @@
  *   remove_late_part  a range remove's first attempt, held in its window,
  *                 does not remove a chunk written after its second
  *                 attempt was answered
+ *   truncate_write_race  a truncate held at the head after it read the
+ *                 bytes it keeps, and a write inside them sent meanwhile:
+ *                 every replica ends with the write's bytes in the kept
+ *                 part (fault injection, craq_write.c)
+ *   truncate_resync  a truncate while the tail is down is on the tail
+ *                 once it was resynced; a truncate to the length or past
+ *                 it changes nothing, one of an absent chunk is -ENOENT
  *   read_batches_kill  12 threads of small chain reads (sharing read
  *                 RPCs) while a replica is killed -9: no read fails or
  *                 returns a wrong byte
@@ -1045,6 +1052,161 @@ static void test_remove_late_part(void **state)
 	env_down(&e);
 }
 
+/* ---- truncates ---- */
+
+struct bg_trunc {
+	struct env *e;
+	uint64_t ino;
+	uint32_t len;
+	pthread_t th;
+	int rc;
+};
+
+static void *bg_trunc_main(void *arg)
+{
+	struct bg_trunc *b = arg;
+	struct storage_loc loc = { .chain = b->e->chain };
+	b->rc = storage_client_truncate(b->e->cli, &loc, b->ino, 0, b->len);
+	return NULL;
+}
+
+struct bg_pwrite {
+	struct env *e;
+	uint64_t ino;
+	uint32_t off, len;
+	const uint8_t *data;
+	pthread_t th;
+	_Atomic int done;
+	int rc;
+};
+
+static void *bg_pwrite_main(void *arg)
+{
+	struct bg_pwrite *b = arg;
+	struct storage_loc loc = { .chain = b->e->chain };
+	b->rc = storage_client_write(b->e->cli, &loc, b->ino, 0, b->off, b->len, b->data, 0, NULL);
+	atomic_store(&b->done, 1);
+	return NULL;
+}
+
+/* Every member of E's chain holds chunk INO:IDX at LEN bytes with CRC and
+ * the same version. */
+static void assert_replicas_len(struct env *e, uint64_t ino, uint32_t idx, uint32_t len,
+				uint32_t crc)
+{
+	struct route_chain c;
+	assert_true(get_chain(e, &c));
+	uint64_t ver = 0;
+	for (uint32_t k = 0; k < c.n; k++) {
+		int ni = node_of(e, c.m[k].target_id);
+		struct storage_loc pin = { .chain = e->chain, .addr = e->sc.node[ni].addr,
+					   .target = c.m[k].target_id };
+		struct sto_query_resp q;
+		assert_int_equal(storage_client_query(e->cli, &pin, ino, idx, 0, &q), 0);
+		if (q.len != len || q.crc != crc)
+			print_message("target %u: %u bytes, crc %08x, version %llu\n",
+				      c.m[k].target_id, q.len, q.crc,
+				      (unsigned long long)q.commit_ver);
+		assert_int_equal(q.len, len);
+		assert_int_equal(q.crc, crc);
+		if (k)
+			assert_int_equal(q.commit_ver, ver);
+		ver = q.commit_ver;
+	}
+}
+
+/* A truncate of a chunk to half its length and a client write inside the
+ * kept half, racing: the truncate is held at the head after it read the
+ * bytes it keeps (fault injection, craq_write.c), the write is sent
+ * meanwhile, then the truncate is let go. Both are acknowledged; every
+ * replica must end with the kept half carrying the write's bytes (cut
+ * then write, or write then cut: the same bytes here). Before the fix
+ * the storage client cut the chunk itself, reading the prefix and then
+ * sending it back as a replace: the write, acknowledged between the two,
+ * was undone by the replace (checked with the old client path held
+ * between its read and its replace). */
+static void test_truncate_write_race(void **state)
+{
+	(void)state;
+	struct env e;
+	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
+	env_up(&e, "craq-trrace");
+	unsetenv("CFS_FAULTINJ");
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	int hn = node_of(&e, c.m[0].target_id);
+	assert_true(hn >= 0);
+	static uint8_t old[CLEN], w[8192], want[CLEN / 2];
+	gen(1501, old, CLEN);
+	gen(1502, w, sizeof(w));
+	struct storage_loc loc = { .chain = e.chain };
+	assert_int_equal(storage_client_write(e.cli, &loc, 71, 0, 0, CLEN, old, 0, NULL), 0);
+	char path[800], held[800];
+	snprintf(held, sizeof(held), "%s/faultinj_craq_trunc_held", e.sc.node[hn].dirs[0]);
+	arm_fault(&e, hn, "faultinj_craq_trunc_hold", "", path, sizeof(path));
+	struct bg_trunc t = { .e = &e, .ino = 71, .len = CLEN / 2 };
+	assert_int_equal(pthread_create(&t.th, NULL, bg_trunc_main, &t), 0);
+	uint64_t until = clock_mono_ms() + 10000;
+	while (access(held, F_OK) != 0 && clock_mono_ms() < until)
+		usleep(1000);
+	assert_int_equal(access(held, F_OK), 0); /* the truncate read its bytes and waits */
+	struct bg_pwrite b = { .e = &e, .ino = 71, .off = 4096, .len = sizeof(w), .data = w };
+	assert_int_equal(pthread_create(&b.th, NULL, bg_pwrite_main, &b), 0);
+	/* Long enough for the write to be acknowledged if nothing orders it
+	 * after the held truncate. */
+	usleep(700 * 1000);
+	print_message("write %s while the truncate was held\n",
+		      atomic_load(&b.done) ? "acknowledged" : "waiting");
+	unlink(path);
+	pthread_join(t.th, NULL);
+	pthread_join(b.th, NULL);
+	unlink(held);
+	assert_int_equal(t.rc, 0);
+	assert_int_equal(b.rc, 0);
+	memcpy(want, old, sizeof(want));
+	memcpy(want + 4096, w, sizeof(w));
+	assert_replicas_len(&e, 71, 0, sizeof(want), crc32c(0, want, sizeof(want)));
+	assert_replicas_hold(&e, 71, 0, want, sizeof(want));
+	env_down(&e);
+}
+
+/* A truncate while the tail is down reaches it through resync: the cut
+ * chunk has a newer version than the copy the tail kept, so the tail
+ * ends with the shortened bytes like the others. Also: a truncate to the
+ * chunk's length or beyond changes nothing (not even its version), and
+ * one of an absent chunk is -ENOENT. */
+static void test_truncate_resync(void **state)
+{
+	(void)state;
+	struct env e;
+	env_up(&e, "craq-trrsync");
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	static uint8_t v[CLEN];
+	gen(1601, v, CLEN);
+	struct storage_loc loc = { .chain = e.chain };
+	assert_int_equal(storage_client_write(e.cli, &loc, 73, 0, 0, CLEN, v, 0, NULL), 0);
+	struct sto_query_resp q0, q1;
+	assert_int_equal(storage_client_query(e.cli, &loc, 73, 0, 0, &q0), 0);
+	assert_int_equal(storage_client_truncate(e.cli, &loc, 73, 0, CLEN), 0);
+	assert_int_equal(storage_client_truncate(e.cli, &loc, 73, 0, 2 * CLEN), 0);
+	assert_int_equal(storage_client_query(e.cli, &loc, 73, 0, 0, &q1), 0);
+	assert_int_equal(q1.commit_ver, q0.commit_ver);
+	assert_replicas_len(&e, 73, 0, CLEN, crc32c(0, v, CLEN));
+	assert_int_equal(storage_client_truncate(e.cli, &loc, 74, 0, 100), -ENOENT);
+	uint32_t tail = c.m[2].target_id;
+	int tn = node_of(&e, tail);
+	assert_true(tn >= 0);
+	stor_cluster_signal(&e.sc, tn, SIGKILL);
+	assert_true(wait_chain(&e, 2, tail, CHAIN_PS_OFFLINE, 20000));
+	assert_int_equal(storage_client_truncate(e.cli, &loc, 73, 0, 10000), 0);
+	stor_cluster_start_storage(&e.sc, tn);
+	assert_chain_recovers(&e, 60000);
+	assert_replicas_len(&e, 73, 0, 10000, crc32c(0, v, 10000));
+	assert_replicas_hold(&e, 73, 0, v, 10000);
+	env_down(&e);
+}
+
 static void test_stale(void **state)
 {
 	(void)state;
@@ -1650,6 +1812,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_sync_done_version),
 		cmocka_unit_test(test_remove_write_order),
 		cmocka_unit_test(test_remove_late_part),
+		cmocka_unit_test(test_truncate_write_race),
+		cmocka_unit_test(test_truncate_resync),
 		cmocka_unit_test(test_kill_middle),
 		cmocka_unit_test(test_kill_head),
 		cmocka_unit_test(test_kill_tail),
