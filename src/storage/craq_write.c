@@ -68,7 +68,14 @@
  * kept, and the chain converges on u (or on a later write). A failure that
  * leaves nothing to fence (-CFS_ECONFLICT at a non-head: the predecessor
  * resends the whole chunk; -CFS_ECHAIN_VERSION while the forward failed
- * too) is answered as before.
+ * too) is answered as before. A successor whose apply of a forwarded
+ * REMOVE fails fences itself the same way: its predecessors removed the
+ * chunk; answering the error would have them retry to their deadline and
+ * give up, the chunk kept from here on down the chain, where a re-create
+ * of it at version 1 is then taken as a repeat. Such a fence, like one
+ * for a full disk below, rejoins after a backoff (without it a disk that
+ * fails every apply rejoins, fails the retried op and fences again every
+ * 100 ms, and the op never gets past it).
  *
  * CHECK AFTER FORWARDING (CFS_CRAQ_CHECK_LATE=1 or =engine in the
  * service's environment; off by default, docs/rpc.md). The service leaves
@@ -106,7 +113,11 @@
  * touching anything (test_craq.c remove_write_order); while a file
  * DIR/faultinj_craq_remove_hold holding a chunk index N is present, every
  * forwarded remove to that target beginning below N is answered so
- * (test_craq.c remove_late_part).
+ * (test_craq.c remove_late_part); while DIR/faultinj_craq_remove_fail is
+ * present, the apply of every forwarded remove there fails with -EIO
+ * without touching the disk (test_craq.c remove_apply_fails).
+ * CFS_FAULTINJ_FORWARD_DEADLINE_MS beside CFS_FAULTINJ shortens the
+ * forward deadline (30 s) to that many milliseconds.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -181,6 +192,7 @@ enum { PL_LOCAL_DONE = 1, PL_FWD_WAITS = 2 };
 
 static void forward(void *arg);
 static void fwd_end(struct craq_op *o, int err);
+static void fence_diverged(struct craq_op *o, int err, const char *what);
 static void rm_part_done(struct rm_job *j, int err, uint32_t removed);
 
 /* Finds TARGET in CHAIN of SNAP. Returns its index or -1. */
@@ -526,6 +538,18 @@ static void applied(struct chunk_op *op)
 {
 	struct craq_op *o = op->arg;
 	if (o->kind == CRAQ_REMOVE) {
+		if (op->result < 0 && !o->head) {
+			/* Our predecessors removed the chunk and their forward
+			 * waits on us: answering the error would have them retry
+			 * until their deadline, then give up with the chunk gone
+			 * there and kept here and after us (a re-create at
+			 * version 1 then taken here as a repeat: the write lost).
+			 * Fenced, mgmtd moves us out, their retry reaches our
+			 * successor, and resync removes it here. */
+			fence_diverged(o, op->result, "apply of a forwarded remove failed");
+			finish(o, -CFS_EUNAVAIL);
+			return;
+		}
 		if (op->result < 0) {
 			finish(o, op->result);
 			return;
@@ -563,6 +587,18 @@ void craq_fence_target(struct storage_service *s, struct stor_target *t, const c
 	mgmtd_link_kick(s);
 }
 
+/* This member's state now differs from its successors' (ERR: why): it
+ * stops serving before it releases the chunk lock, so no reader sees that
+ * state, and rejoins through resync. */
+static void fence_diverged(struct craq_op *o, int err, const char *what)
+{
+	char why[128];
+	snprintf(why, sizeof(why), "%s (%s)", what, cfs_strerror(err));
+	atomic_store(&o->t->fence_failed, err != -ENOSPC);
+	stor_nospace_fenced(o->t, clock_mono_ms());
+	craq_fence_target(o->s, o->t, why);
+}
+
 /* Both parts ended: answer, fencing first where the rule says so. */
 static void pl_finish(struct craq_op *o)
 {
@@ -587,13 +623,8 @@ static void pl_finish(struct craq_op *o)
 		finish(o, lerr);
 		return;
 	}
-	char why[96];
-	snprintf(why, sizeof(why), "local apply failed (%s), forward %s", cfs_strerror(lerr),
-		 ferr ? "failed" : "applied");
-	if (lerr == -ENOSPC) {
-		stor_nospace_fenced(o->t, clock_mono_ms());
-	}
-	craq_fence_target(o->s, o->t, why);
+	fence_diverged(o, lerr,
+		       ferr ? "local apply failed, forward failed" : "local apply failed, forward applied");
 	finish(o, -CFS_EUNAVAIL);
 }
 
@@ -672,6 +703,17 @@ static int late_check(struct craq_op *o)
 		return 0;
 	o->unchecked = false;
 	return stor_write_crc_check(&o->w, o->data, &o->page_crc);
+}
+
+/* Whether the apply of this forwarded remove "fails" (fault injection):
+ * while DIR/faultinj_craq_remove_fail exists. */
+static bool remove_fault(struct craq_op *o)
+{
+	if (!o->s->faultinj)
+		return false;
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/faultinj_craq_remove_fail", o->t->dir);
+	return access(path, F_OK) == 0;
 }
 
 static void pl_submit_later(void *arg);
@@ -805,6 +847,11 @@ static void locked(void *arg)
 	} else {
 		o->op = (struct chunk_op){ .type = CHUNK_OP_REMOVE, .done = applied, .arg = o,
 					   .id = { o->rm.ino, o->rm.begin }, .end_idx = o->rm.end };
+		if (!o->head && remove_fault(o)) {
+			o->op.result = -EIO;
+			applied(&o->op);
+			return;
+		}
 	}
 	chunk_engine_submit(o->t->eng, &o->op);
 }
@@ -833,7 +880,8 @@ static int check_role(struct storage_service *s, struct stor_target *t, uint32_t
 
 static void start(struct craq_op *o)
 {
-	o->deadline_ms = clock_mono_ms() + FORWARD_DEADLINE_MS;
+	uint32_t dl = o->s->fwd_deadline_ms ? o->s->fwd_deadline_ms : FORWARD_DEADLINE_MS;
+	o->deadline_ms = clock_mono_ms() + dl;
 	if (dedup_answer(o))
 		return;
 	o->waiter = (struct craq_waiter){ .fn = locked, .arg = o };

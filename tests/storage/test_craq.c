@@ -65,6 +65,9 @@
  *   remove_late_part  a range remove's first attempt, held in its window,
  *                 does not remove a chunk written after its second
  *                 attempt was answered
+ *   remove_apply_fails  a successor whose apply of a forwarded remove
+ *                 fails fences itself: the remove completes without it,
+ *                 and a write re-creating the chunk is on every replica
  *   read_batches_kill  12 threads of small chain reads (sharing read
  *                 RPCs) while a replica is killed -9: no read fails or
  *                 returns a wrong byte
@@ -1045,6 +1048,56 @@ static void test_remove_late_part(void **state)
 	env_down(&e);
 }
 
+/* A successor whose apply of a forwarded remove fails (fault injection:
+ * -EIO at the middle while faultinj_craq_remove_fail exists) fences
+ * itself, as one whose apply of a forwarded write fails does: mgmtd moves
+ * it out, the head's retry reaches the tail, the remove is answered with
+ * the chunk removed, and the head stays head. A write then creates the
+ * chunk anew (version 1); once the middle was resynced every replica holds
+ * it. Before the fix the middle answered the error to every retry without
+ * being fenced, the head gave up at its forward deadline (3 s here,
+ * CFS_FAULTINJ_FORWARD_DEADLINE_MS) with the chunk removed there alone,
+ * the client's retry of the remove found nothing left at the head to
+ * remove (answered, 0 removed), and the middle and tail, still holding
+ * the chunk at version 3, took the re-create as a repeat: they kept the
+ * removed bytes, the acknowledged write was on the head alone. */
+static void test_remove_apply_fails(void **state)
+{
+	(void)state;
+	struct env e;
+	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
+	setenv("CFS_FAULTINJ_FORWARD_DEADLINE_MS", "3000", 1);
+	env_up(&e, "craq-rmfail");
+	unsetenv("CFS_FAULTINJ");
+	unsetenv("CFS_FAULTINJ_FORWARD_DEADLINE_MS");
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	uint32_t head = c.m[0].target_id;
+	int mn = node_of(&e, c.m[1].target_id);
+	assert_true(mn >= 0);
+	static uint8_t old[CLEN], v[CLEN];
+	struct storage_loc loc = { .chain = e.chain };
+	for (int k = 0; k < 3; k++) {
+		gen(1500 + (uint64_t)k, old, CLEN);
+		assert_int_equal(storage_client_write(e.cli, &loc, 65, 1, 0, CLEN, old, 0, NULL), 0);
+	}
+	char path[800];
+	arm_fault(&e, mn, "faultinj_craq_remove_fail", "", path, sizeof(path));
+	uint32_t removed = 0;
+	int rrc = storage_client_remove(e.cli, &loc, 65, 0, UINT32_MAX, &removed);
+	unlink(path);
+	print_message("remove: %s, %u removed\n", cfs_strerror(rrc), removed);
+	gen(1510, v, CLEN);
+	assert_int_equal(storage_client_write(e.cli, &loc, 65, 1, 0, CLEN, v, 0, NULL), 0);
+	assert_chain_recovers(&e, 60000);
+	assert_replicas_hold(&e, 65, 1, v, CLEN);
+	assert_int_equal(rrc, 0);
+	assert_int_equal(removed, 1);
+	assert_true(get_chain(&e, &c));
+	assert_int_equal(c.m[0].target_id, head);
+	env_down(&e);
+}
+
 static void test_stale(void **state)
 {
 	(void)state;
@@ -1650,6 +1703,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_sync_done_version),
 		cmocka_unit_test(test_remove_write_order),
 		cmocka_unit_test(test_remove_late_part),
+		cmocka_unit_test(test_remove_apply_fails),
 		cmocka_unit_test(test_kill_middle),
 		cmocka_unit_test(test_kill_head),
 		cmocka_unit_test(test_kill_tail),
