@@ -72,10 +72,26 @@
  * REMOVE fails fences itself the same way: its predecessors removed the
  * chunk; answering the error would have them retry to their deadline and
  * give up, the chunk kept from here on down the chain, where a re-create
- * of it at version 1 is then taken as a repeat. Such a fence, like one
- * for a full disk below, rejoins after a backoff (without it a disk that
- * fails every apply rejoins, fails the retried op and fences again every
- * 100 ms, and the op never gets past it).
+ * of it at version 1 is then taken as a repeat.
+ *
+ * FORWARD GIVEN UP AFTER THE APPLY (the mirror case). A member whose own
+ * apply landed but whose forward failed for good (the deadline passed
+ * with a successor that neither answered nor left the chain; a
+ * successor's -CFS_ECHECKSUM after our own check passed) holds what its
+ * successors lack: a version the tail never had, which readers of this
+ * member would be served once the lock is released while the tail serves
+ * the one before, and which no resync touches while this member serves;
+ * or a chunk's removal, after which the head's next range remove lists
+ * nothing there and a re-create at version 1 is a "repeat" at the
+ * successors, which keep the removed bytes. It fences itself too, before
+ * it releases the lock, answers -CFS_EUNAVAIL, and resync gives it its
+ * new predecessor's copy. Not when it left the write path or the service
+ * stops: it comes back through resync anyway.
+ *
+ * Every such fence, like one for a full disk below, rejoins after a
+ * backoff (without it a disk that fails every apply rejoins, fails the
+ * retried op and fences again every 100 ms, and the op never gets past
+ * it).
  *
  * CHECK AFTER FORWARDING (CFS_CRAQ_CHECK_LATE=1 or =engine in the
  * service's environment; off by default, docs/rpc.md). The service leaves
@@ -115,7 +131,10 @@
  * forwarded remove to that target beginning below N is answered so
  * (test_craq.c remove_late_part); while DIR/faultinj_craq_remove_fail is
  * present, the apply of every forwarded remove there fails with -EIO
- * without touching the disk (test_craq.c remove_apply_fails).
+ * without touching the disk (test_craq.c remove_apply_fails); while
+ * DIR/faultinj_craq_write_hold is present, every forwarded write to that
+ * target is answered -CFS_EUNAVAIL on arrival (test_craq.c
+ * forward_gives_up_write).
  * CFS_FAULTINJ_FORWARD_DEADLINE_MS beside CFS_FAULTINJ shortens the
  * forward deadline (30 s) to that many milliseconds.
  */
@@ -157,6 +176,7 @@ struct craq_op {
 					was sent (the service did not check it) */
 	bool unchecked;              /* WRITE: ... and that check has not run yet */
 	bool no_succ;                /* the forward ended finding no successor (tail) */
+	bool left;                   /* ... or finding us out of the write path */
 	void *full;                  /* whole chunk for a replace forward: stor_buf */
 	uint32_t full_cap;           /* its stor_buf size */
 	uint32_t full_len;
@@ -193,6 +213,7 @@ enum { PL_LOCAL_DONE = 1, PL_FWD_WAITS = 2 };
 static void forward(void *arg);
 static void fwd_end(struct craq_op *o, int err);
 static void fence_diverged(struct craq_op *o, int err, const char *what);
+static int forward_gave_up(struct craq_op *o, int err);
 static void rm_part_done(struct rm_job *j, int err, uint32_t removed);
 
 /* Finds TARGET in CHAIN of SNAP. Returns its index or -1. */
@@ -397,6 +418,7 @@ static void forward(void *arg)
 	if (pos < 0 || !receives_writes(c->m[pos].state)) {
 		/* We left the write path: this op cannot complete through us. */
 		mgmtd_routing_put(snap);
+		o->left = true;
 		fwd_end(o, -CFS_ECHAIN_VERSION);
 		return;
 	}
@@ -610,7 +632,7 @@ static void pl_finish(struct craq_op *o)
 		return;
 	}
 	if (!lerr) {
-		finish(o, ferr);
+		finish(o, forward_gave_up(o, ferr));
 		return;
 	}
 	/* A failed CRC check wrote nothing here; with the forward failed too
@@ -628,6 +650,19 @@ static void pl_finish(struct craq_op *o)
 	finish(o, -CFS_EUNAVAIL);
 }
 
+/* The forward of an op whose apply landed here ended in ERR: we may hold
+ * what our successors lack and nobody would carry it on. Unless we left
+ * the write path or the service stops (either way we come back through
+ * resync), we fence ourselves (FORWARD GIVEN UP AFTER THE APPLY above).
+ * Returns the error to answer. */
+static int forward_gave_up(struct craq_op *o, int err)
+{
+	if (!err || o->left || atomic_load(&o->s->stopping))
+		return err;
+	fence_diverged(o, err, "forward failed after the apply");
+	return -CFS_EUNAVAIL;
+}
+
 static void part_end(struct craq_op *o)
 {
 	if (atomic_fetch_sub(&o->parts, 1) == 1)
@@ -638,7 +673,8 @@ static void part_end(struct craq_op *o)
 static void fwd_end(struct craq_op *o, int err)
 {
 	if (!o->pipelined) {
-		finish(o, err);
+		/* Forwards follow the apply here. */
+		finish(o, forward_gave_up(o, err));
 		return;
 	}
 	o->fwd_err = err;
@@ -897,6 +933,12 @@ void craq_write_handle(struct storage_service *s, struct rpc_req *req,
 	int err = !s->mc ? -EINVAL : !t ? -ENODEV : 0;
 	if (!err)
 		err = check_role(s, t, m->chain, m->chain_ver, (m->flags & STO_WF_FORWARDED) != 0);
+	if (!err && s->faultinj && (m->flags & STO_WF_FORWARDED)) {
+		char path[4200];
+		snprintf(path, sizeof(path), "%s/faultinj_craq_write_hold", t->dir);
+		if (access(path, F_OK) == 0)
+			err = -CFS_EUNAVAIL;
+	}
 	if (err && !checked) {
 		/* Refused anyway: a CRC error still comes first, as when the
 		 * service checked it before us. */

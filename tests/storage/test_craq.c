@@ -68,6 +68,11 @@
  *   remove_apply_fails  a successor whose apply of a forwarded remove
  *                 fails fences itself: the remove completes without it,
  *                 and a write re-creating the chunk is on every replica
+ *   forward_gives_up_remove / _write  a head whose forward gave up at
+ *                 its deadline after its own apply (a successor refusing
+ *                 forwards, fault injection) fences itself: no reader of
+ *                 it sees its version the tail lacks, a chunk it removed
+ *                 alone and a write re-creates is on every replica
  *   read_batches_kill  12 threads of small chain reads (sharing read
  *                 RPCs) while a replica is killed -9: no read fails or
  *                 returns a wrong byte
@@ -1048,6 +1053,17 @@ static void test_remove_late_part(void **state)
 	env_down(&e);
 }
 
+/* E's services with fault points (CFS_FAULTINJ) and their forward
+ * deadline at 3 s instead of 30 (CFS_FAULTINJ_FORWARD_DEADLINE_MS). */
+static void env_up_faults(struct env *e, const char *tag)
+{
+	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
+	setenv("CFS_FAULTINJ_FORWARD_DEADLINE_MS", "3000", 1);
+	env_up(e, tag);
+	unsetenv("CFS_FAULTINJ");
+	unsetenv("CFS_FAULTINJ_FORWARD_DEADLINE_MS");
+}
+
 /* A successor whose apply of a forwarded remove fails (fault injection:
  * -EIO at the middle while faultinj_craq_remove_fail exists) fences
  * itself, as one whose apply of a forwarded write fails does: mgmtd moves
@@ -1065,11 +1081,7 @@ static void test_remove_apply_fails(void **state)
 {
 	(void)state;
 	struct env e;
-	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
-	setenv("CFS_FAULTINJ_FORWARD_DEADLINE_MS", "3000", 1);
-	env_up(&e, "craq-rmfail");
-	unsetenv("CFS_FAULTINJ");
-	unsetenv("CFS_FAULTINJ_FORWARD_DEADLINE_MS");
+	env_up_faults(&e, "craq-rmfail");
 	struct route_chain c;
 	assert_true(get_chain(&e, &c));
 	uint32_t head = c.m[0].target_id;
@@ -1095,6 +1107,90 @@ static void test_remove_apply_fails(void **state)
 	assert_int_equal(removed, 1);
 	assert_true(get_chain(&e, &c));
 	assert_int_equal(c.m[0].target_id, head);
+	env_down(&e);
+}
+
+/* The middle refuses every forwarded remove (faultinj_craq_remove_hold
+ * with no bound) while staying in the chain, so the head's remove of a
+ * file's chunk, applied there, gives up at its forward deadline (3 s).
+ * The head must fence itself: it holds a removal its successors lack. The
+ * client's retry of the remove then runs on the new head; a write
+ * re-creating the chunk is on every replica once the old head resynced.
+ * Before the fix the head answered the error and served on: the retry of
+ * the range remove found nothing left at the head (answered, 0 removed),
+ * the re-create was version 1 there and a repeat at the middle and tail,
+ * which still held the chunk at version 3: they kept the removed bytes. */
+static void test_forward_gives_up_remove(void **state)
+{
+	(void)state;
+	struct env e;
+	env_up_faults(&e, "craq-gaveup-rm");
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	int mn = node_of(&e, c.m[1].target_id);
+	assert_true(mn >= 0);
+	static uint8_t old[CLEN], v[CLEN];
+	struct storage_loc loc = { .chain = e.chain };
+	for (int k = 0; k < 3; k++) {
+		gen(1700 + (uint64_t)k, old, CLEN);
+		assert_int_equal(storage_client_write(e.cli, &loc, 69, 1, 0, CLEN, old, 0, NULL), 0);
+	}
+	char path[800];
+	arm_fault(&e, mn, "faultinj_craq_remove_hold", "4294967295\n", path, sizeof(path));
+	uint32_t removed = 0;
+	int rrc = storage_client_remove(e.cli, &loc, 69, 0, UINT32_MAX, &removed);
+	unlink(path);
+	print_message("remove: %s, %u removed\n", cfs_strerror(rrc), removed);
+	gen(1710, v, CLEN);
+	assert_int_equal(storage_client_write(e.cli, &loc, 69, 1, 0, CLEN, v, 0, NULL), 0);
+	assert_chain_recovers(&e, 60000);
+	assert_replicas_hold(&e, 69, 1, v, CLEN);
+	env_down(&e);
+}
+
+/* The same with a write: the middle refuses every forwarded write
+ * (faultinj_craq_write_hold) while staying in the chain; a write sent
+ * once to the head (seed 1802 over 1801) is applied there and given up at
+ * the deadline. The old head must serve no reader seed 1802, which the
+ * tail never had, and every replica ends with 1801 (the write failed).
+ * Before the fix the head answered the error and served on with 1802
+ * (read straight from it just after), and no resync ever replaced it:
+ * the chain kept two versions of the chunk. */
+static void test_forward_gives_up_write(void **state)
+{
+	(void)state;
+	struct env e;
+	env_up_faults(&e, "craq-gaveup-wr");
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	uint32_t head = c.m[0].target_id;
+	int hn = node_of(&e, head), mn = node_of(&e, c.m[1].target_id);
+	assert_true(hn >= 0 && mn >= 0);
+	static uint8_t a[CLEN], b[CLEN], rd[CLEN];
+	gen(1801, a, CLEN);
+	gen(1802, b, CLEN);
+	struct storage_loc loc = { .chain = e.chain };
+	assert_int_equal(storage_client_write(e.cli, &loc, 71, 0, 0, CLEN, a, 0, NULL), 0);
+	char path[800];
+	arm_fault(&e, mn, "faultinj_craq_write_hold", "", path, sizeof(path));
+	struct rpc_client *rc = stor_cluster_rpc_client();
+	struct sto_write_req m = { .target = head, .chain = e.chain, .chain_ver = c.version,
+				   .ino = 71, .idx = 0, .len = CLEN, .crc = crc32c(0, b, CLEN),
+				   .client = 784, .channel = 1, .seq = 1 };
+	int wrc = raw_send(&e, rc, &m, b, NULL);
+	struct storage_read r = { .loc = { .chain = e.chain, .addr = e.sc.node[hn].addr,
+					   .target = head },
+				  .ino = 71, .idx = 0, .len = CLEN, .dst = rd };
+	storage_client_read(e.cli, &r, 1, 0);
+	unlink(path);
+	rpc_client_free(rc);
+	print_message("write: %s; old head read: %s, seed %llu\n", cfs_strerror(wrc),
+		      r.result < 0 ? cfs_strerror(r.result) : "served",
+		      (unsigned long long)(r.result == CLEN ? seed_of(rd, CLEN) : 0));
+	assert_int_equal(wrc, -CFS_EUNAVAIL);
+	assert_true(r.result != CLEN || seed_of(rd, CLEN) == 1801);
+	assert_chain_recovers(&e, 60000);
+	assert_replicas_hold(&e, 71, 0, a, CLEN);
 	env_down(&e);
 }
 
@@ -1704,6 +1800,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_remove_write_order),
 		cmocka_unit_test(test_remove_late_part),
 		cmocka_unit_test(test_remove_apply_fails),
+		cmocka_unit_test(test_forward_gives_up_remove),
+		cmocka_unit_test(test_forward_gives_up_write),
 		cmocka_unit_test(test_kill_middle),
 		cmocka_unit_test(test_kill_head),
 		cmocka_unit_test(test_kill_tail),
