@@ -845,6 +845,12 @@ static void locked(void *arg)
 {
 	struct craq_op *o = arg;
 	o->locked = true;
+	/* The forward's time counts from here, not from the request's
+	 * arrival: an op queued behind others of its chunk for longer than
+	 * the deadline would give up at its first retry, once applied here,
+	 * and so fence this member for a successor's passing hiccup. */
+	uint32_t dl = o->s->fwd_deadline_ms ? o->s->fwd_deadline_ms : FORWARD_DEADLINE_MS;
+	o->deadline_ms = clock_mono_ms() + dl;
 	if (dedup_answer(o))
 		return;
 	if (o->kind == CRAQ_WRITE && o->head && !(o->w.flags & STO_WF_REPLACE) &&
@@ -916,8 +922,6 @@ static int check_role(struct storage_service *s, struct stor_target *t, uint32_t
 
 static void start(struct craq_op *o)
 {
-	uint32_t dl = o->s->fwd_deadline_ms ? o->s->fwd_deadline_ms : FORWARD_DEADLINE_MS;
-	o->deadline_ms = clock_mono_ms() + dl;
 	if (dedup_answer(o))
 		return;
 	o->waiter = (struct craq_waiter){ .fn = locked, .arg = o };

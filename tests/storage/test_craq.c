@@ -73,6 +73,10 @@
  *                 forwards, fault injection) fences itself: no reader of
  *                 it sees its version the tail lacks, a chunk it removed
  *                 alone and a write re-creates is on every replica
+ *   forward_deadline_queued  a write queued at the head behind another
+ *                 of its chunk has its full forward deadline once it
+ *                 runs: a short refusal by the middle then is retried
+ *                 through, the head not fenced
  *   read_batches_kill  12 threads of small chain reads (sharing read
  *                 RPCs) while a replica is killed -9: no read fails or
  *                 returns a wrong byte
@@ -1194,6 +1198,81 @@ static void test_forward_gives_up_write(void **state)
 	env_down(&e);
 }
 
+struct bg_raw_write {
+	struct env *e;
+	struct rpc_client *rc;
+	struct sto_write_req m;
+	const uint8_t *data;
+	pthread_t th;
+	int r;
+};
+
+static void *bg_raw_write_main(void *arg)
+{
+	struct bg_raw_write *b = arg;
+	b->r = raw_send(b->e, b->rc, &b->m, b->data, NULL);
+	return NULL;
+}
+
+/* A write that waited at the head behind another write of its chunk (the
+ * first's own apply held back 2.5 s by fault injection; the forward
+ * deadline is 3 s here) meets a middle that refuses forwarded writes for
+ * about 1.5 s (faultinj_craq_write_hold). Its forward must get its whole
+ * deadline from when it runs: retried until the middle takes it, the
+ * write answered 0 on its one attempt, the head still head and every
+ * replica holding it. Before the fix the deadline counted from the
+ * request's arrival, so the queued write gave up at its first retry
+ * after 0.8 s of forwarding: answered -CFS_EUNAVAIL, and the head (its
+ * apply landed) fenced itself. */
+static void test_forward_deadline_queued(void **state)
+{
+	(void)state;
+	struct env e;
+	env_up_faults(&e, "craq-dlqueue");
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	uint32_t head = c.m[0].target_id;
+	int hn = node_of(&e, head), mn = node_of(&e, c.m[1].target_id);
+	assert_true(hn >= 0 && mn >= 0);
+	static uint8_t a[CLEN], b[CLEN], d[CLEN];
+	gen(1901, a, CLEN);
+	gen(1902, b, CLEN);
+	gen(1903, d, CLEN);
+	struct storage_loc loc = { .chain = e.chain };
+	assert_int_equal(storage_client_write(e.cli, &loc, 73, 0, 0, CLEN, a, 0, NULL), 0);
+	char dpath[800], hpath[800];
+	arm_fault(&e, hn, "faultinj_craq_apply_delay", "2500\n", dpath, sizeof(dpath));
+	struct bg_write first = { .e = &e, .ino = 73, .data = b, .len = CLEN };
+	assert_int_equal(pthread_create(&first.th, NULL, bg_write_main, &first), 0);
+	wait_consumed(dpath, 5000); /* the first holds the chunk's lock */
+	uint64_t t0 = clock_mono_ms();
+	usleep(300 * 1000);         /* its forward has reached the tail */
+	arm_fault(&e, mn, "faultinj_craq_write_hold", "", hpath, sizeof(hpath));
+	struct bg_raw_write second = {
+		.e = &e, .rc = stor_cluster_rpc_client(), .data = d,
+		.m = { .target = head, .chain = e.chain, .chain_ver = c.version, .ino = 73,
+		       .idx = 0, .len = CLEN, .crc = crc32c(0, d, CLEN), .client = 785,
+		       .channel = 1, .seq = 1 }
+	};
+	assert_int_equal(pthread_create(&second.th, NULL, bg_raw_write_main, &second), 0);
+	while (clock_mono_ms() < t0 + 4000)
+		clock_sleep_ms(20);
+	unlink(hpath);
+	pthread_join(second.th, NULL);
+	pthread_join(first.th, NULL);
+	rpc_client_free(second.rc);
+	print_message("first write: %s after %llu ms; second: %s after %llu ms\n",
+		      cfs_strerror(first.rc), (unsigned long long)first.ms, cfs_strerror(second.r),
+		      (unsigned long long)(clock_mono_ms() - t0));
+	assert_int_equal(first.rc, 0);
+	assert_int_equal(second.r, 0);
+	assert_true(get_chain(&e, &c));
+	assert_int_equal(c.m[0].target_id, head);
+	assert_int_equal(count_state(&c, CHAIN_PS_SERVING), 3);
+	assert_replicas_hold(&e, 73, 0, d, CLEN);
+	env_down(&e);
+}
+
 static void test_stale(void **state)
 {
 	(void)state;
@@ -1802,6 +1881,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_remove_apply_fails),
 		cmocka_unit_test(test_forward_gives_up_remove),
 		cmocka_unit_test(test_forward_gives_up_write),
+		cmocka_unit_test(test_forward_deadline_queued),
 		cmocka_unit_test(test_kill_middle),
 		cmocka_unit_test(test_kill_head),
 		cmocka_unit_test(test_kill_tail),
