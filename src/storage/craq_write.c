@@ -853,6 +853,16 @@ static void locked(void *arg)
 	o->deadline_ms = clock_mono_ms() + dl;
 	if (dedup_answer(o))
 		return;
+	if (!atomic_load(&o->t->started)) {
+		/* The op before us fenced this target (its apply or its
+		 * forward failed): our copy of the chunk is not the chain's.
+		 * A head would number its write from it, so the successors,
+		 * which hold the failed op's version, could take it as a
+		 * repeat and keep the other bytes: acknowledged, and lost.
+		 * The sender retries on the chain without us. */
+		finish(o, -CFS_EUNAVAIL);
+		return;
+	}
 	if (o->kind == CRAQ_WRITE && o->head && !(o->w.flags & STO_WF_REPLACE) &&
 	    !chunk_engine_space_low(o->t->eng)) {
 		/* The version to forward before our own apply assigns it, looked

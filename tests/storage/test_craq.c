@@ -77,6 +77,10 @@
  *                 of its chunk has its full forward deadline once it
  *                 runs: a short refusal by the middle then is retried
  *                 through, the head not fenced
+ *   fenced_head_queued  a write queued at the head behind one whose head
+ *                 apply fails (the head fences itself) is not applied
+ *                 through the fenced head: retried on the new head, it is
+ *                 on every replica
  *   read_batches_kill  12 threads of small chain reads (sharing read
  *                 RPCs) while a replica is killed -9: no read fails or
  *                 returns a wrong byte
@@ -1273,6 +1277,58 @@ static void test_forward_deadline_queued(void **state)
 	env_down(&e);
 }
 
+/* Write X's apply at the head fails after its forward reached the middle
+ * and tail (faultinj_craq_head_apply; the middle's apply held back 1.5 s,
+ * faultinj_craq_apply_delay, so X holds the head's chunk lock that long),
+ * and write Y of the same chunk waits behind it at the head. X fences the
+ * head. Y must not run there: the head still holds the version before X,
+ * so it would number Y as X's version, which the middle and tail hold and
+ * take as a repeat. Y is retried on the new head; once the old head has
+ * resynced every replica holds Y. Before the fix Y ran on the fenced head
+ * and was acknowledged while the middle and tail kept X's bytes (seed
+ * 2002), which the old head then got from resync too: Y lost. */
+static void test_fenced_head_queued(void **state)
+{
+	(void)state;
+	struct env e;
+	env_up_faults(&e, "craq-fencedq");
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	uint32_t head = c.m[0].target_id;
+	int hn = node_of(&e, head), mn = node_of(&e, c.m[1].target_id);
+	assert_true(hn >= 0 && mn >= 0);
+	static uint8_t a[CLEN], x[CLEN], y[CLEN];
+	gen(2001, a, CLEN);
+	gen(2002, x, CLEN);
+	gen(2003, y, CLEN);
+	struct storage_loc loc = { .chain = e.chain };
+	assert_int_equal(storage_client_write(e.cli, &loc, 75, 0, 0, CLEN, a, 0, NULL), 0);
+	char dpath[800], hpath[800];
+	arm_fault(&e, mn, "faultinj_craq_apply_delay", "1500\n", dpath, sizeof(dpath));
+	arm_fault(&e, hn, "faultinj_craq_head_apply", "", hpath, sizeof(hpath));
+	struct bg_raw_write wx = {
+		.e = &e, .rc = stor_cluster_rpc_client(), .data = x,
+		.m = { .target = head, .chain = e.chain, .chain_ver = c.version, .ino = 75,
+		       .idx = 0, .len = CLEN, .crc = crc32c(0, x, CLEN), .client = 786,
+		       .channel = 1, .seq = 1 }
+	};
+	assert_int_equal(pthread_create(&wx.th, NULL, bg_raw_write_main, &wx), 0);
+	wait_consumed(dpath, 5000); /* X is at the middle, the head's lock held */
+	struct bg_write wy = { .e = &e, .ino = 75, .data = y, .len = CLEN };
+	assert_int_equal(pthread_create(&wy.th, NULL, bg_write_main, &wy), 0);
+	pthread_join(wx.th, NULL);
+	pthread_join(wy.th, NULL);
+	rpc_client_free(wx.rc);
+	assert_int_not_equal(access(hpath, F_OK), 0);
+	print_message("X: %s; Y: %s after %llu ms\n", cfs_strerror(wx.r), cfs_strerror(wy.rc),
+		      (unsigned long long)wy.ms);
+	assert_int_equal(wx.r, -CFS_EUNAVAIL);
+	assert_int_equal(wy.rc, 0);
+	assert_chain_recovers(&e, 60000);
+	assert_replicas_hold(&e, 75, 0, y, CLEN);
+	env_down(&e);
+}
+
 static void test_stale(void **state)
 {
 	(void)state;
@@ -1882,6 +1938,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_forward_gives_up_remove),
 		cmocka_unit_test(test_forward_gives_up_write),
 		cmocka_unit_test(test_forward_deadline_queued),
+		cmocka_unit_test(test_fenced_head_queued),
 		cmocka_unit_test(test_kill_middle),
 		cmocka_unit_test(test_kill_head),
 		cmocka_unit_test(test_kill_tail),
