@@ -10,7 +10,9 @@
  *      │      applied
  *      v
  *   LOCK the chunk (FIFO; writes to one chunk are serialised at the head
- *      │      and, in the same order, at every replica)
+ *      │      and, in the same order, at every replica); a target that
+ *      │      fenced itself meanwhile (the op before failed) answers
+ *      │      -CFS_EUNAVAIL and applies nothing
  *      v
  *   APPLY in the engine and FORWARD, overlapped (PIPELINED, writes): the
  *      │      head looks v up itself (engine metadata, no disk I/O, no hand-off)
@@ -24,8 +26,9 @@
  *      │      successor gets the whole chunk as a replace (it may lack the
  *      │      old bytes); a successor that answers "conflict" too. Any
  *      │      failure retries every 100 ms, re-reading routing, until the
- *      │      forward deadline: the client is answered only once the tail
- *      │      has applied, so an acknowledged write is on every replica.
+ *      │      forward deadline (30 s from the LOCK; then FORWARD GIVEN UP
+ *      │      below): the client is answered only once the tail has
+ *      │      applied, so an acknowledged write is on every replica.
  *      │      A successor on this host gets a write's data through the
  *      │      service's shared-memory arena (SHM_WRITE, sc_shm.h) instead
  *      │      of a bulk; the same request over the socket when it declines.
