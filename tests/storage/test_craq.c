@@ -1250,7 +1250,14 @@ static void test_forward_deadline_queued(void **state)
 	assert_int_equal(pthread_create(&first.th, NULL, bg_write_main, &first), 0);
 	wait_consumed(dpath, 5000); /* the first holds the chunk's lock */
 	uint64_t t0 = clock_mono_ms();
-	usleep(300 * 1000);         /* its forward has reached the tail */
+	/* Its forward went through (only its apply at the head waits). */
+	struct storage_loc mid = { .chain = e.chain, .addr = e.sc.node[mn].addr,
+				   .target = c.m[1].target_id };
+	struct sto_query_resp q = { 0 };
+	while ((storage_client_query(e.cli, &mid, 73, 0, 0, &q) || q.commit_ver < 2) &&
+	       clock_mono_ms() < t0 + 2000)
+		clock_sleep_ms(10);
+	assert_int_equal(q.commit_ver, 2);
 	arm_fault(&e, mn, "faultinj_craq_write_hold", "", hpath, sizeof(hpath));
 	struct bg_raw_write second = {
 		.e = &e, .rc = stor_cluster_rpc_client(), .data = d,
