@@ -10,7 +10,9 @@
  *      │      applied
  *      v
  *   LOCK the chunk (FIFO; writes to one chunk are serialised at the head
- *      │      and, in the same order, at every replica)
+ *      │      and, in the same order, at every replica); a target that
+ *      │      fenced itself meanwhile (the op before failed) answers
+ *      │      -CFS_EUNAVAIL and applies nothing
  *      v
  *   APPLY in the engine and FORWARD, overlapped (PIPELINED, writes): the
  *      │      head looks v up itself (engine metadata, no disk I/O, no hand-off)
@@ -24,8 +26,9 @@
  *      │      successor gets the whole chunk as a replace (it may lack the
  *      │      old bytes); a successor that answers "conflict" too. Any
  *      │      failure retries every 100 ms, re-reading routing, until the
- *      │      forward deadline: the client is answered only once the tail
- *      │      has applied, so an acknowledged write is on every replica.
+ *      │      forward deadline (30 s from the LOCK; then FORWARD GIVEN UP
+ *      │      below): the client is answered only once the tail has
+ *      │      applied, so an acknowledged write is on every replica.
  *      │      A successor on this host gets a write's data through the
  *      │      service's shared-memory arena (SHM_WRITE, sc_shm.h) instead
  *      │      of a bulk; the same request over the socket when it declines.
@@ -80,7 +83,30 @@
  * kept, and the chain converges on u (or on a later write). A failure that
  * leaves nothing to fence (-CFS_ECONFLICT at a non-head: the predecessor
  * resends the whole chunk; -CFS_ECHAIN_VERSION while the forward failed
- * too) is answered as before.
+ * too) is answered as before. A successor whose apply of a forwarded
+ * REMOVE fails fences itself the same way: its predecessors removed the
+ * chunk; answering the error would have them retry to their deadline and
+ * give up, the chunk kept from here on down the chain, where a re-create
+ * of it at version 1 is then taken as a repeat.
+ *
+ * FORWARD GIVEN UP AFTER THE APPLY (the mirror case). A member whose own
+ * apply landed but whose forward failed for good (the deadline passed
+ * with a successor that neither answered nor left the chain; a
+ * successor's -CFS_ECHECKSUM after our own check passed) holds what its
+ * successors lack: a version the tail never had, which readers of this
+ * member would be served once the lock is released while the tail serves
+ * the one before, and which no resync touches while this member serves;
+ * or a chunk's removal, after which the head's next range remove lists
+ * nothing there and a re-create at version 1 is a "repeat" at the
+ * successors, which keep the removed bytes. It fences itself too, before
+ * it releases the lock, answers -CFS_EUNAVAIL, and resync gives it its
+ * new predecessor's copy. Not when it left the write path or the service
+ * stops: it comes back through resync anyway.
+ *
+ * Every such fence, like one for a full disk below, rejoins after a
+ * backoff (without it a disk that fails every apply rejoins, fails the
+ * retried op and fences again every 100 ms, and the op never gets past
+ * it).
  *
  * CHECK AFTER FORWARDING (CFS_CRAQ_CHECK_LATE=1 or =engine in the
  * service's environment; off by default, docs/rpc.md). The service leaves
@@ -118,10 +144,17 @@
  * touching anything (test_craq.c remove_write_order); while a file
  * DIR/faultinj_craq_remove_hold holding a chunk index N is present, every
  * forwarded remove to that target beginning below N is answered so
- * (test_craq.c remove_late_part); while a file DIR/faultinj_craq_trunc_hold
- * is present, a truncate at that head waits after it read the kept bytes,
+ * (test_craq.c remove_late_part); while DIR/faultinj_craq_remove_fail is
+ * present, the apply of every forwarded remove there fails with -EIO
+ * without touching the disk (test_craq.c remove_apply_fails); while
+ * DIR/faultinj_craq_write_hold is present, every forwarded write to that
+ * target is answered -CFS_EUNAVAIL on arrival (test_craq.c
+ * forward_gives_up_write); while a file DIR/faultinj_craq_trunc_hold is
+ * present, a truncate at that head waits after it read the kept bytes,
  * the chunk locked, and writes DIR/faultinj_craq_trunc_held once
  * (test_craq.c truncate_write_race).
+ * CFS_FAULTINJ_FORWARD_DEADLINE_MS beside CFS_FAULTINJ shortens the
+ * forward deadline (30 s) to that many milliseconds.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -163,6 +196,7 @@ struct craq_op {
 					was sent (the service did not check it) */
 	bool unchecked;              /* WRITE: ... and that check has not run yet */
 	bool no_succ;                /* the forward ended finding no successor (tail) */
+	bool left;                   /* ... or finding us out of the write path */
 	void *full;                  /* whole chunk for a replace forward: stor_buf */
 	uint32_t full_cap;           /* its stor_buf size */
 	uint32_t full_len;
@@ -199,6 +233,8 @@ enum { PL_LOCAL_DONE = 1, PL_FWD_WAITS = 2 };
 
 static void forward(void *arg);
 static void fwd_end(struct craq_op *o, int err);
+static void fence_diverged(struct craq_op *o, int err, const char *what);
+static int forward_gave_up(struct craq_op *o, int err);
 static void rm_part_done(struct rm_job *j, int err, uint32_t removed);
 
 /* Finds TARGET in CHAIN of SNAP. Returns its index or -1. */
@@ -410,6 +446,7 @@ static void forward(void *arg)
 	if (pos < 0 || !receives_writes(c->m[pos].state)) {
 		/* We left the write path: this op cannot complete through us. */
 		mgmtd_routing_put(snap);
+		o->left = true;
 		fwd_end(o, -CFS_ECHAIN_VERSION);
 		return;
 	}
@@ -551,6 +588,18 @@ static void applied(struct chunk_op *op)
 {
 	struct craq_op *o = op->arg;
 	if (o->kind == CRAQ_REMOVE) {
+		if (op->result < 0 && !o->head) {
+			/* Our predecessors removed the chunk and their forward
+			 * waits on us: answering the error would have them retry
+			 * until their deadline, then give up with the chunk gone
+			 * there and kept here and after us (a re-create at
+			 * version 1 then taken here as a repeat: the write lost).
+			 * Fenced, mgmtd moves us out, their retry reaches our
+			 * successor, and resync removes it here. */
+			fence_diverged(o, op->result, "apply of a forwarded remove failed");
+			finish(o, -CFS_EUNAVAIL);
+			return;
+		}
 		if (op->result < 0) {
 			finish(o, op->result);
 			return;
@@ -588,6 +637,18 @@ void craq_fence_target(struct storage_service *s, struct stor_target *t, const c
 	mgmtd_link_kick(s);
 }
 
+/* This member's state now differs from its successors' (ERR: why): it
+ * stops serving before it releases the chunk lock, so no reader sees that
+ * state, and rejoins through resync. */
+static void fence_diverged(struct craq_op *o, int err, const char *what)
+{
+	char why[128];
+	snprintf(why, sizeof(why), "%s (%s)", what, cfs_strerror(err));
+	atomic_store(&o->t->fence_failed, err != -ENOSPC);
+	stor_nospace_fenced(o->t, clock_mono_ms());
+	craq_fence_target(o->s, o->t, why);
+}
+
 /* Both parts ended: answer, fencing first where the rule says so. */
 static void pl_finish(struct craq_op *o)
 {
@@ -599,7 +660,7 @@ static void pl_finish(struct craq_op *o)
 		return;
 	}
 	if (!lerr) {
-		finish(o, ferr);
+		finish(o, forward_gave_up(o, ferr));
 		return;
 	}
 	/* A failed CRC check wrote nothing here; with the forward failed too
@@ -612,14 +673,22 @@ static void pl_finish(struct craq_op *o)
 		finish(o, lerr);
 		return;
 	}
-	char why[96];
-	snprintf(why, sizeof(why), "local apply failed (%s), forward %s", cfs_strerror(lerr),
-		 ferr ? "failed" : "applied");
-	if (lerr == -ENOSPC) {
-		stor_nospace_fenced(o->t, clock_mono_ms());
-	}
-	craq_fence_target(o->s, o->t, why);
+	fence_diverged(o, lerr,
+		       ferr ? "local apply failed, forward failed" : "local apply failed, forward applied");
 	finish(o, -CFS_EUNAVAIL);
+}
+
+/* The forward of an op whose apply landed here ended in ERR: we may hold
+ * what our successors lack and nobody would carry it on. Unless we left
+ * the write path or the service stops (either way we come back through
+ * resync), we fence ourselves (FORWARD GIVEN UP AFTER THE APPLY above).
+ * Returns the error to answer. */
+static int forward_gave_up(struct craq_op *o, int err)
+{
+	if (!err || o->left || atomic_load(&o->s->stopping))
+		return err;
+	fence_diverged(o, err, "forward failed after the apply");
+	return -CFS_EUNAVAIL;
 }
 
 static void part_end(struct craq_op *o)
@@ -632,7 +701,8 @@ static void part_end(struct craq_op *o)
 static void fwd_end(struct craq_op *o, int err)
 {
 	if (!o->pipelined) {
-		finish(o, err);
+		/* Forwards follow the apply here. */
+		finish(o, forward_gave_up(o, err));
 		return;
 	}
 	o->fwd_err = err;
@@ -697,6 +767,17 @@ static int late_check(struct craq_op *o)
 		return 0;
 	o->unchecked = false;
 	return stor_write_crc_check(&o->w, o->data, &o->page_crc);
+}
+
+/* Whether the apply of this forwarded remove "fails" (fault injection):
+ * while DIR/faultinj_craq_remove_fail exists. */
+static bool remove_fault(struct craq_op *o)
+{
+	if (!o->s->faultinj)
+		return false;
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/faultinj_craq_remove_fail", o->t->dir);
+	return access(path, F_OK) == 0;
 }
 
 static void pl_submit_later(void *arg);
@@ -794,8 +875,24 @@ static void locked(void *arg)
 {
 	struct craq_op *o = arg;
 	o->locked = true;
+	/* The forward's time counts from here, not from the request's
+	 * arrival: an op queued behind others of its chunk for longer than
+	 * the deadline would give up at its first retry, once applied here,
+	 * and so fence this member for a successor's passing hiccup. */
+	uint32_t dl = o->s->fwd_deadline_ms ? o->s->fwd_deadline_ms : FORWARD_DEADLINE_MS;
+	o->deadline_ms = clock_mono_ms() + dl;
 	if (dedup_answer(o))
 		return;
+	if (!atomic_load(&o->t->started)) {
+		/* The op before us fenced this target (its apply or its
+		 * forward failed): our copy of the chunk is not the chain's.
+		 * A head would number its write from it, so the successors,
+		 * which hold the failed op's version, could take it as a
+		 * repeat and keep the other bytes: acknowledged, and lost.
+		 * The sender retries on the chain without us. */
+		finish(o, -CFS_EUNAVAIL);
+		return;
+	}
 	if (o->kind == CRAQ_TRUNC) {
 		trunc_locked(o);
 		return;
@@ -836,6 +933,11 @@ static void locked(void *arg)
 	} else {
 		o->op = (struct chunk_op){ .type = CHUNK_OP_REMOVE, .done = applied, .arg = o,
 					   .id = { o->rm.ino, o->rm.begin }, .end_idx = o->rm.end };
+		if (!o->head && remove_fault(o)) {
+			o->op.result = -EIO;
+			applied(&o->op);
+			return;
+		}
 	}
 	chunk_engine_submit(o->t->eng, &o->op);
 }
@@ -864,7 +966,6 @@ static int check_role(struct storage_service *s, struct stor_target *t, uint32_t
 
 static void start(struct craq_op *o)
 {
-	o->deadline_ms = clock_mono_ms() + FORWARD_DEADLINE_MS;
 	if (dedup_answer(o))
 		return;
 	o->waiter = (struct craq_waiter){ .fn = locked, .arg = o };
@@ -880,6 +981,12 @@ void craq_write_handle(struct storage_service *s, struct rpc_req *req,
 	int err = !s->mc ? -EINVAL : !t ? -ENODEV : 0;
 	if (!err)
 		err = check_role(s, t, m->chain, m->chain_ver, (m->flags & STO_WF_FORWARDED) != 0);
+	if (!err && s->faultinj && (m->flags & STO_WF_FORWARDED)) {
+		char path[4200];
+		snprintf(path, sizeof(path), "%s/faultinj_craq_write_hold", t->dir);
+		if (access(path, F_OK) == 0)
+			err = -CFS_EUNAVAIL;
+	}
 	if (err && !checked) {
 		/* Refused anyway: a CRC error still comes first, as when the
 		 * service checked it before us. */

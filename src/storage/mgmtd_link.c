@@ -130,10 +130,10 @@ static bool update_states(struct storage_service *s, const struct route_info *ri
 			/* rt == NULL: mgmtd has not seen the target yet; wait for it. */
 			if (!rt || ps == CHAIN_PS_SERVING || ps == CHAIN_PS_SYNCING)
 				continue;
-			/* Fenced for a full disk: not back before the backoff
-			 * unless space came back (craq_write.c). */
+			/* Fenced over a chain op: not back before the backoff,
+			 * for a full disk unless space came back (craq_write.c). */
 			if (clock_mono_ms() < atomic_load(&t->nospace_until) &&
-			    !chunk_engine_has_room(t->eng))
+			    (atomic_load(&t->fence_failed) || !chunk_engine_has_room(t->eng)))
 				continue;
 			atomic_store(&t->started, 1);
 			nls = CHAIN_LS_ONLINE;

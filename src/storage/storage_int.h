@@ -113,6 +113,9 @@ struct storage_service {
 	struct fence_witness fw;       /* NULL mc: unused */
 	struct craq_repair *repair;    /* corrupt chunks to repair (craq_repair.c) */
 	bool faultinj;                 /* CFS_FAULTINJ set at start: test fault points */
+	uint32_t fwd_deadline_ms;      /* a chain forward gives up after this long (0: the
+					  default, craq_write.c); tests shorten it with
+					  CFS_FAULTINJ_FORWARD_DEADLINE_MS beside CFS_FAULTINJ */
 	int check_late;                /* CFS_CRAQ_CHECK_LATE at start: a chain write's CRC
 					  is checked after its forward was sent (craq_write.c
 					  CHECK AFTER FORWARDING): 0 off (before, the

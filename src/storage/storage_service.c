@@ -921,6 +921,8 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 		goto fail;
 	}
 	s->faultinj = getenv("CFS_FAULTINJ") != NULL;
+	const char *fd = s->faultinj ? getenv("CFS_FAULTINJ_FORWARD_DEADLINE_MS") : NULL;
+	s->fwd_deadline_ms = fd ? (uint32_t)strtoul(fd, NULL, 10) : 0;
 	const char *cl = getenv("CFS_CRAQ_CHECK_LATE");
 	s->check_late = !cl ? 0 : !strcmp(cl, "1") ? CHECK_LATE_LOOP
 			   : !strcmp(cl, "engine") ? CHECK_LATE_ENGINE : 0;

@@ -32,10 +32,14 @@ struct stor_target {
 	_Atomic int started;           /* startup fencing passed (reported ONLINE) */
 	uint32_t synced_target;        /* link thread: the successor last synced ... */
 	uint32_t synced_chain_ver;     /* ... at this chain version (skip repeats) */
-	/* Fenced for a full disk (craq_write.c): no rejoin before this
-	 * (clock_mono_ms) unless space came back; the wait doubles per fence. */
+	/* Fenced itself over a chain op (craq_write.c): a full disk, or a
+	 * failed apply or forward. No rejoin before this (clock_mono_ms),
+	 * for a full disk unless space came back; the wait doubles per fence
+	 * (of either kind: a disk that keeps failing must not flap its chain
+	 * every 100 ms). */
 	_Atomic uint64_t nospace_until;
 	_Atomic uint32_t nospace_backoff_ms;
+	_Atomic int fence_failed;      /* the last such fence was not for a full disk */
 	_Atomic uint64_t serving_since; /* link thread: SERVING since (mono ms), 0 if not */
 };
 

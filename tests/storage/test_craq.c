@@ -72,6 +72,22 @@
  *   truncate_resync  a truncate while the tail is down is on the tail
  *                 once it was resynced; a truncate to the length or past
  *                 it changes nothing, one of an absent chunk is -ENOENT
+ *   remove_apply_fails  a successor whose apply of a forwarded remove
+ *                 fails fences itself: the remove completes without it,
+ *                 and a write re-creating the chunk is on every replica
+ *   forward_gives_up_remove / _write  a head whose forward gave up at
+ *                 its deadline after its own apply (a successor refusing
+ *                 forwards, fault injection) fences itself: no reader of
+ *                 it sees its version the tail lacks, a chunk it removed
+ *                 alone and a write re-creates is on every replica
+ *   forward_deadline_queued  a write queued at the head behind another
+ *                 of its chunk has its full forward deadline once it
+ *                 runs: a short refusal by the middle then is retried
+ *                 through, the head not fenced
+ *   fenced_head_queued  a write queued at the head behind one whose head
+ *                 apply fails (the head fences itself) is not applied
+ *                 through the fenced head: retried on the new head, it is
+ *                 on every replica
  *   read_batches_kill  12 threads of small chain reads (sharing read
  *                 RPCs) while a replica is killed -9: no read fails or
  *                 returns a wrong byte
@@ -1207,6 +1223,281 @@ static void test_truncate_resync(void **state)
 	env_down(&e);
 }
 
+/* E's services with fault points (CFS_FAULTINJ) and their forward
+ * deadline at 3 s instead of 30 (CFS_FAULTINJ_FORWARD_DEADLINE_MS). */
+static void env_up_faults(struct env *e, const char *tag)
+{
+	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
+	setenv("CFS_FAULTINJ_FORWARD_DEADLINE_MS", "3000", 1);
+	env_up(e, tag);
+	unsetenv("CFS_FAULTINJ");
+	unsetenv("CFS_FAULTINJ_FORWARD_DEADLINE_MS");
+}
+
+/* A successor whose apply of a forwarded remove fails (fault injection:
+ * -EIO at the middle while faultinj_craq_remove_fail exists) fences
+ * itself, as one whose apply of a forwarded write fails does: mgmtd moves
+ * it out, the head's retry reaches the tail, the remove is answered with
+ * the chunk removed, and the head stays head. A write then creates the
+ * chunk anew (version 1); once the middle was resynced every replica holds
+ * it. Before the fix the middle answered the error to every retry without
+ * being fenced, the head gave up at its forward deadline (3 s here,
+ * CFS_FAULTINJ_FORWARD_DEADLINE_MS) with the chunk removed there alone,
+ * the client's retry of the remove found nothing left at the head to
+ * remove (answered, 0 removed), and the middle and tail, still holding
+ * the chunk at version 3, took the re-create as a repeat: they kept the
+ * removed bytes, the acknowledged write was on the head alone. */
+static void test_remove_apply_fails(void **state)
+{
+	(void)state;
+	struct env e;
+	env_up_faults(&e, "craq-rmfail");
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	uint32_t head = c.m[0].target_id;
+	int mn = node_of(&e, c.m[1].target_id);
+	assert_true(mn >= 0);
+	static uint8_t old[CLEN], v[CLEN];
+	struct storage_loc loc = { .chain = e.chain };
+	for (int k = 0; k < 3; k++) {
+		gen(1500 + (uint64_t)k, old, CLEN);
+		assert_int_equal(storage_client_write(e.cli, &loc, 65, 1, 0, CLEN, old, 0, NULL), 0);
+	}
+	char path[800];
+	arm_fault(&e, mn, "faultinj_craq_remove_fail", "", path, sizeof(path));
+	uint32_t removed = 0;
+	int rrc = storage_client_remove(e.cli, &loc, 65, 0, UINT32_MAX, &removed);
+	unlink(path);
+	print_message("remove: %s, %u removed\n", cfs_strerror(rrc), removed);
+	gen(1510, v, CLEN);
+	assert_int_equal(storage_client_write(e.cli, &loc, 65, 1, 0, CLEN, v, 0, NULL), 0);
+	assert_chain_recovers(&e, 60000);
+	assert_replicas_hold(&e, 65, 1, v, CLEN);
+	assert_int_equal(rrc, 0);
+	assert_int_equal(removed, 1);
+	assert_true(get_chain(&e, &c));
+	assert_int_equal(c.m[0].target_id, head);
+	env_down(&e);
+}
+
+/* The middle refuses every forwarded remove (faultinj_craq_remove_hold
+ * with no bound) while staying in the chain, so the head's remove of a
+ * file's chunk, applied there, gives up at its forward deadline (3 s).
+ * The head must fence itself: it holds a removal its successors lack. The
+ * client's retry of the remove then runs on the new head; a write
+ * re-creating the chunk is on every replica once the old head resynced.
+ * Before the fix the head answered the error and served on: the retry of
+ * the range remove found nothing left at the head (answered, 0 removed),
+ * the re-create was version 1 there and a repeat at the middle and tail,
+ * which still held the chunk at version 3: they kept the removed bytes. */
+static void test_forward_gives_up_remove(void **state)
+{
+	(void)state;
+	struct env e;
+	env_up_faults(&e, "craq-gaveup-rm");
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	int mn = node_of(&e, c.m[1].target_id);
+	assert_true(mn >= 0);
+	static uint8_t old[CLEN], v[CLEN];
+	struct storage_loc loc = { .chain = e.chain };
+	for (int k = 0; k < 3; k++) {
+		gen(1700 + (uint64_t)k, old, CLEN);
+		assert_int_equal(storage_client_write(e.cli, &loc, 69, 1, 0, CLEN, old, 0, NULL), 0);
+	}
+	char path[800];
+	arm_fault(&e, mn, "faultinj_craq_remove_hold", "4294967295\n", path, sizeof(path));
+	uint32_t removed = 0;
+	int rrc = storage_client_remove(e.cli, &loc, 69, 0, UINT32_MAX, &removed);
+	unlink(path);
+	print_message("remove: %s, %u removed\n", cfs_strerror(rrc), removed);
+	gen(1710, v, CLEN);
+	assert_int_equal(storage_client_write(e.cli, &loc, 69, 1, 0, CLEN, v, 0, NULL), 0);
+	assert_chain_recovers(&e, 60000);
+	assert_replicas_hold(&e, 69, 1, v, CLEN);
+	env_down(&e);
+}
+
+/* The same with a write: the middle refuses every forwarded write
+ * (faultinj_craq_write_hold) while staying in the chain; a write sent
+ * once to the head (seed 1802 over 1801) is applied there and given up at
+ * the deadline. The old head must serve no reader seed 1802, which the
+ * tail never had, and every replica ends with 1801 (the write failed).
+ * Before the fix the head answered the error and served on with 1802
+ * (read straight from it just after), and no resync ever replaced it:
+ * the chain kept two versions of the chunk. */
+static void test_forward_gives_up_write(void **state)
+{
+	(void)state;
+	struct env e;
+	env_up_faults(&e, "craq-gaveup-wr");
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	uint32_t head = c.m[0].target_id;
+	int hn = node_of(&e, head), mn = node_of(&e, c.m[1].target_id);
+	assert_true(hn >= 0 && mn >= 0);
+	static uint8_t a[CLEN], b[CLEN], rd[CLEN];
+	gen(1801, a, CLEN);
+	gen(1802, b, CLEN);
+	struct storage_loc loc = { .chain = e.chain };
+	assert_int_equal(storage_client_write(e.cli, &loc, 71, 0, 0, CLEN, a, 0, NULL), 0);
+	char path[800];
+	arm_fault(&e, mn, "faultinj_craq_write_hold", "", path, sizeof(path));
+	struct rpc_client *rc = stor_cluster_rpc_client();
+	struct sto_write_req m = { .target = head, .chain = e.chain, .chain_ver = c.version,
+				   .ino = 71, .idx = 0, .len = CLEN, .crc = crc32c(0, b, CLEN),
+				   .client = 784, .channel = 1, .seq = 1 };
+	int wrc = raw_send(&e, rc, &m, b, NULL);
+	struct storage_read r = { .loc = { .chain = e.chain, .addr = e.sc.node[hn].addr,
+					   .target = head },
+				  .ino = 71, .idx = 0, .len = CLEN, .dst = rd };
+	storage_client_read(e.cli, &r, 1, 0);
+	unlink(path);
+	rpc_client_free(rc);
+	print_message("write: %s; old head read: %s, seed %llu\n", cfs_strerror(wrc),
+		      r.result < 0 ? cfs_strerror(r.result) : "served",
+		      (unsigned long long)(r.result == CLEN ? seed_of(rd, CLEN) : 0));
+	assert_int_equal(wrc, -CFS_EUNAVAIL);
+	assert_true(r.result != CLEN || seed_of(rd, CLEN) == 1801);
+	assert_chain_recovers(&e, 60000);
+	assert_replicas_hold(&e, 71, 0, a, CLEN);
+	env_down(&e);
+}
+
+struct bg_raw_write {
+	struct env *e;
+	struct rpc_client *rc;
+	struct sto_write_req m;
+	const uint8_t *data;
+	pthread_t th;
+	int r;
+};
+
+static void *bg_raw_write_main(void *arg)
+{
+	struct bg_raw_write *b = arg;
+	b->r = raw_send(b->e, b->rc, &b->m, b->data, NULL);
+	return NULL;
+}
+
+/* A write that waited at the head behind another write of its chunk (the
+ * first's own apply held back 2.5 s by fault injection; the forward
+ * deadline is 3 s here) meets a middle that refuses forwarded writes for
+ * about 1.5 s (faultinj_craq_write_hold). Its forward must get its whole
+ * deadline from when it runs: retried until the middle takes it, the
+ * write answered 0 on its one attempt, the head still head and every
+ * replica holding it. Before the fix the deadline counted from the
+ * request's arrival, so the queued write gave up at its first retry
+ * after 0.8 s of forwarding: answered -CFS_EUNAVAIL, and the head (its
+ * apply landed) fenced itself. */
+static void test_forward_deadline_queued(void **state)
+{
+	(void)state;
+	struct env e;
+	env_up_faults(&e, "craq-dlqueue");
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	uint32_t head = c.m[0].target_id;
+	int hn = node_of(&e, head), mn = node_of(&e, c.m[1].target_id);
+	assert_true(hn >= 0 && mn >= 0);
+	static uint8_t a[CLEN], b[CLEN], d[CLEN];
+	gen(1901, a, CLEN);
+	gen(1902, b, CLEN);
+	gen(1903, d, CLEN);
+	struct storage_loc loc = { .chain = e.chain };
+	assert_int_equal(storage_client_write(e.cli, &loc, 73, 0, 0, CLEN, a, 0, NULL), 0);
+	char dpath[800], hpath[800];
+	arm_fault(&e, hn, "faultinj_craq_apply_delay", "2500\n", dpath, sizeof(dpath));
+	struct bg_write first = { .e = &e, .ino = 73, .data = b, .len = CLEN };
+	assert_int_equal(pthread_create(&first.th, NULL, bg_write_main, &first), 0);
+	wait_consumed(dpath, 5000); /* the first holds the chunk's lock */
+	uint64_t t0 = clock_mono_ms();
+	/* Its forward went through (only its apply at the head waits). */
+	struct storage_loc mid = { .chain = e.chain, .addr = e.sc.node[mn].addr,
+				   .target = c.m[1].target_id };
+	struct sto_query_resp q = { 0 };
+	while ((storage_client_query(e.cli, &mid, 73, 0, 0, &q) || q.commit_ver < 2) &&
+	       clock_mono_ms() < t0 + 2000)
+		clock_sleep_ms(10);
+	assert_int_equal(q.commit_ver, 2);
+	arm_fault(&e, mn, "faultinj_craq_write_hold", "", hpath, sizeof(hpath));
+	struct bg_raw_write second = {
+		.e = &e, .rc = stor_cluster_rpc_client(), .data = d,
+		.m = { .target = head, .chain = e.chain, .chain_ver = c.version, .ino = 73,
+		       .idx = 0, .len = CLEN, .crc = crc32c(0, d, CLEN), .client = 785,
+		       .channel = 1, .seq = 1 }
+	};
+	assert_int_equal(pthread_create(&second.th, NULL, bg_raw_write_main, &second), 0);
+	while (clock_mono_ms() < t0 + 4000)
+		clock_sleep_ms(20);
+	unlink(hpath);
+	pthread_join(second.th, NULL);
+	pthread_join(first.th, NULL);
+	rpc_client_free(second.rc);
+	print_message("first write: %s after %llu ms; second: %s after %llu ms\n",
+		      cfs_strerror(first.rc), (unsigned long long)first.ms, cfs_strerror(second.r),
+		      (unsigned long long)(clock_mono_ms() - t0));
+	assert_int_equal(first.rc, 0);
+	assert_int_equal(second.r, 0);
+	assert_true(get_chain(&e, &c));
+	assert_int_equal(c.m[0].target_id, head);
+	assert_int_equal(count_state(&c, CHAIN_PS_SERVING), 3);
+	assert_replicas_hold(&e, 73, 0, d, CLEN);
+	env_down(&e);
+}
+
+/* Write X's apply at the head fails after its forward reached the middle
+ * and tail (faultinj_craq_head_apply; the middle's apply held back 1.5 s,
+ * faultinj_craq_apply_delay, so X holds the head's chunk lock that long),
+ * and write Y of the same chunk waits behind it at the head. X fences the
+ * head. Y must not run there: the head still holds the version before X,
+ * so it would number Y as X's version, which the middle and tail hold and
+ * take as a repeat. Y is retried on the new head; once the old head has
+ * resynced every replica holds Y. Before the fix Y ran on the fenced head
+ * and was acknowledged while the middle and tail kept X's bytes (seed
+ * 2002), which the old head then got from resync too: Y lost. */
+static void test_fenced_head_queued(void **state)
+{
+	(void)state;
+	struct env e;
+	env_up_faults(&e, "craq-fencedq");
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	uint32_t head = c.m[0].target_id;
+	int hn = node_of(&e, head), mn = node_of(&e, c.m[1].target_id);
+	assert_true(hn >= 0 && mn >= 0);
+	static uint8_t a[CLEN], x[CLEN], y[CLEN];
+	gen(2001, a, CLEN);
+	gen(2002, x, CLEN);
+	gen(2003, y, CLEN);
+	struct storage_loc loc = { .chain = e.chain };
+	assert_int_equal(storage_client_write(e.cli, &loc, 75, 0, 0, CLEN, a, 0, NULL), 0);
+	char dpath[800], hpath[800];
+	arm_fault(&e, mn, "faultinj_craq_apply_delay", "1500\n", dpath, sizeof(dpath));
+	arm_fault(&e, hn, "faultinj_craq_head_apply", "", hpath, sizeof(hpath));
+	struct bg_raw_write wx = {
+		.e = &e, .rc = stor_cluster_rpc_client(), .data = x,
+		.m = { .target = head, .chain = e.chain, .chain_ver = c.version, .ino = 75,
+		       .idx = 0, .len = CLEN, .crc = crc32c(0, x, CLEN), .client = 786,
+		       .channel = 1, .seq = 1 }
+	};
+	assert_int_equal(pthread_create(&wx.th, NULL, bg_raw_write_main, &wx), 0);
+	wait_consumed(dpath, 5000); /* X is at the middle, the head's lock held */
+	struct bg_write wy = { .e = &e, .ino = 75, .data = y, .len = CLEN };
+	assert_int_equal(pthread_create(&wy.th, NULL, bg_write_main, &wy), 0);
+	pthread_join(wx.th, NULL);
+	pthread_join(wy.th, NULL);
+	rpc_client_free(wx.rc);
+	assert_int_not_equal(access(hpath, F_OK), 0);
+	print_message("X: %s; Y: %s after %llu ms\n", cfs_strerror(wx.r), cfs_strerror(wy.rc),
+		      (unsigned long long)wy.ms);
+	assert_int_equal(wx.r, -CFS_EUNAVAIL);
+	assert_int_equal(wy.rc, 0);
+	assert_chain_recovers(&e, 60000);
+	assert_replicas_hold(&e, 75, 0, y, CLEN);
+	env_down(&e);
+}
+
 static void test_stale(void **state)
 {
 	(void)state;
@@ -1814,6 +2105,11 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_remove_late_part),
 		cmocka_unit_test(test_truncate_write_race),
 		cmocka_unit_test(test_truncate_resync),
+		cmocka_unit_test(test_remove_apply_fails),
+		cmocka_unit_test(test_forward_gives_up_remove),
+		cmocka_unit_test(test_forward_gives_up_write),
+		cmocka_unit_test(test_forward_deadline_queued),
+		cmocka_unit_test(test_fenced_head_queued),
 		cmocka_unit_test(test_kill_middle),
 		cmocka_unit_test(test_kill_head),
 		cmocka_unit_test(test_kill_tail),
