@@ -506,6 +506,32 @@ static int gc_read_body(kv_txn *t, void *arg)
 	return 0;
 }
 
+/* Entry I was read as an inline file that never began converting (no
+ * chunk to remove). The read was an earlier txn: a conversion may have
+ * begun since (its chunk 0 would outlive the inode) or ended (the file is
+ * chunked). Conflict reads in the clearing txn: 1 when chunks may exist
+ * now, 0 if not, <0. */
+static int gc_chunks_since(kv_txn *t, struct gc_arg *a, int i)
+{
+	struct meta_inode in;
+	struct meta_idata_rec r;
+	int rc = meta_get_inode(t, a->ino[i], 0, &in);
+	if (rc == -ENOENT)
+		return 0;
+	if (rc)
+		return rc;
+	if (in.type != META_T_FILE)
+		return 0;
+	if (!in.idata)
+		return 1;
+	rc = meta_idata_get(t, a->ino[i], 0, &r);
+	if (rc == -CFS_ECORRUPT)
+		return 1; /* as gc_read_body: a record it cannot read may hide an attempt */
+	if (rc < 0)
+		return rc;
+	return rc > 0 && (r.flags & META_IDATA_F_ATTEMPTED) ? 1 : 0;
+}
+
 static int gc_finish_body(kv_txn *t, void *arg)
 {
 	struct gc_arg *a = arg;
@@ -531,6 +557,14 @@ static int gc_finish_body(kv_txn *t, void *arg)
 			return rc;
 		if (g.claim_owner != a->m->o.instance_id)
 			continue;
+		if (a->no_chunks[i] && (rc = gc_chunks_since(t, a, i)) != 0) {
+			if (rc < 0)
+				return rc;
+			/* still claimed: our next step reads it again and
+			 * removes the chunks first */
+			a->no_chunks[i] = 0;
+			continue;
+		}
 		if ((rc = kv_clear(t, kv_mem(k.b, k.n))))
 			return rc;
 		meta_key_inode(&k, a->ino[i]);
