@@ -737,6 +737,22 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	want_if_capable(conn, FUSE_CAP_PARALLEL_DIROPS);
 	want_if_capable(conn, FUSE_CAP_ASYNC_DIO);
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+	/* auto_inval_data drops a file's pages whenever attributes with a
+	 * new mtime reach the kernel, some time after it checked that no
+	 * write was in flight: a page-cache write starting in between copies
+	 * its bytes into an uptodate page, unlocks it and sends its WRITE;
+	 * the drop takes that page, a READ brings the older bytes back
+	 * (zero-filled past the old size) before the WRITE reaches us, and
+	 * the write's end then raises the size over them ("CACHED INLINE
+	 * READS": a reader saw zeros; test_held_readers_while_growing).
+	 * Page-cache handles have the sweeper for other mounts' changes
+	 * instead; a size change still drops pages in the kernel.
+	 * keep_cache_ro keeps its pages across opens and has no sweeper: it
+	 * keeps auto_inval_data. */
+	if (fs->o.keep_cache_ro)
+		want_if_capable(conn, FUSE_CAP_AUTO_INVAL_DATA);
+	else
+		conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
 	/* Locks are meta's, shared by every mount ("Locks"). */
 	want_if_capable(conn, FUSE_CAP_POSIX_LOCKS);
 	want_if_capable(conn, FUSE_CAP_FLOCK_LOCKS);
@@ -2286,9 +2302,11 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
  *     While a writer is open here the sweeper leaves the file's pages
  *     alone: dropping a page that holds a write's bytes before its
  *     WRITE reaches meta would let a READ bring older bytes back. The
- *     kernel still drops them when it learns of a change of size or
- *     mtime (auto_inval_data, at most attr_timeout late), so another
- *     mount's writes show when it reports them, and at the next open.
+ *     kernel still drops them when it learns of a change of size (at
+ *     most attr_timeout late), so another mount's appends show when it
+ *     reports them; its same-size rewrites show once the writer here
+ *     closed (the sweeper) and at the next open. No auto_inval_data
+ *     (op_init): its drop on a new mtime raced the page-cache writer.
  * Not with keep_cache_ro (its own page-cache mode) and not when the
  * sweeper did not start (then direct I/O, as before). */
 #define PC_SWEEP_MS 50

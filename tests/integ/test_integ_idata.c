@@ -248,6 +248,76 @@ static void test_readers_while_growing(void **state)
 	assert_int_equal(atomic_load(&g.bad), 0);
 }
 
+/* ---- readers holding the file open while a writer opens it and grows it ---- */
+
+struct held {
+	char path[1024];
+	_Atomic int opened, done;
+	_Atomic long reads, bad, whole;
+	_Atomic long size; /* what the writer wrote, once it closed */
+};
+
+static void *held_reader(void *arg)
+{
+	struct held *h = arg;
+	uint8_t *b = malloc(4 * T);
+	int fd = open(h->path, O_RDONLY);
+	atomic_fetch_add(&h->opened, 1);
+	while (fd >= 0 && b && !atomic_load(&h->done)) {
+		ssize_t n = pread(fd, b, 4 * T, 0);
+		if (n < 0 || grow_check(b, n))
+			atomic_fetch_add(&h->bad, 1);
+		atomic_fetch_add(&h->reads, 1);
+	}
+	/* the writer closed before done: its bytes are all there now */
+	ssize_t n = fd >= 0 && b ? pread(fd, b, 4 * T, 0) : -1;
+	if (n == atomic_load(&h->size) && !grow_check(b, n))
+		atomic_fetch_add(&h->whole, 1);
+	else
+		fprintf(stderr, "held reader: last read %zd bytes, want %ld\n", n,
+		        atomic_load(&h->size));
+	if (fd >= 0)
+		close(fd);
+	free(b);
+	return NULL;
+}
+
+/* The readers opened an inline file that came with its bytes (page-cache
+ * handles, fuse_fs.c "CACHED INLINE READS") before the writer opened it:
+ * the writer's appends must never show as zeros to them, and once the
+ * writer closed they read all of it. */
+static void test_held_readers_while_growing(void **state)
+{
+	static struct held h;
+	pthread_t th[3];
+	snprintf(h.path, sizeof(h.path), "%s/held", env.mnt);
+	uint8_t buf[3000];
+	fill(buf, 0, sizeof(buf), 9);
+	int fd = open(h.path, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	assert_int_equal(close(fd), 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, held_reader, &h), 0);
+	while (atomic_load(&h.opened) < 3)
+		clock_sleep_ms(1);
+	fd = open(h.path, O_WRONLY);
+	assert_true(fd >= 0);
+	uint64_t off = sizeof(buf);
+	for (; off < 3 * T; off += sizeof(buf)) {
+		fill(buf, off, sizeof(buf), 9);
+		assert_int_equal(pwrite(fd, buf, sizeof(buf), (off_t)off), (ssize_t)sizeof(buf));
+	}
+	assert_int_equal(close(fd), 0);
+	atomic_store(&h.size, (long)off);
+	atomic_store(&h.done, 1);
+	for (int i = 0; i < 3; i++)
+		pthread_join(th[i], NULL);
+	assert_true(atomic_load(&h.reads) > 0);
+	assert_int_equal(atomic_load(&h.bad), 0);
+	assert_int_equal(atomic_load(&h.whole), 3);
+}
+
 /* ---- a second mount ---- */
 
 static void start_mount2(void)
@@ -880,6 +950,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sizes_against_local),
 		cmocka_unit_test(test_readers_while_growing),
+		cmocka_unit_test(test_held_readers_while_growing),
 		cmocka_unit_test(test_fstat_after_write),
 		cmocka_unit_test(test_two_mounts),
 		cmocka_unit_test(test_open_ahead),
