@@ -5,6 +5,8 @@
 #ifndef CFS_CLI_ADMIN_H
 #define CFS_CLI_ADMIN_H
 
+#include <stdint.h>
+
 struct cli_admin_cmd {
 	const char *name;
 	int (*run)(int argc, char **argv); /* argv[0] is the command name */
@@ -30,6 +32,22 @@ int cli_admin_rpc_stats(int argc, char **argv);
 
 struct rpc_client;
 struct rpc_peer;
+/* The options of an admin command talking to one server. */
+struct cli_admin_target {
+	char *addr;
+	char *cluster_id;
+	char *secret_file;
+	int64_t timeout_ms;
+};
+/* cmd_admin.c: parses ARGV (--addr, --cluster-id, --secret-file,
+ * --timeout-ms; no positional arguments) into *T, which starts zeroed;
+ * ADDR_HELP is --addr's help line. 0: parsed, all three required options
+ * given; 1: --help was printed (the command exits 0); 2: a usage error,
+ * printed to stderr naming CMD. Whatever it returns, the caller frees *T
+ * with cli_admin_target_free. Any thread. */
+int cli_admin_target_parse(const char *cmd, const char *addr_help, int argc, char **argv,
+                           struct cli_admin_target *t);
+void cli_admin_target_free(struct cli_admin_target *t);
 /* cmd_admin.c: connects an admin command (CMD names it in messages) to
  * the server at ADDR: loads SECRET_FILE, makes a one-thread client whose
  * calls and handshake time out after TIMEOUT_MS, and its peer. 0 with

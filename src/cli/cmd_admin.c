@@ -1,12 +1,14 @@
 /* cmd_admin.c - chainfs admin <command>: cluster administration. Each
  * command lives in its own cmd_admin_<x>.c; add a row below to register one. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/admin.h"
 #include "cli/cli.h"
+#include "common/cfg.h"
 #include "common/status.h"
 #include "net/auth.h"
 #include "net/rpc.h"
@@ -74,4 +76,40 @@ int cli_admin_peer(const char *cmd, const char *addr, const char *cluster_id,
 		return 1;
 	}
 	return 0;
+}
+
+static const struct cfg_opt target_opts[] = {
+    {"addr", CFG_STR, "", 0, 0, offsetof(struct cli_admin_target, addr),
+     "ip:port of the server; required"},
+    {"cluster-id", CFG_STR, "", 0, 0, offsetof(struct cli_admin_target, cluster_id),
+     "cluster id; required"},
+    {"secret-file", CFG_STR, "", 0, 0, offsetof(struct cli_admin_target, secret_file),
+     "file holding the cluster secret; required"},
+    {"timeout-ms", CFG_INT, "3000", 100, 600000, offsetof(struct cli_admin_target, timeout_ms),
+     "request deadline"},
+    CFG_END,
+};
+
+int cli_admin_target_parse(const char *cmd, const char *addr_help, int argc, char **argv,
+                           struct cli_admin_target *t)
+{
+	struct cfg_opt opts[sizeof(target_opts) / sizeof(target_opts[0])];
+	memcpy(opts, target_opts, sizeof(opts));
+	opts[0].help = addr_help; /* each command says which servers answer it */
+	char err[512];
+	int npos = 0;
+	int rc = cfg_parse(opts, t, argc, argv, &npos, err, sizeof(err));
+	if (rc == 1)
+		return 1;
+	if (rc || npos || !*t->addr || !*t->cluster_id || !*t->secret_file) {
+		fprintf(stderr, "chainfs admin %s: %s\n", cmd,
+		        rc ? err : "--addr, --cluster-id and --secret-file are required");
+		return 2;
+	}
+	return 0;
+}
+
+void cli_admin_target_free(struct cli_admin_target *t)
+{
+	cfg_free(target_opts, t);
 }

@@ -12,13 +12,11 @@
  * error. An older meta sends no flags: writes=ok.
  */
 #include <errno.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "cli/admin.h"
 #include "common/buf.h"
-#include "common/cfg.h"
 #include "common/log.h"
 #include "common/status.h"
 #include "meta/meta_proto.h"
@@ -26,40 +24,17 @@
 #include "net/rpc.h"
 #include "net/rpc_proto.h"
 
-struct metastatus_conf {
-	char *addr;
-	char *cluster_id;
-	char *secret_file;
-	int64_t timeout_ms;
-};
-
-static const struct cfg_opt opts[] = {
-    {"addr", CFG_STR, "", 0, 0, offsetof(struct metastatus_conf, addr),
-     "ip:port of the meta instance; required"},
-    {"cluster-id", CFG_STR, "", 0, 0, offsetof(struct metastatus_conf, cluster_id),
-     "cluster id; required"},
-    {"secret-file", CFG_STR, "", 0, 0, offsetof(struct metastatus_conf, secret_file),
-     "file holding the cluster secret; required"},
-    {"timeout-ms", CFG_INT, "3000", 100, 600000, offsetof(struct metastatus_conf, timeout_ms),
-     "request deadline"},
-    CFG_END,
-};
-
 int cli_admin_meta_status(int argc, char **argv)
 {
-	struct metastatus_conf c = {0};
-	char err[512];
+	struct cli_admin_target c = {0};
 	struct rpc_client *cli = NULL;
 	struct buf req = BUF_INIT, resp = BUF_INIT;
-	int npos = 0, ret = 1;
+	int ret = 1;
 	log_set_level(LOG_LVL_ERR);
-	int rc = cfg_parse(opts, &c, argc, argv, &npos, err, sizeof(err));
-	if (rc == 1)
-		return 0;
-	if (rc || npos || !*c.addr || !*c.cluster_id || !*c.secret_file) {
-		fprintf(stderr, "chainfs admin meta-status: %s\n",
-		        rc ? err : "--addr, --cluster-id and --secret-file are required");
-		ret = 2;
+	int rc = cli_admin_target_parse("meta-status", "ip:port of the meta instance; required",
+	                                argc, argv, &c);
+	if (rc) {
+		ret = rc == 1 ? 0 : 2;
 		goto out;
 	}
 	struct rpc_peer *p;
@@ -94,6 +69,6 @@ out:
 	buf_fini(&req);
 	buf_fini(&resp);
 	rpc_client_free(cli);
-	cfg_free(opts, &c);
+	cli_admin_target_free(&c);
 	return ret;
 }

@@ -10,53 +10,28 @@
  * for every role. One line of key=value, for people and scripts.
  */
 #include <errno.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "cli/admin.h"
 #include "common/buf.h"
-#include "common/cfg.h"
 #include "common/log.h"
 #include "common/status.h"
 #include "net/auth.h"
 #include "net/rpc.h"
 #include "net/rpc_proto.h"
 
-struct rpcstats_conf {
-	char *addr;
-	char *cluster_id;
-	char *secret_file;
-	int64_t timeout_ms;
-};
-
-static const struct cfg_opt opts[] = {
-    {"addr", CFG_STR, "", 0, 0, offsetof(struct rpcstats_conf, addr),
-     "ip:port of the server (mgmtd, meta or storage); required"},
-    {"cluster-id", CFG_STR, "", 0, 0, offsetof(struct rpcstats_conf, cluster_id),
-     "cluster id; required"},
-    {"secret-file", CFG_STR, "", 0, 0, offsetof(struct rpcstats_conf, secret_file),
-     "file holding the cluster secret; required"},
-    {"timeout-ms", CFG_INT, "3000", 100, 600000, offsetof(struct rpcstats_conf, timeout_ms),
-     "request deadline"},
-    CFG_END,
-};
-
 int cli_admin_rpc_stats(int argc, char **argv)
 {
-	struct rpcstats_conf c = {0};
-	char err[512];
+	struct cli_admin_target c = {0};
 	struct rpc_client *cli = NULL;
 	struct buf resp = BUF_INIT;
-	int npos = 0, ret = 1;
+	int ret = 1;
 	log_set_level(LOG_LVL_ERR);
-	int rc = cfg_parse(opts, &c, argc, argv, &npos, err, sizeof(err));
-	if (rc == 1)
-		return 0;
-	if (rc || npos || !*c.addr || !*c.cluster_id || !*c.secret_file) {
-		fprintf(stderr, "chainfs admin rpc-stats: %s\n",
-		        rc ? err : "--addr, --cluster-id and --secret-file are required");
-		ret = 2;
+	int rc = cli_admin_target_parse(
+	    "rpc-stats", "ip:port of the server (mgmtd, meta or storage); required", argc, argv, &c);
+	if (rc) {
+		ret = rc == 1 ? 0 : 2;
 		goto out;
 	}
 	struct rpc_peer *p;
@@ -80,6 +55,6 @@ int cli_admin_rpc_stats(int argc, char **argv)
 out:
 	buf_fini(&resp);
 	rpc_client_free(cli);
-	cfg_free(opts, &c);
+	cli_admin_target_free(&c);
 	return ret;
 }
