@@ -125,6 +125,12 @@ struct file_io_inode {
 	int wrote;                      /* anything written under truncate_ver */
 	int rep_valid;                  /* rep_* hold a length meta acknowledged */
 	uint64_t rep_len, rep_tv;
+	/* Written under an older truncate_ver and not reported when this
+	 * client heard of a newer one (0: nothing): some of it may have landed
+	 * after that truncate and must extend the file, so it is reported
+	 * under stale_tv, which meta settles against storage (meta_file.c
+	 * "Length"), until meta acknowledged it. */
+	uint64_t stale_len, stale_tv;
 	struct fio_wb *wb;              /* write-behind writes in flight; under lock */
 	uint64_t wb_bytes;              /* their bytes; under lock */
 	int wb_err;                     /* first failed write-behind not yet reported */
@@ -526,6 +532,13 @@ void file_io_update(file_io_inode *fi, const struct meta_inode *in)
 	pthread_mutex_lock(&fi->lock);
 	if (in->truncate_ver > fi->truncate_ver) {
 		ra_drop_all(fi);
+		if (fi->wrote && !(fi->rep_valid && fi->rep_len == fi->written &&
+		                   fi->rep_tv == fi->truncate_ver)) {
+			if (!fi->stale_len)
+				fi->stale_tv = fi->truncate_ver;
+			if (fi->written > fi->stale_len)
+				fi->stale_len = fi->written;
+		}
 		fi->truncate_ver = in->truncate_ver;
 		fi->written = 0;
 		fi->wrote = 0;
@@ -696,12 +709,25 @@ uint64_t file_io_size(file_io_inode *fi)
 	return s;
 }
 
+/* The length to report into OUT; caller holds fi->lock. With stale_len,
+ * everything written since under the newer truncate_ver rides along under
+ * the old one (meta counts only what storage holds). */
+static void length_locked(const struct file_io_inode *fi, struct meta_length *out)
+{
+	out->length = fi->written;
+	out->truncate_ver = fi->truncate_ver;
+	if (fi->stale_len) {
+		if (fi->stale_len > out->length)
+			out->length = fi->stale_len;
+		out->truncate_ver = fi->stale_tv;
+	}
+}
+
 int file_io_length(file_io_inode *fi, struct meta_length *out)
 {
 	pthread_mutex_lock(&fi->lock);
-	out->length = fi->written;
-	out->truncate_ver = fi->truncate_ver;
-	int wrote = fi->wrote;
+	length_locked(fi, out);
+	int wrote = fi->wrote || fi->stale_len;
 	fi->dirty = 0;
 	pthread_mutex_unlock(&fi->lock);
 	return wrote;
@@ -710,10 +736,9 @@ int file_io_length(file_io_inode *fi, struct meta_length *out)
 /* file_io_length_unreported; caller holds fi->lock. */
 static int unreported_locked(struct file_io_inode *fi, struct meta_length *out)
 {
-	out->length = fi->written;
-	out->truncate_ver = fi->truncate_ver;
-	int news = fi->wrote && !(fi->rep_valid && fi->rep_len == fi->written &&
-				  fi->rep_tv == fi->truncate_ver);
+	length_locked(fi, out);
+	int news = fi->stale_len || (fi->wrote && !(fi->rep_valid && fi->rep_len == fi->written &&
+	                                            fi->rep_tv == fi->truncate_ver));
 	if (news)
 		fi->dirty = 0;
 	return news;
@@ -733,6 +758,8 @@ void file_io_length_reported(file_io_inode *fi, const struct meta_length *len)
 	fi->rep_valid = 1;
 	fi->rep_len = len->length;
 	fi->rep_tv = len->truncate_ver;
+	if (fi->stale_len && len->truncate_ver == fi->stale_tv && len->length >= fi->stale_len)
+		fi->stale_len = 0; /* meta has it; what follows goes under the new one */
 	pthread_mutex_unlock(&fi->lock);
 }
 
@@ -1589,7 +1616,7 @@ int file_io_drain_unreported(file_io_inode *fi, int wait, struct meta_length *ou
 int file_io_settled(file_io_inode *fi)
 {
 	pthread_mutex_lock(&fi->lock);
-	int settled = !wb_before(fi, fi->wb_seq) &&
+	int settled = !wb_before(fi, fi->wb_seq) && !fi->stale_len &&
 	              !(fi->wrote && !(fi->rep_valid && fi->rep_len == fi->written &&
 	                               fi->rep_tv == fi->truncate_ver));
 	pthread_mutex_unlock(&fi->lock);

@@ -121,9 +121,11 @@ void file_io_free(file_io *f);
 
 /* Takes a reference on the open state of IN (a file with a layout),
  * creating it or refreshing it from IN: the meta size, and when IN's
- * truncate_ver is newer than the state's, the written end is dropped (a
- * truncate by anyone invalidates it). 0, -EINVAL (not a file or bad
- * layout), -ENOMEM. */
+ * truncate_ver is newer than the state's, the written end starts over
+ * under it (a truncate by anyone invalidates it); a written end not
+ * reported yet is still reported, under the old truncate_ver (meta counts
+ * of it only what storage holds past the cut: writes made after the
+ * truncate). 0, -EINVAL (not a file or bad layout), -ENOMEM. */
 int file_io_open(file_io *f, const struct meta_inode *in, file_io_inode **out);
 /* Drops the reference. NULL-safe. */
 void file_io_release(file_io *f, file_io_inode *fi);

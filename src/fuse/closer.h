@@ -19,11 +19,22 @@
  * inline data do not wait: the caller sends a length not yet reported and
  * drops locks itself (fuse_fs.c file_drop), and queues only the rest.
  *
- * Threads: every call is thread-safe. closer_add never waits for the
- * network; one background thread sends the batches. A batch that fails
- * (meta unreachable past the client's failover deadline) is logged and
- * dropped: the sessions then stay until meta prunes the mount, the same
- * as a synchronous close that failed.
+ * A CLOSE THAT FAILED (meta unreachable past the client's failover
+ * deadline, a length that needs storage while storage does not answer) is
+ * retried here in the background: a batch's sessions and the synchronous
+ * closes the caller hands over (closer_retry, with the length to report),
+ * after 1 s, then doubling to 30 s, CLOSER_RETRY_TRIES times in all
+ * (about 4 min), CLOSER_RETRY_MAX at once. Until one lands the file's
+ * length may be short (a writer's report rides on its close) and an
+ * unlinked file stays out of GC; the mount living on, meta would not
+ * prune them. Past the bound (or the capacity, or at closer_free) the
+ * close is logged and dropped: meta prunes the sessions once the mount
+ * is gone. A retried close is idempotent (a session key cleared twice, a
+ * length only raised).
+ *
+ * Threads: every call is thread-safe. closer_add and closer_retry never
+ * wait for the network; one background thread sends the batches and the
+ * retries.
  */
 #ifndef CFS_FUSE_CLOSER_H
 #define CFS_FUSE_CLOSER_H
@@ -34,17 +45,43 @@
 
 typedef struct closer closer;
 
+#define CLOSER_RETRY_TRIES 10   /* attempts of a failed close, the first one's included */
+#define CLOSER_RETRY_MAX   1024 /* failed closes waiting for a retry at once */
+
 /* A closer sending through META (borrowed: must outlive the closer).
  * WINDOW_MS >= 0: how long the first queued close may wait for others
  * to share its call. NULL when out of memory or no thread. */
 closer *closer_new(meta_client *meta, int window_ms);
+
+/* What a closer sends through (tests: a meta that fails on purpose).
+ * close_many as meta_client_close_many; close_known as
+ * meta_client_close_known with root credentials. Both 0 or <0, called
+ * from the closer's thread only. */
+struct closer_ops {
+	int (*close_many)(void *arg, const uint64_t *pairs, int n);
+	int (*close_known)(void *arg, uint64_t ino, uint64_t session,
+	                   const struct meta_length *len);
+	void *arg;
+};
+/* closer_new over OPS (copied), with the first retry RETRY_MS after a
+ * failure (the delay doubles up to 30x it). */
+closer *closer_new_ops(const struct closer_ops *ops, int window_ms, int retry_ms);
 /* Queues the close of SESSION on INO: 1, or 0 when the queue is full
  * (the caller closes synchronously: back-pressure when meta is slow). */
 int closer_add(closer *c, uint64_t ino, uint64_t session);
+/* Hands over a synchronous close of SESSION on INO that failed with ERR,
+ * with the length LEN (copied; NULL: nothing to report) it was to
+ * report: retried in the background as above. 1, or 0 when
+ * CLOSER_RETRY_MAX closes wait already or the closer stops (dropped and
+ * logged: meta prunes the session when the mount goes). */
+int closer_retry(closer *c, uint64_t ino, uint64_t session, const struct meta_length *len, int err);
+/* Closes waiting for a retry now (tests). */
+int closer_retries_pending(closer *c);
 /* Sends every close queued before the call and waits until they were
  * answered (or failed). */
 void closer_flush(closer *c);
-/* Flushes, stops the thread and frees. NULL is a no-op. */
+/* Flushes, stops the thread and frees; closes still waiting for a retry
+ * are dropped (logged). NULL is a no-op. */
 void closer_free(closer *c);
 
 #endif

@@ -2034,12 +2034,16 @@ static void file_drop_taken(struct fusefs *fs, struct fusefs_file *f, const stru
 		int rc = meta_client_close_known(fs->o.meta, cr, f->ino, f->session,
 		                                 wrote ? &len : NULL);
 		if (rc < 0) {
-			/* The session stays until meta prunes it; the length still
-			 * has to land. */
-			LOG_WARN("fuse", "close failed: ino=%llu: %s", (unsigned long long)f->ino,
-			         cfs_strerror(rc));
-			if (wrote)
-				meta_client_sync(fs->o.meta, cr, f->ino, &len, 0, NULL);
+			/* Meta would keep the session while this mount lives (the
+			 * file's length short, an unlinked file out of GC): the
+			 * closer tries again in the background (closer.h). */
+			LOG_WARN("fuse", "close failed (retried in the background): ino=%llu: %s",
+			         (unsigned long long)f->ino, cfs_strerror(rc));
+			if (!fs->closer || !closer_retry(fs->closer, f->ino, f->session,
+			                                 wrote ? &len : NULL, rc)) {
+				if (wrote)
+					meta_client_sync(fs->o.meta, cr, f->ino, &len, 0, NULL);
+			}
 		}
 	}
 	pthread_mutex_lock(&fs->lock);

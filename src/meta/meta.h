@@ -263,9 +263,12 @@ struct meta_length {
 /* Updates INO's length: LEN (may be NULL) is adopted if it is larger and
  * its truncate_ver is current; with QUERY the length is also computed from
  * storage (last chunk on each chain the chains-used hint allows, or on
- * every chain with META_SYNC_QUERY_ALL). The
- * length only grows here (truncate shrinks it). *size (may be NULL) gets
- * the result. -ENOENT, -EIO from storage. */
+ * every chain with META_SYNC_QUERY_ALL). A larger LEN under an older
+ * truncate_ver (written before its writer heard of another client's
+ * truncate) asks every chain and raises the length to what storage holds
+ * now, at most LEN (meta_file.c "Length": what was written after the
+ * cut). The length only grows here (truncate shrinks it). *size (may be
+ * NULL) gets the result. -ENOENT, -EIO from storage. */
 int meta_sync(meta_ctx *m, uint64_t ino, const struct meta_length *len, int query,
 	      uint64_t *size);
 /* Closes write session SESSION of client rq->client on INO (session 0:
@@ -277,7 +280,10 @@ int meta_close(meta_ctx *m, const struct meta_req *rq, uint64_t ino, uint64_t se
 /* Closes SESSION like meta_close, when LEN (may be NULL: nothing
  * written) is everything this session wrote: no storage query, and the
  * length update and the session's removal are ONE txn (so a create, a
- * write and this close cost two durable steps, not four). */
+ * write and this close cost two durable steps, not four). A larger LEN
+ * under an older truncate_ver is settled as meta_sync settles it (a
+ * storage query) before the session goes; if that fails the session
+ * stays and the error comes back. */
 int meta_close_known(meta_ctx *m, const struct meta_req *rq, uint64_t ino, uint64_t session,
 		     const struct meta_length *len);
 /* Ends N write sessions of client rq->client in ONE txn, with nothing

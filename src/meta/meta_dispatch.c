@@ -7,6 +7,7 @@
 #include "common/status.h"
 #include "common/wire.h"
 #include "meta/meta_dispatch.h"
+#include "meta/meta_int.h"
 #include "meta/meta_lock.h"
 
 /* Points R's inline-data fields at D when R->has_idata. */
@@ -319,7 +320,17 @@ static int run_decoded(meta_ctx *mc, struct meta_scratch *s, const char *op, int
 	r.type = m->type;
 	buf_reset(&s->out);
 	s->list = NULL;
+	/* A KV-only form that finds it needs storage after all (a length
+	 * report under an older truncate_ver, meta_file.c "Length") goes
+	 * where storage may be asked: the service's workers. */
+	if (mode & D_KV_ONLY)
+		meta_storage_bar(1);
 	rc = run_op(mc, s, m, &r, detail, sizeof(detail));
+	if ((mode & D_KV_ONLY) && meta_storage_bar(0)) {
+		free(s->list);
+		s->list = NULL;
+		return META_DISPATCH_PASS;
+	}
 	if (rc < 0) {
 		reply_text(err, errlen, op, rc, *detail ? detail : NULL);
 	} else if (direct) {

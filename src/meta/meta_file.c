@@ -19,6 +19,17 @@
  * clients report a length before writing chunks past the hint (3FS's
  * dynamic stripe). GC and truncate ignore the hint and visit every chain.
  *
+ * A report made under an older truncate_ver (the writer had not heard of
+ * another client's truncate when it wrote) cannot be taken as it is: it
+ * may count bytes the truncate cut. Nor dropped: writes made after the
+ * truncate, past its size, must extend the file (POSIX orders them after
+ * it), and the writer's report is the only one they get. The truncate
+ * cut storage before it committed, so what storage holds past the size
+ * now was written after the cut: such a report raises the size to what
+ * storage holds (every stripe slot, under the current truncate_ver), at
+ * most to the reported length (sync_stale). A report no longer than the
+ * size asks nothing.
+ *
  * fsck reads the whole namespace in one read-only snapshot, so what it
  * reports is a consistent state, not a mix of before and after some op.
  */
@@ -136,10 +147,20 @@ struct sync_arg {
 	const struct meta_length *len;
 	int query;
 	uint64_t storage_len;
+	uint64_t cap;         /* storage_len counts up to this */
 	uint64_t seen_tv;     /* truncate_ver the storage answer was taken under */
 	int stale;
+	int stale_report; /* LEN is under an older truncate_ver and longer
+	                   * than the size: nothing written, sync_stale next */
 	struct meta_inode in;
 };
+
+/* A report LEN made under an older truncate_ver than IN's that would
+ * raise its size (file comment, "Length"). */
+static int report_stale(const struct meta_length *len, const struct meta_inode *in)
+{
+	return len && len->truncate_ver < in->truncate_ver && len->length > in->size;
+}
 
 static int sync_read_body(kv_txn *t, void *arg)
 {
@@ -161,9 +182,13 @@ static int sync_body(kv_txn *t, void *arg)
 		a->stale = 1;
 		return 0;
 	}
+	a->stale_report = report_stale(a->len, &a->in);
+	if (a->stale_report)
+		return 0;
 	uint64_t size = a->in.size;
-	if (a->query && a->storage_len > size)
-		size = a->storage_len;
+	uint64_t sl = a->storage_len < a->cap ? a->storage_len : a->cap;
+	if (a->query && sl > size)
+		size = sl;
 	if (a->len && a->len->truncate_ver == a->in.truncate_ver && a->len->length > size)
 		size = a->len->length;
 	uint32_t hint = meta_chains_hint(&a->in, size);
@@ -177,6 +202,16 @@ static int sync_body(kv_txn *t, void *arg)
 	return meta_put_inode(t, &a->in);
 }
 
+static _Thread_local int storage_barred, storage_refused;
+
+int meta_storage_bar(int on)
+{
+	int refused = storage_refused;
+	storage_barred = on;
+	storage_refused = 0;
+	return on ? 0 : refused;
+}
+
 /* ALL: every stripe slot, not only the first chains_used. A client that
  * died may have written chunks past the hint it last reported (the mount
  * does not report before crossing it), so the session prune asks them all
@@ -188,6 +223,10 @@ int meta_query_storage(meta_ctx *m, const struct meta_inode *in, int all, uint64
 	uint32_t perm[META_MAX_STRIPE];
 	uint32_t slots = in->chains_used < l->stripe && !all ? in->chains_used : l->stripe;
 	*len = 0;
+	if (storage_barred) {
+		storage_refused = 1;
+		return -CFS_EUNAVAIL;
+	}
 	if (!s->query_last_chunk)
 		return -EOPNOTSUPP;
 	meta_layout_perm(l->seed, l->stripe, perm);
@@ -209,14 +248,37 @@ int meta_query_storage(meta_ctx *m, const struct meta_inode *in, int all, uint64
 	return 0;
 }
 
+static int sync_run(meta_ctx *m, uint64_t ino, const struct meta_length *len, int query,
+                    uint64_t cap, uint64_t *size);
+
+/* The follow-up of a stale report LEN (file comment, "Length"): the size
+ * becomes at least what storage holds under the current truncate_ver, up
+ * to LEN's length, or without that bound when the caller asked storage
+ * anyway (QUERY). An instance without storage (meta_storage_none) has no
+ * chunk to count: the report is dropped, as before. */
+static int sync_stale(meta_ctx *m, uint64_t ino, const struct meta_length *len, int query,
+                      uint64_t *size)
+{
+	int rc = sync_run(m, ino, NULL, META_SYNC_QUERY_ALL, query ? UINT64_MAX : len->length, size);
+	if (rc == -EOPNOTSUPP)
+		rc = sync_run(m, ino, NULL, 0, UINT64_MAX, size);
+	return rc;
+}
+
 int meta_sync(meta_ctx *m, uint64_t ino, const struct meta_length *len, int query,
 	      uint64_t *size)
+{
+	return sync_run(m, ino, len, query, UINT64_MAX, size);
+}
+
+static int sync_run(meta_ctx *m, uint64_t ino, const struct meta_length *len, int query,
+                    uint64_t cap, uint64_t *size)
 {
 	struct sync_arg *a = calloc(1, sizeof(*a));
 	int rc = 0;
 	if (!a)
 		return -ENOMEM;
-	*a = (struct sync_arg){ .m = m, .ino = ino, .len = len, .query = query };
+	*a = (struct sync_arg){.m = m, .ino = ino, .len = len, .query = query, .cap = cap};
 	struct kv_run_opts o = { .idempotent = 1, .max_retries = 40 };
 	for (int attempt = 0; attempt < 8; attempt++) {
 		if (query) {
@@ -233,8 +295,11 @@ int meta_sync(meta_ctx *m, uint64_t ino, const struct meta_length *len, int quer
 			break;
 		rc = -CFS_ECONFLICT;
 	}
-	if (rc == 0 && size)
+	if (rc == 0 && a->stale_report) {
+		rc = sync_stale(m, ino, len, query, size);
+	} else if (rc == 0 && size) {
 		*size = a->in.size;
+	}
 	free(a);
 	return rc;
 }
@@ -268,12 +333,13 @@ int meta_close(meta_ctx *m, const struct meta_req *rq, uint64_t ino, uint64_t se
 
 /* One txn: the length a closing client knows (no storage query) and the
  * session's removal. The inode read is a conflict read, so a truncate
- * racing this close either lands first (truncate_ver moved: the report is
- * dropped) or aborts us. */
+ * racing this close either lands first (truncate_ver moved: a report
+ * longer than the size goes through sync_stale first) or aborts us. */
 struct close_known_arg {
 	meta_ctx *m;
 	uint64_t ino, client, session;
 	const struct meta_length *len;
+	int found, stale_report;
 	struct meta_inode in;
 };
 
@@ -281,15 +347,27 @@ static int close_known_body(kv_txn *t, void *arg)
 {
 	struct close_known_arg *a = arg;
 	struct meta_key k;
+	int rc = 0;
+	a->stale_report = 0;
+	if (a->len) {
+		rc = meta_get_inode(t, a->ino, 0, &a->in);
+		if (rc && rc != -ENOENT)
+			return rc;
+		a->found = rc == 0;
+		/* the session stays until sync_stale has the length: if that
+		 * fails, a retried close (or the prune) still finds it */
+		if (a->found && a->in.type == META_T_FILE && !a->in.idata &&
+		    report_stale(a->len, &a->in)) {
+			a->stale_report = 1;
+			return 0;
+		}
+	}
 	meta_key_session(&k, a->ino, a->client, a->session);
-	int rc = kv_clear(t, kv_mem(k.b, k.n));
-	if (rc || !a->len)
+	rc = kv_clear(t, kv_mem(k.b, k.n));
+	if (rc || !a->len || !a->found)
 		return rc;
-	rc = meta_get_inode(t, a->ino, 0, &a->in);
-	if (rc == -ENOENT)
+	if (a->in.type != META_T_FILE || a->in.idata)
 		return 0;
-	if (rc || a->in.type != META_T_FILE || a->in.idata)
-		return rc;
 	uint64_t size = a->in.size;
 	if (a->len->truncate_ver == a->in.truncate_ver && a->len->length > size)
 		size = a->len->length;
@@ -315,6 +393,12 @@ int meta_close_known(meta_ctx *m, const struct meta_req *rq, uint64_t ino, uint6
 				       .session = session, .len = len };
 	struct kv_run_opts o = { .idempotent = 1, .max_retries = 40 };
 	int rc = meta_run(m, &o, close_known_body, a);
+	if (rc == 0 && a->stale_report) {
+		rc = sync_stale(m, ino, len, 0, NULL);
+		a->len = NULL; /* the length is in: the close ends the session */
+		if (rc == 0)
+			rc = meta_run(m, &o, close_known_body, a);
+	}
 	free(a);
 	return rc;
 }
@@ -506,6 +590,32 @@ static int gc_read_body(kv_txn *t, void *arg)
 	return 0;
 }
 
+/* Entry I was read as an inline file that never began converting (no
+ * chunk to remove). The read was an earlier txn: a conversion may have
+ * begun since (its chunk 0 would outlive the inode) or ended (the file is
+ * chunked). Conflict reads in the clearing txn: 1 when chunks may exist
+ * now, 0 if not, <0. */
+static int gc_chunks_since(kv_txn *t, struct gc_arg *a, int i)
+{
+	struct meta_inode in;
+	struct meta_idata_rec r;
+	int rc = meta_get_inode(t, a->ino[i], 0, &in);
+	if (rc == -ENOENT)
+		return 0;
+	if (rc)
+		return rc;
+	if (in.type != META_T_FILE)
+		return 0;
+	if (!in.idata)
+		return 1;
+	rc = meta_idata_get(t, a->ino[i], 0, &r);
+	if (rc == -CFS_ECORRUPT)
+		return 1; /* as gc_read_body: a record it cannot read may hide an attempt */
+	if (rc < 0)
+		return rc;
+	return rc > 0 && (r.flags & META_IDATA_F_ATTEMPTED) ? 1 : 0;
+}
+
 static int gc_finish_body(kv_txn *t, void *arg)
 {
 	struct gc_arg *a = arg;
@@ -531,6 +641,14 @@ static int gc_finish_body(kv_txn *t, void *arg)
 			return rc;
 		if (g.claim_owner != a->m->o.instance_id)
 			continue;
+		if (a->no_chunks[i] && (rc = gc_chunks_since(t, a, i)) != 0) {
+			if (rc < 0)
+				return rc;
+			/* still claimed: our next step reads it again and
+			 * removes the chunks first */
+			a->no_chunks[i] = 0;
+			continue;
+		}
 		if ((rc = kv_clear(t, kv_mem(k.b, k.n))))
 			return rc;
 		meta_key_inode(&k, a->ino[i]);

@@ -111,8 +111,16 @@ int meta_dir_nonempty(kv_txn *t, uint64_t dir);
 int meta_gc_enqueue(meta_ctx *m, kv_txn *t, uint64_t ino);
 /* The end of file IN's data on storage (the end of the last chunk of the
  * first chains_used stripe slots, or of every slot when ALL) into *LEN:
- * 0, or the first query's error (-EOPNOTSUPP without storage). */
+ * 0, or the first query's error (-EOPNOTSUPP without storage;
+ * -CFS_EUNAVAIL on a thread inside meta_storage_bar, asking nothing). */
 int meta_query_storage(meta_ctx *m, const struct meta_inode *in, int all, uint64_t *len);
+/* Storage bar of the calling thread (meta_dispatch.c, KV-only forms: the
+ * mount's in-process instance, the service's loop threads): while set,
+ * meta_query_storage refuses and notes it. meta_storage_bar(1) starts it
+ * and clears the note; meta_storage_bar(0) ends it and returns 1 when a
+ * query was refused meanwhile (the operation must go where storage may be
+ * asked; it committed nothing past what a rerun repeats harmlessly). */
+int meta_storage_bar(int on);
 /* 1 when file INO has a write session, 0 if not, <0. SNAPSHOT 0: a
  * conflict read (a session opened meanwhile aborts one of the txns). */
 int meta_has_sessions(kv_txn *t, uint64_t ino, int snapshot);

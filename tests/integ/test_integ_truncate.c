@@ -6,7 +6,10 @@
  * kept bytes survive, the cut ones read as zeros once the file grows
  * again), extending (reads zeros), truncate(2) by path, open with O_TRUNC
  * of a file written by this client and still open elsewhere, and statfs
- * (capacity reported, name length 255).
+ * (capacity reported, name length 255). A writer that goes on writing
+ * after another mount's truncate it has not heard of: what it wrote past
+ * the cut extends the file, also when it hears of the truncate before it
+ * reports (meta_file.c "Length", file_io.c stale_len).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,6 +28,8 @@
 #include "integ_env.h"
 
 static struct integ env;
+static pid_t mount2_pid;
+static char mnt2[600];
 
 static void fill(uint8_t *b, size_t n)
 {
@@ -111,12 +116,62 @@ static void test_statfs(void **state)
 	assert_int_equal((int)sv.f_namemax, 255);
 }
 
+static void test_write_after_unheard_truncate(void **state)
+{
+	const size_t C = 1u << 20;
+	char f[1024], f2[1024];
+	uint8_t *data = malloc(2 * C), *back = malloc(3 * C + 100);
+	assert_true(data && back);
+	fill(data, 2 * C);
+	mount2_pid = integ_mount2_start(&env, mnt2, sizeof(mnt2));
+	integ_path(&env, "unheard", f, sizeof(f));
+	snprintf(f2, sizeof(f2), "%s/unheard", mnt2);
+	int fd = open(f, O_CREAT | O_RDWR, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, data, 2 * C, 0), (ssize_t)(2 * C));
+	assert_int_equal(fsync(fd), 0);
+	/* the other mount cuts to half a MiB; the writer, not told, writes
+	 * 100 bytes at 3 MiB */
+	assert_int_equal(truncate(f2, C / 2), 0);
+	assert_int_equal(pwrite(fd, data + 7, 100, 3 * C), 100);
+	/* it hears of the truncate before it reports: a read past the end it
+	 * knows, once the attributes are older than the attr timeout (1 s),
+	 * asks meta */
+	usleep(1200 * 1000);
+	assert_true(pread(fd, back, 16, 4 * C) >= 0);
+	assert_int_equal(close(fd), 0);
+	/* both mounts see 3 MiB + 100: the cut bytes as zeros, the new ones */
+	usleep(1200 * 1000);
+	struct stat st;
+	assert_int_equal(stat(f2, &st), 0);
+	assert_int_equal((long long)st.st_size, (long long)(3 * C + 100));
+	assert_int_equal(stat(f, &st), 0);
+	assert_int_equal((long long)st.st_size, (long long)(3 * C + 100));
+	fd = open(f2, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, back, 3 * C + 100, 0), (ssize_t)(3 * C + 100));
+	assert_int_equal(close(fd), 0);
+	assert_memory_equal(back, data, C / 2);
+	for (size_t i = C / 2; i < 3 * C; i++)
+		if (back[i]) {
+			fail_msg("byte %zu is %u, not zero", i, back[i]);
+			break;
+		}
+	assert_memory_equal(back + 3 * C, data + 7, 100);
+	integ_mount2_stop(&mount2_pid);
+	free(data);
+	free(back);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_ftruncate),
 	    cmocka_unit_test(test_o_trunc),
 	    cmocka_unit_test(test_statfs),
+	    cmocka_unit_test(test_write_after_unheard_truncate),
 	};
-	return integ_main(&env, "integ-trunc", tests, sizeof(tests) / sizeof(tests[0]));
+	int rc = integ_main(&env, "integ-trunc", tests, sizeof(tests) / sizeof(tests[0]));
+	integ_mount2_stop(&mount2_pid);
+	return rc;
 }

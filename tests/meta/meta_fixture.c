@@ -52,6 +52,12 @@ static int fx_remove(void *arg, uint32_t chain, uint64_t ino, uint32_t first)
 {
 	struct fx_storage *s = arg;
 	pthread_mutex_lock(&s->mu);
+	void (*hook)(void *) = s->on_remove;
+	s->on_remove = NULL;
+	pthread_mutex_unlock(&s->mu);
+	if (hook)
+		hook(s->on_remove_arg);
+	pthread_mutex_lock(&s->mu);
 	s->remove_calls++;
 	if (s->fail_remove) {
 		pthread_mutex_unlock(&s->mu);

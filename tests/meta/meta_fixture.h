@@ -34,6 +34,11 @@ struct fx_storage {
 	int nremoved;
 	int fail_remove;  /* != 0: remove_chunks returns -EIO */
 	int fail_query;   /* != 0: query_last_chunk fails: -EIO for 1, else -fail_query */
+	/* != NULL: runs once, at the start of the next remove_chunks call
+	 * (outside mu), then is cleared: a test's step between two of an
+	 * operation's txns (GC's read and its clearing txn). */
+	void (*on_remove)(void *arg);
+	void *on_remove_arg;
 };
 
 struct fx {

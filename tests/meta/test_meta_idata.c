@@ -319,6 +319,58 @@ static void test_gc_link_fsck(void **state)
 	assert_int_equal(r.inodes, 1); /* the root */
 }
 
+/* The converter of test_gc_decides_in_clear: begins a conversion of the
+ * file and writes its bytes to chunk 0, between GC's read and its clear. */
+static uint64_t late_ino;
+static void late_convert(void *arg)
+{
+	struct meta_inode in;
+	struct meta_idata_out d = {.buf = got};
+	struct meta_req cl = {300, 0, 0};
+	uint32_t perm[META_MAX_STRIPE];
+	(void)arg;
+	assert_int_equal(meta_idata_convert_begin(M, &cl, late_ino, &in, &d), 0);
+	meta_layout_perm(in.layout.seed, in.layout.stripe, perm);
+	fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, 0), late_ino, 0, d.len);
+}
+
+/* GC reads an unlinked inline file as never converted (no chunk to
+ * remove), a conversion then starts and writes chunk 0, and the clearing
+ * txn must not drop the record on that old read: the inode would go with
+ * its chunk 0 left on storage for good. */
+static void test_gc_decides_in_clear(void **state)
+{
+	struct meta_inode in;
+	uint64_t sess = 0;
+	/* a chunked file in the same batch: its removal is the hook's point */
+	uint64_t x = mk("x", 0);
+	assert_int_equal(meta_getattr(M, x, &in), 0);
+	uint32_t perm[META_MAX_STRIPE];
+	meta_layout_perm(in.layout.seed, in.layout.stripe, perm);
+	fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, 0), x, 0, 100);
+	assert_int_equal(meta_create(M, &FX_ROOT, fx_req(9), R1, N("y"), 0644,
+	                             META_O_EXCL | META_O_WRITE | META_O_IDATA, &in, &sess),
+	                 0);
+	uint64_t y = in.ino;
+	assert_int_equal(meta_idata_write(M, fx_req(9), y, 0, "yy", 2, &in), 0);
+	assert_int_equal(meta_unlink(M, &FX_ROOT, fx_req(9), R1, N("x")), 0);
+	assert_int_equal(meta_unlink(M, &FX_ROOT, fx_req(9), R1, N("y")), 0);
+	assert_int_equal(meta_close_known(M, fx_req(9), y, sess, NULL), 0);
+	late_ino = y;
+	F.st.on_remove = late_convert;
+	assert_int_equal(meta_gc_batch(M, 2), 1); /* x; y waits for its removal */
+	assert_null(F.st.on_remove);
+	assert_int_equal(fx_count_chunks(&F.st, x), 0);
+	assert_int_equal(fx_count_chunks(&F.st, y), 1);
+	assert_int_equal(meta_gc_step(M), 1);
+	assert_int_equal(fx_count_chunks(&F.st, y), 0);
+	assert_int_equal(meta_getattr(M, y, &in), -ENOENT);
+	struct meta_fsck_report r;
+	assert_int_equal(meta_fsck(M, NULL, 0, &r), 0);
+	assert_int_equal(r.idata_mismatch, 0);
+	assert_int_equal(r.orphan_inodes, 0);
+}
+
 static void test_rename_xattr(void **state)
 {
 	uint64_t a = mk("a", META_O_IDATA);
@@ -344,6 +396,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_convert, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_convert_empty, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gc_link_fsck, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gc_decides_in_clear, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rename_xattr, setup, teardown),
 	};
 #ifdef META_IDATA_ETCD

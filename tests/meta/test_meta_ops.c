@@ -861,6 +861,87 @@ static void test_truncate_unreported(void **state)
 	assert_int_equal(meta_close(M, fx_req(7), ino, s2, NULL), 0);
 }
 
+/* A writer goes on writing after another client's truncate it has not
+ * heard of: its reports still carry the old truncate_ver. What it wrote
+ * after the cut, past the new size, must extend the file (POSIX orders
+ * those writes after the truncate); what the cut removed must not come
+ * back; and another writer's unreported bytes are not this report's. */
+static void test_truncate_unheard(void **state)
+{
+	struct meta_inode in;
+	uint64_t sess, s2;
+	const uint32_t C = 1 << 20;
+	assert_int_equal(
+	    meta_create(M, &FX_ROOT, fx_req(7), R1, N("f"), 0644, META_O_WRITE, &in, &sess), 0);
+	uint64_t ino = in.ino;
+	uint32_t perm[4];
+	meta_layout_perm(in.layout.seed, 4, perm);
+#define CH(i) meta_layout_chain(&in.layout, perm, (i))
+	fx_put_chunk(&F.st, CH(0), ino, 0, C);
+	fx_put_chunk(&F.st, CH(1), ino, 1, C);
+	struct meta_length len = {.length = 2 * C, .truncate_ver = 0};
+	uint64_t size = 0;
+	assert_int_equal(meta_sync(M, ino, &len, 0, &size), 0);
+	assert_true(size == 2 * C);
+	/* another client cuts to half a chunk */
+	struct meta_setattr sa = {.valid = META_SET_SIZE, .size = C / 2};
+	assert_int_equal(meta_setattr(M, &FX_ROOT, fx_req(8), ino, &sa, &in), 0);
+	assert_int_equal(in.truncate_ver, 1);
+	assert_int_equal(fx_count_chunks(&F.st, ino), 1);
+	/* the writer, not knowing, writes 100 bytes at 3 MiB and reports */
+	fx_put_chunk(&F.st, CH(3), ino, 3, 100);
+	len = (struct meta_length){.length = 3 * C + 100, .truncate_ver = 0};
+	assert_int_equal(meta_sync(M, ino, &len, 0, &size), 0);
+	assert_true(size == 3 * C + 100);
+	assert_int_equal(meta_getattr(M, ino, &in), 0);
+	assert_true(in.size == 3 * C + 100);
+	/* a cut to 1 MiB; the writer's close reports the same length again,
+	 * old truncate_ver: nothing of it is past the cut on storage */
+	sa.size = C;
+	assert_int_equal(meta_setattr(M, &FX_ROOT, fx_req(8), ino, &sa, &in), 0);
+	assert_int_equal(in.truncate_ver, 2);
+	assert_int_equal(meta_close_known(M, fx_req(7), ino, sess, &len), 0);
+	assert_int_equal(meta_getattr(M, ino, &in), 0);
+	assert_true(in.size == C);
+	/* close_known: the writer's 5 bytes at 1 MiB after a cut to 100 count,
+	 * up to its report, and not a third client's unreported chunk at 4 MiB */
+	assert_int_equal(meta_open(M, &FX_ROOT, fx_req(7), ino, META_O_WRITE, &in, &s2), 0);
+	sa.size = 100;
+	assert_int_equal(meta_setattr(M, &FX_ROOT, fx_req(8), ino, &sa, &in), 0);
+	assert_int_equal(in.truncate_ver, 3);
+	fx_put_chunk(&F.st, CH(1), ino, 1, 5);
+	fx_put_chunk(&F.st, CH(4), ino, 4, 9);
+	len = (struct meta_length){.length = C + 5, .truncate_ver = 2};
+	assert_int_equal(meta_close_known(M, fx_req(7), ino, s2, &len), 0);
+	assert_int_equal(meta_getattr(M, ino, &in), 0);
+	assert_true(in.size == C + 5);
+	/* the session went with it: the file is GC's once unlinked */
+	assert_int_equal(meta_unlink(M, &FX_ROOT, fx_req(8), R1, N("f")), 0);
+	assert_int_equal(meta_gc_step(M), 1);
+	/* a failed query keeps the writer's session (and says so) */
+	assert_int_equal(
+	    meta_create(M, &FX_ROOT, fx_req(7), R1, N("g"), 0644, META_O_WRITE, &in, &sess), 0);
+	ino = in.ino;
+	meta_layout_perm(in.layout.seed, 4, perm);
+	fx_put_chunk(&F.st, CH(0), ino, 0, C);
+	len = (struct meta_length){.length = C, .truncate_ver = 0};
+	assert_int_equal(meta_sync(M, ino, &len, 0, &size), 0);
+	sa.size = 10;
+	assert_int_equal(meta_setattr(M, &FX_ROOT, fx_req(8), ino, &sa, &in), 0);
+	fx_put_chunk(&F.st, CH(2), ino, 2, 1);
+	len.length = 2 * C + 1;
+	F.st.fail_query = 1;
+	assert_int_equal(meta_close_known(M, fx_req(7), ino, sess, &len), -EIO);
+	F.st.fail_query = 0;
+	assert_int_equal(meta_unlink(M, &FX_ROOT, fx_req(8), R1, N("g")), 0);
+	assert_int_equal(meta_gc_step(M), 0);
+	assert_int_equal(meta_close_known(M, fx_req(7), ino, sess, &len), 0);
+	assert_int_equal(meta_getattr(M, ino, &in), 0);
+	assert_true(in.size == 2 * C + 1);
+	assert_int_equal(meta_gc_step(M), 1);
+#undef CH
+}
+
 /* A truncate whose reply was lost is retried with the same request id
  * after another client wrote past the new size: the retry is a replay
  * and must not cut the new data. */
@@ -1496,6 +1577,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_truncate_and_length, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncate_unreported, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncate_replay, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_truncate_unheard, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_trunc_existing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_xattr, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
