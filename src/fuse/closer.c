@@ -165,9 +165,26 @@ static void *closer_main(void *arg)
 		pthread_cond_broadcast(&c->done_cv);
 		retry_run(c);
 	}
-	if (c->nretry)
-		LOG_WARN("fuse", "%d failed closes dropped at stop (meta prunes their sessions)",
-		         c->nretry);
+	/* One last attempt each, due or not: the closes that failed as the
+	 * mount went (its last files' closes, with their lengths, come just
+	 * before closer_free) would otherwise never be tried again, their
+	 * lengths short until meta prunes the sessions. Until the first
+	 * that fails: meta is likely down, and each further call would wait
+	 * out the client's failover deadline, holding up the unmount. */
+	int rc = 0;
+	while (c->nretry && rc >= 0) {
+		struct retry_ent e = c->retry[--c->nretry];
+		c->retrying++;
+		pthread_mutex_unlock(&c->mu);
+		rc = c->ops.close_known(c->ops.arg, e.ino, e.session, e.has_len ? &e.len : NULL);
+		pthread_mutex_lock(&c->mu);
+		c->retrying--;
+	}
+	int dropped = c->nretry + (rc < 0);
+	if (dropped)
+		LOG_WARN("fuse",
+		         "%d failed closes dropped at stop (meta prunes their sessions): %s",
+		         dropped, cfs_strerror(rc));
 	pthread_mutex_unlock(&c->mu);
 	return NULL;
 }

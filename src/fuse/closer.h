@@ -27,9 +27,10 @@
  * (about 4 min), CLOSER_RETRY_MAX at once. Until one lands the file's
  * length may be short (a writer's report rides on its close) and an
  * unlinked file stays out of GC; the mount living on, meta would not
- * prune them. Past the bound (or the capacity, or at closer_free) the
- * close is logged and dropped: meta prunes the sessions once the mount
- * is gone. A retried close is idempotent (a session key cleared twice, a
+ * prune them. Past the bound (or the capacity) the close is logged and
+ * dropped: meta prunes the sessions once the mount is gone. closer_free
+ * tries each one waiting once more, due or not, until one fails; the
+ * rest are dropped the same way. A retried close is idempotent (a session key cleared twice, a
  * length only raised).
  *
  * Threads: every call is thread-safe. closer_add and closer_retry never
@@ -81,7 +82,8 @@ int closer_retries_pending(closer *c);
  * answered (or failed). */
 void closer_flush(closer *c);
 /* Flushes, stops the thread and frees; closes still waiting for a retry
- * are dropped (logged). NULL is a no-op. */
+ * are tried once more until one fails, the rest dropped (logged): the
+ * call may wait for meta that long. NULL is a no-op. */
 void closer_free(closer *c);
 
 #endif

@@ -645,8 +645,9 @@ static int gc_finish_body(kv_txn *t, void *arg)
 			if (rc < 0)
 				return rc;
 			/* still claimed: our next step reads it again and
-			 * removes the chunks first */
-			a->no_chunks[i] = 0;
+			 * removes the chunks first. Nothing noted in A: this
+			 * body may run again (a conflict), and must look again
+			 * then, not take the entry as one whose chunks went. */
 			continue;
 		}
 		if ((rc = kv_clear(t, kv_mem(k.b, k.n))))

@@ -642,6 +642,12 @@ void craq_fence_target(struct storage_service *s, struct stor_target *t, const c
  * state, and rejoins through resync. */
 static void fence_diverged(struct craq_op *o, int err, const char *what)
 {
+	/* Fenced already, by another op of the same incident (a successor
+	 * that stopped answering fails every op in flight within one retry
+	 * period): that fence's backoff stands. Doubling it per op would take
+	 * one incident to the 60 s cap. */
+	if (!atomic_load(&o->t->started))
+		return;
 	char why[128];
 	snprintf(why, sizeof(why), "%s (%s)", what, cfs_strerror(err));
 	atomic_store(&o->t->fence_failed, err != -ENOSPC);

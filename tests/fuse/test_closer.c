@@ -138,12 +138,53 @@ static void test_retries_bounded(void **state)
 	closer_free(c);
 }
 
+/* A close handed over just before closer_free (the mount's last files,
+ * closed as it goes) gets one last attempt there, due or not, and lands
+ * with its length. Before the fix it was dropped untried (known_calls 0):
+ * its length short until meta pruned the session. */
+static void test_stop_tries_once_more(void **state)
+{
+	struct fake f;
+	memset(&f, 0, sizeof(f));
+	pthread_mutex_init(&f.mu, NULL);
+	struct closer_ops ops = {fake_many, fake_known, &f};
+	closer *c = closer_new_ops(&ops, 50, 60000); /* no retry due before the stop */
+	assert_non_null(c);
+	struct meta_length len = {.length = 777, .truncate_ver = 3};
+	assert_int_equal(closer_retry(c, 8, 80, &len, -ETIMEDOUT), 1);
+	closer_free(c);
+	assert_int_equal(f.known_calls, 1);
+	assert_int_equal(f.known_ok, 1);
+	assert_true(f.ok_sessions[0] == 80);
+	assert_true(f.ok_has_len[0] && f.ok_len[0].length == 777);
+}
+
+/* ... but with meta still failing, one failed attempt ends it: the rest
+ * are dropped, the unmount not held up by a call per close. */
+static void test_stop_gives_up_at_first_failure(void **state)
+{
+	struct fake f;
+	memset(&f, 0, sizeof(f));
+	pthread_mutex_init(&f.mu, NULL);
+	f.fail_known = -1;
+	struct closer_ops ops = {fake_many, fake_known, &f};
+	closer *c = closer_new_ops(&ops, 50, 60000);
+	assert_non_null(c);
+	for (uint64_t s = 1; s <= 3; s++)
+		assert_int_equal(closer_retry(c, 8, s, NULL, -ETIMEDOUT), 1);
+	closer_free(c);
+	assert_int_equal(f.known_calls, 1);
+	assert_int_equal(f.known_ok, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_failed_batch_retried),
 	    cmocka_unit_test(test_failed_close_retried_with_length),
 	    cmocka_unit_test(test_retries_bounded),
+	    cmocka_unit_test(test_stop_tries_once_more),
+	    cmocka_unit_test(test_stop_gives_up_at_first_failure),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

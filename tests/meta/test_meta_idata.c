@@ -6,13 +6,17 @@
  * fsck, and length reports on inline files. On mem and lmdb, and with
  * META_IDATA_ETCD (test_meta_idata_etcd) on a one-member etcd (77 without). */
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include "common/status.h"
@@ -371,6 +375,84 @@ static void test_gc_decides_in_clear(void **state)
 	assert_int_equal(r.orphan_inodes, 0);
 }
 
+/* The chmod thread of test_gc_decides_in_clear_retried: from the
+ * conversion on, changes y's inode over and over, so GC's clearing txn,
+ * which reads it as a conflict read, commits only after retries. */
+static _Atomic int chmod_go, chmod_stop;
+static void *chmod_main(void *arg)
+{
+	uint64_t ino = *(const uint64_t *)arg;
+	struct meta_req cr = {301, 0, 0};
+	struct meta_inode out;
+	while (!atomic_load(&chmod_go) && !atomic_load(&chmod_stop))
+		sched_yield();
+	/* back to back for 30 ms: the txn's backoff outgrows it */
+	struct timespec t0, now;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (unsigned k = 0; !atomic_load(&chmod_stop); k++) {
+		struct meta_setattr sa = {.valid = META_SET_MODE, .mode = k & 1 ? 0600 : 0644};
+		meta_setattr(M, &FX_ROOT, &cr, ino, &sa, &out);
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if ((now.tv_sec - t0.tv_sec) * 1000000000L + (now.tv_nsec - t0.tv_nsec) > 30000000L)
+			break;
+	}
+	return NULL;
+}
+
+static void convert_then_chmod(void *arg)
+{
+	late_convert(arg);
+	atomic_store(&chmod_go, 1);
+}
+
+/* test_gc_decides_in_clear with the clearing txn retried after it saw
+ * the conversion (a writer changing y's inode meanwhile): the retry must
+ * still leave y claimed, and the chunk 0 be removed before the inode
+ * goes. Rounds until one such retry is likely (on a loaded host as well).
+ * Before the fix the first attempt marked the entry "chunks removed" in
+ * the txn's argument (no_chunks cleared), so its retry cleared inode and
+ * record with chunk 0 still on storage: fails at the assert below
+ * (chunk 0 left, no inode) within the first few rounds on mem and lmdb. */
+static void test_gc_decides_in_clear_retried(void **state)
+{
+	(void)state;
+	for (int round = 0; round < 40; round++) {
+		struct meta_inode in;
+		uint64_t sess = 0;
+		char nx[16], ny[16];
+		snprintf(nx, sizeof(nx), "x%d", round);
+		snprintf(ny, sizeof(ny), "y%d", round);
+		uint64_t x = mk(nx, 0);
+		assert_int_equal(meta_getattr(M, x, &in), 0);
+		uint32_t perm[META_MAX_STRIPE];
+		meta_layout_perm(in.layout.seed, in.layout.stripe, perm);
+		fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, 0), x, 0, 100);
+		assert_int_equal(meta_create(M, &FX_ROOT, fx_req(9), R1, N(ny), 0644,
+		                             META_O_EXCL | META_O_WRITE | META_O_IDATA, &in, &sess),
+		                 0);
+		uint64_t y = in.ino;
+		assert_int_equal(meta_idata_write(M, fx_req(9), y, 0, "yy", 2, &in), 0);
+		assert_int_equal(meta_unlink(M, &FX_ROOT, fx_req(9), R1, N(nx)), 0);
+		assert_int_equal(meta_unlink(M, &FX_ROOT, fx_req(9), R1, N(ny)), 0);
+		assert_int_equal(meta_close_known(M, fx_req(9), y, sess, NULL), 0);
+		late_ino = y;
+		atomic_store(&chmod_go, 0);
+		atomic_store(&chmod_stop, 0);
+		pthread_t th;
+		assert_int_equal(pthread_create(&th, NULL, chmod_main, &y), 0);
+		F.st.on_remove = convert_then_chmod;
+		int rc = meta_gc_batch(M, 2);
+		atomic_store(&chmod_stop, 1);
+		pthread_join(th, NULL);
+		assert_true(rc >= 0);
+		assert_null(F.st.on_remove);
+		for (int k = 0; k < 4 && meta_getattr(M, y, &in) == 0; k++)
+			assert_true(meta_gc_step(M) >= 0);
+		assert_int_equal(meta_getattr(M, y, &in), -ENOENT);
+		assert_int_equal(fx_count_chunks(&F.st, y), 0);
+	}
+}
+
 static void test_rename_xattr(void **state)
 {
 	uint64_t a = mk("a", META_O_IDATA);
@@ -397,6 +479,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_convert_empty, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gc_link_fsck, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gc_decides_in_clear, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gc_decides_in_clear_retried, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rename_xattr, setup, teardown),
 	};
 #ifdef META_IDATA_ETCD

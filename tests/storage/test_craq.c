@@ -1380,6 +1380,60 @@ static void *bg_raw_write_main(void *arg)
 	return NULL;
 }
 
+/* Writes to GAVEUP_N chunks are sent at once to the head while the middle
+ * refuses forwarded writes (faultinj_craq_write_hold): every one gives up
+ * at its forward deadline (3 s here) within about one retry period
+ * (-CFS_EUNAVAIL; -CFS_ECHAIN_VERSION when routing already showed the head
+ * out, as under load), and the head fences itself once. It must rejoin after the first backoff
+ * (2 s), not one doubled per op that gave up: the chain back to three
+ * serving members within 15 s of the answers. Before the fix each op's
+ * fence doubled the backoff, also those that found the head fenced
+ * already, so one incident took it to the 60 s cap and the head stayed
+ * out that long. */
+#define GAVEUP_N 8
+static void test_forward_gives_up_backoff_once(void **state)
+{
+	(void)state;
+	struct env e;
+	env_up_faults(&e, "craq-gaveup-bo");
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	uint32_t head = c.m[0].target_id;
+	int mn = node_of(&e, c.m[1].target_id);
+	assert_true(mn >= 0);
+	static uint8_t d[GAVEUP_N][CLEN];
+	char path[800];
+	arm_fault(&e, mn, "faultinj_craq_write_hold", "", path, sizeof(path));
+	struct bg_raw_write w[GAVEUP_N];
+	for (int i = 0; i < GAVEUP_N; i++) {
+		gen(2100 + (uint64_t)i, d[i], CLEN);
+		w[i] = (struct bg_raw_write){
+			.e = &e, .rc = stor_cluster_rpc_client(), .data = d[i],
+			.m = { .target = head, .chain = e.chain, .chain_ver = c.version,
+			       .ino = 75, .idx = (uint32_t)i, .len = CLEN,
+			       .crc = crc32c(0, d[i], CLEN), .client = 786,
+			       .channel = 1 + (uint64_t)i, .seq = 1 }
+		};
+		assert_int_equal(pthread_create(&w[i].th, NULL, bg_raw_write_main, &w[i]), 0);
+	}
+	for (int i = 0; i < GAVEUP_N; i++) {
+		pthread_join(w[i].th, NULL);
+		rpc_client_free(w[i].rc);
+		/* given up (fenced), or, once routing showed the head out
+		 * before this one's deadline, refused as out of the chain */
+		assert_true(w[i].r == -CFS_EUNAVAIL || w[i].r == -CFS_ECHAIN_VERSION);
+	}
+	unlink(path);
+	uint64_t t0 = clock_mono_ms();
+	/* the fence first (the answers may come before routing shows it) */
+	assert_true(wait_chain(&e, 2, 0, 0, 10000));
+	bool back = wait_chain(&e, 3, 0, 0, 60000);
+	print_message("head back after %llu ms\n", (unsigned long long)(clock_mono_ms() - t0));
+	assert_true(back);
+	assert_true(clock_mono_ms() - t0 < 15000);
+	env_down(&e);
+}
+
 /* A write that waited at the head behind another write of its chunk (the
  * first's own apply held back 2.5 s by fault injection; the forward
  * deadline is 3 s here) meets a middle that refuses forwarded writes for
@@ -2108,6 +2162,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_remove_apply_fails),
 		cmocka_unit_test(test_forward_gives_up_remove),
 		cmocka_unit_test(test_forward_gives_up_write),
+		cmocka_unit_test(test_forward_gives_up_backoff_once),
 		cmocka_unit_test(test_forward_deadline_queued),
 		cmocka_unit_test(test_fenced_head_queued),
 		cmocka_unit_test(test_kill_middle),
