@@ -2366,15 +2366,6 @@ static int pc_store(struct fusefs *fs, struct fusefs_file *f, const void *buf, u
 	return rc == 0;
 }
 
-/* 1 when a page-cache handle of INO is open on this mount. */
-static int pc_held(struct fusefs *fs, uint64_t ino)
-{
-	pthread_mutex_lock(&fs->lock);
-	int held = pc_of_locked(fs, ino);
-	pthread_mutex_unlock(&fs->lock);
-	return held;
-}
-
 /* Drops the pages and cached bytes of every page-cache handle whose bytes
  * may be older than the bound by the next sweep. */
 static void pc_sweep(struct fusefs *fs)
@@ -3516,14 +3507,9 @@ static int lock_set_wait(fuse_req_t req, struct fusefs *fs, uint64_t ino, const 
  * drop this mount's cached attributes of the file and the size the handle
  * knows, so the first fstat or read after the lock asks meta, as a local
  * disk would show another process's writes at once; read-ahead fetched
- * before the lock is not served either. Attributes only
- * (negative offset): no page lock is taken inside the lock request -
- * unless page-cache handles of the file are open here ("Cached inline
- * reads"): their pages go too (the request waits on meta, so the session
- * loop reads on meanwhile and any READ holding one of those pages is
- * answered). */
-static int pc_held(struct fusefs *fs, uint64_t ino);
-
+ * before the lock is not served either. The file's pages go too (the
+ * lock request is not a fast one, so the session loop reads on meanwhile
+ * and a READ or a write-back holding one of those pages is answered). */
 static void lock_granted(struct fusefs *fs, fuse_ino_t ino, struct fusefs_file *f)
 {
 	la_changed(fs); /* attributes too: what was committed before the grant */
@@ -3538,8 +3524,14 @@ static void lock_granted(struct fusefs *fs, fuse_ino_t ino, struct fusefs_file *
 	dattr_forget(fs, ino);
 	if (f && f->fi)
 		file_io_invalidate(f->fi);
+	/* Pages of any handle, not only of page-cache ones ("Cached inline
+	 * reads"): a shared mmap of a direct-I/O handle
+	 * (FUSE_DIRECT_IO_ALLOW_MMAP) keeps the file's pages, and without
+	 * auto_inval_data (op_init) nothing else drops them when another
+	 * mount rewrote the file under the lock (SQLite with mmap_size). The
+	 * kernel writes a mapping's dirty pages back before it drops them. */
 	if (fs->se)
-		fuse_lowlevel_notify_inval_inode(fs->se, ino, pc_held(fs, ino) ? 0 : -1, 0);
+		fuse_lowlevel_notify_inval_inode(fs->se, ino, 0, 0);
 }
 
 static void op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi, struct flock *fl)

@@ -684,8 +684,10 @@ static int truncate_encode(struct buf *pl, void *arg, const struct dest *d)
 	return sto_truncate_req_encode(pl, m);
 }
 
-/* Direct addressing (no chain, tests and single services): the cut as a
- * read then a replace; nothing orders it against writes there. */
+/* The cut as a read then a replace, for direct addressing (no chain,
+ * tests and single services) and a chain whose head predates
+ * STO_TRUNCATE: nothing orders it against writes of the chunk (a write
+ * acknowledged between the read and the replace is undone). */
 static int truncate_direct(struct storage_client *c, const struct storage_loc *loc,
 			   uint64_t ino, uint32_t idx, uint32_t len)
 {
@@ -693,6 +695,8 @@ static int truncate_direct(struct storage_client *c, const struct storage_loc *l
 	if (!buf)
 		return -ENOMEM;
 	struct storage_read r = { .loc = *loc, .ino = ino, .idx = idx, .len = len, .dst = buf };
+	if (loc->chain)
+		r.loc.addr = NULL, r.loc.target = 0; /* any serving replica */
 	int rc = storage_client_read(c, &r, 1, 0);
 	if (!rc && r.result < 0)
 		rc = r.result;
@@ -726,6 +730,10 @@ int storage_client_truncate(struct storage_client *c, const struct storage_loc *
 		rc = sto_write_resp_decode(resp.data, resp.len, &r);
 	}
 	buf_fini(&resp);
+	/* A head from before STO_TRUNCATE (a rolling upgrade): the cut as
+	 * such a client made it, rather than a failed truncate. */
+	if (rc == -CFS_EBADMSG_TYPE)
+		rc = truncate_direct(c, loc, ino, idx, len);
 	return rc;
 }
 

@@ -129,7 +129,8 @@ int storage_client_write_crc(struct storage_client *c, const struct storage_loc 
  * STO_TRUNCATE to its head, which cuts the chunk under the chunk's lock
  * and replicates the cut like a write: atomic against writes of the
  * chunk (each lands wholly before or after it on every replica), and
- * exactly-once like them. With direct addressing (LOC's chain 0) a read
+ * exactly-once like them. With direct addressing (LOC's chain 0), or a
+ * head that answers -CFS_EBADMSG_TYPE (older than STO_TRUNCATE), a read
  * of the prefix then a replace, not ordered against concurrent writers.
  * -ENOENT if the chunk is absent; a chunk no longer than LEN is left
  * alone. Thread-safe. */

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -593,6 +594,51 @@ static void test_waiters_do_not_stall_mount(void **state)
 	agent_stop(&x);
 }
 
+/* A shared mapping on mount B sees what mount A wrote under a lock once
+ * B holds the lock: the grant drops the file's pages (fuse_fs.c
+ * lock_granted). A same-size rewrite keeps the size, so nothing else drops
+ * them now that the mount does not ask for auto_inval_data; without the
+ * drop B's mapping kept A's old bytes (SQLite with mmap_size does this). */
+static void test_mapping_after_grant(void **state)
+{
+	enum { N = 256 * 1024 }; /* chunk-backed, not inline */
+	char a[700], b[700];
+	pa("mapped", a);
+	pb("mapped", b);
+	char *buf = malloc(N);
+	assert_non_null(buf);
+	memset(buf, 'a', N);
+	int fa = open(a, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	assert_true(fa >= 0);
+	assert_int_equal(pwrite(fa, buf, N, 0), N);
+	assert_int_equal(fsync(fa), 0);
+	int fb = open(b, O_RDWR);
+	assert_true(fb >= 0);
+	volatile const char *m = mmap(NULL, N, PROT_READ, MAP_SHARED, fb, 0);
+	assert_true(m != MAP_FAILED);
+	assert_int_equal(m[0], 'a');
+	assert_int_equal(m[N - 1], 'a');
+	/* A rewrites every byte under its lock, keeping the size. */
+	assert_int_equal(flock(fa, LOCK_EX), 0);
+	memset(buf, 'b', N);
+	assert_int_equal(pwrite(fa, buf, N, 0), N);
+	assert_int_equal(fsync(fa), 0);
+	assert_int_equal(flock(fa, LOCK_UN), 0);
+	/* B takes the lock, looks at the file as SQLite does, reads the map. */
+	assert_int_equal(flock(fb, LOCK_EX), 0);
+	struct stat st;
+	assert_int_equal(fstat(fb, &st), 0);
+	assert_int_equal(st.st_size, N);
+	assert_int_equal(m[0], 'b');
+	assert_int_equal(m[N / 2], 'b');
+	assert_int_equal(m[N - 1], 'b');
+	assert_int_equal(flock(fb, LOCK_UN), 0);
+	munmap((void *)m, N);
+	close(fb);
+	close(fa);
+	free(buf);
+}
+
 /* Writers on both mounts increment one counter through sqlite3. */
 #define SQL_WRITERS_PER_MOUNT 2
 #define SQL_INCREMENTS        15
@@ -801,6 +847,7 @@ int main(void)
 	    cmocka_unit_test(test_setlkw_interrupted),
 	    cmocka_unit_test(test_waiters_do_not_stall_mount),
 	    cmocka_unit_test(test_sqlite_two_mounts),
+	    cmocka_unit_test(test_mapping_after_grant),
 	    cmocka_unit_test(test_sigterm_with_stuck_notify),
 	    cmocka_unit_test(test_kill9_mount_releases_locks),
 	    cmocka_unit_test(test_stop_mount_b),

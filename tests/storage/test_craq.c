@@ -72,6 +72,8 @@
  *   truncate_resync  a truncate while the tail is down is on the tail
  *                 once it was resynced; a truncate to the length or past
  *                 it changes nothing, one of an absent chunk is -ENOENT
+ *   truncate_old_head  services that do not know STO_TRUNCATE: the
+ *                 client cuts the chunk by a read and a replace instead
  *   remove_apply_fails  a successor whose apply of a forwarded remove
  *                 fails fences itself: the remove completes without it,
  *                 and a write re-creating the chunk is on every replica
@@ -1223,6 +1225,28 @@ static void test_truncate_resync(void **state)
 	env_down(&e);
 }
 
+/* Services from before STO_TRUNCATE (CFS_TEST_STO_NO_TRUNCATE=1: they
+ * answer it -CFS_EBADMSG_TYPE, as an old head in a rolling upgrade does):
+ * storage_client_truncate falls back to the read-then-replace cut, so
+ * meta's truncate of a file still works. Without the fallback the cut
+ * failed with -CFS_EBADMSG_TYPE and the chunk kept its length. */
+static void test_truncate_old_head(void **state)
+{
+	(void)state;
+	struct env e;
+	setenv("CFS_TEST_STO_NO_TRUNCATE", "1", 1); /* inherited by the services */
+	env_up(&e, "craq-trold");
+	unsetenv("CFS_TEST_STO_NO_TRUNCATE");
+	static uint8_t v[CLEN];
+	gen(1701, v, CLEN);
+	struct storage_loc loc = { .chain = e.chain };
+	assert_int_equal(storage_client_write(e.cli, &loc, 75, 0, 0, CLEN, v, 0, NULL), 0);
+	assert_int_equal(storage_client_truncate(e.cli, &loc, 75, 0, 10000), 0);
+	assert_replicas_len(&e, 75, 0, 10000, crc32c(0, v, 10000));
+	assert_int_equal(storage_client_truncate(e.cli, &loc, 76, 0, 100), -ENOENT);
+	env_down(&e);
+}
+
 /* E's services with fault points (CFS_FAULTINJ) and their forward
  * deadline at 3 s instead of 30 (CFS_FAULTINJ_FORWARD_DEADLINE_MS). */
 static void env_up_faults(struct env *e, const char *tag)
@@ -2159,6 +2183,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_remove_late_part),
 		cmocka_unit_test(test_truncate_write_race),
 		cmocka_unit_test(test_truncate_resync),
+		cmocka_unit_test(test_truncate_old_head),
 		cmocka_unit_test(test_remove_apply_fails),
 		cmocka_unit_test(test_forward_gives_up_remove),
 		cmocka_unit_test(test_forward_gives_up_write),
