@@ -341,8 +341,9 @@ static int sto_write_crc(void *arg, uint32_t chain, uint64_t ino, uint32_t index
                          uint32_t flags)
 {
 	struct storage_loc loc = {.chain = chain};
-	return storage_client_write_crc(arg, &loc, ino, index, off, len, buf, crc,
-	                                (flags & FILE_IO_WF_NOFLUSH) ? STO_WF_NOFLUSH : 0, NULL);
+	uint32_t sf = ((flags & FILE_IO_WF_NOFLUSH) ? STO_WF_NOFLUSH : 0) |
+	              ((flags & FILE_IO_WF_IF_ABSENT) ? STO_WF_IF_ABSENT : 0);
+	return storage_client_write_crc(arg, &loc, ino, index, off, len, buf, crc, sf, NULL);
 }
 
 static int sto_remove(void *arg, uint32_t chain, uint64_t ino, uint32_t begin, uint32_t end)

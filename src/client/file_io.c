@@ -92,6 +92,7 @@
 #include "client/file_io_idata.h"
 #include "common/block_hint.h"
 #include "common/clock.h"
+#include "common/crc32c.h"
 #include "common/iobuf.h"
 #include "common/log.h"
 #include "common/status.h"
@@ -1635,9 +1636,18 @@ uint32_t fio_snapshot_ms(const file_io *f)
 	return f->o.read_ahead_ttl_ms;
 }
 
-int fio_write_chunks(file_io *f, file_io_inode *fi, uint64_t off, size_t len, const void *buf)
+int fio_write_chunks(file_io *f, file_io_inode *fi, uint64_t off, size_t len, const void *buf,
+                     uint32_t wflags)
 {
-	int rc = run_range(f, fi, 1, 0, off, len, (char *)buf);
+	uint32_t cs = fi->layout.chunk_size;
+	int rc;
+	/* one piece (inline data fits a chunk: META_CHUNK_MIN) */
+	if (wflags && len && off / cs == (off + len - 1) / cs) {
+		uint32_t crc = crc32c(0, buf, len);
+		rc = run_range_crcf(f, fi, 1, 0, off, len, (char *)buf, &crc, wflags);
+	} else {
+		rc = run_range(f, fi, 1, 0, off, len, (char *)buf);
+	}
 	pthread_mutex_lock(&fi->lock);
 	ra_drop_all(fi);
 	pthread_mutex_unlock(&fi->lock);

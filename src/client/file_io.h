@@ -214,6 +214,10 @@ ssize_t file_io_write_crc(file_io *f, file_io_inode *fi, uint64_t off, size_t le
  * write may be acknowledged without a device flush (STO_WF_NOFLUSH,
  * docs/kvcache.md "Durability"). */
 #define FILE_IO_WF_NOFLUSH 1u
+/* The chunk is written only if it is absent (STO_WF_IF_ABSENT): else the
+ * write fails with -EEXIST. Used by the inline-data conversion as its
+ * fence (file_io_idata.c); a backend without write_crc cannot fence. */
+#define FILE_IO_WF_IF_ABSENT 2u
 /* file_io_write_crc with FLAGS (FILE_IO_WF_*) for the backend's write_crc;
  * a write that does not go through write_crc (see above) ignores them and
  * is as durable as any. */

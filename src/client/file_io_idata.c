@@ -17,10 +17,20 @@
  * commit with EMPTY. Otherwise: begin claims the file and returns the
  * bytes and their version; if an earlier conversion was started (flag
  * ATTEMPTED) chunk 0 is removed first, so no stale byte of it survives
- * past the new data; the bytes are written to chunks; commit flips the
- * inode if the version still matches, else the loop starts over with the
- * new bytes. Another client's claim (-EBUSY) is waited out (at most the
- * lease). One conversion per inode at a time in this client (st->conv).
+ * past the new data; the bytes are written to chunk 0 only if it is
+ * absent (FILE_IO_WF_IF_ABSENT, checked by the chain's head under the
+ * chunk's lock); commit flips the inode if the version still matches,
+ * else the loop starts over with the new bytes. The claim is a lease
+ * (10 s): a converter stalled past it, or whose write the storage client
+ * is still retrying, may find another converter committed and the file
+ * written since; its write is then refused (-EEXIST) and it starts over,
+ * instead of landing the old bytes over the new ones. Not fenced: the
+ * remove of an earlier attempt's chunk 0 (a stalled ATTEMPTED converter
+ * can remove a committed chunk 0), and an "if absent" write arriving
+ * after a truncate to 0 removed the committed chunk 0 (docs/inline-data.md
+ * "Growing past the threshold"). Another client's claim (-EBUSY) is
+ * waited out (at most the lease). One conversion per inode at a time in
+ * this client (st->conv).
  *
  * INVARIANT. st->on only goes 1 -> 0. The cache (snap) holds the whole
  * inline content as of snap_ms; it is dropped on every write through this
@@ -31,11 +41,14 @@
 #include "client/file_io_idata.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/block_hint.h"
 #include "common/clock.h"
@@ -270,6 +283,26 @@ static int learn_chunked(file_io *f, file_io_inode *fi, struct fio_idata *st)
 	return rc;
 }
 
+/* Fault injection (tests only): while the file named by
+ * CFS_FAULTINJ_CONVERT_HOLD exists, a conversion waits after its begin
+ * (its claim held, then expired), having created that name + ".held"
+ * (test_integ_idata.c test_stalled_converter). */
+static void convert_hold(void)
+{
+	const char *p = getenv("CFS_FAULTINJ_CONVERT_HOLD");
+	if (!p || access(p, F_OK) != 0)
+		return;
+	char held[4200];
+	snprintf(held, sizeof(held), "%s.held", p);
+	int fd = open(held, O_WRONLY | O_CREAT, 0644);
+	if (fd >= 0)
+		close(fd);
+	while (access(p, F_OK) == 0) {
+		struct timespec ts = {0, 20 * 1000000};
+		nanosleep(&ts, NULL);
+	}
+}
+
 int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st)
 {
 	if (!fio_idata_on(st))
@@ -311,10 +344,21 @@ int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st)
 		}
 		if (rc < 0)
 			break;
+		convert_hold();
 		if (d.flags & META_IDATA_F_ATTEMPTED)
 			rc = fio_remove_chunk0(f, fi);
+		/* Only into an absent chunk 0: past our lease another converter
+		 * may have committed and the file been written since; our late
+		 * copy must not land over that (refused: start over). */
 		if (rc == 0 && d.len)
-			rc = fio_write_chunks(f, fi, 0, d.len, d.buf);
+			rc = fio_write_chunks(f, fi, 0, d.len, d.buf, FILE_IO_WF_IF_ABSENT);
+		if (rc == -EEXIST) {
+			LOG_INFO("client",
+			         "inline data: chunk 0 written meanwhile, again: ino=%llu",
+			         (unsigned long long)ino);
+			rc = 0;
+			continue;
+		}
 		if (rc < 0)
 			break;
 		rc = meta_client_idata_commit(mc, &ROOT, ino, d.ver, 0, in);

@@ -23,8 +23,11 @@ struct fio_idata;
 /* What the hooks need from file_io.c (defined there). */
 meta_client *fio_meta(const file_io *f);
 uint32_t fio_snapshot_ms(const file_io *f);
-/* Writes BUF to chunks [OFF, OFF+LEN) without touching the written end. */
-int fio_write_chunks(file_io *f, file_io_inode *fi, uint64_t off, size_t len, const void *buf);
+/* Writes BUF to chunks [OFF, OFF+LEN) without touching the written end.
+ * WFLAGS (FILE_IO_WF_*) reach the backend's write_crc when the range is
+ * one chunk piece; else they are dropped. */
+int fio_write_chunks(file_io *f, file_io_inode *fi, uint64_t off, size_t len, const void *buf,
+                     uint32_t wflags);
 /* Removes chunk 0 of FI when the backend can (0 otherwise). */
 int fio_remove_chunk0(file_io *f, file_io_inode *fi);
 

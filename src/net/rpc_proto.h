@@ -143,7 +143,9 @@
  *       there). tgt = u32 target id, u32 chain id (0: direct), u32 chain version;
  *       eo = u64 client id, u64 channel, u64 seq (exactly-once key, seq 0 = none);
  *       flags STO_WF_* (1 replace, 2 forwarded by the predecessor, 4 resync,
- *       8 no flush: KVCache cache mode; unknown bits are ignored). ---
+ *       8 no flush: KVCache cache mode, 16 only if the chunk is absent (the
+ *       head checks it under the chunk's lock: -EEXIST, not forwarded); unknown
+ *       bits are ignored). ---
  *  300 STO_WRITE      req:  tgt, u64 ino, u32 idx, u32 off, u32 len, u32 crc32c(data),
  *                           u64 update_ver (0: head assigns), u32 flags, eo; bulk = data
  *                     resp: u64 commit_ver, u32 chunk len, u32 chunk crc32c

@@ -303,11 +303,17 @@ static void finish(struct craq_op *o, int err)
 		return;
 	}
 	if (err) {
-		/* A truncate of an absent chunk (a hole) is an answer, not a failure. */
+		/* A truncate of an absent chunk (a hole), or a refused "only if
+		 * absent" write, is an answer, not a failure. */
 		if (err != -CFS_ECHAIN_VERSION && err != -CFS_ENOT_HEAD &&
-		    !(o->kind == CRAQ_TRUNC && err == -ENOENT))
+		    !(o->kind == CRAQ_TRUNC && err == -ENOENT) && err != -EEXIST)
 			LOG_WARN("craq", "op failed: chain=%u ino=%llu idx=%u err=%s", o->chain,
 				 (unsigned long long)o->id.ino, o->id.idx, cfs_strerror(err));
+		/* A refused "only if absent" write is an answer: a retry of it
+		 * must not land once the chunk is gone again (a later remove). */
+		if (err == -EEXIST && o->kind == CRAQ_WRITE && o->head && o->seq)
+			craq_dedup_put(s->dedup, o->client, o->chain, o->channel, o->seq, err,
+			               (const uint8_t *)"", 0);
 		reply_err(o->req, err, kind_name(o->kind));
 	} else {
 		uint8_t resp[64];
@@ -505,6 +511,7 @@ static void forward(void *arg)
 		f.chain_ver = c->version;
 		f.update_ver = o->pipelined ? o->uver : o->wresp.commit_ver;
 		f.flags |= STO_WF_FORWARDED;
+		f.flags &= ~(uint32_t)STO_WF_IF_ABSENT; /* decided here, at the head */
 		call.bulk = o->data;
 		if (o->want_full) {
 			f.flags |= STO_WF_REPLACE;
@@ -902,6 +909,16 @@ static void locked(void *arg)
 	if (o->kind == CRAQ_TRUNC) {
 		trunc_locked(o);
 		return;
+	}
+	if (o->kind == CRAQ_WRITE && o->head && (o->w.flags & STO_WF_IF_ABSENT)) {
+		/* Under the lock the head's copy has no pending update: what it
+		 * holds is what the chain will hold before this write. */
+		struct chunk_info ci;
+		int qr = chunk_engine_query_now(o->t->eng, o->id, &ci);
+		if (qr != -ENOENT) {
+			finish(o, qr == 0 ? -EEXIST : qr);
+			return;
+		}
 	}
 	if (o->kind == CRAQ_WRITE && o->head && !(o->w.flags & STO_WF_REPLACE) &&
 	    !chunk_engine_space_low(o->t->eng)) {

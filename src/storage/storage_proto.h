@@ -59,6 +59,14 @@ enum sto_write_flags {
 	 * know the bit ignores it (unknown flag bits are not errors) and
 	 * syncs as for any write. */
 	STO_WF_NOFLUSH = 1 << 3,
+	/* Apply only if the chunk is absent: checked by the chain's head
+	 * under the chunk's lock; refused with -EEXIST otherwise (an answer,
+	 * cached for exactly-once like a success). Not forwarded: the
+	 * successors take the head's order. A fence for a writer whose claim
+	 * may have expired (an inline file's converter, file_io_idata.c); a
+	 * direct write (chain 0) and a service that does not know the bit
+	 * ignore it. */
+	STO_WF_IF_ABSENT = 1 << 4,
 };
 
 enum sto_read_flags {

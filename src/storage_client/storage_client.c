@@ -545,7 +545,7 @@ static int write_crc(struct storage_client *c, const struct storage_loc *loc, ui
                      uint32_t idx, uint32_t off, uint32_t len, const void *data, uint32_t crc,
                      int given, uint32_t flags, struct sto_write_resp *out)
 {
-	if (!len || !data || (flags & ~(uint32_t)(STO_WF_REPLACE | STO_WF_NOFLUSH)))
+	if (!len || !data || (flags & ~(uint32_t)(STO_WF_REPLACE | STO_WF_NOFLUSH | STO_WF_IF_ABSENT)))
 		return -EINVAL;
 	struct sto_write_req m = {.ino = ino,
 	                          .idx = idx,

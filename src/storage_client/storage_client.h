@@ -110,8 +110,10 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 int storage_client_read_async(struct storage_client *c, struct storage_read *r, uint32_t flags,
 			      void (*done)(void *arg), void *arg);
 
-/* Writes LEN bytes at OFF of chunk (INO, IDX). FLAGS: STO_WF_REPLACE and/or
- * STO_WF_NOFLUSH (cache mode, storage_proto.h), or 0.
+/* Writes LEN bytes at OFF of chunk (INO, IDX). FLAGS: STO_WF_REPLACE,
+ * STO_WF_NOFLUSH (cache mode, storage_proto.h) and/or STO_WF_IF_ABSENT
+ * (-EEXIST when the chunk exists; on a chain only: a direct write, chain
+ * 0, ignores it), or 0.
  * OUT (may be NULL) gets the chunk's new version, length and CRC. */
 int storage_client_write(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
 			 uint32_t idx, uint32_t off, uint32_t len, const void *data,

@@ -8,6 +8,8 @@
  * - readers while a file grows past T see a prefix of the writer's bytes,
  *   never a hole or a mix;
  * - a second mount reads what the first wrote, after close;
+ * - a converter stalled past its claim does not land the old inline bytes
+ *   over what another mount converted and wrote meanwhile;
  * - small files read whole through a mount with nothing cached cost well
  *   under one meta request each (open-ahead), with the local disk's bytes,
  *   and another mount's rewrite and unlink show within the bounds;
@@ -377,6 +379,93 @@ static void test_two_mounts(void **state)
 	 * bound, a poll interval and a round trip (10 s for a loaded machine) */
 	assert_true(integ_wait_visible(p1, 10000));
 	check_file(p1, 777, 24);
+	stop_mount2();
+}
+
+/* ---- a converter stalled past its claim (file_io_idata.c CONVERSION) ---- */
+
+struct stall_writer {
+	const char *path;
+	int rc;
+};
+
+/* The second mount's write past T: it converts first, and its conversion
+ * waits after its begin while the hold file exists. */
+static void *stall_write(void *arg)
+{
+	struct stall_writer *w = arg;
+	uint8_t b[100];
+	fill(b, T, sizeof(b), 61);
+	int fd = open(w->path, O_WRONLY);
+	w->rc = fd < 0 ? -errno : 0;
+	if (fd >= 0) {
+		if (pwrite(fd, b, sizeof(b), T) != (ssize_t)sizeof(b))
+			w->rc = -errno;
+		if (close(fd) != 0 && !w->rc)
+			w->rc = -errno;
+	}
+	return NULL;
+}
+
+/* Mount 2 begins converting an inline file and stalls past its 10 s claim;
+ * mount 1 then converts it, commits and writes 2T new bytes over it; mount
+ * 2 goes on. Its copy of the old inline bytes to chunk 0 must not land
+ * over mount 1's acknowledged bytes (the storage head refuses it: chunk 0
+ * exists; mount 2 starts over, finds the file chunked and writes its own
+ * 100 bytes at T, later than mount 1's). Read back through a fresh mount
+ * (no page cache of either writer). */
+static void test_stalled_converter(void **state)
+{
+	char hold[700], held[720], p1[1024], p2[1024];
+	snprintf(hold, sizeof(hold), "%s/convert_hold", env.dir);
+	snprintf(held, sizeof(held), "%s.held", hold);
+	unlink(held);
+	assert_int_equal(setenv("CFS_FAULTINJ_CONVERT_HOLD", hold, 1), 0);
+	start_mount2();
+	unsetenv("CFS_FAULTINJ_CONVERT_HOLD");
+	snprintf(p1, sizeof(p1), "%s/stalled", env.mnt);
+	snprintf(p2, sizeof(p2), "%s/stalled", mnt2);
+	write_file(p1, 1000, 60); /* inline */
+	assert_true(integ_wait_visible(p2, 10000));
+	FILE *h = fopen(hold, "w");
+	assert_non_null(h);
+	fclose(h);
+	struct stall_writer w = {.path = p2};
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, stall_write, &w), 0);
+	uint64_t t0 = clock_mono_ms();
+	while (access(held, F_OK) != 0) {
+		if (clock_mono_ms() - t0 > 20000)
+			fail_msg("mount 2's conversion did not reach its hold in 20 s");
+		clock_sleep_ms(20);
+	}
+	clock_sleep_ms(10000 + 1500); /* META_IDATA_LEASE_NS, and some */
+	/* mount 1 converts (the claim expired) and writes 2T bytes */
+	uint8_t *b = malloc(2 * T);
+	assert_non_null(b);
+	fill(b, 0, 2 * T, 62);
+	int fd = open(p1, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, b, 2 * T, 0), 2 * T);
+	assert_int_equal(fsync(fd), 0);
+	assert_int_equal(close(fd), 0);
+	unlink(hold);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(w.rc, 0);
+	stop_mount2();
+	start_mount2(); /* no fault point; nothing cached */
+	fill(b + T, T, 100, 61);
+	size_t n;
+	uint8_t *got = slurp(p2, &n);
+	assert_int_equal(n, 2 * T);
+	for (size_t i = 0; i < n; i++)
+		if (got[i] != b[i])
+			fail_msg("%s: byte %zu is %u, want %u (mount 1's write%s)", p2, i, got[i],
+			         b[i],
+			         i < 1000 && got[i] == pat(i, 60) ? " lost to the stalled converter"
+			                                          : "");
+	free(got);
+	free(b);
 	stop_mount2();
 }
 
@@ -953,6 +1042,7 @@ int main(void)
 		cmocka_unit_test(test_held_readers_while_growing),
 		cmocka_unit_test(test_fstat_after_write),
 		cmocka_unit_test(test_two_mounts),
+		cmocka_unit_test(test_stalled_converter),
 		cmocka_unit_test(test_open_ahead),
 		cmocka_unit_test(test_cached_open),
 		cmocka_unit_test(test_stored_pages),

@@ -1247,6 +1247,38 @@ static void test_truncate_old_head(void **state)
 	env_down(&e);
 }
 
+/* A write "only if absent" (STO_WF_IF_ABSENT, the inline conversion's
+ * fence): it lands on an absent chunk and reaches every replica (the flag
+ * is decided at the head, not forwarded); on a present chunk the head
+ * refuses it with -EEXIST and nothing changes (version, bytes); once the
+ * chunk is removed it lands again. */
+static void test_write_if_absent(void **state)
+{
+	(void)state;
+	struct env e;
+	env_up(&e, "craq-ifabsent");
+	static uint8_t a[CLEN], b[CLEN];
+	gen(1701, a, CLEN);
+	gen(1702, b, CLEN);
+	struct storage_loc loc = {.chain = e.chain};
+	assert_int_equal(
+	    storage_client_write(e.cli, &loc, 77, 0, 0, 5000, a, STO_WF_IF_ABSENT, NULL), 0);
+	assert_replicas_len(&e, 77, 0, 5000, crc32c(0, a, 5000));
+	struct sto_query_resp q0, q1;
+	assert_int_equal(storage_client_query(e.cli, &loc, 77, 0, 0, &q0), 0);
+	assert_int_equal(
+	    storage_client_write(e.cli, &loc, 77, 0, 0, CLEN, b, STO_WF_IF_ABSENT, NULL), -EEXIST);
+	assert_int_equal(storage_client_query(e.cli, &loc, 77, 0, 0, &q1), 0);
+	assert_int_equal(q1.commit_ver, q0.commit_ver);
+	assert_replicas_len(&e, 77, 0, 5000, crc32c(0, a, 5000));
+	assert_int_equal(storage_client_remove(e.cli, &loc, 77, 0, 1, NULL), 0);
+	assert_int_equal(
+	    storage_client_write(e.cli, &loc, 77, 0, 0, CLEN, b, STO_WF_IF_ABSENT, NULL), 0);
+	assert_replicas_len(&e, 77, 0, CLEN, crc32c(0, b, CLEN));
+	assert_replicas_hold(&e, 77, 0, b, CLEN);
+	env_down(&e);
+}
+
 /* E's services with fault points (CFS_FAULTINJ) and their forward
  * deadline at 3 s instead of 30 (CFS_FAULTINJ_FORWARD_DEADLINE_MS). */
 static void env_up_faults(struct env *e, const char *tag)
@@ -2184,6 +2216,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_truncate_write_race),
 		cmocka_unit_test(test_truncate_resync),
 		cmocka_unit_test(test_truncate_old_head),
+		cmocka_unit_test(test_write_if_absent),
 		cmocka_unit_test(test_remove_apply_fails),
 		cmocka_unit_test(test_forward_gives_up_remove),
 		cmocka_unit_test(test_forward_gives_up_write),
