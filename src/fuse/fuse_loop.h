@@ -29,9 +29,7 @@
  * the leader serves a fast request it stays the reader (a thread that
  * finishes a request meanwhile goes idle) and reads the next request
  * without taking the loop's lock. When a thread finishes a request and
- * nobody reads, it reads; else it goes idle. The reader moves to its
- * caller's CPU when the two were apart (fuse_loop.c "Following the
- * caller"), so their wake-ups stay on one CPU.
+ * nobody reads, it reads; else it goes idle.
  *
  * A fast request stays with the reading thread even when more are
  * queued. Handing the reading over after a READ when poll(2) found the
