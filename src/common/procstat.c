@@ -20,16 +20,14 @@ int procstat_read(int pid, struct procstat *out)
 	buf[n] = 0;
 	/* "pid (comm) state ...": comm may hold spaces and parentheses, so
 	 * the fields start after the last ')'. Then field 3 is the state,
-	 * 14 and 15 utime and stime, 22 the start time, 39 the CPU. */
+	 * 14 and 15 utime and stime, 22 the start time. */
 	const char *p = strrchr(buf, ')');
 	if (!p || p[1] != ' ' || !p[2])
 		return -EIO;
-	out->cpu = -1;
 	if (sscanf(p + 2,
 		   "%c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu "
-		   "%*d %*d %*d %*d %*d %*d %llu "
-		   "%*u %*d %*u %*u %*u %*u %*u %*u %*u %*u %*u %*u %*u %*u %*u %*d %d",
-		   &out->state, &out->utime, &out->stime, &out->start, &out->cpu) < 4)
+		   "%*d %*d %*d %*d %*d %*d %llu",
+		   &out->state, &out->utime, &out->stime, &out->start) != 4)
 		return -EIO;
 	return 0;
 }

@@ -10,7 +10,6 @@ struct procstat {
 	char state;                      /* 'R', 'S', 'D', ...; 'Z' zombie, 'X' dead */
 	unsigned long long utime, stime; /* CPU time, clock ticks (sysconf(_SC_CLK_TCK)) */
 	unsigned long long start;        /* start time, clock ticks since boot */
-	int cpu;                         /* the CPU it last ran on (field 39); -1 when not shown */
 };
 
 /* Reads process PID's stat line into *OUT: 0; -ENOENT when there is no

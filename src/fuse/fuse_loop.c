@@ -26,7 +26,6 @@
 #include <fuse3/fuse_lowlevel.h>
 #include <linux/fuse.h>
 #include <pthread.h>
-#include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -37,7 +36,6 @@
 #include "common/block_hint.h"
 #include "common/clock.h"
 #include "common/log.h"
-#include "common/procstat.h"
 #include "common/sched_hint.h"
 #include "fuse/fuse_uring.h"
 
@@ -53,11 +51,6 @@ struct fl_worker {
 	struct fuse_buf buf;
 	struct fuse_buf rbuf; /* a ring request (in its entry's memory) */
 	struct furing_ent *ent;
-	/* fl_follow's state (this thread's own) */
-	unsigned follow_n;  /* fast requests since the clock was last read */
-	uint64_t follow_at; /* when the caller's CPU was last read (mono ns) */
-	uint32_t follow_pid;
-	int follow_split; /* the last reading found FOLLOW_PID on another CPU */
 };
 
 struct fuseloop {
@@ -70,8 +63,7 @@ struct fuseloop {
 	int stop;
 	int error; /* first read error (-errno) */
 	int nthreads, max_threads;
-	unsigned flags;               /* FUSELOOP_* */
-	int follow;                   /* fl_follow on (CFS_FUSE_FOLLOW_CALLER, default 1) */
+	unsigned flags; /* FUSELOOP_* */
 	_Atomic uint64_t pressure_at; /* FUSELOOP_NS_AUTO: when PRESSURE was read
 	                               * (mono ns; any thread, no lock) */
 	_Atomic int pressure;         /* sched_hint_cpu_pressure then */
@@ -250,66 +242,6 @@ static int fl_fast(struct fuseloop *fl, const struct fuse_buf *b)
 	return 0;
 }
 
-/* ---- Following the caller ----
- *
- * WHY. An application stat-ing file after file and the reader that
- * answers it ping-pong: each wakes the other. The kernel places a woken
- * thread on the CPU it last ran on when that CPU is idle, so once the
- * two sit on different CPUs (a load-balancer move) they stay apart, and
- * every request and every reply is a wake-up of the other, halted vCPU
- * (an IPI on this VM). Traced with the fuse tracepoints (the peer job's
- * stat of 20,000 files after a cache drop, load ~95 % CPU pressure): in
- * runs where they shared a CPU the mount answered a LOOKUP in 7-8 us and
- * the application sent the next in 11-12 us (p50); apart, 18-21 us and
- * 23 us. One run went 0 % together, another 70 %. bindfs, whose FIFO of
- * readers wakes a different thread each time, was together in 12-100 %
- * of its runs.
- *
- * HOW. The thread that serves fast requests as the reader looks, at
- * most every FOLLOW_PERIOD_NS (and only every FOLLOW_EVERY fast requests,
- * so an idle mount reads no clock), at the CPU of the request's caller
- * (/proc/PID/stat: the CPU it last ran on, where its wake-up goes). Seen
- * on another CPU than this thread twice in a row for the same caller,
- * the thread moves there (its affinity narrowed to that CPU and at once
- * widened back: the kernel keeps it where it is until it balances again)
- * and the next wake-ups stay on that CPU. Two readings in a row keep two
- * applications on different CPUs from pulling the reader back and forth
- * more than once per two periods. Cost: one /proc read per period
- * (~20 us, 0.1 % of a CPU); CFS_FUSE_FOLLOW_CALLER=0 turns it off. */
-#define FOLLOW_EVERY     64
-#define FOLLOW_PERIOD_NS (20ull * 1000000u) /* 20 ms */
-
-static void fl_follow(struct fl_worker *w, uint32_t pid)
-{
-	if (!w->fl->follow || !pid || ++w->follow_n < FOLLOW_EVERY)
-		return;
-	w->follow_n = 0;
-	uint64_t now = clock_mono_ns();
-	if (now - w->follow_at < FOLLOW_PERIOD_NS)
-		return;
-	w->follow_at = now;
-	struct procstat ps;
-	int here = sched_getcpu();
-	if (here < 0 || procstat_read((int)pid, &ps) < 0 || ps.cpu < 0 || ps.cpu == here) {
-		w->follow_split = 0;
-		return;
-	}
-	if (!w->follow_split || w->follow_pid != pid) {
-		w->follow_split = 1;
-		w->follow_pid = pid;
-		return;
-	}
-	w->follow_split = 0;
-	cpu_set_t all, one;
-	if (ps.cpu >= CPU_SETSIZE || sched_getaffinity(0, sizeof(all), &all) != 0 ||
-	    !CPU_ISSET(ps.cpu, &all))
-		return; /* not a CPU this thread may run on (a cpuset) */
-	CPU_ZERO(&one);
-	CPU_SET(ps.cpu, &one);
-	if (sched_setaffinity(0, sizeof(one), &one) == 0)
-		(void)sched_setaffinity(0, sizeof(all), &all);
-}
-
 static void fl_end_locked(struct fuseloop *fl, int err)
 {
 	if (err < 0 && !fl->error)
@@ -396,15 +328,12 @@ static void *fl_main(void *arg)
 				break;
 			w->promoted = 0;
 			w->reading = 1;
-			uint32_t pid = ((const struct fuse_in_header *)w->buf.mem)->pid;
 			fuse_session_process_buf(fl->se, &w->buf);
 			if (w->promoted) { /* the reading went over (fuseloop_will_block) */
 				served = 1;
 				break;
 			}
 			w->reading = 0;
-			/* after the reply: the caller is not kept waiting */
-			fl_follow(w, pid);
 		}
 		pthread_mutex_lock(&fl->mu);
 		if (served)
@@ -440,8 +369,6 @@ static int fl_start(struct fuseloop *fl, struct fuse_session *se, furing *ring, 
 	fl->q = q;
 	fl->done = done;
 	fl->max_threads = max_threads > 0 ? max_threads : 1;
-	const char *fo = getenv("CFS_FUSE_FOLLOW_CALLER");
-	fl->follow = !(fo && strcmp(fo, "0") == 0);
 	atomic_init(&fl->pressure, -1);
 	atomic_init(&fl->pressure_at, 0);
 	pthread_mutex_init(&fl->mu, NULL);
@@ -497,7 +424,8 @@ int fuseloop_run(struct fuse_session *se, int max_threads, furing *ring, unsigne
 	 * to start (after INIT) or be refused, and then ends. */
 	for (int q = 0; q < nq; q++)
 		if (fl_start(&fls[q + 1], se, ring, q, &done,
-		             furing_queue_threads(ring) ? furing_queue_threads(ring) : max_threads,
+		             furing_queue_threads(ring) ? furing_queue_threads(ring)
+		                                        : max_threads,
 		             flags) < 0)
 			LOG_WARN("fuse", "cannot start the thread of ring queue %d", q);
 

@@ -6,7 +6,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <errno.h>
-#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -31,25 +30,6 @@ static void test_self(void **state)
 	assert_true(procstat_running(getpid()));
 	assert_true(procstat_running_since(getpid(), a.start));
 	assert_false(procstat_running_since(getpid(), a.start + 1));
-}
-
-/* The CPU field (39): pinned to one CPU, the process reads that CPU. */
-static void test_cpu(void **state)
-{
-	(void)state;
-	cpu_set_t all, one;
-	assert_int_equal(sched_getaffinity(0, sizeof(all), &all), 0);
-	for (int c = 0; c < CPU_SETSIZE; c++) {
-		if (!CPU_ISSET(c, &all))
-			continue;
-		CPU_ZERO(&one);
-		CPU_SET(c, &one);
-		assert_int_equal(sched_setaffinity(0, sizeof(one), &one), 0);
-		struct procstat ps;
-		assert_int_equal(procstat_read(getpid(), &ps), 0);
-		assert_int_equal(ps.cpu, c);
-	}
-	assert_int_equal(sched_setaffinity(0, sizeof(all), &all), 0);
 }
 
 /* A child named "a) b (c" (prctl): fields are found after the last ')'.
@@ -99,7 +79,6 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_self),
-		cmocka_unit_test(test_cpu),
 		cmocka_unit_test(test_child_zombie_gone),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

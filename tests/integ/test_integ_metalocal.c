@@ -7,10 +7,6 @@
  *   errors (EEXIST, ENOENT, ENOTEMPTY) work; with the meta service stopped
  *   (SIGSTOP) a mkdir, stat, symlink, readlink and rmdir still complete
  *   (they never leave the mount), which they cannot over RPC.
- * - The reading thread follows its caller's CPU (fuse_loop.c "Following
- *   the caller"): after a walk of names the mount answers from memory by
- *   a process pinned to one CPU, then another, the mount's busiest
- *   thread last ran on that process's CPU.
  * - kill -9 of meta: what the mount acknowledged before is there after the
  *   restart, and so is what it did while meta was dead.
  * - Two mounts: a second mount over RPC (no --meta-local) sees the first's
@@ -81,7 +77,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -94,7 +89,6 @@
 #include <unistd.h>
 
 #include "common/clock.h"
-#include "common/procstat.h"
 #include "integ_env.h"
 #include "lmdb_holder.h"
 #include "testenv.h"
@@ -220,98 +214,6 @@ static void test_roundtrip(void **state)
 
 /* Creates acknowledged before kill -9 of meta, and mkdirs done while it
  * was dead, are all there after the restart. */
-/* The reader follows its caller's CPU (fuse_loop.c "Following the
- * caller"). This process, pinned to one CPU and then to another, walks a
- * directory whose names the kernel dropped (each stat a LOOKUP the mount
- * answers from its lookup-ahead batch, on the reading thread); after each
- * walk the mount thread that ran longest in it (the reader) last ran on
- * this process's CPU. Without the follow the reader can stay on the
- * first CPU during the second walk (a woken thread goes back to its
- * previous CPU while that one is idle); on a busy host the kernel often
- * moves it by itself, and the test passes either way there. Up to
- * FOLLOW_TRIES walks per CPU: other load may move a thread at any time. */
-#define FOLLOW_FILES 3000
-#define FOLLOW_TRIES 5
-
-/* The CPU of MOUNT's thread that ran longest since BEFORE (schedstat run
- * ns per thread, indexed by tid % 4096; updated to now), -1 when none. */
-static int busiest_cpu(int mount, unsigned long long *before)
-{
-	char path[128];
-	snprintf(path, sizeof(path), "/proc/%d/task", mount);
-	DIR *d = opendir(path);
-	assert_non_null(d);
-	struct dirent *de;
-	unsigned long long best = 0;
-	int best_tid = 0;
-	while ((de = readdir(d))) {
-		int tid = atoi(de->d_name);
-		if (tid <= 0)
-			continue;
-		char sp[160];
-		unsigned long long run = 0;
-		snprintf(sp, sizeof(sp), "/proc/%d/task/%d/schedstat", mount, tid);
-		FILE *f = fopen(sp, "r");
-		if (!f)
-			continue;
-		if (fscanf(f, "%llu", &run) != 1)
-			run = 0;
-		fclose(f);
-		unsigned long long delta = run - before[tid % 4096];
-		before[tid % 4096] = run;
-		if (delta > best) {
-			best = delta;
-			best_tid = tid;
-		}
-	}
-	closedir(d);
-	struct procstat ps;
-	return best_tid && procstat_read(best_tid, &ps) == 0 ? ps.cpu : -1;
-}
-
-static void test_reader_follows_caller(void **state)
-{
-	(void)state;
-	cpu_set_t all, one;
-	assert_int_equal(sched_getaffinity(0, sizeof(all), &all), 0);
-	int cpus[2], n = 0;
-	for (int c = 0; c < CPU_SETSIZE && n < 2; c++)
-		if (CPU_ISSET(c, &all))
-			cpus[n++] = c;
-	if (n < 2 || !integ_drop_dentries()) {
-		fprintf(stderr, "skip: needs two CPUs and root\n");
-		return;
-	}
-	char dir[1024], p[1200];
-	integ_path(&env, "follow", dir, sizeof(dir));
-	assert_int_equal(mkdir(dir, 0755), 0);
-	for (int i = 0; i < FOLLOW_FILES; i++) {
-		snprintf(p, sizeof(p), "%s/f%05d", dir, i);
-		integ_touch(p);
-	}
-	int mount = integ_role_pid(&env, "mount");
-	static unsigned long long runs[4096];
-	for (int k = 0; k < 2; k++) {
-		CPU_ZERO(&one);
-		CPU_SET(cpus[k], &one);
-		assert_int_equal(sched_setaffinity(0, sizeof(one), &one), 0);
-		int on = -1;
-		for (int t = 0; t < FOLLOW_TRIES && on != cpus[k]; t++) {
-			assert_true(integ_drop_dentries());
-			busiest_cpu(mount, runs);
-			struct stat st;
-			for (int i = 0; i < FOLLOW_FILES; i++) {
-				snprintf(p, sizeof(p), "%s/f%05d", dir, i);
-				assert_int_equal(stat(p, &st), 0);
-			}
-			on = busiest_cpu(mount, runs);
-			fprintf(stderr, "walk %d on CPU %d: reader on CPU %d\n", t, cpus[k], on);
-		}
-		assert_int_equal(on, cpus[k]);
-	}
-	assert_int_equal(sched_setaffinity(0, sizeof(all), &all), 0);
-}
-
 static void test_kill9_meta(void **state)
 {
 	char dir[1024], p[1200];
@@ -962,7 +864,6 @@ int main(void)
 	setenv("CFS_FUSE_NS_FAST", "1", 1);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip),
-		cmocka_unit_test(test_reader_follows_caller),
 		cmocka_unit_test(test_kill9_meta),
 		cmocka_unit_test(test_two_mounts),
 		cmocka_unit_test(test_kill9_mount_in_write),
