@@ -672,9 +672,18 @@ class Cluster:
         return None
 
     def pid(self, role):
+        """The role's running pid, or 0. The pid file holds "pid starttime"
+        (cmd_up.c): a pid whose process has since died may belong to another
+        test's server by now (ctest runs two tests at once), so a pid whose
+        start time differs is never handed out for a signal."""
         try:
             with open(os.path.join(self.data, "pids", role + ".pid")) as f:
-                return int(f.read().split()[0])
+                pid, start = (int(x) for x in f.read().split()[:2])
+            with open("/proc/%d/stat" % pid) as f:
+                stat = f.read()
+            if int(stat[stat.rindex(")") + 2:].split()[19]) != start:
+                return 0
+            return pid
         except (OSError, ValueError, IndexError):
             return 0
 
@@ -1039,9 +1048,11 @@ def controller(args):
                 role = rnd.choice(["storage1", "storage2", "storage3"]) if kind == "stop-storage" else "meta"
                 pid = cl.pid(role)
                 detail = "%s pid %d for %.1f s" % (role, pid, hold)
-                os.kill(pid, signal.SIGSTOP)
+                if pid:  # os.kill(0, ...) would stop this whole process group
+                    os.kill(pid, signal.SIGSTOP)
                 time.sleep(hold)
-                os.kill(pid, signal.SIGCONT)
+                if pid:
+                    os.kill(pid, signal.SIGCONT)
             else:
                 detail = cl.corrupt_one(rnd) or "no CHAOS block found"
                 time.sleep(hold)
