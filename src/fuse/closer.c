@@ -4,7 +4,8 @@
  * something is queued or a retry is due, then until the batch is full,
  * the first entry's window passed, or someone flushes or stops, and sends
  * what it took outside the lock; then the retries that are due, one call
- * each, also outside the lock. add, retry and flush only touch the lists
+ * each, also outside the lock, until one fails (then the rest wait for
+ * that one's next attempt). add, retry and flush only touch the lists
  * and wake it. */
 #include "fuse/closer.h"
 
@@ -37,10 +38,10 @@ struct closer {
 	pthread_cond_t cv;      /* the thread: work, flush or stop */
 	pthread_cond_t done_cv; /* flushers: a batch was answered */
 	uint64_t ring[2 * CLOSER_QUEUE_MAX];
-	size_t head, n;         /* first entry, entries queued */
-	uint64_t added, sent;   /* entries ever queued / ever answered */
-	uint64_t flush_to;      /* send at once while sent < flush_to */
-	uint64_t first_ns;      /* when the oldest queued entry came (mono) */
+	size_t head, n;                           /* first entry, entries queued */
+	uint64_t added, sent;                     /* entries ever queued / ever answered */
+	uint64_t flush_to;                        /* send at once while sent < flush_to */
+	uint64_t first_ns;                        /* when the oldest queued entry came (mono) */
 	struct retry_ent retry[CLOSER_RETRY_MAX]; /* failed closes, unordered */
 	int nretry;
 	int retrying; /* taken out of retry[] for the call in flight */
@@ -50,7 +51,7 @@ struct closer {
 /* Absolute CLOCK_MONOTONIC deadline NS as a timespec. */
 static struct timespec ts_of(uint64_t ns)
 {
-	struct timespec ts = { (time_t)(ns / 1000000000u), (long)(ns % 1000000000u) };
+	struct timespec ts = {(time_t)(ns / 1000000000u), (long)(ns % 1000000000u)};
 	return ts;
 }
 
@@ -85,7 +86,8 @@ static uint64_t retry_due(const closer *c)
 	return due;
 }
 
-/* Makes the attempts that are due, each outside the lock; the lock held. */
+/* Makes the attempts that are due, each outside the lock, until one
+ * fails; the lock held. */
 static void retry_run(closer *c)
 {
 	for (;;) {
@@ -103,11 +105,23 @@ static void retry_run(closer *c)
 		    c->ops.close_known(c->ops.arg, e.ino, e.session, e.has_len ? &e.len : NULL);
 		pthread_mutex_lock(&c->mu);
 		c->retrying--;
-		if (rc < 0)
-			retry_later(c, &e, e.tries + 1, rc);
-		else
+		if (rc >= 0) {
 			LOG_INFO("fuse", "close of ino=%llu landed at attempt %d",
 			         (unsigned long long)e.ino, e.tries + 1);
+			continue;
+		}
+		int kept = c->nretry;
+		retry_later(c, &e, e.tries + 1, rc);
+		/* Meta is likely still down: each further call now would
+		 * wait out the client's failover deadline on this thread, the
+		 * batches queued behind it with it. The others due wait as
+		 * long as this one (their attempts not counted). */
+		uint64_t next =
+		    c->nretry > kept ? c->retry[kept].due_ns : clock_mono_ns() + c->retry_ns;
+		for (int k = 0; k < c->nretry; k++)
+			if (c->retry[k].due_ns < next)
+				c->retry[k].due_ns = next;
+		return;
 	}
 }
 

@@ -24,9 +24,13 @@
  * retried here in the background: a batch's sessions and the synchronous
  * closes the caller hands over (closer_retry, with the length to report),
  * after 1 s, then doubling to 30 s, CLOSER_RETRY_TRIES times in all
- * (about 4 min), CLOSER_RETRY_MAX at once. Until one lands the file's
- * length may be short (a writer's report rides on its close) and an
- * unlinked file stays out of GC; the mount living on, meta would not
+ * (about 4 min), CLOSER_RETRY_MAX at once. While meta keeps failing,
+ * one attempt is made per round: the first that fails puts the others
+ * due off until its own next attempt, uncounted, so a meta outage costs
+ * one failover deadline per round on the closer's thread, not one per
+ * waiting close, and new batches are not held up behind them. Until one
+ * lands the file's length may be short (a writer's report rides on its
+ * close) and an unlinked file stays out of GC; the mount living on, meta would not
  * prune them. Past the bound (or the capacity) the close is logged and
  * dropped: meta prunes the sessions once the mount is gone. closer_free
  * tries each one waiting once more, due or not, until one fails; the

@@ -24,6 +24,9 @@ struct fake {
 	int fail_many;  /* close_many fails while set */
 	int fail_known; /* close_known fails this many more times (-1: always) */
 	int many_calls, known_calls, known_ok;
+	int known_at_many;  /* known_calls when close_many was first called */
+	int known_sleep_ms; /* each close_known takes this long (a failover) */
+	int known_started;  /* close_known calls begun */
 	uint64_t ok_sessions[64];
 	struct meta_length ok_len[64];
 	int ok_has_len[64];
@@ -35,6 +38,8 @@ static int fake_many(void *arg, const uint64_t *pairs, int n)
 	(void)pairs;
 	(void)n;
 	pthread_mutex_lock(&f->mu);
+	if (!f->many_calls)
+		f->known_at_many = f->known_calls;
 	f->many_calls++;
 	int rc = f->fail_many ? -ETIMEDOUT : 0;
 	pthread_mutex_unlock(&f->mu);
@@ -45,6 +50,14 @@ static int fake_known(void *arg, uint64_t ino, uint64_t session, const struct me
 {
 	struct fake *f = arg;
 	(void)ino;
+	pthread_mutex_lock(&f->mu);
+	f->known_started++;
+	int sleep_ms = f->known_sleep_ms;
+	pthread_mutex_unlock(&f->mu);
+	if (sleep_ms) {
+		struct timespec ts = {0, sleep_ms * 1000000L};
+		nanosleep(&ts, NULL);
+	}
 	pthread_mutex_lock(&f->mu);
 	f->known_calls++;
 	int rc = 0;
@@ -177,6 +190,42 @@ static void test_stop_gives_up_at_first_failure(void **state)
 	assert_int_equal(f.known_ok, 0);
 }
 
+/* Meta down, each call waiting out a failover (100 ms here): of the
+ * closes waiting for a retry, one is tried per round, and a batch queued
+ * meanwhile goes next, not after every waiting close's call. Before, the
+ * thread tried all six due ones (known_at_many 6), 600 ms in all. */
+static void test_meta_down_one_call_per_round(void **state)
+{
+	struct fake f;
+	closer *c = fake_closer(&f);
+	f.fail_known = -1;
+	f.known_sleep_ms = 100;
+	for (uint64_t s = 1; s <= 6; s++)
+		assert_int_equal(closer_retry(c, 9, s, NULL, -ETIMEDOUT), 1);
+	/* the batch comes while the first retry waits on meta */
+	for (int i = 0; i < 1000; i++) {
+		pthread_mutex_lock(&f.mu);
+		int started = f.known_started;
+		pthread_mutex_unlock(&f.mu);
+		if (started)
+			break;
+		struct timespec ts = {0, 1000000};
+		nanosleep(&ts, NULL);
+	}
+	assert_int_equal(closer_add(c, 200, 20), 1);
+	closer_flush(c);
+	pthread_mutex_lock(&f.mu);
+	int before = f.known_at_many;
+	f.fail_known = 0; /* meta is back */
+	f.known_sleep_ms = 0;
+	pthread_mutex_unlock(&f.mu);
+	print_message("close_known calls before the batch: %d\n", before);
+	assert_true(before >= 1 && before <= 2);
+	wait_settled(c);
+	assert_int_equal(f.known_ok, 6); /* none dropped on the way */
+	closer_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -185,6 +234,7 @@ int main(void)
 	    cmocka_unit_test(test_retries_bounded),
 	    cmocka_unit_test(test_stop_tries_once_more),
 	    cmocka_unit_test(test_stop_gives_up_at_first_failure),
+	    cmocka_unit_test(test_meta_down_one_call_per_round),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
