@@ -69,6 +69,24 @@
  * chunk itself: read the prefix from any replica, then send a replace; a
  * write acknowledged between the two was undone by the replace.)
  *
+ * LATE CUTS. Meta cuts chunks (a truncate's removes and its one
+ * STO_TRUNCATE) for a client's truncate, which the client resends, to
+ * the same or another meta instance, when the answer is slow; each run
+ * of it cuts, and one run's message may reach the head after another run
+ * was answered and the client wrote past the cut: applied then, it
+ * would cut acknowledged bytes. So meta sends every cut of one client
+ * request under one exactly-once key derived from that request (the
+ * client's id and request seq, a channel per inode and kind with bit 63
+ * set: meta_storage.c), not its storage client's own, and the head's
+ * cache (checked under the chunk's lock) answers the late copy as the
+ * first without applying it, or refuses it (-CFS_ESUPERSEDED) once the
+ * client's next cut of that inode went past it. A truncate's -ENOENT
+ * (no chunk: a hole) is cached like a success for this: a write may
+ * create the chunk after it. Heads before this rule fence the same way
+ * but for that -ENOENT; the cache is the head's, in memory and bounded:
+ * a late copy reaching a new head (the old one failed or restarted in
+ * between) or one whose entry was evicted is applied (docs/posix.md).
+ *
  * LOCAL FAILURE AFTER THE SUCCESSOR APPLIED (pipelining's rule). When a
  * member's own apply fails (disk error, engine in ERROR) while its forward
  * went through, the successors hold u and it does not. The member FENCES
@@ -310,8 +328,12 @@ static void finish(struct craq_op *o, int err)
 			LOG_WARN("craq", "op failed: chain=%u ino=%llu idx=%u err=%s", o->chain,
 				 (unsigned long long)o->id.ino, o->id.idx, cfs_strerror(err));
 		/* A refused "only if absent" write is an answer: a retry of it
-		 * must not land once the chunk is gone again (a later remove). */
-		if (err == -EEXIST && o->kind == CRAQ_WRITE && o->head && o->seq)
+		 * must not land once the chunk is gone again (a later remove).
+		 * So is a truncate's "no such chunk": a late copy must not cut
+		 * the chunk a write created since ("Late cuts" at the top). */
+		if (((err == -EEXIST && o->kind == CRAQ_WRITE) ||
+		     (err == -ENOENT && o->kind == CRAQ_TRUNC)) &&
+		    o->head && o->seq)
 			craq_dedup_put(s->dedup, o->client, o->chain, o->channel, o->seq, err,
 			               (const uint8_t *)"", 0);
 		reply_err(o->req, err, kind_name(o->kind));

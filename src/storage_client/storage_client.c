@@ -656,12 +656,32 @@ static int remove_encode(struct buf *pl, void *arg, const struct dest *d)
 	return sto_remove_req_encode(pl, m);
 }
 
+/* KEY, or the client's own next one, into *CLIENT, *CHANNEL, *SEQ. */
+static void op_key(const struct storage_client *c, const struct storage_op_key *key,
+                   uint64_t *client, uint64_t *channel, uint64_t *seq)
+{
+	if (key) {
+		*client = key->client;
+		*channel = key->channel;
+		*seq = key->seq;
+		return;
+	}
+	*client = c->client_id;
+	next_seq(c, channel, seq);
+}
+
 int storage_client_remove(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
 			  uint32_t begin, uint32_t end, uint32_t *removed)
 {
-	struct sto_remove_req m = { .ino = ino, .begin = begin, .end = end,
-				    .client = c->client_id };
-	next_seq(c, &m.channel, &m.seq);
+	return storage_client_remove_as(c, loc, ino, begin, end, removed, NULL);
+}
+
+int storage_client_remove_as(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
+                             uint32_t begin, uint32_t end, uint32_t *removed,
+                             const struct storage_op_key *key)
+{
+	struct sto_remove_req m = {.ino = ino, .begin = begin, .end = end};
+	op_key(c, key, &m.client, &m.channel, &m.seq);
 	struct buf resp;
 	buf_init(&resp);
 	int rc = call_loc(c, loc, true, STO_MSG_REMOVE, remove_encode, &m, &resp);
@@ -713,15 +733,22 @@ static int truncate_direct(struct storage_client *c, const struct storage_loc *l
 int storage_client_truncate(struct storage_client *c, const struct storage_loc *loc,
 			    uint64_t ino, uint32_t idx, uint32_t len)
 {
+	return storage_client_truncate_as(c, loc, ino, idx, len, NULL);
+}
+
+int storage_client_truncate_as(struct storage_client *c, const struct storage_loc *loc,
+                               uint64_t ino, uint32_t idx, uint32_t len,
+                               const struct storage_op_key *key)
+{
 	if (len == 0) {
 		uint32_t removed = 0;
-		int rc = storage_client_remove(c, loc, ino, idx, idx + 1, &removed);
+		int rc = storage_client_remove_as(c, loc, ino, idx, idx + 1, &removed, key);
 		return rc ? rc : removed ? 0 : -ENOENT;
 	}
 	if (!loc->chain)
 		return truncate_direct(c, loc, ino, idx, len);
-	struct sto_truncate_req m = { .ino = ino, .idx = idx, .len = len, .client = c->client_id };
-	next_seq(c, &m.channel, &m.seq);
+	struct sto_truncate_req m = {.ino = ino, .idx = idx, .len = len};
+	op_key(c, key, &m.client, &m.channel, &m.seq);
 	struct buf resp;
 	buf_init(&resp);
 	int rc = call_loc(c, loc, true, STO_MSG_TRUNCATE, truncate_encode, &m, &resp);

@@ -141,6 +141,32 @@ int storage_client_truncate(struct storage_client *c, const struct storage_loc *
 /* Removes chunks [BEGIN, END) of INO; *REMOVED (may be NULL) the count. */
 int storage_client_remove(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
 			  uint32_t begin, uint32_t end, uint32_t *removed);
+
+/* An exactly-once key the caller picks for one request, in place of the
+ * client's own (its id, a channel of the calling thread, that channel's
+ * next seq). For a request made on behalf of another one that more than
+ * one process may run (meta's cuts for a client's truncate, which the
+ * client may resend to another meta instance): every process sends the
+ * same key, so a chain's head applies the request once and answers a
+ * late copy from the cache (or refuses it, when the channel has since
+ * gone past its seq) instead of applying it over what was written after
+ * the first copy was answered (craq_write.c "Late cuts"). CHANNEL must
+ * not collide with the channels of clients of the same CLIENT id (those
+ * count up from 1: a key's channel sets bit 63), and within one CHANNEL
+ * SEQ only grows. */
+struct storage_op_key {
+	uint64_t client, channel, seq;
+};
+#define STORAGE_OP_KEY_CHANNEL (1ull << 63)
+/* storage_client_truncate and storage_client_remove under KEY (NULL: the
+ * client's own). The read-then-replace cut (direct addressing, a head
+ * older than STO_TRUNCATE) carries no key: nothing fences it. */
+int storage_client_truncate_as(struct storage_client *c, const struct storage_loc *loc,
+                               uint64_t ino, uint32_t idx, uint32_t len,
+                               const struct storage_op_key *key);
+int storage_client_remove_as(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
+                             uint32_t begin, uint32_t end, uint32_t *removed,
+                             const struct storage_op_key *key);
 /* Chunk metadata of (INO, IDX), or of INO's last chunk when LAST. */
 int storage_client_query(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
 			 uint32_t idx, int last, struct sto_query_resp *out);

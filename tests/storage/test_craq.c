@@ -1225,6 +1225,81 @@ static void test_truncate_resync(void **state)
 	env_down(&e);
 }
 
+/* Meta's cuts for a client's truncate that the client resent to a second
+ * meta instance (meta_attr.c "Late cuts"): both instances send them under
+ * the request's key from storage clients of their own; the second's cut is
+ * answered, the client writes past the cut, then the first's copy reaches
+ * the head. It must be answered from the cache and cut nothing: for a cut
+ * inside a chunk, for one of an absent chunk (-ENOENT, cached since: a
+ * write created the chunk after it), and for the remove of the chunks
+ * past the cut. A copy older than the client's next cut of the inode is
+ * refused (-CFS_ESUPERSEDED). The last step shows what the test sees
+ * when the late copy carries its sender's own key, as meta sent it
+ * before: the acknowledged bytes are cut. (Without caching the -ENOENT,
+ * the hole's late copy cut the new chunk to 1000 bytes.) */
+static void test_truncate_late_copy(void **state)
+{
+	(void)state;
+	struct env e;
+	env_up(&e, "craq-trlate");
+	char err[256];
+	struct storage_client_opts co = {.cluster_id = SC_CLUSTER,
+	                                 .secret = (const uint8_t *)SC_SECRET,
+	                                 .secret_len = strlen(SC_SECRET),
+	                                 .mgmtd_addrs = one_addr(e.sc.mgmtd_addr),
+	                                 .n_mgmtd = 1,
+	                                 .timeout_ms = 5000,
+	                                 .retry_budget_ms = 30000};
+	struct storage_client *late; /* the first (stalled) meta instance's */
+	assert_int_equal(storage_client_new(&co, &late, err, sizeof(err)), 0);
+	struct storage_loc loc = {.chain = e.chain};
+	static uint8_t v[CLEN], w[CLEN], want[CLEN];
+	gen(1801, v, CLEN);
+	gen(1802, w, CLEN);
+	const uint64_t T = STORAGE_OP_KEY_CHANNEL | 1ull << 62, R = STORAGE_OP_KEY_CHANNEL;
+
+	/* a cut inside a chunk */
+	struct storage_op_key k = {.client = 777, .channel = T | 80, .seq = 5};
+	assert_int_equal(storage_client_write(e.cli, &loc, 80, 0, 0, CLEN, v, 0, NULL), 0);
+	assert_int_equal(storage_client_truncate_as(e.cli, &loc, 80, 0, 1000, &k), 0);
+	assert_int_equal(storage_client_write(e.cli, &loc, 80, 0, 1000, 3000, w, 0, NULL), 0);
+	assert_int_equal(storage_client_truncate_as(late, &loc, 80, 0, 1000, &k), 0);
+	memcpy(want, v, 1000);
+	memcpy(want + 1000, w, 3000);
+	assert_replicas_hold(&e, 80, 0, want, 4000);
+	/* the client's next cut of the inode, then the late copy: refused */
+	struct storage_op_key k2 = k;
+	k2.seq = 6;
+	assert_int_equal(storage_client_truncate_as(e.cli, &loc, 80, 0, 2000, &k2), 0);
+	assert_int_equal(storage_client_truncate_as(late, &loc, 80, 0, 1000, &k), -CFS_ESUPERSEDED);
+	assert_replicas_hold(&e, 80, 0, want, 2000);
+
+	/* a cut of an absent chunk (a hole) */
+	struct storage_op_key kh = {.client = 777, .channel = T | 81, .seq = 7};
+	assert_int_equal(storage_client_truncate_as(e.cli, &loc, 81, 0, 1000, &kh), -ENOENT);
+	assert_int_equal(storage_client_write(e.cli, &loc, 81, 0, 0, 3000, w, 0, NULL), 0);
+	assert_int_equal(storage_client_truncate_as(late, &loc, 81, 0, 1000, &kh), -ENOENT);
+	assert_replicas_hold(&e, 81, 0, w, 3000);
+
+	/* the remove of the chunks past the cut */
+	struct storage_op_key kr = {.client = 777, .channel = R | 82, .seq = 8};
+	for (uint32_t i = 0; i < 3; i++)
+		assert_int_equal(storage_client_write(e.cli, &loc, 82, i, 0, CLEN, v, 0, NULL), 0);
+	uint32_t removed = 0;
+	assert_int_equal(storage_client_remove_as(e.cli, &loc, 82, 1, UINT32_MAX, &removed, &kr),
+	                 0);
+	assert_int_equal(removed, 2);
+	assert_int_equal(storage_client_write(e.cli, &loc, 82, 1, 0, 3000, w, 0, NULL), 0);
+	assert_int_equal(storage_client_remove_as(late, &loc, 82, 1, UINT32_MAX, NULL, &kr), 0);
+	assert_replicas_hold(&e, 82, 1, w, 3000);
+
+	/* the late copy under its sender's own key: the acknowledged bytes go */
+	assert_int_equal(storage_client_truncate(late, &loc, 81, 0, 1000), 0);
+	assert_replicas_len(&e, 81, 0, 1000, crc32c(0, w, 1000));
+	storage_client_free(late);
+	env_down(&e);
+}
+
 /* Services from before STO_TRUNCATE (CFS_TEST_STO_NO_TRUNCATE=1: they
  * answer it -CFS_EBADMSG_TYPE, as an old head in a rolling upgrade does):
  * storage_client_truncate falls back to the read-then-replace cut, so
@@ -2222,6 +2297,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_remove_late_part),
 		cmocka_unit_test(test_truncate_write_race),
 		cmocka_unit_test(test_truncate_resync),
+		cmocka_unit_test(test_truncate_late_copy),
 		cmocka_unit_test(test_truncate_old_head),
 		cmocka_unit_test(test_write_if_absent),
 		cmocka_unit_test(test_remove_apply_fails),
