@@ -75,14 +75,26 @@ typedef struct meta_ctx meta_ctx;
 /* The storage service as the meta service needs it; the daemon fills it
  * with RPCs, tests with a fake. Every function returns 0 or <0 and must be
  * thread-safe. */
+/* Whose cut a remove_chunks or truncate_chunk call makes: a truncate's
+ * client request (CLIENT, SEQ != 0). Every run of that request, on any
+ * meta instance, sends its cuts under one storage exactly-once key made
+ * from it, so a late cut of an earlier run is not applied over bytes
+ * written after a later run answered (meta_attr.c "Late cuts"). */
+struct meta_cut_key {
+	uint64_t client, seq;
+};
+
 struct meta_storage {
 	void *arg;
 	/* Removes every chunk of INO with index >= FIRST on CHAIN (absent
-	 * chunks are not an error). */
-	int (*remove_chunks)(void *arg, uint32_t chain, uint64_t ino, uint32_t first);
-	/* Shortens chunk (INO, INDEX) on CHAIN to LEN bytes (absent: 0). */
-	int (*truncate_chunk)(void *arg, uint32_t chain, uint64_t ino, uint32_t index,
-			      uint32_t len);
+	 * chunks are not an error). KEY: see meta_cut_key; NULL for a cut
+	 * no client request asked for (GC, an untracked truncate). */
+	int (*remove_chunks)(void *arg, uint32_t chain, uint64_t ino, uint32_t first,
+	                     const struct meta_cut_key *key);
+	/* Shortens chunk (INO, INDEX) on CHAIN to LEN bytes (absent: 0).
+	 * KEY as for remove_chunks. */
+	int (*truncate_chunk)(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t len,
+	                      const struct meta_cut_key *key);
 	/* The highest-indexed chunk of INO on CHAIN: 1 with *index and *len,
 	 * or 0 when the chain holds none. */
 	int (*query_last_chunk)(void *arg, uint32_t chain, uint64_t ino, uint32_t *index,

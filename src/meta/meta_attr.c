@@ -3,13 +3,28 @@
  * Truncate runs in three steps because storage is not transactional with
  * the KV store: (1) a read-only txn checks the caller may write the file
  * and fetches its layout (and, when writers may have data meta has not
- * heard of, storage's end of data: trunc_storage_end); (2) chunks past the new length are removed and
- * the new last chunk shortened on every chain of the layout; (3) the
- * setattr txn writes the size and bumps truncate_ver (invalidating length
- * reports made under the old version). If (2) fails nothing is committed
- * and the caller sees the storage error; a crash between (2) and (3) leaves
- * the old length over shortened data, which reads as zeros: the same
- * outcome 3FS's client-driven truncate accepts.
+ * heard of, storage's end of data: trunc_storage_end); (2) chunks past
+ * the new length are removed and the new last chunk shortened on every
+ * chain of the layout; (3) the setattr txn writes the size and bumps
+ * truncate_ver (invalidating length reports made under the old version).
+ * If (2) fails nothing is committed and the caller sees the storage
+ * error; a crash between (2) and (3) leaves the old length over shortened
+ * data, which reads as zeros: the same outcome 3FS's client-driven
+ * truncate accepts.
+ *
+ * Late cuts. A client resends a truncate whose answer is slow, to this
+ * instance or another; each run that finds it not yet applied (the
+ * idempotency record is written with the size, after the cut) cuts, and
+ * the first run's cut may still be on its way to a chain's head (a
+ * stalled instance, a slow network) when a later run has answered and
+ * the client has written past the cut. So every run sends its cuts under
+ * one storage exactly-once key made from the client's request
+ * (meta_cut_key; the channel per inode and kind: meta_storage.c), and the
+ * head answers the late one from its cache instead of cutting
+ * (craq_write.c "Late cuts", which also says where that cache ends). An
+ * open's or create's O_TRUNC cuts under the open's request. An untracked
+ * truncate (seq 0: the mount's in-process instance) uses the storage
+ * client's own key: nobody runs it twice.
  *
  * Xattrs live under XATR + ino + name, one record each, so set/remove are
  * single-key writes; the inode is rewritten only for its ctime.
@@ -159,7 +174,8 @@ static int setattr_body(kv_txn *t, void *arg)
 
 /* Removes chunks past SIZE and shortens the one it ends in, on every chain
  * of the layout (chains_used is only a hint; truncation must be complete). */
-static int truncate_storage(meta_ctx *m, const struct meta_inode *in, uint64_t size)
+static int truncate_storage(meta_ctx *m, const struct meta_inode *in, uint64_t size,
+                            const struct meta_cut_key *key)
 {
 	const struct meta_storage *s = &m->o.storage;
 	const struct meta_layout *l = &in->layout;
@@ -170,7 +186,7 @@ static int truncate_storage(meta_ctx *m, const struct meta_inode *in, uint64_t s
 	if (!s->remove_chunks || !s->truncate_chunk)
 		return -EOPNOTSUPP;
 	for (uint32_t i = 0; i < l->nchains; i++) {
-		int rc = s->remove_chunks(s->arg, l->chains[i], in->ino, (uint32_t)first);
+		int rc = s->remove_chunks(s->arg, l->chains[i], in->ino, (uint32_t)first, key);
 		if (rc < 0) {
 			LOG_WARN("meta", "truncate: remove chunks failed: ino=%llu chain=%u: %s",
 				 (unsigned long long)in->ino, l->chains[i], cfs_strerror(rc));
@@ -181,7 +197,7 @@ static int truncate_storage(meta_ctx *m, const struct meta_inode *in, uint64_t s
 		uint32_t idx = (uint32_t)(size / l->chunk_size);
 		meta_layout_perm(l->seed, l->stripe, perm);
 		int rc = s->truncate_chunk(s->arg, meta_layout_chain(l, perm, idx), in->ino, idx,
-					   (uint32_t)(size % l->chunk_size));
+		                           (uint32_t)(size % l->chunk_size), key);
 		if (rc < 0) {
 			LOG_WARN("meta", "truncate: shorten chunk failed: ino=%llu index=%u: %s",
 				 (unsigned long long)in->ino, idx, cfs_strerror(rc));
@@ -265,6 +281,14 @@ static int trunc_storage_end(meta_ctx *m, const struct trunc_check_arg *ta, uint
 int meta_setattr(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
 		 uint64_t ino, const struct meta_setattr *sa, struct meta_inode *out)
 {
+	struct meta_cut_key k = {rq ? rq->client : 0, rq ? rq->seq : 0};
+	return meta_setattr_cut(m, c, rq, ino, sa, rq && rq->seq ? &k : NULL, out);
+}
+
+int meta_setattr_cut(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+                     uint64_t ino, const struct meta_setattr *sa, const struct meta_cut_key *ckey,
+                     struct meta_inode *out)
+{
 	int rc;
 	struct setattr_arg *a = malloc(sizeof(*a));
 	if (!a)
@@ -294,7 +318,7 @@ int meta_setattr(meta_ctx *m, const struct meta_cred *c, const struct meta_req *
 			if (rc == 0 && cut && !ta->in.idata)
 				rc = trunc_storage_end(m, ta, sa->size, &a->stored_end);
 			if (rc == 0 && cut && !ta->in.idata)
-				rc = truncate_storage(m, &ta->in, sa->size);
+				rc = truncate_storage(m, &ta->in, sa->size, ckey);
 			free(ta);
 			if (rc)
 				break;

@@ -127,7 +127,12 @@ int meta_open(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
 		/* untracked (seq 0), but by whom: its own session is no
 		 * other writer (meta_setattr) */
 		struct meta_req trq = { rq ? rq->client : 0, 0, 0 };
-		rc = meta_setattr(m, c, rq ? &trq : NULL, ino, &sa, &a->in);
+		/* its cuts under the open's key: a late one of a run of the
+		 * open that lost to another must not cut what was written
+		 * since (meta_attr.c "Late cuts") */
+		struct meta_cut_key k = {rq ? rq->client : 0, rq ? rq->seq : 0};
+		rc = meta_setattr_cut(m, c, rq ? &trq : NULL, ino, &sa, rq && rq->seq ? &k : NULL,
+		                      &a->in);
 		if (rc && a->session)
 			meta_close(m, rq, ino, a->session, NULL);
 	}
@@ -685,8 +690,8 @@ static void *gc_remove_thread(void *arg)
 			return NULL;
 		uint64_t ino = w->a->ino[w->entry[k]];
 		w->rc[k] = w->s->gc_remove_chunks
-				   ? w->s->gc_remove_chunks(w->s->arg, w->chain[k], ino, 0)
-				   : w->s->remove_chunks(w->s->arg, w->chain[k], ino, 0);
+		               ? w->s->gc_remove_chunks(w->s->arg, w->chain[k], ino, 0)
+		               : w->s->remove_chunks(w->s->arg, w->chain[k], ino, 0, NULL);
 		if (w->rc[k] < 0)
 			LOG_WARN("meta", "gc: remove chunks failed: ino=%llu chain=%u: %s",
 				 (unsigned long long)ino, w->chain[k], cfs_strerror(w->rc[k]));

@@ -48,6 +48,14 @@ uint32_t meta_chains_hint(const struct meta_inode *in, uint64_t size);
 int meta_run_alone(meta_ctx *m, const struct kv_run_opts *o, kv_txn_fn fn, void *arg,
 		   int *alone);
 int meta_run(meta_ctx *m, const struct kv_run_opts *o, kv_txn_fn fn, void *arg);
+/* meta_setattr whose storage cuts (a size change) go under CKEY, NULL:
+ * the storage client's own key (meta_attr.c "Late cuts"). meta_setattr
+ * passes RQ's when it tracks the request; an open's O_TRUNC, untracked
+ * itself, passes the open's. */
+int meta_setattr_cut(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
+                     uint64_t ino, const struct meta_setattr *sa, const struct meta_cut_key *ckey,
+                     struct meta_inode *out);
+
 /* Runs FN read-write (idempotent when rq tracks the request) or read-only. */
 int meta_run_rw(meta_ctx *m, const struct meta_req *rq, kv_txn_fn fn, void *arg);
 /* meta_run_rw with meta_run_alone's ALONE. */

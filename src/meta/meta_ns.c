@@ -410,7 +410,10 @@ static int create_trunc(meta_ctx *m, const struct meta_cred *c, const struct met
 	/* untracked (seq 0), but by whom: its own session is no other
 	 * writer (meta_setattr) */
 	struct meta_req trq = { rq ? rq->client : 0, 0, 0 };
-	int rc = meta_setattr(m, c, rq ? &trq : NULL, a->existing, &sa, out);
+	/* cuts under the create's key, as meta_open's O_TRUNC */
+	struct meta_cut_key k = {rq ? rq->client : 0, rq ? rq->seq : 0};
+	int rc = meta_setattr_cut(m, c, rq ? &trq : NULL, a->existing, &sa,
+	                          rq && rq->seq ? &k : NULL, out);
 	if (rc && a->session)
 		meta_close(m, rq, a->existing, a->session, NULL);
 	return rc;

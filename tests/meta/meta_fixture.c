@@ -48,7 +48,15 @@ static int fx_table(void *arg, uint32_t table_id, uint32_t *chains, uint32_t cap
 	return (int)n;
 }
 
-static int fx_remove(void *arg, uint32_t chain, uint64_t ino, uint32_t first)
+/* Under S->mu: KEY (or none) as the next entry of S->cut_keys. */
+static void fx_note_key(struct fx_storage *s, const struct meta_cut_key *key)
+{
+	if (s->ncut_keys < FX_MAX_CHUNKS)
+		s->cut_keys[s->ncut_keys++] = key ? *key : (struct meta_cut_key){0, 0};
+}
+
+static int fx_remove(void *arg, uint32_t chain, uint64_t ino, uint32_t first,
+                     const struct meta_cut_key *key)
 {
 	struct fx_storage *s = arg;
 	pthread_mutex_lock(&s->mu);
@@ -59,6 +67,7 @@ static int fx_remove(void *arg, uint32_t chain, uint64_t ino, uint32_t first)
 		hook(s->on_remove_arg);
 	pthread_mutex_lock(&s->mu);
 	s->remove_calls++;
+	fx_note_key(s, key);
 	if (s->fail_remove) {
 		pthread_mutex_unlock(&s->mu);
 		return -EIO;
@@ -76,11 +85,13 @@ static int fx_remove(void *arg, uint32_t chain, uint64_t ino, uint32_t first)
 	return 0;
 }
 
-static int fx_truncate(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t len)
+static int fx_truncate(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t len,
+                       const struct meta_cut_key *key)
 {
 	struct fx_storage *s = arg;
 	pthread_mutex_lock(&s->mu);
 	s->truncate_calls++;
+	fx_note_key(s, key);
 	for (int i = 0; i < s->nchunks; i++) {
 		struct fx_chunk *c = &s->chunks[i];
 		if (c->chain == chain && c->ino == ino && c->index == index && c->len > len)

@@ -32,6 +32,10 @@ struct fx_storage {
 	int remove_calls, truncate_calls, query_calls;
 	uint64_t removed_inos[FX_MAX_CHUNKS]; /* ino of each remove call with first == 0 */
 	int nremoved;
+	/* the key of each remove_chunks / truncate_chunk call, in call
+	 * order ({0, 0}: none) */
+	struct meta_cut_key cut_keys[FX_MAX_CHUNKS];
+	int ncut_keys;
 	int fail_remove;  /* != 0: remove_chunks returns -EIO */
 	int fail_query;   /* != 0: query_last_chunk fails: -EIO for 1, else -fail_query */
 	/* != NULL: runs once, at the start of the next remove_chunks call

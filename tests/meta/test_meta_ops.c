@@ -980,6 +980,93 @@ static void test_truncate_replay(void **state)
 	assert_true(in.size == 2ULL * C);
 }
 
+/* A client resends a truncate whose answer is slow to a second meta
+ * instance, which cuts and answers while the first run's cuts are still
+ * on their way (here: held at its first remove). Both runs must send
+ * every cut under the one key of the client's request, so the chain's
+ * head takes the first run's late cut as a copy of the second's and does
+ * not cut what the client wrote after the answer (meta_attr.c "Late
+ * cuts"; test_craq.c truncate_late_copy shows the head's side). A cut no
+ * tracked request asked for carries no key; an open's O_TRUNC carries the
+ * open's. */
+struct second_run {
+	meta_ctx *m;
+	const struct meta_req *rq;
+	uint64_t ino;
+	const struct meta_setattr *sa;
+	int rc;
+	int keys_before; /* cut keys noted when the first run's cuts began */
+};
+
+static void run_second(void *arg)
+{
+	struct second_run *r = arg;
+	r->keys_before = F.st.ncut_keys;
+	struct meta_inode in;
+	r->rc = meta_setattr(r->m, &FX_ROOT, r->rq, r->ino, r->sa, &in);
+}
+
+static void test_truncate_two_runs(void **state)
+{
+	struct meta_inode in;
+	uint64_t sess;
+	const uint32_t C = 1 << 20;
+	assert_int_equal(
+	    meta_create(M, &FX_ROOT, fx_req(7), R1, N("f"), 0644, META_O_WRITE, &in, &sess), 0);
+	uint64_t ino = in.ino;
+	uint32_t perm[4];
+	meta_layout_perm(in.layout.seed, 4, perm);
+	for (uint32_t i = 0; i < 3; i++)
+		fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, i), ino, i, C);
+	struct meta_length len = {.length = 3 * C, .truncate_ver = 0};
+	assert_int_equal(meta_close(M, fx_req(7), ino, sess, &len), 0);
+
+	meta_ctx *m2 = fx_meta(&F, 2);
+	struct meta_req tr = *fx_req(8);
+	struct meta_setattr sa = {.valid = META_SET_SIZE, .size = C / 2};
+	struct second_run r = {.m = m2, .rq = &tr, .ino = ino, .sa = &sa, .rc = 1};
+	int k0 = F.st.ncut_keys;
+	F.st.on_remove = run_second;
+	F.st.on_remove_arg = &r;
+	assert_int_equal(meta_setattr(M, &FX_ROOT, &tr, ino, &sa, &in), 0);
+	assert_int_equal(r.rc, 0);
+	assert_int_equal(r.keys_before, k0);
+	/* each run: a remove on each of the 4 chains, then the cut chunk */
+	assert_int_equal(F.st.ncut_keys - k0, 10);
+	for (int i = k0; i < F.st.ncut_keys; i++) {
+		assert_true(F.st.cut_keys[i].client == 8);
+		assert_true(F.st.cut_keys[i].seq == tr.seq);
+	}
+	assert_int_equal(meta_getattr(M, ino, &in), 0);
+	assert_true(in.size == C / 2);
+	assert_int_equal(in.truncate_ver, 1);
+
+	/* untracked: no key */
+	k0 = F.st.ncut_keys;
+	sa.size = C / 4;
+	assert_int_equal(meta_setattr(M, &FX_ROOT, NULL, ino, &sa, &in), 0);
+	assert_true(F.st.ncut_keys > k0);
+	for (int i = k0; i < F.st.ncut_keys; i++)
+		assert_true(F.st.cut_keys[i].client == 0 && F.st.cut_keys[i].seq == 0);
+
+	/* O_TRUNC: the open's key, from both instances */
+	struct meta_req orq = *fx_req(9);
+	k0 = F.st.ncut_keys;
+	assert_int_equal(meta_open(M, &FX_ROOT, &orq, ino, META_O_WRITE | META_O_TRUNC, &in, &sess),
+	                 0);
+	uint64_t sess2;
+	assert_int_equal(
+	    meta_open(m2, &FX_ROOT, &orq, ino, META_O_WRITE | META_O_TRUNC, &in, &sess2), 0);
+	assert_true(sess2 == sess);
+	assert_int_equal(F.st.ncut_keys - k0, 8);
+	for (int i = k0; i < F.st.ncut_keys; i++) {
+		assert_true(F.st.cut_keys[i].client == 9);
+		assert_true(F.st.cut_keys[i].seq == orq.seq);
+	}
+	assert_int_equal(meta_close(M, fx_req(9), ino, sess, NULL), 0);
+	meta_free(m2);
+}
+
 /* O_CREAT | O_TRUNC without O_EXCL of a name another client created
  * meanwhile (the mount tries an exclusive create first, then this): the
  * file is opened and must be truncated like an open with O_TRUNC, or the
@@ -1578,6 +1665,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_truncate_unreported, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncate_replay, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncate_unheard, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_truncate_two_runs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_trunc_existing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_xattr, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
