@@ -23,8 +23,9 @@
  * head answers the late one from its cache instead of cutting
  * (craq_write.c "Late cuts", which also says where that cache ends). An
  * open's or create's O_TRUNC cuts under the open's request. An untracked
- * truncate (seq 0: the mount's in-process instance) uses the storage
- * client's own key: nobody runs it twice.
+ * truncate (no request, or seq 0; the mount's in-process instance runs
+ * none: it has no storage) uses the storage client's own key: no client
+ * resends it under a name another instance would know.
  *
  * Xattrs live under XATR + ino + name, one record each, so set/remove are
  * single-key writes; the inode is rewritten only for its ctime.
