@@ -562,14 +562,20 @@ static void forward(void *arg)
 	 * arena (docs/rpc.md "Shared memory"), the rest of the request
 	 * unchanged; when that path declines, over the socket as ever. */
 	if (o->kind == CRAQ_WRITE && s->shm && !o->no_shm) {
+		/* Read before the call: its answer may end and free O on the
+		 * arena client's thread before the call returns (ASan caught
+		 * the log line below reading o->chain so, on a head's first
+		 * forward). */
+		uint32_t chain = o->chain;
 		if (!sc_shm_write_async(s->shm, addr, &fw, call.bulk, FORWARD_TIMEOUT_MS,
 					fwd_shm_done, o)) {
 			/* Once per process: shows an operator (and test_storage_shm)
-			 * that forwards name their bytes in place. */
+			 * that forwards name their bytes in place. CALL.BULK is only
+			 * compared with the arena's range here, never read. */
 			static atomic_bool seen;
 			if (sc_shm_buf_owns(s->shm, call.bulk) && !atomic_exchange(&seen, true))
 				LOG_INFO("craq", "first forward naming its bytes in the arena: chain=%u",
-					 o->chain);
+					 chain);
 			mgmtd_routing_put(snap);
 			buf_fini(&b);
 			return;
