@@ -789,6 +789,55 @@ static void wait_consumed(const char *path, uint64_t ms)
 	assert_int_not_equal(access(path, F_OK), 0);
 }
 
+/* A fault test's chain as it stands: its routing and each member's
+ * target and service (index in e->sc.node), all asserted found. */
+struct members {
+	struct route_chain c;
+	uint32_t head, mid, tail;
+	int hn, mn, tn;
+};
+
+static void members_of(struct env *e, struct members *m)
+{
+	assert_true(get_chain(e, &m->c));
+	assert_int_equal(m->c.n, 3);
+	m->head = m->c.m[0].target_id;
+	m->mid = m->c.m[1].target_id;
+	m->tail = m->c.m[2].target_id;
+	m->hn = node_of(e, m->head);
+	m->mn = node_of(e, m->mid);
+	m->tn = node_of(e, m->tail);
+	assert_true(m->hn >= 0 && m->mn >= 0 && m->tn >= 0);
+}
+
+/* Fills BUF (CLEN bytes) with SEED's pattern and writes it as the whole
+ * chunk INO:IDX through the chain: it must be acknowledged. */
+static void write_seed(struct env *e, uint64_t ino, uint32_t idx, uint64_t seed, uint8_t *buf)
+{
+	gen(seed, buf, CLEN);
+	struct storage_loc loc = { .chain = e->chain };
+	assert_int_equal(storage_client_write(e->cli, &loc, ino, idx, 0, CLEN, buf, 0, NULL), 0);
+}
+
+/* A write of the whole chunk INO:IDX (DATA, CLEN bytes) made by hand for
+ * M's head at M's chain version: seq 1 of (CLIENT, CHANNEL). */
+static struct sto_write_req head_write(const struct env *e, const struct members *m, uint64_t ino,
+				       uint32_t idx, const uint8_t *data, uint64_t client,
+				       uint64_t channel)
+{
+	return (struct sto_write_req){ .target = m->head, .chain = e->chain,
+				       .chain_ver = m->c.version, .ino = ino, .idx = idx,
+				       .len = CLEN, .crc = crc32c(0, data, CLEN),
+				       .client = client, .channel = channel, .seq = 1 };
+}
+
+/* Kills M's tail (-9) and waits for mgmtd to move it out. */
+static void kill_tail(struct env *e, const struct members *m)
+{
+	stor_cluster_signal(&e->sc, m->tn, SIGKILL);
+	assert_true(wait_chain(e, 2, m->tail, CHAIN_PS_OFFLINE, 20000));
+}
+
 /* The tail is killed: the chain is head -> middle. A write reaches the
  * middle, which finds no successor (the old tail is OFFLINE) but whose
  * own apply is held back 3 s (fault injection, craq_write.c; less than
@@ -806,26 +855,20 @@ static void test_resync_inflight(void **state)
 	struct env e;
 	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
 	env_up(&e, "craq-rsinfl");
-	struct route_chain c;
-	assert_true(get_chain(&e, &c));
+	struct members mb;
+	members_of(&e, &mb);
 	static uint8_t v1[CLEN], v2[CLEN];
-	gen(1001, v1, CLEN);
+	write_seed(&e, 31, 0, 1001, v1);
 	gen(1002, v2, CLEN);
-	struct storage_loc loc = { .chain = e.chain };
-	assert_int_equal(storage_client_write(e.cli, &loc, 31, 0, 0, CLEN, v1, 0, NULL), 0);
-	uint32_t tail = c.m[2].target_id, mid = c.m[1].target_id;
-	int tn = node_of(&e, tail), mn = node_of(&e, mid);
-	assert_true(tn >= 0 && mn >= 0);
-	stor_cluster_signal(&e.sc, tn, SIGKILL);
-	assert_true(wait_chain(&e, 2, tail, CHAIN_PS_OFFLINE, 20000));
+	kill_tail(&e, &mb);
 	char path[800];
-	arm_fault(&e, mn, "faultinj_craq_apply_delay", "3000\n", path, sizeof(path));
+	arm_fault(&e, mb.mn, "faultinj_craq_apply_delay", "3000\n", path, sizeof(path));
 	struct bg_write b = { .e = &e, .ino = 31, .data = v2, .len = CLEN };
 	assert_int_equal(pthread_create(&b.th, NULL, bg_write_main, &b), 0);
 	/* Consumed: the middle has the write and forwarded it nowhere. */
 	wait_consumed(path, 5000);
 	uint64_t t0 = clock_mono_ms();
-	stor_cluster_start_storage(&e.sc, tn);
+	stor_cluster_start_storage(&e.sc, mb.tn);
 	unsetenv("CFS_FAULTINJ");
 	assert_chain_recovers(&e, 60000);
 	print_message("old tail serving again after %llu ms\n",
@@ -850,27 +893,23 @@ static void test_resync_remove_race(void **state)
 	struct env e;
 	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
 	env_up(&e, "craq-rsrm");
-	struct route_chain c;
-	assert_true(get_chain(&e, &c));
-	uint32_t tail = c.m[2].target_id, mid = c.m[1].target_id;
-	int tn = node_of(&e, tail), mn = node_of(&e, mid);
-	assert_true(tn >= 0 && mn >= 0);
-	stor_cluster_signal(&e.sc, tn, SIGKILL);
-	assert_true(wait_chain(&e, 2, tail, CHAIN_PS_OFFLINE, 20000));
+	struct members mb;
+	members_of(&e, &mb);
+	kill_tail(&e, &mb);
 	static uint8_t v[CLEN];
-	gen(1101, v, CLEN);
-	struct storage_loc loc = { .chain = e.chain };
-	assert_int_equal(storage_client_write(e.cli, &loc, 41, 1, 0, CLEN, v, 0, NULL), 0);
+	write_seed(&e, 41, 1, 1101, v);
 	char path[800];
-	arm_fault(&e, mn, "faultinj_resync_send_delay", "3000\n", path, sizeof(path));
-	stor_cluster_start_storage(&e.sc, tn);
+	arm_fault(&e, mb.mn, "faultinj_resync_send_delay", "3000\n", path, sizeof(path));
+	stor_cluster_start_storage(&e.sc, mb.tn);
 	unsetenv("CFS_FAULTINJ");
 	/* Consumed: the middle read the chunk and holds its copy back. */
 	wait_consumed(path, 30000);
 	uint32_t removed = 0;
+	struct storage_loc loc = { .chain = e.chain };
 	assert_int_equal(storage_client_remove(e.cli, &loc, 41, 0, UINT32_MAX, &removed), 0);
 	assert_int_equal(removed, 1);
 	assert_chain_recovers(&e, 60000);
+	struct route_chain c;
 	assert_true(get_chain(&e, &c));
 	for (uint32_t k = 0; k < c.n; k++) {
 		int ni = node_of(&e, c.m[k].target_id);
@@ -898,28 +937,22 @@ static void test_sync_done_version(void **state)
 	struct env e;
 	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
 	env_up(&e, "craq-sdver");
-	struct route_chain c;
-	assert_true(get_chain(&e, &c));
-	uint32_t tail = c.m[2].target_id, mid = c.m[1].target_id;
-	int tn = node_of(&e, tail), mn = node_of(&e, mid);
-	assert_true(tn >= 0 && mn >= 0);
-	stor_cluster_signal(&e.sc, tn, SIGKILL);
-	assert_true(wait_chain(&e, 2, tail, CHAIN_PS_OFFLINE, 20000));
+	struct members mb;
+	members_of(&e, &mb);
+	kill_tail(&e, &mb);
 	static uint8_t v[CLEN];
-	gen(1201, v, CLEN);
-	struct storage_loc loc = { .chain = e.chain };
-	assert_int_equal(storage_client_write(e.cli, &loc, 51, 0, 0, CLEN, v, 0, NULL), 0);
+	write_seed(&e, 51, 0, 1201, v);
 	char path[800];
-	arm_fault(&e, mn, "faultinj_resync_send_delay", "3000\n", path, sizeof(path));
-	stor_cluster_start_storage(&e.sc, tn);
+	arm_fault(&e, mb.mn, "faultinj_resync_send_delay", "3000\n", path, sizeof(path));
+	stor_cluster_start_storage(&e.sc, mb.tn);
 	unsetenv("CFS_FAULTINJ");
 	wait_consumed(path, 30000);
 	/* Syncing in our routing; in the target's too (it answered DUMP). */
-	assert_true(wait_chain(&e, 2, tail, CHAIN_PS_SYNCING, 2500));
+	assert_true(wait_chain(&e, 2, mb.tail, CHAIN_PS_SYNCING, 2500));
 	clock_sleep_ms(100);
 	struct route_chain now;
 	assert_true(get_chain(&e, &now));
-	struct sto_sync_done_req m = { .target = tail, .chain = e.chain,
+	struct sto_sync_done_req m = { .target = mb.tail, .chain = e.chain,
 				       .chain_ver = now.version - 1 };
 	struct rpc_client *rc = stor_cluster_rpc_client();
 	struct buf pl, resp;
@@ -928,7 +961,7 @@ static void test_sync_done_version(void **state)
 	sto_sync_done_req_encode(&pl, &m);
 	struct rpc_peer *p;
 	char err[128];
-	assert_int_equal(rpc_client_peer(rc, e.sc.node[tn].addr, &p, err, sizeof(err)), 0);
+	assert_int_equal(rpc_client_peer(rc, e.sc.node[mb.tn].addr, &p, err, sizeof(err)), 0);
 	struct rpc_call call = { .type = STO_MSG_SYNC_DONE, .payload = pl.data,
 				 .payload_len = (uint32_t)pl.len, .timeout_ms = 5000 };
 	assert_int_equal(call_unfenced(p, &call, &resp), -CFS_ECHAIN_VERSION);
@@ -972,22 +1005,18 @@ static void test_remove_write_order(void **state)
 	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
 	env_up(&e, "craq-rmord");
 	unsetenv("CFS_FAULTINJ");
-	struct route_chain c;
-	assert_true(get_chain(&e, &c));
-	int mn = node_of(&e, c.m[1].target_id);
-	assert_true(mn >= 0);
+	struct members mb;
+	members_of(&e, &mb);
 	static uint8_t old[CLEN], v[CLEN];
-	struct storage_loc loc = { .chain = e.chain };
-	for (int k = 0; k < 3; k++) {
-		gen(1300 + (uint64_t)k, old, CLEN);
-		assert_int_equal(storage_client_write(e.cli, &loc, 61, 1, 0, CLEN, old, 0, NULL), 0);
-	}
+	for (uint64_t k = 0; k < 3; k++)
+		write_seed(&e, 61, 1, 1300 + k, old);
 	char path[800];
-	arm_fault(&e, mn, "faultinj_craq_remove_refuse", "", path, sizeof(path));
+	arm_fault(&e, mb.mn, "faultinj_craq_remove_refuse", "", path, sizeof(path));
 	struct bg_remove b = { .e = &e, .ino = 61 };
 	assert_int_equal(pthread_create(&b.th, NULL, bg_remove_main, &b), 0);
 	wait_consumed(path, 5000);
 	gen(1310, v, CLEN);
+	struct storage_loc loc = { .chain = e.chain };
 	int wrc = storage_client_write(e.cli, &loc, 61, 1, 0, CLEN, v, 0, NULL);
 	pthread_join(b.th, NULL);
 	assert_int_equal(b.rc, 0);
@@ -1026,10 +1055,8 @@ static void test_remove_late_part(void **state)
 	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
 	env_up(&e, "craq-rmlate");
 	unsetenv("CFS_FAULTINJ");
-	struct route_chain c;
-	assert_true(get_chain(&e, &c));
-	int mn = node_of(&e, c.m[1].target_id);
-	assert_true(mn >= 0);
+	struct members mb;
+	members_of(&e, &mb);
 	struct storage_loc loc = {.chain = e.chain};
 	enum { N = 65 }; /* one past the head's window of chunk ops */
 	static uint8_t small[64], v[CLEN];
@@ -1040,7 +1067,7 @@ static void test_remove_late_part(void **state)
 	}
 	char path[800], text[32];
 	snprintf(text, sizeof(text), "%u\n", (unsigned)N - 1);
-	arm_fault(&e, mn, "faultinj_craq_remove_hold", text, path, sizeof(path));
+	arm_fault(&e, mb.mn, "faultinj_craq_remove_hold", text, path, sizeof(path));
 	struct rpc_opts ro = {.cluster_id = SC_CLUSTER,
 	                      .secret = (const uint8_t *)SC_SECRET,
 	                      .secret_len = strlen(SC_SECRET)};
@@ -1048,9 +1075,9 @@ static void test_remove_late_part(void **state)
 	assert_int_equal(rpc_client_new(&ro, &rc), 0);
 	struct bg_raw_remove b = {.e = &e,
 	                          .rc = rc,
-	                          .rm = {.target = c.m[0].target_id,
+	                          .rm = {.target = mb.head,
 	                                 .chain = e.chain,
-	                                 .chain_ver = c.version,
+	                                 .chain_ver = mb.c.version,
 	                                 .ino = 63,
 	                                 .begin = 0,
 	                                 .end = N,
@@ -1150,18 +1177,14 @@ static void test_truncate_write_race(void **state)
 	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
 	env_up(&e, "craq-trrace");
 	unsetenv("CFS_FAULTINJ");
-	struct route_chain c;
-	assert_true(get_chain(&e, &c));
-	int hn = node_of(&e, c.m[0].target_id);
-	assert_true(hn >= 0);
+	struct members mb;
+	members_of(&e, &mb);
 	static uint8_t old[CLEN], w[8192], want[CLEN / 2];
-	gen(1501, old, CLEN);
+	write_seed(&e, 71, 0, 1501, old);
 	gen(1502, w, sizeof(w));
-	struct storage_loc loc = { .chain = e.chain };
-	assert_int_equal(storage_client_write(e.cli, &loc, 71, 0, 0, CLEN, old, 0, NULL), 0);
 	char path[800], held[800];
-	snprintf(held, sizeof(held), "%s/faultinj_craq_trunc_held", e.sc.node[hn].dirs[0]);
-	arm_fault(&e, hn, "faultinj_craq_trunc_hold", "", path, sizeof(path));
+	snprintf(held, sizeof(held), "%s/faultinj_craq_trunc_held", e.sc.node[mb.hn].dirs[0]);
+	arm_fault(&e, mb.hn, "faultinj_craq_trunc_hold", "", path, sizeof(path));
 	struct bg_trunc t = { .e = &e, .ino = 71, .len = CLEN / 2 };
 	assert_int_equal(pthread_create(&t.th, NULL, bg_trunc_main, &t), 0);
 	uint64_t until = clock_mono_ms() + 10000;
@@ -1198,12 +1221,11 @@ static void test_truncate_resync(void **state)
 	(void)state;
 	struct env e;
 	env_up(&e, "craq-trrsync");
-	struct route_chain c;
-	assert_true(get_chain(&e, &c));
+	struct members mb;
+	members_of(&e, &mb);
 	static uint8_t v[CLEN];
-	gen(1601, v, CLEN);
+	write_seed(&e, 73, 0, 1601, v);
 	struct storage_loc loc = { .chain = e.chain };
-	assert_int_equal(storage_client_write(e.cli, &loc, 73, 0, 0, CLEN, v, 0, NULL), 0);
 	struct sto_query_resp q0, q1;
 	assert_int_equal(storage_client_query(e.cli, &loc, 73, 0, 0, &q0), 0);
 	assert_int_equal(storage_client_truncate(e.cli, &loc, 73, 0, CLEN), 0);
@@ -1212,13 +1234,9 @@ static void test_truncate_resync(void **state)
 	assert_int_equal(q1.commit_ver, q0.commit_ver);
 	assert_replicas_len(&e, 73, 0, CLEN, crc32c(0, v, CLEN));
 	assert_int_equal(storage_client_truncate(e.cli, &loc, 74, 0, 100), -ENOENT);
-	uint32_t tail = c.m[2].target_id;
-	int tn = node_of(&e, tail);
-	assert_true(tn >= 0);
-	stor_cluster_signal(&e.sc, tn, SIGKILL);
-	assert_true(wait_chain(&e, 2, tail, CHAIN_PS_OFFLINE, 20000));
+	kill_tail(&e, &mb);
 	assert_int_equal(storage_client_truncate(e.cli, &loc, 73, 0, 10000), 0);
-	stor_cluster_start_storage(&e.sc, tn);
+	stor_cluster_start_storage(&e.sc, mb.tn);
 	assert_chain_recovers(&e, 60000);
 	assert_replicas_len(&e, 73, 0, 10000, crc32c(0, v, 10000));
 	assert_replicas_hold(&e, 73, 0, v, 10000);
@@ -1355,14 +1373,16 @@ static void test_write_if_absent(void **state)
 }
 
 /* E's services with fault points (CFS_FAULTINJ) and their forward
- * deadline at 3 s instead of 30 (CFS_FAULTINJ_FORWARD_DEADLINE_MS). */
-static void env_up_faults(struct env *e, const char *tag)
+ * deadline at 3 s instead of 30 (CFS_FAULTINJ_FORWARD_DEADLINE_MS); the
+ * chain's members as it starts into MB. */
+static void env_up_faults(struct env *e, const char *tag, struct members *mb)
 {
 	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
 	setenv("CFS_FAULTINJ_FORWARD_DEADLINE_MS", "3000", 1);
 	env_up(e, tag);
 	unsetenv("CFS_FAULTINJ");
 	unsetenv("CFS_FAULTINJ_FORWARD_DEADLINE_MS");
+	members_of(e, mb);
 }
 
 /* A successor whose apply of a forwarded remove fails (fault injection:
@@ -1382,32 +1402,26 @@ static void test_remove_apply_fails(void **state)
 {
 	(void)state;
 	struct env e;
-	env_up_faults(&e, "craq-rmfail");
-	struct route_chain c;
-	assert_true(get_chain(&e, &c));
-	uint32_t head = c.m[0].target_id;
-	int mn = node_of(&e, c.m[1].target_id);
-	assert_true(mn >= 0);
+	struct members mb;
+	env_up_faults(&e, "craq-rmfail", &mb);
 	static uint8_t old[CLEN], v[CLEN];
-	struct storage_loc loc = { .chain = e.chain };
-	for (int k = 0; k < 3; k++) {
-		gen(1500 + (uint64_t)k, old, CLEN);
-		assert_int_equal(storage_client_write(e.cli, &loc, 65, 1, 0, CLEN, old, 0, NULL), 0);
-	}
+	for (uint64_t k = 0; k < 3; k++)
+		write_seed(&e, 65, 1, 1500 + k, old);
 	char path[800];
-	arm_fault(&e, mn, "faultinj_craq_remove_fail", "", path, sizeof(path));
+	arm_fault(&e, mb.mn, "faultinj_craq_remove_fail", "", path, sizeof(path));
 	uint32_t removed = 0;
+	struct storage_loc loc = { .chain = e.chain };
 	int rrc = storage_client_remove(e.cli, &loc, 65, 0, UINT32_MAX, &removed);
 	unlink(path);
 	print_message("remove: %s, %u removed\n", cfs_strerror(rrc), removed);
-	gen(1510, v, CLEN);
-	assert_int_equal(storage_client_write(e.cli, &loc, 65, 1, 0, CLEN, v, 0, NULL), 0);
+	write_seed(&e, 65, 1, 1510, v);
 	assert_chain_recovers(&e, 60000);
 	assert_replicas_hold(&e, 65, 1, v, CLEN);
 	assert_int_equal(rrc, 0);
 	assert_int_equal(removed, 1);
+	struct route_chain c;
 	assert_true(get_chain(&e, &c));
-	assert_int_equal(c.m[0].target_id, head);
+	assert_int_equal(c.m[0].target_id, mb.head);
 	env_down(&e);
 }
 
@@ -1425,25 +1439,19 @@ static void test_forward_gives_up_remove(void **state)
 {
 	(void)state;
 	struct env e;
-	env_up_faults(&e, "craq-gaveup-rm");
-	struct route_chain c;
-	assert_true(get_chain(&e, &c));
-	int mn = node_of(&e, c.m[1].target_id);
-	assert_true(mn >= 0);
+	struct members mb;
+	env_up_faults(&e, "craq-gaveup-rm", &mb);
 	static uint8_t old[CLEN], v[CLEN];
-	struct storage_loc loc = { .chain = e.chain };
-	for (int k = 0; k < 3; k++) {
-		gen(1700 + (uint64_t)k, old, CLEN);
-		assert_int_equal(storage_client_write(e.cli, &loc, 69, 1, 0, CLEN, old, 0, NULL), 0);
-	}
+	for (uint64_t k = 0; k < 3; k++)
+		write_seed(&e, 69, 1, 1700 + k, old);
 	char path[800];
-	arm_fault(&e, mn, "faultinj_craq_remove_hold", "4294967295\n", path, sizeof(path));
+	arm_fault(&e, mb.mn, "faultinj_craq_remove_hold", "4294967295\n", path, sizeof(path));
 	uint32_t removed = 0;
+	struct storage_loc loc = { .chain = e.chain };
 	int rrc = storage_client_remove(e.cli, &loc, 69, 0, UINT32_MAX, &removed);
 	unlink(path);
 	print_message("remove: %s, %u removed\n", cfs_strerror(rrc), removed);
-	gen(1710, v, CLEN);
-	assert_int_equal(storage_client_write(e.cli, &loc, 69, 1, 0, CLEN, v, 0, NULL), 0);
+	write_seed(&e, 69, 1, 1710, v);
 	assert_chain_recovers(&e, 60000);
 	assert_replicas_hold(&e, 69, 1, v, CLEN);
 	env_down(&e);
@@ -1461,26 +1469,18 @@ static void test_forward_gives_up_write(void **state)
 {
 	(void)state;
 	struct env e;
-	env_up_faults(&e, "craq-gaveup-wr");
-	struct route_chain c;
-	assert_true(get_chain(&e, &c));
-	uint32_t head = c.m[0].target_id;
-	int hn = node_of(&e, head), mn = node_of(&e, c.m[1].target_id);
-	assert_true(hn >= 0 && mn >= 0);
+	struct members mb;
+	env_up_faults(&e, "craq-gaveup-wr", &mb);
 	static uint8_t a[CLEN], b[CLEN], rd[CLEN];
-	gen(1801, a, CLEN);
+	write_seed(&e, 71, 0, 1801, a);
 	gen(1802, b, CLEN);
-	struct storage_loc loc = { .chain = e.chain };
-	assert_int_equal(storage_client_write(e.cli, &loc, 71, 0, 0, CLEN, a, 0, NULL), 0);
 	char path[800];
-	arm_fault(&e, mn, "faultinj_craq_write_hold", "", path, sizeof(path));
+	arm_fault(&e, mb.mn, "faultinj_craq_write_hold", "", path, sizeof(path));
 	struct rpc_client *rc = stor_cluster_rpc_client();
-	struct sto_write_req m = { .target = head, .chain = e.chain, .chain_ver = c.version,
-				   .ino = 71, .idx = 0, .len = CLEN, .crc = crc32c(0, b, CLEN),
-				   .client = 784, .channel = 1, .seq = 1 };
+	struct sto_write_req m = head_write(&e, &mb, 71, 0, b, 784, 1);
 	int wrc = raw_send(&e, rc, &m, b, NULL);
-	struct storage_read r = { .loc = { .chain = e.chain, .addr = e.sc.node[hn].addr,
-					   .target = head },
+	struct storage_read r = { .loc = { .chain = e.chain, .addr = e.sc.node[mb.hn].addr,
+					   .target = mb.head },
 				  .ino = 71, .idx = 0, .len = CLEN, .dst = rd };
 	storage_client_read(e.cli, &r, 1, 0);
 	unlink(path);
@@ -1526,24 +1526,17 @@ static void test_forward_gives_up_backoff_once(void **state)
 {
 	(void)state;
 	struct env e;
-	env_up_faults(&e, "craq-gaveup-bo");
-	struct route_chain c;
-	assert_true(get_chain(&e, &c));
-	uint32_t head = c.m[0].target_id;
-	int mn = node_of(&e, c.m[1].target_id);
-	assert_true(mn >= 0);
+	struct members mb;
+	env_up_faults(&e, "craq-gaveup-bo", &mb);
 	static uint8_t d[GAVEUP_N][CLEN];
 	char path[800];
-	arm_fault(&e, mn, "faultinj_craq_write_hold", "", path, sizeof(path));
+	arm_fault(&e, mb.mn, "faultinj_craq_write_hold", "", path, sizeof(path));
 	struct bg_raw_write w[GAVEUP_N];
 	for (int i = 0; i < GAVEUP_N; i++) {
 		gen(2100 + (uint64_t)i, d[i], CLEN);
 		w[i] = (struct bg_raw_write){
 			.e = &e, .rc = stor_cluster_rpc_client(), .data = d[i],
-			.m = { .target = head, .chain = e.chain, .chain_ver = c.version,
-			       .ino = 75, .idx = (uint32_t)i, .len = CLEN,
-			       .crc = crc32c(0, d[i], CLEN), .client = 786,
-			       .channel = 1 + (uint64_t)i, .seq = 1 }
+			.m = head_write(&e, &mb, 75, (uint32_t)i, d[i], 786, 1 + (uint64_t)i)
 		};
 		assert_int_equal(pthread_create(&w[i].th, NULL, bg_raw_write_main, &w[i]), 0);
 	}
@@ -1579,39 +1572,29 @@ static void test_forward_deadline_queued(void **state)
 {
 	(void)state;
 	struct env e;
-	env_up_faults(&e, "craq-dlqueue");
-	struct route_chain c;
-	assert_true(get_chain(&e, &c));
-	uint32_t head = c.m[0].target_id;
-	int hn = node_of(&e, head), mn = node_of(&e, c.m[1].target_id);
-	assert_true(hn >= 0 && mn >= 0);
+	struct members mb;
+	env_up_faults(&e, "craq-dlqueue", &mb);
 	static uint8_t a[CLEN], b[CLEN], d[CLEN];
-	gen(1901, a, CLEN);
+	write_seed(&e, 73, 0, 1901, a);
 	gen(1902, b, CLEN);
 	gen(1903, d, CLEN);
-	struct storage_loc loc = { .chain = e.chain };
-	assert_int_equal(storage_client_write(e.cli, &loc, 73, 0, 0, CLEN, a, 0, NULL), 0);
 	char dpath[800], hpath[800];
-	arm_fault(&e, hn, "faultinj_craq_apply_delay", "2500\n", dpath, sizeof(dpath));
+	arm_fault(&e, mb.hn, "faultinj_craq_apply_delay", "2500\n", dpath, sizeof(dpath));
 	struct bg_write first = { .e = &e, .ino = 73, .data = b, .len = CLEN };
 	assert_int_equal(pthread_create(&first.th, NULL, bg_write_main, &first), 0);
 	wait_consumed(dpath, 5000); /* the first holds the chunk's lock */
 	uint64_t t0 = clock_mono_ms();
 	/* Its forward went through (only its apply at the head waits). */
-	struct storage_loc mid = { .chain = e.chain, .addr = e.sc.node[mn].addr,
-				   .target = c.m[1].target_id };
+	struct storage_loc mid = { .chain = e.chain, .addr = e.sc.node[mb.mn].addr,
+				   .target = mb.mid };
 	struct sto_query_resp q = { 0 };
 	while ((storage_client_query(e.cli, &mid, 73, 0, 0, &q) || q.commit_ver < 2) &&
 	       clock_mono_ms() < t0 + 2000)
 		clock_sleep_ms(10);
 	assert_int_equal(q.commit_ver, 2);
-	arm_fault(&e, mn, "faultinj_craq_write_hold", "", hpath, sizeof(hpath));
-	struct bg_raw_write second = {
-		.e = &e, .rc = stor_cluster_rpc_client(), .data = d,
-		.m = { .target = head, .chain = e.chain, .chain_ver = c.version, .ino = 73,
-		       .idx = 0, .len = CLEN, .crc = crc32c(0, d, CLEN), .client = 785,
-		       .channel = 1, .seq = 1 }
-	};
+	arm_fault(&e, mb.mn, "faultinj_craq_write_hold", "", hpath, sizeof(hpath));
+	struct bg_raw_write second = { .e = &e, .rc = stor_cluster_rpc_client(), .data = d,
+				       .m = head_write(&e, &mb, 73, 0, d, 785, 1) };
 	assert_int_equal(pthread_create(&second.th, NULL, bg_raw_write_main, &second), 0);
 	while (clock_mono_ms() < t0 + 4000)
 		clock_sleep_ms(20);
@@ -1624,8 +1607,9 @@ static void test_forward_deadline_queued(void **state)
 		      (unsigned long long)(clock_mono_ms() - t0));
 	assert_int_equal(first.rc, 0);
 	assert_int_equal(second.r, 0);
+	struct route_chain c;
 	assert_true(get_chain(&e, &c));
-	assert_int_equal(c.m[0].target_id, head);
+	assert_int_equal(c.m[0].target_id, mb.head);
 	assert_int_equal(count_state(&c, CHAIN_PS_SERVING), 3);
 	assert_replicas_hold(&e, 73, 0, d, CLEN);
 	env_down(&e);
@@ -1645,27 +1629,17 @@ static void test_fenced_head_queued(void **state)
 {
 	(void)state;
 	struct env e;
-	env_up_faults(&e, "craq-fencedq");
-	struct route_chain c;
-	assert_true(get_chain(&e, &c));
-	uint32_t head = c.m[0].target_id;
-	int hn = node_of(&e, head), mn = node_of(&e, c.m[1].target_id);
-	assert_true(hn >= 0 && mn >= 0);
+	struct members mb;
+	env_up_faults(&e, "craq-fencedq", &mb);
 	static uint8_t a[CLEN], x[CLEN], y[CLEN];
-	gen(2001, a, CLEN);
+	write_seed(&e, 75, 0, 2001, a);
 	gen(2002, x, CLEN);
 	gen(2003, y, CLEN);
-	struct storage_loc loc = { .chain = e.chain };
-	assert_int_equal(storage_client_write(e.cli, &loc, 75, 0, 0, CLEN, a, 0, NULL), 0);
 	char dpath[800], hpath[800];
-	arm_fault(&e, mn, "faultinj_craq_apply_delay", "1500\n", dpath, sizeof(dpath));
-	arm_fault(&e, hn, "faultinj_craq_head_apply", "", hpath, sizeof(hpath));
-	struct bg_raw_write wx = {
-		.e = &e, .rc = stor_cluster_rpc_client(), .data = x,
-		.m = { .target = head, .chain = e.chain, .chain_ver = c.version, .ino = 75,
-		       .idx = 0, .len = CLEN, .crc = crc32c(0, x, CLEN), .client = 786,
-		       .channel = 1, .seq = 1 }
-	};
+	arm_fault(&e, mb.mn, "faultinj_craq_apply_delay", "1500\n", dpath, sizeof(dpath));
+	arm_fault(&e, mb.hn, "faultinj_craq_head_apply", "", hpath, sizeof(hpath));
+	struct bg_raw_write wx = { .e = &e, .rc = stor_cluster_rpc_client(), .data = x,
+				   .m = head_write(&e, &mb, 75, 0, x, 786, 1) };
 	assert_int_equal(pthread_create(&wx.th, NULL, bg_raw_write_main, &wx), 0);
 	wait_consumed(dpath, 5000); /* X is at the middle, the head's lock held */
 	struct bg_write wy = { .e = &e, .ino = 75, .data = y, .len = CLEN };
