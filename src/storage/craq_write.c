@@ -126,6 +126,22 @@
  * retried op and fences again every 100 ms, and the op never gets past
  * it).
  *
+ * A SUCCESSOR THAT HANGS (stor_iowatch.c). The rule above would fence
+ * the wrong member when a successor's disk hangs while its process still
+ * heartbeats: its apply never ends, so it answers nothing, mgmtd keeps it
+ * SERVING, and the healthy predecessor's forward gives up at its deadline
+ * after its own apply: the predecessor fences itself and the hung member
+ * moves up. So each op's local engine work (apply, and the query or whole
+ * chunk read that goes with it) is listed in its target while in flight
+ * (o->io), and a target whose oldest such work is older than the I/O
+ * watchdog's bound (10 s, a third of the forward deadline) fences itself
+ * the same way (backoff included). mgmtd moves it out; the predecessor's
+ * next retry, at the latest when its in-flight forward times out (5 s),
+ * finds the new successor: done by about 16 s, before its 30 s deadline.
+ * The fenced member rejoins only once its stuck work ended. The chunk
+ * lock is not the measure: the healthy predecessor holds its own while
+ * it waits on the hung successor.
+ *
  * CHECK AFTER FORWARDING (CFS_CRAQ_CHECK_LATE=1 or =engine in the
  * service's environment; off by default, docs/rpc.md). The service leaves
  * a chain write's CRC check to us and a member sends its forward without
@@ -167,12 +183,15 @@
  * without touching the disk (test_craq.c remove_apply_fails); while
  * DIR/faultinj_craq_write_hold is present, every forwarded write to that
  * target is answered -CFS_EUNAVAIL on arrival (test_craq.c
- * forward_gives_up_write); while a file DIR/faultinj_craq_trunc_hold is
- * present, a truncate at that head waits after it read the kept bytes,
- * the chunk locked, and writes DIR/faultinj_craq_trunc_held once
- * (test_craq.c truncate_write_race).
+ * forward_gives_up_write); while DIR/faultinj_craq_apply_hold is
+ * present, every pipelined apply of that target waits before it reaches
+ * the engine, a disk that hangs (test_craq.c disk_stall_middle); while a
+ * file DIR/faultinj_craq_trunc_hold is present, a truncate at that head
+ * waits after it read the kept bytes, the chunk locked, and writes
+ * DIR/faultinj_craq_trunc_held once (test_craq.c truncate_write_race).
  * CFS_FAULTINJ_FORWARD_DEADLINE_MS beside CFS_FAULTINJ shortens the
- * forward deadline (30 s) to that many milliseconds.
+ * forward deadline (30 s) to that many milliseconds,
+ * CFS_FAULTINJ_IO_STALL_MS the I/O watchdog's bound (10 s).
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -244,6 +263,8 @@ struct craq_op {
 	int local_err, fwd_err;      /* each written by its part before its end */
 	struct chunk_info local_info;/* the local apply's result */
 	struct rm_job *parent;       /* REMOVE of one chunk of a range at the head */
+	struct stor_io_ent io;       /* our local engine work in flight, for the I/O
+					watchdog (stor_iowatch.c): apply, query, read */
 	bool trunc_held;             /* TRUNC: held by fault injection (reported once) */
 };
 
@@ -296,6 +317,7 @@ static void encode_reply(struct craq_op *o, uint8_t *out, uint32_t *len)
 
 static void op_free(struct craq_op *o)
 {
+	stor_io_end(o->t, &o->io);
 	if (o->data_hold)
 		stor_shm_release(o->data_hold);
 	else if (o->data && o->data_lost)
@@ -447,6 +469,7 @@ static void fwd_shm_done(void *arg, const struct rpc_result *res, int fallback)
 static void full_read_done(struct chunk_op *op)
 {
 	struct craq_op *o = op->arg;
+	stor_io_end(o->t, &o->io);
 	int r = op->result < 0 ? op->result : o->rr.result;
 	if (r < 0) {
 		fwd_end(o, r);
@@ -520,6 +543,7 @@ static void forward(void *arg)
 						   .dst = o->full };
 		o->op = (struct chunk_op){ .type = CHUNK_OP_READ, .done = full_read_done, .arg = o,
 					   .ranges = &o->rr, .nranges = 1 };
+		stor_io_begin(o->t, &o->io);
 		chunk_engine_submit(o->t->eng, &o->op);
 		return;
 	}
@@ -600,6 +624,7 @@ static void local_end(struct craq_op *o, int err, const struct chunk_info *info)
 static void query_done(struct chunk_op *op)
 {
 	struct craq_op *o = op->arg;
+	stor_io_end(o->t, &o->io);
 	if (o->pipelined) {
 		if (op->result < 0 || op->info.commit_ver < o->w.update_ver) {
 			local_end(o, -CFS_ECONFLICT, NULL);
@@ -622,6 +647,7 @@ static void query_done(struct chunk_op *op)
 static void applied(struct chunk_op *op)
 {
 	struct craq_op *o = op->arg;
+	stor_io_end(o->t, &o->io);
 	if (o->kind == CRAQ_REMOVE) {
 		if (op->result < 0 && !o->head) {
 			/* Our predecessors removed the chunk and their forward
@@ -646,6 +672,7 @@ static void applied(struct chunk_op *op)
 	if (op->result == -CFS_ECONFLICT && !o->head) {
 		o->op = (struct chunk_op){ .type = CHUNK_OP_QUERY, .done = query_done, .arg = o,
 					   .id = o->id };
+		stor_io_begin(o->t, &o->io);
 		chunk_engine_submit(o->t->eng, &o->op);
 		return;
 	}
@@ -753,6 +780,9 @@ static void fwd_end(struct craq_op *o, int err)
 /* The local part ended; INFO is the applied chunk's when ERR is 0. */
 static void local_end(struct craq_op *o, int err, const struct chunk_info *info)
 {
+	/* Before PL_LOCAL_DONE: a forward that waited for us reads the chunk
+	 * under the same entry. */
+	stor_io_end(o->t, &o->io);
 	o->local_err = err;
 	if (info)
 		o->local_info = *info;
@@ -821,10 +851,25 @@ static bool remove_fault(struct craq_op *o)
 	return access(path, F_OK) == 0;
 }
 
+/* Whether this apply waits (fault injection: a disk that hangs): while
+ * DIR/faultinj_craq_apply_hold exists, never once the service stops. */
+static bool apply_held(struct craq_op *o)
+{
+	if (!o->s->faultinj || atomic_load(&o->s->stopping))
+		return false;
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/faultinj_craq_apply_hold", o->t->dir);
+	return access(path, F_OK) == 0;
+}
+
 static void pl_submit_later(void *arg);
 
 static void pl_submit(struct craq_op *o)
 {
+	if (apply_held(o)) {
+		craq_sched_after(o->s->sched, 50, pl_submit_later, o);
+		return;
+	}
 	if (o->apply_delay_ms) {
 		uint32_t ms = o->apply_delay_ms;
 		o->apply_delay_ms = 0;
@@ -878,6 +923,7 @@ static void pl_start(struct craq_op *o, uint64_t u)
 		forward(o);
 		return;
 	}
+	stor_io_begin(o->t, &o->io);
 	if (o->unchecked && o->s->check_late == CHECK_LATE_LOOP) {
 		/* The local part still runs, so O lives until it ends. */
 		forward(o);
@@ -990,6 +1036,7 @@ static void locked(void *arg)
 			return;
 		}
 	}
+	stor_io_begin(o->t, &o->io);
 	chunk_engine_submit(o->t->eng, &o->op);
 }
 
@@ -1329,12 +1376,14 @@ static void trunc_apply(void *arg)
 				   .id = o->id, .off = 0, .len = o->w.len, .data = o->data,
 				   .chain_ver = o->w.chain_ver, .flags = CHUNK_WF_REPLACE,
 				   .data_crc = o->w.crc };
+	stor_io_begin(o->t, &o->io);
 	chunk_engine_submit(o->t->eng, &o->op);
 }
 
 static void trunc_read_done(struct chunk_op *op)
 {
 	struct craq_op *o = op->arg;
+	stor_io_end(o->t, &o->io);
 	int r = op->result < 0 ? op->result : o->rr.result;
 	if (r < 0) {
 		finish(o, r);
@@ -1379,6 +1428,7 @@ static void trunc_locked(struct craq_op *o)
 					   .dst = o->data };
 	o->op = (struct chunk_op){ .type = CHUNK_OP_READ, .done = trunc_read_done, .arg = o,
 				   .ranges = &o->rr, .nranges = 1 };
+	stor_io_begin(o->t, &o->io);
 	chunk_engine_submit(o->t->eng, &o->op);
 }
 

@@ -135,6 +135,10 @@ static bool update_states(struct storage_service *s, const struct route_info *ri
 			if (clock_mono_ms() < atomic_load(&t->nospace_until) &&
 			    (atomic_load(&t->fence_failed) || !chunk_engine_has_room(t->eng)))
 				continue;
+			/* Fenced by the I/O watchdog: not back while its disk
+			 * still holds an op (stor_iowatch.c). */
+			if (stor_iowatch_stalled(s, t))
+				continue;
 			atomic_store(&t->started, 1);
 			nls = CHAIN_LS_ONLINE;
 			LOG_NOTICE("storage", "target %u: startup fencing passed (public %s)",

@@ -123,7 +123,17 @@ struct storage_service {
 	struct stor_ring *rings;       /* loop threads' read rings (stor_ring.c), under rings_mu */
 	struct stor_sc *sc;            /* short-circuit read mappings (stor_sc.c) */
 	pthread_mutex_t rings_mu;
+	/* the I/O watchdog (stor_iowatch.c) */
+	uint32_t io_stall_ms;          /* a target with local engine work in flight this
+					  long fences itself (STOR_IO_STALL_MS; tests set
+					  CFS_FAULTINJ_IO_STALL_MS beside CFS_FAULTINJ) */
+	pthread_t iowatch_thr;
+	pthread_mutex_t iowatch_mu;
+	pthread_cond_t iowatch_cv;     /* signalled at stop */
+	bool iowatch_inited, iowatch_started;
 };
+
+#define STOR_IO_STALL_MS 10000
 
 /* mgmtd_link.c */
 int mgmtd_link_start(struct storage_service *s, const struct storage_service_opts *o, char *err,
@@ -145,6 +155,15 @@ int fence_witness_admit(struct storage_service *s);
  * Start after mgmtd_link_start; 0 or -EAGAIN. Stop is idempotent. */
 int fence_witness_start(struct storage_service *s, uint32_t heartbeat_ms);
 void fence_witness_stop(struct storage_service *s);
+
+/* stor_iowatch.c: the I/O watchdog (the rule is in its header comment).
+ * Start after mgmtd_link_start (0 or -EAGAIN); stop is idempotent and
+ * needs s->stopping set. */
+int stor_iowatch_start(struct storage_service *s);
+void stor_iowatch_stop(struct storage_service *s);
+/* Whether T has local engine work in flight for s->io_stall_ms or more:
+ * the link thread keeps such a fenced target out. Any thread. */
+bool stor_iowatch_stalled(struct storage_service *s, struct stor_target *t);
 
 /* storage_service.c: the CRC check of a write's DATA (M's len bytes)
  * against M's crc, the one pass over the data at a hop. For a write at a

@@ -923,6 +923,10 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 	s->faultinj = getenv("CFS_FAULTINJ") != NULL;
 	const char *fd = s->faultinj ? getenv("CFS_FAULTINJ_FORWARD_DEADLINE_MS") : NULL;
 	s->fwd_deadline_ms = fd ? (uint32_t)strtoul(fd, NULL, 10) : 0;
+	const char *is = s->faultinj ? getenv("CFS_FAULTINJ_IO_STALL_MS") : NULL;
+	s->io_stall_ms = is ? (uint32_t)strtoul(is, NULL, 10) : 0;
+	if (!s->io_stall_ms)
+		s->io_stall_ms = STOR_IO_STALL_MS;
 	const char *cl = getenv("CFS_CRAQ_CHECK_LATE");
 	s->check_late = !cl ? 0 : !strcmp(cl, "1") ? CHECK_LATE_LOOP
 			   : !strcmp(cl, "engine") ? CHECK_LATE_ENGINE : 0;
@@ -1020,6 +1024,10 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 			snprintf(err, errlen, "cannot start the fencing witness thread");
 			goto fail;
 		}
+		if ((rc = stor_iowatch_start(s))) {
+			snprintf(err, errlen, "cannot start the I/O watchdog thread");
+			goto fail;
+		}
 	} else {
 		for (size_t i = 0; i < s->nt; i++)
 			atomic_store(&s->t[i].started, 1);
@@ -1038,6 +1046,7 @@ void storage_service_free(struct storage_service *s)
 	if (!s)
 		return;
 	atomic_store(&s->stopping, 1);
+	stor_iowatch_stop(s);
 	fence_witness_stop(s);
 	mgmtd_link_stop(s);
 	/* Requests in flight end quickly once stopping is set (chain retries

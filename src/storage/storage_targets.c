@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/status.h"
 #include "common/xalloc.h"
@@ -137,6 +138,8 @@ int stor_targets_open(struct storage_service *s, const struct storage_service_op
 		t->slot = (uint32_t)i + 1;
 		t->dir = xstrdup(o->target_dirs[i]);
 		t->locks = craq_locks_new();
+		pthread_mutex_init(&t->io_mu, NULL);
+		t->io_list.prev = t->io_list.next = &t->io_list;
 		atomic_store(&t->local_state, CHAIN_LS_OFFLINE);
 		s->nt = i + 1;
 		stor_sc_wait_predecessor(t->dir);
@@ -155,6 +158,7 @@ void stor_targets_close(struct storage_service *s)
 	for (size_t i = 0; i < s->nt; i++) {
 		chunk_engine_close(s->t[i].eng);
 		craq_locks_free(s->t[i].locks);
+		pthread_mutex_destroy(&s->t[i].io_mu);
 		free(s->t[i].dir);
 	}
 	free(s->t);
@@ -190,4 +194,37 @@ int stor_nospace_served(struct stor_target *t, int serving, uint64_t now)
 		return 0;
 	atomic_store(&t->nospace_backoff_ms, 0);
 	return 1;
+}
+
+void stor_io_begin(struct stor_target *t, struct stor_io_ent *e)
+{
+	pthread_mutex_lock(&t->io_mu);
+	/* Stamped under the mutex: the list stays oldest first. */
+	e->since = clock_mono_ms();
+	if (!e->since)
+		e->since = 1;
+	e->next = &t->io_list;
+	e->prev = t->io_list.prev;
+	e->prev->next = e;
+	t->io_list.prev = e;
+	pthread_mutex_unlock(&t->io_mu);
+}
+
+void stor_io_end(struct stor_target *t, struct stor_io_ent *e)
+{
+	if (!e->since)
+		return;
+	pthread_mutex_lock(&t->io_mu);
+	e->prev->next = e->next;
+	e->next->prev = e->prev;
+	pthread_mutex_unlock(&t->io_mu);
+	*e = (struct stor_io_ent){0};
+}
+
+uint64_t stor_io_oldest_age(struct stor_target *t, uint64_t now)
+{
+	pthread_mutex_lock(&t->io_mu);
+	uint64_t since = t->io_list.next != &t->io_list ? t->io_list.next->since : 0;
+	pthread_mutex_unlock(&t->io_mu);
+	return since && now > since ? now - since : 0;
 }

@@ -13,6 +13,7 @@
 #ifndef CFS_STORAGE_STORAGE_TARGETS_H
 #define CFS_STORAGE_STORAGE_TARGETS_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,6 +22,13 @@
 
 struct storage_service;
 struct storage_service_opts;
+
+/* One chain op's local engine work in flight (stor_io_begin), linked in
+ * its target's list oldest first. Owned by the op; zeroed when idle. */
+struct stor_io_ent {
+	uint64_t since; /* clock_mono_ms at begin; 0: not in the list */
+	struct stor_io_ent *prev, *next;
+};
 
 /* One target: a directory with its chunk engine and chunk locks. */
 struct stor_target {
@@ -41,6 +49,10 @@ struct stor_target {
 	_Atomic uint32_t nospace_backoff_ms;
 	_Atomic int fence_failed;      /* the last such fence was not for a full disk */
 	_Atomic uint64_t serving_since; /* link thread: SERVING since (mono ms), 0 if not */
+	/* Chain ops' local engine work in flight, oldest first: the I/O
+	 * watchdog (stor_iowatch.c) fences a target whose oldest is stuck. */
+	pthread_mutex_t io_mu;
+	struct stor_io_ent io_list;    /* sentinel */
 };
 
 /* The rejoin backoff of a replica fenced for a full disk (craq_write.c,
@@ -58,6 +70,16 @@ uint32_t stor_nospace_fenced(struct stor_target *t, uint64_t now);
  * Clears T's backoff once it has served STOR_NOSPACE_RESET_MS without a
  * break; true when this call cleared it. */
 int stor_nospace_served(struct stor_target *t, int serving, uint64_t now);
+
+/* The I/O watchdog's bookkeeping (stor_iowatch.c has the rule). BEGIN
+ * enters E (idle: since == 0) in T's list of local engine work in
+ * flight, stamped now; END takes it out (a no-op if idle). The caller
+ * owns E and must END it before freeing it. Any thread; a mutex each. */
+void stor_io_begin(struct stor_target *t, struct stor_io_ent *e);
+void stor_io_end(struct stor_target *t, struct stor_io_ent *e);
+/* Milliseconds the oldest local engine work of T has been in flight at
+ * NOW (mono ms), 0 if none. Any thread. */
+uint64_t stor_io_oldest_age(struct stor_target *t, uint64_t now);
 
 /* Opens every target of O (engines, slot files) and the buffer pool into
  * S. 0, or <0 with ERR filled (what was opened stays for the close). */

@@ -90,6 +90,10 @@
  *                 apply fails (the head fences itself) is not applied
  *                 through the fenced head: retried on the new head, it is
  *                 on every replica
+ *   disk_stall_middle  the middle's disk hangs (its applies held, fault
+ *                 injection) past the head's forward deadline: the I/O
+ *                 watchdog fences the middle, not the head; writes go on,
+ *                 the middle rejoins once the hold ends
  *   read_batches_kill  12 threads of small chain reads (sharing read
  *                 RPCs) while a replica is killed -9: no read fails or
  *                 returns a wrong byte
@@ -1657,6 +1661,58 @@ static void test_fenced_head_queued(void **state)
 	env_down(&e);
 }
 
+/* The middle's disk hangs while its process still heartbeats: every
+ * apply there waits while faultinj_craq_apply_hold exists, 14 s here,
+ * past the head's forward deadline (10 s here,
+ * CFS_FAULTINJ_FORWARD_DEADLINE_MS); the I/O watchdog's bound is 2 s
+ * (CFS_FAULTINJ_IO_STALL_MS). The middle must leave, not the head: it
+ * fences itself, mgmtd moves it out within 9 s, writes go on over head
+ * and tail while the hold lasts, the head is still head and SERVING once
+ * the hold outlived its deadline, and once the hold ends the middle
+ * rejoins through resync; every acknowledged write reads back from every
+ * replica. Before the fix the middle stayed SERVING, the head's forward
+ * gave up at its deadline after its own apply, and the HEAD fenced
+ * itself: the hung middle became head. */
+static void test_disk_stall_middle(void **state)
+{
+	(void)state;
+	struct env e;
+	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
+	setenv("CFS_FAULTINJ_FORWARD_DEADLINE_MS", "10000", 1);
+	setenv("CFS_FAULTINJ_IO_STALL_MS", "2000", 1);
+	env_up(&e, "craq-iostall");
+	unsetenv("CFS_FAULTINJ");
+	unsetenv("CFS_FAULTINJ_FORWARD_DEADLINE_MS");
+	unsetenv("CFS_FAULTINJ_IO_STALL_MS");
+	struct writer w;
+	struct members mb;
+	start_writing(&e, &w, &mb.c);
+	members_of(&e, &mb);
+	char path[800];
+	arm_fault(&e, mb.mn, "faultinj_craq_apply_hold", "", path, sizeof(path));
+	uint64_t t0 = clock_mono_ms();
+	bool left = wait_chain(&e, 2, mb.mid, CHAIN_PS_OFFLINE, 9000);
+	print_message("middle out after %llu ms\n", (unsigned long long)(clock_mono_ms() - t0));
+	if (!left)
+		unlink(path);
+	assert_true(left);
+	assert_true(writes_progress(&w, 20, 9000));
+	print_message("20 writes more after %llu ms\n", (unsigned long long)(clock_mono_ms() - t0));
+	while (clock_mono_ms() < t0 + 14000)
+		clock_sleep_ms(50);
+	struct route_chain now;
+	assert_true(get_chain(&e, &now));
+	unlink(path);
+	assert_int_equal(now.m[0].target_id, mb.head);
+	assert_int_equal(now.m[0].state, CHAIN_PS_SERVING);
+	assert_int_equal(count_state(&now, CHAIN_PS_SERVING), 2);
+	assert_chain_recovers(&e, 60000);
+	assert_true(get_chain(&e, &now));
+	assert_int_equal(now.m[0].target_id, mb.head);
+	assert_true(writes_progress(&w, 20, 20000));
+	env_down_verified(&e, &w);
+}
+
 static void test_stale(void **state)
 {
 	(void)state;
@@ -2280,6 +2336,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_forward_gives_up_backoff_once),
 		cmocka_unit_test(test_forward_deadline_queued),
 		cmocka_unit_test(test_fenced_head_queued),
+		cmocka_unit_test(test_disk_stall_middle),
 		cmocka_unit_test(test_kill_middle),
 		cmocka_unit_test(test_kill_head),
 		cmocka_unit_test(test_kill_tail),
