@@ -16,6 +16,11 @@
  *      its result) or after (it reaches the successor as a full replace,
  *      because writes to a SYNCING successor are widened).
  *   3. SYNC_DONE: the successor reports UPTODATE; mgmtd makes it SERVING.
+ *      Not when this target fenced itself since the pass began (a failed
+ *      op or a stalled disk, craq_write.c: its copy may not be the
+ *      chain's), and a successor that fenced itself refuses it: either
+ *      way until mgmtd has moved the fenced one out, the chain version
+ *      the message carries still matches.
  * A failure aborts the pass; the next link tick starts a new one.
  */
 #include <errno.h>
@@ -139,6 +144,17 @@ static void fault_pause(struct storage_service *s, struct stor_target *t, const 
 		clock_sleep_ms(ms);
 }
 
+/* Fault injection: whether the file NAME in T's directory was there
+ * (consumed). */
+static bool fault_take(struct storage_service *s, struct stor_target *t, const char *name)
+{
+	if (!s->faultinj)
+		return false;
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/%s", t->dir, name);
+	return unlink(path) == 0;
+}
+
 static bool gone(int rc, const struct chunk_info *info)
 {
 	return rc == -ENOENT || (rc == 0 && info->len == 0);
@@ -216,6 +232,10 @@ static int sync_one(struct storage_service *s, struct stor_target *t, const stru
 	char addr[ROUTE_ADDR_MAX + 1];
 	snprintf(addr, sizeof(addr), "%s", a);
 	uint64_t t0 = clock_mono_ms();
+	/* A fence of T from here on (its op failed, or its disk stalled) ends
+	 * the pass without SYNC_DONE: T stopped serving because its copy may
+	 * not be the chain's, so what it sent proves nothing. */
+	uint32_t gen = atomic_load(&t->fence_gen);
 	struct ent_vec remote = { 0 }, local = { 0 };
 	int rc = dump_remote(s, addr, succ, c->id, &remote);
 	/* A chain op in flight may have chosen its successor from routing
@@ -249,6 +269,10 @@ static int sync_one(struct storage_service *s, struct stor_target *t, const stru
 			j++;
 	}
 	if (!rc && atomic_load(&s->stopping))
+		rc = -CFS_EUNAVAIL;
+	if (!rc && fault_take(s, t, "faultinj_resync_done_fence"))
+		craq_fence_target(s, t, "fault injection: just before SYNC_DONE");
+	if (!rc && (!atomic_load(&t->started) || atomic_load(&t->fence_gen) != gen))
 		rc = -CFS_EUNAVAIL;
 	if (!rc) {
 		struct buf pl, resp;
@@ -402,7 +426,16 @@ void craq_sync_done_handle(struct storage_service *s, struct rpc_req *req)
 		rpc_reply_error(req, err, "sync-done: target is not syncing in that chain");
 		return;
 	}
-	atomic_store(&t->local_state, CHAIN_LS_UPTODATE);
+	/* A target that fenced itself (an op failed or its disk stalled)
+	 * reports OFFLINE until it rejoined through resync: a pass that ends
+	 * meanwhile, before mgmtd moved it out, must not turn that into
+	 * UPTODATE. A fence after the exchange stores OFFLINE over it. */
+	int ls = atomic_load(&t->local_state);
+	if (!atomic_load(&t->started) || ls == CHAIN_LS_OFFLINE ||
+	    !atomic_compare_exchange_strong(&t->local_state, &ls, CHAIN_LS_UPTODATE)) {
+		rpc_reply_error(req, -CFS_EUNAVAIL, "sync-done: target fenced itself");
+		return;
+	}
 	LOG_NOTICE("craq", "sync done: target=%u chain=%u", m.target, m.chain);
 	mgmtd_link_report(s);
 	rpc_reply(req, 0, NULL, 0);

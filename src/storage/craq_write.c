@@ -692,6 +692,7 @@ void craq_fence_target(struct storage_service *s, struct stor_target *t, const c
 {
 	if (!atomic_exchange(&t->started, 0))
 		return;
+	atomic_fetch_add(&t->fence_gen, 1);
 	atomic_store(&t->local_state, CHAIN_LS_OFFLINE);
 	LOG_ERR("craq", "target fenced itself: target=%u why=%s; it rejoins through resync",
 		stor_target_id(s, t), why);

@@ -84,9 +84,13 @@ static size_t build_reports(struct storage_service *s, struct mgmtd_target_repor
 void mgmtd_link_report(struct storage_service *s)
 {
 	struct mgmtd_target_report r[MGMTD_MAX_NODE_TARGETS];
+	/* Built and set as one: a report built before a fence but set after
+	 * the fence's own would put back the state the fence took away. */
+	pthread_mutex_lock(&s->report_mu);
 	size_t n = build_reports(s, r);
 	if (s->mc)
 		mgmtd_client_set_targets(s->mc, r, n);
+	pthread_mutex_unlock(&s->report_mu);
 }
 
 void mgmtd_link_kick(struct storage_service *s)

@@ -123,6 +123,7 @@ struct storage_service {
 	struct stor_ring *rings;       /* loop threads' read rings (stor_ring.c), under rings_mu */
 	struct stor_sc *sc;            /* short-circuit read mappings (stor_sc.c) */
 	pthread_mutex_t rings_mu;
+	pthread_mutex_t report_mu;     /* one report to mgmtd built and set at a time */
 	/* the I/O watchdog (stor_iowatch.c) */
 	uint32_t io_stall_ms;          /* a target with local engine work in flight this
 					  long fences itself (STOR_IO_STALL_MS; tests set

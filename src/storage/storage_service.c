@@ -935,6 +935,7 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 			 cl);
 	pthread_mutex_init(&s->link_mu, NULL);
 	pthread_mutex_init(&s->rings_mu, NULL);
+	pthread_mutex_init(&s->report_mu, NULL);
 	pthread_cond_init(&s->link_cv, NULL);
 	s->dedup = craq_dedup_new();
 	s->repair = craq_repair_new();
@@ -1070,6 +1071,7 @@ void storage_service_free(struct storage_service *s)
 	stor_targets_close(s);
 	pthread_mutex_destroy(&s->link_mu);
 	pthread_mutex_destroy(&s->rings_mu);
+	pthread_mutex_destroy(&s->report_mu);
 	pthread_cond_destroy(&s->link_cv);
 	free(s);
 }

@@ -94,6 +94,8 @@
  *                 injection) past the head's forward deadline: the I/O
  *                 watchdog fences the middle, not the head; writes go on,
  *                 the middle rejoins once the hold ends
+ *   sync_done_fenced  a resync sender that fenced itself just before its
+ *                 SYNC_DONE does not send it
  *   read_batches_kill  12 threads of small chain reads (sharing read
  *                 RPCs) while a replica is killed -9: no read fails or
  *                 returns a wrong byte
@@ -1713,6 +1715,57 @@ static void test_disk_stall_middle(void **state)
 	env_down_verified(&e, &w);
 }
 
+/* Whether the log at PATH has a line containing NEEDLE. */
+static bool log_has(const char *path, const char *needle)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return false;
+	char line[4096];
+	bool found = false;
+	while (!found && fgets(line, sizeof(line), f))
+		found = strstr(line, needle) != NULL;
+	fclose(f);
+	return found;
+}
+
+/* The middle resyncs the returning tail and fences itself (fault
+ * injection: faultinj_resync_done_fence, as an op of it failing then
+ * would) once the pass has sent everything, just before its SYNC_DONE.
+ * The fenced middle must not end the pass: its log shows the pass
+ * aborted, never done for the tail, and the chain recovers through
+ * another member's pass (every replica holds the chunk written while the
+ * tail was down). Before the guard the fenced middle sent SYNC_DONE at
+ * the chain version it began with, which the tail, not yet shown the
+ * fence, took: it reported UPTODATE on a pass from a member that had
+ * stopped serving because its copy may not be the chain's. */
+static void test_sync_done_fenced(void **state)
+{
+	(void)state;
+	struct env e;
+	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
+	env_up(&e, "craq-sdfence");
+	struct members mb;
+	members_of(&e, &mb);
+	kill_tail(&e, &mb);
+	static uint8_t v[CLEN];
+	write_seed(&e, 81, 0, 2201, v);
+	char path[800];
+	arm_fault(&e, mb.mn, "faultinj_resync_done_fence", "", path, sizeof(path));
+	stor_cluster_start_storage(&e.sc, mb.tn);
+	unsetenv("CFS_FAULTINJ");
+	wait_consumed(path, 30000);
+	assert_chain_recovers(&e, 60000);
+	assert_replicas_hold(&e, 81, 0, v, CLEN);
+	char done[96];
+	snprintf(done, sizeof(done), "resync done: chain=%u target=%u", e.chain, mb.tail);
+	bool sent_done = log_has(e.sc.node[mb.mn].log, done);
+	if (sent_done)
+		stor_cluster_print_logs(&e.sc, 20);
+	assert_false(sent_done);
+	env_down(&e);
+}
+
 static void test_stale(void **state)
 {
 	(void)state;
@@ -2337,6 +2390,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_forward_deadline_queued),
 		cmocka_unit_test(test_fenced_head_queued),
 		cmocka_unit_test(test_disk_stall_middle),
+		cmocka_unit_test(test_sync_done_fenced),
 		cmocka_unit_test(test_kill_middle),
 		cmocka_unit_test(test_kill_head),
 		cmocka_unit_test(test_kill_tail),
