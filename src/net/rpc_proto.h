@@ -188,6 +188,11 @@
  *  317 STO_TRUNCATE   req:  tgt, u64 ino, u32 idx, u32 len (>= 1), u32 flags, eo
  *                     resp: as STO_WRITE's (the chunk after the cut); to the head only,
  *                           it goes down the chain as a replace STO_WRITE
+ *  320 STO_WRITE_IF   req:  STO_WRITE's fields, then u64 expect (0: absent, all ones:
+ *                           present); bulk = data
+ *                     resp: as STO_WRITE's; to the head only: a replace applied only
+ *                           if the chunk's version is EXPECT (else -ESTALE, cached for
+ *                           exactly-once), down the chain as a replace STO_WRITE
  *   The handshake messages are sent with request ids and replied to like any
  *   request; a refusal is a reply with status -CFS_EAUTH or -CFS_EVERSION.
  *

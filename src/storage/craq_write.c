@@ -87,6 +87,22 @@
  * a late copy reaching a new head (the old one failed or restarted in
  * between) or one whose entry was evicted is applied (docs/posix.md).
  *
+ * Conditional writes (STO_MSG_WRITE_IF, head only): a replace whose
+ * condition on the chunk's version (EXPECT: a version, STO_WIF_ABSENT for
+ * "no such chunk", STO_WIF_PRESENT for "any") is checked under the chunk's
+ * lock, where the head's copy has no pending update and no other mutation
+ * can come in before the apply. A mismatch is answered -ESTALE and cached
+ * in the exactly-once cache like a success, so a retry of the request that
+ * arrives after the chunk came back to EXPECT (removed and made again)
+ * gets the first answer, not a landing. Past the check it is a replace
+ * WRITE (applied, then forwarded); the successors never see the
+ * condition. A chunk's version only grows while it exists, so "EXPECT
+ * still holds" means "nothing changed the chunk since EXPECT was seen"
+ * unless it was removed and made again in between: a caller that relies
+ * on the condition keeps the chunk from being removed (the inline data
+ * conversion and chunk 0, docs/inline-data.md "Growing past the
+ * threshold").
+ *
  * LOCAL FAILURE AFTER THE SUCCESSOR APPLIED (pipelining's rule). When a
  * member's own apply fails (disk error, engine in ERROR) while its forward
  * went through, the successors hold u and it does not. The member FENCES
@@ -266,6 +282,8 @@ struct craq_op {
 	struct stor_io_ent io;       /* our local engine work in flight, for the I/O
 					watchdog (stor_iowatch.c): apply, query, read */
 	bool trunc_held;             /* TRUNC: held by fault injection (reported once) */
+	bool cond;                   /* WRITE_IF: a replace only if the version is EXPECT */
+	uint64_t expect;             /* ... STO_WIF_* */
 };
 
 enum { PL_LOCAL_DONE = 1, PL_FWD_WAITS = 2 };
@@ -345,15 +363,16 @@ static void finish(struct craq_op *o, int err)
 	if (err) {
 		/* A truncate of an absent chunk (a hole), or a refused "only if
 		 * absent" write, is an answer, not a failure. */
+		bool refused = err == -EEXIST || (o->cond && err == -ESTALE);
 		if (err != -CFS_ECHAIN_VERSION && err != -CFS_ENOT_HEAD &&
-		    !(o->kind == CRAQ_TRUNC && err == -ENOENT) && err != -EEXIST)
+		    !(o->kind == CRAQ_TRUNC && err == -ENOENT) && !refused)
 			LOG_WARN("craq", "op failed: chain=%u ino=%llu idx=%u err=%s", o->chain,
 				 (unsigned long long)o->id.ino, o->id.idx, cfs_strerror(err));
 		/* A refused "only if absent" write is an answer: a retry of it
 		 * must not land once the chunk is gone again (a later remove).
 		 * So is a truncate's "no such chunk": a late copy must not cut
 		 * the chunk a write created since ("Late cuts" at the top). */
-		if (((err == -EEXIST && o->kind == CRAQ_WRITE) ||
+		if (((refused && o->kind == CRAQ_WRITE) ||
 		     (err == -ENOENT && o->kind == CRAQ_TRUNC)) &&
 		    o->head && o->seq)
 			craq_dedup_put(s->dedup, o->client, o->chain, o->channel, o->seq, err,
@@ -995,6 +1014,22 @@ static void locked(void *arg)
 			return;
 		}
 	}
+	if (o->kind == CRAQ_WRITE && o->head && o->cond) {
+		/* The same place as "only if absent": the version the head
+		 * holds here is the chain's, and stays until we unlock. */
+		struct chunk_info ci;
+		int qr = chunk_engine_query_now(o->t->eng, o->id, &ci);
+		if (qr && qr != -ENOENT) {
+			finish(o, qr);
+			return;
+		}
+		bool match = o->expect == STO_WIF_PRESENT ? qr == 0
+			     : o->expect == (qr ? STO_WIF_ABSENT : ci.commit_ver);
+		if (!match) {
+			finish(o, -ESTALE);
+			return;
+		}
+	}
 	if (o->kind == CRAQ_WRITE && o->head && !(o->w.flags & STO_WF_REPLACE) &&
 	    !chunk_engine_space_low(o->t->eng)) {
 		/* The version to forward before our own apply assigns it, looked
@@ -1070,6 +1105,40 @@ static void start(struct craq_op *o)
 	o->waiter = (struct craq_waiter){ .fn = locked, .arg = o };
 	if (craq_lock(o->t->locks, o->id, &o->waiter))
 		locked(o);
+}
+
+void craq_write_if_handle(struct storage_service *s, struct rpc_req *req,
+			  const struct sto_write_req *m, uint64_t expect, void *data,
+			  uint32_t *page_crc)
+{
+	struct stor_target *t = stor_target_by_id(s, m->target);
+	int err = !s->mc ? -EINVAL : !t ? -ENODEV : 0;
+	if (!err)
+		err = check_role(s, t, m->chain, m->chain_ver, false);
+	if (err) {
+		free(page_crc);
+		stor_buf_put(s, data, m->len);
+		reply_err(req, err, "write_if");
+		stor_end(s);
+		return;
+	}
+	struct craq_op *o = xcalloc(1, sizeof(*o));
+	o->s = s;
+	o->t = t;
+	o->req = req;
+	o->kind = CRAQ_WRITE;
+	o->w = *m;
+	o->data = data;
+	o->page_crc = page_crc;
+	o->id = (struct chunk_id){ m->ino, m->idx };
+	o->head = true;
+	o->cond = true;
+	o->expect = expect;
+	o->client = m->client;
+	o->channel = m->channel;
+	o->seq = m->seq;
+	o->chain = m->chain;
+	start(o);
 }
 
 void craq_write_handle(struct storage_service *s, struct rpc_req *req,

@@ -20,6 +20,7 @@ static int wdone(struct wire_writer *w) { return w->err ? -ENOMEM : 0; }
 static int rdone(struct wire_reader *r) { return r->err ? -CFS_EPROTO : 0; }
 
 WIRE_FIELDS_CODEC(sto_write_req, STO_WRITE_REQ)
+WIRE_FIELDS_CODEC(sto_write_if_req, STO_WRITE_IF_REQ)
 WIRE_FIELDS_CODEC(sto_write_resp, STO_WRITE_RESP)
 WIRE_FIELDS_CODEC(sto_read_range, STO_READ_RANGE)
 WIRE_FIELDS_CODEC(sto_read_res, STO_READ_RES)
@@ -61,6 +62,7 @@ WIRE_FIELDS_CODEC(sto_sc_map_ent, STO_SC_MAP_ENT)
 	}
 
 STO_FIXED_CODEC(sto_write_req)
+STO_FIXED_CODEC(sto_write_if_req)
 STO_FIXED_CODEC(sto_write_resp)
 STO_FIXED_CODEC(sto_remove_req)
 STO_FIXED_CODEC(sto_remove_resp)

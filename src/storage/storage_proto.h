@@ -43,6 +43,9 @@ enum sto_msg_type {
 	STO_MSG_SC_MAP_MANY = 316,
 	/* Cuts a chunk short at its chain's head (craq_write.c "Truncates"). */
 	STO_MSG_TRUNCATE = 317,
+	/* A replace of a chunk on a condition on its version, decided at the
+	 * chain's head (craq_write.c "Conditional writes"). */
+	STO_MSG_WRITE_IF = 320,
 };
 
 #define STO_MAX_BATCH 1024   /* ranges in one READ */
@@ -85,6 +88,22 @@ enum sto_read_flags {
 	F(u32, flags)      /* STO_WF_* */                                  \
 	F(u64, client) F(u64, channel) F(u64, seq) /* exactly-once key; seq 0 = untracked */
 WIRE_STRUCT(sto_write_req, STO_WRITE_REQ);
+
+/* WRITE_IF req: a WRITE (the same fields, then EXPECT) that replaces the
+ * chunk with the data (off 0; STO_WF_REPLACE implied) only if the chunk's
+ * committed version at the chain's head is EXPECT, with
+ * STO_WIF_ABSENT (0) for "no such chunk" and STO_WIF_PRESENT for "any
+ * version". Decided under the chunk's lock at the head; a mismatch is
+ * refused with -ESTALE (an answer: cached for exactly-once like a
+ * success, nothing written or forwarded). What the successors get is an
+ * ordinary replace WRITE at the head's next version. Chains only (chain
+ * != 0: -EINVAL otherwise). A service from before the message answers
+ * -CFS_EBADMSG_TYPE: the condition is never ignored. Resp: a WRITE
+ * response. */
+#define STO_WIF_ABSENT 0ULL
+#define STO_WIF_PRESENT UINT64_MAX
+#define STO_WRITE_IF_REQ(F) STO_WRITE_REQ(F) F(u64, expect)
+WIRE_STRUCT(sto_write_if_req, STO_WRITE_IF_REQ);
 
 #define STO_WRITE_RESP(F) \
 	F(u64, commit_ver) \
@@ -322,6 +341,8 @@ int sto_shm_read_req_decode(const void *p, size_t n, struct sto_shm_at *at, stru
 
 int sto_write_req_encode(struct buf *b, const struct sto_write_req *m);
 int sto_write_req_decode(const void *p, size_t n, struct sto_write_req *m);
+int sto_write_if_req_encode(struct buf *b, const struct sto_write_if_req *m);
+int sto_write_if_req_decode(const void *p, size_t n, struct sto_write_if_req *m);
 int sto_write_resp_encode(struct buf *b, const struct sto_write_resp *m);
 int sto_write_resp_decode(const void *p, size_t n, struct sto_write_resp *m);
 int sto_read_req_encode(struct buf *b, const struct sto_read_req *m);

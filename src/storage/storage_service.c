@@ -246,6 +246,49 @@ static void handle_write(struct rpc_req *req, void *arg)
 	write_submit(req, s, &m, data, blen, NULL);
 }
 
+/* WRITE_IF: a replace on a condition on the chunk's version, at a chain's
+ * head only (craq_write.c "Conditional writes"). Over the socket; its CRC
+ * is checked here, before the lock. */
+static void handle_write_if(struct rpc_req *req, void *arg)
+{
+	struct storage_service *s = arg;
+	struct sto_write_if_req m;
+	uint32_t plen;
+	uint64_t blen;
+	const uint8_t *p = rpc_req_payload(req, &plen);
+	void *data = own_bulk(req, &blen);
+	if (sto_write_if_req_decode(p, plen, &m)) {
+		stor_buf_put(s, data, blen);
+		reply_err(req, -CFS_EPROTO, "write_if: malformed request");
+		return;
+	}
+	int err = fence_witness_admit(s);
+	if (err) {
+		stor_buf_put(s, data, blen);
+		reply_err(req, err, "write_if");
+		return;
+	}
+	struct sto_write_req w = { .target = m.target, .chain = m.chain, .chain_ver = m.chain_ver,
+				   .ino = m.ino, .idx = m.idx, .off = m.off, .len = m.len,
+				   .crc = m.crc, .flags = (m.flags & STO_WF_NOFLUSH) | STO_WF_REPLACE,
+				   .client = m.client, .channel = m.channel, .seq = m.seq };
+	uint32_t *page_crc = NULL;
+	/* Never a forward: the successors get a plain replace WRITE. */
+	if (!m.chain || (m.flags & (STO_WF_FORWARDED | STO_WF_SYNC)))
+		err = -EINVAL;
+	if (!err)
+		err = write_args_check(&w, data, blen);
+	if (!err)
+		err = stor_write_crc_check(&w, data, &page_crc);
+	if (err) {
+		stor_buf_put(s, data, blen);
+		reply_err(req, err, "write_if");
+		stor_end(s);
+		return;
+	}
+	craq_write_if_handle(s, req, &w, m.expect, data, page_crc);
+}
+
 /* SHM_WRITE: the data is in the client's region. It is copied once into a
  * buffer of ours before any check: the client can still write to its
  * region, and the CRC that is checked must be the CRC of the
@@ -996,6 +1039,13 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 	h.bulk_dest = write_bulk_dest;
 	h.bulk_drop = write_bulk_drop;
 	rpc_server_handle(s->srv, STO_MSG_WRITE, &h);
+	/* CFS_TEST_STO_NO_WRITE_IF=1 (test hook): a server from before
+	 * STO_WRITE_IF. */
+	const char *no_wif = getenv("CFS_TEST_STO_NO_WRITE_IF");
+	if (!no_wif || strcmp(no_wif, "1")) {
+		h.fn = handle_write_if;
+		rpc_server_handle(s->srv, STO_MSG_WRITE_IF, &h);
+	}
 	if ((rc = rpc_server_start(s->srv, o->listen, err, errlen)))
 		goto fail;
 	if (o->advertise && *o->advertise) {

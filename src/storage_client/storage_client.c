@@ -617,6 +617,54 @@ int storage_client_write_crc(struct storage_client *c, const struct storage_loc 
 	return write_crc(c, loc, ino, idx, off, len, data, crc, 1, flags, out);
 }
 
+int storage_client_write_if(struct storage_client *c, const struct storage_loc *loc,
+                            uint64_t ino, uint32_t idx, uint32_t len, const void *data,
+                            uint64_t expect, struct sto_write_resp *out)
+{
+	if (!len || !data || !loc->chain)
+		return -EINVAL;
+	struct sto_write_if_req m = {.ino = ino,
+	                             .idx = idx,
+	                             .len = len,
+	                             .crc = crc32c(0, data, len),
+	                             .flags = STO_WF_REPLACE,
+	                             .client = c->client_id,
+	                             .expect = expect};
+	/* One key for every attempt: a refusal or a landing is answered
+	 * again from the head's exactly-once cache. */
+	next_seq(c, &m.channel, &m.seq);
+	struct buf pl, resp;
+	buf_init(&pl);
+	buf_init(&resp);
+	uint64_t start = clock_mono_ms();
+	int rc;
+	for (int attempt = 1;; attempt++) {
+		struct dest d;
+		rc = resolve(c, loc, true, &d, NULL);
+		if (!rc) {
+			m.target = d.target;
+			m.chain = d.chain;
+			m.chain_ver = d.chain_ver;
+			buf_reset(&pl);
+			if ((rc = sto_write_if_req_encode(&pl, &m)))
+				break;
+			rc = call(c, d.addr, STO_MSG_WRITE_IF, &pl, data, len, &resp);
+		}
+		if (!rc) {
+			struct sto_write_resp r;
+			rc = sto_write_resp_decode(resp.data, resp.len, &r);
+			if (!rc && out)
+				*out = r;
+			break;
+		}
+		if (!retryable(rc, true) || !backoff(c, start, attempt, rc, d.routing_ver))
+			break;
+	}
+	buf_fini(&pl);
+	buf_fini(&resp);
+	return rc;
+}
+
 /* Encodes request ARG for D into PL: call_loc's ENCODE. */
 typedef int (*loc_encode_fn)(struct buf *pl, void *arg, const struct dest *d);
 

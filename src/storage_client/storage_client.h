@@ -110,6 +110,18 @@ int storage_client_read(struct storage_client *c, struct storage_read *r, size_t
 int storage_client_read_async(struct storage_client *c, struct storage_read *r, uint32_t flags,
 			      void (*done)(void *arg), void *arg);
 
+/* Replaces chunk (INO, IDX) of chain LOC->chain (not 0: -EINVAL) with
+ * LEN bytes (>= 1) only if its version at the chain's head is EXPECT
+ * (STO_WIF_ABSENT: no such chunk; STO_WIF_PRESENT: any), decided there
+ * under the chunk's lock (STO_MSG_WRITE_IF). -ESTALE: the condition did
+ * not hold, nothing changed; -CFS_EBADMSG_TYPE: the head predates the
+ * message (nothing written: the caller decides what to do without the
+ * condition). Retried with one exactly-once key, like a write. OUT (may
+ * be NULL) gets the chunk's new version, length and CRC. Thread-safe. */
+int storage_client_write_if(struct storage_client *c, const struct storage_loc *loc,
+			    uint64_t ino, uint32_t idx, uint32_t len, const void *data,
+			    uint64_t expect, struct sto_write_resp *out);
+
 /* Writes LEN bytes at OFF of chunk (INO, IDX). FLAGS: STO_WF_REPLACE,
  * STO_WF_NOFLUSH (cache mode, storage_proto.h) and/or STO_WF_IF_ABSENT
  * (-EEXIST when the chunk exists; on a chain only: a direct write, chain

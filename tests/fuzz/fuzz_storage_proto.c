@@ -29,11 +29,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	 * 0xf2: 312, 0xf3: 313, 0xf4: 314), 0xf5 / 0xf6 the short-circuit
 	 * map request / reply (315), 0xf7 the batched map's request and
 	 * reply (316: the same bytes through both), 0xf8 the truncate
-	 * request (317); below, the older decoders keep the selector their
-	 * corpus files use. */
-	unsigned sel = data[0] >= 0xf0 && data[0] <= 0xf8 ? 12 + (unsigned)(data[0] - 0xf0)
-			: data[0] >= 0xf9 ? 12 + (unsigned)(data[0] - 0xf0) % 3
-					  : data[0] % 12;
+	 * request (317), 0xfa the conditional write request (320); below,
+	 * the older decoders keep the selector their corpus files use. */
+	unsigned sel = data[0] == 0xfa                    ? 22
+		       : data[0] >= 0xf0 && data[0] <= 0xf8 ? 12 + (unsigned)(data[0] - 0xf0)
+		       : data[0] >= 0xf9                    ? 12 + (unsigned)(data[0] - 0xf0) % 3
+							    : data[0] % 12;
 	switch (sel) {
 	case 0: {
 		struct sto_write_req m, m2;
@@ -266,6 +267,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			      m.chain_ver == m2.chain_ver && m.ino == m2.ino && m.idx == m2.idx &&
 			      m.len == m2.len && m.flags == m2.flags && m.client == m2.client &&
 			      m.channel == m2.channel && m.seq == m2.seq);
+		}
+		break;
+	}
+	case 22: {
+		struct sto_write_if_req m, m2;
+		if (!sto_write_if_req_decode(p, n, &m)) {
+			check(!sto_write_if_req_encode(&b, &m));
+			check(!sto_write_if_req_decode(b.data, b.len, &m2));
+			check(m.target == m2.target && m.chain == m2.chain &&
+			      m.chain_ver == m2.chain_ver && m.ino == m2.ino && m.idx == m2.idx &&
+			      m.off == m2.off && m.len == m2.len && m.crc == m2.crc &&
+			      m.update_ver == m2.update_ver && m.flags == m2.flags &&
+			      m.client == m2.client && m.channel == m2.channel && m.seq == m2.seq &&
+			      m.expect == m2.expect);
 		}
 		break;
 	}

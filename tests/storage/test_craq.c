@@ -74,6 +74,10 @@
  *                 it changes nothing, one of an absent chunk is -ENOENT
  *   truncate_old_head  services that do not know STO_TRUNCATE: the
  *                 client cuts the chunk by a read and a replace instead
+ *   write_if      a conditional replace (STO_MSG_WRITE_IF) lands only on
+ *                 the expected version, a repeat gets its first answer,
+ *                 a returning replica gets the result through resync
+ *   write_if_old_head  services that do not know it refuse it by type
  *   remove_apply_fails  a successor whose apply of a forwarded remove
  *                 fails fences itself: the remove completes without it,
  *                 and a write re-creating the chunk is on every replica
@@ -1378,6 +1382,139 @@ static void test_write_if_absent(void **state)
 	env_down(&e);
 }
 
+/* WRITE_IF (INO, 0) sent by hand to the head with exactly-once key
+ * (0xc30, 1, SEQ): the answer's status. */
+static int raw_write_if(struct env *e, uint64_t ino, uint64_t seq, uint64_t expect,
+			const uint8_t *data, uint32_t len)
+{
+	struct route_chain c;
+	assert_true(get_chain(e, &c));
+	struct sto_write_if_req m = { .target = c.m[0].target_id, .chain = e->chain,
+				      .chain_ver = c.version, .ino = ino, .len = len,
+				      .crc = crc32c(0, data, len), .flags = STO_WF_REPLACE,
+				      .client = 0xc30, .channel = 1, .seq = seq,
+				      .expect = expect };
+	struct rpc_client *rc = stor_cluster_rpc_client();
+	struct buf pl, resp;
+	buf_init(&pl);
+	buf_init(&resp);
+	sto_write_if_req_encode(&pl, &m);
+	struct rpc_peer *p;
+	char err[128];
+	int ni = node_of(e, m.target);
+	assert_int_equal(rpc_client_peer(rc, e->sc.node[ni].addr, &p, err, sizeof(err)), 0);
+	struct rpc_call call = { .type = STO_MSG_WRITE_IF, .payload = pl.data,
+				 .payload_len = (uint32_t)pl.len, .bulk = data, .bulk_len = len,
+				 .timeout_ms = 20000 };
+	int r = call_unfenced(p, &call, &resp);
+	buf_fini(&pl);
+	buf_fini(&resp);
+	rpc_client_free(rc);
+	return r;
+}
+
+/* A conditional replace (STO_MSG_WRITE_IF, the inline conversion's fence):
+ * refused with -ESTALE and nothing changed when the head's version is not
+ * the expected one (absent, a version, "present"); applied as a replace
+ * on every replica when it is. A repeat of a request (same exactly-once
+ * key) gets its first answer: a refusal stays a refusal after the chunk
+ * came back to the expected state, a landing does not land again over a
+ * later write. A replica that was down gets the result through resync. */
+static void test_write_if(void **state)
+{
+	(void)state;
+	struct env e;
+	env_up(&e, "craq-writeif");
+	static uint8_t a[CLEN], b[CLEN], c3[CLEN];
+	gen(3001, a, CLEN);
+	gen(3002, b, CLEN);
+	gen(3003, c3, CLEN);
+	struct storage_loc loc = { .chain = e.chain };
+	struct sto_query_resp q0, q1;
+	/* absent: only "absent" matches */
+	assert_int_equal(storage_client_write_if(e.cli, &loc, 81, 0, 100, a, 1, NULL), -ESTALE);
+	assert_int_equal(storage_client_write_if(e.cli, &loc, 81, 0, 100, a, STO_WIF_PRESENT, NULL),
+			 -ESTALE);
+	assert_int_equal(storage_client_query(e.cli, &loc, 81, 0, 0, &q0), -ENOENT);
+	assert_int_equal(storage_client_write_if(e.cli, &loc, 81, 0, 5000, a, STO_WIF_ABSENT, NULL),
+			 0);
+	assert_replicas_len(&e, 81, 0, 5000, crc32c(0, a, 5000));
+	/* present: a wrong version or "absent" is refused, nothing changes */
+	assert_int_equal(storage_client_query(e.cli, &loc, 81, 0, 0, &q0), 0);
+	assert_int_equal(storage_client_write_if(e.cli, &loc, 81, 0, CLEN, b, STO_WIF_ABSENT, NULL),
+			 -ESTALE);
+	assert_int_equal(
+		storage_client_write_if(e.cli, &loc, 81, 0, CLEN, b, q0.commit_ver + 1, NULL),
+		-ESTALE);
+	assert_int_equal(storage_client_query(e.cli, &loc, 81, 0, 0, &q1), 0);
+	assert_int_equal(q1.commit_ver, q0.commit_ver);
+	assert_replicas_len(&e, 81, 0, 5000, crc32c(0, a, 5000));
+	/* the right version: a replace of the whole chunk, at the next version */
+	struct sto_write_resp wr;
+	assert_int_equal(storage_client_write_if(e.cli, &loc, 81, 0, CLEN, b, q0.commit_ver, &wr),
+			 0);
+	assert_int_equal(wr.commit_ver, q0.commit_ver + 1);
+	assert_replicas_hold(&e, 81, 0, b, CLEN);
+	assert_int_equal(storage_client_write_if(e.cli, &loc, 81, 0, 300, a, STO_WIF_PRESENT, NULL),
+			 0);
+	assert_replicas_len(&e, 81, 0, 300, crc32c(0, a, 300));
+
+	/* exactly-once: a refusal repeated after the chunk is gone */
+	assert_int_equal(raw_write_if(&e, 82, 1, STO_WIF_ABSENT, a, 4000), 0);
+	assert_int_equal(raw_write_if(&e, 82, 2, STO_WIF_ABSENT, b, 4000), -ESTALE);
+	assert_int_equal(storage_client_remove(e.cli, &loc, 82, 0, 1, NULL), 0);
+	assert_int_equal(raw_write_if(&e, 82, 2, STO_WIF_ABSENT, b, 4000), -ESTALE);
+	assert_int_equal(storage_client_query(e.cli, &loc, 82, 0, 0, &q0), -ENOENT);
+	/* ... and a landing repeated after a later write */
+	assert_int_equal(raw_write_if(&e, 82, 3, STO_WIF_ABSENT, b, 4000), 0);
+	assert_int_equal(storage_client_write(e.cli, &loc, 82, 0, 0, 2000, c3, 0, NULL), 0);
+	assert_int_equal(raw_write_if(&e, 82, 3, STO_WIF_ABSENT, b, 4000), 0);
+	static uint8_t want[4000];
+	memcpy(want, b, 4000);
+	memcpy(want, c3, 2000);
+	assert_replicas_hold(&e, 82, 0, want, 4000);
+
+	/* resync: the tail down while a conditional replace lands */
+	struct route_chain c;
+	assert_true(get_chain(&e, &c));
+	uint32_t tail = c.m[2].target_id;
+	int tn = node_of(&e, tail);
+	assert_true(tn >= 0);
+	stor_cluster_signal(&e.sc, tn, SIGKILL);
+	assert_true(wait_chain(&e, 2, tail, CHAIN_PS_OFFLINE, 20000));
+	assert_int_equal(storage_client_query(e.cli, &loc, 81, 0, 0, &q0), 0);
+	assert_int_equal(storage_client_write_if(e.cli, &loc, 81, 0, 7000, c3, q0.commit_ver, NULL),
+			 0);
+	stor_cluster_start_storage(&e.sc, tn);
+	assert_chain_recovers(&e, 60000);
+	assert_replicas_len(&e, 81, 0, 7000, crc32c(0, c3, 7000));
+	assert_replicas_hold(&e, 81, 0, c3, 7000);
+	/* chains only: a direct write cannot be conditioned */
+	struct storage_loc direct = { .chain = 0, .addr = e.sc.node[0].addr, .target = 1 };
+	assert_int_equal(storage_client_write_if(e.cli, &direct, 81, 0, 10, a, STO_WIF_PRESENT, NULL),
+			 -EINVAL);
+	env_down(&e);
+}
+
+/* Services from before STO_WRITE_IF (CFS_TEST_STO_NO_WRITE_IF=1) answer
+ * it -CFS_EBADMSG_TYPE: the condition is never silently dropped. */
+static void test_write_if_old_head(void **state)
+{
+	(void)state;
+	struct env e;
+	setenv("CFS_TEST_STO_NO_WRITE_IF", "1", 1); /* inherited by the services */
+	env_up(&e, "craq-wifold");
+	unsetenv("CFS_TEST_STO_NO_WRITE_IF");
+	static uint8_t a[CLEN];
+	gen(3101, a, CLEN);
+	struct storage_loc loc = { .chain = e.chain };
+	assert_int_equal(storage_client_write_if(e.cli, &loc, 83, 0, 100, a, STO_WIF_ABSENT, NULL),
+			 -CFS_EBADMSG_TYPE);
+	struct sto_query_resp q;
+	assert_int_equal(storage_client_query(e.cli, &loc, 83, 0, 0, &q), -ENOENT);
+	env_down(&e);
+}
+
 /* E's services with fault points (CFS_FAULTINJ) and their forward
  * deadline at 3 s instead of 30 (CFS_FAULTINJ_FORWARD_DEADLINE_MS); the
  * chain's members as it starts into MB. */
@@ -2383,6 +2520,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_truncate_late_copy),
 		cmocka_unit_test(test_truncate_old_head),
 		cmocka_unit_test(test_write_if_absent),
+		cmocka_unit_test(test_write_if),
+		cmocka_unit_test(test_write_if_old_head),
 		cmocka_unit_test(test_remove_apply_fails),
 		cmocka_unit_test(test_forward_gives_up_remove),
 		cmocka_unit_test(test_forward_gives_up_write),

@@ -38,6 +38,32 @@ static void test_write_roundtrip(void **state)
 	buf_fini(&b);
 }
 
+/* WRITE_IF is a WRITE's fields then u64 expect: a prefix of it is a
+ * WRITE (a service reading it as one would drop the condition; it
+ * therefore has its own type), and a cut anywhere is refused. */
+static void test_write_if_roundtrip(void **state)
+{
+	(void)state;
+	static const struct sto_write_if_req m = {.target = 3001, .chain = 1000002, .chain_ver = 7,
+	                                          .ino = 1ull << 40, .len = 65536, .crc = 0xdeadbeef,
+	                                          .flags = STO_WF_REPLACE, .client = 5, .channel = 6,
+	                                          .seq = 77, .expect = 1ull << 33};
+	struct buf b;
+	buf_init(&b);
+	assert_int_equal(sto_write_if_req_encode(&b, &m), 0);
+	struct sto_write_if_req d;
+	memset(&d, 0, sizeof(d));
+	assert_int_equal(sto_write_if_req_decode(b.data, b.len, &d), 0);
+	assert_memory_equal(&m, &d, sizeof(m));
+	for (size_t cut = 0; cut < b.len; cut++)
+		assert_int_equal(sto_write_if_req_decode(b.data, cut, &d), -CFS_EPROTO);
+	struct sto_write_req w;
+	assert_int_equal(sto_write_req_decode(b.data, b.len, &w), 0);
+	assert_int_equal(w.seq, 77);
+	assert_int_equal(b.len, 72 + 8);
+	buf_fini(&b);
+}
+
 static void test_read_batch(void **state)
 {
 	(void)state;
@@ -283,6 +309,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_write_roundtrip),
+		cmocka_unit_test(test_write_if_roundtrip),
 		cmocka_unit_test(test_read_batch),
 		cmocka_unit_test(test_others),
 		cmocka_unit_test(test_wire_layout),
