@@ -352,6 +352,23 @@ static int sto_remove(void *arg, uint32_t chain, uint64_t ino, uint32_t begin, u
 	return storage_client_remove(arg, &loc, ino, begin, end, NULL);
 }
 
+static int sto_chunk_ver(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint64_t *ver)
+{
+	struct storage_loc loc = {.chain = chain};
+	struct sto_query_resp q;
+	int rc = storage_client_query(arg, &loc, ino, index, 0, &q);
+	*ver = rc == 0 ? q.commit_ver : 0;
+	return rc == -ENOENT ? 0 : rc;
+}
+
+static int sto_write_if(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t len,
+                        const void *buf, uint64_t expect)
+{
+	struct storage_loc loc = {.chain = chain};
+	int rc = storage_client_write_if(arg, &loc, ino, index, len, buf, expect, NULL);
+	return rc == -CFS_EBADMSG_TYPE ? -EOPNOTSUPP : rc;
+}
+
 /* The data path: file_io over a storage client. 0 or <0 with a message in
  * ERR. */
 static int data_path_new(const struct storage_client_opts *so, meta_client *meta, int io_threads,
@@ -371,6 +388,8 @@ static int data_path_new(const struct storage_client_opts *so, meta_client *meta
 	                .write_crc = sto_write_crc,
 	                .read_batch = sto_read_batch,
 	                .remove = sto_remove,
+	                .chunk_ver = sto_chunk_ver,
+	                .write_if = sto_write_if,
 	                .read_async = sto_read_async},
 	    .meta = meta,
 	    .workers = io_threads,

@@ -1654,6 +1654,34 @@ int fio_write_chunks(file_io *f, file_io_inode *fi, uint64_t off, size_t len, co
 	return rc;
 }
 
+int fio_can_fence(const file_io *f)
+{
+	return f->o.backend.chunk_ver && f->o.backend.write_if;
+}
+
+int fio_chunk0_ver(file_io *f, file_io_inode *fi, uint64_t *ver)
+{
+	*ver = 0;
+	if (!fio_can_fence(f))
+		return -EOPNOTSUPP;
+	return f->o.backend.chunk_ver(f->o.backend.arg,
+	                              meta_layout_chain(&fi->layout, fi->perm, 0), fi->ino, 0, ver);
+}
+
+int fio_write_chunk0_if(file_io *f, file_io_inode *fi, const void *buf, uint32_t len,
+                        uint64_t expect)
+{
+	if (!fio_can_fence(f))
+		return -EOPNOTSUPP;
+	int rc = f->o.backend.write_if(f->o.backend.arg,
+	                               meta_layout_chain(&fi->layout, fi->perm, 0), fi->ino, 0, len,
+	                               buf, expect);
+	pthread_mutex_lock(&fi->lock);
+	ra_drop_all(fi);
+	pthread_mutex_unlock(&fi->lock);
+	return rc;
+}
+
 int fio_remove_chunk0(file_io *f, file_io_inode *fi)
 {
 	if (!f->o.backend.remove)

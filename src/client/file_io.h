@@ -85,6 +85,16 @@ struct file_io_backend {
 	 * (absent ones are fine). 0 or <0. Without it file_io_punch writes
 	 * zeros over whole chunks too. */
 	int (*remove)(void *arg, uint32_t chain, uint64_t ino, uint32_t begin, uint32_t end);
+	/* Optional (both or neither; the inline data conversion's fence,
+	 * file_io_idata.c): CHUNK_VER sets *VER to the version of chunk
+	 * (INO, INDEX) on CHAIN (0: absent); WRITE_IF replaces that chunk
+	 * with LEN (>= 1) bytes only if its version at the chain's head is
+	 * EXPECT (0: absent), decided there: 0, -ESTALE when it is not
+	 * (nothing written), -EOPNOTSUPP when storage cannot decide it (a
+	 * head that predates the condition; nothing written). */
+	int (*chunk_ver)(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint64_t *ver);
+	int (*write_if)(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t len,
+	                const void *buf, uint64_t expect);
 };
 
 /* Zero fields take the defaults in brackets. */

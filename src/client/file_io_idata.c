@@ -14,23 +14,24 @@
  * inline).
  *
  * CONVERSION (meta_idata.c has the server half). With empty data: one
- * commit with EMPTY. Otherwise: begin claims the file and returns the
- * bytes and their version; if an earlier conversion was started (flag
- * ATTEMPTED) chunk 0 is removed first, so no stale byte of it survives
- * past the new data; the bytes are written to chunk 0 only if it is
- * absent (FILE_IO_WF_IF_ABSENT, checked by the chain's head under the
- * chunk's lock); commit flips the inode if the version still matches,
- * else the loop starts over with the new bytes. The claim is a lease
- * (10 s): a converter stalled past it, or whose write the storage client
- * is still retrying, may find another converter committed and the file
- * written since; its write is then refused (-EEXIST) and it starts over,
- * instead of landing the old bytes over the new ones. Not fenced: the
- * remove of an earlier attempt's chunk 0 (a stalled ATTEMPTED converter
- * can remove a committed chunk 0), and an "if absent" write arriving
- * after a truncate to 0 removed the committed chunk 0 (docs/inline-data.md
- * "Growing past the threshold"). Another client's claim (-EBUSY) is
- * waited out (at most the lease). One conversion per inode at a time in
- * this client (st->conv).
+ * commit with EMPTY. Otherwise (docs/inline-data.md "Growing past the
+ * threshold" has the rule and why it holds): read chunk 0's version V
+ * (absent: first make it one zero byte "if absent", then read again);
+ * begin claims the file and returns the bytes and their version; chunk 0
+ * is replaced by the bytes only if its version is still V (the chain's
+ * head decides, under the chunk's lock: STO_WRITE_IF), else the loop
+ * starts over; commit flips the inode if the bytes' version still
+ * matches, else the loop starts over with the new bytes. The claim is a
+ * lease (10 s): a converter stalled past it, or whose write the storage
+ * client is still retrying, finds chunk 0 changed by the converter that
+ * committed (and by the writes after), so its late copy is refused
+ * instead of landing the old bytes over the new ones or, after a
+ * truncate to 0 removed chunk 0, under a later extension. A backend or
+ * storage without the conditional write: an earlier attempt's chunk 0 is
+ * removed, then the bytes are written "if absent" (the session-29 fence,
+ * open to both cases). Another client's claim (-EBUSY) is waited out (at
+ * most the lease). One conversion per inode at a time in this client
+ * (st->conv).
  *
  * INVARIANT. st->on only goes 1 -> 0. The cache (snap) holds the whole
  * inline content as of snap_ms; it is dropped on every write through this
@@ -283,21 +284,37 @@ static int learn_chunked(file_io *f, file_io_inode *fi, struct fio_idata *st)
 	return rc;
 }
 
+/* Whether the hold file P says to hold a conversion whose begin said
+ * ATTEMPTED (or not): it exists, and unless it starts with "attempted"
+ * it holds every conversion. */
+static int hold_on(const char *p, int attempted)
+{
+	int fd = open(p, O_RDONLY);
+	if (fd < 0)
+		return 0;
+	char b[9] = {0};
+	ssize_t n = read(fd, b, sizeof(b));
+	close(fd);
+	return attempted || n < (ssize_t)sizeof(b) || memcmp(b, "attempted", sizeof(b)) != 0;
+}
+
 /* Fault injection (tests only): while the file named by
  * CFS_FAULTINJ_CONVERT_HOLD exists, a conversion waits after its begin
  * (its claim held, then expired), having created that name + ".held"
- * (test_integ_idata.c test_stalled_converter). */
-static void convert_hold(void)
+ * (test_integ_idata.c test_stalled_converter). While the file starts
+ * with "attempted", only a conversion whose begin said ATTEMPTED waits
+ * (a waiting one that did not goes on: test_stalled_attempted). */
+static void convert_hold(int attempted)
 {
 	const char *p = getenv("CFS_FAULTINJ_CONVERT_HOLD");
-	if (!p || access(p, F_OK) != 0)
+	if (!p || !hold_on(p, attempted))
 		return;
 	char held[4200];
 	snprintf(held, sizeof(held), "%s.held", p);
 	int fd = open(held, O_WRONLY | O_CREAT, 0644);
 	if (fd >= 0)
 		close(fd);
-	while (access(p, F_OK) == 0) {
+	while (hold_on(p, attempted)) {
 		struct timespec ts = {0, 20 * 1000000};
 		nanosleep(&ts, NULL);
 	}
@@ -328,7 +345,39 @@ int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st)
 		if (rc == -EAGAIN)
 			rc = 0; /* not empty after all (or still inline): copy below */
 	}
+	int fenced = fio_can_fence(f);
 	while (rc == 0 && fio_idata_on(st)) {
+		/* Fenced: chunk 0's version, read BEFORE the begin: a begin
+		 * that then finds the file inline proves no conversion
+		 * committed before the read, so V is an uncommitted attempt's
+		 * (or none) and the conditional replace below lands only if
+		 * nothing changed chunk 0 since (every commit follows a change
+		 * of it: a converter always writes at least one byte). */
+		uint64_t v0 = 0;
+		if (fenced && (rc = fio_chunk0_ver(f, fi, &v0)) < 0)
+			break;
+		if (fenced && v0 == 0) {
+			/* Never replace "if absent" with the bytes: chunk 0 of a
+			 * converted file is absent again after a truncate to 0,
+			 * and a late copy would land there (the old bytes
+			 * showing when the file is extended). A placeholder of
+			 * one zero byte instead, whose late landing shows zeros;
+			 * the copy then expects the version it made. */
+			static const uint8_t zero[1];
+			rc = fio_write_chunk0_if(f, fi, zero, 1, 0);
+			if (rc == 0 || rc == -ESTALE) {
+				rc = 0;
+				continue;
+			}
+			if (rc != -EOPNOTSUPP)
+				break;
+			rc = 0;
+			fenced = 0;
+			LOG_WARN("client",
+			         "inline data: storage predates the conditional write (STO_WRITE_IF): "
+			         "converting unfenced: ino=%llu",
+			         (unsigned long long)ino);
+		}
 		rc = meta_client_idata_begin(mc, &ROOT, ino, in, &d);
 		if (rc == -CFS_ENOTINLINE) {
 			rc = learn_chunked(f, fi, st);
@@ -344,13 +393,31 @@ int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st)
 		}
 		if (rc < 0)
 			break;
-		convert_hold();
-		if (d.flags & META_IDATA_F_ATTEMPTED)
+		convert_hold((d.flags & META_IDATA_F_ATTEMPTED) != 0);
+		if (fenced) {
+			/* The whole chunk becomes the bytes (an earlier attempt's
+			 * tail goes with the replace); one zero byte when there
+			 * are none, so that this commit too follows a change. */
+			static const uint8_t zero[1];
+			rc = fio_write_chunk0_if(f, fi, d.len ? d.buf : zero, d.len ? d.len : 1, v0);
+			if (rc == -ESTALE) {
+				LOG_INFO("client", "inline data: chunk 0 changed meanwhile, again: ino=%llu",
+				         (unsigned long long)ino);
+				rc = 0;
+				continue;
+			}
+			if (rc == -EOPNOTSUPP) {
+				rc = 0;
+				fenced = 0;
+				continue;
+			}
+		} else if (d.flags & META_IDATA_F_ATTEMPTED) {
 			rc = fio_remove_chunk0(f, fi);
-		/* Only into an absent chunk 0: past our lease another converter
-		 * may have committed and the file been written since; our late
-		 * copy must not land over that (refused: start over). */
-		if (rc == 0 && d.len)
+		}
+		/* Unfenced (a backend or storage without the conditional
+		 * write): only into an absent chunk 0, which stops a late copy
+		 * after a commit unless chunk 0 was removed since. */
+		if (rc == 0 && !fenced && d.len)
 			rc = fio_write_chunks(f, fi, 0, d.len, d.buf, FILE_IO_WF_IF_ABSENT);
 		if (rc == -EEXIST) {
 			LOG_INFO("client",

@@ -469,6 +469,144 @@ static void test_stalled_converter(void **state)
 	stop_mount2();
 }
 
+/* Writes TEXT (may be "") into PATH, created or cut. */
+static void put_text(const char *path, const char *text)
+{
+	FILE *h = fopen(path, "w");
+	assert_non_null(h);
+	fputs(text, h);
+	assert_int_equal(fclose(h), 0);
+}
+
+/* Waits (at most 20 s) for the hold's ".held" file HELD. */
+static void wait_held(const char *held)
+{
+	uint64_t t0 = clock_mono_ms();
+	while (access(held, F_OK) != 0) {
+		if (clock_mono_ms() - t0 > 20000)
+			fail_msg("mount 2's conversion did not reach its hold in 20 s");
+		clock_sleep_ms(20);
+	}
+}
+
+/* P2 read through a fresh mount 2 must be WANT (N bytes); OLD names the
+ * inline bytes a stalled converter would have brought back. */
+static void expect_file(const char *p2, const uint8_t *want, size_t n, unsigned old)
+{
+	start_mount2(); /* no fault point; nothing cached */
+	size_t got_n, i = 0;
+	uint8_t *got = slurp(p2, &got_n);
+	while (i < n && i < got_n && got[i] == want[i])
+		i++;
+	uint8_t g = i < got_n ? got[i] : 0;
+	free(got);
+	stop_mount2(); /* before a failure, so the next test starts its own */
+	if (got_n != n)
+		fail_msg("%s: %zu bytes, want %zu", p2, got_n, n);
+	if (i < n)
+		fail_msg("%s: byte %zu is %u, want %u%s", p2, i, g, want[i],
+		         i < 1000 && g == pat(i, old) ? " (the stalled converter's old inline bytes)"
+		                                      : "");
+}
+
+/* Case (a) of docs/inline-data.md "Growing past the threshold": mount 2's
+ * conversion is started, its copy lands in chunk 0 but its commit fails
+ * (mount 1 changed the inline bytes meanwhile), so its next begin says
+ * ATTEMPTED; it is held there past its lease. Mount 1 converts, commits
+ * and writes 2T; then mount 2 goes on. Before the conditional replace it
+ * removed chunk 0 (the earlier attempt's, it thought: mount 1's
+ * acknowledged bytes) and wrote its copy "if absent": "byte 0 is 59, want
+ * 62". Now its replace expects the version it read before its begin and is
+ * refused; it starts over, finds the file chunked and writes its 100
+ * bytes at T. */
+static void test_stalled_attempted(void **state)
+{
+	(void)state;
+	char hold[700], held[720], p1[1024], p2[1024];
+	snprintf(hold, sizeof(hold), "%s/convert_hold_att", env.dir);
+	snprintf(held, sizeof(held), "%s.held", hold);
+	unlink(held);
+	assert_int_equal(setenv("CFS_FAULTINJ_CONVERT_HOLD", hold, 1), 0);
+	start_mount2();
+	unsetenv("CFS_FAULTINJ_CONVERT_HOLD");
+	snprintf(p1, sizeof(p1), "%s/stalled_att", env.mnt);
+	snprintf(p2, sizeof(p2), "%s/stalled_att", mnt2);
+	write_file(p1, 1000, 60); /* inline */
+	assert_true(integ_wait_visible(p2, 10000));
+	put_text(hold, ""); /* hold every conversion */
+	struct stall_writer w = {.path = p2};
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, stall_write, &w), 0);
+	wait_held(held);
+	/* an inline write: mount 2's first commit will fail */
+	write_file(p1, 1000, 59);
+	unlink(held);
+	put_text(hold, "attempted"); /* the first attempt goes on, the next waits */
+	wait_held(held);
+	clock_sleep_ms(10000 + 1500); /* META_IDATA_LEASE_NS, and some */
+	uint8_t *b = malloc(2 * T);
+	assert_non_null(b);
+	fill(b, 0, 2 * T, 62);
+	int fd = open(p1, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, b, 2 * T, 0), 2 * T);
+	assert_int_equal(fsync(fd), 0);
+	assert_int_equal(close(fd), 0);
+	unlink(hold);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(w.rc, 0);
+	stop_mount2();
+	fill(b + T, T, 100, 61);
+	expect_file(p2, b, 2 * T, 59);
+	free(b);
+}
+
+/* Case (b): mount 2's conversion is held past its lease; mount 1 converts
+ * and commits, then cuts the file to 0 (meta removes chunk 0); mount 2
+ * goes on. Before the fix its copy "if absent" landed in the removed
+ * chunk 0 and its write at T extended the file over it: the old inline
+ * bytes where zeros belong ("byte 0 is 60, want 0"). Now its replace
+ * expects a version chunk 0 no longer has: it starts over and writes its
+ * 100 bytes at T over zeros. */
+static void test_stalled_after_cut(void **state)
+{
+	(void)state;
+	char hold[700], held[720], p1[1024], p2[1024];
+	snprintf(hold, sizeof(hold), "%s/convert_hold_cut", env.dir);
+	snprintf(held, sizeof(held), "%s.held", hold);
+	unlink(held);
+	assert_int_equal(setenv("CFS_FAULTINJ_CONVERT_HOLD", hold, 1), 0);
+	start_mount2();
+	unsetenv("CFS_FAULTINJ_CONVERT_HOLD");
+	snprintf(p1, sizeof(p1), "%s/stalled_cut", env.mnt);
+	snprintf(p2, sizeof(p2), "%s/stalled_cut", mnt2);
+	write_file(p1, 1000, 60); /* inline */
+	assert_true(integ_wait_visible(p2, 10000));
+	put_text(hold, "");
+	struct stall_writer w = {.path = p2};
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, stall_write, &w), 0);
+	wait_held(held);
+	clock_sleep_ms(10000 + 1500); /* META_IDATA_LEASE_NS, and some */
+	uint8_t *b = calloc(1, T + 100);
+	assert_non_null(b);
+	fill(b, 0, 2000, 62);
+	int fd = open(p1, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, b, 2000, 2 * T), 2000); /* converts */
+	assert_int_equal(fsync(fd), 0);
+	assert_int_equal(ftruncate(fd, 0), 0);
+	assert_int_equal(close(fd), 0);
+	memset(b, 0, T + 100);
+	unlink(hold);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(w.rc, 0);
+	stop_mount2();
+	fill(b + T, T, 100, 61);
+	expect_file(p2, b, T + 100, 60);
+	free(b);
+}
+
 /* ---- open-ahead (fuse_fs.c "Open-ahead") ---- */
 
 #define OA_DIRS 4
@@ -1034,8 +1172,10 @@ static void test_checkout_pattern(void **state)
 	}
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	if (argc > 1)
+		cmocka_set_test_filter(argv[1]); /* e.g. test_integ_idata 'test_stalled_*' */
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sizes_against_local),
 		cmocka_unit_test(test_readers_while_growing),
@@ -1043,6 +1183,8 @@ int main(void)
 		cmocka_unit_test(test_fstat_after_write),
 		cmocka_unit_test(test_two_mounts),
 		cmocka_unit_test(test_stalled_converter),
+		cmocka_unit_test(test_stalled_attempted),
+		cmocka_unit_test(test_stalled_after_cut),
 		cmocka_unit_test(test_open_ahead),
 		cmocka_unit_test(test_cached_open),
 		cmocka_unit_test(test_stored_pages),
