@@ -22,9 +22,12 @@
  * copying old bytes over chunk writes made after a first one's flip; a
  * converter that dies loses it after META_IDATA_LEASE_NS. flags bit
  * ATTEMPTED records that chunk 0 may hold bytes of an unfinished
- * conversion: the next converter removes that chunk first and GC removes
- * chunks only for such files (an inline file that never began converting
- * has none).
+ * conversion: the next converter replaces that chunk whole (a client
+ * without the conditional write removes it first; file_io_idata.c), an
+ * EMPTY commit is refused, and GC removes chunks only for such files (an
+ * inline file that never began converting has none). A converter's late
+ * chunk-0 write after another's commit is fenced at storage, not here
+ * (docs/inline-data.md "The fence").
  *
  * Inline writes are not permission-checked here, like chunk writes on
  * storage: the client checked at open. Thread-safe; every call blocks.

@@ -362,16 +362,17 @@ static void finish(struct craq_op *o, int err)
 	}
 	if (err) {
 		/* A truncate of an absent chunk (a hole), or a refused "only if
-		 * absent" write, is an answer, not a failure. */
+		 * absent" or conditional write, is an answer, not a failure. */
 		bool refused = err == -EEXIST || (o->cond && err == -ESTALE);
 		if (err != -CFS_ECHAIN_VERSION && err != -CFS_ENOT_HEAD &&
 		    !(o->kind == CRAQ_TRUNC && err == -ENOENT) && !refused)
 			LOG_WARN("craq", "op failed: chain=%u ino=%llu idx=%u err=%s", o->chain,
 				 (unsigned long long)o->id.ino, o->id.idx, cfs_strerror(err));
-		/* A refused "only if absent" write is an answer: a retry of it
-		 * must not land once the chunk is gone again (a later remove).
-		 * So is a truncate's "no such chunk": a late copy must not cut
-		 * the chunk a write created since ("Late cuts" at the top). */
+		/* A refused "only if absent" or conditional write is an answer:
+		 * a retry of it must not land once the chunk is gone again (a
+		 * later remove) or back at the expected version. So is a
+		 * truncate's "no such chunk": a late copy must not cut the
+		 * chunk a write created since ("Late cuts" at the top). */
 		if (((refused && o->kind == CRAQ_WRITE) ||
 		     (err == -ENOENT && o->kind == CRAQ_TRUNC)) &&
 		    o->head && o->seq)
