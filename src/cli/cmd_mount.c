@@ -362,10 +362,13 @@ static int sto_chunk_ver(void *arg, uint32_t chain, uint64_t ino, uint32_t index
 }
 
 static int sto_write_if(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t len,
-                        const void *buf, uint64_t expect)
+                        const void *buf, uint64_t expect, uint64_t *ver)
 {
 	struct storage_loc loc = {.chain = chain};
-	int rc = storage_client_write_if(arg, &loc, ino, index, len, buf, expect, NULL);
+	struct sto_write_resp r;
+	int rc = storage_client_write_if(arg, &loc, ino, index, len, buf, expect, &r);
+	if (rc == 0 && ver)
+		*ver = r.commit_ver;
 	return rc == -CFS_EBADMSG_TYPE ? -EOPNOTSUPP : rc;
 }
 

@@ -1669,13 +1669,13 @@ int fio_chunk0_ver(file_io *f, file_io_inode *fi, uint64_t *ver)
 }
 
 int fio_write_chunk0_if(file_io *f, file_io_inode *fi, const void *buf, uint32_t len,
-                        uint64_t expect)
+                        uint64_t expect, uint64_t *ver)
 {
 	if (!fio_can_fence(f))
 		return -EOPNOTSUPP;
 	int rc = f->o.backend.write_if(f->o.backend.arg,
 	                               meta_layout_chain(&fi->layout, fi->perm, 0), fi->ino, 0, len,
-	                               buf, expect);
+	                               buf, expect, ver);
 	pthread_mutex_lock(&fi->lock);
 	ra_drop_all(fi);
 	pthread_mutex_unlock(&fi->lock);

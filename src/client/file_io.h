@@ -89,12 +89,13 @@ struct file_io_backend {
 	 * file_io_idata.c): CHUNK_VER sets *VER to the version of chunk
 	 * (INO, INDEX) on CHAIN (0: absent); WRITE_IF replaces that chunk
 	 * with LEN (>= 1) bytes only if its version at the chain's head is
-	 * EXPECT (0: absent), decided there: 0, -ESTALE when it is not
-	 * (nothing written), -EOPNOTSUPP when storage cannot decide it (a
-	 * head that predates the condition; nothing written). */
+	 * EXPECT (0: absent), decided there: 0 with the chunk's new version
+	 * in *VER (VER may be NULL), -ESTALE when it is not (nothing
+	 * written), -EOPNOTSUPP when storage cannot decide it (a head that
+	 * predates the condition; nothing written). */
 	int (*chunk_ver)(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint64_t *ver);
 	int (*write_if)(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t len,
-	                const void *buf, uint64_t expect);
+	                const void *buf, uint64_t expect, uint64_t *ver);
 };
 
 /* Zero fields take the defaults in brackets. */

@@ -15,8 +15,9 @@
  *
  * CONVERSION (meta_idata.c has the server half). With empty data: one
  * commit with EMPTY. Otherwise (docs/inline-data.md "Growing past the
- * threshold" has the rule and why it holds): read chunk 0's version V
- * (absent: first make it one zero byte "if absent", then read again);
+ * threshold" has the rule and why it holds): chunk 0's version V, from
+ * the answer to a placeholder of one zero byte written "if absent", or,
+ * refused, read;
  * begin claims the file and returns the bytes and their version; chunk 0
  * is replaced by the bytes only if its version is still V (the chain's
  * head decides, under the chunk's lock: STO_WRITE_IF), else the loop
@@ -354,29 +355,30 @@ int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st)
 		 * nothing changed chunk 0 since (every commit follows a change
 		 * of it: a converter always writes at least one byte). */
 		uint64_t v0 = 0;
-		if (fenced && (rc = fio_chunk0_ver(f, fi, &v0)) < 0)
-			break;
-		if (fenced && v0 == 0) {
+		if (fenced) {
 			/* Never replace "if absent" with the bytes: chunk 0 of a
 			 * converted file is absent again after a truncate to 0,
 			 * and a late copy would land there (the old bytes
 			 * showing when the file is extended). A placeholder of
-			 * one zero byte instead, whose late landing shows zeros;
-			 * the copy then expects the version it made. */
+			 * one zero byte "if absent" first, whose late landing
+			 * shows zeros; landed, its answer is V; refused, chunk 0
+			 * exists and is read. */
 			static const uint8_t zero[1];
-			rc = fio_write_chunk0_if(f, fi, zero, 1, 0);
-			if (rc == 0 || rc == -ESTALE) {
+			rc = fio_write_chunk0_if(f, fi, zero, 1, 0, &v0);
+			if (rc == -ESTALE)
+				rc = fio_chunk0_ver(f, fi, &v0);
+			if (rc == -EOPNOTSUPP) {
 				rc = 0;
-				continue;
+				fenced = 0;
+				LOG_WARN("client",
+				         "inline data: storage predates the conditional write (STO_WRITE_IF): "
+				         "converting unfenced: ino=%llu",
+				         (unsigned long long)ino);
 			}
-			if (rc != -EOPNOTSUPP)
+			if (rc < 0)
 				break;
-			rc = 0;
-			fenced = 0;
-			LOG_WARN("client",
-			         "inline data: storage predates the conditional write (STO_WRITE_IF): "
-			         "converting unfenced: ino=%llu",
-			         (unsigned long long)ino);
+			if (fenced && v0 == 0)
+				continue; /* removed between the two: again */
 		}
 		rc = meta_client_idata_begin(mc, &ROOT, ino, in, &d);
 		if (rc == -CFS_ENOTINLINE) {
@@ -399,7 +401,8 @@ int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st)
 			 * tail goes with the replace); one zero byte when there
 			 * are none, so that this commit too follows a change. */
 			static const uint8_t zero[1];
-			rc = fio_write_chunk0_if(f, fi, d.len ? d.buf : zero, d.len ? d.len : 1, v0);
+			rc = fio_write_chunk0_if(f, fi, d.len ? d.buf : zero, d.len ? d.len : 1, v0,
+			                         NULL);
 			if (rc == -ESTALE) {
 				LOG_INFO("client", "inline data: chunk 0 changed meanwhile, again: ino=%llu",
 				         (unsigned long long)ino);

@@ -34,9 +34,10 @@ int fio_can_fence(const file_io *f);
 /* Chunk 0's version (0: absent) into *VER; 0 or <0. */
 int fio_chunk0_ver(file_io *f, file_io_inode *fi, uint64_t *ver);
 /* Chunk 0 becomes BUF's LEN bytes if its version is EXPECT (0: absent):
- * 0, -ESTALE, -EOPNOTSUPP (backend.write_if's contract), or <0. */
+ * 0 with its new version in *VER (may be NULL), -ESTALE, -EOPNOTSUPP
+ * (backend.write_if's contract), or <0. */
 int fio_write_chunk0_if(file_io *f, file_io_inode *fi, const void *buf, uint32_t len,
-                        uint64_t expect);
+                        uint64_t expect, uint64_t *ver);
 /* Removes chunk 0 of FI when the backend can (0 otherwise). */
 int fio_remove_chunk0(file_io *f, file_io_inode *fi);
 
