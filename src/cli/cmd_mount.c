@@ -352,23 +352,28 @@ static int sto_remove(void *arg, uint32_t chain, uint64_t ino, uint32_t begin, u
 	return storage_client_remove(arg, &loc, ino, begin, end, NULL);
 }
 
-static int sto_chunk_ver(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint64_t *ver)
+static int sto_chunk_ver(void *arg, uint32_t chain, uint64_t ino, uint32_t index,
+                         struct file_io_chunk_state *st)
 {
 	struct storage_loc loc = {.chain = chain};
 	struct sto_query_resp q;
 	int rc = storage_client_query(arg, &loc, ino, index, 0, &q);
-	*ver = rc == 0 ? q.commit_ver : 0;
+	*st = rc == 0 ? (struct file_io_chunk_state){q.commit_ver, q.len, q.crc}
+	              : (struct file_io_chunk_state){0};
 	return rc == -ENOENT ? 0 : rc;
 }
 
 static int sto_write_if(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t len,
-                        const void *buf, uint64_t expect, uint64_t *ver)
+                        const void *buf, const struct file_io_chunk_state *expect,
+                        struct file_io_chunk_state *now)
 {
 	struct storage_loc loc = {.chain = chain};
 	struct sto_write_resp r;
-	int rc = storage_client_write_if(arg, &loc, ino, index, len, buf, expect, &r);
-	if (rc == 0 && ver)
-		*ver = r.commit_ver;
+	int rc = storage_client_write_if(arg, &loc, ino, index, len, buf,
+	                                 expect->ver ? expect->ver : STO_WIF_ABSENT, expect->len,
+	                                 expect->crc, &r);
+	if (rc == 0 && now)
+		*now = (struct file_io_chunk_state){r.commit_ver, r.len, r.crc};
 	return rc == -CFS_EBADMSG_TYPE ? -EOPNOTSUPP : rc;
 }
 

@@ -1659,9 +1659,9 @@ int fio_can_fence(const file_io *f)
 	return f->o.backend.chunk_ver && f->o.backend.write_if;
 }
 
-int fio_chunk0_ver(file_io *f, file_io_inode *fi, uint64_t *ver)
+int fio_chunk0_ver(file_io *f, file_io_inode *fi, struct file_io_chunk_state *ver)
 {
-	*ver = 0;
+	*ver = (struct file_io_chunk_state){0};
 	if (!fio_can_fence(f))
 		return -EOPNOTSUPP;
 	return f->o.backend.chunk_ver(f->o.backend.arg,
@@ -1669,7 +1669,7 @@ int fio_chunk0_ver(file_io *f, file_io_inode *fi, uint64_t *ver)
 }
 
 int fio_write_chunk0_if(file_io *f, file_io_inode *fi, const void *buf, uint32_t len,
-                        uint64_t expect, uint64_t *ver)
+                        const struct file_io_chunk_state *expect, struct file_io_chunk_state *ver)
 {
 	if (!fio_can_fence(f))
 		return -EOPNOTSUPP;

@@ -48,6 +48,12 @@ struct file_io_piece {
 	int result;                      /* out: as read's return value */
 };
 
+/* A chunk as the conditional write sees it (file_io_backend.write_if). */
+struct file_io_chunk_state {
+	uint64_t ver; /* 0: absent */
+	uint32_t len, crc;
+};
+
 /* Chunk storage as file_io needs it. Every call must be thread-safe and
  * may block; they return <0 (-errno or -CFS_E*) on failure. */
 struct file_io_backend {
@@ -86,16 +92,18 @@ struct file_io_backend {
 	 * zeros over whole chunks too. */
 	int (*remove)(void *arg, uint32_t chain, uint64_t ino, uint32_t begin, uint32_t end);
 	/* Optional (both or neither; the inline data conversion's fence,
-	 * file_io_idata.c): CHUNK_VER sets *VER to the version of chunk
-	 * (INO, INDEX) on CHAIN (0: absent); WRITE_IF replaces that chunk
-	 * with LEN (>= 1) bytes only if its version at the chain's head is
-	 * EXPECT (0: absent), decided there: 0 with the chunk's new version
-	 * in *VER (VER may be NULL), -ESTALE when it is not (nothing
-	 * written), -EOPNOTSUPP when storage cannot decide it (a head that
-	 * predates the condition; nothing written). */
-	int (*chunk_ver)(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint64_t *ver);
+	 * file_io_idata.c): CHUNK_VER sets *ST to the state of chunk (INO,
+	 * INDEX) on CHAIN (ver 0: absent); WRITE_IF replaces that chunk with
+	 * LEN (>= 1) bytes only if its state at the chain's head is *EXPECT
+	 * (ver 0: absent; else version, length and CRC), decided there: 0
+	 * with the chunk's new state in *NOW (may be NULL), -ESTALE when it
+	 * is not (nothing written), -EOPNOTSUPP when storage cannot decide it
+	 * (a head that predates the condition; nothing written). */
+	int (*chunk_ver)(void *arg, uint32_t chain, uint64_t ino, uint32_t index,
+	                 struct file_io_chunk_state *st);
 	int (*write_if)(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t len,
-	                const void *buf, uint64_t expect, uint64_t *ver);
+	                const void *buf, const struct file_io_chunk_state *expect,
+	                struct file_io_chunk_state *now);
 };
 
 /* Zero fields take the defaults in brackets. */

@@ -354,7 +354,8 @@ int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st)
 		 * (or none) and the conditional replace below lands only if
 		 * nothing changed chunk 0 since (every commit follows a change
 		 * of it: a converter always writes at least one byte). */
-		uint64_t v0 = 0;
+		struct file_io_chunk_state v0 = {0};
+		static const struct file_io_chunk_state absent = {0};
 		if (fenced) {
 			/* Never replace "if absent" with the bytes: chunk 0 of a
 			 * converted file is absent again after a truncate to 0,
@@ -364,7 +365,7 @@ int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st)
 			 * shows zeros; landed, its answer is V; refused, chunk 0
 			 * exists and is read. */
 			static const uint8_t zero[1];
-			rc = fio_write_chunk0_if(f, fi, zero, 1, 0, &v0);
+			rc = fio_write_chunk0_if(f, fi, zero, 1, &absent, &v0);
 			if (rc == -ESTALE)
 				rc = fio_chunk0_ver(f, fi, &v0);
 			if (rc == -EOPNOTSUPP) {
@@ -377,7 +378,7 @@ int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st)
 			}
 			if (rc < 0)
 				break;
-			if (fenced && v0 == 0)
+			if (fenced && v0.ver == 0)
 				continue; /* removed between the two: again */
 		}
 		rc = meta_client_idata_begin(mc, &ROOT, ino, in, &d);
@@ -401,7 +402,7 @@ int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st)
 			 * tail goes with the replace); one zero byte when there
 			 * are none, so that this commit too follows a change. */
 			static const uint8_t zero[1];
-			rc = fio_write_chunk0_if(f, fi, d.len ? d.buf : zero, d.len ? d.len : 1, v0,
+			rc = fio_write_chunk0_if(f, fi, d.len ? d.buf : zero, d.len ? d.len : 1, &v0,
 			                         NULL);
 			if (rc == -ESTALE) {
 				LOG_INFO("client", "inline data: chunk 0 changed meanwhile, again: ino=%llu",

@@ -88,8 +88,9 @@
  * between) or one whose entry was evicted is applied (docs/posix.md).
  *
  * Conditional writes (STO_MSG_WRITE_IF, head only): a replace whose
- * condition on the chunk's version (EXPECT: a version, STO_WIF_ABSENT for
- * "no such chunk", STO_WIF_PRESENT for "any") is checked under the chunk's
+ * condition on the chunk (EXPECT: a version with a length and CRC,
+ * STO_WIF_ABSENT for "no such chunk", STO_WIF_PRESENT for "any") is
+ * checked under the chunk's
  * lock, where the head's copy has no pending update and no other mutation
  * can come in before the apply. A mismatch is answered -ESTALE and cached
  * in the exactly-once cache like a success, so a retry of the request that
@@ -98,10 +99,9 @@
  * WRITE (applied, then forwarded); the successors never see the
  * condition. A chunk's version only grows while it exists, so "EXPECT
  * still holds" means "nothing changed the chunk since EXPECT was seen"
- * unless it was removed and made again in between: a caller that relies
- * on the condition keeps the chunk from being removed (the inline data
- * conversion and chunk 0, docs/inline-data.md "Growing past the
- * threshold").
+ * unless it was removed and made again in between up to that version,
+ * with the same length and CRC (the inline data conversion and chunk 0,
+ * docs/inline-data.md "The fence").
  *
  * LOCAL FAILURE AFTER THE SUCCESSOR APPLIED (pipelining's rule). When a
  * member's own apply fails (disk error, engine in ERROR) while its forward
@@ -283,7 +283,8 @@ struct craq_op {
 					watchdog (stor_iowatch.c): apply, query, read */
 	bool trunc_held;             /* TRUNC: held by fault injection (reported once) */
 	bool cond;                   /* WRITE_IF: a replace only if the version is EXPECT */
-	uint64_t expect;             /* ... STO_WIF_* */
+	uint64_t expect;             /* ... STO_WIF_*, or a version with this length and CRC: */
+	uint32_t expect_len, expect_crc;
 };
 
 enum { PL_LOCAL_DONE = 1, PL_FWD_WAITS = 2 };
@@ -1024,8 +1025,10 @@ static void locked(void *arg)
 			finish(o, qr);
 			return;
 		}
-		bool match = o->expect == STO_WIF_PRESENT ? qr == 0
-			     : o->expect == (qr ? STO_WIF_ABSENT : ci.commit_ver);
+		bool match = o->expect == STO_WIF_PRESENT  ? qr == 0
+			     : o->expect == STO_WIF_ABSENT ? qr != 0
+			     : qr == 0 && ci.commit_ver == o->expect && ci.len == o->expect_len &&
+				       ci.crc == o->expect_crc;
 		if (!match) {
 			finish(o, -ESTALE);
 			return;
@@ -1109,8 +1112,8 @@ static void start(struct craq_op *o)
 }
 
 void craq_write_if_handle(struct storage_service *s, struct rpc_req *req,
-			  const struct sto_write_req *m, uint64_t expect, void *data,
-			  uint32_t *page_crc)
+			  const struct sto_write_req *m, uint64_t expect, uint32_t expect_len,
+			  uint32_t expect_crc, void *data, uint32_t *page_crc)
 {
 	struct stor_target *t = stor_target_by_id(s, m->target);
 	int err = !s->mc ? -EINVAL : !t ? -ENODEV : 0;
@@ -1135,6 +1138,8 @@ void craq_write_if_handle(struct storage_service *s, struct rpc_req *req,
 	o->head = true;
 	o->cond = true;
 	o->expect = expect;
+	o->expect_len = expect_len;
+	o->expect_crc = expect_crc;
 	o->client = m->client;
 	o->channel = m->channel;
 	o->seq = m->seq;

@@ -189,10 +189,11 @@ void craq_write_handle(struct storage_service *s, struct rpc_req *req,
 /* WRITE_IF of a chain chunk (M->chain != 0, a replace, CRC checked into
  * PAGE_CRC, admitted): applied only if the chunk's version at this head
  * is EXPECT (STO_WIF_*), else answered -ESTALE. Takes DATA (a stor_buf of
- * M->len bytes) and PAGE_CRC; answers REQ and ends the request. */
+ * M->len bytes) and PAGE_CRC; answers REQ and ends the request. A
+ * version comes with the chunk's length and CRC (EXPECT_LEN, _CRC). */
 void craq_write_if_handle(struct storage_service *s, struct rpc_req *req,
-			  const struct sto_write_req *m, uint64_t expect, void *data,
-			  uint32_t *page_crc);
+			  const struct sto_write_req *m, uint64_t expect, uint32_t expect_len,
+			  uint32_t expect_crc, void *data, uint32_t *page_crc);
 void craq_remove_handle(struct storage_service *s, struct rpc_req *req,
 			const struct sto_remove_req *m);
 /* TRUNCATE of a chain chunk (M->chain != 0, M->len >= 1), admitted

@@ -89,11 +89,14 @@ enum sto_read_flags {
 	F(u64, client) F(u64, channel) F(u64, seq) /* exactly-once key; seq 0 = untracked */
 WIRE_STRUCT(sto_write_req, STO_WRITE_REQ);
 
-/* WRITE_IF req: a WRITE (the same fields, then EXPECT) that replaces the
- * chunk with the data (off 0; STO_WF_REPLACE implied) only if the chunk's
- * committed version at the chain's head is EXPECT, with
- * STO_WIF_ABSENT (0) for "no such chunk" and STO_WIF_PRESENT for "any
- * version". Decided under the chunk's lock at the head; a mismatch is
+/* WRITE_IF req: a WRITE (the same fields, then EXPECT, EXPECT_LEN,
+ * EXPECT_CRC) that replaces the chunk with the data (off 0; STO_WF_REPLACE
+ * implied) only if the chunk at the chain's head is at version EXPECT
+ * with length EXPECT_LEN and CRC32C EXPECT_CRC (a chunk removed and made
+ * again restarts at version 1: the length and CRC make such a chunk
+ * match only with the very same bytes), with STO_WIF_ABSENT (0) for "no
+ * such chunk" and STO_WIF_PRESENT for "any version" (length and CRC
+ * ignored). Decided under the chunk's lock at the head; a mismatch is
  * refused with -ESTALE (an answer: cached for exactly-once like a
  * success, nothing written or forwarded). What the successors get is an
  * ordinary replace WRITE at the head's next version. Chains only (chain
@@ -102,7 +105,7 @@ WIRE_STRUCT(sto_write_req, STO_WRITE_REQ);
  * response. */
 #define STO_WIF_ABSENT 0ULL
 #define STO_WIF_PRESENT UINT64_MAX
-#define STO_WRITE_IF_REQ(F) STO_WRITE_REQ(F) F(u64, expect)
+#define STO_WRITE_IF_REQ(F) STO_WRITE_REQ(F) F(u64, expect) F(u32, expect_len) F(u32, expect_crc)
 WIRE_STRUCT(sto_write_if_req, STO_WRITE_IF_REQ);
 
 #define STO_WRITE_RESP(F) \

@@ -286,7 +286,7 @@ static void handle_write_if(struct rpc_req *req, void *arg)
 		stor_end(s);
 		return;
 	}
-	craq_write_if_handle(s, req, &w, m.expect, data, page_crc);
+	craq_write_if_handle(s, req, &w, m.expect, m.expect_len, m.expect_crc, data, page_crc);
 }
 
 /* SHM_WRITE: the data is in the client's region. It is copied once into a

@@ -617,9 +617,9 @@ int storage_client_write_crc(struct storage_client *c, const struct storage_loc 
 	return write_crc(c, loc, ino, idx, off, len, data, crc, 1, flags, out);
 }
 
-int storage_client_write_if(struct storage_client *c, const struct storage_loc *loc,
-                            uint64_t ino, uint32_t idx, uint32_t len, const void *data,
-                            uint64_t expect, struct sto_write_resp *out)
+int storage_client_write_if(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
+                            uint32_t idx, uint32_t len, const void *data, uint64_t expect,
+                            uint32_t expect_len, uint32_t expect_crc, struct sto_write_resp *out)
 {
 	if (!len || !data || !loc->chain)
 		return -EINVAL;
@@ -629,7 +629,9 @@ int storage_client_write_if(struct storage_client *c, const struct storage_loc *
 	                             .crc = crc32c(0, data, len),
 	                             .flags = STO_WF_REPLACE,
 	                             .client = c->client_id,
-	                             .expect = expect};
+	                             .expect = expect,
+	                             .expect_len = expect_len,
+	                             .expect_crc = expect_crc};
 	/* One key for every attempt: a refusal or a landing is answered
 	 * again from the head's exactly-once cache. */
 	next_seq(c, &m.channel, &m.seq);

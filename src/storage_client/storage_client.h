@@ -111,16 +111,17 @@ int storage_client_read_async(struct storage_client *c, struct storage_read *r, 
 			      void (*done)(void *arg), void *arg);
 
 /* Replaces chunk (INO, IDX) of chain LOC->chain (not 0: -EINVAL) with
- * LEN bytes (>= 1) only if its version at the chain's head is EXPECT
- * (STO_WIF_ABSENT: no such chunk; STO_WIF_PRESENT: any), decided there
+ * LEN bytes (>= 1) only if at the chain's head it is at version EXPECT
+ * with length EXPECT_LEN and CRC32C EXPECT_CRC (STO_WIF_ABSENT: no such
+ * chunk; STO_WIF_PRESENT: any; length and CRC then ignored), decided there
  * under the chunk's lock (STO_MSG_WRITE_IF). -ESTALE: the condition did
  * not hold, nothing changed; -CFS_EBADMSG_TYPE: the head predates the
  * message (nothing written: the caller decides what to do without the
  * condition). Retried with one exactly-once key, like a write. OUT (may
  * be NULL) gets the chunk's new version, length and CRC. Thread-safe. */
-int storage_client_write_if(struct storage_client *c, const struct storage_loc *loc,
-			    uint64_t ino, uint32_t idx, uint32_t len, const void *data,
-			    uint64_t expect, struct sto_write_resp *out);
+int storage_client_write_if(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
+			    uint32_t idx, uint32_t len, const void *data, uint64_t expect,
+			    uint32_t expect_len, uint32_t expect_crc, struct sto_write_resp *out);
 
 /* Writes LEN bytes at OFF of chunk (INO, IDX). FLAGS: STO_WF_REPLACE,
  * STO_WF_NOFLUSH (cache mode, storage_proto.h) and/or STO_WF_IF_ABSENT

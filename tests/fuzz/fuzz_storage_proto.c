@@ -280,7 +280,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			      m.off == m2.off && m.len == m2.len && m.crc == m2.crc &&
 			      m.update_ver == m2.update_ver && m.flags == m2.flags &&
 			      m.client == m2.client && m.channel == m2.channel && m.seq == m2.seq &&
-			      m.expect == m2.expect);
+			      m.expect == m2.expect && m.expect_len == m2.expect_len &&
+			      m.expect_crc == m2.expect_crc);
 		}
 		break;
 	}

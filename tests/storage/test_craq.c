@@ -1432,30 +1432,34 @@ static void test_write_if(void **state)
 	struct storage_loc loc = { .chain = e.chain };
 	struct sto_query_resp q0, q1;
 	/* absent: only "absent" matches */
-	assert_int_equal(storage_client_write_if(e.cli, &loc, 81, 0, 100, a, 1, NULL), -ESTALE);
-	assert_int_equal(storage_client_write_if(e.cli, &loc, 81, 0, 100, a, STO_WIF_PRESENT, NULL),
+	assert_int_equal(storage_client_write_if(e.cli, &loc, 81, 0, 100, a, 1, 0, 0, NULL), -ESTALE);
+	assert_int_equal(storage_client_write_if(e.cli, &loc, 81, 0, 100, a, STO_WIF_PRESENT, 0, 0, NULL),
 			 -ESTALE);
 	assert_int_equal(storage_client_query(e.cli, &loc, 81, 0, 0, &q0), -ENOENT);
-	assert_int_equal(storage_client_write_if(e.cli, &loc, 81, 0, 5000, a, STO_WIF_ABSENT, NULL),
+	assert_int_equal(storage_client_write_if(e.cli, &loc, 81, 0, 5000, a, STO_WIF_ABSENT, 0, 0, NULL),
 			 0);
 	assert_replicas_len(&e, 81, 0, 5000, crc32c(0, a, 5000));
 	/* present: a wrong version or "absent" is refused, nothing changes */
 	assert_int_equal(storage_client_query(e.cli, &loc, 81, 0, 0, &q0), 0);
-	assert_int_equal(storage_client_write_if(e.cli, &loc, 81, 0, CLEN, b, STO_WIF_ABSENT, NULL),
+	assert_int_equal(storage_client_write_if(e.cli, &loc, 81, 0, CLEN, b, STO_WIF_ABSENT, 0, 0, NULL),
 			 -ESTALE);
 	assert_int_equal(
-		storage_client_write_if(e.cli, &loc, 81, 0, CLEN, b, q0.commit_ver + 1, NULL),
+		storage_client_write_if(e.cli, &loc, 81, 0, CLEN, b, q0.commit_ver + 1, q0.len, q0.crc, NULL),
 		-ESTALE);
 	assert_int_equal(storage_client_query(e.cli, &loc, 81, 0, 0, &q1), 0);
 	assert_int_equal(q1.commit_ver, q0.commit_ver);
 	assert_replicas_len(&e, 81, 0, 5000, crc32c(0, a, 5000));
+	/* the right version with another length or CRC: refused too */
+	assert_int_equal(storage_client_write_if(e.cli, &loc, 81, 0, CLEN, b, q0.commit_ver, q0.len + 1, q0.crc, NULL), -ESTALE);
+	assert_int_equal(storage_client_write_if(e.cli, &loc, 81, 0, CLEN, b, q0.commit_ver, q0.len, q0.crc ^ 1, NULL), -ESTALE);
+	assert_replicas_len(&e, 81, 0, 5000, crc32c(0, a, 5000));
 	/* the right version: a replace of the whole chunk, at the next version */
 	struct sto_write_resp wr;
-	assert_int_equal(storage_client_write_if(e.cli, &loc, 81, 0, CLEN, b, q0.commit_ver, &wr),
+	assert_int_equal(storage_client_write_if(e.cli, &loc, 81, 0, CLEN, b, q0.commit_ver, q0.len, q0.crc, &wr),
 			 0);
 	assert_int_equal(wr.commit_ver, q0.commit_ver + 1);
 	assert_replicas_hold(&e, 81, 0, b, CLEN);
-	assert_int_equal(storage_client_write_if(e.cli, &loc, 81, 0, 300, a, STO_WIF_PRESENT, NULL),
+	assert_int_equal(storage_client_write_if(e.cli, &loc, 81, 0, 300, a, STO_WIF_PRESENT, 0, 0, NULL),
 			 0);
 	assert_replicas_len(&e, 81, 0, 300, crc32c(0, a, 300));
 
@@ -1483,7 +1487,7 @@ static void test_write_if(void **state)
 	stor_cluster_signal(&e.sc, tn, SIGKILL);
 	assert_true(wait_chain(&e, 2, tail, CHAIN_PS_OFFLINE, 20000));
 	assert_int_equal(storage_client_query(e.cli, &loc, 81, 0, 0, &q0), 0);
-	assert_int_equal(storage_client_write_if(e.cli, &loc, 81, 0, 7000, c3, q0.commit_ver, NULL),
+	assert_int_equal(storage_client_write_if(e.cli, &loc, 81, 0, 7000, c3, q0.commit_ver, q0.len, q0.crc, NULL),
 			 0);
 	stor_cluster_start_storage(&e.sc, tn);
 	assert_chain_recovers(&e, 60000);
@@ -1491,7 +1495,7 @@ static void test_write_if(void **state)
 	assert_replicas_hold(&e, 81, 0, c3, 7000);
 	/* chains only: a direct write cannot be conditioned */
 	struct storage_loc direct = { .chain = 0, .addr = e.sc.node[0].addr, .target = 1 };
-	assert_int_equal(storage_client_write_if(e.cli, &direct, 81, 0, 10, a, STO_WIF_PRESENT, NULL),
+	assert_int_equal(storage_client_write_if(e.cli, &direct, 81, 0, 10, a, STO_WIF_PRESENT, 0, 0, NULL),
 			 -EINVAL);
 	env_down(&e);
 }
@@ -1508,7 +1512,7 @@ static void test_write_if_old_head(void **state)
 	static uint8_t a[CLEN];
 	gen(3101, a, CLEN);
 	struct storage_loc loc = { .chain = e.chain };
-	assert_int_equal(storage_client_write_if(e.cli, &loc, 83, 0, 100, a, STO_WIF_ABSENT, NULL),
+	assert_int_equal(storage_client_write_if(e.cli, &loc, 83, 0, 100, a, STO_WIF_ABSENT, 0, 0, NULL),
 			 -CFS_EBADMSG_TYPE);
 	struct sto_query_resp q;
 	assert_int_equal(storage_client_query(e.cli, &loc, 83, 0, 0, &q), -ENOENT);

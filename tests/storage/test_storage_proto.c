@@ -38,7 +38,7 @@ static void test_write_roundtrip(void **state)
 	buf_fini(&b);
 }
 
-/* WRITE_IF is a WRITE's fields then u64 expect: a prefix of it is a
+/* WRITE_IF is a WRITE's fields then u64 expect, u32 len, u32 crc: a prefix of it is a
  * WRITE (a service reading it as one would drop the condition; it
  * therefore has its own type), and a cut anywhere is refused. */
 static void test_write_if_roundtrip(void **state)
@@ -47,7 +47,8 @@ static void test_write_if_roundtrip(void **state)
 	static const struct sto_write_if_req m = {.target = 3001, .chain = 1000002, .chain_ver = 7,
 	                                          .ino = 1ull << 40, .len = 65536, .crc = 0xdeadbeef,
 	                                          .flags = STO_WF_REPLACE, .client = 5, .channel = 6,
-	                                          .seq = 77, .expect = 1ull << 33};
+	                                          .seq = 77, .expect = 1ull << 33,
+	                                          .expect_len = 4096, .expect_crc = 0x1234};
 	struct buf b;
 	buf_init(&b);
 	assert_int_equal(sto_write_if_req_encode(&b, &m), 0);
@@ -60,7 +61,7 @@ static void test_write_if_roundtrip(void **state)
 	struct sto_write_req w;
 	assert_int_equal(sto_write_req_decode(b.data, b.len, &w), 0);
 	assert_int_equal(w.seq, 77);
-	assert_int_equal(b.len, 72 + 8);
+	assert_int_equal(b.len, 72 + 16);
 	buf_fini(&b);
 }
 
