@@ -22,7 +22,9 @@
  * (meta_cut_key; the channel per inode and kind: meta_storage.c), and the
  * head answers the late one from its cache instead of cutting
  * (craq_write.c "Late cuts", which also says where that cache ends). An
- * open's or create's O_TRUNC cuts under the open's request. An untracked
+ * open's or create's O_TRUNC cuts under the open's request and commits
+ * the size under a record of its own (meta_otrunc_req): a late run finds
+ * it applied and does not set 0 over what was written since. An untracked
  * truncate (no request, or seq 0; the mount's in-process instance runs
  * none: it has no storage) uses the storage client's own key: no client
  * resends it under a name another instance would know.

@@ -124,9 +124,10 @@ int meta_open(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
 		rc = meta_run_ro(m, open_ro_body, a);
 	if (rc == 0 && (flags & META_O_TRUNC) && a->in.type == META_T_FILE) {
 		struct meta_setattr sa = { .valid = META_SET_SIZE, .size = 0 };
-		/* untracked (seq 0), but by whom: its own session is no
-		 * other writer (meta_setattr) */
-		struct meta_req trq = { rq ? rq->client : 0, 0, 0 };
+		/* by whom (its own session is no other writer:
+		 * meta_setattr), tracked apart from the open itself, whose
+		 * record is already written (meta_otrunc_req) */
+		struct meta_req trq = meta_otrunc_req(rq);
 		/* its cuts under the open's key: a late one of a run of the
 		 * open that lost to another must not cut what was written
 		 * since (meta_attr.c "Late cuts") */

@@ -55,6 +55,21 @@ int meta_run(meta_ctx *m, const struct kv_run_opts *o, kv_txn_fn fn, void *arg);
 int meta_setattr_cut(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
                      uint64_t ino, const struct meta_setattr *sa, const struct meta_cut_key *ckey,
                      struct meta_inode *out);
+/* The request an open's or create's O_TRUNC (request RQ, NULL: none)
+ * commits its size under: RQ's client and seq with bit 63 set, a seq no
+ * client draws (meta_client's start below 2^62 and count up), so every
+ * run of RQ, on any instance, shares one idempotency record for the
+ * truncate: a run that finds it applied neither cuts nor sets the size
+ * again (a late run would set 0 over what the client wrote after another
+ * run answered). Above any floor, such a record goes with the TTL only.
+ * Untracked (seq 0) when RQ is, or its seq has bit 63 already. */
+static inline struct meta_req meta_otrunc_req(const struct meta_req *rq)
+{
+	struct meta_req t = {rq ? rq->client : 0, 0, 0};
+	if (rq && rq->seq && !(rq->seq >> 63))
+		t.seq = rq->seq | 1ull << 63;
+	return t;
+}
 
 /* Runs FN read-write (idempotent when rq tracks the request) or read-only. */
 int meta_run_rw(meta_ctx *m, const struct meta_req *rq, kv_txn_fn fn, void *arg);

@@ -407,9 +407,9 @@ static int create_trunc(meta_ctx *m, const struct meta_cred *c, const struct met
 	    (a->flags & META_O_EXCL))
 		return 0;
 	struct meta_setattr sa = { .valid = META_SET_SIZE, .size = 0 };
-	/* untracked (seq 0), but by whom: its own session is no other
-	 * writer (meta_setattr) */
-	struct meta_req trq = { rq ? rq->client : 0, 0, 0 };
+	/* by whom (its own session is no other writer: meta_setattr),
+	 * tracked apart from the create, as meta_open's O_TRUNC */
+	struct meta_req trq = meta_otrunc_req(rq);
 	/* cuts under the create's key, as meta_open's O_TRUNC */
 	struct meta_cut_key k = {rq ? rq->client : 0, rq ? rq->seq : 0};
 	int rc = meta_setattr_cut(m, c, rq ? &trq : NULL, a->existing, &sa,

@@ -1049,7 +1049,9 @@ static void test_truncate_two_runs(void **state)
 	for (int i = k0; i < F.st.ncut_keys; i++)
 		assert_true(F.st.cut_keys[i].client == 0 && F.st.cut_keys[i].seq == 0);
 
-	/* O_TRUNC: the open's key, from both instances */
+	/* O_TRUNC: the open's key; the second instance's run of it finds
+	 * the truncate applied and cuts nothing (test_o_trunc_late_run has
+	 * both runs cutting) */
 	struct meta_req orq = *fx_req(9);
 	k0 = F.st.ncut_keys;
 	assert_int_equal(meta_open(M, &FX_ROOT, &orq, ino, META_O_WRITE | META_O_TRUNC, &in, &sess),
@@ -1058,12 +1060,82 @@ static void test_truncate_two_runs(void **state)
 	assert_int_equal(
 	    meta_open(m2, &FX_ROOT, &orq, ino, META_O_WRITE | META_O_TRUNC, &in, &sess2), 0);
 	assert_true(sess2 == sess);
-	assert_int_equal(F.st.ncut_keys - k0, 8);
+	assert_int_equal(F.st.ncut_keys - k0, 4);
 	for (int i = k0; i < F.st.ncut_keys; i++) {
 		assert_true(F.st.cut_keys[i].client == 9);
 		assert_true(F.st.cut_keys[i].seq == orq.seq);
 	}
 	assert_int_equal(meta_close(M, fx_req(9), ino, sess, NULL), 0);
+	meta_free(m2);
+}
+
+/* An open with O_TRUNC that the client resent to a second instance while
+ * the first instance's run stalled in its cuts: the second run truncates
+ * and answers, the client writes and reports the new length, then the
+ * stalled run goes on. Its cuts are fenced at the head (the open's key),
+ * but its size commit must not be applied either: the file keeps the
+ * bytes written after the answer (meta_attr.c "Late cuts"). */
+struct late_open {
+	meta_ctx *m2;
+	const struct meta_req *orq;
+	uint64_t ino, sess;
+	uint32_t chain0;
+	int rc;
+};
+
+static void open_elsewhere_and_write(void *arg)
+{
+	struct late_open *r = arg;
+	struct meta_inode in;
+	uint64_t sess2;
+	r->rc =
+	    meta_open(r->m2, &FX_ROOT, r->orq, r->ino, META_O_WRITE | META_O_TRUNC, &in, &sess2);
+	if (r->rc)
+		return;
+	/* the client, answered, writes 4000 bytes and closes */
+	fx_put_chunk(&F.st, r->chain0, r->ino, 0, 4000);
+	struct meta_length len = {.length = 4000, .truncate_ver = in.truncate_ver};
+	r->rc = meta_close(r->m2, fx_req(11), r->ino, sess2, &len);
+}
+
+static void test_o_trunc_late_run(void **state)
+{
+	struct meta_inode in;
+	uint64_t sess;
+	const uint32_t C = 1 << 20;
+	assert_int_equal(
+	    meta_create(M, &FX_ROOT, fx_req(10), R1, N("g"), 0644, META_O_WRITE, &in, &sess), 0);
+	uint64_t ino = in.ino;
+	uint32_t perm[4];
+	meta_layout_perm(in.layout.seed, 4, perm);
+	for (uint32_t i = 0; i < 2; i++)
+		fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, i), ino, i, C);
+	struct meta_length len = {.length = 2 * C, .truncate_ver = 0};
+	assert_int_equal(meta_close(M, fx_req(10), ino, sess, &len), 0);
+
+	meta_ctx *m2 = fx_meta(&F, 2);
+	struct meta_req orq = *fx_req(11);
+	struct late_open r = {.m2 = m2,
+	                      .orq = &orq,
+	                      .ino = ino,
+	                      .chain0 = meta_layout_chain(&in.layout, perm, 0),
+	                      .rc = 1};
+	int k0 = F.st.ncut_keys;
+	F.st.on_remove = open_elsewhere_and_write;
+	F.st.on_remove_arg = &r;
+	/* the first (stalled) run: its cuts wait until the second run has
+	 * answered and the client has written */
+	int rc = meta_open(M, &FX_ROOT, &orq, ino, META_O_WRITE | META_O_TRUNC, &in, &sess);
+	assert_int_equal(r.rc, 0);
+	(void)rc; /* its answer goes nowhere: the client took the second's */
+	/* both runs cut (a remove on each of the 4 chains), under the open's key */
+	assert_int_equal(F.st.ncut_keys - k0, 8);
+	for (int i = k0; i < F.st.ncut_keys; i++) {
+		assert_true(F.st.cut_keys[i].client == 11);
+		assert_true(F.st.cut_keys[i].seq == orq.seq);
+	}
+	assert_int_equal(meta_getattr(M, ino, &in), 0);
+	assert_true(in.size == 4000);
 	meta_free(m2);
 }
 
@@ -1666,6 +1738,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_truncate_replay, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncate_unheard, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncate_two_runs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_o_trunc_late_run, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_trunc_existing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_xattr, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
