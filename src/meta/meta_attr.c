@@ -19,7 +19,7 @@
  * stalled instance, a slow network) when a later run has answered and
  * the client has written past the cut. So every run sends its cuts under
  * one storage exactly-once key made from the client's request
- * (meta_cut_key; the channel per inode and kind: meta_storage.c), and the
+ * (meta_cut_key; a channel per request and kind: meta_storage.h), and the
  * head answers the late one from its cache instead of cutting
  * (craq_write.c "Late cuts", which also says where that cache ends). An
  * open's or create's O_TRUNC cuts under the open's request and commits

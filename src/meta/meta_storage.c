@@ -28,7 +28,7 @@
  *
  * A truncate's cuts (remove_chunks, truncate_chunk with a meta_cut_key)
  * go under an exactly-once key made from the client's request, not the
- * storage client's own (cut_key; craq_write.c "Late cuts"): a late cut
+ * storage client's own (meta_cut_storage_key; craq_write.c "Late cuts"): a late cut
  * from a run of the request that lost the race with another run is
  * answered by the head's cache instead of being applied.
  */
@@ -108,24 +108,6 @@ void meta_chains_free(struct meta_chains *c)
 	free(c);
 }
 
-/* A cut's exactly-once key from the client request KEY names (NULL: the
- * storage client's own): one channel per inode and kind (0: STO_REMOVE,
- * 1: STO_TRUNCATE), so the cuts of one request (a remove on each chain
- * and a truncate, maybe on one of them) do not share a key, and a
- * client's cuts of one inode (one truncate at a time: the kernel holds
- * the inode's lock) meet at the head in the order of their seqs. */
-static const struct storage_op_key *cut_key(const struct meta_cut_key *key, uint64_t ino,
-                                            uint64_t kind, struct storage_op_key *out)
-{
-	if (!key || !key->seq)
-		return NULL;
-	*out = (struct storage_op_key){.client = key->client,
-	                               .channel = STORAGE_OP_KEY_CHANNEL | kind << 62 |
-	                                          (ino & ((1ull << 62) - 1)),
-	                               .seq = key->seq};
-	return out;
-}
-
 static int chains_remove(void *arg, uint32_t chain, uint64_t ino, uint32_t first,
                          const struct meta_cut_key *key)
 {
@@ -135,7 +117,7 @@ static int chains_remove(void *arg, uint32_t chain, uint64_t ino, uint32_t first
 	if (first == UINT32_MAX)
 		return 0;
 	return storage_client_remove_as(c->sc, &loc, ino, first, UINT32_MAX, NULL,
-	                                cut_key(key, ino, 0, &k));
+	                                meta_cut_storage_key(key, 0, &k));
 }
 
 static int chains_gc_remove(void *arg, uint32_t chain, uint64_t ino, uint32_t first)
@@ -153,7 +135,8 @@ static int chains_truncate(void *arg, uint32_t chain, uint64_t ino, uint32_t ind
 	struct meta_chains *c = arg;
 	struct storage_loc loc = { .chain = chain };
 	struct storage_op_key k;
-	int rc = storage_client_truncate_as(c->sc, &loc, ino, index, len, cut_key(key, ino, 1, &k));
+	int rc = storage_client_truncate_as(c->sc, &loc, ino, index, len,
+	                                    meta_cut_storage_key(key, 1, &k));
 	return rc == -ENOENT ? 0 : rc;
 }
 

@@ -16,6 +16,7 @@
 
 #include "meta/meta.h"
 #include "mgmtd/mgmtd_client.h"
+#include "storage_client/storage_client.h"
 
 struct meta_chains;
 
@@ -37,6 +38,31 @@ int meta_chains_new(const struct meta_chains_opts *o, struct meta_chains **out, 
 void meta_chains_free(struct meta_chains *c);
 /* The meta.h storage interface over C. */
 struct meta_storage meta_chains_storage(struct meta_chains *c);
+
+/* The storage exactly-once key of a cut (KIND 0: STO_REMOVE, 1:
+ * STO_TRUNCATE) that meta makes for client request KEY (meta_attr.c
+ * "Late cuts"), into *OUT; NULL (the storage client's own key) when KEY
+ * is NULL or untracked. The client's id and the request's seq, on a
+ * channel of that request and kind alone (bit 63 set: no storage
+ * client's own channel): every run of the request, on any instance,
+ * sends its cuts under one key, so the head answers a late one from its
+ * cache; and no two requests share a channel, so two truncates of one
+ * inode that a client has in flight at once (two opens with O_TRUNC: the
+ * kernel does not serialise them) are both applied in whatever order
+ * they reach the head, where a channel per inode refused the one with
+ * the lower seq (-CFS_ESUPERSEDED, EIO at the mount). A request cuts one
+ * inode, once per chain and kind. Pure; any thread. */
+static inline const struct storage_op_key *
+meta_cut_storage_key(const struct meta_cut_key *key, uint64_t kind, struct storage_op_key *out)
+{
+	if (!key || !key->seq)
+		return NULL;
+	*out = (struct storage_op_key){.client = key->client,
+	                               .channel = STORAGE_OP_KEY_CHANNEL | (kind & 1) << 62 |
+	                                          (key->seq & ((1ull << 62) - 1)),
+	                               .seq = key->seq};
+	return out;
+}
 
 /* No storage service: every storage call fails with -EOPNOTSUPP (not
  * -CFS_EUNAVAIL, which clients would take as "try another instance"). */

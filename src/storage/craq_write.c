@@ -76,11 +76,10 @@
  * was answered and the client wrote past the cut: applied then, it
  * would cut acknowledged bytes. So meta sends every cut of one client
  * request under one exactly-once key derived from that request (the
- * client's id and request seq, a channel per inode and kind with bit 63
- * set: meta_storage.c), not its storage client's own, and the head's
- * cache (checked under the chunk's lock) answers the late copy as the
- * first without applying it, or refuses it (-CFS_ESUPERSEDED) once the
- * client's next cut of that inode went past it. A truncate's -ENOENT
+ * client's id and request seq, a channel of that request and kind with
+ * bit 63 set: meta_storage.h), not its storage client's own, and the
+ * head's cache (checked under the chunk's lock) answers the late copy as
+ * the first without applying it. A truncate's -ENOENT
  * (no chunk: a hole) is cached like a success for this: a write may
  * create the chunk after it. Heads before this rule fence the same way
  * but for that -ENOENT; the cache is the head's, in memory and bounded:

@@ -131,6 +131,7 @@
 #include "common/crc32c.h"
 #include "common/status.h"
 #include "common/wire.h"
+#include "meta/meta_storage.h"
 #include "mgmtd/mgmtd_client.h"
 #include "net/rpc.h"
 #include "stor_cluster.h"
@@ -1328,6 +1329,58 @@ static void test_truncate_late_copy(void **state)
 	env_down(&e);
 }
 
+/* Two truncates of one inode by one client in flight at once (two opens
+ * with O_TRUNC, or one and an ftruncate: the kernel holds no inode lock
+ * over an open) whose cuts reach the head in the other order than their
+ * seqs, under the keys meta makes (meta_cut_storage_key): both are
+ * applied, and a late copy of either is still answered from the cache
+ * after a write. With a channel per inode the cut of the lower seq was
+ * refused (-CFS_ESUPERSEDED: the open failed with EIO). */
+static void test_truncate_cuts_out_of_order(void **state)
+{
+	(void)state;
+	struct env e;
+	env_up(&e, "craq-trorder");
+	struct storage_loc loc = {.chain = e.chain};
+	static uint8_t v[CLEN], w[CLEN];
+	gen(1901, v, CLEN);
+	gen(1902, w, CLEN);
+	struct storage_op_key k1, k2;
+
+	/* two O_TRUNC opens: removes of every chunk */
+	const struct meta_cut_key a = {.client = 778, .seq = 40}, b = {.client = 778, .seq = 41};
+	for (uint32_t i = 0; i < 2; i++)
+		assert_int_equal(storage_client_write(e.cli, &loc, 90, i, 0, CLEN, v, 0, NULL), 0);
+	uint32_t removed = 0;
+	assert_int_equal(storage_client_remove_as(e.cli, &loc, 90, 0, UINT32_MAX, &removed,
+	                                          meta_cut_storage_key(&b, 0, &k2)),
+	                 0);
+	assert_int_equal(removed, 2);
+	assert_int_equal(storage_client_remove_as(e.cli, &loc, 90, 0, UINT32_MAX, NULL,
+	                                          meta_cut_storage_key(&a, 0, &k1)),
+	                 0);
+	assert_int_equal(storage_client_write(e.cli, &loc, 90, 0, 0, 3000, w, 0, NULL), 0);
+	assert_int_equal(storage_client_remove_as(e.cli, &loc, 90, 0, UINT32_MAX, NULL,
+	                                          meta_cut_storage_key(&b, 0, &k2)),
+	                 0);
+	assert_int_equal(storage_client_remove_as(e.cli, &loc, 90, 0, UINT32_MAX, NULL,
+	                                          meta_cut_storage_key(&a, 0, &k1)),
+	                 0);
+	assert_replicas_hold(&e, 90, 0, w, 3000);
+
+	/* two cuts inside a chunk */
+	const struct meta_cut_key c = {.client = 778, .seq = 50}, d = {.client = 778, .seq = 51};
+	assert_int_equal(storage_client_write(e.cli, &loc, 91, 0, 0, CLEN, v, 0, NULL), 0);
+	assert_int_equal(
+	    storage_client_truncate_as(e.cli, &loc, 91, 0, 2000, meta_cut_storage_key(&d, 1, &k2)),
+	    0);
+	assert_int_equal(
+	    storage_client_truncate_as(e.cli, &loc, 91, 0, 1000, meta_cut_storage_key(&c, 1, &k1)),
+	    0);
+	assert_replicas_hold(&e, 91, 0, v, 1000);
+	env_down(&e);
+}
+
 /* Services from before STO_TRUNCATE (CFS_TEST_STO_NO_TRUNCATE=1: they
  * answer it -CFS_EBADMSG_TYPE, as an old head in a rolling upgrade does):
  * storage_client_truncate falls back to the read-then-replace cut, so
@@ -2522,6 +2575,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_truncate_write_race),
 		cmocka_unit_test(test_truncate_resync),
 		cmocka_unit_test(test_truncate_late_copy),
+		cmocka_unit_test(test_truncate_cuts_out_of_order),
 		cmocka_unit_test(test_truncate_old_head),
 		cmocka_unit_test(test_write_if_absent),
 		cmocka_unit_test(test_write_if),
