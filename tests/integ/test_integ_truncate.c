@@ -18,6 +18,7 @@
 #include <cmocka.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +108,69 @@ static void test_o_trunc(void **state)
 	assert_int_equal((long long)st.st_size, 0);
 }
 
+/* Opens with O_TRUNC of one file from several threads of one mount at
+ * once: the kernel holds no inode lock over an open, so their truncates
+ * are on meta together and their cuts may reach a chain's head in the
+ * other order than their request seqs. Every open succeeds (with the
+ * cuts' storage key on a channel per inode, the lower seq's was refused
+ * as a late copy and the open failed with EIO). */
+#define OTRUNC_THREADS 4
+#define OTRUNC_ROUNDS  60
+
+struct otrunc_arg {
+	const char *path;
+	int failed, err;
+};
+
+static void *otrunc_thread(void *p)
+{
+	struct otrunc_arg *a = p;
+	for (int i = 0; i < OTRUNC_ROUNDS && !a->failed; i++) {
+		int fd = open(a->path, O_WRONLY | O_TRUNC);
+		if (fd < 0) {
+			a->failed = 1;
+			a->err = errno;
+			break;
+		}
+		if (write(fd, "x", 1) != 1 || close(fd) != 0) {
+			a->failed = 1;
+			a->err = errno;
+		}
+	}
+	return NULL;
+}
+
+static void test_o_trunc_concurrent(void **state)
+{
+	char f[1024];
+	integ_path(&env, "otrunc-conc", f, sizeof(f));
+	/* past the inline threshold: a file in chunks (it stays so) */
+	const size_t n = 2u << 20;
+	uint8_t *data = malloc(n);
+	assert_non_null(data);
+	fill(data, n);
+	int fd = open(f, O_CREAT | O_WRONLY, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, data, n), (ssize_t)n);
+	assert_int_equal(close(fd), 0);
+	free(data);
+	pthread_t th[OTRUNC_THREADS];
+	struct otrunc_arg a[OTRUNC_THREADS];
+	for (int i = 0; i < OTRUNC_THREADS; i++) {
+		a[i] = (struct otrunc_arg){.path = f};
+		assert_int_equal(pthread_create(&th[i], NULL, otrunc_thread, &a[i]), 0);
+	}
+	int failed = 0;
+	for (int i = 0; i < OTRUNC_THREADS; i++) {
+		pthread_join(th[i], NULL);
+		if (a[i].failed) {
+			fprintf(stderr, "thread %d: %s\n", i, strerror(a[i].err));
+			failed++;
+		}
+	}
+	assert_int_equal(failed, 0);
+}
+
 static void test_statfs(void **state)
 {
 	struct statvfs sv;
@@ -180,6 +244,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_ftruncate),
 	    cmocka_unit_test(test_o_trunc),
+	    cmocka_unit_test(test_o_trunc_concurrent),
 	    cmocka_unit_test(test_statfs),
 	    cmocka_unit_test(test_write_after_unheard_truncate),
 	};
