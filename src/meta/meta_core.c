@@ -475,7 +475,8 @@ int meta_idem_check(kv_txn *t, const struct meta_req *rq, uint32_t op,
 	if (rc == 0) {
 		if ((rc = idem_floor(t, rq->client, 1, &floor)))
 			return rc;
-		if (below_floor(rq->seq, floor)) {
+		/* an O_TRUNC's record: the floor of its open's seq */
+		if (below_floor(rq->seq & ~META_SEQ_OTRUNC, floor)) {
 			LOG_DEBUG("meta", "stale request refused: client=%llu seq=%llu floor=%llu",
 				  (unsigned long long)rq->client, (unsigned long long)rq->seq,
 				  (unsigned long long)floor);
@@ -539,6 +540,11 @@ static int idem_raise_floor(meta_ctx *m, kv_txn *t, const struct meta_req *rq)
 		start = 1; /* seq 0 is the floor record itself */
 	meta_key_idem(&b, rq->client, start);
 	meta_key_idem(&e, rq->client, rq->low);
+	if ((rc = kv_clear_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n))) < 0)
+		return rc;
+	/* and the records of those requests' O_TRUNCs (meta_otrunc_req) */
+	meta_key_idem(&b, rq->client, start | META_SEQ_OTRUNC);
+	meta_key_idem(&e, rq->client, rq->low | META_SEQ_OTRUNC);
 	if ((rc = kv_clear_range(t, kv_mem(b.b, b.n), kv_mem(e.b, e.n))) < 0)
 		return rc;
 	struct meta_idem_rec f = { .op = META_OP_FLOOR, .aux = rq->low, .written = meta_now(m) };

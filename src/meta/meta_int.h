@@ -61,13 +61,16 @@ int meta_setattr_cut(meta_ctx *m, const struct meta_cred *c, const struct meta_r
  * run of RQ, on any instance, shares one idempotency record for the
  * truncate: a run that finds it applied neither cuts nor sets the size
  * again (a late run would set 0 over what the client wrote after another
- * run answered). Above any floor, such a record goes with the TTL only.
- * Untracked (seq 0) when RQ is, or its seq has bit 63 already. */
+ * run answered). The client's floor covers such a record as it covers
+ * RQ's (meta_idem_check and idem_raise_floor take the seq without the
+ * bit), so it is cleared as RQ's is, and a run whose record went is
+ * refused. Untracked (seq 0) when RQ is, or its seq has the bit already. */
+#define META_SEQ_OTRUNC (1ull << 63)
 static inline struct meta_req meta_otrunc_req(const struct meta_req *rq)
 {
 	struct meta_req t = {rq ? rq->client : 0, 0, 0};
-	if (rq && rq->seq && !(rq->seq >> 63))
-		t.seq = rq->seq | 1ull << 63;
+	if (rq && rq->seq && !(rq->seq & META_SEQ_OTRUNC))
+		t.seq = rq->seq | META_SEQ_OTRUNC;
 	return t;
 }
 

@@ -1139,6 +1139,41 @@ static void test_o_trunc_late_run(void **state)
 	meta_free(m2);
 }
 
+static int idem_records(uint64_t client, uint64_t lo, uint64_t hi);
+
+/* An O_TRUNC's own record (meta_otrunc_req) goes with its open's when the
+ * client's floor passes them, and a late run of that truncate is then
+ * refused like any stale copy, not applied over the length written since. */
+static void test_o_trunc_record_floor(void **state)
+{
+	struct meta_inode in, in2;
+	uint64_t sess;
+	const uint64_t c = 4545, s0 = 1ull << 41;
+	struct meta_req rq = {c, s0, s0};
+	assert_int_equal(
+	    meta_create(M, &FX_ROOT, fx_req(c), R1, N("ot"), 0644, META_O_WRITE, &in, &sess), 0);
+	struct meta_length len = {.length = 100, .truncate_ver = 0};
+	assert_int_equal(meta_close(M, fx_req(c), in.ino, sess, &len), 0);
+	rq = (struct meta_req){c, s0, s0};
+	assert_int_equal(
+	    meta_open(M, &FX_ROOT, &rq, in.ino, META_O_WRITE | META_O_TRUNC, &in2, &sess), 0);
+	assert_int_equal(idem_records(c, s0 | META_SEQ_OTRUNC, UINT64_MAX), 1);
+	len = (struct meta_length){.length = 200, .truncate_ver = in2.truncate_ver};
+	rq = (struct meta_req){c, s0 + 1, s0};
+	assert_int_equal(meta_close(M, &rq, in.ino, sess, &len), 0);
+	/* the floor passes s0: both records go */
+	rq = (struct meta_req){c, s0 + META_IDEM_FLOOR_STEP, s0 + META_IDEM_FLOOR_STEP};
+	assert_int_equal(meta_mkdir(M, &FX_ROOT, &rq, R1, N("otd"), 0755, &in2), 0);
+	assert_int_equal(idem_records(c, s0, s0 + 1), 0);
+	assert_int_equal(idem_records(c, s0 | META_SEQ_OTRUNC, UINT64_MAX), 0);
+	/* a late run of the truncate: refused, the length stays */
+	struct meta_req trq = meta_otrunc_req(&(struct meta_req){c, s0, 0});
+	struct meta_setattr sa = {.valid = META_SET_SIZE, .size = 0};
+	assert_int_equal(meta_setattr(M, &FX_ROOT, &trq, in.ino, &sa, &in2), -ETIMEDOUT);
+	assert_int_equal(meta_getattr(M, in.ino, &in2), 0);
+	assert_true(in2.size == 200);
+}
+
 /* O_CREAT | O_TRUNC without O_EXCL of a name another client created
  * meanwhile (the mount tries an exclusive create first, then this): the
  * file is opened and must be truncated like an open with O_TRUNC, or the
@@ -1739,6 +1774,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_truncate_unheard, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncate_two_runs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_o_trunc_late_run, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_o_trunc_record_floor, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_trunc_existing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_xattr, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
