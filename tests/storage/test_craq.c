@@ -1261,8 +1261,9 @@ static void test_truncate_resync(void **state)
  * the head. It must be answered from the cache and cut nothing: for a cut
  * inside a chunk, for one of an absent chunk (-ENOENT, cached since: a
  * write created the chunk after it), and for the remove of the chunks
- * past the cut. A copy older than the client's next cut of the inode is
- * refused (-CFS_ESUPERSEDED). The last step shows what the test sees
+ * past the cut. A copy older than a later request on its channel is
+ * refused (-CFS_ESUPERSEDED: the cache's rule; meta gives each request a
+ * channel of its own since, meta_storage.h). The last step shows what the test sees
  * when the late copy carries its sender's own key, as meta sent it
  * before: the acknowledged bytes are cut. (Without caching the -ENOENT,
  * the hole's late copy cut the new chunk to 1000 bytes.) */
@@ -1296,7 +1297,7 @@ static void test_truncate_late_copy(void **state)
 	memcpy(want, v, 1000);
 	memcpy(want + 1000, w, 3000);
 	assert_replicas_hold(&e, 80, 0, want, 4000);
-	/* the client's next cut of the inode, then the late copy: refused */
+	/* a later request on the same channel, then the late copy: refused */
 	struct storage_op_key k2 = k;
 	k2.seq = 6;
 	assert_int_equal(storage_client_truncate_as(e.cli, &loc, 80, 0, 2000, &k2), 0);
