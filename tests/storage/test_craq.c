@@ -877,7 +877,7 @@ static void test_resync_inflight(void **state)
 	struct bg_write b = { .e = &e, .ino = 31, .data = v2, .len = CLEN };
 	assert_int_equal(pthread_create(&b.th, NULL, bg_write_main, &b), 0);
 	/* Consumed: the middle has the write and forwarded it nowhere. */
-	wait_consumed(path, 5000);
+	wait_consumed(path, 30000);
 	uint64_t t0 = clock_mono_ms();
 	stor_cluster_start_storage(&e.sc, mb.tn);
 	unsetenv("CFS_FAULTINJ");
@@ -1025,7 +1025,7 @@ static void test_remove_write_order(void **state)
 	arm_fault(&e, mb.mn, "faultinj_craq_remove_refuse", "", path, sizeof(path));
 	struct bg_remove b = { .e = &e, .ino = 61 };
 	assert_int_equal(pthread_create(&b.th, NULL, bg_remove_main, &b), 0);
-	wait_consumed(path, 5000);
+	wait_consumed(path, 30000);
 	gen(1310, v, CLEN);
 	struct storage_loc loc = { .chain = e.chain };
 	int wrc = storage_client_write(e.cli, &loc, 61, 1, 0, CLEN, v, 0, NULL);
@@ -1783,7 +1783,7 @@ static void test_forward_deadline_queued(void **state)
 	arm_fault(&e, mb.hn, "faultinj_craq_apply_delay", "2500\n", dpath, sizeof(dpath));
 	struct bg_write first = { .e = &e, .ino = 73, .data = b, .len = CLEN };
 	assert_int_equal(pthread_create(&first.th, NULL, bg_write_main, &first), 0);
-	wait_consumed(dpath, 5000); /* the first holds the chunk's lock */
+	wait_consumed(dpath, 30000); /* the first holds the chunk's lock */
 	uint64_t t0 = clock_mono_ms();
 	/* Its forward went through (only its apply at the head waits). */
 	struct storage_loc mid = { .chain = e.chain, .addr = e.sc.node[mb.mn].addr,
@@ -1842,7 +1842,7 @@ static void test_fenced_head_queued(void **state)
 	struct bg_raw_write wx = { .e = &e, .rc = stor_cluster_rpc_client(), .data = x,
 				   .m = head_write(&e, &mb, 75, 0, x, 786, 1) };
 	assert_int_equal(pthread_create(&wx.th, NULL, bg_raw_write_main, &wx), 0);
-	wait_consumed(dpath, 5000); /* X is at the middle, the head's lock held */
+	wait_consumed(dpath, 30000); /* X is at the middle, the head's lock held */
 	struct bg_write wy = { .e = &e, .ino = 75, .data = y, .len = CLEN };
 	assert_int_equal(pthread_create(&wy.th, NULL, bg_write_main, &wy), 0);
 	pthread_join(wx.th, NULL);
