@@ -716,7 +716,9 @@ void craq_fence_target(struct storage_service *s, struct stor_target *t, const c
 	atomic_store(&t->local_state, CHAIN_LS_OFFLINE);
 	LOG_ERR("craq", "target fenced itself: target=%u why=%s; it rejoins through resync",
 		stor_target_id(s, t), why);
-	mgmtd_link_report(s);
+	/* Not mgmtd_link_report: a look at the engines' counters waits
+	 * behind a hung disk's engine mutex, the watchdog's fence with it. */
+	mgmtd_link_report_state(s);
 	mgmtd_link_kick(s);
 }
 

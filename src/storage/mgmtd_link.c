@@ -69,28 +69,68 @@ static void persist_node_id(const struct storage_service *s, uint32_t id)
 	}
 }
 
-static size_t build_reports(struct storage_service *s, struct mgmtd_target_report *r)
+/* Fault injection: while DIR/faultinj_engine_stat_hold exists, a look at
+ * T's engine counters waits, as one does behind an engine thread that
+ * holds the engine's mutex in a hung fallocate (a disk that hangs). */
+static void stat_hold(struct storage_service *s, struct stor_target *t)
+{
+	if (!s->faultinj)
+		return;
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/faultinj_engine_stat_hold", t->dir);
+	while (!atomic_load(&s->stopping) && access(path, F_OK) == 0)
+		clock_sleep_ms(50);
+}
+
+/* Reads every target's engine counters into ST: may wait behind an
+ * engine whose thread holds its mutex in a hung disk call, so never under
+ * report_mu. */
+static void read_stats(struct storage_service *s, struct chunk_engine_stat *st)
 {
 	for (size_t i = 0; i < s->nt; i++) {
-		struct chunk_engine_stat st;
-		chunk_engine_get_stat(s->t[i].eng, &st);
+		stat_hold(s, &s->t[i]);
+		chunk_engine_get_stat(s->t[i].eng, &st[i]);
+	}
+}
+
+/* The report of every target: its local state now, the sizes last read. */
+static size_t build_reports(struct storage_service *s, struct mgmtd_target_report *r)
+{
+	for (size_t i = 0; i < s->nt; i++)
 		r[i] = (struct mgmtd_target_report){ .slot = s->t[i].slot,
 						     .local_state = atomic_load(&s->t[i].local_state),
-						     .capacity = st.capacity, .used = st.used };
-	}
+						     .capacity = s->t[i].rep_capacity,
+						     .used = s->t[i].rep_used };
 	return s->nt;
 }
 
-void mgmtd_link_report(struct storage_service *s)
+/* Sets the report; ST (read before) refreshes the sizes, NULL keeps them. */
+static void report(struct storage_service *s, const struct chunk_engine_stat *st)
 {
 	struct mgmtd_target_report r[MGMTD_MAX_NODE_TARGETS];
 	/* Built and set as one: a report built before a fence but set after
 	 * the fence's own would put back the state the fence took away. */
 	pthread_mutex_lock(&s->report_mu);
+	for (size_t i = 0; st && i < s->nt; i++) {
+		s->t[i].rep_capacity = st[i].capacity;
+		s->t[i].rep_used = st[i].used;
+	}
 	size_t n = build_reports(s, r);
 	if (s->mc)
 		mgmtd_client_set_targets(s->mc, r, n);
 	pthread_mutex_unlock(&s->report_mu);
+}
+
+void mgmtd_link_report(struct storage_service *s)
+{
+	struct chunk_engine_stat st[MGMTD_MAX_NODE_TARGETS];
+	read_stats(s, st);
+	report(s, st);
+}
+
+void mgmtd_link_report_state(struct storage_service *s)
+{
+	report(s, NULL);
 }
 
 void mgmtd_link_kick(struct storage_service *s)
@@ -201,10 +241,16 @@ int mgmtd_link_start(struct storage_service *s, const struct storage_service_opt
 		     size_t errlen)
 {
 	struct mgmtd_target_report r[MGMTD_MAX_NODE_TARGETS];
+	struct chunk_engine_stat st[MGMTD_MAX_NODE_TARGETS];
 	if (s->nt > MGMTD_MAX_NODE_TARGETS) {
 		snprintf(err, errlen, "at most %d targets per node with mgmtd",
 			 MGMTD_MAX_NODE_TARGETS);
 		return -EINVAL;
+	}
+	read_stats(s, st);
+	for (size_t i = 0; i < s->nt; i++) {
+		s->t[i].rep_capacity = st[i].capacity;
+		s->t[i].rep_used = st[i].used;
 	}
 	size_t n = build_reports(s, r);
 	struct mgmtd_client_opts mo = {

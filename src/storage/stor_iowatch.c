@@ -20,6 +20,12 @@
  * once nothing of it is stuck any more (stor_iowatch_stalled: the link
  * thread's startup fencing waits) and the backoff passed.
  *
+ * The fence's report to mgmtd reads no engine counters
+ * (mgmtd_link_report_state): a hung disk call can hold the engine's mutex
+ * (a fallocate under it), and a look at its counters would wait there
+ * with the target fenced but still SERVING in mgmtd's eyes (test_craq.c
+ * disk_stall_stat, fault point faultinj_engine_stat_hold in mgmtd_link.c).
+ *
  * Chunk locks are not the measure: a healthy member holds its lock while
  * it waits on a hung successor, so that would fence the wrong one first.
  * Reads and resync's own engine calls are not listed (neither is waited

@@ -49,6 +49,8 @@ struct stor_target {
 	_Atomic uint32_t nospace_backoff_ms;
 	_Atomic int fence_failed;      /* the last such fence was not for a full disk */
 	_Atomic uint64_t serving_since; /* link thread: SERVING since (mono ms), 0 if not */
+	uint64_t rep_capacity, rep_used; /* sizes last reported to mgmtd, under
+					    s->report_mu (mgmtd_link.c) */
 	_Atomic uint32_t fence_gen;    /* counts craq_fence_target's fences (resync: did
 					  this target fence itself during a pass?) */
 	/* Chain ops' local engine work in flight, oldest first: the I/O

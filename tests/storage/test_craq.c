@@ -1910,6 +1910,50 @@ static void test_disk_stall_middle(void **state)
 	env_down_verified(&e, &w);
 }
 
+/* As disk_stall_middle, but the hung disk also holds the middle's engine
+ * mutex (a fallocate that hangs under it): a look at its engine counters
+ * waits too (fault injection: faultinj_engine_stat_hold). The watchdog's
+ * fence must still reach mgmtd, so the middle leaves, not the head. The
+ * fence's report used to read every engine's counters under the report
+ * lock: the watchdog thread waited there with the target fenced but
+ * still SERVING in mgmtd's eyes, and the head's forwards to it failed
+ * until the head's own deadline. */
+static void test_disk_stall_stat(void **state)
+{
+	(void)state;
+	struct env e;
+	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
+	setenv("CFS_FAULTINJ_FORWARD_DEADLINE_MS", "10000", 1);
+	setenv("CFS_FAULTINJ_IO_STALL_MS", "2000", 1);
+	env_up(&e, "craq-iostat");
+	unsetenv("CFS_FAULTINJ");
+	unsetenv("CFS_FAULTINJ_FORWARD_DEADLINE_MS");
+	unsetenv("CFS_FAULTINJ_IO_STALL_MS");
+	struct writer w;
+	struct members mb;
+	start_writing(&e, &w, &mb.c);
+	members_of(&e, &mb);
+	char spath[800], path[800];
+	arm_fault(&e, mb.mn, "faultinj_engine_stat_hold", "", spath, sizeof(spath));
+	arm_fault(&e, mb.mn, "faultinj_craq_apply_hold", "", path, sizeof(path));
+	uint64_t t0 = clock_mono_ms();
+	bool left = wait_chain(&e, 2, mb.mid, CHAIN_PS_OFFLINE, 9000);
+	print_message("middle out after %llu ms\n", (unsigned long long)(clock_mono_ms() - t0));
+	bool progress = left && writes_progress(&w, 20, 9000);
+	struct route_chain now;
+	bool got = get_chain(&e, &now);
+	unlink(path);
+	unlink(spath);
+	assert_true(left);
+	assert_true(progress);
+	assert_true(got);
+	assert_int_equal(now.m[0].target_id, mb.head);
+	assert_int_equal(now.m[0].state, CHAIN_PS_SERVING);
+	assert_chain_recovers(&e, 60000);
+	assert_true(writes_progress(&w, 20, 20000));
+	env_down_verified(&e, &w);
+}
+
 /* Whether the log at PATH has a line containing NEEDLE. */
 static bool log_has(const char *path, const char *needle)
 {
@@ -2588,6 +2632,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_forward_deadline_queued),
 		cmocka_unit_test(test_fenced_head_queued),
 		cmocka_unit_test(test_disk_stall_middle),
+		cmocka_unit_test(test_disk_stall_stat),
 		cmocka_unit_test(test_sync_done_fenced),
 		cmocka_unit_test(test_kill_middle),
 		cmocka_unit_test(test_kill_head),
