@@ -34,6 +34,7 @@
 #include "common/log.h"
 #include "common/status.h"
 #include "common/xalloc.h"
+#include "storage/stor_fault.h"
 #include "storage/storage_int.h"
 
 #define SYNC_CALL_MS 10000
@@ -125,36 +126,6 @@ static int remove_remote(struct storage_service *s, const char *addr, uint32_t s
 	return rc;
 }
 
-/* Fault injection (CFS_FAULTINJ, tests only): a file NAME in T's
- * directory holding milliseconds makes this thread sleep that long once. */
-static void fault_pause(struct storage_service *s, struct stor_target *t, const char *name)
-{
-	if (!s->faultinj)
-		return;
-	char path[4200];
-	snprintf(path, sizeof(path), "%s/%s", t->dir, name);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return;
-	unsigned ms = 0;
-	if (fscanf(f, "%u", &ms) != 1)
-		ms = 0;
-	fclose(f);
-	if (unlink(path) == 0 && ms)
-		clock_sleep_ms(ms);
-}
-
-/* Fault injection: whether the file NAME in T's directory was there
- * (consumed). */
-static bool fault_take(struct storage_service *s, struct stor_target *t, const char *name)
-{
-	if (!s->faultinj)
-		return false;
-	char path[4200];
-	snprintf(path, sizeof(path), "%s/%s", t->dir, name);
-	return unlink(path) == 0;
-}
-
 static bool gone(int rc, const struct chunk_info *info)
 {
 	return rc == -ENOENT || (rc == 0 && info->len == 0);
@@ -191,7 +162,7 @@ static int sync_chunk(struct storage_service *s, struct stor_target *t, const ch
 				   .update_ver = info.commit_ver,
 				   .flags = STO_WF_FORWARDED | STO_WF_REPLACE | STO_WF_SYNC };
 	sto_write_req_encode(&pl, &m);
-	fault_pause(s, t, "faultinj_resync_send_delay");
+	stor_fault_pause(s, t, "faultinj_resync_send_delay");
 	rc = call(s, addr, STO_MSG_WRITE, &pl, data, m.len, &resp);
 	/* Had a remove taken ID here, and at the successor, while our copy
 	 * was on its way, the copy would land after it and bring the chunk
@@ -270,7 +241,7 @@ static int sync_one(struct storage_service *s, struct stor_target *t, const stru
 	}
 	if (!rc && atomic_load(&s->stopping))
 		rc = -CFS_EUNAVAIL;
-	if (!rc && fault_take(s, t, "faultinj_resync_done_fence"))
+	if (!rc && stor_fault_take(s, t, "faultinj_resync_done_fence"))
 		craq_fence_target(s, t, "fault injection: just before SYNC_DONE");
 	if (!rc && (!atomic_load(&t->started) || atomic_load(&t->fence_gen) != gen))
 		rc = -CFS_EUNAVAIL;
@@ -429,10 +400,14 @@ void craq_sync_done_handle(struct storage_service *s, struct rpc_req *req)
 	/* A target that fenced itself (an op failed or its disk stalled)
 	 * reports OFFLINE until it rejoined through resync: a pass that ends
 	 * meanwhile, before mgmtd moved it out, must not turn that into
-	 * UPTODATE. A fence after the exchange stores OFFLINE over it. */
-	int ls = atomic_load(&t->local_state);
-	if (!atomic_load(&t->started) || ls == CHAIN_LS_OFFLINE ||
-	    !atomic_compare_exchange_strong(&t->local_state, &ls, CHAIN_LS_UPTODATE)) {
+	 * UPTODATE. A fence after the store stores OFFLINE over it. */
+	pthread_mutex_lock(&t->state_mu);
+	bool fenced = !atomic_load(&t->started) ||
+		      atomic_load(&t->local_state) == CHAIN_LS_OFFLINE;
+	if (!fenced)
+		atomic_store(&t->local_state, CHAIN_LS_UPTODATE);
+	pthread_mutex_unlock(&t->state_mu);
+	if (fenced) {
 		rpc_reply_error(req, -CFS_EUNAVAIL, "sync-done: target fenced itself");
 		return;
 	}

@@ -710,10 +710,14 @@ static void applied(struct chunk_op *op)
 
 void craq_fence_target(struct storage_service *s, struct stor_target *t, const char *why)
 {
-	if (!atomic_exchange(&t->started, 0))
+	pthread_mutex_lock(&t->state_mu);
+	if (!atomic_exchange(&t->started, 0)) {
+		pthread_mutex_unlock(&t->state_mu);
 		return;
+	}
 	atomic_fetch_add(&t->fence_gen, 1);
 	atomic_store(&t->local_state, CHAIN_LS_OFFLINE);
+	pthread_mutex_unlock(&t->state_mu);
 	LOG_ERR("craq", "target fenced itself: target=%u why=%s; it rejoins through resync",
 		stor_target_id(s, t), why);
 	/* Not mgmtd_link_report: a look at the engines' counters waits

@@ -27,6 +27,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/status.h"
+#include "storage/stor_fault.h"
 #include "storage/storage_int.h"
 
 #define LINK_TICK_MS 200
@@ -156,6 +157,34 @@ static void on_fence(void *arg, bool fenced)
 	mgmtd_link_kick(s);
 }
 
+/* T's pair (local_state, started) goes from (LS, WAS_STARTED) to (NLS,
+ * START), unless a fence (or SYNC_DONE) changed it since it was read: then
+ * that change stands and the next tick decides again. A target that
+ * starts reports ONLINE before it is started, so a fence that finds it
+ * started always leaves OFFLINE behind. True if the pair was still as
+ * read (and is now NLS, START). */
+static bool apply_state(struct storage_service *s, struct stor_target *t, int ls, int was_started,
+                        int nls, int start)
+{
+	/* Fault injection: the link thread held between its decision and
+	 * the change (test_craq.c link_state_fence). */
+	stor_fault_pause(s, t, "faultinj_link_state_hold");
+	pthread_mutex_lock(&t->state_mu);
+	bool same = atomic_load(&t->local_state) == ls && atomic_load(&t->started) == was_started;
+	if (same) {
+		atomic_store(&t->local_state, nls);
+		if (start)
+			atomic_store(&t->started, 1);
+	}
+	pthread_mutex_unlock(&t->state_mu);
+	if (!same)
+		LOG_NOTICE("storage",
+		           "target %u: its state changed while the link thread decided "
+		           "(a fence): decided again at the next tick",
+		           stor_target_id(s, t));
+	return same;
+}
+
 /* Applies the state rules above; true if a report must go out. */
 static bool update_states(struct storage_service *s, const struct route_info *ri)
 {
@@ -165,12 +194,14 @@ static bool update_states(struct storage_service *s, const struct route_info *ri
 		const struct route_target *rt = route_find_target(ri, stor_target_id(s, t));
 		int ps = rt ? (int)rt->pub_state : CHAIN_PS_OFFLINE;
 		int ls = atomic_load(&t->local_state), nls = ls;
-		if (stor_nospace_served(t, atomic_load(&t->started) && ps == CHAIN_PS_SERVING,
-					clock_mono_ms()))
-			LOG_NOTICE("storage", "target %u: served %d s since its full-disk fence: "
-				   "rejoin backoff back to %d s", stor_target_id(s, t),
-				   STOR_NOSPACE_RESET_MS / 1000, STOR_NOSPACE_BACKOFF_MIN_MS / 1000);
-		if (!atomic_load(&t->started)) {
+		int was_started = atomic_load(&t->started);
+		if (stor_nospace_served(t, was_started && ps == CHAIN_PS_SERVING, clock_mono_ms()))
+			LOG_NOTICE("storage",
+			           "target %u: served %d s since its full-disk fence: "
+			           "rejoin backoff back to %d s",
+			           stor_target_id(s, t), STOR_NOSPACE_RESET_MS / 1000,
+			           STOR_NOSPACE_BACKOFF_MIN_MS / 1000);
+		if (!was_started) {
 			/* rt == NULL: mgmtd has not seen the target yet; wait for it. */
 			if (!rt || ps == CHAIN_PS_SERVING || ps == CHAIN_PS_SYNCING)
 				continue;
@@ -183,19 +214,19 @@ static bool update_states(struct storage_service *s, const struct route_info *ri
 			 * still holds an op (stor_iowatch.c). */
 			if (stor_iowatch_stalled(s, t))
 				continue;
-			atomic_store(&t->started, 1);
-			nls = CHAIN_LS_ONLINE;
+			if (!apply_state(s, t, ls, 0, CHAIN_LS_ONLINE, 1))
+				continue;
+			changed |= ls != CHAIN_LS_ONLINE;
 			LOG_NOTICE("storage", "target %u: startup fencing passed (public %s)",
-				   stor_target_id(s, t), chain_pub_state_name((unsigned)ps));
-		} else if (ps == CHAIN_PS_SERVING) {
+			           stor_target_id(s, t), chain_pub_state_name((unsigned)ps));
+			continue;
+		}
+		if (ps == CHAIN_PS_SERVING)
 			nls = CHAIN_LS_UPTODATE;
-		} else if (ps == CHAIN_PS_OFFLINE || ps == CHAIN_PS_WAITING) {
+		else if (ps == CHAIN_PS_OFFLINE || ps == CHAIN_PS_WAITING)
 			nls = CHAIN_LS_ONLINE;
-		}
-		if (nls != ls) {
-			atomic_store(&t->local_state, nls);
+		if (nls != ls && apply_state(s, t, ls, 1, nls, 0))
 			changed = true;
-		}
 	}
 	return changed;
 }

@@ -38,6 +38,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "storage/stor_fault.h"
 #include "storage/storage_int.h"
 
 static uint32_t period_ms(const struct storage_service *s)
@@ -57,12 +58,17 @@ static void check(struct storage_service *s)
 	for (size_t i = 0; i < s->nt; i++) {
 		struct stor_target *t = &s->t[i];
 		uint64_t age = stor_io_oldest_age(t, now);
-		if (age < s->io_stall_ms || !atomic_load(&t->started))
-			continue;
 		char why[96];
-		snprintf(why, sizeof(why),
-		         "a local engine op in flight for %llu ms (disk stalled?)",
-		         (unsigned long long)age);
+		/* Fault injection: a fence as this one, at a moment a test
+		 * picks (test_craq.c link_state_fence). */
+		if (stor_fault_take(s, t, "faultinj_fence_now"))
+			snprintf(why, sizeof(why), "fault injection (faultinj_fence_now)");
+		else if (age < s->io_stall_ms || !atomic_load(&t->started))
+			continue;
+		else
+			snprintf(why, sizeof(why),
+			         "a local engine op in flight for %llu ms (disk stalled?)",
+			         (unsigned long long)age);
 		atomic_store(&t->fence_failed, 1);
 		stor_nospace_fenced(t, now);
 		craq_fence_target(s, t, why);

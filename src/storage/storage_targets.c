@@ -139,6 +139,7 @@ int stor_targets_open(struct storage_service *s, const struct storage_service_op
 		t->dir = xstrdup(o->target_dirs[i]);
 		t->locks = craq_locks_new();
 		pthread_mutex_init(&t->io_mu, NULL);
+		pthread_mutex_init(&t->state_mu, NULL);
 		t->io_list.prev = t->io_list.next = &t->io_list;
 		atomic_store(&t->local_state, CHAIN_LS_OFFLINE);
 		s->nt = i + 1;
@@ -159,6 +160,7 @@ void stor_targets_close(struct storage_service *s)
 		chunk_engine_close(s->t[i].eng);
 		craq_locks_free(s->t[i].locks);
 		pthread_mutex_destroy(&s->t[i].io_mu);
+		pthread_mutex_destroy(&s->t[i].state_mu);
 		free(s->t[i].dir);
 	}
 	free(s->t);

@@ -38,6 +38,14 @@ struct stor_target {
 	struct craq_locks *locks;
 	_Atomic int local_state;       /* enum chain_local_state reported to mgmtd */
 	_Atomic int started;           /* startup fencing passed (reported ONLINE) */
+	/* Held over every change of the pair (local_state, started): a fence
+	 * (craq_fence_target), the link thread's state rules and SYNC_DONE.
+	 * Each decides from the pair as read and changes it only if it is
+	 * still so, so a fence that comes in between is never overwritten
+	 * (it would leave a target reporting ONLINE or UPTODATE that does not
+	 * serve, which mgmtd then keeps in its chain). Reads stay lock-free;
+	 * nothing else is taken under it. */
+	pthread_mutex_t state_mu;
 	uint32_t synced_target;        /* link thread: the successor last synced ... */
 	uint32_t synced_chain_ver;     /* ... at this chain version (skip repeats) */
 	/* Fenced itself over a chain op (craq_write.c): a full disk, or a

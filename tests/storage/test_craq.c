@@ -41,6 +41,10 @@
  *                 -CFS_EFENCED after T/2, before mgmtd moves its target
  *                 out; writes go on over the other two; healed, it
  *                 resyncs and serves again
+ *   link_state_fence  as partition; when healed, the service fences
+ *                 its target while its link thread, held between
+ *                 deciding the target's state and storing it, decides
+ *                 ONLINE: the fence stands, the target rejoins
  *   full_restart  kill -9 every storage service and mgmtd, restart all:
  *                 every acknowledged write is back on all three replicas
  *   concurrent    four writers replace one chunk concurrently: every
@@ -2239,6 +2243,51 @@ static void test_partition(void **state)
 	env_down_verified(&e, &w);
 }
 
+/* A fence that comes in while the link thread decides a target's state
+ * must stand. Node 0 loses mgmtd (proxy cut) and mgmtd moves its target X
+ * out; when the link comes back, X (started, UPTODATE) must go ONLINE
+ * (it missed writes). The link thread is held 3 s between that decision
+ * and its change (faultinj_link_state_hold), and X fences itself in that
+ * time (faultinj_fence_now, as a failed apply or the I/O watchdog would):
+ * not started, OFFLINE. The link thread must leave that be and decide
+ * again; X rejoins through resync after its backoff and the chain
+ * recovers. Before, the link thread stored ONLINE over the fence: X
+ * reported ONLINE while not started, mgmtd made it SYNCING, and the link
+ * thread's startup fencing waits while a target is SYNCING, so X never
+ * started again: the chain stayed at two members for good. */
+static void test_link_state_fence(void **state)
+{
+	(void)state;
+	struct env e;
+	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
+	env_up_with(&e, "craq-lsfence", true);
+	unsetenv("CFS_FAULTINJ");
+	struct writer w;
+	struct route_chain c;
+	start_writing(&e, &w, &c);
+	uint32_t x = 0;
+	for (uint32_t k = 0; k < c.n; k++)
+		if (node_of(&e, c.m[k].target_id) == 0)
+			x = c.m[k].target_id;
+	assert_true(x != 0);
+	tcp_proxy_cut(e.proxy, true);
+	assert_true(wait_chain(&e, 2, x, CHAIN_PS_OFFLINE, 20000));
+	assert_true(writes_progress(&w, 20, 20000));
+	char hold[800], fence[800];
+	arm_fault(&e, 0, "faultinj_link_state_hold", "3000", hold, sizeof(hold));
+	tcp_proxy_cut(e.proxy, false);
+	wait_consumed(hold, 30000);
+	uint64_t t0 = clock_mono_ms();
+	arm_fault(&e, 0, "faultinj_fence_now", "", fence, sizeof(fence));
+	wait_consumed(fence, 30000);
+	/* the fence landed inside the hold: the test tested what it says */
+	assert_true(clock_mono_ms() < t0 + 2500);
+	assert_chain_recovers(&e, 60000);
+	assert_true(log_has(e.sc.node[0].log, "decided again at the next tick"));
+	assert_true(writes_progress(&w, 20, 20000));
+	env_down_verified(&e, &w);
+}
+
 /* Kill two of three, then the last: it becomes LASTSRV. The two stale
  * ones come back first and must wait (no serving copy); when the LASTSRV
  * one returns it serves first and the others resync from it. */
@@ -2643,6 +2692,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_full_restart),
 		cmocka_unit_test(test_mgmtd_down),
 		cmocka_unit_test(test_partition),
+		cmocka_unit_test(test_link_state_fence),
 		cmocka_unit_test(test_noflush_chain),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
