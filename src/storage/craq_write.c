@@ -1116,39 +1116,76 @@ static void start(struct craq_op *o)
 		locked(o);
 }
 
-void craq_write_if_handle(struct storage_service *s, struct rpc_req *req,
-			  const struct sto_write_req *m, uint64_t expect, uint32_t expect_len,
-			  uint32_t expect_crc, void *data, uint32_t *page_crc)
+/* The target a request for TARGET names, checked for its role in CHAIN
+ * at CHAIN_VER (check_role): 0 with *TP set, or the error to answer. */
+static int request_target(struct storage_service *s, uint32_t target, uint32_t chain,
+			  uint32_t chain_ver, bool forwarded, struct stor_target **tp)
 {
-	struct stor_target *t = stor_target_by_id(s, m->target);
-	int err = !s->mc ? -EINVAL : !t ? -ENODEV : 0;
-	if (!err)
-		err = check_role(s, t, m->chain, m->chain_ver, false);
-	if (err) {
-		free(page_crc);
-		stor_buf_put(s, data, m->len);
-		reply_err(req, err, "write_if");
-		stor_end(s);
-		return;
-	}
+	struct stor_target *t = stor_target_by_id(s, target);
+	*tp = t;
+	if (!s->mc)
+		return -EINVAL;
+	if (!t)
+		return -ENODEV;
+	return check_role(s, t, chain, chain_ver, forwarded);
+}
+
+/* A new op of KIND answering REQ on T for chunk ID of CHAIN, which came
+ * under the exactly-once key (CLIENT, CHANNEL, SEQ); HEAD: we head the
+ * chain for it. The caller fills the kind's own fields and start()s it. */
+static struct craq_op *op_new(struct storage_service *s, struct stor_target *t,
+			      struct rpc_req *req, enum craq_kind kind, struct chunk_id id,
+			      bool head, uint32_t chain, uint64_t client, uint64_t channel,
+			      uint64_t seq)
+{
 	struct craq_op *o = xcalloc(1, sizeof(*o));
 	o->s = s;
 	o->t = t;
 	o->req = req;
-	o->kind = CRAQ_WRITE;
+	o->kind = kind;
+	o->id = id;
+	o->head = head;
+	o->chain = chain;
+	o->client = client;
+	o->channel = channel;
+	o->seq = seq;
+	return o;
+}
+
+/* Ends a write request refused before it became an op: its payload
+ * (DATA in our pool, or in the sender's region HOLD) and page CRCs go. */
+static void write_refused(struct storage_service *s, struct rpc_req *req,
+			  const struct sto_write_req *m, void *data, struct stor_shm_region *hold,
+			  uint32_t *page_crc, int err, const char *what)
+{
+	free(page_crc);
+	if (hold)
+		stor_shm_release(hold);
+	else
+		stor_buf_put(s, data, m->len);
+	reply_err(req, err, what);
+	stor_end(s);
+}
+
+void craq_write_if_handle(struct storage_service *s, struct rpc_req *req,
+			  const struct sto_write_req *m, uint64_t expect, uint32_t expect_len,
+			  uint32_t expect_crc, void *data, uint32_t *page_crc)
+{
+	struct stor_target *t;
+	int err = request_target(s, m->target, m->chain, m->chain_ver, false, &t);
+	if (err) {
+		write_refused(s, req, m, data, NULL, page_crc, err, "write_if");
+		return;
+	}
+	struct craq_op *o = op_new(s, t, req, CRAQ_WRITE, (struct chunk_id){ m->ino, m->idx },
+				   true, m->chain, m->client, m->channel, m->seq);
 	o->w = *m;
 	o->data = data;
 	o->page_crc = page_crc;
-	o->id = (struct chunk_id){ m->ino, m->idx };
-	o->head = true;
 	o->cond = true;
 	o->expect = expect;
 	o->expect_len = expect_len;
 	o->expect_crc = expect_crc;
-	o->client = m->client;
-	o->channel = m->channel;
-	o->seq = m->seq;
-	o->chain = m->chain;
 	start(o);
 }
 
@@ -1156,11 +1193,10 @@ void craq_write_handle(struct storage_service *s, struct rpc_req *req,
 		       const struct sto_write_req *m, void *data, struct stor_shm_region *hold,
 		       uint32_t *page_crc, bool checked)
 {
-	struct stor_target *t = stor_target_by_id(s, m->target);
-	int err = !s->mc ? -EINVAL : !t ? -ENODEV : 0;
-	if (!err)
-		err = check_role(s, t, m->chain, m->chain_ver, (m->flags & STO_WF_FORWARDED) != 0);
-	if (!err && s->faultinj && (m->flags & STO_WF_FORWARDED)) {
+	struct stor_target *t;
+	bool fwd = (m->flags & STO_WF_FORWARDED) != 0;
+	int err = request_target(s, m->target, m->chain, m->chain_ver, fwd, &t);
+	if (!err && s->faultinj && fwd) {
 		char path[4200];
 		snprintf(path, sizeof(path), "%s/faultinj_craq_write_hold", t->dir);
 		if (access(path, F_OK) == 0)
@@ -1173,31 +1209,16 @@ void craq_write_handle(struct storage_service *s, struct rpc_req *req,
 		err = cerr ? cerr : err;
 	}
 	if (err) {
-		free(page_crc);
-		if (hold)
-			stor_shm_release(hold);
-		else
-			stor_buf_put(s, data, m->len);
-		reply_err(req, err, "write");
-		stor_end(s);
+		write_refused(s, req, m, data, hold, page_crc, err, "write");
 		return;
 	}
-	struct craq_op *o = xcalloc(1, sizeof(*o));
-	o->s = s;
-	o->t = t;
-	o->req = req;
-	o->kind = CRAQ_WRITE;
+	struct craq_op *o = op_new(s, t, req, CRAQ_WRITE, (struct chunk_id){ m->ino, m->idx },
+				   !fwd, m->chain, m->client, m->channel, m->seq);
 	o->w = *m;
 	o->data = data;
 	o->data_hold = hold;
 	o->page_crc = page_crc;
 	o->check_late = o->unchecked = !checked;
-	o->id = (struct chunk_id){ m->ino, m->idx };
-	o->head = !(m->flags & STO_WF_FORWARDED);
-	o->client = m->client;
-	o->channel = m->channel;
-	o->seq = m->seq;
-	o->chain = m->chain;
 	start(o);
 }
 
@@ -1288,17 +1309,13 @@ static void rm_finish(struct rm_job *j)
 
 static void rm_part_start(struct rm_job *j, size_t i)
 {
-	struct craq_op *o = xcalloc(1, sizeof(*o));
-	o->s = j->s;
-	o->t = j->t;
-	o->kind = CRAQ_REMOVE;
+	/* no request or key: the range's reply is cached, not the parts' */
+	struct craq_op *o = op_new(j->s, j->t, NULL, CRAQ_REMOVE, j->ids[i], true, j->m.chain, 0,
+				   0, 0);
 	o->rm = j->m;
 	o->rm.begin = j->ids[i].idx;
 	o->rm.end = j->ids[i].idx + 1;
-	o->rm.seq = 0; /* the range's reply is cached, not the parts' */
-	o->id = j->ids[i];
-	o->head = true;
-	o->chain = j->m.chain;
+	o->rm.seq = 0;
 	o->parent = j;
 	start(o);
 }
@@ -1373,10 +1390,9 @@ static bool rm_range(struct storage_service *s, struct stor_target *t, struct rp
 void craq_remove_handle(struct storage_service *s, struct rpc_req *req,
 			const struct sto_remove_req *m)
 {
-	struct stor_target *t = stor_target_by_id(s, m->target);
-	int err = !s->mc ? -EINVAL : !t ? -ENODEV : 0;
-	if (!err)
-		err = check_role(s, t, m->chain, m->chain_ver, (m->flags & STO_WF_FORWARDED) != 0);
+	struct stor_target *t;
+	int err = request_target(s, m->target, m->chain, m->chain_ver,
+				 (m->flags & STO_WF_FORWARDED) != 0, &t);
 	if (!err && s->faultinj && (m->flags & STO_WF_FORWARDED)) {
 		/* Fault injection: refuse the next forwarded remove once. */
 		char path[4200];
@@ -1399,18 +1415,10 @@ void craq_remove_handle(struct storage_service *s, struct rpc_req *req,
 	}
 	if (rm_range(s, t, req, m))
 		return;
-	struct craq_op *o = xcalloc(1, sizeof(*o));
-	o->s = s;
-	o->t = t;
-	o->req = req;
-	o->kind = CRAQ_REMOVE;
+	struct craq_op *o = op_new(s, t, req, CRAQ_REMOVE, (struct chunk_id){ m->ino, m->begin },
+				   !(m->flags & STO_WF_FORWARDED), m->chain, m->client, m->channel,
+				   m->seq);
 	o->rm = *m;
-	o->id = (struct chunk_id){ m->ino, m->begin };
-	o->head = !(m->flags & STO_WF_FORWARDED);
-	o->client = m->client;
-	o->channel = m->channel;
-	o->seq = m->seq;
-	o->chain = m->chain;
 	start(o);
 }
 
@@ -1516,32 +1524,21 @@ static void trunc_locked(struct craq_op *o)
 void craq_truncate_handle(struct storage_service *s, struct rpc_req *req,
 			  const struct sto_truncate_req *m)
 {
-	struct stor_target *t = stor_target_by_id(s, m->target);
-	int err = !s->mc ? -EINVAL : !t ? -ENODEV : 0;
-	if (!err)
-		err = check_role(s, t, m->chain, m->chain_ver, false);
+	struct stor_target *t;
+	int err = request_target(s, m->target, m->chain, m->chain_ver, false, &t);
 	if (err) {
 		reply_err(req, err, "truncate");
 		stor_end(s);
 		return;
 	}
-	struct craq_op *o = xcalloc(1, sizeof(*o));
-	o->s = s;
-	o->t = t;
-	o->req = req;
-	o->kind = CRAQ_TRUNC;
+	struct craq_op *o = op_new(s, t, req, CRAQ_TRUNC, (struct chunk_id){ m->ino, m->idx }, true,
+				   m->chain, m->client, m->channel, m->seq);
 	/* The replace it becomes: off 0, LEN kept bytes (CRC once read). */
 	o->w = (struct sto_write_req){ .target = m->target, .chain = m->chain,
 				       .chain_ver = m->chain_ver, .ino = m->ino, .idx = m->idx,
 				       .off = 0, .len = m->len, .flags = STO_WF_REPLACE,
 				       .client = m->client, .channel = m->channel,
 				       .seq = m->seq };
-	o->id = (struct chunk_id){ m->ino, m->idx };
-	o->head = true;
-	o->client = m->client;
-	o->channel = m->channel;
-	o->seq = m->seq;
-	o->chain = m->chain;
 	start(o);
 }
 
