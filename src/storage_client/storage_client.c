@@ -617,6 +617,47 @@ int storage_client_write_crc(struct storage_client *c, const struct storage_loc 
 	return write_crc(c, loc, ino, idx, off, len, data, crc, 1, flags, out);
 }
 
+/* Encodes request ARG for D into PL: call_loc's ENCODE. */
+typedef int (*loc_encode_fn)(struct buf *pl, void *arg, const struct dest *d);
+
+/* A request of TYPE to LOC (a write: its chain's head) with LEN bytes of
+ * bulk DATA (none: NULL, 0), encoded by ENCODE for each attempt's
+ * destination and retried as retryable() and backoff() say; the reply's
+ * payload in RESP. */
+static int call_loc(struct storage_client *c, const struct storage_loc *loc, bool write,
+		    uint16_t type, loc_encode_fn encode, void *arg, const void *data, uint32_t len,
+		    struct buf *resp)
+{
+	struct buf pl;
+	buf_init(&pl);
+	uint64_t start = clock_mono_ms();
+	int rc;
+	for (int attempt = 1;; attempt++) {
+		struct dest d;
+		rc = resolve(c, loc, write, &d, NULL);
+		if (!rc) {
+			buf_reset(&pl);
+			if ((rc = encode(&pl, arg, &d)))
+				break;
+			rc = call(c, d.addr, type, &pl, data, len, resp);
+		}
+		if (!rc || !retryable(rc, loc->chain != 0) ||
+		    !backoff(c, start, attempt, rc, d.routing_ver))
+			break;
+	}
+	buf_fini(&pl);
+	return rc;
+}
+
+static int write_if_encode(struct buf *pl, void *arg, const struct dest *d)
+{
+	struct sto_write_if_req *m = arg;
+	m->target = d->target;
+	m->chain = d->chain;
+	m->chain_ver = d->chain_ver;
+	return sto_write_if_req_encode(pl, m);
+}
+
 int storage_client_write_if(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
                             uint32_t idx, uint32_t len, const void *data, uint64_t expect,
                             uint32_t expect_len, uint32_t expect_crc, struct sto_write_resp *out)
@@ -635,65 +676,16 @@ int storage_client_write_if(struct storage_client *c, const struct storage_loc *
 	/* One key for every attempt: a refusal or a landing is answered
 	 * again from the head's exactly-once cache. */
 	next_seq(c, &m.channel, &m.seq);
-	struct buf pl, resp;
-	buf_init(&pl);
+	struct buf resp;
 	buf_init(&resp);
-	uint64_t start = clock_mono_ms();
-	int rc;
-	for (int attempt = 1;; attempt++) {
-		struct dest d;
-		rc = resolve(c, loc, true, &d, NULL);
-		if (!rc) {
-			m.target = d.target;
-			m.chain = d.chain;
-			m.chain_ver = d.chain_ver;
-			buf_reset(&pl);
-			if ((rc = sto_write_if_req_encode(&pl, &m)))
-				break;
-			rc = call(c, d.addr, STO_MSG_WRITE_IF, &pl, data, len, &resp);
-		}
-		if (!rc) {
-			struct sto_write_resp r;
-			rc = sto_write_resp_decode(resp.data, resp.len, &r);
-			if (!rc && out)
-				*out = r;
-			break;
-		}
-		if (!retryable(rc, true) || !backoff(c, start, attempt, rc, d.routing_ver))
-			break;
+	int rc = call_loc(c, loc, true, STO_MSG_WRITE_IF, write_if_encode, &m, data, len, &resp);
+	if (!rc) {
+		struct sto_write_resp r;
+		rc = sto_write_resp_decode(resp.data, resp.len, &r);
+		if (!rc && out)
+			*out = r;
 	}
-	buf_fini(&pl);
 	buf_fini(&resp);
-	return rc;
-}
-
-/* Encodes request ARG for D into PL: call_loc's ENCODE. */
-typedef int (*loc_encode_fn)(struct buf *pl, void *arg, const struct dest *d);
-
-/* A request of TYPE without bulk data to LOC (a write: its chain's head),
- * encoded by ENCODE for each attempt's destination and retried as
- * retryable() and backoff() say; the reply's payload in RESP. */
-static int call_loc(struct storage_client *c, const struct storage_loc *loc, bool write,
-		    uint16_t type, loc_encode_fn encode, void *arg, struct buf *resp)
-{
-	struct buf pl;
-	buf_init(&pl);
-	uint64_t start = clock_mono_ms();
-	int rc;
-	for (int attempt = 1;; attempt++) {
-		struct dest d;
-		rc = resolve(c, loc, write, &d, NULL);
-		if (!rc) {
-			buf_reset(&pl);
-			if ((rc = encode(&pl, arg, &d)))
-				break;
-			rc = call(c, d.addr, type, &pl, NULL, 0, resp);
-		}
-		if (!rc || !retryable(rc, loc->chain != 0) ||
-		    !backoff(c, start, attempt, rc, d.routing_ver))
-			break;
-	}
-	buf_fini(&pl);
 	return rc;
 }
 
@@ -734,7 +726,7 @@ int storage_client_remove_as(struct storage_client *c, const struct storage_loc 
 	op_key(c, key, &m.client, &m.channel, &m.seq);
 	struct buf resp;
 	buf_init(&resp);
-	int rc = call_loc(c, loc, true, STO_MSG_REMOVE, remove_encode, &m, &resp);
+	int rc = call_loc(c, loc, true, STO_MSG_REMOVE, remove_encode, &m, NULL, 0, &resp);
 	if (!rc) {
 		struct sto_remove_resp r;
 		rc = sto_remove_resp_decode(resp.data, resp.len, &r);
@@ -801,7 +793,7 @@ int storage_client_truncate_as(struct storage_client *c, const struct storage_lo
 	op_key(c, key, &m.client, &m.channel, &m.seq);
 	struct buf resp;
 	buf_init(&resp);
-	int rc = call_loc(c, loc, true, STO_MSG_TRUNCATE, truncate_encode, &m, &resp);
+	int rc = call_loc(c, loc, true, STO_MSG_TRUNCATE, truncate_encode, &m, NULL, 0, &resp);
 	if (!rc) {
 		struct sto_write_resp r;
 		rc = sto_write_resp_decode(resp.data, resp.len, &r);
@@ -828,7 +820,7 @@ int storage_client_query(struct storage_client *c, const struct storage_loc *loc
 	struct sto_query_req m = { .ino = ino, .idx = idx, .last = last ? 1 : 0 };
 	struct buf resp;
 	buf_init(&resp);
-	int rc = call_loc(c, loc, false, STO_MSG_QUERY, query_encode, &m, &resp);
+	int rc = call_loc(c, loc, false, STO_MSG_QUERY, query_encode, &m, NULL, 0, &resp);
 	if (!rc)
 		rc = sto_query_resp_decode(resp.data, resp.len, out);
 	buf_fini(&resp);
