@@ -60,6 +60,8 @@ struct setattr_arg {
 	uint64_t stored_end;       /* SIZE: the data's end on storage before the cut
 	                            * (when asked: trunc_storage_end), else 0 */
 	uint8_t *scratch;          /* SIZE of an inline file: META_IDATA_MAX bytes */
+	uint64_t session;          /* an O_TRUNC's: its open's session, which must
+	                            * still be there when the size commits */
 	struct meta_inode in;
 };
 
@@ -148,6 +150,18 @@ static int setattr_body(kv_txn *t, void *arg)
 		return rc < 0 ? rc : 0;
 	if ((rc = meta_get_inode(t, a->ino, 0, &a->in)))
 		return rc;
+	/* Another run of the open failed its truncate and took the session
+	 * (meta_otrunc_undo): this run's answer would hand the client a
+	 * session meta no longer has. A failover error that kv_run does not
+	 * retry (-CFS_EUNAVAIL it would): the client's resend opens afresh.
+	 * Conflict read: the undo commits first or aborts us. */
+	if (a->session && a->rq && a->rq->seq) {
+		struct meta_key k;
+		struct kv_slice v;
+		meta_key_session(&k, a->ino, a->rq->client, a->session);
+		if ((rc = kv_get(t, kv_mem(k.b, k.n), 0, &v)) <= 0)
+			return rc ? rc : -CFS_ETIMEDOUT;
+	}
 	/* The file went from inline to chunks after the storage step skipped
 	 * it: start over with that step (meta_setattr). */
 	if ((a->sa->valid & META_SET_SIZE) && a->in.idata != a->expect_idata)
@@ -285,18 +299,19 @@ int meta_setattr(meta_ctx *m, const struct meta_cred *c, const struct meta_req *
 		 uint64_t ino, const struct meta_setattr *sa, struct meta_inode *out)
 {
 	struct meta_cut_key k = {rq ? rq->client : 0, rq ? rq->seq : 0};
-	return meta_setattr_cut(m, c, rq, ino, sa, rq && rq->seq ? &k : NULL, out);
+	return meta_setattr_cut(m, c, rq, ino, sa, rq && rq->seq ? &k : NULL, 0, out);
 }
 
 int meta_setattr_cut(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
                      uint64_t ino, const struct meta_setattr *sa, const struct meta_cut_key *ckey,
-                     struct meta_inode *out)
+                     uint64_t session, struct meta_inode *out)
 {
 	int rc;
 	struct setattr_arg *a = malloc(sizeof(*a));
 	if (!a)
 		return -ENOMEM;
-	*a = (struct setattr_arg){ .m = m, .c = c, .rq = rq, .ino = ino, .sa = sa };
+	*a = (struct setattr_arg){
+	    .m = m, .c = c, .rq = rq, .ino = ino, .sa = sa, .session = session};
 	/* Inline files (meta_idata.c) have no chunks to cut; one that turns
 	 * chunked meanwhile makes the txn answer -EAGAIN: redo both steps
 	 * (a file converts once, so this loops at most twice). */

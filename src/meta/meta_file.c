@@ -133,9 +133,9 @@ int meta_open(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
 		 * since (meta_attr.c "Late cuts") */
 		struct meta_cut_key k = {rq ? rq->client : 0, rq ? rq->seq : 0};
 		rc = meta_setattr_cut(m, c, rq ? &trq : NULL, ino, &sa, rq && rq->seq ? &k : NULL,
-		                      &a->in);
-		if (rc && a->session)
-			meta_close(m, rq, ino, a->session, NULL);
+		                      a->session, &a->in);
+		if (rc && a->session && meta_otrunc_undo(m, rq, ino, a->session, &a->in) == 1)
+			rc = 0;
 	}
 	if (rc == 0 && out)
 		*out = a->in;
@@ -143,6 +143,60 @@ int meta_open(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
 		*session = rc == 0 ? a->session : 0;
 	free(a);
 	return rc;
+}
+
+struct otrunc_undo_arg {
+	const struct meta_req *rq;
+	uint64_t ino, session;
+	int applied;
+	struct meta_inode *in;
+};
+
+static int otrunc_undo_body(kv_txn *t, void *arg)
+{
+	struct otrunc_undo_arg *a = arg;
+	struct meta_req trq = meta_otrunc_req(a->rq);
+	struct meta_idem_rec rec;
+	struct meta_key k;
+	/* conflict read: a run committing the truncate lands first (its
+	 * session stays) or aborts us (meta_setattr_cut's session check) */
+	int rc = meta_idem_check(t, &trq, META_OP_SETATTR, &rec);
+	a->applied = rc == 1;
+	if (rc == 1) {
+		rc = meta_get_inode(t, a->ino, 1, a->in);
+		return rc == -ENOENT ? 0 : rc;
+	}
+	if (rc < 0)
+		return rc;
+	meta_key_session(&k, a->ino, a->rq ? a->rq->client : 0, a->session);
+	if ((rc = kv_clear(t, kv_mem(k.b, k.n))) < 0)
+		return rc;
+	if (!a->rq || !a->rq->seq)
+		return 0;
+	/* the record only while it names this session: a fresh run of the
+	 * request after an undo (another run's) wrote its own */
+	struct kv_slice v;
+	meta_key_idem(&k, a->rq->client, a->rq->seq);
+	if ((rc = kv_get(t, kv_mem(k.b, k.n), 0, &v)) <= 0)
+		return rc;
+	if ((rc = meta_idem_decode(v.p, v.n, &rec)))
+		return rc;
+	if (rec.aux != a->session)
+		return 0;
+	rc = kv_clear(t, kv_mem(k.b, k.n));
+	return rc < 0 ? rc : 0;
+}
+
+int meta_otrunc_undo(meta_ctx *m, const struct meta_req *rq, uint64_t ino, uint64_t session,
+                     struct meta_inode *in)
+{
+	struct otrunc_undo_arg a = {rq, ino, session, 0, in};
+	struct kv_run_opts o = {.idempotent = 1, .max_retries = 40};
+	int rc = meta_run(m, &o, otrunc_undo_body, &a);
+	if (rc < 0)
+		LOG_WARN("meta", "failed O_TRUNC: session of ino=%llu kept: %s",
+		         (unsigned long long)ino, cfs_strerror(rc));
+	return rc < 0 ? rc : a.applied;
 }
 
 /* ---- length ---- */

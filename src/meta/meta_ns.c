@@ -398,7 +398,8 @@ static int run_new(meta_ctx *m, struct new_arg *a, struct meta_inode *out,
 /* O_TRUNC of the file a create without O_EXCL found and opened (A's
  * existing, also on a replay whose record names an inode other than the
  * one this call would make): truncated as meta_open does, after the txn;
- * on failure its session goes again. OUT (may be NULL) gets the truncated
+ * on failure its session and the create's record go again
+ * (meta_otrunc_undo). OUT (may be NULL) gets the truncated
  * inode. */
 static int create_trunc(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
 			struct new_arg *a, struct meta_inode *out)
@@ -413,9 +414,13 @@ static int create_trunc(meta_ctx *m, const struct meta_cred *c, const struct met
 	/* cuts under the create's key, as meta_open's O_TRUNC */
 	struct meta_cut_key k = {rq ? rq->client : 0, rq ? rq->seq : 0};
 	int rc = meta_setattr_cut(m, c, rq ? &trq : NULL, a->existing, &sa,
-	                          rq && rq->seq ? &k : NULL, out);
-	if (rc && a->session)
-		meta_close(m, rq, a->existing, a->session, NULL);
+	                          rq && rq->seq ? &k : NULL, a->session, out);
+	struct meta_inode now;
+	if (rc && a->session && meta_otrunc_undo(m, rq, a->existing, a->session, &now) == 1) {
+		rc = 0;
+		if (out)
+			*out = now;
+	}
 	return rc;
 }
 

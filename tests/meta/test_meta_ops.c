@@ -1218,6 +1218,195 @@ static void test_create_trunc_existing(void **state)
 	assert_int_equal(r.sessions, 0);
 }
 
+static int sessions_now(void)
+{
+	struct meta_fsck_report r;
+	assert_int_equal(meta_fsck(M, NULL, 0, &r), 0);
+	return (int)r.sessions;
+}
+
+/* An open with O_TRUNC whose truncate fails after the open made its write
+ * session: the session goes without the length query meta_close makes
+ * (which fails with the storage that failed the cut: the session stayed
+ * until the client died, and an unlinked file's GC waited on it), and so
+ * does the open's record, so the client's resend (it fails over on a
+ * storage error) opens afresh instead of being answered the session that
+ * went (a write handle meta knows nothing of). */
+static void test_o_trunc_failed(void **state)
+{
+	struct meta_inode in;
+	uint64_t sess;
+	const uint32_t C = 1 << 20;
+	assert_int_equal(
+	    meta_create(M, &FX_ROOT, fx_req(12), R1, N("f"), 0644, META_O_WRITE, &in, &sess), 0);
+	uint64_t ino = in.ino;
+	uint32_t perm[4];
+	meta_layout_perm(in.layout.seed, 4, perm);
+	for (uint32_t i = 0; i < 2; i++)
+		fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, i), ino, i, C);
+	struct meta_length len = {.length = 2 * C, .truncate_ver = 0};
+	assert_int_equal(meta_close(M, fx_req(12), ino, sess, &len), 0);
+	assert_int_equal(sessions_now(), 0);
+
+	/* storage down: the cut fails, and so would a length query */
+	struct meta_req orq = *fx_req(12);
+	F.st.fail_remove = 1;
+	F.st.fail_query = 1;
+	sess = 1;
+	assert_int_equal(meta_open(M, &FX_ROOT, &orq, ino, META_O_WRITE | META_O_TRUNC, &in, &sess),
+	                 -EIO);
+	assert_true(sess == 0);
+	F.st.fail_remove = F.st.fail_query = 0;
+	assert_int_equal(sessions_now(), 0);
+
+	/* only the cut fails: the resend, storage back, truncates and
+	 * answers a session meta has */
+	orq = *fx_req(12);
+	F.st.fail_remove = 1;
+	assert_int_equal(meta_open(M, &FX_ROOT, &orq, ino, META_O_WRITE | META_O_TRUNC, &in, &sess),
+	                 -EIO);
+	F.st.fail_remove = 0;
+	assert_int_equal(sessions_now(), 0);
+	assert_int_equal(meta_open(M, &FX_ROOT, &orq, ino, META_O_WRITE | META_O_TRUNC, &in, &sess),
+	                 0);
+	assert_true(sess != 0);
+	assert_true(in.size == 0);
+	assert_int_equal(fx_count_chunks(&F.st, ino), 0);
+	assert_int_equal(sessions_now(), 1);
+	assert_int_equal(meta_close(M, fx_req(12), ino, sess, NULL), 0);
+	assert_int_equal(sessions_now(), 0);
+
+	/* a create of the existing name (O_CREAT | O_TRUNC), the same */
+	fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, 0), ino, 0, 100);
+	len = (struct meta_length){.length = 100, .truncate_ver = in.truncate_ver};
+	assert_int_equal(meta_sync(M, ino, &len, 0, NULL), 0);
+	struct meta_req crq = *fx_req(12);
+	F.st.fail_remove = F.st.fail_query = 1;
+	assert_int_equal(meta_create(M, &FX_ROOT, &crq, R1, N("f"), 0644,
+	                             META_O_WRITE | META_O_TRUNC, &in, &sess),
+	                 -EIO);
+	F.st.fail_remove = F.st.fail_query = 0;
+	assert_int_equal(sessions_now(), 0);
+	assert_int_equal(meta_create(M, &FX_ROOT, &crq, R1, N("f"), 0644,
+	                             META_O_WRITE | META_O_TRUNC, &in, &sess),
+	                 0);
+	assert_true(in.ino == ino && in.size == 0);
+	assert_int_equal(sessions_now(), 1);
+	assert_int_equal(meta_close(M, fx_req(12), ino, sess, NULL), 0);
+	/* nothing holds the file: unlinked, GC takes it */
+	assert_int_equal(meta_unlink(M, &FX_ROOT, fx_req(12), R1, N("f")), 0);
+	assert_int_equal(meta_gc_step(M), 1);
+}
+
+/* Two runs of one O_TRUNC open: the second (a resend to another instance)
+ * truncates and answers while the first is in its cuts, which then fail
+ * (the first instance lost storage). The session is the answered one's:
+ * it stays, and the first run answers it too. */
+struct open_second {
+	meta_ctx *m2;
+	const struct meta_req *orq;
+	uint64_t ino, sess;
+	int rc;
+};
+
+static void open_second_then_fail(void *arg)
+{
+	struct open_second *r = arg;
+	struct meta_inode in;
+	r->rc =
+	    meta_open(r->m2, &FX_ROOT, r->orq, r->ino, META_O_WRITE | META_O_TRUNC, &in, &r->sess);
+	F.st.fail_remove = 1;
+}
+
+static void test_o_trunc_failed_late_run(void **state)
+{
+	struct meta_inode in;
+	uint64_t sess;
+	const uint32_t C = 1 << 20;
+	assert_int_equal(
+	    meta_create(M, &FX_ROOT, fx_req(14), R1, N("f"), 0644, META_O_WRITE, &in, &sess), 0);
+	uint64_t ino = in.ino;
+	uint32_t perm[4];
+	meta_layout_perm(in.layout.seed, 4, perm);
+	for (uint32_t i = 0; i < 2; i++)
+		fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, i), ino, i, C);
+	struct meta_length len = {.length = 2 * C, .truncate_ver = 0};
+	assert_int_equal(meta_close(M, fx_req(14), ino, sess, &len), 0);
+
+	meta_ctx *m2 = fx_meta(&F, 2);
+	struct meta_req orq = *fx_req(14);
+	struct open_second r = {.m2 = m2, .orq = &orq, .ino = ino, .rc = 1};
+	F.st.on_remove = open_second_then_fail;
+	F.st.on_remove_arg = &r;
+	int rc = meta_open(M, &FX_ROOT, &orq, ino, META_O_WRITE | META_O_TRUNC, &in, &sess);
+	F.st.fail_remove = 0;
+	assert_int_equal(r.rc, 0);
+	/* the answered session stays (it went: the client wrote under a
+	 * session meta did not have) */
+	assert_int_equal(sessions_now(), 1);
+	assert_int_equal(rc, 0);
+	assert_true(sess == r.sess && sess != 0);
+	assert_true(in.size == 0);
+	assert_int_equal(meta_close(M, fx_req(14), ino, sess, NULL), 0);
+	assert_int_equal(sessions_now(), 0);
+	meta_free(m2);
+}
+
+/* A run of an O_TRUNC open whose session another run's failed truncate
+ * took meanwhile (meta_otrunc_undo, here between this run's open txn and
+ * its size commit): it must not answer that session; a failover error,
+ * and the client's next resend opens afresh. */
+struct undo_between {
+	const struct meta_req *orq;
+	uint64_t ino, sess;
+	int rc;
+};
+
+static void undo_in_cut(void *arg)
+{
+	struct undo_between *u = arg;
+	struct meta_inode in;
+	u->rc = meta_otrunc_undo(M, u->orq, u->ino, u->sess, &in);
+}
+
+static void test_o_trunc_session_gone(void **state)
+{
+	struct meta_inode in;
+	uint64_t sess;
+	const uint32_t C = 1 << 20;
+	assert_int_equal(
+	    meta_create(M, &FX_ROOT, fx_req(15), R1, N("f"), 0644, META_O_WRITE, &in, &sess), 0);
+	uint64_t ino = in.ino;
+	uint32_t perm[4];
+	meta_layout_perm(in.layout.seed, 4, perm);
+	fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, 0), ino, 0, C);
+	struct meta_length len = {.length = C, .truncate_ver = 0};
+	assert_int_equal(meta_close(M, fx_req(15), ino, sess, &len), 0);
+
+	/* the first run's open txn (an open without O_TRUNC writes the same
+	 * record and session); its cut is to fail */
+	struct meta_req orq = *fx_req(15);
+	assert_int_equal(meta_open(M, &FX_ROOT, &orq, ino, META_O_WRITE, &in, &sess), 0);
+	/* the second run replays that session; at its first cut the first
+	 * run's undo commits */
+	struct undo_between u = {.orq = &orq, .ino = ino, .sess = sess, .rc = 1};
+	F.st.on_remove = undo_in_cut;
+	F.st.on_remove_arg = &u;
+	uint64_t s2 = 1;
+	assert_int_equal(meta_open(M, &FX_ROOT, &orq, ino, META_O_WRITE | META_O_TRUNC, &in, &s2),
+	                 -CFS_ETIMEDOUT);
+	assert_int_equal(u.rc, 0);
+	assert_true(s2 == 0);
+	assert_int_equal(sessions_now(), 0);
+	/* the client's next resend */
+	assert_int_equal(meta_open(M, &FX_ROOT, &orq, ino, META_O_WRITE | META_O_TRUNC, &in, &s2),
+	                 0);
+	assert_true(s2 != 0 && s2 != sess);
+	assert_true(in.size == 0);
+	assert_int_equal(sessions_now(), 1);
+	assert_int_equal(meta_close(M, fx_req(15), ino, s2, NULL), 0);
+}
+
 static void test_xattr(void **state)
 {
 	char buf[256];
@@ -1776,6 +1965,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_o_trunc_late_run, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_o_trunc_record_floor, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_trunc_existing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_o_trunc_failed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_o_trunc_failed_late_run, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_o_trunc_session_gone, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_xattr, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idem_floor, setup, teardown),
