@@ -362,6 +362,19 @@ static int new_body(kv_txn *t, void *arg)
 		return rc;
 	if ((rc = meta_idem_put(a->m, t, a->rq, op, 0, in->ino, a->session)))
 		return rc;
+	/* A file this request made is truncated already: its O_TRUNC's record
+	 * says so. A later run of the request (a resend to another instance
+	 * while this one's answer was slow) finds the file by the create's
+	 * record, as if another client had made it (create_trunc), and would
+	 * otherwise cut and set 0 over what the client wrote after this
+	 * run's answer: cut chunks, or its size commit over bytes written
+	 * after its cuts, left on storage past the size. */
+	if (a->type == META_T_FILE && (a->flags & META_O_TRUNC) && (a->flags & META_O_WRITE) &&
+	    !(a->flags & META_O_EXCL)) {
+		struct meta_req trq = meta_otrunc_req(a->rq);
+		if ((rc = meta_idem_put(a->m, t, &trq, META_OP_SETATTR, 0, in->ino, 0)))
+			return rc;
+	}
 	a->dir_ok = a->want_dir;
 	return 0;
 }

@@ -1407,6 +1407,42 @@ static void test_o_trunc_session_gone(void **state)
 	assert_int_equal(meta_close(M, fx_req(15), ino, s2, NULL), 0);
 }
 
+/* open(O_CREAT | O_TRUNC) without O_EXCL that made the file, resent to a
+ * second instance while the first's answer was slow: the run that did
+ * not make it finds the file by the create's record, as one another
+ * client made, and must not truncate it over what the client wrote after
+ * the first answer (it cut those chunks and set 0; with the write landing
+ * between its cuts and its size commit, the bytes stayed on storage past
+ * the size and showed when the file was extended). */
+static void test_create_trunc_resent(void **state)
+{
+	struct meta_inode in, in2;
+	uint64_t sess, s2;
+	meta_ctx *m2 = fx_meta(&F, 2);
+	struct meta_req crq = *fx_req(16);
+	assert_int_equal(meta_create(m2, &FX_ROOT, &crq, R1, N("h"), 0644,
+	                             META_O_WRITE | META_O_TRUNC, &in, &sess),
+	                 0);
+	uint64_t ino = in.ino;
+	uint32_t perm[4];
+	meta_layout_perm(in.layout.seed, 4, perm);
+	/* the client, answered, writes 4000 bytes and closes */
+	fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, 0), ino, 0, 4000);
+	struct meta_length len = {.length = 4000, .truncate_ver = in.truncate_ver};
+	assert_int_equal(meta_close(m2, fx_req(16), ino, sess, &len), 0);
+	/* the first instance's run of the create */
+	int rm0 = F.st.remove_calls;
+	assert_int_equal(meta_create(M, &FX_ROOT, &crq, R1, N("h"), 0644,
+	                             META_O_WRITE | META_O_TRUNC, &in2, &s2),
+	                 0);
+	assert_true(in2.ino == ino && s2 == sess);
+	assert_int_equal(F.st.remove_calls, rm0);
+	assert_int_equal(fx_count_chunks(&F.st, ino), 1);
+	assert_int_equal(meta_getattr(M, ino, &in2), 0);
+	assert_true(in2.size == 4000);
+	meta_free(m2);
+}
+
 static void test_xattr(void **state)
 {
 	char buf[256];
@@ -1968,6 +2004,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_o_trunc_failed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_o_trunc_failed_late_run, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_o_trunc_session_gone, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_create_trunc_resent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_xattr, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idem_floor, setup, teardown),
