@@ -715,6 +715,74 @@ static void test_permissions(void **state)
 	assert_int_equal(meta_gc_step(M) >= 0, 1);
 }
 
+/* The chain of chunk IDX of file IN (its layout's stripe order). */
+static uint32_t chain_of(const struct meta_inode *in, uint32_t idx)
+{
+	uint32_t perm[META_MAX_STRIPE];
+	meta_layout_perm(in->layout.seed, in->layout.stripe, perm);
+	return meta_layout_chain(&in->layout, perm, idx);
+}
+
+/* Chunk IDX of file IN on storage, LEN bytes: what a client wrote. */
+static void put_chunk(const struct meta_inode *in, uint32_t idx, uint32_t len)
+{
+	fx_put_chunk(&F.st, chain_of(in, idx), in->ino, idx, len);
+}
+
+/* File NAME in R1 that client CLIENT made as C with NCH whole chunks on
+ * storage, that length reported at its close: its inode (at its create)
+ * into *IN, its number returned. */
+static uint64_t chunked_file(const struct meta_cred *c, uint64_t client, const char *name,
+                             uint32_t nch, struct meta_inode *in)
+{
+	uint64_t sess;
+	assert_int_equal(
+	    meta_create(M, c, fx_req(client), R1, N(name), 0644, META_O_WRITE, in, &sess), 0);
+	for (uint32_t i = 0; i < nch; i++)
+		put_chunk(in, i, 1u << 20);
+	struct meta_length len = {.length = (uint64_t)nch << 20, .truncate_ver = 0};
+	assert_int_equal(meta_close(M, fx_req(client), in->ino, sess, &len), 0);
+	return in->ino;
+}
+
+/* An open with O_TRUNC for writing, as the mount sends it. */
+static int open_trunc(meta_ctx *m, const struct meta_req *rq, uint64_t ino, struct meta_inode *in,
+                      uint64_t *sess)
+{
+	return meta_open(m, &FX_ROOT, rq, ino, META_O_WRITE | META_O_TRUNC, in, sess);
+}
+
+/* Storage that answers nothing: cuts and length queries fail (-EIO). */
+static void storage_down(int down)
+{
+	F.st.fail_remove = F.st.fail_query = down;
+}
+
+/* Every cut noted from the FROMth on carried the key (CLIENT, SEQ). */
+static void assert_cut_keys(int from, uint64_t client, uint64_t seq)
+{
+	for (int i = from; i < F.st.ncut_keys; i++) {
+		assert_true(F.st.cut_keys[i].client == client);
+		assert_true(F.st.cut_keys[i].seq == seq);
+	}
+}
+
+/* FN(ARG) runs at the start of the next remove of a chunk range: a step of
+ * a test between a truncate's check and its cuts' end. */
+static void at_next_remove(void (*fn)(void *), void *arg)
+{
+	F.st.on_remove = fn;
+	F.st.on_remove_arg = arg;
+}
+
+/* Write sessions in the store (fsck's count). */
+static int sessions_now(void)
+{
+	struct meta_fsck_report r;
+	assert_int_equal(meta_fsck(M, NULL, 0, &r), 0);
+	return (int)r.sessions;
+}
+
 static void test_truncate_and_length(void **state)
 {
 	struct meta_inode in;
@@ -725,19 +793,16 @@ static void test_truncate_and_length(void **state)
 	assert_int_equal(meta_create(M, &ALICE, RQ, R1, N("f"), 0644, META_O_WRITE, &in, &sess), 0);
 	assert_true(sess != 0);
 	uint64_t ino = in.ino;
-	uint32_t perm[4];
-	meta_layout_perm(in.layout.seed, 4, perm);
 	/* the client writes 2.5 chunks and reports 2.5 MiB */
 	for (uint32_t i = 0; i < 3; i++)
-		fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, i), ino, i,
-			     i == 2 ? C / 2 : C);
+		put_chunk(&in, i, i == 2 ? C / 2 : C);
 	struct meta_length len = { .length = 2 * C + C / 2, .truncate_ver = 0 };
 	assert_int_equal(meta_sync(M, ino, &len, 0, &size), 0);
 	assert_true(size == 2ULL * C + C / 2);
 	assert_int_equal(meta_getattr(M, ino, &in), 0);
 	assert_int_equal(in.chains_used, 4); /* hint doubled 1 -> 2 -> 4 for 3 chunks */
 	/* storage knows more than reported: a fourth chunk */
-	fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, 3), ino, 3, 100);
+	put_chunk(&in, 3, 100);
 	assert_int_equal(meta_sync(M, ino, NULL, 1, &size), 0);
 	assert_true(size == 3ULL * C + 100);
 	/* truncate to 1.5 chunks: chunks 2, 3 removed, chunk 1 shortened */
@@ -800,11 +865,8 @@ static void test_truncate_unreported(void **state)
 	assert_int_equal(meta_create(M, &FX_ROOT, w, R1, N("f"), 0644, META_O_WRITE, &in, &sess),
 			 0);
 	uint64_t ino = in.ino;
-	uint32_t perm[4];
-	meta_layout_perm(in.layout.seed, 4, perm);
 	for (uint32_t i = 0; i < 3; i++)
-		fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, i), ino, i,
-			     i == 2 ? C / 2 : C);
+		put_chunk(&in, i, i == 2 ? C / 2 : C);
 	/* another client cuts at 1.5 chunks: to meta (size 0) an extension */
 	struct meta_setattr sa = { .valid = META_SET_SIZE, .size = C + C / 2 };
 	assert_int_equal(meta_setattr(M, &FX_ROOT, fx_req(8), ino, &sa, &in), 0);
@@ -817,7 +879,7 @@ static void test_truncate_unreported(void **state)
 	assert_true(in.size == C + C / 2);
 	/* the same with a close that also asks storage */
 	assert_int_equal(meta_open(M, &FX_ROOT, fx_req(7), ino, META_O_WRITE, &in, &sess), 0);
-	fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, 2), ino, 2, C);
+	put_chunk(&in, 2, C);
 	sa.size = 2 * C + 10;
 	assert_int_equal(meta_setattr(M, &FX_ROOT, fx_req(8), ino, &sa, &in), 0);
 	assert_int_equal(in.truncate_ver, 2);
@@ -855,8 +917,7 @@ static void test_truncate_unreported(void **state)
 	sa.size = 0;
 	assert_int_equal(meta_setattr(M, &FX_ROOT, fx_req(7), ino, &sa, &in), 0);
 	q0 = F.st.query_calls;
-	assert_int_equal(meta_open(M, &FX_ROOT, fx_req(7), ino, META_O_WRITE | META_O_TRUNC, &in,
-				   &s2), 0);
+	assert_int_equal(open_trunc(M, fx_req(7), ino, &in, &s2), 0);
 	assert_int_equal(F.st.query_calls, q0);
 	assert_int_equal(meta_close(M, fx_req(7), ino, s2, NULL), 0);
 }
@@ -874,11 +935,8 @@ static void test_truncate_unheard(void **state)
 	assert_int_equal(
 	    meta_create(M, &FX_ROOT, fx_req(7), R1, N("f"), 0644, META_O_WRITE, &in, &sess), 0);
 	uint64_t ino = in.ino;
-	uint32_t perm[4];
-	meta_layout_perm(in.layout.seed, 4, perm);
-#define CH(i) meta_layout_chain(&in.layout, perm, (i))
-	fx_put_chunk(&F.st, CH(0), ino, 0, C);
-	fx_put_chunk(&F.st, CH(1), ino, 1, C);
+	put_chunk(&in, 0, C);
+	put_chunk(&in, 1, C);
 	struct meta_length len = {.length = 2 * C, .truncate_ver = 0};
 	uint64_t size = 0;
 	assert_int_equal(meta_sync(M, ino, &len, 0, &size), 0);
@@ -889,7 +947,7 @@ static void test_truncate_unheard(void **state)
 	assert_int_equal(in.truncate_ver, 1);
 	assert_int_equal(fx_count_chunks(&F.st, ino), 1);
 	/* the writer, not knowing, writes 100 bytes at 3 MiB and reports */
-	fx_put_chunk(&F.st, CH(3), ino, 3, 100);
+	put_chunk(&in, 3, 100);
 	len = (struct meta_length){.length = 3 * C + 100, .truncate_ver = 0};
 	assert_int_equal(meta_sync(M, ino, &len, 0, &size), 0);
 	assert_true(size == 3 * C + 100);
@@ -909,8 +967,8 @@ static void test_truncate_unheard(void **state)
 	sa.size = 100;
 	assert_int_equal(meta_setattr(M, &FX_ROOT, fx_req(8), ino, &sa, &in), 0);
 	assert_int_equal(in.truncate_ver, 3);
-	fx_put_chunk(&F.st, CH(1), ino, 1, 5);
-	fx_put_chunk(&F.st, CH(4), ino, 4, 9);
+	put_chunk(&in, 1, 5);
+	put_chunk(&in, 4, 9);
 	len = (struct meta_length){.length = C + 5, .truncate_ver = 2};
 	assert_int_equal(meta_close_known(M, fx_req(7), ino, s2, &len), 0);
 	assert_int_equal(meta_getattr(M, ino, &in), 0);
@@ -922,13 +980,12 @@ static void test_truncate_unheard(void **state)
 	assert_int_equal(
 	    meta_create(M, &FX_ROOT, fx_req(7), R1, N("g"), 0644, META_O_WRITE, &in, &sess), 0);
 	ino = in.ino;
-	meta_layout_perm(in.layout.seed, 4, perm);
-	fx_put_chunk(&F.st, CH(0), ino, 0, C);
+	put_chunk(&in, 0, C);
 	len = (struct meta_length){.length = C, .truncate_ver = 0};
 	assert_int_equal(meta_sync(M, ino, &len, 0, &size), 0);
 	sa.size = 10;
 	assert_int_equal(meta_setattr(M, &FX_ROOT, fx_req(8), ino, &sa, &in), 0);
-	fx_put_chunk(&F.st, CH(2), ino, 2, 1);
+	put_chunk(&in, 2, 1);
 	len.length = 2 * C + 1;
 	F.st.fail_query = 1;
 	assert_int_equal(meta_close_known(M, fx_req(7), ino, sess, &len), -EIO);
@@ -939,7 +996,6 @@ static void test_truncate_unheard(void **state)
 	assert_int_equal(meta_getattr(M, ino, &in), 0);
 	assert_true(in.size == 2 * C + 1);
 	assert_int_equal(meta_gc_step(M), 1);
-#undef CH
 }
 
 /* A truncate whose reply was lost is retried with the same request id
@@ -953,10 +1009,8 @@ static void test_truncate_replay(void **state)
 	assert_int_equal(meta_create(M, &FX_ROOT, fx_req(7), R1, N("f"), 0644, META_O_WRITE, &in,
 				     &sess), 0);
 	uint64_t ino = in.ino;
-	uint32_t perm[4];
-	meta_layout_perm(in.layout.seed, 4, perm);
 	for (uint32_t i = 0; i < 3; i++)
-		fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, i), ino, i, C);
+		put_chunk(&in, i, C);
 	struct meta_length len = { .length = 3 * C, .truncate_ver = 0 };
 	assert_int_equal(meta_sync(M, ino, &len, 0, NULL), 0);
 	struct meta_req tr = *fx_req(8);
@@ -965,8 +1019,8 @@ static void test_truncate_replay(void **state)
 	assert_int_equal(in.truncate_ver, 1);
 	assert_int_equal(fx_count_chunks(&F.st, ino), 1);
 	/* the writer learns the cut, writes two chunks and reports them */
-	fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, 0), ino, 0, C);
-	fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, 1), ino, 1, C);
+	put_chunk(&in, 0, C);
+	put_chunk(&in, 1, C);
 	len = (struct meta_length){ .length = 2 * C, .truncate_ver = 1 };
 	assert_int_equal(meta_sync(M, ino, &len, 0, NULL), 0);
 	/* the truncate's retry */
@@ -1008,35 +1062,23 @@ static void run_second(void *arg)
 
 static void test_truncate_two_runs(void **state)
 {
-	struct meta_inode in;
+	struct meta_inode in, f;
 	uint64_t sess;
 	const uint32_t C = 1 << 20;
-	assert_int_equal(
-	    meta_create(M, &FX_ROOT, fx_req(7), R1, N("f"), 0644, META_O_WRITE, &in, &sess), 0);
-	uint64_t ino = in.ino;
-	uint32_t perm[4];
-	meta_layout_perm(in.layout.seed, 4, perm);
-	for (uint32_t i = 0; i < 3; i++)
-		fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, i), ino, i, C);
-	struct meta_length len = {.length = 3 * C, .truncate_ver = 0};
-	assert_int_equal(meta_close(M, fx_req(7), ino, sess, &len), 0);
+	uint64_t ino = chunked_file(&FX_ROOT, 7, "f", 3, &f);
 
 	meta_ctx *m2 = fx_meta(&F, 2);
 	struct meta_req tr = *fx_req(8);
 	struct meta_setattr sa = {.valid = META_SET_SIZE, .size = C / 2};
 	struct second_run r = {.m = m2, .rq = &tr, .ino = ino, .sa = &sa, .rc = 1};
 	int k0 = F.st.ncut_keys;
-	F.st.on_remove = run_second;
-	F.st.on_remove_arg = &r;
+	at_next_remove(run_second, &r);
 	assert_int_equal(meta_setattr(M, &FX_ROOT, &tr, ino, &sa, &in), 0);
 	assert_int_equal(r.rc, 0);
 	assert_int_equal(r.keys_before, k0);
 	/* each run: a remove on each of the 4 chains, then the cut chunk */
 	assert_int_equal(F.st.ncut_keys - k0, 10);
-	for (int i = k0; i < F.st.ncut_keys; i++) {
-		assert_true(F.st.cut_keys[i].client == 8);
-		assert_true(F.st.cut_keys[i].seq == tr.seq);
-	}
+	assert_cut_keys(k0, 8, tr.seq);
 	assert_int_equal(meta_getattr(M, ino, &in), 0);
 	assert_true(in.size == C / 2);
 	assert_int_equal(in.truncate_ver, 1);
@@ -1046,27 +1088,49 @@ static void test_truncate_two_runs(void **state)
 	sa.size = C / 4;
 	assert_int_equal(meta_setattr(M, &FX_ROOT, NULL, ino, &sa, &in), 0);
 	assert_true(F.st.ncut_keys > k0);
-	for (int i = k0; i < F.st.ncut_keys; i++)
-		assert_true(F.st.cut_keys[i].client == 0 && F.st.cut_keys[i].seq == 0);
+	assert_cut_keys(k0, 0, 0);
 
 	/* O_TRUNC: the open's key; the second instance's run of it finds
 	 * the truncate applied and cuts nothing (test_o_trunc_late_run has
 	 * both runs cutting) */
 	struct meta_req orq = *fx_req(9);
 	k0 = F.st.ncut_keys;
-	assert_int_equal(meta_open(M, &FX_ROOT, &orq, ino, META_O_WRITE | META_O_TRUNC, &in, &sess),
-	                 0);
+	assert_int_equal(open_trunc(M, &orq, ino, &in, &sess), 0);
 	uint64_t sess2;
-	assert_int_equal(
-	    meta_open(m2, &FX_ROOT, &orq, ino, META_O_WRITE | META_O_TRUNC, &in, &sess2), 0);
+	assert_int_equal(open_trunc(m2, &orq, ino, &in, &sess2), 0);
 	assert_true(sess2 == sess);
 	assert_int_equal(F.st.ncut_keys - k0, 4);
-	for (int i = k0; i < F.st.ncut_keys; i++) {
-		assert_true(F.st.cut_keys[i].client == 9);
-		assert_true(F.st.cut_keys[i].seq == orq.seq);
-	}
+	assert_cut_keys(k0, 9, orq.seq);
 	assert_int_equal(meta_close(M, fx_req(9), ino, sess, NULL), 0);
 	meta_free(m2);
+}
+
+/* A second instance's run of the O_TRUNC open ORQ of FILE (the client's
+ * resend), at the first run's first remove. Answered, the client writes
+ * WRITE_LEN bytes to chunk 0 and closes (0: it does not); FAIL_AFTER: the
+ * first run's cuts fail from then on (its instance lost storage). */
+struct second_open {
+	meta_ctx *m2;
+	const struct meta_req *orq;
+	const struct meta_inode *file;
+	uint32_t write_len;
+	int fail_after;
+	uint64_t sess;
+	int rc;
+};
+
+static void second_open_run(void *arg)
+{
+	struct second_open *r = arg;
+	struct meta_inode in;
+	r->rc = open_trunc(r->m2, r->orq, r->file->ino, &in, &r->sess);
+	if (r->rc == 0 && r->write_len) {
+		put_chunk(r->file, 0, r->write_len);
+		struct meta_length len = {.length = r->write_len, .truncate_ver = in.truncate_ver};
+		r->rc = meta_close(r->m2, fx_req(r->orq->client), r->file->ino, r->sess, &len);
+	}
+	if (r->fail_after)
+		F.st.fail_remove = 1;
 }
 
 /* An open with O_TRUNC that the client resent to a second instance while
@@ -1075,65 +1139,25 @@ static void test_truncate_two_runs(void **state)
  * stalled run goes on. Its cuts are fenced at the head (the open's key),
  * but its size commit must not be applied either: the file keeps the
  * bytes written after the answer (meta_attr.c "Late cuts"). */
-struct late_open {
-	meta_ctx *m2;
-	const struct meta_req *orq;
-	uint64_t ino, sess;
-	uint32_t chain0;
-	int rc;
-};
-
-static void open_elsewhere_and_write(void *arg)
-{
-	struct late_open *r = arg;
-	struct meta_inode in;
-	uint64_t sess2;
-	r->rc =
-	    meta_open(r->m2, &FX_ROOT, r->orq, r->ino, META_O_WRITE | META_O_TRUNC, &in, &sess2);
-	if (r->rc)
-		return;
-	/* the client, answered, writes 4000 bytes and closes */
-	fx_put_chunk(&F.st, r->chain0, r->ino, 0, 4000);
-	struct meta_length len = {.length = 4000, .truncate_ver = in.truncate_ver};
-	r->rc = meta_close(r->m2, fx_req(11), r->ino, sess2, &len);
-}
-
 static void test_o_trunc_late_run(void **state)
 {
-	struct meta_inode in;
+	struct meta_inode in, f;
 	uint64_t sess;
-	const uint32_t C = 1 << 20;
-	assert_int_equal(
-	    meta_create(M, &FX_ROOT, fx_req(10), R1, N("g"), 0644, META_O_WRITE, &in, &sess), 0);
-	uint64_t ino = in.ino;
-	uint32_t perm[4];
-	meta_layout_perm(in.layout.seed, 4, perm);
-	for (uint32_t i = 0; i < 2; i++)
-		fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, i), ino, i, C);
-	struct meta_length len = {.length = 2 * C, .truncate_ver = 0};
-	assert_int_equal(meta_close(M, fx_req(10), ino, sess, &len), 0);
+	uint64_t ino = chunked_file(&FX_ROOT, 10, "g", 2, &f);
 
 	meta_ctx *m2 = fx_meta(&F, 2);
 	struct meta_req orq = *fx_req(11);
-	struct late_open r = {.m2 = m2,
-	                      .orq = &orq,
-	                      .ino = ino,
-	                      .chain0 = meta_layout_chain(&in.layout, perm, 0),
-	                      .rc = 1};
+	struct second_open r = {.m2 = m2, .orq = &orq, .file = &f, .write_len = 4000, .rc = 1};
 	int k0 = F.st.ncut_keys;
-	F.st.on_remove = open_elsewhere_and_write;
-	F.st.on_remove_arg = &r;
+	at_next_remove(second_open_run, &r);
 	/* the first (stalled) run: its cuts wait until the second run has
 	 * answered and the client has written */
-	int rc = meta_open(M, &FX_ROOT, &orq, ino, META_O_WRITE | META_O_TRUNC, &in, &sess);
+	int rc = open_trunc(M, &orq, ino, &in, &sess);
 	assert_int_equal(r.rc, 0);
 	(void)rc; /* its answer goes nowhere: the client took the second's */
 	/* both runs cut (a remove on each of the 4 chains), under the open's key */
 	assert_int_equal(F.st.ncut_keys - k0, 8);
-	for (int i = k0; i < F.st.ncut_keys; i++) {
-		assert_true(F.st.cut_keys[i].client == 11);
-		assert_true(F.st.cut_keys[i].seq == orq.seq);
-	}
+	assert_cut_keys(k0, 11, orq.seq);
 	assert_int_equal(meta_getattr(M, ino, &in), 0);
 	assert_true(in.size == 4000);
 	meta_free(m2);
@@ -1155,8 +1179,7 @@ static void test_o_trunc_record_floor(void **state)
 	struct meta_length len = {.length = 100, .truncate_ver = 0};
 	assert_int_equal(meta_close(M, fx_req(c), in.ino, sess, &len), 0);
 	rq = (struct meta_req){c, s0, s0};
-	assert_int_equal(
-	    meta_open(M, &FX_ROOT, &rq, in.ino, META_O_WRITE | META_O_TRUNC, &in2, &sess), 0);
+	assert_int_equal(open_trunc(M, &rq, in.ino, &in2, &sess), 0);
 	assert_int_equal(idem_records(c, s0 | META_SEQ_OTRUNC, UINT64_MAX), 1);
 	len = (struct meta_length){.length = 200, .truncate_ver = in2.truncate_ver};
 	rq = (struct meta_req){c, s0 + 1, s0};
@@ -1182,17 +1205,8 @@ static void test_create_trunc_existing(void **state)
 {
 	struct meta_inode in;
 	uint64_t sess;
-	const uint32_t C = 1 << 20;
 	chmod_(&FX_ROOT, R1, 0777);
-	assert_int_equal(meta_create(M, &ALICE, fx_req(7), R1, N("f"), 0644, META_O_WRITE, &in,
-				     &sess), 0);
-	uint64_t ino = in.ino;
-	uint32_t perm[4];
-	meta_layout_perm(in.layout.seed, 4, perm);
-	for (uint32_t i = 0; i < 2; i++)
-		fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, i), ino, i, C);
-	struct meta_length len = { .length = 2 * C, .truncate_ver = 0 };
-	assert_int_equal(meta_close(M, fx_req(7), ino, sess, &len), 0);
+	uint64_t ino = chunked_file(&ALICE, 7, "f", 2, &in);
 	assert_int_equal(meta_create(M, &ALICE, fx_req(8), R1, N("f"), 0644,
 				     META_O_WRITE | META_O_TRUNC, &in, &sess), 0);
 	assert_true(in.ino == ino);
@@ -1201,8 +1215,8 @@ static void test_create_trunc_existing(void **state)
 	assert_int_equal(fx_count_chunks(&F.st, ino), 0);
 	assert_int_equal(meta_close(M, fx_req(8), ino, sess, NULL), 0);
 	/* meta_create_dir (the mount's create), the same */
-	fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, 0), ino, 0, 100);
-	len = (struct meta_length){ .length = 100, .truncate_ver = in.truncate_ver };
+	put_chunk(&in, 0, 100);
+	struct meta_length len = {.length = 100, .truncate_ver = in.truncate_ver};
 	assert_int_equal(meta_sync(M, ino, &len, 0, NULL), 0);
 	struct meta_inode dir;
 	assert_int_equal(meta_create_dir(M, &ALICE, fx_req(8), R1, N("f"), 0644,
@@ -1218,13 +1232,6 @@ static void test_create_trunc_existing(void **state)
 	assert_int_equal(r.sessions, 0);
 }
 
-static int sessions_now(void)
-{
-	struct meta_fsck_report r;
-	assert_int_equal(meta_fsck(M, NULL, 0, &r), 0);
-	return (int)r.sessions;
-}
-
 /* An open with O_TRUNC whose truncate fails after the open made its write
  * session: the session goes without the length query meta_close makes
  * (which fails with the storage that failed the cut: the session stayed
@@ -1236,39 +1243,26 @@ static void test_o_trunc_failed(void **state)
 {
 	struct meta_inode in;
 	uint64_t sess;
-	const uint32_t C = 1 << 20;
-	assert_int_equal(
-	    meta_create(M, &FX_ROOT, fx_req(12), R1, N("f"), 0644, META_O_WRITE, &in, &sess), 0);
-	uint64_t ino = in.ino;
-	uint32_t perm[4];
-	meta_layout_perm(in.layout.seed, 4, perm);
-	for (uint32_t i = 0; i < 2; i++)
-		fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, i), ino, i, C);
-	struct meta_length len = {.length = 2 * C, .truncate_ver = 0};
-	assert_int_equal(meta_close(M, fx_req(12), ino, sess, &len), 0);
+	uint64_t ino = chunked_file(&FX_ROOT, 12, "f", 2, &in);
 	assert_int_equal(sessions_now(), 0);
 
 	/* storage down: the cut fails, and so would a length query */
 	struct meta_req orq = *fx_req(12);
-	F.st.fail_remove = 1;
-	F.st.fail_query = 1;
+	storage_down(1);
 	sess = 1;
-	assert_int_equal(meta_open(M, &FX_ROOT, &orq, ino, META_O_WRITE | META_O_TRUNC, &in, &sess),
-	                 -EIO);
+	assert_int_equal(open_trunc(M, &orq, ino, &in, &sess), -EIO);
 	assert_true(sess == 0);
-	F.st.fail_remove = F.st.fail_query = 0;
+	storage_down(0);
 	assert_int_equal(sessions_now(), 0);
 
 	/* only the cut fails: the resend, storage back, truncates and
 	 * answers a session meta has */
 	orq = *fx_req(12);
 	F.st.fail_remove = 1;
-	assert_int_equal(meta_open(M, &FX_ROOT, &orq, ino, META_O_WRITE | META_O_TRUNC, &in, &sess),
-	                 -EIO);
+	assert_int_equal(open_trunc(M, &orq, ino, &in, &sess), -EIO);
 	F.st.fail_remove = 0;
 	assert_int_equal(sessions_now(), 0);
-	assert_int_equal(meta_open(M, &FX_ROOT, &orq, ino, META_O_WRITE | META_O_TRUNC, &in, &sess),
-	                 0);
+	assert_int_equal(open_trunc(M, &orq, ino, &in, &sess), 0);
 	assert_true(sess != 0);
 	assert_true(in.size == 0);
 	assert_int_equal(fx_count_chunks(&F.st, ino), 0);
@@ -1277,15 +1271,15 @@ static void test_o_trunc_failed(void **state)
 	assert_int_equal(sessions_now(), 0);
 
 	/* a create of the existing name (O_CREAT | O_TRUNC), the same */
-	fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, 0), ino, 0, 100);
-	len = (struct meta_length){.length = 100, .truncate_ver = in.truncate_ver};
+	put_chunk(&in, 0, 100);
+	struct meta_length len = {.length = 100, .truncate_ver = in.truncate_ver};
 	assert_int_equal(meta_sync(M, ino, &len, 0, NULL), 0);
 	struct meta_req crq = *fx_req(12);
-	F.st.fail_remove = F.st.fail_query = 1;
+	storage_down(1);
 	assert_int_equal(meta_create(M, &FX_ROOT, &crq, R1, N("f"), 0644,
 	                             META_O_WRITE | META_O_TRUNC, &in, &sess),
 	                 -EIO);
-	F.st.fail_remove = F.st.fail_query = 0;
+	storage_down(0);
 	assert_int_equal(sessions_now(), 0);
 	assert_int_equal(meta_create(M, &FX_ROOT, &crq, R1, N("f"), 0644,
 	                             META_O_WRITE | META_O_TRUNC, &in, &sess),
@@ -1302,43 +1296,17 @@ static void test_o_trunc_failed(void **state)
  * truncates and answers while the first is in its cuts, which then fail
  * (the first instance lost storage). The session is the answered one's:
  * it stays, and the first run answers it too. */
-struct open_second {
-	meta_ctx *m2;
-	const struct meta_req *orq;
-	uint64_t ino, sess;
-	int rc;
-};
-
-static void open_second_then_fail(void *arg)
-{
-	struct open_second *r = arg;
-	struct meta_inode in;
-	r->rc =
-	    meta_open(r->m2, &FX_ROOT, r->orq, r->ino, META_O_WRITE | META_O_TRUNC, &in, &r->sess);
-	F.st.fail_remove = 1;
-}
-
 static void test_o_trunc_failed_late_run(void **state)
 {
-	struct meta_inode in;
+	struct meta_inode in, f;
 	uint64_t sess;
-	const uint32_t C = 1 << 20;
-	assert_int_equal(
-	    meta_create(M, &FX_ROOT, fx_req(14), R1, N("f"), 0644, META_O_WRITE, &in, &sess), 0);
-	uint64_t ino = in.ino;
-	uint32_t perm[4];
-	meta_layout_perm(in.layout.seed, 4, perm);
-	for (uint32_t i = 0; i < 2; i++)
-		fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, i), ino, i, C);
-	struct meta_length len = {.length = 2 * C, .truncate_ver = 0};
-	assert_int_equal(meta_close(M, fx_req(14), ino, sess, &len), 0);
+	uint64_t ino = chunked_file(&FX_ROOT, 14, "f", 2, &f);
 
 	meta_ctx *m2 = fx_meta(&F, 2);
 	struct meta_req orq = *fx_req(14);
-	struct open_second r = {.m2 = m2, .orq = &orq, .ino = ino, .rc = 1};
-	F.st.on_remove = open_second_then_fail;
-	F.st.on_remove_arg = &r;
-	int rc = meta_open(M, &FX_ROOT, &orq, ino, META_O_WRITE | META_O_TRUNC, &in, &sess);
+	struct second_open r = {.m2 = m2, .orq = &orq, .file = &f, .fail_after = 1, .rc = 1};
+	at_next_remove(second_open_run, &r);
+	int rc = open_trunc(M, &orq, ino, &in, &sess);
 	F.st.fail_remove = 0;
 	assert_int_equal(r.rc, 0);
 	/* the answered session stays (it went: the client wrote under a
@@ -1373,15 +1341,7 @@ static void test_o_trunc_session_gone(void **state)
 {
 	struct meta_inode in;
 	uint64_t sess;
-	const uint32_t C = 1 << 20;
-	assert_int_equal(
-	    meta_create(M, &FX_ROOT, fx_req(15), R1, N("f"), 0644, META_O_WRITE, &in, &sess), 0);
-	uint64_t ino = in.ino;
-	uint32_t perm[4];
-	meta_layout_perm(in.layout.seed, 4, perm);
-	fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, 0), ino, 0, C);
-	struct meta_length len = {.length = C, .truncate_ver = 0};
-	assert_int_equal(meta_close(M, fx_req(15), ino, sess, &len), 0);
+	uint64_t ino = chunked_file(&FX_ROOT, 15, "f", 1, &in);
 
 	/* the first run's open txn (an open without O_TRUNC writes the same
 	 * record and session); its cut is to fail */
@@ -1390,17 +1350,14 @@ static void test_o_trunc_session_gone(void **state)
 	/* the second run replays that session; at its first cut the first
 	 * run's undo commits */
 	struct undo_between u = {.orq = &orq, .ino = ino, .sess = sess, .rc = 1};
-	F.st.on_remove = undo_in_cut;
-	F.st.on_remove_arg = &u;
+	at_next_remove(undo_in_cut, &u);
 	uint64_t s2 = 1;
-	assert_int_equal(meta_open(M, &FX_ROOT, &orq, ino, META_O_WRITE | META_O_TRUNC, &in, &s2),
-	                 -CFS_ETIMEDOUT);
+	assert_int_equal(open_trunc(M, &orq, ino, &in, &s2), -CFS_ETIMEDOUT);
 	assert_int_equal(u.rc, 0);
 	assert_true(s2 == 0);
 	assert_int_equal(sessions_now(), 0);
 	/* the client's next resend */
-	assert_int_equal(meta_open(M, &FX_ROOT, &orq, ino, META_O_WRITE | META_O_TRUNC, &in, &s2),
-	                 0);
+	assert_int_equal(open_trunc(M, &orq, ino, &in, &s2), 0);
 	assert_true(s2 != 0 && s2 != sess);
 	assert_true(in.size == 0);
 	assert_int_equal(sessions_now(), 1);
@@ -1424,10 +1381,8 @@ static void test_create_trunc_resent(void **state)
 	                             META_O_WRITE | META_O_TRUNC, &in, &sess),
 	                 0);
 	uint64_t ino = in.ino;
-	uint32_t perm[4];
-	meta_layout_perm(in.layout.seed, 4, perm);
 	/* the client, answered, writes 4000 bytes and closes */
-	fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, 0), ino, 0, 4000);
+	put_chunk(&in, 0, 4000);
 	struct meta_length len = {.length = 4000, .truncate_ver = in.truncate_ver};
 	assert_int_equal(meta_close(m2, fx_req(16), ino, sess, &len), 0);
 	/* the first instance's run of the create */
@@ -1629,10 +1584,8 @@ static void test_gc_sessions(void **state)
 	struct meta_req *rq = fx_req(7);
 	assert_int_equal(meta_create(M, &FX_ROOT, rq, R1, N("f"), 0644, META_O_WRITE, &in, &s1), 0);
 	uint64_t ino = in.ino;
-	uint32_t perm[4];
-	meta_layout_perm(in.layout.seed, 4, perm);
 	for (uint32_t i = 0; i < 6; i++)
-		fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, i), ino, i, 1 << 20);
+		put_chunk(&in, i, 1 << 20);
 	assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, R1, N("f")), 0);
 	/* open for write: not reclaimed */
 	assert_int_equal(meta_gc_step(M), 0);
@@ -1671,9 +1624,8 @@ static void test_gc_sessions(void **state)
 	assert_int_equal(meta_create(M, &FX_ROOT, &dead2, R1, N("w"), 0644, META_O_WRITE, &in, &s2),
 			 0);
 	uint64_t w = in.ino;
-	meta_layout_perm(in.layout.seed, 4, perm);
-	fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, 0), w, 0, 1 << 20);
-	fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, 1), w, 1, 5000);
+	put_chunk(&in, 0, 1 << 20);
+	put_chunk(&in, 1, 5000);
 	F.st.fail_query = 1;
 	assert_int_equal(meta_session_prune(M, not_in_list, live), 0);
 	F.st.fail_query = 0;
@@ -1933,7 +1885,6 @@ static void test_gc_batch_and_close_known(void **state)
 	struct meta_inode in;
 	char name[32];
 	uint64_t ino[40], busy[3], sess[3];
-	uint32_t perm[META_MAX_STRIPE];
 	/* A 16-entry claim reads ~35 keys and ranges in one txn: under the
 	 * heavy fault rate few attempts get through (as test_deep_rename). */
 	if (strstr(fx_url, "faults=0.3"))
@@ -1942,8 +1893,7 @@ static void test_gc_batch_and_close_known(void **state)
 		snprintf(name, sizeof(name), "g%d", i);
 		ino[i] = mkfile(&FX_ROOT, R1, name, 0644);
 		assert_int_equal(meta_getattr(M, ino[i], &in), 0);
-		meta_layout_perm(in.layout.seed, in.layout.stripe, perm);
-		fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, 0), ino[i], 0, 100);
+		put_chunk(&in, 0, 100);
 		assert_int_equal(meta_unlink(M, &FX_ROOT, RQ, R1, N(name)), 0);
 	}
 	for (int i = 0; i < 3; i++) {
