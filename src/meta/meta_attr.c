@@ -62,6 +62,8 @@ struct setattr_arg {
 	uint8_t *scratch;          /* SIZE of an inline file: META_IDATA_MAX bytes */
 	uint64_t session;          /* an O_TRUNC's: its open's session, which must
 	                            * still be there when the size commits */
+	uint64_t stored_after;     /* SIZE of a resent O_TRUNC: the data's end on
+	                            * storage after the cut (meta_otrunc_run) */
 	struct meta_inode in;
 };
 
@@ -132,8 +134,8 @@ static int setattr_apply(struct setattr_arg *a, int64_t now)
 		 * the removed chunks as zeros). */
 		if (sa->size < in->size || sa->size < a->stored_end)
 			in->truncate_ver++;
-		in->size = sa->size;
-		in->chains_used = meta_chains_hint(in, sa->size);
+		in->size = sa->size > a->stored_after ? sa->size : a->stored_after;
+		in->chains_used = meta_chains_hint(in, in->size);
 		if (!(sa->valid & META_SET_MTIME))
 			in->mtime = now;
 	}
@@ -299,19 +301,19 @@ int meta_setattr(meta_ctx *m, const struct meta_cred *c, const struct meta_req *
 		 uint64_t ino, const struct meta_setattr *sa, struct meta_inode *out)
 {
 	struct meta_cut_key k = {rq ? rq->client : 0, rq ? rq->seq : 0};
-	return meta_setattr_cut(m, c, rq, ino, sa, rq && rq->seq ? &k : NULL, 0, out);
+	return meta_setattr_cut(m, c, rq, ino, sa, rq && rq->seq ? &k : NULL, NULL, out);
 }
 
 int meta_setattr_cut(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
                      uint64_t ino, const struct meta_setattr *sa, const struct meta_cut_key *ckey,
-                     uint64_t session, struct meta_inode *out)
+                     const struct meta_otrunc_run *ot, struct meta_inode *out)
 {
 	int rc;
 	struct setattr_arg *a = malloc(sizeof(*a));
 	if (!a)
 		return -ENOMEM;
 	*a = (struct setattr_arg){
-	    .m = m, .c = c, .rq = rq, .ino = ino, .sa = sa, .session = session};
+	    .m = m, .c = c, .rq = rq, .ino = ino, .sa = sa, .session = ot ? ot->session : 0};
 	/* Inline files (meta_idata.c) have no chunks to cut; one that turns
 	 * chunked meanwhile makes the txn answer -EAGAIN: redo both steps
 	 * (a file converts once, so this loops at most twice). */
@@ -337,6 +339,9 @@ int meta_setattr_cut(meta_ctx *m, const struct meta_cred *c, const struct meta_r
 				rc = trunc_storage_end(m, ta, sa->size, &a->stored_end);
 			if (rc == 0 && cut && !ta->in.idata)
 				rc = truncate_storage(m, &ta->in, sa->size, ckey);
+			a->stored_after = 0;
+			if (rc == 0 && cut && !ta->in.idata && ot && ot->resent)
+				rc = meta_query_storage(m, &ta->in, 1, &a->stored_after);
 			free(ta);
 			if (rc)
 				break;

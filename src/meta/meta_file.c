@@ -53,6 +53,9 @@ struct open_arg {
 	uint64_t ino;
 	unsigned flags;
 	uint64_t session;
+	int replayed;  /* the open's record was there: another run came first */
+	uint64_t made; /* the session an earlier attempt of this call made (a
+	                * retry after a maybe-commit finds its own record) */
 	struct meta_inode in;
 };
 
@@ -84,6 +87,14 @@ static int open_rw_body(kv_txn *t, void *arg)
 	struct buf b = BUF_INIT;
 	a->session = 0;
 	int rc = meta_idem_replay(t, a->rq, META_OP_OPEN, a->ino, &rec, &a->in);
+	/* sticky: a retry of this body can find the record an earlier
+	 * attempt wrote over the one it found */
+	if (rc == 1 && !(a->made && rec.aux == a->made))
+		a->replayed = 1;
+	/* a run undone (meta_otrunc_undo: no session): this one opens
+	 * afresh, as a resend */
+	if (rc == 1 && rec.aux == 0)
+		rc = 0;
 	if (rc == 1)
 		a->session = rec.aux;
 	if (rc)
@@ -100,6 +111,7 @@ static int open_rw_body(kv_txn *t, void *arg)
 		s.session = meta_random(a->m);
 	while (s.session == 0);
 	meta_key_session(&k, a->ino, s.client, s.session);
+	a->made = s.session;
 	rc = meta_session_encode(&s, &b);
 	if (rc == 0)
 		rc = kv_set(t, kv_mem(k.b, k.n), kv_mem(b.data, b.len));
@@ -132,8 +144,9 @@ int meta_open(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
 		 * open that lost to another must not cut what was written
 		 * since (meta_attr.c "Late cuts") */
 		struct meta_cut_key k = {rq ? rq->client : 0, rq ? rq->seq : 0};
+		struct meta_otrunc_run ot = {a->session, a->replayed};
 		rc = meta_setattr_cut(m, c, rq ? &trq : NULL, ino, &sa, rq && rq->seq ? &k : NULL,
-		                      a->session, &a->in);
+		                      &ot, &a->in);
 		if (rc && a->session && meta_otrunc_undo(m, rq, ino, a->session, &a->in) == 1)
 			rc = 0;
 	}
@@ -146,6 +159,7 @@ int meta_open(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
 }
 
 struct otrunc_undo_arg {
+	meta_ctx *m;
 	const struct meta_req *rq;
 	uint64_t ino, session;
 	int applied;
@@ -173,8 +187,9 @@ static int otrunc_undo_body(kv_txn *t, void *arg)
 		return rc;
 	if (!a->rq || !a->rq->seq)
 		return 0;
-	/* the record only while it names this session: a fresh run of the
-	 * request after an undo (another run's) wrote its own */
+	/* the record only while it names this session (a run after an undo,
+	 * another run's, wrote its own), and kept: a run after this one is
+	 * a resend (meta_otrunc_run.resent) */
 	struct kv_slice v;
 	meta_key_idem(&k, a->rq->client, a->rq->seq);
 	if ((rc = kv_get(t, kv_mem(k.b, k.n), 0, &v)) <= 0)
@@ -183,14 +198,13 @@ static int otrunc_undo_body(kv_txn *t, void *arg)
 		return rc;
 	if (rec.aux != a->session)
 		return 0;
-	rc = kv_clear(t, kv_mem(k.b, k.n));
-	return rc < 0 ? rc : 0;
+	return meta_idem_put(a->m, t, a->rq, rec.op, rec.result, rec.ino, 0);
 }
 
 int meta_otrunc_undo(meta_ctx *m, const struct meta_req *rq, uint64_t ino, uint64_t session,
                      struct meta_inode *in)
 {
-	struct otrunc_undo_arg a = {rq, ino, session, 0, in};
+	struct otrunc_undo_arg a = {m, rq, ino, session, 0, in};
 	struct kv_run_opts o = {.idempotent = 1, .max_retries = 40};
 	int rc = meta_run(m, &o, otrunc_undo_body, &a);
 	if (rc < 0)

@@ -48,27 +48,43 @@ uint32_t meta_chains_hint(const struct meta_inode *in, uint64_t size);
 int meta_run_alone(meta_ctx *m, const struct kv_run_opts *o, kv_txn_fn fn, void *arg,
 		   int *alone);
 int meta_run(meta_ctx *m, const struct kv_run_opts *o, kv_txn_fn fn, void *arg);
+/* An open's (or create's) O_TRUNC as meta_setattr_cut runs it. */
+struct meta_otrunc_run {
+	/* the open's write session of RQ's client (0: none), which the size
+	 * commit requires (a tracked RQ): gone (meta_otrunc_undo of another
+	 * run), -CFS_ETIMEDOUT (the client fails over and resends), nothing
+	 * committed */
+	uint64_t session;
+	/* another run of the open came first (its record was there): its
+	 * cuts may have been made long before this run's, which the head
+	 * then answers from its exactly-once cache without cutting, so what
+	 * storage holds past the size once this run's cuts are answered was
+	 * written after the truncate: the size covers it (a length query of
+	 * every stripe slot), rather than leaving it past the size, where a
+	 * later extension of the file would show it */
+	int resent;
+};
+
 /* meta_setattr whose storage cuts (a size change) go under CKEY, NULL:
  * the storage client's own key (meta_attr.c "Late cuts"). meta_setattr
  * passes RQ's when it tracks the request; an open's O_TRUNC, untracked
- * itself, passes the open's. SESSION (an O_TRUNC's, 0: none): the open's
- * write session of RQ's client, which the size commit requires (a tracked
- * RQ): gone (meta_otrunc_undo of another run), -CFS_ETIMEDOUT (the
- * client fails over and resends), nothing committed. */
+ * itself, passes the open's, and OT (NULL for any other change). */
 int meta_setattr_cut(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
                      uint64_t ino, const struct meta_setattr *sa, const struct meta_cut_key *ckey,
-                     uint64_t session, struct meta_inode *out);
+                     const struct meta_otrunc_run *ot, struct meta_inode *out);
 /* Undoes the open (or create) RQ of INO whose O_TRUNC failed after the
  * open made write session SESSION: one txn removes the session without
  * asking storage (the client never had it, so it wrote nothing;
  * meta_close's length query fails with the storage that failed the cut,
- * and the session stayed until the client died) and the open's record
- * while it names SESSION, so a resend of RQ (the client fails over on a
- * storage error) opens afresh instead of being answered the removed
- * session. Unless another run of RQ committed the truncate: that run
- * answered the session, which stays; 1 and *IN, the inode now. 0 undone;
- * <0 (the session stays: a truncate record gone with the client's floor
- * cannot tell whether another run answered it). */
+ * and the session stayed until the client died) and, while the open's
+ * record names SESSION, sets the record's session to 0, so a resend of RQ
+ * (the client fails over on a storage error) opens afresh, as a resend
+ * (meta_otrunc_run.resent: some of its cuts were made), instead of being
+ * answered the removed session. Unless another run of RQ committed the
+ * truncate: that run answered the session, which stays; 1 and *IN, the
+ * inode now. 0 undone; <0 (the session stays: a truncate record gone
+ * with the client's floor cannot tell whether another run answered
+ * it). */
 int meta_otrunc_undo(meta_ctx *m, const struct meta_req *rq, uint64_t ino, uint64_t session,
                      struct meta_inode *in);
 /* The request an open's or create's O_TRUNC (request RQ, NULL: none)

@@ -164,6 +164,8 @@ struct new_arg {
 	struct meta_inode *dir; /* scratch: the parent */
 	uint64_t session;       /* out */
 	uint64_t existing;      /* out: the file opened instead of created, or 0 */
+	int replayed;           /* out: the request's record was there (a resend) */
+	uint64_t made;          /* the session an earlier attempt of this call made */
 	int want_dir;           /* fold the parent's counters into dir at the end */
 	int dir_ok;             /* out: dir holds the parent as this txn leaves it */
 };
@@ -255,6 +257,14 @@ static int new_body(kv_txn *t, void *arg)
 	a->existing = 0;
 	a->dir_ok = 0;
 	int rc = meta_idem_check(t, a->rq, op, &rec);
+	/* sticky: a retry of this body can find the record an earlier
+	 * attempt wrote over the one it found */
+	if (rc == 1 && !(a->made && rec.aux == a->made))
+		a->replayed = 1;
+	/* a run undone (meta_otrunc_undo: a write open's record with no
+	 * session): this one goes afresh, as a resend */
+	if (rc == 1 && rec.aux == 0 && a->type == META_T_FILE && (a->flags & META_O_WRITE))
+		rc = 0;
 	if (rc < 0)
 		return rc;
 	if (rc == 1) {
@@ -275,6 +285,7 @@ static int new_body(kv_txn *t, void *arg)
 		if (a->flags & META_O_EXCL || a->type != META_T_FILE)
 			return -EEXIST;
 		rc = new_open_existing(a, t, &d);
+		a->made = a->session;
 		if (rc == 0)
 			rc = meta_idem_put(a->m, t, a->rq, op, 0, d.ino, a->session);
 		if (rc == 0)
@@ -360,6 +371,7 @@ static int new_body(kv_txn *t, void *arg)
 	if (a->type == META_T_FILE && (a->flags & META_O_WRITE) &&
 	    (rc = put_session(a->m, t, in->ino, a->rq ? a->rq->client : 0, &a->session)))
 		return rc;
+	a->made = a->session;
 	if ((rc = meta_idem_put(a->m, t, a->rq, op, 0, in->ino, a->session)))
 		return rc;
 	/* A file this request made is truncated already: its O_TRUNC's record
@@ -411,9 +423,8 @@ static int run_new(meta_ctx *m, struct new_arg *a, struct meta_inode *out,
 /* O_TRUNC of the file a create without O_EXCL found and opened (A's
  * existing, also on a replay whose record names an inode other than the
  * one this call would make): truncated as meta_open does, after the txn;
- * on failure its session and the create's record go again
- * (meta_otrunc_undo). OUT (may be NULL) gets the truncated
- * inode. */
+ * on failure the open is undone (meta_otrunc_undo). OUT (may be NULL)
+ * gets the truncated inode. */
 static int create_trunc(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
 			struct new_arg *a, struct meta_inode *out)
 {
@@ -426,8 +437,9 @@ static int create_trunc(meta_ctx *m, const struct meta_cred *c, const struct met
 	struct meta_req trq = meta_otrunc_req(rq);
 	/* cuts under the create's key, as meta_open's O_TRUNC */
 	struct meta_cut_key k = {rq ? rq->client : 0, rq ? rq->seq : 0};
+	struct meta_otrunc_run ot = {a->session, a->replayed};
 	int rc = meta_setattr_cut(m, c, rq ? &trq : NULL, a->existing, &sa,
-	                          rq && rq->seq ? &k : NULL, a->session, out);
+	                          rq && rq->seq ? &k : NULL, &ot, out);
 	struct meta_inode now;
 	if (rc && a->session && meta_otrunc_undo(m, rq, a->existing, a->session, &now) == 1) {
 		rc = 0;

@@ -55,6 +55,22 @@ static void fx_note_key(struct fx_storage *s, const struct meta_cut_key *key)
 		s->cut_keys[s->ncut_keys++] = key ? *key : (struct meta_cut_key){0, 0};
 }
 
+/* With head_cache: 1 when KEY's cut of KIND on CHAIN came before (a late
+ * copy), else notes it, 0. Under s->mu. */
+static int fx_cut_seen(struct fx_storage *s, const struct meta_cut_key *key, uint32_t chain,
+                       int kind)
+{
+	if (!s->head_cache || !key || !key->seq)
+		return 0;
+	for (int i = 0; i < s->nseen; i++)
+		if (s->seen[i].key.client == key->client && s->seen[i].key.seq == key->seq &&
+		    s->seen[i].chain == chain && s->seen[i].kind == kind)
+			return 1;
+	if (s->nseen < FX_MAX_CHUNKS)
+		s->seen[s->nseen++] = (struct fx_seen_cut){*key, chain, kind};
+	return 0;
+}
+
 static int fx_remove(void *arg, uint32_t chain, uint64_t ino, uint32_t first,
                      const struct meta_cut_key *key)
 {
@@ -71,6 +87,10 @@ static int fx_remove(void *arg, uint32_t chain, uint64_t ino, uint32_t first,
 	if (s->fail_remove) {
 		pthread_mutex_unlock(&s->mu);
 		return -EIO;
+	}
+	if (fx_cut_seen(s, key, chain, 0)) {
+		pthread_mutex_unlock(&s->mu);
+		return 0;
 	}
 	if (first == 0 && s->nremoved < FX_MAX_CHUNKS)
 		s->removed_inos[s->nremoved++] = ino;
@@ -92,7 +112,8 @@ static int fx_truncate(void *arg, uint32_t chain, uint64_t ino, uint32_t index, 
 	pthread_mutex_lock(&s->mu);
 	s->truncate_calls++;
 	fx_note_key(s, key);
-	for (int i = 0; i < s->nchunks; i++) {
+	int late = fx_cut_seen(s, key, chain, 1);
+	for (int i = 0; i < s->nchunks && !late; i++) {
 		struct fx_chunk *c = &s->chunks[i];
 		if (c->chain == chain && c->ino == ino && c->index == index && c->len > len)
 			c->len = len;

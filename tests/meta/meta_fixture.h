@@ -36,6 +36,16 @@ struct fx_storage {
 	 * order ({0, 0}: none) */
 	struct meta_cut_key cut_keys[FX_MAX_CHUNKS];
 	int ncut_keys;
+	/* != 0: a cut whose key (and chain, kind) an earlier cut carried is
+	 * answered as a chain's head answers a late copy from its
+	 * exactly-once cache: 0, nothing cut (craq_write.c "Late cuts") */
+	int head_cache;
+	struct fx_seen_cut {
+		struct meta_cut_key key;
+		uint32_t chain;
+		int kind; /* 0 remove, 1 truncate */
+	} seen[FX_MAX_CHUNKS];
+	int nseen;
 	int fail_remove;  /* != 0: remove_chunks returns -EIO */
 	int fail_query;   /* != 0: query_last_chunk fails: -EIO for 1, else -fail_query */
 	/* != NULL: runs once, at the start of the next remove_chunks call

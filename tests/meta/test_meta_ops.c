@@ -775,6 +775,20 @@ static void at_next_remove(void (*fn)(void *), void *arg)
 	F.st.on_remove_arg = arg;
 }
 
+/* at_next_remove hooks: from this remove on, cuts fail (the instance lost
+ * storage); the same one remove later (the first one's chain is cut). */
+static void cuts_fail(void *arg)
+{
+	(void)arg;
+	F.st.fail_remove = 1;
+}
+
+static void cuts_fail_after_one(void *arg)
+{
+	(void)arg;
+	at_next_remove(cuts_fail, NULL);
+}
+
 /* Write sessions in the store (fsck's count). */
 static int sessions_now(void)
 {
@@ -1398,6 +1412,81 @@ static void test_create_trunc_resent(void **state)
 	meta_free(m2);
 }
 
+/* An open with O_TRUNC resent while the first run, its cuts made, stalled
+ * before its size commit: another client writes 4000 bytes at the start
+ * and closes (its report, within the old size, changes nothing), then the
+ * resend's cuts reach the head, which answers them from its exactly-once
+ * cache (nothing cut), and it commits. The 4000 bytes were written after
+ * the truncate: the size must cover them, not leave them on storage past
+ * a size of 0, where extending the file would show them. */
+static void test_o_trunc_resent_writer(void **state)
+{
+	struct meta_inode in, f;
+	uint64_t sess, ws;
+	uint64_t ino = chunked_file(&FX_ROOT, 17, "f", 2, &f);
+	F.st.head_cache = 1;
+	/* the first run: its open txn (an open without O_TRUNC writes the
+	 * same record and session) and its cuts, under the open's key */
+	struct meta_req orq = *fx_req(17);
+	assert_int_equal(meta_open(M, &FX_ROOT, &orq, ino, META_O_WRITE, &in, &sess), 0);
+	struct meta_cut_key k = {orq.client, orq.seq};
+	for (uint32_t i = 0; i < f.layout.nchains; i++)
+		assert_int_equal(
+		    M->o.storage.remove_chunks(M->o.storage.arg, f.layout.chains[i], ino, 0, &k),
+		    0);
+	assert_int_equal(fx_count_chunks(&F.st, ino), 0);
+	/* the writer */
+	assert_int_equal(meta_open(M, &FX_ROOT, fx_req(18), ino, META_O_WRITE, &in, &ws), 0);
+	put_chunk(&f, 0, 4000);
+	struct meta_length len = {.length = 4000, .truncate_ver = in.truncate_ver};
+	assert_int_equal(meta_close(M, fx_req(18), ino, ws, &len), 0);
+	/* the resend: its cuts are late copies */
+	uint64_t s2;
+	int rm0 = F.st.remove_calls;
+	assert_int_equal(open_trunc(M, &orq, ino, &in, &s2), 0);
+	assert_true(s2 == sess);
+	assert_true(F.st.remove_calls > rm0);
+	assert_int_equal(fx_count_chunks(&F.st, ino), 1);
+	assert_true(in.size == 4000);
+	assert_int_equal(in.truncate_ver, 1);
+	assert_int_equal(meta_getattr(M, ino, &in), 0);
+	assert_true(in.size == 4000);
+	assert_int_equal(meta_close(M, fx_req(17), ino, s2, NULL), 0);
+	/* a first run asks storage nothing more (nor one whose open txn,
+	 * retried after a maybe-commit, finds the record it wrote itself) */
+	int q0 = F.st.query_calls;
+	assert_int_equal(open_trunc(M, fx_req(17), ino, &in, &s2), 0);
+	assert_int_equal(F.st.query_calls, q0);
+	assert_true(in.size == 0);
+	assert_int_equal(fx_count_chunks(&F.st, ino), 0);
+	assert_int_equal(meta_close(M, fx_req(17), ino, s2, NULL), 0);
+
+	/* a first run whose cuts failed after the first chain's (undone,
+	 * meta_otrunc_undo); the writer writes on that chain; the resend's
+	 * cut of it is a late copy */
+	uint32_t idx = 0;
+	while (chain_of(&f, idx) != f.layout.chains[0])
+		idx++;
+	put_chunk(&f, idx, 100);
+	len = (struct meta_length){.length = idx * (1ull << 20) + 100,
+	                           .truncate_ver = in.truncate_ver};
+	assert_int_equal(meta_sync(M, ino, &len, 0, NULL), 0);
+	orq = *fx_req(17);
+	at_next_remove(cuts_fail_after_one, NULL);
+	assert_int_equal(open_trunc(M, &orq, ino, &in, &s2), -EIO);
+	F.st.fail_remove = 0;
+	assert_int_equal(fx_count_chunks(&F.st, ino), 0);
+	assert_int_equal(meta_open(M, &FX_ROOT, fx_req(18), ino, META_O_WRITE, &in, &ws), 0);
+	put_chunk(&f, idx, 3000);
+	len = (struct meta_length){.length = idx * (1ull << 20) + 3000,
+	                           .truncate_ver = in.truncate_ver};
+	assert_int_equal(meta_close(M, fx_req(18), ino, ws, &len), 0);
+	assert_int_equal(open_trunc(M, &orq, ino, &in, &s2), 0);
+	assert_int_equal(fx_count_chunks(&F.st, ino), 1);
+	assert_true(in.size == idx * (1ull << 20) + 3000);
+	assert_int_equal(meta_close(M, fx_req(17), ino, s2, NULL), 0);
+}
+
 static void test_xattr(void **state)
 {
 	char buf[256];
@@ -1955,6 +2044,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_o_trunc_failed_late_run, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_o_trunc_session_gone, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_trunc_resent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_o_trunc_resent_writer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_xattr, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idem_floor, setup, teardown),
