@@ -365,13 +365,13 @@ static int sto_chunk_ver(void *arg, uint32_t chain, uint64_t ino, uint32_t index
 
 static int sto_write_if(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t len,
                         const void *buf, const struct file_io_chunk_state *expect,
-                        struct file_io_chunk_state *now)
+                        uint64_t create_ver, struct file_io_chunk_state *now)
 {
 	struct storage_loc loc = {.chain = chain};
 	struct sto_write_resp r;
-	int rc = storage_client_write_if(arg, &loc, ino, index, len, buf,
-	                                 expect->ver ? expect->ver : STO_WIF_ABSENT, expect->len,
-	                                 expect->crc, &r);
+	int rc = storage_client_write_if_at(arg, &loc, ino, index, len, buf,
+	                                    expect->ver ? expect->ver : STO_WIF_ABSENT, expect->len,
+	                                    expect->crc, expect->ver ? 0 : create_ver, &r);
 	if (rc == 0 && now)
 		*now = (struct file_io_chunk_state){r.commit_ver, r.len, r.crc};
 	return rc == -CFS_EBADMSG_TYPE ? -EOPNOTSUPP : rc;

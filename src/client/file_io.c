@@ -1669,13 +1669,14 @@ int fio_chunk0_ver(file_io *f, file_io_inode *fi, struct file_io_chunk_state *ve
 }
 
 int fio_write_chunk0_if(file_io *f, file_io_inode *fi, const void *buf, uint32_t len,
-                        const struct file_io_chunk_state *expect, struct file_io_chunk_state *ver)
+                        const struct file_io_chunk_state *expect, uint64_t create_ver,
+                        struct file_io_chunk_state *ver)
 {
 	if (!fio_can_fence(f))
 		return -EOPNOTSUPP;
-	int rc = f->o.backend.write_if(f->o.backend.arg,
-	                               meta_layout_chain(&fi->layout, fi->perm, 0), fi->ino, 0, len,
-	                               buf, expect, ver);
+	int rc =
+	    f->o.backend.write_if(f->o.backend.arg, meta_layout_chain(&fi->layout, fi->perm, 0),
+	                          fi->ino, 0, len, buf, expect, create_ver, ver);
 	pthread_mutex_lock(&fi->lock);
 	ra_drop_all(fi);
 	pthread_mutex_unlock(&fi->lock);

@@ -98,12 +98,14 @@ struct file_io_backend {
 	 * (ver 0: absent; else version, length and CRC), decided there: 0
 	 * with the chunk's new state in *NOW (may be NULL), -ESTALE when it
 	 * is not (nothing written), -EOPNOTSUPP when storage cannot decide it
-	 * (a head that predates the condition; nothing written). */
+	 * (a head that predates the condition; nothing written). A chunk made
+	 * "if absent" gets version CREATE_VER when it is not 0 and storage
+	 * can (else 1: *NOW says which). */
 	int (*chunk_ver)(void *arg, uint32_t chain, uint64_t ino, uint32_t index,
 	                 struct file_io_chunk_state *st);
 	int (*write_if)(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t len,
 	                const void *buf, const struct file_io_chunk_state *expect,
-	                struct file_io_chunk_state *now);
+	                uint64_t create_ver, struct file_io_chunk_state *now);
 };
 
 /* Zero fields take the defaults in brackets. */

@@ -16,8 +16,8 @@
  * CONVERSION (meta_idata.c has the server half). With empty data: one
  * commit with EMPTY. Otherwise (docs/inline-data.md "Growing past the
  * threshold" has the rule and why it holds): chunk 0's version V, from
- * the answer to a placeholder of one zero byte written "if absent", or,
- * refused, read;
+ * the answer to a placeholder of one zero byte written "if absent" at a
+ * random version (placeholder_ver), or, refused, read;
  * begin claims the file and returns the bytes and their version; chunk 0
  * is replaced by the bytes only if its version is still V (the chain's
  * head decides, under the chunk's lock: STO_WRITE_IF), else the loop
@@ -49,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -321,6 +322,28 @@ static void convert_hold(int attempted)
 	}
 }
 
+/* The version a placeholder is made at: random in [2^32, 2^62), one per
+ * attempt. A chunk 0 made again after a removal by ordinary writes starts
+ * at 1 and counts up by one, so it never reaches a state a stalled
+ * converter read from a placeholder (or from the replaces after one)
+ * while that converter can still act: the fence's "same version, length
+ * and CRC" then needs that many writes (docs/inline-data.md "The
+ * fence"). Two placeholders collide with odds 2^-62. */
+static uint64_t placeholder_ver(uint64_t ino)
+{
+	static _Atomic uint64_t n;
+	uint64_t r = 0;
+	if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
+		/* splitmix64 of what differs between attempts */
+		r = clock_mono_ns() ^ ((uint64_t)getpid() << 40) ^ ino ^
+		    (atomic_fetch_add(&n, 1) * 0x9e3779b97f4a7c15ULL);
+		r = (r ^ (r >> 30)) * 0xbf58476d1ce4e5b9ULL;
+		r = (r ^ (r >> 27)) * 0x94d049bb133111ebULL;
+		r ^= r >> 31;
+	}
+	return (1ULL << 32) + r % ((1ULL << 62) - (1ULL << 32));
+}
+
 int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st)
 {
 	if (!fio_idata_on(st))
@@ -362,10 +385,13 @@ int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st)
 			 * and a late copy would land there (the old bytes
 			 * showing when the file is extended). A placeholder of
 			 * one zero byte "if absent" first, whose late landing
-			 * shows zeros; landed, its answer is V; refused, chunk 0
-			 * exists and is read. */
+			 * shows zeros, made at a random version (a nonce: the
+			 * same byte written by the application to a chunk 0
+			 * made again is at 1, not at V); landed, its answer is
+			 * V; refused, chunk 0 exists and is read. */
 			static const uint8_t zero[1];
-			rc = fio_write_chunk0_if(f, fi, zero, 1, &absent, &v0);
+			rc =
+			    fio_write_chunk0_if(f, fi, zero, 1, &absent, placeholder_ver(ino), &v0);
 			if (rc == -ESTALE)
 				rc = fio_chunk0_ver(f, fi, &v0);
 			if (rc == -EOPNOTSUPP) {
@@ -402,8 +428,8 @@ int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st)
 			 * tail goes with the replace); one zero byte when there
 			 * are none, so that this commit too follows a change. */
 			static const uint8_t zero[1];
-			rc = fio_write_chunk0_if(f, fi, d.len ? d.buf : zero, d.len ? d.len : 1, &v0,
-			                         NULL);
+			rc = fio_write_chunk0_if(f, fi, d.len ? d.buf : zero, d.len ? d.len : 1,
+			                         &v0, 0, NULL);
 			if (rc == -ESTALE) {
 				LOG_INFO("client", "inline data: chunk 0 changed meanwhile, again: ino=%llu",
 				         (unsigned long long)ino);

@@ -34,10 +34,12 @@ int fio_can_fence(const file_io *f);
 /* Chunk 0's state (ver 0: absent) into *ST; 0 or <0. */
 int fio_chunk0_ver(file_io *f, file_io_inode *fi, struct file_io_chunk_state *st);
 /* Chunk 0 becomes BUF's LEN bytes if its state is *EXPECT (ver 0:
- * absent): 0 with its new state in *NOW (may be NULL), -ESTALE,
- * -EOPNOTSUPP (backend.write_if's contract), or <0. */
+ * absent; then made at CREATE_VER when storage can, 0: 1): 0 with its
+ * new state in *NOW (may be NULL), -ESTALE, -EOPNOTSUPP
+ * (backend.write_if's contract), or <0. */
 int fio_write_chunk0_if(file_io *f, file_io_inode *fi, const void *buf, uint32_t len,
-                        const struct file_io_chunk_state *expect, struct file_io_chunk_state *now);
+                        const struct file_io_chunk_state *expect, uint64_t create_ver,
+                        struct file_io_chunk_state *now);
 /* Removes chunk 0 of FI when the backend can (0 otherwise). */
 int fio_remove_chunk0(file_io *f, file_io_inode *fi);
 

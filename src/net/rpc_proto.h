@@ -189,7 +189,8 @@
  *                     resp: as STO_WRITE's (the chunk after the cut); to the head only,
  *                           it goes down the chain as a replace STO_WRITE
  *  320 STO_WRITE_IF   req:  STO_WRITE's fields, then u64 expect (0: absent, all ones:
- *                           present); bulk = data
+ *                           present); bulk = data; expect 0: update_ver != 0 is the
+ *                           version the chunk is made at
  *                     resp: as STO_WRITE's; to the head only: a replace applied only
  *                           if the chunk's version is EXPECT (else -ESTALE, cached for
  *                           exactly-once), down the chain as a replace STO_WRITE

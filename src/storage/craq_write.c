@@ -99,8 +99,13 @@
  * condition. A chunk's version only grows while it exists, so "EXPECT
  * still holds" means "nothing changed the chunk since EXPECT was seen"
  * unless it was removed and made again in between up to that version,
- * with the same length and CRC (the inline data conversion and chunk 0,
- * docs/inline-data.md "The fence").
+ * with the same length and CRC. A chunk made "if absent" may be given
+ * its first version by the client (the request's update_ver, 0: 1, as
+ * any new chunk): the inline data conversion names a random one far
+ * above any count of writes (a nonce), so that a chunk made again by
+ * ordinary writes, which starts at 1, never comes back to a state its
+ * converter read (docs/inline-data.md "The fence"). Heads before this
+ * rule ignore the field and make it at 1.
  *
  * LOCAL FAILURE AFTER THE SUCCESSOR APPLIED (pipelining's rule). When a
  * member's own apply fails (disk error, engine in ERROR) while its forward
@@ -1069,7 +1074,7 @@ static void locked(void *arg)
 		o->op = (struct chunk_op){ .type = CHUNK_OP_WRITE, .done = applied, .arg = o,
 					   .id = o->id, .off = o->w.off, .len = o->w.len,
 					   .data = o->data,
-					   .update_ver = o->head ? 0 : o->w.update_ver,
+					   .update_ver = o->head && !o->cond ? 0 : o->w.update_ver,
 					   .chain_ver = o->w.chain_ver, .flags = fl,
 					   .page_crc = o->page_crc, .data_crc = o->w.crc };
 	} else {

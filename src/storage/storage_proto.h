@@ -84,7 +84,7 @@ enum sto_read_flags {
 	F(u32, target) F(u32, chain) F(u32, chain_ver)                     \
 	F(u64, ino)                                                        \
 	F(u32, idx) F(u32, off) F(u32, len) F(u32, crc)                    \
-	F(u64, update_ver) /* 0 from clients; the head assigns */          \
+	F(u64, update_ver) /* 0 from clients (WRITE_IF: see there) */      \
 	F(u32, flags)      /* STO_WF_* */                                  \
 	F(u64, client) F(u64, channel) F(u64, seq) /* exactly-once key; seq 0 = untracked */
 WIRE_STRUCT(sto_write_req, STO_WRITE_REQ);
@@ -101,8 +101,10 @@ WIRE_STRUCT(sto_write_req, STO_WRITE_REQ);
  * success, nothing written or forwarded). What the successors get is an
  * ordinary replace WRITE at the head's next version. Chains only (chain
  * != 0: -EINVAL otherwise). A service from before the message answers
- * -CFS_EBADMSG_TYPE: the condition is never ignored. Resp: a WRITE
- * response. */
+ * -CFS_EBADMSG_TYPE: the condition is never ignored. With EXPECT
+ * STO_WIF_ABSENT, a nonzero UPDATE_VER is the version the chunk is made
+ * at (else 1; a service from before that rule always makes it at 1).
+ * Resp: a WRITE response. */
 #define STO_WIF_ABSENT 0ULL
 #define STO_WIF_PRESENT UINT64_MAX
 #define STO_WRITE_IF_REQ(F) STO_WRITE_REQ(F) F(u64, expect) F(u32, expect_len) F(u32, expect_crc)

@@ -272,6 +272,11 @@ static void handle_write_if(struct rpc_req *req, void *arg)
 				   .ino = m.ino, .idx = m.idx, .off = m.off, .len = m.len,
 				   .crc = m.crc, .flags = (m.flags & STO_WF_NOFLUSH) | STO_WF_REPLACE,
 				   .client = m.client, .channel = m.channel, .seq = m.seq };
+	/* A chunk made "if absent" takes the version the client named
+	 * (craq_write.c "Conditional writes": the placeholder's nonce); a
+	 * write of an existing chunk is numbered by the head as ever. */
+	if (m.expect == STO_WIF_ABSENT)
+		w.update_ver = m.update_ver;
 	uint32_t *page_crc = NULL;
 	/* Never a forward: the successors get a plain replace WRITE. */
 	if (!m.chain || (m.flags & (STO_WF_FORWARDED | STO_WF_SYNC)))

@@ -662,13 +662,23 @@ int storage_client_write_if(struct storage_client *c, const struct storage_loc *
                             uint32_t idx, uint32_t len, const void *data, uint64_t expect,
                             uint32_t expect_len, uint32_t expect_crc, struct sto_write_resp *out)
 {
-	if (!len || !data || !loc->chain)
+	return storage_client_write_if_at(c, loc, ino, idx, len, data, expect, expect_len,
+	                                  expect_crc, 0, out);
+}
+
+int storage_client_write_if_at(struct storage_client *c, const struct storage_loc *loc,
+                               uint64_t ino, uint32_t idx, uint32_t len, const void *data,
+                               uint64_t expect, uint32_t expect_len, uint32_t expect_crc,
+                               uint64_t create_ver, struct sto_write_resp *out)
+{
+	if (!len || !data || !loc->chain || (create_ver && expect != STO_WIF_ABSENT))
 		return -EINVAL;
 	struct sto_write_if_req m = {.ino = ino,
 	                             .idx = idx,
 	                             .len = len,
 	                             .crc = crc32c(0, data, len),
 	                             .flags = STO_WF_REPLACE,
+	                             .update_ver = create_ver,
 	                             .client = c->client_id,
 	                             .expect = expect,
 	                             .expect_len = expect_len,

@@ -122,6 +122,14 @@ int storage_client_read_async(struct storage_client *c, struct storage_read *r, 
 int storage_client_write_if(struct storage_client *c, const struct storage_loc *loc, uint64_t ino,
 			    uint32_t idx, uint32_t len, const void *data, uint64_t expect,
 			    uint32_t expect_len, uint32_t expect_crc, struct sto_write_resp *out);
+/* storage_client_write_if that, with EXPECT STO_WIF_ABSENT and CREATE_VER
+ * != 0, makes the chunk at version CREATE_VER instead of 1 (OUT tells
+ * which: a head from before that rule makes it at 1). CREATE_VER with
+ * another EXPECT: -EINVAL. */
+int storage_client_write_if_at(struct storage_client *c, const struct storage_loc *loc,
+			       uint64_t ino, uint32_t idx, uint32_t len, const void *data,
+			       uint64_t expect, uint32_t expect_len, uint32_t expect_crc,
+			       uint64_t create_ver, struct sto_write_resp *out);
 
 /* Writes LEN bytes at OFF of chunk (INO, IDX). FLAGS: STO_WF_REPLACE,
  * STO_WF_NOFLUSH (cache mode, storage_proto.h) and/or STO_WF_IF_ABSENT

@@ -9,7 +9,9 @@
  *   never a hole or a mix;
  * - a second mount reads what the first wrote, after close;
  * - a converter stalled past its claim does not land the old inline bytes
- *   over what another mount converted and wrote meanwhile;
+ *   over what another mount converted and wrote meanwhile, even when the
+ *   file was cut to 0 and chunk 0 written again with its placeholder's
+ *   bytes;
  * - small files read whole through a mount with nothing cached cost well
  *   under one meta request each (open-ahead), with the local disk's bytes,
  *   and another mount's rewrite and unlink show within the bounds;
@@ -607,6 +609,66 @@ static void test_stalled_after_cut(void **state)
 	free(b);
 }
 
+#define CS (1 << 20) /* the default chunk size */
+
+/* Case (c), the placeholder's collision: mount 2's conversion wrote its
+ * placeholder (one zero byte, chunk 0 absent before) and read its state,
+ * then is held past its lease; mount 1 converts, commits, cuts the file
+ * to 0 (chunk 0 removed) and writes what the placeholder was, one zero
+ * byte at 0 (chunk 0 made again by that write), and more in chunk 1;
+ * mount 2 goes on. When the placeholder was made at version 1, as any
+ * new chunk, chunk 0 was back at the very state mount 2 read (1, 1,
+ * crc(0)) and its late copy of the old inline bytes landed over mount
+ * 1's acknowledged byte and the zeros after it ("byte 0 is 60, want 0").
+ * Now the placeholder is made at a random version far above any count of
+ * writes: mount 2's replace is refused; it starts over, finds the file
+ * chunked and writes its 100 bytes at T. */
+static void test_stalled_placeholder(void **state)
+{
+	(void)state;
+	char hold[700], held[720], p1[1024], p2[1024];
+	snprintf(hold, sizeof(hold), "%s/convert_hold_ph", env.dir);
+	snprintf(held, sizeof(held), "%s.held", hold);
+	unlink(held);
+	assert_int_equal(setenv("CFS_FAULTINJ_CONVERT_HOLD", hold, 1), 0);
+	start_mount2();
+	unsetenv("CFS_FAULTINJ_CONVERT_HOLD");
+	snprintf(p1, sizeof(p1), "%s/stalled_ph", env.mnt);
+	snprintf(p2, sizeof(p2), "%s/stalled_ph", mnt2);
+	write_file(p1, 1000, 60); /* inline; no chunk 0 yet */
+	assert_true(integ_wait_visible(p2, 10000));
+	put_text(hold, "");
+	struct stall_writer w = {.path = p2};
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, stall_write, &w), 0);
+	wait_held(held); /* past its placeholder and its begin */
+	clock_sleep_ms(10000 + 1500); /* META_IDATA_LEASE_NS, and some */
+	uint8_t *b = calloc(1, CS + 100);
+	assert_non_null(b);
+	fill(b, 0, 2000, 62);
+	int fd = open(p1, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, b, 2000, 2 * T), 2000); /* converts */
+	assert_int_equal(fsync(fd), 0);
+	assert_int_equal(ftruncate(fd, 0), 0);
+	static const uint8_t zero[1];
+	assert_int_equal(pwrite(fd, zero, 1, 0), 1); /* the placeholder's bytes */
+	assert_int_equal(fsync(fd), 0);
+	fill(b, CS, 100, 63);
+	assert_int_equal(pwrite(fd, b, 100, CS), 100); /* chunk 1: chunk 0 stays */
+	assert_int_equal(fsync(fd), 0);
+	assert_int_equal(close(fd), 0);
+	memset(b, 0, CS + 100);
+	unlink(hold);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(w.rc, 0);
+	stop_mount2();
+	fill(b + T, T, 100, 61);
+	fill(b + CS, CS, 100, 63);
+	expect_file(p2, b, CS + 100, 60);
+	free(b);
+}
+
 /* ---- open-ahead (fuse_fs.c "Open-ahead") ---- */
 
 #define OA_DIRS 4
@@ -1185,6 +1247,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_stalled_converter),
 		cmocka_unit_test(test_stalled_attempted),
 		cmocka_unit_test(test_stalled_after_cut),
+		cmocka_unit_test(test_stalled_placeholder),
 		cmocka_unit_test(test_open_ahead),
 		cmocka_unit_test(test_cached_open),
 		cmocka_unit_test(test_stored_pages),

@@ -1521,6 +1521,28 @@ static void test_write_if(void **state)
 			 0);
 	assert_replicas_len(&e, 81, 0, 300, crc32c(0, a, 300));
 
+	/* made "if absent" at a version the client names (the inline data
+	 * placeholder's nonce): every replica holds it at that version, and
+	 * the next write numbers from there */
+	const uint64_t nv = (1ull << 40) + 7;
+	assert_int_equal(storage_client_write_if_at(e.cli, &loc, 83, 0, 1, a, 1, 1, 0, nv, NULL),
+			 -EINVAL);
+	assert_int_equal(storage_client_write_if_at(e.cli, &loc, 83, 0, 1, a, STO_WIF_ABSENT, 0, 0,
+						    nv, &wr),
+			 0);
+	assert_int_equal(wr.commit_ver, nv);
+	assert_replicas_len(&e, 83, 0, 1, crc32c(0, a, 1));
+	for (int i = 0; i < 6; i++) { /* reads rotate over the replicas */
+		assert_int_equal(storage_client_query(e.cli, &loc, 83, 0, 0, &q1), 0);
+		assert_int_equal(q1.commit_ver, nv);
+	}
+	assert_int_equal(storage_client_write(e.cli, &loc, 83, 0, 0, 10, b, 0, &wr), 0);
+	assert_int_equal(wr.commit_ver, nv + 1);
+	/* removed and made again by a write: back at 1, far from it */
+	assert_int_equal(storage_client_remove(e.cli, &loc, 83, 0, 1, NULL), 0);
+	assert_int_equal(storage_client_write(e.cli, &loc, 83, 0, 0, 1, a, 0, &wr), 0);
+	assert_int_equal(wr.commit_ver, 1);
+
 	/* exactly-once: a refusal repeated after the chunk is gone */
 	assert_int_equal(raw_write_if(&e, 82, 1, STO_WIF_ABSENT, a, 4000), 0);
 	assert_int_equal(raw_write_if(&e, 82, 2, STO_WIF_ABSENT, b, 4000), -ESTALE);
