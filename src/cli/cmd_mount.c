@@ -31,6 +31,7 @@
 #include "cli/cli.h"
 #include "client/file_io.h"
 #include "client/meta_client.h"
+#include "meta/meta.h"
 #include "meta/meta_local.h"
 #include "storage_client/storage_client.h"
 #include "common/cfg.h"
@@ -352,8 +353,9 @@ static int sto_remove(void *arg, uint32_t chain, uint64_t ino, uint32_t begin, u
 	return storage_client_remove(arg, &loc, ino, begin, end, NULL);
 }
 
-static int sto_chunk_ver(void *arg, uint32_t chain, uint64_t ino, uint32_t index,
-                         struct file_io_chunk_state *st)
+/* Chunk metadata as the query answers it (any replica, pending or not). */
+static int chunk_query(void *arg, uint32_t chain, uint64_t ino, uint32_t index,
+                       struct file_io_chunk_state *st)
 {
 	struct storage_loc loc = {.chain = chain};
 	struct sto_query_resp q;
@@ -361,6 +363,39 @@ static int sto_chunk_ver(void *arg, uint32_t chain, uint64_t ino, uint32_t index
 	*st = rc == 0 ? (struct file_io_chunk_state){q.commit_ver, q.len, q.crc}
 	              : (struct file_io_chunk_state){0};
 	return rc == -ENOENT ? 0 : rc;
+}
+
+/* The chunk is read whole rather than queried: a replica answers a read
+ * only when the chunk has no update pending there (-CFS_ENOT_COMMITTED,
+ * retried; craq_write.c "Pending versions"), and a member holds the
+ * chunk's lock from its apply until its successor answered, so the
+ * version read is one the tail applied: the chain's, never one a failing
+ * head takes with it (a query answers the head's copy as it is). Chunks
+ * longer than any inline data (a converted file's chunk 0: the begin
+ * that follows finds the file chunked and uses nothing of it) are
+ * queried. */
+static int sto_chunk_ver(void *arg, uint32_t chain, uint64_t ino, uint32_t index,
+                         struct file_io_chunk_state *st)
+{
+	enum { CAP = META_IDATA_MAX + 1 };
+	*st = (struct file_io_chunk_state){0};
+	uint8_t *buf = malloc(CAP);
+	if (!buf)
+		return -ENOMEM;
+	struct storage_read r = {
+	    .loc = {.chain = chain}, .ino = ino, .idx = index, .off = 0, .len = CAP, .dst = buf};
+	int rc = storage_client_read(arg, &r, 1, 0);
+	free(buf);
+	if (rc)
+		return rc;
+	if (r.result == -ENOENT)
+		return 0;
+	if (r.result < 0)
+		return r.result;
+	if (r.result >= CAP)
+		return chunk_query(arg, chain, ino, index, st);
+	*st = (struct file_io_chunk_state){r.commit_ver, (uint32_t)r.result, r.result ? r.crc : 0};
+	return 0;
 }
 
 static int sto_write_if(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t len,

@@ -100,7 +100,9 @@ struct file_io_backend {
 	 * is not (nothing written), -EOPNOTSUPP when storage cannot decide it
 	 * (a head that predates the condition; nothing written). A chunk made
 	 * "if absent" gets version CREATE_VER when it is not 0 and storage
-	 * can (else 1: *NOW says which). */
+	 * can (else 1: *NOW says which). CHUNK_VER's state is one every
+	 * replica applied (the chain's committed one), never a pending one a
+	 * failing head could take with it. */
 	int (*chunk_ver)(void *arg, uint32_t chain, uint64_t ino, uint32_t index,
 	                 struct file_io_chunk_state *st);
 	int (*write_if)(void *arg, uint32_t chain, uint64_t ino, uint32_t index, uint32_t len,
