@@ -322,6 +322,31 @@ static void convert_hold(int attempted)
 	}
 }
 
+/* Fault injection (tests only): while the hold file (above) starts with
+ * "placed", a conversion fails with -EIO right after its placeholder
+ * landed, before its begin, as if its process died there (having
+ * created the ".held" name: test_integ_idata test_placeholder_leak). */
+static int convert_placed_fault(void)
+{
+	const char *p = getenv("CFS_FAULTINJ_CONVERT_HOLD");
+	if (!p)
+		return 0;
+	int fd = open(p, O_RDONLY);
+	if (fd < 0)
+		return 0;
+	char b[6] = {0};
+	ssize_t n = read(fd, b, sizeof(b));
+	close(fd);
+	if (n != (ssize_t)sizeof(b) || memcmp(b, "placed", sizeof(b)) != 0)
+		return 0;
+	char held[4200];
+	snprintf(held, sizeof(held), "%s.held", p);
+	fd = open(held, O_WRONLY | O_CREAT, 0644);
+	if (fd >= 0)
+		close(fd);
+	return 1;
+}
+
 /* The version a placeholder is made at: random in [2^32, 2^62), one per
  * attempt. A chunk 0 made again after a removal by ordinary writes starts
  * at 1 and counts up by one, so it never reaches a state a stalled
@@ -369,7 +394,7 @@ int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st)
 		if (rc == -EAGAIN)
 			rc = 0; /* not empty after all (or still inline): copy below */
 	}
-	int fenced = fio_can_fence(f);
+	int fenced = fio_can_fence(f), marked = 0;
 	while (rc == 0 && fio_idata_on(st)) {
 		/* Fenced: chunk 0's version, read BEFORE the begin: a begin
 		 * that then finds the file inline proves no conversion
@@ -389,9 +414,30 @@ int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st)
 			 * same byte written by the application to a chunk 0
 			 * made again is at 1, not at V); landed, its answer is
 			 * V; refused, chunk 0 exists and is read. */
+			if (!marked) {
+				/* Meta learns first that chunk 0 may exist, so
+				 * that GC removes it with the file even if this
+				 * client dies before its begin (which says so
+				 * too). A meta from before MARK: -EAGAIN. */
+				rc = meta_client_idata_commit(mc, &ROOT, ino, UINT64_MAX,
+				                              META_IDATA_COMMIT_MARK, in);
+				if (rc == -CFS_ENOTINLINE) {
+					rc = learn_chunked(f, fi, st);
+					if (rc == -EAGAIN)
+						rc = 0;
+					continue;
+				}
+				if (rc == -EAGAIN)
+					rc = 0;
+				if (rc < 0)
+					break;
+				marked = 1;
+			}
 			static const uint8_t zero[1];
 			rc =
 			    fio_write_chunk0_if(f, fi, zero, 1, &absent, placeholder_ver(ino), &v0);
+			if (rc == 0 && convert_placed_fault())
+				rc = -EIO;
 			if (rc == -ESTALE)
 				rc = fio_chunk0_ver(f, fi, &v0);
 			if (rc == -EOPNOTSUPP) {

@@ -334,6 +334,12 @@ int meta_fsync(meta_ctx *m, uint64_t ino, const struct meta_length *len, int que
 #define META_IDATA_LEASE_NS (10LL * 1000000000LL)
 enum meta_idata_commit_flags {
 	META_IDATA_COMMIT_EMPTY = 1, /* flip only if the data is empty (no begin needed) */
+	/* Flip nothing: record that this client is about to write chunk 0's
+	 * placeholder (META_IDATA_F_PLACED), so that GC removes the chunks
+	 * of the file even if no begin follows. Send it with VER UINT64_MAX:
+	 * a meta from before the flag takes it as a commit whose version
+	 * never matches and answers -EAGAIN, changing nothing. */
+	META_IDATA_COMMIT_MARK = 2,
 };
 /* Inline bytes as calls return them: BUF is the caller's, META_IDATA_MAX bytes. */
 struct meta_idata_out {

@@ -658,7 +658,7 @@ static int gc_read_body(kv_txn *t, void *arg)
 			rc = meta_idata_get(t, a->ino[i], 1, &r);
 			if (rc < 0 && rc != -CFS_ECORRUPT)
 				return rc;
-			a->no_chunks[i] = rc >= 0 && !(r.flags & META_IDATA_F_ATTEMPTED);
+			a->no_chunks[i] = rc >= 0 && !(r.flags & META_IDATA_F_CHUNK0);
 		}
 	}
 	return 0;
@@ -687,7 +687,7 @@ static int gc_chunks_since(kv_txn *t, struct gc_arg *a, int i)
 		return 1; /* as gc_read_body: a record it cannot read may hide an attempt */
 	if (rc < 0)
 		return rc;
-	return rc > 0 && (r.flags & META_IDATA_F_ATTEMPTED) ? 1 : 0;
+	return rc > 0 && (r.flags & META_IDATA_F_CHUNK0) ? 1 : 0;
 }
 
 static int gc_finish_body(kv_txn *t, void *arg)

@@ -25,7 +25,11 @@
  * conversion: the next converter replaces that chunk whole (a client
  * without the conditional write removes it first; file_io_idata.c), an
  * EMPTY commit is refused, and GC removes chunks only for such files (an
- * inline file that never began converting has none). A converter's late
+ * inline file that never began converting has none). Bit PLACED (set by
+ * a MARK commit, which a converter sends before it writes chunk 0's
+ * placeholder, i.e. before its begin) does the same for GC and EMPTY: a
+ * converter that dies between the placeholder and the begin leaves a
+ * chunk 0 that GC removes with the file. A converter's late
  * chunk-0 write after another's commit is fenced at storage, not here
  * (docs/inline-data.md "The fence").
  *
@@ -277,13 +281,19 @@ static int commit_body(kv_txn *t, void *arg)
 		return -CFS_ENOTINLINE;
 	if ((rc = meta_idata_get(t, a->ino, 0, &r)) < 0)
 		return rc;
+	if (a->flags & META_IDATA_COMMIT_MARK) {
+		if (r.flags & META_IDATA_F_PLACED)
+			return 0;
+		r.flags |= META_IDATA_F_PLACED;
+		return meta_idata_put(t, a->ino, &r);
+	}
 	if (a->flags & META_IDATA_COMMIT_EMPTY) {
 		/* After an attempt chunk 0 may hold its bytes (even when the
 		 * data was cut to nothing since): flipping without removing
 		 * them would expose them under the next write or extension.
 		 * -EAGAIN sends the client the long way (begin, which says
 		 * ATTEMPTED and waits out a live claim, then the removal). */
-		if (r.len || (r.flags & META_IDATA_F_ATTEMPTED))
+		if (r.len || (r.flags & META_IDATA_F_CHUNK0))
 			return -EAGAIN;
 	} else if (r.conv_owner != client_of(a->rq) || r.ver != a->ver) {
 		return -EAGAIN;

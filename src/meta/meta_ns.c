@@ -605,7 +605,7 @@ static int drop_now(kv_txn *t, const struct meta_inode *in)
 	int found = meta_idata_get(t, in->ino, 0, &r);
 	if (found < 0)
 		return found == -CFS_ECORRUPT ? 0 : found;
-	if (found == 1 && (r.flags & META_IDATA_F_ATTEMPTED))
+	if (found == 1 && (r.flags & META_IDATA_F_CHUNK0))
 		return 0;
 	int rc = meta_has_sessions(t, in->ino, 0);
 	return rc < 0 ? rc : rc ? 0 : 1 + found;

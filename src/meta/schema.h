@@ -213,6 +213,9 @@ int meta_idalloc_decode(const void *p, size_t n, uint64_t *next);
 
 #define META_IDATA_MAX 65536         /* bytes of inline data a file may hold, at most */
 #define META_IDATA_F_ATTEMPTED 1     /* a conversion to chunks was started */
+#define META_IDATA_F_PLACED 2        /* chunk 0's placeholder may be written */
+/* Chunk 0 may exist: GC removes chunks, an EMPTY commit is refused. */
+#define META_IDATA_F_CHUNK0 (META_IDATA_F_ATTEMPTED | META_IDATA_F_PLACED)
 /* The IDAT record (data borrowed: points into the record for decode, the
  * caller's bytes for encode). */
 struct meta_idata_rec {

@@ -323,6 +323,57 @@ static void test_gc_link_fsck(void **state)
 	assert_int_equal(r.inodes, 1); /* the root */
 }
 
+/* MARK (a converter about to write chunk 0's placeholder, before its
+ * begin): no claim, no flip; the file's chunk 0 may exist from then on,
+ * so an EMPTY commit is refused and the last unlink goes through GC,
+ * which removes it, even though no begin ever came (the converter died
+ * between its placeholder and its begin). Unmarked: no storage call. */
+static void test_convert_mark(void **state)
+{
+	uint64_t p = mk("p", META_O_IDATA);
+	struct meta_inode in;
+	struct meta_req a = {100, 0, 0}, b = {200, 0, 0};
+	struct meta_idata_out d = {.buf = got};
+	assert_int_equal(meta_idata_write(M, fx_req(9), p, 0, "pppp", 4, &in), 0);
+	assert_int_equal(
+	    meta_idata_convert_commit(M, &a, p, UINT64_MAX, META_IDATA_COMMIT_MARK, &in), 0);
+	assert_true(in.idata);
+	assert_int_equal(in.size, 4);
+	/* again: nothing changes */
+	assert_int_equal(
+	    meta_idata_convert_commit(M, &a, p, UINT64_MAX, META_IDATA_COMMIT_MARK, &in), 0);
+	uint32_t perm[META_MAX_STRIPE];
+	meta_layout_perm(in.layout.seed, in.layout.stripe, perm);
+	fx_put_chunk(&F.st, meta_layout_chain(&in.layout, perm, 0), p, 0, 1); /* the placeholder */
+	/* no claim: another client begins at once; neither ATTEMPTED yet */
+	assert_int_equal(meta_idata_read(M, p, &in, &d), 0);
+	assert_true(d.flags & META_IDATA_F_PLACED);
+	assert_false(d.flags & META_IDATA_F_ATTEMPTED);
+	/* cut to nothing: the EMPTY flip would keep the placeholder */
+	struct meta_setattr sa = {.valid = META_SET_SIZE, .size = 0};
+	assert_int_equal(meta_setattr(M, &FX_ROOT, fx_req(9), p, &sa, &in), 0);
+	assert_int_equal(meta_idata_convert_commit(M, &b, p, 0, META_IDATA_COMMIT_EMPTY, &in),
+	                 -EAGAIN);
+	/* the last unlink: GC removes the chunk */
+	assert_int_equal(meta_unlink(M, &FX_ROOT, fx_req(9), R1, N("p")), 0);
+	assert_int_equal(meta_gc_step(M), 1);
+	assert_int_equal(fx_count_chunks(&F.st, p), 0);
+	assert_int_equal(meta_getattr(M, p, &in), -ENOENT);
+	/* an unmarked inline file: the unlink deletes it, no storage call */
+	uint64_t q = mk("q", META_O_IDATA);
+	assert_int_equal(meta_idata_write(M, fx_req(9), q, 0, "q", 1, &in), 0);
+	int calls = F.st.remove_calls;
+	assert_int_equal(meta_unlink(M, &FX_ROOT, fx_req(9), R1, N("q")), 0);
+	assert_int_equal(meta_gc_step(M), 0);
+	assert_int_equal(F.st.remove_calls, calls);
+	/* chunked: MARK answers so */
+	uint64_t c = mk("c", META_O_IDATA);
+	assert_int_equal(meta_idata_convert_commit(M, &a, c, 0, META_IDATA_COMMIT_EMPTY, &in), 0);
+	assert_int_equal(
+	    meta_idata_convert_commit(M, &a, c, UINT64_MAX, META_IDATA_COMMIT_MARK, &in),
+	    -CFS_ENOTINLINE);
+}
+
 /* The converter of test_gc_decides_in_clear: begins a conversion of the
  * file and writes its bytes to chunk 0, between GC's read and its clear. */
 static uint64_t late_ino;
@@ -477,6 +528,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_length_reports_ignored, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_convert, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_convert_empty, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_convert_mark, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gc_link_fsck, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gc_decides_in_clear, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gc_decides_in_clear_retried, setup, teardown),
