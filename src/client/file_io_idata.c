@@ -15,9 +15,12 @@
  *
  * CONVERSION (meta_idata.c has the server half). With empty data: one
  * commit with EMPTY. Otherwise (docs/inline-data.md "Growing past the
- * threshold" has the rule and why it holds): chunk 0's version V, from
- * the answer to a placeholder of one zero byte written "if absent" at a
- * random version (placeholder_ver), or, refused, read;
+ * threshold" has the rule and why it holds): meta told (MARK) that chunk
+ * 0 may exist from now on, so that GC removes it with the file even if
+ * this client dies before its begin; chunk 0's version V, from the
+ * answer to a placeholder of one zero byte written "if absent" at a
+ * random version (placeholder_ver), or, refused, read (a committed
+ * version: file_io_backend.chunk_ver);
  * begin claims the file and returns the bytes and their version; chunk 0
  * is replaced by the bytes only if its version is still V (the chain's
  * head decides, under the chunk's lock: STO_WRITE_IF), else the loop
