@@ -2276,7 +2276,12 @@ static void test_partition(void **state)
  * recovers. Before, the link thread stored ONLINE over the fence: X
  * reported ONLINE while not started, mgmtd made it SYNCING, and the link
  * thread's startup fencing waits while a target is SYNCING, so X never
- * started again: the chain stayed at two members for good. */
+ * started again: it refused its predecessor's forwards, whose writes hung
+ * until the forward deadline (30 s) fenced that healthy predecessor.
+ *
+ * The hold (1.5 s) is shorter than the fence's rejoin backoff (2 s from
+ * the fence): were it longer, the tick after it would start X again
+ * before mgmtd saw the ONLINE report, and the bug would not show. */
 static void test_link_state_fence(void **state)
 {
 	(void)state;
@@ -2296,17 +2301,21 @@ static void test_link_state_fence(void **state)
 	assert_true(wait_chain(&e, 2, x, CHAIN_PS_OFFLINE, 20000));
 	assert_true(writes_progress(&w, 20, 20000));
 	char hold[800], fence[800];
-	arm_fault(&e, 0, "faultinj_link_state_hold", "3000", hold, sizeof(hold));
+	arm_fault(&e, 0, "faultinj_link_state_hold", "1500", hold, sizeof(hold));
 	tcp_proxy_cut(e.proxy, false);
 	wait_consumed(hold, 30000);
 	uint64_t t0 = clock_mono_ms();
 	arm_fault(&e, 0, "faultinj_fence_now", "", fence, sizeof(fence));
 	wait_consumed(fence, 30000);
 	/* the fence landed inside the hold: the test tested what it says */
-	assert_true(clock_mono_ms() < t0 + 2500);
-	assert_chain_recovers(&e, 60000);
+	assert_true(clock_mono_ms() < t0 + 1200);
+	/* back after the backoff and a resync: well before the 30 s a stuck
+	 * X would cost */
+	assert_chain_recovers(&e, 15000);
 	assert_true(log_has(e.sc.node[0].log, "decided again at the next tick"));
 	assert_true(writes_progress(&w, 20, 20000));
+	for (int n = 1; n < 3; n++)
+		assert_false(log_has(e.sc.node[n].log, "target fenced itself"));
 	env_down_verified(&e, &w);
 }
 
