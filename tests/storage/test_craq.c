@@ -104,6 +104,9 @@
  *                 the middle rejoins once the hold ends
  *   sync_done_fenced  a resync sender that fenced itself just before its
  *                 SYNC_DONE does not send it
+ *   sync_done_stat_hold  a SYNC_DONE that comes while a look at the
+ *                 returning tail's engine counters waits (a hung disk)
+ *                 still makes it UPTODATE: the chain recovers
  *   read_batches_kill  12 threads of small chain reads (sharing read
  *                 RPCs) while a replica is killed -9: no read fails or
  *                 returns a wrong byte
@@ -2031,6 +2034,42 @@ static void test_sync_done_fenced(void **state)
 	env_down(&e);
 }
 
+/* SYNC_DONE arrives while another look at the returning tail's engine
+ * counters waits (fault point faultinj_engine_stat_hold, as behind an
+ * engine thread that holds its mutex in a hung disk call): the tail must
+ * still report UPTODATE and serve. SYNC_DONE runs on a loop thread of the
+ * tail's service; before, it refreshed the sizes in its report
+ * (mgmtd_link_report) and so waited there, UPTODATE never reached mgmtd,
+ * the middle's call timed out and the chain stayed at two members (and
+ * that loop thread's other connections waited with it). */
+static void test_sync_done_stat_hold(void **state)
+{
+	(void)state;
+	struct env e;
+	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
+	env_up(&e, "craq-sdstat");
+	struct members mb;
+	members_of(&e, &mb);
+	kill_tail(&e, &mb);
+	static uint8_t v[CLEN];
+	write_seed(&e, 61, 0, 1301, v);
+	char path[800], spath[800];
+	arm_fault(&e, mb.mn, "faultinj_resync_send_delay", "2000\n", path, sizeof(path));
+	stor_cluster_start_storage(&e.sc, mb.tn);
+	unsetenv("CFS_FAULTINJ");
+	/* the middle holds its copy back 2 s: the tail is SYNCING meanwhile */
+	wait_consumed(path, 30000);
+	assert_true(wait_chain(&e, 2, mb.tail, CHAIN_PS_SYNCING, 2000));
+	arm_fault(&e, mb.tn, "faultinj_engine_stat_hold", "", spath, sizeof(spath));
+	bool back = wait_chain(&e, 3, 0, 0, 8000);
+	unlink(spath);
+	if (!back)
+		stor_cluster_print_logs(&e.sc, 20);
+	assert_true(back);
+	assert_replicas_hold(&e, 61, 0, v, CLEN);
+	env_down(&e);
+}
+
 static void test_stale(void **state)
 {
 	(void)state;
@@ -2714,6 +2753,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_disk_stall_middle),
 		cmocka_unit_test(test_disk_stall_stat),
 		cmocka_unit_test(test_sync_done_fenced),
+		cmocka_unit_test(test_sync_done_stat_hold),
 		cmocka_unit_test(test_kill_middle),
 		cmocka_unit_test(test_kill_head),
 		cmocka_unit_test(test_kill_tail),
