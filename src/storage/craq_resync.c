@@ -392,6 +392,7 @@ void craq_sync_done_handle(struct storage_service *s, struct rpc_req *req)
 	for (uint32_t i = 0; t && c && c->version == m.chain_ver && i < c->n; i++)
 		if (c->m[i].target_id == m.target && c->m[i].state == CHAIN_PS_SYNCING)
 			err = 0;
+	uint64_t rver = snap ? mgmtd_routing_info(snap)->version : 0;
 	mgmtd_routing_put(snap);
 	if (err) {
 		rpc_reply_error(req, err, "sync-done: target is not syncing in that chain");
@@ -404,14 +405,19 @@ void craq_sync_done_handle(struct storage_service *s, struct rpc_req *req)
 	pthread_mutex_lock(&t->state_mu);
 	bool fenced = !atomic_load(&t->started) ||
 		      atomic_load(&t->local_state) == CHAIN_LS_OFFLINE;
-	if (!fenced)
+	if (!fenced) {
 		atomic_store(&t->local_state, CHAIN_LS_UPTODATE);
+		t->uptodate_rver = rver;
+	}
 	pthread_mutex_unlock(&t->state_mu);
 	if (fenced) {
 		rpc_reply_error(req, -CFS_EUNAVAIL, "sync-done: target fenced itself");
 		return;
 	}
 	LOG_NOTICE("craq", "sync done: target=%u chain=%u", m.target, m.chain);
+	/* Fault injection: held between the store and the report
+	 * (test_craq.c link_old_routing). */
+	stor_fault_pause(s, t, "faultinj_sync_done_hold");
 	/* Not mgmtd_link_report: on a loop thread, a look at the engines'
 	 * counters would wait behind a hung disk's engine mutex (any target
 	 * of this node), and UPTODATE with it (test_craq.c

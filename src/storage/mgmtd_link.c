@@ -158,19 +158,22 @@ static void on_fence(void *arg, bool fenced)
 }
 
 /* T's pair (local_state, started) goes from (LS, WAS_STARTED) to (NLS,
- * START), unless a fence (or SYNC_DONE) changed it since it was read: then
- * that change stands and the next tick decides again. A target that
- * starts reports ONLINE before it is started, so a fence that finds it
- * started always leaves OFFLINE behind. True if the pair was still as
- * read (and is now NLS, START). */
-static bool apply_state(struct storage_service *s, struct stor_target *t, int ls, int was_started,
-                        int nls, int start)
+ * START), decided from routing version RVER, unless a fence (or SYNC_DONE)
+ * changed it since it was read, or SYNC_DONE made it UPTODATE on a routing
+ * newer than RVER (the target SYNCING there; OFFLINE or WAITING in RVER's
+ * is then stale): that change stands and the next tick decides again. A
+ * target that starts reports ONLINE before it is started, so a fence that
+ * finds it started always leaves OFFLINE behind. True if the pair was
+ * still as read (and is now NLS, START). */
+static bool apply_state(struct storage_service *s, struct stor_target *t, uint64_t rver, int ls,
+                        int was_started, int nls, int start)
 {
 	/* Fault injection: the link thread held between its decision and
 	 * the change (test_craq.c link_state_fence). */
 	stor_fault_pause(s, t, "faultinj_link_state_hold");
 	pthread_mutex_lock(&t->state_mu);
-	bool same = atomic_load(&t->local_state) == ls && atomic_load(&t->started) == was_started;
+	bool same = atomic_load(&t->local_state) == ls && atomic_load(&t->started) == was_started &&
+	            !(ls == CHAIN_LS_UPTODATE && rver < t->uptodate_rver);
 	if (same) {
 		atomic_store(&t->local_state, nls);
 		if (start)
@@ -180,13 +183,15 @@ static bool apply_state(struct storage_service *s, struct stor_target *t, int ls
 	if (!same)
 		LOG_NOTICE("storage",
 		           "target %u: its state changed while the link thread decided "
-		           "(a fence): decided again at the next tick",
+		           "(a fence, or SYNC_DONE on newer routing): decided again at the "
+		           "next tick",
 		           stor_target_id(s, t));
 	return same;
 }
 
-/* Applies the state rules above; true if a report must go out. */
-static bool update_states(struct storage_service *s, const struct route_info *ri)
+/* Applies the state rules above; true if a report must go out. *REJOINED
+ * is set if a target passed startup fencing. */
+static bool update_states(struct storage_service *s, const struct route_info *ri, bool *rejoined)
 {
 	bool changed = false;
 	for (size_t i = 0; i < s->nt; i++) {
@@ -214,9 +219,10 @@ static bool update_states(struct storage_service *s, const struct route_info *ri
 			 * still holds an op (stor_iowatch.c). */
 			if (stor_iowatch_stalled(s, t))
 				continue;
-			if (!apply_state(s, t, ls, 0, CHAIN_LS_ONLINE, 1))
+			if (!apply_state(s, t, ri->version, ls, 0, CHAIN_LS_ONLINE, 1))
 				continue;
 			changed |= ls != CHAIN_LS_ONLINE;
+			*rejoined = true;
 			LOG_NOTICE("storage", "target %u: startup fencing passed (public %s)",
 			           stor_target_id(s, t), chain_pub_state_name((unsigned)ps));
 			continue;
@@ -225,10 +231,27 @@ static bool update_states(struct storage_service *s, const struct route_info *ri
 			nls = CHAIN_LS_UPTODATE;
 		else if (ps == CHAIN_PS_OFFLINE || ps == CHAIN_PS_WAITING)
 			nls = CHAIN_LS_ONLINE;
-		if (nls != ls && apply_state(s, t, ls, 1, nls, 0))
+		if (nls != ls && apply_state(s, t, ri->version, ls, 1, nls, 0))
 			changed = true;
 	}
 	return changed;
+}
+
+/* Fault injection: while faultinj_link_old_routing is in the first
+ * target's directory (consumed), one tick decides from *OLD, the routing
+ * of the last tick at which a target passed startup fencing (it showed
+ * that target out of its chain), instead of SNAP: a decision from routing
+ * that SYNC_DONE has overtaken, as a link thread preempted between taking
+ * its snapshot and reading a state would make (test_craq.c
+ * link_old_routing). */
+static struct mgmtd_routing *stale_routing(struct storage_service *s, struct mgmtd_routing *snap,
+					   struct mgmtd_routing **old)
+{
+	if (!*old || !s->nt || !stor_fault_take(s, &s->t[0], "faultinj_link_old_routing"))
+		return snap;
+	LOG_NOTICE("storage", "fault injection: deciding from routing version %llu",
+		   (unsigned long long)mgmtd_routing_info(*old)->version);
+	return *old;
 }
 
 static void *link_main(void *arg)
@@ -236,6 +259,7 @@ static void *link_main(void *arg)
 	struct storage_service *s = arg;
 	bool persisted = read_node_id(s) != 0;
 	uint32_t persisted_id = read_node_id(s);
+	struct mgmtd_routing *rejoin_snap = NULL; /* fault injection: stale_routing */
 	pthread_mutex_lock(&s->link_mu);
 	while (!atomic_load(&s->stopping)) {
 		uint64_t kick = s->link_kick;
@@ -248,8 +272,14 @@ static void *link_main(void *arg)
 		}
 		struct mgmtd_routing *snap = id ? mgmtd_client_routing(s->mc) : NULL;
 		if (snap && !mgmtd_client_fenced(s->mc)) {
-			if (update_states(s, mgmtd_routing_info(snap)))
+			bool rejoined = false;
+			if (update_states(s, mgmtd_routing_info(stale_routing(s, snap, &rejoin_snap)),
+					  &rejoined))
 				mgmtd_link_report(s);
+			if (rejoined && s->faultinj) {
+				mgmtd_routing_put(rejoin_snap);
+				rejoin_snap = mgmtd_routing_get(snap);
+			}
 			craq_resync_pass(s, snap);
 			craq_repair_pass(s, snap);
 		} else {
@@ -265,6 +295,7 @@ static void *link_main(void *arg)
 		}
 	}
 	pthread_mutex_unlock(&s->link_mu);
+	mgmtd_routing_put(rejoin_snap);
 	return NULL;
 }
 

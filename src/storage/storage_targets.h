@@ -46,6 +46,10 @@ struct stor_target {
 	 * serve, which mgmtd then keeps in its chain). Reads stay lock-free;
 	 * nothing else is taken under it. */
 	pthread_mutex_t state_mu;
+	/* Under state_mu: the routing version SYNC_DONE checked when it
+	 * stored UPTODATE. A link-thread decision from an older routing (the
+	 * target still OFFLINE or WAITING in it) must not undo that. */
+	uint64_t uptodate_rver;
 	uint32_t synced_target;        /* link thread: the successor last synced ... */
 	uint32_t synced_chain_ver;     /* ... at this chain version (skip repeats) */
 	/* Fenced itself over a chain op (craq_write.c): a full disk, or a

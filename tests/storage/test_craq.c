@@ -45,6 +45,10 @@
  *                 its target while its link thread, held between
  *                 deciding the target's state and storing it, decides
  *                 ONLINE: the fence stands, the target rejoins
+ *   link_old_routing  the returning tail, made UPTODATE by SYNC_DONE
+ *                 (its report held), decides once from the routing of
+ *                 its rejoin (it shows it OFFLINE): it must stay
+ *                 UPTODATE, and the chain recovers
  *   full_restart  kill -9 every storage service and mgmtd, restart all:
  *                 every acknowledged write is back on all three replicas
  *   concurrent    four writers replace one chunk concurrently: every
@@ -2054,14 +2058,14 @@ static void test_sync_done_stat_hold(void **state)
 	static uint8_t v[CLEN];
 	write_seed(&e, 61, 0, 1301, v);
 	char path[800], spath[800];
-	arm_fault(&e, mb.mn, "faultinj_resync_send_delay", "2000\n", path, sizeof(path));
+	arm_fault(&e, mb.mn, "faultinj_resync_send_delay", "3000\n", path, sizeof(path));
 	stor_cluster_start_storage(&e.sc, mb.tn);
 	unsetenv("CFS_FAULTINJ");
-	/* the middle holds its copy back 2 s: the tail is SYNCING meanwhile */
+	/* the middle holds its copy back 3 s: the tail is SYNCING meanwhile */
 	wait_consumed(path, 30000);
-	assert_true(wait_chain(&e, 2, mb.tail, CHAIN_PS_SYNCING, 2000));
+	assert_true(wait_chain(&e, 2, mb.tail, CHAIN_PS_SYNCING, 2500));
 	arm_fault(&e, mb.tn, "faultinj_engine_stat_hold", "", spath, sizeof(spath));
-	bool back = wait_chain(&e, 3, 0, 0, 8000);
+	bool back = wait_chain(&e, 3, 0, 0, 9000);
 	unlink(spath);
 	if (!back)
 		stor_cluster_print_logs(&e.sc, 20);
@@ -2356,6 +2360,48 @@ static void test_link_state_fence(void **state)
 	for (int n = 1; n < 3; n++)
 		assert_false(log_has(e.sc.node[n].log, "target fenced itself"));
 	env_down_verified(&e, &w);
+}
+
+/* A decision from routing that SYNC_DONE has overtaken must not undo it.
+ * The tail is killed, misses a write, comes back and is resynced: the
+ * middle's SYNC_DONE makes it UPTODATE on a routing that shows it
+ * SYNCING, and is held 2 s before its report to mgmtd
+ * (faultinj_sync_done_hold). Meanwhile the tail's link thread decides
+ * once from the routing of the tick at which it rejoined
+ * (faultinj_link_old_routing: as a link thread preempted between taking
+ * its snapshot and reading the state would), which shows it OFFLINE: that
+ * must not turn it ONLINE. Before, it did: the report after the hold said
+ * ONLINE, mgmtd kept the tail SYNCING, the middle counted its pass done at
+ * that chain version, and the tail's link thread has no rule for a
+ * SYNCING member: the chain stayed at two members. */
+static void test_link_old_routing(void **state)
+{
+	(void)state;
+	struct env e;
+	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
+	env_up(&e, "craq-oldrt");
+	struct members mb;
+	members_of(&e, &mb);
+	kill_tail(&e, &mb);
+	static uint8_t v[CLEN];
+	write_seed(&e, 62, 0, 1401, v);
+	char hold[800], old[800];
+	arm_fault(&e, mb.tn, "faultinj_sync_done_hold", "2000", hold, sizeof(hold));
+	stor_cluster_start_storage(&e.sc, mb.tn);
+	unsetenv("CFS_FAULTINJ");
+	wait_consumed(hold, 30000);
+	uint64_t t0 = clock_mono_ms();
+	arm_fault(&e, mb.tn, "faultinj_link_old_routing", "", old, sizeof(old));
+	wait_consumed(old, 30000);
+	/* the stale decision came while SYNC_DONE's report was held */
+	assert_true(clock_mono_ms() < t0 + 1500);
+	bool back = wait_chain(&e, 3, 0, 0, 15000);
+	if (!back)
+		stor_cluster_print_logs(&e.sc, 20);
+	assert_true(back);
+	assert_true(log_has(e.sc.node[mb.tn].log, "decided again at the next tick"));
+	assert_replicas_hold(&e, 62, 0, v, CLEN);
+	env_down(&e);
 }
 
 /* Kill two of three, then the last: it becomes LASTSRV. The two stale
@@ -2764,6 +2810,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_mgmtd_down),
 		cmocka_unit_test(test_partition),
 		cmocka_unit_test(test_link_state_fence),
+		cmocka_unit_test(test_link_old_routing),
 		cmocka_unit_test(test_noflush_chain),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
