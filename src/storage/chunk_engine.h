@@ -32,6 +32,8 @@
 
 #include "storage/chunk_format.h"
 
+struct chunk_fixed;
+
 struct chunk_engine;
 
 struct chunk_engine_cfg {
@@ -91,6 +93,13 @@ struct chunk_engine_cfg {
 					   * default off: it did not pay;
 					   * CFS_CHUNK_COMMIT_PIPELINE=1 in the
 					   * environment: on) */
+	struct chunk_fixed *fixed;        /* borrowed, may be NULL: memory whose
+					   * pieces data writes from it register
+					   * with the ring as fixed buffers
+					   * (chunk_fixed.h; chunk_engine.c "fixed
+					   * buffers"); outlives the engine.
+					   * CFS_CHUNK_FIXED=0 in the environment
+					   * at open: not used */
 };
 
 /* Fills defaults: sync on, 64 GiB map, 256 ring entries, no commit
@@ -372,6 +381,11 @@ struct chunk_engine_stat {
 	 * fdatasync or flush, and the writes in them. */
 	uint64_t noflush_batches;
 	uint64_t noflush_writes;
+	/* Data writes submitted from registered pieces of cfg.fixed
+	 * (IORING_OP_WRITE_FIXED: no page pinning per write), and pieces
+	 * registered with the ring. */
+	uint64_t fixed_writes;
+	uint64_t fixed_regs;
 };
 /* Counters and sizes; cheap, no I/O. Any thread. */
 void chunk_engine_get_stat(struct chunk_engine *e, struct chunk_engine_stat *out);

@@ -33,6 +33,7 @@
 
 #include "common/log.h"
 #include "common/status.h"
+#include "storage/chunk_fixed.h"
 #include "storage/storage_proto.h"
 
 /* A mapped region. The connection's table holds one reference and each
@@ -45,6 +46,8 @@ struct stor_shm_region {
 	_Atomic int refs;
 	pthread_rwlock_t lock; /* copies into the region (read) vs revoking (write) */
 	int revoked;           /* under lock: SHM_UNREG came, copy nothing more in */
+	struct chunk_fixed *fixed; /* the mapping is range fixed_id there (0: not) */
+	uint64_t fixed_id;
 };
 
 /* Owned by the connection's loop thread (handlers); regions packed in
@@ -72,6 +75,7 @@ void stor_shm_release(struct stor_shm_region *r)
 {
 	if (!r || atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) != 1)
 		return;
+	chunk_fixed_remove(r->fixed, r->fixed_id); /* before the address can be reused */
 	munmap(r->base, r->size);
 	pthread_rwlock_destroy(&r->lock);
 	free(r);
@@ -95,7 +99,7 @@ static void reg_refuse(struct rpc_req *req, int fd, int err, const char *why)
 	rpc_reply_error(req, err, why);
 }
 
-void stor_shm_register(struct rpc_req *req)
+void stor_shm_register(struct rpc_req *req, struct chunk_fixed *fixed)
 {
 	uint32_t plen;
 	const uint8_t *p = rpc_req_payload(req, &plen);
@@ -154,6 +158,8 @@ void stor_shm_register(struct rpc_req *req)
 	r->id = new_id();
 	r->base = base;
 	r->size = m.size;
+	r->fixed = fixed;
+	r->fixed_id = chunk_fixed_add(fixed, base, m.size);
 	atomic_init(&r->refs, 1);
 	pthread_rwlock_init(&r->lock, NULL);
 	sc->r[sc->n++] = r;

@@ -23,12 +23,16 @@
 #define STOR_SHM_MAX_REGIONS 16             /* per connection */
 #define STOR_SHM_MAX_SIZE (64ull << 30)     /* per region */
 
+struct chunk_fixed;
+
 /* Answers an SHM_REG request (consumes REQ): takes the passed descriptor,
  * checks it (a memfd sealed against shrinking, at least the asked size),
  * maps it and replies with the region id; -EBADF (no or unusable
  * descriptor, e.g. over TCP), -EINVAL (size), -ENOSPC (too many regions),
- * -CFS_EPROTO (malformed) otherwise. */
-void stor_shm_register(struct rpc_req *req);
+ * -CFS_EPROTO (malformed) otherwise. The mapping is added to FIXED
+ * (borrowed, may be NULL; outlives every region) until it is unmapped:
+ * a forwarded write goes to disk from a predecessor's arena in place. */
+void stor_shm_register(struct rpc_req *req, struct chunk_fixed *fixed);
 /* Where CAP bytes at OFF of REGION are in this service, for REQ's
  * connection: 0 with *OUT set, -ESTALE (no such region on this
  * connection: register again) or -EFAULT (outside the region). *OUT is

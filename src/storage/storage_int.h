@@ -95,6 +95,9 @@ struct storage_service {
 	struct rpc_client *cli;        /* forwards and resync (NULL standalone) */
 	struct sc_shm *shm;            /* forwards to same-host successors over shared
 					  memory (NULL: off, or standalone) */
+	struct chunk_fixed *fixed;     /* shm's arena and the regions mapped here, for
+					  the engines' fixed buffers (chunk_fixed.h) */
+	uint64_t shm_fixed_id;         /* shm's arena in fixed (0: not) */
 	struct mgmtd_client *mc;       /* NULL standalone */
 	struct craq_dedup *dedup;
 	struct craq_sched *sched;

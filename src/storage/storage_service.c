@@ -49,6 +49,7 @@
 #include "common/xalloc.h"
 #include "storage/chunk_buf.h"
 #include "storage/chunk_crc.h"
+#include "storage/chunk_fixed.h"
 #include "storage/storage_int.h"
 #include "storage/stor_ring.h"
 #include "storage/stor_sc.h"
@@ -774,8 +775,8 @@ static void handle_shm_read(struct rpc_req *req, void *arg) { handle_read_any(re
 static void handle_shm_readv(struct rpc_req *req, void *arg) { handle_read_any(req, arg, 2); }
 static void handle_shm_reg(struct rpc_req *req, void *arg)
 {
-	(void)arg;
-	stor_shm_register(req);
+	struct storage_service *s = arg;
+	stor_shm_register(req, s->fixed);
 }
 static void handle_sc_map(struct rpc_req *req, void *arg) { stor_sc_handle_map(arg, req); }
 static void handle_sc_map_many(struct rpc_req *req, void *arg)
@@ -988,6 +989,7 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 	s->dedup = craq_dedup_new();
 	s->repair = craq_repair_new();
 	s->sched = craq_sched_new();
+	s->fixed = chunk_fixed_new();
 	if ((rc = stor_targets_open(s, o, err, errlen)))
 		goto fail;
 	s->sc = stor_sc_new(s);
@@ -1074,6 +1076,9 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 		/* NULL: forwards over the socket only. 256 MiB: it holds the data
 		 * of every chain write in flight here (stor_wbuf_get). */
 		s->shm = sc_shm_new_arena(&ro, 256ull << 20);
+		uint64_t asz;
+		void *abase = sc_shm_arena_mem(s->shm, &asz);
+		s->shm_fixed_id = chunk_fixed_add(s->fixed, abase, asz);
 		if ((rc = mgmtd_link_start(s, o, err, errlen)))
 			goto fail;
 		if ((rc = fence_witness_start(s, o->heartbeat_ms))) {
@@ -1114,6 +1119,7 @@ void storage_service_free(struct storage_service *s)
 		LOG_WARN("storage", "stopping with requests in flight: n=%llu",
 			 (unsigned long long)atomic_load(&s->inflight));
 	rpc_client_free(s->cli);
+	chunk_fixed_remove(s->fixed, s->shm_fixed_id);
 	sc_shm_free(s->shm);
 	craq_sched_free(s->sched);
 	rpc_server_free(s->srv);
@@ -1124,6 +1130,7 @@ void storage_service_free(struct storage_service *s)
 	craq_dedup_free(s->dedup);
 	craq_repair_free(s->repair);
 	stor_targets_close(s);
+	chunk_fixed_free(s->fixed); /* the regions and the engines are gone */
 	pthread_mutex_destroy(&s->link_mu);
 	pthread_mutex_destroy(&s->rings_mu);
 	pthread_mutex_destroy(&s->report_mu);

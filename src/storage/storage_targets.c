@@ -133,6 +133,7 @@ int stor_targets_open(struct storage_service *s, const struct storage_service_op
 		cfg.dir = o->target_dirs[i];
 		cfg.capacity = o->capacity;
 		cfg.cached_read_max = o->cached_read_max;
+		cfg.fixed = s->fixed;
 		if (o->sync < 0)
 			cfg.sync = 0;
 		t->slot = (uint32_t)i + 1;

@@ -859,6 +859,12 @@ int sc_shm_buf_owns(const struct sc_shm *s, const void *p)
 	return s && in_arena(s, p, 1);
 }
 
+void *sc_shm_arena_mem(const struct sc_shm *s, uint64_t *size)
+{
+	*size = s ? (uint64_t)s->slots * SC_SHM_GRAIN : 0;
+	return s ? s->base : NULL;
+}
+
 void sc_shm_buf_put(struct sc_shm *s, void *p, uint64_t len, int quarantine)
 {
 	int first = (int)((size_t)((uint8_t *)p - s->base) / SC_SHM_GRAIN);

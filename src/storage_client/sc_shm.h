@@ -97,6 +97,9 @@ int sc_shm_write_async(struct sc_shm *s, const char *addr, const struct sto_writ
 void *sc_shm_buf_get(struct sc_shm *s, uint64_t len);
 /* 1 when P lies in S's arena (a buffer of sc_shm_buf_get); NULL-safe. */
 int sc_shm_buf_owns(const struct sc_shm *s, const void *p);
+/* The arena's mapping (*SIZE bytes), the home of every sc_shm_buf_get
+ * buffer until sc_shm_free; NULL (and *SIZE 0) for NULL S. */
+void *sc_shm_arena_mem(const struct sc_shm *s, uint64_t *size);
 /* Gives back buffer P of sc_shm_buf_get (LEN as got). QUARANTINE: a
  * write that named it timed out or lost its connection, so a server may
  * still read it: it is never handed out again (counted in quarantined).
