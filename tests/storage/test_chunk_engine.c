@@ -1681,6 +1681,53 @@ static void test_fixed_buffers(void **state)
 	free(dir);
 }
 
+
+/* More pieces than the ring has slots (64): writes from 70 pieces in
+ * turn evict the least recently used registrations, a write from the
+ * first piece again registers it anew, and every chunk reads back as
+ * written (a slot matched to the wrong piece writes other bytes than
+ * the ones whose CRCs the engine stored: the read fails). */
+static void test_fixed_evict(void **state)
+{
+	(void)state;
+	enum { NP = 70 };
+	char *dir = testenv_tmpdir("engine_fixed_evict");
+	const size_t sz = (size_t)NP * CHUNK_FIXED_PIECE;
+	uint8_t *base = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(base != MAP_FAILED);
+	struct chunk_fixed *f = chunk_fixed_new();
+	assert_true(chunk_fixed_add(f, base, sz) > 0);
+	struct chunk_engine_cfg cfg;
+	no_overlap_cfg(&cfg, dir);
+	cfg.fixed = f;
+	struct chunk_engine *e = NULL;
+	assert_int_equal(chunk_engine_open(&cfg, &e), 0);
+	for (uint32_t k = 0; k < NP; k++) {
+		uint8_t *p = base + k * CHUNK_FIXED_PIECE;
+		fill(p, 64 * KB, 100 + k);
+		assert_int_equal(chunk_engine_write(e, (struct chunk_id){ 20, k }, 0, 64 * KB, p, 0, 1,
+						    NULL), 0);
+	}
+	fill(base, 64 * KB, 300);
+	assert_int_equal(chunk_engine_write(e, (struct chunk_id){ 21, 0 }, 0, 64 * KB, base, 0, 1, NULL),
+			 0);
+	struct chunk_engine_stat st;
+	chunk_engine_get_stat(e, &st);
+	assert_int_equal(st.fixed_writes, NP + 1);
+	assert_int_equal(st.fixed_regs, NP + 1);
+	uint8_t model[64 * KB];
+	for (uint32_t k = 0; k < NP; k++) {
+		fill(model, sizeof(model), 100 + k);
+		expect_range(e, (struct chunk_id){ 20, k }, 0, sizeof(model), model, (int)sizeof(model));
+	}
+	fill(model, sizeof(model), 300);
+	expect_range(e, (struct chunk_id){ 21, 0 }, 0, sizeof(model), model, (int)sizeof(model));
+	chunk_engine_close(e);
+	chunk_fixed_free(f);
+	munmap(base, sz);
+	free(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1708,6 +1755,7 @@ int main(void)
 		cmocka_unit_test(test_cached_reads_adapt),
 		cmocka_unit_test(test_cached_reads_no_rise),
 		cmocka_unit_test(test_fixed_buffers),
+		cmocka_unit_test(test_fixed_evict),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	testenv_cleanup();
