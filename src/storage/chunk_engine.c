@@ -564,15 +564,18 @@ static struct io_uring_sqe *get_sqe(struct chunk_engine *e)
  * buffer when it first issues it, and a replaced buffer stays pinned
  * until the requests bound to it complete; an SQE still in the
  * submission queue is not bound yet, so every queued SQE is submitted
- * before a slot changes. A piece is named by its range's id, never
+ * before a slot changes (when some stay queued, the slot stays as it is
+ * and the write goes out plain). A piece is named by its range's id, never
  * reused, so a range removed and another mapped at the same address
  * never matches the first one's registration (whose pages it holds);
  * the slots of removed ranges are emptied at the next write after
  * chunk_fixed_gen moved. */
-static void fixed_set(struct chunk_engine *e, int i, void *base, uint64_t len)
+static int fixed_set(struct chunk_engine *e, int i, void *base, uint64_t len)
 {
 	struct iovec iov = { .iov_base = base, .iov_len = len };
 	io_uring_submit(&e->ring); /* bind the queued SQEs first (above) */
+	if (io_uring_sq_ready(&e->ring))
+		return -EBUSY; /* some stayed queued (-EBUSY, -EAGAIN): slot unchanged */
 	int rc = io_uring_register_buffers_update_tag(&e->ring, (unsigned)i, &iov, NULL, 1);
 	e->fslot[i].id = 0;
 	if (rc != 1 && base) {
@@ -580,7 +583,9 @@ static void fixed_set(struct chunk_engine *e, int i, void *base, uint64_t len)
 		LOG_WARN("chunk", "fixed buffer refused, writes pin their pages: target=%s err=%s",
 			 e->dir, cfs_strerror(rc < 0 ? rc : -EIO));
 		e->fixed_on = 0;
+		return rc < 0 ? rc : -EIO;
 	}
+	return 0;
 }
 
 /* The slot holding [BUF, BUF + LEN) registered, or -1 (a plain write). */
@@ -590,8 +595,9 @@ static int fixed_slot(struct chunk_engine *e, const void *buf, uint64_t len)
 	if (g != e->fixed_gen) {
 		e->fixed_gen = g;
 		for (int i = 0; i < FIXED_SLOTS; i++)
-			if (e->fslot[i].id && !chunk_fixed_live(e->cfg.fixed, e->fslot[i].id))
-				fixed_set(e, i, NULL, 0);
+			if (e->fslot[i].id && !chunk_fixed_live(e->cfg.fixed, e->fslot[i].id) &&
+			    fixed_set(e, i, NULL, 0))
+				e->fixed_gen = 0; /* retried at the next write */
 	}
 	struct chunk_fixed_piece pc;
 	if (!e->fixed_on || chunk_fixed_find(e->cfg.fixed, buf, len, &pc))
@@ -606,8 +612,7 @@ static int fixed_slot(struct chunk_engine *e, const void *buf, uint64_t len)
 		if (e->fslot[v].id && (!s->id || s->used < e->fslot[v].used))
 			v = i;
 	}
-	fixed_set(e, v, pc.base, pc.len);
-	if (!e->fixed_on)
+	if (fixed_set(e, v, pc.base, pc.len))
 		return -1;
 	e->fslot[v] = (struct fixed_slot){ .id = pc.id, .piece = pc.piece, .used = ++e->fixed_tick };
 	atomic_fetch_add_explicit(&e->fixed_regs, 1, memory_order_relaxed);
