@@ -263,8 +263,11 @@ static int new_body(kv_txn *t, void *arg)
 		a->replayed = 1;
 	/* a run undone (meta_otrunc_undo: a write open's record with no
 	 * session): this one goes afresh, as a resend */
-	if (rc == 1 && rec.aux == 0 && a->type == META_T_FILE && (a->flags & META_O_WRITE))
+	uint64_t undone = 0;
+	if (rc == 1 && rec.aux == 0 && a->type == META_T_FILE && (a->flags & META_O_WRITE)) {
+		undone = rec.ino;
 		rc = 0;
+	}
 	if (rc < 0)
 		return rc;
 	if (rc == 1) {
@@ -284,6 +287,16 @@ static int new_body(kv_txn *t, void *arg)
 	if (rc == 1) {
 		if (a->flags & META_O_EXCL || a->type != META_T_FILE)
 			return -EEXIST;
+		/* The undone run's cuts (some made) went to UNDONE under this
+		 * request's key, which the heads now answer from their cache
+		 * without cutting: another file at the name (renamed over it,
+		 * or made anew) would keep its bytes on those chains, under a
+		 * size of 0 or, for a resend, that covers them. A request cuts
+		 * one inode (meta_cut_storage_key): refused, so the caller
+		 * sends a new request (the kernel retries an open's -ESTALE
+		 * once with a fresh lookup), whose key is its own. */
+		if (undone && (a->flags & META_O_TRUNC) && d.ino != undone)
+			return -ESTALE;
 		rc = new_open_existing(a, t, &d);
 		a->made = a->session;
 		if (rc == 0)

@@ -1487,6 +1487,71 @@ static void test_o_trunc_resent_writer(void **state)
 	assert_int_equal(meta_close(M, fx_req(17), ino, s2, NULL), 0);
 }
 
+/* open(O_CREAT | O_TRUNC) of an existing name whose cuts failed after the
+ * first chain's (the open undone: meta_otrunc_undo); meanwhile another
+ * client renames its file over the name (an atomic save). A resend of the
+ * create would open and truncate that other file under the same request
+ * key as the first run's cuts, which the head answers from its cache on
+ * the chain the first run cut (the other inode there): that file's bytes
+ * on it stayed, under a size covering them (the resend's storage query),
+ * an O_TRUNC that did not truncate. The resend is refused (-ESTALE: the
+ * kernel retries the open with a new request); the new request truncates
+ * it all. */
+static void test_create_trunc_undone_renamed(void **state)
+{
+	struct meta_inode x, y, in;
+	uint64_t sess;
+	chunked_file(&FX_ROOT, 30, "f", 4, &x);
+	F.st.head_cache = 1;
+	/* the other client's file, on a layout sharing the chain the first
+	 * run cuts first, with a chunk there */
+	uint64_t yino = 0;
+	uint32_t idx = 0;
+	char name[8];
+	for (int n = 0; n < 8 && !yino; n++) {
+		snprintf(name, sizeof(name), "g%d", n);
+		chunked_file(&FX_ROOT, 31, name, 0, &y);
+		for (idx = 0; idx < y.layout.nchains; idx++)
+			if (chain_of(&y, idx) == x.layout.chains[0]) {
+				yino = y.ino;
+				break;
+			}
+	}
+	assert_true(yino != 0);
+	for (uint32_t i = 0; i <= idx; i++)
+		put_chunk(&y, i, 1u << 20);
+	const uint64_t ylen = (uint64_t)(idx + 1) << 20;
+	struct meta_length len = {.length = ylen, .truncate_ver = 0};
+	assert_int_equal(meta_sync(M, yino, &len, 0, NULL), 0);
+
+	struct meta_req crq = *fx_req(32);
+	at_next_remove(cuts_fail_after_one, NULL);
+	assert_int_equal(meta_create(M, &FX_ROOT, &crq, R1, N("f"), 0644,
+	                             META_O_WRITE | META_O_TRUNC, &in, &sess),
+	                 -EIO);
+	F.st.fail_remove = 0;
+	assert_int_equal(meta_rename(M, &FX_ROOT, fx_req(31), R1, N(name), R1, N("f"), 0), 0);
+	/* the resend: refused, the file untouched, no session */
+	sess = 1;
+	assert_int_equal(meta_create(M, &FX_ROOT, &crq, R1, N("f"), 0644,
+	                             META_O_WRITE | META_O_TRUNC, &in, &sess),
+	                 -ESTALE);
+	assert_true(sess == 0);
+	assert_int_equal(sessions_now(), 0);
+	assert_int_equal(fx_count_chunks(&F.st, yino), (int)idx + 1);
+	assert_int_equal(meta_getattr(M, yino, &in), 0);
+	assert_true(in.size == ylen);
+	/* the open again, a new request: all of it cut */
+	assert_int_equal(meta_create(M, &FX_ROOT, fx_req(32), R1, N("f"), 0644,
+	                             META_O_WRITE | META_O_TRUNC, &in, &sess),
+	                 0);
+	assert_true(in.ino == yino && in.size == 0);
+	assert_int_equal(fx_count_chunks(&F.st, yino), 0);
+	assert_int_equal(meta_close(M, fx_req(32), yino, sess, NULL), 0);
+	assert_int_equal(meta_getattr(M, yino, &in), 0);
+	assert_true(in.size == 0);
+}
+
 static void test_xattr(void **state)
 {
 	char buf[256];
@@ -2058,6 +2123,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_o_trunc_session_gone, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_trunc_resent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_o_trunc_resent_writer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_create_trunc_undone_renamed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_xattr, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idem_floor, setup, teardown),
