@@ -64,6 +64,7 @@ struct setattr_arg {
 	                            * still be there when the size commits */
 	uint64_t stored_after;     /* SIZE of a resent O_TRUNC: the data's end on
 	                            * storage after the cut (meta_otrunc_run) */
+	uint64_t answered;         /* out: a replay's record's session */
 	struct meta_inode in;
 };
 
@@ -148,6 +149,7 @@ static int setattr_body(kv_txn *t, void *arg)
 	struct setattr_arg *a = arg;
 	struct meta_idem_rec rec;
 	int rc = meta_idem_replay(t, a->rq, META_OP_SETATTR, a->ino, &rec, &a->in);
+	a->answered = rc == 1 ? rec.aux : 0;
 	if (rc)
 		return rc < 0 ? rc : 0;
 	if ((rc = meta_get_inode(t, a->ino, 0, &a->in)))
@@ -186,7 +188,10 @@ static int setattr_body(kv_txn *t, void *arg)
 	if (a->in.type == META_T_DIR && (a->sa->valid & META_SET_MTIME) &&
 	    (rc = meta_dir_time_clear(t, a->ino)))
 		return rc;
-	if ((rc = meta_idem_put(a->m, t, a->rq, META_OP_SETATTR, 0, a->ino, 0)))
+	/* an O_TRUNC's record names the session its open answers: a run of
+	 * the open that replayed another session, which an undo took since,
+	 * answers this one (meta_otrunc_run.answered) */
+	if ((rc = meta_idem_put(a->m, t, a->rq, META_OP_SETATTR, 0, a->ino, a->session)))
 		return rc;
 	return meta_dir_stat(t, &a->in);
 }
@@ -306,7 +311,7 @@ int meta_setattr(meta_ctx *m, const struct meta_cred *c, const struct meta_req *
 
 int meta_setattr_cut(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
                      uint64_t ino, const struct meta_setattr *sa, const struct meta_cut_key *ckey,
-                     const struct meta_otrunc_run *ot, struct meta_inode *out)
+                     struct meta_otrunc_run *ot, struct meta_inode *out)
 {
 	int rc;
 	struct setattr_arg *a = malloc(sizeof(*a));
@@ -360,6 +365,8 @@ int meta_setattr_cut(meta_ctx *m, const struct meta_cred *c, const struct meta_r
 	}
 	if (rc == 0 && out)
 		*out = a->in;
+	if (ot)
+		ot->answered = rc == 0 ? a->answered : 0;
 	free(a->scratch);
 	free(a);
 	return rc;

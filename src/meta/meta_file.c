@@ -144,11 +144,14 @@ int meta_open(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
 		 * open that lost to another must not cut what was written
 		 * since (meta_attr.c "Late cuts") */
 		struct meta_cut_key k = {rq ? rq->client : 0, rq ? rq->seq : 0};
-		struct meta_otrunc_run ot = {a->session, a->replayed};
+		struct meta_otrunc_run ot = {a->session, a->replayed, 0};
 		rc = meta_setattr_cut(m, c, rq ? &trq : NULL, ino, &sa, rq && rq->seq ? &k : NULL,
 		                      &ot, &a->in);
-		if (rc && a->session && meta_otrunc_undo(m, rq, ino, a->session, &a->in) == 1)
+		if (rc && a->session &&
+		    meta_otrunc_undo(m, rq, ino, a->session, &a->in, &ot.answered) == 1)
 			rc = 0;
+		if (rc == 0 && ot.answered)
+			a->session = ot.answered;
 	}
 	if (rc == 0 && out)
 		*out = a->in;
@@ -163,6 +166,7 @@ struct otrunc_undo_arg {
 	const struct meta_req *rq;
 	uint64_t ino, session;
 	int applied;
+	uint64_t answered;
 	struct meta_inode *in;
 };
 
@@ -176,6 +180,7 @@ static int otrunc_undo_body(kv_txn *t, void *arg)
 	 * session stays) or aborts us (meta_setattr_cut's session check) */
 	int rc = meta_idem_check(t, &trq, META_OP_SETATTR, &rec);
 	a->applied = rc == 1;
+	a->answered = rc == 1 ? rec.aux : 0;
 	if (rc == 1) {
 		rc = meta_get_inode(t, a->ino, 1, a->in);
 		return rc == -ENOENT ? 0 : rc;
@@ -202,14 +207,16 @@ static int otrunc_undo_body(kv_txn *t, void *arg)
 }
 
 int meta_otrunc_undo(meta_ctx *m, const struct meta_req *rq, uint64_t ino, uint64_t session,
-                     struct meta_inode *in)
+                     struct meta_inode *in, uint64_t *answered)
 {
-	struct otrunc_undo_arg a = {m, rq, ino, session, 0, in};
+	struct otrunc_undo_arg a = {m, rq, ino, session, 0, 0, in};
 	struct kv_run_opts o = {.idempotent = 1, .max_retries = 40};
 	int rc = meta_run(m, &o, otrunc_undo_body, &a);
 	if (rc < 0)
 		LOG_WARN("meta", "failed O_TRUNC: session of ino=%llu kept: %s",
 		         (unsigned long long)ino, cfs_strerror(rc));
+	if (rc == 0 && a.applied)
+		*answered = a.answered;
 	return rc < 0 ? rc : a.applied;
 }
 

@@ -63,6 +63,11 @@ struct meta_otrunc_run {
 	 * every stripe slot), rather than leaving it past the size, where a
 	 * later extension of the file would show it */
 	int resent;
+	/* out, on success: the session the O_TRUNC's record names (the one
+	 * the run that committed the truncate answered), or 0 (a record of
+	 * an older version): the session to answer, not SESSION, which
+	 * meta_otrunc_undo may have taken since this run replayed it */
+	uint64_t answered;
 };
 
 /* meta_setattr whose storage cuts (a size change) go under CKEY, NULL:
@@ -71,7 +76,7 @@ struct meta_otrunc_run {
  * itself, passes the open's, and OT (NULL for any other change). */
 int meta_setattr_cut(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
                      uint64_t ino, const struct meta_setattr *sa, const struct meta_cut_key *ckey,
-                     const struct meta_otrunc_run *ot, struct meta_inode *out);
+                     struct meta_otrunc_run *ot, struct meta_inode *out);
 /* Undoes the open (or create) RQ of INO whose O_TRUNC failed after the
  * open made write session SESSION: one txn removes the session without
  * asking storage (the client never had it, so it wrote nothing;
@@ -81,12 +86,13 @@ int meta_setattr_cut(meta_ctx *m, const struct meta_cred *c, const struct meta_r
  * (the client fails over on a storage error) opens afresh, as a resend
  * (meta_otrunc_run.resent: some of its cuts were made), instead of being
  * answered the removed session. Unless another run of RQ committed the
- * truncate: that run answered the session, which stays; 1 and *IN, the
- * inode now. 0 undone; <0 (the session stays: a truncate record gone
- * with the client's floor cannot tell whether another run answered
- * it). */
+ * truncate: that run answered the session, which stays; 1, *IN, the
+ * inode now, and *ANSWERED, the session the truncate's record names (0:
+ * none named, SESSION), which this run answers too. 0 undone; <0 (the
+ * session stays: a truncate record gone with the client's floor cannot
+ * tell whether another run answered it). */
 int meta_otrunc_undo(meta_ctx *m, const struct meta_req *rq, uint64_t ino, uint64_t session,
-                     struct meta_inode *in);
+                     struct meta_inode *in, uint64_t *answered);
 /* The request an open's or create's O_TRUNC (request RQ, NULL: none)
  * commits its size under: RQ's client and seq with bit 63 set, a seq no
  * client draws (meta_client's start below 2^62 and count up), so every

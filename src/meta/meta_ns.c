@@ -397,7 +397,7 @@ static int new_body(kv_txn *t, void *arg)
 	if (a->type == META_T_FILE && (a->flags & META_O_TRUNC) && (a->flags & META_O_WRITE) &&
 	    !(a->flags & META_O_EXCL)) {
 		struct meta_req trq = meta_otrunc_req(a->rq);
-		if ((rc = meta_idem_put(a->m, t, &trq, META_OP_SETATTR, 0, in->ino, 0)))
+		if ((rc = meta_idem_put(a->m, t, &trq, META_OP_SETATTR, 0, in->ino, a->session)))
 			return rc;
 	}
 	a->dir_ok = a->want_dir;
@@ -450,15 +450,18 @@ static int create_trunc(meta_ctx *m, const struct meta_cred *c, const struct met
 	struct meta_req trq = meta_otrunc_req(rq);
 	/* cuts under the create's key, as meta_open's O_TRUNC */
 	struct meta_cut_key k = {rq ? rq->client : 0, rq ? rq->seq : 0};
-	struct meta_otrunc_run ot = {a->session, a->replayed};
+	struct meta_otrunc_run ot = {a->session, a->replayed, 0};
 	int rc = meta_setattr_cut(m, c, rq ? &trq : NULL, a->existing, &sa,
 	                          rq && rq->seq ? &k : NULL, &ot, out);
 	struct meta_inode now;
-	if (rc && a->session && meta_otrunc_undo(m, rq, a->existing, a->session, &now) == 1) {
+	if (rc && a->session &&
+	    meta_otrunc_undo(m, rq, a->existing, a->session, &now, &ot.answered) == 1) {
 		rc = 0;
 		if (out)
 			*out = now;
 	}
+	if (rc == 0 && ot.answered)
+		a->session = ot.answered;
 	return rc;
 }
 

@@ -1348,7 +1348,8 @@ static void undo_in_cut(void *arg)
 {
 	struct undo_between *u = arg;
 	struct meta_inode in;
-	u->rc = meta_otrunc_undo(M, u->orq, u->ino, u->sess, &in);
+	uint64_t ans = 0;
+	u->rc = meta_otrunc_undo(M, u->orq, u->ino, u->sess, &in, &ans);
 }
 
 static void test_o_trunc_session_gone(void **state)
@@ -1485,6 +1486,55 @@ static void test_o_trunc_resent_writer(void **state)
 	assert_int_equal(fx_count_chunks(&F.st, ino), 1);
 	assert_true(in.size == idx * (1ull << 20) + 3000);
 	assert_int_equal(meta_close(M, fx_req(17), ino, s2, NULL), 0);
+}
+
+/* A run of an O_TRUNC open that replayed the first run's session (the
+ * client's latest attempt), in its cuts while the first run's failed
+ * truncate undoes the open and an earlier attempt, delayed in a queue,
+ * opens afresh (a new session), truncates and commits: the replaying run
+ * must not answer the session the undo took (a write handle meta does not
+ * have, the fresh one left to the client's death): it answers the one
+ * the truncate committed with. */
+struct undo_fresh {
+	meta_ctx *m2;
+	const struct meta_req *orq;
+	uint64_t ino, sess, fresh;
+	int undo_rc, fresh_rc;
+};
+
+static void undo_then_fresh(void *arg)
+{
+	struct undo_fresh *u = arg;
+	struct meta_inode in;
+	uint64_t ans = 0;
+	u->undo_rc = meta_otrunc_undo(M, u->orq, u->ino, u->sess, &in, &ans);
+	u->fresh_rc = open_trunc(u->m2, u->orq, u->ino, &in, &u->fresh);
+}
+
+static void test_o_trunc_replayed_undone_fresh(void **state)
+{
+	struct meta_inode in;
+	uint64_t sess;
+	uint64_t ino = chunked_file(&FX_ROOT, 33, "f", 1, &in);
+	meta_ctx *m2 = fx_meta(&F, 2);
+	/* the first run's open txn; its cut is to fail */
+	struct meta_req orq = *fx_req(33);
+	assert_int_equal(meta_open(M, &FX_ROOT, &orq, ino, META_O_WRITE, &in, &sess), 0);
+	struct undo_fresh u = {
+	    .m2 = m2, .orq = &orq, .ino = ino, .sess = sess, .undo_rc = 1, .fresh_rc = 1};
+	at_next_remove(undo_then_fresh, &u);
+	uint64_t s3 = 1;
+	int rc = open_trunc(M, &orq, ino, &in, &s3);
+	assert_int_equal(u.undo_rc, 0);
+	assert_int_equal(u.fresh_rc, 0);
+	assert_true(u.fresh != 0 && u.fresh != sess);
+	assert_int_equal(sessions_now(), 1);
+	/* answered: the session meta has */
+	assert_int_equal(rc, 0);
+	assert_true(s3 == u.fresh);
+	assert_int_equal(meta_close(M, fx_req(33), ino, u.fresh, NULL), 0);
+	assert_int_equal(sessions_now(), 0);
+	meta_free(m2);
 }
 
 /* open(O_CREAT | O_TRUNC) of an existing name whose cuts failed after the
@@ -2124,6 +2174,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_create_trunc_resent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_o_trunc_resent_writer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_trunc_undone_renamed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_o_trunc_replayed_undone_fresh, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_xattr, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idem_floor, setup, teardown),
