@@ -150,6 +150,13 @@ static int setattr_body(kv_txn *t, void *arg)
 	struct meta_idem_rec rec;
 	int rc = meta_idem_replay(t, a->rq, META_OP_SETATTR, a->ino, &rec, &a->in);
 	a->answered = rc == 1 ? rec.aux : 0;
+	/* An O_TRUNC's record of another inode: a create's run that went
+	 * afresh after an undo (meta_otrunc_undo) made or opened another
+	 * file at the name. Neither its session nor this inode is this run's
+	 * answer: a failover error, the client's resend replays the
+	 * create's record. */
+	if (rc == 1 && a->session && rec.ino && rec.ino != a->ino)
+		return -CFS_ETIMEDOUT;
 	if (rc)
 		return rc < 0 ? rc : 0;
 	if ((rc = meta_get_inode(t, a->ino, 0, &a->in)))

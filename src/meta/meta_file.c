@@ -179,6 +179,10 @@ static int otrunc_undo_body(kv_txn *t, void *arg)
 	/* conflict read: a run committing the truncate lands first (its
 	 * session stays) or aborts us (meta_setattr_cut's session check) */
 	int rc = meta_idem_check(t, &trq, META_OP_SETATTR, &rec);
+	/* applied to another inode (a create's run afresh after an undo):
+	 * nobody answered this session */
+	if (rc == 1 && rec.ino && rec.ino != a->ino)
+		rc = 0;
 	a->applied = rc == 1;
 	a->answered = rc == 1 ? rec.aux : 0;
 	if (rc == 1) {

@@ -66,7 +66,10 @@ struct meta_otrunc_run {
 	/* out, on success: the session the O_TRUNC's record names (the one
 	 * the run that committed the truncate answered), or 0 (a record of
 	 * an older version): the session to answer, not SESSION, which
-	 * meta_otrunc_undo may have taken since this run replayed it */
+	 * meta_otrunc_undo may have taken since this run replayed it. A
+	 * record of another inode (a create's run that went afresh after an
+	 * undo made or opened another file at the name): -CFS_ETIMEDOUT,
+	 * the client's resend replays the create's record */
 	uint64_t answered;
 };
 

@@ -1537,6 +1537,67 @@ static void test_o_trunc_replayed_undone_fresh(void **state)
 	meta_free(m2);
 }
 
+/* The same for a create (O_CREAT | O_TRUNC) of an existing name: the
+ * replaying run cuts the file the first run opened; meanwhile that run's
+ * undo, an unlink of the name, and an earlier attempt that, going
+ * afresh, made a new file there (its O_TRUNC's record written with it,
+ * 034da7c). The record is the new file's: the replaying run must answer
+ * neither the session the undo took nor the new file's session with the
+ * old file's inode. A failover error; the client's resend answers the new
+ * file. */
+struct undo_unlink_fresh {
+	meta_ctx *m2;
+	const struct meta_req *crq;
+	uint64_t ino, sess, fresh, fresh_ino;
+	int undo_rc, fresh_rc;
+};
+
+static void undo_unlink_then_create(void *arg)
+{
+	struct undo_unlink_fresh *u = arg;
+	struct meta_inode in;
+	uint64_t ans = 0;
+	u->undo_rc = meta_otrunc_undo(M, u->crq, u->ino, u->sess, &in, &ans);
+	assert_int_equal(meta_unlink(M, &FX_ROOT, fx_req(35), R1, N("f")), 0);
+	u->fresh_rc = meta_create(u->m2, &FX_ROOT, u->crq, R1, N("f"), 0644,
+	                          META_O_WRITE | META_O_TRUNC, &in, &u->fresh);
+	u->fresh_ino = in.ino;
+}
+
+static void test_create_trunc_replayed_undone_made(void **state)
+{
+	struct meta_inode in;
+	uint64_t sess;
+	uint64_t ino = chunked_file(&FX_ROOT, 34, "f", 1, &in);
+	meta_ctx *m2 = fx_meta(&F, 2);
+	/* the first run's txn (a create without O_TRUNC writes the same
+	 * record and session); its cut is to fail */
+	struct meta_req crq = *fx_req(34);
+	assert_int_equal(meta_create(M, &FX_ROOT, &crq, R1, N("f"), 0644, META_O_WRITE, &in, &sess),
+	                 0);
+	assert_true(in.ino == ino);
+	struct undo_unlink_fresh u = {
+	    .m2 = m2, .crq = &crq, .ino = ino, .sess = sess, .undo_rc = 1, .fresh_rc = 1};
+	at_next_remove(undo_unlink_then_create, &u);
+	uint64_t s3 = 1;
+	assert_int_equal(
+	    meta_create(M, &FX_ROOT, &crq, R1, N("f"), 0644, META_O_WRITE | META_O_TRUNC, &in, &s3),
+	    -CFS_ETIMEDOUT);
+	assert_true(s3 == 0);
+	assert_int_equal(u.undo_rc, 0);
+	assert_int_equal(u.fresh_rc, 0);
+	assert_true(u.fresh_ino != ino && u.fresh != 0);
+	assert_int_equal(sessions_now(), 1);
+	/* the client's resend */
+	assert_int_equal(
+	    meta_create(M, &FX_ROOT, &crq, R1, N("f"), 0644, META_O_WRITE | META_O_TRUNC, &in, &s3),
+	    0);
+	assert_true(in.ino == u.fresh_ino && s3 == u.fresh);
+	assert_int_equal(meta_close(M, fx_req(34), u.fresh_ino, s3, NULL), 0);
+	assert_int_equal(sessions_now(), 0);
+	meta_free(m2);
+}
+
 /* open(O_CREAT | O_TRUNC) of an existing name whose cuts failed after the
  * first chain's (the open undone: meta_otrunc_undo); meanwhile another
  * client renames its file over the name (an atomic save). A resend of the
@@ -2175,6 +2236,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_o_trunc_resent_writer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_trunc_undone_renamed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_o_trunc_replayed_undone_fresh, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_create_trunc_replayed_undone_made, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_xattr, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idempotency, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idem_floor, setup, teardown),
