@@ -2649,6 +2649,28 @@ int chunk_engine_query_last(struct chunk_engine *e, uint64_t ino, uint32_t *idx,
 	return rc;
 }
 
+/* The capacity the engine reports: its configured one, else its file
+ * system's size. */
+static uint64_t engine_capacity(const struct chunk_engine *e)
+{
+	if (e->cfg.capacity)
+		return e->cfg.capacity;
+	struct statvfs sv;
+	return statvfs(e->dir, &sv) ? 0 : (uint64_t)sv.f_blocks * sv.f_frsize;
+}
+
+int chunk_engine_sizes_nowait(struct chunk_engine *e, uint64_t *capacity, uint64_t *used)
+{
+	struct chunk_alloc_stat as;
+	if (pthread_mutex_trylock(&e->mu))
+		return -EBUSY;
+	chunk_alloc_get_stat(e->alloc, &as);
+	pthread_mutex_unlock(&e->mu);
+	*capacity = engine_capacity(e);
+	*used = as.reserved_bytes - as.idle_bytes;
+	return 0;
+}
+
 void chunk_engine_get_stat(struct chunk_engine *e, struct chunk_engine_stat *out)
 {
 	struct chunk_alloc_stat as;
@@ -2656,12 +2678,7 @@ void chunk_engine_get_stat(struct chunk_engine *e, struct chunk_engine_stat *out
 	pthread_mutex_lock(&e->mu);
 	chunk_alloc_get_stat(e->alloc, &as);
 	pthread_mutex_unlock(&e->mu);
-	out->capacity = e->cfg.capacity;
-	if (!out->capacity) {
-		struct statvfs sv;
-		if (!statvfs(e->dir, &sv))
-			out->capacity = (uint64_t)sv.f_blocks * sv.f_frsize;
-	}
+	out->capacity = engine_capacity(e);
 	out->used = as.reserved_bytes - as.idle_bytes;
 	out->idle = as.idle_bytes;
 	out->recycled_groups = as.recycled_groups;

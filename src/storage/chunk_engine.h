@@ -389,6 +389,12 @@ struct chunk_engine_stat {
 };
 /* Counters and sizes; cheap, no I/O. Any thread. */
 void chunk_engine_get_stat(struct chunk_engine *e, struct chunk_engine_stat *out);
+/* The sizes mgmtd is told (chunk_engine_stat's capacity and used) without
+ * waiting: -EBUSY at once, *CAPACITY and *USED untouched, while another
+ * thread holds the engine's mutex (which its I/O thread can hold across a
+ * disk call that hangs); else 0. For threads that serve more than this
+ * engine (the storage service's mgmtd link). Any thread. */
+int chunk_engine_sizes_nowait(struct chunk_engine *e, uint64_t *capacity, uint64_t *used);
 
 /* Calls FN for each chunk with FROM <= id < TO from one metadata snapshot
  * (a dump for resync). FN returns nonzero to stop. Reads metadata only, may

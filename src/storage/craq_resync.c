@@ -418,11 +418,9 @@ void craq_sync_done_handle(struct storage_service *s, struct rpc_req *req)
 	/* Fault injection: held between the store and the report
 	 * (test_craq.c link_old_routing). */
 	stor_fault_pause(s, t, "faultinj_sync_done_hold");
-	/* Not mgmtd_link_report: on a loop thread, a look at the engines'
-	 * counters would wait behind a hung disk's engine mutex (any target
-	 * of this node), and UPTODATE with it (test_craq.c
-	 * sync_done_stat_hold). The sizes (shown, not acted on) wait for
-	 * the next report that reads them. */
+	/* States only, touching no engine (test_craq.c sync_done_stat_hold:
+	 * this once waited on a hung disk's engine mutex). The sizes (shown,
+	 * not acted on) wait for the next report that reads them. */
 	mgmtd_link_report_state(s);
 	rpc_reply(req, 0, NULL, 0);
 }

@@ -725,8 +725,8 @@ void craq_fence_target(struct storage_service *s, struct stor_target *t, const c
 	pthread_mutex_unlock(&t->state_mu);
 	LOG_ERR("craq", "target fenced itself: target=%u why=%s; it rejoins through resync",
 		stor_target_id(s, t), why);
-	/* Not mgmtd_link_report: a look at the engines' counters waits
-	 * behind a hung disk's engine mutex, the watchdog's fence with it. */
+	/* States only, touching no engine: the fence of a hung disk must
+	 * not wait on anything of it (test_craq.c disk_stall_stat). */
 	mgmtd_link_report_state(s);
 	mgmtd_link_kick(s);
 }

@@ -70,28 +70,28 @@ static void persist_node_id(const struct storage_service *s, uint32_t id)
 	}
 }
 
-/* Fault injection: while DIR/faultinj_engine_stat_hold exists, a look at
- * T's engine counters waits, as one does behind an engine thread that
- * holds the engine's mutex in a hung fallocate (a disk that hangs). */
-static void stat_hold(struct storage_service *s, struct stor_target *t)
+/* Fault injection: while DIR/faultinj_engine_stat_hold exists, T's
+ * engine mutex counts as held, as by an engine thread in a fallocate that
+ * hangs under it (a disk that hangs). */
+static bool stat_held(struct storage_service *s, struct stor_target *t)
 {
 	if (!s->faultinj)
-		return;
+		return false;
 	char path[4200];
 	snprintf(path, sizeof(path), "%s/faultinj_engine_stat_hold", t->dir);
-	while (!atomic_load(&s->stopping) && access(path, F_OK) == 0)
-		clock_sleep_ms(50);
+	return access(path, F_OK) == 0;
 }
 
-/* Reads every target's engine counters into ST: may wait behind an
- * engine whose thread holds its mutex in a hung disk call, so never under
- * report_mu. */
-static void read_stats(struct storage_service *s, struct chunk_engine_stat *st)
+/* The sizes of every target whose engine answers at once, into CAP and
+ * USED with OK[i] set; a target whose engine mutex is held (maybe by a
+ * hung disk call) keeps its last sizes (OK[i] false). Never waits: the
+ * link thread reports for every target of the node, and one hung disk
+ * must not stop the others' state changes reaching mgmtd. */
+static void read_sizes(struct storage_service *s, uint64_t *cap, uint64_t *used, bool *ok)
 {
-	for (size_t i = 0; i < s->nt; i++) {
-		stat_hold(s, &s->t[i]);
-		chunk_engine_get_stat(s->t[i].eng, &st[i]);
-	}
+	for (size_t i = 0; i < s->nt; i++)
+		ok[i] = !stat_held(s, &s->t[i]) &&
+			!chunk_engine_sizes_nowait(s->t[i].eng, &cap[i], &used[i]);
 }
 
 /* The report of every target: its local state now, the sizes last read. */
@@ -105,16 +105,20 @@ static size_t build_reports(struct storage_service *s, struct mgmtd_target_repor
 	return s->nt;
 }
 
-/* Sets the report; ST (read before) refreshes the sizes, NULL keeps them. */
-static void report(struct storage_service *s, const struct chunk_engine_stat *st)
+/* Sets the report; sizes CAP and USED (read before) refresh those with
+ * OK[i] set; OK NULL keeps them all. */
+static void report(struct storage_service *s, const uint64_t *cap, const uint64_t *used,
+		   const bool *ok)
 {
 	struct mgmtd_target_report r[MGMTD_MAX_NODE_TARGETS];
 	/* Built and set as one: a report built before a fence but set after
 	 * the fence's own would put back the state the fence took away. */
 	pthread_mutex_lock(&s->report_mu);
-	for (size_t i = 0; st && i < s->nt; i++) {
-		s->t[i].rep_capacity = st[i].capacity;
-		s->t[i].rep_used = st[i].used;
+	for (size_t i = 0; ok && i < s->nt; i++) {
+		if (!ok[i])
+			continue;
+		s->t[i].rep_capacity = cap[i];
+		s->t[i].rep_used = used[i];
 	}
 	size_t n = build_reports(s, r);
 	if (s->mc)
@@ -124,14 +128,15 @@ static void report(struct storage_service *s, const struct chunk_engine_stat *st
 
 void mgmtd_link_report(struct storage_service *s)
 {
-	struct chunk_engine_stat st[MGMTD_MAX_NODE_TARGETS];
-	read_stats(s, st);
-	report(s, st);
+	uint64_t cap[MGMTD_MAX_NODE_TARGETS], used[MGMTD_MAX_NODE_TARGETS];
+	bool ok[MGMTD_MAX_NODE_TARGETS];
+	read_sizes(s, cap, used, ok);
+	report(s, cap, used, ok);
 }
 
 void mgmtd_link_report_state(struct storage_service *s)
 {
-	report(s, NULL);
+	report(s, NULL, NULL, NULL);
 }
 
 void mgmtd_link_kick(struct storage_service *s)
@@ -303,16 +308,18 @@ int mgmtd_link_start(struct storage_service *s, const struct storage_service_opt
 		     size_t errlen)
 {
 	struct mgmtd_target_report r[MGMTD_MAX_NODE_TARGETS];
-	struct chunk_engine_stat st[MGMTD_MAX_NODE_TARGETS];
 	if (s->nt > MGMTD_MAX_NODE_TARGETS) {
 		snprintf(err, errlen, "at most %d targets per node with mgmtd",
 			 MGMTD_MAX_NODE_TARGETS);
 		return -EINVAL;
 	}
-	read_stats(s, st);
+	/* Before any thread runs: every engine is idle, so this waits for
+	 * none (the first sizes mgmtd sees are real). */
 	for (size_t i = 0; i < s->nt; i++) {
-		s->t[i].rep_capacity = st[i].capacity;
-		s->t[i].rep_used = st[i].used;
+		struct chunk_engine_stat st;
+		chunk_engine_get_stat(s->t[i].eng, &st);
+		s->t[i].rep_capacity = st.capacity;
+		s->t[i].rep_used = st.used;
 	}
 	size_t n = build_reports(s, r);
 	struct mgmtd_client_opts mo = {

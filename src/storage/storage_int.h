@@ -144,13 +144,14 @@ int mgmtd_link_start(struct storage_service *s, const struct storage_service_opt
 		     size_t errlen);
 void mgmtd_link_stop(struct storage_service *s);
 void mgmtd_link_kick(struct storage_service *s);
-/* Pushes the targets' local states and sizes to mgmtd. Reads every
- * engine's counters first: waits while an engine's mutex is held (a
- * thread of it stuck in a disk call). Any thread. */
+/* Pushes the targets' local states and sizes to mgmtd. The sizes of an
+ * engine whose mutex is held (a thread of it maybe stuck in a disk call)
+ * stay as last read: it never waits on an engine, so one hung disk does
+ * not hold back the other targets' states (test_craq.c
+ * report_busy_engine). Any thread. */
 void mgmtd_link_report(struct storage_service *s);
-/* The same with the sizes last read: never touches an engine, so a fence
- * (craq_fence_target) reaches mgmtd while the fenced target's disk hangs.
- * Any thread. */
+/* The same with every size as last read: touches no engine at all (a
+ * fence, SYNC_DONE). Any thread. */
 void mgmtd_link_report_state(struct storage_service *s);
 
 /* fence_witness.c. Whether the service must refuse requests now (the

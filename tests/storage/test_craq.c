@@ -49,6 +49,10 @@
  *                 (its report held), decides once from the routing of
  *                 its rejoin (it shows it OFFLINE): it must stay
  *                 UPTODATE, and the chain recovers
+ *   report_busy_engine  two targets per service: one's engine mutex is
+ *                 held (a hung disk), the other fences itself and must
+ *                 rejoin: the link thread's report never waits on an
+ *                 engine
  *   full_restart  kill -9 every storage service and mgmtd, restart all:
  *                 every acknowledged write is back on all three replicas
  *   concurrent    four writers replace one chunk concurrently: every
@@ -236,12 +240,14 @@ static int count_targets(struct env *e)
 
 /* 1: the next env_up's services sync their writes (stor_cluster.sync). */
 static int env_sync;
+/* Targets per service of the next env_up (1 or 2: then two chains). */
+static int env_tpn = 1;
 
 /* PROXIED: node 0 reaches mgmtd through e->proxy. */
 static void env_up_with(struct env *e, const char *tag, bool proxied)
 {
 	memset(e, 0, sizeof(*e));
-	stor_cluster_init(&e->sc, tag, 3, 1, T_MS);
+	stor_cluster_init(&e->sc, tag, 3, env_tpn, T_MS);
 	e->sc.sync = env_sync;
 	stor_cluster_start_mgmtd(&e->sc);
 	if (proxied) {
@@ -262,11 +268,11 @@ static void env_up_with(struct env *e, const char *tag, bool proxied)
 	/* 30 s: CI's sanitizer pass once saw only 2 of 3 registered after 15 s
 	 * beside another test; the logs say why if it happens again. */
 	uint64_t deadline = clock_mono_ms() + 30000;
-	while (count_targets(e) < 3 && clock_mono_ms() < deadline)
+	while (count_targets(e) < 3 * env_tpn && clock_mono_ms() < deadline)
 		clock_sleep_ms(50);
-	if (count_targets(e) != 3)
+	if (count_targets(e) != 3 * env_tpn)
 		stor_cluster_print_logs(&e->sc, 30);
-	assert_int_equal(count_targets(e), 3);
+	assert_int_equal(count_targets(e), 3 * env_tpn);
 	int rc = stor_cluster_admin(&e->sc, out, sizeof(out), "create-chain-table", "--replicas", "3",
 				    NULL);
 	if (rc)
@@ -2404,6 +2410,68 @@ static void test_link_old_routing(void **state)
 	env_down(&e);
 }
 
+/* The chain of node N's target in its slot SLOT (e->sc.node[n].dirs[slot -
+ * 1]) into *CHAIN, its id into *TARGET. */
+static void target_in_slot(struct env *e, int n, uint32_t slot, uint32_t *target, uint32_t *chain)
+{
+	struct mgmtd_routing *snap = mgmtd_client_routing(e->obs);
+	assert_non_null(snap);
+	const struct route_info *ri = mgmtd_routing_info(snap);
+	*target = 0;
+	for (size_t i = 0; i < ri->n_targets; i++)
+		if (ri->targets[i].id % 1000 == slot) {
+			uint32_t id = ri->targets[i].id, c = ri->targets[i].chain_id;
+			mgmtd_routing_put(snap);
+			if (node_of(e, id) == n) {
+				*target = id;
+				*chain = c;
+				return;
+			}
+			snap = mgmtd_client_routing(e->obs);
+			ri = mgmtd_routing_info(snap);
+		}
+	mgmtd_routing_put(snap);
+	fail_msg("no target in slot %u of node %d", slot, n);
+}
+
+/* One hung disk must not hold back the state changes of the other
+ * targets of its node. Three services with two targets each (two
+ * chains): the engine mutex of node 0's first target counts as held
+ * throughout (faultinj_engine_stat_hold: as by an engine thread in a
+ * disk call that hangs under it), and node 0's second target B fences
+ * itself (faultinj_fence_now). B must rejoin: its link thread's report
+ * of ONLINE must reach mgmtd. Before, every report read every engine's
+ * counters, waiting on that mutex: B's ONLINE never went out, and its
+ * chain stayed at two members. */
+static void test_report_busy_engine(void **state)
+{
+	(void)state;
+	struct env e;
+	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
+	env_tpn = 2;
+	env_up(&e, "craq-busyeng");
+	env_tpn = 1;
+	unsetenv("CFS_FAULTINJ");
+	uint32_t b = 0, chain = 0;
+	target_in_slot(&e, 0, 2, &b, &chain);
+	e.chain = chain;
+	assert_true(wait_chain(&e, 3, 0, 0, 15000));
+	char hold[800], fence[800];
+	arm_fault(&e, 0, "faultinj_engine_stat_hold", "", hold, sizeof(hold));
+	snprintf(fence, sizeof(fence), "%s/faultinj_fence_now", e.sc.node[0].dirs[1]);
+	FILE *f = fopen(fence, "w");
+	assert_non_null(f);
+	fclose(f);
+	wait_consumed(fence, 30000);
+	assert_true(wait_chain(&e, 2, b, CHAIN_PS_OFFLINE, 20000));
+	bool back = wait_chain(&e, 3, 0, 0, 30000);
+	unlink(hold);
+	if (!back)
+		stor_cluster_print_logs(&e.sc, 20);
+	assert_true(back);
+	env_down(&e);
+}
+
 /* Kill two of three, then the last: it becomes LASTSRV. The two stale
  * ones come back first and must wait (no serving copy); when the LASTSRV
  * one returns it serves first and the others resync from it. */
@@ -2811,6 +2879,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_partition),
 		cmocka_unit_test(test_link_state_fence),
 		cmocka_unit_test(test_link_old_routing),
+		cmocka_unit_test(test_report_busy_engine),
 		cmocka_unit_test(test_noflush_chain),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
