@@ -102,11 +102,18 @@ WIRE_STRUCT(sto_write_req, STO_WRITE_REQ);
  * ordinary replace WRITE at the head's next version. Chains only (chain
  * != 0: -EINVAL otherwise). A service from before the message answers
  * -CFS_EBADMSG_TYPE: the condition is never ignored. With EXPECT
- * STO_WIF_ABSENT, a nonzero UPDATE_VER is the version the chunk is made
- * at (else 1; a service from before that rule always makes it at 1).
+ * STO_WIF_ABSENT, a nonzero UPDATE_VER (at most STO_WIF_CREATE_VER_MAX)
+ * is the version the chunk is made at (else 1; a service from before
+ * that rule always makes it at 1).
  * Resp: a WRITE response. */
 #define STO_WIF_ABSENT 0ULL
 #define STO_WIF_PRESENT UINT64_MAX
+/* The highest first version a WRITE_IF "if absent" may name (more:
+ * -EINVAL). A chunk's next write numbers from there, one up each: named
+ * near UINT64_MAX, its version would wrap to 0 (read as "absent" by the
+ * inline conversion, file_io.h) or reach STO_WIF_PRESENT (a condition
+ * that then matches any version). */
+#define STO_WIF_CREATE_VER_MAX ((1ULL << 63) - 1)
 #define STO_WRITE_IF_REQ(F) STO_WRITE_REQ(F) F(u64, expect) F(u32, expect_len) F(u32, expect_crc)
 WIRE_STRUCT(sto_write_if_req, STO_WRITE_IF_REQ);
 

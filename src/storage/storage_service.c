@@ -280,7 +280,8 @@ static void handle_write_if(struct rpc_req *req, void *arg)
 		w.update_ver = m.update_ver;
 	uint32_t *page_crc = NULL;
 	/* Never a forward: the successors get a plain replace WRITE. */
-	if (!m.chain || (m.flags & (STO_WF_FORWARDED | STO_WF_SYNC)))
+	if (!m.chain || (m.flags & (STO_WF_FORWARDED | STO_WF_SYNC)) ||
+	    w.update_ver > STO_WIF_CREATE_VER_MAX)
 		err = -EINVAL;
 	if (!err)
 		err = write_args_check(&w, data, blen);

@@ -671,7 +671,8 @@ int storage_client_write_if_at(struct storage_client *c, const struct storage_lo
                                uint64_t expect, uint32_t expect_len, uint32_t expect_crc,
                                uint64_t create_ver, struct sto_write_resp *out)
 {
-	if (!len || !data || !loc->chain || (create_ver && expect != STO_WIF_ABSENT))
+	if (!len || !data || !loc->chain || (create_ver && expect != STO_WIF_ABSENT) ||
+	    create_ver > STO_WIF_CREATE_VER_MAX)
 		return -EINVAL;
 	struct sto_write_if_req m = {.ino = ino,
 	                             .idx = idx,

@@ -125,7 +125,7 @@ int storage_client_write_if(struct storage_client *c, const struct storage_loc *
 /* storage_client_write_if that, with EXPECT STO_WIF_ABSENT and CREATE_VER
  * != 0, makes the chunk at version CREATE_VER instead of 1 (OUT tells
  * which: a head from before that rule makes it at 1). CREATE_VER with
- * another EXPECT: -EINVAL. */
+ * another EXPECT, or above STO_WIF_CREATE_VER_MAX: -EINVAL. */
 int storage_client_write_if_at(struct storage_client *c, const struct storage_loc *loc,
 			       uint64_t ino, uint32_t idx, uint32_t len, const void *data,
 			       uint64_t expect, uint32_t expect_len, uint32_t expect_crc,

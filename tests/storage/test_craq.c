@@ -1455,16 +1455,16 @@ static void test_write_if_absent(void **state)
 
 /* WRITE_IF (INO, 0) sent by hand to the head with exactly-once key
  * (0xc30, 1, SEQ): the answer's status. */
-static int raw_write_if(struct env *e, uint64_t ino, uint64_t seq, uint64_t expect,
-			const uint8_t *data, uint32_t len)
+static int raw_write_if_at(struct env *e, uint64_t ino, uint64_t seq, uint64_t expect,
+			   uint64_t update_ver, const uint8_t *data, uint32_t len)
 {
 	struct route_chain c;
 	assert_true(get_chain(e, &c));
 	struct sto_write_if_req m = { .target = c.m[0].target_id, .chain = e->chain,
 				      .chain_ver = c.version, .ino = ino, .len = len,
 				      .crc = crc32c(0, data, len), .flags = STO_WF_REPLACE,
-				      .client = 0xc30, .channel = 1, .seq = seq,
-				      .expect = expect };
+				      .update_ver = update_ver, .client = 0xc30, .channel = 1,
+				      .seq = seq, .expect = expect };
 	struct rpc_client *rc = stor_cluster_rpc_client();
 	struct buf pl, resp;
 	buf_init(&pl);
@@ -1482,6 +1482,12 @@ static int raw_write_if(struct env *e, uint64_t ino, uint64_t seq, uint64_t expe
 	buf_fini(&resp);
 	rpc_client_free(rc);
 	return r;
+}
+
+static int raw_write_if(struct env *e, uint64_t ino, uint64_t seq, uint64_t expect,
+			const uint8_t *data, uint32_t len)
+{
+	return raw_write_if_at(e, ino, seq, expect, 0, data, len);
 }
 
 /* A conditional replace (STO_MSG_WRITE_IF, the inline conversion's fence):
@@ -1571,6 +1577,21 @@ static void test_write_if(void **state)
 	memcpy(want, c3, 2000);
 	assert_replicas_hold(&e, 82, 0, want, 4000);
 
+	/* a first version near UINT64_MAX (a client's bug, or a hostile
+	 * one) is refused: the next writes would wrap it to 0 ("absent" to
+	 * the inline conversion) or reach STO_WIF_PRESENT; the highest
+	 * allowed leaves 2^63 writes of room (seqs after those above: one
+	 * channel) */
+	assert_int_equal(raw_write_if_at(&e, 84, 10, STO_WIF_ABSENT, UINT64_MAX, a, 1), -EINVAL);
+	assert_int_equal(raw_write_if_at(&e, 84, 11, STO_WIF_ABSENT, STO_WIF_CREATE_VER_MAX + 1, a,
+					 1),
+			 -EINVAL);
+	assert_int_equal(storage_client_query(e.cli, &loc, 84, 0, 0, &q0), -ENOENT);
+	assert_int_equal(raw_write_if_at(&e, 84, 12, STO_WIF_ABSENT, STO_WIF_CREATE_VER_MAX, a, 1),
+			 0);
+	assert_int_equal(storage_client_write(e.cli, &loc, 84, 0, 0, 10, b, 0, &wr), 0);
+	assert_int_equal(wr.commit_ver, STO_WIF_CREATE_VER_MAX + 1);
+
 	/* resync: the tail down while a conditional replace lands */
 	struct route_chain c;
 	assert_true(get_chain(&e, &c));
@@ -1582,10 +1603,22 @@ static void test_write_if(void **state)
 	assert_int_equal(storage_client_query(e.cli, &loc, 81, 0, 0, &q0), 0);
 	assert_int_equal(storage_client_write_if(e.cli, &loc, 81, 0, 7000, c3, q0.commit_ver, q0.len, q0.crc, NULL),
 			 0);
+	/* and a chunk made at a named version meanwhile: resync gives the
+	 * tail that version, so the next write's forward (numbered from it)
+	 * applies there too */
+	assert_int_equal(storage_client_write_if_at(e.cli, &loc, 85, 0, 1, a, STO_WIF_ABSENT, 0, 0,
+						    nv + 100, &wr),
+			 0);
+	assert_int_equal(wr.commit_ver, nv + 100);
 	stor_cluster_start_storage(&e.sc, tn);
 	assert_chain_recovers(&e, 60000);
 	assert_replicas_len(&e, 81, 0, 7000, crc32c(0, c3, 7000));
 	assert_replicas_hold(&e, 81, 0, c3, 7000);
+	assert_replicas_len(&e, 85, 0, 1, crc32c(0, a, 1));
+	assert_int_equal(storage_client_write(e.cli, &loc, 85, 0, 0, 10, b, 0, &wr), 0);
+	assert_int_equal(wr.commit_ver, nv + 101);
+	assert_replicas_hold(&e, 85, 0, b, 10);
+	assert_replicas_len(&e, 85, 0, 10, crc32c(0, b, 10));
 	/* chains only: a direct write cannot be conditioned */
 	struct storage_loc direct = { .chain = 0, .addr = e.sc.node[0].addr, .target = 1 };
 	assert_int_equal(storage_client_write_if(e.cli, &direct, 81, 0, 10, a, STO_WIF_PRESENT, 0, 0, NULL),
