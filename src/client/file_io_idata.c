@@ -350,6 +350,33 @@ static int convert_placed_fault(void)
 	return 1;
 }
 
+/* Fault injection (tests only): while the hold file (above) starts with
+ * "marked", a conversion waits right after its MARK, before its
+ * placeholder (having created the ".held" name: test_integ_idata
+ * test_marked_unlinked); the hold file gone, it goes on. */
+static void convert_marked_hold(void)
+{
+	const char *p = getenv("CFS_FAULTINJ_CONVERT_HOLD");
+	if (!p)
+		return;
+	char held[4200];
+	snprintf(held, sizeof(held), "%s.held", p);
+	for (int first = 1;; first = 0) {
+		int fd = open(p, O_RDONLY);
+		if (fd < 0)
+			return;
+		char b[6] = {0};
+		ssize_t n = read(fd, b, sizeof(b));
+		close(fd);
+		if (n != (ssize_t)sizeof(b) || memcmp(b, "marked", sizeof(b)) != 0)
+			return;
+		if (first && (fd = open(held, O_WRONLY | O_CREAT, 0644)) >= 0)
+			close(fd);
+		struct timespec ts = {0, 20 * 1000000};
+		nanosleep(&ts, NULL);
+	}
+}
+
 /* The version a placeholder is made at: random in [2^32, 2^62), one per
  * attempt. A chunk 0 made again after a removal by ordinary writes starts
  * at 1 and counts up by one, so it never reaches a state a stalled
@@ -435,6 +462,7 @@ int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st)
 				if (rc < 0)
 					break;
 				marked = 1;
+				convert_marked_hold();
 			}
 			static const uint8_t zero[1];
 			rc =
@@ -457,6 +485,19 @@ int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st)
 				continue; /* removed between the two: again */
 		}
 		rc = meta_client_idata_begin(mc, &ROOT, ino, in, &d);
+		if (rc == -ENOENT && fenced) {
+			/* The file is gone: its last unlink and GC ran while
+			 * this conversion was past its MARK, and GC's removal of
+			 * the chunks may have come before the placeholder above
+			 * landed, which nothing would remove then (an orphan
+			 * chunk for good). An inode's number is never used
+			 * again: its chunk 0 is ours to remove. */
+			int r = fio_remove_chunk0(f, fi);
+			if (r < 0)
+				LOG_WARN("client", "inline data: file gone: ino=%llu: chunk 0: %s",
+				         (unsigned long long)ino, cfs_strerror(r));
+			break;
+		}
 		if (rc == -CFS_ENOTINLINE) {
 			rc = learn_chunked(f, fi, st);
 			if (rc == -EAGAIN)

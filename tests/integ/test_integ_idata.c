@@ -669,8 +669,9 @@ static void test_stalled_placeholder(void **state)
 	free(b);
 }
 
-/* The orphan chunks `chainfs fsck` counts on the running cluster, or -1. */
-static long long fsck_orphan_chunks(void)
+/* The number `chainfs fsck` prints after FIELD ("orphan_chunks=") on the
+ * running cluster, or -1. */
+static long long fsck_count(const char *field)
 {
 	char log[700], line[512];
 	snprintf(log, sizeof(log), "%s/fsck_orphans.out", env.dir);
@@ -682,12 +683,17 @@ static long long fsck_orphan_chunks(void)
 		return -1;
 	long long n = -1;
 	while (fgets(line, sizeof(line), f)) {
-		const char *o = strstr(line, "orphan_chunks=");
+		const char *o = strstr(line, field);
 		if (o)
-			n = atoll(o + strlen("orphan_chunks="));
+			n = atoll(o + strlen(field));
 	}
 	fclose(f);
 	return n;
+}
+
+static long long fsck_orphan_chunks(void)
+{
+	return fsck_count("orphan_chunks=");
 }
 
 /* A converter that dies after its placeholder landed and before its begin
@@ -731,6 +737,60 @@ static void test_placeholder_leak(void **state)
 		clock_sleep_ms(1000);
 	if (n != 0)
 		fail_msg("%lld orphan chunks 30 s after the unlink (the placeholder leaked)", n);
+}
+
+struct trunc_far {
+	const char *path;
+	int rc;
+};
+
+/* A truncate by path past the inline threshold: mount 2 converts the file
+ * first, with no open file (no write session for GC to wait on). */
+static void *trunc_far(void *arg)
+{
+	struct trunc_far *t = arg;
+	t->rc = truncate(t->path, 3 * T) == 0 ? 0 : -errno;
+	return NULL;
+}
+
+/* Mount 2's conversion (a truncate by path: no write session) is held
+ * after its MARK, before its placeholder; mount 1 unlinks the file, and
+ * GC removes its chunks (none yet) and the inode. Then the conversion
+ * goes on: its placeholder makes chunk 0 of a gone inode, and its begin
+ * finds no file. The converter must remove that chunk: before, it
+ * stayed, an orphan that fsck counts and nothing reclaims. */
+static void test_marked_unlinked(void **state)
+{
+	(void)state;
+	char hold[700], held[720], p1[1024], p2[1024];
+	snprintf(hold, sizeof(hold), "%s/convert_hold_marked", env.dir);
+	snprintf(held, sizeof(held), "%s.held", hold);
+	unlink(held);
+	assert_int_equal(fsck_orphan_chunks(), 0);
+	assert_int_equal(setenv("CFS_FAULTINJ_CONVERT_HOLD", hold, 1), 0);
+	start_mount2();
+	unsetenv("CFS_FAULTINJ_CONVERT_HOLD");
+	snprintf(p1, sizeof(p1), "%s/marked_unlinked", env.mnt);
+	snprintf(p2, sizeof(p2), "%s/marked_unlinked", mnt2);
+	write_file(p1, 1000, 60); /* inline */
+	assert_true(integ_wait_visible(p2, 10000));
+	put_text(hold, "marked");
+	struct trunc_far t = {.path = p2};
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, trunc_far, &t), 0);
+	wait_held(held); /* past its MARK */
+	assert_int_equal(unlink(p1), 0);
+	long long g = -1;
+	for (int i = 0; i < 30 && (g = fsck_count("gc_pending=")) != 0; i++)
+		clock_sleep_ms(1000);
+	assert_int_equal(g, 0); /* GC ran: the inode is gone */
+	unlink(hold);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(t.rc, -ENOENT);
+	stop_mount2();
+	long long n = fsck_orphan_chunks();
+	if (n != 0)
+		fail_msg("%lld orphan chunks after the conversion (its placeholder leaked)", n);
 }
 
 /* ---- open-ahead (fuse_fs.c "Open-ahead") ---- */
@@ -1313,6 +1373,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_stalled_after_cut),
 		cmocka_unit_test(test_stalled_placeholder),
 		cmocka_unit_test(test_placeholder_leak),
+		cmocka_unit_test(test_marked_unlinked),
 		cmocka_unit_test(test_open_ahead),
 		cmocka_unit_test(test_cached_open),
 		cmocka_unit_test(test_stored_pages),
