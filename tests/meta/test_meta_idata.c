@@ -366,6 +366,14 @@ static void test_convert_mark(void **state)
 	assert_int_equal(meta_unlink(M, &FX_ROOT, fx_req(9), R1, N("q")), 0);
 	assert_int_equal(meta_gc_step(M), 0);
 	assert_int_equal(F.st.remove_calls, calls);
+	/* MARK takes no claim: another client begins at once */
+	uint64_t r2 = mk("r", META_O_IDATA);
+	assert_int_equal(meta_idata_write(M, fx_req(9), r2, 0, "rr", 2, &in), 0);
+	assert_int_equal(
+	    meta_idata_convert_commit(M, &a, r2, UINT64_MAX, META_IDATA_COMMIT_MARK, &in), 0);
+	assert_int_equal(meta_idata_convert_begin(M, &b, r2, &in, &d), 0);
+	assert_true(d.flags & META_IDATA_F_PLACED);
+	assert_int_equal(d.len, 2);
 	/* chunked: MARK answers so */
 	uint64_t c = mk("c", META_O_IDATA);
 	assert_int_equal(meta_idata_convert_commit(M, &a, c, 0, META_IDATA_COMMIT_EMPTY, &in), 0);
