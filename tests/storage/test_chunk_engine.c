@@ -1728,6 +1728,68 @@ static void test_fixed_evict(void **state)
 	free(dir);
 }
 
+/* Writes from more pieces than the ring has slots, queued in ONE pass of
+ * the I/O thread (submitted from a callback on it, so its loop finds them
+ * all in the inbox at once): the 65th piece evicts the slot of the first
+ * write while that write's SQE would still sit in the submission queue
+ * unless fixed_set submitted it first. An SQE issued after its slot
+ * changed binds the new piece: the first write then fails -EFAULT (its
+ * address lies outside that piece). Every write succeeds and reads back. */
+enum { FQ_N = 66 };
+struct fixed_queued {
+	struct chunk_engine *e;
+	uint8_t *base;
+	struct async_ctx c;
+	struct chunk_op ops[FQ_N];
+};
+
+static void fixed_queued_go(struct chunk_op *op)
+{
+	struct fixed_queued *q = op->arg;
+	for (uint32_t k = 0; k < FQ_N; k++) {
+		async_write_op(&q->ops[k], &q->c, (struct chunk_id){ 22, k }, 0, 64 * KB,
+			       q->base + k * CHUNK_FIXED_PIECE);
+		chunk_engine_submit(q->e, &q->ops[k]);
+	}
+}
+
+static void test_fixed_queued(void **state)
+{
+	(void)state;
+	char *dir = testenv_tmpdir("engine_fixed_queued");
+	const size_t sz = (size_t)FQ_N * CHUNK_FIXED_PIECE;
+	uint8_t *base = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(base != MAP_FAILED);
+	struct chunk_fixed *f = chunk_fixed_new();
+	assert_true(chunk_fixed_add(f, base, sz) > 0);
+	struct chunk_engine_cfg cfg;
+	no_overlap_cfg(&cfg, dir);
+	cfg.fixed = f;
+	static struct fixed_queued q = { .c = ASYNC_CTX_INIT };
+	q.base = base;
+	assert_int_equal(chunk_engine_open(&cfg, &q.e), 0);
+	for (uint32_t k = 0; k < FQ_N; k++)
+		fill(base + k * CHUNK_FIXED_PIECE, 64 * KB, 400 + k);
+	struct chunk_op go = { .type = CHUNK_OP_QUERY, .done = fixed_queued_go, .arg = &q,
+			       .id = { 22, 1000 } };
+	chunk_engine_submit(q.e, &go);
+	assert_int_equal(async_wait(&q.c, FQ_N), 0);
+	struct chunk_engine_stat st;
+	chunk_engine_get_stat(q.e, &st);
+	assert_int_equal(st.fixed_writes, FQ_N);
+	assert_int_equal(st.fixed_regs, FQ_N);
+	uint8_t model[64 * KB];
+	for (uint32_t k = 0; k < FQ_N; k++) {
+		fill(model, sizeof(model), 400 + k);
+		expect_range(q.e, (struct chunk_id){ 22, k }, 0, sizeof(model), model,
+			     (int)sizeof(model));
+	}
+	chunk_engine_close(q.e);
+	chunk_fixed_free(f);
+	munmap(base, sz);
+	free(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1756,6 +1818,7 @@ int main(void)
 		cmocka_unit_test(test_cached_reads_no_rise),
 		cmocka_unit_test(test_fixed_buffers),
 		cmocka_unit_test(test_fixed_evict),
+		cmocka_unit_test(test_fixed_queued),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	testenv_cleanup();
