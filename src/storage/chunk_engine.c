@@ -383,7 +383,7 @@ struct chunk_engine {
 	uint64_t fixed_gen;                    /* chunk_fixed_gen when last purged */
 	uint64_t fixed_tick;
 	struct fixed_slot fslot[FIXED_SLOTS];
-	atomic_uint_fast64_t fixed_writes, fixed_regs;
+	atomic_uint_fast64_t fixed_writes, fixed_regs, fixed_held;
 	/* Page-cache probes ("page-cache reads": when the cache pays). */
 	struct cache_probe cr;              /* its .direct: small reads sent O_DIRECT */
 	atomic_uint_fast64_t cr_probes_total, cr_hits_total;
@@ -568,8 +568,18 @@ static struct io_uring_sqe *get_sqe(struct chunk_engine *e)
  * and the write goes out plain). A piece is named by its range's id, never
  * reused, so a range removed and another mapped at the same address
  * never matches the first one's registration (whose pages it holds);
- * the slots of removed ranges are emptied at the next write after
- * chunk_fixed_gen moved. */
+ * the slots of removed ranges are emptied once the I/O thread sees
+ * chunk_fixed_gen move: at its next wake-up, which chunk_fixed_remove
+ * causes (chunk_fixed_watch), since the slot keeps the range's pages
+ * pinned (a departed predecessor's arena) even if no write comes again. */
+static void fixed_count(struct chunk_engine *e)
+{
+	uint64_t n = 0;
+	for (int i = 0; i < FIXED_SLOTS; i++)
+		n += e->fslot[i].id != 0;
+	atomic_store_explicit(&e->fixed_held, n, memory_order_relaxed);
+}
+
 static int fixed_set(struct chunk_engine *e, int i, void *base, uint64_t len)
 {
 	struct iovec iov = { .iov_base = base, .iov_len = len };
@@ -577,28 +587,46 @@ static int fixed_set(struct chunk_engine *e, int i, void *base, uint64_t len)
 	if (io_uring_sq_ready(&e->ring))
 		return -EBUSY; /* some stayed queued (-EBUSY, -EAGAIN): slot unchanged */
 	int rc = io_uring_register_buffers_update_tag(&e->ring, (unsigned)i, &iov, NULL, 1);
-	e->fslot[i].id = 0;
 	if (rc != 1 && base) {
-		/* Writes still go out, pinning their pages as before. */
+		/* Writes still go out, pinning their pages as before. The
+		 * kernel kept the slot's old piece: so does fslot[i], so that
+		 * it is let go once its range is removed. */
 		LOG_WARN("chunk", "fixed buffer refused, writes pin their pages: target=%s err=%s",
 			 e->dir, cfs_strerror(rc < 0 ? rc : -EIO));
 		e->fixed_on = 0;
 		return rc < 0 ? rc : -EIO;
 	}
+	e->fslot[i].id = 0;
+	fixed_count(e);
 	return 0;
+}
+
+/* Empties the slots of ranges removed since the last look. I/O thread. */
+static void fixed_purge(struct chunk_engine *e)
+{
+	uint64_t g = chunk_fixed_gen(e->cfg.fixed);
+	if (g == e->fixed_gen)
+		return;
+	e->fixed_gen = g;
+	for (int i = 0; i < FIXED_SLOTS; i++)
+		if (e->fslot[i].id && !chunk_fixed_live(e->cfg.fixed, e->fslot[i].id) &&
+		    fixed_set(e, i, NULL, 0))
+			e->fixed_gen = 0; /* retried at the next look */
+}
+
+/* chunk_fixed_watch: wakes the I/O thread, which then purges. */
+static void fixed_wake(void *arg)
+{
+	struct chunk_engine *e = arg;
+	uint64_t one = 1;
+	if (write(e->efd, &one, sizeof(one)) < 0)
+		LOG_WARN("chunk", "eventfd write failed: err=%s", cfs_strerror(errno));
 }
 
 /* The slot holding [BUF, BUF + LEN) registered, or -1 (a plain write). */
 static int fixed_slot(struct chunk_engine *e, const void *buf, uint64_t len)
 {
-	uint64_t g = chunk_fixed_gen(e->cfg.fixed);
-	if (g != e->fixed_gen) {
-		e->fixed_gen = g;
-		for (int i = 0; i < FIXED_SLOTS; i++)
-			if (e->fslot[i].id && !chunk_fixed_live(e->cfg.fixed, e->fslot[i].id) &&
-			    fixed_set(e, i, NULL, 0))
-				e->fixed_gen = 0; /* retried at the next write */
-	}
+	fixed_purge(e);
 	struct chunk_fixed_piece pc;
 	if (!e->fixed_on || chunk_fixed_find(e->cfg.fixed, buf, len, &pc))
 		return -1;
@@ -615,6 +643,7 @@ static int fixed_slot(struct chunk_engine *e, const void *buf, uint64_t len)
 	if (fixed_set(e, v, pc.base, pc.len))
 		return -1;
 	e->fslot[v] = (struct fixed_slot){ .id = pc.id, .piece = pc.piece, .used = ++e->fixed_tick };
+	fixed_count(e);
 	atomic_fetch_add_explicit(&e->fixed_regs, 1, memory_order_relaxed);
 	return v;
 }
@@ -1682,6 +1711,8 @@ static void *io_main(void *arg)
 			list = r->next;
 			advance(e, r);
 		}
+		if (e->cfg.fixed)
+			fixed_purge(e);
 		if (atomic_load(&e->io_stop))
 			break;
 		pthread_mutex_lock(&e->qmu);
@@ -2719,6 +2750,7 @@ void chunk_engine_get_stat(struct chunk_engine *e, struct chunk_engine_stat *out
 	out->noflush_writes = atomic_load(&e->noflush_writes);
 	out->fixed_writes = atomic_load(&e->fixed_writes);
 	out->fixed_regs = atomic_load(&e->fixed_regs);
+	out->fixed_held = atomic_load(&e->fixed_held);
 }
 
 struct iter_ctx {
@@ -3143,6 +3175,8 @@ int chunk_engine_open(const struct chunk_engine_cfg *cfg, struct chunk_engine **
 	if (cfg->compact_interval_ms && cfg->compact_threshold > 0 &&
 	    !pthread_create(&e->comp_tid, NULL, compact_main, e))
 		e->comp_started = 1;
+	if (e->fixed_on)
+		chunk_fixed_watch(cfg->fixed, fixed_wake, e);
 	LOG_INFO("chunk", "target open: dir=%s chunks=%llu open_errors=%llu", e->dir,
 		 (unsigned long long)chunk_store_count(e->store),
 		 (unsigned long long)atomic_load(&e->open_errors));
@@ -3194,6 +3228,7 @@ void chunk_engine_close(struct chunk_engine *e)
 {
 	if (!e)
 		return;
+	chunk_fixed_unwatch(e->cfg.fixed, e); /* no wake-up once efd is closed */
 	if (e->comp_started) {
 		pthread_mutex_lock(&e->compmu);
 		e->comp_stop = 1;

@@ -386,6 +386,8 @@ struct chunk_engine_stat {
 	 * registered with the ring. */
 	uint64_t fixed_writes;
 	uint64_t fixed_regs;
+	/* Slots holding a registered piece now (their pages stay pinned). */
+	uint64_t fixed_held;
 };
 /* Counters and sizes; cheap, no I/O. Any thread. */
 void chunk_engine_get_stat(struct chunk_engine *e, struct chunk_engine_stat *out);

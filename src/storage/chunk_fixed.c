@@ -20,6 +20,11 @@ struct chunk_fixed {
 	struct fixed_range r[CHUNK_FIXED_MAX]; /* under mu */
 	uint64_t next_id;                      /* under mu */
 	_Atomic uint64_t gen;
+	struct fixed_watch {
+		void (*fn)(void *);
+		void *arg;
+	} * w; /* under mu: chunk_fixed_watch */
+	int nw;
 };
 
 struct chunk_fixed *chunk_fixed_new(void)
@@ -34,6 +39,7 @@ void chunk_fixed_free(struct chunk_fixed *f)
 	if (!f)
 		return;
 	pthread_mutex_destroy(&f->mu);
+	free(f->w);
 	free(f);
 }
 
@@ -63,6 +69,8 @@ void chunk_fixed_remove(struct chunk_fixed *f, uint64_t id)
 		if (f->r[i].id == id) {
 			f->r[i].id = 0;
 			atomic_fetch_add_explicit(&f->gen, 1, memory_order_release);
+			for (int k = 0; k < f->nw; k++)
+				f->w[k].fn(f->w[k].arg);
 			break;
 		}
 	}
@@ -110,4 +118,27 @@ int chunk_fixed_live(struct chunk_fixed *f, uint64_t id)
 		live = f->r[i].id == id;
 	pthread_mutex_unlock(&f->mu);
 	return live;
+}
+
+void chunk_fixed_watch(struct chunk_fixed *f, void (*fn)(void *), void *arg)
+{
+	if (!f)
+		return;
+	pthread_mutex_lock(&f->mu);
+	f->w = xrealloc(f->w, (size_t)(f->nw + 1) * sizeof(*f->w));
+	f->w[f->nw++] = (struct fixed_watch){.fn = fn, .arg = arg};
+	pthread_mutex_unlock(&f->mu);
+}
+
+void chunk_fixed_unwatch(struct chunk_fixed *f, void *arg)
+{
+	if (!f)
+		return;
+	pthread_mutex_lock(&f->mu);
+	for (int k = 0; k < f->nw; k++)
+		if (f->w[k].arg == arg) {
+			f->w[k] = f->w[--f->nw];
+			break;
+		}
+	pthread_mutex_unlock(&f->mu);
 }

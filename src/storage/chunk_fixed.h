@@ -42,7 +42,7 @@ struct chunk_fixed_piece {
 };
 
 struct chunk_fixed *chunk_fixed_new(void);
-/* NULL-safe. After every engine that uses F is closed. */
+/* NULL-safe. After every engine that uses F is closed (no watchers). */
 void chunk_fixed_free(struct chunk_fixed *f);
 
 /* Adds the mapped range [BASE, BASE + LEN): its id (> 0), or 0 when F is
@@ -52,7 +52,7 @@ uint64_t chunk_fixed_add(struct chunk_fixed *f, void *base, uint64_t len);
 /* Removes range ID (0 and NULL F: nothing) before it is unmapped. The
  * caller guarantees no write from it is in flight or will be submitted
  * (the range is unmapped next). Pieces engines registered from it keep
- * its pages until they notice (chunk_fixed_gen) or evict them. */
+ * its pages until they notice (chunk_fixed_gen, chunk_fixed_watch). */
 void chunk_fixed_remove(struct chunk_fixed *f, uint64_t id);
 
 /* The piece that holds [P, P + LEN): 0 and *OUT, or -ENOENT (no range
@@ -63,6 +63,13 @@ int chunk_fixed_find(struct chunk_fixed *f, const void *p, uint64_t len,
                      struct chunk_fixed_piece *out);
 /* Bumped by every chunk_fixed_remove; 0 for NULL F. */
 uint64_t chunk_fixed_gen(const struct chunk_fixed *f);
+/* FN(ARG) runs after every later chunk_fixed_remove, under F's mutex (it
+ * must neither block nor call into F), until chunk_fixed_unwatch(F, ARG)
+ * returns: an engine wakes its I/O thread to let go of the removed
+ * range's pieces, whose pages its registration keeps pinned even when no
+ * write comes again. NULL-safe. */
+void chunk_fixed_watch(struct chunk_fixed *f, void (*fn)(void *), void *arg);
+void chunk_fixed_unwatch(struct chunk_fixed *f, void *arg);
 /* Whether range ID is still present. */
 int chunk_fixed_live(struct chunk_fixed *f, uint64_t id);
 
