@@ -409,68 +409,6 @@ static void *stall_write(void *arg)
 	return NULL;
 }
 
-/* Mount 2 begins converting an inline file and stalls past its 10 s claim;
- * mount 1 then converts it, commits and writes 2T new bytes over it; mount
- * 2 goes on. Its copy of the old inline bytes to chunk 0 must not land
- * over mount 1's acknowledged bytes (the storage head refuses it: chunk 0
- * exists; mount 2 starts over, finds the file chunked and writes its own
- * 100 bytes at T, later than mount 1's). Read back through a fresh mount
- * (no page cache of either writer). */
-static void test_stalled_converter(void **state)
-{
-	char hold[700], held[720], p1[1024], p2[1024];
-	snprintf(hold, sizeof(hold), "%s/convert_hold", env.dir);
-	snprintf(held, sizeof(held), "%s.held", hold);
-	unlink(held);
-	assert_int_equal(setenv("CFS_FAULTINJ_CONVERT_HOLD", hold, 1), 0);
-	start_mount2();
-	unsetenv("CFS_FAULTINJ_CONVERT_HOLD");
-	snprintf(p1, sizeof(p1), "%s/stalled", env.mnt);
-	snprintf(p2, sizeof(p2), "%s/stalled", mnt2);
-	write_file(p1, 1000, 60); /* inline */
-	assert_true(integ_wait_visible(p2, 10000));
-	FILE *h = fopen(hold, "w");
-	assert_non_null(h);
-	fclose(h);
-	struct stall_writer w = {.path = p2};
-	pthread_t th;
-	assert_int_equal(pthread_create(&th, NULL, stall_write, &w), 0);
-	uint64_t t0 = clock_mono_ms();
-	while (access(held, F_OK) != 0) {
-		if (clock_mono_ms() - t0 > 20000)
-			fail_msg("mount 2's conversion did not reach its hold in 20 s");
-		clock_sleep_ms(20);
-	}
-	clock_sleep_ms(10000 + 1500); /* META_IDATA_LEASE_NS, and some */
-	/* mount 1 converts (the claim expired) and writes 2T bytes */
-	uint8_t *b = malloc(2 * T);
-	assert_non_null(b);
-	fill(b, 0, 2 * T, 62);
-	int fd = open(p1, O_WRONLY);
-	assert_true(fd >= 0);
-	assert_int_equal(pwrite(fd, b, 2 * T, 0), 2 * T);
-	assert_int_equal(fsync(fd), 0);
-	assert_int_equal(close(fd), 0);
-	unlink(hold);
-	assert_int_equal(pthread_join(th, NULL), 0);
-	assert_int_equal(w.rc, 0);
-	stop_mount2();
-	start_mount2(); /* no fault point; nothing cached */
-	fill(b + T, T, 100, 61);
-	size_t n;
-	uint8_t *got = slurp(p2, &n);
-	assert_int_equal(n, 2 * T);
-	for (size_t i = 0; i < n; i++)
-		if (got[i] != b[i])
-			fail_msg("%s: byte %zu is %u, want %u (mount 1's write%s)", p2, i, got[i],
-			         b[i],
-			         i < 1000 && got[i] == pat(i, 60) ? " lost to the stalled converter"
-			                                          : "");
-	free(got);
-	free(b);
-	stop_mount2();
-}
-
 /* Writes TEXT (may be "") into PATH, created or cut. */
 static void put_text(const char *path, const char *text)
 {
@@ -489,6 +427,89 @@ static void wait_held(const char *held)
 			fail_msg("mount 2's conversion did not reach its hold in 20 s");
 		clock_sleep_ms(20);
 	}
+}
+
+/* A held-converter test: mount 2's conversions stop at the fault point
+ * HOLD (a file in env.dir; HELD, its ".held", appears while one waits
+ * there); P1 and P2 are the test's file through mount 1 and mount 2. */
+struct held_conv {
+	char hold[700], held[720], p1[1024], p2[1024];
+	struct stall_writer w; /* mount 2's writer of 100 bytes at T */
+	pthread_t th;
+};
+
+/* Starts mount 2 with its conversions held at env.dir/convert_hold_TAG
+ * and writes NAME inline (1000 bytes of pattern 60) through mount 1,
+ * seen through mount 2. */
+static void held_conv_start(struct held_conv *c, const char *tag, const char *name)
+{
+	snprintf(c->hold, sizeof(c->hold), "%s/convert_hold_%s", env.dir, tag);
+	snprintf(c->held, sizeof(c->held), "%s.held", c->hold);
+	unlink(c->held);
+	assert_int_equal(setenv("CFS_FAULTINJ_CONVERT_HOLD", c->hold, 1), 0);
+	start_mount2();
+	unsetenv("CFS_FAULTINJ_CONVERT_HOLD");
+	snprintf(c->p1, sizeof(c->p1), "%s/%s", env.mnt, name);
+	snprintf(c->p2, sizeof(c->p2), "%s/%s", mnt2, name);
+	write_file(c->p1, 1000, 60); /* inline; no chunk 0 yet */
+	assert_true(integ_wait_visible(c->p2, 10000));
+}
+
+/* Mount 2's writer (stall_write) starts: its write converts the file. */
+static void held_conv_write(struct held_conv *c)
+{
+	c->w = (struct stall_writer){.path = c->p2};
+	assert_int_equal(pthread_create(&c->th, NULL, stall_write, &c->w), 0);
+}
+
+/* The hold goes; mount 2's writer must end well; mount 2 stops. */
+static void held_conv_end(struct held_conv *c)
+{
+	unlink(c->hold);
+	assert_int_equal(pthread_join(c->th, NULL), 0);
+	assert_int_equal(c->w.rc, 0);
+	stop_mount2();
+}
+
+/* Mount 2 begins converting an inline file and stalls past its 10 s claim;
+ * mount 1 then converts it, commits and writes 2T new bytes over it; mount
+ * 2 goes on. Its copy of the old inline bytes to chunk 0 must not land
+ * over mount 1's acknowledged bytes (the storage head refuses it: chunk 0
+ * exists; mount 2 starts over, finds the file chunked and writes its own
+ * 100 bytes at T, later than mount 1's). Read back through a fresh mount
+ * (no page cache of either writer). */
+static void test_stalled_converter(void **state)
+{
+	struct held_conv c;
+	held_conv_start(&c, "conv", "stalled");
+	put_text(c.hold, "");
+	held_conv_write(&c);
+	wait_held(c.held);
+	clock_sleep_ms(10000 + 1500); /* META_IDATA_LEASE_NS, and some */
+	/* mount 1 converts (the claim expired) and writes 2T bytes */
+	uint8_t *b = malloc(2 * T);
+	assert_non_null(b);
+	fill(b, 0, 2 * T, 62);
+	int fd = open(c.p1, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, b, 2 * T, 0), 2 * T);
+	assert_int_equal(fsync(fd), 0);
+	assert_int_equal(close(fd), 0);
+	held_conv_end(&c);
+	start_mount2(); /* no fault point; nothing cached */
+	fill(b + T, T, 100, 61);
+	size_t n;
+	uint8_t *got = slurp(c.p2, &n);
+	assert_int_equal(n, 2 * T);
+	for (size_t i = 0; i < n; i++)
+		if (got[i] != b[i])
+			fail_msg("%s: byte %zu is %u, want %u (mount 1's write%s)", c.p2, i, got[i],
+			         b[i],
+			         i < 1000 && got[i] == pat(i, 60) ? " lost to the stalled converter"
+			                                          : "");
+	free(got);
+	free(b);
+	stop_mount2();
 }
 
 /* P2 read through a fresh mount 2 must be WANT (N bytes); OLD names the
@@ -524,42 +545,28 @@ static void expect_file(const char *p2, const uint8_t *want, size_t n, unsigned 
 static void test_stalled_attempted(void **state)
 {
 	(void)state;
-	char hold[700], held[720], p1[1024], p2[1024];
-	snprintf(hold, sizeof(hold), "%s/convert_hold_att", env.dir);
-	snprintf(held, sizeof(held), "%s.held", hold);
-	unlink(held);
-	assert_int_equal(setenv("CFS_FAULTINJ_CONVERT_HOLD", hold, 1), 0);
-	start_mount2();
-	unsetenv("CFS_FAULTINJ_CONVERT_HOLD");
-	snprintf(p1, sizeof(p1), "%s/stalled_att", env.mnt);
-	snprintf(p2, sizeof(p2), "%s/stalled_att", mnt2);
-	write_file(p1, 1000, 60); /* inline */
-	assert_true(integ_wait_visible(p2, 10000));
-	put_text(hold, ""); /* hold every conversion */
-	struct stall_writer w = {.path = p2};
-	pthread_t th;
-	assert_int_equal(pthread_create(&th, NULL, stall_write, &w), 0);
-	wait_held(held);
+	struct held_conv c;
+	held_conv_start(&c, "att", "stalled_att");
+	put_text(c.hold, ""); /* hold every conversion */
+	held_conv_write(&c);
+	wait_held(c.held);
 	/* an inline write: mount 2's first commit will fail */
-	write_file(p1, 1000, 59);
-	unlink(held);
-	put_text(hold, "attempted"); /* the first attempt goes on, the next waits */
-	wait_held(held);
+	write_file(c.p1, 1000, 59);
+	unlink(c.held);
+	put_text(c.hold, "attempted"); /* the first attempt goes on, the next waits */
+	wait_held(c.held);
 	clock_sleep_ms(10000 + 1500); /* META_IDATA_LEASE_NS, and some */
 	uint8_t *b = malloc(2 * T);
 	assert_non_null(b);
 	fill(b, 0, 2 * T, 62);
-	int fd = open(p1, O_WRONLY);
+	int fd = open(c.p1, O_WRONLY);
 	assert_true(fd >= 0);
 	assert_int_equal(pwrite(fd, b, 2 * T, 0), 2 * T);
 	assert_int_equal(fsync(fd), 0);
 	assert_int_equal(close(fd), 0);
-	unlink(hold);
-	assert_int_equal(pthread_join(th, NULL), 0);
-	assert_int_equal(w.rc, 0);
-	stop_mount2();
+	held_conv_end(&c);
 	fill(b + T, T, 100, 61);
-	expect_file(p2, b, 2 * T, 59);
+	expect_file(c.p2, b, 2 * T, 59);
 	free(b);
 }
 
@@ -573,39 +580,25 @@ static void test_stalled_attempted(void **state)
 static void test_stalled_after_cut(void **state)
 {
 	(void)state;
-	char hold[700], held[720], p1[1024], p2[1024];
-	snprintf(hold, sizeof(hold), "%s/convert_hold_cut", env.dir);
-	snprintf(held, sizeof(held), "%s.held", hold);
-	unlink(held);
-	assert_int_equal(setenv("CFS_FAULTINJ_CONVERT_HOLD", hold, 1), 0);
-	start_mount2();
-	unsetenv("CFS_FAULTINJ_CONVERT_HOLD");
-	snprintf(p1, sizeof(p1), "%s/stalled_cut", env.mnt);
-	snprintf(p2, sizeof(p2), "%s/stalled_cut", mnt2);
-	write_file(p1, 1000, 60); /* inline */
-	assert_true(integ_wait_visible(p2, 10000));
-	put_text(hold, "");
-	struct stall_writer w = {.path = p2};
-	pthread_t th;
-	assert_int_equal(pthread_create(&th, NULL, stall_write, &w), 0);
-	wait_held(held);
+	struct held_conv c;
+	held_conv_start(&c, "cut", "stalled_cut");
+	put_text(c.hold, "");
+	held_conv_write(&c);
+	wait_held(c.held);
 	clock_sleep_ms(10000 + 1500); /* META_IDATA_LEASE_NS, and some */
 	uint8_t *b = calloc(1, T + 100);
 	assert_non_null(b);
 	fill(b, 0, 2000, 62);
-	int fd = open(p1, O_WRONLY);
+	int fd = open(c.p1, O_WRONLY);
 	assert_true(fd >= 0);
 	assert_int_equal(pwrite(fd, b, 2000, 2 * T), 2000); /* converts */
 	assert_int_equal(fsync(fd), 0);
 	assert_int_equal(ftruncate(fd, 0), 0);
 	assert_int_equal(close(fd), 0);
 	memset(b, 0, T + 100);
-	unlink(hold);
-	assert_int_equal(pthread_join(th, NULL), 0);
-	assert_int_equal(w.rc, 0);
-	stop_mount2();
+	held_conv_end(&c);
 	fill(b + T, T, 100, 61);
-	expect_file(p2, b, T + 100, 60);
+	expect_file(c.p2, b, T + 100, 60);
 	free(b);
 }
 
@@ -626,27 +619,16 @@ static void test_stalled_after_cut(void **state)
 static void test_stalled_placeholder(void **state)
 {
 	(void)state;
-	char hold[700], held[720], p1[1024], p2[1024];
-	snprintf(hold, sizeof(hold), "%s/convert_hold_ph", env.dir);
-	snprintf(held, sizeof(held), "%s.held", hold);
-	unlink(held);
-	assert_int_equal(setenv("CFS_FAULTINJ_CONVERT_HOLD", hold, 1), 0);
-	start_mount2();
-	unsetenv("CFS_FAULTINJ_CONVERT_HOLD");
-	snprintf(p1, sizeof(p1), "%s/stalled_ph", env.mnt);
-	snprintf(p2, sizeof(p2), "%s/stalled_ph", mnt2);
-	write_file(p1, 1000, 60); /* inline; no chunk 0 yet */
-	assert_true(integ_wait_visible(p2, 10000));
-	put_text(hold, "");
-	struct stall_writer w = {.path = p2};
-	pthread_t th;
-	assert_int_equal(pthread_create(&th, NULL, stall_write, &w), 0);
-	wait_held(held); /* past its placeholder and its begin */
+	struct held_conv c;
+	held_conv_start(&c, "ph", "stalled_ph");
+	put_text(c.hold, "");
+	held_conv_write(&c);
+	wait_held(c.held);            /* past its placeholder and its begin */
 	clock_sleep_ms(10000 + 1500); /* META_IDATA_LEASE_NS, and some */
 	uint8_t *b = calloc(1, CS + 100);
 	assert_non_null(b);
 	fill(b, 0, 2000, 62);
-	int fd = open(p1, O_WRONLY);
+	int fd = open(c.p1, O_WRONLY);
 	assert_true(fd >= 0);
 	assert_int_equal(pwrite(fd, b, 2000, 2 * T), 2000); /* converts */
 	assert_int_equal(fsync(fd), 0);
@@ -659,13 +641,10 @@ static void test_stalled_placeholder(void **state)
 	assert_int_equal(fsync(fd), 0);
 	assert_int_equal(close(fd), 0);
 	memset(b, 0, CS + 100);
-	unlink(hold);
-	assert_int_equal(pthread_join(th, NULL), 0);
-	assert_int_equal(w.rc, 0);
-	stop_mount2();
+	held_conv_end(&c);
 	fill(b + T, T, 100, 61);
 	fill(b + CS, CS, 100, 63);
-	expect_file(p2, b, CS + 100, 60);
+	expect_file(c.p2, b, CS + 100, 60);
 	free(b);
 }
 
@@ -707,31 +686,22 @@ static long long fsck_orphan_chunks(void)
 static void test_placeholder_leak(void **state)
 {
 	(void)state;
-	char hold[700], held[720], p1[1024], p2[1024];
-	snprintf(hold, sizeof(hold), "%s/convert_hold_leak", env.dir);
-	snprintf(held, sizeof(held), "%s.held", hold);
-	unlink(held);
+	struct held_conv c;
 	assert_int_equal(fsck_orphan_chunks(), 0);
-	assert_int_equal(setenv("CFS_FAULTINJ_CONVERT_HOLD", hold, 1), 0);
-	start_mount2();
-	unsetenv("CFS_FAULTINJ_CONVERT_HOLD");
-	snprintf(p1, sizeof(p1), "%s/placed_leak", env.mnt);
-	snprintf(p2, sizeof(p2), "%s/placed_leak", mnt2);
-	write_file(p1, 1000, 60); /* inline */
-	assert_true(integ_wait_visible(p2, 10000));
-	put_text(hold, "placed");
+	held_conv_start(&c, "leak", "placed_leak");
+	put_text(c.hold, "placed");
 	uint8_t b[100];
 	fill(b, T, sizeof(b), 61);
-	int fd = open(p2, O_WRONLY);
+	int fd = open(c.p2, O_WRONLY);
 	assert_true(fd >= 0);
 	assert_int_equal(pwrite(fd, b, sizeof(b), T), -1); /* its conversion "died" */
 	assert_int_equal(errno, EIO);
 	assert_int_equal(close(fd), 0);
-	assert_int_equal(access(held, F_OK), 0); /* the placeholder landed */
+	assert_int_equal(access(c.held, F_OK), 0); /* the placeholder landed */
 	stop_mount2();
-	unlink(hold);
-	check_file(p1, 1000, 60); /* still inline, unchanged */
-	assert_int_equal(unlink(p1), 0);
+	unlink(c.hold);
+	check_file(c.p1, 1000, 60); /* still inline, unchanged */
+	assert_int_equal(unlink(c.p1), 0);
 	long long n = -1;
 	for (int i = 0; i < 30 && (n = fsck_orphan_chunks()) != 0; i++)
 		clock_sleep_ms(1000);
@@ -762,29 +732,20 @@ static void *trunc_far(void *arg)
 static void test_marked_unlinked(void **state)
 {
 	(void)state;
-	char hold[700], held[720], p1[1024], p2[1024];
-	snprintf(hold, sizeof(hold), "%s/convert_hold_marked", env.dir);
-	snprintf(held, sizeof(held), "%s.held", hold);
-	unlink(held);
+	struct held_conv c;
 	assert_int_equal(fsck_orphan_chunks(), 0);
-	assert_int_equal(setenv("CFS_FAULTINJ_CONVERT_HOLD", hold, 1), 0);
-	start_mount2();
-	unsetenv("CFS_FAULTINJ_CONVERT_HOLD");
-	snprintf(p1, sizeof(p1), "%s/marked_unlinked", env.mnt);
-	snprintf(p2, sizeof(p2), "%s/marked_unlinked", mnt2);
-	write_file(p1, 1000, 60); /* inline */
-	assert_true(integ_wait_visible(p2, 10000));
-	put_text(hold, "marked");
-	struct trunc_far t = {.path = p2};
+	held_conv_start(&c, "marked", "marked_unlinked");
+	put_text(c.hold, "marked");
+	struct trunc_far t = {.path = c.p2};
 	pthread_t th;
 	assert_int_equal(pthread_create(&th, NULL, trunc_far, &t), 0);
-	wait_held(held); /* past its MARK */
-	assert_int_equal(unlink(p1), 0);
+	wait_held(c.held); /* past its MARK */
+	assert_int_equal(unlink(c.p1), 0);
 	long long g = -1;
 	for (int i = 0; i < 30 && (g = fsck_count("gc_pending=")) != 0; i++)
 		clock_sleep_ms(1000);
 	assert_int_equal(g, 0); /* GC ran: the inode is gone */
-	unlink(hold);
+	unlink(c.hold);
 	assert_int_equal(pthread_join(th, NULL), 0);
 	assert_int_equal(t.rc, -ENOENT);
 	stop_mount2();

@@ -866,6 +866,20 @@ static void kill_tail(struct env *e, const struct members *m)
 	assert_true(wait_chain(e, 2, m->tail, CHAIN_PS_OFFLINE, 20000));
 }
 
+/* The start of a resync test: services with fault points on (CFS_FAULTINJ
+ * stays set, so a service the caller restarts has them too: the caller
+ * unsets it), M's members, the tail killed, and chunk INO:IDX written as
+ * SEED's pattern into V (CLEN bytes) while it is down. */
+static void tail_missed_write(struct env *e, const char *tag, struct members *m, uint64_t ino,
+                              uint32_t idx, uint64_t seed, uint8_t *v)
+{
+	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
+	env_up(e, tag);
+	members_of(e, m);
+	kill_tail(e, m);
+	write_seed(e, ino, idx, seed, v);
+}
+
 /* The tail is killed: the chain is head -> middle. A write reaches the
  * middle, which finds no successor (the old tail is OFFLINE) but whose
  * own apply is held back 3 s (fault injection, craq_write.c; less than
@@ -919,13 +933,9 @@ static void test_resync_remove_race(void **state)
 {
 	(void)state;
 	struct env e;
-	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
-	env_up(&e, "craq-rsrm");
 	struct members mb;
-	members_of(&e, &mb);
-	kill_tail(&e, &mb);
 	static uint8_t v[CLEN];
-	write_seed(&e, 41, 1, 1101, v);
+	tail_missed_write(&e, "craq-rsrm", &mb, 41, 1, 1101, v);
 	char path[800];
 	arm_fault(&e, mb.mn, "faultinj_resync_send_delay", "3000\n", path, sizeof(path));
 	stor_cluster_start_storage(&e.sc, mb.tn);
@@ -963,13 +973,9 @@ static void test_sync_done_version(void **state)
 {
 	(void)state;
 	struct env e;
-	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
-	env_up(&e, "craq-sdver");
 	struct members mb;
-	members_of(&e, &mb);
-	kill_tail(&e, &mb);
 	static uint8_t v[CLEN];
-	write_seed(&e, 51, 0, 1201, v);
+	tail_missed_write(&e, "craq-sdver", &mb, 51, 0, 1201, v);
 	char path[800];
 	arm_fault(&e, mb.mn, "faultinj_resync_send_delay", "3000\n", path, sizeof(path));
 	stor_cluster_start_storage(&e.sc, mb.tn);
@@ -2054,13 +2060,9 @@ static void test_sync_done_fenced(void **state)
 {
 	(void)state;
 	struct env e;
-	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
-	env_up(&e, "craq-sdfence");
 	struct members mb;
-	members_of(&e, &mb);
-	kill_tail(&e, &mb);
 	static uint8_t v[CLEN];
-	write_seed(&e, 81, 0, 2201, v);
+	tail_missed_write(&e, "craq-sdfence", &mb, 81, 0, 2201, v);
 	char path[800];
 	arm_fault(&e, mb.mn, "faultinj_resync_done_fence", "", path, sizeof(path));
 	stor_cluster_start_storage(&e.sc, mb.tn);
@@ -2089,13 +2091,9 @@ static void test_sync_done_stat_hold(void **state)
 {
 	(void)state;
 	struct env e;
-	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
-	env_up(&e, "craq-sdstat");
 	struct members mb;
-	members_of(&e, &mb);
-	kill_tail(&e, &mb);
 	static uint8_t v[CLEN];
-	write_seed(&e, 61, 0, 1301, v);
+	tail_missed_write(&e, "craq-sdstat", &mb, 61, 0, 1301, v);
 	char path[800], spath[800];
 	arm_fault(&e, mb.mn, "faultinj_resync_send_delay", "3000\n", path, sizeof(path));
 	stor_cluster_start_storage(&e.sc, mb.tn);
@@ -2417,13 +2415,9 @@ static void test_link_old_routing(void **state)
 {
 	(void)state;
 	struct env e;
-	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
-	env_up(&e, "craq-oldrt");
 	struct members mb;
-	members_of(&e, &mb);
-	kill_tail(&e, &mb);
 	static uint8_t v[CLEN];
-	write_seed(&e, 62, 0, 1401, v);
+	tail_missed_write(&e, "craq-oldrt", &mb, 62, 0, 1401, v);
 	char hold[800], old[800];
 	arm_fault(&e, mb.tn, "faultinj_sync_done_hold", "2000", hold, sizeof(hold));
 	stor_cluster_start_storage(&e.sc, mb.tn);
