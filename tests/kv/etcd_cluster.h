@@ -59,7 +59,9 @@ int etcd_cluster_kill(struct etcd_cluster *c, int i);
 /* Restarts member I on its data dir and ports (it rejoins). 0 or -errno. */
 int etcd_cluster_restart(struct etcd_cluster *c, int i);
 /* Freezes (SIGSTOP, PAUSED != 0) or resumes (SIGCONT) member I: it keeps
- * its sockets but answers nothing, like a hung machine. 0 or -EINVAL. */
+ * its sockets but answers nothing, like a hung machine; a freeze returns
+ * once every thread of it is stopped. 0 or -EINVAL (not a member, or it
+ * did not stop within 10 s). */
 int etcd_cluster_pause(struct etcd_cluster *c, int i, int paused);
 /* 1 while member I's process runs. */
 int etcd_cluster_running(struct etcd_cluster *c, int i);

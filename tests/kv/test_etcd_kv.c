@@ -521,8 +521,11 @@ static void test_hung_member_commit_is_maybe(void **state)
 	 * on the other one, and a read that timed out under load can move it
 	 * at any time: so the member paused below is the one the client used
 	 * last (a read that answers sets it), not a fixed one. One failover is
-	 * provoked here first; whether it happened (a CI run saw the read
-	 * answered without one) does not matter for what follows. */
+	 * provoked here first. etcd_cluster_pause returns once every thread
+	 * of the member is stopped: before it waited for that, a member on a
+	 * loaded CI host answered the read, and once the commit (which then
+	 * returned 0, not "maybe"), in the moment between kill() and the
+	 * stop taking effect. */
 	int first = etcdc_current(c);
 	assert_int_equal(etcd_cluster_pause(cl, ms[first], 1), 0);
 	int rg = kv_get(t, kv_str("a"), 0, &v);

@@ -4,6 +4,7 @@
  * atexit on first use) SIGKILLs any still running, so a failing assertion
  * that longjmps out of a test cannot leave servers behind. */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -302,6 +303,43 @@ int testenv_alive(pid_t pid)
 	return 0;
 }
 
+/* 1 when every thread of PID is stopped (or gone), 0 while one still runs.
+ * kill(SIGSTOP) returns before the stop takes effect: one thread of the
+ * target is picked to begin the group stop when it next runs, and until it
+ * has, the others go on serving. On a loaded host that is milliseconds, in
+ * which a "paused" server still answered a test's next request. */
+static int all_stopped(void *arg)
+{
+	pid_t pid = *(pid_t *)arg;
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return 1;
+	int stopped = 1;
+	struct dirent *de;
+	while (stopped && (de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		char sp[384], buf[512];
+		snprintf(sp, sizeof(sp), "%s/%s/stat", path, de->d_name);
+		int fd = open(sp, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue; /* the thread exited */
+		ssize_t n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n <= 0)
+			continue;
+		buf[n] = 0;
+		/* "tid (comm) S ...": comm may hold ')' and spaces */
+		const char *p = strrchr(buf, ')');
+		char st = p && p[1] == ' ' ? p[2] : '?';
+		stopped = st == 'T' || st == 't' || st == 'Z' || st == 'X';
+	}
+	closedir(d);
+	return stopped;
+}
+
 int testenv_kill(pid_t pid, int sig)
 {
 	int ours = 0;
@@ -310,6 +348,8 @@ int testenv_kill(pid_t pid, int sig)
 	if (!ours)
 		return -1;
 	kill(pid, sig);
+	if (sig == SIGSTOP)
+		return testenv_wait(all_stopped, &pid, 10000) ? 0 : -1;
 	if (sig != SIGKILL && sig != SIGTERM && sig != SIGINT)
 		return 0;
 	uint64_t deadline = clock_mono_ms() + 10000;

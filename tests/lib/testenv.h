@@ -67,8 +67,10 @@ void testenv_write_secret(const char *dir, const char *secret, char *path, size_
  * of a longer line is missed), 0 otherwise or when PATH cannot be opened.
  * For logs: whether a process said something yet. */
 int testenv_file_has(const char *path, const char *needle);
-/* Sends SIG to PID and, for SIGKILL/SIGTERM, reaps it (waits up to 10 s).
- * Returns the wait status, or -1 when the process was not ours. */
+/* Sends SIG to PID and, for SIGKILL/SIGTERM, reaps it (waits up to 10 s);
+ * for SIGSTOP, waits (up to 10 s) until every thread of PID is stopped, so
+ * the process answers nothing after this returns. Returns the wait status
+ * (0 for SIGSTOP), or -1 when the process was not ours or did not stop. */
 int testenv_kill(pid_t pid, int sig);
 /* 1 while PID is a live child of ours (not yet reaped). */
 int testenv_alive(pid_t pid);
