@@ -1606,6 +1606,39 @@ static void test_cached_reads_no_rise(void **state)
 	free(dir);
 }
 
+/* An engine in DIR that writes through the fixed-buffer set F. */
+static struct chunk_engine *fixed_engine(const char *dir, struct chunk_fixed *f)
+{
+	struct chunk_engine_cfg cfg;
+	no_overlap_cfg(&cfg, dir);
+	cfg.fixed = f;
+	struct chunk_engine *e = NULL;
+	assert_int_equal(chunk_engine_open(&cfg, &e), 0);
+	return e;
+}
+
+/* SZ bytes of shared anonymous memory, as a service's arena is. */
+static uint8_t *fixed_anon(size_t sz)
+{
+	uint8_t *p = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(p != MAP_FAILED);
+	return p;
+}
+
+/* Fills 64 KiB at P with pattern SEED and writes them as chunk ID. */
+static void fixed_write64k(struct chunk_engine *e, struct chunk_id id, uint8_t *p, int seed)
+{
+	fill(p, 64 * KB, seed);
+	assert_int_equal(chunk_engine_write(e, id, 0, 64 * KB, p, 0, 1, NULL), 0);
+}
+
+/* Chunk ID reads back as 64 KiB of pattern SEED. */
+static void fixed_expect64k(struct chunk_engine *e, struct chunk_id id, int seed)
+{
+	static uint8_t model[64 * KB];
+	fill(model, sizeof(model), seed);
+	expect_range(e, id, 0, sizeof(model), model, (int)sizeof(model));
+}
 
 /* Fixed buffers (chunk_fixed.h): writes from a registered range go out
  * as WRITE_FIXED from one registered piece (two 1 MiB writes starting in
@@ -1621,16 +1654,11 @@ static void test_fixed_buffers(void **state)
 	(void)state;
 	char *dir = testenv_tmpdir("engine_fixed");
 	const size_t sz = 16u * MB;
-	uint8_t *base = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	assert_true(base != MAP_FAILED);
+	uint8_t *base = fixed_anon(sz);
 	struct chunk_fixed *f = chunk_fixed_new();
 	uint64_t id = chunk_fixed_add(f, base, sz);
 	assert_true(id > 0);
-	struct chunk_engine_cfg cfg;
-	no_overlap_cfg(&cfg, dir);
-	cfg.fixed = f;
-	struct chunk_engine *e = NULL;
-	assert_int_equal(chunk_engine_open(&cfg, &e), 0);
+	struct chunk_engine *e = fixed_engine(dir, f);
 	uint8_t *a = base + 4 * MB, *b = base + 7 * MB + 512 * KB;
 	fill(a, MB, 11);
 	fill(b, MB, 12);
@@ -1693,35 +1721,21 @@ static void test_fixed_evict(void **state)
 	enum { NP = 70 };
 	char *dir = testenv_tmpdir("engine_fixed_evict");
 	const size_t sz = (size_t)NP * CHUNK_FIXED_PIECE;
-	uint8_t *base = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	assert_true(base != MAP_FAILED);
+	uint8_t *base = fixed_anon(sz);
 	struct chunk_fixed *f = chunk_fixed_new();
 	assert_true(chunk_fixed_add(f, base, sz) > 0);
-	struct chunk_engine_cfg cfg;
-	no_overlap_cfg(&cfg, dir);
-	cfg.fixed = f;
-	struct chunk_engine *e = NULL;
-	assert_int_equal(chunk_engine_open(&cfg, &e), 0);
-	for (uint32_t k = 0; k < NP; k++) {
-		uint8_t *p = base + k * CHUNK_FIXED_PIECE;
-		fill(p, 64 * KB, 100 + k);
-		assert_int_equal(chunk_engine_write(e, (struct chunk_id){ 20, k }, 0, 64 * KB, p, 0, 1,
-						    NULL), 0);
-	}
-	fill(base, 64 * KB, 300);
-	assert_int_equal(chunk_engine_write(e, (struct chunk_id){ 21, 0 }, 0, 64 * KB, base, 0, 1, NULL),
-			 0);
+	struct chunk_engine *e = fixed_engine(dir, f);
+	for (uint32_t k = 0; k < NP; k++)
+		fixed_write64k(e, (struct chunk_id){20, k}, base + k * CHUNK_FIXED_PIECE,
+		               100 + (int)k);
+	fixed_write64k(e, (struct chunk_id){21, 0}, base, 300);
 	struct chunk_engine_stat st;
 	chunk_engine_get_stat(e, &st);
 	assert_int_equal(st.fixed_writes, NP + 1);
 	assert_int_equal(st.fixed_regs, NP + 1);
-	uint8_t model[64 * KB];
-	for (uint32_t k = 0; k < NP; k++) {
-		fill(model, sizeof(model), 100 + k);
-		expect_range(e, (struct chunk_id){ 20, k }, 0, sizeof(model), model, (int)sizeof(model));
-	}
-	fill(model, sizeof(model), 300);
-	expect_range(e, (struct chunk_id){ 21, 0 }, 0, sizeof(model), model, (int)sizeof(model));
+	for (uint32_t k = 0; k < NP; k++)
+		fixed_expect64k(e, (struct chunk_id){20, k}, 100 + (int)k);
+	fixed_expect64k(e, (struct chunk_id){21, 0}, 300);
 	chunk_engine_close(e);
 	chunk_fixed_free(f);
 	munmap(base, sz);
@@ -1758,16 +1772,12 @@ static void test_fixed_queued(void **state)
 	(void)state;
 	char *dir = testenv_tmpdir("engine_fixed_queued");
 	const size_t sz = (size_t)FQ_N * CHUNK_FIXED_PIECE;
-	uint8_t *base = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	assert_true(base != MAP_FAILED);
+	uint8_t *base = fixed_anon(sz);
 	struct chunk_fixed *f = chunk_fixed_new();
 	assert_true(chunk_fixed_add(f, base, sz) > 0);
-	struct chunk_engine_cfg cfg;
-	no_overlap_cfg(&cfg, dir);
-	cfg.fixed = f;
 	static struct fixed_queued q = { .c = ASYNC_CTX_INIT };
 	q.base = base;
-	assert_int_equal(chunk_engine_open(&cfg, &q.e), 0);
+	q.e = fixed_engine(dir, f);
 	for (uint32_t k = 0; k < FQ_N; k++)
 		fill(base + k * CHUNK_FIXED_PIECE, 64 * KB, 400 + k);
 	struct chunk_op go = { .type = CHUNK_OP_QUERY, .done = fixed_queued_go, .arg = &q,
@@ -1778,12 +1788,8 @@ static void test_fixed_queued(void **state)
 	chunk_engine_get_stat(q.e, &st);
 	assert_int_equal(st.fixed_writes, FQ_N);
 	assert_int_equal(st.fixed_regs, FQ_N);
-	uint8_t model[64 * KB];
-	for (uint32_t k = 0; k < FQ_N; k++) {
-		fill(model, sizeof(model), 400 + k);
-		expect_range(q.e, (struct chunk_id){ 22, k }, 0, sizeof(model), model,
-			     (int)sizeof(model));
-	}
+	for (uint32_t k = 0; k < FQ_N; k++)
+		fixed_expect64k(q.e, (struct chunk_id){22, k}, 400 + (int)k);
 	chunk_engine_close(q.e);
 	chunk_fixed_free(f);
 	munmap(base, sz);
@@ -1808,11 +1814,7 @@ static void test_fixed_refused(void **state)
 	assert_true(rw != MAP_FAILED && ro != MAP_FAILED);
 	struct chunk_fixed *f = chunk_fixed_new();
 	assert_true(chunk_fixed_add(f, ro, sz) > 0);
-	struct chunk_engine_cfg cfg;
-	no_overlap_cfg(&cfg, dir);
-	cfg.fixed = f;
-	struct chunk_engine *e = NULL;
-	assert_int_equal(chunk_engine_open(&cfg, &e), 0);
+	struct chunk_engine *e = fixed_engine(dir, f);
 	log_set_level(LOG_LVL_ERR); /* the refusal's warning */
 	fill(rw, 64 * KB, 500);
 	assert_int_equal(chunk_engine_write(e, (struct chunk_id){ 23, 0 }, 0, 64 * KB, ro, 0, 1, NULL),
@@ -1822,9 +1824,7 @@ static void test_fixed_refused(void **state)
 	chunk_engine_get_stat(e, &st);
 	assert_int_equal(st.fixed_writes, 0);
 	assert_int_equal(st.fixed_regs, 0);
-	uint8_t model[64 * KB];
-	fill(model, sizeof(model), 500);
-	expect_range(e, (struct chunk_id){ 23, 0 }, 0, sizeof(model), model, (int)sizeof(model));
+	fixed_expect64k(e, (struct chunk_id){23, 0}, 500);
 	chunk_engine_close(e);
 	chunk_fixed_free(f);
 	munmap(rw, sz);
@@ -1843,18 +1843,11 @@ static void test_fixed_departed(void **state)
 	(void)state;
 	char *dir = testenv_tmpdir("engine_fixed_departed");
 	const size_t sz = 8u * MB;
-	uint8_t *base = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	assert_true(base != MAP_FAILED);
+	uint8_t *base = fixed_anon(sz);
 	struct chunk_fixed *f = chunk_fixed_new();
 	uint64_t id = chunk_fixed_add(f, base, sz);
-	struct chunk_engine_cfg cfg;
-	no_overlap_cfg(&cfg, dir);
-	cfg.fixed = f;
-	struct chunk_engine *e = NULL;
-	assert_int_equal(chunk_engine_open(&cfg, &e), 0);
-	fill(base, 64 * KB, 600);
-	assert_int_equal(chunk_engine_write(e, (struct chunk_id){ 24, 0 }, 0, 64 * KB, base, 0, 1, NULL),
-			 0);
+	struct chunk_engine *e = fixed_engine(dir, f);
+	fixed_write64k(e, (struct chunk_id){24, 0}, base, 600);
 	struct chunk_engine_stat st;
 	chunk_engine_get_stat(e, &st);
 	assert_int_equal(st.fixed_writes, 1);
@@ -1867,20 +1860,14 @@ static void test_fixed_departed(void **state)
 		chunk_engine_get_stat(e, &st);
 	} while (st.fixed_held && clock_mono_ms() < deadline);
 	assert_int_equal(st.fixed_held, 0);
-	uint8_t *other = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	assert_true(other != MAP_FAILED);
+	uint8_t *other = fixed_anon(sz);
 	assert_true(chunk_fixed_add(f, other, sz) > 0);
-	fill(other, 64 * KB, 601);
-	assert_int_equal(chunk_engine_write(e, (struct chunk_id){ 24, 1 }, 0, 64 * KB, other, 0, 1,
-					    NULL), 0);
+	fixed_write64k(e, (struct chunk_id){24, 1}, other, 601);
 	chunk_engine_get_stat(e, &st);
 	assert_int_equal(st.fixed_writes, 2);
 	assert_int_equal(st.fixed_held, 1);
-	uint8_t model[64 * KB];
-	fill(model, sizeof(model), 600);
-	expect_range(e, (struct chunk_id){ 24, 0 }, 0, sizeof(model), model, (int)sizeof(model));
-	fill(model, sizeof(model), 601);
-	expect_range(e, (struct chunk_id){ 24, 1 }, 0, sizeof(model), model, (int)sizeof(model));
+	fixed_expect64k(e, (struct chunk_id){24, 0}, 600);
+	fixed_expect64k(e, (struct chunk_id){24, 1}, 601);
 	chunk_engine_close(e);
 	chunk_fixed_free(f);
 	munmap(other, sz);
