@@ -880,6 +880,18 @@ static void tail_missed_write(struct env *e, const char *tag, struct members *m,
 	write_seed(e, ino, idx, seed, v);
 }
 
+/* After tail_missed_write: arms fault NAME (TEXT) on service N, starts
+ * the tail's service again (fault points on), and waits until a service
+ * took the fault (up to 30 s). PATH (CAP bytes) gets the fault file. */
+static void rejoin_with_fault(struct env *e, const struct members *m, int n, const char *name,
+                              const char *text, char *path, size_t cap)
+{
+	arm_fault(e, n, name, text, path, cap);
+	stor_cluster_start_storage(&e->sc, m->tn);
+	unsetenv("CFS_FAULTINJ");
+	wait_consumed(path, 30000);
+}
+
 /* The tail is killed: the chain is head -> middle. A write reaches the
  * middle, which finds no successor (the old tail is OFFLINE) but whose
  * own apply is held back 3 s (fault injection, craq_write.c; less than
@@ -937,11 +949,9 @@ static void test_resync_remove_race(void **state)
 	static uint8_t v[CLEN];
 	tail_missed_write(&e, "craq-rsrm", &mb, 41, 1, 1101, v);
 	char path[800];
-	arm_fault(&e, mb.mn, "faultinj_resync_send_delay", "3000\n", path, sizeof(path));
-	stor_cluster_start_storage(&e.sc, mb.tn);
-	unsetenv("CFS_FAULTINJ");
 	/* Consumed: the middle read the chunk and holds its copy back. */
-	wait_consumed(path, 30000);
+	rejoin_with_fault(&e, &mb, mb.mn, "faultinj_resync_send_delay", "3000\n", path,
+	                  sizeof(path));
 	uint32_t removed = 0;
 	struct storage_loc loc = { .chain = e.chain };
 	assert_int_equal(storage_client_remove(e.cli, &loc, 41, 0, UINT32_MAX, &removed), 0);
@@ -977,10 +987,8 @@ static void test_sync_done_version(void **state)
 	static uint8_t v[CLEN];
 	tail_missed_write(&e, "craq-sdver", &mb, 51, 0, 1201, v);
 	char path[800];
-	arm_fault(&e, mb.mn, "faultinj_resync_send_delay", "3000\n", path, sizeof(path));
-	stor_cluster_start_storage(&e.sc, mb.tn);
-	unsetenv("CFS_FAULTINJ");
-	wait_consumed(path, 30000);
+	rejoin_with_fault(&e, &mb, mb.mn, "faultinj_resync_send_delay", "3000\n", path,
+	                  sizeof(path));
 	/* Syncing in our routing; in the target's too (it answered DUMP). */
 	assert_true(wait_chain(&e, 2, mb.tail, CHAIN_PS_SYNCING, 2500));
 	clock_sleep_ms(100);
@@ -2064,10 +2072,7 @@ static void test_sync_done_fenced(void **state)
 	static uint8_t v[CLEN];
 	tail_missed_write(&e, "craq-sdfence", &mb, 81, 0, 2201, v);
 	char path[800];
-	arm_fault(&e, mb.mn, "faultinj_resync_done_fence", "", path, sizeof(path));
-	stor_cluster_start_storage(&e.sc, mb.tn);
-	unsetenv("CFS_FAULTINJ");
-	wait_consumed(path, 30000);
+	rejoin_with_fault(&e, &mb, mb.mn, "faultinj_resync_done_fence", "", path, sizeof(path));
 	assert_chain_recovers(&e, 60000);
 	assert_replicas_hold(&e, 81, 0, v, CLEN);
 	char done[96];
@@ -2095,11 +2100,9 @@ static void test_sync_done_stat_hold(void **state)
 	static uint8_t v[CLEN];
 	tail_missed_write(&e, "craq-sdstat", &mb, 61, 0, 1301, v);
 	char path[800], spath[800];
-	arm_fault(&e, mb.mn, "faultinj_resync_send_delay", "3000\n", path, sizeof(path));
-	stor_cluster_start_storage(&e.sc, mb.tn);
-	unsetenv("CFS_FAULTINJ");
 	/* the middle holds its copy back 3 s: the tail is SYNCING meanwhile */
-	wait_consumed(path, 30000);
+	rejoin_with_fault(&e, &mb, mb.mn, "faultinj_resync_send_delay", "3000\n", path,
+	                  sizeof(path));
 	assert_true(wait_chain(&e, 2, mb.tail, CHAIN_PS_SYNCING, 2500));
 	arm_fault(&e, mb.tn, "faultinj_engine_stat_hold", "", spath, sizeof(spath));
 	bool back = wait_chain(&e, 3, 0, 0, 9000);
@@ -2419,10 +2422,7 @@ static void test_link_old_routing(void **state)
 	static uint8_t v[CLEN];
 	tail_missed_write(&e, "craq-oldrt", &mb, 62, 0, 1401, v);
 	char hold[800], old[800];
-	arm_fault(&e, mb.tn, "faultinj_sync_done_hold", "2000", hold, sizeof(hold));
-	stor_cluster_start_storage(&e.sc, mb.tn);
-	unsetenv("CFS_FAULTINJ");
-	wait_consumed(hold, 30000);
+	rejoin_with_fault(&e, &mb, mb.tn, "faultinj_sync_done_hold", "2000", hold, sizeof(hold));
 	uint64_t t0 = clock_mono_ms();
 	arm_fault(&e, mb.tn, "faultinj_link_old_routing", "", old, sizeof(old));
 	wait_consumed(old, 30000);
