@@ -191,7 +191,7 @@ static void test_roundtrip(void **state)
 
 	/* Meta stopped: the calls that stay in the mount still complete. */
 	int meta = integ_role_pid(&env, "meta");
-	assert_int_equal(kill(meta, SIGSTOP), 0);
+	assert_int_equal(testenv_stop(meta), 0);
 	pid_t child = fork();
 	assert_true(child >= 0);
 	if (child == 0)
@@ -620,7 +620,7 @@ static void test_write_hands_over(void **state)
 		char role[16];
 		snprintf(role, sizeof(role), "storage%d", i + 1);
 		sp[i] = integ_role_pid(&env, role);
-		assert_int_equal(kill(sp[i], SIGSTOP), 0);
+		assert_int_equal(testenv_stop(sp[i]), 0);
 	}
 	pid_t w = fork();
 	if (w == 0)
@@ -828,7 +828,7 @@ static void test_compact_handoff(void **state)
 	/* the store serves in-process again: a namespace op with meta stopped */
 	int meta = integ_role_pid(&env, "meta");
 	assert_true(meta > 0);
-	assert_int_equal(kill(meta, SIGSTOP), 0);
+	assert_int_equal(testenv_stop(meta), 0);
 	int rc = local_only_ops(b.dir);
 	kill(meta, SIGCONT);
 	assert_int_equal(rc, 0);

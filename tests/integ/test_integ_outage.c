@@ -310,7 +310,7 @@ static void test_close_needs_no_meta(void **state)
 	assert_int_equal(write(fd, buf, sizeof(buf)), (ssize_t)sizeof(buf));
 	assert_int_equal(fsync(fd), 0);
 	int meta_pid = integ_role_pid(&env, "meta");
-	assert_int_equal(kill(meta_pid, SIGSTOP), 0);
+	assert_int_equal(testenv_stop(meta_pid), 0);
 	uint64_t t0 = clock_mono_ms();
 	pid_t child = fork();
 	if (child == 0)

@@ -380,7 +380,7 @@ static void test_meta_stop_bound(void **state)
 	(void)state;
 	setup_files("mstop");
 	int pid = integ_role_pid(&env, "meta");
-	assert_int_equal(kill(pid, SIGSTOP), 0);
+	assert_int_equal(testenv_stop(pid), 0);
 	meta_fault_round("mstop", 0, pid);
 }
 

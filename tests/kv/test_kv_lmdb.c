@@ -987,7 +987,7 @@ static void t_syncer_stopped(void **state)
 	kv_engine *e = open_ok(url);
 	usleep(100000); /* the parent's thread has tried the lock */
 	assert_false(kv_lmdb_sync_owner(e));
-	assert_int_equal(kill(pid, SIGSTOP), 0);
+	assert_int_equal(testenv_stop(pid), 0);
 	kv_lmdb_sync_stats(e, &committed, &synced, &syncs0);
 	assert_int_equal(kv_run(e, NULL, win_body, "stopped/1", NULL), 0);
 	uint64_t until = clock_mono_ms() + 2000;

@@ -340,6 +340,13 @@ static int all_stopped(void *arg)
 	return stopped;
 }
 
+int testenv_stop(pid_t pid)
+{
+	if (kill(pid, SIGSTOP))
+		return -1;
+	return testenv_wait(all_stopped, &pid, 10000) ? 0 : -1;
+}
+
 int testenv_kill(pid_t pid, int sig)
 {
 	int ours = 0;
@@ -347,9 +354,9 @@ int testenv_kill(pid_t pid, int sig)
 		ours |= children[i] == pid;
 	if (!ours)
 		return -1;
-	kill(pid, sig);
 	if (sig == SIGSTOP)
-		return testenv_wait(all_stopped, &pid, 10000) ? 0 : -1;
+		return testenv_stop(pid);
+	kill(pid, sig);
 	if (sig != SIGKILL && sig != SIGTERM && sig != SIGINT)
 		return 0;
 	uint64_t deadline = clock_mono_ms() + 10000;

@@ -72,6 +72,11 @@ int testenv_file_has(const char *path, const char *needle);
  * the process answers nothing after this returns. Returns the wait status
  * (0 for SIGSTOP), or -1 when the process was not ours or did not stop. */
 int testenv_kill(pid_t pid, int sig);
+/* Stops PID (SIGSTOP, any process) and waits up to 10 s until every
+ * thread of it is stopped: kill() returns before a group stop takes
+ * effect, and until it has the process may still answer requests. 0, or
+ * -1 when the signal failed or the stop did not happen in time. */
+int testenv_stop(pid_t pid);
 /* 1 while PID is a live child of ours (not yet reaped). */
 int testenv_alive(pid_t pid);
 /* Polls COND(ARG) every 20 ms until it returns nonzero or TIMEOUT_MS passes.

@@ -162,7 +162,7 @@ static void test_mgmtd(void **state)
 
 	/* No fencing: with mgmtd paused for 3x the fence window, reads and
 	 * mutations are still served; and after it resumes. */
-	assert_int_equal(kill(mgmtd, SIGSTOP), 0);
+	assert_int_equal(testenv_stop(mgmtd), 0);
 	clock_sleep_ms(3000);
 	assert_int_equal(meta_client_getattr(mc, &ROOT, META_ROOT_INO, &x), 0);
 	assert_int_equal(meta_client_create(mc, &ROOT, d.ino, meta_name_c("g"), 0644, 0, &x, NULL),

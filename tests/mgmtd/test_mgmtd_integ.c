@@ -630,7 +630,7 @@ static void test_fencing(void **state)
 	uint32_t id = mgmtd_client_node_id(n);
 
 	uint64_t t0 = clock_mono_ms();
-	kill(m.pid, SIGSTOP);
+	assert_int_equal(testenv_stop(m.pid), 0);
 	assert_true(testenv_wait(is_fenced, n, FENCE_MS + 3000));
 	uint64_t dt = clock_mono_ms() - t0;
 	assert_true(dt >= FENCE_MS - 250); /* the last heartbeat was < 200 ms before */
