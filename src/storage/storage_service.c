@@ -482,6 +482,13 @@ static void read_finish(struct read_ctx *c)
 			res[i].crc = c->cr[i].crc; /* folded from the verified page CRCs */
 			res[i].commit_ver = c->cr[i].info.commit_ver;
 			out += (uint64_t)r;
+		} else if (r == 0) {
+			/* No bytes (a range at or past the chunk's end): the
+			 * chunk exists all the same, at its version; version 0
+			 * is how an absent chunk reads to callers that take
+			 * -ENOENT as empty (a converter's chunk 0,
+			 * cmd_mount.c sto_chunk_ver). */
+			res[i].commit_ver = c->cr[i].info.commit_ver;
 		}
 	}
 	struct sto_read_resp resp = { .n = c->n, .r = res };

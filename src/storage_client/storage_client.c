@@ -991,6 +991,10 @@ static void read_group_place(struct read_group *g, struct storage_read *r)
 		int32_t got = res[k].result;
 		if (got <= 0) {
 			x->result = got;
+			/* No bytes from an existing chunk (a range at or past
+			 * its end) still says its version (not 0, "absent") */
+			x->crc = 0;
+			x->commit_ver = got == 0 ? res[k].commit_ver : 0;
 			continue;
 		}
 		pos -= (uint64_t)got;

@@ -86,7 +86,8 @@ struct storage_read {
 	void *dst;              /* in: >= len bytes; borrowed for the call */
 	int result;             /* out: bytes read (short at the chunk end), or -ENOENT,
 				   -CFS_ECORRUPT, -CFS_ECHECKSUM, other -errno / -CFS_E* */
-	uint64_t commit_ver;    /* out: the version read */
+	uint64_t commit_ver;    /* out: the version read (also with RESULT 0: an existing
+				   chunk read at or past its end) */
 	uint32_t crc;           /* out: CRC32C of the RESULT bytes now at dst (result > 0;
 				   checked against the server's), so callers need no
 				   pass of their own */

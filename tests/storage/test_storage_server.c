@@ -220,6 +220,27 @@ static void test_remove_query(void **state)
 	assert_int_equal(storage_client_stat(c, loc.addr, 1, &st), 0);
 	assert_int_equal(st.chunks, 1);
 	assert_int_equal(storage_client_stat(c, loc.addr, 9, &st), -ENODEV);
+	/* No bytes of an existing chunk (a range at or past its end) come
+	 * with its version: 0 is what callers take for "absent" (a
+	 * converter's chunk 0, cmd_mount.c sto_chunk_ver) */
+	assert_int_equal(storage_client_write(c, &loc, 42, 0, 0, 10, data, 0, NULL), 0);
+	assert_int_equal(storage_client_query(c, &loc, 42, 0, 0, &q), 0);
+	assert_int_equal(q.len, 1000);
+	assert_true(q.commit_ver > 1);
+	for (uint32_t off = 1000; off <= 5000; off += 4000) {
+		r = (struct storage_read){
+		    .loc = loc, .ino = 42, .idx = 0, .off = off, .len = 100, .dst = out};
+		assert_int_equal(storage_client_read(c, &r, 1, 0), 0);
+		assert_int_equal(r.result, 0);
+		assert_int_equal(r.commit_ver, q.commit_ver);
+	}
+	/* a cut to 0 removes the chunk (no chunk of 0 bytes remains) */
+	assert_int_equal(storage_client_truncate(c, &loc, 42, 0, 0), 0);
+	assert_int_equal(storage_client_query(c, &loc, 42, 0, 0, &q), -ENOENT);
+	r.off = 0;
+	assert_int_equal(storage_client_read(c, &r, 1, 0), 0);
+	assert_int_equal(r.result, -ENOENT);
+	assert_int_equal(r.commit_ver, 0);
 	storage_client_free(c);
 	stor_cluster_signal(&sc, 0, SIGTERM);
 	stor_cluster_fini(&sc);
