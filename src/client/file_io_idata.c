@@ -325,11 +325,8 @@ static void convert_hold(int attempted)
 	}
 }
 
-/* Fault injection (tests only): while the hold file (above) starts with
- * "placed", a conversion fails with -EIO right after its placeholder
- * landed, before its begin, as if its process died there (having
- * created the ".held" name: test_integ_idata test_placeholder_leak). */
-static int convert_placed_fault(void)
+/* Whether the hold file (above) exists and starts with WORD. */
+static int hold_says(const char *word)
 {
 	const char *p = getenv("CFS_FAULTINJ_CONVERT_HOLD");
 	if (!p)
@@ -337,17 +334,45 @@ static int convert_placed_fault(void)
 	int fd = open(p, O_RDONLY);
 	if (fd < 0)
 		return 0;
-	char b[6] = {0};
-	ssize_t n = read(fd, b, sizeof(b));
+	char b[16] = {0};
+	size_t k = strlen(word);
+	ssize_t n = k <= sizeof(b) ? read(fd, b, k) : -1;
 	close(fd);
-	if (n != (ssize_t)sizeof(b) || memcmp(b, "placed", sizeof(b)) != 0)
+	return n == (ssize_t)k && memcmp(b, word, k) == 0;
+}
+
+/* Fault injection (tests only): while the hold file (above) starts with
+ * "placed", a conversion fails with -EIO right after its placeholder
+ * landed, before its begin, as if its process died there (having
+ * created the ".held" name: test_integ_idata test_placeholder_leak). */
+static int convert_placed_fault(void)
+{
+	if (!hold_says("placed"))
 		return 0;
 	char held[4200];
-	snprintf(held, sizeof(held), "%s.held", p);
-	fd = open(held, O_WRONLY | O_CREAT, 0644);
+	snprintf(held, sizeof(held), "%s.held", getenv("CFS_FAULTINJ_CONVERT_HOLD"));
+	int fd = open(held, O_WRONLY | O_CREAT, 0644);
 	if (fd >= 0)
 		close(fd);
 	return 1;
+}
+
+/* Fault injection (tests only): while the hold file (above) starts with
+ * "absent", storage disagrees with itself about chunk 0: the placeholder
+ * is refused (as if chunk 0 existed) and chunk 0's read answers "absent"
+ * (version 0), every time (test_integ_idata test_chunk0_disagrees). */
+static int convert_absent_fault(void)
+{
+	return hold_says("absent");
+}
+
+/* Fault injection (tests only): while the hold file (above) starts with
+ * "markbusy", the first MARK of each conversion answers a transient
+ * error (what meta's answer is when its transaction's conflict retries
+ * ran out) without reaching meta (test_integ_idata test_mark_transient). */
+static int convert_mark_fault(int tries)
+{
+	return tries == 0 && hold_says("markbusy") ? -CFS_ECONFLICT : 0;
 }
 
 /* Fault injection (tests only): while the hold file (above) starts with
@@ -399,6 +424,42 @@ static uint64_t placeholder_ver(uint64_t ino)
 	return (1ULL << 32) + r % ((1ULL << 62) - (1ULL << 32));
 }
 
+/* How often a conversion tries again, with backoff (retry_pause), when
+ * storage answers chunk 0 absent right after refusing the placeholder
+ * because it is present, or MARK fails for a transient reason: a
+ * removal between the two, or meta's contention, passes in that time;
+ * what lasts longer is an error, not a reason to spin. */
+#define CONVERT_RETRIES 5
+
+/* Sleeps before retry number K (0, 1, ...): 10 ms doubling, at most
+ * 160 ms (some 0.3 s for CONVERT_RETRIES). */
+static void retry_pause(int k)
+{
+	clock_sleep_ms(10u << (k < 4 ? k : 4));
+}
+
+/* Errors meta's client gives up on after its own retries (meta_client.c
+ * failover_error) that say nothing of the request itself: worth another
+ * try. -EAGAIN is not one: for MARK it means a meta that predates it. */
+static int mark_transient(int rc)
+{
+	switch (rc) {
+	case -CFS_ECONFLICT:
+	case -CFS_ETOOOLD:
+	case -CFS_EUNAVAIL:
+	case -CFS_ETIMEDOUT:
+	case -CFS_ECLOSED:
+	case -CFS_EFENCED:
+	case -EBUSY:
+	case -ETIMEDOUT:
+	case -ECONNREFUSED:
+	case -ECONNRESET:
+	case -ENOTCONN:
+		return 1;
+	}
+	return 0;
+}
+
 int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st)
 {
 	if (!fio_idata_on(st))
@@ -424,7 +485,7 @@ int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st)
 		if (rc == -EAGAIN)
 			rc = 0; /* not empty after all (or still inline): copy below */
 	}
-	int fenced = fio_can_fence(f), marked = 0;
+	int fenced = fio_can_fence(f), marked = 0, mark_tries = 0, absent_tries = 0;
 	while (rc == 0 && fio_idata_on(st)) {
 		/* Fenced: chunk 0's version, read BEFORE the begin: a begin
 		 * that then finds the file inline proves no conversion
@@ -448,17 +509,41 @@ int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st)
 				/* Meta learns first that chunk 0 may exist, so
 				 * that GC removes it with the file even if this
 				 * client dies before its begin (which says so
-				 * too). A meta from before MARK: -EAGAIN. */
-				rc = meta_client_idata_commit(mc, &ROOT, ino, UINT64_MAX,
-				                              META_IDATA_COMMIT_MARK, in);
+				 * too). */
+				rc = convert_mark_fault(mark_tries);
+				if (rc == 0)
+					rc = meta_client_idata_commit(mc, &ROOT, ino, UINT64_MAX,
+					                              META_IDATA_COMMIT_MARK, in);
 				if (rc == -CFS_ENOTINLINE) {
 					rc = learn_chunked(f, fi, st);
 					if (rc == -EAGAIN)
 						rc = 0;
 					continue;
 				}
-				if (rc == -EAGAIN)
+				if (mark_transient(rc) && mark_tries < CONVERT_RETRIES) {
+					/* Nothing placed yet: going on unmarked would
+					 * leave the placeholder to no one if this
+					 * client died before its begin. */
+					LOG_INFO("client",
+					         "inline data: MARK failed, again: ino=%llu: %s",
+					         (unsigned long long)ino, cfs_strerror(rc));
+					retry_pause(mark_tries++);
 					rc = 0;
+					continue;
+				}
+				if (rc == -EAGAIN) {
+					/* Only a meta from before MARK answers it so
+					 * (it takes MARK for a commit whose version
+					 * never matches; a meta that knows MARK never
+					 * does: meta_idata_convert_commit). */
+					LOG_WARN(
+					    "client",
+					    "inline data: meta predates MARK: converting unmarked "
+					    "(a placeholder of a converter that dies before its "
+					    "begin stays): ino=%llu",
+					    (unsigned long long)ino);
+					rc = 0;
+				}
 				if (rc < 0)
 					break;
 				marked = 1;
@@ -469,8 +554,13 @@ int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st)
 			    fio_write_chunk0_if(f, fi, zero, 1, &absent, placeholder_ver(ino), &v0);
 			if (rc == 0 && convert_placed_fault())
 				rc = -EIO;
-			if (rc == -ESTALE)
+			if (rc == 0 && convert_absent_fault())
+				rc = -ESTALE;
+			if (rc == -ESTALE) {
 				rc = fio_chunk0_ver(f, fi, &v0);
+				if (rc == 0 && convert_absent_fault())
+					v0 = absent;
+			}
 			if (rc == -EOPNOTSUPP) {
 				rc = 0;
 				fenced = 0;
@@ -481,8 +571,29 @@ int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st)
 			}
 			if (rc < 0)
 				break;
-			if (fenced && v0.ver == 0)
-				continue; /* removed between the two: again */
+			if (fenced && v0.ver == 0) {
+				/* Refused as present, then read as absent: chunk
+				 * 0 removed between the two (again), or storage
+				 * that disagrees with itself (a replica that lost
+				 * it, a bug), which would have this write spin
+				 * for good. Nothing changed yet: the bytes stay
+				 * inline. EIO, not EAGAIN: a write(2) on a
+				 * blocking descriptor is not expected to answer
+				 * "try again", and this is storage failing the
+				 * I/O. */
+				if (absent_tries >= CONVERT_RETRIES) {
+					LOG_WARN(
+					    "client",
+					    "inline data: chunk 0's placeholder refused as present "
+					    "but chunk 0 read as absent, %d times: ino=%llu: "
+					    "giving up (EIO)",
+					    absent_tries + 1, (unsigned long long)ino);
+					rc = -EIO;
+					break;
+				}
+				retry_pause(absent_tries++);
+				continue;
+			}
 		}
 		rc = meta_client_idata_begin(mc, &ROOT, ino, in, &d);
 		if (rc == -ENOENT && fenced) {

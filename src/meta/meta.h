@@ -338,7 +338,9 @@ enum meta_idata_commit_flags {
 	 * placeholder (META_IDATA_F_PLACED), so that GC removes the chunks
 	 * of the file even if no begin follows. Send it with VER UINT64_MAX:
 	 * a meta from before the flag takes it as a commit whose version
-	 * never matches and answers -EAGAIN, changing nothing. */
+	 * never matches and answers -EAGAIN, changing nothing; a meta that
+	 * knows the flag never answers -EAGAIN to it (-CFS_EUNAVAIL instead
+	 * for a transient failure), so that the client can tell the two. */
 	META_IDATA_COMMIT_MARK = 2,
 };
 /* Inline bytes as calls return them: BUF is the caller's, META_IDATA_MAX bytes. */

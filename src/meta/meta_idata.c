@@ -317,7 +317,14 @@ int meta_idata_convert_commit(meta_ctx *m, const struct meta_req *rq, uint64_t i
 	/* A replay after a maybe-commit that did flip answers ENOTINLINE,
 	 * which callers take as "chunked": the outcome they wanted. */
 	struct kv_run_opts o = { .idempotent = 1, .max_retries = 40 };
-	return arg_end(a, meta_run(m, &o, commit_body, a), out);
+	int rc = arg_end(a, meta_run(m, &o, commit_body, a), out);
+	/* To a MARK, -EAGAIN is what a meta from before the flag answers
+	 * (a commit whose version never matches): the client then goes on
+	 * unmarked. Whatever failed here is not that (commit_body's MARK
+	 * never says it): an answer to retry. */
+	if (rc == -EAGAIN && (flags & META_IDATA_COMMIT_MARK))
+		rc = -CFS_EUNAVAIL;
+	return rc;
 }
 
 int meta_open_idata(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,

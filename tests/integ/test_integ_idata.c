@@ -12,6 +12,10 @@
  *   over what another mount converted and wrote meanwhile, even when the
  *   file was cut to 0 and chunk 0 written again with its placeholder's
  *   bytes;
+ * - a converter whose storage refuses the placeholder as present and then
+ *   reads chunk 0 as absent gives up with EIO within a bound (no spin),
+ *   the file inline and unchanged; one whose MARK fails for a transient
+ *   reason sends it again and converts;
  * - small files read whole through a mount with nothing cached cost well
  *   under one meta request each (open-ahead), with the local disk's bytes,
  *   and another mount's rewrite and unlink show within the bounds;
@@ -709,6 +713,81 @@ static void test_placeholder_leak(void **state)
 		fail_msg("%lld orphan chunks 30 s after the unlink (the placeholder leaked)", n);
 }
 
+/* Storage that disagrees with itself about chunk 0 (fault injection
+ * "absent": mount 2's placeholder is refused as if chunk 0 existed, and
+ * chunk 0 then reads as absent, every time): before, the converter
+ * started over at once, for good, at 100 % CPU inside the write(2). Now
+ * the write fails with EIO after a few tries, within a bound, the file
+ * still inline with its bytes; once storage agrees again, the same
+ * write converts. */
+static void test_chunk0_disagrees(void **state)
+{
+	(void)state;
+	struct held_conv c;
+	held_conv_start(&c, "absent", "chunk0_absent");
+	put_text(c.hold, "absent");
+	uint8_t b[100];
+	fill(b, T, sizeof(b), 61);
+	int fd = open(c.p2, O_WRONLY);
+	assert_true(fd >= 0);
+	struct stall_writer w = {.path = c.p2};
+	pthread_t th;
+	uint64_t t0 = clock_mono_ms();
+	assert_int_equal(pthread_create(&th, NULL, stall_write, &w), 0);
+	/* a spinning converter never returns: fail (and let it go) instead
+	 * of hanging the test */
+	int joined = 0;
+	while (!(joined = pthread_tryjoin_np(th, NULL) == 0) && clock_mono_ms() - t0 < 20000)
+		clock_sleep_ms(20);
+	uint64_t ms = clock_mono_ms() - t0;
+	if (!joined) {
+		unlink(c.hold); /* lets a spinning converter go on */
+		assert_int_equal(pthread_join(th, NULL), 0);
+		fail_msg("the write through mount 2 had not returned after %llu ms (its "
+		         "conversion spins on chunk 0 read as absent)",
+		         (unsigned long long)ms);
+	}
+	assert_int_equal(w.rc, -EIO);
+	if (ms > 10000)
+		fail_msg("the write took %llu ms to fail", (unsigned long long)ms);
+	check_file(c.p2, 1000, 60); /* still inline, unchanged */
+	check_file(c.p1, 1000, 60);
+	unlink(c.hold); /* storage agrees again */
+	assert_int_equal(pwrite(fd, b, sizeof(b), T), (ssize_t)sizeof(b));
+	assert_int_equal(close(fd), 0);
+	stop_mount2();
+	uint8_t *want = calloc(1, T + 100);
+	assert_non_null(want);
+	fill(want, 0, 1000, 60);
+	fill(want + T, T, 100, 61);
+	expect_file(c.p2, want, T + 100, 60);
+	free(want);
+}
+
+/* A MARK that fails for a transient reason (fault injection "markbusy":
+ * the first MARK of a conversion answers -CFS_ECONFLICT, as meta does
+ * when its transaction's conflict retries run out): before, the write
+ * failed with it (or, had the answer been -EAGAIN, the conversion went on
+ * unmarked, a placeholder left to no one should the converter die). Now
+ * the converter sends MARK again after a pause, and the conversion goes
+ * on to its begin (where the hold then keeps it) and ends well. */
+static void test_mark_transient(void **state)
+{
+	(void)state;
+	struct held_conv c;
+	held_conv_start(&c, "markbusy", "mark_transient");
+	put_text(c.hold, "markbusy");
+	held_conv_write(&c);
+	wait_held(c.held); /* past its MARK, at its begin */
+	held_conv_end(&c);
+	uint8_t *want = calloc(1, T + 100);
+	assert_non_null(want);
+	fill(want, 0, 1000, 60);
+	fill(want + T, T, 100, 61);
+	expect_file(c.p2, want, T + 100, 60);
+	free(want);
+}
+
 struct trunc_far {
 	const char *path;
 	int rc;
@@ -1335,6 +1414,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_stalled_placeholder),
 		cmocka_unit_test(test_placeholder_leak),
 		cmocka_unit_test(test_marked_unlinked),
+		cmocka_unit_test(test_chunk0_disagrees),
+		cmocka_unit_test(test_mark_transient),
 		cmocka_unit_test(test_open_ahead),
 		cmocka_unit_test(test_cached_open),
 		cmocka_unit_test(test_stored_pages),
