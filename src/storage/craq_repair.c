@@ -8,7 +8,8 @@
  *      storage_client.c), and calls craq_repair_note: count, log the chunk
  *      (target, chain, inode, index) once, queue it, kick the mgmtd link
  *      thread.
- *   2. The link thread (blocking calls allowed, after its resync pass) runs
+ *   2. The chunk's target's resync worker (craq_resync.c; blocking calls
+ *      allowed, after its resync pass, woken by the link thread) runs
  *      craq_repair_pass: for each queued chunk, under the chunk's CRAQ lock
  *      on this target (chain writes to it wait meanwhile), it reads the
  *      whole chunk from another SERVING replica of the chain (a read pinned
@@ -26,7 +27,8 @@
  * out of service for one bad block.
  *
  * Threads: craq_repair_note from any thread (engine callbacks included:
- * it only takes a mutex); craq_repair_pass on the link thread only.
+ * it only takes a mutex); craq_repair_pass on the target's resync worker
+ * only, so a repair waiting on one hung disk holds back no other target.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -43,7 +45,8 @@
 #include "storage/storage_targets.h"
 
 #define REPAIR_QUEUE_MAX 1024
-/* Passes (one per 200 ms link tick, or a kick): ~60 s, so a chunk that a
+/* Passes (one per 200 ms link tick, or a kick, unless the last is still
+ * running): ~60 s, so a chunk that a
  * busy writer keeps locked at every peer ("not committed") is still
  * repaired once the writes pause. */
 #define REPAIR_ATTEMPTS  300
@@ -276,16 +279,20 @@ out:
 	return rc;
 }
 
-void craq_repair_pass(struct storage_service *s, struct mgmtd_routing *snap)
+void craq_repair_pass(struct storage_service *s, struct stor_target *t, struct mgmtd_routing *snap)
 {
 	struct craq_repair *rq = s->repair;
 	struct repair_ent batch[64];
-	size_t n;
+	size_t n = 0, kept = 0;
+	uint32_t target = stor_target_id(s, t);
 	pthread_mutex_lock(&rq->mu);
-	n = rq->n < 64 ? rq->n : 64;
-	memcpy(batch, rq->q, n * sizeof(batch[0]));
-	memmove(rq->q, rq->q + n, (rq->n - n) * sizeof(rq->q[0]));
-	rq->n -= n;
+	for (size_t i = 0; i < rq->n; i++) {
+		if (rq->q[i].target == target && n < 64)
+			batch[n++] = rq->q[i];
+		else
+			rq->q[kept++] = rq->q[i];
+	}
+	rq->n = kept;
 	pthread_mutex_unlock(&rq->mu);
 	const struct route_info *ri = mgmtd_routing_info(snap);
 	for (size_t i = 0; i < n && !atomic_load(&s->stopping); i++) {

@@ -2,7 +2,7 @@
  * messages a syncing target answers (DUMP, SYNC_DONE).
  *
  * The predecessor of a SYNCING target (the last SERVING one) runs a pass
- * on its mgmtd link thread, blocking calls allowed:
+ * on that target's resync worker, blocking calls allowed:
  *   1. DUMP: page through the successor's chunk metadata of the chain.
  *   2. Wait for the chain ops in flight (they may have skipped the
  *      successor under older routing), then walk our own metadata (one
@@ -22,8 +22,22 @@
  *      way until mgmtd has moved the fenced one out, the chain version
  *      the message carries still matches.
  * A failure aborts the pass; the next link tick starts a new one.
+ *
+ * Workers: one thread per target runs that target's passes (and its
+ * repairs, craq_repair.c). The link thread offers each worker every
+ * routing snapshot it acts on (craq_resync_offer) and never waits for a
+ * pass: a worker holds the newest offer only, so at most one pass per
+ * target is in flight and the next starts from the newest routing. A pass
+ * from a target whose disk hangs (before the watchdog fenced it) waits in
+ * that engine, and only that target's worker with it: the node's other
+ * targets go on changing state and resyncing (test_craq.c
+ * resync_hung_sibling). The pass ends at the next chunk once the service
+ * stops or the target fenced itself; craq_resync_stop joins the workers,
+ * so a worker inside a hung engine call holds the stop until that call
+ * returns, as the engine's own close (which waits for its requests) does.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -218,12 +232,17 @@ static int sync_one(struct storage_service *s, struct stor_target *t, const stru
 	 * now were released, every such apply is in the snapshot below. */
 	if (!rc)
 		craq_locks_drain(t->locks);
+	/* Fault injection: the listing held while the file exists, as by a
+	 * disk that hangs (test_craq.c resync_hung_sibling). */
+	if (!rc)
+		stor_fault_hold(s, t, "faultinj_resync_list_hold");
 	if (!rc)
 		rc = chunk_engine_iterate(t->eng, (struct chunk_id){ 0, 0 },
 					  (struct chunk_id){ UINT64_MAX, UINT32_MAX }, collect_local,
 					  &local);
 	size_t i = 0, j = 0, sent = 0, removed = 0;
-	while (!rc && !atomic_load(&s->stopping) && (i < local.n || j < remote.n)) {
+	while (!rc && !atomic_load(&s->stopping) && atomic_load(&t->fence_gen) == gen &&
+	       (i < local.n || j < remote.n)) {
 		int d = i >= local.n ? 1 : j >= remote.n ? -1 : cmp_ent(&local.e[i], &remote.e[j]);
 		const struct sto_dump_ent *e = d <= 0 ? &local.e[i] : &remote.e[j];
 		if (d != 0 || !same(&local.e[i], &remote.e[j])) {
@@ -270,38 +289,134 @@ static int sync_one(struct storage_service *s, struct stor_target *t, const stru
 	return rc;
 }
 
-void craq_resync_pass(struct storage_service *s, struct mgmtd_routing *snap)
+/* Syncs the SYNCING successor of T in SNAP, if T is its predecessor. */
+static void resync_target(struct storage_service *s, struct stor_target *t,
+                          struct mgmtd_routing *snap)
 {
 	const struct route_info *ri = mgmtd_routing_info(snap);
-	for (size_t k = 0; k < s->nt; k++) {
-		struct stor_target *t = &s->t[k];
-		if (!atomic_load(&t->started))
+	if (!atomic_load(&t->started))
+		return;
+	const struct route_target *rt = route_find_target(ri, stor_target_id(s, t));
+	const struct route_chain *c =
+	    rt && rt->chain_id ? route_find_chain(ri, rt->chain_id) : NULL;
+	if (!c)
+		return;
+	for (uint32_t i = 0; i + 1 < c->n; i++) {
+		if (c->m[i].target_id != rt->id || c->m[i].state != CHAIN_PS_SERVING)
 			continue;
-		const struct route_target *rt = route_find_target(ri, stor_target_id(s, t));
-		const struct route_chain *c = rt && rt->chain_id ? route_find_chain(ri, rt->chain_id)
-								 : NULL;
-		if (!c)
+		uint32_t j = i + 1;
+		while (j < c->n && c->m[j].state != CHAIN_PS_SERVING &&
+		       c->m[j].state != CHAIN_PS_SYNCING)
+			j++;
+		if (j >= c->n || c->m[j].state != CHAIN_PS_SYNCING)
 			continue;
-		for (uint32_t i = 0; i + 1 < c->n; i++) {
-			if (c->m[i].target_id != rt->id || c->m[i].state != CHAIN_PS_SERVING)
-				continue;
-			uint32_t j = i + 1;
-			while (j < c->n && c->m[j].state != CHAIN_PS_SERVING &&
-			       c->m[j].state != CHAIN_PS_SYNCING)
-				j++;
-			if (j >= c->n || c->m[j].state != CHAIN_PS_SYNCING)
-				continue;
-			/* Done at this version already: mgmtd has not yet turned
-			 * the successor's UPTODATE into SERVING. */
-			if (t->synced_target == c->m[j].target_id &&
-			    t->synced_chain_ver == c->version)
-				continue;
-			if (!sync_one(s, t, ri, c, c->m[j].target_id)) {
-				t->synced_target = c->m[j].target_id;
-				t->synced_chain_ver = c->version;
-			}
+		/* Done at this version already: mgmtd has not yet turned
+		 * the successor's UPTODATE into SERVING. */
+		if (t->synced_target == c->m[j].target_id && t->synced_chain_ver == c->version)
+			continue;
+		if (!sync_one(s, t, ri, c, c->m[j].target_id)) {
+			t->synced_target = c->m[j].target_id;
+			t->synced_chain_ver = c->version;
 		}
 	}
+}
+
+/* One target's worker (the header comment has the rules). */
+struct resync_worker {
+	struct storage_service *s;
+	struct stor_target *t;
+	pthread_t thr;
+	bool started;               /* thr runs (join at stop) */
+	pthread_mutex_t mu;         /* guards next, stop; never held over a pass */
+	pthread_cond_t cv;          /* an offer or the stop */
+	struct mgmtd_routing *next; /* the newest offer not yet taken (a reference) */
+	bool stop;
+};
+
+struct craq_resync {
+	size_t n; /* = s->nt */
+	struct resync_worker w[];
+};
+
+static void *worker_main(void *arg)
+{
+	struct resync_worker *w = arg;
+	pthread_mutex_lock(&w->mu);
+	for (;;) {
+		while (!w->next && !w->stop)
+			pthread_cond_wait(&w->cv, &w->mu);
+		if (w->stop)
+			break;
+		struct mgmtd_routing *snap = w->next;
+		w->next = NULL;
+		pthread_mutex_unlock(&w->mu);
+		/* Offered unfenced; no pass starts once that changed. */
+		if (!atomic_load(&w->s->stopping) && !mgmtd_client_fenced(w->s->mc)) {
+			resync_target(w->s, w->t, snap);
+			craq_repair_pass(w->s, w->t, snap);
+		}
+		mgmtd_routing_put(snap);
+		pthread_mutex_lock(&w->mu);
+	}
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
+}
+
+int craq_resync_start(struct storage_service *s)
+{
+	struct craq_resync *r = xcalloc(1, sizeof(*r) + s->nt * sizeof(r->w[0]));
+	s->resync = r;
+	for (size_t k = 0; k < s->nt; k++) {
+		struct resync_worker *w = &r->w[k];
+		w->s = s;
+		w->t = &s->t[k];
+		pthread_mutex_init(&w->mu, NULL);
+		pthread_cond_init(&w->cv, NULL);
+		r->n = k + 1;
+		if (pthread_create(&w->thr, NULL, worker_main, w))
+			return -EAGAIN;
+		w->started = true;
+	}
+	return 0;
+}
+
+void craq_resync_offer(struct storage_service *s, struct mgmtd_routing *snap)
+{
+	struct craq_resync *r = s->resync;
+	for (size_t k = 0; r && k < r->n; k++) {
+		struct resync_worker *w = &r->w[k];
+		struct mgmtd_routing *ref = mgmtd_routing_get(snap);
+		pthread_mutex_lock(&w->mu);
+		struct mgmtd_routing *old = w->next;
+		w->next = ref;
+		pthread_cond_signal(&w->cv);
+		pthread_mutex_unlock(&w->mu);
+		mgmtd_routing_put(old);
+	}
+}
+
+void craq_resync_stop(struct storage_service *s)
+{
+	struct craq_resync *r = s->resync;
+	if (!r)
+		return;
+	for (size_t k = 0; k < r->n; k++) {
+		struct resync_worker *w = &r->w[k];
+		pthread_mutex_lock(&w->mu);
+		w->stop = true;
+		pthread_cond_signal(&w->cv);
+		pthread_mutex_unlock(&w->mu);
+	}
+	for (size_t k = 0; k < r->n; k++) {
+		struct resync_worker *w = &r->w[k];
+		if (w->started)
+			pthread_join(w->thr, NULL);
+		mgmtd_routing_put(w->next);
+		pthread_mutex_destroy(&w->mu);
+		pthread_cond_destroy(&w->cv);
+	}
+	free(r);
+	s->resync = NULL;
 }
 
 /* ---- the syncing side ---- */

@@ -13,8 +13,11 @@
  * So a restarted service never serves from a state mgmtd still thinks is
  * current: it waits until mgmtd took its targets out, then comes back
  * through SYNCING. The link thread wakes on every routing change (and
- * every 200 ms), updates states, reports changes, then runs a resync pass
- * for any SYNCING successor of our targets.
+ * every 200 ms), updates states, reports changes, then hands the routing
+ * to each target's resync worker (craq_resync.c), which syncs a SYNCING
+ * successor of that target. It never waits on an engine: neither for a
+ * report (read_sizes) nor for a pass, so one hung disk holds back none of
+ * the other targets' state changes.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -285,8 +288,7 @@ static void *link_main(void *arg)
 				mgmtd_routing_put(rejoin_snap);
 				rejoin_snap = mgmtd_routing_get(snap);
 			}
-			craq_resync_pass(s, snap);
-			craq_repair_pass(s, snap);
+			craq_resync_offer(s, snap);
 		} else {
 			/* fenced or no routing: not serving, for the backoff reset too */
 			for (size_t i = 0; i < s->nt; i++)
@@ -333,6 +335,10 @@ int mgmtd_link_start(struct storage_service *s, const struct storage_service_opt
 	int rc = mgmtd_client_new(&mo, &s->mc, err, errlen);
 	if (rc)
 		return rc;
+	if ((rc = craq_resync_start(s))) {
+		snprintf(err, errlen, "cannot start the resync workers");
+		return rc;
+	}
 	if (pthread_create(&s->link_thr, NULL, link_main, s)) {
 		snprintf(err, errlen, "cannot start the mgmtd link thread");
 		return -EAGAIN;
@@ -343,9 +349,11 @@ int mgmtd_link_start(struct storage_service *s, const struct storage_service_opt
 
 void mgmtd_link_stop(struct storage_service *s)
 {
-	if (!s->link_started)
-		return;
-	mgmtd_link_kick(s);
-	pthread_join(s->link_thr, NULL);
-	s->link_started = false;
+	if (s->link_started) {
+		mgmtd_link_kick(s);
+		pthread_join(s->link_thr, NULL);
+		s->link_started = false;
+	}
+	/* No offer comes any more. */
+	craq_resync_stop(s);
 }

@@ -17,6 +17,10 @@ struct stor_target;
  * milliseconds, sleeps that long (once per file). */
 void stor_fault_pause(struct storage_service *s, struct stor_target *t, const char *name);
 
+/* Waits while T's directory holds NAME (the test removes it), or until
+ * the service stops: a call that hangs, as on a hung disk. */
+void stor_fault_hold(struct storage_service *s, struct stor_target *t, const char *name);
+
 /* Whether T's directory held NAME (removed by this call: once per file). */
 bool stor_fault_take(struct storage_service *s, struct stor_target *t, const char *name);
 

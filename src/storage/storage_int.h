@@ -89,6 +89,7 @@ struct fence_witness {
 
 /* ---- the service ---- */
 struct sc_shm;
+struct craq_resync;
 
 struct storage_service {
 	struct rpc_server *srv;
@@ -107,7 +108,7 @@ struct storage_service {
 	char advertise[64];
 	_Atomic int stopping;
 	_Atomic uint64_t inflight;     /* chain ops in flight (free waits for 0) */
-	/* mgmtd link thread: target states and resync */
+	/* mgmtd link thread: target states; it wakes the resync workers */
 	pthread_t link_thr;
 	bool link_started;
 	pthread_mutex_t link_mu;
@@ -115,6 +116,8 @@ struct storage_service {
 	uint64_t link_kick;            /* under link_mu */
 	struct fence_witness fw;       /* NULL mc: unused */
 	struct craq_repair *repair;    /* corrupt chunks to repair (craq_repair.c) */
+	struct craq_resync *resync;    /* per-target resync workers (craq_resync.c);
+	                                  NULL standalone */
 	bool faultinj;                 /* CFS_FAULTINJ set at start: test fault points */
 	uint32_t fwd_deadline_ms;      /* a chain forward gives up after this long (0: the
 					  default, craq_write.c); tests shorten it with
@@ -217,9 +220,18 @@ void craq_fence_target(struct storage_service *s, struct stor_target *t, const c
 /* Checks that TARGET may serve a read of CHAIN now: 0 or -CFS_E*. */
 int craq_read_check(struct storage_service *s, uint32_t target, uint32_t chain);
 
-/* craq_resync.c: run from the link thread. Syncs every SYNCING successor
- * of our targets; returns when each is done or failed. */
-void craq_resync_pass(struct storage_service *s, struct mgmtd_routing *snap);
+/* craq_resync.c: one worker thread per target syncs that target's
+ * SYNCING successor and runs its repairs, so a pass waiting on one hung
+ * disk holds back no other target. START (in mgmtd_link_start, before the
+ * link thread): 0 or -EAGAIN (what started is stopped by STOP). OFFER
+ * (link thread, routing it acted on, unfenced): each worker takes its own
+ * reference to SNAP and runs a pass from it, or from a newer offer, once
+ * its current pass ended; never waits for a pass. STOP (after the link
+ * thread stopped, s->stopping set): joins the workers, so it returns once
+ * each pass returned from its current engine or RPC call; idempotent. */
+int craq_resync_start(struct storage_service *s);
+void craq_resync_offer(struct storage_service *s, struct mgmtd_routing *snap);
+void craq_resync_stop(struct storage_service *s);
 void craq_sync_done_handle(struct storage_service *s, struct rpc_req *req);
 void craq_dump_handle(struct storage_service *s, struct rpc_req *req);
 
@@ -237,8 +249,8 @@ void craq_repair_free(struct craq_repair *r);
 /* Counts, logs and queues ID of T (any thread, never blocks long). */
 void craq_repair_note(struct storage_service *s, struct stor_target *t, uint32_t chain,
 		      struct chunk_id id);
-/* Repairs queued chunks; link thread only (blocking calls). */
-void craq_repair_pass(struct storage_service *s, struct mgmtd_routing *snap);
+/* Repairs queued chunks of T; T's resync worker only (blocking calls). */
+void craq_repair_pass(struct storage_service *s, struct stor_target *t, struct mgmtd_routing *snap);
 void craq_repair_stats(struct storage_service *s, struct craq_repair_stats *out);
 
 #endif

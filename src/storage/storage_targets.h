@@ -50,7 +50,7 @@ struct stor_target {
 	 * stored UPTODATE. A link-thread decision from an older routing (the
 	 * target still OFFLINE or WAITING in it) must not undo that. */
 	uint64_t uptodate_rver;
-	uint32_t synced_target;        /* link thread: the successor last synced ... */
+	uint32_t synced_target;        /* resync worker: the successor last synced ... */
 	uint32_t synced_chain_ver;     /* ... at this chain version (skip repeats) */
 	/* Fenced itself over a chain op (craq_write.c): a full disk, or a
 	 * failed apply or forward. No rejoin before this (clock_mono_ms),

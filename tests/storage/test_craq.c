@@ -53,6 +53,11 @@
  *                 held (a hung disk), the other fences itself and must
  *                 rejoin: the link thread's report never waits on an
  *                 engine
+ *   resync_hung_sibling  two targets per service: a resync pass from
+ *                 one waits on its (hung) disk; the other fences itself
+ *                 and must rejoin meanwhile: one target's pass never holds
+ *                 back its siblings; once the disk answers, the pass ends
+ *                 and every replica holds every chunk
  *   full_restart  kill -9 every storage service and mgmtd, restart all:
  *                 every acknowledged write is back on all three replicas
  *   concurrent    four writers replace one chunk concurrently: every
@@ -2499,6 +2504,111 @@ static void test_report_busy_engine(void **state)
 	env_down(&e);
 }
 
+/* Creates the fault file NAME in node N's target directory of slot SLOT;
+ * its path into PATH. */
+static void arm_fault_slot(struct env *e, int n, uint32_t slot, const char *name, char *path,
+                           size_t cap)
+{
+	snprintf(path, cap, "%s/%s", e->sc.node[n].dirs[slot - 1], name);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fclose(f);
+}
+
+/* A resync pass from a target whose disk hangs must not hold back the
+ * other targets of its node. Three services with two targets each (two
+ * chains): A is the tail of its chain CA, on node N; B is N's other
+ * target (chain CB). A's listing for a pass is held (fault point
+ * faultinj_resync_list_hold, as by a hung disk), then CA's head S fences
+ * itself and misses writes: it rejoins behind A, and A's pass to it
+ * waits in the hold. Meanwhile B fences itself: it must rejoin and serve
+ * again within 20 s while A's pass still waits. Then the hold ends: A's
+ * pass completes, S serves, and every member of CA holds every chunk
+ * written. Before, N's link thread ran every target's passes: it waited
+ * in A's, so B's rejoin (its startup fencing, on that thread) never came
+ * and CB stayed at two members. */
+static void test_resync_hung_sibling(void **state)
+{
+	(void)state;
+	struct env e;
+	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
+	env_tpn = 2;
+	env_up(&e, "craq-rshung");
+	env_tpn = 1;
+	unsetenv("CFS_FAULTINJ");
+	uint32_t a = 0, ca = 0, aslot = 0, b = 0, cb = 0;
+	int n = -1;
+	struct route_chain c;
+	for (int ni = 0; ni < 3 && !a; ni++)
+		for (uint32_t slot = 1; slot <= 2 && !a; slot++) {
+			uint32_t t, ch;
+			target_in_slot(&e, ni, slot, &t, &ch);
+			e.chain = ch;
+			assert_true(wait_chain(&e, 3, 0, 0, 15000));
+			assert_true(get_chain(&e, &c));
+			if (c.m[c.n - 1].target_id == t) {
+				a = t;
+				ca = ch;
+				aslot = slot;
+				n = ni;
+			}
+		}
+	assert_true(a != 0);
+	target_in_slot(&e, n, 3 - aslot, &b, &cb);
+	e.chain = cb;
+	assert_true(wait_chain(&e, 3, 0, 0, 15000));
+	e.chain = ca;
+	assert_true(get_chain(&e, &c));
+	uint32_t st = c.m[0].target_id;
+	int sn = node_of(&e, st);
+	assert_true(sn >= 0 && sn != n);
+	char hold[800], fence[800];
+	arm_fault_slot(&e, n, aslot, "faultinj_resync_list_hold", hold, sizeof(hold));
+	arm_fault_slot(&e, sn, st % 1000, "faultinj_fence_now", fence, sizeof(fence));
+	wait_consumed(fence, 30000);
+	assert_true(wait_chain(&e, 2, st, CHAIN_PS_OFFLINE, 20000));
+	static uint8_t v[4][CLEN];
+	for (uint32_t idx = 0; idx < 4; idx++)
+		write_seed(&e, 92, idx, 3301 + idx, v[idx]);
+	char held[128];
+	snprintf(held, sizeof(held), "target %u held at faultinj_resync_list_hold", a);
+	uint64_t until = clock_mono_ms() + 30000;
+	while (!log_has(e.sc.node[n].log, held) && clock_mono_ms() < until)
+		clock_sleep_ms(50);
+	bool in_hold = log_has(e.sc.node[n].log, held);
+	bool back = false, still_held = false;
+	uint64_t ms = 0;
+	if (in_hold) {
+		arm_fault_slot(&e, n, 3 - aslot, "faultinj_fence_now", fence, sizeof(fence));
+		wait_consumed(fence, 30000);
+		e.chain = cb;
+		assert_true(wait_chain(&e, 2, b, CHAIN_PS_OFFLINE, 20000));
+		uint64_t t0 = clock_mono_ms();
+		back = wait_chain(&e, 3, 0, 0, 20000);
+		ms = clock_mono_ms() - t0;
+		e.chain = ca;
+		assert_true(get_chain(&e, &c));
+		still_held = access(hold, F_OK) == 0 && count_state(&c, CHAIN_PS_SERVING) == 2;
+	}
+	unlink(hold);
+	if (!back)
+		stor_cluster_print_logs(&e.sc, 20);
+	assert_true(in_hold);
+	print_message("B %s after %llu ms, A's pass held\n", back ? "serving again" : "still out",
+	              (unsigned long long)ms);
+	assert_true(back);
+	/* B came back while A's pass was still held: the test tested that */
+	assert_true(still_held);
+	e.chain = ca;
+	assert_chain_recovers(&e, 60000);
+	char done[96];
+	snprintf(done, sizeof(done), "resync done: chain=%u target=%u", ca, st);
+	assert_true(log_has(e.sc.node[n].log, done));
+	for (uint32_t idx = 0; idx < 4; idx++)
+		assert_replicas_hold(&e, 92, idx, v[idx], CLEN);
+	env_down(&e);
+}
+
 /* Kill two of three, then the last: it becomes LASTSRV. The two stale
  * ones come back first and must wait (no serving copy); when the LASTSRV
  * one returns it serves first and the others resync from it. */
@@ -2907,6 +3017,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_link_state_fence),
 		cmocka_unit_test(test_link_old_routing),
 		cmocka_unit_test(test_report_busy_engine),
+		cmocka_unit_test(test_resync_hung_sibling),
 		cmocka_unit_test(test_noflush_chain),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
