@@ -801,16 +801,24 @@ static void *bg_write_main(void *arg)
 	return NULL;
 }
 
-/* Arms fault point NAME (a file the service consumes) on node N of E
- * with TEXT ("": empty); its path into PATH. */
-static void arm_fault(struct env *e, int n, const char *name, const char *text, char *path,
-		      size_t cap)
+/* Arms fault point NAME (a file the service consumes) on the target in
+ * slot SLOT of node N of E with TEXT ("": empty); its path into PATH. */
+static void arm_fault_slot(struct env *e, int n, uint32_t slot, const char *name, const char *text,
+                           char *path, size_t cap)
 {
-	snprintf(path, cap, "%s/%s", e->sc.node[n].dirs[0], name);
+	int len = snprintf(path, cap, "%s/%s", e->sc.node[n].dirs[slot - 1], name);
+	assert_true(len > 0 && (size_t)len < cap);
 	FILE *f = fopen(path, "w");
 	assert_non_null(f);
 	fputs(text, f);
 	fclose(f);
+}
+
+/* The same on node N's first target. */
+static void arm_fault(struct env *e, int n, const char *name, const char *text, char *path,
+                      size_t cap)
+{
+	arm_fault_slot(e, n, 1, name, text, path, cap);
 }
 
 /* Waits up to MS for the service to consume the fault file at PATH. */
@@ -2466,6 +2474,16 @@ static void target_in_slot(struct env *e, int n, uint32_t slot, uint32_t *target
 	fail_msg("no target in slot %u of node %d", slot, n);
 }
 
+/* E up with fault points on and two targets per service (two chains). */
+static void env_up_two_targets(struct env *e, const char *tag)
+{
+	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
+	env_tpn = 2;
+	env_up(e, tag);
+	env_tpn = 1;
+	unsetenv("CFS_FAULTINJ");
+}
+
 /* One hung disk must not hold back the state changes of the other
  * targets of its node. Three services with two targets each (two
  * chains): the engine mutex of node 0's first target counts as held
@@ -2479,21 +2497,14 @@ static void test_report_busy_engine(void **state)
 {
 	(void)state;
 	struct env e;
-	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
-	env_tpn = 2;
-	env_up(&e, "craq-busyeng");
-	env_tpn = 1;
-	unsetenv("CFS_FAULTINJ");
+	env_up_two_targets(&e, "craq-busyeng");
 	uint32_t b = 0, chain = 0;
 	target_in_slot(&e, 0, 2, &b, &chain);
 	e.chain = chain;
 	assert_true(wait_chain(&e, 3, 0, 0, 15000));
 	char hold[800], fence[800];
 	arm_fault(&e, 0, "faultinj_engine_stat_hold", "", hold, sizeof(hold));
-	snprintf(fence, sizeof(fence), "%s/faultinj_fence_now", e.sc.node[0].dirs[1]);
-	FILE *f = fopen(fence, "w");
-	assert_non_null(f);
-	fclose(f);
+	arm_fault_slot(&e, 0, 2, "faultinj_fence_now", "", fence, sizeof(fence));
 	wait_consumed(fence, 30000);
 	assert_true(wait_chain(&e, 2, b, CHAIN_PS_OFFLINE, 20000));
 	bool back = wait_chain(&e, 3, 0, 0, 30000);
@@ -2502,17 +2513,6 @@ static void test_report_busy_engine(void **state)
 		stor_cluster_print_logs(&e.sc, 20);
 	assert_true(back);
 	env_down(&e);
-}
-
-/* Creates the fault file NAME in node N's target directory of slot SLOT;
- * its path into PATH. */
-static void arm_fault_slot(struct env *e, int n, uint32_t slot, const char *name, char *path,
-                           size_t cap)
-{
-	snprintf(path, cap, "%s/%s", e->sc.node[n].dirs[slot - 1], name);
-	FILE *f = fopen(path, "w");
-	assert_non_null(f);
-	fclose(f);
 }
 
 /* A resync pass from a target whose disk hangs must not hold back the
@@ -2531,11 +2531,7 @@ static void test_resync_hung_sibling(void **state)
 {
 	(void)state;
 	struct env e;
-	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
-	env_tpn = 2;
-	env_up(&e, "craq-rshung");
-	env_tpn = 1;
-	unsetenv("CFS_FAULTINJ");
+	env_up_two_targets(&e, "craq-rshung");
 	uint32_t a = 0, ca = 0, aslot = 0, b = 0, cb = 0;
 	int n = -1;
 	struct route_chain c;
@@ -2563,8 +2559,8 @@ static void test_resync_hung_sibling(void **state)
 	int sn = node_of(&e, st);
 	assert_true(sn >= 0 && sn != n);
 	char hold[800], fence[800];
-	arm_fault_slot(&e, n, aslot, "faultinj_resync_list_hold", hold, sizeof(hold));
-	arm_fault_slot(&e, sn, st % 1000, "faultinj_fence_now", fence, sizeof(fence));
+	arm_fault_slot(&e, n, aslot, "faultinj_resync_list_hold", "", hold, sizeof(hold));
+	arm_fault_slot(&e, sn, st % 1000, "faultinj_fence_now", "", fence, sizeof(fence));
 	wait_consumed(fence, 30000);
 	assert_true(wait_chain(&e, 2, st, CHAIN_PS_OFFLINE, 20000));
 	static uint8_t v[4][CLEN];
@@ -2579,7 +2575,7 @@ static void test_resync_hung_sibling(void **state)
 	bool back = false, still_held = false;
 	uint64_t ms = 0;
 	if (in_hold) {
-		arm_fault_slot(&e, n, 3 - aslot, "faultinj_fence_now", fence, sizeof(fence));
+		arm_fault_slot(&e, n, 3 - aslot, "faultinj_fence_now", "", fence, sizeof(fence));
 		wait_consumed(fence, 30000);
 		e.chain = cb;
 		assert_true(wait_chain(&e, 2, b, CHAIN_PS_OFFLINE, 20000));
