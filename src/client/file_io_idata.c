@@ -367,12 +367,11 @@ static int convert_absent_fault(void)
 }
 
 /* Fault injection (tests only): while the hold file (above) starts with
- * "markbusy", the first MARK of each conversion answers a transient
- * error (what meta's answer is when its transaction's conflict retries
- * ran out) without reaching meta (test_integ_idata test_mark_transient). */
+ * "markbusy", the first MARK of each conversion answers -EBUSY without
+ * reaching meta (test_integ_idata test_mark_transient). */
 static int convert_mark_fault(int tries)
 {
-	return tries == 0 && hold_says("markbusy") ? -CFS_ECONFLICT : 0;
+	return tries == 0 && hold_says("markbusy") ? -EBUSY : 0;
 }
 
 /* Fault injection (tests only): while the hold file (above) starts with
@@ -426,9 +425,9 @@ static uint64_t placeholder_ver(uint64_t ino)
 
 /* How often a conversion tries again, with backoff (retry_pause), when
  * storage answers chunk 0 absent right after refusing the placeholder
- * because it is present, or MARK fails for a transient reason: a
- * removal between the two, or meta's contention, passes in that time;
- * what lasts longer is an error, not a reason to spin. */
+ * because it is present, or MARK answers busy (mark_transient): a
+ * removal between the two passes in that time; what lasts longer is an
+ * error, not a reason to spin. */
 #define CONVERT_RETRIES 5
 
 /* Sleeps before retry number K (0, 1, ...): 10 ms doubling, at most
@@ -438,26 +437,18 @@ static void retry_pause(int k)
 	clock_sleep_ms(10u << (k < 4 ? k : 4));
 }
 
-/* Errors meta's client gives up on after its own retries (meta_client.c
- * failover_error) that say nothing of the request itself: worth another
- * try. -EAGAIN is not one: for MARK it means a meta that predates it. */
+/* Whether a MARK that failed with RC is sent again: a busy answer (none
+ * today: meta's MARK waits on no claim; test_mark_transient injects it). Not
+ * the errors meta_client resends itself (meta_client.c failover_error:
+ * conflicts, an unavailable or fenced instance, timeouts, connections):
+ * the call ends with one only once the mount's whole bound
+ * (--meta-wait-ms) is spent, when the file system call is to fail with
+ * EIO (fuse_fs.c transport_errno); sending MARK again would hold the
+ * write that many bounds (test_integ_outage test_meta_down_past_bound).
+ * -EAGAIN is not one either: for MARK it means a meta that predates it. */
 static int mark_transient(int rc)
 {
-	switch (rc) {
-	case -CFS_ECONFLICT:
-	case -CFS_ETOOOLD:
-	case -CFS_EUNAVAIL:
-	case -CFS_ETIMEDOUT:
-	case -CFS_ECLOSED:
-	case -CFS_EFENCED:
-	case -EBUSY:
-	case -ETIMEDOUT:
-	case -ECONNREFUSED:
-	case -ECONNRESET:
-	case -ENOTCONN:
-		return 1;
-	}
-	return 0;
+	return rc == -EBUSY;
 }
 
 int fio_idata_convert(file_io *f, file_io_inode *fi, struct fio_idata *st)

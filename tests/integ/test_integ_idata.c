@@ -14,8 +14,8 @@
  *   bytes;
  * - a converter whose storage refuses the placeholder as present and then
  *   reads chunk 0 as absent gives up with EIO within a bound (no spin),
- *   the file inline and unchanged; one whose MARK fails for a transient
- *   reason sends it again and converts;
+ *   the file inline and unchanged; one whose MARK answers busy sends it
+ *   again and converts;
  * - small files read whole through a mount with nothing cached cost well
  *   under one meta request each (open-ahead), with the local disk's bytes,
  *   and another mount's rewrite and unlink show within the bounds;
@@ -764,13 +764,14 @@ static void test_chunk0_disagrees(void **state)
 	free(want);
 }
 
-/* A MARK that fails for a transient reason (fault injection "markbusy":
- * the first MARK of a conversion answers -CFS_ECONFLICT, as meta does
- * when its transaction's conflict retries run out): before, the write
- * failed with it (or, had the answer been -EAGAIN, the conversion went on
- * unmarked, a placeholder left to no one should the converter die). Now
- * the converter sends MARK again after a pause, and the conversion goes
- * on to its begin (where the hold then keeps it) and ends well. */
+/* A MARK answered busy (fault injection "markbusy": the first MARK of a
+ * conversion answers -EBUSY): before, the write failed with it (or, had
+ * the answer been -EAGAIN, the conversion went on unmarked, a placeholder
+ * left to no one should the converter die). Now the converter sends MARK
+ * again after a pause, and the conversion goes on to its begin (where the
+ * hold then keeps it) and ends well. (Answers meta_client resends itself,
+ * such as -CFS_ECONFLICT, end a call only once the mount's bound is spent:
+ * the write fails then, test_integ_outage test_meta_down_past_bound.) */
 static void test_mark_transient(void **state)
 {
 	(void)state;

@@ -30,8 +30,10 @@
  *
  * test_meta_down_past_bound: a second mount with --meta-wait-ms 3000; meta
  * is killed and kept down: create, lookup and fsync through that mount fail
- * with EIO after about the bound (not a socket errno, not forever); after
- * `up` the same mount works again.
+ * with EIO after about the bound (not a socket errno, not forever), and so
+ * does a write that converts an inline file (its MARK finds meta gone:
+ * once the bound, not once per retry of the converter); after `up` the
+ * same mount works again and the inline file converts with its bytes.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -366,6 +368,13 @@ static void test_meta_down_past_bound(void **state)
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, "abcdef", 6), 6);
+	/* An inline file (its bytes in meta) open for writing: a write past
+	 * the inline bound converts it, and the conversion's first call to
+	 * meta (MARK) is what finds meta gone. */
+	snprintf(path, sizeof(path), "%s/inline-before", mnt2);
+	int fdi = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	assert_true(fdi >= 0);
+	assert_int_equal(write(fdi, "0123456789", 10), 10);
 	integ_kill9(&env, "meta");
 
 	uint64_t t0 = clock_mono_ms();
@@ -378,6 +387,19 @@ static void test_meta_down_past_bound(void **state)
 	assert_int_equal(fd2, -1);
 	assert_int_equal(e, EIO);
 	assert_true(dt >= 2500 && dt < 15000);
+
+	/* The conversion's MARK failed once meta_client spent the bound: the
+	 * write fails then too, not after as many bounds as the converter
+	 * has retries (it sent MARK 6 times: some 18 s here). */
+	t0 = clock_mono_ms();
+	ssize_t wn = pwrite(fdi, "x", 1, 1 << 20);
+	e = errno;
+	dt = clock_mono_ms() - t0;
+	fprintf(stderr, "inline conversion with meta down: %s after %llu ms\n",
+	        wn < 0 ? strerror(e) : "ok", (unsigned long long)dt);
+	assert_int_equal(wn, -1);
+	assert_int_equal(e, EIO);
+	assert_true(dt >= 2500 && dt < 9000);
 
 	struct stat st;
 	snprintf(path, sizeof(path), "%s/no-such-name", mnt2);
@@ -400,6 +422,14 @@ static void test_meta_down_past_bound(void **state)
 	snprintf(path, sizeof(path), "%s/open-before", mnt2);
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal((int)st.st_size, 6);
+	/* the failed conversion left the inline file whole; now it converts */
+	assert_int_equal(pwrite(fdi, "x", 1, 1 << 20), 1);
+	assert_int_equal(fstat(fdi, &st), 0);
+	assert_int_equal((long long)st.st_size, (1 << 20) + 1);
+	char head[10];
+	assert_int_equal(pread(fdi, head, sizeof(head), 0), (ssize_t)sizeof(head));
+	assert_memory_equal(head, "0123456789", sizeof(head));
+	assert_int_equal(close(fdi), 0);
 
 	char *um[] = {"fusermount3", "-u", mnt2, NULL};
 	assert_int_equal(integ_run(um, NULL, NULL, 30000), 0);
