@@ -14,12 +14,12 @@
  * directory another client changed (within one poll, 100 ms by default).
  *
  * Files: open/create make a struct fusefs_file (fi->fh) holding the meta
- * write session (0 for read-only opens) and a reference on the inode's
- * file_io state, which all opens of that inode share. Files are opened
- * direct_io (no page cache; each read or write is one request of up to
- * 1 MiB) unless keep_cache_ro and the open is read-only, or the open is a
- * read-only one of an inline file that came with its bytes ("Cached
- * inline reads"). A write is
+ * write session (0 for read-only opens without O_TRUNC) and a reference
+ * on the inode's file_io state, which all opens of that inode share.
+ * Files are opened direct_io (no page cache; each read or write is one
+ * request of up to 1 MiB) unless keep_cache_ro and the open is
+ * read-only, or the open is a read-only one of an inline file that came
+ * with its bytes ("Cached inline reads"). A write is
  * answered once every replica has it durable, unless the mount enables
  * write-behind (--write-behind, off by default, because a write(2) that
  * returned must survive a crash of the mount process): then the reply
@@ -186,7 +186,7 @@ struct grp_slot {
 struct fusefs_file {
 	struct fusefs_file *prev, *next; /* fusefs.files; guarded by fusefs.lock */
 	uint64_t ino;
-	uint64_t session;  /* meta write session; 0 for read-only opens */
+	uint64_t session;  /* meta write session; 0 for read-only opens without O_TRUNC */
 	int flags;         /* open(2) flags */
 	uint32_t mode;     /* permission bits at open (set-id bits to drop on write) */
 	int privs_killed;  /* set-id bits dropped through this handle */
@@ -1982,7 +1982,11 @@ static unsigned open_flags(int flags)
 		f |= META_O_READ;
 	if (acc != O_RDONLY)
 		f |= META_O_WRITE;
-	if ((flags & O_TRUNC) && acc != O_RDONLY)
+	/* Whatever the access mode: Linux truncates at O_RDONLY | O_TRUNC
+	 * too, when the caller may write the file (meta checks). Its run
+	 * needs the open's write session (meta_open), so even a read-only
+	 * handle then holds one, which its release closes. */
+	if (flags & O_TRUNC)
 		f |= META_O_TRUNC;
 	return f;
 }
@@ -2242,8 +2246,11 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		struct meta_inode dir; /* the parent after the change ("INODE RECORDS") */
 		struct dattr_ticket dt = dattr_begin(fs, parent);
 		own_begin(fs);
+		/* a file this call makes has nothing to cut: a read-only
+		 * handle of it needs no write session */
+		unsigned xf = file_writable(ffi->flags) ? mf : mf & ~META_O_TRUNC;
 		rc = meta_client_create_dir(fs->o.meta, cr, parent, meta_name_c(name), m,
-		                            mf | META_O_EXCL, in, &session, &dir);
+		                            xf | META_O_EXCL, in, &session, &dir);
 		if (rc == 0)
 			dattr_put(fs, parent, dt, &dir, 0);
 		own_end(fs, parent, name, rc, 1);

@@ -237,7 +237,10 @@ int meta_dir_versions(meta_ctx *m, const uint64_t *dirs, size_t n, uint64_t *out
 enum meta_open_flags {
 	META_O_WRITE = 1 << 0,  /* open for writing: records a session */
 	META_O_EXCL = 1 << 1,   /* create: fail with -EEXIST if NAME exists */
-	META_O_TRUNC = 1 << 2,  /* truncate to 0 (needs write) */
+	/* truncate to 0 (the caller needs write permission); implies
+	 * META_O_WRITE, whatever the access mode: the truncate runs under the
+	 * open's write session (a read-only O_TRUNC open gets one too) */
+	META_O_TRUNC = 1 << 2,
 	META_O_READ = 1 << 3,   /* open for reading (permission check) */
 	/* The client handles inline data (meta_idata.c): a file this create
 	 * makes starts inline (when opts.idata_max > 0), and create/open of an
@@ -247,8 +250,8 @@ enum meta_open_flags {
 
 /* Creates a regular file NAME in PARENT with permission bits MODE (umask
  * already applied by the client) or, without META_O_EXCL, opens it if it
- * exists (and with META_O_WRITE | META_O_TRUNC truncates it, as
- * meta_open). The layout comes from PARENT's default. With META_O_WRITE a
+ * exists (and with META_O_TRUNC truncates it, as meta_open). The layout
+ * comes from PARENT's default. With META_O_WRITE (or META_O_TRUNC) a
  * session is recorded and *session set (else 0). -EEXIST, -EISDIR (exists
  * as a directory), -ENOENT (parent gone), -ENOTDIR, -EACCES, -EINVAL,
  * -ENAMETOOLONG. */
@@ -256,9 +259,9 @@ int meta_create(meta_ctx *m, const struct meta_cred *c, const struct meta_req *r
 		uint64_t parent, struct meta_name name, uint32_t mode, unsigned flags,
 		struct meta_inode *out, uint64_t *session);
 /* Opens INO: checks permission; META_O_WRITE records a session (*session),
- * META_O_TRUNC truncates. Read-only opens write nothing. -ENOENT (no inode
- * or no links left), -EISDIR (write on a directory), -EACCES, -ELOOP
- * (symlink). */
+ * META_O_TRUNC truncates (and records one). Read-only opens without
+ * META_O_TRUNC write nothing. -ENOENT (no inode or no links left),
+ * -EISDIR (write on a directory), -EACCES, -ELOOP (symlink). */
 int meta_open(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq, uint64_t ino,
 	      unsigned flags, struct meta_inode *out, uint64_t *session);
 

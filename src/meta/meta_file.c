@@ -129,6 +129,11 @@ int meta_open(meta_ctx *m, const struct meta_cred *c, const struct meta_req *rq,
 	int rc;
 	if (!a)
 		return -ENOMEM;
+	/* An O_TRUNC of a read-only open too runs under a write session and
+	 * the open's record: its undo, its session check and a resend's
+	 * storage query (meta_otrunc_run) need them. */
+	if (flags & META_O_TRUNC)
+		flags |= META_O_WRITE;
 	*a = (struct open_arg){ .m = m, .c = c, .rq = rq, .ino = ino, .flags = flags };
 	if (flags & META_O_WRITE)
 		rc = meta_run_rw(m, rq, open_rw_body, a);

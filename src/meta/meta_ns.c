@@ -469,6 +469,9 @@ int meta_create(meta_ctx *m, const struct meta_cred *c, const struct meta_req *r
 		uint64_t parent, struct meta_name name, uint32_t mode, unsigned flags,
 		struct meta_inode *out, uint64_t *session)
 {
+	/* read-only with O_TRUNC: a write session, as meta_open */
+	if (flags & META_O_TRUNC)
+		flags |= META_O_WRITE;
 	struct new_arg a = { .c = c, .rq = rq, .parent = parent, .name = name, .mode = mode,
 			     .flags = flags, .type = META_T_FILE };
 	int rc = run_new(m, &a, out, NULL);
@@ -483,6 +486,9 @@ int meta_create_dir(meta_ctx *m, const struct meta_cred *c, const struct meta_re
 		    uint64_t parent, struct meta_name name, uint32_t mode, unsigned flags,
 		    struct meta_inode *out, uint64_t *session, struct meta_inode *dir)
 {
+	/* read-only with O_TRUNC: a write session, as meta_open */
+	if (flags & META_O_TRUNC)
+		flags |= META_O_WRITE;
 	struct new_arg a = { .c = c, .rq = rq, .parent = parent, .name = name, .mode = mode,
 			     .flags = flags, .type = META_T_FILE };
 	int rc = run_new(m, &a, out, dir);

@@ -1151,6 +1151,111 @@ static void test_fallocate(void **state)
 	oracle_check("falloc", probe_fallocate);
 }
 
+/* NAME with N pattern bytes and mode MODE (any old one replaced). */
+static void put_bytes(const char *name, size_t n, mode_t mode)
+{
+	uint8_t *d = malloc(n);
+	fill_pattern(d, n, n);
+	unlink(name);
+	int fd = open(name, O_CREAT | O_WRONLY | O_EXCL, 0644);
+	if (fd >= 0) {
+		if (write(fd, d, n) != (ssize_t)n)
+			fprintf(stderr, "put_bytes %s: short write\n", name);
+		fchmod(fd, mode);
+		close(fd);
+	}
+	free(d);
+}
+
+/* Bytes a fresh read-only open of NAME reads, or -errno. */
+static long long bytes_read(const char *name)
+{
+	static uint8_t b[1 << 16];
+	int fd = open(name, O_RDONLY);
+	if (fd < 0)
+		return -errno;
+	long long got = 0;
+	ssize_t n;
+	while ((n = read(fd, b, sizeof(b))) > 0)
+		got += n;
+	close(fd);
+	return n < 0 ? -errno : got;
+}
+
+/* Opens NAME with FLAGS and records: the outcome, the size through the
+ * descriptor and what it reads; then, closed, the size and the bytes a
+ * new open reads. */
+static void rec_open_trunc(struct obs *o, const char *tag, const char *name, int flags)
+{
+	char w[48];
+	int fd = open(name, flags, 0644);
+	snprintf(w, sizeof(w), "%s:open", tag);
+	rec(o, w, fd < 0 ? -errno : 0);
+	if (fd >= 0) {
+		char c;
+		snprintf(w, sizeof(w), "%s:fsize", tag);
+		rec(o, w, fsize(fd));
+		snprintf(w, sizeof(w), "%s:read", tag);
+		rec(o, w, read(fd, &c, 1));
+		close(fd);
+	}
+	struct stat st;
+	snprintf(w, sizeof(w), "%s:size", tag);
+	rec(o, w, stat(name, &st) < 0 ? -errno : (long long)st.st_size);
+	snprintf(w, sizeof(w), "%s:bytes", tag);
+	rec(o, w, bytes_read(name));
+}
+
+static void prep_otrunc(void)
+{
+	put_bytes("root_rw", 1000, 0644);
+	put_bytes("root_ro", 1000, 0444);
+}
+
+/* O_TRUNC whatever the access mode: Linux truncates at O_RDONLY | O_TRUNC
+ * (with or without O_CREAT) when the caller may write the file, and
+ * answers EACCES (nothing cut) when not; root may write a 0444 file.
+ * Inline (11 bytes) and chunked (1.5 MiB) files. */
+static void probe_otrunc(struct obs *o, int root)
+{
+	(void)root;
+	static const size_t sizes[] = {11, (3u << 19) + 5};
+	for (int i = 0; i < 2; i++) {
+		char t[32];
+		const size_t n = sizes[i];
+		const char *k = i ? "big" : "small";
+		put_bytes("a", n, 0644);
+		snprintf(t, sizeof(t), "%s rdonly", k);
+		rec_open_trunc(o, t, "a", O_RDONLY | O_TRUNC);
+		/* extended afterwards: the hole reads as zeros, not old bytes */
+		int fd = open("a", O_RDWR);
+		rec(o, "extend", pwrite(fd, "x", 1, (off_t)n + 100));
+		rec(o, "extended sum", (long long)sum_file(fd));
+		close(fd);
+		put_bytes("c", n, 0644);
+		snprintf(t, sizeof(t), "%s rdonly creat", k);
+		rec_open_trunc(o, t, "c", O_RDONLY | O_CREAT | O_TRUNC);
+		put_bytes("ro", n, 0444);
+		snprintf(t, sizeof(t), "%s 0444", k);
+		rec_open_trunc(o, t, "ro", O_RDONLY | O_TRUNC);
+		put_bytes("roc", n, 0444);
+		snprintf(t, sizeof(t), "%s 0444 creat", k);
+		rec_open_trunc(o, t, "roc", O_RDONLY | O_CREAT | O_TRUNC);
+		put_bytes("rw", n, 0644);
+		snprintf(t, sizeof(t), "%s rdwr", k);
+		rec_open_trunc(o, t, "rw", O_RDWR | O_TRUNC);
+	}
+	rec_open_trunc(o, "root's 0644", "root_rw", O_RDONLY | O_TRUNC);
+	rec_open_trunc(o, "root's 0444", "root_ro", O_RDONLY | O_CREAT | O_TRUNC);
+	rec_open_trunc(o, "new", "new", O_RDONLY | O_CREAT | O_TRUNC);
+	RC(o, "dir", open(".", O_RDONLY | O_TRUNC));
+}
+
+static void test_o_trunc_rdonly(void **state)
+{
+	oracle_check_prep("otrunc", prep_otrunc, probe_otrunc);
+}
+
 /* Item 9 leftovers that cannot be compared with the local disk (it
  * supports them): O_TMPFILE is refused cleanly (libfuse 3.14 has no
  * tmpfile op), and statx does not claim a birth time it cannot give
@@ -1343,7 +1448,8 @@ int main(void)
 	    cmocka_unit_test(test_parallel_files), cmocka_unit_test(test_large_file),
 	    cmocka_unit_test(test_special_files),  cmocka_unit_test(test_dir_nlink),
 	    cmocka_unit_test(test_parent_times),   cmocka_unit_test(test_setid_and_fd_ops),
-	    cmocka_unit_test(test_fallocate),      cmocka_unit_test(test_tmpfile_statx),
+	    cmocka_unit_test(test_fallocate),      cmocka_unit_test(test_o_trunc_rdonly),
+	    cmocka_unit_test(test_tmpfile_statx),
 	    cmocka_unit_test(test_mmap),           cmocka_unit_test(test_two_mounts_dir_state),
 	};
 	return integ_main(&env, "integ-posix", tests, sizeof(tests) / sizeof(tests[0]));

@@ -1413,6 +1413,70 @@ static void test_create_trunc_resent(void **state)
 	meta_free(m2);
 }
 
+/* A read-only open (or create) with O_TRUNC (Linux truncates at
+ * O_RDONLY | O_TRUNC) runs as a write open's: a write session and the open's record, which
+ * its resend replays (the same session, nothing cut again). And a resend
+ * whose first run cut and stalled before its size commit, while another
+ * client wrote 4000 bytes, covers them (meta_otrunc_run.resent) rather
+ * than leaving them past a size of 0: a read-only run without the
+ * record took itself for a first run. The first run is emulated as in
+ * test_o_trunc_resent_writer: its open txn (the same record and session
+ * as a write open's) and its cuts. */
+static void test_o_trunc_read_only(void **state)
+{
+	struct meta_inode in, f;
+	uint64_t sess, s2, ws;
+	uint64_t ino = chunked_file(&FX_ROOT, 19, "f", 2, &f);
+	struct meta_req orq = *fx_req(19);
+	assert_int_equal(meta_open(M, &FX_ROOT, &orq, ino, META_O_READ | META_O_TRUNC, &in, &sess),
+	                 0);
+	assert_true(sess != 0);
+	assert_true(in.size == 0);
+	assert_int_equal(fx_count_chunks(&F.st, ino), 0);
+	int rm0 = F.st.remove_calls;
+	assert_int_equal(meta_open(M, &FX_ROOT, &orq, ino, META_O_READ | META_O_TRUNC, &in, &s2),
+	                 0);
+	assert_true(s2 == sess);
+	assert_int_equal(F.st.remove_calls, rm0);
+	assert_int_equal(meta_close(M, fx_req(19), ino, sess, NULL), 0);
+
+	put_chunk(&f, 0, 1u << 20);
+	struct meta_length flen = {.length = 1u << 20, .truncate_ver = in.truncate_ver};
+	assert_int_equal(meta_open(M, &FX_ROOT, fx_req(20), ino, META_O_WRITE, &in, &ws), 0);
+	assert_int_equal(meta_close(M, fx_req(20), ino, ws, &flen), 0);
+	F.st.head_cache = 1;
+	orq = *fx_req(19);
+	assert_int_equal(meta_open(M, &FX_ROOT, &orq, ino, META_O_READ | META_O_WRITE, &in, &sess),
+	                 0);
+	struct meta_cut_key k = {orq.client, orq.seq};
+	for (uint32_t i = 0; i < f.layout.nchains; i++)
+		assert_int_equal(
+		    M->o.storage.remove_chunks(M->o.storage.arg, f.layout.chains[i], ino, 0, &k),
+		    0);
+	assert_int_equal(meta_open(M, &FX_ROOT, fx_req(20), ino, META_O_WRITE, &in, &ws), 0);
+	put_chunk(&f, 0, 4000);
+	struct meta_length len = {.length = 4000, .truncate_ver = in.truncate_ver};
+	assert_int_equal(meta_close(M, fx_req(20), ino, ws, &len), 0);
+	assert_int_equal(meta_open(M, &FX_ROOT, &orq, ino, META_O_READ | META_O_TRUNC, &in, &s2),
+	                 0);
+	assert_true(s2 == sess);
+	assert_int_equal(fx_count_chunks(&F.st, ino), 1);
+	assert_int_equal(meta_getattr(M, ino, &in), 0);
+	assert_true(in.size == 4000);
+	assert_int_equal(meta_close(M, fx_req(19), ino, s2, NULL), 0);
+
+	/* a create without O_EXCL that finds the file: the same */
+	uint64_t g = chunked_file(&FX_ROOT, 19, "g", 2, &f);
+	assert_int_equal(meta_create(M, &FX_ROOT, fx_req(19), R1, N("g"), 0644,
+	                             META_O_READ | META_O_TRUNC, &in, &sess),
+	                 0);
+	assert_true(in.ino == g && sess != 0);
+	assert_int_equal(meta_getattr(M, g, &in), 0);
+	assert_true(in.size == 0);
+	assert_int_equal(fx_count_chunks(&F.st, g), 0);
+	assert_int_equal(meta_close(M, fx_req(19), g, sess, NULL), 0);
+}
+
 /* An open with O_TRUNC resent while the first run, its cuts made, stalled
  * before its size commit: another client writes 4000 bytes at the start
  * and closes (its report, within the old size, changes nothing), then the
@@ -2234,6 +2298,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_o_trunc_session_gone, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_trunc_resent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_o_trunc_resent_writer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_o_trunc_read_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_trunc_undone_renamed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_o_trunc_replayed_undone_fresh, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_create_trunc_replayed_undone_made, setup, teardown),
