@@ -10,10 +10,13 @@
  *      owner of the inode first; others start at a round-robin position.
  *      Instances marked down are tried last;
  *   3. send with rpc_call; a reply (success or an operation error) ends the
- *      call; a failover error marks the instance down for down_ms and moves
- *      on; when a whole round failed, back off (10 ms doubling to 200 ms)
- *      and start again until retry_ms is spent. No attempt outlives the
- *      budget: its deadline is the smaller of its timeout and what is left.
+ *      call; a failover error moves on to the next instance, and marks the
+ *      one that failed down for down_ms unless it answered the error itself
+ *      and is in service (instance_suspect: its -CFS_ETIMEDOUT asks for a
+ *      resend, it is not dead); when a whole round failed, back off
+ *      (10 ms doubling to 200 ms) and start again until retry_ms is spent.
+ *      No attempt outlives the budget: its deadline is the smaller of its
+ *      timeout and what is left.
  * Because the request id is fixed in step 1, a resend after the first
  * instance committed and died finds the idempotency record and returns the
  * recorded result.
@@ -292,6 +295,25 @@ static int failover_error(int rc)
 	return 0;
 }
 
+/* 1 when failover error RC (RESP: what came back) says the instance may
+ * be gone: the client measured the timeout, lost the connection, or the
+ * instance answered that it is out of service (stopping, fenced). An
+ * error the instance sent otherwise (its error payload came back: meta
+ * answers with rpc_reply_error), such as its -CFS_ETIMEDOUT that asks
+ * for a resend (meta_attr.c setattr_body) or a store conflict, came from
+ * a live instance within its timeout: the request is resent under its seq
+ * (meta's idempotency records make that safe), but the instance is not
+ * marked down, nor its timeout doubled. */
+static int instance_suspect(int rc, const struct buf *resp)
+{
+	struct rpc_error e;
+	if (!failover_error(rc))
+		return 0;
+	if (rc == -CFS_EUNAVAIL || rc == -CFS_EFENCED || !resp->len)
+		return 1;
+	return rpc_error_decode(resp->data, resp->len, &e) != 0;
+}
+
 static void note_error(int rc, const struct buf *resp)
 {
 	struct rpc_error e;
@@ -371,7 +393,7 @@ static void learn_ids(meta_client *c)
 			    r.instance_id)
 				atomic_store_explicit(&c->inst[i].id, r.instance_id,
 						      memory_order_relaxed);
-			else if (failover_error(rc))
+			else if (instance_suspect(rc, &resp))
 				mark_down(c, i);
 		}
 		buf_fini(&req);
@@ -532,10 +554,14 @@ static int send_ex(meta_client *c, uint16_t type, const struct buf *req, uint64_
 					note_error(rc, resp);
 				return rc;
 			}
-			/* Slow, not dead (see the file comment). */
-			if (rc == -CFS_ETIMEDOUT && tmo[i] < UINT32_MAX / 2)
-				tmo[i] *= 2;
-			mark_down(c, i);
+			if (!instance_suspect(rc, resp)) {
+				atomic_store_explicit(&c->inst[i].fails, 0, memory_order_relaxed);
+			} else {
+				/* Slow, not dead (see the file comment). */
+				if (rc == -CFS_ETIMEDOUT && tmo[i] < UINT32_MAX / 2)
+					tmo[i] *= 2;
+				mark_down(c, i);
+			}
 			if (clock_mono_ns() >= deadline)
 				goto out;
 		}

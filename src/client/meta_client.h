@@ -5,11 +5,14 @@
  * robin over those not marked down), and on a transport failure (connect
  * refused, connection closed, deadline passed) or a busy / unavailable
  * reply (-CFS_EUNAVAIL, -CFS_EFENCED, a KV conflict that outlived the
- * server's retries) marks it down for a while and resends to the next one,
- * until the call's retry budget is spent. Mutations carry a request id
- * (client id, seq) fixed before the first attempt and reused on every
- * resend, so a request whose first instance died after committing is
- * applied once and answers as the first time (meta.h "Idempotency").
+ * server's retries) resends to the next one, until the call's retry
+ * budget is spent, and marks the failed one down for a while, unless it
+ * answered the error itself and is in service (a conflict, its
+ * -CFS_ETIMEDOUT that asks for a resend: meta_client.c instance_suspect).
+ * Mutations carry a request id (client id, seq) fixed before the first
+ * attempt and reused on every resend, so a request whose first instance
+ * died after committing is applied once and answers as the first time
+ * (meta.h "Idempotency").
  *
  * Length updates (sync, close) of one inode go first to the instance that
  * meta_rendezvous() names among the live instances whose ids the client

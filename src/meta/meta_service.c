@@ -153,6 +153,11 @@ struct meta_service {
 	int suspects_full_warned;
 
 	_Atomic uint64_t bad_requests; /* payloads that failed to decode */
+	/* CFS_TEST_META_TIMEDOUT=TYPE (test hook, 0: off): the first request
+	 * of TYPE is answered -CFS_ETIMEDOUT without running, as meta's own
+	 * "resend this" answers (meta_attr.c setattr_body) */
+	uint16_t timedout_type;
+	atomic_int timedout_fired;
 };
 
 /* ---- chain-table view: routing from mgmtd, else static ---- */
@@ -328,6 +333,11 @@ static int serve(struct worker *w, struct rpc_req *req, int kv_only)
 
 	if (kvc_rpc_name(type)) {
 		serve_kvc(w, req, type);
+		return 0;
+	}
+	if (type == w->svc->timedout_type && !atomic_exchange(&w->svc->timedout_fired, 1)) {
+		LOG_NOTICE("meta", "test hook: %s answered -CFS_ETIMEDOUT", meta_rpc_name(type));
+		rpc_reply_error(req, -CFS_ETIMEDOUT, "test hook: CFS_TEST_META_TIMEDOUT");
 		return 0;
 	}
 	if (meta_rpc_is_mutation(type) && kv_write_error(w->svc->kv)) {
@@ -770,6 +780,9 @@ int meta_service_start(const struct meta_service_opts *o, struct meta_service **
 	const char *tbg = getenv("CFS_TEST_META_BG_MS");
 	if (tbg && atoi(tbg) > 0)
 		s->bg_interval_ms = (uint32_t)atoi(tbg);
+	const char *tto = getenv("CFS_TEST_META_TIMEDOUT");
+	if (tto && atoi(tto) > 0 && atoi(tto) < RPC_TYPE_MAX)
+		s->timedout_type = (uint16_t)atoi(tto);
 	s->session_check_ms = o->session_check_ms ? o->session_check_ms : 5000;
 	s->absent_grace_ms = 2 * (o->fence_ms ? o->fence_ms : 5000);
 	s->last_check_ms = clock_mono_ms();

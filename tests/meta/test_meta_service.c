@@ -20,6 +20,8 @@
  *               create exists exactly once, and meta_fsck over the store is
  *               clean; the client's idempotency records stay within about
  *               a floor step (its reported lowest awaited seq).
+ *   timedout_answer an instance answering -CFS_ETIMEDOUT itself is resent
+ *               to, not marked down.
  *
  * Instance 0 runs read-only operations on its RPC loop thread when the
  * store is lmdb (--inline-reads auto), instance 1 always on its workers
@@ -620,6 +622,43 @@ static void test_failover(void **state)
 	kv_close(kv);
 }
 
+/* An instance that answers -CFS_ETIMEDOUT itself (meta's "resend this",
+ * here the CFS_TEST_META_TIMEDOUT hook on instance 0's first MKDIR) is
+ * alive: the client resends the request to the other instance, under its
+ * seq, and does not mark the one that answered down (before, it was, as if
+ * the client had timed out: down_ms of calls skipped it, its timeout
+ * doubled). */
+static void test_timedout_answer(void **state)
+{
+	(void)state;
+	int st = testenv_kill(procs[0], SIGTERM);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	char type[16];
+	snprintf(type, sizeof(type), "%d", META_RPC_MKDIR);
+	setenv("CFS_TEST_META_TIMEDOUT", type, 1);
+	start_instance(0);
+	unsetenv("CFS_TEST_META_TIMEDOUT");
+	const char *a[2] = {addrs[0], addrs[1]};
+	meta_client *c = new_client(2, a); /* a fresh one's first call goes to 0 */
+	struct meta_client_stats s0, s1;
+	struct meta_inode d, l;
+	meta_client_get_stats(c, &s0);
+	assert_int_equal(meta_client_mkdir(c, &ROOT, META_ROOT_INO, N("tmo"), 0755, &d), 0);
+	meta_client_get_stats(c, &s1);
+	assert_true(log_has(0, "test hook: MKDIR answered -CFS_ETIMEDOUT"));
+	assert_int_equal(s1.resends - s0.resends, 1);
+	assert_int_equal(s1.failovers - s0.failovers, 0);
+	assert_int_equal(meta_client_lookup(c, &ROOT, META_ROOT_INO, N("tmo"), &l), 0);
+	assert_int_equal(l.ino, d.ino);
+	/* Every next call is a first attempt: instance 0's turns go to it. */
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(meta_client_getattr(c, &ROOT, d.ino, &l), 0);
+	meta_client_get_stats(c, &s1);
+	assert_int_equal(s1.resends - s0.resends, 1);
+	assert_int_equal(s1.failovers - s0.failovers, 0);
+	meta_client_free(c);
+}
+
 /* An OPEN without META_O_IDATA (a client older than inline data) of an
  * inline file is refused with a reason: it would read zeros from chunks
  * that do not exist. The same client opens chunked files as before. */
@@ -703,6 +742,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_idempotent),
 		cmocka_unit_test(test_malformed),
 		cmocka_unit_test(test_open_inline_needs_flag),
+		cmocka_unit_test(test_timedout_answer),
 		cmocka_unit_test(test_failover),
 #ifdef META_SVC_TEST_ETCD
 		cmocka_unit_test(test_stop_cut_off),
