@@ -237,7 +237,10 @@ static int new_open_existing(struct new_arg *a, kv_txn *t, const struct meta_den
 		return -ELOOP;
 	if ((rc = meta_get_inode(t, d->ino, 0, a->out)))
 		return rc;
-	if ((rc = meta_may(a->out, a->c, (a->flags & META_O_WRITE) ? 2 : 4)))
+	/* both for O_RDWR, as meta_open's check (the kernel checked nothing:
+	 * it sent CREATE for a name it believed absent) */
+	int mask = ((a->flags & META_O_READ) ? 4 : 0) | ((a->flags & META_O_WRITE) ? 2 : 0);
+	if ((rc = meta_may(a->out, a->c, mask ? mask : 4)))
 		return rc;
 	if (a->flags & META_O_WRITE)
 		rc = put_session(a->m, t, d->ino, a->rq ? a->rq->client : 0, &a->session);

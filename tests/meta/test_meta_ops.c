@@ -614,6 +614,38 @@ static void test_lookup_plus(void **state)
 					  &eof), -EINVAL);
 }
 
+/* A create without O_EXCL that finds the file checks what the open asks
+ * for, read and write alike (the mount's CREATE of a name the kernel
+ * believed absent: nothing else checked the file): an O_RDWR of a
+ * write-only file was let through with read access. */
+static void test_create_existing_access(void **state)
+{
+	struct meta_inode in;
+	uint64_t s;
+	uint64_t home = mkdirp(&FX_ROOT, R1, "cx", 0755);
+	chown_(home, 1000, 1000);
+	uint64_t f = mkfile(&ALICE, home, "wo", 0200);
+	assert_int_equal(meta_create(M, &ALICE, fx_req(21), home, N("wo"), 0644,
+	                             META_O_READ | META_O_WRITE, &in, &s),
+	                 -EACCES);
+	assert_int_equal(
+	    meta_create(M, &ALICE, fx_req(21), home, N("wo"), 0644, META_O_READ, &in, &s), -EACCES);
+	assert_int_equal(
+	    meta_create(M, &ALICE, fx_req(21), home, N("wo"), 0644, META_O_WRITE, &in, &s), 0);
+	assert_true(in.ino == f && s != 0);
+	assert_int_equal(meta_close(M, fx_req(21), f, s, NULL), 0);
+	chmod_(&ALICE, f, 0400);
+	assert_int_equal(
+	    meta_create(M, &ALICE, fx_req(21), home, N("wo"), 0644, META_O_READ, &in, &s), 0);
+	assert_true(in.ino == f && s == 0);
+	assert_int_equal(meta_create(M, &ALICE, fx_req(21), home, N("wo"), 0644,
+	                             META_O_READ | META_O_WRITE, &in, &s),
+	                 -EACCES);
+	assert_int_equal(meta_create(M, &ALICE, fx_req(21), home, N("wo"), 0644,
+	                             META_O_READ | META_O_TRUNC, &in, &s),
+	                 -EACCES);
+}
+
 static void test_permissions(void **state)
 {
 	struct meta_inode in;
@@ -2285,6 +2317,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_readdir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lookup_plus, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_permissions, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_create_existing_access, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncate_and_length, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncate_unreported, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncate_replay, setup, teardown),
