@@ -536,6 +536,19 @@ static void expect_file(const char *p2, const uint8_t *want, size_t n, unsigned 
 		                                      : "");
 }
 
+/* P holds what held_conv_start and a converting write of mount 2 that
+ * went through alone leave: the 1000 inline bytes, zeros, and the
+ * writer's 100 bytes at T. */
+static void expect_inline_then_write(const char *p)
+{
+	uint8_t *want = calloc(1, T + 100);
+	assert_non_null(want);
+	fill(want, 0, 1000, 60);
+	fill(want + T, T, 100, 61);
+	expect_file(p, want, T + 100, 60);
+	free(want);
+}
+
 /* Case (a) of docs/inline-data.md "Growing past the threshold": mount 2's
  * conversion is started, its copy lands in chunk 0 but its commit fails
  * (mount 1 changed the inline bytes meanwhile), so its next begin says
@@ -756,12 +769,7 @@ static void test_chunk0_disagrees(void **state)
 	assert_int_equal(pwrite(fd, b, sizeof(b), T), (ssize_t)sizeof(b));
 	assert_int_equal(close(fd), 0);
 	stop_mount2();
-	uint8_t *want = calloc(1, T + 100);
-	assert_non_null(want);
-	fill(want, 0, 1000, 60);
-	fill(want + T, T, 100, 61);
-	expect_file(c.p2, want, T + 100, 60);
-	free(want);
+	expect_inline_then_write(c.p2);
 }
 
 /* A MARK answered busy (fault injection "markbusy": the first MARK of a
@@ -781,12 +789,7 @@ static void test_mark_transient(void **state)
 	held_conv_write(&c);
 	wait_held(c.held); /* past its MARK, at its begin */
 	held_conv_end(&c);
-	uint8_t *want = calloc(1, T + 100);
-	assert_non_null(want);
-	fill(want, 0, 1000, 60);
-	fill(want + T, T, 100, 61);
-	expect_file(c.p2, want, T + 100, 60);
-	free(want);
+	expect_inline_then_write(c.p2);
 }
 
 struct trunc_far {
