@@ -31,7 +31,10 @@
  * from a target whose disk hangs (before the watchdog fenced it) waits in
  * that engine, and only that target's worker with it: the node's other
  * targets go on changing state and resyncing (test_craq.c
- * resync_hung_sibling). The pass ends at the next chunk once the service
+ * resync_hung_sibling). A worker's routing may be older than its
+ * target's state (a fence and a rejoin since): a pass starts only from a
+ * target UPTODATE at the fence generation it then watches
+ * (resync_stale_pass). The pass ends at the next chunk once the service
  * stops or the target fenced itself; craq_resync_stop joins the workers,
  * so a worker inside a hung engine call holds the stop until that call
  * returns, as the engine's own close (which waits for its requests) does.
@@ -221,6 +224,19 @@ static int sync_one(struct storage_service *s, struct stor_target *t, const stru
 	 * the pass without SYNC_DONE: T stopped serving because its copy may
 	 * not be the chain's, so what it sent proves nothing. */
 	uint32_t gen = atomic_load(&t->fence_gen);
+	/* Serving at GEN: the worker's routing may predate a fence and a
+	 * rejoin of T (the link thread's, concurrent with the worker): T,
+	 * started again but not yet resynced, is ONLINE with a copy that
+	 * missed writes, and a SYNC_DONE from it at that routing's chain
+	 * version would be taken by a successor not yet shown the change. A
+	 * fence from here on changes fence_gen (checked below). */
+	if (!atomic_load(&t->started) || atomic_load(&t->local_state) != CHAIN_LS_UPTODATE) {
+		LOG_INFO("craq",
+		         "resync not started: chain=%u target=%u: target %u is not serving "
+		         "(fenced or moved out since the routing of the pass)",
+		         c->id, succ, stor_target_id(s, t));
+		return -CFS_EUNAVAIL;
+	}
 	struct ent_vec remote = { 0 }, local = { 0 };
 	int rc = dump_remote(s, addr, succ, c->id, &remote);
 	/* A chain op in flight may have chosen its successor from routing
@@ -262,7 +278,8 @@ static int sync_one(struct storage_service *s, struct stor_target *t, const stru
 		rc = -CFS_EUNAVAIL;
 	if (!rc && stor_fault_take(s, t, "faultinj_resync_done_fence"))
 		craq_fence_target(s, t, "fault injection: just before SYNC_DONE");
-	if (!rc && (!atomic_load(&t->started) || atomic_load(&t->fence_gen) != gen))
+	if (!rc && (!atomic_load(&t->started) || atomic_load(&t->fence_gen) != gen ||
+	            atomic_load(&t->local_state) != CHAIN_LS_UPTODATE))
 		rc = -CFS_EUNAVAIL;
 	if (!rc) {
 		struct buf pl, resp;
@@ -314,6 +331,9 @@ static void resync_target(struct storage_service *s, struct stor_target *t,
 		 * the successor's UPTODATE into SERVING. */
 		if (t->synced_target == c->m[j].target_id && t->synced_chain_ver == c->version)
 			continue;
+		/* Fault injection: the worker held between its routing and
+		 * the pass (test_craq.c resync_stale_pass). */
+		stor_fault_hold(s, t, "faultinj_resync_pass_hold");
 		if (!sync_one(s, t, ri, c, c->m[j].target_id)) {
 			t->synced_target = c->m[j].target_id;
 			t->synced_chain_ver = c->version;

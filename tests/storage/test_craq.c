@@ -58,6 +58,8 @@
  *                 and must rejoin meanwhile: one target's pass never holds
  *                 back its siblings; once the disk answers, the pass ends
  *                 and every replica holds every chunk
+ *   resync_stale_pass  a worker holding routing older than a fence and
+ *                 rejoin of its target does not start a pass from it
  *   full_restart  kill -9 every storage service and mgmtd, restart all:
  *                 every acknowledged write is back on all three replicas
  *   concurrent    four writers replace one chunk concurrently: every
@@ -2605,6 +2607,85 @@ static void test_resync_hung_sibling(void **state)
 	env_down(&e);
 }
 
+/* A resync worker's routing may be older than a fence and a rejoin of its
+ * own target (the link thread changes states while the worker waits or
+ * runs): a pass from that routing must not start from the rejoined,
+ * not yet resynced target. The head H fences itself and rejoins behind
+ * the tail T; T's worker takes the routing with H SYNCING and is held
+ * before its pass (faultinj_resync_pass_hold). T fences itself and
+ * misses writes, and rejoins (ONLINE, WAITING at mgmtd; the middle M's
+ * pass to H is held in its listing, so nobody resyncs T meanwhile). Then
+ * T's worker goes on from its routing, where T is SERVING: it must not
+ * start the pass. Before, it ran it (started, and its fence generation
+ * read after the rejoin), sending T's stale copy to H with a SYNC_DONE
+ * that a successor not yet shown the newer routing would take; here H's
+ * routing is current, so the pass only aborted. Once the holds end the
+ * chain recovers with every chunk on every replica. */
+static void test_resync_stale_pass(void **state)
+{
+	(void)state;
+	struct env e;
+	struct members mb;
+	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
+	env_up(&e, "craq-rsstale");
+	unsetenv("CFS_FAULTINJ");
+	assert_true(wait_chain(&e, 3, 0, 0, 15000));
+	members_of(&e, &mb);
+	char phold[800], lhold[800], fence[800];
+	arm_fault(&e, mb.tn, "faultinj_resync_pass_hold", "", phold, sizeof(phold));
+	arm_fault(&e, mb.mn, "faultinj_resync_list_hold", "", lhold, sizeof(lhold));
+	arm_fault(&e, mb.hn, "faultinj_fence_now", "", fence, sizeof(fence));
+	wait_consumed(fence, 30000);
+	static uint8_t v[3][CLEN];
+	write_seed(&e, 93, 0, 3401, v[0]);
+	char held[128];
+	snprintf(held, sizeof(held), "target %u held at faultinj_resync_pass_hold", mb.tail);
+	uint64_t until = clock_mono_ms() + 30000;
+	while (!log_has(e.sc.node[mb.tn].log, held) && clock_mono_ms() < until)
+		clock_sleep_ms(50);
+	assert_true(log_has(e.sc.node[mb.tn].log, held));
+	arm_fault(&e, mb.tn, "faultinj_fence_now", "", fence, sizeof(fence));
+	wait_consumed(fence, 30000);
+	write_seed(&e, 93, 1, 3402, v[1]);
+	/* T rejoined: WAITING (H holds the one SYNCING slot) or SYNCING at
+	 * mgmtd, so started and ONLINE at home */
+	bool rejoined = false;
+	until = clock_mono_ms() + 30000;
+	while (!rejoined && clock_mono_ms() < until) {
+		struct route_chain c;
+		if (get_chain(&e, &c))
+			for (uint32_t i = 0; i < c.n; i++)
+				rejoined |= c.m[i].target_id == mb.tail &&
+				            (c.m[i].state == CHAIN_PS_WAITING ||
+				             c.m[i].state == CHAIN_PS_SYNCING);
+		if (!rejoined)
+			clock_sleep_ms(20);
+	}
+	assert_true(rejoined);
+	unlink(phold);
+	char skipped[128], aborted[96];
+	snprintf(skipped, sizeof(skipped), "resync not started: chain=%u target=%u: target %u",
+	         e.chain, mb.head, mb.tail);
+	snprintf(aborted, sizeof(aborted), "resync aborted: chain=%u target=%u", e.chain, mb.head);
+	until = clock_mono_ms() + 15000;
+	while (!log_has(e.sc.node[mb.tn].log, skipped) && !log_has(e.sc.node[mb.tn].log, aborted) &&
+	       clock_mono_ms() < until)
+		clock_sleep_ms(50);
+	bool skip = log_has(e.sc.node[mb.tn].log, skipped);
+	bool ran = log_has(e.sc.node[mb.tn].log, aborted);
+	unlink(lhold);
+	if (ran || !skip)
+		stor_cluster_print_logs(&e.sc, 30);
+	print_message("T's stale pass: %s\n", skip ? "not started" : ran ? "ran" : "neither");
+	assert_false(ran);
+	assert_true(skip);
+	write_seed(&e, 93, 2, 3403, v[2]);
+	assert_chain_recovers(&e, 60000);
+	for (uint32_t idx = 0; idx < 3; idx++)
+		assert_replicas_hold(&e, 93, idx, v[idx], CLEN);
+	env_down(&e);
+}
+
 /* Kill two of three, then the last: it becomes LASTSRV. The two stale
  * ones come back first and must wait (no serving copy); when the LASTSRV
  * one returns it serves first and the others resync from it. */
@@ -3014,6 +3095,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_link_old_routing),
 		cmocka_unit_test(test_report_busy_engine),
 		cmocka_unit_test(test_resync_hung_sibling),
+		cmocka_unit_test(test_resync_stale_pass),
 		cmocka_unit_test(test_noflush_chain),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
