@@ -2006,6 +2006,23 @@ static int pc_of_locked(const struct fusefs *fs, uint64_t ino)
 	return 0;
 }
 
+/* The kernel's open flag of an exec (__FMODE_EXEC, asm-generic/fcntl.h):
+ * the OPEN of a file execve runs carries it, and that handle lives as long
+ * as the program (its mm's exe_file). */
+#define FUSEFS_FMODE_EXEC 040
+
+/* 1 when a program runs INO here: a handle opened by an exec is open
+ * (ETXTBSY for an O_TRUNC, op_open). */
+static int exec_of(struct fusefs *fs, uint64_t ino)
+{
+	int found = 0;
+	pthread_mutex_lock(&fs->lock);
+	for (const struct fusefs_file *g = fs->files; g && !found; g = g->next)
+		found = g->ino == ino && (g->flags & FUSEFS_FMODE_EXEC);
+	pthread_mutex_unlock(&fs->lock);
+	return found;
+}
+
 /* 1 when a writable handle of INO other than F is open here; fs->lock
  * held. */
 static int writer_of_locked(const struct fusefs *fs, uint64_t ino, const struct fusefs_file *f)
@@ -2458,6 +2475,18 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *ffi)
 	 * other open waits on meta */
 	if (mf != META_O_READ || !fs->o.fio)
 		fuseloop_will_block();
+	/* Linux answers ETXTBSY to an O_TRUNC of a file a program runs, and
+	 * cuts nothing. A writable open fails in the kernel before the OPEN;
+	 * a read-only one only after it (handle_truncate), but with
+	 * atomic_o_trunc this OPEN is what truncates: the program's binary
+	 * would be gone under an open that failed. So the check is made
+	 * here, against this mount's exec handles (test_integ_posix
+	 * test_o_trunc_busy_text). */
+	if ((mf & META_O_TRUNC) && !file_writable(ffi->flags) && exec_of(fs, ino)) {
+		reply_err(req, -ETXTBSY);
+		free(in);
+		return;
+	}
 	if ((ffi->flags & O_ACCMODE) != O_RDONLY || (mf & META_O_TRUNC))
 		la_changed(fs);
 	if (mf & META_O_TRUNC) {

@@ -1256,6 +1256,92 @@ static void test_o_trunc_rdonly(void **state)
 	oracle_check_prep("otrunc", prep_otrunc, probe_otrunc);
 }
 
+/* Copies SRC to DST (made with MODE): 0 or -errno. */
+static int copy_to(const char *src, const char *dst, mode_t mode)
+{
+	static char b[1 << 16];
+	int in = open(src, O_RDONLY);
+	if (in < 0)
+		return -errno;
+	int out = open(dst, O_CREAT | O_WRONLY | O_EXCL, mode);
+	int rc = out < 0 ? -errno : 0;
+	ssize_t n;
+	while (!rc && (n = read(in, b, sizeof(b))) != 0)
+		if (n < 0 || write(out, b, (size_t)n) != n)
+			rc = -EIO;
+	if (out >= 0 && close(out) < 0 && !rc)
+		rc = -errno;
+	close(in);
+	return rc;
+}
+
+/* O_TRUNC of a file a process runs: Linux answers ETXTBSY and cuts
+ * nothing, whatever the access mode. A writable open fails before the
+ * kernel sends the OPEN; a read-only one only after it (handle_truncate
+ * asks for write access once the file is open), and with atomic_o_trunc
+ * the OPEN is what truncates. */
+static void probe_otrunc_busy(struct obs *o, int root)
+{
+	(void)root;
+	rec(o, "copy", copy_to("/bin/sleep", "prog", 0755));
+	struct stat st0;
+	rec(o, "stat", stat("prog", &st0) < 0 ? -errno : 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		execl("./prog", "prog", "30", (char *)NULL);
+		_exit(127);
+	}
+	/* running once /proc/PID/exe names it */
+	char lk[64], exe[1024];
+	snprintf(lk, sizeof(lk), "/proc/%d/exe", (int)pid);
+	int running = 0;
+	for (int i = 0; i < 500 && !running; i++) {
+		ssize_t n = readlink(lk, exe, sizeof(exe) - 1);
+		exe[n > 0 ? n : 0] = 0;
+		running = n > 5 && !strcmp(exe + n - 5, "/prog");
+		if (!running)
+			usleep(10000);
+	}
+	rec(o, "running", running);
+	static const int fl[] = {O_WRONLY | O_TRUNC, O_RDWR | O_TRUNC, O_RDONLY | O_TRUNC,
+	                         O_RDONLY | O_CREAT | O_TRUNC};
+	for (int i = 0; i < 4; i++) {
+		char w[48];
+		int fd = open("prog", fl[i], 0755);
+		snprintf(w, sizeof(w), "busy %d:open", i);
+		rec(o, w, fd < 0 ? -errno : 0);
+		if (fd >= 0)
+			close(fd);
+		struct stat st;
+		snprintf(w, sizeof(w), "busy %d:size kept", i);
+		rec(o, w, stat("prog", &st) < 0 ? -errno : st.st_size == st0.st_size);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	struct stat st;
+	rec(o, "size kept", stat("prog", &st) < 0 ? -errno : st.st_size == st0.st_size);
+	rec(o, "bytes kept", bytes_read("prog") == (long long)st0.st_size);
+	/* the program gone, the file is free again (the mount learns it
+	 * from the exec handle's RELEASE, which the kernel sends
+	 * asynchronously: a few tries) */
+	int fd = -1;
+	for (int i = 0; i < 200; i++) {
+		fd = open("prog", O_RDONLY | O_TRUNC);
+		if (fd >= 0 || errno != ETXTBSY)
+			break;
+		usleep(10000);
+	}
+	rec(o, "after exit:open", fd < 0 ? -errno : 0);
+	if (fd >= 0)
+		close(fd);
+	rec(o, "after exit:size", stat("prog", &st) < 0 ? -errno : (long long)st.st_size);
+}
+
+static void test_o_trunc_busy_text(void **state)
+{
+	oracle_check("otrunc-busy", probe_otrunc_busy);
+}
+
 /* Item 9 leftovers that cannot be compared with the local disk (it
  * supports them): O_TMPFILE is refused cleanly (libfuse 3.14 has no
  * tmpfile op), and statx does not claim a birth time it cannot give
@@ -1449,6 +1535,7 @@ int main(void)
 	    cmocka_unit_test(test_special_files),  cmocka_unit_test(test_dir_nlink),
 	    cmocka_unit_test(test_parent_times),   cmocka_unit_test(test_setid_and_fd_ops),
 	    cmocka_unit_test(test_fallocate),      cmocka_unit_test(test_o_trunc_rdonly),
+	    cmocka_unit_test(test_o_trunc_busy_text),
 	    cmocka_unit_test(test_tmpfile_statx),
 	    cmocka_unit_test(test_mmap),           cmocka_unit_test(test_two_mounts_dir_state),
 	};
