@@ -466,8 +466,12 @@ static void test_race(void **state)
 	assert_int_equal(wfail, 0);
 	assert_true(wok > 50);
 	assert_true(rok > 1000);
-	/* The path was used, and mappings were revoked under the readers. */
-	assert_true(st.sc_reads > rok / 20);
+	/* The path was used, and mappings were revoked under the readers.
+	 * Not a share of the reads: how many find their mapping between two
+	 * writes depends on how fast writes commit against how fast mappings
+	 * come back, i.e. on the host (12-15 % here in release; 4.7 % in an
+	 * ASan CI run at load 20, which an earlier "> 5 %" failed on). */
+	assert_true(st.sc_reads > 50);
 	assert_true(st.sc_maps > NCH);
 	/* Quiet again: every read is right and short-circuit. Journals of
 	 * the last writes retire within retire_ms (100 ms) and the mappings
