@@ -278,8 +278,12 @@ static int sync_one(struct storage_service *s, struct stor_target *t, const stru
 		rc = -CFS_EUNAVAIL;
 	if (!rc && stor_fault_take(s, t, "faultinj_resync_done_fence"))
 		craq_fence_target(s, t, "fault injection: just before SYNC_DONE");
-	if (!rc && (!atomic_load(&t->started) || atomic_load(&t->fence_gen) != gen ||
-	            atomic_load(&t->local_state) != CHAIN_LS_UPTODATE))
+	/* As at the pass's start (worker_main): a node that lost mgmtd during
+	 * a long pass does not vouch for a chain version it may no longer
+	 * hold; the next pass after it is back sends SYNC_DONE. */
+	if (!rc &&
+	    (!atomic_load(&t->started) || atomic_load(&t->fence_gen) != gen ||
+	     atomic_load(&t->local_state) != CHAIN_LS_UPTODATE || mgmtd_client_fenced(s->mc)))
 		rc = -CFS_EUNAVAIL;
 	if (!rc) {
 		struct buf pl, resp;
