@@ -304,9 +304,19 @@ void craq_repair_pass(struct storage_service *s, struct stor_target *t, struct m
 		}
 		if (rc == 0 && ++e->attempts < REPAIR_ATTEMPTS) {
 			pthread_mutex_lock(&rq->mu);
-			if (rq->n < REPAIR_QUEUE_MAX)
+			bool requeued = rq->n < REPAIR_QUEUE_MAX;
+			if (requeued)
 				rq->q[rq->n++] = *e;
 			pthread_mutex_unlock(&rq->mu);
+			if (requeued)
+				continue;
+			/* Counted and said like a first report that found the
+			 * queue full: the chunk stays corrupt on this replica. */
+			atomic_fetch_add(&rq->dropped, 1);
+			LOG_ERR("craq",
+			        "corrupt chunk: target=%u chain=%u ino=%llu idx=%u: repair queue "
+			        "full, not retried",
+			        e->target, e->chain, (unsigned long long)e->id.ino, e->id.idx);
 			continue;
 		}
 		atomic_fetch_add(&rq->failed, 1);
