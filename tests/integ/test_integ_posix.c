@@ -1220,30 +1220,32 @@ static void probe_otrunc(struct obs *o, int root)
 {
 	(void)root;
 	static const size_t sizes[] = {11, (3u << 19) + 5};
+	static const struct {
+		const char *name, *tag;
+		mode_t mode;
+		int flags;
+	} cases[] = {
+	    {"a", "rdonly", 0644, O_RDONLY | O_TRUNC},
+	    {"c", "rdonly creat", 0644, O_RDONLY | O_CREAT | O_TRUNC},
+	    {"ro", "0444", 0444, O_RDONLY | O_TRUNC},
+	    {"roc", "0444 creat", 0444, O_RDONLY | O_CREAT | O_TRUNC},
+	    {"rw", "rdwr", 0644, O_RDWR | O_TRUNC},
+	};
 	for (int i = 0; i < 2; i++) {
-		char t[32];
 		const size_t n = sizes[i];
-		const char *k = i ? "big" : "small";
-		put_bytes("a", n, 0644);
-		snprintf(t, sizeof(t), "%s rdonly", k);
-		rec_open_trunc(o, t, "a", O_RDONLY | O_TRUNC);
-		/* extended afterwards: the hole reads as zeros, not old bytes */
-		int fd = open("a", O_RDWR);
-		rec(o, "extend", pwrite(fd, "x", 1, (off_t)n + 100));
-		rec(o, "extended sum", (long long)sum_file(fd));
-		close(fd);
-		put_bytes("c", n, 0644);
-		snprintf(t, sizeof(t), "%s rdonly creat", k);
-		rec_open_trunc(o, t, "c", O_RDONLY | O_CREAT | O_TRUNC);
-		put_bytes("ro", n, 0444);
-		snprintf(t, sizeof(t), "%s 0444", k);
-		rec_open_trunc(o, t, "ro", O_RDONLY | O_TRUNC);
-		put_bytes("roc", n, 0444);
-		snprintf(t, sizeof(t), "%s 0444 creat", k);
-		rec_open_trunc(o, t, "roc", O_RDONLY | O_CREAT | O_TRUNC);
-		put_bytes("rw", n, 0644);
-		snprintf(t, sizeof(t), "%s rdwr", k);
-		rec_open_trunc(o, t, "rw", O_RDWR | O_TRUNC);
+		for (size_t j = 0; j < sizeof(cases) / sizeof(cases[0]); j++) {
+			char t[32];
+			put_bytes(cases[j].name, n, cases[j].mode);
+			snprintf(t, sizeof(t), "%s %s", i ? "big" : "small", cases[j].tag);
+			rec_open_trunc(o, t, cases[j].name, cases[j].flags);
+			if (j)
+				continue;
+			/* extended afterwards: the hole reads as zeros, not old bytes */
+			int fd = open(cases[j].name, O_RDWR);
+			rec(o, "extend", pwrite(fd, "x", 1, (off_t)n + 100));
+			rec(o, "extended sum", (long long)sum_file(fd));
+			close(fd);
+		}
 	}
 	rec_open_trunc(o, "root's 0644", "root_rw", O_RDONLY | O_TRUNC);
 	rec_open_trunc(o, "root's 0444", "root_ro", O_RDONLY | O_CREAT | O_TRUNC);
