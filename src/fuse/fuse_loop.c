@@ -25,7 +25,9 @@
 #include <errno.h>
 #include <fuse3/fuse_lowlevel.h>
 #include <linux/fuse.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -67,6 +69,8 @@ struct fuseloop {
 	_Atomic uint64_t pressure_at; /* FUSELOOP_NS_AUTO: when PRESSURE was read
 	                               * (mono ns; any thread, no lock) */
 	_Atomic int pressure;         /* sched_hint_cpu_pressure then */
+	uint64_t spin_ns;             /* fl_spin's bound; 0: off */
+	int spin_force;               /* test hook: spin on a contended host too */
 	struct fl_worker *idle;
 	struct fl_worker *all;
 };
@@ -169,8 +173,9 @@ void fuseloop_will_block(void)
  * opcodes"). Unknown pressure (no PSI): hand over, the safe side. */
 #define NS_AUTO_PRESSURE 2000                 /* 20.00 % some avg10 */
 #define NS_AUTO_PERIOD_NS (250ull * 1000000u) /* 250 ms */
+#define SPIN_MAX_US       1000ull             /* CFS_FUSE_SPIN_US's cap */
 
-static int fl_ns_serve_here(struct fuseloop *fl)
+static int fl_uncontended(struct fuseloop *fl)
 {
 	uint64_t now = clock_mono_ns();
 	uint64_t at = atomic_load_explicit(&fl->pressure_at, memory_order_relaxed);
@@ -182,6 +187,37 @@ static int fl_ns_serve_here(struct fuseloop *fl)
 		                      memory_order_relaxed);
 	int p = atomic_load_explicit(&fl->pressure, memory_order_relaxed);
 	return p >= 0 && p < NS_AUTO_PRESSURE;
+}
+
+static int fl_ns_serve_here(struct fuseloop *fl)
+{
+	return fl_uncontended(fl);
+}
+
+/* Spin-wait (CFS_FUSE_SPIN_US, off by default): after a fast reply the
+ * reader polls /dev/fuse for up to spin_ns before it sleeps in read(2),
+ * while the host's CPUs are not contended. WHY: on an idle 2-vCPU VM the
+ * scheduler wakes the reader on the idle vCPU, away from its caller, and
+ * the vCPU halts between requests (guest halt polling is off on this
+ * host), so each request paid a wake-up of the other vCPU: with the
+ * caller and the mount held on different CPUs (taskset, loaded host) the
+ * peer job's stats ran at p50 48 us against 14 us on one CPU, and polling
+ * took them to 26 us (bench/history.md "st33"). On a contended host the poller takes a CPU
+ * others wait for (creates there fell to 0.2-0.3x when it was forced on),
+ * hence the CPU-pressure gate; a caller sharing the reader's CPU gets it
+ * through sched_yield. Not on by default: not measured yet on a quiet
+ * host, the case it is for. */
+static void fl_spin(struct fuseloop *fl)
+{
+	if (!fl->spin_ns || (!fl->spin_force && !fl_uncontended(fl)))
+		return;
+	struct pollfd pfd = {.fd = fuse_session_fd(fl->se), .events = POLLIN};
+	uint64_t end = clock_mono_ns() + fl->spin_ns;
+	do {
+		if (poll(&pfd, 1, 0) != 0)
+			return;
+		sched_yield();
+	} while (clock_mono_ns() < end);
 }
 
 /* Opcodes the mount usually answers from memory (its handlers call
@@ -334,6 +370,7 @@ static void *fl_main(void *arg)
 				break;
 			}
 			w->reading = 0;
+			fl_spin(fl);
 		}
 		pthread_mutex_lock(&fl->mu);
 		if (served)
@@ -371,6 +408,10 @@ static int fl_start(struct fuseloop *fl, struct fuse_session *se, furing *ring, 
 	fl->max_threads = max_threads > 0 ? max_threads : 1;
 	atomic_init(&fl->pressure, -1);
 	atomic_init(&fl->pressure_at, 0);
+	const char *sp = getenv("CFS_FUSE_SPIN_US");
+	unsigned long long us = sp ? strtoull(sp, NULL, 10) : 0;
+	fl->spin_ns = (us > SPIN_MAX_US ? SPIN_MAX_US : us) * 1000ull;
+	fl->spin_force = getenv("CFS_FUSE_TEST_SPIN_FORCE") != NULL;
 	pthread_mutex_init(&fl->mu, NULL);
 	pthread_mutex_lock(&fl->mu);
 	fl->reader = 1;
@@ -419,6 +460,10 @@ int fuseloop_run(struct fuse_session *se, int max_threads, furing *ring, unsigne
 		return -ENOMEM;
 	}
 	int rc = fl_start(&fls[0], se, NULL, 0, &done, max_threads, flags);
+	if (fls[0].spin_ns)
+		LOG_NOTICE("fuse", "the reader polls up to %llu us for the next request%s",
+		           (unsigned long long)(fls[0].spin_ns / 1000),
+		           fls[0].spin_force ? "" : " while the CPUs are not contended");
 	/* A queue's requests in flight are bounded by its entries: as many
 	 * threads as those at most. Their first thread waits for the ring
 	 * to start (after INIT) or be refused, and then ends. */

@@ -53,6 +53,12 @@
  * block_hint_wait (common/block_hint.h) right before they wait; every
  * thread of the loop sets fuseloop_will_block as its block hint.
  *
+ * CFS_FUSE_SPIN_US=N (0..1000, default 0: off) in the mount's
+ * environment: after serving a fast request the reader polls /dev/fuse
+ * for up to N us before it sleeps in read(2), while the host's CPUs are
+ * not contended (CPU pressure, as for FUSELOOP_NS_AUTO), so a vCPU does
+ * not halt between one caller's requests (fuse_loop.c fl_spin).
+ *
  * Over io_uring (fuse_uring.h) each ring queue gets a loop of its own
  * with the same rules, its reader waiting on the queue's completions
  * instead of reading /dev/fuse; the /dev/fuse loop keeps running for
