@@ -113,6 +113,8 @@ struct meta_opts {
 	struct meta_storage storage;
 	struct meta_chain_view chains;
 	int64_t gc_claim_ns;            /* GC claim lease; 0: 60 s */
+	int64_t idata_lease_ns;         /* inline-data conversion claim; 0:
+	                                   META_IDATA_LEASE_NS, or $CFS_TEST_IDATA_LEASE_MS */
 	int64_t (*now_ns)(void);        /* wall clock; NULL: clock_wall_ns */
 	uint32_t idata_max;             /* inline data threshold in bytes (<= META_IDATA_MAX;
 	                                   0: new files never inline; meta_idata.c) */

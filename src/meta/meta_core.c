@@ -60,6 +60,15 @@ int meta_new(kv_engine *kv, const struct meta_opts *o, meta_ctx **out)
 		m->o.id_batch = 1024;
 	if (!m->o.gc_claim_ns)
 		m->o.gc_claim_ns = 60LL * 1000000000LL;
+	/* Test hook: a converter stalled past its claim is reached without
+	 * waiting out the full lease (test_integ_idata's stalled_* cases);
+	 * never longer than the lease clients plan for (file_io_idata.c). */
+	const char *tl = getenv("CFS_TEST_IDATA_LEASE_MS");
+	long tlv = tl ? strtol(tl, NULL, 10) : 0;
+	if (!m->o.idata_lease_ns && tlv >= 1000 && tlv <= META_IDATA_LEASE_NS / 1000000)
+		m->o.idata_lease_ns = tlv * 1000000LL;
+	if (!m->o.idata_lease_ns)
+		m->o.idata_lease_ns = META_IDATA_LEASE_NS;
 	pthread_mutex_init(&m->id_lock, NULL);
 	uint64_t seed = clock_mono_ns() ^ (o->instance_id * 0xD1B54A32D192ED03ULL) ^
 			(uint64_t)(uintptr_t)m;

@@ -253,7 +253,7 @@ static int begin_body(kv_txn *t, void *arg)
 		return -EBUSY;
 	copy_out(a->d, &r); /* flags as before this claim: ATTEMPTED by others */
 	r.conv_owner = client_of(a->rq);
-	r.conv_until = now + META_IDATA_LEASE_NS;
+	r.conv_until = now + a->m->o.idata_lease_ns;
 	r.flags |= META_IDATA_F_ATTEMPTED;
 	return meta_idata_put(t, a->ino, &r);
 }
