@@ -90,6 +90,7 @@ struct fence_witness {
 /* ---- the service ---- */
 struct sc_shm;
 struct craq_resync;
+struct craq_dump;
 
 struct storage_service {
 	struct rpc_server *srv;
@@ -102,6 +103,7 @@ struct storage_service {
 	struct mgmtd_client *mc;       /* NULL standalone */
 	struct craq_dedup *dedup;
 	struct craq_sched *sched;
+	struct craq_dump *dump;        /* the DUMP answers' threads (craq_resync.c) */
 	struct chunk_bufpool *pool;    /* request data buffers (stor_buf_*) */
 	struct stor_target *t;         /* nt targets */
 	size_t nt;
@@ -233,6 +235,15 @@ int craq_resync_start(struct storage_service *s);
 void craq_resync_offer(struct storage_service *s, struct mgmtd_routing *snap);
 void craq_resync_stop(struct storage_service *s);
 void craq_sync_done_handle(struct storage_service *s, struct rpc_req *req);
+/* DUMP answers (the syncing side of a pass) run on threads of their own,
+ * per target in order, one at a time (rules in craq_resync.c). START once
+ * the targets are open: 0 or -EAGAIN (what started is stopped by STOP).
+ * STOP, idempotent, after the requests in flight were waited for and
+ * before the RPC server is freed: joins the threads (one inside a hung
+ * engine call holds it until the call returns) and answers what is still
+ * queued with -CFS_EUNAVAIL. */
+int craq_dump_start(struct storage_service *s);
+void craq_dump_stop(struct storage_service *s);
 void craq_dump_handle(struct storage_service *s, struct rpc_req *req);
 
 /* craq_repair.c: a chunk that failed its CRC on a read is repaired from

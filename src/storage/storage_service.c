@@ -1000,6 +1000,10 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 	s->fixed = chunk_fixed_new();
 	if ((rc = stor_targets_open(s, o, err, errlen)))
 		goto fail;
+	if ((rc = craq_dump_start(s))) {
+		snprintf(err, errlen, "cannot start the resync listing threads");
+		goto fail;
+	}
 	s->sc = stor_sc_new(s);
 	struct rpc_opts ro = { .cluster_id = o->cluster_id, .secret = o->secret,
 			       .secret_len = o->secret_len,
@@ -1130,6 +1134,7 @@ void storage_service_free(struct storage_service *s)
 	chunk_fixed_remove(s->fixed, s->shm_fixed_id);
 	sc_shm_free(s->shm);
 	craq_sched_free(s->sched);
+	craq_dump_stop(s);
 	rpc_server_free(s->srv);
 	stor_rings_free(s); /* the loops are gone: no read is reaped any more */
 	stor_sc_free(s->sc); /* the connections (and their tables) are gone */

@@ -60,6 +60,11 @@
  *                 and every replica holds every chunk
  *   resync_stale_pass  a worker holding routing older than a fence and
  *                 rejoin of its target does not start a pass from it
+ *   dump_hung_sibling  two targets per service: a SYNCING target whose
+ *                 listing for its predecessor's DUMP hangs (a hung disk)
+ *                 holds back no range remove or forward retry of the
+ *                 other target of its service; once the disk answers, its
+ *                 resync completes
  *   full_restart  kill -9 every storage service and mgmtd, restart all:
  *                 every acknowledged write is back on all three replicas
  *   concurrent    four writers replace one chunk concurrently: every
@@ -2610,6 +2615,123 @@ static void test_resync_hung_sibling(void **state)
 	env_down(&e);
 }
 
+struct bg_remove_timed {
+	struct env *e;
+	uint32_t chain;
+	uint64_t ino;
+	pthread_t th;
+	int rc;
+	uint32_t removed;
+	_Atomic int done;
+};
+
+static void *bg_remove_timed_main(void *arg)
+{
+	struct bg_remove_timed *b = arg;
+	struct storage_loc loc = {.chain = b->chain};
+	b->rc = storage_client_remove(b->e->cli, &loc, b->ino, 0, UINT32_MAX, &b->removed);
+	atomic_store(&b->done, 1);
+	return NULL;
+}
+
+/* A SYNCING target whose disk hangs while it lists its chunks for its
+ * predecessor's DUMP must not hold back the other targets of its
+ * service. Three services with two targets each (two chains): Y heads
+ * its chain CY on node N; X is N's other target (chain CX). X's DUMP
+ * answers are held (faultinj_dump_hold, as by a hung disk) and X fences
+ * itself: it rejoins, and its predecessor's pass waits on its listing.
+ * Meanwhile a range remove of three chunks through Y (listed on N, each
+ * part's forward refused once by CY's middle and retried: both on N's
+ * delayed-call thread before the fix) must be answered within 8 s. Then
+ * the hold ends: X's pass completes, X serves, and every member of CX
+ * holds every chunk written while X was out. Before, the listing ran on
+ * that one scheduler thread, so the remove waited for the hold. */
+static void test_dump_hung_sibling(void **state)
+{
+	(void)state;
+	struct env e;
+	env_up_two_targets(&e, "craq-dumphung");
+	uint32_t y = 0, cy = 0, yslot = 0, x = 0, cx = 0;
+	int n = -1;
+	struct route_chain c;
+	for (int ni = 0; ni < 3 && !y; ni++)
+		for (uint32_t slot = 1; slot <= 2 && !y; slot++) {
+			uint32_t t, ch;
+			target_in_slot(&e, ni, slot, &t, &ch);
+			e.chain = ch;
+			assert_true(wait_chain(&e, 3, 0, 0, 15000));
+			assert_true(get_chain(&e, &c));
+			if (c.m[0].target_id == t) {
+				y = t;
+				cy = ch;
+				yslot = slot;
+				n = ni;
+			}
+		}
+	assert_true(y != 0);
+	target_in_slot(&e, n, 3 - yslot, &x, &cx);
+	e.chain = cx;
+	assert_true(wait_chain(&e, 3, 0, 0, 15000));
+	e.chain = cy;
+	assert_true(get_chain(&e, &c));
+	uint32_t ymid = c.m[1].target_id;
+	int mn = node_of(&e, ymid);
+	assert_true(mn >= 0 && mn != n);
+	static uint8_t old[3][CLEN], v[4][CLEN];
+	for (uint32_t idx = 0; idx < 3; idx++)
+		write_seed(&e, 94, idx, 3501 + idx, old[idx]);
+	char hold[800], fence[800], refuse[800];
+	arm_fault_slot(&e, n, 3 - yslot, "faultinj_dump_hold", "", hold, sizeof(hold));
+	arm_fault_slot(&e, n, 3 - yslot, "faultinj_fence_now", "", fence, sizeof(fence));
+	wait_consumed(fence, 30000);
+	e.chain = cx;
+	assert_true(wait_chain(&e, 2, x, CHAIN_PS_OFFLINE, 20000));
+	for (uint32_t idx = 0; idx < 4; idx++)
+		write_seed(&e, 95, idx, 3601 + idx, v[idx]);
+	char held[128];
+	snprintf(held, sizeof(held), "target %u held at faultinj_dump_hold", x);
+	uint64_t until = clock_mono_ms() + 30000;
+	while (!log_has(e.sc.node[n].log, held) && clock_mono_ms() < until)
+		clock_sleep_ms(50);
+	bool in_hold = log_has(e.sc.node[n].log, held);
+	struct bg_remove_timed b = {.e = &e, .chain = cy, .ino = 94};
+	uint64_t ms = 0;
+	bool answered = false, still_held = false;
+	if (in_hold) {
+		arm_fault_slot(&e, mn, ymid % 1000, "faultinj_craq_remove_refuse", "", refuse,
+		               sizeof(refuse));
+		uint64_t t0 = clock_mono_ms();
+		assert_int_equal(pthread_create(&b.th, NULL, bg_remove_timed_main, &b), 0);
+		while (!atomic_load(&b.done) && clock_mono_ms() < t0 + 8000)
+			clock_sleep_ms(20);
+		answered = atomic_load(&b.done);
+		ms = clock_mono_ms() - t0;
+		e.chain = cx;
+		assert_true(get_chain(&e, &c));
+		still_held = access(hold, F_OK) == 0 && count_state(&c, CHAIN_PS_SERVING) == 2;
+	}
+	unlink(hold);
+	if (in_hold)
+		pthread_join(b.th, NULL);
+	if (!answered)
+		stor_cluster_print_logs(&e.sc, 20);
+	assert_true(in_hold);
+	print_message("range remove on CY %s after %llu ms, X's listing held\n",
+	              answered ? "answered" : "not answered", (unsigned long long)ms);
+	assert_true(answered);
+	assert_int_equal(b.rc, 0);
+	assert_int_equal(b.removed, 3);
+	/* the remove's forward was refused once and retried */
+	assert_int_not_equal(access(refuse, F_OK), 0);
+	/* X was still out with its listing held: the test tested that */
+	assert_true(still_held);
+	e.chain = cx;
+	assert_chain_recovers(&e, 60000);
+	for (uint32_t idx = 0; idx < 4; idx++)
+		assert_replicas_hold(&e, 95, idx, v[idx], CLEN);
+	env_down(&e);
+}
+
 /* A resync worker's routing may be older than a fence and a rejoin of its
  * own target (the link thread changes states while the worker waits or
  * runs): a pass from that routing must not start from the rejoined,
@@ -3099,6 +3221,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_report_busy_engine),
 		cmocka_unit_test(test_resync_hung_sibling),
 		cmocka_unit_test(test_resync_stale_pass),
+		cmocka_unit_test(test_dump_hung_sibling),
 		cmocka_unit_test(test_noflush_chain),
 	};
 	/* Each case starts its own cluster and mostly waits on it (failure
