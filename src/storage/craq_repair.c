@@ -41,9 +41,11 @@
 #include "common/log.h"
 #include "common/status.h"
 #include "common/xalloc.h"
+#include "storage/stor_fault.h"
 #include "storage/storage_int.h"
 #include "storage/storage_targets.h"
 
+/* The queue's size; each target may hold a share of it (craq_repair_new). */
 #define REPAIR_QUEUE_MAX 1024
 /* Passes (one per 200 ms link tick, or a kick, unless the last is still
  * running): ~60 s, so a chunk that a
@@ -59,19 +61,38 @@ struct repair_ent {
 	char why[96]; /* the last attempt's reason, for the give-up line */
 };
 
-/* One per service (storage_service.repair). */
+/* One per service (storage_service.repair). Each target may hold at most
+ * SHARE entries (its fair share of MAX): a target whose repairs are stuck
+ * (a hung disk, no serving peer) and keeps being read finds its own
+ * entries at its share and the others' reports still queued
+ * (test_craq.c repair_queue_share). A chunk not queued is counted as
+ * dropped and logged; a later read of it reports it again. */
 struct craq_repair {
 	pthread_mutex_t mu; /* guards q, n */
-	struct repair_ent q[REPAIR_QUEUE_MAX];
-	size_t n;
+	struct repair_ent *q;
+	size_t n, max, share;
 	_Atomic uint64_t seen, repaired, failed, dropped;
 };
 
-struct craq_repair *craq_repair_new(void)
+struct craq_repair *craq_repair_new(size_t max, size_t ntargets)
 {
 	struct craq_repair *r = xcalloc(1, sizeof(*r));
 	pthread_mutex_init(&r->mu, NULL);
+	r->max = max ? max : REPAIR_QUEUE_MAX;
+	r->share = ntargets > 1 ? r->max / ntargets : r->max;
+	if (!r->share)
+		r->share = 1;
+	r->q = xcalloc(r->max, sizeof(*r->q));
 	return r;
+}
+
+/* Whether one more entry of TARGET fits (under mu). */
+static bool has_room(const struct craq_repair *r, uint32_t target)
+{
+	size_t mine = 0;
+	for (size_t i = 0; i < r->n; i++)
+		mine += r->q[i].target == target;
+	return r->n < r->max && mine < r->share;
 }
 
 void craq_repair_free(struct craq_repair *r)
@@ -79,6 +100,7 @@ void craq_repair_free(struct craq_repair *r)
 	if (!r)
 		return;
 	pthread_mutex_destroy(&r->mu);
+	free(r->q);
 	free(r);
 }
 
@@ -101,7 +123,7 @@ void craq_repair_note(struct storage_service *s, struct stor_target *t, uint32_t
 	pthread_mutex_lock(&rq->mu);
 	for (size_t i = 0; i < rq->n && !known; i++)
 		known = rq->q[i].target == target && !chunk_id_cmp(rq->q[i].id, id);
-	if (!known && rq->n < REPAIR_QUEUE_MAX) {
+	if (!known && has_room(rq, target)) {
 		rq->q[rq->n++] = (struct repair_ent){.target = target, .chain = chain, .id = id};
 		queued = 1;
 	}
@@ -111,7 +133,8 @@ void craq_repair_note(struct storage_service *s, struct stor_target *t, uint32_t
 	if (!queued) {
 		atomic_fetch_add(&rq->dropped, 1);
 		LOG_ERR("craq",
-		        "corrupt chunk: target=%u chain=%u ino=%llu idx=%u: repair queue full",
+		        "corrupt chunk: target=%u chain=%u ino=%llu idx=%u: repair queue full "
+		        "(this target's share)",
 		        target, chain, (unsigned long long)id.ino, id.idx);
 		return;
 	}
@@ -285,6 +308,10 @@ void craq_repair_pass(struct storage_service *s, struct stor_target *t, struct m
 	struct repair_ent batch[64];
 	size_t n = 0, kept = 0;
 	uint32_t target = stor_target_id(s, t);
+	/* Fault injection: T's repairs held while the file exists, its
+	 * entries left queued, as by a hung disk (test_craq.c
+	 * repair_queue_share). */
+	stor_fault_hold(s, t, "faultinj_repair_hold");
 	pthread_mutex_lock(&rq->mu);
 	for (size_t i = 0; i < rq->n; i++) {
 		if (rq->q[i].target == target && n < 64)
@@ -304,7 +331,7 @@ void craq_repair_pass(struct storage_service *s, struct stor_target *t, struct m
 		}
 		if (rc == 0 && ++e->attempts < REPAIR_ATTEMPTS) {
 			pthread_mutex_lock(&rq->mu);
-			bool requeued = rq->n < REPAIR_QUEUE_MAX;
+			bool requeued = has_room(rq, target);
 			if (requeued)
 				rq->q[rq->n++] = *e;
 			pthread_mutex_unlock(&rq->mu);
@@ -315,7 +342,7 @@ void craq_repair_pass(struct storage_service *s, struct stor_target *t, struct m
 			atomic_fetch_add(&rq->dropped, 1);
 			LOG_ERR("craq",
 			        "corrupt chunk: target=%u chain=%u ino=%llu idx=%u: repair queue "
-			        "full, not retried",
+			        "full (this target's share), not retried",
 			        e->target, e->chain, (unsigned long long)e->id.ino, e->id.idx);
 			continue;
 		}

@@ -253,9 +253,11 @@ struct craq_repair_stats {
 	uint64_t corrupt_seen; /* reads that found a corrupt chunk */
 	uint64_t repaired;     /* chunks rewritten from a good replica */
 	uint64_t failed;       /* chunks given up on (logged) */
-	uint64_t dropped;      /* not queued: queue full */
+	uint64_t dropped;      /* not queued: the target's share of the queue full */
 };
-struct craq_repair *craq_repair_new(void);
+/* A queue of MAX chunks (0: the default, 1024) shared by NTARGETS
+ * targets, each holding at most its fair share (MAX / NTARGETS). */
+struct craq_repair *craq_repair_new(size_t max, size_t ntargets);
 void craq_repair_free(struct craq_repair *r);
 /* Counts, logs and queues ID of T (any thread, never blocks long). */
 void craq_repair_note(struct storage_service *s, struct stor_target *t, uint32_t chain,

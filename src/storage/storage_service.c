@@ -995,11 +995,13 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 	pthread_mutex_init(&s->report_mu, NULL);
 	pthread_cond_init(&s->link_cv, NULL);
 	s->dedup = craq_dedup_new();
-	s->repair = craq_repair_new();
 	s->sched = craq_sched_new();
 	s->fixed = chunk_fixed_new();
 	if ((rc = stor_targets_open(s, o, err, errlen)))
 		goto fail;
+	/* Tests shrink the repair queue (test_craq.c repair_queue_share). */
+	const char *rq = s->faultinj ? getenv("CFS_FAULTINJ_REPAIR_QUEUE_MAX") : NULL;
+	s->repair = craq_repair_new(rq ? strtoul(rq, NULL, 10) : 0, s->nt);
 	if ((rc = craq_dump_start(s))) {
 		snprintf(err, errlen, "cannot start the resync listing threads");
 		goto fail;

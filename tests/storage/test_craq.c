@@ -65,6 +65,10 @@
  *                 holds back no range remove or forward retry of the
  *                 other target of its service; once the disk answers, its
  *                 resync completes
+ *   repair_queue_share  two targets per service, a repair queue of 4: one
+ *                 target's corrupt chunks, repairs held (a hung disk),
+ *                 fill only its share; the other's corrupt chunk is
+ *                 queued and repaired meanwhile
  *   full_restart  kill -9 every storage service and mgmtd, restart all:
  *                 every acknowledged write is back on all three replicas
  *   concurrent    four writers replace one chunk concurrently: every
@@ -145,13 +149,16 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "storage/storage_proto.h"
@@ -2732,6 +2739,188 @@ static void test_dump_hung_sibling(void **state)
 	env_down(&e);
 }
 
+/* Flips the 8 bytes at MARKER + 100 in the first file under DIR (depth
+ * first; LMDB files and the WAL passed over) that holds MARKER, as a bad
+ * disk would (integ_env.c's flip, for one target's directory): 1 when it
+ * did. */
+static int flip_marker_in(const char *dir, const char *marker)
+{
+	DIR *d = opendir(dir);
+	int flipped = 0;
+	if (!d)
+		return 0;
+	size_t ml = strlen(marker), cap = 1 << 20;
+	for (struct dirent *de; !flipped && (de = readdir(d));) {
+		if (de->d_name[0] == '.')
+			continue;
+		char path[1400];
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		struct stat st;
+		if (lstat(path, &st) < 0)
+			continue;
+		if (S_ISDIR(st.st_mode)) {
+			flipped = flip_marker_in(path, marker);
+			continue;
+		}
+		if (!S_ISREG(st.st_mode) || strstr(de->d_name, ".mdb") ||
+		    !strcmp(de->d_name, "wal"))
+			continue;
+		int fd = open(path, O_RDWR | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		char *buf = malloc(cap + ml);
+		assert_non_null(buf);
+		for (off_t pos = 0; !flipped; pos += (off_t)cap) {
+			ssize_t r = pread(fd, buf, cap + ml, pos);
+			if (r <= 0)
+				break;
+			char *hit = memmem(buf, (size_t)r, marker, ml);
+			if (hit) {
+				off_t at = pos + (hit - buf) + 100;
+				uint8_t b[8];
+				assert_int_equal(pread(fd, b, 8, at), 8);
+				for (int i = 0; i < 8; i++)
+					b[i] ^= 0xA5;
+				assert_int_equal(pwrite(fd, b, 8, at), 8);
+				assert_int_equal(fsync(fd), 0);
+				flipped = 1;
+			}
+			if ((size_t)r < cap + ml)
+				break;
+		}
+		free(buf);
+		close(fd);
+	}
+	closedir(d);
+	return flipped;
+}
+
+/* Writes chunk INO:IDX of E's chain with SEED's pattern and MARKER at
+ * 4096 (into BUF, CLEN bytes). */
+static void write_marked(struct env *e, uint64_t ino, uint32_t idx, uint64_t seed,
+                         const char *marker, uint8_t *buf)
+{
+	gen(seed, buf, CLEN);
+	memcpy(buf + 4096, marker, strlen(marker));
+	struct storage_loc loc = {.chain = e->chain};
+	assert_int_equal(storage_client_write(e->cli, &loc, ino, idx, 0, CLEN, buf, 0, NULL), 0);
+}
+
+/* Reads chunk INO:IDX of CHAIN from TARGET only: its result. */
+static int read_pinned(struct env *e, uint32_t chain, uint32_t target, uint64_t ino, uint32_t idx,
+                       uint8_t *out)
+{
+	int ni = node_of(e, target);
+	assert_true(ni >= 0);
+	struct storage_read r = {
+	    .loc = {.chain = chain, .addr = e->sc.node[ni].addr, .target = target},
+	    .ino = ino,
+	    .idx = idx,
+	    .len = CLEN,
+	    .dst = out};
+	assert_int_equal(storage_client_read(e->cli, &r, 1, 0), 0);
+	return r.result;
+}
+
+/* One target whose repairs are stuck and whose corrupt chunks keep being
+ * read must not crowd another target's repair out of the service's
+ * queue. Two targets per service, the repair queue shrunk to 4 entries
+ * (CFS_FAULTINJ_REPAIR_QUEUE_MAX): node 0's target A has 4 chunks
+ * corrupted (8 bytes flipped in its block files) and its repairs held
+ * (faultinj_repair_hold, as by a hung disk); reads of them report all 4.
+ * Then one chunk of node 0's other target B is corrupted and read: it
+ * must be queued, not dropped, and repaired from another replica within
+ * 30 s while A's repairs are still held. Once the hold ends, A's chunks
+ * are repaired too (the ones over its share when read again). Before,
+ * A's 4 reports filled the queue and B's was dropped ("repair queue
+ * full"): B's copy stayed corrupt. */
+static void test_repair_queue_share(void **state)
+{
+	(void)state;
+	struct env e;
+	setenv("CFS_FAULTINJ_REPAIR_QUEUE_MAX", "4", 1);
+	env_up_two_targets(&e, "craq-rqshare");
+	unsetenv("CFS_FAULTINJ_REPAIR_QUEUE_MAX");
+	uint32_t a = 0, ca = 0, b = 0, cb = 0;
+	target_in_slot(&e, 0, 1, &a, &ca);
+	target_in_slot(&e, 0, 2, &b, &cb);
+	e.chain = ca;
+	assert_true(wait_chain(&e, 3, 0, 0, 15000));
+	e.chain = cb;
+	assert_true(wait_chain(&e, 3, 0, 0, 15000));
+	static uint8_t va[4][CLEN], vb[CLEN], out[CLEN];
+	char ma[4][64], mb[64];
+	e.chain = ca;
+	for (uint32_t idx = 0; idx < 4; idx++) {
+		snprintf(ma[idx], sizeof(ma[idx]), "CFS-RQSHARE-A%u-%08lx", idx,
+		         (unsigned long)random());
+		write_marked(&e, 96, idx, 3701 + idx, ma[idx], va[idx]);
+	}
+	e.chain = cb;
+	snprintf(mb, sizeof(mb), "CFS-RQSHARE-B-%08lx", (unsigned long)random());
+	write_marked(&e, 97, 0, 3801, mb, vb);
+	char hold[800];
+	arm_fault_slot(&e, 0, 1, "faultinj_repair_hold", "", hold, sizeof(hold));
+	for (uint32_t idx = 0; idx < 4; idx++)
+		assert_int_equal(flip_marker_in(e.sc.node[0].dirs[0], ma[idx]), 1);
+	assert_int_equal(flip_marker_in(e.sc.node[0].dirs[1], mb), 1);
+	for (uint32_t idx = 0; idx < 4; idx++)
+		assert_true(read_pinned(&e, ca, a, 96, idx, out) < 0);
+	char seen[128];
+	for (uint32_t idx = 0; idx < 4; idx++) {
+		snprintf(seen, sizeof(seen), "corrupt chunk: target=%u chain=%u ino=96 idx=%u", a,
+		         ca, idx);
+		assert_true(log_has(e.sc.node[0].log, seen));
+	}
+	/* A's repairs wait in the hold */
+	char held[128];
+	snprintf(held, sizeof(held), "target %u held at faultinj_repair_hold", a);
+	uint64_t until = clock_mono_ms() + 10000;
+	while (!log_has(e.sc.node[0].log, held) && clock_mono_ms() < until)
+		clock_sleep_ms(50);
+	assert_true(log_has(e.sc.node[0].log, held));
+	assert_true(read_pinned(&e, cb, b, 97, 0, out) < 0);
+	char bfull[128], brep[128];
+	snprintf(bfull, sizeof(bfull),
+	         "corrupt chunk: target=%u chain=%u ino=97 idx=0: repair queue full", b, cb);
+	snprintf(brep, sizeof(brep), "repaired chunk: target=%u chain=%u ino=97 idx=0", b, cb);
+	until = clock_mono_ms() + 30000;
+	while (!log_has(e.sc.node[0].log, brep) && !log_has(e.sc.node[0].log, bfull) &&
+	       clock_mono_ms() < until)
+		clock_sleep_ms(50);
+	bool dropped = log_has(e.sc.node[0].log, bfull), fixed = log_has(e.sc.node[0].log, brep);
+	bool still_held = access(hold, F_OK) == 0;
+	unlink(hold);
+	print_message("B's corrupt chunk: %s\n", dropped ? "dropped"
+	                                         : fixed ? "repaired"
+	                                                 : "neither");
+	if (!fixed)
+		stor_cluster_print_logs(&e.sc, 20);
+	assert_false(dropped);
+	assert_true(fixed);
+	/* A's repairs were still held: the test tested that */
+	assert_true(still_held);
+	assert_int_equal(read_pinned(&e, cb, b, 97, 0, out), CLEN);
+	assert_memory_equal(out, vb, CLEN);
+	/* A's own chunks: the queued ones repaired once the hold ended, the
+	 * ones over its share reported again by the next read */
+	uint32_t good = 0;
+	until = clock_mono_ms() + 30000;
+	while (good != 0xf && clock_mono_ms() < until) {
+		for (uint32_t idx = 0; idx < 4; idx++)
+			if (!(good & (1u << idx)) && read_pinned(&e, ca, a, 96, idx, out) == CLEN &&
+			    !memcmp(out, va[idx], CLEN))
+				good |= 1u << idx;
+		if (good != 0xf)
+			clock_sleep_ms(200);
+	}
+	assert_int_equal(good, 0xf);
+	e.chain = ca;
+	for (uint32_t idx = 0; idx < 4; idx++)
+		assert_replicas_hold(&e, 96, idx, va[idx], CLEN);
+	env_down(&e);
+}
+
 /* A resync worker's routing may be older than a fence and a rejoin of its
  * own target (the link thread changes states while the worker waits or
  * runs): a pass from that routing must not start from the rejoined,
@@ -3222,6 +3411,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_resync_hung_sibling),
 		cmocka_unit_test(test_resync_stale_pass),
 		cmocka_unit_test(test_dump_hung_sibling),
+		cmocka_unit_test(test_repair_queue_share),
 		cmocka_unit_test(test_noflush_chain),
 	};
 	/* Each case starts its own cluster and mostly waits on it (failure
