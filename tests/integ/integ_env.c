@@ -528,73 +528,13 @@ unsigned long long integ_cache_drops(void)
 	return n;
 }
 
-/* Flips the 8 bytes at MARKER + 100 in file PATH when it holds MARKER
- * (read in 1 MiB windows overlapping by the marker's length): 1 when it
- * did. */
-static int flip_in_file(const char *path, const char *marker)
-{
-	int fd = open(path, O_RDWR | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	size_t ml = strlen(marker), cap = 1 << 20;
-	char *buf = malloc(cap + ml);
-	int flipped = 0;
-	assert_non_null(buf);
-	for (off_t pos = 0;; pos += (off_t)cap) {
-		ssize_t r = pread(fd, buf, cap + ml, pos);
-		if (r <= 0)
-			break;
-		char *hit = memmem(buf, (size_t)r, marker, ml);
-		if (hit) {
-			off_t at = pos + (hit - buf) + 100;
-			uint8_t b[8];
-			assert_int_equal(pread(fd, b, 8, at), 8);
-			for (int i = 0; i < 8; i++)
-				b[i] ^= 0xA5;
-			assert_int_equal(pwrite(fd, b, 8, at), 8);
-			assert_int_equal(fsync(fd), 0);
-			flipped = 1;
-			break;
-		}
-		if ((size_t)r < cap + ml)
-			break;
-	}
-	free(buf);
-	close(fd);
-	return flipped;
-}
-
-/* Flips MARKER's neighbourhood in the first block file under DIR (depth
- * first) that holds it: 1 when one was flipped. */
-static int flip_in_tree(const char *dir, const char *marker)
-{
-	DIR *d = opendir(dir);
-	int flipped = 0;
-	if (!d)
-		return 0;
-	for (struct dirent *de; !flipped && (de = readdir(d));) {
-		if (de->d_name[0] == '.')
-			continue;
-		char path[1400];
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		struct stat st;
-		if (lstat(path, &st) < 0)
-			continue;
-		if (S_ISDIR(st.st_mode))
-			flipped = flip_in_tree(path, marker);
-		else if (S_ISREG(st.st_mode) && !strstr(de->d_name, ".mdb") &&
-			 strcmp(de->d_name, "wal") != 0)
-			flipped = flip_in_file(path, marker);
-	}
-	closedir(d);
-	return flipped;
-}
-
 int integ_flip_copy(const struct integ *e, int storage, const char *marker)
 {
 	char dir[700];
 	snprintf(dir, sizeof(dir), "%s/storage%d", e->data, storage);
-	return flip_in_tree(dir, marker);
+	int r = testenv_flip_marker(dir, marker);
+	assert_true(r >= 0);
+	return r;
 }
 
 int integ_flip_marker(const struct integ *e, const char *marker, int copies)

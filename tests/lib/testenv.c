@@ -515,3 +515,64 @@ int testenv_memfd_maps_count(pid_t pid, const char *name)
 	snprintf(want, sizeof(want), "/memfd:%s", name);
 	return maps_count(pid, want, 1);
 }
+
+/* Flips the 8 bytes at MARKER + 100 in file PATH when it holds MARKER
+ * (read in 1 MiB windows overlapping by the marker's length): 1 when it
+ * did, 0 when PATH does not hold it, -1 when the flip failed. */
+static int flip_in_file(const char *path, const char *marker)
+{
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	size_t ml = strlen(marker), cap = 1 << 20;
+	char *buf = malloc(cap + ml);
+	int flipped = buf ? 0 : -1;
+	for (off_t pos = 0; buf;) {
+		ssize_t r = pread(fd, buf, cap + ml, pos);
+		if (r <= 0)
+			break;
+		char *hit = memmem(buf, (size_t)r, marker, ml);
+		if (hit) {
+			off_t at = pos + (hit - buf) + 100;
+			uint8_t b[8];
+			flipped = -1;
+			if (pread(fd, b, 8, at) == 8) {
+				for (int i = 0; i < 8; i++)
+					b[i] ^= 0xA5;
+				if (pwrite(fd, b, 8, at) == 8 && fsync(fd) == 0)
+					flipped = 1;
+			}
+			break;
+		}
+		if ((size_t)r < cap + ml)
+			break;
+		pos += (off_t)cap;
+	}
+	free(buf);
+	close(fd);
+	return flipped;
+}
+
+int testenv_flip_marker(const char *dir, const char *marker)
+{
+	DIR *d = opendir(dir);
+	int flipped = 0;
+	if (!d)
+		return 0;
+	for (struct dirent *de; !flipped && (de = readdir(d));) {
+		if (de->d_name[0] == '.')
+			continue;
+		char path[1400];
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		struct stat st;
+		if (lstat(path, &st) < 0)
+			continue;
+		if (S_ISDIR(st.st_mode))
+			flipped = testenv_flip_marker(path, marker);
+		else if (S_ISREG(st.st_mode) && !strstr(de->d_name, ".mdb") &&
+		         strcmp(de->d_name, "wal") != 0)
+			flipped = flip_in_file(path, marker);
+	}
+	closedir(d);
+	return flipped;
+}

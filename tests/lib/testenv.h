@@ -92,6 +92,11 @@ int testenv_maps_count(pid_t pid, const char *needle);
  * it, e.g. the LMDB files under a cluster's temp dir when its random
  * suffix continues NAME ("cfs-shm-unreg-bXXXXX" for "shm-unreg-b"). */
 int testenv_memfd_maps_count(pid_t pid, const char *name);
+/* Damages stored data the way a bad disk would: flips 8 bytes 100 bytes
+ * past MARKER in the first file under DIR (depth first; LMDB files and
+ * the WAL passed over) that holds it, and fsyncs it. 1 when one was
+ * flipped, 0 when none holds MARKER, -1 when the flip failed. */
+int testenv_flip_marker(const char *dir, const char *marker);
 /* 1 when something accepts TCP connections on 127.0.0.1:PORT. */
 int testenv_port_open(uint16_t port);
 /* Kills every recorded child (SIGKILL) and removes temp dirs. */

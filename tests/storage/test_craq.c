@@ -149,16 +149,13 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "storage/storage_proto.h"
@@ -2739,62 +2736,6 @@ static void test_dump_hung_sibling(void **state)
 	env_down(&e);
 }
 
-/* Flips the 8 bytes at MARKER + 100 in the first file under DIR (depth
- * first; LMDB files and the WAL passed over) that holds MARKER, as a bad
- * disk would (integ_env.c's flip, for one target's directory): 1 when it
- * did. */
-static int flip_marker_in(const char *dir, const char *marker)
-{
-	DIR *d = opendir(dir);
-	int flipped = 0;
-	if (!d)
-		return 0;
-	size_t ml = strlen(marker), cap = 1 << 20;
-	for (struct dirent *de; !flipped && (de = readdir(d));) {
-		if (de->d_name[0] == '.')
-			continue;
-		char path[1400];
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		struct stat st;
-		if (lstat(path, &st) < 0)
-			continue;
-		if (S_ISDIR(st.st_mode)) {
-			flipped = flip_marker_in(path, marker);
-			continue;
-		}
-		if (!S_ISREG(st.st_mode) || strstr(de->d_name, ".mdb") ||
-		    !strcmp(de->d_name, "wal"))
-			continue;
-		int fd = open(path, O_RDWR | O_CLOEXEC);
-		if (fd < 0)
-			continue;
-		char *buf = malloc(cap + ml);
-		assert_non_null(buf);
-		for (off_t pos = 0; !flipped; pos += (off_t)cap) {
-			ssize_t r = pread(fd, buf, cap + ml, pos);
-			if (r <= 0)
-				break;
-			char *hit = memmem(buf, (size_t)r, marker, ml);
-			if (hit) {
-				off_t at = pos + (hit - buf) + 100;
-				uint8_t b[8];
-				assert_int_equal(pread(fd, b, 8, at), 8);
-				for (int i = 0; i < 8; i++)
-					b[i] ^= 0xA5;
-				assert_int_equal(pwrite(fd, b, 8, at), 8);
-				assert_int_equal(fsync(fd), 0);
-				flipped = 1;
-			}
-			if ((size_t)r < cap + ml)
-				break;
-		}
-		free(buf);
-		close(fd);
-	}
-	closedir(d);
-	return flipped;
-}
-
 /* Writes chunk INO:IDX of E's chain with SEED's pattern and MARKER at
  * 4096 (into BUF, CLEN bytes). */
 static void write_marked(struct env *e, uint64_t ino, uint32_t idx, uint64_t seed,
@@ -2862,8 +2803,8 @@ static void test_repair_queue_share(void **state)
 	char hold[800];
 	arm_fault_slot(&e, 0, 1, "faultinj_repair_hold", "", hold, sizeof(hold));
 	for (uint32_t idx = 0; idx < 4; idx++)
-		assert_int_equal(flip_marker_in(e.sc.node[0].dirs[0], ma[idx]), 1);
-	assert_int_equal(flip_marker_in(e.sc.node[0].dirs[1], mb), 1);
+		assert_int_equal(testenv_flip_marker(e.sc.node[0].dirs[0], ma[idx]), 1);
+	assert_int_equal(testenv_flip_marker(e.sc.node[0].dirs[1], mb), 1);
 	for (uint32_t idx = 0; idx < 4; idx++)
 		assert_true(read_pinned(&e, ca, a, 96, idx, out) < 0);
 	char seen[128];
