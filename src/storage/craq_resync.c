@@ -457,9 +457,11 @@ void craq_resync_stop(struct storage_service *s)
  * the next one asks again). With DUMP_THREADS_MAX targets hung at once
  * the other targets' DUMPs wait too, and nothing else. Not the receiving
  * target's resync worker: that one may be inside a repair's peer read
- * (10 s calls), which a DUMP must not queue behind. The listing is not
- * watched by the I/O watchdog (no forward waits on it); a SYNCING target
- * whose disk hangs is fenced by it once a forwarded write's apply hangs. */
+ * (10 s calls), which a DUMP must not queue behind. The listing counts
+ * as local engine work for the I/O watchdog (stor_iowatch.c): a SYNCING
+ * target whose listing hangs fences itself like one whose apply hangs,
+ * so mgmtd moves it out and its chain's one SYNCING place goes to
+ * another returning member; it rejoins once the listing returned. */
 
 #define DUMP_THREADS_MAX 4
 #define DUMP_QUEUE_MAX   4
@@ -471,6 +473,7 @@ struct dump_job {
 	struct sto_dump_req m;
 	struct ent_vec v;
 	bool more;
+	struct stor_io_ent io; /* the listing, for the I/O watchdog */
 	struct dump_job *next;
 };
 
@@ -524,12 +527,14 @@ static void dump_run(struct dump_job *j)
 {
 	/* Fault injection: the listing held while the file exists, as by a
 	 * disk that hangs (test_craq.c dump_hung_sibling). */
+	stor_io_begin(j->t, &j->io);
 	stor_fault_hold(j->s, j->t, "faultinj_dump_hold");
 	int rc = -CFS_EUNAVAIL;
 	if (!atomic_load(&j->s->stopping))
 		rc = chunk_engine_iterate(
 		    j->t->eng, (struct chunk_id){j->m.from_ino, j->m.from_idx},
 		    (struct chunk_id){UINT64_MAX, UINT32_MAX}, dump_collect, j);
+	stor_io_end(j->t, &j->io);
 	dump_finish(j, rc);
 }
 

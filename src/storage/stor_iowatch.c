@@ -28,9 +28,13 @@
  *
  * Chunk locks are not the measure: a healthy member holds its lock while
  * it waits on a hung successor, so that would fence the wrong one first.
- * Reads and resync's own engine calls are not listed (neither is waited
- * on by a forward). One thread, started with the mgmtd link; it looks
- * every quarter of the bound (at most 500 ms).
+ * Reads and a resync sender's own engine calls are not listed (neither is
+ * waited on by a forward). The listing a SYNCING target answers a DUMP
+ * with is (craq_resync.c): a returning target whose disk hangs there
+ * would otherwise keep its chain's one SYNCING place with no write to
+ * reveal the hang (test_craq.c dump_hung_sibling).
+ * One thread, started with the mgmtd link; it looks every quarter of the
+ * bound (at most 500 ms).
  */
 #include <errno.h>
 #include <stdio.h>

@@ -63,8 +63,9 @@
  *   dump_hung_sibling  two targets per service: a SYNCING target whose
  *                 listing for its predecessor's DUMP hangs (a hung disk)
  *                 holds back no range remove or forward retry of the
- *                 other target of its service; once the disk answers, its
- *                 resync completes
+ *                 other target of its service; the watchdog fences it;
+ *                 once the disk answers, it rejoins and its resync
+ *                 completes
  *   repair_queue_share  two targets per service, a repair queue of 4: one
  *                 target's corrupt chunks, repairs held (a hung disk),
  *                 fill only its share; the other's corrupt chunk is
@@ -2646,10 +2647,13 @@ static void *bg_remove_timed_main(void *arg)
  * itself: it rejoins, and its predecessor's pass waits on its listing.
  * Meanwhile a range remove of three chunks through Y (listed on N, each
  * part's forward refused once by CY's middle and retried: both on N's
- * delayed-call thread before the fix) must be answered within 8 s. Then
- * the hold ends: X's pass completes, X serves, and every member of CX
- * holds every chunk written while X was out. Before, the listing ran on
- * that one scheduler thread, so the remove waited for the hold. */
+ * delayed-call thread before the fix) must be answered within 8 s. The
+ * held listing counts as engine work for the I/O watchdog: X fences
+ * itself and mgmtd moves it out (OFFLINE) while the hold lasts. Then the
+ * hold ends: X rejoins, its resync completes, X serves, and every member
+ * of CX holds every chunk written while X was out. Before, the listing
+ * ran on that one scheduler thread, so the remove waited for the hold,
+ * and the watchdog did not see it, so X kept CX's SYNCING place. */
 static void test_dump_hung_sibling(void **state)
 {
 	(void)state;
@@ -2700,7 +2704,7 @@ static void test_dump_hung_sibling(void **state)
 	bool in_hold = log_has(e.sc.node[n].log, held);
 	struct bg_remove_timed b = {.e = &e, .chain = cy, .ino = 94};
 	uint64_t ms = 0;
-	bool answered = false, still_held = false;
+	bool answered = false, still_held = false, out = false;
 	if (in_hold) {
 		arm_fault_slot(&e, mn, ymid % 1000, "faultinj_craq_remove_refuse", "", refuse,
 		               sizeof(refuse));
@@ -2713,11 +2717,18 @@ static void test_dump_hung_sibling(void **state)
 		e.chain = cx;
 		assert_true(get_chain(&e, &c));
 		still_held = access(hold, F_OK) == 0 && count_state(&c, CHAIN_PS_SERVING) == 2;
+		/* The held listing counts as engine work in flight: the
+		 * watchdog fences X (10 s) and mgmtd moves it out. */
+		out = wait_chain(&e, 2, x, CHAIN_PS_OFFLINE, 25000) && access(hold, F_OK) == 0;
 	}
+	char stalled[96];
+	snprintf(stalled, sizeof(stalled), "target fenced itself: target=%u why=a local engine op",
+	         x);
+	bool watchdog = log_has(e.sc.node[n].log, stalled);
 	unlink(hold);
 	if (in_hold)
 		pthread_join(b.th, NULL);
-	if (!answered)
+	if (!answered || !out || !watchdog)
 		stor_cluster_print_logs(&e.sc, 20);
 	assert_true(in_hold);
 	print_message("range remove on CY %s after %llu ms, X's listing held\n",
@@ -2729,6 +2740,10 @@ static void test_dump_hung_sibling(void **state)
 	assert_int_not_equal(access(refuse, F_OK), 0);
 	/* X was still out with its listing held: the test tested that */
 	assert_true(still_held);
+	print_message("X %s by the watchdog while its listing was held\n",
+	              out && watchdog ? "moved out" : "not moved out");
+	assert_true(out);
+	assert_true(watchdog);
 	e.chain = cx;
 	assert_chain_recovers(&e, 60000);
 	for (uint32_t idx = 0; idx < 4; idx++)
