@@ -17,10 +17,13 @@
  * uses, as cmocka's own run in one process does not require). Every line
  * a worker prints comes out on stdout prefixed "[wK] " as it is printed.
  * A worker dies with this process (ctest's timeout), and its servers
- * with it (testenv_spawn). With one worker, or a cmocka filter set
- * (FILTERED: the test's argv[1], to rerun one case), runs them in this
- * process as cmocka_run_group_tests would. Returns 0 when every case
- * passed, else nonzero. Call from main before any thread starts. */
+ * with it (testenv_spawn). A process a case forks ends by exec or _exit:
+ * one that returns into the case loop (a failed assertion, a crash under
+ * cmocka's handlers) exits there with 125, taking no case. With one
+ * worker, or a cmocka filter set (FILTERED: the test's argv[1], to rerun
+ * one case), runs them in this process as cmocka_run_group_tests would.
+ * Returns 0 when every case passed, else nonzero. Call from main before
+ * any thread starts. */
 int case_workers_run(const char *group, const struct CMUnitTest *tests, size_t n, int workers,
                      int filtered);
 
