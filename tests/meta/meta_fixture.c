@@ -210,6 +210,7 @@ void fx_teardown(struct fx *f)
 }
 
 uint32_t fx_idata_max;
+int64_t (*fx_now_ns)(void);
 
 meta_ctx *fx_meta(struct fx *f, uint64_t instance)
 {
@@ -217,6 +218,7 @@ meta_ctx *fx_meta(struct fx *f, uint64_t instance)
 	meta_ctx *m = NULL;
 	o.instance_id = instance;
 	o.idata_max = fx_idata_max;
+	o.now_ns = fx_now_ns;
 	o.id_batch = 64;
 	o.root_layout.chunk_size = 1 << 20;
 	o.root_layout.stripe = 4;

@@ -72,6 +72,9 @@ void fx_teardown(struct fx *f);
 /* Inline-data threshold fx_meta gives new instances (meta_opts.idata_max;
  * default 0: off). */
 extern uint32_t fx_idata_max;
+/* Wall clock fx_meta gives new instances (meta_opts.now_ns; NULL: the
+ * real one). */
+extern int64_t (*fx_now_ns)(void);
 /* A meta instance over F with INSTANCE id; formats the root. */
 meta_ctx *fx_meta(struct fx *f, uint64_t instance);
 /* The setup/teardown pair of a test over one meta instance: fx_setup(F)

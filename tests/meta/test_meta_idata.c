@@ -528,8 +528,58 @@ static void test_rename_xattr(void **state)
 	assert_int_equal(meta_getxattr(M, &FX_ROOT, a, N("user.k"), got, sizeof(got)), 1);
 }
 
+static int64_t fake_ns;
+static int64_t fake_clock(void)
+{
+	return fake_ns;
+}
+
+/* With $CFS_TEST_IDATA_LEASE_MS = ENV (NULL: unset), another client's
+ * begin is refused until WANT_NS after the claim, and taken then. */
+static void lease_case(const char *env, int64_t want_ns)
+{
+	if (env)
+		setenv("CFS_TEST_IDATA_LEASE_MS", env, 1);
+	fake_ns = 1000LL * 1000000000LL;
+	fx_now_ns = fake_clock;
+	setup(NULL); /* meta_new reads the variable */
+	fx_now_ns = NULL;
+	if (env)
+		unsetenv("CFS_TEST_IDATA_LEASE_MS");
+	uint64_t ino = mk("f", META_O_IDATA);
+	struct meta_inode in;
+	struct meta_idata_out d = {.buf = got};
+	struct meta_req a = {100, 0, 0}, b = {200, 0, 0};
+	assert_int_equal(meta_idata_write(M, fx_req(9), ino, 0, "abc", 3, &in), 0);
+	assert_int_equal(meta_idata_convert_begin(M, &a, ino, &in, &d), 0);
+	fake_ns += want_ns - 1;
+	assert_int_equal(meta_idata_convert_begin(M, &b, ino, &in, &d), -EBUSY);
+	fake_ns += 1;
+	assert_int_equal(meta_idata_convert_begin(M, &b, ino, &in, &d), 0);
+	teardown(NULL);
+}
+
+/* The conversion claim: 10 s (META_IDATA_LEASE_NS, the lease clients
+ * plan for), shorter only through the tests' variable and only within
+ * 1-10 s; a value out of range leaves the default. */
+static void test_convert_lease(void **state)
+{
+	(void)state;
+	lease_case(NULL, META_IDATA_LEASE_NS);
+	if (strncmp(fx_url, "etcd", 4) == 0)
+		return; /* setenv beside the etcd client's threads */
+	lease_case("3000", 3000LL * 1000000);
+	lease_case("1000", 1000LL * 1000000);
+	lease_case("10000", META_IDATA_LEASE_NS);
+	lease_case("999", META_IDATA_LEASE_NS);
+	lease_case("10001", META_IDATA_LEASE_NS);
+	lease_case("-5000", META_IDATA_LEASE_NS);
+	lease_case("junk", META_IDATA_LEASE_NS);
+}
+
 int main(int argc, char **argv)
 {
+	unsetenv("CFS_TEST_IDATA_LEASE_MS"); /* test_convert_lease sets it; before any thread */
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_create_flag, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sizes, setup, teardown),
@@ -541,6 +591,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_gc_decides_in_clear, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gc_decides_in_clear_retried, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rename_xattr, setup, teardown),
+		cmocka_unit_test(test_convert_lease),
 	};
 #ifdef META_IDATA_ETCD
 	const char *etcd = "metaidata";
