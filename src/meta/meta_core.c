@@ -65,8 +65,12 @@ int meta_new(kv_engine *kv, const struct meta_opts *o, meta_ctx **out)
 	 * never longer than the lease clients plan for (file_io_idata.c). */
 	const char *tl = getenv("CFS_TEST_IDATA_LEASE_MS");
 	long tlv = tl ? strtol(tl, NULL, 10) : 0;
-	if (!m->o.idata_lease_ns && tlv >= 1000 && tlv <= META_IDATA_LEASE_NS / 1000000)
+	if (!m->o.idata_lease_ns && tlv >= 1000 && tlv <= META_IDATA_LEASE_NS / 1000000) {
 		m->o.idata_lease_ns = tlv * 1000000LL;
+		LOG_WARN("meta",
+		         "inline conversion claim %ld ms (CFS_TEST_IDATA_LEASE_MS, a test hook)",
+		         tlv);
+	}
 	if (!m->o.idata_lease_ns)
 		m->o.idata_lease_ns = META_IDATA_LEASE_NS;
 	pthread_mutex_init(&m->id_lock, NULL);
