@@ -66,6 +66,11 @@
  *                 other target of its service; the watchdog fences it;
  *                 once the disk answers, it rejoins and its resync
  *                 completes
+ *   dump_queue_full  a SYNCING target whose listing hangs queues at most
+ *                 4 DUMPs; the next is refused (EUNAVAIL), which only
+ *                 ends that pass; its service stops cleanly with the
+ *                 listing held and the queue full; restarted, its
+ *                 resync completes
  *   repair_queue_share  two targets per service, a repair queue of 4: one
  *                 target's corrupt chunks, repairs held (a hung disk),
  *                 fill only its share; the other's corrupt chunk is
@@ -2087,6 +2092,24 @@ static bool log_has_from(const char *path, long from, const char *needle)
 	return found;
 }
 
+/* How many lines of the log at PATH at or past byte FROM contain NEEDLE. */
+static int log_count_from(const char *path, long from, const char *needle)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	if (from > 0 && fseek(f, from, SEEK_SET) != 0) {
+		fclose(f);
+		return 0;
+	}
+	char line[4096];
+	int n = 0;
+	while (fgets(line, sizeof(line), f))
+		n += strstr(line, needle) != NULL;
+	fclose(f);
+	return n;
+}
+
 /* The size of the log at PATH now (0 if absent). */
 static long log_size(const char *path)
 {
@@ -2776,6 +2799,84 @@ static void test_dump_hung_sibling(void **state)
 	env_down(&e);
 }
 
+/* A SYNCING target whose listing hangs holds at most 4 of its
+ * predecessor's DUMPs queued behind the held one; the next is refused at
+ * once (-CFS_EUNAVAIL), which only ends that pass. The tail missed a
+ * write and comes back with its DUMP listing held (faultinj_dump_hold)
+ * and the watchdog's bound raised (CFS_FAULTINJ_IO_STALL_MS) so it is not
+ * fenced meanwhile: each of the middle's passes waits 10 s for its DUMP
+ * (the call's deadline) until the tail's queue is full, then one ends
+ * with "service unavailable" while the tail is still SYNCING. The tail's
+ * service is then stopped with its listing held and 4 DUMPs queued: it
+ * exits cleanly within the harness's 10 s (stor_cluster_signal), the
+ * queued ones answered by the pool once the hold ends at the stop (a
+ * queue stuck behind its target's busy flag would hold the stop in the
+ * in-flight wait). Restarted without the hold, its resync completes and
+ * it holds the write it missed. */
+static void test_dump_queue_full(void **state)
+{
+	(void)state;
+	struct env e;
+	struct members mb;
+	static uint8_t v[CLEN];
+	tail_missed_write(&e, "craq-dumpfull", &mb, 98, 0, 3901, v);
+	long from = log_size(e.sc.node[mb.mn].log);
+	char hold[800];
+	arm_fault(&e, mb.tn, "faultinj_dump_hold", "", hold, sizeof(hold));
+	setenv("CFS_FAULTINJ_IO_STALL_MS", "600000", 1);
+	stor_cluster_start_storage(&e.sc, mb.tn);
+	unsetenv("CFS_FAULTINJ_IO_STALL_MS");
+	unsetenv("CFS_FAULTINJ");
+	char held[128], refused[160], timedout[160];
+	snprintf(held, sizeof(held), "target %u held at faultinj_dump_hold", mb.tail);
+	snprintf(refused, sizeof(refused), "resync aborted: chain=%u target=%u err=%s", e.chain,
+	         mb.tail, cfs_strerror(-CFS_EUNAVAIL));
+	snprintf(timedout, sizeof(timedout), "resync aborted: chain=%u target=%u err=%s", e.chain,
+	         mb.tail, cfs_strerror(-CFS_ETIMEDOUT));
+	uint64_t until = clock_mono_ms() + 30000;
+	while (!log_has(e.sc.node[mb.tn].log, held) && clock_mono_ms() < until)
+		clock_sleep_ms(50);
+	bool in_hold = log_has(e.sc.node[mb.tn].log, held);
+	/* 1 running + 4 queued DUMPs, 10 s each, then the refusal */
+	uint64_t t0 = clock_mono_ms();
+	until = t0 + 120000;
+	while (in_hold && !log_has_from(e.sc.node[mb.mn].log, from, refused) &&
+	       clock_mono_ms() < until)
+		clock_sleep_ms(200);
+	bool was_refused = log_has_from(e.sc.node[mb.mn].log, from, refused);
+	int waited = log_count_from(e.sc.node[mb.mn].log, from, timedout);
+	print_message("DUMP refused after %llu ms, %d passes timed out before\n",
+	              (unsigned long long)(clock_mono_ms() - t0), waited);
+	struct route_chain c;
+	bool syncing = false;
+	if (get_chain(&e, &c))
+		for (uint32_t i = 0; i < c.n; i++)
+			syncing |= c.m[i].target_id == mb.tail && c.m[i].state == CHAIN_PS_SYNCING;
+	bool still_held = access(hold, F_OK) == 0;
+	uint64_t ts = clock_mono_ms();
+	stor_cluster_signal(&e.sc, mb.tn, SIGTERM); /* asserts a clean exit */
+	uint64_t stop_ms = clock_mono_ms() - ts;
+	print_message("tail stopped in %llu ms with its listing held and its DUMPs queued\n",
+	              (unsigned long long)stop_ms);
+	unlink(hold);
+	stor_cluster_start_storage(&e.sc, mb.tn);
+	if (!was_refused || !syncing)
+		stor_cluster_print_logs(&e.sc, 20);
+	assert_true(in_hold);
+	/* the held DUMP and the 4 queued behind it each ended a pass */
+	assert_true(waited >= 5);
+	assert_true(was_refused);
+	/* refused while the listing was held and the tail still SYNCING */
+	assert_true(still_held);
+	assert_true(syncing);
+	/* the queued DUMPs were answered at once, not after the stop's 10 s
+	 * bounded wait for requests in flight */
+	assert_true(stop_ms < 8000);
+	assert_chain_recovers(&e, 60000);
+	assert_replicas_hold(&e, 98, 0, v, CLEN);
+	env_down(&e);
+}
+
 /* Writes chunk INO:IDX of E's chain with SEED's pattern and MARKER at
  * 4096 (into BUF, CLEN bytes). */
 static void write_marked(struct env *e, uint64_t ino, uint32_t idx, uint64_t seed,
@@ -3392,6 +3493,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_resync_hung_sibling),
 		cmocka_unit_test(test_resync_stale_pass),
 		cmocka_unit_test(test_dump_hung_sibling),
+		cmocka_unit_test(test_dump_queue_full),
 		cmocka_unit_test(test_repair_queue_share),
 		cmocka_unit_test(test_noflush_chain),
 	};
