@@ -445,28 +445,21 @@ void craq_resync_stop(struct storage_service *s)
 
 /* ---- the syncing side ----
  *
- * DUMP answers run on a small pool of their own (craq_dump_start), not on
- * the scheduler thread: that one runs every target's forward retries,
- * range removes and held truncates, and a SYNCING target whose disk hangs
- * in its listing held all of them (test_craq.c dump_hung_sibling). Each
- * target has a FIFO of DUMP requests and at most one of them runs at a
- * time, so the answers to one target go out in the order they came; the
- * threads take targets round robin. What a hung listing holds is bounded:
- * one pool thread, and at most DUMP_QUEUE_MAX requests queued behind it
- * (more are answered -CFS_EUNAVAIL at once; the sender's pass aborts and
- * the next one asks again). With DUMP_THREADS_MAX targets hung at once
- * the other targets' DUMPs wait too, and nothing else. Not the receiving
- * target's resync worker: that one may be inside a repair's peer read
- * (10 s calls), which a DUMP must not queue behind. The listing counts
- * as local engine work for the I/O watchdog (stor_iowatch.c): a SYNCING
- * target whose listing hangs fences itself like one whose apply hangs,
- * so mgmtd moves it out and its chain's one SYNCING place goes to
- * another returning member; it rejoins once the listing returned. */
+ * DUMP answers run on the listing pool (craq_list.c), not on the
+ * scheduler thread, and not on the receiving target's resync worker:
+ * that one may be inside a repair's peer read (10 s calls), which a DUMP
+ * must not queue behind. At most DUMP_QUEUE_MAX of a target's DUMPs wait
+ * behind its running listing; more are answered -CFS_EUNAVAIL at once
+ * (the sender's pass aborts and the next one asks again). The listing
+ * counts as local engine work for the I/O watchdog: a SYNCING target
+ * whose listing hangs fences itself like one whose apply hangs, so mgmtd
+ * moves it out and its chain's one SYNCING place goes to another
+ * returning member; it rejoins once the listing returned. */
 
-#define DUMP_THREADS_MAX 4
-#define DUMP_QUEUE_MAX   4
+#define DUMP_QUEUE_MAX 4
 
 struct dump_job {
+	struct craq_list_job lj; /* first: the pool's job is the dump_job */
 	struct storage_service *s;
 	struct rpc_req *req;
 	struct stor_target *t;
@@ -474,24 +467,6 @@ struct dump_job {
 	struct ent_vec v;
 	bool more;
 	struct stor_io_ent io; /* the listing, for the I/O watchdog */
-	struct dump_job *next;
-};
-
-struct dump_queue {
-	struct dump_job *head, *tail;
-	uint32_t n; /* queued, not counting the running one */
-	bool busy;  /* a thread runs one of this target's jobs */
-};
-
-struct craq_dump {
-	pthread_mutex_t mu; /* guards q[], rr, stop */
-	pthread_cond_t cv;  /* a job queued, a target freed, or the stop */
-	size_t nq;          /* = s->nt */
-	size_t rr;          /* the next target a thread looks at first */
-	bool stop;
-	size_t nthr;
-	pthread_t thr[DUMP_THREADS_MAX];
-	struct dump_queue q[];
 };
 
 static int dump_collect(void *arg, struct chunk_id id, const struct chunk_info *info)
@@ -523,8 +498,9 @@ static void dump_finish(struct dump_job *j, int rc)
 	free(j);
 }
 
-static void dump_run(struct dump_job *j)
+static void dump_run(struct craq_list_job *lj)
 {
+	struct dump_job *j = (struct dump_job *)lj;
 	/* Fault injection: the listing held while the file exists, as by a
 	 * disk that hangs (test_craq.c dump_hung_sibling). */
 	stor_io_begin(j->t, &j->io);
@@ -538,80 +514,9 @@ static void dump_run(struct dump_job *j)
 	dump_finish(j, rc);
 }
 
-static void *dump_main(void *arg)
+static void dump_drop(struct craq_list_job *lj)
 {
-	struct storage_service *s = arg;
-	struct craq_dump *d = s->dump;
-	pthread_mutex_lock(&d->mu);
-	while (!d->stop) {
-		size_t k = d->nq;
-		for (size_t i = 0; i < d->nq && k == d->nq; i++) {
-			size_t c = (d->rr + i) % d->nq;
-			if (d->q[c].head && !d->q[c].busy)
-				k = c;
-		}
-		if (k == d->nq) {
-			pthread_cond_wait(&d->cv, &d->mu);
-			continue;
-		}
-		struct dump_queue *q = &d->q[k];
-		struct dump_job *j = q->head;
-		q->head = j->next;
-		if (!q->head)
-			q->tail = NULL;
-		q->n--;
-		q->busy = true;
-		d->rr = (k + 1) % d->nq;
-		pthread_mutex_unlock(&d->mu);
-		dump_run(j);
-		pthread_mutex_lock(&d->mu);
-		q->busy = false;
-		/* The target's next job may wait for a thread that found it busy. */
-		if (q->head)
-			pthread_cond_broadcast(&d->cv);
-	}
-	pthread_mutex_unlock(&d->mu);
-	return NULL;
-}
-
-int craq_dump_start(struct storage_service *s)
-{
-	struct craq_dump *d = xcalloc(1, sizeof(*d) + s->nt * sizeof(d->q[0]));
-	pthread_mutex_init(&d->mu, NULL);
-	pthread_cond_init(&d->cv, NULL);
-	d->nq = s->nt;
-	s->dump = d;
-	size_t want = s->nt < DUMP_THREADS_MAX ? s->nt : DUMP_THREADS_MAX;
-	for (size_t k = 0; k < want; k++) {
-		if (pthread_create(&d->thr[k], NULL, dump_main, s))
-			return -EAGAIN;
-		d->nthr = k + 1;
-	}
-	return 0;
-}
-
-void craq_dump_stop(struct storage_service *s)
-{
-	struct craq_dump *d = s->dump;
-	if (!d)
-		return;
-	pthread_mutex_lock(&d->mu);
-	d->stop = true;
-	pthread_cond_broadcast(&d->cv);
-	pthread_mutex_unlock(&d->mu);
-	for (size_t k = 0; k < d->nthr; k++)
-		pthread_join(d->thr[k], NULL);
-	/* The threads are gone: what is still queued is answered here. */
-	for (size_t k = 0; k < d->nq; k++)
-		while (d->q[k].head) {
-			struct dump_job *j = d->q[k].head;
-			d->q[k].head = j->next;
-			dump_finish(j, -CFS_EUNAVAIL);
-		}
-	pthread_mutex_destroy(&d->mu);
-	pthread_cond_destroy(&d->cv);
-	free(d);
-	s->dump = NULL;
+	dump_finish((struct dump_job *)lj, -CFS_EUNAVAIL);
 }
 
 void craq_dump_handle(struct storage_service *s, struct rpc_req *req)
@@ -633,28 +538,16 @@ void craq_dump_handle(struct storage_service *s, struct rpc_req *req)
 		rpc_reply_error(req, err, "dump: not serving");
 		return;
 	}
-	struct craq_dump *d = s->dump;
-	struct dump_queue *q = &d->q[t - s->t];
-	pthread_mutex_lock(&d->mu);
-	bool full = d->stop || q->n >= DUMP_QUEUE_MAX;
-	if (!full) {
-		struct dump_job *j = xcalloc(1, sizeof(*j));
-		j->s = s;
-		j->req = req;
-		j->t = t;
-		j->m = m;
-		if (q->tail)
-			q->tail->next = j;
-		else
-			q->head = j;
-		q->tail = j;
-		q->n++;
-		pthread_cond_signal(&d->cv);
-	}
-	pthread_mutex_unlock(&d->mu);
-	if (full) {
+	struct dump_job *j = xcalloc(1, sizeof(*j));
+	j->lj = (struct craq_list_job){.t = t, .run = dump_run, .drop = dump_drop};
+	j->s = s;
+	j->req = req;
+	j->t = t;
+	j->m = m;
+	if (craq_list_queue(s, &j->lj, DUMP_QUEUE_MAX)) {
 		/* The target's listings are stuck (a hung disk): the sender's
 		 * pass ends and the next one asks again. */
+		free(j);
 		rpc_reply_error(req, -CFS_EUNAVAIL, "dump: target's listings busy");
 		stor_end(s);
 	}

@@ -90,7 +90,7 @@ struct fence_witness {
 /* ---- the service ---- */
 struct sc_shm;
 struct craq_resync;
-struct craq_dump;
+struct craq_list;
 
 struct storage_service {
 	struct rpc_server *srv;
@@ -103,7 +103,7 @@ struct storage_service {
 	struct mgmtd_client *mc;       /* NULL standalone */
 	struct craq_dedup *dedup;
 	struct craq_sched *sched;
-	struct craq_dump *dump;        /* the DUMP answers' threads (craq_resync.c) */
+	struct craq_list *list;        /* the listing pool's threads (craq_list.c) */
 	struct chunk_bufpool *pool;    /* request data buffers (stor_buf_*) */
 	struct stor_target *t;         /* nt targets */
 	size_t nt;
@@ -222,6 +222,27 @@ void craq_fence_target(struct storage_service *s, struct stor_target *t, const c
 /* Checks that TARGET may serve a read of CHAIN now: 0 or -CFS_E*. */
 int craq_read_check(struct storage_service *s, uint32_t target, uint32_t chain);
 
+/* craq_list.c: the listing pool. A listing a request waits on (a DUMP's)
+ * runs there, off the loops and the scheduler thread; each target's jobs
+ * in order, one at a time (rules in craq_list.c). */
+struct craq_list_job {
+	struct stor_target *t;
+	void (*run)(struct craq_list_job *j);  /* on a pool thread; ends J */
+	void (*drop)(struct craq_list_job *j); /* at the stop instead: ends J, -CFS_EUNAVAIL */
+	struct craq_list_job *next;            /* the pool's */
+};
+/* START once the targets are open: 0 or -EAGAIN (what started is stopped
+ * by STOP). STOP, idempotent, after the requests in flight were waited
+ * for and before the RPC server is freed: joins the threads (one inside
+ * a hung engine call holds it until the call returns; RUN jobs see
+ * s->stopping) and DROPs what is still queued. */
+int craq_list_start(struct storage_service *s);
+void craq_list_stop(struct storage_service *s);
+/* Queues J behind J->t's earlier jobs: 0, or -CFS_EUNAVAIL when MAX of
+ * them wait already or the pool stops (J is not taken: the caller answers
+ * its request). */
+int craq_list_queue(struct storage_service *s, struct craq_list_job *j, uint32_t max);
+
 /* craq_resync.c: one worker thread per target syncs that target's
  * SYNCING successor and runs its repairs, so a pass waiting on one hung
  * disk holds back no other target. START (in mgmtd_link_start, before the
@@ -235,15 +256,6 @@ int craq_resync_start(struct storage_service *s);
 void craq_resync_offer(struct storage_service *s, struct mgmtd_routing *snap);
 void craq_resync_stop(struct storage_service *s);
 void craq_sync_done_handle(struct storage_service *s, struct rpc_req *req);
-/* DUMP answers (the syncing side of a pass) run on threads of their own,
- * per target in order, one at a time (rules in craq_resync.c). START once
- * the targets are open: 0 or -EAGAIN (what started is stopped by STOP).
- * STOP, idempotent, after the requests in flight were waited for and
- * before the RPC server is freed: joins the threads (one inside a hung
- * engine call holds it until the call returns) and answers what is still
- * queued with -CFS_EUNAVAIL. */
-int craq_dump_start(struct storage_service *s);
-void craq_dump_stop(struct storage_service *s);
 void craq_dump_handle(struct storage_service *s, struct rpc_req *req);
 
 /* craq_repair.c: a chunk that failed its CRC on a read is repaired from

@@ -1002,8 +1002,8 @@ int storage_service_new(const struct storage_service_opts *o, struct storage_ser
 	/* Tests shrink the repair queue (test_craq.c repair_queue_share). */
 	const char *rq = s->faultinj ? getenv("CFS_FAULTINJ_REPAIR_QUEUE_MAX") : NULL;
 	s->repair = craq_repair_new(rq ? strtoul(rq, NULL, 10) : 0, s->nt);
-	if ((rc = craq_dump_start(s))) {
-		snprintf(err, errlen, "cannot start the resync listing threads");
+	if ((rc = craq_list_start(s))) {
+		snprintf(err, errlen, "cannot start the listing threads");
 		goto fail;
 	}
 	s->sc = stor_sc_new(s);
@@ -1136,7 +1136,7 @@ void storage_service_free(struct storage_service *s)
 	chunk_fixed_remove(s->fixed, s->shm_fixed_id);
 	sc_shm_free(s->shm);
 	craq_sched_free(s->sched);
-	craq_dump_stop(s);
+	craq_list_stop(s);
 	rpc_server_free(s->srv);
 	stor_rings_free(s); /* the loops are gone: no read is reaped any more */
 	stor_sc_free(s->sc); /* the connections (and their tables) are gone */
