@@ -1,9 +1,10 @@
 /* craq_list.c - the listing pool: the LMDB listings a request waits on
- * (a SYNCING target's answer to its predecessor's DUMP, craq_resync.c)
- * run on a small pool of their own, not on a loop (they read LMDB) and
- * not on the scheduler thread: that one runs every target's forward
- * retries, range removes and held truncates, and a target whose disk
- * hangs in a listing held all of them (test_craq.c dump_hung_sibling).
+ * (a SYNCING target's answer to its predecessor's DUMP, craq_resync.c; a
+ * head's listing of a range remove, craq_write.c) run on a small pool of
+ * their own, not on a loop (they read LMDB) and not on the scheduler
+ * thread: that one runs every target's forward retries and held
+ * truncates, and a target whose disk hangs in a listing held all of them
+ * (test_craq.c dump_hung_sibling, rm_hung_sibling).
  *
  * Each target has a FIFO of jobs and at most one of them runs at a time,
  * so one target's listings are done (and answered) in the order they

@@ -225,6 +225,7 @@
 #include "common/log.h"
 #include "common/status.h"
 #include "common/xalloc.h"
+#include "storage/stor_fault.h"
 #include "storage/stor_shm.h"
 #include "storage/storage_int.h"
 #include "storage_client/sc_shm.h"
@@ -1234,10 +1235,20 @@ void craq_write_handle(struct storage_service *s, struct rpc_req *req,
  * range's first chunk: a write to another chunk could reach a successor
  * on the wrong side of it). A chunk the head does not hold when it lists
  * them is not removed anywhere: a write creating it then comes after the
- * remove on every replica alike. At most RM_WINDOW chunks at once. */
-#define RM_WINDOW 64
+ * remove on every replica alike. At most RM_WINDOW chunks at once.
+ * The listing runs on the listing pool (craq_list.c), not on the
+ * scheduler thread that runs every target's forward retries and held
+ * truncates: a head whose disk hangs while listing held all of them
+ * (test_craq.c rm_hung_sibling). It counts as local engine work for the
+ * I/O watchdog, so such a head fences itself and the client's retry goes
+ * to the next head. At most RM_QUEUE_MAX of a target's range removes
+ * wait behind its running listing; more are refused with -CFS_EUNAVAIL,
+ * which the client retries. */
+#define RM_WINDOW    64
+#define RM_QUEUE_MAX 64
 
 struct rm_job {
+	struct craq_list_job lj; /* first: the pool's job is the rm_job */
 	struct storage_service *s;
 	struct stor_target *t;
 	struct rpc_req *req;
@@ -1248,6 +1259,7 @@ struct rm_job {
 	size_t started, done; /* under mu */
 	uint32_t removed;     /* under mu */
 	int err;              /* under mu: the first part's error */
+	struct stor_io_ent io; /* the listing, for the I/O watchdog */
 };
 
 /* A chunk op of a range whose remove another attempt already had
@@ -1342,12 +1354,21 @@ static void rm_part_done(struct rm_job *j, int err, uint32_t removed)
 		rm_finish(j);
 }
 
-/* On the scheduler thread: the metadata scan must not run on a loop. */
-static void rm_list(void *arg)
+/* On a pool thread: the metadata scan must not run on a loop. Once the
+ * service stops, no part starts (the RPC client and the scheduler they
+ * use go next). */
+static void rm_list(struct craq_list_job *lj)
 {
-	struct rm_job *j = arg;
-	int rc = chunk_engine_iterate(j->t->eng, (struct chunk_id){ j->m.ino, j->m.begin },
-				      (struct chunk_id){ j->m.ino, j->m.end }, rm_collect, j);
+	struct rm_job *j = (struct rm_job *)lj;
+	stor_io_begin(j->t, &j->io);
+	/* Fault injection: the listing held while the file exists, as by a
+	 * disk that hangs (test_craq.c rm_hung_sibling). */
+	stor_fault_hold(j->s, j->t, "faultinj_rm_list_hold");
+	int rc = -CFS_EUNAVAIL;
+	if (!atomic_load(&j->s->stopping))
+		rc = chunk_engine_iterate(j->t->eng, (struct chunk_id){j->m.ino, j->m.begin},
+		                          (struct chunk_id){j->m.ino, j->m.end}, rm_collect, j);
+	stor_io_end(j->t, &j->io);
 	if (rc < 0 || j->n == 0 || atomic_load(&j->s->stopping)) {
 		j->err = rc < 0 ? rc : atomic_load(&j->s->stopping) ? -CFS_EUNAVAIL : 0;
 		rm_finish(j);
@@ -1359,6 +1380,13 @@ static void rm_list(void *arg)
 	pthread_mutex_unlock(&j->mu);
 	for (size_t i = 0; i < k; i++)
 		rm_part_start(j, i);
+}
+
+static void rm_drop(struct craq_list_job *lj)
+{
+	struct rm_job *j = (struct rm_job *)lj;
+	j->err = -CFS_EUNAVAIL;
+	rm_finish(j);
 }
 
 /* A head's remove of more than one chunk; false: not ours (the op as ever). */
@@ -1387,8 +1415,14 @@ static bool rm_range(struct storage_service *s, struct stor_target *t, struct rp
 	j->t = t;
 	j->req = req;
 	j->m = *m;
+	j->lj = (struct craq_list_job){.t = t, .run = rm_list, .drop = rm_drop};
 	pthread_mutex_init(&j->mu, NULL);
-	craq_sched_after(s->sched, 0, rm_list, j);
+	if (craq_list_queue(s, &j->lj, RM_QUEUE_MAX)) {
+		/* The head's listings are stuck (a hung disk): the client
+		 * retries, at the next head once this one fenced itself. */
+		j->err = -CFS_EUNAVAIL;
+		rm_finish(j);
+	}
 	return true;
 }
 

@@ -222,9 +222,10 @@ void craq_fence_target(struct storage_service *s, struct stor_target *t, const c
 /* Checks that TARGET may serve a read of CHAIN now: 0 or -CFS_E*. */
 int craq_read_check(struct storage_service *s, uint32_t target, uint32_t chain);
 
-/* craq_list.c: the listing pool. A listing a request waits on (a DUMP's)
- * runs there, off the loops and the scheduler thread; each target's jobs
- * in order, one at a time (rules in craq_list.c). */
+/* craq_list.c: the listing pool. A listing a request waits on (a DUMP's,
+ * a head's range remove's) runs there, off the loops and the scheduler
+ * thread; each target's jobs in order, one at a time (rules in
+ * craq_list.c). */
 struct craq_list_job {
 	struct stor_target *t;
 	void (*run)(struct craq_list_job *j);  /* on a pool thread; ends J */
@@ -233,9 +234,10 @@ struct craq_list_job {
 };
 /* START once the targets are open: 0 or -EAGAIN (what started is stopped
  * by STOP). STOP, idempotent, after the requests in flight were waited
- * for and before the RPC server is freed: joins the threads (one inside
- * a hung engine call holds it until the call returns; RUN jobs see
- * s->stopping) and DROPs what is still queued. */
+ * for and before the RPC client, the scheduler and the RPC server are
+ * freed (a range remove's RUN starts chain ops): joins the threads (one
+ * inside a hung engine call holds it until the call returns; RUN jobs
+ * see s->stopping) and DROPs what is still queued. */
 int craq_list_start(struct storage_service *s);
 void craq_list_stop(struct storage_service *s);
 /* Queues J behind J->t's earlier jobs: 0, or -CFS_EUNAVAIL when MAX of

@@ -1132,11 +1132,13 @@ void storage_service_free(struct storage_service *s)
 	if (atomic_load(&s->inflight))
 		LOG_WARN("storage", "stopping with requests in flight: n=%llu",
 			 (unsigned long long)atomic_load(&s->inflight));
+	/* Before the RPC client and the scheduler: a head's range remove
+	 * starts its chain ops from a pool thread. */
+	craq_list_stop(s);
 	rpc_client_free(s->cli);
 	chunk_fixed_remove(s->fixed, s->shm_fixed_id);
 	sc_shm_free(s->shm);
 	craq_sched_free(s->sched);
-	craq_list_stop(s);
 	rpc_server_free(s->srv);
 	stor_rings_free(s); /* the loops are gone: no read is reaped any more */
 	stor_sc_free(s->sc); /* the connections (and their tables) are gone */

@@ -71,6 +71,11 @@
  *                 ends that pass; its service stops cleanly with the
  *                 listing held and the queue full; restarted, its
  *                 resync completes
+ *   rm_hung_sibling  two targets per service: a head whose listing of a
+ *                 range remove hangs (a hung disk) holds back no forward
+ *                 retry of the other target of its service; the watchdog
+ *                 fences it, the remove is answered by the next head, and
+ *                 once the disk answers no replica holds the chunks
  *   repair_queue_share  two targets per service, a repair queue of 4: one
  *                 target's corrupt chunks, repairs held (a hung disk),
  *                 fill only its share; the other's corrupt chunk is
@@ -2877,6 +2882,137 @@ static void test_dump_queue_full(void **state)
 	env_down(&e);
 }
 
+/* A head whose disk hangs while it lists the chunks of a range remove
+ * must not hold back the other targets of its service. Three services
+ * with two targets each (two chains): H heads its chain CH on node N; S,
+ * N's other target, forwards in its chain CS (head or middle). H's
+ * range-remove listings are held (faultinj_rm_list_hold, as by a hung
+ * disk) while a range remove of three chunks goes to H. Meanwhile a
+ * remove of one chunk of CS, whose forward from S is refused once by
+ * S's successor and retried (on N's delayed-call thread), must be
+ * answered within 8 s. The held listing counts as engine work for the
+ * I/O watchdog: H fences itself and mgmtd moves it out while the hold
+ * lasts, so the range remove is answered (by the next head). Then the
+ * hold ends: H rejoins, CH recovers, and no member of CH holds any of
+ * the three chunks. Before, the listing ran on that one scheduler
+ * thread: the retry waited for the hold. */
+static void test_rm_hung_sibling(void **state)
+{
+	(void)state;
+	struct env e;
+	env_up_two_targets(&e, "craq-rmhung");
+	uint32_t h = 0, ch = 0, hslot = 0, s = 0, cs = 0, snext = 0;
+	int n = -1;
+	struct route_chain c;
+	for (int ni = 0; ni < 3 && !h; ni++)
+		for (uint32_t slot = 1; slot <= 2 && !h; slot++) {
+			uint32_t t, tc, o, oc;
+			target_in_slot(&e, ni, slot, &t, &tc);
+			target_in_slot(&e, ni, 3 - slot, &o, &oc);
+			e.chain = tc;
+			assert_true(wait_chain(&e, 3, 0, 0, 15000));
+			assert_true(get_chain(&e, &c));
+			if (c.m[0].target_id != t)
+				continue;
+			e.chain = oc;
+			assert_true(wait_chain(&e, 3, 0, 0, 15000));
+			assert_true(get_chain(&e, &c));
+			for (uint32_t k = 0; k + 1 < c.n; k++)
+				if (c.m[k].target_id == o) {
+					h = t;
+					ch = tc;
+					hslot = slot;
+					s = o;
+					cs = oc;
+					snext = c.m[k + 1].target_id;
+					n = ni;
+				}
+		}
+	if (!h)
+		fail_msg(
+		    "every head's sibling is its chain's tail: no forward from it to hold back");
+	int sn = node_of(&e, snext);
+	assert_true(sn >= 0 && sn != n);
+	print_message("H=%u (chain %u) and S=%u (chain %u) on node %d, S forwards to %u\n", h, ch,
+	              s, cs, n, snext);
+	static uint8_t old[3][CLEN], sib[CLEN];
+	e.chain = ch;
+	for (uint32_t idx = 0; idx < 3; idx++)
+		write_seed(&e, 96, idx, 3701 + idx, old[idx]);
+	e.chain = cs;
+	write_seed(&e, 97, 0, 3801, sib);
+	char hold[800], refuse[800];
+	arm_fault_slot(&e, n, hslot, "faultinj_rm_list_hold", "", hold, sizeof(hold));
+	struct bg_remove_timed bh = {.e = &e, .chain = ch, .ino = 96};
+	assert_int_equal(pthread_create(&bh.th, NULL, bg_remove_timed_main, &bh), 0);
+	char held[128];
+	snprintf(held, sizeof(held), "target %u held at faultinj_rm_list_hold", h);
+	uint64_t until = clock_mono_ms() + 30000;
+	while (!log_has(e.sc.node[n].log, held) && clock_mono_ms() < until)
+		clock_sleep_ms(50);
+	bool in_hold = log_has(e.sc.node[n].log, held);
+	uint64_t ms = 0;
+	bool answered = false, still_held = false, out = false;
+	int rc = -1;
+	uint32_t removed = 0;
+	if (in_hold) {
+		arm_fault_slot(&e, sn, snext % 1000, "faultinj_craq_remove_refuse", "", refuse,
+		               sizeof(refuse));
+		uint64_t t0 = clock_mono_ms();
+		struct storage_loc loc = {.chain = cs};
+		/* One chunk: a chain op of its own, not a listing. */
+		rc = storage_client_remove(e.cli, &loc, 97, 0, 1, &removed);
+		ms = clock_mono_ms() - t0;
+		answered = ms < 8000;
+		still_held = access(hold, F_OK) == 0 && !atomic_load(&bh.done);
+		/* The held listing counts as engine work in flight: the
+		 * watchdog fences H (10 s) and mgmtd moves it out. */
+		e.chain = ch;
+		out = wait_chain(&e, 2, h, CHAIN_PS_OFFLINE, 25000) && access(hold, F_OK) == 0;
+	}
+	char stalled[96];
+	snprintf(stalled, sizeof(stalled), "target fenced itself: target=%u why=a local engine op",
+	         h);
+	bool watchdog = log_has(e.sc.node[n].log, stalled);
+	unlink(hold);
+	pthread_join(bh.th, NULL);
+	if (!answered || !out || !watchdog || bh.rc)
+		stor_cluster_print_logs(&e.sc, 20);
+	assert_true(in_hold);
+	print_message("remove on CS %s after %llu ms, H's listing held\n",
+	              answered ? "answered" : "not answered", (unsigned long long)ms);
+	assert_true(answered);
+	assert_int_equal(rc, 0);
+	assert_int_equal(removed, 1);
+	/* S's forward was refused once and retried */
+	assert_int_not_equal(access(refuse, F_OK), 0);
+	/* H's listing was still held then: the test tested that */
+	assert_true(still_held);
+	print_message("H %s by the watchdog while its listing was held\n",
+	              out && watchdog ? "moved out" : "not moved out");
+	assert_true(out);
+	assert_true(watchdog);
+	assert_int_equal(bh.rc, 0);
+	assert_int_equal(bh.removed, 3);
+	e.chain = ch;
+	assert_chain_recovers(&e, 60000);
+	assert_true(get_chain(&e, &c));
+	for (uint32_t k = 0; k < c.n; k++) {
+		int ni = node_of(&e, c.m[k].target_id);
+		struct storage_loc pin = {
+		    .chain = ch, .addr = e.sc.node[ni].addr, .target = c.m[k].target_id};
+		for (uint32_t idx = 0; idx < 3; idx++) {
+			struct sto_query_resp q;
+			int r = storage_client_query(e.cli, &pin, 96, idx, 0, &q);
+			if (r != -ENOENT)
+				print_message("target %u: chunk 96:%u %s\n", c.m[k].target_id, idx,
+				              r ? cfs_strerror(r) : "present");
+			assert_int_equal(r, -ENOENT);
+		}
+	}
+	env_down(&e);
+}
+
 /* Writes chunk INO:IDX of E's chain with SEED's pattern and MARKER at
  * 4096 (into BUF, CLEN bytes). */
 static void write_marked(struct env *e, uint64_t ino, uint32_t idx, uint64_t seed,
@@ -3495,6 +3631,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_resync_hung_sibling),
 		cmocka_unit_test(test_resync_stale_pass),
 		cmocka_unit_test(test_dump_hung_sibling),
+		cmocka_unit_test(test_rm_hung_sibling),
 		cmocka_unit_test(test_repair_queue_share),
 		cmocka_unit_test(test_noflush_chain),
 	};
