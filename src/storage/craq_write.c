@@ -1369,6 +1369,16 @@ static void rm_list(struct craq_list_job *lj)
 		rc = chunk_engine_iterate(j->t->eng, (struct chunk_id){j->m.ino, j->m.begin},
 		                          (struct chunk_id){j->m.ino, j->m.end}, rm_collect, j);
 	stor_io_end(j->t, &j->io);
+	/* The chunk ops run as head ops: applied here, then forwarded to our
+	 * successors. While the listing waited or ran (a slow disk, the
+	 * jobs queued before it), this target may have left the chain and
+	 * come back at its end (a fence, 2 s of backoff): ops started then
+	 * would remove the chunks here alone and answer the remove as done
+	 * (test_craq.c rm_stale_head). Only a head at the remove's chain
+	 * version starts them; else the client retries at the head it finds
+	 * in newer routing. */
+	if (rc >= 0 && j->n && !atomic_load(&j->s->stopping))
+		rc = check_role(j->s, j->t, j->m.chain, j->m.chain_ver, false);
 	if (rc < 0 || j->n == 0 || atomic_load(&j->s->stopping)) {
 		j->err = rc < 0 ? rc : atomic_load(&j->s->stopping) ? -CFS_EUNAVAIL : 0;
 		rm_finish(j);

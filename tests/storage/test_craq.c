@@ -76,6 +76,10 @@
  *                 retry of the other target of its service; the watchdog
  *                 fences it, the remove is answered by the next head, and
  *                 once the disk answers no replica holds the chunks
+ *   rm_stale_head  a head's range-remove listing held while the head
+ *                 fences itself and rejoins as SYNCING: once the listing
+ *                 returns the remove is refused (not done on the old
+ *                 head alone), every member keeps the chunks
  *   repair_queue_share  two targets per service, a repair queue of 4: one
  *                 target's corrupt chunks, repairs held (a hung disk),
  *                 fill only its share; the other's corrupt chunk is
@@ -722,8 +726,8 @@ static void test_check_late(void **state)
 
 /* Sends the hand-made WRITE M (bulk DATA) or, with DATA NULL, REMOVE RM
  * through RC to the service of M's / RM's target: the RPC status. */
-static int raw_send(struct env *e, struct rpc_client *rc, const struct sto_write_req *m,
-		    const void *data, const struct sto_remove_req *rm)
+static int raw_send_ms(struct env *e, struct rpc_client *rc, const struct sto_write_req *m,
+                       const void *data, const struct sto_remove_req *rm, uint32_t timeout_ms)
 {
 	struct buf pl, resp;
 	buf_init(&pl);
@@ -737,13 +741,23 @@ static int raw_send(struct env *e, struct rpc_client *rc, const struct sto_write
 	int ni = node_of(e, data ? m->target : rm->target);
 	assert_true(ni >= 0);
 	assert_int_equal(rpc_client_peer(rc, e->sc.node[ni].addr, &p, err, sizeof(err)), 0);
-	struct rpc_call call = { .type = data ? STO_MSG_WRITE : STO_MSG_REMOVE,
-				 .payload = pl.data, .payload_len = (uint32_t)pl.len,
-				 .bulk = data, .bulk_len = data ? m->len : 0, .timeout_ms = 5000 };
+	struct rpc_call call = {.type = data ? STO_MSG_WRITE : STO_MSG_REMOVE,
+	                        .payload = pl.data,
+	                        .payload_len = (uint32_t)pl.len,
+	                        .bulk = data,
+	                        .bulk_len = data ? m->len : 0,
+	                        .timeout_ms = timeout_ms};
 	int r = call_unfenced(p, &call, &resp);
 	buf_fini(&pl);
 	buf_fini(&resp);
 	return r;
+}
+
+/* raw_send with the usual 5 s call timeout. */
+static int raw_send(struct env *e, struct rpc_client *rc, const struct sto_write_req *m,
+                    const void *data, const struct sto_remove_req *rm)
+{
+	return raw_send_ms(e, rc, m, data, rm, 5000);
 }
 
 /* Every member of E's chain holds exactly WANT (N bytes) as chunk INO:IDX. */
@@ -1109,6 +1123,7 @@ struct bg_raw_remove {
 	struct env *e;
 	struct rpc_client *rc;
 	struct sto_remove_req rm;
+	uint32_t timeout_ms; /* 0: raw_send's */
 	pthread_t th;
 	int r;
 };
@@ -1116,7 +1131,7 @@ struct bg_raw_remove {
 static void *bg_raw_remove_main(void *arg)
 {
 	struct bg_raw_remove *b = arg;
-	b->r = raw_send(b->e, b->rc, NULL, NULL, &b->rm);
+	b->r = raw_send_ms(b->e, b->rc, NULL, NULL, &b->rm, b->timeout_ms ? b->timeout_ms : 5000);
 	return NULL;
 }
 
@@ -3013,6 +3028,84 @@ static void test_rm_hung_sibling(void **state)
 	env_down(&e);
 }
 
+/* A head's range remove whose listing outlasted the head's place in the
+ * chain must not be carried out by it. The head H accepts a range remove
+ * of three chunks (a raw call, 30 s timeout) and its listing is held
+ * (faultinj_rm_list_hold; the watchdog's bound raised to 60 s,
+ * CFS_FAULTINJ_IO_STALL_MS, so only the fault fences); H fences itself
+ * (faultinj_fence_now), mgmtd moves it out, and after its 2 s backoff H
+ * rejoins as SYNCING (its resync's DUMP waits behind the held listing).
+ * Then the listing returns. H is no head at the remove's chain version:
+ * the remove must be refused, and the chain keeps the chunks. Before the
+ * fix the listing's chunk ops ran as head ops on H, now the chain's
+ * SYNCING tail: they removed the chunks there alone, forwarded nothing,
+ * and the remove was answered as done while the serving members still
+ * held every chunk. */
+static void test_rm_stale_head(void **state)
+{
+	(void)state;
+	struct env e;
+	setenv("CFS_FAULTINJ", "1", 1); /* inherited by the services started now */
+	setenv("CFS_FAULTINJ_IO_STALL_MS", "60000", 1);
+	env_up(&e, "craq-rmstale");
+	unsetenv("CFS_FAULTINJ");
+	unsetenv("CFS_FAULTINJ_IO_STALL_MS");
+	struct members mb;
+	members_of(&e, &mb);
+	static uint8_t old[3][CLEN];
+	for (uint32_t idx = 0; idx < 3; idx++)
+		write_seed(&e, 98, idx, 3901 + idx, old[idx]);
+	char hold[800], fence[800];
+	arm_fault(&e, mb.hn, "faultinj_rm_list_hold", "", hold, sizeof(hold));
+	struct rpc_opts ro = {.cluster_id = SC_CLUSTER,
+	                      .secret = (const uint8_t *)SC_SECRET,
+	                      .secret_len = strlen(SC_SECRET)};
+	struct rpc_client *rc;
+	assert_int_equal(rpc_client_new(&ro, &rc), 0);
+	struct bg_raw_remove b = {.e = &e,
+	                          .rc = rc,
+	                          .rm = {.target = mb.head,
+	                                 .chain = e.chain,
+	                                 .chain_ver = mb.c.version,
+	                                 .ino = 98,
+	                                 .begin = 0,
+	                                 .end = 3,
+	                                 .client = 782,
+	                                 .channel = 1,
+	                                 .seq = 1},
+	                          .timeout_ms = 30000};
+	assert_int_equal(pthread_create(&b.th, NULL, bg_raw_remove_main, &b), 0);
+	char held[128];
+	snprintf(held, sizeof(held), "target %u held at faultinj_rm_list_hold", mb.head);
+	uint64_t until = clock_mono_ms() + 20000;
+	while (!log_has(e.sc.node[mb.hn].log, held) && clock_mono_ms() < until)
+		clock_sleep_ms(50);
+	bool in_hold = log_has(e.sc.node[mb.hn].log, held);
+	bool back = false;
+	if (in_hold) {
+		arm_fault(&e, mb.hn, "faultinj_fence_now", "", fence, sizeof(fence));
+		/* Out (OFFLINE), then back as SYNCING: started again. */
+		back = wait_chain(&e, 2, mb.head, CHAIN_PS_OFFLINE, 15000) &&
+		       wait_chain(&e, 2, mb.head, CHAIN_PS_SYNCING, 15000) &&
+		       access(hold, F_OK) == 0;
+	}
+	unlink(hold);
+	pthread_join(b.th, NULL);
+	if (!in_hold || !back || !b.r)
+		stor_cluster_print_logs(&e.sc, 20);
+	assert_true(in_hold);
+	assert_true(back);
+	print_message("the old head's range remove answered %s\n",
+	              b.r ? cfs_strerror(b.r) : "done");
+	/* It was not done: no serving member removed anything. */
+	assert_int_not_equal(b.r, 0);
+	assert_chain_recovers(&e, 60000);
+	for (uint32_t idx = 0; idx < 3; idx++)
+		assert_replicas_hold(&e, 98, idx, old[idx], CLEN);
+	rpc_client_free(rc);
+	env_down(&e);
+}
+
 /* Writes chunk INO:IDX of E's chain with SEED's pattern and MARKER at
  * 4096 (into BUF, CLEN bytes). */
 static void write_marked(struct env *e, uint64_t ino, uint32_t idx, uint64_t seed,
@@ -3587,53 +3680,54 @@ int main(int argc, char **argv)
 	if (argc > 1)
 		cmocka_set_test_filter(argv[1]); /* e.g. test_craq 'test_kill_*' */
 	const struct CMUnitTest tests[] = {
-		/* first: at ~65 s the longest case, so a worker starts it at once */
-		cmocka_unit_test(test_dump_queue_full),
-		cmocka_unit_test(test_stale),
-		cmocka_unit_test(test_check_late),
-		cmocka_unit_test(test_concurrent),
-		cmocka_unit_test(test_head_apply_fails),
-		cmocka_unit_test(test_resync_inflight),
-		cmocka_unit_test(test_resync_remove_race),
-		cmocka_unit_test(test_sync_done_version),
-		cmocka_unit_test(test_remove_write_order),
-		cmocka_unit_test(test_remove_late_part),
-		cmocka_unit_test(test_truncate_write_race),
-		cmocka_unit_test(test_truncate_resync),
-		cmocka_unit_test(test_truncate_late_copy),
-		cmocka_unit_test(test_truncate_cuts_out_of_order),
-		cmocka_unit_test(test_truncate_old_head),
-		cmocka_unit_test(test_write_if_absent),
-		cmocka_unit_test(test_write_if),
-		cmocka_unit_test(test_write_if_old_head),
-		cmocka_unit_test(test_remove_apply_fails),
-		cmocka_unit_test(test_forward_gives_up_remove),
-		cmocka_unit_test(test_forward_gives_up_write),
-		cmocka_unit_test(test_forward_gives_up_backoff_once),
-		cmocka_unit_test(test_forward_deadline_queued),
-		cmocka_unit_test(test_fenced_head_queued),
-		cmocka_unit_test(test_disk_stall_middle),
-		cmocka_unit_test(test_disk_stall_stat),
-		cmocka_unit_test(test_sync_done_fenced),
-		cmocka_unit_test(test_sync_done_stat_hold),
-		cmocka_unit_test(test_kill_middle),
-		cmocka_unit_test(test_kill_head),
-		cmocka_unit_test(test_kill_tail),
-		cmocka_unit_test(test_read_batches_kill),
-		cmocka_unit_test(test_kill_two),
-		cmocka_unit_test(test_lastsrv),
-		cmocka_unit_test(test_full_restart),
-		cmocka_unit_test(test_mgmtd_down),
-		cmocka_unit_test(test_partition),
-		cmocka_unit_test(test_link_state_fence),
-		cmocka_unit_test(test_link_old_routing),
-		cmocka_unit_test(test_report_busy_engine),
-		cmocka_unit_test(test_resync_hung_sibling),
-		cmocka_unit_test(test_resync_stale_pass),
-		cmocka_unit_test(test_dump_hung_sibling),
-		cmocka_unit_test(test_rm_hung_sibling),
-		cmocka_unit_test(test_repair_queue_share),
-		cmocka_unit_test(test_noflush_chain),
+	    /* first: at ~65 s the longest case, so a worker starts it at once */
+	    cmocka_unit_test(test_dump_queue_full),
+	    cmocka_unit_test(test_stale),
+	    cmocka_unit_test(test_check_late),
+	    cmocka_unit_test(test_concurrent),
+	    cmocka_unit_test(test_head_apply_fails),
+	    cmocka_unit_test(test_resync_inflight),
+	    cmocka_unit_test(test_resync_remove_race),
+	    cmocka_unit_test(test_sync_done_version),
+	    cmocka_unit_test(test_remove_write_order),
+	    cmocka_unit_test(test_remove_late_part),
+	    cmocka_unit_test(test_truncate_write_race),
+	    cmocka_unit_test(test_truncate_resync),
+	    cmocka_unit_test(test_truncate_late_copy),
+	    cmocka_unit_test(test_truncate_cuts_out_of_order),
+	    cmocka_unit_test(test_truncate_old_head),
+	    cmocka_unit_test(test_write_if_absent),
+	    cmocka_unit_test(test_write_if),
+	    cmocka_unit_test(test_write_if_old_head),
+	    cmocka_unit_test(test_remove_apply_fails),
+	    cmocka_unit_test(test_forward_gives_up_remove),
+	    cmocka_unit_test(test_forward_gives_up_write),
+	    cmocka_unit_test(test_forward_gives_up_backoff_once),
+	    cmocka_unit_test(test_forward_deadline_queued),
+	    cmocka_unit_test(test_fenced_head_queued),
+	    cmocka_unit_test(test_disk_stall_middle),
+	    cmocka_unit_test(test_disk_stall_stat),
+	    cmocka_unit_test(test_sync_done_fenced),
+	    cmocka_unit_test(test_sync_done_stat_hold),
+	    cmocka_unit_test(test_kill_middle),
+	    cmocka_unit_test(test_kill_head),
+	    cmocka_unit_test(test_kill_tail),
+	    cmocka_unit_test(test_read_batches_kill),
+	    cmocka_unit_test(test_kill_two),
+	    cmocka_unit_test(test_lastsrv),
+	    cmocka_unit_test(test_full_restart),
+	    cmocka_unit_test(test_mgmtd_down),
+	    cmocka_unit_test(test_partition),
+	    cmocka_unit_test(test_link_state_fence),
+	    cmocka_unit_test(test_link_old_routing),
+	    cmocka_unit_test(test_report_busy_engine),
+	    cmocka_unit_test(test_resync_hung_sibling),
+	    cmocka_unit_test(test_resync_stale_pass),
+	    cmocka_unit_test(test_dump_hung_sibling),
+	    cmocka_unit_test(test_rm_hung_sibling),
+	    cmocka_unit_test(test_rm_stale_head),
+	    cmocka_unit_test(test_repair_queue_share),
+	    cmocka_unit_test(test_noflush_chain),
 	};
 	/* Each case starts its own cluster and mostly waits on it (failure
 	 * detection at T, fault holds, resync): 160 s in one process, ~10 s
