@@ -32,7 +32,10 @@
  * waited on by a forward). The listing a SYNCING target answers a DUMP
  * with is (craq_resync.c): a returning target whose disk hangs there
  * would otherwise keep its chain's one SYNCING place with no write to
- * reveal the hang (test_craq.c dump_hung_sibling).
+ * reveal the hang (test_craq.c dump_hung_sibling). So is a head's
+ * listing of a range remove (craq_write.c): a head whose disk hangs there
+ * would otherwise stay head, and every retry of the remove would wait
+ * behind the hang (test_craq.c rm_hung_sibling).
  * One thread, started with the mgmtd link; it looks every quarter of the
  * bound (at most 500 ms).
  */
