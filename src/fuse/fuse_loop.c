@@ -174,6 +174,7 @@ void fuseloop_will_block(void)
 #define NS_AUTO_PRESSURE 2000                 /* 20.00 % some avg10 */
 #define NS_AUTO_PERIOD_NS (250ull * 1000000u) /* 250 ms */
 #define SPIN_MAX_US       1000ull             /* CFS_FUSE_SPIN_US's cap */
+#define SPIN_DEFAULT_US   100ull              /* CFS_FUSE_SPIN_US unset */
 
 static int fl_uncontended(struct fuseloop *fl)
 {
@@ -194,7 +195,8 @@ static int fl_ns_serve_here(struct fuseloop *fl)
 	return fl_uncontended(fl);
 }
 
-/* Spin-wait (CFS_FUSE_SPIN_US, off by default): after a fast reply the
+/* Spin-wait (CFS_FUSE_SPIN_US, 100 us by default, 0 turns it off): after
+ * a fast reply other than READ/WRITE the
  * reader polls /dev/fuse for up to spin_ns before it sleeps in read(2),
  * while the host's CPUs are not contended. WHY: on an idle 2-vCPU VM the
  * scheduler wakes the reader on the idle vCPU, away from its caller, and
@@ -205,8 +207,10 @@ static int fl_ns_serve_here(struct fuseloop *fl)
  * took them to 26 us (bench/history.md "st33"). On a contended host the poller takes a CPU
  * others wait for (creates there fell to 0.2-0.3x when it was forced on),
  * hence the CPU-pressure gate; a caller sharing the reader's CPU gets it
- * through sched_yield. Not on by default: not measured yet on a quiet
- * host, the case it is for. */
+ * through sched_yield. On a quiet host it doubled the peer job's
+ * creates, stats and deletes (bench/history.md "st33 on a quieter
+ * host"); after data requests it cost 4 KiB random readers a few percent
+ * of IOPS, hence not after READ/WRITE. */
 static void fl_spin(struct fuseloop *fl)
 {
 	if (!fl->spin_ns || (!fl->spin_force && !fl_uncontended(fl)))
@@ -364,13 +368,17 @@ static void *fl_main(void *arg)
 				break;
 			w->promoted = 0;
 			w->reading = 1;
+			uint32_t op = ((const struct fuse_in_header *)w->buf.mem)->opcode;
 			fuse_session_process_buf(fl->se, &w->buf);
 			if (w->promoted) { /* the reading went over (fuseloop_will_block) */
 				served = 1;
 				break;
 			}
 			w->reading = 0;
-			fl_spin(fl);
+			/* not after data: a spinning reader took CPU from 4 KiB
+			 * random readers (0.92-0.97x IOPS, bench/history.md) */
+			if (op != FUSE_READ && op != FUSE_WRITE)
+				fl_spin(fl);
 		}
 		pthread_mutex_lock(&fl->mu);
 		if (served)
@@ -409,7 +417,7 @@ static int fl_start(struct fuseloop *fl, struct fuse_session *se, furing *ring, 
 	atomic_init(&fl->pressure, -1);
 	atomic_init(&fl->pressure_at, 0);
 	const char *sp = getenv("CFS_FUSE_SPIN_US");
-	unsigned long long us = sp ? strtoull(sp, NULL, 10) : 0;
+	unsigned long long us = sp ? strtoull(sp, NULL, 10) : SPIN_DEFAULT_US;
 	fl->spin_ns = (us > SPIN_MAX_US ? SPIN_MAX_US : us) * 1000ull;
 	fl->spin_force = getenv("CFS_FUSE_TEST_SPIN_FORCE") != NULL;
 	pthread_mutex_init(&fl->mu, NULL);

@@ -53,8 +53,9 @@
  * block_hint_wait (common/block_hint.h) right before they wait; every
  * thread of the loop sets fuseloop_will_block as its block hint.
  *
- * CFS_FUSE_SPIN_US=N (0..1000, default 0: off) in the mount's
- * environment: after serving a fast request the reader polls /dev/fuse
+ * CFS_FUSE_SPIN_US=N (0..1000, default 100; 0: off) in the mount's
+ * environment: after serving a fast request other than READ or WRITE
+ * the reader polls /dev/fuse
  * for up to N us before it sleeps in read(2), while the host's CPUs are
  * not contended (CPU pressure, as for FUSELOOP_NS_AUTO), so a vCPU does
  * not halt between one caller's requests (fuse_loop.c fl_spin).
